@@ -1,0 +1,93 @@
+"""Typed inputs and outputs of the judge. Pure: no I/O, no clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Metric = str
+"""`error_rate`, `latency_p50`, `latency_p95`, `latency_p99`, `throughput`, or a provider metric."""
+
+Direction = Literal["increase", "decrease"]
+RuleOutcome = Literal["pass", "fail", "inconclusive"]
+PolicyName = Literal["threshold", "sequential", "fixed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule as the judge sees it (converted from the configuration)."""
+
+    name: str
+    source: str
+    metric: Metric
+    max: float | None = None
+    min: float | None = None
+    max_increase: float | None = None
+    """Relative change that matters (0.5 = +50%), against the baseline."""
+    direction: Direction = "increase"
+    """Which way is bad. `decrease` for crash-free rate, throughput and the like."""
+    min_samples: int = 1
+    check: str | None = None
+    query: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one rule saw over one period (a round, or the baseline period).
+
+    `value` is the metric itself (a rate, seconds, a count…); `count`/`total`
+    are the events behind a rate where the source has them (errors out of
+    requests); `values` are the raw samples behind a distribution (latencies in
+    seconds). `value is None` means no data; `error` says why.
+    """
+
+    value: float | None
+    count: int | None = None
+    total: int | None = None
+    values: tuple[float, ...] = ()
+    error: str | None = None
+    query: str | None = None
+
+    @property
+    def has_data(self) -> bool:
+        return self.value is not None and self.value == self.value and self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    name: PolicyName = "sequential"
+    failure_limit: int = 3
+    confidence: float = 0.99
+
+
+@dataclass(frozen=True, slots=True)
+class RuleVerdict:
+    """One rule's judgement, with the evidence a human needs to trust it."""
+
+    name: str
+    source: str
+    metric: Metric
+    outcome: RuleOutcome
+    observed: float | None
+    baseline: float | None
+    threshold: str
+    detail: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    """Statistic, p-value or likelihood ratio, effect size, failing rounds…"""
+
+
+WindowDecision = Literal["continue", "fail", "pass", "inconclusive"]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The window's judgement after a round.
+
+    `decision` is `fail` as soon as the evidence says so, `continue` while the
+    window runs, and at the window's end `pass` or `inconclusive` (no rule had
+    data to judge).
+    """
+
+    decision: WindowDecision
+    reason: str
+    rules: tuple[RuleVerdict, ...]

@@ -1,0 +1,134 @@
+"""Wiring: one aiohttp application that serves the API and owns the daemon's work.
+
+Style model: aiohttp's own lifecycle. The store, the watcher (with background
+probing) and the delivery of alerts and rollbacks are `cleanup_ctx` contexts, so
+`postflight run` needs no other start-up code and shuts down in a known order:
+stop taking work, let in-flight deliveries finish within a bound, close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from agent import __version__
+from agent.alerts import WindowAlerts
+from agent.api import add_routes
+from agent.appkeys import METRICS, REDACT, SETTINGS, STORE, WINDOW_EVENTS
+from agent.metrics import Metrics
+from agent.observability import init_sentry
+from agent.providers.registry import build_providers
+from agent.redact import Redactor
+from agent.rollback import RollbackDelivery
+from agent.settings import Settings
+from agent.store import store_from_url
+from agent.store.base import Store
+from agent.windows.watcher import Watcher
+from alerting.notifier import Notifier
+from checks.sessions import TargetSessions
+
+log = logging.getLogger("postflight")
+
+WATCHER = web.AppKey("watcher", Watcher)
+
+
+def replica_id() -> str:
+    """Who holds a window's lease. Stable across restarts on one host, so a restarted
+    agent resumes its windows at once; set POSTFLIGHT_REPLICA_ID for several replicas
+    on one host."""
+    return os.environ.get("POSTFLIGHT_REPLICA_ID") or socket.gethostname()
+
+
+def build_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    metrics: Metrics | None = None,
+    clock: Callable[[], float] = time.time,
+    poll_interval: float = 1.0,
+    background_probing: bool = True,
+) -> web.Application:
+    redact = Redactor(settings.secret_values())
+    app = web.Application(client_max_size=64 * 1024)
+    app[SETTINGS] = settings
+    app[STORE] = store or store_from_url(settings.store.url)
+    app[METRICS] = metrics or Metrics()
+    app[REDACT] = redact
+    add_routes(app)
+
+    async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+        init_sentry(redact)
+        await app[STORE].open()
+        yield
+        await app[STORE].close()
+
+    sessions = TargetSessions()
+    notifier = Notifier(
+        settings.alerting.channels,
+        timeout=settings.alerting.timeout,
+        redact=redact,
+        metrics=app[METRICS],
+    )
+    delivery = RollbackDelivery(
+        app[STORE], app[METRICS], user_agent=f"postflight/{__version__}", clock=clock
+    )
+    providers = build_providers(settings.providers, app[METRICS], redact)
+    watcher = Watcher(
+        settings,
+        app[STORE],
+        app[METRICS],
+        alerts=WindowAlerts(app[STORE], notifier),
+        delivery=delivery,
+        providers=providers,
+        sessions=sessions,
+        owner=replica_id(),
+        secrets=settings.secret_values(),
+        clock=clock,
+        poll_interval=poll_interval,
+        background_probing=background_probing,
+    )
+    app[WATCHER] = watcher
+    app[WINDOW_EVENTS] = watcher
+
+    async def daemon_ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(watcher.run(), name="watcher")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await watcher.drain(timeout=max(1.0, settings.server.shutdown_timeout - 3.0))
+        for provider in providers.values():
+            with contextlib.suppress(Exception):
+                await provider.aclose()
+        await delivery.aclose()
+        await sessions.aclose()
+
+    app.cleanup_ctx.append(store_ctx)
+    app.cleanup_ctx.append(daemon_ctx)
+    return app
+
+
+async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> None:
+    """Serve until `stop` is set (SIGTERM/SIGINT), then shut down within the bound."""
+    app = build_app(settings, **kwargs)  # type: ignore[arg-type]
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None,
+        shutdown_timeout=min(2.0, settings.server.shutdown_timeout),
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_address=True)
+    try:
+        await site.start()
+        log.info("postflight %s listening on http://%s", __version__, settings.server.listen)
+        await stop.wait()
+        log.info("stopping: no new work; finishing deliveries in flight")
+    finally:
+        await runner.cleanup()
+        log.info("stopped")

@@ -1,0 +1,29 @@
+"""Typed application state shared by the API and the daemon's components."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from aiohttp import web
+
+from agent.metrics import Metrics
+from agent.redact import Redactor
+from agent.settings import Settings
+from agent.store.base import Store
+
+
+class WindowEvents(Protocol):
+    """What the API tells the watcher, so it does not wait for its next poll."""
+
+    def window_opened(self, window_id: str) -> None: ...
+
+    def window_ended(self, window_id: str) -> None:
+        """Cancelled or superseded: stop watching it now, fire nothing more."""
+        ...
+
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+METRICS = web.AppKey("metrics", Metrics)
+REDACT = web.AppKey("redact", Redactor)
+WINDOW_EVENTS = web.AppKey("window_events", WindowEvents)

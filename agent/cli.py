@@ -1,0 +1,216 @@
+"""`postflight`: the command line (contract §1). Exit codes are part of the contract.
+
+Every user error ends in one clear message and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent import __version__
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"postflight: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _config_path(explicit: str | None) -> str:
+    return explicit or os.environ.get("POSTFLIGHT_CONFIG") or "postflight.yaml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from agent.cli_client import add_register_arguments, add_status_arguments
+
+    parser = _Parser(
+        prog="postflight",
+        description="Post-deployment validation: watch a deploy, judge it, alert, roll back.",
+    )
+    parser.add_argument("--version", action="version", version=f"postflight {__version__}")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), default="info"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--config", help="config file (default $POSTFLIGHT_CONFIG or ./postflight.yaml)")
+
+    validate = sub.add_parser("validate-config", help="check a configuration file")
+    validate.add_argument("path", nargs="?", help="config file")
+
+    register = sub.add_parser("register", help="open a deploy window (for pipelines)")
+    add_register_arguments(register)
+
+    status = sub.add_parser("status", help="show one window or the recent ones")
+    add_status_arguments(status)
+
+    check = sub.add_parser("check", help="run every check of an environment once")
+    check.add_argument("--config", help="config file")
+    check.add_argument("--env", required=True, help="environment name")
+
+    sub.add_parser("demo", help="a self-contained demo: a good deploy, then a bad one")
+
+    schema = sub.add_parser("schema", help="print the configuration's JSON Schema")
+    schema.add_argument("--output", "-o", help="write to this file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "validate-config":
+            return _validate(args)
+        if args.command == "run":
+            return _run(args)
+        if args.command == "register":
+            from agent.cli_client import register_command
+
+            return register_command(args)
+        if args.command == "status":
+            from agent.cli_client import status_command
+
+            return status_command(args)
+        if args.command == "check":
+            return _check(args)
+        if args.command == "demo":
+            from agent.demo import run_demo
+
+            return run_demo()
+        if args.command == "schema":
+            return _schema(args)
+    except KeyboardInterrupt:
+        return 130
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE
+
+
+def _load(path: str):  # type: ignore[no-untyped-def]
+    from agent.config_file import ConfigError, load_settings
+
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return None
+
+
+def _validate(args: argparse.Namespace) -> int:
+    path = _config_path(args.path)
+    settings = _load(path)
+    if settings is None:
+        return EXIT_USAGE
+    envs = ", ".join(
+        f"{name} ({len(env.checks)} checks, {len(env.rules)} rules, {env.analysis.policy})"
+        for name, env in settings.environments.items()
+    )
+    print(f"{path}: valid — environments: {envs}")
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from agent.logs import setup_logging
+    from agent.observability import init_newrelic
+    from agent.redact import Redactor
+
+    settings = _load(_config_path(args.config))
+    if settings is None:
+        return EXIT_USAGE
+    setup_logging(args.log_format, args.log_level, Redactor(settings.secret_values()))
+    init_newrelic()
+    from agent.app import serve
+    from agent.store.base import StoreError
+
+    async def main_loop() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    try:
+        _event_loop_runner()(main_loop())
+    except StoreError as exc:
+        print(f"postflight: store error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"postflight: cannot listen on {settings.server.listen}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _event_loop_runner():  # type: ignore[no-untyped-def]
+    """uvloop when installed (the `fast` extra): cheaper timers and sockets."""
+    try:
+        import uvloop
+
+        return uvloop.run
+    except ImportError:
+        return asyncio.run
+
+
+def _check(args: argparse.Namespace) -> int:
+    settings = _load(_config_path(args.config))
+    if settings is None:
+        return EXIT_USAGE
+    env = settings.environments.get(args.env)
+    if env is None:
+        known = ", ".join(settings.environments)
+        print(f"postflight: unknown environment {args.env!r} (known: {known})", file=sys.stderr)
+        return EXIT_USAGE
+    from agent.metrics import Metrics
+    from agent.windows.probing import EnvironmentProbe
+    from checks.sessions import TargetSessions
+
+    async def run_all() -> list[tuple[str, str, bool, str, float]]:
+        sessions = TargetSessions()
+        try:
+            probe = EnvironmentProbe(
+                args.env, env, sessions, Metrics(), settings.secret_values()
+            )
+            results = await asyncio.gather(*(probe.run_once(c) for c in probe.checks))
+        finally:
+            await sessions.aclose()
+        return [
+            (r.check, r.type, r.ok, r.message, r.duration_s) for r in results
+        ]
+
+    rows = asyncio.run(run_all())
+    width = max([len(r[0]) for r in rows] + [5])
+    print(f"{'CHECK':<{width}}  {'TYPE':<6}  {'RESULT':<6}  {'TIME':>8}  DETAIL")
+    for name, kind, ok, message, duration in rows:
+        print(
+            f"{name:<{width}}  {kind:<6}  {'pass' if ok else 'FAIL':<6}"
+            f"  {duration * 1000:>6.0f}ms  {message}"
+        )
+    failed = sum(1 for r in rows if not r[2])
+    print(f"\n{len(rows) - failed} passed, {failed} failed")
+    return EXIT_FAIL if failed else EXIT_OK
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from agent.settings import Settings
+
+    text = json.dumps(Settings.model_json_schema(), indent=2) + "\n"
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,207 @@
+"""Reading `postflight.yaml`: `${VAR}` expansion, and errors a person can act on.
+
+A missing or unreadable file, bad YAML, an unset variable and every validation
+error become `ConfigProblem`s with a field path and, where known, the file line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from agent.settings import Settings, settings_from_document
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\$")
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    loc: Loc
+    message: str
+    line: int | None = None
+
+    @property
+    def path(self) -> str:
+        return format_loc(self.loc)
+
+    def __str__(self) -> str:
+        where = f"{self.path or '(top level)'}"
+        if self.line is not None:
+            where += f" (line {self.line})"
+        return f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `problems` says every reason."""
+
+    def __init__(self, source: str, problems: list[ConfigProblem]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        count = len(self.problems)
+        head = f"{self.source}: {count} configuration error{'s' if count != 1 else ''}"
+        return "\n".join([head, *(f"  {p}" for p in self.problems)])
+
+
+def format_loc(loc: Loc) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def load_settings(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Settings:
+    """Read, expand and validate a configuration file; raise `ConfigError`."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(source, [ConfigProblem((), f"file not found: {source}")]) from None
+    except IsADirectoryError:
+        raise ConfigError(source, [ConfigProblem((), f"{source} is a directory")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(source, [ConfigProblem((), f"cannot read {source}: {exc}")]) from None
+    return load_settings_text(text, source=source, env=env)
+
+
+def load_settings_text(
+    text: str, *, source: str = "<config>", env: Mapping[str, str] | None = None
+) -> Settings:
+    environ = os.environ if env is None else env
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [ConfigProblem((), f"invalid YAML: {problem}", line)]) from None
+    lines = _line_index(node) if node is not None else {}
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, [ConfigProblem((), "the file must hold a mapping of sections")])
+    problems: list[ConfigProblem] = []
+    expanded = _expand(data, (), environ, problems, lines)
+    if problems:
+        raise ConfigError(source, problems)
+    try:
+        return settings_from_document(expanded)
+    except ValidationError as exc:
+        raise ConfigError(source, _problems(exc, expanded, lines)) from None
+
+
+def _expand(
+    node: Any,
+    loc: Loc,
+    environ: Mapping[str, str],
+    problems: list[ConfigProblem],
+    lines: dict[Loc, int],
+) -> Any:
+    """Expand `${VAR}` / `${VAR:-default}` in string values; `$$` is a literal `$`."""
+    if isinstance(node, dict):
+        return {k: _expand(v, (*loc, str(k)), environ, problems, lines) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand(v, (*loc, i), environ, problems, lines) for i, v in enumerate(node)]
+    if not isinstance(node, str) or "$" not in node:
+        return node
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        value = environ.get(name)
+        if value is None or (value == "" and default is not None):
+            if default is not None:
+                return default
+            problems.append(
+                ConfigProblem(loc, f"environment variable {name} is not set", lines.get(loc))
+            )
+            return ""
+        return value
+
+    return _VAR.sub(substitute, node)
+
+
+def _line_index(root: yaml.Node) -> dict[Loc, int]:
+    """Map each key path to the 1-based line where its value starts."""
+    index: dict[Loc, int] = {}
+
+    def walk(node: yaml.Node, loc: Loc) -> None:
+        index.setdefault(loc, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = (*loc, str(key_node.value))
+                index[key] = key_node.start_mark.line + 1
+                walk(value_node, key)
+                index[key] = key_node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, (*loc, i))
+
+    walk(root, ())
+    return index
+
+
+def _problems(exc: ValidationError, document: Any, lines: dict[Loc, int]) -> list[ConfigProblem]:
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = _document_loc(error["loc"], document)
+        message = error["msg"]
+        if message.startswith("Value error, "):
+            message = message.removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling and indentation)"
+        elif error["type"] == "missing":
+            message = "required, but missing"
+        line = None
+        for cut in range(len(loc), -1, -1):
+            if loc[:cut] in lines:
+                line = lines[loc[:cut]]
+                break
+        problems.append(ConfigProblem(loc, message, line))
+    return problems
+
+
+def _document_loc(raw: tuple[Any, ...], document: Any) -> Loc:
+    """Drop the parts of a pydantic loc that are not keys of the file (union tags,
+    validator names), so the path reads as the user wrote it."""
+    loc: list[str | int] = []
+    node = document
+    for part in raw:
+        if isinstance(node, dict) and part in node:
+            loc.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            loc.append(part)
+            node = node[part]
+        elif isinstance(node, dict | list):
+            if isinstance(part, str) and ("[" in part or part in _TAG_LIKE or _is_tag(node, part)):
+                continue
+            loc.append(part)
+            node = None
+        else:
+            loc.append(part)
+            node = None
+    return tuple(loc)
+
+
+_TAG_LIKE = frozenset({"function-after", "function-before", "function-wrap"})
+
+
+def _is_tag(node: Any, part: str) -> bool:
+    return isinstance(node, dict) and node.get("type") == part

@@ -1,0 +1,93 @@
+"""Durations and percentages as users write them in the configuration and the API.
+
+Pure: no I/O. `250ms`, `30s`, `10m`, `1h`, `1h30m`, a bare number of seconds;
+`50%` or a fraction for relative bounds.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, PlainSerializer
+
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from `250ms`, `30s`, `10m`, `1h30m` or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 250ms, 30s, 10m or 1h")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        if _WHOLE.fullmatch(text):
+            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _PART.findall(text))
+        else:
+            try:
+                seconds = float(text)
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not a duration; write it like 250ms, 30s, 10m or 1h"
+                ) from None
+    else:
+        raise ValueError("expected a duration like 250ms, 30s, 10m or 1h")
+    if seconds != seconds or seconds < 0:
+        raise ValueError("a duration must be zero or more")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest readable form: 0.25 → `250ms`, 90 → `1m30s`."""
+    if seconds < 1:
+        return f"{round(seconds * 1000):d}ms" if seconds else "0s"
+    parts = []
+    rest = round(seconds, 3)
+    for unit, size in (("h", 3600), ("m", 60)):
+        if rest >= size:
+            whole = int(rest // size)
+            parts.append(f"{whole}{unit}")
+            rest -= whole * size
+    if rest or not parts:
+        parts.append(f"{rest:g}s")
+    return "".join(parts)
+
+
+def parse_fraction(value: Any) -> float:
+    """A relative change: `50%` → 0.5; a bare number is taken as a fraction."""
+    if isinstance(value, bool):
+        raise ValueError("expected a percentage like 50%")
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a percentage; write it like 50%") from None
+    elif isinstance(value, int | float):
+        number = float(value)
+    else:
+        raise ValueError("expected a percentage like 50%")
+    if number != number or number < 0:
+        raise ValueError("a percentage must be zero or more")
+    return number
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+]
+"""Seconds, written by users as `250ms`, `30s`, `10m` or `1h`."""
+
+Fraction = Annotated[
+    float,
+    BeforeValidator(parse_fraction),
+    PlainSerializer(lambda v: f"{v * 100:g}%", return_type=str, when_used="json"),
+]
+"""A relative change, written `50%`."""

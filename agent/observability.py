@@ -1,0 +1,61 @@
+"""The agent's own error reporting and APM, each only when asked for.
+
+sentry-sdk starts only when `SENTRY_DSN` is set (secrets scrubbed in `before_send`);
+the New Relic agent only when `NEW_RELIC_LICENSE_KEY` is set — without a key it is
+not a no-op (it installs instrumentation and retries registration forever).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from agent import __version__
+from agent.redact import Redactor
+
+log = logging.getLogger("postflight")
+
+
+def _scrub(value: Any, redact: Redactor) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _scrub(v, redact) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v, redact) for v in value]
+    return value
+
+
+def init_sentry(redact: Redactor, environ: dict[str, str] | None = None) -> bool:
+    env = os.environ if environ is None else environ
+    dsn = env.get("SENTRY_DSN")
+    if not dsn:
+        return False
+    import sentry_sdk
+    from sentry_sdk.integrations.asyncio import AsyncioIntegration
+
+    def before_send(event: Any, hint: Any) -> Any:
+        return _scrub(event, redact)
+
+    sentry_sdk.init(
+        dsn=dsn,
+        release=f"postflight@{__version__}",
+        environment=env.get("SENTRY_ENVIRONMENT", "production"),
+        integrations=[AsyncioIntegration()],
+        before_send=before_send,
+        send_default_pii=False,
+    )
+    log.info("reporting own errors to Sentry")
+    return True
+
+
+def init_newrelic(environ: dict[str, str] | None = None) -> bool:
+    env = os.environ if environ is None else environ
+    if not env.get("NEW_RELIC_LICENSE_KEY"):
+        return False
+    import newrelic.agent
+
+    newrelic.agent.initialize()
+    log.info("New Relic agent enabled")
+    return True

@@ -1,0 +1,1 @@
+"""Baseline providers: Sentry, New Relic and Prometheus turned into observations."""

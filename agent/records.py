@@ -1,0 +1,106 @@
+"""What the store keeps: deploy windows, rounds, rollback intents and deliveries.
+
+Pure data: no I/O. Times are UNIX seconds (floats); the API formats them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+WindowState = Literal[
+    "watching", "passed", "failed", "rolled_back", "inconclusive", "cancelled", "superseded"
+]
+ACTIVE_STATES: tuple[WindowState, ...] = ("watching",)
+FINAL_STATES: tuple[WindowState, ...] = (
+    "passed",
+    "failed",
+    "rolled_back",
+    "inconclusive",
+    "cancelled",
+    "superseded",
+)
+RollbackState = Literal["pending", "delivered", "failed", "skipped"]
+
+
+@dataclass(slots=True)
+class DeployWindow:
+    """One deploy under watch, from registration to its final state."""
+
+    id: str
+    environment: str
+    version: str
+    previous_version: str | None
+    commit: str | None
+    labels: dict[str, str]
+    state: WindowState
+    deployed_at: float
+    ends_at: float
+    created_at: float
+    rounds: int = 0
+    verdict: dict[str, Any] | None = None
+    """The latest judgement as the API shows it (outcome, decided_at, reason, rules)."""
+    baseline: dict[str, Any] | None = None
+    """Baselines fetched once at the window's start, per rule name."""
+    ended_at: float | None = None
+    lease_owner: str | None = None
+    lease_until: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+
+@dataclass(slots=True)
+class RoundRecord:
+    window_id: str
+    number: int
+    started_at: float
+    summary: dict[str, Any]
+    """Per rule the observation, per check the results, and the round's decision."""
+
+
+@dataclass(slots=True)
+class RollbackIntent:
+    """A rollback the agent has decided to request: stored before any attempt."""
+
+    window_id: str
+    state: RollbackState
+    body: str
+    """The exact JSON body; every attempt sends these bytes."""
+    requested_at: float
+    attempts: int = 0
+    last_status: int | None = None
+    last_error: str | None = None
+    next_attempt_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass(slots=True)
+class DeliveryAttempt:
+    window_id: str
+    attempt: int
+    at: float
+    status: int | None
+    error: str | None
+    duration_s: float
+
+
+@dataclass(slots=True)
+class IdempotentResponse:
+    key: str
+    request_hash: str
+    status: int
+    body: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Page:
+    items: list[DeployWindow]
+    next_cursor: str | None = None
+
+
+@dataclass(slots=True)
+class WindowCreated:
+    window: DeployWindow
+    superseded: list[DeployWindow] = field(default_factory=list)

@@ -1,0 +1,25 @@
+"""Keeping secrets out of logs, alerts, API answers and error messages. Pure."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/\s:@]+(?::[^/\s@]*)?@", re.I)
+_BEARER = re.compile(r"(?i)\b(bearer|token|api[-_]?key|authorization)([=:\s]+)([^\s,;\"']+)")
+
+MASK = "***"
+
+
+class Redactor:
+    """Replaces every known secret value, URL credentials and bearer tokens with `***`."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        ordered = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self._secrets = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+    def __call__(self, text: str) -> str:
+        if self._secrets is not None:
+            text = self._secrets.sub(MASK, text)
+        text = _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}{MASK}@", text)
+        return _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)

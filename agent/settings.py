@@ -1,0 +1,377 @@
+"""The configuration: typed models of `postflight.yaml`, loaded with pydantic-settings.
+
+Pure models plus one loader (`load_settings`). The models cover the whole public
+example configuration; `agent.config_file` reads the YAML, expands `${VAR}` and
+maps errors back to file lines.
+"""
+
+from __future__ import annotations
+
+import re
+from contextvars import ContextVar
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from agent.analysis.types import Rule
+from agent.durations import Duration, Fraction, parse_duration
+from agent.providers.config import BaselineSettings, ProvidersSettings
+from checks.registry import config_models
+
+CHECK_METRICS = ("error_rate", "latency_p50", "latency_p95", "latency_p99", "throughput")
+SENTRY_METRICS = ("error_count", "error_rate", "crash_free_rate", "p95_duration")
+LATENCY_METRICS = ("latency_p50", "latency_p95", "latency_p99", "p95_duration")
+DECREASE_IS_BAD = ("crash_free_rate", "throughput")
+PROVIDER_SOURCES = ("sentry", "newrelic", "prometheus")
+
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+", max_length=2048)]
+
+
+class Model(BaseModel):
+    """Unknown keys are errors: a typo must never be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _non_empty_secret(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value().strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+class ServerSettings(Model):
+    listen: str = "127.0.0.1:8787"
+    api_tokens: list[SecretStr] = Field(min_length=1)
+    """Bearer tokens accepted on /v1."""
+    shutdown_timeout: Duration = 8.0
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8787)")
+        return value
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _tokens(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for token in value:
+            _non_empty_secret(token)
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class StoreSettings(Model):
+    url: str = "sqlite:///./postflight.db"
+    """`sqlite:///path` (embedded) or `postgresql://…` (several replicas)."""
+    lease: Duration = 30.0
+    """How long a replica's claim on a window lasts without renewal."""
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not re.match(r"^(sqlite:///|postgres(ql)?://)", value):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return value
+
+
+class AlertChannel(Model):
+    url: SecretStr
+    """Any apprise URL. Secret: such URLs carry tokens and passwords."""
+    tags: list[Name] = Field(default_factory=list)
+
+    _url = field_validator("url")(_non_empty_secret)
+
+
+class AlertingSettings(Model):
+    channels: list[AlertChannel] = Field(default_factory=list)
+    timeout: Duration = 15.0
+    """Bound on one notification across its channels."""
+
+
+class AnalysisSettings(Model):
+    policy: Literal["sequential", "threshold", "fixed"] = "sequential"
+    failure_limit: int = Field(default=3, ge=1, le=1000)
+    """threshold policy: consecutive failing rounds that fail the window."""
+    confidence: float = Field(default=0.99, gt=0.5, lt=1.0)
+
+
+class RuleSettings(Model):
+    name: Name
+    source: Literal["checks", "sentry", "newrelic", "prometheus"]
+    metric: str | None = None
+    check: Name | None = None
+    """source checks: only this check's samples (default: every check)."""
+    nrql: str | None = Field(default=None, max_length=4096)
+    query: str | None = Field(default=None, max_length=4096)
+    max: float | None = None
+    min: float | None = None
+    max_increase: Fraction | None = None
+    direction: Literal["increase", "decrease"] | None = None
+    min_samples: int = Field(default=1, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _latency_bounds_are_durations(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("metric") in LATENCY_METRICS:
+            data = dict(data)
+            for key in ("max", "min"):
+                if key in data and data[key] is not None:
+                    try:
+                        data[key] = parse_duration(data[key])
+                    except ValueError as exc:
+                        raise ValueError(f"{key}: {exc}") from None
+        return data
+
+    @model_validator(mode="after")
+    def _coherent(self) -> RuleSettings:
+        if self.max is None and self.min is None and self.max_increase is None:
+            raise ValueError("give at least one bound: max, min or max_increase")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        if self.source == "checks":
+            if self.metric not in CHECK_METRICS:
+                raise ValueError(
+                    f"metric must be one of {', '.join(CHECK_METRICS)} for source checks"
+                    f" (got {self.metric!r})"
+                )
+        elif self.source == "sentry":
+            if self.metric not in SENTRY_METRICS:
+                raise ValueError(
+                    f"metric must be one of {', '.join(SENTRY_METRICS)} for source sentry"
+                    f" (got {self.metric!r})"
+                )
+        elif self.source == "newrelic":
+            if not self.nrql:
+                raise ValueError("source newrelic needs nrql (without SINCE/UNTIL)")
+            if re.search(r"\b(SINCE|UNTIL)\b", self.nrql, re.IGNORECASE):
+                raise ValueError("nrql must not contain SINCE or UNTIL: the agent adds the periods")
+        elif self.source == "prometheus" and not self.query:
+            raise ValueError("source prometheus needs query (PromQL)")
+        if self.source != "checks" and self.check:
+            raise ValueError("check applies only to source checks")
+        return self
+
+    @property
+    def bad_direction(self) -> Literal["increase", "decrease"]:
+        if self.direction:
+            return self.direction
+        return "decrease" if self.metric in DECREASE_IS_BAD else "increase"
+
+    @property
+    def display_metric(self) -> str:
+        return self.metric or ("nrql" if self.source == "newrelic" else "query")
+
+    def to_rule(self) -> Rule:
+        """The judge's view of this rule."""
+        return Rule(
+            name=self.name,
+            source=self.source,
+            metric=self.display_metric,
+            max=self.max,
+            min=self.min,
+            max_increase=self.max_increase,
+            direction=self.bad_direction,
+            min_samples=self.min_samples,
+            check=self.check,
+            query=self.nrql or self.query,
+        )
+
+
+class RollbackSettings(Model):
+    url: HttpUrl
+    secret: SecretStr
+    dry_run: bool = False
+    """true: watch and alert, never call the webhook."""
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    timeout: Duration = 10.0
+    backoff: Duration = 1.0
+    """First retry delay; doubles each attempt (with jitter), capped at max_backoff."""
+    max_backoff: Duration = 60.0
+
+    _secret = field_validator("secret")(_non_empty_secret)
+
+
+class AlertRouting(Model):
+    tags: list[Name] = Field(default_factory=list)
+
+
+def _union(models: tuple[type[BaseModel], ...]) -> Any:
+    union: Any = models[0]
+    for model in models[1:]:
+        union = union | model
+    return union
+
+
+def _check_settings() -> Any:
+    """One model per check type found through the `postflight.checks` entry points."""
+    models = config_models()
+    if len(models) == 1:
+        return models[0]
+    return Annotated[_union(models), Field(discriminator="type")]
+
+
+CheckSettings = _check_settings()
+
+
+class EnvironmentSettings(Model):
+    base_url: HttpUrl
+    window: Duration = 900.0
+    interval: Duration = 30.0
+    lookback: Duration = 3600.0
+    background_interval: Duration = 30.0
+    """Between windows, http checks keep probing at this pace (the pre-deploy baseline)."""
+    baseline_url: HttpUrl | None = None
+    """A canary's stable side: the same checks run against it during a window."""
+    max_concurrency: int = Field(default=16, ge=1, le=1024)
+    """Requests in flight at once against this environment."""
+    probes_per_round: int = Field(default=10, ge=1, le=1000)
+    """How often each http and smoke check runs in one round, spread evenly over the
+    interval: a round judges a rate, not a single coin toss."""
+    checks: list[CheckSettings] = Field(default_factory=list)  # type: ignore[valid-type]
+    baseline: BaselineSettings = BaselineSettings()
+    analysis: AnalysisSettings = AnalysisSettings()
+    rules: list[RuleSettings] = Field(default_factory=list)
+    rollback: RollbackSettings | None = None
+    alerts: AlertRouting = AlertRouting()
+
+    @model_validator(mode="after")
+    def _coherent(self) -> EnvironmentSettings:
+        if self.interval <= 0:
+            raise ValueError("interval must be more than 0s")
+        if self.window < self.interval:
+            raise ValueError(
+                f"window ({self.window:g}s) must be at least one interval ({self.interval:g}s)"
+            )
+        if self.background_interval <= 0:
+            raise ValueError("background_interval must be more than 0s")
+        for kind, names in (
+            ("check", [c.name for c in self.checks]),
+            ("rule", [r.name for r in self.rules]),
+        ):
+            seen: set[str] = set()
+            for name in names:
+                if name in seen:
+                    raise ValueError(f"two {kind}s are named {name!r}; names must be unique")
+                seen.add(name)
+        check_names = {c.name for c in self.checks}
+        for rule in self.rules:
+            if rule.check and rule.check not in check_names:
+                raise ValueError(
+                    f"rule {rule.name!r} names check {rule.check!r}, which this environment"
+                    f" does not have (checks: {', '.join(sorted(check_names)) or 'none'})"
+                )
+            if rule.source == "checks" and not self.checks:
+                raise ValueError(f"rule {rule.name!r} has source checks but there are no checks")
+        return self
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Sources, first wins: keyword arguments, environment
+    variables `POSTFLIGHT__SECTION__KEY`, then the YAML file."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        frozen=True,
+        env_prefix="POSTFLIGHT__",
+        env_nested_delimiter="__",
+    )
+
+    server: ServerSettings
+    store: StoreSettings = StoreSettings()
+    providers: ProvidersSettings = ProvidersSettings()
+    alerting: AlertingSettings = AlertingSettings()
+    environments: dict[Name, EnvironmentSettings] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _providers_configured(self) -> Settings:
+        for env_name, env in self.environments.items():
+            for rule in env.rules:
+                if rule.source in PROVIDER_SOURCES and getattr(self.providers, rule.source) is None:
+                    raise ValueError(
+                        f"environments.{env_name} rule {rule.name!r} uses source"
+                        f" {rule.source!r} but providers.{rule.source} is not configured"
+                    )
+            if env.baseline.sentry and self.providers.sentry is None:
+                raise ValueError(
+                    f"environments.{env_name}.baseline.sentry needs providers.sentry"
+                )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _DocumentSource(settings_cls))
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret in the configuration, to redact from logs, alerts and errors."""
+        found: list[str] = []
+
+        def walk(node: Any) -> None:
+            if isinstance(node, SecretStr):
+                value = node.get_secret_value()
+                if len(value) >= 4:
+                    found.append(value)
+            elif isinstance(node, BaseModel):
+                for name in type(node).model_fields:
+                    walk(getattr(node, name))
+            elif isinstance(node, dict):
+                for item in node.values():
+                    walk(item)
+            elif isinstance(node, list | tuple):
+                for item in node:
+                    walk(item)
+
+        walk(self)
+        return tuple(sorted(set(found), key=len, reverse=True))
+
+
+_DOCUMENT: ContextVar[dict[str, Any]] = ContextVar("postflight_document", default={})
+
+
+class _DocumentSource(PydanticBaseSettingsSource):
+    """The already-read, already-expanded YAML document (see `agent.config_file`).
+
+    pydantic-settings' own YAML source silently skips a missing file; reading the
+    file ourselves makes a missing or unreadable one an error with its path.
+    """
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        document = _DOCUMENT.get()
+        return document.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_DOCUMENT.get())
+
+
+def settings_from_document(document: dict[str, Any]) -> Settings:
+    """Validate an expanded YAML document (raises pydantic.ValidationError)."""
+    token = _DOCUMENT.set(document)
+    try:
+        return Settings()
+    finally:
+        _DOCUMENT.reset(token)

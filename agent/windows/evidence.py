@@ -1,0 +1,117 @@
+"""Turning the judge's typed values into the JSON the store keeps and the API shows,
+and back. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from agent.analysis.types import Observation, RuleVerdict, Verdict
+
+
+def iso(ts: float | None) -> str | None:
+    """RFC 3339 UTC with a `Z`, seconds precision (what the contract shows)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _finite(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return value
+
+
+def observation_to_dict(obs: Observation) -> dict[str, Any]:
+    data: dict[str, Any] = {"value": _finite(obs.value)}
+    if obs.count is not None:
+        data["count"] = obs.count
+    if obs.total is not None:
+        data["total"] = obs.total
+    if obs.values:
+        data["values"] = [round(v, 6) for v in obs.values]
+    if obs.error:
+        data["error"] = obs.error
+    if obs.query:
+        data["query"] = obs.query
+    return data
+
+
+def observation_from_dict(data: dict[str, Any]) -> Observation:
+    return Observation(
+        value=data.get("value"),
+        count=data.get("count"),
+        total=data.get("total"),
+        values=tuple(data.get("values") or ()),
+        error=data.get("error"),
+        query=data.get("query"),
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, str | int | bool) or value is None:
+        return value
+    try:
+        return float(value)  # numpy scalars
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def rule_to_dict(rule: RuleVerdict, links: dict[str, str] | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": rule.name,
+        "source": rule.source,
+        "metric": rule.metric,
+        "outcome": rule.outcome,
+        "observed": _finite(rule.observed),
+        "baseline": _finite(rule.baseline),
+        "threshold": rule.threshold,
+        "detail": rule.detail,
+        "evidence": _jsonable(rule.evidence),
+    }
+    if links and rule.name in links:
+        data["link"] = links[rule.name]
+    return data
+
+
+def verdict_to_dict(
+    verdict: Verdict, *, decided_at: float | None, links: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The API's `verdict`: while the window runs `outcome` is `pending` and
+    `decided_at` null, so a live window already shows its rules' evidence."""
+    outcome = {"continue": "pending"}.get(verdict.decision, verdict.decision)
+    return {
+        "outcome": outcome,
+        "decided_at": iso(decided_at) if verdict.decision != "continue" else None,
+        "reason": verdict.reason,
+        "rules": [rule_to_dict(r, links) for r in verdict.rules],
+    }
+
+
+def breaches(verdict: Verdict, links: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The failing rules, in the rollback webhook's `breaches` shape."""
+    out = []
+    for rule in verdict.rules:
+        if rule.outcome != "fail":
+            continue
+        item = rule_to_dict(rule, links)
+        out.append(
+            {
+                "rule": item["name"],
+                "source": item["source"],
+                "metric": item["metric"],
+                "observed": item["observed"],
+                "baseline": item["baseline"],
+                "threshold": item["threshold"],
+                "detail": item["detail"],
+            }
+        )
+    return out

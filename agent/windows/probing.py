@@ -1,0 +1,169 @@
+"""Running an environment's checks: a round's probes, and background probing between
+windows that builds the pre-deploy baseline.
+
+I/O at the edge: checks reach the target; everything returned is typed samples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from agent.metrics import Metrics
+from agent.settings import EnvironmentSettings
+from checks.base import Check, CheckContext, CheckResult, Sample, Target
+from checks.registry import build_check, run_check
+from checks.sessions import TargetSessions
+
+log = logging.getLogger("postflight.probing")
+
+ONCE_PER_ROUND = frozenset({"load"})
+"""Check types that make their own traffic over a duration: run once a round."""
+
+
+class EnvironmentProbe:
+    """One environment's checks, built once, run against the deploy or its baseline."""
+
+    def __init__(
+        self,
+        name: str,
+        env: EnvironmentSettings,
+        sessions: TargetSessions,
+        metrics: Metrics,
+        secrets: tuple[str, ...] = (),
+    ) -> None:
+        self.name = name
+        self.env = env
+        self.sessions = sessions
+        self.metrics = metrics
+        self.secrets = secrets
+        self.checks: list[Check] = [build_check(c) for c in env.checks]
+        self._limit = asyncio.Semaphore(env.max_concurrency)
+
+    def _context(self, check: Check, target: Target) -> CheckContext:
+        base_url = self.env.baseline_url if target == "baseline" else self.env.base_url
+        assert base_url is not None
+        verify = bool(getattr(check.config, "verify_tls", True))
+        return CheckContext(
+            base_url=base_url,
+            session=self.sessions.get(base_url, verify_tls=verify),
+            environment=self.name,
+            target=target,
+            secrets=self.secrets,
+        )
+
+    async def run_once(self, check: Check, target: Target = "deploy") -> CheckResult:
+        async with self._limit:
+            result = await run_check(check, self._context(check, target))
+        if target == "deploy":
+            self.metrics.check_runs_total.labels(self.name, check.name, result.result).inc()
+            self.metrics.check_duration_seconds.labels(self.name, check.name).observe(
+                result.duration_s
+            )
+        return result
+
+    async def run_round(
+        self,
+        interval: float,
+        *,
+        probes: int,
+        targets: Sequence[Target] = ("deploy",),
+        kinds: Callable[[Check], bool] = lambda c: True,
+    ) -> list[CheckResult]:
+        """Run every check over one interval: probing checks `probes` times, evenly
+        spread; load checks once. Returns when the last run finishes."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        step = interval / probes
+
+        async def spread(check: Check, target: Target) -> list[CheckResult]:
+            runs = 1 if check.type in ONCE_PER_ROUND else probes
+            tasks = []
+            for i in range(runs):
+                delay = start + i * step - loop.time()
+                tasks.append(asyncio.create_task(_after(delay, self.run_once(check, target))))
+            return list(await asyncio.gather(*tasks))
+
+        groups = await asyncio.gather(
+            *(spread(c, t) for c in self.checks if kinds(c) for t in targets)
+        )
+        return [r for group in groups for r in group]
+
+
+async def _after(delay: float, coro: Any) -> CheckResult:
+    if delay > 0:
+        await asyncio.sleep(delay)
+    result: CheckResult = await coro
+    return result
+
+
+def samples_of(results: Sequence[CheckResult]) -> list[Sample]:
+    return [s for r in results for s in r.samples]
+
+
+def summarize(samples: Sequence[Sample]) -> dict[str, Any]:
+    """A compact, JSON-able record of background samples (kept in the store)."""
+    return {
+        "ok": [1 if s.ok else 0 for s in samples],
+        "latency": [round(s.latency_s, 6) if s.latency_s is not None else None for s in samples],
+    }
+
+
+def unsummarize(check: str, summary: dict[str, Any], target: Target = "deploy") -> list[Sample]:
+    return [
+        Sample(
+            check=check,
+            ok=bool(ok),
+            latency_s=lat,
+            error=None if ok else "failed",
+            target=target,
+        )
+        for ok, lat in zip(summary.get("ok", []), summary.get("latency", []), strict=False)
+    ]
+
+
+class BackgroundProber:
+    """Between windows, keeps probing each environment's http checks at
+    `background_interval`, so rules with `max_increase` on `source: checks` have a
+    pre-deploy baseline. Environments with an active window are skipped."""
+
+    def __init__(
+        self,
+        probes: dict[str, EnvironmentProbe],
+        store: Any,
+        busy: Callable[[str], bool],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.probes = probes
+        self.store = store
+        self.busy = busy
+        self.clock = clock
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            for name, probe in self.probes.items():
+                if any(c.type == "http" for c in probe.checks):
+                    group.create_task(self._probe_forever(name, probe))
+
+    async def _probe_forever(self, name: str, probe: EnvironmentProbe) -> None:
+        interval = probe.env.background_interval
+        while True:
+            if not self.busy(name):
+                try:
+                    await self.probe_once(name, probe)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the store may be briefly unavailable
+                    log.exception("background probe failed", extra={"environment": name})
+            await asyncio.sleep(interval)
+
+    async def probe_once(self, name: str, probe: EnvironmentProbe) -> None:
+        http_checks = [c for c in probe.checks if c.type == "http"]
+        results = await asyncio.gather(*(probe.run_once(c) for c in http_checks))
+        now = self.clock()
+        for check, result in zip(http_checks, results, strict=True):
+            await self.store.add_probe_summary(name, check.name, now, summarize(result.samples))
+        await self.store.prune_probe_summaries(now - max(p.env.lookback for p in self.probes.values()) - 60)

@@ -1,0 +1,403 @@
+"""Watching one deploy window: its baseline, its rounds, its verdict and what follows.
+
+Every step is written to the store before it is acted on, so a restart resumes
+the same window from its stored rounds and never requests a rollback twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.alerts import WindowAlerts
+from agent.analysis.judge import judge
+from agent.analysis.observe import merge, observe
+from agent.analysis.types import Observation, Policy, Rule, Verdict
+from agent.metrics import Metrics
+from agent.providers.base import DeployScope, Period, Provider
+from agent.records import DeployWindow, RollbackIntent, RoundRecord, WindowState
+from agent.rollback import RollbackDelivery, rollback_body
+from agent.settings import EnvironmentSettings, RuleSettings
+from agent.store.base import Store
+from agent.windows.evidence import (
+    breaches,
+    iso,
+    observation_from_dict,
+    observation_to_dict,
+    verdict_to_dict,
+)
+from agent.windows.probing import EnvironmentProbe, samples_of, unsummarize
+from alerting.events import Alert
+from checks.base import CheckResult, Sample
+
+log = logging.getLogger("postflight.window")
+
+
+@dataclass
+class WatchServices:
+    """What every window watch shares (owned by the watcher)."""
+
+    store: Store
+    metrics: Metrics
+    alerts: WindowAlerts
+    delivery: RollbackDelivery
+    providers: Mapping[str, Provider]
+    owner: str
+    lease_s: float
+    clock: Callable[[], float]
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def spawn(self, coro: Any) -> None:
+        """Fire-and-forget work (alerts, rollback delivery) the watcher awaits on stop."""
+        task = asyncio.create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+
+class WindowWatch:
+    """One window from its first round to its final state."""
+
+    def __init__(
+        self,
+        window: DeployWindow,
+        env: EnvironmentSettings,
+        probe: EnvironmentProbe,
+        services: WatchServices,
+    ) -> None:
+        self.window = window
+        self.env = env
+        self.probe = probe
+        self.s = services
+        self.rules: list[RuleSettings] = list(env.rules)
+        self.judge_rules: list[Rule] = [r.to_rule() for r in self.rules]
+        self.policy = Policy(
+            name=env.analysis.policy,
+            failure_limit=env.analysis.failure_limit,
+            confidence=env.analysis.confidence,
+        )
+        self.scope = DeployScope(
+            deploy_id=window.id,
+            environment=window.environment,
+            version=window.version,
+            previous_version=window.previous_version,
+            deployed_at=window.deployed_at,
+            baseline=env.baseline,
+        )
+        self.history: list[dict[str, Observation]] = []
+        self.baselines: dict[str, Observation] = {}
+        self.canary_samples: list[Sample] = []
+        self.links: dict[str, str] = {}
+        self.last_outcomes: dict[str, str] = {
+            r["name"]: r["outcome"] for r in (window.verdict or {}).get("rules", [])
+        }
+        self.log = logging.LoggerAdapter(
+            log, {"deploy_id": window.id, "environment": window.environment}
+        )
+
+    @property
+    def ctx(self) -> dict[str, str]:
+        return {"deploy_id": self.window.id, "environment": self.window.environment}
+
+    # the whole window -----------------------------------------------------
+
+    async def run(self) -> None:
+        await self._load_history()
+        if self.window.baseline is None:
+            await self._take_baseline()
+        else:
+            self.baselines = {
+                k: observation_from_dict(v) for k, v in self.window.baseline.items()
+            }
+        self.log.info(
+            "watching %s %s (round %d, ends %s)",
+            self.window.environment,
+            self.window.version,
+            self.window.rounds + 1,
+            iso(self.window.ends_at),
+        )
+        number = self.window.rounds
+        while True:
+            number += 1
+            now = self.s.clock()
+            remaining = self.window.ends_at - now
+            length = max(0.05, min(self.env.interval, remaining)) if remaining > 0 else 0.05
+            started = now
+            if not await self.s.store.renew_lease(
+                self.window.id, self.s.owner, now + self.s.lease_s + length
+            ):
+                self.log.info("window no longer ours (ended or taken over); stop watching")
+                return
+            observations, results = await self._gather_round(length)
+            final = self.s.clock() >= self.window.ends_at - 0.01
+            verdict = self._judge(observations, final=final)
+            self.history.append(observations)
+            summary = self._round_summary(observations, results, verdict)
+            decided_at = self.s.clock() if verdict.decision != "continue" else None
+            verdict_json = verdict_to_dict(verdict, decided_at=decided_at, links=self.links)
+            stored = await self.s.store.record_round(
+                RoundRecord(self.window.id, number, started, summary), verdict_json, self.s.owner
+            )
+            if not stored:
+                self.log.info("window ended elsewhere (cancelled or superseded); stop watching")
+                return
+            self.window.rounds = number
+            self._count_rules(verdict)
+            self._alert_rules(verdict)
+            self.window.verdict = verdict_json
+            if verdict.decision == "fail":
+                await self._fail(verdict, verdict_json)
+                return
+            if verdict.decision in ("pass", "inconclusive"):
+                await self._end(verdict.decision, verdict, verdict_json)
+                return
+
+    async def _load_history(self) -> None:
+        for record in await self.s.store.rounds(self.window.id):
+            obs = record.summary.get("observations", {})
+            self.history.append({k: observation_from_dict(v) for k, v in obs.items()})
+            for item in record.summary.get("canary", []):
+                self.canary_samples.extend(unsummarize(item["check"], item, target="baseline"))
+
+    # baseline --------------------------------------------------------------
+
+    async def _take_baseline(self) -> None:
+        """Fetch every rule's baseline once, at the window's start, and store it, so
+        that a restart compares against the same period."""
+        t0 = self.window.deployed_at
+        lookback = Period(t0 - self.env.lookback, t0)
+        samples = await self._background_samples(lookback)
+        fetches = {
+            rule.name: self._fetch(rule, lookback, self.window.previous_version)
+            for rule in self.rules
+            if rule.source != "checks"
+        }
+        fetched = dict(zip(fetches, await asyncio.gather(*fetches.values()), strict=True))
+        for rule, judged in zip(self.rules, self.judge_rules, strict=True):
+            if rule.source == "checks":
+                self.baselines[rule.name] = observe(judged, samples, self.env.lookback)
+            else:
+                self.baselines[rule.name] = fetched[rule.name]
+        await self.s.store.set_baseline(
+            self.window.id, {k: observation_to_dict(v) for k, v in self.baselines.items()}
+        )
+        for name, provider in self.s.providers.items():
+            if any(r.source == name for r in self.rules):
+                self.s.spawn(provider.mark(self.scope, "deploy"))
+
+    async def _background_samples(self, period: Period) -> list[Sample]:
+        rows = await self.s.store.probe_summaries(self.window.environment, period.start, period.end)
+        samples: list[Sample] = []
+        for check, _at, summary in rows:
+            samples.extend(unsummarize(check, summary))
+        return samples
+
+    async def _fetch(self, rule: RuleSettings, period: Period, release: str | None) -> Observation:
+        provider = self.s.providers.get(rule.source)
+        if provider is None:
+            return Observation(value=None, error=f"provider {rule.source} is not configured")
+        link = getattr(provider, "link", None)
+        if link is not None:
+            try:
+                url = link(rule, self.scope, period)
+            except Exception:  # a link is a nicety, never a reason to fail a round
+                url = None
+            if url:
+                self.links[rule.name] = url
+        return await provider.fetch(rule, self.scope, period, release)
+
+    # one round -------------------------------------------------------------
+
+    async def _gather_round(
+        self, length: float
+    ) -> tuple[dict[str, Observation], list[CheckResult]]:
+        targets: tuple[Any, ...] = ("deploy", "baseline") if self.env.baseline_url else ("deploy",)
+        results = await self.probe.run_round(
+            length, probes=self.env.probes_per_round, targets=targets
+        )
+        now = self.s.clock()
+        period = Period(self.window.deployed_at, max(now, self.window.deployed_at + 1))
+        fetches = {
+            rule.name: self._fetch(rule, period, self.window.version)
+            for rule in self.rules
+            if rule.source != "checks"
+        }
+        fetched = dict(zip(fetches, await asyncio.gather(*fetches.values()), strict=True))
+        samples = samples_of(results)
+        deploy_samples = [s for s in samples if s.target == "deploy"]
+        canary = [s for s in samples if s.target == "baseline"]
+        self.canary_samples.extend(canary)
+        observations: dict[str, Observation] = {}
+        for rule, judged in zip(self.rules, self.judge_rules, strict=True):
+            if rule.source == "checks":
+                observations[rule.name] = observe(judged, deploy_samples, length)
+                if self.env.baseline_url:
+                    # a canary's stable side, probed side by side, is the baseline
+                    self.baselines[rule.name] = observe(
+                        judged,
+                        self.canary_samples,
+                        length * (len(self.history) + 1),
+                        target="baseline",
+                    )
+            else:
+                observations[rule.name] = fetched[rule.name]
+        return observations, results
+
+    def _judge(self, observations: dict[str, Observation], *, final: bool) -> Verdict:
+        return judge(
+            self.judge_rules,
+            self.baselines,
+            [*self.history, observations],
+            self.policy,
+            final=final,
+        )
+
+    def _round_summary(
+        self,
+        observations: dict[str, Observation],
+        results: list[CheckResult],
+        verdict: Verdict,
+    ) -> dict[str, Any]:
+        checks: dict[str, dict[str, Any]] = {}
+        for result in results:
+            if any(s.target != "deploy" for s in result.samples):
+                continue
+            entry = checks.setdefault(result.check, {"runs": 0, "failed": 0, "message": ""})
+            entry["runs"] += 1
+            if not result.ok:
+                entry["failed"] += 1
+                entry["message"] = result.message
+        canary = [
+            {"check": r.check, "ok": [int(s.ok) for s in r.samples],
+             "latency": [s.latency_s for s in r.samples]}
+            for r in results
+            if r.samples and r.samples[0].target == "baseline"
+        ]
+        return {
+            "observations": {k: observation_to_dict(v) for k, v in observations.items()},
+            "checks": checks,
+            "canary": canary,
+            "decision": verdict.decision,
+        }
+
+    # outcomes --------------------------------------------------------------
+
+    def _count_rules(self, verdict: Verdict) -> None:
+        for rule in verdict.rules:
+            self.s.metrics.rule_evaluations_total.labels(
+                self.window.environment, rule.name, rule.outcome
+            ).inc()
+
+    def _alert(self, event: str, verdict: Verdict | None, *, key: str | None = None,
+               reason: str | None = None, rules: list[dict[str, Any]] | None = None) -> None:
+        alert = Alert(
+            event=event,  # type: ignore[arg-type]
+            environment=self.window.environment,
+            version=self.window.version,
+            deploy_id=self.window.id,
+            reason=reason if reason is not None else (verdict.reason if verdict else ""),
+            rules=rules if rules is not None else (
+                verdict_to_dict(verdict, decided_at=None, links=self.links)["rules"]
+                if verdict else []
+            ),
+        )
+        self.s.spawn(self.s.alerts.emit(self.window, alert, self.env.alerts.tags, key=key))
+
+    def _alert_rules(self, verdict: Verdict) -> None:
+        previous, self.last_outcomes = self.last_outcomes, {r.name: r.outcome for r in verdict.rules}
+        for rule in verdict.rules:
+            as_dict = verdict_to_dict(
+                Verdict(verdict.decision, verdict.reason, (rule,)), decided_at=None,
+                links=self.links,
+            )["rules"]
+            if rule.outcome == "fail":
+                self._alert("breach", None, key=f"breach:{rule.name}",
+                            reason=f"{rule.name}: {rule.detail}", rules=as_dict)
+            elif rule.outcome == "pass" and previous.get(rule.name) == "fail":
+                self._alert("resolved", None, key=f"resolved:{rule.name}",
+                            reason=f"{rule.name} is back within {rule.threshold}", rules=as_dict)
+            error = self.history[-1].get(rule.name) if self.history else None
+            if rule.source != "checks" and error is not None and error.error:
+                self._alert(
+                    "provider_unreachable", None, key=f"provider:{rule.source}",
+                    reason=f"{rule.source}: {error.error} (rule {rule.name} is inconclusive;"
+                    " this never causes a rollback)",
+                    rules=as_dict,
+                )
+
+    async def _fail(self, verdict: Verdict, verdict_json: dict[str, Any]) -> None:
+        now = self.s.clock()
+        rollback_cfg = self.env.rollback
+        intent: RollbackIntent | None = None
+        if rollback_cfg is not None:
+            body = rollback_body(self.window, verdict.reason, breaches(verdict, self.links), now)
+            state = "skipped" if rollback_cfg.dry_run else "pending"
+            intent = RollbackIntent(
+                window_id=self.window.id, state=state, body=body, requested_at=now
+            )
+        ended = await self.s.store.finish_window(self.window.id, "failed", verdict_json, now, intent)
+        if not ended:
+            return
+        self.log.warning("deploy failed: %s", verdict.reason)
+        if intent is None:
+            self.s.metrics.windows_total.labels(self.window.environment, "failed").inc()
+            self._alert("rollback_failed", verdict,
+                        reason=f"{verdict.reason} — no rollback webhook is configured")
+            return
+        if intent.state == "skipped":
+            self.s.metrics.windows_total.labels(self.window.environment, "failed").inc()
+            self._alert("rollback_requested", verdict,
+                        reason=f"{verdict.reason} — dry run: the rollback webhook was not called")
+            return
+        self._alert("rollback_requested", verdict)
+        self.s.spawn(deliver_rollback(self.window, intent, self.env, self.s))
+        for name, provider in self.s.providers.items():
+            if any(r.source == name for r in self.rules):
+                self.s.spawn(provider.mark(self.scope, "rollback"))
+
+    async def _end(self, outcome: str, verdict: Verdict, verdict_json: dict[str, Any]) -> None:
+        state: WindowState = "passed" if outcome == "pass" else "inconclusive"
+        if not await self.s.store.finish_window(
+            self.window.id, state, verdict_json, self.s.clock()
+        ):
+            return
+        self.s.metrics.windows_total.labels(self.window.environment, state).inc()
+        self.log.info("window %s: %s", state, verdict.reason)
+        self._alert("passed" if state == "passed" else "inconclusive", verdict)
+
+
+async def deliver_rollback(
+    window: DeployWindow, intent: RollbackIntent, env: EnvironmentSettings, s: WatchServices
+) -> None:
+    """Deliver a stored rollback intent, then settle the window's state and alert."""
+    assert env.rollback is not None
+    done = await s.delivery.deliver(intent, env.rollback, window.environment)
+    if done.state == "delivered":
+        await s.store.set_state(window.id, "rolled_back", expected="failed")
+        s.metrics.windows_total.labels(window.environment, "rolled_back").inc()
+        event, reason = "rollback_delivered", f"rollback delivered after {done.attempts} attempt(s)"
+    elif done.state == "failed":
+        s.metrics.windows_total.labels(window.environment, "failed").inc()
+        event = "rollback_failed"
+        reason = (
+            f"rollback NOT delivered after {done.attempts} attempt(s):"
+            f" {done.last_error or done.last_status}"
+        )
+    else:
+        return
+    body = json.loads(intent.body)
+    alert = Alert(
+        event=event,  # type: ignore[arg-type]
+        environment=window.environment,
+        version=window.version,
+        deploy_id=window.id,
+        reason=f"{reason}. Cause: {body.get('reason', '')}",
+        rules=[
+            {"name": b["rule"], **{k: v for k, v in b.items() if k != "rule"}}
+            for b in body.get("breaches", [])
+        ],
+    )
+    await s.alerts.emit(window, alert, env.alerts.tags)

@@ -1,0 +1,193 @@
+"""The watcher: claims active windows from the store and watches each in its own task.
+
+Style model: arq's worker. One small class owns the loop; each window runs as a
+bounded job that can never take the process down; stopping cancels the jobs,
+whose state is already in the store, and the next start resumes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from agent.alerts import WindowAlerts
+from agent.metrics import Metrics
+from agent.providers.base import Provider
+from agent.records import DeployWindow
+from agent.rollback import RollbackDelivery
+from agent.settings import Settings
+from agent.store.base import Store
+from agent.windows.evidence import iso
+from agent.windows.probing import BackgroundProber, EnvironmentProbe
+from agent.windows.watch import WatchServices, WindowWatch, deliver_rollback
+from checks.sessions import TargetSessions
+
+log = logging.getLogger("postflight.watcher")
+
+
+class Watcher:
+    """Implements `agent.appkeys.WindowEvents` for the API."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        metrics: Metrics,
+        *,
+        alerts: WindowAlerts,
+        delivery: RollbackDelivery,
+        providers: Mapping[str, Provider],
+        sessions: TargetSessions,
+        owner: str,
+        secrets: tuple[str, ...] = (),
+        clock: Callable[[], float] = time.time,
+        poll_interval: float = 1.0,
+        background_probing: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self.services = WatchServices(
+            store=store,
+            metrics=metrics,
+            alerts=alerts,
+            delivery=delivery,
+            providers=providers,
+            owner=owner,
+            lease_s=settings.store.lease,
+            clock=clock,
+        )
+        self.probes = {
+            name: EnvironmentProbe(name, env, sessions, metrics, secrets)
+            for name, env in settings.environments.items()
+        }
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.environments: dict[str, str] = {}
+        self._wake = asyncio.Event()
+        self.prober = BackgroundProber(self.probes, store, self.busy, clock)
+        self.background_probing = background_probing
+
+    # WindowEvents ----------------------------------------------------------
+
+    def window_opened(self, window_id: str) -> None:
+        self._wake.set()
+
+    def window_ended(self, window_id: str) -> None:
+        task = self.tasks.get(window_id)
+        if task is not None:
+            task.cancel()
+
+    def busy(self, environment: str) -> bool:
+        return environment in self.environments.values()
+
+    # the loop --------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self._resume_rollbacks()
+        prober = (
+            asyncio.create_task(self.prober.run(), name="background-probing")
+            if self.background_probing
+            else None
+        )
+        try:
+            while True:
+                try:
+                    await self._claim()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("claiming windows failed; retrying")
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+        finally:
+            if prober is not None:
+                prober.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await prober
+            await self._stop_windows()
+
+    async def _claim(self) -> None:
+        windows = await self.store.claim_windows(
+            self.services.owner, self.clock(), self.services.lease_s
+        )
+        for window in windows:
+            if window.id not in self.tasks:
+                self._start(window)
+        counts: dict[str, int] = dict.fromkeys(self.settings.environments, 0)
+        for env in self.environments.values():
+            counts[env] = counts.get(env, 0) + 1
+        for env, count in counts.items():
+            self.metrics.windows_active.labels(env).set(count)
+
+    def _start(self, window: DeployWindow) -> None:
+        task = asyncio.create_task(self._watch(window), name=f"window-{window.id}")
+        self.tasks[window.id] = task
+        self.environments[window.id] = window.environment
+
+        def done(_: asyncio.Task[None]) -> None:
+            self.tasks.pop(window.id, None)
+            self.environments.pop(window.id, None)
+            self._wake.set()
+
+        task.add_done_callback(done)
+
+    async def _watch(self, window: DeployWindow) -> None:
+        env = self.settings.environments.get(window.environment)
+        if env is None:
+            reason = f"environment {window.environment!r} is no longer configured"
+            verdict = {"outcome": "inconclusive", "decided_at": iso(self.clock()),
+                       "reason": reason, "rules": []}
+            if await self.store.finish_window(window.id, "inconclusive", verdict, self.clock()):
+                self.metrics.windows_total.labels(window.environment, "inconclusive").inc()
+            return
+        try:
+            await WindowWatch(window, env, self.probes[window.environment], self.services).run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # a bug or an outage of the store: the window is kept, and retried after a pause
+            log.exception(
+                "watching the window failed; it will be retried",
+                extra={"deploy_id": window.id, "environment": window.environment},
+            )
+            await asyncio.sleep(min(env.interval, 5.0))
+            with contextlib.suppress(Exception):
+                await self.store.release_lease(window.id, self.services.owner)
+
+    async def _resume_rollbacks(self) -> None:
+        """Deliveries a previous process left unfinished go on now (same body and key)."""
+        for intent in await self.store.pending_rollbacks():
+            window = await self.store.get_window(intent.window_id)
+            env = self.settings.environments.get(window.environment) if window else None
+            if window is None or env is None or env.rollback is None:
+                log.error("cannot resume rollback of %s: environment gone", intent.window_id)
+                continue
+            log.info(
+                "resuming rollback delivery (attempt %d)", intent.attempts + 1,
+                extra={"deploy_id": window.id, "environment": window.environment},
+            )
+            self.services.spawn(deliver_rollback(window, intent, env, self.services))
+
+    async def _stop_windows(self) -> None:
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def drain(self, timeout: float) -> None:
+        """Let alerts and rollback deliveries in flight finish, within `timeout`;
+        what is left stays pending in the store and resumes on the next start."""
+        pending: set[asyncio.Task[Any]] = set(self.services.background)
+        if not pending:
+            return
+        _done, still = await asyncio.wait(pending, timeout=timeout)
+        for task in still:
+            task.cancel()
+        await asyncio.gather(*still, return_exceptions=True)

@@ -1,0 +1,1 @@
+"""Pluggable checks: turn the environment under test into typed samples."""

@@ -1,0 +1,112 @@
+"""The check plugin contract: a config model in, samples out.
+
+Pure: this module imports no I/O library at run time, so the judge and the
+settings can depend on it. Style model: Datadog's `AgentCheck` — one class per
+check type, a pydantic config per instance, and `run()` turns the world into
+results. The registry, not the plugin, catches exceptions and times runs.
+"""
+
+from __future__ import annotations
+
+import builtins
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.durations import Duration
+
+if TYPE_CHECKING:
+    import aiohttp
+
+Target = Literal["deploy", "baseline"]
+"""Which side a sample was taken from: the new deploy, or a canary's stable baseline."""
+
+
+class CheckConfig(BaseModel):
+    """Fields every check has; a check type subclasses it with its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    type: str
+    timeout: Duration = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One request or probe: the unit of evidence the judge counts."""
+
+    check: str
+    ok: bool
+    latency_s: float | None = None
+    status: int | None = None
+    error: str | None = None
+    """Error class when not ok: `timeout`, `connect`, `status`, `assertion`, `tls`, `dropped`…"""
+    bytes: int = 0
+    target: Target = "deploy"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """The outcome of one run of one check."""
+
+    check: str
+    type: str
+    ok: bool
+    samples: tuple[Sample, ...]
+    message: str = ""
+    """Human, sanitized: what failed and why (never a secret)."""
+    duration_s: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+    """Type-specific extras (a smoke step name, load percentiles…), JSON-serialisable."""
+
+    @property
+    def result(self) -> Literal["pass", "fail", "error"]:
+        """The metric label: `error` when the check could not judge the target at all."""
+        if self.ok:
+            return "pass"
+        if self.details.get("crashed"):
+            return "error"
+        return "fail"
+
+
+@dataclass(slots=True)
+class CheckContext:
+    """What a check may use to reach its target."""
+
+    base_url: str
+    session: aiohttp.ClientSession
+    environment: str
+    target: Target = "deploy"
+    secrets: tuple[str, ...] = ()
+    """Values to redact from anything a check reports."""
+
+
+class Check:
+    """Base class of a check type. Subclass, set `type` and `Config`, implement `run`.
+
+    `run` should turn failures of the target into a failing `CheckResult`; an
+    exception that escapes is caught by the registry and becomes an error result.
+    """
+
+    type: ClassVar[str]
+    Config: ClassVar[builtins.type[CheckConfig]]  # `type` is shadowed by the attribute above
+
+    def __init__(self, config: CheckConfig) -> None:
+        self.config = config
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def budget_s(self) -> float:
+        """The longest one run may take in all; the registry adds a margin, then gives up.
+
+        A check whose run spans more than one request (smoke steps, a load
+        check's duration) overrides this so the registry's overall timeout fits it.
+        """
+        return float(self.config.timeout)
+
+    async def run(self, ctx: CheckContext) -> CheckResult:
+        raise NotImplementedError

@@ -1,0 +1,182 @@
+"""One HTTP exchange, measured: the probe that http, smoke and load checks are made of.
+
+I/O edge: this is where aiohttp's exceptions become the error classes samples
+carry (`timeout`, `connect`, `tls`, `protocol`, `status`), so no check parses
+them itself. Kept lean on purpose: it runs once per probe, thousands of times
+a second under a load check.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import aiohttp
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from agent.durations import format_duration
+
+ErrorKind = Literal["timeout", "connect", "tls", "protocol", "status"]
+
+KEEP_BODY_BYTES = 1 << 20
+"""The most of a body kept for assertions and captures; the rest is counted, not stored."""
+_READ_WHOLE_BYTES = 1 << 20
+
+
+@dataclass(slots=True)
+class Reply:
+    """What came back from one exchange."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    """The first `KEEP_BODY_BYTES` of the body when asked to keep it, else empty."""
+    size: int
+    """Body bytes received (after decompression)."""
+    latency_s: float
+    """From just before the request was sent to the last byte of the body."""
+    url: URL
+    cert_der: bytes | None = None
+
+
+class ProbeFailed(Exception):
+    """No usable response: the error class for the sample and a message for a human."""
+
+    def __init__(self, kind: ErrorKind, message: str, latency_s: float) -> None:
+        super().__init__(message)
+        self.kind: ErrorKind = kind
+        self.message = message
+        self.latency_s = latency_s
+
+
+def classify(exc: BaseException, timeout_s: float | None) -> tuple[ErrorKind, str]:
+    """The error class and a short human message for an exception raised by a request."""
+    if isinstance(exc, TimeoutError):
+        limit = f" within {format_duration(timeout_s)}" if timeout_s else ""
+        return "timeout", f"no response{limit}"
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError | aiohttp.ServerFingerprintMismatch):
+        return "tls", f"TLS failed: {exc}"
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        return "status", f"too many redirects ({len(exc.history)})"
+    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+        return "protocol", f"malformed response: {exc}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "connect", f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "connect", "the server closed the connection without a response"
+    return "connect", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+async def exchange(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: URL,
+    *,
+    client_timeout: aiohttp.ClientTimeout,
+    headers: dict[str, str] | None = None,
+    data: bytes | None = None,
+    allow_redirects: bool = True,
+    max_redirects: int = 10,
+    verify_tls: bool = True,
+    keep_body: bool = False,
+    want_cert: bool = False,
+    started: float | None = None,
+) -> Reply:
+    """Send one request and read the whole response; raises `ProbeFailed` when none came.
+
+    `started` (a `time.perf_counter()` value) lets an open-model load check count
+    latency from when the request was due, not from when it got going.
+    """
+    t0 = time.perf_counter() if started is None else started
+    try:
+        async with session.request(
+            method,
+            url,
+            headers=headers,
+            data=data,
+            timeout=client_timeout,
+            allow_redirects=allow_redirects,
+            max_redirects=max_redirects,
+            ssl=verify_tls,
+        ) as resp:
+            cert = _peer_cert(resp) if want_cert else None
+            length = resp.content_length
+            if length is not None and length <= _READ_WHOLE_BYTES:
+                raw = await resp.read()
+                size = len(raw)
+                body = raw if keep_body else b""
+            else:
+                body, size = await _stream(resp, KEEP_BODY_BYTES if keep_body else 0)
+            latency = time.perf_counter() - t0
+            return Reply(resp.status, resp.headers, body, size, latency, resp.url, cert)
+    except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
+        kind, message = classify(exc, client_timeout.total)
+        raise ProbeFailed(kind, message, time.perf_counter() - t0) from exc
+
+
+async def _stream(resp: aiohttp.ClientResponse, keep: int) -> tuple[bytes, int]:
+    kept = bytearray()
+    size = 0
+    async for chunk in resp.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if len(kept) < keep:
+            kept += chunk[: keep - len(kept)]
+    return bytes(kept), size
+
+
+def _peer_cert(resp: aiohttp.ClientResponse) -> bytes | None:
+    conn = resp.connection
+    transport = conn.transport if conn is not None else None
+    ssl_object: Any = transport.get_extra_info("ssl_object") if transport is not None else None
+    if ssl_object is None:
+        return None
+    der: bytes | None = ssl_object.getpeercert(binary_form=True)
+    return der
+
+
+def cert_not_after(der: bytes) -> datetime | None:
+    """The expiry (`notAfter`) of a DER certificate, or None if it cannot be read.
+
+    A few lines of DER walking instead of a dependency: the standard library only
+    decodes certificates it has verified, and the expiry warning must also work
+    with `verify_tls: false`.
+    """
+    try:
+        _, cert, _ = _tlv(der, 0)
+        _, tbs, _ = _tlv(der, cert)  # tbsCertificate
+        pos = tbs
+        tag, start, end = _tlv(der, pos)
+        if tag == 0xA0:  # [0] version
+            pos = end
+        for _ in range(3):  # serialNumber, signature, issuer
+            _, _, pos = _tlv(der, pos)
+        _, validity, _ = _tlv(der, pos)
+        _, _, after_not_before = _tlv(der, validity)
+        tag, start, end = _tlv(der, after_not_before)
+        text = der[start:end].decode("ascii")
+        if tag == 0x17:  # UTCTime: YYMMDDHHMMSSZ, years 1950–2049
+            year = int(text[:2])
+            text = f"{1900 + year if year >= 50 else 2000 + year}{text[2:]}"
+        elif tag != 0x18:  # GeneralizedTime
+            return None
+        return datetime.strptime(text[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+    except (IndexError, ValueError):
+        return None
+
+
+def _tlv(der: bytes, pos: int) -> tuple[int, int, int]:
+    """(tag, start of value, end of value) of the DER element at `pos`."""
+    tag = der[pos]
+    length = der[pos + 1]
+    pos += 2
+    if length & 0x80:
+        count = length & 0x7F
+        length = int.from_bytes(der[pos : pos + count], "big")
+        pos += count
+    if pos + length > len(der):
+        raise IndexError("truncated DER")
+    return tag, pos, pos + length

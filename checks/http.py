@@ -1,0 +1,151 @@
+"""The `http` check: one request to the target per run, judged against `expect:`.
+
+The health probe behind most rules and the pre-deploy background baseline, so
+everything that can be prepared is prepared once when the check is built (URL,
+body bytes, compiled expectations, timeout object) and a run does only the
+request and the comparisons.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+import aiohttp
+from pydantic import Field
+from yarl import URL
+
+from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
+from checks.exchange import ProbeFailed, cert_not_after, exchange
+from checks.expect import Body, Expect, Expectation
+from checks.redaction import Redactor
+from checks.request import RequestSpec, encode_body, target_url
+
+
+class HttpCheckConfig(CheckConfig, RequestSpec):
+    """An `http` check as configured under an environment's `checks:`."""
+
+    type: Literal["http"] = "http"
+    verify_tls: bool = Field(True, description="Verify the target's TLS certificate.")
+    follow_redirects: bool = Field(
+        True, description="Follow 3xx responses; when false the 3xx itself is judged."
+    )
+    max_redirects: int = Field(10, ge=0, le=50)
+    expect: Expect = Field(default_factory=Expect)
+    tls_expiry_warning_days: int | None = Field(
+        14,
+        ge=0,
+        description="Warn (in the result, without failing it) when the certificate expires "
+        "within this many days; null turns the warning off.",
+    )
+
+
+class HttpCheck(Check):
+    """One probe per run: latency, status, size, and every unmet expectation in the message."""
+
+    type = "http"
+    Config = HttpCheckConfig
+    config: HttpCheckConfig
+
+    def __init__(self, config: HttpCheckConfig) -> None:
+        super().__init__(config)
+        self._expect = Expectation(config.expect)
+        self._headers, self._data = encode_body(config)
+        self._timeout = aiohttp.ClientTimeout(total=config.timeout)
+        self._urls: dict[str, URL] = {}
+        self._redactors: dict[tuple[str, ...], Redactor] = {}
+        self._expiry: tuple[bytes, datetime | None] = (b"", None)
+        self._label = f"{config.method} {config.url or config.path}"
+
+    async def run(self, ctx: CheckContext) -> CheckResult:
+        cfg = self.config
+        url = self._urls.get(ctx.base_url)
+        if url is None:
+            url = self._urls[ctx.base_url] = target_url(cfg, ctx.base_url)
+        want_cert = cfg.tls_expiry_warning_days is not None and url.scheme == "https"
+        try:
+            reply = await exchange(
+                ctx.session,
+                cfg.method,
+                url,
+                client_timeout=self._timeout,
+                headers=self._headers,
+                data=self._data,
+                allow_redirects=cfg.follow_redirects,
+                max_redirects=cfg.max_redirects,
+                verify_tls=cfg.verify_tls,
+                keep_body=self._expect.needs_body,
+                want_cert=want_cert,
+            )
+        except ProbeFailed as failed:
+            sample = Sample(check=cfg.name, ok=False, error=failed.kind, target=ctx.target)
+            return CheckResult(
+                check=cfg.name,
+                type=self.type,
+                ok=False,
+                samples=(sample,),
+                message=f"{self._label}: {failed.message}",
+                details={"error": failed.kind},
+            )
+
+        redactor = self._redactor(ctx.secrets)
+        mismatches = self._expect.check(
+            reply.status, reply.headers, Body(reply.body), reply.latency_s, redactor
+        )
+        ok = not mismatches
+        sample = Sample(
+            check=cfg.name,
+            ok=ok,
+            latency_s=reply.latency_s,
+            status=reply.status,
+            error=None if ok else mismatches[0].kind,
+            bytes=reply.size,
+            target=ctx.target,
+        )
+        details: dict[str, object] = {
+            "status": reply.status,
+            "latency_ms": round(reply.latency_s * 1000, 3),
+        }
+        if ok:
+            message = f"{self._label}: {reply.status} in {reply.latency_s * 1000:.0f}ms"
+        else:
+            details["error"] = mismatches[0].kind
+            details["failures"] = [str(m) for m in mismatches]
+            message = f"{self._label}: " + "; ".join(str(m) for m in mismatches)
+        if want_cert and reply.cert_der:
+            warning = self._tls_warning(reply.cert_der, details)
+            if warning:
+                message += f" (warning: {warning})"
+        return CheckResult(
+            check=cfg.name,
+            type=self.type,
+            ok=ok,
+            samples=(sample,),
+            message=message,
+            details=details,
+        )
+
+    def _redactor(self, secrets: tuple[str, ...]) -> Redactor:
+        redactor = self._redactors.get(secrets)
+        if redactor is None:
+            if len(self._redactors) > 8:
+                self._redactors.clear()
+            redactor = self._redactors[secrets] = Redactor(secrets)
+        return redactor
+
+    def _tls_warning(self, der: bytes, details: dict[str, object]) -> str | None:
+        """Days left on the certificate into `details`; a warning text when they are few."""
+        if self._expiry[0] != der:  # the same certificate on every probe: parse it once
+            self._expiry = (der, cert_not_after(der))
+        not_after = self._expiry[1]
+        threshold = self.config.tls_expiry_warning_days
+        if not_after is None or threshold is None:
+            return None
+        days_left = (not_after - datetime.now(UTC)).total_seconds() / 86400
+        details["tls_expires_at"] = not_after.isoformat()
+        details["tls_days_left"] = round(days_left, 1)
+        if days_left >= threshold:
+            return None
+        warning = f"TLS certificate expires in {max(days_left, 0):.0f} days ({not_after:%Y-%m-%d})"
+        details["warnings"] = [warning]
+        return warning

@@ -1,0 +1,190 @@
+"""Which check types exist, and how one run of a check is timed and contained.
+
+Check types, built-in or third-party, are found through the entry-point group
+`postflight.checks` (name = the `type:` users write, value = the `Check`
+subclass), so installing a plugin package is all it takes to add one. Style
+model: Datadog's `AgentCheck` — the framework, not the plugin, times each run
+and turns any exception into an error result with a sanitized message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+import time
+import traceback
+import typing
+from collections.abc import Mapping
+from importlib.metadata import EntryPoint, entry_points
+from types import MappingProxyType
+
+from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
+from checks.redaction import Redactor, truncate
+
+ENTRY_POINT_GROUP = "postflight.checks"
+
+TIMEOUT_MARGIN_S = 1.0
+"""Grace on top of a check's own budget before the registry stops waiting for it."""
+
+_MESSAGE_LIMIT = 500
+_TRACEBACK_LIMIT = 4000
+
+log = logging.getLogger(__name__)
+
+
+class CheckPluginError(Exception):
+    """A check plugin could not be loaded; the message names it and says what to do."""
+
+
+class UnknownCheckType(LookupError):
+    """A configuration names a check type no installed plugin provides."""
+
+
+def _describe(ep: EntryPoint) -> str:
+    dist = ep.dist
+    origin = f" from distribution {dist.name} {dist.version}" if dist is not None else ""
+    return f"check plugin {ep.name!r} ({ep.value}{origin})"
+
+
+def _load_one(ep: EntryPoint) -> type[Check]:
+    try:
+        loaded = ep.load()
+    except Exception as exc:
+        raise CheckPluginError(
+            f"{_describe(ep)} failed to import: {type(exc).__name__}: {exc}. "
+            "Reinstall or uninstall that package."
+        ) from exc
+    if not (isinstance(loaded, type) and issubclass(loaded, Check)):
+        raise CheckPluginError(f"{_describe(ep)} is not a subclass of checks.base.Check")
+    declared = getattr(loaded, "type", None)
+    if declared != ep.name:
+        raise CheckPluginError(
+            f"{_describe(ep)} declares type {declared!r}; the entry point name and "
+            "`Check.type` must be the same"
+        )
+    config = getattr(loaded, "Config", None)
+    if not (isinstance(config, type) and issubclass(config, CheckConfig)):
+        raise CheckPluginError(f"{_describe(ep)} has no `Config` subclass of CheckConfig")
+    # The settings build a discriminated union on `type`, which needs a literal there.
+    field = config.model_fields.get("type")
+    literal = field.annotation if field is not None else None
+    if typing.get_origin(literal) is not typing.Literal or typing.get_args(literal) != (ep.name,):
+        raise CheckPluginError(
+            f"{_describe(ep)}: {config.__name__}.type must be annotated Literal[{ep.name!r}]"
+        )
+    return loaded
+
+
+@functools.cache
+def _load_all() -> Mapping[str, type[Check]]:
+    found: dict[str, type[Check]] = {}
+    origin: dict[str, EntryPoint] = {}
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if ep.name in origin:
+            if origin[ep.name].value == ep.value:
+                continue  # the same plugin seen twice (an egg-info beside a dist-info)
+            raise CheckPluginError(
+                f"check type {ep.name!r} is provided twice: by {_describe(origin[ep.name])} "
+                f"and by {_describe(ep)}; uninstall one"
+            )
+        origin[ep.name] = ep
+        found[ep.name] = _load_one(ep)
+    return MappingProxyType(found)
+
+
+def check_types() -> Mapping[str, type[Check]]:
+    """Every installed check type by name, loaded once per process.
+
+    Raises `CheckPluginError` naming the plugin when one cannot be imported or
+    does not keep the contract; a broken plugin is a start-up error, never a
+    check type that silently disappears.
+    """
+    return _load_all()
+
+
+def reload_check_types() -> Mapping[str, type[Check]]:
+    """Forget what was loaded and look again (after installing a plugin at run time, in tests)."""
+    _load_all.cache_clear()
+    return _load_all()
+
+
+def config_models() -> tuple[type[CheckConfig], ...]:
+    """The config model of every check type, for the settings' discriminated union on `type`."""
+    return tuple(cls.Config for cls in check_types().values())
+
+
+def build_check(config: CheckConfig) -> Check:
+    """The check object for one configured check."""
+    try:
+        cls = check_types()[config.type]
+    except KeyError:
+        known = ", ".join(sorted(check_types())) or "none"
+        raise UnknownCheckType(
+            f"check {config.name!r} has type {config.type!r}, which no installed plugin "
+            f"provides (known: {known})"
+        ) from None
+    if not isinstance(config, cls.Config):
+        config = cls.Config.model_validate(config.model_dump(by_alias=True))
+    return cls(config)
+
+
+def deadline_s(check: Check) -> float:
+    """How long `run_check` waits for `check` before giving up on it."""
+    return check.budget_s() + TIMEOUT_MARGIN_S
+
+
+async def run_check(check: Check, ctx: CheckContext) -> CheckResult:
+    """Run `check` once, timed and contained: it returns a result, whatever the check does.
+
+    An exception (a timeout included) becomes a failing result with one error
+    sample, a message with `ctx.secrets` redacted and `details["crashed"] = True`.
+    Cancellation is not an error: it propagates, so shutdown stays prompt.
+    """
+    redactor = Redactor(ctx.secrets)
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(deadline_s(check)):
+            result = await check.run(ctx)
+        if not isinstance(result, CheckResult):
+            raise TypeError(f"run() returned {type(result).__name__}, not a CheckResult")
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        return _crashed(check, ctx, exc, time.perf_counter() - started, redactor)
+    duration = time.perf_counter() - started
+    message = redactor.text(result.message) if redactor.secrets else result.message
+    details = redactor.value(result.details) if redactor.secrets else result.details
+    return dataclasses.replace(result, message=message, details=details, duration_s=duration)
+
+
+def _crashed(
+    check: Check, ctx: CheckContext, exc: Exception, duration: float, redactor: Redactor
+) -> CheckResult:
+    if isinstance(exc, TimeoutError):
+        error = "timeout"
+        message = f"check did not finish within {deadline_s(check):g}s"
+    else:
+        error = "crash"
+        message = f"check crashed: {type(exc).__name__}: {exc}"
+    message = truncate(redactor.text(message), _MESSAGE_LIMIT)
+    trace = redactor.text("".join(traceback.format_exception(exc)))[-_TRACEBACK_LIMIT:]
+    log.warning(
+        "check %s (%s) crashed in environment %s: %s",
+        check.name,
+        check.type,
+        ctx.environment,
+        message,
+    )
+    log.debug("check %s traceback:\n%s", check.name, trace)
+    sample = Sample(check=check.name, ok=False, error=error, target=ctx.target)
+    return CheckResult(
+        check=check.name,
+        type=check.type,
+        ok=False,
+        samples=(sample,),
+        message=message,
+        duration_s=duration,
+        details={"crashed": True, "exception": type(exc).__name__, "traceback": trace},
+    )

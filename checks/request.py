@@ -1,0 +1,101 @@
+"""Request fields shared by http checks, smoke steps and load checks; how they become URL and body.
+
+Pure: no I/O. Bodies are serialised once when a check is built, not per probe.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from yarl import URL
+
+_METHOD = re.compile(r"^[A-Z][A-Z0-9_-]{0,31}$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+class RequestSpec(BaseModel):
+    """One HTTP request as users write it."""
+
+    model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True)
+
+    path: str = Field("/", description="Joined to the environment's base_url; may carry a query.")
+    url: str | None = Field(
+        None,
+        description="An absolute http(s) URL, instead of `path`, for a target outside base_url.",
+    )
+    method: str = Field("GET", description="HTTP method.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Request headers.")
+    body: str | None = Field(None, description="A raw request body.")
+    json_body: Any = Field(
+        None, alias="json", description="A JSON request body (sets Content-Type)."
+    )
+
+    @field_validator("method")
+    @classmethod
+    def _valid_method(cls, value: str) -> str:
+        method = value.strip().upper()
+        if not _METHOD.match(method):
+            raise ValueError(f"{value!r} is not an HTTP method")
+        return method
+
+    @field_validator("path")
+    @classmethod
+    def _valid_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("a path starts with /; for another host write `url:` instead")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            parsed = URL(value)
+        except ValueError as exc:
+            raise ValueError(f"not a URL: {exc}") from None
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError("an absolute http:// or https:// URL is needed")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _valid_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            if "\r" in text or "\n" in text:
+                raise ValueError(f"header {name!r} has a line break in its value")
+        return value
+
+    @model_validator(mode="after")
+    def _one_body(self) -> Self:
+        if self.body is not None and self.json_body is not None:
+            raise ValueError("give either `body` or `json`, not both")
+        if self.url is not None and "path" in self.model_fields_set:
+            raise ValueError("give either `path` or `url`, not both")
+        return self
+
+
+def join_url(base_url: str, path: str) -> URL:
+    """`base_url` + `path`, keeping any path prefix of the base (`https://x/app` + `/health`)."""
+    return URL(base_url.rstrip("/") + path)
+
+
+def target_url(spec: RequestSpec, base_url: str) -> URL:
+    return URL(spec.url) if spec.url is not None else join_url(base_url, spec.path)
+
+
+def encode_body(spec: RequestSpec) -> tuple[dict[str, str], bytes | None]:
+    """Headers and body bytes to send; JSON gets its Content-Type unless one was given."""
+    headers = dict(spec.headers)
+    if spec.json_body is not None:
+        if not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = "application/json"
+        return headers, json.dumps(spec.json_body, separators=(",", ":")).encode()
+    if spec.body is not None:
+        return headers, spec.body.encode()
+    return headers, None

@@ -8,6 +8,8 @@ a second under a load check.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
 import time
 from dataclasses import dataclass
@@ -40,7 +42,6 @@ class Reply:
     latency_s: float
     """From just before the request was sent to the last byte of the body."""
     url: URL
-    cert_der: bytes | None = None
 
 
 class ProbeFailed(Exception):
@@ -62,8 +63,10 @@ def classify(exc: BaseException, timeout_s: float | None) -> tuple[ErrorKind, st
         return "tls", f"TLS failed: {exc}"
     if isinstance(exc, aiohttp.TooManyRedirects):
         return "status", f"too many redirects ({len(exc.history)})"
-    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
-        return "protocol", f"malformed response: {exc}"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return "protocol", "malformed response: " + " ".join(str(exc.message).split())[:200]
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "protocol", "malformed response body: " + " ".join(str(exc).split())[:200]
     if isinstance(exc, aiohttp.ClientConnectorError):
         return "connect", f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc}"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
@@ -83,7 +86,6 @@ async def exchange(
     max_redirects: int = 10,
     verify_tls: bool = True,
     keep_body: bool = False,
-    want_cert: bool = False,
     started: float | None = None,
 ) -> Reply:
     """Send one request and read the whole response; raises `ProbeFailed` when none came.
@@ -103,7 +105,6 @@ async def exchange(
             max_redirects=max_redirects,
             ssl=verify_tls,
         ) as resp:
-            cert = _peer_cert(resp) if want_cert else None
             length = resp.content_length
             if length is not None and length <= _READ_WHOLE_BYTES:
                 raw = await resp.read()
@@ -112,7 +113,7 @@ async def exchange(
             else:
                 body, size = await _stream(resp, KEEP_BODY_BYTES if keep_body else 0)
             latency = time.perf_counter() - t0
-            return Reply(resp.status, resp.headers, body, size, latency, resp.url, cert)
+            return Reply(resp.status, resp.headers, body, size, latency, resp.url)
     except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
         kind, message = classify(exc, client_timeout.total)
         raise ProbeFailed(kind, message, time.perf_counter() - t0) from exc
@@ -128,14 +129,30 @@ async def _stream(resp: aiohttp.ClientResponse, keep: int) -> tuple[bytes, int]:
     return bytes(kept), size
 
 
-def _peer_cert(resp: aiohttp.ClientResponse) -> bytes | None:
-    conn = resp.connection
-    transport = conn.transport if conn is not None else None
-    ssl_object: Any = transport.get_extra_info("ssl_object") if transport is not None else None
-    if ssl_object is None:
+async def peer_certificate(host: str, port: int, timeout_s: float) -> bytes | None:
+    """The certificate a TLS server presents (DER), from a handshake of its own.
+
+    The request's connection is usually back in the pool before its response is
+    handed over, so the certificate is read over a separate connection, which
+    callers cache: expiry is a matter of days, not of probes. Not verified here;
+    the probe itself verifies. None when the handshake fails (the probe says why).
+    """
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        async with asyncio.timeout(timeout_s):
+            _, writer = await asyncio.open_connection(host, port, ssl=context, server_hostname=host)
+    except (OSError, TimeoutError, ssl.SSLError):
         return None
-    der: bytes | None = ssl_object.getpeercert(binary_form=True)
-    return der
+    try:
+        ssl_object: Any = writer.get_extra_info("ssl_object")
+        der: bytes | None = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+        return der
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
 
 
 def cert_not_after(der: bytes) -> datetime | None:

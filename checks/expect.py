@@ -212,10 +212,30 @@ class Expectation:
         latency_s: float,
         redactor: Redactor,
     ) -> list[Mismatch]:
-        """Every unmet condition, status first, then content, then latency."""
-        found: list[Mismatch] = []
+        """Every unmet condition: status, else content; then latency.
+
+        Content is not judged when the status is wrong: an error page failing
+        every JSON assertion says nothing the status did not.
+        """
         if not self.status_ok(status):
-            found.append(Mismatch("status", "status", self.status_text, str(status)))
+            found = [Mismatch("status", "status", self.status_text, str(status))]
+        else:
+            found = self._content(headers, body, redactor)
+        if self._max_latency is not None and latency_s > self._max_latency:
+            found.append(
+                Mismatch(
+                    "latency",
+                    "latency",
+                    f"≤ {format_duration(self._max_latency)}",
+                    f"{latency_s * 1000:.0f}ms",
+                )
+            )
+        return found
+
+    def _content(
+        self, headers: Mapping[str, str], body: Body, redactor: Redactor
+    ) -> list[Mismatch]:
+        found: list[Mismatch] = []
         if self._json:
             try:
                 doc = body.json()
@@ -262,15 +282,6 @@ class Expectation:
                 else repr(truncate(redactor.text(got), _GOT_LIMIT))
             )
             found.append(Mismatch("assertion", f"header {name}", repr(value), shown))
-        if self._max_latency is not None and latency_s > self._max_latency:
-            found.append(
-                Mismatch(
-                    "latency",
-                    "latency",
-                    f"≤ {format_duration(self._max_latency)}",
-                    f"{latency_s * 1000:.0f}ms",
-                )
-            )
         return found
 
 

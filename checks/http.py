@@ -8,6 +8,7 @@ request and the comparisons.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -16,10 +17,13 @@ from pydantic import Field
 from yarl import URL
 
 from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
-from checks.exchange import ProbeFailed, cert_not_after, exchange
+from checks.exchange import ProbeFailed, cert_not_after, exchange, peer_certificate
 from checks.expect import Body, Expect, Expectation
 from checks.redaction import Redactor
 from checks.request import RequestSpec, encode_body, target_url
+
+CERT_RECHECK_S = 3600.0
+"""How long a certificate's expiry is trusted before it is read again."""
 
 
 class HttpCheckConfig(CheckConfig, RequestSpec):
@@ -54,7 +58,7 @@ class HttpCheck(Check):
         self._timeout = aiohttp.ClientTimeout(total=config.timeout)
         self._urls: dict[str, URL] = {}
         self._redactors: dict[tuple[str, ...], Redactor] = {}
-        self._expiry: tuple[bytes, datetime | None] = (b"", None)
+        self._expiry: dict[tuple[str, int], tuple[float, datetime | None]] = {}
         self._label = f"{config.method} {config.url or config.path}"
 
     async def run(self, ctx: CheckContext) -> CheckResult:
@@ -75,7 +79,6 @@ class HttpCheck(Check):
                 max_redirects=cfg.max_redirects,
                 verify_tls=cfg.verify_tls,
                 keep_body=self._expect.needs_body,
-                want_cert=want_cert,
             )
         except ProbeFailed as failed:
             sample = Sample(check=cfg.name, ok=False, error=failed.kind, target=ctx.target)
@@ -112,8 +115,8 @@ class HttpCheck(Check):
             details["error"] = mismatches[0].kind
             details["failures"] = [str(m) for m in mismatches]
             message = f"{self._label}: " + "; ".join(str(m) for m in mismatches)
-        if want_cert and reply.cert_der:
-            warning = self._tls_warning(reply.cert_der, details)
+        if want_cert:
+            warning = await self._tls_warning(url, details)
             if warning:
                 message += f" (warning: {warning})"
         return CheckResult(
@@ -133,13 +136,18 @@ class HttpCheck(Check):
             redactor = self._redactors[secrets] = Redactor(secrets)
         return redactor
 
-    def _tls_warning(self, der: bytes, details: dict[str, object]) -> str | None:
+    async def _tls_warning(self, url: URL, details: dict[str, object]) -> str | None:
         """Days left on the certificate into `details`; a warning text when they are few."""
-        if self._expiry[0] != der:  # the same certificate on every probe: parse it once
-            self._expiry = (der, cert_not_after(der))
-        not_after = self._expiry[1]
         threshold = self.config.tls_expiry_warning_days
-        if not_after is None or threshold is None:
+        assert threshold is not None and url.host is not None and url.port is not None
+        key = (url.host, url.port)
+        now = time.monotonic()
+        cached = self._expiry.get(key)
+        if cached is None or now - cached[0] > CERT_RECHECK_S:
+            der = await peer_certificate(url.host, url.port, self.config.timeout)
+            cached = self._expiry[key] = (now, cert_not_after(der) if der else None)
+        not_after = cached[1]
+        if not_after is None:
             return None
         days_left = (not_after - datetime.now(UTC)).total_seconds() / 86400
         details["tls_expires_at"] = not_after.isoformat()

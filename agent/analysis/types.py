@@ -47,6 +47,15 @@ class Observation:
     values: tuple[float, ...] = ()
     error: str | None = None
     query: str | None = None
+    quantile: float | None = None
+    """For a percentile metric, which one `value` is (0.95 for p95), so `merge` can recompute it."""
+    seconds: float | None = None
+    """Length of the period, so a throughput (`count` per second) pools exactly."""
+    periods: int = 1
+    """How many periods were pooled into this one (`merge`)."""
+    dispersion: float | None = None
+    """Correlation of events within one period (bursty errors), measured by `merge` across its
+    periods; the sequential test discounts each round's counts by it. None: not measured."""
 
     @property
     def has_data(self) -> bool:

@@ -36,6 +36,8 @@ class DeployScope:
 
 
 class Provider(Protocol):
+    """One baseline source. Built by `agent.providers.registry.build_providers`."""
+
     name: str
 
     async def fetch(
@@ -44,6 +46,21 @@ class Provider(Protocol):
 
     async def mark(self, scope: DeployScope, event: Literal["deploy", "rollback"]) -> None:
         """Record a deploy marker (Sentry deploy, New Relic change event) if enabled."""
+        ...
+
+    def link(
+        self,
+        rule: RuleSettings,
+        scope: DeployScope,
+        period: Period,
+        *,
+        release: str | None = None,
+    ) -> str | None:
+        """The provider's own page showing this rule over `period`, for alerts.
+
+        `release` defaults to `scope.version` (what the watcher fetches the current
+        period with); None when the provider has no page for it.
+        """
         ...
 
     async def aclose(self) -> None: ...

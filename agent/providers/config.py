@@ -1,15 +1,29 @@
 """Configuration models of the baseline providers (`providers:` and an environment's
-`baseline:`). Pure models; the settings module composes them."""
+`baseline:`). Pure models; the settings module composes them.
+
+Every field added here beyond the public example has a default, so the example
+configuration validates unchanged. Budgets are explicit: `timeout` bounds one whole
+fetch (every retry and page included), so a slow or rate-limiting provider can never
+hold a round for longer than that.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from agent.durations import Duration
 
 HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+", max_length=2048)]
+
+SENTRY_REGIONS = {"us": "https://us.sentry.io", "de": "https://de.sentry.io"}
+NEWRELIC_REGIONS = {
+    "us": "https://api.newrelic.com/graphql",
+    "eu": "https://api.eu.newrelic.com/graphql",
+    "jp": "https://api.jp.newrelic.com/graphql",
+}
 
 
 class _Model(BaseModel):
@@ -22,44 +36,147 @@ def _non_empty(value: SecretStr) -> SecretStr:
     return value
 
 
-class SentrySettings(_Model):
+def _region_url(
+    data: Any, field: str, regions: dict[str, str], default: str
+) -> Any:
+    """`region: eu` is shorthand for the region's URL; giving both must agree."""
+    if not isinstance(data, dict) or data.get("region") is None:
+        return data
+    region = data["region"]
+    if region not in regions:
+        return data  # the Literal field reports the bad value
+    given = data.get(field)
+    if given is None or given == default:
+        return {**data, field: regions[region]}
+    if urlsplit(str(given)).netloc != urlsplit(regions[region]).netloc:
+        raise ValueError(
+            f"region {region!r} and {field} {given!r} disagree; give one of them"
+        )
+    return data
+
+
+class _HttpProviderSettings(_Model):
+    """What every HTTP provider has: budgets, retries and concurrency."""
+
+    timeout: Duration = 10.0
+    """Bound on one whole fetch: every attempt, backoff and page included."""
+    request_timeout: Duration | None = None
+    """Bound on one HTTP attempt (default: half of `timeout`, so one retry fits)."""
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    """Attempts per request for 5xx, 429 and timeouts (1 = no retry)."""
+    max_in_flight: int = Field(default=8, ge=1, le=256)
+    """Requests in flight at once to this provider, across every window."""
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive_timeout(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be more than 0s")
+        return value
+
+    @property
+    def attempt_timeout(self) -> float:
+        return self.request_timeout or self.timeout / 2
+
+
+class SentrySettings(_HttpProviderSettings):
     base_url: HttpUrl = "https://sentry.io"
+    """sentry.io, a region host (https://us.sentry.io, https://de.sentry.io) or self-hosted."""
+    region: Literal["us", "de"] | None = None
+    """Shorthand for the region host (base_url then defaults to it)."""
     org: str = Field(min_length=1)
     token: SecretStr
     markers: bool = False
-    timeout: Duration = 10.0
+    """Create a Sentry deploy (and the release if missing) at window start and rollback."""
+    web_url: HttpUrl | None = None
+    """Where the Sentry UI is, for links in alerts (default: sentry.io for its hosts,
+    else base_url)."""
+    sample_limit: int = Field(default=200, ge=0, le=2000)
+    """p95_duration: transaction durations fetched (Link-header pages of 100) so the
+    judge can rank-test the distribution; 0 fetches only the aggregate."""
 
     _token = field_validator("token")(_non_empty)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _region(cls, data: Any) -> Any:
+        return _region_url(data, "base_url", SENTRY_REGIONS, "https://sentry.io")
 
-class NewRelicSettings(_Model):
+
+class NewRelicSettings(_HttpProviderSettings):
     api_url: HttpUrl = "https://api.newrelic.com/graphql"
+    """NerdGraph: US https://api.newrelic.com/graphql, EU https://api.eu.newrelic.com/graphql."""
+    region: Literal["us", "eu", "jp"] | None = None
+    """Shorthand for the region's NerdGraph URL."""
     account_id: int = Field(gt=0)
     api_key: SecretStr
     markers: bool = False
-    timeout: Duration = 10.0
+    """Record a change-tracking event on the app at window start and rollback."""
+    max_in_flight: int = Field(default=25, ge=1, le=25)
+    """NerdGraph allows 25 concurrent requests per user; more only earns 429s."""
+    web_url: HttpUrl | None = None
+    """Where the New Relic UI is, for links (default: one.newrelic.com or one.eu…)."""
 
     _key = field_validator("api_key")(_non_empty)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _region(cls, data: Any) -> Any:
+        return _region_url(data, "api_url", NEWRELIC_REGIONS, NEWRELIC_REGIONS["us"])
 
-class PrometheusSettings(_Model):
+
+class PrometheusSettings(_HttpProviderSettings):
     url: HttpUrl = "http://127.0.0.1:9090"
-    timeout: Duration = 10.0
+    bearer_token: SecretStr | None = None
+    """For a Prometheus-compatible API behind auth (Mimir, Thanos, a proxy)."""
+    step: Duration | None = None
+    """query_range resolution (default: the period / max_points, at least 1s)."""
+    max_points: int = Field(default=60, ge=1, le=11000)
 
 
-class ProvidersSettings(_Model):
+class ProvidersSettings(BaseModel):
+    """Built-in providers as typed fields; a third-party provider (entry point
+    `postflight.providers`) is configured under its entry-point name and validated
+    by its own `config_model`. An unknown name is an error, never ignored."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
     sentry: SentrySettings | None = None
     newrelic: NewRelicSettings | None = None
     prometheus: PrometheusSettings | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _plugins(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        extra = [k for k in data if k not in cls.model_fields]
+        if not extra:
+            return data
+        from agent.providers.registry import config_model_for, plugin_names
+
+        out = dict(data)
+        for name in extra:
+            model = config_model_for(name)
+            if model is None:
+                known = ", ".join(sorted(plugin_names())) or "none"
+                raise ValueError(f"unknown provider {name!r} (installed: {known})")
+            out[name] = model.model_validate(data[name])
+        return out
+
 
 class SentryScope(_Model):
     project: str = Field(min_length=1)
+    """Project slug (or numeric id)."""
     environment: str | None = None
+    """Sentry environment; omitted: every environment."""
 
 
 class NewRelicScope(_Model):
     app_name: str | None = None
+    """The APM app; used to place change-tracking markers."""
+    entity_guid: str | None = None
+    """Markers go to this entity when set (else the APM app named `app_name`)."""
 
 
 class BaselineSettings(_Model):

@@ -15,7 +15,7 @@ def store_from_url(url: str) -> Store:
         return SqliteStore.from_url(url)
     if url.startswith(("postgresql://", "postgres://")):
         try:
-            from agent.store.postgres import PostgresStore  # type: ignore[import-not-found]
+            from agent.store.postgres import PostgresStore
         except ImportError as exc:
             raise StoreError(
                 "the PostgreSQL store needs asyncpg: pip install 'postflight-agent[postgres]'"

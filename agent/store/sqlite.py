@@ -191,7 +191,10 @@ class SqliteStore:
             await self._db.execute("PRAGMA busy_timeout=5000")
             await self._db.execute("PRAGMA foreign_keys=ON")
             await self._migrate()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, StoreError) as exc:
+            await self.close()
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
 
     async def close(self) -> None:

@@ -1,0 +1,111 @@
+"""One notification per deploy and event, across rounds and restarts.
+
+`WindowAlerts` puts the store's alert claims in front of the `Notifier`: a breach
+that persists for ten rounds pages once, a restarted agent does not page again,
+and a resolve is sent only for a breach that was. Alerts are at most once: the
+claim is stored before sending, so a crash between the two loses that alert
+rather than repeating it.
+
+What it must not do: raise into a round, or make a rollback wait. `spawn` runs an
+alert as a task the caller never awaits on its hot path; `drain` finishes them on
+shutdown within a bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from agent.records import DeployWindow
+from agent.store.base import Store
+from alerting.events import Alert, breach_key
+from alerting.notifier import Notifier
+
+log = logging.getLogger("postflight.alerting")
+
+DELIVERED_RESULTS = frozenset({"sent", "partial"})
+"""Stored results meaning someone was told (a resolve is owed for such a breach)."""
+
+
+class WindowAlerts:
+    """Deduplicated alerts for deploy windows; safe to share between windows."""
+
+    def __init__(
+        self, store: Store, notifier: Notifier, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._store = store
+        self._notifier = notifier
+        self._clock = clock
+        self._tasks: set[asyncio.Task[bool]] = set()
+
+    async def emit(
+        self,
+        window: DeployWindow,
+        alert: Alert,
+        tags: Sequence[str],
+        *,
+        key: str | None = None,
+    ) -> bool:
+        """Send `alert` unless this deploy already had it; True if this call sent it
+        to at least one channel.
+
+        `key` defaults to the event (`passed`, `rollback_requested`…). Per-rule events
+        use `breach:<rule>` and `resolved:<rule>` (see `alerting.events.breach_key`);
+        a `resolved:<rule>` goes out only if `breach:<rule>` reached a channel.
+        Never raises, except `CancelledError`.
+        """
+        key = key or alert.event
+        context = {"deploy_id": window.id, "environment": window.environment, "event": key}
+        try:
+            if key.startswith("resolved:"):
+                breach = breach_key(key.removeprefix("resolved:"))
+                events = await self._store.alert_events(window.id)
+                if events.get(breach) not in DELIVERED_RESULTS:
+                    return False
+            if not await self._store.claim_alert(window.id, key, self._clock()):
+                return False
+            outcome = await self._notifier.send(alert, tags)
+            await self._store.record_alert(window.id, key, outcome.result, outcome.describe())
+            return outcome.delivered
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("alert %s for %s not sent", key, window.id, extra=context)
+            return False
+
+    def spawn(
+        self,
+        window: DeployWindow,
+        alert: Alert,
+        tags: Sequence[str],
+        *,
+        key: str | None = None,
+    ) -> asyncio.Task[bool]:
+        """`emit` in the background: the caller goes on (to the rollback) at once.
+
+        The task is kept until it ends; `drain` awaits the ones still running.
+        """
+        task = asyncio.create_task(
+            self.emit(window, alert, tags, key=key), name=f"alert {window.id} {key or alert.event}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    @property
+    def pending(self) -> int:
+        """Alerts still being sent in the background."""
+        return len(self._tasks)
+
+    async def drain(self, grace: float | None = None) -> None:
+        """Wait for background alerts (on shutdown); cancel what is left after `grace` s."""
+        if not self._tasks:
+            return
+        tasks = set(self._tasks)
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)

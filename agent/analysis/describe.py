@@ -1,0 +1,73 @@
+"""How a rule's numbers read to humans, and what kind of number a metric is.
+
+Pure: no I/O. One place decides that latencies print as durations and rates as plain numbers,
+so the API, alerts and rollback reasons say the same thing.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from agent.analysis.types import Metric, Rule
+from agent.durations import format_duration
+
+_PERCENTILE = re.compile(r"(?:^|_)p(\d{1,2}(?:\.\d+)?)(?:_|$)")
+
+
+def quantile_of(metric: Metric) -> float | None:
+    """The quantile a percentile metric stands for: `latency_p95` → 0.95, else None."""
+    match = _PERCENTILE.search(metric)
+    if not match:
+        return None
+    q = float(match.group(1)) / 100.0
+    return q if 0.0 < q < 1.0 else None
+
+
+def is_duration(metric: Metric) -> bool:
+    """Whether the metric is measured in seconds (latencies, durations)."""
+    return metric.startswith("latency") or metric.endswith("duration") or "_duration" in metric
+
+
+def is_rate(metric: Metric) -> bool:
+    """Whether the metric is a fraction in [0, 1] (error rate, crash-free rate)."""
+    return metric.endswith("_rate")
+
+
+def change_floor(metric: Metric) -> float:
+    """Smallest absolute change that counts, so a zero baseline does not make every value a
+    breach: 0.1 percentage point for rates, 1 ms for durations, nothing otherwise."""
+    if is_rate(metric) or is_duration(metric):
+        return 0.001
+    return 0.0
+
+
+def format_value(metric: Metric, value: float | None) -> str:
+    """`412ms` for durations, three significant digits otherwise; `n/a` without a value."""
+    if value is None or math.isnan(value):
+        return "n/a"
+    if is_duration(metric) and math.isfinite(value) and value >= 0:
+        return format_duration(value)
+    return f"{value:.3g}"
+
+
+def format_percent(fraction: float) -> str:
+    return f"{fraction * 100:g}%"
+
+
+def threshold_text(rule: Rule) -> str:
+    """The rule's bounds as written: `max 0.05`, `max 300ms`, `max_increase 50%`, `min 0.99`."""
+    parts: list[str] = []
+    if rule.max is not None:
+        parts.append(f"max {format_value(rule.metric, rule.max)}")
+    if rule.min is not None:
+        parts.append(f"min {format_value(rule.metric, rule.min)}")
+    if rule.max_increase is not None:
+        word = "max_increase" if rule.direction == "increase" else "max_decrease"
+        parts.append(f"{word} {format_percent(rule.max_increase)}")
+    return ", ".join(parts) if parts else "none"
+
+
+def unit_noun(rule: Rule) -> str:
+    """What one counted event is, for details like `31 of 100 probes failed`."""
+    return "probes" if rule.source == "checks" else "events"

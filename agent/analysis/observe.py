@@ -1,0 +1,150 @@
+"""Turn check samples into observations, and pool observations of several periods.
+
+Pure: no I/O, no clock. The daemon calls `observe` once per rule per round with that round's
+samples; `merge` pools the background probing before a deploy (or any list of periods) into
+one baseline, keeping counts and raw values so the judge can weigh the evidence, and
+measuring how bursty errors are across the periods (`Observation.dispersion`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from agent.analysis.describe import quantile_of
+from agent.analysis.stats import intra_period_correlation, percentile
+from agent.analysis.types import Observation, Rule
+from checks.base import Sample, Target
+
+
+def _usable(obs: Observation) -> bool:
+    return obs.value is not None and math.isfinite(obs.value) and obs.error is None
+
+
+def observe(
+    rule: Rule,
+    samples: Sequence[Sample],
+    round_seconds: float,
+    *,
+    target: Target = "deploy",
+) -> Observation:
+    """One round of one check-backed rule, from the samples of that round.
+
+    Only samples of `target` count, and only those of `rule.check` when the rule names one.
+    `error_rate` = failed / total (count = failed, total = n); `latency_pNN` = the NN-th
+    percentile in seconds of the samples that have a latency (values = those latencies,
+    count = total = n); `throughput` = n / round_seconds (count = n).
+    """
+    chosen = [
+        s for s in samples if s.target == target and (rule.check is None or s.check == rule.check)
+    ]
+    if not chosen:
+        return Observation(value=None, error="no samples", seconds=round_seconds)
+    metric = rule.metric
+    n = len(chosen)
+    if metric == "error_rate":
+        failed = sum(1 for s in chosen if not s.ok)
+        return Observation(value=failed / n, count=failed, total=n, seconds=round_seconds)
+    if metric == "throughput":
+        if round_seconds <= 0:
+            return Observation(value=None, error="round has no duration", count=n)
+        return Observation(value=n / round_seconds, count=n, seconds=round_seconds)
+    q = quantile_of(metric)
+    if metric.startswith("latency_") and q is not None:
+        latencies = tuple(float(s.latency_s) for s in chosen if s.latency_s is not None)
+        if not latencies:
+            return Observation(value=None, error="no latencies", seconds=round_seconds)
+        value = percentile(latencies, q)
+        return Observation(
+            value=value,
+            count=len(latencies),
+            total=len(latencies),
+            values=latencies,
+            quantile=q,
+            seconds=round_seconds,
+        )
+    return Observation(value=None, error=f"checks do not measure {metric}")
+
+
+def observe_baseline(rule: Rule, samples: Sequence[Sample], round_seconds: float) -> Observation:
+    """`observe` for a canary's stable side, probed side by side (samples with target baseline)."""
+    return observe(rule, samples, round_seconds, target="baseline")
+
+
+def merge(observations: Sequence[Observation]) -> Observation:
+    """Pool several periods into one: the pre-deploy baseline, or a provider's lookback.
+
+    Percentiles are recomputed from the pooled values; rates from the summed counts (and
+    their burstiness across periods is measured); throughputs from counts over seconds; a
+    value without counts is averaged (weighted by `total` when every period has one).
+    Periods without data are skipped; none at all gives no data.
+    """
+    usable = [o for o in observations if _usable(o)]
+    if not usable:
+        errors = sorted({o.error for o in observations if o.error})
+        return Observation(
+            value=None,
+            error="no data in any period" + (f" ({'; '.join(errors)})" if errors else ""),
+            periods=len(observations),
+        )
+    periods = sum(o.periods for o in usable)
+    seconds = (
+        sum(o.seconds for o in usable if o.seconds is not None)
+        if all(o.seconds is not None for o in usable)
+        else None
+    )
+    quantiles = {o.quantile for o in usable}
+    if len(quantiles) == 1 and None not in quantiles and all(o.values for o in usable):
+        q = next(iter(quantiles))
+        assert q is not None
+        values = tuple(v for o in usable for v in o.values)
+        value = percentile(values, q)
+        return Observation(
+            value=value,
+            count=len(values),
+            total=len(values),
+            values=values,
+            quantile=q,
+            seconds=seconds,
+            periods=periods,
+        )
+    if all(o.count is not None and o.total is not None for o in usable):
+        counts = [int(o.count or 0) for o in usable]
+        totals = [int(o.total or 0) for o in usable]
+        total = sum(totals)
+        if total > 0:
+            return Observation(
+                value=sum(counts) / total,
+                count=sum(counts),
+                total=total,
+                seconds=seconds,
+                periods=periods,
+                dispersion=_dispersion(usable, counts, totals),
+            )
+    if seconds and all(o.count is not None for o in usable):
+        count = sum(int(o.count or 0) for o in usable)
+        return Observation(value=count / seconds, count=count, seconds=seconds, periods=periods)
+    values_only = [float(o.value) for o in usable if o.value is not None]
+    weights = [float(o.total) for o in usable if o.total is not None]
+    if len(weights) == len(values_only) and sum(weights) > 0:
+        value = float(np.average(values_only, weights=weights))
+    else:
+        value = float(np.mean(values_only))
+    return Observation(value=value, seconds=seconds, periods=periods)
+
+
+def _dispersion(
+    usable: Sequence[Observation], counts: list[int], totals: list[int]
+) -> float | None:
+    """Estimate across single periods; carry an average when the inputs were pooled already."""
+    if all(o.periods == 1 for o in usable):
+        return intra_period_correlation(counts, totals)
+    known = [
+        (o.dispersion, t) for o, t in zip(usable, totals, strict=True) if o.dispersion is not None
+    ]
+    if not known:
+        return None
+    weight = sum(t for _, t in known)
+    return sum(float(d or 0.0) * t for d, t in known) / weight if weight else None

@@ -1,0 +1,233 @@
+"""The judge's statistics: always-valid sequential tests and their fixed-horizon cousins.
+
+Pure: no I/O, no clock. Functions take numpy arrays of cumulative sufficient statistics (one
+entry per round, any leading batch shape), so the daemon (which rebuilds a window from its
+stored rounds every round) and the decision benchmark (thousands of simulated windows) run
+the same arithmetic. Distributions come from scipy; only the e-processes, which are closed
+forms, are written out here.
+
+Methods and assumptions
+-----------------------
+* **Proportions** (errors out of requests, latencies over a bound out of samples): a mixture
+  of likelihood ratios ("mixture SPRT") for H0: P(bad) <= p0 against a fixed grid of
+  alternatives p0 x odds ratio (`ODDS_RATIOS`), equally weighted. Every component is a
+  nonnegative supermartingale under any P(bad) <= p0, so by Ville's inequality the chance that
+  the mixture *ever* reaches 1/alpha, however often it is looked at, is at most alpha. It
+  depends only on cumulative (bad, good) counts. Bursty errors (overdispersion: requests of
+  one round fail together) are handled by quasi-likelihood: each round's counts are weighted
+  by 1/phi, phi = 1 + (n - 1) rho, with rho the intra-round correlation measured on the
+  baseline (`intra_period_correlation`); the test then stays valid to second order
+  (normal approximation) rather than exactly.
+* **Distributions** (latency, with the effect-size tolerance built in): each new sample x is
+  scaled by 1/(1 + max_increase) and placed in the baseline's empirical CDF with mid-ranks
+  (the Mann-Whitney U statistic is the sum of these placements). If the deploy is no worse
+  than the tolerance allows, a placement minus the DKW margin of the baseline ECDF is
+  stochastically no larger than a Uniform(0, 1) (in the increasing convex order), so
+  exp(lambda * S - n * psi(lambda)) with psi the log-mgf of a centred uniform is a
+  supermartingale; a grid of lambdas (`RANK_LAMBDAS`) is mixed as above. The DKW margin
+  sqrt(log(2/alpha) / 2n) covers the baseline's own sampling error with probability 1 - alpha.
+  Assumes samples are independent draws given the window (no strong autocorrelation).
+* **Baseline bounds**: Clopper-Pearson limits on the baseline rate (on effective counts,
+  divided by the baseline's variance inflation) and distribution-free order-statistic limits
+  on a baseline quantile. A relative test is run against the bound, so its error budget is
+  split between "the baseline bound is wrong" and "the sequential test rejects wrongly".
+* **Fixed horizon** (Kayenta-like, judged once): Mann-Whitney U from the same placements
+  (normal approximation with continuity correction, no tie correction, which is conservative
+  when ties exist), a pooled two-proportion z-test (the large-sample Mann-Whitney on 0/1
+  outcomes), and an exact binomial tail for absolute bounds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+from scipy import special as sc_special
+from scipy import stats as sc_stats
+
+FloatArray = npt.NDArray[np.float64]
+
+ODDS_RATIOS: FloatArray = np.array([1.25, 1.5, 2.0, 3.0, 5.0, 10.0])
+"""Alternatives of the proportion mixture, as odds ratios over the null bound."""
+
+RANK_LAMBDAS: FloatArray = np.array([0.25, 0.5, 1.0, 2.0, 4.0, 8.0])
+"""Bets of the rank mixture: lambda ~ 12 x the mean-placement shift it is tuned to."""
+
+_PROPORTION_LOG_WEIGHT = -math.log(len(ODDS_RATIOS))
+_RANK_LOG_WEIGHT = -math.log(len(RANK_LAMBDAS))
+_RANK_PSI: FloatArray = np.log(np.sinh(RANK_LAMBDAS / 2) / (RANK_LAMBDAS / 2))
+"""log E[exp(lambda (U - 1/2))] for U ~ Uniform(0, 1)."""
+
+_P_EPS = 1e-12
+
+
+def _logmeanexp(log_terms: FloatArray, log_weight: float) -> FloatArray:
+    result: FloatArray = sc_special.logsumexp(log_terms, axis=-1) + log_weight
+    return result
+
+
+def proportion_log_e(bad: npt.ArrayLike, good: npt.ArrayLike, p0: float) -> FloatArray:
+    """Log e-value of H0: P(bad) <= p0 after cumulative `bad`/`good` counts (may be tempered).
+
+    Shapes broadcast; the result has the shape of the counts. `p0 >= 1` can never be
+    rejected (returns -inf); `p0` is clamped away from 0 so one event is never infinite
+    evidence.
+    """
+    bad_a = np.asarray(bad, dtype=np.float64)
+    good_a = np.asarray(good, dtype=np.float64)
+    if p0 >= 1.0:
+        return np.full(np.broadcast(bad_a, good_a).shape, -np.inf)
+    p0 = min(max(p0, _P_EPS), 1.0 - _P_EPS)
+    odds = (p0 / (1.0 - p0)) * ODDS_RATIOS
+    alt = odds / (1.0 + odds)
+    log_bad = np.log(alt / p0)
+    log_good = np.log((1.0 - alt) / (1.0 - p0))
+    terms = bad_a[..., None] * log_bad + good_a[..., None] * log_good
+    return _logmeanexp(terms, _PROPORTION_LOG_WEIGHT)
+
+
+def rank_log_e(centred_sum: npt.ArrayLike, n: npt.ArrayLike) -> FloatArray:
+    """Log e-value of H0: placements are no larger than Uniform(0, 1), convex order.
+
+    `centred_sum` is the cumulative sum of (placement - 1/2 - margin), `n` the cumulative
+    number of placements.
+    """
+    s = np.asarray(centred_sum, dtype=np.float64)
+    count = np.asarray(n, dtype=np.float64)
+    terms = s[..., None] * RANK_LAMBDAS - count[..., None] * _RANK_PSI
+    return _logmeanexp(terms, _RANK_LOG_WEIGHT)
+
+
+def intra_period_correlation(counts: npt.ArrayLike, totals: npt.ArrayLike) -> float | None:
+    """Moment estimate of rho, the correlation of events within one period (beta-binomial).
+
+    Var(count_i) = n_i p q (1 + (n_i - 1) rho). None when the periods carry no information
+    (fewer than two, all of size <= 1, or no events at all); clamped to [0, 1].
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    t = np.asarray(totals, dtype=np.float64)
+    keep = t > 0
+    c, t = c[keep], t[keep]
+    pairs = float(np.sum(t * (t - 1)))
+    if len(t) < 2 or pairs <= 0:
+        return None
+    p = float(c.sum() / t.sum())
+    pq = p * (1 - p)
+    if pq <= 0:
+        return None
+    excess = float(np.sum((c - t * p) ** 2) - np.sum(t) * pq)
+    return min(max(excess / (pq * pairs), 0.0), 1.0)
+
+
+def rate_upper_bound(count: float, total: float, alpha: float) -> float:
+    """One-sided Clopper-Pearson upper limit of a rate at level alpha (counts may be effective)."""
+    if total <= 0:
+        return 1.0
+    if count >= total:
+        return 1.0
+    return float(sc_stats.beta.ppf(1.0 - alpha, count + 1.0, total - count))
+
+
+def rate_lower_bound(count: float, total: float, alpha: float) -> float:
+    """One-sided Clopper-Pearson lower limit of a rate at level alpha (counts may be effective)."""
+    if total <= 0 or count <= 0:
+        return 0.0
+    return float(sc_stats.beta.ppf(alpha, count, total - count + 1.0))
+
+
+def quantile_upper_bound(sorted_values: FloatArray, q: float, alpha: float) -> float | None:
+    """Order-statistic upper confidence limit of the q-quantile; None if too few samples.
+
+    x_(k) with k - 1 = binom.ppf(1 - alpha, n, q): P(x_(k) < xi_q) = P(Bin(n, q) >= k) <= alpha.
+    """
+    n = len(sorted_values)
+    if n == 0:
+        return None
+    k = int(sc_stats.binom.ppf(1.0 - alpha, n, q)) + 1
+    return float(sorted_values[k - 1]) if k <= n else None
+
+
+def quantile_lower_bound(sorted_values: FloatArray, q: float, alpha: float) -> float | None:
+    """Order-statistic lower confidence limit of the q-quantile; None if too few samples."""
+    n = len(sorted_values)
+    if n == 0:
+        return None
+    j = int(sc_stats.binom.ppf(alpha, n, q))
+    if float(sc_stats.binom.cdf(j, n, q)) > alpha:
+        j -= 1
+    return float(sorted_values[j]) if j >= 0 else None
+
+
+def percentile(values: npt.ArrayLike, q: float) -> float:
+    """The q-quantile (0..1) with numpy's default linear interpolation, as observations use."""
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q * 100.0))
+
+
+def dkw_margin(n: int, alpha: float) -> float:
+    """Dvoretzky-Kiefer-Wolfowitz-Massart: P(sup |ECDF - CDF| > margin) <= alpha."""
+    if n <= 0:
+        return 1.0
+    return math.sqrt(math.log(2.0 / alpha) / (2.0 * n))
+
+
+def placements(sorted_base: FloatArray, values: npt.ArrayLike) -> FloatArray:
+    """Mid-rank placement of each value in the baseline: (#below + #equal / 2) / n_base.
+
+    Sorting the queries first keeps the binary searches cache-friendly (3-8x faster on
+    large windows); ties, rare for latencies, get a second search only where they occur.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    n = len(sorted_base)
+    if n == 0 or x.size == 0:
+        return np.full(x.shape, 0.5)
+    order = np.argsort(x)
+    xs = x[order]
+    left = np.searchsorted(sorted_base, xs, "left")
+    ranks = left.astype(np.float64) * 2.0
+    at = np.minimum(left, n - 1)
+    tied = (left < n) & (sorted_base[at] == xs)
+    if tied.any():
+        right = np.searchsorted(sorted_base, xs[tied], "right")
+        ranks[tied] += right - left[tied]
+    out = np.empty_like(ranks)
+    out[order] = ranks / (2.0 * n)
+    return out
+
+
+def mann_whitney_greater(placement_sum: float, n_new: int, n_base: int) -> tuple[float, float]:
+    """(U, one-sided p) that the new samples are stochastically greater, from placements.
+
+    U = n_base * sum(placements); normal approximation with continuity correction, as
+    scipy.stats.mannwhitneyu(method="asymptotic") without tie correction.
+    """
+    u = placement_sum * n_base
+    mean = n_new * n_base / 2.0
+    sd = math.sqrt(n_new * n_base * (n_new + n_base + 1) / 12.0)
+    if sd == 0:
+        return u, 1.0
+    z = (u - mean - 0.5) / sd
+    return u, float(sc_stats.norm.sf(z))
+
+
+def two_proportion_greater(
+    bad_new: float, n_new: float, bad_base: float, n_base: float
+) -> tuple[float, float]:
+    """(z, one-sided p) that the new rate exceeds the baseline's: pooled two-proportion z-test."""
+    if n_new <= 0 or n_base <= 0:
+        return 0.0, 1.0
+    pooled = (bad_new + bad_base) / (n_new + n_base)
+    var = pooled * (1.0 - pooled) * (1.0 / n_new + 1.0 / n_base)
+    if var <= 0:
+        return 0.0, 1.0
+    z = (bad_new / n_new - bad_base / n_base) / math.sqrt(var)
+    return z, float(sc_stats.norm.sf(z))
+
+
+def binomial_greater(bad: float, n: float, p0: float) -> float:
+    """One-sided exact p-value P(Bin(n, p0) >= bad)."""
+    if n <= 0:
+        return 1.0
+    if p0 >= 1.0:
+        return 1.0
+    return float(sc_stats.binom.sf(math.ceil(bad) - 1, round(n), p0))

@@ -1,0 +1,99 @@
+"""The threshold policy (what Flagger and Argo Rollouts do): each round against fixed bounds.
+
+Pure: no I/O. A round with data breaches a rule when its value is past `max`/`min`, or past
+the baseline moved by `max_increase` (never by less than `describe.change_floor`, so a zero
+baseline does not turn every blip into a breach). `failure_limit` consecutive breaching
+rounds fail the rule; rounds without data are skipped: they neither break nor extend a
+streak, and no data alone never fails anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from agent.analysis.describe import change_floor, format_percent, format_value
+from agent.analysis.types import Rule
+
+
+@dataclass(frozen=True, slots=True)
+class Breach:
+    """One bound a value is past."""
+
+    bound: Literal["max", "min", "max_increase"]
+    limit: float
+    op: Literal[">", "<"]
+    text: str
+    """`max 0.05`, or `max 375ms (baseline 250ms +50%)` for a relative bound."""
+
+
+def relative_limit(rule: Rule, baseline: float) -> float | None:
+    """The value past which `max_increase` is breached, or None if the rule has none."""
+    if rule.max_increase is None:
+        return None
+    floor = change_floor(rule.metric)
+    if rule.direction == "increase":
+        return max(baseline * (1.0 + rule.max_increase), baseline + floor)
+    return min(baseline * (1.0 - rule.max_increase), baseline - floor)
+
+
+def breaches(rule: Rule, value: float, baseline: float | None) -> list[Breach]:
+    """Every bound of `rule` that `value` is past (empty: the round passes)."""
+    found: list[Breach] = []
+    fmt = rule.metric
+    if rule.max is not None and value > rule.max:
+        found.append(Breach("max", rule.max, ">", f"max {format_value(fmt, rule.max)}"))
+    if rule.min is not None and value < rule.min:
+        found.append(Breach("min", rule.min, "<", f"min {format_value(fmt, rule.min)}"))
+    if baseline is not None:
+        limit = relative_limit(rule, baseline)
+        if limit is not None and rule.max_increase is not None:
+            up = rule.direction == "increase"
+            if (value > limit) if up else (value < limit):
+                sign = "+" if up else "-"
+                text = (
+                    f"{'max' if up else 'min'} {format_value(fmt, limit)} "
+                    f"(baseline {format_value(fmt, baseline)} {sign}"
+                    f"{format_percent(rule.max_increase)})"
+                )
+                found.append(Breach("max_increase", limit, ">" if up else "<", text))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class StreakScan:
+    """A rule's rounds under the threshold policy."""
+
+    rounds_with_data: int
+    failed_at: int | None
+    """Index of the round whose breach completed the failing streak."""
+    streak: int
+    """Consecutive breaching rounds with data, at the failure or at the latest round."""
+    last_value: float | None
+    last_breaches: tuple[Breach, ...]
+    failing_rounds: tuple[int, ...] = field(default=())
+
+
+def scan_streak(
+    rule: Rule, values: Sequence[float | None], baseline: float | None, limit: int
+) -> StreakScan:
+    """Walk the rounds (None = no data) until `limit` consecutive breaches fail the rule."""
+    limit = max(1, limit)
+    streak: list[int] = []
+    with_data = 0
+    last_value: float | None = None
+    last: tuple[Breach, ...] = ()
+    for index, value in enumerate(values):
+        if value is None:
+            continue
+        with_data += 1
+        last_value = value
+        last = tuple(breaches(rule, value, baseline))
+        if not last:
+            streak = []
+            continue
+        streak.append(index)
+        if len(streak) >= limit:
+            return StreakScan(with_data, index, len(streak), value, last, tuple(streak))
+    return StreakScan(with_data, None, len(streak), last_value, last, tuple(streak))

@@ -1,0 +1,69 @@
+"""Bearer-token authentication for `/v1/…` (contract §2). No I/O.
+
+Tokens are compared in constant time: each candidate is hashed to a fixed length
+first (so `compare_digest` cannot leak the token's length) and every configured
+token is compared, match or not (so timing cannot tell which one was close).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+
+from aiohttp import web
+from pydantic import SecretStr
+
+from agent.api.problems import ApiProblem
+
+PUBLIC_V1_PATHS = frozenset({"/v1/openapi.json"})
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
+def token_matches(presented: str, accepted: Iterable[SecretStr]) -> bool:
+    """True if `presented` is one of `accepted`; time does not depend on which, or how
+    much of it, matched."""
+    given = _digest(presented)
+    found = False
+    for token in accepted:
+        found |= hmac.compare_digest(given, _digest(token.get_secret_value()))
+    return found
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The token of `Authorization: Bearer <token>`, or None when absent or another scheme."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    token = token.strip()
+    return token or None
+
+
+def needs_auth(request: web.Request) -> bool:
+    """Every `/v1/…` route except the OpenAPI document.
+
+    Decided on the matched route as well as the raw path, so that no spelling of a
+    path can reach a protected handler without a token.
+    """
+    resource = request.match_info.route.resource
+    canonical = resource.canonical if resource is not None else ""
+    if canonical in PUBLIC_V1_PATHS:
+        return False
+    return canonical.startswith("/v1") or request.path.startswith("/v1")
+
+
+def require_token(request: web.Request, accepted: Iterable[SecretStr]) -> None:
+    token = bearer_token(request)
+    if token is None:
+        raise ApiProblem(
+            401,
+            "this route needs `Authorization: Bearer <token>` (one of server.api_tokens)",
+            headers=CHALLENGE,
+        )
+    if not token_matches(token, accepted):
+        raise ApiProblem(401, "the bearer token is not accepted", headers=CHALLENGE)

@@ -1,0 +1,266 @@
+"""The OpenAPI 3.1 document of API v1, generated from the models the handlers validate
+with (`agent.api.schemas`), so the documentation cannot drift from the behaviour.
+
+Only the paths (which route, which status) are written here; every schema comes
+from `model_json_schema`. Pure: no I/O; computed once and cached.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from agent import __version__
+from agent.api.problems import PROBLEM_CONTENT_TYPE
+from agent.api.schemas import (
+    DEPLOY_ID_PATTERN,
+    MAX_BODY_BYTES,
+    Deploy,
+    DeployList,
+    DeployRequest,
+    Health,
+    ListQuery,
+    Problem,
+    Readiness,
+)
+
+_REF = "#/components/schemas/{model}"
+
+_MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
+    (DeployRequest, "validation"),
+    (ListQuery, "validation"),
+    (Deploy, "serialization"),
+    (DeployList, "serialization"),
+    (Problem, "serialization"),
+    (Health, "serialization"),
+    (Readiness, "serialization"),
+)
+
+_ERRORS = {
+    400: "Malformed JSON, or a body that could not be read.",
+    401: "Missing or wrong bearer token (with `WWW-Authenticate: Bearer`).",
+    404: "Not found.",
+    408: "The request body did not arrive in time.",
+    409: "Conflict.",
+    413: f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.",
+    415: "The body is not `application/json`.",
+    422: "Invalid fields; `errors` lists each with its `loc` and `msg`.",
+}
+
+
+def _problem(description: str, ref: dict[str, str]) -> dict[str, Any]:
+    return {"description": description, "content": {PROBLEM_CONTENT_TYPE: {"schema": ref}}}
+
+
+def _json(description: str, ref: dict[str, str], **extra: Any) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": ref}}, **extra}
+
+
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """`X | None` in a query model means "may be left out"; a parameter is never null."""
+    branches = [b for b in schema.get("anyOf", []) if b.get("type") != "null"]
+    if "anyOf" in schema and len(branches) == 1:
+        rest = {k: v for k, v in schema.items() if k not in ("anyOf", "default")}
+        return {**branches[0], **rest}
+    return schema
+
+
+@cache
+def _document() -> dict[str, Any]:
+    refs, top = models_json_schema(_MODELS, ref_template=_REF)
+
+    def ref(model: type[BaseModel], mode: JsonSchemaMode = "serialization") -> dict[str, str]:
+        return dict(refs[(model, mode)])
+
+    schemas: dict[str, Any] = top.get("$defs", {})
+    problem = ref(Problem)
+
+    def errors(*codes: int, **special: str) -> dict[str, Any]:
+        return {
+            str(code): _problem(special.get(f"e{code}", _ERRORS[code]), problem)
+            for code in sorted({*codes, 401})
+        }
+
+    # The query model's fields become the list route's parameters.
+    query_schema = ListQuery.model_json_schema(ref_template=_REF)
+    parameters = []
+    for name, prop in query_schema["properties"].items():
+        prop = _not_null(dict(prop))
+        description = prop.pop("description", None)
+        param: dict[str, Any] = {"name": name, "in": "query", "required": False, "schema": prop}
+        if description:
+            param["description"] = description
+        parameters.append(param)
+
+    deploy_id = {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": DEPLOY_ID_PATTERN},
+        "description": "A deploy id (`dep_` and a ULID).",
+    }
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
+    location = {
+        "Location": {"description": "`/v1/deploys/{id}`", "schema": {"type": "string"}}
+    }
+
+    paths: dict[str, Any] = {
+        "/v1/deploys": {
+            "post": {
+                "operationId": "createDeploy",
+                "summary": "Open a deploy window",
+                "description": "A new deploy to an environment with an active window supersedes"
+                " it: the old window ends in state `superseded` and fires nothing more.",
+                "security": bearer,
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                        "description": "A repeat with the same key and body returns the first"
+                        " response (status 200); the same key with another body is 409.",
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": ref(DeployRequest, "validation")}},
+                },
+                "responses": {
+                    "201": _json("The window is open.", ref(Deploy), headers=location),
+                    "200": _json(
+                        "A replay: the first response to this Idempotency-Key.",
+                        ref(Deploy),
+                        headers=location,
+                    ),
+                    **errors(
+                        400,
+                        404,
+                        408,
+                        409,
+                        413,
+                        415,
+                        422,
+                        e404="Unknown environment.",
+                        e409="The Idempotency-Key was used with another body.",
+                    ),
+                },
+            },
+            "get": {
+                "operationId": "listDeploys",
+                "summary": "Recent deploy windows, newest first",
+                "security": bearer,
+                "parameters": parameters,
+                "responses": {
+                    "200": _json("A page of deploys.", ref(DeployList)),
+                    **errors(422, e422="Invalid query parameters (or cursor)."),
+                },
+            },
+        },
+        "/v1/deploys/{id}": {
+            "get": {
+                "operationId": "getDeploy",
+                "summary": "One deploy window",
+                "security": bearer,
+                "parameters": [deploy_id],
+                "responses": {
+                    "200": _json("The deploy object.", ref(Deploy)),
+                    **errors(404, e404="Unknown deploy."),
+                },
+            }
+        },
+        "/v1/deploys/{id}/cancel": {
+            "post": {
+                "operationId": "cancelDeploy",
+                "summary": "Stop watching a deploy; nothing more fires for it",
+                "security": bearer,
+                "parameters": [deploy_id],
+                "responses": {
+                    "200": _json("The deploy object, in state `cancelled`.", ref(Deploy)),
+                    **errors(404, 409, e404="Unknown deploy.", e409="The window already ended."),
+                },
+            }
+        },
+        "/v1/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document (no auth)",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "OpenAPI 3.1",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "summary": "Liveness: 200 while the process runs (no auth)",
+                "security": [],
+                "responses": {"200": _json("Alive.", ref(Health))},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "readyz",
+                "summary": "Readiness: the configuration is loaded and the store answers",
+                "security": [],
+                "responses": {
+                    "200": _json("Ready.", ref(Readiness)),
+                    "503": _problem(
+                        "Not ready; the problem's `checks` says which part is not.", problem
+                    ),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus text exposition (no auth)",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "Metrics, `postflight_*`.",
+                        "content": {
+                            "text/plain": {"schema": {"type": "string"}},
+                            "application/openmetrics-text": {"schema": {"type": "string"}},
+                        },
+                    }
+                },
+            }
+        },
+    }
+
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Postflight API",
+            "version": __version__,
+            "summary": "Register deploys, watch their verdicts, cancel a watch.",
+            "description": "Post-deployment validation agent. Errors are"
+            " `application/problem+json` (RFC 9457).",
+        },
+        "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "One of `server.api_tokens`.",
+                }
+            },
+        },
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    """A fresh copy of the document (callers may change theirs)."""
+    return copy.deepcopy(_document())

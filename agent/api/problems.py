@@ -1,0 +1,160 @@
+"""Errors as `application/problem+json` (RFC 9457), the only shape an API error takes.
+
+Handlers raise `ApiProblem`; the error middleware renders it. Keeping one
+exception type (rather than building responses inline) means every 4xx carries
+the same fields and can never be swallowed by a later `return`. No I/O here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+Loc = list[str | int]
+
+# Stable, dereference-free identifiers: clients switch on `type`, humans read `title`.
+_TYPES: dict[int, str] = {
+    400: "malformed-request",
+    401: "unauthorized",
+    404: "not-found",
+    405: "method-not-allowed",
+    408: "request-timeout",
+    409: "conflict",
+    413: "body-too-large",
+    415: "unsupported-media-type",
+    422: "invalid-fields",
+    500: "internal-error",
+    503: "not-ready",
+}
+
+
+def problem_type(status: int, slug: str | None = None) -> str:
+    """`urn:postflight:problem:<slug>`: a URI that names the problem without a website."""
+    return f"urn:postflight:problem:{slug or _TYPES.get(status, f'http-{status}')}"
+
+
+def status_title(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+class ApiProblem(Exception):
+    """A request the API refuses; rendered by the error middleware as problem+json."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        title: str | None = None,
+        slug: str | None = None,
+        errors: Sequence[Mapping[str, Any]] | None = None,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.title = title or status_title(status)
+        self.type = problem_type(status, slug)
+        self.errors = [dict(e) for e in errors] if errors is not None else None
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": self.type,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if self.errors is not None:
+            body["errors"] = self.errors
+        for key, value in self.extra.items():
+            body.setdefault(key, value)
+        return body
+
+    def response(self) -> web.Response:
+        return problem_response(self.status, self.body(), self.headers)
+
+
+def problem_response(
+    status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status,
+        text=json.dumps(body, ensure_ascii=False),
+        content_type=PROBLEM_CONTENT_TYPE,
+        charset="utf-8",
+        headers=dict(headers or {}),
+    )
+
+
+def from_http_exception(exc: web.HTTPException) -> web.Response:
+    """aiohttp's own 404/405/413… re-dressed as problems, keeping headers such as `Allow`."""
+    status = exc.status
+    detail = {
+        404: "no such route; see /v1/openapi.json",
+        405: f"method not allowed; allowed: {exc.headers.get('Allow', '')}".rstrip("; "),
+        413: "the request body is larger than the API accepts",
+    }.get(status) or (exc.text or status_title(status))
+    if detail.startswith(f"{status}:"):
+        detail = detail.partition(":")[2].strip() or status_title(status)
+    headers = {
+        k: v
+        for k, v in exc.headers.items()
+        if k.lower() not in ("content-type", "content-length")
+    }
+    problem = ApiProblem(status, detail, headers=headers)
+    return problem.response()
+
+
+def _clean_msg(msg: str) -> str:
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix) :]
+    return msg
+
+
+def validation_errors(
+    exc: ValidationError,
+    *,
+    prefix: Iterable[str | int] = (),
+    known_fields: Iterable[str] = (),
+) -> list[dict[str, Any]]:
+    """pydantic errors as `[{loc, msg}]`, written for the person who sent the request.
+
+    The raw input is deliberately not echoed back: it can be large or carry a secret.
+    """
+    fields = sorted(known_fields)
+    out: list[dict[str, Any]] = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        loc: Loc = [*prefix, *(p for p in error["loc"] if p != "[key]")]
+        msg = _clean_msg(str(error["msg"]))
+        kind = error["type"]
+        if kind == "extra_forbidden" and fields:
+            msg = f"unknown field; expected one of: {', '.join(fields)}"
+        elif kind in ("model_type", "model_attributes_type", "dict_type") and not error["loc"]:
+            msg = "the body must be a JSON object"
+        elif kind == "missing":
+            msg = "field required"
+        out.append({"loc": loc, "msg": msg})
+    return out
+
+
+def invalid_fields(errors: list[dict[str, Any]], detail: str | None = None) -> ApiProblem:
+    if detail is None:
+        first = errors[0] if errors else {"loc": [], "msg": "invalid"}
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        detail = f"{where}: {first['msg']}{more}"
+    return ApiProblem(422, detail, title="Invalid fields", errors=errors)

@@ -1,0 +1,376 @@
+"""The handlers of API v1 (contract §2): deploys, health, readiness, metrics, OpenAPI.
+
+Each handler validates with the models in `agent.api.schemas`, talks to the store,
+and tells the watcher through `WindowEvents`; it never judges a deploy (that is
+the watcher's job) and never builds an error response itself (it raises
+`ApiProblem`, which the error middleware renders).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
+from pydantic import ValidationError
+from ulid import ULID
+
+from agent.api.problems import ApiProblem, invalid_fields, validation_errors
+from agent.api.schemas import (
+    DEPLOY_ID_PATTERN,
+    MAX_BODY_BYTES,
+    DeployRequest,
+    ListQuery,
+    deploy_object,
+    deploy_path,
+)
+from agent.appkeys import METRICS, SETTINGS, STORE, WINDOW_EVENTS
+from agent.durations import format_duration
+from agent.records import DeployWindow, IdempotentResponse
+from agent.store.base import Conflict, Store
+
+log = logging.getLogger("postflight.api")
+
+CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("api_clock")
+"""Optional: the API's wall clock (tests pin it); `time.time` when unset."""
+
+BODY_READ_TIMEOUT_S = 10.0
+"""A client that trickles its body slower than this is dropped with 408."""
+READY_TIMEOUT_S = 2.0
+IDEMPOTENCY_KEY_MAX = 255
+_DEPLOY_ID = re.compile(DEPLOY_ID_PATTERN)
+
+
+def _now(request: web.Request) -> float:
+    clock = request.config_dict.get(CLOCK)
+    return clock() if clock is not None else time.time()
+
+
+def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response(
+        data,
+        status=status,
+        headers=dict(headers or {}),
+        dumps=lambda obj: json.dumps(obj, ensure_ascii=False, allow_nan=False),
+    )
+
+
+# --- reading a JSON body ------------------------------------------------------------
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise ApiProblem(413, f"the request body must be at most {limit // 1024} KiB")
+        chunks.append(chunk)
+
+
+async def read_json_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> Any:
+    """The request's JSON document, or the 413/415/400/408 the contract asks for.
+
+    The size is enforced while reading (not from `Content-Length` alone, which a
+    chunked or compressed body does not have), so a large body is never buffered.
+    """
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiProblem(413, f"the request body must be at most {limit // 1024} KiB")
+    if not _is_json(request.content_type):
+        raise ApiProblem(
+            415,
+            f"send the body as Content-Type: application/json (got {request.content_type})",
+        )
+    try:
+        raw = await asyncio.wait_for(_read_limited(request, limit), BODY_READ_TIMEOUT_S)
+    except ApiProblem:
+        raise
+    except TimeoutError:
+        raise ApiProblem(408, "the request body did not arrive in time") from None
+    except Exception as exc:  # a broken chunked encoding, bad gzip, a reset connection…
+        reason = type(exc).__name__
+        raise ApiProblem(400, f"the request body could not be read ({reason})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiProblem(400, "the request body is not UTF-8") from None
+    if not text.strip():
+        raise ApiProblem(400, "the request body is empty; send a JSON object")
+    try:
+        return json.loads(text, parse_constant=_no_constants)
+    except json.JSONDecodeError as exc:
+        raise ApiProblem(
+            400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        raise ApiProblem(400, f"malformed JSON: {exc}") from None
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def canonical_hash(document: Any) -> str:
+    """The same JSON document, however it was spelled (key order, spacing), hashes the same."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX or not all(" " <= c <= "~" for c in key):
+        raise invalid_fields(
+            [
+                {
+                    "loc": ["header", "Idempotency-Key"],
+                    "msg": f"must be 1–{IDEMPOTENCY_KEY_MAX} printable ASCII characters",
+                }
+            ]
+        )
+    return key
+
+
+# --- deploys ------------------------------------------------------------------------
+
+
+async def _render(store: Store, window: DeployWindow) -> dict[str, Any]:
+    rollback = None
+    if window.state in ("failed", "rolled_back") or (window.verdict or {}).get("outcome") == "fail":
+        rollback = await store.get_rollback(window.id)
+    return deploy_object(window, rollback)
+
+
+def _replay(stored: IdempotentResponse, request_hash: str, key: str) -> web.Response:
+    if stored.request_hash != request_hash:
+        raise ApiProblem(
+            409,
+            f"Idempotency-Key {key!r} was already used with a different request body",
+            slug="idempotency-key-reused",
+        )
+    headers = {"Idempotent-Replayed": "true"}
+    window_id = stored.body.get("id")
+    if isinstance(window_id, str):
+        headers["Location"] = deploy_path(window_id)
+    return _json(stored.body, status=200, headers=headers)
+
+
+def _notify(request: web.Request, opened: str | None, ended: list[str]) -> None:
+    """Tell the watcher now rather than at its next poll. The change is already
+    committed, so a failing watcher must not turn it into an error the pipeline
+    would retry (and open a second window)."""
+    events = request.config_dict.get(WINDOW_EVENTS)
+    if events is None:
+        return
+    try:
+        for window_id in ended:
+            events.window_ended(window_id)
+        if opened is not None:
+            events.window_opened(opened)
+    except Exception:
+        log.exception("telling the watcher about a window change failed")
+
+
+async def create_deploy(request: web.Request) -> web.Response:
+    settings = request.config_dict[SETTINGS]
+    store = request.config_dict[STORE]
+    key = _idempotency_key(request)
+    document = await read_json_body(request)
+    request_hash = canonical_hash(document)
+    if key is not None:
+        stored = await store.idempotent_response(key)
+        if stored is not None:
+            return _replay(stored, request_hash, key)
+    try:
+        body = DeployRequest.model_validate(document)
+    except ValidationError as exc:
+        raise invalid_fields(
+            validation_errors(exc, known_fields=DeployRequest.model_fields)
+        ) from None
+    environment = settings.environments.get(body.environment)
+    if environment is None:
+        known = ", ".join(sorted(settings.environments))
+        raise ApiProblem(
+            404,
+            f"unknown environment {body.environment!r}; configured: {known}",
+            slug="unknown-environment",
+        )
+    window_s = body.window if body.window is not None else environment.window
+    if window_s < environment.interval:
+        raise invalid_fields(
+            [
+                {
+                    "loc": ["window"],
+                    "msg": f"must be at least one interval of {body.environment}"
+                    f" ({format_duration(environment.interval)})",
+                }
+            ]
+        )
+    now = _now(request)
+    deployed_at = body.deployed_at.timestamp() if body.deployed_at is not None else now
+    window = DeployWindow(
+        id=f"dep_{ULID()}",
+        environment=body.environment,
+        version=body.version,
+        previous_version=body.previous_version,
+        commit=body.commit,
+        labels=dict(body.labels),
+        state="watching",
+        deployed_at=deployed_at,
+        ends_at=deployed_at + window_s,
+        created_at=now,
+    )
+    payload = deploy_object(window)
+    idempotency = (
+        IdempotentResponse(key=key, request_hash=request_hash, status=201, body=payload)
+        if key is not None
+        else None
+    )
+    try:
+        created = await store.create_window(window, idempotency)
+    except Exception:
+        if key is not None:
+            # A concurrent request with the same key won the race: answer as its replay.
+            stored = await store.idempotent_response(key)
+            if stored is not None:
+                return _replay(stored, request_hash, key)
+        raise
+    _notify(request, window.id, [old.id for old in created.superseded])
+    log.info(
+        "deploy registered: %s %s (window %s%s)",
+        window.environment,
+        window.version,
+        format_duration(window_s),
+        f", supersedes {', '.join(o.id for o in created.superseded)}" if created.superseded else "",
+        extra={"deploy_id": window.id, "environment": window.environment},
+    )
+    return _json(payload, status=201, headers={"Location": deploy_path(window.id)})
+
+
+def _list_query(request: web.Request) -> ListQuery:
+    query = request.query
+    errors: list[dict[str, Any]] = []
+    values: dict[str, str] = {}
+    for name in query:
+        if name in values:
+            continue
+        all_values = query.getall(name)
+        if len(all_values) > 1:
+            errors.append({"loc": [name], "msg": "give this parameter at most once"})
+        values[name] = all_values[0]
+    try:
+        parsed = ListQuery.model_validate(values)
+    except ValidationError as exc:
+        errors.extend(validation_errors(exc, known_fields=ListQuery.model_fields))
+        raise invalid_fields(errors) from None
+    if errors:
+        raise invalid_fields(errors)
+    return parsed
+
+
+async def list_deploys(request: web.Request) -> web.Response:
+    store = request.config_dict[STORE]
+    query = _list_query(request)
+    try:
+        page = await store.list_windows(
+            environment=query.environment,
+            state=query.state,
+            limit=query.limit,
+            cursor=query.cursor,
+        )
+    except ValueError as exc:
+        raise invalid_fields([{"loc": ["cursor"], "msg": str(exc)}]) from None
+    items = [await _render(store, window) for window in page.items]
+    return _json({"items": items, "next": page.next_cursor})
+
+
+def _window_id(request: web.Request) -> str:
+    window_id = request.match_info["id"]
+    if not _DEPLOY_ID.match(window_id):
+        raise ApiProblem(404, f"no deploy {window_id[:64]!r}", slug="unknown-deploy")
+    return window_id
+
+
+async def get_deploy(request: web.Request) -> web.Response:
+    store = request.config_dict[STORE]
+    window_id = _window_id(request)
+    window = await store.get_window(window_id)
+    if window is None:
+        raise ApiProblem(404, f"no deploy {window_id}", slug="unknown-deploy")
+    return _json(await _render(store, window))
+
+
+async def cancel_deploy(request: web.Request) -> web.Response:
+    store = request.config_dict[STORE]
+    window_id = _window_id(request)
+    try:
+        window = await store.cancel_window(window_id, _now(request))
+    except KeyError:
+        raise ApiProblem(404, f"no deploy {window_id}", slug="unknown-deploy") from None
+    except Conflict as exc:
+        raise ApiProblem(409, str(exc), slug="deploy-ended") from None
+    _notify(request, None, [window.id])
+    log.info(
+        "deploy cancelled",
+        extra={"deploy_id": window.id, "environment": window.environment},
+    )
+    return _json(await _render(store, window))
+
+
+# --- operations ---------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the configuration is loaded and the store answers (within a bound, so a
+    wedged store makes the probe fail rather than hang)."""
+    config_ok = request.config_dict.get(SETTINGS) is not None
+    store = request.config_dict.get(STORE)
+    store_ok = False
+    if store is not None:
+        try:
+            store_ok = bool(await asyncio.wait_for(store.ping(), READY_TIMEOUT_S))
+        except Exception:  # includes TimeoutError: a wedged store is simply not ready
+            store_ok = False
+    checks = {"config": config_ok, "store": store_ok}
+    if config_ok and store_ok:
+        return _json({"status": "ok", "checks": checks})
+    failing = ", ".join(name for name, ok in checks.items() if not ok)
+    raise ApiProblem(
+        503,
+        f"not ready: {failing} unavailable",
+        slug="not-ready",
+        extra={"checks": checks},
+    )
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    registry = request.config_dict[METRICS].registry
+    handler = make_aiohttp_handler(registry=registry)
+    return await handler(request)
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    from agent.api.openapi import openapi_document
+
+    return _json(openapi_document())

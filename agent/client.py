@@ -1,0 +1,303 @@
+"""A small async client of API v1, for the CLI (`register`, `status`) and the demo.
+
+It speaks the same pydantic models the server validates with (`agent.api.schemas`),
+so a response that does not fit the contract fails here, loudly, rather than as a
+`KeyError` in a pipeline. Every failure is a `ClientError` whose message is one
+line a person can act on; nothing here prints or exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+import aiohttp
+from pydantic import BaseModel, ValidationError
+
+from agent import __version__
+from agent.api.schemas import Deploy, DeployList, DeployRequest
+from agent.records import WindowState
+
+M = TypeVar("M", bound=BaseModel)
+
+RETRYABLE_STATUSES = frozenset({502, 503, 504})
+"""What a proxy in front of a restarting agent answers; worth another try."""
+
+
+class ClientError(Exception):
+    """A failure to report in one line (the CLI exits 2)."""
+
+
+class Unreachable(ClientError):
+    """No HTTP answer at all: refused, DNS, TLS, timeout."""
+
+
+class BadResponse(ClientError):
+    """An answer that is not the API's (a proxy's HTML page, a newer incompatible agent)."""
+
+
+class ApiError(ClientError):
+    """The agent answered with an error (a problem+json document when it is the agent)."""
+
+    def __init__(self, status: int, problem: Mapping[str, Any] | None, fallback: str) -> None:
+        self.status = status
+        self.problem = dict(problem) if problem is not None else None
+        super().__init__(self._message(fallback))
+
+    @property
+    def field_errors(self) -> list[tuple[str, str]]:
+        """`(dotted.loc, msg)` of a 422."""
+        out: list[tuple[str, str]] = []
+        for error in (self.problem or {}).get("errors") or []:
+            if isinstance(error, dict):
+                loc = ".".join(str(p) for p in error.get("loc") or []) or "body"
+                out.append((loc, str(error.get("msg", ""))))
+        return out
+
+    def _message(self, fallback: str) -> str:
+        if self.status == 401:
+            return "the agent refused the token (401): check --token or $POSTFLIGHT_TOKEN"
+        problem = self.problem or {}
+        detail = str(problem.get("detail") or problem.get("title") or fallback).strip()
+        if self.field_errors:
+            detail = "; ".join(f"{loc}: {msg}" for loc, msg in self.field_errors)
+        return f"{detail} (HTTP {self.status})"
+
+
+class WaitTimeout(ClientError):
+    """The window was still open when the caller's patience ran out."""
+
+    def __init__(self, deploy: Deploy, waited_s: float) -> None:
+        self.deploy = deploy
+        self.waited_s = waited_s
+        super().__init__(f"{deploy.id} is still {deploy.state} after waiting {waited_s:.0f}s")
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+class PostflightClient:
+    """`async with PostflightClient(url, token) as api: await api.register(...)`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ClientError(
+                f"the agent URL must start with http:// or https:// (got {base_url!r})"
+            )
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self.timeout = timeout
+        self.retries = max(1, retries)
+        self.backoff = backoff
+        self._session = session
+        self._own_session = session is None
+
+    async def __aenter__(self) -> PostflightClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                headers={"User-Agent": f"postflight-cli/{__version__}"},
+            )
+        return self._session
+
+    # --- the API ----------------------------------------------------------------
+
+    async def register(
+        self, request: DeployRequest, *, idempotency_key: str | None = None
+    ) -> tuple[Deploy, bool]:
+        """Open a window; `(deploy, replayed)`. With a key, connection failures are retried
+        safely: the agent answers a repeat with the first response."""
+        body = request.model_dump(mode="json", exclude_none=True)
+        if not body.get("labels"):
+            body.pop("labels", None)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        attempts = self.retries if idempotency_key else 1
+        status, data = await self._call(
+            "POST", "/v1/deploys", json_body=body, headers=headers, attempts=attempts
+        )
+        return self._parse(Deploy, data), status == 200
+
+    async def get_deploy(self, deploy_id: str) -> Deploy:
+        _, data = await self._call("GET", f"/v1/deploys/{deploy_id}")
+        return self._parse(Deploy, data)
+
+    async def list_deploys(
+        self,
+        *,
+        environment: str | None = None,
+        state: WindowState | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> DeployList:
+        params = {
+            k: str(v)
+            for k, v in (
+                ("environment", environment),
+                ("state", state),
+                ("limit", limit),
+                ("cursor", cursor),
+            )
+            if v is not None
+        }
+        _, data = await self._call("GET", "/v1/deploys", params=params)
+        return self._parse(DeployList, data)
+
+    async def cancel_deploy(self, deploy_id: str) -> Deploy:
+        _, data = await self._call("POST", f"/v1/deploys/{deploy_id}/cancel")
+        return self._parse(Deploy, data)
+
+    async def wait(
+        self,
+        deploy_id: str,
+        *,
+        give_up_after: float,
+        poll_interval: float = 2.0,
+        on_update: Callable[[Deploy], Awaitable[None] | None] | None = None,
+        on_unreachable: Callable[[ClientError], None] | None = None,
+    ) -> Deploy:
+        """Poll until the window leaves `watching`; `WaitTimeout` after `give_up_after` s.
+
+        An agent that is briefly unreachable (restarting, a proxy's 503) is retried
+        until the timeout; a refusal (401, 404) ends the wait at once.
+        """
+        started = time.monotonic()
+        deadline = started + give_up_after
+        last: Deploy | None = None
+        while True:
+            try:
+                last = await self.get_deploy(deploy_id)
+            except (Unreachable, BadResponse) as exc:
+                if on_unreachable is not None:
+                    on_unreachable(exc)
+            except ApiError as exc:
+                if exc.status not in RETRYABLE_STATUSES:
+                    raise
+                if on_unreachable is not None:
+                    on_unreachable(exc)
+            else:
+                if on_update is not None:
+                    result = on_update(last)
+                    if result is not None:
+                        await result
+                if last.state != "watching":
+                    return last
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if last is None:
+                    raise Unreachable(f"the agent at {self.base_url} did not answer in time")
+                raise WaitTimeout(last, time.monotonic() - started)
+            await asyncio.sleep(min(poll_interval, remaining))
+
+    # --- plumbing ---------------------------------------------------------------
+
+    def _parse(self, model: type[M], data: Any) -> M:
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise BadResponse(
+                f"the agent's answer does not fit the API ({where}: {first['msg']});"
+                " is the URL a Postflight agent of a compatible version?"
+            ) from None
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        attempts: int = 1,
+    ) -> tuple[int, Any]:
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._once(method, path, json_body, params, headers)
+            except (Unreachable, ApiError) as exc:
+                retryable = isinstance(exc, Unreachable) or (
+                    isinstance(exc, ApiError) and exc.status in RETRYABLE_STATUSES
+                )
+                if not retryable or attempt == attempts:
+                    raise
+                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _once(
+        self,
+        method: str,
+        path: str,
+        json_body: Any,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+    ) -> tuple[int, Any]:
+        url = self.base_url + path
+        all_headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
+        all_headers.update(headers or {})
+        try:
+            async with self.session.request(
+                method, url, json=json_body, params=params, headers=all_headers
+            ) as response:
+                text = await response.text(errors="replace")
+                status = response.status
+                content_type = response.content_type
+        except TimeoutError:
+            raise Unreachable(
+                f"the agent at {self.base_url} did not answer within {self.timeout:g}s"
+            ) from None
+        except aiohttp.InvalidURL:
+            raise ClientError(f"{self.base_url!r} is not a valid URL") from None
+        except aiohttp.ClientConnectorError as exc:
+            reason = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
+            raise Unreachable(f"cannot reach the agent at {self.base_url}: {reason}") from None
+        except aiohttp.ClientError as exc:
+            reason = _one_line(str(exc)) or type(exc).__name__
+            raise Unreachable(f"cannot talk to the agent at {self.base_url}: {reason}") from None
+        data: Any = None
+        if content_type.endswith("json"):
+            try:
+                data = json.loads(text)
+            except ValueError:
+                data = None
+        if status >= 400:
+            problem = data if isinstance(data, dict) else None
+            fallback = _one_line(text) or f"HTTP {status}"
+            raise ApiError(status, problem, fallback)
+        if data is None:
+            raise BadResponse(
+                f"the answer from {url} is not JSON (HTTP {status}, {content_type});"
+                " is the URL a Postflight agent?"
+            )
+        return status, data

@@ -1,0 +1,476 @@
+"""What every HTTP-backed provider shares: one session, a budget, retries, metrics.
+
+Each provider (Sentry, New Relic, Prometheus) subclasses `HttpProvider` and only
+says how to turn a rule into a `Plan` (the request(s) and how to read the answer).
+This module owns everything that must be the same for all of them:
+
+- one `aiohttp.ClientSession` per provider, created lazily inside the running loop
+  (a session made outside a loop binds to the wrong one), closed by `aclose`;
+- a semaphore bounding requests in flight (`max_in_flight`);
+- a budget: `timeout` bounds one whole fetch, every attempt, backoff and page
+  included; `request_timeout` bounds one attempt;
+- retries for 5xx, timeouts, connection errors and 429, with exponential backoff and
+  jitter, honouring the provider's rate-limit hint, but never sleeping past the
+  budget: a reset 40 s away fails the fetch now ("rate limited … retry in 40s")
+  instead of holding the round;
+- single flight: rules sharing a query over the same period share one request;
+- fail soft: `fetch` never raises (except cancellation); any failure becomes
+  `Observation(value=None, error=<short reason>)` and counts
+  `postflight_provider_requests_total{result="error"}`.
+
+Why a small loop rather than a retry library (tenacity, backoff, stamina): the
+wait is decided by the answer (X-Sentry-Rate-Limit-Reset, Retry-After, a GraphQL
+`TOO_MANY_REQUESTS` inside an HTTP 200) and capped by a deadline shared with
+pagination, which is ten clear lines here and contortions in a decorator; it also
+adds no dependency.
+
+Secrets: credentials live only in the session's default headers. Text that comes
+from outside (an answer's detail, an exception's message) goes through `redact` (the
+configuration's secrets, URL credentials, bearer tokens) where it is quoted; every
+message that leaves this module also has the provider's own secrets masked. Our own
+wording is not passed through the pattern-based scrubber, which would turn
+"Sentry token rejected" into "Sentry token ***".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, TypeVar
+
+import aiohttp
+from multidict import CIMultiDictProxy
+from pydantic import BaseModel
+
+from agent.analysis.types import Observation
+from agent.durations import format_duration
+from agent.metrics import Metrics
+from agent.providers.base import DeployScope, Period
+from agent.redact import MASK, Redactor
+from agent.settings import RuleSettings
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+
+Params = Sequence[tuple[str, str]]
+Redact = Callable[[str], str]
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+"""A provider answer larger than this is refused (a misconfigured query, not data)."""
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
+BACKOFF_BASE = 0.25
+BACKOFF_CAP = 4.0
+SUCCESS_CACHE_SECONDS = 60.0
+"""How long a successful answer is reused for the same query and exact period.
+
+The key includes the period, so reuse never mixes rounds; this only bounds memory
+and lets rules fetched one after another in the same round share a request."""
+
+
+class ProviderError(Exception):
+    """A failure explained for a person: becomes `Observation.error` as written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One HTTP answer, read in full (bounded by MAX_BODY_BYTES)."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+    def json(self, title: str) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            raise ProviderError(
+                f"malformed answer from {title} (HTTP {self.status}, not JSON)"
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Why an attempt should be retried, and the provider's hint of when."""
+
+    reason: str
+    after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How one rule is fetched for one period: the work behind a single flight.
+
+    `key` identifies the request(s) exactly (query, period, release), `query` is what
+    an alert shows as the query used, `run(deadline)` does the I/O and parsing;
+    `seconds` (the period's length) is stamped on the observation so the judge can
+    pool periods and turn counts into rates.
+    """
+
+    key: Hashable
+    query: str
+    run: Callable[[float], Awaitable[Observation]]
+    seconds: float | None = None
+
+
+def period_seconds(period: Period) -> float:
+    return max(0.0, period.end - period.start)
+
+
+def parse_model(model: type[M], data: Any, title: str) -> M:
+    """Validate an answer's shape; a mismatch is a short, human error."""
+    try:
+        return model.model_validate(data)
+    except ValueError as exc:
+        first = str(exc).splitlines()
+        detail = first[1].strip() if len(first) > 1 else type(exc).__name__
+        raise ProviderError(f"unexpected answer from {title} ({detail})") from None
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """`Retry-After` as seconds from now (delta-seconds or an HTTP date)."""
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def shorten(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class HttpProvider:
+    """Base of the HTTP providers; see the module docstring for what it guarantees."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    """How people call the provider in messages: `Sentry`, `New Relic`."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        attempt_timeout: float,
+        max_attempts: int,
+        max_in_flight: int,
+        metrics: Metrics,
+        redact: Redact | None,
+        secrets: Iterable[str] = (),
+    ) -> None:
+        self.timeout = timeout
+        self.attempt_timeout = min(attempt_timeout, timeout)
+        self.max_attempts = max_attempts
+        self.max_in_flight = max_in_flight
+        self._metrics = metrics
+        self._outer_redact = redact
+        self._own_redact = Redactor(secrets)
+        self._secrets = sorted({v for v in secrets if v}, key=len, reverse=True)
+        self._session: aiohttp.ClientSession | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._flights: dict[Hashable, tuple[float, asyncio.Task[Observation]]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._closed = False
+        self.http_requests = 0
+        """HTTP attempts sent so far (for benchmarks and tests)."""
+
+    # -- to be provided by each provider -------------------------------------------
+
+    def default_headers(self) -> dict[str, str]:
+        """Headers on every request (credentials go here, nowhere else)."""
+        return {}
+
+    def plan(
+        self, rule: RuleSettings, scope: DeployScope, period: Period, release: str | None
+    ) -> Plan:
+        raise NotImplementedError
+
+    def retry_for(self, answer: Answer) -> Retry | None:
+        """Whether this answer is worth another attempt. Default: 429 and 5xx."""
+        if answer.status == 429:
+            return Retry(
+                f"{self.title} is rate limiting (429)", retry_after_seconds(answer.headers)
+            )
+        if answer.status in RETRY_STATUSES:
+            return Retry(f"{self.title} answered {answer.status}")
+        return None
+
+    # -- the Provider protocol ------------------------------------------------------
+
+    async def fetch(
+        self, rule: RuleSettings, scope: DeployScope, period: Period, release: str | None
+    ) -> Observation:
+        """The rule's observation over `period`; never raises (see module docstring)."""
+        try:
+            plan = self.plan(rule, scope, period, release)
+        except ProviderError as exc:
+            self._count("error", None)
+            message = self.mask_secrets(str(exc))
+            log.warning("%s: rule %s cannot be fetched: %s", self.name, rule.name, message)
+            return Observation(value=None, error=message)
+        return await self._single_flight(plan, rule.name)
+
+    async def mark(self, scope: DeployScope, event: Literal["deploy", "rollback"]) -> None:
+        """No markers unless a provider supports and enables them."""
+        return None
+
+    def link(
+        self,
+        rule: RuleSettings,
+        scope: DeployScope,
+        period: Period,
+        *,
+        release: str | None = None,
+    ) -> str | None:
+        return None
+
+    async def aclose(self) -> None:
+        """Cancel shared fetches still running and close the session."""
+        self._closed = True
+        tasks = [task for _, task in self._flights.values()] + list(self._background)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._flights.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- helpers for providers ----------------------------------------------------------
+
+    def redact(self, text: str) -> str:
+        """Scrub text that came from outside before quoting it in a message."""
+        text = self._own_redact(text)
+        return self._outer_redact(text) if self._outer_redact else text
+
+    def mask_secrets(self, message: str) -> str:
+        """Last line of defence on every outgoing message: our own secrets, exactly."""
+        for secret in self._secrets:
+            message = message.replace(secret, MASK)
+        return message
+
+    def deadline(self) -> float:
+        return asyncio.get_running_loop().time() + self.timeout
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        deadline: float,
+        params: Params | None = None,
+        json_body: Any = None,
+    ) -> Answer:
+        """One request with retries, within `deadline` (loop time). Raises ProviderError."""
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise ProviderError(
+                    f"{self.title} did not answer within {format_duration(self.timeout)}"
+                )
+            try:
+                answer = await self._attempt(method, url, deadline, params, json_body)
+            except TimeoutError:
+                retry = Retry(
+                    f"{self.title} did not answer within {format_duration(self.attempt_timeout)}"
+                )
+            except aiohttp.ClientError as exc:
+                retry = Retry(f"could not reach {self.title} ({_describe(exc)})")
+            else:
+                maybe = self.retry_for(answer)
+                if maybe is None:
+                    return answer
+                retry = maybe
+            if attempt >= self.max_attempts:
+                raise ProviderError(retry.reason if attempt == 1 else
+                                    f"{retry.reason} (after {attempt} attempts)")
+            delay = self._backoff(attempt) if retry.after is None else max(0.05, retry.after)
+            if loop.time() + delay >= deadline:
+                if retry.after is not None and retry.after > 0:
+                    raise ProviderError(
+                        f"{retry.reason}; retry in {format_duration(retry.after)}, past this"
+                        f" fetch's {format_duration(self.timeout)} budget"
+                    )
+                raise ProviderError(f"{retry.reason}; no time left to retry")
+            log.debug("%s: %s; retrying in %.2fs", self.name, self.mask_secrets(retry.reason),
+                      delay)
+            await asyncio.sleep(delay)
+
+    # -- internals --------------------------------------------------------------------
+
+    def _ensure_session(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
+        if self._closed:
+            raise ProviderError(f"the {self.title} provider is closed")
+        if self._session is None or self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.max_in_flight)
+            self._session = aiohttp.ClientSession(
+                headers=self.default_headers(),
+                connector=aiohttp.TCPConnector(limit=self.max_in_flight),
+                timeout=aiohttp.ClientTimeout(total=None),
+                raise_for_status=False,
+            )
+        return self._session, self._semaphore
+
+    async def _attempt(
+        self, method: str, url: str, deadline: float, params: Params | None, json_body: Any
+    ) -> Answer:
+        """One attempt. The attempt's clock starts once a slot is free, and never runs
+        past the fetch's deadline."""
+        session, semaphore = self._ensure_session()
+        async with semaphore:
+            budget = min(deadline - asyncio.get_running_loop().time(), self.attempt_timeout)
+            if budget <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(budget):
+                return await self._exchange(session, method, url, params, json_body)
+
+    async def _exchange(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: str,
+        params: Params | None,
+        json_body: Any,
+    ) -> Answer:
+        self.http_requests += 1
+        async with session.request(
+            method, url, params=params, json=json_body, allow_redirects=False
+        ) as resp:
+            declared = resp.content_length
+            if declared is not None and declared > MAX_BODY_BYTES:
+                raise ProviderError(f"{self.title} answer too large ({declared} bytes)")
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in resp.content.iter_chunked(65536):
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise ProviderError(f"{self.title} answer too large (over 16 MiB)")
+                chunks.append(chunk)
+            return Answer(resp.status, resp.headers, b"".join(chunks))
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential with jitter: spreads retries of many rules hitting one outage."""
+        ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+    async def _single_flight(self, plan: Plan, rule_name: str) -> Observation:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for key, (started, task) in list(self._flights.items()):
+            if task.done() and (now - started > SUCCESS_CACHE_SECONDS or _failed(task)):
+                del self._flights[key]
+        flight = self._flights.get(plan.key)
+        if flight is None:
+            task = asyncio.create_task(self._observe(plan), name=f"{self.name}-fetch")
+            self._flights[plan.key] = (now, task)
+        else:
+            task = flight[1]
+        try:
+            observation = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and (current is None or not current.cancelling()):
+                # the shared fetch was cancelled (the provider is closing), not our caller
+                return Observation(
+                    value=None, error=f"{self.title} fetch cancelled", query=plan.query
+                )
+            raise
+        if observation.error:
+            log.warning("%s: rule %s: %s", self.name, rule_name, observation.error)
+        return observation
+
+    async def _observe(self, plan: Plan) -> Observation:
+        started = time.perf_counter()
+        result = "error"
+        try:
+            async with asyncio.timeout(self.timeout):
+                observation = await plan.run(asyncio.get_running_loop().time() + self.timeout)
+            if observation.seconds is None and plan.seconds is not None:
+                observation = dataclasses.replace(observation, seconds=plan.seconds)
+            result = "ok"
+        except ProviderError as exc:
+            observation = Observation(
+                value=None, error=self.mask_secrets(str(exc)), query=plan.query
+            )
+        except TimeoutError:
+            observation = Observation(
+                value=None,
+                error=f"{self.title} did not answer within {format_duration(self.timeout)}",
+                query=plan.query,
+            )
+        except Exception as exc:  # fail soft: a bug or a surprise must not stop a window
+            message = self.redact(f"{type(exc).__name__}: {exc}")
+            log.error("%s: unexpected failure: %s", self.name, message)
+            observation = Observation(
+                value=None,
+                error=f"unexpected failure talking to {self.title} ({type(exc).__name__})",
+                query=plan.query,
+            )
+        self._count(result, time.perf_counter() - started)
+        return observation
+
+    def _count(self, result: str, seconds: float | None) -> None:
+        self._metrics.provider_requests_total.labels(provider=self.name, result=result).inc()
+        if seconds is not None:
+            self._metrics.provider_request_duration_seconds.labels(provider=self.name).observe(
+                seconds
+            )
+
+    async def _guarded_mark(self, what: str, work: Callable[[float], Awaitable[None]]) -> None:
+        """Run a marker write within the budget; log and count failures, never raise."""
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.timeout):
+                await work(asyncio.get_running_loop().time() + self.timeout)
+        except ProviderError as exc:
+            log.warning("%s: %s marker not recorded: %s", self.name, what,
+                        self.mask_secrets(str(exc)))
+            self._count("error", time.perf_counter() - started)
+        except TimeoutError:
+            log.warning("%s: %s marker not recorded: no answer within %s", self.name, what,
+                        format_duration(self.timeout))
+            self._count("error", time.perf_counter() - started)
+        except Exception as exc:
+            log.error("%s: %s marker failed unexpectedly: %s", self.name, what,
+                      self.redact(f"{type(exc).__name__}: {exc}"))
+            self._count("error", time.perf_counter() - started)
+        else:
+            self._count("ok", time.perf_counter() - started)
+
+
+def _failed(task: asyncio.Task[Observation]) -> bool:
+    """Errors are shared while in flight but never reused afterwards."""
+    if task.cancelled():
+        return True
+    if task.exception() is not None:
+        return True
+    return task.result().error is not None
+
+
+def _describe(exc: aiohttp.ClientError) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"connection to {exc.host}:{exc.port} failed"  # host from our own config
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "server disconnected"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "answer cut short"
+    return type(exc).__name__

@@ -1,0 +1,351 @@
+"""New Relic: the user's NRQL over the period, through NerdGraph.
+
+I/O edge: turns NerdGraph answers into `Observation`s; no judging here.
+
+The user writes NRQL without `SINCE`/`UNTIL`; the agent appends
+`SINCE <start ms> UNTIL <end ms>` (epoch milliseconds): the baseline is
+`[T0 - lookback, T0)`, the current period `[T0, now)`. New Relic has no default
+release attribute, so periods, not releases, separate before from after.
+
+Reading a result row (one row: FACET and TIMESERIES queries are refused, because a
+rule needs one number):
+- one column: its value (`count`, `average.duration`, `percentage`, a `rate`
+  alias); a percentile object `{"95": 0.2}` gives its (first) value; a column named
+  `count` also gives the count behind it;
+- a column aliased `total` plus one other column: the other is a count and the
+  value is their ratio, e.g. `SELECT filter(count(*), WHERE error IS true) AS
+  'errors', count(*) AS 'total' FROM Transaction`: counts for the judge's tests;
+- a column aliased `value`: the value, with `count`/`errors` and `total` as counts;
+- otherwise the first column. Units are the query's own (percentage is 0-100).
+
+Failures: GraphQL `errors` inside an HTTP 200 are a bad query ("NRQL rejected: …",
+not retried) unless their `errorClass` is TIMEOUT, INTERNAL_SERVER_ERROR,
+SERVER_ERROR or TOO_MANY_REQUESTS (retried, as New Relic's own Go client does). At
+most 25 requests are in flight: NerdGraph's per-user concurrency limit.
+
+Markers: `changeTrackingCreateEvent` (the docs call `changeTrackingCreateDeployment`
+legacy) on the entity `baseline.newrelic.entity_guid`, else the APM app named
+`baseline.newrelic.app_name`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlencode, urlsplit
+
+from pydantic import BaseModel, ConfigDict
+
+from agent.analysis.types import Observation
+from agent.metrics import Metrics
+from agent.providers.base import DeployScope, Period
+from agent.providers.client import (
+    Answer,
+    HttpProvider,
+    Plan,
+    ProviderError,
+    Redact,
+    Retry,
+    parse_model,
+    period_seconds,
+    retry_after_seconds,
+    shorten,
+)
+from agent.providers.config import NewRelicSettings
+from agent.settings import RuleSettings
+
+log = logging.getLogger(__name__)
+
+RETRIED_ERROR_CLASSES = frozenset(
+    {"TIMEOUT", "INTERNAL_SERVER_ERROR", "SERVER_ERROR", "TOO_MANY_REQUESTS"}
+)
+ROW_META_KEYS = frozenset({"beginTimeSeconds", "endTimeSeconds", "facet", "comparison"})
+
+NRQL_QUERY = (
+    "query($accountId: Int!, $nrql: Nrql!) { actor { account(id: $accountId) {"
+    " nrql(query: $nrql, timeout: %d) { results } } } }"
+)
+
+
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class GraphQLError(_Loose):
+    message: str = ""
+    extensions: dict[str, Any] = {}
+
+    @property
+    def error_class(self) -> str | None:
+        ext = self.extensions
+        for key in ("errorClass", "error_code", "code"):
+            if isinstance(ext.get(key), str):
+                return str(ext[key])
+        return None
+
+
+class GraphQLAnswer(_Loose):
+    data: dict[str, Any] | None = None
+    errors: list[GraphQLError] | None = None
+
+
+def nrql_for(nrql: str, period: Period) -> str:
+    """The user's NRQL with the period appended in epoch milliseconds."""
+    start_ms = math.floor(period.start * 1000)
+    end_ms = math.ceil(period.end * 1000)
+    return f"{nrql.strip().rstrip(';').strip()} SINCE {start_ms} UNTIL {end_ms}"
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict):  # percentile(duration, 95) → {"95": 0.2}
+        for inner in value.values():
+            number = _number(inner)
+            if number is not None:
+                return number
+        return None
+    raise ProviderError(f"unexpected value in NRQL result ({type(value).__name__})")
+
+
+def _count(value: Any) -> int | None:
+    number = _number(value)
+    return None if number is None else round(number)
+
+
+def observation_from_rows(rows: list[Any], query: str) -> Observation:
+    """One NRQL result row → an Observation (see the module docstring)."""
+    if not rows:
+        return Observation(value=None, query=query)
+    if len(rows) > 1:
+        raise ProviderError(
+            f"NRQL returned {len(rows)} rows; a rule needs one (drop FACET or TIMESERIES)"
+        )
+    row = rows[0]
+    if not isinstance(row, dict):
+        raise ProviderError("unexpected answer from New Relic (result row is not an object)")
+    columns = [k for k in row if k not in ROW_META_KEYS]
+    if not columns:
+        return Observation(value=None, query=query)
+    lower = {k.lower(): k for k in columns}
+    if "value" in lower:
+        count_key = lower.get("errors") or lower.get("count")
+        total_key = lower.get("total")
+        return Observation(
+            value=_number(row[lower["value"]]),
+            count=_count(row[count_key]) if count_key else None,
+            total=_count(row[total_key]) if total_key else None,
+            query=query,
+        )
+    if "total" in lower and len(columns) == 2:
+        total_key = lower["total"]
+        other = next(k for k in columns if k != total_key)
+        count, total = _count(row[other]), _count(row[total_key])
+        if count is None or not total:
+            return Observation(value=None, count=count, total=total, query=query)
+        return Observation(value=count / total, count=count, total=total, query=query)
+    first = columns[0]
+    value = _number(row[first])
+    count = _count(row[first]) if first.lower() == "count" else None
+    return Observation(value=value, count=count, quantile=_quantile(row[first]), query=query)
+
+
+def _quantile(value: Any) -> float | None:
+    """`{"95": 0.2}` (a percentile column) → 0.95."""
+    if not isinstance(value, dict) or not value:
+        return None
+    try:
+        q = float(next(iter(value))) / 100
+    except ValueError:
+        return None
+    return q if 0 < q < 1 else None
+
+
+class NewRelicProvider(HttpProvider):
+    """New Relic over NerdGraph (US, EU or JP)."""
+
+    name: ClassVar[str] = "newrelic"
+    title: ClassVar[str] = "New Relic"
+    config_model: ClassVar[type[BaseModel]] = NewRelicSettings
+
+    def __init__(
+        self, config: NewRelicSettings, *, metrics: Metrics, redact: Redact | None = None
+    ) -> None:
+        super().__init__(
+            timeout=config.timeout,
+            attempt_timeout=config.attempt_timeout,
+            max_attempts=config.max_attempts,
+            max_in_flight=config.max_in_flight,
+            metrics=metrics,
+            redact=redact,
+            secrets=[config.api_key.get_secret_value()],
+        )
+        self.config = config
+        # NerdGraph's own query timeout, 5-120 s: a little under our attempt budget,
+        # so New Relic gives up (and says so) before we stop listening.
+        self._nrql_timeout = max(5, min(120, int(self.attempt_timeout)))
+
+    def default_headers(self) -> dict[str, str]:
+        return {
+            "API-Key": self.config.api_key.get_secret_value(),
+            "Content-Type": "application/json",
+        }
+
+    def retry_for(self, answer: Answer) -> Retry | None:
+        if answer.status == 200:
+            try:
+                body = json.loads(answer.body)
+            except ValueError:
+                return None
+            errors = body.get("errors") if isinstance(body, dict) else None
+            for error in errors if isinstance(errors, list) else []:
+                ext = error.get("extensions") if isinstance(error, dict) else None
+                cls = ext.get("errorClass") if isinstance(ext, dict) else None
+                if cls in RETRIED_ERROR_CLASSES:
+                    return Retry(f"New Relic answered {cls}", retry_after_seconds(answer.headers))
+            return None
+        if answer.status == 429:
+            return Retry("New Relic is rate limiting (429)", retry_after_seconds(answer.headers))
+        return super().retry_for(answer)
+
+    # -- fetching ---------------------------------------------------------------------
+
+    def plan(
+        self, rule: RuleSettings, scope: DeployScope, period: Period, release: str | None
+    ) -> Plan:
+        if not rule.nrql:
+            raise ProviderError(f"rule {rule.name!r} has no nrql")
+        nrql = nrql_for(rule.nrql, period)
+
+        async def run(deadline: float) -> Observation:
+            data = await self._graphql(
+                NRQL_QUERY % self._nrql_timeout,
+                {"accountId": self.config.account_id, "nrql": nrql},
+                deadline,
+            )
+            results = _dig(data, ("actor", "account", "nrql", "results"))
+            if not isinstance(results, list):
+                raise ProviderError("unexpected answer from New Relic (no nrql results)")
+            return observation_from_rows(results, nrql)
+
+        return Plan(key=("nrql", nrql), query=nrql, run=run, seconds=period_seconds(period))
+
+    async def _graphql(self, query: str, variables: dict[str, Any], deadline: float) -> Any:
+        answer = await self.send(
+            "POST",
+            self.config.api_url,
+            deadline=deadline,
+            json_body={"query": query, "variables": variables},
+        )
+        if answer.status in (401, 403):
+            raise ProviderError(f"New Relic API key rejected ({answer.status})")
+        body = answer.json(self.title)
+        if not 200 <= answer.status < 300:
+            first = self.redact(_first_error(body))
+            raise ProviderError(
+                f"New Relic answered {answer.status}" + (f": {first}" if first else "")
+            )
+        parsed = parse_model(GraphQLAnswer, body, self.title)
+        if parsed.errors:
+            error = parsed.errors[0]
+            if error.error_class in ("BAD_API_KEY", "UNAUTHENTICATED", "FORBIDDEN"):
+                raise ProviderError(f"New Relic API key rejected ({error.error_class})")
+            if error.error_class in RETRIED_ERROR_CLASSES:
+                raise ProviderError(f"New Relic answered {error.error_class}")
+            message = self.redact(shorten(error.message)) or "no message"
+            raise ProviderError(f"NRQL rejected: {message}")
+        if parsed.data is None:
+            raise ProviderError("unexpected answer from New Relic (no data)")
+        return parsed.data
+
+    # -- evidence -----------------------------------------------------------------------
+
+    def web_root(self) -> str | None:
+        if self.config.web_url:
+            return self.config.web_url.rstrip("/")
+        host = urlsplit(self.config.api_url).hostname or ""
+        if host == "api.newrelic.com":
+            return "https://one.newrelic.com"
+        if host.startswith("api.") and host.endswith(".newrelic.com"):
+            return f"https://one.{host.removeprefix('api.')}"
+        return None
+
+    def link(
+        self,
+        rule: RuleSettings,
+        scope: DeployScope,
+        period: Period,
+        *,
+        release: str | None = None,
+    ) -> str | None:
+        """The query builder with the exact NRQL and period the rule used."""
+        root = self.web_root()
+        if root is None or not rule.nrql:
+            return None
+        params = {"account": str(self.config.account_id), "query": nrql_for(rule.nrql, period)}
+        return f"{root}/data-exploration/query-builder?{urlencode(params)}"
+
+    # -- markers ------------------------------------------------------------------------
+
+    async def mark(self, scope: DeployScope, event: Literal["deploy", "rollback"]) -> None:
+        """A change-tracking deployment event on the app; never raises."""
+        if not self.config.markers:
+            return
+        target = scope.baseline.newrelic
+        if target is None or not (target.entity_guid or target.app_name):
+            log.warning("newrelic: no change marker: environments.%s.baseline.newrelic has"
+                        " neither entity_guid nor app_name", scope.environment)
+            return
+        if target.entity_guid:
+            search = f"id = '{_nrql_quote(target.entity_guid)}'"
+        else:
+            search = f"name = '{_nrql_quote(target.app_name or '')}' AND domain = 'APM'"
+        if event == "deploy":
+            version = scope.version
+            description = f"Postflight is watching {scope.version} ({scope.deploy_id})"
+        else:
+            version = scope.previous_version or f"rollback of {scope.version}"
+            description = (
+                f"Postflight rolled back {scope.version}"
+                f" to {scope.previous_version or 'the previous version'} ({scope.deploy_id})"
+            )
+        fields = f"{{deployment: {{version: {json.dumps(version)}}}}}"
+        event_input = (
+            f"categoryAndTypeData: {{categoryFields: {fields},"
+            ' kind: {category: "deployment", type: "basic"}},'
+            f" entitySearch: {{query: {json.dumps(search)}}},"
+            f' description: {json.dumps(description)}, user: "postflight"'
+        )
+        mutation = (
+            f"mutation {{ changeTrackingCreateEvent(changeTrackingEvent: {{ {event_input} }})"
+            " { changeTrackingEvent { changeTrackingId } messages } }"
+        )
+
+        async def work(deadline: float) -> None:
+            await self._graphql(mutation, {}, deadline)
+
+        await self._guarded_mark(event, work)
+
+
+def _nrql_quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _dig(data: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def _first_error(body: Any) -> str:
+    if isinstance(body, dict) and isinstance(body.get("errors"), list) and body["errors"]:
+        first = body["errors"][0]
+        if isinstance(first, dict) and isinstance(first.get("message"), str):
+            return shorten(first["message"])
+    return ""

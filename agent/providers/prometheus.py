@@ -1,0 +1,209 @@
+"""Prometheus: the user's PromQL averaged over the period.
+
+I/O edge: turns the HTTP API's answers into `Observation`s; no judging here.
+
+Why `query_range` and an average rather than one instant query at the period's end:
+an instant query of `rate(x[1m])` only sees the last minute, so a baseline over an
+hour would be whatever that minute was. The range query evaluates the expression at
+steps ending exactly at the period's end (`step` = period / `max_points`, at least
+1 s) and the value is the mean of the finite points: the period's typical level. A
+period shorter than one step is a single evaluation at its end.
+
+The points are not handed to the judge as `values`: successive evaluations of a
+windowed expression overlap and are strongly autocorrelated, and a rank test that
+took them for independent samples would be wildly overconfident. Counts are not
+available either: PromQL returns numbers, not the events behind them.
+
+Answers: a matrix (or vector/scalar from API-compatible servers) with exactly one
+series; none means no data (`value=None`, no error), several is a configuration
+error ("aggregate it"). `errorType` bad_data/execution → "PromQL rejected: …" (not
+retried); 503 and other 5xx, 429 and timeouts are retried.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+from urllib.parse import urlencode
+
+from pydantic import BaseModel, ConfigDict
+
+from agent.analysis.types import Observation
+from agent.metrics import Metrics
+from agent.providers.base import DeployScope, Period
+from agent.providers.client import (
+    Answer,
+    HttpProvider,
+    Plan,
+    ProviderError,
+    Redact,
+    parse_model,
+    period_seconds,
+    shorten,
+)
+from agent.providers.config import PrometheusSettings
+from agent.settings import RuleSettings
+
+MIN_STEP = 1.0
+
+
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class _Data(_Loose):
+    resultType: str
+    result: Any
+
+
+class PrometheusAnswer(_Loose):
+    status: str
+    data: _Data | None = None
+    errorType: str | None = None
+    error: str | None = None
+
+
+def range_for(period: Period, step: float | None, max_points: int) -> tuple[float, float, float]:
+    """(start, end, step) of the evaluations: steps end exactly at the period's end."""
+    duration = max(0.0, period.end - period.start)
+    step = step or max(MIN_STEP, duration / max_points)
+    step = round(step, 3)
+    whole = math.floor(duration / step + 1e-9)
+    return period.end - whole * step, period.end, step
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ProviderError("unexpected answer from Prometheus (a sample is no number)") from None
+    return number if math.isfinite(number) else None
+
+
+def points_of(data: _Data) -> list[float] | None:
+    """The one series' finite values; None when the result is empty."""
+    kind, result = data.resultType, data.result
+    if kind == "scalar":
+        value = _finite(result[1]) if isinstance(result, list) and len(result) == 2 else None
+        return [] if value is None else [value]
+    if kind not in ("matrix", "vector") or not isinstance(result, list):
+        raise ProviderError(f"unexpected answer from Prometheus (result type {kind!r})")
+    if not result:
+        return None
+    if len(result) > 1:
+        raise ProviderError(
+            f"PromQL returned {len(result)} series; a rule needs one: aggregate it,"
+            " e.g. sum(...) or max(...)"
+        )
+    series = result[0]
+    if not isinstance(series, dict):
+        raise ProviderError("unexpected answer from Prometheus (series is not an object)")
+    raw = series.get("values") if kind == "matrix" else [series.get("value")]
+    if not isinstance(raw, list):
+        raise ProviderError("unexpected answer from Prometheus (no values)")
+    points: list[float] = []
+    for pair in raw:
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise ProviderError("unexpected answer from Prometheus (malformed sample)")
+        value = _finite(pair[1])
+        if value is not None:
+            points.append(value)
+    return points
+
+
+class PrometheusProvider(HttpProvider):
+    """Prometheus (or an API-compatible server) over `/api/v1/query_range`."""
+
+    name: ClassVar[str] = "prometheus"
+    title: ClassVar[str] = "Prometheus"
+    config_model: ClassVar[type[BaseModel]] = PrometheusSettings
+
+    def __init__(
+        self, config: PrometheusSettings, *, metrics: Metrics, redact: Redact | None = None
+    ) -> None:
+        token = config.bearer_token.get_secret_value() if config.bearer_token else None
+        super().__init__(
+            timeout=config.timeout,
+            attempt_timeout=config.attempt_timeout,
+            max_attempts=config.max_attempts,
+            max_in_flight=config.max_in_flight,
+            metrics=metrics,
+            redact=redact,
+            secrets=[token] if token else [],
+        )
+        self.config = config
+        self._url = config.url.rstrip("/")
+
+    def default_headers(self) -> dict[str, str]:
+        if self.config.bearer_token is None:
+            return {}
+        return {"Authorization": f"Bearer {self.config.bearer_token.get_secret_value()}"}
+
+    def plan(
+        self, rule: RuleSettings, scope: DeployScope, period: Period, release: str | None
+    ) -> Plan:
+        """`release` is not used: PromQL compares periods (put labels in the query)."""
+        if not rule.query:
+            raise ProviderError(f"rule {rule.name!r} has no query")
+        query = rule.query
+        start, end, step = range_for(period, self.config.step, self.config.max_points)
+
+        async def run(deadline: float) -> Observation:
+            params = [
+                ("query", query),
+                ("start", f"{start:.3f}"),
+                ("end", f"{end:.3f}"),
+                ("step", f"{step:g}"),
+                ("timeout", f"{max(1.0, self.attempt_timeout):g}s"),
+            ]
+            answer = await self.send(
+                "GET", f"{self._url}/api/v1/query_range", deadline=deadline, params=params
+            )
+            data = self._data(answer)
+            points = points_of(data)
+            if not points:
+                return Observation(value=None, query=query)
+            return Observation(value=sum(points) / len(points), query=query)
+
+        return Plan(
+            key=("range", query, start, end, step),
+            query=query,
+            run=run,
+            seconds=period_seconds(period),
+        )
+
+    def _data(self, answer: Answer) -> _Data:
+        if answer.status in (401, 403):
+            raise ProviderError(f"Prometheus rejected the credentials ({answer.status})")
+        body = answer.json(self.title)
+        parsed = parse_model(PrometheusAnswer, body, self.title)
+        if parsed.status != "success":
+            reason = self.redact(shorten(parsed.error or "no reason given"))
+            if parsed.errorType in ("bad_data", "execution"):
+                raise ProviderError(f"PromQL rejected: {reason}")
+            raise ProviderError(f"Prometheus answered {answer.status}: {reason}")
+        if parsed.data is None:
+            raise ProviderError("unexpected answer from Prometheus (no data)")
+        return parsed.data
+
+    def link(
+        self,
+        rule: RuleSettings,
+        scope: DeployScope,
+        period: Period,
+        *,
+        release: str | None = None,
+    ) -> str | None:
+        """Prometheus' graph page with the query over the period."""
+        if not rule.query:
+            return None
+        duration = max(1.0, period.end - period.start)
+        end = datetime.fromtimestamp(period.end, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        params = {
+            "g0.expr": rule.query,
+            "g0.tab": "0",
+            "g0.range_input": f"{math.ceil(duration)}s",
+            "g0.end_input": end,
+        }
+        return f"{self._url}/graph?{urlencode(params)}"

@@ -1,0 +1,489 @@
+"""The rollback webhook (contract §3): the signed body and its crash-safe delivery.
+
+What it must not do: send a rollback that is not in the store, send one twice from
+this process, or lose track of an attempt. The intent is stored before any
+attempt; each attempt's number is stored *before* it goes out and its outcome
+after, so a process killed at any instant restarts into a pending intent that
+`RollbackDelivery.deliver` resumes where it stopped, counting the attempts
+already made. Receivers dedupe by `Idempotency-Key` (the deploy id); every
+attempt carries the same body bytes, with a fresh timestamp and signature.
+
+Deciding *whether* to roll back (and `dry_run`) belongs to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import email.utils
+import hashlib
+import hmac
+import json
+import logging
+import math
+import random as _random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import aiohttp
+
+from agent import __version__
+from agent.metrics import Metrics
+from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent
+from agent.redact import Redactor
+from agent.settings import RollbackSettings
+from agent.store.base import Store
+
+log = logging.getLogger("postflight.rollback")
+
+USER_AGENT = f"postflight/{__version__}"
+BREACH_KEYS = ("rule", "source", "metric", "observed", "baseline", "threshold", "detail")
+"""The contract's breach fields, in the order the body carries them."""
+RETRYABLE_STATUSES = frozenset({408, 429})
+"""Plus every 5xx. Any other non-2xx answer is final: retrying will not change it."""
+_ERROR_SNIPPET = 200
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[Any]]
+AttemptResult = Literal["delivered", "retryable", "rejected"]
+
+
+# --------------------------------------------------------------------------- body
+
+
+def rfc3339(ts: float) -> str:
+    """RFC 3339 UTC with a `Z`, whole seconds: `2026-11-26T14:00:00Z` (as the contract shows)."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _json_value(value: Any) -> Any:
+    """JSON-safe: NaN and infinities become null (they are not JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    return value
+
+
+def _breach(item: Mapping[str, Any]) -> dict[str, Any]:
+    """One breach with exactly the contract's fields, in its order.
+
+    Accepts the API's rule shape too (`name` for `rule`), so a caller can pass a
+    verdict's failing rules as they are; anything else (outcome, evidence, link)
+    is not part of the webhook and is left out.
+    """
+    out: dict[str, Any] = {}
+    for key in BREACH_KEYS:
+        value = item.get(key)
+        if key == "rule" and value is None:
+            value = item.get("name")
+        out[key] = _json_value(value)
+    return out
+
+
+def rollback_body(
+    window: DeployWindow, reason: str, breaches: Iterable[Mapping[str, Any]], requested_at: float
+) -> str:
+    """The exact JSON body of the rollback webhook: compact, keys in the contract's order.
+
+    Computed once and stored with the intent; every attempt sends these bytes, so
+    a receiver can compare retries byte for byte.
+    """
+    body = {
+        "event": "rollback",
+        "deploy": {
+            "id": window.id,
+            "environment": window.environment,
+            "version": window.version,
+            "previous_version": window.previous_version,
+            "commit": window.commit,
+            "labels": dict(window.labels),
+            "deployed_at": rfc3339(window.deployed_at),
+        },
+        "reason": reason,
+        "breaches": [_breach(b) for b in breaches],
+        "requested_at": rfc3339(requested_at),
+    }
+    return json.dumps(body, separators=(",", ":"), allow_nan=False)
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """`sha256=<lowercase hex of HMAC-SHA256(secret, "<timestamp>.<raw body>")>`.
+
+    The timestamp is inside the MAC so a receiver can refuse replays of an old
+    request by its age.
+    """
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
+    """Check a signature the way a receiver should (constant-time compare)."""
+    try:
+        ts = int(timestamp)
+    except ValueError:
+        return False
+    return hmac.compare_digest(sign(secret, ts, body), signature)
+
+
+def rollback_intent(
+    window: DeployWindow,
+    reason: str,
+    breaches: Iterable[Mapping[str, Any]],
+    requested_at: float,
+    *,
+    dry_run: bool = False,
+) -> RollbackIntent:
+    """The intent to store with the failed verdict (`Store.finish_window(rollback=…)`).
+
+    `dry_run` gives a `skipped` intent: the API shows what would have been sent,
+    nothing ever is (`pending_rollbacks` never returns it).
+    """
+    body = rollback_body(window, reason, breaches, requested_at)
+    if dry_run:
+        return skipped_intent(window.id, body, requested_at)
+    return RollbackIntent(
+        window_id=window.id, state="pending", body=body, requested_at=requested_at
+    )
+
+
+def skipped_intent(window_id: str, body: str, requested_at: float) -> RollbackIntent:
+    """A rollback the environment's `dry_run` kept from being sent."""
+    return RollbackIntent(
+        window_id=window_id,
+        state="skipped",
+        body=body,
+        requested_at=requested_at,
+        finished_at=requested_at,
+        last_error="dry run: the webhook was not called",
+    )
+
+
+# ----------------------------------------------------------------------- delivery
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """`Retry-After` as seconds from now: delta-seconds or an HTTP-date; None if absent
+    or unreadable (then the usual backoff applies)."""
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - now
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def backoff_delay(
+    attempt: int,
+    settings: RollbackSettings,
+    *,
+    retry_after: float | None = None,
+    random: Callable[[], float] = _random.random,
+) -> float:
+    """The wait after failed attempt number `attempt` (1-based).
+
+    Exponential with full jitter (uniform in [0, backoff·2^(attempt-1)]) so that
+    many agents retrying one receiver spread out; a `Retry-After` from the
+    receiver wins over our guess. Both are capped by `max_backoff`.
+    """
+    cap = settings.max_backoff
+    if retry_after is not None:
+        return min(cap, retry_after)
+    ceiling = min(cap, settings.backoff * 2.0 ** min(attempt - 1, 60))
+    return max(0.0, random() * ceiling)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    result: AttemptResult
+    status: int | None
+    error: str | None
+    retry_after: float | None
+    duration_s: float
+
+
+class RollbackDelivery:
+    """Delivers stored rollback intents to their webhooks, resuming after restarts.
+
+    One per process; owns one `aiohttp.ClientSession` (created lazily inside the
+    running loop, closed by `aclose`). `clock`, `sleep` and `random` are injectable
+    so tests can drive backoff without waiting.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        metrics: Metrics,
+        *,
+        user_agent: str = USER_AGENT,
+        clock: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
+        random: Callable[[], float] = _random.random,
+        redact: Callable[[str], str] | None = None,
+    ) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._user_agent = user_agent
+        self._clock = clock
+        self._sleep = sleep
+        self._random = random
+        self._redact = redact or Redactor()
+        self._session: aiohttp.ClientSession | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}
+
+    async def aclose(self) -> None:
+        """Close the HTTP session. In-flight `deliver` calls should be cancelled first."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers={"User-Agent": self._user_agent},
+                # Per-attempt timeouts are set on each request from the settings.
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+        return self._session
+
+    async def deliver(
+        self, intent: RollbackIntent, settings: RollbackSettings, environment: str
+    ) -> RollbackIntent:
+        """Deliver `intent` (already stored) until it is delivered or has failed.
+
+        Returns the final intent: `delivered`, `failed`, or still `pending` if the
+        store could not be written (nothing is sent without its attempt stored
+        first). Never raises except `CancelledError`; a cancelled or killed
+        delivery stays `pending` in the store and resumes on the next call.
+        Concurrent calls for one deploy run one after the other, so the second
+        finds the first's result in the store instead of sending again.
+        """
+        key = intent.window_id
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] = self._users.get(key, 0) + 1
+        try:
+            # A second caller waits, then finds the intent finished in the store.
+            async with lock:
+                return await self._deliver(intent, settings, environment)
+        finally:
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key]
+                del self._locks[key]
+
+    async def _deliver(
+        self, given: RollbackIntent, settings: RollbackSettings, environment: str
+    ) -> RollbackIntent:
+        context = {"deploy_id": given.window_id, "environment": environment}
+        try:
+            stored = await self._store.get_rollback(given.window_id)
+        except Exception as exc:
+            log.error(
+                "rollback for %s not attempted: the store cannot be read (%s)",
+                given.window_id,
+                self._redact(str(exc)),
+                extra=context,
+            )
+            return given
+        if stored is None:
+            log.error(
+                "rollback for %s not sent: its intent is not in the store (store it with"
+                " the verdict before delivering)",
+                given.window_id,
+                extra=context,
+            )
+            return given
+        intent = dataclasses.replace(stored)
+        if intent.state != "pending":
+            return intent
+        try:
+            return await self._attempts(intent, settings, environment, context)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a store error mid-way: stay pending, resume later
+            log.error(
+                "rollback for %s interrupted after %d attempt(s), left pending: %s",
+                intent.window_id,
+                intent.attempts,
+                self._redact(str(exc)),
+                extra=context,
+            )
+            return intent
+
+    async def _attempts(
+        self,
+        intent: RollbackIntent,
+        settings: RollbackSettings,
+        environment: str,
+        context: dict[str, Any],
+    ) -> RollbackIntent:
+        body = intent.body.encode()
+        if intent.attempts >= settings.max_attempts:  # resumed with nothing left to try
+            if intent.last_error is None and intent.last_status is None:
+                intent.last_error = "the last attempt's outcome is unknown (agent restarted)"
+            return await self._finish(intent, "failed", environment, context)
+        # A resumed delivery keeps its schedule: wait out what is left of the backoff.
+        if intent.next_attempt_at is not None:
+            wait = min(settings.max_backoff, intent.next_attempt_at - self._clock())
+            if wait > 0:
+                await self._sleep(wait)
+        while True:
+            intent.attempts += 1
+            intent.next_attempt_at = None
+            await self._store.update_rollback(intent)  # stored before it goes out
+            started = self._clock()
+            outcome = await self._attempt(body, intent, settings)
+            intent.last_status = outcome.status
+            intent.last_error = outcome.error
+            self._metrics.rollback_attempts_total.labels(
+                environment=environment, result=outcome.result
+            ).inc()
+            try:
+                await self._store.record_delivery(
+                    DeliveryAttempt(
+                        window_id=intent.window_id,
+                        attempt=intent.attempts,
+                        at=started,
+                        status=outcome.status,
+                        error=outcome.error,
+                        duration_s=outcome.duration_s,
+                    )
+                )
+            except Exception as exc:  # the audit row is lost; the delivery goes on
+                log.warning(
+                    "could not record rollback attempt %d for %s: %s",
+                    intent.attempts,
+                    intent.window_id,
+                    self._redact(str(exc)),
+                    extra=context,
+                )
+            what = f"HTTP {outcome.status}" if outcome.status is not None else outcome.error
+            if outcome.result == "delivered":
+                log.info(
+                    "rollback for %s delivered on attempt %d (%s)",
+                    intent.window_id,
+                    intent.attempts,
+                    what,
+                    extra=context,
+                )
+                intent.last_error = None
+                return await self._finish(intent, "delivered", environment, context)
+            if outcome.result == "rejected":
+                log.error(
+                    "rollback for %s refused by the webhook on attempt %d (%s); not retried",
+                    intent.window_id,
+                    intent.attempts,
+                    what,
+                    extra=context,
+                )
+                return await self._finish(intent, "failed", environment, context)
+            if intent.attempts >= settings.max_attempts:
+                log.error(
+                    "rollback for %s failed: %d attempt(s), the last %s",
+                    intent.window_id,
+                    intent.attempts,
+                    what,
+                    extra=context,
+                )
+                return await self._finish(intent, "failed", environment, context)
+            delay = backoff_delay(
+                intent.attempts, settings, retry_after=outcome.retry_after, random=self._random
+            )
+            intent.next_attempt_at = self._clock() + delay
+            await self._store.update_rollback(intent)
+            log.warning(
+                "rollback attempt %d for %s failed (%s); retrying in %.1fs",
+                intent.attempts,
+                intent.window_id,
+                what,
+                delay,
+                extra=context,
+            )
+            await self._sleep(delay)
+
+    async def _finish(
+        self,
+        intent: RollbackIntent,
+        state: Literal["delivered", "failed"],
+        environment: str,
+        context: dict[str, Any],
+    ) -> RollbackIntent:
+        intent.state = state
+        intent.next_attempt_at = None
+        intent.finished_at = self._clock()
+        await self._store.update_rollback(intent)
+        self._metrics.rollbacks_total.labels(environment=environment, result=state).inc()
+        return intent
+
+    async def _attempt(
+        self, body: bytes, intent: RollbackIntent, settings: RollbackSettings
+    ) -> _Outcome:
+        """One POST under the per-attempt timeout; classifies the answer, never raises
+        (except CancelledError)."""
+        timestamp = int(self._clock())
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": self._user_agent,
+            "Idempotency-Key": intent.window_id,
+            "X-Postflight-Event": "rollback",
+            "X-Postflight-Timestamp": str(timestamp),
+            "X-Postflight-Signature": sign(settings.secret.get_secret_value(), timestamp, body),
+        }
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async with self._client().post(
+                settings.url,
+                data=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=settings.timeout),
+                allow_redirects=False,
+            ) as response:
+                status = response.status
+                text = (await response.content.read(_ERROR_SNIPPET)).decode("utf-8", "replace")
+                retry_after = retry_after_seconds(
+                    response.headers.get("Retry-After"), self._clock()
+                )
+        except TimeoutError:
+            return _Outcome(
+                "retryable",
+                None,
+                f"timed out after {settings.timeout:g}s",
+                None,
+                loop.time() - started,
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            error = self._redact(f"{type(exc).__name__}: {exc}")[:_ERROR_SNIPPET]
+            return _Outcome("retryable", None, error, None, loop.time() - started)
+        except Exception as exc:  # a bug or an odd URL: keep trying rather than give up
+            error = self._redact(f"{type(exc).__name__}: {exc}")[:_ERROR_SNIPPET]
+            return _Outcome("retryable", None, error, None, loop.time() - started)
+        duration = loop.time() - started
+        if 200 <= status < 300:
+            return _Outcome("delivered", status, None, None, duration)
+        snippet = " ".join(text.split())
+        error = self._redact(f"HTTP {status}" + (f": {snippet}" if snippet else ""))
+        if status in RETRYABLE_STATUSES or 500 <= status < 600:
+            return _Outcome("retryable", status, error, retry_after, duration)
+        if 300 <= status < 400:
+            error = (
+                f"HTTP {status}: redirects are not followed (a signed POST must not be"
+                " replayed elsewhere); set rollback.url to the final address"
+            )
+        return _Outcome("rejected", status, error, None, duration)

@@ -1,0 +1,303 @@
+"""Sending alerts through apprise 2.x to the channels an environment's tags pick.
+
+What it must not do: raise, block the event loop, take longer than `timeout`, or
+leak a secret. apprise runs each plugin's blocking `send()` (requests, smtplib)
+in worker threads and `async_notify(timeout=…)` stops waiting at the deadline,
+so a hung SMTP server costs one worker thread for a bounded time and never the
+loop, a round or a rollback. Each channel gets its own `Apprise` object so its
+outcome is known exactly; every result is logged (redacted) and counted in
+`postflight_alerts_total{result}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import apprise
+
+from agent.metrics import Metrics
+from agent.settings import AlertChannel
+from alerting.events import Alert
+from alerting.templates import render
+
+log = logging.getLogger("postflight.alerting")
+
+GRACE_S = 0.5
+"""Our own guard beyond apprise's deadline, in case a plugin ignores it."""
+
+NotifyResultName = Literal["sent", "partial", "failed", "unrouted"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelResult:
+    """One channel's outcome for one alert."""
+
+    index: int
+    """The channel's position in `alerting.channels`."""
+    url: str
+    """apprise's privacy-masked URL, redacted again: safe to log and store."""
+    sent: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyOutcome:
+    """What happened to one alert across the channels its tags picked."""
+
+    channels: tuple[ChannelResult, ...]
+
+    @property
+    def sent(self) -> int:
+        return sum(1 for c in self.channels if c.sent)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for c in self.channels if not c.sent)
+
+    @property
+    def delivered(self) -> bool:
+        """At least one channel took it: someone has been told."""
+        return self.sent > 0
+
+    @property
+    def result(self) -> NotifyResultName:
+        if not self.channels:
+            return "unrouted"
+        if not self.failed:
+            return "sent"
+        return "partial" if self.sent else "failed"
+
+    def describe(self) -> str:
+        """One line for the store and logs: `1 of 2 channel(s) sent; json://… failed: …`."""
+        if not self.channels:
+            return "no channel matches the environment's alert tags"
+        text = f"{self.sent} of {len(self.channels)} channel(s) sent"
+        failures = [f"{c.url} failed: {c.detail}" for c in self.channels if not c.sent]
+        return "; ".join([text, *failures])
+
+
+class _AppriseLogGuard(logging.Filter):
+    """apprise logs full service URLs and payloads (tokens included) at DEBUG; keep
+    only its warnings and errors, redacted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Weak: a Notifier's redactor goes with it (tests make many).
+        self._weak: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._strong: list[Callable[[str], str]] = []
+
+    def add(self, redact: Callable[[str], str]) -> None:
+        try:
+            self._weak.add(redact)
+        except TypeError:  # not weak-referenceable (a builtin function…)
+            if redact not in self._strong:
+                self._strong.append(redact)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return False
+        text = record.getMessage()
+        for redact in [*self._weak, *self._strong]:
+            text = redact(text)
+        record.msg, record.args = text, None
+        return True
+
+
+_GUARD = _AppriseLogGuard()
+
+
+def _guard_apprise_logs(redact: Callable[[str], str]) -> None:
+    logger = logging.getLogger("apprise")
+    if _GUARD not in logger.filters:
+        logger.addFilter(_GUARD)
+    _GUARD.add(redact)
+
+
+def channel_url_errors(channels: Sequence[AlertChannel]) -> list[str]:
+    """Messages for channels whose URL apprise cannot use (for start-up validation);
+    the URLs themselves are never shown, only their positions and schemes."""
+    errors = []
+    for index, channel in enumerate(channels):
+        url = channel.url.get_secret_value()
+        if apprise.Apprise.instantiate(url) is None:
+            scheme = url.partition("://")[0] if "://" in url else "?"
+            errors.append(
+                f"alerting.channels.{index}.url: apprise cannot use this {scheme}:// URL"
+                " (unknown scheme or missing parts; see the apprise documentation)"
+            )
+    return errors
+
+
+class Notifier:
+    """Sends `Alert`s to the configured apprise channels, routed by tags.
+
+    `send` never raises and returns within about `timeout` seconds whatever the
+    channels do. Construct it once at start-up (loading apprise's plugins takes a
+    moment); it is safe to share between windows.
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[AlertChannel],
+        *,
+        timeout: float,
+        redact: Callable[[str], str],
+        metrics: Metrics,
+    ) -> None:
+        if not timeout > 0:
+            raise ValueError("alerting.timeout must be more than 0s")
+        self._timeout = float(timeout)
+        self._redact = redact
+        self._metrics = metrics
+        self._tags = [frozenset(c.tags) for c in channels]
+        self._tasks: set[asyncio.Task[ChannelResult]] = set()
+        _guard_apprise_logs(redact)
+        asset = apprise.AppriseAsset(app_id="Postflight", async_mode=True)
+        self._channels: list[apprise.Apprise | None] = []
+        self._urls: list[str] = []
+        for index, channel in enumerate(channels):
+            ap = apprise.Apprise(asset=asset)
+            if ap.add(channel.url.get_secret_value()):
+                for service in ap:
+                    self._bound_socket_timeouts(service)
+                masked: str = ap[0].url(privacy=True)  # type: ignore[no-untyped-call]
+                self._urls.append(self._redact(masked))
+                self._channels.append(ap)
+            else:
+                log.error(
+                    "alert channel %d has a URL apprise cannot use; it will count as failed",
+                    index,
+                    extra={"channel": index},
+                )
+                self._urls.append(f"channel {index} (invalid URL)")
+                self._channels.append(None)
+
+    def _bound_socket_timeouts(self, service: object) -> None:
+        """A plugin's socket waits (email: 15 s by default) outlive apprise's deadline
+        in their worker thread; keep them within `timeout` so a hung server frees
+        the thread (and process exit) soon after."""
+        for name in ("socket_connect_timeout", "socket_read_timeout"):
+            value = getattr(service, name, None)
+            if isinstance(value, int | float) and value > self._timeout:
+                setattr(service, name, self._timeout)
+
+    @property
+    def invalid_channels(self) -> list[int]:
+        """Positions of channels whose URL apprise rejected."""
+        return [i for i, ap in enumerate(self._channels) if ap is None]
+
+    def route(self, tags: Sequence[str]) -> list[int]:
+        """The channels for an environment's `alerts.tags`: those sharing a tag with
+        it; every channel when the environment names no tags."""
+        wanted = frozenset(tags)
+        return [i for i, have in enumerate(self._tags) if not wanted or have & wanted]
+
+    async def send(self, alert: Alert, tags: Sequence[str]) -> NotifyOutcome:
+        """Notify the routed channels concurrently; never raises (but for
+        cancellation), never takes much longer than `timeout`."""
+        context = {
+            "deploy_id": alert.deploy_id,
+            "environment": alert.environment,
+            "event": alert.event,
+        }
+        try:
+            indexes = self.route(tags)
+            if not indexes:
+                log.warning(
+                    "alert %s for %s not sent: no channel has any of the tags %s",
+                    alert.event,
+                    alert.deploy_id,
+                    sorted(tags),
+                    extra=context,
+                )
+                return NotifyOutcome(())
+            title, body = render(alert, self._redact)
+            tasks = {
+                i: asyncio.ensure_future(self._send_one(i, title, body, alert.notify_type))
+                for i in indexes
+            }
+            for task in tasks.values():
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            try:
+                await asyncio.wait(tasks.values(), timeout=self._timeout + GRACE_S)
+            except asyncio.CancelledError:  # the caller gave up: so do we
+                for task in tasks.values():
+                    task.cancel()
+                raise
+            results = []
+            for i, task in tasks.items():
+                if task.done() and not task.cancelled() and task.exception() is None:
+                    results.append(task.result())
+                else:
+                    task.cancel()
+                    results.append(
+                        ChannelResult(
+                            i, self._urls[i], False, f"no answer within {self._timeout:g}s"
+                        )
+                    )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("alert %s for %s not sent", alert.event, alert.deploy_id, extra=context)
+            failed = ChannelResult(-1, "-", False, self._redact(f"{type(exc).__name__}: {exc}"))
+            self._metrics.alerts_total.labels(result="failed").inc()
+            return NotifyOutcome((failed,))
+        for result in results:
+            self._metrics.alerts_total.labels(result="sent" if result.sent else "failed").inc()
+            if result.sent:
+                log.info(
+                    "alert %s for %s sent to %s",
+                    alert.event,
+                    alert.deploy_id,
+                    result.url,
+                    extra={**context, "channel": result.index},
+                )
+            else:
+                log.warning(
+                    "alert %s for %s failed on %s: %s",
+                    alert.event,
+                    alert.deploy_id,
+                    result.url,
+                    result.detail,
+                    extra={**context, "channel": result.index},
+                )
+        return NotifyOutcome(tuple(results))
+
+    async def _send_one(self, index: int, title: str, body: str, notify_type: str) -> ChannelResult:
+        url = self._urls[index]
+        ap = self._channels[index]
+        if ap is None:
+            return ChannelResult(index, url, False, "apprise cannot use this channel's URL")
+        try:
+            res = await ap.async_notify(
+                body=body,
+                title=title,
+                notify_type=notify_type,
+                body_format=apprise.NotifyFormat.MARKDOWN,
+                timeout=self._timeout,
+            )
+        except Exception as exc:  # apprise promises not to, but a plugin may
+            return ChannelResult(index, url, False, self._redact(f"{type(exc).__name__}: {exc}"))
+        if res:
+            return ChannelResult(index, url, True, "sent")
+        return ChannelResult(index, url, False, self._explain(res))
+
+    def _explain(self, res: apprise.AppriseResult) -> str:
+        """Why a channel failed, from apprise's status and captured log lines."""
+        status = getattr(res.status, "name", str(res.status)).lower()
+        messages: list[str] = []
+        for service in res.results:
+            for entry in service.logs():
+                if entry.level in ("WARNING", "ERROR", "CRITICAL") and entry.message:
+                    messages.append(entry.message)
+        for entry in res.call_logs():
+            if entry.level in ("WARNING", "ERROR", "CRITICAL") and entry.message:
+                messages.append(entry.message)
+        text = status + (": " + " ".join(messages[:3]) if messages else "")
+        return self._redact(" ".join(text.split()))[:500]

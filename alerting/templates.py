@@ -1,0 +1,197 @@
+"""Alert titles and markdown bodies. Pure: no I/O, no clock.
+
+Written for the person paged at 3 a.m.: the title says where and what in one
+line (`[postflight] production v2.4.1: rollback requested`), the body names each
+rule with observed vs baseline vs threshold in human units (latency in ms, rates
+in %), the reason, and the deploy id to look up. Markdown that every apprise
+target renders or degrades gracefully: paragraphs, bold, code spans and a
+bullet list, no tables. Secrets are removed by the notifier's redactor, which
+runs over the rendered text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from alerting.events import Alert, AlertEvent
+
+LATENCY_METRICS = frozenset({"latency_p50", "latency_p95", "latency_p99", "p95_duration"})
+"""Metrics whose values are durations in seconds."""
+RATE_METRICS = frozenset({"error_rate", "crash_free_rate"})
+"""Metrics whose values are fractions (0.31 = 31%)."""
+
+_HEADLINES: dict[AlertEvent, str] = {
+    "breach": "**Rule breached.** The window keeps watching; the policy decides on a rollback.",
+    "resolved": "**Resolved.** The rule is back within its bounds.",
+    "failed": (
+        "**Deploy failed.** No rollback webhook is configured for this environment:"
+        " roll back by hand."
+    ),
+    "rollback_requested": "**Deploy failed: rollback requested** from the pipeline's webhook.",
+    "rollback_skipped": (
+        "**Deploy failed.** No rollback was requested: `rollback.dry_run` is on for this"
+        " environment. Roll back by hand if needed."
+    ),
+    "rollback_delivered": "**Rollback delivered.** The pipeline's webhook accepted it.",
+    "rollback_failed": (
+        "**Rollback FAILED.** The pipeline's webhook did not accept it: roll back by hand."
+    ),
+    "passed": "**Deploy passed.** No rule failed during the window.",
+    "inconclusive": (
+        "**Inconclusive.** No rule had data to judge the deploy; it was neither passed"
+        " nor rolled back."
+    ),
+    "provider_unreachable": (
+        "**Provider unreachable.** Its rules are inconclusive meanwhile; that is never"
+        " a reason to roll back."
+    ),
+    "config_error": "**Configuration error.** Part of the watch cannot run as configured.",
+}
+
+
+def _rule_name(rule: Mapping[str, Any]) -> str:
+    return str(rule.get("name") or rule.get("rule") or "?")
+
+
+def summary(alert: Alert) -> str:
+    """The short part of the title, after `[postflight] <environment> <version>:`."""
+    names = [_rule_name(r) for r in alert.rules]
+    listed = ", ".join(names[:3]) + (f" (+{len(names) - 3})" if len(names) > 3 else "")
+    match alert.event:
+        case "breach":
+            if len(names) == 1:
+                return f"{names[0]} breached"
+            return f"{len(names)} rules breached: {listed}" if names else "rule breached"
+        case "resolved":
+            return f"{listed} resolved" if names else "resolved"
+        case "failed":
+            return "deploy failed" + (f" ({listed})" if names else "")
+        case "rollback_requested":
+            return "rollback requested" + (f" ({listed})" if names else "")
+        case "rollback_skipped":
+            return "deploy failed, rollback skipped (dry run)"
+        case "rollback_delivered":
+            return "rollback delivered"
+        case "rollback_failed":
+            return "ROLLBACK FAILED, act now"
+        case "passed":
+            return "deploy passed"
+        case "inconclusive":
+            return "inconclusive, no data to judge"
+        case "provider_unreachable":
+            return f"provider {alert.provider or '?'} unreachable"
+        case "config_error":
+            return "configuration error"
+    raise AssertionError(f"unknown alert event {alert.event!r}")
+
+
+def title(alert: Alert) -> str:
+    """`[postflight] <environment> <version>: <summary>`, one line."""
+    text = f"[postflight] {alert.environment} {alert.version}: {summary(alert)}"
+    return " ".join(text.split())
+
+
+def _number(value: float) -> str:
+    """A readable number: few significant digits, thousands separators, no exponent
+    for anything an operator is likely to see."""
+    if value == 0:
+        return "0"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 0.01:
+        return f"{value:.4g}"
+    return f"{value:.2g}"
+
+
+def format_latency(seconds: float) -> str:
+    """Seconds as an operator reads latency: `0.42 ms`, `4.2 ms`, `412 ms`, `1,250 ms`,
+    `12.3 s`."""
+    ms = seconds * 1000
+    if abs(ms) < 1:
+        return f"{ms:.2g} ms"
+    if abs(ms) < 10:
+        return f"{ms:.1f} ms"
+    if abs(ms) < 10_000:
+        return f"{ms:,.0f} ms"
+    return f"{seconds:.3g} s"
+
+
+def format_value(metric: str | None, value: Any) -> str:
+    """A rule's observed or baseline value in its metric's unit; `n/a` when missing."""
+    if value is None or isinstance(value, bool):
+        return "n/a"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(number):
+        return "n/a"
+    name = (metric or "").lower()
+    if name in LATENCY_METRICS or "latency" in name or name.endswith("_duration"):
+        return format_latency(number)
+    if name in RATE_METRICS or name.endswith("_rate"):
+        return f"{_number(number * 100)}%"
+    if name == "throughput":
+        return f"{_number(number)}/s"
+    if name.endswith("_count") and number.is_integer():
+        return f"{number:,.0f}"
+    return _number(number)
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
+def rule_line(rule: Mapping[str, Any]) -> str:
+    """`- `name` (source, metric): observed **31%** vs baseline 0%, threshold max 0.05 — detail`"""
+    metric = rule.get("metric")
+    source = rule.get("source")
+    where = ", ".join(str(x) for x in (source, metric) if x)
+    observed = format_value(metric if isinstance(metric, str) else None, rule.get("observed"))
+    baseline = format_value(metric if isinstance(metric, str) else None, rule.get("baseline"))
+    line = f"- `{_rule_name(rule)}`" + (f" ({where})" if where else "")
+    line += f": observed **{observed}** vs baseline {baseline}"
+    threshold = rule.get("threshold")
+    if threshold:
+        line += f", threshold {_one_line(threshold)}"
+    outcome = rule.get("outcome")
+    if outcome and outcome != "fail":
+        line += f" [{outcome}]"
+    detail = rule.get("detail")
+    if detail:
+        line += f" — {_one_line(detail)}"
+    link = rule.get("link")
+    if link:
+        line += f" ([details]({_one_line(link)}))"
+    return line
+
+
+def body(alert: Alert) -> str:
+    """The markdown body: headline, reason, rules, event detail, then the deploy's identity."""
+    parts = [_HEADLINES[alert.event]]
+    if alert.reason:
+        parts.append(f"**Why:** {_one_line(alert.reason)}")
+    if alert.rules:
+        parts.append("\n".join(["**Rules**", "", *(rule_line(r) for r in alert.rules)]))
+    if alert.provider and alert.event == "provider_unreachable":
+        parts.append(f"**Provider:** `{alert.provider}`")
+    if alert.detail:
+        parts.append(_one_line(alert.detail))
+    deploy = f"Deploy `{alert.deploy_id}` · {alert.environment} · "
+    if alert.previous_version:
+        deploy += f"{alert.previous_version} → {alert.version}"
+    else:
+        deploy += alert.version
+    if alert.commit:
+        deploy += f" · commit `{alert.commit}`"
+    parts.append(deploy)
+    if alert.link:
+        parts.append(f"[Open the deploy]({alert.link})")
+    return "\n\n".join(parts) + "\n"
+
+
+def render(alert: Alert, redact: Callable[[str], str] = str) -> tuple[str, str]:
+    """(title, markdown body), both passed through `redact`."""
+    return redact(title(alert)), redact(body(alert))

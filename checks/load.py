@@ -1,0 +1,318 @@
+"""The `load` check: an open-model performance probe at a constant arrival rate.
+
+Requests start on a fixed schedule (`rate`) whether or not earlier ones have
+finished, and latency is counted from when each request was due, not from when
+it got going, so a slow target cannot hide its slowness by slowing the load
+down (no coordinated omission). Past `max_in_flight` a due request is counted
+as dropped rather than delayed. Latencies go into an HDR histogram (the
+`hdrhistogram` package) for the summary; every request is also a sample for
+the judge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from collections import Counter
+from typing import Annotated, Any, Literal
+
+import aiohttp
+from hdrh.histogram import HdrHistogram
+from pydantic import BeforeValidator, Field, PlainSerializer
+from yarl import URL
+
+from agent.durations import Duration, Fraction, format_duration
+from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
+from checks.exchange import ProbeFailed, exchange
+from checks.expect import Body, Expect, Expectation
+from checks.redaction import Redactor
+from checks.request import RequestSpec, encode_body, target_url
+
+_RATE = re.compile(r"^(\d+(?:\.\d+)?)\s*(?:/\s*(ms|s|sec|second|m|min|minute|h|hour))?$")
+_PER_SECOND = {"ms": 1000.0, "s": 1.0, "sec": 1.0, "second": 1.0}
+_PER_SECOND |= {"m": 1 / 60, "min": 1 / 60, "minute": 1 / 60, "h": 1 / 3600, "hour": 1 / 3600}
+MAX_RATE = 50_000.0
+MAX_REQUESTS = 2_000_000
+PERCENTILES = (50.0, 90.0, 95.0, 99.0)
+
+
+def parse_rate(value: Any) -> float:
+    """Requests per second from `20/s`, `1200/m`, `3600/h` or a bare number (per second)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a rate like 20/s or 1200/m")
+    if isinstance(value, int | float):
+        rate = float(value)
+    elif isinstance(value, str):
+        m = _RATE.match(value.strip().lower())
+        if m is None:
+            raise ValueError(f"{value!r} is not a rate; write it like 20/s, 1200/m or 20")
+        rate = float(m.group(1)) * _PER_SECOND[m.group(2) or "s"]
+    else:
+        raise ValueError("expected a rate like 20/s or 1200/m")
+    if not 0 < rate <= MAX_RATE:
+        raise ValueError(f"a rate must be above 0 and at most {MAX_RATE:g}/s")
+    return rate
+
+
+Rate = Annotated[
+    float,
+    BeforeValidator(parse_rate),
+    PlainSerializer(lambda v: f"{v:g}/s", return_type=str, when_used="json"),
+]
+"""Requests per second, written `20/s`, `1200/m` or `20`."""
+
+
+class LoadCheckConfig(CheckConfig, RequestSpec):
+    """A `load` check as configured under an environment's `checks:`. `timeout` is per request."""
+
+    type: Literal["load"] = "load"
+    rate: Rate = Field(description="Arrival rate: requests start at this pace regardless.")
+    duration: Duration = Field(10.0, gt=0, description="How long the measured part lasts.")
+    warmup: Duration = Field(
+        1.0, description="Load sent before measuring (connections, caches); not reported."
+    )
+    max_in_flight: int = Field(
+        100, ge=1, le=10_000, description="Requests open at once; past it, due ones are dropped."
+    )
+    max_error_rate: Fraction = Field(
+        0.01, le=1, description="The run passes while errors and drops stay at or below this."
+    )
+    verify_tls: bool = True
+    follow_redirects: bool = True
+    max_redirects: int = Field(10, ge=0, le=50)
+    expect: Expect = Field(default_factory=Expect)
+
+    def requests(self) -> tuple[int, int]:
+        """(warm-up requests, measured requests) the schedule holds."""
+        warm = math.ceil(self.warmup * self.rate - 1e-9)
+        return warm, max(1, round(self.duration * self.rate))
+
+
+class LoadCheck(Check):
+    """One run = `warmup` + `duration` of open-model load; one sample per measured request."""
+
+    type = "load"
+    Config = LoadCheckConfig
+    config: LoadCheckConfig
+
+    def __init__(self, config: LoadCheckConfig) -> None:
+        super().__init__(config)
+        warm, measured = config.requests()
+        if warm + measured > MAX_REQUESTS:
+            raise ValueError(
+                f"load check {config.name!r} would send {warm + measured} requests in one run; "
+                f"at most {MAX_REQUESTS}"
+            )
+        self._expect = Expectation(config.expect)
+        self._headers, self._data = encode_body(config)
+        self._timeout = aiohttp.ClientTimeout(total=config.timeout)
+
+    def budget_s(self) -> float:
+        cfg = self.config
+        return cfg.warmup + cfg.duration + cfg.timeout
+
+    async def run(self, ctx: CheckContext) -> CheckResult:
+        cfg = self.config
+        url = target_url(cfg, ctx.base_url)
+        # A pool of its own, sized to max_in_flight: a load run must neither queue behind
+        # the shared pool's limit (that would delay requests) nor starve the health probes.
+        connector = aiohttp.TCPConnector(
+            limit=cfg.max_in_flight, limit_per_host=cfg.max_in_flight, ssl=cfg.verify_tls
+        )
+        async with aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            headers=ctx.session.headers,
+            trust_env=False,
+        ) as session:
+            run = _LoadRun(self, session, url, ctx)
+            await run.drive()
+        return run.result()
+
+
+class _LoadRun:
+    """The state of one run: the schedule, what is in flight, and what came back."""
+
+    def __init__(
+        self, check: LoadCheck, session: aiohttp.ClientSession, url: URL, ctx: CheckContext
+    ) -> None:
+        self.check = check
+        self.cfg = check.config
+        self.session = session
+        self.url = url
+        self.ctx = ctx
+        self.redactor = Redactor(ctx.secrets)
+        self.samples: list[Sample] = []
+        highest_us = int((self.cfg.timeout + self.cfg.warmup + self.cfg.duration + 60) * 1e6)
+        self.latency_us = HdrHistogram(1, highest_us, 3)
+        self.lag_us = HdrHistogram(1, highest_us, 3)
+        self.in_flight = 0
+        self.dropped = 0
+        self.errors: Counter[str] = Counter()
+        self.statuses: Counter[int] = Counter()
+        self.first_start = self.last_start = self.last_done = 0.0
+        self.sent = 0
+        self.first_error: str | None = None
+
+    async def drive(self) -> None:
+        """Start each request when due; catch up at once if the loop woke late."""
+        loop = asyncio.get_running_loop()
+        warm, measured = self.cfg.requests()
+        total = warm + measured
+        interval = 1.0 / self.cfg.rate
+        # Due times are kept on loop.time(), the clock asyncio sleeps on; exchange() times
+        # with perf_counter(), so due times are shifted onto it for latency.
+        to_perf = time.perf_counter() - loop.time()
+        t0 = loop.time()
+        limit = self.cfg.max_in_flight
+        i = 0
+        async with asyncio.TaskGroup() as tasks:
+            while i < total:
+                now = loop.time()
+                due = t0 + i * interval
+                if due > now:
+                    await asyncio.sleep(due - now)
+                    continue
+                while i < total and due <= now:
+                    counted = i >= warm
+                    if self.in_flight >= limit:
+                        if counted:
+                            self._drop()
+                    else:
+                        self.in_flight += 1
+                        if counted:
+                            self._started(now - due)
+                        tasks.create_task(self._one(due + to_perf, counted))
+                    i += 1
+                    due = t0 + i * interval
+
+    def _started(self, lag_s: float) -> None:
+        now = time.perf_counter()
+        if not self.sent:
+            self.first_start = now
+        self.last_start = now
+        self.sent += 1
+        self.lag_us.record_value(max(1, int(lag_s * 1e6)))
+
+    def _drop(self) -> None:
+        self.dropped += 1
+        self.errors["dropped"] += 1
+        self.samples.append(
+            Sample(check=self.cfg.name, ok=False, error="dropped", target=self.ctx.target)
+        )
+
+    async def _one(self, due: float, counted: bool) -> None:
+        cfg = self.cfg
+        try:
+            reply = await exchange(
+                self.session,
+                cfg.method,
+                self.url,
+                client_timeout=self.check._timeout,
+                headers=self.check._headers,
+                data=self.check._data,
+                allow_redirects=cfg.follow_redirects,
+                max_redirects=cfg.max_redirects,
+                verify_tls=cfg.verify_tls,
+                keep_body=self.check._expect.needs_body,
+                started=due,
+            )
+        except ProbeFailed as failed:
+            if counted:
+                self.errors[failed.kind] += 1
+                self.first_error = self.first_error or failed.message
+                self.samples.append(
+                    Sample(check=cfg.name, ok=False, error=failed.kind, target=self.ctx.target)
+                )
+            return
+        finally:
+            self.in_flight -= 1
+        if not counted:
+            return
+        self.last_done = time.perf_counter()
+        mismatches = self.check._expect.check(
+            reply.status, reply.headers, Body(reply.body), reply.latency_s, self.redactor
+        )
+        error = mismatches[0].kind if mismatches else None
+        if error is not None:
+            self.errors[error] += 1
+            self.first_error = self.first_error or str(mismatches[0])
+        self.statuses[reply.status] += 1
+        self.latency_us.record_value(max(1, int(reply.latency_s * 1e6)))
+        self.samples.append(
+            Sample(
+                check=cfg.name,
+                ok=error is None,
+                latency_s=reply.latency_s,
+                status=reply.status,
+                error=error,
+                bytes=reply.size,
+                target=self.ctx.target,
+            )
+        )
+
+    def result(self) -> CheckResult:
+        cfg = self.cfg
+        _, scheduled = cfg.requests()
+        failed = sum(self.errors.values())
+        error_rate = failed / scheduled
+        completed = self.latency_us.get_total_count()
+        ok_count = completed - sum(v for k, v in self.errors.items() if k in _RESPONSE_ERRORS)
+        span = self.last_start - self.first_start
+        achieved = (self.sent - 1) / span if self.sent > 1 and span > 0 else float(self.sent)
+        busy = self.last_done - self.first_start
+        throughput = ok_count / busy if busy > 0 else 0.0
+        latency = {f"p{p:g}": _ms(self.latency_us.get_value_at_percentile(p)) for p in PERCENTILES}
+        latency["max"] = _ms(self.latency_us.get_max_value())
+        latency["mean"] = round(self.latency_us.get_mean_value() / 1000, 3)
+        details: dict[str, Any] = {
+            "rate": cfg.rate,
+            "duration_s": cfg.duration,
+            "warmup_s": cfg.warmup,
+            "requests": scheduled,
+            "sent": self.sent,
+            "completed": completed,
+            "dropped": self.dropped,
+            "errors": failed,
+            "error_rate": round(error_rate, 6),
+            "errors_by_class": dict(self.errors),
+            "status_counts": {str(k): v for k, v in sorted(self.statuses.items())},
+            "achieved_rate": round(achieved, 3),
+            "throughput": round(throughput, 3),
+            "latency_ms": latency if completed else {},
+            "start_lag_ms": {
+                "p99": _ms(self.lag_us.get_value_at_percentile(99)),
+                "max": _ms(self.lag_us.get_max_value()),
+            },
+            "hdr_latency_us": self.latency_us.encode().decode("ascii") if completed else None,
+        }
+        ok = error_rate <= cfg.max_error_rate
+        summary = (
+            f"{scheduled} requests at {cfg.rate:g}/s over {format_duration(cfg.duration)}: "
+            f"p50 {latency['p50']:.1f}ms p99 {latency['p99']:.1f}ms, "
+            f"{error_rate:.1%} errors ({self.dropped} dropped)"
+            if completed
+            else f"{scheduled} requests at {cfg.rate:g}/s: no response, {self.dropped} dropped"
+        )
+        if not ok:
+            summary += f", above the {cfg.max_error_rate:.1%} allowed"
+            if self.first_error:
+                summary += f"; first error: {self.first_error}"
+        return CheckResult(
+            check=cfg.name,
+            type=self.check.type,
+            ok=ok,
+            samples=tuple(self.samples),
+            message=self.redactor.text(summary),
+            details=details,
+        )
+
+
+_RESPONSE_ERRORS = frozenset({"status", "assertion", "latency"})
+"""Error classes of requests that did get a response (and so have a latency)."""
+
+
+def _ms(us: int) -> float:
+    return round(us / 1000, 3)

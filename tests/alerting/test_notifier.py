@@ -1,0 +1,236 @@
+"""The apprise notifier against real targets: a json:// sink and an aiosmtpd server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from agent.metrics import Metrics
+from agent.records import DeployWindow
+from agent.redact import Redactor
+from agent.rollback import RollbackDelivery, rollback_intent
+from agent.settings import AlertChannel, RollbackSettings
+from agent.store.sqlite import SqliteStore
+from alerting.events import Alert
+from alerting.notifier import Notifier, channel_url_errors
+from tests.receivers import HangingServer, JsonSink, RollbackReceiver, SmtpSink, text_of
+
+RULE = {
+    "name": "probe-errors",
+    "source": "checks",
+    "metric": "error_rate",
+    "observed": 0.31,
+    "baseline": 0.0,
+    "threshold": "max 0.05",
+    "detail": "31 of 100 probes failed",
+}
+
+
+def alert(event: Any = "rollback_requested", **kw: Any) -> Alert:
+    fields: dict[str, Any] = {
+        "event": event,
+        "environment": "production",
+        "version": "v2.4.1",
+        "deploy_id": "dep_01JDTEST",
+        "reason": "probe-errors: error_rate 0.31 > max 0.05",
+        "rules": [RULE],
+        "previous_version": "v2.4.0",
+    }
+    fields.update(kw)
+    return Alert(**fields)
+
+
+def notifier(
+    channels: Sequence[tuple[str, list[str]]],
+    metrics: Metrics,
+    *,
+    timeout: float = 5.0,
+    secrets: Sequence[str] = (),
+) -> Notifier:
+    configured = [AlertChannel(url=url, tags=tags) for url, tags in channels]
+    every = [*secrets, *(c.url.get_secret_value() for c in configured)]
+    return Notifier(configured, timeout=timeout, redact=Redactor(every), metrics=metrics)
+
+
+def sent(metrics: Metrics, result: str) -> float:
+    return metrics.registry.get_sample_value("postflight_alerts_total", {"result": result}) or 0.0
+
+
+async def test_json_and_email_channels_receive_the_alert(
+    json_sink: JsonSink, smtp_sink: SmtpSink, metrics: Metrics
+) -> None:
+    notify = notifier([(json_sink.url(), ["oncall"]), (smtp_sink.url(), ["oncall"])], metrics)
+
+    outcome = await notify.send(alert(), ["oncall"])
+
+    assert outcome.result == "sent" and outcome.sent == 2
+    [note] = json_sink.notifications
+    assert note.title == "[postflight] production v2.4.1: rollback requested (probe-errors)"
+    assert note.type == "failure"
+    assert "`probe-errors`" in note.message and "observed **31%** vs baseline 0%" in note.message
+    assert "`dep_01JDTEST`" in note.message
+    [mail] = smtp_sink.messages
+    assert mail["Subject"] == note.title
+    assert mail["To"] == "oncall@example.com"
+    text = text_of(mail)
+    assert "dep_01JDTEST" in text and "31%" in text and "max 0.05" in text
+    assert sent(metrics, "sent") == 2
+
+
+async def test_breach_is_a_warning_and_passed_a_success(
+    json_sink: JsonSink, metrics: Metrics
+) -> None:
+    notify = notifier([(json_sink.url(), [])], metrics)
+    await notify.send(alert("breach"), [])
+    await notify.send(alert("passed", rules=[]), [])
+    assert [n.type for n in json_sink.notifications] == ["warning", "success"]
+
+
+async def test_tags_pick_the_channels(json_sink: JsonSink, metrics: Metrics) -> None:
+    notify = notifier(
+        [
+            (json_sink.url("chat"), ["oncall"]),
+            (json_sink.url("mail"), ["email"]),
+            (json_sink.url("both"), ["oncall", "email"]),
+        ],
+        metrics,
+    )
+
+    await notify.send(alert(), ["email"])
+    assert sorted(n.path for n in json_sink.notifications) == ["/both", "/mail"]
+
+    json_sink.notifications.clear()
+    await notify.send(alert(), [])  # an environment without tags: every channel
+    assert sorted(n.path for n in json_sink.notifications) == ["/both", "/chat", "/mail"]
+
+    json_sink.notifications.clear()
+    outcome = await notify.send(alert(), ["pager"])
+    assert outcome.result == "unrouted" and json_sink.notifications == []
+
+
+async def test_a_failing_channel_is_counted_and_does_not_stop_the_others(
+    json_sink: JsonSink, metrics: Metrics
+) -> None:
+    broken = JsonSink()
+    broken.fail_always(500)
+    await broken.start()
+    try:
+        notify = notifier([(broken.url(), []), (json_sink.url(), [])], metrics)
+        outcome = await notify.send(alert(), [])
+    finally:
+        await broken.stop()
+
+    assert outcome.result == "partial" and outcome.delivered
+    assert [c.sent for c in outcome.channels] == [False, True]
+    assert len(json_sink.notifications) == 1
+    assert sent(metrics, "sent") == 1 and sent(metrics, "failed") == 1
+    assert "failed" in outcome.describe()
+
+
+async def test_a_hung_smtp_server_neither_blocks_the_loop_nor_delays_a_rollback(
+    hanging_server: HangingServer,
+    json_sink: JsonSink,
+    metrics: Metrics,
+    store: SqliteStore,
+    rollback_receiver: Any,
+) -> None:
+    """apprise runs smtplib in a worker thread; the loop keeps serving (the json sink,
+    the rollback receiver and a ticker all live on it) and the send is bounded."""
+    notify = notifier(
+        [(hanging_server.smtp_url(), []), (json_sink.url(), [])], metrics, timeout=1.0
+    )
+    receiver: RollbackReceiver = await rollback_receiver("secret-1234")
+    window = DeployWindow(
+        id="dep_01JDTEST", environment="production", version="v2.4.1",
+        previous_version="v2.4.0", commit=None, labels={}, state="watching",
+        deployed_at=0.0, ends_at=600.0, created_at=0.0,
+    )  # fmt: skip
+    await store.create_window(window)
+    intent = rollback_intent(window, "bad", [RULE], 1.0)
+    await store.finish_window(window.id, "failed", None, 1.0, rollback=intent)
+    delivery = RollbackDelivery(store, metrics)
+    finished: list[str] = []
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async def send_alert() -> Any:
+        outcome = await notify.send(alert(), [])
+        finished.append("alert")
+        return outcome
+
+    async def roll_back() -> Any:
+        done = await delivery.deliver(
+            intent, RollbackSettings(url=receiver.url, secret="secret-1234"), "production"
+        )
+        finished.append("rollback")
+        return done
+
+    ticker = asyncio.create_task(tick())
+    try:
+        outcome, done = await asyncio.gather(send_alert(), roll_back())
+    finally:
+        ticker.cancel()
+        await delivery.aclose()
+
+    assert done.state == "delivered"
+    assert finished == ["rollback", "alert"]
+    assert hanging_server.connections == 1
+    assert [c.sent for c in outcome.channels] == [False, True]
+    assert ticks > 10
+    assert sent(metrics, "failed") == 1
+
+
+async def test_an_invalid_channel_url_counts_as_failed_and_is_reported(
+    json_sink: JsonSink, metrics: Metrics
+) -> None:
+    notify = notifier([("nosuchscheme://user:pw1234@host/x", []), (json_sink.url(), [])], metrics)
+    assert notify.invalid_channels == [0]
+
+    outcome = await notify.send(alert(), [])
+
+    assert [c.sent for c in outcome.channels] == [False, True]
+    errors = channel_url_errors([AlertChannel(url="nosuchscheme://user:pw1234@host/x")])
+    assert len(errors) == 1 and "alerting.channels.0.url" in errors[0]
+    assert "pw1234" not in errors[0]
+
+
+async def test_secrets_stay_out_of_notifications_and_logs(
+    json_sink: JsonSink, caplog: pytest.LogCaptureFixture, metrics: Metrics
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    token = "tok-9f8e7d6c5b4a"
+    provider_key = "nr-license-0123456789"
+    channel = json_sink.url("alerts", **{"+X-Token": token})
+    broken = f"json://user:{token}@127.0.0.1:1/alerts"  # refused: its error is logged
+    notify = notifier([(channel, []), (broken, [])], metrics, secrets=[provider_key])
+
+    outcome = await notify.send(
+        alert(
+            "provider_unreachable",
+            provider="newrelic",
+            detail=f"POST https://api.newrelic.com/graphql API-Key: {provider_key} refused",
+            reason=f"key {provider_key} rejected",
+        ),
+        [],
+    )
+
+    assert outcome.sent == 1
+    [note] = json_sink.notifications
+    assert note.headers.get("X-Token") == token  # the channel itself still works
+    assert provider_key not in note.title + note.message
+    assert token not in caplog.text and provider_key not in caplog.text
+    assert token not in outcome.describe()
+
+
+def test_the_timeout_must_be_positive(metrics: Metrics) -> None:
+    with pytest.raises(ValueError, match=r"alerting\.timeout"):
+        Notifier([], timeout=0, redact=Redactor(), metrics=metrics)

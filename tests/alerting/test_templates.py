@@ -1,0 +1,125 @@
+"""Alert titles and bodies: what on-call reads."""
+
+from __future__ import annotations
+
+from typing import get_args
+
+import pytest
+
+from agent.records import DeployWindow
+from agent.redact import Redactor
+from alerting.events import NOTIFY_TYPES, Alert, AlertEvent
+from alerting.templates import body, format_value, render, title
+
+RULES = [
+    {
+        "name": "probe-errors",
+        "source": "checks",
+        "metric": "error_rate",
+        "outcome": "fail",
+        "observed": 0.31,
+        "baseline": 0.0,
+        "threshold": "max 0.05",
+        "detail": "31 of 100 probes failed",
+    },
+    {
+        "name": "p95",
+        "source": "checks",
+        "metric": "latency_p95",
+        "outcome": "fail",
+        "observed": 0.8123,
+        "baseline": 0.2104,
+        "threshold": "max 500ms",
+        "detail": "p95 over 87 probes",
+        "link": "https://grafana.example.com/d/abc",
+    },
+]
+
+
+def window() -> DeployWindow:
+    return DeployWindow(
+        id="dep_01JDTEST",
+        environment="production",
+        version="v2.4.1",
+        previous_version="v2.4.0",
+        commit="9fceb02",
+        labels={},
+        state="failed",
+        deployed_at=0.0,
+        ends_at=600.0,
+        created_at=0.0,
+    )
+
+
+@pytest.mark.parametrize("event", get_args(AlertEvent))
+def test_every_title_begins_with_environment_and_version(event: AlertEvent) -> None:
+    alert = Alert.for_window(window(), event, rules=RULES[:1], provider="sentry")
+    assert title(alert).startswith("[postflight] production v2.4.1: ")
+    assert "\n" not in title(alert)
+    assert "`dep_01JDTEST`" in body(alert)
+
+
+def test_rollback_body_names_rules_observed_baseline_threshold_in_human_units() -> None:
+    alert = Alert.for_window(
+        window(), "rollback_requested", reason="probe-errors: error_rate 0.31 > max 0.05",
+        rules=RULES,
+    )  # fmt: skip
+    text = body(alert)
+    assert title(alert) == "[postflight] production v2.4.1: rollback requested (probe-errors, p95)"
+    assert "`probe-errors` (checks, error_rate): observed **31%** vs baseline 0%" in text
+    assert "threshold max 0.05 — 31 of 100 probes failed" in text
+    assert "`p95` (checks, latency_p95): observed **812 ms** vs baseline 210 ms" in text
+    assert "[details](https://grafana.example.com/d/abc)" in text
+    assert "**Why:** probe-errors: error_rate 0.31 > max 0.05" in text
+    assert "v2.4.0 → v2.4.1" in text and "commit `9fceb02`" in text
+
+
+def test_single_breach_title_names_the_rule() -> None:
+    alert = Alert.for_window(window(), "breach", rules=RULES[1:])
+    assert title(alert) == "[postflight] production v2.4.1: p95 breached"
+
+
+@pytest.mark.parametrize(
+    ("metric", "value", "shown"),
+    [
+        ("latency_p95", 0.4123, "412 ms"),
+        ("latency_p99", 1.25, "1,250 ms"),
+        ("latency_p50", 0.0042, "4.2 ms"),
+        ("latency_p50", 0.00042, "0.42 ms"),
+        ("p95_duration", 12.345, "12.3 s"),
+        ("error_rate", 0.31, "31%"),
+        ("error_rate", 0.0012, "0.12%"),
+        ("crash_free_rate", 0.9995, "99.95%"),
+        ("throughput", 12.5, "12.5/s"),
+        ("error_count", 12345.0, "12,345"),
+        ("nrql", 0.123456, "0.1235"),
+        ("error_rate", None, "n/a"),
+        ("error_rate", float("nan"), "n/a"),
+    ],
+)
+def test_values_are_formatted_for_people(metric: str, value: float | None, shown: str) -> None:
+    assert format_value(metric, value) == shown
+
+
+def test_notify_types_follow_the_contract() -> None:
+    assert set(NOTIFY_TYPES) == set(get_args(AlertEvent))
+    assert NOTIFY_TYPES["breach"] == "warning"
+    assert NOTIFY_TYPES["rollback_requested"] == "failure"
+    assert NOTIFY_TYPES["rollback_failed"] == "failure"
+    assert NOTIFY_TYPES["passed"] == "success"
+    assert NOTIFY_TYPES["provider_unreachable"] == "warning"
+
+
+def test_render_redacts_secrets_in_title_and_body() -> None:
+    secret = "hunter2-api-key"
+    alert = Alert.for_window(
+        window(),
+        "provider_unreachable",
+        provider="sentry",
+        detail=f"GET https://sentry.io/api/0/?token={secret} failed, Authorization: Bearer abc",
+        reason=f"key {secret} refused",
+    )
+    rendered_title, rendered_body = render(alert, Redactor([secret]))
+    assert secret not in rendered_title + rendered_body
+    assert "Bearer abc" not in rendered_body
+    assert "***" in rendered_body

@@ -1,0 +1,100 @@
+"""Building blocks for API tests (also used by tests/cli): settings, a recording
+WindowEvents, a scripted fake watcher, and an app on a SqliteStore in a temp dir."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from agent.api import create_api_app
+from agent.api.routes import CLOCK
+from agent.metrics import Metrics
+from agent.settings import Settings
+from agent.store.sqlite import SqliteStore
+
+TOKEN = "test-api-token-1"
+OTHER_TOKEN = "test-api-token-2"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def make_settings() -> Settings:
+    env = {"base_url": "http://127.0.0.1:9", "window": "10m", "interval": "30s"}
+    return Settings(
+        server={"api_tokens": [TOKEN, OTHER_TOKEN]},
+        environments={
+            "production": env,
+            "staging": {**env, "window": "5m"},
+        },
+    )
+
+
+@dataclass
+class RecordingEvents:
+    """WindowEvents that remembers what the API told it."""
+
+    opened: list[str] = field(default_factory=list)
+    ended: list[str] = field(default_factory=list)
+
+    def window_opened(self, window_id: str) -> None:
+        self.opened.append(window_id)
+
+    def window_ended(self, window_id: str) -> None:
+        self.ended.append(window_id)
+
+
+Script = Callable[[SqliteStore, str], Awaitable[None]]
+
+
+@dataclass
+class ScriptedWatcher(RecordingEvents):
+    """A stand-in for the real watcher: on `window_opened` it runs `script(store, id)`
+    on the server's loop, to move the window through rounds to a final state."""
+
+    store: SqliteStore | None = None
+    script: Script | None = None
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def window_opened(self, window_id: str) -> None:
+        super().window_opened(window_id)
+        if self.store is not None and self.script is not None:
+            task = asyncio.get_running_loop().create_task(self.script(self.store, window_id))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+
+def make_app(
+    store: SqliteStore,
+    events: RecordingEvents,
+    *,
+    metrics: Metrics | None = None,
+    clock: Callable[[], float] | None = None,
+) -> web.Application:
+    app = create_api_app(make_settings(), store, metrics or Metrics(), events)
+    if clock is not None:
+        app[CLOCK] = clock
+    return app
+
+
+async def open_store(path: Path) -> SqliteStore:
+    store = SqliteStore(path)
+    await store.open()
+    return store
+
+
+def rule(name: str, outcome: str, observed: float | None = 0.01, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "source": "checks",
+        "metric": "error_rate",
+        "outcome": outcome,
+        "observed": observed,
+        "baseline": 0.0,
+        "threshold": "max 0.05",
+        "detail": f"{name} detail",
+        **extra,
+    }

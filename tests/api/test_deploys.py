@@ -1,0 +1,358 @@
+"""POST/GET /v1/deploys, GET /v1/deploys/{id}, POST …/cancel: the happy paths and
+their contract-level edge cases (supersede, idempotency, paging, rendering)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from agent.metrics import Metrics
+from agent.records import RollbackIntent
+from agent.store.sqlite import SqliteStore
+from tests.api.conftest import Client
+from tests.api.harness import AUTH, OTHER_TOKEN, RecordingEvents, make_app, rule
+
+DEPLOY_KEYS = {
+    "id",
+    "environment",
+    "version",
+    "previous_version",
+    "commit",
+    "labels",
+    "state",
+    "deployed_at",
+    "ends_at",
+    "rounds",
+    "verdict",
+    "rollback",
+    "links",
+}
+FULL_REQUEST = {
+    "environment": "production",
+    "version": "v2.4.1",
+    "previous_version": "v2.4.0",
+    "commit": "9fceb02",
+    "window": "10m",
+    "deployed_at": "2026-11-26T14:00:00Z",
+    "labels": {"pipeline": "run-1234"},
+}
+
+
+async def register(client: Client, body: dict[str, Any] | None = None, **headers: str) -> Any:
+    response = await client.post(
+        "/v1/deploys",
+        json=body or {"environment": "production", "version": "v1"},
+        headers={**AUTH, **headers},
+    )
+    assert response.status in (200, 201), await response.text()
+    return await response.json()
+
+
+async def test_register_returns_201_location_and_the_deploy_object(
+    client: Client, events: RecordingEvents
+) -> None:
+    response = await client.post("/v1/deploys", json=FULL_REQUEST, headers=AUTH)
+    assert response.status == 201
+    body = await response.json()
+    assert set(body) >= DEPLOY_KEYS
+    assert body["id"].startswith("dep_") and len(body["id"]) == 30
+    assert response.headers["Location"] == f"/v1/deploys/{body['id']}"
+    assert body["links"] == {"self": f"/v1/deploys/{body['id']}"}
+    assert body["state"] == "watching"
+    assert body["deployed_at"] == "2026-11-26T14:00:00Z"
+    assert body["ends_at"] == "2026-11-26T14:10:00Z"
+    assert body["rounds"] == 0
+    assert body["verdict"] is None and body["rollback"] is None
+    for key in ("environment", "version", "previous_version", "commit", "labels"):
+        assert body[key] == FULL_REQUEST[key]
+    assert events.opened == [body["id"]]
+    assert events.ended == []
+
+
+async def test_any_configured_token_is_accepted(client: Client) -> None:
+    response = await client.post(
+        "/v1/deploys",
+        json={"environment": "production", "version": "v1"},
+        headers={"Authorization": f"Bearer {OTHER_TOKEN}"},
+    )
+    assert response.status == 201
+
+
+async def test_window_defaults_to_the_environments_and_deployed_at_to_now(
+    aiohttp_client: Callable[[web.Application], Awaitable[Client]],
+    store: SqliteStore,
+    events: RecordingEvents,
+) -> None:
+    now = datetime.fromisoformat("2026-11-26T15:00:00+00:00").timestamp()
+    client = await aiohttp_client(make_app(store, events, clock=lambda: now))
+    body = await register(client, {"environment": "staging", "version": "v9"})
+    assert body["deployed_at"] == "2026-11-26T15:00:00Z"
+    assert body["ends_at"] == "2026-11-26T15:05:00Z"  # staging: window 5m
+    assert body["previous_version"] is None and body["commit"] is None
+    assert body["labels"] == {}
+
+
+async def test_times_with_offsets_and_fractions_come_back_in_utc(client: Client) -> None:
+    body = await register(
+        client,
+        {
+            "environment": "production",
+            "version": "v1",
+            "window": 90,
+            "deployed_at": "2026-11-26T16:00:00.250+02:00",
+        },
+    )
+    assert body["deployed_at"] == "2026-11-26T14:00:00.250Z"
+    assert body["ends_at"] == "2026-11-26T14:01:30.250Z"
+
+
+async def test_a_new_deploy_supersedes_the_active_window_of_its_environment(
+    client: Client, events: RecordingEvents
+) -> None:
+    first = await register(client, {"environment": "production", "version": "v1"})
+    other_env = await register(client, {"environment": "staging", "version": "v1"})
+    second = await register(client, {"environment": "production", "version": "v2"})
+
+    old = await (await client.get(f"/v1/deploys/{first['id']}", headers=AUTH)).json()
+    assert old["state"] == "superseded"
+    assert events.ended == [first["id"]]
+    assert events.opened == [first["id"], other_env["id"], second["id"]]
+    staging = await (await client.get(f"/v1/deploys/{other_env['id']}", headers=AUTH)).json()
+    assert staging["state"] == "watching"
+    new = await (await client.get(f"/v1/deploys/{second['id']}", headers=AUTH)).json()
+    assert new["state"] == "watching"
+
+
+async def test_get_returns_the_stored_deploy(client: Client) -> None:
+    created = await register(client, FULL_REQUEST)
+    response = await client.get(f"/v1/deploys/{created['id']}", headers=AUTH)
+    assert response.status == 200
+    assert await response.json() == created
+
+
+async def test_cancel_ends_the_window_and_tells_the_watcher(
+    client: Client, events: RecordingEvents
+) -> None:
+    created = await register(client)
+    response = await client.post(f"/v1/deploys/{created['id']}/cancel", headers=AUTH)
+    assert response.status == 200
+    body = await response.json()
+    assert body["state"] == "cancelled"
+    assert body["id"] == created["id"]
+    assert events.ended == [created["id"]]
+
+
+async def test_cancel_of_an_ended_window_is_409(client: Client) -> None:
+    created = await register(client)
+    assert (await client.post(f"/v1/deploys/{created['id']}/cancel", headers=AUTH)).status == 200
+    again = await client.post(f"/v1/deploys/{created['id']}/cancel", headers=AUTH)
+    assert again.status == 409
+    assert again.content_type == "application/problem+json"
+    problem = await again.json()
+    assert problem["status"] == 409 and "cancelled" in problem["detail"]
+
+
+async def test_cancel_of_a_superseded_window_is_409(client: Client) -> None:
+    first = await register(client)
+    await register(client)
+    response = await client.post(f"/v1/deploys/{first['id']}/cancel", headers=AUTH)
+    assert response.status == 409
+
+
+# --- idempotency ---------------------------------------------------------------------
+
+
+async def test_same_idempotency_key_and_body_replays_the_first_response_with_200(
+    client: Client, store: SqliteStore, events: RecordingEvents
+) -> None:
+    first = await client.post(
+        "/v1/deploys", json=FULL_REQUEST, headers={**AUTH, "Idempotency-Key": "run-1234"}
+    )
+    assert first.status == 201
+    # The same document spelled differently (key order, spacing) is the same request.
+    respelled = json.dumps(dict(reversed(list(FULL_REQUEST.items()))), indent=4)
+    again = await client.post(
+        "/v1/deploys",
+        data=respelled,
+        headers={**AUTH, "Idempotency-Key": "run-1234", "Content-Type": "application/json"},
+    )
+    assert again.status == 200
+    assert await again.json() == await first.json()
+    assert again.headers["Location"] == first.headers["Location"]
+    page = await store.list_windows()
+    assert len(page.items) == 1
+    assert len(events.opened) == 1
+
+
+async def test_same_idempotency_key_with_another_body_is_409(
+    client: Client, store: SqliteStore
+) -> None:
+    headers = {**AUTH, "Idempotency-Key": "k-1"}
+    assert (await client.post("/v1/deploys", json=FULL_REQUEST, headers=headers)).status == 201
+    other = {**FULL_REQUEST, "version": "v2.4.2"}
+    response = await client.post("/v1/deploys", json=other, headers=headers)
+    assert response.status == 409
+    problem = await response.json()
+    assert problem["type"].endswith("idempotency-key-reused")
+    assert len((await store.list_windows()).items) == 1
+
+
+async def test_different_idempotency_keys_are_different_deploys(client: Client) -> None:
+    a = await register(client, FULL_REQUEST, **{"Idempotency-Key": "a"})
+    b = await register(client, FULL_REQUEST, **{"Idempotency-Key": "b"})
+    assert a["id"] != b["id"]
+
+
+# --- listing -------------------------------------------------------------------------
+
+
+async def test_list_is_newest_first_and_pages_with_the_cursor(client: Client) -> None:
+    created = []
+    for i in range(5):
+        env = "production" if i % 2 == 0 else "staging"
+        created.append((await register(client, {"environment": env, "version": f"v{i}"}))["id"])
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        url = "/v1/deploys?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        response = await client.get(url, headers=AUTH)
+        assert response.status == 200
+        page = await response.json()
+        seen.extend(item["id"] for item in page["items"])
+        pages += 1
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(created))
+    assert pages == 3
+
+
+async def test_list_filters_by_environment_and_state(client: Client) -> None:
+    p1 = await register(client, {"environment": "production", "version": "v1"})
+    s1 = await register(client, {"environment": "staging", "version": "v1"})
+    p2 = await register(client, {"environment": "production", "version": "v2"})
+    prod = await (await client.get("/v1/deploys?environment=production", headers=AUTH)).json()
+    assert [i["id"] for i in prod["items"]] == [p2["id"], p1["id"]]
+    assert prod["next"] is None
+    watching = await (await client.get("/v1/deploys?state=watching", headers=AUTH)).json()
+    assert {i["id"] for i in watching["items"]} == {p2["id"], s1["id"]}
+    both = await (
+        await client.get("/v1/deploys?environment=production&state=superseded", headers=AUTH)
+    ).json()
+    assert [i["id"] for i in both["items"]] == [p1["id"]]
+
+
+async def test_list_of_an_empty_store(client: Client) -> None:
+    response = await client.get("/v1/deploys", headers=AUTH)
+    assert await response.json() == {"items": [], "next": None}
+
+
+# --- rendering of verdicts and rollbacks -----------------------------------------------
+
+
+async def test_a_decided_window_shows_its_verdict_and_rollback(
+    client: Client, store: SqliteStore
+) -> None:
+    created = await register(client)
+    verdict = {
+        "outcome": "fail",
+        "decided_at": "2026-11-26T14:01:30Z",
+        "reason": "probe-errors: error_rate 0.31 > max 0.05 for 3 rounds",
+        "rules": [rule("probe-errors", "fail", 0.31, evidence={"rounds": 3}, link=None)],
+    }
+    at = datetime.fromisoformat("2026-11-26T14:01:30+00:00").timestamp()
+    intent = RollbackIntent(window_id=created["id"], state="pending", body="{}", requested_at=at)
+    assert await store.finish_window(created["id"], "failed", verdict, at, intent)
+    intent.state, intent.attempts, intent.last_status = "delivered", 2, 200
+    await store.update_rollback(intent)
+    await store.set_state(created["id"], "rolled_back", "failed")
+
+    body = await (await client.get(f"/v1/deploys/{created['id']}", headers=AUTH)).json()
+    assert body["state"] == "rolled_back"
+    assert body["verdict"]["outcome"] == "fail"
+    assert body["verdict"]["decided_at"] == "2026-11-26T14:01:30Z"
+    assert body["verdict"]["reason"].startswith("probe-errors")
+    [r] = body["verdict"]["rules"]
+    assert {
+        k: r[k]
+        for k in (
+            "name",
+            "source",
+            "metric",
+            "outcome",
+            "observed",
+            "baseline",
+            "threshold",
+            "detail",
+        )
+    } == {
+        "name": "probe-errors",
+        "source": "checks",
+        "metric": "error_rate",
+        "outcome": "fail",
+        "observed": 0.31,
+        "baseline": 0.0,
+        "threshold": "max 0.05",
+        "detail": "probe-errors detail",
+    }
+    assert body["rollback"] == {
+        "state": "delivered",
+        "attempts": 2,
+        "last_status": 200,
+        "requested_at": "2026-11-26T14:01:30Z",
+    }
+
+
+async def test_a_live_window_keeps_verdict_null_and_shows_progress(
+    client: Client, store: SqliteStore
+) -> None:
+    from agent.records import RoundRecord
+
+    created = await register(client)
+    pending = {
+        "outcome": "pending",
+        "decided_at": None,
+        "reason": "",
+        "rules": [rule("probe-errors", "pass"), rule("latency", "inconclusive", float("nan"))],
+    }
+    assert await store.record_round(RoundRecord(created["id"], 1, 0.0, {}), pending)
+    body = await (await client.get(f"/v1/deploys/{created['id']}", headers=AUTH)).json()
+    assert body["verdict"] is None
+    assert body["rounds"] == 1
+    assert [r["outcome"] for r in body["progress"]["rules"]] == ["pass", "inconclusive"]
+    assert body["progress"]["rules"][1]["observed"] is None  # NaN is not JSON
+
+
+async def test_requests_are_counted_by_status_class(client: Client, metrics: Metrics) -> None:
+    await register(client)
+    await client.get("/v1/deploys/dep_nope", headers=AUTH)
+    await client.get("/healthz")
+    assert (
+        metrics.registry.get_sample_value("postflight_api_requests_total", {"status": "2xx"}) == 2
+    )
+    assert (
+        metrics.registry.get_sample_value("postflight_api_requests_total", {"status": "4xx"}) == 1
+    )
+
+
+async def test_a_failing_watcher_does_not_fail_a_committed_registration(
+    aiohttp_client: Callable[[web.Application], Awaitable[Client]],
+    store: SqliteStore,
+    tmp_path: Path,
+) -> None:
+    class Broken(RecordingEvents):
+        def window_opened(self, window_id: str) -> None:
+            raise RuntimeError("watcher is down")
+
+    client = await aiohttp_client(make_app(store, Broken()))
+    response = await client.post(
+        "/v1/deploys", json={"environment": "production", "version": "v1"}, headers=AUTH
+    )
+    assert response.status == 201
+    assert len((await store.list_windows()).items) == 1

@@ -1,0 +1,325 @@
+"""Every 4xx of contract §2, each as problem+json with the status the contract names."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from agent.store.sqlite import SqliteStore
+from tests.api.conftest import Client
+from tests.api.harness import AUTH, TOKEN
+
+VALID = {"environment": "production", "version": "v1"}
+
+
+async def problem(response: Any, status: int) -> dict[str, Any]:
+    assert response.status == status, await response.text()
+    assert response.content_type == "application/problem+json"
+    body: dict[str, Any] = await response.json()
+    assert body["status"] == status
+    assert body["type"].startswith("urn:postflight:problem:")
+    assert body["title"] and body["detail"]
+    return body
+
+
+async def post_raw(
+    client: Client, data: bytes | str, content_type: str = "application/json", **headers: str
+) -> Any:
+    return await client.post(
+        "/v1/deploys", data=data, headers={**AUTH, "Content-Type": content_type, **headers}
+    )
+
+
+# --- 401 ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/deploys"),
+        ("GET", "/v1/deploys"),
+        ("GET", "/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"),
+        ("POST", "/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ/cancel"),
+        ("GET", "/v1/no-such-route"),
+    ],
+)
+async def test_missing_token_is_401_with_a_bearer_challenge(
+    client: Client, method: str, path: str
+) -> None:
+    response = await client.request(method, path, json=VALID)
+    await problem(response, 401)
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "Bearer wrong-token",
+        f"Bearer {TOKEN}x",
+        f"Bearer {TOKEN[:-1]}",
+        f"Basic {TOKEN}",
+        f"{TOKEN}",
+        "Bearer ",
+        "Bearer",
+    ],
+)
+async def test_wrong_token_is_401_with_a_bearer_challenge(
+    client: Client, store: SqliteStore, authorization: str
+) -> None:
+    response = await client.post(
+        "/v1/deploys", json=VALID, headers={"Authorization": authorization}
+    )
+    await problem(response, 401)
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert (await store.list_windows()).items == []
+
+
+async def test_the_scheme_is_case_insensitive(client: Client) -> None:
+    response = await client.post(
+        "/v1/deploys", json=VALID, headers={"Authorization": f"bearer {TOKEN}"}
+    )
+    assert response.status == 201
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/v1/openapi.json"])
+async def test_public_routes_need_no_token(client: Client, path: str) -> None:
+    assert (await client.get(path)).status == 200
+
+
+# --- 400 ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"{",
+        b"{'environment': 'production'}",
+        b'{"environment": "production", "version": "v1",}',
+        b"not json at all",
+        b"",
+        b"   ",
+        b'{"version": NaN, "environment": "production"}',
+        b'{"version": Infinity}',
+        b"\xff\xfe{}",
+        b'{"a": 1' + b"0" * 5000 + b"}",
+        b"[" * 30000 + b"]" * 30000,
+    ],
+    ids=[
+        "truncated",
+        "single-quotes",
+        "trailing-comma",
+        "text",
+        "empty",
+        "blank",
+        "nan",
+        "infinity",
+        "not-utf8",
+        "huge-int",
+        "deep-nesting",
+    ],
+)
+async def test_malformed_json_is_400(client: Client, data: bytes) -> None:
+    await problem(await post_raw(client, data), 400)
+
+
+# --- 404 ----------------------------------------------------------------------------
+
+
+async def test_unknown_environment_is_404(client: Client, store: SqliteStore) -> None:
+    response = await client.post(
+        "/v1/deploys", json={"environment": "moon", "version": "v1"}, headers=AUTH
+    )
+    body = await problem(response, 404)
+    assert "moon" in body["detail"] and "production" in body["detail"]
+    assert (await store.list_windows()).items == []
+
+
+@pytest.mark.parametrize(
+    "deploy_id",
+    [
+        "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ",
+        "dep_nope",
+        "nope",
+        "dep_01jd8x9q2zk3v7y0m5t4n6r8wq",
+        "%00",
+        "dep_" + "Z" * 300,
+    ],
+)
+async def test_unknown_deploy_id_is_404(client: Client, deploy_id: str) -> None:
+    await problem(await client.get(f"/v1/deploys/{deploy_id}", headers=AUTH), 404)
+    await problem(await client.post(f"/v1/deploys/{deploy_id}/cancel", headers=AUTH), 404)
+
+
+async def test_unknown_route_is_a_404_problem(client: Client) -> None:
+    await problem(await client.get("/nope"), 404)
+
+
+async def test_wrong_method_is_a_405_problem(client: Client) -> None:
+    response = await client.delete("/v1/deploys", headers=AUTH)
+    await problem(response, 405)
+    assert "POST" in response.headers["Allow"]
+
+
+# --- 409 ----------------------------------------------------------------------------
+# (idempotency-key reuse and cancelling an ended window: see test_deploys.py)
+
+
+# --- 413 ----------------------------------------------------------------------------
+
+
+async def test_body_over_64_kib_is_413(client: Client, store: SqliteStore) -> None:
+    body = json.dumps({**VALID, "labels": {"big": "x" * (64 * 1024)}})
+    await problem(await post_raw(client, body), 413)
+    assert (await store.list_windows()).items == []
+
+
+async def test_chunked_body_over_64_kib_is_413_without_content_length(client: Client) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"environment": "production", "version": "v1", "pad": "'
+        for _ in range(80):
+            yield b"x" * 1024
+        yield b'"}'
+
+    response = await client.post(
+        "/v1/deploys", data=chunks(), headers={**AUTH, "Content-Type": "application/json"}
+    )
+    await problem(response, 413)
+
+
+async def test_a_body_of_exactly_64_kib_is_read(client: Client) -> None:
+    head = json.dumps({**VALID, "labels": {"pad": ""}})[:-4]  # ends before `""}}`
+    pad = 64 * 1024 - len(head) - 4
+    body = head + '"' + "x" * pad + '"}}'
+    assert len(body) == 64 * 1024
+    response = await post_raw(client, body)
+    await problem(response, 422)  # read and validated: the label value is too long
+
+
+# --- 415 ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/xml",
+        "application/octet-stream",
+    ],
+)
+async def test_non_json_content_type_is_415(client: Client, content_type: str) -> None:
+    await problem(await post_raw(client, json.dumps(VALID), content_type), 415)
+
+
+async def test_missing_content_type_is_415(client: Client) -> None:
+    response = await client.post("/v1/deploys", data=json.dumps(VALID).encode(), headers=AUTH)
+    await problem(response, 415)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json; charset=utf-8", "application/vnd.postflight+json", "APPLICATION/JSON"],
+)
+async def test_json_content_types_are_accepted(client: Client, content_type: str) -> None:
+    response = await post_raw(client, json.dumps(VALID), content_type)
+    assert response.status == 201
+
+
+# --- 422 ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"environment": "production"}, ["version"]),
+        ({"version": "v1"}, ["environment"]),
+        ({**VALID, "version": ""}, ["version"]),
+        ({**VALID, "version": "v" * 129}, ["version"]),
+        ({**VALID, "version": "v1\n"}, ["version"]),
+        ({**VALID, "version": "   "}, ["version"]),
+        ({**VALID, "version": 241}, ["version"]),
+        ({**VALID, "version": "\ud800"}, ["version"]),
+        ({**VALID, "environment": ["production"]}, ["environment"]),
+        ({**VALID, "previous_version": "x" * 200}, ["previous_version"]),
+        ({**VALID, "commit": ""}, ["commit"]),
+        ({**VALID, "window": "ten minutes"}, ["window"]),
+        ({**VALID, "window": "0s"}, ["window"]),
+        ({**VALID, "window": "-5m"}, ["window"]),
+        ({**VALID, "window": "8d"}, ["window"]),
+        ({**VALID, "window": True}, ["window"]),
+        ({**VALID, "window": "10s"}, ["window"]),  # shorter than production's 30s interval
+        ({**VALID, "deployed_at": "yesterday"}, ["deployed_at"]),
+        ({**VALID, "deployed_at": "2026-11-26T14:00:00"}, ["deployed_at"]),  # no offset
+        ({**VALID, "deployed_at": 1795788000}, ["deployed_at"]),
+        ({**VALID, "deployed_at": "2026-13-40T14:00:00Z"}, ["deployed_at"]),
+        ({**VALID, "deployed_at": "9999-12-31T23:59:59Z"}, ["deployed_at"]),
+        ({**VALID, "labels": {f"k{i}": "v" for i in range(33)}}, ["labels"]),
+        ({**VALID, "labels": {"nested": {"a": "b"}}}, ["labels", "nested"]),
+        ({**VALID, "labels": {"n": 1}}, ["labels", "n"]),
+        ({**VALID, "labels": ["a=b"]}, ["labels"]),
+        ({**VALID, "labels": {"": "empty key"}}, ["labels", ""]),
+        ({**VALID, "enviroment": "production"}, ["enviroment"]),
+        ([VALID], []),
+        ("production", []),
+        (None, []),
+    ],
+)
+async def test_invalid_fields_are_422_with_their_loc(
+    client: Client, store: SqliteStore, body: Any, loc: list[Any]
+) -> None:
+    response = await post_raw(client, json.dumps(body))
+    problem_body = await problem(response, 422)
+    assert problem_body["errors"], problem_body
+    assert loc in [e["loc"] for e in problem_body["errors"]], problem_body
+    assert all(isinstance(e["msg"], str) and e["msg"] for e in problem_body["errors"])
+    assert (await store.list_windows()).items == []
+
+
+async def test_422_lists_every_invalid_field(client: Client) -> None:
+    response = await post_raw(client, json.dumps({"version": "", "window": "x"}))
+    body = await problem(response, 422)
+    assert {tuple(e["loc"]) for e in body["errors"]} == {
+        ("environment",),
+        ("version",),
+        ("window",),
+    }
+
+
+async def test_422_does_not_echo_the_input(client: Client) -> None:
+    secret = "s3cr3t-value-" + "z" * 20
+    response = await post_raw(client, json.dumps({**VALID, "labels": {"token": {"x": secret}}}))
+    assert secret not in await response.text()
+
+
+async def test_bad_idempotency_key_is_422(client: Client) -> None:
+    response = await post_raw(client, json.dumps(VALID), **{"Idempotency-Key": "x" * 300})
+    body = await problem(response, 422)
+    assert body["errors"][0]["loc"] == ["header", "Idempotency-Key"]
+
+
+@pytest.mark.parametrize(
+    ("query", "loc"),
+    [
+        ("limit=0", ["limit"]),
+        ("limit=201", ["limit"]),
+        ("limit=ten", ["limit"]),
+        ("limit=1.5", ["limit"]),
+        ("state=exploded", ["state"]),
+        ("environment=a%20b", ["environment"]),
+        ("cursor=not-a-cursor", ["cursor"]),
+        ("cursor=%F0%9F%92%A5", ["cursor"]),
+        ("cursor=" + "A" * 600, ["cursor"]),
+        ("colour=blue", ["colour"]),
+        ("limit=1&limit=2", ["limit"]),
+    ],
+)
+async def test_bad_list_parameters_are_422_with_their_loc(
+    client: Client, query: str, loc: list[str]
+) -> None:
+    response = await client.get(f"/v1/deploys?{query}", headers=AUTH)
+    body = await problem(response, 422)
+    assert loc in [e["loc"] for e in body["errors"]], body

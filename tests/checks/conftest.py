@@ -1,0 +1,72 @@
+"""Fixtures for the check tests: a real local target server and shared client sessions."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from check_target import MakeContext, target_app
+from pytest_aiohttp import AiohttpServer
+from yarl import URL
+
+from checks.base import CheckContext
+from checks.sessions import TargetSessions
+
+
+@pytest.fixture
+async def sessions() -> AsyncIterator[TargetSessions]:
+    async with TargetSessions() as s:
+        yield s
+
+
+@pytest.fixture
+async def target(aiohttp_server: AiohttpServer) -> URL:
+    """Base URL of a running target (see `target_app`)."""
+    server = await aiohttp_server(target_app())
+    return server.make_url("")
+
+
+@pytest.fixture
+def make_ctx(sessions: TargetSessions) -> MakeContext:
+    def make(base_url: URL | str, *, verify_tls: bool = True, **kw: object) -> CheckContext:
+        base = str(base_url)
+        return CheckContext(
+            base_url=base,
+            session=sessions.get(base, verify_tls),
+            environment="test",
+            **kw,  # type: ignore[arg-type]
+        )
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 that expires in 5 days (cert, key)."""
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "5",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key

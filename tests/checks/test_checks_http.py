@@ -1,0 +1,412 @@
+"""The `http` check on real local servers: one probe, one sample, failures say expected vs got."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from check_target import SECRET, MakeContext, free_port, target_app
+from pydantic import ValidationError
+from pytest_aiohttp import AiohttpServer
+from yarl import URL
+
+from checks.base import CheckResult
+from checks.http import HttpCheck, HttpCheckConfig
+from checks.registry import run_check
+from checks.sessions import USER_AGENT, TargetSessions
+
+
+def http_check(**fields: Any) -> HttpCheck:
+    return HttpCheck(HttpCheckConfig.model_validate({"name": "probe", "type": "http", **fields}))
+
+
+async def probe(make_ctx: MakeContext, base: URL | str, **fields: Any) -> CheckResult:
+    return await run_check(http_check(**fields), make_ctx(base))
+
+
+async def test_healthy_target_passes_with_one_sample(make_ctx: MakeContext, target: URL) -> None:
+    result = await probe(
+        make_ctx,
+        target,
+        path="/ok",
+        expect={"status": 200, "max_latency": "5s", "json": {"status": "ok"}},
+    )
+    assert result.ok, result.message
+    assert result.result == "pass"
+    (sample,) = result.samples
+    assert sample.ok and sample.status == 200 and sample.error is None
+    assert sample.latency_s is not None and sample.latency_s > 0
+    assert sample.bytes > 0 and sample.target == "deploy" and sample.check == "probe"
+    assert result.details["status"] == 200
+    assert result.duration_s >= sample.latency_s
+
+
+@pytest.mark.parametrize(
+    ("status", "path", "ok"),
+    [
+        (200, "/ok", True),
+        ([200, 204], "/status/204", True),
+        ("2xx", "/status/503", False),
+        ("5xx", "/status/503", True),
+        (["2xx", 404], "/status/404", True),
+        (["2xx", 404], "/status/410", False),
+        ("503", "/status/503", True),
+    ],
+)
+async def test_status_as_code_list_or_class(
+    make_ctx: MakeContext, target: URL, status: Any, path: str, ok: bool
+) -> None:
+    result = await probe(make_ctx, target, path=path, expect={"status": status})
+    assert result.ok is ok, result.message
+    assert result.samples[0].error == (None if ok else "status")
+
+
+async def test_default_expectation_is_any_2xx(make_ctx: MakeContext, target: URL) -> None:
+    assert (await probe(make_ctx, target, path="/status/204")).ok
+    failed = await probe(make_ctx, target, path="/status/500")
+    assert not failed.ok
+    assert "status: expected 2xx, got 500" in failed.message
+
+
+async def test_status_failure_says_expected_and_got(make_ctx: MakeContext, target: URL) -> None:
+    result = await probe(make_ctx, target, path="/status/503", expect={"status": 200})
+    assert not result.ok and result.result == "fail"
+    assert result.message == "GET /status/503: status: expected 200, got 503"
+    assert result.samples[0].status == 503
+    assert result.samples[0].latency_s is not None
+
+
+async def test_json_values_by_key_and_jsonpath(make_ctx: MakeContext, target: URL) -> None:
+    passing = await probe(
+        make_ctx,
+        target,
+        path="/ok",
+        expect={
+            "json": {
+                "status": "ok",
+                "$.data.items[0].id": 1,
+                "$.data.items[?(@.id > 1)].id": 2,
+                "$.version": "2.4.1",
+            }
+        },
+    )
+    assert passing.ok, passing.message
+
+    failing = await probe(
+        make_ctx,
+        target,
+        path="/ok",
+        expect={"json": {"$.version": "2.4.2", "$.data.items[*].id": 1, "missing": True}},
+    )
+    assert not failing.ok
+    assert failing.samples[0].error == "assertion"
+    assert '$.version: expected "2.4.2", got "2.4.1"' in failing.message
+    assert "$.data.items[*].id: expected 1, got 2" in failing.message
+    assert "missing: expected true, got no such field" in failing.message
+
+
+async def test_json_assertion_on_a_body_that_is_not_json(
+    make_ctx: MakeContext, target: URL
+) -> None:
+    result = await probe(make_ctx, target, path="/notjson", expect={"json": {"status": "ok"}})
+    assert not result.ok
+    assert "body: expected JSON, got '<html>oops</html>'" in result.message
+
+
+async def test_json_true_is_not_one(make_ctx: MakeContext, target: URL) -> None:
+    result = await probe(
+        make_ctx, target, path="/ok", expect={"json": {"$.data.items[0].id": True}}
+    )
+    assert not result.ok
+    assert "expected true, got 1" in result.message
+
+
+async def test_body_regex_with_secrets_redacted(make_ctx: MakeContext, target: URL) -> None:
+    assert (await probe(make_ctx, target, path="/text", expect={"body_regex": r"hello \w+"})).ok
+    check = http_check(path="/text", expect={"body_regex": "^goodbye"})
+    result = await run_check(check, make_ctx(target, secrets=(SECRET,)))
+    assert not result.ok
+    assert "body: expected to match /^goodbye/" in result.message
+    assert "hello world, token=***" in result.message
+    assert SECRET not in result.message
+
+
+async def test_header_assertions_exact_or_regex(make_ctx: MakeContext, target: URL) -> None:
+    result = await probe(
+        make_ctx,
+        target,
+        path="/ok",
+        expect={"headers": {"X-Version": "2.4.1", "content-type": r"application/json.*"}},
+    )
+    assert result.ok, result.message
+    regex = await probe(
+        make_ctx, target, path="/ok", expect={"headers": {"x-version": r"2\.4\.\d+"}}
+    )
+    assert regex.ok, regex.message
+
+    failed = await probe(
+        make_ctx,
+        target,
+        path="/ok",
+        expect={"headers": {"X-Version": "3.0.0", "X-Missing": "x"}},
+    )
+    assert not failed.ok
+    assert "header X-Version: expected '3.0.0', got '2.4.1'" in failed.message
+    assert "header X-Missing: expected 'x', got no such header" in failed.message
+
+
+async def test_redirects_followed_or_judged(make_ctx: MakeContext, target: URL) -> None:
+    followed = await probe(make_ctx, target, path="/redirect", expect={"json": {"status": "ok"}})
+    assert followed.ok, followed.message
+
+    not_followed = await probe(make_ctx, target, path="/redirect", follow_redirects=False)
+    assert not not_followed.ok
+    assert "expected 2xx, got 302" in not_followed.message
+    assert (
+        await probe(
+            make_ctx, target, path="/redirect", follow_redirects=False, expect={"status": 302}
+        )
+    ).ok
+
+    looping = await probe(make_ctx, target, path="/loop", max_redirects=3)
+    assert not looping.ok
+    assert looping.samples[0].error == "status"
+    assert "too many redirects" in looping.message
+
+
+async def test_slow_target_times_out(make_ctx: MakeContext, target: URL) -> None:
+    result = await probe(make_ctx, target, path="/slow?ms=3000", timeout="200ms")
+    assert not result.ok
+    assert result.samples[0].error == "timeout"
+    assert result.message == "GET /slow?ms=3000: no response within 200ms"
+    assert not result.details.get("crashed")
+
+
+async def test_slow_response_fails_max_latency(make_ctx: MakeContext, target: URL) -> None:
+    result = await probe(make_ctx, target, path="/slow?ms=300", expect={"max_latency": "50ms"})
+    assert not result.ok
+    assert result.samples[0].error == "latency"
+    assert "latency: expected ≤ 50ms, got" in result.message
+
+
+async def test_refused_connection_is_a_connect_error(make_ctx: MakeContext) -> None:
+    result = await probe(make_ctx, f"http://127.0.0.1:{free_port()}", path="/ok")
+    assert not result.ok and not result.details.get("crashed")
+    assert result.samples[0].error == "connect"
+    assert "cannot connect to 127.0.0.1" in result.message
+
+
+async def test_connection_closed_without_response(make_ctx: MakeContext, target: URL) -> None:
+    result = await probe(make_ctx, target, path="/close")
+    assert result.samples[0].error == "connect"
+    assert "closed the connection" in result.message
+
+
+@pytest.fixture
+async def garbage_server() -> AsyncIterator[str]:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    server.close()
+    await server.wait_closed()
+
+
+async def test_malformed_response_is_a_protocol_error(
+    make_ctx: MakeContext, garbage_server: str
+) -> None:
+    result = await probe(make_ctx, garbage_server, path="/")
+    assert result.samples[0].error == "protocol"
+    assert "malformed response" in result.message and "\n" not in result.message
+
+
+async def test_request_method_headers_and_json_body_are_sent(
+    make_ctx: MakeContext, target: URL
+) -> None:
+    result = await probe(
+        make_ctx,
+        target,
+        path="/echo?x=1",
+        method="post",
+        headers={"X-Test": "yes"},
+        json={"a": 1},
+        expect={
+            "json": {
+                "method": "POST",
+                "body": '{"a":1}',
+                "$.headers.X-Test": "yes",
+                "$.headers.Content-Type": "application/json",
+                "$.headers.User-Agent": USER_AGENT,
+                "$.query.x": "1",
+            }
+        },
+    )
+    assert result.ok, result.message
+
+
+async def test_raw_body_is_sent(make_ctx: MakeContext, target: URL) -> None:
+    result = await probe(
+        make_ctx,
+        target,
+        path="/echo",
+        method="PUT",
+        body="plain",
+        expect={"json": {"body": "plain"}},
+    )
+    assert result.ok, result.message
+
+
+async def test_large_body_is_counted_in_full(make_ctx: MakeContext, target: URL) -> None:
+    result = await probe(make_ctx, target, path="/big", expect={"body_regex": "^x+"})
+    assert result.ok, result.message
+    assert result.samples[0].bytes == 40 * 65536
+
+
+async def test_absolute_url_ignores_base_url(make_ctx: MakeContext, target: URL) -> None:
+    check = http_check(url=str(target / "ok"))
+    result = await run_check(check, make_ctx(f"http://127.0.0.1:{free_port()}"))
+    assert result.ok, result.message
+
+
+async def test_base_url_path_prefix_is_kept(make_ctx: MakeContext, target: URL) -> None:
+    result = await probe(make_ctx, str(target / "status") + "/", path="/204")
+    assert result.ok and result.samples[0].status == 204
+
+
+async def test_baseline_target_is_marked_on_samples(make_ctx: MakeContext, target: URL) -> None:
+    result = await run_check(http_check(path="/ok"), make_ctx(target, target="baseline"))
+    assert result.samples[0].target == "baseline"
+
+
+# TLS
+
+
+@pytest.fixture
+async def tls_target(aiohttp_server: AiohttpServer, tls_cert: tuple[Path, Path]) -> URL:
+    cert, key = tls_cert
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    server = await aiohttp_server(target_app(), ssl=server_ctx)
+    url: URL = server.make_url("")
+    assert url.scheme == "https"
+    return url
+
+
+async def test_tls_expiry_warning_with_verified_certificate(
+    tls_target: URL, tls_cert: tuple[Path, Path]
+) -> None:
+    client_ctx = ssl.create_default_context(cafile=str(tls_cert[0]))
+    async with TargetSessions(ssl_context=client_ctx) as sessions:
+        from checks.base import CheckContext
+
+        ctx = CheckContext(str(tls_target), sessions.get(str(tls_target)), "test")
+        result = await run_check(http_check(path="/ok"), ctx)
+    assert result.ok, result.message
+    assert 4 <= result.details["tls_days_left"] <= 5
+    (warning,) = result.details["warnings"]
+    assert warning.startswith("TLS certificate expires in")
+    assert result.message.endswith(f"(warning: {warning})")
+
+    quiet = http_check(path="/ok", tls_expiry_warning_days=3)
+    async with TargetSessions(ssl_context=client_ctx) as sessions:
+        ctx = CheckContext(str(tls_target), sessions.get(str(tls_target)), "test")
+        result = await run_check(quiet, ctx)
+    assert result.ok and "warnings" not in result.details and "warning" not in result.message
+
+
+async def test_untrusted_certificate_is_a_tls_error(make_ctx: MakeContext, tls_target: URL) -> None:
+    result = await probe(make_ctx, tls_target, path="/ok")
+    assert not result.ok
+    assert result.samples[0].error == "tls"
+    assert "certificate" in result.message.lower()
+
+
+async def test_verify_tls_false_still_reads_expiry(make_ctx: MakeContext, tls_target: URL) -> None:
+    check = http_check(path="/ok", verify_tls=False)
+    result = await run_check(check, make_ctx(tls_target, verify_tls=False))
+    assert result.ok, result.message
+    assert 4 <= result.details["tls_days_left"] <= 5
+
+
+async def test_verify_tls_false_works_on_a_verifying_session(
+    make_ctx: MakeContext, tls_target: URL
+) -> None:
+    """The check's own setting wins over the session it was lent."""
+    result = await run_check(http_check(path="/ok", verify_tls=False), make_ctx(tls_target))
+    assert result.ok, result.message
+
+
+# Configuration
+
+
+@pytest.mark.parametrize(
+    ("fields", "fragment"),
+    [
+        ({"expect": {"status": "6xx"}}, "not a status"),
+        ({"expect": {"status": 99}}, "not an HTTP status"),
+        ({"expect": {"status": []}}, "at least one status"),
+        ({"expect": {"body_regex": "("}}, "not a valid regular expression"),
+        ({"expect": {"json": {"$.[[": 1}}}, "not a valid JSONPath"),
+        ({"expect": {"max_latency": "fast"}}, "not a duration"),
+        ({"expect": {"unknown": 1}}, "Extra inputs are not permitted"),
+        ({"path": "api/health"}, "a path starts with /"),
+        ({"url": "ftp://x/y"}, "absolute http"),
+        ({"url": "http://x/y", "path": "/z"}, "either `path` or `url`"),
+        ({"body": "x", "json": {"a": 1}}, "either `body` or `json`"),
+        ({"method": "GET POST"}, "not an HTTP method"),
+        ({"headers": {"Bad Name": "x"}}, "not a valid header name"),
+        ({"timeout": "-1s"}, "duration"),
+        ({"type": "smoke"}, "type"),
+    ],
+)
+def test_bad_config_is_refused_with_a_clear_message(fields: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        HttpCheckConfig.model_validate({"name": "probe", "type": "http", **fields})
+    assert fragment in str(err.value)
+
+
+def test_example_config_checks_validate() -> None:
+    config = HttpCheckConfig.model_validate(
+        {
+            "name": "api-health",
+            "type": "http",
+            "path": "/api/health",
+            "timeout": "2s",
+            "expect": {"status": 200, "max_latency": "500ms", "json": {"status": "ok"}},
+        }
+    )
+    assert config.timeout == 2.0
+    assert config.expect.max_latency == 0.5
+    assert config.expect.json_fields == {"status": "ok"}
+    assert config.verify_tls and config.follow_redirects and config.method == "GET"
+    dumped = config.model_dump(mode="json", by_alias=True)
+    assert dumped["expect"]["json"] == {"status": "ok"} and dumped["timeout"] == "2s"
+    assert HttpCheckConfig.model_validate(dumped) == config
+
+
+async def test_repeated_probes_reuse_one_connection(
+    aiohttp_server: AiohttpServer, sessions: TargetSessions, make_ctx: MakeContext
+) -> None:
+    peers: set[object] = set()
+
+    async def handler(request: web.Request) -> web.Response:
+        peers.add(request.transport.get_extra_info("peername") if request.transport else None)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    server = await aiohttp_server(app)
+    check = http_check(path="/")
+    ctx = make_ctx(server.make_url(""))
+    for _ in range(5):
+        assert (await run_check(check, ctx)).ok
+    assert len(peers) == 1

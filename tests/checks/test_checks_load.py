@@ -1,0 +1,211 @@
+"""The `load` check, an open model: on schedule, overflow dropped, latency counted from due time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from aiohttp import web
+from check_target import MakeContext, free_port
+from pydantic import ValidationError
+from pytest_aiohttp import AiohttpServer
+from yarl import URL
+
+from checks.base import CheckResult
+from checks.load import LoadCheck, LoadCheckConfig, parse_rate
+from checks.registry import run_check
+
+
+class Target:
+    """A target that counts requests and the most it had open at once."""
+
+    def __init__(self, delay_s: float = 0.0, status: int = 200) -> None:
+        self.delay_s = delay_s
+        self.status = status
+        self.hits = 0
+        self.open = 0
+        self.max_open = 0
+
+    async def handle(self, _: web.Request) -> web.Response:
+        self.hits += 1
+        self.open += 1
+        self.max_open = max(self.max_open, self.open)
+        try:
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            return web.Response(text="ok", status=self.status)
+        finally:
+            self.open -= 1
+
+    async def start(self, aiohttp_server: AiohttpServer) -> URL:
+        app = web.Application()
+        app.router.add_get("/", self.handle)
+        server = await aiohttp_server(app)
+        url: URL = server.make_url("")
+        return url
+
+
+def load(**fields: Any) -> LoadCheck:
+    config = {"name": "feed", "type": "load", "warmup": 0, **fields}
+    return LoadCheck(LoadCheckConfig.model_validate(config))
+
+
+async def run(check: LoadCheck, make_ctx: MakeContext, base: URL | str) -> CheckResult:
+    return await run_check(check, make_ctx(base))
+
+
+async def test_steady_run_reports_percentiles_and_one_sample_per_request(
+    aiohttp_server: AiohttpServer, make_ctx: MakeContext
+) -> None:
+    target = Target()
+    result = await run(
+        load(rate="100/s", duration="500ms"), make_ctx, await target.start(aiohttp_server)
+    )
+    assert result.ok, result.message
+    assert len(result.samples) == 50 == target.hits
+    assert all(s.ok and s.status == 200 and s.latency_s for s in result.samples)
+    d = result.details
+    assert d["requests"] == d["sent"] == d["completed"] == 50
+    assert d["dropped"] == d["errors"] == 0 and d["error_rate"] == 0
+    lat = d["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert d["achieved_rate"] > 0 and d["throughput"] > 0
+    assert d["hdr_latency_us"]
+    assert d["status_counts"] == {"200": 50}
+    assert result.message.startswith("50 requests at 100/s over 500ms: p50 ")
+
+
+async def test_requests_start_on_schedule_even_when_the_target_is_slow(
+    aiohttp_server: AiohttpServer, make_ctx: MakeContext
+) -> None:
+    """Closed-model tools wait for a response before the next request; this must not."""
+    target = Target(delay_s=0.3)
+    base = await target.start(aiohttp_server)
+    result = await run(load(rate="50/s", duration="400ms"), make_ctx, base)
+    assert result.ok, result.message
+    assert target.hits == 20
+    assert target.max_open >= 5  # one-at-a-time would never have more than one open
+    assert result.details["latency_ms"]["p50"] >= 300
+
+
+async def test_overflow_is_dropped_not_delayed(
+    aiohttp_server: AiohttpServer, make_ctx: MakeContext
+) -> None:
+    target = Target(delay_s=0.5)
+    base = await target.start(aiohttp_server)
+    result = await run(load(rate="100/s", duration="200ms", max_in_flight=3), make_ctx, base)
+    assert target.hits == 3
+    assert len(result.samples) == 20
+    dropped = [s for s in result.samples if s.error == "dropped"]
+    assert len(dropped) == 17 and all(s.latency_s is None for s in dropped)
+    d = result.details
+    assert d["dropped"] == 17 and d["sent"] == 3 and d["error_rate"] == 0.85
+    assert d["errors_by_class"] == {"dropped": 17}
+    assert not result.ok
+    assert "(17 dropped), above the 1.0% allowed" in result.message
+
+
+async def test_latency_counts_from_when_a_request_was_due(
+    aiohttp_server: AiohttpServer, make_ctx: MakeContext
+) -> None:
+    """Requests that fell due while the agent was stalled carry the stall in their latency."""
+    target = Target()
+    base = await target.start(aiohttp_server)
+
+    async def stall() -> None:
+        await asyncio.sleep(0.1)
+        time.sleep(0.25)  # noqa: ASYNC251 - blocks the loop on purpose, as a stalled agent would
+
+    check = load(rate="100/s", duration="600ms")
+    result, _ = await asyncio.gather(run(check, make_ctx, base), stall())
+    assert result.ok, result.message
+    assert result.details["latency_ms"]["max"] >= 200
+    assert result.details["start_lag_ms"]["max"] >= 200
+    assert target.hits == 60
+
+
+async def test_warmup_is_sent_but_not_reported(
+    aiohttp_server: AiohttpServer, make_ctx: MakeContext
+) -> None:
+    target = Target()
+    base = await target.start(aiohttp_server)
+    result = await run(load(rate="100/s", warmup="200ms", duration="200ms"), make_ctx, base)
+    assert target.hits == 40
+    assert len(result.samples) == 20 and result.details["requests"] == 20
+
+
+async def test_errors_are_counted_by_class(
+    aiohttp_server: AiohttpServer, make_ctx: MakeContext
+) -> None:
+    target = Target(status=500)
+    base = await target.start(aiohttp_server)
+    result = await run(load(rate="100/s", duration="200ms"), make_ctx, base)
+    assert not result.ok and result.result == "fail"
+    assert {s.error for s in result.samples} == {"status"}
+    assert result.details["errors_by_class"] == {"status": 20}
+    assert result.details["error_rate"] == 1.0
+    assert "first error: status: expected 2xx, got 500" in result.message
+
+
+async def test_a_few_errors_within_max_error_rate_pass(
+    aiohttp_server: AiohttpServer, make_ctx: MakeContext
+) -> None:
+    target = Target(status=500)
+    base = await target.start(aiohttp_server)
+    check = load(rate="100/s", duration="200ms", max_error_rate="100%")
+    assert (await run(check, make_ctx, base)).ok
+
+
+async def test_unreachable_target_is_errors_not_a_crash(make_ctx: MakeContext) -> None:
+    result = await run(
+        load(rate="100/s", duration="100ms"), make_ctx, f"http://127.0.0.1:{free_port()}"
+    )
+    assert not result.ok and not result.details.get("crashed")
+    assert {s.error for s in result.samples} == {"connect"}
+    assert result.details["latency_ms"] == {}
+    assert "no response" in result.message
+
+
+@pytest.mark.parametrize(
+    ("text", "per_second"),
+    [
+        ("20/s", 20),
+        ("20", 20),
+        (20, 20),
+        ("1200/m", 20),
+        ("3600/h", 1),
+        ("0.5/s", 0.5),
+        ("5 / min", 5 / 60),
+        ("2/ms", 2000),
+    ],
+)
+def test_rates_as_written(text: Any, per_second: float) -> None:
+    assert parse_rate(text) == pytest.approx(per_second)
+
+
+@pytest.mark.parametrize("text", ["fast", "0/s", "-1", "20/d", True, "999999/s"])
+def test_bad_rates_are_refused(text: Any) -> None:
+    with pytest.raises(ValidationError, match="rate"):
+        LoadCheckConfig.model_validate({"name": "x", "type": "load", "rate": text})
+
+
+def test_example_config_validates() -> None:
+    config = LoadCheckConfig.model_validate(
+        {
+            "name": "feed-latency",
+            "type": "load",
+            "path": "/api/feed",
+            "rate": "20/s",
+            "duration": "10s",
+        }
+    )
+    assert config.rate == 20 and config.duration == 10 and config.requests() == (20, 200)
+    assert LoadCheck(config).budget_s() == 1 + 10 + 5
+    assert config.model_dump(mode="json")["rate"] == "20/s"
+
+
+def test_a_run_too_large_is_refused() -> None:
+    with pytest.raises(ValueError, match="would send"):
+        load(rate="50000/s", duration="1h")

@@ -1,0 +1,266 @@
+"""The registry: check types come from entry points; a run never raises out of it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Iterator
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+import yaml
+from check_target import SECRET, MakeContext, check_config_union
+from pydantic import TypeAdapter, ValidationError
+from yarl import URL
+
+from checks import registry
+from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
+from checks.http import HttpCheck, HttpCheckConfig
+from checks.registry import (
+    CheckPluginError,
+    UnknownCheckType,
+    build_check,
+    check_types,
+    config_models,
+    reload_check_types,
+    run_check,
+)
+
+
+@pytest.fixture
+def fake_entry_points(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[EntryPoint]]:
+    """Replace the installed entry points of `postflight.checks` with a list a test fills."""
+    eps: list[EntryPoint] = []
+    monkeypatch.setattr(registry, "entry_points", lambda group: list(eps))
+    registry._load_all.cache_clear()
+    yield eps
+    monkeypatch.undo()
+    registry._load_all.cache_clear()
+
+
+def ep(name: str, value: str) -> EntryPoint:
+    return EntryPoint(name=name, value=value, group=registry.ENTRY_POINT_GROUP)
+
+
+def test_builtin_checks_come_from_entry_points() -> None:
+    installed = {e.name: e.value for e in entry_points(group="postflight.checks")}
+    assert installed["http"] == "checks.http:HttpCheck"
+    assert check_types()["http"] is HttpCheck
+    assert set(installed) <= set(check_types())
+    assert HttpCheckConfig in config_models()
+
+
+def test_types_are_loaded_once() -> None:
+    assert check_types() is check_types()
+
+
+def test_a_plugin_that_fails_to_import_is_named(fake_entry_points: list[EntryPoint]) -> None:
+    fake_entry_points += [ep("http", "checks.http:HttpCheck"), ep("tcp", "no_such_plugin:Tcp")]
+    with pytest.raises(CheckPluginError) as err:
+        reload_check_types()
+    assert "check plugin 'tcp' (no_such_plugin:Tcp)" in str(err.value)
+    assert "ModuleNotFoundError" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("result", "checks.base:CheckResult", "is not a subclass of checks.base.Check"),
+        ("nothttp", "checks.http:HttpCheck", "declares type 'http'"),
+        ("loose", "test_checks_registry:LooseCheck", "must be annotated Literal['loose']"),
+    ],
+)
+def test_a_plugin_that_breaks_the_contract_is_refused(
+    fake_entry_points: list[EntryPoint], name: str, value: str, fragment: str
+) -> None:
+    fake_entry_points.append(ep(name, value))
+    with pytest.raises(CheckPluginError, match=f"check plugin '{name}'") as err:
+        reload_check_types()
+    assert fragment in str(err.value)
+
+
+def test_one_type_from_two_plugins_is_refused(fake_entry_points: list[EntryPoint]) -> None:
+    fake_entry_points += [ep("http", "checks.http:HttpCheck"), ep("http", "other:HttpCheck")]
+    with pytest.raises(CheckPluginError, match="provided twice"):
+        reload_check_types()
+
+
+def test_the_same_plugin_listed_twice_is_fine(fake_entry_points: list[EntryPoint]) -> None:
+    fake_entry_points += [ep("http", "checks.http:HttpCheck"), ep("http", "checks.http:HttpCheck")]
+    assert dict(reload_check_types()) == {"http": HttpCheck}
+
+
+def test_build_check_from_config() -> None:
+    config = HttpCheckConfig(name="api-health", path="/api/health")
+    check = build_check(config)
+    assert isinstance(check, HttpCheck) and check.config is config and check.name == "api-health"
+
+
+def test_build_check_revalidates_a_base_config() -> None:
+    """A bare CheckConfig (extra fields dropped) still becomes the typed config."""
+    check = build_check(CheckConfig(name="x", type="http"))
+    assert isinstance(check.config, HttpCheckConfig) and check.config.path == "/"
+
+
+def test_build_check_of_unknown_type() -> None:
+    with pytest.raises(UnknownCheckType, match="'grpc', which no installed plugin provides"):
+        build_check(CheckConfig(name="x", type="grpc"))
+
+
+# Containing runs
+
+
+class LooseConfig(CheckConfig):
+    type: str = "loose"
+
+
+class LooseCheck(Check):
+    type = "loose"
+    Config = LooseConfig
+
+
+class ScriptConfig(CheckConfig):
+    type: Literal["script"] = "script"
+
+
+class ScriptedCheck(Check):
+    """A check whose run does what the test says."""
+
+    type = "script"
+    Config = ScriptConfig
+
+    def __init__(self, behaviour: Any, timeout: float = 5.0) -> None:
+        super().__init__(ScriptConfig(name="scripted", timeout=timeout))
+        self.behaviour = behaviour
+
+    async def run(self, ctx: CheckContext) -> CheckResult:
+        result: CheckResult = await self.behaviour(ctx)
+        return result
+
+
+def scripted_ctx(make_ctx: MakeContext, base: URL, **kw: Any) -> CheckContext:
+    return make_ctx(base, secrets=(SECRET,), **kw)
+
+
+async def test_an_exception_becomes_a_sanitized_error_result(
+    make_ctx: MakeContext, target: URL, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def explode(ctx: CheckContext) -> CheckResult:
+        raise ValueError(f"login failed with password {SECRET} at http://bob:hunter2@db/x")
+
+    with caplog.at_level(logging.DEBUG, logger="checks.registry"):
+        result = await run_check(ScriptedCheck(explode), scripted_ctx(make_ctx, target))
+    assert not result.ok and result.result == "error"
+    assert result.details["crashed"] is True and result.details["exception"] == "ValueError"
+    assert result.message == (
+        "check crashed: ValueError: login failed with password *** at http://***@db/x"
+    )
+    (sample,) = result.samples
+    assert sample == Sample(check="scripted", ok=False, error="crash")
+    trace = result.details["traceback"]
+    assert SECRET not in trace and "hunter2" not in trace and "explode" in trace
+    assert SECRET not in caplog.text and "hunter2" not in caplog.text
+    assert "scripted" in caplog.text
+
+
+async def test_a_check_that_hangs_is_timed_out(
+    make_ctx: MakeContext, target: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def hang(ctx: CheckContext) -> CheckResult:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    check = ScriptedCheck(hang, timeout=0.05)
+    monkeypatch.setattr(registry, "TIMEOUT_MARGIN_S", 0.05)
+    result = await run_check(check, scripted_ctx(make_ctx, target, target="baseline"))
+    assert not result.ok and result.result == "error"
+    (sample,) = result.samples
+    assert sample == Sample(check="scripted", ok=False, error="timeout", target="baseline")
+    assert result.message == "check did not finish within 0.1s"
+
+
+async def test_cancellation_is_not_swallowed(make_ctx: MakeContext, target: URL) -> None:
+    started = asyncio.Event()
+
+    async def wait(ctx: CheckContext) -> CheckResult:
+        started.set()
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    task = asyncio.create_task(run_check(ScriptedCheck(wait), scripted_ctx(make_ctx, target)))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_check_returning_garbage_is_an_error(make_ctx: MakeContext, target: URL) -> None:
+    async def garbage(ctx: CheckContext) -> Any:
+        return {"ok": True}
+
+    result = await run_check(ScriptedCheck(garbage), scripted_ctx(make_ctx, target))
+    assert result.result == "error"
+    assert "returned dict, not a CheckResult" in result.message
+
+
+async def test_results_are_timed_and_redacted(make_ctx: MakeContext, target: URL) -> None:
+    async def leaky(ctx: CheckContext) -> CheckResult:
+        await asyncio.sleep(0.01)
+        return CheckResult(
+            check="scripted",
+            type="script",
+            ok=False,
+            samples=(Sample(check="scripted", ok=False, error="status"),),
+            message=f"got token {SECRET}",
+            details={"body": f"{{'token': '{SECRET}'}}", "nested": [{"password": "p"}]},
+        )
+
+    result = await run_check(ScriptedCheck(leaky), scripted_ctx(make_ctx, target))
+    assert result.message == "got token ***"
+    assert result.details == {"body": "{'token': '***'}", "nested": [{"password": "***"}]}
+    assert result.duration_s >= 0.01
+    assert result.result == "fail"
+
+
+EXAMPLE = Path("/work/shared/spec/postflight.example.yaml")
+LOCAL_EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "postflight.example.yaml"
+
+
+def example_checks() -> list[dict[str, Any]]:
+    path = LOCAL_EXAMPLE if LOCAL_EXAMPLE.exists() else EXAMPLE
+    if not path.exists():
+        pytest.skip("no example configuration found")
+    text = re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: m.group(2) or "x", path.read_text())
+    doc = yaml.safe_load(text)
+    return [c for env in doc["environments"].values() for c in env.get("checks", [])]
+
+
+def test_every_check_of_the_example_config_validates() -> None:
+    adapter: TypeAdapter[CheckConfig] = TypeAdapter(check_config_union())
+    configs = [adapter.validate_python(c) for c in example_checks()]
+    assert [(c.name, c.type) for c in configs] == [
+        ("api-health", "http"),
+        ("login-flow", "smoke"),
+        ("feed-latency", "load"),
+        ("api-health", "http"),
+    ]
+    checks = [build_check(c) for c in configs]
+    assert [type(c).__name__ for c in checks] == [
+        "HttpCheck",
+        "SmokeCheck",
+        "LoadCheck",
+        "HttpCheck",
+    ]
+    assert [c.budget_s() for c in checks] == [2.0, 10.0, 16.0, 5.0]
+
+
+def test_the_union_names_the_field_that_is_wrong() -> None:
+    adapter: TypeAdapter[CheckConfig] = TypeAdapter(check_config_union())
+    with pytest.raises(ValidationError) as err:
+        adapter.validate_python({"name": "x", "type": "http", "expect": {"status": "abc"}})
+    assert err.value.errors()[0]["loc"][:3] == ("http", "expect", "status")
+    with pytest.raises(ValidationError, match="does not match any of the expected tags"):
+        adapter.validate_python({"name": "x", "type": "ftp"})

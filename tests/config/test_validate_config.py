@@ -1,0 +1,260 @@
+"""`postflight validate-config`: every broken configuration is exit 2 with its field path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from agent.config_file import ConfigError, load_settings, load_settings_text
+
+MINIMAL = """\
+server:
+  listen: 127.0.0.1:8787
+  api_tokens: ["tok-123456"]
+environments:
+  production:
+    base_url: http://127.0.0.1:9
+    window: 10m
+    interval: 30s
+    checks:
+      - name: api-health
+        type: http
+        path: /health
+    rules:
+      - name: probe-errors
+        source: checks
+        metric: error_rate
+        max: 0.05
+    rollback:
+      url: http://127.0.0.1:9998/rollback
+      secret: shh-secret
+"""
+
+
+def run_validate(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    path = tmp_path / "postflight.yaml"
+    path.write_text(text)
+    code = main(["validate-config", str(path)])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_minimal_config_is_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = run_validate(tmp_path, MINIMAL, capsys)
+    assert code == 0, out
+    assert "valid" in out
+
+
+BROKEN = [
+    pytest.param(
+        MINIMAL.replace("    window: 10m", "    windw: 10m"),
+        "environments.production.windw",
+        "unknown key",
+        id="typo-key",
+    ),
+    pytest.param(
+        MINIMAL.replace("interval: 30s", "interval: 30 sec"),
+        "environments.production.interval",
+        "not a duration",
+        id="bad-duration",
+    ),
+    pytest.param(
+        MINIMAL.replace("interval: 30s", "interval: 20m"),
+        "environments.production",
+        "at least one interval",
+        id="interval-longer-than-window",
+    ),
+    pytest.param(
+        MINIMAL.replace('  api_tokens: ["tok-123456"]\n', ""),
+        "server.api_tokens",
+        "required",
+        id="missing-tokens",
+    ),
+    pytest.param(
+        MINIMAL.replace("secret: shh-secret", "secret: ${POSTFLIGHT_TEST_UNSET_VAR}"),
+        "environments.production.rollback.secret",
+        "POSTFLIGHT_TEST_UNSET_VAR is not set",
+        id="unset-variable",
+    ),
+    pytest.param(
+        MINIMAL.replace("metric: error_rate", "metric: errors_per_second"),
+        "environments.production.rules[0]",
+        "metric must be one of",
+        id="unknown-metric",
+    ),
+    pytest.param(
+        MINIMAL.replace("        max: 0.05", "        check: nope\n        max: 0.05"),
+        "environments.production",
+        "names check 'nope'",
+        id="rule-names-missing-check",
+    ),
+    pytest.param(
+        MINIMAL.replace("source: checks", "source: sentry").replace(
+            "metric: error_rate", "metric: error_rate"
+        ),
+        "providers.sentry is not configured",
+        "providers.sentry",
+        id="provider-not-configured",
+    ),
+    pytest.param(
+        MINIMAL.replace("type: http", "type: carrier-pigeon"),
+        "environments.production.checks[0]",
+        "carrier-pigeon",
+        id="unknown-check-type",
+    ),
+    pytest.param(
+        MINIMAL.replace("listen: 127.0.0.1:8787", "listen: localhost"),
+        "server.listen",
+        "HOST:PORT",
+        id="bad-listen",
+    ),
+    pytest.param(
+        MINIMAL.replace("    rollback:\n", "    analysis:\n      confidence: 1.5\n    rollback:\n"),
+        "environments.production.analysis.confidence",
+        "less than 1",
+        id="confidence-out-of-range",
+    ),
+    pytest.param(
+        MINIMAL.replace('["tok-123456"]', '[""]'),
+        "server.api_tokens",
+        "must not be empty",
+        id="empty-token",
+    ),
+    pytest.param(
+        MINIMAL + "store:\n  url: mysql://x\n",
+        "store.url",
+        "sqlite:///",
+        id="bad-store-url",
+    ),
+    pytest.param(
+        MINIMAL.replace("max: 0.05", "max: lots"),
+        "environments.production.rules[0].max",
+        "valid number",
+        id="bound-not-a-number",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "path", "message"), BROKEN)
+def test_broken_config_exits_2_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, path: str, message: str
+) -> None:
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 2
+    assert path in out
+    assert message in out
+    assert "Traceback" not in out
+
+
+def test_errors_carry_the_file_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = MINIMAL.replace("interval: 30s", "interval: soon")
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 2
+    line = text.splitlines().index("    interval: soon") + 1
+    assert f"environments.production.interval (line {line})" in out
+
+
+def test_every_error_is_listed_not_only_the_first(tmp_path: Path) -> None:
+    text = MINIMAL.replace("interval: 30s", "interval: x").replace("max: 0.05", "max: y")
+    with pytest.raises(ConfigError) as info:
+        load_settings_text(text)
+    paths = {p.path for p in info.value.problems}
+    assert {"environments.production.interval", "environments.production.rules[0].max"} <= paths
+
+
+def test_missing_file_is_an_error_not_an_empty_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["validate-config", str(tmp_path / "nope.yaml")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "file not found" in err
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = run_validate(tmp_path, "server:\n  listen: [oops\n", capsys)
+    assert code == 2
+    assert "invalid YAML" in out
+    assert "line" in out
+
+
+def test_variables_expand_with_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PF_TEST_URL", "http://127.0.0.1:7")
+    monkeypatch.delenv("PF_TEST_WINDOW", raising=False)
+    text = MINIMAL.replace("base_url: http://127.0.0.1:9", "base_url: ${PF_TEST_URL}").replace(
+        "window: 10m", "window: ${PF_TEST_WINDOW:-5m}"
+    )
+    settings = load_settings_text(text)
+    env = settings.environments["production"]
+    assert env.base_url == "http://127.0.0.1:7"
+    assert env.window == 300.0
+
+
+def test_secrets_are_secretstr_and_never_printed(tmp_path: Path) -> None:
+    settings = load_settings_text(MINIMAL)
+    rollback = settings.environments["production"].rollback
+    assert rollback is not None
+    assert "shh-secret" not in repr(settings)
+    assert rollback.secret.get_secret_value() == "shh-secret"
+    assert "shh-secret" in settings.secret_values()
+
+
+def test_a_broken_config_never_prints_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("server: 12\nenvironments: []\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "validate-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "server" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "run", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+
+
+def test_spec_example_validates_with_its_variables_set(example_env: dict[str, str]) -> None:
+    spec = Path(__file__).resolve().parents[2] / "config" / "postflight.example.yaml"
+    settings = load_settings(spec)
+    production = settings.environments["production"]
+    assert production.analysis.policy == "sequential"
+    assert [c.name for c in production.checks] == ["api-health", "login-flow", "feed-latency"]
+    assert production.rules[1].max == pytest.approx(0.3)  # 300ms
+    assert production.rules[2].max_increase == pytest.approx(0.5)
+    assert settings.environments["staging"].rollback is not None
+    assert settings.environments["staging"].rollback.dry_run is True
+
+
+def test_config_example_matches_the_spec() -> None:
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    ours = yaml.safe_load((root / "config" / "postflight.example.yaml").read_text())
+    spec_path = root.parent / "shared" / "spec" / "postflight.example.yaml"
+    if not spec_path.exists():
+        pytest.skip(f"the shared spec is not beside this checkout ({spec_path})")
+    assert ours == yaml.safe_load(spec_path.read_text())
+
+
+def test_json_schema_is_generated_and_current() -> None:
+    import json
+
+    from agent.settings import Settings
+
+    root = Path(__file__).resolve().parents[2]
+    stored = json.loads((root / "config" / "postflight.schema.json").read_text())
+    assert stored == json.loads(json.dumps(Settings.model_json_schema())), (
+        "config/postflight.schema.json is stale: run `postflight schema -o config/postflight.schema.json`"
+    )

@@ -1,0 +1,251 @@
+"""What the fake provider servers share: lifecycle, failure modes, a request log.
+
+A fake listens on 127.0.0.1 (port 0 by default) and can be told, in-process or over
+its control routes, to misbehave the way real providers do:
+
+- `fail("500")`, `fail("503")`, any status: an error answer;
+- `fail("429", reset_in=1.0)`: rate limited (the fake adds its own rate-limit headers);
+- `fail("401")`: the credentials are rejected with the provider's documented body;
+- `fail("hang")`: the request is held until the fake stops (a timeout for the client);
+- `fail("malformed")`: a truncated JSON body with a JSON content type;
+- `fail("bad_shape")`: valid JSON of the wrong shape;
+- plus provider-specific kinds (New Relic: `too_many_requests`, `timeout`).
+
+`times=n` limits a failure to the next n matching requests (default: until `heal()`),
+`match=` (a substring of the path and query, or a predicate) limits it to some
+requests. Control routes, for a fake running in another process:
+`POST /_fake/fail {"kind": "429", "times": 1, "reset_in": 1, "match": "cursor"}`,
+`POST /_fake/heal`, `GET /_fake/requests`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from aiohttp import web
+
+HOST = "127.0.0.1"
+HANG_S = 600.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+BODY = web.RequestKey("body", object)
+"""The request's JSON body (or text), read once by the middleware."""
+
+
+@dataclass
+class Failure:
+    kind: str
+    times: int | None = None
+    reset_in: float = 1.0
+    match: str | Callable[[web.Request], bool] | None = None
+
+    def applies(self, request: web.Request) -> bool:
+        if self.match is None:
+            return True
+        if callable(self.match):
+            return self.match(request)
+        return self.match in request.path_qs
+
+
+@dataclass
+class Seen:
+    """One request as the fake received it."""
+
+    method: str
+    path: str
+    query: list[tuple[str, str]]
+    headers: dict[str, str]
+    body: Any
+    at: float = field(default_factory=time.time)
+
+    def params(self, name: str) -> list[str]:
+        return [v for k, v in self.query if k == name]
+
+    def param(self, name: str) -> str | None:
+        values = self.params(name)
+        return values[0] if values else None
+
+
+class FakeServer:
+    """Base of the fakes: override `routes()` and `failure_response()`."""
+
+    def __init__(self) -> None:
+        self.requests: list[Seen] = []
+        self.failures: list[Failure] = []
+        self.delay = 0.0
+        """Seconds added to every answer (latency for benchmarks and concurrency tests)."""
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self._runner: web.AppRunner | None = None
+        self._closing = asyncio.Event()
+        self.port = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    async def start(self, port: int = 0) -> Self:
+        self._closing = asyncio.Event()
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_post("/_fake/fail", self._control_fail)
+        app.router.add_post("/_fake/heal", self._control_heal)
+        app.router.add_get("/_fake/requests", self._control_requests)
+        self.routes(app)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, HOST, port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    async def stop(self) -> None:
+        self._closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- scripting ----------------------------------------------------------------------
+
+    def fail(
+        self,
+        kind: str,
+        *,
+        times: int | None = None,
+        reset_in: float = 1.0,
+        match: str | Callable[[web.Request], bool] | None = None,
+    ) -> None:
+        self.failures.append(Failure(kind, times, reset_in, match))
+
+    def heal(self) -> None:
+        self.failures.clear()
+
+    def seen(self, path_contains: str = "") -> list[Seen]:
+        return [r for r in self.requests if path_contains in r.path]
+
+    # -- for subclasses -----------------------------------------------------------------
+
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    def failure_response(self, failure: Failure, request: web.Request) -> web.StreamResponse:
+        kind = failure.kind
+        if kind.isdigit():
+            return web.json_response({"detail": f"fake failure {kind}"}, status=int(kind))
+        if kind == "malformed":
+            return web.Response(text='{"data": [{"count', content_type="application/json")
+        if kind == "bad_shape":
+            return web.json_response({"unexpected": ["shape"]})
+        raise ValueError(f"unknown failure kind {kind!r}")
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _next_failure(self, request: web.Request) -> Failure | None:
+        for failure in self.failures:
+            if failure.applies(request):
+                if failure.times is not None:
+                    failure.times -= 1
+                    if failure.times <= 0:
+                        self.failures.remove(failure)
+                return failure
+        return None
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/_fake/"):
+            return await handler(request)
+        body: Any = None
+        if request.can_read_body:
+            raw = await request.read()
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = raw.decode(errors="replace")
+        self.requests.append(
+            Seen(
+                request.method,
+                request.path,
+                list(request.query.items()),
+                dict(request.headers),
+                body,
+            )
+        )
+        request[BODY] = body
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            failure = self._next_failure(request)
+            if failure is not None and failure.kind == "hang":
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), HANG_S)
+                raise web.HTTPServiceUnavailable()
+            if failure is not None:
+                return self.failure_response(failure, request)
+            return await handler(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _control_fail(self, request: web.Request) -> web.Response:
+        spec = await request.json()
+        self.fail(
+            str(spec["kind"]),
+            times=spec.get("times"),
+            reset_in=float(spec.get("reset_in", 1.0)),
+            match=spec.get("match"),
+        )
+        return web.json_response({"ok": True})
+
+    async def _control_heal(self, request: web.Request) -> web.Response:
+        self.heal()
+        return web.json_response({"ok": True})
+
+    async def _control_requests(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            [
+                {"method": r.method, "path": r.path, "query": r.query, "body": r.body, "at": r.at}
+                for r in self.requests
+            ]
+        )
+
+
+def serve_main(factory: Callable[[argparse.Namespace], FakeServer], argv: list[str]) -> None:
+    """`python -m tests.fakes.<name> [--port P]`: prints one JSON line when ready."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--token", default="test-token")
+    args = parser.parse_args(argv)
+
+    async def run() -> None:
+        fake = factory(args)
+        await fake.start(args.port)
+        print(
+            json.dumps({"kind": type(fake).__name__, "port": fake.port, "url": fake.url}),
+            flush=True,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await fake.stop()
+
+    asyncio.run(run())
+    sys.exit(0)

@@ -1,0 +1,166 @@
+"""A fake New Relic NerdGraph answering the documented request and response shapes.
+
+Shapes from ../shared/reference/sentry-newrelic-api.md: `POST /graphql` with an
+`API-Key` header (else 401 with the BAD_API_KEY body), `nrql(query:, timeout:)`
+results as `{"data":{"actor":{"account":{"nrql":{"results":[…]}}}}}`, bad NRQL as
+HTTP 200 with `errors`, `TOO_MANY_REQUESTS`/`TIMEOUT` as HTTP 200 with
+`extensions.errorClass`, and `changeTrackingCreateEvent` markers.
+
+NRQL must end in `SINCE <ms> UNTIL <ms>` (epoch milliseconds), as Postflight sends
+it; anything else is answered with an NRQL error, so a client that forgets the
+period fails loudly. Rows are set per NRQL (without the period) and, optionally,
+per period start: `answer(nrql, rows, since=T0)` serves `rows` for periods starting
+at or after T0. A query containing `FORM` is a syntax error, as in the docs' example.
+
+    async with FakeNewRelic(api_key="k") as nr:
+        nr.answer("SELECT percentile(duration, 95) FROM Transaction",
+                  [{"percentile.duration": {"95": 0.2}}])
+        nr.fail("too_many_requests", times=1)
+
+Or as a process: `python -m tests.fakes.newrelic [--port P] [--token KEY]`, then
+`POST /_fake/rows {"nrql": "...", "rows": [...], "since": null}`.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes._server import BODY, Failure, FakeServer, serve_main
+
+Rows = list[dict[str, Any]]
+_PERIOD = re.compile(r"^(?P<nrql>.*\S)\s+SINCE\s+(?P<since>\d+)\s+UNTIL\s+(?P<until>\d+)\s*$", re.S)
+
+
+def _error(message: str, error_class: str | None = None) -> dict[str, Any]:
+    err: dict[str, Any] = {"message": message, "path": ["actor", "account", "nrql"]}
+    if error_class:
+        err["extensions"] = {"errorClass": error_class}
+    return {"data": {"actor": {"account": {"nrql": None}}}, "errors": [err]}
+
+
+class FakeNewRelic(FakeServer):
+    def __init__(self, *, api_key: str = "test-newrelic-key", account_id: int = 1234567) -> None:
+        super().__init__()
+        self.api_key = api_key
+        self.account_id = account_id
+        self.default_rows: Rows = [{"count": 1000}]
+        self.rows: dict[str, list[tuple[float, Rows | Callable[[int, int], Rows]]]] = {}
+        self.markers: list[str] = []
+        self.queries: list[tuple[str, int, int]] = []
+        """(NRQL without the period, since ms, until ms) per NRQL request."""
+
+    @property
+    def graphql_url(self) -> str:
+        return f"{self.url}/graphql"
+
+    def answer(
+        self, nrql: str, rows: Rows | Callable[[int, int], Rows], *, since: float | None = None
+    ) -> None:
+        entries = self.rows.setdefault(nrql.strip(), [])
+        entries.append((float("-inf") if since is None else since * 1000, rows))
+        entries.sort(key=lambda item: item[0])
+
+    def rows_for(self, nrql: str, since_ms: int, until_ms: int) -> Rows:
+        entries = self.rows.get(nrql.strip())
+        if not entries:
+            return self.default_rows
+        chosen = entries[0][1]
+        for since, rows in entries:
+            if since <= since_ms:
+                chosen = rows
+        return chosen(since_ms, until_ms) if callable(chosen) else chosen
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/graphql", self._graphql)
+        app.router.add_post("/_fake/rows", self._control_rows)
+
+    def failure_response(self, failure: Failure, request: web.Request) -> web.StreamResponse:
+        if failure.kind == "401":
+            return web.json_response(
+                {
+                    "errors": [
+                        {
+                            "extensions": {"error_code": "BAD_API_KEY"},
+                            "message": "Bad API Key or no API Key provided",
+                        }
+                    ]
+                },
+                status=401,
+            )
+        if failure.kind == "too_many_requests":
+            return web.json_response(_error("Too many concurrent requests", "TOO_MANY_REQUESTS"))
+        if failure.kind == "timeout":
+            return web.json_response(_error("NRDB query timed out", "TIMEOUT"))
+        if failure.kind == "429":
+            return web.json_response({"errors": [{"message": "Too many requests"}]}, status=429)
+        return super().failure_response(failure, request)
+
+    async def _graphql(self, request: web.Request) -> web.Response:
+        if request.headers.get("API-Key") != self.api_key:
+            return web.json_response(
+                {
+                    "errors": [
+                        {
+                            "extensions": {"error_code": "BAD_API_KEY"},
+                            "message": "Bad API Key or no API Key provided",
+                        }
+                    ]
+                },
+                status=401,
+            )
+        body = request[BODY]
+        if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+            return web.json_response(
+                {"errors": [{"message": "Must provide query string."}]}, status=400
+            )
+        query: str = body["query"]
+        variables = body.get("variables") or {}
+        if "changeTrackingCreateEvent" in query:
+            self.markers.append(query)
+            return web.json_response(
+                {
+                    "data": {
+                        "changeTrackingCreateEvent": {
+                            "changeTrackingEvent": {"changeTrackingId": str(uuid.uuid4())},
+                            "messages": [],
+                        }
+                    }
+                }
+            )
+        if "nrql(" not in query:
+            return web.json_response({"errors": [{"message": "this fake serves nrql only"}]})
+        if variables.get("accountId") != self.account_id:
+            return web.json_response(_error("Account not found or not authorized", None))
+        nrql = variables.get("nrql")
+        if not isinstance(nrql, str):
+            return web.json_response(
+                _error("Variable $nrql of required type Nrql! was not provided.")
+            )
+        match = _PERIOD.match(nrql)
+        if match is None:
+            return web.json_response(
+                _error("this fake requires SINCE <ms> UNTIL <ms> at the end of the NRQL")
+            )
+        base, since, until = match["nrql"], int(match["since"]), int(match["until"])
+        if re.search(r"\bFORM\b", base):
+            return web.json_response(
+                _error("NRQL Syntax Error: Error at line 1 position 8, unexpected 'FORM'")
+            )
+        self.queries.append((base, since, until))
+        results = self.rows_for(base, since, until)
+        return web.json_response({"data": {"actor": {"account": {"nrql": {"results": results}}}}})
+
+    async def _control_rows(self, request: web.Request) -> web.Response:
+        spec = await request.json()
+        self.answer(spec["nrql"], spec["rows"], since=spec.get("since"))
+        return web.json_response({"ok": True})
+
+
+if __name__ == "__main__":
+    serve_main(lambda args: FakeNewRelic(api_key=args.token), sys.argv[1:])

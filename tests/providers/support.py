@@ -1,0 +1,80 @@
+"""Helpers for provider tests: rules, scopes and settings pointed at the fakes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from agent.metrics import Metrics
+from agent.providers.base import DeployScope, Period
+from agent.providers.config import (
+    BaselineSettings,
+    NewRelicScope,
+    NewRelicSettings,
+    SentryScope,
+    SentrySettings,
+)
+from agent.settings import RuleSettings
+from tests.fakes.newrelic import FakeNewRelic
+from tests.fakes.sentry import FakeSentry
+
+SENTRY_TOKEN = "sntrys_test-sentry-token-0123456789"
+NEWRELIC_KEY = "NRAK-TESTKEY0123456789"
+T0 = 1_795_000_000.0  # the deploy (2026-11-18)
+BEFORE = Period(T0 - 3600, T0)
+AFTER = Period(T0, T0 + 120)
+
+# Small budgets keep failure tests fast; retries still get room to happen.
+FAST: dict[str, Any] = {"timeout": 2.0, "request_timeout": 0.8, "max_attempts": 3}
+
+
+def rule(**fields: Any) -> RuleSettings:
+    fields.setdefault("name", f"r-{fields.get('source')}-{fields.get('metric', 'q')}")
+    if "max" not in fields and "min" not in fields:
+        fields.setdefault("max_increase", "50%")
+    return RuleSettings.model_validate(fields)
+
+
+def scope(**overrides: Any) -> DeployScope:
+    values: dict[str, Any] = {
+        "deploy_id": "dep_01TEST",
+        "environment": "production",
+        "version": "v2.4.1",
+        "previous_version": "v2.4.0",
+        "deployed_at": T0,
+        "baseline": BaselineSettings(
+            sentry=SentryScope(project="web", environment="production"),
+            newrelic=NewRelicScope(app_name="web (production)"),
+        ),
+    }
+    values.update(overrides)
+    return DeployScope(**values)
+
+
+def requests_counted(metrics: Metrics, provider: str, result: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "postflight_provider_requests_total", {"provider": provider, "result": result}
+    )
+    return value or 0.0
+
+
+def sentry_settings(fake: FakeSentry, **overrides: Any) -> SentrySettings:
+    return SentrySettings.model_validate(
+        {"base_url": fake.url, "org": fake.org, "token": SENTRY_TOKEN, **FAST, **overrides}
+    )
+
+
+def newrelic_settings(fake: FakeNewRelic, **overrides: Any) -> NewRelicSettings:
+    return NewRelicSettings.model_validate(
+        {
+            "api_url": fake.graphql_url,
+            "account_id": fake.account_id,
+            "api_key": NEWRELIC_KEY,
+            **FAST,
+            **overrides,
+        }
+    )
+
+
+def now() -> float:
+    return time.time()

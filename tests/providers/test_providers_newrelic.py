@@ -1,0 +1,214 @@
+"""New Relic provider against the fake NerdGraph: periods, result shapes, failures."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from agent.metrics import Metrics
+from agent.providers.base import Period
+from agent.providers.client import ProviderError
+from agent.providers.config import BaselineSettings, NewRelicSettings
+from agent.providers.newrelic import NewRelicProvider, nrql_for, observation_from_rows
+from tests.fakes.newrelic import FakeNewRelic
+from tests.providers.support import (
+    AFTER,
+    BEFORE,
+    NEWRELIC_KEY,
+    T0,
+    newrelic_settings,
+    requests_counted,
+    rule,
+    scope,
+)
+
+P95 = "SELECT percentile(duration, 95) FROM Transaction WHERE appName = 'web (production)'"
+
+
+async def test_p95_before_and_after_the_deploy_with_the_periods_appended(
+    newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic, metrics: Metrics
+) -> None:
+    newrelic_fake.answer(P95, [{"percentile.duration": {"95": 0.2}}])
+    newrelic_fake.answer(P95, [{"percentile.duration": {"95": 0.9}}], since=T0)
+    r = rule(source="newrelic", nrql=P95, max_increase="25%")
+
+    baseline = await newrelic.fetch(r, scope(), BEFORE, "v2.4.0")
+    current = await newrelic.fetch(r, scope(), AFTER, "v2.4.1")
+
+    assert (baseline.value, current.value) == (0.2, 0.9)
+    assert current.quantile == 0.95
+    assert newrelic_fake.queries == [
+        (P95, int((T0 - 3600) * 1000), int(T0 * 1000)),
+        (P95, int(T0 * 1000), int((T0 + 120) * 1000)),
+    ]
+    assert current.query == f"{P95} SINCE {int(T0 * 1000)} UNTIL {int((T0 + 120) * 1000)}"
+    sent = newrelic_fake.requests[0]
+    assert sent.headers["API-Key"] == NEWRELIC_KEY
+    assert sent.body["variables"]["accountId"] == newrelic_fake.account_id
+    assert "nrql(query: $nrql" in sent.body["query"]
+    assert requests_counted(metrics, "newrelic", "ok") == 2
+
+
+@pytest.mark.parametrize(("rows", "expected"), [
+    ([{"count": 1000}], (1000.0, 1000, None)),
+    ([{"percentage": 4.5}], (4.5, None, None)),
+    ([{"errPct": 1.25}], (1.25, None, None)),
+    ([{"percentile.duration": {"95": 0.2, "99": 0.4}}], (0.2, None, None)),
+    ([{"rpm": 1200.5}], (1200.5, None, None)),
+    ([{"errors": 12, "total": 400}], (0.03, 12, 400)),
+    ([{"total": 400, "failed": 40}], (0.1, 40, 400)),
+    ([{"value": 0.07, "errors": 7, "total": 100}], (0.07, 7, 100)),
+    ([{"average.duration": None}], (None, None, None)),
+    ([], (None, None, None)),
+    ([{"beginTimeSeconds": 1, "endTimeSeconds": 2, "count": 5}], (5.0, 5, None)),
+])
+def test_result_rows_become_observations(
+    rows: list[dict[str, object]], expected: tuple[float | None, int | None, int | None]
+) -> None:
+    obs = observation_from_rows(rows, "q")
+    assert (obs.value, obs.count, obs.total) == expected
+
+
+def test_several_rows_are_refused_because_a_rule_needs_one_number() -> None:
+    with pytest.raises(ProviderError, match="2 rows"):
+        observation_from_rows([{"appName": "a", "count": 1}, {"appName": "b", "count": 2}], "q")
+
+
+def test_the_period_goes_in_epoch_milliseconds() -> None:
+    assert nrql_for("SELECT count(*) FROM Transaction ;", Period(1.0005, 2.5)) == (
+        "SELECT count(*) FROM Transaction SINCE 1000 UNTIL 2500")
+
+
+async def test_a_bad_nrql_is_rejected_once_without_retrying(
+    newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic, metrics: Metrics
+) -> None:
+    r = rule(source="newrelic", nrql="SELECT count(*) FORM Transaction", max=1)
+    obs = await newrelic.fetch(r, scope(), AFTER, None)
+    assert obs.value is None
+    assert obs.error == ("NRQL rejected: NRQL Syntax Error: Error at line 1 position 8,"
+                         " unexpected 'FORM'")
+    assert len(newrelic_fake.requests) == 1
+    assert requests_counted(metrics, "newrelic", "error") == 1
+
+
+@pytest.mark.parametrize("kind", ["too_many_requests", "timeout", "429", "500"])
+async def test_throttling_and_server_errors_are_retried(
+    newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic, kind: str
+) -> None:
+    newrelic_fake.fail(kind, times=2)
+    obs = await newrelic.fetch(rule(source="newrelic", nrql="SELECT count(*) FROM Transaction",
+                                    max=1), scope(), AFTER, None)
+    assert obs.error is None and obs.value == 1000.0
+    assert len(newrelic_fake.requests) == 3
+
+
+async def test_throttling_that_does_not_stop_is_an_error_observation(
+    newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic
+) -> None:
+    newrelic_fake.fail("too_many_requests")
+    obs = await newrelic.fetch(rule(source="newrelic", nrql="SELECT count(*) FROM Transaction",
+                                    max=1), scope(), AFTER, None)
+    assert obs.error == "New Relic answered TOO_MANY_REQUESTS (after 3 attempts)"
+
+
+async def test_a_rejected_key_is_named_and_never_shown(
+    newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic
+) -> None:
+    newrelic_fake.fail("401")
+    obs = await newrelic.fetch(rule(source="newrelic", nrql="SELECT count(*) FROM Transaction",
+                                    max=1), scope(), AFTER, None)
+    assert obs.error == "New Relic API key rejected (401)"
+    assert NEWRELIC_KEY not in repr(obs)
+    assert len(newrelic_fake.requests) == 1
+
+
+@pytest.mark.parametrize(("kind", "message"), [
+    ("hang", "did not answer"),
+    ("malformed", "malformed answer from New Relic"),
+    ("bad_shape", "unexpected answer from New Relic"),
+])
+async def test_hangs_and_garbled_answers_are_error_observations(
+    newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic, kind: str, message: str
+) -> None:
+    newrelic_fake.fail(kind)
+    obs = await newrelic.fetch(rule(source="newrelic", nrql="SELECT count(*) FROM Transaction",
+                                    max=1), scope(), AFTER, None)
+    assert obs.value is None and obs.error is not None and message in obs.error
+
+
+async def test_never_more_than_25_requests_in_flight(
+    newrelic_fake: FakeNewRelic, metrics: Metrics
+) -> None:
+    newrelic_fake.delay = 0.05
+    provider = NewRelicProvider(newrelic_settings(newrelic_fake, timeout=10.0), metrics=metrics)
+    try:
+        observations = await asyncio.gather(*(
+            provider.fetch(rule(name=f"r{i}", source="newrelic",
+                                nrql=f"SELECT count(*) FROM Transaction WHERE n = {i}", max=1),
+                           scope(), AFTER, None)
+            for i in range(60)
+        ))
+    finally:
+        await provider.aclose()
+    assert all(o.error is None for o in observations)
+    assert len(newrelic_fake.requests) == 60
+    assert 1 < newrelic_fake.peak_in_flight <= 25
+
+
+def test_more_than_25_in_flight_is_refused_by_the_config() -> None:
+    with pytest.raises(ValueError, match="25"):
+        NewRelicSettings.model_validate(
+            {"account_id": 1, "api_key": "k" * 8, "max_in_flight": 26})
+
+
+def test_region_picks_the_nerdgraph_url() -> None:
+    eu = NewRelicSettings.model_validate({"region": "eu", "account_id": 1, "api_key": "k" * 8})
+    assert eu.api_url == "https://api.eu.newrelic.com/graphql"
+    provider = NewRelicProvider(eu, metrics=Metrics())
+    r = rule(source="newrelic", nrql=P95, max=1)
+    link = provider.link(r, scope(), AFTER)
+    assert link is not None
+    parts = urlsplit(link)
+    assert parts.netloc == "one.eu.newrelic.com"
+    assert parse_qs(parts.query)["query"] == [nrql_for(P95, AFTER)]
+    assert parse_qs(parts.query)["account"] == ["1"]
+
+
+def test_no_link_for_an_unknown_host_without_web_url(newrelic: NewRelicProvider) -> None:
+    assert newrelic.link(rule(source="newrelic", nrql=P95, max=1), scope(), AFTER) is None
+
+
+async def test_change_tracking_markers_at_deploy_and_rollback(
+    newrelic_fake: FakeNewRelic, metrics: Metrics
+) -> None:
+    provider = NewRelicProvider(newrelic_settings(newrelic_fake, markers=True), metrics=metrics)
+    try:
+        await provider.mark(scope(), "deploy")
+        await provider.mark(scope(), "rollback")
+        guid = BaselineSettings.model_validate({"newrelic": {"entity_guid": "MXxBUE18"}})
+        await provider.mark(scope(baseline=guid), "deploy")
+    finally:
+        await provider.aclose()
+    deploy, rollback, by_guid = newrelic_fake.markers
+    assert 'version: "v2.4.1"' in deploy
+    assert "name = 'web (production)' AND domain = 'APM'" in deploy
+    assert 'category: "deployment"' in deploy
+    assert 'version: "v2.4.0"' in rollback and "rolled back v2.4.1" in rollback
+    assert "id = 'MXxBUE18'" in by_guid
+    assert requests_counted(metrics, "newrelic", "ok") == 3
+
+
+async def test_markers_are_off_by_default_and_failures_never_raise(
+    newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic, metrics: Metrics
+) -> None:
+    await newrelic.mark(scope(), "deploy")
+    assert newrelic_fake.requests == []
+    provider = NewRelicProvider(newrelic_settings(newrelic_fake, markers=True), metrics=metrics)
+    newrelic_fake.fail("401")
+    try:
+        await provider.mark(scope(), "deploy")
+    finally:
+        await provider.aclose()
+    assert requests_counted(metrics, "newrelic", "error") == 1

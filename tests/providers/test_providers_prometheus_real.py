@@ -1,0 +1,134 @@
+"""Prometheus provider against a real Prometheus scraping a target the test drives.
+
+One Prometheus (Debian package `prometheus`) per module, scraping every second.
+Skipped with a reason when the binary is missing; with POSTFLIGHT_REQUIRE_ALL=1
+(CI) a missing binary fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+import pytest_asyncio
+
+from agent.metrics import Metrics
+from agent.providers.base import Period
+from agent.providers.config import PrometheusSettings
+from agent.providers.prometheus import PrometheusProvider
+from tests.fakes.prometheus import PrometheusProcess, ScrapeTarget, prometheus_binary
+from tests.providers.support import rule, scope
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+RATIO = (
+    'sum(rate(http_requests_total{job="web",code=~"5.."}[3s]))'
+    ' / sum(rate(http_requests_total{job="web"}[3s]))'
+)
+
+
+@dataclass
+class Stack:
+    prometheus: PrometheusProcess
+    target: ScrapeTarget
+
+
+def _require_binary() -> None:
+    if prometheus_binary() is not None:
+        return
+    reason = "prometheus binary not found (apt-get install prometheus)"
+    if os.environ.get("POSTFLIGHT_REQUIRE_ALL") == "1":
+        pytest.fail(f"{reason}; POSTFLIGHT_REQUIRE_ALL=1 forbids skipping")
+    pytest.skip(reason)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack() -> AsyncIterator[Stack]:
+    _require_binary()
+    target = await ScrapeTarget().start()
+    target.set_rates({"200": 100.0, "500": 1.0})
+    prometheus = PrometheusProcess([target.address], job="web", scrape_interval="1s")
+    try:
+        await prometheus.start()
+        await target.wait_for_scrapes(3)
+        yield Stack(prometheus, target)
+    finally:
+        await prometheus.stop()
+        await target.stop()
+
+
+def provider_for(stack: Stack, metrics: Metrics | None = None) -> PrometheusProvider:
+    settings = PrometheusSettings.model_validate({"url": stack.prometheus.url, "timeout": "5s"})
+    return PrometheusProvider(settings, metrics=metrics or Metrics())
+
+
+async def test_5xx_ratio_before_and_after_a_bad_deploy(stack: Stack) -> None:
+    provider = provider_for(stack)
+    r = rule(name="http-5xx", source="prometheus", query=RATIO, max=0.05)
+    try:
+        healthy_from = time.time()
+        await stack.target.wait_for_scrapes(3)
+        t0 = time.time()
+        stack.target.set_rates({"200": 80.0, "500": 20.0})  # the bad release
+        await stack.target.wait_for_scrapes(5)
+        now = time.time()
+
+        baseline = await provider.fetch(r, scope(deployed_at=t0), Period(healthy_from, t0), None)
+        current = await provider.fetch(r, scope(deployed_at=t0), Period(t0, now), None)
+    finally:
+        stack.target.set_rates({"200": 100.0, "500": 1.0})
+        await provider.aclose()
+
+    assert baseline.error is None and current.error is None
+    assert baseline.value is not None and current.value is not None
+    assert baseline.value < 0.05  # ~1% while healthy
+    assert current.value > 0.08  # ~20% once the bad release serves
+    assert current.query == RATIO
+    assert current.seconds == pytest.approx(now - t0)
+
+
+async def test_a_metric_with_no_series_is_no_data_not_an_error(stack: Stack) -> None:
+    provider = provider_for(stack)
+    try:
+        obs = await provider.fetch(
+            rule(source="prometheus", query="sum(rate(no_such_metric_total[5s]))", max=1),
+            scope(), Period(time.time() - 5, time.time()), None)
+    finally:
+        await provider.aclose()
+    assert obs.value is None and obs.error is None
+
+
+async def test_several_series_must_be_aggregated(stack: Stack) -> None:
+    provider = provider_for(stack)
+    try:
+        obs = await provider.fetch(
+            rule(source="prometheus", query="rate(http_requests_total[3s])", max=1),
+            scope(), Period(time.time() - 3, time.time()), None)
+    finally:
+        await provider.aclose()
+    assert obs.error is not None and "2 series" in obs.error and "aggregate" in obs.error
+
+
+async def test_bad_promql_is_rejected_with_prometheus_reason(stack: Stack) -> None:
+    metrics = Metrics()
+    provider = provider_for(stack, metrics)
+    try:
+        obs = await provider.fetch(rule(source="prometheus", query="sum(rate(x[5s]", max=1),
+                                   scope(), Period(time.time() - 5, time.time()), None)
+    finally:
+        await provider.aclose()
+    assert obs.error is not None and obs.error.startswith("PromQL rejected: ")
+    assert provider.http_requests == 1  # a bad query is not retried
+
+
+async def test_a_scalar_expression_is_one_number(stack: Stack) -> None:
+    provider = provider_for(stack)
+    try:
+        obs = await provider.fetch(rule(source="prometheus", query="scalar(vector(2)) * 3", max=9),
+                                   scope(), Period(time.time() - 10, time.time()), None)
+    finally:
+        await provider.aclose()
+    assert obs.value == 6.0

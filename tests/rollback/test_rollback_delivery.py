@@ -1,0 +1,469 @@
+"""The rollback webhook, contract §3, against a real local receiver and a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from agent import __version__
+from agent.metrics import Metrics
+from agent.records import RollbackIntent
+from agent.rollback import (
+    RollbackDelivery,
+    backoff_delay,
+    retry_after_seconds,
+    rollback_body,
+    rollback_intent,
+    sign,
+    verify,
+)
+from agent.store.sqlite import SqliteStore
+from tests.receivers import Reply, RollbackAttempt, RollbackReceiver, expected_signature
+from tests.rollback.support import (
+    BREACH,
+    REQUESTED_AT,
+    SECRET,
+    FakeSleep,
+    make_window,
+    settings,
+    stored_intent,
+)
+
+
+@pytest.fixture
+def sleep() -> FakeSleep:
+    return FakeSleep()
+
+
+@pytest.fixture
+async def delivery(store: SqliteStore, metrics: Metrics, sleep: FakeSleep) -> Any:
+    sender = RollbackDelivery(store, metrics, sleep=sleep, random=lambda: 0.5)
+    yield sender
+    await sender.aclose()
+
+
+def counter(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return value or 0.0
+
+
+# ------------------------------------------------------------------ the body
+
+
+def test_body_is_the_contract_json_compact_and_in_order() -> None:
+    body = rollback_body(make_window(), "probe-errors failed", [BREACH], REQUESTED_AT)
+    assert body == (
+        '{"event":"rollback","deploy":{"id":"dep_01JDTEST","environment":"production",'
+        '"version":"v2.4.1","previous_version":"v2.4.0","commit":"9fceb02",'
+        '"labels":{"pipeline":"run-1234"},"deployed_at":"2026-11-26T14:00:00Z"},'
+        '"reason":"probe-errors failed","breaches":[{"rule":"probe-errors","source":"checks",'
+        '"metric":"error_rate","observed":0.31,"baseline":0.0,"threshold":"max 0.05",'
+        '"detail":"31 of 100 probes failed"}],"requested_at":"2026-11-26T14:01:30Z"}'
+    )
+
+
+def test_body_takes_api_rule_dicts_and_drops_non_json_numbers() -> None:
+    rule = {
+        "name": "p95",
+        "source": "checks",
+        "metric": "latency_p95",
+        "outcome": "fail",
+        "observed": float("nan"),
+        "baseline": float("inf"),
+        "threshold": "max 500ms",
+        "detail": "slow",
+        "evidence": {"p": 0.001},
+    }
+    breach = json.loads(rollback_body(make_window(), "r", [rule], REQUESTED_AT))["breaches"][0]
+    assert list(breach) == [
+        "rule", "source", "metric", "observed", "baseline", "threshold", "detail"
+    ]  # fmt: skip
+    assert breach["rule"] == "p95"
+    assert breach["observed"] is None and breach["baseline"] is None
+
+
+def test_signature_is_hmac_sha256_over_timestamp_dot_body() -> None:
+    body = b'{"event":"rollback"}'
+    signature = sign("key", 1795701690, body)
+    assert signature == expected_signature("key", "1795701690", body)
+    assert signature.startswith("sha256=") and signature == signature.lower()
+    assert len(signature) == len("sha256=") + 64
+    assert verify("key", "1795701690", body, signature)
+    assert not verify("key", "1795701691", body, signature)
+    assert not verify("other", "1795701690", body, signature)
+
+
+def test_dry_run_intent_is_skipped_and_never_pending() -> None:
+    intent = rollback_intent(make_window(), "r", [BREACH], REQUESTED_AT, dry_run=True)
+    assert intent.state == "skipped"
+    assert json.loads(intent.body)["event"] == "rollback"
+
+
+# -------------------------------------------------------------- backoff maths
+
+
+def test_backoff_is_exponential_full_jitter_capped() -> None:
+    conf = settings("http://127.0.0.1:1/rollback", backoff=1.0, max_backoff=10.0)
+    assert [backoff_delay(n, conf, random=lambda: 1.0) for n in (1, 2, 3, 4, 5)] == [
+        1.0, 2.0, 4.0, 8.0, 10.0
+    ]  # fmt: skip
+    assert backoff_delay(3, conf, random=lambda: 0.0) == 0.0
+    assert backoff_delay(3, conf, random=lambda: 0.5) == 2.0
+    assert backoff_delay(1, conf, retry_after=7.0) == 7.0
+    assert backoff_delay(1, conf, retry_after=120.0) == 10.0
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    now = 1795701690.0  # Thu, 26 Nov 2026 14:01:30 GMT
+    assert retry_after_seconds("3", now) == 3.0
+    assert retry_after_seconds("Thu, 26 Nov 2026 14:01:40 GMT", now) == 10.0
+    assert retry_after_seconds("Thu, 26 Nov 2026 14:00:00 GMT", now) == 0.0
+    assert retry_after_seconds("soon", now) is None
+    assert retry_after_seconds(None, now) is None
+
+
+# ------------------------------------------------------------------ delivery
+
+
+async def test_delivered_first_time_with_the_contract_headers(
+    store: SqliteStore, delivery: RollbackDelivery, metrics: Metrics, rollback_receiver: Any
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    intent = await stored_intent(store)
+
+    done = await delivery.deliver(intent, settings(receiver.url), "production")
+
+    assert done.state == "delivered" and done.attempts == 1 and done.last_status == 200
+    [attempt] = receiver.attempts
+    assert attempt.signature_ok
+    headers = attempt.headers
+    assert headers["Content-Type"] == "application/json"
+    assert headers["User-Agent"] == f"postflight/{__version__}"
+    assert headers["Idempotency-Key"] == "dep_01JDTEST"
+    assert headers["X-Postflight-Event"] == "rollback"
+    assert headers["X-Postflight-Timestamp"].isdigit()
+    assert attempt.body == intent.body
+    assert receiver.delivered == {"dep_01JDTEST": intent.body}
+    stored = await store.get_rollback("dep_01JDTEST")
+    assert stored is not None and stored.state == "delivered" and stored.finished_at
+    [row] = await store.deliveries("dep_01JDTEST")
+    assert (row.attempt, row.status, row.error) == (1, 200, None)
+    assert counter(metrics, "postflight_rollbacks_total", environment="production",
+                   result="delivered") == 1  # fmt: skip
+    assert counter(metrics, "postflight_rollback_attempts_total", environment="production",
+                   result="delivered") == 1  # fmt: skip
+
+
+async def test_503_twice_then_200_retries_with_the_same_body_and_key(
+    store: SqliteStore,
+    delivery: RollbackDelivery,
+    sleep: FakeSleep,
+    metrics: Metrics,
+    rollback_receiver: Any,
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(503, 503, 200))
+    intent = await stored_intent(store)
+
+    done = await delivery.deliver(intent, settings(receiver.url), "production")
+
+    assert done.state == "delivered" and done.attempts == 3
+    assert [a.status for a in receiver.attempts] == [503, 503, 200]
+    assert {a.body for a in receiver.attempts} == {intent.body}
+    assert {a.idempotency_key for a in receiver.attempts} == {"dep_01JDTEST"}
+    assert all(a.signature_ok for a in receiver.attempts)
+    assert sleep.waits == [0.5, 1.0]  # full jitter with random()=0.5: 0.5·1s, 0.5·2s
+    rows = await store.deliveries("dep_01JDTEST")
+    assert [(r.attempt, r.status) for r in rows] == [(1, 503), (2, 503), (3, 200)]
+    assert counter(metrics, "postflight_rollback_attempts_total", environment="production",
+                   result="retryable") == 2  # fmt: skip
+
+
+async def test_retry_after_is_honoured_and_capped(
+    store: SqliteStore, delivery: RollbackDelivery, sleep: FakeSleep, rollback_receiver: Any
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(
+        SECRET, script=("429:retry-after=7", "503:retry-after=120", 200)
+    )
+    intent = await stored_intent(store)
+
+    done = await delivery.deliver(intent, settings(receiver.url, max_backoff=30.0), "production")
+
+    assert done.state == "delivered"
+    assert sleep.waits == [7.0, 30.0]
+
+
+async def test_400_fails_at_once(
+    store: SqliteStore, delivery: RollbackDelivery, metrics: Metrics, rollback_receiver: Any
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(400,))
+    intent = await stored_intent(store)
+
+    done = await delivery.deliver(intent, settings(receiver.url), "production")
+
+    assert done.state == "failed" and done.attempts == 1 and done.last_status == 400
+    assert len(receiver.attempts) == 1
+    assert counter(metrics, "postflight_rollbacks_total", environment="production",
+                   result="failed") == 1  # fmt: skip
+
+
+async def test_redirect_is_not_followed_and_fails(
+    store: SqliteStore, delivery: RollbackDelivery, rollback_receiver: Any
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(
+        SECRET, script=("302:location=http://127.0.0.1:1/elsewhere",)
+    )
+    done = await delivery.deliver(await stored_intent(store), settings(receiver.url), "prod")
+    assert done.state == "failed" and len(receiver.attempts) == 1
+    assert done.last_error is not None and "redirect" in done.last_error
+
+
+async def test_gives_up_after_max_attempts(
+    store: SqliteStore, delivery: RollbackDelivery, sleep: FakeSleep, rollback_receiver: Any
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    receiver.script(*[503] * 10)
+
+    done = await delivery.deliver(
+        await stored_intent(store), settings(receiver.url, max_attempts=3), "production"
+    )
+
+    assert done.state == "failed" and done.attempts == 3 and done.last_status == 503
+    assert len(receiver.attempts) == 3 and len(sleep.waits) == 2
+    assert receiver.delivered == {}
+
+
+async def test_a_hung_webhook_times_out_and_is_retried(
+    store: SqliteStore, delivery: RollbackDelivery, rollback_receiver: Any
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=("hang", 200))
+
+    done = await delivery.deliver(
+        await stored_intent(store), settings(receiver.url, timeout=0.2), "production"
+    )
+
+    assert done.state == "delivered" and done.attempts == 2
+    first, second = await store.deliveries("dep_01JDTEST")
+    assert first.status is None and first.error is not None and "timed out" in first.error
+    assert second.status == 200
+
+
+async def test_connection_refused_is_retried_then_fails_without_raising(
+    store: SqliteStore, delivery: RollbackDelivery
+) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/rollback"
+
+    done = await delivery.deliver(
+        await stored_intent(store), settings(url, max_attempts=2), "production"
+    )
+
+    assert done.state == "failed" and done.attempts == 2 and done.last_status is None
+    rows = await store.deliveries("dep_01JDTEST")
+    assert all(r.error for r in rows)
+
+
+async def test_each_attempt_is_stored_before_it_is_sent(
+    store: SqliteStore, delivery: RollbackDelivery, rollback_receiver: Any
+) -> None:
+    seen: list[tuple[int, int]] = []
+
+    async def look(attempt: RollbackAttempt) -> None:
+        stored = await store.get_rollback("dep_01JDTEST")
+        assert stored is not None
+        seen.append((attempt.n, stored.attempts))
+
+    receiver: RollbackReceiver = await rollback_receiver(
+        SECRET, script=(503, 500, 200), on_attempt=look
+    )
+    await delivery.deliver(await stored_intent(store), settings(receiver.url), "production")
+
+    assert seen == [(1, 1), (2, 2), (3, 3)]
+
+
+async def test_resumes_after_a_crash_at_attempt_3(
+    tmp_path: Path, metrics: Metrics, sleep: FakeSleep, rollback_receiver: Any
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    path = tmp_path / "crash.db"
+    before = SqliteStore(path)
+    await before.open()
+    intent = await stored_intent(before)
+    intent.attempts = 2  # two attempts went out, then the process died
+    intent.last_status = 503
+    await before.update_rollback(intent)
+    await before.close()
+
+    after = SqliteStore(path)  # the restarted process
+    await after.open()
+    try:
+        [pending] = await after.pending_rollbacks()
+        sender = RollbackDelivery(after, metrics, sleep=sleep)
+        done = await sender.deliver(pending, settings(receiver.url, max_attempts=3), "production")
+        await sender.aclose()
+
+        assert done.state == "delivered" and done.attempts == 3
+        assert len(receiver.attempts) == 1
+        [row] = await after.deliveries("dep_01JDTEST")
+        assert row.attempt == 3
+        assert await after.pending_rollbacks() == []
+    finally:
+        await after.close()
+
+
+async def test_a_resumed_delivery_with_no_attempts_left_fails_without_sending(
+    store: SqliteStore, delivery: RollbackDelivery, rollback_receiver: Any
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    intent = await stored_intent(store)
+    intent.attempts = 3
+    await store.update_rollback(intent)
+
+    done = await delivery.deliver(intent, settings(receiver.url, max_attempts=3), "production")
+
+    assert done.state == "failed" and receiver.attempts == []
+    assert done.last_error is not None
+
+
+async def test_a_resumed_delivery_waits_out_its_stored_backoff(
+    store: SqliteStore, metrics: Metrics, sleep: FakeSleep, rollback_receiver: Any
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    intent = await stored_intent(store)
+    intent.attempts = 1
+    intent.next_attempt_at = 1_000_012.0
+    await store.update_rollback(intent)
+
+    sender = RollbackDelivery(store, metrics, sleep=sleep, clock=lambda: 1_000_000.0)
+    done = await sender.deliver(intent, settings(receiver.url), "production")
+    await sender.aclose()
+
+    assert done.state == "delivered" and done.attempts == 2
+    assert sleep.waits == [12.0]
+
+
+async def test_cancelled_mid_delivery_stays_pending_then_resumes(
+    store: SqliteStore, delivery: RollbackDelivery, rollback_receiver: Any
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=("hang",))
+    intent = await stored_intent(store)
+    conf = settings(receiver.url)
+
+    task = asyncio.create_task(delivery.deliver(intent, conf, "production"))
+    await receiver.wait_for_attempts(1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    stored = await store.get_rollback("dep_01JDTEST")
+    assert stored is not None and stored.state == "pending" and stored.attempts == 1
+    done = await delivery.deliver(stored, conf, "production")
+    assert done.state == "delivered" and done.attempts == 2
+    assert len(receiver.delivered) == 1
+
+
+async def test_a_delivered_rollback_is_never_sent_again(
+    store: SqliteStore, delivery: RollbackDelivery, rollback_receiver: Any
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    intent = await stored_intent(store)
+    conf = settings(receiver.url)
+
+    first, second = await asyncio.gather(
+        delivery.deliver(intent, conf, "production"),
+        delivery.deliver(intent, conf, "production"),
+    )
+    third = await delivery.deliver(intent, conf, "production")
+
+    assert first.state == second.state == third.state == "delivered"
+    assert len(receiver.attempts) == 1
+
+
+async def test_an_intent_missing_from_the_store_is_not_sent(
+    delivery: RollbackDelivery, rollback_receiver: Any
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    intent = rollback_intent(make_window("dep_unstored"), "r", [BREACH], REQUESTED_AT)
+
+    done = await delivery.deliver(intent, settings(receiver.url), "production")
+
+    assert done.state == "pending" and receiver.attempts == []
+
+
+class BrokenStore:
+    """A store that cannot be written: `deliver` must not send what it cannot record."""
+
+    def __init__(self, inner: SqliteStore) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        return getattr(self._inner, name)  # type: ignore[no-any-return]
+
+    async def update_rollback(self, intent: RollbackIntent) -> None:
+        raise RuntimeError("disk I/O error")
+
+
+async def test_nothing_is_sent_when_the_attempt_cannot_be_stored(
+    store: SqliteStore, metrics: Metrics, sleep: FakeSleep, rollback_receiver: Any
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    intent = await stored_intent(store)
+    sender = RollbackDelivery(BrokenStore(store), metrics, sleep=sleep)  # type: ignore[arg-type]
+
+    done = await sender.deliver(intent, settings(receiver.url), "production")
+    await sender.aclose()
+
+    assert done.state == "pending" and receiver.attempts == []
+
+
+async def test_the_secret_never_reaches_logs_or_stored_errors(
+    store: SqliteStore,
+    delivery: RollbackDelivery,
+    rollback_receiver: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(503, 401))
+    intent = await stored_intent(store)
+    await delivery.deliver(intent, settings(receiver.url), "production")
+
+    rows = await store.deliveries("dep_01JDTEST")
+    assert len(rows) == 2
+    assert SECRET not in caplog.text
+    assert all(SECRET not in (r.error or "") for r in rows)
+    assert all(SECRET not in json.dumps(a.headers) for a in receiver.attempts)
+
+
+async def test_receiver_refuses_a_bad_signature(rollback_receiver: Any) -> None:
+    """The receiver really checks: a request signed with another secret gets 401."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    body = b'{"event":"rollback"}'
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            receiver.url,
+            data=body,
+            headers={
+                "Idempotency-Key": "dep_x",
+                "X-Postflight-Timestamp": "1",
+                "X-Postflight-Signature": sign("wrong", 1, body),
+            },
+        ) as response,
+    ):
+        assert response.status == 401
+    assert receiver.attempts[0].signature_ok is False and receiver.delivered == {}
+
+
+def test_reply_script_parses() -> None:
+    assert Reply.parse("503:retry-after=1") == Reply(503, {"Retry-After": "1"})
+    assert Reply.parse("hang").hang
+    assert Reply.parse("200:delay=0.5").delay == 0.5

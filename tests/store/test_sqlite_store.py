@@ -1,0 +1,45 @@
+"""SQLite-only checks; the behaviour every backend shares is in test_store_contract.py."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from agent.store.base import StoreError
+from agent.store.sqlite import SCHEMA_VERSION, SqliteStore
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "pf.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def test_uses_wal_and_records_schema_version(
+    sqlite_store: SqliteStore, tmp_path: Path
+) -> None:
+    rows = sqlite3.connect(tmp_path / "pf.db").execute("PRAGMA journal_mode").fetchall()
+    assert rows[0][0] == "wal"
+    version = sqlite3.connect(tmp_path / "pf.db").execute(
+        "SELECT value FROM meta WHERE key='schema_version'"
+    ).fetchone()
+    assert int(version[0]) == SCHEMA_VERSION
+
+
+async def test_a_refused_open_leaves_the_store_closed(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "pf.db")
+    await s.open()
+    await s.close()
+    db = sqlite3.connect(tmp_path / "pf.db")
+    db.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    refused = SqliteStore(tmp_path / "pf.db")
+    with pytest.raises(StoreError, match="newer"):
+        await refused.open()
+    assert not await refused.ping()

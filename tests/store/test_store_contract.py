@@ -1,0 +1,299 @@
+"""The store contract: what every backend must do, run against SQLite and PostgreSQL.
+
+Transactions, supersede, leases, paging, migrations, rollback intents, alert claims and
+probe summaries. A backend passes only if it answers exactly like the reference
+(`agent.store.sqlite`); backend-specific checks live in test_sqlite_store.py and
+test_postgres_store.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from agent.records import (
+    DeliveryAttempt,
+    DeployWindow,
+    IdempotentResponse,
+    RollbackIntent,
+    RoundRecord,
+)
+from agent.store.base import Conflict, Store, StoreError
+from tests.store.conftest import Backend
+
+
+def window(wid: str, env: str = "production", created: float = 100.0) -> DeployWindow:
+    return DeployWindow(
+        id=wid, environment=env, version="v1", previous_version="v0", commit=None,
+        labels={"a": "b"}, state="watching", deployed_at=created, ends_at=created + 60,
+        created_at=created,
+    )
+
+
+async def test_refuses_a_newer_schema(backend: Backend) -> None:
+    s = backend.make()
+    await s.open()
+    await s.close()
+    await backend.set_schema_version(999)
+    with pytest.raises(StoreError, match="newer"):
+        await backend.make().open()
+
+
+async def test_reopening_keeps_data_and_does_not_migrate_twice(backend: Backend) -> None:
+    s = backend.make()
+    await s.open()
+    await s.create_window(window("dep_1"))
+    await s.close()
+    s = backend.make()
+    await s.open()
+    again = await s.get_window("dep_1")
+    assert again is not None and again == window("dep_1")
+    await s.close()
+
+
+async def test_new_window_supersedes_the_active_one(store: Store) -> None:
+    await store.create_window(window("dep_1"))
+    await store.create_window(window("dep_x", env="staging"))
+    created = await store.create_window(window("dep_2", created=101))
+    assert [w.id for w in created.superseded] == ["dep_1"]
+    old = await store.get_window("dep_1")
+    assert old is not None and old.state == "superseded"
+    other = await store.get_window("dep_x")
+    assert other is not None and other.state == "watching"
+    assert created.superseded[0].state == "superseded"
+    assert created.superseded[0].ended_at == 101
+    assert old.ended_at == 101 and old.lease_owner is None
+
+
+async def test_window_round_trips_every_field(store: Store) -> None:
+    w = window("dep_1")
+    w.commit = "abc123"
+    w.labels = {"z": "1", "a": "2"}
+    w.verdict = {"outcome": "pending", "p": math.inf}
+    w.baseline = {"latency": {"p95": 0.25}}
+    await store.create_window(w)
+    got = await store.get_window("dep_1")
+    assert got == w
+    assert got is not None and list(got.labels) == ["z", "a"]  # key order kept
+    assert await store.get_window("nope") is None
+
+
+async def test_idempotency_is_stored_with_the_window(store: Store) -> None:
+    idem = IdempotentResponse("key-1", "hash", 201, {"id": "dep_1"})
+    await store.create_window(window("dep_1"), idem)
+    again = await store.idempotent_response("key-1")
+    assert again == idem
+    assert await store.idempotent_response("other") is None
+
+
+async def test_a_reused_idempotency_key_undoes_the_whole_insert(store: Store) -> None:
+    """The idempotency row shares the window's transaction: both or neither."""
+    await store.create_window(window("dep_1"), IdempotentResponse("key-1", "h", 201, {}))
+    with pytest.raises(Exception):  # noqa: B017 - SQLite: IntegrityError; PostgreSQL: Conflict
+        await store.create_window(
+            window("dep_2", created=101), IdempotentResponse("key-1", "h", 201, {})
+        )
+    assert await store.get_window("dep_2") is None
+    first = await store.get_window("dep_1")
+    assert first is not None and first.state == "watching"  # the supersede was undone too
+
+
+async def test_list_pages_newest_first_with_a_cursor(store: Store) -> None:
+    for i in range(5):
+        await store.create_window(window(f"dep_{i}", env=f"e{i}", created=100 + i))
+    first = await store.list_windows(limit=2)
+    assert [w.id for w in first.items] == ["dep_4", "dep_3"]
+    assert first.next_cursor
+    second = await store.list_windows(limit=2, cursor=first.next_cursor)
+    assert [w.id for w in second.items] == ["dep_2", "dep_1"]
+    third = await store.list_windows(limit=2, cursor=second.next_cursor)
+    assert [w.id for w in third.items] == ["dep_0"]
+    assert third.next_cursor is None
+    with pytest.raises(ValueError):
+        await store.list_windows(cursor="garbage!!")
+
+
+async def test_list_filters_and_breaks_ties_by_id(store: Store) -> None:
+    for wid in ("dep_a", "dep_b", "dep_c"):
+        await store.create_window(window(wid, env=wid, created=100.5))
+    await store.create_window(window("dep_d", env="dep_a", created=101))
+    watching = await store.list_windows(state="watching", limit=10)
+    assert [w.id for w in watching.items] == ["dep_d", "dep_c", "dep_b"]
+    in_a = await store.list_windows(environment="dep_a")
+    assert [w.id for w in in_a.items] == ["dep_d", "dep_a"]
+    both = await store.list_windows(environment="dep_a", state="superseded")
+    assert [w.id for w in both.items] == ["dep_a"]
+    page = await store.list_windows(limit=2)
+    assert [w.id for w in page.items] == ["dep_d", "dep_c"]
+    rest = await store.list_windows(limit=2, cursor=page.next_cursor)
+    assert [w.id for w in rest.items] == ["dep_b", "dep_a"]
+    assert rest.next_cursor is None
+
+
+async def test_leases_exclude_other_owners_until_they_lapse(store: Store) -> None:
+    await store.create_window(window("dep_1"))
+    mine = await store.claim_windows("a", now=1000, lease_s=30)
+    assert [w.id for w in mine] == ["dep_1"]
+    assert await store.claim_windows("b", now=1010, lease_s=30) == []
+    assert await store.renew_lease("dep_1", "a", until=1100)
+    assert not await store.renew_lease("dep_1", "b", until=1100)
+    taken = await store.claim_windows("b", now=1101, lease_s=30)
+    assert [w.id for w in taken] == ["dep_1"]
+    assert taken[0].lease_owner == "b" and taken[0].lease_until == 1131
+
+
+async def test_claims_return_held_windows_oldest_first_and_skip_ended(store: Store) -> None:
+    await store.create_window(window("dep_2", env="e2", created=102))
+    await store.create_window(window("dep_1", env="e1", created=101))
+    await store.create_window(window("dep_3", env="e3", created=103))
+    await store.finish_window("dep_3", "passed", None, 104)
+    assert [w.id for w in await store.claim_windows("a", 1000, 30)] == ["dep_1", "dep_2"]
+    # claiming again renews what we hold
+    again = await store.claim_windows("a", 1020, 30)
+    assert [(w.id, w.lease_until) for w in again] == [("dep_1", 1050), ("dep_2", 1050)]
+
+
+async def test_a_released_lease_is_free_at_once(store: Store) -> None:
+    await store.create_window(window("dep_1"))
+    await store.claim_windows("a", 1000, 30)
+    await store.release_lease("dep_1", "b")  # not b's: no effect
+    assert await store.claim_windows("b", 1001, 30) == []
+    await store.release_lease("dep_1", "a")
+    assert [w.id for w in await store.claim_windows("b", 1001, 30)] == ["dep_1"]
+
+
+async def test_round_is_not_recorded_once_the_window_ended(store: Store) -> None:
+    await store.create_window(window("dep_1"))
+    assert await store.record_round(RoundRecord("dep_1", 1, 1.0, {"x": 1}), {"outcome": "pending"})
+    await store.cancel_window("dep_1", at=5)
+    assert not await store.record_round(RoundRecord("dep_1", 2, 2.0, {}), None)
+    assert [r.number for r in await store.rounds("dep_1")] == [1]
+    with pytest.raises(Conflict):
+        await store.cancel_window("dep_1", at=6)
+    with pytest.raises(KeyError):
+        await store.cancel_window("nope", at=6)
+
+
+async def test_rounds_need_the_lease_when_an_owner_is_given(store: Store) -> None:
+    await store.create_window(window("dep_1"))
+    await store.claim_windows("a", 1000, 30)
+    assert not await store.record_round(RoundRecord("dep_1", 1, 1.0, {}), None, owner="b")
+    assert await store.record_round(RoundRecord("dep_1", 1, 1.0, {"try": 1}), None, owner="a")
+    # a round written again (a restart mid-round) replaces the first attempt
+    assert await store.record_round(RoundRecord("dep_1", 1, 1.5, {"try": 2}), {"o": 1}, "a")
+    assert await store.rounds("dep_1") == [RoundRecord("dep_1", 1, 1.5, {"try": 2})]
+    got = await store.get_window("dep_1")
+    assert got is not None and got.rounds == 1 and got.verdict == {"o": 1}
+
+
+async def test_cancel_returns_the_cancelled_window(store: Store) -> None:
+    await store.create_window(window("dep_1"))
+    await store.claim_windows("a", 1000, 30)
+    cancelled = await store.cancel_window("dep_1", at=7)
+    assert (cancelled.state, cancelled.ended_at, cancelled.lease_owner) == ("cancelled", 7, None)
+    assert await store.get_window("dep_1") == cancelled
+
+
+async def test_finish_stores_the_rollback_intent_once(store: Store) -> None:
+    await store.create_window(window("dep_1"))
+    intent = RollbackIntent("dep_1", "pending", '{"event":"rollback"}', requested_at=10)
+    assert await store.finish_window("dep_1", "failed", {"outcome": "fail"}, 10, intent)
+    assert not await store.finish_window("dep_1", "failed", {"outcome": "fail"}, 11, intent)
+    assert [i.window_id for i in await store.pending_rollbacks()] == ["dep_1"]
+    stored = await store.get_rollback("dep_1")
+    assert stored is not None and stored.body == intent.body
+
+
+async def test_finish_keeps_the_last_verdict_when_given_none(store: Store) -> None:
+    await store.create_window(window("dep_1"))
+    await store.record_round(RoundRecord("dep_1", 1, 1.0, {}), {"outcome": "pass"})
+    assert await store.finish_window("dep_1", "passed", None, 20)
+    got = await store.get_window("dep_1")
+    assert got is not None
+    assert (got.state, got.verdict, got.ended_at) == ("passed", {"outcome": "pass"}, 20)
+    assert await store.get_rollback("dep_1") is None
+
+
+async def test_set_state_is_a_compare_and_set(store: Store) -> None:
+    await store.create_window(window("dep_1"))
+    assert not await store.set_state("dep_1", "rolled_back", expected="failed")
+    await store.finish_window("dep_1", "failed", None, 10)
+    assert await store.set_state("dep_1", "rolled_back", expected="failed")
+    assert not await store.set_state("dep_1", "rolled_back", expected="failed")
+    got = await store.get_window("dep_1")
+    assert got is not None and got.state == "rolled_back"
+
+
+async def test_rollback_delivery_attempts_are_kept(store: Store) -> None:
+    await store.create_window(window("dep_1"))
+    intent = RollbackIntent("dep_1", "pending", "{}", requested_at=10, next_attempt_at=10)
+    await store.finish_window("dep_1", "failed", None, 10, intent)
+    await store.record_delivery(DeliveryAttempt("dep_1", 2, 12.0, None, "timeout", 5.0))
+    await store.record_delivery(DeliveryAttempt("dep_1", 1, 11.0, 503, None, 0.1))
+    await store.record_delivery(DeliveryAttempt("dep_1", 2, 13.0, 200, None, 0.2))  # replaces
+    assert await store.deliveries("dep_1") == [
+        DeliveryAttempt("dep_1", 1, 11.0, 503, None, 0.1),
+        DeliveryAttempt("dep_1", 2, 13.0, 200, None, 0.2),
+    ]
+    done = RollbackIntent(
+        "dep_1", "delivered", "{}", requested_at=10, attempts=2, last_status=200,
+        last_error="earlier: bad\x00byte", next_attempt_at=None, finished_at=13.0,
+    )
+    await store.update_rollback(done)
+    stored = await store.get_rollback("dep_1")
+    assert stored is not None
+    assert (stored.state, stored.attempts, stored.last_status, stored.finished_at) == (
+        "delivered", 2, 200, 13.0
+    )
+    assert stored.last_error is not None and stored.last_error.startswith("earlier: bad")
+    assert await store.pending_rollbacks() == []
+
+
+async def test_alert_claims_survive_a_reopen(backend: Backend) -> None:
+    s = backend.make()
+    await s.open()
+    await s.create_window(window("dep_1"))
+    assert await s.claim_alert("dep_1", "passed", 1.0)
+    assert not await s.claim_alert("dep_1", "passed", 2.0)
+    await s.close()
+    s = backend.make()
+    await s.open()
+    assert not await s.claim_alert("dep_1", "passed", 3.0)
+    assert await s.claim_alert("dep_1", "breach:x", 3.0)
+    await s.close()
+
+
+async def test_alert_results_are_recorded_per_event(store: Store) -> None:
+    await store.create_window(window("dep_1"))
+    await store.claim_alert("dep_1", "passed", 1.0)
+    await store.claim_alert("dep_1", "breach:x", 1.0)
+    await store.record_alert("dep_1", "passed", "sent", "x" * 5000)
+    await store.record_alert("dep_1", "unclaimed", "sent", "")  # no claim: nothing stored
+    assert await store.alert_events("dep_1") == {"passed": "sent", "breach:x": "claimed"}
+    assert await store.alert_events("dep_2") == {}
+
+
+async def test_probe_summaries_window_and_prune(store: Store) -> None:
+    for at in (10.0, 20.0, 30.0):
+        await store.add_probe_summary("production", "api", at, {"ok": [1]})
+    rows = await store.probe_summaries("production", 15, 31)
+    assert [r[1] for r in rows] == [20.0, 30.0]
+    assert await store.prune_probe_summaries(before=25) == 2
+    assert await store.probe_summaries("production", 0, 100) == [("api", 30.0, {"ok": [1]})]
+    assert await store.probe_summaries("staging", 0, 100) == []
+
+
+async def test_baseline_is_stored_on_the_window(store: Store) -> None:
+    await store.create_window(window("dep_1"))
+    await store.set_baseline("dep_1", {"errors": {"rate": 0.01, "n": 300}})
+    got = await store.get_window("dep_1")
+    assert got is not None and got.baseline == {"errors": {"rate": 0.01, "n": 300}}
+
+
+async def test_ping_is_false_once_closed(backend: Backend) -> None:
+    s = backend.make()
+    await s.open()
+    assert await s.ping()
+    await s.close()
+    assert not await s.ping()

@@ -175,14 +175,15 @@ class Style:
         text = f"{symbol} {outcome}"
         return self.paint(text, self.outcome_code(outcome)) if color else text
 
-    def state(self, state: str) -> str:
+    def state(self, state: str, text: str | None = None) -> str:
+        """`text` (default: the state's name) in the state's colour."""
         code = {
             "passed": "32;1",
             "failed": "31;1",
             "rolled_back": "31;1",
             "watching": "36",
         }.get(state, "33")
-        return self.paint(state, code)
+        return self.paint(text if text is not None else state, code)
 
     def dim(self, text: str) -> str:
         return self.paint(text, "2")
@@ -196,13 +197,13 @@ def _isatty(stream: TextIO) -> bool:
 
 
 def _value(metric: str, value: float | None) -> str:
-    if value is None:
-        return "—"
-    if metric.startswith("latency") or metric.endswith("duration"):
-        return format_duration(value)
-    if metric.endswith("_rate") and 0 <= value <= 1:
-        return f"{value * 100:.3g}%"
-    return f"{value:.4g}"
+    """As the agent writes thresholds (`agent.analysis.describe`): durations for latencies,
+    three significant digits otherwise, so `observed` and `max 0.05` read alike."""
+    if value is None or value != value:
+        return "n/a"
+    if metric.startswith("latency") or "duration" in metric:
+        return format_duration(value) if value >= 0 else f"{value:.3g}"
+    return f"{value:.3g}"
 
 
 def _hms(moment: datetime) -> str:
@@ -299,9 +300,10 @@ def details(deploy: Deploy, style: Style) -> str:
             + (f": {v.reason}" if v.reason else "")
         )
     elif deploy.progress is not None:
-        lines.append(f"  verdict   {style.dim('pending')}" + (
-            f": {deploy.progress.reason}" if deploy.progress.reason else ""
-        ))
+        lines.append(
+            f"  verdict   {style.dim('pending')}"
+            + (f": {deploy.progress.reason}" if deploy.progress.reason else "")
+        )
     else:
         lines.append(f"  verdict   {style.dim('none yet')}")
     rules = _rules(deploy)
@@ -319,6 +321,9 @@ def details(deploy: Deploy, style: Style) -> str:
     return "\n".join(lines)
 
 
+_SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+
 @dataclass
 class Progress:
     """Live progress of `register --wait`.
@@ -334,9 +339,10 @@ class Progress:
     rounds: int = -1
     outcomes: dict[str, str] = field(default_factory=dict)
     state: str = ""
-    last_line_at: float = 0.0
+    last_line_at: float = field(default_factory=time.monotonic)
     status_shown: bool = False
     unreachable: bool = False
+    frame: int = 0
 
     def _print(self, text: str) -> None:
         self._clear_status()
@@ -368,13 +374,18 @@ class Progress:
         new_round = deploy.rounds != self.rounds
         changed = outcomes != self.outcomes or deploy.state != self.state
         quiet_too_long = time.monotonic() - self.last_line_at >= HEARTBEAT_S
-        if new_round and deploy.rounds > 0 and (self.live or changed or quiet_too_long):
+        if deploy.rounds > 0 and (
+            (new_round and (self.live or changed or quiet_too_long))
+            or (changed and deploy.state == "watching")
+        ):
             self._print(self._round_line(deploy, rules))
         elif quiet_too_long and deploy.state == "watching" and not self.live:
             self._print(f"  still watching: round {deploy.rounds}, {_left(deploy)}")
         self.rounds, self.outcomes, self.state = deploy.rounds, outcomes, deploy.state
         if deploy.state == "watching":
-            self._status(f"  watching · round {deploy.rounds} · {_left(deploy)}")
+            self.frame = (self.frame + 1) % len(_SPINNER)
+            where = f"round {deploy.rounds}" if deploy.rounds else "waiting for round 1"
+            self._status(f"  {_SPINNER[self.frame]} watching · {where} · {_left(deploy)}")
         else:
             self._clear_status()
 
@@ -476,9 +487,7 @@ def register_command(args: argparse.Namespace) -> int:
     except UsageError as exc:
         return _fail("register", str(exc))
     try:
-        return asyncio.run(
-            _register(args, url, token, request_timeout, request, key, wait_s)
-        )
+        return asyncio.run(_register(args, url, token, request_timeout, request, key, wait_s))
     except KeyboardInterrupt:
         print("\ninterrupted; the agent keeps watching the deploy", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -556,7 +565,7 @@ def _summary(deploy: Deploy, style: Style) -> str:
         "cancelled": "cancelled: no verdict (exit 3)",
         "superseded": "superseded by a newer deploy: no verdict (exit 3)",
     }.get(deploy.state, deploy.state)
-    return f"\n{style.state(headline)}\n\n{details(deploy, style)}"
+    return f"\n{style.state(deploy.state, headline)}\n\n{details(deploy, style)}"
 
 
 def _print_json(data: Deploy | list[Deploy] | dict[str, Any]) -> None:
@@ -615,8 +624,12 @@ async def _status(
             environment=getattr(args, "env", None), state=state, limit=limit
         )
     if as_json:
-        _print_json({"items": [d.model_dump(mode="json", by_alias=True) for d in page.items],
-                     "next": page.next})
+        _print_json(
+            {
+                "items": [d.model_dump(mode="json", by_alias=True) for d in page.items],
+                "next": page.next,
+            }
+        )
     elif quiet:
         for d in page.items:
             print(d.id)

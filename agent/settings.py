@@ -103,8 +103,8 @@ class AlertChannel(Model):
 
 class AlertingSettings(Model):
     channels: list[AlertChannel] = Field(default_factory=list)
-    timeout: Duration = 15.0
-    """Bound on one notification across its channels."""
+    timeout: Duration = 5.0
+    """Bound on one notification across its channels (keep it under the 10 s stop budget)."""
 
 
 class AnalysisSettings(Model):

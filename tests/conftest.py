@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+pytest_plugins = ["tests.receivers"]
+
 REQUIRE_ALL = os.environ.get("POSTFLIGHT_REQUIRE_ALL") == "1"
 
 

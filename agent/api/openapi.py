@@ -104,9 +104,7 @@ def _document() -> dict[str, Any]:
         "description": "A deploy id (`dep_` and a ULID).",
     }
     bearer: list[dict[str, list[str]]] = [{"bearer": []}]
-    location = {
-        "Location": {"description": "`/v1/deploys/{id}`", "schema": {"type": "string"}}
-    }
+    location = {"Location": {"description": "`/v1/deploys/{id}`", "schema": {"type": "string"}}}
 
     paths: dict[str, Any] = {
         "/v1/deploys": {

@@ -110,9 +110,7 @@ def from_http_exception(exc: web.HTTPException) -> web.Response:
     if detail.startswith(f"{status}:"):
         detail = detail.partition(":")[2].strip() or status_title(status)
     headers = {
-        k: v
-        for k, v in exc.headers.items()
-        if k.lower() not in ("content-type", "content-length")
+        k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")
     }
     problem = ApiProblem(status, detail, headers=headers)
     return problem.response()

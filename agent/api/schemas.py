@@ -66,9 +66,7 @@ def parse_rfc3339(value: Any) -> datetime:
         parsed = value
     elif isinstance(value, str):
         if not _RFC3339.match(value):
-            raise ValueError(
-                "expected an RFC 3339 time with its offset, e.g. 2026-11-26T14:00:00Z"
-            )
+            raise ValueError("expected an RFC 3339 time with its offset, e.g. 2026-11-26T14:00:00Z")
         text = value.upper()
         # fromisoformat takes at most 6 fraction digits; RFC 3339 allows any number.
         text = re.sub(r"(\.\d{6})\d+", r"\1", text)
@@ -200,11 +198,14 @@ class ListQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    environment: Annotated[
-        str,
-        StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$"),
-        Field(description="Only this environment's windows."),
-    ] | None = None
+    environment: (
+        Annotated[
+            str,
+            StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$"),
+            Field(description="Only this environment's windows."),
+        ]
+        | None
+    ) = None
     state: WindowState | None = Field(default=None, description="Only windows in this state.")
     limit: int = Field(
         default=LIST_LIMIT_DEFAULT,
@@ -212,11 +213,14 @@ class ListQuery(BaseModel):
         le=LIST_LIMIT_MAX,
         description="Page size, 1–200.",
     )
-    cursor: Annotated[
-        str,
-        StringConstraints(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9_=-]+$"),
-        Field(description="The `next` value of the previous page."),
-    ] | None = None
+    cursor: (
+        Annotated[
+            str,
+            StringConstraints(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9_=-]+$"),
+            Field(description="The `next` value of the previous page."),
+        ]
+        | None
+    ) = None
 
 
 # --- responses ----------------------------------------------------------------------

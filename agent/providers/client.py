@@ -158,7 +158,8 @@ def shorten(text: str, limit: int = 300) -> str:
 class HttpProvider:
     """Base of the HTTP providers; see the module docstring for what it guarantees."""
 
-    name: ClassVar[str]
+    name: str
+    """The provider's name in metrics and logs (its entry-point name)."""
     title: ClassVar[str]
     """How people call the provider in messages: `Sentry`, `New Relic`."""
 

@@ -168,7 +168,7 @@ def _quantile(value: Any) -> float | None:
 class NewRelicProvider(HttpProvider):
     """New Relic over NerdGraph (US, EU or JP)."""
 
-    name: ClassVar[str] = "newrelic"
+    name = "newrelic"
     title: ClassVar[str] = "New Relic"
     config_model: ClassVar[type[BaseModel]] = NewRelicSettings
 

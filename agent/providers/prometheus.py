@@ -115,7 +115,7 @@ def points_of(data: _Data) -> list[float] | None:
 class PrometheusProvider(HttpProvider):
     """Prometheus (or an API-compatible server) over `/api/v1/query_range`."""
 
-    name: ClassVar[str] = "prometheus"
+    name = "prometheus"
     title: ClassVar[str] = "Prometheus"
     config_model: ClassVar[type[BaseModel]] = PrometheusSettings
 
@@ -155,7 +155,8 @@ class PrometheusProvider(HttpProvider):
                 ("start", f"{start:.3f}"),
                 ("end", f"{end:.3f}"),
                 ("step", f"{step:g}"),
-                ("timeout", f"{max(1.0, self.attempt_timeout):g}s"),
+                # Prometheus durations take whole units: 2500ms, never 2.5s
+                ("timeout", f"{max(1, round(self.attempt_timeout * 1000))}ms"),
             ]
             answer = await self.send(
                 "GET", f"{self._url}/api/v1/query_range", deadline=deadline, params=params

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Protocol, cast
+from typing import Any, Protocol, cast
 
 from pydantic import BaseModel
 
@@ -28,7 +28,7 @@ Redact = Callable[[str], str]
 class ProviderPlugin(Protocol):
     """What an entry point in `postflight.providers` must load."""
 
-    config_model: ClassVar[type[BaseModel]]
+    config_model: type[BaseModel]
 
     def __call__(self, config: Any, *, metrics: Metrics, redact: Redact | None = None) -> Provider:
         ...

@@ -154,7 +154,7 @@ def _to_seconds(value: float, unit: Any) -> float:
 class SentryProvider(HttpProvider):
     """Sentry over its REST API (sentry.io, a region host, or self-hosted)."""
 
-    name: ClassVar[str] = "sentry"
+    name = "sentry"
     title: ClassVar[str] = "Sentry"
     config_model: ClassVar[type[BaseModel]] = SentrySettings
 

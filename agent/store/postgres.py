@@ -134,8 +134,9 @@ _ROLLBACK_COLUMNS = (
     " next_attempt_at, finished_at"
 )
 
-# Errors that mean "the server cannot answer", as opposed to a bug in a query: these
-# become StoreError so callers can treat an outage like SQLite's "database is locked".
+# Errors that mean "the server cannot answer" (down, unreachable, refusing us, a pool
+# being closed) as opposed to a bug in a query: these become StoreError, which the
+# contract reserves for "the store cannot answer", so callers treat an outage as one.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
@@ -258,9 +259,12 @@ class PostgresStore:
         """Raise StoreError for `exc`, naming the server and scrubbing the password."""
         message = str(exc) or type(exc).__name__
         password = _password(self.url)
-        leaked = password is not None and password != "" and password in message
-        if password and leaked:
-            message = message.replace(password, "***")
+        leaked = False
+        # asyncpg does not echo passwords today; this holds even if a driver update did
+        for secret in {password, unquote(password)} if password else set():
+            if secret in message:
+                message = message.replace(secret, "***")
+                leaked = True
         error = StoreError(f"{doing} PostgreSQL store at {self.where}: {message}")
         if leaked:
             raise error from None
@@ -308,8 +312,10 @@ class PostgresStore:
             # SQLite raises IntegrityError here (e.g. two requests racing on one
             # idempotency key); Conflict is a StoreError the API already understands.
             raise Conflict(f"{exc.constraint_name or 'unique constraint'}: {exc}") from exc
-        except asyncpg.exceptions.DataError:
-            raise  # a bad argument is a bug, not an outage
+        except ValueError:
+            # asyncpg's client-side DataError (an argument of the wrong type) is an
+            # InterfaceError too, but it is a bug, not an outage: let it show as one
+            raise
         except _UNAVAILABLE as exc:
             self._unavailable(exc, "cannot reach")
 
@@ -480,12 +486,15 @@ class PostgresStore:
                 now,
                 now + lease_s,
             )
-            # What we hold, including rows skipped above only because our own round was
-            # writing them at that instant (they were already ours).
+            # What we hold: also rows skipped above only because our own round was writing
+            # them at that instant, as long as our lease on them is still valid. A lapsed
+            # lease of ours that was skipped is being taken over by another replica right
+            # now: reporting it would have two replicas watching one window.
             rows = await conn.fetch(
                 f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE state = 'watching'"
-                " AND lease_owner = $1 ORDER BY created_at",
+                " AND lease_owner = $1 AND lease_until >= $2 ORDER BY created_at",
                 owner,
+                now,
             )
         return [_window(r) for r in rows]
 

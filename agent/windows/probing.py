@@ -65,6 +65,11 @@ class EnvironmentProbe:
             )
         return result
 
+    async def _run_after(self, delay: float, check: Check, target: Target) -> CheckResult:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return await self.run_once(check, target)
+
     async def run_round(
         self,
         interval: float,
@@ -84,20 +89,13 @@ class EnvironmentProbe:
             tasks = []
             for i in range(runs):
                 delay = start + i * step - loop.time()
-                tasks.append(asyncio.create_task(_after(delay, self.run_once(check, target))))
+                tasks.append(asyncio.create_task(self._run_after(delay, check, target)))
             return list(await asyncio.gather(*tasks))
 
         groups = await asyncio.gather(
             *(spread(c, t) for c in self.checks if kinds(c) for t in targets)
         )
         return [r for group in groups for r in group]
-
-
-async def _after(delay: float, coro: Any) -> CheckResult:
-    if delay > 0:
-        await asyncio.sleep(delay)
-    result: CheckResult = await coro
-    return result
 
 
 def samples_of(results: Sequence[CheckResult]) -> list[Sample]:

@@ -25,13 +25,15 @@ from agent.settings import EnvironmentSettings, RuleSettings
 from agent.store.base import Store
 from agent.windows.evidence import (
     breaches,
+    breaches_as_rules,
     iso,
     observation_from_dict,
     observation_to_dict,
+    rule_to_dict,
     verdict_to_dict,
 )
 from agent.windows.probing import EnvironmentProbe, samples_of, unsummarize
-from alerting.events import Alert
+from alerting.events import Alert, AlertEvent, breach_key, provider_key, resolved_key
 from checks.base import CheckResult, Sample
 
 log = logging.getLogger("postflight.window")
@@ -291,41 +293,50 @@ class WindowWatch:
                 self.window.environment, rule.name, rule.outcome
             ).inc()
 
-    def _alert(self, event: str, verdict: Verdict | None, *, key: str | None = None,
-               reason: str | None = None, rules: list[dict[str, Any]] | None = None) -> None:
-        alert = Alert(
-            event=event,  # type: ignore[arg-type]
-            environment=self.window.environment,
-            version=self.window.version,
-            deploy_id=self.window.id,
+    def _alert(
+        self,
+        event: AlertEvent,
+        verdict: Verdict | None = None,
+        *,
+        key: str | None = None,
+        reason: str | None = None,
+        rules: list[dict[str, Any]] | None = None,
+        provider: str | None = None,
+    ) -> None:
+        if rules is None and verdict is not None:
+            rules = verdict_to_dict(verdict, decided_at=None, links=self.links)["rules"]
+        alert = Alert.for_window(
+            self.window,
+            event,
             reason=reason if reason is not None else (verdict.reason if verdict else ""),
-            rules=rules if rules is not None else (
-                verdict_to_dict(verdict, decided_at=None, links=self.links)["rules"]
-                if verdict else []
-            ),
+            rules=rules or [],
+            provider=provider,
         )
         self.s.spawn(self.s.alerts.emit(self.window, alert, self.env.alerts.tags, key=key))
 
     def _alert_rules(self, verdict: Verdict) -> None:
-        previous, self.last_outcomes = self.last_outcomes, {r.name: r.outcome for r in verdict.rules}
+        """Per round: a breach once per rule, a resolve when it clears, and one
+        `provider_unreachable` per provider per window."""
+        previous = self.last_outcomes
+        self.last_outcomes = {r.name: r.outcome for r in verdict.rules}
+        latest = self.history[-1] if self.history else {}
         for rule in verdict.rules:
-            as_dict = verdict_to_dict(
-                Verdict(verdict.decision, verdict.reason, (rule,)), decided_at=None,
-                links=self.links,
-            )["rules"]
+            as_dict = [rule_to_dict(rule, self.links)]
             if rule.outcome == "fail":
-                self._alert("breach", None, key=f"breach:{rule.name}",
+                self._alert("breach", key=breach_key(rule.name),
                             reason=f"{rule.name}: {rule.detail}", rules=as_dict)
             elif rule.outcome == "pass" and previous.get(rule.name) == "fail":
-                self._alert("resolved", None, key=f"resolved:{rule.name}",
+                self._alert("resolved", key=resolved_key(rule.name),
                             reason=f"{rule.name} is back within {rule.threshold}", rules=as_dict)
-            error = self.history[-1].get(rule.name) if self.history else None
-            if rule.source != "checks" and error is not None and error.error:
+            observed = latest.get(rule.name)
+            if rule.source != "checks" and observed is not None and observed.error:
                 self._alert(
-                    "provider_unreachable", None, key=f"provider:{rule.source}",
-                    reason=f"{rule.source}: {error.error} (rule {rule.name} is inconclusive;"
-                    " this never causes a rollback)",
+                    "provider_unreachable",
+                    key=provider_key(rule.source),
+                    reason=f"{rule.source}: {observed.error} — rule {rule.name} is inconclusive"
+                    " this round; a provider outage never causes a rollback",
                     rules=as_dict,
+                    provider=rule.source,
                 )
 
     async def _fail(self, verdict: Verdict, verdict_json: dict[str, Any]) -> None:
@@ -342,17 +353,18 @@ class WindowWatch:
         if not ended:
             return
         self.log.warning("deploy failed: %s", verdict.reason)
+        failing = breaches_as_rules(verdict, self.links)
         if intent is None:
             self.s.metrics.windows_total.labels(self.window.environment, "failed").inc()
-            self._alert("rollback_failed", verdict,
+            self._alert("failed", verdict, rules=failing,
                         reason=f"{verdict.reason} — no rollback webhook is configured")
             return
         if intent.state == "skipped":
             self.s.metrics.windows_total.labels(self.window.environment, "failed").inc()
-            self._alert("rollback_requested", verdict,
+            self._alert("rollback_skipped", verdict, rules=failing,
                         reason=f"{verdict.reason} — dry run: the rollback webhook was not called")
             return
-        self._alert("rollback_requested", verdict)
+        self._alert("rollback_requested", verdict, rules=failing)
         self.s.spawn(deliver_rollback(self.window, intent, self.env, self.s))
         for name, provider in self.s.providers.items():
             if any(r.source == name for r in self.rules):
@@ -378,7 +390,8 @@ async def deliver_rollback(
     if done.state == "delivered":
         await s.store.set_state(window.id, "rolled_back", expected="failed")
         s.metrics.windows_total.labels(window.environment, "rolled_back").inc()
-        event, reason = "rollback_delivered", f"rollback delivered after {done.attempts} attempt(s)"
+        event: AlertEvent = "rollback_delivered"
+        reason = f"rollback delivered after {done.attempts} attempt(s)"
     elif done.state == "failed":
         s.metrics.windows_total.labels(window.environment, "failed").inc()
         event = "rollback_failed"
@@ -389,15 +402,11 @@ async def deliver_rollback(
     else:
         return
     body = json.loads(intent.body)
-    alert = Alert(
-        event=event,  # type: ignore[arg-type]
-        environment=window.environment,
-        version=window.version,
-        deploy_id=window.id,
+    alert = Alert.for_window(
+        window,
+        event,
         reason=f"{reason}. Cause: {body.get('reason', '')}",
-        rules=[
-            {"name": b["rule"], **{k: v for k, v in b.items() if k != "rule"}}
-            for b in body.get("breaches", [])
-        ],
+        rules=body.get("breaches", []),
+        detail=f"last status {done.last_status}" if done.last_status else "",
     )
     await s.alerts.emit(window, alert, env.alerts.tags)

@@ -4,7 +4,7 @@ WindowEvents, a scripted fake watcher, and an app on a SqliteStore in a temp dir
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ class RecordingEvents:
         self.ended.append(window_id)
 
 
-Script = Callable[[SqliteStore, str], Awaitable[None]]
+Script = Callable[[SqliteStore, str], Coroutine[Any, Any, None]]
 
 
 @dataclass

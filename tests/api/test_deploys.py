@@ -356,3 +356,41 @@ async def test_a_failing_watcher_does_not_fail_a_committed_registration(
     )
     assert response.status == 201
     assert len((await store.list_windows()).items) == 1
+
+
+async def test_concurrent_repeats_of_one_idempotency_key_open_one_window(
+    client: Client, store: SqliteStore
+) -> None:
+    import asyncio
+
+    headers = {**AUTH, "Idempotency-Key": "race-1"}
+    responses = await asyncio.gather(
+        *(client.post("/v1/deploys", json=FULL_REQUEST, headers=headers) for _ in range(5))
+    )
+    statuses = sorted(r.status for r in responses)
+    assert statuses == [200, 200, 200, 200, 201]
+    bodies = [await r.json() for r in responses]
+    assert len({b["id"] for b in bodies}) == 1
+    assert len((await store.list_windows()).items) == 1
+
+
+async def test_a_bug_answers_a_clean_500_problem_and_logs_it_redacted(
+    client: Client,
+    store: SqliteStore,
+    metrics: Metrics,
+    monkeypatch: Any,
+    caplog: Any,
+) -> None:
+    from tests.api.harness import TOKEN
+
+    async def broken(window_id: str) -> None:
+        raise RuntimeError(f"database said no; token was {TOKEN}")
+
+    monkeypatch.setattr(store, "get_window", broken)
+    response = await client.get("/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ", headers=AUTH)
+    assert response.status == 500
+    assert response.content_type == "application/problem+json"
+    body = await response.json()
+    assert body["status"] == 500 and TOKEN not in json.dumps(body)
+    assert "database said no" in caplog.text and TOKEN not in caplog.text
+    assert metrics.registry.get_sample_value("postflight_api_requests_total", {"status": "5xx"}) == 1

@@ -155,9 +155,7 @@ paths = st.one_of(
     st.builds(lambda s: "/v1/deploys/" + s + "/cancel", st.text(max_size=60)),
     st.builds(lambda s: "/" + s, st.text(max_size=80)),
 )
-header_text = st.text(
-    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=120
-)
+header_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=120)
 """What a client can put in a header; raw control bytes go through the raw-socket test."""
 
 
@@ -272,16 +270,38 @@ def test_random_list_queries_never_get_a_5xx(tmp_path: Path) -> None:
 def test_raw_garbage_on_the_socket_never_gets_a_5xx(tmp_path: Path) -> None:
     with live_api(tmp_path) as api:
         auth = AUTH["Authorization"].encode()
-        known_paths = [b"/v1/deploys", b"/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ/cancel",
-                       b"/healthz", b"/readyz", b"/metrics", b"/v1/openapi.json"]
-        header_names = [b"Content-Length", b"Transfer-Encoding", b"Content-Type",
-                        b"Content-Encoding", b"Idempotency-Key", b"Authorization", b"Expect",
-                        b"Connection", b"Host"]
+        known_paths = [
+            b"/v1/deploys",
+            b"/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ/cancel",
+            b"/healthz",
+            b"/readyz",
+            b"/metrics",
+            b"/v1/openapi.json",
+        ]
+        header_names = [
+            b"Content-Length",
+            b"Transfer-Encoding",
+            b"Content-Type",
+            b"Content-Encoding",
+            b"Idempotency-Key",
+            b"Authorization",
+            b"Expect",
+            b"Connection",
+            b"Host",
+        ]
         printable_bytes = st.text(
             alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=60
         ).map(str.encode)
-        header_values = [b"chunked", b"application/json", b"gzip", b"100-continue", b"-1",
-                         b"99999999999999999999", b"close", b"Bearer \x00"]
+        header_values = [
+            b"chunked",
+            b"application/json",
+            b"gzip",
+            b"100-continue",
+            b"-1",
+            b"99999999999999999999",
+            b"close",
+            b"Bearer \x00",
+        ]
 
         @FUZZ
         @given(
@@ -297,10 +317,14 @@ def test_raw_garbage_on_the_socket_never_gets_a_5xx(tmp_path: Path) -> None:
             ),
             headers=st.lists(
                 st.one_of(
-                    st.builds(lambda n, v: n + b": " + v, st.sampled_from(header_names),
-                              st.sampled_from(header_values)),
-                    st.builds(lambda n, v: n + b": " + v, st.sampled_from(header_names),
-                              printable_bytes),
+                    st.builds(
+                        lambda n, v: n + b": " + v,
+                        st.sampled_from(header_names),
+                        st.sampled_from(header_values),
+                    ),
+                    st.builds(
+                        lambda n, v: n + b": " + v, st.sampled_from(header_names), printable_bytes
+                    ),
                     st.builds(lambda n, v: n + b": " + v, printable_bytes, printable_bytes),
                     st.binary(max_size=100),
                 ),
@@ -309,8 +333,7 @@ def test_raw_garbage_on_the_socket_never_gets_a_5xx(tmp_path: Path) -> None:
             body=st.binary(max_size=500),
             with_auth=st.booleans(),
         )
-        def check(request_line: bytes, headers: list[bytes], body: bytes,
-                  with_auth: bool) -> None:
+        def check(request_line: bytes, headers: list[bytes], body: bytes, with_auth: bool) -> None:
             lines = [request_line, b"Host: localhost"]
             if with_auth:
                 lines.append(b"Authorization: " + auth)
@@ -337,6 +360,5 @@ def test_a_well_formed_request_with_a_lying_content_length_is_not_a_5xx(tmp_path
                 + body
             )
             status_line = api.raw(data)
-            assert not status_line.split(b" ")[1:2] == [b"500"], status_line
             if status_line:
                 assert status_line.split()[1][:1] in (b"2", b"4"), status_line

@@ -34,6 +34,8 @@ RATIO = (
 class Stack:
     prometheus: PrometheusProcess
     target: ScrapeTarget
+    healthy_since: float
+    """Prometheus holds healthy data from here on (rates need two scrapes)."""
 
 
 def _require_binary() -> None:
@@ -53,8 +55,10 @@ async def stack() -> AsyncIterator[Stack]:
     prometheus = PrometheusProcess([target.address], job="web", scrape_interval="1s")
     try:
         await prometheus.start()
+        await target.wait_for_scrapes(1)  # Prometheus' first scrape comes ~5 s after start
+        healthy_since = time.time()
         await target.wait_for_scrapes(3)
-        yield Stack(prometheus, target)
+        yield Stack(prometheus, target, healthy_since)
     finally:
         await prometheus.stop()
         await target.stop()
@@ -69,11 +73,10 @@ async def test_5xx_ratio_before_and_after_a_bad_deploy(stack: Stack) -> None:
     provider = provider_for(stack)
     r = rule(name="http-5xx", source="prometheus", query=RATIO, max=0.05)
     try:
-        healthy_from = time.time()
-        await stack.target.wait_for_scrapes(3)
+        healthy_from = stack.healthy_since
         t0 = time.time()
         stack.target.set_rates({"200": 80.0, "500": 20.0})  # the bad release
-        await stack.target.wait_for_scrapes(5)
+        await stack.target.wait_for_scrapes(4)
         now = time.time()
 
         baseline = await provider.fetch(r, scope(deployed_at=t0), Period(healthy_from, t0), None)

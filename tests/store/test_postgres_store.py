@@ -155,6 +155,26 @@ async def test_claiming_skips_a_row_locked_elsewhere_instead_of_waiting(
     assert [w.id for w in await a.claim_windows("a", 1001, 30)] == ["dep_1", "dep_2"]
 
 
+async def test_a_lapsed_lease_being_taken_over_is_not_reported_as_held(
+    replicas: tuple[PostgresStore, PostgresStore], pg_url: str
+) -> None:
+    """Replica a's lease lapsed and b is mid-claim (row locked): a must not see it as its."""
+    a, _ = replicas
+    await a.create_window(window("dep_1"))
+    await a.claim_windows("a", now=1000, lease_s=30)
+    conn = await asyncpg.connect(pg_url)
+    try:
+        async with conn.transaction():  # "b", between locking the row and committing
+            await conn.execute("SELECT 1 FROM windows WHERE id = 'dep_1' FOR UPDATE")
+            assert await a.claim_windows("a", now=1031, lease_s=30) == []
+            await conn.execute(
+                "UPDATE windows SET lease_owner = 'b', lease_until = 1061 WHERE id = 'dep_1'"
+            )
+    finally:
+        await conn.close()
+    assert not await a.renew_lease("dep_1", "a", until=1100)
+
+
 async def test_concurrent_deploys_of_one_environment_leave_one_watching(
     replicas: tuple[PostgresStore, PostgresStore],
 ) -> None:

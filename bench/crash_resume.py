@@ -1,0 +1,77 @@
+"""kill -9 at random instants of rollback delivery, N trials: exactly one delivered
+rollback per deploy, every attempt with the same Idempotency-Key and body.
+
+    python bench/crash_resume.py [--trials 20] [--seed 7] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.e2e.crash import run_trial  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    rows = []
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="postflight-crash-") as tmp:
+        for trial in range(args.trials):
+            result = run_trial(Path(tmp) / f"t{trial}", rng)
+            rows.append(
+                {
+                    "trial": trial,
+                    "kills": result.kills,
+                    "attempts": len(result.attempts),
+                    "accepted": result.accepted,
+                    "duplicates": sum(1 for a in result.attempts if a.get("duplicate")),
+                    "same_key_and_body": result.same_key_and_body,
+                    "final_state": result.final_state,
+                    "ok": result.ok,
+                }
+            )
+            if not args.json:
+                r = rows[-1]
+                print(
+                    f"trial {trial:>2}: kills={r['kills']} attempts={r['attempts']:>2}"
+                    f" accepted={r['accepted']} duplicates={r['duplicates']}"
+                    f" same key+body={r['same_key_and_body']} -> {r['final_state']}"
+                    f" {'ok' if r['ok'] else 'WRONG'}",
+                    flush=True,
+                )
+    summary = {
+        "trials": len(rows),
+        "ok": sum(r["ok"] for r in rows),
+        "kills": sum(r["kills"] for r in rows),
+        "attempts": sum(r["attempts"] for r in rows),
+        "delivered_once": sum(r["accepted"] == 1 for r in rows),
+        "seconds": round(time.monotonic() - started, 1),
+        "rows": rows,
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"\n{summary['ok']}/{summary['trials']} trials correct;"
+            f" {summary['kills']} kill -9s, {summary['attempts']} webhook attempts;"
+            f" exactly one delivered rollback in {summary['delivered_once']} of"
+            f" {summary['trials']} ({summary['seconds']}s)"
+        )
+    return 0 if summary["ok"] == summary["trials"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,203 @@
+"""Benchmark: how exactly the `load` check holds its rate and measures latency, beside wrk.
+
+Not a test; it prints figures. It starts a local target (aiohttp, on uvloop
+when installed, in its own process) that answers every request after sleeping
+a known delay, then for each rate runs one `load` check through
+`checks.registry.run_check` and reports the achieved rate (goal: within 1% of
+the configured one) and the measured p50/p99 against the injected delay (goal:
+within 2 ms). wrk runs at the same target for comparison; it is a closed-model
+tool, so it is given about rate × delay connections, which holds roughly the
+same rate.
+
+Usage:
+    python bench/load_accuracy.py [--rates 50,200,1000] [--duration 10] [--delay-ms 10] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from checks.base import CheckContext
+from checks.load import LoadCheck, LoadCheckConfig
+from checks.registry import run_check
+from checks.sessions import TargetSessions
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from probes import LoopFactory, free_port, need, running, uvloop_factory
+
+ACHIEVED_GOAL = 0.01
+LATENCY_GOAL_MS = 2.0
+
+
+def serve(port: int, delay_s: float) -> None:
+    """The target: sleep `delay_s`, answer 200 (run in a child process)."""
+    from aiohttp import web
+
+    async def handler(_: web.Request) -> web.Response:
+        await asyncio.sleep(delay_s)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    factory = uvloop_factory()
+    loop = factory() if factory is not None else asyncio.new_event_loop()
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=loop)
+
+
+async def agent_run(base_url: str, rate: float, duration: float, warmup: float) -> dict[str, Any]:
+    config = LoadCheckConfig(
+        name="accuracy",
+        type="load",
+        rate=rate,
+        duration=duration,
+        warmup=warmup,
+        max_in_flight=1000,
+        timeout=5.0,
+    )
+    async with TargetSessions() as sessions:
+        ctx = CheckContext(base_url, sessions.get(base_url), "bench")
+        result = await run_check(LoadCheck(config), ctx)
+    if result.details.get("crashed"):
+        raise SystemExit(f"load check crashed: {result.message}")
+    return result.details
+
+
+def agent_round(
+    base_url: str, rate: float, duration: float, warmup: float, factory: LoopFactory | None
+) -> dict[str, Any]:
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(agent_run(base_url, rate, duration, warmup))
+
+
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def wrk_latency(url: str, connections: int, seconds: float) -> dict[str, float]:
+    """wrk's requests/s and p50/p99 latency (ms) against `url` with `connections` open."""
+    out = subprocess.run(
+        [need("wrk", "wrk"), "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    figures: dict[str, float] = {}
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+        if m is None:
+            raise SystemExit(f"cannot read wrk's output:\n{out}")
+        figures[f"p{pct}_ms"] = round(float(m.group(1)) * _UNIT_MS[m.group(2)], 3)
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    figures["req_per_s"] = float(m.group(1)) if m else math.nan
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default="50,200,1000", help="requests per second, comma list")
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per rate")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--delay-ms", type=float, default=10.0, help="the target's delay")
+    parser.add_argument("--wrk-seconds", type=float, default=5.0)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.delay_ms / 1000)
+        return
+
+    rates = [float(r) for r in args.rates.split(",")]
+    factory = uvloop_factory()
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    log_dir = Path("/tmp")
+    server = [sys.executable, __file__, "--serve", str(port), "--delay-ms", str(args.delay_ms)]
+    results: dict[str, dict[str, Any]] = {}
+    with running(server, port, "target", log_dir / f"postflight-bench-target-{port}.log"):
+        time.sleep(0.2)
+        for rate in rates:
+            if not args.json:
+                print(f"rate {rate:g}/s …", file=sys.stderr, flush=True)
+            d = agent_round(base_url, rate, args.duration, args.warmup, factory)
+            conns = max(1, round(rate * args.delay_ms / 1000))
+            w = wrk_latency(base_url + "/", conns, args.wrk_seconds)
+            lat = d["latency_ms"]
+            results[f"{rate:g}"] = {
+                "configured": rate,
+                "achieved": d["achieved_rate"],
+                "achieved_error_pct": round(abs(d["achieved_rate"] - rate) / rate * 100, 3),
+                "requests": d["requests"],
+                "errors": d["errors"],
+                "dropped": d["dropped"],
+                "injected_ms": args.delay_ms,
+                "p50_ms": lat.get("p50"),
+                "p99_ms": lat.get("p99"),
+                "max_ms": lat.get("max"),
+                "start_lag_p99_ms": d["start_lag_ms"]["p99"],
+                "wrk_connections": conns,
+                "wrk_req_per_s": w["req_per_s"],
+                "wrk_p50_ms": w["p50_ms"],
+                "wrk_p99_ms": w["p99_ms"],
+            }
+
+    for row in results.values():
+        p50, p99, inj = row["p50_ms"], row["p99_ms"], row["injected_ms"]
+        row["rate_goal_met"] = row["achieved_error_pct"] <= ACHIEVED_GOAL * 100
+        row["latency_goal_met"] = (
+            p50 is not None
+            and p99 is not None
+            and abs(p50 - inj) <= LATENCY_GOAL_MS
+            and abs(p99 - inj) <= LATENCY_GOAL_MS
+        )
+    out: dict[str, Any] = {
+        "rates": results,
+        "loop": "uvloop" if factory is not None else "asyncio",
+        "duration_s": args.duration,
+        "all_goals_met": all(
+            r["rate_goal_met"] and r["latency_goal_met"] for r in results.values()
+        ),
+    }
+    if args.json:
+        print(json.dumps(out))
+        return
+    print(
+        f"\nload check accuracy: target sleeps {args.delay_ms:g}ms; {args.duration:g}s per rate "
+        f"after {args.warmup:g}s warm-up; agent on {out['loop']}\n"
+    )
+    head = (
+        f"{'rate/s':>7} {'achieved':>9} {'err %':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+        f"{'lag p99':>7} {'errors':>6} │ {'wrk c':>5} {'wrk/s':>7} {'wrk p50':>7} {'wrk p99':>7}"
+    )
+    print(head)
+    for row in results.values():
+        print(
+            f"{row['configured']:>7g} {row['achieved']:>9.2f} {row['achieved_error_pct']:>6.2f} "
+            f"{_num(row['p50_ms'])} {_num(row['p99_ms'])} {_num(row['max_ms'])} "
+            f"{row['start_lag_p99_ms']:>7.2f} {row['errors']:>6} │ {row['wrk_connections']:>5} "
+            f"{row['wrk_req_per_s']:>7.0f} {row['wrk_p50_ms']:>7.2f} {row['wrk_p99_ms']:>7.2f}"
+        )
+    print(
+        f"\ngoals: achieved rate within {ACHIEVED_GOAL:.0%}, p50 and p99 within "
+        f"{LATENCY_GOAL_MS:g}ms of the injected delay"
+    )
+    for rate, row in results.items():
+        print(
+            f"  {rate:>5}/s: rate {'met' if row['rate_goal_met'] else 'NOT met'}, "
+            f"latency {'met' if row['latency_goal_met'] else 'NOT met'}"
+        )
+
+
+def _num(value: float | None) -> str:
+    return f"{value:>7.2f}" if value is not None else f"{'-':>7}"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""observe(): samples of one round into an observation; merge(): periods into a baseline."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from agent.analysis import Observation, Rule, merge, observe, observe_baseline
+from checks.base import Sample
+
+ERRORS = Rule("probe-errors", "checks", "error_rate", max=0.05)
+P95 = Rule("health-latency", "checks", "latency_p95", check="api-health", max=0.3)
+
+
+def samples(check: str, latencies: list[float | None], failed: int = 0) -> list[Sample]:
+    return [
+        Sample(check, ok=i >= failed, latency_s=lat, error=None if i >= failed else "status")
+        for i, lat in enumerate(latencies)
+    ]
+
+
+def test_error_rate_counts_failed_probes() -> None:
+    obs = observe(ERRORS, samples("a", [0.1] * 100, failed=31), 10.0)
+    assert (obs.value, obs.count, obs.total) == (0.31, 31, 100)
+    assert obs.has_data
+
+
+def test_latency_percentile_of_the_named_check_only() -> None:
+    mine = samples("api-health", [0.1, 0.2, 0.3, 0.4, None])
+    other = samples("feed", [9.0, 9.0])
+    obs = observe(P95, mine + other, 10.0)
+    assert obs.value == pytest.approx(float(np.percentile([0.1, 0.2, 0.3, 0.4], 95)))
+    assert obs.values == (0.1, 0.2, 0.3, 0.4)
+    assert (obs.count, obs.total, obs.quantile) == (4, 4, 0.95)
+
+
+def test_throughput_is_requests_per_second() -> None:
+    rule = Rule("rps", "checks", "throughput", min=1.0, direction="decrease")
+    obs = observe(rule, samples("a", [0.1] * 50), 10.0)
+    assert (obs.value, obs.count) == (5.0, 50)
+
+
+def test_only_deploy_samples_count_and_baseline_reads_the_other_side() -> None:
+    deploy = samples("a", [0.1] * 10, failed=5)
+    stable = [Sample("a", ok=True, latency_s=0.1, target="baseline") for _ in range(20)]
+    assert observe(ERRORS, deploy + stable, 1.0).value == 0.5
+    base = observe_baseline(ERRORS, deploy + stable, 1.0)
+    assert (base.value, base.total) == (0.0, 20)
+
+
+def test_no_samples_is_no_data() -> None:
+    obs = observe(ERRORS, [], 10.0)
+    assert obs.value is None and obs.error == "no samples" and not obs.has_data
+    assert observe(P95, samples("api-health", [None, None]), 10.0).error == "no latencies"
+
+
+def test_merge_pools_counts_and_measures_burstiness() -> None:
+    merged = merge(
+        [
+            Observation(0.0, count=0, total=100),
+            Observation(0.2, count=20, total=100),
+            Observation(None, error="timeout"),
+        ]
+    )
+    assert (merged.value, merged.count, merged.total, merged.periods) == (0.1, 20, 200, 2)
+    assert merged.dispersion is not None and merged.dispersion > 0.1
+
+
+def test_merge_recomputes_a_percentile_from_pooled_values() -> None:
+    a = Observation(0.2, values=(0.1, 0.2), quantile=0.5, count=2, total=2)
+    b = Observation(0.4, values=(0.3, 0.4, 0.5), quantile=0.5, count=3, total=3)
+    merged = merge([a, b])
+    assert merged.value == pytest.approx(0.3)
+    assert merged.values == (0.1, 0.2, 0.3, 0.4, 0.5)
+    assert (merged.total, merged.quantile) == (5, 0.5)
+
+
+def test_merge_averages_rates_without_counts() -> None:
+    assert merge([Observation(0.01), Observation(0.03)]).value == pytest.approx(0.02)
+    weighted = merge([Observation(0.01, total=300), Observation(0.03, total=100)])
+    assert weighted.value == pytest.approx(0.015)
+
+
+def test_merge_pools_throughput_over_time() -> None:
+    merged = merge([Observation(5.0, count=50, seconds=10), Observation(1.0, count=30, seconds=30)])
+    assert merged.value == pytest.approx(2.0)
+
+
+def test_merge_of_nothing_usable_is_no_data() -> None:
+    merged = merge([Observation(None, error="timeout"), Observation(math.nan)])
+    assert merged.value is None and "timeout" in (merged.error or "")

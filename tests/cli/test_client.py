@@ -1,0 +1,542 @@
+"""`postflight register` / `postflight status` against a real API server.
+
+The server runs on its own loop in a thread (the commands run `asyncio.run`
+themselves, as they do from the console script). A scripted stand-in for the
+watcher moves each window through rounds to the final state a test asks for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from agent import cli_client
+from agent.api.schemas import DeployRequest
+from agent.cli_client import (
+    Progress,
+    Style,
+    add_register_arguments,
+    add_status_arguments,
+    register_command,
+    status_command,
+)
+from agent.client import ApiError, BadResponse, PostflightClient, Unreachable
+from agent.records import DeployWindow, RollbackIntent, RoundRecord
+from agent.store.sqlite import SqliteStore
+from tests.api.harness import TOKEN, ScriptedWatcher, make_app, rule
+
+T = TypeVar("T")
+Script = Callable[[SqliteStore, str], Coroutine[Any, Any, None]]
+STEP = 0.15
+
+
+class AgentThread:
+    """The API on a real port, served from a background thread."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.store = SqliteStore(tmp_path / "cli.db")
+        self.watcher = ScriptedWatcher(store=self.store)
+        self.runner: web.AppRunner | None = None
+        self.port = self.call(self._start())
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def _start(self) -> int:
+        await self.store.open()
+        self.runner = web.AppRunner(make_app(self.store, self.watcher))
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        return int(self.runner.addresses[0][1])
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def stop(self) -> None:
+        async def stop() -> None:
+            for task in list(self.watcher.tasks):
+                task.cancel()
+            if self.runner is not None:
+                await self.runner.cleanup()
+            await self.store.close()
+
+        self.call(stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+@pytest.fixture
+def agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AgentThread]:
+    monkeypatch.setattr(cli_client, "POLL_INTERVAL_S", 0.05)
+    monkeypatch.delenv("POSTFLIGHT_URL", raising=False)
+    monkeypatch.delenv("POSTFLIGHT_TOKEN", raising=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+    server = AgentThread(tmp_path)
+    yield server
+    server.stop()
+
+
+def register_args(agent: AgentThread | None, *extra: str, token: str = TOKEN) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="postflight register")
+    add_register_arguments(parser)
+    connection = ["--url", agent.url, "--token", token] if agent is not None else []
+    return parser.parse_args([*connection, "--env", "production", "--version", "v2.4.1", *extra])
+
+
+def status_args(agent: AgentThread, *extra: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="postflight status")
+    add_status_arguments(parser)
+    return parser.parse_args(["--url", agent.url, "--token", TOKEN, *extra])
+
+
+def no_traceback(captured: Any) -> None:
+    assert "Traceback" not in captured.out + captured.err
+
+
+# --- scripts: what the "watcher" does with a window ------------------------------------
+
+
+def pending(*rules: dict[str, Any]) -> dict[str, Any]:
+    return {"outcome": "pending", "decided_at": None, "reason": "", "rules": list(rules)}
+
+
+async def two_rounds(store: SqliteStore, window_id: str) -> None:
+    await asyncio.sleep(STEP)
+    await store.record_round(
+        RoundRecord(window_id, 1, time.time(), {}), pending(rule("probe-errors", "pass"))
+    )
+    await asyncio.sleep(STEP)
+    await store.record_round(
+        RoundRecord(window_id, 2, time.time(), {}), pending(rule("probe-errors", "pass"))
+    )
+    await asyncio.sleep(STEP)
+
+
+def ends_in(state: str) -> Script:
+    async def script(store: SqliteStore, window_id: str) -> None:
+        await two_rounds(store, window_id)
+        now = time.time()
+        if state in ("failed", "rolled_back"):
+            verdict = {
+                "outcome": "fail",
+                "decided_at": now,
+                "reason": "probe-errors: error_rate 0.31 > max 0.05 for 3 rounds",
+                "rules": [rule("probe-errors", "fail", 0.31)],
+            }
+            intent = RollbackIntent(window_id, "pending", "{}", now)
+            await store.finish_window(window_id, "failed", verdict, now, intent)
+            if state == "rolled_back":
+                intent.state, intent.attempts, intent.last_status = "delivered", 2, 200
+                await store.update_rollback(intent)
+                await store.set_state(window_id, "rolled_back", "failed")
+        elif state == "cancelled":
+            await store.cancel_window(window_id, now)
+        elif state == "superseded":
+            newer = DeployWindow(
+                id="dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ",
+                environment="production",
+                version="v9",
+                previous_version=None,
+                commit=None,
+                labels={},
+                state="watching",
+                deployed_at=now,
+                ends_at=now + 600,
+                created_at=now,
+            )
+            await store.create_window(newer)
+        else:
+            outcome = {"passed": "pass", "inconclusive": "inconclusive"}[state]
+            verdict = {
+                "outcome": outcome,
+                "decided_at": now,
+                "reason": "",
+                "rules": [rule("probe-errors", outcome)],
+            }
+            await store.finish_window(window_id, state, verdict, now)  # type: ignore[arg-type]
+
+    return script
+
+
+# --- register ------------------------------------------------------------------------
+
+
+def test_register_prints_the_deploy_id_and_exits_0(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = register_command(register_args(agent, "--label", "pipeline=run-1", "--commit", "abc"))
+    captured = capsys.readouterr()
+    assert code == 0
+    page = agent.call(agent.store.list_windows())
+    [window] = page.items
+    assert window.id in captured.out
+    assert window.labels == {"pipeline": "run-1"} and window.commit == "abc"
+    assert f"postflight status {window.id}" in captured.out
+
+
+def test_register_quiet_prints_only_the_id(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert register_command(register_args(agent, "--quiet")) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("dep_") and "\n" not in out
+
+
+def test_url_and_token_come_from_the_environment(
+    agent: AgentThread, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("POSTFLIGHT_URL", agent.url)
+    monkeypatch.setenv("POSTFLIGHT_TOKEN", TOKEN)
+    assert register_command(register_args(None)) == 0
+    assert "dep_" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("state", "code", "says"),
+    [
+        ("passed", 0, "passed"),
+        ("failed", 1, "failed"),
+        ("rolled_back", 1, "rolled back"),
+        ("inconclusive", 3, "inconclusive"),
+        ("cancelled", 3, "cancelled"),
+        ("superseded", 3, "superseded"),
+    ],
+)
+def test_register_wait_exits_by_the_final_state(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str], state: str, code: int, says: str
+) -> None:
+    agent.watcher.script = ends_in(state)
+    assert register_command(register_args(agent, "--wait", "--timeout", "20s")) == code
+    captured = capsys.readouterr()
+    no_traceback(captured)
+    assert says in captured.out
+    assert "round   1" in captured.out or "round" in captured.out
+    if state == "rolled_back":
+        assert "rollback  delivered after 2 attempts, last HTTP 200" in captured.out
+        assert "probe-errors" in captured.out and "0.31" in captured.out
+
+
+def test_register_wait_json_prints_the_final_object(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    agent.watcher.script = ends_in("passed")
+    assert register_command(register_args(agent, "--wait", "--json")) == 0
+    captured = capsys.readouterr()
+    final = json.loads(captured.out)
+    assert final["state"] == "passed" and final["verdict"]["outcome"] == "pass"
+    assert "registered" in captured.err  # progress goes to stderr with --json
+
+
+def test_register_wait_gives_up_at_the_timeout_with_3(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert register_command(register_args(agent, "--wait", "--timeout", "300ms")) == 3
+    captured = capsys.readouterr()
+    assert "gave up waiting" in captured.err and "still watching" in captured.err
+    no_traceback(captured)
+
+
+def test_idempotency_key_makes_a_repeat_safe(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert register_command(register_args(agent, "--idempotency-key", "run-77")) == 0
+    assert register_command(register_args(agent, "--idempotency-key", "run-77")) == 0
+    assert "already registered" in capsys.readouterr().out
+    assert len(agent.call(agent.store.list_windows()).items) == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--label", "novalue"], "--label 'novalue': write it as KEY=VALUE"),
+        (["--label", "a=1", "--label", "a=2"], "--label 'a' is given twice"),
+        (["--timeout", "soon"], "--timeout"),
+        (["--window", "forever"], "--window"),
+        (["--deployed-at", "yesterday"], "--deployed-at"),
+        (["--previous", "x" * 200], "--previous"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    assert register_command(register_args(agent, *extra)) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+    no_traceback(captured)
+    assert agent.call(agent.store.list_windows()).items == []
+
+
+def test_missing_url_or_token_exit_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("POSTFLIGHT_URL", raising=False)
+    monkeypatch.delenv("POSTFLIGHT_TOKEN", raising=False)
+    assert register_command(register_args(None)) == 2
+    assert "--url" in capsys.readouterr().err
+    monkeypatch.setenv("POSTFLIGHT_URL", "http://127.0.0.1:9")
+    assert register_command(register_args(None)) == 2
+    assert "--token" in capsys.readouterr().err
+    monkeypatch.setenv("POSTFLIGHT_URL", "ftp://example")
+    monkeypatch.setenv("POSTFLIGHT_TOKEN", "t")
+    assert register_command(register_args(None)) == 2
+    assert "http://" in capsys.readouterr().err
+
+
+def test_wrong_token_exits_2_and_says_so(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert register_command(register_args(agent, token="wrong")) == 2
+    captured = capsys.readouterr()
+    assert "refused the token (401)" in captured.err
+    no_traceback(captured)
+
+
+def test_unknown_environment_exits_2_and_names_it(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = register_args(agent)
+    args.env = "moon"
+    assert register_command(args) == 2
+    err = capsys.readouterr().err
+    assert "unknown environment 'moon'" in err and "(HTTP 404)" in err
+
+
+def test_an_unreachable_agent_exits_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    parser = argparse.ArgumentParser()
+    add_register_arguments(parser)
+    args = parser.parse_args(
+        ["--url", f"http://127.0.0.1:{port}", "--token", "t", "--env", "e", "--version", "v"]
+    )
+    monkeypatch.setattr(PostflightClient, "__init__", _fast_retries(PostflightClient.__init__))
+    assert register_command(args) == 2
+    captured = capsys.readouterr()
+    assert "cannot reach the agent" in captured.err
+    no_traceback(captured)
+
+
+def _fast_retries(init: Callable[..., None]) -> Callable[..., None]:
+    def wrapped(self: PostflightClient, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **{**kwargs, "backoff": 0.01})
+
+    return wrapped
+
+
+def test_missing_required_flags_are_usage_errors() -> None:
+    parser = argparse.ArgumentParser()
+    add_register_arguments(parser)
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["--version", "v1"])
+    assert exc.value.code == 2
+
+
+# --- status --------------------------------------------------------------------------
+
+
+def test_status_lists_recent_windows_as_a_table(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = []
+    for _ in range(2):
+        assert register_command(register_args(agent, "--quiet")) == 0
+        ids.append(capsys.readouterr().out.strip())
+    assert status_command(status_args(agent)) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["ID", "ENVIRONMENT", "VERSION", "STATE"]
+    assert ids[1] in lines[1] and "watching" in lines[1]
+    assert ids[0] in lines[2] and "superseded" in lines[2]
+
+
+def test_status_filters_by_environment(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert status_command(status_args(agent, "--env", "staging")) == 0
+    assert "no deploy windows yet in staging" in capsys.readouterr().out
+
+
+def test_status_of_one_window_shows_its_verdict_rules(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    agent.watcher.script = ends_in("rolled_back")
+    register_command(register_args(agent, "--wait", "--quiet"))
+    [window] = agent.call(agent.store.list_windows()).items
+    capsys.readouterr()
+    assert status_command(status_args(agent, window.id)) == 0
+    out = capsys.readouterr().out
+    assert window.id in out and "rolled_back" in out
+    assert "RULE" in out and "probe-errors" in out and "✗ fail" in out and "max 0.05" in out
+    assert "rollback  delivered" in out
+
+
+def test_status_json(agent: AgentThread, capsys: pytest.CaptureFixture[str]) -> None:
+    register_command(register_args(agent, "--quiet"))
+    capsys.readouterr()
+    assert status_command(status_args(agent, "--json")) == 0
+    page = json.loads(capsys.readouterr().out)
+    assert len(page["items"]) == 1 and page["next"] is None
+
+
+def test_status_of_an_unknown_id_exits_2(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert status_command(status_args(agent, "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ")) == 2
+    captured = capsys.readouterr()
+    assert "no deploy dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ" in captured.err
+    no_traceback(captured)
+
+
+def test_status_with_a_wrong_token_exits_2(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = status_args(agent)
+    args.token = "nope"
+    assert status_command(args) == 2
+    assert "401" in capsys.readouterr().err
+
+
+# --- progress output -------------------------------------------------------------------
+
+
+def _deploy(rounds: int, outcome: str = "pass", state: str = "watching") -> Any:
+    from agent.api.schemas import Deploy
+
+    now = time.time()
+    return Deploy.model_validate(
+        {
+            "id": "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ",
+            "environment": "production",
+            "version": "v1",
+            "state": state,
+            "deployed_at": "2026-11-26T14:00:00Z",
+            "ends_at": "2026-11-26T14:10:00Z",
+            "rounds": rounds,
+            "progress": pending(rule("probe-errors", outcome)) if rounds else None,
+            "links": {"self": "/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"},
+            "_now": now,
+        }
+    )
+
+
+def test_progress_without_a_terminal_prints_only_changes() -> None:
+    out = io.StringIO()
+    progress = Progress(out=out, style=Style(), live=False)
+    for rounds in range(0, 30):
+        progress.update(_deploy(rounds, "fail" if rounds == 20 else "pass"))
+    lines = out.getvalue().splitlines()
+    # round 1 (first outcomes), round 20 (fail), round 21 (back to pass)
+    assert [line.split()[1] for line in lines] == ["1", "20", "21"]
+    assert "\r" not in out.getvalue()
+
+
+def test_progress_on_a_terminal_prints_every_round_and_a_live_status() -> None:
+    out = io.StringIO()
+    progress = Progress(out=out, style=Style(), live=True)
+    for rounds in range(0, 5):
+        progress.update(_deploy(rounds))
+    progress.finish()
+    text = out.getvalue()
+    assert text.count("✓ pass probe-errors") == 4
+    assert "watching · round 4" in text
+
+
+# --- the client on its own ---------------------------------------------------------
+
+
+async def test_client_retries_a_registration_with_the_same_idempotency_key(
+    aiohttp_server: Callable[[web.Application], Awaitable[TestServer]],
+) -> None:
+    keys: list[str | None] = []
+    deploy = _deploy(0).model_dump(mode="json", by_alias=True)
+
+    async def flaky(request: web.Request) -> web.Response:
+        keys.append(request.headers.get("Idempotency-Key"))
+        if len(keys) < 3:
+            return web.Response(status=503, text="<html>upstream restarting</html>")
+        return web.json_response(deploy, status=201)
+
+    app = web.Application()
+    app.router.add_post("/v1/deploys", flaky)
+    server = await aiohttp_server(app)
+    request = DeployRequest(environment="production", version="v1")
+    async with PostflightClient(str(server.make_url("")), "t", backoff=0.01) as api:
+        got, replayed = await api.register(request, idempotency_key="k-1")
+    assert got.id == deploy["id"] and not replayed
+    assert keys == ["k-1", "k-1", "k-1"]
+
+
+async def test_client_reports_a_non_api_answer_in_one_line(
+    aiohttp_server: Callable[[web.Application], Awaitable[TestServer]],
+) -> None:
+    async def html(request: web.Request) -> web.Response:
+        return web.Response(text="<html>hello</html>", content_type="text/html")
+
+    async def teapot(request: web.Request) -> web.Response:
+        return web.Response(status=418, text="<html>\n<b>I'm a teapot</b>\n</html>")
+
+    app = web.Application()
+    app.router.add_get("/v1/deploys", html)
+    app.router.add_get("/v1/deploys/{id}", teapot)
+    server = await aiohttp_server(app)
+    async with PostflightClient(str(server.make_url("")), "t") as api:
+        with pytest.raises(BadResponse) as bad:
+            await api.list_deploys()
+        with pytest.raises(ApiError) as err:
+            await api.get_deploy("dep_x")
+    assert "not JSON" in str(bad.value) and "\n" not in str(bad.value)
+    assert err.value.status == 418 and "\n" not in str(err.value)
+
+
+async def test_client_wait_survives_an_agent_restart(
+    aiohttp_server: Callable[[web.Application], Awaitable[TestServer]],
+) -> None:
+    calls = 0
+    done = _deploy(3, state="passed").model_dump(mode="json", by_alias=True)
+
+    async def get(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return web.Response(status=503)
+        return web.json_response(done)
+
+    app = web.Application()
+    app.router.add_get("/v1/deploys/{id}", get)
+    server = await aiohttp_server(app)
+    hiccups: list[str] = []
+    async with PostflightClient(str(server.make_url("")), "t") as api:
+        final = await api.wait(
+            "dep_x",
+            give_up_after=5,
+            poll_interval=0.01,
+            on_unreachable=lambda e: hiccups.append(str(e)),
+        )
+    assert final.state == "passed" and len(hiccups) == 1
+
+
+async def test_client_refuses_a_url_without_scheme() -> None:
+    from agent.client import ClientError
+
+    with pytest.raises(ClientError):
+        PostflightClient("localhost:8787", "t")
+    assert issubclass(Unreachable, ClientError)

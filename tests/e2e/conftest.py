@@ -1,0 +1,165 @@
+"""End-to-end harness: the real daemon (in-process aiohttp app on a free port) against
+a local target whose behaviour flips after the deploy, and real receivers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from agent.app import build_app
+from agent.config_file import load_settings_text
+from agent.metrics import Metrics
+
+TOKEN = "e2e-api-token"
+SECRET = "e2e-rollback-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class FlipTarget:
+    """The service being deployed: healthy until `go_bad()`, then 40% of answers are 5xx
+    (deterministically: two of every five requests)."""
+
+    def __init__(self) -> None:
+        self.bad = False
+        self.requests = 0
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def health(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        if self.bad and self.requests % 5 < 2:
+            return web.json_response({"status": "error"}, status=503)
+        return web.json_response({"status": "ok"})
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/api/health", self.health)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+@dataclass
+class RunningAgent:
+    url: str
+    app: web.Application
+    metrics: Metrics
+    http: aiohttp.ClientSession
+    headers: dict[str, str] = field(default_factory=lambda: {"Authorization": f"Bearer {TOKEN}"})
+
+    async def register(self, environment: str, version: str, **extra: Any) -> dict[str, Any]:
+        body = {"environment": environment, "version": version, **extra}
+        async with self.http.post(f"{self.url}/v1/deploys", json=body, headers=self.headers) as r:
+            data: dict[str, Any] = await r.json()
+            assert r.status == 201, data
+            return data
+
+    async def get(self, deploy_id: str) -> dict[str, Any]:
+        async with self.http.get(f"{self.url}/v1/deploys/{deploy_id}", headers=self.headers) as r:
+            data: dict[str, Any] = await r.json()
+            assert r.status == 200, data
+            return data
+
+    async def cancel(self, deploy_id: str) -> dict[str, Any]:
+        url = f"{self.url}/v1/deploys/{deploy_id}/cancel"
+        async with self.http.post(url, headers=self.headers) as r:
+            data: dict[str, Any] = await r.json()
+            assert r.status == 200, data
+            return data
+
+    async def wait_until(
+        self,
+        deploy_id: str,
+        done: Callable[[dict[str, Any]], bool],
+        within: float = 30.0,
+    ) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            deploy = await self.get(deploy_id)
+            if done(deploy):
+                return deploy
+            assert loop.time() < deadline, f"gave up waiting; last seen: {deploy}"
+            await asyncio.sleep(0.1)
+
+    async def settled(self, deploy_id: str, within: float = 30.0) -> dict[str, Any]:
+        """Wait for the final state, including a rollback's delivery."""
+
+        def final(d: dict[str, Any]) -> bool:
+            pending = (d.get("rollback") or {}).get("state") == "pending"
+            return d["state"] != "watching" and not pending
+
+        return await self.wait_until(deploy_id, final, within)
+
+    def metric(self, name: str, **labels: str) -> float:
+        value = self.metrics.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+
+AgentFactory = Callable[[str], Awaitable[RunningAgent]]
+
+
+@pytest.fixture
+async def flip_target() -> AsyncIterator[FlipTarget]:
+    target = FlipTarget()
+    await target.start()
+    yield target
+    await target.stop()
+
+
+@pytest.fixture
+async def start_agent(tmp_path: Path) -> AsyncIterator[AgentFactory]:
+    """Factory: `await start_agent(environments_yaml, alerting_yaml="")` → a running agent."""
+    runners: list[web.AppRunner] = []
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def start(environments: str, alerting: str = "") -> RunningAgent:
+        port = free_port()
+        text = (
+            f"server:\n  listen: 127.0.0.1:{port}\n  api_tokens: [{TOKEN}]\n"
+            f"store:\n  url: sqlite:///{tmp_path / 'postflight.db'}\n"
+            + textwrap.dedent(alerting)
+            + "environments:\n"
+            + textwrap.indent(textwrap.dedent(environments), "  ")
+        )
+        settings = load_settings_text(text, source="e2e config")
+        metrics = Metrics()
+        app = build_app(settings, metrics=metrics, poll_interval=0.1)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runners.append(runner)
+        http = aiohttp.ClientSession()
+        sessions.append(http)
+        return RunningAgent(f"http://127.0.0.1:{port}", app, metrics, http)
+
+    yield start
+    for http in sessions:
+        await http.close()
+    for runner in runners:
+        await runner.cleanup()

@@ -1,0 +1,204 @@
+"""kill -9 during rollback delivery, then restart: one trial, as real processes.
+
+Used by `tests/e2e/test_process.py` (a few trials) and `bench/crash_resume.py`
+(≥20 trials). The agent and the rollback receiver are separate processes; the
+agent is killed with SIGKILL at a random instant while it delivers, restarted
+on the same store, and killed again while delivery is still unfinished, until
+the window settles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "crash-api-token"
+SECRET = "crash-rollback-secret"
+RECEIVER_SCRIPT = "503:delay=0.05,503:delay=0.1,503:delay=0.05,200:delay=0.15"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("SENTRY_DSN", None)
+    env.pop("NEW_RELIC_LICENSE_KEY", None)
+    return env
+
+
+def write_config(workdir: Path, agent_port: int, receiver_url: str) -> Path:
+    dead_port = free_port()  # nothing listens: every probe fails, the deploy is bad
+    text = f"""\
+server:
+  listen: 127.0.0.1:{agent_port}
+  api_tokens: [{TOKEN}]
+store:
+  url: sqlite:///{workdir / "postflight.db"}
+environments:
+  production:
+    base_url: http://127.0.0.1:{dead_port}
+    window: 60s
+    interval: 300ms
+    probes_per_round: 5
+    checks:
+      - {{name: api-health, type: http, path: /health, timeout: 200ms}}
+    analysis: {{policy: threshold, failure_limit: 1}}
+    rules:
+      - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
+    rollback:
+      url: {receiver_url}
+      secret: {SECRET}
+      backoff: 50ms
+      max_backoff: 200ms
+      max_attempts: 50
+"""
+    path = workdir / "postflight.yaml"
+    path.write_text(text)
+    return path
+
+
+def _request(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        result: dict[str, Any] = json.loads(response.read())
+        return result
+
+
+def _wait_ready(port: int, proc: subprocess.Popen[bytes], within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"agent exited early with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("agent did not become ready")
+
+
+def start_agent(config: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "--log-format", "json", "run", "--config", str(config)],
+            cwd=ROOT,
+            env=_env(),
+            stdout=out,
+            stderr=out,
+        )
+    _wait_ready(port, proc)
+    return proc
+
+
+def read_attempts(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@dataclass
+class TrialResult:
+    deploy_id: str
+    kills: int
+    final_state: str
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> int:
+        """Rollbacks the pipeline acts on: accepted requests that are not duplicates."""
+        return sum(1 for a in self.attempts if a.get("accepted") and not a.get("duplicate"))
+
+    @property
+    def same_key_and_body(self) -> bool:
+        keys = {a.get("idempotency_key") for a in self.attempts}
+        bodies = {a.get("body") for a in self.attempts}
+        return keys == {self.deploy_id} and len(bodies) == 1
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.final_state == "rolled_back"
+            and self.accepted == 1
+            and self.same_key_and_body
+            and all(a.get("signature_ok") for a in self.attempts)
+        )
+
+
+def run_trial(workdir: Path, rng: random.Random, max_kills: int = 3) -> TrialResult:
+    workdir.mkdir(parents=True, exist_ok=True)
+    receiver_log = workdir / "receiver.jsonl"
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "tests.receivers", "rollback", "--secret", SECRET,
+         "--log", str(receiver_log), "--script", RECEIVER_SCRIPT],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+    )
+    agent: subprocess.Popen[bytes] | None = None
+    try:
+        assert receiver.stdout is not None
+        ready = json.loads(receiver.stdout.readline())
+        port = free_port()
+        config = write_config(workdir, port, ready["url"])
+        agent_log = workdir / "agent.log"
+        agent = start_agent(config, port, agent_log)
+        deploy = _request(
+            "POST", f"http://127.0.0.1:{port}/v1/deploys",
+            {"environment": "production", "version": "v-crash"},
+        )
+        deploy_id = deploy["id"]
+        kills = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = _request("GET", f"http://127.0.0.1:{port}/v1/deploys/{deploy_id}")
+            rollback = state.get("rollback") or {}
+            settled = state["state"] != "watching" and rollback.get("state") != "pending"
+            if settled:
+                return TrialResult(deploy_id, kills, state["state"], read_attempts(receiver_log))
+            seen = len(read_attempts(receiver_log))
+            if kills < max_kills and (seen > 0 or rollback.get("state") == "pending"):
+                # somewhere inside the delivery: between attempts, mid-request, or
+                # just after the receiver accepted and before the agent recorded it
+                time.sleep(rng.uniform(0.0, 0.35))
+                agent.send_signal(signal.SIGKILL)
+                agent.wait()
+                kills += 1
+                agent = start_agent(config, port, agent_log)
+                continue
+            time.sleep(0.02)
+        raise RuntimeError(f"trial did not settle: {state}")
+    finally:
+        if agent is not None and agent.poll() is None:
+            agent.send_signal(signal.SIGKILL)
+            agent.wait()
+        receiver.send_signal(signal.SIGTERM)
+        try:
+            receiver.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            receiver.kill()

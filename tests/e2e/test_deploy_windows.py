@@ -1,0 +1,203 @@
+"""The daemon end to end: register, probe, judge, alert, roll back — on real local parts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget
+from tests.receivers import JsonSink, RollbackReceiver, SmtpSink
+
+
+def alerting(sink: JsonSink, smtp: SmtpSink | None = None) -> str:
+    text = f"""
+    alerting:
+      channels:
+        - url: {sink.url()}
+          tags: [oncall]
+    """
+    if smtp is not None:
+        text += f"""    - url: {smtp.url()}
+          tags: [oncall, email]
+    """
+    return text
+
+
+def environment(target: FlipTarget, receiver_url: str, **overrides: Any) -> str:
+    values = {
+        "window": "30s",
+        "interval": "2s",
+        "policy": "threshold",
+        "failure_limit": 2,
+        "dry_run": "false",
+        "probes": 10,
+    } | overrides
+    return f"""
+    production:
+      base_url: {target.url}
+      window: {values["window"]}
+      interval: {values["interval"]}
+      background_interval: 200ms
+      probes_per_round: {values["probes"]}
+      checks:
+        - name: api-health
+          type: http
+          path: /api/health
+          timeout: 1s
+          expect: {{status: 200, json: {{status: ok}}}}
+      analysis:
+        policy: {values["policy"]}
+        failure_limit: {values["failure_limit"]}
+      rules:
+        - name: probe-errors
+          source: checks
+          metric: error_rate
+          max: 0.05
+      rollback:
+        url: {receiver_url}
+        secret: {SECRET}
+        dry_run: {values["dry_run"]}
+        backoff: 100ms
+      alerts:
+        tags: [oncall]
+    """
+
+
+async def titles(sink: JsonSink, n: int) -> list[str]:
+    return [a.title for a in await sink.wait_for(n, within=10)]
+
+
+async def test_forty_percent_5xx_is_rolled_back_within_three_rounds(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+    smtp_sink: SmtpSink,
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    agent = await start_agent(
+        environment(flip_target, receiver.url), alerting(json_sink, smtp_sink)
+    )
+    deploy = await agent.register("production", "v2.4.1", previous_version="v2.4.0")
+    flip_target.bad = True  # the new version answers 40% 5xx
+    final = await agent.settled(deploy["id"], within=20)
+
+    assert final["state"] == "rolled_back"
+    assert final["rounds"] <= 3
+    assert final["verdict"]["outcome"] == "fail"
+    assert final["verdict"]["reason"].startswith("probe-errors:")
+    rule = final["verdict"]["rules"][0]
+    assert rule["outcome"] == "fail" and rule["observed"] > 0.05
+    assert final["rollback"]["state"] == "delivered"
+
+    assert len(receiver.attempts) == 1
+    attempt = receiver.attempts[0]
+    assert attempt.signature_ok and attempt.accepted
+    assert attempt.idempotency_key == deploy["id"]
+    body = json.loads(attempt.body)
+    assert body["event"] == "rollback"
+    assert body["deploy"]["version"] == "v2.4.1"
+    assert body["breaches"][0]["rule"] == "probe-errors"
+
+    seen = await titles(json_sink, 3)
+    assert all(t.startswith("[postflight] production v2.4.1:") for t in seen)
+    joined = " | ".join(seen)
+    assert "breach" in joined and "rollback requested" in joined
+    mails = await smtp_sink.wait_for(1, within=10)
+    assert mails
+    assert agent.metric("postflight_rollbacks_total", environment="production",
+                        result="delivered") == 1
+    assert agent.metric("postflight_windows_total", environment="production",
+                        outcome="rolled_back") == 1
+
+
+async def test_healthy_deploy_passes_with_a_success_alert_and_no_rollback(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    agent = await start_agent(
+        environment(flip_target, receiver.url, window="3s", interval="1s"), alerting(json_sink)
+    )
+    deploy = await agent.register("production", "v2.4.2")
+    final = await agent.settled(deploy["id"], within=15)
+    assert final["state"] == "passed"
+    assert final["verdict"]["outcome"] == "pass"
+    assert final["rounds"] >= 3
+    assert final["rollback"] is None
+    seen = await titles(json_sink, 1)
+    assert any("passed" in t for t in seen)
+    await asyncio.sleep(0.3)
+    assert receiver.attempts == []
+    assert agent.metric("postflight_check_runs_total", environment="production",
+                        check="api-health", result="pass") >= 30
+
+
+async def test_dry_run_fails_the_window_and_alerts_but_never_calls_the_webhook(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    agent = await start_agent(
+        environment(flip_target, receiver.url, interval="1s", dry_run="true"),
+        alerting(json_sink),
+    )
+    flip_target.bad = True
+    deploy = await agent.register("production", "v9")
+    final = await agent.settled(deploy["id"], within=15)
+    assert final["state"] == "failed"
+    assert final["rollback"]["state"] == "skipped"
+    seen = await titles(json_sink, 2)
+    assert any("dry run" in t.lower() or "skipped" in t.lower() for t in seen), seen
+    await asyncio.sleep(0.3)
+    assert receiver.attempts == []
+
+
+async def test_cancelled_window_fires_nothing_more(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    agent = await start_agent(
+        environment(flip_target, receiver.url, window="3s", interval="500ms"),
+        alerting(json_sink),
+    )
+    deploy = await agent.register("production", "v3")
+    await agent.wait_until(deploy["id"], lambda d: d["rounds"] >= 1, within=5)
+    cancelled = await agent.cancel(deploy["id"])
+    assert cancelled["state"] == "cancelled"
+    await asyncio.sleep(3.5)  # past the window's end
+    final = await agent.get(deploy["id"])
+    assert final["state"] == "cancelled"
+    assert not any("passed" in n.title for n in json_sink.notifications)
+    assert receiver.attempts == []
+
+
+async def test_a_new_deploy_supersedes_the_active_window(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    agent = await start_agent(
+        environment(flip_target, receiver.url, window="2s", interval="500ms"),
+        alerting(json_sink),
+    )
+    first = await agent.register("production", "v1")
+    await agent.wait_until(first["id"], lambda d: d["rounds"] >= 1, within=5)
+    second = await agent.register("production", "v2")
+    old = await agent.get(first["id"])
+    assert old["state"] == "superseded"
+    final = await agent.settled(second["id"], within=10)
+    assert final["state"] == "passed"
+    old = await agent.get(first["id"])
+    assert old["state"] == "superseded"
+    assert not any("v1:" in n.title for n in json_sink.notifications)

@@ -1,0 +1,60 @@
+"""The daemon as a real process: graceful SIGTERM, and kill -9 during rollback delivery."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.crash import _request, run_trial, start_agent, write_config, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("seed", [1, 2])
+def test_kill_9_during_delivery_still_rolls_back_exactly_once(tmp_path: Path, seed: int) -> None:
+    result = run_trial(tmp_path, random.Random(seed))
+    assert result.kills >= 1, "the trial never killed the agent mid-delivery"
+    assert result.final_state == "rolled_back"
+    assert result.accepted == 1
+    assert result.same_key_and_body
+    assert all(a["signature_ok"] for a in result.attempts)
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_stops_within_ten_seconds_and_keeps_the_window(tmp_path: Path) -> None:
+    port = free_port()
+    # a receiver URL nobody answers: the window is long and stays watching
+    config = write_config(tmp_path, port, f"http://127.0.0.1:{free_port()}/rollback")
+    text = config.read_text().replace("max: 0.05", "max: 1.0").replace("min: ", "min: ")
+    config.write_text(text)  # an error rate can never exceed 1.0: this window keeps watching
+    log = tmp_path / "agent.log"
+    agent = start_agent(config, port, log)
+    try:
+        deploy = _request(
+            "POST", f"http://127.0.0.1:{port}/v1/deploys",
+            {"environment": "production", "version": "v-term"},
+        )
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=10) == 0
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    agent = start_agent(config, port, log)
+    try:
+        seen = _request("GET", f"http://127.0.0.1:{port}/v1/deploys/{deploy['id']}")
+        assert seen["state"] == "watching"
+        before = seen["rounds"]
+        for _ in range(100):
+            seen = _request("GET", f"http://127.0.0.1:{port}/v1/deploys/{deploy['id']}")
+            if seen["rounds"] > before:
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+        assert seen["rounds"] > before, "the restarted agent did not resume the window"
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=10)

@@ -1,0 +1,197 @@
+"""Entry-point registry, configuration, and what every provider guarantees (fail soft,
+budgets, single flight, secrets, cancellation)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from importlib.metadata import EntryPoint, EntryPoints
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp import web
+from pydantic import ValidationError
+
+from agent.analysis.types import Observation
+from agent.metrics import Metrics
+from agent.providers import registry
+from agent.providers.base import Provider
+from agent.providers.client import Plan
+from agent.providers.config import ProvidersSettings, SentrySettings
+from agent.providers.newrelic import NewRelicProvider
+from agent.providers.prometheus import PrometheusProvider
+from agent.providers.sentry import SentryProvider
+from agent.redact import Redactor
+from tests.fakes.sentry import FakeSentry, SentryStats
+from tests.providers.support import (
+    AFTER,
+    SENTRY_TOKEN,
+    requests_counted,
+    rule,
+    scope,
+    sentry_settings,
+)
+
+EXAMPLE = Path("/work/shared/spec/postflight.example.yaml")
+
+
+def test_builtin_providers_are_entry_points() -> None:
+    assert {"sentry", "newrelic", "prometheus"} <= registry.plugin_names()
+    assert registry.load_plugin("sentry") is SentryProvider
+    assert registry.load_plugin("newrelic") is NewRelicProvider
+    assert registry.load_plugin("prometheus") is PrometheusProvider
+
+
+def test_only_configured_providers_are_built() -> None:
+    settings = ProvidersSettings.model_validate(
+        {"prometheus": {"url": "http://127.0.0.1:9"},
+         "sentry": {"org": "acme", "token": SENTRY_TOKEN}})
+    built = registry.build_providers(settings, Metrics(), Redactor())
+    assert sorted(built) == ["prometheus", "sentry"]
+    assert isinstance(built["sentry"], SentryProvider)
+    provider: Provider = built["prometheus"]
+    assert provider.name == "prometheus"
+
+
+def test_the_public_example_providers_validate() -> None:
+    if not EXAMPLE.exists():
+        pytest.skip("shared/spec is not beside this checkout")
+    document = yaml.safe_load(EXAMPLE.read_text())["providers"]
+    document["sentry"]["base_url"] = "https://sentry.io"
+    document["sentry"]["token"] = "sntrys_x"
+    document["newrelic"]["api_url"] = "https://api.newrelic.com/graphql"
+    document["newrelic"]["api_key"] = "NRAK-x"
+    document["prometheus"]["url"] = "http://127.0.0.1:9090"
+    settings = ProvidersSettings.model_validate(document)
+    assert settings.newrelic is not None and settings.newrelic.max_in_flight == 25
+    assert settings.sentry is not None and settings.sentry.timeout == 10.0
+
+
+def test_an_unknown_provider_is_an_error_naming_the_installed_ones() -> None:
+    with pytest.raises(ValidationError, match=r"unknown provider 'sentyr'.*installed: .*sentry"):
+        ProvidersSettings.model_validate({"sentyr": {"org": "acme"}})
+
+
+@pytest.fixture
+def echo_plugin(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    real = registry.entry_points
+
+    def entry_points(**params: Any) -> EntryPoints:
+        found = list(real(**params))
+        if params.get("group") == registry.ENTRY_POINT_GROUP:
+            found.append(EntryPoint("echo", "tests.providers.plugin_example:EchoProvider",
+                                    registry.ENTRY_POINT_GROUP))
+        return EntryPoints(found)
+
+    monkeypatch.setattr(registry, "entry_points", entry_points)
+    registry.plugin_names.cache_clear()
+    registry.load_plugin.cache_clear()
+    yield
+    registry.plugin_names.cache_clear()
+    registry.load_plugin.cache_clear()
+
+
+async def test_a_third_party_provider_joins_through_its_entry_point(echo_plugin: None) -> None:
+    settings = ProvidersSettings.model_validate({"echo": {"value": 7}})
+    built = registry.build_providers(settings, Metrics())
+    obs = await built["echo"].fetch(rule(source="prometheus", query="x", max=1), scope(), AFTER,
+                                    None)
+    assert obs.value == 7
+    with pytest.raises(ValidationError, match="value"):
+        ProvidersSettings.model_validate({"echo": {"valeu": 7}})
+
+
+async def test_an_unexpected_exception_becomes_an_error_observation(
+    sentry: SentryProvider, metrics: Metrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def explode(deadline: float) -> Observation:
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(sentry, "plan",
+                        lambda *a: Plan(key="k", query="q", run=explode))
+    obs = await sentry.fetch(rule(source="sentry", metric="error_rate", max=1), scope(), AFTER,
+                             "v1")
+    assert obs.value is None
+    assert obs.error == "unexpected failure talking to Sentry (KeyError)"
+    assert requests_counted(metrics, "sentry", "error") == 1
+    histogram = metrics.registry.get_sample_value(
+        "postflight_provider_request_duration_seconds_count", {"provider": "sentry"})
+    assert histogram == 1
+
+
+async def test_an_unreachable_provider_is_an_error_observation(metrics: Metrics) -> None:
+    unreachable = SentrySettings.model_validate(
+        {"base_url": "http://127.0.0.1:9", "org": "acme", "token": SENTRY_TOKEN,
+         "timeout": "1s", "request_timeout": "300ms", "max_attempts": 2})
+    provider = SentryProvider(unreachable, metrics=metrics)
+    try:
+        obs = await provider.fetch(rule(source="sentry", metric="error_rate", max=1), scope(),
+                                   AFTER, "v1")
+    finally:
+        await provider.aclose()
+    assert obs.error is not None and obs.error.startswith("could not reach Sentry")
+
+
+async def test_secrets_in_a_provider_answer_never_reach_errors_or_logs(
+    aiohttp_server: Any, metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    other_secret = "rollback-secret-value"
+
+    async def leaky(request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        return web.json_response({"detail": f"bad request for {auth} and {other_secret}"},
+                                 status=400)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", leaky)
+    server = await aiohttp_server(app)
+    fake = FakeSentry()
+    fake.port = server.port
+    provider = SentryProvider(sentry_settings(fake), metrics=metrics,
+                              redact=Redactor([SENTRY_TOKEN, other_secret]))
+    caplog.set_level(logging.DEBUG)
+    try:
+        s = scope(baseline=scope().baseline.model_copy(
+            update={"sentry": scope().baseline.sentry.model_copy(  # type: ignore[union-attr]
+                update={"project": "42"})}))
+        obs = await provider.fetch(rule(source="sentry", metric="error_rate", max=1), s, AFTER,
+                                   "v1")
+    finally:
+        await provider.aclose()
+    assert obs.error is not None and obs.error.startswith("Sentry rejected the query: ")
+    assert SENTRY_TOKEN not in obs.error and other_secret not in obs.error
+    assert SENTRY_TOKEN not in caplog.text and other_secret not in caplog.text
+
+
+async def test_a_cancelled_caller_is_cancelled_but_a_shared_fetch_goes_on(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    sentry_fake.delay = 0.3
+    sentry_fake.set_stats(SentryStats(failure_rate=0.01), release="v1")
+    r = rule(source="sentry", metric="error_rate", max=1)
+    first = asyncio.create_task(sentry.fetch(r, scope(), AFTER, "v1"))
+    second = asyncio.create_task(sentry.fetch(r, scope(), AFTER, "v1"))
+    await asyncio.sleep(0.05)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    obs = await second
+    assert obs.error is None and obs.value == 0.01
+
+
+async def test_closing_the_provider_ends_fetches_in_flight_softly(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    sentry_fake.fail("hang")
+    task = asyncio.create_task(
+        sentry.fetch(rule(source="sentry", metric="error_rate", max=1), scope(), AFTER, "v1"))
+    await asyncio.sleep(0.1)
+    await sentry.aclose()
+    obs = await task
+    assert obs.value is None and obs.error == "Sentry fetch cancelled"
+    after = await sentry.fetch(rule(source="sentry", metric="error_count", max=1), scope(),
+                               AFTER, "v1")
+    assert after.error == "the Sentry provider is closed"

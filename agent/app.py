@@ -103,7 +103,7 @@ def build_app(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await watcher.drain(timeout=max(1.0, settings.server.shutdown_timeout - 3.0))
+        await watcher.drain(grace=max(1.0, settings.server.shutdown_timeout - 3.0))
         for provider in providers.values():
             with contextlib.suppress(Exception):
                 await provider.aclose()
@@ -119,7 +119,9 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> No
     """Serve until `stop` is set (SIGTERM/SIGINT), then shut down within the bound."""
     app = build_app(settings, **kwargs)  # type: ignore[arg-type]
     runner = web.AppRunner(
-        app, handle_signals=False, access_log=None,
+        app,
+        handle_signals=False,
+        access_log=None,
         shutdown_timeout=min(2.0, settings.server.shutdown_timeout),
     )
     await runner.setup()

@@ -11,7 +11,8 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 from pathlib import Path
 
 from agent import __version__
@@ -46,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     run = sub.add_parser("run", help="run the daemon")
-    run.add_argument("--config", help="config file (default $POSTFLIGHT_CONFIG or ./postflight.yaml)")
+    run.add_argument(
+        "--config", help="config file (default $POSTFLIGHT_CONFIG or ./postflight.yaml)"
+    )
 
     validate = sub.add_parser("validate-config", help="check a configuration file")
     validate.add_argument("path", nargs="?", help="config file")
@@ -152,14 +155,15 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _event_loop_runner():  # type: ignore[no-untyped-def]
+def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
     """uvloop when installed (the `fast` extra): cheaper timers and sockets."""
     try:
         import uvloop
 
-        return uvloop.run
+        runner: Callable[[Coroutine[Any, Any, None]], None] = uvloop.run
     except ImportError:
-        return asyncio.run
+        runner = asyncio.run
+    return runner
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -178,15 +182,11 @@ def _check(args: argparse.Namespace) -> int:
     async def run_all() -> list[tuple[str, str, bool, str, float]]:
         sessions = TargetSessions()
         try:
-            probe = EnvironmentProbe(
-                args.env, env, sessions, Metrics(), settings.secret_values()
-            )
+            probe = EnvironmentProbe(args.env, env, sessions, Metrics(), settings.secret_values())
             results = await asyncio.gather(*(probe.run_once(c) for c in probe.checks))
         finally:
             await sessions.aclose()
-        return [
-            (r.check, r.type, r.ok, r.message, r.duration_s) for r in results
-        ]
+        return [(r.check, r.type, r.ok, r.message, r.duration_s) for r in results]
 
     rows = asyncio.run(run_all())
     width = max([len(r[0]) for r in rows] + [5])

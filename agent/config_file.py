@@ -183,10 +183,9 @@ def _document_loc(raw: tuple[Any, ...], document: Any) -> Loc:
     loc: list[str | int] = []
     node = document
     for part in raw:
-        if isinstance(node, dict) and part in node:
-            loc.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        ):
             loc.append(part)
             node = node[part]
         elif isinstance(node, dict | list):

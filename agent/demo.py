@@ -115,9 +115,10 @@ class Receivers:
     async def rollback(self, request: web.Request) -> web.Response:
         body = await request.read()
         timestamp = request.headers.get("X-Postflight-Timestamp", "")
-        expected = "sha256=" + hmac.new(
-            SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256
-        ).hexdigest()
+        expected = (
+            "sha256="
+            + hmac.new(SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+        )
         valid = hmac.compare_digest(expected, request.headers.get("X-Postflight-Signature", ""))
         if not valid:
             return web.json_response({"error": "bad signature"}, status=401)
@@ -180,7 +181,11 @@ async def _ship(
             seen_rounds = deploy["rounds"]
             rules = "  ".join(
                 f"{r['name']}={r['outcome']}"
-                + (f" ({_fmt(r['observed'], r['metric'])})" if r.get("observed") is not None else "")
+                + (
+                    f" ({_fmt(r['observed'], r['metric'])})"
+                    if r.get("observed") is not None
+                    else ""
+                )
                 for r in judgement["rules"]
             )
             say(f"round {seen_rounds:>2}: {rules}", indent=2)
@@ -250,8 +255,11 @@ async def demo() -> bool:
         say("\n▶ What the pipeline's rollback webhook received (signature verified):")
         for item in receivers.rollbacks:
             body = item["body"]
-            say(f"Idempotency-Key {item['key']}: roll back {body['deploy']['version']}"
-                f" — {body['reason']}", indent=2)
+            say(
+                f"Idempotency-Key {item['key']}: roll back {body['deploy']['version']}"
+                f" — {body['reason']}",
+                indent=2,
+            )
         ok = good == "passed" and bad == "rolled_back" and len(receivers.rollbacks) == 1
         say(
             "\n✔ As expected: the good deploy passed, the bad one was rolled back once."

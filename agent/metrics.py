@@ -24,51 +24,76 @@ class Metrics:
         )
         self.build_info.labels(version=__version__).set(1)
         self.windows_active = Gauge(
-            "postflight_windows_active", "Deploy windows being watched.", ["environment"],
+            "postflight_windows_active",
+            "Deploy windows being watched.",
+            ["environment"],
             registry=r,
         )
         self.windows_total = Counter(
-            "postflight_windows_total", "Deploy windows ended, by outcome.",
-            ["environment", "outcome"], registry=r,
+            "postflight_windows_total",
+            "Deploy windows ended, by outcome.",
+            ["environment", "outcome"],
+            registry=r,
         )
         self.check_runs_total = Counter(
-            "postflight_check_runs_total", "Check runs, by result.",
-            ["environment", "check", "result"], registry=r,
+            "postflight_check_runs_total",
+            "Check runs, by result.",
+            ["environment", "check", "result"],
+            registry=r,
         )
         self.check_duration_seconds = Histogram(
-            "postflight_check_duration_seconds", "How long one check run took.",
-            ["environment", "check"], buckets=_LATENCY_BUCKETS, registry=r,
+            "postflight_check_duration_seconds",
+            "How long one check run took.",
+            ["environment", "check"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.rule_evaluations_total = Counter(
-            "postflight_rule_evaluations_total", "Rule evaluations, by outcome.",
-            ["environment", "rule", "outcome"], registry=r,
+            "postflight_rule_evaluations_total",
+            "Rule evaluations, by outcome.",
+            ["environment", "rule", "outcome"],
+            registry=r,
         )
         self.rollbacks_total = Counter(
-            "postflight_rollbacks_total", "Rollback requests finished, by result.",
-            ["environment", "result"], registry=r,
+            "postflight_rollbacks_total",
+            "Rollback requests finished, by result.",
+            ["environment", "result"],
+            registry=r,
         )
         self.rollback_attempts_total = Counter(
-            "postflight_rollback_attempts_total", "Rollback webhook attempts, by result.",
-            ["environment", "result"], registry=r,
+            "postflight_rollback_attempts_total",
+            "Rollback webhook attempts, by result.",
+            ["environment", "result"],
+            registry=r,
         )
         self.alerts_total = Counter(
-            "postflight_alerts_total", "Alert notifications, by result.", ["result"], registry=r,
+            "postflight_alerts_total",
+            "Alert notifications, by result.",
+            ["result"],
+            registry=r,
         )
         self.provider_requests_total = Counter(
-            "postflight_provider_requests_total", "Requests to baseline providers, by result.",
-            ["provider", "result"], registry=r,
+            "postflight_provider_requests_total",
+            "Requests to baseline providers, by result.",
+            ["provider", "result"],
+            registry=r,
         )
         self.provider_request_duration_seconds = Histogram(
             "postflight_provider_request_duration_seconds",
-            "How long one provider request took.", ["provider"], buckets=_LATENCY_BUCKETS,
+            "How long one provider request took.",
+            ["provider"],
+            buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.round_lag_seconds = Histogram(
             "postflight_round_lag_seconds",
             "How late a round started against its schedule.",
-            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0), registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+            registry=r,
         )
         self.api_requests_total = Counter(
-            "postflight_api_requests_total", "API requests, by status class.",
-            ["status"], registry=r,
+            "postflight_api_requests_total",
+            "API requests, by status class.",
+            ["status"],
+            registry=r,
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from contextvars import ContextVar
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from agent.analysis.types import Rule
 from agent.durations import Duration, Fraction, parse_duration
 from agent.providers.config import BaselineSettings, ProvidersSettings
+from checks.base import CheckConfig
 from checks.registry import config_models
 
 CHECK_METRICS = ("error_rate", "latency_p50", "latency_p95", "latency_p99", "throughput")
@@ -229,7 +230,10 @@ def _check_settings() -> Any:
     return Annotated[_union(models), Field(discriminator="type")]
 
 
-CheckSettings = _check_settings()
+if TYPE_CHECKING:
+    CheckSettings = CheckConfig
+else:
+    CheckSettings = _check_settings()
 
 
 class EnvironmentSettings(Model):
@@ -246,7 +250,7 @@ class EnvironmentSettings(Model):
     probes_per_round: int = Field(default=10, ge=1, le=1000)
     """How often each http and smoke check runs in one round, spread evenly over the
     interval: a round judges a rate, not a single coin toss."""
-    checks: list[CheckSettings] = Field(default_factory=list)  # type: ignore[valid-type]
+    checks: list[CheckSettings] = Field(default_factory=list)
     baseline: BaselineSettings = BaselineSettings()
     analysis: AnalysisSettings = AnalysisSettings()
     rules: list[RuleSettings] = Field(default_factory=list)
@@ -311,9 +315,7 @@ class Settings(BaseSettings):
                         f" {rule.source!r} but providers.{rule.source} is not configured"
                     )
             if env.baseline.sentry and self.providers.sentry is None:
-                raise ValueError(
-                    f"environments.{env_name}.baseline.sentry needs providers.sentry"
-                )
+                raise ValueError(f"environments.{env_name}.baseline.sentry needs providers.sentry")
         return self
 
     @classmethod
@@ -350,7 +352,7 @@ class Settings(BaseSettings):
         return tuple(sorted(set(found), key=len, reverse=True))
 
 
-_DOCUMENT: ContextVar[dict[str, Any]] = ContextVar("postflight_document", default={})
+_DOCUMENT: ContextVar[dict[str, Any] | None] = ContextVar("postflight_document", default=None)
 
 
 class _DocumentSource(PydanticBaseSettingsSource):
@@ -361,11 +363,11 @@ class _DocumentSource(PydanticBaseSettingsSource):
     """
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        document = _DOCUMENT.get()
+        document = _DOCUMENT.get() or {}
         return document.get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return dict(_DOCUMENT.get())
+        return dict(_DOCUMENT.get() or {})
 
 
 def settings_from_document(document: dict[str, Any]) -> Settings:

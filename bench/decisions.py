@@ -68,11 +68,11 @@ CONFIDENCE = 0.99
 KAYENTA_CONFIDENCE = 0.98
 FLAGGER_INTERVAL, FLAGGER_THRESHOLD = 60, 5
 ARGO_INTERVAL = 60
-AA_WINDOWS = 250
-"""Per traffic level and error family: 500 A/A windows per traffic level."""
-REGRESSION_WINDOWS = 40
+AA_WINDOWS = 200
+"""Per traffic level and error family: 400 A/A windows per traffic level."""
+REGRESSION_WINDOWS = 50
 
-ERRORS = Rule("errors", "checks", "error_rate", max_increase=0.2)
+ERRORS = Rule("errors", "checks", "error_rate", max_increase=0.1)
 LATENCY = Rule("latency", "checks", "latency_p95", max_increase=0.1)
 RULES = (ERRORS, LATENCY)
 POLICIES = ("sequential", "flagger", "argo", "kayenta")

@@ -98,7 +98,7 @@ async def exchange(
         async with session.request(
             method,
             url,
-            headers=headers,
+            headers=headers or None,  # an empty dict still costs aiohttp a header merge
             data=data,
             timeout=client_timeout,
             allow_redirects=allow_redirects,

@@ -10,7 +10,8 @@ Methods and assumptions
 -----------------------
 * **Proportions** (errors out of requests, latencies over a bound out of samples): a mixture
   of likelihood ratios ("mixture SPRT") for H0: P(bad) <= p0 against a fixed grid of
-  alternatives p0 x odds ratio (`ODDS_RATIOS`), equally weighted. Every component is a
+  alternatives p0 x odds ratio (`ODDS_RATIOS`, weighted towards large effects, see
+  `SMALL_EFFECT_WEIGHT`). Every component is a
   nonnegative supermartingale under any P(bad) <= p0, so by Ville's inequality the chance that
   the mixture *ever* reaches 1/alpha, however often it is looked at, is at most alpha. It
   depends only on cumulative (bad, good) counts. Bursty errors (overdispersion: requests of
@@ -24,7 +25,7 @@ Methods and assumptions
   than the tolerance allows, a placement minus the DKW margin of the baseline ECDF is
   stochastically no larger than a Uniform(0, 1) (in the increasing convex order), so
   exp(lambda * S - n * psi(lambda)) with psi the log-mgf of a centred uniform is a
-  supermartingale; a grid of lambdas (`RANK_LAMBDAS`) is mixed as above. The DKW margin
+  supermartingale; a grid of lambdas (`RANK_LAMBDAS`) is mixed the same way. The DKW margin
   sqrt(log(2/alpha) / 2n) covers the baseline's own sampling error with probability 1 - alpha.
   Assumes samples are independent draws given the window (no strong autocorrelation).
 * **Baseline bounds**: Clopper-Pearson limits on the baseline rate (on effective counts,
@@ -48,22 +49,39 @@ from scipy import stats as sc_stats
 
 FloatArray = npt.NDArray[np.float64]
 
-ODDS_RATIOS: FloatArray = np.array([1.25, 1.5, 2.0, 3.0, 5.0, 10.0])
+ODDS_RATIOS: FloatArray = np.array([1.02, 1.05, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0])
 """Alternatives of the proportion mixture, as odds ratios over the null bound."""
 
-RANK_LAMBDAS: FloatArray = np.array([0.25, 0.5, 1.0, 2.0, 4.0, 8.0])
+RANK_LAMBDAS: FloatArray = np.array([0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0])
 """Bets of the rank mixture: lambda ~ 12 x the mean-placement shift it is tuned to."""
 
-_PROPORTION_LOG_WEIGHT = -math.log(len(ODDS_RATIOS))
-_RANK_LOG_WEIGHT = -math.log(len(RANK_LAMBDAS))
+SMALL_EFFECT_WEIGHT = 0.1
+"""Prior mass on the alternatives barely past the bound (the first three odds ratios, the
+first two lambdas). They matter only with lots of data, where a few nats more evidence cost
+little time; the rest of the mass goes to the effects one must catch within seconds."""
+
+
+def _log_weights(count: int, small: int) -> FloatArray:
+    weights = np.concatenate(
+        [
+            np.full(small, SMALL_EFFECT_WEIGHT / small),
+            np.full(count - small, (1.0 - SMALL_EFFECT_WEIGHT) / (count - small)),
+        ]
+    )
+    log_weights: FloatArray = np.log(weights)
+    return log_weights
+
+
+_PROPORTION_LOG_WEIGHTS = _log_weights(len(ODDS_RATIOS), 3)
+_RANK_LOG_WEIGHTS = _log_weights(len(RANK_LAMBDAS), 2)
 _RANK_PSI: FloatArray = np.log(np.sinh(RANK_LAMBDAS / 2) / (RANK_LAMBDAS / 2))
 """log E[exp(lambda (U - 1/2))] for U ~ Uniform(0, 1)."""
 
 _P_EPS = 1e-12
 
 
-def _logmeanexp(log_terms: FloatArray, log_weight: float) -> FloatArray:
-    result: FloatArray = sc_special.logsumexp(log_terms, axis=-1) + log_weight
+def _log_mixture(log_terms: FloatArray, log_weights: FloatArray) -> FloatArray:
+    result: FloatArray = sc_special.logsumexp(log_terms + log_weights, axis=-1)
     return result
 
 
@@ -84,7 +102,7 @@ def proportion_log_e(bad: npt.ArrayLike, good: npt.ArrayLike, p0: float) -> Floa
     log_bad = np.log(alt / p0)
     log_good = np.log((1.0 - alt) / (1.0 - p0))
     terms = bad_a[..., None] * log_bad + good_a[..., None] * log_good
-    return _logmeanexp(terms, _PROPORTION_LOG_WEIGHT)
+    return _log_mixture(terms, _PROPORTION_LOG_WEIGHTS)
 
 
 def rank_log_e(centred_sum: npt.ArrayLike, n: npt.ArrayLike) -> FloatArray:
@@ -96,7 +114,7 @@ def rank_log_e(centred_sum: npt.ArrayLike, n: npt.ArrayLike) -> FloatArray:
     s = np.asarray(centred_sum, dtype=np.float64)
     count = np.asarray(n, dtype=np.float64)
     terms = s[..., None] * RANK_LAMBDAS - count[..., None] * _RANK_PSI
-    return _logmeanexp(terms, _RANK_LOG_WEIGHT)
+    return _log_mixture(terms, _RANK_LOG_WEIGHTS)
 
 
 def intra_period_correlation(counts: npt.ArrayLike, totals: npt.ArrayLike) -> float | None:

@@ -188,6 +188,15 @@ def _notify(request: web.Request, opened: str | None, ended: list[str]) -> None:
         log.exception("telling the watcher about a window change failed")
 
 
+def _count_ended(request: web.Request, outcome: str, windows: list[DeployWindow]) -> None:
+    """`postflight_windows_total` for the two endings that happen here, in the API, where
+    the change is committed exactly once (the watcher counts the endings it decides)."""
+    metrics = request.config_dict.get(METRICS)
+    if metrics is not None:
+        for window in windows:
+            metrics.windows_total.labels(window.environment, outcome).inc()
+
+
 async def create_deploy(request: web.Request) -> web.Response:
     settings = request.config_dict[SETTINGS]
     store = request.config_dict[STORE]
@@ -253,6 +262,7 @@ async def create_deploy(request: web.Request) -> web.Response:
                 return _replay(stored, request_hash, key)
         raise
     _notify(request, window.id, [old.id for old in created.superseded])
+    _count_ended(request, "superseded", created.superseded)
     log.info(
         "deploy registered: %s %s (window %s%s)",
         window.environment,
@@ -265,16 +275,17 @@ async def create_deploy(request: web.Request) -> web.Response:
 
 
 def _list_query(request: web.Request) -> ListQuery:
+    """The list's query parameters. An empty one (`?environment=&state=`, as the contract
+    spells the route) means "not given"; a repeated one is an error, not a silent pick."""
     query = request.query
     errors: list[dict[str, Any]] = []
     values: dict[str, str] = {}
-    for name in query:
-        if name in values:
-            continue
-        all_values = query.getall(name)
-        if len(all_values) > 1:
+    for name in dict.fromkeys(query):
+        given = [v for v in query.getall(name) if v != ""]
+        if len(given) > 1:
             errors.append({"loc": [name], "msg": "give this parameter at most once"})
-        values[name] = all_values[0]
+        if given:
+            values[name] = given[0]
     try:
         parsed = ListQuery.model_validate(values)
     except ValidationError as exc:
@@ -327,6 +338,7 @@ async def cancel_deploy(request: web.Request) -> web.Response:
     except Conflict as exc:
         raise ApiProblem(409, str(exc), slug="deploy-ended") from None
     _notify(request, None, [window.id])
+    _count_ended(request, "cancelled", [window])
     log.info(
         "deploy cancelled",
         extra={"deploy_id": window.id, "environment": window.environment},

@@ -40,6 +40,7 @@ Markers: `POST …/releases/{version}/deploys/`, creating the release first
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import re
@@ -230,29 +231,44 @@ class SentryProvider(HttpProvider):
         shown = self._shown("events", dataset, fields, query, target)
 
         async def run(deadline: float) -> Observation:
-            row, units = await self._aggregate(target, period, dataset, fields, query, deadline)
-            total = _number(row, "count()")
-            if metric == "error_count":
-                n = int(total or 0)
-                return Observation(value=float(n), count=n, query=shown)
-            if metric == "error_rate":
-                rate = _number(row, "failure_rate()")
-                n_total = int(total or 0)
-                if n_total == 0 or rate is None:
-                    return Observation(value=None, count=0, total=n_total, query=shown)
-                return Observation(
-                    value=rate, count=round(rate * n_total), total=n_total, query=shown
+            samples: asyncio.Task[tuple[float, ...]] | None = None
+            if metric == "p95_duration" and self.config.sample_limit > 0:
+                # pages start alongside the aggregate: one round trip less per round
+                samples = asyncio.create_task(
+                    self._duration_samples(target, period, query, deadline)
                 )
-            p95 = _number(row, "p95(span.duration)")
-            n_total = int(total or 0)
-            if p95 is None or n_total == 0:
-                return Observation(value=None, count=n_total, total=n_total, query=shown)
-            value = _to_seconds(p95, units.get("p95(span.duration)"))
-            samples = await self._duration_samples(target, period, query, deadline)
-            return Observation(
-                value=value, count=n_total, total=n_total, values=samples, quantile=0.95,
-                query=shown,
-            )
+            try:
+                row, units = await self._aggregate(
+                    target, period, dataset, fields, query, deadline
+                )
+                total = _number(row, "count()")
+                n_total = int(total or 0)
+                if metric == "error_count":
+                    return Observation(value=float(n_total), count=n_total, query=shown)
+                if metric == "error_rate":
+                    rate = _number(row, "failure_rate()")
+                    if n_total == 0 or rate is None:
+                        return Observation(value=None, count=0, total=n_total, query=shown)
+                    return Observation(
+                        value=rate, count=round(rate * n_total), total=n_total, query=shown
+                    )
+                p95 = _number(row, "p95(span.duration)")
+                values = await samples if samples is not None else ()
+                if p95 is None or n_total == 0:
+                    return Observation(value=None, count=n_total, total=n_total, query=shown)
+                return Observation(
+                    value=_to_seconds(p95, units.get("p95(span.duration)")),
+                    count=n_total,
+                    total=n_total,
+                    values=values,
+                    quantile=0.95,
+                    query=shown,
+                )
+            finally:
+                if samples is not None and not samples.done():
+                    samples.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await samples
 
         return Plan(key=key, query=shown, run=run, seconds=period_seconds(period))
 

@@ -641,6 +641,12 @@ class PostgresStore:
                 intent.finished_at,
                 intent.window_id,
             )
+            if intent.state == "delivered":
+                # same transaction: "rolled_back" means the webhook accepted it
+                await conn.execute(
+                    "UPDATE windows SET state = 'rolled_back' WHERE id = $1 AND state = 'failed'",
+                    intent.window_id,
+                )
 
     async def record_delivery(self, attempt: DeliveryAttempt) -> None:
         async with self._tx() as conn:

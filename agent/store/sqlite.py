@@ -337,7 +337,8 @@ class SqliteStore:
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page:
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if environment is not None:
             where.append("environment = ?")
             params.append(environment)
@@ -468,7 +469,9 @@ class SqliteStore:
     async def cancel_window(self, window_id: str, at: float) -> DeployWindow:
         async with self._tx() as db:
             row = await (
-                await db.execute(f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE id = ?", (window_id,))
+                await db.execute(
+                    f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE id = ?", (window_id,)
+                )
             ).fetchone()
             if row is None:
                 raise KeyError(window_id)
@@ -514,6 +517,12 @@ class SqliteStore:
                     intent.window_id,
                 ),
             )
+            if intent.state == "delivered":
+                # same transaction: "rolled_back" means the webhook accepted it
+                await db.execute(
+                    "UPDATE windows SET state = 'rolled_back' WHERE id = ? AND state = 'failed'",
+                    (intent.window_id,),
+                )
 
     async def record_delivery(self, attempt: DeliveryAttempt) -> None:
         async with self._tx() as db:

@@ -117,6 +117,8 @@ def breaches(verdict: Verdict, links: dict[str, str] | None = None) -> list[dict
     return out
 
 
-def breaches_as_rules(verdict: Verdict, links: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def breaches_as_rules(
+    verdict: Verdict, links: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """The failing rules in the API's rule shape (for alerts)."""
     return [rule_to_dict(r, links) for r in verdict.rules if r.outcome == "fail"]

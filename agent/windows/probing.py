@@ -164,4 +164,6 @@ class BackgroundProber:
         now = self.clock()
         for check, result in zip(http_checks, results, strict=True):
             await self.store.add_probe_summary(name, check.name, now, summarize(result.samples))
-        await self.store.prune_probe_summaries(now - max(p.env.lookback for p in self.probes.values()) - 60)
+        await self.store.prune_probe_summaries(
+            now - max(p.env.lookback for p in self.probes.values()) - 60
+        )

@@ -15,12 +15,12 @@ from typing import Any
 
 from agent.alerts import WindowAlerts
 from agent.analysis.judge import judge
-from agent.analysis.observe import merge, observe
+from agent.analysis.observe import observe
 from agent.analysis.types import Observation, Policy, Rule, Verdict
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period, Provider
 from agent.records import DeployWindow, RollbackIntent, RoundRecord, WindowState
-from agent.rollback import RollbackDelivery, rollback_body
+from agent.rollback import RollbackDelivery, rollback_intent
 from agent.settings import EnvironmentSettings, RuleSettings
 from agent.store.base import Store
 from agent.windows.evidence import (
@@ -111,9 +111,7 @@ class WindowWatch:
         if self.window.baseline is None:
             await self._take_baseline()
         else:
-            self.baselines = {
-                k: observation_from_dict(v) for k, v in self.window.baseline.items()
-            }
+            self.baselines = {k: observation_from_dict(v) for k, v in self.window.baseline.items()}
         self.log.info(
             "watching %s %s (round %d, ends %s)",
             self.window.environment,
@@ -122,11 +120,20 @@ class WindowWatch:
             iso(self.window.ends_at),
         )
         number = self.window.rounds
+        scheduled = self.s.clock()
         while True:
             number += 1
             now = self.s.clock()
+            if now < scheduled:
+                await asyncio.sleep(scheduled - now)
+                now = self.s.clock()
+            lag = now - scheduled
+            self.s.metrics.round_lag_seconds.observe(lag)
+            if lag > self.env.interval:
+                scheduled = now  # overran a whole interval: do not burst to catch up
             remaining = self.window.ends_at - now
             length = max(0.05, min(self.env.interval, remaining)) if remaining > 0 else 0.05
+            scheduled += length
             started = now
             if not await self.s.store.renew_lease(
                 self.window.id, self.s.owner, now + self.s.lease_s + length
@@ -138,6 +145,7 @@ class WindowWatch:
             verdict = self._judge(observations, final=final)
             self.history.append(observations)
             summary = self._round_summary(observations, results, verdict)
+            summary["lag_s"] = round(lag, 6)
             decided_at = self.s.clock() if verdict.decision != "continue" else None
             verdict_json = verdict_to_dict(verdict, decided_at=decided_at, links=self.links)
             stored = await self.s.store.record_round(
@@ -273,8 +281,11 @@ class WindowWatch:
                 entry["failed"] += 1
                 entry["message"] = result.message
         canary = [
-            {"check": r.check, "ok": [int(s.ok) for s in r.samples],
-             "latency": [s.latency_s for s in r.samples]}
+            {
+                "check": r.check,
+                "ok": [int(s.ok) for s in r.samples],
+                "latency": [s.latency_s for s in r.samples],
+            }
             for r in results
             if r.samples and r.samples[0].target == "baseline"
         ]
@@ -323,11 +334,19 @@ class WindowWatch:
         for rule in verdict.rules:
             as_dict = [rule_to_dict(rule, self.links)]
             if rule.outcome == "fail":
-                self._alert("breach", key=breach_key(rule.name),
-                            reason=f"{rule.name}: {rule.detail}", rules=as_dict)
+                self._alert(
+                    "breach",
+                    key=breach_key(rule.name),
+                    reason=f"{rule.name}: {rule.detail}",
+                    rules=as_dict,
+                )
             elif rule.outcome == "pass" and previous.get(rule.name) == "fail":
-                self._alert("resolved", key=resolved_key(rule.name),
-                            reason=f"{rule.name} is back within {rule.threshold}", rules=as_dict)
+                self._alert(
+                    "resolved",
+                    key=resolved_key(rule.name),
+                    reason=f"{rule.name} is back within {rule.threshold}",
+                    rules=as_dict,
+                )
             observed = latest.get(rule.name)
             if rule.source != "checks" and observed is not None and observed.error:
                 self._alert(
@@ -344,25 +363,37 @@ class WindowWatch:
         rollback_cfg = self.env.rollback
         intent: RollbackIntent | None = None
         if rollback_cfg is not None:
-            body = rollback_body(self.window, verdict.reason, breaches(verdict, self.links), now)
-            state = "skipped" if rollback_cfg.dry_run else "pending"
-            intent = RollbackIntent(
-                window_id=self.window.id, state=state, body=body, requested_at=now
+            intent = rollback_intent(
+                self.window,
+                verdict.reason,
+                breaches(verdict, self.links),
+                now,
+                dry_run=rollback_cfg.dry_run,
             )
-        ended = await self.s.store.finish_window(self.window.id, "failed", verdict_json, now, intent)
+        ended = await self.s.store.finish_window(
+            self.window.id, "failed", verdict_json, now, intent
+        )
         if not ended:
             return
         self.log.warning("deploy failed: %s", verdict.reason)
         failing = breaches_as_rules(verdict, self.links)
         if intent is None:
             self.s.metrics.windows_total.labels(self.window.environment, "failed").inc()
-            self._alert("failed", verdict, rules=failing,
-                        reason=f"{verdict.reason} — no rollback webhook is configured")
+            self._alert(
+                "failed",
+                verdict,
+                rules=failing,
+                reason=f"{verdict.reason} — no rollback webhook is configured",
+            )
             return
         if intent.state == "skipped":
             self.s.metrics.windows_total.labels(self.window.environment, "failed").inc()
-            self._alert("rollback_skipped", verdict, rules=failing,
-                        reason=f"{verdict.reason} — dry run: the rollback webhook was not called")
+            self._alert(
+                "rollback_skipped",
+                verdict,
+                rules=failing,
+                reason=f"{verdict.reason} — dry run: the rollback webhook was not called",
+            )
             return
         self._alert("rollback_requested", verdict, rules=failing)
         self.s.spawn(deliver_rollback(self.window, intent, self.env, self.s))
@@ -388,7 +419,6 @@ async def deliver_rollback(
     assert env.rollback is not None
     done = await s.delivery.deliver(intent, env.rollback, window.environment)
     if done.state == "delivered":
-        await s.store.set_state(window.id, "rolled_back", expected="failed")
         s.metrics.windows_total.labels(window.environment, "rolled_back").inc()
         event: AlertEvent = "rollback_delivered"
         reason = f"rollback delivered after {done.attempts} attempt(s)"

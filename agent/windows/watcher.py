@@ -142,8 +142,12 @@ class Watcher:
         env = self.settings.environments.get(window.environment)
         if env is None:
             reason = f"environment {window.environment!r} is no longer configured"
-            verdict = {"outcome": "inconclusive", "decided_at": iso(self.clock()),
-                       "reason": reason, "rules": []}
+            verdict: dict[str, Any] = {
+                "outcome": "inconclusive",
+                "decided_at": iso(self.clock()),
+                "reason": reason,
+                "rules": [],
+            }
             if await self.store.finish_window(window.id, "inconclusive", verdict, self.clock()):
                 self.metrics.windows_total.labels(window.environment, "inconclusive").inc()
             return
@@ -170,7 +174,8 @@ class Watcher:
                 log.error("cannot resume rollback of %s: environment gone", intent.window_id)
                 continue
             log.info(
-                "resuming rollback delivery (attempt %d)", intent.attempts + 1,
+                "resuming rollback delivery (attempt %d)",
+                intent.attempts + 1,
                 extra={"deploy_id": window.id, "environment": window.environment},
             )
             self.services.spawn(deliver_rollback(window, intent, env, self.services))
@@ -181,13 +186,14 @@ class Watcher:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def drain(self, timeout: float) -> None:
+    async def drain(self, grace: float) -> None:
         """Let alerts and rollback deliveries in flight finish, within `timeout`;
-        what is left stays pending in the store and resumes on the next start."""
+        what is left stays pending in the store and resumes on the next start.
+        `grace` bounds the wait."""
         pending: set[asyncio.Task[Any]] = set(self.services.background)
         if not pending:
             return
-        _done, still = await asyncio.wait(pending, timeout=timeout)
+        _done, still = await asyncio.wait(pending, timeout=grace)
         for task in still:
             task.cancel()
         await asyncio.gather(*still, return_exceptions=True)

@@ -393,4 +393,31 @@ async def test_a_bug_answers_a_clean_500_problem_and_logs_it_redacted(
     body = await response.json()
     assert body["status"] == 500 and TOKEN not in json.dumps(body)
     assert "database said no" in caplog.text and TOKEN not in caplog.text
-    assert metrics.registry.get_sample_value("postflight_api_requests_total", {"status": "5xx"}) == 1
+    assert (
+        metrics.registry.get_sample_value("postflight_api_requests_total", {"status": "5xx"}) == 1
+    )
+
+
+async def test_empty_list_parameters_mean_not_given(client: Client) -> None:
+    created = await register(client)
+    response = await client.get("/v1/deploys?environment=&state=&limit=50&cursor=", headers=AUTH)
+    assert response.status == 200
+    assert [i["id"] for i in (await response.json())["items"]] == [created["id"]]
+
+
+async def test_cancelled_and_superseded_windows_are_counted(
+    client: Client, metrics: Metrics
+) -> None:
+    first = await register(client)
+    await register(client)  # supersedes the first
+    third = await register(client, {"environment": "staging", "version": "v1"})
+    await client.post(f"/v1/deploys/{third['id']}/cancel", headers=AUTH)
+    sample = metrics.registry.get_sample_value
+    assert first["id"]
+    assert (
+        sample("postflight_windows_total", {"environment": "production", "outcome": "superseded"})
+        == 1
+    )
+    assert (
+        sample("postflight_windows_total", {"environment": "staging", "outcome": "cancelled"}) == 1
+    )

@@ -154,8 +154,18 @@ def run_trial(workdir: Path, rng: random.Random, max_kills: int = 3) -> TrialRes
     workdir.mkdir(parents=True, exist_ok=True)
     receiver_log = workdir / "receiver.jsonl"
     receiver = subprocess.Popen(
-        [sys.executable, "-m", "tests.receivers", "rollback", "--secret", SECRET,
-         "--log", str(receiver_log), "--script", RECEIVER_SCRIPT],
+        [
+            sys.executable,
+            "-m",
+            "tests.receivers",
+            "rollback",
+            "--secret",
+            SECRET,
+            "--log",
+            str(receiver_log),
+            "--script",
+            RECEIVER_SCRIPT,
+        ],
         cwd=ROOT,
         env=_env(),
         stdout=subprocess.PIPE,
@@ -169,7 +179,8 @@ def run_trial(workdir: Path, rng: random.Random, max_kills: int = 3) -> TrialRes
         agent_log = workdir / "agent.log"
         agent = start_agent(config, port, agent_log)
         deploy = _request(
-            "POST", f"http://127.0.0.1:{port}/v1/deploys",
+            "POST",
+            f"http://127.0.0.1:{port}/v1/deploys",
             {"environment": "production", "version": "v-crash"},
         )
         deploy_id = deploy["id"]

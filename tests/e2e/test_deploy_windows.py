@@ -106,10 +106,14 @@ async def test_forty_percent_5xx_is_rolled_back_within_three_rounds(
     assert "breach" in joined and "rollback requested" in joined
     mails = await smtp_sink.wait_for(1, within=10)
     assert mails
-    assert agent.metric("postflight_rollbacks_total", environment="production",
-                        result="delivered") == 1
-    assert agent.metric("postflight_windows_total", environment="production",
-                        outcome="rolled_back") == 1
+    assert (
+        agent.metric("postflight_rollbacks_total", environment="production", result="delivered")
+        == 1
+    )
+    assert (
+        agent.metric("postflight_windows_total", environment="production", outcome="rolled_back")
+        == 1
+    )
 
 
 async def test_healthy_deploy_passes_with_a_success_alert_and_no_rollback(
@@ -132,8 +136,15 @@ async def test_healthy_deploy_passes_with_a_success_alert_and_no_rollback(
     assert any("passed" in t for t in seen)
     await asyncio.sleep(0.3)
     assert receiver.attempts == []
-    assert agent.metric("postflight_check_runs_total", environment="production",
-                        check="api-health", result="pass") >= 30
+    assert (
+        agent.metric(
+            "postflight_check_runs_total",
+            environment="production",
+            check="api-health",
+            result="pass",
+        )
+        >= 30
+    )
 
 
 async def test_dry_run_fails_the_window_and_alerts_but_never_calls_the_webhook(

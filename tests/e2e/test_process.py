@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.crash import _request, run_trial, start_agent, write_config, free_port
+from tests.e2e.crash import _request, free_port, run_trial, start_agent, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +36,8 @@ def test_sigterm_stops_within_ten_seconds_and_keeps_the_window(tmp_path: Path) -
     agent = start_agent(config, port, log)
     try:
         deploy = _request(
-            "POST", f"http://127.0.0.1:{port}/v1/deploys",
+            "POST",
+            f"http://127.0.0.1:{port}/v1/deploys",
             {"environment": "production", "version": "v-term"},
         )
         agent.send_signal(signal.SIGTERM)

@@ -37,7 +37,7 @@ HOST = "127.0.0.1"
 HANG_S = 600.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-BODY = web.RequestKey("body", object)
+BODY: web.RequestKey[Any] = web.RequestKey("body", object)
 """The request's JSON body (or text), read once by the middleware."""
 
 

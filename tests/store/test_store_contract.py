@@ -248,6 +248,19 @@ async def test_rollback_delivery_attempts_are_kept(store: Store) -> None:
     )
     assert stored.last_error is not None and stored.last_error.startswith("earlier: bad")
     assert await store.pending_rollbacks() == []
+    rolled_back = await store.get_window("dep_1")
+    assert rolled_back is not None and rolled_back.state == "rolled_back"
+
+
+async def test_a_failed_delivery_leaves_the_window_failed(store: Store) -> None:
+    await store.create_window(window("dep_1"))
+    intent = RollbackIntent("dep_1", "pending", "{}", requested_at=10)
+    await store.finish_window("dep_1", "failed", None, 10, intent)
+    await store.update_rollback(
+        RollbackIntent("dep_1", "failed", "{}", requested_at=10, attempts=8, last_status=503)
+    )
+    failed = await store.get_window("dep_1")
+    assert failed is not None and failed.state == "failed"
 
 
 async def test_alert_claims_survive_a_reopen(backend: Backend) -> None:

@@ -1,0 +1,162 @@
+"""The sequential policy: evidence, not one noisy round; tolerance; the same code as the bench."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from agent.analysis import Observation, Policy, Rule, judge, merge
+from agent.analysis.sequential import BaselineData, SequentialRule
+
+SEQUENTIAL = Policy("sequential", confidence=0.99)
+ERRORS = Rule("errors", "checks", "error_rate", max_increase=0.2)
+
+
+def rate(failed: int, total: int) -> Observation:
+    return Observation(failed / total, count=failed, total=total)
+
+
+def baseline(failed: int, total: int) -> Observation:
+    return rate(failed, total)
+
+
+def rounds_of(rule: Rule, observations: list[Observation]) -> list[dict[str, Observation]]:
+    return [{rule.name: o} for o in observations]
+
+
+def first_failure(
+    rules: list[Rule], baselines: dict[str, Observation], rounds: list[dict[str, Observation]]
+) -> int | None:
+    """Call the judge once per round, as the daemon does; the round (1-based) it fails at."""
+    for i in range(1, len(rounds) + 1):
+        if (
+            judge(rules, baselines, rounds[:i], SEQUENTIAL, final=i == len(rounds)).decision
+            == "fail"
+        ):
+            return i
+    return None
+
+
+def test_a_clear_error_regression_fails_within_a_few_rounds() -> None:
+    base = {"errors": baseline(100, 10_000)}  # 1%
+    rounds = rounds_of(ERRORS, [rate(10, 100)] * 20)  # 10%
+    at = first_failure([ERRORS], base, rounds)
+    assert at is not None and at <= 3
+    verdict = judge([ERRORS], base, rounds[:at], SEQUENTIAL, final=False)
+    assert verdict.reason.startswith("errors: error_rate 0.1 against error_rate <= 0.01")
+    assert "likelihood ratio" in verdict.reason
+    evidence = verdict.rules[0].evidence
+    assert evidence["likelihood_ratio"] >= evidence["threshold"]
+    assert evidence["p_value"] <= evidence["alpha"] == pytest.approx(0.01)
+    assert evidence["effect"] == pytest.approx(9.0)
+
+
+def test_one_noisy_round_against_an_absolute_bound_is_not_enough() -> None:
+    rule = Rule("probe-errors", "checks", "error_rate", max=0.05)
+    one = judge([rule], {}, rounds_of(rule, [rate(1, 5)]), SEQUENTIAL, final=False)
+    assert one.decision == "continue"  # 20% of 5 probes: the threshold policy would count it
+    many = rounds_of(rule, [rate(3, 10)] * 10)
+    assert first_failure([rule], {}, many) is not None
+
+
+def test_a_significant_change_within_the_tolerance_passes() -> None:
+    base = {"errors": baseline(10_000, 1_000_000)}  # 1.00%
+    rounds = rounds_of(ERRORS, [rate(1_100, 100_000)] * 30)  # 1.10%: +10%, over 3M requests
+    verdict = judge([ERRORS], base, rounds, SEQUENTIAL, final=True)
+    assert verdict.decision == "pass"
+    beyond = rounds_of(ERRORS, [rate(1_300, 100_000)] * 30)  # +30%
+    assert judge([ERRORS], base, beyond, SEQUENTIAL, final=True).decision == "fail"
+
+
+def test_latency_regression_fails_and_names_its_evidence() -> None:
+    rng = np.random.default_rng(1)
+    rule = Rule("p95", "checks", "latency_p95", max_increase=0.25)
+    base = {"p95": merge([latency_obs(rng.lognormal(-2.5, 0.6, 100)) for _ in range(20)])}
+    slow = [latency_obs(2 * rng.lognormal(-2.5, 0.6, 50)) for _ in range(30)]
+    at = first_failure([rule], base, rounds_of(rule, slow))
+    assert at is not None and at <= 5
+    verdict = judge([rule], base, rounds_of(rule, slow[:at]), SEQUENTIAL, final=False)
+    tests = {c["test"] for c in verdict.rules[0].evidence["components"]}
+    assert tests == {
+        "sequential rank test (Mann-Whitney placements)",
+        "mixture likelihood ratio on samples past the bound",
+    }
+    same = [latency_obs(rng.lognormal(-2.5, 0.6, 50)) for _ in range(30)]
+    assert judge([rule], base, rounds_of(rule, same), SEQUENTIAL, final=True).decision == "pass"
+
+
+def latency_obs(values: np.ndarray) -> Observation:
+    vals = tuple(float(v) for v in values)
+    return Observation(
+        float(np.percentile(vals, 95)), values=vals, quantile=0.95, count=len(vals), total=len(vals)
+    )
+
+
+def test_absolute_latency_bound_tests_the_share_of_slow_samples() -> None:
+    rule = Rule("p95", "checks", "latency_p95", max=0.3)
+    fast = [latency_obs(np.full(20, 0.1)) for _ in range(10)]
+    slow = [latency_obs(np.r_[np.full(10, 0.1), np.full(10, 0.5)]) for _ in range(10)]
+    assert judge([rule], {}, rounds_of(rule, fast), SEQUENTIAL, final=True).decision == "pass"
+    assert first_failure([rule], {}, rounds_of(rule, slow)) is not None
+
+
+def test_decrease_direction_fails_on_a_drop_of_crash_free_sessions() -> None:
+    rule = Rule("crash-free", "sentry", "crash_free_rate", max_increase=0.01, direction="decrease")
+    base = {rule.name: rate(9_990, 10_000)}  # 99.9% crash-free
+    drop = rounds_of(rule, [rate(950, 1_000)] * 5)  # 95%
+    same = rounds_of(rule, [rate(999, 1_000)] * 5)
+    assert first_failure([rule], base, drop) == 1
+    assert judge([rule], base, same, SEQUENTIAL, final=True).decision == "pass"
+
+
+def test_nan_and_missing_data_are_inconclusive() -> None:
+    rounds = rounds_of(ERRORS, [Observation(math.nan), Observation(None, error="429")])
+    verdict = judge([ERRORS], {"errors": baseline(1, 100)}, rounds, SEQUENTIAL, final=True)
+    assert verdict.decision == "inconclusive"
+    assert verdict.rules[0].outcome == "inconclusive"
+
+
+def test_min_samples_holds_back_a_failure() -> None:
+    rule = Rule("probe-errors", "checks", "error_rate", max=0.01, min_samples=500)
+    rounds = rounds_of(rule, [rate(50, 100)] * 4)
+    assert judge([rule], {}, rounds, SEQUENTIAL, final=False).decision == "continue"
+    assert judge([rule], {}, rounds * 2, SEQUENTIAL, final=False).decision == "fail"
+
+
+def test_bare_values_fall_back_to_the_threshold_streak() -> None:
+    rule = Rule("http-5xx", "prometheus", "error_rate", max=0.01)
+    rounds = rounds_of(rule, [Observation(0.2)] * 3)
+    verdict = judge([rule], {}, rounds, Policy("sequential", failure_limit=3), final=False)
+    assert verdict.decision == "fail"
+    assert verdict.reason == "http-5xx: error_rate 0.2 > max 0.01 for 3 rounds"
+
+
+def test_the_error_budget_is_split_between_rules() -> None:
+    other = Rule("other", "checks", "error_rate", max=0.5)
+    rounds = [{"errors": rate(1, 100), "other": rate(1, 100)}]
+    verdict = judge([ERRORS, other], {"errors": baseline(1, 100)}, rounds, SEQUENTIAL, final=False)
+    assert verdict.rules[0].evidence["alpha"] == pytest.approx(0.005)
+
+
+def test_judge_and_the_benchmark_share_one_decision() -> None:
+    """The bench feeds arrays to SequentialRule; judge() must fail at the same round."""
+    rng = np.random.default_rng(4)
+    totals = rng.poisson(10, 200)
+    counts = rng.binomial(totals, 0.04)
+    base_counts, base_totals = rng.binomial(10, 0.01, 600), np.full(600, 10)
+    base_obs = merge([rate(int(c), int(t)) for c, t in zip(base_counts, base_totals, strict=True)])
+    rounds = rounds_of(
+        ERRORS,
+        [
+            rate(int(c), int(t)) if t else Observation(None, error="no samples")
+            for c, t in zip(counts, totals, strict=True)
+        ],
+    )
+    verdict = judge([ERRORS], {"errors": base_obs}, rounds, SEQUENTIAL, final=True)
+    direct = SequentialRule(
+        ERRORS, BaselineData.from_observation(base_obs), "proportion", 0.01
+    ).scan_counts(counts, totals)
+    assert verdict.decision == "fail"
+    assert verdict.rules[0].evidence["failed_at_round"] == direct.failed_at

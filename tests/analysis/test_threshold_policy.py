@@ -1,0 +1,103 @@
+"""The threshold policy: per-round bounds, consecutive breaches, no data skipped."""
+
+from __future__ import annotations
+
+from agent.analysis import Observation, Policy, Rule, judge
+from agent.analysis.threshold import breaches, relative_limit
+
+THRESHOLD = Policy("threshold", failure_limit=3)
+ERRORS = Rule("probe-errors", "checks", "error_rate", max=0.05)
+
+
+def rate(failed: int, total: int = 100) -> Observation:
+    return Observation(failed / total, count=failed, total=total)
+
+
+def rounds_of(rule: Rule, *observations: Observation) -> list[dict[str, Observation]]:
+    return [{rule.name: o} for o in observations]
+
+
+def test_three_breaching_rounds_fail_with_the_contract_reason() -> None:
+    verdict = judge([ERRORS], {}, rounds_of(ERRORS, *[rate(31)] * 3), THRESHOLD, final=False)
+    assert verdict.decision == "fail"
+    assert verdict.reason == "probe-errors: error_rate 0.31 > max 0.05 for 3 rounds"
+    rule = verdict.rules[0]
+    assert (rule.outcome, rule.observed, rule.threshold) == ("fail", 0.31, "max 0.05")
+    assert rule.detail == "31 of 100 probes failed"
+    assert rule.evidence["failing_rounds"] == [0, 1, 2]
+
+
+def test_a_passing_round_breaks_the_streak() -> None:
+    rounds = rounds_of(ERRORS, rate(31), rate(31), rate(1), rate(31), rate(31))
+    verdict = judge([ERRORS], {}, rounds, THRESHOLD, final=True)
+    assert verdict.decision == "pass"
+    assert verdict.rules[0].evidence["streak"] == 2
+
+
+def test_rounds_without_data_neither_break_nor_extend_a_streak() -> None:
+    gap = Observation(None, error="timeout")
+    rounds = rounds_of(ERRORS, rate(31), gap, rate(31), gap, rate(31))
+    verdict = judge([ERRORS], {}, rounds, THRESHOLD, final=False)
+    assert verdict.decision == "fail"
+    assert verdict.rules[0].evidence["failed_at_round"] == 4
+    assert judge([ERRORS], {}, rounds[:4], THRESHOLD, final=False).decision == "continue"
+
+
+def test_no_data_is_inconclusive_never_a_failure() -> None:
+    rounds = rounds_of(ERRORS, *[Observation(None, error="provider timeout")] * 10)
+    verdict = judge([ERRORS], {}, rounds, THRESHOLD, final=True)
+    assert verdict.decision == "inconclusive"
+    assert verdict.rules[0].outcome == "inconclusive"
+    assert "provider timeout" in verdict.rules[0].detail
+
+
+def test_relative_bound_uses_the_baseline_with_a_floor() -> None:
+    rule = Rule("errors", "sentry", "error_rate", max_increase=1.0)
+    assert relative_limit(rule, 0.02) == 0.04
+    assert relative_limit(rule, 0.0) == 0.001  # a zero baseline does not make 0.0001 a breach
+    assert breaches(rule, 0.0005, 0.0) == []
+    assert [b.text for b in breaches(rule, 0.05, 0.02)] == ["max 0.04 (baseline 0.02 +100%)"]
+
+
+def test_relative_latency_reason_reads_in_durations() -> None:
+    rule = Rule("feed-p95", "checks", "latency_p95", max_increase=0.5)
+    rounds = rounds_of(rule, *[Observation(0.412, total=50)] * 3)
+    verdict = judge([rule], {rule.name: Observation(0.25)}, rounds, THRESHOLD, final=False)
+    assert verdict.reason == (
+        "feed-p95: latency_p95 412ms > max 375ms (baseline 250ms +50%) for 3 rounds"
+    )
+    assert verdict.rules[0].threshold == "max_increase 50%"
+
+
+def test_direction_decrease_fails_on_a_drop() -> None:
+    rule = Rule("crash-free", "sentry", "crash_free_rate", max_increase=0.01, direction="decrease")
+    base = {rule.name: Observation(0.999)}
+    low = rounds_of(rule, *[Observation(0.95)] * 3)
+    high = rounds_of(rule, *[Observation(1.0)] * 3)
+    assert judge([rule], base, low, THRESHOLD, final=False).decision == "fail"
+    assert judge([rule], base, high, THRESHOLD, final=True).decision == "pass"
+
+
+def test_relative_rule_without_baseline_is_inconclusive() -> None:
+    rule = Rule("feed-p95", "checks", "latency_p95", max_increase=0.5)
+    rounds = rounds_of(rule, *[Observation(9.0)] * 5)
+    verdict = judge([rule], {}, rounds, THRESHOLD, final=True)
+    assert verdict.decision == "inconclusive"
+    assert "no baseline" in verdict.rules[0].detail
+
+
+def test_rounds_below_min_samples_do_not_count() -> None:
+    rule = Rule("probe-errors", "checks", "error_rate", max=0.05, min_samples=20)
+    small = rounds_of(rule, *[rate(5, 10)] * 5)
+    assert judge([rule], {}, small, THRESHOLD, final=True).decision == "inconclusive"
+
+
+def test_failure_limit_one_fails_on_the_first_breach() -> None:
+    verdict = judge(
+        [ERRORS],
+        {},
+        rounds_of(ERRORS, rate(0), rate(9)),
+        Policy("threshold", failure_limit=1),
+        final=False,
+    )
+    assert verdict.decision == "fail" and verdict.reason.endswith("for 1 round")

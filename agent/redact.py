@@ -6,7 +6,11 @@ import re
 from collections.abc import Iterable
 
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/\s:@]+(?::[^/\s@]*)?@", re.I)
-_BEARER = re.compile(r"(?i)\b(bearer|token|api[-_]?key|authorization)([=:\s]+)([^\s,;\"']+)")
+_ASSIGNED = re.compile(
+    r"(?i)\b(authorization|api[-_]?key|x-api-key|token|secret|password)(\s*[=:]\s*)"
+    r"(?:(?:bearer|basic|token)\s+)?([^\s,;\"'&]+)"
+)
+_SCHEME = re.compile(r"(?i)\b(bearer|basic)(\s+)([A-Za-z0-9._~+/=-]{4,})")
 
 MASK = "***"
 
@@ -22,4 +26,5 @@ class Redactor:
         if self._secrets is not None:
             text = self._secrets.sub(MASK, text)
         text = _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}{MASK}@", text)
-        return _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+        text = _ASSIGNED.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+        return _SCHEME.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)

@@ -108,9 +108,10 @@ class LoadCheck(Check):
                 f"load check {config.name!r} would send {warm + measured} requests in one run; "
                 f"at most {MAX_REQUESTS}"
             )
-        self._expect = Expectation(config.expect)
-        self._headers, self._data = encode_body(config)
-        self._timeout = aiohttp.ClientTimeout(total=config.timeout)
+        # Prepared once: a run sends thousands of identical requests.
+        self.expectation = Expectation(config.expect)
+        self.headers, self.body = encode_body(config)
+        self.client_timeout = aiohttp.ClientTimeout(total=config.timeout)
 
     def budget_s(self) -> float:
         cfg = self.config
@@ -209,13 +210,13 @@ class _LoadRun:
                 self.session,
                 cfg.method,
                 self.url,
-                client_timeout=self.check._timeout,
-                headers=self.check._headers,
-                data=self.check._data,
+                client_timeout=self.check.client_timeout,
+                headers=self.check.headers,
+                data=self.check.body,
                 allow_redirects=cfg.follow_redirects,
                 max_redirects=cfg.max_redirects,
                 verify_tls=cfg.verify_tls,
-                keep_body=self.check._expect.needs_body,
+                keep_body=self.check.expectation.needs_body,
                 # Late: count from when it was due (the stall is the target's latency
                 # as a user would see it). Early, within a timer tick: from when it left.
                 started=min(due, sent),
@@ -233,7 +234,7 @@ class _LoadRun:
         if not counted:
             return
         self.last_done = time.perf_counter()
-        mismatches = self.check._expect.check(
+        mismatches = self.check.expectation.check(
             reply.status, reply.headers, Body(reply.body), reply.latency_s, self.redactor
         )
         error = mismatches[0].kind if mismatches else None

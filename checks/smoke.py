@@ -164,7 +164,6 @@ class SmokeCheck(Check):
         ) as session:
             for index, compiled in enumerate(self._steps):
                 step = compiled.step
-                reply: Reply | None = None
                 try:
                     url, headers, data = _render(step, ctx.base_url, values)
                     reply = await exchange(
@@ -186,7 +185,7 @@ class SmokeCheck(Check):
                     if mismatches:
                         raise _StepFailed(*mismatches, reply=reply)
                     for var, path, secret in compiled.captures:
-                        value = _capture(body, path, var)
+                        value = _capture(body, path, var, reply)
                         values[var] = value
                         if secret or (isinstance(value, str) and len(value) >= _LIKELY_TOKEN_LEN):
                             redactor = redactor.with_secrets([_text(value)])
@@ -282,15 +281,17 @@ def _step_summary(name: str, reply: Reply) -> dict[str, Any]:
     return {"name": name, "status": reply.status, "latency_ms": round(reply.latency_s * 1000, 3)}
 
 
-def _capture(body: Body, path: JSONPath, var: str) -> Any:
+def _capture(body: Body, path: JSONPath, var: str, reply: Reply) -> Any:
+    """The first value `path` finds in the body; a failed step when there is none."""
     try:
         doc = body.json()
     except ValueError:
         fail = Mismatch("assertion", f"capture {var}", "a JSON body", "another body")
-        raise _StepFailed(fail) from None
+        raise _StepFailed(fail, reply=reply) from None
     found = path.find(doc)
     if not found:
-        raise _StepFailed(Mismatch("assertion", f"capture {var}", f"{path}", "no such field"))
+        fail = Mismatch("assertion", f"capture {var}", f"{path}", "no such field")
+        raise _StepFailed(fail, reply=reply)
     return found[0].value
 
 

@@ -276,8 +276,8 @@ def _by_sequential(
     )
     if scan.failed_at is not None:
         reason = (
-            f"{rule.name}: {rule.metric} {format_value(rule.metric, observed)} against "
-            f"{decisive.component.null}: likelihood ratio {lr:.3g} >= {needed:.3g} "
+            f"{rule.name}: {rule.metric} {format_value(rule.metric, observed)} "
+            f"{decisive.component.claim}, likelihood ratio {lr:.3g} >= {needed:.3g} "
             f"after {scan.samples:g} {_units(rule, history)}"
         )
         detail = f"{summary}; likelihood ratio {lr:.3g} reached {needed:.3g}"
@@ -301,7 +301,7 @@ def _sequential_evidence(
         "test": _TEST_NAMES[decisive.component.test],
         "statistic": "e-value (likelihood ratio, always valid)",
         "likelihood_ratio": _ratio(decisive.peak_log_e),
-        "threshold": 1.0 / decisive.component.alpha,
+        "likelihood_ratio_needed": 1.0 / decisive.component.alpha,
         "null": decisive.component.null,
         "p_value": scan.p_value,
         "alpha": alpha_rule,
@@ -315,7 +315,7 @@ def _sequential_evidence(
                 "test": _TEST_NAMES[s.component.test],
                 "null": s.component.null,
                 "likelihood_ratio": _json(_ratio(s.peak_log_e)),
-                "threshold": _json(1.0 / s.component.alpha),
+                "likelihood_ratio_needed": _json(1.0 / s.component.alpha),
                 "baseline_bound": _json(s.component.baseline_bound),
                 "failed_at_round": s.crossed_at,
             }
@@ -362,6 +362,7 @@ def _by_fixed(
         "effect": result.effect,
         "samples": samples,
         "bound": result.bound,
+        "failed_at_round": history.rounds - 1 if result.failed else None,
     }
     p_text = f"p={result.p_value:.2g}" if result.p_value is not None else "no test"
     if result.failed:

@@ -101,6 +101,8 @@ class Component:
     """alpha_rule / alpha, turning its p-value into a rule-level p-value."""
     null: str
     """The hypothesis it tests, for humans: `error_rate <= 0.0146 (baseline 0.0101 +20%)`."""
+    claim: str
+    """What a failure asserts about the metric: `> 0.0146 (baseline 0.0101 +20%)`."""
     p0: float = 0.5
     """Proportion / exceedance tests: the largest acceptable share of bad events."""
     flip: bool = False
@@ -188,6 +190,7 @@ class SequentialRule:
         test: Test,
         alpha: float,
         null: str,
+        claim: str,
         *,
         p0: float = 0.5,
         flip: bool = False,
@@ -202,6 +205,7 @@ class SequentialRule:
             alpha=alpha,
             weight=self.alpha / alpha,
             null=null,
+            claim=claim,
             p0=p0,
             flip=flip,
             cutoff=cutoff,
@@ -225,19 +229,20 @@ class SequentialRule:
             bound = rule.max if is_max else rule.min
             assert bound is not None
             null = f"{metric} {'<=' if is_max else '>='} {fmt(bound)}"
+            claim = f"{'>' if is_max else '<'} {which} {fmt(bound)}"
             if self.kind == "proportion":
                 p0 = bound if is_max else 1.0 - bound
                 if p0 >= 1.0:
                     return None
-                return self._make(which, "proportion", share, null, p0=p0, flip=not is_max)
+                return self._make(which, "proportion", share, null, claim, p0=p0, flip=not is_max)
             p0 = 1.0 - q if is_max else q
             return self._make(
-                which, "exceedance", share, null, p0=p0, flip=not is_max, cutoff=bound
+                which, "exceedance", share, null, claim, p0=p0, flip=not is_max, cutoff=bound
             )
         assert base is not None and rule.max_increase is not None
         delta = rule.max_increase
         change = f"{'+' if up else '-'}{format_percent(delta)}"
-        sign = "<=" if up else ">="
+        sign, past = ("<=", ">") if up else (">=", "<")
         tail = (1.0 - q) if up else q
         if plan == "rank":
             if not up and delta >= 1.0:
@@ -247,6 +252,7 @@ class SequentialRule:
                 "rank",
                 share * (1 - BASELINE_SHARE),
                 f"{metric} distribution within baseline {change}",
+                f"{'above' if up else 'below'} baseline {fmt(base.value)} {change} (rank test)",
                 flip=not up,
                 scale=1.0 + delta if up else 1.0 - delta,
                 margin=stats.dkw_margin(base.sorted_values.size, share * BASELINE_SHARE),
@@ -260,12 +266,13 @@ class SequentialRule:
                 return None
             limit = relative_limit(rule, bq)
             assert limit is not None
-            null = f"{metric} {sign} {fmt(limit)} (baseline {fmt(base.value)} {change})"
+            rest = f"{fmt(limit)} (baseline {fmt(base.value)} {change})"
             return self._make(
                 "max_increase",
                 "exceedance",
                 share * (1 - BASELINE_SHARE),
-                null,
+                f"{metric} {sign} {rest}",
+                f"{past} {rest}",
                 p0=tail,
                 flip=not up,
                 cutoff=limit,
@@ -275,9 +282,16 @@ class SequentialRule:
             # a bare baseline value (a provider's percentile): taken at face value
             limit = relative_limit(rule, base.value)
             assert limit is not None
-            null = f"{metric} {sign} {fmt(limit)} (baseline {fmt(base.value)} {change})"
+            rest = f"{fmt(limit)} (baseline {fmt(base.value)} {change})"
             return self._make(
-                "max_increase", "exceedance", share, null, p0=tail, flip=not up, cutoff=limit
+                "max_increase",
+                "exceedance",
+                share,
+                f"{metric} {sign} {rest}",
+                f"{past} {rest}",
+                p0=tail,
+                flip=not up,
+                cutoff=limit,
             )
         if base.has_counts and base.count is not None and base.total is not None:
             alpha_s = share * (1 - BASELINE_SHARE)
@@ -297,7 +311,7 @@ class SequentialRule:
             limit = relative_limit(rule, base.value)
             assert limit is not None
             p0 = limit
-        null = f"{metric} {sign} {p0:.3g} (baseline {base.value:.3g} {change})"
+        rest = f"{p0:.3g} (baseline {base.value:.3g} {change})"
         bad_p0 = p0 if up else 1.0 - p0
         if bad_p0 >= 1.0:
             return None
@@ -305,7 +319,8 @@ class SequentialRule:
             "max_increase",
             "proportion",
             alpha_s,
-            null,
+            f"{metric} {sign} {rest}",
+            f"{past} {rest}",
             p0=bad_p0,
             flip=not up,
             baseline_bound=baseline_bound,

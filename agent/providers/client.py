@@ -185,7 +185,6 @@ class HttpProvider:
         self._session: aiohttp.ClientSession | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._flights: dict[Hashable, tuple[float, asyncio.Task[Observation]]] = {}
-        self._background: set[asyncio.Task[Any]] = set()
         self._closed = False
         self.http_requests = 0
         """HTTP attempts sent so far (for benchmarks and tests)."""
@@ -243,7 +242,7 @@ class HttpProvider:
     async def aclose(self) -> None:
         """Cancel shared fetches still running and close the session."""
         self._closed = True
-        tasks = [task for _, task in self._flights.values()] + list(self._background)
+        tasks = [task for _, task in self._flights.values()]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -265,9 +264,6 @@ class HttpProvider:
         for secret in self._secrets:
             message = message.replace(secret, MASK)
         return message
-
-    def deadline(self) -> float:
-        return asyncio.get_running_loop().time() + self.timeout
 
     async def send(
         self,

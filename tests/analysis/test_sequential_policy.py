@@ -6,9 +6,10 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats as sc_stats
 
 from agent.analysis import Observation, Policy, Rule, judge, merge
-from agent.analysis.sequential import BaselineData, SequentialRule
+from agent.analysis.sequential import BASELINE_SHARE, BaselineData, SequentialRule
 
 SEQUENTIAL = Policy("sequential", confidence=0.99)
 ERRORS = Rule("errors", "checks", "error_rate", max_increase=0.2)
@@ -45,10 +46,12 @@ def test_a_clear_error_regression_fails_within_a_few_rounds() -> None:
     at = first_failure([ERRORS], base, rounds)
     assert at is not None and at <= 3
     verdict = judge([ERRORS], base, rounds[:at], SEQUENTIAL, final=False)
-    assert verdict.reason.startswith("errors: error_rate 0.1 against error_rate <= 0.01")
-    assert "likelihood ratio" in verdict.reason
+    # the bound: baseline 1% at its Clopper-Pearson upper limit (a fifth of alpha), +20%
+    bound = 1.2 * sc_stats.beta.ppf(1 - 0.01 * BASELINE_SHARE, 101, 9_900)
+    assert verdict.reason.startswith(f"errors: error_rate 0.1 > {bound:.3g} (baseline 0.01 +20%), ")
+    assert "likelihood ratio" in verdict.reason and verdict.reason.endswith(" probes")
     evidence = verdict.rules[0].evidence
-    assert evidence["likelihood_ratio"] >= evidence["threshold"]
+    assert evidence["likelihood_ratio"] >= evidence["likelihood_ratio_needed"]
     assert evidence["p_value"] <= evidence["alpha"] == pytest.approx(0.01)
     assert evidence["effect"] == pytest.approx(9.0)
 

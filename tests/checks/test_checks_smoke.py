@@ -125,7 +125,8 @@ async def test_missing_capture_fails_the_step(make_ctx: MakeContext, target: URL
     result = await run(smoke(step, PROFILE), make_ctx, target)
     assert not result.ok
     assert "capture token: expected $.access_token, got no such field" in result.message
-    assert result.samples[0].error == "assertion"
+    assert result.samples[0].error == "assertion" and result.samples[0].status == 200
+    assert '"token":"***"' in result.details["body"]
 
 
 async def test_per_step_timeout(make_ctx: MakeContext, target: URL) -> None:

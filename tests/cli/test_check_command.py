@@ -1,0 +1,85 @@
+"""`postflight check`: every check of an environment once, a table, exit 0/1/2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from agent.cli import main
+
+CONFIG = """\
+server:
+  api_tokens: [tok-123456]
+environments:
+  staging:
+    base_url: {url}
+    checks:
+      - name: health
+        type: http
+        path: /health
+        expect: {{status: 200}}
+      - name: {second}
+        type: http
+        path: {second_path}
+        expect: {{status: 200}}
+"""
+
+
+@pytest.fixture
+async def target() -> TestServer:
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def broken(request: web.Request) -> web.Response:
+        return web.json_response({"status": "down"}, status=503)
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_get("/broken", broken)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    yield server  # type: ignore[misc]
+    await server.close()
+
+
+def write(tmp_path: Path, target: TestServer, path: str) -> Path:
+    config = tmp_path / "postflight.yaml"
+    url = str(target.make_url("")).rstrip("/")
+    config.write_text(CONFIG.format(url=url, second="second", second_path=path))
+    return config
+
+
+async def run_cli(*argv: str) -> int:
+    import asyncio
+
+    # `check` runs its own event loop: call it from a worker thread
+    return await asyncio.to_thread(main, list(argv))
+
+
+async def test_all_pass_exits_0_with_a_table(
+    tmp_path: Path, target: TestServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write(tmp_path, target, "/health")
+    assert await run_cli("check", "--config", str(config), "--env", "staging") == 0
+    out = capsys.readouterr().out
+    assert "CHECK" in out and "health" in out and "2 passed, 0 failed" in out
+
+
+async def test_a_failing_check_exits_1_and_says_why(
+    tmp_path: Path, target: TestServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write(tmp_path, target, "/broken")
+    assert await run_cli("check", "--config", str(config), "--env", "staging") == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "503" in out and "1 passed, 1 failed" in out
+
+
+async def test_unknown_environment_exits_2(
+    tmp_path: Path, target: TestServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write(tmp_path, target, "/health")
+    assert await run_cli("check", "--config", str(config), "--env", "nope") == 2
+    assert "unknown environment 'nope'" in capsys.readouterr().err

@@ -117,7 +117,8 @@ class AnalysisSettings(Model):
 
 class RuleSettings(Model):
     name: Name
-    source: Literal["checks", "sentry", "newrelic", "prometheus"]
+    source: str
+    """`checks`, `sentry`, `newrelic`, `prometheus`, or an installed provider plugin."""
     metric: str | None = None
     check: Name | None = None
     """source checks: only this check's samples (default: every check)."""
@@ -141,6 +142,18 @@ class RuleSettings(Model):
                     except ValueError as exc:
                         raise ValueError(f"{key}: {exc}") from None
         return data
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        if value in ("checks", *PROVIDER_SOURCES):
+            return value
+        from agent.providers.registry import plugin_names
+
+        if value in plugin_names():
+            return value
+        known = ", ".join(sorted({"checks", *PROVIDER_SOURCES, *plugin_names()}))
+        raise ValueError(f"unknown source {value!r} (one of: {known})")
 
     @model_validator(mode="after")
     def _coherent(self) -> RuleSettings:
@@ -285,6 +298,11 @@ class EnvironmentSettings(Model):
                 )
             if rule.source == "checks" and not self.checks:
                 raise ValueError(f"rule {rule.name!r} has source checks but there are no checks")
+            if rule.source == "sentry" and self.baseline.sentry is None:
+                raise ValueError(
+                    f"rule {rule.name!r} has source sentry: set baseline.sentry.project"
+                    " (which Sentry project to compare)"
+                )
         return self
 
 
@@ -309,7 +327,12 @@ class Settings(BaseSettings):
     def _providers_configured(self) -> Settings:
         for env_name, env in self.environments.items():
             for rule in env.rules:
-                if rule.source in PROVIDER_SOURCES and getattr(self.providers, rule.source) is None:
+                if rule.source == "checks":
+                    continue
+                configured = getattr(self.providers, rule.source, None) or (
+                    self.providers.model_extra or {}
+                ).get(rule.source)
+                if configured is None:
                     raise ValueError(
                         f"environments.{env_name} rule {rule.name!r} uses source"
                         f" {rule.source!r} but providers.{rule.source} is not configured"
@@ -341,6 +364,8 @@ class Settings(BaseSettings):
             elif isinstance(node, BaseModel):
                 for name in type(node).model_fields:
                     walk(getattr(node, name))
+                for item in (node.model_extra or {}).values():  # provider plugins' sections
+                    walk(item)
             elif isinstance(node, dict):
                 for item in node.values():
                     walk(item)

@@ -58,7 +58,7 @@ BUDGET = {"timeout": "2s", "request_timeout": "1s"}
 
 
 def rules() -> list[RuleSettings]:
-    sentry = [
+    sentry: list[tuple[str, str, dict[str, Any]]] = [
         ("sentry-error-rate", "error_rate", {"max_increase": "100%"}),
         ("sentry-error-rate-cap", "error_rate", {"max": 0.05}),  # shares the query above
         ("sentry-error-count", "error_count", {"max": 100}),

@@ -7,8 +7,9 @@ and in the decision benchmark.
 How a rule's evidence is read depends on what its observations carry:
 * counts (`count` of `total`, a `*_rate` metric): tests on proportions;
 * raw samples (`values` of a `latency_pNN` metric): rank and quantile tests;
-* a bare value (a provider's rate or percentile, throughput): the threshold streak, whatever
-  the policy, because a value alone has no sample size to weigh (see `threshold`).
+* a bare value (a provider's rate or percentile, throughput): no sample size to weigh, so
+  the threshold streak under `sequential` (see `threshold`), and the window's mean value
+  against the bounds under `fixed`.
 
 Policies: `threshold` (bounds per round, `failure_limit` consecutive breaches), `sequential`
 (always-valid tests, `agent.analysis.sequential`; the chance of failing a good deploy is at
@@ -64,19 +65,20 @@ def judge(
     `final` is true when the window's time is up. Fails as soon as a rule fails; otherwise
     `continue`, and at the end `pass` (or `inconclusive` when no rule had data to judge).
     """
-    alpha_rule = (1.0 - policy.confidence) / max(1, len(rules))
+    alpha = min(max(1.0 - policy.confidence, 1e-12), 0.5)  # a confidence of 1 would never fail
+    alpha_rule = alpha / max(1, len(rules))
     judged = []
     for rule in rules:
         history = _History.collect(rule, rounds)
         base = BaselineData.from_observation(baselines.get(rule.name))
         if history.with_data == 0:
             judged.append(_no_data(rule, base, history))
+        elif policy.name == "fixed":
+            judged.append(_by_fixed(rule, base, history, policy, final))
         elif policy.name == "threshold" or history.kind == "value":
             judged.append(_by_threshold(rule, base, history, policy))
-        elif policy.name == "sequential":
-            judged.append(_by_sequential(rule, base, history, alpha_rule))
         else:
-            judged.append(_by_fixed(rule, base, history, policy, final))
+            judged.append(_by_sequential(rule, base, history, alpha_rule))
     return _decide(judged, len(rounds), final)
 
 
@@ -126,15 +128,14 @@ class _History:
             for o in observed
         ]
         if kind == "proportion":
-            history.count = np.array(
-                [o.count if o is not None and _has_counts(o) else 0 for o in observed], float
-            )
             history.total = np.array(
                 [o.total if o is not None and _has_counts(o) else 0 for o in observed], float
             )
+            counts = [o.count if o is not None and _has_counts(o) else 0 for o in observed]
+            history.count = np.clip(np.array(counts, float), 0.0, history.total)
             history.with_data = int(np.count_nonzero(history.total))
         elif kind == "distribution":
-            chunks = [np.asarray(o.values if o else (), dtype=np.float64) for o in observed]
+            chunks = [_finite(o.values if o else ()) for o in observed]
             sizes = [c.size for c in chunks]
             history.values = np.concatenate(chunks) if chunks else np.empty(0)
             history.index = np.repeat(np.arange(len(chunks), dtype=np.intp), sizes)
@@ -147,6 +148,11 @@ class _History:
 
 def _usable(obs: Observation) -> bool:
     return obs.value is not None and math.isfinite(obs.value) and obs.error is None
+
+
+def _finite(values: Sequence[float]) -> FloatArray:
+    array = np.asarray(values, dtype=np.float64)
+    return array[np.isfinite(array)]
 
 
 def _has_counts(obs: Observation) -> bool:

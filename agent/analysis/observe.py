@@ -76,7 +76,9 @@ def observe_baseline(rule: Rule, samples: Sequence[Sample], round_seconds: float
 def merge(observations: Sequence[Observation]) -> Observation:
     """Pool several periods into one: the pre-deploy baseline, or a provider's lookback.
 
-    Percentiles are recomputed from the pooled values; rates from the summed counts (and
+    Percentiles are recomputed from the pooled values (periods of another percentile, or
+    without samples, are left out; with no samples at all they are averaged); rates from the
+    summed counts (and
     their burstiness across periods is measured); throughputs from counts over seconds; a
     value without counts is averaged (weighted by `total` when every period has one).
     Periods without data are skipped; none at all gives no data.
@@ -95,20 +97,22 @@ def merge(observations: Sequence[Observation]) -> Observation:
         if all(o.seconds is not None for o in usable)
         else None
     )
-    quantiles = {o.quantile for o in usable}
-    if len(quantiles) == 1 and None not in quantiles and all(o.values for o in usable):
-        q = next(iter(quantiles))
-        assert q is not None
-        values = tuple(v for o in usable for v in o.values)
-        value = percentile(values, q)
+    quantiles = {o.quantile for o in usable if o.quantile is not None}
+    if quantiles:
+        # a percentile: pool the raw samples; never read its sample counts as a rate
+        q = max(quantiles) if len(quantiles) > 1 else next(iter(quantiles))
+        sampled = [o for o in usable if o.values and o.quantile == q]
+        if not sampled:
+            return _average(usable, seconds, periods, quantile=q)
+        values = tuple(v for o in sampled for v in o.values)
         return Observation(
-            value=value,
+            value=percentile(values, q),
             count=len(values),
             total=len(values),
             values=values,
             quantile=q,
             seconds=seconds,
-            periods=periods,
+            periods=sum(o.periods for o in sampled),
         )
     if all(o.count is not None and o.total is not None for o in usable):
         counts = [int(o.count or 0) for o in usable]
@@ -126,13 +130,24 @@ def merge(observations: Sequence[Observation]) -> Observation:
     if seconds and all(o.count is not None for o in usable):
         count = sum(int(o.count or 0) for o in usable)
         return Observation(value=count / seconds, count=count, seconds=seconds, periods=periods)
-    values_only = [float(o.value) for o in usable if o.value is not None]
+    return _average(usable, seconds, periods)
+
+
+def _average(
+    usable: Sequence[Observation],
+    seconds: float | None,
+    periods: int,
+    *,
+    quantile: float | None = None,
+) -> Observation:
+    """Mean of bare values, weighted by `total` when every period has one."""
+    values = [float(o.value) for o in usable if o.value is not None]
     weights = [float(o.total) for o in usable if o.total is not None]
-    if len(weights) == len(values_only) and sum(weights) > 0:
-        value = float(np.average(values_only, weights=weights))
+    if len(weights) == len(values) and sum(weights) > 0:
+        value = float(np.average(values, weights=weights))
     else:
-        value = float(np.mean(values_only))
-    return Observation(value=value, seconds=seconds, periods=periods)
+        value = float(np.mean(values))
+    return Observation(value=value, seconds=seconds, periods=periods, quantile=quantile)
 
 
 def _dispersion(

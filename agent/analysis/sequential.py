@@ -36,9 +36,9 @@ from agent.analysis.threshold import relative_limit
 from agent.analysis.types import Observation, Rule
 
 Kind = Literal["proportion", "distribution", "value"]
+"""How a rule's evidence is tested: counts, raw samples, or bare values (threshold rule)."""
 Bound = Literal["max_increase", "max", "min"]
 Test = Literal["proportion", "rank", "exceedance"]
-"""How a rule's evidence is tested: counts, raw samples, or bare values (threshold rule)."""
 
 _EMPTY: FloatArray = np.empty(0)
 
@@ -67,7 +67,8 @@ class BaselineData:
             return None
         if not math.isfinite(obs.value):
             return None
-        values = np.sort(np.asarray(obs.values, dtype=np.float64)) if obs.values else _EMPTY
+        values = np.asarray(obs.values, dtype=np.float64) if obs.values else _EMPTY
+        values = np.sort(values[np.isfinite(values)])
         return cls(
             value=float(obs.value),
             count=None if obs.count is None else float(obs.count),

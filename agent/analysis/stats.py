@@ -8,34 +8,39 @@ forms, are written out here.
 
 Methods and assumptions
 -----------------------
-* **Proportions** (errors out of requests, latencies over a bound out of samples): a mixture
-  of likelihood ratios ("mixture SPRT") for H0: P(bad) <= p0 against a fixed grid of
+* **Proportions** (errors out of requests; samples past a latency bound out of samples): a
+  mixture of likelihood ratios ("mixture SPRT") for H0: P(bad) <= p0 against a grid of
   alternatives p0 x odds ratio (`ODDS_RATIOS`, weighted towards large effects, see
-  `SMALL_EFFECT_WEIGHT`). Every component is a
-  nonnegative supermartingale under any P(bad) <= p0, so by Ville's inequality the chance that
-  the mixture *ever* reaches 1/alpha, however often it is looked at, is at most alpha. It
-  depends only on cumulative (bad, good) counts. Bursty errors (overdispersion: requests of
-  one round fail together) are handled by quasi-likelihood: each round's counts are weighted
-  by 1/phi, phi = 1 + (n - 1) rho, with rho the intra-round correlation measured on the
-  baseline (`intra_period_correlation`); the test then stays valid to second order
-  (normal approximation) rather than exactly.
-* **Distributions** (latency, with the effect-size tolerance built in): each new sample x is
-  scaled by 1/(1 + max_increase) and placed in the baseline's empirical CDF with mid-ranks
-  (the Mann-Whitney U statistic is the sum of these placements). If the deploy is no worse
-  than the tolerance allows, a placement minus the DKW margin of the baseline ECDF is
-  stochastically no larger than a Uniform(0, 1) (in the increasing convex order), so
-  exp(lambda * S - n * psi(lambda)) with psi the log-mgf of a centred uniform is a
-  supermartingale; a grid of lambdas (`RANK_LAMBDAS`) is mixed the same way. The DKW margin
-  sqrt(log(2/alpha) / 2n) covers the baseline's own sampling error with probability 1 - alpha.
-  Assumes samples are independent draws given the window (no strong autocorrelation).
+  `SMALL_EFFECT_WEIGHT`). Every component is a nonnegative supermartingale under any
+  P(bad) <= p0, so by Ville's inequality the chance that the mixture *ever* reaches 1/alpha,
+  however often it is looked at, is at most alpha. It needs only cumulative (bad, good)
+  counts. Bursty errors (requests of one round failing together) are handled by
+  quasi-likelihood: a round of n events is weighted by 1/phi, phi = 1 + (n - 1) rho, with rho
+  the within-period correlation measured on the baseline (`intra_period_correlation`); the
+  test is then valid to second order (normal approximation) rather than exactly.
+* **Distributions** (latency), tolerance built in: each new sample x is scaled by
+  1/(1 + max_increase) and placed in the baseline's empirical CDF with mid-ranks (the sum of
+  placements is the Mann-Whitney U statistic). If the deploy is no worse than the tolerance,
+  a placement minus the DKW margin of the baseline ECDF is no larger than a Uniform(0, 1) in
+  the increasing convex order, so exp(lambda * S - n * psi(lambda)), psi the log-mgf of a
+  centred uniform, is a supermartingale; a grid of lambdas (`RANK_LAMBDAS`) is mixed the
+  same way. The DKW margin sqrt(log(2/alpha) / 2n) covers the baseline's own sampling error
+  with probability 1 - alpha. A percentile rule also tests the share of samples past its
+  baseline quantile's upper limit x (1 + max_increase) with the proportion test, which sees
+  regressions confined to the tail. Assumes samples independent given the window.
 * **Baseline bounds**: Clopper-Pearson limits on the baseline rate (on effective counts,
   divided by the baseline's variance inflation) and distribution-free order-statistic limits
-  on a baseline quantile. A relative test is run against the bound, so its error budget is
+  on a baseline quantile. A relative test runs against the bound, so its error budget is
   split between "the baseline bound is wrong" and "the sequential test rejects wrongly".
 * **Fixed horizon** (Kayenta-like, judged once): Mann-Whitney U from the same placements
   (normal approximation with continuity correction, no tie correction, which is conservative
   when ties exist), a pooled two-proportion z-test (the large-sample Mann-Whitney on 0/1
   outcomes), and an exact binomial tail for absolute bounds.
+
+Known costs. The tests accumulate from the deploy on: a regression that starts halfway
+through a window is found, but later than one present from the start. The baseline's
+uncertainty is paid for in full: a small baseline (a few hundred latency samples, a few
+dozen errors) makes relative bounds slow to fail, never quick to fail wrongly.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ and back. Pure: no I/O.
 from __future__ import annotations
 
 import math
+from dataclasses import MISSING, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,30 +25,31 @@ def _finite(value: float | None) -> float | None:
     return value
 
 
+_OBSERVATION_DEFAULTS = {
+    f.name: f.default for f in fields(Observation) if f.default is not MISSING
+}
+
+
 def observation_to_dict(obs: Observation) -> dict[str, Any]:
+    """Every field that differs from its default (NaN and infinities as null)."""
     data: dict[str, Any] = {"value": _finite(obs.value)}
-    if obs.count is not None:
-        data["count"] = obs.count
-    if obs.total is not None:
-        data["total"] = obs.total
-    if obs.values:
-        data["values"] = [round(v, 6) for v in obs.values]
-    if obs.error:
-        data["error"] = obs.error
-    if obs.query:
-        data["query"] = obs.query
+    for name, default in _OBSERVATION_DEFAULTS.items():
+        value = getattr(obs, name)
+        if value == default:
+            continue
+        if name == "values":
+            value = [round(v, 6) for v in value]
+        elif isinstance(value, float):
+            value = _finite(value)
+        data[name] = value
     return data
 
 
 def observation_from_dict(data: dict[str, Any]) -> Observation:
-    return Observation(
-        value=data.get("value"),
-        count=data.get("count"),
-        total=data.get("total"),
-        values=tuple(data.get("values") or ()),
-        error=data.get("error"),
-        query=data.get("query"),
-    )
+    known = {k: v for k, v in data.items() if k in _OBSERVATION_DEFAULTS or k == "value"}
+    known["values"] = tuple(known.get("values") or ())
+    known.setdefault("value", None)
+    return Observation(**known)
 
 
 def _jsonable(value: Any) -> Any:

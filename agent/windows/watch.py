@@ -18,7 +18,7 @@ from agent.analysis.judge import judge
 from agent.analysis.observe import observe
 from agent.analysis.types import Observation, Policy, Rule, Verdict
 from agent.metrics import Metrics
-from agent.providers.base import DeployScope, Period, Provider
+from agent.providers.base import DeployScope, Period, Provider, round_increment
 from agent.records import DeployWindow, RollbackIntent, RoundRecord, WindowState
 from agent.rollback import RollbackDelivery, rollback_intent
 from agent.settings import EnvironmentSettings, RuleSettings
@@ -92,6 +92,8 @@ class WindowWatch:
         self.history: list[dict[str, Observation]] = []
         self.baselines: dict[str, Observation] = {}
         self.canary_samples: list[Sample] = []
+        self.cumulative: dict[str, Observation] = {}
+        """Each provider rule's latest figures since the deploy (see `round_increment`)."""
         self.links: dict[str, str] = {}
         self.last_outcomes: dict[str, str] = {
             r["name"]: r["outcome"] for r in (window.verdict or {}).get("rules", [])
@@ -169,6 +171,8 @@ class WindowWatch:
         for record in await self.s.store.rounds(self.window.id):
             obs = record.summary.get("observations", {})
             self.history.append({k: observation_from_dict(v) for k, v in obs.items()})
+            for name, data in record.summary.get("cumulative", {}).items():
+                self.cumulative[name] = observation_from_dict(data)
             for item in record.summary.get("canary", []):
                 self.canary_samples.extend(unsummarize(item["check"], item, target="baseline"))
 
@@ -209,15 +213,14 @@ class WindowWatch:
         provider = self.s.providers.get(rule.source)
         if provider is None:
             return Observation(value=None, error=f"provider {rule.source} is not configured")
-        link = getattr(provider, "link", None)
-        if link is not None:
-            try:
-                url = link(rule, self.scope, period)
-            except Exception:  # a link is a nicety, never a reason to fail a round
-                url = None
-            if url:
-                self.links[rule.name] = url
-        return await provider.fetch(rule, self.scope, period, release)
+        observation = await provider.fetch(rule, self.scope, period, release)
+        try:
+            url = provider.link(rule, self.scope, period, release=release)
+        except Exception:  # a link is a nicety, never a reason to fail a round
+            url = None
+        if url:
+            self.links[rule.name] = url
+        return observation
 
     # one round -------------------------------------------------------------
 
@@ -253,7 +256,11 @@ class WindowWatch:
                         target="baseline",
                     )
             else:
-                observations[rule.name] = fetched[rule.name]
+                # providers answer for [T0, now): the judge wants this round's own events
+                current = fetched[rule.name]
+                observations[rule.name] = round_increment(self.cumulative.get(rule.name), current)
+                if current.has_data:
+                    self.cumulative[rule.name] = current
         return observations, results
 
     def _judge(self, observations: dict[str, Observation], *, final: bool) -> Verdict:
@@ -293,6 +300,7 @@ class WindowWatch:
             "observations": {k: observation_to_dict(v) for k, v in observations.items()},
             "checks": checks,
             "canary": canary,
+            "cumulative": {k: observation_to_dict(v) for k, v in self.cumulative.items()},
             "decision": verdict.decision,
         }
 

@@ -51,3 +51,13 @@ def test_latency_uses_mann_whitney() -> None:
     assert failed.decision == "fail"
     assert failed.rules[0].evidence["test"] == "mann-whitney"
     assert judge([P95], base, same, FIXED, final=True).decision == "pass"
+
+
+def test_bare_values_are_compared_once_as_the_window_mean() -> None:
+    rule = Rule("http-5xx", "prometheus", "error_rate", max=0.01)
+    spiky = [{"http-5xx": Observation(v)} for v in (0.0, 0.05, 0.0, 0.0)]  # mean 0.0125
+    calm = [{"http-5xx": Observation(v)} for v in (0.0, 0.02, 0.0, 0.0)]  # mean 0.005
+    assert judge([rule], {}, spiky, FIXED, final=False).decision == "continue"
+    verdict = judge([rule], {}, spiky, FIXED, final=True)
+    assert verdict.decision == "fail" and verdict.rules[0].evidence["test"] == "threshold"
+    assert judge([rule], {}, calm, FIXED, final=True).decision == "pass"

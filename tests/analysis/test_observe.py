@@ -91,3 +91,13 @@ def test_merge_pools_throughput_over_time() -> None:
 def test_merge_of_nothing_usable_is_no_data() -> None:
     merged = merge([Observation(None, error="timeout"), Observation(math.nan)])
     assert merged.value is None and "timeout" in (merged.error or "")
+
+
+def test_merge_never_reads_latency_sample_counts_as_a_rate() -> None:
+    sampled = Observation(0.2, values=(0.1, 0.2), quantile=0.95, count=2, total=2)
+    bare = Observation(0.4, count=5, total=5, quantile=0.95)  # a provider's p95, no samples
+    merged = merge([sampled, bare])
+    assert merged.values == (0.1, 0.2) and merged.quantile == 0.95
+    assert merged.value == pytest.approx(float(np.percentile([0.1, 0.2], 95)))
+    only_bare = merge([bare, Observation(0.2, total=15, quantile=0.95)])
+    assert only_bare.value == pytest.approx(0.25) and only_bare.quantile == 0.95

@@ -163,3 +163,16 @@ def test_judge_and_the_benchmark_share_one_decision() -> None:
     ).scan_counts(counts, totals)
     assert verdict.decision == "fail"
     assert verdict.rules[0].evidence["failed_at_round"] == direct.failed_at
+
+
+def test_malformed_figures_cannot_fabricate_evidence() -> None:
+    """Counts above their total are clipped; NaN latencies are dropped, not ranked last."""
+    rule = Rule("p95", "checks", "latency_p95", max_increase=0.1)
+    base = {"p95": latency_obs(np.linspace(0.05, 0.2, 500))}
+    nan_round = Observation(0.1, values=(math.nan,) * 50 + (0.1,), quantile=0.95, total=51)
+    verdict = judge([rule], base, rounds_of(rule, [nan_round] * 40), SEQUENTIAL, final=True)
+    assert verdict.decision == "pass"
+    over = Observation(0.02, count=500, total=100)  # a provider bug: more errors than requests
+    rounds = rounds_of(ERRORS, [over] * 3)
+    verdict = judge([ERRORS], {"errors": baseline(1, 100)}, rounds, SEQUENTIAL, final=True)
+    assert verdict.rules[0].detail.startswith("300 of 300 probes failed")

@@ -94,11 +94,23 @@ BROKEN = [
     ),
     pytest.param(
         MINIMAL.replace("source: checks", "source: sentry").replace(
-            "metric: error_rate", "metric: error_rate"
+            "    rollback:\n", "    baseline: {sentry: {project: web}}\n    rollback:\n"
         ),
-        "providers.sentry is not configured",
+        "providers.sentry",
         "providers.sentry",
         id="provider-not-configured",
+    ),
+    pytest.param(
+        MINIMAL.replace("source: checks", "source: sentry"),
+        "environments.production",
+        "set baseline.sentry.project",
+        id="sentry-rule-without-project",
+    ),
+    pytest.param(
+        MINIMAL.replace("source: checks", "source: datadog"),
+        "environments.production.rules[0].source",
+        "unknown source 'datadog'",
+        id="unknown-source",
     ),
     pytest.param(
         MINIMAL.replace("type: http", "type: carrier-pigeon"),

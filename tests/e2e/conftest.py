@@ -134,16 +134,18 @@ async def flip_target() -> AsyncIterator[FlipTarget]:
 
 @pytest.fixture
 async def start_agent(tmp_path: Path) -> AsyncIterator[AgentFactory]:
-    """Factory: `await start_agent(environments_yaml, alerting_yaml="")` → a running agent."""
+    """Factory: `await start_agent(environments_yaml, alerting_yaml="", providers_yaml="")`
+    → a running agent. The YAML snippets are top-level sections (dedented)."""
     runners: list[web.AppRunner] = []
     sessions: list[aiohttp.ClientSession] = []
 
-    async def start(environments: str, alerting: str = "") -> RunningAgent:
+    async def start(environments: str, alerting: str = "", providers: str = "") -> RunningAgent:
         port = free_port()
         text = (
             f"server:\n  listen: 127.0.0.1:{port}\n  api_tokens: [{TOKEN}]\n"
             f"store:\n  url: sqlite:///{tmp_path / 'postflight.db'}\n"
             + textwrap.dedent(alerting)
+            + textwrap.dedent(providers)
             + "environments:\n"
             + textwrap.indent(textwrap.dedent(environments), "  ")
         )

@@ -33,7 +33,6 @@ from tests.providers.support import (
     requests_counted,
     rule,
     scope,
-    sentry_settings,
 )
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "postflight.example.yaml"
@@ -145,9 +144,10 @@ async def test_secrets_in_a_provider_answer_never_reach_errors_or_logs(
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", leaky)
     server = await aiohttp_server(app)
-    fake = FakeSentry()
-    fake.port = server.port
-    provider = SentryProvider(sentry_settings(fake), metrics=metrics,
+    settings = SentrySettings.model_validate(
+        {"base_url": str(server.make_url("")).rstrip("/"), "org": "acme",
+         "token": SENTRY_TOKEN, "max_attempts": 1})
+    provider = SentryProvider(settings, metrics=metrics,
                               redact=Redactor([SENTRY_TOKEN, other_secret]))
     caplog.set_level(logging.DEBUG)
     try:

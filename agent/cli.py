@@ -12,8 +12,8 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from agent import __version__
 
@@ -202,9 +202,9 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from agent.settings import Settings
+    from agent.schema import config_schema
 
-    text = json.dumps(Settings.model_json_schema(), indent=2) + "\n"
+    text = json.dumps(config_schema(), indent=2) + "\n"
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:

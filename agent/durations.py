@@ -10,7 +10,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -78,10 +78,26 @@ def parse_fraction(value: Any) -> float:
     return number
 
 
+_DURATION_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h|d))+\s*$"},
+        {"type": "number", "minimum": 0},
+    ],
+    "description": "a duration: 250ms, 30s, 10m, 1h, 1h30m, or seconds",
+}
+_FRACTION_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "pattern": r"^\s*\d+(\.\d+)?%\s*$"},
+        {"type": "number", "minimum": 0},
+    ],
+    "description": "a relative change: 50% (or the fraction 0.5)",
+}
+
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str, when_used="json"),
+    WithJsonSchema(_DURATION_SCHEMA),
 ]
 """Seconds, written by users as `250ms`, `30s`, `10m` or `1h`."""
 
@@ -89,5 +105,6 @@ Fraction = Annotated[
     float,
     BeforeValidator(parse_fraction),
     PlainSerializer(lambda v: f"{v * 100:g}%", return_type=str, when_used="json"),
+    WithJsonSchema(_FRACTION_SCHEMA),
 ]
 """A relative change, written `50%`."""

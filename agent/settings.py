@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -115,6 +116,21 @@ class AnalysisSettings(Model):
     confidence: float = Field(default=0.99, gt=0.5, lt=1.0)
 
 
+Bound = Annotated[
+    float | None,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number"},
+                {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h|d))+\s*$"},
+                {"type": "null"},
+            ],
+            "description": "a number; for latency metrics a duration such as 300ms",
+        }
+    ),
+]
+
+
 class RuleSettings(Model):
     name: Name
     source: str
@@ -124,8 +140,8 @@ class RuleSettings(Model):
     """source checks: only this check's samples (default: every check)."""
     nrql: str | None = Field(default=None, max_length=4096)
     query: str | None = Field(default=None, max_length=4096)
-    max: float | None = None
-    min: float | None = None
+    max: Bound = None
+    min: Bound = None
     max_increase: Fraction | None = None
     direction: Literal["increase", "decrease"] | None = None
     min_samples: int = Field(default=1, ge=1)

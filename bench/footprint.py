@@ -47,7 +47,9 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
 
 def start_target(workdir: Path) -> tuple[subprocess.Popen[bytes], int, str]:
     port = free_port()
-    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    nginx = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
     if nginx:
         conf = workdir / "nginx.conf"
         conf.write_text(
@@ -197,8 +199,10 @@ def main() -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"footprint: {args.windows} windows, 1 http check each at 1 s, {args.seconds:g}s"
-              f" against {target_kind} ({rounds} rounds)")
+        print(
+            f"footprint: {args.windows} windows, 1 http check each at 1 s, {args.seconds:g}s"
+            f" against {target_kind} ({rounds} rounds)"
+        )
         print(f"  {'metric':<18}{'measured':>10}{'goal':>10}")
         print(f"  {'RSS idle (MB)':<18}{result['rss_idle_mb']:>10}{'':>10}")
         print(f"  {'RSS peak (MB)':<18}{result['rss_peak_mb']:>10}{'≤150':>10}")

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 import aiohttp
 from hdrh.histogram import HdrHistogram
-from pydantic import BeforeValidator, Field, PlainSerializer
+from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema
 from yarl import URL
 
 from agent.durations import Duration, Fraction, format_duration
@@ -63,6 +63,15 @@ Rate = Annotated[
     float,
     BeforeValidator(parse_rate),
     PlainSerializer(lambda v: f"{v:g}/s", return_type=str, when_used="json"),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": _RATE.pattern},
+            ],
+            "examples": ["20/s", "1200/m"],
+        }
+    ),
 ]
 """Requests per second, written `20/s`, `1200/m` or `20`."""
 

@@ -25,9 +25,7 @@ def _finite(value: float | None) -> float | None:
     return value
 
 
-_OBSERVATION_DEFAULTS = {
-    f.name: f.default for f in fields(Observation) if f.default is not MISSING
-}
+_OBSERVATION_DEFAULTS = {f.name: f.default for f in fields(Observation) if f.default is not MISSING}
 
 
 def observation_to_dict(obs: Observation) -> dict[str, Any]:

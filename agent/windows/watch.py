@@ -15,8 +15,8 @@ from typing import Any
 
 from agent.alerts import WindowAlerts
 from agent.analysis.judge import judge
-from agent.analysis.observe import observe
-from agent.analysis.types import Observation, Policy, Rule, Verdict
+from agent.analysis.observe import merge, observe
+from agent.analysis.types import Observation, Policy, Rule, RuleVerdict, Verdict
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period, Provider, round_increment
 from agent.records import DeployWindow, RollbackIntent, RoundRecord, WindowState
@@ -96,7 +96,8 @@ class WindowWatch:
         """Each provider rule's latest figures since the deploy (see `round_increment`)."""
         self.links: dict[str, str] = {}
         self.last_outcomes: dict[str, str] = {
-            r["name"]: r["outcome"] for r in (window.verdict or {}).get("rules", [])
+            r["name"]: _state_of(r["outcome"], r.get("evidence") or {})
+            for r in (window.verdict or {}).get("rules", [])
         }
         self.log = logging.LoggerAdapter(
             log, {"deploy_id": window.id, "environment": window.environment}
@@ -183,7 +184,7 @@ class WindowWatch:
         that a restart compares against the same period."""
         t0 = self.window.deployed_at
         lookback = Period(t0 - self.env.lookback, t0)
-        samples = await self._background_samples(lookback)
+        periods = await self._background_periods(lookback)
         fetches = {
             rule.name: self._fetch(rule, lookback, self.window.previous_version)
             for rule in self.rules
@@ -192,7 +193,13 @@ class WindowWatch:
         fetched = dict(zip(fetches, await asyncio.gather(*fetches.values()), strict=True))
         for rule, judged in zip(self.rules, self.judge_rules, strict=True):
             if rule.source == "checks":
-                self.baselines[rule.name] = observe(judged, samples, self.env.lookback)
+                # one observation per background run, pooled: `merge` measures how
+                # bursty errors are across periods, which the sequential test needs
+                seen = [observe(judged, p, self.env.background_interval) for p in periods]
+                with_data = [o for o in seen if o.has_data]
+                self.baselines[rule.name] = (
+                    merge(with_data) if with_data else observe(judged, [], self.env.lookback)
+                )
             else:
                 self.baselines[rule.name] = fetched[rule.name]
         await self.s.store.set_baseline(
@@ -202,12 +209,13 @@ class WindowWatch:
             if any(r.source == name for r in self.rules):
                 self.s.spawn(provider.mark(self.scope, "deploy"))
 
-    async def _background_samples(self, period: Period) -> list[Sample]:
+    async def _background_periods(self, period: Period) -> list[list[Sample]]:
+        """The background probes before the deploy, one list per background run."""
         rows = await self.s.store.probe_summaries(self.window.environment, period.start, period.end)
-        samples: list[Sample] = []
-        for check, _at, summary in rows:
-            samples.extend(unsummarize(check, summary))
-        return samples
+        runs: dict[float, list[Sample]] = {}
+        for check, at, summary in rows:
+            runs.setdefault(at, []).extend(unsummarize(check, summary))
+        return list(runs.values())
 
     async def _fetch(self, rule: RuleSettings, period: Period, release: str | None) -> Observation:
         provider = self.s.providers.get(rule.source)
@@ -337,18 +345,18 @@ class WindowWatch:
         """Per round: a breach once per rule, a resolve when it clears, and one
         `provider_unreachable` per provider per window."""
         previous = self.last_outcomes
-        self.last_outcomes = {r.name: r.outcome for r in verdict.rules}
+        self.last_outcomes = {r.name: _state(r) for r in verdict.rules}
         latest = self.history[-1] if self.history else {}
         for rule in verdict.rules:
             as_dict = [rule_to_dict(rule, self.links)]
-            if rule.outcome == "fail":
+            if _state(rule) == "breached":
                 self._alert(
                     "breach",
                     key=breach_key(rule.name),
                     reason=f"{rule.name}: {rule.detail}",
                     rules=as_dict,
                 )
-            elif rule.outcome == "pass" and previous.get(rule.name) == "fail":
+            elif rule.outcome == "pass" and previous.get(rule.name) == "breached":
                 self._alert(
                     "resolved",
                     key=resolved_key(rule.name),
@@ -418,6 +426,19 @@ class WindowWatch:
         self.s.metrics.windows_total.labels(self.window.environment, state).inc()
         self.log.info("window %s: %s", state, verdict.reason)
         self._alert("passed" if state == "passed" else "inconclusive", verdict)
+
+
+def _state_of(outcome: str, evidence: dict[str, Any]) -> str:
+    """`breached` when a rule failed, or breaches its bound this round without yet
+    failing the window (a threshold streak below `failure_limit`): on-call hears of
+    it at once, and of the resolve when it clears."""
+    if outcome == "fail" or (evidence.get("streak") or 0) > 0:
+        return "breached"
+    return outcome
+
+
+def _state(rule: RuleVerdict) -> str:
+    return _state_of(rule.outcome, rule.evidence)
 
 
 async def deliver_rollback(

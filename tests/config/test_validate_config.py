@@ -263,10 +263,29 @@ def test_config_example_matches_the_spec() -> None:
 def test_json_schema_is_generated_and_current() -> None:
     import json
 
-    from agent.settings import Settings
+    from agent.schema import config_schema
 
     root = Path(__file__).resolve().parents[2]
     stored = json.loads((root / "config" / "postflight.schema.json").read_text())
-    assert stored == json.loads(json.dumps(Settings.model_json_schema())), (
-        "config/postflight.schema.json is stale: run `postflight schema -o config/postflight.schema.json`"
+    assert stored == json.loads(json.dumps(config_schema())), (
+        "config/postflight.schema.json is stale:"
+        " run `postflight schema -o config/postflight.schema.json`"
     )
+
+
+def test_the_example_validates_against_the_json_schema(example_env: dict[str, str]) -> None:
+    import json
+
+    import jsonschema
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    schema = json.loads((root / "config" / "postflight.schema.json").read_text())
+    from agent.config_file import expand_variables
+
+    raw = yaml.safe_load((root / "config" / "postflight.example.yaml").read_text())
+    example = expand_variables(raw)
+    jsonschema.validate(example, schema)
+    broken = dict(example, server={"listen": "x", "api_tokens": ["t"], "typo": 1})
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)

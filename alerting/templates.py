@@ -144,6 +144,29 @@ def _one_line(text: Any) -> str:
     return " ".join(str(text).split())
 
 
+def evidence_text(evidence: Any) -> str:
+    """The statistics behind a judgement, briefly: test, likelihood ratio, p-value,
+    effect size, failing rounds — what makes an on-call engineer trust the call."""
+    if not isinstance(evidence, Mapping):
+        return ""
+    parts = []
+    if evidence.get("test"):
+        parts.append(str(evidence["test"]))
+    ratio = evidence.get("likelihood_ratio")
+    if isinstance(ratio, int | float):
+        parts.append(f"likelihood ratio {ratio:.3g}")
+    p_value = evidence.get("p_value")
+    if isinstance(p_value, int | float):
+        parts.append(f"p {p_value:.2g}")
+    effect = evidence.get("effect")
+    if isinstance(effect, int | float):
+        parts.append(f"effect {effect:+.0%}")
+    rounds = evidence.get("failing_rounds")
+    if isinstance(rounds, list) and rounds:
+        parts.append(f"{len(rounds)} failing round{'s' if len(rounds) != 1 else ''}")
+    return ", ".join(parts)
+
+
 def rule_line(rule: Mapping[str, Any]) -> str:
     """`- `name` (source, metric): observed **31%** vs baseline 0%, threshold max 0.05 — detail`"""
     metric = rule.get("metric")
@@ -162,6 +185,9 @@ def rule_line(rule: Mapping[str, Any]) -> str:
     detail = rule.get("detail")
     if detail:
         line += f" — {_one_line(detail)}"
+    evidence = evidence_text(rule.get("evidence"))
+    if evidence:
+        line += f" (evidence: {evidence})"
     link = rule.get("link")
     if link:
         line += f" ([details]({_one_line(link)}))"

@@ -50,7 +50,9 @@ import math
 import numpy as np
 import numpy.typing as npt
 from scipy import special as sc_special
-from scipy import stats as sc_stats
+
+# scipy.special rather than scipy.stats: the same functions (stats' beta, binom and norm
+# call these), without importing all of scipy.stats — about 70 MB of the daemon's memory.
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -149,14 +151,28 @@ def rate_upper_bound(count: float, total: float, alpha: float) -> float:
         return 1.0
     if count >= total:
         return 1.0
-    return float(sc_stats.beta.ppf(1.0 - alpha, count + 1.0, total - count))
+    return float(sc_special.betaincinv(count + 1.0, total - count, 1.0 - alpha))
 
 
 def rate_lower_bound(count: float, total: float, alpha: float) -> float:
     """One-sided Clopper-Pearson lower limit of a rate at level alpha (counts may be effective)."""
     if total <= 0 or count <= 0:
         return 0.0
-    return float(sc_stats.beta.ppf(alpha, count, total - count + 1.0))
+    return float(sc_special.betaincinv(count, total - count + 1.0, alpha))
+
+
+def _binom_ppf(prob: float, n: int, p: float) -> int:
+    """The smallest k with P(Bin(n, p) <= k) >= prob (what scipy.stats.binom.ppf computes)."""
+    if prob <= 0:
+        return -1
+    if prob >= 1:
+        return n
+    k = max(0, math.ceil(float(sc_special.bdtrik(prob, n, p))))
+    while k > 0 and float(sc_special.bdtr(k - 1, n, p)) >= prob:
+        k -= 1
+    while k < n and float(sc_special.bdtr(k, n, p)) < prob:
+        k += 1
+    return k
 
 
 def quantile_upper_bound(sorted_values: FloatArray, q: float, alpha: float) -> float | None:
@@ -167,7 +183,7 @@ def quantile_upper_bound(sorted_values: FloatArray, q: float, alpha: float) -> f
     n = len(sorted_values)
     if n == 0:
         return None
-    k = int(sc_stats.binom.ppf(1.0 - alpha, n, q)) + 1
+    k = _binom_ppf(1.0 - alpha, n, q) + 1
     return float(sorted_values[k - 1]) if k <= n else None
 
 
@@ -176,8 +192,8 @@ def quantile_lower_bound(sorted_values: FloatArray, q: float, alpha: float) -> f
     n = len(sorted_values)
     if n == 0:
         return None
-    j = int(sc_stats.binom.ppf(alpha, n, q))
-    if float(sc_stats.binom.cdf(j, n, q)) > alpha:
+    j = _binom_ppf(alpha, n, q)
+    if float(sc_special.bdtr(j, n, q)) > alpha:
         j -= 1
     return float(sorted_values[j]) if j >= 0 else None
 
@@ -230,7 +246,7 @@ def mann_whitney_greater(placement_sum: float, n_new: int, n_base: int) -> tuple
     if sd == 0:
         return u, 1.0
     z = (u - mean - 0.5) / sd
-    return u, float(sc_stats.norm.sf(z))
+    return u, float(sc_special.ndtr(-z))
 
 
 def two_proportion_greater(
@@ -244,7 +260,7 @@ def two_proportion_greater(
     if var <= 0:
         return 0.0, 1.0
     z = (bad_new / n_new - bad_base / n_base) / math.sqrt(var)
-    return z, float(sc_stats.norm.sf(z))
+    return z, float(sc_special.ndtr(-z))
 
 
 def binomial_greater(bad: float, n: float, p0: float) -> float:
@@ -253,4 +269,4 @@ def binomial_greater(bad: float, n: float, p0: float) -> float:
         return 1.0
     if p0 >= 1.0:
         return 1.0
-    return float(sc_stats.binom.sf(math.ceil(bad) - 1, round(n), p0))
+    return float(sc_special.bdtrc(math.ceil(bad) - 1, round(n), p0))

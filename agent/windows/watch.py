@@ -95,6 +95,10 @@ class WindowWatch:
         self.cumulative: dict[str, Observation] = {}
         """Each provider rule's latest figures since the deploy (see `round_increment`)."""
         self.links: dict[str, str] = {}
+        self.queries: dict[str, str] = {
+            r.name: q for r in self.rules if r.source != "checks" and (q := r.nrql or r.query)
+        }
+        """Each provider rule's query as last sent (Observation.query), for the evidence."""
         self.last_outcomes: dict[str, str] = {
             r["name"]: _state_of(r["outcome"], r.get("evidence") or {})
             for r in (window.verdict or {}).get("rules", [])
@@ -151,6 +155,7 @@ class WindowWatch:
             summary["lag_s"] = round(lag, 6)
             decided_at = self.s.clock() if verdict.decision != "continue" else None
             verdict_json = verdict_to_dict(verdict, decided_at=decided_at, links=self.links)
+            self._with_queries(verdict_json["rules"])
             stored = await self.s.store.record_round(
                 RoundRecord(self.window.id, number, started, summary), verdict_json, self.s.owner
             )
@@ -222,6 +227,8 @@ class WindowWatch:
         if provider is None:
             return Observation(value=None, error=f"provider {rule.source} is not configured")
         observation = await provider.fetch(rule, self.scope, period, release)
+        if observation.query:
+            self.queries[rule.name] = observation.query
         try:
             url = provider.link(rule, self.scope, period, release=release)
         except Exception:  # a link is a nicety, never a reason to fail a round
@@ -314,6 +321,14 @@ class WindowWatch:
 
     # outcomes --------------------------------------------------------------
 
+    def _with_queries(self, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Add each provider rule's query to its evidence (verdict, alerts, rollback)."""
+        for item in rules:
+            query = self.queries.get(str(item.get("name") or item.get("rule")))
+            if query and item.get("source") != "checks":
+                item.setdefault("query", query)
+        return rules
+
     def _count_rules(self, verdict: Verdict) -> None:
         for rule in verdict.rules:
             self.s.metrics.rule_evaluations_total.labels(
@@ -332,6 +347,7 @@ class WindowWatch:
     ) -> None:
         if rules is None and verdict is not None:
             rules = verdict_to_dict(verdict, decided_at=None, links=self.links)["rules"]
+        rules = self._with_queries(rules or [])
         alert = Alert.for_window(
             self.window,
             event,
@@ -382,7 +398,7 @@ class WindowWatch:
             intent = rollback_intent(
                 self.window,
                 verdict.reason,
-                breaches(verdict, self.links),
+                self._with_queries(breaches(verdict, self.links)),
                 now,
                 dry_run=rollback_cfg.dry_run,
             )

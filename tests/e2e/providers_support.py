@@ -255,31 +255,39 @@ def environment_yaml(
     lookback: str = "10m",
     policy: str = "sequential",
     failure_limit: int = 2,
+    sentry: bool = True,
+    newrelic: bool = True,
 ) -> str:
     """`production`, with provider rules only (no checks: the providers are the
-    evidence). `rules` is a YAML list, indented by four spaces."""
-    return (
-        "production:\n"
-        "  base_url: http://127.0.0.1:9\n"
-        f"  window: {window}\n"
-        f"  interval: {interval}\n"
-        f"  lookback: {lookback}\n"
-        "  background_interval: 1h\n"
-        "  baseline:\n"
-        "    sentry: {project: web, environment: production}\n"
-        "    newrelic: {app_name: \"web (production)\"}\n"
-        "  analysis:\n"
-        f"    policy: {policy}\n"
-        f"    failure_limit: {failure_limit}\n"
-        "  rules:\n"
-        f"{rules}"
-        "  rollback:\n"
-        f"    url: {rollback_url}\n"
-        f"    secret: {secret}\n"
-        "    backoff: 100ms\n"
-        "  alerts:\n"
-        "    tags: [oncall]\n"
-    )
+    evidence). `rules` is a YAML list indented by four spaces; `sentry`/`newrelic`
+    add that provider's `baseline:` scope."""
+    scopes = []
+    if sentry:
+        scopes.append("    sentry: {project: web, environment: production}")
+    if newrelic:
+        scopes.append('    newrelic: {app_name: "web (production)"}')
+    lines = [
+        "production:",
+        "  base_url: http://127.0.0.1:9",
+        f"  window: {window}",
+        f"  interval: {interval}",
+        f"  lookback: {lookback}",
+        "  background_interval: 1h",
+        "  baseline:" + ("" if scopes else " {}"),
+        *scopes,
+        "  analysis:",
+        f"    policy: {policy}",
+        f"    failure_limit: {failure_limit}",
+        "  rules:",
+        rules.rstrip("\n"),
+        "  rollback:",
+        f"    url: {rollback_url}",
+        f"    secret: {secret}",
+        "    backoff: 100ms",
+        "  alerts:",
+        "    tags: [oncall]",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def deploy_second() -> int:

@@ -1,0 +1,164 @@
+"""Judging in a live daemon: background and canary baselines, and the evidence shown."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget
+from tests.receivers import JsonSink, RollbackReceiver
+
+
+class SlowTarget:
+    """Answers in about `delay` seconds; the deploy makes it slow."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def health(self, request: web.Request) -> web.Response:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return web.json_response({"status": "ok"})
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/api/health", self.health)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+@pytest.fixture
+async def slow_targets() -> AsyncIterator[tuple[SlowTarget, SlowTarget]]:
+    deploy, stable = SlowTarget(), SlowTarget()
+    await deploy.start()
+    await stable.start()
+    yield deploy, stable
+    await deploy.stop()
+    await stable.stop()
+
+
+def latency_env(base_url: str, receiver: str, *, extra: str = "", policy: str = "threshold") -> str:
+    return f"""
+    production:
+      base_url: {base_url}
+      {extra}
+      window: 20s
+      interval: 1s
+      lookback: 1m
+      background_interval: 50ms
+      probes_per_round: 10
+      checks:
+        - {{name: api-health, type: http, path: /api/health, timeout: 2s}}
+      analysis: {{policy: {policy}, failure_limit: 2}}
+      rules:
+        - name: health-p95
+          source: checks
+          check: api-health
+          metric: latency_p95
+          max_increase: 50%
+      rollback: {{url: {receiver}, secret: {SECRET}, backoff: 100ms}}
+    """
+
+
+async def test_max_increase_on_probe_latency_uses_the_background_baseline(
+    start_agent: AgentFactory,
+    slow_targets: tuple[SlowTarget, SlowTarget],
+    rollback_receiver: Any,
+) -> None:
+    deploy_target, _ = slow_targets
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    agent = await start_agent(latency_env(deploy_target.url, receiver.url))
+    await asyncio.sleep(1.5)  # background probing learns the pre-deploy latency
+    deploy_target.delay = 0.08  # the new version is 80 ms slower
+    deploy = await agent.register("production", "v-slow")
+    final = await agent.settled(deploy["id"], within=15)
+    assert final["state"] == "rolled_back"
+    rule = final["verdict"]["rules"][0]
+    assert rule["outcome"] == "fail"
+    assert rule["baseline"] is not None, "no pre-deploy baseline from background probing"
+    assert rule["baseline"] < 0.05 < rule["observed"]
+    assert rule["threshold"] == "max_increase 50%"
+    assert len(receiver.attempts) == 1
+
+
+async def test_a_canary_is_judged_against_its_stable_side_probed_side_by_side(
+    start_agent: AgentFactory,
+    slow_targets: tuple[SlowTarget, SlowTarget],
+    rollback_receiver: Any,
+) -> None:
+    canary, stable = slow_targets
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    env = latency_env(canary.url, receiver.url, extra=f"baseline_url: {stable.url}")
+    env = env.replace("background_interval: 50ms", "background_interval: 1h")
+    agent = await start_agent(env)
+    canary.delay = 0.08
+    deploy = await agent.register("production", "v-canary")
+    final = await agent.settled(deploy["id"], within=15)
+    assert final["state"] == "rolled_back"
+    rule = final["verdict"]["rules"][0]
+    # no background probing happened: the baseline can only be the stable side
+    assert rule["baseline"] is not None and rule["baseline"] < 0.05 < rule["observed"]
+
+
+async def test_a_sequential_window_shows_its_evidence_live_in_the_api_and_in_the_alert(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    agent = await start_agent(
+        f"""
+        production:
+          base_url: {flip_target.url}
+          window: 20s
+          interval: 500ms
+          background_interval: 50ms
+          probes_per_round: 20
+          checks:
+            - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
+          analysis: {{policy: sequential, confidence: 0.99}}
+          rules:
+            - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
+          rollback: {{url: {receiver.url}, secret: {SECRET}, backoff: 100ms}}
+        """,
+        f"""
+        alerting:
+          channels:
+            - url: {json_sink.url()}
+        """,
+    )
+    deploy = await agent.register("production", "v-seq")
+    live = await agent.wait_until(deploy["id"], lambda d: d["rounds"] >= 1, within=10)
+    assert live["state"] == "watching"
+    progress = live["progress"]
+    assert progress["outcome"] == "pending"
+    evidence = progress["rules"][0]["evidence"]
+    assert evidence["policy"] == "sequential"
+    assert "likelihood_ratio" in evidence and "p_value" in evidence
+
+    flip_target.bad = True
+    final = await agent.settled(deploy["id"], within=15)
+    assert final["state"] == "rolled_back"
+    rule = final["verdict"]["rules"][0]
+    assert rule["outcome"] == "fail"
+    assert rule["evidence"]["likelihood_ratio"] >= rule["evidence"]["likelihood_ratio_needed"]
+    assert rule["evidence"]["p_value"] <= rule["evidence"]["alpha"]
+    alerts = await json_sink.wait_for(2, within=10)
+    requested = [a for a in alerts if "rollback requested" in a.title]
+    assert requested, [a.title for a in alerts]
+    assert "likelihood ratio" in requested[0].message

@@ -1,0 +1,409 @@
+"""Baselines from Sentry, New Relic and Prometheus, end to end (issue 4's acceptance).
+
+The real daemon (in-process, `start_agent`) watches deploys whose only evidence comes
+from the providers: the fake Sentry and New Relic servers of `tests.fakes`, answering
+the documented shapes, and a real Prometheus (Debian package `prometheus`, one per
+module) scraping local targets whose counters the tests drive.
+
+- a Sentry error rate going 1% → 12% (previous release vs the new one) is rolled back,
+  under the default `sequential` policy and under `threshold`;
+- a New Relic p95 going 0.2 s → 0.9 s is rolled back;
+- a PromQL 5xx ratio crossing its bound is rolled back;
+- a healthy deploy during which one provider fails (500, 429, hang past the timeout,
+  malformed JSON, 401) passes: no rollback, that provider's rule inconclusive, one
+  `provider_unreachable` alert for that provider in the window, and its failures
+  counted in `postflight_provider_requests_total{result="error"}`.
+
+Without the Prometheus binary the tests that need it are skipped with the reason
+(and fail under POSTFLIGHT_REQUIRE_ALL=1, see tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from tests.e2e.conftest import SECRET, AgentFactory, RunningAgent
+from tests.e2e.providers_support import (
+    BAD_RATES,
+    HEALTHY_RATES,
+    NEWRELIC_KEY,
+    NEWRELIC_WEB,
+    SENTRY_TOKEN,
+    GrowingSentry,
+    PrometheusProxy,
+    PrometheusStack,
+    alerting_yaml,
+    deploy_second,
+    environment_yaml,
+    iso_z,
+    providers_yaml,
+    ratio_query,
+)
+from tests.fakes.newrelic import FakeNewRelic
+from tests.fakes.prometheus import prometheus_binary
+from tests.fakes.sentry import SentryStats
+from tests.receivers import JsonNotification, JsonSink, RollbackReceiver
+
+pytestmark = pytest.mark.e2e
+
+PREVIOUS, VERSION = "v2.4.0", "v2.4.1"
+NRQL = "SELECT percentile(duration, 95) FROM Transaction WHERE appName = 'web (production)'"
+PROMETHEUS_TARGETS = ["rollback", "healthy"]
+
+SENTRY_RULE = """\
+    - name: sentry-errors
+      source: sentry
+      metric: error_rate
+      max_increase: 100%
+"""
+NEWRELIC_RULE = f"""\
+    - name: apm-latency
+      source: newrelic
+      nrql: "{NRQL}"
+      max_increase: 50%
+"""
+
+
+def prometheus_rule(query: str) -> str:
+    return f"""\
+    - name: http-5xx
+      source: prometheus
+      query: '{query}'
+      max: 0.05
+"""
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def prometheus_stack() -> Iterator[PrometheusStack]:
+    """One real Prometheus for the module, scraping one target per test that needs it."""
+    if prometheus_binary() is None:
+        pytest.skip("prometheus binary not found: apt-get install prometheus (Debian package)")
+    stack = PrometheusStack(PROMETHEUS_TARGETS).start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+async def sentry_fake() -> AsyncIterator[GrowingSentry]:
+    async with GrowingSentry(token=SENTRY_TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def newrelic_fake() -> AsyncIterator[FakeNewRelic]:
+    async with FakeNewRelic(api_key=NEWRELIC_KEY) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def receiver(rollback_receiver: Any) -> RollbackReceiver:
+    made: RollbackReceiver = await rollback_receiver(SECRET)
+    return made
+
+
+# ------------------------------------------------------------------- helpers
+
+
+def rule_of(deploy: dict[str, Any], name: str) -> dict[str, Any]:
+    rules = {r["name"]: r for r in deploy["verdict"]["rules"]}
+    assert name in rules, deploy["verdict"]
+    return rules[name]
+
+
+def titled(sink: JsonSink, text: str) -> list[JsonNotification]:
+    return [n for n in sink.notifications if text in n.title]
+
+
+async def alert_titled(sink: JsonSink, text: str, within: float = 10.0) -> JsonNotification:
+    """The first notification whose title contains `text` (waits for it)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not titled(sink, text):
+        seen = [n.title for n in sink.notifications]
+        assert loop.time() < deadline, f"no alert titled {text!r}; got {seen}"
+        await asyncio.sleep(0.05)
+    return titled(sink, text)[0]
+
+
+def requests(agent: RunningAgent, provider: str, result: str) -> float:
+    return agent.metric("postflight_provider_requests_total", provider=provider, result=result)
+
+
+async def assert_rolled_back_once(
+    agent: RunningAgent, receiver: RollbackReceiver, deploy_id: str, rule: str
+) -> dict[str, Any]:
+    """The window ends rolled back by `rule`, the webhook got exactly one valid call."""
+    final = await agent.settled(deploy_id, within=20)
+    assert final["state"] == "rolled_back", final
+    assert final["verdict"]["outcome"] == "fail"
+    assert final["verdict"]["reason"].startswith(f"{rule}:"), final["verdict"]["reason"]
+    assert final["rollback"]["state"] == "delivered"
+    assert len(receiver.attempts) == 1, receiver.attempts
+    attempt = receiver.attempts[0]
+    assert attempt.signature_ok and attempt.accepted
+    assert attempt.idempotency_key == deploy_id
+    body = json.loads(attempt.body)
+    assert body["event"] == "rollback"
+    assert [b["rule"] for b in body["breaches"]] == [rule]
+    assert agent.metric(
+        "postflight_rollbacks_total", environment="production", result="delivered"
+    ) == 1
+    return final
+
+
+def assert_evidence(rule: dict[str, Any]) -> None:
+    """A failing provider rule explains itself: observed, baseline, threshold, query."""
+    assert rule["outcome"] == "fail", rule
+    for key in ("observed", "baseline", "threshold", "query", "link"):
+        assert rule.get(key) not in (None, ""), f"rule has no {key}: {rule}"
+
+
+# ----------------------------------------------------------- 1. Sentry 1 → 12%
+
+
+@pytest.mark.parametrize("policy", ["sequential", "threshold"])
+async def test_sentry_error_rate_from_1_to_12_percent_is_rolled_back(
+    policy: str,
+    sentry_fake: GrowingSentry,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+) -> None:
+    t0 = deploy_second()
+    # the previous release over the hour before: 20,000 transactions, 1% failed
+    sentry_fake.set_stats(SentryStats(transactions=20_000, failure_rate=0.01), release=PREVIOUS)
+    # the new release from T0 on: 400 transactions a second, 12% failing
+    sentry_fake.grow(VERSION, per_second=400, failure_rate=0.12, since=t0)
+    agent = await start_agent(
+        environment_yaml(
+            SENTRY_RULE, rollback_url=receiver.url, secret=SECRET, policy=policy,
+            newrelic=False,
+        ),
+        alerting_yaml(json_sink.url()),
+        providers_yaml(sentry=sentry_fake),
+    )
+    deploy = await agent.register(
+        "production", VERSION, previous_version=PREVIOUS, deployed_at=iso_z(t0)
+    )
+
+    final = await assert_rolled_back_once(agent, receiver, deploy["id"], "sentry-errors")
+
+    rule = rule_of(final, "sentry-errors")
+    assert_evidence(rule)
+    assert rule["source"] == "sentry" and rule["metric"] == "error_rate"
+    assert rule["baseline"] == pytest.approx(0.01)
+    assert 0.09 < rule["observed"] < 0.15  # the new release's own rounds: ~12%
+    assert "100%" in rule["threshold"]
+    assert "failure_rate()" in rule["query"] and f'release:"{VERSION}"' in rule["query"]
+    link = urlsplit(rule["link"])
+    assert f"{link.scheme}://{link.netloc}" == sentry_fake.url
+    assert link.path.startswith(f"/organizations/{sentry_fake.org}/")
+    assert f'release:"{VERSION}"' in parse_qs(link.query)["query"][0]
+
+    # what Sentry was asked: the previous release before T0, the new one after
+    events = sentry_fake.seen("/events/")
+    releases = [sentry_fake.release_of(e.param("query") or "") for e in events]
+    assert releases[0] == PREVIOUS and iso_z(t0) == events[0].param("end")
+    assert set(releases[1:]) == {VERSION} and len(releases) >= 2
+    assert all(e.param("start") == iso_z(t0) for e in events[1:])
+
+    # on-call hears it with the evidence and a link to the Sentry page
+    requested = await alert_titled(json_sink, "rollback requested")
+    assert "sentry-errors" in requested.message
+    assert rule["link"].split("?")[0] in requested.message
+    assert requests(agent, "sentry", "error") == 0
+    assert requests(agent, "sentry", "ok") >= 2
+
+
+# ------------------------------------------------------ 2. New Relic 0.2 → 0.9 s
+
+
+async def test_newrelic_p95_from_200ms_to_900ms_is_rolled_back(
+    newrelic_fake: FakeNewRelic,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+) -> None:
+    t0 = deploy_second()
+    newrelic_fake.answer(NRQL, [{"percentile.duration": {"95": 0.2}}])
+    newrelic_fake.answer(NRQL, [{"percentile.duration": {"95": 0.9}}], since=t0)
+    agent = await start_agent(
+        environment_yaml(
+            NEWRELIC_RULE, rollback_url=receiver.url, secret=SECRET, lookback="1h",
+            sentry=False,
+        ),
+        alerting_yaml(json_sink.url()),
+        providers_yaml(newrelic=newrelic_fake),
+    )
+    deploy = await agent.register(
+        "production", VERSION, previous_version=PREVIOUS, deployed_at=iso_z(t0)
+    )
+
+    final = await assert_rolled_back_once(agent, receiver, deploy["id"], "apm-latency")
+
+    rule = rule_of(final, "apm-latency")
+    assert_evidence(rule)
+    assert rule["source"] == "newrelic"
+    assert rule["baseline"] == pytest.approx(0.2)
+    assert rule["observed"] == pytest.approx(0.9)
+    assert "50%" in rule["threshold"]
+    assert rule["query"].startswith(NRQL + " SINCE ")
+    assert rule["link"].startswith(f"{NEWRELIC_WEB}/data-exploration/query-builder?")
+    assert parse_qs(urlsplit(rule["link"]).query)["query"][0].startswith(NRQL)
+
+    # the periods New Relic was asked for, in epoch ms: [T0 - 1h, T0), then [T0, now)
+    t0_ms = t0 * 1000
+    assert newrelic_fake.queries[0] == (NRQL, t0_ms - 3_600_000, t0_ms)
+    assert len(newrelic_fake.queries) >= 2
+    assert all(since == t0_ms and until > t0_ms for _, since, until in newrelic_fake.queries[1:])
+
+    requested = await alert_titled(json_sink, "rollback requested")
+    assert "apm-latency" in requested.message and NEWRELIC_WEB in requested.message
+    assert requests(agent, "newrelic", "error") == 0
+
+
+# ----------------------------------------------------- 3. PromQL 5xx ratio
+
+
+async def test_promql_5xx_ratio_past_its_bound_is_rolled_back(
+    prometheus_stack: PrometheusStack,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+) -> None:
+    stack, target = prometheus_stack, "rollback"
+    query = ratio_query(stack.instance(target))
+    agent = await start_agent(
+        environment_yaml(
+            prometheus_rule(query), rollback_url=receiver.url, secret=SECRET, window="15s",
+            lookback="5s", sentry=False, newrelic=False,
+        ),
+        alerting_yaml(json_sink.url()),
+        providers_yaml(prometheus_url=stack.url),
+    )
+    t0 = deploy_second()
+    try:
+        stack.set_rates(target, BAD_RATES)  # the new release: 20% 5xx
+        deploy = await agent.register(
+            "production", VERSION, previous_version=PREVIOUS, deployed_at=iso_z(t0)
+        )
+        final = await assert_rolled_back_once(agent, receiver, deploy["id"], "http-5xx")
+    finally:
+        stack.set_rates(target, HEALTHY_RATES)
+
+    rule = rule_of(final, "http-5xx")
+    assert_evidence(rule)
+    assert rule["source"] == "prometheus"
+    assert rule["baseline"] < 0.05  # ~1% before the deploy, from the real Prometheus
+    assert rule["observed"] > 0.05
+    assert rule["threshold"] == "max 0.05"
+    assert rule["query"] == query
+    assert rule["link"].startswith(f"{stack.url}/graph?")
+    requested = await alert_titled(json_sink, "rollback requested")
+    assert "http-5xx" in requested.message
+    assert requests(agent, "prometheus", "error") == 0
+
+
+# ----------------------------------- 4. fail soft: each provider failing in turn
+
+FAILURES = ["500", "429", "hang", "malformed", "401"]
+PROVIDERS = ["sentry", "newrelic", "prometheus"]
+RULES = {"sentry": "sentry-errors", "newrelic": "apm-latency", "prometheus": "http-5xx"}
+REASONS = {
+    ("sentry", "401"): "Sentry token rejected",
+    ("newrelic", "401"): "New Relic API key rejected",
+    ("prometheus", "401"): "Prometheus rejected the credentials",
+    ("sentry", "hang"): "did not answer",
+    ("newrelic", "hang"): "did not answer",
+    ("prometheus", "hang"): "did not answer",
+    ("sentry", "malformed"): "malformed answer",
+    ("newrelic", "malformed"): "malformed answer",
+    ("prometheus", "malformed"): "malformed answer",
+    ("sentry", "429"): "429",
+    ("newrelic", "429"): "429",
+    ("prometheus", "429"): "429",
+    ("sentry", "500"): "500",
+    ("newrelic", "500"): "500",
+    ("prometheus", "500"): "500",
+}
+
+
+@pytest.mark.parametrize("kind", FAILURES)
+@pytest.mark.parametrize("failing", PROVIDERS)
+async def test_a_failing_provider_never_rolls_back_a_healthy_deploy(
+    failing: str,
+    kind: str,
+    prometheus_stack: PrometheusStack,
+    sentry_fake: GrowingSentry,
+    newrelic_fake: FakeNewRelic,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+) -> None:
+    t0 = deploy_second()
+    sentry_fake.set_stats(SentryStats(transactions=20_000, failure_rate=0.01), release=PREVIOUS)
+    sentry_fake.grow(VERSION, per_second=400, failure_rate=0.01, since=t0)
+    newrelic_fake.answer(NRQL, [{"percentile.duration": {"95": 0.2}}])
+    stack = prometheus_stack
+    async with PrometheusProxy(stack.url) as prometheus:
+        fakes = {"sentry": sentry_fake, "newrelic": newrelic_fake, "prometheus": prometheus}
+        fakes[failing].fail(kind)  # for the whole window, baseline included
+        agent = await start_agent(
+            environment_yaml(
+                SENTRY_RULE + NEWRELIC_RULE + prometheus_rule(ratio_query(stack.instance("healthy"))),
+                rollback_url=receiver.url, secret=SECRET, window="1500ms", interval="250ms",
+                lookback="5s",
+            ),
+            alerting_yaml(json_sink.url()),
+            providers_yaml(
+                sentry=sentry_fake, newrelic=newrelic_fake, prometheus_url=prometheus.url,
+                timeout="600ms", request_timeout="300ms", max_attempts=2,
+            ),
+        )
+        deploy = await agent.register(
+            "production", VERSION, previous_version=PREVIOUS, deployed_at=iso_z(t0)
+        )
+        final = await agent.settled(deploy["id"], within=20)
+        passed = await alert_titled(json_sink, "deploy passed")
+
+    # a provider outage is never a reason to roll back
+    assert final["state"] == "passed", final
+    assert final["rollback"] is None
+    assert receiver.attempts == []
+    assert agent.metric("postflight_rollbacks_total", environment="production",
+                        result="delivered") == 0
+    outcomes = {r["name"]: r["outcome"] for r in final["verdict"]["rules"]}
+    assert outcomes == {
+        name: "inconclusive" if provider == failing else "pass"
+        for provider, name in RULES.items()
+    }
+    assert "inconclusive" in passed.message
+
+    # exactly one provider_unreachable alert, for the failing provider, in the window
+    rounds = final["rounds"]
+    assert rounds >= 2  # the failure lasted several rounds: the dedup was exercised
+    for provider in PROVIDERS:
+        alerts = titled(json_sink, f"provider {provider} unreachable")
+        assert len(alerts) == (1 if provider == failing else 0), [a.title for a in alerts]
+    (alert,) = titled(json_sink, f"provider {failing} unreachable")
+    assert RULES[failing] in alert.message
+    assert REASONS[(failing, kind)] in alert.message, alert.message
+
+    # every fetch of the failing provider (baseline + one per round) counted as an error
+    assert requests(agent, failing, "error") == rounds + 1
+    assert requests(agent, failing, "ok") == 0
+    for provider in PROVIDERS:
+        if provider != failing:
+            assert requests(agent, provider, "error") == 0
+            assert requests(agent, provider, "ok") == rounds + 1

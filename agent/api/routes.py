@@ -155,6 +155,10 @@ async def _render(store: Store, window: DeployWindow) -> dict[str, Any]:
     rollback = None
     if window.state in ("failed", "rolled_back") or (window.verdict or {}).get("outcome") == "fail":
         rollback = await store.get_rollback(window.id)
+        if rollback is not None and rollback.state == "delivered" and window.state == "failed":
+            # delivered in between our two reads: the same transaction made the window
+            # rolled_back, so read it again rather than show a state that never was
+            window = await store.get_window(window.id) or window
     return deploy_object(window, rollback)
 
 

@@ -322,7 +322,7 @@ class WindowWatch:
     # outcomes --------------------------------------------------------------
 
     def _with_queries(self, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Add each provider rule's query to its evidence (verdict, alerts, rollback)."""
+        """Add each provider rule's query to its evidence (stored verdict, alerts)."""
         for item in rules:
             query = self.queries.get(str(item.get("name") or item.get("rule")))
             if query and item.get("source") != "checks":
@@ -398,7 +398,7 @@ class WindowWatch:
             intent = rollback_intent(
                 self.window,
                 verdict.reason,
-                self._with_queries(breaches(verdict, self.links)),
+                breaches(verdict, self.links),
                 now,
                 dry_run=rollback_cfg.dry_run,
             )

@@ -188,6 +188,9 @@ def rule_line(rule: Mapping[str, Any]) -> str:
     evidence = evidence_text(rule.get("evidence"))
     if evidence:
         line += f" (evidence: {evidence})"
+    query = rule.get("query")
+    if query:
+        line += f"; query `{_one_line(query)}`"
     link = rule.get("link")
     if link:
         line += f" ([details]({_one_line(link)}))"

@@ -253,6 +253,10 @@ class RuleResult(_Out):
         description="Extension: the statistics behind the outcome (test statistic, p-value,"
         " effect size, failing rounds…).",
     )
+    query: str | None = Field(
+        default=None,
+        description="Extension: the provider query the rule ran (NRQL, PromQL, Sentry query).",
+    )
     link: str | None = Field(
         default=None, description="Extension: where to look at this rule's data, if known."
     )

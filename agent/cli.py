@@ -13,9 +13,12 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__
+
+if TYPE_CHECKING:
+    from agent.settings import Settings
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 
@@ -101,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_USAGE
 
 
-def _load(path: str):  # type: ignore[no-untyped-def]
+def _load(path: str) -> Settings | None:
+    """The settings, or None after printing every configuration error."""
     from agent.config_file import ConfigError, load_settings
 
     try:

@@ -85,26 +85,39 @@ def rules() -> list[RuleSettings]:
         "sum(rate(http_requests_total[5s]))",  # shares
         "count(up)",  # shares
     ]
-    out = [RuleSettings.model_validate({"name": n, "source": "sentry", "metric": m, **b})
-           for n, m, b in sentry]
-    out += [RuleSettings.model_validate({"name": f"nr-{i}", "source": "newrelic", "nrql": q,
-                                         "max_increase": "25%"}) for i, q in enumerate(nrql)]
-    out += [RuleSettings.model_validate({"name": f"prom-{i}", "source": "prometheus",
-                                         "query": q, "max_increase": "50%"})
-            for i, q in enumerate(promql)]
+    out = [
+        RuleSettings.model_validate({"name": n, "source": "sentry", "metric": m, **b})
+        for n, m, b in sentry
+    ]
+    out += [
+        RuleSettings.model_validate(
+            {"name": f"nr-{i}", "source": "newrelic", "nrql": q, "max_increase": "25%"}
+        )
+        for i, q in enumerate(nrql)
+    ]
+    out += [
+        RuleSettings.model_validate(
+            {"name": f"prom-{i}", "source": "prometheus", "query": q, "max_increase": "50%"}
+        )
+        for i, q in enumerate(promql)
+    ]
     assert len(out) == 20
     return out
 
 
 async def one_round(
-    providers: dict[str, HttpProvider], rule_list: list[RuleSettings], scope: DeployScope,
-    period: Period, release: str | None,
+    providers: dict[str, HttpProvider],
+    rule_list: list[RuleSettings],
+    scope: DeployScope,
+    period: Period,
+    release: str | None,
 ) -> dict[str, Any]:
     before = {name: p.http_requests for name, p in providers.items()}
     started = time.perf_counter()
     async with asyncio.TaskGroup() as tg:
-        tasks = [tg.create_task(providers[r.source].fetch(r, scope, period, release))
-                 for r in rule_list]
+        tasks = [
+            tg.create_task(providers[r.source].fetch(r, scope, period, release)) for r in rule_list
+        ]
     wall = time.perf_counter() - started
     observations: list[Observation] = [t.result() for t in tasks]
     return {
@@ -116,15 +129,22 @@ async def one_round(
 
 
 async def scenario(
-    name: str, providers: dict[str, HttpProvider], sentry: FakeSentry, rounds: int,
+    name: str,
+    providers: dict[str, HttpProvider],
+    sentry: FakeSentry,
+    rounds: int,
     t0: float,
 ) -> dict[str, Any]:
     rule_list = rules()
     scope = DeployScope(
-        deploy_id="dep_bench", environment="production", version="v2", previous_version="v1",
+        deploy_id="dep_bench",
+        environment="production",
+        version="v2",
+        previous_version="v1",
         deployed_at=t0,
         baseline=BaselineSettings.model_validate(
-            {"sentry": {"project": "web", "environment": "production"}}),
+            {"sentry": {"project": "web", "environment": "production"}}
+        ),
     )
     if name == "sentry-hangs":
         sentry.fail("hang")
@@ -156,14 +176,26 @@ async def scenario(
 def build(sentry: FakeSentry, newrelic: FakeNewRelic, prom_url: str) -> dict[str, HttpProvider]:
     metrics = Metrics()
     return {
-        "sentry": SentryProvider(SentrySettings.model_validate(
-            {"base_url": sentry.url, "org": sentry.org, "token": TOKEN, **BUDGET}),
-            metrics=metrics),
-        "newrelic": NewRelicProvider(NewRelicSettings.model_validate(
-            {"api_url": newrelic.graphql_url, "account_id": newrelic.account_id,
-             "api_key": KEY, **BUDGET}), metrics=metrics),
-        "prometheus": PrometheusProvider(PrometheusSettings.model_validate(
-            {"url": prom_url, **BUDGET}), metrics=metrics),
+        "sentry": SentryProvider(
+            SentrySettings.model_validate(
+                {"base_url": sentry.url, "org": sentry.org, "token": TOKEN, **BUDGET}
+            ),
+            metrics=metrics,
+        ),
+        "newrelic": NewRelicProvider(
+            NewRelicSettings.model_validate(
+                {
+                    "api_url": newrelic.graphql_url,
+                    "account_id": newrelic.account_id,
+                    "api_key": KEY,
+                    **BUDGET,
+                }
+            ),
+            metrics=metrics,
+        ),
+        "prometheus": PrometheusProvider(
+            PrometheusSettings.model_validate({"url": prom_url, **BUDGET}), metrics=metrics
+        ),
     }
 
 
@@ -193,8 +225,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 providers = build(sentry, newrelic, prom_url)
                 try:
                     rounds = args.rounds if name == "healthy" else min(args.rounds, 3)
-                    results["scenarios"].append(
-                        await scenario(name, providers, sentry, rounds, t0))
+                    results["scenarios"].append(await scenario(name, providers, sentry, rounds, t0))
                 finally:
                     for p in providers.values():
                         await p.aclose()
@@ -209,26 +240,36 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def show(results: dict[str, Any]) -> None:
-    print(f"20 rules (7 Sentry, 7 New Relic, 6 Prometheus [{results['prometheus']}]),"
-          f" fake latency {results['latency_s'] * 1000:.0f} ms per answer")
+    print(
+        f"20 rules (7 Sentry, 7 New Relic, 6 Prometheus [{results['prometheus']}]),"
+        f" fake latency {results['latency_s'] * 1000:.0f} ms per answer"
+    )
     for s in results["scenarios"]:
         b = s["baseline"]
         print(f"\n{s['scenario']}:")
-        print(f"  baseline fetch: {sum(b['requests'].values())} requests {b['requests']},"
-              f" {b['wall_s'] * 1000:.0f} ms, {b['errors']} rules in error")
+        print(
+            f"  baseline fetch: {sum(b['requests'].values())} requests {b['requests']},"
+            f" {b['wall_s'] * 1000:.0f} ms, {b['errors']} rules in error"
+        )
         w = s["round_wall_s"]
-        print(f"  per round ({s['rounds']} rounds): {s['round_requests']['total']:.0f} requests"
-              f" {s['round_requests']['by_provider']}, wall median {w['median'] * 1000:.0f} ms,"
-              f" max {w['max'] * 1000:.0f} ms, {s['round_errors']} rules in error")
+        print(
+            f"  per round ({s['rounds']} rounds): {s['round_requests']['total']:.0f} requests"
+            f" {s['round_requests']['by_provider']}, wall median {w['median'] * 1000:.0f} ms,"
+            f" max {w['max'] * 1000:.0f} ms, {s['round_errors']} rules in error"
+        )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--latency", type=float, default=0.02,
-                        help="seconds added to each fake answer")
-    parser.add_argument("--fake-prometheus", action="store_true",
-                        help="use the API fake even when Prometheus is installed")
+    parser.add_argument(
+        "--latency", type=float, default=0.02, help="seconds added to each fake answer"
+    )
+    parser.add_argument(
+        "--fake-prometheus",
+        action="store_true",
+        help="use the API fake even when Prometheus is installed",
+    )
     parser.add_argument("--json", action="store_true")
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the hang scenario warns once per rule

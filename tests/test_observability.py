@@ -40,7 +40,8 @@ def test_json_logs_carry_deploy_and_environment_and_redact(
     monkeypatch.setattr("sys.stderr", stream)
     setup_logging("json", "info", Redactor(["s3cr3t-token-value"]))
     logging.getLogger("postflight.test").warning(
-        "rollback to %s failed", "https://x/?t=s3cr3t-token-value",
+        "rollback to %s failed",
+        "https://x/?t=s3cr3t-token-value",
         extra={"deploy_id": "dep_1", "environment": "production"},
     )
     line = json.loads(stream.getvalue().strip().splitlines()[-1])

@@ -298,8 +298,9 @@ class HttpProvider:
                     return answer
                 retry = maybe
             if attempt >= self.max_attempts:
-                raise ProviderError(retry.reason if attempt == 1 else
-                                    f"{retry.reason} (after {attempt} attempts)")
+                raise ProviderError(
+                    retry.reason if attempt == 1 else f"{retry.reason} (after {attempt} attempts)"
+                )
             delay = self._backoff(attempt) if retry.after is None else max(0.05, retry.after)
             if loop.time() + delay >= deadline:
                 if retry.after is not None and retry.after > 0:
@@ -308,8 +309,9 @@ class HttpProvider:
                         f" fetch's {format_duration(self.timeout)} budget"
                     )
                 raise ProviderError(f"{retry.reason}; no time left to retry")
-            log.debug("%s: %s; retrying in %.2fs", self.name, self.mask_secrets(retry.reason),
-                      delay)
+            log.debug(
+                "%s: %s; retrying in %.2fs", self.name, self.mask_secrets(retry.reason), delay
+            )
             await asyncio.sleep(delay)
 
     # -- internals --------------------------------------------------------------------
@@ -439,16 +441,25 @@ class HttpProvider:
             async with asyncio.timeout(self.timeout):
                 await work(asyncio.get_running_loop().time() + self.timeout)
         except ProviderError as exc:
-            log.warning("%s: %s marker not recorded: %s", self.name, what,
-                        self.mask_secrets(str(exc)))
+            log.warning(
+                "%s: %s marker not recorded: %s", self.name, what, self.mask_secrets(str(exc))
+            )
             self._count("error", time.perf_counter() - started)
         except TimeoutError:
-            log.warning("%s: %s marker not recorded: no answer within %s", self.name, what,
-                        format_duration(self.timeout))
+            log.warning(
+                "%s: %s marker not recorded: no answer within %s",
+                self.name,
+                what,
+                format_duration(self.timeout),
+            )
             self._count("error", time.perf_counter() - started)
         except Exception as exc:
-            log.error("%s: %s marker failed unexpectedly: %s", self.name, what,
-                      self.redact(f"{type(exc).__name__}: {exc}"))
+            log.error(
+                "%s: %s marker failed unexpectedly: %s",
+                self.name,
+                what,
+                self.redact(f"{type(exc).__name__}: {exc}"),
+            )
             self._count("error", time.perf_counter() - started)
         else:
             self._count("ok", time.perf_counter() - started)

@@ -36,9 +36,7 @@ def _non_empty(value: SecretStr) -> SecretStr:
     return value
 
 
-def _region_url(
-    data: Any, field: str, regions: dict[str, str], default: str
-) -> Any:
+def _region_url(data: Any, field: str, regions: dict[str, str], default: str) -> Any:
     """`region: eu` is shorthand for the region's URL; giving both must agree."""
     if not isinstance(data, dict) or data.get("region") is None:
         return data
@@ -49,9 +47,7 @@ def _region_url(
     if given is None or given == default:
         return {**data, field: regions[region]}
     if urlsplit(str(given)).netloc != urlsplit(regions[region]).netloc:
-        raise ValueError(
-            f"region {region!r} and {field} {given!r} disagree; give one of them"
-        )
+        raise ValueError(f"region {region!r} and {field} {given!r} disagree; give one of them")
     return data
 
 

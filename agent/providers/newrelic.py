@@ -297,8 +297,11 @@ class NewRelicProvider(HttpProvider):
             return
         target = scope.baseline.newrelic
         if target is None or not (target.entity_guid or target.app_name):
-            log.warning("newrelic: no change marker: environments.%s.baseline.newrelic has"
-                        " neither entity_guid nor app_name", scope.environment)
+            log.warning(
+                "newrelic: no change marker: environments.%s.baseline.newrelic has"
+                " neither entity_guid nor app_name",
+                scope.environment,
+            )
             return
         if target.entity_guid:
             search = f"id = '{_nrql_quote(target.entity_guid)}'"

@@ -30,8 +30,9 @@ class ProviderPlugin(Protocol):
 
     config_model: type[BaseModel]
 
-    def __call__(self, config: Any, *, metrics: Metrics, redact: Redact | None = None) -> Provider:
-        ...
+    def __call__(
+        self, config: Any, *, metrics: Metrics, redact: Redact | None = None
+    ) -> Provider: ...
 
 
 class ProviderPluginError(RuntimeError):
@@ -57,9 +58,7 @@ def load_plugin(name: str) -> ProviderPlugin | None:
                 f"provider plugin {name!r} ({ep.value}) failed to load: {exc}"
             ) from exc
         if not isinstance(getattr(loaded, "config_model", None), type):
-            raise ProviderPluginError(
-                f"provider plugin {name!r} ({ep.value}) has no config_model"
-            )
+            raise ProviderPluginError(f"provider plugin {name!r} ({ep.value}) has no config_model")
         return cast(ProviderPlugin, loaded)
     return None
 

@@ -238,9 +238,7 @@ class SentryProvider(HttpProvider):
                     self._duration_samples(target, period, query, deadline)
                 )
             try:
-                row, units = await self._aggregate(
-                    target, period, dataset, fields, query, deadline
-                )
+                row, units = await self._aggregate(target, period, dataset, fields, query, deadline)
                 total = _number(row, "count()")
                 n_total = int(total or 0)
                 if metric == "error_count":
@@ -398,9 +396,7 @@ class SentryProvider(HttpProvider):
         sessions = int(_number(totals, "sum(session)") or 0)
         if rate is None or sessions == 0:
             return Observation(value=None, count=0, total=sessions, query=shown)
-        return Observation(
-            value=rate, count=round(rate * sessions), total=sessions, query=shown
-        )
+        return Observation(value=rate, count=round(rate * sessions), total=sessions, query=shown)
 
     async def _project_id(self, project: str, deadline: float) -> str:
         """The numeric id Sentry's organization endpoints filter by (cached)."""
@@ -465,8 +461,8 @@ class SentryProvider(HttpProvider):
         release = release if release is not None else scope.version
         start, end = _span(period)
         params: list[tuple[str, str]] = []
-        project_id = target.project if target.project.isdigit() else self._project_ids.get(
-            target.project
+        project_id = (
+            target.project if target.project.isdigit() else self._project_ids.get(target.project)
         )
         if project_id:
             params.append(("project", project_id))
@@ -493,8 +489,10 @@ class SentryProvider(HttpProvider):
             return
         target = scope.baseline.sentry
         if target is None:
-            log.warning("sentry: no deploy marker: environments.%s.baseline.sentry is not set",
-                        scope.environment)
+            log.warning(
+                "sentry: no deploy marker: environments.%s.baseline.sentry is not set",
+                scope.environment,
+            )
             return
         version = scope.version if event == "deploy" else scope.previous_version
         if not version:

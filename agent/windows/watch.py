@@ -107,10 +107,6 @@ class WindowWatch:
             log, {"deploy_id": window.id, "environment": window.environment}
         )
 
-    @property
-    def ctx(self) -> dict[str, str]:
-        return {"deploy_id": self.window.id, "environment": self.window.environment}
-
     # the whole window -----------------------------------------------------
 
     async def run(self) -> None:

@@ -25,19 +25,22 @@ class EchoProvider:
     name = "echo"
     config_model: ClassVar[type[BaseModel]] = EchoSettings
 
-    def __init__(self, config: EchoSettings, *, metrics: Metrics,
-                 redact: Redact | None = None) -> None:
+    def __init__(
+        self, config: EchoSettings, *, metrics: Metrics, redact: Redact | None = None
+    ) -> None:
         self.config = config
 
-    async def fetch(self, rule: RuleSettings, scope: DeployScope, period: Period,
-                    release: str | None) -> Observation:
+    async def fetch(
+        self, rule: RuleSettings, scope: DeployScope, period: Period, release: str | None
+    ) -> Observation:
         return Observation(value=self.config.value, query="echo")
 
     async def mark(self, scope: DeployScope, event: Literal["deploy", "rollback"]) -> None:
         return None
 
-    def link(self, rule: RuleSettings, scope: DeployScope, period: Period, *,
-             release: str | None = None) -> str | None:
+    def link(
+        self, rule: RuleSettings, scope: DeployScope, period: Period, *, release: str | None = None
+    ) -> str | None:
         return None
 
     async def aclose(self) -> None:

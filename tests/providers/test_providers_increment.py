@@ -22,8 +22,9 @@ def test_a_round_without_new_events_has_no_data_but_no_error() -> None:
 
 def test_samples_seen_last_round_are_not_counted_again() -> None:
     first = Observation(value=0.3, count=3, total=3, values=(0.1, 0.2, 0.3), quantile=0.95)
-    second = Observation(value=0.5, count=5, total=5, values=(0.5, 0.4, 0.1, 0.2, 0.3),
-                         quantile=0.95)
+    second = Observation(
+        value=0.5, count=5, total=5, values=(0.5, 0.4, 0.1, 0.2, 0.3), quantile=0.95
+    )
     step = round_increment(first, second)
     assert sorted(step.values) == [0.4, 0.5]
     assert step.value == 0.5  # the provider's percentile since the deploy

@@ -51,19 +51,22 @@ async def test_p95_before_and_after_the_deploy_with_the_periods_appended(
     assert requests_counted(metrics, "newrelic", "ok") == 2
 
 
-@pytest.mark.parametrize(("rows", "expected"), [
-    ([{"count": 1000}], (1000.0, 1000, None)),
-    ([{"percentage": 4.5}], (4.5, None, None)),
-    ([{"errPct": 1.25}], (1.25, None, None)),
-    ([{"percentile.duration": {"95": 0.2, "99": 0.4}}], (0.2, None, None)),
-    ([{"rpm": 1200.5}], (1200.5, None, None)),
-    ([{"errors": 12, "total": 400}], (0.03, 12, 400)),
-    ([{"total": 400, "failed": 40}], (0.1, 40, 400)),
-    ([{"value": 0.07, "errors": 7, "total": 100}], (0.07, 7, 100)),
-    ([{"average.duration": None}], (None, None, None)),
-    ([], (None, None, None)),
-    ([{"beginTimeSeconds": 1, "endTimeSeconds": 2, "count": 5}], (5.0, 5, None)),
-])
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        ([{"count": 1000}], (1000.0, 1000, None)),
+        ([{"percentage": 4.5}], (4.5, None, None)),
+        ([{"errPct": 1.25}], (1.25, None, None)),
+        ([{"percentile.duration": {"95": 0.2, "99": 0.4}}], (0.2, None, None)),
+        ([{"rpm": 1200.5}], (1200.5, None, None)),
+        ([{"errors": 12, "total": 400}], (0.03, 12, 400)),
+        ([{"total": 400, "failed": 40}], (0.1, 40, 400)),
+        ([{"value": 0.07, "errors": 7, "total": 100}], (0.07, 7, 100)),
+        ([{"average.duration": None}], (None, None, None)),
+        ([], (None, None, None)),
+        ([{"beginTimeSeconds": 1, "endTimeSeconds": 2, "count": 5}], (5.0, 5, None)),
+    ],
+)
 def test_result_rows_become_observations(
     rows: list[dict[str, object]], expected: tuple[float | None, int | None, int | None]
 ) -> None:
@@ -78,7 +81,8 @@ def test_several_rows_are_refused_because_a_rule_needs_one_number() -> None:
 
 def test_the_period_goes_in_epoch_milliseconds() -> None:
     assert nrql_for("SELECT count(*) FROM Transaction ;", Period(1.0005, 2.5)) == (
-        "SELECT count(*) FROM Transaction SINCE 1000 UNTIL 2500")
+        "SELECT count(*) FROM Transaction SINCE 1000 UNTIL 2500"
+    )
 
 
 async def test_a_bad_nrql_is_rejected_once_without_retrying(
@@ -87,8 +91,9 @@ async def test_a_bad_nrql_is_rejected_once_without_retrying(
     r = rule(source="newrelic", nrql="SELECT count(*) FORM Transaction", max=1)
     obs = await newrelic.fetch(r, scope(), AFTER, None)
     assert obs.value is None
-    assert obs.error == ("NRQL rejected: NRQL Syntax Error: Error at line 1 position 8,"
-                         " unexpected 'FORM'")
+    assert obs.error == (
+        "NRQL rejected: NRQL Syntax Error: Error at line 1 position 8, unexpected 'FORM'"
+    )
     assert len(newrelic_fake.requests) == 1
     assert requests_counted(metrics, "newrelic", "error") == 1
 
@@ -98,8 +103,12 @@ async def test_throttling_and_server_errors_are_retried(
     newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic, kind: str
 ) -> None:
     newrelic_fake.fail(kind, times=2)
-    obs = await newrelic.fetch(rule(source="newrelic", nrql="SELECT count(*) FROM Transaction",
-                                    max=1), scope(), AFTER, None)
+    obs = await newrelic.fetch(
+        rule(source="newrelic", nrql="SELECT count(*) FROM Transaction", max=1),
+        scope(),
+        AFTER,
+        None,
+    )
     assert obs.error is None and obs.value == 1000.0
     assert len(newrelic_fake.requests) == 3
 
@@ -108,8 +117,12 @@ async def test_throttling_that_does_not_stop_is_an_error_observation(
     newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic
 ) -> None:
     newrelic_fake.fail("too_many_requests")
-    obs = await newrelic.fetch(rule(source="newrelic", nrql="SELECT count(*) FROM Transaction",
-                                    max=1), scope(), AFTER, None)
+    obs = await newrelic.fetch(
+        rule(source="newrelic", nrql="SELECT count(*) FROM Transaction", max=1),
+        scope(),
+        AFTER,
+        None,
+    )
     assert obs.error == "New Relic answered TOO_MANY_REQUESTS (after 3 attempts)"
 
 
@@ -117,24 +130,35 @@ async def test_a_rejected_key_is_named_and_never_shown(
     newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic
 ) -> None:
     newrelic_fake.fail("401")
-    obs = await newrelic.fetch(rule(source="newrelic", nrql="SELECT count(*) FROM Transaction",
-                                    max=1), scope(), AFTER, None)
+    obs = await newrelic.fetch(
+        rule(source="newrelic", nrql="SELECT count(*) FROM Transaction", max=1),
+        scope(),
+        AFTER,
+        None,
+    )
     assert obs.error == "New Relic API key rejected (401)"
     assert NEWRELIC_KEY not in repr(obs)
     assert len(newrelic_fake.requests) == 1
 
 
-@pytest.mark.parametrize(("kind", "message"), [
-    ("hang", "did not answer"),
-    ("malformed", "malformed answer from New Relic"),
-    ("bad_shape", "unexpected answer from New Relic"),
-])
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("hang", "did not answer"),
+        ("malformed", "malformed answer from New Relic"),
+        ("bad_shape", "unexpected answer from New Relic"),
+    ],
+)
 async def test_hangs_and_garbled_answers_are_error_observations(
     newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic, kind: str, message: str
 ) -> None:
     newrelic_fake.fail(kind)
-    obs = await newrelic.fetch(rule(source="newrelic", nrql="SELECT count(*) FROM Transaction",
-                                    max=1), scope(), AFTER, None)
+    obs = await newrelic.fetch(
+        rule(source="newrelic", nrql="SELECT count(*) FROM Transaction", max=1),
+        scope(),
+        AFTER,
+        None,
+    )
     assert obs.value is None and obs.error is not None and message in obs.error
 
 
@@ -144,12 +168,22 @@ async def test_never_more_than_25_requests_in_flight(
     newrelic_fake.delay = 0.05
     provider = NewRelicProvider(newrelic_settings(newrelic_fake, timeout=10.0), metrics=metrics)
     try:
-        observations = await asyncio.gather(*(
-            provider.fetch(rule(name=f"r{i}", source="newrelic",
-                                nrql=f"SELECT count(*) FROM Transaction WHERE n = {i}", max=1),
-                           scope(), AFTER, None)
-            for i in range(60)
-        ))
+        observations = await asyncio.gather(
+            *(
+                provider.fetch(
+                    rule(
+                        name=f"r{i}",
+                        source="newrelic",
+                        nrql=f"SELECT count(*) FROM Transaction WHERE n = {i}",
+                        max=1,
+                    ),
+                    scope(),
+                    AFTER,
+                    None,
+                )
+                for i in range(60)
+            )
+        )
     finally:
         await provider.aclose()
     assert all(o.error is None for o in observations)
@@ -159,8 +193,7 @@ async def test_never_more_than_25_requests_in_flight(
 
 def test_more_than_25_in_flight_is_refused_by_the_config() -> None:
     with pytest.raises(ValueError, match="25"):
-        NewRelicSettings.model_validate(
-            {"account_id": 1, "api_key": "k" * 8, "max_in_flight": 26})
+        NewRelicSettings.model_validate({"account_id": 1, "api_key": "k" * 8, "max_in_flight": 26})
 
 
 def test_region_picks_the_nerdgraph_url() -> None:

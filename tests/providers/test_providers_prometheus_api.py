@@ -27,12 +27,16 @@ async def test_the_mean_over_the_period_with_the_query_it_used(
     prometheus: PrometheusProvider, prometheus_fake: FakePrometheus, metrics: Metrics
 ) -> None:
     prometheus_fake.set("up", 0.75)
-    obs = await prometheus.fetch(rule(source="prometheus", query="up", min=0.5), scope(), AFTER,
-                                 "v2.4.1")
+    obs = await prometheus.fetch(
+        rule(source="prometheus", query="up", min=0.5), scope(), AFTER, "v2.4.1"
+    )
     assert (obs.value, obs.query, obs.seconds, obs.values) == (0.75, "up", 120.0, ())
     sent = prometheus_fake.seen("/query_range")[0]
     assert (sent.param("start"), sent.param("end"), sent.param("step")) == (
-        f"{T0:.3f}", f"{T0 + 120:.3f}", "2")
+        f"{T0:.3f}",
+        f"{T0 + 120:.3f}",
+        "2",
+    )
     assert sent.param("timeout") == "800ms"
     assert requests_counted(metrics, "prometheus", "ok") == 1
 
@@ -41,8 +45,9 @@ async def test_only_nan_points_is_no_data(
     prometheus: PrometheusProvider, prometheus_fake: FakePrometheus
 ) -> None:
     prometheus_fake.set("0/0", math.nan)
-    obs = await prometheus.fetch(rule(source="prometheus", query="0/0", max=1), scope(), AFTER,
-                                 None)
+    obs = await prometheus.fetch(
+        rule(source="prometheus", query="0/0", max=1), scope(), AFTER, None
+    )
     assert obs.value is None and obs.error is None
 
 
@@ -51,25 +56,29 @@ async def test_unavailable_is_retried(
 ) -> None:
     prometheus_fake.fail("503", times=1)
     prometheus_fake.set("up", 1.0)
-    obs = await prometheus.fetch(rule(source="prometheus", query="up", max=2), scope(), AFTER,
-                                 None)
+    obs = await prometheus.fetch(rule(source="prometheus", query="up", max=2), scope(), AFTER, None)
     assert obs.value == 1.0
     assert len(prometheus_fake.requests) == 2
 
 
-@pytest.mark.parametrize(("kind", "message"), [
-    ("hang", "Prometheus did not answer"),
-    ("malformed", "malformed answer from Prometheus"),
-    ("bad_shape", "unexpected answer from Prometheus"),
-    ("500", "Prometheus answered 500"),
-])
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("hang", "Prometheus did not answer"),
+        ("malformed", "malformed answer from Prometheus"),
+        ("bad_shape", "unexpected answer from Prometheus"),
+        ("500", "Prometheus answered 500"),
+    ],
+)
 async def test_failures_are_error_observations(
-    prometheus: PrometheusProvider, prometheus_fake: FakePrometheus, metrics: Metrics,
-    kind: str, message: str,
+    prometheus: PrometheusProvider,
+    prometheus_fake: FakePrometheus,
+    metrics: Metrics,
+    kind: str,
+    message: str,
 ) -> None:
     prometheus_fake.fail(kind)
-    obs = await prometheus.fetch(rule(source="prometheus", query="up", max=2), scope(), AFTER,
-                                 None)
+    obs = await prometheus.fetch(rule(source="prometheus", query="up", max=2), scope(), AFTER, None)
     assert obs.value is None and obs.error is not None and message in obs.error
     assert requests_counted(metrics, "prometheus", "error") == 1
 
@@ -77,8 +86,9 @@ async def test_failures_are_error_observations(
 async def test_bad_promql_is_a_configuration_error(
     prometheus: PrometheusProvider, prometheus_fake: FakePrometheus
 ) -> None:
-    obs = await prometheus.fetch(rule(source="prometheus", query="bad(x)", max=2), scope(),
-                                 AFTER, None)
+    obs = await prometheus.fetch(
+        rule(source="prometheus", query="bad(x)", max=2), scope(), AFTER, None
+    )
     assert obs.error is not None and obs.error.startswith("PromQL rejected: ")
     assert len(prometheus_fake.requests) == 1
 

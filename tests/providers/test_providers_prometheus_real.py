@@ -98,7 +98,10 @@ async def test_a_metric_with_no_series_is_no_data_not_an_error(stack: Stack) -> 
     try:
         obs = await provider.fetch(
             rule(source="prometheus", query="sum(rate(no_such_metric_total[5s]))", max=1),
-            scope(), Period(time.time() - 5, time.time()), None)
+            scope(),
+            Period(time.time() - 5, time.time()),
+            None,
+        )
     finally:
         await provider.aclose()
     assert obs.value is None and obs.error is None
@@ -109,7 +112,10 @@ async def test_several_series_must_be_aggregated(stack: Stack) -> None:
     try:
         obs = await provider.fetch(
             rule(source="prometheus", query="rate(http_requests_total[3s])", max=1),
-            scope(), Period(time.time() - 3, time.time()), None)
+            scope(),
+            Period(time.time() - 3, time.time()),
+            None,
+        )
     finally:
         await provider.aclose()
     assert obs.error is not None and "2 series" in obs.error and "aggregate" in obs.error
@@ -119,8 +125,12 @@ async def test_bad_promql_is_rejected_with_prometheus_reason(stack: Stack) -> No
     metrics = Metrics()
     provider = provider_for(stack, metrics)
     try:
-        obs = await provider.fetch(rule(source="prometheus", query="sum(rate(x[5s]", max=1),
-                                   scope(), Period(time.time() - 5, time.time()), None)
+        obs = await provider.fetch(
+            rule(source="prometheus", query="sum(rate(x[5s]", max=1),
+            scope(),
+            Period(time.time() - 5, time.time()),
+            None,
+        )
     finally:
         await provider.aclose()
     assert obs.error is not None and obs.error.startswith("PromQL rejected: ")
@@ -130,8 +140,12 @@ async def test_bad_promql_is_rejected_with_prometheus_reason(stack: Stack) -> No
 async def test_a_scalar_expression_is_one_number(stack: Stack) -> None:
     provider = provider_for(stack)
     try:
-        obs = await provider.fetch(rule(source="prometheus", query="scalar(vector(2)) * 3", max=9),
-                                   scope(), Period(time.time() - 10, time.time()), None)
+        obs = await provider.fetch(
+            rule(source="prometheus", query="scalar(vector(2)) * 3", max=9),
+            scope(),
+            Period(time.time() - 10, time.time()),
+            None,
+        )
     finally:
         await provider.aclose()
     assert obs.value == 6.0

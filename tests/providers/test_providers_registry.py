@@ -47,8 +47,11 @@ def test_builtin_providers_are_entry_points() -> None:
 
 def test_only_configured_providers_are_built() -> None:
     settings = ProvidersSettings.model_validate(
-        {"prometheus": {"url": "http://127.0.0.1:9"},
-         "sentry": {"org": "acme", "token": SENTRY_TOKEN}})
+        {
+            "prometheus": {"url": "http://127.0.0.1:9"},
+            "sentry": {"org": "acme", "token": SENTRY_TOKEN},
+        }
+    )
     built = registry.build_providers(settings, Metrics(), Redactor())
     assert sorted(built) == ["prometheus", "sentry"]
     assert isinstance(built["sentry"], SentryProvider)
@@ -78,8 +81,13 @@ def echo_plugin(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     def entry_points(*, group: str) -> EntryPoints:
         found = list(importlib.metadata.entry_points(group=group))
         if group == registry.ENTRY_POINT_GROUP:
-            found.append(EntryPoint("echo", "tests.providers.plugin_example:EchoProvider",
-                                    registry.ENTRY_POINT_GROUP))
+            found.append(
+                EntryPoint(
+                    "echo",
+                    "tests.providers.plugin_example:EchoProvider",
+                    registry.ENTRY_POINT_GROUP,
+                )
+            )
         return EntryPoints(found)
 
     monkeypatch.setattr(registry, "entry_points", entry_points)
@@ -93,8 +101,9 @@ def echo_plugin(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 async def test_a_third_party_provider_joins_through_its_entry_point(echo_plugin: None) -> None:
     settings = ProvidersSettings.model_validate({"echo": {"value": 7}})
     built = registry.build_providers(settings, Metrics())
-    obs = await built["echo"].fetch(rule(source="prometheus", query="x", max=1), scope(), AFTER,
-                                    None)
+    obs = await built["echo"].fetch(
+        rule(source="prometheus", query="x", max=1), scope(), AFTER, None
+    )
     assert obs.value == 7
     with pytest.raises(ValidationError, match="value"):
         ProvidersSettings.model_validate({"echo": {"valeu": 7}})
@@ -106,26 +115,35 @@ async def test_an_unexpected_exception_becomes_an_error_observation(
     async def explode(deadline: float) -> Observation:
         raise KeyError("surprise")
 
-    monkeypatch.setattr(sentry, "plan",
-                        lambda *a: Plan(key="k", query="q", run=explode))
-    obs = await sentry.fetch(rule(source="sentry", metric="error_rate", max=1), scope(), AFTER,
-                             "v1")
+    monkeypatch.setattr(sentry, "plan", lambda *a: Plan(key="k", query="q", run=explode))
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="error_rate", max=1), scope(), AFTER, "v1"
+    )
     assert obs.value is None
     assert obs.error == "unexpected failure talking to Sentry (KeyError)"
     assert requests_counted(metrics, "sentry", "error") == 1
     histogram = metrics.registry.get_sample_value(
-        "postflight_provider_request_duration_seconds_count", {"provider": "sentry"})
+        "postflight_provider_request_duration_seconds_count", {"provider": "sentry"}
+    )
     assert histogram == 1
 
 
 async def test_an_unreachable_provider_is_an_error_observation(metrics: Metrics) -> None:
     unreachable = SentrySettings.model_validate(
-        {"base_url": "http://127.0.0.1:9", "org": "acme", "token": SENTRY_TOKEN,
-         "timeout": "1s", "request_timeout": "300ms", "max_attempts": 2})
+        {
+            "base_url": "http://127.0.0.1:9",
+            "org": "acme",
+            "token": SENTRY_TOKEN,
+            "timeout": "1s",
+            "request_timeout": "300ms",
+            "max_attempts": 2,
+        }
+    )
     provider = SentryProvider(unreachable, metrics=metrics)
     try:
-        obs = await provider.fetch(rule(source="sentry", metric="error_rate", max=1), scope(),
-                                   AFTER, "v1")
+        obs = await provider.fetch(
+            rule(source="sentry", metric="error_rate", max=1), scope(), AFTER, "v1"
+        )
     finally:
         await provider.aclose()
     assert obs.error is not None and obs.error.startswith("could not reach Sentry")
@@ -138,24 +156,38 @@ async def test_secrets_in_a_provider_answer_never_reach_errors_or_logs(
 
     async def leaky(request: web.Request) -> web.Response:
         auth = request.headers.get("Authorization", "")
-        return web.json_response({"detail": f"bad request for {auth} and {other_secret}"},
-                                 status=400)
+        return web.json_response(
+            {"detail": f"bad request for {auth} and {other_secret}"}, status=400
+        )
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", leaky)
     server = await aiohttp_server(app)
     settings = SentrySettings.model_validate(
-        {"base_url": str(server.make_url("")).rstrip("/"), "org": "acme",
-         "token": SENTRY_TOKEN, "max_attempts": 1})
-    provider = SentryProvider(settings, metrics=metrics,
-                              redact=Redactor([SENTRY_TOKEN, other_secret]))
+        {
+            "base_url": str(server.make_url("")).rstrip("/"),
+            "org": "acme",
+            "token": SENTRY_TOKEN,
+            "max_attempts": 1,
+        }
+    )
+    provider = SentryProvider(
+        settings, metrics=metrics, redact=Redactor([SENTRY_TOKEN, other_secret])
+    )
     caplog.set_level(logging.DEBUG)
     try:
-        s = scope(baseline=scope().baseline.model_copy(
-            update={"sentry": scope().baseline.sentry.model_copy(  # type: ignore[union-attr]
-                update={"project": "42"})}))
-        obs = await provider.fetch(rule(source="sentry", metric="error_rate", max=1), s, AFTER,
-                                   "v1")
+        s = scope(
+            baseline=scope().baseline.model_copy(
+                update={
+                    "sentry": scope().baseline.sentry.model_copy(  # type: ignore[union-attr]
+                        update={"project": "42"}
+                    )
+                }
+            )
+        )
+        obs = await provider.fetch(
+            rule(source="sentry", metric="error_rate", max=1), s, AFTER, "v1"
+        )
     finally:
         await provider.aclose()
     assert obs.error is not None and obs.error.startswith("Sentry rejected the query: ")
@@ -184,11 +216,13 @@ async def test_closing_the_provider_ends_fetches_in_flight_softly(
 ) -> None:
     sentry_fake.fail("hang")
     task = asyncio.create_task(
-        sentry.fetch(rule(source="sentry", metric="error_rate", max=1), scope(), AFTER, "v1"))
+        sentry.fetch(rule(source="sentry", metric="error_rate", max=1), scope(), AFTER, "v1")
+    )
     await asyncio.sleep(0.1)
     await sentry.aclose()
     obs = await task
     assert obs.value is None and obs.error == "Sentry fetch cancelled"
-    after = await sentry.fetch(rule(source="sentry", metric="error_count", max=1), scope(),
-                               AFTER, "v1")
+    after = await sentry.fetch(
+        rule(source="sentry", metric="error_count", max=1), scope(), AFTER, "v1"
+    )
     assert after.error == "the Sentry provider is closed"

@@ -66,8 +66,9 @@ async def test_error_count_counts_error_events(
     sentry: SentryProvider, sentry_fake: FakeSentry
 ) -> None:
     sentry_fake.set_stats(SentryStats(errors=37), release="v2.4.1")
-    obs = await sentry.fetch(rule(source="sentry", metric="error_count", max=50), scope(), AFTER,
-                             "v2.4.1")
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="error_count", max=50), scope(), AFTER, "v2.4.1"
+    )
     assert (obs.value, obs.count) == (37.0, 37)
     assert sentry_fake.seen("/events/")[0].params("field") == ["count()"]
     assert sentry_fake.seen("/events/")[0].param("dataset") == "errors"
@@ -92,8 +93,9 @@ async def test_crash_free_rate_comes_from_release_health_sessions(
 async def test_a_release_without_sessions_is_no_data_not_an_error(
     sentry: SentryProvider,
 ) -> None:
-    obs = await sentry.fetch(rule(source="sentry", metric="crash_free_rate", min=0.9), scope(),
-                             AFTER, "v-unknown")
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="crash_free_rate", min=0.9), scope(), AFTER, "v-unknown"
+    )
     assert obs.value is None and obs.error is None and obs.total == 0
 
 
@@ -103,8 +105,9 @@ async def test_p95_duration_pages_through_samples_with_link_cursors(
     sentry_fake.set_stats(SentryStats(transactions=900, p95_ms=850.0), release="v2.4.1")
     provider = SentryProvider(sentry_settings(sentry_fake, sample_limit=250), metrics=metrics)
     try:
-        obs = await provider.fetch(rule(source="sentry", metric="p95_duration", max="1s"),
-                                   scope(), AFTER, "v2.4.1")
+        obs = await provider.fetch(
+            rule(source="sentry", metric="p95_duration", max="1s"), scope(), AFTER, "v2.4.1"
+        )
     finally:
         await provider.aclose()
 
@@ -121,10 +124,12 @@ async def test_sample_paging_stops_when_sentry_says_no_more_results(
     sentry: SentryProvider, sentry_fake: FakeSentry
 ) -> None:
     durations = tuple(float(i) for i in range(1, 131))
-    sentry_fake.set_stats(SentryStats(transactions=130, p95_ms=124.0, durations_ms=durations),
-                          release="v2.4.1")
-    obs = await sentry.fetch(rule(source="sentry", metric="p95_duration", max="1s"), scope(),
-                             AFTER, "v2.4.1")
+    sentry_fake.set_stats(
+        SentryStats(transactions=130, p95_ms=124.0, durations_ms=durations), release="v2.4.1"
+    )
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="p95_duration", max="1s"), scope(), AFTER, "v2.4.1"
+    )
     assert len(obs.values) == 130
     pages = [r for r in sentry_fake.seen("/events/") if r.param("field") == "span.duration"]
     assert len(pages) == 2
@@ -135,8 +140,9 @@ async def test_a_failing_sample_page_keeps_the_aggregate(
 ) -> None:
     sentry_fake.set_stats(SentryStats(transactions=500, p95_ms=300.0), release="v2.4.1")
     sentry_fake.fail("500", match="cursor=")
-    obs = await sentry.fetch(rule(source="sentry", metric="p95_duration", max="1s"), scope(),
-                             AFTER, "v2.4.1")
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="p95_duration", max="1s"), scope(), AFTER, "v2.4.1"
+    )
     assert obs.error is None
     assert obs.value == pytest.approx(0.3)
     assert len(obs.values) == 100
@@ -161,8 +167,9 @@ async def test_rate_limit_waits_for_the_reset_then_succeeds(
     sentry: SentryProvider, sentry_fake: FakeSentry, metrics: Metrics
 ) -> None:
     sentry_fake.fail("429", times=1, reset_in=0.3, match="/events/")
-    obs = await sentry.fetch(rule(source="sentry", metric="error_count", max=5), scope(), AFTER,
-                             "v1")
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="error_count", max=5), scope(), AFTER, "v1"
+    )
     assert obs.error is None
     first, second = sentry_fake.seen("/events/")
     assert second.at - first.at >= 0.25  # waited for X-Sentry-Rate-Limit-Reset
@@ -173,8 +180,9 @@ async def test_a_rate_limit_reset_past_the_budget_fails_now_instead_of_waiting(
     sentry: SentryProvider, sentry_fake: FakeSentry, metrics: Metrics
 ) -> None:
     sentry_fake.fail("429", reset_in=45, match="/events/")
-    obs = await sentry.fetch(rule(source="sentry", metric="error_count", max=5), scope(), AFTER,
-                             "v1")
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="error_count", max=5), scope(), AFTER, "v1"
+    )
     assert obs.value is None
     assert obs.error is not None and "rate limiting" in obs.error and "retry in" in obs.error
     assert len(sentry_fake.seen("/events/")) == 1
@@ -185,8 +193,9 @@ async def test_server_errors_are_retried_with_backoff(
     sentry: SentryProvider, sentry_fake: FakeSentry
 ) -> None:
     sentry_fake.fail("500", times=2, match="/events/")
-    obs = await sentry.fetch(rule(source="sentry", metric="error_rate", max=0.1), scope(), AFTER,
-                             "v1")
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="error_rate", max=0.1), scope(), AFTER, "v1"
+    )
     assert obs.error is None
     assert len(sentry_fake.seen("/events/")) == 3
 
@@ -195,8 +204,9 @@ async def test_a_persistent_outage_is_an_error_observation(
     sentry: SentryProvider, sentry_fake: FakeSentry, metrics: Metrics
 ) -> None:
     sentry_fake.fail("503")
-    obs = await sentry.fetch(rule(source="sentry", metric="error_rate", max=0.1), scope(), AFTER,
-                             "v1")
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="error_rate", max=0.1), scope(), AFTER, "v1"
+    )
     assert obs.value is None
     assert obs.error is not None and "503" in obs.error
     assert requests_counted(metrics, "sentry", "error") == 1
@@ -206,8 +216,9 @@ async def test_a_rejected_token_says_so_once_without_retrying(
     sentry: SentryProvider, sentry_fake: FakeSentry
 ) -> None:
     sentry_fake.fail("401")
-    obs = await sentry.fetch(rule(source="sentry", metric="error_rate", max=0.1), scope(), AFTER,
-                             "v1")
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="error_rate", max=0.1), scope(), AFTER, "v1"
+    )
     assert obs.error == "Sentry token rejected (401)"
     assert len(sentry_fake.requests) == 1
     assert SENTRY_TOKEN not in repr(obs)
@@ -217,30 +228,38 @@ async def test_a_hanging_sentry_ends_within_the_budget(
     sentry: SentryProvider, sentry_fake: FakeSentry
 ) -> None:
     sentry_fake.fail("hang")
-    obs = await sentry.fetch(rule(source="sentry", metric="error_rate", max=0.1), scope(), AFTER,
-                             "v1")
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="error_rate", max=0.1), scope(), AFTER, "v1"
+    )
     assert obs.value is None
     assert obs.error is not None and "did not answer" in obs.error
 
 
-@pytest.mark.parametrize(("kind", "message"), [
-    ("malformed", "malformed answer from Sentry"),
-    ("bad_shape", "unexpected answer from Sentry"),
-])
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("malformed", "malformed answer from Sentry"),
+        ("bad_shape", "unexpected answer from Sentry"),
+    ],
+)
 async def test_a_garbled_answer_is_an_error_observation(
     sentry: SentryProvider, sentry_fake: FakeSentry, kind: str, message: str
 ) -> None:
     sentry_fake.fail(kind, match="/events/")
-    obs = await sentry.fetch(rule(source="sentry", metric="error_rate", max=0.1), scope(), AFTER,
-                             "v1")
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="error_rate", max=0.1), scope(), AFTER, "v1"
+    )
     assert obs.value is None and obs.error is not None and message in obs.error
 
 
 async def test_an_unknown_project_is_named_in_the_error(
     sentry: SentryProvider,
 ) -> None:
-    s = scope(baseline=BaselineSettings.model_validate(
-        {"sentry": {"project": "nope", "environment": "production"}}))
+    s = scope(
+        baseline=BaselineSettings.model_validate(
+            {"sentry": {"project": "nope", "environment": "production"}}
+        )
+    )
     obs = await sentry.fetch(rule(source="sentry", metric="error_rate", max=0.1), s, AFTER, "v1")
     assert obs.error == "Sentry has no project 'nope' (404)"
 
@@ -248,8 +267,12 @@ async def test_an_unknown_project_is_named_in_the_error(
 async def test_an_environment_without_baseline_sentry_fails_without_a_request(
     sentry: SentryProvider, sentry_fake: FakeSentry, metrics: Metrics
 ) -> None:
-    obs = await sentry.fetch(rule(source="sentry", metric="error_rate", max=0.1),
-                             scope(baseline=BaselineSettings()), AFTER, "v1")
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="error_rate", max=0.1),
+        scope(baseline=BaselineSettings()),
+        AFTER,
+        "v1",
+    )
     assert obs.error is not None and "baseline.sentry" in obs.error
     assert sentry_fake.requests == []
     assert requests_counted(metrics, "sentry", "error") == 1
@@ -261,8 +284,9 @@ async def test_rules_sharing_a_query_share_one_request(
     sentry_fake.delay = 0.05
     a = rule(name="errors-max", source="sentry", metric="error_rate", max=0.1)
     b = rule(name="errors-rel", source="sentry", metric="error_rate", max_increase="50%")
-    one, two = await asyncio.gather(sentry.fetch(a, scope(), AFTER, "v1"),
-                                    sentry.fetch(b, scope(), AFTER, "v1"))
+    one, two = await asyncio.gather(
+        sentry.fetch(a, scope(), AFTER, "v1"), sentry.fetch(b, scope(), AFTER, "v1")
+    )
     three = await sentry.fetch(a, scope(), AFTER, "v1")  # same round, a moment later
     assert one == two == three
     assert len(sentry_fake.seen("/events/")) == 1
@@ -285,7 +309,10 @@ async def test_deploy_marker_creates_the_missing_release_then_the_deploy(
         await provider.aclose()
     assert set(sentry_fake.releases) == {"v2.4.1", "v2.4.2", "v2.4.0"}
     assert [(d["version"], d["environment"]) for d in sentry_fake.deploys] == [
-        ("v2.4.1", "production"), ("v2.4.2", "production"), ("v2.4.0", "production")]
+        ("v2.4.1", "production"),
+        ("v2.4.2", "production"),
+        ("v2.4.0", "production"),
+    ]
     assert sentry_fake.deploys[0]["projects"] == ["web"]
     assert "rollback of v2.4.2" in sentry_fake.deploys[2]["name"]
     assert requests_counted(metrics, "sentry", "ok") == 3
@@ -317,8 +344,12 @@ async def test_links_open_the_page_that_shows_the_rule(
     parts = urlsplit(issues)
     assert parts.path == "/organizations/acme/issues/"
     assert parse_qs(parts.query) == {
-        "project": ["42"], "environment": ["production"], "query": ['release:"v2.4.1"'],
-        "start": ["2026-11-18T11:06:40Z"], "end": ["2026-11-18T11:08:40Z"]}
+        "project": ["42"],
+        "environment": ["production"],
+        "query": ['release:"v2.4.1"'],
+        "start": ["2026-11-18T11:06:40Z"],
+        "end": ["2026-11-18T11:08:40Z"],
+    }
     assert "/explore/traces/" in traces and "is_transaction" in traces
     assert "/releases/v2.4.1/" in health
 
@@ -333,7 +364,8 @@ def test_web_links_point_at_sentry_io_for_region_hosts() -> None:
 def test_region_and_a_different_base_url_are_refused() -> None:
     with pytest.raises(ValueError, match="disagree"):
         SentrySettings.model_validate(
-            {"region": "us", "base_url": "https://sentry.example.com", "org": "a", "token": "t"})
+            {"region": "us", "base_url": "https://sentry.example.com", "org": "a", "token": "t"}
+        )
 
 
 def test_release_filter_quotes_any_version() -> None:
@@ -343,7 +375,7 @@ def test_release_filter_quotes_any_version() -> None:
 
 def test_link_header_is_parsed_as_sentry_writes_it() -> None:
     header = (
-        '<https://sentry.io/api/0/organizations/acme/issues/123456/events/?&cursor=0:0:1>;'
+        "<https://sentry.io/api/0/organizations/acme/issues/123456/events/?&cursor=0:0:1>;"
         ' rel="previous"; results="false"; cursor="0:0:1", <https://sentry.io/api/0/'
         'organizations/acme/issues/123456/events/?&cursor=0:100:0>; rel="next";'
         ' results="true"; cursor="0:100:0"'

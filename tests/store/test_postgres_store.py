@@ -27,8 +27,15 @@ asyncpg = pytest.importorskip("asyncpg")
 
 def window(wid: str, env: str = "production", created: float = 100.0) -> DeployWindow:
     return DeployWindow(
-        id=wid, environment=env, version="v1", previous_version="v0", commit=None,
-        labels={}, state="watching", deployed_at=created, ends_at=created + 60,
+        id=wid,
+        environment=env,
+        version="v1",
+        previous_version="v0",
+        commit=None,
+        labels={},
+        state="watching",
+        deployed_at=created,
+        ends_at=created + 60,
         created_at=created,
     )
 
@@ -257,9 +264,7 @@ async def test_an_outage_is_a_store_error_and_ping_says_false(
 
 
 @pytest.mark.parametrize("where", ["closed port", "missing database"])
-async def test_open_names_the_server_never_the_password(
-    pg_cluster: PgCluster, where: str
-) -> None:
+async def test_open_names_the_server_never_the_password(pg_cluster: PgCluster, where: str) -> None:
     if where == "closed port":
         netloc, database = f"127.0.0.1:{free_port()}", "pf"
     else:

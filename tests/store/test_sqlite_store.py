@@ -25,9 +25,11 @@ async def test_uses_wal_and_records_schema_version(
 ) -> None:
     rows = sqlite3.connect(tmp_path / "pf.db").execute("PRAGMA journal_mode").fetchall()
     assert rows[0][0] == "wal"
-    version = sqlite3.connect(tmp_path / "pf.db").execute(
-        "SELECT value FROM meta WHERE key='schema_version'"
-    ).fetchone()
+    version = (
+        sqlite3.connect(tmp_path / "pf.db")
+        .execute("SELECT value FROM meta WHERE key='schema_version'")
+        .fetchone()
+    )
     assert int(version[0]) == SCHEMA_VERSION
 
 

@@ -25,8 +25,15 @@ from tests.store.conftest import Backend
 
 def window(wid: str, env: str = "production", created: float = 100.0) -> DeployWindow:
     return DeployWindow(
-        id=wid, environment=env, version="v1", previous_version="v0", commit=None,
-        labels={"a": "b"}, state="watching", deployed_at=created, ends_at=created + 60,
+        id=wid,
+        environment=env,
+        version="v1",
+        previous_version="v0",
+        commit=None,
+        labels={"a": "b"},
+        state="watching",
+        deployed_at=created,
+        ends_at=created + 60,
         created_at=created,
     )
 
@@ -237,14 +244,24 @@ async def test_rollback_delivery_attempts_are_kept(store: Store) -> None:
         DeliveryAttempt("dep_1", 2, 13.0, 200, None, 0.2),
     ]
     done = RollbackIntent(
-        "dep_1", "delivered", "{}", requested_at=10, attempts=2, last_status=200,
-        last_error="earlier: bad\x00byte", next_attempt_at=None, finished_at=13.0,
+        "dep_1",
+        "delivered",
+        "{}",
+        requested_at=10,
+        attempts=2,
+        last_status=200,
+        last_error="earlier: bad\x00byte",
+        next_attempt_at=None,
+        finished_at=13.0,
     )
     await store.update_rollback(done)
     stored = await store.get_rollback("dep_1")
     assert stored is not None
     assert (stored.state, stored.attempts, stored.last_status, stored.finished_at) == (
-        "delivered", 2, 200, 13.0
+        "delivered",
+        2,
+        200,
+        13.0,
     )
     assert stored.last_error is not None and stored.last_error.startswith("earlier: bad")
     assert await store.pending_rollbacks() == []

@@ -14,6 +14,7 @@ from typing import Any
 
 from agent.metrics import Metrics
 from agent.settings import EnvironmentSettings
+from agent.store.base import Store
 from checks.base import Check, CheckContext, CheckResult, Sample, Target
 from checks.registry import build_check, run_check
 from checks.sessions import TargetSessions
@@ -131,7 +132,7 @@ class BackgroundProber:
     def __init__(
         self,
         probes: dict[str, EnvironmentProbe],
-        store: Any,
+        store: Store,
         busy: Callable[[str], bool],
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -139,6 +140,8 @@ class BackgroundProber:
         self.store = store
         self.busy = busy
         self.clock = clock
+        self.retention = max((p.env.lookback for p in probes.values()), default=0.0) + 60.0
+        """Summaries older than the longest lookback (plus a minute) are never read."""
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -164,6 +167,4 @@ class BackgroundProber:
         now = self.clock()
         for check, result in zip(http_checks, results, strict=True):
             await self.store.add_probe_summary(name, check.name, now, summarize(result.samples))
-        await self.store.prune_probe_summaries(
-            now - max(p.env.lookback for p in self.probes.values()) - 60
-        )
+        await self.store.prune_probe_summaries(now - self.retention)

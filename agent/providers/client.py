@@ -53,6 +53,7 @@ from agent.analysis.types import Observation
 from agent.durations import format_duration
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period
+from agent.providers.config import HttpProviderSettings
 from agent.redact import MASK, Redactor
 from agent.settings import RuleSettings
 
@@ -165,19 +166,16 @@ class HttpProvider:
 
     def __init__(
         self,
+        config: HttpProviderSettings,
         *,
-        timeout: float,
-        attempt_timeout: float,
-        max_attempts: int,
-        max_in_flight: int,
         metrics: Metrics,
         redact: Redact | None,
         secrets: Iterable[str] = (),
     ) -> None:
-        self.timeout = timeout
-        self.attempt_timeout = min(attempt_timeout, timeout)
-        self.max_attempts = max_attempts
-        self.max_in_flight = max_in_flight
+        self.timeout = config.timeout
+        self.attempt_timeout = min(config.attempt_timeout, config.timeout)
+        self.max_attempts = config.max_attempts
+        self.max_in_flight = config.max_in_flight
         self._metrics = metrics
         self._outer_redact = redact
         self._own_redact = Redactor(secrets)

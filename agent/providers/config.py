@@ -51,7 +51,7 @@ def _region_url(data: Any, field: str, regions: dict[str, str], default: str) ->
     return data
 
 
-class _HttpProviderSettings(_Model):
+class HttpProviderSettings(_Model):
     """What every HTTP provider has: budgets, retries and concurrency."""
 
     timeout: Duration = 10.0
@@ -75,7 +75,7 @@ class _HttpProviderSettings(_Model):
         return self.request_timeout or self.timeout / 2
 
 
-class SentrySettings(_HttpProviderSettings):
+class SentrySettings(HttpProviderSettings):
     base_url: HttpUrl = "https://sentry.io"
     """sentry.io, a region host (https://us.sentry.io, https://de.sentry.io) or self-hosted."""
     region: Literal["us", "de"] | None = None
@@ -99,7 +99,7 @@ class SentrySettings(_HttpProviderSettings):
         return _region_url(data, "base_url", SENTRY_REGIONS, "https://sentry.io")
 
 
-class NewRelicSettings(_HttpProviderSettings):
+class NewRelicSettings(HttpProviderSettings):
     api_url: HttpUrl = "https://api.newrelic.com/graphql"
     """NerdGraph: US https://api.newrelic.com/graphql, EU https://api.eu.newrelic.com/graphql."""
     region: Literal["us", "eu", "jp"] | None = None
@@ -121,7 +121,7 @@ class NewRelicSettings(_HttpProviderSettings):
         return _region_url(data, "api_url", NEWRELIC_REGIONS, NEWRELIC_REGIONS["us"])
 
 
-class PrometheusSettings(_HttpProviderSettings):
+class PrometheusSettings(HttpProviderSettings):
     url: HttpUrl = "http://127.0.0.1:9090"
     bearer_token: SecretStr | None = None
     """For a Prometheus-compatible API behind auth (Mimir, Thanos, a proxy)."""

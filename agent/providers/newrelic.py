@@ -176,10 +176,7 @@ class NewRelicProvider(HttpProvider):
         self, config: NewRelicSettings, *, metrics: Metrics, redact: Redact | None = None
     ) -> None:
         super().__init__(
-            timeout=config.timeout,
-            attempt_timeout=config.attempt_timeout,
-            max_attempts=config.max_attempts,
-            max_in_flight=config.max_in_flight,
+            config,
             metrics=metrics,
             redact=redact,
             secrets=[config.api_key.get_secret_value()],

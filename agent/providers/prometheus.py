@@ -124,10 +124,7 @@ class PrometheusProvider(HttpProvider):
     ) -> None:
         token = config.bearer_token.get_secret_value() if config.bearer_token else None
         super().__init__(
-            timeout=config.timeout,
-            attempt_timeout=config.attempt_timeout,
-            max_attempts=config.max_attempts,
-            max_in_flight=config.max_in_flight,
+            config,
             metrics=metrics,
             redact=redact,
             secrets=[token] if token else [],

@@ -163,10 +163,7 @@ class SentryProvider(HttpProvider):
         self, config: SentrySettings, *, metrics: Metrics, redact: Redact | None = None
     ) -> None:
         super().__init__(
-            timeout=config.timeout,
-            attempt_timeout=config.attempt_timeout,
-            max_attempts=config.max_attempts,
-            max_in_flight=config.max_in_flight,
+            config,
             metrics=metrics,
             redact=redact,
             secrets=[config.token.get_secret_value()],

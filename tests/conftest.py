@@ -8,10 +8,14 @@ missing, and must not pass silently.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+from collections.abc import AsyncIterator, Generator
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from agent.metrics import Metrics
+from agent.store.sqlite import SqliteStore
 
 pytest_plugins = ["tests.receivers"]
 
@@ -43,3 +47,18 @@ def example_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for key, value in EXAMPLE_ENV.items():
         monkeypatch.setenv(key, value)
     return dict(EXAMPLE_ENV)
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    """A fresh registry per test, so counts start at zero."""
+    return Metrics()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    """An open SQLite store in the test's temporary directory."""
+    db = SqliteStore(tmp_path / "postflight.db")
+    await db.open()
+    yield db
+    await db.close()

@@ -29,11 +29,6 @@ def events() -> RecordingEvents:
 
 
 @pytest.fixture
-def metrics() -> Metrics:
-    return Metrics()
-
-
-@pytest.fixture
 def app(store: SqliteStore, events: RecordingEvents, metrics: Metrics) -> web.Application:
     return make_app(store, events, metrics=metrics)
 

@@ -24,11 +24,6 @@ from tests.providers.support import (
 
 
 @pytest.fixture
-def metrics() -> Metrics:
-    return Metrics()
-
-
-@pytest.fixture
 async def sentry_fake() -> AsyncIterator[FakeSentry]:
     async with FakeSentry(token=SENTRY_TOKEN) as fake:
         yield fake

@@ -54,7 +54,10 @@ def build_app(
     clock: Callable[[], float] = time.time,
     poll_interval: float = 1.0,
     background_probing: bool = True,
+    owner: str | None = None,
 ) -> web.Application:
+    """The agent as an aiohttp application; `owner` names this replica in window leases
+    (default: `replica_id()`)."""
     redact = Redactor(settings.secret_values())
     app = web.Application(client_max_size=64 * 1024)
     app[SETTINGS] = settings
@@ -88,7 +91,7 @@ def build_app(
         delivery=delivery,
         providers=providers,
         sessions=sessions,
-        owner=replica_id(),
+        owner=owner or replica_id(),
         secrets=settings.secret_values(),
         clock=clock,
         poll_interval=poll_interval,

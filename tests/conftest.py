@@ -17,7 +17,7 @@ import pytest
 from agent.metrics import Metrics
 from agent.store.sqlite import SqliteStore
 
-pytest_plugins = ["tests.receivers"]
+pytest_plugins = ["tests.receivers", "tests.pg"]
 
 REQUIRE_ALL = os.environ.get("POSTFLIGHT_REQUIRE_ALL") == "1"
 

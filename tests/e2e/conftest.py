@@ -70,6 +70,7 @@ class RunningAgent:
     app: web.Application
     metrics: Metrics
     http: aiohttp.ClientSession
+    runner: web.AppRunner | None = None
     headers: dict[str, str] = field(default_factory=lambda: {"Authorization": f"Bearer {TOKEN}"})
 
     async def register(self, environment: str, version: str, **extra: Any) -> dict[str, Any]:
@@ -116,6 +117,12 @@ class RunningAgent:
 
         return await self.wait_until(deploy_id, final, within)
 
+    async def stop(self) -> None:
+        """Stop this agent as SIGTERM would (its leases stay until they lapse)."""
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
     def metric(self, name: str, **labels: str) -> float:
         value = self.metrics.registry.get_sample_value(name, labels)
         return 0.0 if value is None else value
@@ -139,11 +146,19 @@ async def start_agent(tmp_path: Path) -> AsyncIterator[AgentFactory]:
     runners: list[web.AppRunner] = []
     sessions: list[aiohttp.ClientSession] = []
 
-    async def start(environments: str, alerting: str = "", providers: str = "") -> RunningAgent:
+    async def start(
+        environments: str,
+        alerting: str = "",
+        providers: str = "",
+        *,
+        store: str | None = None,
+        owner: str | None = None,
+    ) -> RunningAgent:
         port = free_port()
+        store = store or f"url: sqlite:///{tmp_path / 'postflight.db'}"
         text = (
             f"server:\n  listen: 127.0.0.1:{port}\n  api_tokens: [{TOKEN}]\n"
-            f"store:\n  url: sqlite:///{tmp_path / 'postflight.db'}\n"
+            f"store:\n  {store}\n"
             + textwrap.dedent(alerting)
             + textwrap.dedent(providers)
             + "environments:\n"
@@ -151,17 +166,18 @@ async def start_agent(tmp_path: Path) -> AsyncIterator[AgentFactory]:
         )
         settings = load_settings_text(text, source="e2e config")
         metrics = Metrics()
-        app = build_app(settings, metrics=metrics, poll_interval=0.1)
+        app = build_app(settings, metrics=metrics, poll_interval=0.1, owner=owner)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         runners.append(runner)
         http = aiohttp.ClientSession()
         sessions.append(http)
-        return RunningAgent(f"http://127.0.0.1:{port}", app, metrics, http)
+        return RunningAgent(f"http://127.0.0.1:{port}", app, metrics, http, runner=runner)
 
     yield start
     for http in sessions:
         await http.close()
     for runner in runners:
-        await runner.cleanup()
+        if runner.server is not None:  # not already stopped by the test
+            await runner.cleanup()

@@ -12,202 +12,17 @@ POSTFLIGHT_REQUIRE_ALL=1, see tests/conftest.py); SQLite tests never need them.
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import os
-import pwd
-import shutil
-import signal
-import socket
 import sqlite3
-import subprocess
-import tempfile
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import pytest
 
 from agent.store.base import Store
 from agent.store.sqlite import SqliteStore
-
-SERVER_BINARIES = ("initdb", "pg_ctl", "postgres")
-SUPERUSER = "postflight"
-
-
-def _bindir() -> Path | None:
-    """A directory holding initdb, pg_ctl and postgres: $POSTFLIGHT_PG_BINDIR, PATH, Debian's."""
-    candidates: list[str] = []
-    if os.environ.get("POSTFLIGHT_PG_BINDIR"):
-        candidates.append(os.environ["POSTFLIGHT_PG_BINDIR"])
-    on_path = shutil.which("pg_ctl")
-    if on_path:
-        candidates.append(os.path.dirname(os.path.realpath(on_path)))
-        candidates.append(os.path.dirname(on_path))
-    # Debian keeps server binaries off PATH: /usr/lib/postgresql/<major>/bin, newest first
-    debian = glob.glob("/usr/lib/postgresql/*/bin")
-    candidates += sorted(debian, key=lambda d: _major(Path(d).parent.name), reverse=True)
-    for directory in candidates:
-        if all(os.access(Path(directory, b), os.X_OK) for b in SERVER_BINARIES):
-            return Path(directory)
-    return None
-
-
-def _major(name: str) -> int:
-    try:
-        return int(name)
-    except ValueError:
-        return 0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass(frozen=True)
-class PgCluster:
-    """A running throwaway cluster; `url()` names one of its databases (no password)."""
-
-    host: str
-    port: int
-    user: str
-    socket_dir: Path
-
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
-
-    async def create_database(self) -> str:
-        """The URL of a fresh, empty place for one test's tables.
-
-        A schema, reached through the URL's `search_path` (asyncpg sends unknown query
-        parameters as server settings): ~5 ms, where CREATE DATABASE copies a template
-        and checkpoints (~50-300 ms). To the store it is just as empty a database.
-        """
-        import asyncpg  # type: ignore[import-untyped]
-
-        name = f"t_{uuid.uuid4().hex[:16]}"
-        conn = await asyncpg.connect(self.url(), timeout=10)
-        try:
-            await conn.execute(f'CREATE SCHEMA "{name}"')
-        finally:
-            await conn.close()
-        return f"{self.url()}?search_path={name}"
-
-
-class _Runner:
-    """Runs the server binaries as an unprivileged user when we are root."""
-
-    def __init__(self, bindir: Path, home: Path) -> None:
-        self.bindir = bindir
-        self.home = home
-        self.kwargs: dict[str, Any] = {}
-        if os.geteuid() == 0:
-            account = None
-            for name in ("postgres", "nobody"):
-                with contextlib.suppress(KeyError):
-                    account = pwd.getpwnam(name)
-                    break
-            if account is None:
-                pytest.skip("running as root and no `postgres` or `nobody` user to run PostgreSQL")
-            # the same as `runuser -u postgres --`, without depending on util-linux
-            self.kwargs = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
-            os.chown(home, account.pw_uid, account.pw_gid)
-        # PG* variables of the caller's environment must not steer our private cluster
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        self.env.update(HOME=str(home), LC_ALL="C", LANG="C")
-
-    def run(self, binary: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(self.bindir / binary), *args],
-            cwd=self.home,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            **self.kwargs,
-        )
-
-
-def _start_cluster(runner: _Runner) -> PgCluster:
-    home = runner.home
-    data = home / "data"
-    log = home / "server.log"
-    init = runner.run(
-        "initdb",
-        "-D",
-        str(data),
-        "-U",
-        SUPERUSER,
-        "--auth=trust",
-        "--no-sync",
-        "-E",
-        "UTF8",
-        "--locale=C",
-    )
-    if init.returncode != 0:
-        raise RuntimeError(f"initdb failed ({init.returncode}):\n{init.stdout}\n{init.stderr}")
-    last = ""
-    for _ in range(3):  # another process may take the free port before the server binds it
-        port = _free_port()
-        options = (
-            f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={home}"
-            # durability is pointless for a cluster thrown away at the end of the session
-            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
-        start = runner.run(
-            "pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", "30", "-o", options, "start"
-        )
-        if start.returncode == 0:
-            return PgCluster("127.0.0.1", port, SUPERUSER, home)
-        last = log.read_text(errors="replace") if log.exists() else start.stderr
-        if "could not bind" not in last and "in use" not in last:
-            break
-    raise RuntimeError(f"PostgreSQL did not start:\n{last[-4000:]}")
-
-
-def _stop_cluster(runner: _Runner) -> None:
-    data = runner.home / "data"
-    stop = runner.run("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop", timeout=30)
-    pidfile = data / "postmaster.pid"
-    if stop.returncode != 0 and pidfile.exists():
-        # pg_ctl could not stop the server it started for us: signal that one pid only
-        with contextlib.suppress(ValueError, OSError):
-            os.kill(int(pidfile.read_text().split()[0]), signal.SIGQUIT)
-
-
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PgCluster]:
-    """A PostgreSQL cluster for the whole session (skips when the binaries are missing)."""
-    try:
-        import asyncpg  # noqa: F401
-    except ImportError:
-        pytest.skip("asyncpg is not installed: pip install -e '.[dev]'")
-    bindir = _bindir()
-    if bindir is None:
-        pytest.skip(
-            "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found in"
-            " $POSTFLIGHT_PG_BINDIR, on PATH or in /usr/lib/postgresql/*/bin;"
-            " install the Debian package `postgresql`"
-        )
-    # /tmp, not a private TMPDIR: the unprivileged server user must reach the directory,
-    # and a unix socket path must stay under ~100 characters
-    home = Path(
-        tempfile.mkdtemp(prefix="postflight-pg-", dir="/tmp" if os.geteuid() == 0 else None)
-    )
-    try:
-        runner = _Runner(bindir, home)
-        try:
-            yield _start_cluster(runner)
-        finally:
-            _stop_cluster(runner)  # also after a failed start: pg_ctl may have left it running
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
-
+from tests.pg import PgCluster
 
 # the contract: one suite, both backends ------------------------------------------
 
@@ -267,12 +82,6 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
         return SqliteBackend(tmp_path / "pf.db")
     cluster: PgCluster = request.getfixturevalue("pg_cluster")
     return PostgresBackend(await cluster.create_database())
-
-
-@pytest.fixture
-async def pg_url(pg_cluster: PgCluster) -> str:
-    """A fresh PostgreSQL database of its own for a PostgreSQL-only test."""
-    return await pg_cluster.create_database()
 
 
 @pytest.fixture

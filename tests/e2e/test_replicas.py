@@ -1,0 +1,72 @@
+"""Several agents on one PostgreSQL store share the windows through leases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from tests.e2e.conftest import AgentFactory, FlipTarget
+
+ENVIRONMENT = """
+production:
+  base_url: {url}
+  window: 6s
+  interval: 300ms
+  background_interval: 1h
+  probes_per_round: 3
+  checks:
+    - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
+  analysis: {{policy: threshold, failure_limit: 2}}
+  rules:
+    - {{name: probe-errors, source: checks, metric: error_rate, max: 0.5}}
+"""
+
+
+async def lease_owner(pg_url: str, deploy_id: str) -> Any:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        return await conn.fetchval("SELECT lease_owner FROM windows WHERE id = $1", deploy_id)
+    finally:
+        await conn.close()
+
+
+async def round_numbers(pg_url: str, deploy_id: str) -> list[int]:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT number FROM rounds WHERE window_id = $1 ORDER BY number", deploy_id
+        )
+        return [r["number"] for r in rows]
+    finally:
+        await conn.close()
+
+
+async def test_one_replica_watches_a_window_and_another_takes_over_when_it_stops(
+    start_agent: AgentFactory, flip_target: FlipTarget, pg_url: str
+) -> None:
+    store = f"url: {pg_url}\n  lease: 1s"
+    env = ENVIRONMENT.format(url=flip_target.url)
+    first = await start_agent(env, store=store, owner="replica-a")
+    second = await start_agent(env, store=store, owner="replica-b")
+    deploy = await first.register("production", "v-ha")
+    await first.wait_until(deploy["id"], lambda d: d["rounds"] >= 2, within=10)
+    holder = await lease_owner(pg_url, deploy["id"])
+    assert holder in ("replica-a", "replica-b")
+    stopping, staying = (first, second) if holder == "replica-a" else (second, first)
+    labels = {"environment": "production", "rule": "probe-errors", "outcome": "pass"}
+    assert stopping.metric("postflight_rule_evaluations_total", **labels) >= 2
+    assert staying.metric("postflight_rule_evaluations_total", **labels) == 0, (
+        "two replicas watched the same window"
+    )
+    await stopping.stop()
+    before = (await staying.get(deploy["id"]))["rounds"]
+    final = await staying.settled(deploy["id"], within=20)
+    assert final["state"] == "passed"
+    assert final["rounds"] > before
+    assert staying.metric("postflight_rule_evaluations_total", **labels) >= 1, (
+        "the other replica did not take the window over"
+    )
+    numbers = await round_numbers(pg_url, deploy["id"])
+    assert numbers == list(range(1, len(numbers) + 1)), "rounds skipped or watched twice"
+    assert await lease_owner(pg_url, deploy["id"]) is None  # released when it ended

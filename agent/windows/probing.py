@@ -146,25 +146,43 @@ class BackgroundProber:
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
             for name, probe in self.probes.items():
-                if any(c.type == "http" for c in probe.checks):
-                    group.create_task(self._probe_forever(name, probe))
+                for check in probe.checks:
+                    every = background_every(check, probe.env)
+                    if every is not None:
+                        group.create_task(self._probe_forever(name, probe, check, every))
 
-    async def _probe_forever(self, name: str, probe: EnvironmentProbe) -> None:
-        interval = probe.env.background_interval
+    async def _probe_forever(
+        self, name: str, probe: EnvironmentProbe, check: Check, every: float
+    ) -> None:
         while True:
             if not self.busy(name):
                 try:
-                    await self.probe_once(name, probe)
+                    await self.probe_once(name, probe, check)
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # the store may be briefly unavailable
-                    log.exception("background probe failed", extra={"environment": name})
-            await asyncio.sleep(interval)
+                    log.exception(
+                        "background probe failed", extra={"environment": name, "check": check.name}
+                    )
+            await asyncio.sleep(every)
 
-    async def probe_once(self, name: str, probe: EnvironmentProbe) -> None:
-        http_checks = [c for c in probe.checks if c.type == "http"]
-        results = await asyncio.gather(*(probe.run_once(c) for c in http_checks))
+    async def probe_once(self, name: str, probe: EnvironmentProbe, check: Check) -> None:
+        result = await probe.run_once(check)
         now = self.clock()
-        for check, result in zip(http_checks, results, strict=True):
-            await self.store.add_probe_summary(name, check.name, now, summarize(result.samples))
+        await self.store.add_probe_summary(name, check.name, now, summarize(result.samples))
         await self.store.prune_probe_summaries(now - self.retention)
+
+
+def background_every(check: Check, env: EnvironmentSettings) -> float | None:
+    """How often a check runs between windows, or None for never.
+
+    `http` checks: every `background_interval`, the pre-deploy baseline of probe rules.
+    `load` checks: six times per `lookback` (at most every `background_interval`), so a
+    `max_increase` rule on a load check has a baseline without loading the service all
+    the time. Smoke scenarios and plugins only run during windows.
+    """
+    if check.type == "http":
+        return env.background_interval
+    if check.type in ONCE_PER_ROUND:
+        return max(env.background_interval, env.lookback / 6)
+    return None

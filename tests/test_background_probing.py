@@ -1,0 +1,67 @@
+"""Between windows: which checks keep probing, how often, and what is kept."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from agent.config_file import load_settings_text
+from agent.metrics import Metrics
+from agent.store.sqlite import SqliteStore
+from agent.windows.probing import BackgroundProber, EnvironmentProbe, background_every
+from checks.sessions import TargetSessions
+
+CONFIG = """
+server: {{api_tokens: [tok-123456]}}
+environments:
+  production:
+    base_url: {url}
+    lookback: 1h
+    background_interval: 30s
+    checks:
+      - {{name: health, type: http, path: /health}}
+      - name: flow
+        type: smoke
+        steps: [{{name: one, path: /health}}]
+      - {{name: feed, type: load, path: /health, rate: 50/s, duration: 200ms, warmup: 0s}}
+"""
+
+
+def settings(url: str = "http://127.0.0.1:9") -> Any:
+    return load_settings_text(CONFIG.format(url=url))
+
+
+def test_http_probes_at_the_background_interval_load_six_times_per_lookback() -> None:
+    env = settings().environments["production"]
+    probe = EnvironmentProbe("production", env, TargetSessions(), Metrics())
+    every = {c.name: background_every(c, env) for c in probe.checks}
+    assert every == {"health": 30.0, "flow": None, "feed": 600.0}
+
+
+async def test_a_background_run_is_stored_and_old_ones_pruned(store: SqliteStore) -> None:
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    sessions = TargetSessions()
+    try:
+        env = settings(str(server.make_url("")).rstrip("/")).environments["production"]
+        probe = EnvironmentProbe("production", env, sessions, Metrics())
+        clock = iter([10_000.0, 20_000.0]).__next__
+        prober = BackgroundProber({"production": probe}, store, busy=lambda _: False, clock=clock)
+        load = next(c for c in probe.checks if c.type == "load")
+        health_check = next(c for c in probe.checks if c.type == "http")
+        await prober.probe_once("production", probe, load)
+        await prober.probe_once("production", probe, health_check)
+    finally:
+        await sessions.aclose()
+        await server.close()
+    rows = await store.probe_summaries("production", 0, 30_000)
+    # the first run (at 10,000 s) is older than lookback + 1 min at 20,000 s: pruned
+    assert [(name, at) for name, at, _ in rows] == [("health", 20_000.0)]
+    assert rows[0][2]["ok"] == [1]

@@ -209,5 +209,3 @@ def pg_cluster() -> Iterator[PgCluster]:
 async def pg_url(pg_cluster: PgCluster) -> str:
     """A fresh PostgreSQL database of its own for a PostgreSQL-only test."""
     return await pg_cluster.create_database()
-
-

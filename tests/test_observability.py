@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from typing import Any
 
 import pytest
 
@@ -63,3 +64,43 @@ def test_json_formatter_includes_exceptions() -> None:
         record.exc_text = logging.Formatter().formatException(record.exc_info)
     data = json.loads(JsonFormatter().format(record))
     assert "ValueError: boom" in data["exc"]
+
+
+async def test_sentry_reports_reach_a_real_endpoint_scrubbed(tmp_path: Any) -> None:
+    """With SENTRY_DSN set, events go out (to a local Sentry stand-in) without secrets."""
+    import asyncio
+    import sys
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    received: list[bytes] = []
+
+    async def envelope(request: web.Request) -> web.Response:
+        received.append(await request.read())  # aiohttp undoes the gzip itself
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/api/1/envelope/", envelope)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        dsn = f"http://publickey@127.0.0.1:{server.port}/1"
+        script = (
+            "import asyncio, sentry_sdk\n"
+            "from agent.observability import init_sentry\n"
+            "from agent.redact import Redactor\n"
+            "async def main():\n"
+            f"    assert init_sentry(Redactor(['supersecret-value']), {{'SENTRY_DSN': '{dsn}'}})\n"
+            "    sentry_sdk.capture_message('webhook refused supersecret-value')\n"
+            "    sentry_sdk.flush(5)\n"
+            "asyncio.run(main())\n"
+        )
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        await server.close()
+    assert received, "no event reached the Sentry endpoint"
+    text = b"".join(received).decode("utf-8", "replace")
+    assert "webhook refused" in text
+    assert "supersecret-value" not in text

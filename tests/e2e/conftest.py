@@ -4,7 +4,6 @@ a local target whose behaviour flips after the deploy, and real receivers."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,16 +17,10 @@ from aiohttp import web
 from agent.app import build_app
 from agent.config_file import load_settings_text
 from agent.metrics import Metrics
+from tests.e2e.crash import free_port
 
 TOKEN = "e2e-api-token"
 SECRET = "e2e-rollback-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class FlipTarget:

@@ -75,7 +75,7 @@ environments:
     return path
 
 
-def _request(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+def request_json(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(
         url,
@@ -178,7 +178,7 @@ def run_trial(workdir: Path, rng: random.Random, max_kills: int = 3) -> TrialRes
         config = write_config(workdir, port, ready["url"])
         agent_log = workdir / "agent.log"
         agent = start_agent(config, port, agent_log)
-        deploy = _request(
+        deploy = request_json(
             "POST",
             f"http://127.0.0.1:{port}/v1/deploys",
             {"environment": "production", "version": "v-crash"},
@@ -187,7 +187,7 @@ def run_trial(workdir: Path, rng: random.Random, max_kills: int = 3) -> TrialRes
         kills = 0
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            state = _request("GET", f"http://127.0.0.1:{port}/v1/deploys/{deploy_id}")
+            state = request_json("GET", f"http://127.0.0.1:{port}/v1/deploys/{deploy_id}")
             rollback = state.get("rollback") or {}
             settled = state["state"] != "watching" and rollback.get("state") != "pending"
             if settled:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.crash import _request, free_port, run_trial, start_agent, write_config
+from tests.e2e.crash import free_port, request_json, run_trial, start_agent, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +35,7 @@ def test_sigterm_stops_within_ten_seconds_and_keeps_the_window(tmp_path: Path) -
     log = tmp_path / "agent.log"
     agent = start_agent(config, port, log)
     try:
-        deploy = _request(
+        deploy = request_json(
             "POST",
             f"http://127.0.0.1:{port}/v1/deploys",
             {"environment": "production", "version": "v-term"},
@@ -47,11 +47,11 @@ def test_sigterm_stops_within_ten_seconds_and_keeps_the_window(tmp_path: Path) -
             agent.kill()
     agent = start_agent(config, port, log)
     try:
-        seen = _request("GET", f"http://127.0.0.1:{port}/v1/deploys/{deploy['id']}")
+        seen = request_json("GET", f"http://127.0.0.1:{port}/v1/deploys/{deploy['id']}")
         assert seen["state"] == "watching"
         before = seen["rounds"]
         for _ in range(100):
-            seen = _request("GET", f"http://127.0.0.1:{port}/v1/deploys/{deploy['id']}")
+            seen = request_json("GET", f"http://127.0.0.1:{port}/v1/deploys/{deploy['id']}")
             if seen["rounds"] > before:
                 break
             subprocess.run(["sleep", "0.05"], check=True)

@@ -1,0 +1,54 @@
+"""The monitoring examples in config/: valid for Prometheus, and naming only metrics
+the agent really exports."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agent.metrics import Metrics
+
+CONFIG = Path(__file__).resolve().parents[2] / "config"
+NAME = re.compile(r"\bpostflight_[a-z_]+")
+
+
+def exported_names() -> set[str]:
+    names = set()
+    for family in Metrics().registry.collect():
+        names.add(family.name)
+        names.update({f"{family.name}_total", f"{family.name}_bucket", f"{family.name}_info"})
+    return names
+
+
+def expressions() -> list[str]:
+    dashboard = json.loads((CONFIG / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    rules = yaml.safe_load((CONFIG / "postflight-alerts.yml").read_text())
+    exprs += [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    return exprs
+
+
+def test_dashboard_and_alert_rules_name_only_exported_metrics() -> None:
+    used = {name for expr in expressions() for name in NAME.findall(expr)}
+    assert used, "no Postflight metric is used"
+    assert used <= exported_names(), used - exported_names()
+
+
+@pytest.mark.parametrize(
+    ("args", "path"),
+    [(["check", "rules"], "postflight-alerts.yml"), (["check", "config"], "prometheus-scrape.yml")],
+)
+def test_promtool_accepts_the_examples(args: list[str], path: str) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not found: install the Debian package `prometheus`")
+    proc = subprocess.run(
+        [promtool, *args, path], cwd=CONFIG, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -292,12 +292,15 @@ def test_the_example_validates_against_the_json_schema(example_env: dict[str, st
 
 
 def test_a_provider_rule_may_name_what_its_query_returns() -> None:
-    text = MINIMAL.replace(
-        "      - name: probe-errors\n        source: checks\n        metric: error_rate\n"
-        "        max: 0.05\n",
-        "      - name: apm\n        source: newrelic\n        metric: latency_p95\n"
-        "        nrql: SELECT percentile(duration, 95) FROM Transaction\n        max: 800ms\n",
-    ) + "providers:\n  newrelic: {account_id: 1, api_key: k3y-value}\n"
+    text = (
+        MINIMAL.replace(
+            "      - name: probe-errors\n        source: checks\n        metric: error_rate\n"
+            "        max: 0.05\n",
+            "      - name: apm\n        source: newrelic\n        metric: latency_p95\n"
+            "        nrql: SELECT percentile(duration, 95) FROM Transaction\n        max: 800ms\n",
+        )
+        + "providers:\n  newrelic: {account_id: 1, api_key: k3y-value}\n"
+    )
     rule = load_settings_text(text).environments["production"].rules[0]
     assert rule.max == pytest.approx(0.8)
     assert rule.to_rule().metric == "latency_p95"

@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     run = sub.add_parser("run", help="run the daemon")
+    # accepted after the command too (`postflight run --log-format json`)
+    run.add_argument("--log-format", choices=("text", "json"), default=argparse.SUPPRESS)
+    run.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), default=argparse.SUPPRESS
+    )
     run.add_argument(
         "--config", help="config file (default $POSTFLIGHT_CONFIG or ./postflight.yaml)"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
@@ -45,6 +46,10 @@ def test_sigterm_stops_within_ten_seconds_and_keeps_the_window(tmp_path: Path) -
     finally:
         if agent.poll() is None:
             agent.kill()
+    # --log-format json: one JSON object a line, carrying the deploy id and environment
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    about = [r for r in records if r.get("deploy_id") == deploy["id"]]
+    assert about and all(r["environment"] == "production" for r in about)
     agent = start_agent(config, port, log)
     try:
         seen = request_json("GET", f"http://127.0.0.1:{port}/v1/deploys/{deploy['id']}")

@@ -1,0 +1,30 @@
+"""Command-line shapes users type."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.cli import build_parser, main
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--log-format", "json", "run", "--config", "x.yaml"],
+        ["run", "--config", "x.yaml", "--log-format", "json"],
+    ],
+)
+def test_log_format_goes_before_or_after_run(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
+    assert (args.command, args.config, args.log_format) == ("run", "x.yaml", "json")
+
+
+def test_run_defaults_to_text_logs() -> None:
+    assert build_parser().parse_args(["run"]).log_format == "text"
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["frobnicate"])
+    assert exit_info.value.code == 2
+    assert "postflight: error" in capsys.readouterr().err

@@ -38,7 +38,6 @@ class WindowAlerts:
         self._store = store
         self._notifier = notifier
         self._clock = clock
-        self._tasks: set[asyncio.Task[bool]] = set()
 
     async def emit(
         self,
@@ -74,38 +73,3 @@ class WindowAlerts:
         except Exception:
             log.exception("alert %s for %s not sent", key, window.id, extra=context)
             return False
-
-    def spawn(
-        self,
-        window: DeployWindow,
-        alert: Alert,
-        tags: Sequence[str],
-        *,
-        key: str | None = None,
-    ) -> asyncio.Task[bool]:
-        """`emit` in the background: the caller goes on (to the rollback) at once.
-
-        The task is kept until it ends; `drain` awaits the ones still running.
-        """
-        task = asyncio.create_task(
-            self.emit(window, alert, tags, key=key), name=f"alert {window.id} {key or alert.event}"
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    @property
-    def pending(self) -> int:
-        """Alerts still being sent in the background."""
-        return len(self._tasks)
-
-    async def drain(self, grace: float | None = None) -> None:
-        """Wait for background alerts (on shutdown); cancel what is left after `grace` s."""
-        if not self._tasks:
-            return
-        tasks = set(self._tasks)
-        _, pending = await asyncio.wait(tasks, timeout=grace)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)

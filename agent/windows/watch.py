@@ -53,11 +53,25 @@ class WatchServices:
     clock: Callable[[], float]
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
-    def spawn(self, coro: Any) -> None:
-        """Fire-and-forget work (alerts, rollback delivery) the watcher awaits on stop."""
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Work in the background (alerts, rollback delivery, provider markers): the
+        round goes on at once, so an alert never delays a rollback. Kept until it ends,
+        so `drain` can await it on shutdown."""
         task = asyncio.create_task(coro)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+        return task
+
+    async def drain(self, grace: float) -> None:
+        """Let background work finish within `grace` seconds, then cancel the rest: an
+        unfinished rollback stays pending in the store and resumes on the next start."""
+        pending = set(self.background)
+        if not pending:
+            return
+        _done, still = await asyncio.wait(pending, timeout=grace)
+        for task in still:
+            task.cancel()
+        await asyncio.gather(*still, return_exceptions=True)
 
 
 class WindowWatch:

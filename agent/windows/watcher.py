@@ -187,13 +187,5 @@ class Watcher:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def drain(self, grace: float) -> None:
-        """Let alerts and rollback deliveries in flight finish, within `timeout`;
-        what is left stays pending in the store and resumes on the next start.
-        `grace` bounds the wait."""
-        pending: set[asyncio.Task[Any]] = set(self.services.background)
-        if not pending:
-            return
-        _done, still = await asyncio.wait(pending, timeout=grace)
-        for task in still:
-            task.cancel()
-        await asyncio.gather(*still, return_exceptions=True)
+        """Let alerts and rollback deliveries in flight finish, within `grace` seconds."""
+        await self.services.drain(grace)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from agent.records import DeployWindow
 from agent.redact import Redactor
 from agent.settings import AlertChannel
 from agent.store.sqlite import SqliteStore
+from agent.windows.watch import WatchServices
 from alerting.events import Alert, breach_key, resolved_key
 from alerting.notifier import Notifier
 from tests.receivers import HangingServer, JsonSink
@@ -122,21 +124,35 @@ async def test_no_resolve_without_a_breach_that_reached_someone(
     assert events == {"breach:p95": "failed"}
 
 
+def services(store: SqliteStore, alerts: WindowAlerts, metrics: Metrics) -> WatchServices:
+    return WatchServices(
+        store=store,
+        metrics=metrics,
+        alerts=alerts,
+        delivery=None,  # type: ignore[arg-type]
+        providers={},
+        owner="test",
+        lease_s=30.0,
+        clock=time.time,
+    )
+
+
 async def test_spawned_alerts_leave_the_caller_free_and_drain_on_shutdown(
     store: SqliteStore, hanging_server: HangingServer, json_sink: JsonSink, metrics: Metrics
 ) -> None:
     notifier = make_notifier([hanging_server.smtp_url(), json_sink.url()], metrics, timeout=1.0)
     alerts = WindowAlerts(store, notifier)
+    s = services(store, alerts, metrics)
     w = window()
 
-    task = alerts.spawn(w, Alert.for_window(w, "rollback_requested"), ["oncall"])
+    task = s.spawn(alerts.emit(w, Alert.for_window(w, "rollback_requested"), ["oncall"]))
     await asyncio.sleep(0)
-    assert not task.done() and alerts.pending == 1  # the caller went on at once
+    assert not task.done() and len(s.background) == 1  # the caller went on at once
 
-    await alerts.drain(grace=10.0)
+    await s.drain(grace=10.0)
 
     assert task.done() and task.result() is True  # the json channel got it
-    assert alerts.pending == 0
+    assert not s.background
     assert (await store.alert_events(w.id))["rollback_requested"] == "partial"
 
 
@@ -146,13 +162,14 @@ async def test_drain_cancels_what_outlives_its_grace(store: SqliteStore, metrics
             await asyncio.Event().wait()
 
     alerts = WindowAlerts(store, Stuck())  # type: ignore[arg-type]
+    s = services(store, alerts, metrics)
     w = window()
-    task = alerts.spawn(w, Alert.for_window(w, "passed"), [])
+    task = s.spawn(alerts.emit(w, Alert.for_window(w, "passed"), []))
     await asyncio.sleep(0)
 
-    await alerts.drain(grace=0.05)
+    await s.drain(grace=0.05)
 
-    assert task.cancelled() and alerts.pending == 0
+    assert task.cancelled() and not s.background
 
 
 async def test_a_store_failure_never_raises_into_the_round(

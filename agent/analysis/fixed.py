@@ -97,17 +97,7 @@ class FixedRule:
                 p = stats.binomial_greater(count, total, value)
             else:
                 p = stats.binomial_greater(total - count, total, 1.0 - value)
-            results.append(
-                FixedResult(
-                    failed=p < self.alpha,
-                    observed=observed,
-                    test="binomial",
-                    bound=_bound_text(rule, name),
-                    p_value=p,
-                    effect=self._effect(observed, base.value if base else None),
-                    samples=total,
-                )
-            )
+            results.append(self._absolute(name, p, observed, total))
         return _worst(results, observed, total)
 
     def test_values(self, values: npt.ArrayLike) -> FixedResult:
@@ -154,18 +144,20 @@ class FixedRule:
                 p = stats.binomial_greater(float(np.sum(x > value)), n, 1.0 - q)
             else:
                 p = stats.binomial_greater(float(np.sum(x < value)), n, q)
-            results.append(
-                FixedResult(
-                    failed=p < self.alpha,
-                    observed=observed,
-                    test="binomial",
-                    bound=_bound_text(rule, name),
-                    p_value=p,
-                    effect=self._effect(observed, base.value if base else None),
-                    samples=n,
-                )
-            )
+            results.append(self._absolute(name, p, observed, n))
         return _worst(results, observed, n)
+
+    def _absolute(self, name: str, p: float, observed: float, samples: float) -> FixedResult:
+        """An absolute `max`/`min` bound's result, from its exact binomial p-value."""
+        return FixedResult(
+            failed=p < self.alpha,
+            observed=observed,
+            test="binomial",
+            bound=_bound_text(self.rule, name),
+            p_value=p,
+            effect=self._effect(observed, self.baseline.value if self.baseline else None),
+            samples=samples,
+        )
 
     def test_value(self, value: float) -> FixedResult:
         """A bare value (the mean of the rounds' values): no samples to test, so compare."""

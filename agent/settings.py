@@ -21,10 +21,11 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agent.analysis.types import Rule
-from agent.durations import Duration, Fraction, parse_duration
+from agent.durations import Duration, Fraction, format_duration, parse_duration
 from agent.providers.config import BaselineSettings, ProvidersSettings
 from checks.base import CheckConfig
 from checks.registry import config_models
@@ -320,6 +321,43 @@ class EnvironmentSettings(Model):
                     " (which Sentry project to compare)"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _checks_fit_the_interval(self) -> EnvironmentSettings:
+        """Every check of a round runs within the round: a load check's run (its
+        `duration`, and its `warmup` when set) must fit the `interval`; an unset warm-up
+        is cut to what the interval leaves (`agent.windows.probing.fit_to_round`)."""
+        problems: list[InitErrorDetails] = []
+        every = format_duration(self.interval)
+        for i, check in enumerate(self.checks):
+            duration = getattr(check, "duration", None)
+            if duration is None:
+                continue
+            if duration > self.interval:
+                message = (
+                    f"load check {check.name!r} runs for {format_duration(duration)}, longer than"
+                    f" this environment's interval ({every}): a round's checks must finish"
+                    " within the round; shorten duration or lengthen interval"
+                )
+                problems.append(_problem(("checks", i, "duration"), message, duration))
+                continue
+            warmup = getattr(check, "warmup", None)
+            if warmup and "warmup" in check.model_fields_set and duration + warmup > self.interval:
+                message = (
+                    f"load check {check.name!r} needs warmup {format_duration(warmup)} +"
+                    f" duration {format_duration(duration)}, longer than this environment's"
+                    f" interval ({every}): a round's checks must finish within the round;"
+                    " shorten warmup (or leave it out: it is then cut to fit)"
+                )
+                problems.append(_problem(("checks", i, "warmup"), message, warmup))
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
+        return self
+
+
+def _problem(loc: tuple[str | int, ...], message: str, value: Any) -> InitErrorDetails:
+    """One validation error at `loc` below the model being validated."""
+    return InitErrorDetails(type=PydanticCustomError("does_not_fit", message), loc=loc, input=value)
 
 
 class Settings(BaseSettings):

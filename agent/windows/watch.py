@@ -33,6 +33,7 @@ from agent.windows.evidence import (
     verdict_to_dict,
 )
 from agent.windows.probing import EnvironmentProbe, samples_of, unsummarize
+from agent.windows.schedule import RoundSchedule, overrun_s, round_timing
 from alerting.events import Alert, AlertEvent, breach_key, provider_key, resolved_key
 from checks.base import CheckResult, Sample
 
@@ -120,6 +121,10 @@ class WindowWatch:
         self.log = logging.LoggerAdapter(
             log, {"deploy_id": window.id, "environment": window.environment}
         )
+        self.last_started: float | None = None
+        """When the latest stored round started: a restart goes on with the slot after it."""
+        self.overran = False
+        """An overrun is logged once per window (each is counted in the metrics)."""
 
     # the whole window -----------------------------------------------------
 
@@ -137,20 +142,19 @@ class WindowWatch:
             iso(self.window.ends_at),
         )
         number = self.window.rounds
-        scheduled = self.s.clock()
+        schedule = RoundSchedule(self.window.deployed_at, self.env.interval, self.window.ends_at)
+        slot = None if self.last_started is None else schedule.slot_at(self.last_started)
         while True:
             number += 1
+            slot = schedule.next_slot(slot, self.s.clock())
+            due = schedule.due(slot)
             now = self.s.clock()
-            if now < scheduled:
-                await asyncio.sleep(scheduled - now)
+            if now < due:
+                await asyncio.sleep(due - now)
                 now = self.s.clock()
-            lag = now - scheduled
+            lag = max(0.0, now - due)
             self.s.metrics.round_lag_seconds.observe(lag)
-            if lag > self.env.interval:
-                scheduled = now  # overran a whole interval: do not burst to catch up
-            remaining = self.window.ends_at - now
-            length = max(0.05, min(self.env.interval, remaining)) if remaining > 0 else 0.05
-            scheduled += length
+            length = schedule.length(slot, now)
             started = now
             if not await self.s.store.renew_lease(
                 self.window.id, self.s.owner, now + self.s.lease_s + length
@@ -158,11 +162,11 @@ class WindowWatch:
                 self.log.info("window no longer ours (ended or taken over); stop watching")
                 return
             observations, results = await self._gather_round(length)
-            final = self.s.clock() >= self.window.ends_at - 0.01
+            final = schedule.is_last(slot)
             verdict = self._judge(observations, final=final)
             self.history.append(observations)
             summary = self._round_summary(observations, results, verdict)
-            summary["lag_s"] = round(lag, 6)
+            summary.update(round_timing(schedule, slot, started, lag, self.s.clock()))
             decided_at = self.s.clock() if verdict.decision != "continue" else None
             verdict_json = verdict_to_dict(verdict, decided_at=decided_at, links=self.links)
             self._with_queries(verdict_json["rules"])
@@ -172,6 +176,7 @@ class WindowWatch:
             if not stored:
                 self.log.info("window ended elsewhere (cancelled or superseded); stop watching")
                 return
+            self._note_overrun(schedule, slot, number)
             self.window.rounds = number
             self._count_rules(verdict)
             self._alert_rules(verdict)
@@ -185,6 +190,7 @@ class WindowWatch:
 
     async def _load_history(self) -> None:
         for record in await self.s.store.rounds(self.window.id):
+            self.last_started = record.started_at
             obs = record.summary.get("observations", {})
             self.history.append({k: observation_from_dict(v) for k, v in obs.items()})
             for name, data in record.summary.get("cumulative", {}).items():
@@ -328,6 +334,24 @@ class WindowWatch:
             "cumulative": {k: observation_to_dict(v) for k, v in self.cumulative.items()},
             "decision": verdict.decision,
         }
+
+    def _note_overrun(self, schedule: RoundSchedule, slot: int, number: int) -> None:
+        """Count a round that finished after its slot ended (the next one starts late or
+        is passed over); log the first of each window."""
+        over = overrun_s(schedule, slot, self.s.clock())
+        if over <= 0:
+            return
+        self.s.metrics.round_overruns_total.labels(self.window.environment).inc()
+        if not self.overran:
+            self.overran = True
+            self.log.warning(
+                "round %d overran its %gs slot by %.3fs (checks, providers or the store were"
+                " slower than the interval); further overruns of this window are only counted"
+                " in postflight_round_overruns_total",
+                number,
+                self.env.interval,
+                over,
+            )
 
     # outcomes --------------------------------------------------------------
 

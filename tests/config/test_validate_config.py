@@ -148,7 +148,38 @@ BROKEN = [
         "valid number",
         id="bound-not-a-number",
     ),
+    pytest.param(
+        MINIMAL.replace(
+            "        path: /health\n",
+            "        path: /health\n      - {name: feed, type: load, path: /, rate: 5/s, duration: 40s}\n",
+        ),
+        "environments.production.checks[1].duration",
+        "longer than this environment's interval (30s)",
+        id="load-check-longer-than-the-interval",
+    ),
+    pytest.param(
+        MINIMAL.replace(
+            "        path: /health\n",
+            "        path: /health\n      - {name: feed, type: load, path: /, rate: 5/s,"
+            " duration: 30s, warmup: 1s}\n",
+        ),
+        "environments.production.checks[1].warmup",
+        "needs warmup 1s + duration 30s",
+        id="load-check-warmup-cannot-fit",
+    ),
 ]
+
+
+def test_a_load_check_as_long_as_the_interval_is_valid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its default warm-up is cut to fit the round (agent.windows.probing.fit_to_round)."""
+    text = MINIMAL.replace(
+        "        path: /health\n",
+        "        path: /health\n      - {name: feed, type: load, path: /, rate: 5/s, duration: 30s}\n",
+    )
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 0, out
 
 
 @pytest.mark.parametrize(("text", "path", "message"), BROKEN)

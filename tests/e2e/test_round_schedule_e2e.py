@@ -1,0 +1,129 @@
+"""Rounds keep their fixed schedule in the running daemon: every check of a round runs
+concurrently within it, and a round that overruns its slot is counted and logged once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from agent.appkeys import STORE
+from tests.e2e.conftest import AgentFactory
+
+
+class CountingTarget:
+    """A quiet target that counts arrivals per path (the truth from outside the agent);
+    `/slow` answers after `slow_s`."""
+
+    def __init__(self, slow_s: float = 0.0) -> None:
+        self.slow_s = slow_s
+        self.arrivals: dict[str, int] = {}
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+        self.arrived = asyncio.Condition()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.arrivals[request.path] = self.arrivals.get(request.path, 0) + 1
+        async with self.arrived:
+            self.arrived.notify_all()
+        if request.path == "/slow":
+            await asyncio.sleep(self.slow_s)
+        return web.json_response({"status": "ok"})
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def target() -> AsyncIterator[CountingTarget]:
+    t = CountingTarget(slow_s=0.6)
+    await t.start()
+    yield t
+    assert t.runner is not None
+    await t.runner.cleanup()
+
+
+async def test_ten_probes_and_a_load_check_per_sub_second_round_keep_the_round_count(
+    start_agent: AgentFactory, target: CountingTarget
+) -> None:
+    # 4 s at 500 ms: 8 rounds, each 10 health probes and a 20/s load check as long as
+    # the round. Its warm-up is cut, and it runs beside the probes for the round less
+    # the tenth kept for judging and storing (450 ms: 9 requests). Run one after
+    # another, or with the warm-up, the checks would overrun and the window would hold
+    # fewer rounds.
+    agent = await start_agent(
+        f"""
+        quick:
+          base_url: {target.url}
+          window: 4s
+          interval: 500ms
+          background_interval: 1h
+          checks:
+            - {{name: health, type: http, path: /health, timeout: 1s}}
+            - {{name: feed, type: load, path: /feed, rate: 20/s, duration: 500ms}}
+          rules:
+            - {{name: errors, source: checks, metric: error_rate, max: 0.05}}
+        """
+    )
+    # background probing runs each check once at start (load: 20 warm-up + 10 requests);
+    # let it finish, so the target counts only the window's own traffic
+    async with asyncio.timeout(10), target.arrived:
+        await target.arrived.wait_for(
+            lambda: target.arrivals.get("/feed", 0) >= 30 and "/health" in target.arrivals
+        )
+    await asyncio.sleep(0.1)
+    target.arrivals.clear()
+    deploy = await agent.register("quick", "v1")
+    final = await agent.settled(deploy["id"], within=20)
+    assert final["state"] == "passed", final
+    assert 7 <= final["rounds"] <= 9
+    rounds = await agent.app[STORE].rounds(deploy["id"])
+    assert [r.summary["slot"] for r in rounds] == list(range(len(rounds)))
+    assert all(r.started_at >= r.summary["due_at"] for r in rounds)
+    # counted at the target: 10 probes per round, and 9 load requests per round on time
+    # (a round that starts late gives its load run only what is left of its slot)
+    assert target.arrivals.get("/health", 0) == pytest.approx(10 * len(rounds), abs=10)
+    assert 5 * len(rounds) <= target.arrivals.get("/feed", 0) <= 10 * len(rounds)
+
+
+async def test_a_round_that_overruns_its_slot_is_counted_and_logged_once(
+    start_agent: AgentFactory, target: CountingTarget, caplog: pytest.LogCaptureFixture
+) -> None:
+    # every probe takes 600 ms, longer than the 300 ms slot: each round overruns
+    agent = await start_agent(
+        f"""
+        slow:
+          base_url: {target.url}
+          window: 2100ms
+          interval: 300ms
+          background_interval: 1h
+          probes_per_round: 1
+          checks:
+            - {{name: slow, type: http, path: /slow, timeout: 2s}}
+          rules:
+            - {{name: errors, source: checks, metric: error_rate, max: 0.05}}
+        """
+    )
+    caplog.set_level(logging.WARNING, logger="postflight.window")
+    deploy = await agent.register("slow", "v1")
+    final = await agent.settled(deploy["id"], within=20)
+    rounds = await agent.app[STORE].rounds(deploy["id"])
+    overruns = agent.metric("postflight_round_overruns_total", environment="slow")
+    assert overruns >= 2
+    # the slots an overrun passed over were not run in a burst to catch up
+    assert final["rounds"] == len(rounds) < 7
+    slots = [r.summary["slot"] for r in rounds]
+    assert slots == sorted(set(slots)) and slots[-1] == 6
+    assert all(r.summary["duration_s"] >= 0.3 for r in rounds)
+    logged = [r for r in caplog.records if "overran" in r.getMessage()]
+    assert len(logged) == 1

@@ -1,8 +1,8 @@
 """Wiring: one aiohttp application that serves the API and owns the daemon's work.
 
-Style model: aiohttp's own lifecycle. The store, the watcher (with background
-probing) and the delivery of alerts and rollbacks are `cleanup_ctx` contexts, so
-`postflight run` needs no other start-up code and shuts down in a known order:
+Style model: aiohttp's own lifecycle. The store, its retention, the watcher (with
+background probing) and the delivery of alerts and rollbacks are `cleanup_ctx`
+contexts, so `postflight run` needs no other start-up code and shuts down in a known order:
 stop taking work, let in-flight deliveries finish within a bound, close.
 """
 
@@ -26,6 +26,7 @@ from agent.metrics import Metrics
 from agent.observability import init_sentry
 from agent.providers.registry import build_providers
 from agent.redact import Redactor
+from agent.retention import StorePruner
 from agent.rollback import RollbackDelivery
 from agent.settings import Settings
 from agent.store import store_from_url
@@ -113,7 +114,16 @@ def build_app(
         await delivery.aclose()
         await sessions.aclose()
 
+    async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
+        pruner = StorePruner.from_settings(settings, app[STORE], clock)
+        task = asyncio.create_task(pruner.run(), name="store-retention")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     app.cleanup_ctx.append(store_ctx)
+    app.cleanup_ctx.append(retention_ctx)
     app.cleanup_ctx.append(daemon_ctx)
     return app
 

@@ -82,11 +82,24 @@ class ServerSettings(Model):
         return int(self.listen.rpartition(":")[2])
 
 
+class RetentionSettings(Model):
+    """How long the store keeps what no window reads again; older rows are deleted in
+    the background (`agent.retention`)."""
+
+    rounds: Duration = Field(7 * 86400.0, gt=0)
+    """Round summaries of windows that ended longer ago than this are deleted; the
+    window, its verdict and its rollback are kept."""
+    probe_summaries: Duration | None = None
+    """Background probe summaries older than this are deleted. Default: the longest
+    `lookback` of any environment (what baselines read); it cannot be shorter."""
+
+
 class StoreSettings(Model):
     url: str = "sqlite:///./postflight.db"
     """`sqlite:///path` (embedded) or `postgresql://…` (several replicas)."""
     lease: Duration = 30.0
     """How long a replica's claim on a window lasts without renewal."""
+    retention: RetentionSettings = RetentionSettings()
 
     @field_validator("url")
     @classmethod
@@ -394,6 +407,34 @@ class Settings(BaseSettings):
             if env.baseline.sentry and self.providers.sentry is None:
                 raise ValueError(f"environments.{env_name}.baseline.sentry needs providers.sentry")
         return self
+
+    @model_validator(mode="after")
+    def _probe_summaries_outlive_the_lookback(self) -> Settings:
+        kept = self.store.retention.probe_summaries
+        if kept is not None and kept < self.longest_lookback:
+            name, env = max(self.environments.items(), key=lambda item: item[1].lookback)
+            message = (
+                f"background probe summaries kept {format_duration(kept)} would be gone before"
+                f" environments.{name}.lookback ({format_duration(env.lookback)}) reads them;"
+                " keep them at least that long, or leave this out (it defaults to the longest"
+                " lookback)"
+            )
+            loc = ("store", "retention", "probe_summaries")
+            raise ValidationError.from_exception_data(
+                type(self).__name__, [_problem(loc, message, kept)]
+            )
+        return self
+
+    @property
+    def longest_lookback(self) -> float:
+        return max(env.lookback for env in self.environments.values())
+
+    @property
+    def probe_summary_retention(self) -> float:
+        """How long background probe summaries are kept (a minute beyond the longest
+        lookback by default, so a window opening now still finds its whole lookback)."""
+        kept = self.store.retention.probe_summaries
+        return kept if kept is not None else self.longest_lookback + 60.0
 
     @classmethod
     def settings_customise_sources(

@@ -9,6 +9,7 @@ from aiohttp.test_utils import TestServer
 
 from agent.config_file import load_settings_text
 from agent.metrics import Metrics
+from agent.retention import StorePruner
 from agent.store.sqlite import SqliteStore
 from agent.windows.probing import BackgroundProber, EnvironmentProbe, background_every
 from checks.sessions import TargetSessions
@@ -40,7 +41,9 @@ def test_http_probes_at_the_background_interval_load_six_times_per_lookback() ->
     assert every == {"health": 30.0, "flow": None, "feed": 600.0}
 
 
-async def test_a_background_run_is_stored_and_old_ones_pruned(store: SqliteStore) -> None:
+async def test_a_background_run_is_stored_and_pruned_once_past_the_lookback(
+    store: SqliteStore,
+) -> None:
     async def health(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -62,6 +65,11 @@ async def test_a_background_run_is_stored_and_old_ones_pruned(store: SqliteStore
         await sessions.aclose()
         await server.close()
     rows = await store.probe_summaries("production", 0, 30_000)
-    # the first run (at 10,000 s) is older than lookback + 1 min at 20,000 s: pruned
+    assert [(name, at) for name, at, _ in rows] == [("feed", 10_000.0), ("health", 20_000.0)]
+    assert rows[1][2]["ok"] == [1]
+    # retention, in the background: the first run (at 10,000 s) is older than the
+    # lookback + 1 min at 20,000 s, so no baseline will read it again
+    pruner = StorePruner.from_settings(settings(), store, clock=lambda: 20_000.0)
+    assert await pruner.prune_once() == (0, 1)
+    rows = await store.probe_summaries("production", 0, 30_000)
     assert [(name, at) for name, at, _ in rows] == [("health", 20_000.0)]
-    assert rows[0][2]["ok"] == [1]

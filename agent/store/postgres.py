@@ -556,6 +556,17 @@ class PostgresStore:
         )
         return [RoundRecord(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
 
+    async def prune_rounds(self, ended_before: float, limit: int = 5000) -> int:
+        async with self._tx() as conn:
+            status = await conn.execute(
+                "DELETE FROM rounds WHERE ctid IN (SELECT r.ctid FROM rounds r"
+                " JOIN windows w ON w.id = r.window_id"
+                " WHERE w.ended_at IS NOT NULL AND w.ended_at < $1 LIMIT $2)",
+                ended_before,
+                limit,
+            )
+        return _rowcount(status)
+
     async def finish_window(
         self,
         window_id: str,

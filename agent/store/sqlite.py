@@ -428,6 +428,16 @@ class SqliteStore:
         )
         return [RoundRecord(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
 
+    async def prune_rounds(self, ended_before: float, limit: int = 5000) -> int:
+        async with self._tx() as db:
+            cursor = await db.execute(
+                "DELETE FROM rounds WHERE rowid IN (SELECT r.rowid FROM rounds r"
+                " JOIN windows w ON w.id = r.window_id"
+                " WHERE w.ended_at IS NOT NULL AND w.ended_at < ? LIMIT ?)",
+                (ended_before, limit),
+            )
+            return cursor.rowcount
+
     async def finish_window(
         self,
         window_id: str,

@@ -150,7 +150,8 @@ def unsummarize(check: str, summary: dict[str, Any], target: Target = "deploy") 
 class BackgroundProber:
     """Between windows, keeps probing each environment's http checks at
     `background_interval`, so rules with `max_increase` on `source: checks` have a
-    pre-deploy baseline. Environments with an active window are skipped."""
+    pre-deploy baseline. Environments with an active window are skipped. Old summaries
+    are deleted by `agent.retention`."""
 
     def __init__(
         self,
@@ -163,8 +164,6 @@ class BackgroundProber:
         self.store = store
         self.busy = busy
         self.clock = clock
-        self.retention = max((p.env.lookback for p in probes.values()), default=0.0) + 60.0
-        """Summaries older than the longest lookback (plus a minute) are never read."""
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -191,9 +190,9 @@ class BackgroundProber:
 
     async def probe_once(self, name: str, probe: EnvironmentProbe, check: Check) -> None:
         result = await probe.run_once(check)
-        now = self.clock()
-        await self.store.add_probe_summary(name, check.name, now, summarize(result.samples))
-        await self.store.prune_probe_summaries(now - self.retention)
+        await self.store.add_probe_summary(
+            name, check.name, self.clock(), summarize(result.samples)
+        )
 
 
 def background_every(check: Check, env: EnvironmentSettings) -> float | None:

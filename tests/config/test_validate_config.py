@@ -35,6 +35,12 @@ environments:
 """
 
 
+def with_load_check(fields: str) -> str:
+    """MINIMAL with a second check, a load check with `fields` (its interval is 30s)."""
+    line = f"      - {{name: feed, type: load, path: /, rate: 5/s, {fields}}}\n"
+    return MINIMAL.replace("        path: /health\n", "        path: /health\n" + line)
+
+
 def run_validate(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     path = tmp_path / "postflight.yaml"
     path.write_text(text)
@@ -149,20 +155,13 @@ BROKEN = [
         id="bound-not-a-number",
     ),
     pytest.param(
-        MINIMAL.replace(
-            "        path: /health\n",
-            "        path: /health\n      - {name: feed, type: load, path: /, rate: 5/s, duration: 40s}\n",
-        ),
+        with_load_check("duration: 40s"),
         "environments.production.checks[1].duration",
         "longer than this environment's interval (30s)",
         id="load-check-longer-than-the-interval",
     ),
     pytest.param(
-        MINIMAL.replace(
-            "        path: /health\n",
-            "        path: /health\n      - {name: feed, type: load, path: /, rate: 5/s,"
-            " duration: 30s, warmup: 1s}\n",
-        ),
+        with_load_check("duration: 30s, warmup: 1s"),
         "environments.production.checks[1].warmup",
         "needs warmup 1s + duration 30s",
         id="load-check-warmup-cannot-fit",
@@ -174,11 +173,7 @@ def test_a_load_check_as_long_as_the_interval_is_valid(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Its default warm-up is cut to fit the round (agent.windows.probing.fit_to_round)."""
-    text = MINIMAL.replace(
-        "        path: /health\n",
-        "        path: /health\n      - {name: feed, type: load, path: /, rate: 5/s, duration: 30s}\n",
-    )
-    code, out = run_validate(tmp_path, text, capsys)
+    code, out = run_validate(tmp_path, with_load_check("duration: 30s"), capsys)
     assert code == 0, out
 
 
@@ -280,7 +275,7 @@ def test_spec_example_validates_with_its_variables_set(example_env: dict[str, st
     assert settings.environments["staging"].rollback.dry_run is True
 
 
-def test_config_example_matches_the_spec() -> None:
+def test_config_example_is_the_spec_plus_documented_defaults() -> None:
     import yaml
 
     root = Path(__file__).resolve().parents[2]
@@ -288,6 +283,8 @@ def test_config_example_matches_the_spec() -> None:
     spec_path = root.parent / "shared" / "spec" / "postflight.example.yaml"
     if not spec_path.exists():
         pytest.skip(f"the shared spec is not beside this checkout ({spec_path})")
+    # ours documents what the spec leaves to defaults: store retention (issue 9)
+    assert ours["store"].pop("retention") == {"rounds": "7d"}
     assert ours == yaml.safe_load(spec_path.read_text())
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
@@ -176,6 +177,9 @@ class SqliteStore:
         self.path = str(path)
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        self._group: asyncio.Future[None] | None = None
+        """The open transaction changes join until it is committed (see `_tx`)."""
+        self._committer: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str) -> SqliteStore:
@@ -198,6 +202,8 @@ class SqliteStore:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
 
     async def close(self) -> None:
+        if self._committer is not None:
+            await asyncio.gather(self._committer, return_exceptions=True)
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -232,16 +238,47 @@ class SqliteStore:
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One change, all or nothing, durable when the block is left.
+
+        Group commit: changes that queue up while one is written share its transaction
+        (each in a savepoint of its own, so one that fails is undone alone) and its one
+        COMMIT, whose fsync is what a write costs. Every caller still returns only once
+        its change is committed, so nothing is acted on before it is stored; with a
+        round per window per second this is what keeps hundreds of windows on time."""
         async with self._lock:
             db = self.db
-            await db.execute("BEGIN IMMEDIATE")
+            if self._group is None:
+                await db.execute("BEGIN IMMEDIATE")
+                self._group = asyncio.get_running_loop().create_future()
+                # queued now, the committer follows the changes already waiting
+                self._committer = asyncio.create_task(self._commit_group())
+            group = self._group
+            await db.execute("SAVEPOINT change")
             try:
                 yield db
             except BaseException:
-                await db.execute("ROLLBACK")
+                await db.execute("ROLLBACK TO change")
+                await db.execute("RELEASE change")
                 raise
             else:
-                await db.execute("COMMIT")
+                await db.execute("RELEASE change")
+        await asyncio.shield(group)
+
+    async def _commit_group(self) -> None:
+        async with self._lock:
+            group, self._group = self._group, None
+            if group is None:
+                return
+            try:
+                await self.db.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    await self.db.execute("ROLLBACK")
+                group.set_exception(StoreError(f"cannot commit to the SQLite store: {exc}"))
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                group.set_result(None)
 
     async def _fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         async with self._lock:

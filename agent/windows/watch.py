@@ -121,8 +121,8 @@ class WindowWatch:
         self.log = logging.LoggerAdapter(
             log, {"deploy_id": window.id, "environment": window.environment}
         )
-        self.last_started: float | None = None
-        """When the latest stored round started: a restart goes on with the slot after it."""
+        self.last_slot: int | None = None
+        """The slot of the latest stored round: a restart goes on with the slot after it."""
         self.overran = False
         """An overrun is logged once per window (each is counted in the metrics)."""
 
@@ -143,7 +143,7 @@ class WindowWatch:
         )
         number = self.window.rounds
         schedule = RoundSchedule(self.window.deployed_at, self.env.interval, self.window.ends_at)
-        slot = None if self.last_started is None else schedule.slot_at(self.last_started)
+        slot = self.last_slot
         while True:
             number += 1
             slot = schedule.next_slot(slot, self.s.clock())
@@ -156,9 +156,7 @@ class WindowWatch:
             self.s.metrics.round_lag_seconds.observe(lag)
             length = schedule.length(slot, now)
             started = now
-            if not await self.s.store.renew_lease(
-                self.window.id, self.s.owner, now + self.s.lease_s + length
-            ):
+            if not await self._hold_lease(now, length):
                 self.log.info("window no longer ours (ended or taken over); stop watching")
                 return
             observations, results = await self._gather_round(length)
@@ -190,7 +188,7 @@ class WindowWatch:
 
     async def _load_history(self) -> None:
         for record in await self.s.store.rounds(self.window.id):
-            self.last_started = record.started_at
+            self.last_slot = record.summary.get("slot")
             obs = record.summary.get("observations", {})
             self.history.append({k: observation_from_dict(v) for k, v in obs.items()})
             for name, data in record.summary.get("cumulative", {}).items():
@@ -334,6 +332,19 @@ class WindowWatch:
             "cumulative": {k: observation_to_dict(v) for k, v in self.cumulative.items()},
             "decision": verdict.decision,
         }
+
+    async def _hold_lease(self, now: float, length: float) -> bool:
+        """Renew the lease when less than half of it would be left after this round: one
+        store write every few rounds rather than every round (storing the round checks
+        that the window is still ours anyway)."""
+        held = self.window.lease_until or 0.0
+        if held - now >= self.s.lease_s / 2 + length:
+            return True
+        until = now + self.s.lease_s + length
+        if not await self.s.store.renew_lease(self.window.id, self.s.owner, until):
+            return False
+        self.window.lease_until = until
+        return True
 
     def _note_overrun(self, schedule: RoundSchedule, slot: int, number: int) -> None:
         """Count a round that finished after its slot ended (the next one starts late or

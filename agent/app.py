@@ -19,18 +19,18 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from agent import __version__
-from agent.alerts import WindowAlerts
 from agent.api import add_routes
 from agent.appkeys import METRICS, REDACT, SETTINGS, STORE, WINDOW_EVENTS
 from agent.metrics import Metrics
 from agent.observability import init_sentry
 from agent.providers.registry import build_providers
 from agent.redact import Redactor
-from agent.rollback import RollbackDelivery
+from agent.rollback.delivery import RollbackDelivery
 from agent.settings import Settings
 from agent.store import store_from_url
 from agent.store.base import Store
-from agent.windows.watcher import Watcher
+from agent.windows.alert_once import WindowAlerts
+from agent.windows.supervisor import Watcher
 from alerting.notifier import Notifier
 from checks.sessions import TargetSessions
 

@@ -1,7 +1,7 @@
 """The configuration: typed models of `postflight.yaml`, loaded with pydantic-settings.
 
 Pure models plus one loader (`load_settings`). The models cover the whole public
-example configuration; `agent.config_file` reads the YAML, expands `${VAR}` and
+example configuration; `agent.settings_file` reads the YAML, expands `${VAR}` and
 maps errors back to file lines.
 """
 
@@ -25,7 +25,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from agent.analysis.types import Rule
 from agent.durations import Duration, Fraction, parse_duration
-from agent.providers.config import BaselineSettings, ProvidersSettings
+from agent.providers.provider_settings import BaselineSettings, ProvidersSettings
 from checks.base import CheckConfig
 from checks.registry import config_models
 
@@ -397,7 +397,7 @@ _DOCUMENT: ContextVar[dict[str, Any] | None] = ContextVar("postflight_document",
 
 
 class _DocumentSource(PydanticBaseSettingsSource):
-    """The already-read, already-expanded YAML document (see `agent.config_file`).
+    """The already-read, already-expanded YAML document (see `agent.settings_file`).
 
     pydantic-settings' own YAML source silently skips a missing file; reading the
     file ourselves makes a missing or unreadable one an error with its path.

@@ -7,8 +7,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from agent.config_file import load_settings_text
 from agent.metrics import Metrics
+from agent.settings_file import load_settings_text
 from agent.store.sqlite import SqliteStore
 from agent.windows.probing import BackgroundProber, EnvironmentProbe, background_every
 from checks.sessions import TargetSessions

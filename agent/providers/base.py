@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 from agent.analysis.types import Observation
-from agent.providers.config import BaselineSettings
+from agent.providers.provider_settings import BaselineSettings
 from agent.settings import RuleSettings
 
 

@@ -53,7 +53,7 @@ from agent.analysis.types import Observation
 from agent.durations import format_duration
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period
-from agent.providers.config import HttpProviderSettings
+from agent.providers.provider_settings import HttpProviderSettings
 from agent.redact import MASK, Redactor
 from agent.settings import RuleSettings
 

@@ -53,7 +53,7 @@ from agent.providers.client import (
     retry_after_seconds,
     shorten,
 )
-from agent.providers.config import NewRelicSettings
+from agent.providers.provider_settings import NewRelicSettings
 from agent.settings import RuleSettings
 
 log = logging.getLogger(__name__)

@@ -42,7 +42,7 @@ from agent.providers.client import (
     period_seconds,
     shorten,
 )
-from agent.providers.config import PrometheusSettings
+from agent.providers.provider_settings import PrometheusSettings
 from agent.settings import RuleSettings
 
 MIN_STEP = 1.0

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from agent.metrics import Metrics
 from agent.providers.base import Provider
-from agent.providers.config import ProvidersSettings
+from agent.providers.provider_settings import ProvidersSettings
 
 ENTRY_POINT_GROUP = "postflight.providers"
 

@@ -67,7 +67,7 @@ from agent.providers.client import (
     retry_after_seconds,
     shorten,
 )
-from agent.providers.config import SentryScope, SentrySettings
+from agent.providers.provider_settings import SentryScope, SentrySettings
 from agent.settings import RuleSettings
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from typing import Any
 
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period
-from agent.providers.config import (
+from agent.providers.provider_settings import (
     BaselineSettings,
     NewRelicScope,
     NewRelicSettings,

@@ -21,9 +21,9 @@ from agent.metrics import Metrics
 from agent.providers import registry
 from agent.providers.base import Provider
 from agent.providers.client import Plan
-from agent.providers.config import ProvidersSettings, SentrySettings
 from agent.providers.newrelic import NewRelicProvider
 from agent.providers.prometheus import PrometheusProvider
+from agent.providers.provider_settings import ProvidersSettings, SentrySettings
 from agent.providers.sentry import SentryProvider
 from agent.redact import Redactor
 from tests.fakes.sentry import FakeSentry, SentryStats

@@ -9,7 +9,7 @@ import pytest
 
 from agent.metrics import Metrics
 from agent.providers.base import Period
-from agent.providers.config import BaselineSettings, SentrySettings
+from agent.providers.provider_settings import BaselineSettings, SentrySettings
 from agent.providers.sentry import SentryProvider, parse_link_header, release_filter
 from tests.fakes.sentry import FakeSentry, SentryStats
 from tests.providers.support import (

@@ -16,7 +16,7 @@ import pytest
 from agent import __version__
 from agent.metrics import Metrics
 from agent.records import RollbackIntent
-from agent.rollback import (
+from agent.rollback.delivery import (
     RollbackDelivery,
     backoff_delay,
     retry_after_seconds,

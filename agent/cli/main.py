@@ -35,7 +35,7 @@ def _config_path(explicit: str | None) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from agent.cli_client import add_register_arguments, add_status_arguments
+    from agent.cli.commands import add_register_arguments, add_status_arguments
 
     parser = _Parser(
         prog="postflight",
@@ -88,11 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _run(args)
         if args.command == "register":
-            from agent.cli_client import register_command
+            from agent.cli.commands import register_command
 
             return register_command(args)
         if args.command == "status":
-            from agent.cli_client import status_command
+            from agent.cli.commands import status_command
 
             return status_command(args)
         if args.command == "check":
@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _load(path: str) -> Settings | None:
     """The settings, or None after printing every configuration error."""
-    from agent.config_file import ConfigError, load_settings
+    from agent.settings_file import ConfigError, load_settings
 
     try:
         return load_settings(path)
@@ -211,7 +211,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from agent.schema import config_schema
+    from agent.config_schema import config_schema
 
     text = json.dumps(config_schema(), indent=2) + "\n"
     if args.output:

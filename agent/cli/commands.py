@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from agent.api.schemas import (
+from agent.api.models import (
     STATES,
     Deploy,
     DeployRequest,

@@ -14,16 +14,16 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agent.alerts import WindowAlerts
 from agent.metrics import Metrics
 from agent.providers.base import Provider
 from agent.records import DeployWindow
-from agent.rollback import RollbackDelivery
+from agent.rollback.delivery import RollbackDelivery
 from agent.settings import Settings
 from agent.store.base import Store
+from agent.windows.alert_once import WindowAlerts
 from agent.windows.evidence import iso
+from agent.windows.lifecycle import WatchServices, WindowWatch, deliver_rollback
 from agent.windows.probing import BackgroundProber, EnvironmentProbe
-from agent.windows.watch import WatchServices, WindowWatch, deliver_rollback
 from checks.sessions import TargetSessions
 
 log = logging.getLogger("postflight.watcher")

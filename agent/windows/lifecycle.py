@@ -13,16 +13,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.alerts import WindowAlerts
 from agent.analysis.judge import judge
 from agent.analysis.observe import merge, observe
 from agent.analysis.types import Observation, Policy, Rule, RuleVerdict, Verdict
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period, Provider, round_increment
 from agent.records import DeployWindow, RollbackIntent, RoundRecord, WindowState
-from agent.rollback import RollbackDelivery, rollback_intent
+from agent.rollback.delivery import RollbackDelivery, rollback_intent
 from agent.settings import EnvironmentSettings, RuleSettings
 from agent.store.base import Store
+from agent.windows.alert_once import WindowAlerts
 from agent.windows.evidence import (
     breaches,
     breaches_as_rules,

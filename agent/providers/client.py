@@ -49,13 +49,12 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from pydantic import BaseModel
 
-from agent.analysis.types import Observation
+from agent.analysis.types import Observation, Rule
 from agent.durations import format_duration
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period
 from agent.providers.provider_settings import HttpProviderSettings
 from agent.redact import MASK, Redactor
-from agent.settings import RuleSettings
 
 log = logging.getLogger(__name__)
 
@@ -193,9 +192,7 @@ class HttpProvider:
         """Headers on every request (credentials go here, nowhere else)."""
         return {}
 
-    def plan(
-        self, rule: RuleSettings, scope: DeployScope, period: Period, release: str | None
-    ) -> Plan:
+    def plan(self, rule: Rule, scope: DeployScope, period: Period, release: str | None) -> Plan:
         raise NotImplementedError
 
     def retry_for(self, answer: Answer) -> Retry | None:
@@ -211,7 +208,7 @@ class HttpProvider:
     # -- the Provider protocol ------------------------------------------------------
 
     async def fetch(
-        self, rule: RuleSettings, scope: DeployScope, period: Period, release: str | None
+        self, rule: Rule, scope: DeployScope, period: Period, release: str | None
     ) -> Observation:
         """The rule's observation over `period`; never raises (see module docstring)."""
         try:
@@ -229,7 +226,7 @@ class HttpProvider:
 
     def link(
         self,
-        rule: RuleSettings,
+        rule: Rule,
         scope: DeployScope,
         period: Period,
         *,

@@ -29,7 +29,7 @@ from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict
 
-from agent.analysis.types import Observation
+from agent.analysis.types import Observation, Rule
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period
 from agent.providers.client import (
@@ -43,7 +43,6 @@ from agent.providers.client import (
     shorten,
 )
 from agent.providers.provider_settings import PrometheusSettings
-from agent.settings import RuleSettings
 
 MIN_STEP = 1.0
 
@@ -137,9 +136,7 @@ class PrometheusProvider(HttpProvider):
             return {}
         return {"Authorization": f"Bearer {self.config.bearer_token.get_secret_value()}"}
 
-    def plan(
-        self, rule: RuleSettings, scope: DeployScope, period: Period, release: str | None
-    ) -> Plan:
+    def plan(self, rule: Rule, scope: DeployScope, period: Period, release: str | None) -> Plan:
         """`release` is not used: PromQL compares periods (put labels in the query)."""
         if not rule.query:
             raise ProviderError(f"rule {rule.name!r} has no query")
@@ -187,7 +184,7 @@ class PrometheusProvider(HttpProvider):
 
     def link(
         self,
-        rule: RuleSettings,
+        rule: Rule,
         scope: DeployScope,
         period: Period,
         *,

@@ -51,7 +51,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
-from agent.analysis.types import Observation
+from agent.analysis.types import Observation, Rule
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period
 from agent.providers.client import (
@@ -68,7 +68,6 @@ from agent.providers.client import (
     shorten,
 )
 from agent.providers.provider_settings import SentryScope, SentrySettings
-from agent.settings import RuleSettings
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +193,7 @@ class SentryProvider(HttpProvider):
 
     # -- fetching ---------------------------------------------------------------------
 
-    def plan(
-        self, rule: RuleSettings, scope: DeployScope, period: Period, release: str | None
-    ) -> Plan:
+    def plan(self, rule: Rule, scope: DeployScope, period: Period, release: str | None) -> Plan:
         target = self._scope(scope)
         metric = rule.metric
         key = (metric, target.project, target.environment, release, period.start, period.end)
@@ -444,7 +441,7 @@ class SentryProvider(HttpProvider):
 
     def link(
         self,
-        rule: RuleSettings,
+        rule: Rule,
         scope: DeployScope,
         period: Period,
         *,

@@ -110,7 +110,7 @@ class WindowWatch:
         """Each provider rule's latest figures since the deploy (see `round_increment`)."""
         self.links: dict[str, str] = {}
         self.queries: dict[str, str] = {
-            r.name: q for r in self.rules if r.source != "checks" and (q := r.nrql or r.query)
+            r.name: q for r in self.judge_rules if r.source != "checks" and (q := r.query)
         }
         """Each provider rule's query as last sent (Observation.query), for the evidence."""
         self.last_outcomes: dict[str, str] = {
@@ -202,7 +202,7 @@ class WindowWatch:
         periods = await self._background_periods(lookback)
         fetches = {
             rule.name: self._fetch(rule, lookback, self.window.previous_version)
-            for rule in self.rules
+            for rule in self.judge_rules
             if rule.source != "checks"
         }
         fetched = dict(zip(fetches, await asyncio.gather(*fetches.values()), strict=True))
@@ -232,7 +232,7 @@ class WindowWatch:
             runs.setdefault(at, []).extend(unsummarize(check, summary))
         return list(runs.values())
 
-    async def _fetch(self, rule: RuleSettings, period: Period, release: str | None) -> Observation:
+    async def _fetch(self, rule: Rule, period: Period, release: str | None) -> Observation:
         provider = self.s.providers.get(rule.source)
         if provider is None:
             return Observation(value=None, error=f"provider {rule.source} is not configured")
@@ -260,7 +260,7 @@ class WindowWatch:
         period = Period(self.window.deployed_at, max(now, self.window.deployed_at + 1))
         fetches = {
             rule.name: self._fetch(rule, period, self.window.version)
-            for rule in self.rules
+            for rule in self.judge_rules
             if rule.source != "checks"
         }
         fetched = dict(zip(fetches, await asyncio.gather(*fetches.values()), strict=True))

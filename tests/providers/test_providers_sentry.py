@@ -79,7 +79,7 @@ async def test_crash_free_rate_comes_from_release_health_sessions(
 ) -> None:
     sentry_fake.set_stats(SentryStats(sessions=4000, crash_free_rate=0.995), release="v2.4.0")
     r = rule(source="sentry", metric="crash_free_rate", max_increase="1%")
-    assert r.bad_direction == "decrease"
+    assert r.direction == "decrease"
 
     obs = await sentry.fetch(r, scope(), BEFORE, "v2.4.0")
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.durations import Duration
+from common.durations import Duration
 
 if TYPE_CHECKING:
     import aiohttp

@@ -26,8 +26,8 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from agent.durations import parse_duration
 from agent.records import DeployWindow, RollbackIntent, WindowState
+from common.durations import parse_duration
 
 log = logging.getLogger("postflight.api")
 

@@ -32,9 +32,9 @@ from agent.api.models import (
 )
 from agent.api.problems import ApiProblem, invalid_fields, validation_errors
 from agent.appkeys import METRICS, SETTINGS, STORE, WINDOW_EVENTS
-from agent.durations import format_duration
 from agent.records import DeployWindow, IdempotentResponse
 from agent.store.base import Conflict, Store
+from common.durations import format_duration
 
 log = logging.getLogger("postflight.api")
 

@@ -34,8 +34,8 @@ from agent.api.models import (
     format_rfc3339,
 )
 from agent.client import ApiError, ClientError, PostflightClient, WaitTimeout
-from agent.durations import format_duration, parse_duration
 from agent.records import WindowState
+from common.durations import format_duration, parse_duration
 
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130

@@ -50,11 +50,11 @@ from multidict import CIMultiDictProxy
 from pydantic import BaseModel
 
 from agent.analysis.types import Observation, Rule
-from agent.durations import format_duration
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period
 from agent.providers.provider_settings import HttpProviderSettings
 from agent.redact import MASK, Redactor
+from common.durations import format_duration
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from agent.analysis.types import Rule
-from agent.durations import Duration
 from agent.providers.plugins import config_model_for, plugin_names
+from common.durations import Duration
 
 HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+", max_length=2048)]
 

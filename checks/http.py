@@ -49,6 +49,7 @@ class HttpCheck(Check):
 
     type = "http"
     Config = HttpCheckConfig
+    background = True
     config: HttpCheckConfig
 
     def __init__(self, config: HttpCheckConfig) -> None:

@@ -107,6 +107,8 @@ class LoadCheck(Check):
 
     type = "load"
     Config = LoadCheckConfig
+    background = True
+    once_per_round = True
     config: LoadCheckConfig
 
     def __init__(self, config: LoadCheckConfig) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 from agent.analysis.describe import quantile_of
 from agent.analysis.stats import intra_period_correlation, percentile
 from agent.analysis.types import Observation, Rule
-from checks.base import Sample, Target
+from common.samples import Sample, Target
 
 
 def _usable(obs: Observation) -> bool:

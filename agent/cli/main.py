@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
+from agent.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
     from agent.settings import Settings
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -104,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "schema":
             return _schema(args)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
 
@@ -207,7 +206,7 @@ def _check(args: argparse.Namespace) -> int:
         )
     failed = sum(1 for r in rows if not r[2])
     print(f"\n{len(rows) - failed} passed, {failed} failed")
-    return EXIT_FAIL if failed else EXIT_OK
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _schema(args: argparse.Namespace) -> int:

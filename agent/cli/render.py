@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
 
-from agent.api.models import Deploy, RuleResult, format_rfc3339
+from agent.api.models import Deploy, RuleResult
 from agent.client import ClientError
 from common.durations import format_duration
+from common.times import rfc3339
 
 HEARTBEAT_S = 60.0
 """Without a terminal, a line at least this often so CI logs show the wait is alive."""
@@ -79,7 +80,7 @@ def _value(metric: str, value: float | None) -> str:
 
 
 def hms(moment: datetime) -> str:
-    return format_rfc3339(moment)
+    return rfc3339(moment)
 
 
 def _left(deploy: Deploy) -> str:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import email.utils
 import json
 import logging
 import random
@@ -55,6 +54,7 @@ from agent.providers.base import DeployScope, Period
 from agent.providers.provider_settings import HttpProviderSettings
 from agent.redact import MASK, Redactor
 from common.durations import format_duration
+from common.retry_after import retry_after_seconds as parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -136,18 +136,7 @@ def parse_model(model: type[M], data: Any, title: str) -> M:
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """`Retry-After` as seconds from now (delta-seconds or an HTTP date)."""
-    value = headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    return parse_retry_after(headers.get("Retry-After"), time.time())
 
 
 def shorten(text: str, limit: int = 300) -> str:

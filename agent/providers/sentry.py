@@ -45,7 +45,6 @@ import logging
 import math
 import re
 import time
-from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -68,6 +67,7 @@ from agent.providers.client import (
     shorten,
 )
 from agent.providers.provider_settings import SentryScope, SentrySettings
+from common.times import rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +127,9 @@ def release_filter(release: str | None) -> str:
     return f'release:"{escaped}"'
 
 
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _span(period: Period) -> tuple[str, str]:
     """Whole seconds covering [start, end): Sentry's time filters are per second."""
-    return _iso(math.floor(period.start)), _iso(math.ceil(period.end))
+    return rfc3339(math.floor(period.start)), rfc3339(math.ceil(period.end))
 
 
 def _number(row: dict[str, Any], key: str) -> float | None:
@@ -501,8 +497,10 @@ class SentryProvider(HttpProvider):
             "environment": (target.environment or scope.environment)[:64],
             "name": name[:64],
             "projects": [target.project],
-            "dateStarted": _iso(scope.deployed_at if event == "deploy" else time.time()),
-            "dateFinished": _iso(time.time()),
+            "dateStarted": rfc3339(
+                scope.deployed_at if event == "deploy" else time.time(), millis=False
+            ),
+            "dateFinished": rfc3339(time.time(), millis=False),
         }
 
         async def work(deadline: float) -> None:

@@ -19,14 +19,14 @@ from agent.analysis.types import Observation, Policy, Rule, RuleVerdict, Verdict
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period, Provider, round_increment
 from agent.records import DeployWindow, RollbackIntent, RoundRecord, WindowState
-from agent.rollback.delivery import RollbackDelivery, rollback_intent
+from agent.rollback.contract import rollback_intent
+from agent.rollback.delivery import RollbackDelivery
 from agent.settings import EnvironmentSettings, RuleSettings
 from agent.store.base import Store
 from agent.windows.alert_once import WindowAlerts
 from agent.windows.evidence import (
     breaches,
     breaches_as_rules,
-    iso,
     observation_from_dict,
     observation_to_dict,
     rule_to_dict,
@@ -35,6 +35,7 @@ from agent.windows.evidence import (
 from agent.windows.probing import EnvironmentProbe, samples_of, unsummarize
 from alerting.events import Alert, AlertEvent, breach_key, provider_key, resolved_key
 from checks.base import CheckResult, Sample
+from common.times import rfc3339
 
 log = logging.getLogger("postflight.window")
 
@@ -134,7 +135,7 @@ class WindowWatch:
             self.window.environment,
             self.window.version,
             self.window.rounds + 1,
-            iso(self.window.ends_at),
+            rfc3339(self.window.ends_at, millis=False),
         )
         number = self.window.rounds
         scheduled = self.s.clock()

@@ -21,10 +21,10 @@ from agent.rollback.delivery import RollbackDelivery
 from agent.settings import Settings
 from agent.store.base import Store
 from agent.windows.alert_once import WindowAlerts
-from agent.windows.evidence import iso
 from agent.windows.lifecycle import WatchServices, WindowWatch, deliver_rollback
 from agent.windows.probing import BackgroundProber, EnvironmentProbe
 from checks.sessions import TargetSessions
+from common.times import rfc3339
 
 log = logging.getLogger("postflight.watcher")
 
@@ -144,7 +144,7 @@ class Watcher:
             reason = f"environment {window.environment!r} is no longer configured"
             verdict: dict[str, Any] = {
                 "outcome": "inconclusive",
-                "decided_at": iso(self.clock()),
+                "decided_at": rfc3339(self.clock(), millis=False),
                 "reason": reason,
                 "rules": [],
             }

@@ -12,7 +12,8 @@ import pytest
 from agent.metrics import Metrics
 from agent.records import DeployWindow
 from agent.redact import Redactor
-from agent.rollback.delivery import RollbackDelivery, rollback_intent
+from agent.rollback.contract import rollback_intent
+from agent.rollback.delivery import RollbackDelivery
 from agent.settings import AlertChannel, RollbackSettings
 from agent.store.sqlite import SqliteStore
 from alerting.events import Alert

@@ -24,7 +24,6 @@ from agent.appkeys import METRICS, REDACT, SETTINGS, STORE, WINDOW_EVENTS
 from agent.metrics import Metrics
 from agent.observability import init_sentry
 from agent.providers.registry import build_providers
-from agent.redact import Redactor
 from agent.rollback.delivery import RollbackDelivery
 from agent.settings import Settings
 from agent.store import store_from_url
@@ -33,6 +32,7 @@ from agent.windows.alert_once import WindowAlerts
 from agent.windows.supervisor import Watcher
 from alerting.notifier import Notifier
 from checks.sessions import TargetSessions
+from common.redaction import Redactor
 
 log = logging.getLogger("postflight")
 

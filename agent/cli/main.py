@@ -135,7 +135,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from agent.logs import setup_logging
     from agent.observability import init_newrelic
-    from agent.redact import Redactor
+    from common.redaction import Redactor
 
     settings = _load(_config_path(args.config))
     if settings is None:

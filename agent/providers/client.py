@@ -52,8 +52,8 @@ from agent.analysis.types import Observation, Rule
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period
 from agent.providers.provider_settings import HttpProviderSettings
-from agent.redact import MASK, Redactor
 from common.durations import format_duration
+from common.redaction import MASK, Redactor
 from common.retry_after import retry_after_seconds as parse_retry_after
 
 log = logging.getLogger(__name__)

@@ -28,10 +28,10 @@ import aiohttp
 from agent import __version__
 from agent.metrics import Metrics
 from agent.records import DeliveryAttempt, RollbackIntent
-from agent.redact import Redactor
 from agent.rollback.contract import sign
 from agent.settings import RollbackSettings
 from agent.store.base import Store
+from common.redaction import Redactor
 from common.retry_after import retry_after_seconds
 
 log = logging.getLogger("postflight.rollback")

@@ -11,13 +11,13 @@ import pytest
 
 from agent.metrics import Metrics
 from agent.records import DeployWindow
-from agent.redact import Redactor
 from agent.rollback.contract import rollback_intent
 from agent.rollback.delivery import RollbackDelivery
 from agent.settings import AlertChannel, RollbackSettings
 from agent.store.sqlite import SqliteStore
 from alerting.events import Alert
 from alerting.notifier import Notifier, channel_url_errors
+from common.redaction import Redactor
 from tests.receivers import HangingServer, JsonSink, RollbackReceiver, SmtpSink, text_of
 
 RULE = {

@@ -25,8 +25,8 @@ from agent.providers.newrelic import NewRelicProvider
 from agent.providers.prometheus import PrometheusProvider
 from agent.providers.provider_settings import ProvidersSettings, SentrySettings
 from agent.providers.sentry import SentryProvider
-from agent.redact import Redactor
 from agent.settings import settings_from_document
+from common.redaction import Redactor
 from tests.fakes.sentry import FakeSentry, SentryStats
 from tests.providers.support import (
     AFTER,

@@ -24,7 +24,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from agent.analysis.types import Rule
+from agent.analysis.types import PolicyName, Rule
 from agent.providers.plugins import ProviderPluginError, config_model_for, plugin_names
 from agent.providers.provider_settings import BaselineSettings, ProvidersSettings
 from checks.base import CheckConfig
@@ -110,7 +110,7 @@ class AlertingSettings(Model):
 
 
 class AnalysisSettings(Model):
-    policy: Literal["sequential", "threshold", "fixed"] = "sequential"
+    policy: PolicyName = "sequential"
     failure_limit: int = Field(default=3, ge=1, le=1000)
     """threshold policy: consecutive failing rounds that fail the window."""
     confidence: float = Field(default=0.99, gt=0.5, lt=1.0)

@@ -24,7 +24,6 @@ AlertEvent = Literal[
     "passed",
     "inconclusive",
     "provider_unreachable",
-    "config_error",
 ]
 """`failed`: the verdict failed and no rollback webhook is configured.
 `rollback_skipped`: the verdict failed and the environment's `rollback.dry_run` is on."""
@@ -37,7 +36,6 @@ NOTIFY_TYPES: dict[AlertEvent, NotifyType] = {
     "breach": "warning",
     "inconclusive": "warning",
     "provider_unreachable": "warning",
-    "config_error": "warning",
     # The deploy is bad, or the automatic remedy did not happen: a human must look.
     "failed": "failure",
     "rollback_requested": "failure",

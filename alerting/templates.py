@@ -47,7 +47,6 @@ _HEADLINES: dict[AlertEvent, str] = {
         "**Provider unreachable.** Its rules are inconclusive meanwhile; that is never"
         " a reason to roll back."
     ),
-    "config_error": "**Configuration error.** Part of the watch cannot run as configured.",
 }
 
 
@@ -82,8 +81,6 @@ def summary(alert: Alert) -> str:
             return "inconclusive, no data to judge"
         case "provider_unreachable":
             return f"provider {alert.provider or '?'} unreachable"
-        case "config_error":
-            return "configuration error"
     raise AssertionError(f"unknown alert event {alert.event!r}")
 
 

@@ -68,11 +68,6 @@ def observe(
     return Observation(value=None, error=f"checks do not measure {metric}")
 
 
-def observe_baseline(rule: Rule, samples: Sequence[Sample], round_seconds: float) -> Observation:
-    """`observe` for a canary's stable side, probed side by side (samples with target baseline)."""
-    return observe(rule, samples, round_seconds, target="baseline")
-
-
 def merge(observations: Sequence[Observation]) -> Observation:
     """Pool several periods into one: the pre-deploy baseline, or a provider's lookback.
 

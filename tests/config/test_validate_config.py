@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -281,10 +283,12 @@ def test_the_example_validates_against_the_json_schema(example_env: dict[str, st
 
     root = Path(__file__).resolve().parents[2]
     schema = json.loads((root / "config" / "postflight.schema.json").read_text())
-    from agent.settings_file import expand_variables
+    from agent.settings_file import _expand
 
     raw = yaml.safe_load((root / "config" / "postflight.example.yaml").read_text())
-    example = expand_variables(raw)
+    problems: list[Any] = []
+    example = _expand(raw, (), os.environ, problems, {})  # `${VAR}` as the loader expands it
+    assert not problems
     jsonschema.validate(example, schema)
     broken = dict(example, server={"listen": "x", "api_tokens": ["t"], "typo": 1})
     with pytest.raises(jsonschema.ValidationError):

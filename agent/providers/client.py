@@ -40,13 +40,13 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
 
 import aiohttp
 from multidict import CIMultiDictProxy
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from agent.analysis.types import Observation, Rule
 from agent.metrics import Metrics
@@ -158,8 +158,12 @@ class HttpProvider:
         *,
         metrics: Metrics,
         redact: Redact | None,
-        secrets: Iterable[str] = (),
     ) -> None:
+        secrets = [
+            value.get_secret_value()
+            for name in type(config).model_fields
+            if isinstance(value := getattr(config, name), SecretStr)
+        ]  # the provider's own credentials, scrubbed even without `redact`
         self.timeout = config.timeout
         self.attempt_timeout = min(config.attempt_timeout, config.timeout)
         self.max_attempts = config.max_attempts

@@ -174,12 +174,7 @@ class NewRelicProvider(HttpProvider):
     def __init__(
         self, config: NewRelicSettings, *, metrics: Metrics, redact: Redact | None = None
     ) -> None:
-        super().__init__(
-            config,
-            metrics=metrics,
-            redact=redact,
-            secrets=[config.api_key.get_secret_value()],
-        )
+        super().__init__(config, metrics=metrics, redact=redact)
         self.config = config
         # NerdGraph's own query timeout, 5-120 s: a little under our attempt budget,
         # so New Relic gives up (and says so) before we stop listening.

@@ -121,13 +121,7 @@ class PrometheusProvider(HttpProvider):
     def __init__(
         self, config: PrometheusSettings, *, metrics: Metrics, redact: Redact | None = None
     ) -> None:
-        token = config.bearer_token.get_secret_value() if config.bearer_token else None
-        super().__init__(
-            config,
-            metrics=metrics,
-            redact=redact,
-            secrets=[token] if token else [],
-        )
+        super().__init__(config, metrics=metrics, redact=redact)
         self.config = config
         self._url = config.url.rstrip("/")
 

@@ -157,12 +157,7 @@ class SentryProvider(HttpProvider):
     def __init__(
         self, config: SentrySettings, *, metrics: Metrics, redact: Redact | None = None
     ) -> None:
-        super().__init__(
-            config,
-            metrics=metrics,
-            redact=redact,
-            secrets=[config.token.get_secret_value()],
-        )
+        super().__init__(config, metrics=metrics, redact=redact)
         self.config = config
         self._api_root = config.base_url.rstrip("/") + "/api/0"
         self._org = quote(config.org, safe="")

@@ -43,7 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.durations import format_duration, parse_duration  # noqa: E402
+from common.durations import format_duration, parse_duration  # noqa: E402
 from tests.e2e.crash import free_port, start_agent  # noqa: E402
 
 TOKEN = "footprint-api-token"

@@ -10,9 +10,9 @@ from aiohttp import web
 
 from agent.app import build_app
 from agent.appkeys import STORE
-from agent.config_file import ConfigError, load_settings_text
 from agent.records import DeployWindow, RoundRecord
 from agent.retention import StorePruner
+from agent.settings_file import ConfigError, load_settings_text
 from agent.store.sqlite import SqliteStore
 
 CONFIG = """

@@ -97,7 +97,10 @@ async def test_ten_probes_and_a_load_check_per_sub_second_round_keep_the_round_c
 
 
 async def test_a_round_that_overruns_its_slot_is_counted_and_logged_once(
-    start_agent: AgentFactory, target: CountingTarget, caplog: pytest.LogCaptureFixture
+    start_agent: AgentFactory,
+    target: CountingTarget,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # every probe takes 600 ms, longer than the 300 ms slot: each round overruns
     agent = await start_agent(
@@ -114,7 +117,9 @@ async def test_a_round_that_overruns_its_slot_is_counted_and_logged_once(
             - {{name: errors, source: checks, metric: error_rate, max: 0.05}}
         """
     )
+    # enabled: an earlier test may have run a tool that disables existing loggers
     caplog.set_level(logging.WARNING, logger="postflight.window")
+    monkeypatch.setattr(logging.getLogger("postflight.window"), "disabled", False)
     deploy = await agent.register("slow", "v1")
     final = await agent.settled(deploy["id"], within=20)
     rounds = await agent.app[STORE].rounds(deploy["id"])

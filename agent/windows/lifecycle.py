@@ -125,6 +125,8 @@ class WindowWatch:
         self.last_slot: int | None = None
         """The slot of the latest stored round: a restart goes on with the slot after it."""
         self.overran = False
+        self.settling: asyncio.Task[bool] | None = None
+        """The latest round being stored and acted on (see `_settle`)."""
         """An overrun is logged once per window (each is counted in the metrics)."""
 
     # the whole window -----------------------------------------------------
@@ -169,23 +171,37 @@ class WindowWatch:
             decided_at = self.s.clock() if verdict.decision != "continue" else None
             verdict_json = verdict_to_dict(verdict, decided_at=decided_at, links=self.links)
             self._with_queries(verdict_json["rules"])
-            stored = await self.s.store.record_round(
-                RoundRecord(self.window.id, number, started, summary), verdict_json, self.s.owner
-            )
-            if not stored:
-                self.log.info("window ended elsewhere (cancelled or superseded); stop watching")
-                return
             self._note_overrun(schedule, slot, number)
-            self.window.rounds = number
-            self._count_rules(verdict)
-            self._alert_rules(verdict)
-            self.window.verdict = verdict_json
-            if verdict.decision == "fail":
-                await self._fail(verdict, verdict_json)
+            if self.settling is not None and not await self.settling:
                 return
-            if verdict.decision in ("pass", "inconclusive"):
-                await self._end(verdict.decision, verdict, verdict_json)
+            record = RoundRecord(self.window.id, number, started, summary)
+            self.settling = self.s.spawn(self._settle(record, verdict, verdict_json))
+            if verdict.decision != "continue":
+                await self.settling
                 return
+
+    async def _settle(
+        self, record: RoundRecord, verdict: Verdict, verdict_json: dict[str, Any]
+    ) -> bool:
+        """Store a round, then act on it; False when the window is over or not ours.
+
+        Runs while the next round's checks go on: the write (an fsync, slow on a busy
+        disk) never delays the schedule, rounds are still stored in order (the next is
+        stored only after this one), and nothing is acted on before it is stored."""
+        if not await self.s.store.record_round(record, verdict_json, self.s.owner):
+            self.log.info("window ended elsewhere (cancelled or superseded); stop watching")
+            return False
+        self.window.rounds = record.number
+        self._count_rules(verdict)
+        self._alert_rules(verdict)
+        self.window.verdict = verdict_json
+        if verdict.decision == "fail":
+            await self._fail(verdict, verdict_json)
+            return False
+        if verdict.decision in ("pass", "inconclusive"):
+            await self._end(verdict.decision, verdict, verdict_json)
+            return False
+        return True
 
     async def _load_history(self) -> None:
         for record in await self.s.store.rounds(self.window.id):
@@ -348,8 +364,8 @@ class WindowWatch:
         return True
 
     def _note_overrun(self, schedule: RoundSchedule, slot: int, number: int) -> None:
-        """Count a round that finished after its slot ended (the next one starts late or
-        is passed over); log the first of each window."""
+        """Count a round whose checks and judging finished after its slot ended (the next
+        one starts late or is passed over); log the first of each window."""
         over = overrun_s(schedule, slot, self.s.clock())
         if over <= 0:
             return

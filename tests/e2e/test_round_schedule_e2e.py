@@ -1,16 +1,25 @@
 """Rounds keep their fixed schedule in the running daemon: every check of a round runs
-concurrently within it, and a round that overruns its slot is counted and logged once."""
+concurrently within it, a slow store write does not delay the next round, and a round
+that overruns its slot is counted and logged once."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
 
+from agent.app import build_app
 from agent.appkeys import STORE
+from agent.metrics import Metrics
+from agent.records import DeployWindow, RoundRecord
+from agent.settings_file import load_settings_text
+from agent.store.sqlite import SqliteStore
 from tests.e2e.conftest import AgentFactory
 
 
@@ -132,3 +141,70 @@ async def test_a_round_that_overruns_its_slot_is_counted_and_logged_once(
     assert all(r.summary["duration_s"] >= 0.3 for r in rounds)
     logged = [r for r in caplog.records if "overran" in r.getMessage()]
     assert len(logged) == 1
+
+
+class SlowStore(SqliteStore):
+    """A store on a slow disk: every round takes `delay_s` to write."""
+
+    def __init__(self, path: Path, delay_s: float) -> None:
+        super().__init__(path)
+        self.delay_s = delay_s
+        self.finished = asyncio.Event()
+
+    async def record_round(
+        self, record: RoundRecord, verdict: dict[str, Any] | None, owner: str | None = None
+    ) -> bool:
+        await asyncio.sleep(self.delay_s)
+        return await super().record_round(record, verdict, owner)
+
+    async def finish_window(self, *args: Any, **kwargs: Any) -> bool:
+        ended = await super().finish_window(*args, **kwargs)
+        self.finished.set()
+        return ended
+
+
+async def test_a_slow_store_write_never_delays_the_next_round(
+    tmp_path: Path, target: CountingTarget
+) -> None:
+    # each write takes 400 ms of a 500 ms round: written before the next round's checks,
+    # every round after the first would start about 350 ms late
+    settings = load_settings_text(
+        f"""
+server: {{api_tokens: [tok-123456]}}
+store: {{url: "sqlite:///{tmp_path / "unused.db"}"}}
+environments:
+  slowdisk:
+    base_url: {target.url}
+    window: 3s
+    interval: 500ms
+    background_interval: 1h
+    checks:
+      - {{name: health, type: http, path: /health, timeout: 1s}}
+    rules:
+      - {{name: errors, source: checks, metric: error_rate, max: 0.05}}
+"""
+    )
+    store = SlowStore(tmp_path / "slow.db", delay_s=0.4)
+    metrics = Metrics()
+    app = build_app(
+        settings, store=store, metrics=metrics, poll_interval=0.05, background_probing=False
+    )
+    runner = web.AppRunner(app)
+    await runner.setup()  # the store opens and the watcher starts
+    try:
+        now = time.time()
+        await store.create_window(
+            DeployWindow(
+                "dep_slowdisk", "slowdisk", "v1", None, None, {}, "watching", now, now + 3.0, now
+            )
+        )
+        async with asyncio.timeout(20):
+            await store.finished.wait()
+        window = await store.get_window("dep_slowdisk")
+        rounds = await store.rounds("dep_slowdisk")
+    finally:
+        await runner.cleanup()
+    assert window is not None and window.state == "passed"
+    assert 5 <= len(rounds) <= 7
+    assert [r.summary["slot"] for r in rounds] == list(range(len(rounds)))
+    assert all(r.summary["lag_s"] < 0.2 for r in rounds[1:]), [r.summary for r in rounds]

@@ -21,7 +21,10 @@ from aiohttp import web
 from agent import __version__
 from agent.alerts import WindowAlerts
 from agent.api import add_routes
+from agent.api.hooks import INTEGRATIONS
 from agent.appkeys import METRICS, REDACT, SETTINGS, STORE, WINDOW_EVENTS
+from agent.integrations.runtime import Integrations
+from agent.integrations.targets import RollbackTargets
 from agent.metrics import Metrics
 from agent.observability import init_sentry
 from agent.providers.registry import build_providers
@@ -80,7 +83,11 @@ def build_app(
         metrics=app[METRICS],
     )
     delivery = RollbackDelivery(
-        app[STORE], app[METRICS], user_agent=f"postflight/{__version__}", clock=clock
+        app[STORE],
+        app[METRICS],
+        user_agent=f"postflight/{__version__}",
+        clock=clock,
+        targets=RollbackTargets(settings),
     )
     providers = build_providers(settings.providers, app[METRICS], redact)
     watcher = Watcher(
@@ -99,18 +106,31 @@ def build_app(
     )
     app[WATCHER] = watcher
     app[WINDOW_EVENTS] = watcher
+    integrations = Integrations(
+        settings,
+        watcher.services,
+        watcher,
+        public_url=f"http://{settings.server.listen}",
+        redact=redact,
+        clock=clock,
+        poll_interval=poll_interval,
+    )
+    app[INTEGRATIONS] = integrations
 
     async def daemon_ctx(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(watcher.run(), name="watcher")
+        side = asyncio.create_task(integrations.run(), name="integrations")
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for running in (side, task):
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
         await watcher.drain(grace=max(1.0, settings.server.shutdown_timeout - 3.0))
         for provider in providers.values():
             with contextlib.suppress(Exception):
                 await provider.aclose()
         await delivery.aclose()
+        await integrations.aclose()
         await sessions.aclose()
 
     app.cleanup_ctx.append(store_ctx)

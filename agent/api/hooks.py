@@ -214,9 +214,7 @@ async def previous_vercel_deployment(
             if back:
                 return back
             continue
-        if window.state in ("failed", "cancelled"):
-            continue
-        return current
+        return current  # cancelled or failed without a rollback: it still serves
     return None
 
 

@@ -12,6 +12,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from agent.durations import Duration
+
 HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+", max_length=2048)]
 Repository = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", max_length=200)]
 Slug = Annotated[str, Field(min_length=1, max_length=200)]
@@ -38,8 +40,8 @@ class GithubIntegration(_Model):
     """Deployment statuses, workflow dispatches, protection-rule answers."""
     webhook_secret: SecretStr | None = None
     """Needed for `POST /v1/hooks/github`; without it every delivery is refused (401)."""
-    timeout: float = Field(default=10.0, gt=0, le=120)
-    """Seconds for one call to the GitHub API."""
+    timeout: Duration = 10.0
+    """One call to the GitHub API."""
 
     _token = field_validator("token", "webhook_secret")(_optional_non_empty)
 
@@ -52,7 +54,7 @@ class VercelIntegration(_Model):
     """Sent as `?teamId=` when set (an empty value means unset)."""
     webhook_secret: SecretStr | None = None
     """Needed for `POST /v1/hooks/vercel` (for an integration: its client secret)."""
-    timeout: float = Field(default=10.0, gt=0, le=120)
+    timeout: Duration = 10.0
 
     _token = field_validator("token", "webhook_secret")(_optional_non_empty)
 
@@ -92,8 +94,8 @@ class GateSettings(_Model):
     after: Slug
     """GitHub deployment protection rule for this environment: approve when the window of
     the same sha in this environment passed, reject when it failed, wait while it runs."""
-    timeout: float = Field(default=3600.0, gt=0)
-    """Seconds to wait for that window to exist and end before rejecting."""
+    timeout: Duration = 3600.0
+    """How long to wait for that window to exist and end before rejecting."""
 
 
 class GithubRollback(_Model):

@@ -8,7 +8,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
 
 from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, RunningAgent
@@ -64,11 +63,12 @@ def environments(
       rules:
         - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
     """
+    rr = str(rolling_release).lower()
     return f"""
     production:
       window: {window}
       sources:
-        vercel: {{project: {vc.PROJECT}, target: production, rolling_release: {str(rolling_release).lower()}}}
+        vercel: {{project: {vc.PROJECT}, target: production, rolling_release: {rr}}}
         github: {{repository: {gh.REPOSITORY}, environment: Production}}
       gate: {{after: staging, timeout: 30s}}
       rollback: {rollback}
@@ -234,7 +234,7 @@ async def test_github_deployment_status_opens_a_window_and_hears_in_progress_the
     assert len(await windows(agent)) == 1
 
 
-async def test_protection_rule_gate_approves_after_a_passing_staging_window_and_rejects_a_failing_one(
+async def test_protection_rule_gate_approves_after_passing_staging_and_rejects_after_failing(
     start_agent: AgentFactory,
     flip_target: FlipTarget,
     fake_vercel: FakeVercel,
@@ -454,4 +454,3 @@ async def test_manual_rollback_refusals(
     missing = f"{agent.url}/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ/rollback"
     async with agent.http.post(missing, json={"reason": "x"}, headers=agent.headers) as r:
         assert r.status == 404
-    assert isinstance(aiohttp, object)

@@ -5,12 +5,14 @@ answer, manual rollbacks and their follow-ups go out once. Counted at the fakes.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, RunningAgent
+from tests.e2e.crash import free_port
 from tests.fakes import github as gh
 from tests.fakes import vercel as vc
 from tests.fakes.github import FakeGitHub
@@ -454,3 +456,49 @@ async def test_manual_rollback_refusals(
     missing = f"{agent.url}/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ/rollback"
     async with agent.http.post(missing, json={"reason": "x"}, headers=agent.headers) as r:
         assert r.status == 404
+
+
+async def test_cli_rollback_exits_0_accepted_1_refused_2_unreachable(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    from tests.e2e.conftest import TOKEN
+
+    agent = await start_agent(
+        environments(flip_target), extra=integrations(fake_github, fake_vercel)
+    )
+    deploy = await agent.register(
+        "production", "v7", labels={"vercel.deployment": vc.NEW, "vercel.previous": vc.OLD}
+    )
+
+    async def cli(url: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agent",
+            "rollback",
+            deploy["id"],
+            "--reason",
+            "by hand",
+            "--url",
+            url,
+            "--token",
+            TOKEN,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        assert proc.returncode is not None
+        return proc.returncode, out.decode()
+
+    code, out = await cli(agent.url)
+    assert code == 0, out
+    code, out = await cli(agent.url)
+    assert code == 1, out
+    assert "already has a rollback" in out
+    code, out = await cli(f"http://127.0.0.1:{free_port()}")
+    assert code == 2, out
+    await agent.settled(deploy["id"])
+    assert len(fake_vercel.accepted) == 1

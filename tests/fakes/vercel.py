@@ -12,6 +12,7 @@ duplicates included: the truth a test counts. Misbehaves on demand (see `_server
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -33,8 +34,12 @@ def _error(status: int, code: str, message: str) -> web.Response:
 
 
 class FakeVercel(FakeServer):
-    def __init__(self, token: str = "test-token", team_id: str | None = None) -> None:
+    def __init__(
+        self, token: str = "test-token", team_id: str | None = None, rollback_delay: float = 0.0
+    ) -> None:
         super().__init__()
+        self.rollback_delay = rollback_delay
+        """Seconds a rollback takes before Vercel acts on it (a window for kill -9)."""
         self.token = token
         self.team_id = team_id
         self.deployments: set[str] = {OLD, NEW}
@@ -75,6 +80,8 @@ class FakeVercel(FakeServer):
         denied = self._denied(request)
         if denied is not None:
             return denied
+        if self.rollback_delay:
+            await asyncio.sleep(self.rollback_delay)
         project = request.match_info["project"]
         deployment = request.match_info["deployment"]
         if deployment not in self.deployments:
@@ -181,4 +188,5 @@ def signature(secret: str, body: bytes) -> str:
 
 
 if __name__ == "__main__":
-    serve_main(lambda args: FakeVercel(token=args.token), sys.argv[1:])
+    # as its own process it serves the kill -9 trials: slow rollbacks, mid-request kills
+    serve_main(lambda args: FakeVercel(token=args.token, rollback_delay=0.15), sys.argv[1:])

@@ -93,6 +93,7 @@ def vercel_main(args: argparse.Namespace) -> int:
                     "kills": result.kills,
                     "rollback_requests": result.requests,
                     "accepted_at_vercel": len(result.accepted),
+                    "reconciled": result.reconciled,
                     "final_state": result.final_state,
                     "ok": result.ok,
                 }
@@ -101,7 +102,8 @@ def vercel_main(args: argparse.Namespace) -> int:
                 r = rows[-1]
                 print(
                     f"trial {trial:>2}: kills={r['kills']} requests={r['rollback_requests']:>2}"
-                    f" accepted at Vercel={r['accepted_at_vercel']} -> {r['final_state']}"
+                    f" accepted at Vercel={r['accepted_at_vercel']}"
+                    f" found-done-after-restart={r['reconciled']} -> {r['final_state']}"
                     f" {'ok' if r['ok'] else 'WRONG'}",
                     flush=True,
                 )
@@ -112,6 +114,7 @@ def vercel_main(args: argparse.Namespace) -> int:
         "kills": sum(r["kills"] for r in rows),
         "rollback_requests": sum(r["rollback_requests"] for r in rows),
         "accepted_once": sum(r["accepted_at_vercel"] == 1 for r in rows),
+        "reconciled": sum(r["reconciled"] for r in rows),
         "seconds": round(time.monotonic() - started, 1),
         "rows": rows,
     }
@@ -121,7 +124,8 @@ def vercel_main(args: argparse.Namespace) -> int:
         print(
             f"\n{summary['ok']}/{summary['trials']} trials correct; {summary['kills']} kill -9s,"
             f" {summary['rollback_requests']} rollback requests to Vercel; exactly one accepted"
-            f" rollback in {summary['accepted_once']} of {summary['trials']}"
+            f" rollback in {summary['accepted_once']} of {summary['trials']};"
+            f" {summary['reconciled']} restart(s) found it already done at Vercel"
             f" ({summary['seconds']}s)"
         )
     return 0 if summary["ok"] == summary["trials"] else 1

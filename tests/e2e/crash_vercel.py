@@ -80,6 +80,8 @@ class VercelTrial:
     final_state: str
     accepted: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0
+    reconciled: int = 0
+    """Restarts that found the rollback already done at Vercel and did not send it again."""
 
     @property
     def ok(self) -> bool:
@@ -121,8 +123,14 @@ def run_vercel_trial(workdir: Path, rng: random.Random, max_kills: int = 3) -> V
             rollback = state.get("rollback") or {}
             if state["state"] != "watching" and rollback.get("state") != "pending":
                 requests = [r for r in _fake(url, "/_fake/requests") if "/rollback/" in r["path"]]
+                reconciled = agent_log.read_text(errors="replace").count("already took effect")
                 return VercelTrial(
-                    deploy_id, kills, state["state"], _fake(url, "/_fake/accepted"), len(requests)
+                    deploy_id,
+                    kills,
+                    state["state"],
+                    _fake(url, "/_fake/accepted"),
+                    len(requests),
+                    reconciled,
                 )
             seen = [r for r in _fake(url, "/_fake/requests") if "/rollback/" in r["path"]]
             if kills < max_kills and (seen or rollback.get("state") == "pending"):

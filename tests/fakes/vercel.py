@@ -39,7 +39,8 @@ class FakeVercel(FakeServer):
     ) -> None:
         super().__init__()
         self.rollback_delay = rollback_delay
-        """Seconds a rollback takes before Vercel acts on it (a window for kill -9)."""
+        """Seconds a rollback takes: half before Vercel acts on it, half after (before it
+        answers), so a kill -9 can land on either side."""
         self.token = token
         self.team_id = team_id
         self.deployments: set[str] = {OLD, NEW}
@@ -81,7 +82,7 @@ class FakeVercel(FakeServer):
         if denied is not None:
             return denied
         if self.rollback_delay:
-            await asyncio.sleep(self.rollback_delay)
+            await asyncio.sleep(self.rollback_delay / 2)
         project = request.match_info["project"]
         deployment = request.match_info["deployment"]
         if deployment not in self.deployments:
@@ -98,6 +99,8 @@ class FakeVercel(FakeServer):
                 "at": time.time(),
             }
         )
+        if self.rollback_delay:
+            await asyncio.sleep(self.rollback_delay / 2)
         return web.json_response({}, status=201)
 
     async def project(self, request: web.Request) -> web.Response:
@@ -189,4 +192,4 @@ def signature(secret: str, body: bytes) -> str:
 
 if __name__ == "__main__":
     # as its own process it serves the kill -9 trials: slow rollbacks, mid-request kills
-    serve_main(lambda args: FakeVercel(token=args.token, rollback_delay=0.15), sys.argv[1:])
+    serve_main(lambda args: FakeVercel(token=args.token, rollback_delay=0.3), sys.argv[1:])

@@ -394,8 +394,8 @@ class Settings(BaseSettings):
         from agent.integrations.validate import integration_errors
 
         errors = integration_errors(self)
-        if errors:
-            raise ValueError("; ".join(errors))
+        if errors:  # one per line, `path: message` (agent.config_file splits them)
+            raise ValueError("\n" + "\n".join(errors))
         return self
 
     @model_validator(mode="after")

@@ -21,7 +21,7 @@ def integration_errors(settings: Settings) -> list[str]:
         at = f"environments.{name}"
         if env.sources.vercel is not None:
             if vercel is None:
-                errors.append(f"{at}.sources.vercel needs integrations.vercel")
+                errors.append(f"{at}.sources.vercel: needs integrations.vercel")
             key = (env.sources.vercel.project, env.sources.vercel.target)
             if key in seen_vercel:
                 errors.append(
@@ -31,7 +31,7 @@ def integration_errors(settings: Settings) -> list[str]:
             seen_vercel[key] = name
         if env.sources.github is not None:
             if github is None:
-                errors.append(f"{at}.sources.github needs integrations.github")
+                errors.append(f"{at}.sources.github: needs integrations.github")
             gkey = (env.sources.github.repository.lower(), env.sources.github.environment.lower())
             if gkey in seen_github:
                 errors.append(
@@ -44,7 +44,7 @@ def integration_errors(settings: Settings) -> list[str]:
                 errors.append(f"{at}.gate.after: no environment {env.gate.after!r}")
             if env.sources.github is None or github is None or github.token is None:
                 errors.append(
-                    f"{at}.gate needs sources.github and integrations.github.token"
+                    f"{at}.gate: needs sources.github and integrations.github.token"
                     " (the protection rule is answered through the GitHub API)"
                 )
         rollback = env.rollback
@@ -52,17 +52,17 @@ def integration_errors(settings: Settings) -> list[str]:
             continue
         if rollback.target == "vercel":
             if vercel is None or vercel.token is None:
-                errors.append(f"{at}.rollback.target vercel needs integrations.vercel.token")
+                errors.append(f"{at}.rollback.target: vercel needs integrations.vercel.token")
             if env.sources.vercel is None:
                 errors.append(
-                    f"{at}.rollback.target vercel needs sources.vercel.project (which project)"
+                    f"{at}.rollback.target: vercel needs sources.vercel.project (which project)"
                 )
         if rollback.target == "github":
             if github is None or github.token is None:
-                errors.append(f"{at}.rollback.target github needs integrations.github.token")
+                errors.append(f"{at}.rollback.target: github needs integrations.github.token")
             if env.sources.github is None:
                 errors.append(
-                    f"{at}.rollback.target github needs sources.github.repository"
+                    f"{at}.rollback.target: github needs sources.github.repository"
                     " (where the workflow lives)"
                 )
     return errors

@@ -104,6 +104,7 @@ class WindowWatch:
             previous_version=window.previous_version,
             deployed_at=window.deployed_at,
             baseline=env.baseline,
+            canary=env.baseline_url is not None,
         )
         self.history: list[dict[str, Observation]] = []
         self.baselines: dict[str, Observation] = {}

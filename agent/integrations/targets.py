@@ -5,10 +5,11 @@ they go out, retries, backoff, `Retry-After`, resume after a crash); this module
 says *what* an attempt sends: the signed webhook (§3), Vercel's instant rollback, or a
 GitHub `workflow_dispatch`. It must not retry, sleep or write the store.
 
-Exactly once at Vercel across a crash: Vercel has no idempotency key, so when a
-delivery resumes with an attempt whose outcome was never recorded, `already_done`
-asks Vercel which deployment serves production; if it is already the one we roll
-back to, the rollback is recorded as delivered instead of being sent again.
+Exactly once across a crash: neither Vercel nor GitHub takes an idempotency key, so
+when a delivery resumes after an attempt whose outcome was never recorded,
+`already_done` asks: Vercel, which deployment serves production (already the one we
+roll back to?); GitHub, whether a dispatched run's name carries the deploy id. If so
+the rollback is recorded as delivered instead of being sent again.
 """
 
 from __future__ import annotations
@@ -149,9 +150,12 @@ class RollbackTargets:
         rollback: RollbackSettings,
         environment: str,
     ) -> bool:
-        """After a crash: did the rollback already take effect? Only Vercel can tell
-        (production already serves the deployment we roll back to). Any doubt: False,
-        and the delivery goes on as usual."""
+        """After a crash: did the rollback already take effect? Vercel: production
+        already serves the deployment we roll back to. GitHub: a dispatched run of the
+        workflow names the deploy id (the workflow sets `run-name` with
+        `inputs.deploy_id`). Any doubt: False, and the delivery goes on as usual."""
+        if rollback.target == "github":
+            return await self._github_already_done(session, intent, rollback, environment)
         if rollback.target != "vercel":
             return False
         vercel = self._settings.integrations.vercel
@@ -180,3 +184,37 @@ class RollbackTargets:
         production = targets.get("production") if isinstance(targets, dict) else None
         current = production.get("id") if isinstance(production, dict) else None
         return bool(current) and current == previous
+
+    async def _github_already_done(
+        self,
+        session: aiohttp.ClientSession,
+        intent: RollbackIntent,
+        rollback: RollbackSettings,
+        environment: str,
+    ) -> bool:
+        github = self._settings.integrations.github
+        env = self._settings.environments.get(environment)
+        source = env.sources.github if env is not None else None
+        if github is None or github.token is None or source is None or rollback.github is None:
+            return False
+        workflow = quote(rollback.github.workflow, safe="")
+        url = (
+            f"{github.api_url.rstrip('/')}/repos/{source.repository}/actions/workflows/"
+            f"{workflow}/runs?event=workflow_dispatch&per_page=100"
+        )
+        headers = {**GITHUB_HEADERS, "Authorization": f"Bearer {github.token.get_secret_value()}"}
+        try:
+            async with session.get(
+                url, headers=headers, timeout=aiohttp.ClientTimeout(total=rollback.timeout)
+            ) as response:
+                if response.status != 200:
+                    return False
+                data = await response.json(content_type=None)
+        except Exception as exc:  # any doubt: deliver as usual
+            log.warning("could not ask GitHub whether the rollback ran: %s", type(exc))
+            return False
+        runs = data.get("workflow_runs") if isinstance(data, dict) else None
+        return any(
+            isinstance(run, dict) and intent.window_id in str(run.get("display_title", ""))
+            for run in runs or []
+        )

@@ -44,6 +44,9 @@ class FakeGitHub(FakeServer):
         self.statuses: list[dict[str, Any]] = []
         self.dispatches: list[dict[str, Any]] = []
         self.gate_answers: list[dict[str, Any]] = []
+        self.runs: list[dict[str, Any]] = []
+        self.run_name = "rollback {deploy_id}"
+        """The dispatched workflow's `run-name`, filled from its inputs."""
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post(
@@ -55,6 +58,7 @@ class FakeGitHub(FakeServer):
         app.router.add_post(
             "/repos/{owner}/{repo}/actions/runs/{run}/deployment_protection_rule", self.gate
         )
+        app.router.add_get("/repos/{owner}/{repo}/actions/workflows/{workflow}/runs", self.runs_of)
 
     def _denied(self, request: web.Request) -> web.Response | None:
         if request.headers.get("Authorization") != f"Bearer {self.token}":
@@ -100,7 +104,34 @@ class FakeGitHub(FakeServer):
         if not all(isinstance(v, str) for v in inputs.values()):
             return _invalid("inputs")
         self.dispatches.append({"workflow": request.match_info["workflow"], **body})
+        try:
+            title = self.run_name.format(**inputs)
+        except (KeyError, IndexError):
+            title = request.match_info["workflow"]
+        self.runs.insert(
+            0,
+            {
+                "id": 9000 + len(self.runs),
+                "name": request.match_info["workflow"],
+                "display_title": title,
+                "event": "workflow_dispatch",
+                "status": "queued",
+                "workflow": request.match_info["workflow"],
+            },
+        )
         return web.Response(status=204)
+
+    async def runs_of(self, request: web.Request) -> web.Response:
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        event = request.query.get("event")
+        runs = [
+            {k: v for k, v in r.items() if k != "workflow"}
+            for r in self.runs
+            if r["workflow"] == request.match_info["workflow"] and event in (None, r["event"])
+        ]
+        return web.json_response({"total_count": len(runs), "workflow_runs": runs})
 
     async def gate(self, request: web.Request) -> web.Response:
         denied = self._denied(request)

@@ -1,6 +1,7 @@
-"""The Vercel rollback target (contract §7) at the delivery level, against the fake
-Vercel API: the request it sends, a permanent refusal, and the restart case Vercel
-cannot dedupe for us (an attempt went out, its outcome was never recorded)."""
+"""The Vercel and GitHub rollback targets (contract §7) at the delivery level, against
+the fake APIs: the request sent, a rollback that can never be sent, and the restart
+case neither provider dedupes for us (an attempt went out, its outcome was never
+recorded)."""
 
 from __future__ import annotations
 
@@ -124,3 +125,50 @@ async def test_a_restart_with_an_unrecorded_attempt_asks_vercel_before_sending_a
     assert len(fake.seen(f"/v9/projects/{PROJECT}")) == 1
     assert len(fake.accepted) == (0 if took_effect else 1)
     assert (await store.get_window(window.id)).state == "rolled_back"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("ran", [True, False])
+async def test_github_target_after_a_restart_finds_the_dispatched_run_by_its_name(
+    store: SqliteStore, ran: bool
+) -> None:
+    from tests.fakes.github import REPOSITORY, FakeGitHub
+
+    async with FakeGitHub(token="gh") as github:
+        config = Settings(
+            server={"api_tokens": ["t"]},
+            integrations={"github": {"api_url": github.url, "token": "gh"}},
+            environments={
+                "production": {
+                    "base_url": "http://127.0.0.1:9",
+                    "sources": {"github": {"repository": REPOSITORY, "environment": "P"}},
+                    "rollback": {
+                        "target": "github",
+                        "github": {"workflow": "rollback.yml"},
+                        "backoff": "10ms",
+                    },
+                }
+            },
+        )
+        window = await failed_window(store, {})
+        intent = rollback_intent(window, "bad", [], time.time())
+        await store.finish_window(window.id, "failed", None, time.time(), intent)
+        intent.attempts = 1  # sent before the crash, answer never recorded
+        await store.update_rollback(intent)
+        if ran:
+            github.runs.append(
+                {
+                    "id": 1,
+                    "display_title": f"rollback {window.id}",
+                    "event": "workflow_dispatch",
+                    "workflow": "rollback.yml",
+                    "name": "rollback.yml",
+                    "status": "completed",
+                }
+            )
+        rollback = config.environments["production"].rollback
+        assert rollback is not None
+        delivery = RollbackDelivery(store, Metrics(), targets=RollbackTargets(config))
+        done = await delivery.deliver(intent, rollback, "production")
+        await delivery.aclose()
+        assert done.state == "delivered"
+        assert len(github.dispatches) == (0 if ran else 1)

@@ -53,6 +53,7 @@ def environments(
     window: str = "30s",
     rolling_release: bool = False,
     staging_window: str = "30s",
+    gate_timeout: str = "30s",
 ) -> str:
     env = f"""
       base_url: {target.url}
@@ -72,7 +73,7 @@ def environments(
       sources:
         vercel: {{project: {vc.PROJECT}, target: production, rolling_release: {rr}}}
         github: {{repository: {gh.REPOSITORY}, environment: Production}}
-      gate: {{after: staging, timeout: 30s}}
+      gate: {{after: staging, timeout: {gate_timeout}}}
       rollback: {rollback}
     {env}
     staging:
@@ -139,10 +140,11 @@ async def test_signed_vercel_event_opens_a_window_and_a_regression_rolls_back_on
     first = vc.event(event_id="evt_old", deployment=vc.OLD, sha="a" * 40)
     status, opened = await vercel_hook(agent, first)
     assert status == 202, opened
-    await agent.cancel(opened["deploy"]["id"])
+    old_id = opened["deploy"]["id"]
     body = vc.event(event_id="evt_new", deployment=vc.NEW)
     status, opened = await vercel_hook(agent, body)
     assert status == 202, opened
+    assert (await agent.get(old_id))["state"] == "superseded"  # as the API does
     deploy = opened["deploy"]
     assert deploy["version"] == SHA
     assert deploy["labels"]["vercel.deployment"] == vc.NEW
@@ -502,3 +504,22 @@ async def test_cli_rollback_exits_0_accepted_1_refused_2_unreachable(
     assert code == 2, out
     await agent.settled(deploy["id"])
     assert len(fake_vercel.accepted) == 1
+
+
+async def test_a_gate_with_no_staging_window_rejects_after_its_timeout(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    agent = await start_agent(
+        environments(flip_target, gate_timeout="1s"), extra=integrations(fake_github, fake_vercel)
+    )
+    rule = gh.protection_rule(fake_github.url, sha="e" * 40, run_id=3)
+    status, _ = await github_hook(agent, "deployment_protection_rule", rule, "gate-3")
+    assert status == 202
+    await asyncio.sleep(0.5)
+    assert fake_github.gate_answers == []
+    await eventually(lambda: len(fake_github.gate_answers) == 1)
+    assert fake_github.gate_answers[0]["state"] == "rejected"
+    assert "in time" in fake_github.gate_answers[0]["comment"]

@@ -244,6 +244,7 @@ def _document() -> dict[str, Any]:
                         },
                         "400": _problem("Not the provider's JSON.", problem),
                         "401": _problem("Missing or wrong signature; nothing stored.", problem),
+                        "413": _problem("The body is over 1 MiB.", problem),
                     },
                 }
             }

@@ -41,6 +41,9 @@ INTEGRATIONS: web.AppKey[Any] = web.AppKey("integrations", object)
 """`agent.integrations.runtime.Integrations`, set by the daemon (absent: no statuses,
 gates or manual rollbacks; hooks still open windows)."""
 MAX_DELIVERY_ID = 200
+KEY_PREFIX = "§hook:"
+"""Deliveries are remembered beside the API's `Idempotency-Key`s; the `§` (never in an
+API key, which is printable ASCII) keeps a client from claiming an event's key."""
 
 
 async def _raw_body(request: web.Request) -> bytes:
@@ -104,7 +107,7 @@ async def github_hook(request: web.Request) -> web.Response:
         return web.json_response(
             {"gate": "pending", "environment": decision.environment}, status=202
         )
-    return await _act(request, decision, f"hook:github:{delivery}")
+    return await _act(request, decision, f"{KEY_PREFIX}github:{delivery}")
 
 
 async def vercel_hook(request: web.Request) -> web.Response:
@@ -123,7 +126,7 @@ async def vercel_hook(request: web.Request) -> web.Response:
     except ev.BadPayload as exc:
         raise ApiProblem(400, str(exc), slug="bad-payload") from None
     event_id = str(document.get("id"))[:MAX_DELIVERY_ID]
-    return await _act(request, decision, f"hook:vercel:{event_id}")
+    return await _act(request, decision, f"{KEY_PREFIX}vercel:{event_id}")
 
 
 async def _act(
@@ -154,8 +157,7 @@ async def _act(
         raise ApiProblem(
             400, f"the event cannot open a window: {detail}", slug="bad-payload"
         ) from None
-    window = await _open(request, store, body, key)
-    return window
+    return await _open(request, store, body, key)
 
 
 async def _open(request: web.Request, store: Store, body: DeployRequest, key: str) -> web.Response:
@@ -192,7 +194,7 @@ async def _open(request: web.Request, store: Store, body: DeployRequest, key: st
         "deploy event opened a window: %s %s (%s)",
         window.environment,
         window.version,
-        key.split(":")[1],
+        key.removeprefix(KEY_PREFIX),
         extra={"deploy_id": window.id, "environment": window.environment},
     )
     return web.json_response(payload, status=202, headers={"Location": deploy_path(window.id)})

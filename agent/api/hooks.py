@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ulid import ULID
 
 from agent.api.auth import bearer_token, token_name
+from agent.api.models import DeployRequest, deploy_object, deploy_path
 from agent.api.problems import ApiProblem, invalid_fields, validation_errors
 from agent.api.routes import (
     BODY_READ_TIMEOUT_S,
@@ -29,7 +30,6 @@ from agent.api.routes import (
     _window_id,
     read_json_body,
 )
-from agent.api.schemas import DeployRequest, deploy_object, deploy_path
 from agent.appkeys import SETTINGS, STORE
 from agent.integrations import events as ev
 from agent.records import DeployWindow, IdempotentResponse
@@ -38,7 +38,7 @@ from agent.store.base import Conflict, Store
 log = logging.getLogger("postflight.api")
 
 INTEGRATIONS: web.AppKey[Any] = web.AppKey("integrations", object)
-"""`agent.integrations.runtime.Integrations`, set by the daemon (absent: no statuses,
+"""`agent.windows.integrations.Integrations`, set by the daemon (absent: no statuses,
 gates or manual rollbacks; hooks still open windows)."""
 MAX_DELIVERY_ID = 200
 KEY_PREFIX = "§hook:"

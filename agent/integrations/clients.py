@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from agent.rollback import RETRYABLE_STATUSES, retry_after_seconds
+from common.retry_after import RETRYABLE_STATUSES, retry_after_seconds
 
 _SNIPPET = 200
 

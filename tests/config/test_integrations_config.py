@@ -13,7 +13,7 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from agent.config_file import ConfigError, load_settings, load_settings_text
+from agent.settings_file import ConfigError, load_settings, load_settings_text
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "postflight.github-vercel.example.yaml"
@@ -49,10 +49,15 @@ def test_the_github_vercel_example_validates(variables: None) -> None:
 
 
 def test_the_example_validates_against_the_json_schema(variables: None) -> None:
-    from agent.config_file import expand_variables
+    import os
+
+    from agent.settings_file import _expand
 
     schema = json.loads((ROOT / "config" / "postflight.schema.json").read_text())
-    jsonschema.validate(expand_variables(yaml.safe_load(EXAMPLE.read_text())), schema)
+    problems: list[object] = []
+    example = _expand(yaml.safe_load(EXAMPLE.read_text()), (), os.environ, problems, {})
+    assert not problems
+    jsonschema.validate(example, schema)
 
 
 def test_validate_config_accepts_it_and_prints_no_secret(tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ import argparse
 import asyncio
 import sys
 
-from agent.cli_client import EXIT_USAGE, UsageError, _connection, _connection_arguments
+from agent.cli.commands import UsageError, _connection, _connection_arguments
+from agent.cli.exits import EXIT_USAGE
 from agent.client import ApiError, ClientError, PostflightClient
 
 EXIT_ACCEPTED, EXIT_REFUSED = 0, 1

@@ -28,11 +28,12 @@ from agent.integrations.clients import CallResult, call
 from agent.integrations.events import Gate
 from agent.integrations.targets import GITHUB_HEADERS, vercel_url
 from agent.records import DeployWindow, RollbackIntent
-from agent.rollback import rfc3339, rollback_intent, sign
+from agent.rollback import rollback_intent, sign
 from agent.settings import EnvironmentSettings, Settings
 from agent.store.base import Conflict
-from agent.windows.watch import WatchServices, deliver_rollback
+from agent.windows.lifecycle import WatchServices, deliver_rollback
 from alerting.events import Alert
+from common.times import rfc3339
 
 log = logging.getLogger("postflight.integrations")
 
@@ -412,7 +413,7 @@ class Integrations:
                     "reason": rollback_body.get("reason"),
                     "rollback": {
                         "target": env.rollback.target,
-                        "delivered_at": rfc3339(intent.finished_at or self.clock()),
+                        "delivered_at": rfc3339(intent.finished_at or self.clock(), millis=False),
                     },
                 },
                 separators=(",", ":"),

@@ -76,6 +76,9 @@ class VercelSource(_Model):
     """`production`, `preview` (events whose target is null), or a custom environment."""
     rolling_release: bool = False
     """true: when this environment's window passes, approve the Rolling Release's next stage."""
+    use_deployment_url: bool = False
+    """true: a window opened by a Vercel event probes that deployment's own URL
+    (`https://<payload.deployment.url>`, e.g. a preview) instead of `base_url`."""
 
 
 class GithubSource(_Model):
@@ -83,6 +86,9 @@ class GithubSource(_Model):
     """`owner/name`."""
     environment: Slug
     """The GitHub deployment environment (e.g. `Production`); compared case-insensitively."""
+    use_environment_url: bool = False
+    """true: a window opened by a `deployment_status` event probes its `environment_url`
+    (for Vercel, the deployment's URL) instead of `base_url`."""
 
 
 class SourcesSettings(_Model):

@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from agent.integrations.config import SourcesSettings
     from agent.settings import Settings
 
 GITHUB_SIGNATURE = "X-Hub-Signature-256"
@@ -210,3 +212,22 @@ def _previous_deployment(payload: Mapping[str, Any]) -> str | None:
             if isinstance(value, str) and value:
                 return value
     return None
+
+
+_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
+
+
+def window_base_url(labels: Mapping[str, str], sources: SourcesSettings) -> str | None:
+    """The URL a window opened by a deploy event probes instead of the environment's
+    `base_url`, when its source says so (`use_environment_url`, `use_deployment_url`);
+    None otherwise, or when the event's URL is not an http(s) URL."""
+    url: str | None = None
+    github_url = labels.get("github.environment_url")
+    vercel_url = labels.get("vercel.url")
+    if sources.github is not None and sources.github.use_environment_url and github_url:
+        url = github_url
+    elif sources.vercel is not None and sources.vercel.use_deployment_url and vercel_url:
+        url = vercel_url if "://" in vercel_url else f"https://{vercel_url}"
+    if url is None or len(url) > 2048 or not _URL.match(url):
+        return None
+    return url

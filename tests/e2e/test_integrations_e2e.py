@@ -523,3 +523,39 @@ async def test_a_gate_with_no_staging_window_rejects_after_its_timeout(
     await eventually(lambda: len(fake_github.gate_answers) == 1)
     assert fake_github.gate_answers[0]["state"] == "rejected"
     assert "in time" in fake_github.gate_answers[0]["comment"]
+
+
+@pytest.mark.parametrize("use_event_url", [True, False])
+async def test_a_window_can_probe_the_url_its_deploy_event_names(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+    use_event_url: bool,
+) -> None:
+    flag = str(use_event_url).lower()
+    env = f"""
+    preview:
+      base_url: http://127.0.0.1:{free_port()}
+      window: 1500ms
+      interval: 300ms
+      background_interval: 10s
+      probes_per_round: 5
+      checks:
+        - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
+      analysis: {{policy: threshold, failure_limit: 2}}
+      rules:
+        - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
+      sources:
+        github: {{repository: {gh.REPOSITORY}, environment: Preview, use_environment_url: {flag}}}
+    """
+    agent = await start_agent(env, extra=integrations(fake_github, fake_vercel))
+    body = gh.deployment_status(environment="Preview").replace(
+        b"https://web-new.vercel.app", flip_target.url.encode()
+    )
+    status, opened = await github_hook(agent, "deployment_status", body, "preview-1")
+    assert status == 202, opened
+    final = await agent.settled(opened["deploy"]["id"])
+    # the environment's base_url is dead: only the event's URL can pass
+    assert final["state"] == ("passed" if use_event_url else "failed")
+    assert (flip_target.requests > 0) == use_event_url

@@ -9,32 +9,46 @@ Endpoints and datasets, and why:
   `discover` datasets left the public spec in 2026-05 (the code still accepts them,
   for now); transactions live on as spans with `is_transaction:true` in `spans`.
   * `error_count`: dataset `errors`, `count()`: error events.
-  * `error_rate`: dataset `spans`, `count()` and `failure_rate()` where
-    `is_transaction:true`: the share of transactions that ended in an error status,
-    with the transaction count behind it, so the judge can test proportions.
-  * `p95_duration`: dataset `spans`, `count()` and `p95(span.duration)` where
-    `is_transaction:true` (milliseconds → seconds), plus up to `sample_limit`
-    recent `span.duration` values (pages of 100, Link-header cursors) so the judge
-    can compare distributions with a rank test.
+  * `error_rate`: dataset `spans`, `count()`, `count_sample()` and `failure_rate()`
+    where `is_transaction:true`: the share of transactions that ended in an error
+    status, with the sample behind it, so the judge can test proportions.
+  * `p95_duration`: dataset `spans`, `count()`, `count_sample()` and
+    `p95(span.duration)` where `is_transaction:true` (milliseconds → seconds), plus
+    up to `sample_limit` recent `span.duration` values (pages of 100, Link-header
+    cursors) so the judge can compare distributions with a rank test.
 - `GET /api/0/organizations/{org}/sessions/` (release health, public) for
   `crash_free_rate`: `crash_free_rate(session)` and `sum(session)` (decrease is
-  bad). Sessions have a 1 h minimum interval, so Sentry widens a short period to
-  whole hours: filter by release (the default) for a clean comparison.
+  bad). Sessions have a 1 h minimum interval and Sentry widens a period to whole
+  hours, answering the `start`/`end` it used: the baseline asks for the whole hours
+  before the deploy's hour (so it never overlaps the current period, which Sentry
+  starts at that hour) and each observation is stamped with the length Sentry
+  answered for (up to the period's end: no data exists past now).
+
+Sampling: `spans` aggregates are extrapolated from sampled traces (Sentry docs
+"Extrapolation"; `count()` is the estimate, `count_sample()` the spans stored). The
+judge's tests must see the sample, not the estimate, or a 10% trace sample rate makes
+them ten times overconfident: `total` is `count_sample()` and `count` the failures
+among them (`failure_rate()` is a weighted share, the same for a uniform rate). When
+the two differ the observation's query says so ("sampled: …"), which the evidence
+shows.
 - Not `events-stats` (undocumented) nor `events-timeseries` (a series; a table
   answer with one aggregate row is all a rule needs).
 
-Scope: project (slug resolved once to its id via `GET /api/0/projects/{org}/{slug}/`),
-environment, and the release (`release:"v2.4.1"`; the previous release for the
-baseline, the new one for the current period). With no release the period alone
-separates before from after.
+Scope: project (resolved once, id or slug, via `GET /api/0/projects/{org}/{project}/`:
+reads filter by its id, markers name its slug), environment (one Sentry has never
+seen answers 404: "no data yet", inconclusive), and the release (`release:"v2.4.1"`;
+the previous release for the baseline, the new one for the current period). With no
+release the period alone separates before from after.
 
 Pagination follows the `cursor` of the `rel="next"` Link entry on the same URL and
 parameters, never the URL in the header: the bearer token must not follow a host
 named by an answer. 429 waits until `X-Sentry-Rate-Limit-Reset` when that fits in
 the fetch's budget (self-hosted Sentry sends no such headers: backoff then).
 
-Markers: `POST …/releases/{version}/deploys/`, creating the release first
-(`POST …/releases/`) when Sentry answers 404.
+Markers: `POST …/releases/` with the project's slug first (creates the release, or
+adds the project to an existing one: Sentry refuses a deploy of a project the release
+lacks, "Invalid projects"), then `POST …/releases/{version}/deploys/`. A failure is
+one message naming what is missing (the `project:releases` scope, most often).
 """
 
 from __future__ import annotations
@@ -45,6 +59,7 @@ import logging
 import math
 import re
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote, urlencode, urlsplit
@@ -73,6 +88,8 @@ from agent.settings import RuleSettings
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 100
+SESSION_INTERVAL = 3600.0
+"""Release health's minimum (and our) interval: Sentry answers whole hours."""
 UNIT_SECONDS = {"nanosecond": 1e-9, "microsecond": 1e-6, "millisecond": 1e-3, "second": 1.0}
 TRANSACTIONS = "is_transaction:true"
 
@@ -94,14 +111,26 @@ class EventsAnswer(_Loose):
 class _SessionGroup(_Loose):
     by: dict[str, Any] = {}
     totals: dict[str, float | None] = {}
+    series: dict[str, list[float | None]] = {}
 
 
 class SessionsAnswer(_Loose):
     groups: list[_SessionGroup]
+    start: datetime | None = None
+    end: datetime | None = None
 
 
 class _Project(_Loose):
     id: str | int
+    slug: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectRef:
+    """A Sentry project as both of its names: reads filter by id, markers by slug."""
+
+    id: str
+    slug: str
 
 
 _LINK = re.compile(r"<([^>]*)>((?:\s*;\s*[\w-]+\s*=\s*(?:\"[^\"]*\"|[^;,]*))*)")
@@ -152,6 +181,52 @@ def _to_seconds(value: float, unit: Any) -> float:
     return value * UNIT_SECONDS.get(str(unit), 1e-3)  # Sentry durations: milliseconds
 
 
+def sample_size(row: dict[str, Any]) -> tuple[int, float]:
+    """(spans stored, transactions they stand for) of a `spans` aggregate row.
+
+    `count()` is extrapolated from sampled traces; `count_sample()` is what was
+    stored. An answer without `count_sample()` (an older Sentry) is taken as
+    unsampled."""
+    estimate = _number(row, "count()") or 0.0
+    stored = _number(row, "count_sample()") if "count_sample()" in row else None
+    if stored is None:
+        return round(estimate), estimate
+    return round(stored), max(estimate, stored)
+
+
+def sampled_note(stored: int, estimate: float) -> str:
+    """What the evidence says of a sampled answer; "" when nothing was sampled."""
+    if stored <= 0 or estimate <= stored * 1.001:
+        return ""
+    return (
+        f" (sampled: {stored:,} stored transactions stand for ~{estimate:,.0f},"
+        f" {stored / estimate:.1%}; the tests count the {stored:,})"
+    )
+
+
+def rate_observation(row: dict[str, Any], shown: str) -> Observation:
+    """`error_rate` from a `spans` row: the sample behind `failure_rate()`, not the
+    extrapolated count (see the module docstring). Pure."""
+    stored, estimate = sample_size(row)
+    rate = _number(row, "failure_rate()")
+    shown += sampled_note(stored, estimate)
+    if stored == 0 or rate is None:
+        return Observation(value=None, count=0, total=stored, query=shown)
+    return Observation(value=rate, count=round(rate * stored), total=stored, query=shown)
+
+
+def session_span(period: Period, deployed_at: float) -> Period:
+    """The period to ask release health for. Sentry widens it to whole hours, so a
+    period that ends by the deploy asks for the whole hours before the deploy's hour
+    (at least one), where the current period (widened down to that hour) never
+    reaches; a current period is asked as it is."""
+    if period.end > deployed_at + 1e-6:
+        return period
+    end = math.floor(period.end / SESSION_INTERVAL) * SESSION_INTERVAL
+    start = math.floor(period.start / SESSION_INTERVAL) * SESSION_INTERVAL
+    return Period(min(start, end - SESSION_INTERVAL), end)
+
+
 class SentryProvider(HttpProvider):
     """Sentry over its REST API (sentry.io, a region host, or self-hosted)."""
 
@@ -171,7 +246,7 @@ class SentryProvider(HttpProvider):
         self.config = config
         self._api_root = config.base_url.rstrip("/") + "/api/0"
         self._org = quote(config.org, safe="")
-        self._project_ids: dict[str, str] = {}
+        self._projects: dict[str, ProjectRef] = {}
         self._project_lock = asyncio.Lock()
 
     def default_headers(self) -> dict[str, str]:
@@ -206,19 +281,19 @@ class SentryProvider(HttpProvider):
             fields = ("count()",)
             dataset, query = "errors", where
         elif metric == "error_rate":
-            fields = ("count()", "failure_rate()")
+            fields = ("count()", "count_sample()", "failure_rate()")
             dataset, query = "spans", f"{TRANSACTIONS} {where}".strip()
         elif metric == "p95_duration":
-            fields = ("count()", "p95(span.duration)")
+            fields = ("count()", "count_sample()", "p95(span.duration)")
             dataset, query = "spans", f"{TRANSACTIONS} {where}".strip()
         elif metric == "crash_free_rate":
             fields = ("crash_free_rate(session)", "sum(session)")
             shown = self._shown("sessions", None, fields, where, target)
+            asked = session_span(period, scope.deployed_at)
             return Plan(
                 key=key,
                 query=shown,
-                run=lambda deadline: self._crash_free(target, period, where, deadline),
-                seconds=period_seconds(period),
+                run=lambda deadline: self._crash_free(target, asked, period, where, deadline),
             )
         else:
             raise ProviderError(
@@ -236,28 +311,24 @@ class SentryProvider(HttpProvider):
                 )
             try:
                 row, units = await self._aggregate(target, period, dataset, fields, query, deadline)
-                total = _number(row, "count()")
-                n_total = int(total or 0)
                 if metric == "error_count":
-                    return Observation(value=float(n_total), count=n_total, query=shown)
+                    n_errors = int(_number(row, "count()") or 0)  # errors are not trace-sampled
+                    return Observation(value=float(n_errors), count=n_errors, query=shown)
                 if metric == "error_rate":
-                    rate = _number(row, "failure_rate()")
-                    if n_total == 0 or rate is None:
-                        return Observation(value=None, count=0, total=n_total, query=shown)
-                    return Observation(
-                        value=rate, count=round(rate * n_total), total=n_total, query=shown
-                    )
+                    return rate_observation(row, shown)
+                stored, estimate = sample_size(row)
+                noted = shown + sampled_note(stored, estimate)
                 p95 = _number(row, "p95(span.duration)")
                 values = await samples if samples is not None else ()
-                if p95 is None or n_total == 0:
-                    return Observation(value=None, count=n_total, total=n_total, query=shown)
+                if p95 is None or stored == 0:
+                    return Observation(value=None, count=stored, total=stored, query=noted)
                 return Observation(
                     value=_to_seconds(p95, units.get("p95(span.duration)")),
-                    count=n_total,
-                    total=n_total,
+                    count=stored,
+                    total=stored,
                     values=values,
                     quantile=0.95,
-                    query=shown,
+                    query=noted,
                 )
             finally:
                 if samples is not None and not samples.done():
@@ -299,7 +370,7 @@ class SentryProvider(HttpProvider):
         self, target: SentryScope, period: Period, query: str, deadline: float
     ) -> list[tuple[str, str]]:
         start, end = _span(period)
-        params = [("project", await self._project_id(target.project, deadline))]
+        params = [("project", (await self._project(target.project, deadline)).id)]
         if target.environment:
             params.append(("environment", target.environment))
         if query:
@@ -319,7 +390,9 @@ class SentryProvider(HttpProvider):
         params = [("dataset", dataset), *[("field", f) for f in fields]]
         params += await self._common_params(target, period, query, deadline)
         params.append(("per_page", "1"))
-        data, _ = await self._get_json(f"/organizations/{self._org}/events/", params, deadline)
+        data, _ = await self._get_json(
+            f"/organizations/{self._org}/events/", params, deadline, environment=target.environment
+        )
         answer = parse_model(EventsAnswer, data, self.title)
         if not answer.data:
             return {f: None for f in fields}, answer.meta.units
@@ -353,7 +426,10 @@ class SentryProvider(HttpProvider):
                 if cursor:
                     params.append(("cursor", cursor))
                 data, answer = await self._get_json(
-                    f"/organizations/{self._org}/events/", params, page_deadline
+                    f"/organizations/{self._org}/events/",
+                    params,
+                    page_deadline,
+                    environment=target.environment,
                 )
                 page = parse_model(EventsAnswer, data, self.title)
                 unit = page.meta.units.get("span.duration")
@@ -372,46 +448,73 @@ class SentryProvider(HttpProvider):
         return tuple(values[:limit])
 
     async def _crash_free(
-        self, target: SentryScope, period: Period, where: str, deadline: float
+        self, target: SentryScope, asked: Period, period: Period, where: str, deadline: float
     ) -> Observation:
+        """Crash-free rate over the whole hours Sentry answers for (`asked`, widened);
+        stamped with the length of the answer's [start, end), cut at `period`'s end."""
         shown = self._shown(
             "sessions", None, ("crash_free_rate(session)", "sum(session)"), where, target
         )
         params: Params = [
             ("field", "crash_free_rate(session)"),
             ("field", "sum(session)"),
-            *await self._common_params(target, period, where, deadline),
+            *await self._common_params(target, asked, where, deadline),
             ("interval", "1h"),
-            ("includeSeries", "0"),
         ]
-        data, _ = await self._get_json(f"/organizations/{self._org}/sessions/", params, deadline)
+        data, _ = await self._get_json(
+            f"/organizations/{self._org}/sessions/",
+            params,
+            deadline,
+            environment=target.environment,
+        )
         answer = parse_model(SessionsAnswer, data, self.title)
+        start = answer.start.timestamp() if answer.start else asked.start
+        end = min(answer.end.timestamp() if answer.end else asked.end, period.end)
+        seconds = max(0.0, end - start)
+        if abs(start - asked.start) > 1 or abs(end - min(asked.end, period.end)) > 1:
+            shown += f" (Sentry answered for {_iso(start)}..{_iso(end)})"
         if not answer.groups:
-            return Observation(value=None, count=0, total=0, query=shown)
+            return Observation(value=None, count=0, total=0, query=shown, seconds=seconds)
         totals = answer.groups[0].totals
         rate = _number(totals, "crash_free_rate(session)")
         sessions = int(_number(totals, "sum(session)") or 0)
         if rate is None or sessions == 0:
-            return Observation(value=None, count=0, total=sessions, query=shown)
-        return Observation(value=rate, count=round(rate * sessions), total=sessions, query=shown)
+            return Observation(value=None, count=0, total=sessions, query=shown, seconds=seconds)
+        return Observation(
+            value=rate,
+            count=round(rate * sessions),
+            total=sessions,
+            query=shown,
+            seconds=seconds,
+        )
 
-    async def _project_id(self, project: str, deadline: float) -> str:
-        """The numeric id Sentry's organization endpoints filter by (cached)."""
-        if project.isdigit():
-            return project
-        if project in self._project_ids:
-            return self._project_ids[project]
+    async def _project(self, project: str, deadline: float) -> ProjectRef:
+        """The project's id and slug, asked once (`project` may be either)."""
+        if project in self._projects:
+            return self._projects[project]
         async with self._project_lock:
-            if project not in self._project_ids:
+            if project not in self._projects:
                 path = f"/projects/{self._org}/{quote(project, safe='')}/"
                 data, _ = await self._get_json(path, None, deadline, what=f"project {project!r}")
-                self._project_ids[project] = str(parse_model(_Project, data, self.title).id)
-        return self._project_ids[project]
+                found = parse_model(_Project, data, self.title)
+                self._projects[project] = ProjectRef(str(found.id), found.slug)
+        return self._projects[project]
 
     async def _get_json(
-        self, path: str, params: Params | None, deadline: float, *, what: str | None = None
+        self,
+        path: str,
+        params: Params | None,
+        deadline: float,
+        *,
+        what: str | None = None,
+        environment: str | None = None,
     ) -> tuple[Any, Answer]:
         answer = await self.send("GET", self._api_root + path, deadline=deadline, params=params)
+        if answer.status == 404 and environment:
+            # the project was found just before: the environment is what Sentry lacks
+            raise ProviderError(
+                f"no data yet for environment {environment!r}: Sentry has seen no event there (404)"
+            )
         self._raise_for_status(answer, what)
         return answer.json(self.title), answer
 
@@ -422,7 +525,10 @@ class SentryProvider(HttpProvider):
         if status == 401:
             raise ProviderError("Sentry token rejected (401)")
         if status == 403:
-            raise ProviderError("Sentry token lacks access (403): reads need org:read")
+            raise ProviderError(
+                "Sentry token lacks access (403): reads need the project:read scope"
+                " (and org:read) on the project"
+            )
         detail = self.redact(_detail(answer))
         if status == 404:
             raise ProviderError(
@@ -458,9 +564,8 @@ class SentryProvider(HttpProvider):
         release = release if release is not None else scope.version
         start, end = _span(period)
         params: list[tuple[str, str]] = []
-        project_id = (
-            target.project if target.project.isdigit() else self._project_ids.get(target.project)
-        )
+        known = self._projects.get(target.project)
+        project_id = known.id if known else target.project if target.project.isdigit() else None
         if project_id:
             params.append(("project", project_id))
         if target.environment:
@@ -479,59 +584,94 @@ class SentryProvider(HttpProvider):
 
     # -- markers ------------------------------------------------------------------------
 
-    async def mark(self, scope: DeployScope, event: Literal["deploy", "rollback"]) -> None:
+    async def mark(self, scope: DeployScope, event: Literal["deploy", "rollback"]) -> str | None:
         """A Sentry deploy of the release now running: the new version at window
-        start, the previous one after a rollback. Never raises."""
+        start, the previous one after a rollback. Never raises: a failure is returned
+        as one message (the watcher alerts with it) naming what is missing."""
         if not self.config.markers:
-            return
+            return None
         target = scope.baseline.sentry
         if target is None:
-            log.warning(
-                "sentry: no deploy marker: environments.%s.baseline.sentry is not set",
-                scope.environment,
+            return self._marker_skipped(
+                event, f"environments.{scope.environment}.baseline.sentry is not set"
             )
-            return
         version = scope.version if event == "deploy" else scope.previous_version
         if not version:
-            log.warning("sentry: no rollback marker for %s: no previous version", scope.deploy_id)
-            return
+            return self._marker_skipped(event, "the deploy names no previous version")
         name = (
             f"postflight {scope.deploy_id}"
             if event == "deploy"
             else f"postflight rollback of {scope.version} ({scope.deploy_id})"
         )
-        body = {
-            "environment": (target.environment or scope.environment)[:64],
-            "name": name[:64],
-            "projects": [target.project],
-            "dateStarted": _iso(scope.deployed_at if event == "deploy" else time.time()),
-            "dateFinished": _iso(time.time()),
-        }
+        started = scope.deployed_at if event == "deploy" else time.time()
 
         async def work(deadline: float) -> None:
-            path = f"{self._api_root}/organizations/{self._org}/releases/"
-            deploys = f"{path}{quote(version, safe='')}/deploys/"
-            answer = await self.send("POST", deploys, deadline=deadline, json_body=body)
-            if answer.status == 404:
-                created = await self.send(
-                    "POST",
-                    path,
-                    deadline=deadline,
-                    json_body={"version": version, "projects": [target.project]},
-                )
-                self._raise_for_status(created, f"release {version!r}")
-                answer = await self.send("POST", deploys, deadline=deadline, json_body=body)
-            self._raise_for_status(answer, f"release {version!r}")
+            slug = (await self._project(target.project, deadline)).slug
+            releases = f"{self._api_root}/organizations/{self._org}/releases/"
+            # creates the release, or adds the project to it (201; 208: nothing new):
+            # a deploy of a project the release lacks is refused ("Invalid projects")
+            release = {"version": version, "projects": [slug]}
+            answer = await self.send("POST", releases, deadline=deadline, json_body=release)
+            self._raise_for_marker(answer, f"release {version!r} of project {slug!r}")
+            deploy = {
+                "environment": (target.environment or scope.environment)[:64],
+                "name": name[:64],
+                "projects": [slug],
+                "dateStarted": _iso(started),
+                "dateFinished": _iso(time.time()),
+            }
+            deploys = f"{releases}{quote(version, safe='')}/deploys/"
+            answer = await self.send("POST", deploys, deadline=deadline, json_body=deploy)
+            self._raise_for_marker(answer, f"deploy of release {version!r} to project {slug!r}")
 
-        await self._guarded_mark(event, work)
+        return await self._guarded_mark(event, work)
+
+    def _marker_skipped(self, event: str, why: str) -> str:
+        message = f"Sentry {event} marker not recorded: {why}"
+        log.warning("sentry: %s", message)
+        return message
+
+    def _raise_for_marker(self, answer: Answer, what: str) -> None:
+        """A marker write's answer; the permission a failure points at, by name."""
+        status = answer.status
+        if 200 <= status < 300:
+            return
+        scope = "the project:releases scope (or project:write, project:admin, org:ci)"
+        if status == 403:
+            raise ProviderError(f"Sentry refused the {what} (403): the token needs {scope}")
+        if status == 404:
+            # Sentry hides a release the token may not write behind a 404 as well
+            raise ProviderError(
+                f"Sentry answered 404 for the {what}: the token needs {scope} on the"
+                " project, or the organization is wrong"
+            )
+        if status == 400:
+            detail = self.redact(_detail(answer)) or "HTTP 400"
+            raise ProviderError(f"Sentry refused the {what}: {detail}")
+        self._raise_for_status(answer, what)
 
 
 def _detail(answer: Answer) -> str:
-    """Sentry's `{"detail": "..."}`, shortened; never the raw body of a stranger."""
+    """Sentry's error body, shortened; never the raw body of a stranger.
+
+    Three shapes (src/sentry/api/exceptions.py, DRF serializers): `{"detail": "…"}`,
+    `{"detail": {"code", "message", "extra"}}` (e.g. 400 "Invalid projects (web) for
+    release v1") and a field's errors, `{"projects": ["Invalid project ids or slugs"]}`.
+    """
     try:
         data = answer.json("Sentry")
     except ProviderError:
         return ""
-    if isinstance(data, dict) and isinstance(data.get("detail"), str):
-        return shorten(data["detail"])
-    return ""
+    if not isinstance(data, dict):
+        return ""
+    detail = data.get("detail")
+    if isinstance(detail, str):
+        return shorten(detail)
+    if isinstance(detail, dict) and isinstance(detail.get("message"), str):
+        return shorten(detail["message"])
+    fields = [
+        f"{key}: {'; '.join(str(v) for v in value)}"
+        for key, value in data.items()
+        if isinstance(value, list) and value
+    ]
+    return shorten(", ".join(fields))

@@ -5,9 +5,12 @@ I/O edge: turns Sentry's REST API into `Observation`s; no judging here.
 Endpoints and datasets, and why:
 
 - `GET /api/0/organizations/{org}/events/` (the public "query Discover events in
-  table format" endpoint) with public datasets only. The `transactions` and
-  `discover` datasets left the public spec in 2026-05 (the code still accepts them,
-  for now); transactions live on as spans with `is_transaction:true` in `spans`.
+  table format" endpoint) with public datasets only. In the published schema
+  (getsentry/sentry-api-schema) `dataset` appeared on 2026-01-14 (`logs`,
+  `profile_functions`, `spans`, `uptime_results`); `errors`, `discover` and
+  `transactions` were added on 2026-05-04 and `discover`/`transactions` dropped on
+  2026-05-08 (the code still accepts them, for now); transactions live on as spans
+  with `is_transaction:true` in `spans`.
   * `error_count`: dataset `errors`, `count()`: error events.
   * `error_rate`: dataset `spans`, `count()`, `count_sample()` and `failure_rate()`
     where `is_transaction:true`: the share of transactions that ended in an error

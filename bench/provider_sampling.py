@@ -2,11 +2,12 @@
 
 A provider family beside `bench/decisions.py` (which judges check samples): the evidence
 is what Sentry's `spans` dataset answers for an `error_rate` rule, read by the provider's
-own function (`agent.providers.sentry.rate_observation`), turned into each round's own
-evidence by `agent.providers.base.round_increment` (as the watcher does), and judged by
-the public `agent.analysis.judge.judge` after every round with the user's defaults
-(`sequential`, confidence 0.99, 30 s rounds over a 15 min window, a 1 h lookback on the
-previous release).
+own functions (`agent.providers.sentry.rate_observation`; for the baseline also its
+per-minute buckets, `rate_buckets` and `bucketed_baseline`, so their burstiness is
+measured), turned into each round's own evidence by `agent.providers.base.round_increment`
+(as the watcher does), and judged by the public `agent.analysis.judge.judge` after every
+round with the user's defaults (`sequential`, confidence 0.99, 30 s rounds over a 15 min
+window, a 1 h lookback on the previous release).
 
 Traffic per second is Poisson (10, 100 and 1000 transactions/s), each second's error
 probability Beta-distributed around 1% (concentration 100, bursty as in decisions.py)
@@ -18,7 +19,11 @@ among the stored). Variants, fed the same traffic window by window:
 * `unsampled`: every trace stored (sample rate 1);
 * `sampled`: `--rate` (default 10%), read as the provider reads it now (the sample);
 * `sampled_as_estimate`: the same answers read the old way (the estimate `count()` as
-  the number of transactions behind `failure_rate()`), for comparison.
+  the number of transactions behind `failure_rate()`, the baseline one figure), for
+  comparison.
+
+`--one-number` judges `unsampled` and `sampled` against a one-figure baseline (no
+buckets), as the provider did before it read the baseline's buckets.
 
 Families: `aa` (the new release as good as the old), `errors_x2`, `errors_x5`.
 
@@ -51,13 +56,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agent.analysis.judge import judge
 from agent.analysis.types import Observation, Policy, Rule
 from agent.providers.base import round_increment
-from agent.providers.sentry import rate_observation
+from agent.providers.sentry import (
+    TimeseriesAnswer,
+    bucketed_baseline,
+    rate_buckets,
+    rate_observation,
+)
 
 SEED = 20261130
 TRAFFIC = (10, 100, 1000)
 LOOKBACK_S = 3600
 WINDOW_S = 900
 ROUND_S = 30
+BUCKET_S = 60
+"""The provider's baseline bucket for a 1 h lookback (`bucket_seconds`)."""
 ERROR_BASE = 0.01
 KAPPA = 100.0
 DRIFT = 0.03
@@ -125,15 +137,37 @@ READERS: dict[str, Callable[[dict[str, Any], str], Observation]] = {
 }
 
 
-def run_variant(kept: Traffic, rate: float, read: Callable[..., Observation]) -> float | None:
+def timeseries(kept: Traffic, rate: float) -> TimeseriesAnswer:
+    """Sentry's `events-timeseries` answer for the lookback: `failure_rate()` per
+    minute with the spans stored in each (`sampleCount`)."""
+    values = []
+    for start in range(0, LOOKBACK_S, BUCKET_S):
+        row = sentry_row(kept, rate, start, start + BUCKET_S)
+        values.append(
+            {
+                "timestamp": start * 1000,
+                "value": row["failure_rate()"],
+                "sampleCount": row["count_sample()"],
+            }
+        )
+    return TimeseriesAnswer.model_validate(
+        {"timeSeries": [{"yAxis": "failure_rate()", "values": values}]}
+    )
+
+
+def run_variant(
+    kept: Traffic, rate: float, read: Callable[..., Observation], buckets: bool
+) -> float | None:
     """Seconds from the deploy to a rollback, None when the window passed."""
-    baseline = read(sentry_row(kept, rate, 0, LOOKBACK_S), QUERY)
+    whole = read(sentry_row(kept, rate, 0, LOOKBACK_S), QUERY)
     baseline = Observation(
-        value=baseline.value,
-        count=baseline.count,
-        total=baseline.total,
+        value=whole.value,
+        count=whole.count,
+        total=whole.total,
         seconds=float(LOOKBACK_S),
     )
+    if buckets:
+        baseline = bucketed_baseline(baseline, rate_buckets(timeseries(kept, rate), BUCKET_S))
     rounds: list[dict[str, Observation]] = []
     cumulative: Observation | None = None
     n_rounds = WINDOW_S // ROUND_S
@@ -155,16 +189,16 @@ def run_variant(kept: Traffic, rate: float, read: Callable[..., Observation]) ->
     return None
 
 
-def run_window(task: tuple[str, int, int, int, float]) -> dict[str, float | None]:
-    family, rps, cell, index, rate = task
+def run_window(task: tuple[str, int, int, int, float, bool]) -> dict[str, float | None]:
+    family, rps, cell, index, rate, buckets = task
     seed = np.random.SeedSequence([SEED, cell, index])
     traffic_seed, sample_seed = seed.spawn(2)
     traffic = simulate(np.random.default_rng(traffic_seed), rps, FAMILIES[family])
     kept = stored(np.random.default_rng(sample_seed), traffic, rate)
     return {
-        "unsampled": run_variant(traffic, 1.0, READERS["unsampled"]),
-        "sampled": run_variant(kept, rate, READERS["sampled"]),
-        "sampled_as_estimate": run_variant(kept, rate, READERS["sampled_as_estimate"]),
+        "unsampled": run_variant(traffic, 1.0, READERS["unsampled"], buckets),
+        "sampled": run_variant(kept, rate, READERS["sampled"], buckets),
+        "sampled_as_estimate": run_variant(kept, rate, READERS["sampled_as_estimate"], False),
     }
 
 
@@ -176,10 +210,11 @@ def clopper_pearson(k: int, n: int) -> tuple[float, float]:
 
 
 def summarise(
-    results: dict[tuple[str, int], list[dict[str, float | None]]], rate: float
+    results: dict[tuple[str, int], list[dict[str, float | None]]], rate: float, buckets: bool
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "sample_rate": rate,
+        "baseline": f"{BUCKET_S}s buckets" if buckets else "one figure",
         "confidence": CONFIDENCE,
         "budget": round(1 - CONFIDENCE, 6),
         "rule": "error_rate max_increase 10% (sequential)",
@@ -227,7 +262,8 @@ def summarise(
 def table(report: dict[str, Any]) -> str:
     lines = [
         f"Sentry error_rate, traces sampled at {report['sample_rate']:.0%} vs all;"
-        f" sequential, budget {report['budget']:.0%} false rollbacks",
+        f" sequential, budget {report['budget']:.0%} false rollbacks;"
+        f" baseline: {report['baseline']}",
         f"{'variant':<22}{'false rollbacks':>22}  {'95% CI':>16}"
         + "".join(f"{f + '@' + str(t):>17}" for f in ("errors_x2", "errors_x5") for t in TRAFFIC),
     ]
@@ -258,13 +294,14 @@ def main() -> int:
     parser.add_argument("--windows", type=int, default=300, help="A/A windows per traffic")
     parser.add_argument("--regression-windows", type=int, default=50)
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--one-number", action="store_true", help="baselines without their buckets")
     args = parser.parse_args()
     tasks = []
     cell = 0
     for family in FAMILIES:
         for rps in TRAFFIC:
             n = args.windows if family == "aa" else args.regression_windows
-            tasks += [(family, rps, cell, i, args.rate) for i in range(n)]
+            tasks += [(family, rps, cell, i, args.rate, not args.one_number) for i in range(n)]
             cell += 1
     started = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
@@ -272,7 +309,7 @@ def main() -> int:
     results: dict[tuple[str, int], list[dict[str, float | None]]] = {}
     for (family, rps, *_), outcome in zip(tasks, outcomes, strict=True):
         results.setdefault((family, rps), []).append(outcome)
-    report = summarise(results, args.rate)
+    report = summarise(results, args.rate, not args.one_number)
     report["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(report, indent=1) if args.json else table(report))
     return 0

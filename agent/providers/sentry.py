@@ -69,6 +69,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
+from agent.analysis.observe import merge
 from agent.analysis.types import Observation
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period
@@ -91,6 +92,10 @@ from agent.settings import RuleSettings
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 100
+BUCKETS = 120
+"""At most this many baseline buckets (events-timeseries), so burstiness is measured."""
+BUCKET_SECONDS = (60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400)
+"""Sentry's timeseries intervals; the baseline takes the shortest giving ≤ BUCKETS."""
 SESSION_INTERVAL = 3600.0
 """Release health's minimum (and our) interval: Sentry answers whole hours."""
 UNIT_SECONDS = {"nanosecond": 1e-9, "microsecond": 1e-6, "millisecond": 1e-3, "second": 1.0}
@@ -121,6 +126,21 @@ class SessionsAnswer(_Loose):
     groups: list[_SessionGroup]
     start: datetime | None = None
     end: datetime | None = None
+
+
+class _TimeseriesValue(_Loose):
+    timestamp: float
+    value: float | None = None
+    sampleCount: float | None = None
+
+
+class _TimeSeries(_Loose):
+    yAxis: str
+    values: list[_TimeseriesValue]
+
+
+class TimeseriesAnswer(_Loose):
+    timeSeries: list[_TimeSeries]
 
 
 class _Project(_Loose):
@@ -218,6 +238,49 @@ def rate_observation(row: dict[str, Any], shown: str) -> Observation:
     return Observation(value=rate, count=round(rate * stored), total=stored, query=shown)
 
 
+def bucket_seconds(period: Period) -> int:
+    """The baseline's bucket: Sentry's shortest interval giving at most BUCKETS."""
+    length = period.end - period.start
+    return next((b for b in BUCKET_SECONDS if length / b <= BUCKETS), BUCKET_SECONDS[-1])
+
+
+def rate_buckets(answer: TimeseriesAnswer, seconds: float) -> list[Observation] | None:
+    """`failure_rate()` per bucket with the spans stored in it (`sampleCount`), as
+    observations; None when Sentry gave no sample counts (nothing to weigh)."""
+    series = next((t for t in answer.timeSeries if t.yAxis == "failure_rate()"), None)
+    if series is None or any(v.sampleCount is None for v in series.values):
+        return None
+    buckets = []
+    for point in series.values:
+        n = round(point.sampleCount or 0)
+        rate = point.value if n and point.value is not None else None
+        count = round(rate * n) if rate is not None else 0
+        buckets.append(Observation(value=rate, count=count, total=n, seconds=seconds))
+    return buckets
+
+
+def bucketed_baseline(whole: Observation, buckets: list[Observation] | None) -> Observation:
+    """The baseline as its buckets pooled (`merge`: the same rate and counts, plus the
+    number of periods and how bursty failures are across them, which the sequential
+    test discounts by); the single figure when there are fewer than two buckets with
+    data or they do not add up to it. Pure."""
+    usable = [b for b in buckets or () if b.has_data]
+    if len(usable) < 2 or not whole.has_data or whole.total is None:
+        return whole
+    pooled = merge(usable)
+    if abs((pooled.total or 0) - whole.total) > 0.01 * whole.total:
+        return whole  # not the same spans (over 1% apart): keep the table's figure
+    return Observation(
+        value=whole.value,
+        count=whole.count,
+        total=whole.total,
+        query=whole.query,
+        seconds=whole.seconds,
+        periods=pooled.periods,
+        dispersion=pooled.dispersion,
+    )
+
+
 def session_span(period: Period, deployed_at: float) -> Period:
     """The period to ask release health for. Sentry widens it to whole hours, so a
     period that ends by the deploy asks for the whole hours before the deploy's hour
@@ -305,20 +368,26 @@ class SentryProvider(HttpProvider):
             )
         shown = self._shown("events", dataset, fields, query, target)
 
+        baseline = period.end <= scope.deployed_at + 1e-6
+
         async def run(deadline: float) -> Observation:
             samples: asyncio.Task[tuple[float, ...]] | None = None
+            buckets: asyncio.Task[list[Observation] | None] | None = None
             if metric == "p95_duration" and self.config.sample_limit > 0:
                 # pages start alongside the aggregate: one round trip less per round
                 samples = asyncio.create_task(
                     self._duration_samples(target, period, query, deadline)
                 )
+            if metric == "error_rate" and baseline:
+                buckets = asyncio.create_task(self._rate_buckets(target, period, query, deadline))
             try:
                 row, units = await self._aggregate(target, period, dataset, fields, query, deadline)
                 if metric == "error_count":
                     n_errors = int(_number(row, "count()") or 0)  # errors are not trace-sampled
                     return Observation(value=float(n_errors), count=n_errors, query=shown)
                 if metric == "error_rate":
-                    return rate_observation(row, shown)
+                    observed = rate_observation(row, shown)
+                    return bucketed_baseline(observed, await buckets) if buckets else observed
                 stored, estimate = sample_size(row)
                 noted = shown + sampled_note(stored, estimate)
                 p95 = _number(row, "p95(span.duration)")
@@ -334,10 +403,11 @@ class SentryProvider(HttpProvider):
                     query=noted,
                 )
             finally:
-                if samples is not None and not samples.done():
-                    samples.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await samples
+                for task in (samples, buckets):
+                    if task is not None and not task.done():
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
 
         return Plan(key=key, query=shown, run=run, seconds=period_seconds(period))
 
@@ -400,6 +470,30 @@ class SentryProvider(HttpProvider):
         if not answer.data:
             return {f: None for f in fields}, answer.meta.units
         return answer.data[0], answer.meta.units
+
+    async def _rate_buckets(
+        self, target: SentryScope, period: Period, query: str, deadline: float
+    ) -> list[Observation] | None:
+        """The baseline's failure rate per bucket (`events-timeseries`); None on any
+        trouble: the buckets only refine the baseline, the table answer is the figure."""
+        seconds = bucket_seconds(period)
+        params = [
+            ("dataset", "spans"),
+            ("yAxis", "failure_rate()"),
+            ("interval", str(seconds * 1000)),  # milliseconds (organization_events_timeseries.py)
+            *await self._common_params(target, period, query, deadline),
+        ]
+        try:
+            data, _ = await self._get_json(
+                f"/organizations/{self._org}/events-timeseries/",
+                params,
+                deadline - self.timeout * 0.1,
+                environment=target.environment,
+            )
+            return rate_buckets(parse_model(TimeseriesAnswer, data, self.title), seconds)
+        except ProviderError as exc:
+            log.info("sentry: baseline buckets unavailable: %s", self.mask_secrets(str(exc)))
+            return None
 
     async def _duration_samples(
         self, target: SentryScope, period: Period, query: str, deadline: float

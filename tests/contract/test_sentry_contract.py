@@ -25,6 +25,7 @@ from tests.providers.support import AFTER, BEFORE, SENTRY_TOKEN, rule, scope, se
 OPERATIONS = {
     ("GET", "/api/0/projects/{organization_id_or_slug}/{project_id_or_slug}/"),
     ("GET", "/api/0/organizations/{organization_id_or_slug}/events/"),
+    ("GET", "/api/0/organizations/{organization_id_or_slug}/events-timeseries/"),
     ("GET", "/api/0/organizations/{organization_id_or_slug}/sessions/"),
     ("POST", "/api/0/organizations/{organization_id_or_slug}/releases/"),
     ("POST", "/api/0/organizations/{organization_id_or_slug}/releases/{version}/deploys/"),

@@ -15,6 +15,10 @@ sentry-newrelic-api.md for what is not in the schema):
   `spans` aggregates are extrapolated from sampled traces (src/sentry/search/eap/
   spans; docs "Extrapolation"): `count()` is the estimate `stored / sample_rate`,
   `count_sample()` the spans stored, `failure_rate()` the share among them;
+- `GET …/events-timeseries/` (`spans`, one `yAxis`): buckets of `interval`
+  milliseconds aligned to it (src/sentry/api/endpoints/
+  organization_events_timeseries.py), each value with its `sampleCount` (spans
+  stored in the bucket) and `sampleRate`; timestamps and `meta.start`/`end` in ms;
 - `GET …/sessions/`: 1 h intervals; the period is widened to whole hours and the
   answer says so in `start`/`end`/`intervals`, with `series` per hour
   (src/sentry/snuba/sessions_v2.py `get_constrained_date_range`); unknown
@@ -88,6 +92,8 @@ class SentryStats:
     """Trace sample rate: Sentry stores round(transactions × rate) of them."""
     failed_stored: int | None = None
     """Failed transactions among the stored ones (default: the rate's share)."""
+    buckets: tuple[tuple[int, int], ...] | None = None
+    """(stored, failed) per timeseries bucket (default: spread evenly)."""
 
     @property
     def stored(self) -> int:
@@ -181,6 +187,9 @@ class FakeSentry(FakeServer):
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/api/0/projects/{org}/{project}/", self._project)
         app.router.add_get("/api/0/organizations/{org}/events/", self._events)
+        app.router.add_get(
+            "/api/0/organizations/{org}/events-timeseries/", self._events_timeseries
+        )
         app.router.add_get("/api/0/organizations/{org}/sessions/", self._sessions)
         app.router.add_post("/api/0/organizations/{org}/releases/", self._create_release)
         app.router.add_post(
@@ -305,6 +314,58 @@ class FakeSentry(FakeServer):
             {
                 "data": [row],
                 "meta": {"fields": meta, "units": units, "isMetricsData": False, "tips": {}},
+            }
+        )
+
+    async def _events_timeseries(self, request: web.Request) -> web.Response:
+        if (problem := self._check(request, "org:read")) is not None:
+            return problem
+        q = request.query
+        if q.get("dataset") not in PUBLIC_DATASETS:
+            return self._json(
+                {"detail": f"dataset must be one of: {', '.join(PUBLIC_DATASETS)}"}, 400
+            )
+        if (unseen := self._unseen_environment(request)) is not None:
+            return unseen
+        start, end = _ts(q.get("start")), _ts(q.get("end"))
+        if start is None or end is None:
+            return self._json({"detail": "start and end are required by this fake"}, 400)
+        y_axis = q.get("yAxis", "count()")
+        if y_axis not in ("count()", "count_sample()", "failure_rate()"):
+            return self._json({"detail": f"this fake does not serve yAxis {y_axis}"}, 400)
+        interval = int(q.get("interval", "3600000")) / 1000
+        first = math.floor(start / interval) * interval
+        n = max(1, math.ceil((end - first) / interval))
+        stats = self.stats_for(self.release_of(q.get("query", "")), start)
+        buckets = stats.buckets or _spread(stats.stored, stats.stored_failures(), n)
+        values = []
+        for i, (kept, failed) in enumerate(buckets[:n]):
+            value = {
+                "count()": round(kept / stats.sample_rate),
+                "count_sample()": kept,
+                "failure_rate()": failed / kept if kept else 0,
+            }[y_axis]
+            values.append(
+                {
+                    "timestamp": (first + i * interval) * 1000,
+                    "value": value,
+                    "incomplete": False,
+                    "sampleCount": kept,
+                    "sampleRate": stats.sample_rate,
+                    "confidence": "high",
+                }
+            )
+        kind = "percentage" if y_axis == "failure_rate()" else "integer"
+        return self._json(
+            {
+                "timeSeries": [
+                    {
+                        "values": values,
+                        "yAxis": y_axis,
+                        "meta": {"valueUnit": None, "valueType": kind, "interval": interval * 1000},
+                    }
+                ],
+                "meta": {"dataset": q["dataset"], "start": start * 1000, "end": end * 1000},
             }
         )
 
@@ -455,6 +516,13 @@ class FakeSentry(FakeServer):
         self.set_stats(stats, release=spec.get("release"), since=spec.get("since"))
         return web.json_response({"ok": True, "stats": asdict(stats)})
 
+
+
+def _spread(stored: int, failed: int, n: int) -> list[tuple[int, int]]:
+    """`stored` spans and `failed` of them over n buckets, as evenly as integers go."""
+    kept = [stored // n + (i < stored % n) for i in range(n)]
+    bad = [failed // n + (i < failed % n) for i in range(n)]
+    return [(k, min(f, k)) for k, f in zip(kept, bad, strict=True)]
 
 if __name__ == "__main__":
     serve_main(lambda args: FakeSentry(token=args.token), sys.argv[1:])

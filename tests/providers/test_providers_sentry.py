@@ -10,7 +10,12 @@ import pytest
 from agent.metrics import Metrics
 from agent.providers.base import Period
 from agent.providers.config import BaselineSettings, SentrySettings
-from agent.providers.sentry import SentryProvider, parse_link_header, release_filter
+from agent.providers.sentry import (
+    SentryProvider,
+    bucket_seconds,
+    parse_link_header,
+    release_filter,
+)
 from tests.fakes.sentry import FakeSentry, SentryStats
 from tests.providers.support import (
     AFTER,
@@ -557,3 +562,58 @@ async def test_a_token_without_project_read_is_told_so(metrics: Metrics) -> None
         finally:
             await provider.aclose()
     assert obs.error is not None and "403" in obs.error and "project:read" in obs.error
+
+
+# ------------------------------------------------------------- bucketed baselines
+
+
+async def test_an_error_rate_baseline_carries_its_buckets_burstiness(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    """The baseline's failures per minute (events-timeseries, `sampleCount` per bucket)
+    say how bursty they are; the judge discounts by that (Observation.dispersion)."""
+    bursty = tuple((100, 10 if i % 6 == 0 else 0) for i in range(60))
+    sentry_fake.set_stats(
+        SentryStats(transactions=6000, failed_stored=100, buckets=bursty), release="v2.4.0"
+    )
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="error_rate", max=0.05), scope(), BEFORE, "v2.4.0"
+    )
+    assert (obs.count, obs.total) == (100, 6000)
+    assert obs.value == pytest.approx(100 / 6000)
+    assert obs.periods == 60
+    assert obs.dispersion is not None and obs.dispersion > 0.05
+    (asked,) = sentry_fake.seen("/events-timeseries/")
+    assert asked.params("yAxis") == ["failure_rate()"]
+    assert asked.param("interval") == "60000"
+    assert asked.param("query") == 'is_transaction:true release:"v2.4.0"'
+
+
+async def test_the_current_period_asks_for_no_buckets(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="error_rate", max=0.05), scope(), AFTER, "v2.4.1"
+    )
+    assert obs.error is None and obs.periods == 1
+    assert sentry_fake.seen("/events-timeseries/") == []
+
+
+async def test_without_buckets_the_baseline_is_the_single_figure(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    sentry_fake.set_stats(SentryStats(transactions=2000, failure_rate=0.01), release="v2.4.0")
+    sentry_fake.fail("500", match="/events-timeseries/")
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="error_rate", max=0.05), scope(), BEFORE, "v2.4.0"
+    )
+    assert obs.error is None
+    assert (obs.value, obs.count, obs.total, obs.periods) == (0.01, 20, 2000, 1)
+    assert obs.dispersion is None
+
+
+def test_baseline_buckets_are_sentrys_shortest_interval_within_120() -> None:
+    assert bucket_seconds(Period(0, 3600)) == 60
+    assert bucket_seconds(Period(0, 6 * 3600)) == 300
+    assert bucket_seconds(Period(0, 86400)) == 900
+    assert bucket_seconds(Period(0, 90 * 86400)) == 86400

@@ -34,8 +34,12 @@ them ten times overconfident: `total` is `count_sample()` and `count` the failur
 among them (`failure_rate()` is a weighted share, the same for a uniform rate). When
 the two differ the observation's query says so ("sampled: …"), which the evidence
 shows.
-- Not `events-stats` (undocumented) nor `events-timeseries` (a series; a table
-  answer with one aggregate row is all a rule needs).
+- `GET …/events-timeseries/` (public) for an `error_rate` baseline only:
+  `failure_rate()` per bucket (a minute for a 1 h lookback, at most 120 buckets) with
+  the spans stored in each (`sampleCount`), pooled by `agent.analysis.observe.merge`
+  into the same figure plus how bursty failures are across buckets
+  (`Observation.periods`, `dispersion`), which the sequential test discounts by. Any
+  trouble there leaves the single table figure. Not `events-stats` (undocumented).
 
 Scope: project (resolved once, id or slug, via `GET /api/0/projects/{org}/{project}/`:
 reads filter by its id, markers name its slug), environment (one Sentry has never

@@ -187,9 +187,7 @@ class FakeSentry(FakeServer):
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/api/0/projects/{org}/{project}/", self._project)
         app.router.add_get("/api/0/organizations/{org}/events/", self._events)
-        app.router.add_get(
-            "/api/0/organizations/{org}/events-timeseries/", self._events_timeseries
-        )
+        app.router.add_get("/api/0/organizations/{org}/events-timeseries/", self._events_timeseries)
         app.router.add_get("/api/0/organizations/{org}/sessions/", self._sessions)
         app.router.add_post("/api/0/organizations/{org}/releases/", self._create_release)
         app.router.add_post(
@@ -517,12 +515,12 @@ class FakeSentry(FakeServer):
         return web.json_response({"ok": True, "stats": asdict(stats)})
 
 
-
 def _spread(stored: int, failed: int, n: int) -> list[tuple[int, int]]:
     """`stored` spans and `failed` of them over n buckets, as evenly as integers go."""
     kept = [stored // n + (i < stored % n) for i in range(n)]
     bad = [failed // n + (i < failed % n) for i in range(n)]
     return [(k, min(f, k)) for k, f in zip(kept, bad, strict=True)]
+
 
 if __name__ == "__main__":
     serve_main(lambda args: FakeSentry(token=args.token), sys.argv[1:])

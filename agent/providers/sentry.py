@@ -67,14 +67,14 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
 from agent.analysis.observe import merge
-from agent.analysis.types import Observation
+from agent.analysis.types import Observation, Rule
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period
 from agent.providers.client import (
@@ -90,8 +90,8 @@ from agent.providers.client import (
     retry_after_seconds,
     shorten,
 )
-from agent.providers.config import SentryScope, SentrySettings
-from agent.settings import RuleSettings
+from agent.providers.provider_settings import SentryScope, SentrySettings
+from common.times import rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -184,13 +184,9 @@ def release_filter(release: str | None) -> str:
     return f'release:"{escaped}"'
 
 
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _span(period: Period) -> tuple[str, str]:
     """Whole seconds covering [start, end): Sentry's time filters are per second."""
-    return _iso(math.floor(period.start)), _iso(math.ceil(period.end))
+    return rfc3339(math.floor(period.start)), rfc3339(math.ceil(period.end))
 
 
 def _number(row: dict[str, Any], key: str) -> float | None:
@@ -307,12 +303,7 @@ class SentryProvider(HttpProvider):
     def __init__(
         self, config: SentrySettings, *, metrics: Metrics, redact: Redact | None = None
     ) -> None:
-        super().__init__(
-            config,
-            metrics=metrics,
-            redact=redact,
-            secrets=[config.token.get_secret_value()],
-        )
+        super().__init__(config, metrics=metrics, redact=redact)
         self.config = config
         self._api_root = config.base_url.rstrip("/") + "/api/0"
         self._org = quote(config.org, safe="")
@@ -339,9 +330,7 @@ class SentryProvider(HttpProvider):
 
     # -- fetching ---------------------------------------------------------------------
 
-    def plan(
-        self, rule: RuleSettings, scope: DeployScope, period: Period, release: str | None
-    ) -> Plan:
+    def plan(self, rule: Rule, scope: DeployScope, period: Period, release: str | None) -> Plan:
         target = self._scope(scope)
         metric = rule.metric
         key = (metric, target.project, target.environment, release, period.start, period.end)
@@ -573,7 +562,8 @@ class SentryProvider(HttpProvider):
         end = min(answer.end.timestamp() if answer.end else asked.end, period.end)
         seconds = max(0.0, end - start)
         if abs(start - asked.start) > 1 or abs(end - min(asked.end, period.end)) > 1:
-            shown += f" (Sentry answered for {_iso(start)}..{_iso(end)})"
+            answered = f"{rfc3339(start, millis=False)}..{rfc3339(end, millis=False)}"
+            shown += f" (Sentry answered for {answered})"
         if not answer.groups:
             return Observation(value=None, count=0, total=0, query=shown, seconds=seconds)
         totals = answer.groups[0].totals
@@ -651,7 +641,7 @@ class SentryProvider(HttpProvider):
 
     def link(
         self,
-        rule: RuleSettings,
+        rule: Rule,
         scope: DeployScope,
         period: Period,
         *,
@@ -718,8 +708,8 @@ class SentryProvider(HttpProvider):
                 "environment": (target.environment or scope.environment)[:64],
                 "name": name[:64],
                 "projects": [slug],
-                "dateStarted": _iso(started),
-                "dateFinished": _iso(time.time()),
+                "dateStarted": rfc3339(started, millis=False),
+                "dateFinished": rfc3339(time.time(), millis=False),
             }
             deploys = f"{releases}{quote(version, safe='')}/deploys/"
             answer = await self.send("POST", deploys, deadline=deadline, json_body=deploy)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from agent.metrics import Metrics
-from agent.providers.config import BaselineSettings
+from agent.providers.provider_settings import BaselineSettings
 from agent.providers.sentry import SentryProvider
 from tests.contract.openapi import document, request_errors, response_errors
 from tests.fakes._server import Seen

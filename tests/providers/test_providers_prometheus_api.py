@@ -10,8 +10,8 @@ import pytest
 
 from agent.metrics import Metrics
 from agent.providers.base import Period
-from agent.providers.config import PrometheusSettings
 from agent.providers.prometheus import PrometheusProvider, range_for
+from agent.providers.provider_settings import PrometheusSettings
 from tests.fakes.prometheus import FakePrometheus
 from tests.providers.support import AFTER, FAST, T0, requests_counted, rule, scope
 

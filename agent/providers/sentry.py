@@ -66,7 +66,7 @@ import logging
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote, urlencode, urlsplit
@@ -270,15 +270,7 @@ def bucketed_baseline(whole: Observation, buckets: list[Observation] | None) -> 
     pooled = merge(usable)
     if abs((pooled.total or 0) - whole.total) > 0.01 * whole.total:
         return whole  # not the same spans (over 1% apart): keep the table's figure
-    return Observation(
-        value=whole.value,
-        count=whole.count,
-        total=whole.total,
-        query=whole.query,
-        seconds=whole.seconds,
-        periods=pooled.periods,
-        dispersion=pooled.dispersion,
-    )
+    return replace(whole, periods=pooled.periods, dispersion=pooled.dispersion)
 
 
 def session_span(period: Period, deployed_at: float) -> Period:

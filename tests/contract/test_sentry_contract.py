@@ -15,12 +15,19 @@ from pathlib import Path
 import pytest
 
 from agent.metrics import Metrics
-from agent.providers.provider_settings import BaselineSettings
 from agent.providers.sentry import SentryProvider
 from tests.contract.openapi import document, request_errors, response_errors
 from tests.fakes._server import Seen
 from tests.fakes.sentry import FakeSentry, SentryStats
-from tests.providers.support import AFTER, BEFORE, SENTRY_TOKEN, rule, scope, sentry_settings
+from tests.providers.support import (
+    AFTER,
+    BEFORE,
+    SENTRY_TOKEN,
+    rule,
+    scope,
+    sentry_scope,
+    sentry_settings,
+)
 
 OPERATIONS = {
     ("GET", "/api/0/projects/{organization_id_or_slug}/{project_id_or_slug}/"),
@@ -41,11 +48,7 @@ async def exercised(metrics: Metrics) -> AsyncIterator[list[Seen]]:
         provider = SentryProvider(
             sentry_settings(fake, markers=True, sample_limit=150), metrics=metrics
         )
-        by_id = scope(
-            baseline=BaselineSettings.model_validate(
-                {"sentry": {"project": "42", "environment": "production"}}
-            )
-        )
+        by_id = sentry_scope("42", "production")
         try:
             for metric in ("error_count", "error_rate", "p95_duration", "crash_free_rate"):
                 r = rule(source="sentry", metric=metric, min=0.0)

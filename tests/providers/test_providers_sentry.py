@@ -25,6 +25,7 @@ from tests.providers.support import (
     requests_counted,
     rule,
     scope,
+    sentry_scope,
     sentry_settings,
 )
 
@@ -260,11 +261,7 @@ async def test_a_garbled_answer_is_an_error_observation(
 async def test_an_unknown_project_is_named_in_the_error(
     sentry: SentryProvider,
 ) -> None:
-    s = scope(
-        baseline=BaselineSettings.model_validate(
-            {"sentry": {"project": "nope", "environment": "production"}}
-        )
-    )
+    s = sentry_scope("nope", "production")
     obs = await sentry.fetch(rule(source="sentry", metric="error_rate", max=0.1), s, AFTER, "v1")
     assert obs.error == "Sentry has no project 'nope' (404)"
 
@@ -342,11 +339,7 @@ async def test_a_numeric_project_is_resolved_to_its_slug_once_for_markers_and_re
     sentry_fake: FakeSentry, metrics: Metrics
 ) -> None:
     """Release creation takes slugs ("Invalid project ids or slugs" for `"42"`)."""
-    s = scope(
-        baseline=BaselineSettings.model_validate(
-            {"sentry": {"project": "42", "environment": "production"}}
-        )
-    )
+    s = sentry_scope("42", "production")
     provider = SentryProvider(sentry_settings(sentry_fake, markers=True), metrics=metrics)
     try:
         obs = await provider.fetch(
@@ -540,11 +533,7 @@ async def test_a_short_lookback_still_asks_for_a_whole_hour_before_the_deploys_h
 async def test_an_environment_sentry_has_not_seen_is_no_data_yet(
     sentry: SentryProvider, metric: str
 ) -> None:
-    s = scope(
-        baseline=BaselineSettings.model_validate(
-            {"sentry": {"project": "web", "environment": "canary"}}
-        )
-    )
+    s = sentry_scope("web", "canary")
     obs = await sentry.fetch(rule(source="sentry", metric=metric, min=0.0), s, AFTER, "v1")
     assert obs.value is None
     assert obs.error == (

@@ -273,6 +273,23 @@ def bucketed_baseline(whole: Observation, buckets: list[Observation] | None) -> 
     return replace(whole, periods=pooled.periods, dispersion=pooled.dispersion)
 
 
+def session_buckets(group: _SessionGroup) -> list[Observation]:
+    """Each hour of a sessions answer's `series` as an observation (the hours of a long
+    baseline measure how bursty crashes are, as the spans' buckets do)."""
+    rates = group.series.get("crash_free_rate(session)") or []
+    counts = group.series.get("sum(session)") or []
+    buckets = []
+    for rate, n in zip(rates, counts, strict=False):
+        total = round(n or 0)
+        if rate is None or not total:
+            buckets.append(Observation(value=None, count=0, total=total))
+            continue
+        buckets.append(
+            Observation(value=rate, count=round(rate * total), total=total, seconds=3600.0)
+        )
+    return buckets
+
+
 def session_span(period: Period, deployed_at: float) -> Period:
     """The period to ask release health for. Sentry widens it to whole hours, so a
     period that ends by the deploy asks for the whole hours before the deploy's hour
@@ -327,6 +344,7 @@ class SentryProvider(HttpProvider):
         metric = rule.metric
         key = (metric, target.project, target.environment, release, period.start, period.end)
         where = release_filter(release)
+        baseline = period.end <= scope.deployed_at + 1e-6  # the lookback, before the deploy
         fields: tuple[str, ...]
         if metric == "error_count":
             fields = ("count()",)
@@ -344,7 +362,9 @@ class SentryProvider(HttpProvider):
             return Plan(
                 key=key,
                 query=shown,
-                run=lambda deadline: self._crash_free(target, asked, period, where, deadline),
+                run=lambda deadline: self._crash_free(
+                    target, asked, period, where, deadline, baseline=baseline
+                ),
             )
         else:
             raise ProviderError(
@@ -352,8 +372,6 @@ class SentryProvider(HttpProvider):
                 " (error_count, error_rate, crash_free_rate, p95_duration)"
             )
         shown = self._shown("events", dataset, fields, query, target)
-
-        baseline = period.end <= scope.deployed_at + 1e-6
 
         async def run(deadline: float) -> Observation:
             samples: asyncio.Task[tuple[float, ...]] | None = None
@@ -530,10 +548,18 @@ class SentryProvider(HttpProvider):
         return tuple(values[:limit])
 
     async def _crash_free(
-        self, target: SentryScope, asked: Period, period: Period, where: str, deadline: float
+        self,
+        target: SentryScope,
+        asked: Period,
+        period: Period,
+        where: str,
+        deadline: float,
+        *,
+        baseline: bool,
     ) -> Observation:
         """Crash-free rate over the whole hours Sentry answers for (`asked`, widened);
-        stamped with the length of the answer's [start, end), cut at `period`'s end."""
+        stamped with the length of the answer's [start, end), cut at `period`'s end. A
+        baseline also carries its hours (`bucketed_baseline`)."""
         shown = self._shown(
             "sessions", None, ("crash_free_rate(session)", "sum(session)"), where, target
         )
@@ -563,13 +589,14 @@ class SentryProvider(HttpProvider):
         sessions = int(_number(totals, "sum(session)") or 0)
         if rate is None or sessions == 0:
             return Observation(value=None, count=0, total=sessions, query=shown, seconds=seconds)
-        return Observation(
+        whole = Observation(
             value=rate,
             count=round(rate * sessions),
             total=sessions,
             query=shown,
             seconds=seconds,
         )
+        return bucketed_baseline(whole, session_buckets(answer.groups[0])) if baseline else whole
 
     async def _project(self, project: str, deadline: float) -> ProjectRef:
         """The project's id and slug, asked once (`project` may be either)."""

@@ -606,3 +606,19 @@ def test_baseline_buckets_are_sentrys_shortest_interval_within_120() -> None:
     assert bucket_seconds(Period(0, 6 * 3600)) == 300
     assert bucket_seconds(Period(0, 86400)) == 900
     assert bucket_seconds(Period(0, 90 * 86400)) == 86400
+
+
+async def test_a_crash_free_baseline_of_several_hours_carries_its_hours(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    """Release health answers a `series` per hour: a 6 h baseline is 6 periods."""
+    sentry_fake.set_stats(SentryStats(sessions=6000, crash_free_rate=0.99), release="v2.4.0")
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="crash_free_rate", min=0.9),
+        scope(),
+        Period(T0 - 6 * 3600, T0),
+        "v2.4.0",
+    )
+    assert (obs.value, obs.count, obs.total) == (0.99, 5940, 6000)
+    assert obs.periods == 6
+    assert obs.seconds == 6 * 3600

@@ -483,7 +483,9 @@ class SentryProvider(HttpProvider):
         params = [
             ("dataset", "spans"),
             ("yAxis", "failure_rate()"),
-            ("interval", str(seconds * 1000)),  # milliseconds (organization_events_timeseries.py)
+            # seconds: Sentry reads it with parse_stats_period (src/sentry/utils/dates.py);
+            # the answer's timestamps are milliseconds
+            ("interval", str(seconds)),
             *await self._common_params(target, period, query, deadline),
         ]
         try:

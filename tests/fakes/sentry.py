@@ -15,10 +15,11 @@ sentry-newrelic-api.md for what is not in the schema):
   `spans` aggregates are extrapolated from sampled traces (src/sentry/search/eap/
   spans; docs "Extrapolation"): `count()` is the estimate `stored / sample_rate`,
   `count_sample()` the spans stored, `failure_rate()` the share among them;
-- `GET …/events-timeseries/` (`spans`, one `yAxis`): buckets of `interval`
-  milliseconds aligned to it (src/sentry/api/endpoints/
-  organization_events_timeseries.py), each value with its `sampleCount` (spans
-  stored in the bucket) and `sampleRate`; timestamps and `meta.start`/`end` in ms;
+- `GET …/events-timeseries/` (`spans`, one `yAxis`): buckets of `interval`, read as
+  `parse_stats_period` does (`60`, `1m`: src/sentry/utils/dates.py), aligned to it
+  (src/sentry/api/endpoints/organization_events_timeseries.py), each value with its
+  `sampleCount` (spans stored in the bucket) and `sampleRate`; timestamps,
+  `meta.start`/`end` and `meta.interval` in milliseconds;
 - `GET …/sessions/`: 1 h intervals; the period is widened to whole hours and the
   answer says so in `start`/`end`/`intervals`, with `series` per hour
   (src/sentry/snuba/sessions_v2.py `get_constrained_date_range`); unknown
@@ -67,7 +68,8 @@ PUBLIC_DATASETS = ("errors", "logs", "profile_functions", "spans", "tracemetrics
 AGGREGATES = ("count()", "count_sample()", "failure_rate()", "p95(span.duration)")
 ALL_SCOPES = frozenset({"org:read", "project:read", "project:releases"})
 HOUR = 3600
-MAX_SESSION_POINTS = 10_000
+MAX_POINTS = 10_000
+"""Sessions and timeseries refuse more points (MAX_POINTS, MAX_ROLLUP_POINTS)."""
 _RELEASE = re.compile(r'release:(?:"((?:[^"\\]|\\.)*)"|(\S+))')
 NOT_FOUND = {"detail": "The requested resource does not exist"}
 FORBIDDEN = {"detail": "You do not have permission to perform this action."}
@@ -331,7 +333,13 @@ class FakeSentry(FakeServer):
         y_axis = q.get("yAxis", "count()")
         if y_axis not in ("count()", "count_sample()", "failure_rate()"):
             return self._json({"detail": f"this fake does not serve yAxis {y_axis}"}, 400)
-        interval = int(q.get("interval", "3600000")) / 1000
+        interval = _stats_period(q.get("interval", "1h"))
+        if interval is None or interval <= 0:
+            return self._json({"detail": "Interval cannot result in a zero duration."}, 400)
+        if (end - start) / interval > MAX_POINTS:  # validate_interval: MAX_ROLLUP_POINTS
+            return self._json(
+                {"detail": "Your interval and date range would create too many results."}, 400
+            )
         first = math.floor(start / interval) * interval
         n = max(1, math.ceil((end - first) / interval))
         stats = self.stats_for(self.release_of(q.get("query", "")), start)
@@ -420,7 +428,7 @@ class FakeSentry(FakeServer):
         start = math.floor(asked_start / HOUR) * HOUR
         end = max(math.ceil(asked_end / HOUR) * HOUR, start + HOUR)
         hours = int((end - start) // HOUR)
-        if hours * len(fields) > MAX_SESSION_POINTS:
+        if hours * len(fields) > MAX_POINTS:
             return self._json(
                 {"detail": "Your interval and date range would create too many results."}, 400
             )
@@ -520,6 +528,15 @@ def _spread(stored: int, failed: int, n: int) -> list[tuple[int, int]]:
     kept = [stored // n + (i < stored % n) for i in range(n)]
     bad = [failed // n + (i < failed % n) for i in range(n)]
     return [(k, min(f, k)) for k, f in zip(kept, bad, strict=True)]
+
+
+def _stats_period(text: str) -> int | None:
+    """Sentry's parse_stats_period: `60` (seconds), `5m`, `1h`, `1d`, `1w`."""
+    match = re.fullmatch(r"(\d+)([hdmsw]?)", text)
+    if match is None:
+        return None
+    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match[2]]
+    return int(match[1]) * unit
 
 
 if __name__ == "__main__":

@@ -574,7 +574,7 @@ async def test_an_error_rate_baseline_carries_its_buckets_burstiness(
     assert obs.dispersion is not None and obs.dispersion > 0.05
     (asked,) = sentry_fake.seen("/events-timeseries/")
     assert asked.params("yAxis") == ["failure_rate()"]
-    assert asked.param("interval") == "60000"
+    assert asked.param("interval") == "60"  # seconds, as parse_stats_period reads it
     assert asked.param("query") == 'is_transaction:true release:"v2.4.0"'
 
 

@@ -641,7 +641,7 @@ class SentryProvider(HttpProvider):
                 "Sentry token lacks access (403): reads need the project:read scope"
                 " (and org:read) on the project"
             )
-        detail = self.redact(_detail(answer))
+        detail = self.redact(error_detail(answer))
         if status == 404:
             raise ProviderError(
                 f"Sentry has no {what or f'organization {self.config.org!r}'} (404)"
@@ -758,12 +758,12 @@ class SentryProvider(HttpProvider):
                 " project, or the organization is wrong"
             )
         if status == 400:
-            detail = self.redact(_detail(answer)) or "HTTP 400"
+            detail = self.redact(error_detail(answer)) or "HTTP 400"
             raise ProviderError(f"Sentry refused the {what}: {detail}")
         self._raise_for_status(answer, what)
 
 
-def _detail(answer: Answer) -> str:
+def error_detail(answer: Answer) -> str:
     """Sentry's error body, shortened; never the raw body of a stranger.
 
     Three shapes (src/sentry/api/exceptions.py, DRF serializers): `{"detail": "…"}`,

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from agent.metrics import Metrics
 from agent.providers.base import Period
+from agent.providers.client import Answer
 from agent.providers.provider_settings import BaselineSettings, SentrySettings
 from agent.providers.sentry import (
     SentryProvider,
     bucket_seconds,
+    error_detail,
     parse_link_header,
     release_filter,
 )
@@ -622,3 +626,26 @@ async def test_a_crash_free_baseline_of_several_hours_carries_its_hours(
     assert (obs.value, obs.count, obs.total) == (0.99, 5940, 6000)
     assert obs.periods == 6
     assert obs.seconds == 6 * 3600
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ({"detail": "Invalid token"}, "Invalid token"),
+        (
+            {
+                "detail": {
+                    "code": "parameter-validation-error",
+                    "message": "Invalid projects (web) for release v1",
+                    "extra": {"context": ""},
+                }
+            },
+            "Invalid projects (web) for release v1",
+        ),
+        ({"projects": ["Invalid project ids or slugs"]}, "projects: Invalid project ids or slugs"),
+        ("<html>proxy error</html>", ""),
+    ],
+)
+def test_sentrys_three_error_shapes_are_read(body: object, said: str) -> None:
+    raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+    assert error_detail(Answer(400, CIMultiDictProxy(CIMultiDict()), raw)) == said

@@ -86,6 +86,9 @@ class GithubSource(_Model):
     """`owner/name`."""
     environment: Slug
     """The GitHub deployment environment (e.g. `Production`); compared case-insensitively."""
+    commit_status: bool = False
+    """true: every window of this environment with a commit also sets a commit status
+    `postflight/<environment>` on it (pending, then success, failure or error)."""
     use_environment_url: bool = False
     """true: a window opened by a `deployment_status` event probes its `environment_url`
     (for Vercel, the deployment's URL) instead of `base_url`."""

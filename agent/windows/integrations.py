@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +38,14 @@ from common.times import rfc3339
 
 log = logging.getLogger("postflight.integrations")
 
+COMMIT_STATE = {
+    "watching": "pending",
+    "passed": "success",
+    "failed": "failure",
+    "rolled_back": "failure",
+    "inconclusive": "error",
+}
+SHA = re.compile(r"^[0-9a-fA-F]{7,40}$")
 STATUS_OF_STATE = {
     "watching": "in_progress",
     "passed": "success",
@@ -124,6 +133,7 @@ class Integrations:
         for window in page.items:
             if "github.deployment" in window.labels:
                 self._github_statuses(window)
+            self._commit_status(window)
             if window.state == "passed" and "vercel.deployment" in window.labels:
                 self._rolling_release(window)
         for key, pending in list(self._gates.items()):
@@ -204,6 +214,51 @@ class Integrations:
             redact=self.redact,
         )
         self._record(window, f"github:{state}", result, f"GitHub deployment status {state}")
+
+    def _commit_status(self, window: DeployWindow) -> None:
+        github = self.settings.integrations.github
+        env = self.settings.environments.get(window.environment)
+        source = env.sources.github if env is not None else None
+        state = COMMIT_STATE.get(window.state)
+        if (
+            github is None
+            or github.token is None
+            or source is None
+            or not source.commit_status
+            or state is None
+            or not SHA.match(window.commit or "")
+        ):
+            return
+        key = f"github:commit:{state}"
+        self._once(window, key, lambda: self._post_commit_status(window, state, source.repository))
+
+    async def _post_commit_status(self, window: DeployWindow, state: str, repository: str) -> None:
+        github = self.settings.integrations.github
+        assert github is not None
+        lock = self._locks.setdefault(f"commit:{window.id}", asyncio.Lock())
+        async with lock:
+            if state != "pending":
+                fresh = await self.s.store.get_window(window.id) or window
+                description = str((fresh.verdict or {}).get("reason") or state)
+            else:
+                description = f"Postflight is watching {window.version[:40]}"
+            body = {
+                "state": state,
+                "target_url": self.deploy_url(window.id),
+                "description": description[:140],
+                "context": f"postflight/{window.environment}",
+            }
+            url = f"{github.api_url.rstrip('/')}/repos/{repository}/statuses/{window.commit}"
+            result = await call(
+                self._client(),
+                "POST",
+                url,
+                headers=self._github_headers(),
+                body=json.dumps(body).encode(),
+                timeout_s=github.timeout,
+                redact=self.redact,
+            )
+        self._record(window, f"github:commit:{state}", result, f"commit status {state}")
 
     def _github_headers(self) -> dict[str, str]:
         github = self.settings.integrations.github

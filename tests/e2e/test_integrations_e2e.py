@@ -559,3 +559,36 @@ async def test_a_window_can_probe_the_url_its_deploy_event_names(
     # the environment's base_url is dead: only the event's URL can pass
     assert final["state"] == ("passed" if use_event_url else "failed")
     assert (flip_target.requests > 0) == use_event_url
+
+
+async def test_commit_status_on_the_sha_pending_then_success(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    env = f"""
+    staging:
+      base_url: {flip_target.url}
+      window: 1500ms
+      interval: 300ms
+      background_interval: 200ms
+      probes_per_round: 5
+      checks:
+        - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
+      analysis: {{policy: threshold, failure_limit: 2}}
+      rules:
+        - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
+      sources:
+        github: {{repository: {gh.REPOSITORY}, environment: Staging, commit_status: true}}
+    """
+    agent = await start_agent(env, extra=integrations(fake_github, fake_vercel))
+    deploy = await agent.register("staging", "v8", commit=SHA)
+    assert (await agent.settled(deploy["id"]))["state"] == "passed"
+    await eventually(lambda: len(fake_github.commit_statuses) >= 2)
+    assert [(s["sha"], s["state"]) for s in fake_github.commit_statuses] == [
+        (SHA, "pending"),
+        (SHA, "success"),
+    ]
+    assert {s["context"] for s in fake_github.commit_statuses} == {"postflight/staging"}
+    assert fake_github.commit_statuses[1]["target_url"].endswith(deploy["id"])

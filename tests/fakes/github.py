@@ -45,6 +45,7 @@ class FakeGitHub(FakeServer):
         self.dispatches: list[dict[str, Any]] = []
         self.gate_answers: list[dict[str, Any]] = []
         self.runs: list[dict[str, Any]] = []
+        self.commit_statuses: list[dict[str, Any]] = []
         self.run_name = "rollback {deploy_id}"
         """The dispatched workflow's `run-name`, filled from its inputs."""
 
@@ -59,6 +60,7 @@ class FakeGitHub(FakeServer):
             "/repos/{owner}/{repo}/actions/runs/{run}/deployment_protection_rule", self.gate
         )
         app.router.add_get("/repos/{owner}/{repo}/actions/workflows/{workflow}/runs", self.runs_of)
+        app.router.add_post("/repos/{owner}/{repo}/statuses/{sha}", self.commit_status)
 
     def _denied(self, request: web.Request) -> web.Response | None:
         if request.headers.get("Authorization") != f"Bearer {self.token}":
@@ -89,6 +91,27 @@ class FakeGitHub(FakeServer):
                 return _invalid(key)
         status = {"id": len(self.statuses) + 1, "deployment": int(deployment), **body}
         self.statuses.append(status)
+        return web.json_response(status, status=201)
+
+    async def commit_status(self, request: web.Request) -> web.Response:
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        body = request[BODY]
+        if not isinstance(body, dict) or body.get("state") not in (
+            "error",
+            "failure",
+            "pending",
+            "success",
+        ):
+            return _invalid("state")
+        if not isinstance(body.get("context", "default"), str):
+            return _invalid("context")
+        description = body.get("description")
+        if description is not None and (not isinstance(description, str) or len(description) > 140):
+            return _invalid("description")
+        status = {"id": len(self.commit_statuses) + 1, "sha": request.match_info["sha"], **body}
+        self.commit_statuses.append(status)
         return web.json_response(status, status=201)
 
     async def dispatch(self, request: web.Request) -> web.Response:

@@ -247,13 +247,7 @@ class SqliteStore:
         round per window per second this is what keeps hundreds of windows on time."""
         async with self._lock:
             db = self.db
-            if self._group is None:
-                await db.execute("BEGIN IMMEDIATE")
-                self._group = asyncio.get_running_loop().create_future()
-                # queued now, the committer follows the changes already waiting
-                self._committer = asyncio.create_task(self._commit_group())
-            group = self._group
-            await db.execute("SAVEPOINT change")
+            group = await self._join_group(db)
             try:
                 yield db
             except BaseException:
@@ -263,6 +257,28 @@ class SqliteStore:
             else:
                 await db.execute("RELEASE change")
         await asyncio.shield(group)
+
+    async def _join_group(self, db: aiosqlite.Connection) -> asyncio.Future[None]:
+        """Open the group transaction if none is, and a savepoint for this change in it.
+        A caller cancelled on the way in undoes what it started: aiosqlite runs a
+        statement to its end in its own thread even when its awaiter is cancelled."""
+        group = self._group
+        try:
+            if group is None:
+                await db.execute("BEGIN IMMEDIATE")
+                group = self._group = asyncio.get_running_loop().create_future()
+                # queued now, the committer follows the changes already waiting
+                self._committer = asyncio.create_task(self._commit_group())
+            await db.execute("SAVEPOINT change")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                if group is None:
+                    await db.execute("ROLLBACK")
+                else:
+                    await db.execute("ROLLBACK TO change")
+                    await db.execute("RELEASE change")
+            raise
+        return group
 
     async def _commit_group(self) -> None:
         async with self._lock:

@@ -270,3 +270,87 @@ def binomial_greater(bad: float, n: float, p0: float) -> float:
     if p0 >= 1.0:
         return 1.0
     return float(sc_special.bdtrc(math.ceil(bad) - 1, round(n), p0))
+
+
+# -- round-level e-processes (the daemon's fold) ----------------------------------------------
+#
+# One factor per round from that round's own statistic, so requests correlated within a round
+# (a burst of errors, a GC pause slowing a round's probes) cannot fabricate evidence.
+#
+# Betting (Waudby-Smith & Ramdas, "Estimating means of bounded random variables by betting",
+# JRSS-B 2023; Shafer & Vovk's testing by betting): for H0: E[y_k | past] <= 1 with y_k >= 0,
+# prod_k (1 + lambda_k (y_k - 1)), lambda_k in [0, 1] fixed before y_k is seen (it may depend
+# on the round's size), is a nonnegative supermartingale; so is a mixture over bets, and by
+# Ville's inequality it reaches 1/alpha with probability at most alpha, whenever it is looked
+# at. A round's y is its bad events over those the null allows (errors / (n p0), samples past
+# a bound / (n (1 - q)), mean placement / (1/2 + margin), a bare value / its bound). For a
+# count the bet per round is b x (n p0): 1 + b (c - n p0) is the Poisson likelihood ratio for
+# a rate ratio 1 + b to first order, linear rather than exponential in a round's count, which
+# is exactly what makes a burst count once.
+#
+# Change detection (Shin, Ramdas & Rinaldo, "E-detectors: a nonparametric framework for
+# sequential change detection", 2022): the Shiryaev-Roberts e-detector M_k = f_k (M_{k-1} + 1)
+# sums the e-processes started at every round. M_k - k is a supermartingale under H0, so over a
+# window of T rounds P(max M_k >= T / alpha) <= alpha: the same bound, for a regression that
+# starts at an unknown time.
+#
+# Passing on evidence: an asymptotic confidence sequence for the mean of the rounds' statistic
+# (Waudby-Smith, Arnold, Wu, Wang & Ramdas, "Time-uniform central limit theory and asymptotic
+# confidence sequences", 2021: Robbins' normal mixture as in Howard et al. 2021, with the
+# empirical variance of the rounds). The rounds' own spread is measured, so correlation within
+# a round widens it as it should; its variance is floored at what independent events at the
+# bound would give, so a handful of quiet rounds never proves anything.
+
+COUNT_BETS: FloatArray = np.array([0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 9.0])
+"""Bets per expected bad event (about the rate ratio - 1 they are tuned to)."""
+RANK_BETS: FloatArray = np.array([0.003, 0.01, 0.03, 0.1, 0.3, 1.0])
+"""Bets per sample on a round's mean placement (lambda = b x n, capped)."""
+VALUE_BETS: FloatArray = np.array([0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9])
+"""Bets on a bare value per round (fractions of the wealth)."""
+MAX_BET = 0.98
+"""Never stake everything: one round with no bad events must not end a bet for good."""
+
+BET_LOG_WEIGHTS: dict[str, FloatArray] = {
+    "count": _log_weights(len(COUNT_BETS), 2),
+    "rank": _log_weights(len(RANK_BETS), 2),
+    "value": _log_weights(len(VALUE_BETS), 2),
+}
+BETS: dict[str, FloatArray] = {"count": COUNT_BETS, "rank": RANK_BETS, "value": VALUE_BETS}
+
+
+def bet_log_factors(kind: str, y: float, size: float) -> FloatArray:
+    """Log of each bet's factor 1 + lambda (y - 1) for one round, lambda = min(b x size, MAX_BET).
+
+    `size` is the round's weight: expected bad events for counts, samples for ranks, 1 for a
+    bare value.
+    """
+    lam = np.minimum(BETS[kind] * max(size, 0.0), MAX_BET)
+    out: FloatArray = np.log1p(lam * (max(y, 0.0) - 1.0))
+    return out
+
+
+def log_mix(log_wealth: npt.ArrayLike, kind: str) -> float:
+    """Log of the prior-weighted mixture of the bets' wealth."""
+    return float(sc_special.logsumexp(np.asarray(log_wealth, np.float64) + BET_LOG_WEIGHTS[kind]))
+
+
+def sr_update(log_sr: npt.ArrayLike, log_factor: FloatArray) -> FloatArray:
+    """One Shiryaev-Roberts step in logs: log(f (M + 1))."""
+    out: FloatArray = log_factor + np.logaddexp(np.asarray(log_sr, np.float64), 0.0)
+    return out
+
+
+def cs_radius(t: float, variance: float, alpha: float, t_opt: float) -> float:
+    """One-sided radius of the asymptotic confidence sequence for a mean after `t` rounds.
+
+    Robbins' normal mixture boundary for a sum with variance V = t sigma^2,
+    sqrt((V + 1/rho^2)(log(1 + rho^2 V) + 2 log(1/alpha))), divided by t; rho is tuned to be
+    tightest after `t_opt` rounds (Howard et al. 2021).
+    """
+    if t <= 0:
+        return math.inf
+    sd = math.sqrt(max(variance, 0.0))
+    log_a = math.log(1.0 / alpha)
+    t_opt = max(t_opt, 1.0)
+    rho2 = (2.0 * log_a + math.log(2.0 * log_a + 1.0)) / t_opt
+    return sd * math.sqrt((t + 1.0 / rho2) * (math.log(1.0 + rho2 * t) + 2.0 * log_a)) / t

@@ -219,7 +219,9 @@ class Judge:
             return _by_threshold(rule, base, st, self.policy)
         return self._by_sequential(rule, base, st, kind)
 
-    def _by_sequential(self, rule: Rule, base: BaselineData | None, st: State, kind: Kind) -> _Judged:
+    def _by_sequential(
+        self, rule: Rule, base: BaselineData | None, st: State, kind: Kind
+    ) -> _Judged:
         tests = self._sequential(rule, kind)
         observed = _pooled(rule, st)
         if not tests.components and not tests.passes:
@@ -268,8 +270,10 @@ class Judge:
             else "no baseline to show the relative bound holds"
         )
         detail = f"{summary}; {why}{strongest}"
+        # `no_failure`: what did not fail passes (the evidence still says how far it got)
+        outcome: RuleOutcome = "pass" if self.policy.pass_on == "no_failure" else "inconclusive"
         return _Judged(
-            _verdict(rule, "inconclusive", observed, base, detail, evidence),
+            _verdict(rule, outcome, observed, base, detail, evidence),
             lacking=f"{rule.name}: {why}",
         )
 
@@ -372,7 +376,9 @@ class Judge:
                 f"{rule.name}: {rule.metric} {format_value(rule.metric, result.observed)} "
                 f"past {result.bound} at the end of the window ({result.test} {p_text})"
             )
-            verdict = _verdict(rule, "fail", result.observed, base, f"{summary}; {p_text}", evidence)
+            verdict = _verdict(
+                rule, "fail", result.observed, base, f"{summary}; {p_text}", evidence
+            )
             return _Judged(verdict, max(rounds - 1, 0), reason, at_end=True)
         verdict = _verdict(rule, "pass", result.observed, base, f"{summary}; {p_text}", evidence)
         return _Judged(verdict)
@@ -462,9 +468,7 @@ def _needs_baseline(rule: Rule, base: BaselineData | None) -> bool:
     return base is None and rule.max is None and rule.min is None
 
 
-def _no_data(
-    rule: Rule, base: BaselineData | None, st: State, state_rounds: int | None
-) -> _Judged:
+def _no_data(rule: Rule, base: BaselineData | None, st: State, state_rounds: int | None) -> _Judged:
     why = st["last_error"] or "no rounds yet"
     detail = f"no data ({why})"
     return _Judged(
@@ -542,7 +546,8 @@ def _decide(judged: list[_Judged], rounds: int, final: bool, policy: Policy) -> 
     if on_evidence:
         if verdicts and not inconclusive:
             return Verdict(
-                "pass", f"all {len(verdicts)} rules within bounds on evidence over {of_rounds}",
+                "pass",
+                f"all {len(verdicts)} rules within bounds on evidence over {of_rounds}",
                 verdicts,
             )
         lacking = "; ".join(j.lacking for j in judged if j.verdict.outcome == "inconclusive")

@@ -540,10 +540,10 @@ class SequentialRule:
 
     def margin(self, state: dict[str, Any], comp: Component) -> float:
         st = state["tests"][comp.key]
-        start = st["peak"] - comp.log_threshold
+        start = float(st["peak"]) - comp.log_threshold
         if st["peak_d"] is None:
             return start
-        return max(start, st["peak_d"] - comp.detector_log_threshold(self.horizon))
+        return max(start, float(st["peak_d"]) - comp.detector_log_threshold(self.horizon))
 
     def log_evidence(self, state: dict[str, Any], comp: Component) -> tuple[float, float]:
         """(peak log e-value, its log threshold) of the more advanced of a test's two runs."""
@@ -595,7 +595,8 @@ class SequentialRule:
             p = min(max(test.limit, 1e-6), 1 - 1e-6)
             floor = p * (1.0 - p) / max(mean_size, 1.0)
         radius = stats.cs_radius(t, max(variance, floor), test.alpha, self.t_opt)
-        return st["mean"] + radius if test.upper else st["mean"] - radius
+        mean = float(st["mean"])
+        return mean + radius if test.upper else mean - radius
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,11 @@ from dataclasses import MISSING, fields
 from datetime import UTC, datetime
 from typing import Any
 
+from agent.analysis import sketch
 from agent.analysis.types import Observation, RuleVerdict, Verdict
+
+RAW_VALUES = 50
+"""A stored round keeps at most this many raw values; a histogram holds them all."""
 
 
 def iso(ts: float | None) -> str | None:
@@ -40,6 +44,18 @@ def observation_to_dict(obs: Observation) -> dict[str, Any]:
         elif isinstance(value, float):
             value = _finite(value)
         data[name] = value
+    return data
+
+
+def bounded_observation_dict(obs: Observation) -> dict[str, Any]:
+    """A round's observation for the store: the first `RAW_VALUES` raw values, and a
+    histogram (`agent.analysis.sketch`) of all of them, so a round of 10,000 latencies
+    stores a few hundred numbers. The judge's state, not these, is what a restart resumes."""
+    data = observation_to_dict(obs)
+    if len(obs.values) > RAW_VALUES:
+        data["values"] = data["values"][:RAW_VALUES]
+        data["histogram"] = sketch.add({}, obs.values)
+        data["samples"] = len(obs.values)
     return data
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.alerts import WindowAlerts
-from agent.analysis.judge import judge
+from agent.analysis.judge import Judge, State
 from agent.analysis.observe import merge, observe
 from agent.analysis.types import Observation, Policy, Rule, RuleVerdict, Verdict
 from agent.metrics import Metrics
@@ -24,6 +26,7 @@ from agent.rollback import RollbackDelivery, rollback_intent
 from agent.settings import EnvironmentSettings, RuleSettings
 from agent.store.base import Store
 from agent.windows.evidence import (
+    bounded_observation_dict,
     breaches,
     breaches_as_rules,
     iso,
@@ -37,6 +40,9 @@ from alerting.events import Alert, AlertEvent, breach_key, provider_key, resolve
 from checks.base import CheckResult, Sample
 
 log = logging.getLogger("postflight.window")
+
+CANARY_SAMPLES = 20_000
+"""A canary's stable side: the most recent samples kept as its baseline (bounded memory)."""
 
 
 @dataclass
@@ -94,6 +100,7 @@ class WindowWatch:
             name=env.analysis.policy,
             failure_limit=env.analysis.failure_limit,
             confidence=env.analysis.confidence,
+            pass_on=env.analysis.pass_on,
         )
         self.scope = DeployScope(
             deploy_id=window.id,
@@ -103,9 +110,15 @@ class WindowWatch:
             deployed_at=window.deployed_at,
             baseline=env.baseline,
         )
-        self.history: list[dict[str, Observation]] = []
+        self.horizon = max(1, math.ceil((window.ends_at - window.deployed_at) / env.interval))
+        """Rounds the window is planned to last (the e-detector's false-alarm bound)."""
+        self.judge_state: State | None = None
+        """The judge's fold after the latest round: all a restart needs to go on."""
+        self.latest: dict[str, Observation] = {}
+        self.replay: list[dict[str, Observation]] = []
+        """Rounds stored without a judge state (an older version): folded once on resume."""
         self.baselines: dict[str, Observation] = {}
-        self.canary_samples: list[Sample] = []
+        self.canary_samples: deque[Sample] = deque(maxlen=CANARY_SAMPLES)
         self.cumulative: dict[str, Observation] = {}
         """Each provider rule's latest figures since the deploy (see `round_increment`)."""
         self.links: dict[str, str] = {}
@@ -159,8 +172,8 @@ class WindowWatch:
                 return
             observations, results = await self._gather_round(length)
             final = self.s.clock() >= self.window.ends_at - 0.01
-            verdict = self._judge(observations, final=final)
-            self.history.append(observations)
+            self.judge_state, verdict = self._judge(observations, final=final)
+            self.latest = observations
             summary = self._round_summary(observations, results, verdict)
             summary["lag_s"] = round(lag, 6)
             decided_at = self.s.clock() if verdict.decision != "continue" else None
@@ -184,9 +197,14 @@ class WindowWatch:
                 return
 
     async def _load_history(self) -> None:
+        """Resume from the latest stored judge state (rounds before it are not replayed)."""
         for record in await self.s.store.rounds(self.window.id):
-            obs = record.summary.get("observations", {})
-            self.history.append({k: observation_from_dict(v) for k, v in obs.items()})
+            state = record.summary.get("judge")
+            if isinstance(state, dict):
+                self.judge_state, self.replay = state, []
+            else:
+                obs = record.summary.get("observations", {})
+                self.replay.append({k: observation_from_dict(v) for k, v in obs.items()})
             for name, data in record.summary.get("cumulative", {}).items():
                 self.cumulative[name] = observation_from_dict(data)
             for item in record.summary.get("canary", []):
@@ -276,8 +294,8 @@ class WindowWatch:
                     # a canary's stable side, probed side by side, is the baseline
                     self.baselines[rule.name] = observe(
                         judged,
-                        self.canary_samples,
-                        length * (len(self.history) + 1),
+                        list(self.canary_samples),
+                        length * (self.window.rounds + 1),
                         target="baseline",
                     )
             else:
@@ -288,14 +306,15 @@ class WindowWatch:
                     self.cumulative[rule.name] = current
         return observations, results
 
-    def _judge(self, observations: dict[str, Observation], *, final: bool) -> Verdict:
-        return judge(
-            self.judge_rules,
-            self.baselines,
-            [*self.history, observations],
-            self.policy,
-            final=final,
-        )
+    def _judge(self, observations: dict[str, Observation], *, final: bool) -> tuple[State, Verdict]:
+        """One step of the judge's fold from the stored state (a canary's baseline moves each
+        round: the judge is compiled against the baseline known before the round)."""
+        judge = Judge(self.judge_rules, self.baselines, self.policy, horizon=self.horizon)
+        state = self.judge_state or judge.start()
+        for old in self.replay:
+            state, _ = judge.step(state, old, final=False)
+        self.replay = []
+        return judge.step(state, observations, final=final)
 
     def _round_summary(
         self,
@@ -322,11 +341,12 @@ class WindowWatch:
             if r.samples and r.samples[0].target == "baseline"
         ]
         return {
-            "observations": {k: observation_to_dict(v) for k, v in observations.items()},
+            "observations": {k: bounded_observation_dict(v) for k, v in observations.items()},
             "checks": checks,
             "canary": canary,
             "cumulative": {k: observation_to_dict(v) for k, v in self.cumulative.items()},
             "decision": verdict.decision,
+            "judge": self.judge_state,
         }
 
     # outcomes --------------------------------------------------------------
@@ -372,7 +392,7 @@ class WindowWatch:
         `provider_unreachable` per provider per window."""
         previous = self.last_outcomes
         self.last_outcomes = {r.name: _state(r) for r in verdict.rules}
-        latest = self.history[-1] if self.history else {}
+        latest = self.latest
         for rule in verdict.rules:
             as_dict = [rule_to_dict(rule, self.links)]
             if _state(rule) == "breached":

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
+import numpy as np
+
 GAMMA = 1.02
 """Bucket ratio: a quantile read from the sketch is within 1% of the true value."""
 _LOG_GAMMA = math.log(GAMMA)
@@ -21,11 +23,15 @@ _ZERO = "z"
 
 def add(sketch: dict[str, int], values: Iterable[float]) -> dict[str, int]:
     """Count `values` into `sketch` (updated in place and returned); non-finite ones skipped."""
-    for v in values:
-        if not math.isfinite(v):
-            continue
-        key = _ZERO if v <= 0 else str(math.ceil(math.log(v) / _LOG_GAMMA))
-        sketch[key] = sketch.get(key, 0) + 1
+    x = np.fromiter(values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    zeros = int(np.count_nonzero(x <= 0))
+    if zeros:
+        sketch[_ZERO] = sketch.get(_ZERO, 0) + zeros
+    keys, counts = np.unique(np.ceil(np.log(x[x > 0]) / _LOG_GAMMA), return_counts=True)
+    for key, count in zip(keys.tolist(), counts.tolist(), strict=True):
+        name = str(int(key))
+        sketch[name] = sketch.get(name, 0) + count
     return sketch
 
 

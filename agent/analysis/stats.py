@@ -330,8 +330,13 @@ def bet_log_factors(kind: str, y: float, size: float) -> FloatArray:
 
 
 def log_mix(log_wealth: npt.ArrayLike, kind: str) -> float:
-    """Log of the prior-weighted mixture of the bets' wealth."""
-    return float(sc_special.logsumexp(np.asarray(log_wealth, np.float64) + BET_LOG_WEIGHTS[kind]))
+    """Log of the prior-weighted mixture of the bets' wealth (a small logsumexp, written out:
+    scipy's is 20x slower on eight numbers, and the daemon calls this every round)."""
+    terms = np.asarray(log_wealth, np.float64) + BET_LOG_WEIGHTS[kind]
+    top = float(terms.max())
+    if not math.isfinite(top):
+        return top
+    return top + math.log(float(np.exp(terms - top).sum()))
 
 
 def sr_update(log_sr: npt.ArrayLike, log_factor: FloatArray) -> FloatArray:

@@ -325,6 +325,16 @@ class Judge:
                 for r in reached
             ],
         }
+        can = tests.detectable(seq, st["with_data"])
+        if can is not None:
+            tolerance = self._tolerance(tests.rule, can.bound)
+            out["detectable"] = {
+                "bound": can.bound,
+                "value": _json(can.value),
+                "effect": _json(can.effect),
+                "text": f"can detect {can.text} by the window's end",
+                "bound_below_detectable": tolerance is not None and tolerance < can.effect,
+            }
         if decisive is not None:
             log_e, log_needed = tests.log_evidence(seq, decisive)
             out |= {
@@ -346,6 +356,16 @@ class Judge:
             for c in tests.components
         ]
         return {k: _json(v) for k, v in out.items()}
+
+    def _tolerance(self, rule: Rule, bound: str) -> float | None:
+        """How big a change the bound allows, on the scale `Detectable.effect` uses."""
+        if bound == "max_increase":
+            return rule.max_increase
+        base = self.base[rule.name]
+        limit = rule.max if bound == "max" else rule.min
+        if limit is None or base is None or not base.value:
+            return None
+        return abs(limit / base.value - 1.0)
 
     def _by_fixed(
         self, rule: Rule, base: BaselineData | None, st: State, kind: Kind, final: bool

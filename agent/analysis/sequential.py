@@ -598,6 +598,85 @@ class SequentialRule:
         mean = float(st["mean"])
         return mean + radius if test.upper else mean - radius
 
+    # -- what the rule can see -----------------------------------------------------------
+
+    def detectable(self, state: dict[str, Any], rounds_with_data: int) -> Detectable | None:
+        """The smallest regression each count-like test would likely catch by the window's
+        end, at the traffic seen so far: the rate ratio r at which the expected evidence of
+        a Poisson rate r x the null's, T mu (r log r - r + 1), reaches the test's threshold
+        (plus the bet mixture's overhead). The easiest of the rule's tests is reported."""
+        if rounds_with_data <= 0:
+            return None
+        per_round = state["samples"] / rounds_with_data
+        horizon = self.horizon if self.horizon > 1 else 2 * DEFAULT_T_OPT
+        found: list[Detectable] = []
+        for comp in self.components:
+            if comp.test not in ("proportion", "exceedance"):
+                continue
+            mu = per_round * comp.level
+            ratio = _detectable_ratio(horizon * mu, comp.log_threshold + MIXTURE_OVERHEAD)
+            found.append(self._express(comp, ratio))
+        return min(found, key=lambda d: d.effect) if found else None
+
+    def _express(self, comp: Component, ratio: float) -> Detectable:
+        base, metric = self.baseline, self.rule.metric
+        share = min(ratio * comp.level, 1.0)
+        if comp.test == "proportion":
+            value = 1.0 - share if comp.flip else share
+            effect = abs(value / base.value - 1.0) if base is not None and base.value else ratio - 1
+            side = "or less" if comp.flip else "or more"
+            return Detectable(comp.bound, value, effect, f"{metric} {value:.3g} {side}")
+        sv = base.sorted_values if base is not None else _EMPTY
+        if sv.size and share < 1.0:
+            at = float(np.quantile(sv, share if comp.flip else 1.0 - share))
+            scale = comp.cutoff / at if at > 0 else math.inf
+            effect = abs(scale - 1.0)
+            text = f"{metric} {'-' if comp.flip else '+'}{format_percent(round(effect, 2))} or more"
+            return Detectable(
+                comp.bound, scale * self.baseline.value if self.baseline else scale, effect, text
+            )
+        return Detectable(
+            comp.bound,
+            share,
+            ratio - 1.0,
+            f"{format_percent(round(share, 3))} of samples past {self._fmt(comp.cutoff)}",
+        )
+
+
+MIXTURE_OVERHEAD = 2.0
+"""Nats the bet mixture costs over the best single bet (its prior weight), roughly."""
+
+
+@dataclass(frozen=True, slots=True)
+class Detectable:
+    """A rule's minimum detectable effect by the window's end."""
+
+    bound: Bound
+    value: float
+    """The metric's value it can detect (a rate, a latency in seconds, a share)."""
+    effect: float
+    """Relative to the baseline (0.38 = +38%), or the rate ratio - 1 without one."""
+    text: str
+
+
+def _detectable_ratio(expected: float, log_threshold: float) -> float:
+    """The smallest r with expected x (r log r - r + 1) >= log_threshold (bisection)."""
+    if expected <= 0:
+        return math.inf
+
+    def evidence(r: float) -> float:
+        return expected * (r * math.log(r) - r + 1.0)
+
+    lo, hi = 1.0, 2.0
+    while evidence(hi) < log_threshold:
+        hi *= 2.0
+        if hi > 1e9:
+            return math.inf
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if evidence(mid) < log_threshold else (lo, mid)
+    return hi
+
 
 @dataclass(frozen=True, slots=True)
 class Reached:

@@ -130,6 +130,8 @@ class WindowWatch:
             r["name"]: _state_of(r["outcome"], r.get("evidence") or {})
             for r in (window.verdict or {}).get("rules", [])
         }
+        self.warned: set[str] = set()
+        """Rules already warned about (a bound below what they can detect)."""
         self.log = logging.LoggerAdapter(
             log, {"deploy_id": window.id, "environment": window.environment}
         )
@@ -186,6 +188,7 @@ class WindowWatch:
                 self.log.info("window ended elsewhere (cancelled or superseded); stop watching")
                 return
             self.window.rounds = number
+            self._warn_undetectable(verdict)
             self._count_rules(verdict)
             self._alert_rules(verdict)
             self.window.verdict = verdict_json
@@ -358,6 +361,20 @@ class WindowWatch:
             if query and item.get("source") != "checks":
                 item.setdefault("query", query)
         return rules
+
+    def _warn_undetectable(self, verdict: Verdict) -> None:
+        """Once per rule and window: its bound is tighter than the smallest change it can
+        detect by the window's end at this traffic (more probes or a longer window help)."""
+        for rule in verdict.rules:
+            can = rule.evidence.get("detectable") or {}
+            if can.get("bound_below_detectable") and rule.name not in self.warned:
+                self.warned.add(rule.name)
+                self.log.warning(
+                    "rule %s: %s is below what it %s at this traffic",
+                    rule.name,
+                    rule.threshold,
+                    can.get("text", "can detect"),
+                )
 
     def _count_rules(self, verdict: Verdict) -> None:
         for rule in verdict.rules:

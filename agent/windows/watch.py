@@ -20,7 +20,13 @@ from agent.analysis.judge import Judge, State
 from agent.analysis.observe import merge, observe
 from agent.analysis.types import Observation, Policy, Rule, RuleVerdict, Verdict
 from agent.metrics import Metrics
-from agent.providers.base import DeployScope, Period, Provider, round_increment
+from agent.providers.base import (
+    BucketedProvider,
+    DeployScope,
+    Period,
+    Provider,
+    round_increment,
+)
 from agent.records import DeployWindow, RollbackIntent, RoundRecord, WindowState
 from agent.rollback import RollbackDelivery, rollback_intent
 from agent.settings import EnvironmentSettings, RuleSettings
@@ -40,6 +46,9 @@ from alerting.events import Alert, AlertEvent, breach_key, provider_key, resolve
 from checks.base import CheckResult, Sample
 
 log = logging.getLogger("postflight.window")
+
+BASELINE_BUCKET_S = 300.0
+"""A provider baseline's bucket: five minutes (12 buckets in the default hour)."""
 
 CANARY_SAMPLES = 20_000
 """A canary's stable side: the most recent samples kept as its baseline (bounded memory)."""
@@ -222,7 +231,7 @@ class WindowWatch:
         lookback = Period(t0 - self.env.lookback, t0)
         periods = await self._background_periods(lookback)
         fetches = {
-            rule.name: self._fetch(rule, lookback, self.window.previous_version)
+            rule.name: self._fetch_baseline(rule, lookback)
             for rule in self.rules
             if rule.source != "checks"
         }
@@ -244,6 +253,19 @@ class WindowWatch:
         for name, provider in self.s.providers.items():
             if any(r.source == name for r in self.rules):
                 self.s.spawn(provider.mark(self.scope, "deploy"))
+
+    async def _fetch_baseline(self, rule: RuleSettings, lookback: Period) -> Observation:
+        """A provider rule's baseline: a series of buckets pooled by `merge` (so its spread
+        is measured) when the provider can answer one, else one fetch of the lookback."""
+        provider = self.s.providers.get(rule.source)
+        release = self.window.previous_version
+        if not isinstance(provider, BucketedProvider):
+            return await self._fetch(rule, lookback, release)
+        buckets = await provider.fetch_buckets(
+            rule, self.scope, lookback, release, bucket_s=BASELINE_BUCKET_S
+        )
+        with_data = [b for b in buckets if b.has_data]
+        return merge(with_data) if with_data else await self._fetch(rule, lookback, release)
 
     async def _background_periods(self, period: Period) -> list[list[Sample]]:
         """The background probes before the deploy, one list per background run."""

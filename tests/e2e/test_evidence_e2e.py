@@ -20,8 +20,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from agent.api.schemas import Deploy
+from agent.cli_client import Style, details
 from tests.e2e.conftest import SECRET, AgentFactory
-from tests.receivers import RollbackReceiver
+from tests.receivers import JsonSink, RollbackReceiver
 
 
 class NoisyTarget:
@@ -140,7 +142,9 @@ async def test_latency_x2_on_a_max_increase_rule_is_rolled_back(
     target.latency_s = 0.02
     deploy = await agent.register("production", "v-slow")
     final = await agent.settled(deploy["id"], within=30)
-    assert final["state"] == "rolled_back", [(r["observed"], r["baseline"], r["evidence"]) for r in final["verdict"]["rules"]][1]
+    assert final["state"] == "rolled_back", [
+        (r["observed"], r["baseline"], r["evidence"]) for r in final["verdict"]["rules"]
+    ][1]
     rule = next(r for r in final["verdict"]["rules"] if r["name"] == "p95")
     assert rule["outcome"] == "fail"
     assert rule["baseline"] is not None and rule["observed"] > 1.5 * rule["baseline"]
@@ -205,3 +209,34 @@ async def test_twenty_aa_windows_with_bursty_errors_end_without_a_rollback(
     assert receiver.attempts == []
     # the bursts were real: some rounds saw several failures at once
     assert any(any(t.bad_slots.values()) for t in targets)
+
+
+async def test_a_window_too_short_for_evidence_ends_inconclusive_naming_the_rule(
+    start_agent: AgentFactory,
+    targets: list[NoisyTarget],
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+) -> None:
+    """Nothing failed, but one round cannot show a rule holds: `inconclusive`, and the
+    verdict, the alert and `register --wait`'s summary say which rule lacked evidence."""
+    target = targets[0]
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    env = environment("production", target.url, receiver.url, window="300ms", rules=ERRORS_MAX)
+    alerting = f"""
+    alerting:
+      channels:
+        - url: {json_sink.url()}
+    """
+    agent = await start_agent(env, alerting)
+    deploy = await agent.register("production", "v-short")
+    final = await agent.settled(deploy["id"], within=15)
+    assert final["state"] == "inconclusive", final["verdict"]
+    reason = final["verdict"]["reason"]
+    assert "lacked evidence of a pass" in reason and "errors: error_rate upper bound" in reason
+    (rule,) = final["verdict"]["rules"]
+    assert rule["outcome"] == "inconclusive" and "not enough evidence" in rule["detail"]
+    shown = details(Deploy.model_validate(final), Style())
+    assert "errors: error_rate upper bound" in shown
+    alerts = await json_sink.wait_for(1, within=10)
+    assert any("errors: error_rate upper bound" in a.message for a in alerts), alerts
+    assert receiver.attempts == []

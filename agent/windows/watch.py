@@ -121,6 +121,8 @@ class WindowWatch:
         )
         self.horizon = max(1, math.ceil((window.ends_at - window.deployed_at) / env.interval))
         """Rounds the window is planned to last (the e-detector's false-alarm bound)."""
+        self.compiled: Judge | None = None
+        """The judge compiled against the baselines (once; every round for a canary)."""
         self.judge_state: State | None = None
         """The judge's fold after the latest round: all a restart needs to go on."""
         self.latest: dict[str, Observation] = {}
@@ -334,7 +336,11 @@ class WindowWatch:
     def _judge(self, observations: dict[str, Observation], *, final: bool) -> tuple[State, Verdict]:
         """One step of the judge's fold from the stored state (a canary's baseline moves each
         round: the judge is compiled against the baseline known before the round)."""
-        judge = Judge(self.judge_rules, self.baselines, self.policy, horizon=self.horizon)
+        if self.compiled is None or self.env.baseline_url:
+            self.compiled = Judge(
+                self.judge_rules, self.baselines, self.policy, horizon=self.horizon
+            )
+        judge = self.compiled
         state = self.judge_state or judge.start()
         for old in self.replay:
             state, _ = judge.step(state, old, final=False)

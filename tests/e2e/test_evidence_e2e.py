@@ -83,7 +83,8 @@ async def targets() -> AsyncIterator[list[NoisyTarget]]:
 
 def environment(name: str, url: str, receiver: str, *, window: str, rules: str) -> str:
     """Defaults except what keeps a test short: sub-second rounds, seconds-long windows, a
-    background run every round's length (each `probes_per_round` probes, as a round)."""
+    background run every 200 ms (each `probes_per_round` probes spread over a round's 200 ms,
+    the rate rounds probe at, so both measure the same latency)."""
     return f"""
     {name}:
       base_url: {url}
@@ -118,7 +119,7 @@ async def test_errors_x5_are_rolled_back(
     agent = await start_agent(
         environment("production", target.url, receiver.url, window="12s", rules=rules)
     )
-    await asyncio.sleep(3.0)  # the background baseline before the deploy
+    await asyncio.sleep(6.0)  # the background baseline before the deploy
     target.error_rate = 0.10
     deploy = await agent.register("production", "v-errors")
     final = await agent.settled(deploy["id"], within=30)
@@ -132,19 +133,17 @@ async def test_latency_x2_on_a_max_increase_rule_is_rolled_back(
     start_agent: AgentFactory, targets: list[NoisyTarget], rollback_receiver: Any
 ) -> None:
     target = targets[0]
-    target.latency_s = 0.01
+    target.latency_s = 0.05  # large beside a busy event loop's own delays
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     rules = f"{ERRORS_MAX}\n{LATENCY_RELATIVE}"
     agent = await start_agent(
-        environment("production", target.url, receiver.url, window="12s", rules=rules)
+        environment("production", target.url, receiver.url, window="20s", rules=rules)
     )
-    await asyncio.sleep(3.0)
-    target.latency_s = 0.02
+    await asyncio.sleep(6.0)
+    target.latency_s = 0.10
     deploy = await agent.register("production", "v-slow")
-    final = await agent.settled(deploy["id"], within=30)
-    assert final["state"] == "rolled_back", [
-        (r["observed"], r["baseline"], r["evidence"]) for r in final["verdict"]["rules"]
-    ][1]
+    final = await agent.settled(deploy["id"], within=40)
+    assert final["state"] == "rolled_back", final["verdict"]["reason"]
     rule = next(r for r in final["verdict"]["rules"] if r["name"] == "p95")
     assert rule["outcome"] == "fail"
     assert rule["baseline"] is not None and rule["observed"] > 1.5 * rule["baseline"]

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from agent.api.schemas import Deploy
-from agent.cli_client import Style, details
+from agent.api.models import Deploy
+from agent.cli.render import Style, details
 from tests.e2e.conftest import SECRET, AgentFactory
 from tests.receivers import JsonSink, RollbackReceiver
 

@@ -611,12 +611,49 @@ class SequentialRule:
         horizon = self.horizon if self.horizon > 1 else 2 * DEFAULT_T_OPT
         found: list[Detectable] = []
         for comp in self.components:
-            if comp.test not in ("proportion", "exceedance"):
-                continue
-            mu = per_round * comp.level
-            ratio = _detectable_ratio(horizon * mu, comp.log_threshold + MIXTURE_OVERHEAD)
-            found.append(self._express(comp, ratio))
+            needed = comp.log_threshold + MIXTURE_OVERHEAD
+            if comp.test == "rank":
+                rank = self._detectable_shift(comp, per_round, horizon, needed)
+                if rank is not None:
+                    found.append(rank)
+            elif comp.test in ("proportion", "exceedance"):
+                ratio = _detectable_ratio(horizon * per_round * comp.level, needed)
+                found.append(self._express(comp, ratio))
         return min(found, key=lambda d: d.effect) if found else None
+
+    def _detectable_shift(
+        self, comp: Component, per_round: float, horizon: float, needed: float
+    ) -> Detectable | None:
+        """Rank test: the smallest scale s (the deploy = baseline x s) whose expected mean
+        placement gives enough evidence by the end. A round's mean placement varies like
+        1 / (12 n); a bet's growth per round is at most log(1 + 0.98 (y - 1))."""
+        assert self.baseline is not None
+        sv = self.baseline.sorted_values
+        if not sv.size or per_round <= 0:
+            return None
+        grid = sv[:: max(1, sv.size // 400)]
+        var_y = 1.0 / (12.0 * per_round * comp.level**2)
+
+        def growth(scale: float) -> float:
+            moved = grid * scale / comp.scale if not comp.flip else grid / scale / comp.scale
+            u = float(np.mean(stats.placements(sv, moved)))
+            y = (1.0 - u if comp.flip else u) / comp.level
+            if y <= 1.0:
+                return 0.0
+            return min((y - 1.0) ** 2 / (2.0 * var_y), math.log1p(stats.MAX_BET * (y - 1.0)))
+
+        lo, hi = 1.0, 2.0
+        while horizon * growth(hi) < needed:
+            hi *= 2.0
+            if hi > 1e3:
+                return Detectable(comp.bound, math.inf, math.inf, NOTHING)
+        for _ in range(30):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if horizon * growth(mid) < needed else (lo, mid)
+        effect = hi - 1.0
+        sign = "-" if comp.flip else "+"
+        text = f"{self.rule.metric} {sign}{format_percent(round(effect, 2))} or more"
+        return Detectable(comp.bound, hi * self.baseline.value, effect, text)
 
     def _express(self, comp: Component, ratio: float) -> Detectable:
         base, metric = self.baseline, self.rule.metric
@@ -642,6 +679,8 @@ class SequentialRule:
             f"{format_percent(round(share, 3))} of samples past {self._fmt(comp.cutoff)}",
         )
 
+
+NOTHING = "no regression of any size (too little data by then)"
 
 MIXTURE_OVERHEAD = 2.0
 """Nats the bet mixture costs over the best single bet (its prior weight), roughly."""

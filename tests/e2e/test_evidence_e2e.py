@@ -12,6 +12,7 @@ Truth from outside: rollbacks are counted at the receiver.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
 from collections.abc import AsyncIterator
@@ -81,7 +82,9 @@ async def targets() -> AsyncIterator[list[NoisyTarget]]:
         await target.stop()
 
 
-def environment(name: str, url: str, receiver: str, *, window: str, rules: str) -> str:
+def environment(
+    name: str, url: str, receiver: str, *, window: str, rules: str, probes: int = 20
+) -> str:
     """Defaults except what keeps a test short: sub-second rounds, seconds-long windows, a
     background run every 200 ms (each `probes_per_round` probes spread over a round's 200 ms,
     the rate rounds probe at, so both measure the same latency)."""
@@ -92,7 +95,7 @@ def environment(name: str, url: str, receiver: str, *, window: str, rules: str) 
       interval: 200ms
       lookback: 1m
       background_interval: 200ms
-      probes_per_round: 20
+      probes_per_round: {probes}
       checks:
         - {{name: api-health, type: http, path: /api/health, timeout: 2s}}
       rules:
@@ -133,17 +136,18 @@ async def test_latency_x2_on_a_max_increase_rule_is_rolled_back(
     start_agent: AgentFactory, targets: list[NoisyTarget], rollback_receiver: Any
 ) -> None:
     target = targets[0]
-    target.latency_s = 0.05  # large beside a busy event loop's own delays
+    target.latency_s = 0.1  # large beside a busy event loop's own delays
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     rules = f"{ERRORS_MAX}\n{LATENCY_RELATIVE}"
     agent = await start_agent(
-        environment("production", target.url, receiver.url, window="20s", rules=rules)
+        environment("production", target.url, receiver.url, window="20s", rules=rules, probes=40)
     )
+    # 40 probes a round: a baseline of a few hundred samples bounds its p95 closely
     await asyncio.sleep(6.0)
-    target.latency_s = 0.10
+    target.latency_s = 0.2
     deploy = await agent.register("production", "v-slow")
     final = await agent.settled(deploy["id"], within=40)
-    assert final["state"] == "rolled_back", final["verdict"]["reason"]
+    assert final["state"] == "rolled_back", json.dumps(final["verdict"]["rules"])
     rule = next(r for r in final["verdict"]["rules"] if r["name"] == "p95")
     assert rule["outcome"] == "fail"
     assert rule["baseline"] is not None and rule["observed"] > 1.5 * rule["baseline"]
@@ -155,11 +159,11 @@ async def test_an_aa_deploy_passes_on_evidence(
 ) -> None:
     target = targets[0]
     target.error_rate = 0.01
-    target.latency_s = 0.01
+    target.latency_s = 0.05
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     rules = f"{ERRORS_MAX}\n{LATENCY_RELATIVE}"
     agent = await start_agent(
-        environment("production", target.url, receiver.url, window="10s", rules=rules)
+        environment("production", target.url, receiver.url, window="14s", rules=rules)
     )
     await asyncio.sleep(3.0)
     deploy = await agent.register("production", "v-same")
@@ -239,3 +243,30 @@ async def test_a_window_too_short_for_evidence_ends_inconclusive_naming_the_rule
     alerts = await json_sink.wait_for(1, within=10)
     assert any("errors: error_rate upper bound" in a.message for a in alerts), alerts
     assert receiver.attempts == []
+
+
+async def test_a_bound_below_what_the_rule_can_detect_is_logged_once(
+    start_agent: AgentFactory,
+    targets: list[NoisyTarget],
+    rollback_receiver: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    target = targets[0]
+    target.latency_s = 0.01
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    tight = (
+        "        - {name: p95, source: checks, check: api-health, metric: latency_p95,"
+        " max_increase: 1%}"
+    )
+    agent = await start_agent(
+        environment("production", target.url, receiver.url, window="1s", rules=tight)
+    )
+    await asyncio.sleep(2.0)
+    caplog.set_level("WARNING", logger="postflight.window")
+    deploy = await agent.register("production", "v-tight")
+    final = await agent.settled(deploy["id"], within=15)
+    (rule,) = final["verdict"]["rules"]
+    assert (rule["evidence"].get("detectable") or {}).get("bound_below_detectable"), str(rule)
+    warned = [r for r in caplog.records if "is below what it can detect" in r.getMessage()]
+    assert len(warned) == 1, [r.getMessage() for r in caplog.records]
+    assert "max_increase 1%" in warned[0].getMessage()

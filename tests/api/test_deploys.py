@@ -271,7 +271,6 @@ async def test_a_decided_window_shows_its_verdict_and_rollback(
     assert await store.finish_window(created["id"], "failed", verdict, at, intent)
     intent.state, intent.attempts, intent.last_status = "delivered", 2, 200
     await store.update_rollback(intent)
-    await store.set_state(created["id"], "rolled_back", "failed")
 
     body = await (await client.get(f"/v1/deploys/{created['id']}", headers=AUTH)).json()
     assert body["state"] == "rolled_back"

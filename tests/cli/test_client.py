@@ -143,7 +143,6 @@ def ends_in(state: str) -> Script:
             if state == "rolled_back":
                 intent.state, intent.attempts, intent.last_status = "delivered", 2, 200
                 await store.update_rollback(intent)
-                await store.set_state(window_id, "rolled_back", "failed")
         elif state == "cancelled":
             await store.cancel_window(window_id, now)
         elif state == "superseded":

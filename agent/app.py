@@ -79,8 +79,14 @@ def build_app(
         redact=redact,
         metrics=app[METRICS],
     )
+    owner = owner or replica_id()
     delivery = RollbackDelivery(
-        app[STORE], app[METRICS], user_agent=f"postflight/{__version__}", clock=clock
+        app[STORE],
+        app[METRICS],
+        user_agent=f"postflight/{__version__}",
+        clock=clock,
+        owner=owner,
+        lease_s=settings.store.lease,
     )
     providers = build_providers(settings.providers, app[METRICS], redact)
     watcher = Watcher(
@@ -91,7 +97,7 @@ def build_app(
         delivery=delivery,
         providers=providers,
         sessions=sessions,
-        owner=owner or replica_id(),
+        owner=owner,
         secrets=settings.secret_values(),
         clock=clock,
         poll_interval=poll_interval,

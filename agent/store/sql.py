@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Protocol
 from agent.records import (
     DeliveryAttempt,
     DeployWindow,
+    Fence,
     IdempotentResponse,
     Page,
     RollbackIntent,
@@ -112,6 +113,13 @@ MIGRATIONS: tuple[str, ...] = (
     # claiming scans only the watching windows (PostgreSQL stores had it from version 1)
     "CREATE INDEX IF NOT EXISTS windows_watching ON windows (created_at, id)"
     " WHERE state = 'watching'",
+    # fencing: a window's and a rollback's lease carry the epoch of the claim that took them
+    """
+    ALTER TABLE windows ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE rollbacks ADD COLUMN lease_owner TEXT;
+    ALTER TABLE rollbacks ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE rollbacks ADD COLUMN lease_until DOUBLE PRECISION
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -122,12 +130,30 @@ LOCK_ENVIRONMENT = 0x5046_0002  # "PF" 2: create_window per environment
 
 _WINDOW_COLUMNS = (
     "id, environment, version, previous_version, commit_sha, labels, state, deployed_at,"
-    " ends_at, created_at, rounds, verdict, baseline, ended_at, lease_owner, lease_until"
+    " ends_at, created_at, rounds, verdict, baseline, ended_at, lease_owner, lease_until,"
+    " lease_epoch"
 )
 _ROLLBACK_COLUMNS = (
     "window_id, state, body, requested_at, attempts, last_status, last_error,"
-    " next_attempt_at, finished_at"
+    " next_attempt_at, finished_at, lease_owner, lease_epoch, lease_until"
 )
+IN_FLIGHT = "in flight: no outcome recorded (the sender stopped mid-attempt)"
+"""A delivery row's error until its attempt's outcome is stored."""
+
+
+_FENCED = "state = 'watching' AND lease_owner = ? AND lease_epoch = ?"
+_HELD_BY = (
+    "SELECT 1 FROM windows WHERE id = ? AND lease_owner = ? AND lease_epoch = ?"
+    # the holder that ended the window still speaks for it (its final alerts)
+    " UNION ALL SELECT 1 FROM windows WHERE id = ? AND lease_epoch = ? AND state <> 'watching'"
+)
+
+
+def _fenced(sql: str, fence: Fence | None) -> tuple[str, tuple[Any, ...]]:
+    """`sql` (an UPDATE of one window), applied only while `fence` still holds it."""
+    if fence is None:
+        return sql, ()
+    return f"{sql} AND {_FENCED}", (fence.owner, fence.epoch)
 
 
 class Connection(Protocol):
@@ -171,11 +197,12 @@ def _window(row: Sequence[Any]) -> DeployWindow:
         ended_at=row[13],
         lease_owner=row[14],
         lease_until=row[15],
+        lease_epoch=row[16],
     )
 
 
 def _rollback(row: Sequence[Any]) -> RollbackIntent:
-    return RollbackIntent(*tuple(row)[:9])
+    return RollbackIntent(*row)
 
 
 class SqlStore(ABC):
@@ -252,7 +279,7 @@ class SqlStore(ABC):
                     old.id,
                 )
             await db.execute(
-                f"INSERT INTO windows ({_WINDOW_COLUMNS}) VALUES ({', '.join('?' * 16)})",
+                f"INSERT INTO windows ({_WINDOW_COLUMNS}) VALUES ({', '.join('?' * 17)})",
                 window.id,
                 window.environment,
                 window.version,
@@ -269,6 +296,7 @@ class SqlStore(ABC):
                 window.ended_at,
                 window.lease_owner,
                 window.lease_until,
+                window.lease_epoch,
             )
             if idempotency is not None:
                 await db.execute(
@@ -326,16 +354,26 @@ class SqlStore(ABC):
             next_cursor = encode_cursor(items[-1].created_at, items[-1].id)
         return Page(items=items, next_cursor=next_cursor)
 
-    async def claim_windows(self, owner: str, now: float, lease_s: float) -> list[DeployWindow]:
+    async def claim_windows(
+        self, owner: str, now: float, lease_s: float, *, fresh: bool = False
+    ) -> list[DeployWindow]:
         async with self._tx() as db:
             # SKIP_LOCKED: a row another replica is claiming (or renewing, or finishing)
             # right now is left to it instead of waited for; the WHERE is re-checked on
             # the latest committed row, so a lease taken a moment ago is never stolen.
+            # A lease that changes hands (or lapsed, even ours, or is claimed `fresh` by a
+            # new process of ours) gets a new epoch: every task still holding the old one
+            # is refused at its next write.
             await db.execute(
-                "UPDATE windows SET lease_owner = ?, lease_until = ? WHERE id IN ("
-                " SELECT id FROM windows WHERE state = 'watching'"
+                "UPDATE windows SET lease_epoch = CASE WHEN NOT ? AND lease_owner = ?"
+                " AND lease_until >= ? THEN lease_epoch ELSE lease_epoch + 1 END,"
+                " lease_owner = ?, lease_until = ?"
+                " WHERE id IN (SELECT id FROM windows WHERE state = 'watching'"
                 " AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)"
                 f" ORDER BY created_at, id{self.SKIP_LOCKED})",
+                fresh,
+                owner,
+                now,
                 owner,
                 now + lease_s,
                 owner,
@@ -353,47 +391,51 @@ class SqlStore(ABC):
             )
         return [_window(r) for r in rows]
 
-    async def renew_lease(self, window_id: str, owner: str, until: float) -> bool:
+    async def renew_lease(self, window_id: str, fence: Fence, until: float) -> bool:
         async with self._tx() as db:
             changed = await db.execute(
-                "UPDATE windows SET lease_until = ? WHERE id = ? AND lease_owner = ?"
-                " AND state = 'watching'",
+                f"UPDATE windows SET lease_until = ? WHERE id = ? AND {_FENCED}",
                 until,
                 window_id,
-                owner,
+                fence.owner,
+                fence.epoch,
             )
         return changed == 1
 
-    async def release_lease(self, window_id: str, owner: str) -> None:
+    async def release_lease(self, window_id: str, fence: Fence) -> None:
         async with self._tx() as db:
             await db.execute(
                 "UPDATE windows SET lease_owner = NULL, lease_until = NULL"
-                " WHERE id = ? AND lease_owner = ?",
+                " WHERE id = ? AND lease_owner = ? AND lease_epoch = ?",
                 window_id,
-                owner,
+                fence.owner,
+                fence.epoch,
             )
 
-    async def set_baseline(self, window_id: str, baseline: dict[str, Any]) -> None:
-        async with self._tx() as db:
-            await db.execute(
-                "UPDATE windows SET baseline = ? WHERE id = ?", _dumps(baseline), window_id
-            )
-
-    async def record_round(
-        self, record: RoundRecord, verdict: dict[str, Any] | None, owner: str | None = None
+    async def set_baseline(
+        self, window_id: str, baseline: dict[str, Any], fence: Fence | None = None
     ) -> bool:
         async with self._tx() as db:
-            sql = "UPDATE windows SET rounds = ?, verdict = ? WHERE id = ? AND state = 'watching'"
-            args: list[Any] = [record.number, _dumps(verdict), record.window_id]
-            if owner is not None:
-                sql += " AND lease_owner = ?"
-                args.append(owner)
-            if await db.execute(sql, *args) != 1:
+            sql, args = _fenced("UPDATE windows SET baseline = ? WHERE id = ?", fence)
+            return await db.execute(sql, _dumps(baseline), window_id, *args) == 1
+
+    async def record_round(
+        self, record: RoundRecord, verdict: dict[str, Any] | None, fence: Fence | None = None
+    ) -> bool:
+        async with self._tx() as db:
+            # `rounds < ?`: a round is never written twice, and the count never goes back
+            sql, args = _fenced(
+                "UPDATE windows SET rounds = ?, verdict = ? WHERE id = ? AND state = 'watching'"
+                " AND rounds < ?",
+                fence,
+            )
+            changed = await db.execute(
+                sql, record.number, _dumps(verdict), record.window_id, record.number, *args
+            )
+            if changed != 1:
                 return False
             await db.execute(
-                "INSERT INTO rounds (window_id, number, started_at, summary)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (window_id, number) DO UPDATE"
-                " SET started_at = excluded.started_at, summary = excluded.summary",
+                "INSERT INTO rounds (window_id, number, started_at, summary) VALUES (?, ?, ?, ?)",
                 record.window_id,
                 record.number,
                 record.started_at,
@@ -416,28 +458,32 @@ class SqlStore(ABC):
         verdict: dict[str, Any] | None,
         at: float,
         rollback: RollbackIntent | None = None,
+        fence: Fence | None = None,
     ) -> bool:
         async with self._tx() as db:
-            changed = await db.execute(
+            sql, args = _fenced(
                 "UPDATE windows SET state = ?, verdict = COALESCE(?, verdict), ended_at = ?,"
                 " lease_owner = NULL, lease_until = NULL WHERE id = ? AND state = 'watching'",
-                state,
-                _dumps(verdict),
-                at,
-                window_id,
+                fence,
             )
-            if changed != 1:
+            if await db.execute(sql, state, _dumps(verdict), at, window_id, *args) != 1:
                 return False
             if rollback is not None:
                 await db.execute(
-                    "INSERT INTO rollbacks (window_id, state, body, requested_at,"
-                    " attempts, next_attempt_at) VALUES (?, ?, ?, ?, 0, ?)"
+                    "INSERT INTO rollbacks (window_id, state, body, requested_at, attempts,"
+                    " next_attempt_at, finished_at, last_error, lease_owner, lease_epoch,"
+                    " lease_until) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (window_id) DO NOTHING",
                     rollback.window_id,
                     rollback.state,
                     rollback.body,
                     rollback.requested_at,
                     rollback.next_attempt_at,
+                    rollback.finished_at,
+                    rollback.last_error,
+                    rollback.lease_owner,
+                    rollback.lease_epoch,
+                    rollback.lease_until,
                 )
             return True
 
@@ -471,40 +517,108 @@ class SqlStore(ABC):
         )
         return _rollback(row) if row else None
 
-    async def update_rollback(self, intent: RollbackIntent) -> None:
+    async def take_rollback(
+        self, window_id: str, owner: str, now: float, until: float, held: Fence | None = None
+    ) -> RollbackIntent | None:
+        """Lease a pending rollback to `owner` under a new epoch: if nobody holds it, its
+        lease lapsed, or `owner` already holds it as `held` (handed over with the verdict).
+        None when another sender holds it (or it is no longer pending)."""
+        held = held if held is not None and held.owner == owner else Fence(owner, -1)
         async with self._tx() as db:
+            rows = await db.fetch(
+                "UPDATE rollbacks SET lease_owner = ?, lease_epoch = lease_epoch + 1,"
+                " lease_until = ? WHERE window_id = ? AND state = 'pending'"
+                " AND (lease_owner IS NULL OR lease_until < ?"
+                " OR (lease_owner = ? AND lease_epoch = ?))"
+                f" RETURNING {_ROLLBACK_COLUMNS}",
+                owner,
+                until,
+                window_id,
+                now,
+                held.owner,
+                held.epoch,
+            )
+        return _rollback(rows[0]) if rows else None
+
+    async def begin_attempt(
+        self, window_id: str, fence: Fence, now: float, until: float
+    ) -> int | None:
+        """The next attempt's number, allocated and stored (with an in-flight delivery
+        row) before it goes out; None if the lease is no longer this sender's."""
+        async with self._tx() as db:
+            rows = await db.fetch(
+                "UPDATE rollbacks SET attempts = attempts + 1, next_attempt_at = NULL,"
+                " lease_until = ? WHERE window_id = ? AND state = 'pending' AND lease_owner = ?"
+                " AND lease_epoch = ? AND lease_until >= ? RETURNING attempts",
+                until,
+                window_id,
+                fence.owner,
+                fence.epoch,
+                now,
+            )
+            if not rows:
+                return None
+            number = int(rows[0][0])
             await db.execute(
-                "UPDATE rollbacks SET state = ?, attempts = ?, last_status = ?, last_error = ?,"
-                " next_attempt_at = ?, finished_at = ? WHERE window_id = ?",
+                "INSERT INTO deliveries (window_id, attempt, at, status, error, duration_s)"
+                " VALUES (?, ?, ?, NULL, ?, 0)",
+                window_id,
+                number,
+                now,
+                IN_FLIGHT,
+            )
+        return number
+
+    async def settle_rollback(
+        self, intent: RollbackIntent, attempt: DeliveryAttempt | None = None
+    ) -> bool:
+        """Store an attempt's outcome and where the rollback stands (`intent`'s state,
+        last status and error, next attempt, lease) in one transaction.
+
+        Fenced by `intent.fence`, except a delivery: a 2xx is a fact, stored even by a
+        sender whose lease lapsed meanwhile, so that no new holder sends again. A
+        `delivered` rollback moves its window from `failed` to `rolled_back`. False if
+        nothing changed (the lease is another's, or the rollback already ended)."""
+        async with self._tx() as db:
+            if attempt is not None:
+                await db.execute(
+                    "UPDATE deliveries SET at = ?, status = ?, error = ?, duration_s = ?"
+                    " WHERE window_id = ? AND attempt = ? AND status IS NULL AND error = ?",
+                    attempt.at,
+                    attempt.status,
+                    _text(attempt.error),
+                    attempt.duration_s,
+                    attempt.window_id,
+                    attempt.attempt,
+                    IN_FLIGHT,
+                )
+            sql = (
+                "UPDATE rollbacks SET state = ?, last_status = ?, last_error = ?,"
+                " next_attempt_at = ?, finished_at = ?, lease_until = ?"
+                " WHERE window_id = ? AND state = 'pending'"
+            )
+            args: list[Any] = []
+            if intent.state != "delivered":
+                sql += " AND lease_owner = ? AND lease_epoch = ?"
+                args = [intent.lease_owner, intent.lease_epoch]
+            changed = await db.execute(
+                sql,
                 intent.state,
-                intent.attempts,
                 intent.last_status,
                 _text(intent.last_error),
                 intent.next_attempt_at,
                 intent.finished_at,
+                intent.lease_until,
                 intent.window_id,
+                *args,
             )
-            if intent.state == "delivered":
+            if changed == 1 and intent.state == "delivered":
                 # same transaction: "rolled_back" means the webhook accepted it
                 await db.execute(
                     "UPDATE windows SET state = 'rolled_back' WHERE id = ? AND state = 'failed'",
                     intent.window_id,
                 )
-
-    async def record_delivery(self, attempt: DeliveryAttempt) -> None:
-        async with self._tx() as db:
-            await db.execute(
-                "INSERT INTO deliveries (window_id, attempt, at, status, error, duration_s)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (window_id, attempt) DO UPDATE"
-                " SET at = excluded.at, status = excluded.status, error = excluded.error,"
-                " duration_s = excluded.duration_s",
-                attempt.window_id,
-                attempt.attempt,
-                attempt.at,
-                attempt.status,
-                _text(attempt.error),
-                attempt.duration_s,
-            )
+        return changed == 1
 
     async def pending_rollbacks(self) -> list[RollbackIntent]:
         rows = await self._fetchall(
@@ -515,15 +629,20 @@ class SqlStore(ABC):
 
     # alerts ----------------------------------------------------------------
 
-    async def claim_alert(self, window_id: str, event: str, at: float) -> bool:
+    async def claim_alert(
+        self, window_id: str, event: str, at: float, fence: Fence | None = None
+    ) -> bool:
+        """With `fence`, only while that claim holds the window, or it ended under that
+        claim: a task whose lease was taken over never alerts."""
+        sql = "INSERT INTO alerts (window_id, event, claimed_at) SELECT ?, ?, ?"
+        args: tuple[Any, ...] = (window_id, event, at)
+        if fence is not None:
+            sql += f" WHERE EXISTS ({_HELD_BY})"
+            args += (window_id, fence.owner, fence.epoch, window_id, fence.epoch)
+        else:
+            sql += " WHERE TRUE"  # SQLite: an upsert's SELECT needs a WHERE to parse
         async with self._tx() as db:
-            claimed = await db.execute(
-                "INSERT INTO alerts (window_id, event, claimed_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (window_id, event) DO NOTHING",
-                window_id,
-                event,
-                at,
-            )
+            claimed = await db.execute(sql + " ON CONFLICT (window_id, event) DO NOTHING", *args)
         return claimed == 1
 
     async def record_alert(self, window_id: str, event: str, result: str, detail: str) -> None:

@@ -15,7 +15,6 @@ import pytest
 
 from agent import __version__
 from agent.metrics import Metrics
-from agent.records import RollbackIntent
 from agent.rollback import (
     RollbackDelivery,
     backoff_delay,
@@ -36,7 +35,7 @@ from tests.rollback.support import (
     settings,
     stored_intent,
 )
-from tests.store.peek import deliveries
+from tests.store.peek import deliveries, set_rollback
 
 
 @pytest.fixture
@@ -301,7 +300,7 @@ async def test_resumes_after_a_crash_at_attempt_3(
     intent = await stored_intent(before)
     intent.attempts = 2  # two attempts went out, then the process died
     intent.last_status = 503
-    await before.update_rollback(intent)
+    await set_rollback(before, intent)
     await before.close()
 
     after = SqliteStore(path)  # the restarted process
@@ -327,7 +326,7 @@ async def test_a_resumed_delivery_with_no_attempts_left_fails_without_sending(
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     intent = await stored_intent(store)
     intent.attempts = 3
-    await store.update_rollback(intent)
+    await set_rollback(store, intent)
 
     done = await delivery.deliver(intent, settings(receiver.url, max_attempts=3), "production")
 
@@ -342,7 +341,7 @@ async def test_a_resumed_delivery_waits_out_its_stored_backoff(
     intent = await stored_intent(store)
     intent.attempts = 1
     intent.next_attempt_at = 1_000_012.0
-    await store.update_rollback(intent)
+    await set_rollback(store, intent)
 
     sender = RollbackDelivery(store, metrics, sleep=sleep, clock=lambda: 1_000_000.0)
     done = await sender.deliver(intent, settings(receiver.url), "production")
@@ -409,7 +408,7 @@ class BrokenStore:
     def __getattr__(self, name: str) -> Callable[..., Any]:
         return getattr(self._inner, name)  # type: ignore[no-any-return]
 
-    async def update_rollback(self, intent: RollbackIntent) -> None:
+    async def begin_attempt(self, *args: Any) -> int | None:
         raise RuntimeError("disk I/O error")
 
 

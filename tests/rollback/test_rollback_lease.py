@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.metrics import Metrics
-from agent.rollback import RollbackDelivery
+from agent.rollback.delivery import RollbackDelivery
 from agent.store.sqlite import SqliteStore
 from tests.receivers import RollbackAttempt, RollbackReceiver
 from tests.rollback.support import SECRET, settings, stored_intent

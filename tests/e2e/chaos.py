@@ -313,6 +313,13 @@ class Chaos:
     # set-up ------------------------------------------------------------------
 
     async def __aenter__(self) -> Chaos:
+        try:
+            return await self._start()
+        except BaseException:
+            await self.__aexit__()  # a replica that failed to start: stop what did start
+            raise
+
+    async def _start(self) -> Chaos:
         receiver_log = self.workdir / "receiver.jsonl"
         self.receiver_log = receiver_log
         args = ["--secret", SECRET, "--log", str(receiver_log)]

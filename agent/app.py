@@ -21,7 +21,9 @@ from aiohttp import web
 
 from agent import __version__
 from agent.api import add_routes
+from agent.api.hooks import INTEGRATIONS
 from agent.appkeys import METRICS, REDACT, SETTINGS, STORE, WINDOW_EVENTS
+from agent.integrations.targets import RollbackTargets
 from agent.metrics import Metrics
 from agent.observability import init_sentry
 from agent.providers.registry import build_providers
@@ -30,6 +32,7 @@ from agent.settings import Settings
 from agent.store import store_from_url
 from agent.store.base import Store
 from agent.windows.alert_once import WindowAlerts
+from agent.windows.integrations import Integrations
 from agent.windows.supervisor import Watcher
 from alerting.notifier import Notifier
 from checks.sessions import TargetSessions
@@ -88,6 +91,7 @@ def build_app(
         clock=clock,
         owner=owner,
         lease_s=settings.store.lease,
+        targets=RollbackTargets(settings),
     )
     providers = build_providers(settings.providers, app[METRICS], redact)
     watcher = Watcher(
@@ -106,19 +110,32 @@ def build_app(
     )
     app[WATCHER] = watcher
     app[WINDOW_EVENTS] = watcher
+    integrations = Integrations(
+        settings,
+        watcher.services,
+        watcher,
+        public_url=f"http://{settings.server.listen}",
+        redact=redact,
+        clock=clock,
+        poll_interval=poll_interval,
+    )
+    app[INTEGRATIONS] = integrations
 
     async def watcher_ctx(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(watcher.run(), name="watcher")
+        side = asyncio.create_task(integrations.run(), name="integrations")
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for running in (side, task):
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
         await watcher.drain(grace=max(1.0, settings.server.shutdown_timeout - 3.0))
 
     # aiohttp cleans up in reverse: the watcher stops first, the store closes last
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(_closes("target sessions", sessions.aclose))
     app.cleanup_ctx.append(_closes("rollback delivery", delivery.aclose))
+    app.cleanup_ctx.append(_closes("integrations", integrations.aclose))
     for name, provider in providers.items():
         app.cleanup_ctx.append(_closes(f"provider {name}", provider.aclose))
     app.cleanup_ctx.append(watcher_ctx)

@@ -100,6 +100,11 @@ class Store(Protocol):
         the same transaction); False if it had already ended."""
         ...
 
+    async def set_state(self, window_id: str, state: WindowState, expected: WindowState) -> bool:
+        """Compare-and-set a window's state (a delivered manual rollback moves `passed`
+        or `inconclusive` to `rolled_back`)."""
+        ...
+
     async def cancel_window(self, window_id: str, at: float) -> DeployWindow:
         """Cancel an active window; `Conflict` if it already ended, KeyError if unknown."""
         ...
@@ -119,6 +124,12 @@ class Store(Protocol):
     ) -> int | None:
         """Allocate and store the next attempt number before it goes out (the lease is
         extended to `until`); None if the lease is no longer `fence`'s."""
+        ...
+
+    async def add_rollback(self, intent: RollbackIntent) -> bool:
+        """Store a rollback for a window that already ended passed, failed or
+        inconclusive (a manual rollback); False if it has one already, or is in
+        another state."""
         ...
 
     async def settle_rollback(

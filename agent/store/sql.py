@@ -156,6 +156,27 @@ def _fenced(sql: str, fence: Fence | None) -> tuple[str, tuple[Any, ...]]:
     return f"{sql} AND {_FENCED}", (fence.owner, fence.epoch)
 
 
+async def _insert_rollback(db: Connection, intent: RollbackIntent, guard: str, *args: Any) -> int:
+    """Store a rollback intent (with its lease, if handed over) when `guard` holds."""
+    return await db.execute(
+        "INSERT INTO rollbacks (window_id, state, body, requested_at, attempts,"
+        " next_attempt_at, finished_at, last_error, lease_owner, lease_epoch, lease_until)"
+        f" SELECT ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ? WHERE {guard}"
+        " ON CONFLICT (window_id) DO NOTHING",
+        intent.window_id,
+        intent.state,
+        intent.body,
+        intent.requested_at,
+        intent.next_attempt_at,
+        intent.finished_at,
+        intent.last_error,
+        intent.lease_owner,
+        intent.lease_epoch,
+        intent.lease_until,
+        *args,
+    )
+
+
 class Connection(Protocol):
     """A backend's connection, inside or outside a transaction; SQL uses `?`."""
 
@@ -469,23 +490,26 @@ class SqlStore(ABC):
             if await db.execute(sql, state, _dumps(verdict), at, window_id, *args) != 1:
                 return False
             if rollback is not None:
-                await db.execute(
-                    "INSERT INTO rollbacks (window_id, state, body, requested_at, attempts,"
-                    " next_attempt_at, finished_at, last_error, lease_owner, lease_epoch,"
-                    " lease_until) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (window_id) DO NOTHING",
-                    rollback.window_id,
-                    rollback.state,
-                    rollback.body,
-                    rollback.requested_at,
-                    rollback.next_attempt_at,
-                    rollback.finished_at,
-                    rollback.last_error,
-                    rollback.lease_owner,
-                    rollback.lease_epoch,
-                    rollback.lease_until,
-                )
+                await _insert_rollback(db, rollback, "TRUE")
             return True
+
+    async def add_rollback(self, intent: RollbackIntent) -> bool:
+        async with self._tx() as db:
+            guard = (
+                "EXISTS (SELECT 1 FROM windows WHERE id = ?"
+                " AND state IN ('passed', 'failed', 'inconclusive'))"
+            )
+            return await _insert_rollback(db, intent, guard, intent.window_id) == 1
+
+    async def set_state(self, window_id: str, state: WindowState, expected: WindowState) -> bool:
+        async with self._tx() as db:
+            changed = await db.execute(
+                "UPDATE windows SET state = ? WHERE id = ? AND state = ?",
+                state,
+                window_id,
+                expected,
+            )
+        return changed == 1
 
     async def cancel_window(self, window_id: str, at: float) -> DeployWindow:
         async with self._tx() as db:

@@ -399,3 +399,13 @@ async def test_a_new_process_claims_afresh_even_its_own_valid_leases(store: Stor
     [after] = await store.claim_windows("a", now=1001, lease_s=30, fresh=True)
     assert after.lease_epoch == before.lease_epoch + 1
     assert not await store.renew_lease("dep_1", before.fence, until=1100)
+
+
+async def test_set_state_is_a_compare_and_set(store: Store) -> None:
+    await store.create_window(window("dep_1"))
+    assert not await store.set_state("dep_1", "rolled_back", expected="failed")
+    await store.finish_window("dep_1", "failed", None, 10)
+    assert await store.set_state("dep_1", "rolled_back", expected="failed")
+    assert not await store.set_state("dep_1", "rolled_back", expected="failed")
+    got = await store.get_window("dep_1")
+    assert got is not None and got.state == "rolled_back"

@@ -86,7 +86,8 @@ async def test_a_background_run_is_stored_and_pruned_once_past_the_lookback(
         await server.close()
     rows = await store.probe_summaries("production", 0, 30_000)
     assert [(name, at) for name, at, _ in rows] == [("feed", 10_000.0), ("health", 20_000.0)]
-    assert rows[1][2]["ok"] == [1]
+    # one run is a burst of `probes_per_round` probes, stored as one period
+    assert rows[1][2]["ok"] == [1] * env.probes_per_round
     # retention, in the background: the first run (at 10,000 s) is older than the
     # lookback + 1 min at 20,000 s, so no baseline will read it again
     pruner = StorePruner.from_settings(settings(), store, clock=lambda: 20_000.0)

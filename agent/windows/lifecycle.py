@@ -9,15 +9,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agent.analysis.judge import judge
+from agent.analysis.judge import Judge, State
 from agent.analysis.observe import merge, observe
 from agent.analysis.types import Observation, Policy, Rule, RuleVerdict, Verdict
 from agent.metrics import Metrics
-from agent.providers.base import DeployScope, Period, Provider, round_increment
+from agent.providers.base import (
+    BucketedProvider,
+    DeployScope,
+    Period,
+    Provider,
+    round_increment,
+)
 from agent.records import DeployWindow, RollbackIntent, RoundRecord, WindowState
 from agent.rollback.contract import rollback_intent
 from agent.rollback.delivery import RollbackDelivery
@@ -25,6 +33,7 @@ from agent.settings import EnvironmentSettings, RuleSettings
 from agent.store.base import Store
 from agent.windows.alert_once import WindowAlerts
 from agent.windows.evidence import (
+    bounded_observation_dict,
     breaches,
     breaches_as_rules,
     observation_from_dict,
@@ -39,6 +48,12 @@ from checks.base import CheckResult, Sample
 from common.times import rfc3339
 
 log = logging.getLogger("postflight.window")
+
+BASELINE_BUCKET_S = 300.0
+"""A provider baseline's bucket: five minutes (12 buckets in the default hour)."""
+
+CANARY_SAMPLES = 20_000
+"""A canary's stable side: the most recent samples kept as its baseline (bounded memory)."""
 
 
 @dataclass
@@ -89,6 +104,10 @@ class WindowWatch:
         services: WatchServices,
     ) -> None:
         self.window = window
+        self.fence = window.fence
+        """This watch's claim: every write for the window carries it, and once another
+        claim took the window (even this replica's own, after a pause) the store refuses
+        the write and the watch stops."""
         self.env = env
         self.probe = probe
         self.s = services
@@ -98,6 +117,7 @@ class WindowWatch:
             name=env.analysis.policy,
             failure_limit=env.analysis.failure_limit,
             confidence=env.analysis.confidence,
+            pass_on=env.analysis.pass_on,
         )
         self.scope = DeployScope(
             deploy_id=window.id,
@@ -108,9 +128,17 @@ class WindowWatch:
             baseline=env.baseline,
             canary=env.baseline_url is not None,
         )
-        self.history: list[dict[str, Observation]] = []
+        self.horizon = max(1, math.ceil((window.ends_at - window.deployed_at) / env.interval))
+        """Rounds the window is planned to last (the e-detector's false-alarm bound)."""
+        self.compiled: Judge | None = None
+        """The judge compiled against the baselines (once; every round for a canary)."""
+        self.judge_state: State | None = None
+        """The judge's fold after the latest round: all a restart needs to go on."""
+        self.latest: dict[str, Observation] = {}
+        self.replay: list[dict[str, Observation]] = []
+        """Rounds stored without a judge state (an older version): folded once on resume."""
         self.baselines: dict[str, Observation] = {}
-        self.canary_samples: list[Sample] = []
+        self.canary_samples: deque[Sample] = deque(maxlen=CANARY_SAMPLES)
         self.cumulative: dict[str, Observation] = {}
         """Each provider rule's latest figures since the deploy (see `round_increment`)."""
         self.links: dict[str, str] = {}
@@ -122,22 +150,26 @@ class WindowWatch:
             r["name"]: _state_of(r["outcome"], r.get("evidence") or {})
             for r in (window.verdict or {}).get("rules", [])
         }
+        self.warned: set[str] = set()
+        """Rules already warned about (a bound below what they can detect)."""
         self.log = logging.LoggerAdapter(
             log, {"deploy_id": window.id, "environment": window.environment}
         )
         self.last_slot: int | None = None
         """The slot of the latest stored round: a restart goes on with the slot after it."""
         self.overran = False
+        """An overrun is logged once per window (each is counted in the metrics)."""
         self.settling: asyncio.Task[bool] | None = None
         """The latest round being stored and acted on (see `_settle`)."""
-        """An overrun is logged once per window (each is counted in the metrics)."""
 
     # the whole window -----------------------------------------------------
 
     async def run(self) -> None:
         await self._load_history()
         if self.window.baseline is None:
-            await self._take_baseline()
+            if not await self._take_baseline():
+                self.log.info("window no longer ours (ended or taken over); stop watching")
+                return
         else:
             self.baselines = {k: observation_from_dict(v) for k, v in self.window.baseline.items()}
         self.log.info(
@@ -167,8 +199,8 @@ class WindowWatch:
                 return
             observations, results = await self._gather_round(length)
             final = schedule.is_last(slot)
-            verdict = self._judge(observations, final=final)
-            self.history.append(observations)
+            self.judge_state, verdict = self._judge(observations, final=final)
+            self.latest = observations
             summary = self._round_summary(observations, results, verdict)
             summary.update(round_timing(schedule, slot, started, lag, self.s.clock()))
             decided_at = self.s.clock() if verdict.decision != "continue" else None
@@ -191,10 +223,11 @@ class WindowWatch:
         Runs while the next round's checks go on: the write (an fsync, slow on a busy
         disk) never delays the schedule, rounds are still stored in order (the next is
         stored only after this one), and nothing is acted on before it is stored."""
-        if not await self.s.store.record_round(record, verdict_json, self.s.owner):
-            self.log.info("window ended elsewhere (cancelled or superseded); stop watching")
+        if not await self.s.store.record_round(record, verdict_json, self.fence):
+            self.log.info("window ended or taken over meanwhile; stop watching")
             return False
         self.window.rounds = record.number
+        self._warn_undetectable(verdict)
         self._count_rules(verdict)
         self._alert_rules(verdict)
         self.window.verdict = verdict_json
@@ -207,10 +240,15 @@ class WindowWatch:
         return True
 
     async def _load_history(self) -> None:
+        """Resume from the latest stored judge state (rounds before it are not replayed)."""
         for record in await self.s.store.rounds(self.window.id):
             self.last_slot = record.summary.get("slot")
-            obs = record.summary.get("observations", {})
-            self.history.append({k: observation_from_dict(v) for k, v in obs.items()})
+            state = record.summary.get("judge")
+            if isinstance(state, dict):
+                self.judge_state, self.replay = state, []
+            else:
+                obs = record.summary.get("observations", {})
+                self.replay.append({k: observation_from_dict(v) for k, v in obs.items()})
             for name, data in record.summary.get("cumulative", {}).items():
                 self.cumulative[name] = observation_from_dict(data)
             for item in record.summary.get("canary", []):
@@ -218,14 +256,14 @@ class WindowWatch:
 
     # baseline --------------------------------------------------------------
 
-    async def _take_baseline(self) -> None:
+    async def _take_baseline(self) -> bool:
         """Fetch every rule's baseline once, at the window's start, and store it, so
-        that a restart compares against the same period."""
+        that a restart compares against the same period; False if no longer ours."""
         t0 = self.window.deployed_at
         lookback = Period(t0 - self.env.lookback, t0)
         periods = await self._background_periods(lookback)
         fetches = {
-            rule.name: self._fetch(rule, lookback, self.window.previous_version)
+            rule.name: self._fetch_baseline(rule, lookback)
             for rule in self.judge_rules
             if rule.source != "checks"
         }
@@ -241,12 +279,16 @@ class WindowWatch:
                 )
             else:
                 self.baselines[rule.name] = fetched[rule.name]
-        await self.s.store.set_baseline(
-            self.window.id, {k: observation_to_dict(v) for k, v in self.baselines.items()}
-        )
+        if not await self.s.store.set_baseline(
+            self.window.id,
+            {k: observation_to_dict(v) for k, v in self.baselines.items()},
+            self.fence,
+        ):
+            return False
         for name, provider in self.s.providers.items():
             if any(r.source == name for r in self.rules):
                 self.s.spawn(self._mark(name, provider, "deploy"))
+        return True
 
     async def _mark(
         self, name: str, provider: Provider, event: Literal["deploy", "rollback"]
@@ -262,6 +304,19 @@ class WindowWatch:
                 rules=[],
                 provider=name,
             )
+
+    async def _fetch_baseline(self, rule: Rule, lookback: Period) -> Observation:
+        """A provider rule's baseline: a series of buckets pooled by `merge` (so its spread
+        is measured) when the provider can answer one, else one fetch of the lookback."""
+        provider = self.s.providers.get(rule.source)
+        release = self.window.previous_version
+        if not isinstance(provider, BucketedProvider):
+            return await self._fetch(rule, lookback, release)
+        buckets = await provider.fetch_buckets(
+            rule, self.scope, lookback, release, bucket_s=BASELINE_BUCKET_S
+        )
+        with_data = [b for b in buckets if b.has_data]
+        return merge(with_data) if with_data else await self._fetch(rule, lookback, release)
 
     async def _background_periods(self, period: Period) -> list[list[Sample]]:
         """The background probes before the deploy, one list per background run."""
@@ -315,8 +370,8 @@ class WindowWatch:
                     # a canary's stable side, probed side by side, is the baseline
                     self.baselines[rule.name] = observe(
                         judged,
-                        self.canary_samples,
-                        length * (len(self.history) + 1),
+                        list(self.canary_samples),
+                        length * (self.window.rounds + 1),
                         target="baseline",
                     )
             else:
@@ -327,14 +382,19 @@ class WindowWatch:
                     self.cumulative[rule.name] = current
         return observations, results
 
-    def _judge(self, observations: dict[str, Observation], *, final: bool) -> Verdict:
-        return judge(
-            self.judge_rules,
-            self.baselines,
-            [*self.history, observations],
-            self.policy,
-            final=final,
-        )
+    def _judge(self, observations: dict[str, Observation], *, final: bool) -> tuple[State, Verdict]:
+        """One step of the judge's fold from the stored state (a canary's baseline moves each
+        round: the judge is compiled against the baseline known before the round)."""
+        if self.compiled is None or self.env.baseline_url:
+            self.compiled = Judge(
+                self.judge_rules, self.baselines, self.policy, horizon=self.horizon
+            )
+        judge = self.compiled
+        state = self.judge_state or judge.start()
+        for old in self.replay:
+            state, _ = judge.step(state, old, final=False)
+        self.replay = []
+        return judge.step(state, observations, final=final)
 
     def _round_summary(
         self,
@@ -361,11 +421,12 @@ class WindowWatch:
             if r.samples and r.samples[0].target == "baseline"
         ]
         return {
-            "observations": {k: observation_to_dict(v) for k, v in observations.items()},
+            "observations": {k: bounded_observation_dict(v) for k, v in observations.items()},
             "checks": checks,
             "canary": canary,
             "cumulative": {k: observation_to_dict(v) for k, v in self.cumulative.items()},
             "decision": verdict.decision,
+            "judge": self.judge_state,
         }
 
     async def _hold_lease(self, now: float, length: float) -> bool:
@@ -376,7 +437,7 @@ class WindowWatch:
         if held - now >= self.s.lease_s / 2 + length:
             return True
         until = now + self.s.lease_s + length
-        if not await self.s.store.renew_lease(self.window.id, self.s.owner, until):
+        if not await self.s.store.renew_lease(self.window.id, self.fence, until):
             return False
         self.window.lease_until = until
         return True
@@ -409,6 +470,20 @@ class WindowWatch:
                 item.setdefault("query", query)
         return rules
 
+    def _warn_undetectable(self, verdict: Verdict) -> None:
+        """Once per rule and window: its bound is tighter than the smallest change it can
+        detect by the window's end at this traffic (more probes or a longer window help)."""
+        for rule in verdict.rules:
+            can = rule.evidence.get("detectable") or {}
+            if can.get("bound_below_detectable") and rule.name not in self.warned:
+                self.warned.add(rule.name)
+                self.log.warning(
+                    "rule %s: %s is below what it %s at this traffic",
+                    rule.name,
+                    rule.threshold,
+                    can.get("text", "can detect"),
+                )
+
     def _count_rules(self, verdict: Verdict) -> None:
         for rule in verdict.rules:
             self.s.metrics.rule_evaluations_total.labels(
@@ -435,14 +510,16 @@ class WindowWatch:
             rules=rules or [],
             provider=provider,
         )
-        self.s.spawn(self.s.alerts.emit(self.window, alert, self.env.alerts.tags, key=key))
+        self.s.spawn(
+            self.s.alerts.emit(self.window, alert, self.env.alerts.tags, key=key, fence=self.fence)
+        )
 
     def _alert_rules(self, verdict: Verdict) -> None:
         """Per round: a breach once per rule, a resolve when it clears, and one
         `provider_unreachable` per provider per window."""
         previous = self.last_outcomes
         self.last_outcomes = {r.name: _state(r) for r in verdict.rules}
-        latest = self.history[-1] if self.history else {}
+        latest = self.latest
         for rule in verdict.rules:
             as_dict = [rule_to_dict(rule, self.links)]
             if _state(rule) == "breached":
@@ -482,8 +559,13 @@ class WindowWatch:
                 now,
                 dry_run=rollback_cfg.dry_run,
             )
+            # handed to this replica's sender with the verdict; a survivor takes it
+            # over only once this lease lapses (see `Store.take_rollback`)
+            if intent.state == "pending":
+                intent.lease_owner, intent.lease_epoch = self.s.owner, 1
+                intent.lease_until = now + self.s.lease_s
         ended = await self.s.store.finish_window(
-            self.window.id, "failed", verdict_json, now, intent
+            self.window.id, "failed", verdict_json, now, intent, self.fence
         )
         if not ended:
             return
@@ -516,7 +598,7 @@ class WindowWatch:
     async def _end(self, outcome: str, verdict: Verdict, verdict_json: dict[str, Any]) -> None:
         state: WindowState = "passed" if outcome == "pass" else "inconclusive"
         if not await self.s.store.finish_window(
-            self.window.id, state, verdict_json, self.s.clock()
+            self.window.id, state, verdict_json, self.s.clock(), fence=self.fence
         ):
             return
         self.s.metrics.windows_total.labels(self.window.environment, state).inc()

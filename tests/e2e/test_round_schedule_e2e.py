@@ -84,17 +84,20 @@ async def test_ten_probes_and_a_load_check_per_sub_second_round_keep_the_round_c
             - {{name: errors, source: checks, metric: error_rate, max: 0.05}}
         """
     )
-    # background probing runs each check once at start (load: 20 warm-up + 10 requests);
-    # let it finish, so the target counts only the window's own traffic
+    # background probing runs each check once at start, as a round would (10 health
+    # probes, 10 load requests): let it finish, so the target counts only the window's
     async with asyncio.timeout(10), target.arrived:
         await target.arrived.wait_for(
-            lambda: target.arrivals.get("/feed", 0) >= 30 and "/health" in target.arrivals
+            lambda: (
+                target.arrivals.get("/feed", 0) >= 10 and target.arrivals.get("/health", 0) >= 10
+            )
         )
     await asyncio.sleep(0.1)
     target.arrivals.clear()
     deploy = await agent.register("quick", "v1")
     final = await agent.settled(deploy["id"], within=20)
-    assert final["state"] == "passed", final
+    # ended by its time, not by a failure (a few seconds may be too little evidence to pass)
+    assert final["state"] in ("passed", "inconclusive"), final
     assert 7 <= final["rounds"] <= 9
     rounds = await agent.app[STORE].rounds(deploy["id"])
     assert [r.summary["slot"] for r in rounds] == list(range(len(rounds)))
@@ -204,7 +207,7 @@ environments:
         rounds = await store.rounds("dep_slowdisk")
     finally:
         await runner.cleanup()
-    assert window is not None and window.state == "passed"
+    assert window is not None and window.state in ("passed", "inconclusive")
     assert 5 <= len(rounds) <= 7
     assert [r.summary["slot"] for r in rounds] == list(range(len(rounds)))
     assert all(r.summary["lag_s"] < 0.2 for r in rounds[1:]), [r.summary for r in rounds]

@@ -30,6 +30,9 @@ from agent.rollback import RollbackDelivery
 from agent.settings import Settings
 from agent.store import store_from_url
 from agent.store.base import Store
+from agent.web.events import FEED
+from agent.web.feed import DeployFeed, feed_store
+from agent.web.links import deploy_page_url
 from agent.windows.watcher import Watcher
 from alerting.notifier import Notifier
 from checks.sessions import TargetSessions
@@ -61,7 +64,9 @@ def build_app(
     redact = Redactor(settings.secret_values())
     app = web.Application(client_max_size=64 * 1024)
     app[SETTINGS] = settings
-    app[STORE] = store or store_from_url(settings.store.url)
+    feed = DeployFeed()
+    app[FEED] = feed
+    app[STORE] = feed_store(store or store_from_url(settings.store.url), feed)
     app[METRICS] = metrics or Metrics()
     app[REDACT] = redact
     add_routes(app)
@@ -87,7 +92,11 @@ def build_app(
         settings,
         app[STORE],
         app[METRICS],
-        alerts=WindowAlerts(app[STORE], notifier),
+        alerts=WindowAlerts(
+            app[STORE],
+            notifier,
+            link=lambda window: deploy_page_url(settings.server, window.id, now=clock()),
+        ),
         delivery=delivery,
         providers=providers,
         sessions=sessions,
@@ -132,6 +141,8 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> No
     try:
         await site.start()
         log.info("postflight %s listening on http://%s", __version__, settings.server.listen)
+        if settings.server.ui:
+            log.info("deploy pages at %s/deploys", settings.server.base_url)
         await stop.wait()
         log.info("stopping: no new work; finishing deliveries in flight")
     finally:

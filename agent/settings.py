@@ -56,6 +56,14 @@ class ServerSettings(Model):
     api_tokens: list[SecretStr] = Field(min_length=1)
     """Bearer tokens accepted on /v1."""
     shutdown_timeout: Duration = 8.0
+    public_url: HttpUrl | None = None
+    """Base of the links in alerts and `register --wait` (default `http://<listen>`)."""
+    ui: bool = True
+    """Serve the deploy pages (`/deploys`); false answers them 404."""
+    view_secret: SecretStr | None = None
+    """Signs the read-only `?view=` links; default: derived from the first api token."""
+    view_ttl: Duration = 7 * 86400.0
+    """How long a `?view=` link stays valid."""
 
     @field_validator("listen")
     @classmethod
@@ -75,6 +83,11 @@ class ServerSettings(Model):
     @property
     def host(self) -> str:
         return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def base_url(self) -> str:
+        """Where users reach this agent: `public_url`, else `http://<listen>`."""
+        return (self.public_url or f"http://{self.listen}").rstrip("/")
 
     @property
     def port(self) -> int:

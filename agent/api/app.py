@@ -42,6 +42,9 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/healthz", routes.healthz, name="healthz")
     r.add_get("/readyz", routes.readyz, name="readyz")
     r.add_get("/metrics", routes.metrics, name="metrics")
+    from agent.web.pages import add_page_routes  # the pages import the API's helpers
+
+    add_page_routes(app)
 
 
 def create_api_app(

@@ -34,7 +34,8 @@ from agent.api.schemas import (
 from agent.appkeys import METRICS, SETTINGS, STORE, WINDOW_EVENTS
 from agent.durations import format_duration
 from agent.records import DeployWindow, IdempotentResponse
-from agent.store.base import Conflict, Store
+from agent.store.base import Conflict
+from agent.web.links import deploy_page_url
 
 log = logging.getLogger("postflight.api")
 
@@ -151,7 +152,12 @@ def _idempotency_key(request: web.Request) -> str | None:
 # --- deploys ------------------------------------------------------------------------
 
 
-async def _render(store: Store, window: DeployWindow) -> dict[str, Any]:
+def _page(request: web.Request, window_id: str) -> str | None:
+    return deploy_page_url(request.config_dict[SETTINGS].server, window_id, now=_now(request))
+
+
+async def _render(request: web.Request, window: DeployWindow) -> dict[str, Any]:
+    store = request.config_dict[STORE]
     rollback = None
     if window.state in ("failed", "rolled_back") or (window.verdict or {}).get("outcome") == "fail":
         rollback = await store.get_rollback(window.id)
@@ -159,7 +165,7 @@ async def _render(store: Store, window: DeployWindow) -> dict[str, Any]:
             # delivered in between our two reads: the same transaction made the window
             # rolled_back, so read it again rather than show a state that never was
             window = await store.get_window(window.id) or window
-    return deploy_object(window, rollback)
+    return deploy_object(window, rollback, page=_page(request, window.id))
 
 
 def _replay(stored: IdempotentResponse, request_hash: str, key: str) -> web.Response:
@@ -250,7 +256,7 @@ async def create_deploy(request: web.Request) -> web.Response:
         ends_at=deployed_at + window_s,
         created_at=now,
     )
-    payload = deploy_object(window)
+    payload = deploy_object(window, page=_page(request, window.id))
     idempotency = (
         IdempotentResponse(key=key, request_hash=request_hash, status=201, body=payload)
         if key is not None
@@ -312,7 +318,7 @@ async def list_deploys(request: web.Request) -> web.Response:
         )
     except ValueError as exc:
         raise invalid_fields([{"loc": ["cursor"], "msg": str(exc)}]) from None
-    items = [await _render(store, window) for window in page.items]
+    items = [await _render(request, window) for window in page.items]
     return _json({"items": items, "next": page.next_cursor})
 
 
@@ -329,7 +335,7 @@ async def get_deploy(request: web.Request) -> web.Response:
     window = await store.get_window(window_id)
     if window is None:
         raise ApiProblem(404, f"no deploy {window_id}", slug="unknown-deploy")
-    return _json(await _render(store, window))
+    return _json(await _render(request, window))
 
 
 async def cancel_deploy(request: web.Request) -> web.Response:
@@ -347,7 +353,7 @@ async def cancel_deploy(request: web.Request) -> web.Response:
         "deploy cancelled",
         extra={"deploy_id": window.id, "environment": window.environment},
     )
-    return _json(await _render(store, window))
+    return _json(await _render(request, window))
 
 
 # --- operations ---------------------------------------------------------------------

@@ -290,6 +290,11 @@ class Rollback(_Out):
 
 class Links(_Out):
     self_: str = Field(alias="self", examples=["/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"])
+    page: str | None = Field(
+        default=None,
+        description="The deploy's page with a signed, expiring, read-only `?view=` token"
+        " (contract §8); `null` when `server.ui` is false.",
+    )
 
 
 class Deploy(_Out):
@@ -407,8 +412,11 @@ def _judgement(window: DeployWindow) -> tuple[Verdict | None, Progress | None]:
         return None, None
 
 
-def deploy_model(window: DeployWindow, rollback: RollbackIntent | None = None) -> Deploy:
-    """The deploy object of contract §2 for a stored window and its rollback intent."""
+def deploy_model(
+    window: DeployWindow, rollback: RollbackIntent | None = None, *, page: str | None = None
+) -> Deploy:
+    """The deploy object of contract §2 for a stored window and its rollback intent;
+    `page` is the link to its deploy page (`agent.web.links.deploy_page_url`)."""
     verdict, progress = _judgement(window)
     return Deploy(
         id=window.id,
@@ -433,10 +441,12 @@ def deploy_model(window: DeployWindow, rollback: RollbackIntent | None = None) -
             if rollback is not None
             else None
         ),
-        links=Links(self_=deploy_path(window.id)),
+        links=Links(self_=deploy_path(window.id), page=page),
     )
 
 
-def deploy_object(window: DeployWindow, rollback: RollbackIntent | None = None) -> dict[str, Any]:
+def deploy_object(
+    window: DeployWindow, rollback: RollbackIntent | None = None, *, page: str | None = None
+) -> dict[str, Any]:
     """`deploy_model` as the JSON-ready dict the API sends."""
-    return deploy_model(window, rollback).model_dump(mode="json", by_alias=True)
+    return deploy_model(window, rollback, page=page).model_dump(mode="json", by_alias=True)

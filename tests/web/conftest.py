@@ -1,0 +1,68 @@
+"""Deploy-page tests: a real agent (the e2e harness) and a real headless Chromium.
+
+The browser is the system's Debian `chromium`, driven through Playwright's Python API
+(`executable_path`; `playwright install` is never run). Without it the browser tests
+skip and say why; with POSTFLIGHT_REQUIRE_ALL=1 (CI) such a skip is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import flip_target, start_agent
+
+__all__ = ["flip_target", "start_agent"]
+
+CHROMIUM = os.environ.get("POSTFLIGHT_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENS = os.environ.get("POSTFLIGHT_SCREENS")
+"""When set (manual runs), screenshots are also copied into this directory."""
+
+
+@pytest.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[Any]:
+    """A fresh Chromium context (its own user-data-dir), closed after the test."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no chromium at {CHROMIUM} (Debian package `chromium`)")
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install -e '.[dev]')")
+    async with async_playwright() as pw:
+        context = await pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1000, "height": 900},
+        )
+        try:
+            yield context
+        finally:
+            await context.close()
+
+
+async def screenshot(page: Any, tmp_path: Path, name: str) -> Path:
+    """A full-page PNG as a test artifact (and a copy under $POSTFLIGHT_SCREENS)."""
+    path = tmp_path / f"{name}.png"
+    await page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 1000
+    if SCREENS:
+        Path(SCREENS).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(SCREENS) / path.name)
+    return path

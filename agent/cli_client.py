@@ -522,6 +522,8 @@ async def _register(
                 file=out,
                 flush=True,
             )
+            if deploy.links.page:
+                print(f"  page: {deploy.links.page}", file=out, flush=True)
         if not wait:
             if as_json:
                 _print_json(deploy)

@@ -22,6 +22,7 @@ from agent.api.auth import CHALLENGE
 from agent.api.problems import ApiProblem
 from agent.api.schemas import DEPLOY_ID_PATTERN, deploy_object
 from agent.appkeys import SETTINGS, STORE
+from agent.records import DeployWindow, RollbackIntent
 from agent.web.access import access
 from agent.web.feed import DeployFeed
 from agent.web.links import deploy_page_url
@@ -43,9 +44,10 @@ def _frame(event: str, data: Any) -> bytes:
 
 
 def _fingerprint(obj: dict[str, Any]) -> str:
-    """What makes a `state` event worth sending: state, verdict, rollback, round count."""
-    keys = ("state", "verdict", "rollback", "rounds")
-    return json.dumps({k: obj.get(k) for k in keys}, sort_keys=True)
+    """What makes a `state` event worth sending: the state, the verdict's outcome, the
+    rollback's progress (a round's new evidence travels in its `round` event)."""
+    outcome = (obj.get("verdict") or {}).get("outcome")
+    return json.dumps([obj.get("state"), outcome, obj.get("rollback")], sort_keys=True)
 
 
 async def deploy_events(request: web.Request) -> web.StreamResponse:
@@ -60,39 +62,41 @@ async def deploy_events(request: web.Request) -> web.StreamResponse:
         )
     if allowed == "forbidden":
         raise ApiProblem(403, "the view token is expired, altered or for another deploy")
-    window = await store.get_window(window_id) if _DEPLOY_ID.match(window_id) else None
-    if window is None:
-        raise ApiProblem(404, f"no deploy {window_id[:64]}", slug="unknown-deploy")
     feed = request.config_dict.get(FEED) or DeployFeed()
-
-    def obj(win: Any, rollback: Any) -> dict[str, Any]:
-        page = deploy_page_url(settings.server, win.id, now=request_now(request))
-        return deploy_object(win, rollback, page=page)
-
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-store",
-            "X-Accel-Buffering": "no",
-        }
-    )
-    await response.prepare(request)
-    with feed.subscribe(window_id) as changed:
+    with feed.subscribe(window_id) as changed:  # before the first read: no change is missed
+        window = await store.get_window(window_id) if _DEPLOY_ID.match(window_id) else None
+        if window is None:
+            raise ApiProblem(404, f"no deploy {window_id[:64]}", slug="unknown-deploy")
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
         rollback = await store.get_rollback(window_id)
-        current = obj(window, rollback)
+        window = await store.get_window(window_id) or window  # after the rollback: see below
+        current = _deploy(request, window, rollback)
         sent = _fingerprint(current)
         seen_rounds = window.rounds
         await response.write(_frame("state", current))
         idle = 0.0
         while not _finished(window, rollback):
-            changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), RECHECK_S)
-            if not changed.is_set():
+            if changed.is_set():
+                changed.clear()  # before reading: a change during the reads wakes us again
+                idle = 0.0
+            else:
                 idle += RECHECK_S
                 if idle >= HEARTBEAT_S:
                     idle = 0.0
                     await response.write(b": keep-alive\n\n")
+            # the rollback first, then the window: a delivery that lands between the two
+            # reads is then seen as `rolled_back` with a delivered rollback, never as a
+            # `failed` window whose rollback was delivered (which would end the stream early)
+            rollback = await store.get_rollback(window_id)
             window = await store.get_window(window_id) or window
             if window.rounds > seen_rounds:
                 for record in await store.rounds(window_id):
@@ -100,14 +104,21 @@ async def deploy_events(request: web.Request) -> web.StreamResponse:
                         data = round_event(record, window, request_now(request))
                         await response.write(_frame("round", data))
                 seen_rounds = window.rounds
-            rollback = await store.get_rollback(window_id)
-            current = obj(window, rollback)
+            current = _deploy(request, window, rollback)
             if _fingerprint(current) != sent:
                 sent = _fingerprint(current)
                 await response.write(_frame("state", current))
-    await response.write_eof()
+        await response.write_eof()
     return response
 
 
-def _finished(window: Any, rollback: Any) -> bool:
+def _deploy(
+    request: web.Request, window: DeployWindow, rollback: RollbackIntent | None
+) -> dict[str, Any]:
+    server = request.config_dict[SETTINGS].server
+    page = deploy_page_url(server, window.id, now=request_now(request))
+    return deploy_object(window, rollback, page=page)
+
+
+def _finished(window: DeployWindow, rollback: RollbackIntent | None) -> bool:
     return not window.active and (rollback is None or rollback.state != "pending")

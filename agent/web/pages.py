@@ -210,6 +210,10 @@ async def asset(request: web.Request) -> web.Response:
     )
 
 
+PAGE_PATHS = frozenset({"/deploys", "/deploys/static/{name}", "/deploys/{id}", "/login"})
+"""The HTML side (not API v1, so not in the OpenAPI document)."""
+
+
 def add_page_routes(app: web.Application) -> None:
     from agent.web.events import deploy_events
 

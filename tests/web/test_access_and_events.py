@@ -101,7 +101,9 @@ async def test_pages_are_off_with_ui_false(
     start_agent: AgentFactory, journey: JourneyTarget, rollback_receiver: Any
 ) -> None:
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
-    agent = await start_agent(journey_environment(journey, receiver.url, SECRET), server="ui: false")
+    agent = await start_agent(
+        journey_environment(journey, receiver.url, SECRET), server="ui: false"
+    )
     deploy = await agent.register("production", "v1")
     assert deploy["links"]["page"] is None
     bearer = {"Authorization": f"Bearer {TOKEN}"}

@@ -7,6 +7,7 @@ skip and say why; with POSTFLIGHT_REQUIRE_ALL=1 (CI) such a skip is a failure.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+HAVE_CHROMIUM = Path(CHROMIUM).exists()
 SCREENS = os.environ.get("POSTFLIGHT_SCREENS")
 """When set (manual runs), screenshots are also copied into this directory."""
 
@@ -37,7 +39,7 @@ SCREENS = os.environ.get("POSTFLIGHT_SCREENS")
 @pytest.fixture
 async def browser(tmp_path: Path) -> AsyncIterator[Any]:
     """A fresh Chromium context (its own user-data-dir), closed after the test."""
-    if not Path(CHROMIUM).exists():
+    if not HAVE_CHROMIUM:
         pytest.skip(f"no chromium at {CHROMIUM} (Debian package `chromium`)")
     try:
         from playwright.async_api import async_playwright
@@ -60,9 +62,13 @@ async def browser(tmp_path: Path) -> AsyncIterator[Any]:
 async def screenshot(page: Any, tmp_path: Path, name: str) -> Path:
     """A full-page PNG as a test artifact (and a copy under $POSTFLIGHT_SCREENS)."""
     path = tmp_path / f"{name}.png"
-    await page.screenshot(path=str(path), full_page=True)
-    assert path.stat().st_size > 1000
+    png = await page.screenshot(path=str(path), full_page=True)
+    assert png.startswith(b"\x89PNG") and len(png) > 1000
     if SCREENS:
-        Path(SCREENS).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, Path(SCREENS) / path.name)
+        await asyncio.to_thread(_keep, path, Path(SCREENS))
     return path
+
+
+def _keep(path: Path, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, folder / path.name)

@@ -191,7 +191,7 @@ def evidence_chart(
     numbers = [n for n, _ in ratios]
     values = [max(v, 1e-6) for _, v in ratios if v is not None]
     refs = [needed] if needed else []
-    lo = min([1.0, *values])
+    lo = min([1.0, *values]) / 2
     hi = max([*values, *refs, 10.0]) * 3
     x = Scale(min(numbers, default=1) - 0.5, max(numbers, default=1) + 0.5, left, right)
     y = Scale(lo, hi, bottom, top, log=True)
@@ -209,7 +209,7 @@ def evidence_chart(
     chart.legend = [("evidence", "e-value per round"), ("baseline", "1: no evidence (dashed)")]
     if needed:
         chart.legend.append(("bound", "threshold (solid)"))
-    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    decades = range(math.ceil(math.log10(lo)), math.floor(math.log10(hi)) + 1)
     stride = max(1, math.ceil(len(decades) / 5))
     chart.y_ticks = [Tick(y(10.0**d), f"{10.0**d:g}") for d in list(decades)[::stride]]
     last = points[-1].label if points else "no evidence yet"
@@ -291,7 +291,7 @@ def distribution_chart(
         chart.series_kinds.append(kind)
     chart.legend = [("observed", "new release (solid)"), ("baseline", "baseline (dashed)")]
     chart.x_ticks = [Tick(x(t), str(format_value(t))) for t in nice_ticks(0.0, x.hi)]
-    chart.y_ticks = [Tick(y(t), f"{t:.0%}") for t in (0.0, 0.5, 0.95, 1.0)]
+    chart.y_ticks = [Tick(y(t), f"{t:.0%}") for t in (0.0, 0.25, 0.5, 0.75, 1.0)]
 
     def pct(curve: list[tuple[float, float]], q: float) -> str:
         if not curve:

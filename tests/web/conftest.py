@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,13 @@ SCREENS = os.environ.get("POSTFLIGHT_SCREENS")
 """When set (manual runs), screenshots are also copied into this directory."""
 
 
+BrowserFactory = Callable[..., Awaitable[Any]]
+
+
 @pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[Any]:
-    """A fresh Chromium context (its own user-data-dir), closed after the test."""
+async def chromium(tmp_path: Path) -> AsyncIterator[BrowserFactory]:
+    """Factory: `await chromium(javascript=True)` → a fresh Chromium context with its own
+    user-data-dir; all are closed after the test."""
     if not HAVE_CHROMIUM:
         pytest.skip(f"no chromium at {CHROMIUM} (Debian package `chromium`)")
     try:
@@ -46,17 +50,31 @@ async def browser(tmp_path: Path) -> AsyncIterator[Any]:
     except ImportError:
         pytest.skip("playwright is not installed (pip install -e '.[dev]')")
     async with async_playwright() as pw:
-        context = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1000, "height": 900},
-        )
+        contexts: list[Any] = []
+
+        async def open_context(*, javascript: bool = True) -> Any:
+            context = await pw.chromium.launch_persistent_context(
+                str(tmp_path / f"chromium-profile-{len(contexts)}"),
+                executable_path=CHROMIUM,
+                headless=True,
+                args=CHROMIUM_ARGS,
+                viewport={"width": 1000, "height": 900},
+                java_script_enabled=javascript,
+            )
+            contexts.append(context)
+            return context
+
         try:
-            yield context
+            yield open_context
         finally:
-            await context.close()
+            for context in contexts:
+                await context.close()
+
+
+@pytest.fixture
+async def browser(chromium: BrowserFactory) -> Any:
+    """A Chromium context with JavaScript on."""
+    return await chromium()
 
 
 async def screenshot(page: Any, tmp_path: Path, name: str) -> Path:

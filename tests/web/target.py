@@ -47,8 +47,15 @@ class JourneyTarget:
 
 
 def journey_environment(target: JourneyTarget, receiver_url: str, secret: str, **kw: str) -> str:
-    """A threshold-policy environment: the smoke journey's error rate, max 5%."""
-    values = {"window": "30s", "interval": "1s", "failure_limit": "2"} | kw
+    """An environment judging the smoke journey's error rate (max 5%); threshold policy
+    unless `policy` says otherwise; `more_rules` is YAML added to its rules."""
+    values = {
+        "window": "30s",
+        "interval": "1s",
+        "failure_limit": "2",
+        "policy": "threshold",
+        "more_rules": "",
+    } | kw
     return f"""
     production:
       base_url: {target.url}
@@ -57,6 +64,10 @@ def journey_environment(target: JourneyTarget, receiver_url: str, secret: str, *
       background_interval: 200ms
       probes_per_round: 3
       checks:
+        - name: health
+          type: http
+          path: /api/health
+          timeout: 1s
         - name: journey
           type: smoke
           timeout: 1s
@@ -72,7 +83,7 @@ def journey_environment(target: JourneyTarget, receiver_url: str, secret: str, *
               headers: {{Authorization: "Bearer {{token}}"}}
               expect: {{status: 200}}
       analysis:
-        policy: threshold
+        policy: {values["policy"]}
         failure_limit: {values["failure_limit"]}
       rules:
         - name: journey-errors
@@ -80,6 +91,7 @@ def journey_environment(target: JourneyTarget, receiver_url: str, secret: str, *
           check: journey
           metric: error_rate
           max: 0.05
+{values["more_rules"]}
       rollback:
         url: {receiver_url}
         secret: {secret}

@@ -71,6 +71,14 @@ async def test_a_view_token_opens_its_deploy_only_and_not_once_expired_or_altere
     assert await status(agent, "/deploys?environment=production&state=superseded", **bearer) == 200
     assert await status(agent, f"/deploys/{one['id']}", Authorization="Bearer nope") == 401
 
+    # the list, filtered
+    async with agent.http.get(f"{agent.url}/deploys?state=superseded", headers=bearer) as r:
+        listed = await r.text()
+    assert one["id"] in listed and two["id"] not in listed
+    async with agent.http.get(f"{agent.url}/deploys?environment=production", headers=bearer) as r:
+        listed = await r.text()
+    assert one["id"] in listed and two["id"] in listed
+
 
 async def test_login_sets_a_session_cookie_that_is_not_the_api_token(
     start_agent: AgentFactory, journey: JourneyTarget, rollback_receiver: Any

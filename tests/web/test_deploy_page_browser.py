@@ -4,6 +4,7 @@ a watching one updating live over SSE, view links, and escaping of hostile value
 from __future__ import annotations
 
 import asyncio
+import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 
 from tests.e2e.conftest import SECRET, TOKEN, AgentFactory
 from tests.receivers import JsonSink, RollbackReceiver
-from tests.web.conftest import screenshot
+from tests.web.conftest import BrowserFactory, screenshot
 from tests.web.target import JourneyTarget, journey_environment
 
 pytestmark = pytest.mark.e2e
@@ -66,8 +67,12 @@ async def test_rolled_back_page_shows_the_failing_rule_its_step_and_the_rollback
     link = final["links"]["page"]
     assert link.startswith(f"{agent.url}/deploys/{final['id']}?view=")
     page = await browser.new_page()
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
     response = await page.goto(link)
     assert response.status == 200
+    await page.wait_for_load_state("networkidle")
+    assert requested and all(url.startswith(f"{agent.url}/") for url in requested), requested
 
     rule = page.locator('article[data-rule="journey-errors"]')
     assert await rule.get_attribute("data-outcome") == "fail"
@@ -87,19 +92,28 @@ async def test_rolled_back_page_shows_the_failing_rule_its_step_and_the_rollback
     assert await page.locator(".alerts li").count() >= 1
     await screenshot(page, tmp_path, "deploy-rolled-back")
 
+    # readable on a phone: the page fits the screen; a chart too wide to read at that
+    # size scrolls sideways within its own box
+    await page.set_viewport_size({"width": 390, "height": 844})
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+    box = await rule.locator("figure").first.bounding_box()
+    assert box is not None and box["width"] <= 390
+    await screenshot(page, tmp_path, "deploy-rolled-back-phone")
+
     # the alert bodies link to the same page, with a view token
     alerts = await json_sink.wait_for(1, within=10)
     assert any(f"/deploys/{final['id']}?view=" in a.message for a in alerts)
 
 
-async def test_passed_page(
+async def test_passed_page_is_a_complete_snapshot_with_javascript_off(
     start_agent: AgentFactory,
     journey: JourneyTarget,
     rollback_receiver: Any,
     json_sink: JsonSink,
-    browser: Any,
+    chromium: BrowserFactory,
     tmp_path: Path,
 ) -> None:
+    browser = await chromium(javascript=False)
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     agent = await start_agent(
         journey_environment(journey, receiver.url, SECRET, window="3s"),
@@ -113,6 +127,10 @@ async def test_passed_page(
     assert await page.locator('[data-state="passed"]').count() >= 1
     rule = page.locator('article[data-rule="journey-errors"]')
     assert await rule.get_attribute("data-outcome") == "pass"
+    chart = rule.locator('svg[data-kind="rounds"]')
+    assert await chart.locator('line[data-line="bound"]').count() == 1
+    assert await chart.locator('[data-series="observed"]').count() >= 3
+    assert await page.locator("tr[data-round]").count() == final["rounds"]
     assert await page.locator("table.attempts").count() == 0
     await screenshot(page, tmp_path, "deploy-passed")
 
@@ -126,10 +144,26 @@ async def test_watching_page_shows_each_new_round_within_two_seconds_without_rel
     tmp_path: Path,
 ) -> None:
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    latency = """
+        - name: health-latency
+          source: checks
+          check: health
+          metric: latency_p95
+          max_increase: 5.0
+    """
     agent = await start_agent(
-        journey_environment(journey, receiver.url, SECRET, window="20s", interval="1s"),
+        journey_environment(
+            journey,
+            receiver.url,
+            SECRET,
+            window="20s",
+            interval="1s",
+            policy="sequential",
+            more_rules=textwrap.indent(textwrap.dedent(latency), " " * 8),
+        ),
         ALERTING.format(url=json_sink.url()),
     )
+    await asyncio.sleep(1.0)  # background probes before the deploy: the baseline
     deploy = await agent.register("production", "v3.0.0", previous_version="v2.4.2")
     page = await browser.new_page()
     await page.goto(deploy["links"]["page"])
@@ -147,6 +181,10 @@ async def test_watching_page_shows_each_new_round_within_two_seconds_without_rel
     assert await page.evaluate("window.__sameDocument") is True, "the page was reloaded"
     status = await page.locator("#live-status").text_content()
     assert status is not None and "Round" in status
+    latency_rule = page.locator('article[data-rule="health-latency"]')
+    assert await latency_rule.locator('svg[data-kind="rounds"]').count() == 1
+    assert await latency_rule.locator('svg[data-kind="distribution"]').count() == 1
+    assert await page.locator('svg[data-kind="evidence"]').count() >= 1
     await screenshot(page, tmp_path, "deploy-watching")
     await agent.cancel(deploy["id"])
 

@@ -50,6 +50,10 @@ def test_page_url_uses_public_url_and_is_none_with_the_ui_off() -> None:
     default = deploy_page_url(server(listen="10.0.0.5:9000"), ID, now=NOW)
     assert default is not None and default.startswith(f"http://10.0.0.5:9000/deploys/{ID}?")
     assert deploy_page_url(server(ui=False), ID, now=NOW) is None
+    expiry = int(url.split("?view=")[1].split(".")[1])
+    assert expiry == NOW + 7 * 86400  # view_ttl's default
+    short = deploy_page_url(server(view_ttl="1h"), ID, now=NOW)
+    assert short is not None and int(short.split(".")[-2]) == NOW + 3600
 
 
 def window(**kw: Any) -> DeployWindow:

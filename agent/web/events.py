@@ -22,7 +22,7 @@ from agent.api.auth import CHALLENGE
 from agent.api.problems import ApiProblem
 from agent.api.schemas import DEPLOY_ID_PATTERN, deploy_object
 from agent.appkeys import SETTINGS, STORE
-from agent.records import DeployWindow, RollbackIntent
+from agent.records import DeployWindow, RollbackIntent, RoundRecord
 from agent.web.access import access
 from agent.web.feed import DeployFeed
 from agent.web.links import deploy_page_url
@@ -30,9 +30,9 @@ from agent.web.pages import request_now
 from agent.web.view import round_event
 
 FEED = web.AppKey("deploy_feed", DeployFeed)
-RECHECK_S = 2.0
-"""Without a wake-up from this process's feed, look at the store this often (another
-replica may be watching the window)."""
+RECHECK_S = 5.0
+"""Without news from this process's feed, look at the store this often: another
+replica may be watching the window (its rounds then arrive within this)."""
 HEARTBEAT_S = 15.0
 """A comment line this often keeps proxies from closing an idle stream."""
 _DEPLOY_ID = re.compile(DEPLOY_ID_PATTERN)
@@ -63,7 +63,7 @@ async def deploy_events(request: web.Request) -> web.StreamResponse:
     if allowed == "forbidden":
         raise ApiProblem(403, "the view token is expired, altered or for another deploy")
     feed = request.config_dict.get(FEED) or DeployFeed()
-    with feed.subscribe(window_id) as changed:  # before the first read: no change is missed
+    with feed.subscribe(window_id) as news:  # before the first read: nothing is missed
         window = await store.get_window(window_id) if _DEPLOY_ID.match(window_id) else None
         if window is None:
             raise ApiProblem(404, f"no deploy {window_id[:64]}", slug="unknown-deploy")
@@ -75,50 +75,82 @@ async def deploy_events(request: web.Request) -> web.StreamResponse:
             }
         )
         await response.prepare(request)
-        rollback = await store.get_rollback(window_id)
-        window = await store.get_window(window_id) or window  # after the rollback: see below
-        current = _deploy(request, window, rollback)
-        sent = _fingerprint(current)
-        seen_rounds = window.rounds
-        await response.write(_frame("state", current))
+        stream = _Stream(request, response, window)
+        await stream.read_store()
         idle = 0.0
-        while not _finished(window, rollback):
+        while not stream.finished:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), RECHECK_S)
-            if changed.is_set():
-                changed.clear()  # before reading: a change during the reads wakes us again
-                idle = 0.0
-            else:
+                await asyncio.wait_for(news.wake.wait(), RECHECK_S)
+            rounds, changed = news.take()
+            if not rounds and not changed:
                 idle += RECHECK_S
                 if idle >= HEARTBEAT_S:
                     idle = 0.0
                     await response.write(b": keep-alive\n\n")
-            # the rollback first, then the window: a delivery that lands between the two
-            # reads is then seen as `rolled_back` with a delivered rollback, never as a
-            # `failed` window whose rollback was delivered (which would end the stream early)
-            rollback = await store.get_rollback(window_id)
-            window = await store.get_window(window_id) or window
-            if window.rounds > seen_rounds:
-                for record in await store.rounds(window_id):
-                    if record.number > seen_rounds:
-                        data = round_event(record, window, request_now(request))
-                        await response.write(_frame("round", data))
-                seen_rounds = window.rounds
-            current = _deploy(request, window, rollback)
-            if _fingerprint(current) != sent:
-                sent = _fingerprint(current)
-                await response.write(_frame("state", current))
+            else:
+                idle = 0.0
+            if not await stream.send_rounds(rounds) or changed or not (rounds or changed):
+                await stream.read_store()
         await response.write_eof()
     return response
 
 
-def _deploy(
-    request: web.Request, window: DeployWindow, rollback: RollbackIntent | None
-) -> dict[str, Any]:
-    server = request.config_dict[SETTINGS].server
-    page = deploy_page_url(server, window.id, now=request_now(request))
-    return deploy_object(window, rollback, page=page)
+class _Stream:
+    """One client's event stream: what it has been sent so far."""
 
+    def __init__(
+        self, request: web.Request, response: web.StreamResponse, window: DeployWindow
+    ) -> None:
+        self.request = request
+        self.response = response
+        self.window = window
+        self.rollback: RollbackIntent | None = None
+        self.seen_rounds = window.rounds
+        self.sent: str | None = None
 
-def _finished(window: DeployWindow, rollback: RollbackIntent | None) -> bool:
-    return not window.active and (rollback is None or rollback.state != "pending")
+    @property
+    def finished(self) -> bool:
+        rollback = self.rollback
+        return not self.window.active and (rollback is None or rollback.state != "pending")
+
+    async def send_rounds(self, rounds: list[RoundRecord]) -> bool:
+        """Send the rounds the feed brought, in order; False on a gap (read the store)."""
+        for record in sorted(rounds, key=lambda r: r.number):
+            if record.number <= self.seen_rounds:
+                continue
+            if record.number != self.seen_rounds + 1:
+                return False
+            self.window.rounds = record.number
+            await self._round(record)
+        return True
+
+    async def _round(self, record: RoundRecord) -> None:
+        data = round_event(record, self.window, request_now(self.request))
+        await self.response.write(_frame("round", data))
+        self.seen_rounds = record.number
+
+    async def read_store(self) -> None:
+        """Catch up from the store: rounds not sent yet, and the deploy object if its
+        state, verdict outcome or rollback changed (always, the first time)."""
+        store = self.request.config_dict[STORE]
+        window_id = self.window.id
+        self.window = await store.get_window(window_id) or self.window
+        failing = (self.window.verdict or {}).get("outcome") == "fail"
+        if not self.window.active or failing or self.rollback is not None:
+            # the rollback, then the window again: a delivery that lands between the two
+            # reads is then seen as `rolled_back` with a delivered rollback, never as a
+            # `failed` window whose rollback was delivered (which would end the stream)
+            self.rollback = await store.get_rollback(window_id)
+            self.window = await store.get_window(window_id) or self.window
+        if self.sent is not None and self.window.rounds > self.seen_rounds:
+            for record in await store.rounds(window_id):
+                if record.number > self.seen_rounds:
+                    await self._round(record)
+        self.seen_rounds = max(self.seen_rounds, self.window.rounds)
+        server = self.request.config_dict[SETTINGS].server
+        page = deploy_page_url(server, window_id, now=request_now(self.request))
+        current = deploy_object(self.window, self.rollback, page=page)
+        fingerprint = _fingerprint(current)
+        if fingerprint != self.sent:
+            self.sent = fingerprint
+            await self.response.write(_frame("state", current))

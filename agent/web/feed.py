@@ -8,7 +8,8 @@ so what a browser sees is always what was stored, never in-memory state. Changes
 by another replica are picked up by the stream's periodic re-read instead.
 
 What it must not do: change, delay or fail a write (publishing is a set of
-`asyncio.Event.set()` calls after the write returned).
+`asyncio.Event.set()` calls after the write returned). A stored round travels with
+its wake-up, so a live page's `round` event costs no read of the store.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from agent.records import (
@@ -30,33 +32,54 @@ from agent.records import (
 from agent.store.base import Store
 
 
+@dataclass(eq=False)
+class Subscription:
+    """What happened to one deploy since its reader last looked."""
+
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    rounds: list[RoundRecord] = field(default_factory=list)
+    """Rounds stored meanwhile, as stored: a `round` event needs no read of the store."""
+    changed: bool = False
+    """Something else changed (a state, a rollback, an alert): read the store."""
+
+    def take(self) -> tuple[list[RoundRecord], bool]:
+        self.wake.clear()
+        rounds, changed = self.rounds, self.changed
+        self.rounds, self.changed = [], False
+        return rounds, changed
+
+
 class DeployFeed:
-    """In-process wake-ups per deploy id; safe to share across the application."""
+    """In-process news per deploy id; safe to share across the application."""
 
     def __init__(self) -> None:
-        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._subscriptions: dict[str, set[Subscription]] = {}
 
-    def publish(self, window_id: str) -> None:
-        for event in self._waiters.get(window_id, ()):
-            event.set()
+    def publish(self, window_id: str, stored_round: RoundRecord | None = None) -> None:
+        for sub in self._subscriptions.get(window_id, ()):
+            if stored_round is not None:
+                sub.rounds.append(stored_round)
+            else:
+                sub.changed = True
+            sub.wake.set()
 
     @contextlib.contextmanager
-    def subscribe(self, window_id: str) -> Iterator[asyncio.Event]:
-        """An event set whenever `window_id` changes, until the block exits."""
-        event = asyncio.Event()
-        self._waiters.setdefault(window_id, set()).add(event)
+    def subscribe(self, window_id: str) -> Iterator[Subscription]:
+        """News of `window_id` until the block exits."""
+        sub = Subscription()
+        self._subscriptions.setdefault(window_id, set()).add(sub)
         try:
-            yield event
+            yield sub
         finally:
-            waiters = self._waiters.get(window_id)
-            if waiters is not None:
-                waiters.discard(event)
-                if not waiters:
-                    del self._waiters[window_id]
+            subs = self._subscriptions.get(window_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subscriptions[window_id]
 
     @property
     def subscribers(self) -> int:
-        return sum(len(w) for w in self._waiters.values())
+        return sum(len(s) for s in self._subscriptions.values())
 
 
 class FeedStore:
@@ -86,7 +109,7 @@ class FeedStore:
         self, record: RoundRecord, verdict: dict[str, Any] | None, owner: str | None = None
     ) -> bool:
         stored = await self._store.record_round(record, verdict, owner)
-        self._feed.publish(record.window_id)
+        self._feed.publish(record.window_id, record if stored else None)
         return stored
 
     async def finish_window(

@@ -163,3 +163,19 @@ def test_relative_bounds_follow_the_bad_direction() -> None:
 def test_ticks_are_round_numbers() -> None:
     assert nice_ticks(0, 1) == [0, 0.25, 0.5, 0.75, 1.0]
     assert nice_ticks(0, 0.056) == [0, 0.02, 0.04]
+
+
+def test_the_feed_carries_stored_rounds_and_other_news_to_each_subscriber() -> None:
+    from agent.web.feed import DeployFeed
+
+    feed = DeployFeed()
+    record = rounds()[0]
+    with feed.subscribe(ID) as one, feed.subscribe(ID) as two, feed.subscribe(OTHER) as other:
+        feed.publish(ID, record)
+        feed.publish(ID)
+        assert one.wake.is_set() and two.wake.is_set() and not other.wake.is_set()
+        assert one.take() == ([record], True)
+        assert not one.wake.is_set() and one.take() == ([], False)
+        assert two.take() == ([record], True)
+        assert feed.subscribers == 3
+    assert feed.subscribers == 0

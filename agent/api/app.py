@@ -12,12 +12,12 @@ from aiohttp import web
 
 from agent.api import routes
 from agent.api.middleware import auth_middleware, error_middleware
-from agent.api.schemas import MAX_BODY_BYTES
+from agent.api.models import MAX_BODY_BYTES
 from agent.appkeys import METRICS, REDACT, SETTINGS, STORE, WINDOW_EVENTS, WindowEvents
 from agent.metrics import Metrics
-from agent.redact import Redactor
 from agent.settings import Settings
 from agent.store.base import Store
+from common.redaction import Redactor
 
 _MOUNTED = web.AppKey("api_mounted", bool)
 
@@ -42,9 +42,6 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/healthz", routes.healthz, name="healthz")
     r.add_get("/readyz", routes.readyz, name="readyz")
     r.add_get("/metrics", routes.metrics, name="metrics")
-    from agent.web.pages import add_page_routes  # the pages import the API's helpers
-
-    add_page_routes(app)
 
 
 def create_api_app(

@@ -1,6 +1,6 @@
 """The handlers of API v1 (contract §2): deploys, health, readiness, metrics, OpenAPI.
 
-Each handler validates with the models in `agent.api.schemas`, talks to the store,
+Each handler validates with the models in `agent.api.models`, talks to the store,
 and tells the watcher through `WindowEvents`; it never judges a deploy (that is
 the watcher's job) and never builds an error response itself (it raises
 `ApiProblem`, which the error middleware renders).
@@ -22,8 +22,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from pydantic import ValidationError
 from ulid import ULID
 
-from agent.api.problems import ApiProblem, invalid_fields, validation_errors
-from agent.api.schemas import (
+from agent.api.models import (
     DEPLOY_ID_PATTERN,
     MAX_BODY_BYTES,
     DeployRequest,
@@ -31,11 +30,11 @@ from agent.api.schemas import (
     deploy_object,
     deploy_path,
 )
-from agent.appkeys import METRICS, SETTINGS, STORE, WINDOW_EVENTS
-from agent.durations import format_duration
+from agent.api.problems import ApiProblem, invalid_fields, validation_errors
+from agent.appkeys import METRICS, PAGE_LINK, SETTINGS, STORE, WINDOW_EVENTS
 from agent.records import DeployWindow, IdempotentResponse
 from agent.store.base import Conflict
-from agent.web.links import deploy_page_url
+from common.durations import format_duration
 
 log = logging.getLogger("postflight.api")
 
@@ -153,7 +152,8 @@ def _idempotency_key(request: web.Request) -> str | None:
 
 
 def _page(request: web.Request, window_id: str) -> str | None:
-    return deploy_page_url(request.config_dict[SETTINGS].server, window_id, now=_now(request))
+    link = request.config_dict.get(PAGE_LINK)
+    return link(window_id, _now(request)) if link is not None else None
 
 
 async def _render(request: web.Request, window: DeployWindow) -> dict[str, Any]:

@@ -19,17 +19,16 @@ from typing import Any
 from aiohttp import web
 
 from agent.api.auth import CHALLENGE
+from agent.api.models import DEPLOY_ID_PATTERN, deploy_object
 from agent.api.problems import ApiProblem
-from agent.api.schemas import DEPLOY_ID_PATTERN, deploy_object
 from agent.appkeys import SETTINGS, STORE
 from agent.records import DeployWindow, RollbackIntent, RoundRecord
 from agent.web.access import access
-from agent.web.feed import DeployFeed
+from agent.web.feed import FEED, DeployFeed
 from agent.web.links import deploy_page_url
-from agent.web.pages import request_now
+from agent.web.times import request_now
 from agent.web.view import round_event
 
-FEED = web.AppKey("deploy_feed", DeployFeed)
 RECHECK_S = 5.0
 """Without news from this process's feed, look at the store this often: another
 replica may be watching the window (its rounds then arrive within this)."""

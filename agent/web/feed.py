@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from aiohttp import web
+
 from agent.records import (
     DeliveryAttempt,
     DeployWindow,
@@ -80,6 +82,10 @@ class DeployFeed:
     @property
     def subscribers(self) -> int:
         return sum(len(s) for s in self._subscriptions.values())
+
+
+FEED = web.AppKey("deploy_feed", DeployFeed)
+"""The application's feed (set with the store it wraps, by `agent.app.build_app`)."""
 
 
 class FeedStore:

@@ -11,8 +11,6 @@ sending the page's URL (which may carry a view token) as a referrer.
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
 from importlib import resources
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -20,16 +18,15 @@ from urllib.parse import quote, urlencode
 import jinja2
 from aiohttp import web
 
-from agent import __version__
 from agent.api.auth import token_matches
-from agent.api.routes import CLOCK
-from agent.api.schemas import DEPLOY_ID_PATTERN, LIST_LIMIT_DEFAULT, STATES
+from agent.api.models import DEPLOY_ID_PATTERN, LIST_LIMIT_DEFAULT, STATES
 from agent.appkeys import SETTINGS, STORE
 from agent.records import DeployWindow
 from agent.web.access import SESSION_COOKIE, SESSION_SUBJECT, SESSION_TTL_S, access
 from agent.web.links import sign, signing_key
+from agent.web.times import iso, request_now
 from agent.web.view import deploy_view
-from agent.windows.evidence import iso
+from common.version import __version__
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -55,11 +52,6 @@ _env.tests["web_link"] = lambda value: (
     isinstance(value, str) and value.startswith(("https://", "http://"))
 )
 _assets = {name: (resources.files("agent.web") / "static" / name).read_bytes() for name in ASSETS}
-
-
-def request_now(request: web.Request) -> float:
-    clock: Callable[[], float] | None = request.config_dict.get(CLOCK)
-    return clock() if clock is not None else time.time()
 
 
 def html(template: str, status: int = 200, **context: Any) -> web.Response:
@@ -208,19 +200,3 @@ async def asset(request: web.Request) -> web.Response:
         content_type=ASSETS[name],
         headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
     )
-
-
-PAGE_PATHS = frozenset({"/deploys", "/deploys/static/{name}", "/deploys/{id}", "/login"})
-"""The HTML side (not API v1, so not in the OpenAPI document)."""
-
-
-def add_page_routes(app: web.Application) -> None:
-    from agent.web.events import deploy_events
-
-    r = app.router
-    r.add_get("/deploys", deploy_list, name="deploy_list_page")
-    r.add_get("/deploys/static/{name}", asset, name="page_asset")
-    r.add_get("/deploys/{id}", deploy_page, name="deploy_page")
-    r.add_get("/login", login_form, name="login_form")
-    r.add_post("/login", login, name="login")
-    r.add_get("/v1/deploys/{id}/events", deploy_events, name="deploy_events")

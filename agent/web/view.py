@@ -17,7 +17,7 @@ from agent.analysis.describe import is_duration
 from agent.analysis.types import Rule
 from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent, RoundRecord
 from agent.web.charts import Chart, band_chart, distribution_chart, evidence_chart, rounds_chart
-from agent.windows.evidence import iso
+from agent.web.times import iso
 from alerting.templates import evidence_text, format_value
 
 MAX_DISTRIBUTION_SAMPLES = 5000

@@ -22,16 +22,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from agent import cli_client
-from agent.api.schemas import DeployRequest
-from agent.cli_client import (
-    Progress,
-    Style,
+from agent.api.models import DeployRequest
+from agent.cli import commands as cli_client
+from agent.cli.commands import (
     add_register_arguments,
     add_status_arguments,
     register_command,
     status_command,
 )
+from agent.cli.render import Progress, Style
 from agent.client import ApiError, BadResponse, PostflightClient, Unreachable
 from agent.records import DeployWindow, RollbackIntent, RoundRecord
 from agent.store.sqlite import SqliteStore
@@ -422,7 +421,7 @@ def test_status_with_a_wrong_token_exits_2(
 
 
 def _deploy(rounds: int, outcome: str = "pass", state: str = "watching") -> Any:
-    from agent.api.schemas import Deploy
+    from agent.api.models import Deploy
 
     now = time.time()
     return Deploy.model_validate(

@@ -105,15 +105,6 @@ def load_settings_text(
         raise ConfigError(source, _problems(exc, expanded, lines)) from None
 
 
-def expand_variables(document: Any, env: Mapping[str, str] | None = None) -> Any:
-    """The document with `${VAR}` expanded; raise `ConfigError` for unset variables."""
-    problems: list[ConfigProblem] = []
-    expanded = _expand(document, (), os.environ if env is None else env, problems, {})
-    if problems:
-        raise ConfigError("<config>", problems)
-    return expanded
-
-
 def _expand(
     node: Any,
     loc: Loc,

@@ -39,9 +39,12 @@ class FlipTarget:
             return web.json_response({"status": "error"}, status=503)
         return web.json_response({"status": "ok"})
 
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/api/health", self.health)
+
     async def start(self) -> None:
         app = web.Application()
-        app.router.add_get("/api/health", self.health)
+        self.routes(app)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)

@@ -16,9 +16,18 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import flip_target, start_agent
+from tests.e2e.conftest import SECRET, AgentFactory, RunningAgent, flip_target, start_agent
+from tests.receivers import JsonSink
+from tests.web.target import JourneyTarget, journey_environment
 
 __all__ = ["flip_target", "start_agent"]
+
+ALERTING = """
+alerting:
+  channels:
+    - url: {url}
+      tags: [oncall]
+"""
 
 CHROMIUM = os.environ.get("POSTFLIGHT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -37,6 +46,34 @@ SCREENS = os.environ.get("POSTFLIGHT_SCREENS")
 
 
 BrowserFactory = Callable[..., Awaitable[Any]]
+JourneyAgent = Callable[..., Awaitable[RunningAgent]]
+
+
+@pytest.fixture
+async def journey() -> AsyncIterator[JourneyTarget]:
+    target = JourneyTarget()
+    await target.start()
+    yield target
+    await target.stop()
+
+
+@pytest.fixture
+def journey_agent(
+    start_agent: AgentFactory, journey: JourneyTarget, rollback_receiver: Any, json_sink: JsonSink
+) -> JourneyAgent:
+    """Factory: `await journey_agent(server="", **environment)` → an agent watching the
+    journey target (`journey_environment`'s keywords), alerting to `json_sink`, rolling
+    back to a real receiver."""
+
+    async def start(server: str = "", **environment: str) -> RunningAgent:
+        receiver = await rollback_receiver(SECRET)
+        return await start_agent(
+            journey_environment(journey, receiver.url, SECRET, **environment),
+            ALERTING.format(url=json_sink.url()),
+            server=server,
+        )
+
+    return start
 
 
 @pytest.fixture

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from tests.e2e.conftest import FlipTarget
+
 HOSTILE = "<script>alert('body')</script>\"'><img src=x onerror=alert(5)>"
 
 
-class JourneyTarget:
-    def __init__(self) -> None:
-        self.bad = False
-        self.runner: web.AppRunner | None = None
-        self.port = 0
-
+class JourneyTarget(FlipTarget):
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -26,24 +23,10 @@ class JourneyTarget:
             return web.Response(status=500, text=HOSTILE)
         return web.json_response({"orders": []})
 
-    async def start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/api/health", self.health)
         app.router.add_post("/api/login", self.login)
         app.router.add_get("/api/orders", self.orders)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
 
 
 def journey_environment(target: JourneyTarget, receiver_url: str, secret: str, **kw: str) -> str:

@@ -4,7 +4,6 @@ view tokens for one deploy only, expiring; bearer and session; `server.ui: false
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -13,20 +12,12 @@ import pytest
 
 from agent.appkeys import SETTINGS
 from agent.web.links import sign, signing_key
-from tests.e2e.conftest import SECRET, TOKEN, AgentFactory
-from tests.receivers import RollbackReceiver
+from tests.e2e.conftest import TOKEN
+from tests.web.conftest import JourneyAgent
 from tests.web.sse import events
-from tests.web.target import JourneyTarget, journey_environment
+from tests.web.target import JourneyTarget
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-async def journey() -> Any:
-    target = JourneyTarget()
-    await target.start()
-    yield target
-    await target.stop()
 
 
 async def status(agent: Any, path: str, **headers: str) -> int:
@@ -39,10 +30,9 @@ def view_of(link: str) -> str:
 
 
 async def test_a_view_token_opens_its_deploy_only_and_not_once_expired_or_altered(
-    start_agent: AgentFactory, journey: JourneyTarget, rollback_receiver: Any
+    journey_agent: JourneyAgent,
 ) -> None:
-    receiver: RollbackReceiver = await rollback_receiver(SECRET)
-    agent = await start_agent(journey_environment(journey, receiver.url, SECRET))
+    agent = await journey_agent()
     one = await agent.register("production", "v1")
     two = await agent.register("production", "v2")  # supersedes one; both have pages
     token = view_of(one["links"]["page"])
@@ -81,10 +71,9 @@ async def test_a_view_token_opens_its_deploy_only_and_not_once_expired_or_altere
 
 
 async def test_login_sets_a_session_cookie_that_is_not_the_api_token(
-    start_agent: AgentFactory, journey: JourneyTarget, rollback_receiver: Any
+    journey_agent: JourneyAgent,
 ) -> None:
-    receiver: RollbackReceiver = await rollback_receiver(SECRET)
-    agent = await start_agent(journey_environment(journey, receiver.url, SECRET))
+    agent = await journey_agent()
     deploy = await agent.register("production", "v1")
     form = {"token": "wrong", "next": f"/deploys/{deploy['id']}"}
     async with agent.http.post(f"{agent.url}/login", data=form, allow_redirects=False) as r:
@@ -106,12 +95,9 @@ async def test_login_sets_a_session_cookie_that_is_not_the_api_token(
 
 
 async def test_pages_are_off_with_ui_false(
-    start_agent: AgentFactory, journey: JourneyTarget, rollback_receiver: Any
+    journey_agent: JourneyAgent,
 ) -> None:
-    receiver: RollbackReceiver = await rollback_receiver(SECRET)
-    agent = await start_agent(
-        journey_environment(journey, receiver.url, SECRET), server="ui: false"
-    )
+    agent = await journey_agent(server="ui: false")
     deploy = await agent.register("production", "v1")
     assert deploy["links"]["page"] is None
     bearer = {"Authorization": f"Bearer {TOKEN}"}
@@ -121,10 +107,9 @@ async def test_pages_are_off_with_ui_false(
 
 
 async def test_event_stream_starts_with_state_sends_each_round_and_ends_with_the_window(
-    start_agent: AgentFactory, journey: JourneyTarget, rollback_receiver: Any
+    journey_agent: JourneyAgent, journey: JourneyTarget
 ) -> None:
-    receiver: RollbackReceiver = await rollback_receiver(SECRET)
-    agent = await start_agent(journey_environment(journey, receiver.url, SECRET))
+    agent = await journey_agent()
     deploy = await agent.register("production", "v1")
     url = f"{agent.url}/v1/deploys/{deploy['id']}/events"
     seen: list[Any] = []
@@ -154,12 +139,10 @@ async def test_event_stream_starts_with_state_sends_each_round_and_ends_with_the
 
 
 async def test_event_stream_of_an_unknown_deploy_is_404(
-    start_agent: AgentFactory, journey: JourneyTarget, rollback_receiver: Any
+    journey_agent: JourneyAgent,
 ) -> None:
-    receiver: RollbackReceiver = await rollback_receiver(SECRET)
-    agent = await start_agent(journey_environment(journey, receiver.url, SECRET))
+    agent = await journey_agent()
     missing = "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"
     bearer = {"Authorization": f"Bearer {TOKEN}"}
     assert await status(agent, f"/v1/deploys/{missing}/events", **bearer) == 404
     assert await status(agent, f"/deploys/{missing}", **bearer) == 404
-    await asyncio.sleep(0)

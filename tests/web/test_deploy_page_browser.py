@@ -5,47 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import SECRET, TOKEN, AgentFactory
-from tests.receivers import JsonSink, RollbackReceiver
-from tests.web.conftest import BrowserFactory, screenshot
-from tests.web.target import JourneyTarget, journey_environment
+from tests.e2e.conftest import TOKEN
+from tests.receivers import JsonSink
+from tests.web.conftest import BrowserFactory, JourneyAgent, screenshot
+from tests.web.target import JourneyTarget
 
 pytestmark = pytest.mark.e2e
 
-ALERTING = """
-alerting:
-  channels:
-    - url: {url}
-      tags: [oncall]
-"""
-
-
-@pytest.fixture
-async def journey() -> AsyncIterator[JourneyTarget]:
-    target = JourneyTarget()
-    await target.start()
-    yield target
-    await target.stop()
-
 
 async def rolled_back(
-    start_agent: AgentFactory,
-    journey: JourneyTarget,
-    rollback_receiver: Any,
-    json_sink: JsonSink,
-    **register: Any,
+    journey_agent: JourneyAgent, journey: JourneyTarget, **register: Any
 ) -> tuple[Any, dict[str, Any]]:
-    receiver: RollbackReceiver = await rollback_receiver(SECRET)
-    agent = await start_agent(
-        journey_environment(journey, receiver.url, SECRET),
-        ALERTING.format(url=json_sink.url()),
-    )
+    agent = await journey_agent()
     deploy = await agent.register("production", register.pop("version", "v2.4.1"), **register)
     journey.bad = True
     final = await agent.settled(deploy["id"], within=20)
@@ -54,16 +30,13 @@ async def rolled_back(
 
 
 async def test_rolled_back_page_shows_the_failing_rule_its_step_and_the_rollback(
-    start_agent: AgentFactory,
+    journey_agent: JourneyAgent,
     journey: JourneyTarget,
-    rollback_receiver: Any,
     json_sink: JsonSink,
     browser: Any,
     tmp_path: Path,
 ) -> None:
-    agent, final = await rolled_back(
-        start_agent, journey, rollback_receiver, json_sink, previous_version="v2.4.0"
-    )
+    agent, final = await rolled_back(journey_agent, journey, previous_version="v2.4.0")
     link = final["links"]["page"]
     assert link.startswith(f"{agent.url}/deploys/{final['id']}?view=")
     page = await browser.new_page()
@@ -106,19 +79,12 @@ async def test_rolled_back_page_shows_the_failing_rule_its_step_and_the_rollback
 
 
 async def test_passed_page_is_a_complete_snapshot_with_javascript_off(
-    start_agent: AgentFactory,
-    journey: JourneyTarget,
-    rollback_receiver: Any,
-    json_sink: JsonSink,
+    journey_agent: JourneyAgent,
     chromium: BrowserFactory,
     tmp_path: Path,
 ) -> None:
     browser = await chromium(javascript=False)
-    receiver: RollbackReceiver = await rollback_receiver(SECRET)
-    agent = await start_agent(
-        journey_environment(journey, receiver.url, SECRET, window="3s"),
-        ALERTING.format(url=json_sink.url()),
-    )
+    agent = await journey_agent(window="3s")
     deploy = await agent.register("production", "v2.4.2", previous_version="v2.4.1")
     final = await agent.settled(deploy["id"], within=15)
     assert final["state"] == "passed"
@@ -136,14 +102,10 @@ async def test_passed_page_is_a_complete_snapshot_with_javascript_off(
 
 
 async def test_watching_page_shows_each_new_round_within_two_seconds_without_reload(
-    start_agent: AgentFactory,
-    journey: JourneyTarget,
-    rollback_receiver: Any,
-    json_sink: JsonSink,
+    journey_agent: JourneyAgent,
     browser: Any,
     tmp_path: Path,
 ) -> None:
-    receiver: RollbackReceiver = await rollback_receiver(SECRET)
     latency = """
         - name: health-latency
           source: checks
@@ -151,17 +113,11 @@ async def test_watching_page_shows_each_new_round_within_two_seconds_without_rel
           metric: latency_p95
           max_increase: 5.0
     """
-    agent = await start_agent(
-        journey_environment(
-            journey,
-            receiver.url,
-            SECRET,
-            window="20s",
-            interval="1s",
-            policy="sequential",
-            more_rules=textwrap.indent(textwrap.dedent(latency), " " * 8),
-        ),
-        ALERTING.format(url=json_sink.url()),
+    agent = await journey_agent(
+        window="20s",
+        interval="1s",
+        policy="sequential",
+        more_rules=textwrap.indent(textwrap.dedent(latency), " " * 8),
     )
     await asyncio.sleep(1.0)  # background probes before the deploy: the baseline
     deploy = await agent.register("production", "v3.0.0", previous_version="v2.4.2")
@@ -190,10 +146,8 @@ async def test_watching_page_shows_each_new_round_within_two_seconds_without_rel
 
 
 async def test_hostile_labels_versions_and_messages_are_shown_escaped(
-    start_agent: AgentFactory,
+    journey_agent: JourneyAgent,
     journey: JourneyTarget,
-    rollback_receiver: Any,
-    json_sink: JsonSink,
     browser: Any,
     tmp_path: Path,
 ) -> None:
@@ -203,10 +157,8 @@ async def test_hostile_labels_versions_and_messages_are_shown_escaped(
         "quote\"'><img src=x onerror=alert(1)>": '"\' onmouseover=alert(2) x="',
     }
     _agent, final = await rolled_back(
-        start_agent,
+        journey_agent,
         journey,
-        rollback_receiver,
-        json_sink,
         version=hostile_version,
         previous_version="<b>old</b>",
         commit='"><svg onload=alert(3)>',
@@ -239,13 +191,10 @@ async def test_hostile_labels_versions_and_messages_are_shown_escaped(
 
 
 async def test_signed_view_link_opens_the_page_in_the_browser(
-    start_agent: AgentFactory,
-    journey: JourneyTarget,
-    rollback_receiver: Any,
+    journey_agent: JourneyAgent,
     browser: Any,
 ) -> None:
-    receiver: RollbackReceiver = await rollback_receiver(SECRET)
-    agent = await start_agent(journey_environment(journey, receiver.url, SECRET))
+    agent = await journey_agent()
     deploy = await agent.register("production", "v9")
     page = await browser.new_page()
     assert (await page.goto(deploy["links"]["page"])).status == 200

@@ -67,6 +67,8 @@ class DeployView:
     deployed_at: str | None
     ends_at: str | None
     failing_rules: list[str]
+    broken_steps: list[str] = field(default_factory=list)
+    """For each failing rule on a smoke check: the step that broke, expected vs got."""
 
 
 def _num(value: Any) -> float | None:
@@ -285,13 +287,15 @@ def deploy_view(
                 charts=_rule_charts(item, configured.get(name), rounds, baselines.get(name)),
             )
         )
+    failures = _last_failures(rounds)
+    failing = [v.name for v in views if v.outcome == "fail"]
     return DeployView(
         window=window,
         verdict_outcome=str(verdict.get("outcome") or "pending"),
         reason=str(verdict.get("reason") or ""),
         progress=progress(window, now),
         rules=views,
-        failures=_last_failures(rounds),
+        failures=failures,
         rollback=rollback,
         attempts=list(attempts),
         alerts=sorted(alerts.items()),
@@ -301,5 +305,25 @@ def deploy_view(
         ],
         deployed_at=iso(window.deployed_at),
         ends_at=iso(window.ends_at),
-        failing_rules=[v.name for v in views if v.outcome == "fail"],
+        failing_rules=failing,
+        broken_steps=_broken_steps(failing, configured, failures),
     )
+
+
+def _broken_steps(
+    failing: Sequence[str], rules: Mapping[str, Rule], failures: Sequence[CheckFailure]
+) -> list[str]:
+    """`journey-errors: check journey broke at step 'orders' (expected 200, got 500)`."""
+    out = []
+    for name in failing:
+        rule = rules.get(name)
+        if rule is None or rule.source != "checks":
+            continue
+        for f in failures:
+            if f.step is None or (rule.check is not None and f.check != rule.check):
+                continue
+            said = f"{name}: check {f.check} broke at step {f.step!r}"
+            if f.expected is not None or f.got is not None:
+                said += f" (expected {f.expected}, got {f.got})"
+            out.append(said)
+    return out

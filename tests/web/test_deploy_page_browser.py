@@ -55,6 +55,8 @@ async def test_rolled_back_page_shows_the_failing_rule_its_step_and_the_rollback
     assert "max" in (await chart.locator("desc").text_content() or "")
     reason = await page.locator("#verdict-reason").text_content()
     assert reason is not None and "journey-errors" in reason
+    step = await page.locator(".broken-step").text_content()
+    assert step == "journey-errors: check journey broke at step 'orders' (expected 200, got 500)"
     failure = page.locator('li.failure[data-check="journey"]')
     assert await failure.locator(".step-name").text_content() == "orders"
     assert "500" in (await failure.text_content() or "")

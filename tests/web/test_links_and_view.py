@@ -140,6 +140,7 @@ def test_the_view_draws_bounds_evidence_and_the_last_step_that_failed() -> None:
     assert [line.kind for line in charts["evidence"].lines] == ["baseline", "threshold"]
     assert "beyond the tolerance" in charts["band"].description
     assert view.failures[0].step == "orders" and view.failures[0].got == "500"
+    assert view.broken_steps == []  # the rule passes: no step to blame
     assert view.progress["fraction"] == 0.5
 
 

@@ -69,7 +69,7 @@ def write_config(workdir: Path, agent_port: int, target_port: int, n: int, inter
 def serve(config: str, stored_log: str) -> None:
     """The daemon as `postflight run` builds it, noting when each round is stored."""
     from agent.app import serve as serve_app
-    from agent.config_file import load_settings
+    from agent.settings_file import load_settings
     from agent.store import store_from_url
 
     settings = load_settings(config)
@@ -181,18 +181,14 @@ def main() -> int:
             base = f"http://127.0.0.1:{agent_port}"
             for i in range(args.windows):
                 register(agent_port, f"env{i:03d}")
-        except BaseException:
-            agent.kill()
-            target.kill()
-            raise
-        try:
             ids = asyncio.run(_ids(base, args.windows))
             result = asyncio.run(measure(base, ids, args.seconds))
         finally:
-            agent.send_signal(signal.SIGTERM)
-            agent.wait(timeout=20)
-            target.send_signal(signal.SIGTERM)
-            target.wait(timeout=5)
+            # SIGTERM, not SIGKILL: nginx's master then takes its workers with it
+            for proc, grace in ((agent, 20), (target, 5)):
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(timeout=grace)
         stored: dict[tuple[str, int], float] = {}
         for line in stored_log.read_text().splitlines():
             window_id, number, at = line.split()

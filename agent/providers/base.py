@@ -32,6 +32,8 @@ class DeployScope:
     previous_version: str | None
     deployed_at: float
     baseline: BaselineSettings
+    canary: bool = False
+    """The environment compares against a stable side (`baseline_url`): markers say so."""
 
 
 class Provider(Protocol):
@@ -43,8 +45,11 @@ class Provider(Protocol):
         self, rule: Rule, scope: DeployScope, period: Period, release: str | None
     ) -> Observation: ...
 
-    async def mark(self, scope: DeployScope, event: Literal["deploy", "rollback"]) -> None:
-        """Record a deploy marker (Sentry deploy, New Relic change event) if enabled."""
+    async def mark(self, scope: DeployScope, event: Literal["deploy", "rollback"]) -> str | None:
+        """Record a deploy marker (Sentry deploy, New Relic change event) if enabled.
+
+        Never raises; a marker that could not be recorded returns one message saying
+        why (naming the missing permission), which the watcher sends as an alert."""
         ...
 
     def link(

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from agent.analysis.judge import judge
 from agent.analysis.observe import merge, observe
@@ -55,6 +55,8 @@ class WatchServices:
     lease_s: float
     clock: Callable[[], float]
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    after_rollback: Callable[[DeployWindow, RollbackIntent], Awaitable[None]] | None = None
+    """Runs once a rollback is delivered (§7: window state, `rollback.then` follow-ups)."""
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Work in the background (alerts, rollback delivery, provider markers): the
@@ -105,6 +107,7 @@ class WindowWatch:
             previous_version=window.previous_version,
             deployed_at=window.deployed_at,
             baseline=env.baseline,
+            canary=env.baseline_url is not None,
         )
         self.history: list[dict[str, Observation]] = []
         self.baselines: dict[str, Observation] = {}
@@ -225,7 +228,22 @@ class WindowWatch:
         )
         for name, provider in self.s.providers.items():
             if any(r.source == name for r in self.rules):
-                self.s.spawn(provider.mark(self.scope, "deploy"))
+                self.s.spawn(self._mark(name, provider, "deploy"))
+
+    async def _mark(
+        self, name: str, provider: Provider, event: Literal["deploy", "rollback"]
+    ) -> None:
+        """A provider's deploy marker; one that could not be recorded is one alert
+        saying why (the provider names the missing permission)."""
+        problem = await provider.mark(self.scope, event)
+        if problem:
+            self._alert(
+                "provider_unreachable",
+                key=f"marker:{name}:{event}",
+                reason=f"{name}: {problem}",
+                rules=[],
+                provider=name,
+            )
 
     async def _background_periods(self, period: Period) -> list[list[Sample]]:
         """The background probes before the deploy, one list per background run."""
@@ -448,7 +466,7 @@ class WindowWatch:
         self.s.spawn(deliver_rollback(self.window, intent, self.env, self.s))
         for name, provider in self.s.providers.items():
             if any(r.source == name for r in self.rules):
-                self.s.spawn(provider.mark(self.scope, "rollback"))
+                self.s.spawn(self._mark(name, provider, "rollback"))
 
     async def _end(self, outcome: str, verdict: Verdict, verdict_json: dict[str, Any]) -> None:
         state: WindowState = "passed" if outcome == "pass" else "inconclusive"
@@ -502,3 +520,5 @@ async def deliver_rollback(
         detail=f"last status {done.last_status}" if done.last_status else "",
     )
     await s.alerts.emit(window, alert, env.alerts.tags)
+    if done.state == "delivered" and s.after_rollback is not None:
+        await s.after_rollback(window, done)

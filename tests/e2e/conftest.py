@@ -150,6 +150,7 @@ async def start_agent(tmp_path: Path) -> AsyncIterator[AgentFactory]:
         *,
         store: str | None = None,
         owner: str | None = None,
+        extra: str = "",
         server: str = "",
     ) -> RunningAgent:
         port = free_port()
@@ -160,6 +161,7 @@ async def start_agent(tmp_path: Path) -> AsyncIterator[AgentFactory]:
             + f"store:\n  {store}\n"
             + textwrap.dedent(alerting)
             + textwrap.dedent(providers)
+            + textwrap.dedent(extra)
             + "environments:\n"
             + textwrap.indent(textwrap.dedent(environments), "  ")
         )

@@ -82,8 +82,8 @@ def serve(config: str, stored_log: str) -> None:
         def __getattr__(self, name: str) -> Any:
             return getattr(self._store, name)
 
-        async def record_round(self, record: Any, verdict: Any, owner: Any = None) -> bool:
-            stored = await self._store.record_round(record, verdict, owner)
+        async def record_round(self, record: Any, verdict: Any, fence: Any = None) -> bool:
+            stored = await self._store.record_round(record, verdict, fence)
             out.write(f"{record.window_id} {record.number} {time.time():.6f}\n")
             return bool(stored)
 

@@ -25,6 +25,7 @@ from aiohttp import web
 from agent.records import (
     DeliveryAttempt,
     DeployWindow,
+    Fence,
     IdempotentResponse,
     RollbackIntent,
     RoundRecord,
@@ -112,9 +113,9 @@ class FeedStore:
         return created
 
     async def record_round(
-        self, record: RoundRecord, verdict: dict[str, Any] | None, owner: str | None = None
+        self, record: RoundRecord, verdict: dict[str, Any] | None, fence: Fence | None = None
     ) -> bool:
-        stored = await self._store.record_round(record, verdict, owner)
+        stored = await self._store.record_round(record, verdict, fence)
         self._feed.publish(record.window_id, record if stored else None)
         return stored
 
@@ -125,8 +126,9 @@ class FeedStore:
         verdict: dict[str, Any] | None,
         at: float,
         rollback: RollbackIntent | None = None,
+        fence: Fence | None = None,
     ) -> bool:
-        ended = await self._store.finish_window(window_id, state, verdict, at, rollback)
+        ended = await self._store.finish_window(window_id, state, verdict, at, rollback, fence)
         self._feed.publish(window_id)
         return ended
 
@@ -140,13 +142,24 @@ class FeedStore:
         self._feed.publish(window_id)
         return window
 
-    async def update_rollback(self, intent: RollbackIntent) -> None:
-        await self._store.update_rollback(intent)
+    async def add_rollback(self, intent: RollbackIntent) -> bool:
+        added = await self._store.add_rollback(intent)
         self._feed.publish(intent.window_id)
+        return added
 
-    async def record_delivery(self, attempt: DeliveryAttempt) -> None:
-        await self._store.record_delivery(attempt)
-        self._feed.publish(attempt.window_id)
+    async def begin_attempt(
+        self, window_id: str, fence: Fence, now: float, until: float
+    ) -> int | None:
+        number = await self._store.begin_attempt(window_id, fence, now, until)
+        self._feed.publish(window_id)
+        return number
+
+    async def settle_rollback(
+        self, intent: RollbackIntent, attempt: DeliveryAttempt | None = None
+    ) -> bool:
+        settled = await self._store.settle_rollback(intent, attempt)
+        self._feed.publish(intent.window_id)
+        return settled
 
     async def record_alert(self, window_id: str, event: str, result: str, detail: str) -> None:
         await self._store.record_alert(window_id, event, result, detail)

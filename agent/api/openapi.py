@@ -18,6 +18,7 @@ from agent import __version__
 from agent.api.problems import PROBLEM_CONTENT_TYPE
 from agent.api.schemas import (
     DEPLOY_ID_PATTERN,
+    IDEMPOTENCY_KEY_PATTERN,
     MAX_BODY_BYTES,
     Deploy,
     DeployList,
@@ -119,7 +120,7 @@ def _document() -> dict[str, Any]:
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                        "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
                         "description": "A repeat with the same key and body returns the first"
                         " response (status 200); the same key with another body is 409.",
                     }

@@ -124,6 +124,8 @@ class WindowWatch:
     # the whole window -----------------------------------------------------
 
     async def run(self) -> None:
+        if not await self._until_deployed():
+            return
         await self._load_history()
         if self.window.baseline is None:
             await self._take_baseline()
@@ -182,6 +184,21 @@ class WindowWatch:
             if verdict.decision in ("pass", "inconclusive"):
                 await self._end(verdict.decision, verdict, verdict_json)
                 return
+
+    async def _until_deployed(self) -> bool:
+        """A window registered ahead of its `deployed_at` (shown `scheduled`) takes no
+        baseline and runs no round before then: until that moment the old version is
+        what answers. The lease is renewed meanwhile, so no other replica takes it."""
+        if self.window.deployed_at > self.s.clock():
+            self.log.info("scheduled: the first round starts at %s", iso(self.window.deployed_at))
+        while (wait := self.window.deployed_at - self.s.clock()) > 0:
+            step = min(wait, self.s.lease_s / 3)
+            until = self.s.clock() + self.s.lease_s + step
+            if not await self.s.store.renew_lease(self.window.id, self.s.owner, until):
+                self.log.info("scheduled window no longer ours (ended or taken over)")
+                return False
+            await asyncio.sleep(step)
+        return True
 
     async def _load_history(self) -> None:
         for record in await self.s.store.rounds(self.window.id):

@@ -69,6 +69,7 @@ class Watcher:
         }
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.environments: dict[str, str] = {}
+        self.deployed_at: dict[str, float] = {}
         self._wake = asyncio.Event()
         self.prober = BackgroundProber(self.probes, store, self.busy, clock)
         self.background_probing = background_probing
@@ -84,7 +85,13 @@ class Watcher:
             task.cancel()
 
     def busy(self, environment: str) -> bool:
-        return environment in self.environments.values()
+        """An environment with a live window is probed by it; before a scheduled window's
+        `deployed_at` the background probes go on, since they are its baseline."""
+        now = self.clock()
+        return any(
+            env == environment and self.deployed_at.get(window_id, now) <= now
+            for window_id, env in self.environments.items()
+        )
 
     # the loop --------------------------------------------------------------
 
@@ -130,10 +137,12 @@ class Watcher:
         task = asyncio.create_task(self._watch(window), name=f"window-{window.id}")
         self.tasks[window.id] = task
         self.environments[window.id] = window.environment
+        self.deployed_at[window.id] = window.deployed_at
 
         def done(_: asyncio.Task[None]) -> None:
             self.tasks.pop(window.id, None)
             self.environments.pop(window.id, None)
+            self.deployed_at.pop(window.id, None)
             self._wake.set()
 
         task.add_done_callback(done)

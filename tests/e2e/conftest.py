@@ -106,7 +106,7 @@ class RunningAgent:
 
         def final(d: dict[str, Any]) -> bool:
             pending = (d.get("rollback") or {}).get("state") == "pending"
-            return d["state"] != "watching" and not pending
+            return d["state"] not in ("watching", "scheduled") and not pending
 
         return await self.wait_until(deploy_id, final, within)
 

@@ -21,6 +21,7 @@ from aiohttp import web
 from agent import __version__
 from agent.alerts import WindowAlerts
 from agent.api import add_routes
+from agent.api.server_log import ServerLog
 from agent.appkeys import METRICS, REDACT, SETTINGS, STORE, WINDOW_EVENTS
 from agent.metrics import Metrics
 from agent.observability import init_sentry
@@ -125,6 +126,7 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> No
         app,
         handle_signals=False,
         access_log=None,
+        logger=ServerLog(app[METRICS]),
         shutdown_timeout=min(2.0, settings.server.shutdown_timeout),
     )
     await runner.setup()

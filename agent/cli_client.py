@@ -79,7 +79,8 @@ def _connection_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--token",
         metavar="TOKEN",
-        help="an API token, one of server.api_tokens (default: $POSTFLIGHT_TOKEN)",
+        help="an API token, one of server.api_tokens"
+        " (default: $POSTFLIGHT_TOKEN, else $POSTFLIGHT_API_TOKEN)",
     )
     group.add_argument(
         "--request-timeout",
@@ -414,13 +415,19 @@ class Progress:
 
 def _connection(args: argparse.Namespace) -> tuple[str, str, float]:
     url = getattr(args, "url", None) or os.environ.get("POSTFLIGHT_URL", "")
-    token = getattr(args, "token", None) or os.environ.get("POSTFLIGHT_TOKEN", "")
+    token = (
+        getattr(args, "token", None)
+        or os.environ.get("POSTFLIGHT_TOKEN")
+        or os.environ.get("POSTFLIGHT_API_TOKEN", "")  # the daemon's name, on its own host
+    )
     if not url.strip():
         raise UsageError("no agent URL: pass --url or set $POSTFLIGHT_URL")
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"--url must start with http:// or https:// (got {url!r})")
     if not token.strip():
-        raise UsageError("no API token: pass --token or set $POSTFLIGHT_TOKEN")
+        raise UsageError(
+            "no API token: pass --token or set $POSTFLIGHT_TOKEN (or $POSTFLIGHT_API_TOKEN)"
+        )
     timeout = _duration(getattr(args, "request_timeout", None) or "10s", "--request-timeout")
     return url.strip(), token.strip(), max(timeout, 0.1)
 
@@ -588,7 +595,8 @@ def status_command(args: argparse.Namespace) -> int:
     """
     try:
         url, token, request_timeout = _connection(args)
-        limit = int(getattr(args, "limit", 20) or 20)
+        limit = getattr(args, "limit", None)
+        limit = 20 if limit is None else int(limit)
         if not 1 <= limit <= 200:
             raise UsageError("--limit must be between 1 and 200")
     except UsageError as exc:

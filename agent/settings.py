@@ -35,6 +35,9 @@ LATENCY_METRICS = ("latency_p50", "latency_p95", "latency_p99", "p95_duration")
 DECREASE_IS_BAD = ("crash_free_rate", "throughput")
 PROVIDER_SOURCES = ("sentry", "newrelic", "prometheus")
 
+MIN_API_TOKEN_LENGTH = 16
+"""Bearer tokens guard rollbacks and cancels; shorter ones are guessable."""
+
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+", max_length=2048)]
 
@@ -68,8 +71,14 @@ class ServerSettings(Model):
     @field_validator("api_tokens")
     @classmethod
     def _tokens(cls, value: list[SecretStr]) -> list[SecretStr]:
-        for token in value:
+        for i, token in enumerate(value):
             _non_empty_secret(token)
+            length = len(token.get_secret_value())
+            if length < MIN_API_TOKEN_LENGTH:
+                raise ValueError(
+                    f"token [{i}] has {length} characters; an API token needs at least"
+                    f" {MIN_API_TOKEN_LENGTH} (make one with `openssl rand -hex 24`)"
+                )
         return value
 
     @property

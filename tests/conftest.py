@@ -28,7 +28,7 @@ settings.load_profile(
 
 
 EXAMPLE_ENV = {
-    "POSTFLIGHT_API_TOKEN": "test-api-token",
+    "POSTFLIGHT_API_TOKEN": "test-api-token-0123456789",
     "SENTRY_AUTH_TOKEN": "test-sentry-token",
     "NEW_RELIC_API_KEY": "test-newrelic-key",
     "ROLLBACK_SECRET": "test-rollback-secret",

@@ -14,7 +14,7 @@ from agent.windows.probing import BackgroundProber, EnvironmentProbe, background
 from checks.sessions import TargetSessions
 
 CONFIG = """
-server: {{api_tokens: [tok-123456]}}
+server: {{api_tokens: [tok-1234567890abcdef]}}
 environments:
   production:
     base_url: {url}

@@ -156,7 +156,12 @@ def _document() -> dict[str, Any]:
                 "parameters": parameters,
                 "responses": {
                     "200": _json("A page of deploys.", ref(DeployList)),
-                    **errors(422, e422="Invalid query parameters (or cursor)."),
+                    **errors(
+                        404,
+                        422,
+                        e404="Unknown environment: not configured, and no window of it stored.",
+                        e422="Invalid or empty query parameters.",
+                    ),
                 },
             },
         },

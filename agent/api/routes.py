@@ -41,6 +41,7 @@ from agent.api.schemas import (
 from agent.appkeys import METRICS, SETTINGS, STORE, WINDOW_EVENTS
 from agent.durations import format_duration
 from agent.records import DeployWindow, IdempotentResponse, WindowState
+from agent.settings import EnvironmentSettings
 from agent.store.base import Conflict, Store
 from agent.store.sqlite import encode_cursor
 
@@ -215,7 +216,6 @@ def _count_ended(request: web.Request, outcome: str, windows: list[DeployWindow]
 
 
 async def create_deploy(request: web.Request) -> web.Response:
-    settings = request.config_dict[SETTINGS]
     store = request.config_dict[STORE]
     key = _idempotency_key(request)
     document = await read_json_body(request)
@@ -230,14 +230,7 @@ async def create_deploy(request: web.Request) -> web.Response:
         raise invalid_fields(
             validation_errors(exc, known_fields=DeployRequest.model_fields)
         ) from None
-    environment = settings.environments.get(body.environment)
-    if environment is None:
-        known = ", ".join(sorted(settings.environments))
-        raise ApiProblem(
-            404,
-            f"unknown environment {body.environment!r}; configured: {known}",
-            slug="unknown-environment",
-        )
+    environment = _known_environment(request, body.environment)
     window_s = body.window if body.window is not None else environment.window
     if window_s < environment.interval:
         raise invalid_fields(
@@ -289,6 +282,16 @@ async def create_deploy(request: web.Request) -> web.Response:
         extra={"deploy_id": window.id, "environment": window.environment},
     )
     return _json(payload, status=201, headers={"Location": deploy_path(window.id)})
+
+
+def _known_environment(request: web.Request, name: str) -> EnvironmentSettings:
+    environment: EnvironmentSettings | None = request.config_dict[SETTINGS].environments.get(name)
+    if environment is None:
+        known = ", ".join(sorted(request.config_dict[SETTINGS].environments))
+        raise ApiProblem(
+            404, f"unknown environment {name!r}; configured: {known}", slug="unknown-environment"
+        )
+    return environment
 
 
 def _deployed_at(body: DeployRequest, window_s: float, now: float) -> float:
@@ -370,6 +373,8 @@ async def list_deploys(request: web.Request) -> web.Response:
             cursor=cursor,
         )
         windows, more = page.items, page.next_cursor is not None
+    if query.environment is not None and not windows and query.cursor is None:
+        _known_environment(request, query.environment)
     items = [await _render(store, window, now) for window in windows]
     last = windows[-1] if windows and more else None
     next_cursor = encode_list_cursor(last.created_at, last.id) if last is not None else None

@@ -24,9 +24,11 @@ from agent.rollback import RollbackDelivery, rollback_intent
 from agent.settings import EnvironmentSettings, RuleSettings
 from agent.store.base import Store
 from agent.windows.evidence import (
+    WhatBroke,
     breaches,
     breaches_as_rules,
     iso,
+    name_what_broke,
     observation_from_dict,
     observation_to_dict,
     rule_to_dict,
@@ -109,6 +111,7 @@ class WindowWatch:
         self.cumulative: dict[str, Observation] = {}
         """Each provider rule's latest figures since the deploy (see `round_increment`)."""
         self.links: dict[str, str] = {}
+        self.what_broke = WhatBroke()
         self.queries: dict[str, str] = {
             r.name: q for r in self.rules if r.source != "checks" and (q := r.nrql or r.query)
         }
@@ -161,7 +164,13 @@ class WindowWatch:
                 return
             observations, results = await self._gather_round(length)
             final = self.s.clock() >= self.window.ends_at - 0.01
-            verdict = self._judge(observations, final=final)
+            self.what_broke.note(results)
+            verdict = name_what_broke(
+                self._judge(observations, final=final),
+                self.judge_rules,
+                self.what_broke,
+                breached=lambda rule: _state(rule) == "breached",
+            )
             self.history.append(observations)
             summary = self._round_summary(observations, results, verdict)
             summary["lag_s"] = round(lag, 6)
@@ -206,6 +215,7 @@ class WindowWatch:
             self.history.append({k: observation_from_dict(v) for k, v in obs.items()})
             for name, data in record.summary.get("cumulative", {}).items():
                 self.cumulative[name] = observation_from_dict(data)
+            self.what_broke.note_summary(record.summary.get("checks", {}))
             for item in record.summary.get("canary", []):
                 self.canary_samples.extend(unsummarize(item["check"], item, target="baseline"))
 
@@ -324,11 +334,15 @@ class WindowWatch:
         for result in results:
             if any(s.target != "deploy" for s in result.samples):
                 continue
-            entry = checks.setdefault(result.check, {"runs": 0, "failed": 0, "message": ""})
+            entry = checks.setdefault(
+                result.check, {"runs": 0, "failed": 0, "message": "", "type": result.type}
+            )
             entry["runs"] += 1
             if not result.ok:
                 entry["failed"] += 1
                 entry["message"] = result.message
+            elif result.type == "load":
+                entry["message"] = result.message  # a load run's figures
         canary = [
             {
                 "check": r.check,

@@ -19,7 +19,7 @@ from agent.config_file import load_settings_text
 from agent.metrics import Metrics
 from tests.e2e.crash import free_port
 
-TOKEN = "e2e-api-token"
+TOKEN = "e2e-api-token-01234"
 SECRET = "e2e-rollback-secret"
 
 

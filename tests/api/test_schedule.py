@@ -101,3 +101,10 @@ async def test_a_few_seconds_of_clock_skew_are_tolerated(timed: Client) -> None:
     assert status == 201
     status, _ = await post(timed, 3600 + 3)  # 1h ahead by the pipeline's clock
     assert status == 201
+
+
+async def test_a_scheduled_window_can_be_cancelled(timed: Client) -> None:
+    _, body = await post(timed, 1800)
+    response = await timed.post(f"/v1/deploys/{body['id']}/cancel", headers=AUTH)
+    assert response.status == 200
+    assert (await response.json())["state"] == "cancelled"

@@ -28,6 +28,9 @@ async def test_a_scheduled_window_waits_for_its_deploy_then_is_watched(
     assert before["state"] == "scheduled" and before["rounds"] == 0
     assert stored is not None and stored.baseline is None
     assert stored.lease_owner is not None  # claimed, its lease kept while it waits
+    # the environment is still probed in the background: that is the window's baseline
+    probes = await agent.app[STORE].probe_summaries("production", live_at - 6.5, live_at)
+    assert len({at for _, at, _ in probes}) >= 3
 
     final = await agent.settled(deploy["id"], within=15)
     assert final["state"] == "passed"

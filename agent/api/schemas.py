@@ -176,7 +176,7 @@ _DURATION = re.compile(DURATION_PATTERN)
 
 
 def _window_seconds(value: Any) -> float:
-    if isinstance(value, str) and not _DURATION.match(value):
+    if isinstance(value, str) and not _DURATION.fullmatch(value):
         raise ValueError(f"{value!r} is not a duration; write it like 30s, 10m, 1h30m or 7d")
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError("expected a duration like 10m, or a number of seconds")

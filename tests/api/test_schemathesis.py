@@ -87,10 +87,15 @@ def test_schemathesis_finds_no_failure_in_any_check(agent: ServedAgent, tmp_path
         "--report-dir",
         str(tmp_path / "report"),
     ]
-    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.api.schemathesis_hooks"}
     root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "SCHEMATHESIS_HOOKS": "tests.api.schemathesis_hooks",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+    }
+    # in tmp_path: schemathesis keeps a cache (.schemathesis/) in its working directory
     result = subprocess.run(
-        command, cwd=root, env=env, capture_output=True, text=True, timeout=220, check=False
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=220, check=False
     )
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-8000:]

@@ -1,3 +1,5 @@
 """Postflight: a post-deployment validation agent."""
 
-__version__ = "0.1.0"
+from common.version import __version__
+
+__all__ = ["__version__"]

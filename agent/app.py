@@ -1,9 +1,10 @@
 """Wiring: one aiohttp application that serves the API and owns the daemon's work.
 
 Style model: aiohttp's own lifecycle. The store, the watcher (with background
-probing) and the delivery of alerts and rollbacks are `cleanup_ctx` contexts, so
-`postflight run` needs no other start-up code and shuts down in a known order:
-stop taking work, let in-flight deliveries finish within a bound, close.
+probing), the rollback delivery, the target sessions and each provider have their
+own `cleanup_ctx` context, so `postflight run` needs no other start-up code and
+shuts down in a known order (stop taking work, let in-flight deliveries finish
+within a bound, close), and one resource failing to close skips none of the others.
 """
 
 from __future__ import annotations
@@ -14,26 +15,26 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
 from agent import __version__
-from agent.alerts import WindowAlerts
 from agent.api import add_routes
 from agent.api.server_log import ServerLog
 from agent.appkeys import METRICS, REDACT, SETTINGS, STORE, WINDOW_EVENTS
 from agent.metrics import Metrics
 from agent.observability import init_sentry
 from agent.providers.registry import build_providers
-from agent.redact import Redactor
-from agent.rollback import RollbackDelivery
+from agent.rollback.delivery import RollbackDelivery
 from agent.settings import Settings
 from agent.store import store_from_url
 from agent.store.base import Store
-from agent.windows.watcher import Watcher
+from agent.windows.alert_once import WindowAlerts
+from agent.windows.supervisor import Watcher
 from alerting.notifier import Notifier
 from checks.sessions import TargetSessions
+from common.redaction import Redactor
 
 log = logging.getLogger("postflight")
 
@@ -101,22 +102,39 @@ def build_app(
     app[WATCHER] = watcher
     app[WINDOW_EVENTS] = watcher
 
-    async def daemon_ctx(app: web.Application) -> AsyncIterator[None]:
+    async def watcher_ctx(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(watcher.run(), name="watcher")
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await watcher.drain(grace=max(1.0, settings.server.shutdown_timeout - 3.0))
-        for provider in providers.values():
-            with contextlib.suppress(Exception):
-                await provider.aclose()
-        await delivery.aclose()
-        await sessions.aclose()
 
+    # aiohttp cleans up in reverse: the watcher stops first, the store closes last
     app.cleanup_ctx.append(store_ctx)
-    app.cleanup_ctx.append(daemon_ctx)
+    app.cleanup_ctx.append(_closes("target sessions", sessions.aclose))
+    app.cleanup_ctx.append(_closes("rollback delivery", delivery.aclose))
+    for name, provider in providers.items():
+        app.cleanup_ctx.append(_closes(f"provider {name}", provider.aclose))
+    app.cleanup_ctx.append(watcher_ctx)
     return app
+
+
+def _closes(
+    what: str, aclose: Callable[[], Awaitable[object]]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """One resource's own cleanup context (aiohttp's `cleanup_ctx` style): it closes
+    at shutdown, and a failure is logged rather than raised, so it never keeps the
+    others from closing nor turns a clean stop into a traceback."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        yield
+        try:
+            await aclose()
+        except Exception:
+            log.exception("closing %s failed; the other resources still close", what)
+
+    return ctx
 
 
 async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> None:

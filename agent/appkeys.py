@@ -7,9 +7,9 @@ from typing import Protocol
 from aiohttp import web
 
 from agent.metrics import Metrics
-from agent.redact import Redactor
 from agent.settings import Settings
 from agent.store.base import Store
+from common.redaction import Redactor
 
 
 class WindowEvents(Protocol):

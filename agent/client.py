@@ -1,6 +1,6 @@
 """A small async client of API v1, for the CLI (`register`, `status`) and the demo.
 
-It speaks the same pydantic models the server validates with (`agent.api.schemas`),
+It speaks the same pydantic models the server validates with (`agent.api.models`),
 so a response that does not fit the contract fails here, loudly, rather than as a
 `KeyError` in a pipeline. Every failure is a `ClientError` whose message is one
 line a person can act on; nothing here prints or exits.
@@ -19,7 +19,7 @@ import aiohttp
 from pydantic import BaseModel, ValidationError
 
 from agent import __version__
-from agent.api.schemas import Deploy, DeployList, DeployRequest
+from agent.api.models import Deploy, DeployList, DeployRequest
 from agent.records import WindowState
 
 M = TypeVar("M", bound=BaseModel)

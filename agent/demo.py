@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from agent.config_file import load_settings_text
+from agent.settings_file import load_settings_text
 
 TOKEN = "demo-token-please-change"
 SECRET = "demo-webhook-secret"

@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.redact import Redactor
+from common.redaction import Redactor
 
 _CONTEXT_FIELDS = ("deploy_id", "environment", "check", "rule", "provider")
 

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from agent import __version__
-from agent.redact import Redactor
+from common.redaction import Redactor
 
 log = logging.getLogger("postflight")
 

@@ -1,7 +1,7 @@
 """The configuration: typed models of `postflight.yaml`, loaded with pydantic-settings.
 
 Pure models plus one loader (`load_settings`). The models cover the whole public
-example configuration; `agent.config_file` reads the YAML, expands `${VAR}` and
+example configuration; `agent.settings_file` reads the YAML, expands `${VAR}` and
 maps errors back to file lines.
 """
 
@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -23,17 +24,16 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from agent.analysis.types import Rule
-from agent.durations import Duration, Fraction, parse_duration
-from agent.providers.config import BaselineSettings, ProvidersSettings
+from agent.analysis.types import PolicyName, Rule
+from agent.providers.plugins import ProviderPluginError, config_model_for, plugin_names
+from agent.providers.provider_settings import BaselineSettings, ProvidersSettings
 from checks.base import CheckConfig
 from checks.registry import config_models
+from common.durations import Duration, Fraction, parse_duration
 
 CHECK_METRICS = ("error_rate", "latency_p50", "latency_p95", "latency_p99", "throughput")
-SENTRY_METRICS = ("error_count", "error_rate", "crash_free_rate", "p95_duration")
 LATENCY_METRICS = ("latency_p50", "latency_p95", "latency_p99", "p95_duration")
 DECREASE_IS_BAD = ("crash_free_rate", "throughput")
-PROVIDER_SOURCES = ("sentry", "newrelic", "prometheus")
 
 MIN_API_TOKEN_LENGTH = 16
 """Bearer tokens guard rollbacks and cancels; shorter ones are guessable."""
@@ -119,7 +119,7 @@ class AlertingSettings(Model):
 
 
 class AnalysisSettings(Model):
-    policy: Literal["sequential", "threshold", "fixed"] = "sequential"
+    policy: PolicyName = "sequential"
     failure_limit: int = Field(default=3, ge=1, le=1000)
     """threshold policy: consecutive failing rounds that fail the window."""
     confidence: float = Field(default=0.99, gt=0.5, lt=1.0)
@@ -143,7 +143,7 @@ Bound = Annotated[
 class RuleSettings(Model):
     name: Name
     source: str
-    """`checks`, `sentry`, `newrelic`, `prometheus`, or an installed provider plugin."""
+    """`checks`, or an installed provider (built-in or plugin) by its entry-point name."""
     metric: str | None = None
     check: Name | None = None
     """source checks: only this check's samples (default: every check)."""
@@ -171,13 +171,9 @@ class RuleSettings(Model):
     @field_validator("source")
     @classmethod
     def _known_source(cls, value: str) -> str:
-        if value in ("checks", *PROVIDER_SOURCES):
+        if value == "checks" or value in plugin_names():
             return value
-        from agent.providers.registry import plugin_names
-
-        if value in plugin_names():
-            return value
-        known = ", ".join(sorted({"checks", *PROVIDER_SOURCES, *plugin_names()}))
+        known = ", ".join(sorted({"checks", *plugin_names()}))
         raise ValueError(f"unknown source {value!r} (one of: {known})")
 
     @model_validator(mode="after")
@@ -186,25 +182,11 @@ class RuleSettings(Model):
             raise ValueError("give at least one bound: max, min or max_increase")
         if self.max is not None and self.min is not None and self.min > self.max:
             raise ValueError(f"min {self.min} is above max {self.max}")
-        if self.source == "checks":
-            if self.metric not in CHECK_METRICS:
-                raise ValueError(
-                    f"metric must be one of {', '.join(CHECK_METRICS)} for source checks"
-                    f" (got {self.metric!r})"
-                )
-        elif self.source == "sentry":
-            if self.metric not in SENTRY_METRICS:
-                raise ValueError(
-                    f"metric must be one of {', '.join(SENTRY_METRICS)} for source sentry"
-                    f" (got {self.metric!r})"
-                )
-        elif self.source == "newrelic":
-            if not self.nrql:
-                raise ValueError("source newrelic needs nrql (without SINCE/UNTIL)")
-            if re.search(r"\b(SINCE|UNTIL)\b", self.nrql, re.IGNORECASE):
-                raise ValueError("nrql must not contain SINCE or UNTIL: the agent adds the periods")
-        elif self.source == "prometheus" and not self.query:
-            raise ValueError("source prometheus needs query (PromQL)")
+        if self.source == "checks" and self.metric not in CHECK_METRICS:
+            raise ValueError(
+                f"metric must be one of {', '.join(CHECK_METRICS)} for source checks"
+                f" (got {self.metric!r})"
+            )
         if self.source != "checks" and self.check:
             raise ValueError("check applies only to source checks")
         return self
@@ -217,7 +199,7 @@ class RuleSettings(Model):
 
     @property
     def display_metric(self) -> str:
-        return self.metric or ("nrql" if self.source == "newrelic" else "query")
+        return self.metric or ("nrql" if self.nrql else "query")
 
     def to_rule(self) -> Rule:
         """The judge's view of this rule."""
@@ -295,6 +277,27 @@ class EnvironmentSettings(Model):
     rollback: RollbackSettings | None = None
     alerts: AlertRouting = AlertRouting()
 
+    @field_validator("rules")
+    @classmethod
+    def _providers_accept_rules(
+        cls, rules: list[RuleSettings], info: ValidationInfo
+    ) -> list[RuleSettings]:
+        """Each provider's config model judges its own rules (`check_rule`), so a plugin's
+        rules are validated exactly as the built-ins' are."""
+        baseline = info.data.get("baseline")
+        if baseline is None:  # already reported
+            return rules
+        for rule in rules:
+            if rule.source == "checks":
+                continue
+            try:
+                hook = getattr(config_model_for(rule.source), "check_rule", None)
+                if hook is not None:
+                    hook(rule.to_rule(), baseline)
+            except (ValueError, ProviderPluginError) as exc:
+                raise ValueError(f"rule {rule.name!r}: {exc}") from None
+        return rules
+
     @model_validator(mode="after")
     def _coherent(self) -> EnvironmentSettings:
         if self.interval <= 0:
@@ -323,11 +326,6 @@ class EnvironmentSettings(Model):
                 )
             if rule.source == "checks" and not self.checks:
                 raise ValueError(f"rule {rule.name!r} has source checks but there are no checks")
-            if rule.source == "sentry" and self.baseline.sentry is None:
-                raise ValueError(
-                    f"rule {rule.name!r} has source sentry: set baseline.sentry.project"
-                    " (which Sentry project to compare)"
-                )
         return self
 
 
@@ -354,16 +352,16 @@ class Settings(BaseSettings):
             for rule in env.rules:
                 if rule.source == "checks":
                     continue
-                configured = getattr(self.providers, rule.source, None) or (
-                    self.providers.model_extra or {}
-                ).get(rule.source)
-                if configured is None:
+                if not _configured(self, rule.source):
                     raise ValueError(
                         f"environments.{env_name} rule {rule.name!r} uses source"
                         f" {rule.source!r} but providers.{rule.source} is not configured"
                     )
-            if env.baseline.sentry and self.providers.sentry is None:
-                raise ValueError(f"environments.{env_name}.baseline.sentry needs providers.sentry")
+            for name in type(env.baseline).model_fields:
+                if getattr(env.baseline, name) is not None and not _configured(self, name):
+                    raise ValueError(
+                        f"environments.{env_name}.baseline.{name} needs providers.{name}"
+                    )
         return self
 
     @classmethod
@@ -402,11 +400,16 @@ class Settings(BaseSettings):
         return tuple(sorted(set(found), key=len, reverse=True))
 
 
+def _configured(settings: Settings, provider: str) -> bool:
+    section = getattr(settings.providers, provider, None)
+    return (section or (settings.providers.model_extra or {}).get(provider)) is not None
+
+
 _DOCUMENT: ContextVar[dict[str, Any] | None] = ContextVar("postflight_document", default=None)
 
 
 class _DocumentSource(PydanticBaseSettingsSource):
-    """The already-read, already-expanded YAML document (see `agent.config_file`).
+    """The already-read, already-expanded YAML document (see `agent.settings_file`).
 
     pydantic-settings' own YAML source silently skips a missing file; reading the
     file ourselves makes a missing or unreadable one an error with its path.

@@ -3,11 +3,14 @@
 An alert carries the evidence a human needs to act without opening a dashboard:
 the rules with observed, baseline and threshold, the reason, and the deploy id.
 No I/O here; `alerting.templates` renders it, `alerting.notifier` sends it.
+
+A new event is its name in `AlertEvent` plus one `EventSpec` in `EVENTS` (how loud,
+the body's headline, the title's summary); then emit it where it happens.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,31 +27,12 @@ AlertEvent = Literal[
     "passed",
     "inconclusive",
     "provider_unreachable",
-    "config_error",
 ]
 """`failed`: the verdict failed and no rollback webhook is configured.
 `rollback_skipped`: the verdict failed and the environment's `rollback.dry_run` is on."""
 
 NotifyType = Literal["info", "success", "warning", "failure"]
 """apprise's notify types (they pick each service's colour and icon)."""
-
-NOTIFY_TYPES: dict[AlertEvent, NotifyType] = {
-    # Something looks wrong but nothing has been decided yet.
-    "breach": "warning",
-    "inconclusive": "warning",
-    "provider_unreachable": "warning",
-    "config_error": "warning",
-    # The deploy is bad, or the automatic remedy did not happen: a human must look.
-    "failed": "failure",
-    "rollback_requested": "failure",
-    "rollback_skipped": "failure",
-    "rollback_failed": "failure",
-    # The remedy happened; the pipeline now owns the rollback.
-    "rollback_delivered": "info",
-    # All good.
-    "resolved": "success",
-    "passed": "success",
-}
 
 
 def breach_key(rule: str) -> str:
@@ -93,7 +77,7 @@ class Alert:
 
     @property
     def notify_type(self) -> NotifyType:
-        return NOTIFY_TYPES[self.event]
+        return EVENTS[self.event].notify_type
 
     @classmethod
     def for_window(
@@ -121,3 +105,102 @@ class Alert:
             provider=provider,
             link=link,
         )
+
+
+# -- the catalogue: what each event says, and how loudly ---------------------------------
+
+
+def rule_name(rule: Mapping[str, Any]) -> str:
+    """A rule's name in the API's shape (`name`) or the rollback body's (`rule`)."""
+    return str(rule.get("name") or rule.get("rule") or "?")
+
+
+def _names(alert: Alert) -> list[str]:
+    return [rule_name(r) for r in alert.rules]
+
+
+def _listed(alert: Alert) -> str:
+    names = _names(alert)
+    return ", ".join(names[:3]) + (f" (+{len(names) - 3})" if len(names) > 3 else "")
+
+
+def _with_rules(text: str) -> Callable[[Alert], str]:
+    return lambda alert: text + (f" ({_listed(alert)})" if alert.rules else "")
+
+
+def _breach_summary(alert: Alert) -> str:
+    names = _names(alert)
+    if len(names) == 1:
+        return f"{names[0]} breached"
+    return f"{len(names)} rules breached: {_listed(alert)}" if names else "rule breached"
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    notify_type: NotifyType
+    """apprise's type: `warning` (nothing decided yet), `failure` (a human must look),
+    `info` (the remedy happened), `success` (all good)."""
+    headline: str
+    """The body's first paragraph, markdown."""
+    summary: Callable[[Alert], str]
+    """The title's short part, after `[postflight] <environment> <version>:`."""
+
+
+EVENTS: dict[AlertEvent, EventSpec] = {
+    "breach": EventSpec(
+        "warning",
+        "**Rule breached.** The window keeps watching; the policy decides on a rollback.",
+        _breach_summary,
+    ),
+    "resolved": EventSpec(
+        "success",
+        "**Resolved.** The rule is back within its bounds.",
+        lambda a: f"{_listed(a)} resolved" if a.rules else "resolved",
+    ),
+    "failed": EventSpec(
+        "failure",
+        "**Deploy failed.** No rollback webhook is configured for this environment:"
+        " roll back by hand.",
+        _with_rules("deploy failed"),
+    ),
+    "rollback_requested": EventSpec(
+        "failure",
+        "**Deploy failed: rollback requested** from the pipeline's webhook.",
+        _with_rules("rollback requested"),
+    ),
+    "rollback_skipped": EventSpec(
+        "failure",
+        "**Deploy failed.** No rollback was requested: `rollback.dry_run` is on for this"
+        " environment. Roll back by hand if needed.",
+        lambda a: "deploy failed, rollback skipped (dry run)",
+    ),
+    "rollback_delivered": EventSpec(
+        "info",
+        "**Rollback delivered.** The pipeline's webhook accepted it.",
+        lambda a: "rollback delivered",
+    ),
+    "rollback_failed": EventSpec(
+        "failure",
+        "**Rollback FAILED.** The pipeline's webhook did not accept it: roll back by hand.",
+        lambda a: "ROLLBACK FAILED, act now",
+    ),
+    "passed": EventSpec(
+        "success",
+        "**Deploy passed.** No rule failed during the window.",
+        lambda a: "deploy passed",
+    ),
+    "inconclusive": EventSpec(
+        "warning",
+        "**Inconclusive.** No rule had data to judge the deploy; it was neither passed"
+        " nor rolled back.",
+        lambda a: "inconclusive, no data to judge",
+    ),
+    "provider_unreachable": EventSpec(
+        "warning",
+        "**Provider unreachable.** Its rules are inconclusive meanwhile; that is never"
+        " a reason to roll back.",
+        lambda a: f"provider {a.provider or '?'} unreachable",
+    ),
+}
+
+NOTIFY_TYPES: dict[AlertEvent, NotifyType] = {e: spec.notify_type for e, spec in EVENTS.items()}

@@ -186,11 +186,6 @@ class Notifier:
             if isinstance(value, int | float) and value > self._timeout:
                 setattr(service, name, self._timeout)
 
-    @property
-    def invalid_channels(self) -> list[int]:
-        """Positions of channels whose URL apprise rejected."""
-        return [i for i, ap in enumerate(self._channels) if ap is None]
-
     def route(self, tags: Sequence[str]) -> list[int]:
         """The channels for an environment's `alerts.tags`: those sharing a tag with
         it; every channel when the environment names no tags."""

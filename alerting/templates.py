@@ -15,76 +15,20 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from alerting.events import Alert, AlertEvent
+from alerting.events import EVENTS, Alert, rule_name
 
 LATENCY_METRICS = frozenset({"latency_p50", "latency_p95", "latency_p99", "p95_duration"})
 """Metrics whose values are durations in seconds."""
 RATE_METRICS = frozenset({"error_rate", "crash_free_rate"})
 """Metrics whose values are fractions (0.31 = 31%)."""
 
-_HEADLINES: dict[AlertEvent, str] = {
-    "breach": "**Rule breached.** The window keeps watching; the policy decides on a rollback.",
-    "resolved": "**Resolved.** The rule is back within its bounds.",
-    "failed": (
-        "**Deploy failed.** No rollback webhook is configured for this environment:"
-        " roll back by hand."
-    ),
-    "rollback_requested": "**Deploy failed: rollback requested** from the pipeline's webhook.",
-    "rollback_skipped": (
-        "**Deploy failed.** No rollback was requested: `rollback.dry_run` is on for this"
-        " environment. Roll back by hand if needed."
-    ),
-    "rollback_delivered": "**Rollback delivered.** The pipeline's webhook accepted it.",
-    "rollback_failed": (
-        "**Rollback FAILED.** The pipeline's webhook did not accept it: roll back by hand."
-    ),
-    "passed": "**Deploy passed.** No rule failed during the window.",
-    "inconclusive": (
-        "**Inconclusive.** No rule had data to judge the deploy; it was neither passed"
-        " nor rolled back."
-    ),
-    "provider_unreachable": (
-        "**Provider unreachable.** Its rules are inconclusive meanwhile; that is never"
-        " a reason to roll back."
-    ),
-    "config_error": "**Configuration error.** Part of the watch cannot run as configured.",
-}
-
-
-def _rule_name(rule: Mapping[str, Any]) -> str:
-    return str(rule.get("name") or rule.get("rule") or "?")
-
 
 def summary(alert: Alert) -> str:
     """The short part of the title, after `[postflight] <environment> <version>:`."""
-    names = [_rule_name(r) for r in alert.rules]
-    listed = ", ".join(names[:3]) + (f" (+{len(names) - 3})" if len(names) > 3 else "")
-    match alert.event:
-        case "breach":
-            if len(names) == 1:
-                return f"{names[0]} breached"
-            return f"{len(names)} rules breached: {listed}" if names else "rule breached"
-        case "resolved":
-            return f"{listed} resolved" if names else "resolved"
-        case "failed":
-            return "deploy failed" + (f" ({listed})" if names else "")
-        case "rollback_requested":
-            return "rollback requested" + (f" ({listed})" if names else "")
-        case "rollback_skipped":
-            return "deploy failed, rollback skipped (dry run)"
-        case "rollback_delivered":
-            return "rollback delivered"
-        case "rollback_failed":
-            return "ROLLBACK FAILED, act now"
-        case "passed":
-            return "deploy passed"
-        case "inconclusive":
-            return "inconclusive, no data to judge"
-        case "provider_unreachable":
-            return f"provider {alert.provider or '?'} unreachable"
-        case "config_error":
-            return "configuration error"
-    raise AssertionError(f"unknown alert event {alert.event!r}")
+    spec = EVENTS.get(alert.event)
+    if spec is None:
+        raise AssertionError(f"unknown alert event {alert.event!r}")
+    return spec.summary(alert)
 
 
 def title(alert: Alert) -> str:
@@ -174,7 +118,7 @@ def rule_line(rule: Mapping[str, Any]) -> str:
     where = ", ".join(str(x) for x in (source, metric) if x)
     observed = format_value(metric if isinstance(metric, str) else None, rule.get("observed"))
     baseline = format_value(metric if isinstance(metric, str) else None, rule.get("baseline"))
-    line = f"- `{_rule_name(rule)}`" + (f" ({where})" if where else "")
+    line = f"- `{rule_name(rule)}`" + (f" ({where})" if where else "")
     line += f": observed **{observed}** vs baseline {baseline}"
     threshold = rule.get("threshold")
     if threshold:
@@ -199,7 +143,7 @@ def rule_line(rule: Mapping[str, Any]) -> str:
 
 def body(alert: Alert) -> str:
     """The markdown body: headline, reason, rules, event detail, then the deploy's identity."""
-    parts = [_HEADLINES[alert.event]]
+    parts = [EVENTS[alert.event].headline]
     if alert.reason:
         parts.append(f"**Why:** {_one_line(alert.reason)}")
     if alert.rules:

@@ -33,14 +33,14 @@ from agent.analysis.types import Observation
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period
 from agent.providers.client import HttpProvider
-from agent.providers.config import (
+from agent.providers.newrelic import NewRelicProvider
+from agent.providers.prometheus import PrometheusProvider
+from agent.providers.provider_settings import (
     BaselineSettings,
     NewRelicSettings,
     PrometheusSettings,
     SentrySettings,
 )
-from agent.providers.newrelic import NewRelicProvider
-from agent.providers.prometheus import PrometheusProvider
 from agent.providers.sentry import SentryProvider
 from agent.settings import RuleSettings
 from tests.fakes.newrelic import FakeNewRelic

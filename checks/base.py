@@ -1,9 +1,10 @@
 """The check plugin contract: a config model in, samples out.
 
-Pure: this module imports no I/O library at run time, so the judge and the
-settings can depend on it. Style model: Datadog's `AgentCheck` — one class per
-check type, a pydantic config per instance, and `run()` turns the world into
-results. The registry, not the plugin, catches exceptions and times runs.
+Pure: this module imports no I/O library at run time, so the settings can depend
+on it. `Sample` and `Target` live in `common.samples` (re-exported here for
+plugins). Style model: Datadog's `AgentCheck` — one class per check type, a
+pydantic config per instance, and `run()` turns the world into results. The
+registry, not the plugin, catches exceptions and times runs.
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.durations import Duration
+from common.durations import Duration
+from common.samples import Sample, Target
 
 if TYPE_CHECKING:
     import aiohttp
-
-Target = Literal["deploy", "baseline"]
-"""Which side a sample was taken from: the new deploy, or a canary's stable baseline."""
 
 
 class CheckConfig(BaseModel):
@@ -31,20 +30,6 @@ class CheckConfig(BaseModel):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
     type: str
     timeout: Duration = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One request or probe: the unit of evidence the judge counts."""
-
-    check: str
-    ok: bool
-    latency_s: float | None = None
-    status: int | None = None
-    error: str | None = None
-    """Error class when not ok: `timeout`, `connect`, `status`, `assertion`, `tls`, `dropped`…"""
-    bytes: int = 0
-    target: Target = "deploy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +69,8 @@ class CheckContext:
 
 
 class Check:
-    """Base class of a check type. Subclass, set `type` and `Config`, implement `run`.
+    """Base class of a check type. Subclass, set `type` and `Config`, implement `run`;
+    set `background` / `once_per_round` to say how the agent schedules it.
 
     `run` should turn failures of the target into a failing `CheckResult`; an
     exception that escapes is caught by the registry and becomes an error result.
@@ -92,6 +78,11 @@ class Check:
 
     type: ClassVar[str]
     Config: ClassVar[builtins.type[CheckConfig]]  # `type` is shadowed by the attribute above
+    background: ClassVar[bool] = False
+    """Also runs between windows, so the pre-deploy period has samples to compare with."""
+    once_per_round: ClassVar[bool] = False
+    """Makes its own traffic over a duration: runs once a round (and, in the background,
+    at most six times per `lookback`), not `probes_per_round` times."""
 
     def __init__(self, config: CheckConfig) -> None:
         self.config = config
@@ -110,3 +101,6 @@ class Check:
 
     async def run(self, ctx: CheckContext) -> CheckResult:
         raise NotImplementedError
+
+
+__all__ = ["Check", "CheckConfig", "CheckContext", "CheckResult", "Sample", "Target"]

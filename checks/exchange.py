@@ -20,7 +20,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from agent.durations import format_duration
+from common.durations import format_duration
 
 ErrorKind = Literal["timeout", "connect", "tls", "protocol", "status"]
 

@@ -20,8 +20,8 @@ from jsonpath_ng import Child, Fields, JSONPath, Root
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agent.durations import Duration, format_duration
-from checks.redaction import REDACTED, SENSITIVE_KEY, Redactor, snippet, truncate
+from common.durations import Duration, format_duration
+from common.redaction import REDACTED, SENSITIVE_KEY, Redactor, snippet, truncate
 
 MismatchKind = Literal["status", "latency", "assertion"]
 

@@ -19,8 +19,8 @@ from yarl import URL
 from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
 from checks.exchange import ProbeFailed, cert_not_after, exchange, peer_certificate
 from checks.expect import Body, Expect, Expectation
-from checks.redaction import Redactor
 from checks.request import RequestSpec, encode_body, target_url
+from common.redaction import Redactor
 
 CERT_RECHECK_S = 3600.0
 """How long a certificate's expiry is trusted before it is read again."""
@@ -49,6 +49,7 @@ class HttpCheck(Check):
 
     type = "http"
     Config = HttpCheckConfig
+    background = True
     config: HttpCheckConfig
 
     def __init__(self, config: HttpCheckConfig) -> None:

@@ -23,12 +23,12 @@ from hdrh.histogram import HdrHistogram
 from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema
 from yarl import URL
 
-from agent.durations import Duration, Fraction, format_duration
 from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
 from checks.exchange import ProbeFailed, exchange
 from checks.expect import Body, Expect, Expectation
-from checks.redaction import Redactor
 from checks.request import RequestSpec, encode_body, target_url
+from common.durations import Duration, Fraction, format_duration
+from common.redaction import Redactor
 
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)\s*(?:/\s*(ms|s|sec|second|m|min|minute|h|hour))?$")
 _PER_SECOND = {"ms": 1000.0, "s": 1.0, "sec": 1.0, "second": 1.0}
@@ -107,6 +107,8 @@ class LoadCheck(Check):
 
     type = "load"
     Config = LoadCheckConfig
+    background = True
+    once_per_round = True
     config: LoadCheckConfig
 
     def __init__(self, config: LoadCheckConfig) -> None:

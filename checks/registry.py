@@ -20,7 +20,7 @@ from importlib.metadata import EntryPoint, entry_points
 from types import MappingProxyType
 
 from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
-from checks.redaction import Redactor, truncate
+from common.redaction import Redactor, truncate
 
 ENTRY_POINT_GROUP = "postflight.checks"
 

@@ -14,7 +14,7 @@ from types import TracebackType
 import aiohttp
 from yarl import URL
 
-from agent import __version__
+from common.version import __version__
 
 USER_AGENT = f"postflight/{__version__}"
 

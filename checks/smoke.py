@@ -18,12 +18,12 @@ from jsonpath_ng import JSONPath
 from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
-from agent.durations import Duration
 from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
 from checks.exchange import ProbeFailed, Reply, exchange
 from checks.expect import Body, Expect, Expectation, Mismatch, compile_path
-from checks.redaction import SENSITIVE_KEY, Redactor, sensitive_values, snippet
 from checks.request import RequestSpec, join_url
+from common.durations import Duration
+from common.redaction import SENSITIVE_KEY, Redactor, sensitive_values, snippet
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _PLACEHOLDER = re.compile(r"\{\{(" + _NAME + r")\}\}|\{(" + _NAME + r")\}")

@@ -7,10 +7,11 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from agent.config_file import load_settings_text
 from agent.metrics import Metrics
+from agent.settings_file import load_settings_text
 from agent.store.sqlite import SqliteStore
 from agent.windows.probing import BackgroundProber, EnvironmentProbe, background_every
+from checks.base import Check, CheckConfig
 from checks.sessions import TargetSessions
 
 CONFIG = """
@@ -38,6 +39,25 @@ def test_http_probes_at_the_background_interval_load_six_times_per_lookback() ->
     probe = EnvironmentProbe("production", env, TargetSessions(), Metrics())
     every = {c.name: background_every(c, env) for c in probe.checks}
     assert every == {"health": 30.0, "flow": None, "feed": 600.0}
+
+
+def test_a_check_type_declares_how_it_is_scheduled_not_its_name() -> None:
+    """A plugin opts in by class attributes; the agent never tests type names."""
+
+    class Pinger(Check):
+        type = "pinger"
+        Config = CheckConfig
+        background = True
+
+    class Soak(Pinger):
+        type = "soak"
+        once_per_round = True
+
+    env = settings().environments["production"]
+    ping = Pinger(CheckConfig(name="p", type="pinger"))
+    soak = Soak(CheckConfig(name="s", type="soak"))
+    assert background_every(ping, env) == 30.0
+    assert background_every(soak, env) == 600.0
 
 
 async def test_a_background_run_is_stored_and_old_ones_pruned(store: SqliteStore) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from agent.logs import JsonFormatter, setup_logging
 from agent.observability import _scrub, init_newrelic, init_sentry
-from agent.redact import Redactor
+from common.redaction import Redactor
 
 
 def test_sentry_stays_off_without_a_dsn() -> None:
@@ -89,7 +89,7 @@ async def test_sentry_reports_reach_a_real_endpoint_scrubbed(tmp_path: Any) -> N
         script = (
             "import asyncio, sentry_sdk\n"
             "from agent.observability import init_sentry\n"
-            "from agent.redact import Redactor\n"
+            "from common.redaction import Redactor\n"
             "async def main():\n"
             f"    assert init_sentry(Redactor(['supersecret-value']), {{'SENTRY_DSN': '{dsn}'}})\n"
             "    sentry_sdk.capture_message('webhook refused supersecret-value')\n"

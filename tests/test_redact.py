@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.redact import MASK, Redactor
+from common.redaction import MASK, Redactor
 
 
 @pytest.mark.parametrize(
@@ -31,3 +31,17 @@ def test_plain_text_is_left_alone() -> None:
 def test_longer_secrets_are_masked_before_their_prefixes() -> None:
     redact = Redactor(["abcd", "abcdefgh"])
     assert redact("x abcdefgh y") == f"x {MASK} y"
+
+
+def test_one_redactor_serves_checks_and_the_agent() -> None:
+    """The same rules in a check's message as in a log line: URL credentials, bearer
+    tokens and assignments go; prose that merely mentions a token stays."""
+    redact = Redactor(["s3cr3t-value"])
+    text = "POST https://bob:pw@api.local/x Authorization: Bearer abcdef123; key s3cr3t-value"
+    assert redact.text(text) == redact(text)
+    assert "pw@" not in redact(text) and "abcdef123" not in redact(text)
+    assert "s3cr3t-value" not in redact(text)
+    assert redact("capture token: expected $.access_token") == (
+        "capture token: expected $.access_token"
+    )
+    assert redact("password: hunter2") == f"password: {MASK}"

@@ -9,7 +9,7 @@ The statistics and their assumptions are documented in `agent.analysis.stats`.
 """
 
 from agent.analysis.judge import judge
-from agent.analysis.observe import merge, observe, observe_baseline
+from agent.analysis.observe import merge, observe
 from agent.analysis.types import Observation, Policy, Rule, RuleVerdict, Verdict
 
 __all__ = [
@@ -21,5 +21,4 @@ __all__ = [
     "judge",
     "merge",
     "observe",
-    "observe_baseline",
 ]

@@ -10,7 +10,7 @@ import math
 import re
 
 from agent.analysis.types import Metric, Rule
-from agent.durations import format_duration
+from common.durations import format_duration
 
 _PERCENTILE = re.compile(r"(?:^|_)p(\d{1,2}(?:\.\d+)?)(?:_|$)")
 

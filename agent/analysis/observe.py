@@ -16,7 +16,7 @@ import numpy as np
 from agent.analysis.describe import quantile_of
 from agent.analysis.stats import intra_period_correlation, percentile
 from agent.analysis.types import Observation, Rule
-from checks.base import Sample, Target
+from common.samples import Sample, Target
 
 
 def _usable(obs: Observation) -> bool:
@@ -66,11 +66,6 @@ def observe(
             seconds=round_seconds,
         )
     return Observation(value=None, error=f"checks do not measure {metric}")
-
-
-def observe_baseline(rule: Rule, samples: Sequence[Sample], round_seconds: float) -> Observation:
-    """`observe` for a canary's stable side, probed side by side (samples with target baseline)."""
-    return observe(rule, samples, round_seconds, target="baseline")
 
 
 def merge(observations: Sequence[Observation]) -> Observation:

@@ -1,6 +1,6 @@
 """API v1 over HTTP (contract §2): mount with `add_routes(app)` or `create_api_app(...)`.
 
-The two are imported lazily so that `agent.api.schemas` (which the CLI client uses)
+The two are imported lazily so that `agent.api.models` (which the CLI client uses)
 does not drag the daemon's settings and analysis stack into `postflight register`.
 """
 

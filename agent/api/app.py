@@ -12,13 +12,13 @@ from aiohttp import web
 
 from agent.api import routes
 from agent.api.middleware import auth_middleware, error_middleware
-from agent.api.schemas import MAX_BODY_BYTES
+from agent.api.models import MAX_BODY_BYTES
 from agent.api.server_log import hide_server_version
 from agent.appkeys import METRICS, REDACT, SETTINGS, STORE, WINDOW_EVENTS, WindowEvents
 from agent.metrics import Metrics
-from agent.redact import Redactor
 from agent.settings import Settings
 from agent.store.base import Store
+from common.redaction import Redactor
 
 _MOUNTED = web.AppKey("api_mounted", bool)
 

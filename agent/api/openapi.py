@@ -1,5 +1,5 @@
 """The OpenAPI 3.1 document of API v1, generated from the models the handlers validate
-with (`agent.api.schemas`), so the documentation cannot drift from the behaviour.
+with (`agent.api.models`), so the documentation cannot drift from the behaviour.
 
 Only the paths (which route, which status) are written here; every schema comes
 from `model_json_schema`. Pure: no I/O; computed once and cached.
@@ -15,8 +15,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from agent import __version__
-from agent.api.problems import PROBLEM_CONTENT_TYPE
-from agent.api.schemas import (
+from agent.api.models import (
     DEPLOY_ID_PATTERN,
     IDEMPOTENCY_KEY_PATTERN,
     MAX_BODY_BYTES,
@@ -28,6 +27,7 @@ from agent.api.schemas import (
     Problem,
     Readiness,
 )
+from agent.api.problems import PROBLEM_CONTENT_TYPE
 
 _REF = "#/components/schemas/{model}"
 

@@ -1,6 +1,6 @@
 """The handlers of API v1 (contract §2): deploys, health, readiness, metrics, OpenAPI.
 
-Each handler validates with the models in `agent.api.schemas`, talks to the store,
+Each handler validates with the models in `agent.api.models`, talks to the store,
 and tells the watcher through `WindowEvents`; it never judges a deploy (that is
 the watcher's job) and never builds an error response itself (it raises
 `ApiProblem`, which the error middleware renders).
@@ -22,8 +22,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from pydantic import ValidationError
 from ulid import ULID
 
-from agent.api.problems import ApiProblem, invalid_fields, validation_errors
-from agent.api.schemas import (
+from agent.api.models import (
     CLOCK_SKEW_S,
     DEPLOY_ID_PATTERN,
     IDEMPOTENCY_KEY_PATTERN,
@@ -38,12 +37,13 @@ from agent.api.schemas import (
     encode_list_cursor,
     shown_state,
 )
+from agent.api.problems import ApiProblem, invalid_fields, validation_errors
 from agent.appkeys import METRICS, SETTINGS, STORE, WINDOW_EVENTS
-from agent.durations import format_duration
 from agent.records import DeployWindow, IdempotentResponse, WindowState
 from agent.settings import EnvironmentSettings
 from agent.store.base import Conflict, Store
 from agent.store.sqlite import encode_cursor
+from common.durations import format_duration
 
 log = logging.getLogger("postflight.api")
 

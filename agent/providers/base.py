@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
-from agent.analysis.types import Observation
-from agent.providers.config import BaselineSettings
-from agent.settings import RuleSettings
+from agent.analysis.types import Observation, Rule
+from agent.providers.provider_settings import BaselineSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +40,7 @@ class Provider(Protocol):
     name: str
 
     async def fetch(
-        self, rule: RuleSettings, scope: DeployScope, period: Period, release: str | None
+        self, rule: Rule, scope: DeployScope, period: Period, release: str | None
     ) -> Observation: ...
 
     async def mark(self, scope: DeployScope, event: Literal["deploy", "rollback"]) -> None:
@@ -50,7 +49,7 @@ class Provider(Protocol):
 
     def link(
         self,
-        rule: RuleSettings,
+        rule: Rule,
         scope: DeployScope,
         period: Period,
         *,

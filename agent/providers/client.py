@@ -36,26 +36,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import email.utils
 import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
 
 import aiohttp
 from multidict import CIMultiDictProxy
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
-from agent.analysis.types import Observation
-from agent.durations import format_duration
+from agent.analysis.types import Observation, Rule
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period
-from agent.providers.config import HttpProviderSettings
-from agent.redact import MASK, Redactor
-from agent.settings import RuleSettings
+from agent.providers.provider_settings import HttpProviderSettings
+from common.durations import format_duration
+from common.redaction import MASK, Redactor
+from common.retry_after import retry_after_seconds as parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -137,18 +136,7 @@ def parse_model(model: type[M], data: Any, title: str) -> M:
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """`Retry-After` as seconds from now (delta-seconds or an HTTP date)."""
-    value = headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    return parse_retry_after(headers.get("Retry-After"), time.time())
 
 
 def shorten(text: str, limit: int = 300) -> str:
@@ -170,8 +158,12 @@ class HttpProvider:
         *,
         metrics: Metrics,
         redact: Redact | None,
-        secrets: Iterable[str] = (),
     ) -> None:
+        secrets = [
+            value.get_secret_value()
+            for name in type(config).model_fields
+            if isinstance(value := getattr(config, name), SecretStr)
+        ]  # the provider's own credentials, scrubbed even without `redact`
         self.timeout = config.timeout
         self.attempt_timeout = min(config.attempt_timeout, config.timeout)
         self.max_attempts = config.max_attempts
@@ -193,9 +185,7 @@ class HttpProvider:
         """Headers on every request (credentials go here, nowhere else)."""
         return {}
 
-    def plan(
-        self, rule: RuleSettings, scope: DeployScope, period: Period, release: str | None
-    ) -> Plan:
+    def plan(self, rule: Rule, scope: DeployScope, period: Period, release: str | None) -> Plan:
         raise NotImplementedError
 
     def retry_for(self, answer: Answer) -> Retry | None:
@@ -211,7 +201,7 @@ class HttpProvider:
     # -- the Provider protocol ------------------------------------------------------
 
     async def fetch(
-        self, rule: RuleSettings, scope: DeployScope, period: Period, release: str | None
+        self, rule: Rule, scope: DeployScope, period: Period, release: str | None
     ) -> Observation:
         """The rule's observation over `period`; never raises (see module docstring)."""
         try:
@@ -229,7 +219,7 @@ class HttpProvider:
 
     def link(
         self,
-        rule: RuleSettings,
+        rule: Rule,
         scope: DeployScope,
         period: Period,
         *,

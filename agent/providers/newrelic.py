@@ -38,7 +38,7 @@ from urllib.parse import urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
-from agent.analysis.types import Observation
+from agent.analysis.types import Observation, Rule
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period
 from agent.providers.client import (
@@ -53,8 +53,7 @@ from agent.providers.client import (
     retry_after_seconds,
     shorten,
 )
-from agent.providers.config import NewRelicSettings
-from agent.settings import RuleSettings
+from agent.providers.provider_settings import NewRelicSettings
 
 log = logging.getLogger(__name__)
 
@@ -175,12 +174,7 @@ class NewRelicProvider(HttpProvider):
     def __init__(
         self, config: NewRelicSettings, *, metrics: Metrics, redact: Redact | None = None
     ) -> None:
-        super().__init__(
-            config,
-            metrics=metrics,
-            redact=redact,
-            secrets=[config.api_key.get_secret_value()],
-        )
+        super().__init__(config, metrics=metrics, redact=redact)
         self.config = config
         # NerdGraph's own query timeout, 5-120 s: a little under our attempt budget,
         # so New Relic gives up (and says so) before we stop listening.
@@ -211,12 +205,10 @@ class NewRelicProvider(HttpProvider):
 
     # -- fetching ---------------------------------------------------------------------
 
-    def plan(
-        self, rule: RuleSettings, scope: DeployScope, period: Period, release: str | None
-    ) -> Plan:
-        if not rule.nrql:
+    def plan(self, rule: Rule, scope: DeployScope, period: Period, release: str | None) -> Plan:
+        if not rule.query:
             raise ProviderError(f"rule {rule.name!r} has no nrql")
-        nrql = nrql_for(rule.nrql, period)
+        nrql = nrql_for(rule.query, period)
 
         async def run(deadline: float) -> Observation:
             data = await self._graphql(
@@ -273,7 +265,7 @@ class NewRelicProvider(HttpProvider):
 
     def link(
         self,
-        rule: RuleSettings,
+        rule: Rule,
         scope: DeployScope,
         period: Period,
         *,
@@ -281,9 +273,9 @@ class NewRelicProvider(HttpProvider):
     ) -> str | None:
         """The query builder with the exact NRQL and period the rule used."""
         root = self.web_root()
-        if root is None or not rule.nrql:
+        if root is None or not rule.query:
             return None
-        params = {"account": str(self.config.account_id), "query": nrql_for(rule.nrql, period)}
+        params = {"account": str(self.config.account_id), "query": nrql_for(rule.query, period)}
         return f"{root}/data-exploration/query-builder?{urlencode(params)}"
 
     # -- markers ------------------------------------------------------------------------

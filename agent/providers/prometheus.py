@@ -29,7 +29,7 @@ from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict
 
-from agent.analysis.types import Observation
+from agent.analysis.types import Observation, Rule
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period
 from agent.providers.client import (
@@ -42,8 +42,7 @@ from agent.providers.client import (
     period_seconds,
     shorten,
 )
-from agent.providers.config import PrometheusSettings
-from agent.settings import RuleSettings
+from agent.providers.provider_settings import PrometheusSettings
 
 MIN_STEP = 1.0
 
@@ -122,13 +121,7 @@ class PrometheusProvider(HttpProvider):
     def __init__(
         self, config: PrometheusSettings, *, metrics: Metrics, redact: Redact | None = None
     ) -> None:
-        token = config.bearer_token.get_secret_value() if config.bearer_token else None
-        super().__init__(
-            config,
-            metrics=metrics,
-            redact=redact,
-            secrets=[token] if token else [],
-        )
+        super().__init__(config, metrics=metrics, redact=redact)
         self.config = config
         self._url = config.url.rstrip("/")
 
@@ -137,9 +130,7 @@ class PrometheusProvider(HttpProvider):
             return {}
         return {"Authorization": f"Bearer {self.config.bearer_token.get_secret_value()}"}
 
-    def plan(
-        self, rule: RuleSettings, scope: DeployScope, period: Period, release: str | None
-    ) -> Plan:
+    def plan(self, rule: Rule, scope: DeployScope, period: Period, release: str | None) -> Plan:
         """`release` is not used: PromQL compares periods (put labels in the query)."""
         if not rule.query:
             raise ProviderError(f"rule {rule.name!r} has no query")
@@ -187,7 +178,7 @@ class PrometheusProvider(HttpProvider):
 
     def link(
         self,
-        rule: RuleSettings,
+        rule: Rule,
         scope: DeployScope,
         period: Period,
         *,

@@ -1,26 +1,23 @@
-"""Which providers exist and which are built: the `postflight.providers` entry points.
+"""Building the configured providers from the `postflight.providers` entry points.
 
-The built-in Sentry, New Relic and Prometheus providers register themselves in
-Postflight's own pyproject exactly as a third party would, so there is one path for
-both. A plugin is a class with a `config_model` (pydantic) and a constructor
+Discovery is `agent.providers.plugins`; this module builds. A plugin is a class with
+a `config_model` (pydantic; it may define `check_rule`, see
+`agent.providers.provider_settings.ProviderSettings`) and a constructor
 `(config, *, metrics, redact)` that returns a `Provider`. Only providers present in
 the configuration are built; nothing here does I/O beyond importing plugins.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from typing import Any, Protocol, cast
 
 from pydantic import BaseModel
 
 from agent.metrics import Metrics
 from agent.providers.base import Provider
-from agent.providers.config import ProvidersSettings
-
-ENTRY_POINT_GROUP = "postflight.providers"
+from agent.providers.plugins import ProviderPluginError, load_plugin, plugin_names
+from agent.providers.provider_settings import ProvidersSettings
 
 Redact = Callable[[str], str]
 
@@ -33,39 +30,6 @@ class ProviderPlugin(Protocol):
     def __call__(
         self, config: Any, *, metrics: Metrics, redact: Redact | None = None
     ) -> Provider: ...
-
-
-class ProviderPluginError(RuntimeError):
-    """A provider plugin is installed but cannot be loaded or built."""
-
-
-@functools.cache
-def plugin_names() -> frozenset[str]:
-    """Names of the installed providers (no plugin is imported)."""
-    return frozenset(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
-
-
-@functools.cache
-def load_plugin(name: str) -> ProviderPlugin | None:
-    """The plugin class registered under `name`, or None when none is installed."""
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name != name:
-            continue
-        try:
-            loaded = ep.load()
-        except Exception as exc:
-            raise ProviderPluginError(
-                f"provider plugin {name!r} ({ep.value}) failed to load: {exc}"
-            ) from exc
-        if not isinstance(getattr(loaded, "config_model", None), type):
-            raise ProviderPluginError(f"provider plugin {name!r} ({ep.value}) has no config_model")
-        return cast(ProviderPlugin, loaded)
-    return None
-
-
-def config_model_for(name: str) -> type[BaseModel] | None:
-    plugin = load_plugin(name)
-    return None if plugin is None else plugin.config_model
 
 
 def configured(settings: ProvidersSettings) -> dict[str, Any]:
@@ -89,7 +53,7 @@ def build_providers(
     """
     providers: dict[str, Provider] = {}
     for name, config in configured(settings).items():
-        plugin = load_plugin(name)
+        plugin = cast(ProviderPlugin | None, load_plugin(name))
         if plugin is None:
             raise ProviderPluginError(
                 f"providers.{name} is configured but no provider {name!r} is installed"
@@ -97,3 +61,14 @@ def build_providers(
             )
         providers[name] = plugin(config, metrics=metrics, redact=redact)
     return providers
+
+
+__all__ = [
+    "ProviderPlugin",
+    "ProviderPluginError",
+    "Redact",
+    "build_providers",
+    "configured",
+    "load_plugin",
+    "plugin_names",
+]

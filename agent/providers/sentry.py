@@ -45,13 +45,12 @@ import logging
 import math
 import re
 import time
-from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
-from agent.analysis.types import Observation
+from agent.analysis.types import Observation, Rule
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period
 from agent.providers.client import (
@@ -67,8 +66,8 @@ from agent.providers.client import (
     retry_after_seconds,
     shorten,
 )
-from agent.providers.config import SentryScope, SentrySettings
-from agent.settings import RuleSettings
+from agent.providers.provider_settings import SentryScope, SentrySettings
+from common.times import rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -128,13 +127,9 @@ def release_filter(release: str | None) -> str:
     return f'release:"{escaped}"'
 
 
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _span(period: Period) -> tuple[str, str]:
     """Whole seconds covering [start, end): Sentry's time filters are per second."""
-    return _iso(math.floor(period.start)), _iso(math.ceil(period.end))
+    return rfc3339(math.floor(period.start)), rfc3339(math.ceil(period.end))
 
 
 def _number(row: dict[str, Any], key: str) -> float | None:
@@ -162,12 +157,7 @@ class SentryProvider(HttpProvider):
     def __init__(
         self, config: SentrySettings, *, metrics: Metrics, redact: Redact | None = None
     ) -> None:
-        super().__init__(
-            config,
-            metrics=metrics,
-            redact=redact,
-            secrets=[config.token.get_secret_value()],
-        )
+        super().__init__(config, metrics=metrics, redact=redact)
         self.config = config
         self._api_root = config.base_url.rstrip("/") + "/api/0"
         self._org = quote(config.org, safe="")
@@ -194,9 +184,7 @@ class SentryProvider(HttpProvider):
 
     # -- fetching ---------------------------------------------------------------------
 
-    def plan(
-        self, rule: RuleSettings, scope: DeployScope, period: Period, release: str | None
-    ) -> Plan:
+    def plan(self, rule: Rule, scope: DeployScope, period: Period, release: str | None) -> Plan:
         target = self._scope(scope)
         metric = rule.metric
         key = (metric, target.project, target.environment, release, period.start, period.end)
@@ -444,7 +432,7 @@ class SentryProvider(HttpProvider):
 
     def link(
         self,
-        rule: RuleSettings,
+        rule: Rule,
         scope: DeployScope,
         period: Period,
         *,
@@ -504,8 +492,10 @@ class SentryProvider(HttpProvider):
             "environment": (target.environment or scope.environment)[:64],
             "name": name[:64],
             "projects": [target.project],
-            "dateStarted": _iso(scope.deployed_at if event == "deploy" else time.time()),
-            "dateFinished": _iso(time.time()),
+            "dateStarted": rfc3339(
+                scope.deployed_at if event == "deploy" else time.time(), millis=False
+            ),
+            "dateFinished": rfc3339(time.time(), millis=False),
         }
 
         async def work(deadline: float) -> None:

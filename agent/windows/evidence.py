@@ -4,35 +4,21 @@ and back. Pure: no I/O.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from agent.analysis.types import Observation, Rule, RuleVerdict, Verdict
 from checks.base import CheckResult
-
-
-def iso(ts: float | None) -> str | None:
-    """RFC 3339 UTC with a `Z`, seconds precision (what the contract shows)."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _finite(value: float | None) -> float | None:
-    if value is None or not math.isfinite(value):
-        return None
-    return value
-
+from common.jsonsafe import json_safe
+from common.times import rfc3339
 
 _OBSERVATION_DEFAULTS = {f.name: f.default for f in fields(Observation) if f.default is not MISSING}
 
 
 def observation_to_dict(obs: Observation) -> dict[str, Any]:
     """Every field that differs from its default (NaN and infinities as null)."""
-    data: dict[str, Any] = {"value": _finite(obs.value)}
+    data: dict[str, Any] = {"value": json_safe(obs.value)}
     for name, default in _OBSERVATION_DEFAULTS.items():
         value = getattr(obs, name)
         if value == default:
@@ -40,7 +26,7 @@ def observation_to_dict(obs: Observation) -> dict[str, Any]:
         if name == "values":
             value = [round(v, 6) for v in value]
         elif isinstance(value, float):
-            value = _finite(value)
+            value = json_safe(value)
         data[name] = value
     return data
 
@@ -52,32 +38,17 @@ def observation_from_dict(data: dict[str, Any]) -> Observation:
     return Observation(**known)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, str | int | bool) or value is None:
-        return value
-    try:
-        return float(value)  # numpy scalars
-    except (TypeError, ValueError):
-        return str(value)
-
-
 def rule_to_dict(rule: RuleVerdict, links: dict[str, str] | None = None) -> dict[str, Any]:
     data: dict[str, Any] = {
         "name": rule.name,
         "source": rule.source,
         "metric": rule.metric,
         "outcome": rule.outcome,
-        "observed": _finite(rule.observed),
-        "baseline": _finite(rule.baseline),
+        "observed": json_safe(rule.observed),
+        "baseline": json_safe(rule.baseline),
         "threshold": rule.threshold,
         "detail": rule.detail,
-        "evidence": _jsonable(rule.evidence),
+        "evidence": json_safe(rule.evidence),
     }
     if links and rule.name in links:
         data["link"] = links[rule.name]
@@ -92,7 +63,11 @@ def verdict_to_dict(
     outcome = {"continue": "pending"}.get(verdict.decision, verdict.decision)
     return {
         "outcome": outcome,
-        "decided_at": iso(decided_at) if verdict.decision != "continue" else None,
+        "decided_at": (
+            rfc3339(decided_at, millis=False)
+            if decided_at is not None and verdict.decision != "continue"
+            else None
+        ),
         "reason": verdict.reason,
         "rules": [rule_to_dict(r, links) for r in verdict.rules],
     }

@@ -21,9 +21,6 @@ from checks.sessions import TargetSessions
 
 log = logging.getLogger("postflight.probing")
 
-ONCE_PER_ROUND = frozenset({"load"})
-"""Check types that make their own traffic over a duration: run once a round."""
-
 
 class EnvironmentProbe:
     """One environment's checks, built once, run against the deploy or its baseline."""
@@ -86,7 +83,7 @@ class EnvironmentProbe:
         step = interval / probes
 
         async def spread(check: Check, target: Target) -> list[CheckResult]:
-            runs = 1 if check.type in ONCE_PER_ROUND else probes
+            runs = 1 if check.once_per_round else probes
             tasks = []
             for i in range(runs):
                 delay = start + i * step - loop.time()
@@ -176,13 +173,14 @@ class BackgroundProber:
 def background_every(check: Check, env: EnvironmentSettings) -> float | None:
     """How often a check runs between windows, or None for never.
 
-    `http` checks: every `background_interval`, the pre-deploy baseline of probe rules.
-    `load` checks: six times per `lookback` (at most every `background_interval`), so a
-    `max_increase` rule on a load check has a baseline without loading the service all
-    the time. Smoke scenarios and plugins only run during windows.
+    A `background` check (http) runs every `background_interval`, the pre-deploy
+    baseline of probe rules; one that is also `once_per_round` (load) six times per
+    `lookback` (at most every `background_interval`), so a `max_increase` rule on it
+    has a baseline without loading the service all the time. Other checks (smoke
+    scenarios, plugins that do not opt in) only run during windows.
     """
-    if check.type == "http":
-        return env.background_interval
-    if check.type in ONCE_PER_ROUND:
+    if not check.background:
+        return None
+    if check.once_per_round:
         return max(env.background_interval, env.lookback / 6)
-    return None
+    return env.background_interval

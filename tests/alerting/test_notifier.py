@@ -11,12 +11,13 @@ import pytest
 
 from agent.metrics import Metrics
 from agent.records import DeployWindow
-from agent.redact import Redactor
-from agent.rollback import RollbackDelivery, rollback_intent
+from agent.rollback.contract import rollback_intent
+from agent.rollback.delivery import RollbackDelivery
 from agent.settings import AlertChannel, RollbackSettings
 from agent.store.sqlite import SqliteStore
 from alerting.events import Alert
 from alerting.notifier import Notifier, channel_url_errors
+from common.redaction import Redactor
 from tests.receivers import HangingServer, JsonSink, RollbackReceiver, SmtpSink, text_of
 
 RULE = {
@@ -193,8 +194,6 @@ async def test_an_invalid_channel_url_counts_as_failed_and_is_reported(
     json_sink: JsonSink, metrics: Metrics
 ) -> None:
     notify = notifier([("nosuchscheme://user:pw1234@host/x", []), (json_sink.url(), [])], metrics)
-    assert notify.invalid_channels == [0]
-
     outcome = await notify.send(alert(), [])
 
     assert [c.sent for c in outcome.channels] == [False, True]

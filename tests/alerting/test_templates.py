@@ -7,9 +7,9 @@ from typing import get_args
 import pytest
 
 from agent.records import DeployWindow
-from agent.redact import Redactor
 from alerting.events import NOTIFY_TYPES, Alert, AlertEvent
 from alerting.templates import body, format_value, render, title
+from common.redaction import Redactor
 
 RULES = [
     {

@@ -7,15 +7,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.alerts import WindowAlerts
 from agent.metrics import Metrics
 from agent.records import DeployWindow
-from agent.redact import Redactor
 from agent.settings import AlertChannel
 from agent.store.sqlite import SqliteStore
-from agent.windows.watch import WatchServices
+from agent.windows.alert_once import WindowAlerts
+from agent.windows.lifecycle import WatchServices
 from alerting.events import Alert, breach_key, resolved_key
 from alerting.notifier import Notifier
+from common.redaction import Redactor
 from tests.receivers import HangingServer, JsonSink
 
 

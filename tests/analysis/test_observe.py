@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from agent.analysis import Observation, Rule, merge, observe, observe_baseline
+from agent.analysis import Observation, Rule, merge, observe
 from checks.base import Sample
 
 ERRORS = Rule("probe-errors", "checks", "error_rate", max=0.05)
@@ -46,7 +46,7 @@ def test_only_deploy_samples_count_and_baseline_reads_the_other_side() -> None:
     deploy = samples("a", [0.1] * 10, failed=5)
     stable = [Sample("a", ok=True, latency_s=0.1, target="baseline") for _ in range(20)]
     assert observe(ERRORS, deploy + stable, 1.0).value == 0.5
-    base = observe_baseline(ERRORS, deploy + stable, 1.0)
+    base = observe(ERRORS, deploy + stable, 1.0, target="baseline")
     assert (base.value, base.total) == (0.0, 20)
 
 

@@ -18,8 +18,8 @@ from typing import Any
 import schemathesis
 from schemathesis.core.parameters import ParameterLocation
 
-from agent.api.schemas import format_rfc3339
-from agent.durations import parse_duration
+from common.durations import parse_duration
+from common.times import rfc3339
 
 ENVIRONMENTS = ("production", "staging")
 MIN_WINDOW_S = 30.0
@@ -50,4 +50,4 @@ def before_call(ctx: Any, case: Any, **kwargs: Any) -> None:
     if "window" in body and not _window_in_bounds(body["window"]):
         body["window"] = "10m"
     if isinstance(body.get("deployed_at"), str):
-        body["deployed_at"] = format_rfc3339(datetime.fromtimestamp(time.time() - 1, UTC))
+        body["deployed_at"] = rfc3339(datetime.fromtimestamp(time.time() - 1, UTC))

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from agent.api.models import DeployRequest
 from agent.api.openapi import openapi_document
-from agent.api.schemas import DeployRequest
 from agent.store.sqlite import SqliteStore
 from tests.api.conftest import Client
 from tests.api.harness import RecordingEvents, make_app

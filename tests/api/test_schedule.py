@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from agent.api.schemas import format_rfc3339
 from agent.store.sqlite import SqliteStore
+from common.times import rfc3339
 from tests.api.conftest import NOW, Client
 from tests.api.harness import AUTH, RecordingEvents, make_app
 
@@ -42,7 +42,7 @@ async def post(client: Client, offset_s: float, window: str = "10m") -> tuple[in
         "environment": "production",
         "version": "v2",
         "window": window,
-        "deployed_at": format_rfc3339(NOW + offset_s),
+        "deployed_at": rfc3339(NOW + offset_s),
     }
     response = await client.post("/v1/deploys", json=body, headers=AUTH)
     return response.status, await response.json()
@@ -60,7 +60,7 @@ async def test_a_deploy_ahead_of_now_is_scheduled_until_it_comes(
     status, body = await post(timed, 1800)
     assert status == 201
     assert body["state"] == "scheduled" and body["rounds"] == 0
-    assert body["deployed_at"] == format_rfc3339(NOW + 1800)
+    assert body["deployed_at"] == rfc3339(NOW + 1800)
     assert await states(timed, "scheduled") == [body["id"]]
     assert await states(timed, "watching") == []
 
@@ -89,14 +89,14 @@ async def test_a_window_still_open_from_the_past_is_watched_for_the_rest(timed: 
     status, body = await post(timed, -300, window="10m")
     assert status == 201
     assert body["state"] == "watching"
-    assert body["ends_at"] == format_rfc3339(NOW + 300)
+    assert body["ends_at"] == rfc3339(NOW + 300)
 
 
 async def test_a_few_seconds_of_clock_skew_are_tolerated(timed: Client) -> None:
     status, ahead = await post(timed, 3)
     assert status == 201
     assert ahead["state"] == "watching"  # a pipeline clock 3s fast: taken as now
-    assert ahead["deployed_at"] == format_rfc3339(NOW)
+    assert ahead["deployed_at"] == rfc3339(NOW)
     status, _ = await post(timed, -60 - 3, window="1m")  # ended 3s ago by our clock
     assert status == 201
     status, _ = await post(timed, 3600 + 3)  # 1h ahead by the pipeline's clock

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from checks.exchange import cert_not_after
-from checks.redaction import Redactor, sensitive_values, snippet
+from common.redaction import Redactor, sensitive_values, snippet
 
 
 def der_and_enddate(tmp_path: Path, days: int) -> tuple[bytes, datetime]:

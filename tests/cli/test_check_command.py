@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from agent.cli import main
+from agent.cli.main import main
 
 CONFIG = """\
 server:

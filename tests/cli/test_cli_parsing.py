@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.cli import build_parser, main
+from agent.cli.main import build_parser, main
 
 
 @pytest.mark.parametrize(

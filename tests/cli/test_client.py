@@ -23,19 +23,19 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from agent import cli_client
-from agent.api.schemas import DeployRequest
-from agent.cli_client import (
-    Progress,
-    Style,
+from agent.api.models import DeployRequest
+from agent.cli import commands as cli_client
+from agent.cli.commands import (
     add_register_arguments,
     add_status_arguments,
     register_command,
     status_command,
 )
+from agent.cli.render import Progress, Style
 from agent.client import ApiError, BadResponse, PostflightClient, Unreachable
 from agent.records import DeployWindow, RollbackIntent, RoundRecord
 from agent.store.sqlite import SqliteStore
+from common.times import rfc3339
 from tests.api.harness import TOKEN, ScriptedWatcher, make_app, rule
 
 T = TypeVar("T")
@@ -421,7 +421,7 @@ def test_status_limit_is_honoured(agent: AgentThread, capsys: pytest.CaptureFixt
 def test_register_wait_on_a_scheduled_window_waits_like_watching(
     agent: AgentThread, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ahead = cli_client.format_rfc3339(time.time() + 1200)
+    ahead = rfc3339(time.time() + 1200)
     args = register_args(agent, "--deployed-at", ahead, "--wait", "--timeout", "1s")
     assert register_command(args) == 3
     captured = capsys.readouterr()
@@ -432,7 +432,7 @@ def test_register_wait_on_a_scheduled_window_waits_like_watching(
 def test_a_scheduled_window_shows_as_scheduled(
     agent: AgentThread, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ahead = cli_client.format_rfc3339(time.time() + 1200)
+    ahead = rfc3339(time.time() + 1200)
     assert register_command(register_args(agent, "--deployed-at", ahead, "--quiet")) == 0
     capsys.readouterr()
     assert status_command(status_args(agent, "--state", "scheduled")) == 0
@@ -484,7 +484,7 @@ def test_status_with_a_wrong_token_exits_2(
 
 
 def _deploy(rounds: int, outcome: str = "pass", state: str = "watching") -> Any:
-    from agent.api.schemas import Deploy
+    from agent.api.models import Deploy
 
     now = time.time()
     return Deploy.model_validate(

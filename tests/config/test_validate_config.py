@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -11,8 +12,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from agent.cli import main
-from agent.config_file import ConfigError, load_settings, load_settings_text
+from agent.cli.main import main
+from agent.settings_file import ConfigError, load_settings, load_settings_text
 
 MINIMAL = """\
 server:
@@ -341,7 +342,7 @@ def test_a_first_run_of_the_example_sends_nothing_off_the_machine(
 def test_json_schema_is_generated_and_current() -> None:
     import json
 
-    from agent.schema import config_schema
+    from agent.config_schema import config_schema
 
     root = Path(__file__).resolve().parents[2]
     stored = json.loads((root / "config" / "postflight.schema.json").read_text())
@@ -359,10 +360,12 @@ def test_the_example_validates_against_the_json_schema(example_env: dict[str, st
 
     root = Path(__file__).resolve().parents[2]
     schema = json.loads((root / "config" / "postflight.schema.json").read_text())
-    from agent.config_file import expand_variables
+    from agent.settings_file import _expand
 
     raw = yaml.safe_load((root / "config" / "postflight.example.yaml").read_text())
-    example = expand_variables(raw)
+    problems: list[Any] = []
+    example = _expand(raw, (), os.environ, problems, {})  # `${VAR}` as the loader expands it
+    assert not problems
     jsonschema.validate(example, schema)
     broken = dict(example, server={"listen": "x", "api_tokens": ["t"], "typo": 1})
     with pytest.raises(jsonschema.ValidationError):

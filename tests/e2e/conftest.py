@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 
 from agent.app import build_app
-from agent.config_file import load_settings_text
 from agent.metrics import Metrics
+from agent.settings_file import load_settings_text
 from tests.e2e.crash import free_port
 
 TOKEN = "e2e-api-token-01234"

@@ -6,8 +6,8 @@ import asyncio
 import time
 from typing import Any
 
-from agent.api.schemas import format_rfc3339
 from agent.appkeys import STORE
+from common.times import rfc3339
 from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget
 from tests.e2e.test_deploy_windows import environment
 from tests.receivers import RollbackReceiver
@@ -19,7 +19,7 @@ async def test_a_scheduled_window_waits_for_its_deploy_then_is_watched(
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     agent = await start_agent(environment(flip_target, receiver.url, window="2s", interval="500ms"))
     live_at = time.time() + 6.5  # past the 5s of tolerated clock skew
-    deploy = await agent.register("production", "v5", deployed_at=format_rfc3339(live_at))
+    deploy = await agent.register("production", "v5", deployed_at=rfc3339(live_at))
     assert deploy["state"] == "scheduled"
 
     await asyncio.sleep(1.5)  # the watcher has claimed it by now, and must only wait

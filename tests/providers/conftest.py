@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from agent.metrics import Metrics
-from agent.providers.config import PrometheusSettings
 from agent.providers.newrelic import NewRelicProvider
 from agent.providers.prometheus import PrometheusProvider
+from agent.providers.provider_settings import PrometheusSettings
 from agent.providers.sentry import SentryProvider
 from tests.fakes.newrelic import FakeNewRelic
 from tests.fakes.prometheus import FakePrometheus

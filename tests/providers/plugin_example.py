@@ -6,17 +6,22 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from agent.analysis.types import Observation
+from agent.analysis.types import Observation, Rule
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period
 from agent.providers.registry import Redact
-from agent.settings import RuleSettings
 
 
 class EchoSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     value: float
+
+    @classmethod
+    def check_rule(cls, rule: Rule, baseline: object) -> None:
+        """The shared hook: the settings call it for every rule with `source: echo`."""
+        if rule.metric != "echo_value":
+            raise ValueError(f"metric must be echo_value for source echo (got {rule.metric!r})")
 
 
 class EchoProvider:
@@ -31,7 +36,7 @@ class EchoProvider:
         self.config = config
 
     async def fetch(
-        self, rule: RuleSettings, scope: DeployScope, period: Period, release: str | None
+        self, rule: Rule, scope: DeployScope, period: Period, release: str | None
     ) -> Observation:
         return Observation(value=self.config.value, query="echo")
 
@@ -39,7 +44,7 @@ class EchoProvider:
         return None
 
     def link(
-        self, rule: RuleSettings, scope: DeployScope, period: Period, *, release: str | None = None
+        self, rule: Rule, scope: DeployScope, period: Period, *, release: str | None = None
     ) -> str | None:
         return None
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from agent.analysis.types import Rule
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period
-from agent.providers.config import (
+from agent.providers.provider_settings import (
     BaselineSettings,
     NewRelicScope,
     NewRelicSettings,
@@ -28,11 +29,11 @@ AFTER = Period(T0, T0 + 120)
 FAST: dict[str, Any] = {"timeout": 2.0, "request_timeout": 0.8, "max_attempts": 3}
 
 
-def rule(**fields: Any) -> RuleSettings:
+def rule(**fields: Any) -> Rule:
     fields.setdefault("name", f"r-{fields.get('source')}-{fields.get('metric', 'q')}")
     if "max" not in fields and "min" not in fields:
         fields.setdefault("max_increase", "50%")
-    return RuleSettings.model_validate(fields)
+    return RuleSettings.model_validate(fields).to_rule()
 
 
 def scope(**overrides: Any) -> DeployScope:

@@ -10,8 +10,8 @@ import pytest
 from agent.metrics import Metrics
 from agent.providers.base import Period
 from agent.providers.client import ProviderError
-from agent.providers.config import BaselineSettings, NewRelicSettings
 from agent.providers.newrelic import NewRelicProvider, nrql_for, observation_from_rows
+from agent.providers.provider_settings import BaselineSettings, NewRelicSettings
 from tests.fakes.newrelic import FakeNewRelic
 from tests.providers.support import (
     AFTER,

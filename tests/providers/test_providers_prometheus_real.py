@@ -17,8 +17,8 @@ import pytest_asyncio
 
 from agent.metrics import Metrics
 from agent.providers.base import Period
-from agent.providers.config import PrometheusSettings
 from agent.providers.prometheus import PrometheusProvider
+from agent.providers.provider_settings import PrometheusSettings
 from tests.fakes.prometheus import PrometheusProcess, ScrapeTarget, prometheus_binary
 from tests.providers.support import rule, scope
 

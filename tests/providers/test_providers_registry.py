@@ -18,14 +18,15 @@ from pydantic import ValidationError
 
 from agent.analysis.types import Observation
 from agent.metrics import Metrics
-from agent.providers import registry
+from agent.providers import plugins, registry
 from agent.providers.base import Provider
 from agent.providers.client import Plan
-from agent.providers.config import ProvidersSettings, SentrySettings
 from agent.providers.newrelic import NewRelicProvider
 from agent.providers.prometheus import PrometheusProvider
+from agent.providers.provider_settings import ProvidersSettings, SentrySettings
 from agent.providers.sentry import SentryProvider
-from agent.redact import Redactor
+from agent.settings import settings_from_document
+from common.redaction import Redactor
 from tests.fakes.sentry import FakeSentry, SentryStats
 from tests.providers.support import (
     AFTER,
@@ -80,22 +81,22 @@ def test_an_unknown_provider_is_an_error_naming_the_installed_ones() -> None:
 def echo_plugin(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     def entry_points(*, group: str) -> EntryPoints:
         found = list(importlib.metadata.entry_points(group=group))
-        if group == registry.ENTRY_POINT_GROUP:
+        if group == plugins.ENTRY_POINT_GROUP:
             found.append(
                 EntryPoint(
                     "echo",
                     "tests.providers.plugin_example:EchoProvider",
-                    registry.ENTRY_POINT_GROUP,
+                    plugins.ENTRY_POINT_GROUP,
                 )
             )
         return EntryPoints(found)
 
-    monkeypatch.setattr(registry, "entry_points", entry_points)
-    registry.plugin_names.cache_clear()
-    registry.load_plugin.cache_clear()
+    monkeypatch.setattr(plugins, "entry_points", entry_points)
+    plugins.plugin_names.cache_clear()
+    plugins.load_plugin.cache_clear()
     yield
-    registry.plugin_names.cache_clear()
-    registry.load_plugin.cache_clear()
+    plugins.plugin_names.cache_clear()
+    plugins.load_plugin.cache_clear()
 
 
 async def test_a_third_party_provider_joins_through_its_entry_point(echo_plugin: None) -> None:
@@ -107,6 +108,28 @@ async def test_a_third_party_provider_joins_through_its_entry_point(echo_plugin:
     assert obs.value == 7
     with pytest.raises(ValidationError, match="value"):
         ProvidersSettings.model_validate({"echo": {"valeu": 7}})
+
+
+def test_a_plugin_validates_its_own_rules_as_built_ins_do(echo_plugin: None) -> None:
+    document = {
+        "server": {"api_tokens": ["tok-123456"]},
+        "providers": {"echo": {"value": 7}},
+        "environments": {
+            "production": {
+                "base_url": "http://127.0.0.1:1",
+                "rules": [{"name": "r", "source": "echo", "metric": "echo_value", "max": 1}],
+            }
+        },
+    }
+    assert settings_from_document(document).environments["production"].rules[0].source == "echo"
+    document["environments"]["production"]["rules"][0]["metric"] = "other"  # type: ignore[index]
+    with pytest.raises(ValidationError, match="metric must be echo_value for source echo"):
+        settings_from_document(document)
+    sentry_rule = {"name": "s", "source": "sentry", "metric": "nope", "max": 1}
+    document["environments"]["production"]["rules"] = [sentry_rule]  # type: ignore[index]
+    document["providers"] = {"sentry": {"org": "acme", "token": "sntrys_x1234"}}
+    with pytest.raises(ValidationError, match=r"metric must be one of .* for source sentry"):
+        settings_from_document(document)
 
 
 async def test_an_unexpected_exception_becomes_an_error_observation(

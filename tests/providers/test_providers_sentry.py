@@ -9,7 +9,7 @@ import pytest
 
 from agent.metrics import Metrics
 from agent.providers.base import Period
-from agent.providers.config import BaselineSettings, SentrySettings
+from agent.providers.provider_settings import BaselineSettings, SentrySettings
 from agent.providers.sentry import SentryProvider, parse_link_header, release_filter
 from tests.fakes.sentry import FakeSentry, SentryStats
 from tests.providers.support import (
@@ -79,7 +79,7 @@ async def test_crash_free_rate_comes_from_release_health_sessions(
 ) -> None:
     sentry_fake.set_stats(SentryStats(sessions=4000, crash_free_rate=0.995), release="v2.4.0")
     r = rule(source="sentry", metric="crash_free_rate", max_increase="1%")
-    assert r.bad_direction == "decrease"
+    assert r.direction == "decrease"
 
     obs = await sentry.fetch(r, scope(), BEFORE, "v2.4.0")
 

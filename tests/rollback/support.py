@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from agent.records import DeployWindow, RollbackIntent
-from agent.rollback import rollback_intent
+from agent.rollback.contract import rollback_intent
 from agent.settings import RollbackSettings
 from agent.store.sqlite import SqliteStore
 

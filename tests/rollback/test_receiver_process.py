@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.metrics import Metrics
-from agent.rollback import RollbackDelivery
+from agent.rollback.delivery import RollbackDelivery
 from agent.settings import RollbackSettings
 from agent.store.sqlite import SqliteStore
 from tests.rollback.support import SECRET, FakeSleep, stored_intent

@@ -16,16 +16,10 @@ import pytest
 from agent import __version__
 from agent.metrics import Metrics
 from agent.records import RollbackIntent
-from agent.rollback import (
-    RollbackDelivery,
-    backoff_delay,
-    retry_after_seconds,
-    rollback_body,
-    rollback_intent,
-    sign,
-    verify,
-)
+from agent.rollback.contract import rollback_body, rollback_intent, sign, verify
+from agent.rollback.delivery import RollbackDelivery, backoff_delay
 from agent.store.sqlite import SqliteStore
+from common.retry_after import retry_after_seconds
 from tests.receivers import Reply, RollbackAttempt, RollbackReceiver, expected_signature
 from tests.rollback.support import (
     BREACH,

@@ -9,15 +9,19 @@ hold a round for longer than that.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from agent.durations import Duration
+from agent.analysis.types import Rule
+from agent.providers.plugins import config_model_for, plugin_names
+from common.durations import Duration
 
 HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+", max_length=2048)]
 
+SENTRY_METRICS = ("error_count", "error_rate", "crash_free_rate", "p95_duration")
 SENTRY_REGIONS = {"us": "https://us.sentry.io", "de": "https://de.sentry.io"}
 NEWRELIC_REGIONS = {
     "us": "https://api.newrelic.com/graphql",
@@ -51,7 +55,19 @@ def _region_url(data: Any, field: str, regions: dict[str, str], default: str) ->
     return data
 
 
-class HttpProviderSettings(_Model):
+class ProviderSettings(_Model):
+    """A provider's section of `providers:`. Built-ins and plugins share the hook below."""
+
+    @classmethod
+    def check_rule(cls, rule: Rule, baseline: BaselineSettings) -> None:
+        """Raise ValueError (one sentence) when `rule` is not one this provider can answer.
+
+        Called by the settings for every rule whose `source` is this provider, with the
+        environment's `baseline:`; a plugin's config model may define it too.
+        """
+
+
+class HttpProviderSettings(ProviderSettings):
     """What every HTTP provider has: budgets, retries and concurrency."""
 
     timeout: Duration = 10.0
@@ -98,6 +114,18 @@ class SentrySettings(HttpProviderSettings):
     def _region(cls, data: Any) -> Any:
         return _region_url(data, "base_url", SENTRY_REGIONS, "https://sentry.io")
 
+    @classmethod
+    def check_rule(cls, rule: Rule, baseline: BaselineSettings) -> None:
+        if rule.metric not in SENTRY_METRICS:
+            raise ValueError(
+                f"metric must be one of {', '.join(SENTRY_METRICS)} for source sentry"
+                f" (got {rule.metric!r})"
+            )
+        if baseline.sentry is None:
+            raise ValueError(
+                "source sentry: set baseline.sentry.project (which Sentry project to compare)"
+            )
+
 
 class NewRelicSettings(HttpProviderSettings):
     api_url: HttpUrl = "https://api.newrelic.com/graphql"
@@ -120,6 +148,13 @@ class NewRelicSettings(HttpProviderSettings):
     def _region(cls, data: Any) -> Any:
         return _region_url(data, "api_url", NEWRELIC_REGIONS, NEWRELIC_REGIONS["us"])
 
+    @classmethod
+    def check_rule(cls, rule: Rule, baseline: BaselineSettings) -> None:
+        if not rule.query:
+            raise ValueError("source newrelic needs nrql (without SINCE/UNTIL)")
+        if re.search(r"\b(SINCE|UNTIL)\b", rule.query, re.IGNORECASE):
+            raise ValueError("nrql must not contain SINCE or UNTIL: the agent adds the periods")
+
 
 class PrometheusSettings(HttpProviderSettings):
     url: HttpUrl = "http://127.0.0.1:9090"
@@ -128,6 +163,11 @@ class PrometheusSettings(HttpProviderSettings):
     step: Duration | None = None
     """query_range resolution (default: the period / max_points, at least 1s)."""
     max_points: int = Field(default=60, ge=1, le=11000)
+
+    @classmethod
+    def check_rule(cls, rule: Rule, baseline: BaselineSettings) -> None:
+        if not rule.query:
+            raise ValueError("source prometheus needs query (PromQL)")
 
 
 class ProvidersSettings(BaseModel):
@@ -149,8 +189,6 @@ class ProvidersSettings(BaseModel):
         extra = [k for k in data if k not in cls.model_fields]
         if not extra:
             return data
-        from agent.providers.registry import config_model_for, plugin_names
-
         out = dict(data)
         for name in extra:
             model = config_model_for(name)

@@ -6,9 +6,10 @@ and a resolve is sent only for a breach that was. Alerts are at most once: the
 claim is stored before sending, so a crash between the two loses that alert
 rather than repeating it.
 
-What it must not do: raise into a round, or make a rollback wait. `spawn` runs an
-alert as a task the caller never awaits on its hot path; `drain` finishes them on
-shutdown within a bound.
+What it must not do: raise into a round, or make a rollback wait. `emit` never
+raises (but `CancelledError`); the window runs it through `WatchServices.spawn`
+(`agent.windows.lifecycle`), off the round's hot path, and the watcher's `drain`
+finishes it on shutdown within a bound.
 """
 
 from __future__ import annotations

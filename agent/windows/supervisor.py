@@ -14,17 +14,17 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agent.alerts import WindowAlerts
 from agent.metrics import Metrics
 from agent.providers.base import Provider
 from agent.records import DeployWindow
-from agent.rollback import RollbackDelivery
+from agent.rollback.delivery import RollbackDelivery
 from agent.settings import Settings
 from agent.store.base import Store
-from agent.windows.evidence import iso
+from agent.windows.alert_once import WindowAlerts
+from agent.windows.lifecycle import WatchServices, WindowWatch, deliver_rollback
 from agent.windows.probing import BackgroundProber, EnvironmentProbe
-from agent.windows.watch import WatchServices, WindowWatch, deliver_rollback
 from checks.sessions import TargetSessions
+from common.times import rfc3339
 
 log = logging.getLogger("postflight.watcher")
 
@@ -153,7 +153,7 @@ class Watcher:
             reason = f"environment {window.environment!r} is no longer configured"
             verdict: dict[str, Any] = {
                 "outcome": "inconclusive",
-                "decided_at": iso(self.clock()),
+                "decided_at": rfc3339(self.clock(), millis=False),
                 "reason": reason,
                 "rules": [],
             }

@@ -1,4 +1,5 @@
-"""The rollback webhook (contract §3): the signed body and its crash-safe delivery.
+"""The rollback webhook's crash-safe delivery (contract §3); the body and signature are
+`agent.rollback.contract`.
 
 What it must not do: send a rollback that is not in the store, send one twice from
 this process, or lose track of an attempt. The intent is stored before any
@@ -15,33 +16,27 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import email.utils
-import hashlib
-import hmac
-import json
 import logging
-import math
 import random as _random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import aiohttp
 
 from agent import __version__
 from agent.metrics import Metrics
-from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent
-from agent.redact import Redactor
+from agent.records import DeliveryAttempt, RollbackIntent
+from agent.rollback.contract import sign
 from agent.settings import RollbackSettings
 from agent.store.base import Store
+from common.redaction import Redactor
+from common.retry_after import retry_after_seconds
 
 log = logging.getLogger("postflight.rollback")
 
 USER_AGENT = f"postflight/{__version__}"
-BREACH_KEYS = ("rule", "source", "metric", "observed", "baseline", "threshold", "detail")
-"""The contract's breach fields, in the order the body carries them."""
 RETRYABLE_STATUSES = frozenset({408, 429})
 """Plus every 5xx. Any other non-2xx answer is final: retrying will not change it."""
 _ERROR_SNIPPET = 200
@@ -49,143 +44,6 @@ _ERROR_SNIPPET = 200
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
 AttemptResult = Literal["delivered", "retryable", "rejected"]
-
-
-# --------------------------------------------------------------------------- body
-
-
-def rfc3339(ts: float) -> str:
-    """RFC 3339 UTC with a `Z`, whole seconds: `2026-11-26T14:00:00Z` (as the contract shows)."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _json_value(value: Any) -> Any:
-    """JSON-safe: NaN and infinities become null (they are not JSON)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): _json_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_value(v) for v in value]
-    return value
-
-
-def _breach(item: Mapping[str, Any]) -> dict[str, Any]:
-    """One breach with exactly the contract's fields, in its order.
-
-    Accepts the API's rule shape too (`name` for `rule`), so a caller can pass a
-    verdict's failing rules as they are; anything else (outcome, evidence, link)
-    is not part of the webhook and is left out.
-    """
-    out: dict[str, Any] = {}
-    for key in BREACH_KEYS:
-        value = item.get(key)
-        if key == "rule" and value is None:
-            value = item.get("name")
-        out[key] = _json_value(value)
-    return out
-
-
-def rollback_body(
-    window: DeployWindow, reason: str, breaches: Iterable[Mapping[str, Any]], requested_at: float
-) -> str:
-    """The exact JSON body of the rollback webhook: compact, keys in the contract's order.
-
-    Computed once and stored with the intent; every attempt sends these bytes, so
-    a receiver can compare retries byte for byte.
-    """
-    body = {
-        "event": "rollback",
-        "deploy": {
-            "id": window.id,
-            "environment": window.environment,
-            "version": window.version,
-            "previous_version": window.previous_version,
-            "commit": window.commit,
-            "labels": dict(window.labels),
-            "deployed_at": rfc3339(window.deployed_at),
-        },
-        "reason": reason,
-        "breaches": [_breach(b) for b in breaches],
-        "requested_at": rfc3339(requested_at),
-    }
-    return json.dumps(body, separators=(",", ":"), allow_nan=False)
-
-
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """`sha256=<lowercase hex of HMAC-SHA256(secret, "<timestamp>.<raw body>")>`.
-
-    The timestamp is inside the MAC so a receiver can refuse replays of an old
-    request by its age.
-    """
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
-
-
-def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
-    """Check a signature the way a receiver should (constant-time compare)."""
-    try:
-        ts = int(timestamp)
-    except ValueError:
-        return False
-    return hmac.compare_digest(sign(secret, ts, body), signature)
-
-
-def rollback_intent(
-    window: DeployWindow,
-    reason: str,
-    breaches: Iterable[Mapping[str, Any]],
-    requested_at: float,
-    *,
-    dry_run: bool = False,
-) -> RollbackIntent:
-    """The intent to store with the failed verdict (`Store.finish_window(rollback=…)`).
-
-    `dry_run` gives a `skipped` intent: the API shows what would have been sent,
-    nothing ever is (`pending_rollbacks` never returns it).
-    """
-    body = rollback_body(window, reason, breaches, requested_at)
-    if dry_run:
-        return skipped_intent(window.id, body, requested_at)
-    return RollbackIntent(
-        window_id=window.id, state="pending", body=body, requested_at=requested_at
-    )
-
-
-def skipped_intent(window_id: str, body: str, requested_at: float) -> RollbackIntent:
-    """A rollback the environment's `dry_run` kept from being sent."""
-    return RollbackIntent(
-        window_id=window_id,
-        state="skipped",
-        body=body,
-        requested_at=requested_at,
-        finished_at=requested_at,
-        last_error="dry run: the webhook was not called",
-    )
-
-
-# ----------------------------------------------------------------------- delivery
-
-
-def retry_after_seconds(value: str | None, now: float) -> float | None:
-    """`Retry-After` as seconds from now: delta-seconds or an HTTP-date; None if absent
-    or unreadable (then the usual backoff applies)."""
-    if not value:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = when.timestamp() - now
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 def backoff_delay(

@@ -9,9 +9,8 @@ changes shape. Pure: no I/O; imports only pydantic and the agent's pure modules.
 from __future__ import annotations
 
 import logging
-import math
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -26,8 +25,10 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from agent.durations import parse_duration
 from agent.records import DeployWindow, RollbackIntent, WindowState
+from common.durations import parse_duration
+from common.jsonsafe import json_safe
+from common.times import rfc3339
 
 log = logging.getLogger("postflight.api")
 
@@ -60,7 +61,7 @@ RollbackStateName = Literal["pending", "delivered", "failed", "skipped"]
 IDEMPOTENCY_KEY_PATTERN = r"^[ -~]{1,255}$"
 """1–255 printable ASCII characters (the header's value, as HTTP delivers it)."""
 DURATION_PATTERN = r"^ *([0-9]+(\.[0-9]+)?) *$|^ *([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+ *$"
-"""Seconds, or `250ms`, `30s`, `10m`, `1h30m`, `7d` (`agent.durations.parse_duration`)."""
+"""Seconds, or `250ms`, `30s`, `10m`, `1h30m`, `7d` (`common.durations.parse_duration`)."""
 
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
@@ -98,21 +99,10 @@ def parse_rfc3339(value: Any) -> datetime:
     return parsed
 
 
-def format_rfc3339(value: datetime | float) -> str:
-    """UTC with `Z`; milliseconds only when there are some (`14:00:00Z`, `14:00:00.250Z`)."""
-    if isinstance(value, datetime):
-        value = value.timestamp()
-    millis = round(value * 1000)
-    whole, ms = divmod(millis, 1000)
-    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=whole)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{text}.{ms:03d}Z" if ms else f"{text}Z"
-
-
 Timestamp = Annotated[
     datetime,
     BeforeValidator(parse_rfc3339),
-    PlainSerializer(format_rfc3339, return_type=str),
+    PlainSerializer(rfc3339, return_type=str),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 
@@ -436,20 +426,13 @@ def deploy_path(window_id: str) -> str:
     return f"/v1/deploys/{window_id}"
 
 
-def _finite(value: Any) -> Any:
-    """JSON has no NaN or infinity; an observation without a number is `null`."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _rules(stored: dict[str, Any]) -> list[dict[str, Any]]:
     rules = []
     for rule in stored.get("rules") or []:
         if isinstance(rule, dict):
             rule = dict(rule)
             for key in ("observed", "baseline"):
-                rule[key] = _finite(rule.get(key))
+                rule[key] = json_safe(rule.get(key))
             if not isinstance(rule.get("evidence"), dict):
                 rule.pop("evidence", None)
             rules.append(rule)

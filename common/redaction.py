@@ -1,8 +1,9 @@
-"""Keeping secrets out of what checks report: messages, body snippets and details.
+"""Keeping secrets out of logs, alerts, API answers, error messages and check reports.
 
-Pure: no I/O. Everything a check says about a target can end up in logs,
-alerts and the API, so anything built from target responses or from the
-configuration passes through a `Redactor` first.
+Pure: no I/O. One `Redactor` hides every configured secret, `user:pass@` in URLs,
+bearer/basic tokens and `token=…`-style assignments; everything a check says about
+a target passes through it too, so anything built from target responses or from
+the configuration is scrubbed before it can reach a log, an alert or the API.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-REDACTED = "***"
+REDACTED = MASK = "***"
 
 SENSITIVE_KEY = re.compile(
     r"pass(word|wd|phrase)?|secret|token|api[-_]?key|auth(?!or)|cookie|session|credential|private",
@@ -20,13 +21,21 @@ SENSITIVE_KEY = re.compile(
 )
 """Names of JSON fields and headers whose values are never shown."""
 
-_URL_USERINFO = re.compile(r"(?<=://)[^/@\s:]+:[^/@\s]*@")
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/\s:@]+(?::[^/\s@]*)?@", re.I)
+_ASSIGNED = re.compile(
+    r"(?i)\b(authorization|api[-_]?key|x-api-key|token|secret|password)(\s*[=:]\s*)"
+    r"(?:(?:bearer|basic|token)\s+)?([^\s,;\"'&]+)"
+)
+_SCHEME = re.compile(r"(?i)\b(bearer|basic)(\s+)([A-Za-z0-9._~+/=-]{4,})")
 _SNIPPET_SCAN = 8192
 """How much of a body is decoded and scrubbed before the snippet is cut to size."""
 
 
 class Redactor:
-    """Replaces known secret values, and the password of `user:pass@` URLs, with `***`."""
+    """Replaces every known secret value, URL credentials and bearer tokens with `***`.
+
+    Call it (`redact(text)`) or use `text`/`value`; both apply the same rules.
+    """
 
     __slots__ = ("_pattern", "secrets")
 
@@ -47,8 +56,11 @@ class Redactor:
         if self._pattern is not None:
             text = self._pattern.sub(REDACTED, text)
         if "://" in text:
-            text = _URL_USERINFO.sub(REDACTED + "@", text)
-        return text
+            text = _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text)
+        text = _ASSIGNED.sub(_assigned, text)
+        return _SCHEME.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+
+    __call__ = text
 
     def value(self, value: Any) -> Any:
         """A JSON-like value with secrets redacted and sensitive fields blanked, recursively."""
@@ -62,6 +74,17 @@ class Redactor:
         if isinstance(value, list | tuple):
             return [self.value(v) for v in value]
         return value
+
+
+def _assigned(match: re.Match[str]) -> str:
+    """`token=…` is always masked; `token: word` only when the word looks like a
+    credential (digits or symbols, or long), so prose such as `capture token: expected`
+    stays readable."""
+    key, separator, value = match.group(1), match.group(2), match.group(3)
+    with_scheme = len(match.group(0)) > len(key) + len(separator) + len(value)  # `Bearer x`
+    if ":" in separator and not with_scheme and value.isalpha() and len(value) < 16:
+        return match.group(0)
+    return f"{key}{separator}{REDACTED}"
 
 
 def truncate(text: str, limit: int) -> str:

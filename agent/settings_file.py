@@ -137,15 +137,6 @@ def _yaml_problem(exc: yaml.YAMLError) -> ConfigProblem:
     return ConfigProblem((), message, mark.line + 1, mark.column + 1)
 
 
-def expand_variables(document: Any, env: Mapping[str, str] | None = None) -> Any:
-    """The document with `${VAR}` expanded; raise `ConfigError` for unset variables."""
-    problems: list[ConfigProblem] = []
-    expanded = _expand(document, (), os.environ if env is None else env, problems, {})
-    if problems:
-        raise ConfigError("<config>", problems)
-    return expanded
-
-
 def _expand(
     node: Any,
     loc: Loc,

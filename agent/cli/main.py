@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
+from agent.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
     from agent.settings import Settings
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,7 +34,7 @@ def _config_path(explicit: str | None) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from agent.cli_client import add_register_arguments, add_status_arguments
+    from agent.cli.commands import add_register_arguments, add_status_arguments
 
     parser = _Parser(
         prog="postflight",
@@ -88,11 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _run(args)
         if args.command == "register":
-            from agent.cli_client import register_command
+            from agent.cli.commands import register_command
 
             return register_command(args)
         if args.command == "status":
-            from agent.cli_client import status_command
+            from agent.cli.commands import status_command
 
             return status_command(args)
         if args.command == "check":
@@ -104,14 +103,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "schema":
             return _schema(args)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
 
 
 def _load(path: str) -> Settings | None:
     """The settings, or None after printing every configuration error."""
-    from agent.config_file import ConfigError, load_settings
+    from agent.settings_file import ConfigError, load_settings
 
     try:
         return load_settings(path)
@@ -136,7 +135,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from agent.logs import setup_logging
     from agent.observability import init_newrelic
-    from agent.redact import Redactor
+    from common.redaction import Redactor
 
     settings = _load(_config_path(args.config))
     if settings is None:
@@ -207,11 +206,11 @@ def _check(args: argparse.Namespace) -> int:
         )
     failed = sum(1 for r in rows if not r[2])
     print(f"\n{len(rows) - failed} passed, {failed} failed")
-    return EXIT_FAIL if failed else EXIT_OK
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from agent.schema import config_schema
+    from agent.config_schema import config_schema
 
     text = json.dumps(config_schema(), indent=2) + "\n"
     if args.output:

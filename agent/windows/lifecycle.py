@@ -13,21 +13,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.alerts import WindowAlerts
 from agent.analysis.judge import judge
 from agent.analysis.observe import merge, observe
 from agent.analysis.types import Observation, Policy, Rule, RuleVerdict, Verdict
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period, Provider, round_increment
 from agent.records import DeployWindow, RollbackIntent, RoundRecord, WindowState
-from agent.rollback import RollbackDelivery, rollback_intent
+from agent.rollback.contract import rollback_intent
+from agent.rollback.delivery import RollbackDelivery
 from agent.settings import EnvironmentSettings, RuleSettings
 from agent.store.base import Store
+from agent.windows.alert_once import WindowAlerts
 from agent.windows.evidence import (
     WhatBroke,
     breaches,
     breaches_as_rules,
-    iso,
     name_what_broke,
     observation_from_dict,
     observation_to_dict,
@@ -37,6 +37,7 @@ from agent.windows.evidence import (
 from agent.windows.probing import EnvironmentProbe, samples_of, unsummarize
 from alerting.events import Alert, AlertEvent, breach_key, provider_key, resolved_key
 from checks.base import CheckResult, Sample
+from common.times import rfc3339
 
 log = logging.getLogger("postflight.window")
 
@@ -113,7 +114,7 @@ class WindowWatch:
         self.links: dict[str, str] = {}
         self.what_broke = WhatBroke()
         self.queries: dict[str, str] = {
-            r.name: q for r in self.rules if r.source != "checks" and (q := r.nrql or r.query)
+            r.name: q for r in self.judge_rules if r.source != "checks" and (q := r.query)
         }
         """Each provider rule's query as last sent (Observation.query), for the evidence."""
         self.last_outcomes: dict[str, str] = {
@@ -139,7 +140,7 @@ class WindowWatch:
             self.window.environment,
             self.window.version,
             self.window.rounds + 1,
-            iso(self.window.ends_at),
+            rfc3339(self.window.ends_at, millis=False),
         )
         number = self.window.rounds
         scheduled = self.s.clock()
@@ -199,7 +200,10 @@ class WindowWatch:
         baseline and runs no round before then: until that moment the old version is
         what answers. The lease is renewed meanwhile, so no other replica takes it."""
         if self.window.deployed_at > self.s.clock():
-            self.log.info("scheduled: the first round starts at %s", iso(self.window.deployed_at))
+            self.log.info(
+                "scheduled: the first round starts at %s",
+                rfc3339(self.window.deployed_at, millis=False),
+            )
         while (wait := self.window.deployed_at - self.s.clock()) > 0:
             step = min(wait, self.s.lease_s / 3)
             until = self.s.clock() + self.s.lease_s + step
@@ -229,7 +233,7 @@ class WindowWatch:
         periods = await self._background_periods(lookback)
         fetches = {
             rule.name: self._fetch(rule, lookback, self.window.previous_version)
-            for rule in self.rules
+            for rule in self.judge_rules
             if rule.source != "checks"
         }
         fetched = dict(zip(fetches, await asyncio.gather(*fetches.values()), strict=True))
@@ -259,7 +263,7 @@ class WindowWatch:
             runs.setdefault(at, []).extend(unsummarize(check, summary))
         return list(runs.values())
 
-    async def _fetch(self, rule: RuleSettings, period: Period, release: str | None) -> Observation:
+    async def _fetch(self, rule: Rule, period: Period, release: str | None) -> Observation:
         provider = self.s.providers.get(rule.source)
         if provider is None:
             return Observation(value=None, error=f"provider {rule.source} is not configured")
@@ -287,7 +291,7 @@ class WindowWatch:
         period = Period(self.window.deployed_at, max(now, self.window.deployed_at + 1))
         fetches = {
             rule.name: self._fetch(rule, period, self.window.version)
-            for rule in self.rules
+            for rule in self.judge_rules
             if rule.source != "checks"
         }
         fetched = dict(zip(fetches, await asyncio.gather(*fetches.values()), strict=True))

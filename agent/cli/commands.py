@@ -1,0 +1,366 @@
+"""`postflight register` and `postflight status` (contract §1): the pipeline's side, as flow.
+
+Flags in, API calls, exit code out; how it looks is `agent.cli.render`.
+
+Exit codes are the contract: 0 passed, 1 failed or rolled back, 3 no verdict
+(inconclusive, and also cancelled or superseded: nobody judged *this* deploy, so
+a pipeline must not read it as a pass nor roll back for it), 2 usage, connection
+or auth errors. `--wait` giving up before the window ends is also 3: the outcome
+is unknown, not bad. Every error is one line on stderr, never a traceback.
+
+Human output goes to stdout, progress included; with `--json` stdout carries
+only the deploy object and progress moves to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from agent.api.models import (
+    STATES,
+    DeployRequest,
+)
+from agent.cli.exits import (
+    EXIT_FAILED,
+    EXIT_INCONCLUSIVE,
+    EXIT_INTERRUPTED,
+    EXIT_PASSED,
+    EXIT_USAGE,
+)
+from agent.cli.render import (
+    Progress,
+    Style,
+    deploys_table,
+    details,
+    hms,
+    isatty,
+    print_json,
+    summary,
+)
+from agent.client import ApiError, ClientError, PostflightClient, WaitTimeout
+from agent.records import WindowState
+from common.durations import format_duration, parse_duration
+
+STATE_EXIT: dict[str, int] = {
+    "passed": EXIT_PASSED,
+    "failed": EXIT_FAILED,
+    "rolled_back": EXIT_FAILED,
+    "inconclusive": EXIT_INCONCLUSIVE,
+    "cancelled": EXIT_INCONCLUSIVE,
+    "superseded": EXIT_INCONCLUSIVE,
+}
+
+POLL_INTERVAL_S = 2.0
+
+_FLAG_OF_FIELD = {
+    "environment": "--env",
+    "version": "--version",
+    "previous_version": "--previous",
+    "commit": "--commit",
+    "window": "--window",
+    "deployed_at": "--deployed-at",
+    "labels": "--label",
+}
+
+
+class UsageError(Exception):
+    """Bad flags or environment: exit 2 with this message."""
+
+
+# --- arguments ----------------------------------------------------------------------
+
+
+def _connection_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("agent")
+    group.add_argument(
+        "--url", metavar="URL", help="the agent's base URL (default: $POSTFLIGHT_URL)"
+    )
+    group.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="an API token, one of server.api_tokens"
+        " (default: $POSTFLIGHT_TOKEN, else $POSTFLIGHT_API_TOKEN)",
+    )
+    group.add_argument(
+        "--request-timeout",
+        metavar="DURATION",
+        default="10s",
+        help="bound on each HTTP request (default: 10s)",
+    )
+
+
+def add_register_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `postflight register` (contract §1, plus a few documented extras)."""
+    _connection_arguments(parser)
+    parser.add_argument("--env", required=True, metavar="ENV", help="a configured environment")
+    parser.add_argument("--version", required=True, metavar="V", help="the version deployed")
+    parser.add_argument("--previous", metavar="V0", help="the version it replaces")
+    parser.add_argument("--commit", metavar="SHA", help="the commit deployed")
+    parser.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label (repeatable, at most 32)",
+    )
+    parser.add_argument(
+        "--window", metavar="DURATION", help="how long to watch (default: the environment's)"
+    )
+    parser.add_argument(
+        "--deployed-at", metavar="TIME", help="RFC 3339 time the deploy went live (default: now)"
+    )
+    parser.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="makes retries of this registration safe (default: a fresh key per invocation)",
+    )
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="show progress until the window ends; exit 0 passed, 1 failed or rolled back,"
+        " 3 inconclusive, cancelled, superseded or still open at --timeout",
+    )
+    parser.add_argument(
+        "--timeout",
+        metavar="DURATION",
+        default="30m",
+        help="with --wait, give up after this long (default: 30m)",
+    )
+    _output_arguments(parser)
+
+
+def add_status_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `postflight status [ID] [--env ENV]`."""
+    parser.add_argument("id", nargs="?", metavar="ID", help="a deploy id (default: recent ones)")
+    parser.add_argument("--env", metavar="ENV", help="only this environment's windows")
+    parser.add_argument("--state", choices=STATES, help="only windows in this state")
+    parser.add_argument(
+        "--limit", type=int, default=20, metavar="N", help="how many windows (default: 20)"
+    )
+    _connection_arguments(parser)
+    _output_arguments(parser)
+
+
+def _output_arguments(parser: argparse.ArgumentParser) -> None:
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the deploy object(s) as JSON")
+    out.add_argument("--quiet", "-q", action="store_true", help="print only deploy ids")
+
+
+def _connection(args: argparse.Namespace) -> tuple[str, str, float]:
+    url = args.url or os.environ.get("POSTFLIGHT_URL", "")
+    token = (
+        args.token
+        or os.environ.get("POSTFLIGHT_TOKEN")
+        or os.environ.get("POSTFLIGHT_API_TOKEN", "")  # the daemon's name, on its own host
+    )
+    if not url.strip():
+        raise UsageError("no agent URL: pass --url or set $POSTFLIGHT_URL")
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"--url must start with http:// or https:// (got {url!r})")
+    if not token.strip():
+        raise UsageError(
+            "no API token: pass --token or set $POSTFLIGHT_TOKEN (or $POSTFLIGHT_API_TOKEN)"
+        )
+    timeout = _duration(args.request_timeout, "--request-timeout")
+    return url.strip(), token.strip(), max(timeout, 0.1)
+
+
+def _duration(text: str, flag: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+
+
+def _labels(pairs: Sequence[str]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--label {pair!r}: write it as KEY=VALUE")
+        key = key.strip()
+        if key in labels:
+            raise UsageError(f"--label {key!r} is given twice")
+        labels[key] = value
+    return labels
+
+
+def _deploy_request(args: argparse.Namespace) -> DeployRequest:
+    fields: dict[str, Any] = {
+        "environment": args.env,
+        "version": args.version,
+        "previous_version": args.previous,
+        "commit": args.commit,
+        "window": args.window,
+        "deployed_at": args.deployed_at,
+        "labels": _labels(args.label),
+    }
+    try:
+        return DeployRequest.model_validate({k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        loc = [str(p) for p in first["loc"] if p != "[key]"]
+        flag = _FLAG_OF_FIELD.get(loc[0], loc[0]) if loc else "arguments"
+        detail = f" {loc[1]!r}" if len(loc) > 1 else ""
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        raise UsageError(f"{flag}{detail}: {msg}") from None
+
+
+def _fail(command: str, message: str) -> int:
+    print(f"postflight {command}: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _exit_for(state: str) -> int:
+    return STATE_EXIT.get(state, EXIT_INCONCLUSIVE)
+
+
+def register_command(args: argparse.Namespace) -> int:
+    """`postflight register …`; returns the exit code (see the module docstring).
+
+    `args` is what `add_register_arguments` parses (every flag has its attribute).
+    """
+    try:
+        url, token, request_timeout = _connection(args)
+        request = _deploy_request(args)
+        wait_s = _duration(args.timeout, "--timeout")
+        key = args.idempotency_key or f"cli-{uuid.uuid4()}"
+    except UsageError as exc:
+        return _fail("register", str(exc))
+    try:
+        return asyncio.run(_register(args, url, token, request_timeout, request, key, wait_s))
+    except KeyboardInterrupt:
+        print("\ninterrupted; the agent keeps watching the deploy", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ClientError as exc:
+        return _fail("register", str(exc))
+
+
+async def _register(
+    args: argparse.Namespace,
+    url: str,
+    token: str,
+    request_timeout: float,
+    request: DeployRequest,
+    key: str,
+    wait_s: float,
+) -> int:
+    as_json = bool(args.json)
+    quiet = bool(args.quiet)
+    wait = bool(args.wait)
+    out = sys.stderr if as_json else sys.stdout
+    style = Style.for_stream(out)
+    async with PostflightClient(url, token, timeout=request_timeout) as api:
+        deploy, replayed = await api.register(request, idempotency_key=key)
+        window = format_duration(deploy.ends_at.timestamp() - deploy.deployed_at.timestamp())
+        if quiet:
+            print(deploy.id, flush=True)
+        elif not as_json or wait:
+            note = " (already registered with this idempotency key)" if replayed else ""
+            print(
+                f"registered {deploy.version} in {deploy.environment}: {deploy.id}{note}\n"
+                f"  watching for {window}, until {hms(deploy.ends_at)}",
+                file=out,
+                flush=True,
+            )
+        if not wait:
+            if as_json:
+                print_json(deploy)
+            elif not quiet:
+                print(f"  follow it with: postflight status {deploy.id}", file=out)
+            return EXIT_PASSED
+        progress = Progress(out=out, style=style, live=isatty(out) and not quiet)
+        try:
+            final = await api.wait(
+                deploy.id,
+                give_up_after=wait_s,
+                poll_interval=POLL_INTERVAL_S,
+                on_update=None if quiet else progress.update,
+                on_unreachable=None if quiet else progress.unreachable_agent,
+            )
+        except WaitTimeout as exc:
+            progress.finish()
+            if as_json:
+                print_json(exc.deploy)
+            print(
+                f"gave up waiting after {format_duration(round(exc.waited_s))}: {exc.deploy.id}"
+                f" is still {exc.deploy.state} (postflight status {exc.deploy.id})",
+                file=sys.stderr,
+            )
+            return EXIT_INCONCLUSIVE
+        finally:
+            progress.finish()
+        if as_json:
+            print_json(final)
+        elif not quiet:
+            print(summary(final, style), file=out)
+        return _exit_for(final.state)
+
+
+def status_command(args: argparse.Namespace) -> int:
+    """`postflight status [ID] [--env ENV]`: 0, or 2 on any error.
+
+    `args` is what `add_status_arguments` parses (every flag has its attribute).
+    """
+    try:
+        url, token, request_timeout = _connection(args)
+        limit = int(args.limit)
+        if not 1 <= limit <= 200:
+            raise UsageError("--limit must be between 1 and 200")
+    except UsageError as exc:
+        return _fail("status", str(exc))
+    try:
+        return asyncio.run(_status(args, url, token, request_timeout, limit))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except ApiError as exc:
+        if exc.status == 404 and args.id:
+            return _fail("status", f"no deploy {args.id}")
+        return _fail("status", str(exc))
+    except ClientError as exc:
+        return _fail("status", str(exc))
+
+
+async def _status(
+    args: argparse.Namespace, url: str, token: str, request_timeout: float, limit: int
+) -> int:
+    style = Style.for_stream(sys.stdout)
+    as_json = bool(args.json)
+    quiet = bool(args.quiet)
+    async with PostflightClient(url, token, timeout=request_timeout) as api:
+        deploy_id = args.id
+        if deploy_id:
+            deploy = await api.get_deploy(deploy_id)
+            if as_json:
+                print_json(deploy)
+            elif quiet:
+                print(deploy.state)
+            else:
+                print(details(deploy, style))
+            return EXIT_PASSED
+        state: WindowState | None = args.state
+        page = await api.list_deploys(environment=args.env, state=state, limit=limit)
+    if as_json:
+        print_json(
+            {
+                "items": [d.model_dump(mode="json", by_alias=True) for d in page.items],
+                "next": page.next,
+            }
+        )
+    elif quiet:
+        for d in page.items:
+            print(d.id)
+    elif not page.items:
+        print("no deploy windows yet" + (f" in {args.env}" if args.env else ""))
+    else:
+        print(deploys_table(page.items, style))
+    return EXIT_PASSED

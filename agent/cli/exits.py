@@ -1,0 +1,12 @@
+"""`postflight`'s exit codes (contract §1), once: every command returns one of these."""
+
+from __future__ import annotations
+
+EXIT_OK = EXIT_PASSED = 0
+EXIT_FAILED = 1
+"""The verdict failed or the deploy was rolled back (or `check` found a failing check)."""
+EXIT_USAGE = 2
+"""Bad flags, configuration, connection or auth: one line on stderr says which."""
+EXIT_INCONCLUSIVE = 3
+"""No verdict: inconclusive, cancelled, superseded, or `--wait` gave up."""
+EXIT_INTERRUPTED = 130

@@ -1,0 +1,333 @@
+"""How the `postflight` commands look in a terminal: tables, colours, live progress.
+
+Pure presentation of API models into text; it makes no requests, reads no flags
+and decides no exit codes (that is `agent.cli.commands`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TextIO
+
+from agent.api.models import Deploy, RuleResult
+from agent.client import ClientError
+from common.durations import format_duration
+from common.times import rfc3339
+
+HEARTBEAT_S = 60.0
+"""Without a terminal, a line at least this often so CI logs show the wait is alive."""
+
+
+@dataclass
+class Style:
+    """Colours and symbols only on a terminal that wants them (NO_COLOR is honoured)."""
+
+    color: bool = False
+
+    @classmethod
+    def for_stream(cls, stream: TextIO) -> Style:
+        tty = isatty(stream)
+        wants = not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+        return cls(color=tty and wants)
+
+    def paint(self, text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
+
+    @staticmethod
+    def outcome_code(outcome: str) -> str:
+        return {"pass": "32", "fail": "31", "inconclusive": "33"}.get(outcome, "2")
+
+    def outcome(self, outcome: str, *, color: bool = True) -> str:
+        """`✓ pass`, `✗ fail`, `? inconclusive`: readable without colour too."""
+        symbol = {"pass": "✓", "fail": "✗", "inconclusive": "?"}.get(outcome, "·")
+        text = f"{symbol} {outcome}"
+        return self.paint(text, self.outcome_code(outcome)) if color else text
+
+    def state(self, state: str, text: str | None = None) -> str:
+        """`text` (default: the state's name) in the state's colour."""
+        code = {
+            "passed": "32;1",
+            "failed": "31;1",
+            "rolled_back": "31;1",
+            "watching": "36",
+            "scheduled": "36",
+        }.get(state, "33")
+        return self.paint(text if text is not None else state, code)
+
+    def dim(self, text: str) -> str:
+        return self.paint(text, "2")
+
+
+def isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _value(metric: str, value: float | None) -> str:
+    """As the agent writes thresholds (`agent.analysis.describe`): durations for latencies,
+    three significant digits otherwise, so `observed` and `max 0.05` read alike."""
+    if value is None or value != value:
+        return "n/a"
+    if metric.startswith("latency") or "duration" in metric:
+        return format_duration(value) if value >= 0 else f"{value:.3g}"
+    return f"{value:.3g}"
+
+
+def hms(moment: datetime) -> str:
+    return rfc3339(moment)
+
+
+def _left(deploy: Deploy) -> str:
+    seconds = deploy.ends_at.timestamp() - time.time()
+    return f"{format_duration(max(0, round(seconds)))} left" if seconds > 0 else "window over"
+
+
+def _rules(deploy: Deploy) -> list[RuleResult]:
+    if deploy.verdict is not None:
+        return deploy.verdict.rules
+    if deploy.progress is not None:
+        return deploy.progress.rules
+    return []
+
+
+def _truncate(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(1, width - 1)] + "…"
+
+
+def table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    widths: Sequence[int],
+    paint: Callable[[int, str, str], str] | None = None,
+) -> str:
+    """A plain-text table: columns as wide as their content, capped at `widths`.
+
+    `paint(column, value, padded)` may style a cell after padding, so colour codes
+    never upset the alignment.
+    """
+    cells = [[_truncate(c, w) for c, w in zip(row, widths, strict=True)] for row in rows]
+    sizes = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.upper().ljust(s) for h, s in zip(headers, sizes, strict=True)).rstrip()]
+    for row in cells:
+        padded = [c.ljust(s) for c, s in zip(row, sizes, strict=True)]
+        if paint is not None:
+            padded = [paint(i, c, p) for i, (c, p) in enumerate(zip(row, padded, strict=True))]
+        lines.append("  ".join(padded).rstrip())
+    return "\n".join(lines)
+
+
+def rules_table(rules: Sequence[RuleResult], style: Style) -> str:
+    rows = [
+        [
+            r.name,
+            style.outcome(r.outcome, color=False),
+            _value(r.metric, r.observed),
+            _value(r.metric, r.baseline),
+            r.threshold,
+            r.detail,
+        ]
+        for r in rules
+    ]
+    outcomes = [r.outcome for r in rules]
+    row_of = iter(range(len(rules)))
+    current = [0]
+
+    def paint(column: int, value: str, padded: str) -> str:
+        if column == 0:
+            current[0] = next(row_of)
+        if column != 1:
+            return padded
+        return style.paint(padded, style.outcome_code(outcomes[current[0]]))
+
+    return table(
+        ["rule", "outcome", "observed", "baseline", "threshold", "detail"],
+        rows,
+        [32, 16, 12, 12, 20, 60],
+        paint,
+    )
+
+
+def details(deploy: Deploy, style: Style) -> str:
+    """One window, as `postflight status ID` and the end of `register --wait` show it."""
+    lines = [
+        f"{deploy.id}  {deploy.environment}  {deploy.version}"
+        + (f" (from {deploy.previous_version})" if deploy.previous_version else ""),
+        f"  state     {style.state(deploy.state)}",
+        f"  deployed  {hms(deploy.deployed_at)}   ends {hms(deploy.ends_at)}"
+        f"   rounds {deploy.rounds}",
+    ]
+    if deploy.commit:
+        lines.append(f"  commit    {deploy.commit}")
+    if deploy.labels:
+        lines.append("  labels    " + ", ".join(f"{k}={v}" for k, v in deploy.labels.items()))
+    if deploy.verdict is not None:
+        v = deploy.verdict
+        lines.append(
+            f"  verdict   {style.outcome(v.outcome)} at {hms(v.decided_at)}"
+            + (f": {v.reason}" if v.reason else "")
+        )
+    elif deploy.progress is not None:
+        lines.append(
+            f"  verdict   {style.dim('pending')}"
+            + (f": {deploy.progress.reason}" if deploy.progress.reason else "")
+        )
+    else:
+        lines.append(f"  verdict   {style.dim('none yet')}")
+    rules = _rules(deploy)
+    if rules:
+        lines.append("")
+        lines.extend("  " + line for line in rules_table(rules, style).splitlines())
+    if deploy.rollback is not None:
+        rb = deploy.rollback
+        status = f", last HTTP {rb.last_status}" if rb.last_status is not None else ""
+        lines.append("")
+        lines.append(
+            f"  rollback  {rb.state} after {rb.attempts} attempt{'s' if rb.attempts != 1 else ''}"
+            f"{status}; requested {hms(rb.requested_at)}"
+        )
+    return "\n".join(lines)
+
+
+_SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+
+@dataclass
+class Progress:
+    """Live progress of `register --wait`.
+
+    On a terminal: a line per round with each rule's outcome, and a status line
+    redrawn in place. Elsewhere (CI logs): a line when something changes, and a
+    heartbeat every minute, so a 15-minute window is a screenful, not 450 lines.
+    """
+
+    out: TextIO
+    style: Style
+    live: bool
+    rounds: int = -1
+    outcomes: dict[str, str] = field(default_factory=dict)
+    state: str = ""
+    last_line_at: float = field(default_factory=time.monotonic)
+    status_shown: bool = False
+    unreachable: bool = False
+    frame: int = 0
+
+    def _print(self, text: str) -> None:
+        self._clear_status()
+        print(text, file=self.out, flush=True)
+        self.last_line_at = time.monotonic()
+
+    def _clear_status(self) -> None:
+        if self.status_shown:
+            self.out.write("\r\x1b[K")
+            self.status_shown = False
+
+    def _status(self, text: str) -> None:
+        if self.live:
+            self.out.write("\r\x1b[K" + self.style.dim(text))
+            self.out.flush()
+            self.status_shown = True
+
+    def unreachable_agent(self, error: ClientError) -> None:
+        if not self.unreachable:
+            self._print(f"  ! {error}; retrying until the timeout")
+            self.unreachable = True
+
+    def update(self, deploy: Deploy) -> None:
+        if self.unreachable:
+            self._print("  agent reachable again")
+            self.unreachable = False
+        rules = _rules(deploy)
+        outcomes: dict[str, str] = {r.name: r.outcome for r in rules}
+        new_round = deploy.rounds != self.rounds
+        changed = outcomes != self.outcomes or deploy.state != self.state
+        quiet_too_long = time.monotonic() - self.last_line_at >= HEARTBEAT_S
+        if deploy.rounds > 0 and (
+            (new_round and (self.live or changed or quiet_too_long))
+            or (changed and deploy.state == "watching")
+        ):
+            self._print(self._round_line(deploy, rules))
+        elif quiet_too_long and deploy.state == "watching" and not self.live:
+            self._print(f"  still watching: round {deploy.rounds}, {_left(deploy)}")
+        elif deploy.state == "scheduled" and deploy.state != self.state:
+            self._print(f"  scheduled: the first round starts at {hms(deploy.deployed_at)}")
+        self.rounds, self.outcomes, self.state = deploy.rounds, outcomes, deploy.state
+        if deploy.state in ("watching", "scheduled"):
+            self.frame = (self.frame + 1) % len(_SPINNER)
+            where = f"round {deploy.rounds}" if deploy.rounds else "waiting for round 1"
+            self._status(f"  {_SPINNER[self.frame]} {deploy.state} · {where} · {_left(deploy)}")
+        else:
+            self._clear_status()
+
+    def _round_line(self, deploy: Deploy, rules: Sequence[RuleResult]) -> str:
+        head = f"  round {deploy.rounds:>3}"
+        if not rules:
+            return f"{head}  {self.style.dim('no rules judged yet')}"
+        parts = [
+            f"{self.style.outcome(r.outcome)} {r.name} {_value(r.metric, r.observed)}"
+            + (f" ({r.threshold})" if r.threshold else "")
+            for r in rules
+        ]
+        if len(parts) <= 3:
+            return f"{head}  " + "   ".join(parts)
+        return head + "".join(f"\n      {p}" for p in parts)
+
+    def finish(self) -> None:
+        self._clear_status()
+
+
+def summary(deploy: Deploy, style: Style) -> str:
+    headline = {
+        "passed": "passed: no rule failed during the window",
+        "failed": "failed: the verdict failed and no rollback was delivered",
+        "rolled_back": "rolled back: the rollback webhook accepted the request",
+        "inconclusive": "inconclusive: no rule had data to judge",
+        "cancelled": "cancelled: no verdict (exit 3)",
+        "superseded": "superseded by a newer deploy: no verdict (exit 3)",
+    }.get(deploy.state, deploy.state)
+    return f"\n{style.state(deploy.state, headline)}\n\n{details(deploy, style)}"
+
+
+def print_json(data: Deploy | list[Deploy] | dict[str, Any]) -> None:
+    if isinstance(data, Deploy):
+        payload: Any = data.model_dump(mode="json", by_alias=True)
+    elif isinstance(data, list):
+        payload = [d.model_dump(mode="json", by_alias=True) for d in data]
+    else:
+        payload = data
+    print(json.dumps(payload, indent=2, ensure_ascii=False), flush=True)
+
+
+def deploys_table(deploys: Sequence[Deploy], style: Style) -> str:
+    rows = []
+    for d in deploys:
+        reason = d.verdict.reason if d.verdict is not None else ""
+        rows.append(
+            [
+                d.id,
+                d.environment,
+                d.version,
+                d.state,
+                str(d.rounds),
+                hms(d.deployed_at),
+                d.verdict.outcome if d.verdict is not None else "—",
+                reason,
+            ]
+        )
+    text = table(
+        ["id", "environment", "version", "state", "rounds", "deployed", "verdict", "reason"],
+        rows,
+        [30, 24, 24, 12, 6, 24, 12, 60],
+    )
+    if style.color:
+        lines = text.splitlines()
+        for i, d in enumerate(deploys, start=1):
+            lines[i] = lines[i].replace(f"  {d.state} ", f"  {style.state(d.state)} ", 1)
+        text = "\n".join(lines)
+    return text

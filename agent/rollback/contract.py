@@ -1,0 +1,115 @@
+"""The rollback webhook's contract (contract §3): its body, signature and intent. Pure.
+
+What it must not do: any I/O, or read a clock (times are given). Delivery, with its
+retries and crash safety, is `agent.rollback.delivery`; receivers can verify with
+`verify` exactly as Postflight signs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from agent.records import DeployWindow, RollbackIntent
+from common.jsonsafe import json_safe
+from common.times import rfc3339
+
+BREACH_KEYS = ("rule", "source", "metric", "observed", "baseline", "threshold", "detail")
+"""The contract's breach fields, in the order the body carries them."""
+
+
+def _breach(item: Mapping[str, Any]) -> dict[str, Any]:
+    """One breach with exactly the contract's fields, in its order.
+
+    Accepts the API's rule shape too (`name` for `rule`), so a caller can pass a
+    verdict's failing rules as they are; anything else (outcome, evidence, link)
+    is not part of the webhook and is left out.
+    """
+    out: dict[str, Any] = {}
+    for key in BREACH_KEYS:
+        value = item.get(key)
+        if key == "rule" and value is None:
+            value = item.get("name")
+        out[key] = json_safe(value)
+    return out
+
+
+def rollback_body(
+    window: DeployWindow, reason: str, breaches: Iterable[Mapping[str, Any]], requested_at: float
+) -> str:
+    """The exact JSON body of the rollback webhook: compact, keys in the contract's order.
+
+    Computed once and stored with the intent; every attempt sends these bytes, so
+    a receiver can compare retries byte for byte.
+    """
+    body = {
+        "event": "rollback",
+        "deploy": {
+            "id": window.id,
+            "environment": window.environment,
+            "version": window.version,
+            "previous_version": window.previous_version,
+            "commit": window.commit,
+            "labels": dict(window.labels),
+            "deployed_at": rfc3339(window.deployed_at, millis=False),
+        },
+        "reason": reason,
+        "breaches": [_breach(b) for b in breaches],
+        "requested_at": rfc3339(requested_at, millis=False),
+    }
+    return json.dumps(body, separators=(",", ":"), allow_nan=False)
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """`sha256=<lowercase hex of HMAC-SHA256(secret, "<timestamp>.<raw body>")>`.
+
+    The timestamp is inside the MAC so a receiver can refuse replays of an old
+    request by its age.
+    """
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
+    """Check a signature the way a receiver should (constant-time compare)."""
+    try:
+        ts = int(timestamp)
+    except ValueError:
+        return False
+    return hmac.compare_digest(sign(secret, ts, body), signature)
+
+
+def rollback_intent(
+    window: DeployWindow,
+    reason: str,
+    breaches: Iterable[Mapping[str, Any]],
+    requested_at: float,
+    *,
+    dry_run: bool = False,
+) -> RollbackIntent:
+    """The intent to store with the failed verdict (`Store.finish_window(rollback=…)`).
+
+    `dry_run` gives a `skipped` intent: the API shows what would have been sent,
+    nothing ever is (`pending_rollbacks` never returns it).
+    """
+    body = rollback_body(window, reason, breaches, requested_at)
+    if dry_run:
+        return skipped_intent(window.id, body, requested_at)
+    return RollbackIntent(
+        window_id=window.id, state="pending", body=body, requested_at=requested_at
+    )
+
+
+def skipped_intent(window_id: str, body: str, requested_at: float) -> RollbackIntent:
+    """A rollback the environment's `dry_run` kept from being sent."""
+    return RollbackIntent(
+        window_id=window_id,
+        state="skipped",
+        body=body,
+        requested_at=requested_at,
+        finished_at=requested_at,
+        last_error="dry run: the webhook was not called",
+    )

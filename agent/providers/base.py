@@ -43,8 +43,11 @@ class Provider(Protocol):
         self, rule: Rule, scope: DeployScope, period: Period, release: str | None
     ) -> Observation: ...
 
-    async def mark(self, scope: DeployScope, event: Literal["deploy", "rollback"]) -> None:
-        """Record a deploy marker (Sentry deploy, New Relic change event) if enabled."""
+    async def mark(self, scope: DeployScope, event: Literal["deploy", "rollback"]) -> str | None:
+        """Record a deploy marker (Sentry deploy, New Relic change event) if enabled.
+
+        Never raises; a marker that could not be recorded returns one message saying
+        why (naming the missing permission), which the watcher sends as an alert."""
         ...
 
     def link(

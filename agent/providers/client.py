@@ -213,7 +213,7 @@ class HttpProvider:
             return Observation(value=None, error=message)
         return await self._single_flight(plan, rule.name)
 
-    async def mark(self, scope: DeployScope, event: Literal["deploy", "rollback"]) -> None:
+    async def mark(self, scope: DeployScope, event: Literal["deploy", "rollback"]) -> str | None:
         """No markers unless a provider supports and enables them."""
         return None
 
@@ -422,25 +422,20 @@ class HttpProvider:
                 seconds
             )
 
-    async def _guarded_mark(self, what: str, work: Callable[[float], Awaitable[None]]) -> None:
-        """Run a marker write within the budget; log and count failures, never raise."""
+    async def _guarded_mark(
+        self, what: str, work: Callable[[float], Awaitable[None]]
+    ) -> str | None:
+        """Run a marker write within the budget; never raise. A failure is logged,
+        counted, and returned as one message for an alert."""
         started = time.perf_counter()
+        message: str | None = None
         try:
             async with asyncio.timeout(self.timeout):
                 await work(asyncio.get_running_loop().time() + self.timeout)
         except ProviderError as exc:
-            log.warning(
-                "%s: %s marker not recorded: %s", self.name, what, self.mask_secrets(str(exc))
-            )
-            self._count("error", time.perf_counter() - started)
+            message = self.mask_secrets(str(exc))
         except TimeoutError:
-            log.warning(
-                "%s: %s marker not recorded: no answer within %s",
-                self.name,
-                what,
-                format_duration(self.timeout),
-            )
-            self._count("error", time.perf_counter() - started)
+            message = f"no answer within {format_duration(self.timeout)}"
         except Exception as exc:
             log.error(
                 "%s: %s marker failed unexpectedly: %s",
@@ -448,9 +443,13 @@ class HttpProvider:
                 what,
                 self.redact(f"{type(exc).__name__}: {exc}"),
             )
-            self._count("error", time.perf_counter() - started)
-        else:
-            self._count("ok", time.perf_counter() - started)
+            message = f"unexpected failure ({type(exc).__name__})"
+        self._count("ok" if message is None else "error", time.perf_counter() - started)
+        if message is None:
+            return None
+        message = f"{self.title} {what} marker not recorded: {message}"
+        log.warning("%s: %s", self.name, message)
+        return message
 
 
 def _failed(task: asyncio.Task[Observation]) -> bool:

@@ -20,12 +20,17 @@ rule needs one number):
 
 Failures: GraphQL `errors` inside an HTTP 200 are a bad query ("NRQL rejected: …",
 not retried) unless their `errorClass` is TIMEOUT, INTERNAL_SERVER_ERROR,
-SERVER_ERROR or TOO_MANY_REQUESTS (retried, as New Relic's own Go client does). At
-most 25 requests are in flight: NerdGraph's per-user concurrency limit.
+SERVER_ERROR or TOO_MANY_REQUESTS (retried, as New Relic's own Go client does).
+Deprecation notices ("This field is deprecated! …") that come with data are
+warnings, logged, and the data is used (the Go client's `IsDeprecated`,
+internal/http/graphql.go). At most 25 requests are in flight: NerdGraph's per-user
+concurrency limit.
 
 Markers: `changeTrackingCreateEvent` (the docs call `changeTrackingCreateDeployment`
 legacy) on the entity `baseline.newrelic.entity_guid`, else the APM app named
-`baseline.newrelic.app_name`.
+`baseline.newrelic.app_name` in the configured account (`accountId` is part of the
+entity search: the same app name in two accounts would match two entities, and the
+mutation would fail). A failure is one message for an alert.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ from agent.providers.provider_settings import NewRelicSettings
 
 log = logging.getLogger(__name__)
 
+DEPRECATION_PREFIX = "This field is deprecated!"
+"""How NerdGraph words a deprecation warning (newrelic-client-go IsDeprecated)."""
 RETRIED_ERROR_CLASSES = frozenset(
     {"TIMEOUT", "INTERNAL_SERVER_ERROR", "SERVER_ERROR", "TOO_MANY_REQUESTS"}
 )
@@ -70,6 +77,10 @@ NRQL_QUERY = (
 
 class _Loose(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+
+class KeyRejected(ProviderError):
+    """The API key was refused (401/403 or BAD_API_KEY): a permission, not a query."""
 
 
 class GraphQLError(_Loose):
@@ -223,7 +234,9 @@ class NewRelicProvider(HttpProvider):
 
         return Plan(key=("nrql", nrql), query=nrql, run=run, seconds=period_seconds(period))
 
-    async def _graphql(self, query: str, variables: dict[str, Any], deadline: float) -> Any:
+    async def _graphql(
+        self, query: str, variables: dict[str, Any], deadline: float, *, what: str = "NRQL"
+    ) -> Any:
         answer = await self.send(
             "POST",
             self.config.api_url,
@@ -231,7 +244,7 @@ class NewRelicProvider(HttpProvider):
             json_body={"query": query, "variables": variables},
         )
         if answer.status in (401, 403):
-            raise ProviderError(f"New Relic API key rejected ({answer.status})")
+            raise KeyRejected(f"New Relic API key rejected ({answer.status})")
         body = answer.json(self.title)
         if not 200 <= answer.status < 300:
             first = self.redact(_first_error(body))
@@ -239,14 +252,20 @@ class NewRelicProvider(HttpProvider):
                 f"New Relic answered {answer.status}" + (f": {first}" if first else "")
             )
         parsed = parse_model(GraphQLAnswer, body, self.title)
-        if parsed.errors:
-            error = parsed.errors[0]
+        errors = parsed.errors or []
+        warnings = [e for e in errors if e.message.startswith(DEPRECATION_PREFIX)]
+        if warnings and len(warnings) == len(errors) and parsed.data is not None:
+            for warning in warnings:
+                log.warning("newrelic: NerdGraph warns: %s", self.redact(shorten(warning.message)))
+            errors = []
+        if errors:
+            error = errors[0]
             if error.error_class in ("BAD_API_KEY", "UNAUTHENTICATED", "FORBIDDEN"):
-                raise ProviderError(f"New Relic API key rejected ({error.error_class})")
+                raise KeyRejected(f"New Relic API key rejected ({error.error_class})")
             if error.error_class in RETRIED_ERROR_CLASSES:
                 raise ProviderError(f"New Relic answered {error.error_class}")
             message = self.redact(shorten(error.message)) or "no message"
-            raise ProviderError(f"NRQL rejected: {message}")
+            raise ProviderError(f"{what} rejected: {message}")
         if parsed.data is None:
             raise ProviderError("unexpected answer from New Relic (no data)")
         return parsed.data
@@ -280,22 +299,20 @@ class NewRelicProvider(HttpProvider):
 
     # -- markers ------------------------------------------------------------------------
 
-    async def mark(self, scope: DeployScope, event: Literal["deploy", "rollback"]) -> None:
-        """A change-tracking deployment event on the app; never raises."""
+    async def mark(self, scope: DeployScope, event: Literal["deploy", "rollback"]) -> str | None:
+        """A change-tracking deployment event on the app; never raises (a failure is
+        returned as one message for an alert)."""
         if not self.config.markers:
-            return
+            return None
         target = scope.baseline.newrelic
         if target is None or not (target.entity_guid or target.app_name):
-            log.warning(
-                "newrelic: no change marker: environments.%s.baseline.newrelic has"
-                " neither entity_guid nor app_name",
-                scope.environment,
+            message = (
+                f"New Relic {event} marker not recorded: environments.{scope.environment}"
+                ".baseline.newrelic has neither entity_guid nor app_name"
             )
-            return
-        if target.entity_guid:
-            search = f"id = '{_nrql_quote(target.entity_guid)}'"
-        else:
-            search = f"name = '{_nrql_quote(target.app_name or '')}' AND domain = 'APM'"
+            log.warning("newrelic: %s", message)
+            return message
+        search = entity_search(target.entity_guid, target.app_name, self.config.account_id)
         if event == "deploy":
             version = scope.version
             description = f"Postflight is watching {scope.version} ({scope.deploy_id})"
@@ -318,9 +335,28 @@ class NewRelicProvider(HttpProvider):
         )
 
         async def work(deadline: float) -> None:
-            await self._graphql(mutation, {}, deadline)
+            try:
+                await self._graphql(mutation, {}, deadline, what="change-tracking event")
+            except KeyRejected as exc:
+                raise ProviderError(
+                    f"{exc}: markers need a User key (NRAK-…) allowed to write change"
+                    f" tracking in account {self.config.account_id}"
+                ) from None
+            except ProviderError as exc:
+                raise ProviderError(f"{exc} (entity search: {search})") from None
 
-        await self._guarded_mark(event, work)
+        return await self._guarded_mark(event, work)
+
+
+def entity_search(entity_guid: str | None, app_name: str | None, account_id: int) -> str:
+    """The marker's entity search: the GUID, else the APM app of that name in this
+    account (one entity, never the same name in another account)."""
+    if entity_guid:
+        return f"id = '{_nrql_quote(entity_guid)}'"
+    return (
+        f"name = '{_nrql_quote(app_name or '')}' AND domain = 'APM'"
+        f" AND accountId = {int(account_id)}"
+    )
 
 
 def _nrql_quote(text: str) -> str:

@@ -14,10 +14,18 @@ windowed expression overlap and are strongly autocorrelated, and a rank test tha
 took them for independent samples would be wildly overconfident. Counts are not
 available either: PromQL returns numbers, not the events behind them.
 
+Prometheus refuses a range of more than 11,000 points per series (400 bad_data,
+"exceeded maximum resolution", web/api/v1/api.go): the default step (period /
+`max_points`, `max_points` ≤ 11,000) never gets there; an explicit `step` that would
+is refused here, before any request, with the smallest step that fits. `step` is sent
+as exact decimal seconds (milliseconds at most), never in exponent notation.
+
 Answers: a matrix (or vector/scalar from API-compatible servers) with exactly one
 series; none means no data (`value=None`, no error), several is a configuration
-error ("aggregate it"). `errorType` bad_data/execution → "PromQL rejected: …" (not
-retried); 503 and other 5xx, 429 and timeouts are retried.
+error ("aggregate it"). A series of native histograms only (`histograms` instead of
+`values`, docs/querying/api.md) is refused with what to wrap it in: a rule needs a
+number. `errorType` bad_data/execution → "PromQL rejected: …" (not retried); 503 and
+other 5xx, 429 and timeouts are retried.
 """
 
 from __future__ import annotations
@@ -43,8 +51,11 @@ from agent.providers.client import (
     shorten,
 )
 from agent.providers.provider_settings import PrometheusSettings
+from common.durations import format_duration
 
 MIN_STEP = 1.0
+MAX_POINTS = 11_000
+"""Prometheus' limit on (end - start) / step for one query_range (web/api/v1/api.go)."""
 
 
 class _Loose(BaseModel):
@@ -64,12 +75,29 @@ class PrometheusAnswer(_Loose):
 
 
 def range_for(period: Period, step: float | None, max_points: int) -> tuple[float, float, float]:
-    """(start, end, step) of the evaluations: steps end exactly at the period's end."""
+    """(start, end, step) of the evaluations: steps end exactly at the period's end.
+
+    The default step is rounded up to the millisecond (so it never makes more than
+    `max_points` steps); an explicit step over more than 11,000 points is refused."""
     duration = max(0.0, period.end - period.start)
-    step = step or max(MIN_STEP, duration / max_points)
-    step = round(step, 3)
+    explicit = step is not None and step > 0
+    if step is None or step <= 0:
+        step = max(MIN_STEP, math.ceil(duration / max_points * 1000) / 1000)
+    step = max(0.001, round(step, 3))
     whole = math.floor(duration / step + 1e-9)
+    if whole > MAX_POINTS:
+        smallest = math.ceil(duration / MAX_POINTS)
+        raise ProviderError(
+            f"step {step_text(step)}s over a {format_duration(duration)} period is {whole:,}"
+            f" points; Prometheus allows {MAX_POINTS:,} per query: set providers.prometheus"
+            f".step to {smallest}s or more" + (" (or shorten the lookback)" if explicit else "")
+        )
     return period.end - whole * step, period.end, step
+
+
+def step_text(step: float) -> str:
+    """Seconds as Prometheus parses them, exactly: `1000`, `2.5`, `0.001` (never `1e+03`)."""
+    return f"{step:.3f}".rstrip("0").rstrip(".")
 
 
 def _finite(value: Any) -> float | None:
@@ -98,7 +126,15 @@ def points_of(data: _Data) -> list[float] | None:
     series = result[0]
     if not isinstance(series, dict):
         raise ProviderError("unexpected answer from Prometheus (series is not an object)")
-    raw = series.get("values") if kind == "matrix" else [series.get("value")]
+    raw = series.get("values") if kind == "matrix" else series.get("value")
+    if raw is None and ("histograms" in series or "histogram" in series):
+        raise ProviderError(
+            "PromQL returned native histograms; a rule needs a number: wrap the query in"
+            " histogram_quantile(0.95, …), histogram_count(…), histogram_sum(…) or"
+            " histogram_avg(…)"
+        )
+    if kind == "vector":
+        raw = [raw]
     if not isinstance(raw, list):
         raise ProviderError("unexpected answer from Prometheus (no values)")
     points: list[float] = []
@@ -142,7 +178,7 @@ class PrometheusProvider(HttpProvider):
                 ("query", query),
                 ("start", f"{start:.3f}"),
                 ("end", f"{end:.3f}"),
-                ("step", f"{step:g}"),
+                ("step", step_text(step)),
                 # Prometheus durations take whole units: 2500ms, never 2.5s
                 ("timeout", f"{max(1, round(self.attempt_timeout * 1000))}ms"),
             ]

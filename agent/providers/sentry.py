@@ -5,36 +5,57 @@ I/O edge: turns Sentry's REST API into `Observation`s; no judging here.
 Endpoints and datasets, and why:
 
 - `GET /api/0/organizations/{org}/events/` (the public "query Discover events in
-  table format" endpoint) with public datasets only. The `transactions` and
-  `discover` datasets left the public spec in 2026-05 (the code still accepts them,
-  for now); transactions live on as spans with `is_transaction:true` in `spans`.
+  table format" endpoint) with public datasets only. In the published schema
+  (getsentry/sentry-api-schema) `dataset` appeared on 2026-01-14 (`logs`,
+  `profile_functions`, `spans`, `uptime_results`); `errors`, `discover` and
+  `transactions` were added on 2026-05-04 and `discover`/`transactions` dropped on
+  2026-05-08 (the code still accepts them, for now); transactions live on as spans
+  with `is_transaction:true` in `spans`.
   * `error_count`: dataset `errors`, `count()`: error events.
-  * `error_rate`: dataset `spans`, `count()` and `failure_rate()` where
-    `is_transaction:true`: the share of transactions that ended in an error status,
-    with the transaction count behind it, so the judge can test proportions.
-  * `p95_duration`: dataset `spans`, `count()` and `p95(span.duration)` where
-    `is_transaction:true` (milliseconds → seconds), plus up to `sample_limit`
-    recent `span.duration` values (pages of 100, Link-header cursors) so the judge
-    can compare distributions with a rank test.
+  * `error_rate`: dataset `spans`, `count()`, `count_sample()` and `failure_rate()`
+    where `is_transaction:true`: the share of transactions that ended in an error
+    status, with the sample behind it, so the judge can test proportions.
+  * `p95_duration`: dataset `spans`, `count()`, `count_sample()` and
+    `p95(span.duration)` where `is_transaction:true` (milliseconds → seconds), plus
+    up to `sample_limit` recent `span.duration` values (pages of 100, Link-header
+    cursors) so the judge can compare distributions with a rank test.
 - `GET /api/0/organizations/{org}/sessions/` (release health, public) for
   `crash_free_rate`: `crash_free_rate(session)` and `sum(session)` (decrease is
-  bad). Sessions have a 1 h minimum interval, so Sentry widens a short period to
-  whole hours: filter by release (the default) for a clean comparison.
-- Not `events-stats` (undocumented) nor `events-timeseries` (a series; a table
-  answer with one aggregate row is all a rule needs).
+  bad). Sessions have a 1 h minimum interval and Sentry widens a period to whole
+  hours, answering the `start`/`end` it used: the baseline asks for the whole hours
+  before the deploy's hour (so it never overlaps the current period, which Sentry
+  starts at that hour) and each observation is stamped with the length Sentry
+  answered for (up to the period's end: no data exists past now).
 
-Scope: project (slug resolved once to its id via `GET /api/0/projects/{org}/{slug}/`),
-environment, and the release (`release:"v2.4.1"`; the previous release for the
-baseline, the new one for the current period). With no release the period alone
-separates before from after.
+Sampling: `spans` aggregates are extrapolated from sampled traces (Sentry docs
+"Extrapolation"; `count()` is the estimate, `count_sample()` the spans stored). The
+judge's tests must see the sample, not the estimate, or a 10% trace sample rate makes
+them ten times overconfident: `total` is `count_sample()` and `count` the failures
+among them (`failure_rate()` is a weighted share, the same for a uniform rate). When
+the two differ the observation's query says so ("sampled: …"), which the evidence
+shows.
+- `GET …/events-timeseries/` (public) for an `error_rate` baseline only:
+  `failure_rate()` per bucket (a minute for a 1 h lookback, at most 120 buckets) with
+  the spans stored in each (`sampleCount`), pooled by `agent.analysis.observe.merge`
+  into the same figure plus how bursty failures are across buckets
+  (`Observation.periods`, `dispersion`), which the sequential test discounts by. Any
+  trouble there leaves the single table figure. Not `events-stats` (undocumented).
+
+Scope: project (resolved once, id or slug, via `GET /api/0/projects/{org}/{project}/`:
+reads filter by its id, markers name its slug), environment (one Sentry has never
+seen answers 404: "no data yet", inconclusive), and the release (`release:"v2.4.1"`;
+the previous release for the baseline, the new one for the current period). With no
+release the period alone separates before from after.
 
 Pagination follows the `cursor` of the `rel="next"` Link entry on the same URL and
 parameters, never the URL in the header: the bearer token must not follow a host
 named by an answer. 429 waits until `X-Sentry-Rate-Limit-Reset` when that fits in
 the fetch's budget (self-hosted Sentry sends no such headers: backoff then).
 
-Markers: `POST …/releases/{version}/deploys/`, creating the release first
-(`POST …/releases/`) when Sentry answers 404.
+Markers: `POST …/releases/` with the project's slug first (creates the release, or
+adds the project to an existing one: Sentry refuses a deploy of a project the release
+lacks, "Invalid projects"), then `POST …/releases/{version}/deploys/`. A failure is
+one message naming what is missing (the `project:releases` scope, most often).
 """
 
 from __future__ import annotations
@@ -45,11 +66,14 @@ import logging
 import math
 import re
 import time
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
+from agent.analysis.observe import merge
 from agent.analysis.types import Observation, Rule
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period
@@ -72,6 +96,12 @@ from common.times import rfc3339
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 100
+BUCKETS = 120
+"""At most this many baseline buckets (events-timeseries), so burstiness is measured."""
+BUCKET_SECONDS = (60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400)
+"""Sentry's timeseries intervals; the baseline takes the shortest giving ≤ BUCKETS."""
+SESSION_INTERVAL = 3600.0
+"""Release health's minimum (and our) interval: Sentry answers whole hours."""
 UNIT_SECONDS = {"nanosecond": 1e-9, "microsecond": 1e-6, "millisecond": 1e-3, "second": 1.0}
 TRANSACTIONS = "is_transaction:true"
 
@@ -93,14 +123,41 @@ class EventsAnswer(_Loose):
 class _SessionGroup(_Loose):
     by: dict[str, Any] = {}
     totals: dict[str, float | None] = {}
+    series: dict[str, list[float | None]] = {}
 
 
 class SessionsAnswer(_Loose):
     groups: list[_SessionGroup]
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+class _TimeseriesValue(_Loose):
+    timestamp: float
+    value: float | None = None
+    sampleCount: float | None = None
+
+
+class _TimeSeries(_Loose):
+    yAxis: str
+    values: list[_TimeseriesValue]
+
+
+class TimeseriesAnswer(_Loose):
+    timeSeries: list[_TimeSeries]
 
 
 class _Project(_Loose):
     id: str | int
+    slug: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectRef:
+    """A Sentry project as both of its names: reads filter by id, markers by slug."""
+
+    id: str
+    slug: str
 
 
 _LINK = re.compile(r"<([^>]*)>((?:\s*;\s*[\w-]+\s*=\s*(?:\"[^\"]*\"|[^;,]*))*)")
@@ -147,6 +204,104 @@ def _to_seconds(value: float, unit: Any) -> float:
     return value * UNIT_SECONDS.get(str(unit), 1e-3)  # Sentry durations: milliseconds
 
 
+def sample_size(row: dict[str, Any]) -> tuple[int, float]:
+    """(spans stored, transactions they stand for) of a `spans` aggregate row.
+
+    `count()` is extrapolated from sampled traces; `count_sample()` is what was
+    stored. An answer without `count_sample()` (an older Sentry) is taken as
+    unsampled."""
+    estimate = _number(row, "count()") or 0.0
+    stored = _number(row, "count_sample()") if "count_sample()" in row else None
+    if stored is None:
+        return round(estimate), estimate
+    return round(stored), max(estimate, stored)
+
+
+def sampled_note(stored: int, estimate: float) -> str:
+    """What the evidence says of a sampled answer; "" when nothing was sampled."""
+    if stored <= 0 or estimate <= stored * 1.001:
+        return ""
+    return (
+        f" (sampled: {stored:,} stored transactions stand for ~{estimate:,.0f},"
+        f" {stored / estimate:.1%}; the tests count the {stored:,})"
+    )
+
+
+def rate_observation(row: dict[str, Any], shown: str) -> Observation:
+    """`error_rate` from a `spans` row: the sample behind `failure_rate()`, not the
+    extrapolated count (see the module docstring). Pure."""
+    stored, estimate = sample_size(row)
+    rate = _number(row, "failure_rate()")
+    shown += sampled_note(stored, estimate)
+    if stored == 0 or rate is None:
+        return Observation(value=None, count=0, total=stored, query=shown)
+    return Observation(value=rate, count=round(rate * stored), total=stored, query=shown)
+
+
+def bucket_seconds(period: Period) -> int:
+    """The baseline's bucket: Sentry's shortest interval giving at most BUCKETS."""
+    length = period.end - period.start
+    return next((b for b in BUCKET_SECONDS if length / b <= BUCKETS), BUCKET_SECONDS[-1])
+
+
+def rate_buckets(answer: TimeseriesAnswer, seconds: float) -> list[Observation] | None:
+    """`failure_rate()` per bucket with the spans stored in it (`sampleCount`), as
+    observations; None when Sentry gave no sample counts (nothing to weigh)."""
+    series = next((t for t in answer.timeSeries if t.yAxis == "failure_rate()"), None)
+    if series is None or any(v.sampleCount is None for v in series.values):
+        return None
+    buckets = []
+    for point in series.values:
+        n = round(point.sampleCount or 0)
+        rate = point.value if n and point.value is not None else None
+        count = round(rate * n) if rate is not None else 0
+        buckets.append(Observation(value=rate, count=count, total=n, seconds=seconds))
+    return buckets
+
+
+def bucketed_baseline(whole: Observation, buckets: list[Observation] | None) -> Observation:
+    """The baseline as its buckets pooled (`merge`: the same rate and counts, plus the
+    number of periods and how bursty failures are across them, which the sequential
+    test discounts by); the single figure when there are fewer than two buckets with
+    data or they do not add up to it. Pure."""
+    usable = [b for b in buckets or () if b.has_data]
+    if len(usable) < 2 or not whole.has_data or whole.total is None:
+        return whole
+    pooled = merge(usable)
+    if abs((pooled.total or 0) - whole.total) > 0.01 * whole.total:
+        return whole  # not the same spans (over 1% apart): keep the table's figure
+    return replace(whole, periods=pooled.periods, dispersion=pooled.dispersion)
+
+
+def session_buckets(group: _SessionGroup) -> list[Observation]:
+    """Each hour of a sessions answer's `series` as an observation (the hours of a long
+    baseline measure how bursty crashes are, as the spans' buckets do)."""
+    rates = group.series.get("crash_free_rate(session)") or []
+    counts = group.series.get("sum(session)") or []
+    buckets = []
+    for rate, n in zip(rates, counts, strict=False):
+        total = round(n or 0)
+        if rate is None or not total:
+            buckets.append(Observation(value=None, count=0, total=total))
+            continue
+        buckets.append(
+            Observation(value=rate, count=round(rate * total), total=total, seconds=3600.0)
+        )
+    return buckets
+
+
+def session_span(period: Period, deployed_at: float) -> Period:
+    """The period to ask release health for. Sentry widens it to whole hours, so a
+    period that ends by the deploy asks for the whole hours before the deploy's hour
+    (at least one), where the current period (widened down to that hour) never
+    reaches; a current period is asked as it is."""
+    if period.end > deployed_at + 1e-6:
+        return period
+    end = math.floor(period.end / SESSION_INTERVAL) * SESSION_INTERVAL
+    start = math.floor(period.start / SESSION_INTERVAL) * SESSION_INTERVAL
+    return Period(min(start, end - SESSION_INTERVAL), end)
+
+
 class SentryProvider(HttpProvider):
     """Sentry over its REST API (sentry.io, a region host, or self-hosted)."""
 
@@ -161,7 +316,7 @@ class SentryProvider(HttpProvider):
         self.config = config
         self._api_root = config.base_url.rstrip("/") + "/api/0"
         self._org = quote(config.org, safe="")
-        self._project_ids: dict[str, str] = {}
+        self._projects: dict[str, ProjectRef] = {}
         self._project_lock = asyncio.Lock()
 
     def default_headers(self) -> dict[str, str]:
@@ -189,24 +344,27 @@ class SentryProvider(HttpProvider):
         metric = rule.metric
         key = (metric, target.project, target.environment, release, period.start, period.end)
         where = release_filter(release)
+        baseline = period.end <= scope.deployed_at + 1e-6  # the lookback, before the deploy
         fields: tuple[str, ...]
         if metric == "error_count":
             fields = ("count()",)
             dataset, query = "errors", where
         elif metric == "error_rate":
-            fields = ("count()", "failure_rate()")
+            fields = ("count()", "count_sample()", "failure_rate()")
             dataset, query = "spans", f"{TRANSACTIONS} {where}".strip()
         elif metric == "p95_duration":
-            fields = ("count()", "p95(span.duration)")
+            fields = ("count()", "count_sample()", "p95(span.duration)")
             dataset, query = "spans", f"{TRANSACTIONS} {where}".strip()
         elif metric == "crash_free_rate":
             fields = ("crash_free_rate(session)", "sum(session)")
             shown = self._shown("sessions", None, fields, where, target)
+            asked = session_span(period, scope.deployed_at)
             return Plan(
                 key=key,
                 query=shown,
-                run=lambda deadline: self._crash_free(target, period, where, deadline),
-                seconds=period_seconds(period),
+                run=lambda deadline: self._crash_free(
+                    target, asked, period, where, deadline, baseline=baseline
+                ),
             )
         else:
             raise ProviderError(
@@ -217,41 +375,42 @@ class SentryProvider(HttpProvider):
 
         async def run(deadline: float) -> Observation:
             samples: asyncio.Task[tuple[float, ...]] | None = None
+            buckets: asyncio.Task[list[Observation] | None] | None = None
             if metric == "p95_duration" and self.config.sample_limit > 0:
                 # pages start alongside the aggregate: one round trip less per round
                 samples = asyncio.create_task(
                     self._duration_samples(target, period, query, deadline)
                 )
+            if metric == "error_rate" and baseline:
+                buckets = asyncio.create_task(self._rate_buckets(target, period, query, deadline))
             try:
                 row, units = await self._aggregate(target, period, dataset, fields, query, deadline)
-                total = _number(row, "count()")
-                n_total = int(total or 0)
                 if metric == "error_count":
-                    return Observation(value=float(n_total), count=n_total, query=shown)
+                    n_errors = int(_number(row, "count()") or 0)  # errors are not trace-sampled
+                    return Observation(value=float(n_errors), count=n_errors, query=shown)
                 if metric == "error_rate":
-                    rate = _number(row, "failure_rate()")
-                    if n_total == 0 or rate is None:
-                        return Observation(value=None, count=0, total=n_total, query=shown)
-                    return Observation(
-                        value=rate, count=round(rate * n_total), total=n_total, query=shown
-                    )
+                    observed = rate_observation(row, shown)
+                    return bucketed_baseline(observed, await buckets) if buckets else observed
+                stored, estimate = sample_size(row)
+                noted = shown + sampled_note(stored, estimate)
                 p95 = _number(row, "p95(span.duration)")
                 values = await samples if samples is not None else ()
-                if p95 is None or n_total == 0:
-                    return Observation(value=None, count=n_total, total=n_total, query=shown)
+                if p95 is None or stored == 0:
+                    return Observation(value=None, count=stored, total=stored, query=noted)
                 return Observation(
                     value=_to_seconds(p95, units.get("p95(span.duration)")),
-                    count=n_total,
-                    total=n_total,
+                    count=stored,
+                    total=stored,
                     values=values,
                     quantile=0.95,
-                    query=shown,
+                    query=noted,
                 )
             finally:
-                if samples is not None and not samples.done():
-                    samples.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await samples
+                for task in (samples, buckets):
+                    if task is not None and not task.done():
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
 
         return Plan(key=key, query=shown, run=run, seconds=period_seconds(period))
 
@@ -287,7 +446,7 @@ class SentryProvider(HttpProvider):
         self, target: SentryScope, period: Period, query: str, deadline: float
     ) -> list[tuple[str, str]]:
         start, end = _span(period)
-        params = [("project", await self._project_id(target.project, deadline))]
+        params = [("project", (await self._project(target.project, deadline)).id)]
         if target.environment:
             params.append(("environment", target.environment))
         if query:
@@ -307,11 +466,39 @@ class SentryProvider(HttpProvider):
         params = [("dataset", dataset), *[("field", f) for f in fields]]
         params += await self._common_params(target, period, query, deadline)
         params.append(("per_page", "1"))
-        data, _ = await self._get_json(f"/organizations/{self._org}/events/", params, deadline)
+        data, _ = await self._get_json(
+            f"/organizations/{self._org}/events/", params, deadline, environment=target.environment
+        )
         answer = parse_model(EventsAnswer, data, self.title)
         if not answer.data:
             return {f: None for f in fields}, answer.meta.units
         return answer.data[0], answer.meta.units
+
+    async def _rate_buckets(
+        self, target: SentryScope, period: Period, query: str, deadline: float
+    ) -> list[Observation] | None:
+        """The baseline's failure rate per bucket (`events-timeseries`); None on any
+        trouble: the buckets only refine the baseline, the table answer is the figure."""
+        seconds = bucket_seconds(period)
+        params = [
+            ("dataset", "spans"),
+            ("yAxis", "failure_rate()"),
+            # seconds: Sentry reads it with parse_stats_period (src/sentry/utils/dates.py);
+            # the answer's timestamps are milliseconds
+            ("interval", str(seconds)),
+            *await self._common_params(target, period, query, deadline),
+        ]
+        try:
+            data, _ = await self._get_json(
+                f"/organizations/{self._org}/events-timeseries/",
+                params,
+                deadline - self.timeout * 0.1,
+                environment=target.environment,
+            )
+            return rate_buckets(parse_model(TimeseriesAnswer, data, self.title), seconds)
+        except ProviderError as exc:
+            log.info("sentry: baseline buckets unavailable: %s", self.mask_secrets(str(exc)))
+            return None
 
     async def _duration_samples(
         self, target: SentryScope, period: Period, query: str, deadline: float
@@ -341,7 +528,10 @@ class SentryProvider(HttpProvider):
                 if cursor:
                     params.append(("cursor", cursor))
                 data, answer = await self._get_json(
-                    f"/organizations/{self._org}/events/", params, page_deadline
+                    f"/organizations/{self._org}/events/",
+                    params,
+                    page_deadline,
+                    environment=target.environment,
                 )
                 page = parse_model(EventsAnswer, data, self.title)
                 unit = page.meta.units.get("span.duration")
@@ -360,46 +550,83 @@ class SentryProvider(HttpProvider):
         return tuple(values[:limit])
 
     async def _crash_free(
-        self, target: SentryScope, period: Period, where: str, deadline: float
+        self,
+        target: SentryScope,
+        asked: Period,
+        period: Period,
+        where: str,
+        deadline: float,
+        *,
+        baseline: bool,
     ) -> Observation:
+        """Crash-free rate over the whole hours Sentry answers for (`asked`, widened);
+        stamped with the length of the answer's [start, end), cut at `period`'s end. A
+        baseline also carries its hours (`bucketed_baseline`)."""
         shown = self._shown(
             "sessions", None, ("crash_free_rate(session)", "sum(session)"), where, target
         )
         params: Params = [
             ("field", "crash_free_rate(session)"),
             ("field", "sum(session)"),
-            *await self._common_params(target, period, where, deadline),
+            *await self._common_params(target, asked, where, deadline),
             ("interval", "1h"),
-            ("includeSeries", "0"),
         ]
-        data, _ = await self._get_json(f"/organizations/{self._org}/sessions/", params, deadline)
+        data, _ = await self._get_json(
+            f"/organizations/{self._org}/sessions/",
+            params,
+            deadline,
+            environment=target.environment,
+        )
         answer = parse_model(SessionsAnswer, data, self.title)
+        start = answer.start.timestamp() if answer.start else asked.start
+        end = min(answer.end.timestamp() if answer.end else asked.end, period.end)
+        seconds = max(0.0, end - start)
+        if abs(start - asked.start) > 1 or abs(end - min(asked.end, period.end)) > 1:
+            answered = f"{rfc3339(start, millis=False)}..{rfc3339(end, millis=False)}"
+            shown += f" (Sentry answered for {answered})"
         if not answer.groups:
-            return Observation(value=None, count=0, total=0, query=shown)
+            return Observation(value=None, count=0, total=0, query=shown, seconds=seconds)
         totals = answer.groups[0].totals
         rate = _number(totals, "crash_free_rate(session)")
         sessions = int(_number(totals, "sum(session)") or 0)
         if rate is None or sessions == 0:
-            return Observation(value=None, count=0, total=sessions, query=shown)
-        return Observation(value=rate, count=round(rate * sessions), total=sessions, query=shown)
+            return Observation(value=None, count=0, total=sessions, query=shown, seconds=seconds)
+        whole = Observation(
+            value=rate,
+            count=round(rate * sessions),
+            total=sessions,
+            query=shown,
+            seconds=seconds,
+        )
+        return bucketed_baseline(whole, session_buckets(answer.groups[0])) if baseline else whole
 
-    async def _project_id(self, project: str, deadline: float) -> str:
-        """The numeric id Sentry's organization endpoints filter by (cached)."""
-        if project.isdigit():
-            return project
-        if project in self._project_ids:
-            return self._project_ids[project]
+    async def _project(self, project: str, deadline: float) -> ProjectRef:
+        """The project's id and slug, asked once (`project` may be either)."""
+        if project in self._projects:
+            return self._projects[project]
         async with self._project_lock:
-            if project not in self._project_ids:
+            if project not in self._projects:
                 path = f"/projects/{self._org}/{quote(project, safe='')}/"
                 data, _ = await self._get_json(path, None, deadline, what=f"project {project!r}")
-                self._project_ids[project] = str(parse_model(_Project, data, self.title).id)
-        return self._project_ids[project]
+                found = parse_model(_Project, data, self.title)
+                self._projects[project] = ProjectRef(str(found.id), found.slug)
+        return self._projects[project]
 
     async def _get_json(
-        self, path: str, params: Params | None, deadline: float, *, what: str | None = None
+        self,
+        path: str,
+        params: Params | None,
+        deadline: float,
+        *,
+        what: str | None = None,
+        environment: str | None = None,
     ) -> tuple[Any, Answer]:
         answer = await self.send("GET", self._api_root + path, deadline=deadline, params=params)
+        if answer.status == 404 and environment:
+            # the project was found just before: the environment is what Sentry lacks
+            raise ProviderError(
+                f"no data yet for environment {environment!r}: Sentry has seen no event there (404)"
+            )
         self._raise_for_status(answer, what)
         return answer.json(self.title), answer
 
@@ -410,8 +637,11 @@ class SentryProvider(HttpProvider):
         if status == 401:
             raise ProviderError("Sentry token rejected (401)")
         if status == 403:
-            raise ProviderError("Sentry token lacks access (403): reads need org:read")
-        detail = self.redact(_detail(answer))
+            raise ProviderError(
+                "Sentry token lacks access (403): reads need the project:read scope"
+                " (and org:read) on the project"
+            )
+        detail = self.redact(error_detail(answer))
         if status == 404:
             raise ProviderError(
                 f"Sentry has no {what or f'organization {self.config.org!r}'} (404)"
@@ -446,9 +676,8 @@ class SentryProvider(HttpProvider):
         release = release if release is not None else scope.version
         start, end = _span(period)
         params: list[tuple[str, str]] = []
-        project_id = (
-            target.project if target.project.isdigit() else self._project_ids.get(target.project)
-        )
+        known = self._projects.get(target.project)
+        project_id = known.id if known else target.project if target.project.isdigit() else None
         if project_id:
             params.append(("project", project_id))
         if target.environment:
@@ -467,61 +696,94 @@ class SentryProvider(HttpProvider):
 
     # -- markers ------------------------------------------------------------------------
 
-    async def mark(self, scope: DeployScope, event: Literal["deploy", "rollback"]) -> None:
+    async def mark(self, scope: DeployScope, event: Literal["deploy", "rollback"]) -> str | None:
         """A Sentry deploy of the release now running: the new version at window
-        start, the previous one after a rollback. Never raises."""
+        start, the previous one after a rollback. Never raises: a failure is returned
+        as one message (the watcher alerts with it) naming what is missing."""
         if not self.config.markers:
-            return
+            return None
         target = scope.baseline.sentry
         if target is None:
-            log.warning(
-                "sentry: no deploy marker: environments.%s.baseline.sentry is not set",
-                scope.environment,
+            return self._marker_skipped(
+                event, f"environments.{scope.environment}.baseline.sentry is not set"
             )
-            return
         version = scope.version if event == "deploy" else scope.previous_version
         if not version:
-            log.warning("sentry: no rollback marker for %s: no previous version", scope.deploy_id)
-            return
+            return self._marker_skipped(event, "the deploy names no previous version")
         name = (
             f"postflight {scope.deploy_id}"
             if event == "deploy"
             else f"postflight rollback of {scope.version} ({scope.deploy_id})"
         )
-        body = {
-            "environment": (target.environment or scope.environment)[:64],
-            "name": name[:64],
-            "projects": [target.project],
-            "dateStarted": rfc3339(
-                scope.deployed_at if event == "deploy" else time.time(), millis=False
-            ),
-            "dateFinished": rfc3339(time.time(), millis=False),
-        }
+        started = scope.deployed_at if event == "deploy" else time.time()
 
         async def work(deadline: float) -> None:
-            path = f"{self._api_root}/organizations/{self._org}/releases/"
-            deploys = f"{path}{quote(version, safe='')}/deploys/"
-            answer = await self.send("POST", deploys, deadline=deadline, json_body=body)
-            if answer.status == 404:
-                created = await self.send(
-                    "POST",
-                    path,
-                    deadline=deadline,
-                    json_body={"version": version, "projects": [target.project]},
-                )
-                self._raise_for_status(created, f"release {version!r}")
-                answer = await self.send("POST", deploys, deadline=deadline, json_body=body)
-            self._raise_for_status(answer, f"release {version!r}")
+            slug = (await self._project(target.project, deadline)).slug
+            releases = f"{self._api_root}/organizations/{self._org}/releases/"
+            # creates the release, or adds the project to it (201; 208: nothing new):
+            # a deploy of a project the release lacks is refused ("Invalid projects")
+            release = {"version": version, "projects": [slug]}
+            answer = await self.send("POST", releases, deadline=deadline, json_body=release)
+            self._raise_for_marker(answer, f"release {version!r} of project {slug!r}")
+            deploy = {
+                "environment": (target.environment or scope.environment)[:64],
+                "name": name[:64],
+                "projects": [slug],
+                "dateStarted": rfc3339(started, millis=False),
+                "dateFinished": rfc3339(time.time(), millis=False),
+            }
+            deploys = f"{releases}{quote(version, safe='')}/deploys/"
+            answer = await self.send("POST", deploys, deadline=deadline, json_body=deploy)
+            self._raise_for_marker(answer, f"deploy of release {version!r} to project {slug!r}")
 
-        await self._guarded_mark(event, work)
+        return await self._guarded_mark(event, work)
+
+    def _marker_skipped(self, event: str, why: str) -> str:
+        message = f"Sentry {event} marker not recorded: {why}"
+        log.warning("sentry: %s", message)
+        return message
+
+    def _raise_for_marker(self, answer: Answer, what: str) -> None:
+        """A marker write's answer; the permission a failure points at, by name."""
+        status = answer.status
+        if 200 <= status < 300:
+            return
+        scope = "the project:releases scope (or project:write, project:admin, org:ci)"
+        if status == 403:
+            raise ProviderError(f"Sentry refused the {what} (403): the token needs {scope}")
+        if status == 404:
+            # Sentry hides a release the token may not write behind a 404 as well
+            raise ProviderError(
+                f"Sentry answered 404 for the {what}: the token needs {scope} on the"
+                " project, or the organization is wrong"
+            )
+        if status == 400:
+            detail = self.redact(error_detail(answer)) or "HTTP 400"
+            raise ProviderError(f"Sentry refused the {what}: {detail}")
+        self._raise_for_status(answer, what)
 
 
-def _detail(answer: Answer) -> str:
-    """Sentry's `{"detail": "..."}`, shortened; never the raw body of a stranger."""
+def error_detail(answer: Answer) -> str:
+    """Sentry's error body, shortened; never the raw body of a stranger.
+
+    Three shapes (src/sentry/api/exceptions.py, DRF serializers): `{"detail": "…"}`,
+    `{"detail": {"code", "message", "extra"}}` (e.g. 400 "Invalid projects (web) for
+    release v1") and a field's errors, `{"projects": ["Invalid project ids or slugs"]}`.
+    """
     try:
         data = answer.json("Sentry")
     except ProviderError:
         return ""
-    if isinstance(data, dict) and isinstance(data.get("detail"), str):
-        return shorten(data["detail"])
-    return ""
+    if not isinstance(data, dict):
+        return ""
+    detail = data.get("detail")
+    if isinstance(detail, str):
+        return shorten(detail)
+    if isinstance(detail, dict) and isinstance(detail.get("message"), str):
+        return shorten(detail["message"])
+    fields = [
+        f"{key}: {'; '.join(str(v) for v in value)}"
+        for key, value in data.items()
+        if isinstance(value, list) and value
+    ]
+    return shorten(", ".join(fields))

@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from agent.analysis.judge import judge
 from agent.analysis.observe import merge, observe
@@ -253,7 +253,22 @@ class WindowWatch:
         )
         for name, provider in self.s.providers.items():
             if any(r.source == name for r in self.rules):
-                self.s.spawn(provider.mark(self.scope, "deploy"))
+                self.s.spawn(self._mark(name, provider, "deploy"))
+
+    async def _mark(
+        self, name: str, provider: Provider, event: Literal["deploy", "rollback"]
+    ) -> None:
+        """A provider's deploy marker; one that could not be recorded is one alert
+        saying why (the provider names the missing permission)."""
+        problem = await provider.mark(self.scope, event)
+        if problem:
+            self._alert(
+                "provider_unreachable",
+                key=f"marker:{name}:{event}",
+                reason=f"{name}: {problem}",
+                rules=[],
+                provider=name,
+            )
 
     async def _background_periods(self, period: Period) -> list[list[Sample]]:
         """The background probes before the deploy, one list per background run."""
@@ -476,7 +491,7 @@ class WindowWatch:
         self.s.spawn(deliver_rollback(self.window, intent, self.env, self.s))
         for name, provider in self.s.providers.items():
             if any(r.source == name for r in self.rules):
-                self.s.spawn(provider.mark(self.scope, "rollback"))
+                self.s.spawn(self._mark(name, provider, "rollback"))
 
     async def _end(self, outcome: str, verdict: Verdict, verdict_json: dict[str, Any]) -> None:
         state: WindowState = "passed" if outcome == "pass" else "inconclusive"

@@ -219,8 +219,10 @@ def providers_yaml(
     timeout: str = "2s",
     request_timeout: str = "1s",
     max_attempts: int = 2,
+    markers: bool = False,
 ) -> str:
-    """The `providers:` section pointing at the fakes, with short budgets."""
+    """The `providers:` section pointing at the fakes, with short budgets (`markers`:
+    Sentry's and New Relic's deploy markers on)."""
     budget = (
         f"    timeout: {timeout}\n    request_timeout: {request_timeout}\n"
         f"    max_attempts: {max_attempts}\n"
@@ -229,13 +231,13 @@ def providers_yaml(
     if sentry is not None:
         text += (
             f"  sentry:\n    base_url: {sentry.url}\n    org: {sentry.org}\n"
-            f"    token: {SENTRY_TOKEN}\n" + budget
+            f"    token: {SENTRY_TOKEN}\n" + budget + ("    markers: true\n" if markers else "")
         )
     if newrelic is not None:
         text += (
             f"  newrelic:\n    api_url: {newrelic.graphql_url}\n"
             f"    account_id: {newrelic.account_id}\n    api_key: {NEWRELIC_KEY}\n"
-            f"    web_url: {NEWRELIC_WEB}\n" + budget
+            f"    web_url: {NEWRELIC_WEB}\n" + budget + ("    markers: true\n" if markers else "")
         )
     if prometheus_url is not None:
         text += f"  prometheus:\n    url: {prometheus_url}\n" + budget

@@ -263,6 +263,43 @@ async def test_sentry_error_rate_from_1_to_12_percent_is_rolled_back(
 # ------------------------------------------------------ 2. New Relic 0.2 → 0.9 s
 
 
+async def test_sampled_sentry_data_is_judged_on_its_sample_and_says_so(
+    sentry_fake: GrowingSentry,
+    newrelic_fake: FakeNewRelic,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+) -> None:
+    """Traces sampled at 10%, the error rate unchanged at 1%, deploy markers on with a
+    token that may not write releases: the deploy passes, the evidence says the data
+    was sampled, and the marker failure is one alert naming `project:releases`."""
+    sentry_fake.scopes.discard("project:releases")
+    t0 = deploy_second()
+    sentry_fake.set_stats(
+        SentryStats(transactions=200_000, failure_rate=0.01, sample_rate=0.1), release=PREVIOUS
+    )
+    sentry_fake.set_stats(
+        SentryStats(transactions=4_000, failure_rate=0.01, sample_rate=0.1), release=VERSION
+    )
+    agent = await start_agent(
+        environment_yaml(
+            SENTRY_RULE, rollback_url=receiver.url, secret=SECRET, newrelic=False, window="2s"
+        ),
+        alerting_yaml(json_sink.url()),
+        providers_yaml(sentry=sentry_fake, markers=True),
+    )
+    deploy = await register(agent, t0, watch_for=1.5)
+    final = await agent.settled(deploy["id"], within=20)
+    assert final["state"] == "passed", final
+    query = await assert_query_shown(agent, final, "sentry-errors")
+    assert "sampled: 400 stored transactions stand for ~4,000, 10.0%" in query
+    alert = await alert_titled(json_sink, "provider sentry unreachable")
+    assert "deploy marker not recorded" in alert.message
+    assert "project:releases" in alert.message and "403" in alert.message
+    assert len(titled(json_sink, "provider sentry unreachable")) == 1
+    assert sentry_fake.deploys == []
+
+
 async def test_newrelic_p95_from_200ms_to_900ms_is_rolled_back(
     newrelic_fake: FakeNewRelic,
     receiver: RollbackReceiver,

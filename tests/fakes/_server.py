@@ -66,6 +66,9 @@ class Seen:
     headers: dict[str, str]
     body: Any
     at: float = field(default_factory=time.time)
+    status: int | None = None
+    """The fake's answer: its status and JSON body (None until answered, or not JSON)."""
+    answer: Any = None
 
     def params(self, name: str) -> list[str]:
         return [v for k, v in self.query if k == name]
@@ -177,15 +180,14 @@ class FakeServer:
                 body = json.loads(raw)
             except ValueError:
                 body = raw.decode(errors="replace")
-        self.requests.append(
-            Seen(
-                request.method,
-                request.path,
-                list(request.query.items()),
-                dict(request.headers),
-                body,
-            )
+        seen = Seen(
+            request.method,
+            request.path,
+            list(request.query.items()),
+            dict(request.headers),
+            body,
         )
+        self.requests.append(seen)
         request[BODY] = body
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
@@ -199,7 +201,12 @@ class FakeServer:
                 raise web.HTTPServiceUnavailable()
             if failure is not None:
                 return self.failure_response(failure, request)
-            return await handler(request)
+            response = await handler(request)
+            seen.status = response.status
+            if isinstance(response, web.Response) and response.content_type == "application/json":
+                with contextlib.suppress(ValueError, TypeError):
+                    seen.answer = json.loads(response.body)  # type: ignore[arg-type]
+            return response
         finally:
             self.in_flight -= 1
 

@@ -1,10 +1,21 @@
 """A fake New Relic NerdGraph answering the documented request and response shapes.
 
 Shapes from ../shared/reference/sentry-newrelic-api.md: `POST /graphql` with an
-`API-Key` header (else 401 with the BAD_API_KEY body), `nrql(query:, timeout:)`
-results as `{"data":{"actor":{"account":{"nrql":{"results":[…]}}}}}`, bad NRQL as
-HTTP 200 with `errors`, `TOO_MANY_REQUESTS`/`TIMEOUT` as HTTP 200 with
-`extensions.errorClass`, and `changeTrackingCreateEvent` markers.
+`API-Key` header (else 401 with the BAD_API_KEY body, newrelic-client-go PR #603),
+`nrql(query:, timeout:)` results as `{"data":{"actor":{"account":{"nrql":{"results":
+[…]}}}}}` (docs nerdgraph-nrql-tutorial.mdx), bad NRQL as HTTP 200 with `errors`,
+`TOO_MANY_REQUESTS`/`TIMEOUT` as HTTP 200 with `extensions.errorClass`
+(newrelic-client-go internal/http/graphql.go, retry.go), and
+`changeTrackingCreateEvent` markers (docs change-tracking/config/nerdgraph.mdx).
+
+As strict as NerdGraph where Postflight can go wrong:
+- a marker's `entitySearch` query runs over `entities` (guid, name, domain,
+  accountId); one that matches no entity or more than one is refused with a GraphQL
+  error (the event is recorded on the one entity the search finds; the error's
+  wording is this fake's, not captured from New Relic);
+- `deprecation = "This field is deprecated! …"` adds that warning to `errors` of an
+  answer that also has its data, as NerdGraph does (the Go client's `IsDeprecated`
+  treats it as a warning, internal/http/graphql.go).
 
 NRQL must end in `SINCE <ms> UNTIL <ms>` (epoch milliseconds), as Postflight sends
 it; anything else is answered with an NRQL error, so a client that forgets the
@@ -23,6 +34,7 @@ Or as a process: `python -m tests.fakes.newrelic [--port P] [--token KEY]`, then
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import uuid
@@ -34,6 +46,8 @@ from aiohttp import web
 from tests.fakes._server import BODY, Failure, FakeServer, serve_main
 
 Rows = list[dict[str, Any]]
+_ENTITY_SEARCH = re.compile(r'entitySearch:\s*\{\s*query:\s*("(?:[^"\\]|\\.)*")')
+_CONDITION = re.compile(r"^(?P<key>\w+)\s*=\s*(?:'(?P<text>(?:[^'\\]|\\.)*)'|(?P<number>\d+))$")
 _PERIOD = re.compile(r"^(?P<nrql>.*\S)\s+SINCE\s+(?P<since>\d+)\s+UNTIL\s+(?P<until>\d+)\s*$", re.S)
 
 
@@ -52,6 +66,16 @@ class FakeNewRelic(FakeServer):
         self.default_rows: Rows = [{"count": 1000}]
         self.rows: dict[str, list[tuple[float, Rows | Callable[[int, int], Rows]]]] = {}
         self.markers: list[str] = []
+        self.entities: list[dict[str, Any]] = [
+            {
+                "guid": "MXxBUE18",
+                "name": "web (production)",
+                "domain": "APM",
+                "accountId": account_id,
+            }
+        ]
+        """What entity searches run over (the same name may exist in other accounts)."""
+        self.deprecation: str | None = None
         self.queries: list[tuple[str, int, int]] = []
         """(NRQL without the period, since ms, until ms) per NRQL request."""
 
@@ -122,6 +146,21 @@ class FakeNewRelic(FakeServer):
         query: str = body["query"]
         variables = body.get("variables") or {}
         if "changeTrackingCreateEvent" in query:
+            search = _ENTITY_SEARCH.search(query)
+            found = self.search_entities(json.loads(search.group(1))) if search else []
+            if len(found) != 1:
+                return web.json_response(
+                    {
+                        "data": {"changeTrackingCreateEvent": None},
+                        "errors": [
+                            {
+                                "message": f"Entity search matched {len(found)} entities;"
+                                " a change tracking event needs exactly one",
+                                "path": ["changeTrackingCreateEvent"],
+                            }
+                        ],
+                    }
+                )
             self.markers.append(query)
             return web.json_response(
                 {
@@ -154,7 +193,27 @@ class FakeNewRelic(FakeServer):
             )
         self.queries.append((base, since, until))
         results = self.rows_for(base, since, until)
-        return web.json_response({"data": {"actor": {"account": {"nrql": {"results": results}}}}})
+        answer: dict[str, Any] = {"data": {"actor": {"account": {"nrql": {"results": results}}}}}
+        if self.deprecation:
+            answer["errors"] = [{"message": self.deprecation, "path": ["actor", "account", "nrql"]}]
+        return web.json_response(answer)
+
+    def search_entities(self, query: str) -> list[dict[str, Any]]:
+        """Entities matching `key = 'text' AND key = 123 …` (the subset Postflight
+        writes: id, name, domain, accountId)."""
+        conditions = [c.strip() for c in re.split(r"\s+AND\s+", query) if c.strip()]
+        wanted: dict[str, str] = {}
+        for condition in conditions:
+            match = _CONDITION.match(condition)
+            if match is None:
+                return []
+            text = match["text"]
+            value = re.sub(r"\\(.)", r"\1", text) if text is not None else match["number"]
+            wanted[match["key"]] = value
+        keys = {"id": "guid", "name": "name", "domain": "domain", "accountId": "accountId"}
+        if any(k not in keys for k in wanted):
+            return []
+        return [e for e in self.entities if all(str(e[keys[k]]) == v for k, v in wanted.items())]
 
     async def _control_rows(self, request: web.Request) -> web.Response:
         spec = await request.json()

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import math
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -212,17 +213,26 @@ class FakePrometheus(FakeServer):
     """Prometheus' query API with fixed answers: `set(query, value, series=1)`.
 
     `value` is a number or NaN; `series=0` answers an empty result, `series=2` two
-    series (which a rule must aggregate). A query containing `bad(` is rejected with
-    `bad_data`, as Prometheus does for a parse error.
+    series (which a rule must aggregate), `histogram=True` native histograms
+    (`histograms`/`histogram` instead of `values`/`value`, docs/querying/api.md
+    "Native histograms"). As Prometheus' web/api/v1/api.go does: a query containing
+    `bad(` is rejected with `bad_data` (a parse error); `step` is a float of seconds
+    or a duration, and a range over more than 11,000 steps is 400 `bad_data`
+    "exceeded maximum resolution of 11,000 points per timeseries…".
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.values: dict[str, tuple[float, int]] = {}
+        self.histograms: set[str] = set()
         self.default = (0.0, 1)
 
-    def set(self, query: str, value: float, *, series: int = 1) -> None:
+    def set(self, query: str, value: float, *, series: int = 1, histogram: bool = False) -> None:
         self.values[query] = (value, series)
+        if histogram:
+            self.histograms.add(query)
+        else:
+            self.histograms.discard(query)
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v1/query_range", self._range)
@@ -254,22 +264,43 @@ class FakePrometheus(FakeServer):
     def _fmt(value: float) -> str:
         return "NaN" if math.isnan(value) else repr(float(value))
 
+    def _sample(self, query: str, value: float) -> Any:
+        if query not in self.histograms:
+            return self._fmt(value)
+        # a native histogram sample (docs/querying/api.md): count, sum, buckets
+        return {
+            "count": self._fmt(value),
+            "sum": self._fmt(value * 0.1),
+            "buckets": [[0, "0.1", "0.2", self._fmt(value)]],
+        }
+
     async def _range(self, request: web.Request) -> web.Response:
         found = self._lookup(request)
         if isinstance(found, web.Response):
             return found
-        _, value, series = found
+        query, value, series = found
         start, end = float(request.query["start"]), float(request.query["end"])
-        step = float(request.query["step"])
+        step = _seconds(request.query.get("step", ""))
+        if step is None or step <= 0:
+            return _bad_data(
+                'invalid parameter "step": zero or negative query resolution step widths'
+                " are not accepted. Try a positive integer"
+            )
+        if int((end - start) * 1000) // int(step * 1000) > 11000:  # Go: Duration / Duration
+            return _bad_data(
+                "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing"
+                " the query resolution (?step=XX)"
+            )
         stamps = []
         t = start
         while t <= end + 1e-9:
             stamps.append(round(t, 3))
             t += step
+        key = "histograms" if query in self.histograms else "values"
         result: list[dict[str, Any]] = [
             {
                 "metric": {"instance": f"i{i}"} if series > 1 else {},
-                "values": [[s, self._fmt(value)] for s in stamps],
+                key: [[s, self._sample(query, value)] for s in stamps],
             }
             for i in range(series)
         ]
@@ -281,9 +312,32 @@ class FakePrometheus(FakeServer):
         found = self._lookup(request)
         if isinstance(found, web.Response):
             return found
-        _, value, series = found
+        query, value, series = found
         at = float(request.query.get("time", time.time()))
-        result = [{"metric": {}, "value": [at, self._fmt(value)]} for _ in range(series)]
+        key = "histogram" if query in self.histograms else "value"
+        result = [{"metric": {}, key: [at, self._sample(query, value)]} for _ in range(series)]
         return web.json_response(
             {"status": "success", "data": {"resultType": "vector", "result": result}}
         )
+
+
+def _bad_data(message: str) -> web.Response:
+    return web.json_response(
+        {"status": "error", "errorType": "bad_data", "error": message}, status=400
+    )
+
+
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
+
+
+def _seconds(text: str) -> float | None:
+    """Prometheus' parseDuration: a float of seconds, or a duration like `1m30s`."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    match = _DURATION.match(text)
+    if not text or match is None:
+        return None
+    h, m, s_, ms = (int(g) if g else 0 for g in match.groups())
+    return h * 3600 + m * 60 + s_ + ms / 1000

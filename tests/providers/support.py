@@ -52,6 +52,15 @@ def scope(**overrides: Any) -> DeployScope:
     return DeployScope(**values)
 
 
+def sentry_scope(project: str = "web", environment: str = "production") -> DeployScope:
+    """The deploy scope with another Sentry project or environment."""
+    return scope(
+        baseline=BaselineSettings.model_validate(
+            {"sentry": {"project": project, "environment": environment}}
+        )
+    )
+
+
 def requests_counted(metrics: Metrics, provider: str, result: str) -> float:
     value = metrics.registry.get_sample_value(
         "postflight_provider_requests_total", {"provider": provider, "result": result}

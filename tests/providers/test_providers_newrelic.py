@@ -245,3 +245,63 @@ async def test_markers_are_off_by_default_and_failures_never_raise(
     finally:
         await provider.aclose()
     assert requests_counted(metrics, "newrelic", "error") == 1
+
+
+async def test_the_marker_entity_search_is_pinned_to_the_account(
+    newrelic_fake: FakeNewRelic, metrics: Metrics
+) -> None:
+    """The same app name in another account made the unpinned search match two
+    entities, and the mutation failed."""
+    newrelic_fake.entities.append(
+        {"guid": "OTHER", "name": "web (production)", "domain": "APM", "accountId": 999}
+    )
+    provider = NewRelicProvider(newrelic_settings(newrelic_fake, markers=True), metrics=metrics)
+    try:
+        assert await provider.mark(scope(), "deploy") is None
+    finally:
+        await provider.aclose()
+    (marker,) = newrelic_fake.markers
+    assert (
+        "name = 'web (production)' AND domain = 'APM'"
+        f" AND accountId = {newrelic_fake.account_id}" in marker
+    )
+
+
+async def test_a_marker_search_that_finds_no_single_entity_is_one_clear_message(
+    newrelic_fake: FakeNewRelic, metrics: Metrics
+) -> None:
+    provider = NewRelicProvider(newrelic_settings(newrelic_fake, markers=True), metrics=metrics)
+    nowhere = BaselineSettings.model_validate({"newrelic": {"app_name": "not-an-app"}})
+    try:
+        message = await provider.mark(scope(baseline=nowhere), "deploy")
+    finally:
+        await provider.aclose()
+    assert message is not None
+    assert message.startswith("New Relic deploy marker not recorded: change-tracking event")
+    assert "matched 0 entities" in message and "name = 'not-an-app'" in message
+
+
+async def test_a_rejected_key_on_a_marker_names_what_the_key_needs(
+    newrelic_fake: FakeNewRelic, metrics: Metrics
+) -> None:
+    provider = NewRelicProvider(newrelic_settings(newrelic_fake, markers=True), metrics=metrics)
+    newrelic_fake.fail("401")
+    try:
+        message = await provider.mark(scope(), "rollback")
+    finally:
+        await provider.aclose()
+    assert message is not None and "API key rejected (401)" in message
+    assert f"change tracking in account {newrelic_fake.account_id}" in message
+    assert NEWRELIC_KEY not in message
+
+
+async def test_a_deprecation_warning_with_data_is_a_warning_not_a_failure(
+    newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic, caplog: pytest.LogCaptureFixture
+) -> None:
+    """NerdGraph sends "This field is deprecated! …" in `errors` beside the data; the
+    old client failed the fetch on any `errors` entry."""
+    newrelic_fake.answer(P95, [{"percentile.duration": {"95": 0.25}}])
+    newrelic_fake.deprecation = "This field is deprecated! Please use `nrql.results` instead."
+    obs = await newrelic.fetch(rule(source="newrelic", nrql=P95, max=1), scope(), AFTER, None)
+    assert obs.error is None and obs.value == 0.25
+    assert "This field is deprecated!" in caplog.text

@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 import pytest
 
 from agent.metrics import Metrics
 from agent.providers.base import Period
 from agent.providers.prometheus import PrometheusProvider, range_for
+from agent.providers.provider_settings import PrometheusSettings
 from tests.fakes.prometheus import FakePrometheus
-from tests.providers.support import AFTER, T0, requests_counted, rule, scope
+from tests.providers.support import AFTER, FAST, T0, requests_counted, rule, scope
 
 
 def test_evaluations_end_exactly_at_the_period_end() -> None:
@@ -101,3 +103,92 @@ def test_link_opens_the_graph_over_the_period(prometheus: PrometheusProvider) ->
     assert query["g0.expr"] == ["sum(up)"]
     assert query["g0.range_input"] == ["120s"]
     assert query["g0.end_input"] == ["2026-11-18 11:08:40"]
+
+
+# ------------------------------------------- the 11,000-point limit, step, histograms
+
+
+async def test_an_explicit_step_past_11000_points_is_refused_before_any_request(
+    prometheus_fake: FakePrometheus, metrics: Metrics
+) -> None:
+    """`step: 15s` over 48 h is 11,520 points: Prometheus answers 400 bad_data, which
+    the old client reported as "PromQL rejected"."""
+    provider = PrometheusProvider(
+        PrometheusSettings.model_validate({"url": prometheus_fake.url, **FAST, "step": "15s"}),
+        metrics=metrics,
+    )
+    try:
+        obs = await provider.fetch(
+            rule(source="prometheus", query="up", min=0.5),
+            scope(),
+            Period(T0 - 48 * 3600, T0),
+            None,
+        )
+    finally:
+        await provider.aclose()
+    assert obs.value is None
+    assert obs.error == (
+        "step 15s over a 48h period is 11,520 points; Prometheus allows 11,000 per query:"
+        " set providers.prometheus.step to 16s or more (or shorten the lookback)"
+    )
+    assert prometheus_fake.requests == []
+
+
+def test_the_default_step_never_makes_more_than_max_points() -> None:
+    period = Period(0.0, 11_005.5)
+    start, end, step = range_for(period, None, 11_000)
+    assert step == 1.001
+    assert (end - start) / step <= 11_000
+
+
+@pytest.mark.parametrize(
+    ("step", "sent"),
+    [(1234.567, "1234.567"), (1_000_000.0, "1000000"), (2.5, "2.5"), (0.25, "0.25")],
+)
+async def test_step_is_sent_as_exact_seconds(
+    prometheus_fake: FakePrometheus, metrics: Metrics, step: float, sent: str
+) -> None:
+    """`f"{step:g}"` kept six digits: 1234.567 went out as 1234.57, 10^6 as 1e+06."""
+    provider = PrometheusProvider(
+        PrometheusSettings.model_validate({"url": prometheus_fake.url, **FAST, "step": step}),
+        metrics=metrics,
+    )
+    try:
+        obs = await provider.fetch(
+            rule(source="prometheus", query="up", min=0.0),
+            scope(),
+            Period(T0 - 2 * step, T0),
+            None,
+        )
+    finally:
+        await provider.aclose()
+    assert obs.error is None
+    assert prometheus_fake.seen("/query_range")[0].param("step") == sent
+
+
+async def test_native_histograms_are_refused_with_what_to_wrap_them_in(
+    prometheus: PrometheusProvider, prometheus_fake: FakePrometheus
+) -> None:
+    prometheus_fake.set("http_request_duration_seconds", 12.0, histogram=True)
+    obs = await prometheus.fetch(
+        rule(source="prometheus", query="http_request_duration_seconds", max=1),
+        scope(),
+        AFTER,
+        None,
+    )
+    assert obs.value is None
+    assert obs.error is not None and obs.error.startswith("PromQL returned native histograms")
+    assert "histogram_quantile" in obs.error
+
+
+async def test_the_fake_refuses_ranges_over_11000_points_as_prometheus_does(
+    prometheus_fake: FakePrometheus,
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        for points, status in ((11_000, 200), (11_001, 400)):
+            params = {"query": "up", "start": "0", "end": str(points), "step": "1s"}
+            async with session.get(f"{prometheus_fake.url}/api/v1/query_range", params=params) as r:
+                body = await r.json()
+                assert r.status == status, body
+    assert body["errorType"] == "bad_data"
+    assert body["error"].startswith("exceeded maximum resolution of 11,000 points")

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
@@ -19,7 +20,12 @@ from agent.metrics import Metrics
 from agent.providers.base import Period
 from agent.providers.prometheus import PrometheusProvider
 from agent.providers.provider_settings import PrometheusSettings
-from tests.fakes.prometheus import PrometheusProcess, ScrapeTarget, prometheus_binary
+from tests.fakes.prometheus import (
+    FakePrometheus,
+    PrometheusProcess,
+    ScrapeTarget,
+    prometheus_binary,
+)
 from tests.providers.support import rule, scope
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -149,3 +155,38 @@ async def test_a_scalar_expression_is_one_number(stack: Stack) -> None:
     finally:
         await provider.aclose()
     assert obs.value == 6.0
+
+
+@pytest.mark.parametrize(("end", "step"), [("11000", "1s"), ("11001", "1s"), ("22000", "2")])
+async def test_the_fake_draws_the_11000_point_line_where_prometheus_does(
+    stack: Stack, end: str, step: str
+) -> None:
+    """The fake's refusal (and so the tests built on it) matches the real server."""
+    answers = []
+    async with FakePrometheus() as fake, aiohttp.ClientSession() as session:
+        for url in (stack.prometheus.url, fake.url):
+            params = {"query": "vector(1)", "start": "0", "end": end, "step": step}
+            async with session.get(f"{url}/api/v1/query_range", params=params) as resp:
+                body = await resp.json()
+                answers.append((resp.status, body.get("errorType"), body.get("error")))
+    assert answers[0] == answers[1]
+
+
+async def test_a_long_step_is_read_exactly_by_prometheus(stack: Stack) -> None:
+    """`time()` over the range is the evaluation timestamps: with a step of
+    1,234.567 s sent exactly they are end - 3 × step … end (mean end - 1.5 × step);
+    sent as `1234.57` (the old `:g`) the fourth lands past the end and is lost."""
+    provider = provider_for(stack)
+    provider.config = provider.config.model_copy(update={"step": 1234.567})
+    end = float(round(time.time()))
+    try:
+        obs = await provider.fetch(
+            rule(source="prometheus", query="time()", min=0),
+            scope(),
+            Period(end - 3 * 1234.567, end),
+            None,
+        )
+    finally:
+        await provider.aclose()
+    assert obs.error is None
+    assert obs.value == pytest.approx(end - 1.5 * 1234.567, abs=1e-3)

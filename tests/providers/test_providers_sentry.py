@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from agent.metrics import Metrics
 from agent.providers.base import Period
+from agent.providers.client import Answer
 from agent.providers.provider_settings import BaselineSettings, SentrySettings
-from agent.providers.sentry import SentryProvider, parse_link_header, release_filter
+from agent.providers.sentry import (
+    SentryProvider,
+    bucket_seconds,
+    error_detail,
+    parse_link_header,
+    release_filter,
+)
 from tests.fakes.sentry import FakeSentry, SentryStats
 from tests.providers.support import (
     AFTER,
@@ -20,6 +29,7 @@ from tests.providers.support import (
     requests_counted,
     rule,
     scope,
+    sentry_scope,
     sentry_settings,
 )
 
@@ -41,7 +51,7 @@ async def test_error_rate_goes_from_previous_release_to_new_one(
     assert current.query is not None and 'release:"v2.4.1"' in current.query
     events = sentry_fake.seen("/events/")
     assert [e.param("dataset") for e in events] == ["spans", "spans"]
-    assert events[1].params("field") == ["count()", "failure_rate()"]
+    assert events[1].params("field") == ["count()", "count_sample()", "failure_rate()"]
     assert events[1].param("query") == 'is_transaction:true release:"v2.4.1"'
     assert events[1].param("project") == "42"  # the slug, resolved once
     assert events[1].param("environment") == "production"
@@ -255,11 +265,7 @@ async def test_a_garbled_answer_is_an_error_observation(
 async def test_an_unknown_project_is_named_in_the_error(
     sentry: SentryProvider,
 ) -> None:
-    s = scope(
-        baseline=BaselineSettings.model_validate(
-            {"sentry": {"project": "nope", "environment": "production"}}
-        )
-    )
+    s = sentry_scope("nope", "production")
     obs = await sentry.fetch(rule(source="sentry", metric="error_rate", max=0.1), s, AFTER, "v1")
     assert obs.error == "Sentry has no project 'nope' (404)"
 
@@ -301,10 +307,9 @@ async def test_deploy_marker_creates_the_missing_release_then_the_deploy(
 ) -> None:
     provider = SentryProvider(sentry_settings(sentry_fake, markers=True), metrics=metrics)
     try:
-        await provider.mark(scope(), "deploy")
-        await provider.mark(scope(version="v2.4.2"), "deploy")
-        sentry_fake.releases["v2.4.0"] = {"version": "v2.4.0"}
-        await provider.mark(scope(version="v2.4.2"), "rollback")
+        assert await provider.mark(scope(), "deploy") is None
+        assert await provider.mark(scope(version="v2.4.2"), "deploy") is None
+        assert await provider.mark(scope(version="v2.4.2"), "rollback") is None
     finally:
         await provider.aclose()
     assert set(sentry_fake.releases) == {"v2.4.1", "v2.4.2", "v2.4.0"}
@@ -316,6 +321,70 @@ async def test_deploy_marker_creates_the_missing_release_then_the_deploy(
     assert sentry_fake.deploys[0]["projects"] == ["web"]
     assert "rollback of v2.4.2" in sentry_fake.deploys[2]["name"]
     assert requests_counted(metrics, "sentry", "ok") == 3
+
+
+async def test_a_deploy_into_an_existing_release_adds_the_project_first(
+    sentry_fake: FakeSentry, metrics: Metrics
+) -> None:
+    """Sentry refuses a deploy of a project the release lacks (400 "Invalid projects
+    (web) for release v2.4.1"); the old client sent the deploy straight away."""
+    sentry_fake.projects["mobile"] = 7
+    sentry_fake.releases["v2.4.1"] = {"version": "v2.4.1", "projects": ["mobile"]}
+    provider = SentryProvider(sentry_settings(sentry_fake, markers=True), metrics=metrics)
+    try:
+        assert await provider.mark(scope(), "deploy") is None
+    finally:
+        await provider.aclose()
+    assert sentry_fake.releases["v2.4.1"]["projects"] == ["mobile", "web"]
+    assert [d["projects"] for d in sentry_fake.deploys] == [["web"]]
+
+
+async def test_a_numeric_project_is_resolved_to_its_slug_once_for_markers_and_reads(
+    sentry_fake: FakeSentry, metrics: Metrics
+) -> None:
+    """Release creation takes slugs ("Invalid project ids or slugs" for `"42"`)."""
+    s = sentry_scope("42", "production")
+    provider = SentryProvider(sentry_settings(sentry_fake, markers=True), metrics=metrics)
+    try:
+        obs = await provider.fetch(
+            rule(source="sentry", metric="error_rate", max=0.1), s, AFTER, "v1"
+        )
+        assert await provider.mark(s, "deploy") is None
+        assert await provider.mark(s, "rollback") is None
+    finally:
+        await provider.aclose()
+    assert obs.error is None
+    assert sentry_fake.seen("/events/")[0].param("project") == "42"
+    assert sentry_fake.releases["v2.4.1"]["projects"] == ["web"]
+    assert [d["projects"] for d in sentry_fake.deploys] == [["web"], ["web"]]
+    assert len(sentry_fake.seen("/projects/")) == 1
+
+
+async def test_a_marker_without_the_release_scope_is_one_message_naming_it(
+    metrics: Metrics,
+) -> None:
+    async with FakeSentry(token=SENTRY_TOKEN, scopes={"org:read", "project:read"}) as fake:
+        provider = SentryProvider(sentry_settings(fake, markers=True), metrics=metrics)
+        try:
+            message = await provider.mark(scope(), "deploy")
+        finally:
+            await provider.aclose()
+    assert message is not None
+    assert "project:releases" in message and "403" in message
+    assert fake.deploys == []
+    assert requests_counted(metrics, "sentry", "error") == 1
+
+
+async def test_a_marker_that_cannot_be_placed_says_why(
+    sentry: SentryProvider, sentry_fake: FakeSentry, metrics: Metrics
+) -> None:
+    provider = SentryProvider(sentry_settings(sentry_fake, markers=True), metrics=metrics)
+    try:
+        message = await provider.mark(scope(previous_version=None), "rollback")
+    finally:
+        await provider.aclose()
+    assert message is not None and "no previous version" in message
+    assert sentry_fake.requests == []
 
 
 async def test_markers_are_off_unless_enabled_and_never_raise(
@@ -383,3 +452,200 @@ def test_link_header_is_parsed_as_sentry_writes_it() -> None:
     links = parse_link_header(header)
     assert links["next"]["cursor"] == "0:100:0" and links["next"]["results"] == "true"
     assert links["previous"]["results"] == "false"
+
+
+# ------------------------------------------------ sampling, periods, environments
+
+
+async def test_sampled_spans_give_the_judge_the_stored_sample_not_the_estimate(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    """At a 10% trace sample rate `count()` is ten times the spans behind
+    `failure_rate()`; the old client took it as the sample size."""
+    sentry_fake.set_stats(
+        SentryStats(transactions=20_000, failure_rate=0.01, sample_rate=0.1), release="v2.4.1"
+    )
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="error_rate", max=0.05), scope(), AFTER, "v2.4.1"
+    )
+    assert (obs.value, obs.count, obs.total) == (0.01, 20, 2000)
+    assert obs.query is not None and "sampled: 2,000 stored transactions" in obs.query
+    assert "10.0%" in obs.query
+
+
+async def test_unsampled_spans_say_nothing_of_sampling(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    sentry_fake.set_stats(SentryStats(transactions=2000, failure_rate=0.01), release="v2.4.1")
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="error_rate", max=0.05), scope(), AFTER, "v2.4.1"
+    )
+    assert (obs.count, obs.total) == (20, 2000)
+    assert obs.query is not None and "sampled" not in obs.query
+
+
+async def test_sampled_p95_counts_the_stored_spans(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    sentry_fake.set_stats(
+        SentryStats(transactions=5000, p95_ms=300.0, sample_rate=0.1), release="v2.4.1"
+    )
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="p95_duration", max="1s"), scope(), AFTER, "v2.4.1"
+    )
+    assert (obs.count, obs.total) == (500, 500)
+    assert obs.value == pytest.approx(0.3)
+    assert obs.query is not None and "sampled" in obs.query
+
+
+async def test_session_periods_never_overlap_and_carry_the_length_sentry_answered(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    """Sentry widens sessions to whole hours: the baseline [10:06:40, 11:06:40) used
+    to become 10:00-12:00, overlapping the current period (11:00-12:00), and both
+    were stamped with the length asked for."""
+    sentry_fake.set_stats(SentryStats(sessions=4000, crash_free_rate=0.99))
+    r = rule(source="sentry", metric="crash_free_rate", min=0.9)
+
+    before = await sentry.fetch(r, scope(previous_version=None), BEFORE, None)
+    after = await sentry.fetch(r, scope(previous_version=None), AFTER, None)
+
+    asked = sentry_fake.seen("/sessions/")
+    assert [(q.param("start"), q.param("end")) for q in asked] == [
+        ("2026-11-18T10:00:00Z", "2026-11-18T11:00:00Z"),
+        ("2026-11-18T11:06:40Z", "2026-11-18T11:08:40Z"),
+    ]
+    assert before.seconds == 3600.0  # 10:00-11:00, all before the deploy's hour
+    assert after.seconds == 520.0  # Sentry's 11:00 to the period's end, 11:08:40
+    assert after.query is not None and "answered for 2026-11-18T11:00:00Z" in after.query
+    assert before.error is None and after.error is None
+
+
+async def test_a_short_lookback_still_asks_for_a_whole_hour_before_the_deploys_hour(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    r = rule(source="sentry", metric="crash_free_rate", min=0.9)
+    await sentry.fetch(r, scope(), Period(T0 - 600, T0), "v2.4.0")
+    asked = sentry_fake.seen("/sessions/")[0]
+    assert (asked.param("start"), asked.param("end")) == (
+        "2026-11-18T10:00:00Z",
+        "2026-11-18T11:00:00Z",
+    )
+
+
+@pytest.mark.parametrize("metric", ["error_rate", "crash_free_rate", "p95_duration"])
+async def test_an_environment_sentry_has_not_seen_is_no_data_yet(
+    sentry: SentryProvider, metric: str
+) -> None:
+    s = sentry_scope("web", "canary")
+    obs = await sentry.fetch(rule(source="sentry", metric=metric, min=0.0), s, AFTER, "v1")
+    assert obs.value is None
+    assert obs.error == (
+        "no data yet for environment 'canary': Sentry has seen no event there (404)"
+    )
+
+
+async def test_a_token_without_project_read_is_told_so(metrics: Metrics) -> None:
+    async with FakeSentry(token=SENTRY_TOKEN, scopes={"org:read"}) as fake:
+        provider = SentryProvider(sentry_settings(fake), metrics=metrics)
+        try:
+            obs = await provider.fetch(
+                rule(source="sentry", metric="error_rate", max=0.1), scope(), AFTER, "v1"
+            )
+        finally:
+            await provider.aclose()
+    assert obs.error is not None and "403" in obs.error and "project:read" in obs.error
+
+
+# ------------------------------------------------------------- bucketed baselines
+
+
+async def test_an_error_rate_baseline_carries_its_buckets_burstiness(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    """The baseline's failures per minute (events-timeseries, `sampleCount` per bucket)
+    say how bursty they are; the judge discounts by that (Observation.dispersion)."""
+    bursty = tuple((100, 10 if i % 6 == 0 else 0) for i in range(60))
+    sentry_fake.set_stats(
+        SentryStats(transactions=6000, failed_stored=100, buckets=bursty), release="v2.4.0"
+    )
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="error_rate", max=0.05), scope(), BEFORE, "v2.4.0"
+    )
+    assert (obs.count, obs.total) == (100, 6000)
+    assert obs.value == pytest.approx(100 / 6000)
+    assert obs.periods == 60
+    assert obs.dispersion is not None and obs.dispersion > 0.05
+    (asked,) = sentry_fake.seen("/events-timeseries/")
+    assert asked.params("yAxis") == ["failure_rate()"]
+    assert asked.param("interval") == "60"  # seconds, as parse_stats_period reads it
+    assert asked.param("query") == 'is_transaction:true release:"v2.4.0"'
+
+
+async def test_the_current_period_asks_for_no_buckets(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="error_rate", max=0.05), scope(), AFTER, "v2.4.1"
+    )
+    assert obs.error is None and obs.periods == 1
+    assert sentry_fake.seen("/events-timeseries/") == []
+
+
+async def test_without_buckets_the_baseline_is_the_single_figure(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    sentry_fake.set_stats(SentryStats(transactions=2000, failure_rate=0.01), release="v2.4.0")
+    sentry_fake.fail("500", match="/events-timeseries/")
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="error_rate", max=0.05), scope(), BEFORE, "v2.4.0"
+    )
+    assert obs.error is None
+    assert (obs.value, obs.count, obs.total, obs.periods) == (0.01, 20, 2000, 1)
+    assert obs.dispersion is None
+
+
+def test_baseline_buckets_are_sentrys_shortest_interval_within_120() -> None:
+    assert bucket_seconds(Period(0, 3600)) == 60
+    assert bucket_seconds(Period(0, 6 * 3600)) == 300
+    assert bucket_seconds(Period(0, 86400)) == 900
+    assert bucket_seconds(Period(0, 90 * 86400)) == 86400
+
+
+async def test_a_crash_free_baseline_of_several_hours_carries_its_hours(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    """Release health answers a `series` per hour: a 6 h baseline is 6 periods."""
+    sentry_fake.set_stats(SentryStats(sessions=6000, crash_free_rate=0.99), release="v2.4.0")
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="crash_free_rate", min=0.9),
+        scope(),
+        Period(T0 - 6 * 3600, T0),
+        "v2.4.0",
+    )
+    assert (obs.value, obs.count, obs.total) == (0.99, 5940, 6000)
+    assert obs.periods == 6
+    assert obs.seconds == 6 * 3600
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ({"detail": "Invalid token"}, "Invalid token"),
+        (
+            {
+                "detail": {
+                    "code": "parameter-validation-error",
+                    "message": "Invalid projects (web) for release v1",
+                    "extra": {"context": ""},
+                }
+            },
+            "Invalid projects (web) for release v1",
+        ),
+        ({"projects": ["Invalid project ids or slugs"]}, "projects: Invalid project ids or slugs"),
+        ("<html>proxy error</html>", ""),
+    ],
+)
+def test_sentrys_three_error_shapes_are_read(body: object, said: str) -> None:
+    raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+    assert error_detail(Answer(400, CIMultiDictProxy(CIMultiDict()), raw)) == said

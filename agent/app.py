@@ -21,8 +21,10 @@ from aiohttp import web
 
 from agent import __version__
 from agent.api import add_routes
+from agent.api.hooks import INTEGRATIONS
 from agent.api.server_log import ServerLog
 from agent.appkeys import METRICS, REDACT, SETTINGS, STORE, WINDOW_EVENTS
+from agent.integrations.targets import RollbackTargets
 from agent.metrics import Metrics
 from agent.observability import init_sentry
 from agent.providers.registry import build_providers
@@ -31,6 +33,7 @@ from agent.settings import Settings
 from agent.store import store_from_url
 from agent.store.base import Store
 from agent.windows.alert_once import WindowAlerts
+from agent.windows.integrations import Integrations
 from agent.windows.supervisor import Watcher
 from alerting.notifier import Notifier
 from checks.sessions import TargetSessions
@@ -82,7 +85,11 @@ def build_app(
         metrics=app[METRICS],
     )
     delivery = RollbackDelivery(
-        app[STORE], app[METRICS], user_agent=f"postflight/{__version__}", clock=clock
+        app[STORE],
+        app[METRICS],
+        user_agent=f"postflight/{__version__}",
+        clock=clock,
+        targets=RollbackTargets(settings),
     )
     providers = build_providers(settings.providers, app[METRICS], redact)
     watcher = Watcher(
@@ -101,19 +108,32 @@ def build_app(
     )
     app[WATCHER] = watcher
     app[WINDOW_EVENTS] = watcher
+    integrations = Integrations(
+        settings,
+        watcher.services,
+        watcher,
+        public_url=f"http://{settings.server.listen}",
+        redact=redact,
+        clock=clock,
+        poll_interval=poll_interval,
+    )
+    app[INTEGRATIONS] = integrations
 
     async def watcher_ctx(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(watcher.run(), name="watcher")
+        side = asyncio.create_task(integrations.run(), name="integrations")
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for running in (side, task):
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
         await watcher.drain(grace=max(1.0, settings.server.shutdown_timeout - 3.0))
 
     # aiohttp cleans up in reverse: the watcher stops first, the store closes last
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(_closes("target sessions", sessions.aclose))
     app.cleanup_ctx.append(_closes("rollback delivery", delivery.aclose))
+    app.cleanup_ctx.append(_closes("integrations", integrations.aclose))
     for name, provider in providers.items():
         app.cleanup_ctx.append(_closes(f"provider {name}", provider.aclose))
     app.cleanup_ctx.append(watcher_ctx)

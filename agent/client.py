@@ -180,6 +180,13 @@ class PostflightClient:
         _, data = await self._call("POST", f"/v1/deploys/{deploy_id}/cancel")
         return self._parse(Deploy, data)
 
+    async def request_rollback(self, deploy_id: str, reason: str) -> Deploy:
+        """A manual rollback (contract §7): 202 and the deploy; 409 raises ApiError."""
+        _, data = await self._call(
+            "POST", f"/v1/deploys/{deploy_id}/rollback", json_body={"reason": reason}
+        )
+        return self._parse(Deploy, data)
+
     async def wait(
         self,
         deploy_id: str,

@@ -25,6 +25,13 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agent.analysis.types import PolicyName, Rule
+from agent.integrations.config import (
+    FollowUp,
+    GateSettings,
+    GithubRollback,
+    IntegrationsSettings,
+    SourcesSettings,
+)
 from agent.providers.plugins import ProviderPluginError, config_model_for, plugin_names
 from agent.providers.provider_settings import BaselineSettings, ProvidersSettings
 from checks.base import CheckConfig
@@ -54,10 +61,23 @@ def _non_empty_secret(value: SecretStr) -> SecretStr:
     return value
 
 
+def _long_enough(token: SecretStr, which: str) -> None:
+    """An API token is not empty and not short (its value is never in the message)."""
+    _non_empty_secret(token)
+    length = len(token.get_secret_value())
+    if length < MIN_API_TOKEN_LENGTH:
+        raise ValueError(
+            f"token {which} has {length} characters; an API token needs at least"
+            f" {MIN_API_TOKEN_LENGTH} (make one with `openssl rand -hex 24`)"
+        )
+
+
 class ServerSettings(Model):
     listen: str = "127.0.0.1:8787"
     api_tokens: list[SecretStr] = Field(min_length=1)
     """Bearer tokens accepted on /v1."""
+    named_tokens: dict[Name, SecretStr] = Field(default_factory=dict)
+    """More bearer tokens, each with a name that records who asked (a manual rollback)."""
     shutdown_timeout: Duration = 8.0
 
     @field_validator("listen")
@@ -72,14 +92,20 @@ class ServerSettings(Model):
     @classmethod
     def _tokens(cls, value: list[SecretStr]) -> list[SecretStr]:
         for i, token in enumerate(value):
-            _non_empty_secret(token)
-            length = len(token.get_secret_value())
-            if length < MIN_API_TOKEN_LENGTH:
-                raise ValueError(
-                    f"token [{i}] has {length} characters; an API token needs at least"
-                    f" {MIN_API_TOKEN_LENGTH} (make one with `openssl rand -hex 24`)"
-                )
+            _long_enough(token, f"[{i}]")
         return value
+
+    @field_validator("named_tokens")
+    @classmethod
+    def _named(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, token in value.items():
+            _long_enough(token, name)
+        return value
+
+    def token_names(self) -> list[tuple[str, SecretStr]]:
+        """Every accepted token with the name that stands for it (`api_tokens[0]`, …)."""
+        named = [(f"api_tokens[{i}]", t) for i, t in enumerate(self.api_tokens)]
+        return named + list(self.named_tokens.items())
 
     @property
     def host(self) -> str:
@@ -218,8 +244,17 @@ class RuleSettings(Model):
 
 
 class RollbackSettings(Model):
-    url: HttpUrl
-    secret: SecretStr
+    target: Literal["webhook", "vercel", "github"] = "webhook"
+    """Where a rollback goes: the signed webhook (§3), Vercel's instant rollback, or a
+    GitHub workflow_dispatch (§7)."""
+    url: HttpUrl | None = None
+    """The webhook (target webhook)."""
+    secret: SecretStr | None = None
+    """Signs the webhook and the `then` follow-ups."""
+    github: GithubRollback | None = None
+    """target github: the workflow to dispatch."""
+    then: list[FollowUp] = Field(default_factory=list, max_length=16)
+    """Follow-up webhooks sent once after the rollback is delivered, in order."""
     dry_run: bool = False
     """true: watch and alert, never call the webhook."""
     max_attempts: int = Field(default=8, ge=1, le=100)
@@ -228,7 +263,22 @@ class RollbackSettings(Model):
     """First retry delay; doubles each attempt (with jitter), capped at max_backoff."""
     max_backoff: Duration = 60.0
 
-    _secret = field_validator("secret")(_non_empty_secret)
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: SecretStr | None) -> SecretStr | None:
+        return None if value is None else _non_empty_secret(value)
+
+    @model_validator(mode="after")
+    def _target_needs(self) -> RollbackSettings:
+        if self.target == "webhook" and (self.url is None or self.secret is None):
+            missing = " and ".join(k for k in ("url", "secret") if getattr(self, k) is None)
+            raise ValueError(f"target webhook needs {missing}")
+        if self.target == "github" and self.github is None:
+            raise ValueError("target github needs github: {workflow: rollback.yml, ref: main}")
+        for follow in self.then:
+            if follow.secret is None and self.secret is None:
+                raise ValueError(f"then {follow.name!r} needs a secret (or set rollback.secret)")
+        return self
 
 
 class AlertRouting(Model):
@@ -276,6 +326,10 @@ class EnvironmentSettings(Model):
     rules: list[RuleSettings] = Field(default_factory=list)
     rollback: RollbackSettings | None = None
     alerts: AlertRouting = AlertRouting()
+    sources: SourcesSettings = SourcesSettings()
+    """Which GitHub / Vercel deploy events open this environment's windows (§7)."""
+    gate: GateSettings | None = None
+    """A GitHub deployment protection rule for this environment waits on another's window."""
 
     @field_validator("rules")
     @classmethod
@@ -344,7 +398,17 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     providers: ProvidersSettings = ProvidersSettings()
     alerting: AlertingSettings = AlertingSettings()
+    integrations: IntegrationsSettings = IntegrationsSettings()
     environments: dict[Name, EnvironmentSettings] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _integrations_configured(self) -> Settings:
+        from agent.integrations.validate import integration_errors
+
+        errors = integration_errors(self)
+        if errors:  # one per line, `path: message` (agent.settings_file splits them)
+            raise ValueError("\n" + "\n".join(errors))
+        return self
 
     @model_validator(mode="after")
     def _providers_configured(self) -> Settings:

@@ -200,13 +200,30 @@ def _problems(exc: ValidationError, document: Any, lines: dict[Loc, int]) -> lis
             message = "unknown key (check its spelling and indentation)"
         elif error["type"] == "missing":
             message = "required, but missing"
-        line = None
-        for cut in range(len(loc), -1, -1):
-            if loc[:cut] in lines:
-                line = lines[loc[:cut]]
-                break
-        problems.append(ConfigProblem(loc, message, line))
+        for part_loc, part_message in _split_cross_section(loc, message):
+            line = None
+            for cut in range(len(part_loc), -1, -1):
+                if part_loc[:cut] in lines:
+                    line = lines[part_loc[:cut]]
+                    break
+            problems.append(ConfigProblem(part_loc, part_message, line))
     return problems
+
+
+def _split_cross_section(loc: Loc, message: str) -> list[tuple[Loc, str]]:
+    """A top-level check that found several errors reports one per line as
+    `dotted.path: message`; each becomes its own problem at its own path."""
+    if loc or "\n" not in message:
+        return [(loc, message)]
+    out: list[tuple[Loc, str]] = []
+    for item in filter(str.strip, message.splitlines()):
+        path, sep, text = item.partition(": ")
+        if not sep or " " in path:
+            out.append(((), item))
+            continue
+        parts: list[str | int] = [int(p) if p.isdigit() else p for p in path.split(".")]
+        out.append((tuple(parts), text))
+    return out
 
 
 def _document_loc(raw: tuple[Any, ...], document: Any) -> Loc:

@@ -1,7 +1,10 @@
 """kill -9 at random instants of rollback delivery, N trials: exactly one delivered
 rollback per deploy, every attempt with the same Idempotency-Key and body.
 
-    python bench/crash_resume.py [--trials 20] [--seed 7] [--json]
+    python bench/crash_resume.py [--trials 20] [--seed 7] [--json] [--target vercel]
+
+`--target vercel` rolls back through a fake Vercel API (another process) instead of the
+webhook, and counts the rollbacks Vercel acted on, duplicates included.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.e2e.crash import run_trial
+from tests.e2e.crash_vercel import run_vercel_trial
 
 
 def main() -> int:
@@ -24,7 +28,10 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--target", choices=("webhook", "vercel"), default="webhook")
     args = parser.parse_args()
+    if args.target == "vercel":
+        return vercel_main(args)
     rng = random.Random(args.seed)
     rows = []
     started = time.monotonic()
@@ -69,6 +76,57 @@ def main() -> int:
             f" {summary['kills']} kill -9s, {summary['attempts']} webhook attempts;"
             f" exactly one delivered rollback in {summary['delivered_once']} of"
             f" {summary['trials']} ({summary['seconds']}s)"
+        )
+    return 0 if summary["ok"] == summary["trials"] else 1
+
+
+def vercel_main(args: argparse.Namespace) -> int:
+    rng = random.Random(args.seed)
+    rows = []
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="postflight-crash-vercel-") as tmp:
+        for trial in range(args.trials):
+            result = run_vercel_trial(Path(tmp) / f"t{trial}", rng)
+            rows.append(
+                {
+                    "trial": trial,
+                    "kills": result.kills,
+                    "rollback_requests": result.requests,
+                    "accepted_at_vercel": len(result.accepted),
+                    "reconciled": result.reconciled,
+                    "final_state": result.final_state,
+                    "ok": result.ok,
+                }
+            )
+            if not args.json:
+                r = rows[-1]
+                print(
+                    f"trial {trial:>2}: kills={r['kills']} requests={r['rollback_requests']:>2}"
+                    f" accepted at Vercel={r['accepted_at_vercel']}"
+                    f" found-done-after-restart={r['reconciled']} -> {r['final_state']}"
+                    f" {'ok' if r['ok'] else 'WRONG'}",
+                    flush=True,
+                )
+    summary = {
+        "target": "vercel",
+        "trials": len(rows),
+        "ok": sum(r["ok"] for r in rows),
+        "kills": sum(r["kills"] for r in rows),
+        "rollback_requests": sum(r["rollback_requests"] for r in rows),
+        "accepted_once": sum(r["accepted_at_vercel"] == 1 for r in rows),
+        "reconciled": sum(r["reconciled"] for r in rows),
+        "seconds": round(time.monotonic() - started, 1),
+        "rows": rows,
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"\n{summary['ok']}/{summary['trials']} trials correct; {summary['kills']} kill -9s,"
+            f" {summary['rollback_requests']} rollback requests to Vercel; exactly one accepted"
+            f" rollback in {summary['accepted_once']} of {summary['trials']};"
+            f" {summary['reconciled']} restart(s) found it already done at Vercel"
+            f" ({summary['seconds']}s)"
         )
     return 0 if summary["ok"] == summary["trials"] else 1
 

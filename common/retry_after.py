@@ -6,6 +6,9 @@ import email.utils
 import math
 from datetime import UTC
 
+RETRYABLE_STATUSES = frozenset({408, 429})
+"""Plus every 5xx: answers worth retrying. Any other non-2xx will not change."""
+
 
 def retry_after_seconds(value: str | None, now: float) -> float | None:
     """`Retry-After` as seconds from `now`: delta-seconds or an HTTP-date; None if

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from agent.api import routes
+from agent.api import hooks, routes
 from agent.api.middleware import auth_middleware, error_middleware
 from agent.api.models import MAX_BODY_BYTES
 from agent.api.server_log import hide_server_version
@@ -40,6 +40,9 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v1/deploys", routes.list_deploys, name="list_deploys")
     r.add_get("/v1/deploys/{id}", routes.get_deploy, name="get_deploy")
     r.add_post("/v1/deploys/{id}/cancel", routes.cancel_deploy, name="cancel_deploy")
+    r.add_post("/v1/deploys/{id}/rollback", hooks.rollback_deploy, name="rollback_deploy")
+    r.add_post("/v1/hooks/github", hooks.github_hook, name="github_hook")
+    r.add_post("/v1/hooks/vercel", hooks.vercel_hook, name="vercel_hook")
     r.add_get("/v1/openapi.json", routes.openapi_json, name="openapi")
     r.add_get("/healthz", routes.healthz, name="healthz")
     r.add_get("/readyz", routes.readyz, name="readyz")

@@ -16,7 +16,8 @@ from pydantic import SecretStr
 
 from agent.api.problems import ApiProblem
 
-PUBLIC_V1_PATHS = frozenset({"/v1/openapi.json"})
+PUBLIC_V1_PATHS = frozenset({"/v1/openapi.json", "/v1/hooks/github", "/v1/hooks/vercel"})
+"""The hooks authenticate with the provider's signature instead (contract §7)."""
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
@@ -31,6 +32,16 @@ def token_matches(presented: str, accepted: Iterable[SecretStr]) -> bool:
     found = False
     for token in accepted:
         found |= hmac.compare_digest(given, _digest(token.get_secret_value()))
+    return found
+
+
+def token_name(presented: str, named: Iterable[tuple[str, SecretStr]]) -> str | None:
+    """The name of the token `presented` is (constant time, as `token_matches`)."""
+    given = _digest(presented)
+    found: str | None = None
+    for name, token in named:
+        if hmac.compare_digest(given, _digest(token.get_secret_value())) and found is None:
+            found = name
     return found
 
 

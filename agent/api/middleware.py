@@ -61,6 +61,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if needs_auth(request):
         settings = request.config_dict.get(SETTINGS)
-        tokens = settings.server.api_tokens if settings is not None else []
+        tokens = [t for _, t in settings.server.token_names()] if settings is not None else []
         require_token(request, tokens)
     return await handler(request)

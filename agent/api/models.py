@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 
@@ -20,9 +21,11 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     ValidationError,
     WithJsonSchema,
+    model_serializer,
 )
 
 from agent.records import DeployWindow, RollbackIntent, WindowState
@@ -343,6 +346,11 @@ class Progress(_Out):
     rules: list[RuleResult] = Field(default_factory=list)
 
 
+class FollowUpOutcome(_Out):
+    name: str
+    state: str = Field(description="`pending`, `delivered` or `failed`.")
+
+
 class Rollback(_Out):
     state: RollbackStateName = Field(
         description="`skipped`: the environment's rollback.dry_run is true."
@@ -350,6 +358,18 @@ class Rollback(_Out):
     attempts: int = 0
     last_status: int | None = None
     requested_at: Timestamp
+    then: list[FollowUpOutcome] | None = Field(
+        default=None,
+        description="Extension (§7): the `rollback.then` follow-ups and how each went"
+        " (absent when there are none).",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_empty_then(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("then") is None:
+            data.pop("then", None)
+        return data
 
 
 class Links(_Out):
@@ -477,10 +497,13 @@ def shown_state(window: DeployWindow, now: float | None) -> DeployState:
 
 
 def deploy_model(
-    window: DeployWindow, rollback: RollbackIntent | None = None, now: float | None = None
+    window: DeployWindow,
+    rollback: RollbackIntent | None = None,
+    then: Mapping[str, str] | None = None,
+    now: float | None = None,
 ) -> Deploy:
-    """The deploy object of contract §2 for a stored window and its rollback intent;
-    `now` tells a `scheduled` window from a watching one."""
+    """The deploy object of contract §2 for a stored window and its rollback intent
+    (`then`: follow-up name → state; `now` tells a `scheduled` window from a watching one)."""
     verdict, progress = _judgement(window)
     return Deploy(
         id=window.id,
@@ -501,6 +524,7 @@ def deploy_model(
                 attempts=rollback.attempts,
                 last_status=rollback.last_status,
                 requested_at=datetime.fromtimestamp(rollback.requested_at, UTC),
+                then=[FollowUpOutcome(name=k, state=v) for k, v in then.items()] if then else None,
             )
             if rollback is not None
             else None
@@ -510,10 +534,13 @@ def deploy_model(
 
 
 def deploy_object(
-    window: DeployWindow, rollback: RollbackIntent | None = None, now: float | None = None
+    window: DeployWindow,
+    rollback: RollbackIntent | None = None,
+    then: Mapping[str, str] | None = None,
+    now: float | None = None,
 ) -> dict[str, Any]:
     """`deploy_model` as the JSON-ready dict the API sends."""
-    return deploy_model(window, rollback, now).model_dump(mode="json", by_alias=True)
+    return deploy_model(window, rollback, then, now).model_dump(mode="json", by_alias=True)
 
 
 # --- list cursors -------------------------------------------------------------------

@@ -189,6 +189,73 @@ def _document() -> dict[str, Any]:
                 },
             }
         },
+        "/v1/deploys/{id}/rollback": {
+            "post": {
+                "operationId": "rollbackDeploy",
+                "summary": "Request a rollback by hand (contract §7)",
+                "description": "Goes to the environment's rollback target with the same"
+                " exactly-once delivery as an automatic one; recorded with the token's name.",
+                "security": bearer,
+                "parameters": [deploy_id],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["reason"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "reason": {"type": "string", "minLength": 1, "maxLength": 1000}
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "202": _json("Accepted: the deploy object with its rollback.", ref(Deploy)),
+                    **errors(
+                        400,
+                        404,
+                        409,
+                        413,
+                        415,
+                        422,
+                        e404="Unknown deploy.",
+                        e409="It already has a rollback, or it was cancelled or superseded.",
+                    ),
+                },
+            }
+        },
+        **{
+            f"/v1/hooks/{provider}": {
+                "post": {
+                    "operationId": f"{provider}Hook",
+                    "summary": f"{title} deploy events (signed by {title}, no bearer token)",
+                    "security": [],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "responses": {
+                        "202": {
+                            "description": "A window opened (or a redelivery of that event):"
+                            ' `{"deploy": <deploy object>}`.',
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "200": {
+                            "description": "A valid event that opens nothing:"
+                            ' `{"ignored": "<reason>"}`.',
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "400": _problem("Not the provider's JSON.", problem),
+                        "401": _problem("Missing or wrong signature; nothing stored.", problem),
+                        "413": _problem("The body is over 1 MiB.", problem),
+                    },
+                }
+            }
+            for provider, title in (("github", "GitHub"), ("vercel", "Vercel"))
+        },
         "/v1/openapi.json": {
             "get": {
                 "operationId": "openapi",

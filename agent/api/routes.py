@@ -165,15 +165,21 @@ def _idempotency_key(request: web.Request) -> str | None:
 # --- deploys ------------------------------------------------------------------------
 
 
-async def _render(store: Store, window: DeployWindow, now: float) -> dict[str, Any]:
-    rollback = None
-    if window.state in ("failed", "rolled_back") or (window.verdict or {}).get("outcome") == "fail":
-        rollback = await store.get_rollback(window.id)
-        if rollback is not None and rollback.state == "delivered" and window.state == "failed":
-            # delivered in between our two reads: the same transaction made the window
-            # rolled_back, so read it again rather than show a state that never was
-            window = await store.get_window(window.id) or window
-    return deploy_object(window, rollback, now)
+async def _render(store: Store, window: DeployWindow, now: float | None = None) -> dict[str, Any]:
+    """The deploy object; `now` (the API's clock) shows a window ahead of its deploy as
+    `scheduled`."""
+    # any state may have one: a manual rollback (§7) can follow a pass
+    rollback = await store.get_rollback(window.id) if window.state != "watching" else None
+    if rollback is not None and rollback.state == "delivered" and window.state == "failed":
+        # delivered in between our two reads: the same transaction made the window
+        # rolled_back, so read it again rather than show a state that never was
+        window = await store.get_window(window.id) or window
+    then = None
+    if rollback is not None and rollback.state == "delivered":
+        from agent.integrations.followups import follow_up_states
+
+        then = follow_up_states(await store.alert_events(window.id))
+    return deploy_object(window, rollback, then, now)
 
 
 def _replay(stored: IdempotentResponse, request_hash: str, key: str) -> web.Response:

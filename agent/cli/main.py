@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", help="config file")
     check.add_argument("--env", required=True, help="environment name")
 
+    from agent.cli.rollback import add_rollback_arguments
+
+    rollback = sub.add_parser("rollback", help="ask the agent to roll a deploy back")
+    add_rollback_arguments(rollback)
+
     sub.add_parser("demo", help="a self-contained demo: a good deploy, then a bad one")
 
     schema = sub.add_parser("schema", help="print the configuration's JSON Schema")
@@ -94,6 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from agent.cli.commands import status_command
 
             return status_command(args)
+        if args.command == "rollback":
+            from agent.cli.rollback import rollback_command
+
+            return rollback_command(args)
         if args.command == "check":
             return _check(args)
         if args.command == "demo":

@@ -32,6 +32,8 @@ class DeployScope:
     previous_version: str | None
     deployed_at: float
     baseline: BaselineSettings
+    canary: bool = False
+    """The environment compares against a stable side (`baseline_url`): markers say so."""
 
 
 class Provider(Protocol):

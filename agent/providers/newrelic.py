@@ -323,9 +323,10 @@ class NewRelicProvider(HttpProvider):
                 f" to {scope.previous_version or 'the previous version'} ({scope.deploy_id})"
             )
         fields = f"{{deployment: {{version: {json.dumps(version)}}}}}"
+        kind = "canary" if scope.canary else "basic"  # deploymentType CANARY | BASIC
         event_input = (
             f"categoryAndTypeData: {{categoryFields: {fields},"
-            ' kind: {category: "deployment", type: "basic"}},'
+            f' kind: {{category: "deployment", type: "{kind}"}}}},'
             f" entitySearch: {{query: {json.dumps(search)}}},"
             f' description: {json.dumps(description)}, user: "postflight"'
         )

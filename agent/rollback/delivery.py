@@ -26,18 +26,18 @@ from typing import Any, Literal
 import aiohttp
 
 from agent import __version__
+from agent.integrations.targets import PreparedRequest, RollbackTargets
 from agent.metrics import Metrics
 from agent.records import DeliveryAttempt, RollbackIntent
 from agent.rollback.contract import sign
 from agent.settings import RollbackSettings
 from agent.store.base import Store
 from common.redaction import Redactor
-from common.retry_after import retry_after_seconds
+from common.retry_after import RETRYABLE_STATUSES, retry_after_seconds
 
 log = logging.getLogger("postflight.rollback")
 
 USER_AGENT = f"postflight/{__version__}"
-RETRYABLE_STATUSES = frozenset({408, 429})
 """Plus every 5xx. Any other non-2xx answer is final: retrying will not change it."""
 _ERROR_SNIPPET = 200
 
@@ -93,7 +93,10 @@ class RollbackDelivery:
         sleep: Sleep = asyncio.sleep,
         random: Callable[[], float] = _random.random,
         redact: Callable[[str], str] | None = None,
+        targets: RollbackTargets | None = None,
     ) -> None:
+        self._targets = targets
+        """Vercel and GitHub targets (§7); without it only the webhook is known."""
         self._store = store
         self._metrics = metrics
         self._user_agent = user_agent
@@ -196,6 +199,17 @@ class RollbackDelivery:
             if intent.last_error is None and intent.last_status is None:
                 intent.last_error = "the last attempt's outcome is unknown (agent restarted)"
             return await self._finish(intent, "failed", environment, context)
+        if (
+            intent.attempts
+            and self._targets is not None
+            and await self._targets.already_done(self._client(), intent, settings, environment)
+        ):
+            log.info(
+                "rollback for %s already took effect before the restart; not sent again",
+                intent.window_id,
+                extra=context,
+            )
+            return await self._finish(intent, "delivered", environment, context)
         # A resumed delivery keeps its schedule: wait out what is left of the backoff.
         if intent.next_attempt_at is not None:
             wait = min(settings.max_backoff, intent.next_attempt_at - self._clock())
@@ -206,7 +220,7 @@ class RollbackDelivery:
             intent.next_attempt_at = None
             await self._store.update_rollback(intent)  # stored before it goes out
             started = self._clock()
-            outcome = await self._attempt(body, intent, settings)
+            outcome = await self._attempt(body, intent, settings, environment)
             intent.last_status = outcome.status
             intent.last_error = outcome.error
             self._metrics.rollback_attempts_total.labels(
@@ -244,7 +258,7 @@ class RollbackDelivery:
                 return await self._finish(intent, "delivered", environment, context)
             if outcome.result == "rejected":
                 log.error(
-                    "rollback for %s refused by the webhook on attempt %d (%s); not retried",
+                    "rollback for %s refused on attempt %d (%s); not retried",
                     intent.window_id,
                     intent.attempts,
                     what,
@@ -289,27 +303,39 @@ class RollbackDelivery:
         self._metrics.rollbacks_total.labels(environment=environment, result=state).inc()
         return intent
 
-    async def _attempt(
-        self, body: bytes, intent: RollbackIntent, settings: RollbackSettings
-    ) -> _Outcome:
-        """One POST under the per-attempt timeout; classifies the answer, never raises
-        (except CancelledError)."""
+    def _prepare(
+        self, body: bytes, intent: RollbackIntent, settings: RollbackSettings, environment: str
+    ) -> PreparedRequest:
         timestamp = int(self._clock())
+        secret = settings.secret.get_secret_value() if settings.secret is not None else ""
         headers = {
             "Content-Type": "application/json",
             "User-Agent": self._user_agent,
             "Idempotency-Key": intent.window_id,
             "X-Postflight-Event": "rollback",
             "X-Postflight-Timestamp": str(timestamp),
-            "X-Postflight-Signature": sign(settings.secret.get_secret_value(), timestamp, body),
+            "X-Postflight-Signature": sign(secret, timestamp, body),
         }
+        if self._targets is None:
+            assert settings.url is not None
+            return PreparedRequest(settings.url, headers, body, "the webhook")
+        return self._targets.prepare(intent, settings, environment, headers)
+
+    async def _attempt(
+        self, body: bytes, intent: RollbackIntent, settings: RollbackSettings, environment: str
+    ) -> _Outcome:
+        """One POST under the per-attempt timeout; classifies the answer, never raises
+        (except CancelledError)."""
+        request = self._prepare(body, intent, settings, environment)
+        if request.problem is not None:
+            return _Outcome("rejected", None, request.problem, None, 0.0)
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
             async with self._client().post(
-                settings.url,
-                data=body,
-                headers=headers,
+                request.url,
+                data=request.body,
+                headers=request.headers,
                 timeout=aiohttp.ClientTimeout(total=settings.timeout),
                 allow_redirects=False,
             ) as response:
@@ -336,7 +362,11 @@ class RollbackDelivery:
         if 200 <= status < 300:
             return _Outcome("delivered", status, None, None, duration)
         snippet = " ".join(text.split())
-        error = self._redact(f"HTTP {status}" + (f": {snippet}" if snippet else ""))
+        error = self._redact(
+            ("" if request.who == "the webhook" else f"{request.who} answered ")
+            + f"HTTP {status}"
+            + (f": {snippet}" if snippet else "")
+        )
         if status in RETRYABLE_STATUSES or 500 <= status < 600:
             return _Outcome("retryable", status, error, retry_after, duration)
         if 300 <= status < 400:

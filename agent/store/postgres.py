@@ -588,6 +588,21 @@ class PostgresStore:
                 )
             return True
 
+    async def add_rollback(self, intent: RollbackIntent) -> bool:
+        async with self._tx() as conn:
+            status = await conn.execute(
+                "INSERT INTO rollbacks (window_id, state, body, requested_at, attempts,"
+                " next_attempt_at) SELECT $1, $2, $3, $4, 0, NULL WHERE EXISTS"
+                " (SELECT 1 FROM windows WHERE id = $1 AND state IN"
+                " ('passed', 'failed', 'inconclusive'))"
+                " ON CONFLICT (window_id) DO NOTHING",
+                intent.window_id,
+                intent.state,
+                intent.body,
+                intent.requested_at,
+            )
+        return _rowcount(status) == 1
+
     async def set_state(self, window_id: str, state: WindowState, expected: WindowState) -> bool:
         async with self._tx() as conn:
             status = await conn.execute(

@@ -458,6 +458,23 @@ class SqliteStore:
                 )
             return True
 
+    async def add_rollback(self, intent: RollbackIntent) -> bool:
+        async with self._tx() as db:
+            cursor = await db.execute(
+                "INSERT OR IGNORE INTO rollbacks (window_id, state, body, requested_at,"
+                " attempts, next_attempt_at) SELECT ?, ?, ?, ?, 0, NULL WHERE EXISTS"
+                " (SELECT 1 FROM windows WHERE id = ? AND state IN"
+                " ('passed', 'failed', 'inconclusive'))",
+                (
+                    intent.window_id,
+                    intent.state,
+                    intent.body,
+                    intent.requested_at,
+                    intent.window_id,
+                ),
+            )
+            return cursor.rowcount == 1
+
     async def set_state(self, window_id: str, state: WindowState, expected: WindowState) -> bool:
         async with self._tx() as db:
             cursor = await db.execute(

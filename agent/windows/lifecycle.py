@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -55,6 +55,8 @@ class WatchServices:
     lease_s: float
     clock: Callable[[], float]
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    after_rollback: Callable[[DeployWindow, RollbackIntent], Awaitable[None]] | None = None
+    """Runs once a rollback is delivered (§7: window state, `rollback.then` follow-ups)."""
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Work in the background (alerts, rollback delivery, provider markers): the
@@ -105,6 +107,7 @@ class WindowWatch:
             previous_version=window.previous_version,
             deployed_at=window.deployed_at,
             baseline=env.baseline,
+            canary=env.baseline_url is not None,
         )
         self.history: list[dict[str, Observation]] = []
         self.baselines: dict[str, Observation] = {}
@@ -545,3 +548,5 @@ async def deliver_rollback(
         detail=f"last status {done.last_status}" if done.last_status else "",
     )
     await s.alerts.emit(window, alert, env.alerts.tags)
+    if done.state == "delivered" and s.after_rollback is not None:
+        await s.after_rollback(window, done)

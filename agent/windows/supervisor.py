@@ -14,11 +14,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from agent.integrations.events import window_base_url
 from agent.metrics import Metrics
 from agent.providers.base import Provider
 from agent.records import DeployWindow
 from agent.rollback.delivery import RollbackDelivery
-from agent.settings import Settings
+from agent.settings import EnvironmentSettings, Settings
 from agent.store.base import Store
 from agent.windows.alert_once import WindowAlerts
 from agent.windows.lifecycle import WatchServices, WindowWatch, deliver_rollback
@@ -67,6 +68,8 @@ class Watcher:
             name: EnvironmentProbe(name, env, sessions, metrics, secrets)
             for name, env in settings.environments.items()
         }
+        self._sessions = sessions
+        self._secrets = secrets
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.environments: dict[str, str] = {}
         self.deployed_at: dict[str, float] = {}
@@ -161,7 +164,7 @@ class Watcher:
                 self.metrics.windows_total.labels(window.environment, "inconclusive").inc()
             return
         try:
-            await WindowWatch(window, env, self.probes[window.environment], self.services).run()
+            await WindowWatch(window, env, self._probe_for(window, env), self.services).run()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -173,6 +176,17 @@ class Watcher:
             await asyncio.sleep(min(env.interval, 5.0))
             with contextlib.suppress(Exception):
                 await self.store.release_lease(window.id, self.services.owner)
+
+    def _probe_for(self, window: DeployWindow, env: EnvironmentSettings) -> EnvironmentProbe:
+        """The environment's probe, or one aimed at the deployment's own URL when a deploy
+        event gave one and the environment's source asks for it (§7)."""
+        url = window_base_url(window.labels, env.sources)
+        if url is None:
+            return self.probes[window.environment]
+        aimed = env.model_copy(update={"base_url": url})
+        return EnvironmentProbe(
+            window.environment, aimed, self._sessions, self.metrics, self._secrets
+        )
 
     async def _resume_rollbacks(self) -> None:
         """Deliveries a previous process left unfinished go on now (same body and key)."""

@@ -43,7 +43,9 @@ def _window_in_bounds(value: Any) -> bool:
 @schemathesis.hook
 def before_call(ctx: Any, case: Any, **kwargs: Any) -> None:
     body = case.body
-    if case.method != "POST" or not isinstance(body, dict) or not _positive_body(case):
+    if case.operation.path != "/v1/deploys" or case.method != "POST":
+        return
+    if not isinstance(body, dict) or not _positive_body(case):
         return
     if body.get("environment") not in ENVIRONMENTS:
         body["environment"] = ENVIRONMENTS[len(str(body.get("version"))) % 2]

@@ -146,6 +146,7 @@ async def start_agent(tmp_path: Path) -> AsyncIterator[AgentFactory]:
         *,
         store: str | None = None,
         owner: str | None = None,
+        extra: str = "",
     ) -> RunningAgent:
         port = free_port()
         store = store or f"url: sqlite:///{tmp_path / 'postflight.db'}"
@@ -154,6 +155,7 @@ async def start_agent(tmp_path: Path) -> AsyncIterator[AgentFactory]:
             f"store:\n  {store}\n"
             + textwrap.dedent(alerting)
             + textwrap.dedent(providers)
+            + textwrap.dedent(extra)
             + "environments:\n"
             + textwrap.indent(textwrap.dedent(environments), "  ")
         )

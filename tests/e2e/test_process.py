@@ -64,3 +64,16 @@ def test_sigterm_stops_within_ten_seconds_and_keeps_the_window(tmp_path: Path) -
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(timeout=10)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("seed", [3])
+def test_kill_9_during_a_vercel_rollback_still_rolls_back_exactly_once(
+    tmp_path: Path, seed: int
+) -> None:
+    from tests.e2e.crash_vercel import OLD, run_vercel_trial
+
+    result = run_vercel_trial(tmp_path, random.Random(seed))
+    assert result.kills >= 1, "the trial never killed the agent mid-delivery"
+    assert result.final_state == "rolled_back"
+    assert [a["deployment"] for a in result.accepted] == [OLD]  # counted at the fake

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -222,15 +223,18 @@ async def test_change_tracking_markers_at_deploy_and_rollback(
         await provider.mark(scope(), "rollback")
         guid = BaselineSettings.model_validate({"newrelic": {"entity_guid": "MXxBUE18"}})
         await provider.mark(scope(baseline=guid), "deploy")
+        await provider.mark(dataclasses.replace(scope(), canary=True), "deploy")
     finally:
         await provider.aclose()
-    deploy, rollback, by_guid = newrelic_fake.markers
+    deploy, rollback, by_guid, canary = newrelic_fake.markers
+    assert 'type: "basic"' in deploy
+    assert 'type: "canary"' in canary
     assert 'version: "v2.4.1"' in deploy
     assert "name = 'web (production)' AND domain = 'APM'" in deploy
     assert 'category: "deployment"' in deploy
     assert 'version: "v2.4.0"' in rollback and "rolled back v2.4.1" in rollback
     assert "id = 'MXxBUE18'" in by_guid
-    assert requests_counted(metrics, "newrelic", "ok") == 3
+    assert requests_counted(metrics, "newrelic", "ok") == 4
 
 
 async def test_markers_are_off_by_default_and_failures_never_raise(

@@ -1,0 +1,249 @@
+"""Routes of contract §7: `POST /v1/hooks/github`, `POST /v1/hooks/vercel` (signed by
+the provider, no bearer token) and `POST /v1/deploys/{id}/rollback` (bearer token).
+
+A hook's signature is checked over the raw body before anything else, so a request
+that fails it stores nothing. A redelivery (same `X-GitHub-Delivery` / Vercel event
+`id`) answers the first 202 again from the store: one window per event. Must not judge
+or deliver anything itself: the watcher and `Integrations` do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ulid import ULID
+
+from agent.api.auth import bearer_token, token_name
+from agent.api.models import DeployRequest, deploy_object, deploy_path
+from agent.api.problems import ApiProblem, invalid_fields, validation_errors
+from agent.api.routes import (
+    BODY_READ_TIMEOUT_S,
+    _count_ended,
+    _notify,
+    _now,
+    _read_limited,
+    _render,
+    _window_id,
+    read_json_body,
+)
+from agent.appkeys import SETTINGS, STORE
+from agent.integrations import events as ev
+from agent.records import DeployWindow, IdempotentResponse
+from agent.store.base import Conflict, Store
+
+log = logging.getLogger("postflight.api")
+
+INTEGRATIONS: web.AppKey[Any] = web.AppKey("integrations", object)
+"""`agent.windows.integrations.Integrations`, set by the daemon (absent: no statuses,
+gates or manual rollbacks; hooks still open windows)."""
+MAX_DELIVERY_ID = 200
+KEY_PREFIX = "§hook:"
+"""Deliveries are remembered beside the API's `Idempotency-Key`s; the `§` (never in an
+API key, which is printable ASCII) keeps a client from claiming an event's key."""
+
+
+async def _raw_body(request: web.Request) -> bytes:
+    if request.content_length is not None and request.content_length > ev.MAX_HOOK_BODY:
+        raise ApiProblem(413, "the request body must be at most 1024 KiB")
+    try:
+        return await asyncio.wait_for(_read_limited(request, ev.MAX_HOOK_BODY), BODY_READ_TIMEOUT_S)
+    except ApiProblem:
+        raise
+    except TimeoutError:
+        raise ApiProblem(408, "the request body did not arrive in time") from None
+    except Exception as exc:
+        raise ApiProblem(
+            400, f"the request body could not be read ({type(exc).__name__})"
+        ) from None
+
+
+def _unsigned(provider: str, header: str) -> ApiProblem:
+    return ApiProblem(
+        401,
+        f"missing or wrong {header}: not a {provider} delivery signed with our secret",
+        slug="bad-signature",
+    )
+
+
+def _document(raw: bytes) -> dict[str, Any]:
+    try:
+        return ev.parse_json(raw)
+    except ev.BadPayload as exc:
+        raise ApiProblem(400, str(exc), slug="bad-payload") from None
+
+
+def _integrations(request: web.Request) -> Any:
+    return request.config_dict.get(INTEGRATIONS)
+
+
+async def github_hook(request: web.Request) -> web.Response:
+    settings = request.config_dict[SETTINGS]
+    github = settings.integrations.github
+    raw = await _raw_body(request)
+    secret = github.webhook_secret if github is not None else None
+    presented = request.headers.get(ev.GITHUB_SIGNATURE)
+    if secret is None or not ev.signature_ok(
+        ev.github_signature(secret.get_secret_value(), raw), presented
+    ):
+        raise _unsigned("GitHub", ev.GITHUB_SIGNATURE)
+    event = request.headers.get(ev.GITHUB_EVENT, "")
+    delivery = request.headers.get(ev.GITHUB_DELIVERY, "")
+    if not event or not delivery or len(delivery) > MAX_DELIVERY_ID:
+        raise ApiProblem(400, f"{ev.GITHUB_EVENT} and {ev.GITHUB_DELIVERY} are required")
+    document = _document(raw)
+    try:
+        decision = ev.github_event(settings, event, document)
+    except ev.BadPayload as exc:
+        raise ApiProblem(400, str(exc), slug="bad-payload") from None
+    if isinstance(decision, ev.Gate):
+        integrations = _integrations(request)
+        if integrations is None:
+            return web.json_response({"ignored": "gates need the daemon"}, status=200)
+        integrations.add_gate(decision)
+        return web.json_response(
+            {"gate": "pending", "environment": decision.environment}, status=202
+        )
+    return await _act(request, decision, f"{KEY_PREFIX}github:{delivery}")
+
+
+async def vercel_hook(request: web.Request) -> web.Response:
+    settings = request.config_dict[SETTINGS]
+    vercel = settings.integrations.vercel
+    raw = await _raw_body(request)
+    secret = vercel.webhook_secret if vercel is not None else None
+    presented = request.headers.get(ev.VERCEL_SIGNATURE)
+    if secret is None or not ev.signature_ok(
+        ev.vercel_signature(secret.get_secret_value(), raw), presented
+    ):
+        raise _unsigned("Vercel", ev.VERCEL_SIGNATURE)
+    document = _document(raw)
+    try:
+        decision = ev.vercel_event(settings, document)
+    except ev.BadPayload as exc:
+        raise ApiProblem(400, str(exc), slug="bad-payload") from None
+    event_id = str(document.get("id"))[:MAX_DELIVERY_ID]
+    return await _act(request, decision, f"{KEY_PREFIX}vercel:{event_id}")
+
+
+async def _act(
+    request: web.Request, decision: ev.OpenWindow | ev.Ignored, key: str
+) -> web.Response:
+    if isinstance(decision, ev.Ignored):
+        return web.json_response({"ignored": decision.reason}, status=200)
+    store = request.config_dict[STORE]
+    stored = await store.idempotent_response(key)
+    if stored is not None:
+        return web.json_response(stored.body, status=stored.status)
+    labels = dict(decision.labels)
+    if "vercel.deployment" in labels and "vercel.previous" not in labels:
+        previous = await previous_vercel_deployment(store, decision.environment, labels)
+        if previous:
+            labels["vercel.previous"] = previous
+    try:
+        body = DeployRequest.model_validate(
+            {
+                "environment": decision.environment,
+                "version": decision.version,
+                "commit": decision.commit,
+                "labels": labels,
+            }
+        )
+    except ValidationError as exc:
+        detail = "; ".join(f"{e['loc']}: {e['msg']}" for e in exc.errors())
+        raise ApiProblem(
+            400, f"the event cannot open a window: {detail}", slug="bad-payload"
+        ) from None
+    return await _open(request, store, body, key)
+
+
+async def _open(request: web.Request, store: Store, body: DeployRequest, key: str) -> web.Response:
+    settings = request.config_dict[SETTINGS]
+    env = settings.environments[body.environment]
+    now = _now(request)
+    window = DeployWindow(
+        id=f"dep_{ULID()}",
+        environment=body.environment,
+        version=body.version,
+        previous_version=None,
+        commit=body.commit,
+        labels=dict(body.labels),
+        state="watching",
+        deployed_at=now,
+        ends_at=now + env.window,
+        created_at=now,
+    )
+    payload = {"deploy": deploy_object(window)}
+    idempotency = IdempotentResponse(key=key, request_hash=key, status=202, body=payload)
+    try:
+        created = await store.create_window(window, idempotency)
+    except Exception:
+        stored = await store.idempotent_response(key)  # the same event raced us
+        if stored is not None:
+            return web.json_response(stored.body, status=stored.status)
+        raise
+    _notify(request, window.id, [old.id for old in created.superseded])
+    _count_ended(request, "superseded", created.superseded)
+    integrations = _integrations(request)
+    if integrations is not None:
+        integrations.wake()
+    log.info(
+        "deploy event opened a window: %s %s (%s)",
+        window.environment,
+        window.version,
+        key.removeprefix(KEY_PREFIX),
+        extra={"deploy_id": window.id, "environment": window.environment},
+    )
+    return web.json_response(payload, status=202, headers={"Location": deploy_path(window.id)})
+
+
+async def previous_vercel_deployment(
+    store: Store, environment: str, labels: dict[str, str]
+) -> str | None:
+    """The deployment production served before this one, from our own windows: the
+    newest earlier Vercel window of the environment (or, if that one was rolled back,
+    the deployment it went back to)."""
+    page = await store.list_windows(environment=environment, limit=20)
+    for window in page.items:
+        current = window.labels.get("vercel.deployment")
+        if not current or current == labels.get("vercel.deployment"):
+            continue
+        if window.state == "rolled_back":
+            back = window.labels.get("vercel.previous")
+            if back:
+                return back
+            continue
+        return current  # cancelled or failed without a rollback: it still serves
+    return None
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+async def rollback_deploy(request: web.Request) -> web.Response:
+    settings = request.config_dict[SETTINGS]
+    store = request.config_dict[STORE]
+    window_id = _window_id(request)
+    document = await read_json_body(request)
+    try:
+        body = RollbackRequest.model_validate(document)
+    except ValidationError as exc:
+        raise invalid_fields(
+            validation_errors(exc, known_fields=RollbackRequest.model_fields)
+        ) from None
+    integrations = _integrations(request)
+    if integrations is None:
+        raise ApiProblem(503, "manual rollback needs the daemon", slug="not-ready")
+    who = token_name(bearer_token(request) or "", settings.server.token_names()) or "unknown"
+    try:
+        window = await integrations.request_rollback(window_id, body.reason, who)
+    except KeyError:
+        raise ApiProblem(404, f"no deploy {window_id}", slug="unknown-deploy") from None
+    except Conflict as exc:
+        raise ApiProblem(409, str(exc), slug="rollback-refused") from None
+    return web.json_response(await _render(store, window, _now(request)), status=202)

@@ -1,0 +1,51 @@
+"""`postflight rollback ID --reason TEXT` (contract §7): ask the agent for a manual
+rollback. Exit 0 accepted, 1 refused (the deploy already has a rollback, or ended
+cancelled or superseded), 2 usage, connection or auth error. Talks to the agent
+only through `PostflightClient`; never decides anything itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from agent.cli.commands import UsageError, _connection, _connection_arguments
+from agent.cli.exits import EXIT_USAGE
+from agent.client import ApiError, ClientError, PostflightClient
+
+EXIT_ACCEPTED, EXIT_REFUSED = 0, 1
+
+
+def add_rollback_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", help="the deploy id (dep_…)")
+    parser.add_argument("--reason", required=True, help="why: recorded, alerted and sent on")
+    _connection_arguments(parser)
+
+
+def rollback_command(args: argparse.Namespace) -> int:
+    try:
+        url, token, request_timeout = _connection(args)
+        if not args.reason.strip():
+            raise UsageError("--reason must not be empty")
+    except UsageError as exc:
+        print(f"postflight rollback: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def ask() -> int:
+        async with PostflightClient(url, token, timeout=request_timeout) as api:
+            deploy = await api.request_rollback(args.id, args.reason)
+        rollback = deploy.rollback.state if deploy.rollback is not None else "?"
+        print(
+            f"rollback of {deploy.id} ({deploy.environment} {deploy.version}) accepted: {rollback}"
+        )
+        return EXIT_ACCEPTED
+
+    try:
+        return asyncio.run(ask())
+    except ApiError as exc:
+        print(f"postflight rollback: {exc}", file=sys.stderr)
+        return EXIT_REFUSED if exc.status == 409 else EXIT_USAGE
+    except ClientError as exc:
+        print(f"postflight rollback: {exc}", file=sys.stderr)
+        return EXIT_USAGE

@@ -1,0 +1,1 @@
+"""GitHub and Vercel: inbound deploy events, rollback targets, statuses and gates (contract §7)."""

@@ -1,0 +1,88 @@
+"""Outbound calls to GitHub and Vercel that are not rollbacks: deployment statuses,
+protection-rule answers, Rolling Releases approvals, `rollback.then` follow-ups.
+
+Each call is retried a few times on 408/429/5xx/timeouts (honouring `Retry-After`);
+a 4xx that will not change is returned at once. Never raises except CancelledError;
+tokens never appear in the errors it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from common.retry_after import RETRYABLE_STATUSES, retry_after_seconds
+
+_SNIPPET = 200
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    ok: bool
+    status: int | None
+    error: str | None
+    data: Any = None
+    attempts: int = 1
+
+
+async def call(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    headers: dict[str, str],
+    body: bytes | None = None,
+    headers_per_attempt: Callable[[], dict[str, str]] | None = None,
+    timeout_s: float = 10.0,
+    attempts: int = 4,
+    backoff: float = 0.5,
+    max_backoff: float = 30.0,
+    redact: Callable[[str], str] = lambda s: s,
+) -> CallResult:
+    """One logical call with bounded retries; the answer's JSON (if any) in `data`."""
+    status: int | None = None
+    error: str | None = None
+    for attempt in range(1, attempts + 1):
+        retry_after: float | None = None
+        sent = dict(headers)
+        if headers_per_attempt is not None:
+            sent.update(headers_per_attempt())
+        try:
+            async with session.request(
+                method,
+                url,
+                data=body,
+                headers=sent,
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+                allow_redirects=False,
+            ) as response:
+                status = response.status
+                raw = await response.content.read(1024 * 1024)
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"), 0.0)
+        except TimeoutError:
+            status, error = None, f"timed out after {timeout_s:g}s"
+        except (aiohttp.ClientError, OSError) as exc:
+            status, error = None, redact(f"{type(exc).__name__}: {exc}")[:_SNIPPET]
+        else:
+            if 200 <= status < 300:
+                try:
+                    data = json.loads(raw) if raw.strip() else None
+                except ValueError:
+                    data = None
+                return CallResult(True, status, None, data, attempt)
+            snippet = " ".join(raw.decode("utf-8", "replace").split())[:_SNIPPET]
+            error = redact(f"HTTP {status}" + (f": {snippet}" if snippet else ""))
+            if not (status in RETRYABLE_STATUSES or 500 <= status < 600):
+                return CallResult(False, status, error, None, attempt)
+        if attempt < attempts:
+            delay = retry_after
+            if delay is None:
+                delay = random.random() * backoff * 2**attempt
+            await asyncio.sleep(min(max_backoff, delay))
+    return CallResult(False, status, error, None, attempts)

@@ -1,0 +1,233 @@
+"""Inbound deploy events of contract §7: signature checks and what an event asks for.
+
+Pure: bytes and headers in, a decision out (open a window, answer a gate, ignore, or
+refuse). Must not do I/O, read the clock or touch the store; `agent.api.hooks` acts
+on the decision. Signatures are checked over the raw body, in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.integrations.config import SourcesSettings
+    from agent.settings import Settings
+
+GITHUB_SIGNATURE = "X-Hub-Signature-256"
+GITHUB_EVENT = "X-GitHub-Event"
+GITHUB_DELIVERY = "X-GitHub-Delivery"
+VERCEL_SIGNATURE = "x-vercel-signature"
+OPENING_VERCEL_TYPES = frozenset({"deployment.succeeded", "deployment.promoted"})
+MAX_HOOK_BODY = 1024 * 1024
+"""GitHub caps payloads at 25 MB, but deployment events are a few KiB: 1 MiB is ample."""
+
+
+class BadPayload(ValueError):
+    """Signed, but not the provider's JSON (answered 400)."""
+
+
+def github_signature(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def vercel_signature(secret: str, body: bytes) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
+
+
+def signature_ok(expected: str, presented: str | None) -> bool:
+    """Constant-time compare; a missing header never matches."""
+    if presented is None:
+        return False
+    return hmac.compare_digest(expected.encode(), presented.strip().encode("utf-8", "replace"))
+
+
+@dataclass(frozen=True, slots=True)
+class OpenWindow:
+    """A valid event that opens a window in `environment`."""
+
+    environment: str
+    version: str
+    commit: str | None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """A GitHub deployment protection rule to answer for `environment`."""
+
+    environment: str
+    sha: str
+    callback_url: str
+    github_environment: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    reason: str
+
+
+def _object(data: Any, where: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise BadPayload(f"{where} must be a JSON object")
+    return data
+
+
+def _text(data: Mapping[str, Any], key: str, where: str, *, required: bool = True) -> str | None:
+    value = data.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise BadPayload(f"{where}.{key} must be a non-empty string")
+    return value
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BadPayload(f"the body is not JSON ({type(exc).__name__})") from None
+    return _object(document, "the body")
+
+
+def github_event(
+    settings: Settings, event: str, document: dict[str, Any]
+) -> OpenWindow | Gate | Ignored:
+    """What a verified GitHub delivery asks for."""
+    if event == "deployment_status":
+        return _github_deployment_status(settings, document)
+    if event == "deployment_protection_rule":
+        return _github_protection_rule(settings, document)
+    return Ignored(f"event {event!r} opens nothing")
+
+
+def _github_environment(settings: Settings, repository: str, environment: str) -> str | None:
+    for name, env in settings.environments.items():
+        source = env.sources.github
+        if (
+            source is not None
+            and source.repository.lower() == repository.lower()
+            and source.environment.lower() == environment.lower()
+        ):
+            return name
+    return None
+
+
+def _github_deployment_status(settings: Settings, document: dict[str, Any]) -> OpenWindow | Ignored:
+    status = _object(document.get("deployment_status"), "deployment_status")
+    deployment = _object(document.get("deployment"), "deployment")
+    repository = _object(document.get("repository"), "repository")
+    state = _text(status, "state", "deployment_status")
+    full_name = _text(repository, "full_name", "repository")
+    environment = _text(deployment, "environment", "deployment")
+    sha = _text(deployment, "sha", "deployment")
+    deployment_id = deployment.get("id")
+    if not isinstance(deployment_id, int) or isinstance(deployment_id, bool):
+        raise BadPayload("deployment.id must be an integer")
+    assert state and full_name and environment and sha
+    if state != "success":
+        return Ignored(f"deployment_status {state!r} opens nothing (only success does)")
+    name = _github_environment(settings, full_name, environment)
+    if name is None:
+        return Ignored(f"{full_name} {environment!r} is not mapped to an environment")
+    labels = {
+        "github.repository": full_name,
+        "github.deployment": str(deployment_id),
+        "github.environment": environment,
+    }
+    url = status.get("environment_url") or status.get("target_url")
+    if isinstance(url, str) and url:
+        labels["github.environment_url"] = url[:256]
+    return OpenWindow(environment=name, version=sha, commit=sha, labels=labels)
+
+
+def _github_protection_rule(settings: Settings, document: dict[str, Any]) -> Gate | Ignored:
+    environment = _text(document, "environment", "payload")
+    sha = _text(document, "sha", "payload")
+    callback = _text(document, "deployment_callback_url", "payload")
+    repository = _object(document.get("repository"), "repository")
+    full_name = _text(repository, "full_name", "repository")
+    assert environment and sha and callback and full_name
+    name = _github_environment(settings, full_name, environment)
+    if name is None or settings.environments[name].gate is None:
+        return Ignored(f"{full_name} {environment!r} has no gate configured")
+    return Gate(environment=name, sha=sha, callback_url=callback, github_environment=environment)
+
+
+def vercel_event(settings: Settings, document: dict[str, Any]) -> OpenWindow | Ignored:
+    """What a verified Vercel webhook asks for."""
+    kind = _text(document, "type", "the body")
+    _text(document, "id", "the body")
+    if kind not in OPENING_VERCEL_TYPES:
+        return Ignored(f"event {kind!r} opens nothing")
+    payload = _object(document.get("payload"), "payload")
+    deployment = _object(payload.get("deployment"), "payload.deployment")
+    project = _object(payload.get("project"), "payload.project")
+    deployment_id = _text(deployment, "id", "payload.deployment")
+    project_id = _text(project, "id", "payload.project")
+    target = payload.get("target")
+    if target is not None and not isinstance(target, str):
+        raise BadPayload("payload.target must be a string or null")
+    target = target or "preview"
+    assert deployment_id and project_id
+    meta = deployment.get("meta")
+    meta = meta if isinstance(meta, dict) else {}
+    sha = meta.get("githubCommitSha")
+    sha = sha if isinstance(sha, str) and sha else None
+    name = None
+    for env_name, env in settings.environments.items():
+        source = env.sources.vercel
+        if source is not None and source.project == project_id and source.target == target:
+            name = env_name
+            break
+    if name is None:
+        return Ignored(f"project {project_id} target {target!r} is not mapped to an environment")
+    labels = {"vercel.deployment": deployment_id, "vercel.project": project_id}
+    previous = _previous_deployment(payload)
+    if previous:
+        labels["vercel.previous"] = previous
+    url = deployment.get("url")
+    if isinstance(url, str) and url:
+        labels["vercel.url"] = url[:256]
+    return OpenWindow(environment=name, version=sha or deployment_id, commit=sha, labels=labels)
+
+
+def _previous_deployment(payload: Mapping[str, Any]) -> str | None:
+    """The production deployment this one replaces, when the event names it.
+
+    Vercel's documented payload does not always carry it; pipelines can add it as
+    `meta.previousDeploymentId` (or the label `vercel.previous` on register). Without
+    it a Vercel rollback fails with one clear alert rather than guess.
+    """
+    deployment = payload.get("deployment")
+    meta = deployment.get("meta") if isinstance(deployment, dict) else None
+    for source in (payload, meta if isinstance(meta, dict) else {}):
+        for key in ("previousDeploymentId", "previousProductionDeploymentId"):
+            value = source.get(key)
+            if isinstance(value, str) and value:
+                return value
+    return None
+
+
+_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
+
+
+def window_base_url(labels: Mapping[str, str], sources: SourcesSettings) -> str | None:
+    """The URL a window opened by a deploy event probes instead of the environment's
+    `base_url`, when its source says so (`use_environment_url`, `use_deployment_url`);
+    None otherwise, or when the event's URL is not an http(s) URL."""
+    url: str | None = None
+    github_url = labels.get("github.environment_url")
+    vercel_url = labels.get("vercel.url")
+    if sources.github is not None and sources.github.use_environment_url and github_url:
+        url = github_url
+    elif sources.vercel is not None and sources.vercel.use_deployment_url and vercel_url:
+        url = vercel_url if "://" in vercel_url else f"https://{vercel_url}"
+    if url is None or len(url) > 2048 or not _URL.match(url):
+        return None
+    return url

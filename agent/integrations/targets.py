@@ -1,0 +1,220 @@
+"""Rollback targets (contract §7): the one HTTP request each attempt sends, per target.
+
+`RollbackDelivery` keeps the guarantees (intent stored first, attempts numbered before
+they go out, retries, backoff, `Retry-After`, resume after a crash); this module only
+says *what* an attempt sends: the signed webhook (§3), Vercel's instant rollback, or a
+GitHub `workflow_dispatch`. It must not retry, sleep or write the store.
+
+Exactly once across a crash: neither Vercel nor GitHub takes an idempotency key, so
+when a delivery resumes after an attempt whose outcome was never recorded,
+`already_done` asks: Vercel, which deployment serves production (already the one we
+roll back to?); GitHub, whether a dispatched run's name carries the deploy id. If so
+the rollback is recorded as delivered instead of being sent again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+
+from agent.records import RollbackIntent
+
+if TYPE_CHECKING:
+    from agent.settings import RollbackSettings, Settings
+
+log = logging.getLogger("postflight.rollback")
+
+GITHUB_HEADERS = {
+    "Accept": "application/vnd.github+json",
+    "X-GitHub-Api-Version": "2022-11-28",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    who: str
+    """Named in errors: `the webhook`, `Vercel`, `GitHub`."""
+    problem: str | None = None
+    """A reason this rollback can never be sent (nothing goes out; state `failed`)."""
+
+
+def _deploy(intent: RollbackIntent) -> dict[str, Any]:
+    try:
+        body = json.loads(intent.body)
+    except ValueError:
+        return {}
+    deploy = body.get("deploy") if isinstance(body, dict) else None
+    out: dict[str, Any] = dict(deploy) if isinstance(deploy, dict) else {}
+    out["reason"] = body.get("reason", "") if isinstance(body, dict) else ""
+    return out
+
+
+def vercel_url(api_url: str, path: str, team_id: str | None, **query: str) -> str:
+    params = dict(query)
+    if team_id:
+        params["teamId"] = team_id
+    url = api_url.rstrip("/") + path
+    return url + ("?" + urlencode(params) if params else "")
+
+
+class RollbackTargets:
+    """Builds each attempt's request from the whole configuration (integrations,
+    the environment's sources) and the stored intent."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def prepare(
+        self,
+        intent: RollbackIntent,
+        rollback: RollbackSettings,
+        environment: str,
+        webhook_headers: dict[str, str],
+    ) -> PreparedRequest:
+        body = intent.body.encode()
+        if rollback.target == "vercel":
+            return self._vercel(intent, environment)
+        if rollback.target == "github":
+            return self._github(intent, rollback, environment)
+        assert rollback.url is not None
+        return PreparedRequest(rollback.url, webhook_headers, body, "the webhook")
+
+    def _vercel(self, intent: RollbackIntent, environment: str) -> PreparedRequest:
+        vercel = self._settings.integrations.vercel
+        env = self._settings.environments.get(environment)
+        source = env.sources.vercel if env is not None else None
+        deploy = _deploy(intent)
+        labels = deploy.get("labels") or {}
+        previous = labels.get("vercel.previous") if isinstance(labels, dict) else None
+        if vercel is None or vercel.token is None or source is None:
+            return PreparedRequest("", {}, b"", "Vercel", "integrations.vercel is not configured")
+        headers = {
+            "Authorization": f"Bearer {vercel.token.get_secret_value()}",
+            "Content-Type": "application/json",
+        }
+        if not previous:
+            return PreparedRequest(
+                "",
+                headers,
+                b"",
+                "Vercel",
+                "no previous production deployment is known for this deploy (label"
+                " vercel.previous): nothing to roll back to",
+            )
+        path = f"/v1/projects/{quote(source.project, safe='')}/rollback/{quote(previous, safe='')}"
+        description = f"postflight {deploy.get('id', '')}: {deploy.get('reason', '')}"[:200]
+        url = vercel_url(vercel.api_url, path, vercel.team_id, description=description)
+        return PreparedRequest(url, headers, b"", "Vercel")
+
+    def _github(
+        self, intent: RollbackIntent, rollback: RollbackSettings, environment: str
+    ) -> PreparedRequest:
+        github = self._settings.integrations.github
+        env = self._settings.environments.get(environment)
+        source = env.sources.github if env is not None else None
+        if github is None or github.token is None or source is None or rollback.github is None:
+            return PreparedRequest("", {}, b"", "GitHub", "integrations.github is not configured")
+        deploy = _deploy(intent)
+        inputs = {
+            "deploy_id": str(deploy.get("id") or intent.window_id),
+            "environment": str(deploy.get("environment") or environment),
+            "version": str(deploy.get("version") or ""),
+            "previous_version": str(deploy.get("previous_version") or ""),
+            "reason": str(deploy.get("reason") or "")[:1000],
+        }
+        body = json.dumps({"ref": rollback.github.ref, "inputs": inputs}).encode()
+        workflow = quote(rollback.github.workflow, safe="")
+        url = (
+            f"{github.api_url.rstrip('/')}/repos/{source.repository}"
+            f"/actions/workflows/{workflow}/dispatches"
+        )
+        headers = {
+            **GITHUB_HEADERS,
+            "Authorization": f"Bearer {github.token.get_secret_value()}",
+            "Content-Type": "application/json",
+        }
+        return PreparedRequest(url, headers, body, "GitHub")
+
+    async def already_done(
+        self,
+        session: aiohttp.ClientSession,
+        intent: RollbackIntent,
+        rollback: RollbackSettings,
+        environment: str,
+    ) -> bool:
+        """After a crash: did the rollback already take effect? Vercel: production
+        already serves the deployment we roll back to. GitHub: a dispatched run of the
+        workflow names the deploy id (the workflow sets `run-name` with
+        `inputs.deploy_id`). Any doubt: False, and the delivery goes on as usual."""
+        if rollback.target == "github":
+            return await self._github_already_done(session, intent, rollback, environment)
+        if rollback.target != "vercel":
+            return False
+        vercel = self._settings.integrations.vercel
+        env = self._settings.environments.get(environment)
+        source = env.sources.vercel if env is not None else None
+        labels = _deploy(intent).get("labels") or {}
+        previous = labels.get("vercel.previous") if isinstance(labels, dict) else None
+        if vercel is None or vercel.token is None or source is None or not previous:
+            return False
+        url = vercel_url(
+            vercel.api_url, f"/v9/projects/{quote(source.project, safe='')}", vercel.team_id
+        )
+        try:
+            async with session.get(
+                url,
+                headers={"Authorization": f"Bearer {vercel.token.get_secret_value()}"},
+                timeout=aiohttp.ClientTimeout(total=rollback.timeout),
+            ) as response:
+                if response.status != 200:
+                    return False
+                project = await response.json(content_type=None)
+        except Exception as exc:  # any doubt: deliver as usual
+            log.warning("could not ask Vercel whether the rollback took effect: %s", type(exc))
+            return False
+        targets = project.get("targets") if isinstance(project, dict) else None
+        production = targets.get("production") if isinstance(targets, dict) else None
+        current = production.get("id") if isinstance(production, dict) else None
+        return bool(current) and current == previous
+
+    async def _github_already_done(
+        self,
+        session: aiohttp.ClientSession,
+        intent: RollbackIntent,
+        rollback: RollbackSettings,
+        environment: str,
+    ) -> bool:
+        github = self._settings.integrations.github
+        env = self._settings.environments.get(environment)
+        source = env.sources.github if env is not None else None
+        if github is None or github.token is None or source is None or rollback.github is None:
+            return False
+        workflow = quote(rollback.github.workflow, safe="")
+        url = (
+            f"{github.api_url.rstrip('/')}/repos/{source.repository}/actions/workflows/"
+            f"{workflow}/runs?event=workflow_dispatch&per_page=100"
+        )
+        headers = {**GITHUB_HEADERS, "Authorization": f"Bearer {github.token.get_secret_value()}"}
+        try:
+            async with session.get(
+                url, headers=headers, timeout=aiohttp.ClientTimeout(total=rollback.timeout)
+            ) as response:
+                if response.status != 200:
+                    return False
+                data = await response.json(content_type=None)
+        except Exception as exc:  # any doubt: deliver as usual
+            log.warning("could not ask GitHub whether the rollback ran: %s", type(exc))
+            return False
+        runs = data.get("workflow_runs") if isinstance(data, dict) else None
+        return any(
+            isinstance(run, dict) and intent.window_id in str(run.get("display_title", ""))
+            for run in runs or []
+        )

@@ -1,0 +1,525 @@
+"""The daemon's side of contract §7 that acts after a window opened: GitHub deployment
+statuses, protection-rule gates, Rolling Releases approvals, manual rollbacks and the
+`rollback.then` follow-ups.
+
+One task polls the store (the truth) and does each outbound call once per window and
+event: `Store.claim_alert` with `github:*`, `vercel:*` and `then:*` keys is the
+persistent "done" mark, so a restart neither repeats nor forgets. It must not judge
+a window or deliver a rollback itself: rollbacks go through `RollbackDelivery`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from agent import __version__
+from agent.appkeys import WindowEvents
+from agent.integrations.clients import CallResult, call
+from agent.integrations.events import Gate
+from agent.integrations.targets import GITHUB_HEADERS, vercel_url
+from agent.records import DeployWindow, RollbackIntent
+from agent.rollback import rollback_intent, sign
+from agent.settings import EnvironmentSettings, Settings
+from agent.store.base import Conflict
+from agent.windows.lifecycle import WatchServices, deliver_rollback
+from alerting.events import Alert
+from common.times import rfc3339
+
+log = logging.getLogger("postflight.integrations")
+
+COMMIT_STATE = {
+    "watching": "pending",
+    "passed": "success",
+    "failed": "failure",
+    "rolled_back": "failure",
+    "inconclusive": "error",
+}
+SHA = re.compile(r"^[0-9a-fA-F]{7,40}$")
+STATUS_OF_STATE = {
+    "watching": "in_progress",
+    "passed": "success",
+    "failed": "failure",
+    "rolled_back": "failure",
+    "inconclusive": "error",
+}
+GATE_ANSWERS = {"passed": "approved", "failed": "rejected", "rolled_back": "rejected"}
+SCAN_LIMIT = 50
+DONE_RESULTS = ("delivered", "failed", "sent", "rejected", "approved")
+MANUAL_STATES = ("watching", "passed", "failed", "inconclusive")
+
+
+@dataclass
+class _PendingGate:
+    gate: Gate
+    deadline: float
+
+
+class Integrations:
+    """Owned by the daemon (`agent.app`); the API reaches it through `INTEGRATIONS`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        services: WatchServices,
+        events: WindowEvents,
+        *,
+        public_url: str,
+        redact: Callable[[str], str],
+        clock: Callable[[], float] = time.time,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self.s = services
+        self.events = events
+        self.public_url = public_url.rstrip("/")
+        self.redact = redact
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self._session: aiohttp.ClientSession | None = None
+        self._wake = asyncio.Event()
+        self._done: set[tuple[str, str]] = set()
+        self._busy: set[tuple[str, str]] = set()
+        self._gates: dict[str, _PendingGate] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        services.after_rollback = self.after_rollback
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers={"User-Agent": f"postflight/{__version__}"}
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def deploy_url(self, window_id: str) -> str:
+        return f"{self.public_url}/v1/deploys/{window_id}"
+
+    # the loop ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._resume_after_rollbacks()
+        while True:
+            try:
+                await self._scan()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("integrations: a scan failed; retrying")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+
+    async def _scan(self) -> None:
+        page = await self.s.store.list_windows(limit=SCAN_LIMIT)
+        for window in page.items:
+            if "github.deployment" in window.labels:
+                self._github_statuses(window)
+            self._commit_status(window)
+            if window.state == "passed" and "vercel.deployment" in window.labels:
+                self._rolling_release(window)
+        for key, pending in list(self._gates.items()):
+            await self._gate(key, pending)
+
+    def _once(self, window: DeployWindow, key: str, work: Callable[[], Any]) -> None:
+        """Start `work` for (window, key) unless done or running; `work` claims `key`."""
+        mark = (window.id, key)
+        if mark in self._done or mark in self._busy:
+            return
+        self._busy.add(mark)
+
+        async def run() -> None:
+            try:
+                if await self.s.store.claim_alert(window.id, key, self.clock()):
+                    await work()
+            finally:
+                self._busy.discard(mark)
+                self._done.add(mark)
+
+        self.s.spawn(run())
+
+    # GitHub deployment statuses ----------------------------------------------
+
+    def _github_statuses(self, window: DeployWindow) -> None:
+        github = self.settings.integrations.github
+        if github is None or github.token is None:
+            return
+        state = STATUS_OF_STATE.get(window.state)
+        if state is None:
+            return
+        if state == "in_progress":
+            self._once(window, "github:in_progress", lambda: self._status(window, state))
+        else:
+            self._once(window, f"github:{state}", lambda: self._final_status(window, state))
+
+    async def _final_status(self, window: DeployWindow, state: str) -> None:
+        """`in_progress` first (a window can end before the first scan saw it open)."""
+        if await self.s.store.claim_alert(window.id, "github:in_progress", self.clock()):
+            await self._status(window, "in_progress")
+        await self._status(window, state)
+
+    async def _status(self, window: DeployWindow, state: str) -> None:
+        """Statuses of one deployment go out one after the other, in order."""
+        lock = self._locks.setdefault(f"status:{window.id}", asyncio.Lock())
+        async with lock:
+            await self._post_status(window, state)
+
+    async def _post_status(self, window: DeployWindow, state: str) -> None:
+        github = self.settings.integrations.github
+        assert github is not None and github.token is not None
+        repository = window.labels.get("github.repository", "")
+        deployment = window.labels.get("github.deployment", "")
+        if state == "in_progress":
+            description = f"Postflight is watching {window.version[:40]}"
+        else:
+            fresh = await self.s.store.get_window(window.id) or window
+            description = str((fresh.verdict or {}).get("reason") or state)
+        body: dict[str, Any] = {
+            "state": state,
+            "log_url": self.deploy_url(window.id),
+            "description": description[:140],
+            "environment": window.labels.get("github.environment", window.environment),
+        }
+        if window.labels.get("github.environment_url"):
+            body["environment_url"] = window.labels["github.environment_url"]
+        url = (
+            f"{github.api_url.rstrip('/')}/repos/{repository}/deployments/"
+            f"{quote(deployment, safe='')}/statuses"
+        )
+        result = await call(
+            self._client(),
+            "POST",
+            url,
+            headers=self._github_headers(),
+            body=json.dumps(body).encode(),
+            timeout_s=github.timeout,
+            redact=self.redact,
+        )
+        self._record(window, f"github:{state}", result, f"GitHub deployment status {state}")
+
+    def _commit_status(self, window: DeployWindow) -> None:
+        github = self.settings.integrations.github
+        env = self.settings.environments.get(window.environment)
+        source = env.sources.github if env is not None else None
+        state = COMMIT_STATE.get(window.state)
+        if (
+            github is None
+            or github.token is None
+            or source is None
+            or not source.commit_status
+            or state is None
+            or not SHA.match(window.commit or "")
+        ):
+            return
+        key = f"github:commit:{state}"
+        self._once(window, key, lambda: self._post_commit_status(window, state, source.repository))
+
+    async def _post_commit_status(self, window: DeployWindow, state: str, repository: str) -> None:
+        github = self.settings.integrations.github
+        assert github is not None
+        lock = self._locks.setdefault(f"commit:{window.id}", asyncio.Lock())
+        async with lock:
+            if state != "pending":
+                fresh = await self.s.store.get_window(window.id) or window
+                description = str((fresh.verdict or {}).get("reason") or state)
+            else:
+                description = f"Postflight is watching {window.version[:40]}"
+            body = {
+                "state": state,
+                "target_url": self.deploy_url(window.id),
+                "description": description[:140],
+                "context": f"postflight/{window.environment}",
+            }
+            url = f"{github.api_url.rstrip('/')}/repos/{repository}/statuses/{window.commit}"
+            result = await call(
+                self._client(),
+                "POST",
+                url,
+                headers=self._github_headers(),
+                body=json.dumps(body).encode(),
+                timeout_s=github.timeout,
+                redact=self.redact,
+            )
+        self._record(window, f"github:commit:{state}", result, f"commit status {state}")
+
+    def _github_headers(self) -> dict[str, str]:
+        github = self.settings.integrations.github
+        assert github is not None and github.token is not None
+        return {
+            **GITHUB_HEADERS,
+            "Authorization": f"Bearer {github.token.get_secret_value()}",
+            "Content-Type": "application/json",
+        }
+
+    def _record(self, window: DeployWindow, key: str, result: CallResult, what: str) -> None:
+        outcome = "sent" if result.ok else "failed"
+        detail = f"HTTP {result.status}" if result.ok else (result.error or "failed")
+        if not result.ok:
+            log.warning(
+                "%s not posted: %s",
+                what,
+                detail,
+                extra={"deploy_id": window.id, "environment": window.environment},
+            )
+        self.s.spawn(self.s.store.record_alert(window.id, key, outcome, detail))
+
+    # Vercel Rolling Releases ---------------------------------------------------
+
+    def _rolling_release(self, window: DeployWindow) -> None:
+        env = self.settings.environments.get(window.environment)
+        source = env.sources.vercel if env is not None else None
+        vercel = self.settings.integrations.vercel
+        if source is None or not source.rolling_release or vercel is None or not vercel.token:
+            return
+        self._once(window, "vercel:approve-stage", lambda: self._approve_stage(window))
+
+    async def _approve_stage(self, window: DeployWindow) -> None:
+        vercel = self.settings.integrations.vercel
+        env = self.settings.environments[window.environment]
+        assert vercel is not None and vercel.token is not None and env.sources.vercel
+        project = quote(env.sources.vercel.project, safe="")
+        headers = {
+            "Authorization": f"Bearer {vercel.token.get_secret_value()}",
+            "Content-Type": "application/json",
+        }
+        base = f"/v1/projects/{project}/rolling-release"
+        current = await call(
+            self._client(),
+            "GET",
+            vercel_url(vercel.api_url, base, vercel.team_id),
+            headers=headers,
+            timeout_s=vercel.timeout,
+            redact=self.redact,
+        )
+        release = (current.data or {}).get("rollingRelease") if current.ok else None
+        canary = window.labels.get("vercel.deployment")
+        if not isinstance(release, dict) or release.get("state") != "ACTIVE":
+            why = current.error if not current.ok else "no active rolling release"
+            self._record(window, "vercel:approve-stage", CallResult(False, None, why), "approval")
+            return
+        canary_id = (release.get("canaryDeployment") or {}).get("id")
+        if canary_id != canary:
+            why = f"the active rolling release is for {canary_id}, not {canary}"
+            self._record(window, "vercel:approve-stage", CallResult(False, None, why), "approval")
+            return
+        active = release.get("activeStage") or {}
+        index = active.get("index") if isinstance(active, dict) else None
+        if not isinstance(index, int):
+            index = release.get("activeStageIndex", 0)
+        body = {
+            "activeStageIndex": index,
+            "nextStageIndex": index + 1,
+            "canaryDeploymentId": canary,
+        }
+        result = await call(
+            self._client(),
+            "POST",
+            vercel_url(vercel.api_url, f"{base}/approve-stage", vercel.team_id),
+            headers=headers,
+            body=json.dumps(body).encode(),
+            timeout_s=vercel.timeout,
+            redact=self.redact,
+        )
+        self._record(window, "vercel:approve-stage", result, "Rolling Release approval")
+
+    # GitHub deployment protection rules ------------------------------------------
+
+    def add_gate(self, gate: Gate) -> None:
+        env = self.settings.environments[gate.environment]
+        assert env.gate is not None
+        self._gates.setdefault(
+            gate.callback_url, _PendingGate(gate, self.clock() + env.gate.timeout)
+        )
+        self.wake()
+
+    async def _gate(self, key: str, pending: _PendingGate) -> None:
+        gate = pending.gate
+        env = self.settings.environments[gate.environment]
+        assert env.gate is not None
+        after = env.gate.after
+        page = await self.s.store.list_windows(environment=after, limit=SCAN_LIMIT)
+        window = next((w for w in page.items if gate.sha in (w.version, w.commit)), None)
+        if window is None or window.state == "watching":
+            if self.clock() < pending.deadline:
+                return
+            answer, comment = "rejected", f"no {after} window of {gate.sha[:12]} ended in time"
+        elif window.state in GATE_ANSWERS:
+            answer = GATE_ANSWERS[window.state]
+            comment = f"Postflight: {after} window {window.state} — {self.deploy_url(window.id)}"
+        else:
+            answer = "rejected"
+            comment = f"Postflight: {after} window {window.state}, not passed"
+        self._gates.pop(key, None)
+        github = self.settings.integrations.github
+        assert github is not None
+        if not gate.callback_url.startswith(github.api_url.rstrip("/") + "/"):
+            log.error("protection rule callback %s is not under integrations.github.api_url", key)
+            return
+        body = {"environment_name": gate.github_environment, "state": answer, "comment": comment}
+        result = await call(
+            self._client(),
+            "POST",
+            gate.callback_url,
+            headers=self._github_headers(),
+            body=json.dumps(body).encode(),
+            timeout_s=github.timeout,
+            redact=self.redact,
+        )
+        log.info(
+            "protection rule for %s %s: %s (%s)",
+            gate.github_environment,
+            gate.sha[:12],
+            answer,
+            "answered" if result.ok else result.error,
+        )
+
+    # manual rollback ----------------------------------------------------------------
+
+    async def request_rollback(self, window_id: str, reason: str, who: str) -> DeployWindow:
+        """Store a manual rollback's intent and start its delivery (contract §7).
+
+        KeyError: unknown deploy. Conflict: it has a rollback already, it was cancelled
+        or superseded, or its environment has no rollback target.
+        """
+        lock = self._locks.setdefault(window_id, asyncio.Lock())
+        async with lock:
+            window = await self.s.store.get_window(window_id)
+            if window is None:
+                raise KeyError(window_id)
+            env = self.settings.environments.get(window.environment)
+            if env is None or env.rollback is None:
+                raise Conflict(f"environment {window.environment!r} has no rollback configured")
+            if await self.s.store.get_rollback(window_id) is not None:
+                raise Conflict(f"deploy {window_id} already has a rollback")
+            if window.state not in MANUAL_STATES:
+                raise Conflict(f"deploy {window_id} was {window.state}: nothing to roll back")
+            now = self.clock()
+            text = f"manual rollback by {who}: {reason}"
+            intent = rollback_intent(window, text, [], now, dry_run=env.rollback.dry_run)
+            stored = False
+            if window.state == "watching":
+                stored = await self.s.store.finish_window(
+                    window_id, "failed", window.verdict, now, intent
+                )
+                if stored:
+                    self.events.window_ended(window_id)
+            if not stored and not await self.s.store.add_rollback(intent):
+                raise Conflict(f"deploy {window_id} changed meanwhile; ask again")
+        window = await self.s.store.get_window(window_id) or window
+        log.warning("%s", text, extra={"deploy_id": window.id, "environment": window.environment})
+        alert = Alert.for_window(window, "rollback_requested", reason=text)
+        self.s.spawn(self.s.alerts.emit(window, alert, env.alerts.tags))
+        if intent.state == "pending":
+            self.s.spawn(deliver_rollback(window, intent, env, self.s))
+        return window
+
+    # after a rollback ------------------------------------------------------------------
+
+    async def after_rollback(self, window: DeployWindow, intent: RollbackIntent) -> None:
+        """The rollback was delivered: a window that had passed (or was inconclusive)
+        is now `rolled_back` too, and the `rollback.then` follow-ups go out once each."""
+        for state in ("passed", "inconclusive"):
+            await self.s.store.set_state(window.id, "rolled_back", state)
+        env = self.settings.environments.get(window.environment)
+        if env is None or env.rollback is None:
+            return
+        for follow in env.rollback.then:
+            await self._follow_up(window, env, intent, follow.name)
+
+    async def _follow_up(
+        self, window: DeployWindow, env: EnvironmentSettings, intent: RollbackIntent, name: str
+    ) -> None:
+        assert env.rollback is not None
+        follow = next(f for f in env.rollback.then if f.name == name)
+        key = f"then:{name}"
+        mark = (window.id, key)
+        if mark in self._busy:
+            return
+        events = await self.s.store.alert_events(window.id)
+        if events.get(key) in DONE_RESULTS:
+            return
+        self._busy.add(mark)
+        try:
+            await self.s.store.claim_alert(window.id, key, self.clock())
+            rollback_body = json.loads(intent.body)
+            body = json.dumps(
+                {
+                    "event": "rollback.then",
+                    "name": name,
+                    "deploy": rollback_body.get("deploy"),
+                    "reason": rollback_body.get("reason"),
+                    "rollback": {
+                        "target": env.rollback.target,
+                        "delivered_at": rfc3339(intent.finished_at or self.clock(), millis=False),
+                    },
+                },
+                separators=(",", ":"),
+            ).encode()
+            secret = follow.secret or env.rollback.secret
+            assert secret is not None
+
+            def signed() -> dict[str, str]:
+                timestamp = int(self.clock())
+                return {
+                    "X-Postflight-Timestamp": str(timestamp),
+                    "X-Postflight-Signature": sign(secret.get_secret_value(), timestamp, body),
+                }
+
+            result = await call(
+                self._client(),
+                "POST",
+                follow.url,
+                headers={
+                    "Content-Type": "application/json",
+                    "Idempotency-Key": f"{window.id}:{name}",
+                    "X-Postflight-Event": "rollback.then",
+                },
+                body=body,
+                headers_per_attempt=signed,
+                timeout_s=env.rollback.timeout,
+                attempts=env.rollback.max_attempts,
+                backoff=env.rollback.backoff,
+                max_backoff=env.rollback.max_backoff,
+                redact=self.redact,
+            )
+            detail = f"HTTP {result.status} after {result.attempts} attempt(s)"
+            if not result.ok:
+                detail = f"{result.error} after {result.attempts} attempt(s)"
+                alert = Alert.for_window(
+                    window, "rollback_failed", reason=f"follow-up {name!r} failed: {detail}"
+                )
+                self.s.spawn(self.s.alerts.emit(window, alert, env.alerts.tags, key=f"alert:{key}"))
+            await self.s.store.record_alert(
+                window.id, key, "delivered" if result.ok else "failed", detail
+            )
+        finally:
+            self._busy.discard(mark)
+
+    async def _resume_after_rollbacks(self) -> None:
+        """A restart between a delivered rollback and its follow-ups finishes them."""
+        page = await self.s.store.list_windows(limit=SCAN_LIMIT)
+        for window in page.items:
+            env = self.settings.environments.get(window.environment)
+            if env is None or env.rollback is None or window.state in ("watching",):
+                continue
+            intent = await self.s.store.get_rollback(window.id)
+            if intent is not None and intent.state == "delivered":
+                self.s.spawn(self.after_rollback(window, intent))

@@ -1,0 +1,267 @@
+"""The inbound hooks (contract §7) under garbled bodies and headers: never a 5xx, and
+nothing stored from a request that fails its signature.
+
+Hypothesis (derandomised: the same examples on every run) drives a real server
+(aiohttp on a SqliteStore) through its test client. Three kinds of input per hook:
+anything unsigned (random bodies and headers, wrong or truncated signatures), signed
+garbage (valid signatures over bodies that are not the provider's JSON), and signed
+mutations of real events (fields removed, retyped or replaced).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent.api import create_api_app
+from agent.metrics import Metrics
+from agent.settings import Settings
+from agent.store.sqlite import SqliteStore
+from tests.fakes import github as gh
+from tests.fakes import vercel as vc
+
+T = TypeVar("T")
+GH_SECRET = "fuzz-github-secret"
+VC_SECRET = "fuzz-vercel-secret"
+FUZZ = settings(
+    max_examples=120,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+def fuzz_settings() -> Settings:
+    env = {"base_url": "http://127.0.0.1:9", "window": "10m", "interval": "30s"}
+    return Settings(
+        server={"api_tokens": ["fuzz-token-0123456789"]},
+        integrations={
+            "github": {"token": "t", "webhook_secret": GH_SECRET},
+            "vercel": {"token": "t", "webhook_secret": VC_SECRET},
+        },
+        environments={
+            "production": {
+                **env,
+                "sources": {
+                    "vercel": {"project": vc.PROJECT, "target": "production"},
+                    "github": {"repository": gh.REPOSITORY, "environment": "Production"},
+                },
+            }
+        },
+    )
+
+
+class HookApi:
+    def __init__(self, tmp_path: Path) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.metrics = Metrics()
+        self.store = SqliteStore(tmp_path / "hooks.db")
+        self.run(self.store.open())
+        app = create_api_app(fuzz_settings(), self.store, metrics=self.metrics)
+        self.client: TestClient[web.Request, web.Application] = TestClient(
+            TestServer(app), loop=self.loop
+        )
+        self.run(self.client.start_server())
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(asyncio.wait_for(coro, 30))
+
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+        async def go() -> int:
+            async with self.client.post(path, data=body, headers=headers) as response:
+                await response.read()
+                return response.status
+
+        return self.run(go())
+
+    def windows(self) -> int:
+        return len(self.run(self.store.list_windows(limit=200)).items)
+
+    def five_hundreds(self) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "postflight_api_requests_total", {"status": "5xx"}
+        )
+        return value or 0.0
+
+    def close(self) -> None:
+        self.run(self.client.close())
+        self.run(self.store.close())
+        self.loop.close()
+
+
+@contextmanager
+def hook_api(tmp_path: Path) -> Iterator[HookApi]:
+    api = HookApi(tmp_path)
+    try:
+        yield api
+        assert api.five_hundreds() == 0
+    finally:
+        api.close()
+
+
+header_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=80)
+bodies = st.one_of(
+    st.binary(max_size=400),
+    st.sampled_from([vc.event(), gh.deployment_status(), b"", b"{}", b"null", b"[]"]),
+    st.builds(
+        lambda b, n: b[:n],
+        st.sampled_from([vc.event(), gh.deployment_status()]),
+        st.integers(0, 400),
+    ),
+)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=50),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _mutate(document: dict[str, Any], path: list[str], value: Any, drop: bool) -> bytes:
+    node: Any = document
+    for key in path[:-1]:
+        node = node.get(key) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        if drop:
+            node.pop(path[-1], None)
+        else:
+            node[path[-1]] = value
+    return json.dumps(document).encode()
+
+
+VERCEL_PATHS = [
+    ["type"],
+    ["id"],
+    ["payload"],
+    ["payload", "deployment"],
+    ["payload", "deployment", "id"],
+    ["payload", "deployment", "meta"],
+    ["payload", "deployment", "meta", "githubCommitSha"],
+    ["payload", "target"],
+    ["payload", "project"],
+    ["payload", "project", "id"],
+]
+GITHUB_PATHS = [
+    ["deployment_status"],
+    ["deployment_status", "state"],
+    ["deployment"],
+    ["deployment", "sha"],
+    ["deployment", "id"],
+    ["deployment", "environment"],
+    ["repository"],
+    ["repository", "full_name"],
+]
+
+
+@FUZZ
+@given(
+    body=bodies,
+    signature=st.one_of(st.none(), header_text, st.sampled_from(["", "sha256=", "0" * 40])),
+    wrong_secret=st.booleans(),
+    event=st.one_of(st.none(), header_text, st.just("deployment_status")),
+    delivery=st.one_of(st.none(), header_text),
+    content_type=st.sampled_from(
+        ["application/json", "text/plain", "", "application/x-www-form-urlencoded"]
+    ),
+)
+def test_unsigned_input_is_never_a_5xx_and_stores_nothing(
+    tmp_path_factory: Any,
+    body: bytes,
+    signature: str | None,
+    wrong_secret: bool,
+    event: str | None,
+    delivery: str | None,
+    content_type: str,
+) -> None:
+    with hook_api(tmp_path_factory.mktemp("unsigned")) as api:
+        for path, header, signer in (
+            ("/v1/hooks/vercel", "x-vercel-signature", vc.signature),
+            ("/v1/hooks/github", "X-Hub-Signature-256", gh.signature),
+        ):
+            headers = {"Content-Type": content_type} if content_type else {}
+            if wrong_secret:
+                headers[header] = signer("not-the-secret", body)
+            elif signature is not None:
+                headers[header] = signature
+            if event is not None:
+                headers["X-GitHub-Event"] = event
+            if delivery is not None:
+                headers["X-GitHub-Delivery"] = delivery
+            assert api.post(path, body, headers) == 401
+        assert api.windows() == 0
+
+
+@FUZZ
+@given(
+    body=bodies,
+    event=st.one_of(
+        header_text, st.sampled_from(["deployment_status", "deployment_protection_rule"])
+    ),
+    delivery=st.one_of(st.just(""), header_text),
+)
+def test_signed_garbage_is_never_a_5xx(
+    tmp_path_factory: Any, body: bytes, event: str, delivery: str
+) -> None:
+    with hook_api(tmp_path_factory.mktemp("garbage")) as api:
+        status = api.post(
+            "/v1/hooks/vercel", body, {"x-vercel-signature": vc.signature(VC_SECRET, body)}
+        )
+        assert status in (200, 202, 400), status
+        headers = {
+            "X-Hub-Signature-256": gh.signature(GH_SECRET, body),
+            "X-GitHub-Event": event,
+            "X-GitHub-Delivery": delivery,
+        }
+        assert api.post("/v1/hooks/github", body, headers) in (200, 202, 400)
+
+
+@FUZZ
+@given(
+    vercel_path=st.sampled_from(VERCEL_PATHS),
+    github_path=st.sampled_from(GITHUB_PATHS),
+    value=json_values,
+    drop=st.booleans(),
+)
+def test_signed_mutated_events_are_never_a_5xx(
+    tmp_path_factory: Any, vercel_path: list[str], github_path: list[str], value: Any, drop: bool
+) -> None:
+    with hook_api(tmp_path_factory.mktemp("mutated")) as api:
+        body = _mutate(json.loads(vc.event()), vercel_path, value, drop)
+        status = api.post(
+            "/v1/hooks/vercel", body, {"x-vercel-signature": vc.signature(VC_SECRET, body)}
+        )
+        assert status in (200, 202, 400), status
+        body = _mutate(json.loads(gh.deployment_status()), github_path, value, drop)
+        headers = {
+            "X-Hub-Signature-256": gh.signature(GH_SECRET, body),
+            "X-GitHub-Event": "deployment_status",
+            "X-GitHub-Delivery": "fuzz-1",
+        }
+        assert api.post("/v1/hooks/github", body, headers) in (200, 202, 400)
+
+
+def test_a_valid_signed_event_opens_one_window_however_often_it_is_delivered(
+    tmp_path: Path,
+) -> None:
+    with hook_api(tmp_path) as api:
+        body = vc.event()
+        headers = {"x-vercel-signature": vc.signature(VC_SECRET, body)}
+        assert [api.post("/v1/hooks/vercel", body, headers) for _ in range(3)] == [202] * 3
+        body = gh.deployment_status()
+        headers = {
+            "X-Hub-Signature-256": gh.signature(GH_SECRET, body),
+            "X-GitHub-Event": "deployment_status",
+            "X-GitHub-Delivery": "same-guid",
+        }
+        assert [api.post("/v1/hooks/github", body, headers) for _ in range(3)] == [202] * 3
+        assert api.windows() == 2

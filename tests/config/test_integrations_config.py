@@ -1,0 +1,174 @@
+"""Contract §7 configuration: the GitHub + Vercel example validates, every broken
+combination is one message at its field path (exit 2), secrets stay SecretStr."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from pydantic import SecretStr
+
+from agent.settings_file import ConfigError, load_settings, load_settings_text
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "config" / "postflight.github-vercel.example.yaml"
+VARIABLES = {
+    "POSTFLIGHT_API_TOKEN": "api-token-0123456789",
+    "POSTFLIGHT_CI_TOKEN": "ci-token-0123456789",
+    "GITHUB_TOKEN": "ghp_secret_value",
+    "GITHUB_WEBHOOK_SECRET": "gh-hook-secret",
+    "VERCEL_TOKEN": "vercel-secret-value",
+    "VERCEL_WEBHOOK_SECRET": "vc-hook-secret",
+    "ROLLBACK_SECRET": "rollback-secret",
+}
+
+
+@pytest.fixture
+def variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in VARIABLES.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_the_github_vercel_example_validates(variables: None) -> None:
+    settings = load_settings(EXAMPLE)
+    assert isinstance(settings.integrations.github.token, SecretStr)  # type: ignore[union-attr]
+    assert isinstance(settings.integrations.vercel.webhook_secret, SecretStr)  # type: ignore[union-attr]
+    assert settings.integrations.vercel.team_id is None  # type: ignore[union-attr]
+    production = settings.environments["production"]
+    assert production.rollback is not None and production.rollback.target == "vercel"
+    assert production.sources.github.environment == "Production"  # type: ignore[union-attr]
+    assert production.gate is not None and production.gate.after == "staging"
+    assert dict(settings.server.token_names())["ci"].get_secret_value() == "ci-token-0123456789"
+    for secret in VARIABLES.values():
+        assert secret in settings.secret_values()
+
+
+def test_the_example_validates_against_the_json_schema(variables: None) -> None:
+    import os
+
+    from agent.settings_file import _expand
+
+    schema = json.loads((ROOT / "config" / "postflight.schema.json").read_text())
+    problems: list[object] = []
+    example = _expand(yaml.safe_load(EXAMPLE.read_text()), (), os.environ, problems, {})
+    assert not problems
+    jsonschema.validate(example, schema)
+
+
+def test_validate_config_accepts_it_and_prints_no_secret(tmp_path: Path) -> None:
+    import os
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "validate-config", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, **VARIABLES},
+    )
+    assert proc.returncode == 0, proc.stderr
+    for secret in VARIABLES.values():
+        assert secret not in proc.stdout + proc.stderr
+
+
+BASE = """
+server: {api_tokens: [tok-1234567890abcdef]}
+%s
+environments:
+  production:
+    base_url: http://127.0.0.1:9
+%s
+  staging:
+    base_url: http://127.0.0.1:9
+"""
+
+
+@pytest.mark.parametrize(
+    ("top", "env", "path", "words"),
+    [
+        (
+            "",
+            "    rollback: {target: vercel}",
+            "environments.production.rollback.target",
+            "integrations.vercel.token",
+        ),
+        (
+            "integrations: {vercel: {token: x}}",
+            "    rollback: {target: vercel}",
+            "environments.production.rollback.target",
+            "sources.vercel.project",
+        ),
+        (
+            "integrations: {github: {token: x}}",
+            "    rollback: {target: github}",
+            "environments.production.rollback",
+            "github: {workflow",
+        ),
+        (
+            "",
+            "    rollback: {target: webhook, url: 'http://r'}",
+            "environments.production.rollback",
+            "needs secret",
+        ),
+        (
+            "",
+            "    sources: {vercel: {project: prj_1}}",
+            "environments.production.sources.vercel",
+            "integrations.vercel",
+        ),
+        (
+            "",
+            "    sources: {github: {repository: 'not a repo', environment: P}}",
+            "environments.production.sources.github.repository",
+            "",
+        ),
+        (
+            "integrations: {github: {token: x}}",
+            "    sources: {github: {repository: a/b, environment: P}}\n    gate: {after: nowhere}",
+            "environments.production.gate.after",
+            "no environment 'nowhere'",
+        ),
+        (
+            "integrations: {vercel: {webhook_secret: ''}}",
+            "",
+            "integrations.vercel.webhook_secret",
+            "must not be empty",
+        ),
+        ("integrations: {gitlab: {}}", "", "integrations.gitlab", "unknown key"),
+        (
+            "",
+            "    rollback: {url: 'http://r', secret: s, then: [{name: db, url: 'ftp://x'}]}",
+            "environments.production.rollback.then.0.url",
+            "",
+        ),
+    ],
+)
+def test_each_broken_combination_is_one_error_at_its_path(
+    top: str, env: str, path: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings_text(BASE % (top, env), source="t.yaml")
+    problems = caught.value.problems
+    paths = [".".join(str(p) for p in problem.loc) for problem in problems]
+    assert path in paths, [str(p) for p in problems]
+    problem = problems[paths.index(path)]
+    assert words in problem.message
+    assert problem.line is not None
+
+
+def test_two_environments_cannot_claim_the_same_events() -> None:
+    text = """
+server: {api_tokens: [tok-1234567890abcdef]}
+integrations: {vercel: {token: x}}
+environments:
+  a: {base_url: 'http://x', sources: {vercel: {project: p, target: production}}}
+  b: {base_url: 'http://x', sources: {vercel: {project: p, target: production}}}
+"""
+    with pytest.raises(ConfigError) as caught:
+        load_settings_text(text)
+    assert "already mapped to environments.a" in str(caught.value)

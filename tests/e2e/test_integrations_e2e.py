@@ -1,0 +1,594 @@
+"""Contract §7 end to end through the real daemon: signed Vercel and GitHub events open
+windows, a regression rolls back through Vercel once, GitHub hears the statuses, gates
+answer, manual rollbacks and their follow-ups go out once. Counted at the fakes."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, RunningAgent
+from tests.e2e.crash import free_port
+from tests.fakes import github as gh
+from tests.fakes import vercel as vc
+from tests.fakes.github import FakeGitHub
+from tests.fakes.vercel import FakeVercel
+from tests.receivers import RollbackReceiver
+
+GH_TOKEN = "gh-token-e2e"
+GH_SECRET = "gh-webhook-secret"
+VC_TOKEN = "vc-token-e2e"
+VC_SECRET = "vc-webhook-secret"
+SHA = "9fceb02d0ae598e95dc970b74767f19372d61af8"
+
+
+@pytest.fixture
+async def fake_vercel() -> AsyncIterator[FakeVercel]:
+    async with FakeVercel(token=VC_TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def fake_github() -> AsyncIterator[FakeGitHub]:
+    async with FakeGitHub(token=GH_TOKEN) as fake:
+        yield fake
+
+
+def integrations(github: FakeGitHub, vercel: FakeVercel) -> str:
+    return f"""
+    integrations:
+      github: {{api_url: "{github.url}", token: {GH_TOKEN}, webhook_secret: {GH_SECRET}}}
+      vercel: {{api_url: "{vercel.url}", token: {VC_TOKEN}, webhook_secret: {VC_SECRET}}}
+    """
+
+
+def environments(
+    target: FlipTarget,
+    *,
+    rollback: str = "{target: vercel, backoff: 50ms, max_backoff: 200ms}",
+    window: str = "30s",
+    rolling_release: bool = False,
+    staging_window: str = "30s",
+    gate_timeout: str = "30s",
+) -> str:
+    env = f"""
+      base_url: {target.url}
+      interval: 300ms
+      background_interval: 200ms
+      probes_per_round: 5
+      checks:
+        - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
+      analysis: {{policy: threshold, failure_limit: 2}}
+      rules:
+        - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
+    """
+    rr = str(rolling_release).lower()
+    return f"""
+    production:
+      window: {window}
+      sources:
+        vercel: {{project: {vc.PROJECT}, target: production, rolling_release: {rr}}}
+        github: {{repository: {gh.REPOSITORY}, environment: Production}}
+      gate: {{after: staging, timeout: {gate_timeout}}}
+      rollback: {rollback}
+    {env}
+    staging:
+      window: {staging_window}
+      sources:
+        vercel: {{project: {vc.PROJECT}, target: staging}}
+        github: {{repository: {gh.REPOSITORY}, environment: Staging}}
+    {env}
+    """
+
+
+async def post_hook(
+    agent: RunningAgent, provider: str, body: bytes, headers: dict[str, str]
+) -> tuple[int, dict[str, Any]]:
+    async with agent.http.post(
+        f"{agent.url}/v1/hooks/{provider}",
+        data=body,
+        headers={"Content-Type": "application/json", **headers},
+    ) as r:
+        return r.status, await r.json(content_type=None)
+
+
+async def vercel_hook(agent: RunningAgent, body: bytes) -> tuple[int, dict[str, Any]]:
+    return await post_hook(
+        agent, "vercel", body, {"x-vercel-signature": vc.signature(VC_SECRET, body)}
+    )
+
+
+async def github_hook(
+    agent: RunningAgent, event: str, body: bytes, delivery: str
+) -> tuple[int, dict[str, Any]]:
+    headers = {
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery,
+        "X-Hub-Signature-256": gh.signature(GH_SECRET, body),
+    }
+    return await post_hook(agent, "github", body, headers)
+
+
+async def eventually(check: Any, within: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not check():
+        assert loop.time() < deadline, "gave up waiting"
+        await asyncio.sleep(0.05)
+
+
+async def windows(agent: RunningAgent) -> list[dict[str, Any]]:
+    async with agent.http.get(f"{agent.url}/v1/deploys", headers=agent.headers) as r:
+        data: dict[str, Any] = await r.json()
+        return list(data["items"])
+
+
+async def test_signed_vercel_event_opens_a_window_and_a_regression_rolls_back_once(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    agent = await start_agent(
+        environments(flip_target), extra=integrations(fake_github, fake_vercel)
+    )
+    # production served OLD, then NEW: the window knows what to go back to
+    first = vc.event(event_id="evt_old", deployment=vc.OLD, sha="a" * 40)
+    status, opened = await vercel_hook(agent, first)
+    assert status == 202, opened
+    old_id = opened["deploy"]["id"]
+    body = vc.event(event_id="evt_new", deployment=vc.NEW)
+    status, opened = await vercel_hook(agent, body)
+    assert status == 202, opened
+    assert (await agent.get(old_id))["state"] == "superseded"  # as the API does
+    deploy = opened["deploy"]
+    assert deploy["version"] == SHA
+    assert deploy["labels"]["vercel.deployment"] == vc.NEW
+    assert deploy["labels"]["vercel.previous"] == vc.OLD
+    # the same event again: the same answer, one window
+    again_status, again = await vercel_hook(agent, body)
+    assert (again_status, again) == (202, opened)
+    flip_target.bad = True
+    final = await agent.settled(deploy["id"])
+    assert final["state"] == "rolled_back", final
+    assert [a["deployment"] for a in fake_vercel.accepted] == [vc.OLD]
+    assert fake_vercel.production[vc.PROJECT] == vc.OLD
+    assert len([w for w in await windows(agent) if w["version"] == SHA]) == 1
+
+
+async def test_bad_signatures_are_401_and_store_nothing(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    agent = await start_agent(
+        environments(flip_target), extra=integrations(fake_github, fake_vercel)
+    )
+    body = vc.event()
+    for headers in (
+        {},
+        {"x-vercel-signature": "0" * 40},
+        {"x-vercel-signature": vc.signature("x", body)},
+    ):
+        status, problem = await post_hook(agent, "vercel", body, headers)
+        assert status == 401, problem
+    gh_body = gh.deployment_status()
+    status, _ = await post_hook(
+        agent,
+        "github",
+        gh_body,
+        {
+            "X-GitHub-Event": "deployment_status",
+            "X-GitHub-Delivery": "d-1",
+            "X-Hub-Signature-256": gh.signature("wrong", gh_body),
+        },
+    )
+    assert status == 401
+    assert await windows(agent) == []
+    # valid signature, but an event that opens nothing
+    status, ignored = await vercel_hook(agent, vc.event("deployment.created", event_id="evt_c"))
+    assert (status, set(ignored)) == (200, {"ignored"})
+    status, ignored = await vercel_hook(agent, vc.event(event_id="evt_u", project="prj_other"))
+    assert (status, set(ignored)) == (200, {"ignored"})
+    status, problem = await post_hook(
+        agent, "vercel", b"[1]", {"x-vercel-signature": vc.signature(VC_SECRET, b"[1]")}
+    )
+    assert status == 400
+    assert await windows(agent) == []
+
+
+async def test_github_deployment_status_opens_a_window_and_hears_in_progress_then_failure(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+    rollback_receiver: Any,
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    rollback = f"{{url: '{receiver.url}', secret: {SECRET}, backoff: 50ms}}"
+    agent = await start_agent(
+        environments(flip_target, rollback=rollback), extra=integrations(fake_github, fake_vercel)
+    )
+    body = gh.deployment_status()
+    status, opened = await github_hook(agent, "deployment_status", body, "delivery-1")
+    assert status == 202, opened
+    again = await github_hook(agent, "deployment_status", body, "delivery-1")
+    assert again == (202, opened)
+    deploy = opened["deploy"]
+    assert (deploy["environment"], deploy["version"]) == ("production", SHA)
+    await eventually(lambda: len(fake_github.statuses) >= 1)
+    flip_target.bad = True
+    await agent.settled(deploy["id"])
+    await eventually(lambda: len(fake_github.statuses) >= 2)
+    states = [s["state"] for s in fake_github.statuses]
+    assert states == ["in_progress", "failure"]
+    last = fake_github.statuses[-1]
+    assert last["log_url"].endswith(f"/v1/deploys/{deploy['id']}")
+    assert "probe-errors" in last["description"]
+    assert last["environment_url"] == "https://web-new.vercel.app"
+    # pending states open nothing
+    pending = gh.deployment_status("pending")
+    status, ignored = await github_hook(agent, "deployment_status", pending, "delivery-2")
+    assert status == 200 and "ignored" in ignored
+    assert len(await windows(agent)) == 1
+
+
+async def test_protection_rule_gate_approves_after_passing_staging_and_rejects_after_failing(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    agent = await start_agent(
+        environments(flip_target, staging_window="1500ms"),
+        extra=integrations(fake_github, fake_vercel),
+    )
+    good = "b" * 40
+    staging = await agent.register("staging", good)
+    # asked while staging still runs: it waits
+    rule = gh.protection_rule(fake_github.url, sha=good, run_id=1)
+    status, answer = await github_hook(agent, "deployment_protection_rule", rule, "gate-1")
+    assert status == 202, answer
+    await asyncio.sleep(0.5)
+    assert fake_github.gate_answers == []
+    await agent.settled(staging["id"])
+    await eventually(lambda: len(fake_github.gate_answers) == 1)
+    assert fake_github.gate_answers[0]["state"] == "approved"
+    assert fake_github.gate_answers[0]["environment_name"] == "Production"
+    assert fake_github.gate_answers[0]["run"] == "1"
+
+    bad = "c" * 40
+    flip_target.bad = True
+    failing = await agent.register("staging", bad)
+    assert (await agent.settled(failing["id"]))["state"] == "failed"
+    rule = gh.protection_rule(fake_github.url, sha=bad, run_id=2)
+    await github_hook(agent, "deployment_protection_rule", rule, "gate-2")
+    await eventually(lambda: len(fake_github.gate_answers) == 2)
+    assert fake_github.gate_answers[1]["state"] == "rejected"
+
+
+async def test_rolling_release_stage_is_approved_on_pass_and_aborted_on_fail(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    agent = await start_agent(
+        environments(flip_target, window="1500ms", rolling_release=True),
+        extra=integrations(fake_github, fake_vercel),
+    )
+    fake_vercel.start_rolling_release(vc.PROJECT, canary=vc.NEW)
+    status, opened = await vercel_hook(agent, vc.event(event_id="rr-1", deployment=vc.NEW))
+    assert status == 202
+    assert (await agent.settled(opened["deploy"]["id"]))["state"] == "passed"
+    await eventually(lambda: len(fake_vercel.approvals) == 1)
+    assert fake_vercel.approvals[0] == {
+        "activeStageIndex": 0,
+        "nextStageIndex": 1,
+        "canaryDeploymentId": vc.NEW,
+    }
+    assert fake_vercel.accepted == []
+
+    # the next canary fails: abort = roll back to what production served
+    canary = "dpl_canary333"
+    fake_vercel.deployments.add(canary)
+    fake_vercel.start_rolling_release(vc.PROJECT, canary=canary)
+    flip_target.bad = True
+    body = vc.event(event_id="rr-2", deployment=canary, sha="d" * 40)
+    status, opened = await vercel_hook(agent, body)
+    assert opened["deploy"]["labels"]["vercel.previous"] == vc.NEW
+    final = await agent.settled(opened["deploy"]["id"])
+    assert final["state"] == "rolled_back"
+    assert [a["deployment"] for a in fake_vercel.accepted] == [vc.NEW]
+    assert fake_vercel.rolling[vc.PROJECT]["state"] == "ABORTED"
+    assert len(fake_vercel.approvals) == 1
+
+
+async def test_manual_rollback_is_delivered_once_and_its_follow_ups_run_after_it(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+    rollback_receiver: Any,
+) -> None:
+    migrations: RollbackReceiver = await rollback_receiver("follow-secret")
+    cache: RollbackReceiver = await rollback_receiver(SECRET)
+    cache.script(503)
+    rollback = f"""{{target: vercel, secret: {SECRET}, backoff: 50ms, max_backoff: 200ms,
+        then: [{{name: migrations, url: '{migrations.url}', secret: follow-secret}},
+               {{name: cache-purge, url: '{cache.url}'}}]}}"""
+    agent = await start_agent(
+        environments(flip_target, rollback=rollback), extra=integrations(fake_github, fake_vercel)
+    )
+    deploy = await agent.register(
+        "production", "v2", labels={"vercel.deployment": vc.NEW, "vercel.previous": vc.OLD}
+    )
+    url = f"{agent.url}/v1/deploys/{deploy['id']}/rollback"
+
+    async def ask() -> tuple[int, dict[str, Any]]:
+        async with agent.http.post(
+            url, json={"reason": "checkout broken"}, headers=agent.headers
+        ) as r:
+            return r.status, await r.json(content_type=None)
+
+    first, second = await asyncio.gather(ask(), ask())
+    assert sorted([first[0], second[0]]) == [202, 409], (first, second)
+    final = await agent.settled(deploy["id"])
+    assert final["state"] == "rolled_back"
+    assert len(fake_vercel.accepted) == 1
+    assert (
+        "manual rollback by api_tokens[0]: checkout broken"
+        in fake_vercel.accepted[0]["description"]
+    )
+    await migrations.wait_for_attempts(1)
+    await cache.wait_for_attempts(2)
+    assert all(a.signature_ok for a in migrations.attempts + cache.attempts)
+    assert migrations.attempts[0].idempotency_key == f"{deploy['id']}:migrations"
+    assert migrations.attempts[0].at >= fake_vercel.accepted[0]["at"]
+    done = await agent.wait_until(
+        deploy["id"],
+        lambda d: (
+            {t["name"]: t["state"] for t in d["rollback"].get("then") or []}
+            == {"migrations": "delivered", "cache-purge": "delivered"}
+        ),
+    )
+    assert done["rollback"]["state"] == "delivered"
+    # a third ask, after it all: refused
+    status, problem = await ask()
+    assert status == 409, problem
+    assert len(fake_vercel.accepted) == 1
+
+
+async def test_a_permanent_vercel_refusal_is_one_alert_and_state_failed(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    agent = await start_agent(
+        environments(flip_target), extra=integrations(fake_github, fake_vercel)
+    )
+    fake_vercel.token = "rotated"  # our token no longer works: 403, never retried
+    deploy = await agent.register(
+        "production", "v3", labels={"vercel.deployment": vc.NEW, "vercel.previous": vc.OLD}
+    )
+    flip_target.bad = True
+    final = await agent.settled(deploy["id"])
+    assert final["state"] == "failed"
+    assert final["rollback"]["state"] == "failed"
+    assert final["rollback"]["last_status"] == 403
+    assert len(fake_vercel.seen("/rollback/")) == 1
+    assert fake_vercel.accepted == []
+
+
+async def test_vercel_retries_429_with_retry_after_and_5xx(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    agent = await start_agent(
+        environments(flip_target), extra=integrations(fake_github, fake_vercel)
+    )
+    fake_vercel.fail("503", times=1, match="/rollback/")
+    fake_vercel.fail("429", times=1, match="/rollback/")
+    deploy = await agent.register(
+        "production", "v4", labels={"vercel.deployment": vc.NEW, "vercel.previous": vc.OLD}
+    )
+    flip_target.bad = True
+    final = await agent.settled(deploy["id"])
+    assert final["state"] == "rolled_back"
+    assert final["rollback"]["attempts"] == 3
+    assert len(fake_vercel.accepted) == 1
+
+
+@pytest.mark.parametrize("target", ["github"])
+async def test_github_target_dispatches_the_rollback_workflow(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+    target: str,
+) -> None:
+    rollback = "{target: github, github: {workflow: rollback.yml, ref: main}, backoff: 50ms}"
+    agent = await start_agent(
+        environments(flip_target, rollback=rollback), extra=integrations(fake_github, fake_vercel)
+    )
+    deploy = await agent.register("production", "v5", previous_version="v4")
+    flip_target.bad = True
+    final = await agent.settled(deploy["id"])
+    assert final["state"] == "rolled_back"
+    assert len(fake_github.dispatches) == 1
+    dispatch = fake_github.dispatches[0]
+    assert dispatch["workflow"] == "rollback.yml" and dispatch["ref"] == "main"
+    assert dispatch["inputs"]["deploy_id"] == deploy["id"]
+    assert dispatch["inputs"]["previous_version"] == "v4"
+    assert set(dispatch["inputs"]) == {
+        "deploy_id",
+        "environment",
+        "version",
+        "previous_version",
+        "reason",
+    }
+
+
+async def test_manual_rollback_refusals(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    agent = await start_agent(
+        environments(flip_target), extra=integrations(fake_github, fake_vercel)
+    )
+    deploy = await agent.register("production", "v6")
+    await agent.cancel(deploy["id"])
+    url = f"{agent.url}/v1/deploys/{deploy['id']}/rollback"
+    async with agent.http.post(url, json={"reason": "x"}, headers=agent.headers) as r:
+        assert r.status == 409
+    async with agent.http.post(url, json={"reason": ""}, headers=agent.headers) as r:
+        assert r.status == 422
+    async with agent.http.post(url, json={"reason": "x"}) as r:
+        assert r.status == 401
+    missing = f"{agent.url}/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ/rollback"
+    async with agent.http.post(missing, json={"reason": "x"}, headers=agent.headers) as r:
+        assert r.status == 404
+
+
+async def test_cli_rollback_exits_0_accepted_1_refused_2_unreachable(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    from tests.e2e.conftest import TOKEN
+
+    agent = await start_agent(
+        environments(flip_target), extra=integrations(fake_github, fake_vercel)
+    )
+    deploy = await agent.register(
+        "production", "v7", labels={"vercel.deployment": vc.NEW, "vercel.previous": vc.OLD}
+    )
+
+    async def cli(url: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agent",
+            "rollback",
+            deploy["id"],
+            "--reason",
+            "by hand",
+            "--url",
+            url,
+            "--token",
+            TOKEN,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        assert proc.returncode is not None
+        return proc.returncode, out.decode()
+
+    code, out = await cli(agent.url)
+    assert code == 0, out
+    code, out = await cli(agent.url)
+    assert code == 1, out
+    assert "already has a rollback" in out
+    code, out = await cli(f"http://127.0.0.1:{free_port()}")
+    assert code == 2, out
+    await agent.settled(deploy["id"])
+    assert len(fake_vercel.accepted) == 1
+
+
+async def test_a_gate_with_no_staging_window_rejects_after_its_timeout(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    agent = await start_agent(
+        environments(flip_target, gate_timeout="1s"), extra=integrations(fake_github, fake_vercel)
+    )
+    rule = gh.protection_rule(fake_github.url, sha="e" * 40, run_id=3)
+    status, _ = await github_hook(agent, "deployment_protection_rule", rule, "gate-3")
+    assert status == 202
+    await asyncio.sleep(0.5)
+    assert fake_github.gate_answers == []
+    await eventually(lambda: len(fake_github.gate_answers) == 1)
+    assert fake_github.gate_answers[0]["state"] == "rejected"
+    assert "in time" in fake_github.gate_answers[0]["comment"]
+
+
+@pytest.mark.parametrize("use_event_url", [True, False])
+async def test_a_window_can_probe_the_url_its_deploy_event_names(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+    use_event_url: bool,
+) -> None:
+    flag = str(use_event_url).lower()
+    env = f"""
+    preview:
+      base_url: http://127.0.0.1:{free_port()}
+      window: 1500ms
+      interval: 300ms
+      background_interval: 10s
+      probes_per_round: 5
+      checks:
+        - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
+      analysis: {{policy: threshold, failure_limit: 2}}
+      rules:
+        - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
+      sources:
+        github: {{repository: {gh.REPOSITORY}, environment: Preview, use_environment_url: {flag}}}
+    """
+    agent = await start_agent(env, extra=integrations(fake_github, fake_vercel))
+    body = gh.deployment_status(environment="Preview").replace(
+        b"https://web-new.vercel.app", flip_target.url.encode()
+    )
+    status, opened = await github_hook(agent, "deployment_status", body, "preview-1")
+    assert status == 202, opened
+    final = await agent.settled(opened["deploy"]["id"])
+    # the environment's base_url is dead: only the event's URL can pass
+    assert final["state"] == ("passed" if use_event_url else "failed")
+    assert (flip_target.requests > 0) == use_event_url
+
+
+async def test_commit_status_on_the_sha_pending_then_success(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    env = f"""
+    staging:
+      base_url: {flip_target.url}
+      window: 1500ms
+      interval: 300ms
+      background_interval: 200ms
+      probes_per_round: 5
+      checks:
+        - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
+      analysis: {{policy: threshold, failure_limit: 2}}
+      rules:
+        - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
+      sources:
+        github: {{repository: {gh.REPOSITORY}, environment: Staging, commit_status: true}}
+    """
+    agent = await start_agent(env, extra=integrations(fake_github, fake_vercel))
+    deploy = await agent.register("staging", "v8", commit=SHA)
+    assert (await agent.settled(deploy["id"]))["state"] == "passed"
+    await eventually(lambda: len(fake_github.commit_statuses) >= 2)
+    assert [(s["sha"], s["state"]) for s in fake_github.commit_statuses] == [
+        (SHA, "pending"),
+        (SHA, "success"),
+    ]
+    assert {s["context"] for s in fake_github.commit_statuses} == {"postflight/staging"}
+    assert fake_github.commit_statuses[1]["target_url"].endswith(deploy["id"])

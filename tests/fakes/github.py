@@ -1,0 +1,234 @@
+"""A strict fake of the GitHub REST API parts Postflight calls, and of GitHub's webhooks.
+
+Checks what GitHub checks: `Authorization: Bearer <token>` (401 `Bad credentials`),
+`X-GitHub-Api-Version` (400 when present and unknown), the path, the known repository
+and deployment (404 `Not Found`), and the body fields (422 with GitHub's
+`Validation Failed` shape). Records deployment statuses, workflow dispatches and
+protection-rule answers: the truth a test counts. Misbehaves on demand (see `_server`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import sys
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes._server import BODY, FakeServer, serve_main
+
+REPOSITORY = "acme/web"
+DEPLOYMENT_ID = 42
+STATUS_STATES = {"error", "failure", "inactive", "in_progress", "queued", "pending", "success"}
+
+
+def _message(status: int, message: str, **extra: Any) -> web.Response:
+    body = {"message": message, "documentation_url": "https://docs.github.com/rest", **extra}
+    return web.json_response(body, status=status)
+
+
+def _invalid(field: str) -> web.Response:
+    return _message(
+        422, "Validation Failed", errors=[{"resource": "Body", "field": field, "code": "invalid"}]
+    )
+
+
+class FakeGitHub(FakeServer):
+    def __init__(self, token: str = "test-token") -> None:
+        super().__init__()
+        self.token = token
+        self.repositories = {REPOSITORY}
+        self.deployments = {DEPLOYMENT_ID}
+        self.statuses: list[dict[str, Any]] = []
+        self.dispatches: list[dict[str, Any]] = []
+        self.gate_answers: list[dict[str, Any]] = []
+        self.runs: list[dict[str, Any]] = []
+        self.commit_statuses: list[dict[str, Any]] = []
+        self.run_name = "rollback {deploy_id}"
+        """The dispatched workflow's `run-name`, filled from its inputs."""
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post(
+            "/repos/{owner}/{repo}/deployments/{deployment}/statuses", self.create_status
+        )
+        app.router.add_post(
+            "/repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches", self.dispatch
+        )
+        app.router.add_post(
+            "/repos/{owner}/{repo}/actions/runs/{run}/deployment_protection_rule", self.gate
+        )
+        app.router.add_get("/repos/{owner}/{repo}/actions/workflows/{workflow}/runs", self.runs_of)
+        app.router.add_post("/repos/{owner}/{repo}/statuses/{sha}", self.commit_status)
+
+    def _denied(self, request: web.Request) -> web.Response | None:
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return _message(401, "Bad credentials")
+        version = request.headers.get("X-GitHub-Api-Version")
+        if version is not None and version != "2022-11-28":
+            return _message(400, f"Unsupported API version {version}")
+        repository = f"{request.match_info['owner']}/{request.match_info['repo']}"
+        if repository not in self.repositories:
+            return _message(404, "Not Found")
+        return None
+
+    async def create_status(self, request: web.Request) -> web.Response:
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        deployment = request.match_info["deployment"]
+        if not deployment.isdigit() or int(deployment) not in self.deployments:
+            return _message(404, "Not Found")
+        body = request[BODY]
+        if not isinstance(body, dict) or body.get("state") not in STATUS_STATES:
+            return _invalid("state")
+        description = body.get("description")
+        if description is not None and (not isinstance(description, str) or len(description) > 140):
+            return _invalid("description")
+        for key in ("log_url", "environment_url", "target_url"):
+            if key in body and not isinstance(body[key], str):
+                return _invalid(key)
+        status = {"id": len(self.statuses) + 1, "deployment": int(deployment), **body}
+        self.statuses.append(status)
+        return web.json_response(status, status=201)
+
+    async def commit_status(self, request: web.Request) -> web.Response:
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        body = request[BODY]
+        if not isinstance(body, dict) or body.get("state") not in (
+            "error",
+            "failure",
+            "pending",
+            "success",
+        ):
+            return _invalid("state")
+        if not isinstance(body.get("context", "default"), str):
+            return _invalid("context")
+        description = body.get("description")
+        if description is not None and (not isinstance(description, str) or len(description) > 140):
+            return _invalid("description")
+        status = {"id": len(self.commit_statuses) + 1, "sha": request.match_info["sha"], **body}
+        self.commit_statuses.append(status)
+        return web.json_response(status, status=201)
+
+    async def dispatch(self, request: web.Request) -> web.Response:
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        body = request[BODY]
+        if not isinstance(body, dict) or not isinstance(body.get("ref"), str):
+            return _invalid("ref")
+        inputs = body.get("inputs", {})
+        if not isinstance(inputs, dict) or len(inputs) > 25:
+            return _invalid("inputs")
+        if not all(isinstance(v, str) for v in inputs.values()):
+            return _invalid("inputs")
+        self.dispatches.append({"workflow": request.match_info["workflow"], **body})
+        try:
+            title = self.run_name.format(**inputs)
+        except (KeyError, IndexError):
+            title = request.match_info["workflow"]
+        self.runs.insert(
+            0,
+            {
+                "id": 9000 + len(self.runs),
+                "name": request.match_info["workflow"],
+                "display_title": title,
+                "event": "workflow_dispatch",
+                "status": "queued",
+                "workflow": request.match_info["workflow"],
+            },
+        )
+        return web.Response(status=204)
+
+    async def runs_of(self, request: web.Request) -> web.Response:
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        event = request.query.get("event")
+        runs = [
+            {k: v for k, v in r.items() if k != "workflow"}
+            for r in self.runs
+            if r["workflow"] == request.match_info["workflow"] and event in (None, r["event"])
+        ]
+        return web.json_response({"total_count": len(runs), "workflow_runs": runs})
+
+    async def gate(self, request: web.Request) -> web.Response:
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        body = request[BODY]
+        if not isinstance(body, dict) or body.get("state") not in ("approved", "rejected"):
+            return _invalid("state")
+        if not isinstance(body.get("environment_name"), str):
+            return _invalid("environment_name")
+        self.gate_answers.append({"run": request.match_info["run"], **body})
+        return web.Response(status=204)
+
+
+# --- GitHub's webhooks (what GitHub sends to Postflight) ------------------------------
+
+
+def deployment_status(
+    state: str = "success",
+    *,
+    sha: str = "9fceb02d0ae598e95dc970b74767f19372d61af8",
+    environment: str = "Production",
+    repository: str = REPOSITORY,
+    deployment_id: int = DEPLOYMENT_ID,
+) -> bytes:
+    return json.dumps(
+        {
+            "action": "created",
+            "deployment_status": {
+                "id": 7,
+                "state": state,
+                "environment": environment,
+                "environment_url": "https://web-new.vercel.app",
+                "target_url": "https://vercel.com/acme/web/dpl_new222",
+            },
+            "deployment": {
+                "id": deployment_id,
+                "sha": sha,
+                "ref": "main",
+                "environment": environment,
+                "task": "deploy",
+            },
+            "repository": {"full_name": repository, "id": 1},
+            "sender": {"login": "vercel[bot]"},
+        }
+    ).encode()
+
+
+def protection_rule(
+    api_url: str,
+    *,
+    sha: str = "9fceb02d0ae598e95dc970b74767f19372d61af8",
+    environment: str = "Production",
+    run_id: int = 1234,
+    repository: str = REPOSITORY,
+) -> bytes:
+    return json.dumps(
+        {
+            "action": "requested",
+            "environment": environment,
+            "event": "push",
+            "sha": sha,
+            "ref": "refs/heads/main",
+            "deployment_callback_url": f"{api_url}/repos/{repository}/actions/runs/{run_id}"
+            "/deployment_protection_rule",
+            "repository": {"full_name": repository, "id": 1},
+        }
+    ).encode()
+
+
+def signature(secret: str, body: bytes) -> str:
+    """`X-Hub-Signature-256`."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+if __name__ == "__main__":
+    serve_main(lambda args: FakeGitHub(token=args.token), sys.argv[1:])

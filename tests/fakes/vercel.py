@@ -1,0 +1,195 @@
+"""A strict fake of the Vercel REST API parts Postflight calls, and of Vercel's webhooks.
+
+Checks what Vercel checks: `Authorization: Bearer <token>` (403 with Vercel's error
+shape otherwise), `?teamId=` when the fake is a team's, the path, the known project
+and deployment (404), and the approve-stage body. Answers with the documented shapes
+(reference/seed-stack-apis.md): instant rollback → 201, project → `targets.production`,
+rolling release → `{"rollingRelease": …}`. `accepted` lists every rollback it acted on,
+duplicates included: the truth a test counts. Misbehaves on demand (see `_server`).
+
+    python -m tests.fakes.vercel [--port P] [--token T]   # another process (kill -9 tests)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import sys
+import time
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes._server import BODY, FakeServer, serve_main
+
+PROJECT = "prj_web123"
+OLD = "dpl_old111"
+NEW = "dpl_new222"
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+class FakeVercel(FakeServer):
+    def __init__(
+        self, token: str = "test-token", team_id: str | None = None, rollback_delay: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.rollback_delay = rollback_delay
+        """Seconds a rollback takes: half before Vercel acts on it, half after (before it
+        answers), so a kill -9 can land on either side."""
+        self.token = token
+        self.team_id = team_id
+        self.deployments: set[str] = {OLD, NEW}
+        self.production: dict[str, str] = {PROJECT: NEW}
+        self.accepted: list[dict[str, Any]] = []
+        """Every rollback acted on (201), duplicates included."""
+        self.approvals: list[dict[str, Any]] = []
+        self.rolling: dict[str, dict[str, Any]] = {}
+
+    def start_rolling_release(self, project: str, canary: str, stages: int = 3) -> None:
+        self.rolling[project] = {
+            "state": "ACTIVE",
+            "currentDeployment": {"id": self.production.get(project)},
+            "canaryDeployment": {"id": canary},
+            "activeStage": {"index": 0, "targetPercentage": 10},
+            "stages": [{"index": i, "targetPercentage": p} for i, p in enumerate((10, 50, 100))][
+                :stages
+            ],
+        }
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/projects/{project}/rollback/{deployment}", self.rollback)
+        app.router.add_get("/v9/projects/{project}", self.project)
+        app.router.add_get("/v1/projects/{project}/rolling-release", self.rolling_release)
+        app.router.add_post("/v1/projects/{project}/rolling-release/approve-stage", self.approve)
+        app.router.add_get("/_fake/accepted", self._control_accepted)
+
+    def _denied(self, request: web.Request) -> web.Response | None:
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return _error(403, "forbidden", "Not authorized")
+        if self.team_id is not None and request.query.get("teamId") != self.team_id:
+            return _error(403, "forbidden", "You don't have permission to access this team")
+        if request.match_info.get("project") not in self.production:
+            return _error(404, "not_found", "Project not found")
+        return None
+
+    async def rollback(self, request: web.Request) -> web.Response:
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        if self.rollback_delay:
+            await asyncio.sleep(self.rollback_delay / 2)
+        project = request.match_info["project"]
+        deployment = request.match_info["deployment"]
+        if deployment not in self.deployments:
+            return _error(404, "not_found", "Deployment not found")
+        self.production[project] = deployment
+        release = self.rolling.get(project)
+        if release is not None and release["state"] == "ACTIVE":
+            release["state"] = "ABORTED"  # aborting a rolling release is a rollback
+        self.accepted.append(
+            {
+                "project": project,
+                "deployment": deployment,
+                "description": request.query.get("description"),
+                "at": time.time(),
+            }
+        )
+        if self.rollback_delay:
+            await asyncio.sleep(self.rollback_delay / 2)
+        return web.json_response({}, status=201)
+
+    async def project(self, request: web.Request) -> web.Response:
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        project = request.match_info["project"]
+        return web.json_response(
+            {
+                "id": project,
+                "name": "web",
+                "targets": {"production": {"id": self.production[project]}},
+            }
+        )
+
+    async def rolling_release(self, request: web.Request) -> web.Response:
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        return web.json_response(
+            {"rollingRelease": self.rolling.get(request.match_info["project"])}
+        )
+
+    async def approve(self, request: web.Request) -> web.Response:
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        body = request[BODY]
+        release = self.rolling.get(request.match_info["project"])
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("nextStageIndex"), int)
+            or not isinstance(body.get("canaryDeploymentId"), str)
+        ):
+            return _error(400, "bad_request", "nextStageIndex and canaryDeploymentId are required")
+        if release is None or release["state"] != "ACTIVE":
+            return _error(400, "bad_request", "No active rolling release")
+        if body["canaryDeploymentId"] != release["canaryDeployment"]["id"]:
+            return _error(400, "bad_request", "canaryDeploymentId does not match")
+        if body["nextStageIndex"] != release["activeStage"]["index"] + 1:
+            return _error(400, "bad_request", "nextStageIndex must be the next stage")
+        release["activeStage"] = {"index": body["nextStageIndex"]}
+        self.approvals.append(body)
+        return web.json_response({"rollingRelease": release})
+
+    async def _control_accepted(self, request: web.Request) -> web.Response:
+        return web.json_response(self.accepted)
+
+
+# --- Vercel's webhooks (what Vercel sends to Postflight) ------------------------------
+
+
+def event(
+    kind: str = "deployment.succeeded",
+    *,
+    event_id: str = "evt_1",
+    project: str = PROJECT,
+    deployment: str = NEW,
+    target: str | None = "production",
+    sha: str | None = "9fceb02d0ae598e95dc970b74767f19372d61af8",
+) -> bytes:
+    """A webhook body as Vercel sends it (`{type, id, createdAt, region, payload}`)."""
+    meta = {"githubCommitSha": sha, "githubCommitRef": "main"} if sha else {}
+    return json.dumps(
+        {
+            "type": kind,
+            "id": event_id,
+            "createdAt": 1764460800000,
+            "region": "iad1",
+            "payload": {
+                "deployment": {
+                    "id": deployment,
+                    "url": f"web-{deployment}.vercel.app",
+                    "name": "web",
+                    "meta": meta,
+                },
+                "target": target,
+                "project": {"id": project},
+                "links": {"deployment": f"https://vercel.com/acme/web/{deployment}"},
+            },
+        }
+    ).encode()
+
+
+def signature(secret: str, body: bytes) -> str:
+    """`x-vercel-signature`: hex HMAC-SHA1 of the raw body."""
+    return hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
+
+
+if __name__ == "__main__":
+    # as its own process it serves the kill -9 trials: slow rollbacks, mid-request kills
+    serve_main(lambda args: FakeVercel(token=args.token, rollback_delay=0.3), sys.argv[1:])

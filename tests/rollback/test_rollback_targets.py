@@ -1,0 +1,174 @@
+"""The Vercel and GitHub rollback targets (contract §7) at the delivery level, against
+the fake APIs: the request sent, a rollback that can never be sent, and the restart
+case neither provider dedupes for us (an attempt went out, its outcome was never
+recorded)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from agent.integrations.targets import RollbackTargets
+from agent.metrics import Metrics
+from agent.records import DeployWindow
+from agent.rollback import RollbackDelivery, rollback_intent
+from agent.settings import Settings
+from agent.store.sqlite import SqliteStore
+from tests.fakes.vercel import NEW, OLD, PROJECT, FakeVercel
+
+TOKEN = "vercel-token"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeVercel]:
+    async with FakeVercel(token=TOKEN, team_id="team_1") as server:
+        yield server
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    db = SqliteStore(tmp_path / "t.db")
+    await db.open()
+    yield db
+    await db.close()
+
+
+def settings(fake: FakeVercel) -> Settings:
+    return Settings(
+        server={"api_tokens": ["tok-1234567890abcdef"]},
+        integrations={"vercel": {"api_url": fake.url, "token": TOKEN, "team_id": "team_1"}},
+        environments={
+            "production": {
+                "base_url": "http://127.0.0.1:9",
+                "sources": {"vercel": {"project": PROJECT}},
+                "rollback": {"target": "vercel", "backoff": "10ms", "max_attempts": 3},
+            }
+        },
+    )
+
+
+async def failed_window(store: SqliteStore, labels: dict[str, str]) -> DeployWindow:
+    now = time.time()
+    window = DeployWindow(
+        "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ",
+        "production",
+        "v2",
+        "v1",
+        None,
+        labels,
+        "watching",
+        now,
+        now + 60,
+        now,
+    )
+    await store.create_window(window)
+    return window
+
+
+async def test_it_rolls_back_to_the_previous_deployment_with_team_and_token(
+    fake: FakeVercel, store: SqliteStore
+) -> None:
+    config = settings(fake)
+    window = await failed_window(store, {"vercel.deployment": NEW, "vercel.previous": OLD})
+    intent = rollback_intent(window, "probe-errors failed", [], time.time())
+    await store.finish_window(window.id, "failed", None, time.time(), intent)
+    delivery = RollbackDelivery(store, Metrics(), targets=RollbackTargets(config))
+    env = config.environments["production"]
+    assert env.rollback is not None
+    done = await delivery.deliver(intent, env.rollback, "production")
+    await delivery.aclose()
+    assert (done.state, done.last_status) == ("delivered", 201)
+    (seen,) = fake.seen("/rollback/")
+    assert seen.path == f"/v1/projects/{PROJECT}/rollback/{OLD}"
+    assert seen.param("teamId") == "team_1"
+    assert "probe-errors failed" in (seen.param("description") or "")
+    assert [a["deployment"] for a in fake.accepted] == [OLD]
+
+
+async def test_no_previous_deployment_fails_at_once_without_a_request(
+    fake: FakeVercel, store: SqliteStore
+) -> None:
+    config = settings(fake)
+    window = await failed_window(store, {"vercel.deployment": NEW})
+    intent = rollback_intent(window, "bad", [], time.time())
+    await store.finish_window(window.id, "failed", None, time.time(), intent)
+    delivery = RollbackDelivery(store, Metrics(), targets=RollbackTargets(config))
+    assert config.environments["production"].rollback is not None
+    done = await delivery.deliver(intent, config.environments["production"].rollback, "production")
+    await delivery.aclose()
+    assert done.state == "failed"
+    assert "vercel.previous" in (done.last_error or "")
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("took_effect", [True, False])
+async def test_a_restart_with_an_unrecorded_attempt_asks_vercel_before_sending_again(
+    fake: FakeVercel, store: SqliteStore, took_effect: bool
+) -> None:
+    config = settings(fake)
+    window = await failed_window(store, {"vercel.deployment": NEW, "vercel.previous": OLD})
+    intent = rollback_intent(window, "bad", [], time.time())
+    await store.finish_window(window.id, "failed", None, time.time(), intent)
+    # the previous process stored attempt 1, sent it, and died before recording the answer
+    intent.attempts = 1
+    await store.update_rollback(intent)
+    if took_effect:
+        fake.production[PROJECT] = OLD  # Vercel had acted on it
+    delivery = RollbackDelivery(store, Metrics(), targets=RollbackTargets(config))
+    assert config.environments["production"].rollback is not None
+    done = await delivery.deliver(intent, config.environments["production"].rollback, "production")
+    await delivery.aclose()
+    assert done.state == "delivered"
+    assert len(fake.seen(f"/v9/projects/{PROJECT}")) == 1
+    assert len(fake.accepted) == (0 if took_effect else 1)
+    assert (await store.get_window(window.id)).state == "rolled_back"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("ran", [True, False])
+async def test_github_target_after_a_restart_finds_the_dispatched_run_by_its_name(
+    store: SqliteStore, ran: bool
+) -> None:
+    from tests.fakes.github import REPOSITORY, FakeGitHub
+
+    async with FakeGitHub(token="gh") as github:
+        config = Settings(
+            server={"api_tokens": ["tok-1234567890abcdef"]},
+            integrations={"github": {"api_url": github.url, "token": "gh"}},
+            environments={
+                "production": {
+                    "base_url": "http://127.0.0.1:9",
+                    "sources": {"github": {"repository": REPOSITORY, "environment": "P"}},
+                    "rollback": {
+                        "target": "github",
+                        "github": {"workflow": "rollback.yml"},
+                        "backoff": "10ms",
+                    },
+                }
+            },
+        )
+        window = await failed_window(store, {})
+        intent = rollback_intent(window, "bad", [], time.time())
+        await store.finish_window(window.id, "failed", None, time.time(), intent)
+        intent.attempts = 1  # sent before the crash, answer never recorded
+        await store.update_rollback(intent)
+        if ran:
+            github.runs.append(
+                {
+                    "id": 1,
+                    "display_title": f"rollback {window.id}",
+                    "event": "workflow_dispatch",
+                    "workflow": "rollback.yml",
+                    "name": "rollback.yml",
+                    "status": "completed",
+                }
+            )
+        rollback = config.environments["production"].rollback
+        assert rollback is not None
+        delivery = RollbackDelivery(store, Metrics(), targets=RollbackTargets(config))
+        done = await delivery.deliver(intent, rollback, "production")
+        await delivery.aclose()
+        assert done.state == "delivered"
+        assert len(github.dispatches) == (0 if ran else 1)

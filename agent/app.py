@@ -84,11 +84,14 @@ def build_app(
         redact=redact,
         metrics=app[METRICS],
     )
+    owner = owner or replica_id()
     delivery = RollbackDelivery(
         app[STORE],
         app[METRICS],
         user_agent=f"postflight/{__version__}",
         clock=clock,
+        owner=owner,
+        lease_s=settings.store.lease,
         targets=RollbackTargets(settings),
     )
     providers = build_providers(settings.providers, app[METRICS], redact)
@@ -100,7 +103,7 @@ def build_app(
         delivery=delivery,
         providers=providers,
         sessions=sessions,
-        owner=owner or replica_id(),
+        owner=owner,
         secrets=settings.secret_values(),
         clock=clock,
         poll_interval=poll_interval,

@@ -45,10 +45,25 @@ class DeployWindow:
     ended_at: float | None = None
     lease_owner: str | None = None
     lease_until: float | None = None
+    lease_epoch: int = 0
+    """Raised by every claim that changes hands: the fence of the holder's writes."""
 
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+    @property
+    def fence(self) -> Fence:
+        return Fence(self.lease_owner or "", self.lease_epoch)
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """Who holds a lease, and since which claim: a write carrying a fence applies only
+    while its holder still holds that very claim (a stale holder's write is refused)."""
+
+    owner: str
+    epoch: int
 
 
 @dataclass(slots=True)
@@ -74,6 +89,14 @@ class RollbackIntent:
     last_error: str | None = None
     next_attempt_at: float | None = None
     finished_at: float | None = None
+    lease_owner: str | None = None
+    """The one sender of this rollback (a replica), until `lease_until`."""
+    lease_epoch: int = 0
+    lease_until: float | None = None
+
+    @property
+    def fence(self) -> Fence:
+        return Fence(self.lease_owner or "", self.lease_epoch)
 
 
 @dataclass(slots=True)

@@ -1,5 +1,6 @@
 """kill -9 at random instants of rollback delivery, N trials: exactly one delivered
-rollback per deploy, every attempt with the same Idempotency-Key and body.
+rollback per deploy, counted at the receiver (every 2xx-answered request, duplicates
+included), every attempt with the same Idempotency-Key and body.
 
     python bench/crash_resume.py [--trials 20] [--seed 7] [--json] [--target vercel]
 

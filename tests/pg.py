@@ -176,6 +176,29 @@ def _stop_cluster(runner: _Runner) -> None:
             os.kill(int(pidfile.read_text().split()[0]), signal.SIGQUIT)
 
 
+@contextlib.contextmanager
+def running_cluster(bindir: Path) -> Iterator[PgCluster]:
+    """A throwaway cluster from the server binaries in `bindir`, removed on exit."""
+    # /tmp, not a private TMPDIR: the unprivileged server user must reach the directory,
+    # and a unix socket path must stay under ~100 characters
+    home = Path(
+        tempfile.mkdtemp(prefix="postflight-pg-", dir="/tmp" if os.geteuid() == 0 else None)
+    )
+    try:
+        runner = _Runner(bindir, home)
+        try:
+            yield _start_cluster(runner)
+        finally:
+            _stop_cluster(runner)  # also after a failed start: pg_ctl may have left it running
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def server_bindir() -> Path | None:
+    """Where the PostgreSQL server binaries are, if anywhere (see `_bindir`)."""
+    return _bindir()
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
     """A PostgreSQL cluster for the whole session (skips when the binaries are missing)."""
@@ -190,19 +213,8 @@ def pg_cluster() -> Iterator[PgCluster]:
             " $POSTFLIGHT_PG_BINDIR, on PATH or in /usr/lib/postgresql/*/bin;"
             " install the Debian package `postgresql`"
         )
-    # /tmp, not a private TMPDIR: the unprivileged server user must reach the directory,
-    # and a unix socket path must stay under ~100 characters
-    home = Path(
-        tempfile.mkdtemp(prefix="postflight-pg-", dir="/tmp" if os.geteuid() == 0 else None)
-    )
-    try:
-        runner = _Runner(bindir, home)
-        try:
-            yield _start_cluster(runner)
-        finally:
-            _stop_cluster(runner)  # also after a failed start: pg_ctl may have left it running
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+    with running_cluster(bindir) as cluster:
+        yield cluster
 
 
 @pytest.fixture

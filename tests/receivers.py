@@ -200,9 +200,12 @@ class RollbackAttempt:
     status: int | None
     """What the receiver answered; None for a hang."""
     accepted: bool
-    """A valid, 2xx-answered request: the pipeline would act on it (once per key)."""
+    """A valid request answered 2xx to a sender still connected: the pipeline acts on it.
+    Decided when the answer goes out, so a sender killed while the receiver was still
+    working on its request (a delayed reply) is not counted as delivered."""
     duplicate: bool
-    """Accepted again for an Idempotency-Key already accepted: the pipeline ignores it."""
+    """Accepted again for an Idempotency-Key already accepted: a pipeline without
+    deduplication would roll back twice. Tests count these as deliveries too."""
 
 
 class RollbackReceiver(_HttpServer):
@@ -270,12 +273,8 @@ class RollbackReceiver(_HttpServer):
             reply = Reply(status=401)
             status = 401
         key = request.headers.get("Idempotency-Key")
-        accepted = status is not None and 200 <= status < 300 and request.path == self.path
         if status is not None and request.path != self.path:
-            reply, status, accepted = Reply(status=404), 404, False
-        duplicate = accepted and key in self.delivered
-        if accepted and not duplicate:
-            self.delivered[key or ""] = body.decode("utf-8", "replace")
+            reply, status = Reply(status=404), 404
         attempt = RollbackAttempt(
             n=len(self.attempts) + 1,
             at=time.time(),
@@ -287,20 +286,27 @@ class RollbackReceiver(_HttpServer):
             signature=signature,
             signature_ok=signature_ok,
             status=status,
-            accepted=accepted,
-            duplicate=duplicate,
+            accepted=False,
+            duplicate=False,
         )
         self.attempts.append(attempt)
-        self._log.write(asdict(attempt))
         await self._notify()
         if self.on_attempt is not None:
             await self.on_attempt(attempt)
         response = await self._serve(reply)
+        if request.transport is None or request.transport.is_closing():
+            attempt.status = None  # the sender is gone: nobody hears an answer
+        accepted = attempt.status is not None and 200 <= attempt.status < 300
+        if accepted:
+            attempt.accepted, attempt.duplicate = True, key in self.delivered
+            self.delivered.setdefault(key or "", attempt.body)
+        self._log.write(asdict(attempt))
+        await self._notify()
         if response is None:
             return web.Response(status=503)
         if accepted:
             response.content_type = "application/json"
-            response.text = json.dumps({"status": "duplicate" if duplicate else "accepted"})
+            response.text = json.dumps({"status": "duplicate" if attempt.duplicate else "accepted"})
         return response
 
 

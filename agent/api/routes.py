@@ -42,7 +42,7 @@ from agent.appkeys import METRICS, SETTINGS, STORE, WINDOW_EVENTS
 from agent.records import DeployWindow, IdempotentResponse, WindowState
 from agent.settings import EnvironmentSettings
 from agent.store.base import Conflict, Store
-from agent.store.sqlite import encode_cursor
+from agent.store.cursor import encode_cursor
 from common.durations import format_duration
 
 log = logging.getLogger("postflight.api")

@@ -1,11 +1,13 @@
 """The rollback webhook's crash-safe delivery (contract §3); the body and signature are
 `agent.rollback.contract`.
 
-What it must not do: send a rollback that is not in the store, send one twice from
-this process, or lose track of an attempt. The intent is stored before any
-attempt; each attempt's number is stored *before* it goes out and its outcome
-after, so a process killed at any instant restarts into a pending intent that
-`RollbackDelivery.deliver` resumes where it stopped, counting the attempts
+What it must not do: send a rollback that is not in the store, send one while
+another sender holds it, or lose track of an attempt. The intent is stored before
+any attempt, leased to one sender (owner, epoch, expiry) like a window; each
+attempt's number is allocated and stored *before* it goes out and its outcome
+after, and every step is refused once the lease is another's. A sender killed at
+any instant leaves a pending intent whose lease lapses, and any replica's sweep
+(`Store.take_rollback`) resumes it where it stopped, counting the attempts
 already made. Receivers dedupe by `Idempotency-Key` (the deploy id); every
 attempt carries the same body bytes, with a fresh timestamp and signature.
 
@@ -93,11 +95,15 @@ class RollbackDelivery:
         sleep: Sleep = asyncio.sleep,
         random: Callable[[], float] = _random.random,
         redact: Callable[[str], str] | None = None,
+        owner: str = "local",
+        lease_s: float = 30.0,
         targets: RollbackTargets | None = None,
     ) -> None:
         self._targets = targets
         """Vercel and GitHub targets (§7); without it only the webhook is known."""
         self._store = store
+        self.owner = owner
+        self.lease_s = lease_s
         self._metrics = metrics
         self._user_agent = user_agent
         self._clock = clock
@@ -152,8 +158,13 @@ class RollbackDelivery:
         self, given: RollbackIntent, settings: RollbackSettings, environment: str
     ) -> RollbackIntent:
         context = {"deploy_id": given.window_id, "environment": environment}
+        now = self._clock()
+        held = given.fence if given.lease_owner else None
         try:
-            stored = await self._store.get_rollback(given.window_id)
+            taken = await self._store.take_rollback(
+                given.window_id, self.owner, now, now + self.lease_s, held
+            )
+            stored = taken or await self._store.get_rollback(given.window_id)
         except Exception as exc:
             log.error(
                 "rollback for %s not attempted: the store cannot be read (%s)",
@@ -170,9 +181,9 @@ class RollbackDelivery:
                 extra=context,
             )
             return given
-        intent = dataclasses.replace(stored)
-        if intent.state != "pending":
-            return intent
+        if taken is None:
+            return stored  # ended, or another sender holds it: not ours to send
+        intent = dataclasses.replace(taken)
         try:
             return await self._attempts(intent, settings, environment, context)
         except asyncio.CancelledError:
@@ -213,38 +224,32 @@ class RollbackDelivery:
         # A resumed delivery keeps its schedule: wait out what is left of the backoff.
         if intent.next_attempt_at is not None:
             wait = min(settings.max_backoff, intent.next_attempt_at - self._clock())
-            if wait > 0:
-                await self._sleep(wait)
+            if wait > 0 and not await self._hold(intent, wait):
+                return await self._lost(intent, context)
         while True:
-            intent.attempts += 1
-            intent.next_attempt_at = None
-            await self._store.update_rollback(intent)  # stored before it goes out
-            started = self._clock()
+            now = self._clock()
+            # stored before it goes out, and only while the lease is still ours: a
+            # sender that wakes from a pause finds it taken and stops here. The lease
+            # outlasts the request's timeout, so a live sender is never replaced mid-way.
+            until = now + max(self.lease_s, settings.timeout + 1.0)
+            number = await self._store.begin_attempt(intent.window_id, intent.fence, now, until)
+            if number is None:
+                return await self._lost(intent, context)
+            intent.attempts, intent.next_attempt_at = number, None
             outcome = await self._attempt(body, intent, settings, environment)
             intent.last_status = outcome.status
             intent.last_error = outcome.error
             self._metrics.rollback_attempts_total.labels(
                 environment=environment, result=outcome.result
             ).inc()
-            try:
-                await self._store.record_delivery(
-                    DeliveryAttempt(
-                        window_id=intent.window_id,
-                        attempt=intent.attempts,
-                        at=started,
-                        status=outcome.status,
-                        error=outcome.error,
-                        duration_s=outcome.duration_s,
-                    )
-                )
-            except Exception as exc:  # the audit row is lost; the delivery goes on
-                log.warning(
-                    "could not record rollback attempt %d for %s: %s",
-                    intent.attempts,
-                    intent.window_id,
-                    self._redact(str(exc)),
-                    extra=context,
-                )
+            attempt = DeliveryAttempt(
+                window_id=intent.window_id,
+                attempt=number,
+                at=now,
+                status=outcome.status,
+                error=outcome.error,
+                duration_s=outcome.duration_s,
+            )
             what = f"HTTP {outcome.status}" if outcome.status is not None else outcome.error
             if outcome.result == "delivered":
                 log.info(
@@ -255,7 +260,7 @@ class RollbackDelivery:
                     extra=context,
                 )
                 intent.last_error = None
-                return await self._finish(intent, "delivered", environment, context)
+                return await self._finish(intent, "delivered", environment, context, attempt)
             if outcome.result == "rejected":
                 log.error(
                     "rollback for %s refused on attempt %d (%s); not retried",
@@ -264,7 +269,7 @@ class RollbackDelivery:
                     what,
                     extra=context,
                 )
-                return await self._finish(intent, "failed", environment, context)
+                return await self._finish(intent, "failed", environment, context, attempt)
             if intent.attempts >= settings.max_attempts:
                 log.error(
                     "rollback for %s failed: %d attempt(s), the last %s",
@@ -273,12 +278,10 @@ class RollbackDelivery:
                     what,
                     extra=context,
                 )
-                return await self._finish(intent, "failed", environment, context)
+                return await self._finish(intent, "failed", environment, context, attempt)
             delay = backoff_delay(
                 intent.attempts, settings, retry_after=outcome.retry_after, random=self._random
             )
-            intent.next_attempt_at = self._clock() + delay
-            await self._store.update_rollback(intent)
             log.warning(
                 "rollback attempt %d for %s failed (%s); retrying in %.1fs",
                 intent.attempts,
@@ -287,7 +290,30 @@ class RollbackDelivery:
                 delay,
                 extra=context,
             )
-            await self._sleep(delay)
+            if not await self._hold(intent, delay, attempt):
+                return await self._lost(intent, context)
+
+    async def _hold(
+        self, intent: RollbackIntent, delay: float, attempt: DeliveryAttempt | None = None
+    ) -> bool:
+        """Store the next attempt's time (and `attempt`'s outcome) with the lease held
+        through the wait, then wait; False if the lease is no longer ours."""
+        intent.next_attempt_at = self._clock() + delay
+        intent.lease_until = intent.next_attempt_at + self.lease_s
+        if not await self._store.settle_rollback(intent, attempt):
+            return False
+        await self._sleep(delay)
+        return True
+
+    async def _lost(self, intent: RollbackIntent, context: dict[str, Any]) -> RollbackIntent:
+        """What the store says of a rollback this sender no longer holds."""
+        log.warning(
+            "rollback for %s is no longer this sender's (its lease lapsed and another"
+            " took it, or it ended); stopping without sending again",
+            intent.window_id,
+            extra=context,
+        )
+        return await self._store.get_rollback(intent.window_id) or intent
 
     async def _finish(
         self,
@@ -295,13 +321,15 @@ class RollbackDelivery:
         state: Literal["delivered", "failed"],
         environment: str,
         context: dict[str, Any],
+        attempt: DeliveryAttempt | None = None,
     ) -> RollbackIntent:
-        intent.state = state
-        intent.next_attempt_at = None
-        intent.finished_at = self._clock()
-        await self._store.update_rollback(intent)
+        final = dataclasses.replace(
+            intent, state=state, next_attempt_at=None, finished_at=self._clock(), lease_until=None
+        )
+        if not await self._store.settle_rollback(final, attempt):
+            return await self._lost(intent, context)
         self._metrics.rollbacks_total.labels(environment=environment, result=state).inc()
-        return intent
+        return final
 
     def _prepare(
         self, body: bytes, intent: RollbackIntent, settings: RollbackSettings, environment: str

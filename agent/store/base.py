@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from agent.records import (
     DeliveryAttempt,
     DeployWindow,
+    Fence,
     IdempotentResponse,
     Page,
     RollbackIntent,
@@ -57,21 +58,31 @@ class Store(Protocol):
         cursor: str | None = None,
     ) -> Page: ...
 
-    async def claim_windows(self, owner: str, now: float, lease_s: float) -> list[DeployWindow]:
-        """Active windows this owner holds or may take (lease lapsed), now leased to it."""
+    async def claim_windows(
+        self, owner: str, now: float, lease_s: float, *, fresh: bool = False
+    ) -> list[DeployWindow]:
+        """Active windows this owner holds or may take (lease lapsed), now leased to it.
+        A lease that changes hands or had lapsed gets a new `lease_epoch`; with `fresh`
+        (a new process of this owner) every claimed one does."""
         ...
 
-    async def renew_lease(self, window_id: str, owner: str, until: float) -> bool: ...
+    # Writes that take a `fence` apply only while it still holds the window: a task
+    # whose lease was taken over (even by its own replica, after a pause) is refused.
 
-    async def release_lease(self, window_id: str, owner: str) -> None: ...
+    async def renew_lease(self, window_id: str, fence: Fence, until: float) -> bool: ...
 
-    async def set_baseline(self, window_id: str, baseline: dict[str, Any]) -> None: ...
+    async def release_lease(self, window_id: str, fence: Fence) -> None: ...
+
+    async def set_baseline(
+        self, window_id: str, baseline: dict[str, Any], fence: Fence | None = None
+    ) -> bool: ...
 
     async def record_round(
-        self, record: RoundRecord, verdict: dict[str, Any] | None, owner: str | None = None
+        self, record: RoundRecord, verdict: dict[str, Any] | None, fence: Fence | None = None
     ) -> bool:
         """Store a round and the window's latest verdict; False if the window ended
-        meanwhile (or another replica owns it)."""
+        meanwhile, the fence no longer holds, or the round is not past the stored ones
+        (a round is never overwritten, the count never goes back)."""
         ...
 
     async def rounds(self, window_id: str) -> list[RoundRecord]: ...
@@ -83,13 +94,15 @@ class Store(Protocol):
         verdict: dict[str, Any] | None,
         at: float,
         rollback: RollbackIntent | None = None,
+        fence: Fence | None = None,
     ) -> bool:
         """Move an active window to a final state (and store the rollback intent in
         the same transaction); False if it had already ended."""
         ...
 
     async def set_state(self, window_id: str, state: WindowState, expected: WindowState) -> bool:
-        """Compare-and-set a window's state (`failed` → `rolled_back`)."""
+        """Compare-and-set a window's state (a delivered manual rollback moves `passed`
+        or `inconclusive` to `rolled_back`)."""
         ...
 
     async def cancel_window(self, window_id: str, at: float) -> DeployWindow:
@@ -99,9 +112,18 @@ class Store(Protocol):
     # rollback delivery
     async def get_rollback(self, window_id: str) -> RollbackIntent | None: ...
 
-    async def update_rollback(self, intent: RollbackIntent) -> None:
-        """Store the delivery's progress; a `delivered` intent moves its window from
-        `failed` to `rolled_back` in the same transaction."""
+    async def take_rollback(
+        self, window_id: str, owner: str, now: float, until: float, held: Fence | None = None
+    ) -> RollbackIntent | None:
+        """Lease a pending rollback to `owner` (new epoch) if it is free, lapsed, or
+        already `owner`'s as `held`; None while another sender holds it."""
+        ...
+
+    async def begin_attempt(
+        self, window_id: str, fence: Fence, now: float, until: float
+    ) -> int | None:
+        """Allocate and store the next attempt number before it goes out (the lease is
+        extended to `until`); None if the lease is no longer `fence`'s."""
         ...
 
     async def add_rollback(self, intent: RollbackIntent) -> bool:
@@ -110,16 +132,22 @@ class Store(Protocol):
         another state."""
         ...
 
-    async def record_delivery(self, attempt: DeliveryAttempt) -> None: ...
-
-    async def deliveries(self, window_id: str) -> list[DeliveryAttempt]: ...
+    async def settle_rollback(
+        self, intent: RollbackIntent, attempt: DeliveryAttempt | None = None
+    ) -> bool:
+        """Store an attempt's outcome and the rollback's progress at once; fenced by
+        `intent.fence` except for `delivered` (a 2xx is a fact), which also moves the
+        window from `failed` to `rolled_back`."""
+        ...
 
     async def pending_rollbacks(self) -> list[RollbackIntent]: ...
 
     # alerts
-    async def claim_alert(self, window_id: str, event: str, at: float) -> bool:
+    async def claim_alert(
+        self, window_id: str, event: str, at: float, fence: Fence | None = None
+    ) -> bool:
         """True the first time (window, event) is claimed: one notification per deploy
-        and event, across restarts."""
+        and event, across restarts (with `fence`: only while it holds the window)."""
         ...
 
     async def record_alert(self, window_id: str, event: str, result: str, detail: str) -> None: ...

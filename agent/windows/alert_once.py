@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from agent.records import DeployWindow
+from agent.records import DeployWindow, Fence
 from agent.store.base import Store
 from alerting.events import Alert, breach_key
 from alerting.notifier import Notifier
@@ -47,6 +47,7 @@ class WindowAlerts:
         tags: Sequence[str],
         *,
         key: str | None = None,
+        fence: Fence | None = None,
     ) -> bool:
         """Send `alert` unless this deploy already had it; True if this call sent it
         to at least one channel.
@@ -54,6 +55,7 @@ class WindowAlerts:
         `key` defaults to the event (`passed`, `rollback_requested`…). Per-rule events
         use `breach:<rule>` and `resolved:<rule>` (see `alerting.events.breach_key`);
         a `resolved:<rule>` goes out only if `breach:<rule>` reached a channel.
+        With `fence` (a window's watch), only while that lease still holds the window.
         Never raises, except `CancelledError`.
         """
         key = key or alert.event
@@ -64,7 +66,7 @@ class WindowAlerts:
                 events = await self._store.alert_events(window.id)
                 if events.get(breach) not in DELIVERED_RESULTS:
                     return False
-            if not await self._store.claim_alert(window.id, key, self._clock()):
+            if not await self._store.claim_alert(window.id, key, self._clock(), fence):
                 return False
             outcome = await self._notifier.send(alert, tags)
             await self._store.record_alert(window.id, key, outcome.result, outcome.describe())

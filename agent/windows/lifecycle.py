@@ -90,6 +90,10 @@ class WindowWatch:
         services: WatchServices,
     ) -> None:
         self.window = window
+        self.fence = window.fence
+        """This watch's claim: every write for the window carries it, and once another
+        claim took the window (even this replica's own, after a pause) the store refuses
+        the write and the watch stops."""
         self.env = env
         self.probe = probe
         self.s = services
@@ -135,7 +139,9 @@ class WindowWatch:
             return
         await self._load_history()
         if self.window.baseline is None:
-            await self._take_baseline()
+            if not await self._take_baseline():
+                self.log.info("window no longer ours (ended or taken over); stop watching")
+                return
         else:
             self.baselines = {k: observation_from_dict(v) for k, v in self.window.baseline.items()}
         self.log.info(
@@ -162,7 +168,7 @@ class WindowWatch:
             scheduled += length
             started = now
             if not await self.s.store.renew_lease(
-                self.window.id, self.s.owner, now + self.s.lease_s + length
+                self.window.id, self.fence, now + self.s.lease_s + length
             ):
                 self.log.info("window no longer ours (ended or taken over); stop watching")
                 return
@@ -182,10 +188,10 @@ class WindowWatch:
             verdict_json = verdict_to_dict(verdict, decided_at=decided_at, links=self.links)
             self._with_queries(verdict_json["rules"])
             stored = await self.s.store.record_round(
-                RoundRecord(self.window.id, number, started, summary), verdict_json, self.s.owner
+                RoundRecord(self.window.id, number, started, summary), verdict_json, self.fence
             )
             if not stored:
-                self.log.info("window ended elsewhere (cancelled or superseded); stop watching")
+                self.log.info("window ended or taken over meanwhile; stop watching")
                 return
             self.window.rounds = number
             self._count_rules(verdict)
@@ -210,7 +216,7 @@ class WindowWatch:
         while (wait := self.window.deployed_at - self.s.clock()) > 0:
             step = min(wait, self.s.lease_s / 3)
             until = self.s.clock() + self.s.lease_s + step
-            if not await self.s.store.renew_lease(self.window.id, self.s.owner, until):
+            if not await self.s.store.renew_lease(self.window.id, self.fence, until):
                 self.log.info("scheduled window no longer ours (ended or taken over)")
                 return False
             await asyncio.sleep(step)
@@ -228,9 +234,9 @@ class WindowWatch:
 
     # baseline --------------------------------------------------------------
 
-    async def _take_baseline(self) -> None:
+    async def _take_baseline(self) -> bool:
         """Fetch every rule's baseline once, at the window's start, and store it, so
-        that a restart compares against the same period."""
+        that a restart compares against the same period; False if no longer ours."""
         t0 = self.window.deployed_at
         lookback = Period(t0 - self.env.lookback, t0)
         periods = await self._background_periods(lookback)
@@ -251,12 +257,16 @@ class WindowWatch:
                 )
             else:
                 self.baselines[rule.name] = fetched[rule.name]
-        await self.s.store.set_baseline(
-            self.window.id, {k: observation_to_dict(v) for k, v in self.baselines.items()}
-        )
+        if not await self.s.store.set_baseline(
+            self.window.id,
+            {k: observation_to_dict(v) for k, v in self.baselines.items()},
+            self.fence,
+        ):
+            return False
         for name, provider in self.s.providers.items():
             if any(r.source == name for r in self.rules):
                 self.s.spawn(self._mark(name, provider, "deploy"))
+        return True
 
     async def _mark(
         self, name: str, provider: Provider, event: Literal["deploy", "rollback"]
@@ -418,7 +428,9 @@ class WindowWatch:
             rules=rules or [],
             provider=provider,
         )
-        self.s.spawn(self.s.alerts.emit(self.window, alert, self.env.alerts.tags, key=key))
+        self.s.spawn(
+            self.s.alerts.emit(self.window, alert, self.env.alerts.tags, key=key, fence=self.fence)
+        )
 
     def _alert_rules(self, verdict: Verdict) -> None:
         """Per round: a breach once per rule, a resolve when it clears, and one
@@ -465,8 +477,13 @@ class WindowWatch:
                 now,
                 dry_run=rollback_cfg.dry_run,
             )
+            # handed to this replica's sender with the verdict; a survivor takes it
+            # over only once this lease lapses (see `Store.take_rollback`)
+            if intent.state == "pending":
+                intent.lease_owner, intent.lease_epoch = self.s.owner, 1
+                intent.lease_until = now + self.s.lease_s
         ended = await self.s.store.finish_window(
-            self.window.id, "failed", verdict_json, now, intent
+            self.window.id, "failed", verdict_json, now, intent, self.fence
         )
         if not ended:
             return
@@ -499,7 +516,7 @@ class WindowWatch:
     async def _end(self, outcome: str, verdict: Verdict, verdict_json: dict[str, Any]) -> None:
         state: WindowState = "passed" if outcome == "pass" else "inconclusive"
         if not await self.s.store.finish_window(
-            self.window.id, state, verdict_json, self.s.clock()
+            self.window.id, state, verdict_json, self.s.clock(), fence=self.fence
         ):
             return
         self.s.metrics.windows_total.labels(self.window.environment, state).inc()

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from agent.integrations.events import window_base_url
@@ -73,6 +74,11 @@ class Watcher:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.environments: dict[str, str] = {}
         self.deployed_at: dict[str, float] = {}
+        self.claims: dict[str, tuple[int, float]] = {}
+        """Per window watched here: the epoch of our claim, and until when it holds."""
+        self._claimed_once = False
+        self.resuming: set[str] = set()
+        """Rollbacks this process took over and is sending."""
         self._wake = asyncio.Event()
         self.prober = BackgroundProber(self.probes, store, self.busy, clock)
         self.background_probing = background_probing
@@ -99,7 +105,7 @@ class Watcher:
     # the loop --------------------------------------------------------------
 
     async def run(self) -> None:
-        await self._resume_rollbacks()
+        await self._resume_rollbacks(startup=True)
         prober = (
             asyncio.create_task(self.prober.run(), name="background-probing")
             if self.background_probing
@@ -109,6 +115,7 @@ class Watcher:
             while True:
                 try:
                     await self._claim()
+                    await self._resume_rollbacks(startup=False)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -124,31 +131,53 @@ class Watcher:
             await self._stop_windows()
 
     async def _claim(self) -> None:
+        now = self.clock()
+        # Before claiming anything: stop every watch whose claim may have lapsed (this
+        # process was paused, or the store unreachable). Its writes would be refused
+        # anyway; a window still ours is claimed again below and watched afresh.
+        await self._stop(wid for wid, (_, until) in self.claims.items() if until < now)
         windows = await self.store.claim_windows(
-            self.services.owner, self.clock(), self.services.lease_s
+            self.services.owner, now, self.services.lease_s, fresh=not self._claimed_once
+        )
+        self._claimed_once = True
+        held = {w.id: w.lease_epoch for w in windows}
+        await self._stop(
+            wid for wid, (epoch, _) in self.claims.items() if held.get(wid, epoch) != epoch
         )
         for window in windows:
-            if window.id not in self.tasks:
-                self._start(window)
+            if window.id in self.tasks:
+                self.claims[window.id] = (window.lease_epoch, now + self.services.lease_s)
+            else:
+                self._start(window, now)
         counts: dict[str, int] = dict.fromkeys(self.settings.environments, 0)
         for env in self.environments.values():
             counts[env] = counts.get(env, 0) + 1
         for env, count in counts.items():
             self.metrics.windows_active.labels(env).set(count)
 
-    def _start(self, window: DeployWindow) -> None:
+    def _start(self, window: DeployWindow, now: float) -> None:
         task = asyncio.create_task(self._watch(window), name=f"window-{window.id}")
         self.tasks[window.id] = task
         self.environments[window.id] = window.environment
         self.deployed_at[window.id] = window.deployed_at
+        self.claims[window.id] = (window.lease_epoch, now + self.services.lease_s)
 
         def done(_: asyncio.Task[None]) -> None:
-            self.tasks.pop(window.id, None)
-            self.environments.pop(window.id, None)
-            self.deployed_at.pop(window.id, None)
+            if self.tasks.get(window.id) is task:
+                del self.tasks[window.id]
+                self.environments.pop(window.id, None)
+                self.deployed_at.pop(window.id, None)
+                self.claims.pop(window.id, None)
             self._wake.set()
 
         task.add_done_callback(done)
+
+    async def _stop(self, window_ids: Iterable[str]) -> None:
+        """Cancel these windows' watches and wait until they are gone."""
+        tasks = [self.tasks[wid] for wid in list(window_ids) if wid in self.tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _watch(self, window: DeployWindow) -> None:
         env = self.settings.environments.get(window.environment)
@@ -160,7 +189,9 @@ class Watcher:
                 "reason": reason,
                 "rules": [],
             }
-            if await self.store.finish_window(window.id, "inconclusive", verdict, self.clock()):
+            if await self.store.finish_window(
+                window.id, "inconclusive", verdict, self.clock(), fence=window.fence
+            ):
                 self.metrics.windows_total.labels(window.environment, "inconclusive").inc()
             return
         try:
@@ -175,7 +206,7 @@ class Watcher:
             )
             await asyncio.sleep(min(env.interval, 5.0))
             with contextlib.suppress(Exception):
-                await self.store.release_lease(window.id, self.services.owner)
+                await self.store.release_lease(window.id, window.fence)
 
     def _probe_for(self, window: DeployWindow, env: EnvironmentSettings) -> EnvironmentProbe:
         """The environment's probe, or one aimed at the deployment's own URL when a deploy
@@ -188,20 +219,34 @@ class Watcher:
             window.environment, aimed, self._sessions, self.metrics, self._secrets
         )
 
-    async def _resume_rollbacks(self) -> None:
-        """Deliveries a previous process left unfinished go on now (same body and key)."""
+    async def _resume_rollbacks(self, *, startup: bool) -> None:
+        """Rollbacks whose sender is gone go on here (same body and key): those whose
+        lease lapsed, and at startup also those leased to this replica's name (its
+        previous process). A lease another sender still holds is left to it."""
+        now = self.clock()
         for intent in await self.store.pending_rollbacks():
+            if intent.window_id in self.resuming:
+                continue
+            lapsed = intent.lease_owner is None or (intent.lease_until or 0.0) < now
+            if not lapsed and not (startup and intent.lease_owner == self.services.owner):
+                continue
             window = await self.store.get_window(intent.window_id)
             env = self.settings.environments.get(window.environment) if window else None
             if window is None or env is None or env.rollback is None:
                 log.error("cannot resume rollback of %s: environment gone", intent.window_id)
                 continue
             log.info(
-                "resuming rollback delivery (attempt %d)",
+                "resuming rollback delivery (attempt %d, from %s)",
                 intent.attempts + 1,
+                intent.lease_owner or "nobody",
                 extra={"deploy_id": window.id, "environment": window.environment},
             )
-            self.services.spawn(deliver_rollback(window, intent, env, self.services))
+            self.resuming.add(window.id)
+            task = self.services.spawn(deliver_rollback(window, intent, env, self.services))
+            task.add_done_callback(functools.partial(self._resumed, window.id))
+
+    def _resumed(self, window_id: str, _: asyncio.Task[Any]) -> None:
+        self.resuming.discard(window_id)
 
     async def _stop_windows(self) -> None:
         tasks = list(self.tasks.values())

@@ -17,6 +17,7 @@ from agent.records import RollbackIntent
 from agent.store.sqlite import SqliteStore
 from tests.api.conftest import Client
 from tests.api.harness import AUTH, OTHER_TOKEN, RecordingEvents, make_app, rule
+from tests.store.peek import set_rollback
 
 DEPLOY_KEYS = {
     "id",
@@ -271,8 +272,7 @@ async def test_a_decided_window_shows_its_verdict_and_rollback(
     intent = RollbackIntent(window_id=created["id"], state="pending", body="{}", requested_at=at)
     assert await store.finish_window(created["id"], "failed", verdict, at, intent)
     intent.state, intent.attempts, intent.last_status = "delivered", 2, 200
-    await store.update_rollback(intent)
-    await store.set_state(created["id"], "rolled_back", "failed")
+    await set_rollback(store, intent)
 
     body = await (await client.get(f"/v1/deploys/{created['id']}", headers=AUTH)).json()
     assert body["state"] == "rolled_back"

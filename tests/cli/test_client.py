@@ -37,6 +37,7 @@ from agent.records import DeployWindow, RollbackIntent, RoundRecord
 from agent.store.sqlite import SqliteStore
 from common.times import rfc3339
 from tests.api.harness import TOKEN, ScriptedWatcher, make_app, rule
+from tests.store.peek import set_rollback
 
 T = TypeVar("T")
 Script = Callable[[SqliteStore, str], Coroutine[Any, Any, None]]
@@ -144,8 +145,7 @@ def ends_in(state: str) -> Script:
             await store.finish_window(window_id, "failed", verdict, now, intent)
             if state == "rolled_back":
                 intent.state, intent.attempts, intent.last_status = "delivered", 2, 200
-                await store.update_rollback(intent)
-                await store.set_state(window_id, "rolled_back", "failed")
+                await set_rollback(store, intent)
         elif state == "cancelled":
             await store.cancel_window(window_id, now)
         elif state == "superseded":

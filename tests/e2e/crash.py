@@ -131,8 +131,9 @@ class TrialResult:
 
     @property
     def accepted(self) -> int:
-        """Rollbacks the pipeline acts on: accepted requests that are not duplicates."""
-        return sum(1 for a in self.attempts if a.get("accepted") and not a.get("duplicate"))
+        """Rollbacks the receiver answered 2xx, duplicates included: the truth is the
+        receiver's, so a second delivery of one deploy counts (and fails the trial)."""
+        return sum(1 for a in self.attempts if a.get("accepted"))
 
     @property
     def same_key_and_body(self) -> bool:

@@ -15,7 +15,6 @@ import pytest
 
 from agent import __version__
 from agent.metrics import Metrics
-from agent.records import RollbackIntent
 from agent.rollback.contract import rollback_body, rollback_intent, sign, verify
 from agent.rollback.delivery import RollbackDelivery, backoff_delay
 from agent.store.sqlite import SqliteStore
@@ -30,6 +29,7 @@ from tests.rollback.support import (
     settings,
     stored_intent,
 )
+from tests.store.peek import deliveries, set_rollback
 
 
 @pytest.fixture
@@ -148,7 +148,7 @@ async def test_delivered_first_time_with_the_contract_headers(
     assert receiver.delivered == {"dep_01JDTEST": intent.body}
     stored = await store.get_rollback("dep_01JDTEST")
     assert stored is not None and stored.state == "delivered" and stored.finished_at
-    [row] = await store.deliveries("dep_01JDTEST")
+    [row] = await deliveries(store, "dep_01JDTEST")
     assert (row.attempt, row.status, row.error) == (1, 200, None)
     assert counter(metrics, "postflight_rollbacks_total", environment="production",
                    result="delivered") == 1  # fmt: skip
@@ -174,7 +174,7 @@ async def test_503_twice_then_200_retries_with_the_same_body_and_key(
     assert {a.idempotency_key for a in receiver.attempts} == {"dep_01JDTEST"}
     assert all(a.signature_ok for a in receiver.attempts)
     assert sleep.waits == [0.5, 1.0]  # full jitter with random()=0.5: 0.5·1s, 0.5·2s
-    rows = await store.deliveries("dep_01JDTEST")
+    rows = await deliveries(store, "dep_01JDTEST")
     assert [(r.attempt, r.status) for r in rows] == [(1, 503), (2, 503), (3, 200)]
     assert counter(metrics, "postflight_rollback_attempts_total", environment="production",
                    result="retryable") == 2  # fmt: skip
@@ -244,7 +244,7 @@ async def test_a_hung_webhook_times_out_and_is_retried(
     )
 
     assert done.state == "delivered" and done.attempts == 2
-    first, second = await store.deliveries("dep_01JDTEST")
+    first, second = await deliveries(store, "dep_01JDTEST")
     assert first.status is None and first.error is not None and "timed out" in first.error
     assert second.status == 200
 
@@ -262,7 +262,7 @@ async def test_connection_refused_is_retried_then_fails_without_raising(
     )
 
     assert done.state == "failed" and done.attempts == 2 and done.last_status is None
-    rows = await store.deliveries("dep_01JDTEST")
+    rows = await deliveries(store, "dep_01JDTEST")
     assert all(r.error for r in rows)
 
 
@@ -294,7 +294,7 @@ async def test_resumes_after_a_crash_at_attempt_3(
     intent = await stored_intent(before)
     intent.attempts = 2  # two attempts went out, then the process died
     intent.last_status = 503
-    await before.update_rollback(intent)
+    await set_rollback(before, intent)
     await before.close()
 
     after = SqliteStore(path)  # the restarted process
@@ -307,7 +307,7 @@ async def test_resumes_after_a_crash_at_attempt_3(
 
         assert done.state == "delivered" and done.attempts == 3
         assert len(receiver.attempts) == 1
-        [row] = await after.deliveries("dep_01JDTEST")
+        [row] = await deliveries(after, "dep_01JDTEST")
         assert row.attempt == 3
         assert await after.pending_rollbacks() == []
     finally:
@@ -320,7 +320,7 @@ async def test_a_resumed_delivery_with_no_attempts_left_fails_without_sending(
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     intent = await stored_intent(store)
     intent.attempts = 3
-    await store.update_rollback(intent)
+    await set_rollback(store, intent)
 
     done = await delivery.deliver(intent, settings(receiver.url, max_attempts=3), "production")
 
@@ -335,7 +335,7 @@ async def test_a_resumed_delivery_waits_out_its_stored_backoff(
     intent = await stored_intent(store)
     intent.attempts = 1
     intent.next_attempt_at = 1_000_012.0
-    await store.update_rollback(intent)
+    await set_rollback(store, intent)
 
     sender = RollbackDelivery(store, metrics, sleep=sleep, clock=lambda: 1_000_000.0)
     done = await sender.deliver(intent, settings(receiver.url), "production")
@@ -402,7 +402,7 @@ class BrokenStore:
     def __getattr__(self, name: str) -> Callable[..., Any]:
         return getattr(self._inner, name)  # type: ignore[no-any-return]
 
-    async def update_rollback(self, intent: RollbackIntent) -> None:
+    async def begin_attempt(self, *args: Any) -> int | None:
         raise RuntimeError("disk I/O error")
 
 
@@ -430,7 +430,7 @@ async def test_the_secret_never_reaches_logs_or_stored_errors(
     intent = await stored_intent(store)
     await delivery.deliver(intent, settings(receiver.url), "production")
 
-    rows = await store.deliveries("dep_01JDTEST")
+    rows = await deliveries(store, "dep_01JDTEST")
     assert len(rows) == 2
     assert SECRET not in caplog.text
     assert all(SECRET not in (r.error or "") for r in rows)

@@ -18,6 +18,7 @@ from agent.rollback import RollbackDelivery, rollback_intent
 from agent.settings import Settings
 from agent.store.sqlite import SqliteStore
 from tests.fakes.vercel import NEW, OLD, PROJECT, FakeVercel
+from tests.store.peek import set_rollback
 
 TOKEN = "vercel-token"
 
@@ -114,7 +115,7 @@ async def test_a_restart_with_an_unrecorded_attempt_asks_vercel_before_sending_a
     await store.finish_window(window.id, "failed", None, time.time(), intent)
     # the previous process stored attempt 1, sent it, and died before recording the answer
     intent.attempts = 1
-    await store.update_rollback(intent)
+    await set_rollback(store, intent)
     if took_effect:
         fake.production[PROJECT] = OLD  # Vercel had acted on it
     delivery = RollbackDelivery(store, Metrics(), targets=RollbackTargets(config))
@@ -153,7 +154,7 @@ async def test_github_target_after_a_restart_finds_the_dispatched_run_by_its_nam
         intent = rollback_intent(window, "bad", [], time.time())
         await store.finish_window(window.id, "failed", None, time.time(), intent)
         intent.attempts = 1  # sent before the crash, answer never recorded
-        await store.update_rollback(intent)
+        await set_rollback(store, intent)
         if ran:
             github.runs.append(
                 {

@@ -113,15 +113,16 @@ async def test_a_lapsed_lease_is_taken_over(
     a, b = replicas
     for i in range(3):
         await a.create_window(window(f"dep_{i}", env=f"env{i}", created=100 + i))
-    assert len(await a.claim_windows("a", now=1000, lease_s=30)) == 3
+    held = {w.id: w.fence for w in await a.claim_windows("a", now=1000, lease_s=30)}
+    assert len(held) == 3
     assert await b.claim_windows("b", now=1010, lease_s=30) == []
-    assert await a.renew_lease("dep_0", "a", until=1060)  # only dep_0 is still renewed
+    assert await a.renew_lease("dep_0", held["dep_0"], until=1060)  # only dep_0 is renewed
     # replica a stops renewing the others (it hangs or died): b takes them once lapsed
     taken = await b.claim_windows("b", now=1031, lease_s=30)
     assert [w.id for w in taken] == ["dep_1", "dep_2"]
-    assert not await a.renew_lease("dep_1", "a", until=1100)
-    assert not await a.record_round(RoundRecord("dep_1", 1, 1031.0, {}), None, owner="a")
-    assert await b.record_round(RoundRecord("dep_1", 1, 1031.0, {}), None, owner="b")
+    assert not await a.renew_lease("dep_1", held["dep_1"], until=1100)
+    assert not await a.record_round(RoundRecord("dep_1", 1, 1031.0, {}), None, held["dep_1"])
+    assert await b.record_round(RoundRecord("dep_1", 1, 1031.0, {}), None, taken[0].fence)
     assert [w.id for w in await a.claim_windows("a", now=1032, lease_s=30)] == ["dep_0"]
 
 
@@ -168,7 +169,7 @@ async def test_a_lapsed_lease_being_taken_over_is_not_reported_as_held(
     """Replica a's lease lapsed and b is mid-claim (row locked): a must not see it as its."""
     a, _ = replicas
     await a.create_window(window("dep_1"))
-    await a.claim_windows("a", now=1000, lease_s=30)
+    [mine] = await a.claim_windows("a", now=1000, lease_s=30)
     conn = await asyncpg.connect(pg_url)
     try:
         async with conn.transaction():  # "b", between locking the row and committing
@@ -179,7 +180,7 @@ async def test_a_lapsed_lease_being_taken_over_is_not_reported_as_held(
             )
     finally:
         await conn.close()
-    assert not await a.renew_lease("dep_1", "a", until=1100)
+    assert not await a.renew_lease("dep_1", mine.fence, until=1100)
 
 
 async def test_concurrent_deploys_of_one_environment_leave_one_watching(

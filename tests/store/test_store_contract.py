@@ -1,9 +1,8 @@
 """The store contract: what every backend must do, run against SQLite and PostgreSQL.
 
 Transactions, supersede, leases, paging, migrations, rollback intents, alert claims and
-probe summaries. A backend passes only if it answers exactly like the reference
-(`agent.store.sqlite`); backend-specific checks live in test_sqlite_store.py and
-test_postgres_store.py.
+probe summaries. Both backends run the same SQL (`agent.store.sql`); what each does its
+own way is checked in test_sqlite_store.py and test_postgres_store.py.
 """
 
 from __future__ import annotations
@@ -15,12 +14,14 @@ import pytest
 from agent.records import (
     DeliveryAttempt,
     DeployWindow,
+    Fence,
     IdempotentResponse,
     RollbackIntent,
     RoundRecord,
 )
 from agent.store.base import Conflict, Store, StoreError
 from tests.store.conftest import Backend
+from tests.store.peek import deliveries
 
 
 def window(wid: str, env: str = "production", created: float = 100.0) -> DeployWindow:
@@ -143,11 +144,34 @@ async def test_leases_exclude_other_owners_until_they_lapse(store: Store) -> Non
     mine = await store.claim_windows("a", now=1000, lease_s=30)
     assert [w.id for w in mine] == ["dep_1"]
     assert await store.claim_windows("b", now=1010, lease_s=30) == []
-    assert await store.renew_lease("dep_1", "a", until=1100)
-    assert not await store.renew_lease("dep_1", "b", until=1100)
+    a = mine[0].fence
+    assert await store.renew_lease("dep_1", a, until=1100)
+    assert not await store.renew_lease("dep_1", Fence("b", a.epoch), until=1100)
     taken = await store.claim_windows("b", now=1101, lease_s=30)
     assert [w.id for w in taken] == ["dep_1"]
     assert taken[0].lease_owner == "b" and taken[0].lease_until == 1131
+    assert taken[0].lease_epoch == a.epoch + 1
+    assert not await store.renew_lease("dep_1", a, until=1200)
+
+
+async def test_every_claim_that_changes_hands_raises_the_epoch(store: Store) -> None:
+    await store.create_window(window("dep_1"))
+    [first] = await store.claim_windows("a", now=1000, lease_s=30)
+    [renewed] = await store.claim_windows("a", now=1020, lease_s=30)
+    assert renewed.lease_epoch == first.lease_epoch  # held all along: the same claim
+    # a paused past its lease and claims again: a new claim, though nobody else took it
+    [again] = await store.claim_windows("a", now=1051, lease_s=30)
+    assert again.lease_epoch == first.lease_epoch + 1
+    assert not await store.record_round(RoundRecord("dep_1", 1, 1.0, {}), None, first.fence)
+    assert not await store.set_baseline("dep_1", {"x": {}}, first.fence)
+    assert not await store.finish_window("dep_1", "passed", None, 1052, fence=first.fence)
+    assert not await store.claim_alert("dep_1", "breach:x", 1052, first.fence)
+    assert await store.record_round(RoundRecord("dep_1", 1, 1.0, {}), None, again.fence)
+    assert await store.claim_alert("dep_1", "breach:x", 1052, again.fence)
+    assert await store.finish_window("dep_1", "passed", None, 1053, fence=again.fence)
+    # the holder that ended the window still sends its final alerts; the stale one never
+    assert await store.claim_alert("dep_1", "passed", 1053, again.fence)
+    assert not await store.claim_alert("dep_1", "inconclusive", 1053, first.fence)
 
 
 async def test_claims_return_held_windows_oldest_first_and_skip_ended(store: Store) -> None:
@@ -163,10 +187,10 @@ async def test_claims_return_held_windows_oldest_first_and_skip_ended(store: Sto
 
 async def test_a_released_lease_is_free_at_once(store: Store) -> None:
     await store.create_window(window("dep_1"))
-    await store.claim_windows("a", 1000, 30)
-    await store.release_lease("dep_1", "b")  # not b's: no effect
+    [mine] = await store.claim_windows("a", 1000, 30)
+    await store.release_lease("dep_1", Fence("b", mine.lease_epoch))  # not b's: no effect
     assert await store.claim_windows("b", 1001, 30) == []
-    await store.release_lease("dep_1", "a")
+    await store.release_lease("dep_1", mine.fence)
     assert [w.id for w in await store.claim_windows("b", 1001, 30)] == ["dep_1"]
 
 
@@ -182,16 +206,22 @@ async def test_round_is_not_recorded_once_the_window_ended(store: Store) -> None
         await store.cancel_window("nope", at=6)
 
 
-async def test_rounds_need_the_lease_when_an_owner_is_given(store: Store) -> None:
+async def test_rounds_are_fenced_and_never_overwritten(store: Store) -> None:
     await store.create_window(window("dep_1"))
-    await store.claim_windows("a", 1000, 30)
-    assert not await store.record_round(RoundRecord("dep_1", 1, 1.0, {}), None, owner="b")
-    assert await store.record_round(RoundRecord("dep_1", 1, 1.0, {"try": 1}), None, owner="a")
-    # a round written again (a restart mid-round) replaces the first attempt
-    assert await store.record_round(RoundRecord("dep_1", 1, 1.5, {"try": 2}), {"o": 1}, "a")
-    assert await store.rounds("dep_1") == [RoundRecord("dep_1", 1, 1.5, {"try": 2})]
+    [mine] = await store.claim_windows("a", 1000, 30)
+    a, b = mine.fence, Fence("b", mine.lease_epoch)
+    assert not await store.record_round(RoundRecord("dep_1", 1, 1.0, {}), None, b)
+    assert await store.record_round(RoundRecord("dep_1", 1, 1.0, {"try": 1}), {"o": 1}, a)
+    # the same round again, or an older one, is refused: the count never goes back
+    assert not await store.record_round(RoundRecord("dep_1", 1, 1.5, {"try": 2}), None, a)
+    assert await store.record_round(RoundRecord("dep_1", 2, 2.0, {}), {"o": 2}, a)
+    assert not await store.record_round(RoundRecord("dep_1", 1, 1.5, {"try": 2}), None, a)
+    assert [(r.number, r.summary) for r in await store.rounds("dep_1")] == [
+        (1, {"try": 1}),
+        (2, {}),
+    ]
     got = await store.get_window("dep_1")
-    assert got is not None and got.rounds == 1 and got.verdict == {"o": 1}
+    assert got is not None and got.rounds == 2 and got.verdict == {"o": 2}
 
 
 async def test_cancel_returns_the_cancelled_window(store: Store) -> None:
@@ -222,62 +252,87 @@ async def test_finish_keeps_the_last_verdict_when_given_none(store: Store) -> No
     assert await store.get_rollback("dep_1") is None
 
 
-async def test_set_state_is_a_compare_and_set(store: Store) -> None:
-    await store.create_window(window("dep_1"))
-    assert not await store.set_state("dep_1", "rolled_back", expected="failed")
-    await store.finish_window("dep_1", "failed", None, 10)
-    assert await store.set_state("dep_1", "rolled_back", expected="failed")
-    assert not await store.set_state("dep_1", "rolled_back", expected="failed")
-    got = await store.get_window("dep_1")
-    assert got is not None and got.state == "rolled_back"
-
-
-async def test_rollback_delivery_attempts_are_kept(store: Store) -> None:
+async def failed_with_rollback(store: Store, lease: tuple[str, float] | None = None) -> None:
     await store.create_window(window("dep_1"))
     intent = RollbackIntent("dep_1", "pending", "{}", requested_at=10, next_attempt_at=10)
-    await store.finish_window("dep_1", "failed", None, 10, intent)
-    await store.record_delivery(DeliveryAttempt("dep_1", 2, 12.0, None, "timeout", 5.0))
-    await store.record_delivery(DeliveryAttempt("dep_1", 1, 11.0, 503, None, 0.1))
-    await store.record_delivery(DeliveryAttempt("dep_1", 2, 13.0, 200, None, 0.2))  # replaces
-    assert await store.deliveries("dep_1") == [
-        DeliveryAttempt("dep_1", 1, 11.0, 503, None, 0.1),
-        DeliveryAttempt("dep_1", 2, 13.0, 200, None, 0.2),
-    ]
-    done = RollbackIntent(
-        "dep_1",
-        "delivered",
-        "{}",
-        requested_at=10,
-        attempts=2,
-        last_status=200,
-        last_error="earlier: bad\x00byte",
-        next_attempt_at=None,
-        finished_at=13.0,
-    )
-    await store.update_rollback(done)
+    if lease is not None:
+        intent.lease_owner, intent.lease_epoch, intent.lease_until = lease[0], 1, lease[1]
+    assert await store.finish_window("dep_1", "failed", None, 10, intent)
+
+
+async def test_a_rollback_has_one_sender_at_a_time(store: Store) -> None:
+    await failed_with_rollback(store, lease=("a", 40.0))  # handed to a with the verdict
+    assert await store.take_rollback("dep_1", "b", now=20, until=50) is None
+    mine = await store.take_rollback("dep_1", "a", 20, 50, held=Fence("a", 1))
+    assert mine is not None and mine.fence == Fence("a", 2) and mine.lease_until == 50
+    assert await store.begin_attempt("dep_1", mine.fence, now=21, until=60) == 1
+    # a stops (killed mid-attempt): once its lease lapsed, b takes over, a is fenced
+    assert await store.take_rollback("dep_1", "b", now=59, until=89) is None
+    theirs = await store.take_rollback("dep_1", "b", now=61, until=91)
+    assert theirs is not None and theirs.fence == Fence("b", 3) and theirs.attempts == 1
+    assert await store.begin_attempt("dep_1", mine.fence, now=62, until=99) is None
+    mine.state, mine.last_status, mine.next_attempt_at = "pending", 503, 70.0
+    assert not await store.settle_rollback(mine)
+    assert await store.begin_attempt("dep_1", theirs.fence, now=62, until=99) == 2
+    # a lease that lapsed and was taken by nobody still refuses its old holder's attempt
+    assert await store.begin_attempt("dep_1", theirs.fence, now=100, until=130) is None
+
+
+async def test_attempts_are_numbered_once_and_their_rows_never_overwritten(
+    store: Store,
+) -> None:
+    await failed_with_rollback(store)
+    taken = await store.take_rollback("dep_1", "a", now=11, until=100)
+    assert taken is not None
+    one = await store.begin_attempt("dep_1", taken.fence, now=11, until=100)
+    two = await store.begin_attempt("dep_1", taken.fence, now=12, until=100)
+    assert (one, two) == (1, 2)  # the first never reported back (killed): a row says so
+    taken.last_status, taken.last_error, taken.lease_until = 503, "HTTP 503", 100.0
+    second = DeliveryAttempt("dep_1", 2, 12.0, 503, "HTTP 503: bad\x00byte", 0.1)
+    assert await store.settle_rollback(taken, second)
+    replay = DeliveryAttempt("dep_1", 2, 13.0, 200, None, 0.2)
+    assert await store.settle_rollback(taken, replay)  # the rollback row is still a's …
+    rows = await deliveries(store, "dep_1")  # … but attempt 2's row keeps its outcome
+    assert [(r.attempt, r.status) for r in rows] == [(1, None), (2, 503)]
+    assert rows[0].error is not None and rows[0].error.startswith("in flight")
+    assert rows[1].error is not None and rows[1].error.startswith("HTTP 503: bad")
+    stored = await store.get_rollback("dep_1")
+    assert stored is not None and stored.attempts == 2 and stored.last_status == 503
+
+
+async def test_a_delivery_is_stored_even_by_a_sender_that_lost_its_lease(store: Store) -> None:
+    """A 2xx is a fact: once stored, the new holder finds nothing left to send."""
+    await failed_with_rollback(store)
+    stale = await store.take_rollback("dep_1", "a", now=11, until=20)
+    assert stale is not None
+    assert await store.begin_attempt("dep_1", stale.fence, now=11, until=20) == 1
+    fresh = await store.take_rollback("dep_1", "b", now=21, until=50)
+    assert fresh is not None
+    stale.state, stale.last_status, stale.finished_at = "delivered", 200, 22.0
+    assert await store.settle_rollback(stale, DeliveryAttempt("dep_1", 1, 11, 200, None, 0.1))
+    assert await store.begin_attempt("dep_1", fresh.fence, now=22, until=50) is None
     stored = await store.get_rollback("dep_1")
     assert stored is not None
     assert (stored.state, stored.attempts, stored.last_status, stored.finished_at) == (
         "delivered",
-        2,
+        1,
         200,
-        13.0,
+        22.0,
     )
-    assert stored.last_error is not None and stored.last_error.startswith("earlier: bad")
     assert await store.pending_rollbacks() == []
     rolled_back = await store.get_window("dep_1")
     assert rolled_back is not None and rolled_back.state == "rolled_back"
 
 
 async def test_a_failed_delivery_leaves_the_window_failed(store: Store) -> None:
-    await store.create_window(window("dep_1"))
-    intent = RollbackIntent("dep_1", "pending", "{}", requested_at=10)
-    await store.finish_window("dep_1", "failed", None, 10, intent)
-    await store.update_rollback(
-        RollbackIntent("dep_1", "failed", "{}", requested_at=10, attempts=8, last_status=503)
-    )
+    await failed_with_rollback(store)
+    taken = await store.take_rollback("dep_1", "a", now=11, until=20)
+    assert taken is not None
+    taken.state, taken.last_status = "failed", 503
+    assert await store.settle_rollback(taken)
     failed = await store.get_window("dep_1")
     assert failed is not None and failed.state == "failed"
+    assert await store.take_rollback("dep_1", "b", now=30, until=40) is None  # ended
 
 
 async def test_alert_claims_survive_a_reopen(backend: Backend) -> None:
@@ -327,3 +382,30 @@ async def test_ping_is_false_once_closed(backend: Backend) -> None:
     assert await s.ping()
     await s.close()
     assert not await s.ping()
+
+
+async def test_a_unique_violation_is_a_conflict(store: Store) -> None:
+    """Two requests racing on one idempotency key: the loser gets `Conflict` on both."""
+    key = IdempotentResponse("k1", "h", 201, {"id": "dep_1"})
+    await store.create_window(window("dep_1"), key)
+    with pytest.raises(Conflict):
+        await store.create_window(window("dep_2", env="other"), key)
+    assert await store.get_window("dep_2") is None
+
+
+async def test_a_new_process_claims_afresh_even_its_own_valid_leases(store: Store) -> None:
+    await store.create_window(window("dep_1"))
+    [before] = await store.claim_windows("a", now=1000, lease_s=30)
+    [after] = await store.claim_windows("a", now=1001, lease_s=30, fresh=True)
+    assert after.lease_epoch == before.lease_epoch + 1
+    assert not await store.renew_lease("dep_1", before.fence, until=1100)
+
+
+async def test_set_state_is_a_compare_and_set(store: Store) -> None:
+    await store.create_window(window("dep_1"))
+    assert not await store.set_state("dep_1", "rolled_back", expected="failed")
+    await store.finish_window("dep_1", "failed", None, 10)
+    assert await store.set_state("dep_1", "rolled_back", expected="failed")
+    assert not await store.set_state("dep_1", "rolled_back", expected="failed")
+    got = await store.get_window("dep_1")
+    assert got is not None and got.state == "rolled_back"

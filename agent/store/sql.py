@@ -1,0 +1,717 @@
+"""One SQL store: the schema, its migrations, the row mappers and every `Store` method, once.
+
+What it must not do: know a driver. A backend (`sqlite.py`, `postgres.py`) supplies
+connections that take `?` placeholders and report how many rows a change touched, and
+the few clauses that truly differ (row locks, `SKIP LOCKED`, advisory locks). So both
+backends answer every call identically, and a fix lands in both at once.
+
+- Every multi-statement change runs in one transaction, so a crash leaves all of it
+  or none.
+- JSON is stored as TEXT, not jsonb: jsonb rejects the NaN and Infinity `json.dumps`
+  writes (a statistic can be NaN) and reorders keys; TEXT keeps exactly the bytes.
+- Times are UNIX seconds in `DOUBLE PRECISION` (SQLite reads it as REAL).
+- Diagnostics (errors, alert details) may carry a NUL from a response body; PostgreSQL
+  TEXT cannot hold one, so both backends store U+FFFD instead.
+- Schema changes are forward migrations numbered in `MIGRATIONS`; a schema newer than
+  this code is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, ClassVar, Protocol
+
+from agent.records import (
+    DeliveryAttempt,
+    DeployWindow,
+    Fence,
+    IdempotentResponse,
+    Page,
+    RollbackIntent,
+    RoundRecord,
+    WindowCreated,
+    WindowState,
+)
+from agent.store.base import Conflict, StoreError
+from agent.store.cursor import decode_cursor, encode_cursor
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE windows (
+        id TEXT PRIMARY KEY,
+        environment TEXT NOT NULL,
+        version TEXT NOT NULL,
+        previous_version TEXT,
+        commit_sha TEXT,
+        labels TEXT NOT NULL,
+        state TEXT NOT NULL,
+        deployed_at DOUBLE PRECISION NOT NULL,
+        ends_at DOUBLE PRECISION NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        rounds INTEGER NOT NULL DEFAULT 0,
+        verdict TEXT,
+        baseline TEXT,
+        ended_at DOUBLE PRECISION,
+        lease_owner TEXT,
+        lease_until DOUBLE PRECISION
+    );
+    CREATE INDEX windows_by_env_state ON windows (environment, state);
+    CREATE INDEX windows_by_created ON windows (created_at DESC, id DESC);
+    CREATE TABLE rounds (
+        window_id TEXT NOT NULL REFERENCES windows(id),
+        number INTEGER NOT NULL,
+        started_at DOUBLE PRECISION NOT NULL,
+        summary TEXT NOT NULL,
+        PRIMARY KEY (window_id, number)
+    );
+    CREATE TABLE rollbacks (
+        window_id TEXT PRIMARY KEY REFERENCES windows(id),
+        state TEXT NOT NULL,
+        body TEXT NOT NULL,
+        requested_at DOUBLE PRECISION NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_status INTEGER,
+        last_error TEXT,
+        next_attempt_at DOUBLE PRECISION,
+        finished_at DOUBLE PRECISION
+    );
+    CREATE TABLE deliveries (
+        window_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        status INTEGER,
+        error TEXT,
+        duration_s DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (window_id, attempt)
+    );
+    CREATE TABLE alerts (
+        window_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        claimed_at DOUBLE PRECISION NOT NULL,
+        result TEXT NOT NULL DEFAULT 'claimed',
+        detail TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (window_id, event)
+    );
+    CREATE TABLE idempotency (
+        key TEXT PRIMARY KEY,
+        request_hash TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE probe_summaries (
+        environment TEXT NOT NULL,
+        check_name TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        summary TEXT NOT NULL
+    );
+    CREATE INDEX probe_summaries_by_env ON probe_summaries (environment, at)
+    """,
+    # claiming scans only the watching windows (PostgreSQL stores had it from version 1)
+    "CREATE INDEX IF NOT EXISTS windows_watching ON windows (created_at, id)"
+    " WHERE state = 'watching'",
+    # fencing: a window's and a rollback's lease carry the epoch of the claim that took them
+    """
+    ALTER TABLE windows ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE rollbacks ADD COLUMN lease_owner TEXT;
+    ALTER TABLE rollbacks ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE rollbacks ADD COLUMN lease_until DOUBLE PRECISION
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# Keys of `SqlStore._lock` (advisory locks on PostgreSQL), so our locks cannot collide
+# with another application's on a shared server.
+LOCK_MIGRATE = 0x5046_0001  # "PF" 1: one replica migrates at a time
+LOCK_ENVIRONMENT = 0x5046_0002  # "PF" 2: create_window per environment
+
+_WINDOW_COLUMNS = (
+    "id, environment, version, previous_version, commit_sha, labels, state, deployed_at,"
+    " ends_at, created_at, rounds, verdict, baseline, ended_at, lease_owner, lease_until,"
+    " lease_epoch"
+)
+_ROLLBACK_COLUMNS = (
+    "window_id, state, body, requested_at, attempts, last_status, last_error,"
+    " next_attempt_at, finished_at, lease_owner, lease_epoch, lease_until"
+)
+IN_FLIGHT = "in flight: no outcome recorded (the sender stopped mid-attempt)"
+"""A delivery row's error until its attempt's outcome is stored."""
+
+
+_FENCED = "state = 'watching' AND lease_owner = ? AND lease_epoch = ?"
+_HELD_BY = (
+    "SELECT 1 FROM windows WHERE id = ? AND lease_owner = ? AND lease_epoch = ?"
+    # the holder that ended the window still speaks for it (its final alerts)
+    " UNION ALL SELECT 1 FROM windows WHERE id = ? AND lease_epoch = ? AND state <> 'watching'"
+)
+
+
+def _fenced(sql: str, fence: Fence | None) -> tuple[str, tuple[Any, ...]]:
+    """`sql` (an UPDATE of one window), applied only while `fence` still holds it."""
+    if fence is None:
+        return sql, ()
+    return f"{sql} AND {_FENCED}", (fence.owner, fence.epoch)
+
+
+async def _insert_rollback(db: Connection, intent: RollbackIntent, guard: str, *args: Any) -> int:
+    """Store a rollback intent (with its lease, if handed over) when `guard` holds."""
+    return await db.execute(
+        "INSERT INTO rollbacks (window_id, state, body, requested_at, attempts,"
+        " next_attempt_at, finished_at, last_error, lease_owner, lease_epoch, lease_until)"
+        f" SELECT ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ? WHERE {guard}"
+        " ON CONFLICT (window_id) DO NOTHING",
+        intent.window_id,
+        intent.state,
+        intent.body,
+        intent.requested_at,
+        intent.next_attempt_at,
+        intent.finished_at,
+        intent.last_error,
+        intent.lease_owner,
+        intent.lease_epoch,
+        intent.lease_until,
+        *args,
+    )
+
+
+class Connection(Protocol):
+    """A backend's connection, inside or outside a transaction; SQL uses `?`."""
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run one statement; the number of rows it changed."""
+        ...
+
+    async def fetch(self, sql: str, *args: Any) -> list[Sequence[Any]]: ...
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def _text(value: str | None) -> str | None:
+    """PostgreSQL TEXT cannot hold NUL; diagnostics (errors, details) may, from a body."""
+    return None if value is None else value.replace("\x00", "\ufffd")
+
+
+def _window(row: Sequence[Any]) -> DeployWindow:
+    return DeployWindow(
+        id=row[0],
+        environment=row[1],
+        version=row[2],
+        previous_version=row[3],
+        commit=row[4],
+        labels=json.loads(row[5]),
+        state=row[6],
+        deployed_at=row[7],
+        ends_at=row[8],
+        created_at=row[9],
+        rounds=row[10],
+        verdict=_loads(row[11]),
+        baseline=_loads(row[12]),
+        ended_at=row[13],
+        lease_owner=row[14],
+        lease_until=row[15],
+        lease_epoch=row[16],
+    )
+
+
+def _rollback(row: Sequence[Any]) -> RollbackIntent:
+    return RollbackIntent(*row)
+
+
+class SqlStore(ABC):
+    """`Store` in portable SQL; a subclass supplies connections and what differs."""
+
+    ROW_LOCK: ClassVar[str] = ""
+    """Appended to a SELECT whose rows the transaction will change (`FOR UPDATE`)."""
+    SKIP_LOCKED: ClassVar[str] = ""
+    """Appended to the claim's SELECT: rows another replica is changing are left to it."""
+
+    @abstractmethod
+    def _tx(self) -> AbstractAsyncContextManager[Connection]:
+        """One transaction: all of it or none."""
+
+    @abstractmethod
+    def _read(self) -> AbstractAsyncContextManager[Connection]:
+        """A connection for reads outside a transaction."""
+
+    @abstractmethod
+    async def _lock(self, db: Connection, namespace: int, key: str) -> None:
+        """Serialise transactions on (`namespace`, `key`) until this one ends."""
+
+    async def _fetchall(self, sql: str, *args: Any) -> list[Sequence[Any]]:
+        async with self._read() as db:
+            return await db.fetch(sql, *args)
+
+    async def _fetchone(self, sql: str, *args: Any) -> Sequence[Any] | None:
+        rows = await self._fetchall(sql, *args)
+        return rows[0] if rows else None
+
+    async def _migrate(self) -> None:
+        async with self._tx() as db:
+            await self._lock(db, LOCK_MIGRATE, "")  # replicas starting together take turns
+            await db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            rows = await db.fetch("SELECT value FROM meta WHERE key = 'schema_version'")
+            current = int(rows[0][0]) if rows else 0
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the store's schema is version {current}, newer than this Postflight"
+                    f" understands ({SCHEMA_VERSION}); upgrade Postflight"
+                )
+            for script in MIGRATIONS[current:]:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        await db.execute(statement)
+            await db.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                str(SCHEMA_VERSION),
+            )
+
+    # windows ---------------------------------------------------------------
+
+    async def create_window(
+        self, window: DeployWindow, idempotency: IdempotentResponse | None = None
+    ) -> WindowCreated:
+        async with self._tx() as db:
+            # Without this lock two replicas registering deploys of one environment would
+            # each supersede the old window and both new ones would stay watching.
+            await self._lock(db, LOCK_ENVIRONMENT, window.environment)
+            rows = await db.fetch(
+                f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE environment = ?"
+                f" AND state = 'watching' ORDER BY created_at, id{self.ROW_LOCK}",
+                window.environment,
+            )
+            superseded = [_window(r) for r in rows]
+            for old in superseded:
+                old.state = "superseded"
+                old.ended_at = window.created_at
+                await db.execute(
+                    "UPDATE windows SET state = 'superseded', ended_at = ?, lease_owner = NULL"
+                    " WHERE id = ?",
+                    window.created_at,
+                    old.id,
+                )
+            await db.execute(
+                f"INSERT INTO windows ({_WINDOW_COLUMNS}) VALUES ({', '.join('?' * 17)})",
+                window.id,
+                window.environment,
+                window.version,
+                window.previous_version,
+                window.commit,
+                json.dumps(window.labels),
+                window.state,
+                window.deployed_at,
+                window.ends_at,
+                window.created_at,
+                window.rounds,
+                _dumps(window.verdict),
+                _dumps(window.baseline),
+                window.ended_at,
+                window.lease_owner,
+                window.lease_until,
+                window.lease_epoch,
+            )
+            if idempotency is not None:
+                await db.execute(
+                    "INSERT INTO idempotency (key, request_hash, status, body, created_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    idempotency.key,
+                    idempotency.request_hash,
+                    idempotency.status,
+                    json.dumps(idempotency.body),
+                    window.created_at,
+                )
+        return WindowCreated(window=window, superseded=superseded)
+
+    async def idempotent_response(self, key: str) -> IdempotentResponse | None:
+        row = await self._fetchone(
+            "SELECT key, request_hash, status, body FROM idempotency WHERE key = ?", key
+        )
+        if row is None:
+            return None
+        return IdempotentResponse(row[0], row[1], row[2], json.loads(row[3]))
+
+    async def get_window(self, window_id: str) -> DeployWindow | None:
+        row = await self._fetchone(f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE id = ?", window_id)
+        return _window(row) if row else None
+
+    async def list_windows(
+        self,
+        *,
+        environment: str | None = None,
+        state: WindowState | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        where: list[str] = []
+        args: list[Any] = []
+        if environment is not None:
+            where.append("environment = ?")
+            args.append(environment)
+        if state is not None:
+            where.append("state = ?")
+            args.append(state)
+        if cursor is not None:
+            created_at, window_id = decode_cursor(cursor)
+            where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+            args.extend([created_at, created_at, window_id])
+        sql = f"SELECT {_WINDOW_COLUMNS} FROM windows"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = await self._fetchall(
+            sql + " ORDER BY created_at DESC, id DESC LIMIT ?", *args, limit + 1
+        )
+        items = [_window(r) for r in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit and items:
+            next_cursor = encode_cursor(items[-1].created_at, items[-1].id)
+        return Page(items=items, next_cursor=next_cursor)
+
+    async def claim_windows(
+        self, owner: str, now: float, lease_s: float, *, fresh: bool = False
+    ) -> list[DeployWindow]:
+        async with self._tx() as db:
+            # SKIP_LOCKED: a row another replica is claiming (or renewing, or finishing)
+            # right now is left to it instead of waited for; the WHERE is re-checked on
+            # the latest committed row, so a lease taken a moment ago is never stolen.
+            # A lease that changes hands (or lapsed, even ours, or is claimed `fresh` by a
+            # new process of ours) gets a new epoch: every task still holding the old one
+            # is refused at its next write.
+            await db.execute(
+                "UPDATE windows SET lease_epoch = CASE WHEN NOT ? AND lease_owner = ?"
+                " AND lease_until >= ? THEN lease_epoch ELSE lease_epoch + 1 END,"
+                " lease_owner = ?, lease_until = ?"
+                " WHERE id IN (SELECT id FROM windows WHERE state = 'watching'"
+                " AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)"
+                f" ORDER BY created_at, id{self.SKIP_LOCKED})",
+                fresh,
+                owner,
+                now,
+                owner,
+                now + lease_s,
+                owner,
+                now,
+            )
+            # What we hold: also rows skipped above only because our own round was writing
+            # them at that instant, as long as our lease on them is still valid. A lapsed
+            # lease of ours that was skipped is being taken over by another replica right
+            # now: reporting it would have two replicas watching one window.
+            rows = await db.fetch(
+                f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE state = 'watching'"
+                " AND lease_owner = ? AND lease_until >= ? ORDER BY created_at",
+                owner,
+                now,
+            )
+        return [_window(r) for r in rows]
+
+    async def renew_lease(self, window_id: str, fence: Fence, until: float) -> bool:
+        async with self._tx() as db:
+            changed = await db.execute(
+                f"UPDATE windows SET lease_until = ? WHERE id = ? AND {_FENCED}",
+                until,
+                window_id,
+                fence.owner,
+                fence.epoch,
+            )
+        return changed == 1
+
+    async def release_lease(self, window_id: str, fence: Fence) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE windows SET lease_owner = NULL, lease_until = NULL"
+                " WHERE id = ? AND lease_owner = ? AND lease_epoch = ?",
+                window_id,
+                fence.owner,
+                fence.epoch,
+            )
+
+    async def set_baseline(
+        self, window_id: str, baseline: dict[str, Any], fence: Fence | None = None
+    ) -> bool:
+        async with self._tx() as db:
+            sql, args = _fenced("UPDATE windows SET baseline = ? WHERE id = ?", fence)
+            return await db.execute(sql, _dumps(baseline), window_id, *args) == 1
+
+    async def record_round(
+        self, record: RoundRecord, verdict: dict[str, Any] | None, fence: Fence | None = None
+    ) -> bool:
+        async with self._tx() as db:
+            # `rounds < ?`: a round is never written twice, and the count never goes back
+            sql, args = _fenced(
+                "UPDATE windows SET rounds = ?, verdict = ? WHERE id = ? AND state = 'watching'"
+                " AND rounds < ?",
+                fence,
+            )
+            changed = await db.execute(
+                sql, record.number, _dumps(verdict), record.window_id, record.number, *args
+            )
+            if changed != 1:
+                return False
+            await db.execute(
+                "INSERT INTO rounds (window_id, number, started_at, summary) VALUES (?, ?, ?, ?)",
+                record.window_id,
+                record.number,
+                record.started_at,
+                json.dumps(record.summary),
+            )
+            return True
+
+    async def rounds(self, window_id: str) -> list[RoundRecord]:
+        rows = await self._fetchall(
+            "SELECT window_id, number, started_at, summary FROM rounds WHERE window_id = ?"
+            " ORDER BY number",
+            window_id,
+        )
+        return [RoundRecord(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+
+    async def finish_window(
+        self,
+        window_id: str,
+        state: WindowState,
+        verdict: dict[str, Any] | None,
+        at: float,
+        rollback: RollbackIntent | None = None,
+        fence: Fence | None = None,
+    ) -> bool:
+        async with self._tx() as db:
+            sql, args = _fenced(
+                "UPDATE windows SET state = ?, verdict = COALESCE(?, verdict), ended_at = ?,"
+                " lease_owner = NULL, lease_until = NULL WHERE id = ? AND state = 'watching'",
+                fence,
+            )
+            if await db.execute(sql, state, _dumps(verdict), at, window_id, *args) != 1:
+                return False
+            if rollback is not None:
+                await _insert_rollback(db, rollback, "TRUE")
+            return True
+
+    async def add_rollback(self, intent: RollbackIntent) -> bool:
+        async with self._tx() as db:
+            guard = (
+                "EXISTS (SELECT 1 FROM windows WHERE id = ?"
+                " AND state IN ('passed', 'failed', 'inconclusive'))"
+            )
+            return await _insert_rollback(db, intent, guard, intent.window_id) == 1
+
+    async def set_state(self, window_id: str, state: WindowState, expected: WindowState) -> bool:
+        async with self._tx() as db:
+            changed = await db.execute(
+                "UPDATE windows SET state = ? WHERE id = ? AND state = ?",
+                state,
+                window_id,
+                expected,
+            )
+        return changed == 1
+
+    async def cancel_window(self, window_id: str, at: float) -> DeployWindow:
+        async with self._tx() as db:
+            rows = await db.fetch(
+                f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE id = ?{self.ROW_LOCK}", window_id
+            )
+            if not rows:
+                raise KeyError(window_id)
+            window = _window(rows[0])
+            if not window.active:
+                raise Conflict(f"deploy {window_id} already ended in state {window.state}")
+            await db.execute(
+                "UPDATE windows SET state = 'cancelled', ended_at = ?, lease_owner = NULL,"
+                " lease_until = NULL WHERE id = ?",
+                at,
+                window_id,
+            )
+        window.state = "cancelled"
+        window.ended_at = at
+        window.lease_owner = None
+        window.lease_until = None
+        return window
+
+    # rollback delivery -----------------------------------------------------
+
+    async def get_rollback(self, window_id: str) -> RollbackIntent | None:
+        row = await self._fetchone(
+            f"SELECT {_ROLLBACK_COLUMNS} FROM rollbacks WHERE window_id = ?", window_id
+        )
+        return _rollback(row) if row else None
+
+    async def take_rollback(
+        self, window_id: str, owner: str, now: float, until: float, held: Fence | None = None
+    ) -> RollbackIntent | None:
+        """Lease a pending rollback to `owner` under a new epoch: if nobody holds it, its
+        lease lapsed, or `owner` already holds it as `held` (handed over with the verdict).
+        None when another sender holds it (or it is no longer pending)."""
+        held = held if held is not None and held.owner == owner else Fence(owner, -1)
+        async with self._tx() as db:
+            rows = await db.fetch(
+                "UPDATE rollbacks SET lease_owner = ?, lease_epoch = lease_epoch + 1,"
+                " lease_until = ? WHERE window_id = ? AND state = 'pending'"
+                " AND (lease_owner IS NULL OR lease_until < ?"
+                " OR (lease_owner = ? AND lease_epoch = ?))"
+                f" RETURNING {_ROLLBACK_COLUMNS}",
+                owner,
+                until,
+                window_id,
+                now,
+                held.owner,
+                held.epoch,
+            )
+        return _rollback(rows[0]) if rows else None
+
+    async def begin_attempt(
+        self, window_id: str, fence: Fence, now: float, until: float
+    ) -> int | None:
+        """The next attempt's number, allocated and stored (with an in-flight delivery
+        row) before it goes out; None if the lease is no longer this sender's."""
+        async with self._tx() as db:
+            rows = await db.fetch(
+                "UPDATE rollbacks SET attempts = attempts + 1, next_attempt_at = NULL,"
+                " lease_until = ? WHERE window_id = ? AND state = 'pending' AND lease_owner = ?"
+                " AND lease_epoch = ? AND lease_until >= ? RETURNING attempts",
+                until,
+                window_id,
+                fence.owner,
+                fence.epoch,
+                now,
+            )
+            if not rows:
+                return None
+            number = int(rows[0][0])
+            await db.execute(
+                "INSERT INTO deliveries (window_id, attempt, at, status, error, duration_s)"
+                " VALUES (?, ?, ?, NULL, ?, 0)",
+                window_id,
+                number,
+                now,
+                IN_FLIGHT,
+            )
+        return number
+
+    async def settle_rollback(
+        self, intent: RollbackIntent, attempt: DeliveryAttempt | None = None
+    ) -> bool:
+        """Store an attempt's outcome and where the rollback stands (`intent`'s state,
+        last status and error, next attempt, lease) in one transaction.
+
+        Fenced by `intent.fence`, except a delivery: a 2xx is a fact, stored even by a
+        sender whose lease lapsed meanwhile, so that no new holder sends again. A
+        `delivered` rollback moves its window from `failed` to `rolled_back`. False if
+        nothing changed (the lease is another's, or the rollback already ended)."""
+        async with self._tx() as db:
+            if attempt is not None:
+                await db.execute(
+                    "UPDATE deliveries SET at = ?, status = ?, error = ?, duration_s = ?"
+                    " WHERE window_id = ? AND attempt = ? AND status IS NULL AND error = ?",
+                    attempt.at,
+                    attempt.status,
+                    _text(attempt.error),
+                    attempt.duration_s,
+                    attempt.window_id,
+                    attempt.attempt,
+                    IN_FLIGHT,
+                )
+            sql = (
+                "UPDATE rollbacks SET state = ?, last_status = ?, last_error = ?,"
+                " next_attempt_at = ?, finished_at = ?, lease_until = ?"
+                " WHERE window_id = ? AND state = 'pending'"
+            )
+            args: list[Any] = []
+            if intent.state != "delivered":
+                sql += " AND lease_owner = ? AND lease_epoch = ?"
+                args = [intent.lease_owner, intent.lease_epoch]
+            changed = await db.execute(
+                sql,
+                intent.state,
+                intent.last_status,
+                _text(intent.last_error),
+                intent.next_attempt_at,
+                intent.finished_at,
+                intent.lease_until,
+                intent.window_id,
+                *args,
+            )
+            if changed == 1 and intent.state == "delivered":
+                # same transaction: "rolled_back" means the webhook accepted it
+                await db.execute(
+                    "UPDATE windows SET state = 'rolled_back' WHERE id = ? AND state = 'failed'",
+                    intent.window_id,
+                )
+        return changed == 1
+
+    async def pending_rollbacks(self) -> list[RollbackIntent]:
+        rows = await self._fetchall(
+            f"SELECT {_ROLLBACK_COLUMNS} FROM rollbacks WHERE state = 'pending'"
+            " ORDER BY requested_at"
+        )
+        return [_rollback(r) for r in rows]
+
+    # alerts ----------------------------------------------------------------
+
+    async def claim_alert(
+        self, window_id: str, event: str, at: float, fence: Fence | None = None
+    ) -> bool:
+        """With `fence`, only while that claim holds the window, or it ended under that
+        claim: a task whose lease was taken over never alerts."""
+        sql = "INSERT INTO alerts (window_id, event, claimed_at) SELECT ?, ?, ?"
+        args: tuple[Any, ...] = (window_id, event, at)
+        if fence is not None:
+            sql += f" WHERE EXISTS ({_HELD_BY})"
+            args += (window_id, fence.owner, fence.epoch, window_id, fence.epoch)
+        else:
+            sql += " WHERE TRUE"  # SQLite: an upsert's SELECT needs a WHERE to parse
+        async with self._tx() as db:
+            claimed = await db.execute(sql + " ON CONFLICT (window_id, event) DO NOTHING", *args)
+        return claimed == 1
+
+    async def record_alert(self, window_id: str, event: str, result: str, detail: str) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE alerts SET result = ?, detail = ? WHERE window_id = ? AND event = ?",
+                result,
+                _text(detail[:2000]),
+                window_id,
+                event,
+            )
+
+    async def alert_events(self, window_id: str) -> dict[str, str]:
+        rows = await self._fetchall(
+            "SELECT event, result FROM alerts WHERE window_id = ?", window_id
+        )
+        return {r[0]: r[1] for r in rows}
+
+    # background probing ----------------------------------------------------
+
+    async def add_probe_summary(
+        self, environment: str, check: str, at: float, summary: dict[str, Any]
+    ) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT INTO probe_summaries (environment, check_name, at, summary)"
+                " VALUES (?, ?, ?, ?)",
+                environment,
+                check,
+                at,
+                json.dumps(summary),
+            )
+
+    async def probe_summaries(
+        self, environment: str, since: float, until: float
+    ) -> list[tuple[str, float, dict[str, Any]]]:
+        rows = await self._fetchall(
+            "SELECT check_name, at, summary FROM probe_summaries WHERE environment = ?"
+            " AND at >= ? AND at < ? ORDER BY at",
+            environment,
+            since,
+            until,
+        )
+        return [(r[0], r[1], json.loads(r[2])) for r in rows]
+
+    async def prune_probe_summaries(self, before: float) -> int:
+        async with self._tx() as db:
+            return await db.execute("DELETE FROM probe_summaries WHERE at < ?", before)

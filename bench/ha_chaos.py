@@ -1,0 +1,144 @@
+"""Replicas on one PostgreSQL under kill -9 and SIGSTOP: duplicates, overwrites, takeover.
+
+Runs real agent processes (tests/e2e/chaos.py) against a throwaway PostgreSQL cluster
+it starts itself, and judges from outside: the receiver counts every 2xx-answered
+rollback (duplicates included), a monitor reads the store's tables for overwritten
+rounds and counters that go back.
+
+    python bench/ha_chaos.py [--runs 5] [--duration 60] [--seed 1] [--json]
+        [--cases random,graceful_restart,paused_woken,sender_killed]
+
+Cases:
+- random: 3 replicas, 10 deploys (5 regressed) over the run, kill -9 of a replica
+  every 6-10 s (down 0.5-3 s), one SIGSTOP past the lease;
+- graceful_restart: SIGTERM and restart of another replica while a rollback is in
+  flight (the receiver answers 503 slowly, then 200);
+- paused_woken: a replica paused past the lease, its windows' new owners killed,
+  then it wakes;
+- sender_killed: the sender killed mid-attempt (the receiver is slow) and held down
+  40 s: a survivor must deliver within one lease + 10 s.
+
+Goals: 0 duplicate delivered rollbacks, 0 overwritten rounds or backward counters,
+orphans delivered by a survivor within one lease + 10 s, no window stuck.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.e2e.chaos import (
+    Plan,
+    graceful_restart,
+    paused_woken,
+    random_chaos,
+    sender_killed,
+)
+from tests.pg import running_cluster, server_bindir
+
+CASES = {
+    "random": random_chaos,
+    "graceful_restart": graceful_restart,
+    "paused_woken": paused_woken,
+    "sender_killed": sender_killed,
+}
+
+
+async def run_all(args: argparse.Namespace, cluster: Any) -> list[dict[str, Any]]:
+    rows = []
+    for case in args.cases.split(","):
+        for run in range(args.runs if case == "random" else 1):
+            plan = Plan(seed=args.seed + run, duration_s=args.duration, lease_s=args.lease)
+            url = await cluster.create_database()
+            started = time.monotonic()
+            findings = await CASES[case](plan, url)
+            row = {"case": case, "run": run, **findings.summary(), "ok": findings.ok}
+            if case == "sender_killed":
+                pickup = findings.orphan_pickup_s
+                row["ok"] = row["ok"] and bool(pickup) and max(pickup) <= plan.lease_s + 10
+            row["seconds"] = round(time.monotonic() - started, 1)
+            if not row["ok"] or args.verbose:
+                row["events"] = findings.events
+                row["problems"] = (
+                    findings.overwritten_rounds
+                    + findings.backward_counters
+                    + findings.overwritten_deliveries
+                    + findings.stuck
+                    + [f"{k}: {n} deliveries" for k, n in findings.delivered.items() if n != 1]
+                )
+            rows.append(row)
+            if not args.json:
+                print(_line(row), flush=True)
+    return rows
+
+
+def _line(row: dict[str, Any]) -> str:
+    return (
+        f"{row['case']:<16} run {row['run']}: deploys={row['deploys']}"
+        f" regressed={row['regressed']} delivered={row['delivered_rollbacks']}"
+        f" duplicates={row['duplicates']} undelivered={row['undelivered']}"
+        f" overwritten_rounds={row['overwritten_rounds']}"
+        f" backward_counters={row['backward_counters']}"
+        f" overwritten_deliveries={row['overwritten_deliveries']}"
+        f" takeover_max={row['takeover_s_max']}s ({row['takeovers']})"
+        f" orphan_pickup_max={row['orphan_pickup_s_max']}s ({row['orphans']})"
+        f" stuck={row['stuck_windows']} kills={row['kills']} pauses={row['pauses']}"
+        f" [{row['seconds']}s] {'ok' if row['ok'] else 'WRONG'}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="runs of the random case")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of chaos a run")
+    parser.add_argument("--lease", type=float, default=3.0, help="store.lease, seconds")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--verbose", action="store_true", help="events of every run")
+    args = parser.parse_args()
+    bindir = server_bindir()
+    if bindir is None:
+        print("PostgreSQL server binaries not found (see tests/pg.py)", file=sys.stderr)
+        return 2
+    with running_cluster(bindir) as cluster:
+        rows = asyncio.run(run_all(args, cluster))
+    summary = {
+        "runs": len(rows),
+        "ok": sum(r["ok"] for r in rows),
+        "duplicates": sum(r["duplicates"] for r in rows),
+        "overwritten_rounds": sum(r["overwritten_rounds"] for r in rows),
+        "backward_counters": sum(r["backward_counters"] for r in rows),
+        "overwritten_deliveries": sum(r["overwritten_deliveries"] for r in rows),
+        "stuck_windows": sum(r["stuck_windows"] for r in rows),
+        "takeover_s_max": max((r["takeover_s_max"] or 0 for r in rows), default=0),
+        "orphan_pickup_s_max": max((r["orphan_pickup_s_max"] or 0 for r in rows), default=0),
+        "rows": rows,
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"\n{summary['ok']}/{summary['runs']} runs met the goals;"
+            f" duplicates={summary['duplicates']}"
+            f" overwritten_rounds={summary['overwritten_rounds']}"
+            f" backward_counters={summary['backward_counters']}"
+            f" stuck={summary['stuck_windows']}"
+            f" takeover_max={summary['takeover_s_max']}s"
+            f" orphan_pickup_max={summary['orphan_pickup_s_max']}s"
+        )
+        for row in rows:
+            for event in row.get("events", []) + row.get("problems", []):
+                print(f"  {row['case']} {row['run']}: {event}")
+    return 0 if summary["ok"] == summary["runs"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,640 @@
+"""Replicas under chaos: real agent processes on one PostgreSQL, killed and paused.
+
+Used by `tests/e2e/test_chaos.py` (short runs) and `bench/ha_chaos.py` (long runs and
+the targeted cases). Everything is judged from outside the agents:
+
+- the rollback receiver (a separate process) counts every request it answered 2xx,
+  duplicates included: more than one per deploy is a duplicate delivered rollback;
+- a monitor reads the store's tables every `POLL_S` on its own connection: a round
+  row whose content changes, a `rounds` or `attempts` counter that goes back, or a
+  delivery row whose outcome changes once stored, is an overwrite;
+- takeover time: from a kill (or pause) to the moment another replica holds each
+  window the victim held; orphan pickup: from a kill to the moment a rollback the
+  victim was sending is delivered by another replica;
+- a stuck window is still watching (or its rollback still pending) well after its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg  # type: ignore[import-untyped]
+
+from tests.e2e.crash import ROOT, TOKEN, free_port
+
+SECRET = "chaos-rollback-secret"
+POLL_S = 0.2
+
+
+@dataclass
+class Plan:
+    """One chaos run. The defaults are the acceptance run's (3 replicas, 10 windows,
+    5 regressed, kill -9 every 6-10 s, one SIGSTOP past the lease)."""
+
+    replicas: int = 3
+    windows: int = 10
+    regressed: int = 5
+    lease_s: float = 3.0
+    window_s: float = 24.0
+    interval_s: float = 0.5
+    duration_s: float = 60.0
+    kill_every: tuple[float, float] = (6.0, 10.0)
+    down_s: tuple[float, float] = (0.5, 3.0)
+    sigstop: bool = True
+    receiver_script: str = ""
+    rollback_timeout_s: float = 2.0
+    seed: int = 1
+
+
+@dataclass
+class Findings:
+    """What the run saw, from outside the agents."""
+
+    deploys: int = 0
+    regressed: int = 0
+    delivered: dict[str, int] = field(default_factory=dict)
+    """Deploy id → requests the receiver answered 2xx (duplicates included)."""
+    overwritten_rounds: list[str] = field(default_factory=list)
+    backward_counters: list[str] = field(default_factory=list)
+    overwritten_deliveries: list[str] = field(default_factory=list)
+    takeover_s: list[float] = field(default_factory=list)
+    orphan_pickup_s: list[float] = field(default_factory=list)
+    stuck: list[str] = field(default_factory=list)
+    kills: int = 0
+    pauses: int = 0
+    events: list[str] = field(default_factory=list)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(n - 1 for n in self.delivered.values() if n > 1)
+
+    @property
+    def undelivered(self) -> int:
+        return self.regressed - sum(1 for n in self.delivered.values() if n >= 1)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "deploys": self.deploys,
+            "regressed": self.regressed,
+            "delivered_rollbacks": sum(self.delivered.values()),
+            "duplicates": self.duplicates,
+            "undelivered": self.undelivered,
+            "overwritten_rounds": len(self.overwritten_rounds),
+            "backward_counters": len(self.backward_counters),
+            "overwritten_deliveries": len(self.overwritten_deliveries),
+            "takeover_s_max": round(max(self.takeover_s), 2) if self.takeover_s else None,
+            "takeovers": len(self.takeover_s),
+            "orphan_pickup_s_max": (
+                round(max(self.orphan_pickup_s), 2) if self.orphan_pickup_s else None
+            ),
+            "orphans": len(self.orphan_pickup_s),
+            "stuck_windows": len(self.stuck),
+            "kills": self.kills,
+            "pauses": self.pauses,
+        }
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.duplicates == 0
+            and self.undelivered == 0
+            and not self.overwritten_rounds
+            and not self.backward_counters
+            and not self.overwritten_deliveries
+            and not self.stuck
+        )
+
+
+def _env(replica: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTRY", "NEW_RELIC"))}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["POSTFLIGHT_REPLICA_ID"] = replica
+    return env
+
+
+class Replica:
+    """One agent process, by name; restartable on the same port and config."""
+
+    def __init__(self, name: str, workdir: Path, config_text: str) -> None:
+        self.name = name
+        self.port = free_port()
+        self.config = workdir / f"{name}.yaml"
+        self.config.write_text(config_text.replace("{port}", str(self.port)))
+        self.log = workdir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.paused = False
+        self.ready = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def up(self) -> bool:
+        return self.ready and self.proc is not None and self.proc.poll() is None and not self.paused
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        with self.log.open("ab") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "agent", "run", "--config", str(self.config)],
+                cwd=ROOT,
+                env=_env(self.name),
+                stdout=out,
+                stderr=out,
+            )
+
+    async def start(self) -> None:
+        self.ready = False
+        self.proc = self._launch()
+        async with aiohttp.ClientSession() as http:
+            for _ in range(600):
+                if self.proc.poll() is not None:
+                    tail = self.log.read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{tail}")
+                with contextlib.suppress(aiohttp.ClientError, OSError):
+                    async with http.get(f"{self.url}/readyz") as r:
+                        if r.status == 200:
+                            self.ready = True
+                            return
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not become ready")
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait()
+        self.paused = self.ready = False
+
+    async def stop(self) -> None:
+        """Graceful: SIGTERM, as an orchestrator's rolling restart does."""
+        if self.paused:
+            self.resume()
+        self.signal(signal.SIGTERM)
+        if self.proc is not None:
+            try:
+                await asyncio.to_thread(self.proc.wait, 15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def pause(self) -> None:
+        self.signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        self.signal(signal.SIGCONT)
+        self.paused = False
+
+
+class Monitor:
+    """Reads the store's tables every `POLL_S`: overwrites, counters going back, owners."""
+
+    def __init__(self, url: str, findings: Findings) -> None:
+        self.url = url
+        self.f = findings
+        self.rounds: dict[tuple[str, int], tuple[float, str]] = {}
+        self.counters: dict[str, int] = {}
+        self.delivery_rows: dict[tuple[str, int], tuple[float, int | None, str | None]] = {}
+        self.windows: dict[str, dict[str, Any]] = {}
+        self.rollbacks: dict[str, dict[str, Any]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # one connection: one query at a time
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        async with self._lock:
+            return list(await self.conn.fetch(sql, *args))
+
+    async def start(self) -> None:
+        self.conn = await asyncpg.connect(self.url)
+        await self.poll()
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.poll()
+        await self.conn.close()
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_S)
+            with contextlib.suppress(asyncpg.PostgresError, OSError):
+                await self.poll()
+
+    async def poll(self) -> None:
+        for w in await self.fetch(
+            "SELECT id, state, rounds, lease_owner, lease_epoch, ends_at FROM windows"
+        ):
+            self._count(f"{w['id']} rounds", w["rounds"])
+            self._count(f"{w['id']} epoch", w["lease_epoch"])
+            self.windows[w["id"]] = dict(w)
+        for r in await self.fetch(
+            "SELECT window_id, number, started_at, md5(summary) AS digest FROM rounds"
+        ):
+            key, seen = (r["window_id"], r["number"]), (r["started_at"], r["digest"])
+            if self.rounds.setdefault(key, seen) != seen:
+                self.f.overwritten_rounds.append(f"{key}: {self.rounds[key]} -> {seen}")
+                self.rounds[key] = seen
+        for b in await self.fetch(
+            "SELECT window_id, state, attempts, lease_owner, lease_until FROM rollbacks"
+        ):
+            self._count(f"{b['window_id']} attempts", b["attempts"])
+            self.rollbacks[b["window_id"]] = dict(b)
+        for d in await self.fetch(
+            "SELECT window_id, attempt, at, status, error FROM deliveries WHERE status IS NOT NULL"
+            " OR error NOT LIKE 'in flight%'"
+        ):
+            key = (d["window_id"], d["attempt"])
+            row = (d["at"], d["status"], d["error"])
+            if self.delivery_rows.setdefault(key, row) != row:
+                self.f.overwritten_deliveries.append(f"{key}: {self.delivery_rows[key]} -> {row}")
+
+    def _count(self, name: str, value: int) -> None:
+        before = self.counters.get(name, value)
+        if value < before:
+            self.f.backward_counters.append(f"{name}: {before} -> {value}")
+        self.counters[name] = max(before, value)
+
+    def held_by(self, owner: str) -> list[str]:
+        return [
+            wid
+            for wid, w in self.windows.items()
+            if w["state"] == "watching" and w["lease_owner"] == owner
+        ]
+
+    def sending(self, owner: str) -> list[str]:
+        return [
+            wid
+            for wid, b in self.rollbacks.items()
+            if b["state"] == "pending" and b["lease_owner"] == owner
+        ]
+
+
+class Chaos:
+    """The processes of one run: PostgreSQL database, receiver, target, replicas."""
+
+    def __init__(self, plan: Plan, pg_url: str, workdir: Path) -> None:
+        self.plan = plan
+        self.pg_url = pg_url
+        self.workdir = workdir
+        self.rng = random.Random(plan.seed)
+        self.f = Findings()
+        self.monitor = Monitor(pg_url, self.f)
+        self.replicas: list[Replica] = []
+        self.deploys: dict[str, bool] = {}
+        """Deploy id → regressed."""
+        self.started = time.monotonic()
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._watches: list[asyncio.Task[None]] = []
+        self._restarts: list[asyncio.Task[None]] = []
+
+    def log(self, text: str) -> None:
+        self.f.events.append(f"{time.monotonic() - self.started:7.2f}s {text}")
+
+    # set-up ------------------------------------------------------------------
+
+    async def __aenter__(self) -> Chaos:
+        try:
+            return await self._start()
+        except BaseException:
+            await self.__aexit__()  # a replica that failed to start: stop what did start
+            raise
+
+    async def _start(self) -> Chaos:
+        receiver_log = self.workdir / "receiver.jsonl"
+        self.receiver_log = receiver_log
+        args = ["--secret", SECRET, "--log", str(receiver_log)]
+        if self.plan.receiver_script:
+            args += ["--script", self.plan.receiver_script]
+        receiver = self._spawn([sys.executable, "-m", "tests.receivers", "rollback", *args])
+        assert receiver.stdout is not None
+        line = await asyncio.to_thread(receiver.stdout.readline)
+        self.receiver_url = json.loads(line)["url"]
+        target_port = free_port()
+        site = self.workdir / "site"
+        site.mkdir()
+        (site / "health").write_text("ok")
+        self._spawn(
+            [sys.executable, "-m", "http.server", str(target_port), "--bind", "127.0.0.1"],
+            cwd=site,
+        )
+        self.target_url = f"http://127.0.0.1:{target_port}"
+        self.dead_url = f"http://127.0.0.1:{free_port()}"  # nothing listens: every probe fails
+        config = self._config()
+        self.replicas = [Replica(f"r{i}", self.workdir, config) for i in range(self.plan.replicas)]
+        await asyncio.gather(*(r.start() for r in self.replicas))
+        await self.monitor.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in (*self._watches, *self._restarts):
+            task.cancel()
+        await asyncio.gather(*self._watches, *self._restarts, return_exceptions=True)
+        for replica in self.replicas:
+            replica.resume()
+            replica.kill()
+        with contextlib.suppress(Exception):
+            await self.monitor.stop()
+        for proc in self._procs:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+            if proc.poll() is None:
+                proc.kill()
+
+    def _spawn(self, argv: list[str], cwd: Path = ROOT) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env=_env("-"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        self._procs.append(proc)
+        return proc
+
+    def _config(self) -> str:
+        p = self.plan
+        envs = []
+        for i in range(p.windows):
+            regressed = i < p.regressed
+            # a regressed deploy fails after a few rounds, so rollbacks spread over the run
+            limit = self.rng.randint(2, max(3, int(p.window_s / p.interval_s / 2)))
+            envs.append(
+                f"""\
+  env{i}:
+    base_url: {self.dead_url if regressed else self.target_url}
+    window: {p.window_s}s
+    interval: {int(p.interval_s * 1000)}ms
+    background_interval: 1h
+    probes_per_round: 2
+    checks:
+      - {{name: up, type: http, path: /health, timeout: 300ms}}
+    analysis: {{policy: threshold, failure_limit: {limit}}}
+    rules:
+      - {{name: probe-errors, source: checks, metric: error_rate, max: 0.5}}
+    rollback:
+      url: {self.receiver_url}
+      secret: {SECRET}
+      timeout: {p.rollback_timeout_s}s
+      backoff: 300ms
+      max_backoff: 1s
+      max_attempts: 100
+"""
+            )
+        return (
+            "server:\n  listen: 127.0.0.1:{port}\n"
+            f"  api_tokens: [{TOKEN}]\n"
+            f"store:\n  url: {self.pg_url}\n  lease: {p.lease_s}s\n"
+            "environments:\n" + "".join(envs)
+        )
+
+    # actions -----------------------------------------------------------------
+
+    async def register(self, index: int) -> str:
+        """Register deploy `index` through any live replica."""
+        body = {"environment": f"env{index}", "version": f"v{index}"}
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        for _ in range(100):
+            live = [r for r in self.replicas if r.up] or self.replicas
+            replica = self.rng.choice(live)
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                async with (
+                    aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http,
+                    http.post(f"{replica.url}/v1/deploys", json=body, headers=headers) as r,
+                ):
+                    if r.status == 201:
+                        deploy_id: str = (await r.json())["id"]
+                        self.deploys[deploy_id] = index < self.plan.regressed
+                        self.f.deploys += 1
+                        self.f.regressed += index < self.plan.regressed
+                        self.log(f"registered {deploy_id} (env{index}) via {replica.name}")
+                        return deploy_id
+            await asyncio.sleep(0.2)
+        raise RuntimeError("no replica accepted the deploy")
+
+    def kill(self, replica: Replica, down_s: float) -> None:
+        """kill -9, then restart after `down_s`; watch who takes over what it held."""
+        held, sending = self.monitor.held_by(replica.name), self.monitor.sending(replica.name)
+        replica.kill()
+        self.f.kills += 1
+        self.log(f"kill -9 {replica.name} (held {len(held)}, sending {len(sending)})")
+        self._watch_takeover(replica.name, held, sending)
+        self._restarts.append(asyncio.create_task(self._restart_later(replica, down_s)))
+
+    async def _restart_later(self, replica: Replica, down_s: float) -> None:
+        await asyncio.sleep(down_s)
+        await replica.start()
+        self.log(f"restarted {replica.name}")
+
+    async def pause(self, replica: Replica, seconds: float) -> None:
+        """SIGSTOP for `seconds` (past the lease), then SIGCONT."""
+        held = self.monitor.held_by(replica.name)
+        replica.pause()
+        self.f.pauses += 1
+        self.log(f"SIGSTOP {replica.name} for {seconds:.1f}s (held {len(held)})")
+        self._watch_takeover(replica.name, held, [])
+        await asyncio.sleep(seconds)
+        replica.resume()
+        self.log(f"SIGCONT {replica.name}")
+
+    def _watch_takeover(self, victim: str, held: list[str], sending: list[str]) -> None:
+        self._watches.append(asyncio.create_task(self._takeover(victim, held, sending)))
+
+    async def _takeover(self, victim: str, held: list[str], sending: list[str]) -> None:
+        since = time.monotonic()
+        epochs = {wid: self.monitor.windows[wid]["lease_epoch"] for wid in held}
+        windows, rollbacks = set(held), set(sending)
+        while windows or rollbacks:
+            await asyncio.sleep(POLL_S)
+            for wid in list(windows):
+                w = self.monitor.windows[wid]
+                # a new claim (a survivor, or the victim restarted), or it ended
+                if w["state"] != "watching" or w["lease_epoch"] > epochs[wid]:
+                    self.f.takeover_s.append(time.monotonic() - since)
+                    windows.discard(wid)
+            for wid in list(rollbacks):
+                b = self.monitor.rollbacks[wid]
+                if b["state"] != "pending":
+                    if b["lease_owner"] != victim:  # a survivor's doing, not the restart's
+                        self.f.orphan_pickup_s.append(time.monotonic() - since)
+                        self.log(f"orphan {wid} delivered by {b['lease_owner']}")
+                    rollbacks.discard(wid)
+
+    async def chaos(self, duration_s: float) -> None:
+        """Register the deploys over the run; kill -9 a replica every few seconds; one
+        SIGSTOP past the lease."""
+        p = self.plan
+        end = time.monotonic() + duration_s
+        spacing = max(0.5, (duration_s - p.window_s) / max(1, p.windows))
+        registering = asyncio.create_task(self._register_all(spacing))
+        stop_at = time.monotonic() + self.rng.uniform(0.3, 0.7) * duration_s if p.sigstop else None
+        try:
+            while time.monotonic() < end:
+                await asyncio.sleep(min(self.rng.uniform(*p.kill_every), end - time.monotonic()))
+                if time.monotonic() >= end:
+                    break
+                if stop_at is not None and time.monotonic() >= stop_at:
+                    stop_at = None
+                    victim = self.rng.choice([r for r in self.replicas if r.up] or self.replicas)
+                    await self.pause(victim, p.lease_s + p.rollback_timeout_s + 3.0)
+                    continue
+                live = [r for r in self.replicas if r.up]
+                if len(live) > 1:  # keep one alive: chaos, not an outage
+                    self.kill(self.rng.choice(live), self.rng.uniform(*p.down_s))
+        finally:
+            await registering
+
+    async def _register_all(self, spacing: float) -> None:
+        order = list(range(self.plan.windows))
+        self.rng.shuffle(order)
+        for index in order:
+            await self.register(index)
+            await asyncio.sleep(spacing)
+
+    async def settle(self, within: float) -> None:
+        """Every replica up; wait until every window ended and every rollback finished;
+        what is left then is stuck."""
+        await asyncio.gather(*self._restarts)
+        for replica in self.replicas:
+            if replica.paused:
+                replica.resume()
+            if replica.proc is None or replica.proc.poll() is not None:
+                await replica.start()
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            await self.monitor.poll()
+            if not self._unsettled():
+                break
+            await asyncio.sleep(0.5)
+        self.f.stuck = self._unsettled()
+
+    def _unsettled(self) -> list[str]:
+        left = [
+            f"{wid} watching" for wid, w in self.monitor.windows.items() if w["state"] == "watching"
+        ]
+        left += [
+            f"{wid} rollback pending"
+            for wid, b in self.monitor.rollbacks.items()
+            if b["state"] == "pending"
+        ]
+        return left
+
+    def count_deliveries(self) -> None:
+        """The receiver's view: every 2xx it answered, per deploy, duplicates included."""
+        delivered: dict[str, int] = dict.fromkeys((d for d, bad in self.deploys.items() if bad), 0)
+        if self.receiver_log.exists():
+            for line in self.receiver_log.read_text().splitlines():
+                attempt = json.loads(line)
+                if attempt.get("accepted"):
+                    key = attempt.get("idempotency_key") or "?"
+                    delivered[key] = delivered.get(key, 0) + 1
+        self.f.delivered = delivered
+
+
+@contextlib.asynccontextmanager
+async def chaos_run(plan: Plan, pg_url: str) -> AsyncIterator[Chaos]:
+    with tempfile.TemporaryDirectory(prefix="postflight-chaos-") as tmp:
+        async with Chaos(plan, pg_url, Path(tmp)) as run:
+            yield run
+
+
+async def random_chaos(plan: Plan, pg_url: str) -> Findings:
+    """Deploys registered over the run, kill -9 every few seconds, one SIGSTOP."""
+    plan.receiver_script = plan.receiver_script or ",".join(
+        ["503:delay=0.3", "503:delay=0.3", "200"] * plan.regressed
+    )
+    async with chaos_run(plan, pg_url) as run:
+        await run.chaos(plan.duration_s)
+        await run.settle(within=plan.window_s + 4 * plan.lease_s + 30)
+        run.count_deliveries()
+        return run.f
+
+
+async def graceful_restart(plan: Plan, url: str) -> Findings:
+    """SIGTERM and restart of another replica while a rollback is in flight."""
+    plan.windows, plan.regressed, plan.sigstop = 1, 1, False
+    plan.receiver_script = "503:delay=1.5,503:delay=1.5,200:delay=0.5"
+    async with chaos_run(plan, url) as run:
+        deploy = await run.register(0)
+        sender = await _sender_of(run, deploy)
+        other = next(r for r in run.replicas if r.name != sender)
+        run.log(f"graceful restart of {other.name} while {sender} sends")
+        await other.stop()
+        await other.start()
+        await run.settle(within=plan.window_s + 30)
+        run.count_deliveries()
+        return run.f
+
+
+async def paused_woken(plan: Plan, url: str) -> Findings:
+    """A replica paused past the lease, its windows' new owners killed, then it wakes."""
+    plan.windows, plan.regressed, plan.sigstop = 6, 3, False
+    plan.window_s = 30.0
+    async with chaos_run(plan, url) as run:
+        for i in range(plan.windows):
+            await run.register(i)
+        await asyncio.sleep(3.0)
+        await run.monitor.poll()
+        victim = max(run.replicas, key=lambda r: len(run.monitor.held_by(r.name)))
+        held = run.monitor.held_by(victim.name)
+        pause = asyncio.create_task(run.pause(victim, 3 * plan.lease_s + 4))
+        # once the survivors hold its windows, kill them all: the paused one wakes alone
+        deadline = time.monotonic() + 3 * plan.lease_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            owners = {run.monitor.windows[w]["lease_owner"] for w in held}
+            if owners and victim.name not in owners and None not in owners:
+                break
+        for replica in run.replicas:
+            if replica is not victim:
+                run.kill(replica, down_s=plan.lease_s * 4)
+        await pause
+        await run.settle(within=plan.window_s + 30)
+        run.count_deliveries()
+        return run.f
+
+
+async def sender_killed(plan: Plan, url: str, down_s: float = 40.0) -> Findings:
+    """The sender killed mid-attempt (the receiver is slow) and held down `down_s`."""
+    plan.windows, plan.regressed, plan.sigstop = 1, 1, False
+    plan.receiver_script = "200:delay=4"  # the first attempt is in flight for 4 s
+    plan.rollback_timeout_s = 6.0
+    async with chaos_run(plan, url) as run:
+        deploy = await run.register(0)
+        sender = await _sender_of(run, deploy, in_flight=True)
+        victim = next(r for r in run.replicas if r.name == sender)
+        run.kill(victim, down_s=down_s)
+        await run.settle(within=down_s + 20)
+        run.count_deliveries()
+        return run.f
+
+
+async def _sender_of(run: Chaos, deploy: str, *, in_flight: bool = False) -> str:
+    """The replica sending `deploy`'s rollback, once an attempt is (in flight and) out."""
+    for _ in range(600):
+        await run.monitor.poll()
+        b = run.monitor.rollbacks.get(deploy)
+        if b is not None and b["state"] == "pending" and b["attempts"] >= 1:
+            rows = await run.monitor.fetch(
+                "SELECT 1 FROM deliveries WHERE window_id = $1 AND error LIKE 'in flight%'", deploy
+            )
+            if rows or not in_flight:
+                return str(b["lease_owner"])
+        await asyncio.sleep(0.05)
+    raise RuntimeError("no rollback in flight")

@@ -1,0 +1,45 @@
+"""Replicas on PostgreSQL under kill -9 and SIGSTOP past the lease (short runs; the long
+ones are bench/ha_chaos.py). Judged from outside: every 2xx the receiver answered
+counts, duplicates included; the store's tables are watched for overwrites."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.chaos import Plan, random_chaos, sender_killed
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.timeout(150)
+async def test_kill_9_and_a_pause_past_the_lease_deliver_each_rollback_once(
+    pg_url: str,
+) -> None:
+    plan = Plan(
+        windows=4,
+        regressed=2,
+        lease_s=2.0,
+        window_s=8.0,
+        interval_s=0.4,
+        duration_s=20.0,
+        kill_every=(3.0, 5.0),
+        down_s=(0.5, 2.0),
+        rollback_timeout_s=1.0,
+        seed=3,
+    )
+    found = await random_chaos(plan, pg_url)
+    assert found.kills >= 2 and found.pauses == 1, found.events
+    assert found.delivered and all(n == 1 for n in found.delivered.values()), found.delivered
+    assert found.overwritten_rounds == [] and found.backward_counters == []
+    assert found.overwritten_deliveries == []
+    assert found.stuck == [], found.events
+
+
+@pytest.mark.timeout(150)
+async def test_a_sender_killed_mid_attempt_is_replaced_by_a_survivor(pg_url: str) -> None:
+    plan = Plan(lease_s=2.0, window_s=8.0, interval_s=0.4, seed=4)
+    found = await sender_killed(plan, pg_url, down_s=20.0)
+    assert found.delivered and all(n == 1 for n in found.delivered.values()), found.delivered
+    assert len(found.orphan_pickup_s) == 1, found.events  # by a survivor, not the restart
+    assert found.orphan_pickup_s[0] <= plan.lease_s + plan.rollback_timeout_s + 10
+    assert found.stuck == [], found.events

@@ -1,0 +1,100 @@
+"""One sender per rollback: a sender whose lease another replica took never sends again.
+
+Two `RollbackDelivery`s on one store play two replicas; the clock is the test's, so "a
+pause longer than the lease" is a jump of the clock while the first sender waits. The
+receiver is the judge: it counts every 2xx it answered, duplicates included.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.metrics import Metrics
+from agent.rollback.delivery import RollbackDelivery
+from agent.store.sqlite import SqliteStore
+from tests.receivers import RollbackAttempt, RollbackReceiver
+from tests.rollback.support import SECRET, settings, stored_intent
+from tests.store.peek import deliveries
+
+LEASE_S = 10.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def sender(store: SqliteStore, owner: str, clock: Clock, sleep: Any = None) -> RollbackDelivery:
+    async def no_wait(seconds: float) -> None:
+        return None
+
+    return RollbackDelivery(
+        store, Metrics(), clock=clock, sleep=sleep or no_wait, owner=owner, lease_s=LEASE_S
+    )
+
+
+async def test_a_sender_that_wakes_after_a_takeover_does_not_retry(
+    store: SqliteStore, rollback_receiver: Any
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(503, 200))
+    clock = Clock()
+    conf = settings(receiver.url)
+    survivor = sender(store, "b", clock)
+
+    async def paused(seconds: float) -> None:
+        # "a" waits out its backoff and is paused far past its lease meanwhile: "b"'s
+        # sweep finds the lease lapsed and delivers
+        clock.now += seconds + LEASE_S + 60
+        [pending] = await store.pending_rollbacks()
+        taken = await survivor.deliver(pending, conf, "production")
+        assert taken.state == "delivered"
+
+    first = sender(store, "a", clock, sleep=paused)
+    try:
+        done = await first.deliver(await stored_intent(store), conf, "production")
+    finally:
+        await first.aclose()
+        await survivor.aclose()
+
+    assert done.state == "delivered"  # what the store says: "a" stopped, "b" delivered
+    assert [(a.status, a.accepted) for a in receiver.attempts] == [(503, False), (200, True)]
+    rows = await deliveries(store, "dep_01JDTEST")
+    assert [(r.attempt, r.status) for r in rows] == [(1, 503), (2, 200)]
+    stored = await store.get_rollback("dep_01JDTEST")
+    assert stored is not None and (stored.state, stored.attempts) == ("delivered", 2)
+
+
+async def test_a_timeout_after_a_pause_does_not_resend_while_another_holds_the_lease(
+    store: SqliteStore, rollback_receiver: Any
+) -> None:
+    clock = Clock()
+    survivor = sender(store, "b", clock)
+    conf = settings("http://unused", timeout=0.3)
+    results = []
+
+    async def during_the_first(attempt: RollbackAttempt) -> None:
+        if attempt.n == 1:  # "a"'s request hangs; "a" is paused past its lease
+            clock.now += LEASE_S + conf.timeout + 60
+            [pending] = await store.pending_rollbacks()
+            results.append(await survivor.deliver(pending, conf, "production"))
+
+    receiver: RollbackReceiver = await rollback_receiver(
+        SECRET, script=("hang", 200), on_attempt=during_the_first
+    )
+    conf = settings(receiver.url, timeout=0.3)
+    first = sender(store, "a", clock)
+    try:
+        done = await first.deliver(await stored_intent(store), conf, "production")
+    finally:
+        await first.aclose()
+        await survivor.aclose()
+
+    assert [r.state for r in results] == ["delivered"]
+    assert done.state == "delivered"  # what the store says: "a" did not send again
+    assert len(receiver.attempts) == 2
+    assert sum(a.accepted for a in receiver.attempts) == 1
+    stored = await store.get_rollback("dep_01JDTEST")
+    assert stored is not None and stored.attempts == 2

@@ -1,0 +1,69 @@
+"""A store's tables seen (and, to set a scene, changed) from outside the agent, on a
+connection of the test's own.
+
+What a test checks against (delivery audit rows, …) comes from here, not from a method
+the product would carry only for its tests.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from typing import Any
+
+from agent.records import DeliveryAttempt, RollbackIntent
+from agent.store.base import Store
+from agent.store.sqlite import SqliteStore
+
+
+async def rows(store: Store, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """`sql` (with `?` placeholders) on the store's database, committed."""
+    if isinstance(store, SqliteStore):
+        with closing(sqlite3.connect(store.path)) as db:
+            found = list(db.execute(sql, args).fetchall())
+            db.commit()
+            return found
+    import asyncpg  # type: ignore[import-untyped]
+
+    from agent.store.postgres import PostgresStore, numbered
+
+    assert isinstance(store, PostgresStore)
+    conn = await asyncpg.connect(store.url)
+    try:
+        return [tuple(r) for r in await conn.fetch(numbered(sql), *args)]
+    finally:
+        await conn.close()
+
+
+async def deliveries(store: Store, window_id: str) -> list[DeliveryAttempt]:
+    """The stored delivery attempts of one rollback, in attempt order."""
+    found = await rows(
+        store,
+        "SELECT window_id, attempt, at, status, error, duration_s FROM deliveries"
+        " WHERE window_id = ? ORDER BY attempt",
+        window_id,
+    )
+    return [DeliveryAttempt(*r) for r in found]
+
+
+async def set_rollback(store: Store, intent: RollbackIntent) -> None:
+    """Put a stored rollback where a scene needs it (a delivery that happened before, a
+    crash after two attempts); `delivered` moves the window to `rolled_back` too."""
+    await rows(
+        store,
+        "UPDATE rollbacks SET state = ?, attempts = ?, last_status = ?, last_error = ?,"
+        " next_attempt_at = ?, finished_at = ? WHERE window_id = ?",
+        intent.state,
+        intent.attempts,
+        intent.last_status,
+        intent.last_error,
+        intent.next_attempt_at,
+        intent.finished_at,
+        intent.window_id,
+    )
+    if intent.state == "delivered":
+        await rows(
+            store,
+            "UPDATE windows SET state = 'rolled_back' WHERE id = ? AND state = 'failed'",
+            intent.window_id,
+        )

@@ -55,7 +55,10 @@ the document's pattern says exactly which cursors the server takes."""
 DeployState = Literal[WindowState, "scheduled"]
 """What the API shows. `scheduled`: stored as an active window whose `deployed_at` has
 not come yet, so it has no rounds and no baseline (derived, not stored)."""
-STATES: tuple[str, ...] = ("scheduled", *get_args(WindowState))
+STATES: tuple[WindowState, ...] = get_args(WindowState)
+"""The states the store keeps."""
+DEPLOY_STATES: tuple[str, ...] = ("scheduled", *STATES)
+"""The states the API shows and filters on."""
 RuleOutcome = Literal["pass", "fail", "inconclusive"]
 RollbackStateName = Literal["pending", "delivered", "failed", "skipped"]
 
@@ -374,6 +377,11 @@ class Rollback(_Out):
 
 class Links(_Out):
     self_: str = Field(alias="self", examples=["/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"])
+    page: str | None = Field(
+        default=None,
+        description="The deploy's page with a signed, expiring, read-only `?view=` token"
+        " (contract §8); `null` when `server.ui` is false.",
+    )
 
 
 class Deploy(_Out):
@@ -500,10 +508,14 @@ def deploy_model(
     window: DeployWindow,
     rollback: RollbackIntent | None = None,
     then: Mapping[str, str] | None = None,
+    *,
+    page: str | None = None,
     now: float | None = None,
 ) -> Deploy:
     """The deploy object of contract §2 for a stored window and its rollback intent
-    (`then`: follow-up name → state; `now` tells a `scheduled` window from a watching one)."""
+    (`then`: follow-up name → state); `page` is the link to its deploy page
+    (`agent.web.links.deploy_page_url`); `now` tells a `scheduled` window from a
+    watching one."""
     verdict, progress = _judgement(window)
     return Deploy(
         id=window.id,
@@ -529,7 +541,7 @@ def deploy_model(
             if rollback is not None
             else None
         ),
-        links=Links(self_=deploy_path(window.id)),
+        links=Links(self_=deploy_path(window.id), page=page),
     )
 
 
@@ -537,10 +549,14 @@ def deploy_object(
     window: DeployWindow,
     rollback: RollbackIntent | None = None,
     then: Mapping[str, str] | None = None,
+    *,
+    page: str | None = None,
     now: float | None = None,
 ) -> dict[str, Any]:
     """`deploy_model` as the JSON-ready dict the API sends."""
-    return deploy_model(window, rollback, then, now).model_dump(mode="json", by_alias=True)
+    return deploy_model(window, rollback, then, page=page, now=now).model_dump(
+        mode="json", by_alias=True
+    )
 
 
 # --- list cursors -------------------------------------------------------------------

@@ -44,12 +44,25 @@ _MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
 _ERRORS = {
     400: "Malformed JSON, or a body that could not be read.",
     401: "Missing or wrong bearer token (with `WWW-Authenticate: Bearer`).",
+    403: "Forbidden.",
     404: "Not found.",
     408: "The request body did not arrive in time.",
     409: "Conflict.",
     413: f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.",
     415: "The body is not `application/json`.",
     422: "Invalid fields; `errors` lists each with its `loc` and `msg`.",
+}
+
+
+_SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "examples": ["round", "state"]},
+        "data": {"type": "string", "description": "JSON: a round summary, or the deploy object."},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+    "required": ["data"],
 }
 
 
@@ -186,6 +199,32 @@ def _document() -> dict[str, Any]:
                 "responses": {
                     "200": _json("The deploy object, in state `cancelled`.", ref(Deploy)),
                     **errors(404, 409, e404="Unknown deploy.", e409="The window already ended."),
+                },
+            }
+        },
+        "/v1/deploys/{id}/events": {
+            "get": {
+                "operationId": "deployEvents",
+                "summary": "Live events of one deploy window (Server-Sent Events)",
+                "description": "First the current deploy object as a `state` event; then a"
+                " `round` event after each stored round (`data`: the round summary and the"
+                " window's `progress`) and a `state` event (`data`: the deploy object) on each"
+                " change of state, verdict or rollback. The stream ends once the window has"
+                " ended and no rollback delivery is pending.",
+                "security": [{"bearer": []}, {"view": []}],
+                "parameters": [deploy_id],
+                "responses": {
+                    "200": {
+                        "description": "The event stream.",
+                        # the schema of one event, as SSE clients (and schemathesis) read it
+                        "content": {"text/event-stream": {"schema": _SSE_EVENT}},
+                    },
+                    **errors(
+                        403,
+                        404,
+                        e403="The view token is expired, altered or for another deploy.",
+                        e404="Unknown deploy.",
+                    ),
                 },
             }
         },
@@ -326,7 +365,14 @@ def _document() -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "One of `server.api_tokens`.",
-                }
+                },
+                "view": {
+                    "type": "apiKey",
+                    "in": "query",
+                    "name": "view",
+                    "description": "A signed, expiring, read-only token for one deploy"
+                    " (the `?view=` of its `links.page`).",
+                },
             },
         },
     }

@@ -38,10 +38,10 @@ from agent.api.models import (
     shown_state,
 )
 from agent.api.problems import ApiProblem, invalid_fields, validation_errors
-from agent.appkeys import METRICS, SETTINGS, STORE, WINDOW_EVENTS
+from agent.appkeys import METRICS, PAGE_LINK, SETTINGS, STORE, WINDOW_EVENTS
 from agent.records import DeployWindow, IdempotentResponse, WindowState
 from agent.settings import EnvironmentSettings
-from agent.store.base import Conflict, Store
+from agent.store.base import Conflict
 from agent.store.cursor import encode_cursor
 from common.durations import format_duration
 
@@ -165,9 +165,14 @@ def _idempotency_key(request: web.Request) -> str | None:
 # --- deploys ------------------------------------------------------------------------
 
 
-async def _render(store: Store, window: DeployWindow, now: float | None = None) -> dict[str, Any]:
-    """The deploy object; `now` (the API's clock) shows a window ahead of its deploy as
-    `scheduled`."""
+def _page(request: web.Request, window_id: str) -> str | None:
+    link = request.config_dict.get(PAGE_LINK)
+    return link(window_id, _now(request)) if link is not None else None
+
+
+async def _render(request: web.Request, window: DeployWindow) -> dict[str, Any]:
+    """The deploy object; the API's clock shows a window ahead of its deploy as `scheduled`."""
+    store = request.config_dict[STORE]
     # any state may have one: a manual rollback (§7) can follow a pass
     rollback = await store.get_rollback(window.id) if window.state != "watching" else None
     if rollback is not None and rollback.state == "delivered" and window.state == "failed":
@@ -179,7 +184,7 @@ async def _render(store: Store, window: DeployWindow, now: float | None = None) 
         from agent.integrations.followups import follow_up_states
 
         then = follow_up_states(await store.alert_events(window.id))
-    return deploy_object(window, rollback, then, now)
+    return deploy_object(window, rollback, then, page=_page(request, window.id), now=_now(request))
 
 
 def _replay(stored: IdempotentResponse, request_hash: str, key: str) -> web.Response:
@@ -262,7 +267,7 @@ async def create_deploy(request: web.Request) -> web.Response:
         ends_at=deployed_at + window_s,
         created_at=now,
     )
-    payload = deploy_object(window, now=now)
+    payload = deploy_object(window, page=_page(request, window.id), now=now)
     idempotency = (
         IdempotentResponse(key=key, request_hash=request_hash, status=201, body=payload)
         if key is not None
@@ -381,7 +386,7 @@ async def list_deploys(request: web.Request) -> web.Response:
         windows, more = page.items, page.next_cursor is not None
     if query.environment is not None and not windows and query.cursor is None:
         _known_environment(request, query.environment)
-    items = [await _render(store, window, now) for window in windows]
+    items = [await _render(request, window) for window in windows]
     last = windows[-1] if windows and more else None
     next_cursor = encode_list_cursor(last.created_at, last.id) if last is not None else None
     return _json({"items": items, "next": next_cursor})
@@ -400,7 +405,7 @@ async def get_deploy(request: web.Request) -> web.Response:
     window = await store.get_window(window_id)
     if window is None:
         raise ApiProblem(404, f"no deploy {window_id}", slug="unknown-deploy")
-    return _json(await _render(store, window, _now(request)))
+    return _json(await _render(request, window))
 
 
 async def cancel_deploy(request: web.Request) -> web.Response:
@@ -418,7 +423,7 @@ async def cancel_deploy(request: web.Request) -> web.Response:
         "deploy cancelled",
         extra={"deploy_id": window.id, "environment": window.environment},
     )
-    return _json(await _render(store, window, _now(request)))
+    return _json(await _render(request, window))
 
 
 # --- operations ---------------------------------------------------------------------

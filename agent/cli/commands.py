@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent.api.models import (
-    STATES,
+    DEPLOY_STATES,
     DeployRequest,
 )
 from agent.cli.exits import (
@@ -141,7 +141,7 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `postflight status [ID] [--env ENV]`."""
     parser.add_argument("id", nargs="?", metavar="ID", help="a deploy id (default: recent ones)")
     parser.add_argument("--env", metavar="ENV", help="only this environment's windows")
-    parser.add_argument("--state", choices=STATES, help="only windows in this state")
+    parser.add_argument("--state", choices=DEPLOY_STATES, help="only windows in this state")
     parser.add_argument(
         "--limit", type=int, default=20, metavar="N", help="how many windows (default: 20)"
     )
@@ -272,6 +272,8 @@ async def _register(
                 file=out,
                 flush=True,
             )
+            if deploy.links.page:
+                print(f"  page: {deploy.links.page}", file=out, flush=True)
         if not wait:
             if as_json:
                 print_json(deploy)

@@ -37,9 +37,11 @@ from agent.windows.evidence import (
     bounded_observation_dict,
     breaches,
     breaches_as_rules,
+    failure_details,
     name_what_broke,
     observation_from_dict,
     observation_to_dict,
+    rule_snapshot,
     rule_to_dict,
     verdict_to_dict,
 )
@@ -424,6 +426,9 @@ class WindowWatch:
             if not result.ok:
                 entry["failed"] += 1
                 entry["message"] = result.message
+                failure = failure_details(result.details)
+                if failure:
+                    entry["failure"] = failure
             elif result.type == "load":
                 entry["message"] = result.message  # a load run's figures
         canary = [
@@ -441,6 +446,7 @@ class WindowWatch:
             "canary": canary,
             "cumulative": {k: observation_to_dict(v) for k, v in self.cumulative.items()},
             "decision": verdict.decision,
+            "rules": {r.name: rule_snapshot(r) for r in verdict.rules},
             "judge": self.judge_state,
         }
 

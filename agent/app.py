@@ -22,6 +22,7 @@ from aiohttp import web
 from agent import __version__
 from agent.api import add_routes
 from agent.api.hooks import INTEGRATIONS
+from agent.api.server_log import ServerLog
 from agent.appkeys import METRICS, REDACT, SETTINGS, STORE, WINDOW_EVENTS
 from agent.integrations.targets import RollbackTargets
 from agent.metrics import Metrics
@@ -186,6 +187,7 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> No
         app,
         handle_signals=False,
         access_log=None,
+        logger=ServerLog(app[METRICS]),
         shutdown_timeout=min(2.0, settings.server.shutdown_timeout),
     )
     await runner.setup()

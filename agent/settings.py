@@ -43,6 +43,9 @@ CHECK_METRICS = ("error_rate", "latency_p50", "latency_p95", "latency_p99", "thr
 LATENCY_METRICS = ("latency_p50", "latency_p95", "latency_p99", "p95_duration")
 DECREASE_IS_BAD = ("crash_free_rate", "throughput")
 
+MIN_API_TOKEN_LENGTH = 16
+"""Bearer tokens guard rollbacks and cancels; shorter ones are guessable."""
+
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+", max_length=2048)]
 
@@ -57,6 +60,17 @@ def _non_empty_secret(value: SecretStr) -> SecretStr:
     if not value.get_secret_value().strip():
         raise ValueError("must not be empty")
     return value
+
+
+def _long_enough(token: SecretStr, which: str) -> None:
+    """An API token is not empty and not short (its value is never in the message)."""
+    _non_empty_secret(token)
+    length = len(token.get_secret_value())
+    if length < MIN_API_TOKEN_LENGTH:
+        raise ValueError(
+            f"token {which} has {length} characters; an API token needs at least"
+            f" {MIN_API_TOKEN_LENGTH} (make one with `openssl rand -hex 24`)"
+        )
 
 
 class ServerSettings(Model):
@@ -86,15 +100,15 @@ class ServerSettings(Model):
     @field_validator("api_tokens")
     @classmethod
     def _tokens(cls, value: list[SecretStr]) -> list[SecretStr]:
-        for token in value:
-            _non_empty_secret(token)
+        for i, token in enumerate(value):
+            _long_enough(token, f"[{i}]")
         return value
 
     @field_validator("named_tokens")
     @classmethod
     def _named(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        for token in value.values():
-            _non_empty_secret(token)
+        for name, token in value.items():
+            _long_enough(token, name)
         return value
 
     def token_names(self) -> list[tuple[str, SecretStr]]:

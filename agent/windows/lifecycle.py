@@ -33,10 +33,12 @@ from agent.settings import EnvironmentSettings, RuleSettings
 from agent.store.base import Store
 from agent.windows.alert_once import WindowAlerts
 from agent.windows.evidence import (
+    WhatBroke,
     bounded_observation_dict,
     breaches,
     breaches_as_rules,
     failure_details,
+    name_what_broke,
     observation_from_dict,
     observation_to_dict,
     rule_snapshot,
@@ -144,6 +146,7 @@ class WindowWatch:
         self.cumulative: dict[str, Observation] = {}
         """Each provider rule's latest figures since the deploy (see `round_increment`)."""
         self.links: dict[str, str] = {}
+        self.what_broke = WhatBroke()
         self.queries: dict[str, str] = {
             r.name: q for r in self.judge_rules if r.source != "checks" and (q := r.query)
         }
@@ -167,6 +170,8 @@ class WindowWatch:
     # the whole window -----------------------------------------------------
 
     async def run(self) -> None:
+        if not await self._until_deployed():
+            return
         await self._load_history()
         if self.window.baseline is None:
             if not await self._take_baseline():
@@ -202,6 +207,13 @@ class WindowWatch:
             observations, results = await self._gather_round(length)
             final = schedule.is_last(slot)
             self.judge_state, verdict = self._judge(observations, final=final)
+            self.what_broke.note(results)
+            verdict = name_what_broke(
+                verdict,
+                self.judge_rules,
+                self.what_broke,
+                breached=lambda rule: _state(rule) == "breached",
+            )
             self.latest = observations
             summary = self._round_summary(observations, results, verdict)
             summary.update(round_timing(schedule, slot, started, lag, self.s.clock()))
@@ -241,6 +253,24 @@ class WindowWatch:
             return False
         return True
 
+    async def _until_deployed(self) -> bool:
+        """A window registered ahead of its `deployed_at` (shown `scheduled`) takes no
+        baseline and runs no round before then: until that moment the old version is
+        what answers. The lease is renewed meanwhile, so no other replica takes it."""
+        if self.window.deployed_at > self.s.clock():
+            self.log.info(
+                "scheduled: the first round starts at %s",
+                rfc3339(self.window.deployed_at, millis=False),
+            )
+        while (wait := self.window.deployed_at - self.s.clock()) > 0:
+            step = min(wait, self.s.lease_s / 3)
+            until = self.s.clock() + self.s.lease_s + step
+            if not await self.s.store.renew_lease(self.window.id, self.fence, until):
+                self.log.info("scheduled window no longer ours (ended or taken over)")
+                return False
+            await asyncio.sleep(step)
+        return True
+
     async def _load_history(self) -> None:
         """Resume from the latest stored judge state (rounds before it are not replayed)."""
         for record in await self.s.store.rounds(self.window.id):
@@ -253,6 +283,7 @@ class WindowWatch:
                 self.replay.append({k: observation_from_dict(v) for k, v in obs.items()})
             for name, data in record.summary.get("cumulative", {}).items():
                 self.cumulative[name] = observation_from_dict(data)
+            self.what_broke.note_summary(record.summary.get("checks", {}))
             for item in record.summary.get("canary", []):
                 self.canary_samples.extend(unsummarize(item["check"], item, target="baseline"))
 
@@ -408,7 +439,9 @@ class WindowWatch:
         for result in results:
             if any(s.target != "deploy" for s in result.samples):
                 continue
-            entry = checks.setdefault(result.check, {"runs": 0, "failed": 0, "message": ""})
+            entry = checks.setdefault(
+                result.check, {"runs": 0, "failed": 0, "message": "", "type": result.type}
+            )
             entry["runs"] += 1
             if not result.ok:
                 entry["failed"] += 1
@@ -416,6 +449,8 @@ class WindowWatch:
                 failure = failure_details(result.details)
                 if failure:
                     entry["failure"] = failure
+            elif result.type == "load":
+                entry["message"] = result.message  # a load run's figures
         canary = [
             {
                 "check": r.check,

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationInfo,
@@ -25,6 +24,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agent.analysis.types import PolicyName, Rule
+from agent.config_models import HttpUrl, StrictModel, non_empty_secret, optional_non_empty_secret
 from agent.integrations.config import (
     FollowUp,
     GateSettings,
@@ -43,22 +43,9 @@ LATENCY_METRICS = ("latency_p50", "latency_p95", "latency_p99", "p95_duration")
 DECREASE_IS_BAD = ("crash_free_rate", "throughput")
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
-HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+", max_length=2048)]
 
 
-class Model(BaseModel):
-    """Unknown keys are errors: a typo must never be silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _non_empty_secret(value: SecretStr) -> SecretStr:
-    if not value.get_secret_value().strip():
-        raise ValueError("must not be empty")
-    return value
-
-
-class ServerSettings(Model):
+class ServerSettings(StrictModel):
     listen: str = "127.0.0.1:8787"
     api_tokens: list[SecretStr] = Field(min_length=1)
     """Bearer tokens accepted on /v1."""
@@ -78,14 +65,14 @@ class ServerSettings(Model):
     @classmethod
     def _tokens(cls, value: list[SecretStr]) -> list[SecretStr]:
         for token in value:
-            _non_empty_secret(token)
+            non_empty_secret(token)
         return value
 
     @field_validator("named_tokens")
     @classmethod
     def _named(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
         for token in value.values():
-            _non_empty_secret(token)
+            non_empty_secret(token)
         return value
 
     def token_names(self) -> list[tuple[str, SecretStr]]:
@@ -102,7 +89,7 @@ class ServerSettings(Model):
         return int(self.listen.rpartition(":")[2])
 
 
-class StoreSettings(Model):
+class StoreSettings(StrictModel):
     url: str = "sqlite:///./postflight.db"
     """`sqlite:///path` (embedded) or `postgresql://…` (several replicas)."""
     lease: Duration = 30.0
@@ -116,21 +103,21 @@ class StoreSettings(Model):
         return value
 
 
-class AlertChannel(Model):
+class AlertChannel(StrictModel):
     url: SecretStr
     """Any apprise URL. Secret: such URLs carry tokens and passwords."""
     tags: list[Name] = Field(default_factory=list)
 
-    _url = field_validator("url")(_non_empty_secret)
+    _url = field_validator("url")(non_empty_secret)
 
 
-class AlertingSettings(Model):
+class AlertingSettings(StrictModel):
     channels: list[AlertChannel] = Field(default_factory=list)
     timeout: Duration = 5.0
     """Bound on one notification across its channels (keep it under the 10 s stop budget)."""
 
 
-class AnalysisSettings(Model):
+class AnalysisSettings(StrictModel):
     policy: PolicyName = "sequential"
     failure_limit: int = Field(default=3, ge=1, le=1000)
     """threshold policy: consecutive failing rounds that fail the window."""
@@ -152,7 +139,7 @@ Bound = Annotated[
 ]
 
 
-class RuleSettings(Model):
+class RuleSettings(StrictModel):
     name: Name
     source: str
     """`checks`, or an installed provider (built-in or plugin) by its entry-point name."""
@@ -229,7 +216,7 @@ class RuleSettings(Model):
         )
 
 
-class RollbackSettings(Model):
+class RollbackSettings(StrictModel):
     target: Literal["webhook", "vercel", "github"] = "webhook"
     """Where a rollback goes: the signed webhook (§3), Vercel's instant rollback, or a
     GitHub workflow_dispatch (§7)."""
@@ -252,7 +239,7 @@ class RollbackSettings(Model):
     @field_validator("secret")
     @classmethod
     def _secret(cls, value: SecretStr | None) -> SecretStr | None:
-        return None if value is None else _non_empty_secret(value)
+        return optional_non_empty_secret(value)
 
     @model_validator(mode="after")
     def _target_needs(self) -> RollbackSettings:
@@ -267,7 +254,7 @@ class RollbackSettings(Model):
         return self
 
 
-class AlertRouting(Model):
+class AlertRouting(StrictModel):
     tags: list[Name] = Field(default_factory=list)
 
 
@@ -292,7 +279,7 @@ else:
     CheckSettings = _check_settings()
 
 
-class EnvironmentSettings(Model):
+class EnvironmentSettings(StrictModel):
     base_url: HttpUrl
     window: Duration = 900.0
     interval: Duration = 30.0

@@ -27,3 +27,12 @@ def non_empty_secret(value: SecretStr) -> SecretStr:
 
 def optional_non_empty_secret(value: SecretStr | None) -> SecretStr | None:
     return None if value is None else non_empty_secret(value)
+
+
+class FieldError(ValueError):
+    """A value error about one key of the model being checked (`field`), so the settings
+    report it at that key's path (`…rules[0].query`) rather than at the model's."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field

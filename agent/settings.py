@@ -15,16 +15,24 @@ from pydantic import (
     BaseModel,
     Field,
     SecretStr,
+    ValidationError,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
 from pydantic.fields import FieldInfo
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agent.analysis.types import PolicyName, Rule
-from agent.config_models import HttpUrl, StrictModel, non_empty_secret, optional_non_empty_secret
+from agent.config_models import (
+    FieldError,
+    HttpUrl,
+    StrictModel,
+    non_empty_secret,
+    optional_non_empty_secret,
+)
 from agent.integrations.config import (
     FollowUp,
     GateSettings,
@@ -213,6 +221,7 @@ class RuleSettings(StrictModel):
             min_samples=self.min_samples,
             check=self.check,
             query=self.nrql or self.query,
+            query_key="nrql" if self.nrql else "query" if self.query else None,
         )
 
 
@@ -314,7 +323,8 @@ class EnvironmentSettings(StrictModel):
         baseline = info.data.get("baseline")
         if baseline is None:  # already reported
             return rules
-        for rule in rules:
+        errors: list[InitErrorDetails] = []
+        for index, rule in enumerate(rules):
             if rule.source == "checks":
                 continue
             try:
@@ -322,7 +332,15 @@ class EnvironmentSettings(StrictModel):
                 if hook is not None:
                     hook(rule.to_rule(), baseline)
             except (ValueError, ProviderPluginError) as exc:
-                raise ValueError(f"rule {rule.name!r}: {exc}") from None
+                # Reported at the rule (or at its key, for a FieldError), every rule's own.
+                loc: tuple[int | str, ...] = (index,)
+                if isinstance(exc, FieldError):
+                    loc = (index, exc.field)
+                context = {"name": repr(rule.name), "error": str(exc)}
+                error = PydanticCustomError("rule", "rule {name}: {error}", context)
+                errors.append(InitErrorDetails(type=error, loc=loc, input=rule.name))
+        if errors:
+            raise ValidationError.from_exception_data("rules", errors)
         return rules
 
     @model_validator(mode="after")

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from agent.analysis.types import Rule
-from agent.config_models import HttpUrl, StrictModel, non_empty_secret
+from agent.config_models import FieldError, HttpUrl, StrictModel, non_empty_secret
 from agent.providers.plugins import config_model_for, plugin_names
 from common.durations import Duration
 
@@ -139,10 +139,14 @@ class NewRelicSettings(HttpProviderSettings):
 
     @classmethod
     def check_rule(cls, rule: Rule, baseline: BaselineSettings) -> None:
+        if rule.query_key == "query":
+            raise FieldError("query", "source newrelic takes nrql (NRQL), not query")
         if not rule.query:
             raise ValueError("source newrelic needs nrql (without SINCE/UNTIL)")
         if re.search(r"\b(SINCE|UNTIL)\b", rule.query, re.IGNORECASE):
-            raise ValueError("nrql must not contain SINCE or UNTIL: the agent adds the periods")
+            raise FieldError(
+                "nrql", "nrql must not contain SINCE or UNTIL: the agent adds the periods"
+            )
 
 
 class PrometheusSettings(HttpProviderSettings):
@@ -155,6 +159,8 @@ class PrometheusSettings(HttpProviderSettings):
 
     @classmethod
     def check_rule(cls, rule: Rule, baseline: BaselineSettings) -> None:
+        if rule.query_key == "nrql":
+            raise FieldError("nrql", "source prometheus takes query (PromQL), not nrql")
         if not rule.query:
             raise ValueError("source prometheus needs query (PromQL)")
 

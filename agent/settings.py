@@ -130,6 +130,9 @@ class AnalysisSettings(StrictModel):
     failure_limit: int = Field(default=3, ge=1, le=1000)
     """threshold policy: consecutive failing rounds that fail the window."""
     confidence: float = Field(default=0.99, gt=0.5, lt=1.0)
+    pass_on: Literal["evidence", "no_failure"] = "evidence"
+    """sequential policy: `evidence` passes a rule only when its confidence sequence lies
+    within its bounds (else `inconclusive` at the end); `no_failure` passes what did not fail."""
 
 
 Bound = Annotated[

@@ -84,4 +84,5 @@ async def test_a_background_run_is_stored_and_old_ones_pruned(store: SqliteStore
     rows = await store.probe_summaries("production", 0, 30_000)
     # the first run (at 10,000 s) is older than lookback + 1 min at 20,000 s: pruned
     assert [(name, at) for name, at, _ in rows] == [("health", 20_000.0)]
-    assert rows[0][2]["ok"] == [1]
+    # one run is a burst of `probes_per_round` probes, stored as one period
+    assert rows[0][2]["ok"] == [1] * env.probes_per_round

@@ -100,26 +100,42 @@ class FixedRule:
             results.append(self._absolute(name, p, observed, total))
         return _worst(results, observed, total)
 
-    def test_values(self, values: npt.ArrayLike) -> FixedResult:
-        """Every sample of the window (latencies in seconds)."""
-        rule, base, q = self.rule, self.baseline, self.quantile
+    def tally(self, values: npt.ArrayLike) -> dict[str, float]:
+        """One round's sufficient statistics for `test_distribution` (added up over rounds):
+        samples, their placements in the baseline, and the samples past each bound."""
+        rule, base = self.rule, self.baseline
         x = np.asarray(values, dtype=np.float64)
-        n = float(x.size)
-        observed = stats.percentile(x, q)
+        x = x[np.isfinite(x)]
+        up = rule.direction == "increase"
+        out = {"n": float(x.size)}
+        if base is not None and base.sorted_values.size:
+            out["placed"] = float(np.sum(stats.placements(base.sorted_values, x)))
+        elif base is not None and rule.max_increase is not None:
+            cutoff = relative_limit(rule, base.value)
+            assert cutoff is not None
+            out["past_max_increase"] = float(np.sum(x > cutoff if up else x < cutoff))
+        if rule.max is not None:
+            out["past_max"] = float(np.sum(x > rule.max))
+        if rule.min is not None:
+            out["past_min"] = float(np.sum(x < rule.min))
+        return out
+
+    def test_distribution(self, tally: dict[str, float], observed: float) -> FixedResult:
+        """Every sample of the window, as summed `tally`s, and the window's percentile."""
+        rule, base, q = self.rule, self.baseline, self.quantile
+        n = tally.get("n", 0.0)
         results: list[FixedResult] = []
         if rule.max_increase is not None and base is not None:
             up = rule.direction == "increase"
             if base.sorted_values.size:
                 base_q = stats.percentile(base.sorted_values, q)
-                u = stats.placements(base.sorted_values, x)
-                placed = float(np.sum(u if up else 1.0 - u))
-                statistic, p = stats.mann_whitney_greater(placed, x.size, base.sorted_values.size)
+                placed = tally.get("placed", 0.0)
+                placed = placed if up else n - placed
+                statistic, p = stats.mann_whitney_greater(placed, int(n), base.sorted_values.size)
                 test = "mann-whitney"
             else:
                 base_q = base.value
-                cutoff = relative_limit(rule, base_q)
-                assert cutoff is not None
-                past_count = float(np.sum(x > cutoff if up else x < cutoff))
+                past_count = tally.get("past_max_increase", 0.0)
                 p = stats.binomial_greater(past_count, n, (1.0 - q) if up else q)
                 statistic, test = past_count, "binomial"
             limit = relative_limit(rule, base_q)
@@ -137,14 +153,12 @@ class FixedRule:
                     samples=n,
                 )
             )
-        for name, value in (("max", rule.max), ("min", rule.min)):
-            if value is None:
-                continue
-            if name == "max":
-                p = stats.binomial_greater(float(np.sum(x > value)), n, 1.0 - q)
-            else:
-                p = stats.binomial_greater(float(np.sum(x < value)), n, q)
-            results.append(self._absolute(name, p, observed, n))
+        if rule.max is not None:
+            p = stats.binomial_greater(tally.get("past_max", 0.0), n, 1.0 - q)
+            results.append(self._absolute("max", p, observed, n))
+        if rule.min is not None:
+            p = stats.binomial_greater(tally.get("past_min", 0.0), n, q)
+            results.append(self._absolute("min", p, observed, n))
         return _worst(results, observed, n)
 
     def _absolute(self, name: str, p: float, observed: float, samples: float) -> FixedResult:

@@ -1,51 +1,53 @@
-"""The sequential policy's tests of one rule, compiled against its baseline.
+"""The sequential policy's tests of one rule, compiled against its baseline, stepped per round.
 
-Pure: no I/O, no clock. `SequentialRule` is built once from a rule, its baseline and the
-rule's share of the error budget; `scan_counts` / `scan_values` turn per-round statistics into
-e-value trajectories and the round at which the rule fails, if any. `judge()` rebuilds the
-per-round statistics from the stored rounds on every call; the decision benchmark feeds
-numpy arrays straight in. Same code, same decisions. Methods: see `agent.analysis.stats`.
+Pure: no I/O, no clock. `SequentialRule` is built once per window from a rule, its baseline,
+the rule's share of the error budget and the window's planned rounds; `step` folds one
+round's observation into a small JSON state (a few floats per test, never more with more
+rounds). The daemon, `judge()` and the decision benchmark all call `step`. Methods: see
+`agent.analysis.stats` (round-level betting e-processes, a Shiryaev-Roberts e-detector, an
+asymptotic confidence sequence for passing on evidence).
 
 Error budget. The window's alpha = 1 - confidence is split evenly between rules, then between
-a rule's tests (its bounds; a relative latency bound runs two tests: a rank test for a shift
-of the whole distribution and an exceedance test of the quantile the rule names, for
-regressions confined to the tail). A test relative to a measured baseline spends a fifth of
-its share (`BASELINE_SHARE`) on the baseline's confidence bound and the rest on the
-sequential test. Union bound: the chance that any rule of a good deploy ever fails is at
-most alpha.
+a rule's failing tests (its bounds; a relative latency bound runs two: a rank test for a
+shift of the whole distribution and an exceedance test of the quantile the rule names, for
+regressions confined to the tail). A test against a measured baseline spends a fifth of its
+share (`BASELINE_SHARE`) on the baseline's confidence limit; the rest is halved between the
+e-process started at the deploy and the e-detector for a regression that starts later (when
+the window's length in rounds is known). Union bound: the chance that any rule of a good
+deploy ever fails is at most alpha.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 
 from agent.analysis import stats
-from agent.analysis.describe import (
-    change_floor,
-    format_percent,
-    format_value,
-    quantile_of,
-)
+from agent.analysis.describe import format_percent, format_value, quantile_of
 from agent.analysis.stats import FloatArray
-from agent.analysis.threshold import relative_limit
 from agent.analysis.types import Observation, Rule
 
 Kind = Literal["proportion", "distribution", "value"]
-"""How a rule's evidence is tested: counts, raw samples, or bare values (threshold rule)."""
+"""How a rule's evidence is read: counts, raw samples, or bare values."""
 Bound = Literal["max_increase", "max", "min"]
-Test = Literal["proportion", "rank", "exceedance"]
+Test = Literal["proportion", "rank", "exceedance", "value"]
 
 _EMPTY: FloatArray = np.empty(0)
 
 BASELINE_SHARE = 0.2
-"""Part of a relative test's alpha spent on the baseline's confidence bound. Small, because a
-bound widens only like sqrt(log(1 / alpha)) while the sequential threshold grows like
+"""Part of a relative test's alpha spent on the baseline's confidence limit. Small, because a
+limit widens only like sqrt(log(1 / alpha)) while the e-value threshold grows like
 log(1 / alpha)."""
+
+DEFAULT_T_OPT = 30.0
+"""Without a planned number of rounds, the confidence sequence is tuned for 30."""
+
+VALUE_FLOOR = 0.1
+"""A bare value's rounds are taken to vary by at least 10% of the bound (standard deviation),
+so a few identical provider figures never prove a pass."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +60,8 @@ class BaselineData:
     sorted_values: FloatArray = field(default_factory=lambda: _EMPTY)
     periods: int = 1
     dispersion: float = 0.0
-    """Within-period correlation of events (rho), 0 when unmeasured."""
+    """Within-period correlation of events (rho), measured across the baseline's periods
+    (background runs, provider buckets); 0 when they carry no information."""
 
     @classmethod
     def from_observation(cls, obs: Observation | None) -> BaselineData | None:
@@ -89,79 +92,122 @@ class BaselineData:
             return 1.0
         return max(1.0, 1.0 + (self.total / self.periods - 1.0) * self.dispersion)
 
+    def rate_limit(self, alpha: float, *, upper: bool) -> float:
+        """Clopper-Pearson limit of the baseline rate on effective counts (bursts measured)."""
+        assert self.count is not None and self.total is not None
+        x, n = self.count / self.inflation, self.total / self.inflation
+        return stats.rate_upper_bound(x, n, alpha) if upper else stats.rate_lower_bound(x, n, alpha)
+
 
 @dataclass(frozen=True, slots=True)
 class Component:
-    """One always-valid test of one bound of a rule."""
+    """One always-valid failing test of one bound of a rule."""
 
     bound: Bound
     test: Test
     alpha: float
-    """This test's own level: it fails when its e-value reaches 1 / alpha."""
-    weight: float
-    """alpha_rule / alpha, turning its p-value into a rule-level p-value."""
+    """Level of the e-process started at the deploy: it fails at 1 / alpha."""
+    alpha_detector: float
+    """Level of the e-detector (0: none); it fails at horizon / alpha_detector."""
     null: str
     """The hypothesis it tests, for humans: `error_rate <= 0.0146 (baseline 0.0101 +20%)`."""
     claim: str
     """What a failure asserts about the metric: `> 0.0146 (baseline 0.0101 +20%)`."""
-    p0: float = 0.5
-    """Proportion / exceedance tests: the largest acceptable share of bad events."""
+    level: float = 0.5
+    """The null's largest acceptable mean of the round statistic (share of bad events, mean
+    placement, value)."""
     flip: bool = False
-    """Proportion: the bad events are total - count. Exceedance and rank: the bad side is low."""
+    """The bad side is low (decrease direction, `min` bounds)."""
     cutoff: float = 0.0
     """Exceedance: samples past it are bad events."""
     scale: float = 1.0
     """Rank: samples are divided by it (the tolerance) before being placed in the baseline."""
-    margin: float = 0.0
-    """Rank: DKW margin of the baseline's empirical CDF."""
     baseline_bound: float | None = None
     """The baseline's confidence limit (rate or quantile) the relative bound was built on."""
+
+    @property
+    def bets(self) -> str:
+        return {"proportion": "count", "exceedance": "count", "rank": "rank"}.get(
+            self.test, "value"
+        )
 
     @property
     def log_threshold(self) -> float:
         return math.log(1.0 / self.alpha)
 
-
-@dataclass(frozen=True, slots=True)
-class ComponentScan:
-    component: Component
-    log_e: FloatArray
-    """Log e-value after each round."""
-    crossed_at: int | None
+    def detector_log_threshold(self, horizon: int) -> float:
+        return math.log(max(horizon, 1) / self.alpha_detector) if self.alpha_detector else math.inf
 
     @property
-    def peak_log_e(self) -> float:
-        return float(np.max(self.log_e)) if self.log_e.size else 0.0
+    def key(self) -> str:
+        return f"{self.bound}:{self.test}"
 
 
 @dataclass(frozen=True, slots=True)
-class RuleScan:
-    """A rule's sequential tests over the rounds so far."""
+class PassTest:
+    """The evidence that a bound holds: a confidence sequence for the mean of a round
+    statistic lies on the good side of `limit`."""
 
-    components: tuple[ComponentScan, ...]
-    samples: float
-    """Events or samples seen in the window (unweighted)."""
-    failed_at: int | None
-    decisive: ComponentScan | None
-    """The component that failed first, or the one closest to failing."""
-    p_value: float
-    """Always-valid p-value of the rule: it fails when this is at most its alpha."""
+    bound: Bound
+    statistic: Literal["rate", "share", "value"]
+    limit: float
+    upper: bool
+    """True: pass when the sequence's upper end is at most `limit`; False: lower end at least."""
+    alpha: float
+    cutoff: float = 0.0
+    """Share: samples past it (above; below when `below`) are counted."""
+    below: bool = False
+    text: str = ""
+    """What the limit is, for humans: `max 2%`, `p95 share above 412ms`."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.bound}:{self.statistic}"
 
 
 class SequentialRule:
     """A rule's always-valid tests, compiled against its baseline for one window."""
 
-    def __init__(self, rule: Rule, baseline: BaselineData | None, kind: Kind, alpha: float) -> None:
-        assert kind != "value", "value rules are judged by the threshold streak"
+    def __init__(
+        self,
+        rule: Rule,
+        baseline: BaselineData | None,
+        kind: Kind,
+        alpha: float,
+        *,
+        horizon: int = 0,
+    ) -> None:
         self.rule = rule
         self.baseline = baseline
         self.kind: Kind = kind
         self.alpha = alpha
-        self.rho = baseline.dispersion if baseline is not None else 0.0
+        self.horizon = max(0, horizon)
+        self.t_opt = self.horizon / 2 if self.horizon > 1 else DEFAULT_T_OPT
+        """Rounds after which the pass side's confidence sequence is tightest."""
         self.quantile = quantile_of(rule.metric) or 0.5
-        self.components: tuple[Component, ...] = tuple(self._build())
+        plan = self._planned()
+        self.components: tuple[Component, ...] = tuple(
+            c for c in (self._component(p, alpha / len(plan)) for p in plan) if c is not None
+        )
+        bounds = self._bounds()
+        self.passes: tuple[PassTest, ...] = tuple(
+            t for t in (self._pass_test(b, alpha / len(bounds)) for b in bounds) if t is not None
+        )
+        self.unpassable = len(self.passes) < len(bounds)
+        """A bound has no test of its evidence (no baseline to compare with, say)."""
 
     # -- construction ---------------------------------------------------------------------
+
+    def _bounds(self) -> list[Bound]:
+        rule = self.rule
+        out: list[Bound] = []
+        if rule.max_increase is not None:
+            out.append("max_increase")
+        if rule.max is not None:
+            out.append("max")
+        if rule.min is not None:
+            out.append("min")
+        return out
 
     def _planned(self) -> list[str]:
         rule, base = self.rule, self.baseline
@@ -169,233 +215,535 @@ class SequentialRule:
         if rule.max_increase is not None and base is not None:
             if self.kind == "distribution" and base.sorted_values.size:
                 plan += ["rank", "exceedance"]
-            else:
+            elif self.kind != "value" or rule.direction == "increase" or _is_share(rule):
                 plan.append("relative")
         if rule.max is not None:
             plan.append("max")
-        if rule.min is not None:
+        if rule.min is not None and (self.kind != "value" or _is_share(rule)):
             plan.append("min")
         return plan
 
-    def _build(self) -> list[Component]:
-        plan = self._planned()
-        if not plan:
-            return []
-        share = self.alpha / len(plan)
-        built = [self._component(kind, share) for kind in plan]
-        return [c for c in built if c is not None]
+    def _split(self, share: float, relative: bool) -> tuple[float, float]:
+        """(alpha from the deploy, alpha of the e-detector) out of a test's share."""
+        seq = share * (1 - BASELINE_SHARE) if relative else share
+        return (seq / 2, seq / 2) if self.horizon > 1 else (seq, 0.0)
 
-    def _make(
-        self,
-        bound: Bound,
-        test: Test,
-        alpha: float,
-        null: str,
-        claim: str,
-        *,
-        p0: float = 0.5,
-        flip: bool = False,
-        cutoff: float = 0.0,
-        scale: float = 1.0,
-        margin: float = 0.0,
-        baseline_bound: float | None = None,
-    ) -> Component:
-        return Component(
-            bound=bound,
-            test=test,
-            alpha=alpha,
-            weight=self.alpha / alpha,
-            null=null,
-            claim=claim,
-            p0=p0,
-            flip=flip,
-            cutoff=cutoff,
-            scale=scale,
-            margin=margin,
-            baseline_bound=baseline_bound,
-        )
+    def _fmt(self, value: float) -> str:
+        return format_value(self.rule.metric, value)
 
     def _component(self, plan: str, share: float) -> Component | None:
         """One planned test with its `share` of the rule's alpha; None if it cannot reject."""
-        rule, base, metric = self.rule, self.baseline, self.rule.metric
+        rule, base, metric, q = self.rule, self.baseline, self.rule.metric, self.quantile
         up = rule.direction == "increase"
-        q = self.quantile
-
-        def fmt(value: float) -> str:
-            return format_value(metric, value)
-
         if plan in ("max", "min"):
             is_max = plan == "max"
             which: Bound = "max" if is_max else "min"
             bound = rule.max if is_max else rule.min
             assert bound is not None
-            null = f"{metric} {'<=' if is_max else '>='} {fmt(bound)}"
-            claim = f"{'>' if is_max else '<'} {which} {fmt(bound)}"
-            if self.kind == "proportion":
-                p0 = bound if is_max else 1.0 - bound
-                if p0 >= 1.0:
-                    return None
-                return self._make(which, "proportion", share, null, claim, p0=p0, flip=not is_max)
-            p0 = 1.0 - q if is_max else q
-            return self._make(
-                which, "exceedance", share, null, claim, p0=p0, flip=not is_max, cutoff=bound
-            )
+            a, d = self._split(share, False)
+            null = f"{metric} {'<=' if is_max else '>='} {self._fmt(bound)}"
+            claim = f"{'>' if is_max else '<'} {which} {self._fmt(bound)}"
+            if self.kind == "distribution":
+                level = 1.0 - q if is_max else q
+                test: Test = "exceedance"
+                return Component(
+                    which, test, a, d, null, claim, level=level, flip=not is_max, cutoff=bound
+                )
+            level = bound if is_max else 1.0 - bound
+            if self.kind == "value" and not is_max and not _is_share(rule):
+                return None
+            if level >= 1.0 or level <= 0.0:
+                return None
+            test = "proportion" if self.kind == "proportion" else "value"
+            return Component(which, test, a, d, null, claim, level=level, flip=not is_max)
         assert base is not None and rule.max_increase is not None
         delta = rule.max_increase
         change = f"{'+' if up else '-'}{format_percent(delta)}"
         sign, past = ("<=", ">") if up else (">=", "<")
-        tail = (1.0 - q) if up else q
+        a, d = self._split(share, True)
+        b_alpha = share * BASELINE_SHARE
         if plan == "rank":
             if not up and delta >= 1.0:
                 return None
-            return self._make(
+            margin = stats.dkw_margin(base.sorted_values.size, b_alpha)
+            return Component(
                 "max_increase",
                 "rank",
-                share * (1 - BASELINE_SHARE),
+                a,
+                d,
                 f"{metric} distribution within baseline {change}",
-                f"{'above' if up else 'below'} baseline {fmt(base.value)} {change} (rank test)",
+                f"{'above' if up else 'below'} baseline {self._fmt(base.value)} {change} "
+                "(rank test)",
+                level=0.5 + margin,
                 flip=not up,
                 scale=1.0 + delta if up else 1.0 - delta,
-                margin=stats.dkw_margin(base.sorted_values.size, share * BASELINE_SHARE),
             )
         if plan == "exceedance":
-            if up:
-                bq = stats.quantile_upper_bound(base.sorted_values, q, share * BASELINE_SHARE)
-            else:
-                bq = stats.quantile_lower_bound(base.sorted_values, q, share * BASELINE_SHARE)
+            sv = base.sorted_values
+            bq = (
+                stats.quantile_upper_bound(sv, q, b_alpha)
+                if up
+                else stats.quantile_lower_bound(sv, q, b_alpha)
+            )
             if bq is None:
                 return None
-            limit = relative_limit(rule, bq)
-            assert limit is not None
-            rest = f"{fmt(limit)} (baseline {fmt(base.value)} {change})"
-            return self._make(
+            limit = bq * (1.0 + delta) if up else bq * (1.0 - delta)
+            rest = f"{self._fmt(limit)} (baseline {self._fmt(base.value)} {change})"
+            return Component(
                 "max_increase",
                 "exceedance",
-                share * (1 - BASELINE_SHARE),
+                a,
+                d,
                 f"{metric} {sign} {rest}",
                 f"{past} {rest}",
-                p0=tail,
+                level=(1.0 - q) if up else q,
                 flip=not up,
                 cutoff=limit,
                 baseline_bound=bq,
             )
         if self.kind == "distribution":
             # a bare baseline value (a provider's percentile): taken at face value
-            limit = relative_limit(rule, base.value)
-            assert limit is not None
-            rest = f"{fmt(limit)} (baseline {fmt(base.value)} {change})"
-            return self._make(
+            a, d = self._split(share, False)
+            limit = base.value * (1.0 + delta) if up else base.value * (1.0 - delta)
+            rest = f"{self._fmt(limit)} (baseline {self._fmt(base.value)} {change})"
+            return Component(
                 "max_increase",
                 "exceedance",
-                share,
+                a,
+                d,
                 f"{metric} {sign} {rest}",
                 f"{past} {rest}",
-                p0=tail,
+                level=(1.0 - q) if up else q,
                 flip=not up,
                 cutoff=limit,
             )
-        if base.has_counts and base.count is not None and base.total is not None:
-            alpha_s = share * (1 - BASELINE_SHARE)
-            inflation = base.inflation
-            x, n = base.count / inflation, base.total / inflation
-            floor = change_floor(metric)
-            if up:
-                rate = stats.rate_upper_bound(x, n, share * BASELINE_SHARE)
-                p0 = max(rate * (1.0 + delta), rate + floor)
-            else:
-                rate = stats.rate_lower_bound(x, n, share * BASELINE_SHARE)
-                p0 = min(rate * (1.0 - delta), rate - floor)
+        if base.has_counts:
+            rate = base.rate_limit(b_alpha, upper=up)
             baseline_bound: float | None = rate
         else:
-            baseline_bound = None
-            alpha_s = share
-            limit = relative_limit(rule, base.value)
-            assert limit is not None
-            p0 = limit
-        rest = f"{p0:.3g} (baseline {base.value:.3g} {change})"
-        bad_p0 = p0 if up else 1.0 - p0
-        if bad_p0 >= 1.0:
+            # a bare baseline value (one provider figure): taken at face value
+            a, d = self._split(share, False)
+            rate, baseline_bound = base.value, None
+        mean = rate * (1.0 + delta) if up else rate * (1.0 - delta)
+        level = mean if up else 1.0 - mean
+        if level >= 1.0 or level <= 0.0:
             return None
-        return self._make(
+        rest = f"{mean:.3g} (baseline {base.value:.3g} {change})"
+        test = "proportion" if self.kind == "proportion" else "value"
+        return Component(
             "max_increase",
-            "proportion",
-            alpha_s,
+            test,
+            a,
+            d,
             f"{metric} {sign} {rest}",
             f"{past} {rest}",
-            p0=bad_p0,
+            level=level,
             flip=not up,
             baseline_bound=baseline_bound,
         )
 
-    # -- scanning -------------------------------------------------------------------------
-
-    def scan_counts(self, count: npt.ArrayLike, total: npt.ArrayLike) -> RuleScan:
-        """Scan rounds of counts (0 of 0 for a round without data), oldest first.
-
-        Each round is discounted by its burstiness: weight 1 / (1 + (n - 1) rho).
-        """
-        c = np.asarray(count, dtype=np.float64)
-        t = np.asarray(total, dtype=np.float64)
-        weight = 1.0 / (1.0 + np.maximum(t - 1.0, 0.0) * self.rho)
-        cum_n = np.cumsum(t)
-        scans = []
-        for comp in self.components:
-            bad = (t - c) if comp.flip else c
-            log_e = stats.proportion_log_e(
-                np.cumsum(weight * bad), np.cumsum(weight * (t - bad)), comp.p0
-            )
-            scans.append(self._crossing(comp, log_e, cum_n))
-        return self._result(scans, float(cum_n[-1]) if cum_n.size else 0.0)
-
-    def scan_values(
-        self, values: npt.ArrayLike, round_index: npt.ArrayLike, rounds: int
-    ) -> RuleScan:
-        """Scan raw samples, `round_index[i]` (0-based, < rounds) being the round of `values[i]`."""
-        x = np.asarray(values, dtype=np.float64)
-        idx = np.asarray(round_index, dtype=np.intp)
-        cum_n = np.cumsum(np.bincount(idx, minlength=rounds).astype(np.float64))
-        scans = []
-        for comp in self.components:
-            if comp.test == "rank":
-                u = stats.placements(self._base_values(), x / comp.scale)
-                if comp.flip:
-                    u = 1.0 - u
-                centred = np.bincount(idx, weights=u - 0.5 - comp.margin, minlength=rounds)
-                log_e = stats.rank_log_e(np.cumsum(centred), cum_n)
+    def _pass_test(self, bound: Bound, share: float) -> PassTest | None:
+        """The evidence a bound holds, or None when nothing could show it (no baseline)."""
+        rule, base, q = self.rule, self.baseline, self.quantile
+        up = rule.direction == "increase"
+        if bound in ("max", "min"):
+            value = rule.max if bound == "max" else rule.min
+            assert value is not None
+            is_max = bound == "max"
+            text = f"{bound} {self._fmt(value)}"
+            if self.kind == "distribution":
+                # p_q <= max  <=>  P(X > max) <= 1 - q;  p_q >= min  <=>  P(X < min) <= q
+                return PassTest(
+                    bound,
+                    "share",
+                    (1.0 - q) if is_max else q,
+                    True,
+                    share,
+                    cutoff=value,
+                    below=not is_max,
+                    text=text,
+                )
+            statistic: Literal["rate", "value"] = "rate" if self.kind == "proportion" else "value"
+            return PassTest(bound, statistic, value, is_max, share, text=text)
+        assert rule.max_increase is not None
+        if base is None:
+            return None
+        delta = rule.max_increase
+        a = share * (1 - BASELINE_SHARE)
+        b_alpha = share * BASELINE_SHARE
+        change = f"{'+' if up else '-'}{format_percent(delta)}"
+        if self.kind == "distribution":
+            sv = base.sorted_values
+            if sv.size:
+                bq = (
+                    stats.quantile_lower_bound(sv, q, b_alpha)
+                    if up
+                    else stats.quantile_upper_bound(sv, q, b_alpha)
+                )
+                if bq is None:
+                    return None
             else:
-                bad_mask = (x < comp.cutoff) if comp.flip else (x > comp.cutoff)
-                cum_bad = np.cumsum(np.bincount(idx, weights=bad_mask, minlength=rounds))
-                log_e = stats.proportion_log_e(cum_bad, cum_n - cum_bad, comp.p0)
-            scans.append(self._crossing(comp, log_e, cum_n))
-        return self._result(scans, float(cum_n[-1]) if cum_n.size else 0.0)
-
-    def _base_values(self) -> FloatArray:
-        assert self.baseline is not None
-        return self.baseline.sorted_values
-
-    def _crossing(self, comp: Component, log_e: FloatArray, cum_n: FloatArray) -> ComponentScan:
-        eligible = cum_n >= max(1, self.rule.min_samples)
-        hits = np.flatnonzero(eligible & (log_e >= comp.log_threshold))
-        gated = np.where(eligible, log_e, -np.inf)
-        return ComponentScan(comp, gated, int(hits[0]) if hits.size else None)
-
-    def _result(self, scans: list[ComponentScan], samples: float) -> RuleScan:
-        failed = [s for s in scans if s.crossed_at is not None]
-        if failed:
-            decisive: ComponentScan | None = min(failed, key=lambda s: s.crossed_at or 0)
-        elif scans:
-            decisive = max(scans, key=lambda s: s.peak_log_e - s.component.log_threshold)
+                bq, a = base.value, share
+            cutoff = bq * (1.0 + delta) if up else bq * (1.0 - delta)
+            return PassTest(
+                "max_increase",
+                "share",
+                (1.0 - q) if up else q,
+                True,
+                a,
+                cutoff=cutoff,
+                below=not up,
+                text=f"{self._fmt(cutoff)} (baseline {self._fmt(base.value)} {change})",
+            )
+        if base.has_counts and self.kind == "proportion":
+            rate = base.rate_limit(b_alpha, upper=not up)
         else:
-            decisive = None
-        p_value = 1.0
-        for s in scans:
-            peak = s.peak_log_e
-            if math.isfinite(peak):
-                p_value = min(p_value, s.component.weight * math.exp(-min(peak, 700.0)))
-        return RuleScan(
-            components=tuple(scans),
-            samples=samples,
-            failed_at=decisive.crossed_at if decisive is not None else None,
-            decisive=decisive,
-            p_value=p_value,
+            rate, a = base.value, share
+        limit = rate * (1.0 + delta) if up else rate * (1.0 - delta)
+        statistic2: Literal["rate", "value"] = "rate" if self.kind == "proportion" else "value"
+        return PassTest(
+            "max_increase",
+            statistic2,
+            limit,
+            up,
+            a,
+            text=f"{limit:.3g} (baseline {base.value:.3g} {change})",
         )
+
+    # -- the fold -------------------------------------------------------------------------
+
+    def start(self) -> dict[str, Any]:
+        """The state before the first round (JSON-able)."""
+        return {
+            "tests": {
+                c.key: {
+                    "w": [0.0] * len(stats.BETS[c.bets]),
+                    "sr": [None] * len(stats.BETS[c.bets]),
+                    "peak": 0.0,
+                    "peak_d": None,
+                    "crossed": None,
+                }
+                for c in self.components
+            },
+            "passes": {p.key: {"t": 0, "mean": 0.0, "m2": 0.0, "size": 0.0} for p in self.passes},
+            "samples": 0.0,
+        }
+
+    def step(self, state: dict[str, Any], obs: Observation | None, index: int) -> None:
+        """Fold round `index`'s observation (None or without data: nothing) into `state`."""
+        if obs is None:
+            return
+        size = self._size(obs)
+        if size <= 0:
+            return
+        state["samples"] += size
+        eligible = state["samples"] >= max(1, self.rule.min_samples)
+        for comp in self.components:
+            stat = self._statistic(comp, obs)
+            if stat is None:
+                continue
+            y, weight = stat
+            self._bet(state["tests"][comp.key], comp, y, weight, index, eligible)
+        for test in self.passes:
+            x = self._pass_statistic(test, obs)
+            if x is not None:
+                _welford(state["passes"][test.key], x, size)
+
+    def _size(self, obs: Observation) -> float:
+        if self.kind == "proportion":
+            return float(obs.total or 0) if _has_counts(obs) else 0.0
+        if self.kind == "distribution":
+            return float(np.count_nonzero(np.isfinite(np.asarray(obs.values, np.float64))))
+        return 1.0 if obs.has_data else 0.0
+
+    def _statistic(self, comp: Component, obs: Observation) -> tuple[float, float] | None:
+        """(y, weight) of one round: y's mean is at most 1 under the component's null."""
+        if comp.test == "proportion":
+            n = float(obs.total or 0)
+            count = min(max(float(obs.count or 0), 0.0), n)
+            bad = n - count if comp.flip else count
+            expected = n * comp.level
+            return bad / expected, expected
+        if comp.test == "value":
+            assert obs.value is not None
+            v = 1.0 - obs.value if comp.flip else obs.value
+            return max(v, 0.0) / comp.level, 1.0
+        x = _finite(obs.values)
+        if not x.size:
+            return None
+        if comp.test == "exceedance":
+            bad = float(np.count_nonzero(x < comp.cutoff if comp.flip else x > comp.cutoff))
+            expected = x.size * comp.level
+            return bad / expected, expected
+        assert self.baseline is not None
+        u = stats.placements(self.baseline.sorted_values, x / comp.scale)
+        mean = float(np.mean(1.0 - u if comp.flip else u))
+        return mean / comp.level, float(x.size)
+
+    def _bet(
+        self,
+        st: dict[str, Any],
+        comp: Component,
+        y: float,
+        weight: float,
+        index: int,
+        eligible: bool,
+    ) -> None:
+        log_f = stats.bet_log_factors(comp.bets, y, weight)
+        wealth = np.asarray(st["w"], np.float64) + log_f
+        st["w"] = wealth.tolist()
+        log_e = stats.log_mix(wealth, comp.bets)
+        crossed = eligible and log_e >= comp.log_threshold
+        if eligible:
+            st["peak"] = max(st["peak"], log_e)
+        if comp.alpha_detector:
+            sr = np.array([-math.inf if v is None else v for v in st["sr"]], np.float64)
+            sr = stats.sr_update(sr, log_f)
+            st["sr"] = [None if not math.isfinite(v) else v for v in sr.tolist()]
+            log_d = stats.log_mix(sr, comp.bets)
+            if eligible and math.isfinite(log_d):
+                st["peak_d"] = log_d if st["peak_d"] is None else max(st["peak_d"], log_d)
+                crossed = crossed or log_d >= comp.detector_log_threshold(self.horizon)
+        if crossed and st["crossed"] is None:
+            st["crossed"] = index
+
+    def _pass_statistic(self, test: PassTest, obs: Observation) -> float | None:
+        if test.statistic == "rate":
+            n = float(obs.total or 0)
+            return min(max(float(obs.count or 0), 0.0), n) / n if n > 0 else None
+        if test.statistic == "value":
+            return float(obs.value) if obs.value is not None else None
+        x = _finite(obs.values)
+        if not x.size:
+            return None
+        past = x < test.cutoff if test.below else x > test.cutoff
+        return float(np.count_nonzero(past)) / x.size
+
+    # -- reading the state ----------------------------------------------------------------
+
+    def failed_at(self, state: dict[str, Any]) -> tuple[int | None, Component | None]:
+        """The first round at which a test crossed, and which."""
+        hits = [
+            (st["crossed"], c)
+            for c in self.components
+            if (st := state["tests"][c.key])["crossed"] is not None
+        ]
+        if not hits:
+            return None, None
+        return min(hits, key=lambda h: h[0])
+
+    def closest(self, state: dict[str, Any]) -> Component | None:
+        """The test closest to failing (largest evidence against its threshold)."""
+        if not self.components:
+            return None
+        return max(self.components, key=lambda c: self.margin(state, c))
+
+    def margin(self, state: dict[str, Any], comp: Component) -> float:
+        st = state["tests"][comp.key]
+        start = float(st["peak"]) - comp.log_threshold
+        if st["peak_d"] is None:
+            return start
+        return max(start, float(st["peak_d"]) - comp.detector_log_threshold(self.horizon))
+
+    def log_evidence(self, state: dict[str, Any], comp: Component) -> tuple[float, float]:
+        """(peak log e-value, its log threshold) of the more advanced of a test's two runs."""
+        st = state["tests"][comp.key]
+        start = (st["peak"], comp.log_threshold)
+        if st["peak_d"] is None:
+            return start
+        detector = (st["peak_d"], comp.detector_log_threshold(self.horizon))
+        return max(start, detector, key=lambda pair: pair[0] - pair[1])
+
+    def p_value(self, state: dict[str, Any]) -> float:
+        """Always-valid p-value of the rule (union over its tests and their two runs)."""
+        p = 1.0
+        for comp in self.components:
+            st = state["tests"][comp.key]
+            weight = self.alpha / comp.alpha
+            p = min(p, weight * math.exp(-min(max(st["peak"], 0.0), 700.0)))
+            if st["peak_d"] is not None and comp.alpha_detector:
+                horizon = max(self.horizon, 1)
+                p = min(
+                    p,
+                    (self.alpha / comp.alpha_detector)
+                    * horizon
+                    * math.exp(-min(max(st["peak_d"], 0.0), 700.0)),
+                )
+        return min(p, 1.0)
+
+    def evidence_bounds(self, state: dict[str, Any]) -> list[Reached]:
+        """Each bound's confidence-sequence end now, and whether it shows the bound holds."""
+        out = []
+        for test in self.passes:
+            st = state["passes"][test.key]
+            reached = self._reached(test, st)
+            ok = reached is not None and (
+                reached <= test.limit if test.upper else reached >= test.limit
+            )
+            out.append(Reached(test, reached, ok))
+        return out
+
+    def _reached(self, test: PassTest, st: dict[str, Any]) -> float | None:
+        t = st["t"]
+        if t < 2:
+            return None
+        variance = st["m2"] / (t - 1)
+        mean_size = st["size"] / t
+        if test.statistic == "value":
+            floor = (VALUE_FLOOR * abs(test.limit)) ** 2
+        else:
+            p = min(max(test.limit, 1e-6), 1 - 1e-6)
+            floor = p * (1.0 - p) / max(mean_size, 1.0)
+        radius = stats.cs_radius(t, max(variance, floor), test.alpha, self.t_opt)
+        mean = float(st["mean"])
+        return mean + radius if test.upper else mean - radius
+
+    # -- what the rule can see -----------------------------------------------------------
+
+    def detectable(self, state: dict[str, Any], rounds_with_data: int) -> Detectable | None:
+        """The smallest regression each count-like test would likely catch by the window's
+        end, at the traffic seen so far: the rate ratio r at which the expected evidence of
+        a Poisson rate r x the null's, T mu (r log r - r + 1), reaches the test's threshold
+        (plus the bet mixture's overhead). The easiest of the rule's tests is reported."""
+        if rounds_with_data <= 0:
+            return None
+        per_round = state["samples"] / rounds_with_data
+        horizon = self.horizon if self.horizon > 1 else 2 * DEFAULT_T_OPT
+        found: list[Detectable] = []
+        for comp in self.components:
+            needed = comp.log_threshold + MIXTURE_OVERHEAD
+            if comp.test == "rank":
+                rank = self._detectable_shift(comp, per_round, horizon, needed)
+                if rank is not None:
+                    found.append(rank)
+            elif comp.test in ("proportion", "exceedance"):
+                ratio = _detectable_ratio(horizon * per_round * comp.level, needed)
+                found.append(self._express(comp, ratio))
+        return min(found, key=lambda d: d.effect) if found else None
+
+    def _detectable_shift(
+        self, comp: Component, per_round: float, horizon: float, needed: float
+    ) -> Detectable | None:
+        """Rank test: the smallest scale s (the deploy = baseline x s) whose expected mean
+        placement gives enough evidence by the end. A round's mean placement varies like
+        1 / (12 n); a bet's growth per round is at most log(1 + 0.98 (y - 1))."""
+        assert self.baseline is not None
+        sv = self.baseline.sorted_values
+        if not sv.size or per_round <= 0:
+            return None
+        grid = sv[:: max(1, sv.size // 400)]
+        var_y = 1.0 / (12.0 * per_round * comp.level**2)
+
+        def growth(scale: float) -> float:
+            moved = grid * scale / comp.scale if not comp.flip else grid / scale / comp.scale
+            u = float(np.mean(stats.placements(sv, moved)))
+            y = (1.0 - u if comp.flip else u) / comp.level
+            if y <= 1.0:
+                return 0.0
+            return min((y - 1.0) ** 2 / (2.0 * var_y), math.log1p(stats.MAX_BET * (y - 1.0)))
+
+        lo, hi = 1.0, 2.0
+        while horizon * growth(hi) < needed:
+            hi *= 2.0
+            if hi > 1e3:
+                return Detectable(comp.bound, math.inf, math.inf, NOTHING)
+        for _ in range(30):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if horizon * growth(mid) < needed else (lo, mid)
+        effect = hi - 1.0
+        sign = "-" if comp.flip else "+"
+        text = f"{self.rule.metric} {sign}{format_percent(round(effect, 2))} or more"
+        return Detectable(comp.bound, hi * self.baseline.value, effect, text)
+
+    def _express(self, comp: Component, ratio: float) -> Detectable:
+        base, metric = self.baseline, self.rule.metric
+        share = min(ratio * comp.level, 1.0)
+        if comp.test == "proportion":
+            value = 1.0 - share if comp.flip else share
+            effect = abs(value / base.value - 1.0) if base is not None and base.value else ratio - 1
+            side = "or less" if comp.flip else "or more"
+            return Detectable(comp.bound, value, effect, f"{metric} {value:.3g} {side}")
+        sv = base.sorted_values if base is not None else _EMPTY
+        if sv.size and share < 1.0:
+            at = float(np.quantile(sv, share if comp.flip else 1.0 - share))
+            scale = comp.cutoff / at if at > 0 else math.inf
+            effect = abs(scale - 1.0)
+            text = f"{metric} {'-' if comp.flip else '+'}{format_percent(round(effect, 2))} or more"
+            return Detectable(
+                comp.bound, scale * self.baseline.value if self.baseline else scale, effect, text
+            )
+        return Detectable(
+            comp.bound,
+            share,
+            ratio - 1.0,
+            f"{format_percent(round(share, 3))} of samples past {self._fmt(comp.cutoff)}",
+        )
+
+
+NOTHING = "no regression of any size (too little data by then)"
+
+MIXTURE_OVERHEAD = 2.0
+"""Nats the bet mixture costs over the best single bet (its prior weight), roughly."""
+
+
+@dataclass(frozen=True, slots=True)
+class Detectable:
+    """A rule's minimum detectable effect by the window's end."""
+
+    bound: Bound
+    value: float
+    """The metric's value it can detect (a rate, a latency in seconds, a share)."""
+    effect: float
+    """Relative to the baseline (0.38 = +38%), or the rate ratio - 1 without one."""
+    text: str
+
+
+def _detectable_ratio(expected: float, log_threshold: float) -> float:
+    """The smallest r with expected x (r log r - r + 1) >= log_threshold (bisection)."""
+    if expected <= 0:
+        return math.inf
+
+    def evidence(r: float) -> float:
+        return expected * (r * math.log(r) - r + 1.0)
+
+    lo, hi = 1.0, 2.0
+    while evidence(hi) < log_threshold:
+        hi *= 2.0
+        if hi > 1e9:
+            return math.inf
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if evidence(mid) < log_threshold else (lo, mid)
+    return hi
+
+
+@dataclass(frozen=True, slots=True)
+class Reached:
+    """Where a bound's evidence stands: the confidence sequence's end against the limit."""
+
+    test: PassTest
+    value: float | None
+    """The upper (or lower) end of the confidence sequence; None before two rounds."""
+    holds: bool
+
+
+def _welford(st: dict[str, Any], x: float, size: float) -> None:
+    st["t"] += 1
+    delta = x - st["mean"]
+    st["mean"] += delta / st["t"]
+    st["m2"] += delta * (x - st["mean"])
+    st["size"] += size
+
+
+def _finite(values: tuple[float, ...]) -> FloatArray:
+    array = np.asarray(values, dtype=np.float64)
+    return array[np.isfinite(array)]
+
+
+def _has_counts(obs: Observation) -> bool:
+    return obs.count is not None and obs.total is not None and obs.total > 0
+
+
+def _is_share(rule: Rule) -> bool:
+    """A bare value in [0, 1] (a rate), for which a `min` bound has a bounded bad side."""
+    return rule.metric.endswith("_rate")

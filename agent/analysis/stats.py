@@ -1,46 +1,41 @@
-"""The judge's statistics: always-valid sequential tests and their fixed-horizon cousins.
+"""The judge's statistics: round-level e-processes, confidence sequences, baseline limits,
+and the fixed-horizon tests of the `fixed` policy.
 
-Pure: no I/O, no clock. Functions take numpy arrays of cumulative sufficient statistics (one
-entry per round, any leading batch shape), so the daemon (which rebuilds a window from its
-stored rounds every round) and the decision benchmark (thousands of simulated windows) run
-the same arithmetic. Distributions come from scipy; only the e-processes, which are closed
-forms, are written out here.
+Pure: no I/O, no clock. The sequential policy folds one round at a time
+(`agent.analysis.sequential`); the functions here are its arithmetic. Distributions come
+from scipy.special (the same functions scipy.stats calls, without importing all of
+scipy.stats, about 70 MB of the daemon's memory); the e-processes are closed forms written
+out below: they are a few lines each, and the daemon needs their state foldable and
+JSON-serialisable round by round, which a library's whole-sample functions do not give.
 
-Methods and assumptions
------------------------
-* **Proportions** (errors out of requests; samples past a latency bound out of samples): a
-  mixture of likelihood ratios ("mixture SPRT") for H0: P(bad) <= p0 against a grid of
-  alternatives p0 x odds ratio (`ODDS_RATIOS`, weighted towards large effects, see
-  `SMALL_EFFECT_WEIGHT`). Every component is a nonnegative supermartingale under any
-  P(bad) <= p0, so by Ville's inequality the chance that the mixture *ever* reaches 1/alpha,
-  however often it is looked at, is at most alpha. It needs only cumulative (bad, good)
-  counts. Bursty errors (requests of one round failing together) are handled by
-  quasi-likelihood: a round of n events is weighted by 1/phi, phi = 1 + (n - 1) rho, with rho
-  the within-period correlation measured on the baseline (`intra_period_correlation`); the
-  test is then valid to second order (normal approximation) rather than exactly.
-* **Distributions** (latency), tolerance built in: each new sample x is scaled by
-  1/(1 + max_increase) and placed in the baseline's empirical CDF with mid-ranks (the sum of
-  placements is the Mann-Whitney U statistic). If the deploy is no worse than the tolerance,
-  a placement minus the DKW margin of the baseline ECDF is no larger than a Uniform(0, 1) in
-  the increasing convex order, so exp(lambda * S - n * psi(lambda)), psi the log-mgf of a
-  centred uniform, is a supermartingale; a grid of lambdas (`RANK_LAMBDAS`) is mixed the
-  same way. The DKW margin sqrt(log(2/alpha) / 2n) covers the baseline's own sampling error
-  with probability 1 - alpha. A percentile rule also tests the share of samples past its
-  baseline quantile's upper limit x (1 + max_increase) with the proportion test, which sees
-  regressions confined to the tail. Assumes samples independent given the window.
-* **Baseline bounds**: Clopper-Pearson limits on the baseline rate (on effective counts,
-  divided by the baseline's variance inflation) and distribution-free order-statistic limits
-  on a baseline quantile. A relative test runs against the bound, so its error budget is
-  split between "the baseline bound is wrong" and "the sequential test rejects wrongly".
-* **Fixed horizon** (Kayenta-like, judged once): Mann-Whitney U from the same placements
-  (normal approximation with continuity correction, no tie correction, which is conservative
-  when ties exist), a pooled two-proportion z-test (the large-sample Mann-Whitney on 0/1
-  outcomes), and an exact binomial tail for absolute bounds.
+Methods and sources
+-------------------
+* **Round-level betting e-processes** (fail side): Waudby-Smith & Ramdas, "Estimating means
+  of bounded random variables by betting", JRSS-B 2023; Shafer & Vovk, testing by betting.
+  One factor per round from that round's own statistic, a mixture over fixed bets; valid
+  whatever the dependence between requests of one round (see below).
+* **E-detector** (regressions that start mid-window): Shin, Ramdas & Rinaldo, "E-detectors:
+  a nonparametric framework for sequential change detection", 2022: a Shiryaev-Roberts
+  statistic of the same factors.
+* **Counts as Poisson processes**: Lindon & Malek, "Anytime-valid inference for multinomial
+  count data", NeurIPS 2022, and Netflix's "Sequential A/B testing keeps the world
+  streaming" part 2 (2024): a count bet b x (expected events) is their Poisson likelihood
+  ratio for a rate ratio 1 + b, to first order.
+* **Passing on evidence**: asymptotic confidence sequences (Waudby-Smith, Arnold, Wu, Wang
+  & Ramdas, "Time-uniform central limit theory and asymptotic confidence sequences", 2021)
+  with Robbins' normal-mixture boundary (Howard, Ramdas, McAuliffe & Sekhon,
+  "Time-uniform, nonparametric, nonasymptotic confidence sequences", AoS 2021).
+* **Baselines**: Clopper-Pearson limits on the baseline rate on effective counts (divided
+  by the variance inflation measured across its periods, `intra_period_correlation`),
+  distribution-free order-statistic limits on a baseline quantile, the
+  Dvoretzky-Kiefer-Wolfowitz-Massart margin of its empirical distribution.
+* **Fixed horizon** (Kayenta-like, judged once): Mann-Whitney U from placements (normal
+  approximation with continuity correction, no tie correction), a pooled two-proportion
+  z-test, an exact binomial tail.
 
-Known costs. The tests accumulate from the deploy on: a regression that starts halfway
-through a window is found, but later than one present from the start. The baseline's
-uncertainty is paid for in full: a small baseline (a few hundred latency samples, a few
-dozen errors) makes relative bounds slow to fail, never quick to fail wrongly.
+Assumptions: rounds are independent of one another given the past (requests within a
+round may be correlated in any way); a bare value's rounds have mean at most the bound
+under the null. The pass side is asymptotically valid (it estimates the rounds' variance).
 """
 
 from __future__ import annotations
@@ -51,21 +46,12 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special as sc_special
 
-# scipy.special rather than scipy.stats: the same functions (stats' beta, binom and norm
-# call these), without importing all of scipy.stats — about 70 MB of the daemon's memory.
-
 FloatArray = npt.NDArray[np.float64]
 
-ODDS_RATIOS: FloatArray = np.array([1.02, 1.05, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0])
-"""Alternatives of the proportion mixture, as odds ratios over the null bound."""
-
-RANK_LAMBDAS: FloatArray = np.array([0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0])
-"""Bets of the rank mixture: lambda ~ 12 x the mean-placement shift it is tuned to."""
-
 SMALL_EFFECT_WEIGHT = 0.1
-"""Prior mass on the alternatives barely past the bound (the first three odds ratios, the
-first two lambdas). They matter only with lots of data, where a few nats more evidence cost
-little time; the rest of the mass goes to the effects one must catch within seconds."""
+"""Prior mass on the bets tuned to effects barely past the bound (the first two). They
+matter only with lots of data, where a few nats more evidence cost little time; the rest of
+the mass goes to the effects one must catch within seconds."""
 
 
 def _log_weights(count: int, small: int) -> FloatArray:
@@ -77,51 +63,6 @@ def _log_weights(count: int, small: int) -> FloatArray:
     )
     log_weights: FloatArray = np.log(weights)
     return log_weights
-
-
-_PROPORTION_LOG_WEIGHTS = _log_weights(len(ODDS_RATIOS), 3)
-_RANK_LOG_WEIGHTS = _log_weights(len(RANK_LAMBDAS), 2)
-_RANK_PSI: FloatArray = np.log(np.sinh(RANK_LAMBDAS / 2) / (RANK_LAMBDAS / 2))
-"""log E[exp(lambda (U - 1/2))] for U ~ Uniform(0, 1)."""
-
-_P_EPS = 1e-12
-
-
-def _log_mixture(log_terms: FloatArray, log_weights: FloatArray) -> FloatArray:
-    result: FloatArray = sc_special.logsumexp(log_terms + log_weights, axis=-1)
-    return result
-
-
-def proportion_log_e(bad: npt.ArrayLike, good: npt.ArrayLike, p0: float) -> FloatArray:
-    """Log e-value of H0: P(bad) <= p0 after cumulative `bad`/`good` counts (may be tempered).
-
-    Shapes broadcast; the result has the shape of the counts. `p0 >= 1` can never be
-    rejected (returns -inf); `p0` is clamped away from 0 so one event is never infinite
-    evidence.
-    """
-    bad_a = np.asarray(bad, dtype=np.float64)
-    good_a = np.asarray(good, dtype=np.float64)
-    if p0 >= 1.0:
-        return np.full(np.broadcast(bad_a, good_a).shape, -np.inf)
-    p0 = min(max(p0, _P_EPS), 1.0 - _P_EPS)
-    odds = (p0 / (1.0 - p0)) * ODDS_RATIOS
-    alt = odds / (1.0 + odds)
-    log_bad = np.log(alt / p0)
-    log_good = np.log((1.0 - alt) / (1.0 - p0))
-    terms = bad_a[..., None] * log_bad + good_a[..., None] * log_good
-    return _log_mixture(terms, _PROPORTION_LOG_WEIGHTS)
-
-
-def rank_log_e(centred_sum: npt.ArrayLike, n: npt.ArrayLike) -> FloatArray:
-    """Log e-value of H0: placements are no larger than Uniform(0, 1), convex order.
-
-    `centred_sum` is the cumulative sum of (placement - 1/2 - margin), `n` the cumulative
-    number of placements.
-    """
-    s = np.asarray(centred_sum, dtype=np.float64)
-    count = np.asarray(n, dtype=np.float64)
-    terms = s[..., None] * RANK_LAMBDAS - count[..., None] * _RANK_PSI
-    return _log_mixture(terms, _RANK_LOG_WEIGHTS)
 
 
 def intra_period_correlation(counts: npt.ArrayLike, totals: npt.ArrayLike) -> float | None:
@@ -270,3 +211,92 @@ def binomial_greater(bad: float, n: float, p0: float) -> float:
     if p0 >= 1.0:
         return 1.0
     return float(sc_special.bdtrc(math.ceil(bad) - 1, round(n), p0))
+
+
+# -- round-level e-processes (the daemon's fold) ----------------------------------------------
+#
+# One factor per round from that round's own statistic, so requests correlated within a round
+# (a burst of errors, a GC pause slowing a round's probes) cannot fabricate evidence.
+#
+# Betting (Waudby-Smith & Ramdas, "Estimating means of bounded random variables by betting",
+# JRSS-B 2023; Shafer & Vovk's testing by betting): for H0: E[y_k | past] <= 1 with y_k >= 0,
+# prod_k (1 + lambda_k (y_k - 1)), lambda_k in [0, 1] fixed before y_k is seen (it may depend
+# on the round's size), is a nonnegative supermartingale; so is a mixture over bets, and by
+# Ville's inequality it reaches 1/alpha with probability at most alpha, whenever it is looked
+# at. A round's y is its bad events over those the null allows (errors / (n p0), samples past
+# a bound / (n (1 - q)), mean placement / (1/2 + margin), a bare value / its bound). For a
+# count the bet per round is b x (n p0): 1 + b (c - n p0) is the Poisson likelihood ratio for
+# a rate ratio 1 + b to first order, linear rather than exponential in a round's count, which
+# is exactly what makes a burst count once.
+#
+# Change detection (Shin, Ramdas & Rinaldo, "E-detectors: a nonparametric framework for
+# sequential change detection", 2022): the Shiryaev-Roberts e-detector M_k = f_k (M_{k-1} + 1)
+# sums the e-processes started at every round. M_k - k is a supermartingale under H0, so over a
+# window of T rounds P(max M_k >= T / alpha) <= alpha: the same bound, for a regression that
+# starts at an unknown time.
+#
+# Passing on evidence: an asymptotic confidence sequence for the mean of the rounds' statistic
+# (Waudby-Smith, Arnold, Wu, Wang & Ramdas, "Time-uniform central limit theory and asymptotic
+# confidence sequences", 2021: Robbins' normal mixture as in Howard et al. 2021, with the
+# empirical variance of the rounds). The rounds' own spread is measured, so correlation within
+# a round widens it as it should; its variance is floored at what independent events at the
+# bound would give, so a handful of quiet rounds never proves anything.
+
+COUNT_BETS: FloatArray = np.array([0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 9.0])
+"""Bets per expected bad event (about the rate ratio - 1 they are tuned to)."""
+RANK_BETS: FloatArray = np.array([0.003, 0.01, 0.03, 0.1, 0.3, 1.0])
+"""Bets per sample on a round's mean placement (lambda = b x n, capped)."""
+VALUE_BETS: FloatArray = np.array([0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9])
+"""Bets on a bare value per round (fractions of the wealth)."""
+MAX_BET = 0.98
+"""Never stake everything: one round with no bad events must not end a bet for good."""
+
+BET_LOG_WEIGHTS: dict[str, FloatArray] = {
+    "count": _log_weights(len(COUNT_BETS), 2),
+    "rank": _log_weights(len(RANK_BETS), 2),
+    "value": _log_weights(len(VALUE_BETS), 2),
+}
+BETS: dict[str, FloatArray] = {"count": COUNT_BETS, "rank": RANK_BETS, "value": VALUE_BETS}
+
+
+def bet_log_factors(kind: str, y: float, size: float) -> FloatArray:
+    """Log of each bet's factor 1 + lambda (y - 1) for one round, lambda = min(b x size, MAX_BET).
+
+    `size` is the round's weight: expected bad events for counts, samples for ranks, 1 for a
+    bare value.
+    """
+    lam = np.minimum(BETS[kind] * max(size, 0.0), MAX_BET)
+    out: FloatArray = np.log1p(lam * (max(y, 0.0) - 1.0))
+    return out
+
+
+def log_mix(log_wealth: npt.ArrayLike, kind: str) -> float:
+    """Log of the prior-weighted mixture of the bets' wealth (a small logsumexp, written out:
+    scipy's is 20x slower on eight numbers, and the daemon calls this every round)."""
+    terms = np.asarray(log_wealth, np.float64) + BET_LOG_WEIGHTS[kind]
+    top = float(terms.max())
+    if not math.isfinite(top):
+        return top
+    return top + math.log(float(np.exp(terms - top).sum()))
+
+
+def sr_update(log_sr: npt.ArrayLike, log_factor: FloatArray) -> FloatArray:
+    """One Shiryaev-Roberts step in logs: log(f (M + 1))."""
+    out: FloatArray = log_factor + np.logaddexp(np.asarray(log_sr, np.float64), 0.0)
+    return out
+
+
+def cs_radius(t: float, variance: float, alpha: float, t_opt: float) -> float:
+    """One-sided radius of the asymptotic confidence sequence for a mean after `t` rounds.
+
+    Robbins' normal mixture boundary for a sum with variance V = t sigma^2,
+    sqrt((V + 1/rho^2)(log(1 + rho^2 V) + 2 log(1/alpha))), divided by t; rho is tuned to be
+    tightest after `t_opt` rounds (Howard et al. 2021).
+    """
+    if t <= 0:
+        return math.inf
+    sd = math.sqrt(max(variance, 0.0))
+    log_a = math.log(1.0 / alpha)
+    t_opt = max(t_opt, 1.0)
+    rho2 = (2.0 * log_a + math.log(2.0 * log_a + 1.0)) / t_opt
+    return sd * math.sqrt((t + 1.0 / rho2) * (math.log(1.0 + rho2 * t) + 2.0 * log_a)) / t

@@ -69,6 +69,9 @@ class Policy:
     name: PolicyName = "sequential"
     failure_limit: int = 3
     confidence: float = 0.99
+    pass_on: Literal["evidence", "no_failure"] = "evidence"
+    """sequential: a rule passes only on evidence that it is within its bounds (`evidence`),
+    or whenever it did not fail (`no_failure`, the older meaning)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +98,8 @@ class Verdict:
     """The window's judgement after a round.
 
     `decision` is `fail` as soon as the evidence says so, `continue` while the
-    window runs, and at the window's end `pass` or `inconclusive` (no rule had
-    data to judge).
+    window runs, and at the window's end `pass` or `inconclusive` (a rule lacked
+    evidence of a pass, or had no data).
     """
 
     decision: WindowDecision

@@ -7,9 +7,13 @@ from __future__ import annotations
 from dataclasses import MISSING, fields
 from typing import Any
 
+from agent.analysis import sketch
 from agent.analysis.types import Observation, RuleVerdict, Verdict
 from common.jsonsafe import json_safe
 from common.times import rfc3339
+
+RAW_VALUES = 50
+"""A stored round keeps at most this many raw values; a histogram holds them all."""
 
 _OBSERVATION_DEFAULTS = {f.name: f.default for f in fields(Observation) if f.default is not MISSING}
 
@@ -26,6 +30,18 @@ def observation_to_dict(obs: Observation) -> dict[str, Any]:
         elif isinstance(value, float):
             value = json_safe(value)
         data[name] = value
+    return data
+
+
+def bounded_observation_dict(obs: Observation) -> dict[str, Any]:
+    """A round's observation for the store: the first `RAW_VALUES` raw values, and a
+    histogram (`agent.analysis.sketch`) of all of them, so a round of 10,000 latencies
+    stores a few hundred numbers. The judge's state, not these, is what a restart resumes."""
+    data = observation_to_dict(obs)
+    if len(obs.values) > RAW_VALUES:
+        data["values"] = data["values"][:RAW_VALUES]
+        data["histogram"] = sketch.add({}, obs.values)
+        data["samples"] = len(obs.values)
     return data
 
 

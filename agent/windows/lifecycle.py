@@ -9,15 +9,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agent.analysis.judge import judge
+from agent.analysis.judge import Judge, State
 from agent.analysis.observe import merge, observe
 from agent.analysis.types import Observation, Policy, Rule, RuleVerdict, Verdict
 from agent.metrics import Metrics
-from agent.providers.base import DeployScope, Period, Provider, round_increment
+from agent.providers.base import (
+    BucketedProvider,
+    DeployScope,
+    Period,
+    Provider,
+    round_increment,
+)
 from agent.records import DeployWindow, RollbackIntent, RoundRecord, WindowState
 from agent.rollback.contract import rollback_intent
 from agent.rollback.delivery import RollbackDelivery
@@ -25,6 +33,7 @@ from agent.settings import EnvironmentSettings, RuleSettings
 from agent.store.base import Store
 from agent.windows.alert_once import WindowAlerts
 from agent.windows.evidence import (
+    bounded_observation_dict,
     breaches,
     breaches_as_rules,
     observation_from_dict,
@@ -38,6 +47,12 @@ from checks.base import CheckResult, Sample
 from common.times import rfc3339
 
 log = logging.getLogger("postflight.window")
+
+BASELINE_BUCKET_S = 300.0
+"""A provider baseline's bucket: five minutes (12 buckets in the default hour)."""
+
+CANARY_SAMPLES = 20_000
+"""A canary's stable side: the most recent samples kept as its baseline (bounded memory)."""
 
 
 @dataclass
@@ -101,6 +116,7 @@ class WindowWatch:
             name=env.analysis.policy,
             failure_limit=env.analysis.failure_limit,
             confidence=env.analysis.confidence,
+            pass_on=env.analysis.pass_on,
         )
         self.scope = DeployScope(
             deploy_id=window.id,
@@ -111,9 +127,17 @@ class WindowWatch:
             baseline=env.baseline,
             canary=env.baseline_url is not None,
         )
-        self.history: list[dict[str, Observation]] = []
+        self.horizon = max(1, math.ceil((window.ends_at - window.deployed_at) / env.interval))
+        """Rounds the window is planned to last (the e-detector's false-alarm bound)."""
+        self.compiled: Judge | None = None
+        """The judge compiled against the baselines (once; every round for a canary)."""
+        self.judge_state: State | None = None
+        """The judge's fold after the latest round: all a restart needs to go on."""
+        self.latest: dict[str, Observation] = {}
+        self.replay: list[dict[str, Observation]] = []
+        """Rounds stored without a judge state (an older version): folded once on resume."""
         self.baselines: dict[str, Observation] = {}
-        self.canary_samples: list[Sample] = []
+        self.canary_samples: deque[Sample] = deque(maxlen=CANARY_SAMPLES)
         self.cumulative: dict[str, Observation] = {}
         """Each provider rule's latest figures since the deploy (see `round_increment`)."""
         self.links: dict[str, str] = {}
@@ -125,6 +149,8 @@ class WindowWatch:
             r["name"]: _state_of(r["outcome"], r.get("evidence") or {})
             for r in (window.verdict or {}).get("rules", [])
         }
+        self.warned: set[str] = set()
+        """Rules already warned about (a bound below what they can detect)."""
         self.log = logging.LoggerAdapter(
             log, {"deploy_id": window.id, "environment": window.environment}
         )
@@ -169,8 +195,8 @@ class WindowWatch:
                 return
             observations, results = await self._gather_round(length)
             final = self.s.clock() >= self.window.ends_at - 0.01
-            verdict = self._judge(observations, final=final)
-            self.history.append(observations)
+            self.judge_state, verdict = self._judge(observations, final=final)
+            self.latest = observations
             summary = self._round_summary(observations, results, verdict)
             summary["lag_s"] = round(lag, 6)
             decided_at = self.s.clock() if verdict.decision != "continue" else None
@@ -183,6 +209,7 @@ class WindowWatch:
                 self.log.info("window ended or taken over meanwhile; stop watching")
                 return
             self.window.rounds = number
+            self._warn_undetectable(verdict)
             self._count_rules(verdict)
             self._alert_rules(verdict)
             self.window.verdict = verdict_json
@@ -194,9 +221,14 @@ class WindowWatch:
                 return
 
     async def _load_history(self) -> None:
+        """Resume from the latest stored judge state (rounds before it are not replayed)."""
         for record in await self.s.store.rounds(self.window.id):
-            obs = record.summary.get("observations", {})
-            self.history.append({k: observation_from_dict(v) for k, v in obs.items()})
+            state = record.summary.get("judge")
+            if isinstance(state, dict):
+                self.judge_state, self.replay = state, []
+            else:
+                obs = record.summary.get("observations", {})
+                self.replay.append({k: observation_from_dict(v) for k, v in obs.items()})
             for name, data in record.summary.get("cumulative", {}).items():
                 self.cumulative[name] = observation_from_dict(data)
             for item in record.summary.get("canary", []):
@@ -211,7 +243,7 @@ class WindowWatch:
         lookback = Period(t0 - self.env.lookback, t0)
         periods = await self._background_periods(lookback)
         fetches = {
-            rule.name: self._fetch(rule, lookback, self.window.previous_version)
+            rule.name: self._fetch_baseline(rule, lookback)
             for rule in self.judge_rules
             if rule.source != "checks"
         }
@@ -252,6 +284,19 @@ class WindowWatch:
                 rules=[],
                 provider=name,
             )
+
+    async def _fetch_baseline(self, rule: Rule, lookback: Period) -> Observation:
+        """A provider rule's baseline: a series of buckets pooled by `merge` (so its spread
+        is measured) when the provider can answer one, else one fetch of the lookback."""
+        provider = self.s.providers.get(rule.source)
+        release = self.window.previous_version
+        if not isinstance(provider, BucketedProvider):
+            return await self._fetch(rule, lookback, release)
+        buckets = await provider.fetch_buckets(
+            rule, self.scope, lookback, release, bucket_s=BASELINE_BUCKET_S
+        )
+        with_data = [b for b in buckets if b.has_data]
+        return merge(with_data) if with_data else await self._fetch(rule, lookback, release)
 
     async def _background_periods(self, period: Period) -> list[list[Sample]]:
         """The background probes before the deploy, one list per background run."""
@@ -305,8 +350,8 @@ class WindowWatch:
                     # a canary's stable side, probed side by side, is the baseline
                     self.baselines[rule.name] = observe(
                         judged,
-                        self.canary_samples,
-                        length * (len(self.history) + 1),
+                        list(self.canary_samples),
+                        length * (self.window.rounds + 1),
                         target="baseline",
                     )
             else:
@@ -317,14 +362,19 @@ class WindowWatch:
                     self.cumulative[rule.name] = current
         return observations, results
 
-    def _judge(self, observations: dict[str, Observation], *, final: bool) -> Verdict:
-        return judge(
-            self.judge_rules,
-            self.baselines,
-            [*self.history, observations],
-            self.policy,
-            final=final,
-        )
+    def _judge(self, observations: dict[str, Observation], *, final: bool) -> tuple[State, Verdict]:
+        """One step of the judge's fold from the stored state (a canary's baseline moves each
+        round: the judge is compiled against the baseline known before the round)."""
+        if self.compiled is None or self.env.baseline_url:
+            self.compiled = Judge(
+                self.judge_rules, self.baselines, self.policy, horizon=self.horizon
+            )
+        judge = self.compiled
+        state = self.judge_state or judge.start()
+        for old in self.replay:
+            state, _ = judge.step(state, old, final=False)
+        self.replay = []
+        return judge.step(state, observations, final=final)
 
     def _round_summary(
         self,
@@ -351,11 +401,12 @@ class WindowWatch:
             if r.samples and r.samples[0].target == "baseline"
         ]
         return {
-            "observations": {k: observation_to_dict(v) for k, v in observations.items()},
+            "observations": {k: bounded_observation_dict(v) for k, v in observations.items()},
             "checks": checks,
             "canary": canary,
             "cumulative": {k: observation_to_dict(v) for k, v in self.cumulative.items()},
             "decision": verdict.decision,
+            "judge": self.judge_state,
         }
 
     # outcomes --------------------------------------------------------------
@@ -367,6 +418,20 @@ class WindowWatch:
             if query and item.get("source") != "checks":
                 item.setdefault("query", query)
         return rules
+
+    def _warn_undetectable(self, verdict: Verdict) -> None:
+        """Once per rule and window: its bound is tighter than the smallest change it can
+        detect by the window's end at this traffic (more probes or a longer window help)."""
+        for rule in verdict.rules:
+            can = rule.evidence.get("detectable") or {}
+            if can.get("bound_below_detectable") and rule.name not in self.warned:
+                self.warned.add(rule.name)
+                self.log.warning(
+                    "rule %s: %s is below what it %s at this traffic",
+                    rule.name,
+                    rule.threshold,
+                    can.get("text", "can detect"),
+                )
 
     def _count_rules(self, verdict: Verdict) -> None:
         for rule in verdict.rules:
@@ -403,7 +468,7 @@ class WindowWatch:
         `provider_unreachable` per provider per window."""
         previous = self.last_outcomes
         self.last_outcomes = {r.name: _state(r) for r in verdict.rules}
-        latest = self.history[-1] if self.history else {}
+        latest = self.latest
         for rule in verdict.rules:
             as_dict = [rule_to_dict(rule, self.links)]
             if _state(rule) == "breached":

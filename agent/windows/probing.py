@@ -164,10 +164,23 @@ class BackgroundProber:
             await asyncio.sleep(every)
 
     async def probe_once(self, name: str, probe: EnvironmentProbe, check: Check) -> None:
-        result = await probe.run_once(check)
+        """One background run: `background_burst(check)` probes spread over one round's
+        length (as a window's round spreads them, so they measure the same latency), stored
+        as one period. A burst per run gives the baseline enough samples for the rules'
+        bounds, and lets `merge` measure how bursty errors are within a period."""
+        burst = background_burst(check, probe.env)
+        span = min(probe.env.interval, probe.env.background_interval)
+        results = await probe.run_round(span, probes=burst, kinds=lambda c: c is check)
         now = self.clock()
-        await self.store.add_probe_summary(name, check.name, now, summarize(result.samples))
+        summary = summarize([s for r in results for s in r.samples])
+        await self.store.add_probe_summary(name, check.name, now, summary)
         await self.store.prune_probe_summaries(now - self.retention)
+
+
+def background_burst(check: Check, env: EnvironmentSettings) -> int:
+    """Probes per background run: `probes_per_round` for probing checks (the same number a
+    round makes), one run of a load check (it makes its own traffic)."""
+    return 1 if check.once_per_round else env.probes_per_round
 
 
 def background_every(check: Check, env: EnvironmentSettings) -> float | None:

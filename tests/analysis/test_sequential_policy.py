@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as sc_stats
 
 from agent.analysis import Observation, Policy, Rule, judge, merge
-from agent.analysis.sequential import BASELINE_SHARE, BaselineData, SequentialRule
+from agent.analysis.sequential import BASELINE_SHARE
 
 SEQUENTIAL = Policy("sequential", confidence=0.99)
 ERRORS = Rule("errors", "checks", "error_rate", max_increase=0.2)
@@ -69,7 +69,8 @@ def test_a_significant_change_within_the_tolerance_passes() -> None:
     rounds = rounds_of(ERRORS, [rate(1_100, 100_000)] * 30)  # 1.10%: +10%, over 3M requests
     verdict = judge([ERRORS], base, rounds, SEQUENTIAL, final=True)
     assert verdict.decision == "pass"
-    beyond = rounds_of(ERRORS, [rate(1_300, 100_000)] * 30)  # +30%
+    # one bounded bet per round (valid whatever happens within a round) needs a clear margin
+    beyond = rounds_of(ERRORS, [rate(1_600, 100_000)] * 30)  # +60%
     assert judge([ERRORS], base, beyond, SEQUENTIAL, final=True).decision == "fail"
 
 
@@ -79,14 +80,14 @@ def test_latency_regression_fails_and_names_its_evidence() -> None:
     base = {"p95": merge([latency_obs(rng.lognormal(-2.5, 0.6, 100)) for _ in range(20)])}
     slow = [latency_obs(2 * rng.lognormal(-2.5, 0.6, 50)) for _ in range(30)]
     at = first_failure([rule], base, rounds_of(rule, slow))
-    assert at is not None and at <= 5
+    assert at is not None and at <= 8
     verdict = judge([rule], base, rounds_of(rule, slow[:at]), SEQUENTIAL, final=False)
     tests = {c["test"] for c in verdict.rules[0].evidence["components"]}
     assert tests == {
-        "sequential rank test (Mann-Whitney placements)",
-        "mixture likelihood ratio on samples past the bound",
+        "betting e-process on each round's mean placement (Mann-Whitney)",
+        "betting e-process on each round's samples past the bound",
     }
-    same = [latency_obs(rng.lognormal(-2.5, 0.6, 50)) for _ in range(30)]
+    same = [latency_obs(rng.lognormal(-2.5, 0.6, 50)) for _ in range(60)]
     assert judge([rule], base, rounds_of(rule, same), SEQUENTIAL, final=True).decision == "pass"
 
 
@@ -99,7 +100,7 @@ def latency_obs(values: np.ndarray) -> Observation:
 
 def test_absolute_latency_bound_tests_the_share_of_slow_samples() -> None:
     rule = Rule("p95", "checks", "latency_p95", max=0.3)
-    fast = [latency_obs(np.full(20, 0.1)) for _ in range(10)]
+    fast = [latency_obs(np.full(20, 0.1)) for _ in range(40)]
     slow = [latency_obs(np.r_[np.full(10, 0.1), np.full(10, 0.5)]) for _ in range(10)]
     assert judge([rule], {}, rounds_of(rule, fast), SEQUENTIAL, final=True).decision == "pass"
     assert first_failure([rule], {}, rounds_of(rule, slow)) is not None
@@ -109,8 +110,9 @@ def test_decrease_direction_fails_on_a_drop_of_crash_free_sessions() -> None:
     rule = Rule("crash-free", "sentry", "crash_free_rate", max_increase=0.01, direction="decrease")
     base = {rule.name: rate(9_990, 10_000)}  # 99.9% crash-free
     drop = rounds_of(rule, [rate(950, 1_000)] * 5)  # 95%
-    same = rounds_of(rule, [rate(999, 1_000)] * 5)
-    assert first_failure([rule], base, drop) == 1
+    same = rounds_of(rule, [rate(999, 1_000)] * 30)
+    at = first_failure([rule], base, drop)
+    assert at is not None and at <= 5
     assert judge([rule], base, same, SEQUENTIAL, final=True).decision == "pass"
 
 
@@ -128,12 +130,22 @@ def test_min_samples_holds_back_a_failure() -> None:
     assert judge([rule], {}, rounds * 2, SEQUENTIAL, final=False).decision == "fail"
 
 
-def test_bare_values_fall_back_to_the_threshold_streak() -> None:
+def test_bare_values_get_a_sequential_test_of_their_mean() -> None:
     rule = Rule("http-5xx", "prometheus", "error_rate", max=0.01)
     rounds = rounds_of(rule, [Observation(0.2)] * 3)
     verdict = judge([rule], {}, rounds, Policy("sequential", failure_limit=3), final=False)
     assert verdict.decision == "fail"
-    assert verdict.reason == "http-5xx: error_rate 0.2 > max 0.01 for 3 rounds"
+    assert verdict.reason.startswith("http-5xx: error_rate 0.2 > max 0.01, likelihood ratio ")
+    assert verdict.reason.endswith(" after 3 rounds")
+    one_spike = rounds_of(rule, [Observation(0.2)] + [Observation(0.002)] * 29)
+    assert judge([rule], {}, one_spike, SEQUENTIAL, final=True).decision != "fail"
+
+
+def test_a_min_on_a_bare_value_that_is_not_a_rate_keeps_the_threshold_streak() -> None:
+    rule = Rule("rps", "prometheus", "throughput", min=10.0)
+    rounds = rounds_of(rule, [Observation(1.0)] * 3)
+    verdict = judge([rule], {}, rounds, Policy("sequential", failure_limit=3), final=False)
+    assert verdict.reason == "rps: throughput 1 < min 10 for 3 rounds"
 
 
 def test_the_error_budget_is_split_between_rules() -> None:
@@ -143,35 +155,14 @@ def test_the_error_budget_is_split_between_rules() -> None:
     assert verdict.rules[0].evidence["alpha"] == pytest.approx(0.005)
 
 
-def test_judge_and_the_benchmark_share_one_decision() -> None:
-    """The bench feeds arrays to SequentialRule; judge() must fail at the same round."""
-    rng = np.random.default_rng(4)
-    totals = rng.poisson(10, 200)
-    counts = rng.binomial(totals, 0.04)
-    base_counts, base_totals = rng.binomial(10, 0.01, 600), np.full(600, 10)
-    base_obs = merge([rate(int(c), int(t)) for c, t in zip(base_counts, base_totals, strict=True)])
-    rounds = rounds_of(
-        ERRORS,
-        [
-            rate(int(c), int(t)) if t else Observation(None, error="no samples")
-            for c, t in zip(counts, totals, strict=True)
-        ],
-    )
-    verdict = judge([ERRORS], {"errors": base_obs}, rounds, SEQUENTIAL, final=True)
-    direct = SequentialRule(
-        ERRORS, BaselineData.from_observation(base_obs), "proportion", 0.01
-    ).scan_counts(counts, totals)
-    assert verdict.decision == "fail"
-    assert verdict.rules[0].evidence["failed_at_round"] == direct.failed_at
-
-
 def test_malformed_figures_cannot_fabricate_evidence() -> None:
     """Counts above their total are clipped; NaN latencies are dropped, not ranked last."""
     rule = Rule("p95", "checks", "latency_p95", max_increase=0.1)
     base = {"p95": latency_obs(np.linspace(0.05, 0.2, 500))}
     nan_round = Observation(0.1, values=(math.nan,) * 50 + (0.1,), quantile=0.95, total=51)
     verdict = judge([rule], base, rounds_of(rule, [nan_round] * 40), SEQUENTIAL, final=True)
-    assert verdict.decision == "pass"
+    assert verdict.decision != "fail"
+    assert verdict.rules[0].evidence["samples"] == 40
     over = Observation(0.02, count=500, total=100)  # a provider bug: more errors than requests
     rounds = rounds_of(ERRORS, [over] * 3)
     verdict = judge([ERRORS], {"errors": baseline(1, 100)}, rounds, SEQUENTIAL, final=True)

@@ -11,50 +11,61 @@ from scipy import stats as sc_stats
 from agent.analysis import stats
 
 
-def test_proportion_e_value_is_the_weighted_mean_likelihood_ratio_over_the_grid() -> None:
-    p0, bad, good = 0.1, 3, 7
-    mixture = 0.0
-    grid = (1.02, 1.05, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
-    for i, r in enumerate(grid):
-        weight = 0.1 / 3 if i < 3 else 0.9 / 6
-        odds = p0 / (1 - p0) * r
-        p = odds / (1 + odds)
-        mixture += weight * (p / p0) ** bad * ((1 - p) / (1 - p0)) ** good
-    expected = math.log(mixture)
-    assert float(stats.proportion_log_e(bad, good, p0)) == pytest.approx(expected, rel=1e-12)
+def _fold(kind: str, y: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Log e-value from the deploy and of the Shiryaev-Roberts e-detector, per round."""
+    wealth = np.zeros(len(stats.BETS[kind]))
+    sr = np.full(len(stats.BETS[kind]), -np.inf)
+    start, detector = [], []
+    for yk, nk in zip(y, size, strict=True):
+        f = stats.bet_log_factors(kind, float(yk), float(nk))
+        wealth = wealth + f
+        sr = stats.sr_update(sr, f)
+        start.append(stats.log_mix(wealth, kind))
+        detector.append(stats.log_mix(sr, kind))
+    return np.array(start), np.array(detector)
 
 
-def test_proportion_e_value_grows_with_bad_events_and_shrinks_with_good_ones() -> None:
-    assert stats.proportion_log_e(5, 95, 0.01) > stats.proportion_log_e(4, 96, 0.01)
-    assert stats.proportion_log_e(1, 1000, 0.01) < 0
+def test_a_round_factor_is_the_poisson_likelihood_ratio_to_first_order() -> None:
+    # one expected bad event in 100 rounds' worth: a bet b x (n p0) on y = count / (n p0)
+    log_f = stats.bet_log_factors("count", 1.0 / 0.01, 0.01)
+    assert np.allclose(log_f, np.log1p(stats.COUNT_BETS * 0.99), rtol=1e-9)
+    assert np.all(stats.bet_log_factors("count", 0.0, 1000.0) >= math.log(1 - stats.MAX_BET))
 
 
-def test_proportion_bound_of_one_can_never_be_rejected() -> None:
-    assert np.all(np.isneginf(stats.proportion_log_e([5, 10], [0, 0], 1.0)))
-
-
-def test_proportion_test_keeps_its_level_when_looked_at_every_round() -> None:
+def test_the_count_test_keeps_its_level_under_bursts_within_rounds() -> None:
+    """Errors at exactly the bound, but a round's requests fail together (beta-binomial,
+    strong correlation): one factor per round keeps the level, looked at every round, from
+    the deploy and as an e-detector over 200 rounds."""
     rng = np.random.default_rng(7)
-    alpha, p0 = 0.05, 0.05
-    bad = rng.binomial(10, p0, size=(4000, 200)).cumsum(axis=1)
-    n = np.arange(1, 201) * 10
-    log_e = stats.proportion_log_e(bad, n - bad, p0)
-    ever = np.any(log_e >= math.log(1 / alpha), axis=1).mean()
-    assert ever <= alpha
+    alpha, p0, rounds, n = 0.05, 0.05, 200, 20
+    crossed_start = crossed_detector = 0
+    for _ in range(300):
+        p = rng.beta(p0 * 2.0, (1 - p0) * 2.0, size=rounds)
+        count = rng.binomial(n, p)
+        start, detector = _fold("count", count / (n * p0), np.full(rounds, n * p0))
+        crossed_start += bool(np.any(start >= math.log(1 / alpha)))
+        crossed_detector += bool(np.any(detector >= math.log(rounds / alpha)))
+    assert crossed_start / 300 <= alpha
+    assert crossed_detector / 300 <= alpha
 
 
-def test_rank_test_keeps_its_level_when_looked_at_every_sample() -> None:
-    rng = np.random.default_rng(11)
-    alpha = 0.05
-    centred = (rng.uniform(size=(4000, 300)) - 0.5).cumsum(axis=1)
-    log_e = stats.rank_log_e(centred, np.arange(1, 301))
-    ever = np.any(log_e >= math.log(1 / alpha), axis=1).mean()
-    assert ever <= alpha
+def test_the_count_test_detects_a_doubling_and_a_late_one() -> None:
+    rng = np.random.default_rng(3)
+    p0, n, rounds = 0.02, 50, 300
+    count = rng.binomial(n, 2 * p0, size=rounds)
+    start, _ = _fold("count", count / (n * p0), np.full(rounds, n * p0))
+    assert start[-1] > math.log(1000)
+    late = np.r_[rng.binomial(n, p0 / 2, size=200), rng.binomial(n, 3 * p0, size=100)]
+    start, detector = _fold("count", late / (n * p0), np.full(rounds, n * p0))
+    first = np.argmax(detector >= math.log(rounds / 0.01))
+    assert detector[first] >= math.log(rounds / 0.01) and 200 <= first < 260
 
 
-def test_rank_test_detects_a_shift() -> None:
-    centred = np.full(200, 0.2).cumsum()
-    assert stats.rank_log_e(centred, np.arange(1, 201))[-1] > math.log(1000)
+def test_the_confidence_sequence_narrows_like_one_over_root_t() -> None:
+    wide = stats.cs_radius(10, 0.01, 0.01, 50)
+    narrow = stats.cs_radius(1000, 0.01, 0.01, 50)
+    assert narrow < wide / 5
+    assert stats.cs_radius(0, 0.01, 0.01, 50) == math.inf
 
 
 def test_placements_use_mid_ranks_for_ties() -> None:

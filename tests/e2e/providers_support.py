@@ -258,6 +258,7 @@ def environment_yaml(
     lookback: str = "10m",
     policy: str = "sequential",
     failure_limit: int = 2,
+    pass_on: str = "evidence",
     sentry: bool = True,
     newrelic: bool = True,
 ) -> str:
@@ -281,6 +282,7 @@ def environment_yaml(
         "  analysis:",
         f"    policy: {policy}",
         f"    failure_limit: {failure_limit}",
+        f"    pass_on: {pass_on}",
         "  rules:",
         rules.rstrip("\n"),
         "  rollback:",

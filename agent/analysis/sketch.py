@@ -1,0 +1,53 @@
+"""A quantile sketch of positive values: log-spaced buckets, 1% relative accuracy.
+
+Pure: no I/O. The judge's state keeps one per distribution rule (the window's pooled
+percentile, shown as `observed`) and round summaries keep one beside a few raw values, so
+neither grows with the number of samples. Same idea as DDSketch (Masson, Rim & Lee, VLDB
+2019): bucket i holds values in (g^(i-1), g^i], any quantile is read to within a factor g.
+Written out because it is a dozen lines; a dependency would add more than it saves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+GAMMA = 1.02
+"""Bucket ratio: a quantile read from the sketch is within 1% of the true value."""
+_LOG_GAMMA = math.log(GAMMA)
+_ZERO = "z"
+"""Bucket of values <= 0 (a latency of 0 on a coarse clock)."""
+
+
+def add(sketch: dict[str, int], values: Iterable[float]) -> dict[str, int]:
+    """Count `values` into `sketch` (updated in place and returned); non-finite ones skipped."""
+    x = np.fromiter(values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    zeros = int(np.count_nonzero(x <= 0))
+    if zeros:
+        sketch[_ZERO] = sketch.get(_ZERO, 0) + zeros
+    keys, counts = np.unique(np.ceil(np.log(x[x > 0]) / _LOG_GAMMA), return_counts=True)
+    for key, count in zip(keys.tolist(), counts.tolist(), strict=True):
+        name = str(int(key))
+        sketch[name] = sketch.get(name, 0) + count
+    return sketch
+
+
+def size(sketch: Mapping[str, int]) -> int:
+    return sum(sketch.values())
+
+
+def quantile(sketch: Mapping[str, int], q: float) -> float | None:
+    """The q-quantile (nearest rank), as the bucket's geometric middle; None when empty."""
+    n = size(sketch)
+    if n == 0:
+        return None
+    rank = max(1, math.ceil(q * n))
+    seen = 0
+    for key in sorted(sketch, key=lambda k: -math.inf if k == _ZERO else int(k)):
+        seen += sketch[key]
+        if seen >= rank:
+            return 0.0 if key == _ZERO else GAMMA ** (int(key) - 0.5)
+    return None

@@ -1,0 +1,42 @@
+"""What a rule's evidence says about itself: the smallest regression it can detect, and the
+bounded round summaries the store keeps."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agent.analysis import Observation, Policy, Rule, judge, merge
+from agent.analysis.sketch import quantile, size
+from agent.windows.evidence import RAW_VALUES, bounded_observation_dict
+
+
+def latency_obs(values: np.ndarray) -> Observation:
+    vals = tuple(float(v) for v in values)
+    return Observation(float(np.percentile(vals, 95)), values=vals, quantile=0.95)
+
+
+def test_a_rule_says_what_it_can_detect_and_whether_its_bound_is_below_it() -> None:
+    rng = np.random.default_rng(5)
+    rule = Rule("p95", "checks", "latency_p95", max_increase=0.05)
+    base = {"p95": merge([latency_obs(rng.lognormal(-2.5, 0.5, 20)) for _ in range(30)])}
+    rounds = [{"p95": latency_obs(rng.lognormal(-2.5, 0.5, 5))} for _ in range(3)]
+    few = judge([rule], base, rounds, Policy(), final=False, horizon=20)
+    can = few.rules[0].evidence["detectable"]
+    assert can["text"].startswith("can detect latency_p95 +")
+    assert can["text"].endswith("by the window's end")
+    assert can["effect"] > 0.05 and can["bound_below_detectable"] is True
+    # ten times the traffic and a longer window: a smaller regression is within reach
+    many = [{"p95": latency_obs(rng.lognormal(-2.5, 0.5, 50))} for _ in range(3)]
+    more = judge([rule], base, many, Policy(), final=False, horizon=200)
+    assert more.rules[0].evidence["detectable"]["effect"] < can["effect"]
+
+
+def test_a_stored_round_keeps_fifty_raw_values_and_a_histogram_of_all() -> None:
+    values = np.random.default_rng(1).lognormal(-2.5, 0.5, 5_000)
+    stored = bounded_observation_dict(latency_obs(values))
+    assert len(stored["values"]) == RAW_VALUES
+    assert size(stored["histogram"]) == stored["samples"] == 5_000
+    p95 = quantile(stored["histogram"], 0.95)
+    assert p95 is not None and abs(p95 / np.percentile(values, 95) - 1) < 0.02
+    small = bounded_observation_dict(latency_obs(values[:10]))
+    assert len(small["values"]) == 10 and "histogram" not in small

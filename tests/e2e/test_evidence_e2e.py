@@ -1,0 +1,272 @@
+"""The sequential judge live, as a new user runs it: the default policy (sequential, pass on
+evidence), a baseline from background probes before the deploy, sub-second rounds.
+
+* errors x5 against an `error_rate max` rule are rolled back;
+* latency x2 against a `latency_p95 max_increase 50%` rule is rolled back;
+* an A/A deploy passes, on evidence (every rule shows its bound holds);
+* 20 A/A windows whose errors come in bursts within rounds end with no rollback.
+
+Truth from outside: rollbacks are counted at the receiver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from agent.api.models import Deploy
+from agent.cli.render import Style, details
+from tests.e2e.conftest import SECRET, AgentFactory
+from tests.receivers import JsonSink, RollbackReceiver
+
+
+class NoisyTarget:
+    """A service with a share of failing answers and lognormal latency. `burst`: errors come
+    in bursts (each `slot` seconds of wall clock is bad with probability `burst`, and then
+    `error_rate` / `burst` of its requests fail), so requests of one round fail together."""
+
+    def __init__(self, seed: int) -> None:
+        self.error_rate = 0.0
+        self.latency_s = 0.0
+        self.burst = 0.0
+        self.slot = 0.2
+        self.rng = random.Random(seed)
+        self.bad_slots: dict[int, bool] = {}
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    def _fails(self) -> bool:
+        if not self.burst:
+            return self.rng.random() < self.error_rate
+        slot = int(asyncio.get_running_loop().time() / self.slot)
+        if slot not in self.bad_slots:
+            self.bad_slots[slot] = self.rng.random() < self.burst
+        return self.bad_slots[slot] and self.rng.random() < self.error_rate / self.burst
+
+    async def health(self, request: web.Request) -> web.Response:
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s * math.exp(0.3 * self.rng.gauss(0.0, 1.0)))
+        if self._fails():
+            return web.json_response({"status": "error"}, status=503)
+        return web.json_response({"status": "ok"})
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/api/health", self.health)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+@pytest.fixture
+async def targets() -> AsyncIterator[list[NoisyTarget]]:
+    made = [NoisyTarget(seed) for seed in range(5)]
+    for target in made:
+        await target.start()
+    yield made
+    for target in made:
+        await target.stop()
+
+
+def environment(
+    name: str, url: str, receiver: str, *, window: str, rules: str, probes: int = 20
+) -> str:
+    """Defaults except what keeps a test short: sub-second rounds, seconds-long windows, a
+    background run every 200 ms (each `probes_per_round` probes spread over a round's 200 ms,
+    the rate rounds probe at, so both measure the same latency)."""
+    return f"""
+    {name}:
+      base_url: {url}
+      window: {window}
+      interval: 200ms
+      lookback: 1m
+      background_interval: 200ms
+      probes_per_round: {probes}
+      checks:
+        - {{name: api-health, type: http, path: /api/health, timeout: 2s}}
+      rules:
+{rules}
+      rollback: {{url: {receiver}, secret: {SECRET}, backoff: 100ms}}
+    """
+
+
+ERRORS_MAX = "        - {name: errors, source: checks, metric: error_rate, max: 0.05}"
+LATENCY_RELATIVE = (
+    "        - {name: p95, source: checks, check: api-health, metric: latency_p95,"
+    " max_increase: 50%}"
+)
+ERRORS_RELATIVE = "        - {name: errors, source: checks, metric: error_rate, max_increase: 100%}"
+
+
+async def test_errors_x5_are_rolled_back(
+    start_agent: AgentFactory, targets: list[NoisyTarget], rollback_receiver: Any
+) -> None:
+    target = targets[0]
+    target.error_rate = 0.02
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    rules = f"{ERRORS_MAX}\n{LATENCY_RELATIVE}"
+    agent = await start_agent(
+        environment("production", target.url, receiver.url, window="12s", rules=rules)
+    )
+    await asyncio.sleep(6.0)  # the background baseline before the deploy
+    target.error_rate = 0.10
+    deploy = await agent.register("production", "v-errors")
+    final = await agent.settled(deploy["id"], within=30)
+    assert final["state"] == "rolled_back", final["verdict"]
+    failing = [r for r in final["verdict"]["rules"] if r["outcome"] == "fail"]
+    assert [r["name"] for r in failing] == ["errors"]
+    assert len(receiver.attempts) == 1
+
+
+async def test_latency_x2_on_a_max_increase_rule_is_rolled_back(
+    start_agent: AgentFactory, targets: list[NoisyTarget], rollback_receiver: Any
+) -> None:
+    target = targets[0]
+    target.latency_s = 0.1  # large beside a busy event loop's own delays
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    rules = f"{ERRORS_MAX}\n{LATENCY_RELATIVE}"
+    agent = await start_agent(
+        environment("production", target.url, receiver.url, window="20s", rules=rules, probes=40)
+    )
+    # 40 probes a round: a baseline of a few hundred samples bounds its p95 closely
+    await asyncio.sleep(6.0)
+    target.latency_s = 0.2
+    deploy = await agent.register("production", "v-slow")
+    final = await agent.settled(deploy["id"], within=40)
+    assert final["state"] == "rolled_back", json.dumps(final["verdict"]["rules"])
+    rule = next(r for r in final["verdict"]["rules"] if r["name"] == "p95")
+    assert rule["outcome"] == "fail"
+    assert rule["baseline"] is not None and rule["observed"] > 1.5 * rule["baseline"]
+    assert len(receiver.attempts) == 1
+
+
+async def test_an_aa_deploy_passes_on_evidence(
+    start_agent: AgentFactory, targets: list[NoisyTarget], rollback_receiver: Any
+) -> None:
+    target = targets[0]
+    target.error_rate = 0.01
+    target.latency_s = 0.05
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    rules = f"{ERRORS_MAX}\n{LATENCY_RELATIVE}"
+    agent = await start_agent(
+        environment("production", target.url, receiver.url, window="14s", rules=rules)
+    )
+    await asyncio.sleep(3.0)
+    deploy = await agent.register("production", "v-same")
+    final = await agent.settled(deploy["id"], within=30)
+    assert final["state"] == "passed", final["verdict"]
+    for rule in final["verdict"]["rules"]:
+        assert rule["outcome"] == "pass"
+        assert "within bounds on evidence" in rule["detail"]
+        assert all(bound["holds"] for bound in rule["evidence"]["evidence"])
+    assert receiver.attempts == []
+
+
+async def test_twenty_aa_windows_with_bursty_errors_end_without_a_rollback(
+    start_agent: AgentFactory, targets: list[NoisyTarget], rollback_receiver: Any
+) -> None:
+    """Five environments side by side, four windows each. Errors come in bursts: a per-request
+    test would read a burst as strong evidence; one factor per round does not."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    rules = (
+        f"{ERRORS_RELATIVE}\n        - {{name: cap, source: checks, metric: error_rate, max: 0.2}}"
+    )
+    for target in targets:
+        target.error_rate, target.burst = 0.03, 0.1
+    envs = "".join(
+        environment(f"env{i}", t.url, receiver.url, window="2s", rules=rules)
+        for i, t in enumerate(targets)
+    )
+    agent = await start_agent(envs)
+    await asyncio.sleep(3.0)  # bursty background baselines
+
+    async def four_windows(env: str) -> list[dict[str, Any]]:
+        ended = []
+        for k in range(4):
+            deploy = await agent.register(env, f"v{k}")
+            ended.append(await agent.settled(deploy["id"], within=20))
+            await asyncio.sleep(0.3)  # background probing resumes between windows
+        return ended
+
+    finals = [
+        d
+        for group in await asyncio.gather(*(four_windows(f"env{i}") for i in range(5)))
+        for d in group
+    ]
+    assert len(finals) == 20
+    assert [d["state"] for d in finals if d["state"] in ("rolled_back", "failed")] == []
+    assert receiver.attempts == []
+    # the bursts were real: some rounds saw several failures at once
+    assert any(any(t.bad_slots.values()) for t in targets)
+
+
+async def test_a_window_too_short_for_evidence_ends_inconclusive_naming_the_rule(
+    start_agent: AgentFactory,
+    targets: list[NoisyTarget],
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+) -> None:
+    """Nothing failed, but one round cannot show a rule holds: `inconclusive`, and the
+    verdict, the alert and `register --wait`'s summary say which rule lacked evidence."""
+    target = targets[0]
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    env = environment("production", target.url, receiver.url, window="300ms", rules=ERRORS_MAX)
+    alerting = f"""
+    alerting:
+      channels:
+        - url: {json_sink.url()}
+    """
+    agent = await start_agent(env, alerting)
+    deploy = await agent.register("production", "v-short")
+    final = await agent.settled(deploy["id"], within=15)
+    assert final["state"] == "inconclusive", final["verdict"]
+    reason = final["verdict"]["reason"]
+    assert "lacked evidence of a pass" in reason and "errors: error_rate upper bound" in reason
+    (rule,) = final["verdict"]["rules"]
+    assert rule["outcome"] == "inconclusive" and "not enough evidence" in rule["detail"]
+    shown = details(Deploy.model_validate(final), Style())
+    assert "errors: error_rate upper bound" in shown
+    alerts = await json_sink.wait_for(1, within=10)
+    assert any("errors: error_rate upper bound" in a.message for a in alerts), alerts
+    assert receiver.attempts == []
+
+
+async def test_a_bound_below_what_the_rule_can_detect_is_logged_once(
+    start_agent: AgentFactory,
+    targets: list[NoisyTarget],
+    rollback_receiver: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    target = targets[0]
+    target.latency_s = 0.01
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    tight = (
+        "        - {name: p95, source: checks, check: api-health, metric: latency_p95,"
+        " max_increase: 1%}"
+    )
+    agent = await start_agent(
+        environment("production", target.url, receiver.url, window="1s", rules=tight)
+    )
+    await asyncio.sleep(2.0)
+    caplog.set_level("WARNING", logger="postflight.window")
+    deploy = await agent.register("production", "v-tight")
+    final = await agent.settled(deploy["id"], within=15)
+    (rule,) = final["verdict"]["rules"]
+    assert (rule["evidence"].get("detectable") or {}).get("bound_below_detectable"), str(rule)
+    warned = [r for r in caplog.records if "is below what it can detect" in r.getMessage()]
+    assert len(warned) == 1, [r.getMessage() for r in caplog.records]
+    assert "max_increase 1%" in warned[0].getMessage()

@@ -49,6 +49,7 @@ environments:
     window: 5s
     interval: 300ms
     probes_per_round: 3
+    analysis: {{policy: threshold}}  # a healthy window passes when it ends
     checks:
       - {{name: health, type: http, path: /health, timeout: 500ms}}
     rules:

@@ -36,8 +36,10 @@ from agent.windows.evidence import (
     bounded_observation_dict,
     breaches,
     breaches_as_rules,
+    failure_details,
     observation_from_dict,
     observation_to_dict,
+    rule_snapshot,
     rule_to_dict,
     verdict_to_dict,
 )
@@ -391,6 +393,9 @@ class WindowWatch:
             if not result.ok:
                 entry["failed"] += 1
                 entry["message"] = result.message
+                failure = failure_details(result.details)
+                if failure:
+                    entry["failure"] = failure
         canary = [
             {
                 "check": r.check,
@@ -406,6 +411,7 @@ class WindowWatch:
             "canary": canary,
             "cumulative": {k: observation_to_dict(v) for k, v in self.cumulative.items()},
             "decision": verdict.decision,
+            "rules": {r.name: rule_snapshot(r) for r in verdict.rules},
             "judge": self.judge_state,
         }
 
@@ -593,6 +599,7 @@ async def deliver_rollback(
     # Followed up once per settled rollback (a second caller here finds it claimed).
     if not await s.store.claim_alert(window.id, ROLLBACK_SETTLED, s.clock()):
         return
+    await s.store.record_alert(window.id, ROLLBACK_SETTLED, done.state, f"by {done.lease_owner}")
     if await _ended_with(window, done, s):
         outcome = "rolled_back" if done.state == "delivered" else "failed"
         s.metrics.windows_total.labels(window.environment, outcome).inc()

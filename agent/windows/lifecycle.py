@@ -44,6 +44,7 @@ from agent.windows.evidence import (
     verdict_to_dict,
 )
 from agent.windows.probing import EnvironmentProbe, samples_of, unsummarize
+from agent.windows.schedule import RoundSchedule, overrun_s, round_timing
 from alerting.events import Alert, AlertEvent, breach_key, provider_key, resolved_key
 from checks.base import CheckResult, Sample
 from common.times import rfc3339
@@ -156,6 +157,12 @@ class WindowWatch:
         self.log = logging.LoggerAdapter(
             log, {"deploy_id": window.id, "environment": window.environment}
         )
+        self.last_slot: int | None = None
+        """The slot of the latest stored round: a restart goes on with the slot after it."""
+        self.overran = False
+        """An overrun is logged once per window (each is counted in the metrics)."""
+        self.settling: asyncio.Task[bool] | None = None
+        """The latest round being stored and acted on (see `_settle`)."""
 
     # the whole window -----------------------------------------------------
 
@@ -175,56 +182,69 @@ class WindowWatch:
             rfc3339(self.window.ends_at, millis=False),
         )
         number = self.window.rounds
-        scheduled = self.s.clock()
+        schedule = RoundSchedule(self.window.deployed_at, self.env.interval, self.window.ends_at)
+        slot = self.last_slot
         while True:
             number += 1
+            slot = schedule.next_slot(slot, self.s.clock())
+            due = schedule.due(slot)
             now = self.s.clock()
-            if now < scheduled:
-                await asyncio.sleep(scheduled - now)
+            if now < due:
+                await asyncio.sleep(due - now)
                 now = self.s.clock()
-            lag = now - scheduled
+            lag = max(0.0, now - due)
             self.s.metrics.round_lag_seconds.observe(lag)
-            if lag > self.env.interval:
-                scheduled = now  # overran a whole interval: do not burst to catch up
-            remaining = self.window.ends_at - now
-            length = max(0.05, min(self.env.interval, remaining)) if remaining > 0 else 0.05
-            scheduled += length
+            length = schedule.length(slot, now)
             started = now
-            if not await self.s.store.renew_lease(
-                self.window.id, self.fence, now + self.s.lease_s + length
-            ):
+            if not await self._hold_lease(now, length):
                 self.log.info("window no longer ours (ended or taken over); stop watching")
                 return
             observations, results = await self._gather_round(length)
-            final = self.s.clock() >= self.window.ends_at - 0.01
+            final = schedule.is_last(slot)
             self.judge_state, verdict = self._judge(observations, final=final)
             self.latest = observations
             summary = self._round_summary(observations, results, verdict)
-            summary["lag_s"] = round(lag, 6)
+            summary.update(round_timing(schedule, slot, started, lag, self.s.clock()))
             decided_at = self.s.clock() if verdict.decision != "continue" else None
             verdict_json = verdict_to_dict(verdict, decided_at=decided_at, links=self.links)
             self._with_queries(verdict_json["rules"])
-            stored = await self.s.store.record_round(
-                RoundRecord(self.window.id, number, started, summary), verdict_json, self.fence
-            )
-            if not stored:
-                self.log.info("window ended or taken over meanwhile; stop watching")
+            self._note_overrun(schedule, slot, number)
+            if self.settling is not None and not await self.settling:
                 return
-            self.window.rounds = number
-            self._warn_undetectable(verdict)
-            self._count_rules(verdict)
-            self._alert_rules(verdict)
-            self.window.verdict = verdict_json
-            if verdict.decision == "fail":
-                await self._fail(verdict, verdict_json)
+            record = RoundRecord(self.window.id, number, started, summary)
+            self.settling = self.s.spawn(self._settle(record, verdict, verdict_json))
+            if verdict.decision != "continue":
+                await self.settling
                 return
-            if verdict.decision in ("pass", "inconclusive"):
-                await self._end(verdict.decision, verdict, verdict_json)
-                return
+
+    async def _settle(
+        self, record: RoundRecord, verdict: Verdict, verdict_json: dict[str, Any]
+    ) -> bool:
+        """Store a round, then act on it; False when the window is over or not ours.
+
+        Runs while the next round's checks go on: the write (an fsync, slow on a busy
+        disk) never delays the schedule, rounds are still stored in order (the next is
+        stored only after this one), and nothing is acted on before it is stored."""
+        if not await self.s.store.record_round(record, verdict_json, self.fence):
+            self.log.info("window ended or taken over meanwhile; stop watching")
+            return False
+        self.window.rounds = record.number
+        self._warn_undetectable(verdict)
+        self._count_rules(verdict)
+        self._alert_rules(verdict)
+        self.window.verdict = verdict_json
+        if verdict.decision == "fail":
+            await self._fail(verdict, verdict_json)
+            return False
+        if verdict.decision in ("pass", "inconclusive"):
+            await self._end(verdict.decision, verdict, verdict_json)
+            return False
+        return True
 
     async def _load_history(self) -> None:
         """Resume from the latest stored judge state (rounds before it are not replayed)."""
         for record in await self.s.store.rounds(self.window.id):
+            self.last_slot = record.summary.get("slot")
             state = record.summary.get("judge")
             if isinstance(state, dict):
                 self.judge_state, self.replay = state, []
@@ -414,6 +434,37 @@ class WindowWatch:
             "rules": {r.name: rule_snapshot(r) for r in verdict.rules},
             "judge": self.judge_state,
         }
+
+    async def _hold_lease(self, now: float, length: float) -> bool:
+        """Renew the lease when less than half of it would be left after this round: one
+        store write every few rounds rather than every round (storing the round checks
+        that the window is still ours anyway)."""
+        held = self.window.lease_until or 0.0
+        if held - now >= self.s.lease_s / 2 + length:
+            return True
+        until = now + self.s.lease_s + length
+        if not await self.s.store.renew_lease(self.window.id, self.fence, until):
+            return False
+        self.window.lease_until = until
+        return True
+
+    def _note_overrun(self, schedule: RoundSchedule, slot: int, number: int) -> None:
+        """Count a round whose checks and judging finished after its slot ended (the next
+        one starts late or is passed over); log the first of each window."""
+        over = overrun_s(schedule, slot, self.s.clock())
+        if over <= 0:
+            return
+        self.s.metrics.round_overruns_total.labels(self.window.environment).inc()
+        if not self.overran:
+            self.overran = True
+            self.log.warning(
+                "round %d overran its %gs slot by %.3fs (checks, providers or the store were"
+                " slower than the interval); further overruns of this window are only counted"
+                " in postflight_round_overruns_total",
+                number,
+                self.env.interval,
+                over,
+            )
 
     # outcomes --------------------------------------------------------------
 

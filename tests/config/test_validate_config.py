@@ -37,6 +37,12 @@ environments:
 """
 
 
+def with_load_check(fields: str) -> str:
+    """MINIMAL with a second check, a load check with `fields` (its interval is 30s)."""
+    line = f"      - {{name: feed, type: load, path: /, rate: 5/s, {fields}}}\n"
+    return MINIMAL.replace("        path: /health\n", "        path: /health\n" + line)
+
+
 def run_validate(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     path = tmp_path / "postflight.yaml"
     path.write_text(text)
@@ -150,7 +156,27 @@ BROKEN = [
         "valid number",
         id="bound-not-a-number",
     ),
+    pytest.param(
+        with_load_check("duration: 40s"),
+        "environments.production.checks[1].duration",
+        "longer than this environment's interval (30s)",
+        id="load-check-longer-than-the-interval",
+    ),
+    pytest.param(
+        with_load_check("duration: 30s, warmup: 1s"),
+        "environments.production.checks[1].warmup",
+        "needs warmup 1s + duration 30s",
+        id="load-check-warmup-cannot-fit",
+    ),
 ]
+
+
+def test_a_load_check_as_long_as_the_interval_is_valid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its default warm-up is cut to fit the round (agent.windows.probing.fit_to_round)."""
+    code, out = run_validate(tmp_path, with_load_check("duration: 30s"), capsys)
+    assert code == 0, out
 
 
 @pytest.mark.parametrize(("text", "path", "message"), BROKEN)
@@ -251,7 +277,7 @@ def test_spec_example_validates_with_its_variables_set(example_env: dict[str, st
     assert settings.environments["staging"].rollback.dry_run is True
 
 
-def test_config_example_matches_the_spec() -> None:
+def test_config_example_is_the_spec_plus_documented_defaults() -> None:
     import yaml
 
     root = Path(__file__).resolve().parents[2]
@@ -259,6 +285,8 @@ def test_config_example_matches_the_spec() -> None:
     spec_path = root.parent / "shared" / "spec" / "postflight.example.yaml"
     if not spec_path.exists():
         pytest.skip(f"the shared spec is not beside this checkout ({spec_path})")
+    # ours documents what the spec leaves to defaults: store retention (issue 9)
+    assert ours["store"].pop("retention") == {"rounds": "7d"}
     assert ours == yaml.safe_load(spec_path.read_text())
 
 

@@ -660,25 +660,44 @@ def _state(rule: RuleVerdict) -> str:
     return _state_of(rule.outcome, rule.evidence)
 
 
+ROLLBACK_SETTLED = "rollback:settled"
+"""`Store.claim_alert` key: the one process that counts, alerts and follows up a settled
+rollback."""
+
+
+async def _ended_with(window: DeployWindow, intent: RollbackIntent, s: WatchServices) -> bool:
+    """Whether the rollback was decided with the window's end (a failed verdict, or a
+    manual rollback of a watching window): only then is its outcome the window's one
+    count. A manual rollback after a pass leaves the window counted as it ended."""
+    stored = await s.store.get_window(window.id)
+    ended_at = stored.ended_at if stored is not None else None
+    return ended_at is None or intent.requested_at <= ended_at
+
+
 async def deliver_rollback(
     window: DeployWindow, intent: RollbackIntent, env: EnvironmentSettings, s: WatchServices
 ) -> None:
     """Deliver a stored rollback intent, then settle the window's state and alert."""
     assert env.rollback is not None
     done = await s.delivery.deliver(intent, env.rollback, window.environment)
+    if done.state not in ("delivered", "failed") or done.lease_owner != s.delivery.owner:
+        return  # not settled, or settled by another replica's sender: it follows up
+    # Followed up once per settled rollback (a second caller here finds it claimed).
+    if not await s.store.claim_alert(window.id, ROLLBACK_SETTLED, s.clock()):
+        return
+    await s.store.record_alert(window.id, ROLLBACK_SETTLED, done.state, f"by {done.lease_owner}")
+    if await _ended_with(window, done, s):
+        outcome = "rolled_back" if done.state == "delivered" else "failed"
+        s.metrics.windows_total.labels(window.environment, outcome).inc()
     if done.state == "delivered":
-        s.metrics.windows_total.labels(window.environment, "rolled_back").inc()
         event: AlertEvent = "rollback_delivered"
         reason = f"rollback delivered after {done.attempts} attempt(s)"
-    elif done.state == "failed":
-        s.metrics.windows_total.labels(window.environment, "failed").inc()
+    else:
         event = "rollback_failed"
         reason = (
             f"rollback NOT delivered after {done.attempts} attempt(s):"
             f" {done.last_error or done.last_status}"
         )
-    else:
-        return
     body = json.loads(intent.body)
     alert = Alert.for_window(
         window,

@@ -413,3 +413,60 @@ def test_a_provider_rule_may_name_what_its_query_returns() -> None:
     rule = load_settings_text(text).environments["production"].rules[0]
     assert rule.max == pytest.approx(0.8)
     assert rule.to_rule().metric == "latency_p95"
+
+
+PROVIDER_RULE = (
+    "      - name: probe-errors\n        source: checks\n        metric: error_rate\n"
+    "        max: 0.05\n"
+)
+PROVIDERS = (
+    "providers:\n  newrelic: {account_id: 1, api_key: k3y-value}\n"
+    "  prometheus: {url: http://127.0.0.1:9}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("rule", "path", "message"),
+    [
+        pytest.param(
+            "      - name: apm\n        source: newrelic\n"
+            "        query: SELECT count(*) FROM Transaction\n        max: 5\n",
+            "environments.production.rules[0].query",
+            "source newrelic takes nrql (NRQL), not query",
+            id="newrelic-given-query",
+        ),
+        pytest.param(
+            "      - name: prom\n        source: prometheus\n"
+            "        nrql: sum(rate(http_requests_total[1m]))\n        max: 5\n",
+            "environments.production.rules[0].nrql",
+            "source prometheus takes query (PromQL), not nrql",
+            id="prometheus-given-nrql",
+        ),
+        pytest.param(
+            "      - name: apm\n        source: newrelic\n"
+            "        nrql: SELECT count(*) FROM Transaction SINCE 1 hour ago\n        max: 5\n",
+            "environments.production.rules[0].nrql",
+            "must not contain SINCE or UNTIL",
+            id="newrelic-nrql-with-since",
+        ),
+    ],
+)
+def test_a_provider_refuses_the_other_providers_query_key_at_its_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rule: str, path: str, message: str
+) -> None:
+    code, out = run_validate(tmp_path, MINIMAL.replace(PROVIDER_RULE, rule) + PROVIDERS, capsys)
+    assert code == 2
+    assert f"{path} (line" in out
+    assert message in out
+
+
+def test_each_provider_takes_its_own_query_key() -> None:
+    rules = (
+        "      - name: apm\n        source: newrelic\n"
+        "        nrql: SELECT count(*) FROM Transaction\n        max: 5\n"
+        "      - name: prom\n        source: prometheus\n"
+        "        query: sum(rate(http_requests_total[1m]))\n        max: 5\n"
+    )
+    settings = load_settings_text(MINIMAL.replace(PROVIDER_RULE, rules) + PROVIDERS)
+    apm, prom = (r.to_rule() for r in settings.environments["production"].rules)
+    assert (apm.query_key, prom.query_key) == ("nrql", "query")

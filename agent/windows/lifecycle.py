@@ -20,7 +20,6 @@ from agent.analysis.observe import merge, observe
 from agent.analysis.types import Observation, Policy, Rule, RuleVerdict, Verdict
 from agent.metrics import Metrics
 from agent.providers.base import (
-    BucketedProvider,
     DeployScope,
     Period,
     Provider,
@@ -47,9 +46,6 @@ from checks.base import CheckResult, Sample
 from common.times import rfc3339
 
 log = logging.getLogger("postflight.window")
-
-BASELINE_BUCKET_S = 300.0
-"""A provider baseline's bucket: five minutes (12 buckets in the default hour)."""
 
 CANARY_SAMPLES = 20_000
 """A canary's stable side: the most recent samples kept as its baseline (bounded memory)."""
@@ -286,17 +282,10 @@ class WindowWatch:
             )
 
     async def _fetch_baseline(self, rule: Rule, lookback: Period) -> Observation:
-        """A provider rule's baseline: a series of buckets pooled by `merge` (so its spread
-        is measured) when the provider can answer one, else one fetch of the lookback."""
-        provider = self.s.providers.get(rule.source)
-        release = self.window.previous_version
-        if not isinstance(provider, BucketedProvider):
-            return await self._fetch(rule, lookback, release)
-        buckets = await provider.fetch_buckets(
-            rule, self.scope, lookback, release, bucket_s=BASELINE_BUCKET_S
-        )
-        with_data = [b for b in buckets if b.has_data]
-        return merge(with_data) if with_data else await self._fetch(rule, lookback, release)
+        """A provider rule's baseline: one fetch of the lookback. A provider that can split
+        it into buckets says how bursty it was in the observation (`periods`, `dispersion`:
+        Sentry's `bucketed_baseline`), which the judge's count test discounts by."""
+        return await self._fetch(rule, lookback, self.window.previous_version)
 
     async def _background_periods(self, period: Period) -> list[list[Sample]]:
         """The background probes before the deploy, one list per background run."""

@@ -49,3 +49,26 @@ def test_the_baseline_uncertainty_is_tested_not_added_to_the_bound() -> None:
     rng = np.random.default_rng(3)
     caught = sum(_window(rng, 0.005, 0.01, 1.6, 300) for _ in range(20))
     assert caught >= 12
+
+
+def test_a_sentry_baselines_buckets_change_the_judges_evidence() -> None:
+    """Sentry's per-bucket failure rates, pooled (`bucketed_baseline`), say how bursty the
+    baseline was; the count test then trusts the baseline's rate less and needs more."""
+    from agent.analysis import Policy, judge
+    from agent.providers.sentry import bucketed_baseline
+
+    whole = Observation(value=0.01, count=600, total=60_000)
+    steady = [Observation(value=0.01, count=10, total=1_000) for _ in range(60)]
+    bursty = [Observation(value=c / 1_000, count=c, total=1_000) for c in [0, 0, 30] * 20]
+    rounds = [
+        {"errors": Observation(value=0.016, count=16, total=1_000, seconds=1.0)} for _ in range(20)
+    ]
+    policy = Policy("sequential", confidence=0.99)
+
+    def evidence(baseline: Observation) -> float:
+        verdict = judge([RULE], {"errors": baseline}, rounds, policy, final=False)
+        return float(verdict.rules[0].evidence["likelihood_ratio"])
+
+    calm, burst = bucketed_baseline(whole, steady), bucketed_baseline(whole, bursty)
+    assert calm.dispersion == 0.0 and burst.dispersion is not None and burst.dispersion > 0.01
+    assert evidence(burst) < evidence(calm) / 10

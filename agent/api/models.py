@@ -327,6 +327,27 @@ class Deploy(_Out):
         default=None, description="`null` unless a rollback was requested."
     )
     links: Links
+    warnings: list[str] | None = Field(
+        default=None,
+        description="Extension, in the `POST /v1/deploys` answer only: one sentence per rule"
+        " whose bound is below the smallest change it can detect by the window's end, at"
+        " the traffic its baseline period saw (checks rules, sequential policy; absent when"
+        " there are none).",
+        examples=[
+            [
+                "rule errors: its max_increase bound is tighter than the smallest change it"
+                " can detect by the window's end at the baseline's traffic (3 samples a"
+                " round): error_rate 0.0412 or more"
+            ]
+        ],
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_empty_warnings(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("warnings") is None:
+            data.pop("warnings", None)
+        return data
 
 
 class DeployList(_Out):

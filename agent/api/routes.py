@@ -34,6 +34,7 @@ from agent.api.problems import ApiProblem, invalid_fields, validation_errors
 from agent.appkeys import METRICS, SETTINGS, STORE, WINDOW_EVENTS
 from agent.records import DeployWindow, IdempotentResponse
 from agent.store.base import Conflict, Store
+from agent.windows.foresight import registration_warnings
 from common.durations import format_duration
 
 log = logging.getLogger("postflight.api")
@@ -255,6 +256,13 @@ async def create_deploy(request: web.Request) -> web.Response:
         created_at=now,
     )
     payload = deploy_object(window)
+    warnings = await registration_warnings(
+        store, environment, window.environment, deployed_at, window.ends_at
+    )
+    if warnings:
+        payload["warnings"] = warnings
+        for warning in warnings:
+            log.warning(warning, extra={"deploy_id": window.id, "environment": window.environment})
     idempotency = (
         IdempotentResponse(key=key, request_hash=request_hash, status=201, body=payload)
         if key is not None

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agent.analysis.judge import Judge, State
-from agent.analysis.observe import merge, observe
-from agent.analysis.types import Observation, Policy, Rule, RuleVerdict, Verdict
+from agent.analysis.observe import observe
+from agent.analysis.types import Observation, Rule, RuleVerdict, Verdict
 from agent.metrics import Metrics
 from agent.providers.base import (
     DeployScope,
@@ -40,6 +40,7 @@ from agent.windows.evidence import (
     rule_to_dict,
     verdict_to_dict,
 )
+from agent.windows.foresight import background_baseline, background_periods, policy_of
 from agent.windows.probing import EnvironmentProbe, samples_of, unsummarize
 from alerting.events import Alert, AlertEvent, breach_key, provider_key, resolved_key
 from checks.base import CheckResult, Sample
@@ -108,12 +109,7 @@ class WindowWatch:
         self.s = services
         self.rules: list[RuleSettings] = list(env.rules)
         self.judge_rules: list[Rule] = [r.to_rule() for r in self.rules]
-        self.policy = Policy(
-            name=env.analysis.policy,
-            failure_limit=env.analysis.failure_limit,
-            confidence=env.analysis.confidence,
-            pass_on=env.analysis.pass_on,
-        )
+        self.policy = policy_of(env)
         self.scope = DeployScope(
             deploy_id=window.id,
             environment=window.environment,
@@ -237,7 +233,9 @@ class WindowWatch:
         that a restart compares against the same period; False if no longer ours."""
         t0 = self.window.deployed_at
         lookback = Period(t0 - self.env.lookback, t0)
-        periods = await self._background_periods(lookback)
+        periods = await background_periods(
+            self.s.store, self.window.environment, lookback.start, lookback.end
+        )
         fetches = {
             rule.name: self._fetch_baseline(rule, lookback)
             for rule in self.judge_rules
@@ -246,13 +244,7 @@ class WindowWatch:
         fetched = dict(zip(fetches, await asyncio.gather(*fetches.values()), strict=True))
         for rule, judged in zip(self.rules, self.judge_rules, strict=True):
             if rule.source == "checks":
-                # one observation per background run, pooled: `merge` measures how
-                # bursty errors are across periods, which the sequential test needs
-                seen = [observe(judged, p, self.env.background_interval) for p in periods]
-                with_data = [o for o in seen if o.has_data]
-                self.baselines[rule.name] = (
-                    merge(with_data) if with_data else observe(judged, [], self.env.lookback)
-                )
+                self.baselines[rule.name] = background_baseline(judged, periods, self.env)
             else:
                 self.baselines[rule.name] = fetched[rule.name]
         if not await self.s.store.set_baseline(
@@ -286,14 +278,6 @@ class WindowWatch:
         it into buckets says how bursty it was in the observation (`periods`, `dispersion`:
         Sentry's `bucketed_baseline`), which the judge's count test discounts by."""
         return await self._fetch(rule, lookback, self.window.previous_version)
-
-    async def _background_periods(self, period: Period) -> list[list[Sample]]:
-        """The background probes before the deploy, one list per background run."""
-        rows = await self.s.store.probe_summaries(self.window.environment, period.start, period.end)
-        runs: dict[float, list[Sample]] = {}
-        for check, at, summary in rows:
-            runs.setdefault(at, []).extend(unsummarize(check, summary))
-        return list(runs.values())
 
     async def _fetch(self, rule: Rule, period: Period, release: str | None) -> Observation:
         provider = self.s.providers.get(rule.source)

@@ -342,13 +342,6 @@ class Deploy(_Out):
         ],
     )
 
-    @model_serializer(mode="wrap")
-    def _without_empty_warnings(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        if data.get("warnings") is None:
-            data.pop("warnings", None)
-        return data
-
 
 class DeployList(_Out):
     items: list[Deploy]
@@ -473,4 +466,6 @@ def deploy_object(
     then: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """`deploy_model` as the JSON-ready dict the API sends."""
-    return deploy_model(window, rollback, then).model_dump(mode="json", by_alias=True)
+    data = deploy_model(window, rollback, then).model_dump(mode="json", by_alias=True)
+    data.pop("warnings", None)  # only the registration's answer carries them
+    return data

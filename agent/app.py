@@ -31,6 +31,9 @@ from agent.rollback.delivery import RollbackDelivery
 from agent.settings import Settings
 from agent.store import store_from_url
 from agent.store.base import Store
+from agent.web import routes as web_routes
+from agent.web.feed import FEED, DeployFeed, feed_store
+from agent.web.links import deploy_page_url
 from agent.windows.alert_once import WindowAlerts
 from agent.windows.integrations import Integrations
 from agent.windows.supervisor import Watcher
@@ -65,10 +68,13 @@ def build_app(
     redact = Redactor(settings.secret_values())
     app = web.Application(client_max_size=64 * 1024)
     app[SETTINGS] = settings
-    app[STORE] = store or store_from_url(settings.store.url)
+    feed = DeployFeed()
+    app[FEED] = feed
+    app[STORE] = feed_store(store or store_from_url(settings.store.url), feed)
     app[METRICS] = metrics or Metrics()
     app[REDACT] = redact
     add_routes(app)
+    web_routes.mount(app)
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         init_sentry(redact)
@@ -98,7 +104,11 @@ def build_app(
         settings,
         app[STORE],
         app[METRICS],
-        alerts=WindowAlerts(app[STORE], notifier),
+        alerts=WindowAlerts(
+            app[STORE],
+            notifier,
+            link=lambda window: deploy_page_url(settings.server, window.id, now=clock()),
+        ),
         delivery=delivery,
         providers=providers,
         sessions=sessions,
@@ -114,7 +124,7 @@ def build_app(
         settings,
         watcher.services,
         watcher,
-        public_url=f"http://{settings.server.listen}",
+        public_url=settings.server.base_url,
         redact=redact,
         clock=clock,
         poll_interval=poll_interval,
@@ -173,6 +183,8 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> No
     try:
         await site.start()
         log.info("postflight %s listening on http://%s", __version__, settings.server.listen)
+        if settings.server.ui:
+            log.info("deploy pages at %s/deploys", settings.server.base_url)
         await stop.wait()
         log.info("stopping: no new work; finishing deliveries in flight")
     finally:

@@ -22,8 +22,16 @@ class WindowEvents(Protocol):
         ...
 
 
+class PageLink(Protocol):
+    """The deploy's page with a view token (`agent.web` mounts one), for the deploy
+    object's `links.page`; None when the pages are off."""
+
+    def __call__(self, deploy_id: str, now: float) -> str | None: ...
+
+
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 METRICS = web.AppKey("metrics", Metrics)
 REDACT = web.AppKey("redact", Redactor)
 WINDOW_EVENTS = web.AppKey("window_events", WindowEvents)
+PAGE_LINK = web.AppKey("page_link", PageLink)

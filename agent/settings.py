@@ -65,6 +65,14 @@ class ServerSettings(Model):
     named_tokens: dict[Name, SecretStr] = Field(default_factory=dict)
     """More bearer tokens, each with a name that records who asked (a manual rollback)."""
     shutdown_timeout: Duration = 8.0
+    public_url: HttpUrl | None = None
+    """Base of the links in alerts and `register --wait` (default `http://<listen>`)."""
+    ui: bool = True
+    """Serve the deploy pages (`/deploys`); false answers them 404."""
+    view_secret: SecretStr | None = None
+    """Signs the read-only `?view=` links; default: derived from the first api token."""
+    view_ttl: Duration = 7 * 86400.0
+    """How long a `?view=` link stays valid."""
 
     @field_validator("listen")
     @classmethod
@@ -96,6 +104,11 @@ class ServerSettings(Model):
     @property
     def host(self) -> str:
         return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def base_url(self) -> str:
+        """Where users reach this agent: `public_url`, else `http://<listen>`."""
+        return (self.public_url or f"http://{self.listen}").rstrip("/")
 
     @property
     def port(self) -> int:

@@ -18,6 +18,8 @@ from agent.api.problems import ApiProblem
 
 PUBLIC_V1_PATHS = frozenset({"/v1/openapi.json", "/v1/hooks/github", "/v1/hooks/vercel"})
 """The hooks authenticate with the provider's signature instead (contract §7)."""
+SELF_AUTHENTICATED_PATHS = frozenset({"/v1/deploys/{id}/events"})
+"""Routes that check access themselves (a bearer token, or a deploy's view token)."""
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
@@ -63,7 +65,7 @@ def needs_auth(request: web.Request) -> bool:
     """
     resource = request.match_info.route.resource
     canonical = resource.canonical if resource is not None else ""
-    if canonical in PUBLIC_V1_PATHS:
+    if canonical in PUBLIC_V1_PATHS or canonical in SELF_AUTHENTICATED_PATHS:
         return False
     return canonical.startswith("/v1") or request.path.startswith("/v1")
 

@@ -25,6 +25,7 @@ from agent.api.routes import (
     _count_ended,
     _notify,
     _now,
+    _page,
     _read_limited,
     _render,
     _window_id,
@@ -176,7 +177,7 @@ async def _open(request: web.Request, store: Store, body: DeployRequest, key: st
         ends_at=now + env.window,
         created_at=now,
     )
-    payload = {"deploy": deploy_object(window)}
+    payload = {"deploy": deploy_object(window, page=_page(request, window.id))}
     idempotency = IdempotentResponse(key=key, request_hash=key, status=202, body=payload)
     try:
         created = await store.create_window(window, idempotency)
@@ -227,7 +228,6 @@ class RollbackRequest(BaseModel):
 
 async def rollback_deploy(request: web.Request) -> web.Response:
     settings = request.config_dict[SETTINGS]
-    store = request.config_dict[STORE]
     window_id = _window_id(request)
     document = await read_json_body(request)
     try:
@@ -246,4 +246,4 @@ async def rollback_deploy(request: web.Request) -> web.Response:
         raise ApiProblem(404, f"no deploy {window_id}", slug="unknown-deploy") from None
     except Conflict as exc:
         raise ApiProblem(409, str(exc), slug="rollback-refused") from None
-    return web.json_response(await _render(store, window), status=202)
+    return web.json_response(await _render(request, window), status=202)

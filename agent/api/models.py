@@ -300,6 +300,11 @@ class Rollback(_Out):
 
 class Links(_Out):
     self_: str = Field(alias="self", examples=["/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"])
+    page: str | None = Field(
+        default=None,
+        description="The deploy's page with a signed, expiring, read-only `?view=` token"
+        " (contract §8); `null` when `server.ui` is false.",
+    )
 
 
 class Deploy(_Out):
@@ -428,9 +433,12 @@ def deploy_model(
     window: DeployWindow,
     rollback: RollbackIntent | None = None,
     then: Mapping[str, str] | None = None,
+    *,
+    page: str | None = None,
 ) -> Deploy:
     """The deploy object of contract §2 for a stored window and its rollback intent
-    (`then`: follow-up name → state)."""
+    (`then`: follow-up name → state); `page` is the link to its deploy page
+    (`agent.web.links.deploy_page_url`)."""
     verdict, progress = _judgement(window)
     return Deploy(
         id=window.id,
@@ -456,7 +464,7 @@ def deploy_model(
             if rollback is not None
             else None
         ),
-        links=Links(self_=deploy_path(window.id)),
+        links=Links(self_=deploy_path(window.id), page=page),
     )
 
 
@@ -464,8 +472,10 @@ def deploy_object(
     window: DeployWindow,
     rollback: RollbackIntent | None = None,
     then: Mapping[str, str] | None = None,
+    *,
+    page: str | None = None,
 ) -> dict[str, Any]:
     """`deploy_model` as the JSON-ready dict the API sends."""
-    data = deploy_model(window, rollback, then).model_dump(mode="json", by_alias=True)
+    data = deploy_model(window, rollback, then, page=page).model_dump(mode="json", by_alias=True)
     data.pop("warnings", None)  # only the registration's answer carries them
     return data

@@ -43,6 +43,7 @@ _MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
 _ERRORS = {
     400: "Malformed JSON, or a body that could not be read.",
     401: "Missing or wrong bearer token (with `WWW-Authenticate: Bearer`).",
+    403: "Forbidden.",
     404: "Not found.",
     408: "The request body did not arrive in time.",
     409: "Conflict.",
@@ -183,6 +184,31 @@ def _document() -> dict[str, Any]:
                 },
             }
         },
+        "/v1/deploys/{id}/events": {
+            "get": {
+                "operationId": "deployEvents",
+                "summary": "Live events of one deploy window (Server-Sent Events)",
+                "description": "First the current deploy object as a `state` event; then a"
+                " `round` event after each stored round (`data`: the round summary and the"
+                " window's `progress`) and a `state` event (`data`: the deploy object) on each"
+                " change of state, verdict or rollback. The stream ends once the window has"
+                " ended and no rollback delivery is pending.",
+                "security": [{"bearer": []}, {"view": []}],
+                "parameters": [deploy_id],
+                "responses": {
+                    "200": {
+                        "description": "The event stream.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **errors(
+                        403,
+                        404,
+                        e403="The view token is expired, altered or for another deploy.",
+                        e404="Unknown deploy.",
+                    ),
+                },
+            }
+        },
         "/v1/deploys/{id}/rollback": {
             "post": {
                 "operationId": "rollbackDeploy",
@@ -320,7 +346,14 @@ def _document() -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "One of `server.api_tokens`.",
-                }
+                },
+                "view": {
+                    "type": "apiKey",
+                    "in": "query",
+                    "name": "view",
+                    "description": "A signed, expiring, read-only token for one deploy"
+                    " (the `?view=` of its `links.page`).",
+                },
             },
         },
     }

@@ -31,9 +31,9 @@ from agent.api.models import (
     deploy_path,
 )
 from agent.api.problems import ApiProblem, invalid_fields, validation_errors
-from agent.appkeys import METRICS, SETTINGS, STORE, WINDOW_EVENTS
+from agent.appkeys import METRICS, PAGE_LINK, SETTINGS, STORE, WINDOW_EVENTS
 from agent.records import DeployWindow, IdempotentResponse
-from agent.store.base import Conflict, Store
+from agent.store.base import Conflict
 from agent.windows.foresight import registration_warnings
 from common.durations import format_duration
 
@@ -152,7 +152,13 @@ def _idempotency_key(request: web.Request) -> str | None:
 # --- deploys ------------------------------------------------------------------------
 
 
-async def _render(store: Store, window: DeployWindow) -> dict[str, Any]:
+def _page(request: web.Request, window_id: str) -> str | None:
+    link = request.config_dict.get(PAGE_LINK)
+    return link(window_id, _now(request)) if link is not None else None
+
+
+async def _render(request: web.Request, window: DeployWindow) -> dict[str, Any]:
+    store = request.config_dict[STORE]
     # any state may have one: a manual rollback (§7) can follow a pass
     rollback = await store.get_rollback(window.id) if window.state != "watching" else None
     if rollback is not None and rollback.state == "delivered" and window.state == "failed":
@@ -164,7 +170,7 @@ async def _render(store: Store, window: DeployWindow) -> dict[str, Any]:
         from agent.integrations.followups import follow_up_states
 
         then = follow_up_states(await store.alert_events(window.id))
-    return deploy_object(window, rollback, then)
+    return deploy_object(window, rollback, then, page=_page(request, window.id))
 
 
 def _replay(stored: IdempotentResponse, request_hash: str, key: str) -> web.Response:
@@ -255,7 +261,7 @@ async def create_deploy(request: web.Request) -> web.Response:
         ends_at=deployed_at + window_s,
         created_at=now,
     )
-    payload = deploy_object(window)
+    payload = deploy_object(window, page=_page(request, window.id))
     warnings = await registration_warnings(
         store, environment, window.environment, deployed_at, window.ends_at
     )
@@ -324,7 +330,7 @@ async def list_deploys(request: web.Request) -> web.Response:
         )
     except ValueError as exc:
         raise invalid_fields([{"loc": ["cursor"], "msg": str(exc)}]) from None
-    items = [await _render(store, window) for window in page.items]
+    items = [await _render(request, window) for window in page.items]
     return _json({"items": items, "next": page.next_cursor})
 
 
@@ -341,7 +347,7 @@ async def get_deploy(request: web.Request) -> web.Response:
     window = await store.get_window(window_id)
     if window is None:
         raise ApiProblem(404, f"no deploy {window_id}", slug="unknown-deploy")
-    return _json(await _render(store, window))
+    return _json(await _render(request, window))
 
 
 async def cancel_deploy(request: web.Request) -> web.Response:
@@ -359,7 +365,7 @@ async def cancel_deploy(request: web.Request) -> web.Response:
         "deploy cancelled",
         extra={"deploy_id": window.id, "environment": window.environment},
     )
-    return _json(await _render(store, window))
+    return _json(await _render(request, window))
 
 
 # --- operations ---------------------------------------------------------------------

@@ -265,6 +265,8 @@ async def _register(
                 file=out,
                 flush=True,
             )
+            if deploy.links.page:
+                print(f"  page: {deploy.links.page}", file=out, flush=True)
         if not wait:
             if as_json:
                 print_json(deploy)

@@ -112,6 +112,10 @@ class Store(Protocol):
     # rollback delivery
     async def get_rollback(self, window_id: str) -> RollbackIntent | None: ...
 
+    async def deliveries(self, window_id: str) -> list[DeliveryAttempt]:
+        """Every delivery attempt of a window's rollback, in order (the deploy page)."""
+        ...
+
     async def take_rollback(
         self, window_id: str, owner: str, now: float, until: float, held: Fence | None = None
     ) -> RollbackIntent | None:

@@ -541,6 +541,14 @@ class SqlStore(ABC):
         )
         return _rollback(row) if row else None
 
+    async def deliveries(self, window_id: str) -> list[DeliveryAttempt]:
+        rows = await self._fetchall(
+            "SELECT window_id, attempt, at, status, error, duration_s FROM deliveries"
+            " WHERE window_id = ? ORDER BY attempt",
+            window_id,
+        )
+        return [DeliveryAttempt(*r) for r in rows]
+
     async def take_rollback(
         self, window_id: str, owner: str, now: float, until: float, held: Fence | None = None
     ) -> RollbackIntent | None:

@@ -15,6 +15,7 @@ finishes it on shutdown within a bound.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -34,11 +35,18 @@ class WindowAlerts:
     """Deduplicated alerts for deploy windows; safe to share between windows."""
 
     def __init__(
-        self, store: Store, notifier: Notifier, *, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        notifier: Notifier,
+        *,
+        clock: Callable[[], float] = time.time,
+        link: Callable[[DeployWindow], str | None] | None = None,
     ) -> None:
         self._store = store
         self._notifier = notifier
         self._clock = clock
+        self._link = link
+        """The deploy's page, for every alert body (`agent.web.links.deploy_page_url`)."""
 
     async def emit(
         self,
@@ -68,6 +76,8 @@ class WindowAlerts:
                     return False
             if not await self._store.claim_alert(window.id, key, self._clock(), fence):
                 return False
+            if alert.link is None and self._link is not None:
+                alert = dataclasses.replace(alert, link=self._link(window))
             outcome = await self._notifier.send(alert, tags)
             await self._store.record_alert(window.id, key, outcome.result, outcome.describe())
             return outcome.delivered

@@ -113,3 +113,33 @@ def breaches_as_rules(
 ) -> list[dict[str, Any]]:
     """The failing rules in the API's rule shape (for alerts)."""
     return [rule_to_dict(r, links) for r in verdict.rules if r.outcome == "fail"]
+
+
+_SNAPSHOT_EVIDENCE = (
+    "likelihood_ratio",
+    "likelihood_ratio_needed",
+    "effect",
+    "effect_interval",
+    "confidence_interval",
+    "tolerance",
+    "p_value",
+    "streak",
+)
+"""The evidence a round keeps per rule, so a page can draw how it grew round by round."""
+
+
+def rule_snapshot(rule: RuleVerdict) -> dict[str, Any]:
+    """One rule's judgement after one round, small enough to keep with every round."""
+    data: dict[str, Any] = {"outcome": rule.outcome, "observed": json_safe(rule.observed)}
+    for key in _SNAPSHOT_EVIDENCE:
+        if rule.evidence.get(key) is not None:
+            data[key] = json_safe(rule.evidence[key])
+    return data
+
+
+_FAILURE_KEYS = ("step", "step_index", "expected", "got", "status", "error")
+
+
+def failure_details(details: dict[str, Any]) -> dict[str, Any]:
+    """What a failed check run says about where it broke (a smoke step, expected vs got)."""
+    return {k: json_safe(details[k]) for k in _FAILURE_KEYS if details.get(k) is not None}

@@ -32,6 +32,7 @@ from agent.records import DeployWindow, RollbackIntent
 from agent.rollback import rollback_intent, sign
 from agent.settings import EnvironmentSettings, Settings
 from agent.store.base import Conflict
+from agent.web.links import deploy_page_url
 from agent.windows.lifecycle import WatchServices, deliver_rollback
 from alerting.events import Alert
 from common.times import rfc3339
@@ -110,7 +111,9 @@ class Integrations:
         self._wake.set()
 
     def deploy_url(self, window_id: str) -> str:
-        return f"{self.public_url}/v1/deploys/{window_id}"
+        """The deploy's page with a view token (`server.ui`), else its API object."""
+        page = deploy_page_url(self.settings.server, window_id, now=self.clock())
+        return page or f"{self.public_url}/v1/deploys/{window_id}"
 
     # the loop ----------------------------------------------------------------
 

@@ -35,8 +35,10 @@ from agent.windows.evidence import (
     bounded_observation_dict,
     breaches,
     breaches_as_rules,
+    failure_details,
     observation_from_dict,
     observation_to_dict,
+    rule_snapshot,
     rule_to_dict,
     verdict_to_dict,
 )
@@ -364,6 +366,9 @@ class WindowWatch:
             if not result.ok:
                 entry["failed"] += 1
                 entry["message"] = result.message
+                failure = failure_details(result.details)
+                if failure:
+                    entry["failure"] = failure
         canary = [
             {
                 "check": r.check,
@@ -379,6 +384,7 @@ class WindowWatch:
             "canary": canary,
             "cumulative": {k: observation_to_dict(v) for k, v in self.cumulative.items()},
             "decision": verdict.decision,
+            "rules": {r.name: rule_snapshot(r) for r in verdict.rules},
             "judge": self.judge_state,
         }
 

@@ -16,6 +16,7 @@ from agent.api.routes import CLOCK
 from agent.metrics import Metrics
 from agent.settings import Settings
 from agent.store.sqlite import SqliteStore
+from agent.web.routes import mount as mount_pages
 
 TOKEN = "test-api-token-1"
 OTHER_TOKEN = "test-api-token-2"
@@ -75,6 +76,7 @@ def make_app(
     clock: Callable[[], float] | None = None,
 ) -> web.Application:
     app = create_api_app(make_settings(), store, metrics or Metrics(), events)
+    mount_pages(app)  # the deploy pages and the event stream, as the daemon has them
     if clock is not None:
         app[CLOCK] = clock
     return app

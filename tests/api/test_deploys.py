@@ -63,7 +63,8 @@ async def test_register_returns_201_location_and_the_deploy_object(
     assert set(body) >= DEPLOY_KEYS
     assert body["id"].startswith("dep_") and len(body["id"]) == 30
     assert response.headers["Location"] == f"/v1/deploys/{body['id']}"
-    assert body["links"] == {"self": f"/v1/deploys/{body['id']}"}
+    assert body["links"]["self"] == f"/v1/deploys/{body['id']}"
+    assert body["links"]["page"].startswith(f"http://127.0.0.1:8787/deploys/{body['id']}?view=")
     assert body["state"] == "watching"
     assert body["deployed_at"] == "2026-11-26T14:00:00Z"
     assert body["ends_at"] == "2026-11-26T14:10:00Z"

@@ -225,6 +225,9 @@ def test_register_wait_exits_by_the_final_state(
     no_traceback(captured)
     assert says in captured.out
     assert "round   1" in captured.out or "round" in captured.out
+    first_lines = captured.out.splitlines()[:3]
+    page_line = [line.strip() for line in first_lines if line.strip().startswith("page: ")]
+    assert page_line and page_line[0].startswith("page: http://") and "?view=" in page_line[0]
     if state == "rolled_back":
         assert "rollback  delivered after 2 attempts, last HTTP 200" in captured.out
         assert "probe-errors" in captured.out and "0.31" in captured.out

@@ -39,9 +39,12 @@ class FlipTarget:
             return web.json_response({"status": "error"}, status=503)
         return web.json_response({"status": "ok"})
 
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/api/health", self.health)
+
     async def start(self) -> None:
         app = web.Application()
-        app.router.add_get("/api/health", self.health)
+        self.routes(app)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -135,7 +138,8 @@ async def flip_target() -> AsyncIterator[FlipTarget]:
 @pytest.fixture
 async def start_agent(tmp_path: Path) -> AsyncIterator[AgentFactory]:
     """Factory: `await start_agent(environments_yaml, alerting_yaml="", providers_yaml="")`
-    → a running agent. The YAML snippets are top-level sections (dedented)."""
+    → a running agent. The YAML snippets are top-level sections (dedented); `server`
+    adds lines to the `server:` section."""
     runners: list[web.AppRunner] = []
     sessions: list[aiohttp.ClientSession] = []
 
@@ -147,12 +151,14 @@ async def start_agent(tmp_path: Path) -> AsyncIterator[AgentFactory]:
         store: str | None = None,
         owner: str | None = None,
         extra: str = "",
+        server: str = "",
     ) -> RunningAgent:
         port = free_port()
         store = store or f"url: sqlite:///{tmp_path / 'postflight.db'}"
         text = (
             f"server:\n  listen: 127.0.0.1:{port}\n  api_tokens: [{TOKEN}]\n"
-            f"store:\n  {store}\n"
+            + "".join(f"  {line}\n" for line in server.splitlines() if line.strip())
+            + f"store:\n  {store}\n"
             + textwrap.dedent(alerting)
             + textwrap.dedent(providers)
             + textwrap.dedent(extra)

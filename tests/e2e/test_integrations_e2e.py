@@ -228,7 +228,7 @@ async def test_github_deployment_status_opens_a_window_and_hears_in_progress_the
     states = [s["state"] for s in fake_github.statuses]
     assert states == ["in_progress", "failure"]
     last = fake_github.statuses[-1]
-    assert last["log_url"].endswith(f"/v1/deploys/{deploy['id']}")
+    assert f"/deploys/{deploy['id']}?view=" in last["log_url"]  # the deploy's page
     assert "probe-errors" in last["description"]
     assert last["environment_url"] == "https://web-new.vercel.app"
     # pending states open nothing
@@ -591,4 +591,4 @@ async def test_commit_status_on_the_sha_pending_then_success(
         (SHA, "success"),
     ]
     assert {s["context"] for s in fake_github.commit_statuses} == {"postflight/staging"}
-    assert fake_github.commit_statuses[1]["target_url"].endswith(deploy["id"])
+    assert f"/deploys/{deploy['id']}?view=" in fake_github.commit_statuses[1]["target_url"]

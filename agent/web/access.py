@@ -1,0 +1,42 @@
+"""Who may see a deploy page or its event stream (contract §8). No I/O.
+
+Three ways in: an API token as `Authorization: Bearer`, the session cookie the login
+form sets from one, or `?view=`, a signed, expiring token for one deploy. A view
+token opens only the deploy it was signed for: the list, another deploy, or the API
+get 403, as do expired and tampered tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from aiohttp import web
+
+from agent.api.auth import bearer_token, token_matches
+from agent.settings import ServerSettings
+from agent.web.links import signing_key, verify
+
+SESSION_COOKIE = "postflight_session"
+SESSION_SUBJECT = "session"
+SESSION_TTL_S = 12 * 3600.0
+
+Access = Literal["ok", "unauthenticated", "forbidden"]
+
+
+def access(
+    request: web.Request, server: ServerSettings, deploy_id: str | None, now: float
+) -> Access:
+    """`ok`, `unauthenticated` (401: show the login form) or `forbidden` (403)."""
+    key = signing_key(server)
+    view = request.query.get("view")
+    if view is not None:
+        if deploy_id is not None and verify(key, view, deploy_id, now):
+            return "ok"
+        return "forbidden"
+    token = bearer_token(request)
+    if token is not None:
+        return "ok" if token_matches(token, server.api_tokens) else "unauthenticated"
+    session = request.cookies.get(SESSION_COOKIE)
+    if session is not None and verify(key, session, SESSION_SUBJECT, now):
+        return "ok"
+    return "unauthenticated"

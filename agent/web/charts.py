@@ -1,0 +1,306 @@
+"""Chart geometry for the deploy page: series in, SVG coordinates and text out.
+Pure: no I/O, no clock, no markup (the templates draw, with autoescape).
+
+Server-rendered SVG rather than a charting library: the page then works with
+JavaScript off, weighs a few kilobytes, loads nothing from anywhere, and each chart
+carries its own text alternative and data table; a live update re-renders the same
+markup on the server, so there is one drawing code path, not two.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+WIDTH = 640
+HEIGHT = 200
+LEFT = 64
+RIGHT = 16
+TOP = 14
+BOTTOM = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    x: float
+    y: float
+    label: str
+    """What the point says, for its tooltip and the text alternative."""
+    breach: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """A horizontal reference line (baseline, bound, threshold)."""
+
+    y: float
+    kind: str
+    """`baseline`, `bound` or `threshold`: the template's stroke style, never colour alone."""
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Band:
+    """A horizontal interval (the effect's confidence band, the tolerance)."""
+
+    x1: float
+    x2: float
+    y: float
+    height: float
+    kind: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    at: float
+    label: str
+
+
+@dataclass(slots=True)
+class Chart:
+    title: str
+    description: str
+    """The text alternative: what the chart shows, in words."""
+    kind: str
+    width: int = WIDTH
+    height: int = HEIGHT
+    series: list[list[Point]] = field(default_factory=list)
+    series_kinds: list[str] = field(default_factory=list)
+    lines: list[Line] = field(default_factory=list)
+    bands: list[Band] = field(default_factory=list)
+    x_ticks: list[Tick] = field(default_factory=list)
+    y_ticks: list[Tick] = field(default_factory=list)
+    x_label: str = ""
+    y_label: str = ""
+    legend: list[tuple[str, str]] = field(default_factory=list)
+    """(kind, words) for each thing drawn: the key shows its stroke and says what it is."""
+
+    @property
+    def plot(self) -> tuple[int, int, int, int]:
+        """(left, top, right, bottom) of the plotting area."""
+        return LEFT, TOP, self.width - RIGHT, self.height - BOTTOM
+
+    @staticmethod
+    def path(points: Sequence[Point]) -> str:
+        return " ".join(f"{p.x:.1f},{p.y:.1f}" for p in points)
+
+
+class Scale:
+    """Maps a value range onto a pixel range (linear or log10)."""
+
+    def __init__(self, lo: float, hi: float, p0: float, p1: float, *, log: bool = False) -> None:
+        if log:
+            lo, hi = math.log10(lo), math.log10(hi)
+        if hi - lo < 1e-12:
+            lo, hi = lo - 1.0, hi + 1.0
+        self.lo, self.hi, self.p0, self.p1, self.log = lo, hi, p0, p1, log
+
+    def __call__(self, value: float) -> float:
+        v = math.log10(max(value, 1e-300)) if self.log else value
+        return self.p0 + (v - self.lo) / (self.hi - self.lo) * (self.p1 - self.p0)
+
+
+def nice_ticks(lo: float, hi: float, count: int = 4) -> list[float]:
+    """Round numbers spanning [lo, hi]."""
+    if hi - lo <= 0:
+        return [lo]
+    raw = (hi - lo) / count
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step) * step
+    ticks = []
+    value = first
+    while value <= hi + step * 1e-9:
+        ticks.append(round(value, 12))
+        value += step
+    return ticks
+
+
+def _round_ticks(rounds: Sequence[int], x: Scale) -> list[Tick]:
+    if not rounds:
+        return []
+    stride = max(1, math.ceil(len(rounds) / 10))
+    return [Tick(x(n), str(n)) for n in rounds[::stride]]
+
+
+def rounds_chart(
+    title: str,
+    observed: Sequence[tuple[int, float | None]],
+    *,
+    fmt: object,
+    baseline: float | None,
+    bounds: Sequence[tuple[str, float]],
+    breach: Sequence[bool] = (),
+    y_label: str = "",
+) -> Chart:
+    """Observed value per round with the baseline (dashed) and each bound (solid, labelled)."""
+    format_value = fmt if callable(fmt) else str
+    chart = Chart(title=title, description="", kind="rounds", x_label="round", y_label=y_label)
+    left, top, right, bottom = chart.plot
+    numbers = [n for n, _ in observed]
+    values = [v for _, v in observed if v is not None]
+    refs = [b for _, b in bounds] + ([baseline] if baseline is not None else [])
+    everything = values + refs
+    lo = min([0.0, *everything])
+    hi = max(everything) if everything else 1.0
+    hi = hi * 1.12 if hi > 0 else 1.0
+    x = Scale(min(numbers, default=1) - 0.5, max(numbers, default=1) + 0.5, left, right)
+    y = Scale(lo, hi, bottom, top)
+    points: list[Point] = []
+    for i, (n, v) in enumerate(observed):
+        if v is None:
+            continue
+        bad = breach[i] if i < len(breach) else False
+        text = f"round {n}: {format_value(v)}" + (" (past the bound)" if bad else "")
+        points.append(Point(x(n), y(v), text, bad))
+    chart.series.append(points)
+    chart.series_kinds.append("observed")
+    if baseline is not None:
+        chart.lines.append(Line(y(baseline), "baseline", f"baseline {format_value(baseline)}"))
+    for label, value in bounds:
+        chart.lines.append(Line(y(value), "bound", f"{label} {format_value(value)}"))
+    chart.x_ticks = _round_ticks(numbers, x)
+    chart.y_ticks = [Tick(y(t), str(format_value(t))) for t in nice_ticks(lo, hi)]
+    chart.legend = [("observed", "observed per round")]
+    if baseline is not None:
+        chart.legend.append(("baseline", "baseline (dashed)"))
+    if bounds:
+        chart.legend.append(("bound", "bound (solid)"))
+    if any(p.breach for p in points):
+        chart.legend.append(("breach", "past the bound (square)"))
+    seen = "; ".join(p.label for p in points[-12:]) or "no data yet"
+    refs_text = ", ".join(line.label for line in chart.lines) or "no baseline or bound"
+    breaches = sum(p.breach for p in points)
+    chart.description = (
+        f"{title}: {len(points)} rounds with data ({seen}). Reference lines: {refs_text}."
+        + (f" {breaches} rounds past the bound." if breaches else "")
+    )
+    return chart
+
+
+def evidence_chart(
+    title: str, ratios: Sequence[tuple[int, float | None]], needed: float | None
+) -> Chart:
+    """The e-value (likelihood ratio) per round on a log scale, toward its threshold."""
+    chart = Chart(
+        title=title, description="", kind="evidence", x_label="round", y_label="e-value (log)"
+    )
+    left, top, right, bottom = chart.plot
+    numbers = [n for n, _ in ratios]
+    values = [max(v, 1e-6) for _, v in ratios if v is not None]
+    refs = [needed] if needed else []
+    lo = min([1.0, *values]) / 2
+    hi = max([*values, *refs, 10.0]) * 3
+    x = Scale(min(numbers, default=1) - 0.5, max(numbers, default=1) + 0.5, left, right)
+    y = Scale(lo, hi, bottom, top, log=True)
+    points = [
+        Point(x(n), y(max(v, 1e-6)), f"round {n}: e-value {v:.3g}", bool(needed and v >= needed))
+        for n, v in ratios
+        if v is not None
+    ]
+    chart.series.append(points)
+    chart.series_kinds.append("evidence")
+    chart.lines.append(Line(y(1.0), "baseline", "no evidence (1)"))
+    if needed:
+        chart.lines.append(Line(y(needed), "threshold", f"threshold {needed:.3g}"))
+    chart.x_ticks = _round_ticks(numbers, x)
+    chart.legend = [("evidence", "e-value per round"), ("baseline", "1: no evidence (dashed)")]
+    if needed:
+        chart.legend.append(("bound", "threshold (solid)"))
+    decades = range(math.ceil(math.log10(lo)), math.floor(math.log10(hi)) + 1)
+    stride = max(1, math.ceil(len(decades) / 5))
+    chart.y_ticks = [Tick(y(10.0**d), f"{10.0**d:g}") for d in list(decades)[::stride]]
+    last = points[-1].label if points else "no evidence yet"
+    chart.description = f"{title}: e-value per round on a log scale; latest {last}; " + (
+        f"the rule fails when it reaches {needed:.3g}." if needed else "no threshold."
+    )
+    return chart
+
+
+def band_chart(title: str, interval: tuple[float, float], tolerance: float) -> Chart:
+    """The effect's confidence band against the tolerance (±tolerance around no change)."""
+    chart = Chart(title=title, description="", kind="band", height=90, x_label="relative effect")
+    left, top, right, bottom = chart.plot
+    lo_v, hi_v = interval
+    span = max(abs(lo_v), abs(hi_v), abs(tolerance)) * 1.2 or 1.0
+    x = Scale(-span, span, left, right)
+    mid = (top + bottom) / 2
+    chart.bands.append(
+        Band(
+            x(-tolerance),
+            x(tolerance),
+            top,
+            bottom - top,
+            "tolerance",
+            f"tolerance ±{tolerance:.0%}",
+        )
+    )
+    chart.bands.append(
+        Band(x(lo_v), x(hi_v), mid - 8, 16, "interval", f"effect {lo_v:+.1%} to {hi_v:+.1%}")
+    )
+    chart.lines.append(Line(x(0.0), "zero", "no change"))
+    chart.legend = [("tolerance", "tolerance (shaded)"), ("interval", "confidence band (bar)")]
+    chart.x_ticks = [Tick(x(t), f"{t:+.0%}") for t in nice_ticks(-span, span)]
+    inside = -tolerance <= lo_v and hi_v <= tolerance
+    beyond = lo_v > tolerance or hi_v < -tolerance
+    where = (
+        "inside the tolerance" if inside else "beyond the tolerance" if beyond else "overlapping it"
+    )
+    chart.description = (
+        f"{title}: the effect's confidence band runs from {lo_v:+.1%} to {hi_v:+.1%}, "
+        f"{where} of ±{tolerance:.0%}."
+    )
+    return chart
+
+
+def _quantiles(values: Sequence[float], points: int = 40) -> list[tuple[float, float]]:
+    ordered = sorted(v for v in values if math.isfinite(v))
+    if not ordered:
+        return []
+    n = len(ordered)
+    out = []
+    for i in range(points + 1):
+        q = i / points
+        out.append((ordered[min(n - 1, round(q * (n - 1)))], q))
+    return out
+
+
+def distribution_chart(
+    title: str, new: Sequence[float], baseline: Sequence[float], fmt: object
+) -> Chart:
+    """Cumulative distributions of the new release's latencies and the baseline's."""
+    format_value = fmt if callable(fmt) else str
+    chart = Chart(
+        title=title,
+        description="",
+        kind="distribution",
+        x_label="latency",
+        y_label="share of requests at or below",
+    )
+    left, top, right, bottom = chart.plot
+    curves = {"new": _quantiles(new), "baseline": _quantiles(baseline)}
+    everything = [v for curve in curves.values() for v, _ in curve]
+    x = Scale(0.0, (max(everything) if everything else 1.0) * 1.05, left, right)
+    y = Scale(0.0, 1.0, bottom, top)
+    for kind, curve in curves.items():
+        chart.series.append(
+            [Point(x(v), y(q), f"{kind} p{q * 100:.0f}: {format_value(v)}") for v, q in curve]
+        )
+        chart.series_kinds.append(kind)
+    chart.legend = [("observed", "new release (solid)"), ("baseline", "baseline (dashed)")]
+    chart.x_ticks = [Tick(x(t), str(format_value(t))) for t in nice_ticks(0.0, x.hi)]
+    chart.y_ticks = [Tick(y(t), f"{t:.0%}") for t in (0.0, 0.25, 0.5, 0.75, 1.0)]
+
+    def pct(curve: list[tuple[float, float]], q: float) -> str:
+        if not curve:
+            return "n/a"
+        return str(format_value(min(curve, key=lambda vq: abs(vq[1] - q))[0]))
+
+    chart.description = f"{title}: " + "; ".join(
+        f"{kind} ({len(values)} samples) p50 {pct(curves[kind], 0.5)}, "
+        f"p95 {pct(curves[kind], 0.95)}"
+        for kind, values in (("new", new), ("baseline", baseline))
+    )
+    return chart

@@ -1,0 +1,155 @@
+"""`GET /v1/deploys/{id}/events`: a deploy's live events as Server-Sent Events (contract §8).
+
+First the current deploy object as a `state` event (so a late joiner starts from the
+truth), then a `round` event after each stored round and a `state` event whenever the
+deploy object's state, verdict or rollback changes; the stream ends once the window has
+ended and no rollback delivery is pending. Everything sent is read from the store:
+the feed only says when to look, and a periodic re-read catches what another replica
+wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+
+from agent.api.auth import CHALLENGE
+from agent.api.models import DEPLOY_ID_PATTERN, deploy_object
+from agent.api.problems import ApiProblem
+from agent.appkeys import SETTINGS, STORE
+from agent.records import DeployWindow, RollbackIntent, RoundRecord
+from agent.web.access import access
+from agent.web.feed import FEED, DeployFeed
+from agent.web.links import deploy_page_url
+from agent.web.times import request_now
+from agent.web.view import round_event
+
+RECHECK_S = 5.0
+"""Without news from this process's feed, look at the store this often: another
+replica may be watching the window (its rounds then arrive within this)."""
+HEARTBEAT_S = 15.0
+"""A comment line this often keeps proxies from closing an idle stream."""
+_DEPLOY_ID = re.compile(DEPLOY_ID_PATTERN)
+
+
+def _frame(event: str, data: Any) -> bytes:
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return f"event: {event}\ndata: {text}\n\n".encode()
+
+
+def _fingerprint(obj: dict[str, Any]) -> str:
+    """What makes a `state` event worth sending: the state, the verdict's outcome, the
+    rollback's progress (a round's new evidence travels in its `round` event)."""
+    outcome = (obj.get("verdict") or {}).get("outcome")
+    return json.dumps([obj.get("state"), outcome, obj.get("rollback")], sort_keys=True)
+
+
+async def deploy_events(request: web.Request) -> web.StreamResponse:
+    settings = request.config_dict[SETTINGS]
+    store = request.config_dict[STORE]
+    window_id = request.match_info["id"]
+    now = request_now(request)
+    allowed = access(request, settings.server, window_id, now)
+    if allowed == "unauthenticated":
+        raise ApiProblem(
+            401, "this stream needs a bearer token, a session or a view token", headers=CHALLENGE
+        )
+    if allowed == "forbidden":
+        raise ApiProblem(403, "the view token is expired, altered or for another deploy")
+    feed = request.config_dict.get(FEED) or DeployFeed()
+    with feed.subscribe(window_id) as news:  # before the first read: nothing is missed
+        window = await store.get_window(window_id) if _DEPLOY_ID.match(window_id) else None
+        if window is None:
+            raise ApiProblem(404, f"no deploy {window_id[:64]}", slug="unknown-deploy")
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+        stream = _Stream(request, response, window)
+        await stream.read_store()
+        idle = 0.0
+        while not stream.finished:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(news.wake.wait(), RECHECK_S)
+            rounds, changed = news.take()
+            if not rounds and not changed:
+                idle += RECHECK_S
+                if idle >= HEARTBEAT_S:
+                    idle = 0.0
+                    await response.write(b": keep-alive\n\n")
+            else:
+                idle = 0.0
+            if not await stream.send_rounds(rounds) or changed or not (rounds or changed):
+                await stream.read_store()
+        await response.write_eof()
+    return response
+
+
+class _Stream:
+    """One client's event stream: what it has been sent so far."""
+
+    def __init__(
+        self, request: web.Request, response: web.StreamResponse, window: DeployWindow
+    ) -> None:
+        self.request = request
+        self.response = response
+        self.window = window
+        self.rollback: RollbackIntent | None = None
+        self.seen_rounds = window.rounds
+        self.sent: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        rollback = self.rollback
+        return not self.window.active and (rollback is None or rollback.state != "pending")
+
+    async def send_rounds(self, rounds: list[RoundRecord]) -> bool:
+        """Send the rounds the feed brought, in order; False on a gap (read the store)."""
+        for record in sorted(rounds, key=lambda r: r.number):
+            if record.number <= self.seen_rounds:
+                continue
+            if record.number != self.seen_rounds + 1:
+                return False
+            self.window.rounds = record.number
+            await self._round(record)
+        return True
+
+    async def _round(self, record: RoundRecord) -> None:
+        data = round_event(record, self.window, request_now(self.request))
+        await self.response.write(_frame("round", data))
+        self.seen_rounds = record.number
+
+    async def read_store(self) -> None:
+        """Catch up from the store: rounds not sent yet, and the deploy object if its
+        state, verdict outcome or rollback changed (always, the first time)."""
+        store = self.request.config_dict[STORE]
+        window_id = self.window.id
+        self.window = await store.get_window(window_id) or self.window
+        failing = (self.window.verdict or {}).get("outcome") == "fail"
+        if not self.window.active or failing or self.rollback is not None:
+            # the rollback, then the window again: a delivery that lands between the two
+            # reads is then seen as `rolled_back` with a delivered rollback, never as a
+            # `failed` window whose rollback was delivered (which would end the stream)
+            self.rollback = await store.get_rollback(window_id)
+            self.window = await store.get_window(window_id) or self.window
+        if self.sent is not None and self.window.rounds > self.seen_rounds:
+            for record in await store.rounds(window_id):
+                if record.number > self.seen_rounds:
+                    await self._round(record)
+        self.seen_rounds = max(self.seen_rounds, self.window.rounds)
+        server = self.request.config_dict[SETTINGS].server
+        page = deploy_page_url(server, window_id, now=request_now(self.request))
+        current = deploy_object(self.window, self.rollback, page=page)
+        fingerprint = _fingerprint(current)
+        if fingerprint != self.sent:
+            self.sent = fingerprint
+            await self.response.write(_frame("state", current))

@@ -1,0 +1,66 @@
+"""Links to a deploy's page and the signed tokens they carry. Pure: no I/O, no clock
+(callers pass `now`).
+
+A `?view=` token is `v1.<expires>.<signature>`: an HMAC-SHA256 over the deploy id and
+the expiry, so it opens that one deploy's page and event stream until it expires, and
+nothing else. A session token (the login cookie) is the same construction over
+`session`, so no API token is ever stored in a browser.
+
+The signing key is derived, not stored: from `server.view_secret` when set, else from
+the first of `server.api_tokens`. Derived because every replica reads the same
+configuration, so a link signed by one opens on another with no shared state (a key
+generated and kept in the store would need a schema change in both stores and a
+read before every check); and rotating that secret revokes every link at once.
+The derivation is itself an HMAC under a fixed label, so the key reveals nothing of
+the token it came from.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from urllib.parse import quote
+
+from agent.settings import ServerSettings
+
+_LABEL = b"postflight deploy page links v1"
+_VERSION = "v1"
+
+
+def signing_key(server: ServerSettings) -> bytes:
+    secret = server.view_secret or server.api_tokens[0]
+    return hmac.new(_LABEL, secret.get_secret_value().encode(), hashlib.sha256).digest()
+
+
+def _signature(key: bytes, subject: str, expires: int) -> str:
+    mac = hmac.new(key, f"{subject}\n{expires}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
+
+
+def sign(key: bytes, subject: str, expires: float) -> str:
+    """A token for `subject` (a deploy id, or `session`) valid until `expires`."""
+    at = int(expires)
+    return f"{_VERSION}.{at}.{_signature(key, subject, at)}"
+
+
+def verify(key: bytes, token: str, subject: str, now: float) -> bool:
+    """True if `token` was signed for `subject` and has not expired. Tampered, expired,
+    malformed or for another subject: False (compared in constant time)."""
+    version, _, rest = token.partition(".")
+    expires_text, _, signature = rest.partition(".")
+    if version != _VERSION or not expires_text.isdigit() or len(expires_text) > 12:
+        return False
+    expires = int(expires_text)
+    good = hmac.compare_digest(signature.encode(), _signature(key, subject, expires).encode())
+    return good and now < expires
+
+
+def deploy_page_url(server: ServerSettings, deploy_id: str, *, now: float) -> str | None:
+    """The page of one deploy with a read-only view token valid for `server.view_ttl`:
+    what alerts, `register --wait`, the deploy object and GitHub's `log_url` link to.
+    None when the pages are off (`server.ui: false`)."""
+    if not server.ui:
+        return None
+    token = sign(signing_key(server), deploy_id, now + server.view_ttl)
+    return f"{server.base_url}/deploys/{quote(deploy_id)}?view={token}"

@@ -1,0 +1,202 @@
+"""The deploy pages (contract §8): `/deploys/{id}`, `/deploys`, the login form and the
+page's own assets. Reads the store, renders with Jinja2; never writes a window.
+
+Jinja2 with autoescape on, rather than `html.escape` by hand: every value a deploy
+brings (labels, versions, check messages) is escaped unless a template says
+otherwise, so safety does not depend on remembering one call per field.
+Every response forbids loading anything from another origin (CSP), caching, and
+sending the page's URL (which may carry a view token) as a referrer.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import jinja2
+from aiohttp import web
+
+from agent.api.auth import token_matches
+from agent.api.models import DEPLOY_ID_PATTERN, LIST_LIMIT_DEFAULT, STATES
+from agent.appkeys import SETTINGS, STORE
+from agent.records import DeployWindow
+from agent.web.access import SESSION_COOKIE, SESSION_SUBJECT, SESSION_TTL_S, access
+from agent.web.links import sign, signing_key
+from agent.web.times import iso, request_now
+from agent.web.view import deploy_view
+from common.version import __version__
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';"
+        " connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+_DEPLOY_ID = re.compile(DEPLOY_ID_PATTERN)
+ASSETS = {"page.css": "text/css", "page.js": "text/javascript"}
+
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("agent.web", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_env.globals["version"] = __version__
+_env.tests["web_link"] = lambda value: (
+    isinstance(value, str) and value.startswith(("https://", "http://"))
+)
+_assets = {name: (resources.files("agent.web") / "static" / name).read_bytes() for name in ASSETS}
+
+
+def html(template: str, status: int = 200, **context: Any) -> web.Response:
+    body = _env.get_template(template).render(**context)
+    return web.Response(
+        text=body, status=status, content_type="text/html", headers=SECURITY_HEADERS
+    )
+
+
+def _denied(request: web.Request, verdict: str) -> web.Response:
+    if verdict == "forbidden":
+        return html(
+            "message.html",
+            403,
+            title="Forbidden",
+            message="This link is expired, altered, or for another deploy. Ask for a new"
+            " link, or sign in with an API token.",
+        )
+    return html("login.html", 401, next=request.path_qs, error=None)
+
+
+def _ui_on(request: web.Request) -> None:
+    if not request.config_dict[SETTINGS].server.ui:
+        raise web.HTTPNotFound()
+
+
+async def deploy_page(request: web.Request) -> web.Response:
+    _ui_on(request)
+    settings = request.config_dict[SETTINGS]
+    store = request.config_dict[STORE]
+    window_id = request.match_info["id"]
+    now = request_now(request)
+    verdict = access(request, settings.server, window_id, now)
+    if verdict != "ok":
+        return _denied(request, verdict)
+    known = _DEPLOY_ID.match(window_id)
+    window = await store.get_window(window_id) if known else None
+    if window is None:
+        return html("message.html", 404, title="Not found", message=f"No deploy {window_id}.")
+    rollback = await store.get_rollback(window_id)
+    env = settings.environments.get(window.environment)
+    view = deploy_view(
+        window,
+        await store.rounds(window_id),
+        rules=[r.to_rule() for r in env.rules] if env is not None else [],
+        rollback=rollback,
+        attempts=await store.deliveries(window_id) if rollback is not None else [],
+        alerts=await store.alert_events(window_id),
+        now=now,
+    )
+    view_token = request.query.get("view")
+    query = f"?{urlencode({'view': view_token})}" if view_token else ""
+    context: dict[str, Any] = {
+        "d": view,
+        "iso": iso,
+        "events_url": f"/v1/deploys/{quote(window_id)}/events{query}",
+        "list_url": None if view_token else "/deploys",
+    }
+    if request.query.get("fragment"):
+        return html("live.html", **context)
+    return html("deploy.html", **context)
+
+
+async def deploy_list(request: web.Request) -> web.Response:
+    _ui_on(request)
+    settings = request.config_dict[SETTINGS]
+    store = request.config_dict[STORE]
+    verdict = access(request, settings.server, None, request_now(request))
+    if verdict != "ok":
+        return _denied(request, verdict)
+    environment = request.query.get("environment") or None
+    state = request.query.get("state") or None
+    if environment is not None and environment not in settings.environments:
+        environment = None
+    if state not in STATES:
+        state = None
+    try:
+        page = await store.list_windows(
+            environment=environment,
+            state=state,
+            limit=LIST_LIMIT_DEFAULT,
+            cursor=request.query.get("cursor") or None,
+        )
+        items: list[DeployWindow] = page.items
+        next_cursor = page.next_cursor
+    except ValueError:
+        items, next_cursor = [], None
+    next_url = None
+    if next_cursor:
+        params = {k: v for k, v in (("environment", environment), ("state", state)) if v}
+        next_url = "/deploys?" + urlencode({**params, "cursor": next_cursor})
+    return html(
+        "list.html",
+        items=items,
+        environments=sorted(settings.environments),
+        states=STATES,
+        environment=environment,
+        state=state,
+        next_url=next_url,
+        iso=iso,
+    )
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path on this site: never `//other.example` or `https://…`."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/deploys"
+    return target
+
+
+async def login_form(request: web.Request) -> web.Response:
+    _ui_on(request)
+    return html("login.html", next=_safe_next(request.query.get("next")), error=None)
+
+
+async def login(request: web.Request) -> web.Response:
+    _ui_on(request)
+    settings = request.config_dict[SETTINGS]
+    form = await request.post()
+    token = str(form.get("token") or "")
+    target = _safe_next(str(form.get("next") or ""))
+    if not token or not token_matches(token, settings.server.api_tokens):
+        return html("login.html", 401, next=target, error="That token is not accepted.")
+    now = request_now(request)
+    session = sign(signing_key(settings.server), SESSION_SUBJECT, now + SESSION_TTL_S)
+    response = web.Response(status=303, headers={**SECURITY_HEADERS, "Location": target})
+    response.set_cookie(
+        SESSION_COOKIE,
+        session,
+        max_age=int(SESSION_TTL_S),
+        httponly=True,
+        samesite="Strict",
+        secure=settings.server.base_url.startswith("https://"),
+        path="/",
+    )
+    return response
+
+
+async def asset(request: web.Request) -> web.Response:
+    _ui_on(request)
+    name = request.match_info["name"]
+    if name not in ASSETS:
+        raise web.HTTPNotFound()
+    return web.Response(
+        body=_assets[name],
+        content_type=ASSETS[name],
+        headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
+    )

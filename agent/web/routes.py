@@ -1,0 +1,31 @@
+"""Mounting the deploy pages and the live event stream on the agent's application
+(contract §8), beside API v1 (`agent.api.add_routes`, which knows nothing of them)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from agent.appkeys import PAGE_LINK, SETTINGS
+from agent.web.events import deploy_events
+from agent.web.links import deploy_page_url
+from agent.web.pages import asset, deploy_list, deploy_page, login, login_form
+
+PAGE_PATHS = frozenset({"/deploys", "/deploys/static/{name}", "/deploys/{id}", "/login"})
+"""The HTML side (not API v1, so not in the OpenAPI document)."""
+
+
+def mount(app: web.Application) -> None:
+    """Add the pages, the event stream and the deploy object's page link to `app`
+    (before it starts; it must have `SETTINGS` and `STORE`)."""
+
+    def page_link(deploy_id: str, now: float) -> str | None:
+        return deploy_page_url(app[SETTINGS].server, deploy_id, now=now)
+
+    app[PAGE_LINK] = page_link
+    r = app.router
+    r.add_get("/deploys", deploy_list, name="deploy_list_page")
+    r.add_get("/deploys/static/{name}", asset, name="page_asset")
+    r.add_get("/deploys/{id}", deploy_page, name="deploy_page")
+    r.add_get("/login", login_form, name="login_form")
+    r.add_post("/login", login, name="login")
+    r.add_get("/v1/deploys/{id}/events", deploy_events, name="deploy_events")

@@ -1,0 +1,329 @@
+"""What the deploy page shows, built from stored records. Pure: no I/O, no clock
+(the caller passes `now`), no markup.
+
+Everything read from a round or a verdict is read defensively (`.get`, type checks):
+the judge's evidence grows fields over time, and a page must render old windows and
+new ones alike, showing what exists and skipping what does not.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.analysis.describe import is_duration
+from agent.analysis.types import Rule
+from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent, RoundRecord
+from agent.web.charts import Chart, band_chart, distribution_chart, evidence_chart, rounds_chart
+from agent.web.times import iso
+from alerting.templates import evidence_text, format_value
+
+MAX_DISTRIBUTION_SAMPLES = 5000
+"""Latency samples pooled for the distribution chart (its quantiles barely move past this)."""
+
+
+@dataclass(slots=True)
+class RuleView:
+    name: str
+    source: str
+    metric: str
+    outcome: str
+    observed: str
+    baseline: str
+    threshold: str
+    detail: str
+    evidence: str
+    link: str | None
+    query: str | None
+    charts: list[Chart] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class CheckFailure:
+    check: str
+    round: int
+    at: str | None
+    message: str
+    step: str | None
+    expected: str | None
+    got: str | None
+    status: str | None
+
+
+@dataclass(slots=True)
+class DeployView:
+    window: DeployWindow
+    verdict_outcome: str
+    reason: str
+    progress: dict[str, Any]
+    rules: list[RuleView]
+    failures: list[CheckFailure]
+    rollback: RollbackIntent | None
+    attempts: list[DeliveryAttempt]
+    alerts: list[tuple[str, str]]
+    rounds: list[dict[str, Any]]
+    deployed_at: str | None
+    ends_at: str | None
+    failing_rules: list[str]
+    broken_steps: list[str] = field(default_factory=list)
+    """For each failing rule on a smoke check: the step that broke, expected vs got."""
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def progress(window: DeployWindow, now: float) -> dict[str, Any]:
+    """How far the window has come: rounds, elapsed share of the window, time left."""
+    length = max(window.ends_at - window.deployed_at, 1e-9)
+    end = window.ended_at if window.ended_at is not None and not window.active else now
+    elapsed = min(max(end - window.deployed_at, 0.0), length)
+    return {
+        "rounds": window.rounds,
+        "elapsed_s": round(elapsed, 3),
+        "window_s": round(length, 3),
+        "fraction": round(elapsed / length, 4) if window.active else 1.0,
+        "remaining_s": round(max(window.ends_at - now, 0.0), 3) if window.active else 0.0,
+    }
+
+
+def round_event(record: RoundRecord, window: DeployWindow, now: float) -> dict[str, Any]:
+    """The `round` event of the live stream: the round's summary (without the raw
+    samples) and the window's progress."""
+    summary = record.summary
+    observations = {
+        name: {k: v for k, v in obs.items() if k != "values"}
+        for name, obs in (summary.get("observations") or {}).items()
+        if isinstance(obs, Mapping)
+    }
+    return {
+        "id": window.id,
+        "round": record.number,
+        "started_at": iso(record.started_at),
+        "summary": {
+            "decision": summary.get("decision"),
+            "observations": observations,
+            "checks": summary.get("checks") or {},
+            "rules": summary.get("rules") or {},
+        },
+        "progress": progress(window, now),
+    }
+
+
+def bounds(rule: Rule | None, baseline: float | None) -> list[tuple[str, float]]:
+    """The rule's bounds as lines: absolute `max`/`min`, and `max_increase` applied to
+    the baseline."""
+    if rule is None:
+        return []
+    out: list[tuple[str, float]] = []
+    if rule.max is not None:
+        out.append(("max", rule.max))
+    if rule.min is not None:
+        out.append(("min", rule.min))
+    if rule.max_increase is not None and baseline is not None:
+        if rule.direction == "decrease":
+            out.append((f"baseline −{rule.max_increase:.0%}", baseline * (1 - rule.max_increase)))
+        else:
+            out.append((f"baseline +{rule.max_increase:.0%}", baseline * (1 + rule.max_increase)))
+    return out
+
+
+def _past(value: float | None, lines: Sequence[tuple[str, float]], direction: str) -> bool:
+    if value is None:
+        return False
+    for label, bound in lines:
+        if label == "min" or (label.startswith("baseline") and direction == "decrease"):
+            if value < bound:
+                return True
+        elif value > bound:
+            return True
+    return False
+
+
+def _interval(evidence: Mapping[str, Any]) -> tuple[float, float] | None:
+    for key in ("effect_interval", "confidence_interval", "interval"):
+        pair = evidence.get(key)
+        if isinstance(pair, list | tuple) and len(pair) == 2:
+            lo, hi = _num(pair[0]), _num(pair[1])
+            if lo is not None and hi is not None:
+                return (lo, hi)
+    return None
+
+
+def _rule_charts(
+    item: Mapping[str, Any],
+    rule: Rule | None,
+    rounds: Sequence[RoundRecord],
+    baseline_obs: Mapping[str, Any] | None,
+) -> list[Chart]:
+    name = str(item.get("name") or "?")
+    metric = str(item.get("metric") or (rule.metric if rule else ""))
+
+    def fmt(value: float) -> str:
+        return format_value(metric, value)
+
+    observed: list[tuple[int, float | None]] = []
+    ratios: list[tuple[int, float | None]] = []
+    samples: list[float] = []
+    for record in rounds:
+        obs = (record.summary.get("observations") or {}).get(name) or {}
+        observed.append((record.number, _num(obs.get("value"))))
+        snap = (record.summary.get("rules") or {}).get(name) or {}
+        ratios.append((record.number, _num(snap.get("likelihood_ratio"))))
+        if len(samples) < MAX_DISTRIBUTION_SAMPLES:
+            samples.extend(v for v in obs.get("values") or () if _num(v) is not None)
+    baseline = _num(item.get("baseline"))
+    if baseline is None and baseline_obs:
+        baseline = _num(baseline_obs.get("value"))
+    lines = bounds(rule, baseline)
+    direction = rule.direction if rule else "increase"
+    charts = [
+        rounds_chart(
+            f"{name}: {metric} per round",
+            observed,
+            fmt=fmt,
+            baseline=baseline,
+            bounds=lines,
+            breach=[_past(v, lines, direction) for _, v in observed],
+            y_label=metric,
+        )
+    ]
+    evidence = item.get("evidence") if isinstance(item.get("evidence"), Mapping) else {}
+    assert isinstance(evidence, Mapping)
+    if evidence.get("policy") == "sequential" or any(v is not None for _, v in ratios):
+        final = _num(evidence.get("likelihood_ratio"))
+        if rounds and final is not None and all(v is None for _, v in ratios):
+            ratios[-1] = (rounds[-1].number, final)  # rounds stored before per-round evidence
+        charts.append(
+            evidence_chart(
+                f"{name}: evidence toward failing",
+                ratios,
+                _num(evidence.get("likelihood_ratio_needed")),
+            )
+        )
+    interval = _interval(evidence)
+    tolerance = _num(evidence.get("tolerance"))
+    if tolerance is None and rule is not None and rule.max_increase is not None:
+        tolerance = rule.max_increase
+    if interval is not None and tolerance is not None:
+        charts.append(band_chart(f"{name}: effect against the tolerance", interval, tolerance))
+    base_values = [v for v in (baseline_obs or {}).get("values") or () if _num(v) is not None]
+    if is_duration(metric) and samples and base_values:
+        charts.append(
+            distribution_chart(f"{name}: latency, new vs baseline", samples, base_values, fmt)
+        )
+    return charts
+
+
+def _last_failures(rounds: Sequence[RoundRecord]) -> list[CheckFailure]:
+    last: dict[str, CheckFailure] = {}
+    for record in rounds:
+        for check, entry in (record.summary.get("checks") or {}).items():
+            if not isinstance(entry, Mapping) or not entry.get("failed"):
+                continue
+            failure = entry.get("failure") if isinstance(entry.get("failure"), Mapping) else {}
+            assert isinstance(failure, Mapping)
+            last[check] = CheckFailure(
+                check=str(check),
+                round=record.number,
+                at=iso(record.started_at),
+                message=str(entry.get("message") or ""),
+                step=_text(failure.get("step")),
+                expected=_text(failure.get("expected")),
+                got=_text(failure.get("got")),
+                status=_text(failure.get("status")),
+            )
+    return sorted(last.values(), key=lambda f: f.check)
+
+
+def deploy_view(
+    window: DeployWindow,
+    rounds: Sequence[RoundRecord],
+    *,
+    rules: Sequence[Rule],
+    rollback: RollbackIntent | None,
+    attempts: Sequence[DeliveryAttempt],
+    alerts: Mapping[str, str],
+    now: float,
+) -> DeployView:
+    verdict = window.verdict or {}
+    configured = {r.name: r for r in rules}
+    items: list[Mapping[str, Any]] = [
+        r for r in verdict.get("rules") or [] if isinstance(r, Mapping)
+    ]
+    named = {str(r.get("name")) for r in items}
+    items += [
+        {"name": r.name, "source": r.source, "metric": r.metric, "outcome": "pending"}
+        for r in rules
+        if r.name not in named
+    ]
+    baselines = window.baseline or {}
+    views = []
+    for item in items:
+        name = str(item.get("name") or "?")
+        metric = str(item.get("metric") or "")
+        evidence = item.get("evidence")
+        views.append(
+            RuleView(
+                name=name,
+                source=str(item.get("source") or ""),
+                metric=metric,
+                outcome=str(item.get("outcome") or "pending"),
+                observed=format_value(metric, item.get("observed")),
+                baseline=format_value(metric, item.get("baseline")),
+                threshold=str(item.get("threshold") or ""),
+                detail=str(item.get("detail") or ""),
+                evidence=evidence_text(evidence),
+                link=_text(item.get("link")),
+                query=_text(item.get("query")),
+                charts=_rule_charts(item, configured.get(name), rounds, baselines.get(name)),
+            )
+        )
+    failures = _last_failures(rounds)
+    failing = [v.name for v in views if v.outcome == "fail"]
+    return DeployView(
+        window=window,
+        verdict_outcome=str(verdict.get("outcome") or "pending"),
+        reason=str(verdict.get("reason") or ""),
+        progress=progress(window, now),
+        rules=views,
+        failures=failures,
+        rollback=rollback,
+        attempts=list(attempts),
+        alerts=sorted(alerts.items()),
+        rounds=[
+            {"number": r.number, "at": iso(r.started_at), "decision": r.summary.get("decision")}
+            for r in rounds
+        ],
+        deployed_at=iso(window.deployed_at),
+        ends_at=iso(window.ends_at),
+        failing_rules=failing,
+        broken_steps=_broken_steps(failing, configured, failures),
+    )
+
+
+def _broken_steps(
+    failing: Sequence[str], rules: Mapping[str, Rule], failures: Sequence[CheckFailure]
+) -> list[str]:
+    """`journey-errors: check journey broke at step 'orders' (expected 200, got 500)`."""
+    out = []
+    for name in failing:
+        rule = rules.get(name)
+        if rule is None or rule.source != "checks":
+            continue
+        for f in failures:
+            if f.step is None or (rule.check is not None and f.check != rule.check):
+                continue
+            said = f"{name}: check {f.check} broke at step {f.step!r}"
+            if f.expected is not None or f.got is not None:
+                said += f" (expected {f.expected}, got {f.got})"
+            out.append(said)
+    return out

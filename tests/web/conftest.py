@@ -1,0 +1,129 @@
+"""Deploy-page tests: a real agent (the e2e harness) and a real headless Chromium.
+
+The browser is the system's Debian `chromium`, driven through Playwright's Python API
+(`executable_path`; `playwright install` is never run). Without it the browser tests
+skip and say why; with POSTFLIGHT_REQUIRE_ALL=1 (CI) such a skip is a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import SECRET, AgentFactory, RunningAgent, flip_target, start_agent
+from tests.receivers import JsonSink
+from tests.web.target import JourneyTarget, journey_environment
+
+__all__ = ["flip_target", "start_agent"]
+
+ALERTING = """
+alerting:
+  channels:
+    - url: {url}
+      tags: [oncall]
+"""
+
+CHROMIUM = os.environ.get("POSTFLIGHT_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+HAVE_CHROMIUM = Path(CHROMIUM).exists()
+SCREENS = os.environ.get("POSTFLIGHT_SCREENS")
+"""When set (manual runs), screenshots are also copied into this directory."""
+
+
+BrowserFactory = Callable[..., Awaitable[Any]]
+JourneyAgent = Callable[..., Awaitable[RunningAgent]]
+
+
+@pytest.fixture
+async def journey() -> AsyncIterator[JourneyTarget]:
+    target = JourneyTarget()
+    await target.start()
+    yield target
+    await target.stop()
+
+
+@pytest.fixture
+def journey_agent(
+    start_agent: AgentFactory, journey: JourneyTarget, rollback_receiver: Any, json_sink: JsonSink
+) -> JourneyAgent:
+    """Factory: `await journey_agent(server="", **environment)` → an agent watching the
+    journey target (`journey_environment`'s keywords), alerting to `json_sink`, rolling
+    back to a real receiver."""
+
+    async def start(server: str = "", **environment: str) -> RunningAgent:
+        receiver = await rollback_receiver(SECRET)
+        return await start_agent(
+            journey_environment(journey, receiver.url, SECRET, **environment),
+            ALERTING.format(url=json_sink.url()),
+            server=server,
+        )
+
+    return start
+
+
+@pytest.fixture
+async def chromium(tmp_path: Path) -> AsyncIterator[BrowserFactory]:
+    """Factory: `await chromium(javascript=True)` → a fresh Chromium context with its own
+    user-data-dir; all are closed after the test."""
+    if not HAVE_CHROMIUM:
+        pytest.skip(f"no chromium at {CHROMIUM} (Debian package `chromium`)")
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install -e '.[dev]')")
+    async with async_playwright() as pw:
+        contexts: list[Any] = []
+
+        async def open_context(*, javascript: bool = True) -> Any:
+            context = await pw.chromium.launch_persistent_context(
+                str(tmp_path / f"chromium-profile-{len(contexts)}"),
+                executable_path=CHROMIUM,
+                headless=True,
+                args=CHROMIUM_ARGS,
+                viewport={"width": 1000, "height": 900},
+                java_script_enabled=javascript,
+            )
+            contexts.append(context)
+            return context
+
+        try:
+            yield open_context
+        finally:
+            for context in contexts:
+                await context.close()
+
+
+@pytest.fixture
+async def browser(chromium: BrowserFactory) -> Any:
+    """A Chromium context with JavaScript on."""
+    return await chromium()
+
+
+async def screenshot(page: Any, tmp_path: Path, name: str) -> Path:
+    """A full-page PNG as a test artifact (and a copy under $POSTFLIGHT_SCREENS)."""
+    path = tmp_path / f"{name}.png"
+    png = await page.screenshot(path=str(path), full_page=True)
+    assert png.startswith(b"\x89PNG") and len(png) > 1000
+    if SCREENS:
+        await asyncio.to_thread(_keep, path, Path(SCREENS))
+    return path
+
+
+def _keep(path: Path, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, folder / path.name)

@@ -1,0 +1,33 @@
+"""A small Server-Sent Events reader for tests (the wire format, parsed by hand)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+
+@dataclass
+class Event:
+    name: str
+    data: Any
+
+
+async def events(response: aiohttp.ClientResponse) -> AsyncIterator[Event]:
+    """Each event of the stream, until the server ends it."""
+    name, data = "message", []
+    async for raw in response.content:
+        line = raw.decode().rstrip("\r\n")
+        if not line:
+            if data:
+                yield Event(name, json.loads("\n".join(data)))
+            name, data = "message", []
+        elif line.startswith(":"):
+            continue
+        elif line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())

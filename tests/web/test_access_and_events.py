@@ -1,0 +1,148 @@
+"""Who may open a deploy page and its live events, and what the event stream says:
+view tokens for one deploy only, expiring; bearer and session; `server.ui: false`;
+`state` first for a late joiner, `round` per stored round, the end with the window."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from agent.appkeys import SETTINGS
+from agent.web.links import sign, signing_key
+from tests.e2e.conftest import TOKEN
+from tests.web.conftest import JourneyAgent
+from tests.web.sse import events
+from tests.web.target import JourneyTarget
+
+pytestmark = pytest.mark.e2e
+
+
+async def status(agent: Any, path: str, **headers: str) -> int:
+    async with agent.http.get(f"{agent.url}{path}", headers=headers) as r:
+        return r.status  # not reading the body: an event stream runs until its window ends
+
+
+def view_of(link: str) -> str:
+    return parse_qs(urlsplit(link).query)["view"][0]
+
+
+async def test_a_view_token_opens_its_deploy_only_and_not_once_expired_or_altered(
+    journey_agent: JourneyAgent,
+) -> None:
+    agent = await journey_agent()
+    one = await agent.register("production", "v1")
+    two = await agent.register("production", "v2")  # supersedes one; both have pages
+    token = view_of(one["links"]["page"])
+    key = signing_key(agent.app[SETTINGS].server)
+
+    assert await status(agent, f"/deploys/{one['id']}?view={token}") == 200
+    assert await status(agent, f"/v1/deploys/{one['id']}/events?view={token}") == 200
+    assert await status(agent, f"/deploys/{two['id']}?view={token}") == 403
+    assert await status(agent, f"/v1/deploys/{two['id']}/events?view={token}") == 403
+    assert await status(agent, f"/deploys?view={token}") == 403
+    assert await status(agent, f"/v1/deploys/{one['id']}?view={token}") == 401  # the API
+    expired = sign(key, one["id"], time.time() - 1)
+    assert await status(agent, f"/deploys/{one['id']}?view={expired}") == 403
+    tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
+    assert await status(agent, f"/deploys/{one['id']}?view={tampered}") == 403
+    longer = sign(key, one["id"], time.time() + 10**6).split(".")
+    stretched = f"{longer[0]}.{int(longer[1]) + 1}.{longer[2]}"
+    assert await status(agent, f"/deploys/{one['id']}?view={stretched}") == 403
+    assert await status(agent, f"/deploys/{one['id']}?view=") == 403
+
+    # no credentials: 401 (the login form); a bearer token opens everything
+    assert await status(agent, f"/deploys/{one['id']}") == 401
+    assert await status(agent, f"/v1/deploys/{one['id']}/events") == 401
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    assert await status(agent, f"/deploys/{one['id']}", **bearer) == 200
+    assert await status(agent, "/deploys?environment=production&state=superseded", **bearer) == 200
+    assert await status(agent, f"/deploys/{one['id']}", Authorization="Bearer nope") == 401
+
+    # the list, filtered
+    async with agent.http.get(f"{agent.url}/deploys?state=superseded", headers=bearer) as r:
+        listed = await r.text()
+    assert one["id"] in listed and two["id"] not in listed
+    async with agent.http.get(f"{agent.url}/deploys?environment=production", headers=bearer) as r:
+        listed = await r.text()
+    assert one["id"] in listed and two["id"] in listed
+
+
+async def test_login_sets_a_session_cookie_that_is_not_the_api_token(
+    journey_agent: JourneyAgent,
+) -> None:
+    agent = await journey_agent()
+    deploy = await agent.register("production", "v1")
+    form = {"token": "wrong", "next": f"/deploys/{deploy['id']}"}
+    async with agent.http.post(f"{agent.url}/login", data=form, allow_redirects=False) as r:
+        assert r.status == 401
+    form["token"] = TOKEN
+    async with agent.http.post(f"{agent.url}/login", data=form, allow_redirects=False) as r:
+        assert r.status == 303
+        assert r.headers["Location"] == f"/deploys/{deploy['id']}"
+        cookie = r.cookies["postflight_session"]
+        assert TOKEN not in cookie.value
+        assert cookie["httponly"] and cookie["samesite"] == "Strict"
+    session = f"postflight_session={cookie.value}"
+    assert await status(agent, f"/deploys/{deploy['id']}", Cookie=session) == 200
+    assert await status(agent, f"/v1/deploys/{deploy['id']}/events", Cookie=session) == 200
+    assert await status(agent, f"/deploys/{deploy['id']}", Cookie=session + "x") == 401
+    form["next"] = "//evil.example/steal"
+    async with agent.http.post(f"{agent.url}/login", data=form, allow_redirects=False) as r:
+        assert r.headers["Location"] == "/deploys"
+
+
+async def test_pages_are_off_with_ui_false(
+    journey_agent: JourneyAgent,
+) -> None:
+    agent = await journey_agent(server="ui: false")
+    deploy = await agent.register("production", "v1")
+    assert deploy["links"]["page"] is None
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    assert await status(agent, f"/deploys/{deploy['id']}", **bearer) == 404
+    assert await status(agent, "/deploys", **bearer) == 404
+    assert await status(agent, "/deploys/static/page.css") == 404
+
+
+async def test_event_stream_starts_with_state_sends_each_round_and_ends_with_the_window(
+    journey_agent: JourneyAgent, journey: JourneyTarget
+) -> None:
+    agent = await journey_agent()
+    deploy = await agent.register("production", "v1")
+    url = f"{agent.url}/v1/deploys/{deploy['id']}/events"
+    seen: list[Any] = []
+    async with agent.http.get(url, headers=agent.headers) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        async for event in events(r):
+            seen.append(event)
+            if event.name == "round" and event.data["round"] == 2:
+                journey.bad = True
+    # the stream ended by itself once the window ended and the rollback settled
+    assert seen[0].name == "state" and seen[0].data["id"] == deploy["id"]
+    rounds = [e.data for e in seen if e.name == "round"]
+    assert [r["round"] for r in rounds] == list(range(1, len(rounds) + 1))
+    assert rounds[0]["progress"]["rounds"] >= 1
+    assert "journey-errors" in rounds[-1]["summary"]["rules"]
+    assert rounds[-1]["summary"]["checks"]["journey"]["failure"]["step"] == "orders"
+    states = [e.data["state"] for e in seen if e.name == "state"]
+    assert states[0] == "watching" and states[-1] == "rolled_back"
+    assert seen[-1].data["rollback"]["state"] == "delivered"
+
+    # a late joiner gets the current deploy object, then the stream ends at once
+    async with agent.http.get(url, headers=agent.headers) as r:
+        late = [e async for e in events(r)]
+    assert [e.name for e in late] == ["state"]
+    assert late[0].data["state"] == "rolled_back"
+
+
+async def test_event_stream_of_an_unknown_deploy_is_404(
+    journey_agent: JourneyAgent,
+) -> None:
+    agent = await journey_agent()
+    missing = "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    assert await status(agent, f"/v1/deploys/{missing}/events", **bearer) == 404
+    assert await status(agent, f"/deploys/{missing}", **bearer) == 404

@@ -1,0 +1,217 @@
+"""The deploy page in a real browser: a rolled-back deploy's evidence, a passed one,
+a watching one updating live over SSE, view links, and escaping of hostile values."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import TOKEN
+from tests.receivers import JsonSink
+from tests.web.conftest import BrowserFactory, JourneyAgent, screenshot
+from tests.web.target import JourneyTarget
+
+pytestmark = pytest.mark.e2e
+
+
+async def rolled_back(
+    journey_agent: JourneyAgent, journey: JourneyTarget, **register: Any
+) -> tuple[Any, dict[str, Any]]:
+    agent = await journey_agent()
+    deploy = await agent.register("production", register.pop("version", "v2.4.1"), **register)
+    journey.bad = True
+    final = await agent.settled(deploy["id"], within=20)
+    assert final["state"] == "rolled_back", final
+    return agent, final
+
+
+async def test_rolled_back_page_shows_the_failing_rule_its_step_and_the_rollback(
+    journey_agent: JourneyAgent,
+    journey: JourneyTarget,
+    json_sink: JsonSink,
+    browser: Any,
+    tmp_path: Path,
+) -> None:
+    agent, final = await rolled_back(journey_agent, journey, previous_version="v2.4.0")
+    link = final["links"]["page"]
+    assert link.startswith(f"{agent.url}/deploys/{final['id']}?view=")
+    page = await browser.new_page()
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    response = await page.goto(link)
+    assert response.status == 200
+    await page.wait_for_load_state("networkidle")
+    assert requested and all(url.startswith(f"{agent.url}/") for url in requested), requested
+
+    rule = page.locator('article[data-rule="journey-errors"]')
+    assert await rule.get_attribute("data-outcome") == "fail"
+    chart = rule.locator('svg[data-kind="rounds"]')
+    assert await chart.locator('line[data-line="bound"]').count() == 1
+    assert await chart.locator('[data-series="observed"]').count() >= 2
+    assert "max" in (await chart.locator("desc").text_content() or "")
+    reason = await page.locator("#verdict-reason").text_content()
+    assert reason is not None and "journey-errors" in reason
+    step = await page.locator(".broken-step").text_content()
+    assert step == "journey-errors: check journey broke at step 'orders' (expected 200, got 500)"
+    failure = page.locator('li.failure[data-check="journey"]')
+    assert await failure.locator(".step-name").text_content() == "orders"
+    assert "500" in (await failure.text_content() or "")
+    attempts = page.locator("table.attempts tr.attempt")
+    assert await attempts.count() == 1
+    assert "200" in (await attempts.first.text_content() or "")
+    assert "delivered" in (await page.locator(".rollback-state").text_content() or "")
+    assert await page.locator(".alerts li").count() >= 1
+    await screenshot(page, tmp_path, "deploy-rolled-back")
+
+    # readable on a phone: the page fits the screen; a chart too wide to read at that
+    # size scrolls sideways within its own box
+    await page.set_viewport_size({"width": 390, "height": 844})
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+    box = await rule.locator("figure").first.bounding_box()
+    assert box is not None and box["width"] <= 390
+    await screenshot(page, tmp_path, "deploy-rolled-back-phone")
+
+    # the alert bodies link to the same page, with a view token
+    alerts = await json_sink.wait_for(1, within=10)
+    assert any(f"/deploys/{final['id']}?view=" in a.message for a in alerts)
+
+
+async def test_passed_page_is_a_complete_snapshot_with_javascript_off(
+    journey_agent: JourneyAgent,
+    chromium: BrowserFactory,
+    tmp_path: Path,
+) -> None:
+    browser = await chromium(javascript=False)
+    agent = await journey_agent(window="3s")
+    deploy = await agent.register("production", "v2.4.2", previous_version="v2.4.1")
+    final = await agent.settled(deploy["id"], within=15)
+    assert final["state"] == "passed"
+    page = await browser.new_page()
+    await page.goto(final["links"]["page"])
+    assert await page.locator('[data-state="passed"]').count() >= 1
+    rule = page.locator('article[data-rule="journey-errors"]')
+    assert await rule.get_attribute("data-outcome") == "pass"
+    chart = rule.locator('svg[data-kind="rounds"]')
+    assert await chart.locator('line[data-line="bound"]').count() == 1
+    assert await chart.locator('[data-series="observed"]').count() >= 3
+    assert await page.locator("tr[data-round]").count() == final["rounds"]
+    assert await page.locator("table.attempts").count() == 0
+    await screenshot(page, tmp_path, "deploy-passed")
+
+
+async def test_watching_page_shows_each_new_round_within_two_seconds_without_reload(
+    journey_agent: JourneyAgent,
+    browser: Any,
+    tmp_path: Path,
+) -> None:
+    latency = """
+        - name: health-latency
+          source: checks
+          check: health
+          metric: latency_p95
+          max_increase: 5.0
+    """
+    agent = await journey_agent(
+        window="20s",
+        interval="1s",
+        policy="sequential",
+        more_rules=textwrap.indent(textwrap.dedent(latency), " " * 8),
+    )
+    await asyncio.sleep(1.0)  # background probes before the deploy: the baseline
+    deploy = await agent.register("production", "v3.0.0", previous_version="v2.4.2")
+    page = await browser.new_page()
+    await page.goto(deploy["links"]["page"])
+    await page.evaluate("window.__sameDocument = true")
+    loop = asyncio.get_running_loop()
+    seen = (await agent.get(deploy["id"]))["rounds"]
+    for _ in range(2):
+        now = await agent.wait_until(deploy["id"], lambda d, n=seen: d["rounds"] > n, within=10)
+        stored_at = loop.time()  # at most one 0.1 s poll after the round was stored:
+        seen = now["rounds"]
+        left_ms = 1900 - (loop.time() - stored_at) * 1000  # so 1.9 s from here
+        await page.wait_for_selector(f'tr[data-round="{seen}"]', timeout=left_ms)
+        count = await page.locator("#round-count").text_content()
+        assert count is not None and int(count) >= seen
+    assert await page.evaluate("window.__sameDocument") is True, "the page was reloaded"
+    status = await page.locator("#live-status").text_content()
+    assert status is not None and "Round" in status
+    latency_rule = page.locator('article[data-rule="health-latency"]')
+    assert await latency_rule.locator('svg[data-kind="rounds"]').count() == 1
+    assert await latency_rule.locator('svg[data-kind="distribution"]').count() == 1
+    assert await page.locator('svg[data-kind="evidence"]').count() >= 1
+    await screenshot(page, tmp_path, "deploy-watching")
+    await agent.cancel(deploy["id"])
+
+
+async def test_hostile_labels_versions_and_messages_are_shown_escaped(
+    journey_agent: JourneyAgent,
+    journey: JourneyTarget,
+    browser: Any,
+    tmp_path: Path,
+) -> None:
+    hostile_version = "v1\"'><script>alert('version')</script>"
+    labels = {
+        "pipeline": "<script>alert('label')</script>",
+        "quote\"'><img src=x onerror=alert(1)>": '"\' onmouseover=alert(2) x="',
+    }
+    _agent, final = await rolled_back(
+        journey_agent,
+        journey,
+        version=hostile_version,
+        previous_version="<b>old</b>",
+        commit='"><svg onload=alert(3)>',
+        labels=labels,
+    )
+    page = await browser.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: dialogs.append(d.message))
+    await page.goto(final["links"]["page"])
+    await page.wait_for_load_state("networkidle")
+    await asyncio.sleep(0.3)
+
+    assert dialogs == []
+    scripts = await page.eval_on_selector_all("script", "els => els.map(e => e.src)")
+    assert len(scripts) == 1 and scripts[0].endswith("/deploys/static/page.js")
+    assert await page.locator("img").count() == 0
+    assert await page.locator("b").count() == 0
+    assert await page.locator("main svg:not([data-kind]):not(.swatch)").count() == 0
+    injected = await page.evaluate(
+        "[...document.querySelectorAll('*')].filter(e => [...e.attributes]"
+        ".some(a => a.name.startsWith('on'))).length"
+    )
+    assert injected == 0
+    text = await page.locator("main").inner_text()
+    assert hostile_version in text
+    assert "<script>alert('label')</script>" in text
+    assert "<b>old</b>" in text
+    assert "<script>alert('body')</script>" in text  # the check's message, from the body
+    await screenshot(page, tmp_path, "deploy-hostile")
+
+
+async def test_signed_view_link_opens_the_page_in_the_browser(
+    journey_agent: JourneyAgent,
+    browser: Any,
+) -> None:
+    agent = await journey_agent()
+    deploy = await agent.register("production", "v9")
+    page = await browser.new_page()
+    assert (await page.goto(deploy["links"]["page"])).status == 200
+    assert deploy["id"] in (await page.locator("main").inner_text())
+    tampered = deploy["links"]["page"][:-2] + (
+        "AA" if not deploy["links"]["page"].endswith("AA") else "BB"
+    )
+    assert (await page.goto(tampered)).status == 403
+    # no token: the login form; signing in with an API token sets a session cookie
+    response = await page.goto(f"{agent.url}/deploys/{deploy['id']}")
+    assert response.status == 401
+    await page.fill("#token", TOKEN)
+    await page.click("button[type=submit]")
+    await page.wait_for_url(f"{agent.url}/deploys/{deploy['id']}")
+    assert deploy["id"] in (await page.locator("main").inner_text())
+    await page.goto(f"{agent.url}/deploys")
+    assert await page.locator(f'a[href="/deploys/{deploy["id"]}"]').count() == 1
+    await agent.cancel(deploy["id"])

@@ -1,0 +1,182 @@
+"""View tokens, page links and the page's view model (pure parts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import SecretStr
+
+from agent.analysis.types import Rule
+from agent.records import DeployWindow, RoundRecord
+from agent.settings import ServerSettings
+from agent.web.charts import nice_ticks
+from agent.web.links import deploy_page_url, sign, signing_key, verify
+from agent.web.view import bounds, deploy_view, round_event
+
+NOW = 1_800_000_000.0
+ID = "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"
+OTHER = "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WR"
+
+
+def server(**kw: Any) -> ServerSettings:
+    return ServerSettings(api_tokens=[SecretStr("api-token-1")], **kw)
+
+
+def test_a_token_verifies_for_its_deploy_until_it_expires() -> None:
+    key = signing_key(server())
+    token = sign(key, ID, NOW + 60)
+    assert verify(key, token, ID, NOW)
+    assert not verify(key, token, ID, NOW + 60)  # expired
+    assert not verify(key, token, OTHER, NOW)  # another deploy
+    assert not verify(key, token, "session", NOW)  # not a session
+    assert not verify(key, token[:-1] + ("x" if token[-1] != "x" else "y"), ID, NOW)
+    assert not verify(key, token.replace(".", ".9", 1), ID, NOW)  # a later expiry
+    for junk in ("", "v1", "v1..", "v2." + token[3:], "v1.-5.abc", "v1.1e9.abc"):
+        assert not verify(key, junk, ID, NOW)
+
+
+def test_the_key_comes_from_view_secret_else_the_first_api_token() -> None:
+    by_token = signing_key(server())
+    by_secret = signing_key(server(view_secret=SecretStr("another secret")))
+    assert by_token != by_secret
+    assert b"api-token-1" not in by_token
+    token = sign(by_token, ID, NOW + 60)
+    assert not verify(by_secret, token, ID, NOW)
+
+
+def test_page_url_uses_public_url_and_is_none_with_the_ui_off() -> None:
+    url = deploy_page_url(server(public_url="https://pf.example.com/"), ID, now=NOW)
+    assert url is not None and url.startswith(f"https://pf.example.com/deploys/{ID}?view=v1.")
+    default = deploy_page_url(server(listen="10.0.0.5:9000"), ID, now=NOW)
+    assert default is not None and default.startswith(f"http://10.0.0.5:9000/deploys/{ID}?")
+    assert deploy_page_url(server(ui=False), ID, now=NOW) is None
+    expiry = int(url.split("?view=")[1].split(".")[1])
+    assert expiry == NOW + 7 * 86400  # view_ttl's default
+    short = deploy_page_url(server(view_ttl="1h"), ID, now=NOW)
+    assert short is not None and int(short.split(".")[-2]) == NOW + 3600
+
+
+def window(**kw: Any) -> DeployWindow:
+    values: dict[str, Any] = {
+        "id": ID,
+        "environment": "production",
+        "version": "v2",
+        "previous_version": "v1",
+        "commit": None,
+        "labels": {},
+        "state": "watching",
+        "deployed_at": NOW - 30,
+        "ends_at": NOW + 30,
+        "created_at": NOW - 30,
+        "rounds": 2,
+    } | kw
+    return DeployWindow(**values)
+
+
+def rounds() -> list[RoundRecord]:
+    return [
+        RoundRecord(
+            ID,
+            n,
+            NOW - 30 + n,
+            {
+                "observations": {"errors": {"value": v, "values": [0.1, 0.2]}},
+                "rules": {"errors": {"outcome": "pass", "likelihood_ratio": lr}},
+                "checks": {
+                    "journey": {
+                        "runs": 1,
+                        "failed": 1,
+                        "message": "boom",
+                        "failure": {"step": "orders", "expected": "200", "got": "500"},
+                    }
+                },
+                "decision": "continue",
+            },
+        )
+        for n, v, lr in ((1, 0.01, 2.0), (2, 0.2, 40.0))
+    ]
+
+
+def test_the_view_draws_bounds_evidence_and_the_last_step_that_failed() -> None:
+    rule = Rule(name="errors", source="checks", metric="error_rate", max=0.05)
+    verdict = {
+        "outcome": "pending",
+        "reason": "no rule failed",
+        "rules": [
+            {
+                "name": "errors",
+                "source": "checks",
+                "metric": "error_rate",
+                "outcome": "pass",
+                "observed": 0.2,
+                "baseline": 0.01,
+                "threshold": "max 0.05",
+                "evidence": {
+                    "policy": "sequential",
+                    "likelihood_ratio": 40.0,
+                    "likelihood_ratio_needed": 100.0,
+                    "effect_interval": [0.5, 2.0],
+                    "tolerance": 0.25,
+                },
+            },
+        ],
+    }
+    view = deploy_view(
+        window(verdict=verdict),
+        rounds(),
+        rules=[rule],
+        rollback=None,
+        attempts=[],
+        alerts={"breach:errors": "sent"},
+        now=NOW,
+    )
+    charts = {c.kind: c for c in view.rules[0].charts}
+    assert set(charts) == {"rounds", "evidence", "band"}
+    observed = charts["rounds"]
+    assert [line.kind for line in observed.lines] == ["baseline", "bound"]
+    assert [p.breach for p in observed.series[0]] == [False, True]
+    assert "max 5%" in observed.description and "round 2: 20%" in observed.description
+    assert "fails when it reaches 100" in charts["evidence"].description
+    assert [line.kind for line in charts["evidence"].lines] == ["baseline", "threshold"]
+    assert "beyond the tolerance" in charts["band"].description
+    assert view.failures[0].step == "orders" and view.failures[0].got == "500"
+    assert view.broken_steps == []  # the rule passes: no step to blame
+    assert view.progress["fraction"] == 0.5
+
+
+def test_a_round_event_carries_no_raw_samples_and_the_progress() -> None:
+    event = round_event(rounds()[1], window(), NOW)
+    assert event["round"] == 2
+    assert "values" not in event["summary"]["observations"]["errors"]
+    assert event["progress"]["rounds"] == 2 and event["progress"]["remaining_s"] == 30
+
+
+def test_relative_bounds_follow_the_bad_direction() -> None:
+    up = Rule(name="r", source="checks", metric="latency_p95", max_increase=0.5)
+    down = Rule(
+        name="r", source="s", metric="crash_free_rate", max_increase=0.1, direction="decrease"
+    )
+    assert abs(bounds(up, 0.2)[0][1] - 0.3) < 1e-9
+    assert abs(bounds(down, 0.99)[0][1] - 0.891) < 1e-9
+    assert bounds(up, None) == []
+
+
+def test_ticks_are_round_numbers() -> None:
+    assert nice_ticks(0, 1) == [0, 0.25, 0.5, 0.75, 1.0]
+    assert nice_ticks(0, 0.056) == [0, 0.02, 0.04]
+
+
+def test_the_feed_carries_stored_rounds_and_other_news_to_each_subscriber() -> None:
+    from agent.web.feed import DeployFeed
+
+    feed = DeployFeed()
+    record = rounds()[0]
+    with feed.subscribe(ID) as one, feed.subscribe(ID) as two, feed.subscribe(OTHER) as other:
+        feed.publish(ID, record)
+        feed.publish(ID)
+        assert one.wake.is_set() and two.wake.is_set() and not other.wake.is_set()
+        assert one.take() == ([record], True)
+        assert not one.wake.is_set() and one.take() == ([], False)
+        assert two.take() == ([record], True)
+        assert feed.subscribers == 3
+    assert feed.subscribers == 0

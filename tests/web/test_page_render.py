@@ -1,0 +1,72 @@
+"""The page's HTML from stored records, without a browser: provider queries and their
+links, links that are not web links, security headers, and the list's filters."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from agent.records import DeployWindow, RoundRecord
+from agent.store.sqlite import SqliteStore
+from tests.api.harness import AUTH, RecordingEvents, make_app, rule
+
+ID = "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"
+
+
+async def page_of(aiohttp_client: Any, store: SqliteStore, verdict: dict[str, Any]) -> str:
+    now = time.time()
+    window = DeployWindow(
+        ID, "production", "v2", "v1", "abc123", {}, "watching", now - 60, now + 540, now - 60
+    )
+    await store.create_window(window)
+    record = RoundRecord(ID, 1, now - 30, {"observations": {}, "decision": "continue"})
+    await store.record_round(record, verdict)
+    client: TestClient = await aiohttp_client(make_app(store, RecordingEvents()))
+    response = await client.get(f"/deploys/{ID}", headers=AUTH)
+    assert response.status == 200
+    assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    return await response.text()
+
+
+async def test_provider_queries_are_listed_with_their_links(
+    aiohttp_client: Any, store: SqliteStore
+) -> None:
+    sentry = rule(
+        "sentry-errors",
+        "pass",
+        source="sentry",
+        metric="error_count",
+        query="event.type:error release:v2",
+        link="https://sentry.example/organizations/acme/issues/?query=x&y=<1>",
+    )
+    evil = rule(
+        "evil", "pass", source="prometheus", metric="value", query="up", link="javascript:alert(1)"
+    )
+    html = await page_of(
+        aiohttp_client, store, {"outcome": "pending", "reason": "", "rules": [sentry, evil]}
+    )
+    assert "Provider queries" in html
+    assert "event.type:error release:v2" in html
+    assert (
+        'href="https://sentry.example/organizations/acme/issues/?query=x&amp;y=&lt;1&gt;"' in html
+    )
+    assert "javascript:" not in html
+
+
+async def test_a_rule_without_evidence_or_rounds_still_renders(
+    aiohttp_client: Any, store: SqliteStore
+) -> None:
+    odd = {
+        "name": "odd",
+        "outcome": "inconclusive",
+        "evidence": "not a mapping",
+        "observed": "NaN?",
+    }
+    html = await page_of(
+        aiohttp_client, store, {"outcome": "pending", "reason": "", "rules": [odd]}
+    )
+    assert 'data-rule="odd"' in html
+    assert "no data yet" in html  # the chart's text alternative

@@ -31,10 +31,9 @@ from agent.api.models import (
     deploy_path,
 )
 from agent.api.problems import ApiProblem, invalid_fields, validation_errors
-from agent.appkeys import METRICS, PAGE_LINK, SETTINGS, STORE, WINDOW_EVENTS
+from agent.appkeys import FORESIGHT, METRICS, PAGE_LINK, SETTINGS, STORE, WINDOW_EVENTS
 from agent.records import DeployWindow, IdempotentResponse
 from agent.store.base import Conflict
-from agent.windows.foresight import registration_warnings
 from common.durations import format_duration
 
 log = logging.getLogger("postflight.api")
@@ -262,8 +261,11 @@ async def create_deploy(request: web.Request) -> web.Response:
         created_at=now,
     )
     payload = deploy_object(window, page=_page(request, window.id))
-    warnings = await registration_warnings(
-        store, environment, window.environment, deployed_at, window.ends_at
+    foresee = request.config_dict.get(FORESIGHT)
+    warnings = (
+        await foresee(store, environment, window.environment, deployed_at, window.ends_at)
+        if foresee is not None
+        else []
     )
     if warnings:
         payload["warnings"] = warnings

@@ -1,8 +1,8 @@
 """Wiring: one aiohttp application that serves the API and owns the daemon's work.
 
-Style model: aiohttp's own lifecycle. The store, the watcher (with background
-probing), the rollback delivery, the target sessions and each provider have their
-own `cleanup_ctx` context, so `postflight run` needs no other start-up code and
+Style model: aiohttp's own lifecycle. The store, its retention, the watcher (with
+background probing), the rollback delivery, the target sessions and each provider have
+their own `cleanup_ctx` context, so `postflight run` needs no other start-up code and
 shuts down in a known order (stop taking work, let in-flight deliveries finish
 within a bound, close), and one resource failing to close skips none of the others.
 """
@@ -22,11 +22,13 @@ from aiohttp import web
 from agent import __version__
 from agent.api import add_routes
 from agent.api.hooks import INTEGRATIONS
+from agent.api.server_log import ServerLog
 from agent.appkeys import FORESIGHT, METRICS, REDACT, SETTINGS, STORE, WINDOW_EVENTS
 from agent.integrations.targets import RollbackTargets
 from agent.metrics import Metrics
 from agent.observability import init_sentry
 from agent.providers.registry import build_providers
+from agent.retention import StorePruner
 from agent.rollback.delivery import RollbackDelivery
 from agent.settings import Settings
 from agent.store import store_from_url
@@ -143,8 +145,17 @@ def build_app(
                 await running
         await watcher.drain(grace=max(1.0, settings.server.shutdown_timeout - 3.0))
 
+    async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
+        pruner = StorePruner.from_settings(settings, app[STORE], clock)
+        task = asyncio.create_task(pruner.run(), name="store-retention")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     # aiohttp cleans up in reverse: the watcher stops first, the store closes last
     app.cleanup_ctx.append(store_ctx)
+    app.cleanup_ctx.append(retention_ctx)
     app.cleanup_ctx.append(_closes("target sessions", sessions.aclose))
     app.cleanup_ctx.append(_closes("rollback delivery", delivery.aclose))
     app.cleanup_ctx.append(_closes("integrations", integrations.aclose))
@@ -178,6 +189,7 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> No
         app,
         handle_signals=False,
         access_log=None,
+        logger=ServerLog(app[METRICS]),
         shutdown_timeout=min(2.0, settings.server.shutdown_timeout),
     )
     await runner.setup()

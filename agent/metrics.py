@@ -87,13 +87,25 @@ class Metrics:
         )
         self.round_lag_seconds = Histogram(
             "postflight_round_lag_seconds",
-            "How late a round started against its schedule.",
+            "How late a round started against its window's fixed schedule"
+            " (deployed_at + k × interval).",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+            registry=r,
+        )
+        self.round_overruns_total = Counter(
+            "postflight_round_overruns_total",
+            "Rounds that finished after their slot ended (the next round started late).",
+            ["environment"],
             registry=r,
         )
         self.api_requests_total = Counter(
             "postflight_api_requests_total",
             "API requests, by status class.",
             ["status"],
+            registry=r,
+        )
+        self.malformed_requests_total = Counter(
+            "postflight_malformed_requests_total",
+            "Requests the HTTP server could not parse (answered 400, logged as a warning).",
             registry=r,
         )

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agent.analysis.types import PolicyName, Rule
@@ -36,11 +37,14 @@ from agent.providers.plugins import ProviderPluginError, config_model_for, plugi
 from agent.providers.provider_settings import BaselineSettings, ProvidersSettings
 from checks.base import CheckConfig
 from checks.registry import config_models
-from common.durations import Duration, Fraction, parse_duration
+from common.durations import Duration, Fraction, format_duration, parse_duration
 
 CHECK_METRICS = ("error_rate", "latency_p50", "latency_p95", "latency_p99", "throughput")
 LATENCY_METRICS = ("latency_p50", "latency_p95", "latency_p99", "p95_duration")
 DECREASE_IS_BAD = ("crash_free_rate", "throughput")
+
+MIN_API_TOKEN_LENGTH = 16
+"""Bearer tokens guard rollbacks and cancels; shorter ones are guessable."""
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+", max_length=2048)]
@@ -56,6 +60,17 @@ def _non_empty_secret(value: SecretStr) -> SecretStr:
     if not value.get_secret_value().strip():
         raise ValueError("must not be empty")
     return value
+
+
+def _long_enough(token: SecretStr, which: str) -> None:
+    """An API token is not empty and not short (its value is never in the message)."""
+    _non_empty_secret(token)
+    length = len(token.get_secret_value())
+    if length < MIN_API_TOKEN_LENGTH:
+        raise ValueError(
+            f"token {which} has {length} characters; an API token needs at least"
+            f" {MIN_API_TOKEN_LENGTH} (make one with `openssl rand -hex 24`)"
+        )
 
 
 class ServerSettings(Model):
@@ -85,15 +100,15 @@ class ServerSettings(Model):
     @field_validator("api_tokens")
     @classmethod
     def _tokens(cls, value: list[SecretStr]) -> list[SecretStr]:
-        for token in value:
-            _non_empty_secret(token)
+        for i, token in enumerate(value):
+            _long_enough(token, f"[{i}]")
         return value
 
     @field_validator("named_tokens")
     @classmethod
     def _named(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        for token in value.values():
-            _non_empty_secret(token)
+        for name, token in value.items():
+            _long_enough(token, name)
         return value
 
     def token_names(self) -> list[tuple[str, SecretStr]]:
@@ -115,11 +130,24 @@ class ServerSettings(Model):
         return int(self.listen.rpartition(":")[2])
 
 
+class RetentionSettings(Model):
+    """How long the store keeps what no window reads again; older rows are deleted in
+    the background (`agent.retention`)."""
+
+    rounds: Duration = Field(7 * 86400.0, gt=0)
+    """Round summaries of windows that ended longer ago than this are deleted; the
+    window, its verdict and its rollback are kept."""
+    probe_summaries: Duration | None = None
+    """Background probe summaries older than this are deleted. Default: the longest
+    `lookback` of any environment (what baselines read); it cannot be shorter."""
+
+
 class StoreSettings(Model):
     url: str = "sqlite:///./postflight.db"
     """`sqlite:///path` (embedded) or `postgresql://…` (several replicas)."""
     lease: Duration = 30.0
     """How long a replica's claim on a window lasts without renewal."""
+    retention: RetentionSettings = RetentionSettings()
 
     @field_validator("url")
     @classmethod
@@ -384,6 +412,43 @@ class EnvironmentSettings(Model):
                 raise ValueError(f"rule {rule.name!r} has source checks but there are no checks")
         return self
 
+    @model_validator(mode="after")
+    def _checks_fit_the_interval(self) -> EnvironmentSettings:
+        """Every check of a round runs within the round: a load check's run (its
+        `duration`, and its `warmup` when set) must fit the `interval`; an unset warm-up
+        is cut to what the interval leaves (`agent.windows.probing.fit_to_round`)."""
+        problems: list[InitErrorDetails] = []
+        every = format_duration(self.interval)
+        for i, check in enumerate(self.checks):
+            duration = getattr(check, "duration", None)
+            if duration is None:
+                continue
+            if duration > self.interval:
+                message = (
+                    f"load check {check.name!r} runs for {format_duration(duration)}, longer than"
+                    f" this environment's interval ({every}): a round's checks must finish"
+                    " within the round; shorten duration or lengthen interval"
+                )
+                problems.append(_problem(("checks", i, "duration"), message, duration))
+                continue
+            warmup = getattr(check, "warmup", None)
+            if warmup and "warmup" in check.model_fields_set and duration + warmup > self.interval:
+                message = (
+                    f"load check {check.name!r} needs warmup {format_duration(warmup)} +"
+                    f" duration {format_duration(duration)}, longer than this environment's"
+                    f" interval ({every}): a round's checks must finish within the round;"
+                    " shorten warmup (or leave it out: it is then cut to fit)"
+                )
+                problems.append(_problem(("checks", i, "warmup"), message, warmup))
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
+        return self
+
+
+def _problem(loc: tuple[str | int, ...], message: str, value: Any) -> InitErrorDetails:
+    """One validation error at `loc` below the model being validated."""
+    return InitErrorDetails(type=PydanticCustomError("does_not_fit", message), loc=loc, input=value)
+
 
 class Settings(BaseSettings):
     """The whole configuration. Sources, first wins: keyword arguments, environment
@@ -429,6 +494,34 @@ class Settings(BaseSettings):
                         f"environments.{env_name}.baseline.{name} needs providers.{name}"
                     )
         return self
+
+    @model_validator(mode="after")
+    def _probe_summaries_outlive_the_lookback(self) -> Settings:
+        kept = self.store.retention.probe_summaries
+        if kept is not None and kept < self.longest_lookback:
+            name, env = max(self.environments.items(), key=lambda item: item[1].lookback)
+            message = (
+                f"background probe summaries kept {format_duration(kept)} would be gone before"
+                f" environments.{name}.lookback ({format_duration(env.lookback)}) reads them;"
+                " keep them at least that long, or leave this out (it defaults to the longest"
+                " lookback)"
+            )
+            loc = ("store", "retention", "probe_summaries")
+            raise ValidationError.from_exception_data(
+                type(self).__name__, [_problem(loc, message, kept)]
+            )
+        return self
+
+    @property
+    def longest_lookback(self) -> float:
+        return max(env.lookback for env in self.environments.values())
+
+    @property
+    def probe_summary_retention(self) -> float:
+        """How long background probe summaries are kept (a minute beyond the longest
+        lookback by default, so a window opening now still finds its whole lookback)."""
+        kept = self.store.retention.probe_summaries
+        return kept if kept is not None else self.longest_lookback + 60.0
 
     @classmethod
     def settings_customise_sources(

@@ -1,38 +1,57 @@
-"""Footprint: N concurrent deploy windows, one http check each at a 1 s interval,
-against a local target. Prints peak RSS, CPU %, and round-start lag p50/p99.
+"""Footprint: N deploy windows watched at once by one agent in the DEFAULT configuration.
 
-Goal (issue 2): RSS ≤ 150 MB and lag p99 ≤ 100 ms for 200 windows.
+Not a test; it prints figures (`--json`: one object). Each environment is what a user
+gets from the defaults: the `sequential` policy, `probes_per_round` 10, the default
+`background_interval`, one `http` check, an `error_rate max` rule and a `latency_p95
+max_increase 20%` rule. The agent runs as `postflight run` in its own process (with
+`--one-core`, and always in `--search`, pinned to one core and the target, nginx when
+installed, to the others), so its figures are its own: RSS at the start and the end,
+RSS growth per hour (least squares over the second half), CPU in the first and the last
+minute, round-start lag against the fixed schedule
+(`deployed_at + k × interval`, from the stored rounds), the spacing of round starts,
+overruns (`postflight_round_overruns_total`, and recounted from the stored rounds) and
+the store's bytes per window-hour.
 
-    python bench/footprint.py [--windows 200] [--seconds 30] [--json]
+Goals (issue 9), 200 windows at 1 s for 600 s: RSS ≤ 150 MB at the end, growth
+≤ 10 MB/h, last-minute CPU within 10% of the first, lag p99 ≤ 100 ms, 0 overruns.
 
-The target is nginx (Debian `nginx-light`) when installed, else a small aiohttp
-server in its own process; the agent runs as `postflight run` in its own process,
-so its figures are its own.
+    python bench/footprint.py [--windows 200] [--interval 1s] [--seconds 600] [--json]
+    python bench/footprint.py --dozen        # 12 windows: 10 probes + a 20/s 1 s load check
+    python bench/footprint.py --search --interval 1s --seconds 60   # largest N on one core
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import os
 import shutil
 import signal
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common.durations import format_duration, parse_duration  # noqa: E402
 from tests.e2e.crash import free_port, start_agent  # noqa: E402
 
 TOKEN = "footprint-api-token"
+LAG_GOAL_MS = 100.0
+RSS_GOAL_MB = 150.0
+GROWTH_GOAL_MB_PER_H = 10.0
+CPU_DRIFT_GOAL = 0.10
+SPACING_GOAL_S = 1.1  # the dozen-environment case, at 1 s
 
 TARGET_PY = """
 import sys
@@ -40,7 +59,7 @@ from aiohttp import web
 async def ok(request):
     return web.json_response({"status": "ok"})
 app = web.Application()
-app.router.add_get("/health", ok)
+app.router.add_get("/{tail:.*}", ok)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 """
 
@@ -59,9 +78,10 @@ def start_target(workdir: Path) -> tuple[subprocess.Popen[bytes], int, str]:
                 daemon off;
                 pid {workdir}/nginx.pid;
                 error_log {workdir}/nginx.err;
-                events {{ worker_connections 4096; }}
+                events {{ worker_connections 8192; }}
                 http {{
                     access_log off;
+                    keepalive_requests 10000000;
                     client_body_temp_path {workdir};
                     server {{
                         listen 127.0.0.1:{port};
@@ -88,7 +108,27 @@ def start_target(workdir: Path) -> tuple[subprocess.Popen[bytes], int, str]:
     raise RuntimeError("target did not start")
 
 
-def write_config(workdir: Path, agent_port: int, target_port: int, windows: int) -> Path:
+def environment(name: str, target_port: int, interval: float, window: float, dozen: bool) -> str:
+    """One environment as a user writes it: only what the defaults do not say."""
+    checks = ["{name: health, type: http, path: /health, timeout: 2s}"]
+    if dozen:
+        checks.append("{name: feed, type: load, path: /feed, rate: 20/s, duration: 1s}")
+    return "\n".join(
+        [
+            f"  {name}:",
+            f"    base_url: http://127.0.0.1:{target_port}",
+            f"    window: {format_duration(window)}",
+            f"    interval: {format_duration(interval)}",
+            "    checks:",
+            *(f"      - {c}" for c in checks),
+            "    rules:",
+            "      - {name: errors, source: checks, metric: error_rate, max: 0.05}",
+            "      - {name: latency, source: checks, metric: latency_p95, max_increase: 20%}",
+        ]
+    )
+
+
+def write_config(workdir: Path, agent_port: int, target_port: int, args: Run) -> Path:
     lines = [
         "server:",
         f"  listen: 127.0.0.1:{agent_port}",
@@ -97,20 +137,9 @@ def write_config(workdir: Path, agent_port: int, target_port: int, windows: int)
         f"  url: sqlite:///{workdir / 'postflight.db'}",
         "environments:",
     ]
-    for i in range(windows):
-        lines += [
-            f"  env{i:03d}:",
-            f"    base_url: http://127.0.0.1:{target_port}",
-            "    window: 1h",
-            "    interval: 1s",
-            "    background_interval: 1h",
-            "    probes_per_round: 1",
-            "    checks:",
-            "      - {name: health, type: http, path: /health, timeout: 2s}",
-            "    analysis: {policy: threshold, failure_limit: 3}",
-            "    rules:",
-            "      - {name: errors, source: checks, metric: error_rate, max: 0.5}",
-        ]
+    window = max(3600.0, args.seconds + 300.0)
+    for i in range(args.windows):
+        lines.append(environment(f"env{i:04d}", target_port, args.interval, window, args.dozen))
     path = workdir / "postflight.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -122,9 +151,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
-def rss_mb(pid: int, key: str = "VmRSS") -> float:
+def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
+        if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -136,79 +165,267 @@ def register(port: int, env: str) -> None:
         method="POST",
         headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
     )
-    urllib.request.urlopen(request, timeout=10).read()
+    urllib.request.urlopen(request, timeout=30).read()
+
+
+def overruns_metric(port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("postflight_round_overruns_total{")
+    )
 
 
 def percentile(values: list[float], q: float) -> float:
     if not values:
-        return float("nan")
+        return math.nan
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def slope_per_hour(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, MB) points, in MB per hour."""
+    if len(points) < 2:
+        return math.nan
+    n = len(points)
+    mx = sum(t for t, _ in points) / n
+    my = sum(v for _, v in points) / n
+    var = sum((t - mx) ** 2 for t, _ in points)
+    if var == 0:
+        return math.nan
+    return sum((t - mx) * (v - my) for t, v in points) / var * 3600
+
+
+def cpu_pct(samples: list[Sample], start: float, end: float) -> float:
+    """CPU % of one core between the samples nearest `start` and `end` (seconds)."""
+    a = min(samples, key=lambda s: abs(s.t - start))
+    b = min(samples, key=lambda s: abs(s.t - end))
+    return (b.cpu - a.cpu) / (b.t - a.t) * 100 if b.t > a.t else math.nan
+
+
+@dataclass
+class Run:
+    windows: int
+    interval: float
+    seconds: float
+    dozen: bool = False
+    pin: bool = False
+
+
+@dataclass
+class Sample:
+    t: float
+    rss: float
+    cpu: float
+
+
+@dataclass
+class Rounds:
+    lags_ms: list[float] = field(default_factory=list)
+    spacings_s: list[float] = field(default_factory=list)
+    overran: int = 0
+    count: int = 0
+    window_hours: float = 0.0
+
+
+def read_rounds(db_path: Path, since: float, interval: float, until: float) -> Rounds:
+    """Lag, spacing and overruns recounted from the stored rounds started after `since`."""
+    out = Rounds()
+    db = sqlite3.connect(db_path)
+    try:
+        starts: dict[str, list[float]] = {}
+        query = "SELECT window_id, started_at, summary FROM rounds ORDER BY window_id, number"
+        for window_id, started, summary in db.execute(query):
+            starts.setdefault(window_id, []).append(started)
+            if started < since:
+                continue
+            data = json.loads(summary)
+            out.count += 1
+            out.lags_ms.append(data.get("lag_s", math.nan) * 1000)
+            due, took = data.get("due_at"), data.get("duration_s")
+            if due is not None and took is not None and started + took > due + interval:
+                out.overran += 1
+        for series in starts.values():
+            kept = [s for s in series if s >= since]
+            out.spacings_s += [b - a for a, b in itertools.pairwise(kept)]
+        for (deployed,) in db.execute("SELECT deployed_at FROM windows"):
+            out.window_hours += max(0.0, until - deployed) / 3600
+    finally:
+        db.close()
+    return out
+
+
+def store_bytes(workdir: Path) -> int:
+    return sum(p.stat().st_size for p in workdir.glob("postflight.db*"))
+
+
+def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="postflight-footprint-") as tmp:
+        workdir = Path(os.environ.get("FOOTPRINT_WORKDIR") or tmp)
+        target, target_port, target_kind = start_target(workdir)
+        agent_port = free_port()
+        config = write_config(workdir, agent_port, target_port, run)
+        agent = start_agent(config, agent_port, workdir / "agent.log")
+        cpus = sorted(os.sched_getaffinity(0))
+        if run.pin and len(cpus) > 1:
+            os.sched_setaffinity(agent.pid, {cpus[-1]})
+            os.sched_setaffinity(target.pid, set(cpus[:-1]))
+        samples: list[Sample] = []
+        try:
+            for i in range(run.windows):
+                register(agent_port, f"env{i:04d}")
+            time.sleep(max(2.0, 2 * run.interval))  # every window has started its rounds
+            t0 = time.monotonic()
+            since = time.time()
+            next_sample = t0
+            while True:
+                now = time.monotonic()
+                samples.append(Sample(now - t0, rss_mb(agent.pid), cpu_seconds(agent.pid)))
+                if now - t0 >= run.seconds:
+                    break
+                next_sample += 1.0
+                time.sleep(max(0.0, next_sample - time.monotonic()))
+                if not quiet and int(now - t0) % 60 == 0 and now - t0 >= 1:
+                    print(f"  … {now - t0:.0f}s", file=sys.stderr, flush=True)
+            until = time.time()
+            overruns = overruns_metric(agent_port)
+        finally:
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(timeout=30)
+            target.send_signal(signal.SIGTERM)
+            target.wait(timeout=5)
+        rounds = read_rounds(workdir / "postflight.db", since, run.interval, until)
+        size = store_bytes(workdir)
+    minute = min(60.0, run.seconds / 3)
+    half = [(s.t, s.rss) for s in samples if s.t >= run.seconds / 2]
+    result = {
+        "windows": run.windows,
+        "policy": "sequential",
+        "interval_s": run.interval,
+        "seconds": run.seconds,
+        "case": "dozen (10 probes + 20/s 1 s load check)" if run.dozen else "default",
+        "target": target_kind,
+        "pinned_to_one_core": run.pin,
+        "rounds": rounds.count,
+        "rss_start_mb": round(samples[0].rss, 1),
+        "rss_end_mb": round(samples[-1].rss, 1),
+        "rss_growth_mb_per_h": round(slope_per_hour(half), 1),
+        "cpu_first_min_pct": round(cpu_pct(samples, 0, minute), 1),
+        "cpu_last_min_pct": round(cpu_pct(samples, run.seconds - minute, run.seconds), 1),
+        "lag_p50_ms": round(percentile(rounds.lags_ms, 0.5), 2),
+        "lag_p99_ms": round(percentile(rounds.lags_ms, 0.99), 2),
+        "round_spacing_p50_s": round(percentile(rounds.spacings_s, 0.5), 3),
+        "round_spacing_p99_s": round(percentile(rounds.spacings_s, 0.99), 3),
+        "overruns": int(overruns),
+        "overruns_from_rounds": rounds.overran,
+        "store_bytes": size,
+        "store_bytes_per_window_hour": round(size / rounds.window_hours)
+        if rounds.window_hours
+        else None,
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+    }
+    result["goals_met"] = goals(result)
+    return result
+
+
+def goals(r: dict[str, Any]) -> dict[str, bool]:
+    met = {
+        "lag_p99_ms<=100": r["lag_p99_ms"] <= LAG_GOAL_MS,
+        "overruns==0": r["overruns"] == 0,
+    }
+    if r["case"] == "default":
+        first, last = r["cpu_first_min_pct"], r["cpu_last_min_pct"]
+        met["rss_end_mb<=150"] = r["rss_end_mb"] <= RSS_GOAL_MB
+        met["rss_growth_mb_per_h<=10"] = r["rss_growth_mb_per_h"] <= GROWTH_GOAL_MB_PER_H
+        met["cpu_last_min_within_10pct_of_first"] = abs(last - first) <= CPU_DRIFT_GOAL * first
+    else:
+        met["round_spacing_p99_s<=1.1"] = r["round_spacing_p99_s"] <= SPACING_GOAL_S
+    return met
+
+
+def search(interval: float, seconds: float, start: int, quiet: bool) -> dict[str, Any]:
+    """The largest N whose lag p99 stays ≤ 100 ms with 0 overruns: doubling, then bisection."""
+    trials: list[dict[str, Any]] = []
+
+    def ok(n: int) -> bool:
+        r = measure(Run(n, interval, seconds, pin=True), quiet=True)
+        trials.append(r)
+        good = r["lag_p99_ms"] <= LAG_GOAL_MS and r["overruns"] == 0
+        if not quiet:
+            print(
+                f"  N={n}: lag p99 {r['lag_p99_ms']} ms, overruns {r['overruns']},"
+                f" CPU {r['cpu_last_min_pct']}% → {'ok' if good else 'too many'}",
+                file=sys.stderr,
+                flush=True,
+            )
+        return good
+
+    low, high = 0, start
+    while ok(high):
+        low, high = high, high * 2
+    while high - low > max(1, low // 10):  # to within 10%
+        mid = (low + high) // 2
+        if ok(mid):
+            low = mid
+        else:
+            high = mid
+    return {
+        "interval_s": interval,
+        "largest_windows": low,
+        "seconds_per_trial": seconds,
+        "trials": trials,
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=200)
-    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--interval", type=parse_duration, default=1.0, help="e.g. 1s, 10s")
+    parser.add_argument("--seconds", type=float, default=600.0)
+    parser.add_argument("--dozen", action="store_true", help="12 windows with a load check each")
+    parser.add_argument("--search", action="store_true", help="find the largest N on one core")
+    parser.add_argument("--one-core", action="store_true", help="pin the agent to one core")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="postflight-footprint-") as tmp:
-        workdir = Path(tmp)
-        target, target_port, target_kind = start_target(workdir)
-        agent_port = free_port()
-        config = write_config(workdir, agent_port, target_port, args.windows)
-        agent = start_agent(config, agent_port, workdir / "agent.log")
-        try:
-            idle_rss = rss_mb(agent.pid)
-            for i in range(args.windows):
-                register(agent_port, f"env{i:03d}")
-            time.sleep(2.0)  # every window has started its rounds
-            cpu0, t0 = cpu_seconds(agent.pid), time.monotonic()
-            peak = 0.0
-            while time.monotonic() - t0 < args.seconds:
-                peak = max(peak, rss_mb(agent.pid))
-                time.sleep(0.5)
-            cpu = (cpu_seconds(agent.pid) - cpu0) / (time.monotonic() - t0) * 100
-            peak = max(peak, rss_mb(agent.pid, "VmHWM"))
-        finally:
-            agent.send_signal(signal.SIGTERM)
-            agent.wait(timeout=15)
-            target.send_signal(signal.SIGTERM)
-            target.wait(timeout=5)
-        db = sqlite3.connect(workdir / "postflight.db")
-        lags, rounds = [], 0
-        for (summary,) in db.execute("SELECT summary FROM rounds"):
-            rounds += 1
-            lag = json.loads(summary).get("lag_s")
-            if lag is not None:
-                lags.append(lag * 1000)
-        db.close()
-    result = {
-        "windows": args.windows,
-        "seconds": args.seconds,
-        "target": target_kind,
-        "rounds": rounds,
-        "rss_idle_mb": round(idle_rss, 1),
-        "rss_peak_mb": round(peak, 1),
-        "cpu_percent": round(cpu, 1),
-        "lag_p50_ms": round(percentile(lags, 0.5), 2),
-        "lag_p99_ms": round(percentile(lags, 0.99), 2),
-        "lag_mean_ms": round(statistics.fmean(lags), 2) if lags else None,
-        "goal": {"rss_peak_mb": 150, "lag_p99_ms": 100},
-    }
+    if args.search:
+        found = search(args.interval, args.seconds, args.windows, args.json)
+        if args.json:
+            print(json.dumps(found))
+        else:
+            print(
+                f"largest N at interval {format_duration(args.interval)} with lag p99 ≤ 100 ms"
+                f" and 0 overruns, one core, {args.seconds:g}s trials: {found['largest_windows']}"
+            )
+        return 0
+    windows = 12 if args.dozen else args.windows
+    result = measure(Run(windows, args.interval, args.seconds, args.dozen, args.one_core))
     if args.json:
         print(json.dumps(result))
-    else:
-        print(
-            f"footprint: {args.windows} windows, 1 http check each at 1 s, {args.seconds:g}s"
-            f" against {target_kind} ({rounds} rounds)"
-        )
-        print(f"  {'metric':<18}{'measured':>10}{'goal':>10}")
-        print(f"  {'RSS idle (MB)':<18}{result['rss_idle_mb']:>10}{'':>10}")
-        print(f"  {'RSS peak (MB)':<18}{result['rss_peak_mb']:>10}{'≤150':>10}")
-        print(f"  {'CPU (% of 1 core)':<18}{result['cpu_percent']:>10}{'':>10}")
-        print(f"  {'lag p50 (ms)':<18}{result['lag_p50_ms']:>10}{'':>10}")
-        print(f"  {'lag p99 (ms)':<18}{result['lag_p99_ms']:>10}{'≤100':>10}")
+        return 0
+    print(
+        f"footprint: {windows} windows ({result['case']}), sequential, interval"
+        f" {format_duration(args.interval)}, {args.seconds:g}s against {result['target']},"
+        f" {result['rounds']} rounds, load average {result['loadavg_1m']}"
+    )
+    rows = [
+        ("RSS start (MB)", result["rss_start_mb"], ""),
+        ("RSS end (MB)", result["rss_end_mb"], "≤150"),
+        ("RSS growth (MB/h)", result["rss_growth_mb_per_h"], "≤10"),
+        ("CPU first min (%)", result["cpu_first_min_pct"], ""),
+        ("CPU last min (%)", result["cpu_last_min_pct"], "±10%"),
+        ("lag p50 (ms)", result["lag_p50_ms"], ""),
+        ("lag p99 (ms)", result["lag_p99_ms"], "≤100"),
+        ("spacing p99 (s)", result["round_spacing_p99_s"], "≤1.1" if args.dozen else ""),
+        ("overruns", result["overruns"], "0"),
+        ("store B/window-h", result["store_bytes_per_window_hour"], ""),
+    ]
+    print(f"  {'metric':<20}{'measured':>12}{'goal':>8}")
+    for name, value, goal in rows:
+        print(f"  {name:<20}{value!s:>12}{goal:>8}")
+    missed = [k for k, v in result["goals_met"].items() if not v]
+    print("  goals: " + ("all met" if not missed else "NOT met: " + ", ".join(missed)))
     return 0
 
 

@@ -34,13 +34,17 @@ class TargetSessions:
         limit_per_target: int = 100,
         ssl_context: ssl.SSLContext | None = None,
         keepalive_timeout: float = 30.0,
+        keepalive: bool = True,
         user_agent: str = USER_AGENT,
     ) -> None:
+        """`keepalive=False` opens a connection per request (what blackbox_exporter
+        does; the probe benchmark compares like with like)."""
         if limit_per_target < 1:
             raise ValueError("limit_per_target must be at least 1")
         self._limit = limit_per_target
         self._ssl_context = ssl_context
         self._keepalive = keepalive_timeout
+        self._force_close = not keepalive
         self._headers = {"User-Agent": user_agent}
         self._sessions: dict[tuple[str, bool], aiohttp.ClientSession] = {}
         self._closed = False
@@ -71,7 +75,8 @@ class TargetSessions:
             limit=self._limit,
             limit_per_host=self._limit,
             ssl=tls,
-            keepalive_timeout=self._keepalive,
+            keepalive_timeout=None if self._force_close else self._keepalive,
+            force_close=self._force_close,
             ttl_dns_cache=60,
         )
         return aiohttp.ClientSession(

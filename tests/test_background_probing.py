@@ -8,6 +8,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from agent.metrics import Metrics
+from agent.retention import StorePruner
 from agent.settings_file import load_settings_text
 from agent.store.sqlite import SqliteStore
 from agent.windows.probing import BackgroundProber, EnvironmentProbe, background_every
@@ -15,7 +16,7 @@ from checks.base import Check, CheckConfig
 from checks.sessions import TargetSessions
 
 CONFIG = """
-server: {{api_tokens: [tok-123456]}}
+server: {{api_tokens: [tok-1234567890abcdef]}}
 environments:
   production:
     base_url: {url}
@@ -60,7 +61,9 @@ def test_a_check_type_declares_how_it_is_scheduled_not_its_name() -> None:
     assert background_every(soak, env) == 600.0
 
 
-async def test_a_background_run_is_stored_and_old_ones_pruned(store: SqliteStore) -> None:
+async def test_a_background_run_is_stored_and_pruned_once_past_the_lookback(
+    store: SqliteStore,
+) -> None:
     async def health(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -82,7 +85,12 @@ async def test_a_background_run_is_stored_and_old_ones_pruned(store: SqliteStore
         await sessions.aclose()
         await server.close()
     rows = await store.probe_summaries("production", 0, 30_000)
-    # the first run (at 10,000 s) is older than lookback + 1 min at 20,000 s: pruned
-    assert [(name, at) for name, at, _ in rows] == [("health", 20_000.0)]
+    assert [(name, at) for name, at, _ in rows] == [("feed", 10_000.0), ("health", 20_000.0)]
     # one run is a burst of `probes_per_round` probes, stored as one period
-    assert rows[0][2]["ok"] == [1] * env.probes_per_round
+    assert rows[1][2]["ok"] == [1] * env.probes_per_round
+    # retention, in the background: the first run (at 10,000 s) is older than the
+    # lookback + 1 min at 20,000 s, so no baseline will read it again
+    pruner = StorePruner.from_settings(settings(), store, clock=lambda: 20_000.0)
+    assert await pruner.prune_once() == (0, 1)
+    rows = await store.probe_summaries("production", 0, 30_000)
+    assert [(name, at) for name, at, _ in rows] == [("health", 20_000.0)]

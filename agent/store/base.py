@@ -87,6 +87,11 @@ class Store(Protocol):
 
     async def rounds(self, window_id: str) -> list[RoundRecord]: ...
 
+    async def prune_rounds(self, ended_before: float, limit: int = 5000) -> int:
+        """Delete up to `limit` rounds of windows that ended before `ended_before` (the
+        window, its verdict and its rollback stay); how many were deleted."""
+        ...
+
     async def finish_window(
         self,
         window_id: str,

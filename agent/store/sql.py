@@ -472,6 +472,16 @@ class SqlStore(ABC):
         )
         return [RoundRecord(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
 
+    async def prune_rounds(self, ended_before: float, limit: int = 5000) -> int:
+        async with self._tx() as db:
+            return await db.execute(
+                "DELETE FROM rounds WHERE (window_id, number) IN"
+                " (SELECT r.window_id, r.number FROM rounds r JOIN windows w ON w.id = r.window_id"
+                " WHERE w.ended_at IS NOT NULL AND w.ended_at < ? LIMIT ?)",
+                ended_before,
+                limit,
+            )
+
     async def finish_window(
         self,
         window_id: str,

@@ -8,6 +8,7 @@ or none of it). The schema and every method are `agent.store.sql`'s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -48,6 +49,9 @@ class SqliteStore(SqlStore):
         self.path = str(path)
         self._db: aiosqlite.Connection | None = None
         self._lock_all = asyncio.Lock()
+        self._group: asyncio.Future[None] | None = None
+        """The open transaction changes join until it is committed (see `_tx`)."""
+        self._committer: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str) -> SqliteStore:
@@ -69,6 +73,8 @@ class SqliteStore(SqlStore):
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
 
     async def close(self) -> None:
+        if self._committer is not None:
+            await asyncio.gather(self._committer, return_exceptions=True)
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -91,12 +97,59 @@ class SqliteStore(SqlStore):
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[Connection]:
+        """One change, all or nothing, durable when the block is left.
+
+        Group commit: changes that queue up while one is written share its transaction
+        (each in a savepoint of its own, so one that fails is undone alone) and its one
+        COMMIT, whose fsync is what a write costs. Every caller still returns only once
+        its change is committed, so nothing is acted on before it is stored; with a
+        round per window per second this is what keeps hundreds of windows on time."""
         async with self._read() as db:
-            await db.execute("BEGIN IMMEDIATE")
+            group = await self._join_group(db)
             try:
                 yield db
             except BaseException:
-                await db.execute("ROLLBACK")
+                await db.execute("ROLLBACK TO change")
+                await db.execute("RELEASE change")
                 raise
             else:
+                await db.execute("RELEASE change")
+        await asyncio.shield(group)
+
+    async def _join_group(self, db: Connection) -> asyncio.Future[None]:
+        """Open the group transaction if none is, and a savepoint for this change in it.
+        A caller cancelled on the way in undoes what it started: aiosqlite runs a
+        statement to its end in its own thread even when its awaiter is cancelled."""
+        group = self._group
+        try:
+            if group is None:
+                await db.execute("BEGIN IMMEDIATE")
+                group = self._group = asyncio.get_running_loop().create_future()
+                # queued now, the committer follows the changes already waiting
+                self._committer = asyncio.create_task(self._commit_group())
+            await db.execute("SAVEPOINT change")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                if group is None:
+                    await db.execute("ROLLBACK")
+                else:
+                    await db.execute("ROLLBACK TO change")
+                    await db.execute("RELEASE change")
+            raise
+        return group
+
+    async def _commit_group(self) -> None:
+        async with self._read() as db:
+            group, self._group = self._group, None
+            if group is None:
+                return
+            try:
                 await db.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    await db.execute("ROLLBACK")
+                group.set_exception(StoreError(f"cannot commit to the SQLite store: {exc}"))
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                group.set_result(None)

@@ -32,10 +32,12 @@ from agent.settings import EnvironmentSettings, RuleSettings
 from agent.store.base import Store
 from agent.windows.alert_once import WindowAlerts
 from agent.windows.evidence import (
+    WhatBroke,
     bounded_observation_dict,
     breaches,
     breaches_as_rules,
     failure_details,
+    name_what_broke,
     observation_from_dict,
     observation_to_dict,
     rule_snapshot,
@@ -44,6 +46,7 @@ from agent.windows.evidence import (
 )
 from agent.windows.foresight import background_baseline, background_periods, policy_of
 from agent.windows.probing import EnvironmentProbe, samples_of, unsummarize
+from agent.windows.schedule import RoundSchedule, overrun_s, round_timing
 from alerting.events import Alert, AlertEvent, breach_key, provider_key, resolved_key
 from checks.base import CheckResult, Sample
 from common.times import rfc3339
@@ -135,6 +138,7 @@ class WindowWatch:
         self.cumulative: dict[str, Observation] = {}
         """Each provider rule's latest figures since the deploy (see `round_increment`)."""
         self.links: dict[str, str] = {}
+        self.what_broke = WhatBroke()
         self.queries: dict[str, str] = {
             r.name: q for r in self.judge_rules if r.source != "checks" and (q := r.query)
         }
@@ -148,10 +152,18 @@ class WindowWatch:
         self.log = logging.LoggerAdapter(
             log, {"deploy_id": window.id, "environment": window.environment}
         )
+        self.last_slot: int | None = None
+        """The slot of the latest stored round: a restart goes on with the slot after it."""
+        self.overran = False
+        """An overrun is logged once per window (each is counted in the metrics)."""
+        self.settling: asyncio.Task[bool] | None = None
+        """The latest round being stored and acted on (see `_settle`)."""
 
     # the whole window -----------------------------------------------------
 
     async def run(self) -> None:
+        if not await self._until_deployed():
+            return
         await self._load_history()
         if self.window.baseline is None:
             if not await self._take_baseline():
@@ -167,56 +179,94 @@ class WindowWatch:
             rfc3339(self.window.ends_at, millis=False),
         )
         number = self.window.rounds
-        scheduled = self.s.clock()
+        schedule = RoundSchedule(self.window.deployed_at, self.env.interval, self.window.ends_at)
+        slot = self.last_slot
         while True:
             number += 1
+            slot = schedule.next_slot(slot, self.s.clock())
+            due = schedule.due(slot)
             now = self.s.clock()
-            if now < scheduled:
-                await asyncio.sleep(scheduled - now)
+            if now < due:
+                await asyncio.sleep(due - now)
                 now = self.s.clock()
-            lag = now - scheduled
+            lag = max(0.0, now - due)
             self.s.metrics.round_lag_seconds.observe(lag)
-            if lag > self.env.interval:
-                scheduled = now  # overran a whole interval: do not burst to catch up
-            remaining = self.window.ends_at - now
-            length = max(0.05, min(self.env.interval, remaining)) if remaining > 0 else 0.05
-            scheduled += length
+            length = schedule.length(slot, now)
             started = now
-            if not await self.s.store.renew_lease(
-                self.window.id, self.fence, now + self.s.lease_s + length
-            ):
+            if not await self._hold_lease(now, length):
                 self.log.info("window no longer ours (ended or taken over); stop watching")
                 return
             observations, results = await self._gather_round(length)
-            final = self.s.clock() >= self.window.ends_at - 0.01
+            final = schedule.is_last(slot)
             self.judge_state, verdict = self._judge(observations, final=final)
+            self.what_broke.note(results)
+            verdict = name_what_broke(
+                verdict,
+                self.judge_rules,
+                self.what_broke,
+                breached=lambda rule: _state(rule) == "breached",
+            )
             self.latest = observations
             summary = self._round_summary(observations, results, verdict)
-            summary["lag_s"] = round(lag, 6)
+            summary.update(round_timing(schedule, slot, started, lag, self.s.clock()))
             decided_at = self.s.clock() if verdict.decision != "continue" else None
             verdict_json = verdict_to_dict(verdict, decided_at=decided_at, links=self.links)
             self._with_queries(verdict_json["rules"])
-            stored = await self.s.store.record_round(
-                RoundRecord(self.window.id, number, started, summary), verdict_json, self.fence
+            self._note_overrun(schedule, slot, number)
+            if self.settling is not None and not await self.settling:
+                return
+            record = RoundRecord(self.window.id, number, started, summary)
+            self.settling = self.s.spawn(self._settle(record, verdict, verdict_json))
+            if verdict.decision != "continue":
+                await self.settling
+                return
+
+    async def _settle(
+        self, record: RoundRecord, verdict: Verdict, verdict_json: dict[str, Any]
+    ) -> bool:
+        """Store a round, then act on it; False when the window is over or not ours.
+
+        Runs while the next round's checks go on: the write (an fsync, slow on a busy
+        disk) never delays the schedule, rounds are still stored in order (the next is
+        stored only after this one), and nothing is acted on before it is stored."""
+        if not await self.s.store.record_round(record, verdict_json, self.fence):
+            self.log.info("window ended or taken over meanwhile; stop watching")
+            return False
+        self.window.rounds = record.number
+        self._warn_undetectable(verdict)
+        self._count_rules(verdict)
+        self._alert_rules(verdict)
+        self.window.verdict = verdict_json
+        if verdict.decision == "fail":
+            await self._fail(verdict, verdict_json)
+            return False
+        if verdict.decision in ("pass", "inconclusive"):
+            await self._end(verdict.decision, verdict, verdict_json)
+            return False
+        return True
+
+    async def _until_deployed(self) -> bool:
+        """A window registered ahead of its `deployed_at` (shown `scheduled`) takes no
+        baseline and runs no round before then: until that moment the old version is
+        what answers. The lease is renewed meanwhile, so no other replica takes it."""
+        if self.window.deployed_at > self.s.clock():
+            self.log.info(
+                "scheduled: the first round starts at %s",
+                rfc3339(self.window.deployed_at, millis=False),
             )
-            if not stored:
-                self.log.info("window ended or taken over meanwhile; stop watching")
-                return
-            self.window.rounds = number
-            self._warn_undetectable(verdict)
-            self._count_rules(verdict)
-            self._alert_rules(verdict)
-            self.window.verdict = verdict_json
-            if verdict.decision == "fail":
-                await self._fail(verdict, verdict_json)
-                return
-            if verdict.decision in ("pass", "inconclusive"):
-                await self._end(verdict.decision, verdict, verdict_json)
-                return
+        while (wait := self.window.deployed_at - self.s.clock()) > 0:
+            step = min(wait, self.s.lease_s / 3)
+            until = self.s.clock() + self.s.lease_s + step
+            if not await self.s.store.renew_lease(self.window.id, self.fence, until):
+                self.log.info("scheduled window no longer ours (ended or taken over)")
+                return False
+            await asyncio.sleep(step)
+        return True
 
     async def _load_history(self) -> None:
         """Resume from the latest stored judge state (rounds before it are not replayed)."""
         for record in await self.s.store.rounds(self.window.id):
+            self.last_slot = record.summary.get("slot")
             state = record.summary.get("judge")
             if isinstance(state, dict):
                 self.judge_state, self.replay = state, []
@@ -225,6 +275,7 @@ class WindowWatch:
                 self.replay.append({k: observation_from_dict(v) for k, v in obs.items()})
             for name, data in record.summary.get("cumulative", {}).items():
                 self.cumulative[name] = observation_from_dict(data)
+            self.what_broke.note_summary(record.summary.get("checks", {}))
             for item in record.summary.get("canary", []):
                 self.canary_samples.extend(unsummarize(item["check"], item, target="baseline"))
 
@@ -361,7 +412,9 @@ class WindowWatch:
         for result in results:
             if any(s.target != "deploy" for s in result.samples):
                 continue
-            entry = checks.setdefault(result.check, {"runs": 0, "failed": 0, "message": ""})
+            entry = checks.setdefault(
+                result.check, {"runs": 0, "failed": 0, "message": "", "type": result.type}
+            )
             entry["runs"] += 1
             if not result.ok:
                 entry["failed"] += 1
@@ -369,6 +422,8 @@ class WindowWatch:
                 failure = failure_details(result.details)
                 if failure:
                     entry["failure"] = failure
+            elif result.type == "load":
+                entry["message"] = result.message  # a load run's figures
         canary = [
             {
                 "check": r.check,
@@ -387,6 +442,37 @@ class WindowWatch:
             "rules": {r.name: rule_snapshot(r) for r in verdict.rules},
             "judge": self.judge_state,
         }
+
+    async def _hold_lease(self, now: float, length: float) -> bool:
+        """Renew the lease when less than half of it would be left after this round: one
+        store write every few rounds rather than every round (storing the round checks
+        that the window is still ours anyway)."""
+        held = self.window.lease_until or 0.0
+        if held - now >= self.s.lease_s / 2 + length:
+            return True
+        until = now + self.s.lease_s + length
+        if not await self.s.store.renew_lease(self.window.id, self.fence, until):
+            return False
+        self.window.lease_until = until
+        return True
+
+    def _note_overrun(self, schedule: RoundSchedule, slot: int, number: int) -> None:
+        """Count a round whose checks and judging finished after its slot ended (the next
+        one starts late or is passed over); log the first of each window."""
+        over = overrun_s(schedule, slot, self.s.clock())
+        if over <= 0:
+            return
+        self.s.metrics.round_overruns_total.labels(self.window.environment).inc()
+        if not self.overran:
+            self.overran = True
+            self.log.warning(
+                "round %d overran its %gs slot by %.3fs (checks, providers or the store were"
+                " slower than the interval); further overruns of this window are only counted"
+                " in postflight_round_overruns_total",
+                number,
+                self.env.interval,
+                over,
+            )
 
     # outcomes --------------------------------------------------------------
 

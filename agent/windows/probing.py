@@ -76,8 +76,9 @@ class EnvironmentProbe:
         targets: Sequence[Target] = ("deploy",),
         kinds: Callable[[Check], bool] = lambda c: True,
     ) -> list[CheckResult]:
-        """Run every check over one interval: probing checks `probes` times, evenly
-        spread; load checks once. Returns when the last run finishes."""
+        """Run every check of a round at once over `interval` seconds: probing checks
+        `probes` times, evenly spread; load checks once, fitted to the interval
+        (`fit_to_round`). Returns when the last run finishes."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         step = interval / probes
@@ -91,9 +92,31 @@ class EnvironmentProbe:
             return list(await asyncio.gather(*tasks))
 
         groups = await asyncio.gather(
-            *(spread(c, t) for c in self.checks if kinds(c) for t in targets)
+            *(
+                spread(fit_to_round(c, interval), t)
+                for c in self.checks
+                if kinds(c)
+                for t in targets
+            )
         )
         return [r for group in groups for r in group]
+
+
+def fit_to_round(check: Check, room: float) -> Check:
+    """`check` as a round of `room` seconds runs it, so the run ends within the round:
+    a load check's warm-up is cut to what is left after its `duration`, and its duration
+    to `room` (only when a round starts late: the settings refuse a duration longer
+    than the interval, and an explicit warm-up that cannot fit)."""
+    config = check.config
+    duration = getattr(config, "duration", None)
+    warmup = getattr(config, "warmup", None)
+    if not check.once_per_round or duration is None or warmup is None:
+        return check
+    fitted = min(duration, room)
+    fitted_warmup = min(warmup, max(0.0, room - fitted))
+    if (fitted, fitted_warmup) == (duration, warmup):
+        return check
+    return build_check(config.model_copy(update={"duration": fitted, "warmup": fitted_warmup}))
 
 
 def samples_of(results: Sequence[CheckResult]) -> list[Sample]:
@@ -124,7 +147,8 @@ def unsummarize(check: str, summary: dict[str, Any], target: Target = "deploy") 
 class BackgroundProber:
     """Between windows, keeps probing each environment's http checks at
     `background_interval`, so rules with `max_increase` on `source: checks` have a
-    pre-deploy baseline. Environments with an active window are skipped."""
+    pre-deploy baseline. Environments with an active window are skipped. Old summaries
+    are deleted by `agent.retention`."""
 
     def __init__(
         self,
@@ -137,8 +161,6 @@ class BackgroundProber:
         self.store = store
         self.busy = busy
         self.clock = clock
-        self.retention = max((p.env.lookback for p in probes.values()), default=0.0) + 60.0
-        """Summaries older than the longest lookback (plus a minute) are never read."""
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -174,7 +196,6 @@ class BackgroundProber:
         now = self.clock()
         summary = summarize([s for r in results for s in r.samples])
         await self.store.add_probe_summary(name, check.name, now, summary)
-        await self.store.prune_probe_summaries(now - self.retention)
 
 
 def background_burst(check: Check, env: EnvironmentSettings) -> int:

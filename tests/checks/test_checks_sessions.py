@@ -50,3 +50,31 @@ async def test_cookies_do_not_stick_to_shared_sessions(
         assert resp.status == 200 and resp.cookies["sid"].value == "session-42"
     async with session.get(target / "echo") as resp:
         assert (await resp.json())["cookies"] == {}
+
+
+async def test_without_keepalive_every_request_opens_its_own_connection() -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    ports: list[int] = []
+
+    async def peer(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        ports.append(request.transport.get_extra_info("peername")[1])
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", peer)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        for keepalive in (True, False):
+            ports.clear()
+            async with TargetSessions(keepalive=keepalive) as sessions:
+                session = sessions.get(str(server.make_url("/")))
+                for _ in range(3):
+                    async with session.get(server.make_url("/")) as resp:
+                        assert resp.status == 200
+            assert len(set(ports)) == (1 if keepalive else 3)
+    finally:
+        await server.close()

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "crash-api-token"
+TOKEN = "crash-api-token-0123"
 SECRET = "crash-rollback-secret"
 RECEIVER_SCRIPT = "503:delay=0.05,503:delay=0.1,503:delay=0.05,200:delay=0.15"
 

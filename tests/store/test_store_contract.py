@@ -369,6 +369,25 @@ async def test_probe_summaries_window_and_prune(store: Store) -> None:
     assert await store.probe_summaries("staging", 0, 100) == []
 
 
+async def test_prune_rounds_deletes_only_rounds_of_windows_ended_long_enough_ago(
+    store: Store,
+) -> None:
+    for wid, env in (("dep_old", "a"), ("dep_new", "b"), ("dep_live", "c")):
+        await store.create_window(window(wid, env))
+        for n in (1, 2, 3):
+            assert await store.record_round(RoundRecord(wid, n, float(n), {"n": n}), None)
+    await store.finish_window("dep_old", "passed", {"outcome": "pass"}, 200.0)
+    await store.finish_window("dep_new", "passed", {"outcome": "pass"}, 400.0)
+    assert await store.prune_rounds(ended_before=300.0, limit=2) == 2  # in batches
+    assert await store.prune_rounds(ended_before=300.0, limit=2) == 1
+    assert await store.prune_rounds(ended_before=300.0) == 0
+    assert await store.rounds("dep_old") == []
+    assert len(await store.rounds("dep_new")) == 3
+    assert len(await store.rounds("dep_live")) == 3  # a watching window is never pruned
+    kept = await store.get_window("dep_old")
+    assert kept is not None and kept.verdict == {"outcome": "pass"} and kept.rounds == 3
+
+
 async def test_baseline_is_stored_on_the_window(store: Store) -> None:
     await store.create_window(window("dep_1"))
     await store.set_baseline("dep_1", {"errors": {"rate": 0.01, "n": 300}})

@@ -1,0 +1,78 @@
+"""Store retention: deletes, in the background, what no window will read again.
+
+Rounds of windows that ended more than `store.retention.rounds` ago, and background
+probe summaries older than the longest `lookback` (or `store.retention.probe_summaries`).
+Deletes in bounded batches so the store is never locked for long; it never touches an
+active window, and a failure is logged and retried on the next pass, never raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from agent.settings import Settings
+from agent.store.base import Store
+
+log = logging.getLogger("postflight.retention")
+
+PRUNE_EVERY_S = 60.0
+BATCH = 5000
+"""Rows per delete: one short transaction each, so rounds being recorded wait little."""
+
+
+class StorePruner:
+    """One pass every `every` seconds; the first at start."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        rounds_s: float,
+        probe_summaries_s: float,
+        clock: Callable[[], float] = time.time,
+        every: float = PRUNE_EVERY_S,
+    ) -> None:
+        self.store = store
+        self.rounds_s = rounds_s
+        self.probe_summaries_s = probe_summaries_s
+        self.clock = clock
+        self.every = every
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, store: Store, clock: Callable[[], float] = time.time
+    ) -> StorePruner:
+        return cls(
+            store,
+            rounds_s=settings.store.retention.rounds,
+            probe_summaries_s=settings.probe_summary_retention,
+            clock=clock,
+        )
+
+    async def prune_once(self) -> tuple[int, int]:
+        """(rounds, probe summaries) deleted in this pass."""
+        now = self.clock()
+        rounds = 0
+        while True:
+            deleted = await self.store.prune_rounds(now - self.rounds_s, limit=BATCH)
+            rounds += deleted
+            if deleted < BATCH:
+                break
+            await asyncio.sleep(0)  # let rounds waiting on the store go first
+        probes = await self.store.prune_probe_summaries(now - self.probe_summaries_s)
+        if rounds or probes:
+            log.info("retention: deleted %d rounds and %d probe summaries", rounds, probes)
+        return rounds, probes
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.prune_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the store may be briefly unavailable: next pass
+                log.exception("retention pass failed; retrying in %gs", self.every)
+            await asyncio.sleep(self.every)

@@ -1,0 +1,85 @@
+"""A window's fixed round schedule: round slot k is due at `deployed_at + k × interval`.
+
+Pure: no I/O and no clock of its own (callers pass the time), so the watcher, a
+restarted agent and the tests agree on which slot is due. A late round never makes
+the rounds after it late too: each is due on the schedule, not after its predecessor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+MIN_ROUND_S = 0.05
+"""The shortest a round's probes are spread over (a round that starts at the very end)."""
+RESERVE_FRACTION = 0.1
+RESERVE_MAX_S = 1.0
+"""What the checks leave of a slot for the round's providers, judge and store write:
+a tenth of the interval, at most a second."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoundSchedule:
+    start: float
+    """`deployed_at`: slot 0 is due then."""
+    interval: float
+    end: float
+    """`ends_at`: the last slot is the one due before it."""
+
+    def __post_init__(self) -> None:
+        assert self.interval > 0, "an interval is more than 0 s (validated in the settings)"
+
+    @property
+    def slots(self) -> int:
+        """How many rounds the window holds (at least one)."""
+        return max(1, math.ceil((self.end - self.start) / self.interval - 1e-9))
+
+    def due(self, slot: int) -> float:
+        return self.start + slot * self.interval
+
+    def slot_at(self, at: float) -> int:
+        """The slot whose interval holds `at` (0 before the start)."""
+        return max(0, math.floor((at - self.start) / self.interval + 1e-9))
+
+    def next_slot(self, after: int | None, now: float) -> int:
+        """The slot to run next: the one after `after` (None: none run yet in this
+        process), or, when `now` is already past it (a restart, a round that overran
+        a whole interval), the slot `now` falls in. Slots passed over are not run;
+        after the window's end, the last slot (the final round, late)."""
+        first = 0 if after is None else after + 1
+        return max(first, min(self.slot_at(now), self.slots - 1))
+
+    def ends(self, slot: int) -> float:
+        """When `slot`'s round must be done: the next slot's due time, or the window's end."""
+        return min(self.due(slot + 1), self.end)
+
+    def is_last(self, slot: int) -> bool:
+        return slot >= self.slots - 1
+
+    @property
+    def reserve(self) -> float:
+        return min(RESERVE_FRACTION * self.interval, RESERVE_MAX_S)
+
+    def length(self, slot: int, now: float) -> float:
+        """How long the checks of the round started at `now` have: what is left of its
+        slot, less the reserve for judging and storing it."""
+        return max(MIN_ROUND_S, self.ends(slot) - now - self.reserve)
+
+
+def round_timing(
+    schedule: RoundSchedule, slot: int, started: float, lag: float, now: float
+) -> dict[str, float | int]:
+    """What a stored round summary says of its timing: its slot, when it was due, when
+    it really started, how late, and how long its work took (up to `now`)."""
+    return {
+        "slot": slot,
+        "due_at": round(schedule.due(slot), 6),
+        "started_at": round(started, 6),
+        "lag_s": round(lag, 6),
+        "duration_s": round(max(0.0, now - started), 6),
+    }
+
+
+def overrun_s(schedule: RoundSchedule, slot: int, finished: float) -> float:
+    """How far past its slot a round finished (0 when it fit)."""
+    return max(0.0, finished - schedule.ends(slot))

@@ -410,6 +410,20 @@ class Deploy(_Out):
         default=None, description="`null` unless a rollback was requested."
     )
     links: Links
+    warnings: list[str] | None = Field(
+        default=None,
+        description="Extension, in the `POST /v1/deploys` answer only: one sentence per rule"
+        " whose bound is below the smallest change it can detect by the window's end, at"
+        " the traffic its baseline period saw (checks rules, sequential policy; absent when"
+        " there are none).",
+        examples=[
+            [
+                "rule errors: its max_increase bound is tighter than the smallest change it"
+                " can detect by the window's end at the baseline's traffic (3 samples a"
+                " round): error_rate 0.0412 or more"
+            ]
+        ],
+    )
 
 
 class DeployList(_Out):
@@ -554,9 +568,11 @@ def deploy_object(
     now: float | None = None,
 ) -> dict[str, Any]:
     """`deploy_model` as the JSON-ready dict the API sends."""
-    return deploy_model(window, rollback, then, page=page, now=now).model_dump(
+    data = deploy_model(window, rollback, then, page=page, now=now).model_dump(
         mode="json", by_alias=True
     )
+    data.pop("warnings", None)  # only the registration's answer carries them
+    return data
 
 
 # --- list cursors -------------------------------------------------------------------

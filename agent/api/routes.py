@@ -38,7 +38,7 @@ from agent.api.models import (
     shown_state,
 )
 from agent.api.problems import ApiProblem, invalid_fields, validation_errors
-from agent.appkeys import METRICS, PAGE_LINK, SETTINGS, STORE, WINDOW_EVENTS
+from agent.appkeys import FORESIGHT, METRICS, PAGE_LINK, SETTINGS, STORE, WINDOW_EVENTS
 from agent.records import DeployWindow, IdempotentResponse, WindowState
 from agent.settings import EnvironmentSettings
 from agent.store.base import Conflict
@@ -268,6 +268,16 @@ async def create_deploy(request: web.Request) -> web.Response:
         created_at=now,
     )
     payload = deploy_object(window, page=_page(request, window.id), now=now)
+    foresee = request.config_dict.get(FORESIGHT)
+    warnings = (
+        await foresee(store, environment, window.environment, deployed_at, window.ends_at)
+        if foresee is not None
+        else []
+    )
+    if warnings:
+        payload["warnings"] = warnings
+        for warning in warnings:
+            log.warning(warning, extra={"deploy_id": window.id, "environment": window.environment})
     idempotency = (
         IdempotentResponse(key=key, request_hash=request_hash, status=201, body=payload)
         if key is not None

@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agent.analysis.judge import Judge, State
-from agent.analysis.observe import merge, observe
-from agent.analysis.types import Observation, Policy, Rule, RuleVerdict, Verdict
+from agent.analysis.observe import observe
+from agent.analysis.types import Observation, Rule, RuleVerdict, Verdict
 from agent.metrics import Metrics
 from agent.providers.base import (
-    BucketedProvider,
     DeployScope,
     Period,
     Provider,
@@ -45,6 +44,7 @@ from agent.windows.evidence import (
     rule_to_dict,
     verdict_to_dict,
 )
+from agent.windows.foresight import background_baseline, background_periods, policy_of
 from agent.windows.probing import EnvironmentProbe, samples_of, unsummarize
 from agent.windows.schedule import RoundSchedule, overrun_s, round_timing
 from alerting.events import Alert, AlertEvent, breach_key, provider_key, resolved_key
@@ -52,9 +52,6 @@ from checks.base import CheckResult, Sample
 from common.times import rfc3339
 
 log = logging.getLogger("postflight.window")
-
-BASELINE_BUCKET_S = 300.0
-"""A provider baseline's bucket: five minutes (12 buckets in the default hour)."""
 
 CANARY_SAMPLES = 20_000
 """A canary's stable side: the most recent samples kept as its baseline (bounded memory)."""
@@ -117,12 +114,7 @@ class WindowWatch:
         self.s = services
         self.rules: list[RuleSettings] = list(env.rules)
         self.judge_rules: list[Rule] = [r.to_rule() for r in self.rules]
-        self.policy = Policy(
-            name=env.analysis.policy,
-            failure_limit=env.analysis.failure_limit,
-            confidence=env.analysis.confidence,
-            pass_on=env.analysis.pass_on,
-        )
+        self.policy = policy_of(env)
         self.scope = DeployScope(
             deploy_id=window.id,
             environment=window.environment,
@@ -294,7 +286,9 @@ class WindowWatch:
         that a restart compares against the same period; False if no longer ours."""
         t0 = self.window.deployed_at
         lookback = Period(t0 - self.env.lookback, t0)
-        periods = await self._background_periods(lookback)
+        periods = await background_periods(
+            self.s.store, self.window.environment, lookback.start, lookback.end
+        )
         fetches = {
             rule.name: self._fetch_baseline(rule, lookback)
             for rule in self.judge_rules
@@ -303,13 +297,7 @@ class WindowWatch:
         fetched = dict(zip(fetches, await asyncio.gather(*fetches.values()), strict=True))
         for rule, judged in zip(self.rules, self.judge_rules, strict=True):
             if rule.source == "checks":
-                # one observation per background run, pooled: `merge` measures how
-                # bursty errors are across periods, which the sequential test needs
-                seen = [observe(judged, p, self.env.background_interval) for p in periods]
-                with_data = [o for o in seen if o.has_data]
-                self.baselines[rule.name] = (
-                    merge(with_data) if with_data else observe(judged, [], self.env.lookback)
-                )
+                self.baselines[rule.name] = background_baseline(judged, periods, self.env)
             else:
                 self.baselines[rule.name] = fetched[rule.name]
         if not await self.s.store.set_baseline(
@@ -339,25 +327,10 @@ class WindowWatch:
             )
 
     async def _fetch_baseline(self, rule: Rule, lookback: Period) -> Observation:
-        """A provider rule's baseline: a series of buckets pooled by `merge` (so its spread
-        is measured) when the provider can answer one, else one fetch of the lookback."""
-        provider = self.s.providers.get(rule.source)
-        release = self.window.previous_version
-        if not isinstance(provider, BucketedProvider):
-            return await self._fetch(rule, lookback, release)
-        buckets = await provider.fetch_buckets(
-            rule, self.scope, lookback, release, bucket_s=BASELINE_BUCKET_S
-        )
-        with_data = [b for b in buckets if b.has_data]
-        return merge(with_data) if with_data else await self._fetch(rule, lookback, release)
-
-    async def _background_periods(self, period: Period) -> list[list[Sample]]:
-        """The background probes before the deploy, one list per background run."""
-        rows = await self.s.store.probe_summaries(self.window.environment, period.start, period.end)
-        runs: dict[float, list[Sample]] = {}
-        for check, at, summary in rows:
-            runs.setdefault(at, []).extend(unsummarize(check, summary))
-        return list(runs.values())
+        """A provider rule's baseline: one fetch of the lookback. A provider that can split
+        it into buckets says how bursty it was in the observation (`periods`, `dispersion`:
+        Sentry's `bucketed_baseline`), which the judge's count test discounts by."""
+        return await self._fetch(rule, lookback, self.window.previous_version)
 
     async def _fetch(self, rule: Rule, period: Period, release: str | None) -> Observation:
         provider = self.s.providers.get(rule.source)

@@ -384,8 +384,15 @@ class Links(_Out):
     )
 
 
+def _warnings_optional(schema: dict[str, Any]) -> None:
+    """`warnings` is in the registration's answer only: never a required property."""
+    schema["required"] = [name for name in schema.get("required", []) if name != "warnings"]
+
+
 class Deploy(_Out):
     """The deploy object: one window, from registration to its final state."""
+
+    model_config = ConfigDict(json_schema_extra=_warnings_optional)
 
     id: str = Field(pattern=DEPLOY_ID_PATTERN, examples=["dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"])
     environment: str

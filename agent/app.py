@@ -22,7 +22,8 @@ from aiohttp import web
 from agent import __version__
 from agent.api import add_routes
 from agent.api.hooks import INTEGRATIONS
-from agent.appkeys import METRICS, REDACT, SETTINGS, STORE, WINDOW_EVENTS
+from agent.api.server_log import ServerLog
+from agent.appkeys import FORESIGHT, METRICS, REDACT, SETTINGS, STORE, WINDOW_EVENTS
 from agent.integrations.targets import RollbackTargets
 from agent.metrics import Metrics
 from agent.observability import init_sentry
@@ -36,6 +37,7 @@ from agent.web import routes as web_routes
 from agent.web.feed import FEED, DeployFeed, feed_store
 from agent.web.links import deploy_page_url
 from agent.windows.alert_once import WindowAlerts
+from agent.windows.foresight import registration_warnings
 from agent.windows.integrations import Integrations
 from agent.windows.supervisor import Watcher
 from alerting.notifier import Notifier
@@ -121,6 +123,7 @@ def build_app(
     )
     app[WATCHER] = watcher
     app[WINDOW_EVENTS] = watcher
+    app[FORESIGHT] = registration_warnings
     integrations = Integrations(
         settings,
         watcher.services,
@@ -186,6 +189,7 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> No
         app,
         handle_signals=False,
         access_log=None,
+        logger=ServerLog(app[METRICS]),
         shutdown_timeout=min(2.0, settings.server.shutdown_timeout),
     )
     await runner.setup()

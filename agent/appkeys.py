@@ -7,7 +7,7 @@ from typing import Protocol
 from aiohttp import web
 
 from agent.metrics import Metrics
-from agent.settings import Settings
+from agent.settings import EnvironmentSettings, Settings
 from agent.store.base import Store
 from common.redaction import Redactor
 
@@ -29,9 +29,24 @@ class PageLink(Protocol):
     def __call__(self, deploy_id: str, now: float) -> str | None: ...
 
 
+class Foresight(Protocol):
+    """Warnings for a deploy being registered (`agent.windows.foresight`: rules whose
+    bounds are below what they can detect at the baseline's traffic)."""
+
+    async def __call__(
+        self,
+        store: Store,
+        env: EnvironmentSettings,
+        environment: str,
+        deployed_at: float,
+        ends_at: float,
+    ) -> list[str]: ...
+
+
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 METRICS = web.AppKey("metrics", Metrics)
 REDACT = web.AppKey("redact", Redactor)
 WINDOW_EVENTS = web.AppKey("window_events", WindowEvents)
 PAGE_LINK = web.AppKey("page_link", PageLink)
+FORESIGHT = web.AppKey("foresight", Foresight)

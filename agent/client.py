@@ -25,6 +25,8 @@ from agent.records import WindowState
 M = TypeVar("M", bound=BaseModel)
 
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
+OPEN_STATES = frozenset({"scheduled", "watching"})
+"""A window in these states has no final outcome yet."""
 """What a proxy in front of a restarting agent answers; worth another try."""
 
 
@@ -194,7 +196,8 @@ class PostflightClient:
         on_update: Callable[[Deploy], Awaitable[None] | None] | None = None,
         on_unreachable: Callable[[ClientError], None] | None = None,
     ) -> Deploy:
-        """Poll until the window leaves `watching`; `WaitTimeout` after `give_up_after` s.
+        """Poll until the window ends (leaves `scheduled` and `watching`); `WaitTimeout`
+        after `give_up_after` s.
 
         An agent that is briefly unreachable (restarting, a proxy's 503) is retried
         until the timeout; a refusal (401, 404) ends the wait at once.
@@ -218,7 +221,7 @@ class PostflightClient:
                     result = on_update(last)
                     if result is not None:
                         await result
-                if last.state != "watching":
+                if last.state not in OPEN_STATES:
                     return last
             remaining = deadline - time.monotonic()
             if remaining <= 0:

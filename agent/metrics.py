@@ -104,3 +104,8 @@ class Metrics:
             ["status"],
             registry=r,
         )
+        self.malformed_requests_total = Counter(
+            "postflight_malformed_requests_total",
+            "Requests the HTTP server could not parse (answered 400, logged as a warning).",
+            registry=r,
+        )

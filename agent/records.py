@@ -127,3 +127,18 @@ class Page:
 class WindowCreated:
     window: DeployWindow
     superseded: list[DeployWindow] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class PendingGate:
+    """A GitHub deployment protection rule waiting for its answer (contract §7). Stored
+    before the hook is acknowledged, so a restart answers it; answered once."""
+
+    callback_url: str
+    """GitHub's `deployment_callback_url`: one per run and environment, the gate's key."""
+    environment: str
+    sha: str
+    github_environment: str
+    deadline: float
+    """Rejected if the window it waits on has not ended by then."""
+    created_at: float

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationInfo,
@@ -26,6 +25,13 @@ from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agent.analysis.types import PolicyName, Rule
+from agent.config_models import (
+    FieldError,
+    HttpUrl,
+    StrictModel,
+    non_empty_secret,
+    optional_non_empty_secret,
+)
 from agent.integrations.config import (
     FollowUp,
     GateSettings,
@@ -43,23 +49,24 @@ CHECK_METRICS = ("error_rate", "latency_p50", "latency_p95", "latency_p99", "thr
 LATENCY_METRICS = ("latency_p50", "latency_p95", "latency_p99", "p95_duration")
 DECREASE_IS_BAD = ("crash_free_rate", "throughput")
 
+MIN_API_TOKEN_LENGTH = 16
+"""Bearer tokens guard rollbacks and cancels; shorter ones are guessable."""
+
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
-HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+", max_length=2048)]
 
 
-class Model(BaseModel):
-    """Unknown keys are errors: a typo must never be silently ignored."""
+def _long_enough(token: SecretStr, which: str) -> None:
+    """An API token is not empty and not short (its value is never in the message)."""
+    non_empty_secret(token)
+    length = len(token.get_secret_value())
+    if length < MIN_API_TOKEN_LENGTH:
+        raise ValueError(
+            f"token {which} has {length} characters; an API token needs at least"
+            f" {MIN_API_TOKEN_LENGTH} (make one with `openssl rand -hex 24`)"
+        )
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-def _non_empty_secret(value: SecretStr) -> SecretStr:
-    if not value.get_secret_value().strip():
-        raise ValueError("must not be empty")
-    return value
-
-
-class ServerSettings(Model):
+class ServerSettings(StrictModel):
     listen: str = "127.0.0.1:8787"
     api_tokens: list[SecretStr] = Field(min_length=1)
     """Bearer tokens accepted on /v1."""
@@ -86,15 +93,15 @@ class ServerSettings(Model):
     @field_validator("api_tokens")
     @classmethod
     def _tokens(cls, value: list[SecretStr]) -> list[SecretStr]:
-        for token in value:
-            _non_empty_secret(token)
+        for i, token in enumerate(value):
+            _long_enough(token, f"[{i}]")
         return value
 
     @field_validator("named_tokens")
     @classmethod
     def _named(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        for token in value.values():
-            _non_empty_secret(token)
+        for name, token in value.items():
+            _long_enough(token, name)
         return value
 
     def token_names(self) -> list[tuple[str, SecretStr]]:
@@ -116,7 +123,7 @@ class ServerSettings(Model):
         return int(self.listen.rpartition(":")[2])
 
 
-class RetentionSettings(Model):
+class RetentionSettings(StrictModel):
     """How long the store keeps what no window reads again; older rows are deleted in
     the background (`agent.retention`)."""
 
@@ -128,7 +135,7 @@ class RetentionSettings(Model):
     `lookback` of any environment (what baselines read); it cannot be shorter."""
 
 
-class StoreSettings(Model):
+class StoreSettings(StrictModel):
     url: str = "sqlite:///./postflight.db"
     """`sqlite:///path` (embedded) or `postgresql://…` (several replicas)."""
     lease: Duration = 30.0
@@ -143,21 +150,21 @@ class StoreSettings(Model):
         return value
 
 
-class AlertChannel(Model):
+class AlertChannel(StrictModel):
     url: SecretStr
     """Any apprise URL. Secret: such URLs carry tokens and passwords."""
     tags: list[Name] = Field(default_factory=list)
 
-    _url = field_validator("url")(_non_empty_secret)
+    _url = field_validator("url")(non_empty_secret)
 
 
-class AlertingSettings(Model):
+class AlertingSettings(StrictModel):
     channels: list[AlertChannel] = Field(default_factory=list)
     timeout: Duration = 5.0
     """Bound on one notification across its channels (keep it under the 10 s stop budget)."""
 
 
-class AnalysisSettings(Model):
+class AnalysisSettings(StrictModel):
     policy: PolicyName = "sequential"
     failure_limit: int = Field(default=3, ge=1, le=1000)
     """threshold policy: consecutive failing rounds that fail the window."""
@@ -182,7 +189,7 @@ Bound = Annotated[
 ]
 
 
-class RuleSettings(Model):
+class RuleSettings(StrictModel):
     name: Name
     source: str
     """`checks`, or an installed provider (built-in or plugin) by its entry-point name."""
@@ -256,10 +263,11 @@ class RuleSettings(Model):
             min_samples=self.min_samples,
             check=self.check,
             query=self.nrql or self.query,
+            query_key="nrql" if self.nrql else "query" if self.query else None,
         )
 
 
-class RollbackSettings(Model):
+class RollbackSettings(StrictModel):
     target: Literal["webhook", "vercel", "github"] = "webhook"
     """Where a rollback goes: the signed webhook (§3), Vercel's instant rollback, or a
     GitHub workflow_dispatch (§7)."""
@@ -282,7 +290,7 @@ class RollbackSettings(Model):
     @field_validator("secret")
     @classmethod
     def _secret(cls, value: SecretStr | None) -> SecretStr | None:
-        return None if value is None else _non_empty_secret(value)
+        return optional_non_empty_secret(value)
 
     @model_validator(mode="after")
     def _target_needs(self) -> RollbackSettings:
@@ -297,7 +305,7 @@ class RollbackSettings(Model):
         return self
 
 
-class AlertRouting(Model):
+class AlertRouting(StrictModel):
     tags: list[Name] = Field(default_factory=list)
 
 
@@ -322,7 +330,7 @@ else:
     CheckSettings = _check_settings()
 
 
-class EnvironmentSettings(Model):
+class EnvironmentSettings(StrictModel):
     base_url: HttpUrl
     window: Duration = 900.0
     interval: Duration = 30.0
@@ -357,7 +365,8 @@ class EnvironmentSettings(Model):
         baseline = info.data.get("baseline")
         if baseline is None:  # already reported
             return rules
-        for rule in rules:
+        errors: list[InitErrorDetails] = []
+        for index, rule in enumerate(rules):
             if rule.source == "checks":
                 continue
             try:
@@ -365,7 +374,15 @@ class EnvironmentSettings(Model):
                 if hook is not None:
                     hook(rule.to_rule(), baseline)
             except (ValueError, ProviderPluginError) as exc:
-                raise ValueError(f"rule {rule.name!r}: {exc}") from None
+                # Reported at the rule (or at its key, for a FieldError), every rule's own.
+                loc: tuple[int | str, ...] = (index,)
+                if isinstance(exc, FieldError):
+                    loc = (index, exc.field)
+                context = {"name": repr(rule.name), "error": str(exc)}
+                error = PydanticCustomError("rule", "rule {name}: {error}", context)
+                errors.append(InitErrorDetails(type=error, loc=loc, input=rule.name))
+        if errors:
+            raise ValidationError.from_exception_data("rules", errors)
         return rules
 
     @model_validator(mode="after")

@@ -28,6 +28,7 @@ class ConfigProblem:
     loc: Loc
     message: str
     line: int | None = None
+    column: int | None = None
 
     @property
     def path(self) -> str:
@@ -35,7 +36,9 @@ class ConfigProblem:
 
     def __str__(self) -> str:
         where = f"{self.path or '(top level)'}"
-        if self.line is not None:
+        if self.line is not None and self.column is not None:
+            where += f" (line {self.line}, column {self.column})"
+        elif self.line is not None:
             where += f" (line {self.line})"
         return f"{where}: {self.message}"
 
@@ -86,10 +89,7 @@ def load_settings_text(
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(source, [ConfigProblem((), f"invalid YAML: {problem}", line)]) from None
+        raise ConfigError(source, [_yaml_problem(exc)]) from None
     lines = _line_index(node) if node is not None else {}
     if data is None:
         data = {}
@@ -103,6 +103,38 @@ def load_settings_text(
         return settings_from_document(expanded)
     except ValidationError as exc:
         raise ConfigError(source, _problems(exc, expanded, lines)) from None
+
+
+_YAML_HINTS = (
+    ("cannot start any token", "'\\t'", "indent with spaces; YAML does not allow tabs"),
+    (
+        "mapping values are not allowed",
+        "",
+        "quote a value that contains ': ' (\"a: b\"), or check this line's indentation",
+    ),
+    ("could not find expected ':'", "", "a key needs ': ' after it; check the line above too"),
+    ("expected <block end>", "", "check the indentation: entries of one block line up"),
+    ("expected ',' or ']'", "", "close the list with ] (or quote a value with commas)"),
+    ("expected ',' or '}'", "", "close the mapping with } (or quote a value with commas)"),
+    ("found unexpected end of stream", "", "a quote or bracket is never closed"),
+    ("found undefined alias", "", "quote values that start with *"),
+    ("cannot start any token", "", "quote values that start with @, ` or %"),
+)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> ConfigProblem:
+    """Where the YAML broke (line and column, 1-based) and a hint at the usual cause."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = str(getattr(exc, "problem", None) or exc).strip()
+    context = getattr(exc, "context", None)
+    message = f"invalid YAML: {problem}" + (f" ({context})" if context else "")
+    for needle, also, hint in _YAML_HINTS:
+        if needle in problem and also in problem:
+            message += f"; hint: {hint}"
+            break
+    if mark is None:
+        return ConfigProblem((), message)
+    return ConfigProblem((), message, mark.line + 1, mark.column + 1)
 
 
 def _expand(

@@ -585,11 +585,14 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true", help="a tenth of the windows")
     parser.add_argument(
+        "--fraction", type=float, default=None, help="this share of the windows (overrides --quick)"
+    )
+    parser.add_argument(
         "--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes (default 2)"
     )
     args = parser.parse_args()
     started = time.perf_counter()
-    work = tasks(0.1 if args.quick else 1.0)
+    work = tasks(args.fraction or (0.1 if args.quick else 1.0))
     if args.workers > 1:
         with ProcessPoolExecutor(args.workers) as pool:
             outputs = list(pool.map(run_chunk, work))

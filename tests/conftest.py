@@ -1,41 +1,34 @@
 """Shared test set-up.
 
-With POSTFLIGHT_REQUIRE_ALL=1 (set by .ci/run) a skipped test is a failure: CI
-installs every system binary the tests need, so a skip there means something is
-missing, and must not pass silently.
+With POSTFLIGHT_REQUIRE_ALL=1 (set by .ci/run) a test that did not run is a failure
+(`tests.require_all`). Hypothesis runs derandomised under the `ci` profile, which CI
+selects (`HYPOTHESIS_PROFILE=ci`, or `CI=true` as CI services set it), so a CI run
+tries the same examples every time and cannot be flaky.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from agent.metrics import Metrics
 from agent.store.sqlite import SqliteStore
 
-pytest_plugins = ["tests.receivers", "tests.pg"]
+pytest_plugins = ["pytester", "tests.require_all", "tests.receivers", "tests.pg"]
 
-REQUIRE_ALL = os.environ.get("POSTFLIGHT_REQUIRE_ALL") == "1"
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[Any]
-) -> Generator[None, Any, None]:
-    outcome = yield
-    report = outcome.get_result()
-    if REQUIRE_ALL and report.skipped and not hasattr(report, "wasxfail"):
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
-        report.outcome = "failed"
-        report.longrepr = f"skipped while POSTFLIGHT_REQUIRE_ALL=1: {reason}"
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("dev")
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") == "true" else "dev")
+)
 
 
 EXAMPLE_ENV = {
-    "POSTFLIGHT_API_TOKEN": "test-api-token",
+    "POSTFLIGHT_API_TOKEN": "test-api-token-0123456789",
     "SENTRY_AUTH_TOKEN": "test-sentry-token",
     "NEW_RELIC_API_KEY": "test-newrelic-key",
     "ROLLBACK_SECRET": "test-rollback-secret",

@@ -15,7 +15,7 @@ from agent.store.sqlite import SqliteStore
 from checks.sessions import TargetSessions
 
 CONFIG = """
-server: {api_tokens: [tok-123456]}
+server: {api_tokens: [tok-1234567890abcdef]}
 environments:
   production:
     base_url: http://127.0.0.1:9

@@ -16,7 +16,7 @@ from checks.base import Check, CheckConfig
 from checks.sessions import TargetSessions
 
 CONFIG = """
-server: {{api_tokens: [tok-123456]}}
+server: {{api_tokens: [tok-1234567890abcdef]}}
 environments:
   production:
     base_url: {url}

@@ -16,7 +16,7 @@ from agent.settings_file import ConfigError, load_settings_text
 from agent.store.sqlite import SqliteStore
 
 CONFIG = """
-server: {{api_tokens: [tok-123456]}}
+server: {{api_tokens: [tok-1234567890abcdef]}}
 store:
   url: sqlite:///{db}
   {retention}

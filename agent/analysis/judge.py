@@ -357,6 +357,38 @@ class Judge:
         ]
         return {k: _json(v) for k, v in out.items()}
 
+    def blind_spots(self, per_round: Mapping[str, float]) -> list[str]:
+        """Before the first round: each rule whose bound is tighter than the smallest change
+        it can detect by the window's end, at `per_round` samples a round (the traffic its
+        baseline period saw), as one sentence per rule. Sequential policy only."""
+        if self.policy.name != "sequential":
+            return []
+        out = []
+        for rule in self.rules:
+            base, size = self.base[rule.name], per_round.get(rule.name, 0.0)
+            if base is None or size <= 0:
+                continue
+            if base.sorted_values.size and quantile_of(rule.metric) is not None:
+                kind: Kind = "distribution"
+            elif base.has_counts and is_rate(rule.metric):
+                kind = "proportion"
+            else:
+                continue
+            tests = self._sequential(rule, kind)
+            state = tests.start()
+            state["samples"] = size
+            can = tests.detectable(state, 1)
+            if can is None:
+                continue
+            tolerance = self._tolerance(rule, can.bound)
+            if tolerance is not None and tolerance < can.effect:
+                out.append(
+                    f"rule {rule.name}: its {can.bound} bound is tighter than the smallest"
+                    f" change it can detect by the window's end at the baseline's traffic"
+                    f" ({size:.3g} samples a round): {can.text}"
+                )
+        return out
+
     def _tolerance(self, rule: Rule, bound: str) -> float | None:
         """How big a change the bound allows, on the scale `Detectable.effect` uses."""
         if bound == "max_increase":

@@ -42,6 +42,15 @@ BASELINE_SHARE = 0.2
 limit widens only like sqrt(log(1 / alpha)) while the e-value threshold grows like
 log(1 / alpha)."""
 
+COUNT_TAIL_SHARE = 0.05
+"""The two-sample count test's alpha spent on the baseline rate lying above its far
+Clopper-Pearson limit (the only region it does not test with the new counts)."""
+
+BASELINE_LADDER = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001, 3e-4)
+"""Levels beta of the baseline's e-value sum_i w_i 1{baseline rate > CP_upper(beta_i)} / beta_i
+(equal weights): one step per Clopper-Pearson limit, so a baseline rate near its estimate costs
+log(len) nats, not a whole confidence limit's share of alpha."""
+
 DEFAULT_T_OPT = 30.0
 """Without a planned number of rounds, the confidence sequence is tuned for 30."""
 
@@ -124,6 +133,10 @@ class Component:
     """Rank: samples are divided by it (the tolerance) before being placed in the baseline."""
     baseline_bound: float | None = None
     """The baseline's confidence limit (rate or quantile) the relative bound was built on."""
+    ladder: tuple[tuple[float, float], ...] = ()
+    """Two-sample count test: per interval [p_k, p_k+1) of the baseline's rate, (the null's
+    level (1 + max_increase) p_k+1, log of the baseline's e-value at p_k). Its e-process is
+    the least over intervals of the baseline e-value times the new counts' e-process."""
 
     @property
     def bets(self) -> str:
@@ -320,6 +333,8 @@ class SequentialRule:
                 flip=not up,
                 cutoff=limit,
             )
+        if base.has_counts and up and self.kind == "proportion":
+            return self._two_sample(share, change)
         if base.has_counts:
             rate = base.rate_limit(b_alpha, upper=up)
             baseline_bound: float | None = rate
@@ -343,6 +358,47 @@ class SequentialRule:
             level=level,
             flip=not up,
             baseline_bound=baseline_bound,
+        )
+
+    def _two_sample(self, share: float, change: str) -> Component | None:
+        """The relative count bound as a two-sample test: the baseline's rate p is unknown.
+
+        For each p, e_base(p) (a sum of all-or-nothing e-values on the baseline's count, one
+        per Clopper-Pearson limit of `BASELINE_LADDER`; mean <= 1 when p is the baseline's
+        rate, nondecreasing in p) times the new counts' betting e-process against (1 + delta)
+        p (nonincreasing in p) is an e-process. Its least value over p is bounded below, on
+        each interval between two limits, by e_base at the left end times the new e-process
+        at the right end. Above the far limit p_K (a `COUNT_TAIL_SHARE` of the alpha) the
+        test spends that share instead. Union bound: share (1 - tail) + share x tail.
+        """
+        base, rule = self.baseline, self.rule
+        assert base is not None and rule.max_increase is not None
+        delta = rule.max_increase
+        tail = share * COUNT_TAIL_SHARE
+        betas = [b for b in BASELINE_LADDER if b > tail]
+        limits = [0.0] + [base.rate_limit(b, upper=True) for b in betas[1:]]
+        limits.append(base.rate_limit(tail, upper=True))
+        weight = 1.0 / len(betas)
+        log_e = np.log(np.cumsum([weight / b for b in betas]))
+        ladder = tuple(
+            (min(limits[k + 1] * (1.0 + delta), 1.0), float(log_e[k])) for k in range(len(betas))
+        )
+        if ladder[0][0] <= 0.0:
+            return None
+        a, d = self._split(share, False)
+        a, d = a * (1.0 - COUNT_TAIL_SHARE), d * (1.0 - COUNT_TAIL_SHARE)
+        mean = base.value * (1.0 + delta)
+        rest = f"{mean:.3g} (baseline {base.value:.3g} {change}, two-sample)"
+        return Component(
+            "max_increase",
+            "proportion",
+            a,
+            d,
+            f"{rule.metric} <= {rest}",
+            f"> {rest}",
+            level=min(mean, 1.0 - 1e-9) if mean > 0 else ladder[0][0],
+            baseline_bound=limits[-1],
+            ladder=ladder,
         )
 
     def _pass_test(self, bound: Bound, share: float) -> PassTest | None:
@@ -420,8 +476,8 @@ class SequentialRule:
         return {
             "tests": {
                 c.key: {
-                    "w": [0.0] * len(stats.BETS[c.bets]),
-                    "sr": [None] * len(stats.BETS[c.bets]),
+                    "w": _grid(c, 0.0),
+                    "sr": _grid(c, None),
                     "peak": 0.0,
                     "peak_d": None,
                     "crossed": None,
@@ -442,6 +498,9 @@ class SequentialRule:
         state["samples"] += size
         eligible = state["samples"] >= max(1, self.rule.min_samples)
         for comp in self.components:
+            if comp.ladder:
+                self._bet_ladder(state["tests"][comp.key], comp, obs, index, eligible)
+                continue
             stat = self._statistic(comp, obs)
             if stat is None:
                 continue
@@ -495,20 +554,33 @@ class SequentialRule:
         log_f = stats.bet_log_factors(comp.bets, y, weight)
         wealth = np.asarray(st["w"], np.float64) + log_f
         st["w"] = wealth.tolist()
-        log_e = stats.log_mix(wealth, comp.bets)
-        crossed = eligible and log_e >= comp.log_threshold
-        if eligible:
-            st["peak"] = max(st["peak"], log_e)
+        log_d: float | None = None
         if comp.alpha_detector:
             sr = np.array([-math.inf if v is None else v for v in st["sr"]], np.float64)
             sr = stats.sr_update(sr, log_f)
             st["sr"] = [None if not math.isfinite(v) else v for v in sr.tolist()]
             log_d = stats.log_mix(sr, comp.bets)
-            if eligible and math.isfinite(log_d):
-                st["peak_d"] = log_d if st["peak_d"] is None else max(st["peak_d"], log_d)
-                crossed = crossed or log_d >= comp.detector_log_threshold(self.horizon)
-        if crossed and st["crossed"] is None:
-            st["crossed"] = index
+        _record(st, comp, stats.log_mix(wealth, comp.bets), log_d, index, eligible, self)
+
+    def _bet_ladder(
+        self, st: dict[str, Any], comp: Component, obs: Observation, index: int, eligible: bool
+    ) -> None:
+        """The two-sample count test's round: one bet per interval of the baseline rate."""
+        n = float(obs.total or 0)
+        bad = min(max(float(obs.count or 0), 0.0), n)
+        log_e, log_d = math.inf, math.inf
+        for k, (level, log_base) in enumerate(comp.ladder):
+            expected = n * level
+            log_f = stats.bet_log_factors(comp.bets, bad / expected, expected)
+            wealth = np.asarray(st["w"][k], np.float64) + log_f
+            st["w"][k] = wealth.tolist()
+            log_e = min(log_e, log_base + stats.log_mix(wealth, comp.bets))
+            if comp.alpha_detector:
+                sr = np.array([-math.inf if v is None else v for v in st["sr"][k]], np.float64)
+                sr = stats.sr_update(sr, log_f)
+                st["sr"][k] = [None if not math.isfinite(v) else v for v in sr.tolist()]
+                log_d = min(log_d, log_base + stats.log_mix(sr, comp.bets))
+        _record(st, comp, log_e, log_d if comp.alpha_detector else None, index, eligible, self)
 
     def _pass_statistic(self, test: PassTest, obs: Observation) -> float | None:
         if test.statistic == "rate":
@@ -688,6 +760,32 @@ class SequentialRule:
             ratio - 1.0,
             f"{format_percent(round(share, 3))} of samples past {self._fmt(comp.cutoff)}",
         )
+
+
+def _grid(comp: Component, value: float | None) -> list[Any]:
+    """A test's initial wealth: one per bet, per interval of the baseline for a ladder."""
+    row = [value] * len(stats.BETS[comp.bets])
+    return [list(row) for _ in comp.ladder] if comp.ladder else row
+
+
+def _record(
+    st: dict[str, Any],
+    comp: Component,
+    log_e: float,
+    log_d: float | None,
+    index: int,
+    eligible: bool,
+    rule: SequentialRule,
+) -> None:
+    """Keep a test's peaks and the round it first crossed its threshold."""
+    crossed = eligible and log_e >= comp.log_threshold
+    if eligible:
+        st["peak"] = max(st["peak"], log_e)
+    if log_d is not None and eligible and math.isfinite(log_d):
+        st["peak_d"] = log_d if st["peak_d"] is None else max(st["peak_d"], log_d)
+        crossed = crossed or log_d >= comp.detector_log_threshold(rule.horizon)
+    if crossed and st["crossed"] is None:
+        st["crossed"] = index
 
 
 NOTHING = "no regression of any size (too little data by then)"

@@ -29,6 +29,8 @@ class Rule:
     min_samples: int = 1
     check: str | None = None
     query: str | None = None
+    query_key: Literal["nrql", "query"] | None = None
+    """Which key the configuration gave `query` as, so a provider can refuse the other."""
 
 
 @dataclass(frozen=True, slots=True)

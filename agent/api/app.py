@@ -13,6 +13,7 @@ from aiohttp import web
 from agent.api import hooks, routes
 from agent.api.middleware import auth_middleware, error_middleware
 from agent.api.models import MAX_BODY_BYTES
+from agent.api.server_log import hide_server_version
 from agent.appkeys import METRICS, REDACT, SETTINGS, STORE, WINDOW_EVENTS, WindowEvents
 from agent.metrics import Metrics
 from agent.settings import Settings
@@ -33,6 +34,7 @@ def add_routes(app: web.Application) -> None:
     app[_MOUNTED] = True
     app.middlewares.append(error_middleware)
     app.middlewares.append(auth_middleware)
+    hide_server_version(app)
     r = app.router
     r.add_post("/v1/deploys", routes.create_deploy, name="create_deploy")
     r.add_get("/v1/deploys", routes.list_deploys, name="list_deploys")

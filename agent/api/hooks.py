@@ -104,7 +104,7 @@ async def github_hook(request: web.Request) -> web.Response:
         integrations = _integrations(request)
         if integrations is None:
             return web.json_response({"ignored": "gates need the daemon"}, status=200)
-        integrations.add_gate(decision)
+        await integrations.add_gate(decision)
         return web.json_response(
             {"gate": "pending", "environment": decision.environment}, status=202
         )

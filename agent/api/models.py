@@ -39,16 +39,35 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_LABELS = 32
 MAX_WINDOW_S = 7 * 86400.0
 """A deploy window longer than a week is a mistake in a pipeline, not a plan."""
+MAX_SCHEDULE_AHEAD_S = 3600.0
+"""A `deployed_at` further ahead than this is a mistake (a wrong zone, a typo), not a plan."""
+CLOCK_SKEW_S = 5.0
+"""A pipeline's clock may be this far off ours: a `deployed_at` up to this far ahead
+counts as now, and a window that ended less than this ago is still accepted."""
 LIST_LIMIT_DEFAULT = 50
 LIST_LIMIT_MAX = 200
 DEPLOY_ID_PATTERN = r"^dep_[0-9A-HJKMNP-TV-Z]{26}$"
 """`dep_` + a ULID (Crockford base32: no I, L, O, U)."""
+CURSOR_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,20})?_dep_[0-9A-HJKMNP-TV-Z]{26}$"
+"""`<created_at>_<deploy id>`: every string of this shape is a position in the list, so
+the document's pattern says exactly which cursors the server takes."""
 
+DeployState = Literal[WindowState, "scheduled"]
+"""What the API shows. `scheduled`: stored as an active window whose `deployed_at` has
+not come yet, so it has no rounds and no baseline (derived, not stored)."""
 STATES: tuple[WindowState, ...] = get_args(WindowState)
+"""The states the store keeps."""
+DEPLOY_STATES: tuple[str, ...] = ("scheduled", *STATES)
+"""The states the API shows and filters on."""
 RuleOutcome = Literal["pass", "fail", "inconclusive"]
 RollbackStateName = Literal["pending", "delivered", "failed", "skipped"]
 
 # --- time ---------------------------------------------------------------------------
+
+IDEMPOTENCY_KEY_PATTERN = r"^[ -~]{1,255}$"
+"""1–255 printable ASCII characters (the header's value, as HTTP delivers it)."""
+DURATION_PATTERN = r"^ *([0-9]+(\.[0-9]+)?) *$|^ *([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+ *$"
+"""Seconds, or `250ms`, `30s`, `10m`, `1h30m`, `7d` (`common.durations.parse_duration`)."""
 
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
@@ -90,36 +109,73 @@ Timestamp = Annotated[
     datetime,
     BeforeValidator(parse_rfc3339),
     PlainSerializer(rfc3339, return_type=str),
-    WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2026-11-26T14:00:00Z"]}),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 
 # --- strings ------------------------------------------------------------------------
 
+# One regular expression is both the document's `pattern` and the server's check, so the
+# two cannot disagree: no control characters (C0, DEL, C1), no invisible format characters
+# (zero-width, bidirectional overrides, BOM), no line separators, and not only spaces.
+# Spaces are listed, not `\\s`, which means other things in ECMA and Python regexes.
+# (Lone surrogates cannot be in a pattern either; `read_json_body` refuses them.)
+_HIDDEN = r"\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff"
+_SPACES = r" \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"
+_VISIBLE = f"[^{_HIDDEN}]"
+_VISIBLE_NOT_SPACE = f"[^{_SPACES}{_HIDDEN}]"
+TEXT_PATTERN = f"^{_VISIBLE}*{_VISIBLE_NOT_SPACE}{_VISIBLE}*$"
+TEXT_OR_EMPTY_PATTERN = f"^({_VISIBLE}*{_VISIBLE_NOT_SPACE}{_VISIBLE}*)?$"
+NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+"""How `postflight.yaml` names environments (`agent.settings.Name`)."""
 
-def _printable(value: str) -> str:
-    if not value.isprintable():
-        raise ValueError("must contain only printable characters (no control characters)")
-    if not value.strip():
-        raise ValueError("must not be blank")
-    return value
+
+def _matching(pattern: str, message: str) -> AfterValidator:
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(check)
 
 
-def _printable_or_empty(value: str) -> str:
-    return _printable(value) if value else value
+_PRINTABLE_MSG = "must be printable characters (no control or invisible ones), not only spaces"
+_PRINTABLE = _matching(TEXT_PATTERN, _PRINTABLE_MSG)
+_PRINTABLE_SCHEMA = Field(json_schema_extra={"pattern": TEXT_PATTERN})
 
-
-_Text = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_printable)]
+_Text = Annotated[
+    str, StringConstraints(min_length=1, max_length=128), _PRINTABLE, _PRINTABLE_SCHEMA
+]
 Environment = Annotated[
-    _Text, Field(description="A configured environment (`environments` in postflight.yaml).")
+    str,
+    StringConstraints(min_length=1, max_length=64),
+    _matching(NAME_PATTERN, "not an environment name (letters, digits and _ . : -)"),
+    Field(
+        json_schema_extra={"pattern": NAME_PATTERN},
+        description="A configured environment (`environments` in postflight.yaml).",
+    ),
 ]
 Version = Annotated[_Text, Field(description="1–128 printable characters.")]
 LabelKey = Annotated[
-    str, StringConstraints(min_length=1, max_length=64), AfterValidator(_printable)
+    str, StringConstraints(min_length=1, max_length=64), _PRINTABLE, _PRINTABLE_SCHEMA
 ]
-LabelValue = Annotated[str, StringConstraints(max_length=256), AfterValidator(_printable_or_empty)]
+LabelValue = Annotated[
+    str,
+    StringConstraints(max_length=256),
+    _matching(TEXT_OR_EMPTY_PATTERN, _PRINTABLE_MSG),
+    Field(json_schema_extra={"pattern": TEXT_OR_EMPTY_PATTERN}),
+]
+
+
+_DURATION = re.compile(DURATION_PATTERN)
 
 
 def _window_seconds(value: Any) -> float:
+    if isinstance(value, str) and not _DURATION.fullmatch(value):
+        raise ValueError(f"{value!r} is not a duration; write it like 30s, 10m, 1h30m or 7d")
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("expected a duration like 10m, or a number of seconds")
     seconds = parse_duration(value)
     if seconds <= 0:
         raise ValueError("the window must be longer than 0s")
@@ -133,9 +189,13 @@ WindowDuration = Annotated[
     BeforeValidator(_window_seconds),
     WithJsonSchema(
         {
-            "type": ["string", "number"],
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_WINDOW_S},
+                {"type": "string", "pattern": DURATION_PATTERN},
+            ],
             "description": "How long to watch: `30s`, `10m`, `1h30m`, or seconds."
-            " Defaults to the environment's `window`; at least one `interval`, at most 7d.",
+            " Defaults to the environment's `window`; more than 0s, at least one `interval`"
+            " of the environment, at most 7d.",
             "examples": ["10m"],
         }
     ),
@@ -160,7 +220,6 @@ class DeployRequest(BaseModel):
                     "previous_version": "v2.4.0",
                     "commit": "9fceb02",
                     "window": "10m",
-                    "deployed_at": "2026-11-26T14:00:00Z",
                     "labels": {"pipeline": "run-1234"},
                 }
             ]
@@ -177,9 +236,27 @@ class DeployRequest(BaseModel):
     )
     window: WindowDuration | None = None
     deployed_at: Timestamp | None = Field(
-        default=None, description="When the deploy went live; defaults to now."
+        default=None,
+        description="When the deploy goes live; defaults to now. A time ahead (at most 1h)"
+        " keeps the window `scheduled` until then; a window that would already have ended"
+        " is refused (5s of clock skew are tolerated).",
     )
-    labels: dict[LabelKey, LabelValue] = Field(
+    labels: Annotated[
+        dict[LabelKey, LabelValue],
+        WithJsonSchema(
+            {
+                "type": "object",
+                "maxProperties": MAX_LABELS,
+                "propertyNames": {"minLength": 1, "maxLength": 64, "pattern": TEXT_PATTERN},
+                "additionalProperties": {
+                    "type": "string",
+                    "maxLength": 256,
+                    "pattern": TEXT_OR_EMPTY_PATTERN,
+                },
+                "examples": [{"pipeline": "run-1234"}],
+            }
+        ),
+    ] = Field(
         default_factory=dict,
         max_length=MAX_LABELS,
         description="A flat map of strings (at most 32 entries), echoed back and in alerts.",
@@ -199,7 +276,7 @@ class ListQuery(BaseModel):
         ]
         | None
     ) = None
-    state: WindowState | None = Field(default=None, description="Only windows in this state.")
+    state: DeployState | None = Field(default=None, description="Only windows in this state.")
     limit: int = Field(
         default=LIST_LIMIT_DEFAULT,
         ge=1,
@@ -209,7 +286,7 @@ class ListQuery(BaseModel):
     cursor: (
         Annotated[
             str,
-            StringConstraints(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9_=-]+$"),
+            StringConstraints(max_length=64, pattern=CURSOR_PATTERN),
             Field(description="The `next` value of the previous page."),
         ]
         | None
@@ -316,8 +393,9 @@ class Deploy(_Out):
     previous_version: str | None = None
     commit: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
-    state: WindowState = Field(
-        description="`failed`: the verdict failed and no rollback was delivered;"
+    state: DeployState = Field(
+        description="`scheduled`: `deployed_at` has not come yet (no rounds, no baseline);"
+        " `failed`: the verdict failed and no rollback was delivered;"
         " `rolled_back`: the rollback webhook accepted it."
     )
     deployed_at: Timestamp
@@ -332,6 +410,20 @@ class Deploy(_Out):
         default=None, description="`null` unless a rollback was requested."
     )
     links: Links
+    warnings: list[str] | None = Field(
+        default=None,
+        description="Extension, in the `POST /v1/deploys` answer only: one sentence per rule"
+        " whose bound is below the smallest change it can detect by the window's end, at"
+        " the traffic its baseline period saw (checks rules, sequential policy; absent when"
+        " there are none).",
+        examples=[
+            [
+                "rule errors: its max_increase bound is tighter than the smallest change it"
+                " can detect by the window's end at the baseline's traffic (3 samples a"
+                " round): error_rate 0.0412 or more"
+            ]
+        ],
+    )
 
 
 class DeployList(_Out):
@@ -345,14 +437,18 @@ class FieldError(_Out):
 
 
 class Problem(_Out):
-    """`application/problem+json` (RFC 9457)."""
+    """`application/problem+json` (RFC 9457). `errors` only on 422, so it is optional."""
+
+    model_config = ConfigDict(
+        extra="allow", populate_by_name=True, json_schema_serialization_defaults_required=False
+    )
 
     type: str = Field(examples=["urn:postflight:problem:invalid-fields"])
     title: str
     status: int
     detail: str
-    errors: list[FieldError] | None = Field(
-        default=None, description="Per field, for 422 Invalid fields."
+    errors: list[FieldError] = Field(
+        default_factory=list, description="Per field; only on 422 Invalid fields."
     )
 
 
@@ -415,16 +511,25 @@ def _judgement(window: DeployWindow) -> tuple[Verdict | None, Progress | None]:
         return None, None
 
 
+def shown_state(window: DeployWindow, now: float | None) -> DeployState:
+    """The stored state, or `scheduled` for an active window before its `deployed_at`."""
+    if window.state == "watching" and now is not None and now < window.deployed_at:
+        return "scheduled"
+    return window.state
+
+
 def deploy_model(
     window: DeployWindow,
     rollback: RollbackIntent | None = None,
     then: Mapping[str, str] | None = None,
     *,
     page: str | None = None,
+    now: float | None = None,
 ) -> Deploy:
     """The deploy object of contract §2 for a stored window and its rollback intent
     (`then`: follow-up name → state); `page` is the link to its deploy page
-    (`agent.web.links.deploy_page_url`)."""
+    (`agent.web.links.deploy_page_url`); `now` tells a `scheduled` window from a
+    watching one."""
     verdict, progress = _judgement(window)
     return Deploy(
         id=window.id,
@@ -433,7 +538,7 @@ def deploy_model(
         previous_version=window.previous_version,
         commit=window.commit,
         labels=dict(window.labels),
-        state=window.state,
+        state=shown_state(window, now),
         deployed_at=datetime.fromtimestamp(window.deployed_at, UTC),
         ends_at=datetime.fromtimestamp(window.ends_at, UTC),
         rounds=window.rounds,
@@ -460,6 +565,23 @@ def deploy_object(
     then: Mapping[str, str] | None = None,
     *,
     page: str | None = None,
+    now: float | None = None,
 ) -> dict[str, Any]:
     """`deploy_model` as the JSON-ready dict the API sends."""
-    return deploy_model(window, rollback, then, page=page).model_dump(mode="json", by_alias=True)
+    data = deploy_model(window, rollback, then, page=page, now=now).model_dump(
+        mode="json", by_alias=True
+    )
+    data.pop("warnings", None)  # only the registration's answer carries them
+    return data
+
+
+# --- list cursors -------------------------------------------------------------------
+
+
+def encode_list_cursor(created_at: float, window_id: str) -> str:
+    return f"{created_at!r}_{window_id}"
+
+
+def decode_list_cursor(cursor: str) -> tuple[float, str]:
+    created_at, _, window_id = cursor.partition("_")
+    return float(created_at), window_id

@@ -17,6 +17,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from agent import __version__
 from agent.api.models import (
     DEPLOY_ID_PATTERN,
+    IDEMPOTENCY_KEY_PATTERN,
     MAX_BODY_BYTES,
     Deploy,
     DeployList,
@@ -50,6 +51,18 @@ _ERRORS = {
     413: f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.",
     415: "The body is not `application/json`.",
     422: "Invalid fields; `errors` lists each with its `loc` and `msg`.",
+}
+
+
+_SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "examples": ["round", "state"]},
+        "data": {"type": "string", "description": "JSON: a round summary, or the deploy object."},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+    "required": ["data"],
 }
 
 
@@ -120,7 +133,7 @@ def _document() -> dict[str, Any]:
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                        "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
                         "description": "A repeat with the same key and body returns the first"
                         " response (status 200); the same key with another body is 409.",
                     }
@@ -156,7 +169,12 @@ def _document() -> dict[str, Any]:
                 "parameters": parameters,
                 "responses": {
                     "200": _json("A page of deploys.", ref(DeployList)),
-                    **errors(422, e422="Invalid query parameters (or cursor)."),
+                    **errors(
+                        404,
+                        422,
+                        e404="Unknown environment: not configured, and no window of it stored.",
+                        e422="Invalid or empty query parameters.",
+                    ),
                 },
             },
         },
@@ -198,7 +216,8 @@ def _document() -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "The event stream.",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        # the schema of one event, as SSE clients (and schemathesis) read it
+                        "content": {"text/event-stream": {"schema": _SSE_EVENT}},
                     },
                     **errors(
                         403,

@@ -15,7 +15,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
@@ -23,17 +23,26 @@ from pydantic import ValidationError
 from ulid import ULID
 
 from agent.api.models import (
+    CLOCK_SKEW_S,
     DEPLOY_ID_PATTERN,
+    IDEMPOTENCY_KEY_PATTERN,
+    LIST_LIMIT_MAX,
     MAX_BODY_BYTES,
+    MAX_SCHEDULE_AHEAD_S,
     DeployRequest,
     ListQuery,
+    decode_list_cursor,
     deploy_object,
     deploy_path,
+    encode_list_cursor,
+    shown_state,
 )
 from agent.api.problems import ApiProblem, invalid_fields, validation_errors
-from agent.appkeys import METRICS, PAGE_LINK, SETTINGS, STORE, WINDOW_EVENTS
-from agent.records import DeployWindow, IdempotentResponse
+from agent.appkeys import FORESIGHT, METRICS, PAGE_LINK, SETTINGS, STORE, WINDOW_EVENTS
+from agent.records import DeployWindow, IdempotentResponse, WindowState
+from agent.settings import EnvironmentSettings
 from agent.store.base import Conflict
+from agent.store.cursor import encode_cursor
 from common.durations import format_duration
 
 log = logging.getLogger("postflight.api")
@@ -44,8 +53,8 @@ CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("api_clock")
 BODY_READ_TIMEOUT_S = 10.0
 """A client that trickles its body slower than this is dropped with 408."""
 READY_TIMEOUT_S = 2.0
-IDEMPOTENCY_KEY_MAX = 255
 _DEPLOY_ID = re.compile(DEPLOY_ID_PATTERN)
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
 def _now(request: web.Request) -> float:
@@ -113,7 +122,12 @@ async def read_json_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> A
     if not text.strip():
         raise ApiProblem(400, "the request body is empty; send a JSON object")
     try:
-        return json.loads(text, parse_constant=_no_constants)
+        document = json.loads(text, parse_constant=_no_constants)
+        # `"\ud800"` alone decodes to a lone surrogate: not Unicode, and no store can keep it
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+        return document
+    except UnicodeEncodeError:
+        raise ApiProblem(400, "malformed JSON: an unpaired surrogate escape (\\udXXX)") from None
     except json.JSONDecodeError as exc:
         raise ApiProblem(
             400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
@@ -136,12 +150,12 @@ def _idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
-    if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX or not all(" " <= c <= "~" for c in key):
+    if not _IDEMPOTENCY_KEY.match(key):
         raise invalid_fields(
             [
                 {
                     "loc": ["header", "Idempotency-Key"],
-                    "msg": f"must be 1–{IDEMPOTENCY_KEY_MAX} printable ASCII characters",
+                    "msg": "must be 1–255 printable ASCII characters",
                 }
             ]
         )
@@ -157,6 +171,7 @@ def _page(request: web.Request, window_id: str) -> str | None:
 
 
 async def _render(request: web.Request, window: DeployWindow) -> dict[str, Any]:
+    """The deploy object; the API's clock shows a window ahead of its deploy as `scheduled`."""
     store = request.config_dict[STORE]
     # any state may have one: a manual rollback (§7) can follow a pass
     rollback = await store.get_rollback(window.id) if window.state != "watching" else None
@@ -169,7 +184,7 @@ async def _render(request: web.Request, window: DeployWindow) -> dict[str, Any]:
         from agent.integrations.followups import follow_up_states
 
         then = follow_up_states(await store.alert_events(window.id))
-    return deploy_object(window, rollback, then, page=_page(request, window.id))
+    return deploy_object(window, rollback, then, page=_page(request, window.id), now=_now(request))
 
 
 def _replay(stored: IdempotentResponse, request_hash: str, key: str) -> web.Response:
@@ -212,7 +227,6 @@ def _count_ended(request: web.Request, outcome: str, windows: list[DeployWindow]
 
 
 async def create_deploy(request: web.Request) -> web.Response:
-    settings = request.config_dict[SETTINGS]
     store = request.config_dict[STORE]
     key = _idempotency_key(request)
     document = await read_json_body(request)
@@ -227,14 +241,7 @@ async def create_deploy(request: web.Request) -> web.Response:
         raise invalid_fields(
             validation_errors(exc, known_fields=DeployRequest.model_fields)
         ) from None
-    environment = settings.environments.get(body.environment)
-    if environment is None:
-        known = ", ".join(sorted(settings.environments))
-        raise ApiProblem(
-            404,
-            f"unknown environment {body.environment!r}; configured: {known}",
-            slug="unknown-environment",
-        )
+    environment = _known_environment(request, body.environment)
     window_s = body.window if body.window is not None else environment.window
     if window_s < environment.interval:
         raise invalid_fields(
@@ -247,7 +254,7 @@ async def create_deploy(request: web.Request) -> web.Response:
             ]
         )
     now = _now(request)
-    deployed_at = body.deployed_at.timestamp() if body.deployed_at is not None else now
+    deployed_at = _deployed_at(body, window_s, now)
     window = DeployWindow(
         id=f"dep_{ULID()}",
         environment=body.environment,
@@ -260,7 +267,17 @@ async def create_deploy(request: web.Request) -> web.Response:
         ends_at=deployed_at + window_s,
         created_at=now,
     )
-    payload = deploy_object(window, page=_page(request, window.id))
+    payload = deploy_object(window, page=_page(request, window.id), now=now)
+    foresee = request.config_dict.get(FORESIGHT)
+    warnings = (
+        await foresee(store, environment, window.environment, deployed_at, window.ends_at)
+        if foresee is not None
+        else []
+    )
+    if warnings:
+        payload["warnings"] = warnings
+        for warning in warnings:
+            log.warning(warning, extra={"deploy_id": window.id, "environment": window.environment})
     idempotency = (
         IdempotentResponse(key=key, request_hash=request_hash, status=201, body=payload)
         if key is not None
@@ -288,17 +305,62 @@ async def create_deploy(request: web.Request) -> web.Response:
     return _json(payload, status=201, headers={"Location": deploy_path(window.id)})
 
 
+def _known_environment(request: web.Request, name: str) -> EnvironmentSettings:
+    environment: EnvironmentSettings | None = request.config_dict[SETTINGS].environments.get(name)
+    if environment is None:
+        known = ", ".join(sorted(request.config_dict[SETTINGS].environments))
+        raise ApiProblem(
+            404, f"unknown environment {name!r}; configured: {known}", slug="unknown-environment"
+        )
+    return environment
+
+
+def _deployed_at(body: DeployRequest, window_s: float, now: float) -> float:
+    """When the window starts. Ahead of now (at most `MAX_SCHEDULE_AHEAD_S`) it stays
+    `scheduled` until then; a window that would already be over is refused, since it
+    would judge traffic of a time it can no longer probe. A few seconds of clock skew
+    between the pipeline and us count as now."""
+    if body.deployed_at is None:
+        return now
+    deployed_at = body.deployed_at.timestamp()
+    ahead = deployed_at - now
+    if ahead > MAX_SCHEDULE_AHEAD_S + CLOCK_SKEW_S:
+        raise invalid_fields(
+            [
+                {
+                    "loc": ["deployed_at"],
+                    "msg": f"is {format_duration(round(ahead))} ahead; at most"
+                    f" {format_duration(MAX_SCHEDULE_AHEAD_S)} ahead is accepted",
+                }
+            ]
+        )
+    if deployed_at + window_s < now - CLOCK_SKEW_S:
+        raise invalid_fields(
+            [
+                {
+                    "loc": ["deployed_at"],
+                    "msg": f"this window ({format_duration(window_s)} from deployed_at) would"
+                    f" have ended {format_duration(round(now - deployed_at - window_s))} ago",
+                }
+            ]
+        )
+    return now if 0 < ahead <= CLOCK_SKEW_S else deployed_at
+
+
 def _list_query(request: web.Request) -> ListQuery:
-    """The list's query parameters. An empty one (`?environment=&state=`, as the contract
-    spells the route) means "not given"; a repeated one is an error, not a silent pick."""
+    """The list's query parameters. An empty value (`?state=`) is refused, naming the
+    parameter, rather than read as "not given"; a repeated one is an error, not a
+    silent pick."""
     query = request.query
     errors: list[dict[str, Any]] = []
     values: dict[str, str] = {}
     for name in dict.fromkeys(query):
-        given = [v for v in query.getall(name) if v != ""]
+        given = query.getall(name)
         if len(given) > 1:
             errors.append({"loc": [name], "msg": "give this parameter at most once"})
-        if given:
+        elif given[0] == "":
+            errors.append({"loc": [name], "msg": "must not be empty; leave it out instead"})
+        else:
             values[name] = given[0]
     try:
         parsed = ListQuery.model_validate(values)
@@ -313,17 +375,31 @@ def _list_query(request: web.Request) -> ListQuery:
 async def list_deploys(request: web.Request) -> web.Response:
     store = request.config_dict[STORE]
     query = _list_query(request)
-    try:
+    now = _now(request)
+    cursor = encode_cursor(*decode_list_cursor(query.cursor)) if query.cursor else None
+    if query.state in ("scheduled", "watching"):
+        # Both are stored as `watching` and told apart by the clock. Active windows are
+        # at most one per environment, so one store page holds them all.
+        page = await store.list_windows(
+            environment=query.environment, state="watching", limit=LIST_LIMIT_MAX, cursor=cursor
+        )
+        wanted = [w for w in page.items if shown_state(w, now) == query.state]
+        windows = wanted[: query.limit]
+        more = len(wanted) > query.limit or page.next_cursor is not None
+    else:
         page = await store.list_windows(
             environment=query.environment,
-            state=query.state,
+            state=cast(WindowState | None, query.state),  # not `scheduled`: handled above
             limit=query.limit,
-            cursor=query.cursor,
+            cursor=cursor,
         )
-    except ValueError as exc:
-        raise invalid_fields([{"loc": ["cursor"], "msg": str(exc)}]) from None
-    items = [await _render(request, window) for window in page.items]
-    return _json({"items": items, "next": page.next_cursor})
+        windows, more = page.items, page.next_cursor is not None
+    if query.environment is not None and not windows and query.cursor is None:
+        _known_environment(request, query.environment)
+    items = [await _render(request, window) for window in windows]
+    last = windows[-1] if windows and more else None
+    next_cursor = encode_list_cursor(last.created_at, last.id) if last is not None else None
+    return _json({"items": items, "next": next_cursor})
 
 
 def _window_id(request: web.Request) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent.api.models import (
-    STATES,
+    DEPLOY_STATES,
     DeployRequest,
 )
 from agent.cli.exits import (
@@ -86,7 +86,8 @@ def _connection_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--token",
         metavar="TOKEN",
-        help="an API token, one of server.api_tokens (default: $POSTFLIGHT_TOKEN)",
+        help="an API token, one of server.api_tokens"
+        " (default: $POSTFLIGHT_TOKEN, else $POSTFLIGHT_API_TOKEN)",
     )
     group.add_argument(
         "--request-timeout",
@@ -140,7 +141,7 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `postflight status [ID] [--env ENV]`."""
     parser.add_argument("id", nargs="?", metavar="ID", help="a deploy id (default: recent ones)")
     parser.add_argument("--env", metavar="ENV", help="only this environment's windows")
-    parser.add_argument("--state", choices=STATES, help="only windows in this state")
+    parser.add_argument("--state", choices=DEPLOY_STATES, help="only windows in this state")
     parser.add_argument(
         "--limit", type=int, default=20, metavar="N", help="how many windows (default: 20)"
     )
@@ -156,13 +157,19 @@ def _output_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _connection(args: argparse.Namespace) -> tuple[str, str, float]:
     url = args.url or os.environ.get("POSTFLIGHT_URL", "")
-    token = args.token or os.environ.get("POSTFLIGHT_TOKEN", "")
+    token = (
+        args.token
+        or os.environ.get("POSTFLIGHT_TOKEN")
+        or os.environ.get("POSTFLIGHT_API_TOKEN", "")  # the daemon's name, on its own host
+    )
     if not url.strip():
         raise UsageError("no agent URL: pass --url or set $POSTFLIGHT_URL")
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"--url must start with http:// or https:// (got {url!r})")
     if not token.strip():
-        raise UsageError("no API token: pass --token or set $POSTFLIGHT_TOKEN")
+        raise UsageError(
+            "no API token: pass --token or set $POSTFLIGHT_TOKEN (or $POSTFLIGHT_API_TOKEN)"
+        )
     timeout = _duration(args.request_timeout, "--request-timeout")
     return url.strip(), token.strip(), max(timeout, 0.1)
 

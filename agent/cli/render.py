@@ -55,6 +55,7 @@ class Style:
             "failed": "31;1",
             "rolled_back": "31;1",
             "watching": "36",
+            "scheduled": "36",
         }.get(state, "33")
         return self.paint(text if text is not None else state, code)
 
@@ -254,11 +255,13 @@ class Progress:
             self._print(self._round_line(deploy, rules))
         elif quiet_too_long and deploy.state == "watching" and not self.live:
             self._print(f"  still watching: round {deploy.rounds}, {_left(deploy)}")
+        elif deploy.state == "scheduled" and deploy.state != self.state:
+            self._print(f"  scheduled: the first round starts at {hms(deploy.deployed_at)}")
         self.rounds, self.outcomes, self.state = deploy.rounds, outcomes, deploy.state
-        if deploy.state == "watching":
+        if deploy.state in ("watching", "scheduled"):
             self.frame = (self.frame + 1) % len(_SPINNER)
             where = f"round {deploy.rounds}" if deploy.rounds else "waiting for round 1"
-            self._status(f"  {_SPINNER[self.frame]} watching · {where} · {_left(deploy)}")
+            self._status(f"  {_SPINNER[self.frame]} {deploy.state} · {where} · {_left(deploy)}")
         else:
             self._clear_status()
 

@@ -10,30 +10,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 
+from agent.config_models import HttpUrl, StrictModel, optional_non_empty_secret
 from common.durations import Duration
 
-HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+", max_length=2048)]
 Repository = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", max_length=200)]
 Slug = Annotated[str, Field(min_length=1, max_length=200)]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _non_empty(value: SecretStr) -> SecretStr:
-    if not value.get_secret_value().strip():
-        raise ValueError("must not be empty")
-    return value
-
-
-def _optional_non_empty(value: SecretStr | None) -> SecretStr | None:
-    return None if value is None else _non_empty(value)
-
-
-class GithubIntegration(_Model):
+class GithubIntegration(StrictModel):
     api_url: HttpUrl = "https://api.github.com"
     """Overridable for GitHub Enterprise (and tests)."""
     token: SecretStr | None = None
@@ -43,10 +29,10 @@ class GithubIntegration(_Model):
     timeout: Duration = 10.0
     """One call to the GitHub API."""
 
-    _token = field_validator("token", "webhook_secret")(_optional_non_empty)
+    _token = field_validator("token", "webhook_secret")(optional_non_empty_secret)
 
 
-class VercelIntegration(_Model):
+class VercelIntegration(StrictModel):
     api_url: HttpUrl = "https://api.vercel.com"
     token: SecretStr | None = None
     """Rollbacks and Rolling Releases approvals."""
@@ -56,7 +42,7 @@ class VercelIntegration(_Model):
     """Needed for `POST /v1/hooks/vercel` (for an integration: its client secret)."""
     timeout: Duration = 10.0
 
-    _token = field_validator("token", "webhook_secret")(_optional_non_empty)
+    _token = field_validator("token", "webhook_secret")(optional_non_empty_secret)
 
     @field_validator("team_id")
     @classmethod
@@ -64,12 +50,12 @@ class VercelIntegration(_Model):
         return value.strip() or None if value is not None else None
 
 
-class IntegrationsSettings(_Model):
+class IntegrationsSettings(StrictModel):
     github: GithubIntegration | None = None
     vercel: VercelIntegration | None = None
 
 
-class VercelSource(_Model):
+class VercelSource(StrictModel):
     project: Slug
     """The project id (`prj_…`) as Vercel's events carry it (`payload.project.id`)."""
     target: Slug = "production"
@@ -81,7 +67,7 @@ class VercelSource(_Model):
     (`https://<payload.deployment.url>`, e.g. a preview) instead of `base_url`."""
 
 
-class GithubSource(_Model):
+class GithubSource(StrictModel):
     repository: Repository
     """`owner/name`."""
     environment: Slug
@@ -94,12 +80,12 @@ class GithubSource(_Model):
     (for Vercel, the deployment's URL) instead of `base_url`."""
 
 
-class SourcesSettings(_Model):
+class SourcesSettings(StrictModel):
     vercel: VercelSource | None = None
     github: GithubSource | None = None
 
 
-class GateSettings(_Model):
+class GateSettings(StrictModel):
     after: Slug
     """GitHub deployment protection rule for this environment: approve when the window of
     the same sha in this environment passed, reject when it failed, wait while it runs."""
@@ -107,13 +93,13 @@ class GateSettings(_Model):
     """How long to wait for that window to exist and end before rejecting."""
 
 
-class GithubRollback(_Model):
+class GithubRollback(StrictModel):
     workflow: Slug
     """The workflow file (`rollback.yml`) or id run by `workflow_dispatch`."""
     ref: Slug = "main"
 
 
-class FollowUp(_Model):
+class FollowUp(StrictModel):
     """A webhook sent after the rollback is delivered (a migration rollback, a cache purge)."""
 
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
@@ -121,4 +107,4 @@ class FollowUp(_Model):
     secret: SecretStr | None = None
     """Signs it like the rollback webhook; default: `rollback.secret`."""
 
-    _secret = field_validator("secret")(_optional_non_empty)
+    _secret = field_validator("secret")(optional_non_empty_secret)

@@ -8,7 +8,7 @@ as `inconclusive` — never a reason to roll back.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol
 
 from agent.analysis.types import Observation, Rule
 from agent.providers.provider_settings import BaselineSettings
@@ -122,26 +122,3 @@ def round_increment(previous: Observation | None, current: Observation) -> Obser
             current, value=value, count=count, total=total, values=values, seconds=seconds
         )
     return replace(current, values=values, seconds=seconds)
-
-
-@runtime_checkable
-class BucketedProvider(Protocol):
-    """Optional: a provider that can answer a baseline as a series of buckets.
-
-    The judge weighs a baseline by how much it varies from bucket to bucket (bursts of
-    errors, a noisy percentile); one pooled number has no spread to measure, so its
-    relative bounds take it at face value. `fetch_buckets` returns one observation per
-    consecutive `bucket_s` seconds of `period` (oldest first, like `fetch` for each,
-    without raising); the watcher pools them with `agent.analysis.merge`. A provider
-    without it is fetched once for the whole lookback.
-    """
-
-    async def fetch_buckets(
-        self,
-        rule: Rule,
-        scope: DeployScope,
-        period: Period,
-        release: str | None,
-        *,
-        bucket_s: float,
-    ) -> list[Observation]: ...

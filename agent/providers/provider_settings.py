@@ -10,16 +10,15 @@ hold a round for longer than that.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from agent.analysis.types import Rule
+from agent.config_models import FieldError, HttpUrl, StrictModel, non_empty_secret
 from agent.providers.plugins import config_model_for, plugin_names
 from common.durations import Duration
-
-HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+", max_length=2048)]
 
 SENTRY_METRICS = ("error_count", "error_rate", "crash_free_rate", "p95_duration")
 SENTRY_REGIONS = {"us": "https://us.sentry.io", "de": "https://de.sentry.io"}
@@ -28,16 +27,6 @@ NEWRELIC_REGIONS = {
     "eu": "https://api.eu.newrelic.com/graphql",
     "jp": "https://api.jp.newrelic.com/graphql",
 }
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _non_empty(value: SecretStr) -> SecretStr:
-    if not value.get_secret_value().strip():
-        raise ValueError("must not be empty")
-    return value
 
 
 def _region_url(data: Any, field: str, regions: dict[str, str], default: str) -> Any:
@@ -55,7 +44,7 @@ def _region_url(data: Any, field: str, regions: dict[str, str], default: str) ->
     return data
 
 
-class ProviderSettings(_Model):
+class ProviderSettings(StrictModel):
     """A provider's section of `providers:`. Built-ins and plugins share the hook below."""
 
     @classmethod
@@ -107,7 +96,7 @@ class SentrySettings(HttpProviderSettings):
     """p95_duration: transaction durations fetched (Link-header pages of 100) so the
     judge can rank-test the distribution; 0 fetches only the aggregate."""
 
-    _token = field_validator("token")(_non_empty)
+    _token = field_validator("token")(non_empty_secret)
 
     @model_validator(mode="before")
     @classmethod
@@ -141,7 +130,7 @@ class NewRelicSettings(HttpProviderSettings):
     web_url: HttpUrl | None = None
     """Where the New Relic UI is, for links (default: one.newrelic.com or one.eu…)."""
 
-    _key = field_validator("api_key")(_non_empty)
+    _key = field_validator("api_key")(non_empty_secret)
 
     @model_validator(mode="before")
     @classmethod
@@ -150,10 +139,14 @@ class NewRelicSettings(HttpProviderSettings):
 
     @classmethod
     def check_rule(cls, rule: Rule, baseline: BaselineSettings) -> None:
+        if rule.query_key == "query":
+            raise FieldError("query", "source newrelic takes nrql (NRQL), not query")
         if not rule.query:
             raise ValueError("source newrelic needs nrql (without SINCE/UNTIL)")
         if re.search(r"\b(SINCE|UNTIL)\b", rule.query, re.IGNORECASE):
-            raise ValueError("nrql must not contain SINCE or UNTIL: the agent adds the periods")
+            raise FieldError(
+                "nrql", "nrql must not contain SINCE or UNTIL: the agent adds the periods"
+            )
 
 
 class PrometheusSettings(HttpProviderSettings):
@@ -166,6 +159,8 @@ class PrometheusSettings(HttpProviderSettings):
 
     @classmethod
     def check_rule(cls, rule: Rule, baseline: BaselineSettings) -> None:
+        if rule.query_key == "nrql":
+            raise FieldError("nrql", "source prometheus takes query (PromQL), not nrql")
         if not rule.query:
             raise ValueError("source prometheus needs query (PromQL)")
 
@@ -199,20 +194,20 @@ class ProvidersSettings(BaseModel):
         return out
 
 
-class SentryScope(_Model):
+class SentryScope(StrictModel):
     project: str = Field(min_length=1)
     """Project slug (or numeric id)."""
     environment: str | None = None
     """Sentry environment; omitted: every environment."""
 
 
-class NewRelicScope(_Model):
+class NewRelicScope(StrictModel):
     app_name: str | None = None
     """The APM app; used to place change-tracking markers."""
     entity_guid: str | None = None
     """Markers go to this entity when set (else the APM app named `app_name`)."""
 
 
-class BaselineSettings(_Model):
+class BaselineSettings(StrictModel):
     sentry: SentryScope | None = None
     newrelic: NewRelicScope | None = None

@@ -15,6 +15,7 @@ from agent.records import (
     Fence,
     IdempotentResponse,
     Page,
+    PendingGate,
     RollbackIntent,
     RoundRecord,
     WindowCreated,
@@ -163,6 +164,24 @@ class Store(Protocol):
 
     async def alert_events(self, window_id: str) -> dict[str, str]:
         """event → last result for a window."""
+        ...
+
+    # GitHub deployment protection rules (contract §7)
+    async def add_gate(self, gate: PendingGate) -> bool:
+        """Store a gate to answer; False if that callback is stored already."""
+        ...
+
+    async def pending_gates(self) -> list[PendingGate]:
+        """Gates not answered yet, oldest first (claimed ones included)."""
+        ...
+
+    async def claim_gate(self, callback_url: str, at: float, until: float) -> bool:
+        """True if this caller may answer the gate now: it is unanswered and no other
+        claim runs until `until` (a claimer killed mid-answer is replaced after it)."""
+        ...
+
+    async def answer_gate(self, callback_url: str, answer: str, result: str, at: float) -> None:
+        """Mark the gate answered (`approved`/`rejected`; `result`: how the POST went)."""
         ...
 
     # background probing (pre-deploy baselines)

@@ -30,6 +30,7 @@ from agent.records import (
     Fence,
     IdempotentResponse,
     Page,
+    PendingGate,
     RollbackIntent,
     RoundRecord,
     WindowCreated,
@@ -119,6 +120,22 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE rollbacks ADD COLUMN lease_owner TEXT;
     ALTER TABLE rollbacks ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE rollbacks ADD COLUMN lease_until DOUBLE PRECISION
+    """,
+    # GitHub deployment protection rules waiting for their answer survive a restart
+    """
+    CREATE TABLE gates (
+        callback_url TEXT PRIMARY KEY,
+        environment TEXT NOT NULL,
+        sha TEXT NOT NULL,
+        github_environment TEXT NOT NULL,
+        deadline DOUBLE PRECISION NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        claimed_until DOUBLE PRECISION,
+        answer TEXT,
+        result TEXT,
+        answered_at DOUBLE PRECISION
+    );
+    CREATE INDEX gates_pending ON gates (created_at) WHERE answered_at IS NULL
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -702,6 +719,52 @@ class SqlStore(ABC):
             "SELECT event, result FROM alerts WHERE window_id = ?", window_id
         )
         return {r[0]: r[1] for r in rows}
+
+    # protection-rule gates ---------------------------------------------------
+
+    async def add_gate(self, gate: PendingGate) -> bool:
+        async with self._tx() as db:
+            added = await db.execute(
+                "INSERT INTO gates (callback_url, environment, sha, github_environment,"
+                " deadline, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (callback_url) DO NOTHING",
+                gate.callback_url,
+                gate.environment,
+                gate.sha,
+                gate.github_environment,
+                gate.deadline,
+                gate.created_at,
+            )
+        return added == 1
+
+    async def pending_gates(self) -> list[PendingGate]:
+        rows = await self._fetchall(
+            "SELECT callback_url, environment, sha, github_environment, deadline, created_at"
+            " FROM gates WHERE answered_at IS NULL ORDER BY created_at, callback_url"
+        )
+        return [PendingGate(*r) for r in rows]
+
+    async def claim_gate(self, callback_url: str, at: float, until: float) -> bool:
+        async with self._tx() as db:
+            claimed = await db.execute(
+                "UPDATE gates SET claimed_until = ? WHERE callback_url = ?"
+                " AND answered_at IS NULL AND (claimed_until IS NULL OR claimed_until < ?)",
+                until,
+                callback_url,
+                at,
+            )
+        return claimed == 1
+
+    async def answer_gate(self, callback_url: str, answer: str, result: str, at: float) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE gates SET answer = ?, result = ?, answered_at = ?, claimed_until = NULL"
+                " WHERE callback_url = ? AND answered_at IS NULL",
+                answer,
+                _text(result[:2000]),
+                at,
+                callback_url,
+            )
 
     # background probing ----------------------------------------------------
 

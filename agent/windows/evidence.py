@@ -4,11 +4,13 @@ and back. Pure: no I/O.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 from agent.analysis import sketch
-from agent.analysis.types import Observation, RuleVerdict, Verdict
+from agent.analysis.types import Observation, Rule, RuleVerdict, Verdict
+from checks.base import CheckResult
 from common.jsonsafe import json_safe
 from common.times import rfc3339
 
@@ -115,6 +117,77 @@ def breaches_as_rules(
 ) -> list[dict[str, Any]]:
     """The failing rules in the API's rule shape (for alerts)."""
     return [rule_to_dict(r, links) for r in verdict.rules if r.outcome == "fail"]
+
+
+WHAT_BROKE_MAX = 400
+"""Characters of a check's own account kept in a rule's detail."""
+
+
+@dataclass
+class WhatBroke:
+    """What each check last said about the deploy, to name in its rules' details: the
+    latest failure of a smoke or http check (the step, the request, expected against
+    got) and the latest figures of a load check (its rate, percentiles and errors)."""
+
+    failures: dict[str, str] = field(default_factory=dict)
+    load_figures: dict[str, str] = field(default_factory=dict)
+
+    def note(self, results: Sequence[CheckResult]) -> None:
+        for result in results:
+            if any(s.target != "deploy" for s in result.samples):
+                continue
+            if result.type == "load" and result.message:
+                self.load_figures[result.check] = result.message
+            if not result.ok and result.message:
+                self.failures[result.check] = result.message
+
+    def note_summary(self, checks: Mapping[str, Mapping[str, object]]) -> None:
+        """From a stored round's `checks` summary (a restart resumes with them)."""
+        for name, entry in checks.items():
+            message = entry.get("message")
+            if isinstance(message, str) and message:
+                if entry.get("type") == "load":
+                    self.load_figures[name] = message
+                if entry.get("failed"):
+                    self.failures[name] = message
+
+    def account(self, rule: Rule) -> str:
+        """What the checks behind `rule` saw: a load check's figures when the rule names
+        one, else the latest failure of each check the rule covers."""
+        if rule.check is not None and rule.check in self.load_figures:
+            said = [self.load_figures[rule.check]]
+            if rule.check in self.failures and self.failures[rule.check] not in said:
+                said.append(self.failures[rule.check])
+        else:
+            names = [rule.check] if rule.check is not None else sorted(self.failures)
+            said = [
+                f"{name}: {self.failures[name]}" if rule.check is None else self.failures[name]
+                for name in names
+                if name in self.failures
+            ]
+        text = "; ".join(said)
+        return text if len(text) <= WHAT_BROKE_MAX else text[: WHAT_BROKE_MAX - 1] + "…"
+
+
+def name_what_broke(
+    verdict: Verdict,
+    rules: Sequence[Rule],
+    what_broke: WhatBroke,
+    breached: Callable[[RuleVerdict], bool],
+) -> Verdict:
+    """The verdict with each breached check-backed rule's detail naming what broke, so
+    the API, the alert and the rollback say which step failed and how, not only
+    "10 of 20 probes failed". The judge's figures are kept; its statistics untouched."""
+    by_name = {rule.name: rule for rule in rules}
+    judged = []
+    for verdict_rule in verdict.rules:
+        rule = by_name.get(verdict_rule.name)
+        account = what_broke.account(rule) if rule is not None and rule.source == "checks" else ""
+        if account and breached(verdict_rule):
+            detail = f"{verdict_rule.detail} — {account}" if verdict_rule.detail else account
+            verdict_rule = replace(verdict_rule, detail=detail)
+        judged.append(verdict_rule)
+    return replace(verdict, rules=tuple(judged))
 
 
 _SNAPSHOT_EVIDENCE = (

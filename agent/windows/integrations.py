@@ -17,7 +17,6 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -28,7 +27,7 @@ from agent.appkeys import WindowEvents
 from agent.integrations.clients import CallResult, call
 from agent.integrations.events import Gate
 from agent.integrations.targets import GITHUB_HEADERS, vercel_url
-from agent.records import DeployWindow, RollbackIntent
+from agent.records import DeployWindow, PendingGate, RollbackIntent
 from agent.rollback import rollback_intent, sign
 from agent.settings import EnvironmentSettings, Settings
 from agent.store.base import Conflict
@@ -58,12 +57,9 @@ GATE_ANSWERS = {"passed": "approved", "failed": "rejected", "rolled_back": "reje
 SCAN_LIMIT = 50
 DONE_RESULTS = ("delivered", "failed", "sent", "rejected", "approved")
 MANUAL_STATES = ("watching", "passed", "failed", "inconclusive")
-
-
-@dataclass
-class _PendingGate:
-    gate: Gate
-    deadline: float
+GATE_CLAIM_S = 300.0
+"""How long one replica may take to answer a gate (the call's retries included) before
+another may; only a replica killed mid-answer ever hits it."""
 
 
 class Integrations:
@@ -91,7 +87,6 @@ class Integrations:
         self._wake = asyncio.Event()
         self._done: set[tuple[str, str]] = set()
         self._busy: set[tuple[str, str]] = set()
-        self._gates: dict[str, _PendingGate] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         services.after_rollback = self.after_rollback
 
@@ -139,8 +134,8 @@ class Integrations:
             self._commit_status(window)
             if window.state == "passed" and "vercel.deployment" in window.labels:
                 self._rolling_release(window)
-        for key, pending in list(self._gates.items()):
-            await self._gate(key, pending)
+        for gate in await self.s.store.pending_gates():
+            await self._gate(gate)
 
     def _once(self, window: DeployWindow, key: str, work: Callable[[], Any]) -> None:
         """Start `work` for (window, key) unless done or running; `work` claims `key`."""
@@ -345,23 +340,34 @@ class Integrations:
 
     # GitHub deployment protection rules ------------------------------------------
 
-    def add_gate(self, gate: Gate) -> None:
+    async def add_gate(self, gate: Gate) -> None:
+        """Store the gate (before the hook is acknowledged), so a restart answers it."""
         env = self.settings.environments[gate.environment]
         assert env.gate is not None
-        self._gates.setdefault(
-            gate.callback_url, _PendingGate(gate, self.clock() + env.gate.timeout)
+        now = self.clock()
+        await self.s.store.add_gate(
+            PendingGate(
+                callback_url=gate.callback_url,
+                environment=gate.environment,
+                sha=gate.sha,
+                github_environment=gate.github_environment,
+                deadline=now + env.gate.timeout,
+                created_at=now,
+            )
         )
         self.wake()
 
-    async def _gate(self, key: str, pending: _PendingGate) -> None:
-        gate = pending.gate
-        env = self.settings.environments[gate.environment]
-        assert env.gate is not None
+    async def _gate(self, gate: PendingGate) -> None:
+        env = self.settings.environments.get(gate.environment)
+        github = self.settings.integrations.github
+        if env is None or env.gate is None or github is None:
+            return  # configured away since: left pending, answered if it comes back
         after = env.gate.after
         page = await self.s.store.list_windows(environment=after, limit=SCAN_LIMIT)
         window = next((w for w in page.items if gate.sha in (w.version, w.commit)), None)
+        now = self.clock()
         if window is None or window.state == "watching":
-            if self.clock() < pending.deadline:
+            if now < gate.deadline:
                 return
             answer, comment = "rejected", f"no {after} window of {gate.sha[:12]} ended in time"
         elif window.state in GATE_ANSWERS:
@@ -370,11 +376,15 @@ class Integrations:
         else:
             answer = "rejected"
             comment = f"Postflight: {after} window {window.state}, not passed"
-        self._gates.pop(key, None)
-        github = self.settings.integrations.github
-        assert github is not None
+        # one answerer across replicas; a claimer killed mid-answer is replaced later
+        if not await self.s.store.claim_gate(gate.callback_url, now, now + GATE_CLAIM_S):
+            return
         if not gate.callback_url.startswith(github.api_url.rstrip("/") + "/"):
-            log.error("protection rule callback %s is not under integrations.github.api_url", key)
+            log.error(
+                "protection rule callback %s is not under integrations.github.api_url",
+                gate.callback_url,
+            )
+            await self.s.store.answer_gate(gate.callback_url, answer, "not sent", now)
             return
         body = {"environment_name": gate.github_environment, "state": answer, "comment": comment}
         result = await call(
@@ -386,6 +396,8 @@ class Integrations:
             timeout_s=github.timeout,
             redact=self.redact,
         )
+        outcome = f"HTTP {result.status}" if result.ok else (result.error or "failed")
+        await self.s.store.answer_gate(gate.callback_url, answer, outcome, self.clock())
         log.info(
             "protection rule for %s %s: %s (%s)",
             gate.github_environment,

@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agent.analysis.judge import Judge, State
-from agent.analysis.observe import merge, observe
-from agent.analysis.types import Observation, Policy, Rule, RuleVerdict, Verdict
+from agent.analysis.observe import observe
+from agent.analysis.types import Observation, Rule, RuleVerdict, Verdict
 from agent.metrics import Metrics
 from agent.providers.base import (
-    BucketedProvider,
     DeployScope,
     Period,
     Provider,
@@ -34,15 +33,18 @@ from agent.store.base import Store
 from agent.windows.alert_once import WindowAlerts
 from agent.windows.checkpoint import resume_point, stored_observations, stores_state
 from agent.windows.evidence import (
+    WhatBroke,
     breaches,
     breaches_as_rules,
     failure_details,
+    name_what_broke,
     observation_from_dict,
     observation_to_dict,
     rule_snapshot,
     rule_to_dict,
     verdict_to_dict,
 )
+from agent.windows.foresight import background_baseline, background_periods, policy_of
 from agent.windows.probing import EnvironmentProbe, samples_of, unsummarize
 from agent.windows.schedule import RoundSchedule, overrun_s, round_timing
 from alerting.events import Alert, AlertEvent, breach_key, provider_key, resolved_key
@@ -50,9 +52,6 @@ from checks.base import CheckResult, Sample
 from common.times import rfc3339
 
 log = logging.getLogger("postflight.window")
-
-BASELINE_BUCKET_S = 300.0
-"""A provider baseline's bucket: five minutes (12 buckets in the default hour)."""
 
 CANARY_SAMPLES = 20_000
 """A canary's stable side: the most recent samples kept as its baseline (bounded memory)."""
@@ -115,12 +114,7 @@ class WindowWatch:
         self.s = services
         self.rules: list[RuleSettings] = list(env.rules)
         self.judge_rules: list[Rule] = [r.to_rule() for r in self.rules]
-        self.policy = Policy(
-            name=env.analysis.policy,
-            failure_limit=env.analysis.failure_limit,
-            confidence=env.analysis.confidence,
-            pass_on=env.analysis.pass_on,
-        )
+        self.policy = policy_of(env)
         self.scope = DeployScope(
             deploy_id=window.id,
             environment=window.environment,
@@ -144,6 +138,7 @@ class WindowWatch:
         self.cumulative: dict[str, Observation] = {}
         """Each provider rule's latest figures since the deploy (see `round_increment`)."""
         self.links: dict[str, str] = {}
+        self.what_broke = WhatBroke()
         self.queries: dict[str, str] = {
             r.name: q for r in self.judge_rules if r.source != "checks" and (q := r.query)
         }
@@ -167,6 +162,8 @@ class WindowWatch:
     # the whole window -----------------------------------------------------
 
     async def run(self) -> None:
+        if not await self._until_deployed():
+            return
         await self._load_history()
         if self.window.baseline is None:
             if not await self._take_baseline():
@@ -202,6 +199,13 @@ class WindowWatch:
             observations, results = await self._gather_round(length)
             final = schedule.is_last(slot)
             self.judge_state, verdict = self._judge(observations, final=final)
+            self.what_broke.note(results)
+            verdict = name_what_broke(
+                verdict,
+                self.judge_rules,
+                self.what_broke,
+                breached=lambda rule: _state(rule) == "breached",
+            )
             self.latest = observations
             decided = verdict.decision != "continue"
             with_state = stores_state(
@@ -245,6 +249,24 @@ class WindowWatch:
             return False
         return True
 
+    async def _until_deployed(self) -> bool:
+        """A window registered ahead of its `deployed_at` (shown `scheduled`) takes no
+        baseline and runs no round before then: until that moment the old version is
+        what answers. The lease is renewed meanwhile, so no other replica takes it."""
+        if self.window.deployed_at > self.s.clock():
+            self.log.info(
+                "scheduled: the first round starts at %s",
+                rfc3339(self.window.deployed_at, millis=False),
+            )
+        while (wait := self.window.deployed_at - self.s.clock()) > 0:
+            step = min(wait, self.s.lease_s / 3)
+            until = self.s.clock() + self.s.lease_s + step
+            if not await self.s.store.renew_lease(self.window.id, self.fence, until):
+                self.log.info("scheduled window no longer ours (ended or taken over)")
+                return False
+            await asyncio.sleep(step)
+        return True
+
     async def _load_history(self) -> None:
         """Resume from the latest stored judge state (rounds before it are not replayed)."""
         records = await self.s.store.rounds(self.window.id)
@@ -257,6 +279,7 @@ class WindowWatch:
             self.last_slot = record.summary.get("slot")
             for name, data in record.summary.get("cumulative", {}).items():
                 self.cumulative[name] = observation_from_dict(data)
+            self.what_broke.note_summary(record.summary.get("checks", {}))
             for item in record.summary.get("canary", []):
                 self.canary_samples.extend(unsummarize(item["check"], item, target="baseline"))
 
@@ -267,7 +290,9 @@ class WindowWatch:
         that a restart compares against the same period; False if no longer ours."""
         t0 = self.window.deployed_at
         lookback = Period(t0 - self.env.lookback, t0)
-        periods = await self._background_periods(lookback)
+        periods = await background_periods(
+            self.s.store, self.window.environment, lookback.start, lookback.end
+        )
         fetches = {
             rule.name: self._fetch_baseline(rule, lookback)
             for rule in self.judge_rules
@@ -276,13 +301,7 @@ class WindowWatch:
         fetched = dict(zip(fetches, await asyncio.gather(*fetches.values()), strict=True))
         for rule, judged in zip(self.rules, self.judge_rules, strict=True):
             if rule.source == "checks":
-                # one observation per background run, pooled: `merge` measures how
-                # bursty errors are across periods, which the sequential test needs
-                seen = [observe(judged, p, self.env.background_interval) for p in periods]
-                with_data = [o for o in seen if o.has_data]
-                self.baselines[rule.name] = (
-                    merge(with_data) if with_data else observe(judged, [], self.env.lookback)
-                )
+                self.baselines[rule.name] = background_baseline(judged, periods, self.env)
             else:
                 self.baselines[rule.name] = fetched[rule.name]
         if not await self.s.store.set_baseline(
@@ -312,25 +331,10 @@ class WindowWatch:
             )
 
     async def _fetch_baseline(self, rule: Rule, lookback: Period) -> Observation:
-        """A provider rule's baseline: a series of buckets pooled by `merge` (so its spread
-        is measured) when the provider can answer one, else one fetch of the lookback."""
-        provider = self.s.providers.get(rule.source)
-        release = self.window.previous_version
-        if not isinstance(provider, BucketedProvider):
-            return await self._fetch(rule, lookback, release)
-        buckets = await provider.fetch_buckets(
-            rule, self.scope, lookback, release, bucket_s=BASELINE_BUCKET_S
-        )
-        with_data = [b for b in buckets if b.has_data]
-        return merge(with_data) if with_data else await self._fetch(rule, lookback, release)
-
-    async def _background_periods(self, period: Period) -> list[list[Sample]]:
-        """The background probes before the deploy, one list per background run."""
-        rows = await self.s.store.probe_summaries(self.window.environment, period.start, period.end)
-        runs: dict[float, list[Sample]] = {}
-        for check, at, summary in rows:
-            runs.setdefault(at, []).extend(unsummarize(check, summary))
-        return list(runs.values())
+        """A provider rule's baseline: one fetch of the lookback. A provider that can split
+        it into buckets says how bursty it was in the observation (`periods`, `dispersion`:
+        Sentry's `bucketed_baseline`), which the judge's count test discounts by."""
+        return await self._fetch(rule, lookback, self.window.previous_version)
 
     async def _fetch(self, rule: Rule, period: Period, release: str | None) -> Observation:
         provider = self.s.providers.get(rule.source)
@@ -416,7 +420,9 @@ class WindowWatch:
         for result in results:
             if any(s.target != "deploy" for s in result.samples):
                 continue
-            entry = checks.setdefault(result.check, {"runs": 0, "failed": 0, "message": ""})
+            entry = checks.setdefault(
+                result.check, {"runs": 0, "failed": 0, "message": "", "type": result.type}
+            )
             entry["runs"] += 1
             if not result.ok:
                 entry["failed"] += 1
@@ -424,6 +430,8 @@ class WindowWatch:
                 failure = failure_details(result.details)
                 if failure:
                     entry["failure"] = failure
+            elif result.type == "load":
+                entry["message"] = result.message  # a load run's figures
         canary = [
             {
                 "check": r.check,
@@ -635,25 +643,44 @@ def _state(rule: RuleVerdict) -> str:
     return _state_of(rule.outcome, rule.evidence)
 
 
+ROLLBACK_SETTLED = "rollback:settled"
+"""`Store.claim_alert` key: the one process that counts, alerts and follows up a settled
+rollback."""
+
+
+async def _ended_with(window: DeployWindow, intent: RollbackIntent, s: WatchServices) -> bool:
+    """Whether the rollback was decided with the window's end (a failed verdict, or a
+    manual rollback of a watching window): only then is its outcome the window's one
+    count. A manual rollback after a pass leaves the window counted as it ended."""
+    stored = await s.store.get_window(window.id)
+    ended_at = stored.ended_at if stored is not None else None
+    return ended_at is None or intent.requested_at <= ended_at
+
+
 async def deliver_rollback(
     window: DeployWindow, intent: RollbackIntent, env: EnvironmentSettings, s: WatchServices
 ) -> None:
     """Deliver a stored rollback intent, then settle the window's state and alert."""
     assert env.rollback is not None
     done = await s.delivery.deliver(intent, env.rollback, window.environment)
+    if done.state not in ("delivered", "failed") or done.lease_owner != s.delivery.owner:
+        return  # not settled, or settled by another replica's sender: it follows up
+    # Followed up once per settled rollback (a second caller here finds it claimed).
+    if not await s.store.claim_alert(window.id, ROLLBACK_SETTLED, s.clock()):
+        return
+    await s.store.record_alert(window.id, ROLLBACK_SETTLED, done.state, f"by {done.lease_owner}")
+    if await _ended_with(window, done, s):
+        outcome = "rolled_back" if done.state == "delivered" else "failed"
+        s.metrics.windows_total.labels(window.environment, outcome).inc()
     if done.state == "delivered":
-        s.metrics.windows_total.labels(window.environment, "rolled_back").inc()
         event: AlertEvent = "rollback_delivered"
         reason = f"rollback delivered after {done.attempts} attempt(s)"
-    elif done.state == "failed":
-        s.metrics.windows_total.labels(window.environment, "failed").inc()
+    else:
         event = "rollback_failed"
         reason = (
             f"rollback NOT delivered after {done.attempts} attempt(s):"
             f" {done.last_error or done.last_status}"
         )
-    else:
-        return
     body = json.loads(intent.body)
     alert = Alert.for_window(
         window,

@@ -73,6 +73,7 @@ class Watcher:
         self._secrets = secrets
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.environments: dict[str, str] = {}
+        self.deployed_at: dict[str, float] = {}
         self.claims: dict[str, tuple[int, float]] = {}
         """Per window watched here: the epoch of our claim, and until when it holds."""
         self._claimed_once = False
@@ -93,7 +94,13 @@ class Watcher:
             task.cancel()
 
     def busy(self, environment: str) -> bool:
-        return environment in self.environments.values()
+        """An environment with a live window is probed by it; before a scheduled window's
+        `deployed_at` the background probes go on, since they are its baseline."""
+        now = self.clock()
+        return any(
+            env == environment and self.deployed_at.get(window_id, now) <= now
+            for window_id, env in self.environments.items()
+        )
 
     # the loop --------------------------------------------------------------
 
@@ -152,12 +159,14 @@ class Watcher:
         task = asyncio.create_task(self._watch(window), name=f"window-{window.id}")
         self.tasks[window.id] = task
         self.environments[window.id] = window.environment
+        self.deployed_at[window.id] = window.deployed_at
         self.claims[window.id] = (window.lease_epoch, now + self.services.lease_s)
 
         def done(_: asyncio.Task[None]) -> None:
             if self.tasks.get(window.id) is task:
                 del self.tasks[window.id]
                 self.environments.pop(window.id, None)
+                self.deployed_at.pop(window.id, None)
                 self.claims.pop(window.id, None)
             self._wake.set()
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -28,9 +30,15 @@ def events() -> RecordingEvents:
     return RecordingEvents()
 
 
+NOW = datetime.fromisoformat("2026-11-26T14:01:00+00:00").timestamp()
+"""The API's clock in these tests: a minute after the contract's example `deployed_at`
+(and ticking from there), so the example's 10m window is still open."""
+
+
 @pytest.fixture
 def app(store: SqliteStore, events: RecordingEvents, metrics: Metrics) -> web.Application:
-    return make_app(store, events, metrics=metrics)
+    start = time.time()
+    return make_app(store, events, metrics=metrics, clock=lambda: NOW + time.time() - start)
 
 
 @pytest.fixture

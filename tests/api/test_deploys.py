@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from agent.metrics import Metrics
@@ -399,9 +400,19 @@ async def test_a_bug_answers_a_clean_500_problem_and_logs_it_redacted(
     )
 
 
-async def test_empty_list_parameters_mean_not_given(client: Client) -> None:
+@pytest.mark.parametrize("name", ["environment", "state", "limit", "cursor"])
+async def test_an_empty_list_parameter_is_a_422_naming_it(client: Client, name: str) -> None:
+    await register(client)
+    response = await client.get(f"/v1/deploys?{name}=", headers=AUTH)
+    assert response.status == 422
+    body = await response.json()
+    assert body["errors"] == [{"loc": [name], "msg": "must not be empty; leave it out instead"}]
+    assert body["detail"].startswith(f"{name}:")
+
+
+async def test_leaving_the_list_parameters_out_lists_everything(client: Client) -> None:
     created = await register(client)
-    response = await client.get("/v1/deploys?environment=&state=&limit=50&cursor=", headers=AUTH)
+    response = await client.get("/v1/deploys?limit=50", headers=AUTH)
     assert response.status == 200
     assert [i["id"] for i in (await response.json())["items"]] == [created["id"]]
 

@@ -106,6 +106,7 @@ async def test_public_routes_need_no_token(client: Client, path: str) -> None:
         b"\xff\xfe{}",
         b'{"a": 1' + b"0" * 5000 + b"}",
         b"[" * 30000 + b"]" * 30000,
+        b'{"environment": "production", "version": "\\ud800"}',
     ],
     ids=[
         "truncated",
@@ -119,6 +120,7 @@ async def test_public_routes_need_no_token(client: Client, path: str) -> None:
         "not-utf8",
         "huge-int",
         "deep-nesting",
+        "lone-surrogate",
     ],
 )
 async def test_malformed_json_is_400(client: Client, data: bytes) -> None:
@@ -242,7 +244,9 @@ async def test_json_content_types_are_accepted(client: Client, content_type: str
         ({**VALID, "version": "v1\n"}, ["version"]),
         ({**VALID, "version": "   "}, ["version"]),
         ({**VALID, "version": 241}, ["version"]),
-        ({**VALID, "version": "\ud800"}, ["version"]),
+        ({**VALID, "version": "v1\u202e"}, ["version"]),  # a bidirectional override
+        ({**VALID, "version": "v1\x85"}, ["version"]),  # C1 control
+        ({**VALID, "version": "\u3000"}, ["version"]),  # only a (wide) space
         ({**VALID, "environment": ["production"]}, ["environment"]),
         ({**VALID, "previous_version": "x" * 200}, ["previous_version"]),
         ({**VALID, "commit": ""}, ["commit"]),

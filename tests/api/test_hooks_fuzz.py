@@ -43,7 +43,7 @@ FUZZ = settings(
 def fuzz_settings() -> Settings:
     env = {"base_url": "http://127.0.0.1:9", "window": "10m", "interval": "30s"}
     return Settings(
-        server={"api_tokens": ["fuzz-token"]},
+        server={"api_tokens": ["fuzz-token-0123456789"]},
         integrations={
             "github": {"token": "t", "webhook_secret": GH_SECRET},
             "vercel": {"token": "t", "webhook_secret": VC_SECRET},

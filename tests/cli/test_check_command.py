@@ -12,7 +12,7 @@ from agent.cli.main import main
 
 CONFIG = """\
 server:
-  api_tokens: [tok-123456]
+  api_tokens: [tok-1234567890abcdef]
 environments:
   staging:
     base_url: {url}

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import io
 import json
+import re
 import socket
 import threading
 import time
@@ -34,6 +35,7 @@ from agent.cli.render import Progress, Style
 from agent.client import ApiError, BadResponse, PostflightClient, Unreachable
 from agent.records import DeployWindow, RollbackIntent, RoundRecord
 from agent.store.sqlite import SqliteStore
+from common.times import rfc3339
 from tests.api.harness import TOKEN, ScriptedWatcher, make_app, rule
 from tests.store.peek import set_rollback
 
@@ -85,6 +87,7 @@ def agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AgentThre
     monkeypatch.setattr(cli_client, "POLL_INTERVAL_S", 0.05)
     monkeypatch.delenv("POSTFLIGHT_URL", raising=False)
     monkeypatch.delenv("POSTFLIGHT_TOKEN", raising=False)
+    monkeypatch.delenv("POSTFLIGHT_API_TOKEN", raising=False)
     monkeypatch.setenv("NO_COLOR", "1")
     server = AgentThread(tmp_path)
     yield server
@@ -205,6 +208,16 @@ def test_url_and_token_come_from_the_environment(
     assert "dep_" in capsys.readouterr().out
 
 
+def test_the_daemons_token_variable_works_for_the_cli_too(
+    agent: AgentThread, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README exports POSTFLIGHT_API_TOKEN for the daemon; the CLI takes it as well."""
+    monkeypatch.setenv("POSTFLIGHT_URL", agent.url)
+    monkeypatch.setenv("POSTFLIGHT_API_TOKEN", TOKEN)
+    assert register_command(register_args(None)) == 0
+    assert "dep_" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("state", "code", "says"),
     [
@@ -224,7 +237,8 @@ def test_register_wait_exits_by_the_final_state(
     captured = capsys.readouterr()
     no_traceback(captured)
     assert says in captured.out
-    assert "round   1" in captured.out or "round" in captured.out
+    # the round line (round 1, or round 2 if a slow poll missed the first) with its rule
+    assert re.search(r"round +[12] +✓ pass probe-errors", captured.out), captured.out
     first_lines = captured.out.splitlines()[:3]
     page_line = [line.strip() for line in first_lines if line.strip().startswith("page: ")]
     assert page_line and page_line[0].startswith("page: http://") and "?view=" in page_line[0]
@@ -289,6 +303,7 @@ def test_missing_url_or_token_exit_2(
 ) -> None:
     monkeypatch.delenv("POSTFLIGHT_URL", raising=False)
     monkeypatch.delenv("POSTFLIGHT_TOKEN", raising=False)
+    monkeypatch.delenv("POSTFLIGHT_API_TOKEN", raising=False)
     assert register_command(register_args(None)) == 2
     assert "--url" in capsys.readouterr().err
     monkeypatch.setenv("POSTFLIGHT_URL", "http://127.0.0.1:9")
@@ -375,6 +390,57 @@ def test_status_filters_by_environment(
 ) -> None:
     assert status_command(status_args(agent, "--env", "staging")) == 0
     assert "no deploy windows yet in staging" in capsys.readouterr().out
+
+
+def test_status_of_an_unknown_environment_exits_2_like_register(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert status_command(status_args(agent, "--env", "moon")) == 2
+    captured = capsys.readouterr()
+    assert "unknown environment 'moon'; configured: production, staging" in captured.err
+    no_traceback(captured)
+    args = register_args(agent)
+    args.env = "moon"
+    assert register_command(args) == 2
+    assert "unknown environment 'moon'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "201"])
+def test_status_limit_out_of_range_is_refused(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str], limit: str
+) -> None:
+    assert status_command(status_args(agent, "--limit", limit)) == 2
+    assert "--limit must be between 1 and 200" in capsys.readouterr().err
+
+
+def test_status_limit_is_honoured(agent: AgentThread, capsys: pytest.CaptureFixture[str]) -> None:
+    for _ in range(3):
+        assert register_command(register_args(agent, "--quiet")) == 0
+    capsys.readouterr()
+    assert status_command(status_args(agent, "--limit", "2", "--quiet")) == 0
+    assert len(capsys.readouterr().out.split()) == 2
+
+
+def test_register_wait_on_a_scheduled_window_waits_like_watching(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ahead = rfc3339(time.time() + 1200)
+    args = register_args(agent, "--deployed-at", ahead, "--wait", "--timeout", "1s")
+    assert register_command(args) == 3
+    captured = capsys.readouterr()
+    assert f"scheduled: the first round starts at {ahead}" in captured.out
+    assert "is still scheduled" in captured.err
+
+
+def test_a_scheduled_window_shows_as_scheduled(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ahead = rfc3339(time.time() + 1200)
+    assert register_command(register_args(agent, "--deployed-at", ahead, "--quiet")) == 0
+    capsys.readouterr()
+    assert status_command(status_args(agent, "--state", "scheduled")) == 0
+    out = capsys.readouterr().out
+    assert " scheduled " in out.splitlines()[1]
 
 
 def test_status_of_one_window_shows_its_verdict_rules(

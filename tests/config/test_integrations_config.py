@@ -18,8 +18,8 @@ from agent.settings_file import ConfigError, load_settings, load_settings_text
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "postflight.github-vercel.example.yaml"
 VARIABLES = {
-    "POSTFLIGHT_API_TOKEN": "api-token",
-    "POSTFLIGHT_CI_TOKEN": "ci-token",
+    "POSTFLIGHT_API_TOKEN": "api-token-0123456789",
+    "POSTFLIGHT_CI_TOKEN": "ci-token-0123456789",
     "GITHUB_TOKEN": "ghp_secret_value",
     "GITHUB_WEBHOOK_SECRET": "gh-hook-secret",
     "VERCEL_TOKEN": "vercel-secret-value",
@@ -43,7 +43,7 @@ def test_the_github_vercel_example_validates(variables: None) -> None:
     assert production.rollback is not None and production.rollback.target == "vercel"
     assert production.sources.github.environment == "Production"  # type: ignore[union-attr]
     assert production.gate is not None and production.gate.after == "staging"
-    assert dict(settings.server.token_names())["ci"].get_secret_value() == "ci-token"
+    assert dict(settings.server.token_names())["ci"].get_secret_value() == "ci-token-0123456789"
     for secret in VARIABLES.values():
         assert secret in settings.secret_values()
 
@@ -77,7 +77,7 @@ def test_validate_config_accepts_it_and_prints_no_secret(tmp_path: Path) -> None
 
 
 BASE = """
-server: {api_tokens: [t]}
+server: {api_tokens: [tok-1234567890abcdef]}
 %s
 environments:
   production:
@@ -163,7 +163,7 @@ def test_each_broken_combination_is_one_error_at_its_path(
 
 def test_two_environments_cannot_claim_the_same_events() -> None:
     text = """
-server: {api_tokens: [t]}
+server: {api_tokens: [tok-1234567890abcdef]}
 integrations: {vercel: {token: x}}
 environments:
   a: {base_url: 'http://x', sources: {vercel: {project: p, target: production}}}

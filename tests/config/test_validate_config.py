@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -16,7 +18,7 @@ from agent.settings_file import ConfigError, load_settings, load_settings_text
 MINIMAL = """\
 server:
   listen: 127.0.0.1:8787
-  api_tokens: ["tok-123456"]
+  api_tokens: ["tok-1234567890abcdef"]
 environments:
   production:
     base_url: http://127.0.0.1:9
@@ -77,7 +79,7 @@ BROKEN = [
         id="interval-longer-than-window",
     ),
     pytest.param(
-        MINIMAL.replace('  api_tokens: ["tok-123456"]\n', ""),
+        MINIMAL.replace('  api_tokens: ["tok-1234567890abcdef"]\n', ""),
         "server.api_tokens",
         "required",
         id="missing-tokens",
@@ -139,7 +141,7 @@ BROKEN = [
         id="confidence-out-of-range",
     ),
     pytest.param(
-        MINIMAL.replace('["tok-123456"]', '[""]'),
+        MINIMAL.replace('["tok-1234567890abcdef"]', '[""]'),
         "server.api_tokens",
         "must not be empty",
         id="empty-token",
@@ -215,11 +217,37 @@ def test_missing_file_is_an_error_not_an_empty_config(
     assert "file not found" in err
 
 
-def test_invalid_yaml_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out = run_validate(tmp_path, "server:\n  listen: [oops\n", capsys)
+@pytest.mark.parametrize(
+    ("text", "where", "hint"),
+    [
+        ("server:\n\tlisten: x\n", "line 2, column 1", "indent with spaces"),
+        ("server:\n  listen: a: b\n", "line 2, column 12", "quote a value that contains ': '"),
+        ("server:\n  listen: [oops\n", "line 3, column 1", "close the list with ]"),
+        ("server:\n  listen: 'oops\n", "line 3, column 1", "never closed"),
+        ("server:\n  listen: x\n  oops\n  api: 1\n", "line 4, column 3", "needs ': '"),
+        ("server:\n  listen: @x\n", "line 2, column 11", "quote values that start with @"),
+    ],
+    ids=["tab", "colon-in-value", "open-list", "open-quote", "missing-colon", "reserved-char"],
+)
+def test_invalid_yaml_gives_line_column_and_a_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, where: str, hint: str
+) -> None:
+    code, out = run_validate(tmp_path, text, capsys)
     assert code == 2
-    assert "invalid YAML" in out
-    assert "line" in out
+    assert f"({where}): invalid YAML: " in out, out
+    assert "; hint: " in out and hint in out, out
+    assert "Traceback" not in out
+
+
+def test_a_short_api_token_is_refused_without_printing_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = MINIMAL.replace('["tok-1234567890abcdef"]', '["tok-1234567890abcdef", "hunter2-pw"]')
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 2
+    assert "server.api_tokens" in out
+    assert "token [1] has 10 characters; an API token needs at least 16" in out
+    assert "hunter2-pw" not in out
 
 
 def test_variables_expand_with_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -277,17 +305,66 @@ def test_spec_example_validates_with_its_variables_set(example_env: dict[str, st
     assert settings.environments["staging"].rollback.dry_run is True
 
 
-def test_config_example_is_the_spec_plus_documented_defaults() -> None:
+def _without_defaults(node: Any) -> Any:
+    """The document with every `${VAR:-default}` written `${VAR}`."""
+    if isinstance(node, dict):
+        return {k: _without_defaults(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_without_defaults(v) for v in node]
+    if isinstance(node, str):
+        return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*):-[^}]*\}", r"${\1}", node)
+    return node
+
+
+def _spec_example() -> Path:
+    root = Path(__file__).resolve().parents[2]
+    spec_path = root.parent / "shared" / "spec" / "postflight.example.yaml"
+    if not spec_path.exists():
+        pytest.skip(f"the shared spec is not beside this checkout ({spec_path})")
+    return spec_path
+
+
+def test_config_example_is_the_specs_but_for_local_defaults() -> None:
+    """Ours differs from the contract's only in what `${VAR:-default}`s default to, and
+    in documenting what the spec leaves to defaults: store retention (issue 9)."""
     import yaml
 
     root = Path(__file__).resolve().parents[2]
     ours = yaml.safe_load((root / "config" / "postflight.example.yaml").read_text())
-    spec_path = root.parent / "shared" / "spec" / "postflight.example.yaml"
-    if not spec_path.exists():
-        pytest.skip(f"the shared spec is not beside this checkout ({spec_path})")
-    # ours documents what the spec leaves to defaults: store retention (issue 9)
     assert ours["store"].pop("retention") == {"rounds": "7d"}
-    assert ours == yaml.safe_load(spec_path.read_text())
+    spec = yaml.safe_load(_spec_example().read_text())
+    assert _without_defaults(ours) == _without_defaults(spec)
+
+
+def test_the_contracts_own_example_still_validates_as_is(example_env: dict[str, str]) -> None:
+    settings = load_settings(_spec_example())
+    assert sorted(settings.environments) == ["production", "staging"]
+
+
+def test_a_first_run_of_the_example_sends_nothing_off_the_machine(
+    example_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With only the secrets set, every URL the example configures is this machine's."""
+    for name in ("PROD_URL", "STAGING_URL", "SENTRY_URL", "NEW_RELIC_API_URL", "PROMETHEUS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("ROLLBACK_URL", "ONCALL_CHAT_URL", "ONCALL_EMAIL_URL", "POSTFLIGHT_LISTEN"):
+        monkeypatch.delenv(name, raising=False)
+    root = Path(__file__).resolve().parents[2]
+    settings = load_settings(root / "config" / "postflight.example.yaml")
+    urls = [settings.providers.prometheus.url] if settings.providers.prometheus else []
+    if settings.providers.sentry is not None:
+        urls.append(settings.providers.sentry.base_url)
+    if settings.providers.newrelic is not None:
+        urls.append(settings.providers.newrelic.api_url)
+    urls += [c.url.get_secret_value() for c in settings.alerting.channels]
+    for env in settings.environments.values():
+        urls.append(env.base_url)
+        if env.rollback is not None:
+            urls.append(env.rollback.url)
+    assert len(urls) == 9
+    for url in urls:
+        host = urlsplit(url).hostname
+        assert host in ("127.0.0.1", "localhost"), url
 
 
 def test_json_schema_is_generated_and_current() -> None:
@@ -336,3 +413,60 @@ def test_a_provider_rule_may_name_what_its_query_returns() -> None:
     rule = load_settings_text(text).environments["production"].rules[0]
     assert rule.max == pytest.approx(0.8)
     assert rule.to_rule().metric == "latency_p95"
+
+
+PROVIDER_RULE = (
+    "      - name: probe-errors\n        source: checks\n        metric: error_rate\n"
+    "        max: 0.05\n"
+)
+PROVIDERS = (
+    "providers:\n  newrelic: {account_id: 1, api_key: k3y-value}\n"
+    "  prometheus: {url: http://127.0.0.1:9}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("rule", "path", "message"),
+    [
+        pytest.param(
+            "      - name: apm\n        source: newrelic\n"
+            "        query: SELECT count(*) FROM Transaction\n        max: 5\n",
+            "environments.production.rules[0].query",
+            "source newrelic takes nrql (NRQL), not query",
+            id="newrelic-given-query",
+        ),
+        pytest.param(
+            "      - name: prom\n        source: prometheus\n"
+            "        nrql: sum(rate(http_requests_total[1m]))\n        max: 5\n",
+            "environments.production.rules[0].nrql",
+            "source prometheus takes query (PromQL), not nrql",
+            id="prometheus-given-nrql",
+        ),
+        pytest.param(
+            "      - name: apm\n        source: newrelic\n"
+            "        nrql: SELECT count(*) FROM Transaction SINCE 1 hour ago\n        max: 5\n",
+            "environments.production.rules[0].nrql",
+            "must not contain SINCE or UNTIL",
+            id="newrelic-nrql-with-since",
+        ),
+    ],
+)
+def test_a_provider_refuses_the_other_providers_query_key_at_its_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rule: str, path: str, message: str
+) -> None:
+    code, out = run_validate(tmp_path, MINIMAL.replace(PROVIDER_RULE, rule) + PROVIDERS, capsys)
+    assert code == 2
+    assert f"{path} (line" in out
+    assert message in out
+
+
+def test_each_provider_takes_its_own_query_key() -> None:
+    rules = (
+        "      - name: apm\n        source: newrelic\n"
+        "        nrql: SELECT count(*) FROM Transaction\n        max: 5\n"
+        "      - name: prom\n        source: prometheus\n"
+        "        query: sum(rate(http_requests_total[1m]))\n        max: 5\n"
+    )
+    settings = load_settings_text(MINIMAL.replace(PROVIDER_RULE, rules) + PROVIDERS)
+    apm, prom = (r.to_rule() for r in settings.environments["production"].rules)
+    assert (apm.query_key, prom.query_key) == ("nrql", "query")

@@ -19,7 +19,7 @@ from agent.metrics import Metrics
 from agent.settings_file import load_settings_text
 from tests.e2e.crash import free_port
 
-TOKEN = "e2e-api-token"
+TOKEN = "e2e-api-token-01234"
 SECRET = "e2e-rollback-secret"
 
 
@@ -109,7 +109,7 @@ class RunningAgent:
 
         def final(d: dict[str, Any]) -> bool:
             pending = (d.get("rollback") or {}).get("state") == "pending"
-            return d["state"] != "watching" and not pending
+            return d["state"] not in ("watching", "scheduled") and not pending
 
         return await self.wait_until(deploy_id, final, within)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "crash-api-token"
+TOKEN = "crash-api-token-0123"
 SECRET = "crash-rollback-secret"
 RECEIVER_SCRIPT = "503:delay=0.05,503:delay=0.1,503:delay=0.05,200:delay=0.15"
 
@@ -44,14 +44,19 @@ def _env() -> dict[str, str]:
     return env
 
 
+def server_and_store(workdir: Path, agent_port: int) -> str:
+    """The `server:` and `store:` sections every trial's configuration starts with."""
+    return (
+        f"server:\n  listen: 127.0.0.1:{agent_port}\n  api_tokens: [{TOKEN}]\n"
+        f"store:\n  url: sqlite:///{workdir / 'postflight.db'}\n"
+    )
+
+
 def write_config(workdir: Path, agent_port: int, receiver_url: str) -> Path:
     dead_port = free_port()  # nothing listens: every probe fails, the deploy is bad
-    text = f"""\
-server:
-  listen: 127.0.0.1:{agent_port}
-  api_tokens: [{TOKEN}]
-store:
-  url: sqlite:///{workdir / "postflight.db"}
+    text = (
+        server_and_store(workdir, agent_port)
+        + f"""\
 environments:
   production:
     base_url: http://127.0.0.1:{dead_port}
@@ -70,6 +75,7 @@ environments:
       max_backoff: 200ms
       max_attempts: 50
 """
+    )
     path = workdir / "postflight.yaml"
     path.write_text(text)
     return path
@@ -101,6 +107,24 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes], within: float = 30.0) 
             pass
         time.sleep(0.05)
     raise RuntimeError("agent did not become ready")
+
+
+def start_fake(module: str, token: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A fake service as its own process (`python -m tests.fakes.<name>`) and its URL."""
+    fake = subprocess.Popen(
+        [sys.executable, "-m", module, "--token", token],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert fake.stdout is not None
+        url: str = json.loads(fake.stdout.readline())["url"]
+    except BaseException:
+        fake.kill()
+        fake.wait()
+        raise
+    return fake, url
 
 
 def start_agent(config: Path, port: int, log: Path) -> subprocess.Popen[bytes]:

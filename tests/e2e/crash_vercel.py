@@ -13,14 +13,13 @@ import json
 import random
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.crash import ROOT, TOKEN, _env, free_port, request_json, start_agent
+from tests.e2e.crash import TOKEN, free_port, request_json, start_agent, start_fake
 
 VERCEL_TOKEN = "crash-vercel-token"
 PROJECT = "prj_web123"
@@ -94,16 +93,9 @@ class VercelTrial:
 
 def run_vercel_trial(workdir: Path, rng: random.Random, max_kills: int = 3) -> VercelTrial:
     workdir.mkdir(parents=True, exist_ok=True)
-    fake = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.vercel", "--token", VERCEL_TOKEN],
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.PIPE,
-    )
+    fake, url = start_fake("tests.fakes.vercel", VERCEL_TOKEN)
     agent: subprocess.Popen[bytes] | None = None
     try:
-        assert fake.stdout is not None
-        url = json.loads(fake.stdout.readline())["url"]
         _fake(url, "/_fake/fail", {"kind": "503", "times": 2, "match": "/rollback/"})
         port = free_port()
         config = write_config(workdir, port, url)

@@ -263,7 +263,12 @@ async def test_a_bound_below_what_the_rule_can_detect_is_logged_once(
     )
     await asyncio.sleep(2.0)
     caplog.set_level("WARNING", logger="postflight.window")
+    caplog.set_level("WARNING", logger="postflight.api")
     deploy = await agent.register("production", "v-tight")
+    # said at registration too: in the answer and the log, from the background baseline
+    (said,) = Deploy.model_validate(deploy).warnings or []
+    assert said.startswith("rule p95: its max_increase bound is tighter than"), said
+    assert any(r.getMessage() == said for r in caplog.records if r.name == "postflight.api")
     final = await agent.settled(deploy["id"], within=15)
     (rule,) = final["verdict"]["rules"]
     assert (rule["evidence"].get("detectable") or {}).get("bound_below_detectable"), str(rule)

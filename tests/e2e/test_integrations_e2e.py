@@ -592,3 +592,32 @@ async def test_commit_status_on_the_sha_pending_then_success(
     ]
     assert {s["context"] for s in fake_github.commit_statuses} == {"postflight/staging"}
     assert f"/deploys/{deploy['id']}?view=" in fake_github.commit_statuses[1]["target_url"]
+
+
+async def test_a_manual_rollback_after_a_pass_does_not_count_the_window_twice(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    """The window ended `passed` and was counted so; its later manual rollback moves it
+    to `rolled_back` without a second count in `postflight_windows_total`."""
+    agent = await start_agent(
+        environments(flip_target, window="1s"), extra=integrations(fake_github, fake_vercel)
+    )
+    deploy = await agent.register(
+        "production", "v2", labels={"vercel.deployment": vc.NEW, "vercel.previous": vc.OLD}
+    )
+    assert (await agent.settled(deploy["id"]))["state"] == "passed"
+    async with agent.http.post(
+        f"{agent.url}/v1/deploys/{deploy['id']}/rollback",
+        json={"reason": "late regression"},
+        headers=agent.headers,
+    ) as r:
+        assert r.status == 202, await r.text()
+    await agent.wait_until(deploy["id"], lambda d: d["state"] == "rolled_back")
+    await eventually(lambda: len(fake_vercel.accepted) == 1)
+    await asyncio.sleep(0.3)  # let the delivery's own bookkeeping finish
+    total = "postflight_windows_total"
+    assert agent.metric(total, environment="production", outcome="passed") == 1
+    assert agent.metric(total, environment="production", outcome="rolled_back") == 0

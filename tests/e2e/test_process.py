@@ -77,3 +77,14 @@ def test_kill_9_during_a_vercel_rollback_still_rolls_back_exactly_once(
     assert result.kills >= 1, "the trial never killed the agent mid-delivery"
     assert result.final_state == "rolled_back"
     assert [a["deployment"] for a in result.accepted] == [OLD]  # counted at the fake
+
+
+@pytest.mark.timeout(120)
+def test_a_gate_pending_at_kill_9_is_answered_once_after_restart(tmp_path: Path) -> None:
+    from tests.e2e.crash_gate import run_gate_trial
+
+    trial = run_gate_trial(tmp_path)
+    assert trial.answers_before_restart == []  # killed while staging still ran
+    assert trial.staging_state == "passed"
+    assert [(a["run"], a["state"]) for a in trial.answers] == [("77", "approved")]
+    assert trial.answers[0]["environment_name"] == "Production"

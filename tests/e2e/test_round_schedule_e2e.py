@@ -173,7 +173,7 @@ async def test_a_slow_store_write_never_delays_the_next_round(
     # every round after the first would start about 350 ms late
     settings = load_settings_text(
         f"""
-server: {{api_tokens: [tok-123456]}}
+server: {{api_tokens: [tok-1234567890abcdef]}}
 store: {{url: "sqlite:///{tmp_path / "unused.db"}"}}
 environments:
   slowdisk:

@@ -61,6 +61,11 @@ class FakeGitHub(FakeServer):
         )
         app.router.add_get("/repos/{owner}/{repo}/actions/workflows/{workflow}/runs", self.runs_of)
         app.router.add_post("/repos/{owner}/{repo}/statuses/{sha}", self.commit_status)
+        app.router.add_get("/_fake/gate_answers", self._control_gate_answers)
+
+    async def _control_gate_answers(self, request: web.Request) -> web.Response:
+        """As its own process (the kill -9 trials): every gate answer taken, repeats included."""
+        return web.json_response(self.gate_answers)
 
     def _denied(self, request: web.Request) -> web.Response | None:
         if request.headers.get("Authorization") != f"Bearer {self.token}":

@@ -112,7 +112,7 @@ async def test_a_third_party_provider_joins_through_its_entry_point(echo_plugin:
 
 def test_a_plugin_validates_its_own_rules_as_built_ins_do(echo_plugin: None) -> None:
     document = {
-        "server": {"api_tokens": ["tok-123456"]},
+        "server": {"api_tokens": ["tok-1234567890abcdef"]},
         "providers": {"echo": {"value": 7}},
         "environments": {
             "production": {

@@ -10,10 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from agent.metrics import Metrics
+from agent.records import DeployWindow, RollbackIntent
 from agent.rollback.delivery import RollbackDelivery
+from agent.settings import EnvironmentSettings
 from agent.store.sqlite import SqliteStore
+from agent.windows.alert_once import WindowAlerts
+from agent.windows.lifecycle import WatchServices, deliver_rollback
+from alerting.notifier import Notifier
 from tests.receivers import RollbackAttempt, RollbackReceiver
-from tests.rollback.support import SECRET, settings, stored_intent
+from tests.rollback.support import SECRET, make_window, settings, stored_intent
 from tests.store.peek import deliveries
 
 LEASE_S = 10.0
@@ -98,3 +103,68 @@ async def test_a_timeout_after_a_pause_does_not_resend_while_another_holds_the_l
     assert sum(a.accepted for a in receiver.attempts) == 1
     stored = await store.get_rollback("dep_01JDTEST")
     assert stored is not None and stored.attempts == 2
+
+
+def replica(
+    store: SqliteStore, sender: RollbackDelivery, metrics: Metrics, clock: Clock
+) -> tuple[WatchServices, list[str]]:
+    """A replica's watch services, recording each `after_rollback` it runs."""
+    ran: list[str] = []
+
+    async def after_rollback(window: DeployWindow, intent: RollbackIntent) -> None:
+        ran.append(f"{sender.owner}:{window.id}")
+
+    notifier = Notifier([], timeout=1.0, redact=str, metrics=metrics)
+    services = WatchServices(
+        store=store,
+        metrics=metrics,
+        alerts=WindowAlerts(store, notifier, clock=clock),
+        delivery=sender,
+        providers={},
+        owner=sender.owner,
+        lease_s=LEASE_S,
+        clock=clock,
+        after_rollback=after_rollback,
+    )
+    return services, ran
+
+
+async def test_a_sender_that_lost_its_lease_neither_counts_nor_follows_up_the_rollback(
+    store: SqliteStore, rollback_receiver: Any
+) -> None:
+    """ "a" loses its lease mid-backoff and "b" delivers: the window is counted once (by
+    "b", which settled it) and `after_rollback` runs once, not again when "a" wakes."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(503, 200))
+    clock = Clock()
+    conf = settings(receiver.url)
+    env = EnvironmentSettings(base_url="http://127.0.0.1:9", rollback=conf)
+    window = make_window()
+    metrics_a, metrics_b = Metrics(), Metrics()
+    survivor = sender(store, "b", clock)
+    services_b, ran_b = replica(store, survivor, metrics_b, clock)
+
+    async def paused(seconds: float) -> None:
+        clock.now += seconds + LEASE_S + 60
+        [pending] = await store.pending_rollbacks()
+        await deliver_rollback(window, pending, env, services_b)
+
+    first = sender(store, "a", clock, sleep=paused)
+    services_a, ran_a = replica(store, first, metrics_a, clock)
+    try:
+        await deliver_rollback(window, await stored_intent(store), env, services_a)
+    finally:
+        await first.aclose()
+        await survivor.aclose()
+
+    def counted(metrics: Metrics, outcome: str) -> float:
+        labels = {"environment": "production", "outcome": outcome}
+        return metrics.registry.get_sample_value("postflight_windows_total", labels) or 0.0
+
+    assert sum(a.accepted for a in receiver.attempts) == 1
+    assert (counted(metrics_a, "rolled_back"), counted(metrics_b, "rolled_back")) == (0.0, 1.0)
+    assert ran_a == [] and ran_b == ["b:dep_01JDTEST"]
+    # a second delivery call on the settling replica (its resume sweep) follows up nothing
+    stored = await store.get_rollback(window.id)
+    assert stored is not None
+    await deliver_rollback(window, stored, env, services_b)
+    assert ran_b == ["b:dep_01JDTEST"] and counted(metrics_b, "rolled_back") == 1.0

@@ -39,7 +39,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 
 def settings(fake: FakeVercel) -> Settings:
     return Settings(
-        server={"api_tokens": ["t"]},
+        server={"api_tokens": ["tok-1234567890abcdef"]},
         integrations={"vercel": {"api_url": fake.url, "token": TOKEN, "team_id": "team_1"}},
         environments={
             "production": {
@@ -136,7 +136,7 @@ async def test_github_target_after_a_restart_finds_the_dispatched_run_by_its_nam
 
     async with FakeGitHub(token="gh") as github:
         config = Settings(
-            server={"api_tokens": ["t"]},
+            server={"api_tokens": ["tok-1234567890abcdef"]},
             integrations={"github": {"api_url": github.url, "token": "gh"}},
             environments={
                 "production": {

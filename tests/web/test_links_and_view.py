@@ -19,7 +19,7 @@ OTHER = "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WR"
 
 
 def server(**kw: Any) -> ServerSettings:
-    return ServerSettings(api_tokens=[SecretStr("api-token-1")], **kw)
+    return ServerSettings(api_tokens=[SecretStr("api-token-1-0123456789")], **kw)
 
 
 def test_a_token_verifies_for_its_deploy_until_it_expires() -> None:

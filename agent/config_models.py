@@ -1,0 +1,38 @@
+"""What every configuration model shares: the strict base (unknown keys are errors,
+values frozen), the URL shape and the non-empty-secret check. Pure models; imports
+nothing of agent, so settings, providers and integrations can all build on it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+", max_length=2048)]
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors: a typo must never be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def non_empty_secret(value: SecretStr) -> SecretStr:
+    """A blank secret is a configuration error, not an anonymous request."""
+    if not value.get_secret_value().strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def optional_non_empty_secret(value: SecretStr | None) -> SecretStr | None:
+    return None if value is None else non_empty_secret(value)
+
+
+class FieldError(ValueError):
+    """A value error about one key of the model being checked (`field`), so the settings
+    report it at that key's path (`…rules[0].query`) rather than at the model's."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field

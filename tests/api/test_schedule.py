@@ -1,0 +1,110 @@
+"""`deployed_at` against the API's clock: `scheduled` ahead of it, bounds, clock skew."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from agent.store.sqlite import SqliteStore
+from common.times import rfc3339
+from tests.api.conftest import NOW, Client
+from tests.api.harness import AUTH, RecordingEvents, make_app
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(NOW)
+
+
+@pytest.fixture
+async def timed(
+    aiohttp_client: Callable[[web.Application], Awaitable[Client]],
+    store: SqliteStore,
+    events: RecordingEvents,
+    clock: Clock,
+) -> Client:
+    return await aiohttp_client(make_app(store, events, clock=clock))
+
+
+async def post(client: Client, offset_s: float, window: str = "10m") -> tuple[int, Any]:
+    body = {
+        "environment": "production",
+        "version": "v2",
+        "window": window,
+        "deployed_at": rfc3339(NOW + offset_s),
+    }
+    response = await client.post("/v1/deploys", json=body, headers=AUTH)
+    return response.status, await response.json()
+
+
+async def states(client: Client, state: str) -> list[str]:
+    response = await client.get(f"/v1/deploys?state={state}", headers=AUTH)
+    assert response.status == 200
+    return [item["id"] for item in (await response.json())["items"]]
+
+
+async def test_a_deploy_ahead_of_now_is_scheduled_until_it_comes(
+    timed: Client, clock: Clock
+) -> None:
+    status, body = await post(timed, 1800)
+    assert status == 201
+    assert body["state"] == "scheduled" and body["rounds"] == 0
+    assert body["deployed_at"] == rfc3339(NOW + 1800)
+    assert await states(timed, "scheduled") == [body["id"]]
+    assert await states(timed, "watching") == []
+
+    clock.now = NOW + 1800
+    response = await timed.get(f"/v1/deploys/{body['id']}", headers=AUTH)
+    assert (await response.json())["state"] == "watching"
+    assert await states(timed, "scheduled") == []
+    assert await states(timed, "watching") == [body["id"]]
+
+
+async def test_more_than_an_hour_ahead_is_a_422(timed: Client) -> None:
+    status, body = await post(timed, 3600 + 60)
+    assert status == 422
+    assert body["errors"][0]["loc"] == ["deployed_at"]
+    assert "at most 1h ahead" in body["errors"][0]["msg"]
+
+
+async def test_a_window_that_would_already_have_ended_is_a_422(timed: Client) -> None:
+    status, body = await post(timed, -86400, window="1m")
+    assert status == 422
+    assert body["errors"][0]["loc"] == ["deployed_at"]
+    assert "would have ended" in body["errors"][0]["msg"]
+
+
+async def test_a_window_still_open_from_the_past_is_watched_for_the_rest(timed: Client) -> None:
+    status, body = await post(timed, -300, window="10m")
+    assert status == 201
+    assert body["state"] == "watching"
+    assert body["ends_at"] == rfc3339(NOW + 300)
+
+
+async def test_a_few_seconds_of_clock_skew_are_tolerated(timed: Client) -> None:
+    status, ahead = await post(timed, 3)
+    assert status == 201
+    assert ahead["state"] == "watching"  # a pipeline clock 3s fast: taken as now
+    assert ahead["deployed_at"] == rfc3339(NOW)
+    status, _ = await post(timed, -60 - 3, window="1m")  # ended 3s ago by our clock
+    assert status == 201
+    status, _ = await post(timed, 3600 + 3)  # 1h ahead by the pipeline's clock
+    assert status == 201
+
+
+async def test_a_scheduled_window_can_be_cancelled(timed: Client) -> None:
+    _, body = await post(timed, 1800)
+    response = await timed.post(f"/v1/deploys/{body['id']}/cancel", headers=AUTH)
+    assert response.status == 200
+    assert (await response.json())["state"] == "cancelled"

@@ -1,0 +1,138 @@
+"""kill -9 while a GitHub deployment protection rule waits, then restart (contract §7).
+
+The gate waits on the staging window of the same sha. The agent is killed (SIGKILL, no
+cleanup) right after it acknowledged the gate, while staging still runs; the restarted
+agent must answer it when staging ends, once. Counted at the fake GitHub (another
+process), repeats included.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.crash import free_port, request_json, server_and_store, start_agent, start_fake
+from tests.fakes import github as gh
+
+GH_TOKEN = "crash-gate-token"
+GH_SECRET = "crash-gate-webhook-secret"
+SHA = "5" * 40
+
+
+def write_config(workdir: Path, agent_port: int, github_url: str, target_url: str) -> Path:
+    text = (
+        server_and_store(workdir, agent_port)
+        + f"""\
+integrations:
+  github: {{api_url: "{github_url}", token: {GH_TOKEN}, webhook_secret: {GH_SECRET}}}
+environments:
+  production:
+    base_url: {target_url}
+    window: 60s
+    interval: 300ms
+    checks:
+      - {{name: health, type: http, path: /health, timeout: 500ms}}
+    rules:
+      - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
+    sources:
+      github: {{repository: {gh.REPOSITORY}, environment: Production}}
+    gate: {{after: staging, timeout: 60s}}
+  staging:
+    base_url: {target_url}
+    window: 5s
+    interval: 300ms
+    probes_per_round: 3
+    analysis: {{policy: threshold}}  # a healthy window passes when it ends
+    checks:
+      - {{name: health, type: http, path: /health, timeout: 500ms}}
+    rules:
+      - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
+"""
+    )
+    path = workdir / "postflight.yaml"
+    path.write_text(text)
+    return path
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def _gate_hook(agent_url: str, github_url: str) -> int:
+    body = gh.protection_rule(github_url, sha=SHA, run_id=77)
+    request = urllib.request.Request(
+        f"{agent_url}/v1/hooks/github",
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "X-GitHub-Event": "deployment_protection_rule",
+            "X-GitHub-Delivery": "crash-gate-1",
+            "X-Hub-Signature-256": gh.signature(GH_SECRET, body),
+        },
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        status: int = response.status
+        return status
+
+
+@dataclass
+class GateTrial:
+    answers_before_restart: list[dict[str, Any]]
+    staging_state: str
+    answers: list[dict[str, Any]]
+
+
+def run_gate_trial(workdir: Path) -> GateTrial:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "site").mkdir(exist_ok=True)
+    (workdir / "site" / "health").write_text("ok\n")
+    target_port = free_port()
+    target = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(target_port)],
+        cwd=workdir / "site",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    fake, github_url = start_fake("tests.fakes.github", GH_TOKEN)
+    agent: subprocess.Popen[bytes] | None = None
+    try:
+        port = free_port()
+        agent_url = f"http://127.0.0.1:{port}"
+        config = write_config(workdir, port, github_url, f"http://127.0.0.1:{target_port}")
+        log = workdir / "agent.log"
+        agent = start_agent(config, port, log)
+        staging = request_json(
+            "POST", f"{agent_url}/v1/deploys", {"environment": "staging", "version": SHA}
+        )
+        assert _gate_hook(agent_url, github_url) == 202
+        agent.send_signal(signal.SIGKILL)  # staging still watching: the gate is pending
+        agent.wait()
+        before = _get(f"{github_url}/_fake/gate_answers")
+        agent = start_agent(config, port, log)
+        deadline = time.monotonic() + 60
+        state = "watching"
+        while time.monotonic() < deadline:
+            state = request_json("GET", f"{agent_url}/v1/deploys/{staging['id']}")["state"]
+            if state != "watching" and _get(f"{github_url}/_fake/gate_answers"):
+                break
+            time.sleep(0.1)
+        time.sleep(1.5)  # a few more scans: a second answer would show by now
+        return GateTrial(before, state, _get(f"{github_url}/_fake/gate_answers"))
+    finally:
+        for proc in (agent, fake, target):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGKILL if proc is agent else signal.SIGTERM)
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()

@@ -1,0 +1,127 @@
+"""A failing verdict names what broke: the smoke step, its request, expected against got;
+a load check's rule names the load run's own figures. In the API, the alert and the
+rollback webhook's `breaches`, as the receivers see them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.e2e.conftest import SECRET, AgentFactory
+from tests.receivers import JsonSink, RollbackReceiver
+
+STEP = "step 'profile' (2/2) GET /api/me: status: expected 200, got 500"
+
+
+@pytest.fixture
+async def shop() -> AsyncIterator[str]:
+    """Login works; the profile behind it answers 500."""
+
+    async def login(request: web.Request) -> web.Response:
+        return web.json_response({"token": "t0k3n"})
+
+    async def me(request: web.Request) -> web.Response:
+        return web.json_response({"error": "db down"}, status=500)
+
+    async def feed(request: web.Request) -> web.Response:
+        return web.json_response({"items": []})
+
+    app = web.Application()
+    app.router.add_post("/api/login", login)
+    app.router.add_get("/api/me", me)
+    app.router.add_get("/api/feed", feed)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
+
+
+def environment(base_url: str, receiver_url: str) -> str:
+    return f"""
+    production:
+      base_url: {base_url}
+      window: 20s
+      interval: 1s
+      background_interval: 200ms
+      probes_per_round: 2
+      checks:
+        - name: login-flow
+          type: smoke
+          steps:
+            - name: login
+              method: POST
+              path: /api/login
+              json: {{user: smoke}}
+              expect: {{status: 200}}
+              capture: {{token: "$.token"}}
+            - name: profile
+              method: GET
+              path: /api/me
+              headers: {{Authorization: "Bearer {{token}}"}}
+              expect: {{status: 200}}
+        - name: feed-load
+          type: load
+          path: /api/feed
+          rate: 20/s
+          duration: 500ms
+      analysis:
+        policy: threshold
+        failure_limit: 1
+      rules:
+        - name: smoke-errors
+          source: checks
+          check: login-flow
+          metric: error_rate
+          max: 0.05
+        - name: feed-p95
+          source: checks
+          check: feed-load
+          metric: latency_p95
+          max: 0.0001  # 100µs: every request is slower
+      rollback:
+        url: {receiver_url}
+        secret: {SECRET}
+        backoff: 100ms
+      alerts:
+        tags: [oncall]
+    """
+
+
+def alerting(sink: JsonSink) -> str:
+    return f"""
+    alerting:
+      channels:
+        - url: {sink.url()}
+          tags: [oncall]
+    """
+
+
+async def test_a_failed_verdict_names_the_step_and_the_load_figures(
+    start_agent: AgentFactory, shop: str, rollback_receiver: Any, json_sink: JsonSink
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    agent = await start_agent(environment(shop, receiver.url), alerting(json_sink))
+    deploy = await agent.register("production", "v7")
+    final = await agent.settled(deploy["id"], within=20)
+    assert final["state"] == "rolled_back"
+    rules = {r["name"]: r for r in final["verdict"]["rules"]}
+    smoke, load = rules["smoke-errors"], rules["feed-p95"]
+    assert smoke["outcome"] == "fail" and STEP in smoke["detail"], smoke
+    assert "probes failed" in smoke["detail"]  # the judge's own account is kept
+    assert load["outcome"] == "fail", load
+    assert "requests at 20/s over 500ms: p50" in load["detail"], load
+
+    [attempt] = await receiver.wait_for_attempts(1)
+    breaches = {b["rule"]: b for b in json.loads(attempt.body)["breaches"]}
+    assert STEP in breaches["smoke-errors"]["detail"]
+    assert "requests at 20/s" in breaches["feed-p95"]["detail"]
+
+    alerts = await json_sink.wait_for(2, within=10)
+    requested = [a for a in alerts if "rollback" in a.title.lower()]
+    assert requested and STEP in requested[0].message, [a.title for a in alerts]

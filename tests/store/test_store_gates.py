@@ -1,0 +1,48 @@
+"""GitHub deployment protection rules in the store (contract §7), on SQLite and
+PostgreSQL: a pending gate survives a restart, and only one claimer answers it."""
+
+from __future__ import annotations
+
+from agent.records import PendingGate
+from agent.store.base import Store
+from tests.store.conftest import Backend
+
+URL = "https://api.github.com/repos/acme/web/actions/runs/{}/deployment_protection_rule"
+
+
+def gate(run: int, created_at: float = 100.0) -> PendingGate:
+    return PendingGate(URL.format(run), "production", "a" * 40, "Production", 400.0, created_at)
+
+
+async def test_a_gate_is_stored_once_and_pending_until_answered(store: Store) -> None:
+    assert await store.add_gate(gate(1))
+    assert not await store.add_gate(gate(1, created_at=150.0))  # GitHub's redelivery
+    assert await store.add_gate(gate(2, created_at=120.0))
+    assert await store.pending_gates() == [gate(1), gate(2, created_at=120.0)]
+    assert await store.claim_gate(URL.format(1), 200.0, 230.0)
+    await store.answer_gate(URL.format(1), "approved", "HTTP 204", 210.0)
+    assert await store.pending_gates() == [gate(2, created_at=120.0)]
+    assert not await store.claim_gate(URL.format(1), 300.0, 330.0)  # answered: never again
+
+
+async def test_one_claimer_at_a_time_and_a_lapsed_claim_is_taken_over(store: Store) -> None:
+    await store.add_gate(gate(1))
+    assert await store.claim_gate(URL.format(1), 200.0, 230.0)
+    assert not await store.claim_gate(URL.format(1), 210.0, 240.0)  # another replica
+    assert await store.claim_gate(URL.format(1), 231.0, 260.0)  # the first was killed
+    assert not await store.claim_gate(URL.format(9), 231.0, 260.0)  # unknown
+
+
+async def test_a_pending_gate_survives_a_restart(backend: Backend) -> None:
+    first = backend.make()
+    await first.open()
+    try:
+        await first.add_gate(gate(1))
+    finally:
+        await first.close()
+    second = backend.make()
+    await second.open()
+    try:
+        assert await second.pending_gates() == [gate(1)]
+    finally:
+        await second.close()

@@ -325,6 +325,10 @@ class Judge:
                 for r in reached
             ],
         }
+        band = _effect_band(tests, seq, base)
+        if band is not None:
+            out["effect_interval"] = band
+            out["tolerance"] = tests.rule.max_increase
         can = tests.detectable(seq, st["with_data"])
         if can is not None:
             tolerance = self._tolerance(tests.rule, can.bound)
@@ -690,6 +694,21 @@ def _units(rule: Rule, kind: Kind) -> str:
     if kind == "proportion":
         return unit_noun(rule)
     return "rounds" if kind == "value" else "samples"
+
+
+def _effect_band(
+    tests: SequentialRule, seq: State, base: BaselineData | None
+) -> list[float | None] | None:
+    """The relative change's confidence band behind a `max_increase` bound (rates and bare
+    values: a latency share is not on the metric's scale), for the page's band chart."""
+    if base is None or not base.value or tests.rule.max_increase is None:
+        return None
+    for test in tests.passes:
+        if test.bound == "max_increase" and test.statistic != "share":
+            ends = tests.interval(test, seq)
+            if ends is not None:
+                return [_json(ends[0] / base.value - 1.0), _json(ends[1] / base.value - 1.0)]
+    return None
 
 
 def _effect(observed: float | None, base: BaselineData | None) -> float | None:

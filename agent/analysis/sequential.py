@@ -659,6 +659,16 @@ class SequentialRule:
         return out
 
     def _reached(self, test: PassTest, st: dict[str, Any]) -> float | None:
+        ends = self._ends(test, st)
+        if ends is None:
+            return None
+        return ends[1] if test.upper else ends[0]
+
+    def interval(self, test: PassTest, state: dict[str, Any]) -> tuple[float, float] | None:
+        """Both ends of the confidence sequence behind `test` (None before two rounds)."""
+        return self._ends(test, state["passes"][test.key])
+
+    def _ends(self, test: PassTest, st: dict[str, Any]) -> tuple[float, float] | None:
         t = st["t"]
         if t < 2:
             return None
@@ -671,7 +681,7 @@ class SequentialRule:
             floor = p * (1.0 - p) / max(mean_size, 1.0)
         radius = stats.cs_radius(t, max(variance, floor), test.alpha, self.t_opt)
         mean = float(st["mean"])
-        return mean + radius if test.upper else mean - radius
+        return mean - radius, mean + radius
 
     # -- what the rule can see -----------------------------------------------------------
 

@@ -165,3 +165,25 @@ def test_malformed_figures_cannot_fabricate_evidence() -> None:
     rounds = rounds_of(ERRORS, [over] * 3)
     verdict = judge([ERRORS], {"errors": baseline(1, 100)}, rounds, SEQUENTIAL, final=True)
     assert verdict.rules[0].detail.startswith("300 of 300 probes failed")
+
+
+def test_the_evidence_carries_the_effects_confidence_band_against_the_tolerance() -> None:
+    """The deploy page draws this band: it narrows round by round around the true change."""
+    base = {"errors": baseline(200, 20_000)}  # 1%
+    rounds = rounds_of(ERRORS, [rate(1, 100)] * 40)  # the same 1%
+    early = judge([ERRORS], base, rounds[:3], SEQUENTIAL, final=False).rules[0].evidence
+    late = judge([ERRORS], base, rounds, SEQUENTIAL, final=False).rules[0].evidence
+    assert (
+        judge([ERRORS], base, rounds[:1], SEQUENTIAL, final=False)
+        .rules[0]
+        .evidence.get("effect_interval")
+        is None
+    )  # one round: no band yet
+    for evidence in (early, late):
+        lo, hi = evidence["effect_interval"]
+        assert evidence["effect"] == pytest.approx(0.0)
+        assert lo < 0.0 < hi
+        assert evidence["tolerance"] == pytest.approx(0.2)
+    assert late["effect_interval"][1] - late["effect_interval"][0] < (
+        early["effect_interval"][1] - early["effect_interval"][0]
+    )

@@ -208,6 +208,9 @@ class SequentialRule:
         )
         self.unpassable = len(self.passes) < len(bounds)
         """A bound has no test of its evidence (no baseline to compare with, say)."""
+        self._detectable: dict[float, Detectable | None] = {}
+        """`detectable` by samples per round: a search over the baseline, the same answer
+        every round while the traffic per round holds (it usually does), so done once."""
 
     # -- construction ---------------------------------------------------------------------
 
@@ -690,6 +693,13 @@ class SequentialRule:
         if rounds_with_data <= 0:
             return None
         per_round = state["samples"] / rounds_with_data
+        if per_round not in self._detectable:
+            if len(self._detectable) >= 64:  # traffic that varies: keep the memo small
+                self._detectable.clear()
+            self._detectable[per_round] = self._easiest(per_round)
+        return self._detectable[per_round]
+
+    def _easiest(self, per_round: float) -> Detectable | None:
         horizon = self.horizon if self.horizon > 1 else 2 * DEFAULT_T_OPT
         found: list[Detectable] = []
         for comp in self.components:

@@ -477,7 +477,7 @@ class SqlStore(ABC):
                 record.window_id,
                 record.number,
                 record.started_at,
-                json.dumps(record.summary),
+                _dumps(record.summary),  # compact: rounds are most of the store
             )
             return True
 

@@ -20,26 +20,28 @@ RAW_VALUES = 50
 _OBSERVATION_DEFAULTS = {f.name: f.default for f in fields(Observation) if f.default is not MISSING}
 
 
-def observation_to_dict(obs: Observation) -> dict[str, Any]:
-    """Every field that differs from its default (NaN and infinities as null)."""
+def observation_to_dict(obs: Observation, *, exact: bool = False) -> dict[str, Any]:
+    """Every field that differs from its default (NaN and infinities as null); raw values
+    rounded to 6 places unless `exact`."""
     data: dict[str, Any] = {"value": json_safe(obs.value)}
     for name, default in _OBSERVATION_DEFAULTS.items():
         value = getattr(obs, name)
         if value == default:
             continue
         if name == "values":
-            value = [round(v, 6) for v in value]
+            value = list(value) if exact else [round(v, 6) for v in value]
         elif isinstance(value, float):
             value = json_safe(value)
         data[name] = value
     return data
 
 
-def bounded_observation_dict(obs: Observation) -> dict[str, Any]:
+def bounded_observation_dict(obs: Observation, *, exact: bool = False) -> dict[str, Any]:
     """A round's observation for the store: the first `RAW_VALUES` raw values, and a
     histogram (`agent.analysis.sketch`) of all of them, so a round of 10,000 latencies
-    stores a few hundred numbers. The judge's state, not these, is what a restart resumes."""
-    data = observation_to_dict(obs)
+    stores a few hundred numbers (a restart replays them only when they are whole:
+    `agent.windows.checkpoint`)."""
+    data = observation_to_dict(obs, exact=exact)
     if len(obs.values) > RAW_VALUES:
         data["values"] = data["values"][:RAW_VALUES]
         data["histogram"] = sketch.add({}, obs.values)

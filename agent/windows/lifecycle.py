@@ -31,9 +31,9 @@ from agent.rollback.delivery import RollbackDelivery
 from agent.settings import EnvironmentSettings, RuleSettings
 from agent.store.base import Store
 from agent.windows.alert_once import WindowAlerts
+from agent.windows.checkpoint import resume_point, stored_observations, stores_state
 from agent.windows.evidence import (
     WhatBroke,
-    bounded_observation_dict,
     breaches,
     breaches_as_rules,
     failure_details,
@@ -207,7 +207,11 @@ class WindowWatch:
                 breached=lambda rule: _state(rule) == "breached",
             )
             self.latest = observations
-            summary = self._round_summary(observations, results, verdict)
+            decided = verdict.decision != "continue"
+            with_state = stores_state(
+                number, observations, moving_baseline=bool(self.env.baseline_url), decided=decided
+            )
+            summary = self._round_summary(observations, results, verdict, with_state=with_state)
             summary.update(round_timing(schedule, slot, started, lag, self.s.clock()))
             decided_at = self.s.clock() if verdict.decision != "continue" else None
             verdict_json = verdict_to_dict(verdict, decided_at=decided_at, links=self.links)
@@ -265,14 +269,14 @@ class WindowWatch:
 
     async def _load_history(self) -> None:
         """Resume from the latest stored judge state (rounds before it are not replayed)."""
-        for record in await self.s.store.rounds(self.window.id):
+        records = await self.s.store.rounds(self.window.id)
+        state, replay = resume_point(r.summary for r in records)
+        if state is not None:
+            self.judge_state, self.replay = state, replay
+        else:
+            self.replay.extend(replay)
+        for record in records:
             self.last_slot = record.summary.get("slot")
-            state = record.summary.get("judge")
-            if isinstance(state, dict):
-                self.judge_state, self.replay = state, []
-            else:
-                obs = record.summary.get("observations", {})
-                self.replay.append({k: observation_from_dict(v) for k, v in obs.items()})
             for name, data in record.summary.get("cumulative", {}).items():
                 self.cumulative[name] = observation_from_dict(data)
             self.what_broke.note_summary(record.summary.get("checks", {}))
@@ -407,7 +411,11 @@ class WindowWatch:
         observations: dict[str, Observation],
         results: list[CheckResult],
         verdict: Verdict,
+        *,
+        with_state: bool,
     ) -> dict[str, Any]:
+        """What the store keeps of a round; the judge's whole state only `with_state`
+        (else the raw values unrounded, for a restart to replay: `checkpoint`)."""
         checks: dict[str, dict[str, Any]] = {}
         for result in results:
             if any(s.target != "deploy" for s in result.samples):
@@ -433,15 +441,17 @@ class WindowWatch:
             for r in results
             if r.samples and r.samples[0].target == "baseline"
         ]
-        return {
-            "observations": {k: bounded_observation_dict(v) for k, v in observations.items()},
+        summary: dict[str, Any] = {
+            "observations": stored_observations(observations, exact=not with_state),
             "checks": checks,
             "canary": canary,
             "cumulative": {k: observation_to_dict(v) for k, v in self.cumulative.items()},
             "decision": verdict.decision,
             "rules": {r.name: rule_snapshot(r) for r in verdict.rules},
-            "judge": self.judge_state,
         }
+        if with_state:
+            summary["judge"] = self.judge_state
+        return summary
 
     async def _hold_lease(self, now: float, length: float) -> bool:
         """Renew the lease when less than half of it would be left after this round: one

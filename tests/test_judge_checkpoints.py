@@ -1,0 +1,88 @@
+"""Rounds stored without the judge's state: a restart at any round resumes from the latest
+stored state plus the stored observations after it, and reaches the very state and
+verdicts of the agent that never stopped."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.analysis import Observation, Policy
+from agent.analysis.judge import Judge
+from agent.windows.checkpoint import (
+    replays_exactly,
+    resume_point,
+    stored_observations,
+    stores_state,
+)
+from agent.windows.evidence import RAW_VALUES
+from tests.analysis.test_fold import DERANDOMIZED, POLICIES, RULES, baselines, rounds
+
+
+def _with_big_rounds(rounds_: list[dict[str, Observation]], every: int) -> None:
+    """Every `every`-th round has more latencies than a stored round keeps."""
+    rng = np.random.default_rng(11)
+    for i in range(0, len(rounds_), every):
+        lat = tuple(float(v) for v in rng.lognormal(-2.5, 0.5, RAW_VALUES + 30))
+        p95 = float(np.percentile(lat, 95))
+        rounds_[i]["p95"] = Observation(p95, values=lat, quantile=0.95)
+
+
+@DERANDOMIZED
+@given(
+    rounds=rounds(),
+    policy=POLICIES,
+    every=st.sampled_from([1, 3, 1000]),
+    big=st.sampled_from([0, 4]),
+)
+def test_a_restart_after_any_round_resumes_the_same_state_and_verdicts(
+    rounds: list[dict[str, Observation]], policy: Policy, every: int, big: int
+) -> None:
+    if big:
+        _with_big_rounds(rounds, big)
+    base = baselines(np.random.default_rng(7))
+    judge = Judge(RULES, base, policy, horizon=40)
+    state = judge.start()
+    states, verdicts, stored = [], [], []
+    for i, round_ in enumerate(rounds):
+        state, verdict = judge.step(state, round_, final=i == len(rounds) - 1)
+        with_state = stores_state(
+            i + 1,
+            round_,
+            moving_baseline=False,
+            decided=verdict.decision != "continue",
+            every=every,
+        )
+        summary = {"observations": stored_observations(round_, exact=not with_state)}
+        if with_state:
+            summary["judge"] = state
+        stored.append(json.dumps(summary))  # what the store keeps
+        states.append(json.loads(json.dumps(state)))
+        verdicts.append(verdict)
+    for k in range(len(rounds)):
+        resumed = Judge(RULES, base, policy, horizon=40)
+        latest, replay = resume_point(json.loads(s) for s in stored[: k + 1])
+        state = latest or resumed.start()
+        for old in replay:
+            state, _ = resumed.step(state, old, final=False)
+        assert state == states[k], k
+        for i in range(k + 1, len(rounds)):
+            state, verdict = resumed.step(state, rounds[i], final=i == len(rounds) - 1)
+            assert verdict == verdicts[i], (k, i)
+
+
+def test_a_usual_round_is_stored_without_the_state_and_a_big_one_with_it() -> None:
+    rng = np.random.default_rng(5)
+    small = tuple(float(v) for v in rng.lognormal(-2.5, 0.5, 10))
+    big = tuple(float(v) for v in rng.lognormal(-2.5, 0.5, RAW_VALUES + 1))
+    usual = {"p95": Observation(0.1, values=small, quantile=0.95)}
+    assert replays_exactly(usual)
+    assert not stores_state(7, usual, moving_baseline=False, decided=False)
+    assert stores_state(60, usual, moving_baseline=False, decided=False)
+    assert stores_state(7, usual, moving_baseline=True, decided=False)
+    assert stores_state(7, usual, moving_baseline=False, decided=True)
+    assert not replays_exactly({"p95": Observation(0.1, values=big, quantile=0.95)})
+    assert not replays_exactly({"x": Observation(float("nan"))})

@@ -42,11 +42,11 @@ alerting:
 environments:
   demo:
     base_url: http://127.0.0.1:{service_port}
-    window: 8s
+    window: 12s
     interval: 1s
     lookback: 1m
     background_interval: 250ms
-    probes_per_round: 20
+    probes_per_round: 40
     checks:
       - name: api-health
         type: http

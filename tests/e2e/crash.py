@@ -140,6 +140,28 @@ def start_agent(config: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
+def kill_and_restart(
+    agent: subprocess.Popen[bytes], rng: random.Random, config: Path, port: int, log: Path
+) -> subprocess.Popen[bytes]:
+    """kill -9 the agent at a random instant within the next 0.35 s, then start it again."""
+    time.sleep(rng.uniform(0.0, 0.35))
+    agent.send_signal(signal.SIGKILL)
+    agent.wait()
+    return start_agent(config, port, log)
+
+
+def stop(agent: subprocess.Popen[bytes] | None, helper: subprocess.Popen[bytes]) -> None:
+    """End a trial: kill -9 the agent if it still runs, SIGTERM the helper server."""
+    if agent is not None and agent.poll() is None:
+        agent.send_signal(signal.SIGKILL)
+        agent.wait()
+    helper.send_signal(signal.SIGTERM)
+    try:
+        helper.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        helper.kill()
+
+
 def read_attempts(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -221,20 +243,10 @@ def run_trial(workdir: Path, rng: random.Random, max_kills: int = 3) -> TrialRes
             if kills < max_kills and (seen > 0 or rollback.get("state") == "pending"):
                 # somewhere inside the delivery: between attempts, mid-request, or
                 # just after the receiver accepted and before the agent recorded it
-                time.sleep(rng.uniform(0.0, 0.35))
-                agent.send_signal(signal.SIGKILL)
-                agent.wait()
+                agent = kill_and_restart(agent, rng, config, port, agent_log)
                 kills += 1
-                agent = start_agent(config, port, agent_log)
                 continue
             time.sleep(0.02)
         raise RuntimeError(f"trial did not settle: {state}")
     finally:
-        if agent is not None and agent.poll() is None:
-            agent.send_signal(signal.SIGKILL)
-            agent.wait()
-        receiver.send_signal(signal.SIGTERM)
-        try:
-            receiver.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            receiver.kill()
+        stop(agent, receiver)

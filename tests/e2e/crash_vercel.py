@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-import signal
 import subprocess
 import time
 import urllib.request
@@ -19,7 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.crash import TOKEN, free_port, request_json, start_agent, start_fake
+from tests.e2e.crash import (
+    TOKEN,
+    free_port,
+    kill_and_restart,
+    request_json,
+    start_agent,
+    start_fake,
+    stop,
+)
 
 VERCEL_TOKEN = "crash-vercel-token"
 PROJECT = "prj_web123"
@@ -126,20 +133,10 @@ def run_vercel_trial(workdir: Path, rng: random.Random, max_kills: int = 3) -> V
                 )
             seen = [r for r in _fake(url, "/_fake/requests") if "/rollback/" in r["path"]]
             if kills < max_kills and (seen or rollback.get("state") == "pending"):
-                time.sleep(rng.uniform(0.0, 0.35))
-                agent.send_signal(signal.SIGKILL)
-                agent.wait()
+                agent = kill_and_restart(agent, rng, config, port, agent_log)
                 kills += 1
-                agent = start_agent(config, port, agent_log)
                 continue
             time.sleep(0.02)
         raise RuntimeError(f"trial did not settle: {state}")
     finally:
-        if agent is not None and agent.poll() is None:
-            agent.send_signal(signal.SIGKILL)
-            agent.wait()
-        fake.send_signal(signal.SIGTERM)
-        try:
-            fake.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            fake.kill()
+        stop(agent, fake)

@@ -94,17 +94,13 @@ def _round_trips(observations: dict[str, Observation]) -> bool:
     return all(observation_from_dict(stored[k]) == v for k, v in observations.items())
 
 
-_numbers = st.one_of(
-    st.none(), st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 5)
-)
+_numbers = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 5))
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(
     value=_numbers,
-    values=st.lists(
-        st.floats(allow_nan=True, allow_infinity=True), max_size=RAW_VALUES + 2
-    ),
+    values=st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=RAW_VALUES + 2),
     count=st.one_of(st.none(), st.integers(0, 100)),
     quantile=st.one_of(st.none(), st.floats(0, 1)),
     seconds=_numbers,

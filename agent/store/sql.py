@@ -173,6 +173,37 @@ def _fenced(sql: str, fence: Fence | None) -> tuple[str, tuple[Any, ...]]:
     return f"{sql} AND {_FENCED}", (fence.owner, fence.epoch)
 
 
+ROUND_COUNTED = (
+    "UPDATE windows SET rounds = ?, verdict = ? WHERE id = ? AND state = 'watching' AND rounds < ?"
+)
+"""A stored round's window row; `rounds < ?`: a round is never written twice, and the
+count never goes back."""
+ROUND_INSERT = "INSERT INTO rounds (window_id, number, started_at, summary) VALUES (?, ?, ?, ?)"
+
+
+def round_rows(
+    record: RoundRecord, verdict: dict[str, Any] | None, fence: Fence | None
+) -> tuple[str, tuple[Any, ...], tuple[Any, ...]]:
+    """A round's window UPDATE (fenced), its arguments, and its INSERT's arguments."""
+    sql, fenced = _fenced(ROUND_COUNTED, fence)
+    counted = (record.number, _dumps(verdict), record.window_id, record.number, *fenced)
+    # compact JSON: rounds are most of the store
+    row = (record.window_id, record.number, record.started_at, _dumps(record.summary))
+    return sql, counted, row
+
+
+async def record_round_in(
+    db: Connection, record: RoundRecord, verdict: dict[str, Any] | None, fence: Fence | None
+) -> bool:
+    """Store one round inside the caller's transaction; False when the window is over,
+    not `fence`'s any more, or already has this round."""
+    sql, counted, row = round_rows(record, verdict, fence)
+    if await db.execute(sql, *counted) != 1:
+        return False
+    await db.execute(ROUND_INSERT, *row)
+    return True
+
+
 async def _insert_rollback(db: Connection, intent: RollbackIntent, guard: str, *args: Any) -> int:
     """Store a rollback intent (with its lease, if handed over) when `guard` holds."""
     return await db.execute(
@@ -461,25 +492,7 @@ class SqlStore(ABC):
         self, record: RoundRecord, verdict: dict[str, Any] | None, fence: Fence | None = None
     ) -> bool:
         async with self._tx() as db:
-            # `rounds < ?`: a round is never written twice, and the count never goes back
-            sql, args = _fenced(
-                "UPDATE windows SET rounds = ?, verdict = ? WHERE id = ? AND state = 'watching'"
-                " AND rounds < ?",
-                fence,
-            )
-            changed = await db.execute(
-                sql, record.number, _dumps(verdict), record.window_id, record.number, *args
-            )
-            if changed != 1:
-                return False
-            await db.execute(
-                "INSERT INTO rounds (window_id, number, started_at, summary) VALUES (?, ?, ?, ?)",
-                record.window_id,
-                record.number,
-                record.started_at,
-                _dumps(record.summary),  # compact: rounds are most of the store
-            )
-            return True
+            return await record_round_in(db, record, verdict, fence)
 
     async def rounds(self, window_id: str) -> list[RoundRecord]:
         rows = await self._fetchall(

@@ -36,8 +36,9 @@ def stored_observations(
 def replays_exactly(observations: Mapping[str, Observation]) -> bool:
     """Whether these observations, stored and read back, are the ones the judge saw:
     every raw value kept, none NaN, and every other number finite (JSON keeps a float
-    exactly; a NaN never compares equal, and a NaN or infinite statistic is stored as null). Checked without encoding them, since it is
-    asked every round (a test holds it to the JSON round trip)."""
+    exactly; a NaN never compares equal, and a NaN or infinite statistic is stored as
+    null). Checked without encoding them, since it is asked every round (a test holds it
+    to the JSON round trip)."""
     return all(_replays_exactly(obs) for obs in observations.values())
 
 

@@ -433,12 +433,15 @@ class SqlStore(ABC):
             # A lease that changes hands (or lapsed, even ours, or is claimed `fresh` by a
             # new process of ours) gets a new epoch: every task still holding the old one
             # is refused at its next write.
+            # A lease of ours with more than half of it left is not rewritten: the
+            # watcher claims every second, and each watch renews its own lease anyway.
             await db.execute(
                 "UPDATE windows SET lease_epoch = CASE WHEN NOT ? AND lease_owner = ?"
                 " AND lease_until >= ? THEN lease_epoch ELSE lease_epoch + 1 END,"
                 " lease_owner = ?, lease_until = ?"
                 " WHERE id IN (SELECT id FROM windows WHERE state = 'watching'"
                 " AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)"
+                " AND (? OR lease_owner IS NULL OR lease_owner <> ? OR lease_until < ?)"
                 f" ORDER BY created_at, id{self.SKIP_LOCKED})",
                 fresh,
                 owner,
@@ -447,6 +450,9 @@ class SqlStore(ABC):
                 now + lease_s,
                 owner,
                 now,
+                fresh,
+                owner,
+                now + lease_s / 2,
             )
             # What we hold: also rows skipped above only because our own round was writing
             # them at that instant, as long as our lease on them is still valid. A lapsed

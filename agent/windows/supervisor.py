@@ -146,7 +146,7 @@ class Watcher:
         )
         for window in windows:
             if window.id in self.tasks:
-                self.claims[window.id] = (window.lease_epoch, now + self.services.lease_s)
+                self.claims[window.id] = (window.lease_epoch, self._held_until(window, now))
             else:
                 self._start(window, now)
         counts: dict[str, int] = dict.fromkeys(self.settings.environments, 0)
@@ -155,12 +155,17 @@ class Watcher:
         for env, count in counts.items():
             self.metrics.windows_active.labels(env).set(count)
 
+    def _held_until(self, window: DeployWindow, now: float) -> float:
+        """Until when our claim holds, as stored (a claim renews only a lease less than
+        half left; the watch renews its own meanwhile)."""
+        return window.lease_until if window.lease_until is not None else now + self.services.lease_s
+
     def _start(self, window: DeployWindow, now: float) -> None:
         task = asyncio.create_task(self._watch(window), name=f"window-{window.id}")
         self.tasks[window.id] = task
         self.environments[window.id] = window.environment
         self.deployed_at[window.id] = window.deployed_at
-        self.claims[window.id] = (window.lease_epoch, now + self.services.lease_s)
+        self.claims[window.id] = (window.lease_epoch, self._held_until(window, now))
 
         def done(_: asyncio.Task[None]) -> None:
             if self.tasks.get(window.id) is task:

@@ -36,7 +36,7 @@ from agent.records import (
     WindowCreated,
     WindowState,
 )
-from agent.store.base import Conflict, StoreError
+from agent.store.base import Conflict, Lease, StoreError
 from agent.store.cursor import decode_cursor, encode_cursor
 
 MIGRATIONS: tuple[str, ...] = (
@@ -150,6 +150,11 @@ _WINDOW_COLUMNS = (
     " ends_at, created_at, rounds, verdict, baseline, ended_at, lease_owner, lease_until,"
     " lease_epoch"
 )
+_HELD = "state = 'watching' AND lease_owner = ? AND lease_until >= ? ORDER BY created_at"
+"""What a claim holds: also rows its UPDATE skipped only because our own round was
+writing them at that instant, as long as our lease on them is still valid. A lapsed
+lease of ours that was skipped is being taken over by another replica right now:
+reporting it would have two replicas watching one window."""
 _ROLLBACK_COLUMNS = (
     "window_id, state, body, requested_at, attempts, last_status, last_error,"
     " next_attempt_at, finished_at, lease_owner, lease_epoch, lease_until"
@@ -427,44 +432,52 @@ class SqlStore(ABC):
         self, owner: str, now: float, lease_s: float, *, fresh: bool = False
     ) -> list[DeployWindow]:
         async with self._tx() as db:
-            # SKIP_LOCKED: a row another replica is claiming (or renewing, or finishing)
-            # right now is left to it instead of waited for; the WHERE is re-checked on
-            # the latest committed row, so a lease taken a moment ago is never stolen.
-            # A lease that changes hands (or lapsed, even ours, or is claimed `fresh` by a
-            # new process of ours) gets a new epoch: every task still holding the old one
-            # is refused at its next write.
-            # A lease of ours with more than half of it left is not rewritten: the
-            # watcher claims every second, and each watch renews its own lease anyway.
-            await db.execute(
-                "UPDATE windows SET lease_epoch = CASE WHEN NOT ? AND lease_owner = ?"
-                " AND lease_until >= ? THEN lease_epoch ELSE lease_epoch + 1 END,"
-                " lease_owner = ?, lease_until = ?"
-                " WHERE id IN (SELECT id FROM windows WHERE state = 'watching'"
-                " AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)"
-                " AND (? OR lease_owner IS NULL OR lease_owner <> ? OR lease_until < ?)"
-                f" ORDER BY created_at, id{self.SKIP_LOCKED})",
-                fresh,
-                owner,
-                now,
-                owner,
-                now + lease_s,
-                owner,
-                now,
-                fresh,
-                owner,
-                now + lease_s / 2,
-            )
-            # What we hold: also rows skipped above only because our own round was writing
-            # them at that instant, as long as our lease on them is still valid. A lapsed
-            # lease of ours that was skipped is being taken over by another replica right
-            # now: reporting it would have two replicas watching one window.
+            await self._claim(db, owner, now, lease_s, fresh=fresh)
             rows = await db.fetch(
-                f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE state = 'watching'"
-                " AND lease_owner = ? AND lease_until >= ? ORDER BY created_at",
-                owner,
-                now,
+                f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE {_HELD}", owner, now
             )
         return [_window(r) for r in rows]
+
+    async def claim_leases(
+        self, owner: str, now: float, lease_s: float, *, fresh: bool = False
+    ) -> list[Lease]:
+        async with self._tx() as db:
+            await self._claim(db, owner, now, lease_s, fresh=fresh)
+            rows = await db.fetch(
+                f"SELECT id, lease_epoch, lease_until FROM windows WHERE {_HELD}", owner, now
+            )
+        return [Lease(r[0], r[1], r[2]) for r in rows]
+
+    async def _claim(
+        self, db: Connection, owner: str, now: float, lease_s: float, *, fresh: bool
+    ) -> None:
+        # SKIP_LOCKED: a row another replica is claiming (or renewing, or finishing)
+        # right now is left to it instead of waited for; the WHERE is re-checked on
+        # the latest committed row, so a lease taken a moment ago is never stolen.
+        # A lease that changes hands (or lapsed, even ours, or is claimed `fresh` by a
+        # new process of ours) gets a new epoch: every task still holding the old one
+        # is refused at its next write.
+        # A lease of ours with more than half of it left is not rewritten: the
+        # watcher claims every second, and each watch renews its own lease anyway.
+        await db.execute(
+            "UPDATE windows SET lease_epoch = CASE WHEN NOT ? AND lease_owner = ?"
+            " AND lease_until >= ? THEN lease_epoch ELSE lease_epoch + 1 END,"
+            " lease_owner = ?, lease_until = ?"
+            " WHERE id IN (SELECT id FROM windows WHERE state = 'watching'"
+            " AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)"
+            " AND (? OR lease_owner IS NULL OR lease_owner <> ? OR lease_until < ?)"
+            f" ORDER BY created_at, id{self.SKIP_LOCKED})",
+            fresh,
+            owner,
+            now,
+            owner,
+            now + lease_s,
+            owner,
+            now,
+            fresh,
+            owner,
+            now + lease_s / 2,
+        )
 
     async def renew_lease(self, window_id: str, fence: Fence, until: float) -> bool:
         async with self._tx() as db:

@@ -21,7 +21,7 @@ from agent.providers.base import Provider
 from agent.records import DeployWindow
 from agent.rollback.delivery import RollbackDelivery
 from agent.settings import EnvironmentSettings, Settings
-from agent.store.base import Store
+from agent.store.base import Lease, Store
 from agent.windows.alert_once import WindowAlerts
 from agent.windows.lifecycle import WatchServices, WindowWatch, deliver_rollback
 from agent.windows.probing import BackgroundProber, EnvironmentProbe
@@ -136,18 +136,32 @@ class Watcher:
         # process was paused, or the store unreachable). Its writes would be refused
         # anyway; a window still ours is claimed again below and watched afresh.
         await self._stop(wid for wid, (_, until) in self.claims.items() if until < now)
-        windows = await self.store.claim_windows(
-            self.services.owner, now, self.services.lease_s, fresh=not self._claimed_once
-        )
-        self._claimed_once = True
-        held = {w.id: w.lease_epoch for w in windows}
+        if not self._claimed_once:
+            windows = await self.store.claim_windows(
+                self.services.owner, now, self.services.lease_s, fresh=True
+            )
+            self._claimed_once = True
+            leases = [Lease(w.id, w.lease_epoch, self._held_until(w, now)) for w in windows]
+            unwatched = {w.id: w for w in windows}
+        else:
+            # every second: only which windows are held; a new one is read in full
+            leases = await self.store.claim_leases(self.services.owner, now, self.services.lease_s)
+            unwatched = {}
+        held = {lease.window_id: lease.epoch for lease in leases}
         await self._stop(
             wid for wid, (epoch, _) in self.claims.items() if held.get(wid, epoch) != epoch
         )
-        for window in windows:
-            if window.id in self.tasks:
-                self.claims[window.id] = (window.lease_epoch, self._held_until(window, now))
-            else:
+        for lease in leases:
+            if lease.window_id in self.tasks:
+                self.claims[lease.window_id] = (lease.epoch, lease.until)
+                continue
+            window = unwatched.get(lease.window_id) or await self.store.get_window(lease.window_id)
+            # one taken or ended since the claim is left to the next poll
+            if (
+                window is not None
+                and window.state == "watching"
+                and window.lease_epoch == lease.epoch
+            ):
                 self._start(window, now)
         counts: dict[str, int] = dict.fromkeys(self.settings.environments, 0)
         for env in self.environments.values():

@@ -214,6 +214,8 @@ class Run:
     seconds: float
     dozen: bool = False
     pin: bool = False
+    core: int | None = None
+    """The core the agent is pinned to (default: the last); the target gets the others."""
 
 
 @dataclass
@@ -286,8 +288,9 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
         agent = start_agent(config, agent_port, workdir / "agent.log")
         cpus = sorted(os.sched_getaffinity(0))
         if run.pin and len(cpus) > 1:
-            os.sched_setaffinity(agent.pid, {cpus[-1]})
-            os.sched_setaffinity(target.pid, set(cpus[:-1]))
+            core = cpus[-1] if run.core is None else run.core
+            os.sched_setaffinity(agent.pid, {core})
+            os.sched_setaffinity(target.pid, set(cpus) - {core})
         samples: list[Sample] = []
         load_start = os.getloadavg()[0]
         try:
@@ -364,12 +367,14 @@ def goals(r: dict[str, Any]) -> dict[str, bool]:
     return met
 
 
-def search(interval: float, seconds: float, start: int, quiet: bool) -> dict[str, Any]:
+def search(
+    interval: float, seconds: float, start: int, quiet: bool, core: int | None = None
+) -> dict[str, Any]:
     """The largest N whose lag p99 stays ≤ 100 ms with 0 overruns: doubling, then bisection."""
     trials: list[dict[str, Any]] = []
 
     def ok(n: int) -> bool:
-        r = measure(Run(n, interval, seconds, pin=True), quiet=True)
+        r = measure(Run(n, interval, seconds, pin=True, core=core), quiet=True)
         trials.append(r)
         good = r["lag_p99_ms"] <= LAG_GOAL_MS and r["overruns"] == 0
         if not quiet:
@@ -413,11 +418,14 @@ def main() -> int:
     parser.add_argument("--dozen", action="store_true", help="12 windows with a load check each")
     parser.add_argument("--search", action="store_true", help="find the largest N on one core")
     parser.add_argument("--one-core", action="store_true", help="pin the agent to one core")
+    parser.add_argument(
+        "--core", type=int, default=None, help="which core to pin the agent to (default: the last)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.search:
         intervals = [args.interval] if args.interval is not None else [1.0, 10.0]
-        found = [search(i, args.seconds, args.windows, args.json) for i in intervals]
+        found = [search(i, args.seconds, args.windows, args.json, args.core) for i in intervals]
         if args.json:
             print(json.dumps(found[0] if len(found) == 1 else {"searches": found}))
             return 0
@@ -430,7 +438,9 @@ def main() -> int:
         return 0
     args.interval = args.interval if args.interval is not None else 1.0
     windows = 12 if args.dozen else args.windows
-    result = measure(Run(windows, args.interval, args.seconds, args.dozen, args.one_core))
+    result = measure(
+        Run(windows, args.interval, args.seconds, args.dozen, args.one_core, args.core)
+    )
     if args.json:
         print(json.dumps(result))
         return 0

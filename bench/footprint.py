@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common.durations import format_duration, parse_duration  # noqa: E402
-from tests.e2e.crash import free_port, start_agent  # noqa: E402
+from tests.e2e.crash import _env, _wait_ready, free_port  # noqa: E402
 
 TOKEN = "footprint-api-token"
 LAG_GOAL_MS = 100.0
@@ -145,6 +145,25 @@ def write_config(workdir: Path, agent_port: int, target_port: int, args: Run) ->
     path = workdir / "postflight.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def start_agent(config: Path, port: int, log: Path, windows: int) -> subprocess.Popen[bytes]:
+    """`postflight run` on `config`; thousands of environments take a while to load."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "--log-format", "json", "run", "--config", str(config)],
+            cwd=ROOT,
+            env=_env(),
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        _wait_ready(port, proc, within=max(30.0, windows / 20))
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
 
 
 def cpu_seconds(pid: int) -> float:
@@ -285,7 +304,12 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
         target, target_port, target_kind = start_target(workdir)
         agent_port = free_port()
         config = write_config(workdir, agent_port, target_port, run)
-        agent = start_agent(config, agent_port, workdir / "agent.log")
+        try:
+            agent = start_agent(config, agent_port, workdir / "agent.log", run.windows)
+        except BaseException:
+            target.send_signal(signal.SIGTERM)
+            target.wait(timeout=5)
+            raise
         cpus = sorted(os.sched_getaffinity(0))
         if run.pin and len(cpus) > 1:
             core = cpus[-1] if run.core is None else run.core

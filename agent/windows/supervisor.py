@@ -73,6 +73,8 @@ class Watcher:
         self._secrets = secrets
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.environments: dict[str, str] = {}
+        self._by_environment: dict[str, set[str]] = {}
+        """The windows watched per environment (`busy` is asked per environment)."""
         self.deployed_at: dict[str, float] = {}
         self.claims: dict[str, tuple[int, float]] = {}
         """Per window watched here: the epoch of our claim, and until when it holds."""
@@ -98,8 +100,8 @@ class Watcher:
         `deployed_at` the background probes go on, since they are its baseline."""
         now = self.clock()
         return any(
-            env == environment and self.deployed_at.get(window_id, now) <= now
-            for window_id, env in self.environments.items()
+            self.deployed_at.get(window_id, now) <= now
+            for window_id in self._by_environment.get(environment, ())
         )
 
     # the loop --------------------------------------------------------------
@@ -178,6 +180,7 @@ class Watcher:
         task = asyncio.create_task(self._watch(window), name=f"window-{window.id}")
         self.tasks[window.id] = task
         self.environments[window.id] = window.environment
+        self._by_environment.setdefault(window.environment, set()).add(window.id)
         self.deployed_at[window.id] = window.deployed_at
         self.claims[window.id] = (window.lease_epoch, self._held_until(window, now))
 
@@ -185,6 +188,10 @@ class Watcher:
             if self.tasks.get(window.id) is task:
                 del self.tasks[window.id]
                 self.environments.pop(window.id, None)
+                watched = self._by_environment.get(window.environment, set())
+                watched.discard(window.id)
+                if not watched:
+                    self._by_environment.pop(window.environment, None)
                 self.deployed_at.pop(window.id, None)
                 self.claims.pop(window.id, None)
             self._wake.set()

@@ -74,6 +74,8 @@ class Watcher:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.environments: dict[str, str] = {}
         self._by_environment: dict[str, set[str]] = {}
+        self._published: dict[str, int] = {}
+        """`postflight_windows_active` as last set, per environment."""
         """The windows watched per environment (`busy` is asked per environment)."""
         self.deployed_at: dict[str, float] = {}
         self.claims: dict[str, tuple[int, float]] = {}
@@ -169,7 +171,9 @@ class Watcher:
         for env in self.environments.values():
             counts[env] = counts.get(env, 0) + 1
         for env, count in counts.items():
-            self.metrics.windows_active.labels(env).set(count)
+            if self._published.get(env) != count:  # thousands of environments: only changes
+                self.metrics.windows_active.labels(env).set(count)
+                self._published[env] = count
 
     def _held_until(self, window: DeployWindow, now: float) -> float:
         """Until when our claim holds, as stored (a claim renews only a lease less than

@@ -154,18 +154,16 @@ class Store(Protocol):
 
     # alerts
     async def claim_alert(
-        self,
-        window_id: str,
-        event: str,
-        at: float,
-        fence: Fence | None = None,
-        *,
-        lapsed_before: float | None = None,
+        self, window_id: str, event: str, at: float, fence: Fence | None = None
     ) -> bool:
         """True the first time (window, event) is claimed: one notification per deploy
-        and event, across restarts (with `fence`: only while it holds the window). With
-        `lapsed_before`, also True for the one caller that takes over a claim still
-        without an outcome (`record_alert`) made before it: a lease on the sending."""
+        and event, across restarts (with `fence`: only while it holds the window)."""
+        ...
+
+    async def take_alert(self, window_id: str, event: str, at: float, lapsed_before: float) -> bool:
+        """Like `claim_alert`, and True for the one caller that takes over a claim still
+        without an outcome (`record_alert`) made before `lapsed_before`: a lease on one
+        sending whose sender may die mid-call (`rollback.then` follow-ups)."""
         ...
 
     async def record_alert(self, window_id: str, event: str, result: str, detail: str) -> None: ...

@@ -689,17 +689,10 @@ class SqlStore(ABC):
     # alerts ----------------------------------------------------------------
 
     async def claim_alert(
-        self,
-        window_id: str,
-        event: str,
-        at: float,
-        fence: Fence | None = None,
-        *,
-        lapsed_before: float | None = None,
+        self, window_id: str, event: str, at: float, fence: Fence | None = None
     ) -> bool:
         """With `fence`, only while that claim holds the window, or it ended under that
-        claim: a task whose lease was taken over never alerts. With `lapsed_before`, a
-        claim without an outcome made before it is taken over (its claimer died)."""
+        claim: a task whose lease was taken over never alerts."""
         sql = "INSERT INTO alerts (window_id, event, claimed_at) SELECT ?, ?, ?"
         args: tuple[Any, ...] = (window_id, event, at)
         if fence is not None:
@@ -707,19 +700,24 @@ class SqlStore(ABC):
             args += (window_id, fence.owner, fence.epoch, window_id, fence.epoch)
         else:
             sql += " WHERE TRUE"  # SQLite: an upsert's SELECT needs a WHERE to parse
-        sql += " ON CONFLICT (window_id, event) DO "
-        if lapsed_before is None:
-            sql += "NOTHING"
-        else:
-            # the row stays locked until commit: two takers of one lapsed claim, one wins
-            sql += (
-                "UPDATE SET claimed_at = excluded.claimed_at"
-                " WHERE alerts.result = 'claimed' AND alerts.claimed_at < ?"
-            )
-            args += (lapsed_before,)
         async with self._tx() as db:
-            claimed = await db.execute(sql, *args)
+            claimed = await db.execute(sql + " ON CONFLICT (window_id, event) DO NOTHING", *args)
         return claimed == 1
+
+    async def take_alert(self, window_id: str, event: str, at: float, lapsed_before: float) -> bool:
+        """A first claim, or a claim without an outcome made before `lapsed_before` taken
+        over; the row stays locked to commit, so of two takers one wins."""
+        async with self._tx() as db:
+            taken = await db.execute(
+                "INSERT INTO alerts (window_id, event, claimed_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (window_id, event) DO UPDATE SET claimed_at = excluded.claimed_at"
+                " WHERE alerts.result = 'claimed' AND alerts.claimed_at < ?",
+                window_id,
+                event,
+                at,
+                lapsed_before,
+            )
+        return taken == 1
 
     async def record_alert(self, window_id: str, event: str, result: str, detail: str) -> None:
         async with self._tx() as db:

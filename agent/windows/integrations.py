@@ -484,7 +484,7 @@ class Integrations:
             return
         lease = follow_up_lease(env.rollback)
         now = self.clock()
-        if not await self.s.store.claim_alert(window.id, key, now, lapsed_before=now - lease):
+        if not await self.s.store.take_alert(window.id, key, now, lapsed_before=now - lease):
             # another sender holds it (another replica's resume, or the rollback's sender);
             # if that one dies mid-call, its claim lapses and we take it over then
             later = asyncio.create_task(self._follow_up_later(window, env, intent, name, lease))

@@ -9,12 +9,12 @@ import dataclasses
 import time
 from typing import Any
 
-from agent.records import DeployWindow
 from agent.rollback import rollback_intent
 from agent.store.postgres import PostgresStore
-from tests.e2e.conftest import SECRET, AgentFactory
+from tests.e2e.conftest import SECRET, AgentFactory, environment
 from tests.e2e.crash import free_port
 from tests.receivers import RollbackReceiver
+from tests.rollback.support import make_window
 
 FOLLOW_SECRET = "follow-up-secret"
 
@@ -22,17 +22,11 @@ FOLLOW_SECRET = "follow-up-secret"
 async def a_rollback_delivered_before_its_follow_ups(pg_url: str) -> str:
     """The store as a replica killed right after the rollback's 2xx leaves it."""
     now = time.time()
-    window = DeployWindow(
-        id="dep_01JF000000000000000000THEN",
-        environment="production",
-        version="v2",
-        previous_version="v1",
-        commit=None,
-        labels={},
-        state="watching",
+    window = make_window(
+        "dep_01JF000000000000000000THEN",
         deployed_at=now - 30,
-        ends_at=now + 600,
         created_at=now - 30,
+        ends_at=now + 600,
     )
     store = PostgresStore(pg_url)
     await store.open()
@@ -53,21 +47,20 @@ async def test_two_replicas_starting_together_send_a_follow_up_once(
     # held in flight for a while: the other replica looks at it meanwhile
     follow: RollbackReceiver = await rollback_receiver(FOLLOW_SECRET, ["200:delay=0.5"])
     deploy_id = await a_rollback_delivered_before_its_follow_ups(pg_url)
-    env = f"""
-    production:
-      base_url: http://127.0.0.1:{free_port()}
-      window: 10m
-      interval: 30s
-      background_interval: 1h
-      checks:
-        - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
-      rules:
-        - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
-      rollback:
-        url: http://127.0.0.1:{free_port()}/rollback
-        secret: {SECRET}
-        then: [{{name: migrations, url: '{follow.url}', secret: {FOLLOW_SECRET}}}]
+    rollback = f"""
+    rollback:
+      url: http://127.0.0.1:{free_port()}/rollback
+      secret: {SECRET}
+      then: [{{name: migrations, url: '{follow.url}', secret: {FOLLOW_SECRET}}}]
     """
+    env = environment(
+        "production",
+        f"http://127.0.0.1:{free_port()}",
+        window="10m",
+        interval="30s",
+        background_interval="1h",
+        extra=rollback,
+    )
     store = f"url: {pg_url}"
     first, second = await asyncio.gather(
         start_agent(env, store=store, owner="replica-a"),

@@ -6,21 +6,7 @@ from typing import Any
 
 import asyncpg
 
-from tests.e2e.conftest import AgentFactory, FlipTarget
-
-ENVIRONMENT = """
-production:
-  base_url: {url}
-  window: 6s
-  interval: 300ms
-  background_interval: 1h
-  probes_per_round: 3
-  checks:
-    - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
-  analysis: {{policy: threshold, failure_limit: 2}}
-  rules:
-    - {{name: probe-errors, source: checks, metric: error_rate, max: 0.5}}
-"""
+from tests.e2e.conftest import AgentFactory, FlipTarget, environment
 
 
 async def lease_owner(pg_url: str, deploy_id: str) -> Any:
@@ -46,7 +32,14 @@ async def test_one_replica_watches_a_window_and_another_takes_over_when_it_stops
     start_agent: AgentFactory, flip_target: FlipTarget, pg_url: str
 ) -> None:
     store = f"url: {pg_url}\n  lease: 1s"
-    env = ENVIRONMENT.format(url=flip_target.url)
+    env = environment(
+        "production",
+        flip_target.url,
+        window="6s",
+        background_interval="1h",
+        probes=3,
+        rules=["{name: probe-errors, source: checks, metric: error_rate, max: 0.5}"],
+    )
     first = await start_agent(env, store=store, owner="replica-a")
     second = await start_agent(env, store=store, owner="replica-b")
     deploy = await first.register("production", "v-ha")

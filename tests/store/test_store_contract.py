@@ -359,18 +359,18 @@ async def test_a_claim_without_an_outcome_is_taken_over_once_after_it_lapses(
     await second.open()
     try:
         await first.create_window(window("dep_1"))
-        assert await first.claim_alert("dep_1", "then:db", 10.0, lapsed_before=0.0)
+        assert await first.take_alert("dep_1", "then:db", 10.0, lapsed_before=0.0)
         # still within its lease: nobody else may send
-        assert not await second.claim_alert("dep_1", "then:db", 20.0, lapsed_before=5.0)
+        assert not await second.take_alert("dep_1", "then:db", 20.0, lapsed_before=5.0)
         # lapsed: exactly one of two simultaneous takers wins
         taken = await asyncio.gather(
-            first.claim_alert("dep_1", "then:db", 30.0, lapsed_before=25.0),
-            second.claim_alert("dep_1", "then:db", 30.0, lapsed_before=25.0),
+            first.take_alert("dep_1", "then:db", 30.0, lapsed_before=25.0),
+            second.take_alert("dep_1", "then:db", 30.0, lapsed_before=25.0),
         )
         assert sorted(taken) == [False, True]
         # an outcome ends it: no lapse brings it back
         await second.record_alert("dep_1", "then:db", "delivered", "HTTP 200")
-        assert not await first.claim_alert("dep_1", "then:db", 90.0, lapsed_before=80.0)
+        assert not await first.take_alert("dep_1", "then:db", 90.0, lapsed_before=80.0)
         assert await first.alert_events("dep_1") == {"then:db": "delivered"}
     finally:
         await first.close()

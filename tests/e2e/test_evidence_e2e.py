@@ -23,8 +23,10 @@ from aiohttp import web
 
 from agent.api.models import Deploy
 from agent.cli.render import Style, details
-from tests.e2e.conftest import SECRET, AgentFactory, LocalTarget, environment
+from tests.e2e.conftest import HEAVY, SECRET, AgentFactory, LocalTarget, environment
 from tests.receivers import JsonSink, RollbackReceiver
+
+pytestmark = HEAVY
 
 
 class NoisyTarget(LocalTarget):
@@ -150,7 +152,7 @@ async def test_an_aa_deploy_passes_on_evidence(
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     rules = (ERRORS_MAX, LATENCY_RELATIVE)
     agent = await start_agent(
-        evidence_environment("production", target.url, receiver.url, window="14s", rules=rules)
+        evidence_environment("production", target.url, receiver.url, window="20s", rules=rules)
     )
     await asyncio.sleep(3.0)
     deploy = await agent.register("production", "v-same")

@@ -20,10 +20,6 @@ from agent.settings_file import load_settings_text
 from tests.e2e.crash import free_port
 
 TOKEN = "e2e-api-token-01234"
-HEAVY = pytest.mark.xdist_group("heavy")
-"""Tests whose judgement rests on timing under load (latency baselines, chaos, the demo):
-one pytest-xdist worker runs them one after another (`--dist loadgroup`), so two of
-them never starve each other of the machine's two cores."""
 SECRET = "e2e-rollback-secret"
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.chaos import Plan, random_chaos, sender_killed
-from tests.e2e.conftest import HEAVY
+from tests.heavy import HEAVY
 
 pytestmark = [pytest.mark.e2e, HEAVY]
 

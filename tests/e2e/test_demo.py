@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.e2e.conftest import HEAVY
+from tests.heavy import HEAVY
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120), HEAVY]
 

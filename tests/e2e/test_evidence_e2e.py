@@ -23,7 +23,8 @@ from aiohttp import web
 
 from agent.api.models import Deploy
 from agent.cli.render import Style, details
-from tests.e2e.conftest import HEAVY, SECRET, AgentFactory, LocalTarget, environment
+from tests.e2e.conftest import SECRET, AgentFactory, LocalTarget, environment
+from tests.heavy import HEAVY
 from tests.receivers import JsonSink, RollbackReceiver
 
 pytestmark = HEAVY

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.e2e.conftest import HEAVY, SECRET, AgentFactory, FlipTarget, LocalTarget, environment
+from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, LocalTarget, environment
+from tests.heavy import HEAVY
 from tests.receivers import JsonSink, RollbackReceiver
 
 pytestmark = HEAVY

@@ -20,9 +20,6 @@ from agent.windows.checkpoint import (
 )
 from agent.windows.evidence import RAW_VALUES
 from tests.analysis.test_fold import DERANDOMIZED, POLICIES, RULES, baselines, rounds
-from tests.heavy import HEAVY
-
-pytestmark = HEAVY
 
 
 def _with_big_rounds(rounds_: list[dict[str, Observation]], every: int) -> None:

@@ -11,9 +11,6 @@ from hypothesis import strategies as st
 
 from agent.analysis import Observation, Policy, Rule
 from agent.analysis.judge import Judge
-from tests.heavy import HEAVY
-
-pytestmark = HEAVY
 
 DERANDOMIZED = settings(max_examples=30, deadline=None, derandomize=True)
 

@@ -22,9 +22,6 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from tests.api.harness import AUTH, LoopApi, RecordingEvents, make_app
-from tests.heavy import HEAVY
-
-pytestmark = HEAVY
 
 FIELDS = ["environment", "version", "previous_version", "commit", "window", "deployed_at", "labels"]
 FUZZ = settings(

@@ -24,9 +24,6 @@ from agent.settings import Settings
 from tests.api.harness import LoopApi
 from tests.fakes import github as gh
 from tests.fakes import vercel as vc
-from tests.heavy import HEAVY
-
-pytestmark = HEAVY
 
 GH_SECRET = "fuzz-github-secret"
 VC_SECRET = "fuzz-vercel-secret"

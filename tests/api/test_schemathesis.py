@@ -28,9 +28,6 @@ from aiohttp import web
 from agent.app import build_app
 from agent.settings import Settings
 from tests.api.harness import AUTH, make_settings
-from tests.heavy import HEAVY
-
-pytestmark = HEAVY
 
 T = TypeVar("T")
 MAX_EXAMPLES = 30

@@ -552,13 +552,12 @@ class SequentialRule:
         eligible: bool,
     ) -> None:
         log_f = stats.bet_log_factors(comp.bets, y, weight)
-        wealth = np.asarray(st["w"], np.float64) + log_f
-        st["w"] = wealth.tolist()
+        wealth = [w + f for w, f in zip(st["w"], log_f, strict=True)]
+        st["w"] = wealth
         log_d: float | None = None
         if comp.alpha_detector:
-            sr = np.array([-math.inf if v is None else v for v in st["sr"]], np.float64)
-            sr = stats.sr_update(sr, log_f)
-            st["sr"] = [None if not math.isfinite(v) else v for v in sr.tolist()]
+            sr = stats.sr_update(_from_json(st["sr"]), log_f)
+            st["sr"] = _to_json(sr)
             log_d = stats.log_mix(sr, comp.bets)
         _record(st, comp, stats.log_mix(wealth, comp.bets), log_d, index, eligible, self)
 
@@ -572,13 +571,12 @@ class SequentialRule:
         for k, (level, log_base) in enumerate(comp.ladder):
             expected = n * level
             log_f = stats.bet_log_factors(comp.bets, bad / expected, expected)
-            wealth = np.asarray(st["w"][k], np.float64) + log_f
-            st["w"][k] = wealth.tolist()
+            wealth = [w + f for w, f in zip(st["w"][k], log_f, strict=True)]
+            st["w"][k] = wealth
             log_e = min(log_e, log_base + stats.log_mix(wealth, comp.bets))
             if comp.alpha_detector:
-                sr = np.array([-math.inf if v is None else v for v in st["sr"][k]], np.float64)
-                sr = stats.sr_update(sr, log_f)
-                st["sr"][k] = [None if not math.isfinite(v) else v for v in sr.tolist()]
+                sr = stats.sr_update(_from_json(st["sr"][k]), log_f)
+                st["sr"][k] = _to_json(sr)
                 log_d = min(log_d, log_base + stats.log_mix(sr, comp.bets))
         _record(st, comp, log_e, log_d if comp.alpha_detector else None, index, eligible, self)
 
@@ -843,6 +841,15 @@ class Reached:
     value: float | None
     """The upper (or lower) end of the confidence sequence; None before two rounds."""
     holds: bool
+
+
+def _from_json(log_values: list[float | None]) -> list[float]:
+    """A stored e-detector (None for log 0, which JSON cannot hold) as floats."""
+    return [-math.inf if v is None else v for v in log_values]
+
+
+def _to_json(log_values: list[float]) -> list[float | None]:
+    return [v if math.isfinite(v) else None for v in log_values]
 
 
 def _welford(st: dict[str, Any], x: float, size: float) -> None:

@@ -200,7 +200,7 @@ class SequentialPolicy(BasePolicy):
             }
             for c in tests.components
         ]
-        return {k: to_json(v) for k, v in out.items()}
+        return out  # made JSON-safe once, by `rule_verdict`
 
     def blind_spots(self, per_round: Mapping[str, float]) -> list[str]:
         """Each rule whose bound is tighter than the smallest change it can detect by the

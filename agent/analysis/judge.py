@@ -168,7 +168,9 @@ def _copy(value: Any) -> Any:
             k: (dict(v) if k == "sketch" else _copy(v)) if type(v) in _NESTED else v
             for k, v in value.items()
         }
-    return [_copy(v) if type(v) in _NESTED else v for v in value]
+    if value and type(value[0]) in _NESTED:  # the state's lists are all of one kind
+        return [_copy(v) for v in value]
+    return list(value)
 
 
 _NESTED = (dict, list)

@@ -218,6 +218,8 @@ class SequentialRule:
         )
         self.unpassable = len(self.passes) < len(bounds)
         """A bound has no test of its evidence (no baseline to compare with, say)."""
+        self._bases: dict[str, FloatArray] = {}
+        """Each ladder's log baseline e-values, as an array (`_bet_ladder`)."""
         self._detectable: dict[float, Detectable | None] = {}
         """`detectable` by samples per round: a search over the baseline, the same answer
         every round while the traffic per round holds (it usually does), so done once."""
@@ -612,23 +614,32 @@ class SequentialRule:
     def _bet_ladder(
         self, st: dict[str, Any], comp: Component, obs: Observation, index: int, eligible: bool
     ) -> None:
-        """A two-sample test's round: one bet per interval of the baseline's figure."""
+        """A two-sample test's round: one bet per interval of the baseline's figure, the whole
+        ladder at once."""
         per_interval = self._ladder_statistics(comp, obs)
         if per_interval is None:
             return
-        log_e, log_d = math.inf, math.inf
-        for k, ((_, _, log_base), (y, weight)) in enumerate(
-            zip(comp.ladder, per_interval, strict=True)
-        ):
-            log_f = stats.bet_log_factors(comp.bets, y, weight)
-            wealth = [w + f for w, f in zip(st["w"][k], log_f, strict=True)]
-            st["w"][k] = wealth
-            log_e = min(log_e, log_base + stats.log_mix(wealth, comp.bets))
-            if comp.alpha_detector:
-                sr = stats.sr_update(_from_json(st["sr"][k]), log_f)
-                st["sr"][k] = _to_json(sr)
-                log_d = min(log_d, log_base + stats.log_mix(sr, comp.bets))
-        _record(st, comp, log_e, log_d if comp.alpha_detector else None, index, eligible, self)
+        y, weight = np.asarray(per_interval, np.float64).T
+        log_base = self._ladder_bases(comp)
+        log_f = stats.bet_log_factors_rows(comp.bets, y, weight)
+        wealth = np.asarray(st["w"], np.float64) + log_f
+        st["w"] = wealth.tolist()
+        log_e = float(np.min(log_base + stats.log_mix_rows(wealth, comp.bets)))
+        log_d: float | None = None
+        if comp.alpha_detector:
+            stored = np.array(st["sr"], dtype=np.float64)  # None (log 0) reads as NaN
+            stored[np.isnan(stored)] = -math.inf
+            sr = stats.sr_update_rows(stored, log_f)
+            finite = bool(np.isfinite(sr).all())
+            st["sr"] = sr.tolist() if finite else [_to_json(row) for row in sr.tolist()]
+            log_d = float(np.min(log_base + stats.log_mix_rows(sr, comp.bets)))
+        _record(st, comp, log_e, log_d, index, eligible, self)
+
+    def _ladder_bases(self, comp: Component) -> FloatArray:
+        bases = self._bases.get(comp.key)
+        if bases is None:
+            bases = self._bases[comp.key] = np.array([b for _, _, b in comp.ladder])
+        return bases
 
     def _ladder_statistics(
         self, comp: Component, obs: Observation

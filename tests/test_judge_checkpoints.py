@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -31,6 +32,7 @@ def _with_big_rounds(rounds_: list[dict[str, Observation]], every: int) -> None:
         rounds_[i]["p95"] = Observation(p95, values=lat, quantile=0.95)
 
 
+@pytest.mark.timeout(180)  # a quadratic replay: 84 s measured at load average 9
 @DERANDOMIZED
 @given(
     rounds=rounds(),

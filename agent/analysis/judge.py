@@ -38,7 +38,9 @@ __all__ = ["STATE_VERSION", "Judge", "PassOn", "State", "judge"]
 
 PassOn = Literal["evidence", "no_failure"]
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+"""The shape of `State`; bump it when the shape changes (2: one row per confidence level
+in the rank and exceedance tests), so that a restart never reads a state it cannot."""
 
 
 def judge(

@@ -66,6 +66,10 @@ class CheckContext:
     target: Target = "deploy"
     secrets: tuple[str, ...] = ()
     """Values to redact from anything a check reports."""
+    deadline: float | None = None
+    """When the run must be over (event-loop time), so a round ends on time whatever the
+    target does: the registry stops waiting then, and an `http` check shortens its
+    request timeout to fit. None: only the check's own timeout applies."""
 
 
 class Check:

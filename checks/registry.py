@@ -26,6 +26,9 @@ ENTRY_POINT_GROUP = "postflight.checks"
 
 TIMEOUT_MARGIN_S = 1.0
 """Grace on top of a check's own budget before the registry stops waiting for it."""
+DEADLINE_GRACE_S = 0.05
+"""Grace after `CheckContext.deadline`, so a check that fits its timeouts to the deadline
+(the `http` check) reports its own timeout first."""
 
 _MESSAGE_LIMIT = 500
 _TRACEBACK_LIMIT = 4000
@@ -143,15 +146,20 @@ async def run_check(check: Check, ctx: CheckContext) -> CheckResult:
     """
     redactor = _redactor(tuple(ctx.secrets))
     started = time.perf_counter()
+    now = asyncio.get_running_loop().time()
+    allowed = deadline_s(check)
+    if ctx.deadline is not None and ctx.deadline + DEADLINE_GRACE_S - now < allowed:
+        allowed = max(0.0, ctx.deadline + DEADLINE_GRACE_S - now)
+    limit = now + allowed
     try:
-        async with asyncio.timeout(deadline_s(check)):
+        async with asyncio.timeout_at(limit):
             result = await check.run(ctx)
         if not isinstance(result, CheckResult):
             raise TypeError(f"run() returned {type(result).__name__}, not a CheckResult")
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        return _crashed(check, ctx, exc, time.perf_counter() - started, redactor)
+        return _crashed(check, ctx, exc, time.perf_counter() - started, allowed, redactor)
     duration = time.perf_counter() - started
     if not redactor.secrets:
         message, details = result.message, result.details
@@ -170,11 +178,16 @@ def _redactor(secrets: tuple[str, ...]) -> Redactor:
 
 
 def _crashed(
-    check: Check, ctx: CheckContext, exc: Exception, duration: float, redactor: Redactor
+    check: Check,
+    ctx: CheckContext,
+    exc: Exception,
+    duration: float,
+    allowed: float,
+    redactor: Redactor,
 ) -> CheckResult:
     if isinstance(exc, TimeoutError):
         error = "timeout"
-        message = f"check did not finish within {deadline_s(check):g}s"
+        message = f"check did not finish within {round(allowed, 3):g}s"
     else:
         error = "crash"
         message = f"check crashed: {type(exc).__name__}: {exc}"

@@ -85,6 +85,8 @@ class _Conn(asyncio.Protocol):
         self.kept: list[bytes] = []
         self.kept_len = 0
         self.size = 0
+        self.raw_size = 0
+        self.length: int | None = None
         self.got_bytes = False
         self.headers_done = False
         self.until_eof = False
@@ -125,7 +127,22 @@ class _Conn(asyncio.Protocol):
         elif not self.got_bytes:
             waiter.set_exception(Disconnected())
         else:
-            waiter.set_exception(PayloadIncomplete("Response payload is not completed"))
+            waiter.set_exception(PayloadIncomplete(self._incomplete()))
+
+    def _incomplete(self) -> str:
+        """Why the body is short, worded as aiohttp's ClientPayloadError reads."""
+        text = "Response payload is not completed"
+        if not self.headers_done:
+            return text
+        if self.length is not None:
+            return (
+                f"{text}: <ContentLengthError: 400, message='Not enough data to satisfy content "
+                f"length header (received {self.raw_size} of {self.length} bytes).'>"
+            )
+        return (
+            f"{text}: <TransferEncodingError: 400, message='Not enough data to satisfy "
+            "transfer length header.'>"
+        )
 
     # httptools callbacks
 
@@ -143,9 +160,10 @@ class _Conn(asyncio.Protocol):
         length = False
         for name, value in self.raw_headers:
             lowered = name.lower()
-            if lowered == "content-length" or (
-                lowered == "transfer-encoding" and "chunked" in value.lower()
-            ):
+            if lowered == "content-length":
+                length = True
+                self.length = int(value) if value.strip().isdigit() else None
+            elif lowered == "transfer-encoding" and "chunked" in value.lower():
                 length = True
             elif lowered == "content-encoding":
                 self.encoding = value.strip().lower()
@@ -156,6 +174,7 @@ class _Conn(asyncio.Protocol):
         self.until_eof = not length and status not in (204, 304)
 
     def on_body(self, body: bytes) -> None:
+        self.raw_size += len(body)
         if self.decoder is not None:
             body = self._decode(body)
         self._count(body)
@@ -199,7 +218,10 @@ class _Conn(asyncio.Protocol):
                 self.decoder = zlib.decompressobj(self.wbits)
                 out += self.decoder.decompress(rest)
         except zlib.error:
-            raise PayloadIncomplete(f"Can not decode content-encoding: {self.encoding}") from None
+            # worded as aiohttp's ContentEncodingError reads
+            raise PayloadIncomplete(
+                f"400, message: Can not decode content-encoding: {self.encoding}"
+            ) from None
         return out
 
     # used by LeanClient
@@ -257,6 +279,8 @@ class LeanClient:
         self._heads: dict[tuple[Any, ...], bytes] = {}
         self._declined: set[tuple[str, URL]] = set()
         self.closed = False
+        self.sent = 0
+        """Requests sent (a retry counts again): which path a probe took, for tests."""
 
     def supports(self, method: str, url: URL, headers: Mapping[str, str] | None) -> bool:
         """Whether this request may take the lean path (else: aiohttp)."""
@@ -333,6 +357,7 @@ class LeanClient:
         key = (url.raw_host or "", url.port or 80)
         retried = False
         while True:
+            self.sent += 1
             conn = await self._acquire(key, deadline)
             waiter = conn.send(request, keep_body)
             timer = self.loop.call_at(deadline, _expire, conn)

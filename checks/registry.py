@@ -148,7 +148,9 @@ async def run_check(check: Check, ctx: CheckContext) -> CheckResult:
     started = time.perf_counter()
     now = asyncio.get_running_loop().time()
     allowed = deadline_s(check)
-    if ctx.deadline is not None and ctx.deadline + DEADLINE_GRACE_S - now < allowed:
+    cut = ctx.deadline is not None and ctx.deadline + DEADLINE_GRACE_S - now < allowed
+    if cut:
+        assert ctx.deadline is not None
         allowed = max(0.0, ctx.deadline + DEADLINE_GRACE_S - now)
     limit = now + allowed
     try:
@@ -159,7 +161,8 @@ async def run_check(check: Check, ctx: CheckContext) -> CheckResult:
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        return _crashed(check, ctx, exc, time.perf_counter() - started, allowed, redactor)
+        duration = time.perf_counter() - started
+        return _crashed(check, ctx, exc, duration, allowed, redactor, traced=not cut)
     duration = time.perf_counter() - started
     if not redactor.secrets:
         message, details = result.message, result.details
@@ -184,15 +187,24 @@ def _crashed(
     duration: float,
     allowed: float,
     redactor: Redactor,
+    traced: bool = True,
 ) -> CheckResult:
+    """The error result. A run cut by its round's end (`traced=False`) keeps no traceback:
+    it says where the target kept the check waiting, and formatting it costs more than
+    the probe did — when a target stops answering, every probe of every round ends here."""
     if isinstance(exc, TimeoutError):
         error = "timeout"
         message = f"check did not finish within {round(allowed, 3):g}s"
     else:
         error = "crash"
         message = f"check crashed: {type(exc).__name__}: {exc}"
+        traced = True
     message = truncate(redactor.text(message), _MESSAGE_LIMIT)
-    trace = redactor.text("".join(traceback.format_exception(exc)))[-_TRACEBACK_LIMIT:]
+    trace = (
+        redactor.text("".join(traceback.format_exception(exc)))[-_TRACEBACK_LIMIT:]
+        if traced
+        else ""
+    )
     log.warning(
         "check %s (%s) crashed in environment %s: %s",
         check.name,

@@ -82,7 +82,7 @@ async def exchange(
     method: str,
     url: URL,
     *,
-    client_timeout: aiohttp.ClientTimeout,
+    client_timeout: aiohttp.ClientTimeout | float,
     headers: dict[str, str] | None = None,
     data: bytes | None = None,
     allow_redirects: bool = True,
@@ -93,18 +93,24 @@ async def exchange(
 ) -> Reply:
     """Send one request and read the whole response; raises `ProbeFailed` when none came.
 
-    `started` (a `time.perf_counter()` value) lets an open-model load check count
-    latency from when the request was due, not from when it got going.
+    `client_timeout` in seconds is a total (a probe fitted to its round's end: no
+    `ClientTimeout` built per probe unless aiohttp needs one). `started` (a
+    `time.perf_counter()` value) lets an open-model load check count latency from
+    when the request was due, not from when it got going.
     """
     t0 = time.perf_counter() if started is None else started
+    if isinstance(client_timeout, int | float):
+        total: float | None = client_timeout
+    else:
+        total = client_timeout.total if _total_only(client_timeout) else -1.0
     lean = lean_client(session)
-    if lean is not None and lean.supports(method, url, headers) and _total_only(client_timeout):
+    if lean is not None and total != -1.0 and lean.supports(method, url, headers):
         try:
             return await _lean_exchange(
                 lean,
                 method,
                 url,
-                client_timeout.total,
+                total,
                 headers,
                 data,
                 allow_redirects,
@@ -115,6 +121,8 @@ async def exchange(
             # Nothing was recorded yet: this request goes through aiohttp, now and from now on.
             lean.decline(method, url)
             t0 = time.perf_counter() if started is None else started
+    if isinstance(client_timeout, int | float):
+        client_timeout = aiohttp.ClientTimeout(total=client_timeout)
     try:
         async with session.request(
             method,

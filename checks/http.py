@@ -69,11 +69,11 @@ class HttpCheck(Check):
         if url is None:
             url = self._urls[ctx.base_url] = target_url(cfg, ctx.base_url)
         want_cert = cfg.tls_expiry_warning_days is not None and url.scheme == "https"
-        timeout = self._timeout
+        timeout: aiohttp.ClientTimeout | float = self._timeout
         if ctx.deadline is not None:
             left = ctx.deadline - asyncio.get_running_loop().time()
             if left < cfg.timeout:  # the round ends first: wait no longer than it lasts
-                timeout = aiohttp.ClientTimeout(total=max(round(left, 3), 0.001))
+                timeout = max(round(left, 3), 0.001)
         try:
             reply = await exchange(
                 ctx.session,

@@ -65,11 +65,18 @@ class EnvironmentProbe:
         )
 
     async def run_once(
-        self, check: Check, target: Target = "deploy", deadline: float | None = None
+        self,
+        check: Check,
+        target: Target = "deploy",
+        end: float | None = None,
+        room: float = 0.0,
     ) -> CheckResult:
-        """One run of `check`; with a `deadline` (loop time), over by then whatever the target
-        does."""
+        """One run of `check`; with an `end` (loop time), over by then whatever the target
+        does — or `room` seconds after it got going, if later: when the agent itself runs
+        late (a busy loop, its own concurrency limit), the target still gets its `room`, and
+        the lateness shows as the agent's overrun, never as the target's timeout."""
         async with self._limit:
+            deadline = None if end is None else max(end, asyncio.get_running_loop().time() + room)
             result = await run_check(check, self._context(check, target, deadline))
         if target == "deploy":
             runs = self._runs.get((check.name, result.result))
@@ -107,7 +114,7 @@ class EnvironmentProbe:
         loop = asyncio.get_running_loop()
         start = loop.time()
         end = start + interval
-        plan: list[tuple[float, Check, Target]] = []
+        plan: list[tuple[float, Check, Target, float]] = []
         for check in self.checks:
             if not kinds(check):
                 continue
@@ -116,17 +123,17 @@ class EnvironmentProbe:
             room = min(float(fitted.config.timeout), interval / 2)
             step = (interval - room) / runs
             for target in targets:
-                plan.extend((start + i * step, fitted, target) for i in range(runs))
+                plan.extend((start + i * step, fitted, target, room) for i in range(runs))
         return await self._launch(loop, plan, end if on_time else None)
 
     async def _launch(
         self,
         loop: asyncio.AbstractEventLoop,
-        plan: list[tuple[float, Check, Target]],
+        plan: list[tuple[float, Check, Target, float]],
         end: float | None,
     ) -> list[CheckResult]:
         """Start each planned run at its time; load checks (`once_per_round`) fit themselves
-        to the round, every other run gets the round's end as its deadline."""
+        to the round, every other run gets the round's end as its deadline (`run_once`)."""
         results: list[CheckResult | None] = [None] * len(plan)
         done = loop.create_future()
         left = len(plan)
@@ -149,14 +156,15 @@ class EnvironmentProbe:
             if left == 0:
                 done.set_result(None)
 
-        def begin(index: int, check: Check, target: Target) -> None:
-            deadline = None if check.once_per_round else end
-            task = loop.create_task(self.run_once(check, target, deadline))
+        def begin(index: int, check: Check, target: Target, room: float) -> None:
+            until = None if check.once_per_round else end
+            task = loop.create_task(self.run_once(check, target, until, room))
             tasks.add(task)
             task.add_done_callback(functools.partial(finished, index))
 
         timers = [
-            loop.call_at(at, begin, i, check, target) for i, (at, check, target) in enumerate(plan)
+            loop.call_at(at, begin, i, check, target, room)
+            for i, (at, check, target, room) in enumerate(plan)
         ]
         try:
             if plan:

@@ -1,5 +1,5 @@
-"""A round's probes against a target that never answers: the round still ends on time,
-and each probe is the target's timeout, never the agent's crash."""
+"""A round's probes (http and smoke) against a target that never answers: the round still
+ends on time, and each probe is the target's timeout, never the agent's crash."""
 
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ environments:
     probes_per_round: 4
     checks:
       - {{name: health, type: http, path: /health}}
+      - name: flow
+        type: smoke
+        steps: [{{name: one, path: /health}}]
 """
 
 
@@ -57,14 +60,15 @@ async def test_a_silent_target_times_out_within_the_round(
         start = loop.time()
         results = await probe.run_round(0.4, probes=4)
         took = loop.time() - start
-    assert [r.samples[0].error for r in results] == ["timeout"] * 4
+    assert [r.check for r in results] == ["health"] * 4 + ["flow"] * 4
+    assert [r.samples[-1].error for r in results] == ["timeout"] * 8
     assert not any(r.details.get("crashed") for r in results)
     assert all("no response within" in r.message for r in results)
     # over by the round's end (plus the loop's own scheduling), not after the 5 s timeout
     assert took < 1.0
-    # counted at the target: the four probes went out over the first half of the round,
-    # so each had at least half the round to be answered
-    assert len(arrivals) == 4 and arrivals[-1] - start < 0.3
+    # counted at the target: the probes went out over the first half of the round, so
+    # each had at least half the round to be answered
+    assert len(arrivals) == 8 and max(arrivals) - start < 0.3
 
 
 async def test_a_probe_the_agent_starts_late_keeps_its_room(

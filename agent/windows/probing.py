@@ -120,8 +120,11 @@ class EnvironmentProbe:
                 continue
             fitted = fit_to_round(check, interval)
             runs = 1 if fitted.once_per_round else probes
-            room = min(float(fitted.config.timeout), interval / 2)
-            step = (interval - room) / runs
+            # half the environment's round, not of this one: a round that starts late (and
+            # so is short) must not shorten what the target gets to answer
+            nominal = max(interval, self.env.interval) if on_time else interval
+            room = min(float(fitted.config.timeout), nominal / 2)
+            step = max(0.0, interval - room) / runs
             for target in targets:
                 plan.extend((start + i * step, fitted, target, room) for i in range(runs))
         return await self._launch(loop, plan, end if on_time else None)

@@ -84,6 +84,9 @@ class Check:
     Config: ClassVar[builtins.type[CheckConfig]]  # `type` is shadowed by the attribute above
     background: ClassVar[bool] = False
     """Also runs between windows, so the pre-deploy period has samples to compare with."""
+    fits_deadline: ClassVar[bool] = False
+    """Fits its own timeouts to `CheckContext.deadline` (as `http` and `smoke` do), so the
+    registry need not cancel it there: an answer a busy loop reads late is kept."""
     once_per_round: ClassVar[bool] = False
     """Makes its own traffic over a duration: runs once a round (and, in the background,
     at most six times per `lookback`), not `probes_per_round` times."""

@@ -51,6 +51,7 @@ class HttpCheck(Check):
     type = "http"
     Config = HttpCheckConfig
     background = True
+    fits_deadline = True
     config: HttpCheckConfig
 
     def __init__(self, config: HttpCheckConfig) -> None:

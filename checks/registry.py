@@ -27,8 +27,8 @@ ENTRY_POINT_GROUP = "postflight.checks"
 TIMEOUT_MARGIN_S = 1.0
 """Grace on top of a check's own budget before the registry stops waiting for it."""
 DEADLINE_GRACE_S = 0.5
-"""Grace after `CheckContext.deadline`, so a check that fits its timeouts to the deadline
-(`http`, `smoke`) reports its own timeout, and an answer read late by a busy loop is kept."""
+"""Grace after `CheckContext.deadline` for a check that does not fit itself to it; one
+that does (`Check.fits_deadline`) gets `TIMEOUT_MARGIN_S`, only as a safety net."""
 
 _MESSAGE_LIMIT = 500
 _TRACEBACK_LIMIT = 4000
@@ -148,10 +148,11 @@ async def run_check(check: Check, ctx: CheckContext) -> CheckResult:
     started = time.perf_counter()
     now = asyncio.get_running_loop().time()
     allowed = deadline_s(check)
-    cut = ctx.deadline is not None and ctx.deadline + DEADLINE_GRACE_S - now < allowed
+    grace = TIMEOUT_MARGIN_S if check.fits_deadline else DEADLINE_GRACE_S
+    cut = ctx.deadline is not None and ctx.deadline + grace - now < allowed
     if cut:
         assert ctx.deadline is not None
-        allowed = max(0.0, ctx.deadline + DEADLINE_GRACE_S - now)
+        allowed = max(0.0, ctx.deadline + grace - now)
     limit = now + allowed
     try:
         async with asyncio.timeout_at(limit):

@@ -114,6 +114,7 @@ class SmokeCheck(Check):
 
     type = "smoke"
     Config = SmokeCheckConfig
+    fits_deadline = True
     config: SmokeCheckConfig
 
     def __init__(self, config: SmokeCheckConfig) -> None:

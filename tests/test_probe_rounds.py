@@ -11,6 +11,8 @@ import pytest
 from agent.metrics import Metrics
 from agent.settings_file import load_settings_text
 from agent.windows.probing import EnvironmentProbe
+from checks.base import Check, CheckConfig, CheckContext, CheckResult
+from checks.registry import DEADLINE_GRACE_S, run_check
 from checks.sessions import TargetSessions
 
 CONFIG = """
@@ -87,3 +89,26 @@ async def test_a_probe_the_agent_starts_late_keeps_its_room(
     assert result.samples[0].error == "timeout" and not result.details.get("crashed")
     assert result.message.endswith("no response within 200ms")
     assert took >= 0.2
+
+
+async def test_a_check_that_ignores_the_deadline_is_cut_there() -> None:
+    """A plugin that does not fit itself to the round (`fits_deadline` false) is stopped by
+    the registry shortly after the round's end: a timeout without a traceback."""
+
+    class Hangs(Check):
+        type = "hangs"
+        Config = CheckConfig
+
+        async def run(self, ctx: CheckContext) -> CheckResult:
+            await asyncio.sleep(3600)
+            raise AssertionError("unreachable")
+
+    check = Hangs(CheckConfig(name="h", type="hangs", timeout=30))
+    loop = asyncio.get_running_loop()
+    async with TargetSessions() as sessions:
+        ctx = CheckContext(
+            "http://127.0.0.1:9", sessions.get("http://127.0.0.1:9"), "e", deadline=loop.time()
+        )
+        result = await run_check(check, ctx)
+    assert result.samples[0].error == "timeout" and result.details["traceback"] == ""
+    assert result.message == f"check did not finish within {DEADLINE_GRACE_S:g}s"

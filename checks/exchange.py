@@ -116,6 +116,7 @@ async def exchange(
                 allow_redirects,
                 keep_body,
                 t0,
+                started,
             )
         except Unsupported:
             # Nothing was recorded yet: this request goes through aiohttp, now and from now on.
@@ -166,16 +167,17 @@ async def _lean_exchange(
     allow_redirects: bool,
     keep_body: bool,
     t0: float,
+    started: float | None,
 ) -> Reply:
     """`exchange` on the lean client: the same `Reply`, or the same `ProbeFailed`."""
     request = lean.head(method, url, headers, data)
-    deadline = lean.loop.time() + (timeout_s if timeout_s else 86400.0)
     try:
-        parsed = await lean.request(request, url, deadline, keep_body)
+        parsed, sent = await lean.request(request, url, timeout_s, keep_body)
     except (*_LEAN_FAILURES, httptools.HttpParserError) as exc:
         kind, message = _lean_failure(exc, url, timeout_s)
         raise ProbeFailed(kind, message, time.perf_counter() - t0) from exc
-    latency = time.perf_counter() - t0
+    # from when the request could go out: a wait for the pool's own limit is not the target's
+    latency = time.perf_counter() - (t0 if started is not None else sent)
     if (
         allow_redirects
         and parsed.status in _REDIRECTS

@@ -17,6 +17,7 @@ uvicorn; parsing HTTP by hand is where clients get smuggling bugs.
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
 from collections import deque
 from collections.abc import Mapping
@@ -346,19 +347,34 @@ class LeanClient:
         self._heads[key] = request
         return request
 
-    async def request(self, request: bytes, url: URL, deadline: float, keep_body: bool) -> Parsed:
-        """Send `request` to `url`'s origin and parse the answer, by the loop's `deadline`.
+    async def request(
+        self, request: bytes, url: URL, timeout_s: float | None, keep_body: bool
+    ) -> tuple[Parsed, float]:
+        """Send `request` to `url`'s origin and parse the answer; returns it and when it was
+        sent (`time.perf_counter()`).
 
+        `timeout_s` (connecting, sending, receiving) counts from when the pool has a
+        connection for the request: a wait for the pool's own limit (after a busy loop
+        let probes pile up) is the agent's, neither the target's timeout nor its latency.
         Raises TimeoutError, OSError (connecting), `Disconnected`, `PayloadIncomplete`,
         `httptools.HttpParserError` or `Unsupported`. A reused connection that closes
-        before answering is retried once on a new one, as aiohttp retries idempotent
-        requests (every lean method is one).
+        before answering is retried once on a new one, within the same timeout, as aiohttp
+        retries idempotent requests (every lean method is one).
         """
         key = (url.raw_host or "", url.port or 80)
+        started = 0.0
+        deadline = 0.0
         retried = False
         while True:
             self.sent += 1
-            conn = await self._acquire(key, deadline)
+            conn = self._idle_conn(key)
+            if conn is None and len(self._open) >= self.limit:
+                conn = await self._slot(key)
+            if not started:
+                started = time.perf_counter()
+                deadline = self.loop.time() + (timeout_s if timeout_s else 86400.0)
+            if conn is None:
+                conn = await self._connect(key, deadline)
             waiter = conn.send(request, keep_body)
             timer = self.loop.call_at(deadline, _expire, conn)
             try:
@@ -375,9 +391,10 @@ class LeanClient:
                 timer.cancel()
                 conn.waiter = None
                 self._release(conn)
-            return parsed
+            return parsed, started
 
-    async def _acquire(self, key: tuple[str, int], deadline: float) -> _Conn:
+    def _idle_conn(self, key: tuple[str, int]) -> _Conn | None:
+        """The most recently used idle connection to `key` still fit to reuse, if any."""
         idle = self._idle.get(key)
         now = self.loop.time()
         while idle:
@@ -386,23 +403,27 @@ class LeanClient:
                 conn.reused = True
                 return conn
             conn.close()
+        return None
+
+    async def _slot(self, key: tuple[str, int]) -> _Conn | None:
+        """Wait while the pool is full: an idle connection to `key` when one is released,
+        else None once there is room for a new one (an idle one elsewhere is closed)."""
         while len(self._open) >= self.limit:
             if self._close_one_idle():
-                continue
+                break
             slot: asyncio.Future[None] = self.loop.create_future()
             self._waiters.append(slot)
             try:
-                async with asyncio.timeout_at(deadline):
-                    await slot
+                await slot
             finally:
                 if slot in self._waiters:
                     self._waiters.remove(slot)
-            idle = self._idle.get(key)
-            if idle:
-                conn = idle.pop()
-                if not conn.closed:
-                    conn.reused = True
-                    return conn
+            conn = self._idle_conn(key)
+            if conn is not None:
+                return conn
+        return None
+
+    async def _connect(self, key: tuple[str, int], deadline: float) -> _Conn:
         conn = _Conn(self, key)
         self._open.add(conn)
         try:

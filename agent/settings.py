@@ -24,6 +24,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from agent.analysis import policies
 from agent.analysis.types import PolicyName, Rule
 from agent.config_models import (
     FieldError,
@@ -164,14 +165,26 @@ class AlertingSettings(StrictModel):
     """Bound on one notification across its channels (keep it under the 10 s stop budget)."""
 
 
+def _policy_enum(schema: dict[str, Any]) -> None:
+    schema["enum"] = list(policies.names())
+
+
 class AnalysisSettings(StrictModel):
-    policy: PolicyName = "sequential"
+    policy: PolicyName = Field(default="sequential", json_schema_extra=_policy_enum)
+    """A registered policy (`agent.analysis.policies`)."""
     failure_limit: int = Field(default=3, ge=1, le=1000)
     """threshold policy: consecutive failing rounds that fail the window."""
     confidence: float = Field(default=0.99, gt=0.5, lt=1.0)
     pass_on: Literal["evidence", "no_failure"] = "evidence"
     """sequential policy: `evidence` passes a rule only when its confidence sequence lies
     within its bounds (else `inconclusive` at the end); `no_failure` passes what did not fail."""
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        if value in policies.names():
+            return value
+        raise ValueError(f"unknown policy {value!r} (one of: {', '.join(policies.names())})")
 
 
 Bound = Annotated[

@@ -10,7 +10,8 @@ Metric = str
 
 Direction = Literal["increase", "decrease"]
 RuleOutcome = Literal["pass", "fail", "inconclusive"]
-PolicyName = Literal["threshold", "sequential", "fixed"]
+PolicyName = str
+"""A registered policy (`agent.analysis.policies`): `sequential`, `threshold`, `fixed`…"""
 
 
 @dataclass(frozen=True, slots=True)

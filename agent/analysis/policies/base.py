@@ -1,0 +1,77 @@
+"""What a judging policy is: per-rule start state, one step per round, a rule's verdict.
+
+Pure: no I/O, no clock. The judge keeps the bookkeeping every policy shares (the rule's
+kind, rounds with data, pooled counts, a quantile sketch, the sum of bare values) and hands
+each round with data to the window's policy; the policy keeps its own fields in the same
+JSON-able per-rule state, so a restart resumes any policy from the stored state alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from agent.analysis.sequential import BaselineData, Kind
+from agent.analysis.types import Observation, Policy, Rule
+from agent.analysis.verdicts import Judged, State
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """What a policy is compiled against: one window's rules, baselines and settings."""
+
+    rules: tuple[Rule, ...]
+    base: Mapping[str, BaselineData | None]
+    policy: Policy
+    alpha_rule: float
+    """The window's error budget (1 - confidence) shared equally among its rules."""
+    horizon: int
+    """Planned number of rounds (0: unknown)."""
+
+
+class RulePolicy(Protocol):
+    """How one policy judges a window's rules; compiled once per window."""
+
+    on_evidence: bool
+    """A window passes only when every rule passed on evidence (else `inconclusive`)."""
+
+    def start(self, rule: Rule) -> State:
+        """The policy's own fields of a rule's state before the first round (JSON-able)."""
+        ...
+
+    def step(self, rule: Rule, st: State, obs: Observation, kind: Kind, index: int) -> None:
+        """Fold round `index`'s usable observation into the rule's state `st`, in place."""
+        ...
+
+    def judge(self, rule: Rule, st: State, kind: Kind, final: bool) -> Judged:
+        """The rule's verdict from its state (only called once it has data)."""
+        ...
+
+    def failed_at(self, rule: Rule, st: State) -> int | None:
+        """The round at which the rule failed, if it has, without wording a verdict."""
+        ...
+
+    def blind_spots(self, per_round: Mapping[str, float]) -> list[str]:
+        """Before the first round: rules whose bound is below what they can detect."""
+        ...
+
+
+class BasePolicy:
+    """Defaults for the optional parts of `RulePolicy`: a policy that only says when a rule
+    fails (`st["failed_at"]`) and has nothing to say before the first round."""
+
+    on_evidence = False
+
+    def __init__(self, window: Window) -> None:
+        self.window = window
+
+    def failed_at(self, rule: Rule, st: State) -> int | None:
+        at = st.get("failed_at")
+        return at if isinstance(at, int) else None
+
+    def blind_spots(self, per_round: Mapping[str, float]) -> list[str]:
+        return []
+
+
+PolicyFactory = Callable[[Window], RulePolicy]

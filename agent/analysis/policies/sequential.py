@@ -1,0 +1,272 @@
+"""The sequential policy: always-valid tests per rule, wording their evidence.
+
+Pure: no I/O. The tests are `agent.analysis.sequential`; the chance of failing a good
+deploy is at most 1 - confidence over the whole window. With `pass_on: evidence` a rule
+passes only when its confidence sequence lies inside its bounds, and is `inconclusive` at
+the end otherwise. A bare value with a `min` that is not a rate has no bounded bad side to
+test and keeps the threshold streak.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from agent.analysis.describe import format_value, is_rate, quantile_of
+from agent.analysis.policies.base import BasePolicy, Window
+from agent.analysis.policies.threshold import ThresholdPolicy
+from agent.analysis.sequential import BaselineData, Kind, Reached, SequentialRule
+from agent.analysis.types import Observation, Rule, RuleOutcome
+from agent.analysis.verdicts import (
+    Judged,
+    State,
+    effect,
+    needs_baseline,
+    no_baseline,
+    pooled,
+    ratio,
+    rule_verdict,
+    summary,
+    to_json,
+    units,
+)
+
+_TEST_NAMES = {
+    "proportion": "betting e-process on each round's error count",
+    "rank": "betting e-process on each round's mean placement (Mann-Whitney)",
+    "exceedance": "betting e-process on each round's samples past the bound",
+    "value": "betting e-process on each round's value",
+}
+
+
+class SequentialPolicy(BasePolicy):
+    def __init__(self, window: Window) -> None:
+        super().__init__(window)
+        self.on_evidence = window.policy.pass_on == "evidence"
+        self.streak = ThresholdPolicy(window)
+        self._compiled: dict[tuple[str, str], SequentialRule] = {}
+
+    def _streak_only(self, rule: Rule, kind: Kind) -> bool:
+        """A bare value with a `min` that is not a rate keeps the threshold streak."""
+        return kind == "value" and rule.min is not None and not is_rate(rule.metric)
+
+    def tests(self, rule: Rule, kind: Kind) -> SequentialRule:
+        key = (rule.name, kind)
+        if key not in self._compiled:
+            w = self.window
+            self._compiled[key] = SequentialRule(
+                rule, w.base[rule.name], kind, w.alpha_rule, horizon=w.horizon
+            )
+        return self._compiled[key]
+
+    def start(self, rule: Rule) -> State:
+        return {"seq": None, **self.streak.start(rule)}
+
+    def step(self, rule: Rule, st: State, obs: Observation, kind: Kind, index: int) -> None:
+        if self._streak_only(rule, kind):
+            self.streak.step(rule, st, obs, kind, index)
+            return
+        seq = self.tests(rule, kind)
+        if st["seq"] is None:
+            st["seq"] = seq.start()
+        seq.step(st["seq"], obs, index)
+
+    def failed_at(self, rule: Rule, st: State) -> int | None:
+        if st["failed_at"] is not None:
+            return int(st["failed_at"])
+        if st["seq"] is not None and st["kind"] is not None:
+            at, _ = self.tests(rule, st["kind"]).failed_at(st["seq"])
+            return at
+        return None
+
+    def judge(self, rule: Rule, st: State, kind: Kind, final: bool) -> Judged:
+        if self._streak_only(rule, kind):
+            return self.streak.judge(rule, st, kind, final)
+        base = self.window.base[rule.name]
+        tests = self.tests(rule, kind)
+        observed = pooled(rule, st)
+        if not tests.components and not tests.passes:
+            if needs_baseline(rule, base):
+                return no_baseline(rule, observed, st)
+            detail = "no bound this data can be tested against"
+            return Judged(rule_verdict(rule, "inconclusive", observed, base, detail, {}))
+        seq = st["seq"] or tests.start()
+        samples = seq["samples"]
+        if samples < max(1, rule.min_samples):
+            detail = f"{samples:g} samples so far, {rule.min_samples} needed"
+            return Judged(rule_verdict(rule, "inconclusive", observed, base, detail, {}))
+        said = summary(rule, st, observed, samples)
+        reached = tests.evidence_bounds(seq)
+        evidence = self._evidence(tests, seq, observed, base, st, reached)
+        failed_at, comp = tests.failed_at(seq)
+        if failed_at is not None and comp is not None:
+            log_e, log_needed = tests.log_evidence(seq, comp)
+            lr, needed = ratio(log_e), ratio(log_needed)
+            reason = (
+                f"{rule.name}: {rule.metric} {format_value(rule.metric, observed)} "
+                f"{comp.claim}, likelihood ratio {lr:.3g} >= {needed:.3g} "
+                f"after {samples:g} {units(rule, kind)}"
+            )
+            detail = f"{said}; likelihood ratio {lr:.3g} reached {needed:.3g}"
+            verdict = rule_verdict(rule, "fail", observed, base, detail, evidence)
+            return Judged(verdict, failed_at, reason)
+        closest = tests.closest(seq)
+        strongest = ""
+        if closest is not None:
+            log_e, log_needed = tests.log_evidence(seq, closest)
+            strongest = (
+                f"; strongest evidence of a regression: likelihood ratio "
+                f"{ratio(log_e):.3g} of {ratio(log_needed):.3g} needed"
+            )
+        lacking = [r for r in reached if not r.holds]
+        if reached and not lacking and not tests.unpassable:
+            shown = "; ".join(_reached_text(rule, r) for r in reached)
+            detail = f"{said}; within bounds on evidence: {shown}{strongest}"
+            return Judged(rule_verdict(rule, "pass", observed, base, detail, evidence))
+        why = (
+            "; ".join(f"{_reached_text(rule, r)}: not enough evidence" for r in lacking)
+            if lacking
+            else "no baseline to show the relative bound holds"
+        )
+        detail = f"{said}; {why}{strongest}"
+        # `no_failure`: what did not fail passes (the evidence still says how far it got)
+        outcome: RuleOutcome = "inconclusive" if self.on_evidence else "pass"
+        return Judged(
+            rule_verdict(rule, outcome, observed, base, detail, evidence),
+            lacking=f"{rule.name}: {why}",
+        )
+
+    def _evidence(
+        self,
+        tests: SequentialRule,
+        seq: State,
+        observed: float | None,
+        base: BaselineData | None,
+        st: State,
+        reached: list[Reached],
+    ) -> dict[str, Any]:
+        failed_at, comp = tests.failed_at(seq)
+        decisive = comp or tests.closest(seq)
+        out: dict[str, Any] = {
+            "policy": "sequential",
+            "statistic": "e-value (round-level betting, always valid)",
+            "p_value": tests.p_value(seq),
+            "alpha": tests.alpha,
+            "effect": effect(observed, base),
+            "samples": seq["samples"],
+            "rounds_with_data": st["with_data"],
+            "failed_at_round": failed_at,
+            "evidence": [
+                {
+                    "bound": r.test.bound,
+                    "limit": r.test.text,
+                    "reached": to_json(r.value),
+                    "holds": r.holds,
+                }
+                for r in reached
+            ],
+        }
+        band = _effect_band(tests, seq, base)
+        if band is not None:
+            out["effect_interval"] = band
+            out["tolerance"] = tests.rule.max_increase
+        can = tests.detectable(seq, st["with_data"])
+        if can is not None:
+            tolerance = self._tolerance(tests.rule, can.bound)
+            out["detectable"] = {
+                "bound": can.bound,
+                "value": to_json(can.value),
+                "effect": to_json(can.effect),
+                "text": f"can detect {can.text} by the window's end",
+                "bound_below_detectable": tolerance is not None and tolerance < can.effect,
+            }
+        if decisive is not None:
+            log_e, log_needed = tests.log_evidence(seq, decisive)
+            out |= {
+                "test": _TEST_NAMES[decisive.test],
+                "likelihood_ratio": ratio(log_e),
+                "likelihood_ratio_needed": ratio(log_needed),
+                "null": decisive.null,
+            }
+        out["components"] = [
+            {
+                "bound": c.bound,
+                "test": _TEST_NAMES[c.test],
+                "null": c.null,
+                "likelihood_ratio": to_json(ratio(tests.log_evidence(seq, c)[0])),
+                "likelihood_ratio_needed": to_json(ratio(tests.log_evidence(seq, c)[1])),
+                "baseline_bound": to_json(c.baseline_bound),
+                "failed_at_round": seq["tests"][c.key]["crossed"],
+            }
+            for c in tests.components
+        ]
+        return {k: to_json(v) for k, v in out.items()}
+
+    def blind_spots(self, per_round: Mapping[str, float]) -> list[str]:
+        """Each rule whose bound is tighter than the smallest change it can detect by the
+        window's end, at `per_round` samples a round (the traffic its baseline period saw),
+        as one sentence per rule."""
+        out = []
+        for rule in self.window.rules:
+            base, size = self.window.base[rule.name], per_round.get(rule.name, 0.0)
+            if base is None or size <= 0:
+                continue
+            if base.sorted_values.size and quantile_of(rule.metric) is not None:
+                kind: Kind = "distribution"
+            elif base.has_counts and is_rate(rule.metric):
+                kind = "proportion"
+            else:
+                continue
+            tests = self.tests(rule, kind)
+            state = tests.start()
+            state["samples"] = size
+            can = tests.detectable(state, 1)
+            if can is None:
+                continue
+            tolerance = self._tolerance(rule, can.bound)
+            if tolerance is not None and tolerance < can.effect:
+                out.append(
+                    f"rule {rule.name}: its {can.bound} bound is tighter than the smallest"
+                    f" change it can detect by the window's end at the baseline's traffic"
+                    f" ({size:.3g} samples a round): {can.text}"
+                )
+        return out
+
+    def _tolerance(self, rule: Rule, bound: str) -> float | None:
+        """How big a change the bound allows, on the scale `Detectable.effect` uses."""
+        if bound == "max_increase":
+            return rule.max_increase
+        base = self.window.base[rule.name]
+        limit = rule.max if bound == "max" else rule.min
+        if limit is None or base is None or not base.value:
+            return None
+        return abs(limit / base.value - 1.0)
+
+
+def _reached_text(rule: Rule, reached: Reached) -> str:
+    """`error_rate upper bound 3.1% vs max 2%`, `share above 412ms upper bound 7% vs 5%`."""
+    test = reached.test
+    end = "upper" if test.upper else "lower"
+    if test.statistic == "share":
+        side = "below" if test.below else "above"
+        value = "n/a" if reached.value is None else f"{reached.value:.3g}"
+        return (
+            f"share of samples {side} {test.text} {end} bound {value} vs {test.limit:.3g} allowed"
+        )
+    value = format_value(rule.metric, reached.value)
+    return f"{rule.metric} {end} bound {value} vs {test.text}"
+
+
+def _effect_band(
+    tests: SequentialRule, seq: State, base: BaselineData | None
+) -> list[float | None] | None:
+    """The relative change's confidence band behind a `max_increase` bound (rates and bare
+    values: a latency share is not on the metric's scale), for the page's band chart."""
+    if base is None or not base.value or tests.rule.max_increase is None:
+        return None
+    for test in tests.passes:
+        if test.bound == "max_increase" and test.statistic != "share":
+            ends = tests.interval(test, seq)
+            if ends is not None:
+                return [to_json(ends[0] / base.value - 1.0), to_json(ends[1] / base.value - 1.0)]
+    return None

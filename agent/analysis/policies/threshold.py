@@ -1,0 +1,95 @@
+"""The threshold policy: each round against the rule's bounds, `failure_limit` consecutive
+breaching rounds fail it (what Flagger and Argo Rollouts do).
+
+Pure: no I/O. The bounds themselves are `agent.analysis.threshold`; this module keeps the
+streak in the judge's state and words the verdict. The sequential policy uses it too, for a
+bare value with a `min` that is not a rate (no bounded bad side to test).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.analysis.describe import format_value
+from agent.analysis.policies.base import BasePolicy
+from agent.analysis.sequential import Kind
+from agent.analysis.threshold import breaches
+from agent.analysis.types import Observation, Rule
+from agent.analysis.verdicts import (
+    Judged,
+    State,
+    count_detail,
+    effect,
+    needs_baseline,
+    no_baseline,
+    rule_verdict,
+)
+
+
+class ThresholdPolicy(BasePolicy):
+    def start(self, rule: Rule) -> State:
+        return {
+            "streak": [],
+            "streak_rounds": 0,
+            "streak_value": None,
+            "breaches": [],
+            "failed_at": None,
+        }
+
+    def step(self, rule: Rule, st: State, obs: Observation, kind: Kind, index: int) -> None:
+        if st["failed_at"] is not None:
+            return  # the streak that failed the rule is its evidence
+        if obs.total is not None and obs.total < rule.min_samples:
+            return
+        assert obs.value is not None
+        st["streak_rounds"] += 1
+        base = self.window.base[rule.name]
+        found = breaches(rule, obs.value, base.value if base else None)
+        st["breaches"] = [[b.op, b.text] for b in found]
+        st["streak_value"] = float(obs.value)
+        if not found:
+            st["streak"] = []
+            return
+        limit = max(1, self.window.policy.failure_limit)
+        st["streak"] = [*st["streak"], index][-limit:]
+        if len(st["streak"]) >= limit:
+            st["failed_at"] = index
+
+    def judge(self, rule: Rule, st: State, kind: Kind, final: bool) -> Judged:
+        base = self.window.base[rule.name]
+        last_value = st["streak_value"]
+        if needs_baseline(rule, base):
+            return no_baseline(rule, last_value, st)
+        limit = max(1, self.window.policy.failure_limit)
+        streak = st["streak"]
+        evidence: dict[str, Any] = {
+            "policy": "threshold",
+            "rounds_with_data": st["streak_rounds"],
+            "streak": len(streak),
+            "failure_limit": limit,
+            "failing_rounds": list(streak),
+            "failed_at_round": st["failed_at"],
+            "breaches": [text for _, text in st["breaches"]],
+            "effect": effect(last_value, base),
+        }
+        counts = count_detail(rule, st, pooled=False)
+        if st["streak_rounds"] == 0:
+            detail = f"no round with at least {rule.min_samples} samples"
+            return Judged(rule_verdict(rule, "inconclusive", None, base, detail, evidence))
+        metric = rule.metric
+        value = format_value(metric, last_value)
+        if st["failed_at"] is not None:
+            op, text = st["breaches"][0]
+            n = len(streak)
+            reason = (
+                f"{rule.name}: {metric} {value} {op} {text} for {n} round{'s' if n != 1 else ''}"
+            )
+            detail = counts or f"{metric} {value} {op} {text}"
+            verdict = rule_verdict(rule, "fail", last_value, base, detail, evidence)
+            return Judged(verdict, st["failed_at"], reason)
+        if st["breaches"]:
+            state = f"past {st['breaches'][0][1]} for {len(streak)} of {limit} rounds"
+        else:
+            state = "within bounds"
+        detail = f"{counts}; {state}" if counts else f"{metric} {value}, {state}"
+        return Judged(rule_verdict(rule, "pass", last_value, base, detail, evidence))

@@ -1,0 +1,146 @@
+"""A rule's verdict and the numbers and words in it, shared by every judging policy.
+
+Pure: no I/O, no clock. Policies word their own evidence; what a verdict is, how a window's
+pooled figure is read from the judge's state, and how numbers become JSON live here once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from agent.analysis import sketch
+from agent.analysis.describe import format_value, quantile_of, threshold_text, unit_noun
+from agent.analysis.sequential import BaselineData, Kind
+from agent.analysis.types import Rule, RuleOutcome, RuleVerdict
+
+State = dict[str, Any]
+"""A judge's state: JSON-able, the same size after round 10 and round 10,000."""
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """One rule's verdict with what the window's decision needs from it."""
+
+    verdict: RuleVerdict
+    failed_at: int | None = None
+    reason: str = ""
+    lacking: str = ""
+    """Why a rule has no evidence of a pass (pass_on evidence)."""
+    at_end: bool = False
+
+
+def rule_verdict(
+    rule: Rule,
+    outcome: RuleOutcome,
+    observed: float | None,
+    base: BaselineData | None,
+    detail: str,
+    evidence: dict[str, Any],
+) -> RuleVerdict:
+    return RuleVerdict(
+        name=rule.name,
+        source=rule.source,
+        metric=rule.metric,
+        outcome=outcome,
+        observed=clean(observed),
+        baseline=clean(base.value) if base else None,
+        threshold=threshold_text(rule),
+        detail=detail,
+        evidence={k: to_json(v) for k, v in evidence.items()},
+    )
+
+
+def needs_baseline(rule: Rule, base: BaselineData | None) -> bool:
+    """A rule whose only bound is relative cannot be judged without a baseline."""
+    return base is None and rule.max is None and rule.min is None
+
+
+def no_data(rule: Rule, base: BaselineData | None, st: State) -> Judged:
+    why = st["last_error"] or "no rounds yet"
+    detail = f"no data ({why})"
+    return Judged(
+        rule_verdict(rule, "inconclusive", None, base, detail, {"reason": why}),
+        lacking=f"{rule.name}: no data ({why})",
+    )
+
+
+def no_baseline(rule: Rule, observed: float | None, st: State) -> Judged:
+    detail = f"no baseline to compare with ({st['with_data']} rounds with data)"
+    return Judged(
+        rule_verdict(rule, "inconclusive", observed, None, detail, {"reason": "no baseline"}),
+        lacking=f"{rule.name}: no baseline",
+    )
+
+
+def pooled(rule: Rule, st: State) -> float | None:
+    """The window's figure so far: pooled rate, percentile of all samples, or mean value."""
+    kind = st["kind"]
+    if kind == "proportion":
+        return st["count"] / st["total"] if st["total"] else None
+    if kind == "distribution":
+        return sketch.quantile(st["sketch"], quantile_of(rule.metric) or 0.5)
+    return st["vsum"] / st["with_data"] if st["with_data"] else None
+
+
+def count_detail(rule: Rule, st: State, *, pooled: bool) -> str | None:
+    """`31 of 100 probes failed` (the window when `pooled`, else the latest round)."""
+    if st["kind"] != "proportion":
+        return None
+    if pooled:
+        count, total = int(st["count"]), int(st["total"])
+    elif st["last_counts"] is not None:
+        count, total = st["last_counts"]
+    else:
+        return None
+    verb = " failed" if rule.metric == "error_rate" else ""
+    return f"{count} of {total} {unit_noun(rule)}{verb}"
+
+
+def summary(rule: Rule, st: State, observed: float | None, samples: float) -> str:
+    """`31 of 100 probes failed`, or `latency_p95 120ms over 400 samples`."""
+    return count_detail(rule, st, pooled=True) or (
+        f"{rule.metric} {format_value(rule.metric, observed)} over {samples:g} samples"
+    )
+
+
+def units(rule: Rule, kind: Kind) -> str:
+    if kind == "proportion":
+        return unit_noun(rule)
+    return "rounds" if kind == "value" else "samples"
+
+
+def effect(observed: float | None, base: BaselineData | None) -> float | None:
+    if observed is None or base is None or base.value == 0:
+        return None
+    return observed / base.value - 1.0
+
+
+def ratio(log_e: float) -> float:
+    if not math.isfinite(log_e):
+        return 0.0 if log_e < 0 else 1e300
+    return math.exp(min(log_e, 690.0))
+
+
+def clean(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def to_json(value: Any) -> Any:
+    """Evidence must serialise as JSON: plain floats, no NaN or infinity."""
+    if isinstance(value, bool) or value is None or isinstance(value, str | int):
+        return value
+    if isinstance(value, float | np.floating):
+        return clean(float(value))
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    return value

@@ -36,6 +36,7 @@ from agent.store.base import Store
 from agent.web import routes as web_routes
 from agent.web.feed import FEED, DeployFeed, feed_store
 from agent.web.links import deploy_page_url
+from agent.web.pg_news import PgNews
 from agent.windows.alert_once import WindowAlerts
 from agent.windows.foresight import registration_warnings
 from agent.windows.integrations import Integrations
@@ -145,6 +146,18 @@ def build_app(
                 await running
         await watcher.drain(grace=max(1.0, settings.server.shutdown_timeout - 3.0))
 
+    async def news_ctx(app: web.Application) -> AsyncIterator[None]:
+        """Live pages hear of what other replicas on the PostgreSQL store write."""
+        url = settings.store.url
+        task = None
+        if store is None and url.startswith(("postgresql://", "postgres://")):
+            task = asyncio.create_task(PgNews(url, feed).run(), name="replica-news")
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
         pruner = StorePruner.from_settings(settings, app[STORE], clock)
         task = asyncio.create_task(pruner.run(), name="store-retention")
@@ -155,6 +168,7 @@ def build_app(
 
     # aiohttp cleans up in reverse: the watcher stops first, the store closes last
     app.cleanup_ctx.append(store_ctx)
+    app.cleanup_ctx.append(news_ctx)
     app.cleanup_ctx.append(retention_ctx)
     app.cleanup_ctx.append(_closes("target sessions", sessions.aclose))
     app.cleanup_ctx.append(_closes("rollback delivery", delivery.aclose))

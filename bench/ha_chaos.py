@@ -16,7 +16,8 @@ Cases:
 - paused_woken: a replica paused past the lease, its windows' new owners killed,
   then it wakes;
 - sender_killed: the sender killed mid-attempt (the receiver is slow) and held down
-  40 s: a survivor must deliver within one lease + 10 s.
+  (up to 40 s) until a survivor delivers, which must be within one lease + 10 s; its
+  restart then must not send again.
 
 Goals: 0 duplicate delivered rollbacks, 0 overwritten rounds or backward counters,
 orphans delivered by a survivor within one lease + 10 s, no window stuck.

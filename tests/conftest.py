@@ -1,5 +1,6 @@
 """Shared test set-up.
 
+The whole suite runs on two pytest-xdist workers (`pytest_xdist_auto_num_workers`).
 With POSTFLIGHT_REQUIRE_ALL=1 (set by .ci/run) a test that did not run is a failure
 (`tests.require_all`). Hypothesis runs derandomised under the `ci` profile, which CI
 selects (`HYPOTHESIS_PROFILE=ci`, or `CI=true` as CI services set it), so a CI run
@@ -25,6 +26,20 @@ settings.register_profile("dev")
 settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") == "true" else "dev")
 )
+
+
+SUITE_WORKERS = 2
+"""Most of the suite waits on sockets, subprocesses and seconds-long windows, so two
+workers take about half the time on a 2-core machine. Each worker starts its own
+PostgreSQL, Prometheus and browser (session and module fixtures are per process)."""
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (pyproject's addopts): workers for the whole suite (`pytest` with no
+    paths, as the README and .ci/run run it), none for chosen tests, which would take
+    longer to start workers than to run."""
+    whole = config.args_source is pytest.Config.ArgsSource.TESTPATHS
+    return min(SUITE_WORKERS, os.cpu_count() or 1) if whole else 0
 
 
 EXAMPLE_ENV = {

@@ -22,6 +22,8 @@ environments:
     base_url: {url}
     lookback: 1h
     background_interval: 30s
+    # a background run spreads its burst over one round: short rounds, a short test
+    interval: 500ms
     checks:
       - {{name: health, type: http, path: /health}}
       - name: flow

@@ -160,6 +160,12 @@ class Store(Protocol):
         and event, across restarts (with `fence`: only while it holds the window)."""
         ...
 
+    async def take_alert(self, window_id: str, event: str, at: float, lapsed_before: float) -> bool:
+        """Like `claim_alert`, and True for the one caller that takes over a claim still
+        without an outcome (`record_alert`) made before `lapsed_before`: a lease on one
+        sending whose sender may die mid-call (`rollback.then` follow-ups)."""
+        ...
+
     async def record_alert(self, window_id: str, event: str, result: str, detail: str) -> None: ...
 
     async def alert_events(self, window_id: str) -> dict[str, str]:

@@ -704,6 +704,21 @@ class SqlStore(ABC):
             claimed = await db.execute(sql + " ON CONFLICT (window_id, event) DO NOTHING", *args)
         return claimed == 1
 
+    async def take_alert(self, window_id: str, event: str, at: float, lapsed_before: float) -> bool:
+        """A first claim, or a claim without an outcome made before `lapsed_before` taken
+        over; the row stays locked to commit, so of two takers one wins."""
+        async with self._tx() as db:
+            taken = await db.execute(
+                "INSERT INTO alerts (window_id, event, claimed_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (window_id, event) DO UPDATE SET claimed_at = excluded.claimed_at"
+                " WHERE alerts.result = 'claimed' AND alerts.claimed_at < ?",
+                window_id,
+                event,
+                at,
+                lapsed_before,
+            )
+        return taken == 1
+
     async def record_alert(self, window_id: str, event: str, result: str, detail: str) -> None:
         async with self._tx() as db:
             await db.execute(

@@ -4,8 +4,8 @@ First the current deploy object as a `state` event (so a late joiner starts from
 truth), then a `round` event after each stored round and a `state` event whenever the
 deploy object's state, verdict or rollback changes; the stream ends once the window has
 ended and no rollback delivery is pending. Everything sent is read from the store:
-the feed only says when to look, and a periodic re-read catches what another replica
-wrote.
+the feed only says when to look (of another replica's writes too, on PostgreSQL), and
+a periodic re-read catches what no news told.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from agent.web.times import request_now
 from agent.web.view import round_event
 
 RECHECK_S = 5.0
-"""Without news from this process's feed, look at the store this often: another
-replica may be watching the window (its rounds then arrive within this)."""
+"""Without news from the feed, look at the store this often: news of another replica's
+writes comes over PostgreSQL (`agent.web.pg_news`) and this catches what is lost."""
 HEARTBEAT_S = 15.0
 """A comment line this often keeps proxies from closing an idle stream."""
 _DEPLOY_ID = re.compile(DEPLOY_ID_PATTERN)

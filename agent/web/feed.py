@@ -5,7 +5,8 @@ tells them when something about it was written.
 page shows (a round, a verdict, a state, a rollback attempt, an alert), it wakes the
 event streams of that deploy. Waking is all it does: the stream then reads the store,
 so what a browser sees is always what was stored, never in-memory state. Changes made
-by another replica are picked up by the stream's periodic re-read instead.
+by another replica arrive through `outbox` and `publish(remote=True)` on PostgreSQL
+(`agent.web.pg_news`), else by the stream's periodic re-read.
 
 What it must not do: change, delay or fail a write (publishing is a set of
 `asyncio.Event.set()` calls after the write returned). A stored round travels with
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -57,8 +58,15 @@ class DeployFeed:
 
     def __init__(self) -> None:
         self._subscriptions: dict[str, set[Subscription]] = {}
+        self.outbox: Callable[[str], None] | None = None
+        """Told of each change made by this process (`agent.web.pg_news`: other replicas)."""
 
-    def publish(self, window_id: str, stored_round: RoundRecord | None = None) -> None:
+    def publish(
+        self, window_id: str, stored_round: RoundRecord | None = None, *, remote: bool = False
+    ) -> None:
+        """Wake `window_id`'s readers; `remote`: another replica changed it."""
+        if self.outbox is not None and not remote:
+            self.outbox(window_id)
         for sub in self._subscriptions.get(window_id, ()):
             if stored_round is not None:
                 sub.rounds.append(stored_round)

@@ -29,7 +29,7 @@ from agent.integrations.events import Gate
 from agent.integrations.targets import GITHUB_HEADERS, vercel_url
 from agent.records import DeployWindow, PendingGate, RollbackIntent
 from agent.rollback import rollback_intent, sign
-from agent.settings import EnvironmentSettings, Settings
+from agent.settings import EnvironmentSettings, RollbackSettings, Settings
 from agent.store.base import Conflict
 from agent.web.links import deploy_page_url
 from agent.windows.lifecycle import WatchServices, deliver_rollback
@@ -62,6 +62,13 @@ GATE_CLAIM_S = 300.0
 another may; only a replica killed mid-answer ever hits it."""
 
 
+def follow_up_lease(rollback: RollbackSettings) -> float:
+    """How long one sender holds a `rollback.then` follow-up: its call's worst case (every
+    attempt timing out after the longest backoff) and a margin. A claim older than this
+    without an outcome is a dead sender's, and another replica takes it over."""
+    return rollback.max_attempts * (rollback.timeout + rollback.max_backoff) + 5.0
+
+
 class Integrations:
     """Owned by the daemon (`agent.app`); the API reaches it through `INTEGRATIONS`."""
 
@@ -88,6 +95,8 @@ class Integrations:
         self._done: set[tuple[str, str]] = set()
         self._busy: set[tuple[str, str]] = set()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._later: set[asyncio.Task[None]] = set()
+        """Follow-ups held by another sender, to take over if its claim lapses."""
         services.after_rollback = self.after_rollback
 
     def _client(self) -> aiohttp.ClientSession:
@@ -98,6 +107,8 @@ class Integrations:
         return self._session
 
     async def aclose(self) -> None:
+        for task in self._later:
+            task.cancel()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -471,9 +482,17 @@ class Integrations:
         events = await self.s.store.alert_events(window.id)
         if events.get(key) in DONE_RESULTS:
             return
+        lease = follow_up_lease(env.rollback)
+        now = self.clock()
+        if not await self.s.store.take_alert(window.id, key, now, lapsed_before=now - lease):
+            # another sender holds it (another replica's resume, or the rollback's sender);
+            # if that one dies mid-call, its claim lapses and we take it over then
+            later = asyncio.create_task(self._follow_up_later(window, env, intent, name, lease))
+            self._later.add(later)
+            later.add_done_callback(self._later.discard)
+            return
         self._busy.add(mark)
         try:
-            await self.s.store.claim_alert(window.id, key, self.clock())
             rollback_body = json.loads(intent.body)
             body = json.dumps(
                 {
@@ -527,6 +546,17 @@ class Integrations:
             )
         finally:
             self._busy.discard(mark)
+
+    async def _follow_up_later(
+        self,
+        window: DeployWindow,
+        env: EnvironmentSettings,
+        intent: RollbackIntent,
+        name: str,
+        lease: float,
+    ) -> None:
+        await asyncio.sleep(lease)
+        await self._follow_up(window, env, intent, name)
 
     async def _resume_after_rollbacks(self) -> None:
         """A restart between a delivered rollback and its follow-ups finishes them."""

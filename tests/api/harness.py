@@ -7,9 +7,10 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from agent.api import create_api_app
 from agent.api.routes import CLOCK
@@ -18,6 +19,7 @@ from agent.settings import Settings
 from agent.store.sqlite import SqliteStore
 from agent.web.routes import mount as mount_pages
 
+T = TypeVar("T")
 TOKEN = "test-api-token-1"
 OTHER_TOKEN = "test-api-token-2"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -80,6 +82,45 @@ def make_app(
     if clock is not None:
         app[CLOCK] = clock
     return app
+
+
+class LoopApi:
+    """An API app running on its own event loop, for synchronous hypothesis tests: each
+    example drives it through `request`; `five_hundreds` says whether any answer was a 5xx."""
+
+    def __init__(self, db: Path, app_for: Callable[[SqliteStore, Metrics], web.Application]):
+        self.loop = asyncio.new_event_loop()
+        self.metrics = Metrics()
+        self.store = SqliteStore(db)
+        self.run(self.store.open())
+        self.app = app_for(self.store, self.metrics)
+        self.server = TestServer(self.app)
+        self.client: TestClient[web.Request, web.Application] = TestClient(
+            self.server, loop=self.loop
+        )
+        self.run(self.client.start_server())
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(asyncio.wait_for(coro, 30))
+
+    def request(self, method: str, path: str, **kwargs: Any) -> int:
+        async def go() -> int:
+            async with self.client.request(method, path, **kwargs) as response:
+                await response.read()
+                return response.status
+
+        return self.run(go())
+
+    def five_hundreds(self) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "postflight_api_requests_total", {"status": "5xx"}
+        )
+        return value or 0.0
+
+    def close(self) -> None:
+        self.run(self.client.close())
+        self.run(self.store.close())
+        self.loop.close()
 
 
 async def open_store(path: Path) -> SqliteStore:

@@ -12,22 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from agent.metrics import Metrics
-from agent.store.sqlite import SqliteStore
-from tests.api.harness import AUTH, RecordingEvents, make_app
+from tests.api.harness import AUTH, LoopApi, RecordingEvents, make_app
 
-T = TypeVar("T")
 FIELDS = ["environment", "version", "previous_version", "commit", "window", "deployed_at", "labels"]
 FUZZ = settings(
     max_examples=150,
@@ -36,31 +31,14 @@ FUZZ = settings(
 )
 
 
-class LiveApi:
+class LiveApi(LoopApi):
     """A running API on its own loop, for synchronous hypothesis tests."""
 
     def __init__(self, tmp_path: Path) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.metrics = Metrics()
-        self.store = SqliteStore(tmp_path / "garbage.db")
-        self.run(self.store.open())
-        self.app = make_app(self.store, RecordingEvents(), metrics=self.metrics)
-        self.server = TestServer(self.app)
-        self.client: TestClient[web.Request, web.Application] = TestClient(
-            self.server, loop=self.loop
+        super().__init__(
+            tmp_path / "garbage.db",
+            lambda store, metrics: make_app(store, RecordingEvents(), metrics=metrics),
         )
-        self.run(self.client.start_server())
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self.loop.run_until_complete(asyncio.wait_for(coro, 30))
-
-    def request(self, method: str, path: str, **kwargs: Any) -> int:
-        async def go() -> int:
-            async with self.client.request(method, path, **kwargs) as response:
-                await response.read()
-                return response.status
-
-        return self.run(go())
 
     def raw(self, data: bytes, wait: float = 0.5) -> bytes:
         """Write bytes to the server's socket; the status line of its answer, if any
@@ -81,17 +59,6 @@ class LiveApi:
                     await writer.wait_closed()
 
         return self.run(go())
-
-    def five_hundreds(self) -> float:
-        value = self.metrics.registry.get_sample_value(
-            "postflight_api_requests_total", {"status": "5xx"}
-        )
-        return value or 0.0
-
-    def close(self) -> None:
-        self.run(self.client.close())
-        self.run(self.store.close())
-        self.loop.close()
 
 
 @contextmanager

@@ -10,26 +10,21 @@ mutations of real events (fields removed, retyped or replaced).
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.api import create_api_app
-from agent.metrics import Metrics
 from agent.settings import Settings
-from agent.store.sqlite import SqliteStore
+from tests.api.harness import LoopApi
 from tests.fakes import github as gh
 from tests.fakes import vercel as vc
 
-T = TypeVar("T")
 GH_SECRET = "fuzz-github-secret"
 VC_SECRET = "fuzz-vercel-secret"
 FUZZ = settings(
@@ -60,42 +55,18 @@ def fuzz_settings() -> Settings:
     )
 
 
-class HookApi:
+class HookApi(LoopApi):
     def __init__(self, tmp_path: Path) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.metrics = Metrics()
-        self.store = SqliteStore(tmp_path / "hooks.db")
-        self.run(self.store.open())
-        app = create_api_app(fuzz_settings(), self.store, metrics=self.metrics)
-        self.client: TestClient[web.Request, web.Application] = TestClient(
-            TestServer(app), loop=self.loop
+        super().__init__(
+            tmp_path / "hooks.db",
+            lambda store, metrics: create_api_app(fuzz_settings(), store, metrics=metrics),
         )
-        self.run(self.client.start_server())
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self.loop.run_until_complete(asyncio.wait_for(coro, 30))
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
-        async def go() -> int:
-            async with self.client.post(path, data=body, headers=headers) as response:
-                await response.read()
-                return response.status
-
-        return self.run(go())
+        return self.request("POST", path, data=body, headers=headers)
 
     def windows(self) -> int:
         return len(self.run(self.store.list_windows(limit=200)).items)
-
-    def five_hundreds(self) -> float:
-        value = self.metrics.registry.get_sample_value(
-            "postflight_api_requests_total", {"status": "5xx"}
-        )
-        return value or 0.0
-
-    def close(self) -> None:
-        self.run(self.client.close())
-        self.run(self.store.close())
-        self.loop.close()
 
 
 @contextmanager

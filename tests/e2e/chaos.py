@@ -437,6 +437,17 @@ class Chaos:
         self._watch_takeover(replica.name, held, sending)
         self._restarts.append(asyncio.create_task(self._restart_later(replica, down_s)))
 
+    async def restart_now(self) -> None:
+        """Cut short the downtime of every replica still waiting for its restart."""
+        for task in self._restarts:
+            task.cancel()
+        await asyncio.gather(*self._restarts, return_exceptions=True)
+        self._restarts.clear()
+        for replica in self.replicas:
+            if replica.proc is None or replica.proc.poll() is not None:
+                await replica.start()
+                self.log(f"restarted {replica.name}")
+
     async def _restart_later(self, replica: Replica, down_s: float) -> None:
         await asyncio.sleep(down_s)
         await replica.start()
@@ -611,7 +622,9 @@ async def paused_woken(plan: Plan, url: str) -> Findings:
 
 
 async def sender_killed(plan: Plan, url: str, down_s: float = 40.0) -> Findings:
-    """The sender killed mid-attempt (the receiver is slow) and held down `down_s`."""
+    """The sender killed mid-attempt (the receiver is slow) and held down until a survivor
+    has delivered the orphaned rollback (at most `down_s`); then it restarts, which must
+    not send it again."""
     plan.windows, plan.regressed, plan.sigstop = 1, 1, False
     plan.receiver_script = "200:delay=4"  # the first attempt is in flight for 4 s
     plan.rollback_timeout_s = 6.0
@@ -620,6 +633,11 @@ async def sender_killed(plan: Plan, url: str, down_s: float = 40.0) -> Findings:
         sender = await _sender_of(run, deploy, in_flight=True)
         victim = next(r for r in run.replicas if r.name == sender)
         run.kill(victim, down_s=down_s)
+        for _ in range(int(down_s / POLL_S)):  # the takeover watch fills orphan_pickup_s
+            if run.f.orphan_pickup_s:
+                break
+            await asyncio.sleep(POLL_S)
+        await run.restart_now()
         await run.settle(within=down_s + 20)
         run.count_deliveries()
         return run.f

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,24 +23,54 @@ TOKEN = "e2e-api-token-01234"
 SECRET = "e2e-rollback-secret"
 
 
-class FlipTarget:
-    """The service being deployed: healthy until `go_bad()`, then 40% of answers are 5xx
-    (deterministically: two of every five requests)."""
+PROBE_ERRORS = "{name: probe-errors, source: checks, metric: error_rate, max: 0.05}"
+THRESHOLD = "{policy: threshold, failure_limit: 2}"
+
+
+def environment(
+    name: str,
+    base_url: str,
+    *,
+    window: str = "1500ms",
+    interval: str = "300ms",
+    background_interval: str = "200ms",
+    probes: int = 5,
+    timeout: str = "1s",
+    analysis: str | None = THRESHOLD,
+    rules: Sequence[str] = (PROBE_ERRORS,),
+    extra: str = "",
+) -> str:
+    """One environment's YAML for `start_agent`: an http check `api-health` on /api/health
+    and `rules` (flow mappings), with seconds-long windows and sub-second rounds by
+    default. `extra`: more keys of the environment (rollback, sources, lookback)."""
+    lines = [
+        f"{name}:",
+        f"  base_url: {base_url}",
+        f"  window: {window}",
+        f"  interval: {interval}",
+        f"  background_interval: {background_interval}",
+        f"  probes_per_round: {probes}",
+        "  checks:",
+        f"    - {{name: api-health, type: http, path: /api/health, timeout: {timeout}}}",
+    ]
+    if analysis is not None:
+        lines.append(f"  analysis: {analysis}")
+    lines += ["  rules:", *(f"    - {rule}" for rule in rules)]
+    text = "\n".join(lines) + "\n"
+    if extra.strip():
+        text += textwrap.indent(textwrap.dedent(extra).strip("\n"), "  ") + "\n"
+    return text
+
+
+class LocalTarget:
+    """A service on a free port of 127.0.0.1; subclasses add their `routes`."""
 
     def __init__(self) -> None:
-        self.bad = False
-        self.requests = 0
         self.runner: web.AppRunner | None = None
         self.port = 0
 
-    async def health(self, request: web.Request) -> web.Response:
-        self.requests += 1
-        if self.bad and self.requests % 5 < 2:
-            return web.json_response({"status": "error"}, status=503)
-        return web.json_response({"status": "ok"})
-
     def routes(self, app: web.Application) -> None:
-        app.router.add_get("/api/health", self.health)
+        raise NotImplementedError
 
     async def start(self) -> None:
         app = web.Application()
@@ -58,6 +88,26 @@ class FlipTarget:
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+            self.runner = None
+
+
+class FlipTarget(LocalTarget):
+    """The service being deployed: healthy until `go_bad()`, then 40% of answers are 5xx
+    (deterministically: two of every five requests)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bad = False
+        self.requests = 0
+
+    async def health(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        if self.bad and self.requests % 5 < 2:
+            return web.json_response({"status": "error"}, status=503)
+        return web.json_response({"status": "ok"})
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/api/health", self.health)
 
 
 @dataclass

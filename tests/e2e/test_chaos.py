@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.chaos import Plan, random_chaos, sender_killed
+from tests.heavy import HEAVY
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, HEAVY]
 
 
 @pytest.mark.timeout(150)

@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+from tests.heavy import HEAVY
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120), HEAVY]
 
 
 def test_the_demo_passes_the_good_deploy_and_rolls_back_the_bad_one_once() -> None:

@@ -15,7 +15,7 @@ import asyncio
 import json
 import math
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
@@ -23,24 +23,26 @@ from aiohttp import web
 
 from agent.api.models import Deploy
 from agent.cli.render import Style, details
-from tests.e2e.conftest import SECRET, AgentFactory
+from tests.e2e.conftest import SECRET, AgentFactory, LocalTarget, environment
+from tests.heavy import HEAVY
 from tests.receivers import JsonSink, RollbackReceiver
 
+pytestmark = HEAVY
 
-class NoisyTarget:
+
+class NoisyTarget(LocalTarget):
     """A service with a share of failing answers and lognormal latency. `burst`: errors come
     in bursts (each `slot` seconds of wall clock is bad with probability `burst`, and then
     `error_rate` / `burst` of its requests fail), so requests of one round fail together."""
 
     def __init__(self, seed: int) -> None:
+        super().__init__()
         self.error_rate = 0.0
         self.latency_s = 0.0
         self.burst = 0.0
         self.slot = 0.2
         self.rng = random.Random(seed)
         self.bad_slots: dict[int, bool] = {}
-        self.runner: web.AppRunner | None = None
-        self.url = ""
 
     def _fails(self) -> bool:
         if not self.burst:
@@ -57,19 +59,8 @@ class NoisyTarget:
             return web.json_response({"status": "error"}, status=503)
         return web.json_response({"status": "ok"})
 
-    async def start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/api/health", self.health)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
 
 
 @pytest.fixture
@@ -82,41 +73,38 @@ async def targets() -> AsyncIterator[list[NoisyTarget]]:
         await target.stop()
 
 
-def environment(
+def evidence_environment(
     name: str,
     url: str,
     receiver: str,
     *,
     window: str,
-    rules: str,
+    rules: Sequence[str],
     probes: int = 20,
     interval: str = "200ms",
 ) -> str:
     """Defaults except what keeps a test short: sub-second rounds, seconds-long windows, a
     background run every 200 ms (each `probes_per_round` probes spread over a round's 200 ms,
     the rate rounds probe at, so both measure the same latency)."""
-    return f"""
-    {name}:
-      base_url: {url}
-      window: {window}
-      interval: {interval}
-      lookback: 1m
-      background_interval: 200ms
-      probes_per_round: {probes}
-      checks:
-        - {{name: api-health, type: http, path: /api/health, timeout: 2s}}
-      rules:
-{rules}
-      rollback: {{url: {receiver}, secret: {SECRET}, backoff: 100ms}}
-    """
+    return environment(
+        name,
+        url,
+        window=window,
+        interval=interval,
+        background_interval="200ms",
+        probes=probes,
+        timeout="2s",
+        analysis=None,
+        rules=rules,
+        extra=f"lookback: 1m\nrollback: {{url: {receiver}, secret: {SECRET}, backoff: 100ms}}",
+    )
 
 
-ERRORS_MAX = "        - {name: errors, source: checks, metric: error_rate, max: 0.05}"
+ERRORS_MAX = "{name: errors, source: checks, metric: error_rate, max: 0.05}"
 LATENCY_RELATIVE = (
-    "        - {name: p95, source: checks, check: api-health, metric: latency_p95,"
-    " max_increase: 50%}"
+    "{name: p95, source: checks, check: api-health, metric: latency_p95, max_increase: 50%}"
 )
-ERRORS_RELATIVE = "        - {name: errors, source: checks, metric: error_rate, max_increase: 100%}"
+ERRORS_RELATIVE = "{name: errors, source: checks, metric: error_rate, max_increase: 100%}"
 
 
 async def test_errors_x5_are_rolled_back(
@@ -125,9 +113,9 @@ async def test_errors_x5_are_rolled_back(
     target = targets[0]
     target.error_rate = 0.02
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
-    rules = f"{ERRORS_MAX}\n{LATENCY_RELATIVE}"
+    rules = (ERRORS_MAX, LATENCY_RELATIVE)
     agent = await start_agent(
-        environment("production", target.url, receiver.url, window="12s", rules=rules)
+        evidence_environment("production", target.url, receiver.url, window="12s", rules=rules)
     )
     await asyncio.sleep(6.0)  # the background baseline before the deploy
     target.error_rate = 0.10
@@ -145,11 +133,11 @@ async def test_latency_x2_on_a_max_increase_rule_is_rolled_back(
     target = targets[0]
     target.latency_s = 0.1  # large beside a busy event loop's own delays
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
-    rules = f"{ERRORS_MAX}\n{LATENCY_RELATIVE}"
+    rules = (ERRORS_MAX, LATENCY_RELATIVE)
     # 1 s rounds: a probe is a timeout once the round ends, so a 0.2 s answer needs the
     # room of a 1 s round (half a round at least), not the 0.2 s rounds of the other tests
     agent = await start_agent(
-        environment(
+        evidence_environment(
             "production",
             target.url,
             receiver.url,
@@ -178,9 +166,9 @@ async def test_an_aa_deploy_passes_on_evidence(
     target.error_rate = 0.01
     target.latency_s = 0.05
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
-    rules = f"{ERRORS_MAX}\n{LATENCY_RELATIVE}"
+    rules = (ERRORS_MAX, LATENCY_RELATIVE)
     agent = await start_agent(
-        environment("production", target.url, receiver.url, window="14s", rules=rules)
+        evidence_environment("production", target.url, receiver.url, window="20s", rules=rules)
     )
     await asyncio.sleep(3.0)
     deploy = await agent.register("production", "v-same")
@@ -199,13 +187,11 @@ async def test_twenty_aa_windows_with_bursty_errors_end_without_a_rollback(
     """Five environments side by side, four windows each. Errors come in bursts: a per-request
     test would read a burst as strong evidence; one factor per round does not."""
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
-    rules = (
-        f"{ERRORS_RELATIVE}\n        - {{name: cap, source: checks, metric: error_rate, max: 0.2}}"
-    )
+    rules = (ERRORS_RELATIVE, "{name: cap, source: checks, metric: error_rate, max: 0.2}")
     for target in targets:
         target.error_rate, target.burst = 0.03, 0.1
     envs = "".join(
-        environment(f"env{i}", t.url, receiver.url, window="2s", rules=rules)
+        evidence_environment(f"env{i}", t.url, receiver.url, window="2s", rules=rules)
         for i, t in enumerate(targets)
     )
     agent = await start_agent(envs)
@@ -241,7 +227,9 @@ async def test_a_window_too_short_for_evidence_ends_inconclusive_naming_the_rule
     verdict, the alert and `register --wait`'s summary say which rule lacked evidence."""
     target = targets[0]
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
-    env = environment("production", target.url, receiver.url, window="300ms", rules=ERRORS_MAX)
+    env = evidence_environment(
+        "production", target.url, receiver.url, window="300ms", rules=[ERRORS_MAX]
+    )
     alerting = f"""
     alerting:
       channels:
@@ -271,12 +259,9 @@ async def test_a_bound_below_what_the_rule_can_detect_is_logged_once(
     target = targets[0]
     target.latency_s = 0.01
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
-    tight = (
-        "        - {name: p95, source: checks, check: api-health, metric: latency_p95,"
-        " max_increase: 1%}"
-    )
+    tight = "{name: p95, source: checks, check: api-health, metric: latency_p95, max_increase: 1%}"
     agent = await start_agent(
-        environment("production", target.url, receiver.url, window="1s", rules=tight)
+        evidence_environment("production", target.url, receiver.url, window="1s", rules=[tight])
     )
     await asyncio.sleep(2.0)
     caplog.set_level("WARNING", logger="postflight.window")

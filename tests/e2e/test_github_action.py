@@ -10,23 +10,9 @@ from pathlib import Path
 import yaml
 
 from agent.github_action import INPUTS, OUTPUTS, register_command
-from tests.e2e.conftest import TOKEN, AgentFactory, FlipTarget
+from tests.e2e.conftest import TOKEN, AgentFactory, FlipTarget, environment
 
 ROOT = Path(__file__).resolve().parents[2]
-
-ENVIRONMENTS = """
-production:
-  base_url: {url}
-  window: 1500ms
-  interval: 300ms
-  background_interval: 200ms
-  probes_per_round: 5
-  checks:
-    - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
-  analysis: {{policy: threshold, failure_limit: 2}}
-  rules:
-    - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
-"""
 
 
 def github_env(tmp_path: Path, url: str, **inputs: str) -> dict[str, str]:
@@ -78,7 +64,7 @@ def outputs(tmp_path: Path) -> dict[str, str]:
 async def test_a_passing_deploy_passes_the_step_and_reports_it(
     start_agent: AgentFactory, flip_target: FlipTarget, tmp_path: Path
 ) -> None:
-    agent = await start_agent(ENVIRONMENTS.format(url=flip_target.url))
+    agent = await start_agent(environment("production", flip_target.url))
     code, log = await run_action(github_env(tmp_path, agent.url))
     assert code == 0, log
     out = outputs(tmp_path)
@@ -96,7 +82,7 @@ async def test_a_passing_deploy_passes_the_step_and_reports_it(
 async def test_a_failing_deploy_fails_the_step(
     start_agent: AgentFactory, flip_target: FlipTarget, tmp_path: Path
 ) -> None:
-    agent = await start_agent(ENVIRONMENTS.format(url=flip_target.url))
+    agent = await start_agent(environment("production", flip_target.url))
     flip_target.bad = True
     code, log = await run_action(github_env(tmp_path, agent.url, version="v-bad"))
     assert code == 1, log

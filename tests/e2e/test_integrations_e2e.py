@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, RunningAgent
+from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, RunningAgent, environment
 from tests.e2e.crash import free_port
 from tests.fakes import github as gh
 from tests.fakes import vercel as vc
@@ -55,34 +55,22 @@ def environments(
     staging_window: str = "30s",
     gate_timeout: str = "30s",
 ) -> str:
-    env = f"""
-      base_url: {target.url}
-      interval: 300ms
-      background_interval: 200ms
-      probes_per_round: 5
-      checks:
-        - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
-      analysis: {{policy: threshold, failure_limit: 2}}
-      rules:
-        - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
-    """
     rr = str(rolling_release).lower()
-    return f"""
-    production:
-      window: {window}
-      sources:
-        vercel: {{project: {vc.PROJECT}, target: production, rolling_release: {rr}}}
-        github: {{repository: {gh.REPOSITORY}, environment: Production}}
-      gate: {{after: staging, timeout: {gate_timeout}}}
-      rollback: {rollback}
-    {env}
-    staging:
-      window: {staging_window}
-      sources:
-        vercel: {{project: {vc.PROJECT}, target: staging}}
-        github: {{repository: {gh.REPOSITORY}, environment: Staging}}
-    {env}
+    production = f"""
+    sources:
+      vercel: {{project: {vc.PROJECT}, target: production, rolling_release: {rr}}}
+      github: {{repository: {gh.REPOSITORY}, environment: Production}}
+    gate: {{after: staging, timeout: {gate_timeout}}}
+    rollback: {rollback}
     """
+    staging = f"""
+    sources:
+      vercel: {{project: {vc.PROJECT}, target: staging}}
+      github: {{repository: {gh.REPOSITORY}, environment: Staging}}
+    """
+    return environment("production", target.url, window=window, extra=production) + environment(
+        "staging", target.url, window=staging_window, extra=staging
+    )
 
 
 async def post_hook(
@@ -534,21 +522,13 @@ async def test_a_window_can_probe_the_url_its_deploy_event_names(
     use_event_url: bool,
 ) -> None:
     flag = str(use_event_url).lower()
-    env = f"""
-    preview:
-      base_url: http://127.0.0.1:{free_port()}
-      window: 1500ms
-      interval: 300ms
-      background_interval: 10s
-      probes_per_round: 5
-      checks:
-        - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
-      analysis: {{policy: threshold, failure_limit: 2}}
-      rules:
-        - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
-      sources:
-        github: {{repository: {gh.REPOSITORY}, environment: Preview, use_environment_url: {flag}}}
-    """
+    env = environment(
+        "preview",
+        f"http://127.0.0.1:{free_port()}",
+        background_interval="10s",
+        extra=f"sources: {{github: {{repository: {gh.REPOSITORY}, environment: Preview,"
+        f" use_environment_url: {flag}}}}}",
+    )
     agent = await start_agent(env, extra=integrations(fake_github, fake_vercel))
     body = gh.deployment_status(environment="Preview").replace(
         b"https://web-new.vercel.app", flip_target.url.encode()
@@ -567,21 +547,12 @@ async def test_commit_status_on_the_sha_pending_then_success(
     fake_vercel: FakeVercel,
     fake_github: FakeGitHub,
 ) -> None:
-    env = f"""
-    staging:
-      base_url: {flip_target.url}
-      window: 1500ms
-      interval: 300ms
-      background_interval: 200ms
-      probes_per_round: 5
-      checks:
-        - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
-      analysis: {{policy: threshold, failure_limit: 2}}
-      rules:
-        - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
-      sources:
-        github: {{repository: {gh.REPOSITORY}, environment: Staging, commit_status: true}}
-    """
+    env = environment(
+        "staging",
+        flip_target.url,
+        extra=f"sources: {{github: {{repository: {gh.REPOSITORY}, environment: Staging,"
+        " commit_status: true}}",
+    )
     agent = await start_agent(env, extra=integrations(fake_github, fake_vercel))
     deploy = await agent.register("staging", "v8", commit=SHA)
     assert (await agent.settled(deploy["id"]))["state"] == "passed"

@@ -9,36 +9,27 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget
+from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, LocalTarget, environment
+from tests.heavy import HEAVY
 from tests.receivers import JsonSink, RollbackReceiver
 
+pytestmark = HEAVY
 
-class SlowTarget:
+
+class SlowTarget(LocalTarget):
     """Answers in about `delay` seconds; the deploy makes it slow."""
 
     def __init__(self, delay: float = 0.0) -> None:
+        super().__init__()
         self.delay = delay
-        self.runner: web.AppRunner | None = None
-        self.url = ""
 
     async def health(self, request: web.Request) -> web.Response:
         if self.delay:
             await asyncio.sleep(self.delay)
         return web.json_response({"status": "ok"})
 
-    async def start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/api/health", self.health)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
 
 
 @pytest.fixture
@@ -51,27 +42,27 @@ async def slow_targets() -> AsyncIterator[tuple[SlowTarget, SlowTarget]]:
     await stable.stop()
 
 
-def latency_env(base_url: str, receiver: str, *, extra: str = "", policy: str = "threshold") -> str:
-    return f"""
-    production:
-      base_url: {base_url}
-      {extra}
-      window: 20s
-      interval: 1s
-      lookback: 1m
-      background_interval: 50ms
-      probes_per_round: 10
-      checks:
-        - {{name: api-health, type: http, path: /api/health, timeout: 2s}}
-      analysis: {{policy: {policy}, failure_limit: 2}}
-      rules:
-        - name: health-p95
-          source: checks
-          check: api-health
-          metric: latency_p95
-          max_increase: 50%
-      rollback: {{url: {receiver}, secret: {SECRET}, backoff: 100ms}}
-    """
+def latency_env(
+    base_url: str, receiver: str, *, extra: str = "", background_interval: str = "50ms"
+) -> str:
+    return environment(
+        "production",
+        base_url,
+        window="20s",
+        interval="1s",
+        background_interval=background_interval,
+        probes=10,
+        timeout="2s",
+        rules=[
+            "{name: health-p95, source: checks, check: api-health, metric: latency_p95,"
+            " max_increase: 50%}"
+        ],
+        extra=f"""
+        {extra}
+        lookback: 1m
+        rollback: {{url: {receiver}, secret: {SECRET}, backoff: 100ms}}
+        """,
+    )
 
 
 async def test_max_increase_on_probe_latency_uses_the_background_baseline(
@@ -102,8 +93,9 @@ async def test_a_canary_is_judged_against_its_stable_side_probed_side_by_side(
 ) -> None:
     canary, stable = slow_targets
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
-    env = latency_env(canary.url, receiver.url, extra=f"baseline_url: {stable.url}")
-    env = env.replace("background_interval: 50ms", "background_interval: 1h")
+    env = latency_env(
+        canary.url, receiver.url, extra=f"baseline_url: {stable.url}", background_interval="1h"
+    )
     agent = await start_agent(env)
     canary.delay = 0.08
     deploy = await agent.register("production", "v-canary")
@@ -122,20 +114,16 @@ async def test_a_sequential_window_shows_its_evidence_live_in_the_api_and_in_the
 ) -> None:
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     agent = await start_agent(
-        f"""
-        production:
-          base_url: {flip_target.url}
-          window: 20s
-          interval: 500ms
-          background_interval: 50ms
-          probes_per_round: 20
-          checks:
-            - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
-          analysis: {{policy: sequential, confidence: 0.99}}
-          rules:
-            - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
-          rollback: {{url: {receiver.url}, secret: {SECRET}, backoff: 100ms}}
-        """,
+        environment(
+            "production",
+            flip_target.url,
+            window="20s",
+            interval="500ms",
+            background_interval="50ms",
+            probes=20,
+            analysis="{policy: sequential, confidence: 0.99}",
+            extra=f"rollback: {{url: {receiver.url}, secret: {SECRET}, backoff: 100ms}}",
+        ),
         f"""
         alerting:
           channels:

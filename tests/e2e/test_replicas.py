@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
 
-from tests.e2e.conftest import AgentFactory, FlipTarget
-
-ENVIRONMENT = """
-production:
-  base_url: {url}
-  window: 6s
-  interval: 300ms
-  background_interval: 1h
-  probes_per_round: 3
-  checks:
-    - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
-  analysis: {{policy: threshold, failure_limit: 2}}
-  rules:
-    - {{name: probe-errors, source: checks, metric: error_rate, max: 0.5}}
-"""
+from agent.web.events import RECHECK_S
+from tests.e2e.conftest import AgentFactory, FlipTarget, environment
+from tests.web.sse import events
 
 
 async def lease_owner(pg_url: str, deploy_id: str) -> Any:
@@ -46,7 +35,14 @@ async def test_one_replica_watches_a_window_and_another_takes_over_when_it_stops
     start_agent: AgentFactory, flip_target: FlipTarget, pg_url: str
 ) -> None:
     store = f"url: {pg_url}\n  lease: 1s"
-    env = ENVIRONMENT.format(url=flip_target.url)
+    env = environment(
+        "production",
+        flip_target.url,
+        window="6s",
+        background_interval="1h",
+        probes=3,
+        rules=["{name: probe-errors, source: checks, metric: error_rate, max: 0.5}"],
+    )
     first = await start_agent(env, store=store, owner="replica-a")
     second = await start_agent(env, store=store, owner="replica-b")
     deploy = await first.register("production", "v-ha")
@@ -70,3 +66,36 @@ async def test_one_replica_watches_a_window_and_another_takes_over_when_it_stops
     numbers = await round_numbers(pg_url, deploy["id"])
     assert numbers == list(range(1, len(numbers) + 1)), "rounds skipped or watched twice"
     assert await lease_owner(pg_url, deploy["id"]) is None  # released when it ended
+
+
+async def test_a_live_stream_on_another_replica_hears_each_round_as_it_is_stored(
+    start_agent: AgentFactory, flip_target: FlipTarget, pg_url: str
+) -> None:
+    """The replica watching the window tells the others over PostgreSQL (LISTEN/NOTIFY):
+    a stream on one of them sends each round at once, not at its next re-read."""
+    store = f"url: {pg_url}"
+    env = environment(
+        "production", flip_target.url, window="8s", background_interval="1h", probes=3
+    )
+    first = await start_agent(env, store=store, owner="replica-a")
+    second = await start_agent(env, store=store, owner="replica-b")
+    deploy = await first.register("production", "v-live")
+    await first.wait_until(deploy["id"], lambda d: d["rounds"] >= 1, within=10)
+    holder = await lease_owner(pg_url, deploy["id"])
+    other = second if holder == "replica-a" else first
+    url = f"{other.url}/v1/deploys/{deploy['id']}/events"
+    async with other.http.get(url, headers=other.headers) as response:
+        stream = events(response)
+        assert (await anext(stream)).name == "state"
+        heard: list[int] = []
+        while len(heard) < 3:  # rounds come every 300 ms; the re-read is every 5 s
+            event = await asyncio.wait_for(anext(stream), RECHECK_S / 2)
+            if event.name == "round":
+                heard.append(event.data["round"])
+    assert heard == list(range(heard[0], heard[0] + 3)), heard
+    watcher = first if other is second else second
+    labels = {"environment": "production", "rule": "probe-errors", "outcome": "pass"}
+    assert other.metric("postflight_rule_evaluations_total", **labels) == 0, (
+        "the streaming replica watched the window itself"
+    )
+    assert watcher.metric("postflight_rule_evaluations_total", **labels) >= 1

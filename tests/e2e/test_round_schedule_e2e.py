@@ -23,18 +23,17 @@ from agent.records import DeployWindow, RoundRecord
 from agent.settings_file import load_settings_text
 from agent.store.sqlite import SqliteStore
 from agent.windows.probing import EnvironmentProbe
-from tests.e2e.conftest import AgentFactory
+from tests.e2e.conftest import AgentFactory, LocalTarget
 
 
-class CountingTarget:
+class CountingTarget(LocalTarget):
     """A quiet target that counts arrivals per path (the truth from outside the agent);
     `/slow` answers after `slow_s`."""
 
     def __init__(self, slow_s: float = 0.0) -> None:
+        super().__init__()
         self.slow_s = slow_s
         self.arrivals: dict[str, int] = {}
-        self.runner: web.AppRunner | None = None
-        self.url = ""
         self.arrived = asyncio.Condition()
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -45,15 +44,8 @@ class CountingTarget:
             await asyncio.sleep(self.slow_s)
         return web.json_response({"status": "ok"})
 
-    async def start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture
@@ -61,8 +53,7 @@ async def target() -> AsyncIterator[CountingTarget]:
     t = CountingTarget(slow_s=0.6)
     await t.start()
     yield t
-    assert t.runner is not None
-    await t.runner.cleanup()
+    await t.stop()
 
 
 async def test_ten_probes_and_a_load_check_per_sub_second_round_keep_the_round_count(

@@ -7,6 +7,7 @@ own way is checked in test_sqlite_store.py and test_postgres_store.py.
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import pytest
@@ -347,6 +348,33 @@ async def test_alert_claims_survive_a_reopen(backend: Backend) -> None:
     assert not await s.claim_alert("dep_1", "passed", 3.0)
     assert await s.claim_alert("dep_1", "breach:x", 3.0)
     await s.close()
+
+
+async def test_a_claim_without_an_outcome_is_taken_over_once_after_it_lapses(
+    backend: Backend,
+) -> None:
+    """A follow-up's lease: its sender died mid-call; two replicas then race to take it."""
+    first, second = backend.make(), backend.make()
+    await first.open()
+    await second.open()
+    try:
+        await first.create_window(window("dep_1"))
+        assert await first.take_alert("dep_1", "then:db", 10.0, lapsed_before=0.0)
+        # still within its lease: nobody else may send
+        assert not await second.take_alert("dep_1", "then:db", 20.0, lapsed_before=5.0)
+        # lapsed: exactly one of two simultaneous takers wins
+        taken = await asyncio.gather(
+            first.take_alert("dep_1", "then:db", 30.0, lapsed_before=25.0),
+            second.take_alert("dep_1", "then:db", 30.0, lapsed_before=25.0),
+        )
+        assert sorted(taken) == [False, True]
+        # an outcome ends it: no lapse brings it back
+        await second.record_alert("dep_1", "then:db", "delivered", "HTTP 200")
+        assert not await first.take_alert("dep_1", "then:db", 90.0, lapsed_before=80.0)
+        assert await first.alert_events("dep_1") == {"then:db": "delivered"}
+    finally:
+        await first.close()
+        await second.close()
 
 
 async def test_alert_results_are_recorded_per_event(store: Store) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -69,9 +70,35 @@ def test_a_restart_after_any_round_resumes_the_same_state_and_verdicts(
         for old in replay:
             state, _ = resumed.step(state, old, final=False)
         assert state == states[k], k
-        for i in range(k + 1, len(rounds)):
+        # The judge is a pure fold, so the same state gives the same verdicts from here
+        # on; the next round shows it for every k, the whole rest for the first and middle
+        # restart (linear, not quadratic, in the window's rounds).
+        last = len(rounds) if k in (0, len(rounds) // 2) else min(k + 2, len(rounds))
+        for i in range(k + 1, last):
             state, verdict = resumed.step(state, rounds[i], final=i == len(rounds) - 1)
             assert verdict == verdicts[i], (k, i)
+
+
+def test_a_state_stored_by_another_judge_version_is_replayed_not_read() -> None:
+    """An upgrade mid-window: the old state's shape is unknown to the new judge, so a
+    restart replays that round's observations (and every one after) from a fresh start."""
+    rng = np.random.default_rng(3)
+    obs = [
+        {"p95": Observation(0.1, values=tuple(rng.lognormal(-2.5, 0.5, 10)), quantile=0.95)}
+        for _ in range(3)
+    ]
+    stored = [
+        {"observations": stored_observations(obs[0], exact=True)},
+        {"observations": stored_observations(obs[1], exact=False), "judge": {"v": 1}},
+        {"observations": stored_observations(obs[2], exact=True)},
+    ]
+    state, replay = resume_point(json.loads(json.dumps(stored)))
+    assert state is None
+    assert len(replay) == 3 and replay[0] == obs[0] and replay[2] == obs[2]
+    kept = replay[1]["p95"].values  # what a round keeps of them: rounded
+    assert kept == pytest.approx(obs[1]["p95"].values, abs=1e-6)
+    state, replay = resume_point(json.loads(json.dumps(stored)), version=1)
+    assert state == {"v": 1} and replay == [obs[2]]
 
 
 def test_a_usual_round_is_stored_without_the_state_and_a_big_one_with_it() -> None:

@@ -10,16 +10,20 @@ asymptotic confidence sequence for passing on evidence).
 Error budget. The window's alpha = 1 - confidence is split evenly between rules, then between
 a rule's failing tests (its bounds; a relative latency bound runs two: a rank test for a
 shift of the whole distribution and an exceedance test of the quantile the rule names, for
-regressions confined to the tail). A test against a measured baseline spends a fifth of its
-share (`BASELINE_SHARE`) on the baseline's confidence limit; the rest is halved between the
-e-process started at the deploy and the e-detector for a regression that starts later (when
-the window's length in rounds is known). Union bound: the chance that any rule of a good
-deploy ever fails is at most alpha.
+regressions confined to the tail). A relative test against a measured baseline (counts,
+raw samples; either direction) treats the baseline as the estimate it is: a ladder over its
+confidence limits (`SequentialRule._ladder`) prices the baseline by an e-value, and spends a
+`COUNT_TAIL_SHARE` of its share beyond the farthest limit. A bare baseline figure is taken at
+face value, and the pass side spends `BASELINE_SHARE` on one confidence limit. The rest is
+halved between the e-process started at the deploy and the e-detector for a regression that
+starts later (when the window's length in rounds is known). Union bound: the chance that any
+rule of a good deploy ever fails is at most alpha.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -43,13 +47,17 @@ limit widens only like sqrt(log(1 / alpha)) while the e-value threshold grows li
 log(1 / alpha)."""
 
 COUNT_TAIL_SHARE = 0.05
-"""The two-sample count test's alpha spent on the baseline rate lying above its far
-Clopper-Pearson limit (the only region it does not test with the new counts)."""
+"""A two-sample test's alpha spent on the baseline's figure lying past its farthest confidence
+limit (the only region it does not test with the new samples)."""
 
 BASELINE_LADDER = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001, 3e-4)
-"""Levels beta of the baseline's e-value sum_i w_i 1{baseline rate > CP_upper(beta_i)} / beta_i
-(equal weights): one step per Clopper-Pearson limit, so a baseline rate near its estimate costs
-log(len) nats, not a whole confidence limit's share of alpha."""
+"""Levels beta of the baseline's e-value sum_i w_i 1{baseline figure past its limit at
+beta_i} / beta_i: one step per confidence limit, so a baseline near its estimate costs
+log(1 / w_0) nats, not a whole confidence limit's share of alpha."""
+
+FIRST_RUNG_WEIGHT = 0.5
+"""w_0, the weight of the first level (beta = 1: the baseline is where its data put it): most
+of the time it is, so it gets half the weight; the other levels share the rest equally."""
 
 DEFAULT_T_OPT = 30.0
 """Without a planned number of rounds, the confidence sequence is tuned for 30."""
@@ -133,10 +141,12 @@ class Component:
     """Rank: samples are divided by it (the tolerance) before being placed in the baseline."""
     baseline_bound: float | None = None
     """The baseline's confidence limit (rate or quantile) the relative bound was built on."""
-    ladder: tuple[tuple[float, float], ...] = ()
-    """Two-sample count test: per interval [p_k, p_k+1) of the baseline's rate, (the null's
-    level (1 + max_increase) p_k+1, log of the baseline's e-value at p_k). Its e-process is
-    the least over intervals of the baseline e-value times the new counts' e-process."""
+    ladder: tuple[tuple[float, float, float], ...] = ()
+    """A relative bound tested against a baseline that is itself an estimate: per interval
+    between two confidence limits of the baseline's figure (rate, quantile, or the empirical
+    distribution's error), (the null's level, its cutoff, log of the baseline's e-value on
+    that interval), the level and cutoff taken at the interval's far end. Its e-process is
+    the least over intervals of the baseline e-value times the new samples' e-process."""
 
     @property
     def bets(self) -> str:
@@ -208,6 +218,8 @@ class SequentialRule:
         )
         self.unpassable = len(self.passes) < len(bounds)
         """A bound has no test of its evidence (no baseline to compare with, say)."""
+        self._bases: dict[str, FloatArray] = {}
+        """Each ladder's log baseline e-values, as an array (`_bet_ladder`)."""
         self._detectable: dict[float, Detectable | None] = {}
         """`detectable` by samples per round: a search over the baseline, the same answer
         every round while the traffic per round holds (it usually does), so done once."""
@@ -281,7 +293,12 @@ class SequentialRule:
         if plan == "rank":
             if not up and delta >= 1.0:
                 return None
-            margin = stats.dkw_margin(base.sorted_values.size, b_alpha)
+            n_base = base.sorted_values.size
+            ladder = self._ladder(share, lambda beta: _one_sided_dkw(n_base, beta))
+            if ladder is None:
+                return None
+            a, d = self._split(share, False)
+            a, d = a * (1.0 - COUNT_TAIL_SHARE), d * (1.0 - COUNT_TAIL_SHARE)
             return Component(
                 "max_increase",
                 "rank",
@@ -289,22 +306,30 @@ class SequentialRule:
                 d,
                 f"{metric} distribution within baseline {change}",
                 f"{'above' if up else 'below'} baseline {self._fmt(base.value)} {change} "
-                "(rank test)",
-                level=0.5 + margin,
+                "(rank test, two-sample)",
+                level=0.5,
                 flip=not up,
                 scale=1.0 + delta if up else 1.0 - delta,
+                baseline_bound=ladder[-1][0] - 0.5,
+                ladder=tuple((0.5 + m, 0.0, log_e) for m, _, log_e in ladder),
             )
         if plan == "exceedance":
             sv = base.sorted_values
-            bq = (
-                stats.quantile_upper_bound(sv, q, b_alpha)
-                if up
-                else stats.quantile_lower_bound(sv, q, b_alpha)
-            )
-            if bq is None:
+
+            def quantile_limit(beta: float) -> float | None:
+                if up:
+                    return stats.quantile_upper_bound(sv, q, beta)
+                return stats.quantile_lower_bound(sv, q, beta)
+
+            ladder = self._ladder(share, quantile_limit)
+            if ladder is None:
                 return None
-            limit = bq * (1.0 + delta) if up else bq * (1.0 - delta)
-            rest = f"{self._fmt(limit)} (baseline {self._fmt(base.value)} {change})"
+            a, d = self._split(share, False)
+            a, d = a * (1.0 - COUNT_TAIL_SHARE), d * (1.0 - COUNT_TAIL_SHARE)
+            scale = 1.0 + delta if up else 1.0 - delta
+            far = ladder[-1][0]
+            limit_text = self._fmt(base.value * scale)
+            rest = f"{limit_text} (baseline {self._fmt(base.value)} {change}, two-sample)"
             return Component(
                 "max_increase",
                 "exceedance",
@@ -314,8 +339,11 @@ class SequentialRule:
                 f"{past} {rest}",
                 level=(1.0 - q) if up else q,
                 flip=not up,
-                cutoff=limit,
-                baseline_bound=bq,
+                cutoff=base.value * scale,
+                baseline_bound=far,
+                ladder=tuple(
+                    ((1.0 - q) if up else q, bound * scale, log_e) for bound, _, log_e in ladder
+                ),
             )
         if self.kind == "distribution":
             # a bare baseline value (a provider's percentile): taken at face value
@@ -333,7 +361,7 @@ class SequentialRule:
                 flip=not up,
                 cutoff=limit,
             )
-        if base.has_counts and up and self.kind == "proportion":
+        if base.has_counts and self.kind == "proportion":
             return self._two_sample(share, change)
         if base.has_counts:
             rate = base.rate_limit(b_alpha, upper=up)
@@ -360,45 +388,67 @@ class SequentialRule:
             baseline_bound=baseline_bound,
         )
 
+    def _ladder(
+        self, share: float, limit: Callable[[float], float | None]
+    ) -> list[tuple[float, float, float]] | None:
+        """The baseline's figure as an estimate: its confidence limits at the levels of
+        `BASELINE_LADDER` down to the tail share, as (limit at the interval's far end, 0,
+        log of the baseline's e-value on the interval). None when the far limit is unknown.
+
+        For each value v of the baseline's figure, e_base(v) = sum_i w_i 1{v past the
+        limit at beta_i} / beta_i (mean <= 1 at the true value, monotone in v) times the new
+        samples' e-process against v (monotone the other way) is an e-process; its least
+        value over v is bounded below, on each interval between two limits, by e_base at
+        the near end times the new e-process at the far end. Past the far limit (a
+        `COUNT_TAIL_SHARE` of the alpha) the test spends that share instead. Union bound:
+        share (1 - tail) + share x tail.
+        """
+        tail = share * COUNT_TAIL_SHARE
+        betas = [b for b in BASELINE_LADDER if b > tail]
+        limits = [limit(b) for b in [*betas[1:], tail]]
+        if any(v is None for v in limits):
+            return None
+        rest = (1.0 - FIRST_RUNG_WEIGHT) / max(1, len(betas) - 1)
+        weights = [FIRST_RUNG_WEIGHT if k == 0 else rest for k in range(len(betas))]
+        log_e = np.log(np.cumsum([w / b for w, b in zip(weights, betas, strict=True)]))
+        return [(float(v), 0.0, float(log_e[k])) for k, v in enumerate(limits) if v is not None]
+
     def _two_sample(self, share: float, change: str) -> Component | None:
         """The relative count bound as a two-sample test: the baseline's rate p is unknown.
-
-        For each p, e_base(p) (a sum of all-or-nothing e-values on the baseline's count, one
-        per Clopper-Pearson limit of `BASELINE_LADDER`; mean <= 1 when p is the baseline's
-        rate, nondecreasing in p) times the new counts' betting e-process against (1 + delta)
-        p (nonincreasing in p) is an e-process. Its least value over p is bounded below, on
-        each interval between two limits, by e_base at the left end times the new e-process
-        at the right end. Above the far limit p_K (a `COUNT_TAIL_SHARE` of the alpha) the
-        test spends that share instead. Union bound: share (1 - tail) + share x tail.
-        """
+        A ladder (`_ladder`) over the baseline rate's Clopper-Pearson limits (upper for an
+        increase, lower for a decrease: the side where the null is widest)."""
         base, rule = self.baseline, self.rule
         assert base is not None and rule.max_increase is not None
         delta = rule.max_increase
-        tail = share * COUNT_TAIL_SHARE
-        betas = [b for b in BASELINE_LADDER if b > tail]
-        limits = [0.0] + [base.rate_limit(b, upper=True) for b in betas[1:]]
-        limits.append(base.rate_limit(tail, upper=True))
-        weight = 1.0 / len(betas)
-        log_e = np.log(np.cumsum([weight / b for b in betas]))
-        ladder = tuple(
-            (min(limits[k + 1] * (1.0 + delta), 1.0), float(log_e[k])) for k in range(len(betas))
-        )
-        if ladder[0][0] <= 0.0:
+        up = rule.direction == "increase"
+        ladder = self._ladder(share, lambda beta: base.rate_limit(beta, upper=up))
+        if ladder is None:
+            return None
+        # the null's share of bad events: (1 + delta) p for an increase; for a decrease the
+        # bad events are the complement, 1 - (1 - delta) p
+        levels = [
+            min(p * (1.0 + delta), 1.0) if up else 1.0 - p * (1.0 - delta) for p, _, _ in ladder
+        ]
+        if min(levels) <= 0.0 or max(levels) >= 1.0:
             return None
         a, d = self._split(share, False)
         a, d = a * (1.0 - COUNT_TAIL_SHARE), d * (1.0 - COUNT_TAIL_SHARE)
-        mean = base.value * (1.0 + delta)
+        mean = base.value * (1.0 + delta) if up else base.value * (1.0 - delta)
+        sign, past = ("<=", ">") if up else (">=", "<")
         rest = f"{mean:.3g} (baseline {base.value:.3g} {change}, two-sample)"
         return Component(
             "max_increase",
             "proportion",
             a,
             d,
-            f"{rule.metric} <= {rest}",
-            f"> {rest}",
-            level=min(mean, 1.0 - 1e-9) if mean > 0 else ladder[0][0],
-            baseline_bound=limits[-1],
-            ladder=ladder,
+            f"{rule.metric} {sign} {rest}",
+            f"{past} {rest}",
+            level=min(max(mean if up else 1.0 - mean, 1e-9), 1.0 - 1e-9),
+            flip=not up,
+            baseline_bound=ladder[-1][0],
+            ladder=tuple(
+                (level, 0.0, log_e) for level, (_, _, log_e) in zip(levels, ladder, strict=True)
+            ),
         )
 
     def _pass_test(self, bound: Bound, share: float) -> PassTest | None:
@@ -552,35 +602,69 @@ class SequentialRule:
         eligible: bool,
     ) -> None:
         log_f = stats.bet_log_factors(comp.bets, y, weight)
-        wealth = np.asarray(st["w"], np.float64) + log_f
-        st["w"] = wealth.tolist()
+        wealth = [w + f for w, f in zip(st["w"], log_f, strict=True)]
+        st["w"] = wealth
         log_d: float | None = None
         if comp.alpha_detector:
-            sr = np.array([-math.inf if v is None else v for v in st["sr"]], np.float64)
-            sr = stats.sr_update(sr, log_f)
-            st["sr"] = [None if not math.isfinite(v) else v for v in sr.tolist()]
+            sr = stats.sr_update(_from_json(st["sr"]), log_f)
+            st["sr"] = _to_json(sr)
             log_d = stats.log_mix(sr, comp.bets)
         _record(st, comp, stats.log_mix(wealth, comp.bets), log_d, index, eligible, self)
 
     def _bet_ladder(
         self, st: dict[str, Any], comp: Component, obs: Observation, index: int, eligible: bool
     ) -> None:
-        """The two-sample count test's round: one bet per interval of the baseline rate."""
-        n = float(obs.total or 0)
-        bad = min(max(float(obs.count or 0), 0.0), n)
-        log_e, log_d = math.inf, math.inf
-        for k, (level, log_base) in enumerate(comp.ladder):
-            expected = n * level
-            log_f = stats.bet_log_factors(comp.bets, bad / expected, expected)
-            wealth = np.asarray(st["w"][k], np.float64) + log_f
-            st["w"][k] = wealth.tolist()
-            log_e = min(log_e, log_base + stats.log_mix(wealth, comp.bets))
-            if comp.alpha_detector:
-                sr = np.array([-math.inf if v is None else v for v in st["sr"][k]], np.float64)
-                sr = stats.sr_update(sr, log_f)
-                st["sr"][k] = [None if not math.isfinite(v) else v for v in sr.tolist()]
-                log_d = min(log_d, log_base + stats.log_mix(sr, comp.bets))
-        _record(st, comp, log_e, log_d if comp.alpha_detector else None, index, eligible, self)
+        """A two-sample test's round: one bet per interval of the baseline's figure, the whole
+        ladder at once."""
+        per_interval = self._ladder_statistics(comp, obs)
+        if per_interval is None:
+            return
+        y, weight = np.asarray(per_interval, np.float64).T
+        log_base = self._ladder_bases(comp)
+        log_f = stats.bet_log_factors_rows(comp.bets, y, weight)
+        wealth = np.asarray(st["w"], np.float64) + log_f
+        st["w"] = wealth.tolist()
+        log_e = float(np.min(log_base + stats.log_mix_rows(wealth, comp.bets)))
+        log_d: float | None = None
+        if comp.alpha_detector:
+            stored = np.array(st["sr"], dtype=np.float64)  # None (log 0) reads as NaN
+            stored[np.isnan(stored)] = -math.inf
+            sr = stats.sr_update_rows(stored, log_f)
+            finite = bool(np.isfinite(sr).all())
+            st["sr"] = sr.tolist() if finite else [_to_json(row) for row in sr.tolist()]
+            log_d = float(np.min(log_base + stats.log_mix_rows(sr, comp.bets)))
+        _record(st, comp, log_e, log_d, index, eligible, self)
+
+    def _ladder_bases(self, comp: Component) -> FloatArray:
+        bases = self._bases.get(comp.key)
+        if bases is None:
+            bases = self._bases[comp.key] = np.array([b for _, _, b in comp.ladder])
+        return bases
+
+    def _ladder_statistics(
+        self, comp: Component, obs: Observation
+    ) -> list[tuple[float, float]] | None:
+        """(y, weight) of one round per interval of the ladder; None without samples."""
+        if comp.test == "proportion":
+            n = float(obs.total or 0)
+            count = min(max(float(obs.count or 0), 0.0), n)
+            bad = n - count if comp.flip else count
+            return [(bad / (n * level), n * level) for level, _, _ in comp.ladder]
+        x = _finite(obs.values)
+        if not x.size:
+            return None
+        n = float(x.size)
+        if comp.test == "exceedance":
+            ordered = np.sort(x)
+            cutoffs = [cutoff for _, cutoff, _ in comp.ladder]
+            side: Literal["left", "right"] = "left" if comp.flip else "right"
+            below = np.searchsorted(ordered, np.asarray(cutoffs), side).tolist()
+            past = [float(b) if comp.flip else n - b for b in below]
+            return [(b / (n * comp.level), n * comp.level) for b in past]
+        assert self.baseline is not None
+        u = stats.placements(self.baseline.sorted_values, x / comp.scale)
+        mean = float(np.mean(1.0 - u if comp.flip else u))
+        return [(mean / level, n) for level, _, _ in comp.ladder]
 
     def _pass_statistic(self, test: PassTest, obs: Observation) -> float | None:
         if test.statistic == "rate":
@@ -843,6 +927,23 @@ class Reached:
     value: float | None
     """The upper (or lower) end of the confidence sequence; None before two rounds."""
     holds: bool
+
+
+def _one_sided_dkw(n: int, beta: float) -> float:
+    """Massart's one-sided DKW margin: P(sup (ECDF - CDF) > m) <= beta (beta <= 1/2); 0 at
+    beta = 1 (no claim)."""
+    if beta >= 1.0:
+        return 0.0
+    return stats.dkw_margin(n, 2.0 * min(beta, 0.5))
+
+
+def _from_json(log_values: list[float | None]) -> list[float]:
+    """A stored e-detector (None for log 0, which JSON cannot hold) as floats."""
+    return [-math.inf if v is None else v for v in log_values]
+
+
+def _to_json(log_values: list[float]) -> list[float | None]:
+    return [v if math.isfinite(v) else None for v in log_values]
 
 
 def _welford(st: dict[str, Any], x: float, size: float) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 GAMMA = 1.02
 """Bucket ratio: a quantile read from the sketch is within 1% of the true value."""
 _LOG_GAMMA = math.log(GAMMA)
+_SMALL = 64
 _ZERO = "z"
 """Bucket of values <= 0 (a latency of 0 on a coarse clock)."""
 
@@ -28,7 +29,13 @@ def add(sketch: dict[str, int], values: Iterable[float]) -> dict[str, int]:
     zeros = int(np.count_nonzero(x <= 0))
     if zeros:
         sketch[_ZERO] = sketch.get(_ZERO, 0) + zeros
-    keys, counts = np.unique(np.ceil(np.log(x[x > 0]) / _LOG_GAMMA), return_counts=True)
+    buckets = np.ceil(np.log(x[x > 0]) / _LOG_GAMMA)
+    if buckets.size <= _SMALL:  # a round of probes: counting in Python beats np.unique
+        for key in buckets.tolist():
+            name = str(int(key))
+            sketch[name] = sketch.get(name, 0) + 1
+        return sketch
+    keys, counts = np.unique(buckets, return_counts=True)
     for key, count in zip(keys.tolist(), counts.tolist(), strict=True):
         name = str(int(key))
         sketch[name] = sketch.get(name, 0) + count
@@ -45,9 +52,14 @@ def quantile(sketch: Mapping[str, int], q: float) -> float | None:
     if n == 0:
         return None
     rank = max(1, math.ceil(q * n))
-    seen = 0
-    for key in sorted(sketch, key=lambda k: -math.inf if k == _ZERO else int(k)):
+    seen = sketch.get(_ZERO, 0)
+    if seen >= rank:
+        return 0.0
+    keys = list(sketch)
+    if _ZERO in sketch:
+        keys.remove(_ZERO)
+    for key in sorted(keys, key=int):
         seen += sketch[key]
         if seen >= rank:
-            return 0.0 if key == _ZERO else GAMMA ** (int(key) - 0.5)
+            return float(GAMMA ** (int(key) - 0.5))
     return None

@@ -133,6 +133,8 @@ def clean(value: float | None) -> float | None:
 
 def to_json(value: Any) -> Any:
     """Evidence must serialise as JSON: plain floats, no NaN or infinity."""
+    if type(value) is float:  # the common case first: this runs on every round's evidence
+        return value if math.isfinite(value) else None
     if isinstance(value, bool) or value is None or isinstance(value, str | int):
         return value
     if isinstance(value, float | np.floating):

@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from agent.analysis.judge import State
+from agent.analysis.judge import STATE_VERSION, State
 from agent.analysis.types import Observation
 from agent.windows.evidence import bounded_observation_dict, observation_from_dict
 
@@ -52,15 +52,20 @@ def stores_state(
 
 
 def resume_point(
-    summaries: Iterable[Mapping[str, Any]],
+    summaries: Iterable[Mapping[str, Any]], *, version: int = STATE_VERSION
 ) -> tuple[State | None, list[dict[str, Observation]]]:
     """From a window's stored round summaries (in order): the latest stored judge state
-    (None: start afresh) and the observations of every round after it, to replay."""
+    (None: start afresh) and the observations of every round after it, to replay.
+
+    A state stored by another version of the judge (an upgrade mid-window) is not used:
+    its round's observations are replayed instead, so the window resumes rather than
+    failing (exactly when those observations were stored whole, else from what a round
+    keeps of them)."""
     state: State | None = None
     replay: list[dict[str, Observation]] = []
     for summary in summaries:
         stored = summary.get("judge")
-        if isinstance(stored, dict):
+        if isinstance(stored, dict) and stored.get("v") == version:
             state, replay = stored, []
         else:
             obs = summary.get("observations", {})

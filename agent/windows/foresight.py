@@ -15,6 +15,7 @@ from agent.analysis.observe import merge, observe
 from agent.analysis.types import Observation, Policy, Rule
 from agent.settings import EnvironmentSettings, RuleSettings
 from agent.store.base import Store
+from agent.windows.evidence import observation_from_dict
 from agent.windows.probing import unsummarize
 from checks.base import Sample
 
@@ -52,21 +53,47 @@ def policy_of(env: EnvironmentSettings) -> Policy:
 async def registration_warnings(
     store: Store, env: EnvironmentSettings, environment: str, deployed_at: float, ends_at: float
 ) -> list[str]:
-    """One sentence per checks rule whose bound it cannot see by the window's end, at the
-    traffic of its baseline period (a background run per round)."""
-    rules: list[RuleSettings] = [r for r in env.rules if r.source == "checks"]
+    """One sentence per rule whose bound it cannot see by the window's end, at the traffic
+    of its baseline: checks rules from the background runs of the lookback (a run per
+    round), provider rules from the baseline the environment's latest window fetched (no
+    provider call: a registration must answer at once), scaled to one round."""
+    rules: list[RuleSettings] = list(env.rules)
     if not rules or env.analysis.policy != "sequential":
         return []
-    periods = await background_periods(store, environment, deployed_at - env.lookback, deployed_at)
-    if not periods:
-        return []
     judged = [r.to_rule() for r in rules]
-    baselines = {r.name: background_baseline(r, periods, env) for r in judged}
-    per_round = {
-        name: _size(obs) / max(1, obs.periods) for name, obs in baselines.items() if obs.has_data
-    }
+    baselines: dict[str, Observation] = {}
+    per_round: dict[str, float] = {}
+    if any(r.source == "checks" for r in judged):
+        periods = await background_periods(
+            store, environment, deployed_at - env.lookback, deployed_at
+        )
+        for rule in judged:
+            if rule.source == "checks" and periods:
+                obs = background_baseline(rule, periods, env)
+                if obs.has_data:
+                    baselines[rule.name] = obs
+                    per_round[rule.name] = _size(obs) / max(1, obs.periods)
+    if any(r.source != "checks" for r in judged):
+        fetched = await _latest_provider_baselines(store, environment)
+        for rule in judged:
+            stored = fetched.get(rule.name)
+            if rule.source != "checks" and stored is not None and stored.has_data:
+                baselines[rule.name] = stored
+                per_round[rule.name] = _size(stored) * env.interval / env.lookback
+    if not baselines:
+        return []
     horizon = max(1, math.ceil((ends_at - deployed_at) / env.interval))
     return Judge(judged, baselines, policy_of(env), horizon=horizon).blind_spots(per_round)
+
+
+async def _latest_provider_baselines(store: Store, environment: str) -> dict[str, Observation]:
+    """The baselines the environment's most recent window stored (its provider rules'
+    lookback, fetched when it opened), by rule name; empty if none has one yet."""
+    page = await store.list_windows(environment=environment, limit=5)
+    for window in page.items:
+        if window.baseline:
+            return {k: observation_from_dict(v) for k, v in window.baseline.items()}
+    return {}
 
 
 def _size(obs: Observation) -> float:

@@ -72,3 +72,74 @@ def test_a_sentry_baselines_buckets_change_the_judges_evidence() -> None:
     calm, burst = bucketed_baseline(whole, steady), bucketed_baseline(whole, bursty)
     assert calm.dispersion == 0.0 and burst.dispersion is not None and burst.dispersion > 0.01
     assert evidence(burst) < evidence(calm) / 10
+
+
+LATENCY = Rule("p95", "checks", "latency_p95", max_increase=0.1)
+CRASH_FREE = Rule(
+    "crash-free", "sentry", "crash_free_rate", max_increase=0.01, direction="decrease"
+)
+
+
+def _latency_window(rng: np.random.Generator, alpha: float, factor: float, tail: float) -> bool:
+    """60 rounds of 20 samples against a baseline of 600 (lognormal): did it fail? `tail`:
+    the share of the deploy's samples made `factor` slower (1: all of them)."""
+    values = tuple(float(v) for v in rng.lognormal(-2.5, 0.6, 600))
+    base = Observation(float(np.percentile(values, 95)), values=values, quantile=0.95)
+    rule = SequentialRule(
+        LATENCY, BaselineData.from_observation(base), "distribution", alpha, horizon=60
+    )
+    state = rule.start()
+    for i in range(60):
+        x = rng.lognormal(-2.5, 0.6, 20)
+        x[rng.uniform(size=20) < tail] *= factor
+        obs = Observation(float(np.percentile(x, 95)), values=tuple(x.tolist()), quantile=0.95)
+        rule.step(state, obs, i)
+    return rule.failed_at(state)[0] is not None
+
+
+def test_latency_exactly_at_the_bound_fails_at_most_alpha_of_the_time() -> None:
+    """Every sample exactly +10% (the rank and the exceedance test at their boundary), with
+    the baseline a fresh noisy sample each window."""
+    rng = np.random.default_rng(11)
+    alpha = 0.1
+    fails = sum(_latency_window(rng, alpha, 1.1, 1.0) for _ in range(200))
+    assert fails / 200 <= alpha
+
+
+def test_latency_regressions_are_caught_against_a_finite_baseline() -> None:
+    rng = np.random.default_rng(12)
+    assert sum(_latency_window(rng, 0.005, 1.5, 1.0) for _ in range(20)) >= 18
+    assert sum(_latency_window(rng, 0.005, 3.0, 0.2) for _ in range(20)) >= 18  # the tail
+
+
+def _crash_window(rng: np.random.Generator, alpha: float, drop: float) -> bool:
+    """Crash-free sessions at 99.5% in the baseline (20,000); the deploy's share of crashed
+    sessions is `drop` times the baseline's (crash-free 1 - 0.005 x drop)."""
+    base_n = 20_000
+    ok = int(rng.binomial(base_n, 0.995))
+    base = Observation(value=ok / base_n, count=ok, total=base_n)
+    rule = SequentialRule(
+        CRASH_FREE, BaselineData.from_observation(base), "proportion", alpha, horizon=60
+    )
+    state = rule.start()
+    rate = 1.0 - 0.005 * drop
+    for i, good in enumerate(rng.binomial(500, rate, size=60)):
+        rule.step(state, Observation(value=good / 500, count=int(good), total=500), i)
+    return rule.failed_at(state)[0] is not None
+
+
+def test_the_decrease_side_is_two_sample_too() -> None:
+    rng = np.random.default_rng(13)
+    component = SequentialRule(
+        CRASH_FREE,
+        BaselineData.from_observation(Observation(value=0.995, count=19_900, total=20_000)),
+        "proportion",
+        0.01,
+        horizon=60,
+    ).components[0]
+    assert component.ladder and "two-sample" in component.null
+    # at the boundary: crash-free exactly 1% lower than the baseline's (the failure share x ~3)
+    at_bound = 1.0 + 0.01 * 0.995 / 0.005
+    fails = sum(_crash_window(rng, 0.1, at_bound) for _ in range(200))
+    assert fails / 200 <= 0.1
+    assert sum(_crash_window(rng, 0.005, 6.0) for _ in range(20)) >= 19

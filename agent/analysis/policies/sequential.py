@@ -178,7 +178,7 @@ class SequentialPolicy(BasePolicy):
                 "value": to_json(can.value),
                 "effect": to_json(can.effect),
                 "text": f"can detect {can.text} by the window's end",
-                "bound_below_detectable": tolerance is not None and tolerance < can.effect,
+                "bound_below_detectable": _blind(tolerance, can.effect),
             }
         if decisive is not None:
             log_e, log_needed = tests.log_evidence(seq, decisive)
@@ -200,7 +200,7 @@ class SequentialPolicy(BasePolicy):
             }
             for c in tests.components
         ]
-        return {k: to_json(v) for k, v in out.items()}
+        return out  # made JSON-safe once, by `rule_verdict`
 
     def blind_spots(self, per_round: Mapping[str, float]) -> list[str]:
         """Each rule whose bound is tighter than the smallest change it can detect by the
@@ -224,7 +224,7 @@ class SequentialPolicy(BasePolicy):
             if can is None:
                 continue
             tolerance = self._tolerance(rule, can.bound)
-            if tolerance is not None and tolerance < can.effect:
+            if _blind(tolerance, can.effect):
                 out.append(
                     f"rule {rule.name}: its {can.bound} bound is tighter than the smallest"
                     f" change it can detect by the window's end at the baseline's traffic"
@@ -241,6 +241,16 @@ class SequentialPolicy(BasePolicy):
         if limit is None or base is None or not base.value:
             return None
         return abs(limit / base.value - 1.0)
+
+
+SEEN_WITHIN = 2.0
+"""A rule sees its bound when it can detect a change of at most this many times the change
+the bound allows (a test can never detect a change inside its own tolerance, so comparing
+with the tolerance itself would warn about every rule)."""
+
+
+def _blind(tolerance: float | None, effect: float) -> bool:
+    return tolerance is not None and effect > SEEN_WITHIN * tolerance
 
 
 def _reached_text(rule: Rule, reached: Reached) -> str:

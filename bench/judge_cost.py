@@ -1,0 +1,102 @@
+"""The judge's CPU cost per window-round in the default configuration (issue 9's budget).
+
+What the daemon does each round for one window with the rules `bench/footprint.py` writes
+(`error_rate max 0.05`, `latency_p95 max_increase 20%`), `probes_per_round` 10, the
+`sequential` policy and its defaults: `observe()` each rule from the round's samples, then
+`Judge.step` (the fold and the verdict's wording). The baseline is built as the watcher
+builds it: one background run of 10 probes per `background_interval` (30 s) over the
+`lookback` (1 h), each observed and pooled by `merge()`. The window is 1 h at 1 s rounds
+(the footprint benchmark's). Prints microseconds per window-round, split by stage.
+
+    python bench/judge_cost.py [--rounds 600] [--json]
+
+Never run as a test; prints figures only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agent.analysis.judge import Judge
+from agent.analysis.observe import merge, observe
+from agent.analysis.types import Policy, Rule
+from checks.base import Sample
+
+PROBES = 10
+LOOKBACK_S = 3600
+BACKGROUND_S = 30
+HORIZON = 3600
+RULES = (
+    Rule("errors", "checks", "error_rate", max=0.05),
+    Rule("latency", "checks", "latency_p95", max_increase=0.2),
+)
+
+
+def probes(rng: np.random.Generator, n: int) -> list[Sample]:
+    """`n` probes of a healthy target: ~1% errors, lognormal latency around 5 ms."""
+    lat = 0.005 * np.exp(0.4 * rng.standard_normal(n))
+    ok = rng.uniform(size=n) > 0.01
+    return [Sample("health", bool(o), float(v)) for o, v in zip(ok, lat, strict=True)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=600)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    rng = np.random.default_rng(9)
+    runs = [probes(rng, PROBES) for _ in range(LOOKBACK_S // BACKGROUND_S)]
+    baselines = {r.name: merge([observe(r, run, BACKGROUND_S) for run in runs]) for r in RULES}
+    rounds = [probes(rng, PROBES) for _ in range(args.rounds)]
+    started = time.process_time()
+    judge = Judge(RULES, baselines, Policy("sequential"), horizon=HORIZON)
+    state = judge.start()
+    compile_s = time.process_time() - started
+    spent = {"observe": 0.0, "advance": 0.0, "verdict": 0.0}
+    decisions: dict[str, int] = {}
+    for k, round_ in enumerate(rounds):
+        t0 = time.process_time()
+        observations = {r.name: observe(r, round_, 1.0) for r in RULES}
+        t1 = time.process_time()
+        state = judge.advance(state, observations)
+        t2 = time.process_time()
+        verdict = judge.verdict(state, final=k == len(rounds) - 1)
+        t3 = time.process_time()
+        spent["observe"] += t1 - t0
+        spent["advance"] += t2 - t1
+        spent["verdict"] += t3 - t2
+        decisions[verdict.decision] = decisions.get(verdict.decision, 0) + 1
+    per_round = {k: round(v / len(rounds) * 1e6, 1) for k, v in spent.items()}
+    total = round(sum(per_round.values()), 1)
+    report = {
+        "us_per_window_round": per_round | {"total": total},
+        "compile_ms": round(compile_s * 1e3, 2),
+        "rounds": len(rounds),
+        "decisions": decisions,
+        "share_of_a_core_at_200_windows_1s": round(total * 200 / 1e6, 3),
+        "load_average": os.getloadavg()[0],
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(
+            f"judge per window-round: {total} us (observe {per_round['observe']}, advance "
+            f"{per_round['advance']}, verdict {per_round['verdict']}); compile "
+            f"{report['compile_ms']} ms; 200 windows at 1 s: "
+            f"{report['share_of_a_core_at_200_windows_1s'] * 100:.1f}% of a core; "
+            f"decisions {decisions}; load {report['load_average']:.2f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

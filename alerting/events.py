@@ -186,14 +186,14 @@ EVENTS: dict[AlertEvent, EventSpec] = {
     ),
     "passed": EventSpec(
         "success",
-        "**Deploy passed.** No rule failed during the window.",
+        "**Deploy passed.** Its rules held their bounds; the reason says on what evidence.",
         lambda a: "deploy passed",
     ),
     "inconclusive": EventSpec(
         "warning",
-        "**Inconclusive.** No rule had data to judge the deploy; it was neither passed"
-        " nor rolled back.",
-        lambda a: "inconclusive, no data to judge",
+        "**Inconclusive.** No rule failed, but not every rule had the data or the evidence"
+        " to pass (the reason names them); the deploy was neither passed nor rolled back.",
+        lambda a: "inconclusive, not shown within bounds",
     ),
     "provider_unreachable": EventSpec(
         "warning",

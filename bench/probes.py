@@ -12,7 +12,9 @@ rounds, so a busy machine slows every contender alike:
   kept in a list (every probe's result recorded), on uvloop when installed
   (as the daemon does) and on the default asyncio loop;
 - the agent with a new connection per probe (keep-alive disabled), on the
-  daemon's loop: the same work blackbox_exporter does for each probe.
+  daemon's loop: the same work blackbox_exporter does for each probe;
+- the agent with every probe through aiohttp (`TargetSessions(lean=False)`), on the
+  daemon's loop: what the lean client (`checks.wire`) saves per probe.
 
 Goals: ≥ 1.2× blackbox_exporter with a new connection per probe (the same
 work), ≥ 3× with keep-alive (what the daemon does). Each figure is the median
@@ -182,13 +184,15 @@ class AgentRound:
 
 
 async def agent_probes(
-    base_url: str, seconds: float, concurrency: int, keepalive: bool = True
+    base_url: str, seconds: float, concurrency: int, keepalive: bool = True, lean: bool = True
 ) -> AgentRound:
     """As many http-check runs as `concurrency` workers complete in `seconds`, all recorded;
-    without `keepalive`, each on a connection of its own."""
+    without `keepalive`, each on a connection of its own; without `lean`, through aiohttp."""
     check = HttpCheck(HttpCheckConfig(name="bench", path="/", expect={"status": 200}))
     results: list[CheckResult] = []
-    async with TargetSessions(limit_per_target=concurrency, keepalive=keepalive) as sessions:
+    async with TargetSessions(
+        limit_per_target=concurrency, keepalive=keepalive, lean=lean
+    ) as sessions:
         ctx = CheckContext(base_url, sessions.get(base_url), "bench")
         for _ in range(concurrency):  # open the pool's connections before timing
             results.append(await run_check(check, ctx))
@@ -214,9 +218,10 @@ def agent_round(
     concurrency: int,
     loop_factory: LoopFactory | None,
     keepalive: bool = True,
+    lean: bool = True,
 ) -> AgentRound:
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(agent_probes(base_url, seconds, concurrency, keepalive))
+        return runner.run(agent_probes(base_url, seconds, concurrency, keepalive, lean))
 
 
 def uvloop_factory() -> LoopFactory | None:
@@ -256,6 +261,7 @@ def main() -> None:
     figures: dict[str, list[float]] = {"wrk": [], "blackbox": []}
     agent: dict[str, list[AgentRound]] = {name: [] for name, _ in loops}
     fresh: list[AgentRound] = []  # a new connection per probe, on the daemon's loop
+    plain: list[AgentRound] = []  # every probe through aiohttp, on the daemon's loop
     with tempfile.TemporaryDirectory(prefix="postflight-bench-") as tmp:
         workdir = Path(tmp)
         with nginx(workdir) as target, blackbox(workdir, target) as probe_url:
@@ -267,6 +273,9 @@ def main() -> None:
                     agent[name].append(agent_round(target, args.seconds, args.concurrency, factory))
                 fresh.append(
                     agent_round(target, args.seconds, args.concurrency, loops[0][1], False)
+                )
+                plain.append(
+                    agent_round(target, args.seconds, args.concurrency, loops[0][1], lean=False)
                 )
             profiled = profile(target, args.seconds, args.concurrency) if args.profile else ""
 
@@ -280,17 +289,21 @@ def main() -> None:
         name: statistics.median(r.cpu_us_per_probe for r in rounds)
         for name, rounds in agent.items()
     }
-    every_round = [r for rounds in (*agent.values(), fresh) for r in rounds]
+    every_round = [r for rounds in (*agent.values(), fresh, plain) for r in rounds]
     recorded = sum(r.probes for r in every_round)
     failed = sum(r.failed for r in every_round)
     ratio = rate[best] / bb
     fresh_rate = statistics.median(r.probes_per_s for r in fresh)
     fresh_cpu = statistics.median(r.cpu_us_per_probe for r in fresh)
     fresh_ratio = fresh_rate / bb
+    plain_rate = statistics.median(r.probes_per_s for r in plain)
+    plain_cpu = statistics.median(r.cpu_us_per_probe for r in plain)
     result: dict[str, Any] = {
         "agent_probes_per_s": round(rate[best], 1),
         "agent_new_connection_probes_per_s": round(fresh_rate, 1),
         "agent_new_connection_cpu_us_per_probe": round(fresh_cpu, 1),
+        "agent_aiohttp_probes_per_s": round(plain_rate, 1),
+        "agent_aiohttp_cpu_us_per_probe": round(plain_cpu, 1),
         "agent_loop": best,
         "agent_probes_per_s_by_loop": {k: round(v, 1) for k, v in rate.items()},
         "agent_cpu_us_per_probe": {k: round(v, 1) for k, v in cpu.items()},
@@ -310,6 +323,7 @@ def main() -> None:
             "blackbox": figures["blackbox"],
             **{f"agent_{k}": [round(r.probes_per_s, 1) for r in v] for k, v in agent.items()},
             "agent_new_connection": [round(r.probes_per_s, 1) for r in fresh],
+            "agent_aiohttp": [round(r.probes_per_s, 1) for r in plain],
         },
     }
     if args.json:
@@ -332,6 +346,12 @@ def main() -> None:
             fresh_rate,
             f"{fresh_ratio:.2f}×",
             f"{fresh_cpu:.0f}",
+        ),
+        (
+            f"agent, aiohttp only ({best})",
+            plain_rate,
+            f"{plain_rate / bb:.2f}×",
+            f"{plain_cpu:.0f}",
         ),
     ]
     print(f"\nhttp-check probes per second (median of {args.rounds} × {args.seconds:g}s rounds)\n")

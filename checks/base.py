@@ -66,6 +66,10 @@ class CheckContext:
     target: Target = "deploy"
     secrets: tuple[str, ...] = ()
     """Values to redact from anything a check reports."""
+    deadline: float | None = None
+    """When the run must be over (event-loop time), so a round ends on time whatever the
+    target does: the registry stops waiting then, and an `http` check shortens its
+    request timeout to fit. None: only the check's own timeout applies."""
 
 
 class Check:
@@ -80,6 +84,9 @@ class Check:
     Config: ClassVar[builtins.type[CheckConfig]]  # `type` is shadowed by the attribute above
     background: ClassVar[bool] = False
     """Also runs between windows, so the pre-deploy period has samples to compare with."""
+    fits_deadline: ClassVar[bool] = False
+    """Fits its own timeouts to `CheckContext.deadline` (as `http` and `smoke` do), so the
+    registry need not cancel it there: an answer a busy loop reads late is kept."""
     once_per_round: ClassVar[bool] = False
     """Makes its own traffic over a duration: runs once a round (and, in the background,
     at most six times per `lookback`), not `probes_per_round` times."""

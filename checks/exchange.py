@@ -17,9 +17,12 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import aiohttp
+import httptools
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from checks.sessions import lean_client
+from checks.wire import Disconnected, LeanClient, PayloadIncomplete, Unsupported
 from common.durations import format_duration
 
 ErrorKind = Literal["timeout", "connect", "tls", "protocol", "status"]
@@ -79,7 +82,7 @@ async def exchange(
     method: str,
     url: URL,
     *,
-    client_timeout: aiohttp.ClientTimeout,
+    client_timeout: aiohttp.ClientTimeout | float,
     headers: dict[str, str] | None = None,
     data: bytes | None = None,
     allow_redirects: bool = True,
@@ -90,10 +93,37 @@ async def exchange(
 ) -> Reply:
     """Send one request and read the whole response; raises `ProbeFailed` when none came.
 
-    `started` (a `time.perf_counter()` value) lets an open-model load check count
-    latency from when the request was due, not from when it got going.
+    `client_timeout` in seconds is a total (a probe fitted to its round's end: no
+    `ClientTimeout` built per probe unless aiohttp needs one). `started` (a
+    `time.perf_counter()` value) lets an open-model load check count latency from
+    when the request was due, not from when it got going.
     """
     t0 = time.perf_counter() if started is None else started
+    if isinstance(client_timeout, int | float):
+        total: float | None = client_timeout
+    else:
+        total = client_timeout.total if _total_only(client_timeout) else -1.0
+    lean = lean_client(session)
+    if lean is not None and total != -1.0 and lean.supports(method, url, headers):
+        try:
+            return await _lean_exchange(
+                lean,
+                method,
+                url,
+                total,
+                headers,
+                data,
+                allow_redirects,
+                keep_body,
+                t0,
+                started,
+            )
+        except Unsupported:
+            # Nothing was recorded yet: this request goes through aiohttp, now and from now on.
+            lean.decline(method, url)
+            t0 = time.perf_counter() if started is None else started
+    if isinstance(client_timeout, int | float):
+        client_timeout = aiohttp.ClientTimeout(total=client_timeout)
     try:
         async with session.request(
             method,
@@ -117,6 +147,58 @@ async def exchange(
     except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
         kind, message = classify(exc, client_timeout.total)
         raise ProbeFailed(kind, message, time.perf_counter() - t0) from exc
+
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_LEAN_FAILURES = (TimeoutError, OSError, Disconnected, PayloadIncomplete)
+
+
+def _total_only(timeout: aiohttp.ClientTimeout) -> bool:
+    return timeout.connect is None and timeout.sock_connect is None and timeout.sock_read is None
+
+
+async def _lean_exchange(
+    lean: LeanClient,
+    method: str,
+    url: URL,
+    timeout_s: float | None,
+    headers: dict[str, str] | None,
+    data: bytes | None,
+    allow_redirects: bool,
+    keep_body: bool,
+    t0: float,
+    started: float | None,
+) -> Reply:
+    """`exchange` on the lean client: the same `Reply`, or the same `ProbeFailed`."""
+    request = lean.head(method, url, headers, data)
+    try:
+        parsed, sent = await lean.request(request, url, timeout_s, keep_body)
+    except (*_LEAN_FAILURES, httptools.HttpParserError) as exc:
+        kind, message = _lean_failure(exc, url, timeout_s)
+        raise ProbeFailed(kind, message, time.perf_counter() - t0) from exc
+    # from when the request could go out: a wait for the pool's own limit is not the target's
+    latency = time.perf_counter() - (t0 if started is not None else sent)
+    if (
+        allow_redirects
+        and parsed.status in _REDIRECTS
+        and ("Location" in parsed.headers or "URI" in parsed.headers)
+    ):
+        raise Unsupported("redirect")  # aiohttp follows it (history, limits, method rewrites)
+    return Reply(parsed.status, parsed.headers, parsed.body, parsed.size, latency, url)
+
+
+def _lean_failure(exc: BaseException, url: URL, timeout_s: float | None) -> tuple[ErrorKind, str]:
+    """The error class and message `classify` gives for what aiohttp raises in the same case."""
+    if isinstance(exc, TimeoutError):
+        return classify(exc, timeout_s)
+    if isinstance(exc, Disconnected):
+        return "connect", "the server closed the connection without a response"
+    if isinstance(exc, PayloadIncomplete):
+        return "protocol", "malformed response body: " + " ".join(str(exc).split())[:200]
+    if isinstance(exc, httptools.HttpParserError):
+        return "protocol", "malformed response: " + " ".join(str(exc).split())[:200]
+    assert isinstance(exc, OSError)
+    return "connect", f"cannot connect to {url.host}:{url.port}: {exc.strerror or exc}"
 
 
 async def _stream(resp: aiohttp.ClientResponse, keep: int) -> tuple[bytes, int]:

@@ -8,6 +8,7 @@ request and the comparisons.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Literal
@@ -50,6 +51,7 @@ class HttpCheck(Check):
     type = "http"
     Config = HttpCheckConfig
     background = True
+    fits_deadline = True
     config: HttpCheckConfig
 
     def __init__(self, config: HttpCheckConfig) -> None:
@@ -68,12 +70,17 @@ class HttpCheck(Check):
         if url is None:
             url = self._urls[ctx.base_url] = target_url(cfg, ctx.base_url)
         want_cert = cfg.tls_expiry_warning_days is not None and url.scheme == "https"
+        timeout: aiohttp.ClientTimeout | float = self._timeout
+        if ctx.deadline is not None:
+            left = ctx.deadline - asyncio.get_running_loop().time()
+            if left < cfg.timeout:  # the round ends first: wait no longer than it lasts
+                timeout = max(round(left, 3), 0.001)
         try:
             reply = await exchange(
                 ctx.session,
                 cfg.method,
                 url,
-                client_timeout=self._timeout,
+                client_timeout=timeout,
                 headers=self._headers,
                 data=self._data,
                 allow_redirects=cfg.follow_redirects,

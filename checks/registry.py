@@ -26,6 +26,9 @@ ENTRY_POINT_GROUP = "postflight.checks"
 
 TIMEOUT_MARGIN_S = 1.0
 """Grace on top of a check's own budget before the registry stops waiting for it."""
+DEADLINE_GRACE_S = 0.5
+"""Grace after `CheckContext.deadline` for a check that does not fit itself to it; one
+that does (`Check.fits_deadline`) gets `TIMEOUT_MARGIN_S`, only as a safety net."""
 
 _MESSAGE_LIMIT = 500
 _TRACEBACK_LIMIT = 4000
@@ -143,15 +146,24 @@ async def run_check(check: Check, ctx: CheckContext) -> CheckResult:
     """
     redactor = _redactor(tuple(ctx.secrets))
     started = time.perf_counter()
+    now = asyncio.get_running_loop().time()
+    allowed = deadline_s(check)
+    grace = TIMEOUT_MARGIN_S if check.fits_deadline else DEADLINE_GRACE_S
+    cut = ctx.deadline is not None and ctx.deadline + grace - now < allowed
+    if cut:
+        assert ctx.deadline is not None
+        allowed = max(0.0, ctx.deadline + grace - now)
+    limit = now + allowed
     try:
-        async with asyncio.timeout(deadline_s(check)):
+        async with asyncio.timeout_at(limit):
             result = await check.run(ctx)
         if not isinstance(result, CheckResult):
             raise TypeError(f"run() returned {type(result).__name__}, not a CheckResult")
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        return _crashed(check, ctx, exc, time.perf_counter() - started, redactor)
+        duration = time.perf_counter() - started
+        return _crashed(check, ctx, exc, duration, allowed, redactor, traced=not cut)
     duration = time.perf_counter() - started
     if not redactor.secrets:
         message, details = result.message, result.details
@@ -170,16 +182,30 @@ def _redactor(secrets: tuple[str, ...]) -> Redactor:
 
 
 def _crashed(
-    check: Check, ctx: CheckContext, exc: Exception, duration: float, redactor: Redactor
+    check: Check,
+    ctx: CheckContext,
+    exc: Exception,
+    duration: float,
+    allowed: float,
+    redactor: Redactor,
+    traced: bool = True,
 ) -> CheckResult:
+    """The error result. A run cut by its round's end (`traced=False`) keeps no traceback:
+    it says where the target kept the check waiting, and formatting it costs more than
+    the probe did — when a target stops answering, every probe of every round ends here."""
     if isinstance(exc, TimeoutError):
         error = "timeout"
-        message = f"check did not finish within {deadline_s(check):g}s"
+        message = f"check did not finish within {round(allowed, 3):g}s"
     else:
         error = "crash"
         message = f"check crashed: {type(exc).__name__}: {exc}"
+        traced = True
     message = truncate(redactor.text(message), _MESSAGE_LIMIT)
-    trace = redactor.text("".join(traceback.format_exception(exc)))[-_TRACEBACK_LIMIT:]
+    trace = (
+        redactor.text("".join(traceback.format_exception(exc)))[-_TRACEBACK_LIMIT:]
+        if traced
+        else ""
+    )
     log.warning(
         "check %s (%s) crashed in environment %s: %s",
         check.name,

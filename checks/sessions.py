@@ -9,14 +9,23 @@ shutdown; checks only borrow sessions from it through `CheckContext.session`.
 from __future__ import annotations
 
 import ssl
+import weakref
 from types import TracebackType
 
 import aiohttp
 from yarl import URL
 
+from checks.wire import LeanClient
 from common.version import __version__
 
 USER_AGENT = f"postflight/{__version__}"
+
+_LEAN: weakref.WeakKeyDictionary[aiohttp.ClientSession, LeanClient] = weakref.WeakKeyDictionary()
+
+
+def lean_client(session: aiohttp.ClientSession) -> LeanClient | None:
+    """The lean client paired with `session` by `TargetSessions`, if any (`checks.wire`)."""
+    return _LEAN.get(session)
 
 
 class TargetSessions:
@@ -25,7 +34,8 @@ class TargetSessions:
     Sessions carry no cookies (a `DummyCookieJar`), so one check never sees what
     another's target set; a smoke check keeps its own jar for its steps. Each pool
     holds at most `limit_per_target` connections, which also bounds how many
-    requests one agent has in flight against one target.
+    requests one agent has in flight against one target (twice that when some of
+    its requests go through the lean client and others through aiohttp).
     """
 
     def __init__(
@@ -36,15 +46,18 @@ class TargetSessions:
         keepalive_timeout: float = 30.0,
         keepalive: bool = True,
         user_agent: str = USER_AGENT,
+        lean: bool = True,
     ) -> None:
         """`keepalive=False` opens a connection per request (what blackbox_exporter
-        does; the probe benchmark compares like with like)."""
+        does; the probe benchmark compares like with like). `lean=False` sends every
+        request through aiohttp, without the lean client (`checks.wire`)."""
         if limit_per_target < 1:
             raise ValueError("limit_per_target must be at least 1")
         self._limit = limit_per_target
         self._ssl_context = ssl_context
         self._keepalive = keepalive_timeout
         self._force_close = not keepalive
+        self._lean = lean
         self._headers = {"User-Agent": user_agent}
         self._sessions: dict[tuple[str, bool], aiohttp.ClientSession] = {}
         self._closed = False
@@ -65,6 +78,14 @@ class TargetSessions:
         session = self._sessions.get(key)
         if session is None or session.closed:
             session = self._sessions[key] = self._open(verify_tls)
+            if self._lean:
+                # The same pool limit, keep-alive and default headers as the session's.
+                _LEAN[session] = LeanClient(
+                    limit=self._limit,
+                    keepalive_s=self._keepalive,
+                    force_close=self._force_close,
+                    default_headers=self._headers,
+                )
         return session
 
     def _open(self, verify_tls: bool) -> aiohttp.ClientSession:
@@ -96,6 +117,9 @@ class TargetSessions:
         self._closed = True
         sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
+            lean = _LEAN.pop(session, None)
+            if lean is not None:
+                lean.close()
             await session.close()
 
     async def __aenter__(self) -> TargetSessions:

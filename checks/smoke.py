@@ -8,6 +8,7 @@ says which step, expected vs got, and the start of the body with secrets hidden.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from dataclasses import dataclass
@@ -113,6 +114,7 @@ class SmokeCheck(Check):
 
     type = "smoke"
     Config = SmokeCheckConfig
+    fits_deadline = True
     config: SmokeCheckConfig
 
     def __init__(self, config: SmokeCheckConfig) -> None:
@@ -164,13 +166,18 @@ class SmokeCheck(Check):
         ) as session:
             for index, compiled in enumerate(self._steps):
                 step = compiled.step
+                timeout: aiohttp.ClientTimeout | float = compiled.timeout
+                if ctx.deadline is not None:  # the round ends first: no step waits past it
+                    left = ctx.deadline - asyncio.get_running_loop().time()
+                    if compiled.timeout.total is None or left < compiled.timeout.total:
+                        timeout = max(round(left, 3), 0.001)
                 try:
                     url, headers, data = _render(step, ctx.base_url, values)
                     reply = await exchange(
                         session,
                         step.method,
                         url,
-                        client_timeout=compiled.timeout,
+                        client_timeout=timeout,
                         headers=headers,
                         data=data,
                         allow_redirects=cfg.follow_redirects,

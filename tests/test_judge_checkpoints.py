@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.analysis import Observation, Policy
@@ -19,7 +19,7 @@ from agent.windows.checkpoint import (
     stored_observations,
     stores_state,
 )
-from agent.windows.evidence import RAW_VALUES
+from agent.windows.evidence import RAW_VALUES, observation_from_dict
 from tests.analysis.test_fold import DERANDOMIZED, POLICIES, RULES, baselines, rounds
 
 
@@ -113,3 +113,43 @@ def test_a_usual_round_is_stored_without_the_state_and_a_big_one_with_it() -> No
     assert stores_state(7, usual, moving_baseline=False, decided=True)
     assert not replays_exactly({"p95": Observation(0.1, values=big, quantile=0.95)})
     assert not replays_exactly({"x": Observation(float("nan"))})
+
+
+def _round_trips(observations: dict[str, Observation]) -> bool:
+    """The definition `replays_exactly` answers without encoding: stored, read back, equal."""
+    stored = json.loads(json.dumps(stored_observations(observations, exact=True)))
+    return all(observation_from_dict(stored[k]) == v for k, v in observations.items())
+
+
+_numbers = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 5))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    value=_numbers,
+    values=st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=RAW_VALUES + 2),
+    count=st.one_of(st.none(), st.integers(0, 100)),
+    quantile=st.one_of(st.none(), st.floats(0, 1)),
+    seconds=_numbers,
+    dispersion=_numbers,
+    error=st.one_of(st.none(), st.text(max_size=5)),
+)
+def test_replays_exactly_is_the_json_round_trip(
+    value: float | None,
+    values: list[float],
+    count: int | None,
+    quantile: float | None,
+    seconds: float | None,
+    dispersion: float | None,
+    error: str | None,
+) -> None:
+    obs = Observation(
+        value,
+        count=count,
+        values=tuple(values),
+        quantile=quantile,
+        seconds=seconds,
+        dispersion=dispersion,
+        error=error,
+    )
+    assert replays_exactly({"r": obs}) == _round_trips({"r": obs})

@@ -7,7 +7,7 @@ on, so a process killed at any instant restarts into the same decisions.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from agent.records import (
     DeliveryAttempt,
@@ -21,6 +21,14 @@ from agent.records import (
     WindowCreated,
     WindowState,
 )
+
+
+class Lease(NamedTuple):
+    """A window held by a claim: the claim's epoch and until when it holds."""
+
+    window_id: str
+    epoch: int
+    until: float
 
 
 class StoreError(Exception):
@@ -65,6 +73,13 @@ class Store(Protocol):
         """Active windows this owner holds or may take (lease lapsed), now leased to it.
         A lease that changes hands or had lapsed gets a new `lease_epoch`; with `fresh`
         (a new process of this owner) every claimed one does."""
+        ...
+
+    async def claim_leases(
+        self, owner: str, now: float, lease_s: float, *, fresh: bool = False
+    ) -> list[Lease]:
+        """`claim_windows`, answering only which windows are held and how: the watcher
+        claims every second and reads in full only the windows it does not yet watch."""
         ...
 
     # Writes that take a `fence` apply only while it still holds the window: a task

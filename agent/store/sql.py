@@ -36,7 +36,7 @@ from agent.records import (
     WindowCreated,
     WindowState,
 )
-from agent.store.base import Conflict, StoreError
+from agent.store.base import Conflict, Lease, StoreError
 from agent.store.cursor import decode_cursor, encode_cursor
 
 MIGRATIONS: tuple[str, ...] = (
@@ -150,6 +150,11 @@ _WINDOW_COLUMNS = (
     " ends_at, created_at, rounds, verdict, baseline, ended_at, lease_owner, lease_until,"
     " lease_epoch"
 )
+_HELD = "state = 'watching' AND lease_owner = ? AND lease_until >= ? ORDER BY created_at"
+"""What a claim holds: also rows its UPDATE skipped only because our own round was
+writing them at that instant, as long as our lease on them is still valid. A lapsed
+lease of ours that was skipped is being taken over by another replica right now:
+reporting it would have two replicas watching one window."""
 _ROLLBACK_COLUMNS = (
     "window_id, state, body, requested_at, attempts, last_status, last_error,"
     " next_attempt_at, finished_at, lease_owner, lease_epoch, lease_until"
@@ -171,6 +176,37 @@ def _fenced(sql: str, fence: Fence | None) -> tuple[str, tuple[Any, ...]]:
     if fence is None:
         return sql, ()
     return f"{sql} AND {_FENCED}", (fence.owner, fence.epoch)
+
+
+ROUND_COUNTED = (
+    "UPDATE windows SET rounds = ?, verdict = ? WHERE id = ? AND state = 'watching' AND rounds < ?"
+)
+"""A stored round's window row; `rounds < ?`: a round is never written twice, and the
+count never goes back."""
+ROUND_INSERT = "INSERT INTO rounds (window_id, number, started_at, summary) VALUES (?, ?, ?, ?)"
+
+
+def round_rows(
+    record: RoundRecord, verdict: dict[str, Any] | None, fence: Fence | None
+) -> tuple[str, tuple[Any, ...], tuple[Any, ...]]:
+    """A round's window UPDATE (fenced), its arguments, and its INSERT's arguments."""
+    sql, fenced = _fenced(ROUND_COUNTED, fence)
+    counted = (record.number, _dumps(verdict), record.window_id, record.number, *fenced)
+    # compact JSON: rounds are most of the store
+    row = (record.window_id, record.number, record.started_at, _dumps(record.summary))
+    return sql, counted, row
+
+
+async def record_round_in(
+    db: Connection, record: RoundRecord, verdict: dict[str, Any] | None, fence: Fence | None
+) -> bool:
+    """Store one round inside the caller's transaction; False when the window is over,
+    not `fence`'s any more, or already has this round."""
+    sql, counted, row = round_rows(record, verdict, fence)
+    if await db.execute(sql, *counted) != 1:
+        return False
+    await db.execute(ROUND_INSERT, *row)
+    return True
 
 
 async def _insert_rollback(db: Connection, intent: RollbackIntent, guard: str, *args: Any) -> int:
@@ -396,38 +432,52 @@ class SqlStore(ABC):
         self, owner: str, now: float, lease_s: float, *, fresh: bool = False
     ) -> list[DeployWindow]:
         async with self._tx() as db:
-            # SKIP_LOCKED: a row another replica is claiming (or renewing, or finishing)
-            # right now is left to it instead of waited for; the WHERE is re-checked on
-            # the latest committed row, so a lease taken a moment ago is never stolen.
-            # A lease that changes hands (or lapsed, even ours, or is claimed `fresh` by a
-            # new process of ours) gets a new epoch: every task still holding the old one
-            # is refused at its next write.
-            await db.execute(
-                "UPDATE windows SET lease_epoch = CASE WHEN NOT ? AND lease_owner = ?"
-                " AND lease_until >= ? THEN lease_epoch ELSE lease_epoch + 1 END,"
-                " lease_owner = ?, lease_until = ?"
-                " WHERE id IN (SELECT id FROM windows WHERE state = 'watching'"
-                " AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)"
-                f" ORDER BY created_at, id{self.SKIP_LOCKED})",
-                fresh,
-                owner,
-                now,
-                owner,
-                now + lease_s,
-                owner,
-                now,
-            )
-            # What we hold: also rows skipped above only because our own round was writing
-            # them at that instant, as long as our lease on them is still valid. A lapsed
-            # lease of ours that was skipped is being taken over by another replica right
-            # now: reporting it would have two replicas watching one window.
+            await self._claim(db, owner, now, lease_s, fresh=fresh)
             rows = await db.fetch(
-                f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE state = 'watching'"
-                " AND lease_owner = ? AND lease_until >= ? ORDER BY created_at",
-                owner,
-                now,
+                f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE {_HELD}", owner, now
             )
         return [_window(r) for r in rows]
+
+    async def claim_leases(
+        self, owner: str, now: float, lease_s: float, *, fresh: bool = False
+    ) -> list[Lease]:
+        async with self._tx() as db:
+            await self._claim(db, owner, now, lease_s, fresh=fresh)
+            rows = await db.fetch(
+                f"SELECT id, lease_epoch, lease_until FROM windows WHERE {_HELD}", owner, now
+            )
+        return [Lease(r[0], r[1], r[2]) for r in rows]
+
+    async def _claim(
+        self, db: Connection, owner: str, now: float, lease_s: float, *, fresh: bool
+    ) -> None:
+        # SKIP_LOCKED: a row another replica is claiming (or renewing, or finishing)
+        # right now is left to it instead of waited for; the WHERE is re-checked on
+        # the latest committed row, so a lease taken a moment ago is never stolen.
+        # A lease that changes hands (or lapsed, even ours, or is claimed `fresh` by a
+        # new process of ours) gets a new epoch: every task still holding the old one
+        # is refused at its next write.
+        # A lease of ours with more than half of it left is not rewritten: the
+        # watcher claims every second, and each watch renews its own lease anyway.
+        await db.execute(
+            "UPDATE windows SET lease_epoch = CASE WHEN NOT ? AND lease_owner = ?"
+            " AND lease_until >= ? THEN lease_epoch ELSE lease_epoch + 1 END,"
+            " lease_owner = ?, lease_until = ?"
+            " WHERE id IN (SELECT id FROM windows WHERE state = 'watching'"
+            " AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)"
+            " AND (? OR lease_owner IS NULL OR lease_owner <> ? OR lease_until < ?)"
+            f" ORDER BY created_at, id{self.SKIP_LOCKED})",
+            fresh,
+            owner,
+            now,
+            owner,
+            now + lease_s,
+            owner,
+            now,
+            fresh,
+            owner,
+            now + lease_s / 2,
+        )
 
     async def renew_lease(self, window_id: str, fence: Fence, until: float) -> bool:
         async with self._tx() as db:
@@ -461,25 +511,7 @@ class SqlStore(ABC):
         self, record: RoundRecord, verdict: dict[str, Any] | None, fence: Fence | None = None
     ) -> bool:
         async with self._tx() as db:
-            # `rounds < ?`: a round is never written twice, and the count never goes back
-            sql, args = _fenced(
-                "UPDATE windows SET rounds = ?, verdict = ? WHERE id = ? AND state = 'watching'"
-                " AND rounds < ?",
-                fence,
-            )
-            changed = await db.execute(
-                sql, record.number, _dumps(verdict), record.window_id, record.number, *args
-            )
-            if changed != 1:
-                return False
-            await db.execute(
-                "INSERT INTO rounds (window_id, number, started_at, summary) VALUES (?, ?, ?, ?)",
-                record.window_id,
-                record.number,
-                record.started_at,
-                _dumps(record.summary),  # compact: rounds are most of the store
-            )
-            return True
+            return await record_round_in(db, record, verdict, fence)
 
     async def rounds(self, window_id: str) -> list[RoundRecord]:
         rows = await self._fetchall(

@@ -13,13 +13,13 @@ baseline moves each round) and with a round that decides the window.
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from agent.analysis.judge import STATE_VERSION, State
 from agent.analysis.types import Observation
-from agent.windows.evidence import bounded_observation_dict, observation_from_dict
+from agent.windows.evidence import RAW_VALUES, bounded_observation_dict, observation_from_dict
 
 STATE_EVERY = 60
 """Rounds between two stored judge states (a minute at `interval: 1s`)."""
@@ -34,9 +34,19 @@ def stored_observations(
 
 
 def replays_exactly(observations: Mapping[str, Observation]) -> bool:
-    """Whether these observations, stored and read back, are the ones the judge saw."""
-    stored = json.loads(json.dumps(stored_observations(observations, exact=True)))
-    return all(observation_from_dict(stored[k]) == v for k, v in observations.items())
+    """Whether these observations, stored and read back, are the ones the judge saw:
+    every raw value kept, none NaN, and every other number finite (JSON keeps a float
+    exactly; a NaN never compares equal, and a NaN or infinite statistic is stored as
+    null). Checked without encoding them, since it is asked every round (a test holds it
+    to the JSON round trip)."""
+    return all(_replays_exactly(obs) for obs in observations.values())
+
+
+def _replays_exactly(obs: Observation) -> bool:
+    if len(obs.values) > RAW_VALUES or any(v != v for v in obs.values):
+        return False  # raw values are stored as they are: only a NaN comes back unequal
+    numbers = (obs.value, obs.quantile, obs.seconds, obs.dispersion)
+    return all(v is None or math.isfinite(v) for v in numbers)
 
 
 def stores_state(

@@ -137,9 +137,21 @@ class Integrations:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 
+    def _follows_windows(self) -> bool:
+        """Whether any integration acts on windows (GitHub statuses, Vercel stages): if
+        none does, the scan reads no windows (it runs every second)."""
+        integrations = self.settings.integrations
+        return (integrations.github is not None and integrations.github.token is not None) or (
+            integrations.vercel is not None and bool(integrations.vercel.token)
+        )
+
     async def _scan(self) -> None:
-        page = await self.s.store.list_windows(limit=SCAN_LIMIT)
-        for window in page.items:
+        windows = (
+            (await self.s.store.list_windows(limit=SCAN_LIMIT)).items
+            if self._follows_windows()
+            else []
+        )
+        for window in windows:
             if "github.deployment" in window.labels:
                 self._github_statuses(window)
             self._commit_status(window)

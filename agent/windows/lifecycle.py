@@ -53,6 +53,9 @@ from common.times import rfc3339
 
 log = logging.getLogger("postflight.window")
 
+RENEW_MARGIN_S = 5.0
+"""A lease with less than a round and this much left is renewed before the round starts."""
+
 CANARY_SAMPLES = 20_000
 """A canary's stable side: the most recent samples kept as its baseline (bounded memory)."""
 
@@ -158,6 +161,8 @@ class WindowWatch:
         """An overrun is logged once per window (each is counted in the metrics)."""
         self.settling: asyncio.Task[bool] | None = None
         """The latest round being stored and acted on (see `_settle`)."""
+        self.renewing: asyncio.Task[bool] | None = None
+        """The lease renewal under way, if any (see `_hold_lease`)."""
 
     # the whole window -----------------------------------------------------
 
@@ -191,11 +196,11 @@ class WindowWatch:
                 now = self.s.clock()
             lag = max(0.0, now - due)
             self.s.metrics.round_lag_seconds.observe(lag)
-            length = schedule.length(slot, now)
             started = now
-            if not await self._hold_lease(now, length):
+            if not await self._hold_lease(now, schedule.length(slot, now)):
                 self.log.info("window no longer ours (ended or taken over); stop watching")
                 return
+            length = schedule.length(slot, self.s.clock())  # what the lease left of the slot
             observations, results = await self._gather_round(length)
             final = schedule.is_last(slot)
             self.judge_state, verdict = self._judge(observations, final=final)
@@ -456,14 +461,28 @@ class WindowWatch:
     async def _hold_lease(self, now: float, length: float) -> bool:
         """Renew the lease when less than half of it would be left after this round: one
         store write every few rounds rather than every round (storing the round checks
-        that the window is still ours anyway)."""
+        that the window is still ours anyway). The renewal runs beside the round, so a
+        slow commit never delays it; only a lease that could lapse within this round is
+        waited for. A renewal the store refused stops the watch at the next round."""
+        renewing = self.renewing
+        if renewing is not None and renewing.done():
+            self.renewing = None
+            if not renewing.result():
+                return False
         held = self.window.lease_until or 0.0
         if held - now >= self.s.lease_s / 2 + length:
             return True
-        until = now + self.s.lease_s + length
+        if self.renewing is None:
+            self.renewing = self.s.spawn(self._renew_lease(now + self.s.lease_s + length))
+        if held - now >= length + RENEW_MARGIN_S:
+            return True
+        renewing, self.renewing = self.renewing, None
+        return bool(await renewing)
+
+    async def _renew_lease(self, until: float) -> bool:
         if not await self.s.store.renew_lease(self.window.id, self.fence, until):
             return False
-        self.window.lease_until = until
+        self.window.lease_until = max(until, self.window.lease_until or 0.0)
         return True
 
     def _note_overrun(self, schedule: RoundSchedule, slot: int, number: int) -> None:

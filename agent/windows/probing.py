@@ -7,10 +7,13 @@ I/O at the edge: checks reach the target; everything returned is typed samples.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import aiohttp
 
 from agent.metrics import Metrics
 from agent.settings import EnvironmentSettings
@@ -40,33 +43,55 @@ class EnvironmentProbe:
         self.secrets = secrets
         self.checks: list[Check] = [build_check(c) for c in env.checks]
         self._limit = asyncio.Semaphore(env.max_concurrency)
+        # Per-probe costs paid once: the session by (URL, TLS mode) and the metric children.
+        self._session_of: dict[tuple[str, bool], aiohttp.ClientSession] = {}
+        self._runs: dict[tuple[str, str], Any] = {}
+        self._durations: dict[str, Any] = {}
 
-    def _context(self, check: Check, target: Target) -> CheckContext:
+    def _context(self, check: Check, target: Target, deadline: float | None = None) -> CheckContext:
         base_url = self.env.baseline_url if target == "baseline" else self.env.base_url
         assert base_url is not None
         verify = bool(getattr(check.config, "verify_tls", True))
+        session = self._session_of.get((base_url, verify))
+        if session is None or session.closed:
+            session = self._session_of[base_url, verify] = self.sessions.get(base_url, verify)
         return CheckContext(
             base_url=base_url,
-            session=self.sessions.get(base_url, verify_tls=verify),
+            session=session,
             environment=self.name,
             target=target,
             secrets=self.secrets,
+            deadline=deadline,
         )
 
-    async def run_once(self, check: Check, target: Target = "deploy") -> CheckResult:
+    async def run_once(
+        self,
+        check: Check,
+        target: Target = "deploy",
+        end: float | None = None,
+        room: float = 0.0,
+    ) -> CheckResult:
+        """One run of `check`; with an `end` (loop time), over by then whatever the target
+        does — or `room` seconds after it got going, if later: when the agent itself runs
+        late (a busy loop, its own concurrency limit), the target still gets its `room`, and
+        the lateness shows as the agent's overrun, never as the target's timeout."""
         async with self._limit:
-            result = await run_check(check, self._context(check, target))
+            deadline = None if end is None else max(end, asyncio.get_running_loop().time() + room)
+            result = await run_check(check, self._context(check, target, deadline))
         if target == "deploy":
-            self.metrics.check_runs_total.labels(self.name, check.name, result.result).inc()
-            self.metrics.check_duration_seconds.labels(self.name, check.name).observe(
-                result.duration_s
-            )
+            runs = self._runs.get((check.name, result.result))
+            if runs is None:
+                runs = self._runs[check.name, result.result] = self.metrics.check_runs_total.labels(
+                    self.name, check.name, result.result
+                )
+            runs.inc()
+            durations = self._durations.get(check.name)
+            if durations is None:
+                durations = self._durations[check.name] = (
+                    self.metrics.check_duration_seconds.labels(self.name, check.name)
+                )
+            durations.observe(result.duration_s)
         return result
-
-    async def _run_after(self, delay: float, check: Check, target: Target) -> CheckResult:
-        if delay > 0:
-            await asyncio.sleep(delay)
-        return await self.run_once(check, target)
 
     async def run_round(
         self,
@@ -75,31 +100,84 @@ class EnvironmentProbe:
         probes: int,
         targets: Sequence[Target] = ("deploy",),
         kinds: Callable[[Check], bool] = lambda c: True,
+        on_time: bool = True,
     ) -> list[CheckResult]:
-        """Run every check of a round at once over `interval` seconds: probing checks
-        `probes` times, evenly spread; load checks once, fitted to the interval
-        (`fit_to_round`). Returns when the last run finishes."""
+        """Run every check of a round at once: probing checks `probes` times, evenly spread
+        over the part of the round that leaves each probe its timeout or half the round,
+        whichever is less; load checks once, fitted to the interval (`fit_to_round`).
+
+        `on_time`: every run is over within `interval` whatever the target does (a probe
+        still waiting at the round's end is a timeout, so a slow or dead target cannot make
+        a window's round overrun); background runs, on no schedule, pass False and wait
+        for each probe's own timeout. Each probe is started by a timer at its time (no task
+        sleeping until then); results come back in check, target, probe order."""
         loop = asyncio.get_running_loop()
         start = loop.time()
-        step = interval / probes
+        end = start + interval
+        plan: list[tuple[float, Check, Target, float]] = []
+        for check in self.checks:
+            if not kinds(check):
+                continue
+            fitted = fit_to_round(check, interval)
+            runs = 1 if fitted.once_per_round else probes
+            # half the environment's round, not of this one: a round that starts late (and
+            # so is short) must not shorten what the target gets to answer
+            nominal = max(interval, self.env.interval) if on_time else interval
+            room = min(float(fitted.config.timeout), nominal / 2)
+            step = max(0.0, interval - room) / runs
+            for target in targets:
+                plan.extend((start + i * step, fitted, target, room) for i in range(runs))
+        return await self._launch(loop, plan, end if on_time else None)
 
-        async def spread(check: Check, target: Target) -> list[CheckResult]:
-            runs = 1 if check.once_per_round else probes
-            tasks = []
-            for i in range(runs):
-                delay = start + i * step - loop.time()
-                tasks.append(asyncio.create_task(self._run_after(delay, check, target)))
-            return list(await asyncio.gather(*tasks))
+    async def _launch(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        plan: list[tuple[float, Check, Target, float]],
+        end: float | None,
+    ) -> list[CheckResult]:
+        """Start each planned run at its time; load checks (`once_per_round`) fit themselves
+        to the round, every other run gets the round's end as its deadline (`run_once`)."""
+        results: list[CheckResult | None] = [None] * len(plan)
+        done = loop.create_future()
+        left = len(plan)
+        tasks: set[asyncio.Task[CheckResult]] = set()
 
-        groups = await asyncio.gather(
-            *(
-                spread(fit_to_round(c, interval), t)
-                for c in self.checks
-                if kinds(c)
-                for t in targets
-            )
-        )
-        return [r for group in groups for r in group]
+        def finished(index: int, task: asyncio.Task[CheckResult]) -> None:
+            nonlocal left
+            tasks.discard(task)
+            if done.done():
+                return
+            if task.cancelled():
+                done.cancel()
+                return
+            exc = task.exception()
+            if exc is not None:
+                done.set_exception(exc)
+                return
+            results[index] = task.result()
+            left -= 1
+            if left == 0:
+                done.set_result(None)
+
+        def begin(index: int, check: Check, target: Target, room: float) -> None:
+            until = None if check.once_per_round else end
+            task = loop.create_task(self.run_once(check, target, until, room))
+            tasks.add(task)
+            task.add_done_callback(functools.partial(finished, index))
+
+        timers = [
+            loop.call_at(at, begin, i, check, target, room)
+            for i, (at, check, target, room) in enumerate(plan)
+        ]
+        try:
+            if plan:
+                await done
+        finally:
+            for timer in timers:
+                timer.cancel()
+            for task in list(tasks):
+                task.cancel()
+        return [r for r in results if r is not None]
 
 
 def fit_to_round(check: Check, room: float) -> Check:
@@ -192,7 +270,9 @@ class BackgroundProber:
         bounds, and lets `merge` measure how bursty errors are within a period."""
         burst = background_burst(check, probe.env)
         span = min(probe.env.interval, probe.env.background_interval)
-        results = await probe.run_round(span, probes=burst, kinds=lambda c: c is check)
+        results = await probe.run_round(
+            span, probes=burst, kinds=lambda c: c is check, on_time=False
+        )
         now = self.clock()
         summary = summarize([s for r in results for s in r.samples])
         await self.store.add_probe_summary(name, check.name, now, summary)

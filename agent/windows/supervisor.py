@@ -21,7 +21,7 @@ from agent.providers.base import Provider
 from agent.records import DeployWindow
 from agent.rollback.delivery import RollbackDelivery
 from agent.settings import EnvironmentSettings, Settings
-from agent.store.base import Store
+from agent.store.base import Lease, Store
 from agent.windows.alert_once import WindowAlerts
 from agent.windows.lifecycle import WatchServices, WindowWatch, deliver_rollback
 from agent.windows.probing import BackgroundProber, EnvironmentProbe
@@ -73,6 +73,10 @@ class Watcher:
         self._secrets = secrets
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.environments: dict[str, str] = {}
+        self._by_environment: dict[str, set[str]] = {}
+        self._published: dict[str, int] = {}
+        """`postflight_windows_active` as last set, per environment."""
+        """The windows watched per environment (`busy` is asked per environment)."""
         self.deployed_at: dict[str, float] = {}
         self.claims: dict[str, tuple[int, float]] = {}
         """Per window watched here: the epoch of our claim, and until when it holds."""
@@ -98,8 +102,8 @@ class Watcher:
         `deployed_at` the background probes go on, since they are its baseline."""
         now = self.clock()
         return any(
-            env == environment and self.deployed_at.get(window_id, now) <= now
-            for window_id, env in self.environments.items()
+            self.deployed_at.get(window_id, now) <= now
+            for window_id in self._by_environment.get(environment, ())
         )
 
     # the loop --------------------------------------------------------------
@@ -136,36 +140,62 @@ class Watcher:
         # process was paused, or the store unreachable). Its writes would be refused
         # anyway; a window still ours is claimed again below and watched afresh.
         await self._stop(wid for wid, (_, until) in self.claims.items() if until < now)
-        windows = await self.store.claim_windows(
-            self.services.owner, now, self.services.lease_s, fresh=not self._claimed_once
-        )
-        self._claimed_once = True
-        held = {w.id: w.lease_epoch for w in windows}
+        if not self._claimed_once:
+            windows = await self.store.claim_windows(
+                self.services.owner, now, self.services.lease_s, fresh=True
+            )
+            self._claimed_once = True
+            leases = [Lease(w.id, w.lease_epoch, self._held_until(w, now)) for w in windows]
+            unwatched = {w.id: w for w in windows}
+        else:
+            # every second: only which windows are held; a new one is read in full
+            leases = await self.store.claim_leases(self.services.owner, now, self.services.lease_s)
+            unwatched = {}
+        held = {lease.window_id: lease.epoch for lease in leases}
         await self._stop(
             wid for wid, (epoch, _) in self.claims.items() if held.get(wid, epoch) != epoch
         )
-        for window in windows:
-            if window.id in self.tasks:
-                self.claims[window.id] = (window.lease_epoch, now + self.services.lease_s)
-            else:
+        for lease in leases:
+            if lease.window_id in self.tasks:
+                self.claims[lease.window_id] = (lease.epoch, lease.until)
+                continue
+            window = unwatched.get(lease.window_id) or await self.store.get_window(lease.window_id)
+            # one taken or ended since the claim is left to the next poll
+            if (
+                window is not None
+                and window.state == "watching"
+                and window.lease_epoch == lease.epoch
+            ):
                 self._start(window, now)
         counts: dict[str, int] = dict.fromkeys(self.settings.environments, 0)
         for env in self.environments.values():
             counts[env] = counts.get(env, 0) + 1
         for env, count in counts.items():
-            self.metrics.windows_active.labels(env).set(count)
+            if self._published.get(env) != count:  # thousands of environments: only changes
+                self.metrics.windows_active.labels(env).set(count)
+                self._published[env] = count
+
+    def _held_until(self, window: DeployWindow, now: float) -> float:
+        """Until when our claim holds, as stored (a claim renews only a lease less than
+        half left; the watch renews its own meanwhile)."""
+        return window.lease_until if window.lease_until is not None else now + self.services.lease_s
 
     def _start(self, window: DeployWindow, now: float) -> None:
         task = asyncio.create_task(self._watch(window), name=f"window-{window.id}")
         self.tasks[window.id] = task
         self.environments[window.id] = window.environment
+        self._by_environment.setdefault(window.environment, set()).add(window.id)
         self.deployed_at[window.id] = window.deployed_at
-        self.claims[window.id] = (window.lease_epoch, now + self.services.lease_s)
+        self.claims[window.id] = (window.lease_epoch, self._held_until(window, now))
 
         def done(_: asyncio.Task[None]) -> None:
             if self.tasks.get(window.id) is task:
                 del self.tasks[window.id]
                 self.environments.pop(window.id, None)
+                watched = self._by_environment.get(window.environment, set())
+                watched.discard(window.id)
+                if not watched:
+                    self._by_environment.pop(window.environment, None)
                 self.deployed_at.pop(window.id, None)
                 self.claims.pop(window.id, None)
             self._wake.set()

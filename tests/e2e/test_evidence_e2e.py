@@ -74,7 +74,14 @@ async def targets() -> AsyncIterator[list[NoisyTarget]]:
 
 
 def evidence_environment(
-    name: str, url: str, receiver: str, *, window: str, rules: Sequence[str], probes: int = 20
+    name: str,
+    url: str,
+    receiver: str,
+    *,
+    window: str,
+    rules: Sequence[str],
+    probes: int = 20,
+    interval: str = "200ms",
 ) -> str:
     """Defaults except what keeps a test short: sub-second rounds, seconds-long windows, a
     background run every 200 ms (each `probes_per_round` probes spread over a round's 200 ms,
@@ -83,7 +90,7 @@ def evidence_environment(
         name,
         url,
         window=window,
-        interval="200ms",
+        interval=interval,
         background_interval="200ms",
         probes=probes,
         timeout="2s",
@@ -127,9 +134,17 @@ async def test_latency_x2_on_a_max_increase_rule_is_rolled_back(
     target.latency_s = 0.1  # large beside a busy event loop's own delays
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     rules = (ERRORS_MAX, LATENCY_RELATIVE)
+    # 1 s rounds: a probe is a timeout once the round ends, so a 0.2 s answer needs the
+    # room of a 1 s round (half a round at least), not the 0.2 s rounds of the other tests
     agent = await start_agent(
         evidence_environment(
-            "production", target.url, receiver.url, window="20s", rules=rules, probes=40
+            "production",
+            target.url,
+            receiver.url,
+            window="20s",
+            rules=rules,
+            probes=40,
+            interval="1s",
         )
     )
     # 40 probes a round: a baseline of a few hundred samples bounds its p95 closely

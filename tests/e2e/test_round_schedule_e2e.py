@@ -1,10 +1,12 @@
 """Rounds keep their fixed schedule in the running daemon: every check of a round runs
-concurrently within it, a slow store write does not delay the next round, and a round
-that overruns its slot is counted and logged once."""
+concurrently within it, a slow store write does not delay the next round, a slow target
+does not make a round overrun, and a round that overruns its slot is counted and logged
+once."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +22,7 @@ from agent.metrics import Metrics
 from agent.records import DeployWindow, RoundRecord
 from agent.settings_file import load_settings_text
 from agent.store.sqlite import SqliteStore
+from agent.windows.probing import EnvironmentProbe
 from tests.e2e.conftest import AgentFactory, LocalTarget
 
 
@@ -99,17 +102,9 @@ async def test_ten_probes_and_a_load_check_per_sub_second_round_keep_the_round_c
     assert 5 * len(rounds) <= target.arrivals.get("/feed", 0) <= 10 * len(rounds)
 
 
-async def test_a_round_that_overruns_its_slot_is_counted_and_logged_once(
-    start_agent: AgentFactory,
-    target: CountingTarget,
-    caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # every probe takes 600 ms, longer than the 300 ms slot: each round overruns
-    agent = await start_agent(
-        f"""
+SLOW_WINDOW = """
         slow:
-          base_url: {target.url}
+          base_url: {url}
           window: 2100ms
           interval: 300ms
           background_interval: 1h
@@ -119,7 +114,44 @@ async def test_a_round_that_overruns_its_slot_is_counted_and_logged_once(
           rules:
             - {{name: errors, source: checks, metric: error_rate, max: 0.05}}
         """
-    )
+
+
+async def test_a_slow_target_never_makes_a_round_overrun(
+    start_agent: AgentFactory, target: CountingTarget
+) -> None:
+    # every answer takes 600 ms, longer than the 300 ms slot: each probe is a timeout once
+    # its round ends (its own 2 s timeout does not fit), and every slot runs on time
+    agent = await start_agent(SLOW_WINDOW.format(url=target.url))
+    deploy = await agent.register("slow", "v1")
+    final = await agent.settled(deploy["id"], within=20)
+    rounds = await agent.app[STORE].rounds(deploy["id"])
+    # before, every round overran by its 600 ms probe; now none does (one may, when the
+    # machine running the suite stalls the agent itself)
+    assert agent.metric("postflight_round_overruns_total", environment="slow") <= 1
+    # each slot on time, one after the other, until the timeouts fail the deploy
+    assert [r.summary["slot"] for r in rounds] == list(range(len(rounds))) and len(rounds) >= 2
+    assert all(r.summary["duration_s"] < 0.3 for r in rounds), [r.summary for r in rounds]
+    assert final["state"] == "failed", final
+    assert "error_rate" in json.dumps(final["verdict"])
+
+
+async def test_a_round_that_overruns_its_slot_is_counted_and_logged_once(
+    start_agent: AgentFactory,
+    target: CountingTarget,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # every round's checks take 600 ms more than the 300 ms slot (a slow target cannot do
+    # that any more, see above; a slow machine still can): each round overruns
+    run_round = EnvironmentProbe.run_round
+
+    async def slow_round(self: EnvironmentProbe, *args: Any, **kwargs: Any) -> Any:
+        results = await run_round(self, *args, **kwargs)
+        await asyncio.sleep(0.6)
+        return results
+
+    monkeypatch.setattr(EnvironmentProbe, "run_round", slow_round)
+    agent = await start_agent(SLOW_WINDOW.format(url=target.url).replace("/slow", "/health"))
     # enabled: an earlier test may have run a tool that disables existing loggers
     caplog.set_level(logging.WARNING, logger="postflight.window")
     monkeypatch.setattr(logging.getLogger("postflight.window"), "disabled", False)

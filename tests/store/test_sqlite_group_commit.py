@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.records import DeployWindow, RoundRecord
+from agent.records import DeployWindow, Fence, RoundRecord
 from agent.store.base import Conflict
 from agent.store.sqlite import SqliteStore
 
@@ -57,5 +57,40 @@ async def test_a_caller_cancelled_at_any_step_leaves_the_store_usable(
         assert await store.record_round(RoundRecord("dep_0", 2, 2.0, {}), None)
         await store.create_window(window("dep_1"))
         assert await store.get_window("dep_1") is not None
+    finally:
+        await store.close()
+
+
+async def test_rounds_written_together_get_the_answers_they_would_get_alone(
+    tmp_path: Path,
+) -> None:
+    """Rounds of many windows share a batch; one refused round (window ended, not our
+    claim, already stored) is refused alone and the others are stored."""
+    store = SqliteStore(tmp_path / "b.db")
+    await store.open()
+    try:
+        for i in range(6):
+            await store.create_window(window(f"dep_{i}"))
+        claimed = await store.claim_windows("me", 0.0, 60.0)
+        fences = {w.id: w.fence for w in claimed}
+        await store.finish_window("dep_4", "passed", None, 1.0)
+        await store.record_round(RoundRecord("dep_5", 1, 1.0, {}), None, fences["dep_5"])
+        writes = [
+            store.record_round(RoundRecord(f"dep_{i}", 1, 1.0, {"i": i}), None, fences[f"dep_{i}"])
+            for i in range(4)
+        ]
+        stale = Fence("me", fences["dep_3"].epoch + 1)
+        refused = [
+            store.record_round(RoundRecord("dep_3", 2, 2.0, {}), None, stale),  # not our claim
+            store.record_round(RoundRecord("dep_4", 1, 1.0, {}), None, fences["dep_4"]),  # ended
+            store.record_round(RoundRecord("dep_5", 1, 1.0, {}), None, fences["dep_5"]),  # again
+        ]
+        assert await asyncio.gather(*writes, *refused) == [True] * 4 + [False] * 3
+        for i in range(4):
+            assert [r.summary for r in await store.rounds(f"dep_{i}")] == [{"i": i}]
+            stored = await store.get_window(f"dep_{i}")
+            assert stored is not None and stored.rounds == 1
+        assert await store.rounds("dep_4") == []
+        assert len(await store.rounds("dep_5")) == 1
     finally:
         await store.close()

@@ -456,3 +456,17 @@ async def test_set_state_is_a_compare_and_set(store: Store) -> None:
     assert not await store.set_state("dep_1", "rolled_back", expected="failed")
     got = await store.get_window("dep_1")
     assert got is not None and got.state == "rolled_back"
+
+
+async def test_claiming_leases_holds_what_claiming_windows_does(store: Store) -> None:
+    await store.create_window(window("dep_1", env="e1", created=101))
+    await store.create_window(window("dep_2", env="e2", created=102))
+    [first, _] = await store.claim_windows("a", 1000, 30)
+    # more than half left: not rewritten (same epoch, same end)
+    assert await store.claim_leases("a", 1010, 30) == [("dep_1", 1, 1030), ("dep_2", 1, 1030)]
+    # less than half left: renewed, same epoch
+    assert await store.claim_leases("a", 1020, 30) == [("dep_1", 1, 1050), ("dep_2", 1, 1050)]
+    # lapsed: another owner takes it with a new epoch, and the first holds nothing
+    assert await store.claim_leases("b", 1051, 30) == [("dep_1", 2, 1081), ("dep_2", 2, 1081)]
+    assert await store.claim_leases("a", 1052, 30) == []
+    assert first.lease_epoch == 1

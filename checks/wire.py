@@ -1,0 +1,473 @@
+"""A lean HTTP/1.1 client for probes: keep-alive pools on asyncio Protocols, parsed by httptools.
+
+I/O edge under `checks.exchange`, which uses it for the requests it supports
+(`LeanClient.supports`) and aiohttp for the rest. It must send the bytes aiohttp
+would send and report what aiohttp would report (status, headers, decompressed
+body and size, error classes), only cheaper: no request/response objects, no
+stream reader, no task or timeout context per request. What it does not do —
+TLS, HEAD, non-idempotent methods, following redirects, brotli/zstd bodies,
+1xx responses — it declines (`supports`) or hands back (`Unsupported`) before
+the probe is recorded, and `exchange` sends that request through aiohttp.
+
+Why httptools: it is llhttp (Node's parser, the one aiohttp's C parser is built
+on) behind a small callback API, kept by the uvloop authors and used by
+uvicorn; parsing HTTP by hand is where clients get smuggling bugs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zlib
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import httptools
+from aiohttp import ClientRequest, hdrs
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+KEEP_BODY_BYTES = 1 << 20
+"""The most of a body kept for assertions (as `checks.exchange` keeps)."""
+
+LEAN_METHODS = frozenset({"GET", "OPTIONS", "TRACE", "PUT", "DELETE"})
+"""Idempotent methods with a response body: these may be sent again through aiohttp
+when the lean path hands a request back, as aiohttp itself retries them."""
+
+_SKIP_USER_HEADERS = frozenset(
+    {"connection", "transfer-encoding", "content-length", "expect", "upgrade", "te"}
+)
+_CACHE_LIMIT = 4096
+
+
+class Unsupported(Exception):
+    """The response needs something the lean path does not do; send it through aiohttp."""
+
+
+class Disconnected(Exception):
+    """The connection closed before any byte of a response."""
+
+
+class PayloadIncomplete(Exception):
+    """The connection closed, or the body could not be decoded, before the response ended."""
+
+
+class Parsed:
+    """One response as it was parsed: what `checks.exchange.Reply` is built from."""
+
+    __slots__ = ("body", "headers", "size", "status")
+
+    def __init__(self, status: int, headers: CIMultiDictProxy[str], body: bytes, size: int):
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.size = size
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection: at most one request in flight, its response parsed as it comes."""
+
+    def __init__(self, client: LeanClient, key: tuple[str, int]) -> None:
+        self.client = client
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.waiter: asyncio.Future[Parsed] | None = None
+        self.closed = False
+        self.reused = False
+        self.idle_since = 0.0
+        self._reset(False)
+
+    def _reset(self, keep: bool) -> None:
+        self.keep = keep
+        self.raw_headers: list[tuple[str, str]] = []
+        self.status = 0
+        self.kept: list[bytes] = []
+        self.kept_len = 0
+        self.size = 0
+        self.raw_size = 0
+        self.length: int | None = None
+        self.got_bytes = False
+        self.headers_done = False
+        self.until_eof = False
+        self.decoder: Any = None
+        self.encoding = ""
+        self.wbits = 0
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.waiter is None or self.waiter.done():
+            self.close()  # bytes nobody asked for: the connection cannot be trusted
+            return
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(Unsupported("upgrade"))
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__ if isinstance(exc.__context__, Exception) else None
+            self._fail(cause if isinstance(cause, Unsupported | PayloadIncomplete) else exc)
+
+    def eof_received(self) -> bool:
+        return False  # close our side too; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.client._forget(self)
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return
+        if self.headers_done and self.until_eof:
+            self.on_message_complete()  # a body delimited by the connection's end
+        elif not self.got_bytes:
+            waiter.set_exception(Disconnected())
+        else:
+            waiter.set_exception(PayloadIncomplete(self._incomplete()))
+
+    def _incomplete(self) -> str:
+        """Why the body is short, worded as aiohttp's ClientPayloadError reads."""
+        text = "Response payload is not completed"
+        if not self.headers_done:
+            return text
+        if self.length is not None:
+            return (
+                f"{text}: <ContentLengthError: 400, message='Not enough data to satisfy content "
+                f"length header (received {self.raw_size} of {self.length} bytes).'>"
+            )
+        return (
+            f"{text}: <TransferEncodingError: 400, message='Not enough data to satisfy "
+            "transfer length header.'>"
+        )
+
+    # httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.raw_headers.append(
+            (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+        )
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:
+            raise Unsupported("informational response")
+        self.status = status
+        self.headers_done = True
+        length = False
+        for name, value in self.raw_headers:
+            lowered = name.lower()
+            if lowered == "content-length":
+                length = True
+                self.length = int(value) if value.strip().isdigit() else None
+            elif lowered == "transfer-encoding" and "chunked" in value.lower():
+                length = True
+            elif lowered == "content-encoding":
+                self.encoding = value.strip().lower()
+        if self.encoding in ("br", "zstd"):
+            raise Unsupported(f"content-encoding {self.encoding}")
+        if self.encoding in ("gzip", "deflate"):
+            self.decoder = True  # chosen on the first body byte, as aiohttp does
+        self.until_eof = not length and status not in (204, 304)
+
+    def on_body(self, body: bytes) -> None:
+        self.raw_size += len(body)
+        if self.decoder is not None:
+            body = self._decode(body)
+        self._count(body)
+
+    def _count(self, body: bytes) -> None:
+        self.size += len(body)
+        if self.keep and self.kept_len < KEEP_BODY_BYTES:
+            part = body[: KEEP_BODY_BYTES - self.kept_len]
+            self.kept.append(part)
+            self.kept_len += len(part)
+
+    def on_message_complete(self) -> None:
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return
+        if self.decoder is not None and self.decoder is not True:
+            self._count(self.decoder.flush())
+        keep_alive = (
+            not self.until_eof and not self.client.force_close and self.parser.should_keep_alive()
+        )
+        if not keep_alive:
+            self.close(graceful=True)
+        headers = CIMultiDictProxy(CIMultiDict(self.raw_headers))
+        body = b"".join(self.kept) if self.keep else b""
+        waiter.set_result(Parsed(self.status, headers, body, self.size))
+
+    def _decode(self, chunk: bytes) -> bytes:
+        if not chunk:
+            return chunk
+        if self.decoder is True:
+            if self.encoding == "gzip":
+                wbits = 16 + zlib.MAX_WBITS
+            else:  # deflate: zlib-wrapped, or raw when the first byte says so (aiohttp's rule)
+                wbits = zlib.MAX_WBITS if chunk[0] & 0xF == 8 else -zlib.MAX_WBITS
+            self.decoder = zlib.decompressobj(wbits)
+            self.wbits = wbits
+        try:
+            out: bytes = self.decoder.decompress(chunk)
+            while self.decoder.eof and self.decoder.unused_data:  # concatenated gzip members
+                rest = self.decoder.unused_data
+                self.decoder = zlib.decompressobj(self.wbits)
+                out += self.decoder.decompress(rest)
+        except zlib.error:
+            # worded as aiohttp's ContentEncodingError reads
+            raise PayloadIncomplete(
+                f"400, message: Can not decode content-encoding: {self.encoding}"
+            ) from None
+        return out
+
+    # used by LeanClient
+
+    def send(self, request: bytes, keep: bool) -> asyncio.Future[Parsed]:
+        assert self.transport is not None
+        self._reset(keep)  # the parser itself is ready for the next message once one completes
+        waiter: asyncio.Future[Parsed] = self.client.loop.create_future()
+        self.waiter = waiter
+        self.transport.write(request)
+        return waiter
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc)
+        self.close()
+
+    def close(self, graceful: bool = False) -> None:
+        """Close now: gracefully after a whole response, else abort (nothing left to read)."""
+        if not self.closed:
+            self.closed = True
+            self.client._forget(self)
+            if self.transport is not None:
+                if graceful:
+                    self.transport.close()
+                else:
+                    self.transport.abort()
+
+
+class LeanClient:
+    """Keep-alive connections per origin for one `TargetSessions` pool.
+
+    Holds at most `limit` connections in all (aiohttp's `limit` for the same pool);
+    a request beyond it waits for one to be released. Idle connections older than
+    `keepalive_s` are closed when next picked; `force_close` opens one per request
+    and says `Connection: close`, as aiohttp's `force_close` does.
+    """
+
+    def __init__(
+        self,
+        *,
+        limit: int,
+        keepalive_s: float,
+        force_close: bool,
+        default_headers: Mapping[str, str],
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.limit = limit
+        self.keepalive_s = keepalive_s
+        self.force_close = force_close
+        self._default_headers = CIMultiDict(default_headers)
+        self._idle: dict[tuple[str, int], list[_Conn]] = {}
+        self._open: set[_Conn] = set()
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._heads: dict[tuple[Any, ...], bytes] = {}
+        self._declined: set[tuple[str, URL]] = set()
+        self.closed = False
+        self.sent = 0
+        """Requests sent (a retry counts again): which path a probe took, for tests."""
+
+    def supports(self, method: str, url: URL, headers: Mapping[str, str] | None) -> bool:
+        """Whether this request may take the lean path (else: aiohttp)."""
+        if (
+            self.closed
+            or method not in LEAN_METHODS
+            or url.scheme != "http"
+            or not url.raw_host
+            or url.raw_user is not None
+            or (method, url) in self._declined
+        ):
+            return False
+        return not headers or not any(k.lower() in _SKIP_USER_HEADERS for k in headers)
+
+    def decline(self, method: str, url: URL) -> None:
+        """Send this request through aiohttp from now on (it redirected, or needs a codec)."""
+        if len(self._declined) >= _CACHE_LIMIT:
+            self._declined.clear()
+        self._declined.add((method, url))
+
+    def head(
+        self, method: str, url: URL, headers: Mapping[str, str] | None, data: bytes | None
+    ) -> bytes:
+        """The request's bytes, built by aiohttp's rules (`ClientSession._prepare_headers`,
+        `ClientRequest.update_headers`/`update_auto_headers`/`update_body_from_data`), so
+        the target sees the request aiohttp would send."""
+        key = (method, url, tuple(headers.items()) if headers else (), data)
+        cached = self._heads.get(key)
+        if cached is not None:
+            return cached
+        merged = CIMultiDict(self._default_headers)
+        if headers:
+            added: set[str] = set()
+            for name, value in CIMultiDict(headers).items():
+                if name in added:
+                    merged.add(name, value)
+                else:
+                    merged[name] = value
+                    added.add(name)
+        out: CIMultiDict[str] = CIMultiDict()
+        out[hdrs.HOST] = url.host_port_subcomponent or ""
+        for name, value in merged.items():
+            if name in hdrs.HOST_ALL:
+                out[name] = value
+            else:
+                out.add(name, value)
+        for name, value in ClientRequest.DEFAULT_HEADERS.items():
+            if name not in out:
+                out[name] = value
+        if data is not None:
+            out[hdrs.CONTENT_LENGTH] = str(len(data))
+            if hdrs.CONTENT_TYPE not in out:
+                out[hdrs.CONTENT_TYPE] = "application/octet-stream"
+        elif method not in ClientRequest.GET_METHODS:
+            out[hdrs.CONTENT_LENGTH] = "0"
+        if self.force_close:
+            out[hdrs.CONNECTION] = "close"
+        lines = [f"{method} {url.raw_path_qs} HTTP/1.1"]
+        lines += [f"{name}: {value}" for name, value in out.items()]
+        request = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + (data or b"")
+        if len(self._heads) >= _CACHE_LIMIT:
+            self._heads.clear()
+        self._heads[key] = request
+        return request
+
+    async def request(
+        self, request: bytes, url: URL, timeout_s: float | None, keep_body: bool
+    ) -> tuple[Parsed, float]:
+        """Send `request` to `url`'s origin and parse the answer; returns it and when it was
+        sent (`time.perf_counter()`).
+
+        `timeout_s` (connecting, sending, receiving) counts from when the pool has a
+        connection for the request: a wait for the pool's own limit (after a busy loop
+        let probes pile up) is the agent's, neither the target's timeout nor its latency.
+        Raises TimeoutError, OSError (connecting), `Disconnected`, `PayloadIncomplete`,
+        `httptools.HttpParserError` or `Unsupported`. A reused connection that closes
+        before answering is retried once on a new one, within the same timeout, as aiohttp
+        retries idempotent requests (every lean method is one).
+        """
+        key = (url.raw_host or "", url.port or 80)
+        started = 0.0
+        deadline = 0.0
+        retried = False
+        while True:
+            self.sent += 1
+            conn = self._idle_conn(key)
+            if conn is None and len(self._open) >= self.limit:
+                conn = await self._slot(key)
+            if not started:
+                started = time.perf_counter()
+                deadline = self.loop.time() + (timeout_s if timeout_s else 86400.0)
+            if conn is None:
+                conn = await self._connect(key, deadline)
+            waiter = conn.send(request, keep_body)
+            timer = self.loop.call_at(deadline, _expire, conn)
+            try:
+                parsed = await waiter
+            except Disconnected:
+                if conn.reused and not retried:
+                    retried = True
+                    continue
+                raise
+            except BaseException:
+                conn.close()  # a cancelled or failed exchange leaves the connection unusable
+                raise
+            finally:
+                timer.cancel()
+                conn.waiter = None
+                self._release(conn)
+            return parsed, started
+
+    def _idle_conn(self, key: tuple[str, int]) -> _Conn | None:
+        """The most recently used idle connection to `key` still fit to reuse, if any."""
+        idle = self._idle.get(key)
+        now = self.loop.time()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since < self.keepalive_s:
+                conn.reused = True
+                return conn
+            conn.close()
+        return None
+
+    async def _slot(self, key: tuple[str, int]) -> _Conn | None:
+        """Wait while the pool is full: an idle connection to `key` when one is released,
+        else None once there is room for a new one (an idle one elsewhere is closed)."""
+        while len(self._open) >= self.limit:
+            if self._close_one_idle():
+                break
+            slot: asyncio.Future[None] = self.loop.create_future()
+            self._waiters.append(slot)
+            try:
+                await slot
+            finally:
+                if slot in self._waiters:
+                    self._waiters.remove(slot)
+            conn = self._idle_conn(key)
+            if conn is not None:
+                return conn
+        return None
+
+    async def _connect(self, key: tuple[str, int], deadline: float) -> _Conn:
+        conn = _Conn(self, key)
+        self._open.add(conn)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self.loop.create_connection(lambda: conn, key[0], key[1])
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _close_one_idle(self) -> bool:
+        for idle in self._idle.values():
+            if idle:
+                idle.pop(0).close()
+                return True
+        return False
+
+    def _release(self, conn: _Conn) -> None:
+        if not conn.closed:
+            conn.idle_since = self.loop.time()
+            self._idle.setdefault(conn.key, []).append(conn)
+        self._wake()
+
+    def _forget(self, conn: _Conn) -> None:
+        self._open.discard(conn)
+        idle = self._idle.get(conn.key)
+        if idle and conn in idle:
+            idle.remove(conn)
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            slot = self._waiters.popleft()
+            if not slot.done():
+                slot.set_result(None)
+                return
+
+    def close(self) -> None:
+        """Close every connection; later requests are declined (`supports` is false)."""
+        self.closed = True
+        for conn in list(self._open):
+            conn.close()
+        self._idle.clear()
+
+
+def _expire(conn: _Conn) -> None:
+    conn._fail(TimeoutError())

@@ -1,0 +1,304 @@
+"""The lean probe client against aiohttp: the same bytes sent, the same samples recorded.
+
+Every case runs the `http` check twice against the same real server, once through the
+lean client (`checks.wire`, the default) and once through aiohttp alone
+(`TargetSessions(lean=False)`), and compares what was recorded and what the target saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import re
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytest
+from aiohttp import web
+from check_target import free_port, target_app
+from pytest_aiohttp import AiohttpServer
+from yarl import URL
+
+from checks.base import CheckContext, CheckResult
+from checks.http import HttpCheck, HttpCheckConfig
+from checks.registry import run_check
+from checks.sessions import TargetSessions, lean_client
+
+JSON = b'{"status":"ok"}'
+
+
+def raw(head: str, body: bytes = b"") -> bytes:
+    return head.replace("\n", "\r\n").encode() + b"\r\n\r\n" + body
+
+
+def chunked(body: bytes) -> bytes:
+    return b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in (body[:5], body[5:])) + (
+        b"0\r\n\r\n"
+    )
+
+
+GZIPPED = gzip.compress(JSON)
+RESPONSES: dict[str, bytes] = {
+    "/plain": raw(
+        "HTTP/1.1 200 OK\nContent-Type: application/json\nX-Version: 2.4.1\n"
+        f"Content-Length: {len(JSON)}",
+        JSON,
+    ),
+    "/gzip": raw(
+        f"HTTP/1.1 200 OK\nContent-Encoding: gzip\nContent-Length: {len(GZIPPED)}", GZIPPED
+    ),
+    "/deflate": raw(
+        f"HTTP/1.1 200 OK\nContent-Encoding: deflate\nContent-Length: {len(zlib.compress(JSON))}",
+        zlib.compress(JSON),
+    ),
+    "/chunked": raw("HTTP/1.1 200 OK\nTransfer-Encoding: chunked", chunked(JSON)),
+    "/until-close": raw("HTTP/1.1 200 OK\nConnection: close", JSON),
+    "/empty": raw("HTTP/1.1 204 No Content"),
+    "/bad-gzip": raw("HTTP/1.1 200 OK\nContent-Encoding: gzip\nContent-Length: 4", b"nope"),
+    "/short": raw("HTTP/1.1 200 OK\nContent-Length: 100", b"only a few bytes"),
+    "/garbage": b"NOT HTTP AT ALL\r\n\r\n",
+    "/moved": raw("HTTP/1.1 302 Found\nLocation: /plain\nContent-Length: 0"),
+}
+"""Canned answers by path; `/until-close`, `/short` and `/garbage` close the connection."""
+CLOSES = {"/until-close", "/short", "/garbage"}
+
+
+@dataclass
+class RawServer:
+    """A server speaking bytes, so each case controls the exact response; it keeps every
+    request it was sent. `/retry` answers the first request of a connection and closes the
+    connection on the second without a word (a keep-alive connection the server dropped)."""
+
+    url: str = ""
+    requests: list[bytes] = field(default_factory=list)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length: (\d+)", head)
+                body = await reader.readexactly(int(length.group(1))) if length else b""
+                self.requests.append(head + body)
+                path = head.split(b" ")[1].decode().split("?")[0]
+                if path == "/retry" and served:
+                    break
+                served += 1
+                writer.write(RESPONSES.get(path, RESPONSES["/plain"]))
+                await writer.drain()
+                if path in CLOSES:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[RawServer]:
+    state = RawServer()
+    server = await asyncio.start_server(state.handle, "127.0.0.1", 0)
+    state.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    yield state
+    server.close()
+    await server.wait_closed()
+
+
+Probe = Callable[..., Awaitable[tuple[CheckResult, CheckResult]]]
+
+
+@pytest.fixture
+def both() -> Probe:
+    """Runs one check config through the lean client, then through aiohttp alone; returns
+    both results and asserts the lean client sent (or declined) as told."""
+
+    async def run(base: str, *, lean_sends: bool = True, **fields: Any) -> tuple[Any, Any]:
+        check = HttpCheck(HttpCheckConfig.model_validate({"name": "p", "type": "http", **fields}))
+        results = []
+        for lean in (True, False):
+            async with TargetSessions(lean=lean) as sessions:
+                session = sessions.get(base)
+                results.append(await run_check(check, CheckContext(base, session, "test")))
+                client = lean_client(session)
+                if lean:
+                    assert client is not None and (client.sent > 0) is lean_sends
+                else:
+                    assert client is None
+        return results[0], results[1]
+
+    return run
+
+
+def recorded(result: CheckResult) -> dict[str, Any]:
+    """What a probe records, less the latency figures (the two runs differ there)."""
+    (sample,) = result.samples
+    details = {k: v for k, v in result.details.items() if k != "latency_ms"}
+    message = re.sub(r"\d+ms", "Nms", result.message)
+    return {
+        "ok": result.ok,
+        "status": sample.status,
+        "error": sample.error,
+        "bytes": sample.bytes,
+        "latency_set": sample.latency_s is not None,
+        "details": details,
+        "message": message,
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "expect"),
+    [
+        ("/plain", {"status": 200, "json": {"status": "ok"}, "headers": {"x-version": "2.4.1"}}),
+        ("/plain", {"headers": {"X-Version": "3.0"}, "json": {"status": "down"}}),
+        ("/gzip", {"json": {"status": "ok"}}),
+        ("/gzip", {}),
+        ("/deflate", {"body_regex": '"ok"'}),
+        ("/chunked", {"json": {"status": "ok"}}),
+        ("/until-close", {"json": {"status": "ok"}}),
+        ("/empty", {"status": 204}),
+        ("/bad-gzip", {}),
+        ("/short", {}),
+        ("/garbage", {}),
+    ],
+)
+async def test_lean_and_aiohttp_record_the_same(
+    both: Probe, raw_server: RawServer, path: str, expect: dict[str, Any]
+) -> None:
+    lean, plain = await both(raw_server.url, path=path, expect=expect)
+    if path == "/garbage":
+        # the one known difference: where in the bytes the parser stopped, which
+        # aiohttp's message quotes and httptools does not tell
+        assert lean.message.startswith("GET /garbage: malformed response: ")
+        assert plain.message.startswith("GET /garbage: malformed response: ")
+        lean, plain = replace(lean, message=""), replace(plain, message="")
+    assert recorded(lean) == recorded(plain)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"path": "/x?a=1&b=%20"},
+        {"path": "/p", "method": "PUT", "body": "plain"},
+        {"path": "/p", "method": "DELETE"},
+        {"path": "/p", "method": "OPTIONS", "headers": {"X-One": "1", "x-one": "2"}},
+        {"path": "/p", "method": "PUT", "json": {"a": [1, "é"]}, "headers": {"X-T": "y"}},
+        {
+            "path": "/h",
+            "headers": {"host": "example.com", "accept": "text/plain", "User-Agent": "me"},
+        },
+        {"path": "/h", "headers": {"Content-Type": "text/plain"}, "method": "PUT", "body": "b"},
+    ],
+)
+async def test_lean_sends_the_bytes_aiohttp_sends(
+    both: Probe, raw_server: RawServer, fields: dict[str, Any]
+) -> None:
+    lean, plain = await both(raw_server.url, **fields)
+    assert lean.ok and plain.ok
+    sent_lean, sent_plain = raw_server.requests
+    assert sent_lean == sent_plain
+
+
+async def test_a_request_lean_does_not_take_goes_through_aiohttp(
+    both: Probe, raw_server: RawServer
+) -> None:
+    # POST is not idempotent (a redirect or codec hand-back could not send it again): aiohttp
+    lean, plain = await both(
+        raw_server.url, lean_sends=False, path="/p", method="POST", json={"a": 1}
+    )
+    assert recorded(lean) == recorded(plain) and lean.ok
+    assert raw_server.requests[0] == raw_server.requests[1]
+
+
+async def test_a_redirect_is_handed_to_aiohttp_and_remembered(raw_server: RawServer) -> None:
+    check = HttpCheck(HttpCheckConfig(name="p", path="/moved", expect={"status": 200}))
+    async with TargetSessions() as sessions:
+        ctx = CheckContext(raw_server.url, sessions.get(raw_server.url), "test")
+        first = await run_check(check, ctx)
+        second = await run_check(check, ctx)
+        client = lean_client(ctx.session)
+        assert client is not None and client.sent == 1  # the first try only
+    assert first.ok and second.ok and first.samples[0].status == 200
+    paths = [r.split(b" ")[1] for r in raw_server.requests]
+    # lean's /moved (handed back unrecorded), then aiohttp's /moved → /plain, twice
+    assert paths == [b"/moved", b"/moved", b"/plain", b"/moved", b"/plain"]
+
+
+async def test_a_dropped_keepalive_connection_is_retried_once(
+    both: Probe, raw_server: RawServer
+) -> None:
+    check = HttpCheck(HttpCheckConfig(name="p", path="/retry"))
+    for lean in (True, False):
+        raw_server.requests.clear()
+        async with TargetSessions(lean=lean) as sessions:
+            ctx = CheckContext(raw_server.url, sessions.get(raw_server.url), "test")
+            results = [await run_check(check, ctx) for _ in range(2)]
+        assert all(r.ok for r in results), [r.message for r in results]
+        assert len(raw_server.requests) == 3  # the second probe's first try was dropped
+
+
+@pytest.fixture
+async def target(aiohttp_server: AiohttpServer) -> URL:
+    server = await aiohttp_server(target_app())
+    return server.make_url("")
+
+
+@pytest.mark.parametrize(
+    ("path", "fields"),
+    [
+        ("/slow?ms=3000", {"timeout": "200ms"}),
+        ("/close", {}),
+        ("/big", {"expect": {"body_regex": "^x+"}}),
+        ("/text", {"expect": {"body_regex": "^goodbye"}}),
+        ("/status/503", {"expect": {"status": 200}}),
+        ("/loop", {"follow_redirects": False}),
+    ],
+)
+async def test_lean_and_aiohttp_agree_on_the_check_target(
+    both: Probe, target: URL, path: str, fields: dict[str, Any]
+) -> None:
+    lean, plain = await both(str(target), path=path, **fields)
+    assert recorded(lean) == recorded(plain)
+
+
+async def test_a_refused_connection_reads_the_same(both: Probe) -> None:
+    lean, plain = await both(f"http://127.0.0.1:{free_port()}", path="/ok")
+    assert recorded(lean) == recorded(plain)
+    assert lean.samples[0].error == "connect"
+
+
+async def test_the_pool_limit_bounds_connections_to_a_target(aiohttp_server: AiohttpServer) -> None:
+    peers: set[Any] = set()
+    in_flight = 0
+    most = 0
+
+    async def slow(request: web.Request) -> web.Response:
+        nonlocal in_flight, most
+        peers.add(request.transport.get_extra_info("peername") if request.transport else None)
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", slow)
+    server = await aiohttp_server(app)
+    base = str(server.make_url(""))
+    check = HttpCheck(HttpCheckConfig(name="p", path="/"))
+    async with TargetSessions(limit_per_target=2) as sessions:
+        ctx = CheckContext(base, sessions.get(base), "test")
+        results = await asyncio.gather(*(run_check(check, ctx) for _ in range(8)))
+    assert all(r.ok for r in results)
+    assert most == 2 and len(peers) == 2  # counted at the target: two connections, reused
+
+
+async def test_a_round_deadline_shortens_the_timeout(target: URL) -> None:
+    check = HttpCheck(HttpCheckConfig(name="p", path="/slow?ms=3000", timeout=5))
+    async with TargetSessions() as sessions:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 0.2
+        ctx = CheckContext(str(target), sessions.get(str(target)), "test", deadline=deadline)
+        result = await run_check(check, ctx)
+    assert result.samples[0].error == "timeout" and not result.details.get("crashed")
+    assert result.message.startswith("GET /slow?ms=3000: no response within ")

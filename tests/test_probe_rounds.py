@@ -1,0 +1,116 @@
+"""A round's probes (http and smoke) against a target that never answers: the round still
+ends on time, and each probe is the target's timeout, never the agent's crash."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+
+import pytest
+
+from agent.metrics import Metrics
+from agent.settings_file import load_settings_text
+from agent.windows.probing import EnvironmentProbe
+from checks.base import Check, CheckConfig, CheckContext, CheckResult
+from checks.registry import DEADLINE_GRACE_S, run_check
+from checks.sessions import TargetSessions
+
+CONFIG = """
+server: {{api_tokens: [tok-1234567890abcdef]}}
+environments:
+  production:
+    base_url: {url}
+    interval: 400ms
+    probes_per_round: 4
+    checks:
+      - {{name: health, type: http, path: /health}}
+      - name: flow
+        type: smoke
+        steps: [{{name: one, path: /health}}]
+"""
+
+
+@pytest.fixture
+async def silent_target() -> AsyncIterator[tuple[str, list[float]]]:
+    """Accepts connections and reads requests, never answers; records when each came."""
+    arrivals: list[float] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.readuntil(b"\r\n\r\n"):
+            arrivals.append(asyncio.get_running_loop().time())
+
+    async def guarded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await hold(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(guarded, "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", arrivals
+    server.close()
+
+
+async def test_a_silent_target_times_out_within_the_round(
+    silent_target: tuple[str, list[float]],
+) -> None:
+    url, arrivals = silent_target
+    env = load_settings_text(CONFIG.format(url=url)).environments["production"]
+    assert env.checks[0].timeout == 5.0  # the default: longer than the round
+    async with TargetSessions() as sessions:
+        probe = EnvironmentProbe("production", env, sessions, Metrics())
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        results = await probe.run_round(0.4, probes=4)
+        took = loop.time() - start
+    assert [r.check for r in results] == ["health"] * 4 + ["flow"] * 4
+    assert [r.samples[-1].error for r in results] == ["timeout"] * 8
+    assert not any(r.details.get("crashed") for r in results)
+    assert all("no response within" in r.message for r in results)
+    # over by the round's end (plus the loop's own scheduling), not after the 5 s timeout
+    assert took < 1.0
+    # counted at the target: the probes went out over the first half of the round, so
+    # each had at least half the round to be answered
+    assert len(arrivals) == 8 and max(arrivals) - start < 0.3
+
+
+async def test_a_probe_the_agent_starts_late_keeps_its_room(
+    silent_target: tuple[str, list[float]],
+) -> None:
+    url, _ = silent_target
+    env = load_settings_text(CONFIG.format(url=url)).environments["production"]
+    async with TargetSessions() as sessions:
+        probe = EnvironmentProbe("production", env, sessions, Metrics())
+        loop = asyncio.get_running_loop()
+        # the round ended before the agent got to the probe (a busy loop): it still gets
+        # its 0.2 s, and times out then rather than at once
+        start = loop.time()
+        result = await probe.run_once(probe.checks[0], "deploy", end=start - 1.0, room=0.2)
+        took = loop.time() - start
+    assert result.samples[0].error == "timeout" and not result.details.get("crashed")
+    # 200 ms from when the probe got going (a millisecond less when the loop is busy)
+    assert re.search(r"no response within (19\d|200)ms$", result.message), result.message
+    assert took >= 0.2
+
+
+async def test_a_check_that_ignores_the_deadline_is_cut_there() -> None:
+    """A plugin that does not fit itself to the round (`fits_deadline` false) is stopped by
+    the registry shortly after the round's end: a timeout without a traceback."""
+
+    class Hangs(Check):
+        type = "hangs"
+        Config = CheckConfig
+
+        async def run(self, ctx: CheckContext) -> CheckResult:
+            await asyncio.sleep(3600)
+            raise AssertionError("unreachable")
+
+    check = Hangs(CheckConfig(name="h", type="hangs", timeout=30))
+    loop = asyncio.get_running_loop()
+    async with TargetSessions() as sessions:
+        ctx = CheckContext(
+            "http://127.0.0.1:9", sessions.get("http://127.0.0.1:9"), "e", deadline=loop.time()
+        )
+        result = await run_check(check, ctx)
+    assert result.samples[0].error == "timeout" and result.details["traceback"] == ""
+    assert result.message == f"check did not finish within {DEADLINE_GRACE_S:g}s"

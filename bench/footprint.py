@@ -44,7 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common.durations import format_duration, parse_duration  # noqa: E402
-from tests.e2e.crash import _env, _wait_ready, free_port  # noqa: E402
+from tests.e2e import crash  # noqa: E402
+from tests.e2e.crash import free_port  # noqa: E402
 
 TOKEN = "footprint-api-token"
 LAG_GOAL_MS = 100.0
@@ -149,21 +150,7 @@ def write_config(workdir: Path, agent_port: int, target_port: int, args: Run) ->
 
 def start_agent(config: Path, port: int, log: Path, windows: int) -> subprocess.Popen[bytes]:
     """`postflight run` on `config`; thousands of environments take a while to load."""
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "--log-format", "json", "run", "--config", str(config)],
-            cwd=ROOT,
-            env=_env(),
-            stdout=out,
-            stderr=out,
-        )
-    try:
-        _wait_ready(port, proc, within=max(30.0, windows / 20))
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    return proc
+    return crash.start_agent(config, port, log, within=max(30.0, windows / 20))
 
 
 def cpu_seconds(pid: int) -> float:

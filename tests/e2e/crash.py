@@ -127,7 +127,10 @@ def start_fake(module: str, token: str) -> tuple[subprocess.Popen[bytes], str]:
     return fake, url
 
 
-def start_agent(config: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_agent(
+    config: Path, port: int, log: Path, *, within: float = 30.0
+) -> subprocess.Popen[bytes]:
+    """`postflight run` on `config`, ready within `within` seconds (else killed)."""
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "agent", "--log-format", "json", "run", "--config", str(config)],
@@ -136,7 +139,12 @@ def start_agent(config: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
             stdout=out,
             stderr=out,
         )
-    _wait_ready(port, proc)
+    try:
+        _wait_ready(port, proc, within)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     return proc
 
 

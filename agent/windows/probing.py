@@ -21,6 +21,7 @@ from agent.store.base import Store
 from checks.base import Check, CheckContext, CheckResult, Sample, Target
 from checks.registry import build_check, run_check
 from checks.sessions import TargetSessions
+from checks.ticks import ticks
 
 log = logging.getLogger("postflight.probing")
 
@@ -159,22 +160,30 @@ class EnvironmentProbe:
             if left == 0:
                 done.set_result(None)
 
-        def begin(index: int, check: Check, target: Target, room: float) -> None:
+        def begin(index: int) -> None:
+            if done.done():
+                return  # the round is over (cancelled, or a run raised)
+            _, check, target, room = plan[index]
             until = None if check.once_per_round else end
             task = loop.create_task(self.run_once(check, target, until, room))
             tasks.add(task)
             task.add_done_callback(functools.partial(finished, index))
 
-        timers = [
-            loop.call_at(at, begin, i, check, target, room)
-            for i, (at, check, target, room) in enumerate(plan)
-        ]
+        # every window's probes on one grid (`checks.ticks`): one loop timer per tick,
+        # not one per probe, and probes due together share a loop iteration
+        now = loop.time()
+        grid = ticks()
+        for i, planned in enumerate(plan):
+            if planned[0] <= now:
+                begin(i)
+            else:
+                grid.at(planned[0], begin, i)
         try:
             if plan:
                 await done
         finally:
-            for timer in timers:
-                timer.cancel()
+            if not done.done():
+                done.cancel()  # the starts still on the grid find the round over
             for task in list(tasks):
                 task.cancel()
         return [r for r in results if r is not None]

@@ -248,7 +248,11 @@ def _crashed(
         if traced
         else ""
     )
-    log.warning(
+    # a run cut at its round's end is the target's timeout, in the result and its metrics:
+    # logging each would be a line per probe when a target stops answering (or the agent
+    # falls behind) — when a log line costs the most
+    log.log(
+        logging.WARNING if traced else logging.DEBUG,
         "check %s (%s) crashed in environment %s: %s",
         check.name,
         check.type,

@@ -434,12 +434,13 @@ class LeanClient:
             if self._close_one_idle():
                 break
             slot: asyncio.Future[None] = self.loop.create_future()
-            self._waiters.append(slot)
+            self._waiters.append(slot)  # a cancelled one is skipped by `_wake`: no O(n) remove
             try:
                 await slot
-            finally:
-                if slot in self._waiters:
-                    self._waiters.remove(slot)
+            except BaseException:
+                if slot.done() and not slot.cancelled():
+                    self._wake()  # woken, then cancelled: pass the turn on
+                raise
             conn = self._idle_conn(key)
             if conn is not None:
                 return conn

@@ -14,7 +14,7 @@ import pytest
 
 from agent.metrics import Metrics
 from agent.settings_file import load_settings_text
-from agent.windows.probing import EnvironmentProbe
+from agent.windows.probing import EnvironmentProbe, Limit
 from checks.base import Check, CheckConfig, CheckContext, CheckResult
 from checks.registry import DEADLINE_GRACE_S, run_check
 from checks.sessions import TargetSessions
@@ -161,3 +161,28 @@ async def test_an_answer_a_stalled_agent_reads_late_is_not_a_timeout(
         results = await probe.run_round(0.4, probes=1, kinds=lambda c: c.type == "http")
     assert [r.samples[0].error for r in results] == [None], [r.message for r in results]
     assert results[0].ok
+
+
+async def test_the_concurrency_limit_is_kept_in_order_and_survives_cancelled_waiters() -> None:
+    limit = Limit(2)
+    running: list[int] = []
+    most = 0
+    order: list[int] = []
+
+    async def run(i: int, hold: float) -> None:
+        nonlocal most
+        async with limit:
+            order.append(i)
+            running.append(i)
+            most = max(most, len(running))
+            await asyncio.sleep(hold)
+            running.remove(i)
+
+    tasks = [asyncio.create_task(run(i, 0.02)) for i in range(6)]
+    await asyncio.sleep(0)
+    tasks[3].cancel()  # a waiter that gives up, mid-queue
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert most == 2 and order == [0, 1, 2, 4, 5]
+    async with limit:  # every place came back
+        async with limit:
+            assert not running

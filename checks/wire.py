@@ -59,13 +59,18 @@ class PayloadIncomplete(Exception):
 class Parsed:
     """One response as it was parsed: what `checks.exchange.Reply` is built from."""
 
-    __slots__ = ("body", "headers", "size", "status")
+    __slots__ = ("body", "done_at", "headers", "size", "status")
 
-    def __init__(self, status: int, headers: CIMultiDictProxy[str], body: bytes, size: int):
+    def __init__(
+        self, status: int, headers: CIMultiDictProxy[str], body: bytes, size: int, done_at: float
+    ):
         self.status = status
         self.headers = headers
         self.body = body
         self.size = size
+        self.done_at = done_at
+        """`time.perf_counter()` when the last byte was parsed: a latency ends here, not
+        when the waiting task next gets the loop (after whatever else was ready)."""
 
 
 class _Conn(asyncio.Protocol):
@@ -203,7 +208,7 @@ class _Conn(asyncio.Protocol):
             self.close(graceful=True)
         headers = CIMultiDictProxy(CIMultiDict(self.raw_headers))
         body = b"".join(self.kept) if self.keep else b""
-        waiter.set_result(Parsed(self.status, headers, body, self.size))
+        waiter.set_result(Parsed(self.status, headers, body, self.size, time.perf_counter()))
 
     def _decode(self, chunk: bytes) -> bytes:
         if not chunk:

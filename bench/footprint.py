@@ -363,6 +363,11 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
         "pinned_to_one_core": run.pin,
         "rounds": rounds.count,
         "register_s": round(register_s, 1),
+        "cpu_ms_per_window_round": round(
+            (samples[-1].cpu - samples[0].cpu) * 1000 / rounds.count, 3
+        )
+        if rounds.count
+        else None,
         "rss_start_mb": round(samples[0].rss, 1),
         "rss_end_mb": round(samples[-1].rss, 1),
         "rss_growth_mb_per_h": round(slope_per_hour(half), 1),
@@ -555,6 +560,7 @@ def main() -> int:
         ("RSS growth (MB/h)", result["rss_growth_mb_per_h"], "≤10"),
         ("CPU first min (%)", result["cpu_first_min_pct"], ""),
         ("CPU last min (%)", result["cpu_last_min_pct"], "±10%"),
+        ("CPU ms/window-round", result["cpu_ms_per_window_round"], ""),
         ("lag p50 (ms)", result["lag_p50_ms"], ""),
         ("lag p99 (ms)", result["lag_p99_ms"], "≤100"),
         ("spacing p99 (s)", result["round_spacing_p99_s"], "≤1.1" if args.dozen else ""),

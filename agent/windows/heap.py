@@ -31,10 +31,11 @@ from agent.metrics import Metrics
 
 log = logging.getLogger("postflight.heap")
 
-THRESHOLDS = (50_000, 20, 100)
+THRESHOLDS = (50_000, 20, 10)
 """Young generation: a collection every 50,000 net allocations (a round's objects die
-before it); middle: every 20 young ones; the oldest is walked after 100 middle
-collections and only when a quarter of its objects are new (CPython's own rule)."""
+before it: at 200 windows a few young collections a minute instead of dozens a second);
+middle: every 20 young ones; the oldest after 10 middle ones, and only when a quarter of
+its objects are new (CPython's own rule), so cyclic garbage still goes within the hour."""
 
 TRACEMALLOC_ENV = "POSTFLIGHT_TRACEMALLOC"
 """A directory: trace allocations from the start and write the growth between two

@@ -345,10 +345,13 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
             until = time.time()
             counted = agent_metrics(agent_port)
         finally:
-            agent.send_signal(signal.SIGTERM)
-            agent.wait(timeout=30)
-            target.send_signal(signal.SIGTERM)
-            target.wait(timeout=5)
+            for proc, grace in ((agent, 60), (target, 5)):
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=grace)
+                except subprocess.TimeoutExpired:  # a starved agent: never left behind
+                    proc.kill()
+                    proc.wait()
         rounds = read_rounds(workdir / "postflight.db", since, run.interval, until)
         size = store_bytes(workdir)
     minute = min(60.0, run.seconds / 3)

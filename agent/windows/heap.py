@@ -132,9 +132,9 @@ def growth_tracer() -> tuple[Path, tuple[float, float]] | None:
 async def daemon_heap(metrics: Metrics) -> AsyncIterator[None]:
     """`postflight run`'s heap, once it is up: the collector tuned, its pauses measured,
     and the growth traced when asked; the callback and the tracer gone at the end."""
-    tune_collector()
     pauses = GcPauses(metrics)
     pauses.install()
+    tune_collector()  # its full collection is the first pause counted
     tracer = None
     if (asked := growth_tracer()) is not None:
         tracer = asyncio.create_task(trace_growth(*asked), name="heap-growth-trace")

@@ -6,7 +6,6 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-
 _PLAIN = frozenset({str, int, bool, type(None)})
 
 

@@ -183,6 +183,5 @@ async def test_the_concurrency_limit_is_kept_in_order_and_survives_cancelled_wai
     tasks[3].cancel()  # a waiter that gives up, mid-queue
     await asyncio.gather(*tasks, return_exceptions=True)
     assert most == 2 and order == [0, 1, 2, 4, 5]
-    async with limit:  # every place came back
-        async with limit:
-            assert not running
+    async with limit, limit:  # every place came back
+        assert not running

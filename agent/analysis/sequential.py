@@ -698,8 +698,8 @@ class SequentialRule:
             ordered = sorted(x.tolist())
             below = np.array([find(ordered, c) for c in ladder.cutoff_list], dtype=np.float64)
             past = below if comp.flip else n - below
-            expected = n * comp.level
-            return past / expected, ladder.ones * expected
+            per_row = n * comp.level
+            return past / per_row, ladder.ones * per_row
         mean = self._mean_placement(x, comp)
         return mean / ladder.levels, ladder.ones * n
 

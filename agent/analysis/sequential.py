@@ -659,7 +659,7 @@ class SequentialRule:
         )
         as_lists = rows.tolist()
         st["w"] = as_lists[0]
-        finite = stored_sr is None or bool(np.isfinite(rows[1]).all())
+        finite = stored_sr is None or math.isfinite(np.add.reduce(rows[1], axis=None))
         if stored_sr is not None:
             st["sr"] = as_lists[1] if finite else [_to_json(row) for row in as_lists[1]]
         # the lists just stored are never changed in place: next round reads `rows` again

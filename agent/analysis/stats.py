@@ -351,11 +351,11 @@ def bet_log_factors_rows(kind: str, y: FloatArray, size: FloatArray) -> FloatArr
 def log_mix_rows(log_wealth: FloatArray, kind: str) -> FloatArray:
     """`log_mix` of each row."""
     terms = log_wealth + BET_LOG_WEIGHTS[kind]
-    top = terms.max(axis=1)
-    finite = np.isfinite(top)
-    if finite.all():  # the usual case, in half the calls
-        mixed: FloatArray = top + np.log(np.exp(terms - top[:, None]).sum(axis=1))
+    top = np.maximum.reduce(terms, axis=1)  # ufuncs, not methods: numpy's wrappers cost more
+    if math.isfinite(np.add.reduce(top)):  # every row finite, as usual (or a rare overflow)
+        mixed: FloatArray = top + np.log(np.add.reduce(np.exp(terms - top[:, None]), axis=1))
         return mixed
+    finite = np.isfinite(top)
     safe = np.where(finite, top, 0.0)
     out: FloatArray = np.where(
         finite, safe + np.log(np.exp(terms - safe[:, None]).sum(axis=1)), top
@@ -409,7 +409,7 @@ def bet_ladder(
         np.logaddexp(rows[1], 0.0, out=rows[1])
     rows += log_f  # the wealth times f; f times (the e-detector + 1)
     mixed = log_mix_rows(rows.reshape(-1, rows.shape[2]), kind).reshape(len(rows), -1)
-    least = (log_base + mixed).min(axis=1).tolist()
+    least = np.minimum.reduce(log_base + mixed, axis=1).tolist()
     return rows, least[0], least[1] if log_sr is not None else None
 
 

@@ -11,6 +11,7 @@ A/A: baseline and window from the same bursty process.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from agent.analysis.observe import merge
 from agent.analysis.sequential import BaselineData, SequentialRule
@@ -107,3 +108,39 @@ def test_a_baseline_that_shows_its_bursts_is_measured_not_feared() -> None:
         for _ in range(20)
     )
     assert caught >= 19
+
+
+def test_a_relative_bound_that_cannot_fail_is_said_at_registration() -> None:
+    """15 clean background runs of 20 probes bound the rate like 15 requests: only an
+    error rate near 1 could be shown past twice that, and the registration warning says so
+    (with the requests as the units it claimed 0.25% was detectable)."""
+    from agent.analysis import Policy
+    from agent.analysis.judge import Judge
+
+    base = merge([Observation(value=0.0, count=0, total=20) for _ in range(15)])
+    judge = Judge([RULE], {"errors": base}, Policy("sequential"), horizon=10)
+    (said,) = judge.blind_spots({"errors": 20.0})
+    assert "max_increase bound is tighter" in said, said
+    assert float(said.split("error_rate ")[-1].split()[0]) > 0.5, said
+    # three clean runs: no count at all could fail the bound
+    three = merge([Observation(value=0.0, count=0, total=20) for _ in range(3)])
+    (said,) = Judge([RULE], {"errors": three}, Policy("sequential"), horizon=10).blind_spots(
+        {"errors": 20.0}
+    )
+    assert "too few errors in too few periods" in said, said
+    busy = merge([Observation(value=0.02, count=2, total=100) for _ in range(60)])
+    assert (
+        Judge([RULE], {"errors": busy}, Policy("sequential"), horizon=600).blind_spots(
+            {"errors": 100.0}
+        )
+        == []
+    )
+
+
+def test_newtons_detectable_ratio_is_the_bisections() -> None:
+    from agent.analysis.sequential import _detectable_ratio, _poisson_ratio
+
+    for expected, needed in [(100.0, 6.0), (0.5, 6.0), (1e4, 7.0), (3.0, 0.1), (1e-3, 8.0)]:
+        assert _poisson_ratio(expected, needed) == pytest.approx(
+            _detectable_ratio(expected, needed), rel=1e-9
+        )

@@ -176,8 +176,9 @@ async def _lean_exchange(
     except (*_LEAN_FAILURES, httptools.HttpParserError) as exc:
         kind, message = _lean_failure(exc, url, timeout_s)
         raise ProbeFailed(kind, message, time.perf_counter() - t0) from exc
-    # from when the request could go out: a wait for the pool's own limit is not the target's
-    latency = time.perf_counter() - (t0 if started is not None else sent)
+    # from when the request could go out (a wait for the pool's own limit is not the
+    # target's) to when its last byte was parsed (not when this task got the loop back)
+    latency = parsed.done_at - (t0 if started is not None else sent)
     if (
         allow_redirects
         and parsed.status in _REDIRECTS

@@ -166,6 +166,7 @@ async def run_check(check: Check, ctx: CheckContext) -> CheckResult:
             if net.cut:
                 net.cut = False
                 if task.uncancel() <= net.cancelling:
+                    net.fired = True
                     raise TimeoutError from None  # ours: the check ran out of time
             raise
         else:
@@ -179,7 +180,9 @@ async def run_check(check: Check, ctx: CheckContext) -> CheckResult:
         raise
     except Exception as exc:
         duration = time.perf_counter() - started
-        return _crashed(check, ctx, exc, duration, allowed, redactor, traced=not cut)
+        # a run our net cut is a timeout, not a crash: the traceback would only show where
+        # the check was waiting, and formatting it costs more than the probe did
+        return _crashed(check, ctx, exc, duration, allowed, redactor, traced=not (cut or net.fired))
     duration = time.perf_counter() - started
     if not redactor.secrets:
         message, details = result.message, result.details
@@ -195,12 +198,13 @@ class _Net:
     """`run_check`'s limit for one run, on the shared grid (`checks.ticks`) instead of an
     `asyncio.timeout_at` per probe: what `asyncio.timeout` does, cheaper at thousands a second."""
 
-    __slots__ = ("cancelling", "cut", "over", "task")
+    __slots__ = ("cancelling", "cut", "fired", "over", "task")
 
     def __init__(self, task: asyncio.Task[Any]) -> None:
         self.task = task
         self.cancelling = task.cancelling()
         self.cut = False
+        self.fired = False
         self.over = False
 
 
@@ -259,7 +263,8 @@ def _crashed(
         ctx.environment,
         message,
     )
-    log.debug("check %s traceback:\n%s", check.name, trace)
+    if traced:
+        log.debug("check %s traceback:\n%s", check.name, trace)
     sample = Sample(check=check.name, ok=False, error=error, target=ctx.target)
     return CheckResult(
         check=check.name,

@@ -234,6 +234,28 @@ async def test_results_are_timed_and_redacted(make_ctx: MakeContext, target: URL
     assert result.result == "fail"
 
 
+async def test_numbers_pass_as_they_are_unless_their_name_is_sensitive(
+    make_ctx: MakeContext, target: URL
+) -> None:
+    """The fast path for a passing probe's details (numbers only) hides what the full
+    redaction hides, every time the same message comes back."""
+
+    async def numbers(ctx: CheckContext) -> CheckResult:
+        return CheckResult(
+            check="scripted",
+            type="script",
+            ok=True,
+            samples=(Sample(check="scripted", ok=True),),
+            message=f"200 in 3ms, token {SECRET}",
+            details={"status": 200, "latency_ms": 3.1, "pin": None, "api_key": 1234},
+        )
+
+    for _ in range(2):
+        result = await run_check(ScriptedCheck(numbers), scripted_ctx(make_ctx, target))
+        assert result.message == "200 in 3ms, token ***"
+        assert result.details == {"status": 200, "latency_ms": 3.1, "pin": None, "api_key": "***"}
+
+
 EXAMPLE = Path("/work/shared/spec/postflight.example.yaml")
 LOCAL_EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "postflight.example.yaml"
 

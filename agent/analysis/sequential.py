@@ -66,6 +66,25 @@ VALUE_FLOOR = 0.1
 """A bare value's rounds are taken to vary by at least 10% of the bound (standard deviation),
 so a few identical provider figures never prove a pass."""
 
+RANK_DETECTOR_SHARE = 0.3
+"""The rank test's alpha given to its e-detector, the rest to its e-process from the deploy:
+a round's mean placement is at most 1, so the rank test gains at most log 2 nats a round
+and its part is the slow shifts present from the deploy (`ONSET_RATIO` for the other)."""
+
+ONSET_RATIO = 1.45
+"""The exceedance test (the one that catches a large shift within a few rounds) gives its
+e-detector the smallest share of its alpha (in steps of 0.05) at which a regression that
+starts mid-window needs at most this many times the evidence of one present from the
+deploy: the detector needs log(rounds) nats more for not knowing when. So the detector
+gets 0.15 of the share over 30 rounds (the default window) and 0.8 over 900 (the decision
+benchmark: a doubled latency from minute 5 at 10 samples a round is then caught in 11
+rounds, from the deploy in 7.5; halves gave 12.5 and 6.5)."""
+
+DETECTOR_FIRST_RUNG_WEIGHT = 0.9
+"""The e-detector's weight on the baseline's first confidence level (`FIRST_RUNG_WEIGHT` for
+the e-process from the deploy): the large regressions a detector can catch mid-window are
+far past the baseline's other levels, so its far levels matter less."""
+
 
 @dataclass(frozen=True, slots=True)
 class BaselineData:
@@ -147,6 +166,9 @@ class Component:
     distribution's error), (the null's level, its cutoff, log of the baseline's e-value on
     that interval), the level and cutoff taken at the interval's far end. Its e-process is
     the least over intervals of the baseline e-value times the new samples' e-process."""
+    detector_bases: tuple[float, ...] = ()
+    """The e-detector's log baseline e-value per interval of the ladder, and its mixture over
+    the largest bets only (`stats.log_mix_rows_large`); empty: the ladder's own, all bets."""
 
     @property
     def bets(self) -> str:
@@ -256,6 +278,29 @@ class SequentialRule:
         seq = share * (1 - BASELINE_SHARE) if relative else share
         return (seq / 2, seq / 2) if self.horizon > 1 else (seq, 0.0)
 
+    def _split_distribution(self, share: float, test: Test) -> tuple[float, float]:
+        """A rank or exceedance test's (alpha from the deploy, alpha of the e-detector),
+        after the baseline's far tail (`COUNT_TAIL_SHARE`); see `DETECTOR_SHARE`."""
+        seq = share * (1.0 - COUNT_TAIL_SHARE)
+        if self.horizon <= 1:
+            return seq, 0.0
+        detector = seq * (RANK_DETECTOR_SHARE if test == "rank" else self._onset_share(seq))
+        return seq - detector, detector
+
+    def _onset_share(self, alpha: float) -> float:
+        """`ONSET_RATIO`: the e-detector fails at log(horizon / (d alpha)) plus the cost of
+        its baseline ladder; the e-process from the deploy at log(1 / ((1 - d) alpha)) plus
+        its ladder's and its bet mixture's (`MIXTURE_OVERHEAD / 2`: it has more bets)."""
+        start_cost = math.log(1.0 / FIRST_RUNG_WEIGHT) + MIXTURE_OVERHEAD / 2
+        detector_cost = math.log(1.0 / DETECTOR_FIRST_RUNG_WEIGHT)
+        for step in range(1, 20):
+            d = step / 20
+            detector = math.log(self.horizon / (d * alpha)) + detector_cost
+            start = math.log(1.0 / ((1.0 - d) * alpha)) + start_cost
+            if detector <= ONSET_RATIO * start:
+                return d
+        return 0.95
+
     def _fmt(self, value: float) -> str:
         return format_value(self.rule.metric, value)
 
@@ -297,8 +342,7 @@ class SequentialRule:
             ladder = self._ladder(share, lambda beta: _one_sided_dkw(n_base, beta))
             if ladder is None:
                 return None
-            a, d = self._split(share, False)
-            a, d = a * (1.0 - COUNT_TAIL_SHARE), d * (1.0 - COUNT_TAIL_SHARE)
+            a, d = self._split_distribution(share, "rank")
             return Component(
                 "max_increase",
                 "rank",
@@ -312,6 +356,7 @@ class SequentialRule:
                 scale=1.0 + delta if up else 1.0 - delta,
                 baseline_bound=ladder[-1][0] - 0.5,
                 ladder=tuple((0.5 + m, 0.0, log_e) for m, _, log_e in ladder),
+                detector_bases=_detector_bases(len(ladder)),
             )
         if plan == "exceedance":
             sv = base.sorted_values
@@ -324,8 +369,7 @@ class SequentialRule:
             ladder = self._ladder(share, quantile_limit)
             if ladder is None:
                 return None
-            a, d = self._split(share, False)
-            a, d = a * (1.0 - COUNT_TAIL_SHARE), d * (1.0 - COUNT_TAIL_SHARE)
+            a, d = self._split_distribution(share, "exceedance")
             scale = 1.0 + delta if up else 1.0 - delta
             far = ladder[-1][0]
             limit_text = self._fmt(base.value * scale)
@@ -344,6 +388,7 @@ class SequentialRule:
                 ladder=tuple(
                     ((1.0 - q) if up else q, bound * scale, log_e) for bound, _, log_e in ladder
                 ),
+                detector_bases=_detector_bases(len(ladder)),
             )
         if self.kind == "distribution":
             # a bare baseline value (a provider's percentile): taken at face value
@@ -632,7 +677,7 @@ class SequentialRule:
             sr = stats.sr_update_rows(stored, log_f)
             finite = bool(np.isfinite(sr).all())
             st["sr"] = sr.tolist() if finite else [_to_json(row) for row in sr.tolist()]
-            log_d = float(np.min(log_base + stats.log_mix_rows(sr, comp.bets)))
+            log_d = float(np.min(self._detector_log_e(comp, sr, log_base)))
         _record(st, comp, log_e, log_d, index, eligible, self)
 
     def _ladder_bases(self, comp: Component) -> FloatArray:
@@ -640,6 +685,16 @@ class SequentialRule:
         if bases is None:
             bases = self._bases[comp.key] = np.array([b for _, _, b in comp.ladder])
         return bases
+
+    def _detector_log_e(self, comp: Component, sr: FloatArray, log_base: FloatArray) -> FloatArray:
+        """The e-detector's log e-value per interval of the ladder (`Component.detector_bases`)."""
+        if not comp.detector_bases:
+            return log_base + stats.log_mix_rows(sr, comp.bets)
+        key = f"{comp.key}:detector"
+        bases = self._bases.get(key)
+        if bases is None:
+            bases = self._bases[key] = np.array(comp.detector_bases)
+        return bases + stats.log_mix_rows_large(sr, comp.bets)
 
     def _ladder_statistics(
         self, comp: Component, obs: Observation
@@ -927,6 +982,15 @@ class Reached:
     value: float | None
     """The upper (or lower) end of the confidence sequence; None before two rounds."""
     holds: bool
+
+
+def _detector_bases(rungs: int) -> tuple[float, ...]:
+    """`SequentialRule._ladder`'s log baseline e-values for the e-detector: the same levels
+    (the first `rungs` of `BASELINE_LADDER`), `DETECTOR_FIRST_RUNG_WEIGHT` on the first."""
+    rest = (1.0 - DETECTOR_FIRST_RUNG_WEIGHT) / max(1, rungs - 1)
+    weights = [DETECTOR_FIRST_RUNG_WEIGHT] + [rest] * (rungs - 1)
+    cumulative = np.cumsum([w / b for w, b in zip(weights, BASELINE_LADDER[:rungs], strict=True)])
+    return tuple(float(v) for v in np.log(cumulative))
 
 
 def _one_sided_dkw(n: int, beta: float) -> float:

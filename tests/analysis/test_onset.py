@@ -78,17 +78,19 @@ def test_a_latency_regression_from_mid_window_is_found_almost_as_fast() -> None:
 
 def test_a_short_window_keeps_most_of_the_exceedance_budget_from_the_deploy() -> None:
     """The detector's extra log(rounds) is small over 30 rounds (the default window), so it
-    gets a small share there, and most over 900 rounds."""
+    gets a small share there, and most over 900 rounds (a rule's alpha 0.005: confidence
+    0.99 split between two rules)."""
     values = tuple(float(v) for v in np.linspace(0.05, 0.5, 2000))
     base = BaselineData.from_observation(
         Observation(float(np.percentile(values, 95)), values=values, quantile=0.95)
     )
 
-    def exceedance(horizon: int) -> tuple[float, float]:
+    def detector_share(test: str, horizon: int) -> float:
         rule = SequentialRule(LATENCY, base, "distribution", 0.005, horizon=horizon)
-        comp = next(c for c in rule.components if c.test == "exceedance")
-        return comp.alpha, comp.alpha_detector
+        comp = next(c for c in rule.components if c.test == test)
+        return comp.alpha_detector / (comp.alpha + comp.alpha_detector)
 
-    short, long = exceedance(30), exceedance(900)
-    assert short[1] < short[0] and long[1] > long[0]
-    assert math.isclose(sum(short), sum(long))
+    assert math.isclose(detector_share("exceedance", 30), 0.15)
+    assert math.isclose(detector_share("exceedance", 900), 0.8)
+    assert math.isclose(detector_share("rank", 30), 0.3)
+    assert math.isclose(detector_share("rank", 900), 0.3)

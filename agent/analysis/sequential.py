@@ -15,8 +15,9 @@ raw samples; either direction) treats the baseline as the estimate it is: a ladd
 confidence limits (`SequentialRule._ladder`) prices the baseline by an e-value, and spends a
 `COUNT_TAIL_SHARE` of its share beyond the farthest limit. A bare baseline figure is taken at
 face value, and the pass side spends `BASELINE_SHARE` on one confidence limit. The rest is
-halved between the e-process started at the deploy and the e-detector for a regression that
-starts later (when the window's length in rounds is known). Union bound: the chance that any
+split between the e-process started at the deploy and the e-detector for a regression that
+starts later (when the window's length in rounds is known): halves for counts and values,
+`RANK_DETECTOR_SHARE` and `ONSET_RATIO` for the rank and exceedance tests. Union bound: the chance that any
 rule of a good deploy ever fails is at most alpha.
 """
 
@@ -280,7 +281,8 @@ class SequentialRule:
 
     def _split_distribution(self, share: float, test: Test) -> tuple[float, float]:
         """A rank or exceedance test's (alpha from the deploy, alpha of the e-detector),
-        after the baseline's far tail (`COUNT_TAIL_SHARE`); see `DETECTOR_SHARE`."""
+        after the baseline's far tail (`COUNT_TAIL_SHARE`): `RANK_DETECTOR_SHARE`,
+        `ONSET_RATIO`."""
         seq = share * (1.0 - COUNT_TAIL_SHARE)
         if self.horizon <= 1:
             return seq, 0.0

@@ -17,8 +17,8 @@ confidence limits (`SequentialRule._ladder`) prices the baseline by an e-value, 
 face value, and the pass side spends `BASELINE_SHARE` on one confidence limit. The rest is
 split between the e-process started at the deploy and the e-detector for a regression that
 starts later (when the window's length in rounds is known): halves for counts and values,
-`RANK_DETECTOR_SHARE` and `ONSET_RATIO` for the rank and exceedance tests. Union bound: the chance that any
-rule of a good deploy ever fails is at most alpha.
+`RANK_DETECTOR_SHARE` and `ONSET_RATIO` for the rank and exceedance tests. Union bound: the
+chance that any rule of a good deploy ever fails is at most alpha.
 """
 
 from __future__ import annotations

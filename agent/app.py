@@ -39,6 +39,7 @@ from agent.web.links import deploy_page_url
 from agent.web.pg_news import PgNews
 from agent.windows.alert_once import WindowAlerts
 from agent.windows.foresight import registration_warnings
+from agent.windows.heap import daemon_heap
 from agent.windows.integrations import Integrations
 from agent.windows.supervisor import Watcher
 from alerting.notifier import Notifier
@@ -213,7 +214,8 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> No
         log.info("postflight %s listening on http://%s", __version__, settings.server.listen)
         if settings.server.ui:
             log.info("deploy pages at %s/deploys", settings.server.base_url)
-        await stop.wait()
+        async with daemon_heap(app[METRICS]):
+            await stop.wait()
         log.info("stopping: no new work; finishing deliveries in flight")
     finally:
         await runner.cleanup()

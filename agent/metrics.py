@@ -98,6 +98,13 @@ class Metrics:
             ["environment"],
             registry=r,
         )
+        self.gc_pause_seconds = Histogram(
+            "postflight_gc_pause_seconds",
+            "How long the agent's garbage collections paused it, by generation (2: full).",
+            ["generation"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=r,
+        )
         self.api_requests_total = Counter(
             "postflight_api_requests_total",
             "API requests, by status class.",

@@ -197,6 +197,13 @@ def round_rows(
     return sql, counted, row
 
 
+LEASE_RENEWAL = f"UPDATE windows SET lease_until = ? WHERE id = ? AND {_FENCED}"
+
+
+def renewal_args(window_id: str, fence: Fence, until: float) -> tuple[Any, ...]:
+    return (until, window_id, fence.owner, fence.epoch)
+
+
 async def record_round_in(
     db: Connection, record: RoundRecord, verdict: dict[str, Any] | None, fence: Fence | None
 ) -> bool:
@@ -481,13 +488,7 @@ class SqlStore(ABC):
 
     async def renew_lease(self, window_id: str, fence: Fence, until: float) -> bool:
         async with self._tx() as db:
-            changed = await db.execute(
-                f"UPDATE windows SET lease_until = ? WHERE id = ? AND {_FENCED}",
-                until,
-                window_id,
-                fence.owner,
-                fence.epoch,
-            )
+            changed = await db.execute(LEASE_RENEWAL, *renewal_args(window_id, fence, until))
         return changed == 1
 
     async def release_lease(self, window_id: str, fence: Fence) -> None:

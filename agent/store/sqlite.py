@@ -10,22 +10,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import aiosqlite
 
 from agent.records import Fence, RoundRecord
 from agent.store.base import Conflict, StoreError
 from agent.store.sql import (
+    LEASE_RENEWAL,
     ROUND_INSERT,
     SCHEMA_VERSION,
     Connection,
     SqlStore,
     record_round_in,
+    renewal_args,
     round_rows,
 )
 
@@ -58,16 +60,78 @@ class _Connection:
         return cursor.rowcount
 
 
+class _NotAll(Exception):
+    """A batch in which some change was refused: written again one change at a time."""
+
+
+Item = TypeVar("Item")
+
+
+class _Batched(Generic[Item]):
+    """Changes of one kind queued while a batch waits for the connection, written together
+    in one transaction: a few statements for the whole batch (`executemany`) instead of
+    several trips to SQLite's thread per change, with hundreds of windows each storing a
+    round a second and renewing a lease every few. A batch in which any change is refused
+    is undone and written one change at a time, so each caller gets the answer it would get
+    alone; each returns once its change is committed, as before."""
+
+    def __init__(
+        self,
+        store: SqliteStore,
+        write_all: Callable[[_Connection, list[Item]], Awaitable[list[bool]]],
+        write_one: Callable[[_Connection, Item], Awaitable[bool]],
+    ) -> None:
+        self.store = store
+        self.write_all = write_all
+        self.write_one = write_one
+        self.queued: list[tuple[Item, asyncio.Future[bool]]] = []
+        self.flushing: set[asyncio.Task[None]] = set()
+
+    async def add(self, item: Item) -> bool:
+        stored: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.queued.append((item, stored))
+        if len(self.queued) == 1:
+            task = asyncio.create_task(self._flush())
+            self.flushing.add(task)
+            task.add_done_callback(self.flushing.discard)
+        return await stored
+
+    async def _flush(self) -> None:
+        batch: list[tuple[Item, asyncio.Future[bool]]] = []
+        try:
+            try:
+                async with self.store._tx() as db:
+                    batch, self.queued = self.queued, []
+                    answers = await self.write_all(db, [item for item, _ in batch])
+            except _NotAll:
+                async with self.store._tx() as db:
+                    answers = [await self.write_one(db, item) for item, _ in batch]
+        except BaseException as exc:
+            if not batch:  # failed before taking the batch: it fails with it
+                batch, self.queued = self.queued, []
+            for _, stored in batch:
+                if not stored.done():
+                    stored.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, stored), answer in zip(batch, answers, strict=True):
+            if not stored.done():
+                stored.set_result(answer)
+
+
 @dataclass
 class _QueuedRound:
     record: RoundRecord
     verdict: dict[str, Any] | None
     fence: Fence | None
-    stored: asyncio.Future[bool]
 
 
-class _NotAll(Exception):
-    """A batch in which some round was refused: written again one round at a time."""
+@dataclass
+class _QueuedRenewal:
+    window_id: str
+    fence: Fence
+    until: float
 
 
 class SqliteStore(SqlStore):
@@ -80,9 +144,8 @@ class SqliteStore(SqlStore):
         self._group: asyncio.Future[None] | None = None
         """The open transaction changes join until it is committed (see `_tx`)."""
         self._committer: asyncio.Task[None] | None = None
-        self._rounds: list[_QueuedRound] = []
-        """Rounds waiting for the next batch (see `record_round`)."""
-        self._flushing: set[asyncio.Task[None]] = set()
+        self._rounds = _Batched(self, _record_all, _record_one)
+        self._renewals = _Batched(self, _renew_all, _renew_one)
 
     @classmethod
     def from_url(cls, url: str) -> SqliteStore:
@@ -104,8 +167,9 @@ class SqliteStore(SqlStore):
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
 
     async def close(self) -> None:
-        if self._flushing:
-            await asyncio.gather(*self._flushing, return_exceptions=True)
+        flushing = self._rounds.flushing | self._renewals.flushing
+        if flushing:
+            await asyncio.gather(*flushing, return_exceptions=True)
         if self._committer is not None:
             await asyncio.gather(self._committer, return_exceptions=True)
         if self._db is not None:
@@ -187,49 +251,34 @@ class SqliteStore(SqlStore):
             else:
                 group.set_result(None)
 
-    # rounds, batched -------------------------------------------------------
+    # rounds and lease renewals, batched ----------------------------------
 
     async def record_round(
         self, record: RoundRecord, verdict: dict[str, Any] | None, fence: Fence | None = None
     ) -> bool:
         """Rounds stored while a batch waits for the connection go together in the next
-        one: two statements for the whole batch (`executemany`) instead of four trips to
-        SQLite's thread per round, with hundreds of windows each storing a round a second.
-        A batch in which any round is refused is undone and written one round at a time,
-        so each caller gets the answer it would get alone; each returns once its round is
-        committed, as before."""
-        stored: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._rounds.append(_QueuedRound(record, verdict, fence, stored))
-        if len(self._rounds) == 1:
-            task = asyncio.create_task(self._flush_rounds())
-            self._flushing.add(task)
-            task.add_done_callback(self._flushing.discard)
-        return await stored
+        one (`_Batched`)."""
+        return await self._rounds.add(_QueuedRound(record, verdict, fence))
 
-    async def _flush_rounds(self) -> None:
-        batch: list[_QueuedRound] = []
-        try:
-            try:
-                async with self._tx() as db:
-                    batch, self._rounds = self._rounds, []
-                    answers = await _record_all(db, batch)
-            except _NotAll:
-                async with self._tx() as db:
-                    answers = [
-                        await record_round_in(db, q.record, q.verdict, q.fence) for q in batch
-                    ]
-        except BaseException as exc:
-            if not batch:  # failed before taking the batch: it fails with it
-                batch, self._rounds = self._rounds, []
-            for queued in batch:
-                if not queued.stored.done():
-                    queued.stored.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for queued, answer in zip(batch, answers, strict=True):
-            if not queued.stored.done():
-                queued.stored.set_result(answer)
+    async def renew_lease(self, window_id: str, fence: Fence, until: float) -> bool:
+        """Renewals go together too: at 5,000 windows and a 30 s lease, hundreds a second."""
+        return await self._renewals.add(_QueuedRenewal(window_id, fence, until))
+
+
+async def _record_one(db: _Connection, q: _QueuedRound) -> bool:
+    return await record_round_in(db, q.record, q.verdict, q.fence)
+
+
+async def _renew_all(db: _Connection, batch: list[_QueuedRenewal]) -> list[bool]:
+    """Every renewal of `batch` in one statement; `_NotAll` when any was refused."""
+    rows = [renewal_args(q.window_id, q.fence, q.until) for q in batch]
+    if await db.executemany(LEASE_RENEWAL, rows) != len(rows):
+        raise _NotAll
+    return [True] * len(rows)
+
+
+async def _renew_one(db: _Connection, q: _QueuedRenewal) -> bool:
+    return await db.execute(LEASE_RENEWAL, *renewal_args(q.window_id, q.fence, q.until)) == 1
 
 
 async def _record_all(db: _Connection, batch: list[_QueuedRound]) -> list[bool]:

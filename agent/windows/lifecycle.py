@@ -564,20 +564,20 @@ class WindowWatch:
         self.last_outcomes = {r.name: _state(r) for r in verdict.rules}
         latest = self.latest
         for rule in verdict.rules:
-            as_dict = [rule_to_dict(rule, self.links)]
+            # each rule's dict only for an alert: most rounds of most windows send none
             if _state(rule) == "breached":
                 self._alert(
                     "breach",
                     key=breach_key(rule.name),
                     reason=f"{rule.name}: {rule.detail}",
-                    rules=as_dict,
+                    rules=[rule_to_dict(rule, self.links)],
                 )
             elif rule.outcome == "pass" and previous.get(rule.name) == "breached":
                 self._alert(
                     "resolved",
                     key=resolved_key(rule.name),
                     reason=f"{rule.name} is back within {rule.threshold}",
-                    rules=as_dict,
+                    rules=[rule_to_dict(rule, self.links)],
                 )
             observed = latest.get(rule.name)
             if rule.source != "checks" and observed is not None and observed.error:
@@ -586,7 +586,7 @@ class WindowWatch:
                     key=provider_key(rule.source),
                     reason=f"{rule.source}: {observed.error} — rule {rule.name} is inconclusive"
                     " this round; a provider outage never causes a rollback",
-                    rules=as_dict,
+                    rules=[rule_to_dict(rule, self.links)],
                     provider=rule.source,
                 )
 

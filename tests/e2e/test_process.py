@@ -6,6 +6,7 @@ import json
 import random
 import signal
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,15 @@ def test_sigterm_stops_within_ten_seconds_and_keeps_the_window(tmp_path: Path) -
                 break
             subprocess.run(["sleep", "0.05"], check=True)
         assert seen["rounds"] > before, "the restarted agent did not resume the window"
+        # the daemon tuned its collector once up: that full collection's pause is counted
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            metrics = resp.read().decode()
+        full = [
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith('postflight_gc_pause_seconds_count{generation="2"}')
+        ]
+        assert full and full[0] >= 1
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(timeout=10)

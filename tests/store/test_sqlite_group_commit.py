@@ -17,6 +17,15 @@ def window(wid: str) -> DeployWindow:
     return DeployWindow(wid, f"env-{wid}", "v1", None, None, {}, "watching", 0.0, 60.0, 0.0)
 
 
+async def claimed_with_dep_4_ended(store: SqliteStore, windows: int) -> dict[str, Fence]:
+    """`windows` windows claimed by "me" (leases until 60.0), dep_4 then ended: their fences."""
+    for i in range(windows):
+        await store.create_window(window(f"dep_{i}"))
+    fences = {w.id: w.fence for w in await store.claim_windows("me", 0.0, 60.0)}
+    await store.finish_window("dep_4", "passed", None, 1.0)
+    return fences
+
+
 async def test_concurrent_changes_all_land_and_a_failing_one_is_undone_alone(
     tmp_path: Path,
 ) -> None:
@@ -69,11 +78,7 @@ async def test_rounds_written_together_get_the_answers_they_would_get_alone(
     store = SqliteStore(tmp_path / "b.db")
     await store.open()
     try:
-        for i in range(6):
-            await store.create_window(window(f"dep_{i}"))
-        claimed = await store.claim_windows("me", 0.0, 60.0)
-        fences = {w.id: w.fence for w in claimed}
-        await store.finish_window("dep_4", "passed", None, 1.0)
+        fences = await claimed_with_dep_4_ended(store, 6)
         await store.record_round(RoundRecord("dep_5", 1, 1.0, {}), None, fences["dep_5"])
         writes = [
             store.record_round(RoundRecord(f"dep_{i}", 1, 1.0, {"i": i}), None, fences[f"dep_{i}"])
@@ -92,5 +97,34 @@ async def test_rounds_written_together_get_the_answers_they_would_get_alone(
             assert stored is not None and stored.rounds == 1
         assert await store.rounds("dep_4") == []
         assert len(await store.rounds("dep_5")) == 1
+    finally:
+        await store.close()
+
+
+async def test_lease_renewals_written_together_get_the_answers_they_would_get_alone(
+    tmp_path: Path,
+) -> None:
+    """Renewals of many windows share a batch; one refused (the window ended, or another
+    claim holds it) is refused alone and the others extend their leases."""
+    store = SqliteStore(tmp_path / "l.db")
+    await store.open()
+    try:
+        fences = await claimed_with_dep_4_ended(store, 5)
+        renewals = [store.renew_lease(f"dep_{i}", fences[f"dep_{i}"], 100.0 + i) for i in range(3)]
+        refused = [
+            store.renew_lease("dep_3", Fence("me", fences["dep_3"].epoch + 1), 500.0),  # not ours
+            store.renew_lease("dep_4", fences["dep_4"], 500.0),  # ended
+        ]
+        assert await asyncio.gather(*renewals, *refused) == [True] * 3 + [False] * 2
+        for i in range(3):
+            stored = await store.get_window(f"dep_{i}")
+            assert stored is not None and stored.lease_until == 100.0 + i
+        untouched = await store.get_window("dep_3")
+        assert untouched is not None and untouched.lease_until == 60.0
+        again = [store.renew_lease(f"dep_{i}", fences[f"dep_{i}"], 200.0) for i in range(3)]
+        assert await asyncio.gather(*again) == [True] * 3  # all in one statement
+        for i in range(3):
+            stored = await store.get_window(f"dep_{i}")
+            assert stored is not None and stored.lease_until == 200.0
     finally:
         await store.close()

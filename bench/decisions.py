@@ -483,10 +483,15 @@ def summarise(times: Times) -> dict[str, Any]:
             by_family[f"{key}@{rps}rps"] = sum(t is not None for t in fam) / len(fam)
     detection: dict[str, float] = {}
     ttd: dict[str, dict[str, float | None]] = {}
+    early: dict[str, int] = {}
     for key in regression_keys:
         for rps in TRAFFIC:
             cell_times = times[(key, rps)]
-            hit = [t for t in cell_times if t is not None]
+            # a rollback before any regressed round (an onset family's first minutes) is a
+            # false one, not a detection
+            hit = [t for t in cell_times if t is not None and t > 0]
+            if before := sum(t is not None and t <= 0 for t in cell_times):
+                early[f"{key}@{rps}rps"] = before
             detection[f"{key}@{rps}rps"] = len(hit) / len(cell_times)
             ttd[f"{key}@{rps}rps"] = {
                 "median": float(np.median(hit)) if hit else None,
@@ -495,8 +500,8 @@ def summarise(times: Times) -> dict[str, Any]:
     by_traffic_ttd = {}
     for rps in TRAFFIC if regression_keys else ():
         cell_times = [t for key in regression_keys for t in times[(key, rps)]]
-        hit = [t for t in cell_times if t is not None]
-        everything = [math.inf if t is None else t for t in cell_times]
+        hit = [t for t in cell_times if t is not None and t > 0]
+        everything = [math.inf if t is None or t <= 0 else t for t in cell_times]
         by_traffic_ttd[f"{rps}rps"] = {
             "detected": float(np.median(hit)) if hit else math.inf,
             "all": float(np.median(everything)),
@@ -509,6 +514,7 @@ def summarise(times: Times) -> dict[str, Any]:
         "detection": detection,
         "time_to_detect_s": ttd,
         "median_ttd_by_traffic": by_traffic_ttd,
+        "rolled_back_before_onset": early,
     }
 
 

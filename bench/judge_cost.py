@@ -9,6 +9,11 @@ builds it: one background run of 10 probes per `background_interval` (30 s) over
 (the footprint benchmark's). Prints microseconds per window-round, split by stage.
 
     python bench/judge_cost.py [--rounds 600] [--json]
+    python bench/judge_cost.py --against /path/to/older/checkout [--turns 3]
+
+`--against` runs this script from another checkout (an older judge) and this one in turns,
+each in a fresh process, and prints both (the median per stage over the turns), so that a
+busy machine weighs on both alike.
 
 Never run as a test; prints figures only.
 """
@@ -18,9 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +60,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=600)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--against", type=Path, help="another checkout to run in turns")
+    parser.add_argument("--turns", type=int, default=3)
     args = parser.parse_args()
+    if args.against is not None:
+        return in_turns(args.against, args.rounds, args.turns, as_json=args.json)
     rng = np.random.default_rng(9)
     runs = [probes(rng, PROBES) for _ in range(LOOKBACK_S // BACKGROUND_S)]
     baselines = {r.name: merge([observe(r, run, BACKGROUND_S) for run in runs]) for r in RULES}
@@ -95,6 +107,33 @@ def main() -> int:
             f"{report['share_of_a_core_at_200_windows_1s'] * 100:.1f}% of a core; "
             f"decisions {decisions}; load {report['load_average']:.2f}"
         )
+    return 0
+
+
+def in_turns(other: Path, rounds: int, turns: int, *, as_json: bool) -> int:
+    """This checkout and `other`, `turns` times each, alternating."""
+    scripts = {"this": Path(__file__).resolve(), "against": other / "bench" / "judge_cost.py"}
+    seen: dict[str, list[dict[str, float]]] = {name: [] for name in scripts}
+    for _ in range(turns):
+        for name, script in scripts.items():
+            out = subprocess.run(
+                [sys.executable, str(script), "--rounds", str(rounds), "--json"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            seen[name].append(json.loads(out.stdout)["us_per_window_round"])
+    report: dict[str, Any] = {
+        name: {k: statistics.median(run[k] for run in runs) for k in runs[0]}
+        for name, runs in seen.items()
+    }
+    report |= {"turns": turns, "load_average": os.getloadavg()[0]}
+    if as_json:
+        print(json.dumps(report))
+    else:
+        for name in scripts:
+            print(f"{name:8s} us per window-round (median of {turns}): {report[name]}")
+        print(f"load {report['load_average']:.2f}")
     return 0
 
 

@@ -14,12 +14,17 @@ rounds, so a busy machine slows every contender alike:
 - the agent with a new connection per probe (keep-alive disabled), on the
   daemon's loop: the same work blackbox_exporter does for each probe;
 - the agent with every probe through aiohttp (`TargetSessions(lean=False)`), on the
-  daemon's loop: what the lean client (`checks.wire`) saves per probe.
+  daemon's loop: what the lean client (`checks.wire`) saves per probe;
+- the agent as a window's rounds run it (`--windows`, default 200): that many
+  environments of the default configuration, each a 1 s round of 10 probes through
+  `EnvironmentProbe.run_round` (timers, tasks, metrics, deadlines), on fixed schedules
+  spread over the second: the CPU per probe the capacity of `bench/footprint.py` is made of.
 
 Goals: ≥ 1.2× blackbox_exporter with a new connection per probe (the same
 work), ≥ 3× with keep-alive (what the daemon does). Each figure is the median
 over rounds. Usage:
-    python bench/probes.py [--seconds 3] [--rounds 3] [--concurrency 32] [--json] [--profile]
+    python bench/probes.py [--seconds 3] [--rounds 3] [--concurrency 32] [--windows 200]
+                           [--json] [--profile]
 """
 
 from __future__ import annotations
@@ -45,6 +50,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.metrics import Metrics
+from agent.settings_file import load_settings_text
+from agent.windows.probing import EnvironmentProbe
 from checks.base import CheckContext, CheckResult
 from checks.http import HttpCheck, HttpCheckConfig
 from checks.registry import run_check
@@ -212,6 +220,43 @@ async def agent_probes(
     return AgentRound(len(results) / elapsed, len(results), failed, cpu / len(results) * 1e6)
 
 
+WINDOW_CONFIG = """
+server: {{api_tokens: [bench-token-0123456789]}}
+environments:
+  bench:
+    base_url: {url}
+    interval: 1s
+    checks:
+      - {{name: health, type: http, path: /health, timeout: 2s}}
+"""
+
+
+async def agent_windows(base_url: str, seconds: float, windows: int) -> AgentRound:
+    """`windows` environments probing as their rounds do (1 s, the default 10 probes), round
+    k of window i due at start + i/windows + k: probes recorded per second and CPU per probe."""
+    env = load_settings_text(WINDOW_CONFIG.format(url=base_url)).environments["bench"]
+    loop = asyncio.get_running_loop()
+    results: list[CheckResult] = []
+    async with TargetSessions() as sessions:
+        metrics = Metrics()
+        probes = [EnvironmentProbe(f"w{i}", env, sessions, metrics) for i in range(windows)]
+        await asyncio.gather(*(p.run_round(0.2, probes=1) for p in probes[:32]))  # connect
+
+        async def rounds(probe: EnvironmentProbe, first: float) -> None:
+            due = first
+            while due < start + seconds:
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                results.extend(await probe.run_round(1.0, probes=env.probes_per_round))
+                due += 1.0
+
+        start = loop.time() + 0.1
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(rounds(p, start + i / windows) for i, p in enumerate(probes)))
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    failed = sum(not r.ok for r in results)
+    return AgentRound(len(results) / elapsed, len(results), failed, cpu / len(results) * 1e6)
+
+
 def agent_round(
     base_url: str,
     seconds: float,
@@ -222,6 +267,13 @@ def agent_round(
 ) -> AgentRound:
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(agent_probes(base_url, seconds, concurrency, keepalive, lean))
+
+
+def windows_round(
+    base_url: str, seconds: float, windows: int, loop_factory: LoopFactory | None
+) -> AgentRound:
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(agent_windows(base_url, seconds, windows))
 
 
 def uvloop_factory() -> LoopFactory | None:
@@ -250,6 +302,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32, help="agent workers")
     parser.add_argument("--blackbox-connections", type=int, default=32)
+    parser.add_argument(
+        "--windows", type=int, default=200, help="windows probing as rounds do (0: skip)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--profile", action="store_true", help="also profile the agent")
     args = parser.parse_args()
@@ -262,6 +317,7 @@ def main() -> None:
     agent: dict[str, list[AgentRound]] = {name: [] for name, _ in loops}
     fresh: list[AgentRound] = []  # a new connection per probe, on the daemon's loop
     plain: list[AgentRound] = []  # every probe through aiohttp, on the daemon's loop
+    windowed: list[AgentRound] = []  # as the rounds of `--windows` windows probe
     with tempfile.TemporaryDirectory(prefix="postflight-bench-") as tmp:
         workdir = Path(tmp)
         with nginx(workdir) as target, blackbox(workdir, target) as probe_url:
@@ -277,6 +333,8 @@ def main() -> None:
                 plain.append(
                     agent_round(target, args.seconds, args.concurrency, loops[0][1], lean=False)
                 )
+                if args.windows:
+                    windowed.append(windows_round(target, args.seconds, args.windows, loops[0][1]))
             profiled = profile(target, args.seconds, args.concurrency) if args.profile else ""
 
     wrk_rps = statistics.median(figures["wrk"])
@@ -289,7 +347,7 @@ def main() -> None:
         name: statistics.median(r.cpu_us_per_probe for r in rounds)
         for name, rounds in agent.items()
     }
-    every_round = [r for rounds in (*agent.values(), fresh, plain) for r in rounds]
+    every_round = [r for rounds in (*agent.values(), fresh, plain, windowed) for r in rounds]
     recorded = sum(r.probes for r in every_round)
     failed = sum(r.failed for r in every_round)
     ratio = rate[best] / bb
@@ -304,6 +362,13 @@ def main() -> None:
         "agent_new_connection_cpu_us_per_probe": round(fresh_cpu, 1),
         "agent_aiohttp_probes_per_s": round(plain_rate, 1),
         "agent_aiohttp_cpu_us_per_probe": round(plain_cpu, 1),
+        "agent_windows": args.windows,
+        "agent_windows_probes_per_s": (
+            round(statistics.median(r.probes_per_s for r in windowed), 1) if windowed else None
+        ),
+        "agent_windows_cpu_us_per_probe": (
+            round(statistics.median(r.cpu_us_per_probe for r in windowed), 1) if windowed else None
+        ),
         "agent_loop": best,
         "agent_probes_per_s_by_loop": {k: round(v, 1) for k, v in rate.items()},
         "agent_cpu_us_per_probe": {k: round(v, 1) for k, v in cpu.items()},
@@ -354,6 +419,15 @@ def main() -> None:
             f"{plain_cpu:.0f}",
         ),
     ]
+    if windowed:
+        rows.append(
+            (
+                f"agent, {args.windows} windows ({best})",
+                result["agent_windows_probes_per_s"],
+                "",
+                f"{result['agent_windows_cpu_us_per_probe']:.0f}",
+            )
+        )
     print(f"\nhttp-check probes per second (median of {args.rounds} × {args.seconds:g}s rounds)\n")
     print(f"{'':28} {'probes/s':>10} {'vs blackbox':>12} {'CPU µs/probe':>13}")
     for name, value, vs, cpu_text in rows:

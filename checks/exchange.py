@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 import time
 from dataclasses import dataclass
@@ -71,10 +72,17 @@ def classify(exc: BaseException, timeout_s: float | None) -> tuple[ErrorKind, st
     if isinstance(exc, aiohttp.ClientPayloadError):
         return "protocol", "malformed response body: " + " ".join(str(exc).split())[:200]
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return "connect", f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc}"
+        return "connect", f"cannot connect to {exc.host}:{exc.port}: {os_reason(exc.os_error)}"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "connect", "the server closed the connection without a response"
     return "connect", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def os_reason(exc: OSError) -> str:
+    """The system's words for a socket error ("Connection refused"): the same whichever loop
+    and client raised it (asyncio words a refused connect "Connect call failed (address)",
+    uvloop with the system's words)."""
+    return os.strerror(exc.errno) if exc.errno else exc.strerror or str(exc)
 
 
 async def exchange(
@@ -176,8 +184,9 @@ async def _lean_exchange(
     except (*_LEAN_FAILURES, httptools.HttpParserError) as exc:
         kind, message = _lean_failure(exc, url, timeout_s)
         raise ProbeFailed(kind, message, time.perf_counter() - t0) from exc
-    # from when the request could go out: a wait for the pool's own limit is not the target's
-    latency = time.perf_counter() - (t0 if started is not None else sent)
+    # from when the request could go out (a wait for the pool's own limit is not the
+    # target's) to when its last byte was parsed (not when this task got the loop back)
+    latency = parsed.done_at - (t0 if started is not None else sent)
     if (
         allow_redirects
         and parsed.status in _REDIRECTS
@@ -198,7 +207,7 @@ def _lean_failure(exc: BaseException, url: URL, timeout_s: float | None) -> tupl
     if isinstance(exc, httptools.HttpParserError):
         return "protocol", "malformed response: " + " ".join(str(exc).split())[:200]
     assert isinstance(exc, OSError)
-    return "connect", f"cannot connect to {url.host}:{url.port}: {exc.strerror or exc}"
+    return "connect", f"cannot connect to {url.host}:{url.port}: {os_reason(exc)}"
 
 
 async def _stream(resp: aiohttp.ClientResponse, keep: int) -> tuple[bytes, int]:

@@ -17,16 +17,19 @@ uvicorn; parsing HTTP by hand is where clients get smuggling bugs.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import zlib
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import httptools
 from aiohttp import ClientRequest, hdrs
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
+
+from checks.ticks import ticks
 
 KEEP_BODY_BYTES = 1 << 20
 """The most of a body kept for assertions (as `checks.exchange` keeps)."""
@@ -56,13 +59,18 @@ class PayloadIncomplete(Exception):
 class Parsed:
     """One response as it was parsed: what `checks.exchange.Reply` is built from."""
 
-    __slots__ = ("body", "headers", "size", "status")
+    __slots__ = ("body", "done_at", "headers", "size", "status")
 
-    def __init__(self, status: int, headers: CIMultiDictProxy[str], body: bytes, size: int):
+    def __init__(
+        self, status: int, headers: CIMultiDictProxy[str], body: bytes, size: int, done_at: float
+    ):
         self.status = status
         self.headers = headers
         self.body = body
         self.size = size
+        self.done_at = done_at
+        """`time.perf_counter()` when the last byte was parsed: a latency ends here, not
+        when the waiting task next gets the loop (after whatever else was ready)."""
 
 
 class _Conn(asyncio.Protocol):
@@ -98,8 +106,8 @@ class _Conn(asyncio.Protocol):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # a cast, not an isinstance check: uvloop's transports do not derive from asyncio's
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         if self.waiter is None or self.waiter.done():
@@ -200,7 +208,7 @@ class _Conn(asyncio.Protocol):
             self.close(graceful=True)
         headers = CIMultiDictProxy(CIMultiDict(self.raw_headers))
         body = b"".join(self.kept) if self.keep else b""
-        waiter.set_result(Parsed(self.status, headers, body, self.size))
+        waiter.set_result(Parsed(self.status, headers, body, self.size, time.perf_counter()))
 
     def _decode(self, chunk: bytes) -> bytes:
         if not chunk:
@@ -234,6 +242,24 @@ class _Conn(asyncio.Protocol):
         self.waiter = waiter
         self.transport.write(request)
         return waiter
+
+    def drain(self) -> None:
+        """Parse whatever the kernel holds for this connection now, ahead of the loop."""
+        if self.transport is None or self.closed:
+            return
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return
+        try:
+            while self.waiter is not None and not self.waiter.done():
+                data = os.read(sock.fileno(), 1 << 16)
+                if not data:
+                    return  # the end of the stream: the transport reports it
+                self.data_received(data)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return  # a reset: the transport reports it
 
     def _fail(self, exc: BaseException) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -270,6 +296,7 @@ class LeanClient:
         default_headers: Mapping[str, str],
     ) -> None:
         self.loop = asyncio.get_running_loop()
+        self._ticks = ticks()
         self.limit = limit
         self.keepalive_s = keepalive_s
         self.force_close = force_close
@@ -376,7 +403,8 @@ class LeanClient:
             if conn is None:
                 conn = await self._connect(key, deadline)
             waiter = conn.send(request, keep_body)
-            timer = self.loop.call_at(deadline, _expire, conn)
+            if timeout_s:
+                self._ticks.at(deadline, _expire, (conn, waiter))  # no timer to cancel after
             try:
                 parsed = await waiter
             except Disconnected:
@@ -388,7 +416,6 @@ class LeanClient:
                 conn.close()  # a cancelled or failed exchange leaves the connection unusable
                 raise
             finally:
-                timer.cancel()
                 conn.waiter = None
                 self._release(conn)
             return parsed, started
@@ -412,12 +439,13 @@ class LeanClient:
             if self._close_one_idle():
                 break
             slot: asyncio.Future[None] = self.loop.create_future()
-            self._waiters.append(slot)
+            self._waiters.append(slot)  # a cancelled one is skipped by `_wake`: no O(n) remove
             try:
                 await slot
-            finally:
-                if slot in self._waiters:
-                    self._waiters.remove(slot)
+            except BaseException:
+                if slot.done() and not slot.cancelled():
+                    self._wake()  # woken, then cancelled: pass the turn on
+                raise
             conn = self._idle_conn(key)
             if conn is not None:
                 return conn
@@ -469,5 +497,13 @@ class LeanClient:
         self._idle.clear()
 
 
-def _expire(conn: _Conn) -> None:
-    conn._fail(TimeoutError())
+def _expire(item: tuple[_Conn, asyncio.Future[Parsed]]) -> None:
+    """A request's deadline: a timeout, unless its answer is already in the kernel's
+    buffer (a busy loop got here before reading it: the lateness is the agent's, and the
+    answer is read now instead of being recorded as the target's timeout)."""
+    conn, waiter = item
+    if conn.waiter is not waiter or waiter.done():
+        return  # answered, failed or given up since
+    conn.drain()
+    if not waiter.done():
+        conn._fail(TimeoutError())

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from agent.metrics import Metrics
 from agent.settings_file import load_settings_text
-from agent.windows.probing import EnvironmentProbe
+from agent.windows.probing import EnvironmentProbe, Limit
 from checks.base import Check, CheckConfig, CheckContext, CheckResult
 from checks.registry import DEADLINE_GRACE_S, run_check
 from checks.sessions import TargetSessions
@@ -114,3 +117,71 @@ async def test_a_check_that_ignores_the_deadline_is_cut_there() -> None:
         result = await run_check(check, ctx)
     assert result.samples[0].error == "timeout" and result.details["traceback"] == ""
     assert result.message == f"check did not finish within {DEADLINE_GRACE_S:g}s"
+
+
+@pytest.fixture
+def threaded_target() -> Iterator[str]:
+    """A keep-alive HTTP target on its own thread: it answers while the agent's loop stalls."""
+
+    class Ok(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            time.sleep(0.05)  # answers once the agent's loop has stalled
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("stall", [0.6, 1.8])
+async def test_an_answer_a_stalled_agent_reads_late_is_not_a_timeout(
+    threaded_target: str, stall: float
+) -> None:
+    """The agent's loop stalls (a busy process) after its probe went out, and the answer
+    comes while it is stalled; the loop wakes past the round's end (0.4 s) or past the
+    registry's safety net too (1.4 s): the answer waiting in the kernel is read, not
+    recorded as the target's timeout."""
+    env = load_settings_text(CONFIG.format(url=threaded_target)).environments["production"]
+    async with TargetSessions() as sessions:
+        probe = EnvironmentProbe("production", env, sessions, Metrics())
+        await probe.run_round(0.4, probes=1, kinds=lambda c: c.type == "http")  # connect first
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.02, time.sleep, stall)  # after the probe went out
+        results = await probe.run_round(0.4, probes=1, kinds=lambda c: c.type == "http")
+    assert [r.samples[0].error for r in results] == [None], [r.message for r in results]
+    assert results[0].ok
+
+
+async def test_the_concurrency_limit_is_kept_in_order_and_survives_cancelled_waiters() -> None:
+    limit = Limit(2)
+    running: list[int] = []
+    most = 0
+    order: list[int] = []
+
+    async def run(i: int, hold: float) -> None:
+        nonlocal most
+        async with limit:
+            order.append(i)
+            running.append(i)
+            most = max(most, len(running))
+            await asyncio.sleep(hold)
+            running.remove(i)
+
+    tasks = [asyncio.create_task(run(i, 0.02)) for i in range(6)]
+    await asyncio.sleep(0)
+    tasks[3].cancel()  # a waiter that gives up, mid-queue
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert most == 2 and order == [0, 1, 2, 4, 5]
+    async with limit, limit:  # every place came back
+        assert not running

@@ -30,6 +30,9 @@ from typing import Any, Literal
 from agent.analysis import sketch
 from agent.analysis.describe import is_rate, quantile_of
 from agent.analysis.policies import Window, compile_policy
+from agent.analysis.policies.fixed import FixedPolicy
+from agent.analysis.policies.sequential import SequentialPolicy
+from agent.analysis.policies.threshold import ThresholdPolicy
 from agent.analysis.sequential import BaselineData, Kind
 from agent.analysis.types import Observation, Policy, Rule, Verdict
 from agent.analysis.verdicts import Judged, State, no_data
@@ -86,6 +89,7 @@ class Judge:
         self.rule_policy = compile_policy(
             Window(self.rules, self.base, policy, self.alpha_rule, self.horizon)
         )
+        self._copy = _copy_dicts if isinstance(self.rule_policy, _REPLACE_LISTS) else _copy
 
     # -- the fold -------------------------------------------------------------------------
 
@@ -106,7 +110,7 @@ class Judge:
     def advance(self, state: State, round_: Mapping[str, Observation]) -> State:
         """`step` without the verdict's wording: the new state only (`failed_round` reads
         it). The decision benchmark calls this to replay thousands of windows quickly."""
-        new: State = _copy(state)
+        new: State = self._copy(state)
         index = new["rounds"]
         new["rounds"] = index + 1
         for rule in self.rules:
@@ -176,6 +180,24 @@ def _copy(value: Any) -> Any:
 
 
 _NESTED = (dict, list)
+
+
+def _copy_dicts(value: State) -> State:
+    """A copy of a state whose lists are shared: for the built-in policies, whose steps
+    (and the judge's own) change dicts in place but replace a list rather than change it,
+    so the caller's state stays as it was at a sixth of `_copy`'s cost (most of a state's
+    containers are its tests' rows of wealth)."""
+    return {
+        k: (dict(v) if k in _FLAT else _copy_dicts(v)) if type(v) is dict else v
+        for k, v in value.items()
+    }
+
+
+_FLAT = frozenset({"sketch", "tally"})
+"""Dicts of numbers only (bucket or key -> count): copied in one go."""
+_REPLACE_LISTS = (SequentialPolicy, ThresholdPolicy, FixedPolicy)
+"""Policies that never change a list of the state in place (a registered one may: it gets
+the deep `_copy`)."""
 
 
 def _rule_start() -> State:

@@ -23,10 +23,11 @@ chance that any rule of a good deploy ever fails is at most alpha.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -173,9 +174,7 @@ class Component:
 
     @property
     def bets(self) -> str:
-        return {"proportion": "count", "exceedance": "count", "rank": "rank"}.get(
-            self.test, "value"
-        )
+        return _BETS_OF.get(self.test, "value")
 
     @property
     def log_threshold(self) -> float:
@@ -187,6 +186,9 @@ class Component:
     @property
     def key(self) -> str:
         return f"{self.bound}:{self.test}"
+
+
+_BETS_OF = {"proportion": "count", "exceedance": "count", "rank": "rank"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,8 +243,18 @@ class SequentialRule:
         )
         self.unpassable = len(self.passes) < len(bounds)
         """A bound has no test of its evidence (no baseline to compare with, say)."""
-        self._bases: dict[str, FloatArray] = {}
-        """Each ladder's log baseline e-values, as an array (`_bet_ladder`)."""
+        self._ladders: dict[str, _Ladder] = {}
+        """Each ladder's columns as arrays (`_ladder_of`)."""
+        self._detector_bases: dict[str, FloatArray] = {}
+        """`Component.detector_bases` as arrays, made once per window."""
+        self._held: dict[str, tuple[list[Any], list[Any] | None, FloatArray] | None] = {}
+        """A ladder's last wealth and e-detector lists with their array (`_bet_ladder`)."""
+        self._stakes: dict[tuple[str, float], FloatArray] = {}
+        """A ladder's stakes by its weight in the first row (which gives the round's size)."""
+        self._base_list: list[float] | None = None
+        """The baseline's sorted samples as a list (`_mean_placement`)."""
+        self._last_values: tuple[float, ...] | None = None
+        self._last_finite: FloatArray = _EMPTY
         self._detectable: dict[float, Detectable | None] = {}
         """`detectable` by samples per round: a search over the baseline, the same answer
         every round while the traffic per round holds (it usually does), so done once."""
@@ -612,8 +624,15 @@ class SequentialRule:
         if self.kind == "proportion":
             return float(obs.total or 0) if _has_counts(obs) else 0.0
         if self.kind == "distribution":
-            return float(np.count_nonzero(np.isfinite(np.asarray(obs.values, np.float64))))
+            return float(self._finite(obs.values).size)
         return 1.0 if obs.has_data else 0.0
+
+    def _finite(self, values: tuple[float, ...]) -> FloatArray:
+        """The finite samples of a round as an array: every test of the round reads them,
+        so they are made once (the round's tuple is kept, so its identity is its value)."""
+        if values is not self._last_values:
+            self._last_values, self._last_finite = values, _finite(values)
+        return self._last_finite
 
     def _statistic(self, comp: Component, obs: Observation) -> tuple[float, float] | None:
         """(y, weight) of one round: y's mean is at most 1 under the component's null."""
@@ -627,17 +646,26 @@ class SequentialRule:
             assert obs.value is not None
             v = 1.0 - obs.value if comp.flip else obs.value
             return max(v, 0.0) / comp.level, 1.0
-        x = _finite(obs.values)
+        x = self._finite(obs.values)
         if not x.size:
             return None
         if comp.test == "exceedance":
             bad = float(np.count_nonzero(x < comp.cutoff if comp.flip else x > comp.cutoff))
             expected = x.size * comp.level
             return bad / expected, expected
+        return self._mean_placement(x, comp) / comp.level, float(x.size)
+
+    def _mean_placement(self, x: FloatArray, comp: Component) -> float:
+        """A round's mean placement of `x` / scale in the baseline (1 - it, for a decrease);
+        a round of a few probes in Python (`stats.placements_list`)."""
         assert self.baseline is not None
-        u = stats.placements(self.baseline.sorted_values, x / comp.scale)
-        mean = float(np.mean(1.0 - u if comp.flip else u))
-        return mean / comp.level, float(x.size)
+        if x.size <= stats.SMALL_SAMPLE:
+            if self._base_list is None:
+                self._base_list = self.baseline.sorted_values.tolist()
+            u = stats.placements_list(self._base_list, [v / comp.scale for v in x.tolist()])
+            return sum([1.0 - v for v in u] if comp.flip else u) / x.size
+        placed = stats.placements(self.baseline.sorted_values, x / comp.scale)
+        return float(np.mean(1.0 - placed if comp.flip else placed))
 
     def _bet(
         self,
@@ -662,66 +690,77 @@ class SequentialRule:
         self, st: dict[str, Any], comp: Component, obs: Observation, index: int, eligible: bool
     ) -> None:
         """A two-sample test's round: one bet per interval of the baseline's figure, the whole
-        ladder at once."""
+        ladder at once (`stats.bet_ladder`)."""
         per_interval = self._ladder_statistics(comp, obs)
         if per_interval is None:
             return
-        y, weight = np.asarray(per_interval, np.float64).T
-        log_base = self._ladder_bases(comp)
-        log_f = stats.bet_log_factors_rows(comp.bets, y, weight)
-        wealth = np.asarray(st["w"], np.float64) + log_f
-        st["w"] = wealth.tolist()
-        log_e = float(np.min(log_base + stats.log_mix_rows(wealth, comp.bets)))
-        log_d: float | None = None
-        if comp.alpha_detector:
-            stored = np.array(st["sr"], dtype=np.float64)  # None (log 0) reads as NaN
-            stored[np.isnan(stored)] = -math.inf
-            sr = stats.sr_update_rows(stored, log_f)
-            finite = bool(np.isfinite(sr).all())
-            st["sr"] = sr.tolist() if finite else [_to_json(row) for row in sr.tolist()]
-            log_d = float(np.min(self._detector_log_e(comp, sr, log_base)))
+        y, weight = per_interval
+        stored_sr = st["sr"] if comp.alpha_detector else None
+        last = self._held.get(comp.key)
+        held = last[2] if last and last[0] is st["w"] and last[1] is stored_sr else None
+        stakes = self._stakes.get((comp.key, weight[0]))
+        if stakes is None:
+            if len(self._stakes) >= 64:  # traffic that varies: keep the memo small
+                self._stakes.clear()
+            stakes = self._stakes[(comp.key, weight[0])] = stats.bet_lambdas(comp.bets, weight)
+        rows, log_e, log_d = stats.bet_ladder(
+            comp.bets, y, stakes, st["w"], stored_sr, self._ladder_of(comp).bases, held=held
+        )
+        as_lists = rows.tolist()
+        st["w"] = as_lists[0]
+        finite = stored_sr is None or math.isfinite(np.add.reduce(rows[1], axis=None))
+        if stored_sr is not None:
+            st["sr"] = as_lists[1] if finite else [_to_json(row) for row in as_lists[1]]
+        # the lists just stored are never changed in place: next round reads `rows` again
+        # while they are still the state's (a stored NaN or infinity reads back otherwise)
+        self._held[comp.key] = (st["w"], stored_sr and st["sr"], rows) if finite else None
+        if comp.detector_bases and stored_sr is not None:
+            log_d = self._detector_log_e(comp, rows[1])
         _record(st, comp, log_e, log_d, index, eligible, self)
 
-    def _ladder_bases(self, comp: Component) -> FloatArray:
-        bases = self._bases.get(comp.key)
-        if bases is None:
-            bases = self._bases[comp.key] = np.array([b for _, _, b in comp.ladder])
-        return bases
+    def _ladder_of(self, comp: Component) -> _Ladder:
+        """A ladder's columns as arrays, made once per window."""
+        ladder = self._ladders.get(comp.key)
+        if ladder is None:
+            levels, cutoffs, bases = zip(*comp.ladder, strict=True)
+            ladder = _Ladder(np.array(levels), list(cutoffs), np.array(bases), np.ones(len(levels)))
+            self._ladders[comp.key] = ladder
+        return ladder
 
-    def _detector_log_e(self, comp: Component, sr: FloatArray, log_base: FloatArray) -> FloatArray:
-        """The e-detector's log e-value per interval of the ladder (`Component.detector_bases`)."""
-        if not comp.detector_bases:
-            return log_base + stats.log_mix_rows(sr, comp.bets)
-        key = f"{comp.key}:detector"
-        bases = self._bases.get(key)
+    def _detector_log_e(self, comp: Component, sr: FloatArray) -> float:
+        """The e-detector's log e-value of a test with its own (`Component.detector_bases`):
+        the least over the ladder's intervals, its mixture over the largest bets only."""
+        bases = self._detector_bases.get(comp.key)
         if bases is None:
-            bases = self._bases[key] = np.array(comp.detector_bases)
-        return bases + stats.log_mix_rows_large(sr, comp.bets)
+            bases = self._detector_bases[comp.key] = np.array(comp.detector_bases)
+        return float(np.min(bases + stats.log_mix_rows_large(sr, comp.bets)))
 
     def _ladder_statistics(
         self, comp: Component, obs: Observation
-    ) -> list[tuple[float, float]] | None:
-        """(y, weight) of one round per interval of the ladder; None without samples."""
+    ) -> tuple[FloatArray, FloatArray] | None:
+        """(y, weight) of one round per interval of the ladder, as two arrays; None without
+        samples."""
+        ladder = self._ladder_of(comp)
         if comp.test == "proportion":
             n = float(obs.total or 0)
             count = min(max(float(obs.count or 0), 0.0), n)
             bad = n - count if comp.flip else count
-            return [(bad / (n * level), n * level) for level, _, _ in comp.ladder]
-        x = _finite(obs.values)
+            expected = n * ladder.levels
+            return bad / expected, expected
+        x = self._finite(obs.values)
         if not x.size:
             return None
         n = float(x.size)
         if comp.test == "exceedance":
-            ordered = np.sort(x)
-            cutoffs = [cutoff for _, cutoff, _ in comp.ladder]
-            side: Literal["left", "right"] = "left" if comp.flip else "right"
-            below = np.searchsorted(ordered, np.asarray(cutoffs), side).tolist()
-            past = [float(b) if comp.flip else n - b for b in below]
-            return [(b / (n * comp.level), n * comp.level) for b in past]
-        assert self.baseline is not None
-        u = stats.placements(self.baseline.sorted_values, x / comp.scale)
-        mean = float(np.mean(1.0 - u if comp.flip else u))
-        return [(mean / level, n) for level, _, _ in comp.ladder]
+            # samples past each cutoff: below it for a decrease (left), above (right)
+            find = bisect.bisect_left if comp.flip else bisect.bisect_right
+            ordered = sorted(x.tolist())
+            below = np.array([find(ordered, c) for c in ladder.cutoff_list], dtype=np.float64)
+            past = below if comp.flip else n - below
+            per_row = n * comp.level
+            return past / per_row, ladder.ones * per_row
+        mean = self._mean_placement(x, comp)
+        return mean / ladder.levels, ladder.ones * n
 
     def _pass_statistic(self, test: PassTest, obs: Observation) -> float | None:
         if test.statistic == "rate":
@@ -729,7 +768,7 @@ class SequentialRule:
             return min(max(float(obs.count or 0), 0.0), n) / n if n > 0 else None
         if test.statistic == "value":
             return float(obs.value) if obs.value is not None else None
-        x = _finite(obs.values)
+        x = self._finite(obs.values)
         if not x.size:
             return None
         past = x < test.cutoff if test.below else x > test.cutoff
@@ -943,6 +982,15 @@ NOTHING = "no regression of any size (too little data by then)"
 
 MIXTURE_OVERHEAD = 2.0
 """Nats the bet mixture costs over the best single bet (its prior weight), roughly."""
+
+
+class _Ladder(NamedTuple):
+    """A ladder's columns (`Component.ladder`) as arrays."""
+
+    levels: FloatArray
+    cutoff_list: list[float]
+    bases: FloatArray
+    ones: FloatArray
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,8 @@ _ZERO = "z"
 
 def add(sketch: dict[str, int], values: Iterable[float]) -> dict[str, int]:
     """Count `values` into `sketch` (updated in place and returned); non-finite ones skipped."""
+    if isinstance(values, tuple | list) and len(values) <= _SMALL:
+        return _add_few(sketch, [float(v) for v in values])
     x = np.fromiter(values, dtype=np.float64)
     x = x[np.isfinite(x)]
     zeros = int(np.count_nonzero(x <= 0))
@@ -39,6 +41,20 @@ def add(sketch: dict[str, int], values: Iterable[float]) -> dict[str, int]:
     for key, count in zip(keys.tolist(), counts.tolist(), strict=True):
         name = str(int(key))
         sketch[name] = sketch.get(name, 0) + count
+    return sketch
+
+
+def _add_few(sketch: dict[str, int], values: list[float]) -> dict[str, int]:
+    """`add` for a round of probes: numpy's calls cost more than the counting (math.log
+    gives numpy's logarithm bit for bit, so the buckets are the same)."""
+    finite = [v for v in values if math.isfinite(v)]
+    zeros = sum(1 for v in finite if v <= 0)
+    if zeros:
+        sketch[_ZERO] = sketch.get(_ZERO, 0) + zeros
+    for v in finite:
+        if v > 0:
+            name = str(math.ceil(math.log(v) / _LOG_GAMMA))
+            sketch[name] = sketch.get(name, 0) + 1
     return sketch
 
 

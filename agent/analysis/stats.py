@@ -40,6 +40,7 @@ under the null. The pass side is asymptotically valid (it estimates the rounds' 
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable
 
@@ -200,6 +201,21 @@ def placements(sorted_base: FloatArray, values: npt.ArrayLike) -> FloatArray:
     return out
 
 
+def placements_list(sorted_base: list[float], values: list[float]) -> list[float]:
+    """`placements` of a few values (a round of probes) against a baseline held as a list:
+    the same counts by binary search in Python, without numpy's cost per call."""
+    n = len(sorted_base)
+    if n == 0:
+        return [0.5] * len(values)
+    out = []
+    for v in values:
+        left = bisect.bisect_left(sorted_base, v)
+        tied = left < n and sorted_base[left] == v
+        right = bisect.bisect_right(sorted_base, v, left) if tied else left
+        out.append((left * 2.0 + (right - left)) / (2.0 * n))
+    return out
+
+
 def mann_whitney_greater(placement_sum: float, n_new: int, n_base: int) -> tuple[float, float]:
     """(U, one-sided p) that the new samples are stochastically greater, from placements.
 
@@ -335,7 +351,10 @@ def bet_log_factors_rows(kind: str, y: FloatArray, size: FloatArray) -> FloatArr
 def log_mix_rows(log_wealth: FloatArray, kind: str) -> FloatArray:
     """`log_mix` of each row."""
     terms = log_wealth + BET_LOG_WEIGHTS[kind]
-    top = terms.max(axis=1)
+    top = np.maximum.reduce(terms, axis=1)  # ufuncs, not methods: numpy's wrappers cost more
+    if math.isfinite(np.add.reduce(top)):  # every row finite, as usual (or a rare overflow)
+        mixed: FloatArray = top + np.log(np.add.reduce(np.exp(terms - top[:, None]), axis=1))
+        return mixed
     finite = np.isfinite(top)
     safe = np.where(finite, top, 0.0)
     out: FloatArray = np.where(
@@ -348,6 +367,50 @@ def sr_update_rows(log_sr: FloatArray, log_factor: FloatArray) -> FloatArray:
     """`sr_update` of each row."""
     out: FloatArray = log_factor + np.logaddexp(log_sr, 0.0)
     return out
+
+
+def bet_lambdas(kind: str, size: FloatArray) -> FloatArray:
+    """Each row's stake per bet, lambda = min(b x size, MAX_BET), as `bet_log_factors_rows`
+    stakes them: a rows x bets array."""
+    lam: FloatArray = np.minimum(np.maximum(size, 0.0)[:, None] * BETS[kind], MAX_BET)
+    return lam
+
+
+def bet_ladder(
+    kind: str,
+    y: FloatArray,
+    lam: FloatArray,
+    log_wealth: list[list[float]],
+    log_sr: list[list[float | None]] | None,
+    log_base: FloatArray,
+    *,
+    held: FloatArray | None = None,
+) -> tuple[FloatArray, float, float | None]:
+    """One round of a ladder's bets in one pass: each row's bet on y with stakes `lam`
+    (`bet_lambdas`) as `bet_log_factors_rows`, its wealth, its Shiryaev-Roberts
+    e-detector (`log_sr`, None when the test has none; None entries are log 0) as
+    `sr_update_rows`, and the least over rows of `log_base` plus each row's `log_mix`, for
+    both. `held`: the array this function returned for exactly these lists (it is not
+    changed), saving their conversion.
+
+    Returns ((wealth, e-detector) stacked, log e-value, log e-detector). Fused because a
+    round is a few dozen numbers: numpy's cost per call, not its arithmetic, is what it
+    costs; the operations are the same, row by row."""
+    log_f = np.log1p(lam * (np.maximum(y, 0.0) - 1.0)[:, None])
+    if held is not None:
+        rows = held.copy()
+    elif log_sr is None:
+        rows = np.array((log_wealth,), dtype=np.float64)
+    else:
+        rows = np.array((log_wealth, log_sr), dtype=np.float64)  # None (log 0) reads as NaN
+        stored = rows[1]
+        stored[np.isnan(stored)] = -math.inf
+    if log_sr is not None:
+        np.logaddexp(rows[1], 0.0, out=rows[1])
+    rows += log_f  # the wealth times f; f times (the e-detector + 1)
+    mixed = log_mix_rows(rows.reshape(-1, rows.shape[2]), kind).reshape(len(rows), -1)
+    least = np.minimum.reduce(log_base + mixed, axis=1).tolist()
+    return rows, least[0], least[1] if log_sr is not None else None
 
 
 DETECTOR_BETS = 3

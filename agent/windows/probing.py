@@ -10,6 +10,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from agent.store.base import Store
 from checks.base import Check, CheckContext, CheckResult, Sample, Target
 from checks.registry import build_check, run_check
 from checks.sessions import TargetSessions
+from checks.ticks import ticks
 
 log = logging.getLogger("postflight.probing")
 
@@ -42,7 +44,7 @@ class EnvironmentProbe:
         self.metrics = metrics
         self.secrets = secrets
         self.checks: list[Check] = [build_check(c) for c in env.checks]
-        self._limit = asyncio.Semaphore(env.max_concurrency)
+        self._limit = Limit(env.max_concurrency)
         # Per-probe costs paid once: the session by (URL, TLS mode) and the metric children.
         self._session_of: dict[tuple[str, bool], aiohttp.ClientSession] = {}
         self._runs: dict[tuple[str, str], Any] = {}
@@ -159,25 +161,69 @@ class EnvironmentProbe:
             if left == 0:
                 done.set_result(None)
 
-        def begin(index: int, check: Check, target: Target, room: float) -> None:
+        def begin(index: int) -> None:
+            if done.done():
+                return  # the round is over (cancelled, or a run raised)
+            _, check, target, room = plan[index]
             until = None if check.once_per_round else end
             task = loop.create_task(self.run_once(check, target, until, room))
             tasks.add(task)
             task.add_done_callback(functools.partial(finished, index))
 
-        timers = [
-            loop.call_at(at, begin, i, check, target, room)
-            for i, (at, check, target, room) in enumerate(plan)
-        ]
+        # every window's probes on one grid (`checks.ticks`): one loop timer per tick,
+        # not one per probe, and probes due together share a loop iteration
+        now = loop.time()
+        grid = ticks()
+        for i, planned in enumerate(plan):
+            if planned[0] <= now:
+                begin(i)
+            else:
+                grid.at(planned[0], begin, i)
         try:
             if plan:
                 await done
         finally:
-            for timer in timers:
-                timer.cancel()
+            if not done.done():
+                done.cancel()  # the starts still on the grid find the round over
             for task in list(tasks):
                 task.cancel()
         return [r for r in results if r is not None]
+
+
+class Limit:
+    """At most `n` runs at once, first come first served, O(1) a run: `asyncio.Semaphore`
+    (3.11) scans its waiters on every acquire, quadratic just when a busy agent has
+    hundreds of probes queued."""
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, n: int) -> None:
+        self._free = n
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def __aenter__(self) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(turn)
+        try:
+            await turn  # a release hands its place over: `_free` stays as it is
+        except BaseException:
+            if turn.done() and not turn.cancelled():
+                self._release()  # handed a place, then cancelled: pass it on
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        while self._waiters:
+            turn = self._waiters.popleft()
+            if not turn.done():  # a cancelled waiter is skipped here, never searched for
+                turn.set_result(None)
+                return
+        self._free += 1
 
 
 def fit_to_round(check: Check, room: float) -> Check:
@@ -185,10 +231,12 @@ def fit_to_round(check: Check, room: float) -> Check:
     a load check's warm-up is cut to what is left after its `duration`, and its duration
     to `room` (only when a round starts late: the settings refuse a duration longer
     than the interval, and an explicit warm-up that cannot fit)."""
+    if not check.once_per_round:
+        return check  # before any getattr: a missing field costs pydantic an exception
     config = check.config
     duration = getattr(config, "duration", None)
     warmup = getattr(config, "warmup", None)
-    if not check.once_per_round or duration is None or warmup is None:
+    if duration is None or warmup is None:
         return check
     fitted = min(duration, room)
     fitted_warmup = min(warmup, max(0.0, room - fitted))

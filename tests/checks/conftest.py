@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,22 @@ from yarl import URL
 
 from checks.base import CheckContext
 from checks.sessions import TargetSessions
+
+ON_BOTH_LOOPS = {"test_checks_wire.py", "test_checks_http.py"}
+"""Modules whose tests run on asyncio's loop and on uvloop's (the Docker image's loop: its
+transports are not asyncio's classes, and the lean client must work on both)."""
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """pytest-asyncio's hook: the loops a test runs on (one unless its module is listed)."""
+    loops: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.new_event_loop}
+    if item.path.name in ON_BOTH_LOOPS:
+        import uvloop  # a dev dependency
+
+        loops["uvloop"] = uvloop.new_event_loop
+    return loops
 
 
 @pytest.fixture

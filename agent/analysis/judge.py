@@ -41,9 +41,11 @@ __all__ = ["STATE_VERSION", "Judge", "PassOn", "State", "judge"]
 
 PassOn = Literal["evidence", "no_failure"]
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 """The shape of `State`; bump it when the shape changes (2: one row per confidence level
-in the rank and exceedance tests), so that a restart never reads a state it cannot."""
+in the rank and exceedance tests), or what its numbers mean (3: a count baseline's limits
+take its periods as the units, so its ladder's wealth was bet against other levels), so
+that a restart never reads a state it cannot."""
 
 
 def judge(

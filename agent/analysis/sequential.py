@@ -15,9 +15,13 @@ raw samples; either direction) treats the baseline as the estimate it is: a ladd
 confidence limits (`SequentialRule._ladder`) prices the baseline by an e-value, and spends a
 `COUNT_TAIL_SHARE` of its share beyond the farthest limit. A bare baseline figure is taken at
 face value, and the pass side spends `BASELINE_SHARE` on one confidence limit. The rest is
-halved between the e-process started at the deploy and the e-detector for a regression that
-starts later (when the window's length in rounds is known). Union bound: the chance that any
-rule of a good deploy ever fails is at most alpha.
+split between the e-process started at the deploy and the e-detector for a regression that
+starts later (when the window's length in rounds is known): halves for values, the deploy's
+`COUNT_START_SHARE` for a two-sample count test, `RANK_DETECTOR_SHARE` and `ONSET_RATIO` for
+the rank and exceedance tests. Union bound: the chance that any rule of a good deploy ever
+fails is at most alpha. A baseline's counts are pooled from periods (background runs,
+provider buckets): its confidence limits take the periods, not the requests, as the units
+(`BaselineData.rate_limit`), so errors that come in bursts are not read as independent.
 """
 
 from __future__ import annotations
@@ -51,6 +55,14 @@ COUNT_TAIL_SHARE = 0.05
 """A two-sample test's alpha spent on the baseline's figure lying past its farthest confidence
 limit (the only region it does not test with the new samples)."""
 
+COUNT_START_SHARE = 0.75
+"""A two-sample count test's share (of what its tail leaves) for the e-process started at
+the deploy; the e-detector gets the rest. Small regressions are found, if at all, by the
+end of the window from the deploy's evidence, where every nat counts (errors x2 at
+10 req/s: 90% of windows, against 85% at an even split); a regression that starts later is
+large enough to be found within seconds of rounds either way (errors x5 from minute 5 at
+10 req/s: 37 s, against 35 s)."""
+
 BASELINE_LADDER = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001, 3e-4)
 """Levels beta of the baseline's e-value sum_i w_i 1{baseline figure past its limit at
 beta_i} / beta_i: one step per confidence limit, so a baseline near its estimate costs
@@ -66,6 +78,25 @@ DEFAULT_T_OPT = 30.0
 VALUE_FLOOR = 0.1
 """A bare value's rounds are taken to vary by at least 10% of the bound (standard deviation),
 so a few identical provider figures never prove a pass."""
+
+RANK_DETECTOR_SHARE = 0.3
+"""The rank test's alpha given to its e-detector, the rest to its e-process from the deploy:
+a round's mean placement is at most 1, so the rank test gains at most log 2 nats a round
+and its part is the slow shifts present from the deploy (`ONSET_RATIO` for the other)."""
+
+ONSET_RATIO = 1.45
+"""The exceedance test (the one that catches a large shift within a few rounds) gives its
+e-detector the smallest share of its alpha (in steps of 0.05) at which a regression that
+starts mid-window needs at most this many times the evidence of one present from the
+deploy: the detector needs log(rounds) nats more for not knowing when. So the detector
+gets 0.15 of the share over 30 rounds (the default window) and 0.8 over 900 (the decision
+benchmark: a doubled latency from minute 5 at 10 samples a round is then caught in 11
+rounds, from the deploy in 7.5; halves gave 12.5 and 6.5)."""
+
+DETECTOR_FIRST_RUNG_WEIGHT = 0.9
+"""The e-detector's weight on the baseline's first confidence level (`FIRST_RUNG_WEIGHT` for
+the e-process from the deploy): the large regressions a detector can catch mid-window are
+far past the baseline's other levels, so its far levels matter less."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +141,24 @@ class BaselineData:
             return 1.0
         return max(1.0, 1.0 + (self.total / self.periods - 1.0) * self.dispersion)
 
+    def inflation_at(self, alpha: float) -> float:
+        """The inflation a limit at level `alpha` divides the counts by: the measured one
+        with Student's correction for the few periods it was measured from, or every period
+        one unit when its events are too few to measure it (`stats.inflation_limit`). A
+        baseline of one period says nothing of its burstiness: its own figure (none: 1)."""
+        if self.periods < 2 or self.count is None or self.total is None:
+            return self.inflation
+        events = min(self.count, self.total - self.count)
+        return stats.inflation_limit(
+            self.inflation, self.periods, events, self.total / self.periods, alpha
+        )
+
     def rate_limit(self, alpha: float, *, upper: bool) -> float:
-        """Clopper-Pearson limit of the baseline rate on effective counts (bursts measured)."""
+        """Clopper-Pearson limit of the baseline rate on effective counts: the periods are
+        the units, their burstiness measured with its uncertainty (`inflation_at`)."""
         assert self.count is not None and self.total is not None
-        x, n = self.count / self.inflation, self.total / self.inflation
+        inflation = self.inflation_at(alpha)
+        x, n = self.count / inflation, self.total / inflation
         return stats.rate_upper_bound(x, n, alpha) if upper else stats.rate_lower_bound(x, n, alpha)
 
 
@@ -148,6 +193,9 @@ class Component:
     distribution's error), (the null's level, its cutoff, log of the baseline's e-value on
     that interval), the level and cutoff taken at the interval's far end. Its e-process is
     the least over intervals of the baseline e-value times the new samples' e-process."""
+    detector_bases: tuple[float, ...] = ()
+    """The e-detector's log baseline e-value per interval of the ladder, and its mixture over
+    the largest bets only (`stats.log_mix_rows_large`); empty: the ladder's own, all bets."""
 
     @property
     def bets(self) -> str:
@@ -211,9 +259,13 @@ class SequentialRule:
         """Rounds after which the pass side's confidence sequence is tightest."""
         self.quantile = quantile_of(rule.metric) or 0.5
         plan = self._planned()
-        self.components: tuple[Component, ...] = tuple(
-            c for c in (self._component(p, alpha / len(plan)) for p in plan) if c is not None
+        made = [(p, self._component(p, alpha / len(plan))) for p in plan]
+        self.components: tuple[Component, ...] = tuple(c for _, c in made if c is not None)
+        self.cannot_fail = kind == "proportion" and any(
+            p == "relative" and c is None for p, c in made
         )
+        """A relative count bound with no test: its baseline's rate is too uncertain (too few
+        errors in too few periods) for any count to exceed the bound built on it."""
         bounds = self._bounds()
         self.passes: tuple[PassTest, ...] = tuple(
             t for t in (self._pass_test(b, alpha / len(bounds)) for b in bounds) if t is not None
@@ -222,6 +274,8 @@ class SequentialRule:
         """A bound has no test of its evidence (no baseline to compare with, say)."""
         self._ladders: dict[str, _Ladder] = {}
         """Each ladder's columns as arrays (`_ladder_of`)."""
+        self._detector_bases: dict[str, FloatArray] = {}
+        """`Component.detector_bases` as arrays, made once per window."""
         self._held: dict[str, tuple[list[Any], list[Any] | None, FloatArray] | None] = {}
         """A ladder's last wealth and e-detector lists with their array (`_bet_ladder`)."""
         self._stakes: dict[tuple[str, float], FloatArray] = {}
@@ -266,6 +320,30 @@ class SequentialRule:
         seq = share * (1 - BASELINE_SHARE) if relative else share
         return (seq / 2, seq / 2) if self.horizon > 1 else (seq, 0.0)
 
+    def _split_distribution(self, share: float, test: Test) -> tuple[float, float]:
+        """A rank or exceedance test's (alpha from the deploy, alpha of the e-detector),
+        after the baseline's far tail (`COUNT_TAIL_SHARE`): `RANK_DETECTOR_SHARE`,
+        `ONSET_RATIO`."""
+        seq = share * (1.0 - COUNT_TAIL_SHARE)
+        if self.horizon <= 1:
+            return seq, 0.0
+        detector = seq * (RANK_DETECTOR_SHARE if test == "rank" else self._onset_share(seq))
+        return seq - detector, detector
+
+    def _onset_share(self, alpha: float) -> float:
+        """`ONSET_RATIO`: the e-detector fails at log(horizon / (d alpha)) plus the cost of
+        its baseline ladder; the e-process from the deploy at log(1 / ((1 - d) alpha)) plus
+        its ladder's and its bet mixture's (`MIXTURE_OVERHEAD / 2`: it has more bets)."""
+        start_cost = math.log(1.0 / FIRST_RUNG_WEIGHT) + MIXTURE_OVERHEAD / 2
+        detector_cost = math.log(1.0 / DETECTOR_FIRST_RUNG_WEIGHT)
+        for step in range(1, 20):
+            d = step / 20
+            detector = math.log(self.horizon / (d * alpha)) + detector_cost
+            start = math.log(1.0 / ((1.0 - d) * alpha)) + start_cost
+            if detector <= ONSET_RATIO * start:
+                return d
+        return 0.95
+
     def _fmt(self, value: float) -> str:
         return format_value(self.rule.metric, value)
 
@@ -307,8 +385,7 @@ class SequentialRule:
             ladder = self._ladder(share, lambda beta: _one_sided_dkw(n_base, beta))
             if ladder is None:
                 return None
-            a, d = self._split(share, False)
-            a, d = a * (1.0 - COUNT_TAIL_SHARE), d * (1.0 - COUNT_TAIL_SHARE)
+            a, d = self._split_distribution(share, "rank")
             return Component(
                 "max_increase",
                 "rank",
@@ -322,6 +399,7 @@ class SequentialRule:
                 scale=1.0 + delta if up else 1.0 - delta,
                 baseline_bound=ladder[-1][0] - 0.5,
                 ladder=tuple((0.5 + m, 0.0, log_e) for m, _, log_e in ladder),
+                detector_bases=_detector_bases(len(ladder)),
             )
         if plan == "exceedance":
             sv = base.sorted_values
@@ -334,8 +412,7 @@ class SequentialRule:
             ladder = self._ladder(share, quantile_limit)
             if ladder is None:
                 return None
-            a, d = self._split(share, False)
-            a, d = a * (1.0 - COUNT_TAIL_SHARE), d * (1.0 - COUNT_TAIL_SHARE)
+            a, d = self._split_distribution(share, "exceedance")
             scale = 1.0 + delta if up else 1.0 - delta
             far = ladder[-1][0]
             limit_text = self._fmt(base.value * scale)
@@ -354,6 +431,7 @@ class SequentialRule:
                 ladder=tuple(
                     ((1.0 - q) if up else q, bound * scale, log_e) for bound, _, log_e in ladder
                 ),
+                detector_bases=_detector_bases(len(ladder)),
             )
         if self.kind == "distribution":
             # a bare baseline value (a provider's percentile): taken at face value
@@ -426,7 +504,26 @@ class SequentialRule:
     def _two_sample(self, share: float, change: str) -> Component | None:
         """The relative count bound as a two-sample test: the baseline's rate p is unknown.
         A ladder (`_ladder`) over the baseline rate's Clopper-Pearson limits (upper for an
-        increase, lower for a decrease: the side where the null is widest)."""
+        increase, lower for a decrease: the side where the null is widest).
+
+        Validity (increase; the decrease is its mirror on the complement). H0: every round's
+        rate, given the past, is at most (1 + delta) p. Let L(beta) be the baseline rate's
+        limit at level beta, L(1) = -inf, over the ladder's levels beta_0 = 1 > beta_1 >
+        ... > beta_K > beta_{K+1} = tail, and e_base(v) = sum_{i<=K} w_i 1{v > L(beta_i)} /
+        beta_i with sum w_i = 1. Each limit holds, P(p > L(beta)) <= beta, so
+        E[e_base(p)] <= 1 (`rate_limit`: the periods are the units, their measured
+        burstiness corrected for how few they are; with too few events to measure it,
+        each period counts once). For a fixed v the new side's wealth W_t(v), one bet per
+        round on count / (n (1 + delta) v), is a nonnegative supermartingale under H0 if
+        v >= p, however the requests of a round are correlated (only the round's mean
+        enters: `stats`), and is non-increasing in v. The baseline is measured before the
+        deploy, so it is independent of the new side's bets. On {p <= L(tail)}, p lies in
+        some (L(beta_k), L(beta_{k+1})], where e_base(p) >= sum_{i<=k} w_i / beta_i =: E_k
+        and W_t(p) >= W_t(L(beta_{k+1})): the test's statistic min_k E_k W_t(L(beta_{k+1}))
+        is at most e_base(p) W_t(p), a supermartingale given the baseline with mean at most
+        E[e_base(p)] <= 1; by Ville's inequality it ever reaches 1 / a with probability at
+        most a. Adding P(p > L(tail)) <= tail: the bound's share. The e-detector is the same
+        argument with Shiryaev-Roberts sums         (threshold horizon / a_d)."""
         base, rule = self.baseline, self.rule
         assert base is not None and rule.max_increase is not None
         delta = rule.max_increase
@@ -442,6 +539,8 @@ class SequentialRule:
         if min(levels) <= 0.0 or max(levels) >= 1.0:
             return None
         a, d = self._split(share, False)
+        if d:
+            a, d = (a + d) * COUNT_START_SHARE, (a + d) * (1.0 - COUNT_START_SHARE)
         a, d = a * (1.0 - COUNT_TAIL_SHARE), d * (1.0 - COUNT_TAIL_SHARE)
         mean = base.value * (1.0 + delta) if up else base.value * (1.0 - delta)
         sign, past = ("<=", ">") if up else (">=", "<")
@@ -665,6 +764,8 @@ class SequentialRule:
         # the lists just stored are never changed in place: next round reads `rows` again
         # while they are still the state's (a stored NaN or infinity reads back otherwise)
         self._held[comp.key] = (st["w"], stored_sr and st["sr"], rows) if finite else None
+        if comp.detector_bases and stored_sr is not None:
+            log_d = self._detector_log_e(comp, rows[1])
         _record(st, comp, log_e, log_d, index, eligible, self)
 
     def _ladder_of(self, comp: Component) -> _Ladder:
@@ -675,6 +776,14 @@ class SequentialRule:
             ladder = _Ladder(np.array(levels), list(cutoffs), np.array(bases), np.ones(len(levels)))
             self._ladders[comp.key] = ladder
         return ladder
+
+    def _detector_log_e(self, comp: Component, sr: FloatArray) -> float:
+        """The e-detector's log e-value of a test with its own (`Component.detector_bases`):
+        the least over the ladder's intervals, its mixture over the largest bets only."""
+        bases = self._detector_bases.get(comp.key)
+        if bases is None:
+            bases = self._detector_bases[comp.key] = np.array(comp.detector_bases)
+        return float(np.min(bases + stats.log_mix_rows_large(sr, comp.bets)))
 
     def _ladder_statistics(
         self, comp: Component, obs: Observation
@@ -823,16 +932,32 @@ class SequentialRule:
     def _easiest(self, per_round: float) -> Detectable | None:
         horizon = self.horizon if self.horizon > 1 else 2 * DEFAULT_T_OPT
         found: list[Detectable] = []
+        if self.cannot_fail:
+            found.append(Detectable("max_increase", math.inf, math.inf, UNBOUNDED))
         for comp in self.components:
             needed = comp.log_threshold + MIXTURE_OVERHEAD
             if comp.test == "rank":
                 rank = self._detectable_shift(comp, per_round, horizon, needed)
                 if rank is not None:
                     found.append(rank)
+            elif comp.test == "proportion" and comp.ladder:
+                found.append(self._detectable_two_sample(comp, per_round * horizon, needed))
             elif comp.test in ("proportion", "exceedance"):
                 ratio = _detectable_ratio(horizon * per_round * comp.level, needed)
                 found.append(self._express(comp, ratio))
         return min(found, key=lambda d: d.effect) if found else None
+
+    def _detectable_two_sample(self, comp: Component, samples: float, needed: float) -> Detectable:
+        """Two-sample counts: every interval of the ladder must pass, each against its own
+        null level with its baseline e-value's head start, so the rate to detect is the
+        largest of the intervals' (the baseline's uncertainty included)."""
+        share = max(
+            _poisson_ratio(samples * level, needed - log_e) * level
+            for level, _, log_e in comp.ladder
+        )
+        if share >= 1.0:
+            return Detectable(comp.bound, math.inf, math.inf, UNBOUNDED)
+        return self._express(comp, share / comp.level)
 
     def _detectable_shift(
         self, comp: Component, per_round: float, horizon: float, needed: float
@@ -920,6 +1045,10 @@ def _record(
 
 
 NOTHING = "no regression of any size (too little data by then)"
+UNBOUNDED = (
+    "no regression of any size (the baseline's rate is too uncertain: too few errors in too"
+    " few periods)"
+)
 
 MIXTURE_OVERHEAD = 2.0
 """Nats the bet mixture costs over the best single bet (its prior weight), roughly."""
@@ -965,6 +1094,27 @@ def _detectable_ratio(expected: float, log_threshold: float) -> float:
     return hi
 
 
+def _poisson_ratio(expected: float, log_threshold: float) -> float:
+    """`_detectable_ratio` by Newton's method (a few steps instead of 60 bisections: the
+    two-sample count test asks it once per interval of its ladder). f(r) = expected (r log r
+    - r + 1) - log_threshold is convex and increasing for r > 1, so Newton's steps from a
+    point past the root come down to it monotonically."""
+    if expected <= 0:
+        return math.inf
+    if log_threshold <= 0:
+        return 1.0
+    c = log_threshold / expected
+    r = 1.0 + math.sqrt(2.0 * c) + c  # past the root: r log r - r + 1 >= (r - 1)^2 / (2 r)
+    if r > 1e9:
+        return math.inf
+    for _ in range(50):
+        step = (r * math.log(r) - r + 1.0 - c) / math.log(r)
+        r -= step
+        if step < 1e-10 * r:
+            break
+    return r
+
+
 @dataclass(frozen=True, slots=True)
 class Reached:
     """Where a bound's evidence stands: the confidence sequence's end against the limit."""
@@ -973,6 +1123,15 @@ class Reached:
     value: float | None
     """The upper (or lower) end of the confidence sequence; None before two rounds."""
     holds: bool
+
+
+def _detector_bases(rungs: int) -> tuple[float, ...]:
+    """`SequentialRule._ladder`'s log baseline e-values for the e-detector: the same levels
+    (the first `rungs` of `BASELINE_LADDER`), `DETECTOR_FIRST_RUNG_WEIGHT` on the first."""
+    rest = (1.0 - DETECTOR_FIRST_RUNG_WEIGHT) / max(1, rungs - 1)
+    weights = [DETECTOR_FIRST_RUNG_WEIGHT] + [rest] * (rungs - 1)
+    cumulative = np.cumsum([w / b for w, b in zip(weights, BASELINE_LADDER[:rungs], strict=True)])
+    return tuple(float(v) for v in np.log(cumulative))
 
 
 def _one_sided_dkw(n: int, beta: float) -> float:

@@ -88,6 +88,33 @@ def intra_period_correlation(counts: npt.ArrayLike, totals: npt.ArrayLike) -> fl
     return min(max(excess / (pq * pairs), 0.0), 1.0)
 
 
+def inflation_limit(
+    inflation: float, periods: int, events: float, mean_size: float, alpha: float
+) -> float:
+    """The variance inflation to divide a pooled count by for a limit at level `alpha`, the
+    inflation having been measured across the baseline's `periods` (Student's correction).
+
+    The baseline's periods (background runs, provider buckets) are its units. Its pooled
+    count divided by the inflation phi measured across them (`intra_period_correlation`) is
+    a quasi-binomial count; with phi estimated from k periods the limit's deviate is
+    Student's t with k - 1 degrees of freedom, not the normal one (quasi-likelihood with an
+    estimated dispersion, McCullagh & Nelder ch. 9): phi x (t_{k-1} / z)^2 on the normal
+    scale, which a Clopper-Pearson limit on the effective counts then carries. (k - 1
+    holds whatever the number of events: given their total, the Pearson statistic of
+    events spread at random over k periods has variance about 2 (k - 1), as chi-square's.)
+    With fewer than two `events` (of the rarer kind) nothing can be measured of how they
+    cluster: each period is taken as one unit (phi = its mean size: rho = 1), so a baseline
+    that missed its bursts cannot pass for a calm one. Never below 1, never above the mean
+    period size.
+    """
+    top = max(mean_size, 1.0)
+    if periods < 2 or events < 2:
+        return top
+    q = 1.0 - min(max(alpha, 1e-12), 0.49)  # at 0.5 both deviates are 0: use the nearest
+    ratio = float(sc_special.stdtrit(periods - 1.0, q) / sc_special.ndtri(q))
+    return min(max(inflation, 1.0) * ratio * ratio, top)
+
+
 def rate_upper_bound(count: float, total: float, alpha: float) -> float:
     """One-sided Clopper-Pearson upper limit of a rate at level alpha (counts may be effective)."""
     if total <= 0:
@@ -411,6 +438,20 @@ def bet_ladder(
     mixed = log_mix_rows(rows.reshape(-1, rows.shape[2]), kind).reshape(len(rows), -1)
     least = np.minimum.reduce(log_base + mixed, axis=1).tolist()
     return rows, least[0], least[1] if log_sr is not None else None
+
+
+DETECTOR_BETS = 3
+"""The e-detector mixes only the largest bets of each kind, equally weighted: a regression
+that starts mid-window and can still be caught before the window ends is a large one, and
+the small bets' wealth (which grows like the number of rounds under the null, as every
+Shiryaev-Roberts statistic may) would only dilute it."""
+
+
+def log_mix_rows_large(log_wealth: FloatArray, kind: str) -> FloatArray:
+    """Log of each row's equally weighted mixture of its `DETECTOR_BETS` largest bets."""
+    large = log_wealth[:, len(BETS[kind]) - DETECTOR_BETS :]
+    out: FloatArray = np.logaddexp.reduce(large, axis=1) - math.log(DETECTOR_BETS)
+    return out
 
 
 def cs_radius(t: float, variance: float, alpha: float, t_opt: float) -> float:

@@ -131,6 +131,27 @@ def test_intra_period_correlation_is_zero_without_extra_variance() -> None:
     assert stats.intra_period_correlation([1], [10]) is None
 
 
+def test_the_inflation_of_a_few_periods_gets_students_correction() -> None:
+    # many periods: the measured inflation, barely corrected
+    many = stats.inflation_limit(1.5, 1000, 500.0, 100.0, 0.01)
+    assert 1.5 < many < 1.5 * 1.01
+    # ten periods: (t_9 / z)^2 at 0.01
+    t, z = sc_stats.t.ppf(0.99, 9), sc_stats.norm.ppf(0.99)
+    assert stats.inflation_limit(1.5, 10, 50.0, 100.0, 0.01) == pytest.approx(1.5 * (t / z) ** 2)
+    # deeper levels widen more; never below 1 or above a period's size
+    assert stats.inflation_limit(1.0, 10, 50.0, 100.0, 0.001) > stats.inflation_limit(
+        1.0, 10, 50.0, 100.0, 0.1
+    )
+    assert stats.inflation_limit(0.2, 10, 50.0, 100.0, 0.3) >= 1.0
+    assert stats.inflation_limit(90.0, 3, 50.0, 100.0, 0.001) == 100.0
+
+
+def test_too_few_events_to_measure_burstiness_make_each_period_one_unit() -> None:
+    assert stats.inflation_limit(1.0, 15, 0.0, 20.0, 0.3) == 20.0
+    assert stats.inflation_limit(1.0, 15, 1.0, 20.0, 0.01) == 20.0
+    assert stats.inflation_limit(1.0, 15, 2.0, 20.0, 0.01) < 2.0
+
+
 def test_a_rounds_percentile_is_numpys_to_the_last_bit() -> None:
     """Small samples are sorted in Python (the daemon's hot path); same figure as numpy."""
     rng = np.random.default_rng(11)

@@ -1,0 +1,146 @@
+"""A relative error bound against a bursty baseline of a few periods keeps its level.
+
+The daemon's baseline is a handful of background runs (or provider buckets), pooled by
+`merge`. When errors come in bursts and the baseline happened to miss them, its pooled count
+looks like a calm, low rate; taken as independent requests, a burst in the window then reads
+as strong evidence of a regression. The baseline's periods are the units: with too few
+events to measure the burstiness, every period counts once. Simulated with fixed seeds,
+A/A: baseline and window from the same bursty process.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent.analysis.observe import merge
+from agent.analysis.sequential import BaselineData, SequentialRule
+from agent.analysis.types import Observation, Rule
+
+RULE = Rule("errors", "checks", "error_rate", max_increase=1.0)
+
+
+def _counts(
+    rng: np.random.Generator, size: int, periods: int, burst: float, rate: float
+) -> list[int]:
+    """Each period bad with probability `burst`; then each request fails with probability
+    rate / burst (so the mean rate is `rate`); a good period has no errors."""
+    bad = rng.uniform(size=periods) < burst
+    return [int(rng.binomial(size, rate / burst)) if b else 0 for b in bad]
+
+
+def _fails(
+    rng: np.random.Generator,
+    *,
+    periods: int,
+    size: int,
+    burst: float,
+    rate: float,
+    factor: float = 1.0,
+    deploy_burst: float | None = None,
+    rounds: int = 30,
+    alpha: float = 0.05,
+    rule: Rule = RULE,
+) -> bool:
+    """One A/A window (or `factor` times the rate, in bursts as the baseline's unless
+    `deploy_burst` says otherwise): did it fail?"""
+    base = merge(
+        [
+            Observation(value=c / size, count=c, total=size)
+            for c in _counts(rng, size, periods, burst, rate)
+        ]
+    )
+    rule = SequentialRule(
+        rule, BaselineData.from_observation(base), "proportion", alpha, horizon=rounds
+    )
+    state = rule.start()
+    new_burst = burst if deploy_burst is None else deploy_burst
+    for i, c in enumerate(_counts(rng, size, rounds, new_burst, rate * factor)):
+        rule.step(state, Observation(value=c / size, count=c, total=size), i)
+    return rule.failed_at(state)[0] is not None
+
+
+def test_a_bursty_baseline_of_ten_periods_keeps_the_false_rollback_rate_under_alpha() -> None:
+    """One period in ten has 30% errors, the rest none (mean 3%): a third of the baselines
+    miss every burst. With its requests as the units (the previous test) 37 of these 300
+    windows were rolled back (12%, alpha 5%); with its periods, none."""
+    rng = np.random.default_rng(20261130)
+    fails = sum(_fails(rng, periods=10, size=100, burst=0.1, rate=0.03) for _ in range(300))
+    assert fails / 300 <= 0.05
+
+
+def test_with_twenty_periods_too() -> None:
+    """Requests as the units: 18 of 300 (6%); periods: none."""
+    rng = np.random.default_rng(5)
+    fails = sum(_fails(rng, periods=20, size=100, burst=0.1, rate=0.03) for _ in range(300))
+    assert fails / 300 <= 0.05
+
+
+def test_a_calm_baseline_of_many_periods_still_catches_a_doubling() -> None:
+    """Steady errors over 60 periods: their burstiness is measured (60 periods, ~180
+    events), Student's correction costs little, and a doubled rate against a +10% bound is
+    caught."""
+    rng = np.random.default_rng(8)
+    tight = Rule("errors", "checks", "error_rate", max_increase=0.1)
+    caught = sum(
+        _fails(
+            rng,
+            periods=60,
+            size=300,
+            burst=1.0,
+            rate=0.01,
+            factor=2.0,
+            rounds=60,
+            alpha=0.005,
+            rule=tight,
+        )
+        for _ in range(40)
+    )
+    assert caught >= 38
+
+
+def test_a_baseline_that_shows_its_bursts_is_measured_not_feared() -> None:
+    """Bursts the baseline saw are measured: a deploy failing 15% of requests in every round
+    (x5) against it is caught."""
+    rng = np.random.default_rng(9)
+    caught = sum(
+        _fails(rng, periods=60, size=100, burst=0.3, rate=0.03, factor=5.0, deploy_burst=1.0)
+        for _ in range(20)
+    )
+    assert caught >= 19
+
+
+def test_a_relative_bound_that_cannot_fail_is_said_at_registration() -> None:
+    """15 clean background runs of 20 probes bound the rate like 15 requests: only an
+    error rate near 1 could be shown past twice that, and the registration warning says so
+    (with the requests as the units it claimed 0.25% was detectable)."""
+    from agent.analysis import Policy
+    from agent.analysis.judge import Judge
+
+    base = merge([Observation(value=0.0, count=0, total=20) for _ in range(15)])
+    judge = Judge([RULE], {"errors": base}, Policy("sequential"), horizon=10)
+    (said,) = judge.blind_spots({"errors": 20.0})
+    assert "max_increase bound is tighter" in said, said
+    assert 0.9 < float(said.split("error_rate ")[-1].split()[0]) < 0.95, said  # README
+    # three clean runs: no count at all could fail the bound
+    three = merge([Observation(value=0.0, count=0, total=20) for _ in range(3)])
+    (said,) = Judge([RULE], {"errors": three}, Policy("sequential"), horizon=10).blind_spots(
+        {"errors": 20.0}
+    )
+    assert "too few errors in too few periods" in said, said
+    busy = merge([Observation(value=0.02, count=2, total=100) for _ in range(60)])
+    assert (
+        Judge([RULE], {"errors": busy}, Policy("sequential"), horizon=600).blind_spots(
+            {"errors": 100.0}
+        )
+        == []
+    )
+
+
+def test_newtons_detectable_ratio_is_the_bisections() -> None:
+    from agent.analysis.sequential import _detectable_ratio, _poisson_ratio
+
+    for expected, needed in [(100.0, 6.0), (0.5, 6.0), (1e4, 7.0), (3.0, 0.1), (1e-3, 8.0)]:
+        assert _poisson_ratio(expected, needed) == pytest.approx(
+            _detectable_ratio(expected, needed), rel=1e-9
+        )

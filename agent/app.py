@@ -211,7 +211,12 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> No
     site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_address=True)
     try:
         await site.start()
-        log.info("postflight %s listening on http://%s", __version__, settings.server.listen)
+        log.info(
+            "postflight %s listening on http://%s (event loop: %s)",
+            __version__,
+            settings.server.listen,
+            type(asyncio.get_running_loop()).__module__.partition(".")[0],  # uvloop | asyncio
+        )
         if settings.server.ui:
             log.info("deploy pages at %s/deploys", settings.server.base_url)
         async with daemon_heap(app[METRICS]):

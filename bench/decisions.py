@@ -7,21 +7,23 @@ daemon runs it, and through three peers configured as their documentation tells 
   `checks.base.Sample`; each 1 s round goes through `observe()` and `Judge.advance()` (the
   fold `Judge.step` runs, without wording the verdict); the baseline is 30 min of pre-deploy
   traffic taken as 60 periods of 30 s (background runs / provider buckets), each through
-  `observe()`, pooled by `merge()`, as the watcher builds it. Nothing the daemon lacks.
+  `observe()`, pooled by `merge()`: the watcher's own `background_baseline`. Nothing the
+  daemon lacks.
 * `flagger`: a check every 60 s on the last minute's error rate and p95 against absolute
   thresholds sized to the noise (see `thresholds`), failed checks counted cumulatively,
   rollback at the 5th; no data is a failed check.
 * `argo`: a measurement every 60 s against the same thresholds, failureLimit 0 (the default:
   the first failed measurement aborts).
-* `kayenta`: Mann-Whitney U (two-sided, confidence 0.98) on per-interval series (10 s steps)
-  of the canary against a baseline running at the same time (a second stream with the same
-  drift, no regression), scored at the end of each 5 min analysis interval over the data so
-  far; a metric fails when it is significantly higher and its series median is past the
-  allowed increase (10%); one failing metric fails the canary.
+* `kayenta`: its Mann-Whitney classifier (NetflixACAJudge) on per-interval series (10 s
+  steps) of the canary against a baseline running at the same time (a second stream with the
+  same drift, no regression), judged at the end of each 5 min analysis interval over the
+  data so far: a metric is High when the 98% confidence interval of the shift lies above a
+  quarter of the shift's Hodges-Lehmann estimate and its mean ratio reaches the allowed
+  increase (`allowedIncrease` 1.1); one High metric fails the canary.
 
-Every peer is also *calibrated*: its strictness (threshold scale, or Kayenta's p-value
-cut-off) is set per traffic level so that its false-rollback rate on the A/A-like windows
-equals ours; detection is then compared at an equal error rate (`calibrated`).
+Every peer is also *calibrated*: its strictness (threshold scale, or the normal quantile of
+Kayenta's confidence interval) is set per traffic level so that its false-rollback rate on
+the A/A-like windows equals ours; detection is then compared at an equal error rate (`calibrated`).
 
 Rules: error_rate and latency_p95, each max_increase 10% over the baseline. Noise: lognormal
 latency (median 80 ms, sigma 0.6), bursty errors (beta-binomial per 1 s round, concentration
@@ -63,8 +65,10 @@ from scipy import stats as sc_stats
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.analysis.judge import Judge
-from agent.analysis.observe import merge, observe
+from agent.analysis.observe import observe
 from agent.analysis.types import Policy, Rule
+from agent.settings import EnvironmentSettings
+from agent.windows.foresight import background_baseline
 from checks.base import Sample
 
 SEED = 20261130
@@ -88,6 +92,9 @@ NOISE_SIGMAS = 3.0
 """Flagger/Argo thresholds: the baseline's per-minute mean x (1 + tolerance) plus this many
 standard deviations of its per-minute figures (the noise a user sees on a dashboard)."""
 KAYENTA_CONFIDENCE = 0.98
+KAYENTA_FRACTION = 0.25
+"""The Mann-Whitney classifier's `fraction` of the Hodges-Lehmann estimate (Kayenta's
+NetflixACAJudge: `MannWhitneyClassifier(fraction = 0.25, confLevel = 0.98)`)."""
 KAYENTA_INTERVAL = 300
 KAYENTA_STEP = 10
 ONSET_S = 300
@@ -95,6 +102,10 @@ AA_WINDOWS = 100
 """Per A/A-like family, error level and traffic level."""
 REGRESSION_WINDOWS = 20
 
+ENVIRONMENT = EnvironmentSettings(
+    base_url="http://127.0.0.1:9", background_interval=PERIOD_S, lookback=BASELINE_S
+)
+"""What the watcher reads to build a checks rule's baseline (`background_baseline`)."""
 ERRORS = Rule("errors", "checks", "error_rate", max_increase=TOLERANCE)
 LATENCY = Rule("latency", "checks", "latency_p95", max_increase=TOLERANCE)
 RULES = (ERRORS, LATENCY)
@@ -224,10 +235,7 @@ class _Sample(NamedTuple):
 def ours(pre: Stream, deploy: Stream) -> float | None:
     """Seconds to rollback (from the deploy), None when the window ended without one."""
     periods = [samples(pre, s, s + PERIOD_S) for s in range(0, BASELINE_S, PERIOD_S)]
-    baselines = {}
-    for rule in RULES:
-        seen = [observe(rule, p, PERIOD_S) for p in periods]
-        baselines[rule.name] = merge([o for o in seen if o.has_data])
+    baselines = {rule.name: background_baseline(rule, periods, ENVIRONMENT) for rule in RULES}
     judge = Judge(RULES, baselines, POLICY, horizon=ROUNDS)
     state = judge.start()
     for k in range(ROUNDS):
@@ -273,7 +281,8 @@ def interval_ratios(pre: Stream, deploy: Stream) -> list[float]:
 
 
 def kayenta_scores(deploy: Stream, control: Stream) -> list[float]:
-    """Per analysis interval end: 1 / the smallest gated p-value over the metrics so far."""
+    """Per analysis interval end, over the series so far: the largest `kayenta_strictness`
+    of the metrics whose effect size passes (none: -inf)."""
     steps = range(0, ROUNDS, KAYENTA_STEP)
     series = [
         [deploy.figures(s, s + KAYENTA_STEP) for s in steps],
@@ -282,20 +291,32 @@ def kayenta_scores(deploy: Stream, control: Stream) -> list[float]:
     scores = []
     for end in range(KAYENTA_INTERVAL, ROUNDS + 1, KAYENTA_INTERVAL):
         upto = end // KAYENTA_STEP
-        best = 1.0
+        best = -math.inf
         for i in (0, 1):
-            canary = [v for f in series[0][:upto] if (v := f[i]) is not None]
-            base = [v for f in series[1][:upto] if (v := f[i]) is not None]
+            canary = np.array([v for f in series[0][:upto] if (v := f[i]) is not None])
+            base = np.array([v for f in series[1][:upto] if (v := f[i]) is not None])
             if len(canary) < 3 or len(base) < 3:
                 continue
-            p = float(sc_stats.mannwhitneyu(canary, base, alternative="two-sided").pvalue)
-            higher = np.median(canary) > np.median(base) * (1 + TOLERANCE) or (
-                np.median(base) == 0 and np.mean(canary) > np.mean(base) * (1 + TOLERANCE)
-            )
-            if higher:
-                best = min(best, p)
-        scores.append(1.0 / max(best, 1e-300))
+            control_mean, canary_mean = float(base.mean()), float(canary.mean())
+            ratio = canary_mean / control_mean if control_mean > 0 else math.inf * canary_mean
+            if ratio >= 1 + TOLERANCE:  # the effect size: meanRatio >= allowedIncrease
+                best = max(best, kayenta_strictness(canary, base))
+        scores.append(best)
     return scores
+
+
+def kayenta_strictness(canary: np.ndarray, control: np.ndarray) -> float:
+    """Kayenta's Mann-Whitney classifier calls a metric High when the lower end of the
+    confidence interval of the shift (Hodges-Lehmann, as R's wilcox.test: normal
+    approximation with continuity correction) lies above `KAYENTA_FRACTION` x |the shift's
+    estimate|; the interval's end is past that point while its normal quantile z is below
+    the value returned here (z = 2.326 at the default confidence 0.98, two-sided)."""
+    differences = np.subtract.outer(canary, control).ravel()
+    threshold = KAYENTA_FRACTION * abs(float(np.median(differences)))
+    above = int(differences.size - np.searchsorted(np.sort(differences), threshold, "right"))
+    n, m = canary.size, control.size
+    sd = math.sqrt(n * m * (n + m + 1) / 12.0)
+    return (above - n * m / 2.0 - 0.5) / sd
 
 
 def flagger_time(ratios: list[float], scale: float) -> float | None:
@@ -326,7 +347,11 @@ PEER_TIME: dict[str, Callable[[list[float], float], float | None]] = {
     "argo": argo_time,
     "kayenta": kayenta_time,
 }
-PEER_DEFAULT = {"flagger": 1.0, "argo": 1.0, "kayenta": 1.0 / (1.0 - KAYENTA_CONFIDENCE)}
+PEER_DEFAULT = {
+    "flagger": 1.0,
+    "argo": 1.0,
+    "kayenta": float(sc_stats.norm.ppf(1.0 - (1.0 - KAYENTA_CONFIDENCE) / 2.0)),
+}
 
 
 # -- one window -------------------------------------------------------------------------------
@@ -429,9 +454,9 @@ def calibrate(
         levels.sort(reverse=True)
         m = target[rps]
         # fails iff level > cut: exactly the m largest levels exceed it
-        cut[rps] = levels[m] if m < len(levels) else 0.0
+        cut[rps] = levels[m] if m < len(levels) else -1e300
         if not math.isfinite(cut[rps]):
-            cut[rps] = 1e300
+            cut[rps] = math.copysign(1e300, cut[rps])
     return cut
 
 
@@ -458,10 +483,15 @@ def summarise(times: Times) -> dict[str, Any]:
             by_family[f"{key}@{rps}rps"] = sum(t is not None for t in fam) / len(fam)
     detection: dict[str, float] = {}
     ttd: dict[str, dict[str, float | None]] = {}
+    early: dict[str, int] = {}
     for key in regression_keys:
         for rps in TRAFFIC:
             cell_times = times[(key, rps)]
-            hit = [t for t in cell_times if t is not None]
+            # a rollback before any regressed round (an onset family's first minutes) is a
+            # false one, not a detection
+            hit = [t for t in cell_times if t is not None and t > 0]
+            if before := sum(t is not None and t <= 0 for t in cell_times):
+                early[f"{key}@{rps}rps"] = before
             detection[f"{key}@{rps}rps"] = len(hit) / len(cell_times)
             ttd[f"{key}@{rps}rps"] = {
                 "median": float(np.median(hit)) if hit else None,
@@ -470,8 +500,8 @@ def summarise(times: Times) -> dict[str, Any]:
     by_traffic_ttd = {}
     for rps in TRAFFIC if regression_keys else ():
         cell_times = [t for key in regression_keys for t in times[(key, rps)]]
-        hit = [t for t in cell_times if t is not None]
-        everything = [math.inf if t is None else t for t in cell_times]
+        hit = [t for t in cell_times if t is not None and t > 0]
+        everything = [math.inf if t is None or t <= 0 else t for t in cell_times]
         by_traffic_ttd[f"{rps}rps"] = {
             "detected": float(np.median(hit)) if hit else math.inf,
             "all": float(np.median(everything)),
@@ -484,6 +514,7 @@ def summarise(times: Times) -> dict[str, Any]:
         "detection": detection,
         "time_to_detect_s": ttd,
         "median_ttd_by_traffic": by_traffic_ttd,
+        "rolled_back_before_onset": early,
     }
 
 
@@ -581,8 +612,9 @@ def text(report: dict[str, Any]) -> str:
         f"{report['elapsed_s']:.0f}s",
         "Rules: error_rate and latency_p95, max_increase 10% over the baseline",
         "Policies: sequential (ours, defaults) | flagger (60s, 5 failed checks, thresholds "
-        f"mean x1.1 + {NOISE_SIGMAS:g} sd) | argo (same, failureLimit 0) | kayenta (MW 0.98, "
-        f"{KAYENTA_STEP}s series vs a concurrent baseline, every {KAYENTA_INTERVAL}s)",
+        f"mean x1.1 + {NOISE_SIGMAS:g} sd) | argo (same, failureLimit 0) | kayenta (MW 0.98 "
+        f"interval past {KAYENTA_FRACTION:g} x the shift, mean ratio >= 1.1, {KAYENTA_STEP}s "
+        f"series vs a concurrent baseline, every {KAYENTA_INTERVAL}s)",
         "",
     ]
     lines += tables(report, "policies", "== As configured by their docs ==")

@@ -29,6 +29,7 @@ import itertools
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -192,16 +193,20 @@ def agent_metrics(port: int) -> dict[str, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
         text = resp.read().decode()
     out = {"overruns": 0.0, "gc_full": 0.0, "gc_over_50ms": 0.0, "gc_count": 0.0}
+    out |= {f"gc_over_50ms_gen{g}": 0.0 for g in range(3)}
     for line in text.splitlines():
         name, _, value = line.rpartition(" ")
+        slow = "gc_over_50ms_gen" + name.partition('generation="')[2][:1]
         if name.startswith("postflight_round_overruns_total{"):
             out["overruns"] += float(value)
         elif name.startswith("postflight_gc_pause_seconds_count{"):
             out["gc_count"] += float(value)
+            out[slow] += float(value)
             if 'generation="2"' in name:
                 out["gc_full"] += float(value)
         elif name.startswith("postflight_gc_pause_seconds_bucket{") and 'le="0.05"' in name:
             out["gc_over_50ms"] -= float(value)
+            out[slow] -= float(value)
     out["gc_over_50ms"] += out["gc_count"]
     return out
 
@@ -301,6 +306,12 @@ def busiest_tenth(phases: list[float]) -> float:
     return max(tenths) / len(phases)
 
 
+def event_loop(log: Path) -> str:
+    """Which event loop the agent ran on ("uvloop" | "asyncio"), as its start-up line says."""
+    found = re.search(r"event loop: (\w+)", log.read_text(errors="replace"))
+    return found.group(1) if found else "unknown"
+
+
 def store_bytes(workdir: Path) -> int:
     return sum(p.stat().st_size for p in workdir.glob("postflight.db*"))
 
@@ -353,6 +364,7 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
                     proc.kill()
                     proc.wait()
         rounds = read_rounds(workdir / "postflight.db", since, run.interval, until)
+        loop = event_loop(workdir / "agent.log")
         size = store_bytes(workdir)
     minute = min(60.0, run.seconds / 3)
     half = [(s.t, s.rss) for s in samples if s.t >= run.seconds / 2]
@@ -363,6 +375,7 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
         "seconds": run.seconds,
         "case": "dozen (10 probes + 20/s 1 s load check)" if run.dozen else "default",
         "target": target_kind,
+        "loop": loop,
         "pinned_to_one_core": run.pin,
         "rounds": rounds.count,
         "register_s": round(register_s, 1),
@@ -389,6 +402,9 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
         "gc_collections": int(counted["gc_count"]),
         "gc_full_collections": int(counted["gc_full"]),
         "gc_pauses_over_50ms": int(counted["gc_over_50ms"]),
+        "gc_pauses_over_50ms_by_generation": [
+            int(counted[f"gc_over_50ms_gen{g}"]) for g in range(3)
+        ],
         "round_phase_busiest_tenth": round(busiest_tenth(rounds.phases), 3),
         "loadavg_1m_start": round(load_start, 2),
         "loadavg_1m": round(os.getloadavg()[0], 2),
@@ -554,6 +570,7 @@ def main() -> int:
     print(
         f"footprint: {windows} windows ({result['case']}), sequential, interval"
         f" {format_duration(args.interval)}, {args.seconds:g}s against {result['target']},"
+        f" on {result['loop']},"
         f" {result['rounds']} rounds, load average {result['loadavg_1m_start']} at the start,"
         f" {result['loadavg_1m']} at the end"
     )
@@ -568,6 +585,7 @@ def main() -> int:
         ("lag p99 (ms)", result["lag_p99_ms"], "≤100"),
         ("spacing p99 (s)", result["round_spacing_p99_s"], "≤1.1" if args.dozen else ""),
         ("overruns", result["overruns"], "0"),
+        ("register (s)", result["register_s"], ""),
         ("store B/window-h", result["store_bytes_per_window_hour"], ""),
         (
             "GC full / >50 ms",

@@ -22,7 +22,7 @@ from typing import Any
 
 from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
 from checks.ticks import ticks
-from common.redaction import Redactor, truncate
+from common.redaction import SENSITIVE_KEY, Redactor, truncate
 
 ENTRY_POINT_GROUP = "postflight.checks"
 
@@ -166,6 +166,7 @@ async def run_check(check: Check, ctx: CheckContext) -> CheckResult:
             if net.cut:
                 net.cut = False
                 if task.uncancel() <= net.cancelling:
+                    net.fired = True
                     raise TimeoutError from None  # ours: the check ran out of time
             raise
         else:
@@ -179,12 +180,17 @@ async def run_check(check: Check, ctx: CheckContext) -> CheckResult:
         raise
     except Exception as exc:
         duration = time.perf_counter() - started
-        return _crashed(check, ctx, exc, duration, allowed, redactor, traced=not cut)
+        # a run our net cut is a timeout, not a crash: the traceback would only show where
+        # the check was waiting, and formatting it costs more than the probe did
+        return _crashed(check, ctx, exc, duration, allowed, redactor, traced=not (cut or net.fired))
     duration = time.perf_counter() - started
     if not redactor.secrets:
         message, details = result.message, result.details
     else:
-        message, details = redactor.text(result.message), redactor.value(result.details)
+        message, details = (
+            _scrubbed_text(redactor, result.message),
+            _scrubbed(redactor, result.details),
+        )
     # Built directly rather than with dataclasses.replace: this runs once per probe.
     return CheckResult(
         result.check, result.type, result.ok, result.samples, message, duration, details
@@ -195,12 +201,13 @@ class _Net:
     """`run_check`'s limit for one run, on the shared grid (`checks.ticks`) instead of an
     `asyncio.timeout_at` per probe: what `asyncio.timeout` does, cheaper at thousands a second."""
 
-    __slots__ = ("cancelling", "cut", "over", "task")
+    __slots__ = ("cancelling", "cut", "fired", "over", "task")
 
     def __init__(self, task: asyncio.Task[Any]) -> None:
         self.task = task
         self.cancelling = task.cancelling()
         self.cut = False
+        self.fired = False
         self.over = False
 
 
@@ -221,6 +228,37 @@ def _net_cut(net: _Net) -> None:
 def _redactor(secrets: tuple[str, ...]) -> Redactor:
     """Redactors by secret set: an environment's secrets are the same on every run."""
     return Redactor(secrets)
+
+
+_SCRUBBED: dict[tuple[Redactor, str], str] = {}
+_SCRUBBED_LIMIT = 4096
+_PLAIN = (int, float, bool, type(None))
+
+
+def _scrubbed_text(redactor: Redactor, text: str) -> str:
+    """`redactor.text(text)`, remembered: a healthy target's probes say the same few
+    things (`GET /health: 200 in 3ms`) thousands of times a second."""
+    key = (redactor, text)
+    done = _SCRUBBED.get(key)
+    if done is None:
+        if len(_SCRUBBED) >= _SCRUBBED_LIMIT:
+            _SCRUBBED.clear()
+        done = _SCRUBBED[key] = redactor.text(text)
+    return done
+
+
+@functools.lru_cache(maxsize=1024)
+def _sensitive(key: str) -> bool:
+    return SENSITIVE_KEY.search(key) is not None
+
+
+def _scrubbed(redactor: Redactor, details: dict[str, Any]) -> dict[str, Any]:
+    """`redactor.value(details)`, without the copy when there is nothing to hide: only
+    numbers under names that are not sensitive (an http probe's status and latency)."""
+    for key, value in details.items():
+        if type(value) not in _PLAIN or _sensitive(key):
+            return typing.cast(dict[str, Any], redactor.value(details))
+    return details
 
 
 def _crashed(
@@ -259,7 +297,8 @@ def _crashed(
         ctx.environment,
         message,
     )
-    log.debug("check %s traceback:\n%s", check.name, trace)
+    if traced:
+        log.debug("check %s traceback:\n%s", check.name, trace)
     sample = Sample(check=check.name, ok=False, error=error, target=ctx.target)
     return CheckResult(
         check=check.name,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from aiohttp import web
@@ -11,7 +13,13 @@ from agent.metrics import Metrics
 from agent.retention import StorePruner
 from agent.settings_file import load_settings_text
 from agent.store.sqlite import SqliteStore
-from agent.windows.probing import BackgroundProber, EnvironmentProbe, background_every
+from agent.windows.probing import (
+    BACKGROUND_STARTS_PER_S,
+    BackgroundProber,
+    EnvironmentProbe,
+    background_every,
+    background_offset,
+)
 from checks.base import Check, CheckConfig
 from checks.sessions import TargetSessions
 
@@ -96,3 +104,46 @@ async def test_a_background_run_is_stored_and_pruned_once_past_the_lookback(
     assert await pruner.prune_once() == (0, 1)
     rows = await store.probe_summaries("production", 0, 30_000)
     assert [(name, at) for name, at, _ in rows] == [("health", 20_000.0)]
+
+
+def test_environments_start_background_probing_spread_over_the_interval() -> None:
+    """Thousands of environments must not start probing in one instant: each starts at a
+    fixed fraction of the spread, from its name (the same on every start and replica)."""
+    names = [f"env{i:04d}" for i in range(5000)]
+    spread = 30.0
+    offsets = [background_offset(name, spread) for name in names]
+    assert offsets == [background_offset(name, spread) for name in names]
+    assert all(0.0 <= o < spread for o in offsets)
+    tenths = [0] * 10
+    for offset in offsets:
+        tenths[int(offset / spread * 10)] += 1
+    assert max(tenths) / len(names) < 0.12  # even: 0.1 a tenth
+    assert background_offset("production", 0.0) == 0.0
+
+
+async def test_background_runs_start_at_each_environments_offset() -> None:
+    """`run` starts each environment's first background run at its offset: with two
+    environments at 100 a second, within 20 ms of the start, in the offsets' order."""
+    started: list[tuple[str, float]] = []
+    loop = asyncio.get_running_loop()
+    env = settings().environments["production"]
+    probes = {name: EnvironmentProbe(name, env, TargetSessions(), Metrics()) for name in ("a", "b")}
+
+    class Recording(BackgroundProber):
+        async def probe_once(self, name: str, probe: EnvironmentProbe, check: Check) -> None:
+            started.append((name, loop.time()))
+
+    prober = Recording(probes, store=None, busy=lambda _: False)  # type: ignore[arg-type]
+    t0 = loop.time()
+    task = asyncio.create_task(prober.run())
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    spread = len(probes) / BACKGROUND_STARTS_PER_S
+    first = {name: at - t0 for name, at in reversed(started)}
+    assert set(first) == {"a", "b"}
+    for name, at in first.items():
+        assert at >= background_offset(name, spread) - 0.001
+    order = sorted(first, key=first.__getitem__)
+    assert order == sorted(first, key=lambda n: background_offset(n, spread))

@@ -185,3 +185,38 @@ async def test_the_concurrency_limit_is_kept_in_order_and_survives_cancelled_wai
     assert most == 2 and order == [0, 1, 2, 4, 5]
     async with limit, limit:  # every place came back
         assert not running
+
+
+async def test_environments_on_one_origin_share_its_connections() -> None:
+    """Thousands of environments on one service must not each hold their own pool: the
+    target sees one connection for both environments' probes (counted at the target)."""
+    peers: list[object] = []
+
+    async def health(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                peers.append(peer)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(health, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    two = CONFIG.format(url=url) + CONFIG.format(url=url).partition("environments:\n")[2].replace(
+        "production", "staging"
+    )
+    settings = load_settings_text(two)
+    try:
+        async with TargetSessions() as sessions:
+            probes = [
+                EnvironmentProbe(name, settings.environments[name], sessions, Metrics())
+                for name in ("production", "staging")
+            ]
+            for probe in probes * 2:
+                result = await probe.run_once(probe.checks[0])
+                assert result.ok, result.message
+    finally:
+        server.close()
+    assert len(peers) == 4 and len(set(peers)) == 1

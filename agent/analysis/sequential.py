@@ -15,9 +15,10 @@ raw samples; either direction) treats the baseline as the estimate it is: a ladd
 confidence limits (`SequentialRule._ladder`) prices the baseline by an e-value, and spends a
 `COUNT_TAIL_SHARE` of its share beyond the farthest limit. A bare baseline figure is taken at
 face value, and the pass side spends `BASELINE_SHARE` on one confidence limit. The rest is
-halved between the e-process started at the deploy and the e-detector for a regression that
-starts later (when the window's length in rounds is known; a two-sample count test gives the
-deploy's `COUNT_START_SHARE`). Union bound: the chance that any rule of a good deploy ever
+split between the e-process started at the deploy and the e-detector for a regression that
+starts later (when the window's length in rounds is known): halves for values, the deploy's
+`COUNT_START_SHARE` for a two-sample count test, `RANK_DETECTOR_SHARE` and `ONSET_RATIO` for
+the rank and exceedance tests. Union bound: the chance that any rule of a good deploy ever
 fails is at most alpha. A baseline's counts are pooled from periods (background runs,
 provider buckets): its confidence limits take the periods, not the requests, as the units
 (`BaselineData.rate_limit`), so errors that come in bursts are not read as independent.
@@ -77,6 +78,25 @@ DEFAULT_T_OPT = 30.0
 VALUE_FLOOR = 0.1
 """A bare value's rounds are taken to vary by at least 10% of the bound (standard deviation),
 so a few identical provider figures never prove a pass."""
+
+RANK_DETECTOR_SHARE = 0.3
+"""The rank test's alpha given to its e-detector, the rest to its e-process from the deploy:
+a round's mean placement is at most 1, so the rank test gains at most log 2 nats a round
+and its part is the slow shifts present from the deploy (`ONSET_RATIO` for the other)."""
+
+ONSET_RATIO = 1.45
+"""The exceedance test (the one that catches a large shift within a few rounds) gives its
+e-detector the smallest share of its alpha (in steps of 0.05) at which a regression that
+starts mid-window needs at most this many times the evidence of one present from the
+deploy: the detector needs log(rounds) nats more for not knowing when. So the detector
+gets 0.15 of the share over 30 rounds (the default window) and 0.8 over 900 (the decision
+benchmark: a doubled latency from minute 5 at 10 samples a round is then caught in 11
+rounds, from the deploy in 7.5; halves gave 12.5 and 6.5)."""
+
+DETECTOR_FIRST_RUNG_WEIGHT = 0.9
+"""The e-detector's weight on the baseline's first confidence level (`FIRST_RUNG_WEIGHT` for
+the e-process from the deploy): the large regressions a detector can catch mid-window are
+far past the baseline's other levels, so its far levels matter less."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +193,9 @@ class Component:
     distribution's error), (the null's level, its cutoff, log of the baseline's e-value on
     that interval), the level and cutoff taken at the interval's far end. Its e-process is
     the least over intervals of the baseline e-value times the new samples' e-process."""
+    detector_bases: tuple[float, ...] = ()
+    """The e-detector's log baseline e-value per interval of the ladder, and its mixture over
+    the largest bets only (`stats.log_mix_rows_large`); empty: the ladder's own, all bets."""
 
     @property
     def bets(self) -> str:
@@ -251,6 +274,8 @@ class SequentialRule:
         """A bound has no test of its evidence (no baseline to compare with, say)."""
         self._ladders: dict[str, _Ladder] = {}
         """Each ladder's columns as arrays (`_ladder_of`)."""
+        self._detector_bases: dict[str, FloatArray] = {}
+        """`Component.detector_bases` as arrays, made once per window."""
         self._held: dict[str, tuple[list[Any], list[Any] | None, FloatArray] | None] = {}
         """A ladder's last wealth and e-detector lists with their array (`_bet_ladder`)."""
         self._stakes: dict[tuple[str, float], FloatArray] = {}
@@ -295,6 +320,30 @@ class SequentialRule:
         seq = share * (1 - BASELINE_SHARE) if relative else share
         return (seq / 2, seq / 2) if self.horizon > 1 else (seq, 0.0)
 
+    def _split_distribution(self, share: float, test: Test) -> tuple[float, float]:
+        """A rank or exceedance test's (alpha from the deploy, alpha of the e-detector),
+        after the baseline's far tail (`COUNT_TAIL_SHARE`): `RANK_DETECTOR_SHARE`,
+        `ONSET_RATIO`."""
+        seq = share * (1.0 - COUNT_TAIL_SHARE)
+        if self.horizon <= 1:
+            return seq, 0.0
+        detector = seq * (RANK_DETECTOR_SHARE if test == "rank" else self._onset_share(seq))
+        return seq - detector, detector
+
+    def _onset_share(self, alpha: float) -> float:
+        """`ONSET_RATIO`: the e-detector fails at log(horizon / (d alpha)) plus the cost of
+        its baseline ladder; the e-process from the deploy at log(1 / ((1 - d) alpha)) plus
+        its ladder's and its bet mixture's (`MIXTURE_OVERHEAD / 2`: it has more bets)."""
+        start_cost = math.log(1.0 / FIRST_RUNG_WEIGHT) + MIXTURE_OVERHEAD / 2
+        detector_cost = math.log(1.0 / DETECTOR_FIRST_RUNG_WEIGHT)
+        for step in range(1, 20):
+            d = step / 20
+            detector = math.log(self.horizon / (d * alpha)) + detector_cost
+            start = math.log(1.0 / ((1.0 - d) * alpha)) + start_cost
+            if detector <= ONSET_RATIO * start:
+                return d
+        return 0.95
+
     def _fmt(self, value: float) -> str:
         return format_value(self.rule.metric, value)
 
@@ -336,8 +385,7 @@ class SequentialRule:
             ladder = self._ladder(share, lambda beta: _one_sided_dkw(n_base, beta))
             if ladder is None:
                 return None
-            a, d = self._split(share, False)
-            a, d = a * (1.0 - COUNT_TAIL_SHARE), d * (1.0 - COUNT_TAIL_SHARE)
+            a, d = self._split_distribution(share, "rank")
             return Component(
                 "max_increase",
                 "rank",
@@ -351,6 +399,7 @@ class SequentialRule:
                 scale=1.0 + delta if up else 1.0 - delta,
                 baseline_bound=ladder[-1][0] - 0.5,
                 ladder=tuple((0.5 + m, 0.0, log_e) for m, _, log_e in ladder),
+                detector_bases=_detector_bases(len(ladder)),
             )
         if plan == "exceedance":
             sv = base.sorted_values
@@ -363,8 +412,7 @@ class SequentialRule:
             ladder = self._ladder(share, quantile_limit)
             if ladder is None:
                 return None
-            a, d = self._split(share, False)
-            a, d = a * (1.0 - COUNT_TAIL_SHARE), d * (1.0 - COUNT_TAIL_SHARE)
+            a, d = self._split_distribution(share, "exceedance")
             scale = 1.0 + delta if up else 1.0 - delta
             far = ladder[-1][0]
             limit_text = self._fmt(base.value * scale)
@@ -383,6 +431,7 @@ class SequentialRule:
                 ladder=tuple(
                     ((1.0 - q) if up else q, bound * scale, log_e) for bound, _, log_e in ladder
                 ),
+                detector_bases=_detector_bases(len(ladder)),
             )
         if self.kind == "distribution":
             # a bare baseline value (a provider's percentile): taken at face value
@@ -715,6 +764,8 @@ class SequentialRule:
         # the lists just stored are never changed in place: next round reads `rows` again
         # while they are still the state's (a stored NaN or infinity reads back otherwise)
         self._held[comp.key] = (st["w"], stored_sr and st["sr"], rows) if finite else None
+        if comp.detector_bases and stored_sr is not None:
+            log_d = self._detector_log_e(comp, rows[1])
         _record(st, comp, log_e, log_d, index, eligible, self)
 
     def _ladder_of(self, comp: Component) -> _Ladder:
@@ -725,6 +776,14 @@ class SequentialRule:
             ladder = _Ladder(np.array(levels), list(cutoffs), np.array(bases), np.ones(len(levels)))
             self._ladders[comp.key] = ladder
         return ladder
+
+    def _detector_log_e(self, comp: Component, sr: FloatArray) -> float:
+        """The e-detector's log e-value of a test with its own (`Component.detector_bases`):
+        the least over the ladder's intervals, its mixture over the largest bets only."""
+        bases = self._detector_bases.get(comp.key)
+        if bases is None:
+            bases = self._detector_bases[comp.key] = np.array(comp.detector_bases)
+        return float(np.min(bases + stats.log_mix_rows_large(sr, comp.bets)))
 
     def _ladder_statistics(
         self, comp: Component, obs: Observation
@@ -1064,6 +1123,15 @@ class Reached:
     value: float | None
     """The upper (or lower) end of the confidence sequence; None before two rounds."""
     holds: bool
+
+
+def _detector_bases(rungs: int) -> tuple[float, ...]:
+    """`SequentialRule._ladder`'s log baseline e-values for the e-detector: the same levels
+    (the first `rungs` of `BASELINE_LADDER`), `DETECTOR_FIRST_RUNG_WEIGHT` on the first."""
+    rest = (1.0 - DETECTOR_FIRST_RUNG_WEIGHT) / max(1, rungs - 1)
+    weights = [DETECTOR_FIRST_RUNG_WEIGHT] + [rest] * (rungs - 1)
+    cumulative = np.cumsum([w / b for w, b in zip(weights, BASELINE_LADDER[:rungs], strict=True)])
+    return tuple(float(v) for v in np.log(cumulative))
 
 
 def _one_sided_dkw(n: int, beta: float) -> float:

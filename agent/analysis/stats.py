@@ -440,6 +440,20 @@ def bet_ladder(
     return rows, least[0], least[1] if log_sr is not None else None
 
 
+DETECTOR_BETS = 3
+"""The e-detector mixes only the largest bets of each kind, equally weighted: a regression
+that starts mid-window and can still be caught before the window ends is a large one, and
+the small bets' wealth (which grows like the number of rounds under the null, as every
+Shiryaev-Roberts statistic may) would only dilute it."""
+
+
+def log_mix_rows_large(log_wealth: FloatArray, kind: str) -> FloatArray:
+    """Log of each row's equally weighted mixture of its `DETECTOR_BETS` largest bets."""
+    large = log_wealth[:, len(BETS[kind]) - DETECTOR_BETS :]
+    out: FloatArray = np.logaddexp.reduce(large, axis=1) - math.log(DETECTOR_BETS)
+    return out
+
+
 def cs_radius(t: float, variance: float, alpha: float, t_opt: float) -> float:
     """One-sided radius of the asymptotic confidence sequence for a mean after `t` rounds.
 

@@ -10,6 +10,7 @@ import asyncio
 import functools
 import logging
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -289,16 +290,23 @@ class BackgroundProber:
         self.clock = clock
 
     async def run(self) -> None:
+        planned = [
+            (name, probe, check, every)
+            for name, probe in self.probes.items()
+            for check in probe.checks
+            if (every := background_every(check, probe.env)) is not None
+        ]
+        spread = len({name for name, *_ in planned}) / BACKGROUND_STARTS_PER_S
         async with asyncio.TaskGroup() as group:
-            for name, probe in self.probes.items():
-                for check in probe.checks:
-                    every = background_every(check, probe.env)
-                    if every is not None:
-                        group.create_task(self._probe_forever(name, probe, check, every))
+            for name, probe, check, every in planned:
+                first = background_offset(name, min(every, spread))
+                group.create_task(self._probe_forever(name, probe, check, every, first))
 
     async def _probe_forever(
-        self, name: str, probe: EnvironmentProbe, check: Check, every: float
+        self, name: str, probe: EnvironmentProbe, check: Check, every: float, first: float = 0.0
     ) -> None:
+        if first > 0:
+            await asyncio.sleep(first)
         while True:
             if not self.busy(name):
                 try:
@@ -324,6 +332,20 @@ class BackgroundProber:
         now = self.clock()
         summary = summarize([s for r in results for s in r.samples])
         await self.store.add_probe_summary(name, check.name, now, summary)
+
+
+BACKGROUND_STARTS_PER_S = 100.0
+"""How fast the background probing of many environments gets going: their first runs are
+spread over one second per this many environments (at most over their interval), so
+thousands of environments do not all start probing in the same instant — and, since each
+run is followed by the same pause, do not fall back into step after it."""
+
+
+def background_offset(environment: str, spread: float) -> float:
+    """When, within `spread` seconds of the start, an environment's background probing
+    begins: a fixed fraction of `spread` from a hash of its name, the same on every start
+    and every replica (Python's `hash` is salted per process; crc32 is not)."""
+    return zlib.crc32(environment.encode()) / 2**32 * spread
 
 
 def background_burst(check: Check, env: EnvironmentSettings) -> int:

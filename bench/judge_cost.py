@@ -8,6 +8,13 @@ builds it: one background run of 10 probes per `background_interval` (30 s) over
 `lookback` (1 h), each observed and pooled by `merge()`. The window is 1 h at 1 s rounds
 (the footprint benchmark's). Prints microseconds per window-round, split by stage.
 
+Beside the judge's own stages (`total`: observe, advance, verdict), what the daemon spends
+per round around them: `glance` (the decision and the figures a stored round keeps),
+`snapshot` (those figures as the round's JSON) and `wording` (the worded verdict as the
+API's JSON, serialised for the store). `daemon_every_round` words the verdict every round
+(as the daemon did); `daemon` words it once per `VERDICT_REFRESH_S` (as it does now, when
+no rule changes its state).
+
     python bench/judge_cost.py [--rounds 600] [--json]
     python bench/judge_cost.py --against /path/to/older/checkout [--turns 3]
 
@@ -37,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agent.analysis.judge import Judge
 from agent.analysis.observe import merge, observe
 from agent.analysis.types import Policy, Rule
+from agent.windows.evidence import rule_snapshot, verdict_to_dict
+from agent.windows.lifecycle import VERDICT_REFRESH_S
 from checks.base import Sample
 
 PROBES = 10
@@ -73,24 +82,40 @@ def main() -> int:
     judge = Judge(RULES, baselines, Policy("sequential"), horizon=HORIZON)
     state = judge.start()
     compile_s = time.process_time() - started
-    spent = {"observe": 0.0, "advance": 0.0, "verdict": 0.0}
+    stages = ("observe", "advance", "verdict", "glance", "snapshot", "wording")
+    spent = dict.fromkeys(stages, 0.0)
     decisions: dict[str, int] = {}
     for k, round_ in enumerate(rounds):
+        final = k == len(rounds) - 1
         t0 = time.process_time()
         observations = {r.name: observe(r, round_, 1.0) for r in RULES}
         t1 = time.process_time()
         state = judge.advance(state, observations)
         t2 = time.process_time()
-        verdict = judge.verdict(state, final=k == len(rounds) - 1)
+        verdict = judge.verdict(state, final=final)
         t3 = time.process_time()
-        spent["observe"] += t1 - t0
-        spent["advance"] += t2 - t1
-        spent["verdict"] += t3 - t2
+        glance = judge.glance(state, final=final)
+        t4 = time.process_time()
+        json.dumps({r.name: rule_snapshot(r) for r in glance.rules})
+        t5 = time.process_time()
+        json.dumps(verdict_to_dict(verdict, decided_at=None))
+        t6 = time.process_time()
+        for stage, took in zip(
+            stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5), strict=True
+        ):
+            spent[stage] += took
         decisions[verdict.decision] = decisions.get(verdict.decision, 0) + 1
     per_round = {k: round(v / len(rounds) * 1e6, 1) for k, v in spent.items()}
-    total = round(sum(per_round.values()), 1)
+    total = round(per_round["observe"] + per_round["advance"] + per_round["verdict"], 1)
+    words = per_round["verdict"] + per_round["wording"]
+    fold = per_round["observe"] + per_round["advance"] + per_round["snapshot"]
     report = {
-        "us_per_window_round": per_round | {"total": total},
+        "us_per_window_round": per_round
+        | {
+            "total": total,
+            "daemon_every_round": round(fold + words, 1),
+            "daemon": round(fold + per_round["glance"] + words / VERDICT_REFRESH_S, 1),
+        },
         "compile_ms": round(compile_s * 1e3, 2),
         "rounds": len(rounds),
         "decisions": decisions,
@@ -102,7 +127,12 @@ def main() -> int:
     else:
         print(
             f"judge per window-round: {total} us (observe {per_round['observe']}, advance "
-            f"{per_round['advance']}, verdict {per_round['verdict']}); compile "
+            f"{per_round['advance']}, verdict {per_round['verdict']}); the daemon's judging "
+            f"{report['us_per_window_round']['daemon']} us (glance {per_round['glance']}, "
+            f"snapshot {per_round['snapshot']}, wording {per_round['wording']} once per "
+            f"{VERDICT_REFRESH_S:g} s), "
+            f"{report['us_per_window_round']['daemon_every_round']} us wording every round; "
+            f"compile "
             f"{report['compile_ms']} ms; 200 windows at 1 s: "
             f"{report['share_of_a_core_at_200_windows_1s'] * 100:.1f}% of a core; "
             f"decisions {decisions}; load {report['load_average']:.2f}"

@@ -34,10 +34,10 @@ from agent.analysis.policies.fixed import FixedPolicy
 from agent.analysis.policies.sequential import SequentialPolicy
 from agent.analysis.policies.threshold import ThresholdPolicy
 from agent.analysis.sequential import BaselineData, Kind
-from agent.analysis.types import Observation, Policy, Rule, Verdict
-from agent.analysis.verdicts import Judged, State, no_data
+from agent.analysis.types import Observation, Policy, Rule, RuleOutcome, Verdict, WindowDecision
+from agent.analysis.verdicts import Glance, Judged, RuleGlance, State, glance_of, no_data
 
-__all__ = ["STATE_VERSION", "Judge", "PassOn", "State", "judge"]
+__all__ = ["STATE_VERSION", "Glance", "Judge", "PassOn", "State", "judge"]
 
 PassOn = Literal["evidence", "no_failure"]
 
@@ -156,6 +156,20 @@ class Judge:
         judged = [self._judge_rule(r, state["rules"][r.name], final) for r in self.rules]
         return _decide(judged, state["rounds"], final, self.rule_policy.on_evidence)
 
+    def glance(self, state: State, *, final: bool) -> Glance:
+        """`verdict`'s decision and each rule's outcome and headline figures, without the
+        words: what every round needs (the daemon words the verdict only when it is read,
+        an alert fires or the window ends). Same decision as `verdict`, always."""
+        rules = tuple(self._glance_rule(r, state["rules"][r.name], final) for r in self.rules)
+        failed = any(g.failed_at is not None for g in rules)
+        outcomes = [g.outcome for g in rules]
+        return Glance(_decision(outcomes, failed, final, self.rule_policy.on_evidence), rules)
+
+    def _glance_rule(self, rule: Rule, st: State, final: bool) -> RuleGlance:
+        if st["with_data"] == 0:
+            return glance_of(no_data(rule, self.base[rule.name], st))
+        return self.rule_policy.glance(rule, st, st["kind"], final)
+
     def _judge_rule(self, rule: Rule, st: State, final: bool) -> Judged:
         if st["with_data"] == 0:
             return no_data(rule, self.base[rule.name], st)
@@ -234,6 +248,20 @@ def _has_counts(obs: Observation) -> bool:
 
 
 # -- the window -------------------------------------------------------------------------------
+
+
+def _decision(
+    outcomes: Sequence[RuleOutcome], failed: bool, final: bool, on_evidence: bool
+) -> WindowDecision:
+    """`_decide`'s decision alone, from the rules' outcomes."""
+    if failed:
+        return "fail"
+    if not final:
+        return "continue"
+    inconclusive = sum(1 for o in outcomes if o == "inconclusive")
+    if on_evidence:
+        return "pass" if outcomes and not inconclusive else "inconclusive"
+    return "pass" if len(outcomes) > inconclusive else "inconclusive"
 
 
 def _decide(judged: list[Judged], rounds: int, final: bool, on_evidence: bool) -> Verdict:

@@ -15,7 +15,7 @@ import numpy as np
 from agent.analysis import sketch
 from agent.analysis.describe import format_value, quantile_of, threshold_text, unit_noun
 from agent.analysis.sequential import BaselineData, Kind
-from agent.analysis.types import Rule, RuleOutcome, RuleVerdict
+from agent.analysis.types import Rule, RuleOutcome, RuleVerdict, WindowDecision
 
 State = dict[str, Any]
 """A judge's state: JSON-able, the same size after round 10 and round 10,000."""
@@ -31,6 +31,46 @@ class Judged:
     lacking: str = ""
     """Why a rule has no evidence of a pass (pass_on evidence)."""
     at_end: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RuleGlance:
+    """One rule after a round without its words: its outcome and the headline figures a
+    stored round keeps (`evidence` holds at least the keys a round's snapshot shows, as
+    `rule_verdict` would make them). The daemon words a verdict only when it is read."""
+
+    name: str
+    outcome: RuleOutcome
+    observed: float | None
+    evidence: dict[str, Any]
+    failed_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Glance:
+    """The window after a round: the decision `Judge.verdict` would give, and each rule's
+    glance; no reason, no details."""
+
+    decision: WindowDecision
+    rules: tuple[RuleGlance, ...]
+
+
+def glance_of(judged: Judged) -> RuleGlance:
+    """A worded verdict's glance (policies with no cheaper way to tell their outcome)."""
+    v = judged.verdict
+    return RuleGlance(v.name, v.outcome, v.observed, v.evidence, judged.failed_at)
+
+
+def rule_glance(
+    rule: Rule,
+    outcome: RuleOutcome,
+    observed: float | None,
+    figures: dict[str, Any],
+    failed_at: int | None = None,
+) -> RuleGlance:
+    """A glance from raw figures, made JSON-safe as `rule_verdict` makes evidence."""
+    evidence = {k: to_json(v) for k, v in figures.items()}
+    return RuleGlance(rule.name, outcome, clean(observed), evidence, failed_at)
 
 
 def rule_verdict(

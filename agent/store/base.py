@@ -96,9 +96,9 @@ class Store(Protocol):
     async def record_round(
         self, record: RoundRecord, verdict: dict[str, Any] | None, fence: Fence | None = None
     ) -> bool:
-        """Store a round and the window's latest verdict; False if the window ended
-        meanwhile, the fence no longer holds, or the round is not past the stored ones
-        (a round is never overwritten, the count never goes back)."""
+        """Store a round and the window's latest verdict (None: keep the stored one); False
+        if the window ended meanwhile, the fence no longer holds, or the round is not past
+        the stored ones (a round is never overwritten, the count never goes back)."""
         ...
 
     async def rounds(self, window_id: str) -> list[RoundRecord]: ...

@@ -179,10 +179,12 @@ def _fenced(sql: str, fence: Fence | None) -> tuple[str, tuple[Any, ...]]:
 
 
 ROUND_COUNTED = (
-    "UPDATE windows SET rounds = ?, verdict = ? WHERE id = ? AND state = 'watching' AND rounds < ?"
+    "UPDATE windows SET rounds = ?, verdict = COALESCE(?, verdict)"
+    " WHERE id = ? AND state = 'watching' AND rounds < ?"
 )
 """A stored round's window row; `rounds < ?`: a round is never written twice, and the
-count never goes back."""
+count never goes back; a round stored without a verdict keeps the latest one (the daemon
+words it only every few seconds: `agent.windows.lifecycle.VERDICT_REFRESH_S`)."""
 ROUND_INSERT = "INSERT INTO rounds (window_id, number, started_at, summary) VALUES (?, ?, ?, ?)"
 
 

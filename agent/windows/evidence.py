@@ -10,6 +10,7 @@ from typing import Any
 
 from agent.analysis import sketch
 from agent.analysis.types import Observation, Rule, RuleVerdict, Verdict
+from agent.analysis.verdicts import RuleGlance
 from checks.base import CheckResult
 from common.jsonsafe import json_safe
 from common.times import rfc3339
@@ -203,8 +204,9 @@ _SNAPSHOT_EVIDENCE = (
 """The evidence a round keeps per rule, so a page can draw how it grew round by round."""
 
 
-def rule_snapshot(rule: RuleVerdict) -> dict[str, Any]:
-    """One rule's judgement after one round, small enough to keep with every round."""
+def rule_snapshot(rule: RuleVerdict | RuleGlance) -> dict[str, Any]:
+    """One rule's judgement after one round, small enough to keep with every round (the
+    same from a worded verdict and from the judge's glance)."""
     data: dict[str, Any] = {"outcome": rule.outcome, "observed": json_safe(rule.observed)}
     for key in _SNAPSHOT_EVIDENCE:
         if rule.evidence.get(key) is not None:

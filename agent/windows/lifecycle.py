@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agent.analysis.judge import Judge, State
+from agent.analysis.judge import Glance, Judge, State
 from agent.analysis.observe import observe
 from agent.analysis.types import Observation, Rule, RuleVerdict, Verdict
 from agent.metrics import Metrics
@@ -55,6 +55,11 @@ log = logging.getLogger("postflight.window")
 
 RENEW_MARGIN_S = 5.0
 """A lease with less than a round and this much left is renewed before the round starts."""
+
+VERDICT_REFRESH_S = 5.0
+"""A window's stored verdict (the API's `progress`) is worded at least this often; rounds in
+between store their figures and decision, and word it at once when the window is decided, a
+rule's state changes or a provider fails."""
 
 CANARY_SAMPLES = 20_000
 """A canary's stable side: the most recent samples kept as its baseline (bounded memory)."""
@@ -150,6 +155,10 @@ class WindowWatch:
             r["name"]: _state_of(r["outcome"], r.get("evidence") or {})
             for r in (window.verdict or {}).get("rules", [])
         }
+        self.glanced: dict[str, str] = dict(self.last_outcomes)
+        """Each rule's state after the latest round judged (`_word` words a change)."""
+        self.worded_at: float | None = None
+        """When the verdict was last worded (None: not yet by this watch)."""
         self.warned: set[str] = set()
         """Rules already warned about (a bound below what they can detect)."""
         self.log = logging.LoggerAdapter(
@@ -203,47 +212,89 @@ class WindowWatch:
             length = schedule.length(slot, self.s.clock())  # what the lease left of the slot
             observations, results = await self._gather_round(length)
             final = schedule.is_last(slot)
-            self.judge_state, verdict = self._judge(observations, final=final)
+            self.judge_state, glance = self._judge(observations, final=final)
             self.what_broke.note(results)
-            verdict = name_what_broke(
-                verdict,
-                self.judge_rules,
-                self.what_broke,
-                breached=lambda rule: _state(rule) == "breached",
-            )
             self.latest = observations
-            decided = verdict.decision != "continue"
+            decided = glance.decision != "continue"
+            verdict = self._word(glance, final=final)
             with_state = stores_state(
                 number, observations, moving_baseline=bool(self.env.baseline_url), decided=decided
             )
-            summary = self._round_summary(observations, results, verdict, with_state=with_state)
+            summary = self._round_summary(observations, results, glance, with_state=with_state)
             summary.update(round_timing(schedule, slot, started, lag, self.s.clock()))
-            decided_at = self.s.clock() if verdict.decision != "continue" else None
-            verdict_json = verdict_to_dict(verdict, decided_at=decided_at, links=self.links)
-            self._with_queries(verdict_json["rules"])
+            worded: tuple[Verdict, dict[str, Any]] | None = None
+            if verdict is not None:
+                decided_at = self.s.clock() if decided else None
+                verdict_json = verdict_to_dict(verdict, decided_at=decided_at, links=self.links)
+                self._with_queries(verdict_json["rules"])
+                worded = verdict, verdict_json
             self._note_overrun(schedule, slot, number)
             if self.settling is not None and not await self.settling:
                 return
             record = RoundRecord(self.window.id, number, started, summary)
-            self.settling = self.s.spawn(self._settle(record, verdict, verdict_json))
-            if verdict.decision != "continue":
+            self.settling = self.s.spawn(self._settle(record, glance, worded))
+            if decided:
                 await self.settling
                 return
 
+    def _word(self, glance: Glance, *, final: bool) -> Verdict | None:
+        """The verdict in words, when this round needs them: the window is decided, a rule
+        is breached or changed its state (an alert), a provider failed (an alert), or the
+        stored words are `VERDICT_REFRESH_S` old (the API's `progress`). Else None: the
+        round is stored with the glance's figures, and the window keeps its latest words
+        (wording every rule's evidence each round cost as much as judging it)."""
+        states = {g.name: _state_of(g.outcome, g.evidence) for g in glance.rules}
+        changed, self.glanced = states != self.glanced, states
+        now = self.s.clock()
+        due = (
+            glance.decision != "continue"
+            or changed
+            or "breached" in states.values()
+            or self.worded_at is None
+            or now - self.worded_at >= VERDICT_REFRESH_S
+            or self._provider_failed()
+        )
+        if not due:
+            return None
+        assert self.compiled is not None and self.judge_state is not None
+        self.worded_at = now
+        verdict = self.compiled.verdict(self.judge_state, final=final)
+        return name_what_broke(
+            verdict,
+            self.judge_rules,
+            self.what_broke,
+            breached=lambda rule: _state(rule) == "breached",
+        )
+
+    def _provider_failed(self) -> bool:
+        """Whether a provider rule's latest observation is an error (an alert to send)."""
+        for rule in self.judge_rules:
+            observed = self.latest.get(rule.name)
+            if rule.source != "checks" and observed is not None and observed.error:
+                return True
+        return False
+
     async def _settle(
-        self, record: RoundRecord, verdict: Verdict, verdict_json: dict[str, Any]
+        self,
+        record: RoundRecord,
+        glance: Glance,
+        worded: tuple[Verdict, dict[str, Any]] | None,
     ) -> bool:
         """Store a round, then act on it; False when the window is over or not ours.
 
         Runs while the next round's checks go on: the write (an fsync, slow on a busy
         disk) never delays the schedule, rounds are still stored in order (the next is
-        stored only after this one), and nothing is acted on before it is stored."""
-        if not await self.s.store.record_round(record, verdict_json, self.fence):
+        stored only after this one), and nothing is acted on before it is stored. A round
+        without words (`_word`) keeps the stored verdict and has nothing to alert."""
+        if not await self.s.store.record_round(record, worded[1] if worded else None, self.fence):
             self.log.info("window ended or taken over meanwhile; stop watching")
             return False
         self.window.rounds = record.number
+        self._count_rules(glance)
+        if worded is None:
+            return True
+        verdict, verdict_json = worded
         self._warn_undetectable(verdict)
-        self._count_rules(verdict)
         self._alert_rules(verdict)
         self.window.verdict = verdict_json
         if verdict.decision == "fail":
@@ -397,7 +448,7 @@ class WindowWatch:
                     self.cumulative[rule.name] = current
         return observations, results
 
-    def _judge(self, observations: dict[str, Observation], *, final: bool) -> tuple[State, Verdict]:
+    def _judge(self, observations: dict[str, Observation], *, final: bool) -> tuple[State, Glance]:
         """One step of the judge's fold from the stored state (a canary's baseline moves each
         round: the judge is compiled against the baseline known before the round)."""
         if self.compiled is None or self.env.baseline_url:
@@ -407,15 +458,16 @@ class WindowWatch:
         judge = self.compiled
         state = self.judge_state or judge.start()
         for old in self.replay:
-            state, _ = judge.step(state, old, final=False)
+            state = judge.advance(state, old)
         self.replay = []
-        return judge.step(state, observations, final=final)
+        state = judge.advance(state, observations)
+        return state, judge.glance(state, final=final)
 
     def _round_summary(
         self,
         observations: dict[str, Observation],
         results: list[CheckResult],
-        verdict: Verdict,
+        glance: Glance,
         *,
         with_state: bool,
     ) -> dict[str, Any]:
@@ -451,8 +503,8 @@ class WindowWatch:
             "checks": checks,
             "canary": canary,
             "cumulative": {k: observation_to_dict(v) for k, v in self.cumulative.items()},
-            "decision": verdict.decision,
-            "rules": {r.name: rule_snapshot(r) for r in verdict.rules},
+            "decision": glance.decision,
+            "rules": {r.name: rule_snapshot(r) for r in glance.rules},
         }
         if with_state:
             summary["judge"] = self.judge_state
@@ -527,8 +579,8 @@ class WindowWatch:
                     can.get("text", "can detect"),
                 )
 
-    def _count_rules(self, verdict: Verdict) -> None:
-        for rule in verdict.rules:
+    def _count_rules(self, glance: Glance) -> None:
+        for rule in glance.rules:
             self.s.metrics.rule_evaluations_total.labels(
                 self.window.environment, rule.name, rule.outcome
             ).inc()

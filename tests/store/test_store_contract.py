@@ -195,6 +195,20 @@ async def test_a_released_lease_is_free_at_once(store: Store) -> None:
     assert [w.id for w in await store.claim_windows("b", 1001, 30)] == ["dep_1"]
 
 
+async def test_a_round_without_a_verdict_keeps_the_stored_one(store: Store) -> None:
+    """The daemon words a window's verdict every few seconds, not every round."""
+    await store.create_window(window("dep_1"))
+    worded = {"outcome": "pending", "reason": "no rule failed after 1 round", "rules": []}
+    assert await store.record_round(RoundRecord("dep_1", 1, 1.0, {}), worded)
+    assert await store.record_round(RoundRecord("dep_1", 2, 2.0, {}), None)
+    stored = await store.get_window("dep_1")
+    assert stored is not None and (stored.rounds, stored.verdict) == (2, worded)
+    again = worded | {"reason": "no rule failed after 3 rounds"}
+    assert await store.record_round(RoundRecord("dep_1", 3, 3.0, {}), again)
+    stored = await store.get_window("dep_1")
+    assert stored is not None and stored.verdict == again
+
+
 async def test_round_is_not_recorded_once_the_window_ended(store: Store) -> None:
     await store.create_window(window("dep_1"))
     assert await store.record_round(RoundRecord("dep_1", 1, 1.0, {"x": 1}), {"outcome": "pending"})

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from agent.analysis.sequential import BaselineData, Kind
 from agent.analysis.types import Observation, Policy, Rule
-from agent.analysis.verdicts import Judged, State
+from agent.analysis.verdicts import Judged, RuleGlance, State, glance_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,10 @@ class RulePolicy(Protocol):
         """The rule's verdict from its state (only called once it has data)."""
         ...
 
+    def glance(self, rule: Rule, st: State, kind: Kind, final: bool) -> RuleGlance:
+        """`judge`'s outcome and headline figures without its words (every round)."""
+        ...
+
     def failed_at(self, rule: Rule, st: State) -> int | None:
         """The round at which the rule failed, if it has, without wording a verdict."""
         ...
@@ -59,12 +63,19 @@ class RulePolicy(Protocol):
 
 class BasePolicy:
     """Defaults for the optional parts of `RulePolicy`: a policy that only says when a rule
-    fails (`st["failed_at"]`) and has nothing to say before the first round."""
+    fails (`st["failed_at"]`), glances by wording its verdict, and has nothing to say
+    before the first round."""
 
     on_evidence = False
 
     def __init__(self, window: Window) -> None:
         self.window = window
+
+    def judge(self, rule: Rule, st: State, kind: Kind, final: bool) -> Judged:
+        raise NotImplementedError
+
+    def glance(self, rule: Rule, st: State, kind: Kind, final: bool) -> RuleGlance:
+        return glance_of(self.judge(rule, st, kind, final))
 
     def failed_at(self, rule: Rule, st: State) -> int | None:
         at = st.get("failed_at")

@@ -19,12 +19,15 @@ from agent.analysis.sequential import BaselineData, Kind, Reached, SequentialRul
 from agent.analysis.types import Observation, Rule, RuleOutcome
 from agent.analysis.verdicts import (
     Judged,
+    RuleGlance,
     State,
     effect,
+    glance_of,
     needs_baseline,
     no_baseline,
     pooled,
     ratio,
+    rule_glance,
     rule_verdict,
     summary,
     to_json,
@@ -79,22 +82,67 @@ class SequentialPolicy(BasePolicy):
             return at
         return None
 
+    def _untested(
+        self, rule: Rule, st: State, tests: SequentialRule, observed: float | None
+    ) -> Judged | None:
+        """The verdict while no test can speak: no bound to test, or too few samples."""
+        base = self.window.base[rule.name]
+        if not tests.components and not tests.passes:
+            if needs_baseline(rule, base):
+                return no_baseline(rule, observed, st)
+            detail = "no bound this data can be tested against"
+            return Judged(rule_verdict(rule, "inconclusive", observed, base, detail, {}))
+        samples = (st["seq"] or tests.start())["samples"]
+        if samples < max(1, rule.min_samples):
+            detail = f"{samples:g} samples so far, {rule.min_samples} needed"
+            return Judged(rule_verdict(rule, "inconclusive", observed, base, detail, {}))
+        return None
+
+    def glance(self, rule: Rule, st: State, kind: Kind, final: bool) -> RuleGlance:
+        """`judge`'s outcome and the figures a stored round keeps (p-value, effect and its
+        band, the decisive test's likelihood ratio), without the words, the evidence
+        bounds (unless `pass_on: evidence` needs them) or what the rule can detect."""
+        if self._streak_only(rule, kind):
+            return self.streak.glance(rule, st, kind, final)
+        tests = self.tests(rule, kind)
+        observed = pooled(rule, st)
+        untested = self._untested(rule, st, tests, observed)
+        if untested is not None:
+            return glance_of(untested)
+        seq = st["seq"] or tests.start()
+        base = self.window.base[rule.name]
+        failed_at, comp = tests.failed_at(seq)
+        figures: dict[str, Any] = {"p_value": tests.p_value(seq), "effect": effect(observed, base)}
+        band = _effect_band(tests, seq, base)
+        if band is not None:
+            figures |= {"effect_interval": band, "tolerance": tests.rule.max_increase}
+        decisive = comp or tests.closest(seq)
+        if decisive is not None:
+            log_e, log_needed = tests.log_evidence(seq, decisive)
+            figures |= {
+                "likelihood_ratio": ratio(log_e),
+                "likelihood_ratio_needed": ratio(log_needed),
+            }
+        if failed_at is not None and comp is not None:
+            return rule_glance(rule, "fail", observed, figures, failed_at)
+        outcome: RuleOutcome = "pass"
+        if self.on_evidence:
+            reached = tests.evidence_bounds(seq)
+            holds = reached and all(r.holds for r in reached) and not tests.unpassable
+            outcome = "pass" if holds else "inconclusive"
+        return rule_glance(rule, outcome, observed, figures)
+
     def judge(self, rule: Rule, st: State, kind: Kind, final: bool) -> Judged:
         if self._streak_only(rule, kind):
             return self.streak.judge(rule, st, kind, final)
         base = self.window.base[rule.name]
         tests = self.tests(rule, kind)
         observed = pooled(rule, st)
-        if not tests.components and not tests.passes:
-            if needs_baseline(rule, base):
-                return no_baseline(rule, observed, st)
-            detail = "no bound this data can be tested against"
-            return Judged(rule_verdict(rule, "inconclusive", observed, base, detail, {}))
+        untested = self._untested(rule, st, tests, observed)
+        if untested is not None:
+            return untested
         seq = st["seq"] or tests.start()
         samples = seq["samples"]
-        if samples < max(1, rule.min_samples):
-            detail = f"{samples:g} samples so far, {rule.min_samples} needed"
-            return Judged(rule_verdict(rule, "inconclusive", observed, base, detail, {}))
         said = summary(rule, st, observed, samples)
         reached = tests.evidence_bounds(seq)
         evidence = self._evidence(tests, seq, observed, base, st, reached)

@@ -35,6 +35,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from agent.analysis import stats
+from agent.analysis.conformal import Ranker
 from agent.analysis.describe import format_percent, format_value, quantile_of
 from agent.analysis.stats import FloatArray
 from agent.analysis.types import Observation, Rule
@@ -284,6 +285,8 @@ class SequentialRule:
         """The baseline's sorted samples as a list (`_mean_placement`)."""
         self._last_values: tuple[float, ...] | None = None
         self._last_finite: FloatArray = _EMPTY
+        self._rankers: dict[str, Ranker] = {}
+        """The rank test's baseline on the conformal grid, made once per window."""
         self._detectable: dict[float, Detectable | None] = {}
         """`detectable` by samples per round: a search over the baseline, the same answer
         every round while the traffic per round holds (it usually does), so done once."""
@@ -324,7 +327,8 @@ class SequentialRule:
         """A rank or exceedance test's (alpha from the deploy, alpha of the e-detector),
         after the baseline's far tail (`COUNT_TAIL_SHARE`): `RANK_DETECTOR_SHARE`,
         `ONSET_RATIO`."""
-        seq = share * (1.0 - COUNT_TAIL_SHARE)
+        # the rank test's placements are conformal (`agent.analysis.conformal`): no tail
+        seq = share if test == "rank" else share * (1.0 - COUNT_TAIL_SHARE)
         if self.horizon <= 1:
             return seq, 0.0
         detector = seq * (RANK_DETECTOR_SHARE if test == "rank" else self._onset_share(seq))
@@ -381,10 +385,6 @@ class SequentialRule:
         if plan == "rank":
             if not up and delta >= 1.0:
                 return None
-            n_base = base.sorted_values.size
-            ladder = self._ladder(share, lambda beta: _one_sided_dkw(n_base, beta))
-            if ladder is None:
-                return None
             a, d = self._split_distribution(share, "rank")
             return Component(
                 "max_increase",
@@ -393,13 +393,10 @@ class SequentialRule:
                 d,
                 f"{metric} distribution within baseline {change}",
                 f"{'above' if up else 'below'} baseline {self._fmt(base.value)} {change} "
-                "(rank test, two-sample)",
+                "(rank test, conformal)",
                 level=0.5,
                 flip=not up,
                 scale=1.0 + delta if up else 1.0 - delta,
-                baseline_bound=ladder[-1][0] - 0.5,
-                ladder=tuple((0.5 + m, 0.0, log_e) for m, _, log_e in ladder),
-                detector_bases=_detector_bases(len(ladder)),
             )
         if plan == "exceedance":
             sv = base.sorted_values
@@ -641,6 +638,7 @@ class SequentialRule:
                     "peak_d": None,
                     "crossed": None,
                 }
+                | ({"seen": [[], []]} if c.test == "rank" else {})
                 for c in self.components
             },
             "passes": {p.key: {"t": 0, "mean": 0.0, "m2": 0.0, "size": 0.0} for p in self.passes},
@@ -660,7 +658,10 @@ class SequentialRule:
             if comp.ladder:
                 self._bet_ladder(state["tests"][comp.key], comp, obs, index, eligible)
                 continue
-            stat = self._statistic(comp, obs)
+            if comp.test == "rank":
+                stat = self._conformal(state["tests"][comp.key], comp, obs)
+            else:
+                stat = self._statistic(comp, obs)
             if stat is None:
                 continue
             y, weight = stat
@@ -704,6 +705,23 @@ class SequentialRule:
             expected = x.size * comp.level
             return bad / expected, expected
         return self._mean_placement(x, comp) / comp.level, float(x.size)
+
+    def _conformal(
+        self, st: dict[str, Any], comp: Component, obs: Observation
+    ) -> tuple[float, float] | None:
+        """(y, weight) of the rank test's round: the mean conformal placement of its
+        samples (`agent.analysis.conformal`; 1 - it, for a decrease) over its level 1/2;
+        the samples join the test's histogram."""
+        x = self._finite(obs.values)
+        if not x.size:
+            return None
+        ranker = self._rankers.get(comp.key)
+        if ranker is None:
+            assert self.baseline is not None
+            ranker = self._rankers[comp.key] = Ranker(self.baseline.sorted_values, comp.scale)
+        placed, st["seen"] = ranker.place(st["seen"], x.tolist())
+        mean = sum(placed) / len(placed)
+        return (1.0 - mean if comp.flip else mean) / comp.level, float(len(placed))
 
     def _mean_placement(self, x: FloatArray, comp: Component) -> float:
         """A round's mean placement of `x` / scale in the baseline (1 - it, for a decrease);

@@ -982,18 +982,22 @@ class SequentialRule:
     ) -> Detectable | None:
         """Rank test: the smallest scale s (the deploy = baseline x s) whose expected mean
         placement gives enough evidence by the end. A round's mean placement varies like
-        1 / (12 n); a bet's growth per round is at most log(1 + 0.98 (y - 1))."""
+        1 / (12 n); a bet's growth per round is at most log(1 + 0.98 (y - 1)). The window's
+        own samples join the conformal reference, so the excess over 1/2 is the baseline's
+        share of it, m / (m + t n), on average over the window."""
         assert self.baseline is not None
         sv = self.baseline.sorted_values
         if not sv.size or per_round <= 0:
             return None
         grid = sv[:: max(1, sv.size // 400)]
         var_y = 1.0 / (12.0 * per_round * comp.level**2)
+        joined = horizon * per_round / sv.size
+        dilution = math.log1p(joined) / joined
 
         def growth(scale: float) -> float:
             moved = grid * scale / comp.scale if not comp.flip else grid / scale / comp.scale
             u = float(np.mean(stats.placements(sv, moved)))
-            y = (1.0 - u if comp.flip else u) / comp.level
+            y = 1.0 + ((1.0 - u if comp.flip else u) / comp.level - 1.0) * dilution
             if y <= 1.0:
                 return 0.0
             return min((y - 1.0) ** 2 / (2.0 * var_y), math.log1p(stats.MAX_BET * (y - 1.0)))

@@ -72,6 +72,13 @@ class Ranker:
         """Each value's mid-rank placement in (0, 1) among the baseline and every earlier
         sample (those in `seen`, then the earlier values of this round, in order), and the
         histogram with this round's values added (a new one: `seen` is not changed)."""
+        ranks, seen = self.ranks(seen, values)
+        return [(below + ties / 2.0) / size for below, ties, size in ranks], seen
+
+    def ranks(self, seen: Seen, values: list[float]) -> tuple[list[tuple[int, int, int]], Seen]:
+        """`place`'s counts: per value (earlier samples below it, those tied with it plus
+        itself, earlier samples plus itself); its smoothed rank is (below + theta ties) /
+        size."""
         keys, counts = list(seen[0]), list(seen[1])
         earlier = sum(counts)
         base, out = self.base, []
@@ -84,7 +91,7 @@ class Ranker:
             seen_at = counts[i] if present else 0
             below = base_lo + sum(counts[:i])
             tied = base_at + seen_at
-            out.append((below + (tied + 1) / 2.0) / (self.size + earlier + 1))
+            out.append((below, tied + 1, self.size + earlier + 1))
             if present:
                 counts[i] += 1
             else:

@@ -94,6 +94,8 @@ gets 0.15 of the share over 30 rounds (the default window) and 0.8 over 900 (the
 benchmark: a doubled latency from minute 5 at 10 samples a round is then caught in 11
 rounds, from the deploy in 7.5; halves gave 12.5 and 6.5)."""
 
+CONFORMAL_EXCEEDANCE = True
+
 DETECTOR_FIRST_RUNG_WEIGHT = 0.9
 """The e-detector's weight on the baseline's first confidence level (`FIRST_RUNG_WEIGHT` for
 the e-process from the deploy): the large regressions a detector can catch mid-window are
@@ -194,6 +196,9 @@ class Component:
     distribution's error), (the null's level, its cutoff, log of the baseline's e-value on
     that interval), the level and cutoff taken at the interval's far end. Its e-process is
     the least over intervals of the baseline e-value times the new samples' e-process."""
+    conformal: bool = False
+    """Rank and exceedance against raw baseline samples: the round's samples are placed
+    among the baseline and the window's earlier samples (`agent.analysis.conformal`)."""
     detector_bases: tuple[float, ...] = ()
     """The e-detector's log baseline e-value per interval of the ladder, and its mixture over
     the largest bets only (`stats.log_mix_rows_large`); empty: the ladder's own, all bets."""
@@ -323,23 +328,29 @@ class SequentialRule:
         seq = share * (1 - BASELINE_SHARE) if relative else share
         return (seq / 2, seq / 2) if self.horizon > 1 else (seq, 0.0)
 
-    def _split_distribution(self, share: float, test: Test) -> tuple[float, float]:
+    def _split_distribution(
+        self, share: float, test: Test, *, conformal: bool = False
+    ) -> tuple[float, float]:
         """A rank or exceedance test's (alpha from the deploy, alpha of the e-detector),
-        after the baseline's far tail (`COUNT_TAIL_SHARE`): `RANK_DETECTOR_SHARE`,
-        `ONSET_RATIO`."""
-        # the rank test's placements are conformal (`agent.analysis.conformal`): no tail
-        seq = share if test == "rank" else share * (1.0 - COUNT_TAIL_SHARE)
+        after the baseline's far tail (`COUNT_TAIL_SHARE`; none for conformal placements,
+        `agent.analysis.conformal`): `RANK_DETECTOR_SHARE`, `ONSET_RATIO`."""
+        seq = share if conformal else share * (1.0 - COUNT_TAIL_SHARE)
         if self.horizon <= 1:
             return seq, 0.0
-        detector = seq * (RANK_DETECTOR_SHARE if test == "rank" else self._onset_share(seq))
+        onset = RANK_DETECTOR_SHARE if test == "rank" else self._onset_share(seq, conformal)
+        detector = seq * onset
         return seq - detector, detector
 
-    def _onset_share(self, alpha: float) -> float:
+    def _onset_share(self, alpha: float, conformal: bool = False) -> float:
         """`ONSET_RATIO`: the e-detector fails at log(horizon / (d alpha)) plus the cost of
         its baseline ladder; the e-process from the deploy at log(1 / ((1 - d) alpha)) plus
-        its ladder's and its bet mixture's (`MIXTURE_OVERHEAD / 2`: it has more bets)."""
-        start_cost = math.log(1.0 / FIRST_RUNG_WEIGHT) + MIXTURE_OVERHEAD / 2
-        detector_cost = math.log(1.0 / DETECTOR_FIRST_RUNG_WEIGHT)
+        its ladder's and its bet mixture's (`MIXTURE_OVERHEAD / 2`: it has more bets).
+        Conformal placements have no ladder."""
+        start_cost = MIXTURE_OVERHEAD / 2
+        detector_cost = 0.0
+        if not conformal:
+            start_cost += math.log(1.0 / FIRST_RUNG_WEIGHT)
+            detector_cost += math.log(1.0 / DETECTOR_FIRST_RUNG_WEIGHT)
         for step in range(1, 20):
             d = step / 20
             detector = math.log(self.horizon / (d * alpha)) + detector_cost
@@ -385,7 +396,7 @@ class SequentialRule:
         if plan == "rank":
             if not up and delta >= 1.0:
                 return None
-            a, d = self._split_distribution(share, "rank")
+            a, d = self._split_distribution(share, "rank", conformal=True)
             return Component(
                 "max_increase",
                 "rank",
@@ -397,6 +408,27 @@ class SequentialRule:
                 level=0.5,
                 flip=not up,
                 scale=1.0 + delta if up else 1.0 - delta,
+                conformal=True,
+            )
+        if plan == "exceedance" and CONFORMAL_EXCEEDANCE:
+            a, d = self._split_distribution(share, "exceedance", conformal=True)
+            scale = 1.0 + delta if up else 1.0 - delta
+            rest = (
+                f"{self._fmt(base.value * scale)} (baseline {self._fmt(base.value)} {change}, "
+                "conformal)"
+            )
+            return Component(
+                "max_increase",
+                "exceedance",
+                a,
+                d,
+                f"{metric} {sign} {rest}",
+                f"{past} {rest}",
+                level=(1.0 - q) if up else q,
+                flip=not up,
+                cutoff=base.value * scale,
+                scale=scale,
+                conformal=True,
             )
         if plan == "exceedance":
             sv = base.sorted_values
@@ -638,7 +670,7 @@ class SequentialRule:
                     "peak_d": None,
                     "crossed": None,
                 }
-                | ({"seen": [[], []]} if c.test == "rank" else {})
+                | ({"seen": [[], []]} if c.conformal else {})
                 for c in self.components
             },
             "passes": {p.key: {"t": 0, "mean": 0.0, "m2": 0.0, "size": 0.0} for p in self.passes},
@@ -658,7 +690,7 @@ class SequentialRule:
             if comp.ladder:
                 self._bet_ladder(state["tests"][comp.key], comp, obs, index, eligible)
                 continue
-            if comp.test == "rank":
+            if comp.conformal:
                 stat = self._conformal(state["tests"][comp.key], comp, obs)
             else:
                 stat = self._statistic(comp, obs)
@@ -719,6 +751,14 @@ class SequentialRule:
         if ranker is None:
             assert self.baseline is not None
             ranker = self._rankers[comp.key] = Ranker(self.baseline.sorted_values, comp.scale)
+        if comp.test == "exceedance":
+            ranks, st["seen"] = ranker.ranks(st["seen"], x.tolist())
+            q = 1.0 - comp.level if not comp.flip else comp.level
+            # the share of theta in [0, 1] for which the smoothed rank is past q
+            past = [min(max((q * size - below) / ties, 0.0), 1.0) for below, ties, size in ranks]
+            bad = sum(past) if comp.flip else len(past) - sum(past)
+            expected = len(past) * comp.level
+            return bad / expected, expected
         placed, st["seen"] = ranker.place(st["seen"], x.tolist())
         mean = sum(placed) / len(placed)
         return (1.0 - mean if comp.flip else mean) / comp.level, float(len(placed))
@@ -751,7 +791,9 @@ class SequentialRule:
         if comp.alpha_detector:
             sr = stats.sr_update(_from_json(st["sr"]), log_f)
             st["sr"] = _to_json(sr)
-            log_d = stats.log_mix(sr, comp.bets)
+            # conformal tests' detectors mix their largest bets (`DETECTOR_BETS`), as ladders'
+            mix = stats.log_mix_large if comp.conformal else stats.log_mix
+            log_d = mix(sr, comp.bets)
         _record(st, comp, stats.log_mix(wealth, comp.bets), log_d, index, eligible, self)
 
     def _bet_ladder(

@@ -26,7 +26,6 @@ provider buckets): its confidence limits take the periods, not the requests, as 
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,13 +92,6 @@ deploy: the detector needs log(rounds) nats more for not knowing when. So the de
 gets 0.15 of the share over 30 rounds (the default window) and 0.8 over 900 (the decision
 benchmark: a doubled latency from minute 5 at 10 samples a round is then caught in 11
 rounds, from the deploy in 7.5; halves gave 12.5 and 6.5)."""
-
-CONFORMAL_EXCEEDANCE = True
-
-DETECTOR_FIRST_RUNG_WEIGHT = 0.9
-"""The e-detector's weight on the baseline's first confidence level (`FIRST_RUNG_WEIGHT` for
-the e-process from the deploy): the large regressions a detector can catch mid-window are
-far past the baseline's other levels, so its far levels matter less."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,9 +191,6 @@ class Component:
     conformal: bool = False
     """Rank and exceedance against raw baseline samples: the round's samples are placed
     among the baseline and the window's earlier samples (`agent.analysis.conformal`)."""
-    detector_bases: tuple[float, ...] = ()
-    """The e-detector's log baseline e-value per interval of the ladder, and its mixture over
-    the largest bets only (`stats.log_mix_rows_large`); empty: the ladder's own, all bets."""
 
     @property
     def bets(self) -> str:
@@ -280,14 +269,10 @@ class SequentialRule:
         """A bound has no test of its evidence (no baseline to compare with, say)."""
         self._ladders: dict[str, _Ladder] = {}
         """Each ladder's columns as arrays (`_ladder_of`)."""
-        self._detector_bases: dict[str, FloatArray] = {}
-        """`Component.detector_bases` as arrays, made once per window."""
         self._held: dict[str, tuple[list[Any], list[Any] | None, FloatArray] | None] = {}
         """A ladder's last wealth and e-detector lists with their array (`_bet_ladder`)."""
         self._stakes: dict[tuple[str, float], FloatArray] = {}
         """A ladder's stakes by its weight in the first row (which gives the round's size)."""
-        self._base_list: list[float] | None = None
-        """The baseline's sorted samples as a list (`_mean_placement`)."""
         self._last_values: tuple[float, ...] | None = None
         self._last_finite: FloatArray = _EMPTY
         self._rankers: dict[str, Ranker] = {}
@@ -328,33 +313,23 @@ class SequentialRule:
         seq = share * (1 - BASELINE_SHARE) if relative else share
         return (seq / 2, seq / 2) if self.horizon > 1 else (seq, 0.0)
 
-    def _split_distribution(
-        self, share: float, test: Test, *, conformal: bool = False
-    ) -> tuple[float, float]:
-        """A rank or exceedance test's (alpha from the deploy, alpha of the e-detector),
-        after the baseline's far tail (`COUNT_TAIL_SHARE`; none for conformal placements,
-        `agent.analysis.conformal`): `RANK_DETECTOR_SHARE`, `ONSET_RATIO`."""
-        seq = share if conformal else share * (1.0 - COUNT_TAIL_SHARE)
+    def _split_distribution(self, share: float, test: Test) -> tuple[float, float]:
+        """A rank or exceedance test's (alpha from the deploy, alpha of the e-detector):
+        `RANK_DETECTOR_SHARE`, `ONSET_RATIO`. Their placements are conformal
+        (`agent.analysis.conformal`): nothing is spent on the baseline."""
         if self.horizon <= 1:
-            return seq, 0.0
-        onset = RANK_DETECTOR_SHARE if test == "rank" else self._onset_share(seq, conformal)
-        detector = seq * onset
-        return seq - detector, detector
+            return share, 0.0
+        detector = share * (RANK_DETECTOR_SHARE if test == "rank" else self._onset_share(share))
+        return share - detector, detector
 
-    def _onset_share(self, alpha: float, conformal: bool = False) -> float:
-        """`ONSET_RATIO`: the e-detector fails at log(horizon / (d alpha)) plus the cost of
-        its baseline ladder; the e-process from the deploy at log(1 / ((1 - d) alpha)) plus
-        its ladder's and its bet mixture's (`MIXTURE_OVERHEAD / 2`: it has more bets).
-        Conformal placements have no ladder."""
-        start_cost = MIXTURE_OVERHEAD / 2
-        detector_cost = 0.0
-        if not conformal:
-            start_cost += math.log(1.0 / FIRST_RUNG_WEIGHT)
-            detector_cost += math.log(1.0 / DETECTOR_FIRST_RUNG_WEIGHT)
+    def _onset_share(self, alpha: float) -> float:
+        """`ONSET_RATIO`: the e-detector fails at log(horizon / (d alpha)), the e-process
+        from the deploy at log(1 / ((1 - d) alpha)) plus its bet mixture's overhead
+        (`MIXTURE_OVERHEAD / 2`: it mixes all its bets, the detector its largest)."""
         for step in range(1, 20):
             d = step / 20
-            detector = math.log(self.horizon / (d * alpha)) + detector_cost
-            start = math.log(1.0 / ((1.0 - d) * alpha)) + start_cost
+            detector = math.log(self.horizon / (d * alpha))
+            start = math.log(1.0 / ((1.0 - d) * alpha)) + MIXTURE_OVERHEAD / 2
             if detector <= ONSET_RATIO * start:
                 return d
         return 0.95
@@ -396,7 +371,7 @@ class SequentialRule:
         if plan == "rank":
             if not up and delta >= 1.0:
                 return None
-            a, d = self._split_distribution(share, "rank", conformal=True)
+            a, d = self._split_distribution(share, "rank")
             return Component(
                 "max_increase",
                 "rank",
@@ -410,8 +385,8 @@ class SequentialRule:
                 scale=1.0 + delta if up else 1.0 - delta,
                 conformal=True,
             )
-        if plan == "exceedance" and CONFORMAL_EXCEEDANCE:
-            a, d = self._split_distribution(share, "exceedance", conformal=True)
+        if plan == "exceedance":
+            a, d = self._split_distribution(share, "exceedance")
             scale = 1.0 + delta if up else 1.0 - delta
             rest = (
                 f"{self._fmt(base.value * scale)} (baseline {self._fmt(base.value)} {change}, "
@@ -429,38 +404,6 @@ class SequentialRule:
                 cutoff=base.value * scale,
                 scale=scale,
                 conformal=True,
-            )
-        if plan == "exceedance":
-            sv = base.sorted_values
-
-            def quantile_limit(beta: float) -> float | None:
-                if up:
-                    return stats.quantile_upper_bound(sv, q, beta)
-                return stats.quantile_lower_bound(sv, q, beta)
-
-            ladder = self._ladder(share, quantile_limit)
-            if ladder is None:
-                return None
-            a, d = self._split_distribution(share, "exceedance")
-            scale = 1.0 + delta if up else 1.0 - delta
-            far = ladder[-1][0]
-            limit_text = self._fmt(base.value * scale)
-            rest = f"{limit_text} (baseline {self._fmt(base.value)} {change}, two-sample)"
-            return Component(
-                "max_increase",
-                "exceedance",
-                a,
-                d,
-                f"{metric} {sign} {rest}",
-                f"{past} {rest}",
-                level=(1.0 - q) if up else q,
-                flip=not up,
-                cutoff=base.value * scale,
-                baseline_bound=far,
-                ladder=tuple(
-                    ((1.0 - q) if up else q, bound * scale, log_e) for bound, _, log_e in ladder
-                ),
-                detector_bases=_detector_bases(len(ladder)),
             )
         if self.kind == "distribution":
             # a bare baseline value (a provider's percentile): taken at face value
@@ -763,18 +706,6 @@ class SequentialRule:
         mean = sum(placed) / len(placed)
         return (1.0 - mean if comp.flip else mean) / comp.level, float(len(placed))
 
-    def _mean_placement(self, x: FloatArray, comp: Component) -> float:
-        """A round's mean placement of `x` / scale in the baseline (1 - it, for a decrease);
-        a round of a few probes in Python (`stats.placements_list`)."""
-        assert self.baseline is not None
-        if x.size <= stats.SMALL_SAMPLE:
-            if self._base_list is None:
-                self._base_list = self.baseline.sorted_values.tolist()
-            u = stats.placements_list(self._base_list, [v / comp.scale for v in x.tolist()])
-            return sum([1.0 - v for v in u] if comp.flip else u) / x.size
-        placed = stats.placements(self.baseline.sorted_values, x / comp.scale)
-        return float(np.mean(1.0 - placed if comp.flip else placed))
-
     def _bet(
         self,
         st: dict[str, Any],
@@ -824,8 +755,6 @@ class SequentialRule:
         # the lists just stored are never changed in place: next round reads `rows` again
         # while they are still the state's (a stored NaN or infinity reads back otherwise)
         self._held[comp.key] = (st["w"], stored_sr and st["sr"], rows) if finite else None
-        if comp.detector_bases and stored_sr is not None:
-            log_d = self._detector_log_e(comp, rows[1])
         _record(st, comp, log_e, log_d, index, eligible, self)
 
     def _ladder_of(self, comp: Component) -> _Ladder:
@@ -836,14 +765,6 @@ class SequentialRule:
             ladder = _Ladder(np.array(levels), list(cutoffs), np.array(bases), np.ones(len(levels)))
             self._ladders[comp.key] = ladder
         return ladder
-
-    def _detector_log_e(self, comp: Component, sr: FloatArray) -> float:
-        """The e-detector's log e-value of a test with its own (`Component.detector_bases`):
-        the least over the ladder's intervals, its mixture over the largest bets only."""
-        bases = self._detector_bases.get(comp.key)
-        if bases is None:
-            bases = self._detector_bases[comp.key] = np.array(comp.detector_bases)
-        return float(np.min(bases + stats.log_mix_rows_large(sr, comp.bets)))
 
     def _ladder_statistics(
         self, comp: Component, obs: Observation
@@ -857,20 +778,7 @@ class SequentialRule:
             bad = n - count if comp.flip else count
             expected = n * ladder.levels
             return bad / expected, expected
-        x = self._finite(obs.values)
-        if not x.size:
-            return None
-        n = float(x.size)
-        if comp.test == "exceedance":
-            # samples past each cutoff: below it for a decrease (left), above (right)
-            find = bisect.bisect_left if comp.flip else bisect.bisect_right
-            ordered = sorted(x.tolist())
-            below = np.array([find(ordered, c) for c in ladder.cutoff_list], dtype=np.float64)
-            past = below if comp.flip else n - below
-            per_row = n * comp.level
-            return past / per_row, ladder.ones * per_row
-        mean = self._mean_placement(x, comp)
-        return mean / ladder.levels, ladder.ones * n
+        return None  # only counts have ladders (rank, exceedance: `_conformal`)
 
     def _pass_statistic(self, test: PassTest, obs: Observation) -> float | None:
         if test.statistic == "rate":
@@ -1187,23 +1095,6 @@ class Reached:
     value: float | None
     """The upper (or lower) end of the confidence sequence; None before two rounds."""
     holds: bool
-
-
-def _detector_bases(rungs: int) -> tuple[float, ...]:
-    """`SequentialRule._ladder`'s log baseline e-values for the e-detector: the same levels
-    (the first `rungs` of `BASELINE_LADDER`), `DETECTOR_FIRST_RUNG_WEIGHT` on the first."""
-    rest = (1.0 - DETECTOR_FIRST_RUNG_WEIGHT) / max(1, rungs - 1)
-    weights = [DETECTOR_FIRST_RUNG_WEIGHT] + [rest] * (rungs - 1)
-    cumulative = np.cumsum([w / b for w, b in zip(weights, BASELINE_LADDER[:rungs], strict=True)])
-    return tuple(float(v) for v in np.log(cumulative))
-
-
-def _one_sided_dkw(n: int, beta: float) -> float:
-    """Massart's one-sided DKW margin: P(sup (ECDF - CDF) > m) <= beta (beta <= 1/2); 0 at
-    beta = 1 (no claim)."""
-    if beta >= 1.0:
-        return 0.0
-    return stats.dkw_margin(n, 2.0 * min(beta, 0.5))
 
 
 def _from_json(log_values: list[float | None]) -> list[float]:

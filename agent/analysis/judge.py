@@ -41,10 +41,11 @@ __all__ = ["STATE_VERSION", "Glance", "Judge", "PassOn", "State", "judge"]
 
 PassOn = Literal["evidence", "no_failure"]
 
-STATE_VERSION = 3
+STATE_VERSION = 4
 """The shape of `State`; bump it when the shape changes (2: one row per confidence level
 in the rank and exceedance tests), or what its numbers mean (3: a count baseline's limits
-take its periods as the units, so its ladder's wealth was bet against other levels), so
+take its periods as the units, so its ladder's wealth was bet against other levels; 4: the
+rank and exceedance tests bet on conformal placements and keep the window's histogram), so
 that a restart never reads a state it cannot."""
 
 

@@ -67,9 +67,9 @@ def test_the_tests_keep_their_level_at_the_boundary() -> None:
     scaled baseline): each test fails at most its share of alpha (a quarter: two tests, the
     pass side's share aside), looked at every round; a deploy inside the tolerance less."""
     rng = np.random.default_rng(2)
-    alpha, windows = 0.4, 300
-    at_bound = [_latency_window(rng, alpha, 1.1, base_n=100, rounds=60, per=2) for _ in range(300)]
-    inside = [_latency_window(rng, alpha, 1.0, base_n=100, rounds=60, per=2) for _ in range(300)]
+    alpha, windows = 0.4, 200
+    at_bound = [_latency_window(rng, alpha, 1.1, base_n=100, rounds=40, per=2) for _ in range(200)]
+    inside = [_latency_window(rng, alpha, 1.0, base_n=100, rounds=40, per=2) for _ in range(200)]
     share = alpha / 2
     for test in (0, 1):
         fails = sum(w[test] for w in at_bound)

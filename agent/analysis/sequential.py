@@ -256,6 +256,8 @@ class SequentialRule:
         plan = self._planned()
         made = [(p, self._component(p, alpha / len(plan))) for p in plan]
         self.components: tuple[Component, ...] = tuple(c for _, c in made if c is not None)
+        self._conformal_scale = next((c.scale for c in self.components if c.conformal), 0.0)
+        """The tolerance's scale of the rule's conformal tests (0: none)."""
         self.cannot_fail = kind == "proportion" and any(
             p == "relative" and c is None for p, c in made
         )
@@ -275,8 +277,8 @@ class SequentialRule:
         """A ladder's stakes by its weight in the first row (which gives the round's size)."""
         self._last_values: tuple[float, ...] | None = None
         self._last_finite: FloatArray = _EMPTY
-        self._rankers: dict[str, Ranker] = {}
-        """The rank test's baseline on the conformal grid, made once per window."""
+        self._ranker: Ranker | None = None
+        """The baseline on the conformal grid (`_conformal_ranks`), made once per window."""
         self._detectable: dict[float, Detectable | None] = {}
         """`detectable` by samples per round: a search over the baseline, the same answer
         every round while the traffic per round holds (it usually does), so done once."""
@@ -613,12 +615,11 @@ class SequentialRule:
                     "peak_d": None,
                     "crossed": None,
                 }
-                | ({"seen": [[], []]} if c.conformal else {})
                 for c in self.components
             },
             "passes": {p.key: {"t": 0, "mean": 0.0, "m2": 0.0, "size": 0.0} for p in self.passes},
             "samples": 0.0,
-        }
+        } | ({"seen": [[], []]} if self._conformal_scale else {})
 
     def step(self, state: dict[str, Any], obs: Observation | None, index: int) -> None:
         """Fold round `index`'s observation (None or without data: nothing) into `state`."""
@@ -629,12 +630,13 @@ class SequentialRule:
             return
         state["samples"] += size
         eligible = state["samples"] >= max(1, self.rule.min_samples)
+        ranks = self._conformal_ranks(state, obs) if self._conformal_scale else None
         for comp in self.components:
             if comp.ladder:
                 self._bet_ladder(state["tests"][comp.key], comp, obs, index, eligible)
                 continue
             if comp.conformal:
-                stat = self._conformal(state["tests"][comp.key], comp, obs)
+                stat = self._conformal(comp, ranks) if ranks else None
             else:
                 stat = self._statistic(comp, obs)
             if stat is None:
@@ -679,32 +681,39 @@ class SequentialRule:
             bad = float(np.count_nonzero(x < comp.cutoff if comp.flip else x > comp.cutoff))
             expected = x.size * comp.level
             return bad / expected, expected
-        return self._mean_placement(x, comp) / comp.level, float(x.size)
+        return None  # rank: `_conformal`
 
-    def _conformal(
-        self, st: dict[str, Any], comp: Component, obs: Observation
-    ) -> tuple[float, float] | None:
-        """(y, weight) of the rank test's round: the mean conformal placement of its
-        samples (`agent.analysis.conformal`; 1 - it, for a decrease) over its level 1/2;
-        the samples join the test's histogram."""
+    def _conformal_ranks(
+        self, state: dict[str, Any], obs: Observation
+    ) -> list[tuple[int, int, int]] | None:
+        """The round's samples' conformal ranks (`agent.analysis.conformal.Ranker.ranks`),
+        shared by the rule's rank and exceedance tests (one tolerance, one histogram); the
+        samples join the rule's histogram."""
         x = self._finite(obs.values)
         if not x.size:
             return None
-        ranker = self._rankers.get(comp.key)
-        if ranker is None:
+        if self._ranker is None:
             assert self.baseline is not None
-            ranker = self._rankers[comp.key] = Ranker(self.baseline.sorted_values, comp.scale)
+            self._ranker = Ranker(self.baseline.sorted_values, self._conformal_scale)
+        ranks, state["seen"] = self._ranker.ranks(state["seen"], x.tolist())
+        return ranks
+
+    @staticmethod
+    def _conformal(comp: Component, ranks: list[tuple[int, int, int]]) -> tuple[float, float]:
+        """(y, weight) of a conformal test's round. Rank: the mean placement (1 - it, for a
+        decrease) over its level 1/2. Exceedance: the samples whose smoothed rank is past
+        the quantile, each counted by the share of theta in [0, 1] that puts it there
+        (uniform ranks: the share past q has mean 1 - q), over those the level allows."""
+        n = float(len(ranks))
         if comp.test == "exceedance":
-            ranks, st["seen"] = ranker.ranks(st["seen"], x.tolist())
-            q = 1.0 - comp.level if not comp.flip else comp.level
-            # the share of theta in [0, 1] for which the smoothed rank is past q
-            past = [min(max((q * size - below) / ties, 0.0), 1.0) for below, ties, size in ranks]
-            bad = sum(past) if comp.flip else len(past) - sum(past)
-            expected = len(past) * comp.level
-            return bad / expected, expected
-        placed, st["seen"] = ranker.place(st["seen"], x.tolist())
-        mean = sum(placed) / len(placed)
-        return (1.0 - mean if comp.flip else mean) / comp.level, float(len(placed))
+            q = comp.level if comp.flip else 1.0 - comp.level
+            below_q = sum(
+                min(max((q * size - below) / ties, 0.0), 1.0) for below, ties, size in ranks
+            )
+            expected = n * comp.level
+            return (below_q if comp.flip else n - below_q) / expected, expected
+        mean = sum((below + ties / 2.0) / size for below, ties, size in ranks) / n
+        return (1.0 - mean if comp.flip else mean) / comp.level, n
 
     def _bet(
         self,

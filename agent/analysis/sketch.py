@@ -9,6 +9,7 @@ Written out because it is a dozen lines; a dependency would add more than it sav
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Mapping
 
@@ -79,3 +80,57 @@ def quantile(sketch: Mapping[str, int], q: float) -> float | None:
         if seen >= rank:
             return float(GAMMA ** (int(key) - 0.5))
     return None
+
+
+class Reader:
+    """`quantile` of one growing sketch, read every round (the judge's pooled percentile)
+    without sorting its buckets each time: their order is kept between reads and a new
+    bucket (a round adds none or one, mostly) is put in its place. The same answer as
+    `quantile` for any sketch; one that lost a bucket (another window's) is sorted anew.
+    A high quantile is counted down from the top bucket, so a p95 walks a twentieth of
+    the samples' buckets."""
+
+    __slots__ = ("_keys", "_order")
+
+    def __init__(self) -> None:
+        self._keys: set[str] = set()
+        self._order: list[tuple[int, str]] = []
+        """The buckets but `_ZERO`, as (index, key), in order."""
+
+    def quantile(self, sketch: Mapping[str, int], q: float) -> float | None:
+        keys = sketch.keys()
+        if keys != self._keys:
+            self._follow(keys)
+        n = sum(sketch.values())
+        if n == 0:
+            return None
+        rank = max(1, math.ceil(q * n))
+        zeros = sketch.get(_ZERO, 0)
+        if zeros >= rank:
+            return 0.0
+        # the answer is the lowest bucket whose cumulative count reaches `rank`, i.e. whose
+        # count above it is at most n - rank: walk down while that holds
+        room = n - rank
+        if room < 0:
+            return None
+        order = self._order
+        above = 0
+        found: int | None = None
+        for i in range(len(order) - 1, -1, -1):
+            if above > room:
+                break
+            found = i
+            above += sketch[order[i][1]]
+        if found is None:
+            return None
+        return float(GAMMA ** (order[found][0] - 0.5))
+
+    def _follow(self, keys: Iterable[str]) -> None:
+        now = set(keys)
+        if self._keys <= now:
+            for key in now - self._keys:
+                if key != _ZERO:
+                    bisect.insort(self._order, (int(key), key))
+        else:
+            self._order = sorted((int(k), k) for k in now if k != _ZERO)
+        self._keys = now

@@ -116,13 +116,17 @@ def no_baseline(rule: Rule, observed: float | None, st: State) -> Judged:
     )
 
 
-def pooled(rule: Rule, st: State) -> float | None:
-    """The window's figure so far: pooled rate, percentile of all samples, or mean value."""
+def pooled(rule: Rule, st: State, reader: sketch.Reader | None = None) -> float | None:
+    """The window's figure so far: pooled rate, percentile of all samples, or mean value
+    (a percentile read by `reader` when given: the rule's, kept from round to round)."""
     kind = st["kind"]
     if kind == "proportion":
         return st["count"] / st["total"] if st["total"] else None
     if kind == "distribution":
-        return sketch.quantile(st["sketch"], quantile_of(rule.metric) or 0.5)
+        q = quantile_of(rule.metric) or 0.5
+        if reader is not None:
+            return reader.quantile(st["sketch"], q)
+        return sketch.quantile(st["sketch"], q)
     return st["vsum"] / st["with_data"] if st["with_data"] else None
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, KeysView, Mapping
 
 import numpy as np
 
@@ -19,6 +19,7 @@ GAMMA = 1.02
 """Bucket ratio: a quantile read from the sketch is within 1% of the true value."""
 _LOG_GAMMA = math.log(GAMMA)
 _SMALL = 64
+_INF = math.inf
 _ZERO = "z"
 """Bucket of values <= 0 (a latency of 0 on a coarse clock)."""
 
@@ -47,15 +48,20 @@ def add(sketch: dict[str, int], values: Iterable[float]) -> dict[str, int]:
 
 def _add_few(sketch: dict[str, int], values: list[float]) -> dict[str, int]:
     """`add` for a round of probes: numpy's calls cost more than the counting (math.log
-    gives numpy's logarithm bit for bit, so the buckets are the same)."""
-    finite = [v for v in values if math.isfinite(v)]
-    zeros = sum(1 for v in finite if v <= 0)
+    gives numpy's logarithm bit for bit, so the buckets are the same). One pass; the
+    zero bucket is counted in before the others, as `add` does."""
+    names = []
+    zeros = 0
+    for v in values:
+        if 0.0 < v < _INF:
+            names.append(str(math.ceil(math.log(v) / _LOG_GAMMA)))
+        elif -_INF < v <= 0.0:
+            zeros += 1
     if zeros:
         sketch[_ZERO] = sketch.get(_ZERO, 0) + zeros
-    for v in finite:
-        if v > 0:
-            name = str(math.ceil(math.log(v) / _LOG_GAMMA))
-            sketch[name] = sketch.get(name, 0) + 1
+    get = sketch.get
+    for name in names:
+        sketch[name] = get(name, 0) + 1
     return sketch
 
 
@@ -129,16 +135,17 @@ class Reader:
         self._at = at
         return float(GAMMA ** (self._order[at] - 0.5))
 
-    def _follow(self, keys: Iterable[str]) -> None:
-        now = set(keys)
-        if self._keys <= now:
-            for key in now - self._keys:
+    def _follow(self, keys: KeysView[str]) -> None:
+        new = keys - self._keys
+        if len(self._keys) + len(new) == len(keys):  # it kept every bucket: it grew
+            for key in new:
                 if key != _ZERO:
                     where = bisect.bisect_right(self._order, int(key))
                     self._order.insert(where, int(key))
                     self._names.insert(where, key)
-        else:
-            pairs = sorted((int(k), k) for k in now if k != _ZERO)
-            self._order = [k for k, _ in pairs]
-            self._names = [name for _, name in pairs]
-        self._keys = now
+            self._keys |= new
+            return
+        pairs = sorted((int(k), k) for k in keys if k != _ZERO)
+        self._order = [k for k, _ in pairs]
+        self._names = [name for _, name in pairs]
+        self._keys = set(keys)

@@ -177,8 +177,15 @@ def clean(value: float | None) -> float | None:
 
 def to_json(value: Any) -> Any:
     """Evidence must serialise as JSON: plain floats, no NaN or infinity."""
-    if type(value) is float:  # the common case first: this runs on every round's evidence
+    kind = type(value)  # the exact built-in types first: this runs on every verdict's evidence
+    if kind is float:
         return value if math.isfinite(value) else None
+    if kind in _PLAIN:
+        return value
+    if kind is dict:
+        return {k: to_json(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [to_json(v) for v in value]
     if isinstance(value, bool) or value is None or isinstance(value, str | int):
         return value
     if isinstance(value, float | np.floating):
@@ -190,3 +197,6 @@ def to_json(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: to_json(v) for k, v in value.items()}
     return value
+
+
+_PLAIN = frozenset({str, int, bool, type(None)})

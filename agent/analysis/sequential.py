@@ -84,14 +84,6 @@ RANK_DETECTOR_SHARE = 0.3
 a round's mean placement is at most 1, so the rank test gains at most log 2 nats a round
 and its part is the slow shifts present from the deploy (`ONSET_RATIO` for the other)."""
 
-CONFORMAL_JOIN = 3.0
-"""The window's samples ranked by its conformal tests, at most this many times the
-baseline's (`SequentialRule._conformal_share`): at the window's end the baseline is still a
-quarter of the reference. Latency x2 against a +50% bound, a baseline of 240 samples, 20
-rounds of 40: caught in 32 of 40 windows, a median 7 rounds; every sample ranked: 30, 10
-rounds. (The decision benchmark ranks every sample: its windows have half as many as their
-baselines.)"""
-
 ONSET_RATIO = 1.45
 """The exceedance test (the one that catches a large shift within a few rounds) gives its
 e-detector the smallest share of its alpha (in steps of 0.05) at which a regression that
@@ -266,7 +258,6 @@ class SequentialRule:
         self.components: tuple[Component, ...] = tuple(c for _, c in made if c is not None)
         self._conformal_scale = next((c.scale for c in self.components if c.conformal), 0.0)
         """The tolerance's scale of the rule's conformal tests (0: none)."""
-        self._conformal_per_round = self._conformal_share()
         self.cannot_fail = kind == "proportion" and any(
             p == "relative" and c is None for p, c in made
         )
@@ -323,19 +314,6 @@ class SequentialRule:
         """(alpha from the deploy, alpha of the e-detector) out of a test's share."""
         seq = share * (1 - BASELINE_SHARE) if relative else share
         return (seq / 2, seq / 2) if self.horizon > 1 else (seq, 0.0)
-
-    def _conformal_share(self) -> int:
-        """Samples a round adds to the conformal ranking at most: about the baseline's
-        size over the window's planned rounds (`CONFORMAL_JOIN`). The window's samples
-        join the reference they are ranked in, so once they outnumber the baseline a new
-        sample is mostly ranked among its own kind and tells little; a round's bet is on
-        its mean placement, which a dozen samples estimate nearly as well as a hundred.
-        Chosen by position, never by value, so the ranks stay exchangeable."""
-        if self.baseline is None or not self._conformal_scale:
-            return 0
-        rounds = self.horizon if self.horizon > 1 else 2 * DEFAULT_T_OPT
-        size = self.baseline.sorted_values.size
-        return max(1, math.ceil(CONFORMAL_JOIN * size / rounds))
 
     def _split_distribution(self, share: float, test: Test) -> tuple[float, float]:
         """A rank or exceedance test's (alpha from the deploy, alpha of the e-detector):
@@ -719,8 +697,6 @@ class SequentialRule:
         if self._ranker is None:
             assert self.baseline is not None
             self._ranker = Ranker(self.baseline.sorted_values, self._conformal_scale)
-        if x.size > self._conformal_per_round:  # every k-th, by position: not by value
-            x = x[:: math.ceil(x.size / self._conformal_per_round)]
         ranks, state["seen"] = self._ranker.ranks(state["seen"], x.tolist())
         return ranks
 
@@ -975,7 +951,6 @@ class SequentialRule:
         if not sv.size or per_round <= 0:
             return None
         grid = sv[:: max(1, sv.size // 400)]
-        per_round = min(per_round, self._conformal_per_round)
         var_y = 1.0 / (12.0 * per_round * comp.level**2)
         joined = horizon * per_round / sv.size
         dilution = math.log1p(joined) / joined

@@ -13,8 +13,8 @@ from pydantic import ValidationError
 from pytest_aiohttp import AiohttpServer
 from yarl import URL
 
-from checks.base import CheckResult
 from agent.windows.probing import fit_to_round
+from checks.base import CheckResult
 from checks.load import LoadCheck, LoadCheckConfig, parse_rate
 from checks.registry import run_check
 

@@ -370,6 +370,7 @@ class _LoadRun:
             },
             "hdr_latency_us": self.latency_us.encode().decode("ascii") if completed else None,
         }
+        self._release()
         ok = error_rate <= cfg.max_error_rate
         summary = (
             f"{scheduled} requests at {cfg.rate:g}/s over {format_duration(cfg.duration)}: "
@@ -390,6 +391,14 @@ class _LoadRun:
             message=self.redactor.text(summary),
             details=details,
         )
+
+    def _release(self) -> None:
+        """Free the histograms now, not at the next full collection: an hdrh histogram
+        and its encoder refer to each other, so each run left ~0.3 MB of ctypes arrays
+        in cyclic garbage (a dozen 1 s load checks: +200 MB a minute at the agent's
+        young-collection threshold, which counts objects, not bytes)."""
+        for histogram in (self.latency_us, self.lag_us):
+            histogram.encoder = None
 
 
 _RESPONSE_ERRORS = frozenset({"status", "assertion", "latency"})

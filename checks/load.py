@@ -122,6 +122,15 @@ class LoadPool:
         for session in sessions:
             await session.close()
 
+    def __del__(self) -> None:
+        """A pool dropped unclosed (its check gone without `aclose`, as a script running
+        a load check once may leave it) closes its connections now: without the warnings
+        aiohttp gives an unclosed session, and without waiting for a loop to do it."""
+        for session in self._sessions.values():
+            connector = session.connector
+            if connector is not None and not connector.closed:
+                connector._close()  # the synchronous part of `close()`: transports closed
+
     # Not part of what a config is: settings compare, copy and pickle as if it were absent.
     def __eq__(self, other: object) -> bool:
         return isinstance(other, LoadPool)

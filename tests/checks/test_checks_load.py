@@ -317,3 +317,22 @@ async def test_a_run_leaves_no_garbage_for_the_collector(
         gc.enable()
         await check.aclose()
     assert alive == 0
+
+
+async def test_a_check_dropped_unclosed_closes_its_connections(
+    aiohttp_server: AiohttpServer, make_ctx: MakeContext
+) -> None:
+    """A script that runs a load check once and lets it go (bench/load_accuracy.py) leaves
+    no connection open and no unclosed-session warning behind."""
+    target = Connections()
+    base = await target.start(aiohttp_server)
+    check = load(rate="40/s", duration="100ms")
+    assert (await run(check, make_ctx, base)).ok and target.open() >= 1
+    session = check.pool.session(True, {})
+    del check
+    assert session.closed  # no warning from aiohttp when it is collected
+    for _ in range(100):
+        if target.open() == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert target.open() == 0

@@ -21,8 +21,8 @@ import os
 import time
 import zlib
 from collections import deque
-from collections.abc import Mapping
-from typing import Any, cast
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, cast
 
 import httptools
 from aiohttp import ClientRequest, hdrs
@@ -73,6 +73,21 @@ class Parsed:
         when the waiting task next gets the loop (after whatever else was ready)."""
 
 
+class Waiter(Protocol):
+    """What a connection hands its response to: an `asyncio.Future`, or a `_Sent` (no task)."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, parsed: Parsed, /) -> None: ...
+
+    def set_exception(self, exc: BaseException, /) -> None: ...
+
+
+Answered = Callable[[Parsed | None, float, BaseException | None], None]
+"""`LeanClient.send_now`'s callback: (the response, or None; when the request was sent
+(`time.perf_counter()`); None, or what `LeanClient.request` would have raised)."""
+
+
 class _Conn(asyncio.Protocol):
     """One keep-alive connection: at most one request in flight, its response parsed as it comes."""
 
@@ -81,7 +96,7 @@ class _Conn(asyncio.Protocol):
         self.key = key
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future[Parsed] | None = None
+        self.waiter: Waiter | None = None
         self.closed = False
         self.reused = False
         self.idle_since = 0.0
@@ -235,13 +250,11 @@ class _Conn(asyncio.Protocol):
 
     # used by LeanClient
 
-    def send(self, request: bytes, keep: bool) -> asyncio.Future[Parsed]:
+    def send(self, request: bytes, keep: bool, waiter: Waiter) -> None:
         assert self.transport is not None
         self._reset(keep)  # the parser itself is ready for the next message once one completes
-        waiter: asyncio.Future[Parsed] = self.client.loop.create_future()
         self.waiter = waiter
         self.transport.write(request)
-        return waiter
 
     def drain(self) -> None:
         """Parse whatever the kernel holds for this connection now, ahead of the loop."""
@@ -375,7 +388,12 @@ class LeanClient:
         return request
 
     async def request(
-        self, request: bytes, url: URL, timeout_s: float | None, keep_body: bool
+        self,
+        request: bytes,
+        url: URL,
+        timeout_s: float | None,
+        keep_body: bool,
+        resume: tuple[float, float] | None = None,
     ) -> tuple[Parsed, float]:
         """Send `request` to `url`'s origin and parse the answer; returns it and when it was
         sent (`time.perf_counter()`).
@@ -386,12 +404,12 @@ class LeanClient:
         Raises TimeoutError, OSError (connecting), `Disconnected`, `PayloadIncomplete`,
         `httptools.HttpParserError` or `Unsupported`. A reused connection that closes
         before answering is retried once on a new one, within the same timeout, as aiohttp
-        retries idempotent requests (every lean method is one).
+        retries idempotent requests (every lean method is one); `resume` (when it was first
+        sent, its deadline) is that retry of a request `send_now` sent.
         """
         key = (url.raw_host or "", url.port or 80)
-        started = 0.0
-        deadline = 0.0
-        retried = False
+        started, deadline = resume if resume is not None else (0.0, 0.0)
+        retried = resume is not None
         while True:
             self.sent += 1
             conn = self._idle_conn(key)
@@ -402,7 +420,8 @@ class LeanClient:
                 deadline = self.loop.time() + (timeout_s if timeout_s else 86400.0)
             if conn is None:
                 conn = await self._connect(key, deadline)
-            waiter = conn.send(request, keep_body)
+            waiter: asyncio.Future[Parsed] = self.loop.create_future()
+            conn.send(request, keep_body, waiter)
             if timeout_s:
                 self._ticks.at(deadline, _expire, (conn, waiter))  # no timer to cancel after
             try:
@@ -419,6 +438,33 @@ class LeanClient:
                 conn.waiter = None
                 self._release(conn)
             return parsed, started
+
+    def send_now(
+        self,
+        request: bytes,
+        url: URL,
+        timeout_s: float,
+        keep_body: bool,
+        answered: Answered,
+    ) -> bool:
+        """`request` without a task, when an idle connection to `url`'s origin can take it
+        now: the answer (or the error `request` would raise) goes to `answered`, once,
+        from the connection's callbacks. False, and nothing sent: await `request` instead.
+
+        The same exchange as `request`'s: the same deadline on the tick grid, the same late
+        read of an answer a stalled loop left in the kernel's buffer, the same one retry of
+        a reused connection the target dropped (in a task of its own: it has to connect).
+        """
+        if not timeout_s:
+            return False  # no deadline: only a task and the registry's net would end it
+        conn = self._idle_conn((url.raw_host or "", url.port or 80))
+        if conn is None:
+            return False
+        self.sent += 1
+        sent = _Sent(self, conn, request, url, timeout_s, keep_body, answered)
+        conn.send(request, keep_body, sent)
+        self._ticks.at(sent.deadline, _expire, (conn, sent))
+        return True
 
     def _idle_conn(self, key: tuple[str, int]) -> _Conn | None:
         """The most recently used idle connection to `key` still fit to reuse, if any."""
@@ -497,7 +543,97 @@ class LeanClient:
         self._idle.clear()
 
 
-def _expire(item: tuple[_Conn, asyncio.Future[Parsed]]) -> None:
+class _Sent:
+    """A request `LeanClient.send_now` sent: what `LeanClient.request` does once its answer
+    is in (the connection back to the pool, or closed; a dropped reused one retried), done
+    from the connection's callbacks, which a `Future` would only schedule for a task."""
+
+    __slots__ = (
+        "answered",
+        "client",
+        "conn",
+        "deadline",
+        "keep",
+        "over",
+        "request",
+        "started",
+        "timeout_s",
+        "url",
+    )
+
+    def __init__(
+        self,
+        client: LeanClient,
+        conn: _Conn,
+        request: bytes,
+        url: URL,
+        timeout_s: float,
+        keep: bool,
+        answered: Answered,
+    ) -> None:
+        self.client = client
+        self.conn = conn
+        self.request = request
+        self.url = url
+        self.timeout_s = timeout_s
+        self.keep = keep
+        self.answered = answered
+        self.over = False
+        self.started = time.perf_counter()
+        self.deadline = client.loop.time() + timeout_s
+
+    def done(self) -> bool:
+        return self.over
+
+    def set_result(self, parsed: Parsed) -> None:
+        self.over = True
+        conn = self.conn
+        conn.waiter = None
+        self.client._release(conn)
+        self._answer(parsed, None)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.over = True
+        conn = self.conn
+        conn.waiter = None
+        if isinstance(exc, Disconnected) and conn.reused:
+            self.client._release(conn)
+            retry = self.client.loop.create_task(
+                self.client.request(
+                    self.request, self.url, self.timeout_s, self.keep, (self.started, self.deadline)
+                )
+            )
+            _RETRIES.add(retry)
+            retry.add_done_callback(self._retried)
+            return
+        conn.close()  # a failed exchange leaves the connection unusable
+        self.client._release(conn)
+        self._answer(None, exc)
+
+    def _retried(self, retry: asyncio.Task[tuple[Parsed, float]]) -> None:
+        _RETRIES.discard(retry)
+        if retry.cancelled():
+            self._answer(None, asyncio.CancelledError())
+        elif (exc := retry.exception()) is not None:
+            self._answer(None, exc)
+        else:
+            self._answer(retry.result()[0], None)
+
+    def _answer(self, parsed: Parsed | None, exc: BaseException | None) -> None:
+        # called from inside the parser's callbacks: nothing may escape into httptools
+        try:
+            self.answered(parsed, self.started, exc)
+        except Exception as failed:
+            self.client.loop.call_exception_handler(
+                {"message": "a probe's answer could not be handled", "exception": failed}
+            )
+
+
+_RETRIES: set[asyncio.Task[tuple[Parsed, float]]] = set()
+"""Retries of `send_now`'s requests in flight (the loop keeps only weak references)."""
+
+
+def _expire(item: tuple[_Conn, Waiter]) -> None:
     """A request's deadline: a timeout, unless its answer is already in the kernel's
     buffer (a busy loop got here before reading it: the lateness is the agent's, and the
     answer is read now instead of being recorded as the target's timeout)."""

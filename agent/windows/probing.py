@@ -21,7 +21,7 @@ from agent.metrics import Metrics
 from agent.settings import EnvironmentSettings
 from agent.store.base import Store
 from checks.base import Check, CheckContext, CheckResult, Sample, Target
-from checks.registry import build_check, run_check
+from checks.registry import build_check, run_check, start_check
 from checks.sessions import TargetSessions
 from checks.ticks import ticks
 
@@ -81,20 +81,50 @@ class EnvironmentProbe:
         async with self._limit:
             deadline = None if end is None else max(end, asyncio.get_running_loop().time() + room)
             result = await run_check(check, self._context(check, target, deadline))
-        if target == "deploy":
-            runs = self._runs.get((check.name, result.result))
-            if runs is None:
-                runs = self._runs[check.name, result.result] = self.metrics.check_runs_total.labels(
-                    self.name, check.name, result.result
-                )
-            runs.inc()
-            durations = self._durations.get(check.name)
-            if durations is None:
-                durations = self._durations[check.name] = (
-                    self.metrics.check_duration_seconds.labels(self.name, check.name)
-                )
-            durations.observe(result.duration_s)
+        self._count(check, target, result)
         return result
+
+    def start_once(
+        self,
+        check: Check,
+        target: Target,
+        end: float | None,
+        room: float,
+        done: Callable[[CheckResult], None],
+    ) -> bool:
+        """`run_once` without a task when the run can go at once (a free place under
+        `max_concurrency`, and a check that starts from callbacks: `start_check`); `done`
+        gets its result. False, and nothing started: run `run_once` instead."""
+        if not self._limit.take():
+            return False
+        deadline = None if end is None else max(end, asyncio.get_running_loop().time() + room)
+
+        def finished(result: CheckResult) -> None:
+            self._limit.give()
+            self._count(check, target, result)
+            done(result)
+
+        if start_check(check, self._context(check, target, deadline), finished):
+            return True
+        self._limit.give()
+        return False
+
+    def _count(self, check: Check, target: Target, result: CheckResult) -> None:
+        """A deploy run's metrics (runs by result, duration)."""
+        if target != "deploy":
+            return
+        runs = self._runs.get((check.name, result.result))
+        if runs is None:
+            runs = self._runs[check.name, result.result] = self.metrics.check_runs_total.labels(
+                self.name, check.name, result.result
+            )
+        runs.inc()
+        durations = self._durations.get(check.name)
+        if durations is None:
+            durations = self._durations[check.name] = self.metrics.check_duration_seconds.labels(
+                self.name, check.name
+            )
+        durations.observe(result.duration_s)
 
     async def run_round(
         self,
@@ -157,7 +187,13 @@ class EnvironmentProbe:
             if exc is not None:
                 done.set_exception(exc)
                 return
-            results[index] = task.result()
+            landed(index, task.result())
+
+        def landed(index: int, result: CheckResult) -> None:
+            nonlocal left
+            if done.done():
+                return
+            results[index] = result
             left -= 1
             if left == 0:
                 done.set_result(None)
@@ -166,7 +202,12 @@ class EnvironmentProbe:
             if done.done():
                 return  # the round is over (cancelled, or a run raised)
             _, check, target, room = plan[index]
-            until = None if check.once_per_round else end
+            if check.once_per_round:
+                until = None
+            elif self.start_once(check, target, end, room, functools.partial(landed, index)):
+                return  # no task: its result lands from the connection's callbacks
+            else:
+                until = end
             task = loop.create_task(self.run_once(check, target, until, room))
             tasks.add(task)
             task.add_done_callback(functools.partial(finished, index))
@@ -216,6 +257,17 @@ class Limit:
             raise
 
     async def __aexit__(self, *exc: object) -> None:
+        self._release()
+
+    def take(self) -> bool:
+        """A place now, without waiting, if one is free and nobody waits for one."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
+    def give(self) -> None:
+        """Give back a place `take` gave."""
         self._release()
 
     def _release(self) -> None:

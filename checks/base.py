@@ -12,7 +12,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -110,15 +110,32 @@ class Check:
     async def run(self, ctx: CheckContext) -> CheckResult:
         raise NotImplementedError
 
-    def start(self, ctx: CheckContext, done: Callable[[CheckResult | BaseException], None]) -> bool:
-        """Optional: a run without a task, driven by callbacks, when one can go at once.
+    def start(
+        self, ctx: CheckContext, done: Callable[[CheckResult | BaseException], None]
+    ) -> Running | None:
+        """Optional: a run without a task, driven by callbacks.
 
-        Return False (the default) to be run by `run` instead; True once the run is under
-        way, after which `done` is called exactly once, from the event loop, with what `run`
-        would have returned or raised. Worth it only for a check run thousands of times a
-        second (the `http` probe): a task and its coroutines cost more than the probe.
+        Return None (the default) to be run by `run` instead; else the run under way, after
+        which `done` is called once, from the event loop, with what `run` would have
+        returned or raised (unless cancelled first). Worth it only for a check run thousands
+        of times a second (the `http` probe): a task and its coroutines cost more than it.
         """
-        return False
+        return None
 
 
-__all__ = ["Check", "CheckConfig", "CheckContext", "CheckResult", "Sample", "Target"]
+class Running(Protocol):
+    """A run `Check.start` started."""
+
+    def cancel(self) -> None:
+        """Stop it, as cancelling `run`'s task would: `done` will not be called."""
+
+
+__all__ = [
+    "Check",
+    "CheckConfig",
+    "CheckContext",
+    "CheckResult",
+    "Running",
+    "Sample",
+    "Target",
+]

@@ -25,7 +25,14 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from checks.sessions import lean_client
-from checks.wire import Disconnected, LeanClient, Parsed, PayloadIncomplete, Unsupported
+from checks.wire import (
+    Disconnected,
+    LeanClient,
+    Parsed,
+    PayloadIncomplete,
+    Sending,
+    Unsupported,
+)
 from common.durations import format_duration
 
 ErrorKind = Literal["timeout", "connect", "tls", "protocol", "status"]
@@ -220,15 +227,15 @@ def exchange_now(
     verify_tls: bool,
     keep_body: bool,
     outcome: Outcome,
-) -> bool:
+) -> Sending | None:
     """`exchange` without a task or a coroutine, when the lean client can send the request
-    now on an idle keep-alive connection (a healthy target's probes, round after round):
-    `outcome` gets what `exchange` would return or raise, from the connection's callbacks.
-    False, and nothing sent: await `exchange` instead. What the lean path hands back (a
-    redirect to follow, a codec it lacks) goes through `exchange` in a task, as there."""
+    (`LeanClient.send_now`): `outcome` gets what `exchange` would return or raise, from the
+    pool's and the connection's callbacks. None, and nothing sent: await `exchange` instead.
+    What the lean path hands back (a redirect to follow, a codec it lacks) goes through
+    `exchange` in a task, as there."""
     lean = lean_client(session)
     if lean is None or not lean.supports(method, url, headers):
-        return False
+        return None
     t0 = time.perf_counter()
 
     def answered(parsed: Parsed | None, sent: float, exc: BaseException | None) -> None:

@@ -18,7 +18,7 @@ import aiohttp
 from pydantic import Field
 from yarl import URL
 
-from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
+from checks.base import Check, CheckConfig, CheckContext, CheckResult, Running, Sample
 from checks.exchange import (
     ProbeFailed,
     Reply,
@@ -97,9 +97,11 @@ class HttpCheck(Check):
                 message += f" (warning: {warning})"
         return self._result(ctx, reply, error, message, details)
 
-    def start(self, ctx: CheckContext, done: Callable[[CheckResult | BaseException], None]) -> bool:
-        """`run` from callbacks (`exchange_now`), when its request can go at once over an
-        idle keep-alive connection: what a probe of a healthy target does every round."""
+    def start(
+        self, ctx: CheckContext, done: Callable[[CheckResult | BaseException], None]
+    ) -> Running | None:
+        """`run` from callbacks (`exchange_now`) when the lean client takes the request
+        (plain http): what a probe of a healthy target does, round after round."""
         cfg = self.config
         url, timeout = self._prepare(ctx)
 
@@ -113,7 +115,9 @@ class HttpCheck(Check):
             except Exception as exc:  # the registry words it, as for a `run` that raised
                 done(exc)
 
-        return url.scheme == "http" and exchange_now(
+        if url.scheme != "http":
+            return None  # (the certificate's expiry is read in `run`)
+        return exchange_now(
             ctx.session,
             cfg.method,
             url,

@@ -20,7 +20,7 @@ from importlib.metadata import EntryPoint, entry_points
 from types import MappingProxyType
 from typing import Any
 
-from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
+from checks.base import Check, CheckConfig, CheckContext, CheckResult, Running, Sample
 from checks.ticks import ticks
 from common.redaction import SENSITIVE_KEY, Redactor, truncate
 
@@ -192,12 +192,14 @@ def start_check(check: Check, ctx: CheckContext, done: Callable[[CheckResult], N
     allowed, cut = _allowed(check, ctx, now)
     run = _Started(check, ctx, done, redactor, started, allowed, cut)
     try:
-        if not check.start(ctx, run.finish):
-            return False
+        running = check.start(ctx, run.finish)
     except Exception as exc:
         run.finish(exc)
         return True
+    if running is None:
+        return False
     if not run.over:
+        run.running = running
         ticks().at(now + allowed, _started_due, run)
     return True
 
@@ -229,7 +231,7 @@ def _finished(result: CheckResult, duration: float, redactor: Redactor) -> Check
 class _Started:
     """One run `start_check` started: what `run_check`'s frame holds, for callbacks."""
 
-    __slots__ = ("allowed", "check", "ctx", "cut", "done", "over", "redactor", "started")
+    __slots__ = ("allowed", "check", "ctx", "cut", "done", "over", "redactor", "running", "started")
 
     def __init__(
         self,
@@ -249,6 +251,7 @@ class _Started:
         self.allowed = allowed
         self.cut = cut
         self.over = False
+        self.running: Running | None = None
 
     def finish(self, outcome: CheckResult | BaseException) -> None:
         if self.over:
@@ -282,6 +285,8 @@ def _started_cut(run: _Started) -> None:
     if not run.over:
         run.cut = True
         run.finish(TimeoutError())
+        if run.running is not None:
+            run.running.cancel()  # as `run_check` cancels the run's task
 
 
 class _Net:

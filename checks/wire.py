@@ -316,7 +316,7 @@ class LeanClient:
         self._default_headers = CIMultiDict(default_headers)
         self._idle: dict[tuple[str, int], list[_Conn]] = {}
         self._open: set[_Conn] = set()
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[asyncio.Future[None] | _Turn] = deque()
         self._heads: dict[tuple[Any, ...], bytes] = {}
         self._declined: set[tuple[str, URL]] = set()
         self.closed = False
@@ -393,7 +393,6 @@ class LeanClient:
         url: URL,
         timeout_s: float | None,
         keep_body: bool,
-        resume: tuple[float, float] | None = None,
     ) -> tuple[Parsed, float]:
         """Send `request` to `url`'s origin and parse the answer; returns it and when it was
         sent (`time.perf_counter()`).
@@ -404,12 +403,12 @@ class LeanClient:
         Raises TimeoutError, OSError (connecting), `Disconnected`, `PayloadIncomplete`,
         `httptools.HttpParserError` or `Unsupported`. A reused connection that closes
         before answering is retried once on a new one, within the same timeout, as aiohttp
-        retries idempotent requests (every lean method is one); `resume` (when it was first
-        sent, its deadline) is that retry of a request `send_now` sent.
+        retries idempotent requests (every lean method is one).
         """
         key = (url.raw_host or "", url.port or 80)
-        started, deadline = resume if resume is not None else (0.0, 0.0)
-        retried = resume is not None
+        started = 0.0
+        deadline = 0.0
+        retried = False
         while True:
             self.sent += 1
             conn = self._idle_conn(key)
@@ -446,25 +445,22 @@ class LeanClient:
         timeout_s: float,
         keep_body: bool,
         answered: Answered,
-    ) -> bool:
-        """`request` without a task, when an idle connection to `url`'s origin can take it
-        now: the answer (or the error `request` would raise) goes to `answered`, once,
-        from the connection's callbacks. False, and nothing sent: await `request` instead.
+    ) -> Sending | None:
+        """`request` without a task: the answer (or the error `request` would raise) goes to
+        `answered`, once, from the connection's callbacks. None, and nothing done, without a
+        `timeout_s` (only a task and the registry's limit would end it): await `request`.
 
-        The same exchange as `request`'s: the same deadline on the tick grid, the same late
-        read of an answer a stalled loop left in the kernel's buffer, the same one retry of
-        a reused connection the target dropped (in a task of its own: it has to connect).
+        The same exchange as `request`'s, step for step: an idle connection, else a new
+        one if the pool has room (in a task: connecting is rare), else a turn in the pool's
+        queue; the same deadline on the tick grid from when the request could go, the same
+        late read of an answer a stalled loop left in the kernel, the same one retry of a
+        reused connection the target dropped. `Sending.cancel` is a cancelled `request`.
         """
         if not timeout_s:
-            return False  # no deadline: only a task and the registry's net would end it
-        conn = self._idle_conn((url.raw_host or "", url.port or 80))
-        if conn is None:
-            return False
-        self.sent += 1
-        sent = _Sent(self, conn, request, url, timeout_s, keep_body, answered)
-        conn.send(request, keep_body, sent)
-        self._ticks.at(sent.deadline, _expire, (conn, sent))
-        return True
+            return None
+        sending = Sending(self, request, url, timeout_s, keep_body, answered)
+        sending.acquire()
+        return sending
 
     def _idle_conn(self, key: tuple[str, int]) -> _Conn | None:
         """The most recently used idle connection to `key` still fit to reuse, if any."""
@@ -543,28 +539,31 @@ class LeanClient:
         self._idle.clear()
 
 
-class _Sent:
-    """A request `LeanClient.send_now` sent: what `LeanClient.request` does once its answer
-    is in (the connection back to the pool, or closed; a dropped reused one retried), done
-    from the connection's callbacks, which a `Future` would only schedule for a task."""
+class Sending:
+    """A request `LeanClient.send_now` is sending: `LeanClient.request`'s steps, driven by
+    the pool's and the connection's callbacks instead of a task awaiting each (a `Future`
+    would only schedule that task)."""
 
     __slots__ = (
         "answered",
         "client",
         "conn",
+        "connecting",
         "deadline",
         "keep",
+        "key",
         "over",
         "request",
+        "retried",
         "started",
         "timeout_s",
+        "turn",
         "url",
     )
 
     def __init__(
         self,
         client: LeanClient,
-        conn: _Conn,
         request: bytes,
         url: URL,
         timeout_s: float,
@@ -572,54 +571,116 @@ class _Sent:
         answered: Answered,
     ) -> None:
         self.client = client
-        self.conn = conn
         self.request = request
         self.url = url
+        self.key = (url.raw_host or "", url.port or 80)
         self.timeout_s = timeout_s
         self.keep = keep
         self.answered = answered
         self.over = False
-        self.started = time.perf_counter()
-        self.deadline = client.loop.time() + timeout_s
+        self.retried = False
+        self.started = 0.0
+        self.deadline = 0.0
+        self.conn: _Conn | None = None
+        self.turn: _Turn | None = None
+        self.connecting: asyncio.Task[_Conn] | None = None
+
+    def acquire(self) -> None:
+        """A connection for the request (`request`'s `_idle_conn`, `_slot`, `_connect`)."""
+        client = self.client
+        client.sent += 1
+        conn = client._idle_conn(self.key)
+        if conn is None:
+            while len(client._open) >= client.limit:
+                if client._close_one_idle():
+                    break
+                self.turn = _Turn(self)  # woken by `_wake` when a connection is released
+                client._waiters.append(self.turn)
+                return
+        self._go(conn)
+
+    def woken(self) -> None:
+        """The pool's turn came (a connection was released): as `_slot` after its wait."""
+        self.turn = None
+        client = self.client
+        if self.over:
+            client._wake()  # woken, then cancelled: pass the turn on
+            return
+        conn = client._idle_conn(self.key)
+        if conn is None and len(client._open) >= client.limit and not client._close_one_idle():
+            self.turn = _Turn(self)
+            client._waiters.append(self.turn)
+            return
+        self._go(conn)
+
+    def _go(self, conn: _Conn | None) -> None:
+        client = self.client
+        if not self.started:
+            self.started = time.perf_counter()
+            self.deadline = client.loop.time() + self.timeout_s
+        if conn is None:
+            self.connecting = client.loop.create_task(client._connect(self.key, self.deadline))
+            _CONNECTING.add(self.connecting)
+            self.connecting.add_done_callback(self._connected)
+            return
+        self.conn = conn
+        conn.send(self.request, self.keep, self)
+        client._ticks.at(self.deadline, _expire, (conn, self))  # no timer to cancel after
+
+    def _connected(self, task: asyncio.Task[_Conn]) -> None:
+        _CONNECTING.discard(task)
+        self.connecting = None
+        if self.over:  # cancelled meanwhile
+            if not task.cancelled() and task.exception() is None:
+                self.client._release(task.result())  # opened all the same: to the pool
+            return
+        if task.cancelled():
+            self._answer(None, asyncio.CancelledError())
+        elif (exc := task.exception()) is not None:
+            self._answer(None, exc)
+        else:
+            self._go(task.result())
+
+    # the connection's waiter (`Waiter`)
 
     def done(self) -> bool:
         return self.over
 
     def set_result(self, parsed: Parsed) -> None:
-        self.over = True
         conn = self.conn
+        assert conn is not None
         conn.waiter = None
         self.client._release(conn)
         self._answer(parsed, None)
 
     def set_exception(self, exc: BaseException) -> None:
-        self.over = True
         conn = self.conn
+        assert conn is not None
         conn.waiter = None
-        if isinstance(exc, Disconnected) and conn.reused:
+        if isinstance(exc, Disconnected) and conn.reused and not self.retried:
+            self.retried = True
             self.client._release(conn)
-            retry = self.client.loop.create_task(
-                self.client.request(
-                    self.request, self.url, self.timeout_s, self.keep, (self.started, self.deadline)
-                )
-            )
-            _RETRIES.add(retry)
-            retry.add_done_callback(self._retried)
+            self.acquire()
             return
         conn.close()  # a failed exchange leaves the connection unusable
         self.client._release(conn)
         self._answer(None, exc)
 
-    def _retried(self, retry: asyncio.Task[tuple[Parsed, float]]) -> None:
-        _RETRIES.discard(retry)
-        if retry.cancelled():
-            self._answer(None, asyncio.CancelledError())
-        elif (exc := retry.exception()) is not None:
-            self._answer(None, exc)
-        else:
-            self._answer(retry.result()[0], None)
+    def cancel(self) -> None:
+        """Give up, as a cancelled `request` does: a request under way closes its connection."""
+        if self.over:
+            return
+        self.over = True
+        if self.connecting is not None:
+            self.connecting.cancel()  # `_connect` closes the connection it was opening
+        conn = self.conn
+        if conn is not None and conn.waiter is self:
+            conn.waiter = None
+            conn.close()
+            self.client._release(conn)
 
     def _answer(self, parsed: Parsed | None, exc: BaseException | None) -> None:
+        self.over = True
         # called from inside the parser's callbacks: nothing may escape into httptools
         try:
             self.answered(parsed, self.started, exc)
@@ -629,8 +690,26 @@ class _Sent:
             )
 
 
-_RETRIES: set[asyncio.Task[tuple[Parsed, float]]] = set()
-"""Retries of `send_now`'s requests in flight (the loop keeps only weak references)."""
+class _Turn:
+    """A `Sending`'s place in the pool's queue: what `_wake` hands a released connection to
+    (as it does a waiting task's future), passed on to the loop's next round."""
+
+    __slots__ = ("sending", "woken")
+
+    def __init__(self, sending: Sending) -> None:
+        self.sending = sending
+        self.woken = False
+
+    def done(self) -> bool:
+        return self.woken or self.sending.over
+
+    def set_result(self, _: None) -> None:
+        self.woken = True
+        self.sending.client.loop.call_soon(self.sending.woken)
+
+
+_CONNECTING: set[asyncio.Task[_Conn]] = set()
+"""Connections `Sending`s are opening (the loop keeps only weak references to tasks)."""
 
 
 def _expire(item: tuple[_Conn, Waiter]) -> None:

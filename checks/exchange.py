@@ -236,44 +236,108 @@ def exchange_now(
     lean = lean_client(session)
     if lean is None or not lean.supports(method, url, headers):
         return None
-    t0 = time.perf_counter()
+    now = _Now(
+        session,
+        lean,
+        method,
+        url,
+        timeout_s,
+        headers,
+        data,
+        allow_redirects,
+        max_redirects,
+        verify_tls,
+        keep_body,
+        outcome,
+    )
+    return lean.send_now(
+        lean.head(method, url, headers, data), url, timeout_s, keep_body, now.answered
+    )
 
-    def answered(parsed: Parsed | None, sent: float, exc: BaseException | None) -> None:
+
+class _Now:
+    """One `exchange_now` under way: its arguments, for the answer (an object with slots,
+    not a closure: a cell per captured name costs more than the probe's other objects)."""
+
+    __slots__ = (
+        "allow_redirects",
+        "data",
+        "headers",
+        "keep_body",
+        "lean",
+        "max_redirects",
+        "method",
+        "outcome",
+        "session",
+        "t0",
+        "timeout_s",
+        "url",
+        "verify_tls",
+    )
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        lean: LeanClient,
+        method: str,
+        url: URL,
+        timeout_s: float,
+        headers: dict[str, str] | None,
+        data: bytes | None,
+        allow_redirects: bool,
+        max_redirects: int,
+        verify_tls: bool,
+        keep_body: bool,
+        outcome: Outcome,
+    ) -> None:
+        self.session = session
+        self.lean = lean
+        self.method = method
+        self.url = url
+        self.timeout_s = timeout_s
+        self.headers = headers
+        self.data = data
+        self.allow_redirects = allow_redirects
+        self.max_redirects = max_redirects
+        self.verify_tls = verify_tls
+        self.keep_body = keep_body
+        self.outcome = outcome
+        self.t0 = time.perf_counter()
+
+    def answered(self, parsed: Parsed | None, sent: float, exc: BaseException | None) -> None:
         if parsed is not None:
             try:
-                outcome(_lean_reply(parsed, url, allow_redirects, sent))
+                self.outcome(_lean_reply(parsed, self.url, self.allow_redirects, sent))
                 return
             except Unsupported as unsupported:
                 exc = unsupported
         if isinstance(exc, Unsupported):
             # nothing was recorded yet: through aiohttp, now and from now on (as `exchange`)
-            lean.decline(method, url)
+            self.lean.decline(self.method, self.url)
             later = asyncio.get_running_loop().create_task(
                 exchange(
-                    session,
-                    method,
-                    url,
-                    client_timeout=timeout_s,
-                    headers=headers,
-                    data=data,
-                    allow_redirects=allow_redirects,
-                    max_redirects=max_redirects,
-                    verify_tls=verify_tls,
-                    keep_body=keep_body,
+                    self.session,
+                    self.method,
+                    self.url,
+                    client_timeout=self.timeout_s,
+                    headers=self.headers,
+                    data=self.data,
+                    allow_redirects=self.allow_redirects,
+                    max_redirects=self.max_redirects,
+                    verify_tls=self.verify_tls,
+                    keep_body=self.keep_body,
                 )
             )
             _LATER.add(later)
-            later.add_done_callback(functools.partial(_later_done, outcome))
+            later.add_done_callback(functools.partial(_later_done, self.outcome))
         elif isinstance(exc, (*_LEAN_FAILURES, httptools.HttpParserError)):
-            kind, message = _lean_failure(exc, url, timeout_s)
-            failed = ProbeFailed(kind, message, time.perf_counter() - t0)
+            kind, message = _lean_failure(exc, self.url, self.timeout_s)
+            failed = ProbeFailed(kind, message, time.perf_counter() - self.t0)
             failed.__cause__ = exc
-            outcome(failed)
+            self.outcome(failed)
         else:
             assert exc is not None
-            outcome(exc)
-
-    return lean.send_now(lean.head(method, url, headers, data), url, timeout_s, keep_body, answered)
+            self.outcome(exc)
 
 
 _LATER: set[asyncio.Task[Reply]] = set()

@@ -104,17 +104,6 @@ class HttpCheck(Check):
         (plain http): what a probe of a healthy target does, round after round."""
         cfg = self.config
         url, timeout = self._prepare(ctx)
-
-        def outcome(reply: Reply | BaseException) -> None:
-            try:
-                if isinstance(reply, Reply):
-                    message, details, error = self._judged(ctx, reply)
-                    done(self._result(ctx, reply, error, message, details))
-                else:
-                    done(self._failed(ctx, reply) if isinstance(reply, ProbeFailed) else reply)
-            except Exception as exc:  # the registry words it, as for a `run` that raised
-                done(exc)
-
         if url.scheme != "http":
             return None  # (the certificate's expiry is read in `run`)
         return exchange_now(
@@ -128,7 +117,7 @@ class HttpCheck(Check):
             max_redirects=cfg.max_redirects,
             verify_tls=cfg.verify_tls,
             keep_body=self._expect.needs_body,
-            outcome=outcome,
+            outcome=_Started(self, ctx, done).outcome,
         )
 
     def _prepare(self, ctx: CheckContext) -> tuple[URL, float | None]:
@@ -226,3 +215,33 @@ class HttpCheck(Check):
         warning = f"TLS certificate expires in {max(days_left, 0):.0f} days ({not_after:%Y-%m-%d})"
         details["warnings"] = [warning]
         return warning
+
+
+class _Started:
+    """An `HttpCheck.start` run: what `run` does once its exchange is over."""
+
+    __slots__ = ("check", "ctx", "done")
+
+    def __init__(
+        self,
+        check: HttpCheck,
+        ctx: CheckContext,
+        done: Callable[[CheckResult | BaseException], None],
+    ) -> None:
+        self.check = check
+        self.ctx = ctx
+        self.done = done
+
+    def outcome(self, reply: Reply | BaseException) -> None:
+        check, ctx = self.check, self.ctx
+        try:
+            if isinstance(reply, Reply):
+                message, details, error = check._judged(ctx, reply)
+                result: CheckResult | BaseException = check._result(
+                    ctx, reply, error, message, details
+                )
+            else:
+                result = check._failed(ctx, reply) if isinstance(reply, ProbeFailed) else reply
+        except Exception as exc:  # the registry words it, as for a `run` that raised
+            result = exc
+        self.done(result)

@@ -98,16 +98,18 @@ class EnvironmentProbe:
         if not self._limit.take():
             return False
         deadline = None if end is None else max(end, asyncio.get_running_loop().time() + room)
-
-        def finished(result: CheckResult) -> None:
-            self._limit.give()
-            self._count(check, target, result)
-            done(result)
-
+        finished = functools.partial(self._finished, check, target, done)
         if start_check(check, self._context(check, target, deadline), finished):
             return True
         self._limit.give()
         return False
+
+    def _finished(
+        self, check: Check, target: Target, done: Callable[[CheckResult], None], result: CheckResult
+    ) -> None:
+        self._limit.give()
+        self._count(check, target, result)
+        done(result)
 
     def _count(self, check: Check, target: Target, result: CheckResult) -> None:
         """A deploy run's metrics (runs by result, duration)."""

@@ -259,6 +259,7 @@ class _Started:
         if not isinstance(outcome, Exception | CheckResult):
             return  # cancelled with the loop: the limit ends the run if the loop goes on
         self.over = True
+        self.running = None  # (it holds this run's `finish`: no cycle for the collector)
         duration = time.perf_counter() - self.started
         if isinstance(outcome, CheckResult):
             result = _finished(outcome, duration, self.redactor)
@@ -283,10 +284,11 @@ def _started_due(run: _Started) -> None:
 
 def _started_cut(run: _Started) -> None:
     if not run.over:
+        running = run.running
         run.cut = True
         run.finish(TimeoutError())
-        if run.running is not None:
-            run.running.cancel()  # as `run_check` cancels the run's task
+        if running is not None:
+            running.cancel()  # as `run_check` cancels the run's task
 
 
 class _Net:

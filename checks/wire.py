@@ -494,11 +494,19 @@ class LeanClient:
         return None
 
     async def _connect(self, key: tuple[str, int], deadline: float) -> _Conn:
+        return await self._dial(self._reserve(key), deadline)
+
+    def _reserve(self, key: tuple[str, int]) -> _Conn:
+        """A new connection, counted against the pool's limit from now on (not from when
+        a task gets round to connecting it)."""
         conn = _Conn(self, key)
         self._open.add(conn)
+        return conn
+
+    async def _dial(self, conn: _Conn, deadline: float) -> _Conn:
         try:
             async with asyncio.timeout_at(deadline):
-                await self.loop.create_connection(lambda: conn, key[0], key[1])
+                await self.loop.create_connection(lambda: conn, conn.key[0], conn.key[1])
         except BaseException:
             conn.close()
             raise
@@ -619,7 +627,8 @@ class Sending:
             self.started = time.perf_counter()
             self.deadline = client.loop.time() + self.timeout_s
         if conn is None:
-            self.connecting = client.loop.create_task(client._connect(self.key, self.deadline))
+            self.conn = dialled = client._reserve(self.key)
+            self.connecting = client.loop.create_task(client._dial(dialled, self.deadline))
             _CONNECTING.add(self.connecting)
             self.connecting.add_done_callback(self._connected)
             return
@@ -630,16 +639,21 @@ class Sending:
     def _connected(self, task: asyncio.Task[_Conn]) -> None:
         _CONNECTING.discard(task)
         self.connecting = None
+        conn = self.conn
+        assert conn is not None
+        failed = task.cancelled() or task.exception() is not None
+        if failed:
+            conn.close()  # (a task cancelled before it ran never got to close it)
         if self.over:  # cancelled meanwhile
-            if not task.cancelled() and task.exception() is None:
-                self.client._release(task.result())  # opened all the same: to the pool
+            if not failed:
+                self.client._release(conn)  # opened all the same: to the pool
             return
         if task.cancelled():
             self._answer(None, asyncio.CancelledError())
         elif (exc := task.exception()) is not None:
             self._answer(None, exc)
         else:
-            self._go(task.result())
+            self._go(conn)
 
     # the connection's waiter (`Waiter`)
 

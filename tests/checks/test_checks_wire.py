@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import re
+import sys
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from check_target import free_port, target_app
+from check_target import PROBE_PATHS, free_port, target_app
 from pytest_aiohttp import AiohttpServer
 from yarl import URL
 
@@ -25,6 +26,14 @@ from checks.base import CheckContext, CheckResult
 from checks.http import HttpCheck, HttpCheckConfig
 from checks.registry import run_check
 from checks.sessions import TargetSessions, lean_client
+
+
+@pytest.fixture(autouse=True, params=sorted(PROBE_PATHS))
+def probe_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every case runs both ways a probe runs (`PROBE_PATHS`), with the same outcome."""
+    monkeypatch.setattr(sys.modules[__name__], "run_check", PROBE_PATHS[request.param])
+    return str(request.param)
+
 
 JSON = b'{"status":"ok"}'
 

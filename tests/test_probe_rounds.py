@@ -220,3 +220,48 @@ async def test_environments_on_one_origin_share_its_connections() -> None:
     finally:
         server.close()
     assert len(peers) == 4 and len(set(peers)) == 1
+
+
+async def test_a_rounds_http_probes_run_without_a_task_each() -> None:
+    """A task and its coroutines per probe cost more than the probe (thousands a second at
+    scale): a round's http probes run from the pool's and the connection's callbacks. The
+    tasks alive are sampled through the round; every probe reached the target (counted
+    there) and was recorded."""
+    served = 0
+
+    async def health(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                served += 1
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(health, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    env = load_settings_text(CONFIG.format(url=url)).environments["production"]
+    loop = asyncio.get_running_loop()
+    try:
+        async with TargetSessions() as sessions:
+            probe = EnvironmentProbe("production", env, sessions, Metrics())
+            await probe.run_round(0.2, probes=1, kinds=lambda c: c.type == "http")  # connect
+            served = 0
+            quiet = len(asyncio.all_tasks())  # the test's, the servers' connection handlers
+            tasks: list[int] = []
+
+            def sample() -> None:
+                tasks.append(len(asyncio.all_tasks()))
+                if not round_.done():
+                    loop.call_later(0.005, sample)
+
+            round_ = loop.create_task(
+                probe.run_round(0.4, probes=8, kinds=lambda c: c.type == "http")
+            )
+            sample()
+            results = await round_
+    finally:
+        server.close()
+    assert [r.ok for r in results] == [True] * 8 and served == 8
+    assert len(tasks) > 20 and max(tasks) == quiet + 1  # the round's own task, nothing more

@@ -8,6 +8,8 @@ stream reader, no task or timeout context per request. What it does not do —
 TLS, HEAD, non-idempotent methods, following redirects, brotli/zstd bodies,
 1xx responses — it declines (`supports`) or hands back (`Unsupported`) before
 the probe is recorded, and `exchange` sends that request through aiohttp.
+`LeanClient.send_now` is `request` without even a task: the same steps, driven by
+the pool's and the connection's callbacks (a round's probes, thousands a second).
 
 Why httptools: it is llhttp (Node's parser, the one aiohttp's C parser is built
 on) behind a small callback API, kept by the uvloop authors and used by
@@ -74,7 +76,7 @@ class Parsed:
 
 
 class Waiter(Protocol):
-    """What a connection hands its response to: an `asyncio.Future`, or a `_Sent` (no task)."""
+    """What a connection hands its response to: an `asyncio.Future`, or a `Sending` (no task)."""
 
     def done(self) -> bool: ...
 
@@ -388,11 +390,7 @@ class LeanClient:
         return request
 
     async def request(
-        self,
-        request: bytes,
-        url: URL,
-        timeout_s: float | None,
-        keep_body: bool,
+        self, request: bytes, url: URL, timeout_s: float | None, keep_body: bool
     ) -> tuple[Parsed, float]:
         """Send `request` to `url`'s origin and parse the answer; returns it and when it was
         sent (`time.perf_counter()`).

@@ -145,7 +145,8 @@ class EnvironmentProbe:
         still waiting at the round's end is a timeout, so a slow or dead target cannot make
         a window's round overrun); background runs, on no schedule, pass False and wait
         for each probe's own timeout. Each probe is started by a timer at its time (no task
-        sleeping until then); results come back in check, target, probe order."""
+        sleeping until then), an http probe without a task at all (`start_once`); results
+        come back in check, target, probe order."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         end = start + interval

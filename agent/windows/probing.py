@@ -50,6 +50,7 @@ class EnvironmentProbe:
         self._session_of: dict[tuple[str, bool], aiohttp.ClientSession] = {}
         self._runs: dict[tuple[str, str], Any] = {}
         self._durations: dict[str, Any] = {}
+        self._started: dict[tuple[Check, Target], CheckContext] = {}
 
     def _context(self, check: Check, target: Target, deadline: float | None = None) -> CheckContext:
         base_url = self.env.baseline_url if target == "baseline" else self.env.base_url
@@ -99,7 +100,12 @@ class EnvironmentProbe:
             return False
         deadline = None if end is None else max(end, asyncio.get_running_loop().time() + room)
         finished = functools.partial(self._finished, check, target, done)
-        if start_check(check, self._context(check, target, deadline), finished):
+        # a round's probes of one check share one context (the same deadline, the round's
+        # end): a check that starts from callbacks only reads it
+        ctx = self._started.get((check, target))
+        if ctx is None or ctx.deadline != deadline or ctx.session.closed:
+            ctx = self._started[check, target] = self._context(check, target, deadline)
+        if start_check(check, ctx, finished):
             return True
         self._limit.give()
         return False

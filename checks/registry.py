@@ -181,27 +181,30 @@ async def run_check(check: Check, ctx: CheckContext) -> CheckResult:
     return _finished(result, time.perf_counter() - started, redactor)
 
 
-def start_check(check: Check, ctx: CheckContext, done: Callable[[CheckResult], None]) -> bool:
-    """`run_check` without a task, for a run `check.start` can drive from callbacks: False
-    when it cannot go at once (await `run_check` then); else `done` gets the result
+def start_check(
+    check: Check, ctx: CheckContext, done: Callable[[CheckResult], None]
+) -> Started | None:
+    """`run_check` without a task, for a run `check.start` can drive from callbacks: None
+    when it cannot (await `run_check` then); else the run, and `done` gets the result
     `run_check` would have returned, timed, contained and scrubbed the same way, by the same
-    limit (a run still going then is cut: the same timeout result)."""
+    limit (a run still going then is cut: the same timeout result), unless it is cancelled
+    first (`Started.cancel`: what cancelling `run_check`'s task does)."""
     redactor = _redactor(tuple(ctx.secrets))
     started = time.perf_counter()
     now = asyncio.get_running_loop().time()
     allowed, cut = _allowed(check, ctx, now)
-    run = _Started(check, ctx, done, redactor, started, allowed, cut)
+    run = Started(check, ctx, done, redactor, started, allowed, cut)
     try:
         running = check.start(ctx, run.finish)
     except Exception as exc:
         run.finish(exc)
-        return True
+        return run
     if running is None:
-        return False
+        return None
     if not run.over:
         run.running = running
         ticks().at(now + allowed, _started_due, run)
-    return True
+    return run
 
 
 def _allowed(check: Check, ctx: CheckContext, now: float) -> tuple[float, bool]:
@@ -228,7 +231,7 @@ def _finished(result: CheckResult, duration: float, redactor: Redactor) -> Check
     )
 
 
-class _Started:
+class Started:
     """One run `start_check` started: what `run_check`'s frame holds, for callbacks."""
 
     __slots__ = ("allowed", "check", "ctx", "cut", "done", "over", "redactor", "running", "started")
@@ -253,6 +256,16 @@ class _Started:
         self.over = False
         self.running: Running | None = None
 
+    def cancel(self) -> bool:
+        """Stop the run if it is still going (then `done` is never called): True if it was."""
+        if self.over:
+            return False
+        self.over = True
+        running, self.running = self.running, None
+        if running is not None:
+            running.cancel()
+        return True
+
     def finish(self, outcome: CheckResult | BaseException) -> None:
         if self.over:
             return  # cut by the limit before this came
@@ -276,13 +289,13 @@ class _Started:
         self.done(result)
 
 
-def _started_due(run: _Started) -> None:
+def _started_due(run: Started) -> None:
     if not run.over:
         # after what this loop iteration already read, as `_net_due`
         asyncio.get_running_loop().call_soon(_started_cut, run)
 
 
-def _started_cut(run: _Started) -> None:
+def _started_cut(run: Started) -> None:
     if not run.over:
         running = run.running
         run.cut = True

@@ -265,3 +265,48 @@ async def test_a_rounds_http_probes_run_without_a_task_each() -> None:
         server.close()
     assert [r.ok for r in results] == [True] * 8 and served == 8
     assert len(tasks) > 20 and max(tasks) == quiet + 1  # the round's own task, nothing more
+
+
+async def test_a_cancelled_round_stops_its_probes_as_cancelled_tasks_would() -> None:
+    """A round cancelled mid-flight (its window ended, the agent stops) closes the
+    connections of its probes still waiting (their answers would come on a reused one),
+    and gives back their places under `max_concurrency`: counted at the target, then by a
+    next round whose probes all go out."""
+    arrivals: list[asyncio.Event] = [asyncio.Event() for _ in range(8)]
+    closes: list[asyncio.Event] = [asyncio.Event() for _ in range(4)]
+    seen = [0, 0]
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                arrivals[seen[0]].set()
+                seen[0] += 1
+        except (asyncio.IncompleteReadError, ConnectionError):
+            closes[min(seen[1], 3)].set()
+            seen[1] += 1
+            writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    config = CONFIG.format(url=url).replace("probes_per_round: 4", "max_concurrency: 4")
+    env = load_settings_text(config).environments["production"]
+    try:
+        async with TargetSessions() as sessions:
+            probe = EnvironmentProbe("production", env, sessions, Metrics())
+            http = lambda c: c.type == "http"  # noqa: E731
+            # a long round: its probes' own deadlines are seconds away
+            round_ = asyncio.create_task(probe.run_round(4.0, probes=4, kinds=http))
+            await asyncio.wait_for(arrivals[3].wait(), 5)
+            round_.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await round_
+            # the agent closed each waiting probe's connection
+            await asyncio.wait_for(closes[3].wait(), 1)
+            again = asyncio.create_task(probe.run_round(1.0, probes=4, kinds=http))
+            await asyncio.wait_for(arrivals[7].wait(), 5)  # every place came back
+            again.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await again
+    finally:
+        server.close()
+    assert seen[1] >= 4

@@ -21,7 +21,7 @@ from agent.metrics import Metrics
 from agent.settings import EnvironmentSettings
 from agent.store.base import Store
 from checks.base import Check, CheckContext, CheckResult, Sample, Target
-from checks.registry import build_check, run_check, start_check
+from checks.registry import Started, build_check, run_check, start_check
 from checks.sessions import TargetSessions
 from checks.ticks import ticks
 
@@ -92,12 +92,13 @@ class EnvironmentProbe:
         end: float | None,
         room: float,
         done: Callable[[CheckResult], None],
-    ) -> bool:
+    ) -> Started | None:
         """`run_once` without a task when the run can go at once (a free place under
         `max_concurrency`, and a check that starts from callbacks: `start_check`); `done`
-        gets its result. False, and nothing started: run `run_once` instead."""
+        gets its result. None, and nothing started: run `run_once` instead. Stop it with
+        `stop_started` (what cancelling `run_once`'s task does)."""
         if not self._limit.take():
-            return False
+            return None
         deadline = None if end is None else max(end, asyncio.get_running_loop().time() + room)
         finished = functools.partial(self._finished, check, target, done)
         # a round's probes of one check share one context (the same deadline, the round's
@@ -105,10 +106,15 @@ class EnvironmentProbe:
         ctx = self._started.get((check, target))
         if ctx is None or ctx.deadline != deadline or ctx.session.closed:
             ctx = self._started[check, target] = self._context(check, target, deadline)
-        if start_check(check, ctx, finished):
-            return True
-        self._limit.give()
-        return False
+        run = start_check(check, ctx, finished)
+        if run is None:
+            self._limit.give()
+        return run
+
+    def stop_started(self, run: Started) -> None:
+        """Cancel a run `start_once` started, if still going, and give back its place."""
+        if run.cancel():
+            self._limit.give()
 
     def _finished(
         self, check: Check, target: Target, done: Callable[[CheckResult], None], result: CheckResult
@@ -183,6 +189,7 @@ class EnvironmentProbe:
         done = loop.create_future()
         left = len(plan)
         tasks: set[asyncio.Task[CheckResult]] = set()
+        started: dict[int, Started] = {}  # runs without a task, until they land
 
         def finished(index: int, task: asyncio.Task[CheckResult]) -> None:
             nonlocal left
@@ -200,6 +207,7 @@ class EnvironmentProbe:
 
         def landed(index: int, result: CheckResult) -> None:
             nonlocal left
+            started.pop(index, None)
             if done.done():
                 return
             results[index] = result
@@ -213,9 +221,12 @@ class EnvironmentProbe:
             _, check, target, room = plan[index]
             if check.once_per_round:
                 until = None
-            elif self.start_once(check, target, end, room, functools.partial(landed, index)):
-                return  # no task: its result lands from the connection's callbacks
             else:
+                run = self.start_once(check, target, end, room, functools.partial(landed, index))
+                if run is not None:
+                    if not run.over:  # no task: its result lands from the callbacks
+                        started[index] = run
+                    return
                 until = end
             task = loop.create_task(self.run_once(check, target, until, room))
             tasks.add(task)
@@ -238,6 +249,9 @@ class EnvironmentProbe:
                 done.cancel()  # the starts still on the grid find the round over
             for task in list(tasks):
                 task.cancel()
+            for run in list(started.values()):
+                self.stop_started(run)
+            started.clear()
         return [r for r in results if r is not None]
 
 

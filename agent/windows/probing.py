@@ -50,7 +50,7 @@ class EnvironmentProbe:
         self._session_of: dict[tuple[str, bool], aiohttp.ClientSession] = {}
         self._runs: dict[tuple[str, str], Any] = {}
         self._durations: dict[str, Any] = {}
-        self._started: dict[tuple[Check, Target], CheckContext] = {}
+        self._contexts: dict[tuple[Check, Target], CheckContext] = {}
 
     def _context(self, check: Check, target: Target, deadline: float | None = None) -> CheckContext:
         base_url = self.env.baseline_url if target == "baseline" else self.env.base_url
@@ -103,9 +103,9 @@ class EnvironmentProbe:
         finished = functools.partial(self._finished, check, target, done)
         # a round's probes of one check share one context (the same deadline, the round's
         # end): a check that starts from callbacks only reads it
-        ctx = self._started.get((check, target))
+        ctx = self._contexts.get((check, target))
         if ctx is None or ctx.deadline != deadline or ctx.session.closed:
-            ctx = self._started[check, target] = self._context(check, target, deadline)
+            ctx = self._contexts[check, target] = self._context(check, target, deadline)
         run = start_check(check, ctx, finished)
         if run is None:
             self._limit.give()

@@ -530,7 +530,7 @@ class SequentialRule:
 
     def _two_sample(self, share: float, change: str) -> Component | None:
         """The relative count bound as a two-sample test: the baseline's rate p is unknown.
-        A ladder (`_ladder`) over the baseline rate's Clopper-Pearson limits (upper for an
+        A ladder (`_count_ladder`) over the baseline rate's Clopper-Pearson limits (upper for an
         increase, lower for a decrease: the side where the null is widest).
 
         Validity (increase; the decrease is its mirror on the complement). H0: every round's

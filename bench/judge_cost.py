@@ -15,8 +15,12 @@ API's JSON, serialised for the store). `daemon_every_round` words the verdict ev
 (as the daemon did); `daemon` words it once per `VERDICT_REFRESH_S` (as it does now, when
 no rule changes its state).
 
-    python bench/judge_cost.py [--rounds 600] [--json]
-    python bench/judge_cost.py --against /path/to/older/checkout [--turns 3]
+    python bench/judge_cost.py [--rounds 600] [--fresh] [--json]
+    python bench/judge_cost.py --against /path/to/older/checkout [--turns 3] [--fresh]
+
+`--fresh`: the case `bench/footprint.py` measures, an agent just started: no background
+runs yet, so no baselines (the latency rule's relative bound has nothing to test against;
+the error rule's `max` is tested alone).
 
 `--against` runs this script from another checkout (an older judge) and this one in turns,
 each in a fresh process, and prints both (the median per stage over the turns), so that a
@@ -71,12 +75,18 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--against", type=Path, help="another checkout to run in turns")
     parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument("--fresh", action="store_true", help="no baselines yet (footprint's)")
     args = parser.parse_args()
     if args.against is not None:
-        return in_turns(args.against, args.rounds, args.turns, as_json=args.json)
+        extra = ["--fresh"] if args.fresh else []
+        return in_turns(args.against, args.rounds, args.turns, as_json=args.json, extra=extra)
     rng = np.random.default_rng(9)
     runs = [probes(rng, PROBES) for _ in range(LOOKBACK_S // BACKGROUND_S)]
-    baselines = {r.name: merge([observe(r, run, BACKGROUND_S) for run in runs]) for r in RULES}
+    baselines = (
+        {}
+        if args.fresh
+        else {r.name: merge([observe(r, run, BACKGROUND_S) for run in runs]) for r in RULES}
+    )
     rounds = [probes(rng, PROBES) for _ in range(args.rounds)]
     started = time.process_time()
     judge = Judge(RULES, baselines, Policy("sequential"), horizon=HORIZON)
@@ -116,6 +126,7 @@ def main() -> int:
             "daemon_every_round": round(fold + words, 1),
             "daemon": round(fold + per_round["glance"] + words / VERDICT_REFRESH_S, 1),
         },
+        "baselines": not args.fresh,
         "compile_ms": round(compile_s * 1e3, 2),
         "rounds": len(rounds),
         "decisions": decisions,
@@ -140,14 +151,16 @@ def main() -> int:
     return 0
 
 
-def in_turns(other: Path, rounds: int, turns: int, *, as_json: bool) -> int:
-    """This checkout and `other`, `turns` times each, alternating."""
+def in_turns(
+    other: Path, rounds: int, turns: int, *, as_json: bool, extra: list[str] | None = None
+) -> int:
+    """This checkout and `other`, `turns` times each, alternating (`extra`: flags to both)."""
     scripts = {"this": Path(__file__).resolve(), "against": other / "bench" / "judge_cost.py"}
     seen: dict[str, list[dict[str, float]]] = {name: [] for name in scripts}
     for _ in range(turns):
         for name, script in scripts.items():
             out = subprocess.run(
-                [sys.executable, str(script), "--rounds", str(rounds), "--json"],
+                [sys.executable, str(script), "--rounds", str(rounds), "--json", *(extra or [])],
                 capture_output=True,
                 text=True,
                 check=True,

@@ -6,6 +6,7 @@ so the API, alerts and rollback reasons say the same thing.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -15,8 +16,10 @@ from common.durations import format_duration
 _PERCENTILE = re.compile(r"(?:^|_)p(\d{1,2}(?:\.\d+)?)(?:_|$)")
 
 
+@functools.lru_cache(maxsize=256)
 def quantile_of(metric: Metric) -> float | None:
-    """The quantile a percentile metric stands for: `latency_p95` → 0.95, else None."""
+    """The quantile a percentile metric stands for: `latency_p95` → 0.95, else None
+    (remembered: the judge asks it of every distribution rule every round)."""
     match = _PERCENTILE.search(metric)
     if not match:
         return None

@@ -203,11 +203,13 @@ def _copy_dicts(value: State) -> State:
     """A copy of a state whose lists are shared: for the built-in policies, whose steps
     (and the judge's own) change dicts in place but replace a list rather than change it,
     so the caller's state stays as it was at a sixth of `_copy`'s cost (most of a state's
-    containers are its tests' rows of wealth)."""
-    return {
-        k: (dict(v) if k in _FLAT else _copy_dicts(v)) if type(v) is dict else v
-        for k, v in value.items()
-    }
+    containers are its tests' rows of wealth). Copied whole in one go, then its dicts
+    replaced by their copies (a third faster than building it key by key)."""
+    new = value.copy()
+    for k, v in value.items():
+        if type(v) is dict:
+            new[k] = v.copy() if k in _FLAT else _copy_dicts(v)
+    return new
 
 
 _FLAT = frozenset({"sketch", "tally"})

@@ -37,15 +37,17 @@ def observe(
     percentile in seconds of the samples that have a latency (values = those latencies,
     count = total = n); `throughput` = n / round_seconds (count = n).
     """
-    chosen = [
-        s for s in samples if s.target == target and (rule.check is None or s.check == rule.check)
-    ]
+    check = rule.check  # list comprehensions, not generators: this runs per rule per round
+    if check is None:
+        chosen = [s for s in samples if s.target == target]
+    else:
+        chosen = [s for s in samples if s.target == target and s.check == check]
     if not chosen:
         return Observation(value=None, error="no samples", seconds=round_seconds)
     metric = rule.metric
     n = len(chosen)
     if metric == "error_rate":
-        failed = sum(1 for s in chosen if not s.ok)
+        failed = len([s for s in chosen if not s.ok])
         return Observation(value=failed / n, count=failed, total=n, seconds=round_seconds)
     if metric == "throughput":
         if round_seconds <= 0:
@@ -53,7 +55,7 @@ def observe(
         return Observation(value=n / round_seconds, count=n, seconds=round_seconds)
     q = quantile_of(metric)
     if metric.startswith("latency_") and q is not None:
-        latencies = tuple(float(s.latency_s) for s in chosen if s.latency_s is not None)
+        latencies = tuple([float(s.latency_s) for s in chosen if s.latency_s is not None])
         if not latencies:
             return Observation(value=None, error="no latencies", seconds=round_seconds)
         value = percentile(latencies, q)

@@ -699,6 +699,8 @@ class SequentialRule:
         if self.kind == "proportion":
             return float(obs.total or 0) if _has_counts(obs) else 0.0
         if self.kind == "distribution":
+            if not self.components and not self.passes:  # no test reads them (no baseline)
+                return float(len([v for v in obs.values if math.isfinite(v)]))
             return float(self._finite(obs.values).size)
         return 1.0 if obs.has_data else 0.0
 

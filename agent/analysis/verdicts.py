@@ -116,13 +116,17 @@ def no_baseline(rule: Rule, observed: float | None, st: State) -> Judged:
     )
 
 
-def pooled(rule: Rule, st: State) -> float | None:
-    """The window's figure so far: pooled rate, percentile of all samples, or mean value."""
+def pooled(rule: Rule, st: State, reader: sketch.Reader | None = None) -> float | None:
+    """The window's figure so far: pooled rate, percentile of all samples, or mean value
+    (a percentile read by `reader` when given: the rule's, kept from round to round)."""
     kind = st["kind"]
     if kind == "proportion":
         return st["count"] / st["total"] if st["total"] else None
     if kind == "distribution":
-        return sketch.quantile(st["sketch"], quantile_of(rule.metric) or 0.5)
+        q = quantile_of(rule.metric) or 0.5
+        if reader is not None:
+            return reader.quantile(st["sketch"], q)
+        return sketch.quantile(st["sketch"], q)
     return st["vsum"] / st["with_data"] if st["with_data"] else None
 
 
@@ -173,8 +177,15 @@ def clean(value: float | None) -> float | None:
 
 def to_json(value: Any) -> Any:
     """Evidence must serialise as JSON: plain floats, no NaN or infinity."""
-    if type(value) is float:  # the common case first: this runs on every round's evidence
+    kind = type(value)  # the exact built-in types first: this runs on every verdict's evidence
+    if kind is float:
         return value if math.isfinite(value) else None
+    if kind in _PLAIN:
+        return value
+    if kind is dict:
+        return {k: to_json(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [to_json(v) for v in value]
     if isinstance(value, bool) or value is None or isinstance(value, str | int):
         return value
     if isinstance(value, float | np.floating):
@@ -186,3 +197,6 @@ def to_json(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: to_json(v) for k, v in value.items()}
     return value
+
+
+_PLAIN = frozenset({str, int, bool, type(None)})

@@ -4,6 +4,8 @@ keeps, round by round over the golden trace's windows (every policy, family and 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -46,3 +48,37 @@ def test_the_glance_agrees_with_the_verdict_every_round(spec: trace.WindowSpec) 
         ], k
         if verdict.decision == "fail":
             break
+
+
+@pytest.mark.parametrize("policy", ["sequential", "no_failure"])
+def test_a_fresh_agent_without_baselines_glances_as_it_words(policy: str) -> None:
+    """No background runs yet (the footprint benchmark's windows): the relative latency
+    rule has no baseline, so no test; its glance is not worded but says what the words do,
+    and its samples are still counted (NaN and infinite latencies left out)."""
+    rng = np.random.default_rng(5)
+    rules = trace.RULE_SETS["footprint"]
+    judge = Judge(rules, {}, trace.POLICIES[policy], horizon=trace.ROUNDS)
+    state = judge.start()
+    finite = 0
+    for k in range(trace.ROUNDS):
+        round_ = trace._observe(rules, trace._second(rng, 10, 1.0, 1.0), 1.0)
+        latency = round_["latency"]
+        if k % 5 == 2 and latency.values:
+            latency = replace(latency, values=(*latency.values, float("nan"), float("inf")))
+            round_["latency"] = latency
+        finite += sum(1 for v in latency.values if np.isfinite(v))
+        final = k == trace.ROUNDS - 1
+        state = judge.advance(state, round_)
+        glance, verdict = judge.glance(state, final=final), judge.verdict(state, final=final)
+        assert glance.decision == verdict.decision, k
+        assert [rule_snapshot(g) for g in glance.rules] == [
+            rule_snapshot(v) for v in verdict.rules
+        ], k
+        untested, worded = glance.rules[1], verdict.rules[1]
+        assert (untested.outcome, untested.observed, untested.evidence) == (
+            worded.outcome,
+            worded.observed,
+            worded.evidence,
+        ), k
+    assert verdict.rules[1].evidence == {"reason": "no baseline"}
+    assert state["rules"]["latency"]["seq"]["samples"] == finite > 0

@@ -37,6 +37,7 @@ def journey_environment(target: JourneyTarget, receiver_url: str, secret: str, *
         "interval": "1s",
         "failure_limit": "2",
         "policy": "threshold",
+        "timeout": "1s",
         "more_rules": "",
     } | kw
     return f"""
@@ -50,10 +51,10 @@ def journey_environment(target: JourneyTarget, receiver_url: str, secret: str, *
         - name: health
           type: http
           path: /api/health
-          timeout: 1s
+          timeout: {values["timeout"]}
         - name: journey
           type: smoke
-          timeout: 1s
+          timeout: {values["timeout"]}
           steps:
             - name: login
               method: POST

@@ -19,9 +19,12 @@ pytestmark = pytest.mark.e2e
 
 
 async def rolled_back(
-    journey_agent: JourneyAgent, journey: JourneyTarget, **register: Any
+    journey_agent: JourneyAgent,
+    journey: JourneyTarget,
+    environment: dict[str, str] | None = None,
+    **register: Any,
 ) -> tuple[Any, dict[str, Any]]:
-    agent = await journey_agent()
+    agent = await journey_agent(**(environment or {}))
     deploy = await agent.register("production", register.pop("version", "v2.4.1"), **register)
     journey.bad = True
     final = await agent.settled(deploy["id"], within=20)
@@ -161,6 +164,9 @@ async def test_hostile_labels_versions_and_messages_are_shown_escaped(
     _agent, final = await rolled_back(
         journey_agent,
         journey,
+        # the page names each check's LAST failure: on a loaded machine a 1 s probe timeout
+        # could be that failure, and the body's message asserted below would not be shown
+        {"timeout": "10s"},
         version=hostile_version,
         previous_version="<b>old</b>",
         commit='"><svg onload=alert(3)>',

@@ -12,9 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from agent.analysis import sketch
 from agent.analysis.sequential import BaselineData, Kind
 from agent.analysis.types import Observation, Policy, Rule
-from agent.analysis.verdicts import Judged, RuleGlance, State, glance_of
+from agent.analysis.verdicts import Judged, RuleGlance, State, glance_of, pooled
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,15 @@ class BasePolicy:
 
     def __init__(self, window: Window) -> None:
         self.window = window
+        self._readers: dict[str, sketch.Reader] = {}
+
+    def pooled(self, rule: Rule, st: State) -> float | None:
+        """`verdicts.pooled`, a percentile read by the rule's own `sketch.Reader` (its
+        buckets kept in order from round to round instead of sorted every round)."""
+        reader = self._readers.get(rule.name)
+        if reader is None:
+            reader = self._readers[rule.name] = sketch.Reader()
+        return pooled(rule, st, reader)
 
     def judge(self, rule: Rule, st: State, kind: Kind, final: bool) -> Judged:
         raise NotImplementedError

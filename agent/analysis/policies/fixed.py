@@ -17,7 +17,6 @@ from agent.analysis.verdicts import (
     State,
     needs_baseline,
     no_baseline,
-    pooled,
     rule_verdict,
     summary,
 )
@@ -50,7 +49,7 @@ class FixedPolicy(BasePolicy):
 
     def judge(self, rule: Rule, st: State, kind: Kind, final: bool) -> Judged:
         base = self.window.base[rule.name]
-        observed = pooled(rule, st)
+        observed = self.pooled(rule, st)
         if needs_baseline(rule, base):
             return no_baseline(rule, observed, st)
         tests = self._fixed_rule(rule, kind)

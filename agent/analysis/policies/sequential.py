@@ -10,22 +10,21 @@ test and keeps the threshold streak.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from agent.analysis.describe import format_value, is_rate, quantile_of
 from agent.analysis.policies.base import BasePolicy, Window
 from agent.analysis.policies.threshold import ThresholdPolicy
-from agent.analysis.sequential import BaselineData, Kind, Reached, SequentialRule
+from agent.analysis.sequential import BaselineData, Component, Kind, Reached, SequentialRule
 from agent.analysis.types import Observation, Rule, RuleOutcome
 from agent.analysis.verdicts import (
     Judged,
     RuleGlance,
     State,
+    clean,
     effect,
-    glance_of,
     needs_baseline,
     no_baseline,
-    pooled,
     ratio,
     rule_glance,
     rule_verdict,
@@ -82,21 +81,32 @@ class SequentialPolicy(BasePolicy):
             return at
         return None
 
+    def _why_untested(
+        self, rule: Rule, st: State, tests: SequentialRule
+    ) -> Literal["baseline", "bound", "samples"] | None:
+        """Why no test can speak yet: no baseline to compare with, no bound this data can
+        be tested against, or too few samples; None when they can."""
+        if not tests.components and not tests.passes:
+            return "baseline" if needs_baseline(rule, self.window.base[rule.name]) else "bound"
+        if _samples(st) < max(1, rule.min_samples):
+            return "samples"
+        return None
+
     def _untested(
         self, rule: Rule, st: State, tests: SequentialRule, observed: float | None
     ) -> Judged | None:
         """The verdict while no test can speak: no bound to test, or too few samples."""
+        why = self._why_untested(rule, st, tests)
+        if why is None:
+            return None
+        if why == "baseline":
+            return no_baseline(rule, observed, st)
         base = self.window.base[rule.name]
-        if not tests.components and not tests.passes:
-            if needs_baseline(rule, base):
-                return no_baseline(rule, observed, st)
+        if why == "bound":
             detail = "no bound this data can be tested against"
-            return Judged(rule_verdict(rule, "inconclusive", observed, base, detail, {}))
-        samples = (st["seq"] or tests.start())["samples"]
-        if samples < max(1, rule.min_samples):
-            detail = f"{samples:g} samples so far, {rule.min_samples} needed"
-            return Judged(rule_verdict(rule, "inconclusive", observed, base, detail, {}))
-        return None
+        else:
+            detail = f"{_samples(st):g} samples so far, {rule.min_samples} needed"
+        return Judged(rule_verdict(rule, "inconclusive", observed, base, detail, {}))
 
     def glance(self, rule: Rule, st: State, kind: Kind, final: bool) -> RuleGlance:
         """`judge`'s outcome and the figures a stored round keeps (p-value, effect and its
@@ -105,10 +115,13 @@ class SequentialPolicy(BasePolicy):
         if self._streak_only(rule, kind):
             return self.streak.glance(rule, st, kind, final)
         tests = self.tests(rule, kind)
-        observed = pooled(rule, st)
-        untested = self._untested(rule, st, tests, observed)
-        if untested is not None:
-            return glance_of(untested)
+        observed = self.pooled(rule, st)
+        why = self._why_untested(rule, st, tests)
+        if why is not None:
+            # `glance_of(self._untested(...))` without wording it: a rule without a
+            # baseline is untested every round
+            reason = {"reason": "no baseline"} if why == "baseline" else {}
+            return RuleGlance(rule.name, "inconclusive", clean(observed), reason)
         seq = st["seq"] or tests.start()
         base = self.window.base[rule.name]
         failed_at, comp = tests.failed_at(seq)
@@ -116,9 +129,9 @@ class SequentialPolicy(BasePolicy):
         band = _effect_band(tests, seq, base)
         if band is not None:
             figures |= {"effect_interval": band, "tolerance": tests.rule.max_increase}
-        decisive = comp or tests.closest(seq)
+        decisive = _decisive(tests, seq, comp)
         if decisive is not None:
-            log_e, log_needed = tests.log_evidence(seq, decisive)
+            _, log_e, log_needed = decisive
             figures |= {
                 "likelihood_ratio": ratio(log_e),
                 "likelihood_ratio_needed": ratio(log_needed),
@@ -137,7 +150,7 @@ class SequentialPolicy(BasePolicy):
             return self.streak.judge(rule, st, kind, final)
         base = self.window.base[rule.name]
         tests = self.tests(rule, kind)
-        observed = pooled(rule, st)
+        observed = self.pooled(rule, st)
         untested = self._untested(rule, st, tests, observed)
         if untested is not None:
             return untested
@@ -145,10 +158,12 @@ class SequentialPolicy(BasePolicy):
         samples = seq["samples"]
         said = summary(rule, st, observed, samples)
         reached = tests.evidence_bounds(seq)
-        evidence = self._evidence(tests, seq, observed, base, st, reached)
         failed_at, comp = tests.failed_at(seq)
-        if failed_at is not None and comp is not None:
-            log_e, log_needed = tests.log_evidence(seq, comp)
+        logs = [tests.log_evidence(seq, c) for c in tests.components]
+        decisive = _decisive(tests, seq, comp, logs)
+        evidence = self._evidence(tests, seq, observed, base, st, reached, decisive, logs)
+        if failed_at is not None and comp is not None and decisive is not None:
+            _, log_e, log_needed = decisive
             lr, needed = ratio(log_e), ratio(log_needed)
             reason = (
                 f"{rule.name}: {rule.metric} {format_value(rule.metric, observed)} "
@@ -158,10 +173,9 @@ class SequentialPolicy(BasePolicy):
             detail = f"{said}; likelihood ratio {lr:.3g} reached {needed:.3g}"
             verdict = rule_verdict(rule, "fail", observed, base, detail, evidence)
             return Judged(verdict, failed_at, reason)
-        closest = tests.closest(seq)
         strongest = ""
-        if closest is not None:
-            log_e, log_needed = tests.log_evidence(seq, closest)
+        if decisive is not None:  # no test failed: the one closest to failing
+            _, log_e, log_needed = decisive
             strongest = (
                 f"; strongest evidence of a regression: likelihood ratio "
                 f"{ratio(log_e):.3g} of {ratio(log_needed):.3g} needed"
@@ -192,9 +206,12 @@ class SequentialPolicy(BasePolicy):
         base: BaselineData | None,
         st: State,
         reached: list[Reached],
+        decisive: tuple[Component, float, float] | None,
+        logs: list[tuple[float, float]],
     ) -> dict[str, Any]:
-        failed_at, comp = tests.failed_at(seq)
-        decisive = comp or tests.closest(seq)
+        """The rule's evidence; `decisive` and `logs` (each test's `log_evidence`) as
+        `_decisive` and `judge` read them, once."""
+        failed_at, _ = tests.failed_at(seq)
         out: dict[str, Any] = {
             "policy": "sequential",
             "statistic": "e-value (round-level betting, always valid)",
@@ -229,24 +246,24 @@ class SequentialPolicy(BasePolicy):
                 "bound_below_detectable": _blind(tolerance, can.effect),
             }
         if decisive is not None:
-            log_e, log_needed = tests.log_evidence(seq, decisive)
+            comp, log_e, log_needed = decisive
             out |= {
-                "test": _TEST_NAMES[decisive.test],
+                "test": _TEST_NAMES[comp.test],
                 "likelihood_ratio": ratio(log_e),
                 "likelihood_ratio_needed": ratio(log_needed),
-                "null": decisive.null,
+                "null": comp.null,
             }
         out["components"] = [
             {
                 "bound": c.bound,
                 "test": _TEST_NAMES[c.test],
                 "null": c.null,
-                "likelihood_ratio": to_json(ratio(tests.log_evidence(seq, c)[0])),
-                "likelihood_ratio_needed": to_json(ratio(tests.log_evidence(seq, c)[1])),
+                "likelihood_ratio": to_json(ratio(log_e)),
+                "likelihood_ratio_needed": to_json(ratio(log_needed)),
                 "baseline_bound": to_json(c.baseline_bound),
                 "failed_at_round": seq["tests"][c.key]["crossed"],
             }
-            for c in tests.components
+            for c, (log_e, log_needed) in zip(tests.components, logs, strict=True)
         ]
         return out  # made JSON-safe once, by `rule_verdict`
 
@@ -289,6 +306,31 @@ class SequentialPolicy(BasePolicy):
         if limit is None or base is None or not base.value:
             return None
         return abs(limit / base.value - 1.0)
+
+
+def _decisive(
+    tests: SequentialRule,
+    seq: State,
+    failed: Component | None,
+    logs: list[tuple[float, float]] | None = None,
+) -> tuple[Component, float, float] | None:
+    """The test that failed, else the one closest to failing (`SequentialRule.closest`:
+    the largest peak log e-value over its threshold, the first on a tie), with its
+    `log_evidence`: each test's evidence read once (`logs`, when read already), not once
+    to find it and again to show it."""
+    if failed is not None:
+        return (failed, *tests.log_evidence(seq, failed))
+    best: tuple[Component, float, float] | None = None
+    for k, comp in enumerate(tests.components):
+        log_e, log_needed = logs[k] if logs is not None else tests.log_evidence(seq, comp)
+        if best is None or log_e - log_needed > best[1] - best[2]:
+            best = (comp, log_e, log_needed)
+    return best
+
+
+def _samples(st: State) -> float:
+    """The samples the rule's tests have counted (none before its first round with data)."""
+    return st["seq"]["samples"] if st["seq"] is not None else 0.0
 
 
 SEEN_WITHIN = 2.0

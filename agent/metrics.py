@@ -6,11 +6,67 @@ Names follow Prometheus conventions: `postflight_<noun>_<unit>`, base units,
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from agent import __version__
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class _Unlocked:
+    """A metric's value without prometheus_client's lock (`values.MutexValue`), for the
+    metrics only the event loop's thread changes: a probe's run and a round count and
+    time themselves thousands of times a second, and taking a lock was most of it."""
+
+    __slots__ = ("_value",)
+    _multiprocess = False
+
+    def __init__(self, *_: Any, **__: Any) -> None:
+        self._value = 0.0
+
+    def inc(self, amount: float) -> None:
+        self._value += amount
+
+    def set(self, value: float, timestamp: float | None = None) -> None:
+        self._value = value
+
+    def set_exemplar(self, exemplar: Any) -> None:
+        raise NotImplementedError("the agent's loop-only metrics keep no exemplars")
+
+    def get(self) -> float:
+        return self._value
+
+    def get_exemplar(self) -> None:
+        return None
+
+
+class LoopCounter(Counter):
+    """A `Counter` changed only on the event loop's thread (see `_Unlocked`)."""
+
+    def _metric_init(self) -> None:
+        super()._metric_init()
+        self._value: Any = _Unlocked()
+
+
+class LoopHistogram(Histogram):
+    """A `Histogram` observed only on the event loop's thread (see `_Unlocked`); its
+    bucket found by bisection rather than by a walk over every bound."""
+
+    def _metric_init(self) -> None:
+        super()._metric_init()
+        self._sum: Any = _Unlocked()
+        self._buckets: list[Any] = [_Unlocked() for _ in self._upper_bounds]
+
+    def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
+        if exemplar or amount != amount:  # NaN falls in no bucket, as the library has it
+            super().observe(amount, exemplar)
+            return
+        self._raise_if_not_observable()  # type: ignore[no-untyped-call]
+        self._sum._value += amount
+        self._buckets[bisect_left(self._upper_bounds, amount)]._value += 1
 
 
 class Metrics:
@@ -35,20 +91,20 @@ class Metrics:
             ["environment", "outcome"],
             registry=r,
         )
-        self.check_runs_total = Counter(
+        self.check_runs_total = LoopCounter(
             "postflight_check_runs_total",
             "Check runs, by result.",
             ["environment", "check", "result"],
             registry=r,
         )
-        self.check_duration_seconds = Histogram(
+        self.check_duration_seconds = LoopHistogram(
             "postflight_check_duration_seconds",
             "How long one check run took.",
             ["environment", "check"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.rule_evaluations_total = Counter(
+        self.rule_evaluations_total = LoopCounter(
             "postflight_rule_evaluations_total",
             "Rule evaluations, by outcome.",
             ["environment", "rule", "outcome"],
@@ -85,14 +141,14 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.round_lag_seconds = Histogram(
+        self.round_lag_seconds = LoopHistogram(
             "postflight_round_lag_seconds",
             "How late a round started against its window's fixed schedule"
             " (deployed_at + k × interval).",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
             registry=r,
         )
-        self.round_overruns_total = Counter(
+        self.round_overruns_total = LoopCounter(
             "postflight_round_overruns_total",
             "Rounds that finished after their slot ended (the next round started late).",
             ["environment"],

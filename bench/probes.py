@@ -7,10 +7,11 @@ rounds, so a busy machine slows every contender alike:
 
 - wrk straight at nginx: the ceiling of the target and the machine;
 - wrk driving blackbox_exporter's `/probe`: one request = one blackbox probe;
-- the agent: `HttpCheck` runs through `checks.registry.run_check` from N
-  concurrent workers over the shared keep-alive session, every `CheckResult`
-  kept in a list (every probe's result recorded), on uvloop when installed
-  (as the daemon does) and on the default asyncio loop;
+- the agent: `HttpCheck` runs as a round runs it (`checks.registry.start_check`, from
+  callbacks; `run_check` in a task when the lean client does not take the request), N
+  at a time over the shared keep-alive session, every `CheckResult` kept in a list
+  (every probe's result recorded), on uvloop when installed (as the daemon does) and
+  on the default asyncio loop;
 - the agent with a new connection per probe (keep-alive disabled), on the
   daemon's loop: the same work blackbox_exporter does for each probe;
 - the agent with every probe through aiohttp (`TargetSessions(lean=False)`), on the
@@ -55,7 +56,7 @@ from agent.settings_file import load_settings_text
 from agent.windows.probing import EnvironmentProbe
 from checks.base import CheckContext, CheckResult
 from checks.http import HttpCheck, HttpCheckConfig
-from checks.registry import run_check
+from checks.registry import run_check, start_check
 from checks.sessions import TargetSessions
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
@@ -205,16 +206,29 @@ async def agent_probes(
         for _ in range(concurrency):  # open the pool's connections before timing
             results.append(await run_check(check, ctx))
         results.clear()
+        loop = asyncio.get_running_loop()
         stop = time.perf_counter() + seconds
+        over = loop.create_future()
+        running = concurrency
 
-        async def worker() -> None:
-            while time.perf_counter() < stop:
-                results.append(await run_check(check, ctx))
+        def next_probe(result: CheckResult | None = None) -> None:
+            """Each worker's next probe as a round starts one: from callbacks
+            (`start_check`), else (aiohttp only) `run_check` in a task."""
+            nonlocal running
+            if result is not None:
+                results.append(result)
+            if time.perf_counter() >= stop:
+                running -= 1
+                if not running:
+                    over.set_result(None)
+            elif not start_check(check, ctx, next_probe):
+                task = loop.create_task(run_check(check, ctx))
+                task.add_done_callback(lambda t: next_probe(t.result()))
 
         cpu0, t0 = time.process_time(), time.perf_counter()
-        async with asyncio.TaskGroup() as tasks:
-            for _ in range(concurrency):
-                tasks.create_task(worker())
+        for _ in range(concurrency):
+            next_probe()
+        await over
         elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     failed = sum(not r.ok for r in results)
     return AgentRound(len(results) / elapsed, len(results), failed, cpu / len(results) * 1e6)

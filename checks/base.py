@@ -10,8 +10,9 @@ registry, not the plugin, catches exceptions and times runs.
 from __future__ import annotations
 
 import builtins
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -109,5 +110,32 @@ class Check:
     async def run(self, ctx: CheckContext) -> CheckResult:
         raise NotImplementedError
 
+    def start(
+        self, ctx: CheckContext, done: Callable[[CheckResult | BaseException], None]
+    ) -> Running | None:
+        """Optional: a run without a task, driven by callbacks.
 
-__all__ = ["Check", "CheckConfig", "CheckContext", "CheckResult", "Sample", "Target"]
+        Return None (the default) to be run by `run` instead; else the run under way, after
+        which `done` is called once, from the event loop, with what `run` would have
+        returned or raised (unless cancelled first). Worth it only for a check run thousands
+        of times a second (the `http` probe): a task and its coroutines cost more than it.
+        """
+        return None
+
+
+class Running(Protocol):
+    """A run `Check.start` started."""
+
+    def cancel(self) -> None:
+        """Stop it, as cancelling `run`'s task would: `done` will not be called."""
+
+
+__all__ = [
+    "Check",
+    "CheckConfig",
+    "CheckContext",
+    "CheckResult",
+    "Running",
+    "Sample",
+    "Target",
+]

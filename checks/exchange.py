@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -23,7 +25,14 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from checks.sessions import lean_client
-from checks.wire import Disconnected, LeanClient, PayloadIncomplete, Unsupported
+from checks.wire import (
+    Disconnected,
+    LeanClient,
+    Parsed,
+    PayloadIncomplete,
+    Sending,
+    Unsupported,
+)
 from common.durations import format_duration
 
 ErrorKind = Literal["timeout", "connect", "tls", "protocol", "status"]
@@ -184,16 +193,164 @@ async def _lean_exchange(
     except (*_LEAN_FAILURES, httptools.HttpParserError) as exc:
         kind, message = _lean_failure(exc, url, timeout_s)
         raise ProbeFailed(kind, message, time.perf_counter() - t0) from exc
-    # from when the request could go out (a wait for the pool's own limit is not the
-    # target's) to when its last byte was parsed (not when this task got the loop back)
-    latency = parsed.done_at - (t0 if started is not None else sent)
+    return _lean_reply(parsed, url, allow_redirects, t0 if started is not None else sent)
+
+
+def _lean_reply(parsed: Parsed, url: URL, allow_redirects: bool, since: float) -> Reply:
+    """The `Reply` of a lean exchange; raises `Unsupported` for a redirect to follow."""
     if (
         allow_redirects
         and parsed.status in _REDIRECTS
         and ("Location" in parsed.headers or "URI" in parsed.headers)
     ):
         raise Unsupported("redirect")  # aiohttp follows it (history, limits, method rewrites)
+    # from when the request could go out (a wait for the pool's own limit is not the
+    # target's) to when its last byte was parsed (not when this task got the loop back)
+    latency = parsed.done_at - since
     return Reply(parsed.status, parsed.headers, parsed.body, parsed.size, latency, url)
+
+
+Outcome = Callable[["Reply | BaseException"], None]
+"""`exchange_now`'s callback: the `Reply`, or what `exchange` would have raised."""
+
+
+def exchange_now(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: URL,
+    *,
+    timeout_s: float,
+    headers: dict[str, str] | None,
+    data: bytes | None,
+    allow_redirects: bool,
+    max_redirects: int,
+    verify_tls: bool,
+    keep_body: bool,
+    outcome: Outcome,
+) -> Sending | None:
+    """`exchange` without a task or a coroutine, when the lean client can send the request
+    (`LeanClient.send_now`): `outcome` gets what `exchange` would return or raise, from the
+    pool's and the connection's callbacks. None, and nothing sent: await `exchange` instead.
+    What the lean path hands back (a redirect to follow, a codec it lacks) goes through
+    `exchange` in a task, as there."""
+    lean = lean_client(session)
+    if lean is None or not lean.supports(method, url, headers):
+        return None
+    now = _Now(
+        session,
+        lean,
+        method,
+        url,
+        timeout_s,
+        headers,
+        data,
+        allow_redirects,
+        max_redirects,
+        verify_tls,
+        keep_body,
+        outcome,
+    )
+    return lean.send_now(
+        lean.head(method, url, headers, data), url, timeout_s, keep_body, now.answered
+    )
+
+
+class _Now:
+    """One `exchange_now` under way: its arguments, for the answer (an object with slots,
+    not a closure: a cell per captured name costs more than the probe's other objects)."""
+
+    __slots__ = (
+        "allow_redirects",
+        "data",
+        "headers",
+        "keep_body",
+        "lean",
+        "max_redirects",
+        "method",
+        "outcome",
+        "session",
+        "t0",
+        "timeout_s",
+        "url",
+        "verify_tls",
+    )
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        lean: LeanClient,
+        method: str,
+        url: URL,
+        timeout_s: float,
+        headers: dict[str, str] | None,
+        data: bytes | None,
+        allow_redirects: bool,
+        max_redirects: int,
+        verify_tls: bool,
+        keep_body: bool,
+        outcome: Outcome,
+    ) -> None:
+        self.session = session
+        self.lean = lean
+        self.method = method
+        self.url = url
+        self.timeout_s = timeout_s
+        self.headers = headers
+        self.data = data
+        self.allow_redirects = allow_redirects
+        self.max_redirects = max_redirects
+        self.verify_tls = verify_tls
+        self.keep_body = keep_body
+        self.outcome = outcome
+        self.t0 = time.perf_counter()
+
+    def answered(self, parsed: Parsed | None, sent: float, exc: BaseException | None) -> None:
+        if parsed is not None:
+            try:
+                self.outcome(_lean_reply(parsed, self.url, self.allow_redirects, sent))
+                return
+            except Unsupported as unsupported:
+                exc = unsupported
+        if isinstance(exc, Unsupported):
+            # nothing was recorded yet: through aiohttp, now and from now on (as `exchange`)
+            self.lean.decline(self.method, self.url)
+            later = asyncio.get_running_loop().create_task(
+                exchange(
+                    self.session,
+                    self.method,
+                    self.url,
+                    client_timeout=self.timeout_s,
+                    headers=self.headers,
+                    data=self.data,
+                    allow_redirects=self.allow_redirects,
+                    max_redirects=self.max_redirects,
+                    verify_tls=self.verify_tls,
+                    keep_body=self.keep_body,
+                )
+            )
+            _LATER.add(later)
+            later.add_done_callback(functools.partial(_later_done, self.outcome))
+        elif isinstance(exc, (*_LEAN_FAILURES, httptools.HttpParserError)):
+            kind, message = _lean_failure(exc, self.url, self.timeout_s)
+            failed = ProbeFailed(kind, message, time.perf_counter() - self.t0)
+            failed.__cause__ = exc
+            self.outcome(failed)
+        else:
+            assert exc is not None
+            self.outcome(exc)
+
+
+_LATER: set[asyncio.Task[Reply]] = set()
+"""`exchange_now`'s requests handed to aiohttp, in flight (the loop keeps weak references)."""
+
+
+def _later_done(outcome: Outcome, task: asyncio.Task[Reply]) -> None:
+    _LATER.discard(task)
+    if task.cancelled():
+        outcome(asyncio.CancelledError())
+    else:
+        exc = task.exception()
+        outcome(exc if exc is not None else task.result())
 
 
 def _lean_failure(exc: BaseException, url: URL, timeout_s: float | None) -> tuple[ErrorKind, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -17,8 +18,15 @@ import aiohttp
 from pydantic import Field
 from yarl import URL
 
-from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
-from checks.exchange import ProbeFailed, cert_not_after, exchange, peer_certificate
+from checks.base import Check, CheckConfig, CheckContext, CheckResult, Running, Sample
+from checks.exchange import (
+    ProbeFailed,
+    Reply,
+    cert_not_after,
+    exchange,
+    exchange_now,
+    peer_certificate,
+)
 from checks.expect import Body, Expect, Expectation
 from checks.request import RequestSpec, encode_body, target_url
 from common.redaction import Redactor
@@ -66,21 +74,13 @@ class HttpCheck(Check):
 
     async def run(self, ctx: CheckContext) -> CheckResult:
         cfg = self.config
-        url = self._urls.get(ctx.base_url)
-        if url is None:
-            url = self._urls[ctx.base_url] = target_url(cfg, ctx.base_url)
-        want_cert = cfg.tls_expiry_warning_days is not None and url.scheme == "https"
-        timeout: aiohttp.ClientTimeout | float = self._timeout
-        if ctx.deadline is not None:
-            left = ctx.deadline - asyncio.get_running_loop().time()
-            if left < cfg.timeout:  # the round ends first: wait no longer than it lasts
-                timeout = max(round(left, 3), 0.001)
+        url, timeout = self._prepare(ctx)
         try:
             reply = await exchange(
                 ctx.session,
                 cfg.method,
                 url,
-                client_timeout=timeout,
+                client_timeout=self._timeout if timeout is None else timeout,
                 headers=self._headers,
                 data=self._data,
                 allow_redirects=cfg.follow_redirects,
@@ -89,48 +89,98 @@ class HttpCheck(Check):
                 keep_body=self._expect.needs_body,
             )
         except ProbeFailed as failed:
-            sample = Sample(check=cfg.name, ok=False, error=failed.kind, target=ctx.target)
-            return CheckResult(
-                check=cfg.name,
-                type=self.type,
-                ok=False,
-                samples=(sample,),
-                message=f"{self._label}: {failed.message}",
-                details={"error": failed.kind},
-            )
+            return self._failed(ctx, failed)
+        message, details, error = self._judged(ctx, reply)
+        if cfg.tls_expiry_warning_days is not None and url.scheme == "https":
+            warning = await self._tls_warning(url, details)
+            if warning:
+                message += f" (warning: {warning})"
+        return self._result(ctx, reply, error, message, details)
 
+    def start(
+        self, ctx: CheckContext, done: Callable[[CheckResult | BaseException], None]
+    ) -> Running | None:
+        """`run` from callbacks (`exchange_now`) when the lean client takes the request
+        (plain http): what a probe of a healthy target does, round after round."""
+        cfg = self.config
+        url, timeout = self._prepare(ctx)
+        if url.scheme != "http":
+            return None  # (the certificate's expiry is read in `run`)
+        return exchange_now(
+            ctx.session,
+            cfg.method,
+            url,
+            timeout_s=float(cfg.timeout) if timeout is None else timeout,
+            headers=self._headers,
+            data=self._data,
+            allow_redirects=cfg.follow_redirects,
+            max_redirects=cfg.max_redirects,
+            verify_tls=cfg.verify_tls,
+            keep_body=self._expect.needs_body,
+            outcome=_Started(self, ctx, done).outcome,
+        )
+
+    def _prepare(self, ctx: CheckContext) -> tuple[URL, float | None]:
+        """The URL, and the timeout when the round's end comes first (else the check's)."""
+        url = self._urls.get(ctx.base_url)
+        if url is None:
+            url = self._urls[ctx.base_url] = target_url(self.config, ctx.base_url)
+        if ctx.deadline is not None:
+            left = ctx.deadline - asyncio.get_running_loop().time()
+            if left < self.config.timeout:  # the round ends first: wait no longer than it lasts
+                return url, max(round(left, 3), 0.001)
+        return url, None
+
+    def _failed(self, ctx: CheckContext, failed: ProbeFailed) -> CheckResult:
+        name = self.config.name
+        sample = Sample(check=name, ok=False, error=failed.kind, target=ctx.target)
+        return CheckResult(
+            check=name,
+            type=self.type,
+            ok=False,
+            samples=(sample,),
+            message=f"{self._label}: {failed.message}",
+            details={"error": failed.kind},
+        )
+
+    def _judged(self, ctx: CheckContext, reply: Reply) -> tuple[str, dict[str, object], str | None]:
+        """The message, details and error class (None: ok) of a response, against `expect:`."""
         redactor = self._redactor(ctx.secrets)
         mismatches = self._expect.check(
             reply.status, reply.headers, Body(reply.body), reply.latency_s, redactor
-        )
-        ok = not mismatches
-        sample = Sample(
-            check=cfg.name,
-            ok=ok,
-            latency_s=reply.latency_s,
-            status=reply.status,
-            error=None if ok else mismatches[0].kind,
-            bytes=reply.size,
-            target=ctx.target,
         )
         details: dict[str, object] = {
             "status": reply.status,
             "latency_ms": round(reply.latency_s * 1000, 3),
         }
-        if ok:
-            message = f"{self._label}: {reply.status} in {reply.latency_s * 1000:.0f}ms"
-        else:
-            details["error"] = mismatches[0].kind
-            details["failures"] = [str(m) for m in mismatches]
-            message = f"{self._label}: " + "; ".join(str(m) for m in mismatches)
-        if want_cert:
-            warning = await self._tls_warning(url, details)
-            if warning:
-                message += f" (warning: {warning})"
+        if not mismatches:
+            return f"{self._label}: {reply.status} in {reply.latency_s * 1000:.0f}ms", details, None
+        error = details["error"] = mismatches[0].kind
+        details["failures"] = [str(m) for m in mismatches]
+        return f"{self._label}: " + "; ".join(str(m) for m in mismatches), details, error
+
+    def _result(
+        self,
+        ctx: CheckContext,
+        reply: Reply,
+        error: str | None,
+        message: str,
+        details: dict[str, object],
+    ) -> CheckResult:
+        name = self.config.name
+        sample = Sample(
+            check=name,
+            ok=error is None,
+            latency_s=reply.latency_s,
+            status=reply.status,
+            error=error,
+            bytes=reply.size,
+            target=ctx.target,
+        )
         return CheckResult(
-            check=cfg.name,
+            check=name,
             type=self.type,
-            ok=ok,
+            ok=error is None,
             samples=(sample,),
             message=message,
             details=details,
@@ -165,3 +215,33 @@ class HttpCheck(Check):
         warning = f"TLS certificate expires in {max(days_left, 0):.0f} days ({not_after:%Y-%m-%d})"
         details["warnings"] = [warning]
         return warning
+
+
+class _Started:
+    """An `HttpCheck.start` run: what `run` does once its exchange is over."""
+
+    __slots__ = ("check", "ctx", "done")
+
+    def __init__(
+        self,
+        check: HttpCheck,
+        ctx: CheckContext,
+        done: Callable[[CheckResult | BaseException], None],
+    ) -> None:
+        self.check = check
+        self.ctx = ctx
+        self.done = done
+
+    def outcome(self, reply: Reply | BaseException) -> None:
+        check, ctx = self.check, self.ctx
+        try:
+            if isinstance(reply, Reply):
+                message, details, error = check._judged(ctx, reply)
+                result: CheckResult | BaseException = check._result(
+                    ctx, reply, error, message, details
+                )
+            else:
+                result = check._failed(ctx, reply) if isinstance(reply, ProbeFailed) else reply
+        except Exception as exc:  # the registry words it, as for a `run` that raised
+            result = exc
+        self.done(result)

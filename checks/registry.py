@@ -15,12 +15,12 @@ import logging
 import time
 import traceback
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from types import MappingProxyType
 from typing import Any
 
-from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
+from checks.base import Check, CheckConfig, CheckContext, CheckResult, Running, Sample
 from checks.ticks import ticks
 from common.redaction import SENSITIVE_KEY, Redactor, truncate
 
@@ -149,12 +149,7 @@ async def run_check(check: Check, ctx: CheckContext) -> CheckResult:
     redactor = _redactor(tuple(ctx.secrets))
     started = time.perf_counter()
     now = asyncio.get_running_loop().time()
-    allowed = deadline_s(check)
-    grace = TIMEOUT_MARGIN_S if check.fits_deadline else DEADLINE_GRACE_S
-    cut = ctx.deadline is not None and ctx.deadline + grace - now < allowed
-    if cut:
-        assert ctx.deadline is not None
-        allowed = max(0.0, ctx.deadline + grace - now)
+    allowed, cut = _allowed(check, ctx, now)
     task = asyncio.current_task()
     assert task is not None
     net = _Net(task)
@@ -183,7 +178,46 @@ async def run_check(check: Check, ctx: CheckContext) -> CheckResult:
         # a run our net cut is a timeout, not a crash: the traceback would only show where
         # the check was waiting, and formatting it costs more than the probe did
         return _crashed(check, ctx, exc, duration, allowed, redactor, traced=not (cut or net.fired))
-    duration = time.perf_counter() - started
+    return _finished(result, time.perf_counter() - started, redactor)
+
+
+def start_check(
+    check: Check, ctx: CheckContext, done: Callable[[CheckResult], None]
+) -> Started | None:
+    """`run_check` without a task, for a run `check.start` can drive from callbacks: None
+    when it cannot (await `run_check` then); else the run, and `done` gets the result
+    `run_check` would have returned, timed, contained and scrubbed the same way, by the same
+    limit (a run still going then is cut: the same timeout result), unless it is cancelled
+    first (`Started.cancel`: what cancelling `run_check`'s task does)."""
+    redactor = _redactor(tuple(ctx.secrets))
+    started = time.perf_counter()
+    now = asyncio.get_running_loop().time()
+    allowed, cut = _allowed(check, ctx, now)
+    run = Started(check, ctx, done, redactor, started, allowed, cut)
+    try:
+        running = check.start(ctx, run.finish)
+    except Exception as exc:
+        run.finish(exc)
+        return run
+    if running is None:
+        return None
+    if not run.over:
+        run.running = running
+        ticks().at(now + allowed, _started_due, run)
+    return run
+
+
+def _allowed(check: Check, ctx: CheckContext, now: float) -> tuple[float, bool]:
+    """How long a run may take from `now`, and whether the round's deadline cut that short."""
+    allowed = deadline_s(check)
+    grace = TIMEOUT_MARGIN_S if check.fits_deadline else DEADLINE_GRACE_S
+    if ctx.deadline is not None and ctx.deadline + grace - now < allowed:
+        return max(0.0, ctx.deadline + grace - now), True
+    return allowed, False
+
+
+def _finished(result: CheckResult, duration: float, redactor: Redactor) -> CheckResult:
+    """A run's result as recorded: timed, and scrubbed of the environment's secrets."""
     if not redactor.secrets:
         message, details = result.message, result.details
     else:
@@ -195,6 +229,79 @@ async def run_check(check: Check, ctx: CheckContext) -> CheckResult:
     return CheckResult(
         result.check, result.type, result.ok, result.samples, message, duration, details
     )
+
+
+class Started:
+    """One run `start_check` started: what `run_check`'s frame holds, for callbacks."""
+
+    __slots__ = ("allowed", "check", "ctx", "cut", "done", "over", "redactor", "running", "started")
+
+    def __init__(
+        self,
+        check: Check,
+        ctx: CheckContext,
+        done: Callable[[CheckResult], None],
+        redactor: Redactor,
+        started: float,
+        allowed: float,
+        cut: bool,
+    ) -> None:
+        self.check = check
+        self.ctx = ctx
+        self.done = done
+        self.redactor = redactor
+        self.started = started
+        self.allowed = allowed
+        self.cut = cut
+        self.over = False
+        self.running: Running | None = None
+
+    def cancel(self) -> bool:
+        """Stop the run if it is still going (then `done` is never called): True if it was."""
+        if self.over:
+            return False
+        self.over = True
+        running, self.running = self.running, None
+        if running is not None:
+            running.cancel()
+        return True
+
+    def finish(self, outcome: CheckResult | BaseException) -> None:
+        if self.over:
+            return  # cut by the limit before this came
+        if not isinstance(outcome, Exception | CheckResult):
+            return  # cancelled with the loop: the limit ends the run if the loop goes on
+        self.over = True
+        self.running = None  # (it holds this run's `finish`: no cycle for the collector)
+        duration = time.perf_counter() - self.started
+        if isinstance(outcome, CheckResult):
+            result = _finished(outcome, duration, self.redactor)
+        else:
+            result = _crashed(
+                self.check,
+                self.ctx,
+                outcome,
+                duration,
+                self.allowed,
+                self.redactor,
+                traced=not self.cut,
+            )
+        self.done(result)
+
+
+def _started_due(run: Started) -> None:
+    if not run.over:
+        # after what this loop iteration already read, as `_net_due`
+        asyncio.get_running_loop().call_soon(_started_cut, run)
+
+
+def _started_cut(run: Started) -> None:
+    if not run.over:
+        running = run.running
+        run.cut = True
+        run.finish(TimeoutError())
+        if running is not None:
+            running.cancel()  # as `run_check` cancels the run's task
 
 
 class _Net:

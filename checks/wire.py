@@ -8,6 +8,8 @@ stream reader, no task or timeout context per request. What it does not do —
 TLS, HEAD, non-idempotent methods, following redirects, brotli/zstd bodies,
 1xx responses — it declines (`supports`) or hands back (`Unsupported`) before
 the probe is recorded, and `exchange` sends that request through aiohttp.
+`LeanClient.send_now` is `request` without even a task: the same steps, driven by
+the pool's and the connection's callbacks (a round's probes, thousands a second).
 
 Why httptools: it is llhttp (Node's parser, the one aiohttp's C parser is built
 on) behind a small callback API, kept by the uvloop authors and used by
@@ -21,8 +23,8 @@ import os
 import time
 import zlib
 from collections import deque
-from collections.abc import Mapping
-from typing import Any, cast
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, cast
 
 import httptools
 from aiohttp import ClientRequest, hdrs
@@ -73,6 +75,21 @@ class Parsed:
         when the waiting task next gets the loop (after whatever else was ready)."""
 
 
+class Waiter(Protocol):
+    """What a connection hands its response to: an `asyncio.Future`, or a `Sending` (no task)."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, parsed: Parsed, /) -> None: ...
+
+    def set_exception(self, exc: BaseException, /) -> None: ...
+
+
+Answered = Callable[[Parsed | None, float, BaseException | None], None]
+"""`LeanClient.send_now`'s callback: (the response, or None; when the request was sent
+(`time.perf_counter()`); None, or what `LeanClient.request` would have raised)."""
+
+
 class _Conn(asyncio.Protocol):
     """One keep-alive connection: at most one request in flight, its response parsed as it comes."""
 
@@ -81,7 +98,7 @@ class _Conn(asyncio.Protocol):
         self.key = key
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future[Parsed] | None = None
+        self.waiter: Waiter | None = None
         self.closed = False
         self.reused = False
         self.idle_since = 0.0
@@ -235,13 +252,11 @@ class _Conn(asyncio.Protocol):
 
     # used by LeanClient
 
-    def send(self, request: bytes, keep: bool) -> asyncio.Future[Parsed]:
+    def send(self, request: bytes, keep: bool, waiter: Waiter) -> None:
         assert self.transport is not None
         self._reset(keep)  # the parser itself is ready for the next message once one completes
-        waiter: asyncio.Future[Parsed] = self.client.loop.create_future()
         self.waiter = waiter
         self.transport.write(request)
-        return waiter
 
     def drain(self) -> None:
         """Parse whatever the kernel holds for this connection now, ahead of the loop."""
@@ -303,7 +318,7 @@ class LeanClient:
         self._default_headers = CIMultiDict(default_headers)
         self._idle: dict[tuple[str, int], list[_Conn]] = {}
         self._open: set[_Conn] = set()
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[asyncio.Future[None] | _Turn] = deque()
         self._heads: dict[tuple[Any, ...], bytes] = {}
         self._declined: set[tuple[str, URL]] = set()
         self.closed = False
@@ -402,7 +417,8 @@ class LeanClient:
                 deadline = self.loop.time() + (timeout_s if timeout_s else 86400.0)
             if conn is None:
                 conn = await self._connect(key, deadline)
-            waiter = conn.send(request, keep_body)
+            waiter: asyncio.Future[Parsed] = self.loop.create_future()
+            conn.send(request, keep_body, waiter)
             if timeout_s:
                 self._ticks.at(deadline, _expire, (conn, waiter))  # no timer to cancel after
             try:
@@ -419,6 +435,30 @@ class LeanClient:
                 conn.waiter = None
                 self._release(conn)
             return parsed, started
+
+    def send_now(
+        self,
+        request: bytes,
+        url: URL,
+        timeout_s: float,
+        keep_body: bool,
+        answered: Answered,
+    ) -> Sending | None:
+        """`request` without a task: the answer (or the error `request` would raise) goes to
+        `answered`, once, from the connection's callbacks. None, and nothing done, without a
+        `timeout_s` (only a task and the registry's limit would end it): await `request`.
+
+        The same exchange as `request`'s, step for step: an idle connection, else a new
+        one if the pool has room (in a task: connecting is rare), else a turn in the pool's
+        queue; the same deadline on the tick grid from when the request could go, the same
+        late read of an answer a stalled loop left in the kernel, the same one retry of a
+        reused connection the target dropped. `Sending.cancel` is a cancelled `request`.
+        """
+        if not timeout_s:
+            return None
+        sending = Sending(self, request, url, timeout_s, keep_body, answered)
+        sending.acquire()
+        return sending
 
     def _idle_conn(self, key: tuple[str, int]) -> _Conn | None:
         """The most recently used idle connection to `key` still fit to reuse, if any."""
@@ -452,11 +492,19 @@ class LeanClient:
         return None
 
     async def _connect(self, key: tuple[str, int], deadline: float) -> _Conn:
+        return await self._dial(self._reserve(key), deadline)
+
+    def _reserve(self, key: tuple[str, int]) -> _Conn:
+        """A new connection, counted against the pool's limit from now on (not from when
+        a task gets round to connecting it)."""
         conn = _Conn(self, key)
         self._open.add(conn)
+        return conn
+
+    async def _dial(self, conn: _Conn, deadline: float) -> _Conn:
         try:
             async with asyncio.timeout_at(deadline):
-                await self.loop.create_connection(lambda: conn, key[0], key[1])
+                await self.loop.create_connection(lambda: conn, conn.key[0], conn.key[1])
         except BaseException:
             conn.close()
             raise
@@ -497,7 +545,186 @@ class LeanClient:
         self._idle.clear()
 
 
-def _expire(item: tuple[_Conn, asyncio.Future[Parsed]]) -> None:
+class Sending:
+    """A request `LeanClient.send_now` is sending: `LeanClient.request`'s steps, driven by
+    the pool's and the connection's callbacks instead of a task awaiting each (a `Future`
+    would only schedule that task)."""
+
+    __slots__ = (
+        "answered",
+        "client",
+        "conn",
+        "connecting",
+        "deadline",
+        "keep",
+        "key",
+        "over",
+        "request",
+        "retried",
+        "started",
+        "timeout_s",
+        "turn",
+        "url",
+    )
+
+    def __init__(
+        self,
+        client: LeanClient,
+        request: bytes,
+        url: URL,
+        timeout_s: float,
+        keep: bool,
+        answered: Answered,
+    ) -> None:
+        self.client = client
+        self.request = request
+        self.url = url
+        self.key = (url.raw_host or "", url.port or 80)
+        self.timeout_s = timeout_s
+        self.keep = keep
+        self.answered = answered
+        self.over = False
+        self.retried = False
+        self.started = 0.0
+        self.deadline = 0.0
+        self.conn: _Conn | None = None
+        self.turn: _Turn | None = None
+        self.connecting: asyncio.Task[_Conn] | None = None
+
+    def acquire(self) -> None:
+        """A connection for the request (`request`'s `_idle_conn`, `_slot`, `_connect`)."""
+        client = self.client
+        client.sent += 1
+        conn = client._idle_conn(self.key)
+        if conn is None:
+            while len(client._open) >= client.limit:
+                if client._close_one_idle():
+                    break
+                self.turn = _Turn(self)  # woken by `_wake` when a connection is released
+                client._waiters.append(self.turn)
+                return
+        self._go(conn)
+
+    def woken(self) -> None:
+        """The pool's turn came (a connection was released): as `_slot` after its wait."""
+        self.turn = None
+        client = self.client
+        if self.over:
+            client._wake()  # woken, then cancelled: pass the turn on
+            return
+        conn = client._idle_conn(self.key)
+        if conn is None and len(client._open) >= client.limit and not client._close_one_idle():
+            self.turn = _Turn(self)
+            client._waiters.append(self.turn)
+            return
+        self._go(conn)
+
+    def _go(self, conn: _Conn | None) -> None:
+        client = self.client
+        if not self.started:
+            self.started = time.perf_counter()
+            self.deadline = client.loop.time() + self.timeout_s
+        if conn is None:
+            self.conn = dialled = client._reserve(self.key)
+            self.connecting = client.loop.create_task(client._dial(dialled, self.deadline))
+            _CONNECTING.add(self.connecting)
+            self.connecting.add_done_callback(self._connected)
+            return
+        self.conn = conn
+        conn.send(self.request, self.keep, self)
+        client._ticks.at(self.deadline, _expire, (conn, self))  # no timer to cancel after
+
+    def _connected(self, task: asyncio.Task[_Conn]) -> None:
+        _CONNECTING.discard(task)
+        self.connecting = None
+        conn = self.conn
+        assert conn is not None
+        failed = task.cancelled() or task.exception() is not None
+        if failed:
+            conn.close()  # (a task cancelled before it ran never got to close it)
+        if self.over:  # cancelled meanwhile
+            if not failed:
+                self.client._release(conn)  # opened all the same: to the pool
+            return
+        if task.cancelled():
+            self._answer(None, asyncio.CancelledError())
+        elif (exc := task.exception()) is not None:
+            self._answer(None, exc)
+        else:
+            self._go(conn)
+
+    # the connection's waiter (`Waiter`)
+
+    def done(self) -> bool:
+        return self.over
+
+    def set_result(self, parsed: Parsed) -> None:
+        conn = self.conn
+        assert conn is not None
+        conn.waiter = None
+        self.client._release(conn)
+        self._answer(parsed, None)
+
+    def set_exception(self, exc: BaseException) -> None:
+        conn = self.conn
+        assert conn is not None
+        conn.waiter = None
+        if isinstance(exc, Disconnected) and conn.reused and not self.retried:
+            self.retried = True
+            self.client._release(conn)
+            self.acquire()
+            return
+        conn.close()  # a failed exchange leaves the connection unusable
+        self.client._release(conn)
+        self._answer(None, exc)
+
+    def cancel(self) -> None:
+        """Give up, as a cancelled `request` does: a request under way closes its connection."""
+        if self.over:
+            return
+        self.over = True
+        if self.connecting is not None:
+            self.connecting.cancel()  # `_connect` closes the connection it was opening
+        conn = self.conn
+        if conn is not None and conn.waiter is self:
+            conn.waiter = None
+            conn.close()
+            self.client._release(conn)
+
+    def _answer(self, parsed: Parsed | None, exc: BaseException | None) -> None:
+        self.over = True
+        # called from inside the parser's callbacks: nothing may escape into httptools
+        try:
+            self.answered(parsed, self.started, exc)
+        except Exception as failed:
+            self.client.loop.call_exception_handler(
+                {"message": "a probe's answer could not be handled", "exception": failed}
+            )
+
+
+class _Turn:
+    """A `Sending`'s place in the pool's queue: what `_wake` hands a released connection to
+    (as it does a waiting task's future), passed on to the loop's next round."""
+
+    __slots__ = ("sending", "woken")
+
+    def __init__(self, sending: Sending) -> None:
+        self.sending = sending
+        self.woken = False
+
+    def done(self) -> bool:
+        return self.woken or self.sending.over
+
+    def set_result(self, _: None) -> None:
+        self.woken = True
+        self.sending.client.loop.call_soon(self.sending.woken)
+
+
+_CONNECTING: set[asyncio.Task[_Conn]] = set()
+"""Connections `Sending`s are opening (the loop keeps only weak references to tasks)."""
+
+
+def _expire(item: tuple[_Conn, Waiter]) -> None:
     """A request's deadline: a timeout, unless its answer is already in the kernel's
     buffer (a busy loop got here before reading it: the lateness is the agent's, and the
     answer is read now instead of being recorded as the target's timeout)."""

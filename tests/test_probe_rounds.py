@@ -220,3 +220,93 @@ async def test_environments_on_one_origin_share_its_connections() -> None:
     finally:
         server.close()
     assert len(peers) == 4 and len(set(peers)) == 1
+
+
+async def test_a_rounds_http_probes_run_without_a_task_each() -> None:
+    """A task and its coroutines per probe cost more than the probe (thousands a second at
+    scale): a round's http probes run from the pool's and the connection's callbacks. The
+    tasks alive are sampled through the round; every probe reached the target (counted
+    there) and was recorded."""
+    served = 0
+
+    async def health(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                served += 1
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(health, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    env = load_settings_text(CONFIG.format(url=url)).environments["production"]
+    loop = asyncio.get_running_loop()
+    try:
+        async with TargetSessions() as sessions:
+            probe = EnvironmentProbe("production", env, sessions, Metrics())
+            await probe.run_round(0.2, probes=1, kinds=lambda c: c.type == "http")  # connect
+            served = 0
+            quiet = len(asyncio.all_tasks())  # the test's, the servers' connection handlers
+            tasks: list[int] = []
+
+            def sample() -> None:
+                tasks.append(len(asyncio.all_tasks()))
+                if not round_.done():
+                    loop.call_later(0.005, sample)
+
+            round_ = loop.create_task(
+                probe.run_round(0.4, probes=8, kinds=lambda c: c.type == "http")
+            )
+            sample()
+            results = await round_
+    finally:
+        server.close()
+    assert [r.ok for r in results] == [True] * 8 and served == 8
+    assert len(tasks) > 20 and max(tasks) == quiet + 1  # the round's own task, nothing more
+
+
+async def test_a_cancelled_round_stops_its_probes_as_cancelled_tasks_would() -> None:
+    """A round cancelled mid-flight (its window ended, the agent stops) closes the
+    connections of its probes still waiting (their answers would come on a reused one),
+    and gives back their places under `max_concurrency`: counted at the target, then by a
+    next round whose probes all go out."""
+    arrivals: list[asyncio.Event] = [asyncio.Event() for _ in range(8)]
+    closes: list[asyncio.Event] = [asyncio.Event() for _ in range(4)]
+    seen = [0, 0]
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                arrivals[seen[0]].set()
+                seen[0] += 1
+        except (asyncio.IncompleteReadError, ConnectionError):
+            closes[min(seen[1], 3)].set()
+            seen[1] += 1
+            writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    config = CONFIG.format(url=url).replace("probes_per_round: 4", "max_concurrency: 4")
+    env = load_settings_text(config).environments["production"]
+    try:
+        async with TargetSessions() as sessions:
+            probe = EnvironmentProbe("production", env, sessions, Metrics())
+            http = lambda c: c.type == "http"  # noqa: E731
+            # a long round: its probes' own deadlines are seconds away
+            round_ = asyncio.create_task(probe.run_round(4.0, probes=4, kinds=http))
+            await asyncio.wait_for(arrivals[3].wait(), 5)
+            round_.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await round_
+            # the agent closed each waiting probe's connection
+            await asyncio.wait_for(closes[3].wait(), 1)
+            again = asyncio.create_task(probe.run_round(1.0, probes=4, kinds=http))
+            await asyncio.wait_for(arrivals[7].wait(), 5)  # every place came back
+            again.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await again
+    finally:
+        server.close()
+    assert seen[1] >= 4

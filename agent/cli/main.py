@@ -201,6 +201,10 @@ def _check(args: argparse.Namespace) -> int:
         try:
             probe = EnvironmentProbe(args.env, env, sessions, Metrics(), settings.secret_values())
             results = await asyncio.gather(*(probe.run_once(c) for c in probe.checks))
+            for check in probe.checks:  # a load check's own connections
+                aclose = getattr(check, "aclose", None)
+                if aclose is not None:
+                    await aclose()
         finally:
             await sessions.aclose()
         return [(r.check, r.type, r.ok, r.message, r.duration_s) for r in results]

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Protocol
 
+import orjson
+
 from agent.records import (
     DeliveryAttempt,
     DeployWindow,
@@ -254,7 +256,26 @@ def _loads(text: str | None) -> Any:
 
 
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
+    """Compact JSON, as `json.dumps` writes it up to formatting: orjson writes NaN and
+    Infinity (a statistic, a judge's bound) as null and would read them back as None,
+    so any null in its output is written again by `json.dumps`, which keeps them, as is
+    any value orjson refuses. A round summary seldom holds a null: most take the fast
+    way (a round per window a second is most of the store's JSON)."""
+    if value is None:
+        return None
+    try:
+        fast = orjson.dumps(value, option=_ORJSON_AS_JSON)
+    except TypeError:  # orjson.JSONEncodeError: a type json.dumps may know
+        fast = b"null"
+    if b"null" not in fast:
+        return fast.decode()
+    return json.dumps(value, separators=(",", ":"))
+
+
+_ORJSON_AS_JSON = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+"""Dataclasses and datetimes, which `json.dumps` refuses, go to it to be refused (orjson
+would write them); so do numpy numbers, large integers and non-text keys (orjson refuses
+them, `json.dumps` writes them)."""
 
 
 def _text(value: str | None) -> str | None:

@@ -172,6 +172,9 @@ class WindowWatch:
         """The latest round being stored and acted on (see `_settle`)."""
         self.renewing: asyncio.Task[bool] | None = None
         """The lease renewal under way, if any (see `_hold_lease`)."""
+        self.rule_counters: dict[tuple[str, str], Any] = {}
+        """`postflight_rule_evaluations_total`'s children by (rule, outcome): looked up
+        once, counted every round."""
 
     # the whole window -----------------------------------------------------
 
@@ -580,10 +583,16 @@ class WindowWatch:
                 )
 
     def _count_rules(self, glance: Glance) -> None:
+        counters = self.rule_counters
         for rule in glance.rules:
-            self.s.metrics.rule_evaluations_total.labels(
-                self.window.environment, rule.name, rule.outcome
-            ).inc()
+            counter = counters.get((rule.name, rule.outcome))
+            if counter is None:
+                counter = counters[rule.name, rule.outcome] = (
+                    self.s.metrics.rule_evaluations_total.labels(
+                        self.window.environment, rule.name, rule.outcome
+                    )
+                )
+            counter.inc()
 
     def _alert(
         self,

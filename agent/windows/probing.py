@@ -21,7 +21,7 @@ from agent.metrics import Metrics
 from agent.settings import EnvironmentSettings
 from agent.store.base import Store
 from checks.base import Check, CheckContext, CheckResult, Sample, Target
-from checks.registry import build_check, run_check
+from checks.registry import Started, build_check, run_check, start_check
 from checks.sessions import TargetSessions
 from checks.ticks import ticks
 
@@ -50,6 +50,7 @@ class EnvironmentProbe:
         self._session_of: dict[tuple[str, bool], aiohttp.ClientSession] = {}
         self._runs: dict[tuple[str, str], Any] = {}
         self._durations: dict[str, Any] = {}
+        self._contexts: dict[tuple[Check, Target], CheckContext] = {}
 
     def _context(self, check: Check, target: Target, deadline: float | None = None) -> CheckContext:
         base_url = self.env.baseline_url if target == "baseline" else self.env.base_url
@@ -81,20 +82,63 @@ class EnvironmentProbe:
         async with self._limit:
             deadline = None if end is None else max(end, asyncio.get_running_loop().time() + room)
             result = await run_check(check, self._context(check, target, deadline))
-        if target == "deploy":
-            runs = self._runs.get((check.name, result.result))
-            if runs is None:
-                runs = self._runs[check.name, result.result] = self.metrics.check_runs_total.labels(
-                    self.name, check.name, result.result
-                )
-            runs.inc()
-            durations = self._durations.get(check.name)
-            if durations is None:
-                durations = self._durations[check.name] = (
-                    self.metrics.check_duration_seconds.labels(self.name, check.name)
-                )
-            durations.observe(result.duration_s)
+        self._count(check, target, result)
         return result
+
+    def start_once(
+        self,
+        check: Check,
+        target: Target,
+        end: float | None,
+        room: float,
+        done: Callable[[CheckResult], None],
+    ) -> Started | None:
+        """`run_once` without a task when the run can go at once (a free place under
+        `max_concurrency`, and a check that starts from callbacks: `start_check`); `done`
+        gets its result. None, and nothing started: run `run_once` instead. Stop it with
+        `stop_started` (what cancelling `run_once`'s task does)."""
+        if not self._limit.take():
+            return None
+        deadline = None if end is None else max(end, asyncio.get_running_loop().time() + room)
+        finished = functools.partial(self._finished, check, target, done)
+        # a round's probes of one check share one context (the same deadline, the round's
+        # end): a check that starts from callbacks only reads it
+        ctx = self._contexts.get((check, target))
+        if ctx is None or ctx.deadline != deadline or ctx.session.closed:
+            ctx = self._contexts[check, target] = self._context(check, target, deadline)
+        run = start_check(check, ctx, finished)
+        if run is None:
+            self._limit.give()
+        return run
+
+    def stop_started(self, run: Started) -> None:
+        """Cancel a run `start_once` started, if still going, and give back its place."""
+        if run.cancel():
+            self._limit.give()
+
+    def _finished(
+        self, check: Check, target: Target, done: Callable[[CheckResult], None], result: CheckResult
+    ) -> None:
+        self._limit.give()
+        self._count(check, target, result)
+        done(result)
+
+    def _count(self, check: Check, target: Target, result: CheckResult) -> None:
+        """A deploy run's metrics (runs by result, duration)."""
+        if target != "deploy":
+            return
+        runs = self._runs.get((check.name, result.result))
+        if runs is None:
+            runs = self._runs[check.name, result.result] = self.metrics.check_runs_total.labels(
+                self.name, check.name, result.result
+            )
+        runs.inc()
+        durations = self._durations.get(check.name)
+        if durations is None:
+            durations = self._durations[check.name] = self.metrics.check_duration_seconds.labels(
+                self.name, check.name
+            )
+        durations.observe(result.duration_s)
 
     async def run_round(
         self,
@@ -113,7 +157,8 @@ class EnvironmentProbe:
         still waiting at the round's end is a timeout, so a slow or dead target cannot make
         a window's round overrun); background runs, on no schedule, pass False and wait
         for each probe's own timeout. Each probe is started by a timer at its time (no task
-        sleeping until then); results come back in check, target, probe order."""
+        sleeping until then), an http probe without a task at all (`start_once`); results
+        come back in check, target, probe order."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         end = start + interval
@@ -144,6 +189,7 @@ class EnvironmentProbe:
         done = loop.create_future()
         left = len(plan)
         tasks: set[asyncio.Task[CheckResult]] = set()
+        started: dict[int, Started] = {}  # runs without a task, until they land
 
         def finished(index: int, task: asyncio.Task[CheckResult]) -> None:
             nonlocal left
@@ -157,7 +203,14 @@ class EnvironmentProbe:
             if exc is not None:
                 done.set_exception(exc)
                 return
-            results[index] = task.result()
+            landed(index, task.result())
+
+        def landed(index: int, result: CheckResult) -> None:
+            nonlocal left
+            started.pop(index, None)
+            if done.done():
+                return
+            results[index] = result
             left -= 1
             if left == 0:
                 done.set_result(None)
@@ -166,7 +219,15 @@ class EnvironmentProbe:
             if done.done():
                 return  # the round is over (cancelled, or a run raised)
             _, check, target, room = plan[index]
-            until = None if check.once_per_round else end
+            if check.once_per_round:
+                until = None
+            else:
+                run = self.start_once(check, target, end, room, functools.partial(landed, index))
+                if run is not None:
+                    if not run.over:  # no task: its result lands from the callbacks
+                        started[index] = run
+                    return
+                until = end
             task = loop.create_task(self.run_once(check, target, until, room))
             tasks.add(task)
             task.add_done_callback(functools.partial(finished, index))
@@ -188,6 +249,9 @@ class EnvironmentProbe:
                 done.cancel()  # the starts still on the grid find the round over
             for task in list(tasks):
                 task.cancel()
+            for run in list(started.values()):
+                self.stop_started(run)
+            started.clear()
         return [r for r in results if r is not None]
 
 
@@ -216,6 +280,17 @@ class Limit:
             raise
 
     async def __aexit__(self, *exc: object) -> None:
+        self._release()
+
+    def take(self) -> bool:
+        """A place now, without waiting, if one is free and nobody waits for one."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
+    def give(self) -> None:
+        """Give back a place `take` gave."""
         self._release()
 
     def _release(self) -> None:

@@ -133,6 +133,20 @@ class Watcher:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await prober
             await self._stop_windows()
+            await self._close_checks()
+
+    async def _close_checks(self) -> None:
+        """Close what checks keep across runs (a load check's connections), once nothing
+        runs them. Every window's probe shares its environment's check configs, and with
+        them these pools."""
+        for probe in self.probes.values():
+            for check in probe.checks:
+                aclose = getattr(check, "aclose", None)
+                if aclose is not None:
+                    try:
+                        await aclose()
+                    except Exception:
+                        log.exception("closing check %s failed", check.name)
 
     async def _claim(self) -> None:
         now = self.clock()

@@ -12,12 +12,26 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import Field
 
-from checks.base import CheckContext
-from checks.registry import config_models
+from checks.base import Check, CheckContext, CheckResult
+from checks.registry import config_models, run_check, start_check
 
 SECRET = "s3cr3t-t0ken-value"
 
 MakeContext = Callable[..., CheckContext]
+
+
+async def run_started(check: Check, ctx: CheckContext) -> CheckResult:
+    """One run as a round's probe runs it: from callbacks (`start_check`) when the check can
+    start that way, else through `run_check` (the path a round falls back to)."""
+    answer: asyncio.Future[CheckResult] = asyncio.get_running_loop().create_future()
+    if not start_check(check, ctx, answer.set_result):
+        return await run_check(check, ctx)
+    return await answer
+
+
+PROBE_PATHS = {"task": run_check, "callbacks": run_started}
+"""The two ways a probe runs: `run_check` in a task (load and smoke checks, the CLI's
+`check`), and from callbacks (`start_check`: a round's http probes)."""
 
 
 def target_app() -> web.Application:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from check_target import SECRET, MakeContext, free_port, target_app
+from check_target import PROBE_PATHS, SECRET, MakeContext, free_port, target_app
 from pydantic import ValidationError
 from pytest_aiohttp import AiohttpServer
 from yarl import URL
@@ -19,6 +20,13 @@ from checks.base import CheckResult
 from checks.http import HttpCheck, HttpCheckConfig
 from checks.registry import run_check
 from checks.sessions import USER_AGENT, TargetSessions
+
+
+@pytest.fixture(autouse=True, params=sorted(PROBE_PATHS))
+def probe_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every case runs both ways a probe runs (`PROBE_PATHS`), with the same outcome."""
+    monkeypatch.setattr(sys.modules[__name__], "run_check", PROBE_PATHS[request.param])
+    return str(request.param)
 
 
 def http_check(**fields: Any) -> HttpCheck:

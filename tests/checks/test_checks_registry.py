@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +27,7 @@ from checks.registry import (
     config_models,
     reload_check_types,
     run_check,
+    start_check,
 )
 
 
@@ -295,3 +296,95 @@ def test_the_union_names_the_field_that_is_wrong() -> None:
     assert err.value.errors()[0]["loc"][:3] == ("http", "expect", "status")
     with pytest.raises(ValidationError, match="does not match any of the expected tags"):
         adapter.validate_python({"name": "x", "type": "ftp"})
+
+
+# Runs started from callbacks (`start_check`: a round's http probes)
+
+
+class Started:
+    """A `Running` that never answers by itself: `done` is called when the test says."""
+
+    def __init__(self, done: Callable[[CheckResult | BaseException], None]) -> None:
+        self.done = done
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class StartedCheck(Check):
+    """A check that starts from callbacks (`Check.start`), as `http` does."""
+
+    type = "script"
+    Config = ScriptConfig
+
+    def __init__(self, timeout: float = 5.0) -> None:
+        super().__init__(ScriptConfig(name="scripted", timeout=timeout))
+        self.runs: list[Started] = []
+
+    def start(
+        self, ctx: CheckContext, done: Callable[[CheckResult | BaseException], None]
+    ) -> Started:
+        self.runs.append(Started(done))
+        return self.runs[-1]
+
+
+async def started(check: Check, ctx: CheckContext) -> asyncio.Future[CheckResult]:
+    answer: asyncio.Future[CheckResult] = asyncio.get_running_loop().create_future()
+    assert start_check(check, ctx, answer.set_result)
+    return answer
+
+
+async def test_a_started_run_that_never_answers_is_cut_as_a_task_is(
+    make_ctx: MakeContext, target: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same limit, the same quiet timeout result as `run_check` gives a hung run; the
+    run is cancelled, and an answer after the cut is not recorded twice."""
+    monkeypatch.setattr(registry, "TIMEOUT_MARGIN_S", 0.05)
+    check = StartedCheck(timeout=0.05)
+    answer = await started(check, scripted_ctx(make_ctx, target, target="baseline"))
+    result = await asyncio.wait_for(answer, 2)
+    (run,) = check.runs
+    assert run.cancelled
+    run.done(CheckResult("scripted", "script", True, ()))  # too late: ignored
+    assert not result.ok and result.details["crashed"] and result.details["traceback"] == ""
+    timeout = Sample(check="scripted", ok=False, error="timeout", target="baseline")
+    assert result.samples == (timeout,)
+
+    async def hang(ctx: CheckContext) -> CheckResult:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    in_task = await run_check(ScriptedCheck(hang, timeout=0.05), scripted_ctx(make_ctx, target))
+    assert result.message == in_task.message == "check did not finish within 0.1s"
+
+
+async def test_a_started_run_is_timed_redacted_and_contained(
+    make_ctx: MakeContext, target: URL
+) -> None:
+    check = StartedCheck()
+    ctx = scripted_ctx(make_ctx, target)
+    answer = await started(check, ctx)
+    await asyncio.sleep(0.05)
+    check.runs[0].done(CheckResult("scripted", "script", False, (), f"token {SECRET}", 0.0))
+    result = await answer
+    assert result.message == "token ***" and result.duration_s >= 0.04
+    assert not check.runs[0].cancelled
+
+    crashed = await started(check, ctx)
+    check.runs[1].done(ValueError(f"password {SECRET}"))
+    result = await crashed
+    assert result.result == "error" and result.message == "check crashed: ValueError: password ***"
+    assert result.samples == (Sample(check="scripted", ok=False, error="crash"),)
+
+
+async def test_a_check_that_cannot_start_from_callbacks_is_left_to_run_check(
+    make_ctx: MakeContext, target: URL
+) -> None:
+    async def fine(ctx: CheckContext) -> CheckResult:
+        raise AssertionError("not run: start_check only starts")
+
+    done: list[CheckResult] = []
+    assert not start_check(ScriptedCheck(fine), scripted_ctx(make_ctx, target), done.append)
+    await asyncio.sleep(0.05)
+    assert done == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import re
+import sys
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from check_target import free_port, target_app
+from check_target import PROBE_PATHS, free_port, target_app
 from pytest_aiohttp import AiohttpServer
 from yarl import URL
 
@@ -25,6 +26,14 @@ from checks.base import CheckContext, CheckResult
 from checks.http import HttpCheck, HttpCheckConfig
 from checks.registry import run_check
 from checks.sessions import TargetSessions, lean_client
+
+
+@pytest.fixture(autouse=True, params=sorted(PROBE_PATHS))
+def probe_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every case runs both ways a probe runs (`PROBE_PATHS`), with the same outcome."""
+    monkeypatch.setattr(sys.modules[__name__], "run_check", PROBE_PATHS[request.param])
+    return str(request.param)
+
 
 JSON = b'{"status":"ok"}'
 
@@ -302,3 +311,51 @@ async def test_a_round_deadline_shortens_the_timeout(target: URL) -> None:
         result = await run_check(check, ctx)
     assert result.samples[0].error == "timeout" and not result.details.get("crashed")
     assert result.message.startswith("GET /slow?ms=3000: no response within ")
+
+
+async def test_a_cancelled_send_gives_up_its_turn_or_its_connection(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """`send_now` is `request` without a task, and its `cancel` what cancelling that task
+    does: a queued request gives its turn in the pool on (never sent), one under way
+    closes its connection (its answer could only arrive later, on a reused connection)."""
+    seen: list[str] = []
+
+    async def slow(request: web.Request) -> web.Response:
+        seen.append(request.query["n"])
+        await asyncio.sleep(0.1)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", slow)
+    server = await aiohttp_server(app)
+    base = server.make_url("")
+    answers: dict[str, Any] = {}
+    async with TargetSessions(limit_per_target=1) as sessions:
+        client = lean_client(sessions.get(str(base)))
+        assert client is not None
+
+        def send(n: str) -> Any:
+            url = base.with_query(n=n)
+            request = client.head("GET", url, None, None)
+            sending = client.send_now(
+                request, url, 2.0, False, lambda p, _, e: answers.setdefault(n, p or e)
+            )
+            assert sending is not None
+            return sending
+
+        send("a")
+        send("b").cancel()  # queued behind a: the pool holds one connection
+        send("c")
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if "c" in answers:
+                break
+        under_way = send("d")
+        await asyncio.sleep(0.05)
+        under_way.cancel()
+        send("e")
+        await asyncio.sleep(0.3)
+    assert seen == ["a", "c", "d", "e"]
+    assert sorted(answers) == ["a", "c", "e"]
+    assert all(answers[n].status == 200 for n in ("a", "c", "e"))

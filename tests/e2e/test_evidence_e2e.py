@@ -87,6 +87,7 @@ def evidence_environment(
     rules: Sequence[str],
     probes: int = 20,
     interval: str = "200ms",
+    background_interval: str = "200ms",
 ) -> str:
     """Defaults except what keeps a test short: sub-second rounds, seconds-long windows, a
     background run every 200 ms (each `probes_per_round` probes spread over a round's 200 ms,
@@ -96,7 +97,7 @@ def evidence_environment(
         url,
         window=window,
         interval=interval,
-        background_interval="200ms",
+        background_interval=background_interval,
         probes=probes,
         timeout="2s",
         analysis=None,
@@ -108,6 +109,9 @@ def evidence_environment(
 ERRORS_MAX = "{name: errors, source: checks, metric: error_rate, max: 0.05}"
 LATENCY_RELATIVE = (
     "{name: p95, source: checks, check: api-health, metric: latency_p95, max_increase: 50%}"
+)
+LATENCY_RELATIVE_WIDE = (
+    "{name: p95, source: checks, check: api-health, metric: latency_p95, max_increase: 200%}"
 )
 ERRORS_RELATIVE = "{name: errors, source: checks, metric: error_rate, max_increase: 100%}"
 
@@ -164,20 +168,37 @@ async def test_latency_x2_on_a_max_increase_rule_is_rolled_back(
     assert len(receiver.attempts) == 1
 
 
+@pytest.mark.timeout(90)
 async def test_an_aa_deploy_passes_on_evidence(
     start_agent: AgentFactory, targets: list[NoisyTarget], rollback_receiver: Any
 ) -> None:
+    """1 s rounds: a probe has half a round (500 ms) to answer before it counts as a failed
+    one, far above what this 50 ms target takes on a loaded machine (150-190 ms at load
+    average 5-8, which broke 200 ms rounds: 100 ms to answer). 40 rounds of 40 probes are
+    the evidence the error bound needs to pass (its confidence sequence's upper end then
+    lies near 3.5% against max 5%, at this target's 1%). The latency bound is relative but
+    wide (+200%): on a loaded machine the agent's own lag moves a window's p95 against its
+    background baseline's by up to 2x either way (173 ms vs 86 ms, and 88 ms vs 154 ms, at
+    load average 8-9), which a +50% bound reads as too little evidence of a pass."""
     target = targets[0]
     target.error_rate = 0.01
     target.latency_s = 0.05
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
-    rules = (ERRORS_MAX, LATENCY_RELATIVE)
-    agent = await start_agent(
-        evidence_environment("production", target.url, receiver.url, window="20s", rules=rules)
+    rules = (ERRORS_MAX, LATENCY_RELATIVE_WIDE)
+    env = evidence_environment(
+        "production",
+        target.url,
+        receiver.url,
+        window="40s",
+        rules=rules,
+        probes=40,
+        interval="1s",
+        background_interval="1s",
     )
-    await asyncio.sleep(3.0)
+    agent = await start_agent(env)
+    await asyncio.sleep(6.0)  # six background runs of 40 probes: the baseline
     deploy = await agent.register("production", "v-same")
-    final = await agent.settled(deploy["id"], within=30)
+    final = await agent.settled(deploy["id"], within=60)
     assert final["state"] == "passed", final["verdict"]
     for rule in final["verdict"]["rules"]:
         assert rule["outcome"] == "pass"

@@ -26,7 +26,6 @@ provider buckets): its confidence limits take the periods, not the requests, as 
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from agent.analysis import stats
+from agent.analysis.conformal import Ranker
 from agent.analysis.describe import format_percent, format_value, quantile_of
 from agent.analysis.stats import FloatArray
 from agent.analysis.types import Observation, Rule
@@ -92,11 +92,6 @@ deploy: the detector needs log(rounds) nats more for not knowing when. So the de
 gets 0.15 of the share over 30 rounds (the default window) and 0.8 over 900 (the decision
 benchmark: a doubled latency from minute 5 at 10 samples a round is then caught in 11
 rounds, from the deploy in 7.5; halves gave 12.5 and 6.5)."""
-
-DETECTOR_FIRST_RUNG_WEIGHT = 0.9
-"""The e-detector's weight on the baseline's first confidence level (`FIRST_RUNG_WEIGHT` for
-the e-process from the deploy): the large regressions a detector can catch mid-window are
-far past the baseline's other levels, so its far levels matter less."""
 
 COUNT_LADDER: tuple[tuple[float, float], ...] = (
     (1.0, 0.4),
@@ -218,9 +213,9 @@ class Component:
     distribution's error), (the null's level, its cutoff, log of the baseline's e-value on
     that interval), the level and cutoff taken at the interval's far end. Its e-process is
     the least over intervals of the baseline e-value times the new samples' e-process."""
-    detector_bases: tuple[float, ...] = ()
-    """The e-detector's log baseline e-value per interval of the ladder, and its mixture over
-    the largest bets only (`stats.log_mix_rows_large`); empty: the ladder's own, all bets."""
+    conformal: bool = False
+    """Rank and exceedance against raw baseline samples: the round's samples are placed
+    among the baseline and the window's earlier samples (`agent.analysis.conformal`)."""
 
     @property
     def bets(self) -> str:
@@ -288,6 +283,8 @@ class SequentialRule:
         plan = self._planned()
         made = [(p, self._component(p, alpha / len(plan))) for p in plan]
         self.components: tuple[Component, ...] = tuple(c for _, c in made if c is not None)
+        self._conformal_scale = next((c.scale for c in self.components if c.conformal), 0.0)
+        """The tolerance's scale of the rule's conformal tests (0: none)."""
         self.cannot_fail = kind == "proportion" and any(
             p == "relative" and c is None for p, c in made
         )
@@ -301,16 +298,14 @@ class SequentialRule:
         """A bound has no test of its evidence (no baseline to compare with, say)."""
         self._ladders: dict[str, _Ladder] = {}
         """Each ladder's columns as arrays (`_ladder_of`)."""
-        self._detector_bases: dict[str, FloatArray] = {}
-        """`Component.detector_bases` as arrays, made once per window."""
         self._held: dict[str, tuple[list[Any], list[Any] | None, FloatArray] | None] = {}
         """A ladder's last wealth and e-detector lists with their array (`_bet_ladder`)."""
         self._stakes: dict[tuple[str, float], FloatArray] = {}
         """A ladder's stakes by its weight in the first row (which gives the round's size)."""
-        self._base_list: list[float] | None = None
-        """The baseline's sorted samples as a list (`_mean_placement`)."""
         self._last_values: tuple[float, ...] | None = None
         self._last_finite: FloatArray = _EMPTY
+        self._ranker: Ranker | None = None
+        """The baseline on the conformal grid (`_conformal_ranks`), made once per window."""
         self._detectable: dict[float, Detectable | None] = {}
         """`detectable` by samples per round: a search over the baseline, the same answer
         every round while the traffic per round holds (it usually does), so done once."""
@@ -348,25 +343,22 @@ class SequentialRule:
         return (seq / 2, seq / 2) if self.horizon > 1 else (seq, 0.0)
 
     def _split_distribution(self, share: float, test: Test) -> tuple[float, float]:
-        """A rank or exceedance test's (alpha from the deploy, alpha of the e-detector),
-        after the baseline's far tail (`COUNT_TAIL_SHARE`): `RANK_DETECTOR_SHARE`,
-        `ONSET_RATIO`."""
-        seq = share * (1.0 - COUNT_TAIL_SHARE)
+        """A rank or exceedance test's (alpha from the deploy, alpha of the e-detector):
+        `RANK_DETECTOR_SHARE`, `ONSET_RATIO`. Their placements are conformal
+        (`agent.analysis.conformal`): nothing is spent on the baseline."""
         if self.horizon <= 1:
-            return seq, 0.0
-        detector = seq * (RANK_DETECTOR_SHARE if test == "rank" else self._onset_share(seq))
-        return seq - detector, detector
+            return share, 0.0
+        detector = share * (RANK_DETECTOR_SHARE if test == "rank" else self._onset_share(share))
+        return share - detector, detector
 
     def _onset_share(self, alpha: float) -> float:
-        """`ONSET_RATIO`: the e-detector fails at log(horizon / (d alpha)) plus the cost of
-        its baseline ladder; the e-process from the deploy at log(1 / ((1 - d) alpha)) plus
-        its ladder's and its bet mixture's (`MIXTURE_OVERHEAD / 2`: it has more bets)."""
-        start_cost = math.log(1.0 / FIRST_RUNG_WEIGHT) + MIXTURE_OVERHEAD / 2
-        detector_cost = math.log(1.0 / DETECTOR_FIRST_RUNG_WEIGHT)
+        """`ONSET_RATIO`: the e-detector fails at log(horizon / (d alpha)), the e-process
+        from the deploy at log(1 / ((1 - d) alpha)) plus its bet mixture's overhead
+        (`MIXTURE_OVERHEAD / 2`: it mixes all its bets, the detector its largest)."""
         for step in range(1, 20):
             d = step / 20
-            detector = math.log(self.horizon / (d * alpha)) + detector_cost
-            start = math.log(1.0 / ((1.0 - d) * alpha)) + start_cost
+            detector = math.log(self.horizon / (d * alpha))
+            start = math.log(1.0 / ((1.0 - d) * alpha)) + MIXTURE_OVERHEAD / 2
             if detector <= ONSET_RATIO * start:
                 return d
         return 0.95
@@ -408,10 +400,6 @@ class SequentialRule:
         if plan == "rank":
             if not up and delta >= 1.0:
                 return None
-            n_base = base.sorted_values.size
-            ladder = self._ladder(share, lambda beta: _one_sided_dkw(n_base, beta))
-            if ladder is None:
-                return None
             a, d = self._split_distribution(share, "rank")
             return Component(
                 "max_increase",
@@ -420,30 +408,19 @@ class SequentialRule:
                 d,
                 f"{metric} distribution within baseline {change}",
                 f"{'above' if up else 'below'} baseline {self._fmt(base.value)} {change} "
-                "(rank test, two-sample)",
+                "(rank test, conformal)",
                 level=0.5,
                 flip=not up,
                 scale=1.0 + delta if up else 1.0 - delta,
-                baseline_bound=ladder[-1][0] - 0.5,
-                ladder=tuple((0.5 + m, 0.0, log_e) for m, _, log_e in ladder),
-                detector_bases=_detector_bases(len(ladder)),
+                conformal=True,
             )
         if plan == "exceedance":
-            sv = base.sorted_values
-
-            def quantile_limit(beta: float) -> float | None:
-                if up:
-                    return stats.quantile_upper_bound(sv, q, beta)
-                return stats.quantile_lower_bound(sv, q, beta)
-
-            ladder = self._ladder(share, quantile_limit)
-            if ladder is None:
-                return None
             a, d = self._split_distribution(share, "exceedance")
             scale = 1.0 + delta if up else 1.0 - delta
-            far = ladder[-1][0]
-            limit_text = self._fmt(base.value * scale)
-            rest = f"{limit_text} (baseline {self._fmt(base.value)} {change}, two-sample)"
+            rest = (
+                f"{self._fmt(base.value * scale)} (baseline {self._fmt(base.value)} {change}, "
+                "conformal)"
+            )
             return Component(
                 "max_increase",
                 "exceedance",
@@ -454,11 +431,8 @@ class SequentialRule:
                 level=(1.0 - q) if up else q,
                 flip=not up,
                 cutoff=base.value * scale,
-                baseline_bound=far,
-                ladder=tuple(
-                    ((1.0 - q) if up else q, bound * scale, log_e) for bound, _, log_e in ladder
-                ),
-                detector_bases=_detector_bases(len(ladder)),
+                scale=scale,
+                conformal=True,
             )
         if self.kind == "distribution":
             # a bare baseline value (a provider's percentile): taken at face value
@@ -670,7 +644,7 @@ class SequentialRule:
             },
             "passes": {p.key: {"t": 0, "mean": 0.0, "m2": 0.0, "size": 0.0} for p in self.passes},
             "samples": 0.0,
-        }
+        } | ({"seen": [[], []]} if self._conformal_scale else {})
 
     def step(self, state: dict[str, Any], obs: Observation | None, index: int) -> None:
         """Fold round `index`'s observation (None or without data: nothing) into `state`."""
@@ -681,11 +655,15 @@ class SequentialRule:
             return
         state["samples"] += size
         eligible = state["samples"] >= max(1, self.rule.min_samples)
+        ranks = self._conformal_ranks(state, obs) if self._conformal_scale else None
         for comp in self.components:
             if comp.ladder:
                 self._bet_ladder(state["tests"][comp.key], comp, obs, index, eligible)
                 continue
-            stat = self._statistic(comp, obs)
+            if comp.conformal:
+                stat = self._conformal(comp, ranks) if ranks else None
+            else:
+                stat = self._statistic(comp, obs)
             if stat is None:
                 continue
             y, weight = stat
@@ -730,19 +708,39 @@ class SequentialRule:
             bad = float(np.count_nonzero(x < comp.cutoff if comp.flip else x > comp.cutoff))
             expected = x.size * comp.level
             return bad / expected, expected
-        return self._mean_placement(x, comp) / comp.level, float(x.size)
+        return None  # rank: `_conformal`
 
-    def _mean_placement(self, x: FloatArray, comp: Component) -> float:
-        """A round's mean placement of `x` / scale in the baseline (1 - it, for a decrease);
-        a round of a few probes in Python (`stats.placements_list`)."""
-        assert self.baseline is not None
-        if x.size <= stats.SMALL_SAMPLE:
-            if self._base_list is None:
-                self._base_list = self.baseline.sorted_values.tolist()
-            u = stats.placements_list(self._base_list, [v / comp.scale for v in x.tolist()])
-            return sum([1.0 - v for v in u] if comp.flip else u) / x.size
-        placed = stats.placements(self.baseline.sorted_values, x / comp.scale)
-        return float(np.mean(1.0 - placed if comp.flip else placed))
+    def _conformal_ranks(
+        self, state: dict[str, Any], obs: Observation
+    ) -> list[tuple[int, int, int]] | None:
+        """The round's samples' conformal ranks (`agent.analysis.conformal.Ranker.ranks`),
+        shared by the rule's rank and exceedance tests (one tolerance, one histogram); the
+        samples join the rule's histogram."""
+        x = self._finite(obs.values)
+        if not x.size:
+            return None
+        if self._ranker is None:
+            assert self.baseline is not None
+            self._ranker = Ranker(self.baseline.sorted_values, self._conformal_scale)
+        ranks, state["seen"] = self._ranker.ranks(state["seen"], x.tolist())
+        return ranks
+
+    @staticmethod
+    def _conformal(comp: Component, ranks: list[tuple[int, int, int]]) -> tuple[float, float]:
+        """(y, weight) of a conformal test's round. Rank: the mean placement (1 - it, for a
+        decrease) over its level 1/2. Exceedance: the samples whose smoothed rank is past
+        the quantile, each counted by the share of theta in [0, 1] that puts it there
+        (uniform ranks: the share past q has mean 1 - q), over those the level allows."""
+        n = float(len(ranks))
+        if comp.test == "exceedance":
+            q = comp.level if comp.flip else 1.0 - comp.level
+            below_q = sum(
+                min(max((q * size - below) / ties, 0.0), 1.0) for below, ties, size in ranks
+            )
+            expected = n * comp.level
+            return (below_q if comp.flip else n - below_q) / expected, expected
+        mean = sum((below + ties / 2.0) / size for below, ties, size in ranks) / n
+        return (1.0 - mean if comp.flip else mean) / comp.level, n
 
     def _bet(
         self,
@@ -760,7 +758,9 @@ class SequentialRule:
         if comp.alpha_detector:
             sr = stats.sr_update(_from_json(st["sr"]), log_f)
             st["sr"] = _to_json(sr)
-            log_d = stats.log_mix(sr, comp.bets)
+            # conformal tests' detectors mix their largest bets (`DETECTOR_BETS`), as ladders'
+            mix = stats.log_mix_large if comp.conformal else stats.log_mix
+            log_d = mix(sr, comp.bets)
         _record(st, comp, stats.log_mix(wealth, comp.bets), log_d, index, eligible, self)
 
     def _bet_ladder(
@@ -791,8 +791,6 @@ class SequentialRule:
         # the lists just stored are never changed in place: next round reads `rows` again
         # while they are still the state's (a stored NaN or infinity reads back otherwise)
         self._held[comp.key] = (st["w"], stored_sr and st["sr"], rows) if finite else None
-        if comp.detector_bases and stored_sr is not None:
-            log_d = self._detector_log_e(comp, rows[1])
         _record(st, comp, log_e, log_d, index, eligible, self)
 
     def _ladder_of(self, comp: Component) -> _Ladder:
@@ -803,14 +801,6 @@ class SequentialRule:
             ladder = _Ladder(np.array(levels), list(cutoffs), np.array(bases), np.ones(len(levels)))
             self._ladders[comp.key] = ladder
         return ladder
-
-    def _detector_log_e(self, comp: Component, sr: FloatArray) -> float:
-        """The e-detector's log e-value of a test with its own (`Component.detector_bases`):
-        the least over the ladder's intervals, its mixture over the largest bets only."""
-        bases = self._detector_bases.get(comp.key)
-        if bases is None:
-            bases = self._detector_bases[comp.key] = np.array(comp.detector_bases)
-        return float(np.min(bases + stats.log_mix_rows_large(sr, comp.bets)))
 
     def _ladder_statistics(
         self, comp: Component, obs: Observation
@@ -824,20 +814,7 @@ class SequentialRule:
             bad = n - count if comp.flip else count
             expected = n * ladder.levels
             return bad / expected, expected
-        x = self._finite(obs.values)
-        if not x.size:
-            return None
-        n = float(x.size)
-        if comp.test == "exceedance":
-            # samples past each cutoff: below it for a decrease (left), above (right)
-            find = bisect.bisect_left if comp.flip else bisect.bisect_right
-            ordered = sorted(x.tolist())
-            below = np.array([find(ordered, c) for c in ladder.cutoff_list], dtype=np.float64)
-            past = below if comp.flip else n - below
-            per_row = n * comp.level
-            return past / per_row, ladder.ones * per_row
-        mean = self._mean_placement(x, comp)
-        return mean / ladder.levels, ladder.ones * n
+        return None  # only counts have ladders (rank, exceedance: `_conformal`)
 
     def _pass_statistic(self, test: PassTest, obs: Observation) -> float | None:
         if test.statistic == "rate":
@@ -991,18 +968,22 @@ class SequentialRule:
     ) -> Detectable | None:
         """Rank test: the smallest scale s (the deploy = baseline x s) whose expected mean
         placement gives enough evidence by the end. A round's mean placement varies like
-        1 / (12 n); a bet's growth per round is at most log(1 + 0.98 (y - 1))."""
+        1 / (12 n); a bet's growth per round is at most log(1 + 0.98 (y - 1)). The window's
+        own samples join the conformal reference, so the excess over 1/2 is the baseline's
+        share of it, m / (m + t n), on average over the window."""
         assert self.baseline is not None
         sv = self.baseline.sorted_values
         if not sv.size or per_round <= 0:
             return None
         grid = sv[:: max(1, sv.size // 400)]
         var_y = 1.0 / (12.0 * per_round * comp.level**2)
+        joined = horizon * per_round / sv.size
+        dilution = math.log1p(joined) / joined
 
         def growth(scale: float) -> float:
             moved = grid * scale / comp.scale if not comp.flip else grid / scale / comp.scale
             u = float(np.mean(stats.placements(sv, moved)))
-            y = (1.0 - u if comp.flip else u) / comp.level
+            y = 1.0 + ((1.0 - u if comp.flip else u) / comp.level - 1.0) * dilution
             if y <= 1.0:
                 return 0.0
             return min((y - 1.0) ** 2 / (2.0 * var_y), math.log1p(stats.MAX_BET * (y - 1.0)))
@@ -1152,15 +1133,6 @@ class Reached:
     holds: bool
 
 
-def _detector_bases(rungs: int) -> tuple[float, ...]:
-    """`SequentialRule._ladder`'s log baseline e-values for the e-detector: the same levels
-    (the first `rungs` of `BASELINE_LADDER`), `DETECTOR_FIRST_RUNG_WEIGHT` on the first."""
-    rest = (1.0 - DETECTOR_FIRST_RUNG_WEIGHT) / max(1, rungs - 1)
-    weights = [DETECTOR_FIRST_RUNG_WEIGHT] + [rest] * (rungs - 1)
-    cumulative = np.cumsum([w / b for w, b in zip(weights, BASELINE_LADDER[:rungs], strict=True)])
-    return tuple(float(v) for v in np.log(cumulative))
-
-
 def _count_ladder(
     share: float, limit: Callable[[float], float]
 ) -> list[tuple[float, float, float]]:
@@ -1174,14 +1146,6 @@ def _count_ladder(
     log_e = np.log(np.cumsum([w / b for w, b in zip(weights, betas, strict=True)]))
     limits = [limit(b) for b in [*betas[1:], tail]]
     return [(v, 0.0, float(log_e[k])) for k, v in enumerate(limits)]
-
-
-def _one_sided_dkw(n: int, beta: float) -> float:
-    """Massart's one-sided DKW margin: P(sup (ECDF - CDF) > m) <= beta (beta <= 1/2); 0 at
-    beta = 1 (no claim)."""
-    if beta >= 1.0:
-        return 0.0
-    return stats.dkw_margin(n, 2.0 * min(beta, 0.5))
 
 
 def _from_json(log_values: list[float | None]) -> list[float]:

@@ -475,6 +475,15 @@ def log_mix_rows_large(log_wealth: FloatArray, kind: str) -> FloatArray:
     return out
 
 
+def log_mix_large(log_wealth: list[float], kind: str) -> float:
+    """`log_mix_rows_large` of one row, in Python (a test without a ladder, each round)."""
+    large = log_wealth[len(BETS[kind]) - DETECTOR_BETS :]
+    top = max(large)
+    if not math.isfinite(top):
+        return top
+    return top + math.log(sum(math.exp(v - top) for v in large) / DETECTOR_BETS)
+
+
 def cs_radius(t: float, variance: float, alpha: float, t_opt: float) -> float:
     """One-sided radius of the asymptotic confidence sequence for a mean after `t` rounds.
 

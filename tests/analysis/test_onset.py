@@ -90,7 +90,7 @@ def test_a_short_window_keeps_most_of_the_exceedance_budget_from_the_deploy() ->
         comp = next(c for c in rule.components if c.test == test)
         return comp.alpha_detector / (comp.alpha + comp.alpha_detector)
 
-    assert math.isclose(detector_share("exceedance", 30), 0.15)
-    assert math.isclose(detector_share("exceedance", 900), 0.8)
+    assert math.isclose(detector_share("exceedance", 30), 0.3)
+    assert math.isclose(detector_share("exceedance", 900), 0.9)
     assert math.isclose(detector_share("rank", 30), 0.3)
     assert math.isclose(detector_share("rank", 900), 0.3)

@@ -1,0 +1,101 @@
+"""Conformal ranks of a window's samples among its baseline and its own earlier samples.
+
+Pure: no I/O, no clock; it must not keep anything between rounds that is not in the state it
+is handed (the daemon resumes from a stored state). The rank test of a relative latency bound
+(`agent.analysis.sequential`) bets on these placements instead of on placements in the
+baseline alone, so it needs no margin for the baseline's sampling error.
+
+Why (Vovk, Gammerman & Shafer, "Algorithmic learning in a random world", 2005, ch. 2 and 8;
+Vovk, "Testing randomness online", Statistical Science 2021): in an exchangeable sequence
+y_1, y_2, ..., the smoothed rank of each y_n among y_1..y_n, (#{i <= n: y_i < y_n} +
+theta_n #{i <= n: y_i = y_n}) / n with theta_n uniform, is uniform on [0, 1] and
+independent of the ranks before it, whatever the distribution and its ties. Put the
+baseline first (in any order) and the deploy's samples, divided by the tolerance, after it:
+under the boundary of the null (the deploy's samples are the baseline's distribution times
+1 + delta, i.i.d.) the whole sequence is exchangeable, so the deploy's placements are i.i.d.
+uniform, mean 1/2, and a bet on each round's mean placement is a test martingale with no
+figure estimated from the baseline. A finite baseline costs no margin: its sampling error
+is corrected by the deploy's own samples as they join the reference.
+
+A deploy that is faster than the boundary (its samples are the boundary's pushed down by
+one increasing map, as a uniform speed-up, or the tolerance's slack) places every sample
+lower against the baseline and leaves the order among its own samples as it was, so each
+placement, and every bet increasing in them, is at most the boundary's on the same draws:
+the test stays valid. It assumes what Mann-Whitney (and Kayenta) assume: the deploy's
+samples share one distribution over the window (a drift inside the tolerance is absorbed by
+its slack).
+
+Values are compared on a fixed log grid (`sketch.GAMMA`, 2%: the state keeps a histogram of
+the deploy's samples, a few hundred counts, never more with more rounds); samples in one
+bucket tie, and a tie counts half (theta's mean: the bet is linear in the placement).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+
+import numpy as np
+
+from agent.analysis.sketch import GAMMA
+from agent.analysis.stats import FloatArray
+
+ZERO_BUCKET = -(2**31)
+"""The bucket of values <= 0 (below every other)."""
+
+_LOG_GAMMA = math.log(GAMMA)
+
+Seen = list[list[int]]
+"""The deploy's samples so far, as the state keeps them: [sorted buckets, their counts]."""
+
+
+def bucket(value: float) -> int:
+    """A value's bucket on the fixed log grid (the sketch's: ceil(log(v) / log(GAMMA)))."""
+    return math.ceil(math.log(value) / _LOG_GAMMA) if value > 0 else ZERO_BUCKET
+
+
+class Ranker:
+    """Places a window's samples, scaled, among its baseline and its earlier samples."""
+
+    def __init__(self, base: FloatArray, scale: float) -> None:
+        """`base`: the baseline's samples; `scale`: the deploy's samples are divided by it
+        (1 + delta for an increase), i.e. the baseline is multiplied by it."""
+        scaled = np.asarray(base, dtype=np.float64) * scale
+        scaled = scaled[np.isfinite(scaled)]
+        buckets = np.full(scaled.shape, ZERO_BUCKET, dtype=np.int64)
+        positive = scaled > 0
+        buckets[positive] = np.ceil(np.log(scaled[positive]) / _LOG_GAMMA)
+        self.base = np.sort(buckets).tolist()
+        self.size = len(self.base)
+
+    def place(self, seen: Seen, values: list[float]) -> tuple[list[float], Seen]:
+        """Each value's mid-rank placement in (0, 1) among the baseline and every earlier
+        sample (those in `seen`, then the earlier values of this round, in order), and the
+        histogram with this round's values added (a new one: `seen` is not changed)."""
+        ranks, seen = self.ranks(seen, values)
+        return [(below + ties / 2.0) / size for below, ties, size in ranks], seen
+
+    def ranks(self, seen: Seen, values: list[float]) -> tuple[list[tuple[int, int, int]], Seen]:
+        """`place`'s counts: per value (earlier samples below it, those tied with it plus
+        itself, earlier samples plus itself); its smoothed rank is (below + theta ties) /
+        size."""
+        keys, counts = list(seen[0]), list(seen[1])
+        earlier = sum(counts)
+        base, out = self.base, []
+        for value in values:
+            b = bucket(value)
+            base_lo = bisect.bisect_left(base, b)
+            base_at = bisect.bisect_right(base, b, base_lo) - base_lo
+            i = bisect.bisect_left(keys, b)
+            present = i < len(keys) and keys[i] == b
+            seen_at = counts[i] if present else 0
+            below = base_lo + sum(counts[:i])
+            tied = base_at + seen_at
+            out.append((below, tied + 1, self.size + earlier + 1))
+            if present:
+                counts[i] += 1
+            else:
+                keys.insert(i, b)
+                counts.insert(i, 1)
+            earlier += 1
+        return out, [keys, counts]

@@ -80,6 +80,9 @@ class Watcher:
         self.deployed_at: dict[str, float] = {}
         self.claims: dict[str, tuple[int, float]] = {}
         """Per window watched here: the epoch of our claim, and until when it holds."""
+        self.watched: dict[str, DeployWindow] = {}
+        """Per window watched here: the window its watch holds (whose `lease_until` the
+        watch moves on each lease renewal the store accepted)."""
         self._claimed_once = False
         self.resuming: set[str] = set()
         """Rollbacks this process took over and is sending."""
@@ -153,7 +156,7 @@ class Watcher:
         # Before claiming anything: stop every watch whose claim may have lapsed (this
         # process was paused, or the store unreachable). Its writes would be refused
         # anyway; a window still ours is claimed again below and watched afresh.
-        await self._stop(wid for wid, (_, until) in self.claims.items() if until < now)
+        await self._stop(wid for wid in self.claims if self._held(wid) < now)
         if not self._claimed_once:
             windows = await self.store.claim_windows(
                 self.services.owner, now, self.services.lease_s, fresh=True
@@ -189,6 +192,17 @@ class Watcher:
                 self.metrics.windows_active.labels(env).set(count)
                 self._published[env] = count
 
+    def _held(self, window_id: str) -> float:
+        """Until when our claim on a watched window surely holds: the later of what the
+        latest claim read and what its watch's own renewals stored since. A watch renews
+        its lease itself; reading only the claims made this stop healthy watches whenever
+        one pass of `_claim` took longer than half a lease (thousands of windows starting),
+        and start them again from scratch, each losing its round in progress."""
+        _, until = self.claims[window_id]
+        window = self.watched.get(window_id)
+        renewed = window.lease_until if window is not None else None
+        return until if renewed is None else max(until, renewed)
+
     def _held_until(self, window: DeployWindow, now: float) -> float:
         """Until when our claim holds, as stored (a claim renews only a lease less than
         half left; the watch renews its own meanwhile)."""
@@ -201,6 +215,7 @@ class Watcher:
         self._by_environment.setdefault(window.environment, set()).add(window.id)
         self.deployed_at[window.id] = window.deployed_at
         self.claims[window.id] = (window.lease_epoch, self._held_until(window, now))
+        self.watched[window.id] = window
 
         def done(_: asyncio.Task[None]) -> None:
             if self.tasks.get(window.id) is task:
@@ -212,6 +227,7 @@ class Watcher:
                     self._by_environment.pop(window.environment, None)
                 self.deployed_at.pop(window.id, None)
                 self.claims.pop(window.id, None)
+                self.watched.pop(window.id, None)
             self._wake.set()
 
         task.add_done_callback(done)

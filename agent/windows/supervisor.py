@@ -172,11 +172,15 @@ class Watcher:
         await self._stop(
             wid for wid, (epoch, _) in self.claims.items() if held.get(wid, epoch) != epoch
         )
+        new = [lease.window_id for lease in leases if lease.window_id not in self.tasks]
+        if missing := [wid for wid in new if wid not in unwatched]:
+            # in one trip: one `get_window` each kept thousands of new windows waiting
+            unwatched |= {w.id: w for w in await self.store.get_windows(missing)}
         for lease in leases:
             if lease.window_id in self.tasks:
                 self.claims[lease.window_id] = (lease.epoch, lease.until)
                 continue
-            window = unwatched.get(lease.window_id) or await self.store.get_window(lease.window_id)
+            window = unwatched.get(lease.window_id)
             # one taken or ended since the claim is left to the next poll
             if (
                 window is not None

@@ -389,6 +389,13 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
         "rss_growth_mb_per_h": round(slope_per_hour(half), 1),
         "cpu_first_min_pct": round(cpu_pct(samples, 0, minute), 1),
         "cpu_last_min_pct": round(cpu_pct(samples, run.seconds - minute, run.seconds), 1),
+        # each minute's: a rise that a first-and-last comparison hides (or one that settles)
+        "cpu_by_minute_pct": [
+            round(cpu_pct(samples, t, min(t + minute, run.seconds)), 1)
+            for t in itertools.takewhile(
+                lambda t: t < run.seconds - 1, itertools.count(0.0, minute)
+            )
+        ],
         "lag_p50_ms": round(percentile(rounds.lags_ms, 0.5), 2),
         "lag_p99_ms": round(percentile(rounds.lags_ms, 0.99), 2),
         "round_spacing_p50_s": round(percentile(rounds.spacings_s, 0.5), 3),

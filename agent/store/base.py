@@ -58,6 +58,11 @@ class Store(Protocol):
 
     async def get_window(self, window_id: str) -> DeployWindow | None: ...
 
+    async def get_windows(self, window_ids: list[str]) -> list[DeployWindow]:
+        """Those of these windows that exist, in a few queries, not one per window (the
+        watcher starting thousands of windows registered at once)."""
+        ...
+
     async def list_windows(
         self,
         *,

@@ -147,6 +147,9 @@ SCHEMA_VERSION = len(MIGRATIONS)
 LOCK_MIGRATE = 0x5046_0001  # "PF" 1: one replica migrates at a time
 LOCK_ENVIRONMENT = 0x5046_0002  # "PF" 2: create_window per environment
 
+WINDOWS_PER_QUERY = 500
+"""Ids bound in one `get_windows` query (SQLite allows 32,766 variables, PostgreSQL 65,535)."""
+
 _WINDOW_COLUMNS = (
     "id, environment, version, previous_version, commit_sha, labels, state, deployed_at,"
     " ends_at, created_at, rounds, verdict, baseline, ended_at, lease_owner, lease_until,"
@@ -425,6 +428,17 @@ class SqlStore(ABC):
     async def get_window(self, window_id: str) -> DeployWindow | None:
         row = await self._fetchone(f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE id = ?", window_id)
         return _window(row) if row else None
+
+    async def get_windows(self, window_ids: list[str]) -> list[DeployWindow]:
+        found: list[DeployWindow] = []
+        for at in range(0, len(window_ids), WINDOWS_PER_QUERY):
+            ids = window_ids[at : at + WINDOWS_PER_QUERY]
+            marks = ", ".join("?" * len(ids))
+            rows = await self._fetchall(
+                f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE id IN ({marks})", *ids
+            )
+            found += [_window(row) for row in rows]
+        return found
 
     async def list_windows(
         self,

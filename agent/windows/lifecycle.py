@@ -320,7 +320,7 @@ class WindowWatch:
         while (wait := self.window.deployed_at - self.s.clock()) > 0:
             step = min(wait, self.s.lease_s / 3)
             until = self.s.clock() + self.s.lease_s + step
-            if not await self.s.store.renew_lease(self.window.id, self.fence, until):
+            if not await self._renew_lease(until):
                 self.log.info("scheduled window no longer ours (ended or taken over)")
                 return False
             await asyncio.sleep(step)

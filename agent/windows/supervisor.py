@@ -80,6 +80,9 @@ class Watcher:
         self.deployed_at: dict[str, float] = {}
         self.claims: dict[str, tuple[int, float]] = {}
         """Per window watched here: the epoch of our claim, and until when it holds."""
+        self.watched: dict[str, DeployWindow] = {}
+        """Per window watched here: the window its watch holds (whose `lease_until` the
+        watch moves on each lease renewal the store accepted)."""
         self._claimed_once = False
         self.resuming: set[str] = set()
         """Rollbacks this process took over and is sending."""
@@ -153,7 +156,7 @@ class Watcher:
         # Before claiming anything: stop every watch whose claim may have lapsed (this
         # process was paused, or the store unreachable). Its writes would be refused
         # anyway; a window still ours is claimed again below and watched afresh.
-        await self._stop(wid for wid, (_, until) in self.claims.items() if until < now)
+        await self._stop(wid for wid in self.claims if self._held(wid) < now)
         if not self._claimed_once:
             windows = await self.store.claim_windows(
                 self.services.owner, now, self.services.lease_s, fresh=True
@@ -169,11 +172,15 @@ class Watcher:
         await self._stop(
             wid for wid, (epoch, _) in self.claims.items() if held.get(wid, epoch) != epoch
         )
+        new = [lease.window_id for lease in leases if lease.window_id not in self.tasks]
+        if missing := [wid for wid in new if wid not in unwatched]:
+            # in one trip: one `get_window` each kept thousands of new windows waiting
+            unwatched |= {w.id: w for w in await self.store.get_windows(missing)}
         for lease in leases:
             if lease.window_id in self.tasks:
                 self.claims[lease.window_id] = (lease.epoch, lease.until)
                 continue
-            window = unwatched.get(lease.window_id) or await self.store.get_window(lease.window_id)
+            window = unwatched.get(lease.window_id)
             # one taken or ended since the claim is left to the next poll
             if (
                 window is not None
@@ -189,6 +196,17 @@ class Watcher:
                 self.metrics.windows_active.labels(env).set(count)
                 self._published[env] = count
 
+    def _held(self, window_id: str) -> float:
+        """Until when our claim on a watched window surely holds: the later of what the
+        latest claim read and what its watch's own renewals stored since. A watch renews
+        its lease itself; reading only the claims made this stop healthy watches whenever
+        one pass of `_claim` took longer than half a lease (thousands of windows starting),
+        and start them again from scratch, each losing its round in progress."""
+        _, until = self.claims[window_id]
+        window = self.watched.get(window_id)
+        renewed = window.lease_until if window is not None else None
+        return until if renewed is None else max(until, renewed)
+
     def _held_until(self, window: DeployWindow, now: float) -> float:
         """Until when our claim holds, as stored (a claim renews only a lease less than
         half left; the watch renews its own meanwhile)."""
@@ -201,6 +219,7 @@ class Watcher:
         self._by_environment.setdefault(window.environment, set()).add(window.id)
         self.deployed_at[window.id] = window.deployed_at
         self.claims[window.id] = (window.lease_epoch, self._held_until(window, now))
+        self.watched[window.id] = window
 
         def done(_: asyncio.Task[None]) -> None:
             if self.tasks.get(window.id) is task:
@@ -212,6 +231,7 @@ class Watcher:
                     self._by_environment.pop(window.environment, None)
                 self.deployed_at.pop(window.id, None)
                 self.claims.pop(window.id, None)
+                self.watched.pop(window.id, None)
             self._wake.set()
 
         task.add_done_callback(done)

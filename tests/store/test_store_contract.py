@@ -186,6 +186,17 @@ async def test_claims_return_held_windows_oldest_first_and_skip_ended(store: Sto
     assert [(w.id, w.lease_until) for w in again] == [("dep_1", 1050), ("dep_2", 1050)]
 
 
+async def test_windows_are_read_many_at_once_and_unknown_ids_are_skipped(store: Store) -> None:
+    """More ids than one query binds (`WINDOWS_PER_QUERY`): the watcher starting thousands."""
+    ids = [f"dep_{i}" for i in range(1, 1202)]
+    for i, wid in enumerate(ids):
+        await store.create_window(window(wid, env=f"e{i}", created=100 + i))
+    found = await store.get_windows([*ids, "dep_unknown"])
+    assert sorted(w.id for w in found) == sorted(ids)
+    assert {w.id: w.environment for w in found}["dep_7"] == "e6"
+    assert await store.get_windows([]) == []
+
+
 async def test_a_released_lease_is_free_at_once(store: Store) -> None:
     await store.create_window(window("dep_1"))
     [mine] = await store.claim_windows("a", 1000, 30)

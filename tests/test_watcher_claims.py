@@ -1,0 +1,93 @@
+"""The watcher keeps a watch its own lease renewals hold, however long ago its last claim
+pass read the lease (thousands of windows starting make one pass slow); a claim that really
+lapsed (the process paused past its lease) still stops the watch."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from agent.metrics import Metrics
+from agent.records import DeployWindow
+from agent.rollback.delivery import RollbackDelivery
+from agent.settings_file import load_settings_text
+from agent.store.sqlite import SqliteStore
+from agent.windows.alert_once import WindowAlerts
+from agent.windows.supervisor import Watcher
+from alerting.notifier import Notifier
+from checks.sessions import TargetSessions
+from common.redaction import Redactor
+
+CONFIG = """
+server: {api_tokens: [tok-1234567890abcdef]}
+environments:
+  production:
+    base_url: http://127.0.0.1:9
+    checks: [{name: health, type: http, path: /health}]
+"""
+T0 = 1_000_000.0
+LEASE_S = 30.0  # the default `store.lease`
+
+
+async def test_a_watch_renewing_its_own_lease_is_not_stopped_and_started_again(
+    tmp_path: Path,
+) -> None:
+    now = [T0]
+    store = SqliteStore(tmp_path / "postflight.db")
+    await store.open()
+    metrics = Metrics()
+    sessions = TargetSessions()
+    watcher = Watcher(
+        load_settings_text(CONFIG),
+        store,
+        metrics,
+        alerts=WindowAlerts(store, Notifier([], timeout=1, redact=Redactor(), metrics=metrics)),
+        delivery=RollbackDelivery(store, metrics, clock=lambda: now[0], owner="a"),
+        providers={},
+        sessions=sessions,
+        owner="a",
+        clock=lambda: now[0],
+        background_probing=False,
+    )
+    # scheduled ten minutes ahead: its watch only renews its lease until then
+    window = DeployWindow(
+        id="w1",
+        environment="production",
+        version="v2",
+        previous_version="v1",
+        commit=None,
+        labels={},
+        state="watching",
+        deployed_at=T0 + 600,
+        ends_at=T0 + 1200,
+        created_at=T0,
+    )
+    await store.create_window(window)
+    try:
+        await watcher._claim()
+        watch = watcher.tasks["w1"]
+        for _ in range(200):  # the watch's first renewal: to T0 + lease + a 10 s step
+            stored = await store.get_window("w1")
+            if stored is not None and (stored.lease_until or 0) > T0 + LEASE_S:
+                break
+            await asyncio.sleep(0.01)
+        renewed = stored.lease_until if stored is not None else None
+        assert renewed is not None and renewed > T0 + LEASE_S
+
+        # the next pass comes after the first claim's lease, within the watch's renewal
+        now[0] = T0 + LEASE_S + 1
+        assert now[0] < renewed
+        await watcher._claim()
+        assert watcher.tasks["w1"] is watch and not watch.done()  # the same watch goes on
+
+        # paused past every lease: that watch stops (another one may hold the window now)
+        held = await store.get_window("w1")
+        assert held is not None and held.lease_until is not None
+        now[0] = max(held.lease_until, renewed) + 1
+        await watcher._claim()
+        assert watch.done()
+        assert watcher.tasks["w1"] is not watch
+    finally:
+        await watcher._stop_windows()
+        await sessions.aclose()
+        await store.close()

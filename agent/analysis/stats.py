@@ -40,7 +40,6 @@ under the null. The pass side is asymptotically valid (it estimates the rounds' 
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Iterable
 
@@ -197,13 +196,6 @@ def _linear_quantile(ordered: list[float], q: float) -> float:
     return hi - diff * (1.0 - gamma) if gamma >= 0.5 else lo + diff * gamma
 
 
-def dkw_margin(n: int, alpha: float) -> float:
-    """Dvoretzky-Kiefer-Wolfowitz-Massart: P(sup |ECDF - CDF| > margin) <= alpha."""
-    if n <= 0:
-        return 1.0
-    return math.sqrt(math.log(2.0 / alpha) / (2.0 * n))
-
-
 def placements(sorted_base: FloatArray, values: npt.ArrayLike) -> FloatArray:
     """Mid-rank placement of each value in the baseline: (#below + #equal / 2) / n_base.
 
@@ -225,21 +217,6 @@ def placements(sorted_base: FloatArray, values: npt.ArrayLike) -> FloatArray:
         ranks[tied] += right - left[tied]
     out = np.empty_like(ranks)
     out[order] = ranks / (2.0 * n)
-    return out
-
-
-def placements_list(sorted_base: list[float], values: list[float]) -> list[float]:
-    """`placements` of a few values (a round of probes) against a baseline held as a list:
-    the same counts by binary search in Python, without numpy's cost per call."""
-    n = len(sorted_base)
-    if n == 0:
-        return [0.5] * len(values)
-    out = []
-    for v in values:
-        left = bisect.bisect_left(sorted_base, v)
-        tied = left < n and sorted_base[left] == v
-        right = bisect.bisect_right(sorted_base, v, left) if tied else left
-        out.append((left * 2.0 + (right - left)) / (2.0 * n))
     return out
 
 

@@ -113,10 +113,6 @@ def test_quantile_bound_needs_enough_samples() -> None:
     assert stats.quantile_upper_bound(np.empty(0), 0.5, 0.01) is None
 
 
-def test_dkw_margin() -> None:
-    assert stats.dkw_margin(1000, 0.01) == pytest.approx(math.sqrt(math.log(200) / 2000))
-
-
 def test_intra_period_correlation_recovers_beta_binomial_burstiness() -> None:
     rng = np.random.default_rng(5)
     totals = np.full(5000, 50)

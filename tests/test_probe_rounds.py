@@ -7,7 +7,7 @@ import asyncio
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -187,23 +187,29 @@ async def test_the_concurrency_limit_is_kept_in_order_and_survives_cancelled_wai
         assert not running
 
 
-async def test_environments_on_one_origin_share_its_connections() -> None:
-    """Thousands of environments on one service must not each hold their own pool: the
-    target sees one connection for both environments' probes (counted at the target)."""
-    peers: list[object] = []
+async def _ok_target(arrived: Callable[[object], None]) -> tuple[asyncio.Server, str]:
+    """A keep-alive target answering every request `200 ok`; `arrived(peer)` per request
+    (counted at the target). Returns the server and its URL."""
 
     async def health(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         try:
             while await reader.readuntil(b"\r\n\r\n"):
-                peers.append(peer)
+                arrived(peer)
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
 
     server = await asyncio.start_server(health, "127.0.0.1", 0)
-    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+async def test_environments_on_one_origin_share_its_connections() -> None:
+    """Thousands of environments on one service must not each hold their own pool: the
+    target sees one connection for both environments' probes (counted at the target)."""
+    peers: list[object] = []
+    server, url = await _ok_target(peers.append)
     two = CONFIG.format(url=url) + CONFIG.format(url=url).partition("environments:\n")[2].replace(
         "production", "staging"
     )
@@ -227,27 +233,15 @@ async def test_a_rounds_http_probes_run_without_a_task_each() -> None:
     scale): a round's http probes run from the pool's and the connection's callbacks. The
     tasks alive are sampled through the round; every probe reached the target (counted
     there) and was recorded."""
-    served = 0
-
-    async def health(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal served
-        try:
-            while await reader.readuntil(b"\r\n\r\n"):
-                served += 1
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
-    server = await asyncio.start_server(health, "127.0.0.1", 0)
-    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    served: list[object] = []
+    server, url = await _ok_target(served.append)
     env = load_settings_text(CONFIG.format(url=url)).environments["production"]
     loop = asyncio.get_running_loop()
     try:
         async with TargetSessions() as sessions:
             probe = EnvironmentProbe("production", env, sessions, Metrics())
             await probe.run_round(0.2, probes=1, kinds=lambda c: c.type == "http")  # connect
-            served = 0
+            served.clear()
             quiet = len(asyncio.all_tasks())  # the test's, the servers' connection handlers
             tasks: list[int] = []
 
@@ -263,7 +257,7 @@ async def test_a_rounds_http_probes_run_without_a_task_each() -> None:
             results = await round_
     finally:
         server.close()
-    assert [r.ok for r in results] == [True] * 8 and served == 8
+    assert [r.ok for r in results] == [True] * 8 and len(served) == 8
     assert len(tasks) > 20 and max(tasks) == quiet + 1  # the round's own task, nothing more
 
 

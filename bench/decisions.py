@@ -397,8 +397,13 @@ def run_chunk(task: Task) -> list[dict[str, Any]]:
     a cell's first n windows are the same whatever its size."""
     family_index, rps, windows, cell, start, offset = task
     family = FAMILIES[family_index]
-    seeds = np.random.SeedSequence([SEED + offset, cell]).spawn(windows)[start : start + CHUNK]
+    seeds = window_seeds(cell, windows, offset)[start : start + CHUNK]
     return [run_window(rps, family, s) for s in seeds]
+
+
+def window_seeds(cell: int, windows: int, offset: int = 0) -> list[np.random.SeedSequence]:
+    """A cell's windows' seeds: the i-th depends on (SEED + offset, cell, i) only."""
+    return np.random.SeedSequence([SEED + offset, cell]).spawn(windows)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ them into a conftest or list this module in `pytest_plugins`). As a separate
 process (e.g. for kill -9 tests, so the receiver outlives the agent):
 
     python -m tests.receivers rollback --secret S [--port P] [--log FILE] \
-        [--script 503,503:retry-after=1,hang,200]
+        [--script 503,503:retry-after=1,hang,200] [--kill-on-accept PIDFILE]
     python -m tests.receivers json [--port P] [--log FILE]
     python -m tests.receivers smtp [--port P] [--log FILE]
 
@@ -34,6 +34,7 @@ import email.policy
 import hashlib
 import hmac
 import json
+import os
 import signal
 import sys
 import time
@@ -220,12 +221,17 @@ class RollbackReceiver(_HttpServer):
         log: str | Path | None = None,
         max_skew_s: float | None = None,
         on_attempt: Callable[[RollbackAttempt], Awaitable[None]] | None = None,
+        on_accept: Callable[[RollbackAttempt], None] | None = None,
     ) -> None:
         super().__init__()
         self.secret = secret
         self.on_attempt = on_attempt
         """Awaited as each request arrives, before it is answered (to look at the
         sender's state at that instant)."""
+        self.on_accept = on_accept
+        """Called the instant a request is accepted (acted on), before the 2xx goes out:
+        e.g. to kill the sender inside the gap between the pipeline acting and the
+        sender's record of it."""
         self.path = path
         self.max_skew_s = max_skew_s
         self.attempts: list[RollbackAttempt] = []
@@ -301,6 +307,8 @@ class RollbackReceiver(_HttpServer):
             attempt.accepted, attempt.duplicate = True, key in self.delivered
             self.delivered.setdefault(key or "", attempt.body)
         self._log.write(asdict(attempt))
+        if accepted and self.on_accept is not None:
+            self.on_accept(attempt)
         await self._notify()
         if response is None:
             return web.Response(status=503)
@@ -553,11 +561,31 @@ else:
 # ---------------------------------------------------------------- standalone
 
 
+def _kill_once(pidfile: str) -> Callable[[RollbackAttempt], None]:
+    """SIGKILL the process whose id `pidfile` holds, at the first accepted request only:
+    the sender dies after the pipeline acted and before it can hear the 2xx, let alone
+    record it (for a crash test that must land in that gap every time)."""
+    done: list[int] = []
+
+    def kill(attempt: RollbackAttempt) -> None:
+        if not done:
+            pid = int(Path(pidfile).read_text())
+            done.append(pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    return kill
+
+
 async def _run(args: argparse.Namespace) -> None:
     server: RollbackReceiver | JsonSink | SmtpSink
     if args.kind == "rollback":
         server = RollbackReceiver(
-            args.secret, parse_script(args.script or ""), path=args.path, log=args.log
+            args.secret,
+            parse_script(args.script or ""),
+            path=args.path,
+            log=args.log,
+            on_accept=_kill_once(args.kill_on_accept) if args.kill_on_accept else None,
         )
         await server.start(args.port)
         url = server.url
@@ -589,6 +617,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path", default="/rollback", help="rollback: the webhook path")
     parser.add_argument(
         "--script", help="replies in order, then 200: e.g. 503,503:retry-after=1,hang,200"
+    )
+    parser.add_argument(
+        "--kill-on-accept",
+        metavar="PIDFILE",
+        help="rollback: SIGKILL the pid in PIDFILE when the first request is accepted",
     )
     args = parser.parse_args(argv)
     if args.kind == "rollback" and not args.secret:

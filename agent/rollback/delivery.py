@@ -252,6 +252,10 @@ class RollbackDelivery:
             )
             what = f"HTTP {outcome.status}" if outcome.status is not None else outcome.error
             if outcome.result == "delivered":
+                # recorded first, said after: a crash between the receiver's 2xx and this
+                # commit is the one instant a restart sends again (same key and body)
+                intent.last_error = None
+                final = await self._finish(intent, "delivered", environment, context, attempt)
                 log.info(
                     "rollback for %s delivered on attempt %d (%s)",
                     intent.window_id,
@@ -259,8 +263,7 @@ class RollbackDelivery:
                     what,
                     extra=context,
                 )
-                intent.last_error = None
-                return await self._finish(intent, "delivered", environment, context, attempt)
+                return final
             if outcome.result == "rejected":
                 log.error(
                     "rollback for %s refused on attempt %d (%s); not retried",
@@ -368,6 +371,10 @@ class RollbackDelivery:
                 allow_redirects=False,
             ) as response:
                 status = response.status
+                if 200 <= status < 300:
+                    # delivered on the status line: its body is not waited for, so the
+                    # record of it follows the receiver's 2xx as closely as it can
+                    return _Outcome("delivered", status, None, None, loop.time() - started)
                 text = (await response.content.read(_ERROR_SNIPPET)).decode("utf-8", "replace")
                 retry_after = retry_after_seconds(
                     response.headers.get("Retry-After"), self._clock()
@@ -387,8 +394,6 @@ class RollbackDelivery:
             error = self._redact(f"{type(exc).__name__}: {exc}")[:_ERROR_SNIPPET]
             return _Outcome("retryable", None, error, None, loop.time() - started)
         duration = loop.time() - started
-        if 200 <= status < 300:
-            return _Outcome("delivered", status, None, None, duration)
         snippet = " ".join(text.split())
         error = self._redact(
             ("" if request.who == "the webhook" else f"{request.who} answered ")

@@ -4,7 +4,14 @@ Used by `tests/e2e/test_process.py` (a few trials) and `bench/crash_resume.py`
 (≥20 trials). The agent and the rollback receiver are separate processes; the
 agent is killed with SIGKILL at a random instant while it delivers, restarted
 on the same store, and killed again while delivery is still unfinished, until
-the window settles.
+the window settles. With `kill_on_accept` the receiver itself kills the agent the
+instant it accepts the rollback: inside the gap no webhook can close (the
+pipeline acted, the agent has not recorded it), every time.
+
+What a trial checks is contract §3's promise, counted at the receiver: one
+rollback acted on per deploy (a key-respecting receiver acts on the first 2xx of
+an `Idempotency-Key` only), every request with that key and the same body, and a
+request sent again after a 2xx only by an agent restarted after a kill.
 """
 
 from __future__ import annotations
@@ -158,6 +165,13 @@ def kill_and_restart(
     return start_agent(config, port, log)
 
 
+def start_tracked(config: Path, port: int, log: Path, pidfile: Path) -> subprocess.Popen[bytes]:
+    """`start_agent`, its pid written to `pidfile` (for a receiver that kills it)."""
+    agent = start_agent(config, port, log)
+    pidfile.write_text(str(agent.pid))
+    return agent
+
+
 def stop(agent: subprocess.Popen[bytes] | None, helper: subprocess.Popen[bytes]) -> None:
     """End a trial: kill -9 the agent if it still runs, SIGTERM the helper server."""
     if agent is not None and agent.poll() is None:
@@ -182,12 +196,23 @@ class TrialResult:
     kills: int
     final_state: str
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    killed_at: list[float] = field(default_factory=list)
+    """When each kill was sent (or, for the receiver's, seen), on the receiver's clock."""
 
     @property
     def accepted(self) -> int:
-        """Rollbacks the receiver answered 2xx, duplicates included: the truth is the
-        receiver's, so a second delivery of one deploy counts (and fails the trial)."""
+        """Requests the receiver answered 2xx, duplicates included."""
         return sum(1 for a in self.attempts if a.get("accepted"))
+
+    @property
+    def acted_on(self) -> int:
+        """Rollbacks the receiver acted on: 2xx answers to a key not accepted before."""
+        return sum(1 for a in self.attempts if a.get("accepted") and not a.get("duplicate"))
+
+    @property
+    def duplicates(self) -> int:
+        """2xx answers to a key already accepted: sent again by a restarted agent."""
+        return self.accepted - self.acted_on
 
     @property
     def same_key_and_body(self) -> bool:
@@ -196,18 +221,37 @@ class TrialResult:
         return keys == {self.deploy_id} and len(bodies) == 1
 
     @property
+    def resent_only_after_a_kill(self) -> bool:
+        """No agent sends a rollback again once it heard a 2xx: each request that arrives
+        after an accepted one comes after a kill that followed that acceptance."""
+        accepted_at: float | None = None
+        for attempt in sorted(self.attempts, key=lambda a: float(a["at"])):
+            at = float(attempt["at"])
+            if accepted_at is not None and not any(accepted_at < k < at for k in self.killed_at):
+                return False
+            if attempt.get("accepted"):
+                accepted_at = at
+        return True
+
+    @property
     def ok(self) -> bool:
         return (
             self.final_state == "rolled_back"
-            and self.accepted == 1
+            and self.acted_on == 1
             and self.same_key_and_body
+            and self.resent_only_after_a_kill
             and all(a.get("signature_ok") for a in self.attempts)
         )
 
 
-def run_trial(workdir: Path, rng: random.Random, max_kills: int = 3) -> TrialResult:
+def run_trial(
+    workdir: Path, rng: random.Random, max_kills: int = 3, *, kill_on_accept: bool = False
+) -> TrialResult:
+    """One trial: up to `max_kills` kills at random instants of the delivery, and with
+    `kill_on_accept` one more by the receiver, the instant it accepts the rollback."""
     workdir.mkdir(parents=True, exist_ok=True)
     receiver_log = workdir / "receiver.jsonl"
+    pidfile = workdir / "agent.pid"
     receiver = subprocess.Popen(
         [
             sys.executable,
@@ -220,6 +264,7 @@ def run_trial(workdir: Path, rng: random.Random, max_kills: int = 3) -> TrialRes
             str(receiver_log),
             "--script",
             RECEIVER_SCRIPT,
+            *(["--kill-on-accept", str(pidfile)] if kill_on_accept else []),
         ],
         cwd=ROOT,
         env=_env(),
@@ -232,27 +277,42 @@ def run_trial(workdir: Path, rng: random.Random, max_kills: int = 3) -> TrialRes
         port = free_port()
         config = write_config(workdir, port, ready["url"])
         agent_log = workdir / "agent.log"
-        agent = start_agent(config, port, agent_log)
+        agent = start_tracked(config, port, agent_log, pidfile)
         deploy = request_json(
             "POST",
             f"http://127.0.0.1:{port}/v1/deploys",
             {"environment": "production", "version": "v-crash"},
         )
         deploy_id = deploy["id"]
-        kills = 0
+        killed_at: list[float] = []
+        random_kills = 0
+        state: dict[str, Any] = deploy
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            state = request_json("GET", f"http://127.0.0.1:{port}/v1/deploys/{deploy_id}")
+            if agent.poll() is not None:  # the receiver killed it: restart it
+                killed_at.append(time.time())
+                agent = start_tracked(config, port, agent_log, pidfile)
+                continue
+            try:
+                state = request_json("GET", f"http://127.0.0.1:{port}/v1/deploys/{deploy_id}")
+            except (urllib.error.URLError, ConnectionError):
+                continue  # killed while asked: seen dead above
             rollback = state.get("rollback") or {}
             settled = state["state"] != "watching" and rollback.get("state") != "pending"
             if settled:
-                return TrialResult(deploy_id, kills, state["state"], read_attempts(receiver_log))
+                attempts = read_attempts(receiver_log)
+                return TrialResult(deploy_id, len(killed_at), state["state"], attempts, killed_at)
             seen = len(read_attempts(receiver_log))
-            if kills < max_kills and (seen > 0 or rollback.get("state") == "pending"):
+            if random_kills < max_kills and (seen > 0 or rollback.get("state") == "pending"):
                 # somewhere inside the delivery: between attempts, mid-request, or
                 # just after the receiver accepted and before the agent recorded it
-                agent = kill_and_restart(agent, rng, config, port, agent_log)
-                kills += 1
+                time.sleep(rng.uniform(0.0, 0.35))
+                random_kills += 1
+                if agent.poll() is None:  # else the receiver's kill came first
+                    killed_at.append(time.time())
+                    agent.send_signal(signal.SIGKILL)
+                    agent.wait()
+                    agent = start_tracked(config, port, agent_log, pidfile)
                 continue
             time.sleep(0.02)
         raise RuntimeError(f"trial did not settle: {state}")

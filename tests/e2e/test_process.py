@@ -11,9 +11,29 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.crash import free_port, request_json, run_trial, start_agent, write_config
+from tests.e2e.crash import (
+    TrialResult,
+    free_port,
+    request_json,
+    run_trial,
+    start_agent,
+    write_config,
+)
 
 pytestmark = pytest.mark.e2e
+
+
+def assert_rolled_back_once(result: TrialResult) -> None:
+    """Contract §3's promise, counted at the receiver: one rollback acted on, every
+    request with the deploy's key and one body, signed, and sent again after a 2xx only
+    by an agent restarted after a kill (the gap between the receiver acting and the
+    agent's record of it, which no webhook without a status query can close)."""
+    assert result.final_state == "rolled_back"
+    assert result.acted_on == 1, result.attempts
+    assert result.same_key_and_body
+    assert all(a["signature_ok"] for a in result.attempts)
+    assert result.resent_only_after_a_kill, (result.killed_at, result.attempts)
+    assert result.duplicates <= result.kills
 
 
 @pytest.mark.timeout(120)
@@ -21,10 +41,20 @@ pytestmark = pytest.mark.e2e
 def test_kill_9_during_delivery_still_rolls_back_exactly_once(tmp_path: Path, seed: int) -> None:
     result = run_trial(tmp_path, random.Random(seed))
     assert result.kills >= 1, "the trial never killed the agent mid-delivery"
-    assert result.final_state == "rolled_back"
-    assert result.accepted == 1
-    assert result.same_key_and_body
-    assert all(a["signature_ok"] for a in result.attempts)
+    assert_rolled_back_once(result)
+
+
+@pytest.mark.timeout(120)
+def test_kill_9_after_the_receiver_accepted_sends_it_again_once_with_the_same_key(
+    tmp_path: Path,
+) -> None:
+    """The receiver kills the agent the instant it accepts the rollback (before its 2xx
+    goes out, so the agent cannot have recorded it): the restarted agent sends the same
+    request again, once, and a receiver that honours Idempotency-Key acts on it once."""
+    result = run_trial(tmp_path, random.Random(4), max_kills=0, kill_on_accept=True)
+    assert result.kills == 1
+    assert_rolled_back_once(result)
+    assert (result.accepted, result.duplicates) == (2, 1), result.attempts
 
 
 @pytest.mark.timeout(60)

@@ -414,6 +414,14 @@ REJECTED = {
 }
 
 
+WATCH_FOR = {"hang": 2.0, "500": 2.5, "429": 2.5}
+"""Seconds a fail-soft window watches: enough rounds to show one alert however many
+rounds the outage lasts (asserted: at least two). A hang holds the baseline and each
+round for the whole 600 ms budget. A 500 or 429 is retried after a backoff: 1.5 s once
+gave a newrelic-429 window a single round on a busy machine; 2.5 s gave 8-10 rounds at
+load average 13-14 (1.5 s: 3-6)."""
+
+
 @dataclass
 class Outage:
     """A healthy deploy watched while some providers fail: what the window did."""
@@ -483,8 +491,7 @@ async def healthy_deploy_during_outage(world: World, failing: list[str], kind: s
                 max_attempts=2,
             ),
         )
-        # a hang holds the baseline and each round for the whole 600 ms budget
-        deploy = await register(agent, t0, watch_for=2.0 if kind == "hang" else 1.5)
+        deploy = await register(agent, t0, watch_for=WATCH_FOR.get(kind, 1.5))
         final = await agent.settled(deploy["id"], within=20)
     return Outage(agent, final)
 

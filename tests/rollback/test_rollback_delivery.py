@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from agent import __version__
 from agent.metrics import Metrics
@@ -154,6 +155,45 @@ async def test_delivered_first_time_with_the_contract_headers(
                    result="delivered") == 1  # fmt: skip
     assert counter(metrics, "postflight_rollback_attempts_total", environment="production",
                    result="delivered") == 1  # fmt: skip
+
+
+async def test_a_2xx_is_recorded_on_its_status_line_without_waiting_for_the_body(
+    store: SqliteStore, delivery: RollbackDelivery
+) -> None:
+    """The receiver acted once it said 2xx: the record of it must not wait for the body
+    (a crash in that wait sends the rollback again; a body that never ends would time the
+    attempt out and send it again even without a crash)."""
+    arrivals: list[bytes] = []
+    release = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        arrivals.append(await request.read())
+        response = web.StreamResponse(status=200)
+        await response.prepare(request)  # the status line and headers go out...
+        await release.wait()  # ...the body only once the delivery was recorded
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/rollback", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        intent = await stored_intent(store)
+        conf = settings(f"http://127.0.0.1:{port}/rollback", timeout=2.0)
+        done = await asyncio.wait_for(delivery.deliver(intent, conf, "production"), 10)
+        stored = await store.get_rollback("dep_01JDTEST")
+        release.set()
+    finally:
+        release.set()
+        await runner.cleanup()
+
+    assert done.state == "delivered" and done.attempts == 1 and done.last_status == 200
+    assert stored is not None and stored.state == "delivered"
+    assert arrivals == [intent.body.encode()]
 
 
 async def test_503_twice_then_200_retries_with_the_same_body_and_key(

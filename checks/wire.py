@@ -97,7 +97,9 @@ class _Conn(asyncio.Protocol):
         self.client = client
         self.key = key
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
+        """Holds this connection's callbacks (a reference cycle): dropped once the connection
+        is over (`_over`), so a closed connection is freed at once, not by the collector."""
         self.waiter: Waiter | None = None
         self.closed = False
         self.reused = False
@@ -127,12 +129,13 @@ class _Conn(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        if self.waiter is None or self.waiter.done():
+        parser = self.parser
+        if self.waiter is None or self.waiter.done() or parser is None:
             self.close()  # bytes nobody asked for: the connection cannot be trusted
             return
         self.got_bytes = True
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(Unsupported("upgrade"))
         except httptools.HttpParserError as exc:
@@ -146,14 +149,25 @@ class _Conn(asyncio.Protocol):
         self.closed = True
         self.client._forget(self)
         waiter = self.waiter
-        if waiter is None or waiter.done():
-            return
-        if self.headers_done and self.until_eof:
-            self.on_message_complete()  # a body delimited by the connection's end
-        elif not self.got_bytes:
-            waiter.set_exception(Disconnected())
-        else:
-            waiter.set_exception(PayloadIncomplete(self._incomplete()))
+        try:
+            if waiter is None or waiter.done():
+                return
+            if self.headers_done and self.until_eof:
+                self.on_message_complete()  # a body delimited by the connection's end
+            elif not self.got_bytes:
+                waiter.set_exception(Disconnected())
+            else:
+                waiter.set_exception(PayloadIncomplete(self._incomplete()))
+        finally:
+            self._over()
+
+    def _over(self) -> None:
+        """The transport's last word came (or it never had one): drop the parser, which holds
+        this connection's bound callbacks. Else every closed connection is a reference cycle
+        that only a collection frees; the agent's collections are rare (`agent.windows.heap`)
+        and connections close all the time (idle ones past `keepalive_s`, timeouts), so
+        their memory grew for as long as the agent ran."""
+        self.parser = None
 
     def _incomplete(self) -> str:
         """Why the body is short, worded as aiohttp's ClientPayloadError reads."""
@@ -178,6 +192,7 @@ class _Conn(asyncio.Protocol):
         )
 
     def on_headers_complete(self) -> None:
+        assert self.parser is not None  # (called by the parser)
         status = self.parser.get_status_code()
         if status < 200:
             raise Unsupported("informational response")
@@ -218,8 +233,12 @@ class _Conn(asyncio.Protocol):
             return
         if self.decoder is not None and self.decoder is not True:
             self._count(self.decoder.flush())
+        parser = self.parser
         keep_alive = (
-            not self.until_eof and not self.client.force_close and self.parser.should_keep_alive()
+            parser is not None
+            and not self.until_eof
+            and not self.client.force_close
+            and parser.should_keep_alive()
         )
         if not keep_alive:
             self.close(graceful=True)
@@ -507,6 +526,7 @@ class LeanClient:
                 await self.loop.create_connection(lambda: conn, conn.key[0], conn.key[1])
         except BaseException:
             conn.close()
+            conn._over()  # never connected: no `connection_lost` will come
             raise
         return conn
 
@@ -683,6 +703,7 @@ class Sending:
         if self.over:
             return
         self.over = True
+        self.turn = None  # its queued `_Turn` refers back to this: no cycle left behind
         if self.connecting is not None:
             self.connecting.cancel()  # `_connect` closes the connection it was opening
         conn = self.conn

@@ -8,9 +8,11 @@ lean client (`checks.wire`, the default) and once through aiohttp alone
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import re
 import sys
+import weakref
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -359,3 +361,44 @@ async def test_a_cancelled_send_gives_up_its_turn_or_its_connection(
     assert seen == ["a", "c", "d", "e"]
     assert sorted(answers) == ["a", "c", "e"]
     assert all(answers[n].status == 200 for n in ("a", "c", "e"))
+
+
+@pytest.mark.parametrize("path", ["/until-close", "/short", "/garbage"])
+async def test_a_closed_connection_is_freed_without_the_collector(
+    raw_server: RawServer, path: str
+) -> None:
+    """A connection the target closed (after a whole answer, mid-body, on garbage) is freed
+    as soon as nothing uses it, by reference counting alone: the agent's collections are
+    rare, and every closed connection waiting for one grew its memory for as long as it ran
+    (connections close all the time: idle ones past keep-alive, targets that close)."""
+    # a failure awaited in a task keeps asyncio's traceback cycle (the task's frame holds
+    # the future holding the exception): those are a round's probes' (callbacks) only
+    run = run_check if path == "/until-close" else PROBE_PATHS["callbacks"]
+    check = HttpCheck(HttpCheckConfig(name="p", path=path, timeout=0.2))
+    opened: weakref.WeakSet[Any] = weakref.WeakSet()
+    gc.collect()
+    gc.disable()
+    try:
+        async with TargetSessions() as sessions:
+            session = sessions.get(raw_server.url)
+            client = lean_client(session)
+            assert client is not None
+            reserve = client._reserve
+
+            def counted(key: tuple[str, int]) -> Any:
+                conn = reserve(key)
+                opened.add(conn)
+                return conn
+
+            client._reserve = counted  # type: ignore[method-assign]
+            ctx = CheckContext(raw_server.url, session, "test")
+            results = [await run(check, ctx) for _ in range(3)]
+            assert len(opened) == 3  # the target closed each one
+            for _ in range(100):  # past the requests' deadlines on the tick grid
+                await asyncio.sleep(0.01)
+                if not opened:
+                    break
+            assert not opened, f"{len(opened)} closed connections wait for the collector"
+    finally:
+        gc.enable()
+    assert [r.ok for r in results] == [path == "/until-close"] * 3

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -220,27 +220,36 @@ def providers_yaml(
     request_timeout: str = "1s",
     max_attempts: int = 2,
     markers: bool = False,
+    budgets: Mapping[str, tuple[str, str]] | None = None,
 ) -> str:
     """The `providers:` section pointing at the fakes, with short budgets (`markers`:
-    Sentry's and New Relic's deploy markers on)."""
-    budget = (
-        f"    timeout: {timeout}\n    request_timeout: {request_timeout}\n"
-        f"    max_attempts: {max_attempts}\n"
-    )
+    Sentry's and New Relic's deploy markers on; `budgets`: a provider's own `timeout`
+    and `request_timeout`, instead of the shared ones)."""
+
+    def budget_of(name: str) -> str:
+        total, each = (budgets or {}).get(name, (timeout, request_timeout))
+        return (
+            f"    timeout: {total}\n    request_timeout: {each}\n    max_attempts: {max_attempts}\n"
+        )
+
     text = "providers:\n"
     if sentry is not None:
         text += (
             f"  sentry:\n    base_url: {sentry.url}\n    org: {sentry.org}\n"
-            f"    token: {SENTRY_TOKEN}\n" + budget + ("    markers: true\n" if markers else "")
+            f"    token: {SENTRY_TOKEN}\n"
+            + budget_of("sentry")
+            + ("    markers: true\n" if markers else "")
         )
     if newrelic is not None:
         text += (
             f"  newrelic:\n    api_url: {newrelic.graphql_url}\n"
             f"    account_id: {newrelic.account_id}\n    api_key: {NEWRELIC_KEY}\n"
-            f"    web_url: {NEWRELIC_WEB}\n" + budget + ("    markers: true\n" if markers else "")
+            f"    web_url: {NEWRELIC_WEB}\n"
+            + budget_of("newrelic")
+            + ("    markers: true\n" if markers else "")
         )
     if prometheus_url is not None:
-        text += f"  prometheus:\n    url: {prometheus_url}\n" + budget
+        text += f"  prometheus:\n    url: {prometheus_url}\n" + budget_of("prometheus")
     return text
 
 

@@ -10,22 +10,25 @@ leaves the target answering on time.
 from __future__ import annotations
 
 import asyncio
-import threading
+import logging
 import time
 from collections.abc import Iterator
 
 import pytest
-from aiohttp import web
 
 from agent.analysis.types import RuleVerdict, Verdict
 from agent.analysis.verdicts import Glance, RuleGlance
 from agent.metrics import Metrics
+from agent.records import RoundRecord
 from agent.settings_file import load_settings_text
+from agent.web.view import round_event
 from agent.windows.overload import DropTally
 from agent.windows.probing import EnvironmentProbe
 from checks.base import CheckResult, Sample
-from checks.lag import AGENT_SHARE, BEAT_S, LoopLag, attributed
+from checks.lag import AGENT_SHARE, BEAT_S, SLACK_S, LoopLag, attributed
 from checks.sessions import TargetSessions
+from tests.thread_target import ThreadTarget, thread_target
+from tests.web.test_links_and_view import ID, NOW, window
 
 CONFIG = """
 server: {{api_tokens: [tok-1234567890abcdef]}}
@@ -39,52 +42,10 @@ environments:
 """
 
 
-class ThreadTarget:
-    """An aiohttp target on its own loop in a thread: `/health` answers after `delay_s`."""
-
-    def __init__(self) -> None:
-        self.delay_s = 0.0
-        self.answered = 0
-        self.loop = asyncio.new_event_loop()
-        self.started = threading.Event()
-        self.port = 0
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    async def health(self, request: web.Request) -> web.Response:
-        await asyncio.sleep(self.delay_s)
-        self.answered += 1
-        return web.Response(text="ok")
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        app = web.Application()
-        app.router.add_get("/health", self.health)
-        self.runner = web.AppRunner(app, access_log=None)
-        self.loop.run_until_complete(self.runner.setup())
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.started.set()
-        self.loop.run_forever()
-        self.loop.run_until_complete(self.runner.cleanup())
-        self.loop.close()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
 @pytest.fixture
-def thread_target() -> Iterator[ThreadTarget]:
-    target = ThreadTarget()
-    target.thread.start()
-    assert target.started.wait(10)
-    yield target
-    target.stop()
+def target() -> Iterator[ThreadTarget]:
+    with thread_target() as started:
+        yield started
 
 
 def _probe(
@@ -103,25 +64,26 @@ def _dropped(metrics: Metrics, reason: str) -> float:
 
 
 async def test_probes_a_stalled_agent_could_not_read_are_dropped_not_errors(
-    thread_target: ThreadTarget,
+    target: ThreadTarget,
 ) -> None:
     """The daemon's overload, in small: probes queued for the pool's one connection while
     the agent's loop is stalled past their limit. The old code cut each as the target's
     timeout ("check did not finish within …s"); the target answered every request."""
-    thread_target.delay_s = 0.1  # a healthy target that takes 100 ms
+    target.delay_s = 0.1  # a healthy target that takes 100 ms
     metrics = Metrics()
     loop = asyncio.get_running_loop()
     async with TargetSessions(limit_per_target=1) as sessions:
-        probe = _probe(thread_target.url, sessions, metrics, probes=5)
+        probe = _probe(target.url, sessions, metrics, probes=5)
         warm = await probe.run_round(0.4, probes=1)  # a kept-alive connection, no stall
         assert [s.ok for r in warm for s in r.samples] == [True]
+        before = _dropped(metrics, "agent_lag")
         loop.call_later(0.15, time.sleep, 1.6)  # the agent stalls mid-round
         results = await probe.run_round(0.4, probes=5)
     samples = [s for r in results for s in r.samples]
     assert not [s for s in samples if not s.ok], [r.message for r in results]
     dropped = [r for r in results if r.details.get("dropped") == "agent_lag"]
     assert dropped and all("agent overloaded" in r.message for r in dropped)
-    assert _dropped(metrics, "agent_lag") == len(dropped)
+    assert _dropped(metrics, "agent_lag") - before == len(dropped)
     # no latency the stall inflated is kept: the one in flight lost its latency, not its answer
     assert all(s.latency_s is None or s.latency_s < 1.0 for s in samples)
     # nothing of the dropped runs in the target's metrics
@@ -133,66 +95,65 @@ async def test_probes_a_stalled_agent_could_not_read_are_dropped_not_errors(
 
 
 async def test_a_slow_target_still_times_out_when_the_agent_keeps_up(
-    thread_target: ThreadTarget,
+    target: ThreadTarget,
 ) -> None:
-    """The control: the same round with the loop free and a target slower than the round:
-    every probe is the target's timeout, and nothing is dropped."""
-    thread_target.delay_s = 2.0
+    """The control: a round with the loop free and a target slower than the round: every
+    probe is the target's timeout, and nothing is dropped. (Seconds-long waits: a loaded
+    machine's scheduler stalls the agent for real, tens of milliseconds at a time.)"""
+    target.delay_s = 3.0
     metrics = Metrics()
     async with TargetSessions() as sessions:
-        probe = _probe(thread_target.url, sessions, metrics, probes=3)
-        results = await probe.run_round(0.4, probes=3)
+        probe = _probe(target.url, sessions, metrics, probes=3)
+        results = await probe.run_round(2.0, probes=3)
     assert [s.error for r in results for s in r.samples] == ["timeout"] * 3
     assert _dropped(metrics, "agent_lag") == 0
 
 
 async def test_an_answer_read_late_keeps_its_status_and_loses_its_latency(
-    thread_target: ThreadTarget,
+    target: ThreadTarget,
 ) -> None:
     """A stall while a request is in flight: the answer counts (ok), the latency the stall
     inflated (~0.3 s for a 20 ms answer) does not."""
-    thread_target.delay_s = 0.02
+    target.delay_s = 0.02
     metrics = Metrics()
     loop = asyncio.get_running_loop()
     async with TargetSessions() as sessions:
-        probe = _probe(thread_target.url, sessions, metrics, probes=1)
+        probe = _probe(target.url, sessions, metrics, probes=1)
         await probe.run_round(0.4, probes=1)  # connected: the next request goes at once
+        before = _dropped(metrics, "agent_lag_latency")
         loop.call_later(0.005, time.sleep, 0.3)
         results = await probe.run_round(0.4, probes=1)
     [sample] = [s for r in results for s in r.samples]
     assert sample.ok and sample.latency_s is None
     assert results[0].details["latency_dropped"] == "agent_lag"
-    assert _dropped(metrics, "agent_lag_latency") == 1
+    assert _dropped(metrics, "agent_lag_latency") - before == 1
 
 
 async def test_a_slow_answer_keeps_its_latency_when_the_agent_keeps_up(
-    thread_target: ThreadTarget,
+    target: ThreadTarget,
 ) -> None:
-    thread_target.delay_s = 0.3
+    target.delay_s = 1.0
     metrics = Metrics()
     async with TargetSessions() as sessions:
-        probe = _probe(thread_target.url, sessions, metrics, probes=1)
-        results = await probe.run_round(0.4, probes=1)
+        probe = _probe(target.url, sessions, metrics, probes=1, timeout="2s")
+        results = await probe.run_round(2.0, probes=1)
     [sample] = [s for r in results for s in r.samples]
-    assert sample.ok and sample.latency_s is not None and sample.latency_s >= 0.3
+    assert sample.ok and sample.latency_s is not None and sample.latency_s >= 1.0
     assert _dropped(metrics, "agent_lag_latency") == 0
 
 
 async def test_loop_lag_counts_a_stall_whichever_reads_it_first() -> None:
-    """A read right after a stall (before the heartbeat runs) already counts it; a loop
-    that keeps up counts (almost) nothing."""
+    """A read right after a stall (before the heartbeat runs) already counts it, and the
+    heartbeat's own count after it does not count it again."""
     loop = asyncio.get_running_loop()
     lag = LoopLag(loop)
-    start = lag.total()
-    await asyncio.sleep(0.1)
-    assert lag.total() - start < 0.01
     before = lag.total()
     await asyncio.sleep(BEAT_S * 2)
-    time.sleep(0.2)  # noqa: ASYNC251 - the stall under test: a callback that holds the loop
+    time.sleep(0.3)  # noqa: ASYNC251 - the stall under test: a callback that holds the loop
     stalled = lag.total() - before  # the heartbeat has not run since
-    assert 0.15 < stalled < 0.3
+    assert stalled >= 0.3 - BEAT_S - SLACK_S
     await asyncio.sleep(BEAT_S * 3)
-    assert 0.15 < lag.total() - before < 0.3  # counted once, after the heartbeat ran too
+    assert stalled <= lag.total() - before < stalled + 0.2  # not twice
 
 
 def _result(sample: Sample, duration: float, message: str = "m") -> CheckResult:
@@ -251,3 +212,25 @@ def test_an_overloaded_window_never_fails_on_its_probes() -> None:
     assert _tally(10, 9).guard(glance, verdict, {"probe-errors": "checks"})[0].decision == (
         "inconclusive"
     )
+
+
+def test_a_rounds_drops_are_in_its_summary_and_its_live_event() -> None:
+    """On-call sees the agent, not the target, was the problem: the round's stored summary
+    and its `round` event say how many probes were dropped and why."""
+    ok = _result(Sample("c", ok=True, status=200, latency_s=0.01), 0.01)
+    cut = _result(Sample("c", ok=False, error="timeout"), 1.0)
+    late = _result(Sample("c", ok=True, status=200, latency_s=0.4), 0.4)
+    results = [ok, attributed(cut, 0.9)[0], attributed(late, 0.39)[0]]
+    tally = DropTally()
+    tally.note(results, logging.LoggerAdapter(logging.getLogger("test")))
+    summary = tally.summary()
+    assert summary["dropped"] == {
+        "agent_lag": 1,
+        "agent_lag_latency": 1,
+        "text": "2 samples dropped: agent overloaded",
+    }
+    record = RoundRecord(ID, 1, NOW, {"decision": "continue", **summary})
+    assert round_event(record, window(), NOW)["summary"]["dropped"] == summary["dropped"]
+    assert tally.overloaded()  # 2 of 3
+    tally.note([ok], logging.LoggerAdapter(logging.getLogger("test")))
+    assert tally.summary() == {} and not tally.overloaded()  # 2 of 4: not most

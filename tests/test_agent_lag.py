@@ -207,6 +207,12 @@ def test_an_overloaded_window_never_fails_on_its_probes() -> None:
         glance,
         verdict,
     )
+    # while the window runs, its words say what was dropped so far
+    glance, verdict = _verdict("continue", "pass")
+    _, said = _tally(10, 2).guard(glance, verdict, {"probe-errors": "checks"})
+    assert said is not None and said.decision == "continue"
+    assert said.reason.endswith("(2 samples dropped: agent overloaded, so far)")
+    assert _tally(10, 0).guard(glance, verdict, {"probe-errors": "checks"}) == (glance, verdict)
     # nor does a pass stand on probes the agent could not read
     glance, verdict = _verdict("pass", "pass")
     assert _tally(10, 9).guard(glance, verdict, {"probe-errors": "checks"})[0].decision == (

@@ -102,10 +102,17 @@ class DropTally:
     ) -> tuple[Glance, Verdict | None]:
         """The decision an overloaded agent may give (`sources`: each rule's source).
 
-        A decided window whose probes were mostly dropped ends `inconclusive`, saying so,
-        unless its decision rests on no `source: checks` rule (a provider's failing rule
-        is evidence from the service's own side, which the agent's lag does not touch)."""
-        if glance.decision == "continue" or not self.overloaded():
+        A running window's words say how many probes were dropped so far. A decided
+        window whose probes were mostly dropped ends `inconclusive`, saying so, unless its
+        decision rests on no `source: checks` rule (a provider's failing rule is evidence
+        from the service's own side, which the agent's lag does not touch)."""
+        if glance.decision == "continue":
+            if verdict is None or not (self.samples or self.latency):
+                return glance, verdict
+            # the window's words while it runs (the API's `progress`) say so too
+            said = f"{verdict.reason} ({self.words(self.samples + self.latency)}, so far)"
+            return glance, Verdict(verdict.decision, said, verdict.rules)
+        if not self.overloaded():
             return glance, verdict
         probed = {name for name, source in sources.items() if source == CHECKS}
         if not probed:

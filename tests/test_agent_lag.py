@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.analysis.types import RuleVerdict, Verdict
+from agent.analysis.types import Rule, RuleVerdict, Verdict
 from agent.analysis.verdicts import Glance, RuleGlance
 from agent.metrics import Metrics
 from agent.records import RoundRecord
@@ -186,38 +186,49 @@ def _verdict(decision: str, outcome: str) -> tuple[Glance, Verdict]:
     return glance, Verdict(decision, "probe-errors: error_rate 0.3 > max 0.05", (rule,))  # type: ignore[arg-type]
 
 
-def _tally(runs: int, dropped: int) -> DropTally:
+def _tally(runs: int, dropped: int, latencies: int = 0) -> DropTally:
     tally = DropTally()
-    tally.note_summary({"checks": {"health": {"runs": runs}}, "dropped": {"agent_lag": dropped}})
+    tally.note_summary(
+        {
+            "checks": {"health": {"runs": runs}},
+            "dropped": {"agent_lag": dropped, "agent_lag_latency": latencies},
+        }
+    )
     return tally
+
+
+ERRORS = [Rule("probe-errors", "checks", "error_rate", max=0.05)]
+LATENCY = [Rule("probe-errors", "checks", "latency_p95", max=0.3)]
+PROVIDER = [Rule("probe-errors", "prometheus", "error_rate", max=0.05)]
 
 
 def test_an_overloaded_window_never_fails_on_its_probes() -> None:
     glance, verdict = _verdict("fail", "fail")
-    held_glance, held = _tally(10, 6).guard(glance, verdict, {"probe-errors": "checks"})
+    held_glance, held = _tally(10, 6).guard(glance, verdict, ERRORS)
     assert held is not None and held.decision == "inconclusive"
     assert held.reason.startswith("agent overloaded: 6 samples dropped")
     assert held.rules[0].outcome == "inconclusive" and "streak" not in held.rules[0].evidence
     assert held_glance.decision == "inconclusive"
     assert held_glance.rules[0].outcome == "inconclusive"
     # a window that kept most of its probes is judged on them
-    assert _tally(10, 5).guard(glance, verdict, {"probe-errors": "checks"}) == (glance, verdict)
+    assert _tally(10, 5).guard(glance, verdict, ERRORS) == (glance, verdict)
     # a provider's failing rule is the service's own evidence: the fail stands
-    assert _tally(10, 9).guard(glance, verdict, {"probe-errors": "prometheus"}) == (
-        glance,
-        verdict,
+    assert _tally(10, 9).guard(glance, verdict, PROVIDER) == (glance, verdict)
+    # answers whose latency was dropped still count for an error rule (a 503 is a 503) ...
+    assert _tally(10, 0, latencies=9).guard(glance, verdict, ERRORS) == (glance, verdict)
+    # ... not for a latency rule
+    assert _tally(10, 0, latencies=9).guard(glance, verdict, LATENCY)[0].decision == (
+        "inconclusive"
     )
     # while the window runs, its words say what was dropped so far
     glance, verdict = _verdict("continue", "pass")
-    _, said = _tally(10, 2).guard(glance, verdict, {"probe-errors": "checks"})
+    _, said = _tally(10, 2).guard(glance, verdict, ERRORS)
     assert said is not None and said.decision == "continue"
     assert said.reason.endswith("(2 samples dropped: agent overloaded, so far)")
-    assert _tally(10, 0).guard(glance, verdict, {"probe-errors": "checks"}) == (glance, verdict)
+    assert _tally(10, 0).guard(glance, verdict, ERRORS) == (glance, verdict)
     # nor does a pass stand on probes the agent could not read
     glance, verdict = _verdict("pass", "pass")
-    assert _tally(10, 9).guard(glance, verdict, {"probe-errors": "checks"})[0].decision == (
-        "inconclusive"
-    )
+    assert _tally(10, 9).guard(glance, verdict, ERRORS)[0].decision == "inconclusive"
 
 
 def test_a_rounds_drops_are_in_its_summary_and_its_live_event() -> None:
@@ -237,6 +248,6 @@ def test_a_rounds_drops_are_in_its_summary_and_its_live_event() -> None:
     }
     record = RoundRecord(ID, 1, NOW, {"decision": "continue", **summary})
     assert round_event(record, window(), NOW)["summary"]["dropped"] == summary["dropped"]
-    assert tally.overloaded()  # 2 of 3
+    assert tally.lost(LATENCY[0]) and not tally.lost(ERRORS[0])  # 2 of 3, 1 of 3
     tally.note([ok], logging.LoggerAdapter(logging.getLogger("test")))
-    assert tally.summary() == {} and not tally.overloaded()  # 2 of 4: not most
+    assert tally.summary() == {} and not tally.lost(LATENCY[0])  # 2 of 4: not most

@@ -123,7 +123,6 @@ class WindowWatch:
         self.s = services
         self.rules: list[RuleSettings] = list(env.rules)
         self.judge_rules: list[Rule] = [r.to_rule() for r in self.rules]
-        self.rule_sources = {r.name: r.source for r in self.judge_rules}
         self.policy = policy_of(env)
         self.scope = DeployScope(
             deploy_id=window.id,
@@ -224,7 +223,7 @@ class WindowWatch:
             self.latest = observations
             decided = glance.decision != "continue"
             verdict = self._word(glance, final=final)
-            glance, verdict = self.overload.guard(glance, verdict, self.rule_sources)
+            glance, verdict = self.overload.guard(glance, verdict, self.judge_rules)
             with_state = stores_state(
                 number, observations, moving_baseline=bool(self.env.baseline_url), decided=decided
             )

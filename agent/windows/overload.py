@@ -14,13 +14,13 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from agent.analysis.types import RuleVerdict, Verdict
+from agent.analysis.types import Rule, RuleVerdict, Verdict
 from agent.analysis.verdicts import Glance, RuleGlance
 from checks.base import CheckResult
 
 OVERLOADED_SHARE = 0.5
-"""A window whose probes were mostly dropped (their sample, or their latency) is judged
-by nobody: its decision becomes `inconclusive`."""
+"""A probe rule whose evidence was mostly dropped (the samples, or for a latency rule the
+latencies) is judged by nobody: the window's decision becomes `inconclusive`."""
 
 CHECKS = "checks"
 
@@ -94,45 +94,48 @@ class DropTally:
     def words(count: int) -> str:
         return f"{count} sample{'s' if count != 1 else ''} dropped: agent overloaded"
 
-    def overloaded(self) -> bool:
-        return self.runs > 0 and self.samples + self.latency > OVERLOADED_SHARE * self.runs
+    def lost(self, rule: Rule) -> bool:
+        """Whether most of the window's evidence for `rule` was dropped: a probe rule's
+        samples (timeouts dropped), and for a latency rule also the latencies dropped (an
+        error rule still counts an answer whose latency was dropped: its status is real)."""
+        if rule.source != CHECKS or not self.runs:
+            return False
+        lost = self.samples + (self.latency if rule.metric.startswith("latency_") else 0)
+        return lost > OVERLOADED_SHARE * self.runs
 
     def guard(
-        self, glance: Glance, verdict: Verdict | None, sources: Mapping[str, str]
+        self, glance: Glance, verdict: Verdict | None, rules: Sequence[Rule]
     ) -> tuple[Glance, Verdict | None]:
-        """The decision an overloaded agent may give (`sources`: each rule's source).
+        """The decision an overloaded agent may give.
 
         A running window's words say how many probes were dropped so far. A decided
-        window whose probes were mostly dropped ends `inconclusive`, saying so, unless its
-        decision rests on no `source: checks` rule (a provider's failing rule is evidence
-        from the service's own side, which the agent's lag does not touch)."""
+        window ends `inconclusive`, saying so, when a rule lost most of its evidence
+        (`lost`) — unless it failed on a rule that did not (a provider's rule, whose
+        evidence is the service's own, or an error rule whose answers were kept)."""
         if glance.decision == "continue":
             if verdict is None or not (self.samples or self.latency):
                 return glance, verdict
             # the window's words while it runs (the API's `progress`) say so too
             said = f"{verdict.reason} ({self.words(self.samples + self.latency)}, so far)"
             return glance, Verdict(verdict.decision, said, verdict.rules)
-        if not self.overloaded():
-            return glance, verdict
-        probed = {name for name, source in sources.items() if source == CHECKS}
-        if not probed:
+        held = {rule.name for rule in rules if self.lost(rule)}
+        if not held:
             return glance, verdict
         if glance.decision == "fail" and any(
-            r.outcome == "fail" and r.name not in probed for r in glance.rules
+            r.outcome == "fail" and r.name not in held for r in glance.rules
         ):
             return glance, verdict
-        glance = Glance("inconclusive", tuple(_held_glance(r, probed) for r in glance.rules))
+        glance = Glance("inconclusive", tuple(_held_glance(r, held) for r in glance.rules))
         if verdict is None:
             return glance, None
         reason = (
             f"agent overloaded: {self.words(self.samples + self.latency)} ({self.samples} "
             f"timeouts, {self.latency} latencies) of {self.runs} probes — its own event loop"
-            " was stalled while they ran, so the probe rules are not judged and nothing is"
-            f" rolled back (the judge alone said: {verdict.decision}: {verdict.reason})"
+            f" was stalled while they ran, so {', '.join(sorted(held))} cannot be judged and"
+            " nothing is rolled back (the judge alone said:"
+            f" {verdict.decision}: {verdict.reason})"
         )
-        return glance, Verdict(
-            "inconclusive", reason, tuple(_held(r, probed) for r in verdict.rules)
-        )
+        return glance, Verdict("inconclusive", reason, tuple(_held(r, held) for r in verdict.rules))
 
 
 def _held_glance(rule: RuleGlance, probed: Iterable[str]) -> RuleGlance:

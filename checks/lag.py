@@ -48,12 +48,14 @@ class LoopLag:
     difference of two reads is the stall between them, whichever ran first.
     """
 
-    __slots__ = ("_due", "_loop", "_read_at", "stalled")
+    __slots__ = ("_due", "_loop", "_ran_at", "_ran_late", "_read_at", "stalled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._due = 0.0  # when the heartbeat is next due; 0: not beating
         self._read_at = 0.0
+        self._ran_at = 0.0  # when the heartbeat last ran, and how late
+        self._ran_late = 0.0
         self.stalled = 0.0
         """Seconds the loop was stalled, counted by heartbeats that ran."""
 
@@ -69,11 +71,23 @@ class LoopLag:
         late = now - due - SLACK_S
         return self.stalled + late if late > 0 else self.stalled
 
+    def unattended(self) -> float:
+        """How long the loop had not been listening when this callback ran: the most an
+        answer read now waited for the agent. A stall still unseen by the heartbeat (asyncio
+        runs I/O callbacks before timers), or one it has just seen (uvloop runs timers
+        first): `SLACK_S` after it, the loop has polled since, and read what came then."""
+        now = self._loop.time()
+        if self._due and now > self._due:
+            return now - self._due
+        since = now - self._ran_at
+        return self._ran_late + since if since < SLACK_S else 0.0
+
     def _beat(self) -> None:
         now = self._loop.time()
-        late = now - self._due - SLACK_S
-        if late > 0:
-            self.stalled += late
+        late = now - self._due
+        self._ran_at, self._ran_late = now, max(late, 0.0)
+        if late > SLACK_S:
+            self.stalled += late - SLACK_S
         if now - self._read_at > IDLE_S:
             self._due = 0.0
             return
@@ -81,20 +95,24 @@ class LoopLag:
         self._loop.call_at(self._due, self._beat)
 
 
-def attributed(result: CheckResult, stalled: float) -> tuple[CheckResult, Dropped | None]:
+def attributed(
+    result: CheckResult, stalled: float, unattended: float = 0.0
+) -> tuple[CheckResult, Dropped | None]:
     """`result` as evidence of the target, given that the agent's loop was stalled for
-    `stalled` seconds while the run went on; and what was dropped (None: nothing).
+    `stalled` seconds while the run went on and had not been listening for `unattended`
+    seconds when the run ended (`LoopLag.unattended`); and what was dropped (None: nothing).
 
-    The rule: a measurement is the agent's when the stall exceeds `AGENT_SHARE` of the
-    time it rests on (and the agent's resolution, `SLACK_S`). A latency read late is
-    overstated by at most the stall, so a kept latency overstates the target's by at most
+    The rule: a measurement is the agent's when the agent's absence exceeds `AGENT_SHARE`
+    of the time it rests on (and the agent's resolution, `SLACK_S`). A timeout (or a failed
+    latency assertion) rests on the run's whole wait: an agent stalled for more than a
+    tenth of it cannot say the target did not answer in time, so the sample is dropped
+    (neither ok nor an error). A latency is inflated only by the stall under way when the
+    answer came, at most `unattended` (a stall earlier in the wait delays nothing: the
+    answer was not there yet), so a kept latency overstates the target's by at most
     1/(1 - 0.1) - 1 = 11% (or 5 ms), under the +20% and more latency rules are written
-    with. A timeout (or a failed latency assertion) rests on the run's whole wait: an
-    agent that was stalled for more than a tenth of it cannot say the target did not
-    answer in time, so the sample is dropped (neither ok nor an error). An answer's
-    status and body are facts whatever the agent's lateness: they still count, only their
-    latency is dropped. Results of several samples (a load check, which times its own
-    requests) are left as they are.
+    with; a larger one is dropped. An answer's status and body are facts whatever the
+    agent's lateness: they still count. Results of several samples (a load check, which
+    times its own requests) are left as they are.
     """
     if stalled <= SLACK_S or len(result.samples) != 1:
         return result, None
@@ -118,7 +136,7 @@ def attributed(result: CheckResult, stalled: float) -> tuple[CheckResult, Droppe
         )
         return dropped, "agent_lag"
     latency = sample.latency_s
-    if latency is None or stalled <= max(AGENT_SHARE * latency, SLACK_S):
+    if latency is None or min(unattended, stalled) <= max(AGENT_SHARE * latency, SLACK_S):
         return result, None
     kept = Sample(
         check=sample.check,
@@ -129,7 +147,11 @@ def attributed(result: CheckResult, stalled: float) -> tuple[CheckResult, Droppe
         bytes=sample.bytes,
         target=sample.target,
     )
-    details = {**result.details, "latency_dropped": "agent_lag", "stalled_s": round(stalled, 4)}
+    details = {
+        **result.details,
+        "latency_dropped": "agent_lag",
+        "stalled_s": round(min(unattended, stalled), 4),
+    }
     return (
         CheckResult(
             result.check,

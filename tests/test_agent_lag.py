@@ -152,6 +152,7 @@ async def test_loop_lag_counts_a_stall_whichever_reads_it_first() -> None:
     time.sleep(0.3)  # noqa: ASYNC251 - the stall under test: a callback that holds the loop
     stalled = lag.total() - before  # the heartbeat has not run since
     assert stalled >= 0.3 - BEAT_S - SLACK_S
+    assert lag.unattended() >= stalled  # an answer read now waited that long for the agent
     await asyncio.sleep(BEAT_S * 3)
     assert stalled <= lag.total() - before < stalled + 0.2  # not twice
 
@@ -173,11 +174,14 @@ def test_a_timed_failure_is_dropped_only_past_the_agents_share(error: str) -> No
 def test_an_answer_keeps_its_status_whatever_the_stall() -> None:
     """A 503 is the target's however late it was read: it stays an error; its latency goes."""
     answer = _result(Sample("c", ok=False, error="status", status=503, latency_s=0.05), 0.05)
-    out, dropped = attributed(answer, 1.0)
+    out, dropped = attributed(answer, 1.0, 0.04)
     assert dropped == "agent_lag_latency"
     assert out.samples[0].error == "status" and out.samples[0].latency_s is None
     ok = _result(Sample("c", ok=True, status=200, latency_s=0.5), 0.5)
-    assert attributed(ok, 0.049)[1] is None  # under a tenth of its latency: kept
+    assert attributed(ok, 0.2, 0.049)[1] is None  # read under a tenth of its latency late
+    # a stall earlier in the wait, over by the time the answer came, inflated nothing
+    assert attributed(ok, 0.2, 0.0)[1] is None
+    assert attributed(ok, 0.2, 0.06)[1] == "agent_lag_latency"
 
 
 def _verdict(decision: str, outcome: str) -> tuple[Glance, Verdict]:
@@ -237,7 +241,7 @@ def test_a_rounds_drops_are_in_its_summary_and_its_live_event() -> None:
     ok = _result(Sample("c", ok=True, status=200, latency_s=0.01), 0.01)
     cut = _result(Sample("c", ok=False, error="timeout"), 1.0)
     late = _result(Sample("c", ok=True, status=200, latency_s=0.4), 0.4)
-    results = [ok, attributed(cut, 0.9)[0], attributed(late, 0.39)[0]]
+    results = [ok, attributed(cut, 0.9)[0], attributed(late, 0.39, 0.39)[0]]
     tally = DropTally()
     tally.note(results, logging.LoggerAdapter(logging.getLogger("test")))
     summary = tally.summary()

@@ -21,7 +21,7 @@ from agent.metrics import Metrics
 from agent.settings import EnvironmentSettings
 from agent.store.base import Store
 from checks.base import Check, CheckContext, CheckResult, Sample, Target
-from checks.lag import Dropped, LoopLag, attributed
+from checks.lag import SLACK_S, Dropped, LoopLag, attributed
 from checks.registry import Started, build_check, run_check, start_check
 from checks.sessions import TargetSessions
 from checks.ticks import ticks
@@ -86,7 +86,7 @@ class EnvironmentProbe:
             lag = ticks().lag
             mark = lag.total()
             result = await run_check(check, self._context(check, target, deadline))
-            result = self._attributed(result, lag.total() - mark)
+            result = self._attributed(result, lag, mark)
         self._count(check, target, result)
         return result
 
@@ -132,16 +132,17 @@ class EnvironmentProbe:
         result: CheckResult,
     ) -> None:
         self._limit.give()
-        result = self._attributed(result, lag.total() - mark)
+        result = self._attributed(result, lag, mark)
         self._count(check, target, result)
         done(result)
 
-    def _attributed(self, result: CheckResult, stalled: float) -> CheckResult:
-        """`result` with what the agent's own stall (`stalled` seconds during the run)
-        made of it dropped (`checks.lag.attributed`), and the drop counted."""
-        if stalled <= 0.0:
+    def _attributed(self, result: CheckResult, lag: LoopLag, mark: float) -> CheckResult:
+        """`result` with what the agent's own stall (since `lag.total()` was `mark`, at the
+        run's start) made of it dropped (`checks.lag.attributed`), and the drop counted."""
+        stalled = lag.total() - mark
+        if stalled <= SLACK_S:
             return result
-        result, dropped = attributed(result, stalled)
+        result, dropped = attributed(result, stalled, lag.unattended())
         if dropped is not None:
             counter = self._dropped.get(dropped)
             if counter is None:

@@ -48,14 +48,13 @@ class LoopLag:
     difference of two reads is the stall between them, whichever ran first.
     """
 
-    __slots__ = ("_due", "_loop", "_ran_at", "_ran_late", "_read_at", "stalled")
+    __slots__ = ("_due", "_loop", "_ok_at", "_read_at", "stalled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._due = 0.0  # when the heartbeat is next due; 0: not beating
         self._read_at = 0.0
-        self._ran_at = 0.0  # when the heartbeat last ran, and how late
-        self._ran_late = 0.0
+        self._ok_at = 0.0  # when the heartbeat last ran on time
         self.stalled = 0.0
         """Seconds the loop was stalled, counted by heartbeats that ran."""
 
@@ -65,6 +64,7 @@ class LoopLag:
         self._read_at = now
         due = self._due
         if not due:
+            self._ok_at = now
             self._due = now + BEAT_S
             self._loop.call_at(self._due, self._beat)
             return self.stalled
@@ -72,22 +72,22 @@ class LoopLag:
         return self.stalled + late if late > 0 else self.stalled
 
     def unattended(self) -> float:
-        """How long the loop had not been listening when this callback ran: the most an
-        answer read now waited for the agent. A stall still unseen by the heartbeat (asyncio
-        runs I/O callbacks before timers), or one it has just seen (uvloop runs timers
-        first): `SLACK_S` after it, the loop has polled since, and read what came then."""
-        now = self._loop.time()
-        if self._due and now > self._due:
-            return now - self._due
-        since = now - self._ran_at
-        return self._ran_late + since if since < SLACK_S else 0.0
+        """How long the loop had not been keeping time when this callback ran: since the
+        heartbeat was due after the last one that ran on time. An answer read now waited
+        for the agent at most that long (plus `SLACK_S`): a stall still unseen by the
+        heartbeat (asyncio runs I/O callbacks before timers), one it has just seen (uvloop
+        runs timers first), or a saturated loop, whose every heartbeat runs late while its
+        reads wait behind thousands of callbacks."""
+        late = self._loop.time() - self._ok_at - BEAT_S
+        return late if late > 0.0 else 0.0
 
     def _beat(self) -> None:
         now = self._loop.time()
         late = now - self._due
-        self._ran_at, self._ran_late = now, max(late, 0.0)
         if late > SLACK_S:
             self.stalled += late - SLACK_S
+        else:
+            self._ok_at = now
         if now - self._read_at > IDLE_S:
             self._due = 0.0
             return

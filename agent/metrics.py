@@ -154,6 +154,14 @@ class Metrics:
             ["environment"],
             registry=r,
         )
+        self.samples_dropped_total = LoopCounter(
+            "postflight_samples_dropped_total",
+            "Probe samples not counted against the target, by reason: agent_lag (a timeout"
+            " the agent's own stalled event loop caused: dropped), agent_lag_latency (an"
+            " answer counted, its latency inflated by the stall dropped).",
+            ["environment", "reason"],
+            registry=r,
+        )
         self.gc_pause_seconds = Histogram(
             "postflight_gc_pause_seconds",
             "How long the agent's garbage collections paused it, by generation (2: full).",

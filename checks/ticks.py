@@ -20,6 +20,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from checks.lag import LoopLag
+
 TICK_S = 0.005
 """The grid: a probe starts or times out at most this much after its moment."""
 _PER_S = 1 / TICK_S
@@ -35,6 +37,8 @@ class Ticks:
         self._timer: asyncio.TimerHandle | None = None
         self._armed: int | None = None
         self._firing = False
+        self.lag = LoopLag(loop)
+        """This loop's own lateness (probes read it at their start and end)."""
 
     def at(self, when: float, callback: Callable[[Any], None], arg: Any) -> None:
         """Call `callback(arg)` once the loop's clock reaches `when` (never before)."""

@@ -104,16 +104,19 @@ def round_event(record: RoundRecord, window: DeployWindow, now: float) -> dict[s
         for name, obs in (summary.get("observations") or {}).items()
         if isinstance(obs, Mapping)
     }
+    shown: dict[str, Any] = {
+        "decision": summary.get("decision"),
+        "observations": observations,
+        "checks": summary.get("checks") or {},
+        "rules": summary.get("rules") or {},
+    }
+    if summary.get("dropped"):
+        shown["dropped"] = summary["dropped"]  # probes the agent's own lag dropped
     return {
         "id": window.id,
         "round": record.number,
         "started_at": iso(record.started_at),
-        "summary": {
-            "decision": summary.get("decision"),
-            "observations": observations,
-            "checks": summary.get("checks") or {},
-            "rules": summary.get("rules") or {},
-        },
+        "summary": shown,
         "progress": progress(window, now),
     }
 

@@ -45,6 +45,7 @@ from agent.windows.evidence import (
     verdict_to_dict,
 )
 from agent.windows.foresight import background_baseline, background_periods, policy_of
+from agent.windows.overload import DropTally
 from agent.windows.probing import EnvironmentProbe, samples_of, unsummarize
 from agent.windows.schedule import RoundSchedule, overrun_s, round_timing
 from alerting.events import Alert, AlertEvent, breach_key, provider_key, resolved_key
@@ -172,6 +173,8 @@ class WindowWatch:
         """The latest round being stored and acted on (see `_settle`)."""
         self.renewing: asyncio.Task[bool] | None = None
         """The lease renewal under way, if any (see `_hold_lease`)."""
+        self.overload = DropTally()
+        """Probes the agent's own lag dropped (`checks.lag`): an overloaded agent's verdict."""
         self.rule_counters: dict[tuple[str, str], Any] = {}
         """`postflight_rule_evaluations_total`'s children by (rule, outcome): looked up
         once, counted every round."""
@@ -220,6 +223,7 @@ class WindowWatch:
             self.latest = observations
             decided = glance.decision != "continue"
             verdict = self._word(glance, final=final)
+            glance, verdict = self.overload.guard(glance, verdict, self.judge_rules)
             with_state = stores_state(
                 number, observations, moving_baseline=bool(self.env.baseline_url), decided=decided
             )
@@ -339,6 +343,7 @@ class WindowWatch:
             for name, data in record.summary.get("cumulative", {}).items():
                 self.cumulative[name] = observation_from_dict(data)
             self.what_broke.note_summary(record.summary.get("checks", {}))
+            self.overload.note_summary(record.summary)
             for item in record.summary.get("canary", []):
                 self.canary_samples.extend(unsummarize(item["check"], item, target="baseline"))
 
@@ -427,6 +432,7 @@ class WindowWatch:
             if rule.source != "checks"
         }
         fetched = dict(zip(fetches, await asyncio.gather(*fetches.values()), strict=True))
+        self.overload.note(results, self.log)
         samples = samples_of(results)
         deploy_samples = [s for s in samples if s.target == "deploy"]
         canary = [s for s in samples if s.target == "baseline"]
@@ -511,6 +517,7 @@ class WindowWatch:
         }
         if with_state:
             summary["judge"] = self.judge_state
+        summary.update(self.overload.summary())
         return summary
 
     async def _hold_lease(self, now: float, length: float) -> bool:

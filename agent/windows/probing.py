@@ -21,6 +21,7 @@ from agent.metrics import Metrics
 from agent.settings import EnvironmentSettings
 from agent.store.base import Store
 from checks.base import Check, CheckContext, CheckResult, Sample, Target
+from checks.lag import SLACK_S, Dropped, LoopLag, attributed
 from checks.registry import Started, build_check, run_check, start_check
 from checks.sessions import TargetSessions
 from checks.ticks import ticks
@@ -51,6 +52,7 @@ class EnvironmentProbe:
         self._runs: dict[tuple[str, str], Any] = {}
         self._durations: dict[str, Any] = {}
         self._contexts: dict[tuple[Check, Target], CheckContext] = {}
+        self._dropped: dict[Dropped, Any] = {}
 
     def _context(self, check: Check, target: Target, deadline: float | None = None) -> CheckContext:
         base_url = self.env.baseline_url if target == "baseline" else self.env.base_url
@@ -81,7 +83,10 @@ class EnvironmentProbe:
         the lateness shows as the agent's overrun, never as the target's timeout."""
         async with self._limit:
             deadline = None if end is None else max(end, asyncio.get_running_loop().time() + room)
+            lag = ticks().lag
+            mark = lag.total()
             result = await run_check(check, self._context(check, target, deadline))
+            result = self._attributed(result, lag, mark)
         self._count(check, target, result)
         return result
 
@@ -100,7 +105,8 @@ class EnvironmentProbe:
         if not self._limit.take():
             return None
         deadline = None if end is None else max(end, asyncio.get_running_loop().time() + room)
-        finished = functools.partial(self._finished, check, target, done)
+        lag = ticks().lag
+        finished = functools.partial(self._finished, check, target, done, lag, lag.total())
         # a round's probes of one check share one context (the same deadline, the round's
         # end): a check that starts from callbacks only reads it
         ctx = self._contexts.get((check, target))
@@ -117,15 +123,39 @@ class EnvironmentProbe:
             self._limit.give()
 
     def _finished(
-        self, check: Check, target: Target, done: Callable[[CheckResult], None], result: CheckResult
+        self,
+        check: Check,
+        target: Target,
+        done: Callable[[CheckResult], None],
+        lag: LoopLag,
+        mark: float,
+        result: CheckResult,
     ) -> None:
         self._limit.give()
+        result = self._attributed(result, lag, mark)
         self._count(check, target, result)
         done(result)
 
+    def _attributed(self, result: CheckResult, lag: LoopLag, mark: float) -> CheckResult:
+        """`result` with what the agent's own stall (since `lag.total()` was `mark`, at the
+        run's start) made of it dropped (`checks.lag.attributed`), and the drop counted."""
+        stalled = lag.total() - mark
+        if stalled <= SLACK_S:
+            return result
+        result, dropped = attributed(result, stalled, lag.unattended())
+        if dropped is not None:
+            counter = self._dropped.get(dropped)
+            if counter is None:
+                counter = self._dropped[dropped] = self.metrics.samples_dropped_total.labels(
+                    self.name, dropped
+                )
+            counter.inc()
+        return result
+
     def _count(self, check: Check, target: Target, result: CheckResult) -> None:
-        """A deploy run's metrics (runs by result, duration)."""
-        if target != "deploy":
+        """A deploy run's metrics (runs by result, duration); a run dropped as the agent's
+        (`checks.lag`) is counted in `postflight_samples_dropped_total` instead."""
+        if target != "deploy" or (not result.samples and result.details.get("dropped")):
             return
         runs = self._runs.get((check.name, result.result))
         if runs is None:

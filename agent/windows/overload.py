@@ -1,0 +1,161 @@
+"""A window's probes the agent itself could not measure, and the verdict an overloaded agent
+may give: never `fail` (so never a rollback), never `pass`, on rules its probes back.
+
+No I/O: counts what `checks.lag` dropped from a window's rounds, and rewrites a decided
+verdict when most of the window's probes were dropped. Why: a saturated agent reads answers
+late; the probes it dropped are the agent's problem, not the target's, and a window that
+lost most of them has no evidence either way on its `source: checks` rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from agent.analysis.types import Rule, RuleVerdict, Verdict
+from agent.analysis.verdicts import Glance, RuleGlance
+from checks.base import CheckResult
+
+OVERLOADED_SHARE = 0.5
+"""A probe rule whose evidence was mostly dropped (the samples, or for a latency rule the
+latencies) is judged by nobody: the window's decision becomes `inconclusive`."""
+
+CHECKS = "checks"
+
+
+class DropTally:
+    """What `checks.lag` dropped from one window's deploy probes: this round and in all."""
+
+    __slots__ = ("latency", "round_latency", "round_samples", "runs", "samples", "warned")
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.samples = 0
+        """Whole samples dropped (timeouts the agent's stall caused)."""
+        self.latency = 0
+        """Answers whose latency was dropped (the answer counted)."""
+        self.round_samples = 0
+        self.round_latency = 0
+        self.warned = False
+
+    def note(self, results: Sequence[CheckResult], log: logging.LoggerAdapter[Any]) -> None:
+        """A round's results (a new round: the round's counts start again); the first round
+        with drops is logged, once per window (each drop is in the metrics)."""
+        samples = latency = runs = 0
+        for result in results:
+            details = result.details
+            if result.samples:
+                if result.samples[0].target != "deploy":
+                    continue
+                if "latency_dropped" in details:
+                    latency += 1
+            elif details.get("dropped"):
+                if details.get("target", "deploy") != "deploy":
+                    continue
+                samples += 1
+            runs += 1
+        self.runs += runs
+        self.samples += samples
+        self.latency += latency
+        self.round_samples, self.round_latency = samples, latency
+        if (samples or latency) and not self.warned:
+            self.warned = True
+            log.warning(
+                "%d of %d probes this round dropped: the agent's own event loop was stalled"
+                " while they ran (agent overloaded), so they are not counted against the"
+                " target; further drops are counted in postflight_samples_dropped_total",
+                samples + latency,
+                runs,
+            )
+
+    def summary(self) -> dict[str, Any]:
+        """The round summary's `dropped` entry (nothing when nothing was dropped)."""
+        if not (self.round_samples or self.round_latency):
+            return {}
+        return {
+            "dropped": {
+                "agent_lag": self.round_samples,
+                "agent_lag_latency": self.round_latency,
+                "text": self.words(self.round_samples + self.round_latency),
+            }
+        }
+
+    def note_summary(self, summary: Mapping[str, Any]) -> None:
+        """A stored round (a restart resumes the window's counts)."""
+        checks = summary.get("checks") or {}
+        self.runs += sum(int(entry.get("runs", 0)) for entry in checks.values())
+        dropped = summary.get("dropped") or {}
+        self.samples += int(dropped.get("agent_lag", 0))
+        self.latency += int(dropped.get("agent_lag_latency", 0))
+
+    @staticmethod
+    def words(count: int) -> str:
+        return f"{count} sample{'s' if count != 1 else ''} dropped: agent overloaded"
+
+    def lost(self, rule: Rule) -> bool:
+        """Whether most of the window's evidence for `rule` was dropped: a probe rule's
+        samples (timeouts dropped), and for a latency rule also the latencies dropped (an
+        error rule still counts an answer whose latency was dropped: its status is real)."""
+        if rule.source != CHECKS or not self.runs:
+            return False
+        lost = self.samples + (self.latency if rule.metric.startswith("latency_") else 0)
+        return lost > OVERLOADED_SHARE * self.runs
+
+    def guard(
+        self, glance: Glance, verdict: Verdict | None, rules: Sequence[Rule]
+    ) -> tuple[Glance, Verdict | None]:
+        """The decision an overloaded agent may give.
+
+        A running window's words say how many probes were dropped so far. A decided
+        window ends `inconclusive`, saying so, when a rule lost most of its evidence
+        (`lost`) — unless it failed on a rule that did not (a provider's rule, whose
+        evidence is the service's own, or an error rule whose answers were kept)."""
+        if glance.decision == "continue":
+            if verdict is None or not (self.samples or self.latency):
+                return glance, verdict
+            # the window's words while it runs (the API's `progress`) say so too
+            said = f"{verdict.reason} ({self.words(self.samples + self.latency)}, so far)"
+            return glance, Verdict(verdict.decision, said, verdict.rules)
+        held = {rule.name for rule in rules if self.lost(rule)}
+        if not held:
+            return glance, verdict
+        if glance.decision == "fail" and any(
+            r.outcome == "fail" and r.name not in held for r in glance.rules
+        ):
+            return glance, verdict
+        glance = Glance("inconclusive", tuple(_held_glance(r, held) for r in glance.rules))
+        if verdict is None:
+            return glance, None
+        reason = (
+            f"agent overloaded: {self.words(self.samples + self.latency)} ({self.samples} "
+            f"timeouts, {self.latency} latencies) of {self.runs} probes — its own event loop"
+            f" was stalled while they ran, so {', '.join(sorted(held))} cannot be judged and"
+            " nothing is rolled back (the judge alone said:"
+            f" {verdict.decision}: {verdict.reason})"
+        )
+        return glance, Verdict("inconclusive", reason, tuple(_held(r, held) for r in verdict.rules))
+
+
+def _held_glance(rule: RuleGlance, probed: Iterable[str]) -> RuleGlance:
+    if rule.outcome != "fail" or rule.name not in probed:
+        return rule
+    return dataclasses.replace(rule, outcome="inconclusive", evidence=_calm(rule.evidence))
+
+
+def _held(rule: RuleVerdict, probed: Iterable[str]) -> RuleVerdict:
+    """A probe rule's verdict when the agent was overloaded: a fail is not the target's."""
+    if rule.outcome != "fail" or rule.name not in probed:
+        return rule
+    return dataclasses.replace(
+        rule,
+        outcome="inconclusive",
+        detail=f"{rule.detail} (not judged: agent overloaded)",
+        evidence=_calm(rule.evidence),
+    )
+
+
+def _calm(evidence: dict[str, Any]) -> dict[str, Any]:
+    """Evidence without a breach streak (a breach alert is for the target's breaches)."""
+    return {**{k: v for k, v in evidence.items() if k != "streak"}, "agent_overloaded": True}

@@ -1,0 +1,166 @@
+"""The agent's own lateness, and what it means for a probe: a cut or a latency that the
+agent's stalled event loop caused is the agent's, never the target's.
+
+No I/O: a heartbeat on the event loop, and a rule over a finished `CheckResult`. Why: a
+saturated agent (thousands of probes, a CPU it shares) reads answers late; without this,
+each late read was a timeout or an inflated latency counted against the target, and an
+A/A window could be rolled back by the agent's own overload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+from checks.base import CheckResult, Sample
+
+BEAT_S = 0.01
+"""How often the heartbeat is due while probes are running: a stall shorter than this may
+be seen only in part (100 loop wake-ups a second: well under 0.1% of a core)."""
+SLACK_S = 0.005
+"""Lateness not counted as a stall, per heartbeat, and the least stall that drops a
+measurement: the agent's own resolution (its probes start on a 5 ms grid, `checks.ticks`),
+which a loop on a shared machine misses by a few milliseconds anyway."""
+IDLE_S = 5.0
+"""The heartbeat stops when nobody read it for this long (an agent with no window, no
+background probing) and starts again at the next read."""
+
+AGENT_SHARE = 0.1
+"""A probe's outcome is the agent's when its loop was stalled for more than this share of
+the time the outcome rests on (see `attributed`)."""
+
+Dropped = Literal["agent_lag", "agent_lag_latency"]
+"""`agent_lag`: the whole sample is dropped (a timeout, or a latency assertion, the
+agent's stall could have caused); `agent_lag_latency`: the answer counts, its latency
+(inflated by the stall) does not."""
+
+_TIMED = frozenset({"timeout", "latency"})
+"""Error classes that say something about time (no answer in time, an answer too slow):
+an agent that was not listening cannot vouch for them."""
+
+
+class LoopLag:
+    """How long an event loop was stalled, in all: a heartbeat due every `BEAT_S` adds
+    whatever it ran late beyond `SLACK_S`.
+
+    `total()` also counts the lateness of a heartbeat that is due but has not run yet (a
+    callback that runs right after a stall runs before the heartbeat does), so the
+    difference of two reads is the stall between them, whichever ran first.
+    """
+
+    __slots__ = ("_due", "_loop", "_ok_at", "_read_at", "stalled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._due = 0.0  # when the heartbeat is next due; 0: not beating
+        self._read_at = 0.0
+        self._ok_at = 0.0  # when the heartbeat last ran on time
+        self.stalled = 0.0
+        """Seconds the loop was stalled, counted by heartbeats that ran."""
+
+    def total(self) -> float:
+        """Seconds stalled so far (read at a probe's start and at its end)."""
+        now = self._loop.time()
+        self._read_at = now
+        due = self._due
+        if not due:
+            self._ok_at = now
+            self._due = now + BEAT_S
+            self._loop.call_at(self._due, self._beat)
+            return self.stalled
+        late = now - due - SLACK_S
+        return self.stalled + late if late > 0 else self.stalled
+
+    def unattended(self) -> float:
+        """How long the loop had not been keeping time when this callback ran: since the
+        heartbeat was due after the last one that ran on time. An answer read now waited
+        for the agent at most that long (plus `SLACK_S`): a stall still unseen by the
+        heartbeat (asyncio runs I/O callbacks before timers), one it has just seen (uvloop
+        runs timers first), or a saturated loop, whose every heartbeat runs late while its
+        reads wait behind thousands of callbacks."""
+        late = self._loop.time() - self._ok_at - BEAT_S
+        return late if late > 0.0 else 0.0
+
+    def _beat(self) -> None:
+        now = self._loop.time()
+        late = now - self._due
+        if late > SLACK_S:
+            self.stalled += late - SLACK_S
+        else:
+            self._ok_at = now
+        if now - self._read_at > IDLE_S:
+            self._due = 0.0
+            return
+        self._due = now + BEAT_S
+        self._loop.call_at(self._due, self._beat)
+
+
+def attributed(
+    result: CheckResult, stalled: float, unattended: float = 0.0
+) -> tuple[CheckResult, Dropped | None]:
+    """`result` as evidence of the target, given that the agent's loop was stalled for
+    `stalled` seconds while the run went on and had not been listening for `unattended`
+    seconds when the run ended (`LoopLag.unattended`); and what was dropped (None: nothing).
+
+    The rule: a measurement is the agent's when the agent's absence exceeds `AGENT_SHARE`
+    of the time it rests on (and the agent's resolution, `SLACK_S`). A timeout (or a failed
+    latency assertion) rests on the run's whole wait: an agent stalled for more than a
+    tenth of it cannot say the target did not answer in time, so the sample is dropped
+    (neither ok nor an error). A latency is inflated only by the stall under way when the
+    answer came, at most `unattended` (a stall earlier in the wait delays nothing: the
+    answer was not there yet), so a kept latency overstates the target's by at most
+    1/(1 - 0.1) - 1 = 11% (or 5 ms), under the +20% and more latency rules are written
+    with; a larger one is dropped. An answer's status and body are facts whatever the
+    agent's lateness: they still count. Results of several samples (a load check, which
+    times its own requests) are left as they are.
+    """
+    if stalled <= SLACK_S or len(result.samples) != 1:
+        return result, None
+    sample = result.samples[0]
+    if not sample.ok and sample.error in _TIMED:
+        waited = result.duration_s
+        if stalled <= max(AGENT_SHARE * waited, SLACK_S):
+            return result, None
+        message = (
+            f"dropped: the agent's event loop was stalled {stalled:.3f}s of the"
+            f" {waited:.3f}s this run waited (agent overloaded; was: {result.message})"
+        )
+        details = {
+            **result.details,
+            "dropped": "agent_lag",
+            "stalled_s": round(stalled, 4),
+            "target": sample.target,
+        }
+        dropped = CheckResult(
+            result.check, result.type, True, (), message, result.duration_s, details
+        )
+        return dropped, "agent_lag"
+    latency = sample.latency_s
+    if latency is None or min(unattended, stalled) <= max(AGENT_SHARE * latency, SLACK_S):
+        return result, None
+    kept = Sample(
+        check=sample.check,
+        ok=sample.ok,
+        latency_s=None,
+        status=sample.status,
+        error=sample.error,
+        bytes=sample.bytes,
+        target=sample.target,
+    )
+    details = {
+        **result.details,
+        "latency_dropped": "agent_lag",
+        "stalled_s": round(min(unattended, stalled), 4),
+    }
+    return (
+        CheckResult(
+            result.check,
+            result.type,
+            result.ok,
+            (kept,),
+            result.message,
+            result.duration_s,
+            details,
+        ),
+        "agent_lag_latency",
+    )

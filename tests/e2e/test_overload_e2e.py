@@ -1,0 +1,98 @@
+"""An overloaded agent never rolls back a healthy deploy: the real daemon, its event loop
+stalled (`time.sleep` in a callback: what a saturated agent does to its probes) while its
+probes' answers are on their way, in an A/A window against a healthy target that runs on
+its own loop in a thread.
+
+Truth from outside: the rollback receiver counts attempts, the alert sink what on-call
+was told, the target what it answered."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import SECRET, AgentFactory
+from tests.receivers import JsonSink, RollbackReceiver
+from tests.thread_target import ThreadTarget, thread_target
+
+STALL_S = 0.4
+"""Longer than the latency bound (300 ms) a 20 ms target is far inside."""
+
+
+def environment(target: ThreadTarget, receiver_url: str) -> str:
+    """An absolute latency bound and the error rule; a threshold policy that fails the
+    window on two breached rounds in a row (the old code did, in its second round)."""
+    return f"""
+    production:
+      base_url: {target.url}
+      window: 3s
+      interval: 500ms
+      background_interval: 200ms
+      probes_per_round: 3
+      checks:
+        - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
+      analysis: {{policy: threshold, failure_limit: 2}}
+      rules:
+        - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
+        - {{name: probe-latency, source: checks, metric: latency_p95, max: 300ms}}
+      rollback: {{url: {receiver_url}, secret: {SECRET}, backoff: 100ms}}
+      alerts: {{tags: [oncall]}}
+    """
+
+
+@pytest.fixture
+def target() -> Iterator[ThreadTarget]:
+    with thread_target() as started:
+        yield started
+
+
+async def test_a_stalled_agent_never_rolls_back_a_healthy_deploy(
+    start_agent: AgentFactory,
+    target: ThreadTarget,
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+) -> None:
+    target.delay_s = 0.02
+    target.close = True  # every probe dials anew, as well
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    alerting = f"""
+    alerting:
+      channels:
+        - url: {json_sink.url()}
+          tags: [oncall]
+    """
+    agent = await start_agent(environment(target, receiver.url), alerting)
+    deploy = await agent.register("production", "v2.4.2")
+    loop = asyncio.get_running_loop()
+    stalls = 0
+
+    def stall() -> None:
+        nonlocal stalls
+        stalls += 1
+        time.sleep(STALL_S)
+
+    # from now on, each request the target gets stalls the agent while the answer is on
+    # its way (the background probing's too: the baseline is no better off)
+    target.on_request = lambda: loop.call_soon_threadsafe(stall)
+    try:
+        final = await agent.settled(deploy["id"], within=60)
+    finally:
+        target.on_request = None
+    assert stalls >= 4 and target.answered >= stalls
+    assert final["state"] == "inconclusive", final
+    assert final["verdict"]["reason"].startswith("agent overloaded:"), final["verdict"]
+    assert {r["outcome"] for r in final["verdict"]["rules"]} <= {"pass", "inconclusive"}
+    assert final["rollback"] is None
+    dropped = sum(
+        agent.metric("postflight_samples_dropped_total", environment="production", reason=r)
+        for r in ("agent_lag", "agent_lag_latency")
+    )
+    assert dropped >= stalls / 2
+    await asyncio.sleep(0.3)
+    assert receiver.attempts == []
+    told = [a.message for a in await json_sink.wait_for(1, within=10)]
+    assert any("agent overloaded" in m for m in told), told

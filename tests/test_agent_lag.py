@@ -1,0 +1,257 @@
+"""An overloaded agent's probes: what its own stalled event loop caused is dropped (counted
+in `postflight_samples_dropped_total`), never counted against the target; what the target
+caused while the agent kept up still counts.
+
+The target runs on its own event loop in a thread (a real aiohttp server), so stalling the
+agent's loop (`time.sleep` in a callback, what a saturated agent does to its probes)
+leaves the target answering on time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from agent.analysis.types import Rule, RuleVerdict, Verdict
+from agent.analysis.verdicts import Glance, RuleGlance
+from agent.metrics import Metrics
+from agent.records import RoundRecord
+from agent.settings_file import load_settings_text
+from agent.web.view import round_event
+from agent.windows.overload import DropTally
+from agent.windows.probing import EnvironmentProbe
+from checks.base import CheckResult, Sample
+from checks.lag import AGENT_SHARE, BEAT_S, SLACK_S, LoopLag, attributed
+from checks.sessions import TargetSessions
+from tests.thread_target import ThreadTarget, thread_target
+from tests.web.test_links_and_view import ID, NOW, window
+
+CONFIG = """
+server: {{api_tokens: [tok-1234567890abcdef]}}
+environments:
+  production:
+    base_url: {url}
+    interval: 400ms
+    probes_per_round: {probes}
+    checks:
+      - {{name: health, type: http, path: {path}, timeout: {timeout}}}
+"""
+
+
+@pytest.fixture
+def target() -> Iterator[ThreadTarget]:
+    with thread_target() as started:
+        yield started
+
+
+def _probe(
+    url: str, sessions: TargetSessions, metrics: Metrics, *, probes: int, timeout: str = "1s"
+) -> EnvironmentProbe:
+    text = CONFIG.format(url=url, probes=probes, path="/health", timeout=timeout)
+    env = load_settings_text(text).environments["production"]
+    return EnvironmentProbe("production", env, sessions, metrics)
+
+
+def _dropped(metrics: Metrics, reason: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "postflight_samples_dropped_total", {"environment": "production", "reason": reason}
+    )
+    return value or 0.0
+
+
+async def test_probes_a_stalled_agent_could_not_read_are_dropped_not_errors(
+    target: ThreadTarget,
+) -> None:
+    """The daemon's overload, in small: probes queued for the pool's one connection while
+    the agent's loop is stalled past their limit. The old code cut each as the target's
+    timeout ("check did not finish within …s"); the target answered every request."""
+    target.delay_s = 0.1  # a healthy target that takes 100 ms
+    metrics = Metrics()
+    loop = asyncio.get_running_loop()
+    async with TargetSessions(limit_per_target=1) as sessions:
+        probe = _probe(target.url, sessions, metrics, probes=5)
+        warm = await probe.run_round(0.4, probes=1)  # a kept-alive connection, no stall
+        assert [s.ok for r in warm for s in r.samples] == [True]
+        before = _dropped(metrics, "agent_lag")
+        loop.call_later(0.15, time.sleep, 1.6)  # the agent stalls mid-round
+        results = await probe.run_round(0.4, probes=5)
+    samples = [s for r in results for s in r.samples]
+    assert not [s for s in samples if not s.ok], [r.message for r in results]
+    dropped = [r for r in results if r.details.get("dropped") == "agent_lag"]
+    assert dropped and all("agent overloaded" in r.message for r in dropped)
+    assert _dropped(metrics, "agent_lag") - before == len(dropped)
+    # no latency the stall inflated is kept: the one in flight lost its latency, not its answer
+    assert all(s.latency_s is None or s.latency_s < 1.0 for s in samples)
+    # nothing of the dropped runs in the target's metrics
+    runs = metrics.registry.get_sample_value(
+        "postflight_check_runs_total",
+        {"environment": "production", "check": "health", "result": "error"},
+    )
+    assert not runs
+
+
+async def test_a_slow_target_still_times_out_when_the_agent_keeps_up(
+    target: ThreadTarget,
+) -> None:
+    """The control: a round with the loop free and a target slower than the round: every
+    probe is the target's timeout, and nothing is dropped. (Seconds-long waits: a loaded
+    machine's scheduler stalls the agent for real, tens of milliseconds at a time.)"""
+    target.delay_s = 5.0
+    metrics = Metrics()
+    async with TargetSessions() as sessions:
+        probe = _probe(target.url, sessions, metrics, probes=3, timeout="2s")
+        results = await probe.run_round(4.0, probes=3)
+    assert [s.error for r in results for s in r.samples] == ["timeout"] * 3
+    assert _dropped(metrics, "agent_lag") == 0
+
+
+async def test_an_answer_read_late_keeps_its_status_and_loses_its_latency(
+    target: ThreadTarget,
+) -> None:
+    """A stall while a request is in flight: the answer counts (ok), the latency the stall
+    inflated (~0.3 s for a 20 ms answer) does not."""
+    target.delay_s = 0.02
+    metrics = Metrics()
+    loop = asyncio.get_running_loop()
+    async with TargetSessions() as sessions:
+        probe = _probe(target.url, sessions, metrics, probes=1)
+        await probe.run_round(0.4, probes=1)  # connected: the next request goes at once
+        before = _dropped(metrics, "agent_lag_latency")
+        loop.call_later(0.005, time.sleep, 0.3)
+        results = await probe.run_round(0.4, probes=1)
+    [sample] = [s for r in results for s in r.samples]
+    assert sample.ok and sample.latency_s is None
+    assert results[0].details["latency_dropped"] == "agent_lag"
+    assert _dropped(metrics, "agent_lag_latency") - before == 1
+
+
+async def test_a_slow_answer_keeps_its_latency_when_the_agent_keeps_up(
+    target: ThreadTarget,
+) -> None:
+    target.delay_s = 1.0
+    metrics = Metrics()
+    async with TargetSessions() as sessions:
+        probe = _probe(target.url, sessions, metrics, probes=1, timeout="2s")
+        results = await probe.run_round(2.0, probes=1)
+    [sample] = [s for r in results for s in r.samples]
+    assert sample.ok and sample.latency_s is not None and sample.latency_s >= 1.0
+    assert _dropped(metrics, "agent_lag_latency") == 0
+
+
+async def test_loop_lag_counts_a_stall_whichever_reads_it_first() -> None:
+    """A read right after a stall (before the heartbeat runs) already counts it, and the
+    heartbeat's own count after it does not count it again."""
+    loop = asyncio.get_running_loop()
+    lag = LoopLag(loop)
+    before = lag.total()
+    await asyncio.sleep(BEAT_S * 2)
+    time.sleep(0.3)  # noqa: ASYNC251 - the stall under test: a callback that holds the loop
+    stalled = lag.total() - before  # the heartbeat has not run since
+    assert stalled >= 0.3 - BEAT_S - SLACK_S
+    assert lag.unattended() >= stalled  # an answer read now waited that long for the agent
+    await asyncio.sleep(BEAT_S * 3)
+    assert stalled <= lag.total() - before < stalled + 0.2  # not twice
+
+
+def _result(sample: Sample, duration: float, message: str = "m") -> CheckResult:
+    return CheckResult("c", "http", sample.ok, (sample,), message, duration)
+
+
+@pytest.mark.parametrize("error", ["timeout", "latency"])
+def test_a_timed_failure_is_dropped_only_past_the_agents_share(error: str) -> None:
+    failed = _result(Sample("c", ok=False, error=error, latency_s=None), 2.0)
+    kept, dropped = attributed(failed, AGENT_SHARE * 2.0 * 0.99)
+    assert kept is failed and dropped is None
+    out, dropped = attributed(failed, AGENT_SHARE * 2.0 * 1.01)
+    assert dropped == "agent_lag" and out.samples == () and out.ok
+    assert out.details["dropped"] == "agent_lag" and out.details["target"] == "deploy"
+
+
+def test_an_answer_keeps_its_status_whatever_the_stall() -> None:
+    """A 503 is the target's however late it was read: it stays an error; its latency goes."""
+    answer = _result(Sample("c", ok=False, error="status", status=503, latency_s=0.05), 0.05)
+    out, dropped = attributed(answer, 1.0, 0.04)
+    assert dropped == "agent_lag_latency"
+    assert out.samples[0].error == "status" and out.samples[0].latency_s is None
+    ok = _result(Sample("c", ok=True, status=200, latency_s=0.5), 0.5)
+    assert attributed(ok, 0.2, 0.049)[1] is None  # read under a tenth of its latency late
+    # a stall earlier in the wait, over by the time the answer came, inflated nothing
+    assert attributed(ok, 0.2, 0.0)[1] is None
+    assert attributed(ok, 0.2, 0.06)[1] == "agent_lag_latency"
+
+
+def _verdict(decision: str, outcome: str) -> tuple[Glance, Verdict]:
+    rule = RuleVerdict("probe-errors", "checks", "error_rate", outcome, 0.3, 0.0, "max 0.05", "d")  # type: ignore[arg-type]
+    glance = Glance(decision, (RuleGlance("probe-errors", outcome, 0.3, {"streak": 2}),))  # type: ignore[arg-type]
+    return glance, Verdict(decision, "probe-errors: error_rate 0.3 > max 0.05", (rule,))  # type: ignore[arg-type]
+
+
+def _tally(runs: int, dropped: int, latencies: int = 0) -> DropTally:
+    tally = DropTally()
+    tally.note_summary(
+        {
+            "checks": {"health": {"runs": runs}},
+            "dropped": {"agent_lag": dropped, "agent_lag_latency": latencies},
+        }
+    )
+    return tally
+
+
+ERRORS = [Rule("probe-errors", "checks", "error_rate", max=0.05)]
+LATENCY = [Rule("probe-errors", "checks", "latency_p95", max=0.3)]
+PROVIDER = [Rule("probe-errors", "prometheus", "error_rate", max=0.05)]
+
+
+def test_an_overloaded_window_never_fails_on_its_probes() -> None:
+    glance, verdict = _verdict("fail", "fail")
+    held_glance, held = _tally(10, 6).guard(glance, verdict, ERRORS)
+    assert held is not None and held.decision == "inconclusive"
+    assert held.reason.startswith("agent overloaded: 6 samples dropped")
+    assert held.rules[0].outcome == "inconclusive" and "streak" not in held.rules[0].evidence
+    assert held_glance.decision == "inconclusive"
+    assert held_glance.rules[0].outcome == "inconclusive"
+    # a window that kept most of its probes is judged on them
+    assert _tally(10, 5).guard(glance, verdict, ERRORS) == (glance, verdict)
+    # a provider's failing rule is the service's own evidence: the fail stands
+    assert _tally(10, 9).guard(glance, verdict, PROVIDER) == (glance, verdict)
+    # answers whose latency was dropped still count for an error rule (a 503 is a 503) ...
+    assert _tally(10, 0, latencies=9).guard(glance, verdict, ERRORS) == (glance, verdict)
+    # ... not for a latency rule
+    assert _tally(10, 0, latencies=9).guard(glance, verdict, LATENCY)[0].decision == (
+        "inconclusive"
+    )
+    # while the window runs, its words say what was dropped so far
+    glance, verdict = _verdict("continue", "pass")
+    _, said = _tally(10, 2).guard(glance, verdict, ERRORS)
+    assert said is not None and said.decision == "continue"
+    assert said.reason.endswith("(2 samples dropped: agent overloaded, so far)")
+    assert _tally(10, 0).guard(glance, verdict, ERRORS) == (glance, verdict)
+    # nor does a pass stand on probes the agent could not read
+    glance, verdict = _verdict("pass", "pass")
+    assert _tally(10, 9).guard(glance, verdict, ERRORS)[0].decision == "inconclusive"
+
+
+def test_a_rounds_drops_are_in_its_summary_and_its_live_event() -> None:
+    """On-call sees the agent, not the target, was the problem: the round's stored summary
+    and its `round` event say how many probes were dropped and why."""
+    ok = _result(Sample("c", ok=True, status=200, latency_s=0.01), 0.01)
+    cut = _result(Sample("c", ok=False, error="timeout"), 1.0)
+    late = _result(Sample("c", ok=True, status=200, latency_s=0.4), 0.4)
+    results = [ok, attributed(cut, 0.9)[0], attributed(late, 0.39, 0.39)[0]]
+    tally = DropTally()
+    tally.note(results, logging.LoggerAdapter(logging.getLogger("test")))
+    summary = tally.summary()
+    assert summary["dropped"] == {
+        "agent_lag": 1,
+        "agent_lag_latency": 1,
+        "text": "2 samples dropped: agent overloaded",
+    }
+    record = RoundRecord(ID, 1, NOW, {"decision": "continue", **summary})
+    assert round_event(record, window(), NOW)["summary"]["dropped"] == summary["dropped"]
+    assert tally.lost(LATENCY[0]) and not tally.lost(ERRORS[0])  # 2 of 3, 1 of 3
+    tally.note([ok], logging.LoggerAdapter(logging.getLogger("test")))
+    assert tally.summary() == {} and not tally.lost(LATENCY[0])  # 2 of 4: not most

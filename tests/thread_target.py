@@ -1,0 +1,73 @@
+"""A real aiohttp target on its own event loop in a thread, for tests that stall the
+agent's loop (`time.sleep` in a callback): the target keeps answering on time meanwhile,
+as a service on another machine would."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+
+from aiohttp import web
+
+
+class ThreadTarget:
+    """`/health` and `/api/health` answer `{"status": "ok"}` after `delay_s`; with `close`,
+    each answer closes its connection (every probe dials anew). Counts what it answered;
+    `on_request` (if set) is called, in the target's thread, as each request comes."""
+
+    def __init__(self) -> None:
+        self.delay_s = 0.0
+        self.close = False
+        self.answered = 0
+        self.on_request: Callable[[], None] | None = None
+        self.loop = asyncio.new_event_loop()
+        self.started = threading.Event()
+        self.port = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    async def health(self, request: web.Request) -> web.Response:
+        if self.on_request is not None:
+            self.on_request()
+        await asyncio.sleep(self.delay_s)
+        self.answered += 1
+        response = web.json_response({"status": "ok"})
+        if self.close:
+            response.force_close()
+        return response
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        app = web.Application()
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/api/health", self.health)
+        runner = web.AppRunner(app, access_log=None)
+        self.loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.started.set()
+        self.loop.run_forever()
+        self.loop.run_until_complete(runner.cleanup())
+        self.loop.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@contextlib.contextmanager
+def thread_target() -> Iterator[ThreadTarget]:
+    """A started `ThreadTarget`, stopped on the way out."""
+    target = ThreadTarget()
+    target.thread.start()
+    assert target.started.wait(10)
+    try:
+        yield target
+    finally:
+        target.stop()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import tracemalloc
 from collections.abc import Iterator
@@ -61,36 +60,6 @@ async def test_every_collection_pause_is_counted_while_the_daemon_runs(collector
     gc.collect()  # the callback is gone with the daemon
     assert _pauses(metrics, 2) == before + 1
     assert not any(isinstance(cb, heap.GcPauses) for cb in gc.callbacks)
-
-
-async def test_collections_come_by_the_clock_not_by_allocations(
-    collector: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A round's objects live as long as the round: collections by allocation counts walked
-    them all, every second or two at 5,000 windows (`agent.windows.heap`)."""
-    monkeypatch.delenv(heap.GC_THRESHOLDS_ENV, raising=False)
-    monkeypatch.setattr(heap, "YOUNG_EVERY_S", 0.2)
-    before = gc.get_threshold()
-    metrics = Metrics()
-    async with heap.daemon_heap(metrics):
-        young = [_pauses(metrics, g) for g in range(3)]
-        kept = [[] for _ in range(200_000)]  # alive, young: 4x the former young threshold
-        assert [_pauses(metrics, g) for g in range(3)] == young
-        await asyncio.sleep(0.6)
-        assert sum(_pauses(metrics, g) for g in range(3)) > sum(young)
-    assert len(kept) == 200_000
-    assert gc.get_threshold() == before  # nothing runs them by the clock any more
-
-
-def test_by_time_the_older_generations_come_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
-    collected: list[int] = []
-    monkeypatch.setattr(gc, "collect", collected.append)
-    by_time = heap.CollectByTime(every=60)
-    for _ in range(heap.FULL_EVERY):
-        by_time.collect()
-    assert collected.count(2) == 1 and collected[-1] == 2
-    assert collected.count(1) == heap.FULL_EVERY // heap.MIDDLE_EVERY - 1
-    assert collected.count(0) == len(collected) - collected.count(1) - 1
 
 
 def test_growth_between_two_snapshots_names_the_line(tmp_path: Path) -> None:

@@ -7,18 +7,8 @@ so whatever a round holds for a few milliseconds (a summary waiting for its batc
 answer waiting for its round) is promoted to the oldest generation, and a full
 collection, which walks every long-lived object of every window, follows every few
 seconds: pauses of hundreds of milliseconds that make every round due meanwhile late.
-The objects that live as long as the process (settings, imports, environments) are
-frozen out of the walk.
-
-Collections come by the clock, not by allocations (`CollectByTime`). A round's objects
-(its probes' results, the judge's next state, the tasks awaiting them) live as long as the
-round, up to its whole interval; at 5,000 windows of 10 s that is hundreds of thousands of
-objects alive at any instant. CPython's young count subtracts every object freed, even an
-old one, so it stays low while the young generation itself grows, and a young collection
-came every second or two and walked hundreds of thousands of live objects (70-130 ms
-each, a fifth of the agent's CPU), promoting them all for the middle generation to walk
-again (0.8 s pauses). By the clock, most of a round's objects die before any collection
-sees them; one that does walks what is alive at that instant.
+Larger young thresholds let round-lived objects die young; the objects that live as
+long as the process (settings, imports, environments) are frozen out of the walk.
 
 Must not change what any window does: only when the collector runs. Diagnostics
 (`POSTFLIGHT_TRACEMALLOC`) are off unless asked for; they slow every allocation.
@@ -41,19 +31,11 @@ from agent.metrics import Metrics
 
 log = logging.getLogger("postflight.heap")
 
-THRESHOLDS = (0, 20, 10)
-"""No collection by allocation counts (young threshold 0): `CollectByTime` runs them."""
-YOUNG_EVERY_S = 60.0
-"""A young collection every minute (what a round kept alive is walked once, a few hundred
-milliseconds at 5,000 windows; the little cyclic garbage a round leaves goes with it)."""
-MIDDLE_EVERY = 10
-"""Every 10th collection is of the middle generation too (every 10 minutes)."""
-FULL_EVERY = 60
-"""Every 60th is a full one (every hour): cyclic garbage that lived long enough to be
-promoted still goes within the hour."""
-YOUNG_AT_MOST = 1_000_000
-"""A young collection at once when the young count passes this (checked every second): a
-burst of cyclic garbage never waits for the clock."""
+THRESHOLDS = (50_000, 20, 10)
+"""Young generation: a collection every 50,000 net allocations (a round's objects die
+before it: at 200 windows a few young collections a minute instead of dozens a second);
+middle: every 20 young ones; the oldest after 10 middle ones, and only when a quarter of
+its objects are new (CPython's own rule), so cyclic garbage still goes within the hour."""
 
 TRACEMALLOC_ENV = "POSTFLIGHT_TRACEMALLOC"
 """A directory: trace allocations from the start and write the growth between two
@@ -65,49 +47,18 @@ GC_THRESHOLDS_ENV = "POSTFLIGHT_GC_THRESHOLDS"
 frozen (for measuring; not a setting)."""
 
 
-def tune_collector() -> bool:
+def tune_collector() -> None:
     """Once, when the agent has loaded its settings and built its parts: collect what
     start-up left behind, freeze the rest (it lives as long as the process, and a frozen
-    object is never walked again), and set the thresholds. True when collections are left
-    to the clock (`CollectByTime`): the default, not `POSTFLIGHT_GC_THRESHOLDS`."""
+    object is never walked again), and raise the thresholds."""
     thresholds = THRESHOLDS
     if raw := os.environ.get(GC_THRESHOLDS_ENV):
         if raw == "off":
-            return False
+            return
         thresholds = tuple(int(x) for x in raw.split(","))  # type: ignore[assignment]
     gc.collect()
     gc.freeze()
     gc.set_threshold(*thresholds)
-    return thresholds[0] == 0
-
-
-class CollectByTime:
-    """The collections CPython would run by allocation counts, run by the clock instead:
-    young every `every` seconds, the middle generation every `MIDDLE_EVERY`th time, all of
-    them every `FULL_EVERY`th; a young one early when the count passes `YOUNG_AT_MOST`."""
-
-    def __init__(self, every: float | None = None, check_s: float = 1.0) -> None:
-        self.every = YOUNG_EVERY_S if every is None else every
-        self.check_s = min(check_s, self.every)
-        self.collections = 0
-
-    def collect(self) -> None:
-        self.collections += 1
-        if self.collections % FULL_EVERY == 0:
-            gc.collect(2)
-        elif self.collections % MIDDLE_EVERY == 0:
-            gc.collect(1)
-        else:
-            gc.collect(0)
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        due = loop.time() + self.every
-        while True:
-            await asyncio.sleep(max(0.0, min(self.check_s, due - loop.time())))
-            if loop.time() >= due or gc.get_count()[0] > YOUNG_AT_MOST:
-                self.collect()
-                due = loop.time() + self.every
 
 
 class GcPauses:
@@ -179,25 +130,19 @@ def growth_tracer() -> tuple[Path, tuple[float, float]] | None:
 
 @contextlib.asynccontextmanager
 async def daemon_heap(metrics: Metrics) -> AsyncIterator[None]:
-    """`postflight run`'s heap, once it is up: the collector tuned and run by the clock,
-    its pauses measured, and the growth traced when asked; at the end the callback, the
-    clock and the tracer are gone and the thresholds are as they were."""
+    """`postflight run`'s heap, once it is up: the collector tuned, its pauses measured,
+    and the growth traced when asked; the callback and the tracer gone at the end."""
     pauses = GcPauses(metrics)
     pauses.install()
-    tasks: list[asyncio.Task[None]] = []
-    before = gc.get_threshold()
-    by_time = tune_collector()  # its full collection is the first pause counted
-    if by_time:
-        tasks.append(asyncio.create_task(CollectByTime().run(), name="gc-by-time"))
+    tune_collector()  # its full collection is the first pause counted
+    tracer = None
     if (asked := growth_tracer()) is not None:
-        tasks.append(asyncio.create_task(trace_growth(*asked), name="heap-growth-trace"))
+        tracer = asyncio.create_task(trace_growth(*asked), name="heap-growth-trace")
     try:
         yield
     finally:
         pauses.remove()
-        for task in tasks:
-            task.cancel()
+        if tracer is not None:
+            tracer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if by_time:  # nothing runs them by the clock any more (a test process goes on)
-            gc.set_threshold(*before)
+                await tracer

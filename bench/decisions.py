@@ -39,6 +39,10 @@ Seeds are fixed: the figures are the same from run to run.
     python bench/decisions.py --json     # one JSON object
     python bench/decisions.py --quick    # a tenth of the windows, while iterating
     python bench/decisions.py --families errors_x2,aa   # only these families (same seeds)
+    python bench/decisions.py --rates 10 --windows-per-cell 200 --seed-offset 1000
+        # 200 windows per regression cell at 10 req/s, on seeds other than the default run's
+        # (out of sample: a goal of +-5 points needs 100+ windows; detection prints its
+        # 95% Clopper-Pearson interval)
 
 Never run as a test; prints figures only.
 """
@@ -383,28 +387,51 @@ def run_window(rps: float, family: Family, seed: np.random.SeedSequence) -> dict
     }
 
 
-Task = tuple[int, int, int, int, int]
-"""(family index, requests/s, windows in the cell, cell number, chunk start)."""
+Task = tuple[int, int, int, int, int, int]
+"""(family index, requests/s, windows in the cell, cell number, chunk start, seed offset)."""
 CHUNK = 10
 
 
 def run_chunk(task: Task) -> list[dict[str, Any]]:
-    """A slice of one cell; each window's seed depends only on (SEED, cell, index)."""
-    family_index, rps, windows, cell, start = task
+    """A slice of one cell; each window's seed depends only on (SEED + offset, cell, index):
+    a cell's first n windows are the same whatever its size."""
+    family_index, rps, windows, cell, start, offset = task
     family = FAMILIES[family_index]
-    seeds = np.random.SeedSequence([SEED, cell]).spawn(windows)[start : start + CHUNK]
+    seeds = window_seeds(cell, windows, offset)[start : start + CHUNK]
     return [run_window(rps, family, s) for s in seeds]
 
 
-def tasks(scale: float, families: frozenset[str] | None = None) -> list[Task]:
-    """Every cell's chunks, or only those of `families`: cells keep their numbers (and so
-    their seeds) either way, so a subset's figures are the full run's for those cells."""
+def window_seeds(cell: int, windows: int, offset: int = 0) -> list[np.random.SeedSequence]:
+    """A cell's windows' seeds: the i-th depends on (SEED + offset, cell, i) only."""
+    return np.random.SeedSequence([SEED + offset, cell]).spawn(windows)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Which cells run, with how many windows each, on which seeds."""
+
+    scale: float = 1.0
+    families: frozenset[str] | None = None
+    rates: frozenset[int] | None = None
+    regression_windows: int = REGRESSION_WINDOWS
+    aa_windows: int = AA_WINDOWS
+    seed_offset: int = 0
+    """0: the benchmark's own seeds; any other: a different set (out of sample)."""
+
+
+def tasks(plan: Plan) -> list[Task]:
+    """Every cell's chunks, or only those of the plan's families and rates: cells keep their
+    numbers (and so their seeds) either way, so a subset's figures are the full run's for
+    those cells."""
     out = []
     for cell, ((fi, family), rps) in enumerate(itertools.product(enumerate(FAMILIES), TRAFFIC)):
-        if families is not None and family.key not in families:
+        if plan.families is not None and family.key not in plan.families:
             continue
-        n = max(1, round((AA_WINDOWS if family.aa_like else REGRESSION_WINDOWS) * scale))
-        out += [(fi, rps, n, cell, start) for start in range(0, n, CHUNK)]
+        if plan.rates is not None and rps not in plan.rates:
+            continue
+        size = plan.aa_windows if family.aa_like else plan.regression_windows
+        n = max(1, round(size * plan.scale))
+        out += [(fi, rps, n, cell, start, plan.seed_offset) for start in range(0, n, CHUNK)]
     return sorted(out, key=lambda t: -t[1])  # the heaviest (100 req/s) first
 
 
@@ -441,7 +468,7 @@ def calibrate(
     """Per traffic level, the strictness at which `peer` rolls back exactly as many A/A-like
     windows as ours did (never fewer than zero: then it rolls back none)."""
     cut = {}
-    for rps in TRAFFIC:
+    for rps in target:
         levels = []
         for key in AA_KEYS:
             for w in results.get((key, rps), []):
@@ -462,15 +489,21 @@ def calibrate(
 
 def ran(times: Times, keys: tuple[str, ...]) -> tuple[str, ...]:
     """The families of `keys` that ran (all of them unless `--families` chose some)."""
-    return tuple(key for key in keys if (key, TRAFFIC[0]) in times)
+    return tuple(key for key in keys if any((key, rps) in times for rps in TRAFFIC))
+
+
+def rates(times: Times) -> tuple[int, ...]:
+    """The traffic levels that ran (all of them unless `--rates` chose some)."""
+    return tuple(rps for rps in TRAFFIC if any(cell[1] == rps for cell in times))
 
 
 def summarise(times: Times) -> dict[str, Any]:
     aa_keys, regression_keys = ran(times, AA_KEYS), ran(times, REGRESSION_KEYS)
-    aa = [t for key in aa_keys for rps in TRAFFIC for t in times[(key, rps)]]
+    traffic = rates(times)
+    aa = [t for key in aa_keys for rps in traffic for t in times[(key, rps)]]
     k = sum(t is not None for t in aa)
     by_traffic, by_family = {}, {}
-    for rps in TRAFFIC if aa else ():
+    for rps in traffic if aa else ():
         cell = [t for key in aa_keys for t in times[(key, rps)]]
         kk = sum(t is not None for t in cell)
         by_traffic[f"{rps}rps"] = {
@@ -482,10 +515,11 @@ def summarise(times: Times) -> dict[str, Any]:
             fam = times[(key, rps)]
             by_family[f"{key}@{rps}rps"] = sum(t is not None for t in fam) / len(fam)
     detection: dict[str, float] = {}
+    detection_ci: dict[str, list[float]] = {}
     ttd: dict[str, dict[str, float | None]] = {}
     early: dict[str, int] = {}
     for key in regression_keys:
-        for rps in TRAFFIC:
+        for rps in traffic:
             cell_times = times[(key, rps)]
             # a rollback before any regressed round (an onset family's first minutes) is a
             # false one, not a detection
@@ -493,12 +527,13 @@ def summarise(times: Times) -> dict[str, Any]:
             if before := sum(t is not None and t <= 0 for t in cell_times):
                 early[f"{key}@{rps}rps"] = before
             detection[f"{key}@{rps}rps"] = len(hit) / len(cell_times)
+            detection_ci[f"{key}@{rps}rps"] = list(clopper_pearson(len(hit), len(cell_times)))
             ttd[f"{key}@{rps}rps"] = {
                 "median": float(np.median(hit)) if hit else None,
                 "p90": float(np.percentile(hit, 90)) if hit else None,
             }
     by_traffic_ttd = {}
-    for rps in TRAFFIC if regression_keys else ():
+    for rps in traffic if regression_keys else ():
         cell_times = [t for key in regression_keys for t in times[(key, rps)]]
         hit = [t for t in cell_times if t is not None and t > 0]
         everything = [math.inf if t is None or t <= 0 else t for t in cell_times]
@@ -512,6 +547,7 @@ def summarise(times: Times) -> dict[str, Any]:
         "false_rollback_by_traffic": by_traffic,
         "false_rollback_by_family": by_family,
         "detection": detection,
+        "detection_ci95": detection_ci,
         "time_to_detect_s": ttd,
         "median_ttd_by_traffic": by_traffic_ttd,
         "rolled_back_before_onset": early,
@@ -592,15 +628,18 @@ def tables(report: dict[str, Any], section: str, title: str) -> list[str]:
         )
     lines += [
         "",
-        "Detection, median time to detect (s; onset families from the onset)",
-        f"{'regression':<26}" + "".join(f"{n:>18}" for n in names),
+        "Detection [95% Clopper-Pearson interval], median time to detect (s; onset families "
+        "from the onset)",
+        f"{'regression':<26}" + "".join(f"{n:>26}" for n in names),
     ]
     for cell in pol[names[0]]["detection"]:
         row = f"{cell:<26}"
         for n in names:
             det = pol[n]["detection"][cell]
+            low, high = pol[n]["detection_ci95"][cell]
             median = pol[n]["time_to_detect_s"][cell]["median"]
-            row += f"{pct(det)} {'-' if median is None else f'{median:g}'}".rjust(18)
+            ci = f"[{low * 100:.0f}-{high * 100:.0f}]"
+            row += f"{pct(det)} {ci} {'-' if median is None else f'{median:g}'}".rjust(26)
         lines.append(row)
     return lines
 
@@ -608,7 +647,8 @@ def tables(report: dict[str, Any], section: str, title: str) -> list[str]:
 def text(report: dict[str, Any]) -> str:
     lines = [
         f"Decision benchmark: {report['windows']} windows of {ROUNDS} x {ROUND_S:g}s rounds, "
-        f"{BASELINE_S // 60} min baseline in {PERIOD_S}s periods; seed {SEED}; "
+        f"{BASELINE_S // 60} min baseline in {PERIOD_S}s periods; seed {SEED}"
+        f"{' + ' + str(report['seed_offset']) if report['seed_offset'] else ''}; "
         f"{report['elapsed_s']:.0f}s",
         "Rules: error_rate and latency_p95, max_increase 10% over the baseline",
         "Policies: sequential (ours, defaults) | flagger (60s, 5 failed checks, thresholds "
@@ -655,18 +695,57 @@ def main() -> int:
         help="only these families, every rate, same seeds (peers are calibrated only when an "
         "A/A-like family is among them)",
     )
+    parser.add_argument(
+        "--rates",
+        type=lambda v: frozenset(int(r) for r in v.split(",")),
+        default=None,
+        metavar="RPS[,RPS...]",
+        help=f"only these traffic levels (of {', '.join(map(str, TRAFFIC))}), same seeds",
+    )
+    parser.add_argument(
+        "--windows-per-cell",
+        type=int,
+        default=REGRESSION_WINDOWS,
+        metavar="N",
+        help=f"windows per regression cell (default {REGRESSION_WINDOWS}; the first "
+        f"{REGRESSION_WINDOWS} are the default run's)",
+    )
+    parser.add_argument(
+        "--aa-windows",
+        type=int,
+        default=AA_WINDOWS,
+        metavar="N",
+        help=f"windows per A/A-like cell (default {AA_WINDOWS})",
+    )
+    parser.add_argument(
+        "--seed-offset",
+        type=int,
+        default=0,
+        metavar="K",
+        help="another set of seeds (0: the benchmark's own): figures out of sample",
+    )
     args = parser.parse_args()
     if args.families is not None and (unknown := args.families - {f.key for f in FAMILIES}):
         parser.error(f"unknown families: {', '.join(sorted(unknown))}")
+    if args.rates is not None and (unknown_rates := args.rates - set(TRAFFIC)):
+        parser.error(f"unknown rates: {', '.join(map(str, sorted(unknown_rates)))}")
     started = time.perf_counter()
-    work = tasks(args.fraction or (0.1 if args.quick else 1.0), args.families)
+    plan = Plan(
+        scale=args.fraction or (0.1 if args.quick else 1.0),
+        families=args.families,
+        rates=args.rates,
+        regression_windows=args.windows_per_cell,
+        aa_windows=args.aa_windows,
+        seed_offset=args.seed_offset,
+    )
+    work = tasks(plan)
     if args.workers > 1:
         with ProcessPoolExecutor(args.workers) as pool:
             outputs = list(pool.map(run_chunk, work))
     else:
         outputs = [run_chunk(t) for t in work]
     results: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
-    for (fi, rps, _, _, _), out in sorted(
+    for (fi, rps, _, _, _, _), out in sorted(
         zip(work, outputs, strict=True), key=lambda pair: (pair[0][3], pair[0][4])
     ):
         results[(FAMILIES[fi].key, rps)].extend(out)
@@ -680,13 +759,13 @@ def main() -> int:
         policies[peer] = summarise(peer_times(results, peer, default))
     target = {
         rps: sum(t is not None for key in ran(ours_times, AA_KEYS) for t in ours_times[(key, rps)])
-        for rps in TRAFFIC
+        for rps in rates(ours_times)
     }
     calibrated = {}
     for peer in PEERS if ran(ours_times, AA_KEYS) else ():
         cut = calibrate(results, peer, target)
         calibrated[peer] = summarise(peer_times(results, peer, cut)) | {
-            "strictness": {f"{rps}rps": cut[rps] for rps in TRAFFIC}
+            "strictness": {f"{rps}rps": cut[rps] for rps in target}
         }
     report: dict[str, Any] = {
         "policies": policies,
@@ -694,6 +773,8 @@ def main() -> int:
         "windows": sum(len(v) for v in results.values()),
         "elapsed_s": round(time.perf_counter() - started, 2),
         "seed": SEED,
+        "seed_offset": plan.seed_offset,
+        "windows_per_cell": {"regression": plan.regression_windows, "aa_like": plan.aa_windows},
         "rules": [f"{r.name}: {r.metric} max_increase 10% over the baseline" for r in RULES],
         "noise": {
             "latency": {"median_s": LATENCY_MEDIAN_S, "sigma": LATENCY_SIGMA},

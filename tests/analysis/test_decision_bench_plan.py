@@ -1,0 +1,59 @@
+"""The decision benchmark's cells: larger cells extend the default run's seeds, an offset
+gives others, and the filters pick exactly the cells asked for (no window is simulated)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+
+def _bench() -> ModuleType:
+    path = Path(__file__).resolve().parents[2] / "bench" / "decisions.py"
+    spec = importlib.util.spec_from_file_location("decisions_bench", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+BENCH = _bench()
+
+
+def _draws(seeds: list[np.random.SeedSequence]) -> list[float]:
+    return [float(np.random.default_rng(s).uniform()) for s in seeds]
+
+
+def test_a_larger_cell_starts_with_the_default_runs_windows() -> None:
+    default = _draws(BENCH.window_seeds(7, BENCH.REGRESSION_WINDOWS))
+    larger = _draws(BENCH.window_seeds(7, 100))
+    assert larger[: BENCH.REGRESSION_WINDOWS] == default
+    assert len(set(larger)) == 100
+
+
+def test_a_seed_offset_gives_other_windows() -> None:
+    default = set(_draws(BENCH.window_seeds(7, 20)))
+    other = set(_draws(BENCH.window_seeds(7, 20, offset=1000)))
+    assert not default & other
+
+
+def test_the_plan_runs_the_cells_asked_for_with_their_sizes() -> None:
+    plan = BENCH.Plan(
+        families=frozenset({"errors_x2", "aa"}),
+        rates=frozenset({10}),
+        regression_windows=100,
+        aa_windows=30,
+        seed_offset=5,
+    )
+    work = BENCH.tasks(plan)
+    cells: dict[tuple[str, int], int] = {}
+    for family_index, rps, windows, _, start, offset in work:
+        key = (BENCH.FAMILIES[family_index].key, rps)
+        assert offset == 5 and start < windows
+        cells[key] = cells.get(key, 0) + min(BENCH.CHUNK, windows - start)
+    # aa runs at two error levels (1% and 0.1%): two cells of 30
+    assert cells == {("errors_x2", 10): 100, ("aa", 10): 60}

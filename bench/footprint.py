@@ -10,7 +10,10 @@ RSS growth per hour (least squares over the second half), CPU in the first and t
 minute, round-start lag against the fixed schedule
 (`deployed_at + k × interval`, from the stored rounds), the spacing of round starts,
 overruns (`postflight_round_overruns_total`, and recounted from the stored rounds) and
-the store's bytes per window-hour.
+the store's bytes per window-hour. Rounds are counted from the store: every round started
+in the measured span (the agent runs one interval more, so a round in progress at the end
+is stored too), beside the slots due meanwhile (`rounds_due`: a round passed over or a
+window that stopped shows as a shortfall) and the windows still watching at the end.
 
 Goals (issue 9), 200 windows at 1 s for 600 s: RSS ≤ 150 MB at the end, growth
 ≤ 10 MB/h, last-minute CPU within 10% of the first, lag p99 ≤ 100 ms, 0 overruns.
@@ -58,6 +61,9 @@ GROWTH_GOAL_MB_PER_H = 10.0
 CPU_DRIFT_GOAL = 0.10
 SPACING_GOAL_S = 1.1  # the dozen-environment case, at 1 s
 DEFAULT_WINDOWS = 200
+SETTLE_S = 5.0
+"""After the measured seconds, how long past one interval the agent keeps running before it
+is stopped, so that every round started in the measured span is stored (and counted)."""
 REGISTER_CONCURRENCY = 16
 """Registrations in flight at once (a pipeline registering thousands of windows)."""
 SEARCH_GOALS = {1.0: 500, 10.0: 5000}
@@ -265,19 +271,30 @@ class Rounds:
     window_hours: float = 0.0
     phases: list[float] = field(default_factory=list)
     """Each window's round phase within the interval (deployed_at mod interval)."""
+    due: int = 0
+    """Round slots due in [since, until) while their window was watching: what `count`
+    would be if no round were late enough to be passed over and no window stopped."""
+    watching_at_end: int = 0
+    ended: dict[str, int] = field(default_factory=dict)
+    """Windows that ended before the end of the run, by final state (a saturated agent's
+    false rollbacks shrink the set it watches: said, not hidden)."""
 
 
-def read_rounds(db_path: Path, since: float, interval: float, until: float) -> Rounds:
-    """Lag, spacing and overruns recounted from the stored rounds started after `since`."""
+def read_rounds(
+    db_path: Path, since: float, interval: float, until: float, stopped: float
+) -> Rounds:
+    """Lag, spacing and overruns recounted from the stored rounds started in
+    [`since`, `until`): every one of them, since the agent was left running until any
+    round started before `until` was stored (`measure`)."""
     out = Rounds()
     db = sqlite3.connect(db_path)
     try:
         starts: dict[str, list[float]] = {}
         query = "SELECT window_id, started_at, summary FROM rounds ORDER BY window_id, number"
         for window_id, started, summary in db.execute(query):
-            starts.setdefault(window_id, []).append(started)
-            if started < since:
+            if not since <= started < until:
                 continue
+            starts.setdefault(window_id, []).append(started)
             data = json.loads(summary)
             out.count += 1
             out.lags_ms.append(data.get("lag_s", math.nan) * 1000)
@@ -285,11 +302,18 @@ def read_rounds(db_path: Path, since: float, interval: float, until: float) -> R
             if due is not None and took is not None and started + took > due + interval:
                 out.overran += 1
         for series in starts.values():
-            kept = [s for s in series if s >= since]
-            out.spacings_s += [b - a for a, b in itertools.pairwise(kept)]
-        for (deployed,) in db.execute("SELECT deployed_at FROM windows"):
-            out.window_hours += max(0.0, until - deployed) / 3600
+            out.spacings_s += [b - a for a, b in itertools.pairwise(series)]
+        query = "SELECT deployed_at, state, ended_at FROM windows"
+        for deployed, state, ended in db.execute(query):
+            out.window_hours += max(0.0, stopped - deployed) / 3600  # the store's life
             out.phases.append((deployed % interval) / interval)
+            stop = until if ended is None else min(until, ended)
+            first = max(0, math.ceil((since - deployed) / interval))
+            out.due += max(0, math.ceil((stop - deployed) / interval) - first)
+            if state == "watching" or (ended is not None and ended >= until):
+                out.watching_at_end += 1
+            else:
+                out.ended[state] = out.ended.get(state, 0) + 1
     finally:
         db.close()
     return out
@@ -355,7 +379,11 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
                     print(f"  … {now - t0:.0f}s", file=sys.stderr, flush=True)
             until = time.time()
             counted = agent_metrics(agent_port)
+            # every round started by `until` is stored before the agent stops (a round in
+            # progress at SIGTERM is never stored): rounds are counted from the store
+            time.sleep(run.interval + SETTLE_S)
         finally:
+            stopped = time.time()
             for proc, grace in ((agent, 60), (target, 5)):
                 proc.send_signal(signal.SIGTERM)
                 try:
@@ -363,7 +391,7 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
                 except subprocess.TimeoutExpired:  # a starved agent: never left behind
                     proc.kill()
                     proc.wait()
-        rounds = read_rounds(workdir / "postflight.db", since, run.interval, until)
+        rounds = read_rounds(workdir / "postflight.db", since, run.interval, until, stopped)
         loop = event_loop(workdir / "agent.log")
         size = store_bytes(workdir)
     minute = min(60.0, run.seconds / 3)
@@ -378,6 +406,9 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
         "loop": loop,
         "pinned_to_one_core": run.pin,
         "rounds": rounds.count,
+        "rounds_due": rounds.due,
+        "windows_watching_at_end": rounds.watching_at_end,
+        "windows_ended": rounds.ended,
         "register_s": round(register_s, 1),
         "cpu_ms_per_window_round": round(
             (samples[-1].cpu - samples[0].cpu) * 1000 / rounds.count, 3
@@ -592,6 +623,8 @@ def main() -> int:
         ("lag p99 (ms)", result["lag_p99_ms"], "≤100"),
         ("spacing p99 (s)", result["round_spacing_p99_s"], "≤1.1" if args.dozen else ""),
         ("overruns", result["overruns"], "0"),
+        ("rounds / due", f"{result['rounds']}/{result['rounds_due']}", ""),
+        ("windows watching", result["windows_watching_at_end"], str(windows)),
         ("register (s)", result["register_s"], ""),
         ("store B/window-h", result["store_bytes_per_window_hour"], ""),
         (

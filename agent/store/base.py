@@ -81,10 +81,19 @@ class Store(Protocol):
         ...
 
     async def claim_leases(
-        self, owner: str, now: float, lease_s: float, *, fresh: bool = False
+        self,
+        owner: str,
+        now: float,
+        lease_s: float,
+        *,
+        fresh: bool = False,
+        written_only: bool = False,
     ) -> list[Lease]:
         """`claim_windows`, answering only which windows are held and how: the watcher
-        claims every second and reads in full only the windows it does not yet watch."""
+        claims every second and reads in full only the windows it does not yet watch.
+        `written_only`: only the leases this claim wrote (taken, or renewed with less than
+        half left), not every one held — a claim pass then costs what changed, not one
+        row per window watched."""
         ...
 
     # Writes that take a `fence` apply only while it still holds the window: a task

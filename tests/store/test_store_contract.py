@@ -495,3 +495,30 @@ async def test_claiming_leases_holds_what_claiming_windows_does(store: Store) ->
     assert await store.claim_leases("b", 1051, 30) == [("dep_1", 2, 1081), ("dep_2", 2, 1081)]
     assert await store.claim_leases("a", 1052, 30) == []
     assert first.lease_epoch == 1
+
+
+async def test_claiming_leases_written_only_answers_what_the_claim_wrote(store: Store) -> None:
+    """The watcher's claim pass every second: what changed, not one row per window held."""
+    await store.create_window(window("dep_1", env="e1", created=101))
+    await store.create_window(window("dep_2", env="e2", created=102))
+    assert await store.claim_leases("a", 1000, 30, written_only=True) == [
+        ("dep_1", 1, 1030),
+        ("dep_2", 1, 1030),
+    ]
+    # held with more than half left: nothing written, nothing answered
+    assert await store.claim_leases("a", 1010, 30, written_only=True) == []
+    assert await store.claim_leases("a", 1010, 30) == [("dep_1", 1, 1030), ("dep_2", 1, 1030)]
+    # a new window, and one whose watch renewed it: the half-spent one and the new one
+    await store.create_window(window("dep_3", env="e3", created=103))
+    assert await store.renew_lease("dep_1", Fence("a", 1), 1044)
+    assert await store.claim_leases("a", 1016, 30, written_only=True) == [
+        ("dep_2", 1, 1046),
+        ("dep_3", 1, 1046),
+    ]
+    # lapsed, taken by another owner: new epochs, in the order the windows were made
+    assert await store.claim_leases("b", 1100, 30, written_only=True) == [
+        ("dep_1", 2, 1130),
+        ("dep_2", 2, 1130),
+        ("dep_3", 2, 1130),
+    ]
+    assert await store.claim_leases("a", 1101, 30, written_only=True) == []

@@ -138,19 +138,28 @@ class EnvironmentProbe:
 
     def _attributed(self, result: CheckResult, lag: LoopLag, mark: float) -> CheckResult:
         """`result` with what the agent's own stall (since `lag.total()` was `mark`, at the
-        run's start) made of it dropped (`checks.lag.attributed`), and the drop counted."""
+        run's start) made of it dropped (`checks.lag.attributed`), and the drop counted;
+        a load run, which attributes each of its requests itself, has its drops counted."""
+        own = result.details.get("agent_lag")
+        if own:
+            for reason, count in own.items():
+                self._count_dropped(reason, count)
+            return result
         stalled = lag.total() - mark
         if stalled <= SLACK_S:
             return result
         result, dropped = attributed(result, stalled, lag.unattended())
         if dropped is not None:
-            counter = self._dropped.get(dropped)
-            if counter is None:
-                counter = self._dropped[dropped] = self.metrics.samples_dropped_total.labels(
-                    self.name, dropped
-                )
-            counter.inc()
+            self._count_dropped(dropped, 1)
         return result
+
+    def _count_dropped(self, reason: Dropped, count: int) -> None:
+        counter = self._dropped.get(reason)
+        if counter is None:
+            counter = self._dropped[reason] = self.metrics.samples_dropped_total.labels(
+                self.name, reason
+            )
+        counter.inc(count)
 
     def _count(self, check: Check, target: Target, result: CheckResult) -> None:
         """A deploy run's metrics (runs by result, duration); a run dropped as the agent's

@@ -374,3 +374,24 @@ def test_a_real_latency_regression_still_fails_on_an_overloaded_or_a_quiet_agent
         rules = [LATENCY_UP] if base is not None else [LATENCY_MAX]
         baselines = _baseline(base) if base is not None else {}
         assert tally.guard(glance, verdict, rules, baselines) == (glance, verdict)
+
+
+async def test_a_round_stalled_for_most_of_its_probes_keeps_none_of_its_latencies() -> None:
+    """Most of a round's probes caught in the agent's stall: the latencies the others kept
+    (late under the drop rule's floor, as the saturated benchmark's were) go too, counted;
+    a round with a stall for fewer than half keeps them."""
+    metrics = Metrics()
+    async with TargetSessions() as sessions:
+        probe = _probe("http://127.0.0.1:9", sessions, metrics, probes=4)
+        ok = _result(Sample("c", ok=True, status=200, latency_s=0.004), 0.004)
+        late = attributed(_result(Sample("c", ok=True, status=200, latency_s=0.3), 0.3), 0.3, 0.3)[
+            0
+        ]
+        cut = attributed(_result(Sample("c", ok=False, error="timeout"), 1.0), 0.9)[0]
+        kept = probe._stalled_round([ok, ok, late, cut])
+        assert kept == [ok, ok, late, cut]  # 2 of 4: not most
+        before = _dropped(metrics, "agent_lag_latency")
+        out = probe._stalled_round([ok, late, cut, cut])
+    assert [s.latency_s for r in out for s in r.samples] == [None, None]
+    assert out[0].samples[0].ok and out[0].details["latency_dropped"] == "agent_lag_round"
+    assert _dropped(metrics, "agent_lag_latency") - before == 1

@@ -109,11 +109,16 @@ class Request:
     keep_body: bool = False
 
 
-def prepared(spec: RequestSpec, options: ClientOptions, keep_body: bool) -> Request:
-    """The `Request` an http or load check sends on every run."""
-    headers, data = encode_body(spec)
+def sent_with(
+    method: str,
+    headers: dict[str, str],
+    data: bytes | None,
+    options: ClientOptions,
+    keep_body: bool,
+) -> Request:
+    """The `Request` for these parts, under a check's `ClientOptions`."""
     return Request(
-        spec.method,
+        method,
         headers,
         data,
         allow_redirects=options.follow_redirects,
@@ -121,6 +126,12 @@ def prepared(spec: RequestSpec, options: ClientOptions, keep_body: bool) -> Requ
         verify_tls=options.verify_tls,
         keep_body=keep_body,
     )
+
+
+def prepared(spec: RequestSpec, options: ClientOptions, keep_body: bool) -> Request:
+    """The `Request` an http or load check sends on every run."""
+    headers, data = encode_body(spec)
+    return sent_with(spec.method, headers, data, options, keep_body)
 
 
 def join_url(base_url: str, path: str) -> URL:

@@ -22,7 +22,7 @@ from yarl import URL
 from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
 from checks.exchange import ProbeFailed, Reply, exchange
 from checks.expect import Body, Expect, Expectation, Mismatch, compile_path
-from checks.request import ClientOptions, Request, RequestSpec, join_url
+from checks.request import ClientOptions, RequestSpec, join_url, sent_with
 from common.durations import Duration
 from common.redaction import SENSITIVE_KEY, Redactor, sensitive_values, snippet
 
@@ -170,15 +170,7 @@ class SmokeCheck(Check):
                         timeout = max(round(left, 3), 0.001)
                 try:
                     url, headers, data = _render(step, ctx.base_url, values)
-                    request = Request(
-                        step.method,
-                        headers,
-                        data,
-                        allow_redirects=cfg.follow_redirects,
-                        max_redirects=cfg.max_redirects,
-                        verify_tls=cfg.verify_tls,
-                        keep_body=True,
-                    )
+                    request = sent_with(step.method, headers, data, cfg, keep_body=True)
                     reply = await exchange(session, request, url, client_timeout=timeout)
                     body = Body(reply.body)
                     mismatches = compiled.expectation.check(

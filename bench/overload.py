@@ -133,7 +133,9 @@ def main() -> int:
             states, reasons = windows_by_state(workdir / "postflight.db")
             if args.keep is not None:  # to read the rounds behind a verdict afterwards
                 args.keep.mkdir(parents=True, exist_ok=True)
-                for path in [*workdir.glob("postflight.db*"), workdir / "agent.log"]:
+                for path in [*workdir.glob("postflight.db*"), *workdir.glob("*.log")]:
+                    shutil.copy2(path, args.keep / path.name)
+                for path in workdir.glob("nginx.err"):
                     shutil.copy2(path, args.keep / path.name)
         finally:
             receiver.send_signal(signal.SIGTERM)

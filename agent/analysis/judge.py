@@ -111,15 +111,26 @@ class Judge:
         new = self.advance(state, round_)
         return new, self.verdict(new, final=final)
 
-    def advance(self, state: State, round_: Mapping[str, Observation]) -> State:
+    def advance(
+        self, state: State, round_: Mapping[str, Observation], *, in_place: bool = False
+    ) -> State:
         """`step` without the verdict's wording: the new state only (`failed_round` reads
-        it). The decision benchmark calls this to replay thousands of windows quickly."""
-        new: State = self._copy(state)
+        it). The decision benchmark calls this to replay thousands of windows quickly.
+
+        `in_place`: fold into `state` itself rather than a copy, for a caller that keeps
+        no other reference to it (the daemon, one state per window): a copy is a score of
+        new containers a round, each living the round's length, which is most of what the
+        garbage collector walks at thousands of windows. The same state either way."""
+        new: State = state if in_place else self._copy(state)
         index = new["rounds"]
         new["rounds"] = index + 1
         for rule in self.rules:
             self._step_rule(rule, new["rules"][rule.name], round_.get(rule.name), index)
         return new
+
+    def copy(self, state: State) -> State:
+        """A copy of `state` that later folds `in_place` leave as it is."""
+        return self._copy(state)
 
     def failed_round(self, state: State) -> int | None:
         """The round (0-based) at which the first rule failed, if any."""

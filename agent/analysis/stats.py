@@ -16,7 +16,8 @@ Methods and sources
   whatever the dependence between requests of one round (see below).
 * **E-detector** (regressions that start mid-window): Shin, Ramdas & Rinaldo, "E-detectors:
   a nonparametric framework for sequential change detection", 2022: a Shiryaev-Roberts
-  statistic of the same factors.
+  statistic of the same factors (the count test's e-processes start on a coarse grid of
+  rounds, so its threshold counts fewer starts).
 * **Counts as Poisson processes**: Lindon & Malek, "Anytime-valid inference for multinomial
   count data", NeurIPS 2022, and Netflix's "Sequential A/B testing keeps the world
   streaming" part 2 (2024): a count bet b x (expected events) is their Poisson likelihood
@@ -278,7 +279,9 @@ def binomial_greater(bad: float, n: float, p0: float) -> float:
 # sequential change detection", 2022): the Shiryaev-Roberts e-detector M_k = f_k (M_{k-1} + 1)
 # sums the e-processes started at every round. M_k - k is a supermartingale under H0, so over a
 # window of T rounds P(max M_k >= T / alpha) <= alpha: the same bound, for a regression that
-# starts at an unknown time.
+# starts at an unknown time. Started only at N chosen rounds (a grid), M_k - N_k (N_k: starts
+# so far) is a supermartingale, so M_k + N - N_k >= 0 is one from N and the threshold is
+# N / alpha (Ville's inequality).
 #
 # Passing on evidence: an asymptotic confidence sequence for the mean of the rounds' statistic
 # (Waudby-Smith, Arnold, Wu, Wang & Ramdas, "Time-uniform central limit theory and asymptotic

@@ -55,25 +55,14 @@ COUNT_TAIL_SHARE = 0.05
 """A two-sample test's alpha spent on the baseline's figure lying past its farthest confidence
 limit (the only region it does not test with the new samples)."""
 
-COUNT_START_SHARE = 0.7
+COUNT_START_SHARE = 0.86
 """A two-sample count test's share (of what its tail leaves) for the e-process started at
 the deploy; the e-detector gets the rest. Small regressions are found, if at all, by the
-end of the window from the deploy's evidence, where every nat counts; a regression that
-starts later must be found within about 1.5 times the time it takes from the deploy
-(errors x5 at 10 req/s: about 26 s), which the detector, needing log(starts / a_d) nats
-where the deploy's e-process needs log(1 / a), reaches only with a share like this one
-(count rule alone, 100 windows on other seeds, with `COUNT_RESTART_EVERY` and
-`stats.TWO_SAMPLE_DETECTOR_LEAST`: errors x5 from minute 5 in 38 s and 37 s against 25.5 s
-and 26 s from the deploy; 0.86 gave 45 s, 0.6 36.5 s but errors x1.5 at 100 req/s 23 s
-later, 0.7 7 s later)."""
-
-COUNT_RESTART_EVERY = 8
-"""The two-sample count test's e-detector starts a new e-process only every this many
-rounds (a coarse grid, Shin, Ramdas & Rinaldo's e-detector with restarts at chosen times):
-its threshold grows with the number of starts, log(starts / alpha), so a grid of g rounds
-saves log(g) nats (2.1 at 8) for at most g - 1 rounds of a regression's evidence lost
-before the next start. A regression that starts mid-window and is caught at all is large
-(errors x5: about 0.35 nats a round at 10 req/s), so the nats saved outweigh the rounds."""
+end of the window from the deploy's evidence, where every nat counts (errors x2 at
+10 req/s: 90% of windows, against 85% at an even split); a regression that starts later is
+large enough to be found within seconds of rounds either way (errors x5 from minute 5 at
+10 req/s: 39.5 s, against 37 s at 0.75 and 41 s at 0.87, where the goal of 1.5x the 28 s
+from the deploy is near)."""
 
 BASELINE_LADDER = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001, 3e-4)
 """Levels beta of the baseline's e-value sum_i w_i 1{baseline figure past its limit at
@@ -203,7 +192,7 @@ class Component:
     alpha: float
     """Level of the e-process started at the deploy: it fails at 1 / alpha."""
     alpha_detector: float
-    """Level of the e-detector (0: none); it fails at starts / alpha_detector."""
+    """Level of the e-detector (0: none); it fails at horizon / alpha_detector."""
     null: str
     """The hypothesis it tests, for humans: `error_rate <= 0.0146 (baseline 0.0101 +20%)`."""
     claim: str
@@ -228,9 +217,6 @@ class Component:
     conformal: bool = False
     """Rank and exceedance against raw baseline samples: the round's samples are placed
     among the baseline and the window's earlier samples (`agent.analysis.conformal`)."""
-    restart_every: int = 1
-    """The e-detector starts a new e-process at the first round with data in each block of
-    this many rounds (`COUNT_RESTART_EVERY`), at most `starts(horizon)` times."""
 
     @property
     def bets(self) -> str:
@@ -242,14 +228,8 @@ class Component:
     def log_threshold(self) -> float:
         return math.log(1.0 / self.alpha)
 
-    def starts(self, horizon: int) -> int:
-        """How many e-processes the e-detector may start over a window of `horizon` rounds."""
-        return max(-(-max(horizon, 1) // self.restart_every), 1)
-
     def detector_log_threshold(self, horizon: int) -> float:
-        if not self.alpha_detector:
-            return math.inf
-        return math.log(self.starts(horizon) / self.alpha_detector)
+        return math.log(max(horizon, 1) / self.alpha_detector) if self.alpha_detector else math.inf
 
     @property
     def key(self) -> str:
@@ -545,8 +525,7 @@ class SequentialRule:
         is at most e_base(p) W_t(p), a supermartingale given the baseline with mean at most
         E[e_base(p)] <= 1; by Ville's inequality it ever reaches 1 / a with probability at
         most a. Adding P(p > L(tail)) <= tail: the bound's share. The e-detector is the same
-        argument with Shiryaev-Roberts sums over the e-processes started on a grid
-        (`COUNT_RESTART_EVERY`; threshold starts / a_d)."""
+        argument with Shiryaev-Roberts sums         (threshold horizon / a_d)."""
         base, rule = self.baseline, self.rule
         assert base is not None and rule.max_increase is not None
         delta = rule.max_increase
@@ -579,7 +558,6 @@ class SequentialRule:
             ladder=tuple(
                 (level, 0.0, log_e) for level, (_, _, log_e) in zip(levels, ladder, strict=True)
             ),
-            restart_every=COUNT_RESTART_EVERY,
         )
 
     def _pass_test(self, bound: Bound, share: float) -> PassTest | None:
@@ -663,7 +641,6 @@ class SequentialRule:
                     "peak_d": None,
                     "crossed": None,
                 }
-                | ({"block": -1} if c.restart_every > 1 else {})
                 for c in self.components
             },
             "passes": {p.key: {"t": 0, "mean": 0.0, "m2": 0.0, "size": 0.0} for p in self.passes},
@@ -804,23 +781,8 @@ class SequentialRule:
             if len(self._stakes) >= 64:  # traffic that varies: keep the memo small
                 self._stakes.clear()
             stakes = self._stakes[(comp.key, weight[0])] = stats.bet_lambdas(comp.bets, weight)
-        restart = True
-        if comp.restart_every > 1:
-            # a new e-process at the first round with data of each block, never more than
-            # the threshold counts (`Component.starts`)
-            block = index // comp.restart_every
-            restart = block > st["block"] and block < comp.starts(self.horizon)
-            if restart:
-                st["block"] = block
         rows, log_e, log_d = stats.bet_ladder(
-            comp.bets,
-            y,
-            stakes,
-            st["w"],
-            stored_sr,
-            self._ladder_of(comp).bases,
-            held=held,
-            restart=restart,
+            comp.bets, y, stakes, st["w"], stored_sr, self._ladder_of(comp).bases, held=held
         )
         as_lists = rows.tolist()
         st["w"] = as_lists[0]
@@ -910,10 +872,11 @@ class SequentialRule:
             weight = self.alpha / comp.alpha
             p = min(p, weight * math.exp(-min(max(st["peak"], 0.0), 700.0)))
             if st["peak_d"] is not None and comp.alpha_detector:
+                horizon = max(self.horizon, 1)
                 p = min(
                     p,
                     (self.alpha / comp.alpha_detector)
-                    * comp.starts(self.horizon)
+                    * horizon
                     * math.exp(-min(max(st["peak_d"], 0.0), 700.0)),
                 )
         return min(p, 1.0)

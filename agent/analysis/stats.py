@@ -16,8 +16,7 @@ Methods and sources
   whatever the dependence between requests of one round (see below).
 * **E-detector** (regressions that start mid-window): Shin, Ramdas & Rinaldo, "E-detectors:
   a nonparametric framework for sequential change detection", 2022: a Shiryaev-Roberts
-  statistic of the same factors (the count test's e-processes start on a coarse grid of
-  rounds, so its threshold counts fewer starts).
+  statistic of the same factors.
 * **Counts as Poisson processes**: Lindon & Malek, "Anytime-valid inference for multinomial
   count data", NeurIPS 2022, and Netflix's "Sequential A/B testing keeps the world
   streaming" part 2 (2024): a count bet b x (expected events) is their Poisson likelihood
@@ -279,9 +278,7 @@ def binomial_greater(bad: float, n: float, p0: float) -> float:
 # sequential change detection", 2022): the Shiryaev-Roberts e-detector M_k = f_k (M_{k-1} + 1)
 # sums the e-processes started at every round. M_k - k is a supermartingale under H0, so over a
 # window of T rounds P(max M_k >= T / alpha) <= alpha: the same bound, for a regression that
-# starts at an unknown time. Started only at N chosen rounds (a grid), M_k - N_k (N_k: starts
-# so far) is a supermartingale, so M_k + N - N_k >= 0 is one from N and the threshold is
-# N / alpha (Ville's inequality).
+# starts at an unknown time.
 #
 # Passing on evidence: an asymptotic confidence sequence for the mean of the rounds' statistic
 # (Waudby-Smith, Arnold, Wu, Wang & Ramdas, "Time-uniform central limit theory and asymptotic
@@ -419,15 +416,13 @@ def bet_ladder(
     log_base: FloatArray,
     *,
     held: FloatArray | None = None,
-    restart: bool = True,
 ) -> tuple[FloatArray, float, float | None]:
     """One round of a ladder's bets in one pass: each row's bet on y with stakes `lam`
     (`bet_lambdas`) as `bet_log_factors_rows`, its wealth, its Shiryaev-Roberts
     e-detector (`log_sr`, None when the test has none; None entries are log 0) as
     `sr_update_rows`, and the least over rows of `log_base` plus each row's `log_mix`, for
     both. `held`: the array this function returned for exactly these lists (it is not
-    changed), saving their conversion. `restart`: the e-detector starts a new e-process this
-    round (M + 1); otherwise it only carries the ones it has (M f).
+    changed), saving their conversion.
 
     Returns ((wealth, e-detector) stacked, log e-value, log e-detector). Fused because a
     round is a few dozen numbers: numpy's cost per call, not its arithmetic, is what it
@@ -441,7 +436,7 @@ def bet_ladder(
         rows = np.array((log_wealth, log_sr), dtype=np.float64)  # None (log 0) reads as NaN
         stored = rows[1]
         stored[np.isnan(stored)] = -math.inf
-    if log_sr is not None and restart:
+    if log_sr is not None:
         np.logaddexp(rows[1], 0.0, out=rows[1])
     rows += log_f  # the wealth times f; f times (the e-detector + 1)
     # the wealth mixes the bets by their prior, the e-detector by `DETECTOR_LOG_WEIGHTS`

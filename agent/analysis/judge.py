@@ -47,8 +47,8 @@ in the rank and exceedance tests; 4: the two-sample count test's own ladder and 
 rows of 10; 5: the rank and exceedance tests bet on conformal placements and keep the
 window's histogram), or what its numbers mean (3: a count baseline's limits take its periods
 as the units, so its ladder's wealth was bet against other levels; 6: the two-sample count
-test's bets have other prior weights and its e-detector mixes only its large bets, so its
-recorded peaks were mixed otherwise), so that a restart never reads a state it cannot."""
+test's e-detector mixes only its large bets, so its recorded detector peaks were mixed
+otherwise), so that a restart never reads a state it cannot."""
 
 
 def judge(

@@ -195,10 +195,10 @@ def register(port: int, env: str) -> None:
 
 def agent_metrics(port: int) -> dict[str, float]:
     """The agent's own counters this benchmark reads: overruns, and its garbage
-    collections (how many full ones, how many paused it more than 50 ms)."""
+    collections (how many full ones, how many paused it more than 50 ms, their seconds)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
         text = resp.read().decode()
-    out = {"overruns": 0.0, "gc_full": 0.0, "gc_over_50ms": 0.0, "gc_count": 0.0}
+    out = {"overruns": 0.0, "gc_full": 0.0, "gc_over_50ms": 0.0, "gc_count": 0.0, "gc_s": 0.0}
     out |= {f"gc_over_50ms_gen{g}": 0.0 for g in range(3)}
     for line in text.splitlines():
         name, _, value = line.rpartition(" ")
@@ -210,6 +210,8 @@ def agent_metrics(port: int) -> dict[str, float]:
             out[slow] += float(value)
             if 'generation="2"' in name:
                 out["gc_full"] += float(value)
+        elif name.startswith("postflight_gc_pause_seconds_sum{"):
+            out["gc_s"] += float(value)
         elif name.startswith("postflight_gc_pause_seconds_bucket{") and 'le="0.05"' in name:
             out["gc_over_50ms"] -= float(value)
             out[slow] -= float(value)
@@ -365,6 +367,7 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
                 list(pool.map(functools.partial(register, agent_port), names(run.windows)))
             register_s = time.monotonic() - registering
             time.sleep(max(2.0, 2 * run.interval))  # every window has started its rounds
+            gc_before = agent_metrics(agent_port)["gc_s"]
             t0 = time.monotonic()
             since = time.time()
             next_sample = t0
@@ -440,6 +443,12 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
         "gc_collections": int(counted["gc_count"]),
         "gc_full_collections": int(counted["gc_full"]),
         "gc_pauses_over_50ms": int(counted["gc_over_50ms"]),
+        # the collector's pauses in the measured span, and their share of the agent's CPU
+        # seconds meanwhile (pinned alone on a core, a pause is CPU time)
+        "gc_pause_s": round(counted["gc_s"] - gc_before, 2),
+        "gc_share_of_cpu": round(
+            (counted["gc_s"] - gc_before) / max(1e-9, samples[-1].cpu - samples[0].cpu), 3
+        ),
         "gc_pauses_over_50ms_by_generation": [
             int(counted[f"gc_over_50ms_gen{g}"]) for g in range(3)
         ],
@@ -632,6 +641,7 @@ def main() -> int:
             f"{result['gc_full_collections']}/{result['gc_pauses_over_50ms']}",
             "",
         ),
+        ("GC share of CPU", result["gc_share_of_cpu"], ""),
         ("due in busiest 10%", result["round_phase_busiest_tenth"], "~0.1"),
     ]
     print(f"  {'metric':<20}{'measured':>12}{'goal':>8}")

@@ -41,13 +41,14 @@ __all__ = ["STATE_VERSION", "Glance", "Judge", "PassOn", "State", "judge"]
 
 PassOn = Literal["evidence", "no_failure"]
 
-STATE_VERSION = 5
+STATE_VERSION = 6
 """The shape of `State`; bump it when the shape changes (2: one row per confidence level
 in the rank and exceedance tests; 4: the two-sample count test's own ladder and bets, 12
 rows of 10; 5: the rank and exceedance tests bet on conformal placements and keep the
 window's histogram), or what its numbers mean (3: a count baseline's limits take its periods
-as the units, so its ladder's wealth was bet against other levels), so that a restart never
-reads a state it cannot."""
+as the units, so its ladder's wealth was bet against other levels; 6: the two-sample count
+test's e-detector mixes only its large bets, so its recorded detector peaks were mixed
+otherwise), so that a restart never reads a state it cannot."""
 
 
 def judge(
@@ -111,15 +112,26 @@ class Judge:
         new = self.advance(state, round_)
         return new, self.verdict(new, final=final)
 
-    def advance(self, state: State, round_: Mapping[str, Observation]) -> State:
+    def advance(
+        self, state: State, round_: Mapping[str, Observation], *, in_place: bool = False
+    ) -> State:
         """`step` without the verdict's wording: the new state only (`failed_round` reads
-        it). The decision benchmark calls this to replay thousands of windows quickly."""
-        new: State = self._copy(state)
+        it). The decision benchmark calls this to replay thousands of windows quickly.
+
+        `in_place`: fold into `state` itself rather than a copy, for a caller that keeps
+        no other reference to it (the daemon, one state per window): a copy is a score of
+        new containers a round, each living the round's length, which is most of what the
+        garbage collector walks at thousands of windows. The same state either way."""
+        new: State = state if in_place else self._copy(state)
         index = new["rounds"]
         new["rounds"] = index + 1
         for rule in self.rules:
             self._step_rule(rule, new["rules"][rule.name], round_.get(rule.name), index)
         return new
+
+    def copy(self, state: State) -> State:
+        """A copy of `state` that later folds `in_place` leave as it is."""
+        return self._copy(state)
 
     def failed_round(self, state: State) -> int | None:
         """The round (0-based) at which the first rule failed, if any."""

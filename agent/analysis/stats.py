@@ -321,7 +321,8 @@ TWO_SAMPLE_WEIGHTS: FloatArray = np.array(
 x5, wanted within 30 s); little on the smallest and the largest. 0.15 has the most: errors
 x1.5 at 100 req/s (with `COUNT_START_SHARE`: median 286 s against 306 s, below the
 Kayenta-style test's 300 s); more taken from the large bets costs rare errors x5 at 10 req/s
-(a round expects 0.01 bad events there, so only the largest bets stake anything)."""
+(a round expects 0.01 bad events there, so only the largest bets stake anything). Tried:
+less on 4 and 9 and on 0.05 and 0.1, more on 0.4-2: errors x1.5 at 100 req/s 304 s."""
 
 
 def register_bets(kind: str, bets: FloatArray, weights: FloatArray) -> None:
@@ -376,9 +377,11 @@ def bet_log_factors_rows(kind: str, y: FloatArray, size: FloatArray) -> FloatArr
     return out
 
 
-def log_mix_rows(log_wealth: FloatArray, kind: str) -> FloatArray:
-    """`log_mix` of each row."""
-    terms = log_wealth + BET_LOG_WEIGHTS[kind]
+def log_mix_rows(
+    log_wealth: FloatArray, kind: str, log_weights: FloatArray | None = None
+) -> FloatArray:
+    """`log_mix` of each row (with `log_weights`, one row of weights per row, instead)."""
+    terms = log_wealth + (BET_LOG_WEIGHTS[kind] if log_weights is None else log_weights)
     top = np.maximum.reduce(terms, axis=1)  # ufuncs, not methods: numpy's wrappers cost more
     if math.isfinite(np.add.reduce(top)):  # every row finite, as usual (or a rare overflow)
         mixed: FloatArray = top + np.log(np.add.reduce(np.exp(terms - top[:, None]), axis=1))
@@ -436,10 +439,38 @@ def bet_ladder(
     if log_sr is not None:
         np.logaddexp(rows[1], 0.0, out=rows[1])
     rows += log_f  # the wealth times f; f times (the e-detector + 1)
-    mixed = log_mix_rows(rows.reshape(-1, rows.shape[2]), kind).reshape(len(rows), -1)
+    # the wealth mixes the bets by their prior, the e-detector by `DETECTOR_LOG_WEIGHTS`
+    weights = np.repeat(_LADDER_LOG_WEIGHTS[kind][: len(rows)], rows.shape[1], axis=0)
+    flat = rows.reshape(-1, rows.shape[2])
+    mixed = log_mix_rows(flat, kind, weights).reshape(len(rows), -1)
     least = np.minimum.reduce(log_base + mixed, axis=1).tolist()
     return rows, least[0], least[1] if log_sr is not None else None
 
+
+TWO_SAMPLE_DETECTOR_LEAST = 2.0
+"""The two-sample count test's e-detector mixes only its bets from this one up, by their
+prior weights (renormalised): a regression that starts mid-window and can be found in the
+time left is a large one (errors x5 at 10 req/s wants about 2-4 against the ladder's levels),
+and the smaller bets' weight would cost it log(1 / their share) nats, about a nat, three
+rounds of such a regression."""
+
+
+def _detector_log_weights(kind: str, least: float) -> FloatArray:
+    """The prior's log weights restricted to the bets >= `least`, renormalised (log 0 below)."""
+    weights = np.where(BETS[kind] >= least, np.exp(BET_LOG_WEIGHTS[kind]), 0.0)
+    with np.errstate(divide="ignore"):
+        out: FloatArray = np.log(weights / weights.sum())
+    return out
+
+
+DETECTOR_LOG_WEIGHTS: dict[str, FloatArray] = {
+    "two_sample": _detector_log_weights("two_sample", TWO_SAMPLE_DETECTOR_LEAST)
+}
+_LADDER_LOG_WEIGHTS: dict[str, FloatArray] = {
+    kind: np.stack([BET_LOG_WEIGHTS[kind], DETECTOR_LOG_WEIGHTS.get(kind, BET_LOG_WEIGHTS[kind])])
+    for kind in BETS
+}
+"""A ladder's (wealth, e-detector) mixtures' log weights, stacked (`bet_ladder`)."""
 
 DETECTOR_BETS = 3
 """The e-detector mixes only the largest bets of each kind, equally weighted: a regression

@@ -57,10 +57,12 @@ log = logging.getLogger("postflight.window")
 RENEW_MARGIN_S = 5.0
 """A lease with less than a round and this much left is renewed before the round starts."""
 
-VERDICT_REFRESH_S = 5.0
+VERDICT_REFRESH_S = 30.0
 """A window's stored verdict (the API's `progress`) is worded at least this often; rounds in
 between store their figures and decision, and word it at once when the window is decided, a
-rule's state changes or a provider fails."""
+rule's state changes or a provider fails (so its outcomes are always the latest; only its
+figures may be this old). At 5 s every round of a 10 s interval was worded: an eighth of the
+agent's CPU at 5,000 windows (py-spy), for figures a round old at most."""
 
 CANARY_SAMPLES = 20_000
 """A canary's stable side: the most recent samples kept as its baseline (bounded memory)."""
@@ -465,11 +467,13 @@ class WindowWatch:
                 self.judge_rules, self.baselines, self.policy, horizon=self.horizon
             )
         judge = self.compiled
+        # the state is this watch's alone (a stored round gets a copy: `_round_summary`),
+        # so it is folded in place rather than copied each round
         state = self.judge_state or judge.start()
         for old in self.replay:
-            state = judge.advance(state, old)
+            state = judge.advance(state, old, in_place=True)
         self.replay = []
-        state = judge.advance(state, observations)
+        state = judge.advance(state, observations, in_place=True)
         return state, judge.glance(state, final=final)
 
     def _round_summary(
@@ -516,7 +520,10 @@ class WindowWatch:
             "rules": {r.name: rule_snapshot(r) for r in glance.rules},
         }
         if with_state:
-            summary["judge"] = self.judge_state
+            assert self.compiled is not None and self.judge_state is not None
+            # a copy: the next round folds the watch's own state in place, maybe before
+            # this one is stored
+            summary["judge"] = self.compiled.copy(self.judge_state)
         summary.update(self.overload.summary())
         return summary
 

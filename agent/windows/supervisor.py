@@ -32,12 +32,16 @@ from common.times import rfc3339
 log = logging.getLogger("postflight.watcher")
 
 FULL_CLAIM_EVERY = 0.25
-"""How often (a fraction of the lease) a claim pass reads every lease held, to stop at once
-a watch whose window another replica took; the passes in between (every second, and on
-each new window) read only the leases they wrote. A watch whose window was taken also
-finds out at its next write (fenced). Reading every lease each pass cost one row per
-window watched, each second and on each registration: at 5,000 windows @10 s about 4% of
-the agent's samples (py-spy), besides SQLite's thread reading them."""
+"""How often (a fraction of the lease) a claim pass reads every lease this replica holds;
+the passes in between (every second, and on each new window) read only the leases they
+wrote. A claim pass stops a watch only when its lease comes back with another epoch (it
+lapsed and was claimed afresh, by this replica). A window another replica took is not
+among the leases read at all, so no pass stops its watch: the watch finds out at its next
+write (a round stored or a lease renewed, every round at most), which the store refuses
+(fenced), and stops then; nothing it did meanwhile was acted on. Reading every lease each
+pass cost one row per window watched, each second and on each registration: at 5,000
+windows @10 s about 4% of the agent's samples (py-spy), besides SQLite's thread reading
+them."""
 
 
 class Watcher:

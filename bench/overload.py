@@ -19,6 +19,7 @@ import argparse
 import collections
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -101,6 +102,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--one-core", action="store_true", help="pin the agent to one core")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="copy the store and the agent's log here"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="postflight-overload-") as tmp:
         workdir = Path(tmp)
@@ -127,6 +131,12 @@ def main() -> int:
                 quiet=args.json,
             )
             states, reasons = windows_by_state(workdir / "postflight.db")
+            if args.keep is not None:  # to read the rounds behind a verdict afterwards
+                args.keep.mkdir(parents=True, exist_ok=True)
+                for path in [*workdir.glob("postflight.db*"), *workdir.glob("*.log")]:
+                    shutil.copy2(path, args.keep / path.name)
+                for path in workdir.glob("nginx.err"):
+                    shutil.copy2(path, args.keep / path.name)
         finally:
             receiver.send_signal(signal.SIGTERM)
             receiver.wait(timeout=10)

@@ -95,6 +95,29 @@ class LoopLag:
         self._loop.call_at(self._due, self._beat)
 
 
+def verdict_on(
+    ok: bool, error: str | None, latency: float | None, waited: float, stalled: float, late: float
+) -> Dropped | None:
+    """What of one request's measurement is the agent's (None: nothing), given that the
+    agent's loop was stalled `stalled` seconds while it waited `waited` seconds, and that
+    its reading of the answer was `late` seconds late at most (see `attributed`)."""
+    if not ok and error in _TIMED:
+        return "agent_lag" if stalled > max(AGENT_SHARE * waited, SLACK_S) else None
+    if latency is None or late <= max(AGENT_SHARE * latency, SLACK_S):
+        return None
+    return "agent_lag_latency"
+
+
+def least_latency(latency: float) -> float:
+    """The least the target can have taken for a latency the agent kept while its loop
+    was falling behind (`verdict_on`): the agent's reading may be late by its allowed
+    share (`AGENT_SHARE`, at least `SLACK_S`) plus what the heartbeat cannot see, a
+    loop turn shorter than a late beat (`BEAT_S + SLACK_S`). A saturated loop's turns
+    are that long; a target answering in under a millisecond then looks ten times
+    slower, so a relative latency rule can only be judged past this margin."""
+    return latency - max(AGENT_SHARE * latency, SLACK_S) - BEAT_S - SLACK_S
+
+
 def attributed(
     result: CheckResult, stalled: float, unattended: float = 0.0
 ) -> tuple[CheckResult, Dropped | None]:
@@ -108,19 +131,23 @@ def attributed(
     tenth of it cannot say the target did not answer in time, so the sample is dropped
     (neither ok nor an error). A latency is inflated only by the stall under way when the
     answer came, at most `unattended` (a stall earlier in the wait delays nothing: the
-    answer was not there yet), so a kept latency overstates the target's by at most
-    1/(1 - 0.1) - 1 = 11% (or 5 ms), under the +20% and more latency rules are written
-    with; a larger one is dropped. An answer's status and body are facts whatever the
-    agent's lateness: they still count. Results of several samples (a load check, which
-    times its own requests) are left as they are.
+    answer was not there yet); a larger share than a tenth of it is dropped. A kept one
+    may still overstate the target's by the heartbeat's blind spot (`least_latency`).
+    An answer's status and body are facts whatever the agent's lateness: they still
+    count. Results of several samples (a load check) attribute each request themselves
+    (`checks.load`, with `verdict_on`) and are left as they are.
     """
     if stalled <= SLACK_S or len(result.samples) != 1:
         return result, None
     sample = result.samples[0]
-    if not sample.ok and sample.error in _TIMED:
-        waited = result.duration_s
-        if stalled <= max(AGENT_SHARE * waited, SLACK_S):
-            return result, None
+    latency = sample.latency_s
+    waited = result.duration_s
+    dropped = verdict_on(
+        sample.ok, sample.error, latency, waited, stalled, min(unattended, stalled)
+    )
+    if dropped is None:
+        return result, None
+    if dropped == "agent_lag":
         message = (
             f"dropped: the agent's event loop was stalled {stalled:.3f}s of the"
             f" {waited:.3f}s this run waited (agent overloaded; was: {result.message})"
@@ -131,14 +158,23 @@ def attributed(
             "stalled_s": round(stalled, 4),
             "target": sample.target,
         }
-        dropped = CheckResult(
-            result.check, result.type, True, (), message, result.duration_s, details
-        )
-        return dropped, "agent_lag"
-    latency = sample.latency_s
-    if latency is None or min(unattended, stalled) <= max(AGENT_SHARE * latency, SLACK_S):
-        return result, None
-    kept = Sample(
+        out = CheckResult(result.check, result.type, True, (), message, result.duration_s, details)
+        return out, "agent_lag"
+    kept = without_latency(sample)
+    details = {
+        **result.details,
+        "latency_dropped": "agent_lag",
+        "stalled_s": round(min(unattended, stalled), 4),
+    }
+    out = CheckResult(
+        result.check, result.type, result.ok, (kept,), result.message, result.duration_s, details
+    )
+    return out, "agent_lag_latency"
+
+
+def without_latency(sample: Sample) -> Sample:
+    """`sample` as an answer whose latency is the agent's: its status and body still count."""
+    return Sample(
         check=sample.check,
         ok=sample.ok,
         latency_s=None,
@@ -146,21 +182,4 @@ def attributed(
         error=sample.error,
         bytes=sample.bytes,
         target=sample.target,
-    )
-    details = {
-        **result.details,
-        "latency_dropped": "agent_lag",
-        "stalled_s": round(min(unattended, stalled), 4),
-    }
-    return (
-        CheckResult(
-            result.check,
-            result.type,
-            result.ok,
-            (kept,),
-            result.message,
-            result.duration_s,
-            details,
-        ),
-        "agent_lag_latency",
     )

@@ -6,7 +6,9 @@ it got going, so a slow target cannot hide its slowness by slowing the load
 down (no coordinated omission). Past `max_in_flight` a due request is counted
 as dropped rather than delayed. Latencies go into an HDR histogram (the
 `hdrhistogram` package) for the summary; every request is also a sample for
-the judge.
+the judge. What the agent's own stalled event loop made of a request (`checks.lag`) is
+the agent's, not the target's: a timeout it could not watch is dropped, a latency it
+read late loses its latency (its status counts), each counted in the result's details.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from yarl import URL
 from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
 from checks.exchange import ProbeFailed, exchange
 from checks.expect import Body, Expect, Expectation
+from checks.lag import SLACK_S, Dropped, LoopLag, verdict_on, without_latency
 from checks.request import ClientOptions, RequestSpec, prepared, target_url
+from checks.ticks import ticks
 from common.durations import Duration, Fraction, format_duration
 from common.redaction import Redactor
 
@@ -243,6 +247,13 @@ class _LoadRun:
         self.first_start = self.last_start = self.last_done = 0.0
         self.sent = 0
         self.first_error: str | None = None
+        self.completed = 0
+        """Answers received (the histogram holds only the latencies the agent vouches for)."""
+        self.lag: LoopLag = ticks().lag
+        self.agent_lag = 0
+        """Requests dropped as the agent's (`checks.lag`): a timeout its stall could cause."""
+        self.agent_lag_latency = 0
+        """Answers whose latency was the agent's stall (the answer still counts)."""
 
     async def drive(self) -> None:
         """Start each request when due; catch up at once if the loop woke late."""
@@ -289,18 +300,23 @@ class _LoadRun:
             self.last_start = sent
             self.sent += 1
             self.lag_us.record_value(max(1, int((sent - due) * 1e6)))
+        mark = self.lag.total()
         try:
             reply = await exchange(
                 self.session,
                 self.check.request,
                 self.url,
                 client_timeout=self.check.client_timeout,
-                # Late: count from when it was due (the stall is the target's latency
-                # as a user would see it). Early, within a timer tick: from when it left.
+                # Late: count from when it was due, as a user would see it (a start the
+                # agent's stall delayed is then dropped: `_agents`). Early, within a timer
+                # tick: from when it left.
                 started=min(due, sent),
             )
         except ProbeFailed as failed:
             if counted:
+                if self._agents(False, failed.kind, None, sent, due, mark) == "agent_lag":
+                    self.agent_lag += 1
+                    return
                 self.errors[failed.kind] += 1
                 self.first_error = self.first_error or failed.message
                 self.samples.append(
@@ -316,31 +332,62 @@ class _LoadRun:
             reply.status, reply.headers, Body(reply.body), reply.latency_s, self.redactor
         )
         error = mismatches[0].kind if mismatches else None
+        sample = Sample(
+            check=cfg.name,
+            ok=error is None,
+            latency_s=reply.latency_s,
+            status=reply.status,
+            error=error,
+            bytes=reply.size,
+            target=self.ctx.target,
+        )
+        dropped = self._agents(sample.ok, error, reply.latency_s, sent, due, mark)
+        if dropped == "agent_lag":  # too slow (`max_latency`) by the agent's stall
+            self.agent_lag += 1
+            return
+        self.completed += 1
         if error is not None:
             self.errors[error] += 1
             self.first_error = self.first_error or str(mismatches[0])
         self.statuses[reply.status] += 1
+        if dropped == "agent_lag_latency":
+            self.agent_lag_latency += 1
+            self.samples.append(without_latency(sample))
+            return
         recorded_us = max(1, int(reply.latency_s * 1e6))
         self.latency_us.record_value(recorded_us)
         self.latency_sum_us += recorded_us
-        self.samples.append(
-            Sample(
-                check=cfg.name,
-                ok=error is None,
-                latency_s=reply.latency_s,
-                status=reply.status,
-                error=error,
-                bytes=reply.size,
-                target=self.ctx.target,
-            )
-        )
+        self.samples.append(sample)
+
+    def _agents(
+        self,
+        ok: bool,
+        error: str | None,
+        latency: float | None,
+        sent: float,
+        due: float,
+        mark: float,
+    ) -> Dropped | None:
+        """What of this request's measurement the agent's loop caused (`checks.lag`):
+        its stall while the request was out (since `mark`), and for a latency, which
+        counts from when the request was due, also how late it went out (this open
+        model waits on nothing but the loop, so a late start is the agent's)."""
+        stalled = self.lag.total() - mark
+        late_start = max(0.0, sent - due)
+        if stalled <= SLACK_S and late_start <= SLACK_S:
+            return None
+        waited = time.perf_counter() - sent
+        late = min(self.lag.unattended(), stalled) + late_start
+        return verdict_on(ok, error, latency, waited, stalled, late)
 
     def result(self) -> CheckResult:
         cfg = self.cfg
         _, scheduled = cfg.requests()
         failed = sum(self.errors.values())
-        error_rate = failed / scheduled
-        completed = self.latency_us.get_total_count()
+        judged = scheduled - self.agent_lag  # the agent's drops are neither ok nor errors
+        error_rate = failed / judged if judged else 0.0
+        completed = self.completed
+        measured = self.latency_us.get_total_count()
         ok_count = completed - sum(v for k, v in self.errors.items() if k in _RESPONSE_ERRORS)
         span = self.last_start - self.first_start
         achieved = (self.sent - 1) / span if self.sent > 1 and span > 0 else float(self.sent)
@@ -348,7 +395,7 @@ class _LoadRun:
         throughput = ok_count / busy if busy > 0 else 0.0
         latency = {f"p{p:g}": _ms(self.latency_us.get_value_at_percentile(p)) for p in PERCENTILES}
         latency["max"] = _ms(self.latency_us.get_max_value())
-        latency["mean"] = round(self.latency_sum_us / completed / 1000, 3) if completed else 0.0
+        latency["mean"] = round(self.latency_sum_us / measured / 1000, 3) if measured else 0.0
         details: dict[str, Any] = {
             "rate": cfg.rate,
             "duration_s": cfg.duration,
@@ -363,19 +410,28 @@ class _LoadRun:
             "status_counts": {str(k): v for k, v in sorted(self.statuses.items())},
             "achieved_rate": round(achieved, 3),
             "throughput": round(throughput, 3),
-            "latency_ms": latency if completed else {},
+            "latency_ms": latency if measured else {},
             "start_lag_ms": {
                 "p99": _ms(self.lag_us.get_value_at_percentile(99)),
                 "max": _ms(self.lag_us.get_max_value()),
             },
-            "hdr_latency_us": self.latency_us.encode().decode("ascii") if completed else None,
+            "hdr_latency_us": self.latency_us.encode().decode("ascii") if measured else None,
         }
+        if self.agent_lag or self.agent_lag_latency:  # counted by `agent.windows.probing`
+            details["agent_lag"] = {
+                "agent_lag": self.agent_lag,
+                "agent_lag_latency": self.agent_lag_latency,
+            }
+            details["target"] = self.ctx.target
         self._release()
         ok = error_rate <= cfg.max_error_rate
         summary = (
             f"{scheduled} requests at {cfg.rate:g}/s over {format_duration(cfg.duration)}: "
             f"p50 {latency['p50']:.1f}ms p99 {latency['p99']:.1f}ms, "
             f"{error_rate:.1%} errors ({self.dropped} dropped)"
+            if measured
+            else f"{scheduled} requests at {cfg.rate:g}/s: {completed} answers, none timed by"
+            f" the agent (agent overloaded), {self.dropped} dropped"
             if completed
             else f"{scheduled} requests at {cfg.rate:g}/s: no response, {self.dropped} dropped"
         )

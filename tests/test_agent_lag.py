@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
-from agent.analysis.types import Rule, RuleVerdict, Verdict
+from agent.analysis.types import Observation, Rule, RuleVerdict, Verdict
 from agent.analysis.verdicts import Glance, RuleGlance
 from agent.metrics import Metrics
 from agent.records import RoundRecord
@@ -248,6 +249,7 @@ def test_a_rounds_drops_are_in_its_summary_and_its_live_event() -> None:
     assert summary["dropped"] == {
         "agent_lag": 1,
         "agent_lag_latency": 1,
+        "runs": 3,
         "text": "2 samples dropped: agent overloaded",
     }
     record = RoundRecord(ID, 1, NOW, {"decision": "continue", **summary})
@@ -255,3 +257,141 @@ def test_a_rounds_drops_are_in_its_summary_and_its_live_event() -> None:
     assert tally.lost(LATENCY[0]) and not tally.lost(ERRORS[0])  # 2 of 3, 1 of 3
     tally.note([ok], logging.LoggerAdapter(logging.getLogger("test")))
     assert tally.summary() == {} and not tally.lost(LATENCY[0])  # 2 of 4: not most
+
+
+LOAD = """
+server: {{api_tokens: [tok-1234567890abcdef]}}
+environments:
+  production:
+    base_url: {url}
+    interval: 2s
+    checks:
+      - {{name: feed, type: load, path: /health, rate: 50/s, duration: 1s, warmup: 0s,
+          timeout: 400ms}}
+"""
+
+
+def _loops() -> list[Any]:
+    import uvloop  # a dev dependency: the Docker image's loop
+
+    return [
+        pytest.param(asyncio.new_event_loop, id="asyncio"),
+        pytest.param(uvloop.new_event_loop, id="uvloop"),
+    ]
+
+
+@pytest.mark.parametrize("new_loop", _loops())
+def test_a_load_checks_requests_the_stalled_agent_delayed_are_not_the_targets(
+    target: ThreadTarget, new_loop: Callable[[], asyncio.AbstractEventLoop]
+) -> None:
+    """A load check times its own requests: the agent's loop stalls 0.6 s mid-run while
+    a 300 ms target answers every request on time. Old code: the requests due during the
+    stall carried it in their latency (up to 0.9 s), and on uvloop (timers before reads)
+    those in flight timed out as the target's errors. Now each is dropped as the agent's,
+    counted like probes' drops (`postflight_samples_dropped_total`), answers still count."""
+    target.delay_s = 0.3
+    text = LOAD.format(url=target.url)
+    env = load_settings_text(text).environments["production"]
+    metrics = Metrics()
+
+    async def scenario() -> list[CheckResult]:
+        loop = asyncio.get_running_loop()
+        async with TargetSessions() as sessions:
+            probe = EnvironmentProbe("production", env, sessions, metrics)
+            loop.call_later(0.1, time.sleep, 0.6)  # the agent stalls mid-run
+            try:
+                return await probe.run_round(2.0, probes=1)
+            finally:
+                for check in probe.checks:
+                    await check.aclose()
+
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        [result] = runner.run(scenario())
+    assert not [s for s in result.samples if not s.ok], (result.message, result.details)
+    assert target.answered >= len(result.samples)  # every answer counted came from it
+    assert all(s.latency_s is None or s.latency_s < 0.5 for s in result.samples)
+    own = result.details["agent_lag"]
+    assert own["agent_lag"] + own["agent_lag_latency"] >= 25  # due in the stall, or in flight
+    assert len(result.samples) + own["agent_lag"] == 50
+    for reason in ("agent_lag", "agent_lag_latency"):
+        assert _dropped(metrics, reason) == own[reason]
+    tally = DropTally()
+    tally.note([result], logging.LoggerAdapter(logging.getLogger("test")))
+    assert (tally.runs, tally.samples, tally.latency) == (
+        50,
+        own["agent_lag"],
+        own["agent_lag_latency"],
+    )
+
+
+MS = 0.001
+LATENCY_UP = Rule("probe-latency", "checks", "latency_p95", max_increase=0.2)
+LATENCY_MAX = Rule("probe-latency", "checks", "latency_p95", max=0.3)
+
+
+def _latency_fail(observed: float) -> tuple[Glance, Verdict]:
+    evidence = {"streak": 2}
+    glance = Glance("fail", (RuleGlance("probe-latency", "fail", observed, evidence),))
+    rule = RuleVerdict(
+        "probe-latency", "checks", "latency_p95", "fail", observed, None, "max_increase 20%", "d"
+    )
+    return glance, Verdict("fail", "probe-latency: latency_p95 above baseline", (rule,))
+
+
+def _baseline(value: float) -> dict[str, Observation]:
+    return {"probe-latency": Observation(value)}
+
+
+def test_a_latency_fail_within_the_agents_own_delay_is_not_a_rollback() -> None:
+    """What the saturated A/A benchmark rolled back: a target answering in 1 ms, read a few
+    ms late by an agent whose loop fell behind (some probes dropped, the rest kept late but
+    under the drop rule's 5 ms floor). The fail is within the agent's delay: inconclusive,
+    saying why, never a rollback."""
+    glance, verdict = _latency_fail(6 * MS)
+    held_glance, held = _tally(100, 3, latencies=10).guard(
+        glance, verdict, [LATENCY_UP], _baseline(1 * MS)
+    )
+    assert held_glance.decision == "inconclusive" and held is not None
+    assert held.decision == "inconclusive" and held.reason.startswith("agent overloaded:")
+    said = "probe-latency's latency_p95 6ms is within 1ms once the 20ms its own delay"
+    assert said in held.reason
+    assert held.rules[0].outcome == "inconclusive"
+    # an absolute bound: 310 ms against max 300 ms is within the agent's delay too
+    glance, verdict = _latency_fail(0.31)
+    assert _tally(100, 3).guard(glance, verdict, [LATENCY_MAX])[0].decision == "inconclusive"
+
+
+def test_a_real_latency_regression_still_fails_on_an_overloaded_or_a_quiet_agent() -> None:
+    """The guard never blinds the judge to a real regression: ×2 of a 100 ms service is far
+    past the agent's delay, overloaded or not; a quiet agent's window (nothing dropped: its
+    loop kept time) is judged on its latencies, however small."""
+    for observed, tally, base in (
+        (0.2, _tally(100, 3, latencies=10), 0.1),  # ×2 of 100 ms, agent overloaded
+        (6 * MS, _tally(100, 0), 1 * MS),  # ×6 of 1 ms, quiet agent
+        (0.4, _tally(100, 3), None),  # 400 ms against max 300 ms, overloaded
+    ):
+        glance, verdict = _latency_fail(observed)
+        rules = [LATENCY_UP] if base is not None else [LATENCY_MAX]
+        baselines = _baseline(base) if base is not None else {}
+        assert tally.guard(glance, verdict, rules, baselines) == (glance, verdict)
+
+
+async def test_a_round_stalled_for_most_of_its_probes_keeps_none_of_its_latencies() -> None:
+    """Most of a round's probes caught in the agent's stall: the latencies the others kept
+    (late under the drop rule's floor, as the saturated benchmark's were) go too, counted;
+    a round with a stall for fewer than half keeps them."""
+    metrics = Metrics()
+    async with TargetSessions() as sessions:
+        probe = _probe("http://127.0.0.1:9", sessions, metrics, probes=4)
+        ok = _result(Sample("c", ok=True, status=200, latency_s=0.004), 0.004)
+        late = attributed(_result(Sample("c", ok=True, status=200, latency_s=0.3), 0.3), 0.3, 0.3)[
+            0
+        ]
+        cut = attributed(_result(Sample("c", ok=False, error="timeout"), 1.0), 0.9)[0]
+        kept = probe._stalled_round([ok, ok, late, cut])
+        assert kept == [ok, ok, late, cut]  # 2 of 4: not most
+        before = _dropped(metrics, "agent_lag_latency")
+        out = probe._stalled_round([ok, late, cut, cut])
+    assert [s.latency_s for r in out for s in r.samples] == [None, None]
+    assert out[0].samples[0].ok and out[0].details["latency_dropped"] == "agent_lag_round"
+    assert _dropped(metrics, "agent_lag_latency") - before == 1

@@ -225,7 +225,7 @@ class WindowWatch:
             self.latest = observations
             decided = glance.decision != "continue"
             verdict = self._word(glance, final=final)
-            glance, verdict = self.overload.guard(glance, verdict, self.judge_rules)
+            glance, verdict = self.overload.guard(glance, verdict, self.judge_rules, self.baselines)
             with_state = stores_state(
                 number, observations, moving_baseline=bool(self.env.baseline_url), decided=decided
             )

@@ -2,9 +2,11 @@
 may give: never `fail` (so never a rollback), never `pass`, on rules its probes back.
 
 No I/O: counts what `checks.lag` dropped from a window's rounds, and rewrites a decided
-verdict when most of the window's probes were dropped. Why: a saturated agent reads answers
-late; the probes it dropped are the agent's problem, not the target's, and a window that
-lost most of them has no evidence either way on its `source: checks` rules.
+verdict when most of the window's probes were dropped, or when a latency rule failed by no
+more than the agent's own delay can add. Why: a saturated agent reads answers late; the
+probes it dropped are the agent's problem, not the target's, a window that lost most of
+them has no evidence either way on its `source: checks` rules, and the latencies it kept
+are still late by up to `checks.lag.least_latency`'s margin.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from agent.analysis.types import Rule, RuleVerdict, Verdict
+from agent.analysis.describe import format_value
+from agent.analysis.types import Observation, Rule, RuleVerdict, Verdict
 from agent.analysis.verdicts import Glance, RuleGlance
 from checks.base import CheckResult
+from checks.lag import least_latency
 
 OVERLOADED_SHARE = 0.5
 """A probe rule whose evidence was mostly dropped (the samples, or for a latency rule the
@@ -28,7 +32,15 @@ CHECKS = "checks"
 class DropTally:
     """What `checks.lag` dropped from one window's deploy probes: this round and in all."""
 
-    __slots__ = ("latency", "round_latency", "round_samples", "runs", "samples", "warned")
+    __slots__ = (
+        "latency",
+        "round_latency",
+        "round_runs",
+        "round_samples",
+        "runs",
+        "samples",
+        "warned",
+    )
 
     def __init__(self) -> None:
         self.runs = 0
@@ -38,6 +50,7 @@ class DropTally:
         """Answers whose latency was dropped (the answer counted)."""
         self.round_samples = 0
         self.round_latency = 0
+        self.round_runs = 0
         self.warned = False
 
     def note(self, results: Sequence[CheckResult], log: logging.LoggerAdapter[Any]) -> None:
@@ -46,6 +59,17 @@ class DropTally:
         samples = latency = runs = 0
         for result in results:
             details = result.details
+            own = details.get("agent_lag")
+            if own is not None or len(result.samples) > 1:  # a load run: each request counts
+                if details.get("target", result.samples[0].target if result.samples else "") != (
+                    "deploy"
+                ):
+                    continue
+                dropped = own or {}
+                samples += dropped.get("agent_lag", 0)
+                latency += dropped.get("agent_lag_latency", 0)
+                runs += len(result.samples) + dropped.get("agent_lag", 0)
+                continue
             if result.samples:
                 if result.samples[0].target != "deploy":
                     continue
@@ -59,7 +83,7 @@ class DropTally:
         self.runs += runs
         self.samples += samples
         self.latency += latency
-        self.round_samples, self.round_latency = samples, latency
+        self.round_samples, self.round_latency, self.round_runs = samples, latency, runs
         if (samples or latency) and not self.warned:
             self.warned = True
             log.warning(
@@ -78,6 +102,7 @@ class DropTally:
             "dropped": {
                 "agent_lag": self.round_samples,
                 "agent_lag_latency": self.round_latency,
+                "runs": self.round_runs,
                 "text": self.words(self.round_samples + self.round_latency),
             }
         }
@@ -85,8 +110,11 @@ class DropTally:
     def note_summary(self, summary: Mapping[str, Any]) -> None:
         """A stored round (a restart resumes the window's counts)."""
         checks = summary.get("checks") or {}
-        self.runs += sum(int(entry.get("runs", 0)) for entry in checks.values())
         dropped = summary.get("dropped") or {}
+        if "runs" in dropped:  # each load request counted as a run
+            self.runs += int(dropped["runs"])
+        else:
+            self.runs += sum(int(entry.get("runs", 0)) for entry in checks.values())
         self.samples += int(dropped.get("agent_lag", 0))
         self.latency += int(dropped.get("agent_lag_latency", 0))
 
@@ -104,14 +132,20 @@ class DropTally:
         return lost > OVERLOADED_SHARE * self.runs
 
     def guard(
-        self, glance: Glance, verdict: Verdict | None, rules: Sequence[Rule]
+        self,
+        glance: Glance,
+        verdict: Verdict | None,
+        rules: Sequence[Rule],
+        baselines: Mapping[str, Observation] | None = None,
     ) -> tuple[Glance, Verdict | None]:
         """The decision an overloaded agent may give.
 
         A running window's words say how many probes were dropped so far. A decided
         window ends `inconclusive`, saying so, when a rule lost most of its evidence
-        (`lost`) — unless it failed on a rule that did not (a provider's rule, whose
-        evidence is the service's own, or an error rule whose answers were kept)."""
+        (`lost`), or failed as a latency rule by no more than the agent's own delay can
+        add to what it kept (`agent_limited`, against `baselines` by rule) — unless it
+        failed on a rule that did neither (a provider's rule, whose evidence is the
+        service's own, or an error rule whose answers were kept)."""
         if glance.decision == "continue":
             if verdict is None or not (self.samples or self.latency):
                 return glance, verdict
@@ -119,6 +153,16 @@ class DropTally:
             said = f"{verdict.reason} ({self.words(self.samples + self.latency)}, so far)"
             return glance, Verdict(verdict.decision, said, verdict.rules)
         held = {rule.name for rule in rules if self.lost(rule)}
+        limited: dict[str, str] = {}
+        if glance.decision == "fail" and (self.samples or self.latency):
+            by_name = {rule.name: rule for rule in rules}
+            for r in glance.rules:
+                rule = by_name.get(r.name)
+                if r.outcome == "fail" and rule is not None and r.name not in held:
+                    why = agent_limited(rule, r.observed, (baselines or {}).get(r.name))
+                    if why is not None:
+                        limited[r.name] = why
+        held |= limited.keys()
         if not held:
             return glance, verdict
         if glance.decision == "fail" and any(
@@ -128,14 +172,40 @@ class DropTally:
         glance = Glance("inconclusive", tuple(_held_glance(r, held) for r in glance.rules))
         if verdict is None:
             return glance, None
+        late = "".join(f"; {why}" for _, why in sorted(limited.items()))
         reason = (
             f"agent overloaded: {self.words(self.samples + self.latency)} ({self.samples} "
             f"timeouts, {self.latency} latencies) of {self.runs} probes — its own event loop"
-            f" was stalled while they ran, so {', '.join(sorted(held))} cannot be judged and"
-            " nothing is rolled back (the judge alone said:"
+            f" was stalled while they ran{late}, so {', '.join(sorted(held))} cannot be judged"
+            " and nothing is rolled back (the judge alone said:"
             f" {verdict.decision}: {verdict.reason})"
         )
         return glance, Verdict("inconclusive", reason, tuple(_held(r, held) for r in verdict.rules))
+
+
+def agent_limited(rule: Rule, observed: float | None, base: Observation | None) -> str | None:
+    """Why a failed probe latency rule may be the agent's own delay (None: it is not), on
+    a window whose loop fell behind: the latencies it kept may each be late by up to
+    `checks.lag.least_latency`'s margin, so the window's figure less that margin must
+    still be past the rule's limit (a bound, or the baseline's figure plus the allowed
+    increase) for the fail to be the target's. A real slowdown of a service that answers
+    in tens of milliseconds or more is past it; a sub-millisecond target's few
+    milliseconds of agent delay are not."""
+    if rule.source != CHECKS or not rule.metric.startswith("latency_") or observed is None:
+        return None
+    if rule.direction != "increase":
+        return None  # the agent's delay only ever adds to a latency
+    limits = [] if rule.max is None else [rule.max]
+    if rule.max_increase is not None and base is not None and base.value is not None:
+        limits.append(base.value * (1.0 + rule.max_increase))
+    if not limits or least_latency(observed) > min(limits):
+        return None
+    figure, limit = format_value(rule.metric, observed), format_value(rule.metric, min(limits))
+    margin = format_value(rule.metric, observed - least_latency(observed))
+    return (
+        f"{rule.name}'s {rule.metric} {figure} is within {limit} once the {margin} its own"
+        " delay can add to a reading it kept is taken off"
+    )
 
 
 def _held_glance(rule: RuleGlance, probed: Iterable[str]) -> RuleGlance:

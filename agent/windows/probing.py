@@ -7,6 +7,7 @@ I/O at the edge: checks reach the target; everything returned is typed samples.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -21,7 +22,7 @@ from agent.metrics import Metrics
 from agent.settings import EnvironmentSettings
 from agent.store.base import Store
 from checks.base import Check, CheckContext, CheckResult, Sample, Target
-from checks.lag import SLACK_S, Dropped, LoopLag, attributed
+from checks.lag import SLACK_S, Dropped, LoopLag, attributed, without_latency
 from checks.registry import Started, build_check, run_check, start_check
 from checks.sessions import TargetSessions
 from checks.ticks import ticks
@@ -138,19 +139,28 @@ class EnvironmentProbe:
 
     def _attributed(self, result: CheckResult, lag: LoopLag, mark: float) -> CheckResult:
         """`result` with what the agent's own stall (since `lag.total()` was `mark`, at the
-        run's start) made of it dropped (`checks.lag.attributed`), and the drop counted."""
+        run's start) made of it dropped (`checks.lag.attributed`), and the drop counted;
+        a load run, which attributes each of its requests itself, has its drops counted."""
+        own = result.details.get("agent_lag")
+        if own:
+            for reason, count in own.items():
+                self._count_dropped(reason, count)
+            return result
         stalled = lag.total() - mark
         if stalled <= SLACK_S:
             return result
         result, dropped = attributed(result, stalled, lag.unattended())
         if dropped is not None:
-            counter = self._dropped.get(dropped)
-            if counter is None:
-                counter = self._dropped[dropped] = self.metrics.samples_dropped_total.labels(
-                    self.name, dropped
-                )
-            counter.inc()
+            self._count_dropped(dropped, 1)
         return result
+
+    def _count_dropped(self, reason: Dropped, count: int) -> None:
+        counter = self._dropped.get(reason)
+        if counter is None:
+            counter = self._dropped[reason] = self.metrics.samples_dropped_total.labels(
+                self.name, reason
+            )
+        counter.inc(count)
 
     def _count(self, check: Check, target: Target, result: CheckResult) -> None:
         """A deploy run's metrics (runs by result, duration); a run dropped as the agent's
@@ -188,7 +198,8 @@ class EnvironmentProbe:
         a window's round overrun); background runs, on no schedule, pass False and wait
         for each probe's own timeout. Each probe is started by a timer at its time (no task
         sleeping until then), an http probe without a task at all (`start_once`); results
-        come back in check, target, probe order."""
+        come back in check, target, probe order; in a round whose loop was stalled for most
+        of its probes, none keeps its latency (`_stalled_round`)."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         end = start + interval
@@ -205,7 +216,34 @@ class EnvironmentProbe:
             step = max(0.0, interval - room) / runs
             for target in targets:
                 plan.extend((start + i * step, fitted, target, room) for i in range(runs))
-        return await self._launch(loop, plan, end if on_time else None)
+        return self._stalled_round(await self._launch(loop, plan, end if on_time else None))
+
+    def _stalled_round(self, results: list[CheckResult]) -> list[CheckResult]:
+        """`results`, where most of the round's probes were caught in a stall of the
+        agent's loop (`checks.lag` dropped them or their latency), without the latencies
+        the rest kept, each counted as `agent_lag_latency`: a loop that stalled that often
+        is late at every read (a kept latency there was measured up to 30 ms late for a
+        target answering in under one; the drop rule's 5 ms floor let them through)."""
+        probes = caught = 0
+        for result in results:
+            if len(result.samples) > 1:
+                continue  # a load run attributes each of its requests itself
+            probes += 1
+            details = result.details
+            if details and ("latency_dropped" in details or details.get("dropped")):
+                caught += 1
+        if not caught or caught <= STALLED_ROUND_SHARE * probes:
+            return results
+        out = []
+        for result in results:
+            if len(result.samples) != 1 or result.samples[0].latency_s is None:
+                out.append(result)
+                continue
+            details = {**result.details, "latency_dropped": "agent_lag_round"}
+            samples = (without_latency(result.samples[0]),)
+            out.append(dataclasses.replace(result, samples=samples, details=details))
+            self._count_dropped("agent_lag_latency", 1)
+        return out
 
     async def _launch(
         self,
@@ -283,6 +321,11 @@ class EnvironmentProbe:
                 self.stop_started(run)
             started.clear()
         return [r for r in results if r is not None]
+
+
+STALLED_ROUND_SHARE = 0.5
+"""A round in which more than this share of the probes were caught in the agent's stall
+keeps none of its latencies (`EnvironmentProbe._stalled_round`)."""
 
 
 class Limit:

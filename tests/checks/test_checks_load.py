@@ -66,8 +66,12 @@ async def test_steady_run_reports_percentiles_and_one_sample_per_request(
     )
     assert result.ok, result.message
     assert len(result.samples) == 50 == target.hits
-    assert all(s.ok and s.status == 200 and s.latency_s for s in result.samples)
+    assert all(s.ok and s.status == 200 for s in result.samples)
     d = result.details
+    # every latency is kept, but for one the agent's own loop delayed past its share (a
+    # busy machine's scheduler does, now and then): dropped and counted, never dropped silently
+    agents = d.get("agent_lag", {}).get("agent_lag_latency", 0)
+    assert sum(1 for s in result.samples if s.latency_s) + agents == 50 and agents < 25
     assert d["requests"] == d["sent"] == d["completed"] == 50
     assert d["dropped"] == d["errors"] == 0 and d["error_rate"] == 0
     lat = d["latency_ms"]
@@ -108,10 +112,13 @@ async def test_overflow_is_dropped_not_delayed(
     assert "(17 dropped), above the 1.0% allowed" in result.message
 
 
-async def test_latency_counts_from_when_a_request_was_due(
+async def test_requests_due_while_the_agent_stalled_lose_their_latency_not_their_answer(
     aiohttp_server: AiohttpServer, make_ctx: MakeContext
 ) -> None:
-    """Requests that fell due while the agent was stalled carry the stall in their latency."""
+    """Latency counts from when a request was due, but a request that fell due while the
+    agent's own loop was stalled went out late because of the agent (this open model waits
+    for nothing else): its answer counts, its latency (the stall) is dropped as the
+    agent's (`checks.lag`), and the start lag still shows it."""
     target = Target()
     base = await target.start(aiohttp_server)
 
@@ -122,7 +129,9 @@ async def test_latency_counts_from_when_a_request_was_due(
     check = load(rate="100/s", duration="600ms")
     result, _ = await asyncio.gather(run(check, make_ctx, base), stall())
     assert result.ok, result.message
-    assert result.details["latency_ms"]["max"] >= 200
+    assert result.details["latency_ms"]["max"] < 200
+    assert result.details["agent_lag"]["agent_lag_latency"] >= 20
+    assert len(result.samples) == 60 and all(s.ok for s in result.samples)
     assert result.details["start_lag_ms"]["max"] >= 200
     assert target.hits == 60
 

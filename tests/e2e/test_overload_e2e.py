@@ -96,3 +96,57 @@ async def test_a_stalled_agent_never_rolls_back_a_healthy_deploy(
     assert receiver.attempts == []
     told = [a.message for a in await json_sink.wait_for(1, within=10)]
     assert any("agent overloaded" in m for m in told), told
+
+
+def relative_environment(target: ThreadTarget, receiver_url: str) -> str:
+    """A relative latency rule (the benchmark's `max_increase 20%`) against a baseline the
+    agent measured with a free loop, judged by a threshold policy (two breached rounds)."""
+    return f"""
+    production:
+      base_url: {target.url}
+      window: 4s
+      interval: 500ms
+      background_interval: 200ms
+      probes_per_round: 3
+      checks:
+        - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
+      analysis: {{policy: threshold, failure_limit: 2}}
+      rules:
+        - {{name: probe-latency, source: checks, metric: latency_p95, max_increase: 20%}}
+      rollback: {{url: {receiver_url}, secret: {SECRET}, backoff: 100ms}}
+    """
+
+
+async def test_a_fast_targets_latency_read_late_by_a_busy_agent_is_no_rollback(
+    start_agent: AgentFactory,
+    target: ThreadTarget,
+    rollback_receiver: Any,
+) -> None:
+    """What the saturated A/A benchmark still rolled back: a target answering in about a
+    millisecond, its answers read ~8 ms late by an agent whose loop is busy (under the drop
+    rule's 5 ms floor, so kept), now and then stalled for long (those dropped). The old
+    code failed the latency rule on the kept latencies and rolled back; now the fail is
+    within the agent's own delay: `inconclusive`, "agent overloaded", nothing received."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    agent = await start_agent(relative_environment(target, receiver.url))
+    await asyncio.sleep(1.5)  # a baseline, probed by a free loop
+    deploy = await agent.register("production", "v2.4.2")
+    loop = asyncio.get_running_loop()
+    requests = 0
+
+    def busy() -> None:
+        nonlocal requests
+        requests += 1
+        time.sleep(STALL_S if requests % 5 == 0 else 0.008)
+
+    target.on_request = lambda: loop.call_soon_threadsafe(busy)
+    try:
+        final = await agent.settled(deploy["id"], within=60)
+    finally:
+        target.on_request = None
+    assert final["state"] == "inconclusive", final
+    reason = final["verdict"]["reason"]
+    assert reason.startswith("agent overloaded:") and "its own delay can add" in reason, reason
+    assert final["rollback"] is None
+    await asyncio.sleep(0.3)
+    assert receiver.attempts == []

@@ -24,6 +24,7 @@ import httptools
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from checks.request import Request
 from checks.sessions import lean_client
 from checks.wire import (
     Disconnected,
@@ -96,19 +97,14 @@ def os_reason(exc: OSError) -> str:
 
 async def exchange(
     session: aiohttp.ClientSession,
-    method: str,
+    request: Request,
     url: URL,
     *,
     client_timeout: aiohttp.ClientTimeout | float,
-    headers: dict[str, str] | None = None,
-    data: bytes | None = None,
-    allow_redirects: bool = True,
-    max_redirects: int = 10,
-    verify_tls: bool = True,
-    keep_body: bool = False,
     started: float | None = None,
 ) -> Reply:
-    """Send one request and read the whole response; raises `ProbeFailed` when none came.
+    """Send `request` to `url` and read the whole response; raises `ProbeFailed` when none
+    came.
 
     `client_timeout` in seconds is a total (a probe fitted to its round's end: no
     `ClientTimeout` built per probe unless aiohttp needs one). `started` (a
@@ -121,44 +117,33 @@ async def exchange(
     else:
         total = client_timeout.total if _total_only(client_timeout) else -1.0
     lean = lean_client(session)
-    if lean is not None and total != -1.0 and lean.supports(method, url, headers):
+    if lean is not None and total != -1.0 and lean.supports(request.method, url, request.headers):
         try:
-            return await _lean_exchange(
-                lean,
-                method,
-                url,
-                total,
-                headers,
-                data,
-                allow_redirects,
-                keep_body,
-                t0,
-                started,
-            )
+            return await _lean_exchange(lean, request, url, total, t0, started)
         except Unsupported:
             # Nothing was recorded yet: this request goes through aiohttp, now and from now on.
-            lean.decline(method, url)
+            lean.decline(request.method, url)
             t0 = time.perf_counter() if started is None else started
     if isinstance(client_timeout, int | float):
         client_timeout = aiohttp.ClientTimeout(total=client_timeout)
     try:
         async with session.request(
-            method,
+            request.method,
             url,
-            headers=headers or None,  # an empty dict still costs aiohttp a header merge
-            data=data,
+            headers=request.headers or None,  # an empty dict still costs aiohttp a header merge
+            data=request.data,
             timeout=client_timeout,
-            allow_redirects=allow_redirects,
-            max_redirects=max_redirects,
-            ssl=verify_tls,
+            allow_redirects=request.allow_redirects,
+            max_redirects=request.max_redirects,
+            ssl=request.verify_tls,
         ) as resp:
             length = resp.content_length
             if length is not None and length <= _READ_WHOLE_BYTES:
                 raw = await resp.read()
                 size = len(raw)
-                body = raw if keep_body else b""
+                body = raw if request.keep_body else b""
             else:
-                body, size = await _stream(resp, KEEP_BODY_BYTES if keep_body else 0)
+                body, size = await _stream(resp, KEEP_BODY_BYTES if request.keep_body else 0)
             latency = time.perf_counter() - t0
             return Reply(resp.status, resp.headers, body, size, latency, resp.url)
     except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
@@ -176,24 +161,20 @@ def _total_only(timeout: aiohttp.ClientTimeout) -> bool:
 
 async def _lean_exchange(
     lean: LeanClient,
-    method: str,
+    request: Request,
     url: URL,
     timeout_s: float | None,
-    headers: dict[str, str] | None,
-    data: bytes | None,
-    allow_redirects: bool,
-    keep_body: bool,
     t0: float,
     started: float | None,
 ) -> Reply:
     """`exchange` on the lean client: the same `Reply`, or the same `ProbeFailed`."""
-    request = lean.head(method, url, headers, data)
+    head = lean.head(request.method, url, request.headers, request.data)
     try:
-        parsed, sent = await lean.request(request, url, timeout_s, keep_body)
+        parsed, sent = await lean.request(head, url, timeout_s, request.keep_body)
     except (*_LEAN_FAILURES, httptools.HttpParserError) as exc:
         kind, message = _lean_failure(exc, url, timeout_s)
         raise ProbeFailed(kind, message, time.perf_counter() - t0) from exc
-    return _lean_reply(parsed, url, allow_redirects, t0 if started is not None else sent)
+    return _lean_reply(parsed, url, request.allow_redirects, t0 if started is not None else sent)
 
 
 def _lean_reply(parsed: Parsed, url: URL, allow_redirects: bool, since: float) -> Reply:
@@ -216,16 +197,10 @@ Outcome = Callable[["Reply | BaseException"], None]
 
 def exchange_now(
     session: aiohttp.ClientSession,
-    method: str,
+    request: Request,
     url: URL,
     *,
     timeout_s: float,
-    headers: dict[str, str] | None,
-    data: bytes | None,
-    allow_redirects: bool,
-    max_redirects: int,
-    verify_tls: bool,
-    keep_body: bool,
     outcome: Outcome,
 ) -> Sending | None:
     """`exchange` without a task or a coroutine, when the lean client can send the request
@@ -234,99 +209,48 @@ def exchange_now(
     What the lean path hands back (a redirect to follow, a codec it lacks) goes through
     `exchange` in a task, as there."""
     lean = lean_client(session)
-    if lean is None or not lean.supports(method, url, headers):
+    if lean is None or not lean.supports(request.method, url, request.headers):
         return None
-    now = _Now(
-        session,
-        lean,
-        method,
-        url,
-        timeout_s,
-        headers,
-        data,
-        allow_redirects,
-        max_redirects,
-        verify_tls,
-        keep_body,
-        outcome,
-    )
-    return lean.send_now(
-        lean.head(method, url, headers, data), url, timeout_s, keep_body, now.answered
-    )
+    now = _Now(session, lean, request, url, timeout_s, outcome)
+    head = lean.head(request.method, url, request.headers, request.data)
+    return lean.send_now(head, url, timeout_s, request.keep_body, now.answered)
 
 
 class _Now:
-    """One `exchange_now` under way: its arguments, for the answer (an object with slots,
-    not a closure: a cell per captured name costs more than the probe's other objects)."""
+    """One `exchange_now` under way: what its answer needs (an object with slots, not a
+    closure: a cell per captured name costs more than the probe's other objects)."""
 
-    __slots__ = (
-        "allow_redirects",
-        "data",
-        "headers",
-        "keep_body",
-        "lean",
-        "max_redirects",
-        "method",
-        "outcome",
-        "session",
-        "t0",
-        "timeout_s",
-        "url",
-        "verify_tls",
-    )
+    __slots__ = ("lean", "outcome", "request", "session", "t0", "timeout_s", "url")
 
     def __init__(
         self,
         session: aiohttp.ClientSession,
         lean: LeanClient,
-        method: str,
+        request: Request,
         url: URL,
         timeout_s: float,
-        headers: dict[str, str] | None,
-        data: bytes | None,
-        allow_redirects: bool,
-        max_redirects: int,
-        verify_tls: bool,
-        keep_body: bool,
         outcome: Outcome,
     ) -> None:
         self.session = session
         self.lean = lean
-        self.method = method
+        self.request = request
         self.url = url
         self.timeout_s = timeout_s
-        self.headers = headers
-        self.data = data
-        self.allow_redirects = allow_redirects
-        self.max_redirects = max_redirects
-        self.verify_tls = verify_tls
-        self.keep_body = keep_body
         self.outcome = outcome
         self.t0 = time.perf_counter()
 
     def answered(self, parsed: Parsed | None, sent: float, exc: BaseException | None) -> None:
         if parsed is not None:
             try:
-                self.outcome(_lean_reply(parsed, self.url, self.allow_redirects, sent))
+                self.outcome(_lean_reply(parsed, self.url, self.request.allow_redirects, sent))
                 return
             except Unsupported as unsupported:
                 exc = unsupported
         if isinstance(exc, Unsupported):
             # nothing was recorded yet: through aiohttp, now and from now on (as `exchange`)
-            self.lean.decline(self.method, self.url)
+            self.lean.decline(self.request.method, self.url)
             later = asyncio.get_running_loop().create_task(
-                exchange(
-                    self.session,
-                    self.method,
-                    self.url,
-                    client_timeout=self.timeout_s,
-                    headers=self.headers,
-                    data=self.data,
-                    allow_redirects=self.allow_redirects,
-                    max_redirects=self.max_redirects,
-                    verify_tls=self.verify_tls,
-                    keep_body=self.keep_body,
-                )
+                exchange(self.session, self.request, self.url, client_timeout=self.timeout_s)
             )
             _LATER.add(later)
             later.add_done_callback(functools.partial(_later_done, self.outcome))

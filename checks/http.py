@@ -28,22 +28,17 @@ from checks.exchange import (
     peer_certificate,
 )
 from checks.expect import Body, Expect, Expectation
-from checks.request import RequestSpec, encode_body, target_url
+from checks.request import ClientOptions, RequestSpec, prepared, target_url
 from common.redaction import Redactor
 
 CERT_RECHECK_S = 3600.0
 """How long a certificate's expiry is trusted before it is read again."""
 
 
-class HttpCheckConfig(CheckConfig, RequestSpec):
+class HttpCheckConfig(ClientOptions, CheckConfig, RequestSpec):
     """An `http` check as configured under an environment's `checks:`."""
 
     type: Literal["http"] = "http"
-    verify_tls: bool = Field(True, description="Verify the target's TLS certificate.")
-    follow_redirects: bool = Field(
-        True, description="Follow 3xx responses; when false the 3xx itself is judged."
-    )
-    max_redirects: int = Field(10, ge=0, le=50)
     expect: Expect = Field(default_factory=Expect)
     tls_expiry_warning_days: int | None = Field(
         14,
@@ -65,7 +60,7 @@ class HttpCheck(Check):
     def __init__(self, config: HttpCheckConfig) -> None:
         super().__init__(config)
         self._expect = Expectation(config.expect)
-        self._headers, self._data = encode_body(config)
+        self._request = prepared(config, config, keep_body=self._expect.needs_body)
         self._timeout = aiohttp.ClientTimeout(total=config.timeout)
         self._urls: dict[str, URL] = {}
         self._redactors: dict[tuple[str, ...], Redactor] = {}
@@ -78,15 +73,9 @@ class HttpCheck(Check):
         try:
             reply = await exchange(
                 ctx.session,
-                cfg.method,
+                self._request,
                 url,
                 client_timeout=self._timeout if timeout is None else timeout,
-                headers=self._headers,
-                data=self._data,
-                allow_redirects=cfg.follow_redirects,
-                max_redirects=cfg.max_redirects,
-                verify_tls=cfg.verify_tls,
-                keep_body=self._expect.needs_body,
             )
         except ProbeFailed as failed:
             return self._failed(ctx, failed)
@@ -102,21 +91,14 @@ class HttpCheck(Check):
     ) -> Running | None:
         """`run` from callbacks (`exchange_now`) when the lean client takes the request
         (plain http): what a probe of a healthy target does, round after round."""
-        cfg = self.config
         url, timeout = self._prepare(ctx)
         if url.scheme != "http":
             return None  # (the certificate's expiry is read in `run`)
         return exchange_now(
             ctx.session,
-            cfg.method,
+            self._request,
             url,
-            timeout_s=float(cfg.timeout) if timeout is None else timeout,
-            headers=self._headers,
-            data=self._data,
-            allow_redirects=cfg.follow_redirects,
-            max_redirects=cfg.max_redirects,
-            verify_tls=cfg.verify_tls,
-            keep_body=self._expect.needs_body,
+            timeout_s=float(self.config.timeout) if timeout is None else timeout,
             outcome=_Started(self, ctx, done).outcome,
         )
 

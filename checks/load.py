@@ -26,7 +26,7 @@ from yarl import URL
 from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
 from checks.exchange import ProbeFailed, exchange
 from checks.expect import Body, Expect, Expectation
-from checks.request import RequestSpec, encode_body, target_url
+from checks.request import ClientOptions, RequestSpec, prepared, target_url
 from common.durations import Duration, Fraction, format_duration
 from common.redaction import Redactor
 
@@ -148,7 +148,7 @@ class LoadPool:
         return LoadPool, ()
 
 
-class LoadCheckConfig(CheckConfig, RequestSpec):
+class LoadCheckConfig(ClientOptions, CheckConfig, RequestSpec):
     """A `load` check as configured under an environment's `checks:`. `timeout` is per request."""
 
     type: Literal["load"] = "load"
@@ -163,9 +163,6 @@ class LoadCheckConfig(CheckConfig, RequestSpec):
     max_error_rate: Fraction = Field(
         0.01, le=1, description="The run passes while errors and drops stay at or below this."
     )
-    verify_tls: bool = True
-    follow_redirects: bool = True
-    max_redirects: int = Field(10, ge=0, le=50)
     expect: Expect = Field(default_factory=Expect)
     _pool: LoadPool = PrivateAttr(default_factory=LoadPool)
     """Shared by copies (`model_copy` keeps private attributes): see `LoadPool`."""
@@ -195,7 +192,7 @@ class LoadCheck(Check):
             )
         # Prepared once: a run sends thousands of identical requests.
         self.expectation = Expectation(config.expect)
-        self.headers, self.body = encode_body(config)
+        self.request = prepared(config, config, keep_body=self.expectation.needs_body)
         self.client_timeout = aiohttp.ClientTimeout(total=config.timeout)
 
     def budget_s(self) -> float:
@@ -295,15 +292,9 @@ class _LoadRun:
         try:
             reply = await exchange(
                 self.session,
-                cfg.method,
+                self.check.request,
                 self.url,
                 client_timeout=self.check.client_timeout,
-                headers=self.check.headers,
-                data=self.check.body,
-                allow_redirects=cfg.follow_redirects,
-                max_redirects=cfg.max_redirects,
-                verify_tls=cfg.verify_tls,
-                keep_body=self.check.expectation.needs_body,
                 # Late: count from when it was due (the stall is the target's latency
                 # as a user would see it). Early, within a timer tick: from when it left.
                 started=min(due, sent),

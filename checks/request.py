@@ -1,4 +1,4 @@
-"""Request fields shared by http checks, smoke steps and load checks; how they become URL and body.
+"""Request fields shared by http checks, smoke steps and load checks; how they become a `Request`.
 
 Pure: no I/O. Bodies are serialised once when a check is built, not per probe.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -78,6 +79,59 @@ class RequestSpec(BaseModel):
         if self.url is not None and "path" in self.model_fields_set:
             raise ValueError("give either `path` or `url`, not both")
         return self
+
+
+class ClientOptions(BaseModel):
+    """How a check's client treats TLS and redirects: the same fields for every kind that
+    sends HTTP requests (`http`, `smoke`, `load`)."""
+
+    verify_tls: bool = Field(True, description="Verify the target's TLS certificate.")
+    follow_redirects: bool = Field(
+        True, description="Follow 3xx responses; when false the 3xx itself is judged."
+    )
+    max_redirects: int = Field(
+        10, ge=0, le=50, description="Redirects followed before the probe fails (`status`)."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Everything of a request but its URL (it depends on the window's target) and its
+    timeout (on when the round ends): built once per check, or per smoke step, and handed
+    whole to `checks.exchange` and on to its fallbacks."""
+
+    method: str
+    headers: dict[str, str]
+    data: bytes | None
+    allow_redirects: bool = True
+    max_redirects: int = 10
+    verify_tls: bool = True
+    keep_body: bool = False
+
+
+def sent_with(
+    method: str,
+    headers: dict[str, str],
+    data: bytes | None,
+    options: ClientOptions,
+    keep_body: bool,
+) -> Request:
+    """The `Request` for these parts, under a check's `ClientOptions`."""
+    return Request(
+        method,
+        headers,
+        data,
+        allow_redirects=options.follow_redirects,
+        max_redirects=options.max_redirects,
+        verify_tls=options.verify_tls,
+        keep_body=keep_body,
+    )
+
+
+def prepared(spec: RequestSpec, options: ClientOptions, keep_body: bool) -> Request:
+    """The `Request` an http or load check sends on every run."""
+    headers, data = encode_body(spec)
+    return sent_with(spec.method, headers, data, options, keep_body)
 
 
 def join_url(base_url: str, path: str) -> URL:

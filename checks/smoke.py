@@ -22,7 +22,7 @@ from yarl import URL
 from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
 from checks.exchange import ProbeFailed, Reply, exchange
 from checks.expect import Body, Expect, Expectation, Mismatch, compile_path
-from checks.request import RequestSpec, join_url
+from checks.request import ClientOptions, RequestSpec, join_url, sent_with
 from common.durations import Duration
 from common.redaction import SENSITIVE_KEY, Redactor, sensitive_values, snippet
 
@@ -62,14 +62,11 @@ class SmokeStep(RequestSpec):
         return {m.group(2) for t in texts for m in _PLACEHOLDER.finditer(t) if m.group(2)}
 
 
-class SmokeCheckConfig(CheckConfig):
+class SmokeCheckConfig(ClientOptions, CheckConfig):
     """A `smoke` check as configured under an environment's `checks:`."""
 
     type: Literal["smoke"] = "smoke"
     steps: list[SmokeStep] = Field(min_length=1, max_length=50)
-    verify_tls: bool = True
-    follow_redirects: bool = True
-    max_redirects: int = Field(10, ge=0, le=50)
 
     @model_validator(mode="after")
     def _steps_fit_together(self) -> Self:
@@ -173,18 +170,8 @@ class SmokeCheck(Check):
                         timeout = max(round(left, 3), 0.001)
                 try:
                     url, headers, data = _render(step, ctx.base_url, values)
-                    reply = await exchange(
-                        session,
-                        step.method,
-                        url,
-                        client_timeout=timeout,
-                        headers=headers,
-                        data=data,
-                        allow_redirects=cfg.follow_redirects,
-                        max_redirects=cfg.max_redirects,
-                        verify_tls=cfg.verify_tls,
-                        keep_body=True,
-                    )
+                    request = sent_with(step.method, headers, data, cfg, keep_body=True)
+                    reply = await exchange(session, request, url, client_timeout=timeout)
                     body = Body(reply.body)
                     mismatches = compiled.expectation.check(
                         reply.status, reply.headers, body, reply.latency_s, redactor

@@ -31,16 +31,16 @@ from agent.metrics import Metrics
 
 log = logging.getLogger("postflight.heap")
 
-THRESHOLDS = (200_000, 20, 10)
-"""Young generation: a collection every 200,000 net allocations (a round's objects die
-before it: at 200 windows a young collection every few seconds instead of dozens a
+THRESHOLDS = (500_000, 20, 10)
+"""Young generation: a collection every 500,000 net allocations (a round's objects die
+before it: at 200 windows a young collection every several seconds instead of dozens a
 second); middle: every 20 young ones; the oldest after 10 middle ones, and only when a
 quarter of its objects are new (CPython's own rule), so cyclic garbage still goes within
 the hour. At 5,000 windows @10 s the young generation holds the hundreds of thousands of
-objects the rounds under way keep, and each young collection walks them all: 200,000
-rather than 50,000 walks them a quarter as often (the collector's share of the agent's
-CPU 12.6% → 5.6%, overruns 190 → 0 in the measured minute), with no change at 200 and
-500 windows @1 s (README, "Scale")."""
+objects the rounds under way keep, and each young collection walks them all, a pause of
+50-150 ms that makes the rounds due meanwhile late: the fewer young collections, the
+fewer late rounds (600 s runs, README "Scale": lag p99 127 ms at 200,000, 17 ms at
+500,000; 50,000 gave 190 overruns in a minute)."""
 
 TRACEMALLOC_ENV = "POSTFLIGHT_TRACEMALLOC"
 """A directory: trace allocations from the start and write the growth between two

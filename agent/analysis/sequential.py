@@ -927,7 +927,10 @@ class SequentialRule:
         (plus the bet mixture's overhead). The easiest of the rule's tests is reported."""
         if rounds_with_data <= 0:
             return None
-        per_round = state["samples"] / rounds_with_data
+        # An estimate of what the window's end will show needs no more than two significant
+        # digits of the traffic: rounded, the memo hits although almost every wording sees a
+        # slightly different mean (a dropped probe, a round with 9 latencies).
+        per_round = float(f"{state['samples'] / rounds_with_data:.2g}")
         if per_round not in self._detectable:
             if len(self._detectable) >= 64:  # traffic that varies: keep the memo small
                 self._detectable.clear()

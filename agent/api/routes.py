@@ -467,7 +467,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.StreamResponse:
     """Prometheus exposition, negotiated by `Accept` (text or OpenMetrics), `name[]` to
-    filter, compressed when the scraper accepts it; rendered off the loop (`api.scrape`)."""
+    filter, compressed when the scraper accepts it; a slice at a time (`agent.exposition`)."""
     body, content_type = await request.config_dict[METRICS].exposition.render(
         ",".join(request.headers.getall(hdrs.ACCEPT, [])),
         tuple(request.query.getall("name[]", [])),

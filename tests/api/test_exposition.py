@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from agent.api.scrape import SLICE
+from agent.exposition import SLICE
 from agent.metrics import Metrics
 from tests.api.conftest import Client
 

@@ -8,7 +8,7 @@ scraped every 15 s: lag p99 2.2 s). So the agent's own labelled counters, gauges
 histograms are written here, on the loop, a slice of children at a time with the loop
 free between slices, each child's label text made once per scrape; anything else in the
 registry (build info, the collector's pauses, collectors others register) and the
-OpenMetrics format go through the library. `tests/api/test_scrape.py` holds the text
+OpenMetrics format go through the library. `tests/api/test_exposition.py` holds the text
 equal to the library's, line for line. Reads the metrics' values only.
 """
 

@@ -12,7 +12,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from agent import __version__
-from agent.api.scrape import Exposition
+from agent.api.scrape import Exposition, Family
 
 # No `<name>_created` series: in the text format each is a gauge of its own, a counter's
 # and a histogram's start time, which nothing here reads; with a series per environment
@@ -80,7 +80,6 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
-        self.exposition = Exposition(self.registry)
         r = self.registry
         self.build_info = Gauge(
             "postflight_build_info", "Postflight's own version.", ["version"], registry=r
@@ -187,3 +186,5 @@ class Metrics:
             "Requests the HTTP server could not parse (answered 400, logged as a warning).",
             registry=r,
         )
+        # last: it writes the families above by hand (`agent.api.scrape`)
+        self.exposition = Exposition(r, [m for m in vars(self).values() if isinstance(m, Family)])

@@ -65,7 +65,7 @@ CPU_DRIFT_GOAL = 0.10
 SPACING_GOAL_S = 1.1  # the dozen-environment case, at 1 s
 DEFAULT_WINDOWS = 200
 SCRAPE_EVERY_S = 15.0
-"""Prometheus's own example configuration scrapes every 15 s."""
+"""What `config/prometheus-scrape.yml` (like Prometheus's own example) asks for."""
 SETTLE_S = 5.0
 """After the measured seconds, how long past one interval the agent keeps running before it
 is stopped, so that every round started in the measured span is stored (and counted)."""

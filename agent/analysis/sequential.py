@@ -85,6 +85,21 @@ RANK_DETECTOR_SHARE = 0.3
 a round's mean placement is at most 1, so the rank test gains at most log 2 nats a round
 and its part is the slow shifts present from the deploy (`ONSET_RATIO` for the other)."""
 
+RANK_MULTIPLES: FloatArray = np.array([1.0, 3.0, 10.0])
+"""The rank test's bets, in multiples of its aimed stake (`SequentialRule._rank_stake`):
+the stake that just reaches the threshold by the window's end, and two larger ones for
+shifts found sooner (the exceedance test catches the large ones within seconds)."""
+RANK_MULTIPLE_WEIGHTS: FloatArray = np.array([0.6, 0.2, 0.2])
+"""Their prior weights: most on the aimed stake. The rank test's part is the slow shifts,
+which are found, if at all, near the window's end at about that stake (latency x1.2 at
+1 req/s in the decision benchmark, 300 windows on seeds it does not use: 57% found, against
+46% with fixed stakes per sample spread over 0.003-1, whose best bet got a fifth of the
+weight and sat up to a factor 1.7 from the useful one)."""
+RANK_AIM = 1.0
+"""Nats past the test's threshold its aimed stake is sized for (what the mixture's weight
+and the noise of the window's end cost, roughly); 0 to 2 find the same windows."""
+stats.register_bets("conformal_rank", RANK_MULTIPLES, RANK_MULTIPLE_WEIGHTS)
+
 ONSET_RATIO = 1.45
 """The exceedance test (the one that catches a large shift within a few rounds) gives its
 e-detector the smallest share of its alpha (in steps of 0.05) at which a regression that
@@ -236,7 +251,7 @@ class Component:
         return f"{self.bound}:{self.test}"
 
 
-_BETS_OF = {"proportion": "count", "exceedance": "count", "rank": "rank"}
+_BETS_OF = {"proportion": "count", "exceedance": "count", "rank": "conformal_rank"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +301,8 @@ class SequentialRule:
         self.components: tuple[Component, ...] = tuple(c for _, c in made if c is not None)
         self._conformal_scale = next((c.scale for c in self.components if c.conformal), 0.0)
         """The tolerance's scale of the rule's conformal tests (0: none)."""
+        self._base_size = int(np.isfinite(baseline.sorted_values).sum()) if baseline else 0
+        """The baseline's samples: the conformal reference the rank test starts from."""
         self.cannot_fail = kind == "proportion" and any(
             p == "relative" and c is None for p, c in made
         )
@@ -668,6 +685,8 @@ class SequentialRule:
             if stat is None:
                 continue
             y, weight = stat
+            if comp.test == "rank":
+                weight *= self._rank_stake(comp, state["samples"], index)
             self._bet(state["tests"][comp.key], comp, y, weight, index, eligible)
         for test in self.passes:
             x = self._pass_statistic(test, obs)
@@ -725,6 +744,31 @@ class SequentialRule:
             self._ranker = Ranker(self.baseline.sorted_values, self._conformal_scale)
         ranks, state["seen"] = self._ranker.ranks(state["seen"], x.tolist())
         return ranks
+
+    def _rank_stake(self, comp: Component, samples: float, index: int) -> float:
+        """The rank test's aimed stake per sample in round `index` (its bets are
+        `RANK_MULTIPLES` of it), with `samples` seen so far, this round's included.
+
+        Sized for the smallest shift it could find by the window's end at the traffic so
+        far: one sample's y (its placement over the level) has variance v = 1 / (12
+        level^2); a bet of l per sample on a mean excess e grows by l e - l^2 v / 2 a
+        sample, at most e^2 / (2 v) (at l = e / v), so over N samples it reaches T =
+        threshold + `RANK_AIM` from e = sqrt(2 v T / N), at l = sqrt(2 T / (v N)). N is
+        the samples expected by the end, counted as N_eff = m N / (m + N) against a
+        baseline of m: each sample's excess is the baseline's share of its conformal
+        reference (`agent.analysis.conformal`), so a finite baseline stretches the shift
+        that can be found, and the bet on it.
+
+        Valid as the bets before it were (b x the round's size): the stake depends on the
+        rounds before and on this round's count, never on its values, so under the null
+        every bet's factor still has mean 1 given all it depends on."""
+        horizon = self.horizon if self.horizon > 1 else 2 * DEFAULT_T_OPT
+        expected = samples / (index + 1) * max(horizon, index + 1)
+        base = self._base_size
+        effective = base * expected / (base + expected) if base else expected
+        variance = 1.0 / (12.0 * comp.level**2)
+        aim = comp.log_threshold + RANK_AIM
+        return math.sqrt(2.0 * aim / (variance * max(effective, 1.0)))
 
     @staticmethod
     def _conformal(comp: Component, ranks: list[tuple[int, int, int]]) -> tuple[float, float]:
@@ -944,8 +988,8 @@ class SequentialRule:
             found.append(Detectable("max_increase", math.inf, math.inf, UNBOUNDED))
         for comp in self.components:
             needed = comp.log_threshold + MIXTURE_OVERHEAD
-            if comp.test == "rank":
-                rank = self._detectable_shift(comp, per_round, horizon, needed)
+            if comp.test == "rank":  # its bets' weights are counted in it
+                rank = self._detectable_shift(comp, per_round, horizon, comp.log_threshold)
                 if rank is not None:
                     found.append(rank)
             elif comp.test == "proportion" and comp.ladder:
@@ -970,11 +1014,13 @@ class SequentialRule:
     def _detectable_shift(
         self, comp: Component, per_round: float, horizon: float, needed: float
     ) -> Detectable | None:
-        """Rank test: the smallest scale s (the deploy = baseline x s) whose expected mean
-        placement gives enough evidence by the end. A round's mean placement varies like
-        1 / (12 n); a bet's growth per round is at most log(1 + 0.98 (y - 1)). The window's
-        own samples join the conformal reference, so the excess over 1/2 is the baseline's
-        share of it, m / (m + t n), on average over the window."""
+        """Rank test: the smallest scale s (the deploy = baseline x s) at which one of its
+        bets (`RANK_MULTIPLES` of the aimed stake, `_rank_stake`) is expected to reach the
+        threshold by the end, its prior weight included. A round's mean placement varies
+        like 1 / (12 n); a bet of lambda on it grows by lambda (y - 1) - lambda^2 var / 2 a
+        round (and at most log(1 + lambda (y - 1))). The window's own samples join the
+        conformal reference, so the excess over 1/2 is the baseline's share of it,
+        m / (m + t n), on average over the window."""
         assert self.baseline is not None
         sv = self.baseline.sorted_values
         if not sv.size or per_round <= 0:
@@ -983,14 +1029,21 @@ class SequentialRule:
         var_y = 1.0 / (12.0 * per_round * comp.level**2)
         joined = horizon * per_round / sv.size
         dilution = math.log1p(joined) / joined
+        stake = self._rank_stake(comp, per_round * horizon, int(horizon) - 1)
+        lambdas = np.minimum(RANK_MULTIPLES * stake * per_round, stats.MAX_BET)
+        log_weights = stats.BET_LOG_WEIGHTS[comp.bets]
 
         def growth(scale: float) -> float:
+            """Evidence by the end, per round (the threshold's share of it)."""
             moved = grid * scale / comp.scale if not comp.flip else grid / scale / comp.scale
             u = float(np.mean(stats.placements(sv, moved)))
-            y = 1.0 + ((1.0 - u if comp.flip else u) / comp.level - 1.0) * dilution
-            if y <= 1.0:
+            excess = ((1.0 - u if comp.flip else u) / comp.level - 1.0) * dilution
+            if excess <= 0.0:
                 return 0.0
-            return min((y - 1.0) ** 2 / (2.0 * var_y), math.log1p(stats.MAX_BET * (y - 1.0)))
+            per_bet = np.minimum(
+                lambdas * excess - lambdas**2 * var_y / 2.0, np.log1p(lambdas * excess)
+            )
+            return float(np.max(per_bet + log_weights / horizon))
 
         lo, hi = 1.0, 2.0
         while horizon * growth(hi) < needed:

@@ -10,10 +10,12 @@ RSS growth per hour (least squares over the second half), CPU in the first and t
 minute, round-start lag against the fixed schedule
 (`deployed_at + k × interval`, from the stored rounds), the spacing of round starts,
 overruns (`postflight_round_overruns_total`, and recounted from the stored rounds) and
-the store's bytes per window-hour. Rounds are counted from the store: every round started
-in the measured span (the agent runs one interval more, so a round in progress at the end
-is stored too), beside the slots due meanwhile (`rounds_due`: a round passed over or a
-window that stopped shows as a shortfall) and the windows still watching at the end.
+the store's bytes per window-hour. A dashboard's Prometheus scrapes `/metrics` every
+15 s meanwhile (`--scrape-every`, 0 for none), with gzip, timed at the scraper. Rounds
+are counted from the store: every round started in the measured span (the agent runs one
+interval more, so a round in progress at the end is stored too), beside the slots due
+meanwhile (`rounds_due`: a round passed over or a window that stopped shows as a
+shortfall) and the windows still watching at the end.
 
 Goals (issue 9), 200 windows at 1 s for 600 s: RSS ≤ 150 MB at the end, growth
 ≤ 10 MB/h, last-minute CPU within 10% of the first, lag p99 ≤ 100 ms, 0 overruns.
@@ -40,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +64,8 @@ GROWTH_GOAL_MB_PER_H = 10.0
 CPU_DRIFT_GOAL = 0.10
 SPACING_GOAL_S = 1.1  # the dozen-environment case, at 1 s
 DEFAULT_WINDOWS = 200
+SCRAPE_EVERY_S = 15.0
+"""What `config/prometheus-scrape.yml` (like Prometheus's own example) asks for."""
 SETTLE_S = 5.0
 """After the measured seconds, how long past one interval the agent keeps running before it
 is stopped, so that every round started in the measured span is stored (and counted)."""
@@ -219,6 +224,37 @@ def agent_metrics(port: int) -> dict[str, float]:
     return out
 
 
+class Scraper(threading.Thread):
+    """What a dashboard does: GET `/metrics` every `every` seconds with gzip, as Prometheus
+    asks for it; how long each took and its size on the wire, seen from the scraper."""
+
+    def __init__(self, port: int, every: float) -> None:
+        super().__init__(daemon=True)
+        self.port, self.every = port, every
+        self.took_s: list[float] = []
+        self.wire_bytes = 0
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.every):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{self.port}/metrics", headers={"Accept-Encoding": "gzip"}
+            )
+            started = time.monotonic()
+            with urllib.request.urlopen(request, timeout=60) as resp:
+                self.wire_bytes = len(resp.read())
+            self.took_s.append(time.monotonic() - started)
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "scrape_every_s": self.every,
+            "scrapes": len(self.took_s),
+            "scrape_s_p50": round(percentile(self.took_s, 0.5), 3) if self.took_s else None,
+            "scrape_s_max": round(max(self.took_s), 3) if self.took_s else None,
+            "scrape_wire_bytes": self.wire_bytes,
+        }
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return math.nan
@@ -255,6 +291,9 @@ class Run:
     pin: bool = False
     core: int | None = None
     """The core the agent is pinned to (default: the last); the target gets the others."""
+    scrape_every: float = SCRAPE_EVERY_S
+    """A dashboard's Prometheus scraping `/metrics` this often in the measured span (0:
+    none)."""
 
 
 @dataclass
@@ -368,6 +407,9 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
             register_s = time.monotonic() - registering
             time.sleep(max(2.0, 2 * run.interval))  # every window has started its rounds
             gc_before = agent_metrics(agent_port)["gc_s"]
+            scraper = Scraper(agent_port, run.scrape_every)
+            if run.scrape_every > 0:
+                scraper.start()
             t0 = time.monotonic()
             since = time.time()
             next_sample = t0
@@ -381,6 +423,9 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
                 if not quiet and int(now - t0) % 60 == 0 and now - t0 >= 1:
                     print(f"  … {now - t0:.0f}s", file=sys.stderr, flush=True)
             until = time.time()
+            scraper.stopping.set()
+            if scraper.is_alive():
+                scraper.join()
             counted = agent_metrics(agent_port)
             # every round started by `until` is stored before the agent stops (a round in
             # progress at SIGTERM is never stored): rounds are counted from the store
@@ -453,6 +498,7 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
             int(counted[f"gc_over_50ms_gen{g}"]) for g in range(3)
         ],
         "round_phase_busiest_tenth": round(busiest_tenth(rounds.phases), 3),
+        **scraper.figures(),
         "loadavg_1m_start": round(load_start, 2),
         "loadavg_1m": round(os.getloadavg()[0], 2),
     }
@@ -490,6 +536,7 @@ def search(
     start: int | None,
     quiet: bool,
     core: int | None = None,
+    scrape_every: float = SCRAPE_EVERY_S,
 ) -> dict[str, Any]:
     """The largest N whose lag p99 stays ≤ 100 ms with 0 overruns: short trials from the
     goal (or `start`) doubling or halving to a bracket, a bisection to within 15%, then a
@@ -497,7 +544,9 @@ def search(
     trials: list[dict[str, Any]] = []
 
     def trial(n: int, length: float) -> tuple[bool, dict[str, Any]]:
-        r = measure(Run(n, interval, length, pin=True, core=core), quiet=True)
+        r = measure(
+            Run(n, interval, length, pin=True, core=core, scrape_every=scrape_every), quiet=True
+        )
         trials.append(r)
         good = r["lag_p99_ms"] <= LAG_GOAL_MS and r["overruns"] == 0
         if not quiet:
@@ -581,6 +630,12 @@ def main() -> int:
     parser.add_argument(
         "--core", type=int, default=None, help="which core to pin the agent to (default: the last)"
     )
+    parser.add_argument(
+        "--scrape-every",
+        type=parse_duration,
+        default=SCRAPE_EVERY_S,
+        help="GET /metrics this often, as a dashboard's Prometheus does (default 15s; 0: none)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.search:
@@ -588,7 +643,8 @@ def main() -> int:
         trial_s = args.seconds if args.seconds is not None else SEARCH_TRIAL_S
         start = args.windows if args.windows != DEFAULT_WINDOWS else None
         found = [
-            search(i, trial_s, args.confirm_seconds, start, args.json, args.core) for i in intervals
+            search(i, trial_s, args.confirm_seconds, start, args.json, args.core, args.scrape_every)
+            for i in intervals
         ]
         if args.json:
             print(json.dumps(found[0] if len(found) == 1 else {"searches": found}))
@@ -609,7 +665,15 @@ def main() -> int:
     args.seconds = args.seconds if args.seconds is not None else 600.0
     windows = 12 if args.dozen else args.windows
     result = measure(
-        Run(windows, args.interval, args.seconds, args.dozen, args.one_core, args.core)
+        Run(
+            windows,
+            args.interval,
+            args.seconds,
+            args.dozen,
+            args.one_core,
+            args.core,
+            args.scrape_every,
+        )
     )
     if args.json:
         print(json.dumps(result))
@@ -643,6 +707,7 @@ def main() -> int:
         ),
         ("GC share of CPU", result["gc_share_of_cpu"], ""),
         ("due in busiest 10%", result["round_phase_busiest_tenth"], "~0.1"),
+        ("scrapes / max (s)", f"{result['scrapes']}/{result['scrape_s_max']}", ""),
     ]
     print(f"  {'metric':<20}{'measured':>12}{'goal':>8}")
     for name, value, goal in rows:

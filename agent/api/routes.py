@@ -17,8 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
-from aiohttp import web
-from prometheus_client.aiohttp import make_aiohttp_handler
+from aiohttp import hdrs, web
 from pydantic import ValidationError
 from ulid import ULID
 
@@ -467,9 +466,15 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
-    registry = request.config_dict[METRICS].registry
-    handler = make_aiohttp_handler(registry=registry)
-    return await handler(request)
+    """Prometheus exposition, negotiated by `Accept` (text or OpenMetrics), `name[]` to
+    filter, compressed when the scraper accepts it; rendered off the loop (`api.scrape`)."""
+    body, content_type = await request.config_dict[METRICS].exposition.render(
+        ",".join(request.headers.getall(hdrs.ACCEPT, [])),
+        tuple(request.query.getall("name[]", [])),
+    )
+    response = web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
+    response.enable_compression()
+    return response
 
 
 async def openapi_json(request: web.Request) -> web.Response:

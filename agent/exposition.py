@@ -96,13 +96,15 @@ def _family_text(metric: Family) -> Iterator[str]:
     with metric._lock:
         children: list[tuple[Any, Any]] = list(metric._metrics.items())
     labelnames = metric._labelnames
-    bounds = [_go(b) for b in metric._upper_bounds] if isinstance(metric, Histogram) else []
+    upper: list[float] = metric._upper_bounds if isinstance(metric, Histogram) else []
+    bounds = [_go(b) for b in upper]
+    with_sum = bool(upper) and upper[0] >= 0  # a histogram of negatives has no _sum
     for start in range(0, len(children), SLICE):
         for values, child in children[start : start + SLICE]:
             pairs = sorted(zip(labelnames, map(_escape, values), strict=True))
             labels = ",".join(f'{k}="{v}"' for k, v in pairs)
             if kind == "histogram":
-                lines.extend(_histogram_lines(name, pairs, labels, child, bounds))
+                lines.extend(_histogram_lines(name, pairs, labels, child, bounds, with_sum))
             else:
                 lines.append(f"{exposed}{{{labels}}} {_go(child._value.get())}\n")
         yield "".join(lines)
@@ -112,7 +114,12 @@ def _family_text(metric: Family) -> Iterator[str]:
 
 
 def _histogram_lines(
-    name: str, pairs: list[tuple[str, str]], labels: str, child: Any, bounds: list[str]
+    name: str,
+    pairs: list[tuple[str, str]],
+    labels: str,
+    child: Any,
+    bounds: list[str],
+    with_sum: bool,
 ) -> Iterator[str]:
     # `le` takes its sorted place among the labels, as the library sorts every line's
     at = sum(1 for k, _ in pairs if k < "le")
@@ -125,7 +132,7 @@ def _histogram_lines(
         acc += bucket.get()
         yield f"{head}{bound}{tail}{_go(acc)}\n"
     yield f"{name}_count{{{labels}}} {_go(acc)}\n"
-    if child._upper_bounds[0] >= 0:
+    if with_sum:
         yield f"{name}_sum{{{labels}}} {_go(child._sum.get())}\n"
 
 

@@ -232,6 +232,9 @@ class Scraper(threading.Thread):
         super().__init__(daemon=True)
         self.port, self.every = port, every
         self.took_s: list[float] = []
+        self.failures = 0
+        """Scrapes that failed or took over a minute (a saturated agent): counted, and the
+        dashboard scrapes again at its next turn, as Prometheus does."""
         self.wire_bytes = 0
         self.stopping = threading.Event()
 
@@ -241,14 +244,19 @@ class Scraper(threading.Thread):
                 f"http://127.0.0.1:{self.port}/metrics", headers={"Accept-Encoding": "gzip"}
             )
             started = time.monotonic()
-            with urllib.request.urlopen(request, timeout=60) as resp:
-                self.wire_bytes = len(resp.read())
+            try:
+                with urllib.request.urlopen(request, timeout=60) as resp:
+                    self.wire_bytes = len(resp.read())
+            except OSError:
+                self.failures += 1
+                continue
             self.took_s.append(time.monotonic() - started)
 
     def figures(self) -> dict[str, Any]:
         return {
             "scrape_every_s": self.every,
             "scrapes": len(self.took_s),
+            "scrape_failures": self.failures,
             "scrape_s_p50": round(percentile(self.took_s, 0.5), 3) if self.took_s else None,
             "scrape_s_max": round(max(self.took_s), 3) if self.took_s else None,
             "scrape_wire_bytes": self.wire_bytes,

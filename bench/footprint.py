@@ -597,6 +597,8 @@ SEARCH_TRIAL_S = 20.0
 """A bisection trial's length: long enough for a full collection and a lease renewal."""
 SEARCH_CONFIRM_S = 60.0
 """The confirming run at the N found."""
+TRIAL_SETTLE_S = 5.0
+"""The pause before each trial, after flushing the previous one's files to disk."""
 SEARCH_PRECISION = 0.15
 """The bisection stops when the bounds are within 15% of each other."""
 
@@ -616,6 +618,9 @@ def search(
     trials: list[dict[str, Any]] = []
 
     def trial(n: int, length: float) -> tuple[bool, dict[str, Any]]:
+        # each trial on a settled machine: the previous trial's store written back first
+        os.sync()
+        time.sleep(TRIAL_SETTLE_S)
         r = measure(
             Run(n, interval, length, pin=True, core=core, scrape_every=scrape_every), quiet=True
         )

@@ -41,7 +41,7 @@ __all__ = ["STATE_VERSION", "Glance", "Judge", "PassOn", "State", "judge"]
 
 PassOn = Literal["evidence", "no_failure"]
 
-STATE_VERSION = 8
+STATE_VERSION = 9
 """The shape of `State`; bump it when the shape changes (2: one row per confidence level
 in the rank and exceedance tests; 4: the two-sample count test's own ladder and bets, 12
 rows of 10; 5: the rank and exceedance tests bet on conformal placements and keep the
@@ -49,8 +49,9 @@ window's histogram), or what its numbers mean (3: a count baseline's limits take
 as the units, so its ladder's wealth was bet against other levels; 6: the two-sample count
 test's e-detector mixes only its large bets, so its recorded detector peaks were mixed
 otherwise; 7: the rank test's three bets are multiples of a stake sized per window, where
-six fixed stakes were; 8: the two-sample count test's ladder has 37 rows, not 12), so that a
-restart never reads a state it cannot."""
+six fixed stakes were; 8: the two-sample count test's ladder has 37 rows, not 12; 9: a
+relative latency bound's exceedance test bets multiples of an aimed stake before its eight
+count bets), so that a restart never reads a state it cannot."""
 
 
 def judge(

@@ -86,7 +86,7 @@ a round's mean placement is at most 1, so the rank test gains at most log 2 nats
 and its part is the slow shifts present from the deploy (`ONSET_RATIO` for the other)."""
 
 RANK_MULTIPLES: FloatArray = np.array([1.0, 3.0, 10.0])
-"""The rank test's bets, in multiples of its aimed stake (`SequentialRule._rank_stake`):
+"""The rank test's bets, in multiples of its aimed stake (`SequentialRule._aimed_stake`):
 the stake that just reaches the threshold by the window's end, and two larger ones for
 shifts found sooner (the exceedance test catches the large ones within seconds)."""
 RANK_MULTIPLE_WEIGHTS: FloatArray = np.array([0.6, 0.2, 0.2])
@@ -99,6 +99,33 @@ RANK_AIM = 1.0
 """Nats past the test's threshold its aimed stake is sized for (what the mixture's weight
 and the noise of the window's end cost, roughly); 0 to 2 find the same windows."""
 stats.register_bets("conformal_rank", RANK_MULTIPLES, RANK_MULTIPLE_WEIGHTS)
+
+EXCEEDANCE_MULTIPLES: FloatArray = np.array([1.0, 3.0])
+"""A conformal exceedance test's first bets, in multiples of its aimed stake
+(`SequentialRule._aimed_stake`, as the rank test's); `stats.COUNT_BETS` per expected bad
+event follow them for the large shifts it must catch within seconds."""
+EXCEEDANCE_MULTIPLE_WEIGHTS: FloatArray = np.array([0.85, 0.15])
+"""Their weights among themselves: most on the stake that just reaches the threshold by the
+window's end."""
+EXCEEDANCE_AIMED_WEIGHT = 0.85
+"""The aimed bets' part of the exceedance test's mixture from the deploy (the count bets
+share the rest by their prior). A regression confined to the tail is found, if at all, near
+the window's end at about the aimed stake, where every nat counts; a large shift is found
+within seconds either way, and the e-detector's share (`ONSET_RATIO`) is sized against the
+count bets' part, so one that starts mid-window keeps its ratio."""
+_EXCEEDANCE_MULTIPLE_LIST = EXCEEDANCE_MULTIPLES.tolist()
+stats.register_bets(
+    "conformal_exceedance",
+    np.concatenate([EXCEEDANCE_MULTIPLES, stats.COUNT_BETS]),
+    np.concatenate(
+        [
+            EXCEEDANCE_AIMED_WEIGHT
+            * EXCEEDANCE_MULTIPLE_WEIGHTS
+            / np.sum(EXCEEDANCE_MULTIPLE_WEIGHTS),
+            (1.0 - EXCEEDANCE_AIMED_WEIGHT) * np.exp(stats.BET_LOG_WEIGHTS["count"]),
+        ]
+    ),
+)
 
 ONSET_RATIO = 1.45
 """The exceedance test (the one that catches a large shift within a few rounds) gives its
@@ -247,6 +274,8 @@ class Component:
     def bets(self) -> str:
         if self.test == "proportion" and self.ladder:
             return "two_sample"  # the two-sample count test's own bets (`stats.TWO_SAMPLE_BETS`)
+        if self.test == "exceedance" and self.conformal:
+            return "conformal_exceedance"  # aimed stakes first (`EXCEEDANCE_MULTIPLES`)
         return _BETS_OF.get(self.test, "value")
 
     @property
@@ -381,12 +410,15 @@ class SequentialRule:
 
     def _onset_share(self, alpha: float) -> float:
         """`ONSET_RATIO`: the e-detector fails at log(horizon / (d alpha)), the e-process
-        from the deploy at log(1 / ((1 - d) alpha)) plus its bet mixture's overhead
-        (`MIXTURE_OVERHEAD / 2`: it mixes all its bets, the detector its largest)."""
+        from the deploy, for the large shifts both catch, at log(1 / ((1 - d) alpha)) plus
+        what its count bets' part costs (`EXCEEDANCE_AIMED_WEIGHT`: the rest is the aimed
+        bets', for slow regressions) and their mixture's overhead (`MIXTURE_OVERHEAD / 2`:
+        it mixes all its bets, the detector its largest)."""
+        count_part = 1.0 - EXCEEDANCE_AIMED_WEIGHT
         for step in range(1, 20):
             d = step / 20
             detector = math.log(self.horizon / (d * alpha))
-            start = math.log(1.0 / ((1.0 - d) * alpha)) + MIXTURE_OVERHEAD / 2
+            start = math.log(1.0 / ((1.0 - d) * alpha * count_part)) + MIXTURE_OVERHEAD / 2
             if detector <= ONSET_RATIO * start:
                 return d
         return 0.95
@@ -695,9 +727,12 @@ class SequentialRule:
             if stat is None:
                 continue
             y, weight = stat
+            log_f = None
             if comp.test == "rank":
-                weight *= self._rank_stake(comp, state["samples"], index)
-            self._bet(state["tests"][comp.key], comp, y, weight, index, eligible)
+                weight *= self._aimed_stake(comp, state["samples"], index)
+            elif comp.conformal:  # exceedance: its aimed bets, then the count bets
+                log_f = self._exceedance_factors(comp, y, weight, state["samples"], index)
+            self._bet(state["tests"][comp.key], comp, y, weight, index, eligible, log_f)
         for test in self.passes:
             x = self._pass_statistic(test, obs)
             if x is not None:
@@ -755,16 +790,18 @@ class SequentialRule:
         ranks, state["seen"] = self._ranker.ranks(state["seen"], x.tolist())
         return ranks
 
-    def _rank_stake(self, comp: Component, samples: float, index: int) -> float:
-        """The rank test's aimed stake per sample in round `index` (its bets are
-        `RANK_MULTIPLES` of it), with `samples` seen so far, this round's included.
+    def _aimed_stake(self, comp: Component, samples: float, index: int) -> float:
+        """A conformal test's aimed stake per sample in round `index` (the rank test's bets
+        are `RANK_MULTIPLES` of it, the exceedance test's first `EXCEEDANCE_MULTIPLES`),
+        with `samples` seen so far, this round's included.
 
         Sized for the smallest shift it could find by the window's end at the traffic so
-        far: one sample's y (its placement over the level) has variance v = 1 / (12
-        level^2); a bet of l per sample on a mean excess e grows by l e - l^2 v / 2 a
-        sample, at most e^2 / (2 v) (at l = e / v), so over N samples it reaches T =
-        threshold + `RANK_AIM` from e = sqrt(2 v T / N), at l = sqrt(2 T / (v N)). N is
-        the samples expected by the end, counted as N_eff = m N / (m + N) against a
+        far: one sample's y (rank: its placement over the level, variance v = 1 / (12
+        level^2); exceedance: whether it is past the quantile, over the level, v = (1 -
+        level) / level) has variance v under the null; a bet of l per sample on a mean excess
+        e grows by l e - l^2 v / 2 a sample, at most e^2 / (2 v) (at l = e / v), so over N
+        samples it reaches T = threshold + `RANK_AIM` from e = sqrt(2 v T / N), at l = sqrt(2
+        T / (v N)). N is the samples expected by the end, counted as N_eff = m N / (m + N) against a
         baseline of m: each sample's excess is the baseline's share of its conformal
         reference (`agent.analysis.conformal`), so a finite baseline stretches the shift
         that can be found, and the bet on it.
@@ -776,9 +813,27 @@ class SequentialRule:
         expected = samples / (index + 1) * max(horizon, index + 1)
         base = self._base_size
         effective = base * expected / (base + expected) if base else expected
-        variance = 1.0 / (12.0 * comp.level**2)
+        if comp.test == "rank":
+            variance = 1.0 / (12.0 * comp.level**2)
+        else:
+            variance = (1.0 - comp.level) / comp.level
         aim = comp.log_threshold + RANK_AIM
         return math.sqrt(2.0 * aim / (variance * max(effective, 1.0)))
+
+    def _exceedance_factors(
+        self, comp: Component, y: float, expected: float, samples: float, index: int
+    ) -> list[float]:
+        """Log factors of a conformal exceedance test's bets for one round: `EXCEEDANCE_
+        MULTIPLES` of the aimed stake per sample (`_aimed_stake`; `expected` / level is the
+        round's size), then `stats.COUNT_BETS` per expected bad event. Valid as the rank
+        test's: every stake is fixed by the rounds before and this round's size."""
+        stake = self._aimed_stake(comp, samples, index) / comp.level
+        excess = max(y, 0.0) - 1.0
+        aimed = [
+            math.log1p(min(m * stake * expected, stats.MAX_BET) * excess)
+            for m in _EXCEEDANCE_MULTIPLE_LIST
+        ]
+        return aimed + stats.bet_log_factors("count", y, expected)
 
     @staticmethod
     def _conformal(comp: Component, ranks: list[tuple[int, int, int]]) -> tuple[float, float]:
@@ -805,8 +860,12 @@ class SequentialRule:
         weight: float,
         index: int,
         eligible: bool,
+        log_f: list[float] | None = None,
     ) -> None:
-        log_f = stats.bet_log_factors(comp.bets, y, weight)
+        """One round's bets on y with stakes `weight` x each bet (`log_f`: their log factors,
+        when the test computes them itself)."""
+        if log_f is None:
+            log_f = stats.bet_log_factors(comp.bets, y, weight)
         wealth = [w + f for w, f in zip(st["w"], log_f, strict=True)]
         st["w"] = wealth
         log_d: float | None = None
@@ -1033,7 +1092,7 @@ class SequentialRule:
         self, comp: Component, per_round: float, horizon: float, needed: float
     ) -> Detectable | None:
         """Rank test: the smallest scale s (the deploy = baseline x s) at which one of its
-        bets (`RANK_MULTIPLES` of the aimed stake, `_rank_stake`) is expected to reach the
+        bets (`RANK_MULTIPLES` of the aimed stake, `_aimed_stake`) is expected to reach the
         threshold by the end, its prior weight included. A round's mean placement varies
         like 1 / (12 n); a bet of lambda on it grows by lambda (y - 1) - lambda^2 var / 2 a
         round (and at most log(1 + lambda (y - 1))). The window's own samples join the
@@ -1047,7 +1106,7 @@ class SequentialRule:
         var_y = 1.0 / (12.0 * per_round * comp.level**2)
         joined = horizon * per_round / sv.size
         dilution = math.log1p(joined) / joined
-        stake = self._rank_stake(comp, per_round * horizon, int(horizon) - 1)
+        stake = self._aimed_stake(comp, per_round * horizon, int(horizon) - 1)
         lambdas = np.minimum(RANK_MULTIPLES * stake * per_round, stats.MAX_BET)
         log_weights = stats.BET_LOG_WEIGHTS[comp.bets]
 

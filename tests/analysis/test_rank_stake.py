@@ -1,5 +1,5 @@
 """The rank test's stakes, sized for the smallest shift it could find by the window's end
-(`SequentialRule._rank_stake`): more small shifts found at low traffic, the level kept.
+(`SequentialRule._aimed_stake`): more small shifts found at low traffic, the level kept.
 
 Simulated with fixed seeds (derandomised), lognormal latencies as the decision benchmark's.
 """

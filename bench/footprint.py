@@ -74,6 +74,26 @@ REGISTER_CONCURRENCY = 16
 SEARCH_GOALS = {1.0: 500, 10.0: 5000}
 """The capacity goals: windows kept on time on one core, per interval."""
 
+REFERENCE_EVERY_S = 10.0
+REFERENCE_PY = """
+import sys, time
+def work():
+    # pure Python like the agent's rounds: dict updates, float arithmetic, a sort
+    d = {}
+    for i in range(60_000):
+        d[i % 997] = d.get(i % 997, 0.0) + i * 0.5
+    return sorted(d.values())[:3]
+while True:
+    started = time.perf_counter()
+    work()
+    print(time.monotonic(), (time.perf_counter() - started) * 1e3, flush=True)
+    time.sleep(float(sys.argv[1]))
+"""
+"""The machine's own speed, beside the agent: the same fixed work timed every 10 s in a
+process of its own (off the agent's core when it is pinned; ~15 ms a turn). This VM's
+cores are shared with other tenants, so the same work takes more CPU time in some minutes
+than in others: a rise in the agent's CPU that the reference shares is the machine's."""
+
 TARGET_PY = """
 import sys
 from aiohttp import web
@@ -263,6 +283,43 @@ class Scraper(threading.Thread):
         }
 
 
+class Reference(threading.Thread):
+    """Reads `REFERENCE_PY`'s timings (monotonic clock, shared with this process)."""
+
+    def __init__(self, cores: set[int] | None) -> None:
+        super().__init__(daemon=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", REFERENCE_PY, str(REFERENCE_EVERY_S)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        if cores:
+            os.sched_setaffinity(self.proc.pid, cores)
+        self.timings: list[tuple[float, float]] = []
+
+    def run(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            at, ms = line.split()
+            self.timings.append((float(at), float(ms)))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=5)
+
+    def by_minute(self, t0: float, seconds: float, minute: float) -> list[float | None]:
+        """The median time of the fixed work in each measured minute (ms)."""
+        out: list[float | None] = []
+        for start in itertools.takewhile(lambda t: t < seconds - 1, itertools.count(0.0, minute)):
+            ms = [v for at, v in self.timings if start <= at - t0 < start + minute]
+            out.append(round(percentile(ms, 0.5), 2) if ms else None)
+        return out
+
+
+def first_last(series: list[Any]) -> str:
+    return f"{series[0]}/{series[-1]}" if series else "-"
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return math.nan
@@ -402,12 +459,16 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
             target.wait(timeout=5)
             raise
         cpus = sorted(os.sched_getaffinity(0))
+        others: set[int] | None = None
         if run.pin and len(cpus) > 1:
             core = cpus[-1] if run.core is None else run.core
+            others = set(cpus) - {core}
             os.sched_setaffinity(agent.pid, {core})
-            os.sched_setaffinity(target.pid, set(cpus) - {core})
+            os.sched_setaffinity(target.pid, others)
         samples: list[Sample] = []
         load_start = os.getloadavg()[0]
+        reference = Reference(others)
+        reference.start()
         try:
             registering = time.monotonic()
             with ThreadPoolExecutor(REGISTER_CONCURRENCY) as pool:
@@ -439,6 +500,7 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
             # progress at SIGTERM is never stored): rounds are counted from the store
             time.sleep(run.interval + SETTLE_S)
         finally:
+            reference.stop()
             stopped = time.time()
             for proc, grace in ((agent, 60), (target, 5)):
                 proc.send_signal(signal.SIGTERM)
@@ -483,6 +545,8 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
                 lambda t: t < run.seconds - 1, itertools.count(0.0, minute)
             )
         ],
+        # the machine's speed meanwhile (see REFERENCE_PY): the same work's ms by minute
+        "reference_ms_by_minute": reference.by_minute(t0, run.seconds, minute),
         "lag_p50_ms": round(percentile(rounds.lags_ms, 0.5), 2),
         "lag_p99_ms": round(percentile(rounds.lags_ms, 0.99), 2),
         "round_spacing_p50_s": round(percentile(rounds.spacings_s, 0.5), 3),
@@ -533,6 +597,8 @@ SEARCH_TRIAL_S = 20.0
 """A bisection trial's length: long enough for a full collection and a lease renewal."""
 SEARCH_CONFIRM_S = 60.0
 """The confirming run at the N found."""
+TRIAL_SETTLE_S = 5.0
+"""The pause before each trial, after flushing the previous one's files to disk."""
 SEARCH_PRECISION = 0.15
 """The bisection stops when the bounds are within 15% of each other."""
 
@@ -552,6 +618,9 @@ def search(
     trials: list[dict[str, Any]] = []
 
     def trial(n: int, length: float) -> tuple[bool, dict[str, Any]]:
+        # each trial on a settled machine: the previous trial's store written back first
+        os.sync()
+        time.sleep(TRIAL_SETTLE_S)
         r = measure(
             Run(n, interval, length, pin=True, core=core, scrape_every=scrape_every), quiet=True
         )
@@ -700,6 +769,7 @@ def main() -> int:
         ("CPU first min (%)", result["cpu_first_min_pct"], ""),
         ("CPU last min (%)", result["cpu_last_min_pct"], "±10%"),
         ("CPU ms/window-round", result["cpu_ms_per_window_round"], ""),
+        ("reference ms first/last", first_last(result["reference_ms_by_minute"]), ""),
         ("lag p50 (ms)", result["lag_p50_ms"], ""),
         ("lag p99 (ms)", result["lag_p99_ms"], "≤100"),
         ("spacing p99 (s)", result["round_spacing_p99_s"], "≤1.1" if args.dozen else ""),

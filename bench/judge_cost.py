@@ -15,16 +15,20 @@ API's JSON, serialised for the store). `daemon_every_round` words the verdict ev
 (as the daemon did); `daemon` words it once per `VERDICT_REFRESH_S` (as it does now, when
 no rule changes its state).
 
-    python bench/judge_cost.py [--rounds 600] [--fresh] [--json]
-    python bench/judge_cost.py --against /path/to/older/checkout [--turns 3] [--fresh]
+    python bench/judge_cost.py [--rounds 600] [--fresh] [--count] [--json]
+    python bench/judge_cost.py --against /path/to/older/checkout [--turns 3] [--fresh] [--count]
 
 `--fresh`: the case `bench/footprint.py` measures, an agent just started: no background
 runs yet, so no baselines (the latency rule's relative bound has nothing to test against;
 the error rule's `max` is tested alone).
 
-`--against` runs this script from another checkout (an older judge) and this one in turns,
-each in a fresh process, and prints both (the median per stage over the turns), so that a
-busy machine weighs on both alike.
+`--count`: a third rule, `bench/decisions.py`'s relative error bound (`error_rate
+max_increase 10%`): with a baseline, the two-sample count test and its baseline ladder (37
+rows of bets a round), which the two default rules do not run.
+
+`--against` runs this script on another checkout's judge (an older one) and on this one in
+turns, each in a fresh process, and prints both (the median per stage over the turns), so
+that a busy machine weighs on both alike; the measuring code is this script on both.
 
 Never run as a test; prints figures only.
 """
@@ -43,7 +47,8 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# the checkout whose judge is measured: `--against` sets it for the other one (`CODE`)
+sys.path.insert(0, os.environ.get("JUDGE_COST_CODE") or str(Path(__file__).resolve().parent.parent))
 
 from agent.analysis.judge import Judge
 from agent.analysis.observe import merge, observe
@@ -52,6 +57,8 @@ from agent.windows.evidence import rule_snapshot, verdict_to_dict
 from agent.windows.lifecycle import VERDICT_REFRESH_S
 from checks.base import Sample
 
+CODE = "JUDGE_COST_CODE"
+"""Environment variable: the checkout whose judge is measured (default: this one)."""
 PROBES = 10
 LOOKBACK_S = 3600
 BACKGROUND_S = 30
@@ -60,6 +67,7 @@ RULES = (
     Rule("errors", "checks", "error_rate", max=0.05),
     Rule("latency", "checks", "latency_p95", max_increase=0.2),
 )
+COUNT_RULE = Rule("errors-relative", "checks", "error_rate", max_increase=0.1)
 
 
 def probes(rng: np.random.Generator, n: int) -> list[Sample]:
@@ -76,20 +84,22 @@ def main() -> int:
     parser.add_argument("--against", type=Path, help="another checkout to run in turns")
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--fresh", action="store_true", help="no baselines yet (footprint's)")
+    parser.add_argument("--count", action="store_true", help="and a relative error rule")
     args = parser.parse_args()
     if args.against is not None:
-        extra = ["--fresh"] if args.fresh else []
+        extra = [flag for flag in ("--fresh", "--count") if getattr(args, flag[2:])]
         return in_turns(args.against, args.rounds, args.turns, as_json=args.json, extra=extra)
+    rules = (*RULES, COUNT_RULE) if args.count else RULES
     rng = np.random.default_rng(9)
     runs = [probes(rng, PROBES) for _ in range(LOOKBACK_S // BACKGROUND_S)]
     baselines = (
         {}
         if args.fresh
-        else {r.name: merge([observe(r, run, BACKGROUND_S) for run in runs]) for r in RULES}
+        else {r.name: merge([observe(r, run, BACKGROUND_S) for run in runs]) for r in rules}
     )
     rounds = [probes(rng, PROBES) for _ in range(args.rounds)]
     started = time.process_time()
-    judge = Judge(RULES, baselines, Policy("sequential"), horizon=HORIZON)
+    judge = Judge(rules, baselines, Policy("sequential"), horizon=HORIZON)
     state = judge.start()
     compile_s = time.process_time() - started
     stages = ("observe", "advance", "verdict", "glance", "snapshot", "wording")
@@ -98,7 +108,7 @@ def main() -> int:
     for k, round_ in enumerate(rounds):
         final = k == len(rounds) - 1
         t0 = time.process_time()
-        observations = {r.name: observe(r, round_, 1.0) for r in RULES}
+        observations = {r.name: observe(r, round_, 1.0) for r in rules}
         t1 = time.process_time()
         state = judge.advance(state, observations)
         t2 = time.process_time()
@@ -127,6 +137,7 @@ def main() -> int:
             "daemon": round(fold + per_round["glance"] + words / VERDICT_REFRESH_S, 1),
         },
         "baselines": not args.fresh,
+        "count_rule": args.count,
         "compile_ms": round(compile_s * 1e3, 2),
         "rounds": len(rounds),
         "decisions": decisions,
@@ -154,16 +165,18 @@ def main() -> int:
 def in_turns(
     other: Path, rounds: int, turns: int, *, as_json: bool, extra: list[str] | None = None
 ) -> int:
-    """This checkout and `other`, `turns` times each, alternating (`extra`: flags to both)."""
-    scripts = {"this": Path(__file__).resolve(), "against": other / "bench" / "judge_cost.py"}
-    seen: dict[str, list[dict[str, float]]] = {name: [] for name in scripts}
+    """This checkout's judge and `other`'s, `turns` times each, alternating (`extra`: flags
+    to both)."""
+    code = {"this": Path(__file__).resolve().parent.parent, "against": other.resolve()}
+    seen: dict[str, list[dict[str, float]]] = {name: [] for name in code}
     for _ in range(turns):
-        for name, script in scripts.items():
+        for name, root in code.items():
             out = subprocess.run(
-                [sys.executable, str(script), "--rounds", str(rounds), "--json", *(extra or [])],
+                [sys.executable, __file__, "--rounds", str(rounds), "--json", *(extra or [])],
                 capture_output=True,
                 text=True,
                 check=True,
+                env=os.environ | {CODE: str(root)},
             )
             seen[name].append(json.loads(out.stdout)["us_per_window_round"])
     report: dict[str, Any] = {
@@ -174,7 +187,7 @@ def in_turns(
     if as_json:
         print(json.dumps(report))
     else:
-        for name in scripts:
+        for name in code:
             print(f"{name:8s} us per window-round (median of {turns}): {report[name]}")
         print(f"load {report['load_average']:.2f}")
     return 0

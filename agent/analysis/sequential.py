@@ -328,8 +328,8 @@ class SequentialRule:
         """Each ladder's columns as arrays (`_ladder_of`)."""
         self._held: dict[str, tuple[list[Any], list[Any] | None, FloatArray] | None] = {}
         """A ladder's last wealth and e-detector lists with their array (`_bet_ladder`)."""
-        self._stakes: dict[tuple[str, float], FloatArray] = {}
-        """A ladder's stakes by its weight in the first row (which gives the round's size)."""
+        self._factors: dict[tuple[str, float, float], FloatArray] = {}
+        """A ladder's log factors by the round's samples and bad events (`_ladder_factors`)."""
         self._last_values: tuple[float, ...] | None = None
         self._last_finite: FloatArray = _EMPTY
         self._ranker: Ranker | None = None
@@ -823,20 +823,14 @@ class SequentialRule:
     ) -> None:
         """A two-sample test's round: one bet per interval of the baseline's figure, the whole
         ladder at once (`stats.bet_ladder`)."""
-        per_interval = self._ladder_statistics(comp, obs)
-        if per_interval is None:
+        log_f = self._ladder_factors(comp, obs)
+        if log_f is None:
             return
-        y, weight = per_interval
         stored_sr = st["sr"] if comp.alpha_detector else None
         last = self._held.get(comp.key)
         held = last[2] if last and last[0] is st["w"] and last[1] is stored_sr else None
-        stakes = self._stakes.get((comp.key, weight[0]))
-        if stakes is None:
-            if len(self._stakes) >= 64:  # traffic that varies: keep the memo small
-                self._stakes.clear()
-            stakes = self._stakes[(comp.key, weight[0])] = stats.bet_lambdas(comp.bets, weight)
-        rows, log_e, log_d = stats.bet_ladder(
-            comp.bets, y, stakes, st["w"], stored_sr, self._ladder_of(comp).bases, held=held
+        rows, log_e, log_d = stats.ladder_round(
+            comp.bets, log_f, st["w"], stored_sr, self._ladder_of(comp).bases, held=held
         )
         as_lists = rows.tolist()
         st["w"] = as_lists[0]
@@ -857,19 +851,33 @@ class SequentialRule:
             self._ladders[comp.key] = ladder
         return ladder
 
+    def _ladder_factors(self, comp: Component, obs: Observation) -> FloatArray | None:
+        """The round's log factor per interval of the ladder and bet
+        (`stats.ladder_log_factors`), None without samples. They depend on the round's
+        samples and bad events alone, which repeat from round to round (ten probes, none
+        failed), so they are kept by those two numbers."""
+        if comp.test != "proportion":
+            return None  # only counts have ladders (rank, exceedance: `_conformal`)
+        n = float(obs.total or 0)
+        count = min(max(float(obs.count or 0), 0.0), n)
+        bad = n - count if comp.flip else count
+        key = (comp.key, n, bad)
+        log_f = self._factors.get(key)
+        if log_f is None:
+            y, weight = self._ladder_statistics(comp, n, bad)
+            stakes = stats.bet_lambdas(comp.bets, weight)
+            if len(self._factors) >= 64:  # traffic that varies: keep the memo small
+                self._factors.clear()
+            log_f = self._factors[key] = stats.ladder_log_factors(y, stakes)
+            log_f.flags.writeable = False
+        return log_f
+
     def _ladder_statistics(
-        self, comp: Component, obs: Observation
-    ) -> tuple[FloatArray, FloatArray] | None:
-        """(y, weight) of one round per interval of the ladder, as two arrays; None without
-        samples."""
-        ladder = self._ladder_of(comp)
-        if comp.test == "proportion":
-            n = float(obs.total or 0)
-            count = min(max(float(obs.count or 0), 0.0), n)
-            bad = n - count if comp.flip else count
-            expected = n * ladder.levels
-            return bad / expected, expected
-        return None  # only counts have ladders (rank, exceedance: `_conformal`)
+        self, comp: Component, n: float, bad: float
+    ) -> tuple[FloatArray, FloatArray]:
+        """(y, weight) of one round per interval of the ladder, as two arrays."""
+        expected = n * self._ladder_of(comp).levels
+        return bad / expected, expected
 
     def _pass_statistic(self, test: PassTest, obs: Observation) -> float | None:
         if test.statistic == "rate":

@@ -427,7 +427,28 @@ def bet_ladder(
     Returns ((wealth, e-detector) stacked, log e-value, log e-detector). Fused because a
     round is a few dozen numbers: numpy's cost per call, not its arithmetic, is what it
     costs; the operations are the same, row by row."""
-    log_f = np.log1p(lam * (np.maximum(y, 0.0) - 1.0)[:, None])
+    log_f = ladder_log_factors(y, lam)
+    return ladder_round(kind, log_f, log_wealth, log_sr, log_base, held=held)
+
+
+def ladder_log_factors(y: FloatArray, lam: FloatArray) -> FloatArray:
+    """Each row's log factor per bet for one round, log(1 + lam (y - 1)) (`bet_ladder`):
+    it depends on the round's counts alone, so a caller may keep it for a later round
+    with the same counts (`ladder_round`)."""
+    out: FloatArray = np.log1p(lam * (np.maximum(y, 0.0) - 1.0)[:, None])
+    return out
+
+
+def ladder_round(
+    kind: str,
+    log_f: FloatArray,
+    log_wealth: list[list[float]],
+    log_sr: list[list[float | None]] | None,
+    log_base: FloatArray,
+    *,
+    held: FloatArray | None = None,
+) -> tuple[FloatArray, float, float | None]:
+    """`bet_ladder` from the round's log factors (`ladder_log_factors`)."""
     if held is not None:
         rows = held.copy()
     elif log_sr is None:
@@ -440,11 +461,27 @@ def bet_ladder(
         np.logaddexp(rows[1], 0.0, out=rows[1])
     rows += log_f  # the wealth times f; f times (the e-detector + 1)
     # the wealth mixes the bets by their prior, the e-detector by `DETECTOR_LOG_WEIGHTS`
-    weights = np.repeat(_LADDER_LOG_WEIGHTS[kind][: len(rows)], rows.shape[1], axis=0)
+    weights = _ladder_weights(kind, len(rows), rows.shape[1])
     flat = rows.reshape(-1, rows.shape[2])
     mixed = log_mix_rows(flat, kind, weights).reshape(len(rows), -1)
     least = np.minimum.reduce(log_base + mixed, axis=1).tolist()
     return rows, least[0], least[1] if log_sr is not None else None
+
+
+_LADDER_WEIGHTS: dict[tuple[str, int, int], tuple[FloatArray, FloatArray]] = {}
+
+
+def _ladder_weights(kind: str, runs: int, intervals: int) -> FloatArray:
+    """`_LADDER_LOG_WEIGHTS`' first `runs` rows, each repeated for `intervals` rows of a
+    ladder: the same few arrays every round, made once (again if the weights are replaced)."""
+    source = _LADDER_LOG_WEIGHTS[kind]
+    made = _LADDER_WEIGHTS.get((kind, runs, intervals))
+    if made is not None and made[0] is source:
+        return made[1]
+    weights = np.repeat(source[:runs], intervals, axis=0)
+    weights.flags.writeable = False  # shared between rounds and windows
+    _LADDER_WEIGHTS[(kind, runs, intervals)] = (source, weights)
+    return weights
 
 
 TWO_SAMPLE_DETECTOR_LEAST = 2.0

@@ -113,7 +113,7 @@ share the rest by their prior). A regression confined to the tail is found, if a
 the window's end at about the aimed stake, where every nat counts; a large shift is found
 within seconds either way, and the e-detector's share (`ONSET_RATIO`) is sized against the
 count bets' part, so one that starts mid-window keeps its ratio."""
-_EXCEEDANCE_MULTIPLE_LIST = EXCEEDANCE_MULTIPLES.tolist()
+stats.register_bets("exceedance_aimed", EXCEEDANCE_MULTIPLES, EXCEEDANCE_MULTIPLE_WEIGHTS)
 stats.register_bets(
     "conformal_exceedance",
     np.concatenate([EXCEEDANCE_MULTIPLES, stats.COUNT_BETS]),
@@ -828,11 +828,7 @@ class SequentialRule:
         round's size), then `stats.COUNT_BETS` per expected bad event. Valid as the rank
         test's: every stake is fixed by the rounds before and this round's size."""
         stake = self._aimed_stake(comp, samples, index) / comp.level
-        excess = max(y, 0.0) - 1.0
-        aimed = [
-            math.log1p(min(m * stake * expected, stats.MAX_BET) * excess)
-            for m in _EXCEEDANCE_MULTIPLE_LIST
-        ]
+        aimed = stats.bet_log_factors("exceedance_aimed", y, stake * expected)
         return aimed + stats.bet_log_factors("count", y, expected)
 
     @staticmethod

@@ -45,6 +45,7 @@ import textwrap
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -306,14 +307,20 @@ class Reference(threading.Thread):
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=5)
+        self.join(timeout=5)  # every line it printed read
 
     def by_minute(self, t0: float, seconds: float, minute: float) -> list[float | None]:
         """The median time of the fixed work in each measured minute (ms)."""
         out: list[float | None] = []
-        for start in itertools.takewhile(lambda t: t < seconds - 1, itertools.count(0.0, minute)):
+        for start in minute_starts(seconds, minute):
             ms = [v for at, v in self.timings if start <= at - t0 < start + minute]
             out.append(round(percentile(ms, 0.5), 2) if ms else None)
         return out
+
+
+def minute_starts(seconds: float, minute: float) -> Iterator[float]:
+    """The start of each measured minute (the last one may be short)."""
+    return itertools.takewhile(lambda t: t < seconds - 1, itertools.count(0.0, minute))
 
 
 def first_last(series: list[Any]) -> str:
@@ -541,9 +548,7 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
         # each minute's: a rise that a first-and-last comparison hides (or one that settles)
         "cpu_by_minute_pct": [
             round(cpu_pct(samples, t, min(t + minute, run.seconds)), 1)
-            for t in itertools.takewhile(
-                lambda t: t < run.seconds - 1, itertools.count(0.0, minute)
-            )
+            for t in minute_starts(run.seconds, minute)
         ],
         # the machine's speed meanwhile (see REFERENCE_PY): the same work's ms by minute
         "reference_ms_by_minute": reference.by_minute(t0, run.seconds, minute),

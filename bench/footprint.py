@@ -29,7 +29,6 @@ Goals (issue 9), 200 windows at 1 s for 600 s: RSS ≤ 150 MB at the end, growth
 from __future__ import annotations
 
 import argparse
-import functools
 import itertools
 import json
 import math
@@ -366,6 +365,18 @@ class Run:
     scrape_every: float = SCRAPE_EVERY_S
     """A dashboard's Prometheus scraping `/metrics` this often in the measured span (0:
     none)."""
+    register_within: float | None = None
+    """Give up (`RegisteringTooSlow`) when the windows are not all registered by then: a
+    search trial far over capacity would otherwise crawl for many minutes."""
+
+
+class RegisteringTooSlow(Exception):
+    """The agent took registrations too slowly for the trial to be worth finishing."""
+
+    def __init__(self, registered: int, seconds: float) -> None:
+        super().__init__(f"{registered} windows registered in {seconds:.0f}s")
+        self.registered = registered
+        self.seconds = seconds
 
 
 @dataclass
@@ -478,9 +489,19 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
         reference.start()
         try:
             registering = time.monotonic()
+            deadline = registering + (run.register_within or math.inf)
+
+            def register_in_time(env: str) -> bool:
+                if time.monotonic() > deadline:
+                    return False
+                register(agent_port, env)
+                return True
+
             with ThreadPoolExecutor(REGISTER_CONCURRENCY) as pool:
-                list(pool.map(functools.partial(register, agent_port), names(run.windows)))
+                registered = sum(pool.map(register_in_time, names(run.windows)))
             register_s = time.monotonic() - registering
+            if registered < run.windows:
+                raise RegisteringTooSlow(registered, register_s)
             time.sleep(max(2.0, 2 * run.interval))  # every window has started its rounds
             gc_before = agent_metrics(agent_port)["gc_s"]
             scraper = Scraper(agent_port, run.scrape_every)
@@ -606,6 +627,9 @@ TRIAL_SETTLE_S = 5.0
 """The pause before each trial, after flushing the previous one's files to disk."""
 SEARCH_PRECISION = 0.15
 """The bisection stops when the bounds are within 15% of each other."""
+SEARCH_REGISTER_PER_S = 50.0
+"""A trial whose windows register more slowly than this (at least 60 s allowed) is over
+capacity and stops there: an agent keeping its rounds on time takes hundreds a second."""
 
 
 def search(
@@ -619,16 +643,33 @@ def search(
 ) -> dict[str, Any]:
     """The largest N whose lag p99 stays ≤ 100 ms with 0 overruns: short trials from the
     goal (or `start`) doubling or halving to a bracket, a bisection to within 15%, then a
-    confirming run of `confirm` seconds at N (10% fewer windows until one holds)."""
+    confirming run of `confirm` seconds at N (10% fewer windows until one holds, three
+    tries; `largest_windows` is None when none held, `at_largest` the last one's figures)."""
     trials: list[dict[str, Any]] = []
 
     def trial(n: int, length: float) -> tuple[bool, dict[str, Any]]:
         # each trial on a settled machine: the previous trial's store written back first
         os.sync()
         time.sleep(TRIAL_SETTLE_S)
-        r = measure(
-            Run(n, interval, length, pin=True, core=core, scrape_every=scrape_every), quiet=True
+        within = max(60.0, n / SEARCH_REGISTER_PER_S)
+        run = Run(
+            n,
+            interval,
+            length,
+            pin=True,
+            core=core,
+            scrape_every=scrape_every,
+            register_within=within,
         )
+        try:
+            r = measure(run, quiet=True)
+        except RegisteringTooSlow as slow:
+            r = {"windows": n, "registered": slow.registered, "register_s": round(slow.seconds, 1)}
+            r |= {"gave_up": f"registering: {slow} (under {SEARCH_REGISTER_PER_S:g}/s)"}
+            trials.append(r)
+            if not quiet:
+                print(f"  N={n}: {r['gave_up']} → too many", file=sys.stderr, flush=True)
+            return False, r
         trials.append(r)
         good = r["lag_p99_ms"] <= LAG_GOAL_MS and r["overruns"] == 0
         if not quiet:
@@ -661,16 +702,18 @@ def search(
         else:
             high = mid
     figures: dict[str, Any] | None = None
+    largest: int | None = None  # None: no confirming run held
     for _ in range(3):
         if low < 1:
             break
         held, figures = trial(low, confirm)
         if held:
+            largest = low
             break
         low = int(low * 0.9)
     return {
         "interval_s": interval,
-        "largest_windows": low,
+        "largest_windows": largest,
         "goal": SEARCH_GOALS.get(interval),
         "seconds_per_trial": seconds,
         "confirm_seconds": confirm,
@@ -725,7 +768,7 @@ def main() -> int:
         trial_s = args.seconds if args.seconds is not None else SEARCH_TRIAL_S
         start = args.windows if args.windows != DEFAULT_WINDOWS else None
         found = [
-            search(i, trial_s, args.confirm_seconds, start, args.json, args.core, args.scrape_every)
+            search(i, trial_s, args.confirm_seconds, start, False, args.core, args.scrape_every)
             for i in intervals
         ]
         if args.json:
@@ -736,7 +779,8 @@ def main() -> int:
             print(
                 f"largest N at interval {format_duration(item['interval_s'])} with lag p99"
                 f" ≤ 100 ms and 0 overruns, one core, {trial_s:g}s trials and a"
-                f" {args.confirm_seconds:g}s confirming run: {item['largest_windows']}"
+                f" {args.confirm_seconds:g}s confirming run:"
+                f" {item['largest_windows'] or 'none held'}"
                 f" (goal ≥ {item['goal']}); at N: lag p50 {at.get('lag_p50_ms')} ms,"
                 f" p99 {at.get('lag_p99_ms')} ms, overruns {at.get('overruns')}, CPU"
                 f" {at.get('cpu_last_min_pct')}%, RSS {at.get('rss_end_mb')} MB, GC pauses"

@@ -623,6 +623,9 @@ SEARCH_TRIAL_S = 20.0
 """A bisection trial's length: long enough for a full collection and a lease renewal."""
 SEARCH_CONFIRM_S = 60.0
 """The confirming run at the N found."""
+SEARCH_CONFIRM_TRIES = 6
+"""Confirming runs, each at 10% fewer windows than the last, before the search gives up
+(six reach about half the bisection's N: a minute's run can fail where 20 s trials held)."""
 TRIAL_SETTLE_S = 5.0
 """The pause before each trial, after flushing the previous one's files to disk."""
 SEARCH_PRECISION = 0.15
@@ -643,8 +646,9 @@ def search(
 ) -> dict[str, Any]:
     """The largest N whose lag p99 stays ≤ 100 ms with 0 overruns: short trials from the
     goal (or `start`) doubling or halving to a bracket, a bisection to within 15%, then a
-    confirming run of `confirm` seconds at N (10% fewer windows until one holds, three
-    tries; `largest_windows` is None when none held, `at_largest` the last one's figures)."""
+    confirming run of `confirm` seconds at N (10% fewer windows until one holds, at most
+    `SEARCH_CONFIRM_TRIES`; `largest_windows` is None when none held, `at_largest` the
+    last one's figures)."""
     trials: list[dict[str, Any]] = []
 
     def trial(n: int, length: float) -> tuple[bool, dict[str, Any]]:
@@ -703,7 +707,7 @@ def search(
             high = mid
     figures: dict[str, Any] | None = None
     largest: int | None = None  # None: no confirming run held
-    for _ in range(3):
+    for _ in range(SEARCH_CONFIRM_TRIES):
         if low < 1:
             break
         held, figures = trial(low, confirm)

@@ -640,7 +640,6 @@ def search(
     seconds: float,
     confirm: float,
     start: int | None,
-    quiet: bool,
     core: int | None = None,
     scrape_every: float = SCRAPE_EVERY_S,
 ) -> dict[str, Any]:
@@ -667,24 +666,18 @@ def search(
         )
         try:
             r = measure(run, quiet=True)
+            good = r["lag_p99_ms"] <= LAG_GOAL_MS and r["overruns"] == 0
+            line = (
+                f"N={n} at {format_duration(interval)} for {length:g}s: lag p99"
+                f" {r['lag_p99_ms']} ms, overruns {r['overruns']}, CPU {r['cpu_last_min_pct']}%,"
+                f" RSS {r['rss_end_mb']} MB, load average {r['loadavg_1m']}"
+            )
         except RegisteringTooSlow as slow:
             r = {"windows": n, "registered": slow.registered, "register_s": round(slow.seconds, 1)}
             r |= {"gave_up": f"registering: {slow} (under {SEARCH_REGISTER_PER_S:g}/s)"}
-            trials.append(r)
-            if not quiet:
-                print(f"  N={n}: {r['gave_up']} → too many", file=sys.stderr, flush=True)
-            return False, r
+            good, line = False, f"N={n}: {r['gave_up']}"
         trials.append(r)
-        good = r["lag_p99_ms"] <= LAG_GOAL_MS and r["overruns"] == 0
-        if not quiet:
-            print(
-                f"  N={n} at {format_duration(interval)} for {length:g}s: lag p99"
-                f" {r['lag_p99_ms']} ms, overruns {r['overruns']}, CPU {r['cpu_last_min_pct']}%,"
-                f" RSS {r['rss_end_mb']} MB, load average {r['loadavg_1m']}"
-                f" → {'ok' if good else 'too many'}",
-                file=sys.stderr,
-                flush=True,
-            )
+        print(f"  {line} → {'ok' if good else 'too many'}", file=sys.stderr, flush=True)
         return good, r
 
     def ok(n: int) -> bool:
@@ -772,7 +765,7 @@ def main() -> int:
         trial_s = args.seconds if args.seconds is not None else SEARCH_TRIAL_S
         start = args.windows if args.windows != DEFAULT_WINDOWS else None
         found = [
-            search(i, trial_s, args.confirm_seconds, start, False, args.core, args.scrape_every)
+            search(i, trial_s, args.confirm_seconds, start, args.core, args.scrape_every)
             for i in intervals
         ]
         if args.json:

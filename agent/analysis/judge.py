@@ -41,7 +41,7 @@ __all__ = ["STATE_VERSION", "Glance", "Judge", "PassOn", "State", "judge"]
 
 PassOn = Literal["evidence", "no_failure"]
 
-STATE_VERSION = 9
+STATE_VERSION = 10
 """The shape of `State`; bump it when the shape changes (2: one row per confidence level
 in the rank and exceedance tests; 4: the two-sample count test's own ladder and bets, 12
 rows of 10; 5: the rank and exceedance tests bet on conformal placements and keep the
@@ -51,7 +51,8 @@ test's e-detector mixes only its large bets, so its recorded detector peaks were
 otherwise; 7: the rank test's three bets are multiples of a stake sized per window, where
 six fixed stakes were; 8: the two-sample count test's ladder has 37 rows, not 12; 9: a
 relative latency bound's exceedance test bets multiples of an aimed stake before its eight
-count bets), so that a restart never reads a state it cannot."""
+count bets; 10: a test with a look at the window's end keeps its running sums, `fin`, and
+its p-value there, `final_p`), so that a restart never reads a state it cannot."""
 
 
 def judge(
@@ -112,11 +113,16 @@ class Judge:
         self, state: State, round_: Mapping[str, Observation], *, final: bool
     ) -> tuple[State, Verdict]:
         """Fold one round (rule name → observation) into a copy of `state`; judge the window."""
-        new = self.advance(state, round_)
+        new = self.advance(state, round_, final=final)
         return new, self.verdict(new, final=final)
 
     def advance(
-        self, state: State, round_: Mapping[str, Observation], *, in_place: bool = False
+        self,
+        state: State,
+        round_: Mapping[str, Observation],
+        *,
+        in_place: bool = False,
+        final: bool = False,
     ) -> State:
         """`step` without the verdict's wording: the new state only (`failed_round` reads
         it). The decision benchmark calls this to replay thousands of windows quickly.
@@ -124,12 +130,19 @@ class Judge:
         `in_place`: fold into `state` itself rather than a copy, for a caller that keeps
         no other reference to it (the daemon, one state per window): a copy is a score of
         new containers a round, each living the round's length, which is most of what the
-        garbage collector walks at thousands of windows. The same state either way."""
+        garbage collector walks at thousands of windows. The same state either way.
+
+        `final`: this round is the window's last (its time is up): the policy's tests that
+        look once, at the window's end, look now (`RulePolicy.finish`)."""
         new: State = state if in_place else self._copy(state)
         index = new["rounds"]
         new["rounds"] = index + 1
         for rule in self.rules:
             self._step_rule(rule, new["rules"][rule.name], round_.get(rule.name), index)
+        finish = getattr(self.rule_policy, "finish", None) if final else None
+        if finish is not None:
+            for rule in self.rules:
+                finish(rule, new["rules"][rule.name], index)
         return new
 
     def copy(self, state: State) -> State:

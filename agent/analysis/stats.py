@@ -258,6 +258,101 @@ def binomial_greater(bad: float, n: float, p0: float) -> float:
     return float(sc_special.bdtrc(math.ceil(bad) - 1, round(n), p0))
 
 
+def inflation_of_sums(sums: Iterable[float], alpha: float, variance: float | None = None) -> float:
+    """The variance inflation of a pooled count from running sums over its rounds (`ROUND_
+    SUMS`: rounds, count, total, count^2, count x total, total^2), at level `alpha`: the
+    moment estimate of `intra_period_correlation` with the rounds as the periods, then
+    `inflation_limit` (Student's correction; each round one unit when its events are fewer
+    than two). The sums are what a fold can keep: six floats, whatever the rounds.
+
+    `variance`: one sample's variance under the null when the "count" is a sum of scores
+    that are not 0/1 (mean placements: 1/12); None for events (p (1 - p) at the pooled p)."""
+    k, c, t, cc, ct, tt = sums
+    if k < 2 or t <= 0:
+        return max(t / max(k, 1.0), 1.0)
+    p = c / t
+    pq = p * (1.0 - p) if variance is None else variance
+    pairs = tt - t
+    rho = 0.0
+    if pq > 0 and pairs > 0:
+        excess = cc - 2.0 * p * ct + p * p * tt - t * pq
+        rho = min(max(excess / (pq * pairs), 0.0), 1.0)
+    mean_size = t / k
+    inflation = 1.0 + (mean_size - 1.0) * rho
+    events = min(c, t - c) if variance is None else t
+    return inflation_limit(inflation, int(k), events, mean_size, alpha)
+
+
+ROUND_SUMS = 6
+"""Length of `inflation_of_sums`' running sums (`add_round_sums` keeps them)."""
+
+
+def add_round_sums(sums: list[float], count: float, total: float) -> list[float]:
+    """`inflation_of_sums`' running sums with one round's (count, total) folded in: a new
+    list (a judge's state never changes a list in place: copies of it share them)."""
+    k, c, t, cc, ct, tt = sums
+    return [
+        k + 1.0,
+        c + count,
+        t + total,
+        cc + count * count,
+        ct + count * total,
+        tt + total * total,
+    ]
+
+
+def sum_of_uniforms_greater(total: float, n: float, inflation: float) -> float:
+    """One-sided p-value that `n` placements summing to `total` are larger than uniform ones
+    (mean 1/2, variance 1/12 each, the variance times `inflation` for rounds whose samples
+    move together): the normal approximation to their sum, Mann-Whitney's statistic with the
+    baseline as conformal reference (`agent.analysis.conformal`), which is exact enough
+    from a few dozen samples on."""
+    if n <= 0:
+        return 1.0
+    z = (total - n / 2.0) / math.sqrt(max(inflation, 1.0) * n / 12.0)
+    return float(sc_special.ndtr(-z))
+
+
+def share_greater(bad: float, n: float, inflation: float, level: float) -> float:
+    """One-sided p-value of H0: each sample is bad with probability at most `level`, from
+    `bad` of `n` (effective counts: both divided by `inflation`), by the binomial's tail
+    through the regularized incomplete beta, as `rate_ratio_greater`."""
+    if n <= 0 or bad <= 0 or level >= 1.0:
+        return 1.0
+    x, m = bad / max(inflation, 1.0), n / max(inflation, 1.0)
+    if x >= m:
+        return float(level**x)
+    return float(sc_special.betainc(x, m - x + 1.0, level))
+
+
+def rate_ratio_greater(
+    bad: float,
+    n: float,
+    inflation: float,
+    bad_base: float,
+    n_base: float,
+    inflation_base: float,
+    ratio: float,
+) -> float:
+    """One-sided p-value of H0: the new rate <= `ratio` x the baseline's, from both counts.
+
+    The conditional test of two Poisson counts (Przyborowski & Wilenski 1940; the fixed-
+    sample form of the Poisson-process test in Lindon & Malek 2022): given their sum, the
+    new count is binomial with p0 = ratio n / (ratio n + n_base) at the null's edge, and
+    below it inside the null, whatever the baseline's rate. Each side's counts are first
+    divided by its variance inflation (quasi-Poisson: errors that come in bursts are not read
+    as independent), and the binomial's tail is read on those effective counts through the
+    regularized incomplete beta, P(Bin(m, p) >= x) = I_p(x, m - x + 1)."""
+    if n <= 0 or n_base <= 0 or bad <= 0:
+        return 1.0
+    x, t = bad / max(inflation, 1.0), n / max(inflation, 1.0)
+    y, u = bad_base / max(inflation_base, 1.0), n_base / max(inflation_base, 1.0)
+    p0 = ratio * t / (ratio * t + u)
+    if p0 >= 1.0:
+        return 1.0
+    return float(sc_special.betainc(x, y + 1.0, p0))
+
+
 # -- round-level e-processes (the daemon's fold) ----------------------------------------------
 #
 # One factor per round from that round's own statistic, so requests correlated within a round

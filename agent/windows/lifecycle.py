@@ -473,7 +473,7 @@ class WindowWatch:
         for old in self.replay:
             state = judge.advance(state, old, in_place=True)
         self.replay = []
-        state = judge.advance(state, observations, in_place=True)
+        state = judge.advance(state, observations, in_place=True, final=final)
         return state, judge.glance(state, final=final)
 
     def _round_summary(

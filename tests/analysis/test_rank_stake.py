@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.analysis.sequential import BaselineData, SequentialRule
 from agent.analysis.types import Observation, Rule
+from tests.analysis.latency_rules import lognormal_rule
 from tests.analysis.ville import assert_within_ville
 
 LATENCY = Rule("p95", "checks", "latency_p95", max_increase=0.1)
@@ -22,13 +22,7 @@ def _rank_window(
     """One window of `rounds` rounds of Poisson(`per`) samples, the deploy = a fresh
     lognormal baseline x `factor`, at the decision benchmark's rule alpha: the rank test's
     state at the end (its peak log e-value and the round it crossed)."""
-    base_values = rng.lognormal(-2.5, 0.6, base_n)
-    base = Observation(
-        float(np.percentile(base_values, 95)), values=tuple(base_values.tolist()), quantile=0.95
-    )
-    rule = SequentialRule(
-        LATENCY, BaselineData.from_observation(base), "distribution", 0.005, horizon=rounds
-    )
+    rule = lognormal_rule(rng, base_n=base_n, rounds=rounds)
     state = rule.start()
     for i in range(rounds):
         x = rng.lognormal(-2.5, 0.6, rng.poisson(per)) * factor

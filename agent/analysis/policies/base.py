@@ -45,6 +45,11 @@ class RulePolicy(Protocol):
         """Fold round `index`'s usable observation into the rule's state `st`, in place."""
         ...
 
+    def finish(self, rule: Rule, st: State, index: int) -> None:
+        """Round `index`, just folded, was the window's last: a policy's tests that look
+        once at the window's end do so now, in place (`BasePolicy`: none)."""
+        ...
+
     def judge(self, rule: Rule, st: State, kind: Kind, final: bool) -> Judged:
         """The rule's verdict from its state (only called once it has data)."""
         ...
@@ -72,6 +77,9 @@ class BasePolicy:
     def __init__(self, window: Window) -> None:
         self.window = window
         self._readers: dict[str, sketch.Reader] = {}
+
+    def finish(self, rule: Rule, st: State, index: int) -> None:
+        """No test that looks once at the window's end."""
 
     def pooled(self, rule: Rule, st: State) -> float | None:
         """`verdicts.pooled`, a percentile read by the rule's own `sketch.Reader` (its

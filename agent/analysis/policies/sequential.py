@@ -41,6 +41,14 @@ _TEST_NAMES = {
 }
 
 
+_FINAL_TESTS = {
+    "proportion": "the two-sample count test over the whole window",
+    "rank": "the rank test over the whole window (its placements' sum)",
+    "exceedance": "the count of samples past the bound over the whole window",
+}
+"""The tests that look once, at the window's end (`SequentialRule.finish`)."""
+
+
 class SequentialPolicy(BasePolicy):
     def __init__(self, window: Window) -> None:
         super().__init__(window)
@@ -72,6 +80,12 @@ class SequentialPolicy(BasePolicy):
         if st["seq"] is None:
             st["seq"] = seq.start()
         seq.step(st["seq"], obs, index)
+
+    def finish(self, rule: Rule, st: State, index: int) -> None:
+        """The fixed-horizon tests look once (`SequentialRule.finish`)."""
+        kind = st["kind"]
+        if st["seq"] is not None and kind is not None and not self._streak_only(rule, kind):
+            self.tests(rule, kind).finish(st["seq"], index)
 
     def failed_at(self, rule: Rule, st: State) -> int | None:
         if st["failed_at"] is not None:
@@ -162,6 +176,18 @@ class SequentialPolicy(BasePolicy):
         logs = [tests.log_evidence(seq, c) for c in tests.components]
         decisive = _decisive(tests, seq, comp, logs)
         evidence = self._evidence(tests, seq, observed, base, st, reached, decisive, logs)
+        if failed_at is not None and comp is not None and tests.failed_at_end(seq, comp):
+            p, level = seq["tests"][comp.key]["final_p"], comp.alpha_final
+            reason = (
+                f"{rule.name}: {rule.metric} {format_value(rule.metric, observed)} "
+                f"{comp.claim}, p = {p:.2g} <= {level:.2g} at the window's end "
+                f"after {samples:g} {units(rule, kind)}"
+            )
+            detail = (
+                f"{said}; {_FINAL_TESTS[comp.test]} gave p = {p:.2g}, at most {level:.2g} needed"
+            )
+            verdict = rule_verdict(rule, "fail", observed, base, detail, evidence)
+            return Judged(verdict, failed_at, reason)
         if failed_at is not None and comp is not None and decisive is not None:
             _, log_e, log_needed = decisive
             lr, needed = ratio(log_e), ratio(log_needed)
@@ -263,6 +289,7 @@ class SequentialPolicy(BasePolicy):
                 "baseline_bound": to_json(c.baseline_bound),
                 "failed_at_round": seq["tests"][c.key]["crossed"],
             }
+            | _final_figures(c, seq["tests"][c.key])
             for c, (log_e, log_needed) in zip(tests.components, logs, strict=True)
         ]
         return out  # made JSON-safe once, by `rule_verdict`
@@ -370,3 +397,14 @@ def _effect_band(
             if ends is not None:
                 return [to_json(ends[0] / base.value - 1.0), to_json(ends[1] / base.value - 1.0)]
     return None
+
+
+def _final_figures(comp: Component, st: State) -> dict[str, Any]:
+    """A test's fixed-horizon figures, once it looked (`SequentialRule.finish`)."""
+    if not comp.alpha_final or st.get("final_p") is None:
+        return {}
+    return {
+        "final_test": _FINAL_TESTS[comp.test],
+        "final_p_value": st["final_p"],
+        "final_alpha": comp.alpha_final,
+    }

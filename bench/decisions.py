@@ -33,7 +33,9 @@ latency exactly +10%: a good deploy by the rules' definition, counted as A/A); `
 (errors ten times burstier, K=10, no change); errors x1.5/x2/x5 at 1% and 0.1%; latency
 x1.2/x1.5/x2; `latency_tail_x3` (10% of requests 3x slower); `onset_errors_x5` and
 `onset_latency_x2` (starting 5 min after the deploy; time to detect counted from the onset).
-Seeds are fixed: the figures are the same from run to run.
+Seeds are fixed: the figures are the same from run to run. Beside the goals it prints the
+median times over the windows both we and a peer detected (a policy that also finds the
+hard windows, late, has a later median over its own detections).
 
     python bench/decisions.py            # tables
     python bench/decisions.py --json     # one JSON object

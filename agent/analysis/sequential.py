@@ -19,10 +19,11 @@ split between the e-process started at the deploy and the e-detector for a regre
 starts later (when the window's length in rounds is known): halves for values, the deploy's
 `COUNT_START_SHARE` for a two-sample count test, `RANK_DETECTOR_SHARE` and `ONSET_RATIO` for
 the rank and exceedance tests, after a relative test on counts or samples has set aside
-`FINAL_SHARE` for one look at the whole window at its last round (`finish`). Union bound: the chance that any rule of a good deploy ever
-fails is at most alpha. A baseline's counts are pooled from periods (background runs,
-provider buckets): its confidence limits take the periods, not the requests, as the units
-(`BaselineData.rate_limit`), so errors that come in bursts are not read as independent.
+`FINAL_SHARE` for one look at the whole window at its last round (`finish`). Union bound:
+the chance that any rule of a good deploy ever fails is at most alpha. A baseline's counts
+are pooled from periods (background runs, provider buckets): its confidence limits take the
+periods, not the requests, as the units (`BaselineData.rate_limit`), so errors that come in
+bursts are not read as independent.
 """
 
 from __future__ import annotations

@@ -263,8 +263,8 @@ class Component:
     claim: str
     """What a failure asserts about the metric: `> 0.0146 (baseline 0.0101 +20%)`."""
     alpha_final: float = 0.0
-    """Level of the fixed-horizon test at the window's last round (0: none): a two-sample
-    count test of a window whose length is known (`FINAL_SHARE`)."""
+    """Level of the look at the whole window at its last round (0: none): a relative test
+    on counts or samples, in a window whose length is known (`FINAL_SHARE`, `finish`)."""
     level: float = 0.5
     """The null's largest acceptable mean of the round statistic (share of bad events, mean
     placement, value)."""

@@ -785,9 +785,12 @@ def main() -> int:
         for cell, windows in results.items()
     }
     policies = {"sequential": summarise(ours_times)}
+    as_configured = {
+        peer: peer_times(results, peer, dict.fromkeys(TRAFFIC, PEER_DEFAULT[peer]))
+        for peer in PEERS
+    }
     for peer in PEERS:
-        default = dict.fromkeys(TRAFFIC, PEER_DEFAULT[peer])
-        policies[peer] = summarise(peer_times(results, peer, default))
+        policies[peer] = summarise(as_configured[peer])
     target = {
         rps: sum(t is not None for key in ran(ours_times, AA_KEYS) for t in ours_times[(key, rps)])
         for rps in rates(ours_times)
@@ -822,13 +825,7 @@ def main() -> int:
         },
     }
     report["acceptance"] = acceptance(policies, calibrated)
-    both = paired(
-        ours_times,
-        {
-            p: peer_times(results, p, dict.fromkeys(TRAFFIC, PEER_DEFAULT[p]))
-            for p in ("flagger", "kayenta")
-        },
-    )
+    both = paired(ours_times, {p: as_configured[p] for p in ("flagger", "kayenta")})
     report["time_to_detect_on_windows_both_detect"] = both
     DETAIL["slower_than_peer_on_windows_both_detect"] = [
         f"{cell} vs {peer}"

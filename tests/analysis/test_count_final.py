@@ -10,7 +10,7 @@ import pytest
 
 from agent.analysis import stats
 from agent.analysis.judge import Judge, judge
-from agent.analysis.sequential import BaselineData, SequentialRule
+from agent.analysis.sequential import COUNT_TAIL_SHARE, BaselineData, SequentialRule
 from agent.analysis.types import Observation, Policy, Rule
 
 RULE = Rule("errors", "checks", "error_rate", max_increase=0.1)
@@ -154,8 +154,6 @@ def test_no_look_at_the_end_without_a_known_end_or_for_a_decrease() -> None:
 def test_the_shares_stay_within_the_rules_budget() -> None:
     """The e-process from the deploy, the e-detector, the baseline's tail and the look at
     the end add up to the rule's share (the union bound)."""
-    from agent.analysis.sequential import COUNT_TAIL_SHARE
-
     rule = SequentialRule(RULE, _baseline(21), "proportion", ALPHA, horizon=900)
     (comp,) = rule.components
     total = comp.alpha + comp.alpha_detector + comp.alpha_final + ALPHA * COUNT_TAIL_SHARE

@@ -8,10 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.analysis.types import Observation, Rule
+from agent.analysis.types import Observation
 from tests.analysis.latency_rules import lognormal_rule
 
-LATENCY = Rule("latency", "checks", "latency_p95", max_increase=0.1)
 LEVEL = 0.05
 """The level the boundary's windows are read at: large, so a few hundred windows measure it."""
 TESTS = ("max_increase:rank", "max_increase:exceedance")
@@ -31,7 +30,7 @@ def _final_ps(
     all of a round's samples share (a slow round), the baseline's samples drawn from the
     same marginal law."""
     sigma = float(np.hypot(0.6, together))
-    rule = lognormal_rule(rng, base_n=300, rounds=rounds, sigma=sigma, rule=LATENCY)
+    rule = lognormal_rule(rng, base_n=300, rounds=rounds, sigma=sigma)
     state = rule.start()
     for i in range(rounds):
         shared = np.exp(together * rng.standard_normal())

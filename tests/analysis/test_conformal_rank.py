@@ -9,10 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from agent.analysis.conformal import Ranker
-from agent.analysis.sequential import BaselineData, SequentialRule
-from agent.analysis.types import Observation, Rule
-
-LATENCY = Rule("p95", "checks", "latency_p95", max_increase=0.1)
+from agent.analysis.types import Observation
+from tests.analysis.latency_rules import lognormal_rule
 
 
 def test_placements_are_uniform_under_exchangeability_even_on_the_grid() -> None:
@@ -48,12 +46,7 @@ def _latency_window(
     rng: np.random.Generator, alpha: float, factor: float, *, base_n: int, rounds: int, per: int
 ) -> tuple[bool, bool]:
     """One window against a fresh lognormal baseline: (rank test failed, exceedance failed)."""
-    base_values = rng.lognormal(-2.5, 0.6, base_n)
-    values = tuple(base_values.tolist())
-    base = Observation(float(np.percentile(base_values, 95)), values=values, quantile=0.95)
-    rule = SequentialRule(
-        LATENCY, BaselineData.from_observation(base), "distribution", alpha, horizon=rounds
-    )
+    rule = lognormal_rule(rng, base_n=base_n, rounds=rounds, alpha=alpha)
     state = rule.start()
     for i in range(rounds):
         x = rng.lognormal(-2.5, 0.6, per) * factor

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.analysis.types import Observation, Rule
+from agent.analysis.types import Observation
 from tests.analysis.latency_rules import lognormal_rule
 from tests.analysis.ville import assert_within_ville
 
-LATENCY = Rule("p95", "checks", "latency_p95", max_increase=0.1)
 EXCEEDANCE = "max_increase:exceedance"
 
 

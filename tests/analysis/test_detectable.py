@@ -1,0 +1,96 @@
+"""What a rule says it can detect (`detectable`, README "What a rule can see") is what the
+judge then catches: at the figure it reports, two windows in three to four in five (the
+look's figure is sized for four in five, `LOOK_POWER`; here 67-81%), counting every test
+that can fail the rule (the e-processes and the look at the window's end); at half that
+change, rarely (2-12%). Simulated windows through the rule's own fold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent.analysis.sequential import BaselineData, SequentialRule
+from agent.analysis.types import Observation, Rule
+from tests.analysis.latency_rules import lognormal_rule
+
+ERRORS = Rule("errors", "checks", "error_rate", max_increase=0.1)
+WINDOWS = 150
+
+
+def _caught_latency(scale: float, seed: int, *, per_round: int, rounds: int) -> float:
+    """Share of windows whose deploy, latencies x `scale`, fails the p95 rule."""
+    rng = np.random.default_rng(seed)
+    caught = 0
+    for w in range(WINDOWS):
+        rule = lognormal_rule(np.random.default_rng(1000 + w), base_n=600, rounds=rounds)
+        state = rule.start()
+        for i in range(rounds):
+            values = rng.lognormal(-2.5, 0.6, per_round) * scale
+            obs = Observation(
+                float(np.percentile(values, 95)), values=tuple(values.tolist()), quantile=0.95
+            )
+            rule.step(state, obs, i)
+        rule.finish(state, rounds - 1)
+        caught += rule.failed_at(state)[0] is not None
+    return caught / WINDOWS
+
+
+def _count_rule(rounds: int) -> SequentialRule:
+    """An error-rate rule against 1,800 one-second baseline periods at 10 req/s, 1% errors."""
+    base = BaselineData(value=180 / 18000, count=180.0, total=18000.0, periods=1800)
+    return SequentialRule(ERRORS, base, "proportion", 0.005, horizon=rounds)
+
+
+def _caught_errors(rate: float, seed: int, *, rounds: int) -> float:
+    rng = np.random.default_rng(seed)
+    caught = 0
+    for _ in range(WINDOWS):
+        rule = _count_rule(rounds)
+        state = rule.start()
+        for i in range(rounds):
+            rule.step(state, Observation(None, count=int(rng.binomial(10, rate)), total=10), i)
+        rule.finish(state, rounds - 1)
+        caught += rule.failed_at(state)[0] is not None
+    return caught / WINDOWS
+
+
+def _detectable(rule: SequentialRule, per_round: float) -> tuple[float, str]:
+    state = rule.start()
+    state["samples"] = per_round * 5
+    found = rule.detectable(state, 5)
+    assert found is not None
+    return found.effect, found.text
+
+
+def test_a_latency_rule_catches_what_it_says_it_can() -> None:
+    """It says +34%. Before the look was counted it said +39%, where it catches 91%."""
+    rule = lognormal_rule(np.random.default_rng(1000), base_n=600, rounds=30)
+    effect, text = _detectable(rule, 10.0)
+    assert text.startswith("latency_p95 +"), text
+    at = _caught_latency(1.0 + effect, 7, per_round=10, rounds=30)
+    half = _caught_latency(1.0 + effect / 2, 8, per_round=10, rounds=30)
+    assert 0.65 <= at <= 0.95, (effect, at)
+    assert half <= 0.2, (effect, half)
+
+
+@pytest.mark.parametrize("rounds", [30, 300])
+def test_an_error_rule_catches_what_it_says_it_can(rounds: int) -> None:
+    rule = _count_rule(rounds)
+    effect, text = _detectable(rule, 10.0)
+    rate = 0.01 * (1.0 + effect)
+    assert text.startswith("error_rate "), text
+    at = _caught_errors(rate, 11, rounds=rounds)
+    half = _caught_errors(0.01 * (1.0 + effect / 2), 12, rounds=rounds)
+    assert 0.6 <= at <= 0.95, (effect, at)
+    assert half <= 0.2, (effect, half)
+
+
+def test_counting_the_look_lowers_the_figure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the look the same rule reports a larger change (the e-processes' alone),
+    which the first test shows it does not need."""
+    rule = lognormal_rule(np.random.default_rng(1000), base_n=600, rounds=30)
+    with_look, _ = _detectable(rule, 10.0)
+    monkeypatch.setattr(rule, "_detectable_look", lambda *args: None)
+    rule._detectable.clear()
+    without, _ = _detectable(rule, 10.0)
+    assert with_look < without / 1.1, (with_look, without)

@@ -57,3 +57,15 @@ def test_the_plan_runs_the_cells_asked_for_with_their_sizes() -> None:
         cells[key] = cells.get(key, 0) + min(BENCH.CHUNK, windows - start)
     # aa runs at two error levels (1% and 0.1%): two cells of 30
     assert cells == {("errors_x2", 10): 100, ("aa", 10): 60}
+
+
+def test_the_median_counting_misses_treats_a_miss_as_never() -> None:
+    """Three of four windows found at 10, 20 and 900 s: the median over all four is that of
+    (10, 20, 900, never), 460 s; the same three of six leave no median (half were missed);
+    of five, 900 s, and one more found, however late, can only make it sooner."""
+    median = BENCH.median_counting_misses
+    assert median([10.0, 20.0, 900.0], 4) == 460.0
+    assert median([10.0, 20.0, 900.0], 6) is None
+    assert median([10.0, 20.0, 900.0], 5) == 900.0
+    assert median([10.0, 20.0, 30.0, 900.0], 5) == 30.0
+    assert median([10.0, 20.0, 900.0, 900.0], 5) == 900.0

@@ -69,8 +69,8 @@ def test_a_latency_rule_catches_what_it_says_it_can() -> None:
     assert text.startswith("latency_p95 +"), text
     at = _caught_latency(1.0 + effect, 7, per_round=10, rounds=30)
     half = _caught_latency(1.0 + effect / 2, 8, per_round=10, rounds=30)
-    assert 0.65 <= at <= 0.95, (effect, at)
-    assert half <= 0.2, (effect, half)
+    assert 0.665 <= at <= 0.815, (effect, at)  # README: 67-81%
+    assert half <= 0.125, (effect, half)  # README: 2-12%
 
 
 @pytest.mark.parametrize("rounds", [30, 300])
@@ -81,8 +81,8 @@ def test_an_error_rule_catches_what_it_says_it_can(rounds: int) -> None:
     assert text.startswith("error_rate "), text
     at = _caught_errors(rate, 11, rounds=rounds)
     half = _caught_errors(0.01 * (1.0 + effect / 2), 12, rounds=rounds)
-    assert 0.6 <= at <= 0.95, (effect, at)
-    assert half <= 0.2, (effect, half)
+    assert 0.665 <= at <= 0.815, (effect, at)  # README: 67-81%
+    assert half <= 0.125, (effect, half)  # README: 2-12%
 
 
 def test_counting_the_look_lowers_the_figure(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -218,7 +218,9 @@ async def start_agent(tmp_path: Path) -> AsyncIterator[AgentFactory]:
         settings = load_settings_text(text, source="e2e config")
         metrics = Metrics()
         app = build_app(settings, metrics=metrics, poll_interval=0.1, owner=owner)
-        runner = web.AppRunner(app, access_log=None)
+        # as `agent.app.serve` bounds it: a live stream still open at teardown is ended
+        # after 2 s instead of holding the runner for aiohttp's default 60 s
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         runners.append(runner)

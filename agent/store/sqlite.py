@@ -222,17 +222,31 @@ class SqliteStore(SqlStore):
         (each in a savepoint of its own, so one that fails is undone alone) and its one
         COMMIT, whose fsync is what a write costs. Every caller still returns only once
         its change is committed, so nothing is acted on before it is stored; with a
-        round per window per second this is what keeps hundreds of windows on time."""
+        round per window per second this is what keeps hundreds of windows on time.
+
+        A change that fails is undone alone, and its caller hears of it once the group is
+        committed too: what refused it may be another change in the same group (a
+        unique key another request just took), which a read right after then sees (an
+        idempotent repeat replays the winner's answer instead of failing)."""
+        failed: Exception | None = None
         async with self._read() as db:
             group = await self._join_group(db)
             try:
                 yield db
+            except Exception as exc:
+                await db.execute("ROLLBACK TO change")
+                await db.execute("RELEASE change")
+                failed = exc
             except BaseException:
                 await db.execute("ROLLBACK TO change")
                 await db.execute("RELEASE change")
                 raise
             else:
                 await db.execute("RELEASE change")
+        if failed is not None:
+            with contextlib.suppress(Exception):  # the group's own failure is not this one's
+                await asyncio.shield(group)
+            raise failed
         await asyncio.shield(group)
 
     async def _join_group(self, db: Connection) -> asyncio.Future[None]:

@@ -465,6 +465,26 @@ async def test_a_unique_violation_is_a_conflict(store: Store) -> None:
     assert await store.get_window("dep_2") is None
 
 
+async def test_a_conflict_is_heard_once_what_caused_it_is_committed(store: Store) -> None:
+    """Concurrent inserts of one idempotency key: every loser's `Conflict` comes once the
+    winner's row is committed, so the read it makes next finds it (the API replays it
+    rather than answering 500). On SQLite the losers often join the winner's group
+    commit, where they see its row before it is committed."""
+    for race in range(10):
+        key = IdempotentResponse(f"k{race}", "h", 201, {"n": race})
+
+        async def insert(i: int, key: IdempotentResponse = key, race: int = race) -> str:
+            try:
+                await store.create_window(window(f"dep_{race}_{i}", env=f"e{race}_{i}"), key)
+            except Conflict:
+                found = await store.idempotent_response(key.key)
+                return "replayed" if found == key else f"conflict before commit: {found}"
+            return "created"
+
+        outcomes = sorted(await asyncio.gather(*(insert(i) for i in range(5))))
+        assert outcomes == ["created"] + ["replayed"] * 4, (race, outcomes)
+
+
 async def test_a_new_process_claims_afresh_even_its_own_valid_leases(store: Store) -> None:
     await store.create_window(window("dep_1"))
     [before] = await store.claim_windows("a", now=1000, lease_s=30)

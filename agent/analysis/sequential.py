@@ -1162,7 +1162,7 @@ class SequentialRule:
             found.append(Detectable("max_increase", math.inf, math.inf, UNBOUNDED))
         for comp in self.components:
             if comp.alpha_final:
-                look = self._detectable_look(comp, per_round * horizon, per_round)
+                look = self._detectable_look(comp, per_round, int(horizon))
                 if look is not None:
                     found.append(look)
             needed = comp.log_threshold + MIXTURE_OVERHEAD
@@ -1177,9 +1177,7 @@ class SequentialRule:
                 found.append(self._express(comp, ratio))
         return min(found, key=lambda d: d.effect) if found else None
 
-    def _detectable_look(
-        self, comp: Component, samples: float, per_round: float
-    ) -> Detectable | None:
+    def _detectable_look(self, comp: Component, per_round: float, rounds: int) -> Detectable | None:
         """The look at the window's end (`finish`): the effect it catches with the power
         `LOOK_POWER`, i.e. at which the window's statistic still reaches the look's level when
         it falls short of its expectation by that many standard deviations. The look divides
@@ -1188,10 +1186,9 @@ class SequentialRule:
         be as bursty as the baseline's periods (for counts: its correlation, at the deploy's
         round size; conformal placements: independent). The rank test's placements are
         diluted as its e-process's are (`_mean_placement`)."""
-        base = self.baseline
+        base, samples, level = self.baseline, per_round * rounds, comp.alpha_final
         if base is None or samples <= 0:
             return None
-        level, rounds = comp.alpha_final, int(samples / per_round)
 
         def inflation(rho: float, events: float) -> float:
             return stats.inflation_limit(
@@ -1283,15 +1280,11 @@ class SequentialRule:
             )
             return float(np.max(per_bet + log_weights / horizon))
 
-        lo, hi = 1.0, 2.0
-        while horizon * growth(hi) < needed:
-            hi *= 2.0
-            if hi > 1e3:
-                return self._scaled(comp, math.inf)
-        for _ in range(30):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if horizon * growth(mid) < needed else (lo, mid)
-        return self._scaled(comp, hi)
+        def short(scale: float) -> float:
+            """What the evidence by the end lacks of the threshold (none: caught)."""
+            return needed - horizon * growth(scale)
+
+        return self._scaled(comp, _smallest(short, 0.0, 1.0, 1e3, grow=True))
 
     def _scaled(self, comp: Component, scale: float) -> Detectable:
         """A shift of the whole distribution by `scale` (down by it for a decrease)."""

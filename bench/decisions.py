@@ -593,12 +593,7 @@ def acceptance(policies: dict[str, Any], calibrated: dict[str, Any]) -> dict[str
         ]
         checks["detection_within_5pts_of_calibrated_kayenta_every_cell"] = not behind
         DETAIL["behind_calibrated_kayenta"] = behind
-    slower = []
-    for cell, t in ours_["time_to_detect_s"].items():
-        for peer in ("flagger", "kayenta"):
-            theirs = policies[peer]["time_to_detect_s"][cell]["median"]
-            if t["median"] is not None and theirs is not None and t["median"] >= theirs:
-                slower.append(f"{cell} vs {peer}")
+    slower = slower_than_peers(policies, "median")
     checks["median_ttd_below_flagger_and_kayenta_where_both_detect"] = not slower
     DETAIL["slower_than_peer"] = slower
     for key, start in (("onset_errors_x5", "errors_x5"), ("onset_latency_x2", "latency_x2")):
@@ -610,6 +605,18 @@ def acceptance(policies: dict[str, Any], calibrated: dict[str, Any]) -> dict[str
             onset is not None and first is not None and onset <= 1.5 * first
         )
     return checks
+
+
+def slower_than_peers(policies: dict[str, Any], median: str) -> list[str]:
+    """The cells where our `median` time to detect (a key of `time_to_detect_s`) is not
+    below Flagger's or Kayenta's, where both have one."""
+    slower = []
+    for cell, t in policies["sequential"]["time_to_detect_s"].items():
+        for peer in ("flagger", "kayenta"):
+            theirs = policies[peer]["time_to_detect_s"][cell][median]
+            if t[median] is not None and theirs is not None and t[median] >= theirs:
+                slower.append(f"{cell} vs {peer}")
+    return slower
 
 
 def median_counting_misses(hit: list[float], windows: int) -> float | None:
@@ -845,15 +852,9 @@ def main() -> int:
         for peer, m in peers.items()
         if m["ours"] >= m["theirs"]
     ]
-    DETAIL["slower_than_peer_counting_misses"] = [
-        f"{cell} vs {peer}"
-        for cell, t in policies["sequential"]["time_to_detect_s"].items()
-        for peer in ("flagger", "kayenta")
-        if t["median_counting_misses"] is not None
-        and (theirs := policies[peer]["time_to_detect_s"][cell]["median_counting_misses"])
-        is not None
-        and t["median_counting_misses"] >= theirs
-    ]
+    DETAIL["slower_than_peer_counting_misses"] = slower_than_peers(
+        policies, "median_counting_misses"
+    )
     report["acceptance_detail"] = DETAIL
     print(json.dumps(report) if args.json else text(report))
     return 0

@@ -233,14 +233,12 @@ class SqliteStore(SqlStore):
             group = await self._join_group(db)
             try:
                 yield db
-            except Exception as exc:
+            except BaseException as exc:
                 await db.execute("ROLLBACK TO change")
                 await db.execute("RELEASE change")
+                if not isinstance(exc, Exception):  # cancelled: no waiting for the group
+                    raise
                 failed = exc
-            except BaseException:
-                await db.execute("ROLLBACK TO change")
-                await db.execute("RELEASE change")
-                raise
             else:
                 await db.execute("RELEASE change")
         if failed is not None:

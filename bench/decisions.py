@@ -596,7 +596,7 @@ def acceptance(policies: dict[str, Any], calibrated: dict[str, Any]) -> dict[str
     slower = slower_than_peers(policies, "median")
     checks["median_ttd_below_flagger_and_kayenta_where_both_detect"] = not slower
     DETAIL["slower_than_peer"] = slower
-    for key, start in (("onset_errors_x5", "errors_x5"), ("onset_latency_x2", "latency_x2")):
+    for key, start in ONSET_PAIRS:
         if f"{key}@10rps" not in detection or f"{start}@10rps" not in detection:
             continue
         onset = ours_["time_to_detect_s"][f"{key}@10rps"]["median"]
@@ -652,6 +652,40 @@ def paired(ours_: Times, theirs: dict[str, Times]) -> dict[str, dict[str, Any]]:
                     "ours": float(np.median([a for a, _ in pairs])),
                     "theirs": float(np.median([b for _, b in pairs])),
                 }
+    return out
+
+
+ONSET_PAIRS = (("onset_errors_x5", "errors_x5"), ("onset_latency_x2", "latency_x2"))
+"""Each onset family and the same regression present from the deploy (the goal's ratio)."""
+
+
+def onset_ratios(times: Times, rps: int = 10) -> dict[str, dict[str, Any]]:
+    """Per onset family at `rps`, the goal's ratio (its median time to detect from the onset
+    over the same regression's from the deploy) with a 95% bootstrap interval: windows
+    resampled within each cell (`scipy.stats.bootstrap`, percentile, a fixed seed). Twenty
+    windows a cell put a median within a few rounds, so a ratio near 1.5 may land on either
+    side of it; the interval says how far the default run's figure can be trusted."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, start in ONSET_PAIRS:
+        if (key, rps) not in times or (start, rps) not in times:
+            continue
+        onset, first = (
+            np.array([t for t in times[(k, rps)] if t is not None and t > 0]) for k in (key, start)
+        )
+        if len(onset) < 2 or len(first) < 2:
+            continue
+        ci = sc_stats.bootstrap(
+            (onset, first),
+            lambda a, b, axis: np.median(a, axis=axis) / np.median(b, axis=axis),
+            n_resamples=4000,
+            method="percentile",
+            random_state=np.random.default_rng(SEED),
+        ).confidence_interval
+        out[f"{key}@{rps}rps"] = {
+            "ratio": float(np.median(onset) / np.median(first)),
+            "ci95": [float(ci.low), float(ci.high)],
+            "windows_detected": [len(onset), len(first)],
+        }
     return out
 
 
@@ -723,6 +757,12 @@ def text(report: dict[str, Any]) -> str:
     lines += [f"  {'ok  ' if ok else 'MISS'} {name}" for name, ok in report["acceptance"].items()]
     lines += [
         f"  {name}: {', '.join(cells)}" for name, cells in report["acceptance_detail"].items()
+    ]
+    lines += [
+        f"  onset ratio {cell}: {r['ratio']:.2f}x [95% bootstrap {r['ci95'][0]:.2f}-"
+        f"{r['ci95'][1]:.2f}] over {r['windows_detected'][0]} and {r['windows_detected'][1]} "
+        "windows detected"
+        for cell, r in report["onset_ratio"].items()
     ]
     return "\n".join(lines)
 
@@ -856,6 +896,7 @@ def main() -> int:
         policies, "median_counting_misses"
     )
     report["acceptance_detail"] = DETAIL
+    report["onset_ratio"] = onset_ratios(ours_times)
     print(json.dumps(report) if args.json else text(report))
     return 0
 

@@ -69,3 +69,24 @@ def test_the_median_counting_misses_treats_a_miss_as_never() -> None:
     assert median([10.0, 20.0, 900.0], 5) == 900.0
     assert median([10.0, 20.0, 30.0, 900.0], 5) == 30.0
     assert median([10.0, 20.0, 900.0, 900.0], 5) == 900.0
+
+
+def test_the_onset_ratio_comes_with_an_interval_that_holds_it() -> None:
+    """Onset found at 10-14 s, from the deploy at 7-8 s: the goal's ratio of medians, 12 / 7.5,
+    lies in its bootstrap interval, which is wider than a point and within the ratios the
+    windows allow; misses and rollbacks before the onset (t <= 0) are left out as the goal's
+    medians leave them out; a cell with one window found has no interval."""
+    times = {
+        ("onset_latency_x2", 10): [10.0, 11.0, 12.0, 13.0, 14.0, None, -3.0],
+        ("latency_x2", 10): [7.0, 7.0, 8.0, 8.0],
+        ("onset_errors_x5", 10): [40.0, None],
+        ("errors_x5", 10): [30.0, 31.0],
+    }
+    out = BENCH.onset_ratios(times)
+    assert set(out) == {"onset_latency_x2@10rps"}
+    cell = out["onset_latency_x2@10rps"]
+    assert cell["ratio"] == 12.0 / 7.5
+    assert cell["windows_detected"] == [5, 4]
+    low, high = cell["ci95"]
+    assert low <= cell["ratio"] <= high and low < high
+    assert 10.0 / 8.0 <= low <= high <= 14.0 / 7.0

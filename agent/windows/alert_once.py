@@ -4,7 +4,10 @@
 that persists for ten rounds pages once, a restarted agent does not page again,
 and a resolve is sent only for a breach that was. Alerts are at most once: the
 claim is stored before sending, so a crash between the two loses that alert
-rather than repeating it.
+rather than repeating it. A breach's result is stored only once its slowest
+channel has answered (seconds, for a slow mail server), so a resolve first waits
+for this process's sends of that breach: a breach that clears within those
+seconds still gets its resolve.
 
 What it must not do: raise into a round, or make a rollback wait. `emit` never
 raises (but `CancelledError`); the window runs it through `WatchServices.spawn`
@@ -47,6 +50,8 @@ class WindowAlerts:
         self._clock = clock
         self._link = link
         """The deploy's page, for every alert body (`agent.web.links.deploy_page_url`)."""
+        self._sending: dict[tuple[str, str], list[asyncio.Event]] = {}
+        """This process's emits in flight, by (deploy, key): what a resolve waits for."""
 
     async def emit(
         self,
@@ -67,10 +72,33 @@ class WindowAlerts:
         Never raises, except `CancelledError`.
         """
         key = key or alert.event
+        # registered before the first await: a resolve spawned a round later finds it
+        slot, done = (window.id, key), asyncio.Event()
+        self._sending.setdefault(slot, []).append(done)
+        try:
+            return await self._emit(window, alert, tags, key, fence)
+        finally:
+            done.set()
+            flights = self._sending[slot]
+            flights.remove(done)
+            if not flights:
+                del self._sending[slot]
+
+    async def _emit(
+        self,
+        window: DeployWindow,
+        alert: Alert,
+        tags: Sequence[str],
+        key: str,
+        fence: Fence | None,
+    ) -> bool:
         context = {"deploy_id": window.id, "environment": window.environment, "event": key}
         try:
             if key.startswith("resolved:"):
                 breach = breach_key(key.removeprefix("resolved:"))
+                # each send is bounded by the notifier's timeout, so this wait is too
+                for sending in list(self._sending.get((window.id, breach), ())):
+                    await sending.wait()
                 events = await self._store.alert_events(window.id)
                 if events.get(breach) not in DELIVERED_RESULTS:
                     return False

@@ -16,7 +16,7 @@ from agent.windows.lifecycle import WatchServices
 from alerting.events import Alert, breach_key, resolved_key
 from alerting.notifier import Notifier
 from common.redaction import Redactor
-from tests.receivers import HangingServer, JsonSink
+from tests.receivers import HangingServer, JsonSink, Reply
 
 
 def window(window_id: str = "dep_01JDTEST") -> DeployWindow:
@@ -183,3 +183,29 @@ async def test_a_store_failure_never_raises_into_the_round(
     w = window()
     assert await alerts.emit(w, Alert.for_window(w, "passed"), []) is False
     assert json_sink.notifications == []
+
+
+async def test_a_breach_that_clears_while_its_alert_is_sending_still_gets_its_resolve(
+    store: SqliteStore, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """The breach's channel answers after 0.5 s; the rule is back within bounds a round
+    (0.1 s) later, while the breach is still being sent: the resolve follows the breach
+    instead of being dropped as owed to no one."""
+    json_sink.script(Reply(status=200, delay=0.5))
+    alerts = WindowAlerts(store, make_notifier([json_sink.url()], metrics))
+    s = services(store, alerts, metrics)
+    w = window()
+    breach = Alert.for_window(w, "breach", rules=[rule("errors")])
+    resolved = Alert.for_window(w, "resolved", rules=[rule("errors")])
+
+    sent_breach = s.spawn(alerts.emit(w, breach, ["oncall"], key=breach_key("errors")))
+    await asyncio.sleep(0.1)
+    assert not sent_breach.done()
+    sent_resolve = s.spawn(alerts.emit(w, resolved, ["oncall"], key=resolved_key("errors")))
+    await s.drain(grace=10.0)
+
+    assert sent_breach.result() is True and sent_resolve.result() is True
+    assert [n.title for n in json_sink.notifications] == [
+        "[postflight] production v2.4.1: errors breached",
+        "[postflight] production v2.4.1: errors resolved",
+    ]

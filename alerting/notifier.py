@@ -30,6 +30,13 @@ log = logging.getLogger("postflight.alerting")
 GRACE_S = 0.5
 """Our own guard beyond apprise's deadline, in case a plugin ignores it."""
 
+THROTTLE_SHARE = 0.1
+"""A channel's apprise throttle (the least time between two sends through it: 5.5 s for
+e-mail and every plugin that keeps apprise's default) is cut to this share of the
+timeout. Waited out inside the send, 5.5 s ran past a 5 s timeout: a second e-mail
+within 5.5 s of the first was counted and logged as failed, then delivered. Our
+alerts are few (one per deploy and event), so a short courtesy pause is enough."""
+
 NotifyResultName = Literal["sent", "partial", "failed", "unrouted"]
 
 
@@ -180,11 +187,15 @@ class Notifier:
     def _bound_socket_timeouts(self, service: object) -> None:
         """A plugin's socket waits (email: 15 s by default) outlive apprise's deadline
         in their worker thread; keep them within `timeout` so a hung server frees
-        the thread (and process exit) soon after."""
+        the thread (and process exit) soon after. Its throttle too
+        (`THROTTLE_SHARE`)."""
         for name in ("socket_connect_timeout", "socket_read_timeout"):
             value = getattr(service, name, None)
             if isinstance(value, int | float) and value > self._timeout:
                 setattr(service, name, self._timeout)
+        pause = getattr(service, "request_rate_per_sec", None)
+        if isinstance(pause, int | float) and pause > THROTTLE_SHARE * self._timeout:
+            service.request_rate_per_sec = THROTTLE_SHARE * self._timeout  # type: ignore[attr-defined]
 
     def route(self, tags: Sequence[str]) -> list[int]:
         """The channels for an environment's `alerts.tags`: those sharing a tag with

@@ -82,6 +82,23 @@ async def test_json_and_email_channels_receive_the_alert(
     assert sent(metrics, "sent") == 2
 
 
+async def test_e_mails_one_after_another_are_each_sent_and_counted_sent(
+    smtp_sink: SmtpSink, metrics: Metrics
+) -> None:
+    """apprise waits 5.5 s between two e-mails through one channel (its throttle): past a
+    2 s timeout, the second was counted and logged as failed, then delivered anyway."""
+    notify = notifier([(smtp_sink.url(), [])], metrics, timeout=2.0)
+
+    first = await notify.send(alert("breach"), [])
+    second, third = await asyncio.gather(
+        notify.send(alert("rollback_requested"), []), notify.send(alert("passed", rules=[]), [])
+    )
+
+    assert [o.result for o in (first, second, third)] == ["sent"] * 3
+    assert sent(metrics, "sent") == 3 and sent(metrics, "failed") == 0
+    assert len(smtp_sink.messages) == 3
+
+
 async def test_breach_is_a_warning_and_passed_a_success(
     json_sink: JsonSink, metrics: Metrics
 ) -> None:

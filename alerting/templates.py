@@ -124,6 +124,10 @@ def rule_line(rule: Mapping[str, Any]) -> str:
     if threshold:
         line += f", threshold {_one_line(threshold)}"
     outcome = rule.get("outcome")
+    evidence_of = rule.get("evidence")
+    if outcome == "pass" and isinstance(evidence_of, Mapping) and evidence_of.get("streak"):
+        # a threshold streak short of `failure_limit`: not failed yet, and not a pass
+        outcome = "breaching"
     if outcome and outcome != "fail":
         line += f" [{outcome}]"
     detail = rule.get("detail")

@@ -79,6 +79,21 @@ def test_single_breach_title_names_the_rule() -> None:
     assert title(alert) == "[postflight] production v2.4.1: p95 breached"
 
 
+def test_a_rule_breaching_short_of_its_failure_limit_is_not_called_a_pass() -> None:
+    """Under the threshold policy a breaching round short of `failure_limit` leaves the
+    rule's outcome `pass` (nothing failed yet); its breach alert says `breaching`."""
+    breaching = RULES[0] | {
+        "outcome": "pass",
+        "detail": "31 of 100 probes failed; past max 0.05 for 1 of 3 rounds",
+        "evidence": {"policy": "threshold", "streak": 1, "failure_limit": 3},
+    }
+    text = body(Alert.for_window(window(), "breach", rules=[breaching]))
+    assert "threshold max 0.05 [breaching] — 31 of 100 probes failed; past" in text
+    assert "[pass]" not in text
+    cleared = breaching | {"evidence": {"policy": "threshold", "streak": 0, "failure_limit": 3}}
+    assert "[pass]" in body(Alert.for_window(window(), "resolved", rules=[cleared]))
+
+
 @pytest.mark.parametrize(
     ("metric", "value", "shown"),
     [

@@ -119,7 +119,12 @@ class Integrations:
     def deploy_url(self, window_id: str) -> str:
         """The deploy's page with a view token (`server.ui`), else its API object."""
         page = deploy_page_url(self.settings.server, window_id, now=self.clock())
-        return page or f"{self.public_url}/v1/deploys/{window_id}"
+        return page or self.object_url(window_id)
+
+    def object_url(self, window_id: str) -> str:
+        """The deploy object's URL (its `links.self` under `server.public_url`): what a
+        deployment status's `log_url` points at (contract section 7)."""
+        return f"{self.public_url}/v1/deploys/{quote(window_id, safe='')}"
 
     # the loop ----------------------------------------------------------------
 
@@ -215,7 +220,7 @@ class Integrations:
             description = str((fresh.verdict or {}).get("reason") or state)
         body: dict[str, Any] = {
             "state": state,
-            "log_url": self.deploy_url(window.id),
+            "log_url": self.object_url(window.id),
             "description": description[:140],
             "environment": window.labels.get("github.environment", window.environment),
         }

@@ -216,7 +216,8 @@ async def test_github_deployment_status_opens_a_window_and_hears_in_progress_the
     states = [s["state"] for s in fake_github.statuses]
     assert states == ["in_progress", "failure"]
     last = fake_github.statuses[-1]
-    assert f"/deploys/{deploy['id']}?view=" in last["log_url"]  # the deploy's page
+    log_url = last["log_url"]  # the deploy object, under server.public_url
+    assert log_url.startswith("http://") and log_url.endswith(deploy["links"]["self"])
     assert "probe-errors" in last["description"]
     assert last["environment_url"] == "https://web-new.vercel.app"
     # pending states open nothing

@@ -1,9 +1,12 @@
 """`GET /v1/deploys/{id}/events`: a deploy's live events as Server-Sent Events (contract §8).
 
 First the current deploy object as a `state` event (so a late joiner starts from the
-truth), then a `round` event after each stored round and a `state` event whenever the
-deploy object's state, verdict or rollback changes; the stream ends once the window has
-ended and no rollback delivery is pending. Everything sent is read from the store:
+truth), then a `round` event after each stored round and a `state` event on each change
+of the deploy object's `state` (contract section 8: one per change, so a client can list
+the states it went through). What changes without a state change, a rollback's attempts
+and its outcome once the window has failed, goes out as a `rollback` event with the same
+deploy object. The stream ends once the window has ended and no rollback delivery is
+pending. Everything sent is read from the store:
 the feed only says when to look (of another replica's writes too, on PostgreSQL), and
 a periodic re-read catches what no news told.
 """
@@ -43,8 +46,9 @@ def _frame(event: str, data: Any) -> bytes:
 
 
 def _fingerprint(obj: dict[str, Any]) -> str:
-    """What makes a `state` event worth sending: the state, the verdict's outcome, the
-    rollback's progress (a round's new evidence travels in its `round` event)."""
+    """What makes an event worth sending besides a round: the state, the verdict's
+    outcome, the rollback's progress (a round's new evidence travels in its `round`
+    event)."""
     outcome = (obj.get("verdict") or {}).get("outcome")
     return json.dumps([obj.get("state"), outcome, obj.get("rollback")], sort_keys=True)
 
@@ -106,6 +110,7 @@ class _Stream:
         self.rollback: RollbackIntent | None = None
         self.seen_rounds = window.rounds
         self.sent: str | None = None
+        self.sent_state: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -152,4 +157,6 @@ class _Stream:
         fingerprint = _fingerprint(current)
         if fingerprint != self.sent:
             self.sent = fingerprint
-            await self.response.write(_frame("state", current))
+            event = "state" if current["state"] != self.sent_state else "rollback"
+            self.sent_state = current["state"]
+            await self.response.write(_frame(event, current))

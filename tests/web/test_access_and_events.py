@@ -4,6 +4,7 @@ view tokens for one deploy only, expiring; bearer and session; `server.ui: false
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -12,10 +13,11 @@ import pytest
 
 from agent.appkeys import SETTINGS
 from agent.web.links import sign, signing_key
-from tests.e2e.conftest import TOKEN
-from tests.web.conftest import JourneyAgent
+from tests.e2e.conftest import SECRET, TOKEN, AgentFactory
+from tests.receivers import JsonSink
+from tests.web.conftest import ALERTING, JourneyAgent
 from tests.web.sse import events
-from tests.web.target import JourneyTarget
+from tests.web.target import JourneyTarget, journey_environment
 
 pytestmark = pytest.mark.e2e
 
@@ -129,6 +131,7 @@ async def test_event_stream_starts_with_state_sends_each_round_and_ends_with_the
     assert rounds[-1]["summary"]["checks"]["journey"]["failure"]["step"] == "orders"
     states = [e.data["state"] for e in seen if e.name == "state"]
     assert states[0] == "watching" and states[-1] == "rolled_back"
+    assert all(a != b for a, b in itertools.pairwise(states))  # one per change
     assert seen[-1].data["rollback"]["state"] == "delivered"
 
     # a late joiner gets the current deploy object, then the stream ends at once
@@ -146,3 +149,33 @@ async def test_event_stream_of_an_unknown_deploy_is_404(
     bearer = {"Authorization": f"Bearer {TOKEN}"}
     assert await status(agent, f"/v1/deploys/{missing}/events", **bearer) == 404
     assert await status(agent, f"/deploys/{missing}", **bearer) == 404
+
+
+async def test_a_state_event_per_state_change_and_rollback_events_for_its_attempts(
+    start_agent: AgentFactory, journey: JourneyTarget, rollback_receiver: Any, json_sink: JsonSink
+) -> None:
+    """The pipeline answers 503 twice, then accepts: the window's states are watching,
+    failed, rolled_back, one `state` event each; the attempts in between come as
+    `rollback` events, each the deploy object in its unchanged state."""
+    receiver = await rollback_receiver(SECRET, script=(503, 503))
+    agent = await start_agent(
+        journey_environment(journey, receiver.url, SECRET), ALERTING.format(url=json_sink.url())
+    )
+    journey.bad = True
+    deploy = await agent.register("production", "v1")
+    url = f"{agent.url}/v1/deploys/{deploy['id']}/events"
+    async with agent.http.get(url, headers=agent.headers) as r:
+        seen = [e async for e in events(r)]
+
+    assert {e.name for e in seen} <= {"state", "round", "rollback"}
+    changes = [e for e in seen if e.name != "round"]
+    states = [e.data["state"] for e in changes if e.name == "state"]
+    assert states == ["watching", "failed", "rolled_back"]
+    for before, after in itertools.pairwise(changes):
+        # a `state` event exactly where the state changed, a `rollback` event elsewhere
+        assert (after.name == "state") == (after.data["state"] != before.data["state"])
+    attempts = [e.data["rollback"]["attempts"] for e in changes if e.name == "rollback"]
+    assert attempts and attempts == sorted(attempts)
+    assert len(receiver.attempts) == 3  # at the receiver: two refused, the third taken
+    last = changes[-1].data["rollback"]
+    assert last["state"] == "delivered" and last["attempts"] == 3

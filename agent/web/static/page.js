@@ -30,7 +30,7 @@
     say("Round " + data.round + " stored.");
     refresh();
   });
-  source.addEventListener("state", function (e) {
+  function changed(e) {
     var deploy = JSON.parse(e.data);
     var pending = deploy.rollback && deploy.rollback.state === "pending";
     if (root.getAttribute("data-state") !== deploy.state) {
@@ -43,7 +43,10 @@
       source.close();
       say("The window has ended: " + deploy.state.replace("_", " ") + ".");
     }
-  });
+  }
+  // `state`: the deploy's state changed; `rollback`: its rollback moved, same state
+  source.addEventListener("state", changed);
+  source.addEventListener("rollback", changed);
   source.addEventListener("error", function () {
     if (!done) say("Live updates interrupted; retrying…");
   });

@@ -460,7 +460,7 @@ class Integrations:
             stored = False
             if window.state == "watching":
                 stored = await self.s.store.finish_window(
-                    window_id, "failed", window.verdict, now, intent
+                    window_id, "failed", manual_verdict(window, text, now), now, intent
                 )
                 if stored:
                     self.events.window_ended(window_id)
@@ -585,3 +585,16 @@ class Integrations:
             intent = await self.s.store.get_rollback(window.id)
             if intent is not None and intent.state == "delivered":
                 self.s.spawn(self.after_rollback(window, intent))
+
+
+def manual_verdict(window: DeployWindow, reason: str, now: float) -> dict[str, Any]:
+    """The verdict of a watching window a person rolled back: `fail`, decided now, for
+    their reason, with the rules as the last round judged them. A `failed` window's verdict
+    failed (contract section 2), so it is never left without one."""
+    live = window.verdict or {}
+    return {
+        "outcome": "fail",
+        "decided_at": rfc3339(now, millis=False),
+        "reason": reason,
+        "rules": list(live.get("rules") or []),
+    }

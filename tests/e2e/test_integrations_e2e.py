@@ -327,8 +327,15 @@ async def test_manual_rollback_is_delivered_once_and_its_follow_ups_run_after_it
 
     first, second = await asyncio.gather(ask(), ask())
     assert sorted([first[0], second[0]]) == [202, 409], (first, second)
+    accepted = first[1] if first[0] == 202 else second[1]
+    # a failed window's verdict failed (contract section 2): the person's, decided now
+    if accepted["state"] == "failed":
+        assert accepted["verdict"]["outcome"] == "fail", accepted
     final = await agent.settled(deploy["id"])
     assert final["state"] == "rolled_back"
+    verdict = final["verdict"]
+    assert verdict["outcome"] == "fail" and verdict["decided_at"] is not None
+    assert verdict["reason"] == "manual rollback by api_tokens[0]: checkout broken"
     assert len(fake_vercel.accepted) == 1
     assert (
         "manual rollback by api_tokens[0]: checkout broken"

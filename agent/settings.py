@@ -12,6 +12,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     Field,
     SecretStr,
@@ -56,22 +57,27 @@ MIN_API_TOKEN_LENGTH = 16
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
-def _long_enough(token: SecretStr, which: str) -> None:
-    """An API token is not empty and not short (its value is never in the message)."""
+def _long_enough(token: SecretStr) -> SecretStr:
+    """An API token is not empty and not short (its value is never in the message); an
+    element's validator, so an error names the token's own path (`api_tokens[0]`)."""
     non_empty_secret(token)
     length = len(token.get_secret_value())
     if length < MIN_API_TOKEN_LENGTH:
         raise ValueError(
-            f"token {which} has {length} characters; an API token needs at least"
+            f"has {length} characters; an API token needs at least"
             f" {MIN_API_TOKEN_LENGTH} (make one with `openssl rand -hex 24`)"
         )
+    return token
+
+
+ApiToken = Annotated[SecretStr, AfterValidator(_long_enough)]
 
 
 class ServerSettings(StrictModel):
     listen: str = "127.0.0.1:8787"
-    api_tokens: list[SecretStr] = Field(min_length=1)
+    api_tokens: list[ApiToken] = Field(min_length=1)
     """Bearer tokens accepted on /v1."""
-    named_tokens: dict[Name, SecretStr] = Field(default_factory=dict)
+    named_tokens: dict[Name, ApiToken] = Field(default_factory=dict)
     """More bearer tokens, each with a name that records who asked (a manual rollback)."""
     shutdown_timeout: Duration = 8.0
     public_url: HttpUrl | None = None
@@ -89,20 +95,6 @@ class ServerSettings(StrictModel):
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8787)")
-        return value
-
-    @field_validator("api_tokens")
-    @classmethod
-    def _tokens(cls, value: list[SecretStr]) -> list[SecretStr]:
-        for i, token in enumerate(value):
-            _long_enough(token, f"[{i}]")
-        return value
-
-    @field_validator("named_tokens")
-    @classmethod
-    def _named(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        for name, token in value.items():
-            _long_enough(token, name)
         return value
 
     def token_names(self) -> list[tuple[str, SecretStr]]:
@@ -398,16 +390,19 @@ class EnvironmentSettings(StrictModel):
             raise ValidationError.from_exception_data("rules", errors)
         return rules
 
+    @field_validator("interval", "background_interval")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be more than 0s")
+        return value
+
     @model_validator(mode="after")
     def _coherent(self) -> EnvironmentSettings:
-        if self.interval <= 0:
-            raise ValueError("interval must be more than 0s")
         if self.window < self.interval:
             raise ValueError(
                 f"window ({self.window:g}s) must be at least one interval ({self.interval:g}s)"
             )
-        if self.background_interval <= 0:
-            raise ValueError("background_interval must be more than 0s")
         for kind, names in (
             ("check", [c.name for c in self.checks]),
             ("rule", [r.name for r in self.rules]),

@@ -245,9 +245,22 @@ def test_a_short_api_token_is_refused_without_printing_it(
     text = MINIMAL.replace('["tok-1234567890abcdef"]', '["tok-1234567890abcdef", "hunter2-pw"]')
     code, out = run_validate(tmp_path, text, capsys)
     assert code == 2
-    assert "server.api_tokens" in out
-    assert "token [1] has 10 characters; an API token needs at least 16" in out
+    assert "server.api_tokens[1] (line " in out  # the token's own path
+    assert "): has 10 characters; an API token needs at least 16" in out
     assert "hunter2-pw" not in out
+
+
+def test_a_zero_interval_and_an_empty_token_are_named_by_their_own_paths(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PF_EMPTY_TOKEN", "")
+    text = MINIMAL.replace('["tok-1234567890abcdef"]', '["${PF_EMPTY_TOKEN}"]')
+    text = text.replace("interval: 30s", "interval: 0s\n    background_interval: 0s")
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 2
+    assert "server.api_tokens[0] (line " in out and "): must not be empty" in out, out
+    assert ".interval (line " in out and ".background_interval (line " in out, out
+    assert out.count("must be more than 0s") == 2, out
 
 
 def test_variables_expand_with_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -43,7 +43,9 @@ def rollback_body(
     """The exact JSON body of the rollback webhook: compact, keys in the contract's order.
 
     Computed once and stored with the intent; every attempt sends these bytes, so
-    a receiver can compare retries byte for byte.
+    a receiver can compare retries byte for byte. Times are written as the deploy
+    object writes them (RFC 3339, milliseconds), so `deploy.deployed_at` and
+    `requested_at` equal the API's `deployed_at` and `rollback.requested_at`.
     """
     body = {
         "event": "rollback",
@@ -54,11 +56,11 @@ def rollback_body(
             "previous_version": window.previous_version,
             "commit": window.commit,
             "labels": dict(window.labels),
-            "deployed_at": rfc3339(window.deployed_at, millis=False),
+            "deployed_at": rfc3339(window.deployed_at),
         },
         "reason": reason,
         "breaches": [_breach(b) for b in breaches],
-        "requested_at": rfc3339(requested_at, millis=False),
+        "requested_at": rfc3339(requested_at),
     }
     return json.dumps(body, separators=(",", ":"), allow_nan=False)
 

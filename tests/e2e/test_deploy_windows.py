@@ -99,6 +99,9 @@ async def test_forty_percent_5xx_is_rolled_back_within_three_rounds(
     assert body["event"] == "rollback"
     assert body["deploy"]["version"] == "v2.4.1"
     assert body["breaches"][0]["rule"] == "probe-errors"
+    # the webhook's deploy is the API's: the same instants, written the same way
+    assert body["deploy"]["deployed_at"] == final["deployed_at"] == deploy["deployed_at"]
+    assert body["requested_at"] == final["rollback"]["requested_at"]
 
     seen = await titles(json_sink, 3)
     assert all(t.startswith("[postflight] production v2.4.1:") for t in seen)

@@ -48,6 +48,13 @@ Sleep = Callable[[float], Awaitable[Any]]
 AttemptResult = Literal["delivered", "retryable", "rejected"]
 
 
+RETRY_AFTER_MAX_S = 600.0
+"""The longest `Retry-After` waited out as asked. A receiver that asks for more (an hour
+of rate limit) is asked again after ten minutes: a rollback must not sit out the hour.
+`max_backoff` caps only our own exponential guess, so a `Retry-After` is never cut
+short by it (contract section 3: honouring `Retry-After`)."""
+
+
 def backoff_delay(
     attempt: int,
     settings: RollbackSettings,
@@ -57,13 +64,13 @@ def backoff_delay(
 ) -> float:
     """The wait after failed attempt number `attempt` (1-based).
 
-    Exponential with full jitter (uniform in [0, backoff·2^(attempt-1)]) so that
-    many agents retrying one receiver spread out; a `Retry-After` from the
-    receiver wins over our guess. Both are capped by `max_backoff`.
+    Exponential with full jitter (uniform in [0, backoff·2^(attempt-1)]), capped by
+    `max_backoff`, so that many agents retrying one receiver spread out; a
+    `Retry-After` from the receiver wins over our guess, up to `RETRY_AFTER_MAX_S`.
     """
     cap = settings.max_backoff
     if retry_after is not None:
-        return min(cap, retry_after)
+        return min(RETRY_AFTER_MAX_S, retry_after)
     ceiling = min(cap, settings.backoff * 2.0 ** min(attempt - 1, 60))
     return max(0.0, random() * ceiling)
 
@@ -223,7 +230,8 @@ class RollbackDelivery:
             return await self._finish(intent, "delivered", environment, context)
         # A resumed delivery keeps its schedule: wait out what is left of the backoff.
         if intent.next_attempt_at is not None:
-            wait = min(settings.max_backoff, intent.next_attempt_at - self._clock())
+            longest = max(settings.max_backoff, RETRY_AFTER_MAX_S)  # a clock that jumped
+            wait = min(longest, intent.next_attempt_at - self._clock())
             if wait > 0 and not await self._hold(intent, wait):
                 return await self._lost(intent, context)
         while True:

@@ -113,7 +113,8 @@ def test_backoff_is_exponential_full_jitter_capped() -> None:
     assert backoff_delay(3, conf, random=lambda: 0.0) == 0.0
     assert backoff_delay(3, conf, random=lambda: 0.5) == 2.0
     assert backoff_delay(1, conf, retry_after=7.0) == 7.0
-    assert backoff_delay(1, conf, retry_after=120.0) == 10.0
+    assert backoff_delay(1, conf, retry_after=120.0) == 120.0  # asked: past max_backoff
+    assert backoff_delay(1, conf, retry_after=3600.0) == 600.0  # RETRY_AFTER_MAX_S
 
 
 def test_retry_after_reads_seconds_and_http_dates() -> None:
@@ -220,18 +221,18 @@ async def test_503_twice_then_200_retries_with_the_same_body_and_key(
                    result="retryable") == 2  # fmt: skip
 
 
-async def test_retry_after_is_honoured_and_capped(
+async def test_retry_after_is_honoured_past_max_backoff_and_capped_at_ten_minutes(
     store: SqliteStore, delivery: RollbackDelivery, sleep: FakeSleep, rollback_receiver: Any
 ) -> None:
     receiver: RollbackReceiver = await rollback_receiver(
-        SECRET, script=("429:retry-after=7", "503:retry-after=120", 200)
+        SECRET, script=("429:retry-after=7", "503:retry-after=120", "503:retry-after=3600", 200)
     )
     intent = await stored_intent(store)
 
     done = await delivery.deliver(intent, settings(receiver.url, max_backoff=30.0), "production")
 
     assert done.state == "delivered"
-    assert sleep.waits == [7.0, 30.0]
+    assert sleep.waits == [7.0, 120.0, 600.0]
 
 
 async def test_400_fails_at_once(

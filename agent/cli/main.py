@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from agent.cli.pipe import guard_stdout
 
 if TYPE_CHECKING:
     from agent.settings import Settings
@@ -84,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    guard_stdout()  # a reader that leaves early (`| head`) costs no traceback
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout.flush()  # here, through the guard, not at exit past it
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

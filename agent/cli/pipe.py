@@ -1,0 +1,57 @@
+"""A standard output whose reader may leave early: `postflight status | head -2`.
+
+Python raises `BrokenPipeError` on the next write once the reader has gone, which
+would end the command with a traceback and exit 1, a code the contract does not give
+these commands. Guarded, the rest of the output is dropped and the command runs to
+its end, so its exit code is still the one it documents (`register --wait | head -1`
+still exits with the verdict).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, TextIO
+
+
+class PipeGuard:
+    """Wraps a text stream; after the first broken pipe, writes go nowhere."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._gone()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._gone()
+
+    def _gone(self) -> None:
+        """From now on drop the output; the descriptor points at /dev/null, so what the
+        stream still buffers (flushed again at exit) cannot fail a second time."""
+        self.broken = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # no real descriptor (a test's StringIO)
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def guard_stdout() -> None:
+    """Put `PipeGuard` in front of `sys.stdout` (once)."""
+    if not isinstance(sys.stdout, PipeGuard) and sys.stdout is not None:
+        sys.stdout = PipeGuard(sys.stdout)

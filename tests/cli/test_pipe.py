@@ -1,0 +1,49 @@
+"""A reader that leaves early (`postflight status | head -2`): no traceback, and the
+command's own exit code, not Python's 1 or 120."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+from agent.cli.pipe import PipeGuard
+
+
+def test_a_closed_pipe_ends_the_output_quietly_with_the_commands_own_code() -> None:
+    """`python -m agent schema` writes far more than a pipe holds; its reader is gone
+    before the first byte."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agent", "schema"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the reader leaves
+    errors = process.stderr.read().decode()
+    assert process.wait(timeout=30) == 0, errors
+    assert "Traceback" not in errors and "BrokenPipeError" not in errors, errors
+
+
+class _Closed(io.StringIO):
+    """A stream whose reader has gone after `room` characters."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+
+    def write(self, text: str) -> int:
+        if self.tell() + len(text) > self.room:
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().write(text)
+
+
+def test_after_a_broken_pipe_every_write_is_dropped_and_none_raises() -> None:
+    stream = _Closed(room=6)
+    guard = PipeGuard(stream)
+    assert guard.write("abc") == 3
+    assert guard.write("defgh") == 5  # past the room: dropped, not raised
+    assert guard.broken
+    guard.write("more")
+    guard.flush()
+    assert stream.getvalue() == "abc"

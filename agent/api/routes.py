@@ -43,6 +43,7 @@ from agent.settings import EnvironmentSettings
 from agent.store.base import Conflict
 from agent.store.cursor import encode_cursor
 from common.durations import format_duration
+from common.times import rfc3339
 
 log = logging.getLogger("postflight.api")
 
@@ -266,13 +267,25 @@ async def create_deploy(request: web.Request) -> web.Response:
         ends_at=deployed_at + window_s,
         created_at=now,
     )
+    late = _ended_before_registered(window, now)
+    if late is not None:
+        window.state, window.ended_at = "inconclusive", now
+        window.verdict = {
+            "outcome": "inconclusive",
+            "decided_at": rfc3339(now, millis=False),
+            "reason": late,
+            "rules": [],
+        }
     payload = deploy_object(window, page=_page(request, window.id), now=now)
     foresee = request.config_dict.get(FORESIGHT)
-    warnings = (
-        await foresee(store, environment, window.environment, deployed_at, window.ends_at)
-        if foresee is not None
-        else []
-    )
+    if late is not None:
+        warnings = [f"{window.environment} {window.version}: {late}"]
+    elif foresee is not None:
+        warnings = await foresee(
+            store, environment, window.environment, deployed_at, window.ends_at
+        )
+    else:
+        warnings = []
     if warnings:
         payload["warnings"] = warnings
         for warning in warnings:
@@ -293,6 +306,8 @@ async def create_deploy(request: web.Request) -> web.Response:
         raise
     _notify(request, window.id, [old.id for old in created.superseded])
     _count_ended(request, "superseded", created.superseded)
+    if late is not None:
+        _count_ended(request, "inconclusive", [window])
     log.info(
         "deploy registered: %s %s (window %s%s)",
         window.environment,
@@ -316,9 +331,9 @@ def _known_environment(request: web.Request, name: str) -> EnvironmentSettings:
 
 def _deployed_at(body: DeployRequest, window_s: float, now: float) -> float:
     """When the window starts. Ahead of now (at most `MAX_SCHEDULE_AHEAD_S`) it stays
-    `scheduled` until then; a window that would already be over is refused, since it
-    would judge traffic of a time it can no longer probe. A few seconds of clock skew
-    between the pipeline and us count as now."""
+    `scheduled` until then; a window already over is recorded as it is
+    (`_ended_before_registered`). A few seconds of clock skew between the pipeline and
+    us count as now."""
     if body.deployed_at is None:
         return now
     deployed_at = body.deployed_at.timestamp()
@@ -333,17 +348,24 @@ def _deployed_at(body: DeployRequest, window_s: float, now: float) -> float:
                 }
             ]
         )
-    if deployed_at + window_s < now - CLOCK_SKEW_S:
-        raise invalid_fields(
-            [
-                {
-                    "loc": ["deployed_at"],
-                    "msg": f"this window ({format_duration(window_s)} from deployed_at) would"
-                    f" have ended {format_duration(round(now - deployed_at - window_s))} ago",
-                }
-            ]
-        )
     return now if 0 < ahead <= CLOCK_SKEW_S else deployed_at
+
+
+def _ended_before_registered(window: DeployWindow, now: float) -> str | None:
+    """A window whose end had passed when it was registered (a pipeline that reports a
+    deploy late, or with a wrong clock) cannot be watched: its traffic can no longer be
+    probed. It is kept as the deploy's record, ended `inconclusive` at once with a
+    verdict that says why, and supersedes nothing. The reason, or None for a window
+    still to watch."""
+    if window.ends_at >= now - CLOCK_SKEW_S:
+        return None
+    late = format_duration(round(now - window.ends_at))
+    return (
+        f"registered {late} after its window ended (deployed_at"
+        f" {rfc3339(window.deployed_at, millis=False)} +"
+        f" {format_duration(window.ends_at - window.deployed_at)}): nothing could be"
+        " observed, so nothing was judged"
+    )
 
 
 def _list_query(request: web.Request) -> ListQuery:

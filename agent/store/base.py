@@ -51,7 +51,9 @@ class Store(Protocol):
         self, window: DeployWindow, idempotency: IdempotentResponse | None = None
     ) -> WindowCreated:
         """Insert a window, superseding the environment's active one in the same
-        transaction; with `idempotency`, also remember the response under its key."""
+        transaction (only when the new one is active: a window registered after its
+        end is a record and supersedes nothing); with `idempotency`, also remember the
+        response under its key."""
         ...
 
     async def idempotent_response(self, key: str) -> IdempotentResponse | None: ...

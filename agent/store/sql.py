@@ -386,10 +386,14 @@ class SqlStore(ABC):
             # Without this lock two replicas registering deploys of one environment would
             # each supersede the old window and both new ones would stay watching.
             await self._lock(db, LOCK_ENVIRONMENT, window.environment)
-            rows = await db.fetch(
-                f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE environment = ?"
-                f" AND state = 'watching' ORDER BY created_at, id{self.ROW_LOCK}",
-                window.environment,
+            rows = (
+                await db.fetch(
+                    f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE environment = ?"
+                    f" AND state = 'watching' ORDER BY created_at, id{self.ROW_LOCK}",
+                    window.environment,
+                )
+                if window.active
+                else []
             )
             superseded = [_window(r) for r in rows]
             for old in superseded:

@@ -78,11 +78,52 @@ async def test_more_than_an_hour_ahead_is_a_422(timed: Client) -> None:
     assert "at most 1h ahead" in body["errors"][0]["msg"]
 
 
-async def test_a_window_that_would_already_have_ended_is_a_422(timed: Client) -> None:
+async def test_a_window_over_before_it_was_registered_is_recorded_inconclusive(
+    timed: Client, store: SqliteStore
+) -> None:
+    """Registered a day after its 1-minute window ended: 201, kept as the deploy's record,
+    ended `inconclusive` at once with a verdict that says why; the active window of its
+    environment goes on (it supersedes nothing) and nothing will watch it."""
+    _, active = await post(timed, 0)
     status, body = await post(timed, -86400, window="1m")
-    assert status == 422
-    assert body["errors"][0]["loc"] == ["deployed_at"]
-    assert "would have ended" in body["errors"][0]["msg"]
+    assert status == 201
+    assert body["state"] == "inconclusive" and body["rounds"] == 0
+    assert body["deployed_at"] == rfc3339(NOW - 86400)
+    verdict = body["verdict"]
+    assert verdict["outcome"] == "inconclusive" and verdict["rules"] == []
+    assert verdict["reason"].startswith("registered 23h59m after its window ended")
+    assert "nothing could be observed" in verdict["reason"]
+    assert body["warnings"] == [f"production v2: {verdict['reason']}"]
+    still = await timed.get(f"/v1/deploys/{active['id']}", headers=AUTH)
+    assert (await still.json())["state"] == "watching"
+    stored = await store.get_window(body["id"])
+    assert stored is not None and not stored.active
+
+
+async def test_the_contracts_example_request_is_created_as_written(
+    timed: Client, clock: Clock
+) -> None:
+    """The body of contract section 2, word for word, on a clock five days past it (as
+    the real one is): its window is long over, so it is recorded, not refused."""
+    clock.now = NOW + 5 * 86400
+    example = {
+        "environment": "production",
+        "version": "v2.4.1",
+        "previous_version": "v2.4.0",
+        "commit": "9fceb02",
+        "window": "10m",
+        "deployed_at": "2026-11-26T14:00:00Z",
+        "labels": {"pipeline": "run-1234"},
+    }
+    response = await timed.post("/v1/deploys", json=example, headers=AUTH)
+    assert response.status == 201
+    body = await response.json()
+    assert response.headers["Location"] == f"/v1/deploys/{body['id']}"
+    for field in ("environment", "version", "previous_version", "commit", "labels"):
+        assert body[field] == example[field]
+    assert body["deployed_at"] == example["deployed_at"]
+    assert body["ends_at"] == "2026-11-26T14:10:00Z"
+    assert body["state"] == "inconclusive"
 
 
 async def test_a_window_still_open_from_the_past_is_watched_for_the_rest(timed: Client) -> None:

@@ -12,6 +12,7 @@ from agent.store.sqlite import SqliteStore
 from common.times import rfc3339
 from tests.api.conftest import NOW, Client
 from tests.api.harness import AUTH, RecordingEvents, make_app
+from tests.api.test_deploys import FULL_REQUEST
 
 
 class Clock:
@@ -106,15 +107,7 @@ async def test_the_contracts_example_request_is_created_as_written(
     """The body of contract section 2, word for word, on a clock five days past it (as
     the real one is): its window is long over, so it is recorded, not refused."""
     clock.now = NOW + 5 * 86400
-    example = {
-        "environment": "production",
-        "version": "v2.4.1",
-        "previous_version": "v2.4.0",
-        "commit": "9fceb02",
-        "window": "10m",
-        "deployed_at": "2026-11-26T14:00:00Z",
-        "labels": {"pipeline": "run-1234"},
-    }
+    example = FULL_REQUEST  # the contract's body
     response = await timed.post("/v1/deploys", json=example, headers=AUTH)
     assert response.status == 201
     body = await response.json()

@@ -5,6 +5,7 @@ COPY pyproject.toml README.md ./
 COPY agent ./agent
 COPY checks ./checks
 COPY alerting ./alerting
+COPY common ./common
 RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[fast,postgres]"
 
 FROM python:3.11-slim

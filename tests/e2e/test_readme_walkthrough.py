@@ -1,0 +1,83 @@
+"""The README's walkthrough (GitHub + Vercel against local fakes), run as written.
+
+The README says every command of it "was run as shown". This test takes its shell
+block out of the README and runs it with bash, changing only what a test must: the
+install line (the suite's own venv is used), and the fixed ports (free ones, so it
+cannot collide with anything else on the machine). Then it checks the outcomes the
+README's comments promise: staging passes, the protection rule is approved, the
+Vercel event opens a window, a bad signature is 401, production is rolled back
+through Vercel to the previous deployment, and a second rollback is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.prometheus import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
+
+ROOT = Path(__file__).resolve().parents[2]
+PORTS = ("18300", "18301", "18302", "18309", "18787")
+"""The walkthrough's fixed ports: site, fake GitHub, fake Vercel, broken production,
+the agent."""
+
+
+def walkthrough() -> str:
+    """The shell block under `### Walkthrough`."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("### Walkthrough", 1)[1]
+    match = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert match, "the README's walkthrough has no sh block"
+    return match.group(1)
+
+
+def runnable(script: str) -> str:
+    lines = script.splitlines()
+    assert lines[0].startswith("python3 -m venv .venv"), lines[0]  # the install: ours is done
+    body = "\n".join(lines[1:])
+    bin_dir = Path(sys.executable).parent
+    body = body.replace("PY=.venv/bin/python;", f"PY={sys.executable};")
+    body = body.replace("PF=.venv/bin/postflight;", f"PF={bin_dir / 'postflight'};")
+    body = body.replace("python3 -m http.server", f"{sys.executable} -m http.server")
+    for port in PORTS:
+        assert port in body, port
+        body = body.replace(port, str(free_port()))
+    return body
+
+
+@pytest.mark.skipif(
+    not (shutil.which("openssl") and shutil.which("curl")),
+    reason="the walkthrough signs with openssl and sends with curl",
+)
+def test_the_readme_walkthrough_runs_as_shown() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTFLIGHT_")}
+    process = subprocess.Popen(
+        ["bash", "-c", runnable(walkthrough())],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its background jobs are killed with it, whatever happens
+    )
+    try:
+        steps, _ = process.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert "exit 0" in steps and "state=passed" in steps, steps[-4000:]  # 3. staging gate
+    assert '"state": "approved"' in steps or '"state":"approved"' in steps, steps[-4000:]  # 4.
+    assert "dpl_old111" in steps and "\n401\n" in steps, steps[-4000:]  # 5. window; bad sig
+    assert re.search(r"production\s+9fceb02\S*\s+rolled_back", steps), steps[-4000:]  # 6.
+    assert '"deployment": "dpl_old111"' in steps or '"deployment":"dpl_old111"' in steps
+    assert "(HTTP 409)" in steps and "exit 1" in steps, steps[-4000:]  # 7. refused

@@ -145,6 +145,12 @@ class Judge:
                 finish(rule, new["rules"][rule.name], index)
         return new
 
+    def restart_rule(self, state: State, name: str) -> None:
+        """Start rule `name` afresh in `state` (in place): its baseline came after the
+        window's start, and what it folded without one cannot be read against it."""
+        rule = next(r for r in self.rules if r.name == name)
+        state["rules"][name] = _rule_start() | self.rule_policy.start(rule)
+
     def copy(self, state: State) -> State:
         """A copy of `state` that later folds `in_place` leave as it is."""
         return self._copy(state)

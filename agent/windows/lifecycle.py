@@ -148,6 +148,11 @@ class WindowWatch:
         self.canary_samples: deque[Sample] = deque(maxlen=CANARY_SAMPLES)
         self.cumulative: dict[str, Observation] = {}
         """Each provider rule's latest figures since the deploy (see `round_increment`)."""
+        self.late_baselines: dict[str, Observation] = {}
+        """Provider baselines fetched after the window's start (the first fetch failed),
+        as stored with the round they arrived in (`_gather_round`)."""
+        self.arrived: dict[str, Observation] = {}
+        """Late baselines that arrived this round: their rules start afresh (`_judge`)."""
         self.links: dict[str, str] = {}
         self.what_broke = WhatBroke()
         self.queries: dict[str, str] = {
@@ -193,6 +198,7 @@ class WindowWatch:
                 return
         else:
             self.baselines = {k: observation_from_dict(v) for k, v in self.window.baseline.items()}
+        self.baselines.update(self.late_baselines)
         self.log.info(
             "watching %s %s (round %d, ends %s)",
             self.window.environment,
@@ -226,7 +232,7 @@ class WindowWatch:
             decided = glance.decision != "continue"
             verdict = self._word(glance, final=final)
             glance, verdict = self.overload.guard(glance, verdict, self.judge_rules, self.baselines)
-            with_state = stores_state(
+            with_state = bool(self.arrived) or stores_state(
                 number, observations, moving_baseline=bool(self.env.baseline_url), decided=decided
             )
             summary = self._round_summary(observations, results, glance, with_state=with_state)
@@ -342,6 +348,8 @@ class WindowWatch:
             self.replay.extend(replay)
         for record in records:
             self.last_slot = record.summary.get("slot")
+            for name, data in record.summary.get("late_baselines", {}).items():
+                self.late_baselines[name] = observation_from_dict(data)
             for name, data in record.summary.get("cumulative", {}).items():
                 self.cumulative[name] = observation_from_dict(data)
             self.what_broke.note_summary(record.summary.get("checks", {}))
@@ -379,7 +387,30 @@ class WindowWatch:
         for name, provider in self.s.providers.items():
             if any(r.source == name for r in self.rules):
                 self.s.spawn(self._mark(name, provider, "deploy"))
+        for judged in self.judge_rules:
+            baseline = fetched.get(judged.name)
+            if baseline is not None and baseline.error:
+                self._baseline_unreachable(judged, baseline.error)
         return True
+
+    def _baseline_unreachable(self, rule: Rule, error: str) -> None:
+        """A provider that could not give a rule's baseline: the provider's one alert of
+        the window; the baseline is asked for again each round (`_gather_round`)."""
+        self.log.warning("rule %s: no baseline yet: %s", rule.name, error)
+        self._alert(
+            "provider_unreachable",
+            key=provider_key(rule.source),
+            reason=f"{rule.source}: {error} — rule {rule.name} has no baseline yet, so it is"
+            " inconclusive until one comes (asked again each round); a provider outage"
+            " never causes a rollback",
+            rules=[],
+            provider=rule.source,
+        )
+
+    def _awaits_baseline(self, rule: Rule) -> bool:
+        """A provider rule whose baseline fetch failed (none has come since)."""
+        baseline = self.baselines.get(rule.name)
+        return rule.source != "checks" and baseline is not None and bool(baseline.error)
 
     async def _mark(
         self, name: str, provider: Provider, event: Literal["deploy", "rollback"]
@@ -433,7 +464,25 @@ class WindowWatch:
             for rule in self.judge_rules
             if rule.source != "checks"
         }
-        fetched = dict(zip(fetches, await asyncio.gather(*fetches.values()), strict=True))
+        t0 = self.window.deployed_at
+        lookback = Period(t0 - self.env.lookback, t0)
+        again = {
+            rule.name: self._fetch_baseline(rule, lookback)
+            for rule in self.judge_rules
+            if self._awaits_baseline(rule)
+        }
+        answers = await asyncio.gather(*fetches.values(), *again.values())
+        fetched = dict(zip(fetches, answers[: len(fetches)], strict=True))
+        self.arrived = {
+            name: baseline
+            for name, baseline in zip(again, answers[len(fetches) :], strict=True)
+            if not baseline.error
+        }
+        for name, baseline in self.arrived.items():
+            # the rule is judged from now on, on everything since the deploy (`_judge`)
+            self.log.info("rule %s: its baseline came, late", name)
+            self.baselines[name] = self.late_baselines[name] = baseline
+            self.compiled = None
         self.overload.note(results, self.log)
         samples = samples_of(results)
         deploy_samples = [s for s in samples if s.target == "deploy"]
@@ -452,9 +501,13 @@ class WindowWatch:
                         target="baseline",
                     )
             else:
-                # providers answer for [T0, now): the judge wants this round's own events
+                # providers answer for [T0, now): the judge wants this round's own events;
+                # a rule whose baseline just came starts over, on all of them at once
                 current = fetched[rule.name]
-                observations[rule.name] = round_increment(self.cumulative.get(rule.name), current)
+                fresh = rule.name in self.arrived
+                observations[rule.name] = (
+                    current if fresh else round_increment(self.cumulative.get(rule.name), current)
+                )
                 if current.has_data:
                     self.cumulative[rule.name] = current
         return observations, results
@@ -473,6 +526,8 @@ class WindowWatch:
         for old in self.replay:
             state = judge.advance(state, old, in_place=True)
         self.replay = []
+        for name in self.arrived:
+            judge.restart_rule(state, name)
         state = judge.advance(state, observations, in_place=True, final=final)
         return state, judge.glance(state, final=final)
 
@@ -519,6 +574,12 @@ class WindowWatch:
             "decision": glance.decision,
             "rules": {r.name: rule_snapshot(r) for r in glance.rules},
         }
+        if self.arrived:
+            # with the round (and its state: `stores_state`), so a restart compiles the
+            # judge against the baseline that state was folded with
+            summary["late_baselines"] = {
+                k: observation_to_dict(v) for k, v in self.late_baselines.items()
+            }
         if with_state:
             assert self.compiled is not None and self.judge_state is not None
             # a copy: the next round folds the watch's own state in place, maybe before

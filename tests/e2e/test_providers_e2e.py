@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from aiohttp import web
 
 from agent.appkeys import STORE
 from tests.e2e.conftest import SECRET, AgentFactory, RunningAgent
@@ -258,6 +259,45 @@ async def test_sentry_error_rate_from_1_to_12_percent_is_rolled_back(
 
     query = await assert_query_shown(agent, final, "sentry-errors")
     assert "failure_rate()" in query and f'release:"{VERSION}"' in query
+
+
+@pytest.mark.parametrize("policy", ["sequential", "threshold"])
+async def test_a_baseline_sentry_failed_at_the_start_is_asked_again_and_judged(
+    policy: str,
+    sentry_fake: GrowingSentry,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+) -> None:
+    """Sentry answers 500 to the window's first baseline query (every retry of it), then
+    recovers. The rule is inconclusive only until its baseline comes: it is asked again
+    the next round, and the 12% release is rolled back against it, not passed for want
+    of one. On-call hears of the outage once."""
+    t0 = deploy_second()
+    sentry_fake.set_stats(SentryStats(transactions=20_000, failure_rate=0.01), release=PREVIOUS)
+    sentry_fake.grow(VERSION, per_second=400, failure_rate=0.12, since=t0)
+
+    def baseline_query(request: web.Request) -> bool:
+        return sentry_fake.release_of(request.query.get("query", "")) == PREVIOUS
+
+    sentry_fake.fail("500", match=baseline_query)  # until healed, below
+    agent = await start_agent(
+        environment_yaml(
+            SENTRY_RULE, rollback_url=receiver.url, secret=SECRET, policy=policy, newrelic=False
+        ),
+        alerting_yaml(json_sink.url()),
+        providers_yaml(sentry=sentry_fake),
+    )
+    deploy = await register(agent, t0)
+    await agent.wait_until(deploy["id"], lambda d: d["rounds"] >= 1)
+    sentry_fake.heal()
+
+    final = await assert_rolled_back_once(agent, receiver, deploy["id"], "sentry-errors")
+    assert rule_of(final, "sentry-errors")["baseline"] == pytest.approx(0.01)
+    # the first fetch did fail (this alert says so), so the baseline is the one asked again
+    outage = await alert_titled(json_sink, "provider sentry unreachable")
+    assert "no baseline yet" in outage.message
+    assert len(titled(json_sink, "provider sentry unreachable")) == 1
 
 
 # ------------------------------------------------------ 2. New Relic 0.2 → 0.9 s
@@ -532,11 +572,12 @@ async def assert_fail_soft(outage: Outage, world: World, failing: list[str], kin
         reason = REJECTED[provider] if kind == "401" else REASONS[kind]
         assert reason in alert.message, alert.message
 
-    # every fetch of a failing provider (the baseline, then each round's) is an error;
-    # rounds in the first second share the period [T0, T0 + 1s), and so one answer
+    # every fetch of a failing provider (the baseline, then each round's, and the baseline
+    # again each round, as it never came) is an error; rounds in the first second share
+    # the period [T0, T0 + 1s), and so one answer
     for provider in PROVIDERS:
         if provider in failing:
-            assert 2 <= requests(agent, provider, "error") <= rounds + 1
+            assert 2 <= requests(agent, provider, "error") <= 2 * rounds + 1
             assert requests(agent, provider, "ok") == 0
         else:
             assert requests(agent, provider, "error") == 0

@@ -408,9 +408,16 @@ class WindowWatch:
         )
 
     def _awaits_baseline(self, rule: Rule) -> bool:
-        """A provider rule whose baseline fetch failed (none has come since)."""
+        """A relative provider rule (`max_increase`: it is judged against its baseline)
+        whose baseline fetch failed, none having come since. An absolute rule's baseline
+        is only shown beside it: its judging goes on without one, and is not restarted."""
         baseline = self.baselines.get(rule.name)
-        return rule.source != "checks" and baseline is not None and bool(baseline.error)
+        return (
+            rule.source != "checks"
+            and rule.max_increase is not None
+            and baseline is not None
+            and bool(baseline.error)
+        )
 
     async def _mark(
         self, name: str, provider: Provider, event: Literal["deploy", "rollback"]

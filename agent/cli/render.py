@@ -287,7 +287,7 @@ def summary(deploy: Deploy, style: Style) -> str:
         "passed": "passed: no rule failed during the window",
         "failed": "failed: the verdict failed and no rollback was delivered",
         "rolled_back": "rolled back: the rollback webhook accepted the request",
-        "inconclusive": "inconclusive: no rule had data to judge",
+        "inconclusive": "inconclusive: neither passed nor failed (the rules below say why)",
         "cancelled": "cancelled: no verdict (exit 3)",
         "superseded": "superseded by a newer deploy: no verdict (exit 3)",
     }.get(deploy.state, deploy.state)

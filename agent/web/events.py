@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 from typing import Any
 
@@ -27,10 +28,12 @@ from agent.api.problems import ApiProblem
 from agent.appkeys import SETTINGS, STORE
 from agent.records import DeployWindow, RollbackIntent, RoundRecord
 from agent.web.access import access
-from agent.web.feed import FEED, DeployFeed
+from agent.web.feed import FEED, DeployFeed, Subscription
 from agent.web.links import deploy_page_url
 from agent.web.times import request_now
 from agent.web.view import round_event
+
+log = logging.getLogger("postflight.api")
 
 RECHECK_S = 5.0
 """Without news from the feed, look at the store this often: news of another replica's
@@ -78,24 +81,33 @@ async def deploy_events(request: web.Request) -> web.StreamResponse:
             }
         )
         await response.prepare(request)
-        stream = _Stream(request, response, window)
-        await stream.read_store()
-        idle = 0.0
-        while not stream.finished:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(news.wake.wait(), RECHECK_S)
-            rounds, changed = news.take()
-            if not rounds and not changed:
-                idle += RECHECK_S
-                if idle >= HEARTBEAT_S:
-                    idle = 0.0
-                    await response.write(b": keep-alive\n\n")
-            else:
-                idle = 0.0
-            if not await stream.send_rounds(rounds) or changed or not (rounds or changed):
-                await stream.read_store()
-        await response.write_eof()
+        try:
+            await _follow(_Stream(request, response, window), news)
+        except ConnectionResetError:
+            # the client went away (a closed tab, `curl` stopped): the end of its stream,
+            # not an error of ours (aiohttp's ClientConnectionResetError is one of these)
+            log.debug("event stream of %s: the client left", window_id)
     return response
+
+
+async def _follow(stream: _Stream, news: Subscription) -> None:
+    """Send the stream's events until its window has ended, then end it."""
+    await stream.read_store()
+    idle = 0.0
+    while not stream.finished:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(news.wake.wait(), RECHECK_S)
+        rounds, changed = news.take()
+        if not rounds and not changed:
+            idle += RECHECK_S
+            if idle >= HEARTBEAT_S:
+                idle = 0.0
+                await stream.response.write(b": keep-alive\n\n")
+        else:
+            idle = 0.0
+        if not await stream.send_rounds(rounds) or changed or not (rounds or changed):
+            await stream.read_store()
+    await stream.response.write_eof()
 
 
 class _Stream:

@@ -179,3 +179,20 @@ async def test_a_state_event_per_state_change_and_rollback_events_for_its_attemp
     assert len(receiver.attempts) == 3  # at the receiver: two refused, the third taken
     last = changes[-1].data["rollback"]
     assert last["state"] == "delivered" and last["attempts"] == 3
+
+
+async def test_a_client_that_leaves_a_live_stream_is_no_error(
+    journey_agent: JourneyAgent, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tab closed mid-window: the stream ends there, with no ERROR and no traceback."""
+    agent = await journey_agent(interval="200ms")
+    deploy = await agent.register("production", "v1")
+    url = f"{agent.url}/v1/deploys/{deploy['id']}/events"
+    async with agent.http.get(url, headers=agent.headers) as r:
+        async for event in events(r):
+            if event.name == "round":
+                break
+        r.connection.transport.abort()  # type: ignore[union-attr]
+    await agent.wait_until(deploy["id"], lambda d: d["rounds"] >= 4)  # rounds went on
+    errors = [rec for rec in caplog.records if rec.levelname == "ERROR"]
+    assert errors == [], [rec.getMessage()[:300] for rec in errors]

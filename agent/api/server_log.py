@@ -32,13 +32,28 @@ class ServerLog(logging.Logger):
 
     def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
         if isinstance(exc_info, http_exceptions.HttpProcessingError):
-            if self.metrics is not None:
-                self.metrics.malformed_requests_total.inc()
-            remote = args[0] if args else "?"
-            reason = exc_info.message or type(exc_info).__name__
-            self.warning("malformed HTTP request from %s: %s", remote, reason.splitlines()[0])
+            self._malformed(exc_info, args)
             return
         super().exception(msg, *args, exc_info=exc_info, **kwargs)
+
+    def debug(self, msg: object, *args: object, **kwargs: Any) -> None:
+        """aiohttp logs a bad method in a connection's first request line (TLS or other
+        non-HTTP bytes sent to the port) at DEBUG, apart from the other malformed
+        requests: it is one too, counted and logged as they are."""
+        exc_info = kwargs.get("exc_info")
+        if isinstance(exc_info, http_exceptions.HttpProcessingError):
+            self._malformed(exc_info, args)
+            return
+        super().debug(msg, *args, **kwargs)
+
+    def _malformed(
+        self, exc: http_exceptions.HttpProcessingError, args: tuple[object, ...]
+    ) -> None:
+        if self.metrics is not None:
+            self.metrics.malformed_requests_total.inc()
+        remote = args[0] if args else "?"
+        reason = exc.message or type(exc).__name__
+        self.warning("malformed HTTP request from %s: %s", remote, reason.splitlines()[0])
 
 
 async def _server_header(request: web.Request, response: web.StreamResponse) -> None:

@@ -24,6 +24,8 @@ MALFORMED = [
     b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Bad: a\x00b\r\n\r\n",  # NUL in a header
     b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n",  # space in a name
     b"GET /he\x01lthz HTTP/1.1\r\nHost: x\r\n\r\n",  # control byte in the target
+    b"BR@KEN / HTTP/1.1\r\nHost: x\r\n\r\n",  # a bad method (aiohttp logs it at DEBUG)
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32) + b"\r\n\r\n",  # TLS
 ]
 
 
@@ -64,7 +66,11 @@ async def daemon(tmp_path: Path) -> AsyncIterator[tuple[int, Metrics]]:
     await asyncio.wait_for(task, 15)
 
 
-@pytest.mark.parametrize("data", MALFORMED, ids=["nul-in-header", "space-in-name", "ctl-in-path"])
+@pytest.mark.parametrize(
+    "data",
+    MALFORMED,
+    ids=["nul-in-header", "space-in-name", "ctl-in-path", "bad-method", "tls-hello"],
+)
 async def test_a_malformed_request_is_a_counted_warning_without_traceback(
     daemon: tuple[int, Metrics], caplog: pytest.LogCaptureFixture, data: bytes
 ) -> None:

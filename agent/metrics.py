@@ -136,13 +136,14 @@ class Metrics:
         )
         self.provider_requests_total = Counter(
             "postflight_provider_requests_total",
-            "Requests to baseline providers, by result.",
+            "Fetches from metric providers (one query for one period, its retries and pages"
+            " included), by result.",
             ["provider", "result"],
             registry=r,
         )
         self.provider_request_duration_seconds = Histogram(
             "postflight_provider_request_duration_seconds",
-            "How long one provider request took.",
+            "How long one provider fetch took, its retries and pages included.",
             ["provider"],
             buckets=_LATENCY_BUCKETS,
             registry=r,

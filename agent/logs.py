@@ -6,12 +6,28 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
 from common.redaction import Redactor
 
 _CONTEXT_FIELDS = ("deploy_id", "environment", "check", "rule", "provider")
+
+log_context: ContextVar[dict[str, str] | None] = ContextVar("postflight_log_context", default=None)
+"""Fields for every record logged in this task and the tasks it starts (a window's watch
+sets its deploy id and environment), so a module that knows nothing of windows (a
+provider's client) still logs them."""
+
+
+class _Context(logging.Filter):
+    """Adds `log_context`'s fields a record does not carry itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in (log_context.get() or {}).items():
+            if getattr(record, name, None) is None:
+                setattr(record, name, value)
+        return True
 
 
 class _Redacting(logging.Filter):
@@ -67,6 +83,7 @@ class TextFormatter(logging.Formatter):
 def setup_logging(fmt: str = "text", level: str = "info", redact: Redactor | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(_Context())
     handler.addFilter(_Redacting(redact or Redactor()))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agent.logs import JsonFormatter, setup_logging
+from agent.logs import JsonFormatter, log_context, setup_logging
 from agent.observability import _scrub, init_newrelic, init_sentry
 from common.redaction import Redactor
 
@@ -50,6 +51,36 @@ def test_json_logs_carry_deploy_and_environment_and_redact(
     assert line["environment"] == "production"
     assert line["level"] == "warning"
     assert "s3cr3t-token-value" not in line["msg"]
+    logging.getLogger().handlers.clear()
+
+
+async def test_a_module_that_knows_no_window_logs_the_window_it_works_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A window's watch sets `log_context` in its task; a provider's client, logging with
+    no `extra`, in a task the watch started, carries its deploy id and environment. A
+    record's own fields win, and outside a watch nothing is added."""
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    setup_logging("json", "info")
+    provider = logging.getLogger("agent.providers.client")
+
+    async def watch() -> None:
+        log_context.set({"deploy_id": "dep_1", "environment": "production"})
+        await asyncio.create_task(asyncio.to_thread(lambda: None))  # a hop, as fetches make
+
+        async def fetch() -> None:
+            provider.warning("sentry: rule errors: Sentry did not answer within 2s")
+            provider.warning("other", extra={"deploy_id": "dep_2"})
+
+        await asyncio.create_task(fetch())
+
+    await asyncio.create_task(watch())
+    provider.warning("no window here")
+    lines = [json.loads(line) for line in stream.getvalue().strip().splitlines()]
+    assert (lines[0]["deploy_id"], lines[0]["environment"]) == ("dep_1", "production")
+    assert lines[1]["deploy_id"] == "dep_2"
+    assert "deploy_id" not in lines[2] and "environment" not in lines[2]
     logging.getLogger().handlers.clear()
 
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from agent.analysis.judge import Glance, Judge, State
 from agent.analysis.observe import observe
 from agent.analysis.types import Observation, Rule, RuleVerdict, Verdict
+from agent.logs import log_context
 from agent.metrics import Metrics
 from agent.providers.base import (
     DeployScope,
@@ -189,6 +190,8 @@ class WindowWatch:
     # the whole window -----------------------------------------------------
 
     async def run(self) -> None:
+        # this watch's task and those it starts (provider fetches) log its deploy
+        log_context.set({"deploy_id": self.window.id, "environment": self.window.environment})
         if not await self._until_deployed():
             return
         await self._load_history()

@@ -154,6 +154,8 @@ class WindowWatch:
         as stored with the round they arrived in (`_gather_round`)."""
         self.arrived: dict[str, Observation] = {}
         """Late baselines that arrived this round: their rules start afresh (`_judge`)."""
+        self.period_end: float | None = None
+        """The end of the period the providers were last asked for (`_gather_round`)."""
         self.links: dict[str, str] = {}
         self.what_broke = WhatBroke()
         self.queries: dict[str, str] = {
@@ -493,6 +495,7 @@ class WindowWatch:
             self.log.info("rule %s: its baseline came, late", name)
             self.baselines[name] = self.late_baselines[name] = baseline
             self.compiled = None
+        repeated = self.period_end is not None and period.end <= self.period_end
         self.overload.note(results, self.log)
         samples = samples_of(results)
         deploy_samples = [s for s in samples if s.target == "deploy"]
@@ -510,6 +513,10 @@ class WindowWatch:
                         length * (self.window.rounds + 1),
                         target="baseline",
                     )
+            elif repeated and rule.name not in self.arrived:
+                # sub-second rounds in the window's first second ask for the same period
+                # [T0, T0 + 1s): its answer is not a second round of evidence
+                observations[rule.name] = Observation(value=None)
             else:
                 # providers answer for [T0, now): the judge wants this round's own events;
                 # a rule whose baseline just came starts over, on all of them at once
@@ -520,6 +527,7 @@ class WindowWatch:
                 )
                 if current.has_data:
                     self.cumulative[rule.name] = current
+        self.period_end = period.end
         return observations, results
 
     def _judge(self, observations: dict[str, Observation], *, final: bool) -> tuple[State, Glance]:

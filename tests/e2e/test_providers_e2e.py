@@ -394,6 +394,41 @@ async def test_newrelic_p95_from_200ms_to_900ms_is_rolled_back(
     assert query.startswith(NRQL + " SINCE ")
 
 
+async def test_one_answer_for_the_first_second_is_one_round_of_evidence_not_two(
+    newrelic_fake: FakeNewRelic,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+) -> None:
+    """Rounds of 300 ms: the first three all ask for [T0, T0 + 1s), and get one answer.
+    Under the threshold policy with `failure_limit: 2`, that one answer must not make a
+    streak of two: the rollback waits for a second period's answer."""
+    await asyncio.sleep(1.0 - time.time() % 1.0)  # at a second's start: rounds at T0 + 0.3,
+    t0 = deploy_second()  # 0.6 and 0.9 s all ask for [T0, T0 + 1s)
+    newrelic_fake.answer(NRQL, [{"percentile.duration": {"95": 0.2}}])
+    newrelic_fake.answer(NRQL, [{"percentile.duration": {"95": 0.9}}], since=t0)
+    agent = await start_agent(
+        environment_yaml(
+            NEWRELIC_RULE,
+            rollback_url=receiver.url,
+            secret=SECRET,
+            lookback="1h",
+            sentry=False,
+            policy="threshold",
+            failure_limit=2,
+            interval="300ms",
+        ),
+        alerting_yaml(json_sink.url()),
+        providers_yaml(newrelic=newrelic_fake),
+    )
+    deploy = await register(agent, t0)
+    await assert_rolled_back_once(agent, receiver, deploy["id"], "apm-latency")
+    # the periods asked for (the window ended with the rollback): a streak of two
+    # needed two of them
+    asked = {until for _, since, until in newrelic_fake.queries[1:] if since == t0 * 1000}
+    assert len(asked) >= 2, newrelic_fake.queries
+
+
 # ----------------------------------------------------- 3. PromQL 5xx ratio
 
 

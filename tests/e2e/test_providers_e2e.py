@@ -346,6 +346,31 @@ async def test_sampled_sentry_data_is_judged_on_its_sample_and_says_so(
     assert sentry_fake.deploys == []
 
 
+async def p95_from_200ms_to_900ms(
+    newrelic_fake: FakeNewRelic,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+    t0: int,
+    **environment: Any,
+) -> RunningAgent:
+    """An agent judging `apm-latency` on New Relic: p95 0.2 s before `t0`, 0.9 s from it."""
+    newrelic_fake.answer(NRQL, [{"percentile.duration": {"95": 0.2}}])
+    newrelic_fake.answer(NRQL, [{"percentile.duration": {"95": 0.9}}], since=t0)
+    return await start_agent(
+        environment_yaml(
+            NEWRELIC_RULE,
+            rollback_url=receiver.url,
+            secret=SECRET,
+            lookback="1h",
+            sentry=False,
+            **environment,
+        ),
+        alerting_yaml(json_sink.url()),
+        providers_yaml(newrelic=newrelic_fake),
+    )
+
+
 async def test_newrelic_p95_from_200ms_to_900ms_is_rolled_back(
     newrelic_fake: FakeNewRelic,
     receiver: RollbackReceiver,
@@ -353,19 +378,7 @@ async def test_newrelic_p95_from_200ms_to_900ms_is_rolled_back(
     start_agent: AgentFactory,
 ) -> None:
     t0 = deploy_second()
-    newrelic_fake.answer(NRQL, [{"percentile.duration": {"95": 0.2}}])
-    newrelic_fake.answer(NRQL, [{"percentile.duration": {"95": 0.9}}], since=t0)
-    agent = await start_agent(
-        environment_yaml(
-            NEWRELIC_RULE,
-            rollback_url=receiver.url,
-            secret=SECRET,
-            lookback="1h",
-            sentry=False,
-        ),
-        alerting_yaml(json_sink.url()),
-        providers_yaml(newrelic=newrelic_fake),
-    )
+    agent = await p95_from_200ms_to_900ms(newrelic_fake, receiver, json_sink, start_agent, t0)
     deploy = await register(agent, t0)
 
     final = await assert_rolled_back_once(agent, receiver, deploy["id"], "apm-latency")
@@ -405,21 +418,15 @@ async def test_one_answer_for_the_first_second_is_one_round_of_evidence_not_two(
     streak of two: the rollback waits for a second period's answer."""
     await asyncio.sleep(1.0 - time.time() % 1.0)  # at a second's start: rounds at T0 + 0.3,
     t0 = deploy_second()  # 0.6 and 0.9 s all ask for [T0, T0 + 1s)
-    newrelic_fake.answer(NRQL, [{"percentile.duration": {"95": 0.2}}])
-    newrelic_fake.answer(NRQL, [{"percentile.duration": {"95": 0.9}}], since=t0)
-    agent = await start_agent(
-        environment_yaml(
-            NEWRELIC_RULE,
-            rollback_url=receiver.url,
-            secret=SECRET,
-            lookback="1h",
-            sentry=False,
-            policy="threshold",
-            failure_limit=2,
-            interval="300ms",
-        ),
-        alerting_yaml(json_sink.url()),
-        providers_yaml(newrelic=newrelic_fake),
+    agent = await p95_from_200ms_to_900ms(
+        newrelic_fake,
+        receiver,
+        json_sink,
+        start_agent,
+        t0,
+        policy="threshold",
+        failure_limit=2,
+        interval="300ms",
     )
     deploy = await register(agent, t0)
     await assert_rolled_back_once(agent, receiver, deploy["id"], "apm-latency")

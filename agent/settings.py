@@ -45,7 +45,13 @@ from agent.providers.plugins import ProviderPluginError, config_model_for, plugi
 from agent.providers.provider_settings import BaselineSettings, ProvidersSettings
 from checks.base import CheckConfig
 from checks.registry import config_models
-from common.durations import Duration, Fraction, format_duration, parse_duration
+from common.durations import (
+    Duration,
+    Fraction,
+    PositiveDuration,
+    format_duration,
+    parse_duration,
+)
 
 CHECK_METRICS = ("error_rate", "latency_p50", "latency_p95", "latency_p99", "throughput")
 LATENCY_METRICS = ("latency_p50", "latency_p95", "latency_p99", "p95_duration")
@@ -338,9 +344,9 @@ else:
 class EnvironmentSettings(StrictModel):
     base_url: HttpUrl
     window: Duration = 900.0
-    interval: Duration = 30.0
+    interval: PositiveDuration = 30.0
     lookback: Duration = 3600.0
-    background_interval: Duration = 30.0
+    background_interval: PositiveDuration = 30.0
     """Between windows, http checks keep probing at this pace (the pre-deploy baseline)."""
     baseline_url: HttpUrl | None = None
     """A canary's stable side: the same checks run against it during a window."""
@@ -389,13 +395,6 @@ class EnvironmentSettings(StrictModel):
         if errors:
             raise ValidationError.from_exception_data("rules", errors)
         return rules
-
-    @field_validator("interval", "background_interval")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be more than 0s")
-        return value
 
     @model_validator(mode="after")
     def _coherent(self) -> EnvironmentSettings:

@@ -10,7 +10,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, PlainSerializer, WithJsonSchema
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -100,6 +100,17 @@ Duration = Annotated[
     WithJsonSchema(_DURATION_SCHEMA),
 ]
 """Seconds, written by users as `250ms`, `30s`, `10m` or `1h`."""
+
+
+def _more_than_zero(seconds: float) -> float:
+    if seconds <= 0:
+        raise ValueError("must be more than 0s")
+    return seconds
+
+
+PositiveDuration = Annotated[Duration, AfterValidator(_more_than_zero)]
+"""A `Duration` that must be more than 0s (an interval, a timeout): the error names the
+field itself."""
 
 Fraction = Annotated[
     float,

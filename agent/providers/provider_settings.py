@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from agent.analysis.types import Rule
 from agent.config_models import FieldError, HttpUrl, StrictModel, non_empty_secret
 from agent.providers.plugins import config_model_for, plugin_names
-from common.durations import Duration
+from common.durations import Duration, PositiveDuration
 
 SENTRY_METRICS = ("error_count", "error_rate", "crash_free_rate", "p95_duration")
 SENTRY_REGIONS = {"us": "https://us.sentry.io", "de": "https://de.sentry.io"}
@@ -59,7 +59,7 @@ class ProviderSettings(StrictModel):
 class HttpProviderSettings(ProviderSettings):
     """What every HTTP provider has: budgets, retries and concurrency."""
 
-    timeout: Duration = 10.0
+    timeout: PositiveDuration = 10.0
     """Bound on one whole fetch: every attempt, backoff and page included."""
     request_timeout: Duration | None = None
     """Bound on one HTTP attempt (default: half of `timeout`, so one retry fits)."""
@@ -67,13 +67,6 @@ class HttpProviderSettings(ProviderSettings):
     """Attempts per request for 5xx, 429 and timeouts (1 = no retry)."""
     max_in_flight: int = Field(default=8, ge=1, le=256)
     """Requests in flight at once to this provider, across every window."""
-
-    @field_validator("timeout")
-    @classmethod
-    def _positive_timeout(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be more than 0s")
-        return value
 
     @property
     def attempt_timeout(self) -> float:

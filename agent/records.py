@@ -5,8 +5,11 @@ Pure data: no I/O. Times are UNIX seconds (floats); the API formats them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from common.times import rfc3339
 
 WindowState = Literal[
     "watching", "passed", "failed", "rolled_back", "inconclusive", "cancelled", "superseded"
@@ -21,6 +24,22 @@ FINAL_STATES: tuple[WindowState, ...] = (
     "superseded",
 )
 RollbackState = Literal["pending", "delivered", "failed", "skipped"]
+
+
+def decided_verdict(
+    outcome: Literal["fail", "inconclusive"],
+    reason: str,
+    at: float,
+    rules: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    """A `DeployWindow.verdict` decided outside the judge (a person's rollback, a window
+    registered after its end, an environment no longer configured), as the API shows it."""
+    return {
+        "outcome": outcome,
+        "decided_at": rfc3339(at, millis=False),
+        "reason": reason,
+        "rules": list(rules),
+    }
 
 
 @dataclass(slots=True)

@@ -38,7 +38,7 @@ from agent.api.models import (
 )
 from agent.api.problems import ApiProblem, invalid_fields, validation_errors
 from agent.appkeys import FORESIGHT, METRICS, PAGE_LINK, SETTINGS, STORE, WINDOW_EVENTS
-from agent.records import DeployWindow, IdempotentResponse, WindowState
+from agent.records import DeployWindow, IdempotentResponse, WindowState, decided_verdict
 from agent.settings import EnvironmentSettings
 from agent.store.base import Conflict
 from agent.store.cursor import encode_cursor
@@ -270,12 +270,7 @@ async def create_deploy(request: web.Request) -> web.Response:
     late = _ended_before_registered(window, now)
     if late is not None:
         window.state, window.ended_at = "inconclusive", now
-        window.verdict = {
-            "outcome": "inconclusive",
-            "decided_at": rfc3339(now, millis=False),
-            "reason": late,
-            "rules": [],
-        }
+        window.verdict = decided_verdict("inconclusive", late, now)
     payload = deploy_object(window, page=_page(request, window.id), now=now)
     foresee = request.config_dict.get(FORESIGHT)
     if late is not None:

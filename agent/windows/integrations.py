@@ -23,11 +23,12 @@ from urllib.parse import quote
 import aiohttp
 
 from agent import __version__
+from agent.api.models import deploy_path
 from agent.appkeys import WindowEvents
 from agent.integrations.clients import CallResult, call
 from agent.integrations.events import Gate
 from agent.integrations.targets import GITHUB_HEADERS, vercel_url
-from agent.records import DeployWindow, PendingGate, RollbackIntent
+from agent.records import DeployWindow, PendingGate, RollbackIntent, decided_verdict
 from agent.rollback import rollback_intent, sign
 from agent.settings import EnvironmentSettings, RollbackSettings, Settings
 from agent.store.base import Conflict
@@ -124,7 +125,7 @@ class Integrations:
     def object_url(self, window_id: str) -> str:
         """The deploy object's URL (its `links.self` under `server.public_url`): what a
         deployment status's `log_url` points at (contract section 7)."""
-        return f"{self.public_url}/v1/deploys/{quote(window_id, safe='')}"
+        return f"{self.public_url}{deploy_path(window_id)}"
 
     # the loop ----------------------------------------------------------------
 
@@ -459,9 +460,11 @@ class Integrations:
             intent = rollback_intent(window, text, [], now, dry_run=env.rollback.dry_run)
             stored = False
             if window.state == "watching":
-                stored = await self.s.store.finish_window(
-                    window_id, "failed", manual_verdict(window, text, now), now, intent
-                )
+                # a `failed` window's verdict failed (contract section 2): the person's,
+                # with the rules as the last round judged them
+                rules = (window.verdict or {}).get("rules") or []
+                verdict = decided_verdict("fail", text, now, rules)
+                stored = await self.s.store.finish_window(window_id, "failed", verdict, now, intent)
                 if stored:
                     self.events.window_ended(window_id)
             if not stored and not await self.s.store.add_rollback(intent):
@@ -585,16 +588,3 @@ class Integrations:
             intent = await self.s.store.get_rollback(window.id)
             if intent is not None and intent.state == "delivered":
                 self.s.spawn(self.after_rollback(window, intent))
-
-
-def manual_verdict(window: DeployWindow, reason: str, now: float) -> dict[str, Any]:
-    """The verdict of a watching window a person rolled back: `fail`, decided now, for
-    their reason, with the rules as the last round judged them. A `failed` window's verdict
-    failed (contract section 2), so it is never left without one."""
-    live = window.verdict or {}
-    return {
-        "outcome": "fail",
-        "decided_at": rfc3339(now, millis=False),
-        "reason": reason,
-        "rules": list(live.get("rules") or []),
-    }

@@ -367,8 +367,7 @@ class WindowWatch:
     async def _take_baseline(self) -> bool:
         """Fetch every rule's baseline once, at the window's start, and store it, so
         that a restart compares against the same period; False if no longer ours."""
-        t0 = self.window.deployed_at
-        lookback = Period(t0 - self.env.lookback, t0)
+        lookback = self._lookback()
         periods = await background_periods(
             self.s.store, self.window.environment, lookback.start, lookback.end
         )
@@ -439,6 +438,11 @@ class WindowWatch:
                 provider=name,
             )
 
+    def _lookback(self) -> Period:
+        """The baseline's period: `lookback` before the deploy."""
+        t0 = self.window.deployed_at
+        return Period(t0 - self.env.lookback, t0)
+
     async def _fetch_baseline(self, rule: Rule, lookback: Period) -> Observation:
         """A provider rule's baseline: one fetch of the lookback. A provider that can split
         it into buckets says how bursty it was in the observation (`periods`, `dispersion`:
@@ -476,8 +480,7 @@ class WindowWatch:
             for rule in self.judge_rules
             if rule.source != "checks"
         }
-        t0 = self.window.deployed_at
-        lookback = Period(t0 - self.env.lookback, t0)
+        lookback = self._lookback()
         again = {
             rule.name: self._fetch_baseline(rule, lookback)
             for rule in self.judge_rules

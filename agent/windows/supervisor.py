@@ -19,7 +19,7 @@ from typing import Any
 from agent.integrations.events import window_base_url
 from agent.metrics import Metrics
 from agent.providers.base import Provider
-from agent.records import DeployWindow
+from agent.records import DeployWindow, decided_verdict
 from agent.rollback.delivery import RollbackDelivery
 from agent.settings import EnvironmentSettings, Settings
 from agent.store.base import Lease, Store
@@ -27,7 +27,6 @@ from agent.windows.alert_once import WindowAlerts
 from agent.windows.lifecycle import WatchServices, WindowWatch, deliver_rollback
 from agent.windows.probing import BackgroundProber, EnvironmentProbe
 from checks.sessions import TargetSessions
-from common.times import rfc3339
 
 log = logging.getLogger("postflight.watcher")
 
@@ -274,12 +273,7 @@ class Watcher:
         env = self.settings.environments.get(window.environment)
         if env is None:
             reason = f"environment {window.environment!r} is no longer configured"
-            verdict: dict[str, Any] = {
-                "outcome": "inconclusive",
-                "decided_at": rfc3339(self.clock(), millis=False),
-                "reason": reason,
-                "rules": [],
-            }
+            verdict = decided_verdict("inconclusive", reason, self.clock())
             if await self.store.finish_window(
                 window.id, "inconclusive", verdict, self.clock(), fence=window.fence
             ):

@@ -72,6 +72,9 @@ class Alert:
     """Event-specific facts: the rollback's attempts and last status, the provider's error…"""
     provider: str | None = None
     """For `provider_unreachable`: which provider."""
+    provider_answered: bool = False
+    """For `provider_unreachable`: the provider answered, but not usably (a rejected key or
+    query, an unreadable answer), so on-call looks at the configuration, not the network."""
     link: str | None = None
     """Where to look at the deploy (e.g. the API's `/v1/deploys/{id}` on a public address)."""
 
@@ -89,6 +92,7 @@ class Alert:
         rules: Sequence[Mapping[str, Any]] = (),
         detail: str = "",
         provider: str | None = None,
+        provider_answered: bool = False,
         link: str | None = None,
     ) -> Alert:
         """An alert about `window`, carrying its identity (id, environment, versions, commit)."""
@@ -103,6 +107,7 @@ class Alert:
             commit=window.commit,
             detail=detail,
             provider=provider,
+            provider_answered=provider_answered,
             link=link,
         )
 
@@ -199,8 +204,18 @@ EVENTS: dict[AlertEvent, EventSpec] = {
         "warning",
         "**Provider unreachable.** Its rules are inconclusive meanwhile; that is never"
         " a reason to roll back.",
-        lambda a: f"provider {a.provider or '?'} unreachable",
+        lambda a: (
+            f"provider {a.provider or '?'} "
+            + ("answered, but not usably" if a.provider_answered else "unreachable")
+        ),
     ),
 }
+
+PROVIDER_ANSWERED_HEADLINE = (
+    "**Provider answered, but not usably.** A rejected key or query, or an answer that"
+    " cannot be read: fix the configuration or the provider's side; waiting will not help."
+    " Its rules are inconclusive meanwhile; that is never a reason to roll back."
+)
+"""`provider_unreachable`'s headline when the provider did answer (`Alert.provider_answered`)."""
 
 NOTIFY_TYPES: dict[AlertEvent, NotifyType] = {e: spec.notify_type for e, spec in EVENTS.items()}

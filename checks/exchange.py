@@ -35,6 +35,7 @@ from checks.wire import (
     Unsupported,
 )
 from common.durations import format_duration
+from common.samples import Sample, Target
 
 ErrorKind = Literal["timeout", "connect", "tls", "protocol", "status"]
 
@@ -66,6 +67,13 @@ class ProbeFailed(Exception):
         self.kind: ErrorKind = kind
         self.message = message
         self.latency_s = latency_s
+
+    def sample(self, check: str, target: Target) -> Sample:
+        """The failure as evidence. A timeout is also a latency: the time it waited, a lower
+        bound on the target's. Left out, latency rules would judge only the requests that
+        got through, and a target that stopped answering would keep its last good figure."""
+        latency = self.latency_s if self.kind == "timeout" else None
+        return Sample(check=check, ok=False, latency_s=latency, error=self.kind, target=target)
 
 
 def classify(exc: BaseException, timeout_s: float | None) -> tuple[ErrorKind, str]:
@@ -120,6 +128,8 @@ async def exchange(
     if lean is not None and total != -1.0 and lean.supports(request.method, url, request.headers):
         try:
             return await _lean_exchange(lean, request, url, total, t0, started)
+        except _Redirect as redirect:
+            return await _follow(session, request, url, redirect, total, t0)
         except Unsupported:
             # Nothing was recorded yet: this request goes through aiohttp, now and from now on.
             lean.decline(request.method, url)
@@ -177,18 +187,84 @@ async def _lean_exchange(
     return _lean_reply(parsed, url, request.allow_redirects, t0 if started is not None else sent)
 
 
+class _Redirect(Exception):
+    """A lean answer that redirects to an http(s) `location`: aiohttp follows the rest of
+    the way (`_follow`)."""
+
+    def __init__(self, status: int, location: URL) -> None:
+        super().__init__(f"{status} to {location}")
+        self.status = status
+        self.location = location
+
+
 def _lean_reply(parsed: Parsed, url: URL, allow_redirects: bool, since: float) -> Reply:
-    """The `Reply` of a lean exchange; raises `Unsupported` for a redirect to follow."""
-    if (
-        allow_redirects
-        and parsed.status in _REDIRECTS
-        and ("Location" in parsed.headers or "URI" in parsed.headers)
-    ):
-        raise Unsupported("redirect")  # aiohttp follows it (history, limits, method rewrites)
+    """The `Reply` of a lean exchange; raises `_Redirect` for a redirect to follow, and
+    `Unsupported` for one aiohttp must judge from the start (a Location it may refuse)."""
+    if allow_redirects and parsed.status in _REDIRECTS:
+        raw = parsed.headers.get("Location") or parsed.headers.get("URI")
+        if raw is not None:
+            raise _redirect(parsed.status, url, raw)
     # from when the request could go out (a wait for the pool's own limit is not the
     # target's) to when its last byte was parsed (not when this task got the loop back)
     latency = parsed.done_at - since
     return Reply(parsed.status, parsed.headers, parsed.body, parsed.size, latency, url)
+
+
+def _redirect(status: int, url: URL, raw: str) -> Exception:
+    try:
+        location = URL(raw, encoded=False)
+    except ValueError:
+        return Unsupported("redirect")  # aiohttp's own error, from the start
+    if not location.scheme:
+        location = url.join(location)
+    if location.scheme not in ("http", "https") or not location.host:
+        return Unsupported("redirect")
+    return _Redirect(status, location)
+
+
+async def _follow(
+    session: aiohttp.ClientSession,
+    request: Request,
+    url: URL,
+    redirect: _Redirect,
+    timeout_s: float | None,
+    t0: float,
+) -> Reply:
+    """The rest of a redirect the lean client was answered: aiohttp goes on from the
+    Location as it would have from the first hop (the method a 303 turns to GET,
+    credentials kept to their origin, the same limit on hops), so the target sees the
+    first request once and the latency counts from it."""
+    if request.max_redirects <= 1:  # aiohttp gives up at the hop that reaches its limit
+        message = f"too many redirects ({request.max_redirects})"
+        raise ProbeFailed("status", message, time.perf_counter() - t0)
+    method, data, headers = request.method, request.data, dict(request.headers)
+    if redirect.status == 303 and method != "HEAD":
+        method, data = "GET", None
+        headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
+    if redirect.location.origin() != url.origin():
+        private = ("authorization", "cookie", "proxy-authorization")
+        headers = {k: v for k, v in headers.items() if k.lower() not in private}
+    left = None if timeout_s is None else max(timeout_s - (time.perf_counter() - t0), 0.001)
+    try:
+        async with session.request(
+            method,
+            redirect.location,
+            headers=headers or None,
+            data=data,
+            timeout=aiohttp.ClientTimeout(total=left),
+            allow_redirects=True,
+            max_redirects=request.max_redirects - 1,
+            ssl=request.verify_tls,
+        ) as resp:
+            body, size = await _stream(resp, KEEP_BODY_BYTES if request.keep_body else 0)
+            latency = time.perf_counter() - t0
+            return Reply(resp.status, resp.headers, body, size, latency, resp.url)
+    except aiohttp.TooManyRedirects as exc:
+        message = f"too many redirects ({len(exc.history) + 1})"
+        raise ProbeFailed("status", message, time.perf_counter() - t0) from exc
+    except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
+        kind, message = classify(exc, timeout_s)
+        raise ProbeFailed(kind, message, time.perf_counter() - t0) from exc
 
 
 Outcome = Callable[["Reply | BaseException"], None]
@@ -243,6 +319,13 @@ class _Now:
         if parsed is not None:
             try:
                 self.outcome(_lean_reply(parsed, self.url, self.request.allow_redirects, sent))
+                return
+            except _Redirect as redirect:
+                later = asyncio.get_running_loop().create_task(
+                    _follow(self.session, self.request, self.url, redirect, self.timeout_s, sent)
+                )
+                _LATER.add(later)
+                later.add_done_callback(functools.partial(_later_done, self.outcome))
                 return
             except Unsupported as unsupported:
                 exc = unsupported
@@ -301,6 +384,17 @@ async def _stream(resp: aiohttp.ClientResponse, keep: int) -> tuple[bytes, int]:
     return bytes(kept), size
 
 
+@functools.cache
+def _unverified_context() -> ssl.SSLContext:
+    """One context for reading certificates, made once and without the system's CA store:
+    `ssl.create_default_context()` loads that store, 30-150 ms on the event loop for each
+    TLS check's first probe, long enough for the agent to drop its own probes as stalled."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 async def peer_certificate(host: str, port: int, timeout_s: float) -> bytes | None:
     """The certificate a TLS server presents (DER), from a handshake of its own.
 
@@ -309,9 +403,7 @@ async def peer_certificate(host: str, port: int, timeout_s: float) -> bytes | No
     callers cache: expiry is a matter of days, not of probes. Not verified here;
     the probe itself verifies. None when the handshake fails (the probe says why).
     """
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
+    context = _unverified_context()
     try:
         async with asyncio.timeout(timeout_s):
             _, writer = await asyncio.open_connection(host, port, ssl=context, server_hostname=host)

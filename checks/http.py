@@ -115,7 +115,7 @@ class HttpCheck(Check):
 
     def _failed(self, ctx: CheckContext, failed: ProbeFailed) -> CheckResult:
         name = self.config.name
-        sample = Sample(check=name, ok=False, error=failed.kind, target=ctx.target)
+        sample = failed.sample(name, ctx.target)
         return CheckResult(
             check=name,
             type=self.type,

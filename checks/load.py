@@ -319,9 +319,7 @@ class _LoadRun:
                     return
                 self.errors[failed.kind] += 1
                 self.first_error = self.first_error or failed.message
-                self.samples.append(
-                    Sample(check=cfg.name, ok=False, error=failed.kind, target=self.ctx.target)
-                )
+                self.samples.append(failed.sample(cfg.name, self.ctx.target))
             return
         finally:
             self.in_flight -= 1

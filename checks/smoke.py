@@ -184,9 +184,7 @@ class SmokeCheck(Check):
                         if secret or (isinstance(value, str) and len(value) >= _LIKELY_TOKEN_LEN):
                             redactor = redactor.with_secrets([_text(value)])
                 except ProbeFailed as failed:
-                    samples.append(
-                        Sample(check=cfg.name, ok=False, error=failed.kind, target=ctx.target)
-                    )
+                    samples.append(failed.sample(cfg.name, ctx.target))
                     return self._failed(
                         index, failed.kind, failed.message, None, samples, done, redactor
                     )

@@ -66,8 +66,10 @@ async def test_the_daemon_prunes_ended_windows_rounds_in_the_background(tmp_path
     await runner.setup()  # the cleanup contexts start: the first pass runs at once
     try:
         store = app[STORE]
-        for _ in range(100):
-            if not await store.rounds("dep_ended"):
+        for _ in range(500):  # rounds first, then probe summaries: wait for both
+            if not await store.rounds("dep_ended") and not await store.probe_summaries(
+                "production", 0, 1e9
+            ):
                 break
             await asyncio.sleep(0.02)
         assert await store.rounds("dep_ended") == []

@@ -59,6 +59,9 @@ class Observation:
     dispersion: float | None = None
     """Correlation of events within one period (bursty errors), measured by `merge` across its
     periods; the sequential test discounts each round's counts by it. None: not measured."""
+    answered: bool = False
+    """With `error`: the source answered, but not usably (a rejected key or query, an answer
+    that cannot be read): a fix in the configuration, not an outage that passes."""
 
     @property
     def has_data(self) -> bool:

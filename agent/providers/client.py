@@ -76,7 +76,19 @@ and lets rules fetched one after another in the same round share a request."""
 
 
 class ProviderError(Exception):
-    """A failure explained for a person: becomes `Observation.error` as written."""
+    """A failure explained for a person: becomes `Observation.error` as written.
+
+    By default the provider answered, but not usably (a rejected key or query, an answer
+    we cannot read): something to fix in the configuration, not an outage."""
+
+    answered = True
+
+
+class ProviderUnreachable(ProviderError):
+    """No usable answer came at all: no connection, no answer in time, or 5xx/429 until
+    the retries or the budget ran out. Usually an outage that passes."""
+
+    answered = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +222,7 @@ class HttpProvider:
             self._count("error", None)
             message = self.mask_secrets(str(exc))
             log.warning("%s: rule %s cannot be fetched: %s", self.name, rule.name, message)
-            return Observation(value=None, error=message)
+            return Observation(value=None, error=message, answered=exc.answered)
         return await self._single_flight(plan, rule.name)
 
     async def mark(self, scope: DeployScope, event: Literal["deploy", "rollback"]) -> str | None:
@@ -269,7 +281,7 @@ class HttpProvider:
             attempt += 1
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise ProviderError(
+                raise ProviderUnreachable(
                     f"{self.title} did not answer within {format_duration(self.timeout)}"
                 )
             try:
@@ -286,17 +298,17 @@ class HttpProvider:
                     return answer
                 retry = maybe
             if attempt >= self.max_attempts:
-                raise ProviderError(
+                raise ProviderUnreachable(
                     retry.reason if attempt == 1 else f"{retry.reason} (after {attempt} attempts)"
                 )
             delay = self._backoff(attempt) if retry.after is None else max(0.05, retry.after)
             if loop.time() + delay >= deadline:
                 if retry.after is not None and retry.after > 0:
-                    raise ProviderError(
+                    raise ProviderUnreachable(
                         f"{retry.reason}; retry in {format_duration(retry.after)}, past this"
                         f" fetch's {format_duration(self.timeout)} budget"
                     )
-                raise ProviderError(f"{retry.reason}; no time left to retry")
+                raise ProviderUnreachable(f"{retry.reason}; no time left to retry")
             log.debug(
                 "%s: %s; retrying in %.2fs", self.name, self.mask_secrets(retry.reason), delay
             )
@@ -306,7 +318,7 @@ class HttpProvider:
 
     def _ensure_session(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
         if self._closed:
-            raise ProviderError(f"the {self.title} provider is closed")
+            raise ProviderUnreachable(f"the {self.title} provider is closed")
         if self._session is None or self._semaphore is None:
             self._semaphore = asyncio.Semaphore(self.max_in_flight)
             self._session = aiohttp.ClientSession(
@@ -396,7 +408,10 @@ class HttpProvider:
             result = "ok"
         except ProviderError as exc:
             observation = Observation(
-                value=None, error=self.mask_secrets(str(exc)), query=plan.query
+                value=None,
+                error=self.mask_secrets(str(exc)),
+                query=plan.query,
+                answered=exc.answered,
             )
         except TimeoutError:
             observation = Observation(

@@ -51,6 +51,7 @@ from agent.providers.client import (
     HttpProvider,
     Plan,
     ProviderError,
+    ProviderUnreachable,
     Redact,
     Retry,
     parse_model,
@@ -263,7 +264,7 @@ class NewRelicProvider(HttpProvider):
             if error.error_class in ("BAD_API_KEY", "UNAUTHENTICATED", "FORBIDDEN"):
                 raise KeyRejected(f"New Relic API key rejected ({error.error_class})")
             if error.error_class in RETRIED_ERROR_CLASSES:
-                raise ProviderError(f"New Relic answered {error.error_class}")
+                raise ProviderUnreachable(f"New Relic answered {error.error_class}")
             message = self.redact(shorten(error.message)) or "no message"
             raise ProviderError(f"{what} rejected: {message}")
         if parsed.data is None:

@@ -394,21 +394,22 @@ class WindowWatch:
         for judged in self.judge_rules:
             baseline = fetched.get(judged.name)
             if baseline is not None and baseline.error:
-                self._baseline_unreachable(judged, baseline.error)
+                self._baseline_unreachable(judged, baseline)
         return True
 
-    def _baseline_unreachable(self, rule: Rule, error: str) -> None:
+    def _baseline_unreachable(self, rule: Rule, baseline: Observation) -> None:
         """A provider that could not give a rule's baseline: the provider's one alert of
         the window; the baseline is asked for again each round (`_gather_round`)."""
-        self.log.warning("rule %s: no baseline yet: %s", rule.name, error)
+        self.log.warning("rule %s: no baseline yet: %s", rule.name, baseline.error)
         self._alert(
             "provider_unreachable",
             key=provider_key(rule.source),
-            reason=f"{rule.source}: {error} — rule {rule.name} has no baseline yet, so it is"
-            " inconclusive until one comes (asked again each round); a provider outage"
-            " never causes a rollback",
+            reason=f"{rule.source}: {baseline.error} — rule {rule.name} has no baseline yet,"
+            " so it is inconclusive until one comes (asked again each round); a provider"
+            " outage never causes a rollback",
             rules=[],
             provider=rule.source,
+            provider_answered=baseline.answered,
         )
 
     def _awaits_baseline(self, rule: Rule) -> bool:
@@ -699,6 +700,7 @@ class WindowWatch:
         reason: str | None = None,
         rules: list[dict[str, Any]] | None = None,
         provider: str | None = None,
+        provider_answered: bool = False,
     ) -> None:
         if rules is None and verdict is not None:
             rules = verdict_to_dict(verdict, decided_at=None, links=self.links)["rules"]
@@ -709,6 +711,7 @@ class WindowWatch:
             reason=reason if reason is not None else (verdict.reason if verdict else ""),
             rules=rules or [],
             provider=provider,
+            provider_answered=provider_answered,
         )
         self.s.spawn(
             self.s.alerts.emit(self.window, alert, self.env.alerts.tags, key=key, fence=self.fence)
@@ -745,6 +748,7 @@ class WindowWatch:
                     " this round; a provider outage never causes a rollback",
                     rules=[rule_to_dict(rule, self.links)],
                     provider=rule.source,
+                    provider_answered=observed.answered,
                 )
 
     async def _fail(self, verdict: Verdict, verdict_json: dict[str, Any]) -> None:

@@ -92,6 +92,20 @@ def target_app() -> web.Application:
         hits[key] = hits.get(key, 0) + 1
         return web.json_response({"hits": hits[key]})
 
+    async def hops(request: web.Request) -> web.Response:
+        """`/hops/{key}?to=PATH&ms=N&status=S`: counted, then after N ms a redirect (S,
+        default 302) to PATH, or to itself: a loop."""
+        key = request.match_info["key"]
+        hits[key] = hits.get(key, 0) + 1
+        await asyncio.sleep(float(request.query.get("ms", "0")) / 1000)
+        to = request.query.get("to", str(request.rel_url))
+        return web.Response(
+            status=int(request.query.get("status", "302")), headers={"Location": to}
+        )
+
+    async def seen(request: web.Request) -> web.Response:
+        return web.json_response({"hits": hits.get(request.match_info["key"], 0)})
+
     async def notjson(_: web.Request) -> web.Response:
         return web.Response(text="<html>oops</html>", content_type="text/html")
 
@@ -126,6 +140,8 @@ def target_app() -> web.Application:
     app.router.add_get("/close", close)
     app.router.add_get("/big", big)
     app.router.add_get("/count/{key}", count)
+    app.router.add_route("*", "/hops/{key}", hops)
+    app.router.add_get("/seen/{key}", seen)
     app.router.add_get("/notjson", notjson)
     return app
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from check_target import PROBE_PATHS, SECRET, MakeContext, free_port, target_app
@@ -187,12 +188,68 @@ async def test_redirects_followed_or_judged(make_ctx: MakeContext, target: URL) 
     assert "too many redirects" in looping.message
 
 
+async def hits(base: URL, key: str) -> int:
+    async with aiohttp.ClientSession() as session, session.get(base / "seen" / key) as resp:
+        return int((await resp.json())["hits"])
+
+
+async def test_a_followed_redirect_sends_each_hop_once_and_times_them_all(
+    make_ctx: MakeContext, target: URL
+) -> None:
+    result = await probe(make_ctx, target, path="/hops/first?ms=100&to=/count/second")
+    assert result.ok, result.message
+    # counted at the target: the redirecting request once, then its Location once
+    assert await hits(target, "first") == 1 and await hits(target, "second") == 1
+    (sample,) = result.samples
+    assert sample.latency_s is not None and sample.latency_s >= 0.1  # the first hop's too
+
+
+async def test_a_redirect_loop_is_cut_at_max_redirects_counted_at_the_target(
+    make_ctx: MakeContext, target: URL
+) -> None:
+    looping = await probe(make_ctx, target, path="/hops/loop", max_redirects=3)
+    assert not looping.ok and looping.samples[0].error == "status"
+    assert "too many redirects (3)" in looping.message
+    assert await hits(target, "loop") == 3  # as aiohttp alone sends it
+
+
+@pytest.mark.parametrize(
+    ("status", "method", "body"), [(303, "GET", ""), (307, "PUT", "v=2"), (302, "PUT", "v=2")]
+)
+async def test_a_redirected_put_is_sent_on_as_aiohttp_would(
+    make_ctx: MakeContext, target: URL, status: int, method: str, body: str
+) -> None:
+    """303 turns the request into a GET without its body; 307 (and 302, but for a POST)
+    keep the method and the body."""
+    result = await probe(
+        make_ctx,
+        target,
+        path=f"/hops/put-{status}?status={status}&to=/echo",
+        method="PUT",
+        body="v=2",
+        expect={"json": {"method": method, "body": body}},
+    )
+    assert result.ok, result.message
+    assert await hits(target, f"put-{status}") == 1
+
+
 async def test_slow_target_times_out(make_ctx: MakeContext, target: URL) -> None:
     result = await probe(make_ctx, target, path="/slow?ms=3000", timeout="200ms")
     assert not result.ok
     assert result.samples[0].error == "timeout"
     assert result.message == "GET /slow?ms=3000: no response within 200ms"
     assert not result.details.get("crashed")
+    # a timeout is a latency too, the wait's lower bound: latency rules see a hung target
+    latency = result.samples[0].latency_s
+    assert latency is not None and 0.2 <= latency < 3.0
+
+
+async def test_a_refused_connection_is_an_error_with_no_latency(
+    make_ctx: MakeContext, unused_tcp_port: int
+) -> None:
+    result = await probe(make_ctx, URL(f"http://127.0.0.1:{unused_tcp_port}"), path="/")
+    assert result.samples[0].error == "connect"
+    assert result.samples[0].latency_s is None  # it says nothing of the target's speed
 
 
 async def test_slow_response_fails_max_latency(make_ctx: MakeContext, target: URL) -> None:

@@ -221,18 +221,18 @@ async def test_a_request_lean_does_not_take_goes_through_aiohttp(
     assert raw_server.requests[0] == raw_server.requests[1]
 
 
-async def test_a_redirect_is_handed_to_aiohttp_and_remembered(raw_server: RawServer) -> None:
+async def test_a_redirect_is_followed_by_aiohttp_from_its_location(raw_server: RawServer) -> None:
     check = HttpCheck(HttpCheckConfig(name="p", path="/moved", expect={"status": 200}))
     async with TargetSessions() as sessions:
         ctx = CheckContext(raw_server.url, sessions.get(raw_server.url), "test")
         first = await run_check(check, ctx)
         second = await run_check(check, ctx)
         client = lean_client(ctx.session)
-        assert client is not None and client.sent == 1  # the first try only
+        assert client is not None and client.sent == 2  # each probe's first hop
     assert first.ok and second.ok and first.samples[0].status == 200
     paths = [r.split(b" ")[1] for r in raw_server.requests]
-    # lean's /moved (handed back unrecorded), then aiohttp's /moved → /plain, twice
-    assert paths == [b"/moved", b"/moved", b"/plain", b"/moved", b"/plain"]
+    # lean's /moved, then aiohttp's /plain from the Location: each hop once, twice
+    assert paths == [b"/moved", b"/plain", b"/moved", b"/plain"]
 
 
 async def test_a_dropped_keepalive_connection_is_retried_once(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,79 @@ async def test_unknown_environment_exits_2(
     config = write(tmp_path, target, "/health")
     assert await run_cli("check", "--config", str(config), "--env", "nope") == 2
     assert "unknown environment 'nope'" in capsys.readouterr().err
+
+
+@pytest.fixture
+def stalled_agent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The agent's loop read as stalled 10 s during the first `stalls[0]` runs: the real
+    `checks.lag.attributed` decides, given a stall the test cannot make on demand."""
+    from agent.windows.probing import EnvironmentProbe
+    from checks import lag
+
+    stalls = [1]
+    real = EnvironmentProbe._attributed
+
+    def attributed(self, result, looplag, mark):  # type: ignore[no-untyped-def]
+        if stalls[0] > 0:
+            stalls[0] -= 1
+            return lag.attributed(result, 10.0)[0]
+        return real(self, result, looplag, mark)
+
+    monkeypatch.setattr(EnvironmentProbe, "_attributed", attributed)
+    return stalls
+
+
+async def hang_target() -> TestServer:
+    async def hang(request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_get("/hang", hang)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server
+
+
+HANG = """\
+server:
+  api_tokens: [tok-1234567890abcdef]
+environments:
+  staging:
+    base_url: {url}
+    checks:
+      - {{name: hang, type: http, path: /hang, timeout: 200ms}}
+"""
+
+
+async def test_a_timeout_the_agents_stall_could_cause_is_run_again_not_passed(
+    tmp_path: Path, stalled_agent: list[int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = await hang_target()
+    try:
+        config = tmp_path / "postflight.yaml"
+        config.write_text(HANG.format(url=str(server.make_url("")).rstrip("/")))
+        assert await run_cli("check", "--config", str(config), "--env", "staging") == 1
+    finally:
+        await server.close()
+    out = capsys.readouterr().out
+    # the run again, with the agent listening: the target's own timeout
+    assert "FAIL" in out and "no response within 200ms" in out and "0 passed, 1 failed" in out
+    assert "dropped" not in out
+
+
+async def test_a_run_the_agent_could_not_judge_twice_is_shown_as_such_and_is_no_pass(
+    tmp_path: Path, stalled_agent: list[int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    stalled_agent[0] = 2
+    server = await hang_target()
+    try:
+        config = tmp_path / "postflight.yaml"
+        config.write_text(HANG.format(url=str(server.make_url("")).rstrip("/")))
+        assert await run_cli("check", "--config", str(config), "--env", "staging") == 1
+    finally:
+        await server.close()
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("hang"))
+    assert "dropped" in row and "pass" not in row
+    assert "0 passed, 0 failed, 1 not judged (the agent itself was stalled" in out

@@ -155,3 +155,26 @@ async def test_a_sequential_window_shows_its_evidence_live_in_the_api_and_in_the
     requested = [a for a in alerts if "rollback requested" in a.title]
     assert requested, [a.title for a in alerts]
     assert "likelihood ratio" in requested[0].message
+
+
+async def test_a_target_that_stops_answering_mid_window_fails_its_latency_rule(
+    start_agent: AgentFactory,
+    slow_targets: tuple[SlowTarget, SlowTarget],
+    rollback_receiver: Any,
+) -> None:
+    """A timeout is a latency too (at least what it waited). Left out, a latency rule judged
+    only the answers that got through: a target that hung after a few good rounds kept its
+    last good figure, and the rule passed."""
+    deploy_target, _ = slow_targets
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    agent = await start_agent(latency_env(deploy_target.url, receiver.url))
+    await asyncio.sleep(1.5)  # background probing learns the pre-deploy latency
+    deploy = await agent.register("production", "v-hangs")
+    await asyncio.sleep(4)  # a few good rounds: the same latency as before the deploy
+    deploy_target.delay = 30.0  # then no answer at all within the probes' wait
+    final = await agent.settled(deploy["id"], within=25)
+    assert final["state"] == "rolled_back", final["verdict"]
+    rule = final["verdict"]["rules"][0]
+    assert rule["outcome"] == "fail"
+    assert rule["observed"] >= 0.4  # what the probes waited (half a 1 s round), not 100 ms
+    assert len(receiver.attempts) == 1

@@ -489,6 +489,16 @@ PROVIDERS = ["sentry", "newrelic", "prometheus"]
 RULES = {"sentry": "sentry-errors", "newrelic": "apm-latency", "prometheus": "http-5xx"}
 REASONS = {"500": "500", "429": "429", "hang": "did not answer", "malformed": "malformed answer"}
 """What the provider_unreachable alert says, by failure (401: by provider, below)."""
+ANSWERED = {"malformed", "401"}
+"""Failures where the provider did answer: the alert's title says so, not "unreachable"."""
+
+
+def outage_title(provider: str, kind: str) -> str:
+    return f"provider {provider} " + (
+        "answered, but not usably" if kind in ANSWERED else "unreachable"
+    )
+
+
 REJECTED = {
     "sentry": "Sentry token rejected",
     "newrelic": "New Relic API key rejected",
@@ -604,12 +614,14 @@ async def assert_fail_soft(outage: Outage, world: World, failing: list[str], kin
     rounds = final["rounds"]
     assert rounds >= 2, final
     for provider in failing:
-        await alert_titled(json_sink, f"provider {provider} unreachable")
+        await alert_titled(json_sink, outage_title(provider, kind))
     for provider in PROVIDERS:
-        alerts = titled(json_sink, f"provider {provider} unreachable")
+        alerts = titled(json_sink, f"provider {provider} ")
         assert len(alerts) == (1 if provider in failing else 0), [a.title for a in alerts]
     for provider in failing:
-        (alert,) = titled(json_sink, f"provider {provider} unreachable")
+        (alert,) = titled(json_sink, outage_title(provider, kind))
+        headline = "answered, but not usably" if kind in ANSWERED else "Provider unreachable"
+        assert headline in alert.message, alert.message
         assert RULES[provider] in alert.message
         reason = REJECTED[provider] if kind == "401" else REASONS[kind]
         assert reason in alert.message, alert.message

@@ -1,0 +1,62 @@
+"""A check plugin that cannot be imported: one clear line and exit 2, from every command
+that builds the settings, never a traceback (a broken installation is a start-up error)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CONFIG = """\
+server:
+  api_tokens: [tok-1234567890abcdef]
+environments:
+  staging:
+    base_url: http://127.0.0.1:9
+    checks: [{name: health, type: http, path: /health}]
+"""
+
+
+@pytest.fixture
+def broken_plugin(tmp_path: Path) -> dict[str, str]:
+    """An installed distribution whose `postflight.checks` entry point names a module that
+    is not there (a half-uninstalled package): found by importlib.metadata on PYTHONPATH."""
+    site = tmp_path / "site"
+    info = site / "postflight_broken_check-0.0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: postflight-broken-check\nVersion: 0.0.1\n"
+    )
+    (info / "entry_points.txt").write_text(
+        "[postflight.checks]\nbrokenimp = broken_check_missing:BrokenCheck\n"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
+    return env
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["validate-config", "{config}"], ["check", "--config", "{config}", "--env", "staging"]],
+)
+def test_a_broken_check_plugin_is_one_line_and_exit_2(
+    command: list[str], broken_plugin: dict[str, str], tmp_path: Path
+) -> None:
+    config = tmp_path / "postflight.yaml"
+    config.write_text(CONFIG)
+    argv = [arg.format(config=config) for arg in command]
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", *argv],
+        env=broken_plugin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("postflight: check plugin 'brokenimp'")
+    assert "broken_check_missing" in line and "Reinstall or uninstall that package" in line

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import aiohttp
 from pydantic import BaseModel, ValidationError
@@ -79,6 +80,11 @@ class WaitTimeout(ClientError):
         super().__init__(f"{deploy.id} is still {deploy.state} after waiting {waited_s:.0f}s")
 
 
+def _segment(value: str) -> str:
+    """`value` as one path segment: an id such as `../../metrics` cannot reach another route."""
+    return quote(value, safe="")
+
+
 def _one_line(text: str, limit: int = 200) -> str:
     line = " ".join(text.split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
@@ -100,6 +106,13 @@ class PostflightClient:
         if not base_url.startswith(("http://", "https://")):
             raise ClientError(
                 f"the agent URL must start with http:// or https:// (got {base_url!r})"
+            )
+        if "@" in base_url.split("://", 1)[1].split("/", 1)[0]:
+            # aiohttp refuses URL credentials beside the Authorization header, and they would
+            # be sent to the agent instead of the token
+            raise ClientError(
+                "the agent URL must not carry credentials (user:password@); the token goes"
+                " in --token or $POSTFLIGHT_TOKEN"
             )
         self.base_url = base_url.rstrip("/")
         self._token = token
@@ -152,7 +165,7 @@ class PostflightClient:
         return self._parse(Deploy, data), status == 200
 
     async def get_deploy(self, deploy_id: str) -> Deploy:
-        _, data = await self._call("GET", f"/v1/deploys/{deploy_id}")
+        _, data = await self._call("GET", f"/v1/deploys/{_segment(deploy_id)}")
         return self._parse(Deploy, data)
 
     async def list_deploys(
@@ -177,13 +190,13 @@ class PostflightClient:
         return self._parse(DeployList, data)
 
     async def cancel_deploy(self, deploy_id: str) -> Deploy:
-        _, data = await self._call("POST", f"/v1/deploys/{deploy_id}/cancel")
+        _, data = await self._call("POST", f"/v1/deploys/{_segment(deploy_id)}/cancel")
         return self._parse(Deploy, data)
 
     async def request_rollback(self, deploy_id: str, reason: str) -> Deploy:
         """A manual rollback (contract §7): 202 and the deploy; 409 raises ApiError."""
         _, data = await self._call(
-            "POST", f"/v1/deploys/{deploy_id}/rollback", json_body={"reason": reason}
+            "POST", f"/v1/deploys/{_segment(deploy_id)}/rollback", json_body={"reason": reason}
         )
         return self._parse(Deploy, data)
 
@@ -295,6 +308,12 @@ class PostflightClient:
         except aiohttp.ClientError as exc:
             reason = _one_line(str(exc)) or type(exc).__name__
             raise Unreachable(f"cannot talk to the agent at {self.base_url}: {reason}") from None
+        except ValueError as exc:  # aiohttp refuses to build the request (no value quoted)
+            reason = _one_line(str(exc)) or type(exc).__name__
+            raise ClientError(
+                f"cannot send this request: {reason} (a control character in --token or"
+                " another option?)"
+            ) from None
         data: Any = None
         if content_type.endswith("json"):
             try:

@@ -315,6 +315,44 @@ def test_missing_url_or_token_exit_2(
     assert "http://" in capsys.readouterr().err
 
 
+def test_credentials_in_the_agent_url_exit_2_with_one_line(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = register_args(agent)
+    args.url = agent.url.replace("http://", "http://user:pw@")
+    assert register_command(args) == 2
+    captured = capsys.readouterr()
+    assert "must not carry credentials" in captured.err and "pw" not in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+    no_traceback(captured)
+
+
+@pytest.mark.parametrize("where", ["token", "idempotency key"])
+def test_a_control_character_in_an_option_exits_2_not_1(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    """Exit 1 means "failed or rolled back": a pipeline must not read a typo as a bad deploy."""
+    if where == "token":
+        args = register_args(agent, token="tok\nen-1234567890abcdef")
+    else:
+        args = register_args(agent, "--idempotency-key", "a\nb")
+    assert register_command(args) == 2
+    captured = capsys.readouterr()
+    assert "control character" in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+    no_traceback(captured)
+    assert agent.call(agent.store.list_windows()).items == []
+
+
+def test_an_id_is_one_path_segment_and_reaches_no_other_route(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert status_command(status_args(agent, "../../metrics")) == 2
+    captured = capsys.readouterr()
+    assert "no deploy" in captured.err and "postflight_" not in captured.out
+    no_traceback(captured)
+
+
 def test_wrong_token_exits_2_and_says_so(
     agent: AgentThread, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -266,12 +266,25 @@ async def _register(
             print(deploy.id, flush=True)
         elif not as_json or wait:
             note = " (already registered with this idempotency key)" if replayed else ""
+            if deploy.state == "watching":
+                what = f"watching for {window}, until {hms(deploy.ends_at)}"
+            elif deploy.state == "scheduled":
+                what = (
+                    f"scheduled: watching for {window} from {hms(deploy.deployed_at)},"
+                    f" until {hms(deploy.ends_at)}"
+                )
+            else:  # decided at registration (a window that ended before it was registered)
+                reason = f": {deploy.verdict.reason}" if deploy.verdict is not None else ""
+                what = f"already {deploy.state}{reason}"
             print(
-                f"registered {deploy.version} in {deploy.environment}: {deploy.id}{note}\n"
-                f"  watching for {window}, until {hms(deploy.ends_at)}",
+                f"registered {deploy.version} in {deploy.environment}: {deploy.id}{note}\n  {what}",
                 file=out,
                 flush=True,
             )
+            said = deploy.verdict.reason if deploy.verdict is not None else None
+            for warning in deploy.warnings or []:
+                if not said or said not in warning:  # a late window's reason is said above
+                    print(f"  warning: {warning}", file=out, flush=True)
             if deploy.links.page:
                 print(f"  page: {deploy.links.page}", file=out, flush=True)
         if not wait:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from agent.cli.main import build_parser, main
@@ -28,3 +30,14 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         main(["frobnicate"])
     assert exit_info.value.code == 2
     assert "postflight: error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["missing-dir/schema.json", "."])
+def test_schema_to_a_path_it_cannot_write_is_one_line_and_exit_2(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / where
+    assert main(["schema", "-o", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"postflight: cannot write {target}: ") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

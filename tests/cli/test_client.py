@@ -24,6 +24,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from agent.api.models import DeployRequest
+from agent.appkeys import FORESIGHT
 from agent.cli import commands as cli_client
 from agent.cli.commands import (
     add_register_arguments,
@@ -47,7 +48,8 @@ STEP = 0.15
 class AgentThread:
     """The API on a real port, served from a background thread."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, foresight: Any = None) -> None:
+        self.foresight = foresight
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -59,7 +61,10 @@ class AgentThread:
 
     async def _start(self) -> int:
         await self.store.open()
-        self.runner = web.AppRunner(make_app(self.store, self.watcher))
+        app = make_app(self.store, self.watcher)
+        if self.foresight is not None:
+            app[FORESIGHT] = self.foresight
+        self.runner = web.AppRunner(app)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
@@ -351,6 +356,34 @@ def test_an_id_is_one_path_segment_and_reaches_no_other_route(
     captured = capsys.readouterr()
     assert "no deploy" in captured.err and "postflight_" not in captured.out
     no_traceback(captured)
+
+
+def test_a_window_that_ended_before_it_was_registered_says_so_not_watching(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    three_days_ago = rfc3339(time.time() - 3 * 86400)
+    assert register_command(register_args(agent, "--deployed-at", three_days_ago)) == 0
+    out = capsys.readouterr().out
+    assert "watching for" not in out
+    assert "\n  already inconclusive: registered" in out
+    assert out.count("after its window ended") == 1, out
+
+
+def test_registration_warnings_are_printed_beside_the_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def foresee(*_: Any) -> list[str]:
+        return ["production v2.4.1: rule apm-p95 can detect +60% or more; its bound is +20%"]
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    agent = AgentThread(tmp_path, foresight=foresee)
+    try:
+        assert register_command(register_args(agent)) == 0
+    finally:
+        agent.stop()
+    out = capsys.readouterr().out
+    assert "\n  watching for 10m, until " in out
+    assert "\n  warning: production v2.4.1: rule apm-p95 can detect +60% or more" in out
 
 
 def test_wrong_token_exits_2_and_says_so(

@@ -7,9 +7,29 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
+from yarl import URL
 
-HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+", max_length=2048)]
+
+def _parsed_url(value: str) -> str:
+    """A URL the clients can use: a host, and a port in 1-65535. The pattern alone let
+    `http://host:99999` and `http://[::1` through, to fail at run time as tracebacks. The
+    value is not quoted back: a webhook's URL may carry a token."""
+    try:
+        url = URL(value)
+        port = url.port  # yarl checks the port when it is read
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL: {exc}") from None
+    if not url.host:
+        raise ValueError("not a valid URL: it has no host")
+    if port == 0:
+        raise ValueError("not a valid URL: port 0")
+    return value
+
+
+HttpUrl = Annotated[
+    str, Field(pattern=r"^https?://[^\s/]+", max_length=2048), AfterValidator(_parsed_url)
+]
 
 
 class StrictModel(BaseModel):

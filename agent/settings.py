@@ -7,6 +7,7 @@ maps errors back to file lines.
 
 from __future__ import annotations
 
+import math
 import re
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -162,6 +163,21 @@ class AlertingSettings(StrictModel):
     timeout: Duration = 5.0
     """Bound on one notification across its channels (keep it under the 10 s stop budget)."""
 
+    @model_validator(mode="after")
+    def _apprise_can_use_every_channel(self) -> AlertingSettings:
+        """A URL apprise cannot use is a configuration error now, not an alert that fails
+        on the night it is needed."""
+        from agent.alert_channels import unusable_channel
+
+        problems = []
+        for i, channel in enumerate(self.channels):
+            problem = unusable_channel(channel.url.get_secret_value())
+            if problem is not None:
+                problems.append(_problem(("channels", i, "url"), problem, "<secret>"))
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
+        return self
+
 
 def _policy_enum(schema: dict[str, Any]) -> None:
     schema["enum"] = list(policies.names())
@@ -185,8 +201,15 @@ class AnalysisSettings(StrictModel):
         raise ValueError(f"unknown policy {value!r} (one of: {', '.join(policies.names())})")
 
 
+def _finite(value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise ValueError("a bound must be a finite number (.nan and .inf judge nothing)")
+    return value
+
+
 Bound = Annotated[
     float | None,
+    AfterValidator(_finite),
     WithJsonSchema(
         {
             "anyOf": [
@@ -240,15 +263,19 @@ class RuleSettings(StrictModel):
     def _coherent(self) -> RuleSettings:
         if self.max is None and self.min is None and self.max_increase is None:
             raise ValueError("give at least one bound: max, min or max_increase")
+        problems = []  # each at its own key
         if self.max is not None and self.min is not None and self.min > self.max:
-            raise ValueError(f"min {self.min} is above max {self.max}")
+            problems.append(_problem(("min",), f"min {self.min} is above max {self.max}", self.min))
         if self.source == "checks" and self.metric not in CHECK_METRICS:
-            raise ValueError(
+            message = (
                 f"metric must be one of {', '.join(CHECK_METRICS)} for source checks"
                 f" (got {self.metric!r})"
             )
+            problems.append(_problem(("metric",), message, self.metric))
         if self.source != "checks" and self.check:
-            raise ValueError("check applies only to source checks")
+            problems.append(_problem(("check",), "check applies only to source checks", self.check))
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
         return self
 
     @property
@@ -398,28 +425,36 @@ class EnvironmentSettings(StrictModel):
 
     @model_validator(mode="after")
     def _coherent(self) -> EnvironmentSettings:
+        """Every problem at the key to fix: the second of two names, a rule's `check`."""
+        problems = []
         if self.window < self.interval:
-            raise ValueError(
+            message = (
                 f"window ({self.window:g}s) must be at least one interval ({self.interval:g}s)"
             )
-        for kind, names in (
-            ("check", [c.name for c in self.checks]),
-            ("rule", [r.name for r in self.rules]),
+            problems.append(_problem(("window",), message, self.window))
+        for kind, key, names in (
+            ("check", "checks", [c.name for c in self.checks]),
+            ("rule", "rules", [r.name for r in self.rules]),
         ):
             seen: set[str] = set()
-            for name in names:
+            for i, name in enumerate(names):
                 if name in seen:
-                    raise ValueError(f"two {kind}s are named {name!r}; names must be unique")
+                    message = f"two {kind}s are named {name!r}; names must be unique"
+                    problems.append(_problem((key, i, "name"), message, name))
                 seen.add(name)
         check_names = {c.name for c in self.checks}
-        for rule in self.rules:
+        for i, rule in enumerate(self.rules):
             if rule.check and rule.check not in check_names:
-                raise ValueError(
+                message = (
                     f"rule {rule.name!r} names check {rule.check!r}, which this environment"
                     f" does not have (checks: {', '.join(sorted(check_names)) or 'none'})"
                 )
-            if rule.source == "checks" and not self.checks:
-                raise ValueError(f"rule {rule.name!r} has source checks but there are no checks")
+                problems.append(_problem(("rules", i, "check"), message, rule.check))
+            elif rule.source == "checks" and not self.checks:
+                message = f"rule {rule.name!r} has source checks but there are no checks"
+                problems.append(_problem(("rules", i, "source"), message, rule.source))
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
         return self
 
     @model_validator(mode="after")
@@ -489,20 +524,24 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _providers_configured(self) -> Settings:
+        """Every rule and baseline naming a provider that is not configured, each at its
+        own key (one at a time, fixing each only showed the next)."""
+        problems = []
         for env_name, env in self.environments.items():
-            for rule in env.rules:
-                if rule.source == "checks":
-                    continue
-                if not _configured(self, rule.source):
-                    raise ValueError(
-                        f"environments.{env_name} rule {rule.name!r} uses source"
-                        f" {rule.source!r} but providers.{rule.source} is not configured"
+            for i, rule in enumerate(env.rules):
+                if rule.source != "checks" and not _configured(self, rule.source):
+                    message = (
+                        f"rule {rule.name!r} uses source {rule.source!r} but"
+                        f" providers.{rule.source} is not configured"
                     )
+                    at = ("environments", env_name, "rules", i, "source")
+                    problems.append(_problem(at, message, rule.source))
             for name in type(env.baseline).model_fields:
                 if getattr(env.baseline, name) is not None and not _configured(self, name):
-                    raise ValueError(
-                        f"environments.{env_name}.baseline.{name} needs providers.{name}"
-                    )
+                    loc = ("environments", env_name, "baseline", name)
+                    problems.append(_problem(loc, f"needs providers.{name}", name))
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
         return self
 
     @model_validator(mode="after")

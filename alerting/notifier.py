@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import apprise
 
+from agent.alert_channels import piece_redactor, unusable_channel
 from agent.metrics import Metrics
 from agent.settings import AlertChannel
 from alerting.events import Alert
@@ -126,17 +127,13 @@ def _guard_apprise_logs(redact: Callable[[str], str]) -> None:
 
 
 def channel_url_errors(channels: Sequence[AlertChannel]) -> list[str]:
-    """Messages for channels whose URL apprise cannot use (for start-up validation);
-    the URLs themselves are never shown, only their positions and schemes."""
+    """Messages for channels whose URL apprise cannot use (the settings refuse them at
+    load time); the URLs themselves are never shown, only their positions and schemes."""
     errors = []
     for index, channel in enumerate(channels):
-        url = channel.url.get_secret_value()
-        if apprise.Apprise.instantiate(url) is None:
-            scheme = url.partition("://")[0] if "://" in url else "?"
-            errors.append(
-                f"alerting.channels.{index}.url: apprise cannot use this {scheme}:// URL"
-                " (unknown scheme or missing parts; see the apprise documentation)"
-            )
+        problem = unusable_channel(channel.url.get_secret_value())
+        if problem is not None:
+            errors.append(f"alerting.channels.{index}.url: {problem}")
     return errors
 
 
@@ -164,6 +161,9 @@ class Notifier:
         self._tags = [frozenset(c.tags) for c in channels]
         self._tasks: set[asyncio.Task[ChannelResult]] = set()
         _guard_apprise_logs(redact)
+        # apprise quotes URLs piece by piece (a Slack token alone): hide every piece
+        self._pieces = piece_redactor(c.url.get_secret_value() for c in channels)
+        _guard_apprise_logs(self._pieces)
         asset = apprise.AppriseAsset(app_id="Postflight", async_mode=True)
         self._channels: list[apprise.Apprise | None] = []
         self._urls: list[str] = []

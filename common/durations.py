@@ -6,6 +6,7 @@ Pure: no I/O. `250ms`, `30s`, `10m`, `1h`, `1h30m`, a bare number of seconds;
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from typing import Annotated, Any
@@ -38,8 +39,8 @@ def parse_duration(value: Any) -> float:
                 ) from None
     else:
         raise ValueError("expected a duration like 250ms, 30s, 10m or 1h")
-    if seconds != seconds or seconds < 0:
-        raise ValueError("a duration must be zero or more")
+    if not math.isfinite(seconds) or seconds < 0:  # `inf` parses as a float
+        raise ValueError("a duration must be a finite number, zero or more")
     return seconds
 
 

@@ -1,0 +1,79 @@
+"""Apprise channel URLs: whether apprise can use one, and the pieces of it that are secret.
+
+Apprise's own log lines quote a URL piece by piece ("An invalid Slack (third) Token
+(xoxb-…) was specified"), so redacting whole configured values is not enough: every
+piece of a channel's URL is redacted from them. Here, not in `alerting`, so the settings
+can check channel URLs at load time without importing the notifier (which imports them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Callable, Iterable, Iterator
+from urllib.parse import unquote
+
+_DELIMITERS = re.compile(r"[/:@?&=#,;+\s]+")
+MIN_PIECE = 4
+"""Shorter pieces (a port's digits, `api`) are left alone: they are not secrets, and
+redacting them would garble every message."""
+
+
+def url_pieces(url: str) -> frozenset[str]:
+    """Every piece of `url` after its scheme (user, password, host, path segments, query
+    keys and values), raw and percent-decoded, of at least `MIN_PIECE` characters."""
+    rest = url.partition("://")[2] or url
+    pieces = set()
+    for piece in _DELIMITERS.split(rest):
+        for form in (piece, unquote(piece)):
+            if len(form) >= MIN_PIECE:
+                pieces.add(form)
+    return frozenset(pieces)
+
+
+def piece_redactor(urls: Iterable[str]) -> Callable[[str], str]:
+    """Text with every piece of `urls` replaced by `***`, longest first (a token that
+    contains a shorter piece is hidden whole)."""
+    pieces = sorted({p for url in urls for p in url_pieces(url)}, key=len, reverse=True)
+    if not pieces:
+        return lambda text: text
+    pattern = re.compile("|".join(re.escape(p) for p in pieces))
+    return lambda text: pattern.sub("***", text)
+
+
+class _RedactPieces(logging.Filter):
+    def __init__(self, redact: Callable[[str], str]) -> None:
+        super().__init__()
+        self.redact = redact
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self.redact(record.getMessage()), None
+        return True
+
+
+@contextlib.contextmanager
+def apprise_logs_redacted(urls: Iterable[str]) -> Iterator[None]:
+    """While apprise parses `urls`, its log lines carry none of their pieces."""
+    guard = _RedactPieces(piece_redactor(urls))
+    logger = logging.getLogger("apprise")
+    logger.addFilter(guard)
+    try:
+        yield
+    finally:
+        logger.removeFilter(guard)
+
+
+def unusable_channel(url: str) -> str | None:
+    """Why apprise cannot use `url` (None: it can), never quoting the URL: only its scheme."""
+    import apprise  # loading its plugins takes a moment: only when there are channels
+
+    with apprise_logs_redacted([url]):
+        usable = apprise.Apprise.instantiate(url) is not None
+    if usable:
+        return None
+    scheme = url.partition("://")[0] if "://" in url else "?"
+    return (
+        f"apprise cannot use this {scheme}:// URL (unknown scheme or missing parts; see the"
+        " apprise documentation)"
+    )

@@ -1,0 +1,146 @@
+"""Values that used to validate and then fail in the running daemon (a traceback, a 500,
+a window never judged), and errors that were reported one at a time or at the model
+instead of the key to fix: each is now a configuration error at its own path."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from agent.settings_file import ConfigError, load_settings_text
+from tests.config.test_validate_config import MINIMAL, run_validate
+
+
+def problems(text: str) -> dict[str, str]:
+    with pytest.raises(ConfigError) as info:
+        load_settings_text(text)
+    return {p.path: p.message for p in info.value.problems}
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://127.0.0.1:99999", "Port out of range"),
+        ("http://host:abc", "port can't be converted"),
+        ("http://[::1", "Invalid IPv6 URL"),
+        ("http://127.0.0.1:0", "port 0"),
+    ],
+)
+def test_a_url_the_clients_cannot_use_is_refused_at_its_path(url: str, why: str) -> None:
+    found = problems(MINIMAL.replace("base_url: http://127.0.0.1:9", f'base_url: "{url}"'))
+    assert why in found["environments.production.base_url"]
+    found = problems(MINIMAL.replace("url: http://127.0.0.1:9998/rollback", f'url: "{url}"'))
+    assert why in found["environments.production.rollback.url"]
+
+
+def test_a_url_error_does_not_quote_the_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = "http://127.0.0.1:99999/hook?token=tok-s3cr3t-value"
+    text = MINIMAL.replace("url: http://127.0.0.1:9998/rollback", f'url: "{url}"')
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 2 and "environments.production.rollback.url" in out
+    assert "tok-s3cr3t-value" not in out
+
+
+CHANNELS = """\
+alerting:
+  channels:
+    - url: "json://127.0.0.1:9/ok"
+    - url: "{bad}"
+"""
+
+
+@pytest.mark.parametrize("bad", ["not a url", "nosuchscheme://user:pw@host", "json://"])
+def test_an_apprise_url_apprise_cannot_use_is_a_config_error(bad: str) -> None:
+    found = problems(MINIMAL + CHANNELS.format(bad=bad))
+    assert list(found) == ["alerting.channels[1].url"]
+    assert "apprise cannot use this" in found["alerting.channels[1].url"]
+
+
+def test_apprise_never_logs_a_piece_of_a_channel_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """apprise quotes a Slack URL's parts one by one ("An invalid Slack (third) Token
+    (…) was specified"): a whole-value redactor missed them."""
+    bad = "slack://T0000SECRET/B0000SECRET/SECRETXOXB-abc_def"
+    caplog.set_level(logging.DEBUG)
+    code, out = run_validate(tmp_path, MINIMAL + CHANNELS.format(bad=bad), capsys)
+    assert code == 2 and "alerting.channels[1].url" in out
+    logged = caplog.text + out
+    assert "apprise" in caplog.text  # it did speak, redacted
+    for piece in ("T0000SECRET", "B0000SECRET", "SECRETXOXB-abc_def"):
+        assert piece not in logged
+
+
+def test_the_notifier_keeps_apprise_from_logging_url_pieces(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from agent.metrics import Metrics
+    from agent.settings import AlertChannel
+    from alerting.notifier import Notifier
+
+    caplog.set_level(logging.DEBUG)
+    url = "slack://T0000SECRET/B0000SECRET/SECRETXOXB-abc_def"
+    Notifier([AlertChannel(url=url)], timeout=1.0, redact=str, metrics=Metrics())
+    assert "apprise" in caplog.text or "alert channel 0" in caplog.text
+    for piece in ("T0000SECRET", "B0000SECRET", "SECRETXOXB-abc_def"):
+        assert piece not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path"),
+    [
+        ("interval: 30s", "interval: inf", "environments.production.interval"),
+        ("window: 10m", "window: .inf", "environments.production.window"),
+        ("max: 0.05", "max: .nan", "environments.production.rules[0].max"),
+        ("max: 0.05", "max: .inf", "environments.production.rules[0].max"),
+    ],
+)
+def test_infinity_and_nan_are_refused(old: str, new: str, path: str) -> None:
+    found = problems(MINIMAL.replace(old, new))
+    assert path in found, found
+    assert "finite" in found[path]
+
+
+def test_a_view_ttl_of_infinity_is_refused() -> None:
+    """It validated, then every registration answered 500 (OverflowError)."""
+    text = MINIMAL.replace(
+        "  listen: 127.0.0.1:8787\n", "  listen: 127.0.0.1:8787\n  view_ttl: inf\n"
+    )
+    assert "finite" in problems(text)["server.view_ttl"]
+
+
+PROVIDERS_MISSING = MINIMAL.replace(
+    "        max: 0.05\n",
+    "        max: 0.05\n"
+    "      - {name: apm, source: newrelic, nrql: 'SELECT count(*) FROM Transaction', max: 5}\n"
+    "      - {name: five, source: prometheus, query: 'sum(up)', max: 5}\n",
+).replace("    rollback:\n", "    baseline: {sentry: {project: web}}\n    rollback:\n")
+
+
+def test_every_rule_naming_an_unconfigured_provider_is_reported_at_its_source() -> None:
+    found = problems(PROVIDERS_MISSING)
+    assert (
+        "providers.newrelic is not configured" in found["environments.production.rules[1].source"]
+    )
+    assert (
+        "providers.prometheus is not configured" in found["environments.production.rules[2].source"]
+    )
+    assert "needs providers.sentry" in found["environments.production.baseline.sentry"]
+
+
+def test_rule_and_name_problems_are_reported_at_the_key_to_fix() -> None:
+    text = MINIMAL.replace("metric: error_rate", "metric: error_ratio")
+    assert "metric must be one of" in problems(text)["environments.production.rules[0].metric"]
+    twice = MINIMAL.replace(
+        "        max: 0.05\n",
+        "        max: 0.05\n"
+        "      - {name: probe-errors, source: checks, metric: error_rate, max: 0.1}\n"
+        "      - {name: lat, source: checks, check: nope, metric: latency_p95, max: 1s}\n",
+    )
+    found = problems(twice)
+    assert "two rules are named 'probe-errors'" in found["environments.production.rules[1].name"]
+    assert "names check 'nope'" in found["environments.production.rules[2].check"]

@@ -213,9 +213,15 @@ class RollbackDelivery:
         context: dict[str, Any],
     ) -> RollbackIntent:
         body = intent.body.encode()
-        if intent.attempts >= settings.max_attempts:  # resumed with nothing left to try
-            if intent.last_error is None and intent.last_status is None:
-                intent.last_error = "the last attempt's outcome is unknown (agent restarted)"
+        # A resumed intent's last attempt went out (or was about to) and its answer was
+        # never recorded: an answered failure is recorded as `failed` at once. So even
+        # the last allowed attempt is sent once more, with the same key and body: a
+        # receiver that accepted it says so again, and the rollback is not reported
+        # failed while the pipeline did roll back. That resend's own answer lost too:
+        # failed, unknown.
+        if intent.attempts > settings.max_attempts:
+            intent.last_error = "the last attempt's outcome is unknown (agent restarted)"
+            intent.last_status = None
             return await self._finish(intent, "failed", environment, context)
         if (
             intent.attempts

@@ -355,18 +355,35 @@ async def test_resumes_after_a_crash_at_attempt_3(
         await after.close()
 
 
-async def test_a_resumed_delivery_with_no_attempts_left_fails_without_sending(
+async def test_a_last_attempt_whose_answer_was_lost_is_sent_once_more(
+    store: SqliteStore, delivery: RollbackDelivery, rollback_receiver: Any
+) -> None:
+    """Killed during its last allowed attempt, the sender never learnt the answer: it was
+    reported `failed` ("roll back by hand") although the receiver had accepted it."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    intent = await stored_intent(store)
+    intent.attempts, intent.last_status = 3, 503  # the third went out, then the kill
+    await set_rollback(store, intent)
+
+    done = await delivery.deliver(intent, settings(receiver.url, max_attempts=3), "production")
+
+    assert done.state == "delivered" and done.attempts == 4 and done.last_status == 200
+    (resent,) = receiver.attempts
+    assert resent.headers["Idempotency-Key"] == intent.window_id  # the same request again
+
+
+async def test_a_resend_whose_answer_was_lost_too_fails_without_sending(
     store: SqliteStore, delivery: RollbackDelivery, rollback_receiver: Any
 ) -> None:
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     intent = await stored_intent(store)
-    intent.attempts = 3
+    intent.attempts = 4
     await set_rollback(store, intent)
 
     done = await delivery.deliver(intent, settings(receiver.url, max_attempts=3), "production")
 
     assert done.state == "failed" and receiver.attempts == []
-    assert done.last_error is not None
+    assert done.last_error is not None and "unknown" in done.last_error
 
 
 async def test_a_resumed_delivery_waits_out_its_stored_backoff(

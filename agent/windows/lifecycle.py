@@ -106,6 +106,19 @@ class WatchServices:
         await asyncio.gather(*still, return_exceptions=True)
 
 
+BASELINE_WAIT_S = 1.0
+"""How long the first round waits for provider baselines (at most half an interval); a
+slower one is taken up by a later round (its relative rules are inconclusive until then)."""
+STILL_FETCHING = "baseline still being fetched"
+
+
+def _answer(task: asyncio.Task[Observation]) -> Observation:
+    """A finished fetch's observation (fetches never raise; a cancelled one has none)."""
+    if task.cancelled():
+        return Observation(value=None, error="fetch cancelled")
+    return task.result()
+
+
 class WindowWatch:
     """One window from its first round to its final state."""
 
@@ -154,8 +167,15 @@ class WindowWatch:
         as stored with the round they arrived in (`_gather_round`)."""
         self.arrived: dict[str, Observation] = {}
         """Late baselines that arrived this round: their rules start afresh (`_judge`)."""
-        self.period_end: float | None = None
-        """The end of the period the providers were last asked for (`_gather_round`)."""
+        self.answered_until: dict[str, float] = {}
+        """Each provider rule's period end in its latest answer used (`_gather_round`)."""
+        self.fetching: dict[str, tuple[asyncio.Task[Observation], Period]] = {}
+        """Provider fetches under way, with the period each asked for: one slower than its
+        round is waited for no longer than the round's slot, and counts when it comes."""
+        self.refetching: dict[str, asyncio.Task[Observation]] = {}
+        """Baselines being fetched again (or still, the first time) for relative rules."""
+        self.first_baselines: set[str] = set()
+        """Rules whose first baseline fetch is still under way: a failure then is alerted."""
         self.links: dict[str, str] = {}
         self.what_broke = WhatBroke()
         self.queries: dict[str, str] = {
@@ -194,6 +214,13 @@ class WindowWatch:
     async def run(self) -> None:
         # this watch's task and those it starts (provider fetches) log its deploy
         log_context.set({"deploy_id": self.window.id, "environment": self.window.environment})
+        try:
+            await self._watch()
+        finally:  # a decided, lost or stopped watch leaves no fetch behind
+            for task in [*(t for t, _ in self.fetching.values()), *self.refetching.values()]:
+                task.cancel()
+
+    async def _watch(self) -> None:
         if not await self._until_deployed():
             return
         await self._load_history()
@@ -229,8 +256,11 @@ class WindowWatch:
                 self.log.info("window no longer ours (ended or taken over); stop watching")
                 return
             length = schedule.length(slot, self.s.clock())  # what the lease left of the slot
-            observations, results = await self._gather_round(length)
             final = schedule.is_last(slot)
+            # providers may take until the judging's half of the reserve; a later answer
+            # counts in a later round (the last round waits for it)
+            until = schedule.ends(slot) - schedule.reserve / 2
+            observations, results = await self._gather_round(length, until, final=final)
             self.judge_state, glance = self._judge(observations, final=final)
             self.what_broke.note(results)
             self.latest = observations
@@ -372,11 +402,23 @@ class WindowWatch:
             self.s.store, self.window.environment, lookback.start, lookback.end
         )
         fetches = {
-            rule.name: self._fetch_baseline(rule, lookback)
+            rule.name: asyncio.ensure_future(self._fetch_baseline(rule, lookback))
             for rule in self.judge_rules
             if rule.source != "checks"
         }
-        fetched = dict(zip(fetches, await asyncio.gather(*fetches.values()), strict=True))
+        if fetches:
+            # the first round is due at the deploy: a slow provider does not hold it long
+            await asyncio.wait(
+                fetches.values(), timeout=min(BASELINE_WAIT_S, self.env.interval / 2)
+            )
+        fetched: dict[str, Observation] = {}
+        for name, task in fetches.items():
+            if task.done():
+                fetched[name] = _answer(task)
+            else:  # judged once it comes, like a baseline that failed (`_awaits_baseline`)
+                self.refetching[name] = task
+                self.first_baselines.add(name)
+                fetched[name] = Observation(value=None, error=STILL_FETCHING)
         for rule, judged in zip(self.rules, self.judge_rules, strict=True):
             if rule.source == "checks":
                 self.baselines[rule.name] = background_baseline(judged, periods, self.env)
@@ -393,7 +435,7 @@ class WindowWatch:
                 self.s.spawn(self._mark(name, provider, "deploy"))
         for judged in self.judge_rules:
             baseline = fetched.get(judged.name)
-            if baseline is not None and baseline.error:
+            if baseline is not None and baseline.error and judged.name not in self.refetching:
                 self._baseline_unreachable(judged, baseline)
         return True
 
@@ -468,38 +510,59 @@ class WindowWatch:
     # one round -------------------------------------------------------------
 
     async def _gather_round(
-        self, length: float
+        self, length: float, until: float, *, final: bool
     ) -> tuple[dict[str, Observation], list[CheckResult]]:
+        """The round's probes, then each provider rule's figures since the deploy. A
+        provider fetch is waited for until `until` (the slot's end, less the judging's
+        share): a slow or hung provider does not make the round, and every round after
+        it, run late. Its answer, when it comes, counts in the round that finds it."""
         targets: tuple[Any, ...] = ("deploy", "baseline") if self.env.baseline_url else ("deploy",)
         results = await self.probe.run_round(
             length, probes=self.env.probes_per_round, targets=targets
         )
         now = self.s.clock()
         period = Period(self.window.deployed_at, max(now, self.window.deployed_at + 1))
-        fetches = {
-            rule.name: self._fetch(rule, period, self.window.version)
-            for rule in self.judge_rules
-            if rule.source != "checks"
-        }
         lookback = self._lookback()
-        again = {
-            rule.name: self._fetch_baseline(rule, lookback)
-            for rule in self.judge_rules
-            if self._awaits_baseline(rule)
-        }
-        answers = await asyncio.gather(*fetches.values(), *again.values())
-        fetched = dict(zip(fetches, answers[: len(fetches)], strict=True))
-        self.arrived = {
-            name: baseline
-            for name, baseline in zip(again, answers[len(fetches) :], strict=True)
-            if not baseline.error
-        }
+        for judged in self.judge_rules:
+            if judged.source == "checks":
+                continue
+            if judged.name not in self.fetching:
+                asking = asyncio.ensure_future(self._fetch(judged, period, self.window.version))
+                self.fetching[judged.name] = (asking, period)
+            if self._awaits_baseline(judged) and judged.name not in self.refetching:
+                self.refetching[judged.name] = asyncio.ensure_future(
+                    self._fetch_baseline(judged, lookback)
+                )
+        waiting = [*(t for t, _ in self.fetching.values()), *self.refetching.values()]
+        if waiting:
+            await asyncio.wait(waiting, timeout=None if final else max(0.0, until - now))
+        fetched: dict[str, tuple[Observation, Period]] = {}
+        for name, (task, asked) in list(self.fetching.items()):
+            if task.done():
+                del self.fetching[name]
+                fetched[name] = (_answer(task), asked)
+        self.arrived = {}
+        for judged in self.judge_rules:
+            again = self.refetching.get(judged.name)
+            if again is None or not again.done():
+                continue
+            relative = judged.max_increase is not None
+            if relative and judged.name not in fetched and not final:
+                continue  # taken up with the rule's next answer: it starts over on that
+            del self.refetching[judged.name]
+            baseline = _answer(again)
+            if not baseline.error and relative:
+                self.arrived[judged.name] = baseline
+            elif not baseline.error:  # an absolute rule's baseline is only shown beside it
+                self.baselines[judged.name] = baseline
+            elif judged.name in self.first_baselines:
+                self._baseline_unreachable(judged, baseline)
+            self.first_baselines.discard(judged.name)
         for name, baseline in self.arrived.items():
             # the rule is judged from now on, on everything since the deploy (`_judge`)
             self.log.info("rule %s: its baseline came, late", name)
             self.baselines[name] = self.late_baselines[name] = baseline
             self.compiled = None
-        repeated = self.period_end is not None and period.end <= self.period_end
         self.overload.note(results, self.log)
         samples = samples_of(results)
         deploy_samples = [s for s in samples if s.target == "deploy"]
@@ -517,21 +580,26 @@ class WindowWatch:
                         length * (self.window.rounds + 1),
                         target="baseline",
                     )
-            elif repeated and rule.name not in self.arrived:
-                # sub-second rounds in the window's first second ask for the same period
-                # [T0, T0 + 1s): its answer is not a second round of evidence
+            elif rule.name not in fetched:
+                # its provider has not answered yet: nothing new this round
                 observations[rule.name] = Observation(value=None)
             else:
+                current, asked = fetched[rule.name]
+                before = self.answered_until.get(rule.name)
+                self.answered_until[rule.name] = asked.end
+                if before is not None and asked.end <= before and rule.name not in self.arrived:
+                    # sub-second rounds in the window's first second ask for the same period
+                    # [T0, T0 + 1s): its answer is not a second round of evidence
+                    observations[rule.name] = Observation(value=None)
+                    continue
                 # providers answer for [T0, now): the judge wants this round's own events;
                 # a rule whose baseline just came starts over, on all of them at once
-                current = fetched[rule.name]
                 fresh = rule.name in self.arrived
                 observations[rule.name] = (
                     current if fresh else round_increment(self.cumulative.get(rule.name), current)
                 )
                 if current.has_data:
                     self.cumulative[rule.name] = current
-        self.period_end = period.end
         return observations, results
 
     def _judge(self, observations: dict[str, Observation], *, final: bool) -> tuple[State, Glance]:

@@ -659,3 +659,68 @@ async def test_every_provider_down_is_inconclusive_with_one_alert_per_provider(
     assert outage.final["state"] == "inconclusive", outage.final
     assert outage.final["verdict"]["outcome"] == "inconclusive"
     await assert_fail_soft(outage, world, PROVIDERS, "500")
+
+
+# ----------------------------------- 5. a slow or hung provider keeps the schedule
+
+
+async def test_a_slow_provider_keeps_the_rounds_on_time_and_its_answers_still_count(
+    newrelic_fake: FakeNewRelic,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+) -> None:
+    """New Relic answers in 700 ms, longer than a 250 ms round. Each round used to wait
+    for it (the default provider budget is 10 s), so every round overran and every later
+    one started late. Now a round waits until its slot's end, and an answer that comes
+    later counts in the round that finds it: the bad deploy is still rolled back."""
+    t0 = deploy_second()
+    newrelic_fake.delay = 0.7
+    agent = await p95_from_200ms_to_900ms(
+        newrelic_fake, receiver, json_sink, start_agent, t0, interval="250ms", window="8s"
+    )
+    deploy = await register(agent, t0)
+    final = await assert_rolled_back_once(agent, receiver, deploy["id"], "apm-latency")
+    assert requests(agent, "newrelic", "error") == 0  # slow is not an error
+    rounds = await agent.app[STORE].rounds(deploy["id"])
+    slots = [r.summary["slot"] for r in rounds]
+    assert slots == list(range(slots[0], slots[0] + len(slots))), slots  # none skipped
+    # before: every round overran by its fetch; now none does (one may, when the machine
+    # running the suite stalls the agent itself)
+    assert agent.metric("postflight_round_overruns_total", environment="production") <= 1
+    assert rule_of(final, "apm-latency")["baseline"] == pytest.approx(0.2)  # came late
+
+
+async def test_a_hung_provider_costs_no_round(
+    newrelic_fake: FakeNewRelic,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+) -> None:
+    """New Relic never answers; its budget is 3 s. Rounds of 250 ms over 3 s: before, the
+    first round waited 3 s for the baseline and each round 3 s for its fetch (one or two
+    rounds in all); now every slot runs, the rule is inconclusive, one alert says why."""
+    t0 = deploy_second()
+    newrelic_fake.answer(NRQL, [{"percentile.duration": {"95": 0.2}}])
+    newrelic_fake.fail("hang")
+    agent = await start_agent(
+        environment_yaml(
+            NEWRELIC_RULE,
+            rollback_url=receiver.url,
+            secret=SECRET,
+            lookback="1h",
+            sentry=False,
+            interval="250ms",
+            pass_on="no_failure",
+        ),
+        alerting_yaml(json_sink.url()),
+        providers_yaml(newrelic=newrelic_fake, budgets={"newrelic": ("3s", "3s")}),
+    )
+    deploy = await register(agent, t0, watch_for=3.0)
+    final = await agent.settled(deploy["id"], within=20)
+    assert final["rollback"] is None and rule_of(final, "apm-latency")["outcome"] == (
+        "inconclusive"
+    )
+    assert final["rounds"] >= 8, final["rounds"]  # of about 12 slots, on a loaded machine
+    assert agent.metric("postflight_round_overruns_total", environment="production") <= 1
+    await alert_titled(json_sink, "provider newrelic unreachable")

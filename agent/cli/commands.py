@@ -341,7 +341,7 @@ def status_command(args: argparse.Namespace) -> int:
         if exc.status == 404 and args.id:
             return _fail("status", f"no deploy {args.id}")
         return _fail("status", str(exc))
-    except ClientError as exc:
+    except (ClientError, UsageError) as exc:
         return _fail("status", str(exc))
 
 
@@ -355,6 +355,11 @@ async def _status(
         deploy_id = args.id
         if deploy_id:
             deploy = await api.get_deploy(deploy_id)
+            # the filters of a list, given with one id: said, not silently ignored
+            if args.env and deploy.environment != args.env:
+                raise UsageError(f"{deploy.id} is in {deploy.environment}, not {args.env}")
+            if args.state and deploy.state != args.state:
+                raise UsageError(f"{deploy.id} is {deploy.state}, not {args.state}")
             if as_json:
                 print_json(deploy)
             elif quiet:
@@ -375,7 +380,8 @@ async def _status(
         for d in page.items:
             print(d.id)
     elif not page.items:
-        print("no deploy windows yet" + (f" in {args.env}" if args.env else ""))
+        what = f"no {args.state} deploy windows" if args.state else "no deploy windows yet"
+        print(what + (f" in {args.env}" if args.env else ""))
     else:
         print(deploys_table(page.items, style))
     return EXIT_PASSED

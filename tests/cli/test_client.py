@@ -463,6 +463,25 @@ def test_status_filters_by_environment(
     assert "no deploy windows yet in staging" in capsys.readouterr().out
 
 
+def test_status_with_a_state_filter_that_matches_nothing_says_so(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert status_command(status_args(agent, "--env", "production", "--state", "passed")) == 0
+    assert "no passed deploy windows in production" in capsys.readouterr().out
+
+
+def test_status_of_one_id_with_filters_it_does_not_match_exits_2(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert register_command(register_args(agent, "--quiet")) == 0
+    deploy_id = capsys.readouterr().out.strip()
+    assert status_command(status_args(agent, deploy_id, "--env", "staging")) == 2
+    assert f"{deploy_id} is in production, not staging" in capsys.readouterr().err
+    assert status_command(status_args(agent, deploy_id, "--state", "passed")) == 2
+    assert "not passed" in capsys.readouterr().err
+    assert status_command(status_args(agent, deploy_id, "--env", "production")) == 0
+
+
 def test_status_of_an_unknown_environment_exits_2_like_register(
     agent: AgentThread, capsys: pytest.CaptureFixture[str]
 ) -> None:

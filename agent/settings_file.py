@@ -1,6 +1,6 @@
 """Reading `postflight.yaml`: `${VAR}` expansion, and errors a person can act on.
 
-A missing or unreadable file, bad YAML, an unset variable and every validation
+A missing or unreadable file, bad YAML, a duplicate key, an unset variable and every validation
 error become `ConfigProblem`s with a field path and, where known, the file line.
 """
 
@@ -95,14 +95,20 @@ def load_settings_text(
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(source, [ConfigProblem((), "the file must hold a mapping of sections")])
+    # the YAML loader keeps the last of two equal keys; a config that says one thing
+    # twice is reported, with the rest of its errors, instead of silently using one
+    duplicates = _duplicate_keys(node) if node is not None else []
     problems: list[ConfigProblem] = []
     expanded = _expand(data, (), environ, problems, lines)
     if problems:
-        raise ConfigError(source, problems)
+        raise ConfigError(source, [*duplicates, *problems])
     try:
-        return settings_from_document(expanded)
+        settings = settings_from_document(expanded)
     except ValidationError as exc:
-        raise ConfigError(source, _problems(exc, expanded, lines)) from None
+        raise ConfigError(source, [*duplicates, *_problems(exc, expanded, lines)]) from None
+    if duplicates:
+        raise ConfigError(source, duplicates)
+    return settings
 
 
 _YAML_HINTS = (
@@ -167,6 +173,37 @@ def _expand(
         return value
 
     return _VAR.sub(substitute, node)
+
+
+def _duplicate_keys(root: yaml.Node) -> list[ConfigProblem]:
+    """Every key that repeats one before it in the same mapping, at the repeat's line."""
+    problems: list[ConfigProblem] = []
+    seen_nodes: set[int] = set()  # an anchored node reached again through an alias
+
+    def walk(node: yaml.Node, loc: Loc) -> None:
+        if id(node) in seen_nodes:
+            return
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[tuple[str, str], int] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                    continue
+                key = (*loc, str(key_node.value))
+                line = key_node.start_mark.line + 1
+                same = (key_node.tag, str(key_node.value))
+                if same in first:
+                    message = f"duplicate key; first at line {first[same]}"
+                    problems.append(ConfigProblem(key, message, line))
+                else:
+                    first[same] = line
+                walk(value_node, key)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, (*loc, i))
+
+    walk(root, ())
+    return problems
 
 
 def _line_index(root: yaml.Node) -> dict[Loc, int]:

@@ -239,6 +239,45 @@ def test_invalid_yaml_gives_line_column_and_a_hint(
     assert "Traceback" not in out
 
 
+def test_each_duplicate_key_is_an_error_at_its_second_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    production = MINIMAL[MINIMAL.index("  production:\n") :]
+    text = (
+        MINIMAL.replace("window: 10m", "window: 10m\n    window: 5m")
+        .replace("interval: 30s", "interval: soon")
+        .replace("environments:\n", "environments:\n  staging:\n    window: 1m\n")
+        + production.replace("  production:", "  staging:")
+        + "server:\n  listen: 127.0.0.1:9999\n"
+    )
+    lines = text.splitlines()
+
+    def line(content: str, nth: int = 0) -> int:
+        return [i for i, x in enumerate(lines, 1) if x == content][nth]
+
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 2, out
+    assert (
+        f"environments.production.window (line {line('    window: 5m')}):"
+        f" duplicate key; first at line {line('    window: 10m')}"
+    ) in out, out
+    assert (
+        f"environments.staging (line {line('  staging:', 1)}):"
+        f" duplicate key; first at line {line('  staging:')}"
+    ) in out, out
+    assert f"server (line {line('server:', 1)}): duplicate key; first at line 1" in out, out
+    assert "environments.production.interval (line " in out, out  # other errors still listed
+    assert "Traceback" not in out
+
+
+def test_a_duplicate_key_makes_an_otherwise_valid_config_invalid() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings_text(MINIMAL.replace("max: 0.05", "max: 0.05\n        max: 0.5"))
+    assert [str(p) for p in info.value.problems] == [
+        "environments.production.rules[0].max (line 18): duplicate key; first at line 17"
+    ]
+
+
 def test_a_short_api_token_is_refused_without_printing_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -24,7 +25,13 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources.utils import parse_env_vars
 
 from agent.analysis import policies
 from agent.analysis.types import PolicyName, Rule
@@ -490,6 +497,9 @@ class EnvironmentSettings(StrictModel):
         return self
 
 
+OVERRIDE_PREFIX = "POSTFLIGHT__"
+
+
 def _problem(loc: tuple[str | int, ...], message: str, value: Any) -> InitErrorDetails:
     """One validation error at `loc` below the model being validated."""
     return InitErrorDetails(type=PydanticCustomError("does_not_fit", message), loc=loc, input=value)
@@ -499,10 +509,14 @@ class Settings(BaseSettings):
     """The whole configuration. Sources, first wins: keyword arguments, environment
     variables `POSTFLIGHT__SECTION__KEY`, then the YAML file."""
 
+    # The environment variables are not a source of this class: `agent.settings_file`
+    # merges `environment_overrides` into the document, so that a variable it cannot read
+    # is a configuration error that names it.
+
     model_config = SettingsConfigDict(
         extra="forbid",
         frozen=True,
-        env_prefix="POSTFLIGHT__",
+        env_prefix=OVERRIDE_PREFIX,
         env_nested_delimiter="__",
     )
 
@@ -581,7 +595,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _DocumentSource(settings_cls))
+        return (init_settings, _DocumentSource(settings_cls))
 
     def secret_values(self) -> tuple[str, ...]:
         """Every secret in the configuration, to redact from logs, alerts and errors."""
@@ -638,3 +652,25 @@ def settings_from_document(document: dict[str, Any]) -> Settings:
         return Settings()
     finally:
         _DOCUMENT.reset(token)
+
+
+class _OverrideSource(EnvSettingsSource):
+    """pydantic-settings' reading of `POSTFLIGHT__…` variables, from a given mapping
+    rather than `os.environ`: the loader decides which environment applies, and reads
+    each variable on its own to say which one is wrong."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ  # read by _load_env_vars, which the base __init__ calls
+        super().__init__(Settings)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+
+def environment_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The part of the document that `POSTFLIGHT__SECTION__KEY` variables in `environ`
+    set: JSON for a section, list or map, the text as is otherwise. Raises
+    `pydantic_settings.SettingsError` for a value that should be JSON and is not."""
+    return _OverrideSource(environ)()

@@ -6,6 +6,7 @@ error become `ConfigProblem`s with a field path and, where known, the file line.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -15,8 +16,14 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
-from agent.settings import Settings, settings_from_document
+from agent.settings import (
+    OVERRIDE_PREFIX,
+    Settings,
+    environment_overrides,
+    settings_from_document,
+)
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\$")
 
@@ -29,6 +36,7 @@ class ConfigProblem:
     message: str
     line: int | None = None
     column: int | None = None
+    variable: str | None = None  # the environment override the value came from
 
     @property
     def path(self) -> str:
@@ -36,7 +44,9 @@ class ConfigProblem:
 
     def __str__(self) -> str:
         where = f"{self.path or '(top level)'}"
-        if self.line is not None and self.column is not None:
+        if self.variable is not None:
+            where += f" (from ${self.variable})"
+        elif self.line is not None and self.column is not None:
             where += f" (line {self.line}, column {self.column})"
         elif self.line is not None:
             where += f" (line {self.line})"
@@ -100,12 +110,14 @@ def load_settings_text(
     duplicates = _duplicate_keys(node) if node is not None else []
     problems: list[ConfigProblem] = []
     expanded = _expand(data, (), environ, problems, lines)
+    overrides = _overrides(environ, problems)
     if problems:
         raise ConfigError(source, [*duplicates, *problems])
+    document = _merged(expanded, overrides)
     try:
-        settings = settings_from_document(expanded)
+        settings = settings_from_document(document)
     except ValidationError as exc:
-        raise ConfigError(source, [*duplicates, *_problems(exc, expanded, lines)]) from None
+        raise ConfigError(source, [*duplicates, *_problems(exc, document, lines)]) from None
     if duplicates:
         raise ConfigError(source, duplicates)
     return settings
@@ -173,6 +185,40 @@ def _expand(
         return value
 
     return _VAR.sub(substitute, node)
+
+
+def _overrides(environ: Mapping[str, str], problems: list[ConfigProblem]) -> dict[str, Any]:
+    """What the `POSTFLIGHT__…` variables set. Each is read alone first, so that a value
+    that is not the JSON its setting needs is a problem naming that variable."""
+    variables = {k: v for k, v in environ.items() if k.upper().startswith(OVERRIDE_PREFIX)}
+    for name, value in sorted(variables.items()):
+        try:
+            environment_overrides({name: value})
+        except SettingsError as exc:
+            loc = tuple(name[len(OVERRIDE_PREFIX) :].lower().split("__"))
+            cause = exc.__cause__ or exc
+            message = (
+                f"not valid JSON ({cause}); a section, list or map set from the environment"
+                """ is written as JSON, e.g. '["a", "b"]' or '{"key": "value"}'"""
+                if isinstance(cause, json.JSONDecodeError)
+                else f"cannot be read: {cause}"
+            )
+            problems.append(ConfigProblem(loc, message, variable=name))
+    if problems:
+        return {}
+    return environment_overrides(variables)
+
+
+def _merged(document: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`document` with `overrides` on top: maps merge key by key, anything else is replaced."""
+    merged = dict(document)
+    for key, value in overrides.items():
+        below = merged.get(key)
+        if isinstance(value, dict) and isinstance(below, dict):
+            merged[key] = _merged(below, value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _duplicate_keys(root: yaml.Node) -> list[ConfigProblem]:

@@ -110,14 +110,15 @@ def load_settings_text(
     duplicates = _duplicate_keys(node) if node is not None else []
     problems: list[ConfigProblem] = []
     expanded = _expand(data, (), environ, problems, lines)
-    overrides = _overrides(environ, problems)
+    overrides, origins = _overrides(environ, problems)
     if problems:
         raise ConfigError(source, [*duplicates, *problems])
     document = _merged(expanded, overrides)
     try:
         settings = settings_from_document(document)
     except ValidationError as exc:
-        raise ConfigError(source, [*duplicates, *_problems(exc, document, lines)]) from None
+        found = _problems(exc, document, lines, origins)
+        raise ConfigError(source, [*duplicates, *found]) from None
     if duplicates:
         raise ConfigError(source, duplicates)
     return settings
@@ -187,13 +188,43 @@ def _expand(
     return _VAR.sub(substitute, node)
 
 
-def _overrides(environ: Mapping[str, str], problems: list[ConfigProblem]) -> dict[str, Any]:
-    """What the `POSTFLIGHT__…` variables set. Each is read alone first, so that a value
-    that is not the JSON its setting needs is a problem naming that variable."""
+@dataclass(frozen=True, slots=True)
+class _Origins:
+    """Which `POSTFLIGHT__…` variable set which path, so that an error in a value from
+    the environment names its variable instead of an unrelated line of the file."""
+
+    values: dict[Loc, str]  # a value (not a section) from a variable, all of it below too
+    sections: dict[Loc, str]  # a section or map a variable added keys to
+
+    def variable(self, loc: Loc) -> str | None:
+        """The variable that set the value at `loc`, if one did."""
+        for cut in range(1, len(loc) + 1):
+            if loc[:cut] in self.values:
+                return self.values[loc[:cut]]
+        return None
+
+
+def _origins(name: str, node: Any, loc: Loc, origins: _Origins) -> None:
+    if isinstance(node, dict):
+        if loc:
+            origins.sections.setdefault(loc, name)
+        for key, value in node.items():
+            _origins(name, value, (*loc, str(key)), origins)
+    elif len(name) > len(origins.values.get(loc, "")):  # the most specific variable wins
+        origins.values[loc] = name
+
+
+def _overrides(
+    environ: Mapping[str, str], problems: list[ConfigProblem]
+) -> tuple[dict[str, Any], _Origins]:
+    """What the `POSTFLIGHT__…` variables set, and which set what. Each is read alone
+    first, so that a value that is not the JSON its setting needs, or an error in what
+    it set, is a problem naming that variable."""
     variables = {k: v for k, v in environ.items() if k.upper().startswith(OVERRIDE_PREFIX)}
+    origins = _Origins({}, {})
     for name, value in sorted(variables.items()):
         try:
-            environment_overrides({name: value})
+            _origins(name, environment_overrides({name: value}), (), origins)
         except SettingsError as exc:
             loc = tuple(name[len(OVERRIDE_PREFIX) :].lower().split("__"))
             cause = exc.__cause__ or exc
@@ -205,8 +236,8 @@ def _overrides(environ: Mapping[str, str], problems: list[ConfigProblem]) -> dic
             )
             problems.append(ConfigProblem(loc, message, variable=name))
     if problems:
-        return {}
-    return environment_overrides(variables)
+        return {}, origins
+    return environment_overrides(variables), origins
 
 
 def _merged(document: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -272,7 +303,9 @@ def _line_index(root: yaml.Node) -> dict[Loc, int]:
     return index
 
 
-def _problems(exc: ValidationError, document: Any, lines: dict[Loc, int]) -> list[ConfigProblem]:
+def _problems(
+    exc: ValidationError, document: Any, lines: dict[Loc, int], origins: _Origins
+) -> list[ConfigProblem]:
     problems = []
     for error in exc.errors(include_url=False, include_input=False):
         loc = _document_loc(error["loc"], document)
@@ -284,13 +317,25 @@ def _problems(exc: ValidationError, document: Any, lines: dict[Loc, int]) -> lis
         elif error["type"] == "missing":
             message = "required, but missing"
         for part_loc, part_message in _split_cross_section(loc, message):
-            line = None
-            for cut in range(len(part_loc), -1, -1):
-                if part_loc[:cut] in lines:
-                    line = lines[part_loc[:cut]]
-                    break
-            problems.append(ConfigProblem(part_loc, part_message, line))
+            problems.append(_located(part_loc, part_message, lines, origins))
     return problems
+
+
+def _located(loc: Loc, message: str, lines: dict[Loc, int], origins: _Origins) -> ConfigProblem:
+    """The problem at `loc` with where its value came from: the environment variable
+    that set it, else the line of the nearest enclosing key the file has, else the
+    variable that added the nearest enclosing section the file lacks."""
+    variable = origins.variable(loc)
+    if variable is None:
+        for cut in range(len(loc), -1, -1):
+            if loc[:cut] in lines:
+                return ConfigProblem(loc, message, lines[loc[:cut]])
+            if loc[:cut] in origins.sections:
+                variable = origins.sections[loc[:cut]]
+                break
+    if variable is not None and message.startswith("unknown key"):
+        message = "unknown key (check the variable's spelling)"
+    return ConfigProblem(loc, message, variable=variable)
 
 
 def _split_cross_section(loc: Loc, message: str) -> list[tuple[Loc, str]]:

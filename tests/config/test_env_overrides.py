@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.settings_file import load_settings_text
-from tests.config.test_validate_config import MINIMAL
+from tests.config.test_validate_config import MINIMAL, run_validate
 
 
 def postflight(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -66,3 +66,52 @@ def test_an_override_that_is_not_json_is_a_config_error_naming_it(
     assert "Traceback" not in proc.stderr
     assert f"{path} (from ${variable}): not valid JSON (" in proc.stderr, proc.stderr
     assert "1 configuration error" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        (
+            "POSTFLIGHT__SERVER__LISTEN",
+            "bad",
+            "server.listen (from $POSTFLIGHT__SERVER__LISTEN): 'bad' is not HOST:PORT",
+        ),
+        (  # the file has no store section at all
+            "POSTFLIGHT__STORE__URL",
+            "mysql://x",
+            "store.url (from $POSTFLIGHT__STORE__URL): must start with sqlite:///",
+        ),
+        (  # a list from the environment replaces the file's, items and all
+            "POSTFLIGHT__SERVER__API_TOKENS",
+            '["short"]',
+            "server.api_tokens[0] (from $POSTFLIGHT__SERVER__API_TOKENS): has 5 characters",
+        ),
+        (
+            "POSTFLIGHT__SERVER__LISTN",
+            "127.0.0.1:1",
+            "server.listn (from $POSTFLIGHT__SERVER__LISTN): unknown key",
+        ),
+        (  # an environment the file does not have
+            "POSTFLIGHT__ENVIRONMENTS__STAGING__WINDOW",
+            "5m",
+            "environments.staging.base_url (from $POSTFLIGHT__ENVIRONMENTS__STAGING__WINDOW):"
+            " required, but missing",
+        ),
+    ],
+)
+def test_an_error_in_an_overridden_value_names_its_variable_not_a_file_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+    expected: str,
+) -> None:
+    monkeypatch.setenv(variable, value)
+    text = MINIMAL.replace("interval: 30s", "interval: soon")  # and one error in the file
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 2
+    assert expected in out, out
+    line = text.splitlines().index("    interval: soon") + 1
+    assert f"environments.production.interval (line {line}): " in out, out
+    assert out.count("(line ") == 1, out  # no file line for the variable's error

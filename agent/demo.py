@@ -232,7 +232,9 @@ async def demo() -> bool:
             token=TOKEN,
             secret=SECRET,
         )
-        settings = load_settings_text(text, source="demo config")
+        # self-contained: no POSTFLIGHT__ override (nor any other variable) may point
+        # the demo at a real store, port or token
+        settings = load_settings_text(text, source="demo config", env={})
         service, receivers = DemoService(), Receivers()
         say("Postflight demo — everything runs on 127.0.0.1, nothing leaves this machine.\n")
         say("The agent's configuration for this demo:")
@@ -242,7 +244,9 @@ async def demo() -> bool:
             await _start(receivers.app(), ports["receiver"]),
             await _start(receivers.app(), ports["sink"]),
         ]
-        agent_runner = web.AppRunner(build_app(settings, poll_interval=0.2), access_log=None)
+        agent_runner = web.AppRunner(
+            build_app(settings, poll_interval=0.2, owner="demo"), access_log=None
+        )
         await agent_runner.setup()
         await web.TCPSite(agent_runner, "127.0.0.1", ports["agent"]).start()
         base = f"http://127.0.0.1:{ports['agent']}"

@@ -3,8 +3,10 @@ one back exactly once, on the default (sequential, pass on evidence) policy."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -26,3 +28,32 @@ def test_the_demo_passes_the_good_deploy_and_rolls_back_the_bad_one_once() -> No
     assert "v1.1.0: PASSED" in out
     assert "v1.2.0-bad: ROLLED_BACK" in out
     assert "the bad one was rolled back once" in out
+
+
+def test_the_demo_ignores_postflight_overrides_and_writes_nothing_outside_its_temp_dir(
+    tmp_path: Path,
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    config = elsewhere / "postflight.yaml"
+    config.write_text("server: {listen: 'not an address'}\n")
+    env = {
+        **os.environ,
+        "POSTFLIGHT__STORE__URL": f"sqlite:///{elsewhere}/leak.db",
+        "POSTFLIGHT__SERVER__API_TOKENS": "not-json",
+        "POSTFLIGHT__ENVIRONMENTS__DEMO__WINDOW": "1s",
+        "POSTFLIGHT_CONFIG": str(config),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+        env=env,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    assert "the bad one was rolled back once" in out
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["postflight.yaml"]
+    assert str(elsewhere) not in out

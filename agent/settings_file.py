@@ -223,6 +223,12 @@ def _overrides(
     variables = {k: v for k, v in environ.items() if k.upper().startswith(OVERRIDE_PREFIX)}
     origins = _Origins({}, {})
     for name, value in sorted(variables.items()):
+        section = name[len(OVERRIDE_PREFIX) :].split("__")[0].lower()
+        if section not in Settings.model_fields:  # pydantic-settings would skip it unsaid
+            sections = ", ".join(Settings.model_fields)
+            message = f"unknown section (check the variable's spelling; sections: {sections})"
+            problems.append(ConfigProblem((section,), message, variable=name))
+            continue
         try:
             _origins(name, environment_overrides({name: value}), (), origins)
         except SettingsError as exc:

@@ -115,3 +115,12 @@ def test_an_error_in_an_overridden_value_names_its_variable_not_a_file_line(
     line = text.splitlines().index("    interval: soon") + 1
     assert f"environments.production.interval (line {line}): " in out, out
     assert out.count("(line ") == 1, out  # no file line for the variable's error
+
+
+def test_an_override_of_no_section_is_an_error_not_silently_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POSTFLIGHT__SERVR__LISTEN", "0.0.0.0:8787")
+    code, out = run_validate(tmp_path, MINIMAL, capsys)
+    assert code == 2, out
+    assert "servr (from $POSTFLIGHT__SERVR__LISTEN): unknown section (check the" in out, out

@@ -67,9 +67,11 @@ def build_app(
     poll_interval: float = 1.0,
     background_probing: bool = True,
     owner: str | None = None,
+    environ: dict[str, str] | None = None,
 ) -> web.Application:
     """The agent as an aiohttp application; `owner` names this replica in window leases
-    (default: `replica_id()`)."""
+    (default: `replica_id()`); `environ` is where `SENTRY_DSN` is read (default: the
+    process's; the demo gives none, so nothing leaves the machine)."""
     redact = Redactor(settings.secret_values())
     app = web.Application(client_max_size=64 * 1024)
     app[SETTINGS] = settings
@@ -82,7 +84,7 @@ def build_app(
     web_routes.mount(app)
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
-        init_sentry(redact)
+        init_sentry(redact, environ)
         await app[STORE].open()
         yield
         await app[STORE].close()

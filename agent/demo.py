@@ -245,7 +245,7 @@ async def demo() -> bool:
             await _start(receivers.app(), ports["sink"]),
         ]
         agent_runner = web.AppRunner(
-            build_app(settings, poll_interval=0.2, owner="demo"), access_log=None
+            build_app(settings, poll_interval=0.2, owner="demo", environ={}), access_log=None
         )
         await agent_runner.setup()
         await web.TCPSite(agent_runner, "127.0.0.1", ports["agent"]).start()

@@ -135,3 +135,37 @@ async def test_sentry_reports_reach_a_real_endpoint_scrubbed(tmp_path: Any) -> N
     text = b"".join(received).decode("utf-8", "replace")
     assert "webhook refused" in text
     assert "supersecret-value" not in text
+
+
+@pytest.mark.parametrize(("environ", "active"), [("None", True), ("{}", False)])
+def test_an_app_given_no_environment_reports_to_no_sentry(
+    tmp_path: Any, environ: str, active: bool
+) -> None:
+    """The demo builds its agent with `environ={}`: a SENTRY_DSN in the shell that runs it
+    must not send its events anywhere ("nothing leaves this machine")."""
+    import subprocess
+    import sys
+
+    script = (
+        "import asyncio, os, sentry_sdk\n"
+        "from aiohttp import web\n"
+        "from agent.app import build_app\n"
+        "from agent.settings_file import load_settings_text\n"
+        "os.environ['SENTRY_DSN'] = 'http://publickey@127.0.0.1:9/1'\n"
+        f"text = '''server: {{api_tokens: [tok-1234567890abcdef]}}\n"
+        f"store: {{url: 'sqlite:///{tmp_path}/x.db'}}\n"
+        "environments: {prod: {base_url: 'http://127.0.0.1:9'}}'''\n"
+        "async def main():\n"
+        "    settings = load_settings_text(text)\n"
+        f"    app = build_app(settings, background_probing=False, environ={environ})\n"
+        "    runner = web.AppRunner(app)\n"
+        "    await runner.setup()\n"
+        "    print(sentry_sdk.get_client().is_active())\n"
+        "    await runner.cleanup()\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == str(active)

@@ -110,6 +110,8 @@ BASELINE_WAIT_S = 1.0
 """How long the first round waits for provider baselines (at most half an interval); a
 slower one is taken up by a later round (its relative rules are inconclusive until then)."""
 STILL_FETCHING = "baseline still being fetched"
+LAST_ROUND_WAIT_S = 60.0
+"""How long past its slot the window's last round waits for provider answers under way."""
 
 
 def _answer(task: asyncio.Task[Observation]) -> Observation:
@@ -535,7 +537,10 @@ class WindowWatch:
                 )
         waiting = [*(t for t, _ in self.fetching.values()), *self.refetching.values()]
         if waiting:
-            await asyncio.wait(waiting, timeout=None if final else max(0.0, until - now))
+            # the last round waits for the answers under way (a provider bounds each by its
+            # own budget; a plugin that does not is cut off after LAST_ROUND_WAIT_S)
+            wait = max(0.0, until - now) + (LAST_ROUND_WAIT_S if final else 0.0)
+            await asyncio.wait(waiting, timeout=wait)
         fetched: dict[str, tuple[Observation, Period]] = {}
         for name, (task, asked) in list(self.fetching.items()):
             if task.done():

@@ -25,7 +25,7 @@ from agent.settings import (
     settings_from_document,
 )
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\$")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\$|\$\{")
 
 Loc = tuple[str | int, ...]
 
@@ -174,6 +174,10 @@ def _expand(
     def substitute(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
             return "$"
+        if match.group(0) == "${":  # no name and brace after it: not a reference
+            message = "`${` starts no ${NAME} reference (write $${ for a literal ${)"
+            problems.append(ConfigProblem(loc, message, lines.get(loc)))
+            return "${"
         name, default = match.group(1), match.group(2)
         value = environ.get(name)
         if value is None or (value == "" and default is not None):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.durations import Duration
+from common.durations import PositiveDuration
 from common.samples import Sample, Target
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ class CheckConfig(BaseModel):
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
     type: str
-    timeout: Duration = 5.0
+    timeout: PositiveDuration = 5.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -144,3 +144,22 @@ def test_rule_and_name_problems_are_reported_at_the_key_to_fix() -> None:
     found = problems(twice)
     assert "two rules are named 'probe-errors'" in found["environments.production.rules[1].name"]
     assert "names check 'nope'" in found["environments.production.rules[2].check"]
+
+
+@pytest.mark.parametrize("value", ["${ROLLBACK_SECRET", "pre-${}-post", "${1BAD}"])
+def test_a_broken_variable_reference_is_an_error_not_a_literal_secret(value: str) -> None:
+    found = problems(MINIMAL.replace("secret: shh-secret", f'secret: "{value}"'))
+    assert "starts no ${NAME} reference" in found["environments.production.rollback.secret"]
+
+
+def test_a_literal_dollar_brace_is_written_with_two_dollars() -> None:
+    settings = load_settings_text(MINIMAL.replace("secret: shh-secret", 'secret: "a$${b"'))
+    rollback = settings.environments["production"].rollback
+    assert rollback is not None and rollback.secret.get_secret_value() == "a${b"
+
+
+def test_a_check_timeout_of_zero_is_refused() -> None:
+    text = MINIMAL.replace(
+        "        path: /health\n", "        path: /health\n        timeout: 0s\n"
+    )
+    assert "more than 0s" in problems(text)["environments.production.checks[0].timeout"]

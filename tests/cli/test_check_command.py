@@ -129,9 +129,8 @@ environments:
 """
 
 
-async def test_a_timeout_the_agents_stall_could_cause_is_run_again_not_passed(
-    tmp_path: Path, stalled_agent: list[int], capsys: pytest.CaptureFixture[str]
-) -> None:
+async def check_a_hang(tmp_path: Path) -> None:
+    """`postflight check` of one probe of a target that never answers: exit 1."""
     server = await hang_target()
     try:
         config = tmp_path / "postflight.yaml"
@@ -139,6 +138,12 @@ async def test_a_timeout_the_agents_stall_could_cause_is_run_again_not_passed(
         assert await run_cli("check", "--config", str(config), "--env", "staging") == 1
     finally:
         await server.close()
+
+
+async def test_a_timeout_the_agents_stall_could_cause_is_run_again_not_passed(
+    tmp_path: Path, stalled_agent: list[int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    await check_a_hang(tmp_path)
     out = capsys.readouterr().out
     # the run again, with the agent listening: the target's own timeout
     assert "FAIL" in out and "no response within 200ms" in out and "0 passed, 1 failed" in out
@@ -149,13 +154,7 @@ async def test_a_run_the_agent_could_not_judge_twice_is_shown_as_such_and_is_no_
     tmp_path: Path, stalled_agent: list[int], capsys: pytest.CaptureFixture[str]
 ) -> None:
     stalled_agent[0] = 2
-    server = await hang_target()
-    try:
-        config = tmp_path / "postflight.yaml"
-        config.write_text(HANG.format(url=str(server.make_url("")).rstrip("/")))
-        assert await run_cli("check", "--config", str(config), "--env", "staging") == 1
-    finally:
-        await server.close()
+    await check_a_hang(tmp_path)
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("hang"))
     assert "dropped" in row and "pass" not in row

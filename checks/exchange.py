@@ -130,6 +130,8 @@ async def exchange(
             return await _lean_exchange(lean, request, url, total, t0, started)
         except _Redirect as redirect:
             return await _follow(session, request, url, redirect, total, t0)
+        except _BadRedirect as bad:
+            raise ProbeFailed("status", str(bad), time.perf_counter() - t0) from None
         except Unsupported:
             # Nothing was recorded yet: this request goes through aiohttp, now and from now on.
             lean.decline(request.method, url)
@@ -144,7 +146,7 @@ async def exchange(
             data=request.data,
             timeout=client_timeout,
             allow_redirects=request.allow_redirects,
-            max_redirects=request.max_redirects,
+            max_redirects=_aiohttp_limit(request.max_redirects),
             ssl=request.verify_tls,
         ) as resp:
             length = resp.content_length
@@ -156,9 +158,23 @@ async def exchange(
                 body, size = await _stream(resp, KEEP_BODY_BYTES if request.keep_body else 0)
             latency = time.perf_counter() - t0
             return Reply(resp.status, resp.headers, body, size, latency, resp.url)
+    except aiohttp.TooManyRedirects as exc:
+        raise ProbeFailed("status", _too_many(request), time.perf_counter() - t0) from exc
     except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
         kind, message = classify(exc, client_timeout.total)
         raise ProbeFailed(kind, message, time.perf_counter() - t0) from exc
+
+
+def _aiohttp_limit(max_redirects: int) -> int:
+    """aiohttp's `max_redirects` for ours. Ours is how many redirects are followed before
+    the probe fails; aiohttp fails at the redirect that reaches its limit, and takes 0
+    for no limit at all (a HEAD probe of a looping target once sent 1,237 requests in
+    2 s). So: one more."""
+    return max_redirects + 1
+
+
+def _too_many(request: Request) -> str:
+    return f"too many redirects (more than {request.max_redirects})"
 
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -187,6 +203,10 @@ async def _lean_exchange(
     return _lean_reply(parsed, url, request.allow_redirects, t0 if started is not None else sent)
 
 
+class _BadRedirect(Exception):
+    """A redirect to a Location no client can follow (not http(s), malformed)."""
+
+
 class _Redirect(Exception):
     """A lean answer that redirects to an http(s) `location`: aiohttp follows the rest of
     the way (`_follow`)."""
@@ -211,14 +231,16 @@ def _lean_reply(parsed: Parsed, url: URL, allow_redirects: bool, since: float) -
 
 
 def _redirect(status: int, url: URL, raw: str) -> Exception:
+    """What following `raw` takes, judged as aiohttp judges it, so that the request is
+    never sent again from the start (the target would see its first hop twice)."""
     try:
         location = URL(raw, encoded=False)
     except ValueError:
-        return Unsupported("redirect")  # aiohttp's own error, from the start
-    if not location.scheme:
-        location = url.join(location)
-    if location.scheme not in ("http", "https") or not location.host:
-        return Unsupported("redirect")
+        return _BadRedirect(f"redirected ({status}) to a Location that is not a URL")
+    if location.scheme and location.scheme not in ("http", "https"):
+        return _BadRedirect(f"redirected ({status}) to a {location.scheme}: URL, not http(s)")
+    if not location.host:  # `/next`, and `http:/next` as browsers (and aiohttp) read it
+        location = url.join(URL(location.path_qs if location.scheme else raw, encoded=False))
     return _Redirect(status, location)
 
 
@@ -234,9 +256,8 @@ async def _follow(
     Location as it would have from the first hop (the method a 303 turns to GET,
     credentials kept to their origin, the same limit on hops), so the target sees the
     first request once and the latency counts from it."""
-    if request.max_redirects <= 1:  # aiohttp gives up at the hop that reaches its limit
-        message = f"too many redirects ({request.max_redirects})"
-        raise ProbeFailed("status", message, time.perf_counter() - t0)
+    if request.max_redirects < 1:  # this redirect was one too many
+        raise ProbeFailed("status", _too_many(request), time.perf_counter() - t0)
     method, data, headers = request.method, request.data, dict(request.headers)
     if redirect.status == 303 and method != "HEAD":
         method, data = "GET", None
@@ -253,15 +274,14 @@ async def _follow(
             data=data,
             timeout=aiohttp.ClientTimeout(total=left),
             allow_redirects=True,
-            max_redirects=request.max_redirects - 1,
+            max_redirects=_aiohttp_limit(request.max_redirects - 1),
             ssl=request.verify_tls,
         ) as resp:
             body, size = await _stream(resp, KEEP_BODY_BYTES if request.keep_body else 0)
             latency = time.perf_counter() - t0
             return Reply(resp.status, resp.headers, body, size, latency, resp.url)
     except aiohttp.TooManyRedirects as exc:
-        message = f"too many redirects ({len(exc.history) + 1})"
-        raise ProbeFailed("status", message, time.perf_counter() - t0) from exc
+        raise ProbeFailed("status", _too_many(request), time.perf_counter() - t0) from exc
     except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
         kind, message = classify(exc, timeout_s)
         raise ProbeFailed(kind, message, time.perf_counter() - t0) from exc
@@ -326,6 +346,9 @@ class _Now:
                 )
                 _LATER.add(later)
                 later.add_done_callback(functools.partial(_later_done, self.outcome))
+                return
+            except _BadRedirect as bad:
+                self.outcome(ProbeFailed("status", str(bad), time.perf_counter() - sent))
                 return
             except Unsupported as unsupported:
                 exc = unsupported

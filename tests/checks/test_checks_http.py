@@ -8,6 +8,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -209,8 +210,56 @@ async def test_a_redirect_loop_is_cut_at_max_redirects_counted_at_the_target(
 ) -> None:
     looping = await probe(make_ctx, target, path="/hops/loop", max_redirects=3)
     assert not looping.ok and looping.samples[0].error == "status"
-    assert "too many redirects (3)" in looping.message
-    assert await hits(target, "loop") == 3  # as aiohttp alone sends it
+    assert "too many redirects (more than 3)" in looping.message
+    assert await hits(target, "loop") == 4  # the request, then the three redirects followed
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])  # the lean client, and aiohttp alone
+async def test_max_redirects_is_how_many_are_followed_whichever_client_sends(
+    make_ctx: MakeContext, target: URL, method: str
+) -> None:
+    """aiohttp reads 0 as no limit, and fails at the redirect that reaches its limit: a
+    HEAD probe with `max_redirects: 0` once sent a looping target 1,237 requests."""
+    none = await probe(
+        make_ctx, target, path=f"/hops/zero-{method}", method=method, max_redirects=0
+    )
+    assert "too many redirects (more than 0)" in none.message
+    assert await hits(target, f"zero-{method}") == 1
+    one = await probe(
+        make_ctx,
+        target,
+        path=f"/hops/one-{method}?to=/hops/end-{method}%3Fto%3D/ok",
+        method=method,
+        max_redirects=1,
+    )
+    assert "too many redirects (more than 1)" in one.message
+    assert await hits(target, f"one-{method}") == 1 and await hits(target, f"end-{method}") == 1
+    two = await probe(
+        make_ctx,
+        target,
+        path=f"/hops/two-{method}?to=/hops/last-{method}%3Fto%3D/ok",
+        method=method,
+        max_redirects=2,
+        expect={"status": 200},
+    )
+    assert two.ok, two.message
+
+
+@pytest.mark.parametrize(
+    ("location", "followed"),
+    [("ftp://127.0.0.1/x", False), ("http://[::1/x", False), ("http:/count/bare", True)],
+)
+async def test_a_location_the_client_cannot_take_is_judged_with_the_first_hop_sent_once(
+    make_ctx: MakeContext, target: URL, location: str, followed: bool
+) -> None:
+    key = f"odd-{abs(hash(location))}"
+    result = await probe(make_ctx, target, path=f"/hops/{key}?to={quote(location)}")
+    assert await hits(target, key) == 1
+    if followed:  # `http:/path` is this origin's /path, as browsers and aiohttp read it
+        assert result.ok, result.message
+    else:
+        assert not result.ok and result.samples[0].error == "status"
+        assert "redirected (302) to a" in result.message
 
 
 @pytest.mark.parametrize(

@@ -176,6 +176,8 @@ class WindowWatch:
         round is waited for no longer than the round's slot, and counts when it comes."""
         self.refetching: dict[str, asyncio.Task[Observation]] = {}
         """Baselines being fetched again (or still, the first time) for relative rules."""
+        self.held_last_round = False
+        """The last round waited past its slot for provider answers: no overrun."""
         self.first_baselines: set[str] = set()
         """Rules whose first baseline fetch is still under way: a failure then is alerted."""
         self.links: dict[str, str] = {}
@@ -537,10 +539,13 @@ class WindowWatch:
                 )
         waiting = [*(t for t, _ in self.fetching.values()), *self.refetching.values()]
         if waiting:
-            # the last round waits for the answers under way (a provider bounds each by its
-            # own budget; a plugin that does not is cut off after LAST_ROUND_WAIT_S)
-            wait = max(0.0, until - now) + (LAST_ROUND_WAIT_S if final else 0.0)
-            await asyncio.wait(waiting, timeout=wait)
+            _, pending = await asyncio.wait(waiting, timeout=max(0.0, until - now))
+            if pending and final:
+                # the last round waits for the answers under way (a provider bounds each by
+                # its own budget; a plugin that does not is cut off after LAST_ROUND_WAIT_S):
+                # on purpose, and holding no later round, so it is no overrun
+                self.held_last_round = True
+                await asyncio.wait(pending, timeout=LAST_ROUND_WAIT_S)
         fetched: dict[str, tuple[Observation, Period]] = {}
         for name, (task, asked) in list(self.fetching.items()):
             if task.done():
@@ -714,7 +719,7 @@ class WindowWatch:
         """Count a round whose checks and judging finished after its slot ended (the next
         one starts late or is passed over); log the first of each window."""
         over = overrun_s(schedule, slot, self.s.clock())
-        if over <= 0:
+        if over <= 0 or self.held_last_round:
             return
         self.s.metrics.round_overruns_total.labels(self.window.environment).inc()
         if not self.overran:

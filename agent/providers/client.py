@@ -223,7 +223,10 @@ class HttpProvider:
             message = self.mask_secrets(str(exc))
             log.warning("%s: rule %s cannot be fetched: %s", self.name, rule.name, message)
             return Observation(value=None, error=message, answered=exc.answered)
-        return await self._single_flight(plan, rule.name)
+        # the baseline's fetch and the round's fail together when a provider is down: the
+        # log says which is which
+        what = "baseline" if period.end <= scope.deployed_at else "since the deploy"
+        return await self._single_flight(plan, f"{rule.name} ({what})")
 
     async def mark(self, scope: DeployScope, event: Literal["deploy", "rollback"]) -> str | None:
         """No markers unless a provider supports and enables them."""
@@ -371,7 +374,7 @@ class HttpProvider:
         ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))
         return random.uniform(ceiling / 2, ceiling)
 
-    async def _single_flight(self, plan: Plan, rule_name: str) -> Observation:
+    async def _single_flight(self, plan: Plan, label: str) -> Observation:
         loop = asyncio.get_running_loop()
         now = loop.time()
         for key, (started, task) in list(self._flights.items()):
@@ -394,7 +397,7 @@ class HttpProvider:
                 )
             raise
         if observation.error:
-            log.warning("%s: rule %s: %s", self.name, rule_name, observation.error)
+            log.warning("%s: rule %s: %s", self.name, label, observation.error)
         return observation
 
     async def _observe(self, plan: Plan) -> Observation:

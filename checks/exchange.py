@@ -219,7 +219,7 @@ class _Redirect(Exception):
 
 def _lean_reply(parsed: Parsed, url: URL, allow_redirects: bool, since: float) -> Reply:
     """The `Reply` of a lean exchange; raises `_Redirect` for a redirect to follow, and
-    `Unsupported` for one aiohttp must judge from the start (a Location it may refuse)."""
+    `_BadRedirect` for one to a Location no client can follow."""
     if allow_redirects and parsed.status in _REDIRECTS:
         raw = parsed.headers.get("Location") or parsed.headers.get("URI")
         if raw is not None:
@@ -239,6 +239,8 @@ def _redirect(status: int, url: URL, raw: str) -> Exception:
         return _BadRedirect(f"redirected ({status}) to a Location that is not a URL")
     if location.scheme and location.scheme not in ("http", "https"):
         return _BadRedirect(f"redirected ({status}) to a {location.scheme}: URL, not http(s)")
+    if location.scheme and not location.host and location.scheme != url.scheme:
+        return _BadRedirect(f"redirected ({status}) to a {location.scheme}: URL with no host")
     if not location.host:  # `/next`, and `http:/next` as browsers (and aiohttp) read it
         location = url.join(URL(location.path_qs if location.scheme else raw, encoded=False))
     return _Redirect(status, location)

@@ -247,7 +247,12 @@ async def test_max_redirects_is_how_many_are_followed_whichever_client_sends(
 
 @pytest.mark.parametrize(
     ("location", "followed"),
-    [("ftp://127.0.0.1/x", False), ("http://[::1/x", False), ("http:/count/bare", True)],
+    [
+        ("ftp://127.0.0.1/x", False),
+        ("http://[::1/x", False),
+        ("http:/count/bare", True),
+        ("https:/count/bare", False),  # another scheme, no host: aiohttp refuses it too
+    ],
 )
 async def test_a_location_the_client_cannot_take_is_judged_with_the_first_hop_sent_once(
     make_ctx: MakeContext, target: URL, location: str, followed: bool

@@ -79,6 +79,10 @@ def build_app(
     app[FEED] = feed
     app[STORE] = feed_store(store or store_from_url(settings.store.url), feed)
     app[METRICS] = metrics or Metrics()
+    app[METRICS].expect(
+        settings.environments,
+        {r.source for env in settings.environments.values() for r in env.rules} - {"checks"},
+    )
     app[REDACT] = redact
     add_routes(app)
     web_routes.mount(app)

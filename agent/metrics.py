@@ -7,6 +7,7 @@ Names follow Prometheus conventions: `postflight_<noun>_<unit>`, base units,
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -112,7 +113,9 @@ class Metrics:
         )
         self.rule_evaluations_total = LoopCounter(
             "postflight_rule_evaluations_total",
-            "Rule evaluations, by outcome.",
+            "Rule evaluations, one per rule per round, by the rule's outcome after it: pass,"
+            " fail, inconclusive, or breaching (past its bound this round, short of the"
+            " threshold policy's failure_limit).",
             ["environment", "rule", "outcome"],
             registry=r,
         )
@@ -138,6 +141,13 @@ class Metrics:
             "postflight_provider_requests_total",
             "Fetches from metric providers (one query for one period, its retries and pages"
             " included), by result.",
+            ["provider", "result"],
+            registry=r,
+        )
+        self.provider_http_requests_total = Counter(
+            "postflight_provider_http_requests_total",
+            "HTTP requests to metric providers, each attempt and page, by status class (2xx,"
+            " 3xx, 4xx, 5xx) or timeout or error: the retries a fetch that ended ok hides.",
             ["provider", "result"],
             registry=r,
         )
@@ -189,3 +199,37 @@ class Metrics:
         )
         # last: it writes the families above by hand (`agent.exposition`)
         self.exposition = Exposition(r, [m for m in vars(self).values() if isinstance(m, Family)])
+
+    def expect(self, environments: Iterable[str], providers: Iterable[str]) -> None:
+        """The series of each environment and provider at 0 from the start: a counter first
+        seen at 1 is a rise `increase()` and `rate()` never see, so the shipped alert on
+        `increase(postflight_rollbacks_total{result="failed"}[15m]) > 0` missed the first
+        failed rollback after every start. Not those per check and per rule (runs,
+        evaluations: three and four a check or rule, for dashboards, not alerts): they
+        would double a scrape of thousands of environments."""
+        for result in ALERT_RESULTS:
+            self.alerts_total.labels(result=result)
+        for provider in providers:
+            for result in PROVIDER_RESULTS:
+                self.provider_requests_total.labels(provider=provider, result=result)
+            for result in HTTP_RESULTS:
+                self.provider_http_requests_total.labels(provider=provider, result=result)
+        for env in environments:
+            for outcome in WINDOW_OUTCOMES:
+                self.windows_total.labels(env, outcome)
+            for result in ROLLBACK_RESULTS:
+                self.rollbacks_total.labels(env, result)
+            for result in ATTEMPT_RESULTS:
+                self.rollback_attempts_total.labels(env, result)
+            self.round_overruns_total.labels(env)
+            for reason in DROP_REASONS:
+                self.samples_dropped_total.labels(env, reason)
+
+
+WINDOW_OUTCOMES = ("passed", "failed", "rolled_back", "inconclusive", "cancelled", "superseded")
+ROLLBACK_RESULTS = ("delivered", "failed")
+ATTEMPT_RESULTS = ("delivered", "retryable", "rejected")
+ALERT_RESULTS = ("sent", "failed")
+PROVIDER_RESULTS = ("ok", "error")
+HTTP_RESULTS = ("2xx", "3xx", "4xx", "5xx", "timeout", "error")
+DROP_REASONS = ("agent_lag", "agent_lag_latency")

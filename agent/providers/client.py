@@ -290,12 +290,18 @@ class HttpProvider:
             try:
                 answer = await self._attempt(method, url, deadline, params, json_body)
             except TimeoutError:
+                self._count_http("timeout")
                 retry = Retry(
                     f"{self.title} did not answer within {format_duration(self.attempt_timeout)}"
                 )
             except aiohttp.ClientError as exc:
+                self._count_http("error")
                 retry = Retry(f"could not reach {self.title} ({_describe(exc)})")
+            except asyncio.CancelledError:
+                self._count_http("timeout")  # the fetch's budget (or a shutdown) cut it
+                raise
             else:
+                self._count_http(f"{min(max(answer.status // 100, 2), 5)}xx")
                 maybe = self.retry_for(answer)
                 if maybe is None:
                     return answer
@@ -432,6 +438,9 @@ class HttpProvider:
             )
         self._count(result, time.perf_counter() - started)
         return observation
+
+    def _count_http(self, result: str) -> None:
+        self._metrics.provider_http_requests_total.labels(provider=self.name, result=result).inc()
 
     def _count(self, result: str, seconds: float | None) -> None:
         self._metrics.provider_requests_total.labels(provider=self.name, result=result).inc()

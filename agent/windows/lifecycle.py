@@ -758,13 +758,17 @@ class WindowWatch:
                 )
 
     def _count_rules(self, glance: Glance) -> None:
+        """One evaluation per rule per round: a rule past its bound this round but short of
+        the threshold policy's `failure_limit` counts as `breaching`, not `pass`."""
         counters = self.rule_counters
         for rule in glance.rules:
-            counter = counters.get((rule.name, rule.outcome))
+            breaching = rule.outcome == "pass" and _state_of(rule.outcome, rule.evidence) != "pass"
+            outcome = "breaching" if breaching else rule.outcome
+            counter = counters.get((rule.name, outcome))
             if counter is None:
-                counter = counters[rule.name, rule.outcome] = (
+                counter = counters[rule.name, outcome] = (
                     self.s.metrics.rule_evaluations_total.labels(
-                        self.window.environment, rule.name, rule.outcome
+                        self.window.environment, rule.name, outcome
                     )
                 )
             counter.inc()

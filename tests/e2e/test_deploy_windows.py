@@ -117,6 +117,14 @@ async def test_forty_percent_5xx_is_rolled_back_within_three_rounds(
         agent.metric("postflight_windows_total", environment="production", outcome="rolled_back")
         == 1
     )
+    # one evaluation per round: the breaching round short of failure_limit 2 is no `pass`
+    labels = {"environment": "production", "rule": "probe-errors"}
+    evaluations = {
+        outcome: agent.metric("postflight_rule_evaluations_total", **labels, outcome=outcome)
+        for outcome in ("pass", "breaching", "fail")
+    }
+    assert evaluations["fail"] == 1 and evaluations["breaching"] >= 1, evaluations
+    assert sum(evaluations.values()) == final["rounds"], evaluations
 
 
 async def test_healthy_deploy_passes_with_a_success_alert_and_no_rollback(

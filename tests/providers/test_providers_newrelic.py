@@ -99,9 +99,16 @@ async def test_a_bad_nrql_is_rejected_once_without_retrying(
     assert requests_counted(metrics, "newrelic", "error") == 1
 
 
-@pytest.mark.parametrize("kind", ["too_many_requests", "timeout", "429", "500"])
+@pytest.mark.parametrize(
+    ("kind", "failed_as"),
+    [("too_many_requests", "2xx"), ("timeout", "2xx"), ("429", "4xx"), ("500", "5xx")],
+)
 async def test_throttling_and_server_errors_are_retried(
-    newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic, kind: str
+    newrelic: NewRelicProvider,
+    newrelic_fake: FakeNewRelic,
+    metrics: Metrics,
+    kind: str,
+    failed_as: str,
 ) -> None:
     newrelic_fake.fail(kind, times=2)
     obs = await newrelic.fetch(
@@ -112,6 +119,17 @@ async def test_throttling_and_server_errors_are_retried(
     )
     assert obs.error is None and obs.value == 1000.0
     assert len(newrelic_fake.requests) == 3
+    # one fetch, ok; its three HTTP requests are counted as the fake answered them
+    assert requests_counted(metrics, "newrelic", "ok") == 1
+    http = {
+        result: metrics.registry.get_sample_value(
+            "postflight_provider_http_requests_total", {"provider": "newrelic", "result": result}
+        )
+        or 0.0
+        for result in ("2xx", "4xx", "5xx")
+    }
+    assert sum(http.values()) == len(newrelic_fake.requests) == 3
+    assert http[failed_as] >= 2, http  # GraphQL's own errors come in a 200
 
 
 async def test_throttling_that_does_not_stop_is_an_error_observation(

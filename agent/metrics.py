@@ -167,7 +167,8 @@ class Metrics:
         )
         self.round_overruns_total = LoopCounter(
             "postflight_round_overruns_total",
-            "Rounds that finished after their slot ended (the next round started late).",
+            "Rounds that finished after their slot ended (the next round started late); not a"
+            " window's last round waiting for provider answers, which holds no round.",
             ["environment"],
             registry=r,
         )

@@ -227,7 +227,16 @@ def _overrides(
     variables = {k: v for k, v in environ.items() if k.upper().startswith(OVERRIDE_PREFIX)}
     origins = _Origins({}, {})
     for name, value in sorted(variables.items()):
-        section = name[len(OVERRIDE_PREFIX) :].split("__")[0].lower()
+        parts = name[len(OVERRIDE_PREFIX) :].lower().split("__")
+        index = next((i for i, part in enumerate(parts) if part.isdigit()), None)
+        if index is not None:  # pydantic-settings cannot reach into a list
+            whole = OVERRIDE_PREFIX + "__".join(parts[:index]).upper()
+            message = (
+                f"a list is set whole, as JSON (e.g. {whole}='[...]'), not one item by its index"
+            )
+            problems.append(ConfigProblem(tuple(parts[:index]), message, variable=name))
+            continue
+        section = parts[0]
         if section not in Settings.model_fields:  # pydantic-settings would skip it unsaid
             sections = ", ".join(Settings.model_fields)
             message = f"unknown section (check the variable's spelling; sections: {sections})"
@@ -254,6 +263,8 @@ def _merged(document: dict[str, Any], overrides: dict[str, Any]) -> dict[str, An
     """`document` with `overrides` on top: maps merge key by key, anything else is replaced."""
     merged = dict(document)
     for key, value in overrides.items():
+        if key not in merged:  # variable names are case-blind: `…__PROD__…` sets `Prod`
+            key = next((k for k in merged if str(k).lower() == key.lower()), key)
         below = merged.get(key)
         if isinstance(value, dict) and isinstance(below, dict):
             merged[key] = _merged(below, value)

@@ -446,13 +446,22 @@ class WindowWatch:
     def _baseline_unreachable(self, rule: Rule, baseline: Observation) -> None:
         """A provider that could not give a rule's baseline: the provider's one alert of
         the window; the baseline is asked for again each round (`_gather_round`)."""
-        self.log.warning("rule %s: no baseline yet: %s", rule.name, baseline.error)
+        if rule.max_increase is not None:  # judged against it: asked again (`_awaits_baseline`)
+            what = (
+                f"rule {rule.name} has no baseline yet, so it is inconclusive until one comes"
+                " (asked again each round)"
+            )
+        else:
+            what = (
+                f"rule {rule.name} has no baseline to show beside it; it is judged on its own"
+                " bound meanwhile (an absolute rule's baseline is not asked again)"
+            )
+        self.log.warning("rule %s: baseline not fetched: %s", rule.name, baseline.error)
         self._alert(
             "provider_unreachable",
             key=provider_key(rule.source),
-            reason=f"{rule.source}: {baseline.error} — rule {rule.name} has no baseline yet,"
-            " so it is inconclusive until one comes (asked again each round); a provider"
-            " outage never causes a rollback",
+            reason=f"{rule.source}: {baseline.error} — {what}; a provider outage never causes"
+            " a rollback",
             rules=[],
             provider=rule.source,
             provider_answered=baseline.answered,

@@ -124,3 +124,27 @@ def test_an_override_of_no_section_is_an_error_not_silently_ignored(
     code, out = run_validate(tmp_path, MINIMAL, capsys)
     assert code == 2, out
     assert "servr (from $POSTFLIGHT__SERVR__LISTEN): unknown section (check the" in out, out
+
+
+def test_a_list_item_set_by_its_index_is_an_error_saying_lists_are_set_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POSTFLIGHT__ENVIRONMENTS__PRODUCTION__RULES__0__MAX", "bad")
+    code, out = run_validate(tmp_path, MINIMAL, capsys)
+    assert code == 2, out
+    assert (
+        "environments.production.rules (from $POSTFLIGHT__ENVIRONMENTS__PRODUCTION__RULES__0__MAX)"
+        ": a list is set whole, as JSON (e.g. POSTFLIGHT__ENVIRONMENTS__PRODUCTION__RULES='[...]')"
+    ) in out, out
+    assert "(line " not in out
+
+
+def test_an_override_reaches_a_key_the_file_writes_in_capitals(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Variable names are case-blind (the shell's `…__PROD__…` is read as `prod`): it sets
+    the file's `Prod` rather than adding a `prod` without a base_url."""
+    monkeypatch.setenv("POSTFLIGHT__ENVIRONMENTS__PROD__WINDOW", "15m")
+    settings = load_settings_text(MINIMAL.replace("  production:", "  Prod:"))
+    assert list(settings.environments) == ["Prod"]
+    assert settings.environments["Prod"].window == 900.0

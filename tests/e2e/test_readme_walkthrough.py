@@ -76,6 +76,8 @@ def test_the_readme_walkthrough_runs_as_shown() -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
     assert "exit 0" in steps and "state=passed" in steps, steps[-4000:]  # 3. staging gate
+    # as its comment shows it (round 6 of a 6 s window of 1 s rounds, unless one was late)
+    assert re.search(r"round\s+[56]\s+✓ pass probe-errors 0 \(max 0\.1\)", steps), steps[-4000:]
     assert '"state": "approved"' in steps or '"state":"approved"' in steps, steps[-4000:]  # 4.
     assert "dpl_old111" in steps and "\n401\n" in steps, steps[-4000:]  # 5. window; bad sig
     assert re.search(r"production\s+9fceb02\S*\s+rolled_back", steps), steps[-4000:]  # 6.

@@ -534,7 +534,10 @@ class WindowWatch:
             length, probes=self.env.probes_per_round, targets=targets
         )
         now = self.s.clock()
-        period = Period(self.window.deployed_at, max(now, self.window.deployed_at + 1))
+        # never past the window's end: a round run late (an agent restarted after the
+        # window ended) judges the window's events, not what came after it
+        upto = min(now, self.window.ends_at)
+        period = Period(self.window.deployed_at, max(upto, self.window.deployed_at + 1))
         lookback = self._lookback()
         for judged in self.judge_rules:
             if judged.source == "checks":

@@ -25,6 +25,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -732,3 +733,42 @@ async def test_a_hung_provider_costs_no_round(
     overruns = agent.metric("postflight_round_overruns_total", environment="production")
     assert overruns <= (1 if stalled else 0), [r.summary["duration_s"] for r in rounds]
     await alert_titled(json_sink, "provider newrelic unreachable")
+
+
+async def test_a_round_run_after_the_window_ended_asks_for_no_period_past_its_end(
+    newrelic_fake: FakeNewRelic,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+    tmp_path: Any,
+) -> None:
+    """The agent stops mid-window and another takes the window up after its end: its last
+    round asked New Relic for [T0, now), events after the window included. Now every
+    period ends by the window's end."""
+    t0 = deploy_second()
+    newrelic_fake.answer(NRQL, [{"percentile.duration": {"95": 0.2}}])
+    config = (
+        environment_yaml(
+            NEWRELIC_RULE,
+            rollback_url=receiver.url,
+            secret=SECRET,
+            lookback="1h",
+            sentry=False,
+            interval="500ms",
+            pass_on="no_failure",
+        ),
+        alerting_yaml(json_sink.url()),
+        providers_yaml(newrelic=newrelic_fake),
+    )
+    store = f"url: sqlite:///{tmp_path / 'restart.db'}\n  lease: 1s"
+    first = await start_agent(*config, store=store, owner="first")
+    deploy = await register(first, t0, watch_for=2.0)
+    await first.wait_until(deploy["id"], lambda d: d["rounds"] >= 1)
+    await first.stop()
+    ends_at = datetime.fromisoformat(deploy["ends_at"].replace("Z", "+00:00")).timestamp()
+    await asyncio.sleep(max(0.0, ends_at - time.time()) + 1.5)  # the window has ended
+    second = await start_agent(*config, store=store, owner="second")
+    final = await second.settled(deploy["id"], within=20)
+    assert final["state"] == "passed", final
+    untils = [until for _, since, until in newrelic_fake.queries if since == t0 * 1000]
+    assert untils and max(untils) <= round(ends_at * 1000) + 1, (untils, ends_at)

@@ -280,6 +280,9 @@ class SqliteStore(SqlStore):
                 with contextlib.suppress(Exception):
                     await db.execute("ROLLBACK")
                 group.set_exception(StoreError(f"cannot commit to the SQLite store: {exc}"))
+                # marked seen: its joiners, each told, may all have been cancelled (a store
+                # closed at shutdown), and asyncio would log "never retrieved" for it
+                group.exception()
                 if not isinstance(exc, Exception):
                     raise
             else:

@@ -138,15 +138,44 @@ async def exchange(
             t0 = time.perf_counter() if started is None else started
     if isinstance(client_timeout, int | float):
         client_timeout = aiohttp.ClientTimeout(total=client_timeout)
+    return await _through_aiohttp(
+        session,
+        request,
+        request.method,
+        url,
+        headers=request.headers,
+        data=request.data,
+        client_timeout=client_timeout,
+        redirects=request.max_redirects,
+        t0=t0,
+        stated=client_timeout.total,
+    )
+
+
+async def _through_aiohttp(
+    session: aiohttp.ClientSession,
+    request: Request,
+    method: str,
+    url: URL,
+    *,
+    headers: dict[str, str],
+    data: bytes | None,
+    client_timeout: aiohttp.ClientTimeout,
+    redirects: int,
+    t0: float,
+    stated: float | None,
+) -> Reply:
+    """One exchange by aiohttp, following up to `redirects` redirects when the request
+    follows any; its latency from `t0`; a timeout said as `stated` seconds."""
     try:
         async with session.request(
-            request.method,
+            method,
             url,
-            headers=request.headers or None,  # an empty dict still costs aiohttp a header merge
-            data=request.data,
+            headers=headers or None,  # an empty dict still costs aiohttp a header merge
+            data=data,
             timeout=client_timeout,
             allow_redirects=request.allow_redirects,
-            max_redirects=_aiohttp_limit(request.max_redirects),
+            max_redirects=_aiohttp_limit(redirects),
             ssl=request.verify_tls,
         ) as resp:
             length = resp.content_length
@@ -161,7 +190,7 @@ async def exchange(
     except aiohttp.TooManyRedirects as exc:
         raise ProbeFailed("status", _too_many(request), time.perf_counter() - t0) from exc
     except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
-        kind, message = classify(exc, client_timeout.total)
+        kind, message = classify(exc, stated)
         raise ProbeFailed(kind, message, time.perf_counter() - t0) from exc
 
 
@@ -268,25 +297,18 @@ async def _follow(
         private = ("authorization", "cookie", "proxy-authorization")
         headers = {k: v for k, v in headers.items() if k.lower() not in private}
     left = None if timeout_s is None else max(timeout_s - (time.perf_counter() - t0), 0.001)
-    try:
-        async with session.request(
-            method,
-            redirect.location,
-            headers=headers or None,
-            data=data,
-            timeout=aiohttp.ClientTimeout(total=left),
-            allow_redirects=True,
-            max_redirects=_aiohttp_limit(request.max_redirects - 1),
-            ssl=request.verify_tls,
-        ) as resp:
-            body, size = await _stream(resp, KEEP_BODY_BYTES if request.keep_body else 0)
-            latency = time.perf_counter() - t0
-            return Reply(resp.status, resp.headers, body, size, latency, resp.url)
-    except aiohttp.TooManyRedirects as exc:
-        raise ProbeFailed("status", _too_many(request), time.perf_counter() - t0) from exc
-    except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
-        kind, message = classify(exc, timeout_s)
-        raise ProbeFailed(kind, message, time.perf_counter() - t0) from exc
+    return await _through_aiohttp(
+        session,
+        request,
+        method,
+        redirect.location,
+        headers=headers,
+        data=data,
+        client_timeout=aiohttp.ClientTimeout(total=left),
+        redirects=request.max_redirects - 1,
+        t0=t0,
+        stated=timeout_s,
+    )
 
 
 Outcome = Callable[["Reply | BaseException"], None]

@@ -694,6 +694,31 @@ async def test_a_slow_provider_keeps_the_rounds_on_time_and_its_answers_still_co
     assert rule_of(final, "apm-latency")["baseline"] == pytest.approx(0.2)  # came late
 
 
+def newrelic_only(
+    newrelic_fake: FakeNewRelic,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    *,
+    interval: str,
+    budgets: dict[str, tuple[str, str]] | None = None,
+) -> tuple[str, str, str]:
+    """`apm-latency` on New Relic alone, judged on what did not fail: `start_agent`'s
+    environments, alerting and providers sections."""
+    return (
+        environment_yaml(
+            NEWRELIC_RULE,
+            rollback_url=receiver.url,
+            secret=SECRET,
+            lookback="1h",
+            sentry=False,
+            interval=interval,
+            pass_on="no_failure",
+        ),
+        alerting_yaml(json_sink.url()),
+        providers_yaml(newrelic=newrelic_fake, budgets=budgets),
+    )
+
+
 async def test_a_hung_provider_costs_no_round(
     newrelic_fake: FakeNewRelic,
     receiver: RollbackReceiver,
@@ -706,18 +731,9 @@ async def test_a_hung_provider_costs_no_round(
     t0 = deploy_second()
     newrelic_fake.answer(NRQL, [{"percentile.duration": {"95": 0.2}}])
     newrelic_fake.fail("hang")
+    budgets = {"newrelic": ("3s", "3s")}
     agent = await start_agent(
-        environment_yaml(
-            NEWRELIC_RULE,
-            rollback_url=receiver.url,
-            secret=SECRET,
-            lookback="1h",
-            sentry=False,
-            interval="250ms",
-            pass_on="no_failure",
-        ),
-        alerting_yaml(json_sink.url()),
-        providers_yaml(newrelic=newrelic_fake, budgets={"newrelic": ("3s", "3s")}),
+        *newrelic_only(newrelic_fake, receiver, json_sink, interval="250ms", budgets=budgets)
     )
     deploy = await register(agent, t0, watch_for=3.0)
     final = await agent.settled(deploy["id"], within=20)
@@ -747,19 +763,7 @@ async def test_a_round_run_after_the_window_ended_asks_for_no_period_past_its_en
     period ends by the window's end."""
     t0 = deploy_second()
     newrelic_fake.answer(NRQL, [{"percentile.duration": {"95": 0.2}}])
-    config = (
-        environment_yaml(
-            NEWRELIC_RULE,
-            rollback_url=receiver.url,
-            secret=SECRET,
-            lookback="1h",
-            sentry=False,
-            interval="500ms",
-            pass_on="no_failure",
-        ),
-        alerting_yaml(json_sink.url()),
-        providers_yaml(newrelic=newrelic_fake),
-    )
+    config = newrelic_only(newrelic_fake, receiver, json_sink, interval="500ms")
     store = f"url: sqlite:///{tmp_path / 'restart.db'}\n  lease: 1s"
     first = await start_agent(*config, store=store, owner="first")
     deploy = await register(first, t0, watch_for=2.0)

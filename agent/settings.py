@@ -93,7 +93,8 @@ class ServerSettings(StrictModel):
     """Bearer tokens accepted on /v1."""
     named_tokens: dict[Name, ApiToken] = Field(default_factory=dict)
     """More bearer tokens, each with a name that records who asked (a manual rollback)."""
-    shutdown_timeout: Duration = 8.0
+    shutdown_timeout: Duration = Field(default=8.0, gt=0, le=10.0)
+    """How long a stop (SIGTERM, SIGINT) may take: the contract promises an exit within 10 s."""
     public_url: HttpUrl | None = None
     """Base of the links in alerts and `register --wait` (default `http://<listen>`)."""
     ui: bool = True

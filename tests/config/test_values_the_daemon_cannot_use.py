@@ -163,3 +163,11 @@ def test_a_check_timeout_of_zero_is_refused() -> None:
         "        path: /health\n", "        path: /health\n        timeout: 0s\n"
     )
     assert "more than 0s" in problems(text)["environments.production.checks[0].timeout"]
+
+
+@pytest.mark.parametrize("value", ["1h", "11s", "0s"])
+def test_a_stop_may_take_no_longer_than_the_contracts_ten_seconds(value: str) -> None:
+    text = MINIMAL.replace(
+        "  listen: 127.0.0.1:8787\n", f"  listen: 127.0.0.1:8787\n  shutdown_timeout: {value}\n"
+    )
+    assert "server.shutdown_timeout" in problems(text)

@@ -14,7 +14,7 @@ import functools
 import os
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -365,11 +365,9 @@ class _Now:
                 self.outcome(_lean_reply(parsed, self.url, self.request.allow_redirects, sent))
                 return
             except _Redirect as redirect:
-                later = asyncio.get_running_loop().create_task(
+                self._later(
                     _follow(self.session, self.request, self.url, redirect, self.timeout_s, sent)
                 )
-                _LATER.add(later)
-                later.add_done_callback(functools.partial(_later_done, self.outcome))
                 return
             except _BadRedirect as bad:
                 self.outcome(ProbeFailed("status", str(bad), time.perf_counter() - sent))
@@ -379,11 +377,9 @@ class _Now:
         if isinstance(exc, Unsupported):
             # nothing was recorded yet: through aiohttp, now and from now on (as `exchange`)
             self.lean.decline(self.request.method, self.url)
-            later = asyncio.get_running_loop().create_task(
+            self._later(
                 exchange(self.session, self.request, self.url, client_timeout=self.timeout_s)
             )
-            _LATER.add(later)
-            later.add_done_callback(functools.partial(_later_done, self.outcome))
         elif isinstance(exc, (*_LEAN_FAILURES, httptools.HttpParserError)):
             kind, message = _lean_failure(exc, self.url, self.timeout_s)
             failed = ProbeFailed(kind, message, time.perf_counter() - self.t0)
@@ -392,6 +388,12 @@ class _Now:
         else:
             assert exc is not None
             self.outcome(exc)
+
+    def _later(self, work: Coroutine[Any, Any, Reply]) -> None:
+        """The rest of the exchange in a task (aiohttp's part): `outcome` gets its end."""
+        later = asyncio.get_running_loop().create_task(work)
+        _LATER.add(later)
+        later.add_done_callback(functools.partial(_later_done, self.outcome))
 
 
 _LATER: set[asyncio.Task[Reply]] = set()

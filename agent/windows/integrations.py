@@ -166,22 +166,55 @@ class Integrations:
         for gate in await self.s.store.pending_gates():
             await self._gate(gate)
 
-    def _once(self, window: DeployWindow, key: str, work: Callable[[], Any]) -> None:
-        """Start `work` for (window, key) unless done or running; `work` claims `key`."""
+    def _once(
+        self,
+        window: DeployWindow,
+        key: str,
+        work: Callable[[], Any],
+        *,
+        lease: float | None = None,
+    ) -> None:
+        """Start `work` for (window, key) unless done or running; `work` claims `key`.
+
+        With `lease` (a status, which GitHub takes twice without harm), a claim still
+        without an outcome after `lease` seconds is a sender's that died mid-call (kill -9
+        while GitHub answered 503): it is taken over, else the verdict's status is never
+        posted. Without it (a stage approval, which must not go twice), a claim is final."""
         mark = (window.id, key)
         if mark in self._done or mark in self._busy:
             return
         self._busy.add(mark)
 
         async def run() -> None:
+            done = True
             try:
-                if await self.s.store.claim_alert(window.id, key, self.clock()):
+                now = self.clock()
+                if lease is None:
+                    claimed = await self.s.store.claim_alert(window.id, key, now)
+                else:
+                    claimed = await self.s.store.take_alert(
+                        window.id, key, now, lapsed_before=now - lease
+                    )
+                if claimed:
                     await work()
+                elif lease is not None:
+                    # held by a live sender, or by a dead one whose claim has not lapsed
+                    # yet: looked at again on a later scan until it has an outcome
+                    events = await self.s.store.alert_events(window.id)
+                    done = events.get(key, "claimed") != "claimed"
             finally:
                 self._busy.discard(mark)
-                self._done.add(mark)
+                if done:
+                    self._done.add(mark)
 
         self.s.spawn(run())
+
+    def _status_lease(self) -> float:
+        """How long one sender holds a GitHub status: `call`'s worst case (4 attempts
+        timing out, 3 waits of at most 30 s) and a margin."""
+        github = self.settings.integrations.github
+        timeout = github.timeout if github is not None else 10.0
+        return 4 * timeout + 3 * 30.0 + 5.0
 
     # GitHub deployment statuses ----------------------------------------------
 
@@ -192,10 +225,15 @@ class Integrations:
         state = STATUS_OF_STATE.get(window.state)
         if state is None:
             return
+        lease = self._status_lease()
         if state == "in_progress":
-            self._once(window, "github:in_progress", lambda: self._status(window, state))
+            self._once(
+                window, "github:in_progress", lambda: self._status(window, state), lease=lease
+            )
         else:
-            self._once(window, f"github:{state}", lambda: self._final_status(window, state))
+            self._once(
+                window, f"github:{state}", lambda: self._final_status(window, state), lease=lease
+            )
 
     async def _final_status(self, window: DeployWindow, state: str) -> None:
         """`in_progress` first (a window can end before the first scan saw it open)."""
@@ -257,7 +295,12 @@ class Integrations:
         ):
             return
         key = f"github:commit:{state}"
-        self._once(window, key, lambda: self._post_commit_status(window, state, source.repository))
+        self._once(
+            window,
+            key,
+            lambda: self._post_commit_status(window, state, source.repository),
+            lease=self._status_lease(),
+        )
 
     async def _post_commit_status(self, window: DeployWindow, state: str, repository: str) -> None:
         github = self.settings.integrations.github

@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from ulid import ULID
 
+from agent.records import DeployWindow
+from agent.store import store_from_url
 from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, RunningAgent, environment
 from tests.e2e.crash import free_port
 from tests.fakes import github as gh
@@ -600,3 +605,49 @@ async def test_a_manual_rollback_after_a_pass_does_not_count_the_window_twice(
     total = "postflight_windows_total"
     assert agent.metric(total, environment="production", outcome="passed") == 1
     assert agent.metric(total, environment="production", outcome="rolled_back") == 0
+
+
+async def test_a_status_whose_sender_died_mid_call_is_posted_after_a_restart(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+    tmp_path: Path,
+) -> None:
+    """An agent killed while GitHub was answering 503 to a verdict's deployment status
+    left the status claimed with no outcome; the restarted agent never posted it, and the
+    GitHub deployment stayed `in_progress` for good. A claim older than the status call's
+    longest retry budget is a dead sender's and is taken over; a live sender's is not."""
+    now = time.time()
+    store = store_from_url(f"sqlite:///{tmp_path / 'postflight.db'}")
+    await store.open()
+    for name, claimed_at in (("dead", now - 3600.0), ("live", now)):
+        window = DeployWindow(
+            id=f"dep_{ULID()}",
+            environment="production",
+            version=SHA,
+            previous_version=None,
+            commit=SHA,
+            labels={
+                "github.repository": gh.REPOSITORY,
+                "github.deployment": str(gh.DEPLOYMENT_ID),
+                "github.environment": "Production",
+            },
+            state="failed",
+            deployed_at=now - 7200.0,
+            ends_at=now - 6600.0,
+            created_at=now - 7200.0,
+            verdict={"outcome": "fail", "reason": f"probe-errors: {name} sender"},
+            ended_at=now - 6600.0,
+        )
+        await store.create_window(window)
+        assert await store.claim_alert(window.id, "github:in_progress", now - 7200.0)
+        await store.record_alert(window.id, "github:in_progress", "sent", "HTTP 201")
+        assert await store.claim_alert(window.id, "github:failure", claimed_at)
+    await store.close()
+    await start_agent(environments(flip_target), extra=integrations(fake_github, fake_vercel))
+    await eventually(lambda: len(fake_github.statuses) >= 1, within=10.0)
+    await asyncio.sleep(1.0)  # the live sender's claim is not taken over meanwhile
+    assert [(s["state"], s["description"]) for s in fake_github.statuses] == [
+        ("failure", "probe-errors: dead sender")
+    ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -64,7 +65,8 @@ async def call(
             ) as response:
                 status = response.status
                 raw = await response.content.read(1024 * 1024)
-                retry_after = retry_after_seconds(response.headers.get("Retry-After"), 0.0)
+                # an HTTP-date is read against now (against 0 it was decades away: max_backoff)
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"), time.time())
         except TimeoutError:
             status, error = None, f"timed out after {timeout_s:g}s"
         except (aiohttp.ClientError, OSError) as exc:

@@ -170,7 +170,11 @@ async def login_form(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     _ui_on(request)
     settings = request.config_dict[SETTINGS]
-    form = await request.post()
+    try:
+        form = await request.post()
+    except ValueError:  # UnicodeDecodeError: a form in another charset; a broken multipart
+        unread = "The form could not be read: send it as UTF-8."
+        return html("login.html", 400, next="/deploys", error=unread)
     token = str(form.get("token") or "")
     target = _safe_next(str(form.get("next") or ""))
     if not token or not token_matches(token, settings.server.api_tokens):

@@ -96,6 +96,29 @@ async def test_login_sets_a_session_cookie_that_is_not_the_api_token(
         assert r.headers["Location"] == "/deploys"
 
 
+async def test_a_login_form_that_is_not_utf8_is_a_400_not_a_500(
+    journey_agent: JourneyAgent,
+) -> None:
+    """A browser or script posting the form in another charset gets the form again,
+    saying why (it was a 500 with a UnicodeDecodeError traceback in the log)."""
+    agent = await journey_agent()
+    url = f"{agent.url}/login"
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for body, headers in (
+        (b"\xff\xfe", form),
+        (b"token=\xff&next=/deploys", form),
+        (
+            b'--b\r\nContent-Disposition: form-data; name="token"\r\n\r\n\xff\r\n--b--\r\n',
+            {"Content-Type": "multipart/form-data; boundary=b"},
+        ),
+    ):
+        async with agent.http.post(url, data=body, headers=headers, allow_redirects=False) as r:
+            assert r.status == 400, body
+            assert r.content_type == "text/html"
+            assert "UTF-8" in await r.text()
+            assert "postflight_session" not in r.cookies
+
+
 async def test_pages_are_off_with_ui_false(
     journey_agent: JourneyAgent,
 ) -> None:

@@ -155,9 +155,14 @@ async def deploy_list(request: web.Request) -> web.Response:
     )
 
 
+_NEXT = re.compile(r"/[!-~]*")
+"""Printable ASCII, no space: a browser drops tabs and newlines from a Location (so
+`/<TAB>/other.example` would be `//other.example`), and CR or LF cannot go in a header."""
+
+
 def _safe_next(target: str | None) -> str:
     """Only a path on this site: never `//other.example` or `https://…`."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    if not target or not _NEXT.fullmatch(target) or target.startswith("//") or "\\" in target:
         return "/deploys"
     return target
 

@@ -119,6 +119,26 @@ async def test_a_login_form_that_is_not_utf8_is_a_400_not_a_500(
             assert "postflight_session" not in r.cookies
 
 
+async def test_login_goes_to_no_next_with_a_control_character_or_space(
+    journey_agent: JourneyAgent,
+) -> None:
+    """A browser strips tabs and newlines from a Location, so `/<TAB>/evil.example` is
+    `//evil.example`, another site; a CR or LF cannot be written in a header at all (the
+    connection was dropped with a traceback). Such a `next` goes to /deploys, on the form
+    and after it."""
+    agent = await journey_agent()
+    for target in ("/\t/evil.example/x", "/\n/evil.example", "/x\r\nSet-Cookie: a=b", "/ /x"):
+        form = {"token": TOKEN, "next": target}
+        async with agent.http.post(f"{agent.url}/login", data=form, allow_redirects=False) as r:
+            assert r.status == 303, target
+            assert r.headers["Location"] == "/deploys", target
+        async with agent.http.get(f"{agent.url}/login", params={"next": target}) as r:
+            assert 'name="next" value="/deploys"' in await r.text(), target
+    form = {"token": TOKEN, "next": "/deploys?state=passed&cursor=1_dep_x"}
+    async with agent.http.post(f"{agent.url}/login", data=form, allow_redirects=False) as r:
+        assert r.headers["Location"] == "/deploys?state=passed&cursor=1_dep_x"
+
+
 async def test_pages_are_off_with_ui_false(
     journey_agent: JourneyAgent,
 ) -> None:

@@ -95,11 +95,16 @@ async def _follow(stream: _Stream, news: Subscription) -> None:
     await stream.read_store()
     idle = 0.0
     while not stream.finished:
+        wait = RECHECK_S
+        if stream.sent_state == "scheduled":
+            # look again when it goes live: no news tells that moment (nothing is written)
+            live_in = stream.window.deployed_at - request_now(stream.request)
+            wait = min(RECHECK_S, max(live_in, 0.0) + 0.05)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(news.wake.wait(), RECHECK_S)
+            await asyncio.wait_for(news.wake.wait(), wait)
         rounds, changed = news.take()
         if not rounds and not changed:
-            idle += RECHECK_S
+            idle += wait
             if idle >= HEARTBEAT_S:
                 idle = 0.0
                 await stream.response.write(b": keep-alive\n\n")
@@ -130,7 +135,10 @@ class _Stream:
         return not self.window.active and (rollback is None or rollback.state != "pending")
 
     async def send_rounds(self, rounds: list[RoundRecord]) -> bool:
-        """Send the rounds the feed brought, in order; False on a gap (read the store)."""
+        """Send the rounds the feed brought, in order; False on a gap (read the store), or
+        when the stream last said `scheduled` (its `watching` goes before its rounds)."""
+        if rounds and self.sent_state == "scheduled":
+            return False
         for record in sorted(rounds, key=lambda r: r.number):
             if record.number <= self.seen_rounds:
                 continue
@@ -158,14 +166,23 @@ class _Stream:
             # `failed` window whose rollback was delivered (which would end the stream)
             self.rollback = await store.get_rollback(window_id)
             self.window = await store.get_window(window_id) or self.window
+        now = request_now(self.request)
+        server = self.request.config_dict[SETTINGS].server
+        page = deploy_page_url(server, window_id, now=now)
+        # with the clock, as the API shows it: `scheduled` while deployed_at is ahead
+        current = deploy_object(self.window, self.rollback, page=page, now=now)
+        if self.sent_state == "scheduled" and current["state"] == "watching":
+            await self._send(current)  # it went live: say so before its first round
         if self.sent is not None and self.window.rounds > self.seen_rounds:
             for record in await store.rounds(window_id):
                 if record.number > self.seen_rounds:
                     await self._round(record)
         self.seen_rounds = max(self.seen_rounds, self.window.rounds)
-        server = self.request.config_dict[SETTINGS].server
-        page = deploy_page_url(server, window_id, now=request_now(self.request))
-        current = deploy_object(self.window, self.rollback, page=page)
+        await self._send(current)
+
+    async def _send(self, current: dict[str, Any]) -> None:
+        """The deploy object as a `state` event if its state changed, else as a `rollback`
+        event if its verdict or rollback did; nothing if neither."""
         fingerprint = _fingerprint(current)
         if fingerprint != self.sent:
             self.sent = fingerprint

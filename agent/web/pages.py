@@ -19,7 +19,7 @@ import jinja2
 from aiohttp import web
 
 from agent.api.auth import token_matches
-from agent.api.models import DEPLOY_ID_PATTERN, LIST_LIMIT_DEFAULT, STATES
+from agent.api.models import DEPLOY_ID_PATTERN, LIST_LIMIT_DEFAULT, STATES, shown_state
 from agent.appkeys import SETTINGS, STORE
 from agent.records import DeployWindow
 from agent.web.access import SESSION_COOKIE, SESSION_SUBJECT, SESSION_TTL_S, access
@@ -119,7 +119,8 @@ async def deploy_list(request: web.Request) -> web.Response:
     _ui_on(request)
     settings = request.config_dict[SETTINGS]
     store = request.config_dict[STORE]
-    verdict = access(request, settings.server, None, request_now(request))
+    now = request_now(request)
+    verdict = access(request, settings.server, None, now)
     if verdict != "ok":
         return _denied(request, verdict)
     environment = request.query.get("environment") or None
@@ -152,6 +153,7 @@ async def deploy_list(request: web.Request) -> web.Response:
         state=state,
         next_url=next_url,
         iso=iso,
+        shown=lambda window: shown_state(window, now),
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from agent.analysis.describe import is_duration
 from agent.analysis.types import Rule
+from agent.api.models import shown_state
 from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent, RoundRecord
 from agent.web.charts import Chart, band_chart, distribution_chart, evidence_chart, rounds_chart
 from agent.web.times import iso
@@ -55,6 +56,8 @@ class CheckFailure:
 @dataclass(slots=True)
 class DeployView:
     window: DeployWindow
+    state: str
+    """As the API shows it: `scheduled` for a window whose deployed_at is still ahead."""
     verdict_outcome: str
     reason: str
     progress: dict[str, Any]
@@ -294,6 +297,7 @@ def deploy_view(
     failing = [v.name for v in views if v.outcome == "fail"]
     return DeployView(
         window=window,
+        state=shown_state(window, now),
         verdict_outcome=str(verdict.get("outcome") or "pending"),
         reason=str(verdict.get("reason") or ""),
         progress=progress(window, now),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -182,6 +183,30 @@ async def test_event_stream_starts_with_state_sends_each_round_and_ends_with_the
         late = [e async for e in events(r)]
     assert [e.name for e in late] == ["state"]
     assert late[0].data["state"] == "rolled_back"
+
+
+async def test_a_scheduled_window_is_scheduled_on_its_page_and_stream_until_it_goes_live(
+    journey_agent: JourneyAgent,
+) -> None:
+    """The API shows a window whose deployed_at is ahead as `scheduled`; its page and its
+    event stream said `watching` (the stored state), and no `state` event marked the
+    moment it went live. Now: `scheduled` first, `watching` before the first round."""
+    agent = await journey_agent(window="2s")
+    ahead = datetime.now(UTC) + timedelta(seconds=7)
+    deploy = await agent.register("production", "v1", deployed_at=ahead.isoformat())
+    assert deploy["state"] == "scheduled"
+    async with agent.http.get(f"{agent.url}/deploys/{deploy['id']}", headers=agent.headers) as r:
+        page = await r.text()
+    assert 'data-state="scheduled"' in page and 'data-state="watching"' not in page
+    url = f"{agent.url}/v1/deploys/{deploy['id']}/events"
+    async with agent.http.get(url, headers=agent.headers) as r:
+        seen = [e async for e in events(r)]
+    assert seen[0].name == "state" and seen[0].data["state"] == "scheduled"
+    states = [e.data["state"] for e in seen if e.name == "state"]
+    assert states[:2] == ["scheduled", "watching"], states
+    first_round = next(i for i, e in enumerate(seen) if e.name == "round")
+    assert [e.data["state"] for e in seen[:first_round]] == ["scheduled", "watching"]
+    assert states[-1] == (await agent.get(deploy["id"]))["state"]
 
 
 async def test_event_stream_of_an_unknown_deploy_is_404(

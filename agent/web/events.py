@@ -91,10 +91,11 @@ async def deploy_events(request: web.Request) -> web.StreamResponse:
 
 
 async def _follow(stream: _Stream, news: Subscription) -> None:
-    """Send the stream's events until its window has ended, then end it."""
+    """Send the stream's events until its window has ended (or the agent stops), then
+    end it."""
     await stream.read_store()
     idle = 0.0
-    while not stream.finished:
+    while not stream.finished and not news.closed:
         wait = RECHECK_S
         if stream.sent_state == "scheduled":
             # look again when it goes live: no news tells that moment (nothing is written)
@@ -102,6 +103,8 @@ async def _follow(stream: _Stream, news: Subscription) -> None:
             wait = min(RECHECK_S, max(live_in, 0.0) + 0.05)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(news.wake.wait(), wait)
+        if news.closed:
+            break  # the agent is stopping: end here; a client reconnects to its next start
         rounds, changed = news.take()
         if not rounds and not changed:
             idle += wait

@@ -45,6 +45,8 @@ class Subscription:
     """Rounds stored meanwhile, as stored: a `round` event needs no read of the store."""
     changed: bool = False
     """Something else changed (a state, a rollback, an alert): read the store."""
+    closed: bool = False
+    """The agent is stopping: end the stream now (`DeployFeed.close`)."""
 
     def take(self) -> tuple[list[RoundRecord], bool]:
         self.wake.clear()
@@ -60,6 +62,7 @@ class DeployFeed:
         self._subscriptions: dict[str, set[Subscription]] = {}
         self.outbox: Callable[[str], None] | None = None
         """Told of each change made by this process (`agent.web.pg_news`: other replicas)."""
+        self.closed = False
 
     def publish(
         self, window_id: str, stored_round: RoundRecord | None = None, *, remote: bool = False
@@ -74,10 +77,20 @@ class DeployFeed:
                 sub.changed = True
             sub.wake.set()
 
+    def close(self) -> None:
+        """The agent is stopping: wake every reader, and any later one, to end its stream
+        (a live stream would otherwise hold the stop for the server's shutdown timeout,
+        with rounds still running)."""
+        self.closed = True
+        for subs in self._subscriptions.values():
+            for sub in subs:
+                sub.closed = True
+                sub.wake.set()
+
     @contextlib.contextmanager
     def subscribe(self, window_id: str) -> Iterator[Subscription]:
         """News of `window_id` until the block exits."""
-        sub = Subscription()
+        sub = Subscription(closed=self.closed)
         self._subscriptions.setdefault(window_id, set()).add(sub)
         try:
             yield sub

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from agent.appkeys import PAGE_LINK, SETTINGS
 from agent.web.events import deploy_events
+from agent.web.feed import FEED
 from agent.web.links import deploy_page_url
 from agent.web.pages import asset, deploy_list, deploy_page, login, login_form
 
@@ -21,7 +22,15 @@ def mount(app: web.Application) -> None:
     def page_link(deploy_id: str, now: float) -> str | None:
         return deploy_page_url(app[SETTINGS].server, deploy_id, now=now)
 
+    async def end_streams(app: web.Application) -> None:
+        # on_shutdown runs before the server waits on open requests: a live event
+        # stream ends at once instead of holding the stop for its shutdown timeout
+        feed = app.get(FEED)
+        if feed is not None:
+            feed.close()
+
     app[PAGE_LINK] = page_link
+    app.on_shutdown.append(end_streams)
     r = app.router
     r.add_get("/deploys", deploy_list, name="deploy_list_page")
     r.add_get("/deploys/static/{name}", asset, name="page_asset")

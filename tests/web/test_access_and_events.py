@@ -4,12 +4,14 @@ view tokens for one deploy only, expiring; bearer and session; `server.ui: false
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 import pytest
 
 from agent.appkeys import SETTINGS
@@ -247,6 +249,37 @@ async def test_a_state_event_per_state_change_and_rollback_events_for_its_attemp
     assert len(receiver.attempts) == 3  # at the receiver: two refused, the third taken
     last = changes[-1].data["rollback"]
     assert last["state"] == "delivered" and last["attempts"] == 3
+
+
+async def test_a_stop_ends_the_live_streams_at_once_rather_than_waiting_on_them(
+    journey_agent: JourneyAgent,
+) -> None:
+    """SIGTERM with a page open: the agent ends its event streams (cleanly, so a browser
+    reconnects to the next start) instead of waiting for them to end by themselves; it
+    waited out aiohttp's shutdown timeout twice, about 4 s, running rounds meanwhile."""
+    agent = await journey_agent(window="30s")
+    deploy = await agent.register("production", "v1")
+    url = f"{agent.url}/v1/deploys/{deploy['id']}/events"
+    async with agent.http.get(url, headers=agent.headers) as r:
+        seen = []
+        stream = events(r)
+        async for event in stream:
+            seen.append(event.name)
+            if event.name == "round":
+                break
+        stopping = asyncio.get_running_loop().time()
+        stop = asyncio.create_task(agent.stop())
+        try:
+            async for event in stream:  # the rest, until the agent ends the stream
+                seen.append(event.name)
+        except aiohttp.ClientPayloadError:
+            seen.append("cut")  # the connection closed under it, not an end of stream
+        ended = asyncio.get_running_loop().time() - stopping
+        await stop
+        stopped = asyncio.get_running_loop().time() - stopping
+    assert seen[0] == "state" and "round" in seen and seen[-1] != "cut", seen
+    assert ended < 1.0, ended
+    assert stopped < 1.5, stopped
 
 
 async def test_a_client_that_leaves_a_live_stream_is_no_error(

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 _DELIMITERS = re.compile(r"[/:@?&=#,;+\s]+")
 MIN_PIECE = 4
@@ -40,6 +40,24 @@ def piece_redactor(urls: Iterable[str]) -> Callable[[str], str]:
         return lambda text: text
     pattern = re.compile("|".join(re.escape(p) for p in pieces))
     return lambda text: pattern.sub("***", text)
+
+
+def channel_label(masked: str) -> str:
+    """What logs and the store say of a channel: apprise's privacy-masked URL cut to its
+    scheme, user (as apprise masked it) and host, then `/…`. apprise masks the tokens it
+    knows as such, but not what the user put in the path or the query (a `json://` path
+    token, `?:token=…`, `?+Authorization=Bearer …`): those are never shown. A host that is
+    not a host name (no dot: a token in the host's place) is hidden as well."""
+    try:
+        parts = urlsplit(masked)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return (masked.partition("://")[0] or "?") + "://***"
+    if "." not in host and ":" not in host and host != "localhost":
+        host = "***" if host else ""
+    user = "***@" if "@" in parts.netloc else ""
+    label = f"{parts.scheme}://{user}{host}" + (f":{port}" if port else "")
+    return label + ("/…" if parts.path.strip("/") or parts.query or parts.fragment else "")
 
 
 class _RedactPieces(logging.Filter):

@@ -88,5 +88,7 @@ def setup_logging(fmt: str = "text", level: str = "info", redact: Redactor | Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiohttp.access", "apprise"):
+    # urllib3 carries apprise's requests: at DEBUG it logs each request line, a json://
+    # channel's path and query (its tokens) included
+    for noisy in ("aiohttp.access", "apprise", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import apprise
 
-from agent.alert_channels import piece_redactor, unusable_channel
+from agent.alert_channels import channel_label, piece_redactor, unusable_channel
 from agent.metrics import Metrics
 from agent.settings import AlertChannel
 from alerting.events import Alert
@@ -48,7 +48,8 @@ class ChannelResult:
     index: int
     """The channel's position in `alerting.channels`."""
     url: str
-    """apprise's privacy-masked URL, redacted again: safe to log and store."""
+    """apprise's privacy-masked URL cut to its scheme and host (`agent.alert_channels.
+    channel_label`), redacted again: safe to log and store."""
     sent: bool
     detail: str
 
@@ -173,7 +174,7 @@ class Notifier:
                 for service in ap:
                     self._bound_socket_timeouts(service)
                 masked: str = ap[0].url(privacy=True)  # type: ignore[no-untyped-call]
-                self._urls.append(self._redact(masked))
+                self._urls.append(self._redact(channel_label(masked)))
                 self._channels.append(ap)
             else:
                 log.error(
@@ -289,7 +290,9 @@ class Notifier:
                 timeout=self._timeout,
             )
         except Exception as exc:  # apprise promises not to, but a plugin may
-            return ChannelResult(index, url, False, self._redact(f"{type(exc).__name__}: {exc}"))
+            return ChannelResult(
+                index, url, False, self._pieces(self._redact(f"{type(exc).__name__}: {exc}"))
+            )
         if res:
             return ChannelResult(index, url, True, "sent")
         return ChannelResult(index, url, False, self._explain(res))
@@ -306,4 +309,4 @@ class Notifier:
             if entry.level in ("WARNING", "ERROR", "CRITICAL") and entry.message:
                 messages.append(entry.message)
         text = status + (": " + " ".join(messages[:3]) if messages else "")
-        return self._redact(" ".join(text.split()))[:500]
+        return self._pieces(self._redact(" ".join(text.split())))[:500]

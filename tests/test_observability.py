@@ -54,6 +54,19 @@ def test_json_logs_carry_deploy_and_environment_and_redact(
     logging.getLogger().handlers.clear()
 
 
+def test_debug_logs_leave_out_urllib3s_request_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """apprise sends through requests; urllib3's DEBUG line quotes each request's path and
+    query, where a json:// channel may keep its token."""
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    setup_logging("json", "debug")
+    logging.getLogger("urllib3.connectionpool").debug(
+        '%s "POST /hooks/%s HTTP/1.1" 200 2', "http://127.0.0.1:1", "pathtok-1a2b3c4d"
+    )
+    assert "pathtok-1a2b3c4d" not in stream.getvalue()
+    logging.getLogger().handlers.clear()
+
+
 async def test_a_module_that_knows_no_window_logs_the_window_it_works_for(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

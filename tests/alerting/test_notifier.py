@@ -247,6 +247,30 @@ async def test_secrets_stay_out_of_notifications_and_logs(
     assert token not in outcome.describe()
 
 
+async def test_tokens_in_a_channel_url_stay_out_of_logs_and_the_stored_outcome(
+    json_sink: JsonSink, caplog: pytest.LogCaptureFixture, metrics: Metrics
+) -> None:
+    """apprise's privacy-masked URL keeps what it does not know for a token: a json://
+    path, a `:field=` of the payload, a `+Header=` (here one that no redaction rule
+    names): the log lines and the outcome stored with the alert quote none of them."""
+    caplog.set_level(logging.DEBUG)
+    secrets = ["pathtok-1a2b3c4d", "fieldtok-5e6f7a8b", "headtok-9c0d1e2f"]
+    query = f"?:token={secrets[1]}&+Authorization=Bearer%20{secrets[2]}"
+    good = f"{json_sink.url(f'hooks/{secrets[0]}')}{query}"
+    json_sink.fail_always(500)
+    notify = notifier([(good, [])], metrics)
+
+    outcome = await notify.send(alert(), [])
+
+    assert outcome.failed == 1
+    assert outcome.channels[0].url.startswith("json://127.0.0.1:")
+    # urllib3's request lines are kept below WARNING by `agent.logs.setup_logging`
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name != "urllib3.connectionpool")
+    for secret in secrets:
+        assert secret not in logged, secret
+        assert secret not in outcome.describe(), secret
+
+
 def test_the_timeout_must_be_positive(metrics: Metrics) -> None:
     with pytest.raises(ValueError, match=r"alerting\.timeout"):
         Notifier([], timeout=0, redact=Redactor(), metrics=metrics)

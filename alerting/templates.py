@@ -88,6 +88,12 @@ def _one_line(text: Any) -> str:
     return " ".join(str(text).split())
 
 
+def _link(url: Any) -> str:
+    """An autolink: the URL itself is what shows, also in an e-mail's plain-text part
+    (apprise's text of `[Open the deploy](…)` kept the words and dropped the URL)."""
+    return f"<{_one_line(url).replace('>', '%3E').replace(' ', '%20')}>"
+
+
 def evidence_text(evidence: Any) -> str:
     """The statistics behind a judgement, briefly: test, likelihood ratio, p-value,
     effect size, failing rounds — what makes an on-call engineer trust the call."""
@@ -141,7 +147,7 @@ def rule_line(rule: Mapping[str, Any]) -> str:
         line += f"; query `{_one_line(query)}`"
     link = rule.get("link")
     if link:
-        line += f" ([details]({_one_line(link)}))"
+        line += f" (details: {_link(link)})"
     return line
 
 
@@ -169,7 +175,7 @@ def body(alert: Alert) -> str:
         deploy += f" · commit `{alert.commit}`"
     parts.append(deploy)
     if alert.link:
-        parts.append(f"[Open the deploy]({alert.link})")
+        parts.append(f"Open the deploy: {_link(alert.link)}")
     return "\n\n".join(parts) + "\n"
 
 

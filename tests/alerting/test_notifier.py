@@ -82,6 +82,22 @@ async def test_json_and_email_channels_receive_the_alert(
     assert sent(metrics, "sent") == 2
 
 
+async def test_an_e_mails_plain_text_shows_the_deploy_page_and_rule_links(
+    smtp_sink: SmtpSink, metrics: Metrics
+) -> None:
+    """The plain-text part of an e-mail said "Open the deploy" with no URL: apprise's text
+    of a markdown link keeps only its words."""
+    page = "https://postflight.example.com/deploys/dep_01JDTEST?view=v1.9.abc"
+    query = "https://prometheus.example.com/graph?g0.expr=up&g0.tab=0"
+    notify = notifier([(smtp_sink.url(), [])], metrics)
+
+    await notify.send(alert(rules=[{**RULE, "link": query}], link=page), [])
+
+    [mail] = smtp_sink.messages
+    text = text_of(mail)
+    assert page in text and query in text
+
+
 async def test_e_mails_one_after_another_are_each_sent_and_counted_sent(
     smtp_sink: SmtpSink, metrics: Metrics
 ) -> None:

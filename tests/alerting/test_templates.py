@@ -69,7 +69,7 @@ def test_rollback_body_names_rules_observed_baseline_threshold_in_human_units() 
     assert "`probe-errors` (checks, error_rate): observed **31%** vs baseline 0%" in text
     assert "threshold max 0.05 — 31 of 100 probes failed" in text
     assert "`p95` (checks, latency_p95): observed **812 ms** vs baseline 210 ms" in text
-    assert "[details](https://grafana.example.com/d/abc)" in text
+    assert "(details: <https://grafana.example.com/d/abc>)" in text
     assert "**Why:** probe-errors: error_rate 0.31 > max 0.05" in text
     assert "v2.4.0 → v2.4.1" in text and "commit `9fceb02`" in text
 

@@ -254,7 +254,7 @@ async def test_sentry_error_rate_from_1_to_12_percent_is_rolled_back(
     # on-call hears it with the evidence and a link to the Sentry page
     requested = await alert_titled(json_sink, "rollback requested")
     assert "sentry-errors" in requested.message
-    assert f"([details]({rule['link']}))" in requested.message
+    assert f"(details: <{rule['link']}>)" in requested.message
     assert requests(agent, "sentry", "error") == 0
     assert requests(agent, "sentry", "ok") >= 2
 
@@ -401,7 +401,7 @@ async def test_newrelic_p95_from_200ms_to_900ms_is_rolled_back(
 
     requested = await alert_titled(json_sink, "rollback requested")
     assert "apm-latency" in requested.message
-    assert f"([details]({rule['link']}))" in requested.message
+    assert f"(details: <{rule['link']}>)" in requested.message
     assert requests(agent, "newrelic", "error") == 0
 
     query = await assert_query_shown(agent, final, "apm-latency")

@@ -6,12 +6,21 @@ rule with observed vs baseline vs threshold in human units (latency in ms, rates
 in %), the reason, and the deploy id to look up. Markdown that every apprise
 target renders or degrades gracefully: paragraphs, bold, code spans and a
 bullet list, no tables. Secrets are removed by the notifier's redactor, which
-runs over the rendered text.
+runs over the alert's text before it is rendered and over the rendered text.
+
+Text the agent did not write (a target's answer quoted in a check's detail, a
+provider's error, a pipeline's version or commit) is shown as it is: its markup
+is escaped (`_text`, `_code`), so it cannot add a link or an HTML tag to the alert
+(apprise renders the markdown as HTML for e-mail, where a proxy's error page came
+out as a live link that swallowed the rest of the body). Links are written as
+autolinks (`<https://…>`), so the plain-text part of an e-mail still shows them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -88,6 +97,24 @@ def _one_line(text: Any) -> str:
     return " ".join(str(text).split())
 
 
+_MARKUP = re.compile(r"[\\`\[\]<]")
+"""What lets text open a link, an HTML tag or a code span in markdown (and the escape)."""
+
+
+def _text(text: Any) -> str:
+    """Text on one line, shown as it is: its markup characters escaped (apprise's
+    markdown takes a backslash before any ASCII punctuation)."""
+    return _MARKUP.sub(lambda m: "\\" + m.group(0), _one_line(text))
+
+
+def _code(text: Any) -> str:
+    """Text on one line as a code span, whatever backticks it holds."""
+    value = _one_line(text)
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", value)), default=0) + 1)
+    pad = " " if value.startswith("`") or value.endswith("`") else ""
+    return f"{fence}{pad}{value}{pad}{fence}"
+
+
 def _link(url: Any) -> str:
     """An autolink: the URL itself is what shows, also in an e-mail's plain-text part
     (apprise's text of `[Open the deploy](…)` kept the words and dropped the URL)."""
@@ -128,7 +155,7 @@ def rule_line(rule: Mapping[str, Any]) -> str:
     line += f": observed **{observed}** vs baseline {baseline}"
     threshold = rule.get("threshold")
     if threshold:
-        line += f", threshold {_one_line(threshold)}"
+        line += f", threshold {_text(threshold)}"
     outcome = rule.get("outcome")
     evidence_of = rule.get("evidence")
     if outcome == "pass" and isinstance(evidence_of, Mapping) and evidence_of.get("streak"):
@@ -138,13 +165,13 @@ def rule_line(rule: Mapping[str, Any]) -> str:
         line += f" [{outcome}]"
     detail = rule.get("detail")
     if detail:
-        line += f" — {_one_line(detail)}"
+        line += f" — {_text(detail)}"
     evidence = evidence_text(rule.get("evidence"))
     if evidence:
-        line += f" (evidence: {evidence})"
+        line += f" (evidence: {_text(evidence)})"
     query = rule.get("query")
     if query:
-        line += f"; query `{_one_line(query)}`"
+        line += f"; query {_code(query)}"
     link = rule.get("link")
     if link:
         line += f" (details: {_link(link)})"
@@ -159,26 +186,46 @@ def body(alert: Alert) -> str:
         else EVENTS[alert.event].headline
     ]
     if alert.reason:
-        parts.append(f"**Why:** {_one_line(alert.reason)}")
+        parts.append(f"**Why:** {_text(alert.reason)}")
     if alert.rules:
         parts.append("\n".join(["**Rules**", "", *(rule_line(r) for r in alert.rules)]))
     if alert.provider and alert.event == "provider_unreachable":
         parts.append(f"**Provider:** `{alert.provider}`")
     if alert.detail:
-        parts.append(_one_line(alert.detail))
-    deploy = f"Deploy `{alert.deploy_id}` · {alert.environment} · "
+        parts.append(_text(alert.detail))
+    deploy = f"Deploy {_code(alert.deploy_id)} · {_text(alert.environment)} · "
     if alert.previous_version:
-        deploy += f"{alert.previous_version} → {alert.version}"
+        deploy += f"{_text(alert.previous_version)} → {_text(alert.version)}"
     else:
-        deploy += alert.version
+        deploy += _text(alert.version)
     if alert.commit:
-        deploy += f" · commit `{alert.commit}`"
+        deploy += f" · commit {_code(alert.commit)}"
     parts.append(deploy)
     if alert.link:
         parts.append(f"Open the deploy: {_link(alert.link)}")
     return "\n\n".join(parts) + "\n"
 
 
+def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {k: _redacted(v, redact) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v, redact) for v in value]
+    return value
+
+
 def render(alert: Alert, redact: Callable[[str], str] = str) -> tuple[str, str]:
-    """(title, markdown body), both passed through `redact`."""
+    """(title, markdown body), both passed through `redact`. The alert's own text is
+    redacted first too: escaping its markup could split a secret the redactor knows."""
+    alert = dataclasses.replace(
+        alert,
+        reason=redact(alert.reason),
+        detail=redact(alert.detail),
+        version=redact(alert.version),
+        previous_version=None if alert.previous_version is None else redact(alert.previous_version),
+        commit=None if alert.commit is None else redact(alert.commit),
+        rules=tuple(_redacted(dict(rule), redact) for rule in alert.rules),
+    )
     return redact(title(alert)), redact(body(alert))

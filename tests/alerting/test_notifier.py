@@ -98,6 +98,33 @@ async def test_an_e_mails_plain_text_shows_the_deploy_page_and_rule_links(
     assert page in text and query in text
 
 
+async def test_what_a_target_answered_is_text_in_the_e_mail_not_markup(
+    smtp_sink: SmtpSink, metrics: Metrics
+) -> None:
+    """A check's detail quotes the target's answer: a proxy's HTML error page, with a link
+    and an unclosed comment, and a markdown link. In the e-mail it is text: the HTML part
+    has no tag or link of its own (the page's link swallowed the rest of the body)."""
+    page = "https://postflight.example.com/deploys/dep_01JDTEST?view=v1.9.abc"
+    answer = (
+        '<html><body><h1>Bad Gateway</h1><a href="https://evil.example/ok">Confirm</a>'
+        "[approve](https://evil.example/md) <!-- </body></html>"
+    )
+    rule = {**RULE, "detail": f"api-health: body: expected JSON, got {answer!r}"}
+    notify = notifier([(smtp_sink.url(), [])], metrics)
+
+    await notify.send(
+        alert(rules=[rule], link=page, reason=f"probe-errors: {answer}", commit="`<b>x</b>"), []
+    )
+
+    [mail] = smtp_sink.messages
+    html = str(mail.get_body(preferencelist=("html",)).get_content())  # type: ignore[union-attr]
+    assert "evil.example" in html  # shown, as text
+    assert "<a " not in html.replace(f'<a href="{page}">', "")
+    assert "<h1>" not in html and "<!--" not in html and "<b>" not in html
+    text = text_of(mail)
+    assert "<h1>Bad Gateway</h1>" in text and "[approve](https://evil.example/md)" in text
+
+
 async def test_e_mails_one_after_another_are_each_sent_and_counted_sent(
     smtp_sink: SmtpSink, metrics: Metrics
 ) -> None:

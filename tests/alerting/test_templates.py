@@ -125,6 +125,17 @@ def test_notify_types_follow_the_contract() -> None:
     assert NOTIFY_TYPES["provider_unreachable"] == "warning"
 
 
+def test_render_redacts_a_secret_with_markup_characters_before_escaping_them() -> None:
+    secret = "pw[with]<markup>`x`"
+    alert = Alert.for_window(
+        window(), "breach", reason=f"login failed with {secret}",
+        rules=[{**RULES[0], "detail": f"password {secret} refused"}],
+    )  # fmt: skip
+    _, rendered_body = render(alert, Redactor([secret]))
+    assert "with" not in rendered_body.replace("failed with", "")
+    assert "login failed with ***" in rendered_body and "password *** refused" in rendered_body
+
+
 def test_render_redacts_secrets_in_title_and_body() -> None:
     secret = "hunter2-api-key"
     alert = Alert.for_window(

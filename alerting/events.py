@@ -191,7 +191,8 @@ EVENTS: dict[AlertEvent, EventSpec] = {
     ),
     "passed": EventSpec(
         "success",
-        "**Deploy passed.** Its rules held their bounds; the reason says on what evidence.",
+        "**Deploy passed.** No rule failed; the reason says on what evidence each passed"
+        " (with `pass_on: no_failure`, it also counts any rule that had no data).",
         lambda a: "deploy passed",
     ),
     "inconclusive": EventSpec(

@@ -12,7 +12,8 @@ This module owns everything that must be the same for all of them:
 - retries for 5xx, timeouts, connection errors and 429, with exponential backoff and
   jitter, honouring the provider's rate-limit hint, but never sleeping past the
   budget: a reset 40 s away fails the fetch now ("rate limited … retry in 40s")
-  instead of holding the round;
+  instead of holding the round, and the fetches after it (the next rounds') send
+  nothing to that URL until the reset;
 - single flight: rules sharing a query over the same period share one request;
 - fail soft: `fetch` never raises (except cancellation); any failure becomes
   `Observation(value=None, error=<short reason>)` and counts
@@ -188,6 +189,10 @@ class HttpProvider:
         self._semaphore: asyncio.Semaphore | None = None
         self._flights: dict[Hashable, tuple[float, asyncio.Task[Observation]]] = {}
         self._closed = False
+        self._quiet_until: dict[str, float] = {}
+        """Per URL (loop time): the provider asked us not to come back before then (the
+        reset of a 429, a Retry-After). Kept across fetches, so the next round's fetch
+        does not send what is sure to be refused again."""
         self.http_requests = 0
         """HTTP attempts sent so far (for benchmarks and tests)."""
 
@@ -287,6 +292,7 @@ class HttpProvider:
                 raise ProviderUnreachable(
                     f"{self.title} did not answer within {format_duration(self.timeout)}"
                 )
+            await self._hold_off(url, deadline)
             try:
                 answer = await self._attempt(method, url, deadline, params, json_body)
             except TimeoutError:
@@ -310,6 +316,10 @@ class HttpProvider:
                 raise ProviderUnreachable(
                     retry.reason if attempt == 1 else f"{retry.reason} (after {attempt} attempts)"
                 )
+            if retry.after is not None and retry.after > 0:
+                self._quiet_until[url] = max(
+                    self._quiet_until.get(url, 0.0), loop.time() + retry.after
+                )
             delay = self._backoff(attempt) if retry.after is None else max(0.05, retry.after)
             if loop.time() + delay >= deadline:
                 if retry.after is not None and retry.after > 0:
@@ -324,6 +334,24 @@ class HttpProvider:
             await asyncio.sleep(delay)
 
     # -- internals --------------------------------------------------------------------
+
+    async def _hold_off(self, url: str, deadline: float) -> None:
+        """Wait out a rate limit the provider announced for `url` (in an earlier fetch
+        too); raise, sending nothing, when it lasts past this fetch's deadline."""
+        loop = asyncio.get_running_loop()
+        until = self._quiet_until.get(url)
+        if until is None:
+            return
+        wait = until - loop.time()
+        if wait <= 0:
+            del self._quiet_until[url]
+            return
+        if loop.time() + wait >= deadline:
+            raise ProviderUnreachable(
+                f"{self.title} is rate limiting; retry in {format_duration(wait)}, past this"
+                f" fetch's {format_duration(self.timeout)} budget (not asked again before then)"
+            )
+        await asyncio.sleep(wait)
 
     def _ensure_session(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
         if self._closed:

@@ -199,6 +199,22 @@ async def test_a_rate_limit_reset_past_the_budget_fails_now_instead_of_waiting(
     assert requests_counted(metrics, "sentry", "error") == 1
 
 
+async def test_a_known_rate_limit_is_not_asked_again_by_the_next_fetch(
+    sentry: SentryProvider, sentry_fake: FakeSentry, metrics: Metrics
+) -> None:
+    # the next round's fetch (another period) must not send what Sentry already said it
+    # refuses until its reset: each round sent its requests into the limit again
+    sentry_fake.fail("429", reset_in=45, match="/events/")
+    r = rule(source="sentry", metric="error_count", max=5)
+    first = await sentry.fetch(r, scope(), AFTER, "v1")
+    later = Period(AFTER.start, AFTER.end + 30)
+    second = await sentry.fetch(r, scope(), later, "v1")
+    assert first.error is not None and second.error is not None
+    assert "rate limiting" in second.error and "retry in" in second.error
+    assert len(sentry_fake.seen("/events/")) == 1
+    assert requests_counted(metrics, "sentry", "error") == 2
+
+
 async def test_server_errors_are_retried_with_backoff(
     sentry: SentryProvider, sentry_fake: FakeSentry
 ) -> None:

@@ -49,6 +49,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from pydantic import BaseModel, SecretStr
 
+from agent.analysis.describe import is_rate
 from agent.analysis.types import Observation, Rule
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period
@@ -231,7 +232,27 @@ class HttpProvider:
         # the baseline's fetch and the round's fail together when a provider is down: the
         # log says which is which
         what = "baseline" if period.end <= scope.deployed_at else "since the deploy"
-        return await self._single_flight(plan, f"{rule.name} ({what})")
+        observation = await self._single_flight(plan, f"{rule.name} ({what})")
+        return self._on_scale(rule, observation, what)
+
+    def _on_scale(self, rule: Rule, observation: Observation, what: str) -> Observation:
+        """A rate rule's figure must be a fraction: 1.2 for `error_rate` is a percentage
+        (NRQL's `percentage()`, `100 * …` in PromQL) read as 120%, and judged so it rolls
+        back a release at 1.2% errors against `max: 0.05`. Such an answer cannot be read
+        as the rule says: no data, and the provider's alert says why."""
+        value = observation.value
+        if not is_rate(rule.metric) or not observation.has_data or value is None:
+            return observation
+        if 0.0 <= value <= 1.0:
+            return observation
+        message = (
+            f"{self.title} answered {value:g} for {rule.metric}, which is a fraction from 0 to"
+            " 1: a query answering a percentage (0-100) must divide it by 100"
+        )
+        log.warning("%s: rule %s (%s): %s", self.name, rule.name, what, message)
+        return dataclasses.replace(
+            observation, value=None, count=None, total=None, error=message, answered=True
+        )
 
     async def mark(self, scope: DeployScope, event: Literal["deploy", "rollback"]) -> str | None:
         """No markers unless a provider supports and enables them."""

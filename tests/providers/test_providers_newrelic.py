@@ -52,6 +52,28 @@ async def test_p95_before_and_after_the_deploy_with_the_periods_appended(
     assert requests_counted(metrics, "newrelic", "ok") == 2
 
 
+ERR_PCT = (
+    "SELECT percentage(count(*), WHERE error IS true) AS 'errPct' FROM Transaction"
+    " WHERE appName = 'web (production)'"
+)
+
+
+async def test_a_rate_rule_answered_as_a_percentage_is_no_data_not_a_rate_of_120_percent(
+    newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic
+) -> None:
+    # percentage() answers 0-100: 1.2 is 1.2% errors; read as a rate it was 120% and
+    # rolled back a healthy release against max: 0.05
+    newrelic_fake.answer(ERR_PCT, [{"errPct": 1.2}])
+    r = rule(source="newrelic", nrql=ERR_PCT, metric="error_rate", max=0.05)
+    obs = await newrelic.fetch(r, scope(), AFTER, "v2.4.1")
+    assert obs.value is None and obs.answered
+    assert obs.error is not None and "1.2 for error_rate" in obs.error
+    assert "divide it by 100" in obs.error
+    # the same answer for a rule that does not say it is a rate is taken as it is
+    plain = await newrelic.fetch(rule(source="newrelic", nrql=ERR_PCT, max=5), scope(), AFTER, None)
+    assert plain.value == 1.2 and plain.error is None
+
+
 @pytest.mark.parametrize(
     ("rows", "expected"),
     [

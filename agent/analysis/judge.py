@@ -171,7 +171,8 @@ class Judge:
         if kind == "proportion" and not _has_counts(obs):
             st["last_error"] = "no counts"
             return
-        if kind == "distribution" and not obs.values:
+        needs_samples = getattr(self.rule_policy, "needs_samples", True)
+        if kind == "distribution" and not obs.values and needs_samples:
             st["last_error"] = "no samples"
             return
         st["with_data"] += 1
@@ -181,7 +182,8 @@ class Judge:
             st["total"] += float(obs.total or 0)
             st["last_counts"] = [int(obs.count or 0), int(obs.total or 0)]
         elif kind == "distribution":
-            sketch.add(st["sketch"], obs.values)
+            if obs.values:
+                sketch.add(st["sketch"], obs.values)
         else:
             st["vsum"] += float(obs.value or 0.0)
         self.rule_policy.step(rule, st, obs, kind, index)

@@ -43,6 +43,19 @@ def test_rounds_without_data_neither_break_nor_extend_a_streak() -> None:
     assert judge([ERRORS], {}, rounds[:4], THRESHOLD, final=False).decision == "continue"
 
 
+def test_a_percentile_round_without_fresh_samples_is_still_judged_on_its_figure() -> None:
+    # Sentry's p95 of a round whose duration pages failed (or brought nothing new) comes
+    # without samples: it was skipped as "no samples", and a release at 900ms against
+    # max 500ms passed on the one round that had them
+    p95 = Rule("sentry-p95", "sentry", "p95_duration", max=0.5)
+    first = Observation(0.9, count=50, total=50, values=(0.8, 0.9, 0.95), quantile=0.95)
+    later = Observation(0.9, count=50, total=50, quantile=0.95)
+    rounds = rounds_of(p95, first, *[later] * 5)
+    verdict = judge([p95], {}, rounds, THRESHOLD, final=True)
+    assert verdict.decision == "fail"
+    assert verdict.rules[0].evidence["failed_at_round"] == 2
+
+
 def test_no_data_is_inconclusive_never_a_failure() -> None:
     rounds = rounds_of(ERRORS, *[Observation(None, error="provider timeout")] * 10)
     verdict = judge([ERRORS], {}, rounds, THRESHOLD, final=True)

@@ -73,6 +73,10 @@ class BasePolicy:
     before the first round."""
 
     on_evidence = False
+    needs_samples = True
+    """A percentile rule's round is judged only with fresh samples (`values`); False for a
+    policy that judges each round's figure alone, which a round without new samples has
+    (the judge reads it with getattr: a policy without it needs samples)."""
 
     def __init__(self, window: Window) -> None:
         self.window = window

@@ -27,6 +27,10 @@ from agent.analysis.verdicts import (
 
 
 class ThresholdPolicy(BasePolicy):
+    # each round's figure against the bounds: a p95 Sentry gave with no fresh duration
+    # samples (its pages failed, or none were new) is still that round's figure
+    needs_samples = False
+
     def start(self, rule: Rule) -> State:
         return {
             "streak": [],

@@ -317,18 +317,12 @@ class HttpProvider:
             try:
                 answer = await self._attempt(method, url, deadline, params, json_body)
             except TimeoutError:
-                self._count_http("timeout")
                 retry = Retry(
                     f"{self.title} did not answer within {format_duration(self.attempt_timeout)}"
                 )
             except aiohttp.ClientError as exc:
-                self._count_http("error")
                 retry = Retry(f"could not reach {self.title} ({_describe(exc)})")
-            except asyncio.CancelledError:
-                self._count_http("timeout")  # the fetch's budget (or a shutdown) cut it
-                raise
             else:
-                self._count_http(f"{min(max(answer.status // 100, 2), 5)}xx")
                 maybe = self.retry_for(answer)
                 if maybe is None:
                     return answer
@@ -396,9 +390,20 @@ class HttpProvider:
         async with semaphore:
             budget = min(deadline - asyncio.get_running_loop().time(), self.attempt_timeout)
             if budget <= 0:
-                raise TimeoutError
-            async with asyncio.timeout(budget):
-                return await self._exchange(session, method, url, params, json_body)
+                raise TimeoutError  # never sent: not an HTTP request
+            # counted here, once it is sent: one still waiting for a slot when the fetch's
+            # budget ran out never reached the provider (the metric counts what it received)
+            try:
+                async with asyncio.timeout(budget):
+                    answer = await self._exchange(session, method, url, params, json_body)
+            except (TimeoutError, asyncio.CancelledError):
+                self._count_http("timeout")  # no answer in time (or the fetch's budget cut it)
+                raise
+            except aiohttp.ClientError:
+                self._count_http("error")
+                raise
+            self._count_http(f"{min(max(answer.status // 100, 2), 5)}xx")
+            return answer
 
     async def _exchange(
         self,

@@ -154,6 +154,42 @@ async def test_throttling_and_server_errors_are_retried(
     assert http[failed_as] >= 2, http  # GraphQL's own errors come in a 200
 
 
+async def test_http_requests_are_counted_as_the_provider_received_them(
+    newrelic_fake: FakeNewRelic, metrics: Metrics
+) -> None:
+    """Fetches queued behind one slot while New Relic hangs: those whose budget ran out
+    before they were sent never reached it, and the metric counts none of them."""
+    newrelic_fake.fail("hang")
+    provider = NewRelicProvider(
+        newrelic_settings(newrelic_fake, max_in_flight=1, timeout=1.0, request_timeout=0.4),
+        metrics=metrics,
+    )
+    try:
+        observations = await asyncio.gather(
+            *(
+                provider.fetch(
+                    rule(source="newrelic", nrql=f"SELECT count(*) FROM T{i}", max=1),
+                    scope(),
+                    AFTER,
+                    None,
+                )
+                for i in range(6)
+            )
+        )
+    finally:
+        await provider.aclose()
+    assert all(o.value is None for o in observations)
+    counted = sum(
+        metrics.registry.get_sample_value(
+            "postflight_provider_http_requests_total", {"provider": "newrelic", "result": r}
+        )
+        or 0.0
+        for r in ("2xx", "4xx", "5xx", "timeout", "error")
+    )
+    assert 0 < len(newrelic_fake.requests) < 6  # some never got the slot
+    assert counted == len(newrelic_fake.requests)
+
+
 async def test_throttling_that_does_not_stop_is_an_error_observation(
     newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic
 ) -> None:

@@ -111,15 +111,16 @@ def build_app(
         targets=RollbackTargets(settings),
     )
     providers = build_providers(settings.providers, app[METRICS], redact)
+    alerts = WindowAlerts(
+        app[STORE],
+        notifier,
+        link=lambda window: deploy_page_url(settings.server, window.id, now=clock()),
+    )
     watcher = Watcher(
         settings,
         app[STORE],
         app[METRICS],
-        alerts=WindowAlerts(
-            app[STORE],
-            notifier,
-            link=lambda window: deploy_page_url(settings.server, window.id, now=clock()),
-        ),
+        alerts=alerts,
         delivery=delivery,
         providers=providers,
         sessions=sessions,
@@ -146,8 +147,14 @@ def build_app(
     async def watcher_ctx(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(watcher.run(), name="watcher")
         side = asyncio.create_task(integrations.run(), name="integrations")
+        # alerts cut off by a crash (this process's last, or a dead replica's): its
+        # sends are the watcher's background work, so `drain` bounds them at a stop
+        recovery = asyncio.create_task(
+            alerts.run(watcher.services.spawn, max(poll_interval, alerts.lease_s / 4)),
+            name="alert-recovery",
+        )
         yield
-        for running in (side, task):
+        for running in (recovery, side, task):
             running.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await running

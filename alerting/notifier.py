@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -52,6 +52,16 @@ class ChannelResult:
     channel_label`), redacted again: safe to log and store."""
     sent: bool
     detail: str
+
+    @property
+    def key(self) -> str:
+        """Names the channel in the store (`Store.note_alert_channel`): its position and
+        label, so a channel moved or replaced across a restart is not taken for another."""
+        return f"{self.index}:{self.url}"
+
+
+SENT_BEFORE = "sent before a restart"
+"""A channel's detail when an alert finished after a crash had already reached it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,15 +208,31 @@ class Notifier:
         if isinstance(pause, int | float) and pause > THROTTLE_SHARE * self._timeout:
             service.request_rate_per_sec = THROTTLE_SHARE * self._timeout  # type: ignore[attr-defined]
 
+    @property
+    def worst_case_s(self) -> float:
+        """The longest `send` takes: apprise's deadline and our guard."""
+        return self._timeout + GRACE_S
+
     def route(self, tags: Sequence[str]) -> list[int]:
         """The channels for an environment's `alerts.tags`: those sharing a tag with
         it; every channel when the environment names no tags."""
         wanted = frozenset(tags)
         return [i for i, have in enumerate(self._tags) if not wanted or have & wanted]
 
-    async def send(self, alert: Alert, tags: Sequence[str]) -> NotifyOutcome:
+    async def send(
+        self,
+        alert: Alert,
+        tags: Sequence[str],
+        *,
+        skip: Collection[str] = (),
+        on_sent: Callable[[str], Awaitable[None]] | None = None,
+    ) -> NotifyOutcome:
         """Notify the routed channels concurrently; never raises (but for
-        cancellation), never takes much longer than `timeout`."""
+        cancellation), never takes much longer than `timeout` (and `on_sent`'s awaits).
+
+        `skip`: keys (`ChannelResult.key`) of channels that took it already, reported
+        sent and not sent again. `on_sent(key)` is awaited as each channel takes it, so a
+        crash mid-send leaves a record of who was told; it must not raise."""
         context = {
             "deploy_id": alert.deploy_id,
             "environment": alert.environment,
@@ -224,15 +250,19 @@ class Notifier:
                 )
                 return NotifyOutcome(())
             title, body = render(alert, self._redact)
+            before = [ChannelResult(i, self._urls[i], True, SENT_BEFORE) for i in indexes]
+            before = [c for c in before if c.key in skip]
+            skipped = {c.index for c in before}
             tasks = {
                 i: asyncio.ensure_future(self._send_one(i, title, body, alert.notify_type))
                 for i in indexes
+                if i not in skipped
             }
             for task in tasks.values():
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             try:
-                await asyncio.wait(tasks.values(), timeout=self._timeout + GRACE_S)
+                await self._wait(list(tasks.values()), on_sent)
             except asyncio.CancelledError:  # the caller gave up: so do we
                 for task in tasks.values():
                     task.cancel()
@@ -274,7 +304,27 @@ class Notifier:
                     result.detail,
                     extra={**context, "channel": result.index},
                 )
-        return NotifyOutcome(tuple(results))
+        return NotifyOutcome(tuple(sorted([*before, *results], key=lambda c: c.index)))
+
+    async def _wait(
+        self,
+        tasks: list[asyncio.Task[ChannelResult]],
+        on_sent: Callable[[str], Awaitable[None]] | None,
+    ) -> None:
+        """Wait for the channels until the deadline, telling `on_sent` of each that took
+        it as it does (the deadline does not move for `on_sent`'s awaits)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout + GRACE_S
+        pending = set(tasks)
+        while pending and (left := deadline - loop.time()) > 0:
+            done, pending = await asyncio.wait(
+                pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
+            )
+            if on_sent is None:
+                continue
+            for task in done:
+                if not task.cancelled() and task.exception() is None and task.result().sent:
+                    await on_sent(task.result().key)
 
     async def _send_one(self, index: int, title: str, body: str, notify_type: str) -> ChannelResult:
         url = self._urls[index]

@@ -350,6 +350,8 @@ class JsonSink(_HttpServer):
     ) -> None:
         super().__init__()
         self.notifications: list[JsonNotification] = []
+        self.arrived = 0
+        """Requests received, answered or not (a hung one counts at once)."""
         self._script = _Script(script)
         self._log = _JsonLog(log)
 
@@ -373,6 +375,10 @@ class JsonSink(_HttpServer):
         await self._wait_until(lambda: len(self.notifications) >= n, within)
         return self.notifications
 
+    async def wait_arrived(self, n: int, within: float = 10.0) -> None:
+        """Until `n` requests came in, whatever they were answered (or not yet)."""
+        await self._wait_until(lambda: self.arrived >= n, within)
+
     async def stop(self) -> None:
         await super().stop()
         self._log.close()
@@ -384,6 +390,8 @@ class JsonSink(_HttpServer):
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         reply = self._script.next()
+        self.arrived += 1
+        await self._notify()
         response = await self._serve(reply)
         if response is None:
             return web.Response(status=503)

@@ -31,6 +31,18 @@ class Lease(NamedTuple):
     until: float
 
 
+class UnsettledAlert(NamedTuple):
+    """An alert claimed with its content (`Store.claim_alert`'s `payload`) and still
+    without an outcome: in flight, or cut off by a crash."""
+
+    window_id: str
+    event: str
+    claimed_at: float
+    payload: str
+    sent_to: frozenset[str]
+    """The channels that took it already (`Store.note_alert_channel`)."""
+
+
 class StoreError(Exception):
     """The store cannot answer (down, locked, corrupt)."""
 
@@ -185,10 +197,17 @@ class Store(Protocol):
 
     # alerts
     async def claim_alert(
-        self, window_id: str, event: str, at: float, fence: Fence | None = None
+        self,
+        window_id: str,
+        event: str,
+        at: float,
+        fence: Fence | None = None,
+        payload: str | None = None,
     ) -> bool:
         """True the first time (window, event) is claimed: one notification per deploy
-        and event, across restarts (with `fence`: only while it holds the window)."""
+        and event, across restarts (with `fence`: only while it holds the window).
+        `payload`: what to send, kept so that a claim its sender never finished can be
+        sent by another (`unsettled_alerts`)."""
         ...
 
     async def take_alert(self, window_id: str, event: str, at: float, lapsed_before: float) -> bool:
@@ -198,6 +217,18 @@ class Store(Protocol):
         ...
 
     async def record_alert(self, window_id: str, event: str, result: str, detail: str) -> None: ...
+
+    async def note_alert_channel(self, window_id: str, event: str, channel: str) -> None:
+        """Remember that `channel` took a claimed alert still without an outcome, so that
+        whoever finishes it after a crash does not send it there again."""
+        ...
+
+    async def unsettled_alerts(
+        self, claimed_before: float, limit: int = 100
+    ) -> list[UnsettledAlert]:
+        """Claims with a payload and no outcome made before `claimed_before`, oldest first:
+        alerts whose sender died mid-send (take one with `take_alert` before sending)."""
+        ...
 
     async def alert_events(self, window_id: str) -> dict[str, str]:
         """event → last result for a window."""

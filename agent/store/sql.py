@@ -38,7 +38,7 @@ from agent.records import (
     WindowCreated,
     WindowState,
 )
-from agent.store.base import Conflict, Lease, StoreError
+from agent.store.base import Conflict, Lease, StoreError, UnsettledAlert
 from agent.store.cursor import decode_cursor, encode_cursor
 
 MIGRATIONS: tuple[str, ...] = (
@@ -138,6 +138,12 @@ MIGRATIONS: tuple[str, ...] = (
         answered_at DOUBLE PRECISION
     );
     CREATE INDEX gates_pending ON gates (created_at) WHERE answered_at IS NULL
+    """,
+    # an alert cut off by a crash is sent again: what to send, and the channels that took it
+    """
+    ALTER TABLE alerts ADD COLUMN payload TEXT;
+    ALTER TABLE alerts ADD COLUMN sent_to TEXT NOT NULL DEFAULT '';
+    CREATE INDEX alerts_unsettled ON alerts (claimed_at) WHERE result = 'claimed'
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -806,12 +812,17 @@ class SqlStore(ABC):
     # alerts ----------------------------------------------------------------
 
     async def claim_alert(
-        self, window_id: str, event: str, at: float, fence: Fence | None = None
+        self,
+        window_id: str,
+        event: str,
+        at: float,
+        fence: Fence | None = None,
+        payload: str | None = None,
     ) -> bool:
         """With `fence`, only while that claim holds the window, or it ended under that
         claim: a task whose lease was taken over never alerts."""
-        sql = "INSERT INTO alerts (window_id, event, claimed_at) SELECT ?, ?, ?"
-        args: tuple[Any, ...] = (window_id, event, at)
+        sql = "INSERT INTO alerts (window_id, event, claimed_at, payload) SELECT ?, ?, ?, ?"
+        args: tuple[Any, ...] = (window_id, event, at, _text(payload))
         if fence is not None:
             sql += f" WHERE EXISTS ({_HELD_BY})"
             args += (window_id, fence.owner, fence.epoch, window_id, fence.epoch)
@@ -845,6 +856,28 @@ class SqlStore(ABC):
                 window_id,
                 event,
             )
+
+    async def note_alert_channel(self, window_id: str, event: str, channel: str) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE alerts SET sent_to = sent_to || ? WHERE window_id = ? AND event = ?"
+                " AND result = 'claimed'",
+                _text(channel.replace("\n", " ") + "\n"),
+                window_id,
+                event,
+            )
+
+    async def unsettled_alerts(
+        self, claimed_before: float, limit: int = 100
+    ) -> list[UnsettledAlert]:
+        rows = await self._fetchall(
+            "SELECT window_id, event, claimed_at, payload, sent_to FROM alerts"
+            " WHERE result = 'claimed' AND claimed_at < ? AND payload IS NOT NULL"
+            " ORDER BY claimed_at LIMIT ?",
+            claimed_before,
+            limit,
+        )
+        return [UnsettledAlert(r[0], r[1], r[2], r[3], frozenset(r[4].splitlines())) for r in rows]
 
     async def alert_events(self, window_id: str) -> dict[str, str]:
         rows = await self._fetchall(

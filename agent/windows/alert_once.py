@@ -1,13 +1,24 @@
-"""One notification per deploy and event, across rounds and restarts.
+"""One notification per deploy and event, across rounds, restarts and replicas.
 
 `WindowAlerts` puts the store's alert claims in front of the `Notifier`: a breach
 that persists for ten rounds pages once, a restarted agent does not page again,
-and a resolve is sent only for a breach that was. Alerts are at most once: the
-claim is stored before sending, so a crash between the two loses that alert
-rather than repeating it. A breach's result is stored only once its slowest
-channel has answered (seconds, for a slow mail server), so a resolve first waits
-for this process's sends of that breach: a breach that clears within those
-seconds still gets its resolve.
+and a resolve is sent only for a breach that was.
+
+A crash mid-send must not lose the page (an SMTP server takes seconds; "ROLLBACK
+FAILED" may be the one that was in flight), and a live sender must not be doubled.
+So the claim is a lease, not a final mark: it is stored with the alert and its tags
+(the payload) before sending, each channel that takes the alert is noted as it does,
+and the outcome is stored last. A claim still without an outcome after `lease_s` (more
+than the notifier's worst case, so never a live sender's) belongs to a dead sender:
+`recover` (run every few seconds by every replica, `run`) takes it over through
+`Store.take_alert`, which one caller wins, and sends the stored alert to the channels
+not noted, with a fresh deploy-page link. Alerts are thus at least once, and a
+duplicate needs the process to die between a channel accepting the alert and that
+being noted (milliseconds); a window cancelled or superseded meanwhile drops it.
+
+A breach's result is stored only once its slowest channel has answered, so a
+resolve first waits for this process's sends of that breach: a breach that clears
+within those seconds still gets its resolve.
 
 What it must not do: raise into a round, or make a rollback wait. `emit` never
 raises (but `CancelledError`); the window runs it through `WatchServices.spawn`
@@ -18,13 +29,16 @@ finishes it on shutdown within a bound.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+from typing import Any
 
 from agent.records import DeployWindow, Fence
-from agent.store.base import Store
+from agent.store.base import Store, UnsettledAlert
 from alerting.events import Alert, breach_key
 from alerting.notifier import Notifier
 
@@ -32,6 +46,29 @@ log = logging.getLogger("postflight.alerting")
 
 DELIVERED_RESULTS = frozenset({"sent", "partial"})
 """Stored results meaning someone was told (a resolve is owed for such a breach)."""
+
+DROPPED_STATES = frozenset({"cancelled", "superseded"})
+"""A window in these states "fires nothing more": a cut-off alert of it is not re-sent."""
+
+
+def alert_lease(notifier: Notifier) -> float:
+    """How long a claim stays its sender's: twice the notifier's worst case and a second,
+    for the store writes around the send and some clock skew between replicas."""
+    return 2 * notifier.worst_case_s + 1.0
+
+
+def dump_payload(alert: Alert, tags: Sequence[str]) -> str:
+    """An alert and its tags as stored with its claim."""
+    return json.dumps({"alert": dataclasses.asdict(alert), "tags": list(tags)}, default=str)
+
+
+def load_payload(text: str) -> tuple[Alert, list[str]]:
+    """`dump_payload`'s inverse; fields this version does not know are left out."""
+    data = json.loads(text)
+    known = {f.name for f in dataclasses.fields(Alert)}
+    fields = {k: v for k, v in data["alert"].items() if k in known}
+    fields["rules"] = tuple(fields.get("rules") or ())
+    return Alert(**fields), [str(t) for t in data.get("tags") or ()]
 
 
 class WindowAlerts:
@@ -44,12 +81,15 @@ class WindowAlerts:
         *,
         clock: Callable[[], float] = time.time,
         link: Callable[[DeployWindow], str | None] | None = None,
+        lease_s: float | None = None,
     ) -> None:
         self._store = store
         self._notifier = notifier
         self._clock = clock
         self._link = link
         """The deploy's page, for every alert body (`agent.web.links.deploy_page_url`)."""
+        self.lease_s = alert_lease(notifier) if lease_s is None else lease_s
+        """After this long, a claim without an outcome is a dead sender's (`recover`)."""
         self._sending: dict[tuple[str, str], list[asyncio.Event]] = {}
         """This process's emits in flight, by (deploy, key): what a resolve waits for."""
 
@@ -72,11 +112,17 @@ class WindowAlerts:
         Never raises, except `CancelledError`.
         """
         key = key or alert.event
-        # registered before the first await: a resolve spawned a round later finds it
-        slot, done = (window.id, key), asyncio.Event()
+        with self._flight(window.id, key):
+            return await self._emit(window, alert, tags, key, fence)
+
+    @contextlib.contextmanager
+    def _flight(self, window_id: str, key: str) -> Iterator[None]:
+        """Registers a send, before its first await: a resolve spawned a round later
+        finds it and waits."""
+        slot, done = (window_id, key), asyncio.Event()
         self._sending.setdefault(slot, []).append(done)
         try:
-            return await self._emit(window, alert, tags, key, fence)
+            yield
         finally:
             done.set()
             flights = self._sending[slot]
@@ -94,23 +140,115 @@ class WindowAlerts:
     ) -> bool:
         context = {"deploy_id": window.id, "environment": window.environment, "event": key}
         try:
-            if key.startswith("resolved:"):
-                breach = breach_key(key.removeprefix("resolved:"))
-                # each send is bounded by the notifier's timeout, so this wait is too
-                for sending in list(self._sending.get((window.id, breach), ())):
-                    await sending.wait()
-                events = await self._store.alert_events(window.id)
-                if events.get(breach) not in DELIVERED_RESULTS:
-                    return False
-            if not await self._store.claim_alert(window.id, key, self._clock(), fence):
+            if key.startswith("resolved:") and not await self._breach_reached(window.id, key):
                 return False
-            if alert.link is None and self._link is not None:
-                alert = dataclasses.replace(alert, link=self._link(window))
-            outcome = await self._notifier.send(alert, tags)
-            await self._store.record_alert(window.id, key, outcome.result, outcome.describe())
-            return outcome.delivered
+            payload = dump_payload(alert, tags)
+            if not await self._store.claim_alert(window.id, key, self._clock(), fence, payload):
+                return False
+            return await self._send(window, alert, tags, key)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("alert %s for %s not sent", key, window.id, extra=context)
             return False
+
+    async def _breach_reached(self, window_id: str, resolved: str) -> bool:
+        """Whether the breach a `resolved:<rule>` key answers reached a channel."""
+        breach = breach_key(resolved.removeprefix("resolved:"))
+        # each send is bounded by the notifier's timeout, so this wait is too
+        for sending in list(self._sending.get((window_id, breach), ())):
+            await sending.wait()
+        events = await self._store.alert_events(window_id)
+        return events.get(breach) in DELIVERED_RESULTS
+
+    async def _send(
+        self,
+        window: DeployWindow,
+        alert: Alert,
+        tags: Sequence[str],
+        key: str,
+        sent_to: Collection[str] = (),
+    ) -> bool:
+        """Send a claimed alert (but to `sent_to`), noting each channel that takes it,
+        then store the outcome."""
+        if alert.link is None and self._link is not None:
+            alert = dataclasses.replace(alert, link=self._link(window))
+        outcome = await self._notifier.send(
+            alert, tags, skip=sent_to, on_sent=self._noter(window, key)
+        )
+        await self._store.record_alert(window.id, key, outcome.result, outcome.describe())
+        return outcome.delivered
+
+    def _noter(self, window: DeployWindow, key: str) -> Callable[[str], Awaitable[None]]:
+        async def note(channel: str) -> None:
+            try:
+                await self._store.note_alert_channel(window.id, key, channel)
+            except Exception:  # only a duplicate after a crash is at stake: send on
+                log.warning(
+                    "alert %s for %s: could not note that %s took it",
+                    key,
+                    window.id,
+                    channel,
+                    exc_info=True,
+                    extra={"deploy_id": window.id, "event": key},
+                )
+
+        return note
+
+    # a dead sender's alerts ---------------------------------------------------
+
+    async def run(self, spawn: Callable[[Any], object], interval: float) -> None:
+        """`recover` every `interval` seconds, for good; a failed scan is retried."""
+        while True:
+            try:
+                await self.recover(spawn)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("alerts: looking for alerts cut off by a crash failed; retrying")
+            await asyncio.sleep(interval)
+
+    async def recover(self, spawn: Callable[[Any], object] | None = None) -> int:
+        """Send the alerts whose sender died mid-send (claims older than the lease and
+        without an outcome); with `spawn`, in the background. How many were taken over."""
+        now = self._clock()
+        taken = 0
+        for claim in await self._store.unsettled_alerts(claimed_before=now - self.lease_s):
+            if not await self._store.take_alert(
+                claim.window_id, claim.event, now, lapsed_before=now - self.lease_s
+            ):
+                continue  # another replica took it a moment ago
+            taken += 1
+            work = self._resend(claim)
+            if spawn is None:
+                await work
+            else:
+                spawn(work)
+        return taken
+
+    async def _resend(self, claim: UnsettledAlert) -> None:
+        """A taken-over claim: its stored alert to the channels that did not take it."""
+        context = {"deploy_id": claim.window_id, "event": claim.event}
+        with self._flight(claim.window_id, claim.event):
+            try:
+                window = await self._store.get_window(claim.window_id)
+                if window is None or window.state in DROPPED_STATES:
+                    state = window.state if window else "gone"
+                    await self._store.record_alert(
+                        claim.window_id, claim.event, "dropped", f"cut off; window {state}"
+                    )
+                    return
+                alert, tags = load_payload(claim.payload)
+                log.warning(
+                    "alert %s for %s was cut off (its sender stopped mid-send): sending it",
+                    claim.event,
+                    claim.window_id,
+                    extra={**context, "environment": window.environment},
+                )
+                await self._send(window, alert, tags, claim.event, claim.sent_to)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(
+                    "alert %s for %s not sent again", claim.event, claim.window_id, extra=context
+                )

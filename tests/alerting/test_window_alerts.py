@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -158,7 +160,9 @@ async def test_spawned_alerts_leave_the_caller_free_and_drain_on_shutdown(
 
 async def test_drain_cancels_what_outlives_its_grace(store: SqliteStore, metrics: Metrics) -> None:
     class Stuck:
-        async def send(self, alert: Alert, tags: Any) -> Any:
+        worst_case_s = 1.0
+
+        async def send(self, alert: Alert, tags: Any, **how: Any) -> Any:
             await asyncio.Event().wait()
 
     alerts = WindowAlerts(store, Stuck())  # type: ignore[arg-type]
@@ -209,3 +213,125 @@ async def test_a_breach_that_clears_while_its_alert_is_sending_still_gets_its_re
         "[postflight] production v2.4.1: errors breached",
         "[postflight] production v2.4.1: errors resolved",
     ]
+
+
+# -- an alert cut off by a crash -----------------------------------------------------
+
+
+LEASE_S = 2.0
+
+
+async def crash_mid_send(
+    path: Path, w: DeployWindow, sinks: list[JsonSink], metrics: Metrics, noted: int = 0
+) -> None:
+    """Emit `w`'s `passed` alert to `sinks` and kill the sender (its task is cancelled,
+    its store closed, nothing after) once every sink had its request, and `noted`
+    channels' acceptance was stored."""
+    store = SqliteStore(path)
+    await store.open()
+    await store.create_window(w)
+    alerts = WindowAlerts(store, make_notifier([s.url() for s in sinks], metrics), lease_s=LEASE_S)
+    sending = asyncio.ensure_future(alerts.emit(w, Alert.for_window(w, "passed"), ["oncall"]))
+    for sink in sinks:
+        await sink.wait_arrived(1)
+    for _ in range(1000):  # a channel's acceptance is stored just after its answer
+        if await sent_to(store) >= noted:
+            break
+        await asyncio.sleep(0.01)
+    sending.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sending
+    await store.close()
+
+
+async def sent_to(store: SqliteStore) -> int:
+    return sum(len(c.sent_to) for c in await store.unsettled_alerts(claimed_before=1e12))
+
+
+async def restarted(path: Path, sinks: list[JsonSink], metrics: Metrics, *, after: float) -> int:
+    """A new process on the same store, `after` seconds later: how many alerts its
+    recovery took over (sent before returning)."""
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        notifier = make_notifier([s.url() for s in sinks], metrics)
+        clock = lambda: time.time() + after  # noqa: E731
+        alerts = WindowAlerts(store, notifier, clock=clock, lease_s=LEASE_S)
+        return await alerts.recover()
+    finally:
+        await store.close()
+
+
+async def test_an_alert_cut_off_by_a_crash_is_sent_once_after_the_restart(
+    tmp_path: Path, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """The sender died while the channel held the alert (no answer yet): the claim was
+    final, and no restart ever sent it. Once its lease lapsed, the restarted agent sends
+    it, once, with the same words; a second look finds nothing left to send."""
+    path, w = tmp_path / "alerts.db", window()
+    json_sink.script("hang")
+    await crash_mid_send(path, w, [json_sink], metrics)
+    assert json_sink.notifications == []
+
+    assert await restarted(path, [json_sink], metrics, after=LEASE_S + 1) == 1
+    assert await restarted(path, [json_sink], metrics, after=LEASE_S + 2) == 0
+
+    assert [n.title for n in json_sink.notifications] == [
+        "[postflight] production v2.4.1: deploy passed"
+    ]
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert await store.alert_events(w.id) == {"passed": "sent"}
+    finally:
+        await store.close()
+
+
+async def test_a_claim_younger_than_its_lease_is_not_taken_over(
+    tmp_path: Path, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """Its sender may still be sending (another replica, a slow mail server): taking it
+    over would page twice."""
+    path, w = tmp_path / "alerts.db", window()
+    json_sink.script("hang")
+    await crash_mid_send(path, w, [json_sink], metrics)
+
+    assert await restarted(path, [json_sink], metrics, after=0.0) == 0
+    assert json_sink.notifications == []
+
+
+async def test_a_channel_that_took_it_before_the_crash_does_not_get_it_again(
+    tmp_path: Path, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """Chat took the alert at once, the mail server was still on it at the crash: after
+    the restart only the mail server gets it."""
+    path, w = tmp_path / "alerts.db", window()
+    slow = JsonSink(["hang"])
+    await slow.start()
+    try:
+        await crash_mid_send(path, w, [json_sink, slow], metrics, noted=1)
+        assert len(json_sink.notifications) == 1 and slow.notifications == []
+
+        assert await restarted(path, [json_sink, slow], metrics, after=LEASE_S + 1) == 1
+        assert len(json_sink.notifications) == 1 and len(slow.notifications) == 1
+    finally:
+        await slow.stop()
+
+
+async def test_a_cut_off_alert_of_a_superseded_window_is_dropped(
+    tmp_path: Path, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """A superseded window fires nothing more (contract §2), a late alert included."""
+    path, w = tmp_path / "alerts.db", window()
+    json_sink.script("hang")
+    await crash_mid_send(path, w, [json_sink], metrics)
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        newer = dataclasses.replace(window("dep_01JDNEWER"), created_at=1.0)
+        assert [old.id for old in (await store.create_window(newer)).superseded] == [w.id]
+    finally:
+        await store.close()
+
+    assert await restarted(path, [json_sink], metrics, after=LEASE_S + 1) == 1
+    assert json_sink.notifications == []

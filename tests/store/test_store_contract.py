@@ -402,6 +402,27 @@ async def test_a_claim_without_an_outcome_is_taken_over_once_after_it_lapses(
         await second.close()
 
 
+async def test_an_alert_claimed_with_its_payload_is_listed_until_it_has_an_outcome(
+    store: Store,
+) -> None:
+    """What a dead sender left: the alert to send, the channels that took it already; a
+    claim without a payload (a follow-up's, an older agent's) is not listed."""
+    await store.create_window(window("dep_1"))
+    assert await store.claim_alert("dep_1", "passed", 10.0, payload='{"alert": {}}')
+    assert await store.claim_alert("dep_1", "then:db", 10.0)
+    assert await store.claim_alert("dep_1", "breach:x", 20.0, payload="{}")
+    await store.note_alert_channel("dep_1", "passed", "0:json://a")
+    await store.note_alert_channel("dep_1", "passed", "2:mailto://b")
+    listed = await store.unsettled_alerts(claimed_before=15.0)
+    assert [(a.event, a.payload, a.sent_to) for a in listed] == [
+        ("passed", '{"alert": {}}', frozenset({"0:json://a", "2:mailto://b"}))
+    ]
+    assert await store.take_alert("dep_1", "passed", 30.0, lapsed_before=15.0)
+    assert [a.event for a in await store.unsettled_alerts(claimed_before=25.0)] == ["breach:x"]
+    await store.record_alert("dep_1", "breach:x", "sent", "")
+    assert [a.event for a in await store.unsettled_alerts(claimed_before=99.0)] == ["passed"]
+
+
 async def test_alert_results_are_recorded_per_event(store: Store) -> None:
     await store.create_window(window("dep_1"))
     await store.claim_alert("dep_1", "passed", 1.0)

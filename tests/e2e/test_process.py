@@ -128,3 +128,25 @@ def test_a_gate_pending_at_kill_9_is_answered_once_after_restart(tmp_path: Path)
     assert trial.staging_state == "passed"
     assert [(a["run"], a["state"]) for a in trial.answers] == [("77", "approved")]
     assert trial.answers[0]["environment_name"] == "Production"
+
+
+@pytest.mark.timeout(90)
+def test_an_alert_held_at_kill_9_is_sent_once_after_restart(tmp_path: Path) -> None:
+    """Contract §4 across a crash: the channel had not taken the window's last alert
+    when the agent died; the restarted agent sends it, once (it lost it for good)."""
+    from tests.e2e.crash_alert import run_alert_trial
+
+    trial = run_alert_trial(tmp_path, "never")
+    assert trial.held_arrivals == 1
+    assert 1 <= trial.breaches <= 2
+
+
+@pytest.mark.timeout(90)
+def test_an_alert_taken_just_before_kill_9_is_sent_again_at_most_once(tmp_path: Path) -> None:
+    """The one duplicate left: the channel took the alert and the agent died before it
+    heard so; the restarted agent cannot know, and sends it once more, not again."""
+    from tests.e2e.crash_alert import run_alert_trial
+
+    trial = run_alert_trial(tmp_path, "before_kill")
+    assert trial.held_arrivals == 2
+    assert 1 <= trial.breaches <= 2

@@ -234,6 +234,11 @@ class Store(Protocol):
         """event → last result for a window."""
         ...
 
+    async def alerts_of(self, window_ids: list[str]) -> dict[str, dict[str, str]]:
+        """`alert_events` of many windows in a few queries (window id → event → result;
+        a window with none is absent): the integrations' scan after a restart."""
+        ...
+
     # GitHub deployment protection rules (contract §7)
     async def add_gate(self, gate: PendingGate) -> bool:
         """Store a gate to answer; False if that callback is stored already."""

@@ -885,6 +885,18 @@ class SqlStore(ABC):
         )
         return {r[0]: r[1] for r in rows}
 
+    async def alerts_of(self, window_ids: list[str]) -> dict[str, dict[str, str]]:
+        found: dict[str, dict[str, str]] = {}
+        for at in range(0, len(window_ids), WINDOWS_PER_QUERY):
+            ids = window_ids[at : at + WINDOWS_PER_QUERY]
+            marks = ", ".join("?" * len(ids))
+            rows = await self._fetchall(
+                f"SELECT window_id, event, result FROM alerts WHERE window_id IN ({marks})", *ids
+            )
+            for window_id, event, result in rows:
+                found.setdefault(window_id, {})[event] = result
+        return found
+
     # protection-rule gates ---------------------------------------------------
 
     async def add_gate(self, gate: PendingGate) -> bool:

@@ -56,6 +56,8 @@ STATUS_OF_STATE = {
 }
 GATE_ANSWERS = {"passed": "approved", "failed": "rejected", "rolled_back": "rejected"}
 SCAN_LIMIT = 50
+SWEEP_LIMIT = 500
+"""Page size past the newest page: a burst of registrations, or the first scan."""
 DONE_RESULTS = ("delivered", "failed", "sent", "rejected", "approved")
 MANUAL_STATES = ("watching", "passed", "failed", "inconclusive")
 GATE_CLAIM_S = 300.0
@@ -98,6 +100,10 @@ class Integrations:
         self._locks: dict[str, asyncio.Lock] = {}
         self._later: set[asyncio.Task[None]] = set()
         """Follow-ups held by another sender, to take over if its claim lapses."""
+        self._seen: set[str] = set()
+        """Windows the scan has read (`_new_windows` stops at them)."""
+        self._owing: set[str] = set()
+        """Windows read again by id each scan until their actions are done."""
         services.after_rollback = self.after_rollback
 
     def _client(self) -> aiohttp.ClientSession:
@@ -152,19 +158,101 @@ class Integrations:
         )
 
     async def _scan(self) -> None:
-        windows = (
-            (await self.s.store.list_windows(limit=SCAN_LIMIT)).items
-            if self._follows_windows()
-            else []
-        )
-        for window in windows:
-            if "github.deployment" in window.labels:
-                self._github_statuses(window)
-            self._commit_status(window)
-            if window.state == "passed" and "vercel.deployment" in window.labels:
-                self._rolling_release(window)
+        if self._follows_windows():
+            await self._follow_windows()
         for gate in await self.s.store.pending_gates():
             await self._gate(gate)
+
+    async def _follow_windows(self) -> None:
+        """Act on every window that still owes a status or an approval, at any scale.
+
+        Each second it reads the windows registered since the last scan (`_new_windows`)
+        and, by id, those it follows (`_owing`: watching, or with an action not yet
+        done), never the whole table: the newest page alone missed a window that ended
+        after 50 newer ones were registered, and its GitHub deployment stayed
+        `in_progress`. A window is dropped once its state's actions are all done; a
+        later change (a manual rollback after a pass) follows it again (`after_rollback`).
+        """
+        newest, older = await self._new_windows()
+        new = newest + older
+        await self._mark_done(newest, older)
+        owing = [w for w in new if self._owes(w)]
+        known = {w.id for w in new}
+        followed = [i for i in self._owing if i not in known]
+        if followed:
+            owing += await self.s.store.get_windows(followed)
+        self._owing.difference_update(followed)  # kept: ids added meanwhile (a rollback)
+        for window in owing:
+            self._act(window)
+            if self._owes(window):
+                self._owing.add(window.id)
+
+    async def _new_windows(self) -> tuple[list[DeployWindow], list[DeployWindow]]:
+        """Windows not seen before, newest first, on the newest page and past it: pages
+        until one holds a window seen already (all older ones were). The first scan after
+        a start so reads the table once, and finds the windows that ended unposted while
+        no agent followed them."""
+        pages: list[list[DeployWindow]] = []
+        cursor: str | None = None
+        while True:
+            limit = SCAN_LIMIT if cursor is None else SWEEP_LIMIT
+            page = await self.s.store.list_windows(limit=limit, cursor=cursor)
+            fresh = [w for w in page.items if w.id not in self._seen]
+            self._seen.update(w.id for w in fresh)
+            pages.append(fresh)
+            if len(fresh) < len(page.items) or page.next_cursor is None:
+                return pages[0], [w for later in pages[1:] for w in later]
+            cursor = page.next_cursor
+
+    async def _mark_done(self, newest: list[DeployWindow], older: list[DeployWindow]) -> None:
+        """Note the actions already done for windows new to this process (one query per
+        thousand, not a claim per window and key: a restart finds thousands).
+
+        Past the newest page, a window that had ended owes only what it began (its
+        `in_progress` or `pending` claimed): one never begun predates the integration's
+        configuration, and turning `commit_status` on must not post a status on every
+        commit of the history."""
+        windows = [w for w in newest + older if self._keys(w)]
+        if not windows:
+            return
+        events = await self.s.store.alerts_of([w.id for w in windows])
+        history = {w.id for w in older if w.state != "watching"}
+        for window in windows:
+            done = events.get(window.id, {})
+            self._done.update((window.id, k) for k, result in done.items() if result != "claimed")
+            if window.id in history:
+                begun = {key.rsplit(":", 1)[0] for key in done}
+                self._done.update(
+                    (window.id, k) for k in self._keys(window) if k.rsplit(":", 1)[0] not in begun
+                )
+
+    def _act(self, window: DeployWindow) -> None:
+        if "github.deployment" in window.labels:
+            self._github_statuses(window)
+        self._commit_status(window)
+        if window.state == "passed" and "vercel.deployment" in window.labels:
+            self._rolling_release(window)
+
+    def _keys(self, window: DeployWindow) -> list[str]:
+        """The `claim_alert` keys of the actions the window's current state calls for."""
+        keys: list[str] = []
+        state = self._deployment_state(window)
+        if state is not None:
+            keys.append(f"github:{state}")
+        commit = self._commit_state(window)
+        if commit is not None:
+            keys.append(f"github:commit:{commit[0]}")
+        if window.state == "passed" and self._rolls_out(window):
+            keys.append("vercel:approve-stage")
+        return keys
+
+    def _owes(self, window: DeployWindow) -> bool:
+        """Whether the window is still to be followed: watching (its verdict will call
+        for a status or an approval) or with an action not done yet."""
+        keys = self._keys(window)
+        if window.state == "watching" and (keys or self._rolls_out(window)):
+            return True
+        return any((window.id, key) not in self._done for key in keys)
 
     def _once(
         self,
@@ -218,11 +306,15 @@ class Integrations:
 
     # GitHub deployment statuses ----------------------------------------------
 
-    def _github_statuses(self, window: DeployWindow) -> None:
+    def _deployment_state(self, window: DeployWindow) -> str | None:
+        """The deployment status the window's state calls for, if it has a deployment."""
         github = self.settings.integrations.github
-        if github is None or github.token is None:
-            return
-        state = STATUS_OF_STATE.get(window.state)
+        if github is None or github.token is None or "github.deployment" not in window.labels:
+            return None
+        return STATUS_OF_STATE.get(window.state)
+
+    def _github_statuses(self, window: DeployWindow) -> None:
+        state = self._deployment_state(window)
         if state is None:
             return
         lease = self._status_lease()
@@ -280,7 +372,8 @@ class Integrations:
         )
         self._record(window, f"github:{state}", result, f"GitHub deployment status {state}")
 
-    def _commit_status(self, window: DeployWindow) -> None:
+    def _commit_state(self, window: DeployWindow) -> tuple[str, str] | None:
+        """The commit status the window's state calls for, and the repository."""
         github = self.settings.integrations.github
         env = self.settings.environments.get(window.environment)
         source = env.sources.github if env is not None else None
@@ -293,12 +386,18 @@ class Integrations:
             or state is None
             or not SHA.match(window.commit or "")
         ):
+            return None
+        return state, source.repository
+
+    def _commit_status(self, window: DeployWindow) -> None:
+        commit = self._commit_state(window)
+        if commit is None:
             return
-        key = f"github:commit:{state}"
+        state, repository = commit
         self._once(
             window,
-            key,
-            lambda: self._post_commit_status(window, state, source.repository),
+            f"github:commit:{state}",
+            lambda: self._post_commit_status(window, state, repository),
             lease=self._status_lease(),
         )
 
@@ -353,11 +452,21 @@ class Integrations:
 
     # Vercel Rolling Releases ---------------------------------------------------
 
-    def _rolling_release(self, window: DeployWindow) -> None:
+    def _rolls_out(self, window: DeployWindow) -> bool:
+        """Whether a pass of this window approves a Rolling Release stage."""
         env = self.settings.environments.get(window.environment)
         source = env.sources.vercel if env is not None else None
         vercel = self.settings.integrations.vercel
-        if source is None or not source.rolling_release or vercel is None or not vercel.token:
+        return (
+            "vercel.deployment" in window.labels
+            and source is not None
+            and source.rolling_release
+            and vercel is not None
+            and bool(vercel.token)
+        )
+
+    def _rolling_release(self, window: DeployWindow) -> None:
+        if not self._rolls_out(window):
             return
         self._once(window, "vercel:approve-stage", lambda: self._approve_stage(window))
 
@@ -527,6 +636,7 @@ class Integrations:
         is now `rolled_back` too, and the `rollback.then` follow-ups go out once each."""
         for state in ("passed", "inconclusive"):
             await self.s.store.set_state(window.id, "rolled_back", state)
+        self._owing.add(window.id)  # its statuses change with its state
         env = self.settings.environments.get(window.environment)
         if env is None or env.rollback is None:
             return

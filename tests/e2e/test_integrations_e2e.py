@@ -651,3 +651,86 @@ async def test_a_status_whose_sender_died_mid_call_is_posted_after_a_restart(
     assert [(s["state"], s["description"]) for s in fake_github.statuses] == [
         ("failure", "probe-errors: dead sender")
     ]
+
+
+async def test_a_github_window_ending_after_50_newer_ones_still_gets_its_final_status(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    """The scan read only the 50 newest windows: a GitHub-opened window that ended after
+    more were registered never had its verdict posted, and stayed `in_progress`."""
+    agent = await start_agent(
+        environments(flip_target, window="4s", staging_window="30s"),
+        extra=integrations(fake_github, fake_vercel),
+    )
+    status, opened = await github_hook(agent, "deployment_status", gh.deployment_status(), "d-1")
+    assert status == 202, opened
+    await eventually(lambda: len(fake_github.statuses) >= 1)
+    for n in range(60):  # each supersedes the one before: one staging window watching
+        await agent.register("staging", f"v{n}")
+    assert (await agent.settled(opened["deploy"]["id"]))["state"] == "passed"
+    await eventually(lambda: len(fake_github.statuses) >= 2, within=5.0)
+    assert [s["state"] for s in fake_github.statuses] == ["in_progress", "success"]
+
+
+async def test_a_window_that_ended_unposted_behind_50_newer_ones_is_posted_after_a_restart(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+    tmp_path: Path,
+) -> None:
+    """An agent stopped between a verdict and its status, with 60 newer windows since:
+    the restarted agent's scan never reached it (it read the 50 newest). An older one that
+    no agent ever began (GitHub configured since) is history: nothing is posted for it."""
+    now = time.time()
+    store = store_from_url(f"sqlite:///{tmp_path / 'postflight.db'}")
+    await store.open()
+    for reason, at in (("never begun", now - 9000.0), ("long ago", now - 7200.0)):
+        old = DeployWindow(
+            id=f"dep_{ULID()}",
+            environment="production",
+            version=SHA,
+            previous_version=None,
+            commit=SHA,
+            labels={
+                "github.repository": gh.REPOSITORY,
+                "github.deployment": str(gh.DEPLOYMENT_ID),
+                "github.environment": "Production",
+            },
+            state="failed",
+            deployed_at=at,
+            ends_at=at + 600.0,
+            created_at=at,
+            verdict={"outcome": "fail", "reason": f"probe-errors: {reason}"},
+            ended_at=at + 600.0,
+        )
+        await store.create_window(old)
+    assert await store.claim_alert(old.id, "github:in_progress", now - 7200.0)
+    await store.record_alert(old.id, "github:in_progress", "sent", "HTTP 201")
+    for n in range(60):
+        at = now - 3600.0 + n
+        newer = DeployWindow(
+            id=f"dep_{ULID()}",
+            environment="staging",
+            version=f"v{n}",
+            previous_version=None,
+            commit=None,
+            labels={},
+            state="passed",
+            deployed_at=at,
+            ends_at=at + 1.0,
+            created_at=at,
+            verdict={"outcome": "pass", "reason": "ok"},
+            ended_at=at + 1.0,
+        )
+        await store.create_window(newer)
+    await store.close()
+    await start_agent(environments(flip_target), extra=integrations(fake_github, fake_vercel))
+    await eventually(lambda: len(fake_github.statuses) >= 1, within=10.0)
+    await asyncio.sleep(1.0)  # and nothing for the one never begun
+    assert [(s["state"], s["description"]) for s in fake_github.statuses] == [
+        ("failure", "probe-errors: long ago")
+    ]

@@ -45,7 +45,11 @@ COMMIT_STATE = {
     "failed": "failure",
     "rolled_back": "failure",
     "inconclusive": "error",
+    "cancelled": "error",
+    "superseded": "error",
 }
+"""A commit status has no `inactive`: a window ended without a verdict is `error`, with
+why (`NO_VERDICT`), rather than `pending` for good."""
 SHA = re.compile(r"^[0-9a-fA-F]{7,40}$")
 STATUS_OF_STATE = {
     "watching": "in_progress",
@@ -53,7 +57,18 @@ STATUS_OF_STATE = {
     "failed": "failure",
     "rolled_back": "failure",
     "inconclusive": "error",
+    "cancelled": "error",
+    "superseded": "inactive",
 }
+"""GitHub's deployment status for a window state: a superseded deploy was replaced by a
+newer one (`inactive`, as GitHub marks replaced deployments); a cancelled one was never
+judged (`error`)."""
+NO_VERDICT = {
+    "cancelled": "cancelled before a verdict",
+    "superseded": "superseded by a newer deploy before a verdict",
+}
+"""The description of a status for a window that ended unjudged (its verdict, if any, is
+a round's, not a decision)."""
 GATE_ANSWERS = {"passed": "approved", "failed": "rejected", "rolled_back": "rejected"}
 SCAN_LIMIT = 50
 SWEEP_LIMIT = 500
@@ -347,8 +362,7 @@ class Integrations:
         if state == "in_progress":
             description = f"Postflight is watching {window.version[:40]}"
         else:
-            fresh = await self.s.store.get_window(window.id) or window
-            description = str((fresh.verdict or {}).get("reason") or state)
+            description = await self._verdict_words(window, state)
         body: dict[str, Any] = {
             "state": state,
             "log_url": self.object_url(window.id),
@@ -404,11 +418,14 @@ class Integrations:
     async def _post_commit_status(self, window: DeployWindow, state: str, repository: str) -> None:
         github = self.settings.integrations.github
         assert github is not None
+        key = f"github:commit:{state}"
+        if window.state == "superseded" and await self._same_commit_newer(window):
+            await self.s.store.record_alert(window.id, key, "skipped", "a newer window's commit")
+            return
         lock = self._locks.setdefault(f"commit:{window.id}", asyncio.Lock())
         async with lock:
             if state != "pending":
-                fresh = await self.s.store.get_window(window.id) or window
-                description = str((fresh.verdict or {}).get("reason") or state)
+                description = await self._verdict_words(window, state)
             else:
                 description = f"Postflight is watching {window.version[:40]}"
             body = {
@@ -427,7 +444,20 @@ class Integrations:
                 timeout_s=github.timeout,
                 redact=self.redact,
             )
-        self._record(window, f"github:commit:{state}", result, f"commit status {state}")
+        self._record(window, key, result, f"commit status {state}")
+
+    async def _verdict_words(self, window: DeployWindow, state: str) -> str:
+        """A final status's description: the verdict's reason, or why there is none."""
+        fresh = await self.s.store.get_window(window.id) or window
+        return NO_VERDICT.get(fresh.state) or str((fresh.verdict or {}).get("reason") or state)
+
+    async def _same_commit_newer(self, window: DeployWindow) -> bool:
+        """Whether the environment's newest window is another on the same commit: a
+        superseded window then leaves the commit's status to it (an `error` racing its
+        `pending` or verdict would stand on the commit)."""
+        page = await self.s.store.list_windows(environment=window.environment, limit=1)
+        newest = page.items[0] if page.items else None
+        return newest is not None and newest.id != window.id and newest.commit == window.commit
 
     def _github_headers(self) -> dict[str, str]:
         github = self.settings.integrations.github

@@ -734,3 +734,75 @@ async def test_a_window_that_ended_unposted_behind_50_newer_ones_is_posted_after
     assert [(s["state"], s["description"]) for s in fake_github.statuses] == [
         ("failure", "probe-errors: long ago")
     ]
+
+
+async def test_a_cancelled_or_superseded_github_window_gets_a_final_status(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    """A window that ended cancelled or superseded posted nothing more, and its GitHub
+    deployment stayed `in_progress`: superseded is `inactive` (a newer deploy replaced
+    it), cancelled is `error` (nobody judged it)."""
+    agent = await start_agent(
+        environments(flip_target), extra=integrations(fake_github, fake_vercel)
+    )
+    fake_github.deployments |= {1001, 1002}
+    first = gh.deployment_status(deployment_id=1001, sha="a" * 40)
+    status, opened = await github_hook(agent, "deployment_status", first, "d-1")
+    assert status == 202, opened
+    await eventually(lambda: len(fake_github.statuses) >= 1)
+    second = gh.deployment_status(deployment_id=1002)
+    status, newer = await github_hook(agent, "deployment_status", second, "d-2")
+    assert status == 202, newer
+    await eventually(lambda: len(fake_github.statuses) >= 3)
+    await agent.cancel(newer["deploy"]["id"])
+    await eventually(lambda: len(fake_github.statuses) >= 4)
+    await asyncio.sleep(0.5)  # nothing more
+    by_deployment = {(s["deployment"], s["state"], s["description"]) for s in fake_github.statuses}
+    assert by_deployment == {
+        (1001, "in_progress", f"Postflight is watching {'a' * 40}"),
+        (1001, "inactive", "superseded by a newer deploy before a verdict"),
+        (1002, "in_progress", f"Postflight is watching {SHA}"),
+        (1002, "error", "cancelled before a verdict"),
+    }
+    assert len(fake_github.statuses) == 4
+
+
+async def test_a_cancelled_or_superseded_window_ends_its_commit_status(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    """Its commit status stayed `pending`; now `error` with why. A window superseded by
+    one of the same commit leaves the commit to the newer window's status."""
+    env = environment(
+        "staging",
+        flip_target.url,
+        window="30s",
+        extra=f"sources: {{github: {{repository: {gh.REPOSITORY}, environment: Staging,"
+        " commit_status: true}}",
+    )
+    agent = await start_agent(env, extra=integrations(fake_github, fake_vercel))
+    other = "b" * 40
+    await agent.register("staging", "v1", commit=other)
+    await eventually(lambda: len(fake_github.commit_statuses) >= 1)
+    await agent.register("staging", "v2", commit=SHA)
+    await eventually(lambda: len(fake_github.commit_statuses) >= 3)
+    third = await agent.register("staging", "v2-again", commit=SHA)
+    await eventually(lambda: len(fake_github.commit_statuses) >= 4)  # its pending
+    await agent.cancel(third["id"])
+    await eventually(lambda: len(fake_github.commit_statuses) >= 5)
+    await asyncio.sleep(0.5)  # nothing for the window superseded on the same commit
+    seen = [(s["sha"], s["state"], s["description"]) for s in fake_github.commit_statuses]
+    assert sorted(seen) == sorted(
+        [
+            (other, "pending", "Postflight is watching v1"),
+            (other, "error", "superseded by a newer deploy before a verdict"),
+            (SHA, "pending", "Postflight is watching v2"),
+            (SHA, "pending", "Postflight is watching v2-again"),
+            (SHA, "error", "cancelled before a verdict"),
+        ]
+    )

@@ -31,6 +31,10 @@ AlertEvent = Literal[
 """`failed`: the verdict failed and no rollback webhook is configured.
 `rollback_skipped`: the verdict failed and the environment's `rollback.dry_run` is on."""
 
+RollbackTarget = Literal["webhook", "vercel", "github", "then"]
+"""Who a rollback event is about: `rollback.target`, or `then` for a `rollback.then`
+follow-up after the rollback was delivered."""
+
 NotifyType = Literal["info", "success", "warning", "failure"]
 """apprise's notify types (they pick each service's colour and icon)."""
 
@@ -77,6 +81,9 @@ class Alert:
     query, an unreadable answer), so on-call looks at the configuration, not the network."""
     link: str | None = None
     """Where to look at the deploy (e.g. the API's `/v1/deploys/{id}` on a public address)."""
+    rollback_target: RollbackTarget = "webhook"
+    """For the rollback events: who was asked (`rollback.target`), named in the headline:
+    on-call told the webhook refused looks at the wrong system when Vercel did."""
 
     @property
     def notify_type(self) -> NotifyType:
@@ -94,6 +101,7 @@ class Alert:
         provider: str | None = None,
         provider_answered: bool = False,
         link: str | None = None,
+        rollback_target: RollbackTarget = "webhook",
     ) -> Alert:
         """An alert about `window`, carrying its identity (id, environment, versions, commit)."""
         return cls(
@@ -109,6 +117,7 @@ class Alert:
             provider=provider,
             provider_answered=provider_answered,
             link=link,
+            rollback_target=rollback_target,
         )
 
 
@@ -218,5 +227,31 @@ PROVIDER_ANSWERED_HEADLINE = (
     " Its rules are inconclusive meanwhile; that is never a reason to roll back."
 )
 """`provider_unreachable`'s headline when the provider did answer (`Alert.provider_answered`)."""
+
+TARGET_HEADLINES: dict[tuple[AlertEvent, RollbackTarget], str] = {
+    ("rollback_requested", "vercel"): "**Deploy failed: rollback requested** from Vercel"
+    " (back to the previous production deployment).",
+    ("rollback_requested", "github"): "**Deploy failed: rollback requested** through the"
+    " GitHub rollback workflow (a workflow dispatch).",
+    ("rollback_delivered", "vercel"): "**Rollback delivered.** Vercel accepted it.",
+    ("rollback_delivered", "github"): "**Rollback delivered.** GitHub accepted the rollback"
+    " workflow's dispatch.",
+    ("rollback_failed", "vercel"): "**Rollback FAILED.** Vercel did not accept it, or it"
+    " could not be sent (the reason says which): roll back by hand.",
+    ("rollback_failed", "github"): "**Rollback FAILED.** The GitHub workflow dispatch was not"
+    " accepted, or could not be sent (the reason says which): roll back by hand.",
+    ("rollback_failed", "then"): "**Rollback follow-up FAILED.** The rollback was delivered,"
+    " but a `rollback.then` webhook did not accept its follow-up: run that step by hand.",
+}
+"""Headlines naming the rollback's real target (`EVENTS` words the webhook's)."""
+
+
+def headline(alert: Alert) -> str:
+    """The body's first paragraph: the event's, in the words of its target or provider."""
+    if alert.event == "provider_unreachable" and alert.provider_answered:
+        return PROVIDER_ANSWERED_HEADLINE
+    spec = EVENTS[alert.event].headline
+    return TARGET_HEADLINES.get((alert.event, alert.rollback_target), spec)
+
 
 NOTIFY_TYPES: dict[AlertEvent, NotifyType] = {e: spec.notify_type for e, spec in EVENTS.items()}

@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from alerting.events import EVENTS, PROVIDER_ANSWERED_HEADLINE, Alert, rule_name
+from alerting.events import EVENTS, Alert, headline, rule_name
 
 LATENCY_METRICS = frozenset({"latency_p50", "latency_p95", "latency_p99", "p95_duration"})
 """Metrics whose values are durations in seconds."""
@@ -180,11 +180,7 @@ def rule_line(rule: Mapping[str, Any]) -> str:
 
 def body(alert: Alert) -> str:
     """The markdown body: headline, reason, rules, event detail, then the deploy's identity."""
-    parts = [
-        PROVIDER_ANSWERED_HEADLINE
-        if alert.event == "provider_unreachable" and alert.provider_answered
-        else EVENTS[alert.event].headline
-    ]
+    parts = [headline(alert)]
     if alert.reason:
         parts.append(f"**Why:** {_text(alert.reason)}")
     if alert.rules:

@@ -241,6 +241,9 @@ class RollbackDelivery:
             if wait > 0 and not await self._hold(intent, wait):
                 return await self._lost(intent, context)
         while True:
+            request = self._prepare(body, intent, settings, environment)
+            if request.problem is not None:
+                return await self._unsendable(intent, request.problem, environment, context)
             now = self._clock()
             # stored before it goes out, and only while the lease is still ours: a
             # sender that wakes from a pause finds it taken and stops here. The lease
@@ -250,7 +253,7 @@ class RollbackDelivery:
             if number is None:
                 return await self._lost(intent, context)
             intent.attempts, intent.next_attempt_at = number, None
-            outcome = await self._attempt(body, intent, settings, environment)
+            outcome = await self._attempt(request, settings)
             intent.last_status = outcome.status
             intent.last_error = outcome.error
             self._metrics.rollback_attempts_total.labels(
@@ -322,6 +325,15 @@ class RollbackDelivery:
         await self._sleep(delay)
         return True
 
+    async def _unsendable(
+        self, intent: RollbackIntent, problem: str, environment: str, context: dict[str, Any]
+    ) -> RollbackIntent:
+        """Failed before any request: no attempt is stored, so none is reported (it said
+        "1 attempt(s)" when nothing had gone out)."""
+        log.error("rollback for %s not sent: %s", intent.window_id, problem, extra=context)
+        intent.last_error, intent.last_status = problem, None
+        return await self._finish(intent, "failed", environment, context)
+
     async def _lost(self, intent: RollbackIntent, context: dict[str, Any]) -> RollbackIntent:
         """What the store says of a rollback this sender no longer holds."""
         log.warning(
@@ -366,14 +378,9 @@ class RollbackDelivery:
             return PreparedRequest(settings.url, headers, body, "the webhook")
         return self._targets.prepare(intent, settings, environment, headers)
 
-    async def _attempt(
-        self, body: bytes, intent: RollbackIntent, settings: RollbackSettings, environment: str
-    ) -> _Outcome:
+    async def _attempt(self, request: PreparedRequest, settings: RollbackSettings) -> _Outcome:
         """One POST under the per-attempt timeout; classifies the answer, never raises
         (except CancelledError)."""
-        request = self._prepare(body, intent, settings, environment)
-        if request.problem is not None:
-            return _Outcome("rejected", None, request.problem, None, 0.0)
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:

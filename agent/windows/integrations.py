@@ -653,7 +653,9 @@ class Integrations:
                 raise Conflict(f"deploy {window_id} changed meanwhile; ask again")
         window = await self.s.store.get_window(window_id) or window
         log.warning("%s", text, extra={"deploy_id": window.id, "environment": window.environment})
-        alert = Alert.for_window(window, "rollback_requested", reason=text)
+        alert = Alert.for_window(
+            window, "rollback_requested", reason=text, rollback_target=env.rollback.target
+        )
         self.s.spawn(self.s.alerts.emit(window, alert, env.alerts.tags))
         if intent.state == "pending":
             self.s.spawn(deliver_rollback(window, intent, env, self.s))
@@ -741,7 +743,10 @@ class Integrations:
             if not result.ok:
                 detail = f"{result.error} after {result.attempts} attempt(s)"
                 alert = Alert.for_window(
-                    window, "rollback_failed", reason=f"follow-up {name!r} failed: {detail}"
+                    window,
+                    "rollback_failed",
+                    reason=f"follow-up {name!r} failed: {detail}",
+                    rollback_target="then",
                 )
                 self.s.spawn(self.s.alerts.emit(window, alert, env.alerts.tags, key=f"alert:{key}"))
             await self.s.store.record_alert(

@@ -806,6 +806,7 @@ class WindowWatch:
             rules=rules or [],
             provider=provider,
             provider_answered=provider_answered,
+            rollback_target=self.env.rollback.target if self.env.rollback else "webhook",
         )
         self.s.spawn(
             self.s.alerts.emit(self.window, alert, self.env.alerts.tags, key=key, fence=self.fence)
@@ -953,8 +954,9 @@ async def deliver_rollback(
         event = "rollback_failed"
         reason = (
             f"rollback NOT delivered after {done.attempts} attempt(s):"
-            f" {done.last_error or done.last_status}"
-        )
+            if done.attempts
+            else "rollback NOT sent:"  # it could not be (no previous Vercel deployment)
+        ) + f" {done.last_error or done.last_status}"
     body = json.loads(intent.body)
     alert = Alert.for_window(
         window,
@@ -962,6 +964,7 @@ async def deliver_rollback(
         reason=f"{reason}. Cause: {body.get('reason', '')}",
         rules=body.get("breaches", []),
         detail=f"last status {done.last_status}" if done.last_status else "",
+        rollback_target=env.rollback.target,
     )
     await s.alerts.emit(window, alert, env.alerts.tags)
     if done.state == "delivered" and s.after_rollback is not None:

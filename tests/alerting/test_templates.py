@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 import pytest
 
@@ -10,6 +10,9 @@ from agent.records import DeployWindow
 from alerting.events import NOTIFY_TYPES, Alert, AlertEvent
 from alerting.templates import body, format_value, render, title
 from common.redaction import Redactor
+
+if TYPE_CHECKING:
+    from alerting.events import RollbackTarget
 
 RULES = [
     {
@@ -149,3 +152,38 @@ def test_render_redacts_secrets_in_title_and_body() -> None:
     assert secret not in rendered_title + rendered_body
     assert "Bearer abc" not in rendered_body
     assert "***" in rendered_body
+
+
+@pytest.mark.parametrize(
+    ("target", "says"),
+    [
+        ("webhook", "The pipeline's webhook did not accept it"),
+        ("vercel", "Vercel did not accept it, or it could not be sent"),
+        ("github", "The GitHub workflow dispatch was not accepted, or could not be sent"),
+        ("then", "The rollback was delivered, but a `rollback.then` webhook did not accept"),
+    ],
+)
+def test_a_failed_rollback_names_who_did_not_take_it(target: RollbackTarget, says: str) -> None:
+    """It said the pipeline's webhook refused whatever the target, and sent on-call to the
+    wrong system (a follow-up's failure read as the rollback's)."""
+    alert = Alert.for_window(window(), "rollback_failed", rollback_target=target)
+    text = body(alert)
+    assert says in text
+    assert ("webhook" in text) == (target in ("webhook", "then"))
+
+
+@pytest.mark.parametrize(
+    ("target", "requested", "delivered"),
+    [
+        ("webhook", "from the pipeline's webhook", "The pipeline's webhook accepted it."),
+        ("vercel", "from Vercel", "Vercel accepted it."),
+        ("github", "GitHub rollback workflow", "GitHub accepted the rollback workflow's dispatch."),
+    ],
+)
+def test_a_requested_or_delivered_rollback_names_its_target(
+    target: RollbackTarget, requested: str, delivered: str
+) -> None:
+    for event, says in (("rollback_requested", requested), ("rollback_delivered", delivered)):
+        text = body(Alert.for_window(window(), event, rollback_target=target))
+        assert says in text
+        assert ("webhook" in text) == (target == "webhook")

@@ -22,7 +22,7 @@ from tests.fakes import github as gh
 from tests.fakes import vercel as vc
 from tests.fakes.github import FakeGitHub
 from tests.fakes.vercel import FakeVercel
-from tests.receivers import RollbackReceiver
+from tests.receivers import JsonSink, RollbackReceiver
 
 GH_TOKEN = "gh-token-e2e"
 GH_SECRET = "gh-webhook-secret"
@@ -806,3 +806,60 @@ async def test_a_cancelled_or_superseded_window_ends_its_commit_status(
             (SHA, "error", "cancelled before a verdict"),
         ]
     )
+
+
+async def test_a_rollback_failed_alert_names_its_target_and_counts_only_sent_attempts(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+    json_sink: JsonSink,
+) -> None:
+    """The alert said "The pipeline's webhook did not accept it" for a Vercel or GitHub
+    target, and a Vercel rollback that could not be sent (no previous deployment known)
+    reported "after 1 attempt(s)" though nothing went out."""
+    alerting = f"alerting: {{channels: [{{url: '{json_sink.url()}'}}]}}"
+    agent = await start_agent(
+        environments(flip_target), alerting=alerting, extra=integrations(fake_github, fake_vercel)
+    )
+    deploy = await agent.register("production", "v6", labels={"vercel.deployment": vc.NEW})
+    flip_target.bad = True
+    final = await agent.settled(deploy["id"])
+    assert (final["state"], final["rollback"]["state"]) == ("failed", "failed")
+    assert final["rollback"]["attempts"] == 0
+    assert fake_vercel.seen("/rollback/") == []
+
+    def failed() -> list[Any]:
+        return [n for n in json_sink.notifications if "ROLLBACK FAILED" in n.title]
+
+    await eventually(lambda: len(failed()) == 1)
+    text = failed()[0].message
+    assert "Vercel did not accept it, or it could not be sent" in text
+    assert "webhook" not in text
+    assert "rollback NOT sent: no previous production deployment" in text
+    assert "attempt(s)" not in text
+
+
+async def test_a_refused_github_dispatch_alert_names_the_workflow_dispatch(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+    json_sink: JsonSink,
+) -> None:
+    alerting = f"alerting: {{channels: [{{url: '{json_sink.url()}'}}]}}"
+    rollback = "{target: github, github: {workflow: rollback.yml, ref: main}, backoff: 50ms}"
+    agent = await start_agent(
+        environments(flip_target, rollback=rollback),
+        alerting=alerting,
+        extra=integrations(fake_github, fake_vercel),
+    )
+    fake_github.token = "rotated"  # 401, never retried
+    deploy = await agent.register("production", "v7", previous_version="v6")
+    flip_target.bad = True
+    assert (await agent.settled(deploy["id"]))["rollback"]["state"] == "failed"
+    await eventually(lambda: any("ROLLBACK FAILED" in n.title for n in json_sink.notifications))
+    text = next(n.message for n in json_sink.notifications if "ROLLBACK FAILED" in n.title)
+    assert "The GitHub workflow dispatch was not accepted" in text
+    assert "webhook" not in text
+    assert "rollback NOT delivered after 1 attempt(s): GitHub answered HTTP 401" in text

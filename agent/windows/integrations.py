@@ -116,7 +116,8 @@ class Integrations:
         self._later: set[asyncio.Task[None]] = set()
         """Follow-ups held by another sender, to take over if its claim lapses."""
         self._seen: set[str] = set()
-        """Windows the scan has read (`_new_windows` stops at them)."""
+        """The newest page's windows at the last scan (`_new_windows` stops at them): only
+        those, so that a process that runs for months does not keep every id it read."""
         self._owing: set[str] = set()
         """Windows read again by id each scan until their actions are done."""
         services.after_rollback = self.after_rollback
@@ -201,6 +202,9 @@ class Integrations:
             self._act(window)
             if self._owes(window):
                 self._owing.add(window.id)
+        # what is done matters only for the windows still followed (the store's claims
+        # guard the rest): the set stays as small as the work in hand
+        self._done = {mark for mark in self._done if mark[0] in self._owing}
 
     async def _new_windows(self) -> tuple[list[DeployWindow], list[DeployWindow]]:
         """Windows not seen before, newest first, on the newest page and past it: pages
@@ -209,13 +213,18 @@ class Integrations:
         no agent followed them."""
         pages: list[list[DeployWindow]] = []
         cursor: str | None = None
+        newest: set[str] = set()
         while True:
             limit = SCAN_LIMIT if cursor is None else SWEEP_LIMIT
             page = await self.s.store.list_windows(limit=limit, cursor=cursor)
+            if cursor is None:
+                newest = {w.id for w in page.items}
             fresh = [w for w in page.items if w.id not in self._seen]
-            self._seen.update(w.id for w in fresh)
             pages.append(fresh)
             if len(fresh) < len(page.items) or page.next_cursor is None:
+                # the next scan's first page holds some of these unless more than a page
+                # came meanwhile, and then it pages on until it meets them
+                self._seen = newest
                 return pages[0], [w for later in pages[1:] for w in later]
             cursor = page.next_cursor
 

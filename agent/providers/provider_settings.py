@@ -10,6 +10,7 @@ hold a round for longer than that.
 from __future__ import annotations
 
 import re
+import string
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -187,11 +188,40 @@ class ProvidersSettings(BaseModel):
         return out
 
 
+def release_template(value: str) -> str:
+    """`{version}` and no other field: a typo such as `{verison}` or `{sha}` would
+    otherwise fail mid-window, or name a release nobody has (`{{`/`}}` are braces)."""
+    try:
+        parts = list(string.Formatter().parse(value))
+    except ValueError as exc:
+        raise ValueError(f"{exc}; write {{{{ or }}}} for a literal brace") from None
+    fields = [
+        name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+        for _, name, spec, conversion in parts
+        if name is not None
+    ]
+    if wrong := [f for f in fields if f != "version"]:
+        raise ValueError(f"only {{version}} may be in braces (got {{{wrong[0]}}})")
+    if not fields:
+        raise ValueError('must contain {version}, e.g. "web@{version}"')
+    return value
+
+
 class SentryScope(StrictModel):
     project: str = Field(min_length=1)
     """Project slug (or numeric id)."""
     environment: str | None = None
     """Sentry environment; omitted: every environment."""
+    release: str = "{version}"
+    """Sentry's release name for a deploy's version, as the app's SDK names it (Sentry
+    recommends `package@version`: `web@{version}`); every query, link and marker uses
+    it. Default: the version as registered."""
+
+    _release = field_validator("release")(release_template)
+
+    def release_name(self, version: str) -> str:
+        """The release Sentry knows `version` by."""
+        return self.release.format(version=version)
 
 
 class NewRelicScope(StrictModel):

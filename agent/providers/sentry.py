@@ -44,18 +44,21 @@ shows.
 Scope: project (resolved once, id or slug, via `GET /api/0/projects/{org}/{project}/`:
 reads filter by its id, markers name its slug), environment (one Sentry has never
 seen answers 404: "no data yet", inconclusive), and the release (`release:"v2.4.1"`;
-the previous release for the baseline, the new one for the current period). With no
-release the period alone separates before from after.
+the previous release for the baseline, the new one for the current period), named
+as the app's SDK names it: `baseline.sentry.release` (`web@{version}`) turns the
+deploy's version into Sentry's release name for every query, link and marker. With
+no release the period alone separates before from after.
 
 Pagination follows the `cursor` of the `rel="next"` Link entry on the same URL and
 parameters, never the URL in the header: the bearer token must not follow a host
 named by an answer. 429 waits until `X-Sentry-Rate-Limit-Reset` when that fits in
 the fetch's budget (self-hosted Sentry sends no such headers: backoff then).
 
-Markers: `POST …/releases/` with the project's slug first (creates the release, or
-adds the project to an existing one: Sentry refuses a deploy of a project the release
-lacks, "Invalid projects"), then `POST …/releases/{version}/deploys/`. A failure is
-one message naming what is missing (the `project:releases` scope, most often).
+Markers: `POST …/releases/` (the release as named above) with the project's slug
+first (creates the release, or adds the project to an existing one: Sentry refuses a
+deploy of a project the release lacks, "Invalid projects"), then
+`POST …/releases/{version}/deploys/`. A failure is one message naming what is missing
+(the `project:releases` scope, most often).
 """
 
 from __future__ import annotations
@@ -342,6 +345,7 @@ class SentryProvider(HttpProvider):
     def plan(self, rule: Rule, scope: DeployScope, period: Period, release: str | None) -> Plan:
         target = self._scope(scope)
         metric = rule.metric
+        release = None if release is None else target.release_name(release)
         key = (metric, target.project, target.environment, release, period.start, period.end)
         where = release_filter(release)
         baseline = period.end <= scope.deployed_at + 1e-6  # the lookback, before the deploy
@@ -669,11 +673,12 @@ class SentryProvider(HttpProvider):
         release: str | None = None,
     ) -> str | None:
         """The Sentry page behind a rule: issues (error_count), Explore traces
-        (error_rate, p95_duration) or the release's health (crash_free_rate)."""
+        (error_rate, p95_duration) or the release's health (crash_free_rate), for the
+        release as Sentry names it (`baseline.sentry.release`)."""
         target = scope.baseline.sentry
         if target is None:
             return None
-        release = release if release is not None else scope.version
+        release = target.release_name(release if release is not None else scope.version)
         start, end = _span(period)
         params: list[tuple[str, str]] = []
         known = self._projects.get(target.project)
@@ -698,8 +703,9 @@ class SentryProvider(HttpProvider):
 
     async def mark(self, scope: DeployScope, event: Literal["deploy", "rollback"]) -> str | None:
         """A Sentry deploy of the release now running: the new version at window
-        start, the previous one after a rollback. Never raises: a failure is returned
-        as one message (the watcher alerts with it) naming what is missing."""
+        start, the previous one after a rollback, named as the SDK names it (so the
+        deploy lands on the release the events are in). Never raises: a failure is
+        returned as one message (the watcher alerts with it) naming what is missing."""
         if not self.config.markers:
             return None
         target = scope.baseline.sentry
@@ -710,6 +716,7 @@ class SentryProvider(HttpProvider):
         version = scope.version if event == "deploy" else scope.previous_version
         if not version:
             return self._marker_skipped(event, "the deploy names no previous version")
+        version = target.release_name(version)
         name = (
             f"postflight {scope.deploy_id}"
             if event == "deploy"

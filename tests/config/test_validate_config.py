@@ -117,6 +117,24 @@ BROKEN = [
         id="sentry-rule-without-project",
     ),
     pytest.param(
+        MINIMAL.replace(
+            "    rollback:\n",
+            "    baseline: {sentry: {project: web, release: web}}\n    rollback:\n",
+        ),
+        "environments.production.baseline.sentry.release",
+        'must contain {version}, e.g. "web@{version}"',
+        id="sentry-release-without-the-version",
+    ),
+    pytest.param(
+        MINIMAL.replace(
+            "    rollback:\n",
+            '    baseline: {sentry: {project: web, release: "web@{sha}"}}\n    rollback:\n',
+        ),
+        "environments.production.baseline.sentry.release",
+        "only {version} may be in braces (got {sha})",
+        id="sentry-release-with-another-field",
+    ),
+    pytest.param(
         MINIMAL.replace("source: checks", "source: datadog"),
         "environments.production.rules[0].source",
         "unknown source 'datadog'",
@@ -171,6 +189,16 @@ BROKEN = [
         id="load-check-warmup-cannot-fit",
     ),
 ]
+
+
+def test_a_sentry_release_template_is_valid_and_names_the_release() -> None:
+    text = MINIMAL.replace(
+        "    rollback:\n",
+        '    baseline: {sentry: {project: web, release: "web@{version}"}}\n    rollback:\n',
+    )
+    text += "providers:\n  sentry: {org: acme, token: sntrys_0123456789}\n"
+    sentry = load_settings_text(text).environments["production"].baseline.sentry
+    assert sentry is not None and sentry.release_name("v2") == "web@v2"
 
 
 def test_a_load_check_as_long_as_the_interval_is_valid(
@@ -378,12 +406,15 @@ def _spec_example() -> Path:
 
 def test_config_example_is_the_specs_but_for_local_defaults() -> None:
     """Ours differs from the contract's only in what `${VAR:-default}`s default to, and
-    in documenting what the spec leaves to defaults: store retention (issue 9)."""
+    in documenting what the spec leaves to defaults: store retention (issue 9), Sentry's
+    release name."""
     import yaml
 
     root = Path(__file__).resolve().parents[2]
     ours = yaml.safe_load((root / "config" / "postflight.example.yaml").read_text())
     assert ours["store"].pop("retention") == {"rounds": "7d"}
+    sentry = ours["environments"]["production"]["baseline"]["sentry"]
+    assert sentry.pop("release") == "{version}"
     spec = yaml.safe_load(_spec_example().read_text())
     assert _without_defaults(ours) == _without_defaults(spec)
 

@@ -270,13 +270,15 @@ def environment_yaml(
     pass_on: str = "evidence",
     sentry: bool = True,
     newrelic: bool = True,
+    sentry_release: str | None = None,
 ) -> str:
     """`production`, with provider rules only (no checks: the providers are the
     evidence). `rules` is a YAML list indented by four spaces; `sentry`/`newrelic`
-    add that provider's `baseline:` scope."""
+    add that provider's `baseline:` scope (`sentry_release`: its release name)."""
     scopes = []
     if sentry:
-        scopes.append("    sentry: {project: web, environment: production}")
+        release = "" if sentry_release is None else f', release: "{sentry_release}"'
+        scopes.append(f"    sentry: {{project: web, environment: production{release}}}")
     if newrelic:
         scopes.append('    newrelic: {app_name: "web (production)"}')
     lines = [

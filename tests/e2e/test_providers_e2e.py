@@ -301,6 +301,56 @@ async def test_a_baseline_sentry_failed_at_the_start_is_asked_again_and_judged(
     assert len(titled(json_sink, "provider sentry unreachable")) == 1
 
 
+ERROR_COUNT_RULE = """\
+    - name: sentry-error-count
+      source: sentry
+      metric: error_count
+      max: 100
+"""
+
+
+async def sdk_names_releases_web_at_version(
+    sentry_fake: GrowingSentry,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+    sentry_release: str | None,
+) -> tuple[RunningAgent, dict[str, Any]]:
+    """The app's SDK names its releases `web@<version>`; the new one has 3000 errors."""
+    t0 = deploy_second()
+    sentry_fake.set_stats(SentryStats(errors=10), release=f"web@{PREVIOUS}")
+    sentry_fake.set_stats(SentryStats(errors=3000), release=f"web@{VERSION}")
+    agent = await start_agent(
+        environment_yaml(
+            ERROR_COUNT_RULE,
+            rollback_url=receiver.url,
+            secret=SECRET,
+            window="3s",
+            policy="threshold",
+            newrelic=False,
+            sentry_release=sentry_release,
+        ),
+        alerting_yaml(json_sink.url()),
+        providers_yaml(sentry=sentry_fake),
+    )
+    return agent, await register(agent, t0)
+
+
+async def test_an_error_count_of_the_release_named_as_the_sdk_does_is_rolled_back(
+    sentry_fake: GrowingSentry,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+) -> None:
+    agent, deploy = await sdk_names_releases_web_at_version(
+        sentry_fake, receiver, json_sink, start_agent, "web@{version}"
+    )
+    final = await assert_rolled_back_once(agent, receiver, deploy["id"], "sentry-error-count")
+    rule = rule_of(final, "sentry-error-count")
+    assert (rule["observed"], rule["baseline"]) == (3000, 10)
+    assert f'release:"web@{VERSION}"' in parse_qs(urlsplit(rule["link"]).query)["query"][0]
+
+
 # ------------------------------------------------------ 2. New Relic 0.2 → 0.9 s
 
 

@@ -52,13 +52,17 @@ def scope(**overrides: Any) -> DeployScope:
     return DeployScope(**values)
 
 
-def sentry_scope(project: str = "web", environment: str = "production") -> DeployScope:
-    """The deploy scope with another Sentry project or environment."""
-    return scope(
-        baseline=BaselineSettings.model_validate(
-            {"sentry": {"project": project, "environment": environment}}
-        )
-    )
+def sentry_scope(
+    project: str = "web",
+    environment: str = "production",
+    release: str | None = None,
+    **overrides: Any,
+) -> DeployScope:
+    """The deploy scope with another Sentry project, environment or release name."""
+    sentry: dict[str, Any] = {"project": project, "environment": environment}
+    if release is not None:
+        sentry["release"] = release
+    return scope(baseline=BaselineSettings.model_validate({"sentry": sentry}), **overrides)
 
 
 def requests_counted(metrics: Metrics, provider: str, result: str) -> float:

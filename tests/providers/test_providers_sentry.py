@@ -665,3 +665,40 @@ async def test_a_crash_free_baseline_of_several_hours_carries_its_hours(
 def test_sentrys_three_error_shapes_are_read(body: object, said: str) -> None:
     raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
     assert error_detail(Answer(400, CIMultiDictProxy(CIMultiDict()), raw)) == said
+
+
+# ------------------------------------------------ release names and unknown releases
+
+ERRORS = rule(source="sentry", metric="error_count", max=100)
+
+
+async def test_baseline_sentry_release_names_the_release_in_queries_links_and_markers(
+    sentry_fake: FakeSentry, metrics: Metrics
+) -> None:
+    """The SDK names its release `web@v2.4.1` (Sentry's `package@version`); the agent
+    asked for `release:"v2.4.1"`, which matches nothing."""
+    sentry_fake.set_stats(SentryStats(errors=12), release="web@v2.4.0")
+    sentry_fake.set_stats(SentryStats(errors=3000, transactions=500), release="web@v2.4.1")
+    s = sentry_scope(release="web@{version}")
+    provider = SentryProvider(sentry_settings(sentry_fake, markers=True), metrics=metrics)
+    try:
+        before = await provider.fetch(ERRORS, s, BEFORE, "v2.4.0")
+        after = await provider.fetch(ERRORS, s, AFTER, "v2.4.1")
+        health = rule(source="sentry", metric="crash_free_rate", min=0.9)
+        sessions = await provider.fetch(health, s, AFTER, "v2.4.1")
+        issues = provider.link(ERRORS, s, AFTER)
+        releases = provider.link(health, s, BEFORE, release="v2.4.0")
+        assert await provider.mark(s, "deploy") is None
+        assert await provider.mark(s, "rollback") is None
+    finally:
+        await provider.aclose()
+    assert (before.value, after.value, before.error, after.error) == (12.0, 3000.0, None, None)
+    assert sessions.query is not None and 'release:"web@v2.4.1"' in sessions.query
+    queries = [q.param("query") for q in sentry_fake.seen("/events/")]
+    assert queries == ['release:"web@v2.4.0"', 'release:"web@v2.4.1"']
+    assert sentry_fake.seen("/sessions/")[0].param("query") == 'release:"web@v2.4.1"'
+    assert issues is not None and parse_qs(urlsplit(issues).query)["query"] == [
+        'release:"web@v2.4.1"'
+    ]
+    assert releases is not None and "/releases/web%40v2.4.0/" in releases
+    assert [d["version"] for d in sentry_fake.deploys] == ["web@v2.4.1", "web@v2.4.0"]

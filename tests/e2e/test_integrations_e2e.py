@@ -607,6 +607,28 @@ async def test_a_manual_rollback_after_a_pass_does_not_count_the_window_twice(
     assert agent.metric(total, environment="production", outcome="rolled_back") == 0
 
 
+def failed_github_window(at: float, reason: str) -> DeployWindow:
+    """A GitHub-opened production window deployed at `at` that failed 600 s later."""
+    return DeployWindow(
+        id=f"dep_{ULID()}",
+        environment="production",
+        version=SHA,
+        previous_version=None,
+        commit=SHA,
+        labels={
+            "github.repository": gh.REPOSITORY,
+            "github.deployment": str(gh.DEPLOYMENT_ID),
+            "github.environment": "Production",
+        },
+        state="failed",
+        deployed_at=at,
+        ends_at=at + 600.0,
+        created_at=at,
+        verdict={"outcome": "fail", "reason": f"probe-errors: {reason}"},
+        ended_at=at + 600.0,
+    )
+
+
 async def test_a_status_whose_sender_died_mid_call_is_posted_after_a_restart(
     start_agent: AgentFactory,
     flip_target: FlipTarget,
@@ -622,24 +644,7 @@ async def test_a_status_whose_sender_died_mid_call_is_posted_after_a_restart(
     store = store_from_url(f"sqlite:///{tmp_path / 'postflight.db'}")
     await store.open()
     for name, claimed_at in (("dead", now - 3600.0), ("live", now)):
-        window = DeployWindow(
-            id=f"dep_{ULID()}",
-            environment="production",
-            version=SHA,
-            previous_version=None,
-            commit=SHA,
-            labels={
-                "github.repository": gh.REPOSITORY,
-                "github.deployment": str(gh.DEPLOYMENT_ID),
-                "github.environment": "Production",
-            },
-            state="failed",
-            deployed_at=now - 7200.0,
-            ends_at=now - 6600.0,
-            created_at=now - 7200.0,
-            verdict={"outcome": "fail", "reason": f"probe-errors: {name} sender"},
-            ended_at=now - 6600.0,
-        )
+        window = failed_github_window(now - 7200.0, f"{name} sender")
         await store.create_window(window)
         assert await store.claim_alert(window.id, "github:in_progress", now - 7200.0)
         await store.record_alert(window.id, "github:in_progress", "sent", "HTTP 201")
@@ -689,24 +694,7 @@ async def test_a_window_that_ended_unposted_behind_50_newer_ones_is_posted_after
     store = store_from_url(f"sqlite:///{tmp_path / 'postflight.db'}")
     await store.open()
     for reason, at in (("never begun", now - 9000.0), ("long ago", now - 7200.0)):
-        old = DeployWindow(
-            id=f"dep_{ULID()}",
-            environment="production",
-            version=SHA,
-            previous_version=None,
-            commit=SHA,
-            labels={
-                "github.repository": gh.REPOSITORY,
-                "github.deployment": str(gh.DEPLOYMENT_ID),
-                "github.environment": "Production",
-            },
-            state="failed",
-            deployed_at=at,
-            ends_at=at + 600.0,
-            created_at=at,
-            verdict={"outcome": "fail", "reason": f"probe-errors: {reason}"},
-            ended_at=at + 600.0,
-        )
+        old = failed_github_window(at, reason)
         await store.create_window(old)
     assert await store.claim_alert(old.id, "github:in_progress", now - 7200.0)
     await store.record_alert(old.id, "github:in_progress", "sent", "HTTP 201")

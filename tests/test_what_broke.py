@@ -73,3 +73,48 @@ def test_a_restart_resumes_from_the_stored_round_summaries() -> None:
     assert broke.account(RULES[0]) == STEP
     assert broke.account(RULES[2]) == "200 requests at 20/s"
     assert broke.account(RULES[1]) == f"flow: {STEP}"
+
+
+LATENCY = Rule(name="p95", source="checks", metric="latency_p95", max=0.1)
+"""A latency rule over every check (no `check:`), as a user writes one beside an error rule."""
+
+
+def failed_http(message: str, kind: str) -> CheckResult:
+    return CheckResult(
+        "health",
+        "http",
+        False,
+        (Sample(check="health", ok=False),),
+        message,
+        details={"error": kind},
+    )
+
+
+def test_a_latency_rule_does_not_name_a_status_failure_as_what_broke() -> None:
+    """A 2x slower release that also answers a few 500s: its latency breach is the
+    slowness, not "status: expected 200, got 500" (the audit's rollback said so)."""
+    broke = WhatBroke()
+    broke.note([failed_http("GET /health: status: expected 200, got 500", "status")])
+    assert broke.account(LATENCY) == ""
+    assert broke.account(RULES[1]) == "health: GET /health: status: expected 200, got 500"
+    broke.note([failed_http("GET /health: no response within 2s", "timeout")])
+    assert broke.account(LATENCY) == "health: GET /health: no response within 2s"
+    broke.note([failed_http("GET /health: latency: expected <= 300ms, got 412ms", "latency")])
+    assert broke.account(LATENCY) == "health: GET /health: latency: expected <= 300ms, got 412ms"
+
+
+def test_a_restart_keeps_a_latency_rule_to_latency_failures() -> None:
+    broke = WhatBroke()
+    broke.note_summary(
+        {
+            "health": {
+                "runs": 10,
+                "failed": 1,
+                "message": "GET /health: status: expected 200, got 500",
+                "type": "http",
+                "failure": {"status": 500, "error": "status"},
+            }
+        }
+    )
+    assert broke.account(LATENCY) == ""
+    assert broke.account(RULES[1]) == "health: GET /health: status: expected 200, got 500"

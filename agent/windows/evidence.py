@@ -123,6 +123,9 @@ def breaches_as_rules(
 WHAT_BROKE_MAX = 400
 """Characters of a check's own account kept in a rule's detail."""
 
+LATENCY_FAILURES = frozenset({"timeout", "latency"})
+"""The kinds of a check's failure (`details["error"]`) that speak of its latency."""
+
 
 @dataclass
 class WhatBroke:
@@ -132,6 +135,9 @@ class WhatBroke:
 
     failures: dict[str, str] = field(default_factory=dict)
     load_figures: dict[str, str] = field(default_factory=dict)
+    slow: dict[str, str] = field(default_factory=dict)
+    """The latest failure of each check that says something of its latency (a timeout, an
+    unmet `max_latency`): what a latency rule names, never a 500 that came quickly."""
 
     def note(self, results: Sequence[CheckResult]) -> None:
         for result in results:
@@ -140,7 +146,7 @@ class WhatBroke:
             if result.type == "load" and result.message:
                 self.load_figures[result.check] = result.message
             if not result.ok and result.message:
-                self.failures[result.check] = result.message
+                self._failed(result.check, result.message, result.details.get("error"))
 
     def note_summary(self, checks: Mapping[str, Mapping[str, object]]) -> None:
         """From a stored round's `checks` summary (a restart resumes with them)."""
@@ -150,21 +156,30 @@ class WhatBroke:
                 if entry.get("type") == "load":
                     self.load_figures[name] = message
                 if entry.get("failed"):
-                    self.failures[name] = message
+                    failure = entry.get("failure")
+                    kind = failure.get("error") if isinstance(failure, Mapping) else None
+                    self._failed(name, message, kind)
+
+    def _failed(self, check: str, message: str, kind: object) -> None:
+        self.failures[check] = message
+        if kind in LATENCY_FAILURES:
+            self.slow[check] = message
 
     def account(self, rule: Rule) -> str:
         """What the checks behind `rule` saw: a load check's figures when the rule names
-        one, else the latest failure of each check the rule covers."""
+        one, else the latest failure of each check the rule covers (for a latency rule,
+        the latest that was about time: a timeout or an unmet `max_latency`)."""
         if rule.check is not None and rule.check in self.load_figures:
             said = [self.load_figures[rule.check]]
             if rule.check in self.failures and self.failures[rule.check] not in said:
                 said.append(self.failures[rule.check])
         else:
-            names = [rule.check] if rule.check is not None else sorted(self.failures)
+            failures = self.slow if rule.metric.startswith("latency_") else self.failures
+            names = [rule.check] if rule.check is not None else sorted(failures)
             said = [
-                f"{name}: {self.failures[name]}" if rule.check is None else self.failures[name]
+                f"{name}: {failures[name]}" if rule.check is None else failures[name]
                 for name in names
-                if name in self.failures
+                if name in failures
             ]
         text = "; ".join(said)
         return text if len(text) <= WHAT_BROKE_MAX else text[: WHAT_BROKE_MAX - 1] + "…"

@@ -27,6 +27,17 @@ M = TypeVar("M", bound=BaseModel)
 
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
 OPEN_STATES = frozenset({"scheduled", "watching"})
+
+
+def rollback_pending(deploy: Deploy) -> bool:
+    """A failed window whose rollback was requested and is still being delivered."""
+    return (
+        deploy.state == "failed"
+        and deploy.rollback is not None
+        and deploy.rollback.state == "pending"
+    )
+
+
 """A window in these states has no final outcome yet."""
 """What a proxy in front of a restarting agent answers; worth another try."""
 
@@ -208,9 +219,15 @@ class PostflightClient:
         poll_interval: float = 2.0,
         on_update: Callable[[Deploy], Awaitable[None] | None] | None = None,
         on_unreachable: Callable[[ClientError], None] | None = None,
+        settle_rollback: float = 0.0,
     ) -> Deploy:
         """Poll until the window ends (leaves `scheduled` and `watching`); `WaitTimeout`
         after `give_up_after` s.
+
+        A window is `failed` from its verdict until its rollback is delivered (then
+        `rolled_back`): with `settle_rollback`, a `failed` window whose rollback is still
+        `pending` is polled up to that many seconds more (never past `give_up_after`), and
+        returned as it then is.
 
         An agent that is briefly unreachable (restarting, a proxy's 503) is retried
         until the timeout; a refusal (401, 404) ends the wait at once.
@@ -218,6 +235,7 @@ class PostflightClient:
         started = time.monotonic()
         deadline = started + give_up_after
         last: Deploy | None = None
+        settle_until: float | None = None
         while True:
             try:
                 last = await self.get_deploy(deploy_id)
@@ -235,8 +253,18 @@ class PostflightClient:
                     if result is not None:
                         await result
                 if last.state not in OPEN_STATES:
-                    return last
+                    if not rollback_pending(last):
+                        return last
+                    if settle_until is None:
+                        settle_until = min(time.monotonic() + settle_rollback, deadline)
+                    if time.monotonic() >= settle_until:
+                        return last
             remaining = deadline - time.monotonic()
+            if settle_until is not None:
+                remaining = min(remaining, settle_until - time.monotonic())
+                if remaining <= 0:
+                    assert last is not None
+                    return last
             if remaining <= 0:
                 if last is None:
                     raise Unreachable(f"the agent at {self.base_url} did not answer in time")

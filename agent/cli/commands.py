@@ -59,6 +59,9 @@ STATE_EXIT: dict[str, int] = {
 }
 
 POLL_INTERVAL_S = 2.0
+ROLLBACK_SETTLE_S = 30.0
+"""How long `register --wait` follows a failed window's rollback still being delivered (a
+first attempt's timeout is 10 s by default), so it says how the rollback went."""
 
 _FLAG_OF_FIELD = {
     "environment": "--env",
@@ -299,6 +302,7 @@ async def _register(
                 deploy.id,
                 give_up_after=wait_s,
                 poll_interval=POLL_INTERVAL_S,
+                settle_rollback=ROLLBACK_SETTLE_S,
                 on_update=None if quiet else progress.update,
                 on_unreachable=None if quiet else progress.unreachable_agent,
             )

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from agent.api.models import Deploy, RuleResult
-from agent.client import ClientError
+from agent.client import ClientError, rollback_pending
 from common.durations import format_duration
 from common.times import rfc3339
 
@@ -291,6 +291,8 @@ def summary(deploy: Deploy, style: Style) -> str:
         "cancelled": "cancelled: no verdict (exit 3)",
         "superseded": "superseded by a newer deploy: no verdict (exit 3)",
     }.get(deploy.state, deploy.state)
+    if rollback_pending(deploy):
+        headline = "failed: a rollback was requested and is still being delivered"
     return f"\n{style.state(deploy.state, headline)}\n\n{details(deploy, style)}"
 
 

@@ -150,7 +150,9 @@ def ends_in(state: str) -> Script:
             await store.finish_window(window_id, "failed", verdict, now, intent)
             if state == "rolled_back":
                 intent.state, intent.attempts, intent.last_status = "delivered", 2, 200
-                await set_rollback(store, intent)
+            else:  # the receiver refused it: the window stays failed
+                intent.state, intent.attempts, intent.last_status = "failed", 1, 400
+            await set_rollback(store, intent)
         elif state == "cancelled":
             await store.cancel_window(window_id, now)
         elif state == "superseded":
@@ -250,6 +252,56 @@ def test_register_wait_exits_by_the_final_state(
     if state == "rolled_back":
         assert "rollback  delivered after 2 attempts, last HTTP 200" in captured.out
         assert "probe-errors" in captured.out and "0.31" in captured.out
+
+
+def test_register_wait_follows_a_rollback_still_being_delivered(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The window is `failed` from its verdict until its webhook answers: a receiver that
+    takes a second (the audit's took 2.5 s) must not be reported as "no rollback was
+    delivered" (a pipeline could roll back a second time)."""
+
+    async def script(store: SqliteStore, window_id: str) -> None:
+        await two_rounds(store, window_id)
+        now = time.time()
+        verdict = {
+            "outcome": "fail",
+            "decided_at": now,
+            "reason": "probe-errors: error_rate 0.31 > max 0.05 for 3 rounds",
+            "rules": [rule("probe-errors", "fail", 0.31)],
+        }
+        intent = RollbackIntent(window_id, "pending", "{}", now)
+        await store.finish_window(window_id, "failed", verdict, now, intent)
+        await asyncio.sleep(8 * STEP)  # the webhook's answer is on its way
+        intent.state, intent.attempts, intent.last_status = "delivered", 1, 200
+        await set_rollback(store, intent)
+
+    agent.watcher.script = script
+    assert register_command(register_args(agent, "--wait", "--timeout", "20s")) == 1
+    captured = capsys.readouterr()
+    no_traceback(captured)
+    assert "no rollback was delivered" not in captured.out
+    assert "rolled back: the rollback webhook accepted the request" in captured.out
+    assert "rollback  delivered after 1 attempt" in captured.out
+
+
+def test_register_wait_says_a_rollback_is_still_pending_when_it_stops_following_it(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli_client, "ROLLBACK_SETTLE_S", 0.3)
+
+    async def script(store: SqliteStore, window_id: str) -> None:
+        await two_rounds(store, window_id)
+        now = time.time()
+        verdict = {"outcome": "fail", "decided_at": now, "reason": "x", "rules": []}
+        intent = RollbackIntent(window_id, "pending", "{}", now)
+        await store.finish_window(window_id, "failed", verdict, now, intent)
+
+    agent.watcher.script = script
+    assert register_command(register_args(agent, "--wait", "--timeout", "20s")) == 1
+    captured = capsys.readouterr()
+    assert "no rollback was delivered" not in captured.out
+    assert "failed: a rollback was requested and is still being delivered" in captured.out
 
 
 def test_register_wait_json_prints_the_final_object(

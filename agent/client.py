@@ -26,7 +26,9 @@ from agent.records import WindowState
 M = TypeVar("M", bound=BaseModel)
 
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
+"""What a proxy in front of a restarting agent answers; worth another try."""
 OPEN_STATES = frozenset({"scheduled", "watching"})
+"""A window in these states has no final outcome yet."""
 
 
 def rollback_pending(deploy: Deploy) -> bool:
@@ -36,10 +38,6 @@ def rollback_pending(deploy: Deploy) -> bool:
         and deploy.rollback is not None
         and deploy.rollback.state == "pending"
     )
-
-
-"""A window in these states has no final outcome yet."""
-"""What a proxy in front of a restarting agent answers; worth another try."""
 
 
 class ClientError(Exception):

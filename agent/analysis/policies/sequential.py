@@ -9,13 +9,21 @@ test and keeps the threshold streak.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from agent.analysis.describe import format_value, is_rate, quantile_of
 from agent.analysis.policies.base import BasePolicy, Window
 from agent.analysis.policies.threshold import ThresholdPolicy
-from agent.analysis.sequential import BaselineData, Component, Kind, Reached, SequentialRule
+from agent.analysis.sequential import (
+    BaselineData,
+    Component,
+    Detectable,
+    Kind,
+    Reached,
+    SequentialRule,
+)
 from agent.analysis.types import Observation, Rule, RuleOutcome
 from agent.analysis.verdicts import (
     Judged,
@@ -263,13 +271,12 @@ class SequentialPolicy(BasePolicy):
             out["tolerance"] = tests.rule.max_increase
         can = tests.detectable(seq, st["with_data"])
         if can is not None:
-            tolerance = self._tolerance(tests.rule, can.bound)
             out["detectable"] = {
                 "bound": can.bound,
                 "value": to_json(can.value),
                 "effect": to_json(can.effect),
                 "text": f"can detect {can.text} by the window's end",
-                "bound_below_detectable": _blind(tolerance, can.effect),
+                "bound_below_detectable": self._blind_to(tests.rule, can),
             }
         if decisive is not None:
             comp, log_e, log_needed = decisive
@@ -315,14 +322,28 @@ class SequentialPolicy(BasePolicy):
             can = tests.detectable(state, 1)
             if can is None:
                 continue
-            tolerance = self._tolerance(rule, can.bound)
-            if _blind(tolerance, can.effect):
+            if self._blind_to(rule, can):
                 out.append(
                     f"rule {rule.name}: its {can.bound} bound is tighter than the smallest"
                     f" change it can detect by the window's end at the baseline's traffic"
                     f" ({size:.3g} samples a round): {can.text}"
                 )
         return out
+
+    def _blind_to(self, rule: Rule, can: Detectable) -> bool:
+        """Whether the smallest change the rule can detect is more than `SEEN_WITHIN` times
+        the one its bound allows. A rate's `max`/`min` is measured from the baseline's rate,
+        0 when the baseline saw no error: `max 0.03` that can only catch 0.078 is blind
+        whether or not the background runs happened to fail a probe (it warned in 3 of 12
+        identical environments, those whose baseline had an error)."""
+        if can.bound in ("max", "min") and is_rate(rule.metric):
+            limit = rule.max if can.bound == "max" else rule.min
+            base = self.window.base[rule.name]
+            at = base.value if base is not None and base.value else 0.0
+            if limit is None or not math.isfinite(at):
+                return False
+            return abs(can.value - at) > SEEN_WITHIN * abs(limit - at)
+        return _blind(self._tolerance(rule, can.bound), can.effect)
 
     def _tolerance(self, rule: Rule, bound: str) -> float | None:
         """How big a change the bound allows, on the scale `Detectable.effect` uses."""

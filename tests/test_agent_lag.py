@@ -361,6 +361,29 @@ def test_a_latency_fail_within_the_agents_own_delay_is_not_a_rollback() -> None:
     assert _tally(100, 3).guard(glance, verdict, [LATENCY_MAX])[0].decision == "inconclusive"
 
 
+def test_a_held_fail_before_the_last_round_keeps_the_window_watching() -> None:
+    """A fail the guard holds mid-window does not end the window (its other rules would go
+    unwatched, and a regression that grows past the agent's delay could no longer fail
+    it): the decision is `continue`, the words say it is held; at the last round it is
+    `inconclusive`, nothing rolled back."""
+    glance, verdict = _latency_fail(6 * MS)
+    tally, rules, base = _tally(100, 3, latencies=10), [LATENCY_UP], _baseline(1 * MS)
+    held_glance, held = tally.guard(glance, verdict, rules, base, final=False)
+    assert held_glance.decision == "continue" and held is not None
+    assert held.decision == "continue" and "held while the window goes on" in held.reason
+    assert held.rules[0].outcome == "inconclusive"
+    assert held_glance.rules[0].outcome == "inconclusive"
+    ended_glance, ended = tally.guard(glance, verdict, rules, base, final=True)
+    assert ended_glance.decision == "inconclusive" and ended is not None
+    assert ended.decision == "inconclusive" and "nothing is rolled back" in ended.reason
+    # a fail on a rule that kept its evidence is no hold: it ends the window at once
+    glance, verdict = _verdict("fail", "fail")
+    assert _tally(10, 0, latencies=9).guard(glance, verdict, ERRORS, final=False) == (
+        glance,
+        verdict,
+    )
+
+
 def test_a_real_latency_regression_still_fails_on_an_overloaded_or_a_quiet_agent() -> None:
     """The guard never blinds the judge to a real regression: ×2 of a 100 ms service is far
     past the agent's delay, overloaded or not; a quiet agent's window (nothing dropped: its

@@ -268,9 +268,11 @@ class WindowWatch:
             self.judge_state, glance = self._judge(observations, final=final)
             self.what_broke.note(results)
             self.latest = observations
-            decided = glance.decision != "continue"
             verdict = self._word(glance, final=final)
-            glance, verdict = self.overload.guard(glance, verdict, self.judge_rules, self.baselines)
+            glance, verdict = self.overload.guard(
+                glance, verdict, self.judge_rules, self.baselines, final=final
+            )
+            decided = glance.decision != "continue"  # a fail the guard holds goes on
             with_state = bool(self.arrived) or stores_state(
                 number, observations, moving_baseline=bool(self.env.baseline_url), decided=decided
             )

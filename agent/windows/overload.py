@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from agent.analysis.describe import format_value
-from agent.analysis.types import Observation, Rule, RuleVerdict, Verdict
+from agent.analysis.types import Observation, Rule, RuleVerdict, Verdict, WindowDecision
 from agent.analysis.verdicts import Glance, RuleGlance
 from checks.base import CheckResult
 from checks.lag import least_latency
@@ -137,6 +137,8 @@ class DropTally:
         verdict: Verdict | None,
         rules: Sequence[Rule],
         baselines: Mapping[str, Observation] | None = None,
+        *,
+        final: bool = True,
     ) -> tuple[Glance, Verdict | None]:
         """The decision an overloaded agent may give.
 
@@ -145,7 +147,12 @@ class DropTally:
         (`lost`), or failed as a latency rule by no more than the agent's own delay can
         add to what it kept (`agent_limited`, against `baselines` by rule) — unless it
         failed on a rule that did neither (a provider's rule, whose evidence is the
-        service's own, or an error rule whose answers were kept)."""
+        service's own, or an error rule whose answers were kept).
+
+        Before the window's last round (not `final`) such a fail is held, not ended: the
+        window goes on, so its other rules are still watched and the held rule is judged
+        again each round (a regression that grows past the agent's delay still fails; an
+        overloaded agent's first fail ended the window and left an error rule unwatched)."""
         if glance.decision == "continue":
             if verdict is None or not (self.samples or self.latency):
                 return glance, verdict
@@ -169,18 +176,20 @@ class DropTally:
             r.outcome == "fail" and r.name not in held for r in glance.rules
         ):
             return glance, verdict
-        glance = Glance("inconclusive", tuple(_held_glance(r, held) for r in glance.rules))
+        holding = glance.decision == "fail" and not final
+        decision: WindowDecision = "continue" if holding else "inconclusive"
+        glance = Glance(decision, tuple(_held_glance(r, held) for r in glance.rules))
         if verdict is None:
             return glance, None
         late = "".join(f"; {why}" for _, why in sorted(limited.items()))
+        then = "held while the window goes on" if holding else "nothing is rolled back"
         reason = (
             f"agent overloaded: {self.words(self.samples + self.latency)} ({self.samples} "
             f"timeouts, {self.latency} latencies) of {self.runs} probes — its own event loop"
             f" was stalled while they ran{late}, so {', '.join(sorted(held))} cannot be judged"
-            " and nothing is rolled back (the judge alone said:"
-            f" {verdict.decision}: {verdict.reason})"
+            f" and {then} (the judge alone said: {verdict.decision}: {verdict.reason})"
         )
-        return glance, Verdict("inconclusive", reason, tuple(_held(r, held) for r in verdict.rules))
+        return glance, Verdict(decision, reason, tuple(_held(r, held) for r in verdict.rules))
 
 
 def agent_limited(rule: Rule, observed: float | None, base: Observation | None) -> str | None:

@@ -384,6 +384,38 @@ def test_a_held_fail_before_the_last_round_keeps_the_window_watching() -> None:
     )
 
 
+def test_a_fail_that_stands_on_kept_evidence_is_said_as_that_rules() -> None:
+    """An error rule fails on answers the agent read (facts however late) while a latency
+    rule failed within the agent's delay: the deploy is still rolled back, but for the
+    errors; the latency rule is not judged (the judge's reason named it first)."""
+    latency = RuleVerdict(
+        "probe-latency", "checks", "latency_p95", "fail", 6 * MS, None, "max_increase 20%", "d"
+    )
+    errors = RuleVerdict(
+        "probe-errors", "checks", "error_rate", "fail", 0.5, None, "max 0.05", "3 of 6 failed"
+    )
+    glance = Glance(
+        "fail",
+        (
+            RuleGlance("probe-latency", "fail", 6 * MS, {"streak": 2}),
+            RuleGlance("probe-errors", "fail", 0.5, {"streak": 2}),
+        ),
+    )
+    verdict = Verdict(
+        "fail", "probe-latency: latency_p95 above baseline (and 1 more rule)", (latency, errors)
+    )
+    rules = [LATENCY_UP, Rule("probe-errors", "checks", "error_rate", max=0.05)]
+    held_glance, said = _tally(100, 3, latencies=10).guard(
+        glance, verdict, rules, _baseline(1 * MS), final=False
+    )
+    assert held_glance.decision == "fail" and said is not None and said.decision == "fail"
+    assert said.reason == (
+        "probe-errors: 3 of 6 failed; probe-latency not judged: agent overloaded"
+    )
+    assert [r.outcome for r in said.rules] == ["inconclusive", "fail"]
+    assert [r.outcome for r in held_glance.rules] == ["inconclusive", "fail"]
+
+
 def test_a_real_latency_regression_still_fails_on_an_overloaded_or_a_quiet_agent() -> None:
     """The guard never blinds the judge to a real regression: ×2 of a 100 ms service is far
     past the agent's delay, overloaded or not; a quiet agent's window (nothing dropped: its

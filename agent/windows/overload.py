@@ -175,7 +175,7 @@ class DropTally:
         if glance.decision == "fail" and any(
             r.outcome == "fail" and r.name not in held for r in glance.rules
         ):
-            return glance, verdict
+            return _standing(glance, verdict, held)
         holding = glance.decision == "fail" and not final
         decision: WindowDecision = "continue" if holding else "inconclusive"
         glance = Glance(decision, tuple(_held_glance(r, held) for r in glance.rules))
@@ -215,6 +215,30 @@ def agent_limited(rule: Rule, observed: float | None, base: Observation | None) 
         f"{rule.name}'s {rule.metric} {figure} is within {limit} once the {margin} its own"
         " delay can add to a reading it kept is taken off"
     )
+
+
+def _standing(
+    glance: Glance, verdict: Verdict | None, held: set[str]
+) -> tuple[Glance, Verdict | None]:
+    """A fail that stands on rules that kept their evidence, said as theirs: the held
+    rules are `inconclusive` (not judged), and the reason names a standing rule (the
+    judge's names the first rule that failed, which may be a held one: a rollback
+    explained by the agent's own delay)."""
+    glance = dataclasses.replace(glance, rules=tuple(_held_glance(r, held) for r in glance.rules))
+    if verdict is None:
+        return glance, None
+    rules = tuple(_held(r, held) for r in verdict.rules)
+    failed = [r for r in verdict.rules if r.outcome == "fail"]
+    if failed and failed[0].name in held:
+        standing = [r for r in failed if r.name not in held]
+        first = standing[0]
+        more = len(standing) - 1
+        reason = f"{first.name}: {first.detail}" + (
+            f" (and {more} more rule{'s' if more > 1 else ''})" if more else ""
+        )
+        reason += f"; {', '.join(sorted(held))} not judged: agent overloaded"
+        return glance, Verdict(verdict.decision, reason, rules)
+    return glance, Verdict(verdict.decision, verdict.reason, rules)
 
 
 def _held_glance(rule: RuleGlance, probed: Iterable[str]) -> RuleGlance:

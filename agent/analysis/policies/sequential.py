@@ -9,7 +9,6 @@ test and keeps the threshold streak.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -332,18 +331,22 @@ class SequentialPolicy(BasePolicy):
 
     def _blind_to(self, rule: Rule, can: Detectable) -> bool:
         """Whether the smallest change the rule can detect is more than `SEEN_WITHIN` times
-        the one its bound allows. A rate's `max`/`min` is measured from the baseline's rate,
-        0 when the baseline saw no error: `max 0.03` that can only catch 0.078 is blind
-        whether or not the background runs happened to fail a probe (it warned in 3 of 12
-        identical environments, those whose baseline had an error)."""
-        if can.bound in ("max", "min") and is_rate(rule.metric):
+        the one its bound allows. A rate's `max`/`min` is a change from the baseline's
+        rate, which is 0 when the background runs saw no error: then the bound's distance
+        from 0 is what it allows (`max 0.03` that can only catch 0.078 warned only in the
+        environments whose background runs happened to fail a probe: 3 of 12)."""
+        tolerance = self._tolerance(rule, can.bound)
+        base = self.window.base[rule.name]
+        if (
+            tolerance is None
+            and can.bound in ("max", "min")
+            and is_rate(rule.metric)
+            and base is not None
+            and base.value == 0.0
+        ):
             limit = rule.max if can.bound == "max" else rule.min
-            base = self.window.base[rule.name]
-            at = base.value if base is not None and base.value else 0.0
-            if limit is None or not math.isfinite(at):
-                return False
-            return abs(can.value - at) > SEEN_WITHIN * abs(limit - at)
-        return _blind(self._tolerance(rule, can.bound), can.effect)
+            return limit is not None and abs(can.value) > SEEN_WITHIN * abs(limit)
+        return _blind(tolerance, can.effect)
 
     def _tolerance(self, rule: Rule, bound: str) -> float | None:
         """How big a change the bound allows, on the scale `Detectable.effect` uses."""

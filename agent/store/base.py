@@ -7,6 +7,7 @@ on, so a process killed at any instant restarts into the same decisions.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, NamedTuple, Protocol
 
 from agent.records import (
@@ -41,6 +42,16 @@ class UnsettledAlert(NamedTuple):
     payload: str
     sent_to: frozenset[str]
     """The channels that took it already (`Store.note_alert_channel`)."""
+
+
+class StoredProbes(NamedTuple):
+    """The background runs stored of one check with one fingerprint (`Store.probe_fingerprints`)."""
+
+    check: str
+    fingerprint: str | None
+    """None: stored before each run kept what it probed."""
+    runs: int
+    newest: float
 
 
 class StoreError(Exception):
@@ -259,11 +270,34 @@ class Store(Protocol):
 
     # background probing (pre-deploy baselines)
     async def add_probe_summary(
-        self, environment: str, check: str, at: float, summary: dict[str, Any]
-    ) -> None: ...
+        self,
+        environment: str,
+        check: str,
+        at: float,
+        summary: dict[str, Any],
+        fingerprint: str | None = None,
+    ) -> None:
+        """Keep one background run of `check`; `fingerprint` says what it probed
+        (`agent.windows.fingerprint.probe_fingerprint`), None for a run whose target is not
+        known (rows stored before fingerprints were kept: no baseline pools them)."""
+        ...
 
     async def probe_summaries(
-        self, environment: str, since: float, until: float
-    ) -> list[tuple[str, float, dict[str, Any]]]: ...
+        self,
+        environment: str,
+        since: float,
+        until: float,
+        fingerprints: Collection[str] | None = None,
+    ) -> list[tuple[str, float, dict[str, Any]]]:
+        """(check, at, summary) of the runs in [since, until), oldest first; with
+        `fingerprints`, only runs recorded with one of them (so a baseline never pools
+        runs against an address or a definition the check no longer has)."""
+        ...
+
+    async def probe_fingerprints(self, environment: str, since: float) -> list[StoredProbes]:
+        """The environment's runs since `since` by check and fingerprint: what a start
+        compares with its checks as configured now (`agent.windows.probing.BackgroundProber`),
+        on the same index as `probe_summaries`."""
+        ...
 
     async def prune_probe_summaries(self, before: float) -> int: ...

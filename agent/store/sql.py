@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Protocol
 
@@ -38,7 +38,7 @@ from agent.records import (
     WindowCreated,
     WindowState,
 )
-from agent.store.base import Conflict, Lease, StoreError, UnsettledAlert
+from agent.store.base import Conflict, Lease, StoredProbes, StoreError, UnsettledAlert
 from agent.store.cursor import decode_cursor, encode_cursor
 
 MIGRATIONS: tuple[str, ...] = (
@@ -145,6 +145,9 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE alerts ADD COLUMN sent_to TEXT NOT NULL DEFAULT '';
     CREATE INDEX alerts_unsettled ON alerts (claimed_at) WHERE result = 'claimed'
     """,
+    # what each background run probed (`agent.windows.fingerprint.probe_fingerprint`): a
+    # baseline pools only runs of the checks as configured now; older rows stay NULL
+    "ALTER TABLE probe_summaries ADD COLUMN fingerprint TEXT",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -946,29 +949,54 @@ class SqlStore(ABC):
     # background probing ----------------------------------------------------
 
     async def add_probe_summary(
-        self, environment: str, check: str, at: float, summary: dict[str, Any]
+        self,
+        environment: str,
+        check: str,
+        at: float,
+        summary: dict[str, Any],
+        fingerprint: str | None = None,
     ) -> None:
         async with self._tx() as db:
             await db.execute(
-                "INSERT INTO probe_summaries (environment, check_name, at, summary)"
-                " VALUES (?, ?, ?, ?)",
+                "INSERT INTO probe_summaries (environment, check_name, at, summary, fingerprint)"
+                " VALUES (?, ?, ?, ?, ?)",
                 environment,
                 check,
                 at,
                 json.dumps(summary),
+                fingerprint,
             )
 
     async def probe_summaries(
-        self, environment: str, since: float, until: float
+        self,
+        environment: str,
+        since: float,
+        until: float,
+        fingerprints: Collection[str] | None = None,
     ) -> list[tuple[str, float, dict[str, Any]]]:
-        rows = await self._fetchall(
+        # `probe_summaries_by_env` bounds the scan to one lookback of this environment
+        # (a few hundred rows); the fingerprint is a filter on those, no index of its own
+        sql = (
             "SELECT check_name, at, summary FROM probe_summaries WHERE environment = ?"
-            " AND at >= ? AND at < ? ORDER BY at",
+            " AND at >= ? AND at < ?"
+        )
+        args: list[Any] = [environment, since, until]
+        if fingerprints is not None:
+            if not fingerprints:
+                return []
+            sql += f" AND fingerprint IN ({', '.join('?' * len(fingerprints))})"
+            args.extend(fingerprints)
+        rows = await self._fetchall(sql + " ORDER BY at", *args)
+        return [(r[0], r[1], json.loads(r[2])) for r in rows]
+
+    async def probe_fingerprints(self, environment: str, since: float) -> list[StoredProbes]:
+        rows = await self._fetchall(
+            "SELECT check_name, fingerprint, COUNT(*), MAX(at) FROM probe_summaries"
+            " WHERE environment = ? AND at >= ? GROUP BY check_name, fingerprint",
             environment,
             since,
-            until,
         )
-        return [(r[0], r[1], json.loads(r[2])) for r in rows]
+        return [StoredProbes(r[0], r[1], int(r[2]), float(r[3])) for r in rows]
 
     async def prune_probe_summaries(self, before: float) -> int:
         async with self._tx() as db:

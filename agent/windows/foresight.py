@@ -16,15 +16,22 @@ from agent.analysis.types import Observation, Policy, Rule
 from agent.settings import EnvironmentSettings, RuleSettings
 from agent.store.base import Store
 from agent.windows.evidence import observation_from_dict
+from agent.windows.fingerprint import check_fingerprints
 from agent.windows.probing import unsummarize
 from checks.base import Sample
 
 
 async def background_periods(
-    store: Store, environment: str, since: float, until: float
+    store: Store, environment: str, env: EnvironmentSettings, since: float, until: float
 ) -> list[list[Sample]]:
-    """The background probes of [since, until), one list per background run."""
-    rows = await store.probe_summaries(environment, since, until)
+    """The background probes of [since, until), one list per background run: only runs of
+    the checks as configured now (`agent.windows.fingerprint`), so runs against an old
+    `base_url` or an old definition of a check never stand for its baseline. Runs stored
+    before fingerprints were kept are left out too: nothing says what they probed, and
+    a baseline restarted (one lookback, as after any change) is safer than one that may
+    be of a dead or another target."""
+    fingerprints = check_fingerprints(env).values()
+    rows = await store.probe_summaries(environment, since, until, fingerprints)
     runs: dict[float, list[Sample]] = {}
     for check, at, summary in rows:
         runs.setdefault(at, []).extend(unsummarize(check, summary))
@@ -65,7 +72,7 @@ async def registration_warnings(
     per_round: dict[str, float] = {}
     if any(r.source == "checks" for r in judged):
         periods = await background_periods(
-            store, environment, deployed_at - env.lookback, deployed_at
+            store, environment, env, deployed_at - env.lookback, deployed_at
         )
         for rule in judged:
             if rule.source == "checks" and periods:

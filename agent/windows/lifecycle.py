@@ -405,7 +405,7 @@ class WindowWatch:
         that a restart compares against the same period; False if no longer ours."""
         lookback = self._lookback()
         periods = await background_periods(
-            self.s.store, self.window.environment, lookback.start, lookback.end
+            self.s.store, self.window.environment, self.env, lookback.start, lookback.end
         )
         fetches = {
             rule.name: asyncio.ensure_future(self._fetch_baseline(rule, lookback))

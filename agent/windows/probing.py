@@ -13,14 +13,15 @@ import logging
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
 
 from agent.metrics import Metrics
 from agent.settings import EnvironmentSettings
-from agent.store.base import Store
+from agent.store.base import Store, StoredProbes
+from agent.windows.fingerprint import check_fingerprints
 from checks.base import Check, CheckContext, CheckResult, Sample, Target
 from checks.lag import SLACK_S, Dropped, LoopLag, attributed, without_latency
 from checks.registry import Started, build_check, run_check, start_check
@@ -446,6 +447,7 @@ class BackgroundProber:
         ]
         spread = len({name for name, *_ in planned}) / BACKGROUND_STARTS_PER_S
         async with asyncio.TaskGroup() as group:
+            group.create_task(self.note_changed_checks(sorted({name for name, *_ in planned})))
             for name, probe, check, every in planned:
                 first = background_offset(name, min(every, spread))
                 group.create_task(self._probe_forever(name, probe, check, every, first))
@@ -479,7 +481,40 @@ class BackgroundProber:
         )
         now = self.clock()
         summary = summarize([s for r in results for s in r.samples])
-        await self.store.add_probe_summary(name, check.name, now, summary)
+        fingerprint = check_fingerprints(probe.env).get(check.name)
+        await self.store.add_probe_summary(name, check.name, now, summary, fingerprint)
+
+    async def note_changed_checks(self, environments: Sequence[str]) -> None:
+        """Log once per environment whose stored runs of the lookback its baselines leave
+        out, since they probed another target or definition than its checks now have: a
+        user whose baseline starts afresh after a restart learns why. One small query per
+        environment, one after another, beside the probing (never holding it up).
+        Informative only: a store that cannot answer is left to the probes to report."""
+        for name in environments:
+            env = self.probes[name].env
+            try:
+                stored = await self.store.probe_fingerprints(name, self.clock() - env.lookback)
+            except Exception:
+                log.debug("stored background runs not compared", exc_info=True)
+                return
+            stale = stale_runs(stored, check_fingerprints(env))
+            if stale:
+                log.info(
+                    "background baseline starts afresh: %d stored run(s) of %s probed another"
+                    " target or definition than configured now (base_url or the check"
+                    " changed, or they were stored before runs kept what they probed);"
+                    " baselines leave them out",
+                    sum(s.runs for s in stale),
+                    ", ".join(sorted({s.check for s in stale})),
+                    extra={"environment": name},
+                )
+
+
+def stale_runs(stored: Sequence[StoredProbes], current: Mapping[str, str]) -> list[StoredProbes]:
+    """The stored runs of checks still configured whose fingerprint is not the check's
+    now (None included): what its baselines leave out. Runs of a check no longer
+    configured are left out too, but no baseline of a check it has restarts for them."""
+    return [s for s in stored if s.check in current and s.fingerprint != current[s.check]]
 
 
 BACKGROUND_STARTS_PER_S = 100.0

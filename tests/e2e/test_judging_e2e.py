@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, LocalTarget, environment
+from tests.e2e.crash import free_port
 from tests.heavy import HEAVY
 from tests.receivers import JsonSink, RollbackReceiver
 
@@ -88,6 +90,26 @@ async def test_max_increase_on_probe_latency_uses_the_background_baseline(
     assert rule["baseline"] < SlowTarget.SLOW <= rule["observed"]
     assert rule["threshold"] == "max_increase 50%"
     assert len(receiver.attempts) == 1
+
+
+async def test_a_restart_on_a_new_base_url_leaves_the_old_targets_runs_out_of_the_baseline(
+    start_agent: AgentFactory, flip_target: FlipTarget, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The audit's run: background runs against a dead port, a restart with base_url on the
+    live target, a deploy. The baseline is the new target's runs (no error) or none yet,
+    never the dead port's (it read 0.5 and 0.33: a relative rule blind to any regression)."""
+    errors = "{name: errors, source: checks, metric: error_rate, max_increase: 5%}"
+    dead = f"http://127.0.0.1:{free_port()}"
+    first = await start_agent(environment("production", dead, rules=[errors]))
+    await asyncio.sleep(1.0)  # background runs against the dead port, every 200 ms
+    await first.stop()
+    with caplog.at_level(logging.INFO, logger="postflight"):
+        second = await start_agent(environment("production", flip_target.url, rules=[errors]))
+        deploy = await second.register("production", "v2")
+        final = await second.settled(deploy["id"], within=15)
+    rule = final["verdict"]["rules"][0]
+    assert rule["baseline"] in (None, 0.0), rule
+    assert "background baseline starts afresh" in caplog.text
 
 
 async def test_a_canary_is_judged_against_its_stable_side_probed_side_by_side(

@@ -45,3 +45,27 @@ async def test_a_refused_open_leaves_the_store_closed(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="newer"):
         await refused.open()
     assert not await refused.ping()
+
+
+async def test_a_store_from_before_fingerprints_keeps_its_runs_unmatched(tmp_path: Path) -> None:
+    """The migration adds the column; runs stored before it stay, with no fingerprint,
+    so a baseline asking for its checks' fingerprints leaves them out."""
+    s = SqliteStore(tmp_path / "pf.db")
+    await s.open()
+    await s.close()
+    db = sqlite3.connect(tmp_path / "pf.db")
+    db.execute("ALTER TABLE probe_summaries DROP COLUMN fingerprint")
+    db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION - 1,))
+    db.execute(
+        "INSERT INTO probe_summaries (environment, check_name, at, summary)"
+        " VALUES ('production', 'api', 10.0, '{\"ok\": [0]}')"
+    )
+    db.commit()
+    db.close()
+    upgraded = SqliteStore(tmp_path / "pf.db")
+    await upgraded.open()
+    try:
+        assert await upgraded.probe_summaries("production", 0, 100) == [("api", 10.0, {"ok": [0]})]
+        assert await upgraded.probe_summaries("production", 0, 100, ["fp"]) == []
+    finally:
+        await upgraded.close()

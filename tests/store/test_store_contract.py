@@ -20,7 +20,7 @@ from agent.records import (
     RollbackIntent,
     RoundRecord,
 )
-from agent.store.base import Conflict, Store, StoreError
+from agent.store.base import Conflict, Store, StoredProbes, StoreError
 from tests.store.conftest import Backend
 from tests.store.peek import deliveries
 
@@ -441,6 +441,29 @@ async def test_probe_summaries_window_and_prune(store: Store) -> None:
     assert await store.prune_probe_summaries(before=25) == 2
     assert await store.probe_summaries("production", 0, 100) == [("api", 30.0, {"ok": [1]})]
     assert await store.probe_summaries("staging", 0, 100) == []
+
+
+async def test_probe_summaries_keep_what_each_run_probed(store: Store) -> None:
+    """A baseline asks for the runs of its checks' fingerprints only; rows stored before
+    fingerprints were kept (None) match none; a start reads what each check's runs probed."""
+    await store.add_probe_summary("production", "api", 10.0, {"ok": [0]}, "fp-old")
+    await store.add_probe_summary("production", "api", 20.0, {"ok": [1]}, "fp-new")
+    await store.add_probe_summary("production", "web", 25.0, {"ok": [1]}, "fp-web")
+    await store.add_probe_summary("production", "api", 30.0, {"ok": [0]})
+    await store.add_probe_summary("staging", "api", 40.0, {"ok": [1]}, "fp-new")
+    matching = await store.probe_summaries("production", 0, 100, ["fp-new", "fp-web"])
+    assert matching == [("api", 20.0, {"ok": [1]}), ("web", 25.0, {"ok": [1]})]
+    assert await store.probe_summaries("production", 0, 100, []) == []
+    assert len(await store.probe_summaries("production", 0, 100)) == 4  # unfiltered
+    stored = await store.probe_fingerprints("production", since=15.0)
+    assert sorted(stored, key=lambda s: (s.check, s.fingerprint or "")) == [
+        StoredProbes("api", None, 1, 30.0),
+        StoredProbes("api", "fp-new", 1, 20.0),
+        StoredProbes("web", "fp-web", 1, 25.0),
+    ]
+    assert await store.probe_fingerprints("staging", since=0.0) == [
+        StoredProbes("api", "fp-new", 1, 40.0)
+    ]
 
 
 async def test_prune_rounds_deletes_only_rounds_of_windows_ended_long_enough_ago(

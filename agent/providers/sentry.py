@@ -49,6 +49,19 @@ as the app's SDK names it: `baseline.sentry.release` (`web@{version}`) turns the
 deploy's version into Sentry's release name for every query, link and marker. With
 no release the period alone separates before from after.
 
+A release name Sentry does not know matches nothing, and `error_count` answers 0,
+not an error (a misnamed release passed with thousands of errors). So a 0 for a
+release is checked, and only a 0: the same period's errors grouped by `release`
+(`field=release` with `count()`, one request) say whether other names had errors.
+None, or only the window's other release (a canary's previous one still serving):
+the 0 stands. Errors under other names: `GET …/releases/{version}/` says whether
+Sentry knows the release in this project and has had an event of it (a correctly
+named release that has had no event yet is 404 too, hence the grouping first).
+Known: the 0 stands, and the name is not looked up again in the window. Unknown
+(404, only other projects have it, or only a marker or sentry-cli created it): no
+data (inconclusive), saying which `baseline.sentry.release` to set; looked up again
+once the periods asked end a minute later (a release appears with its first event).
+
 Pagination follows the `cursor` of the `rel="next"` Link entry on the same URL and
 parameters, never the URL in the header: the bearer token must not follow a host
 named by an answer. 429 waits until `X-Sentry-Rate-Limit-Reset` when that fits in
@@ -69,7 +82,9 @@ import logging
 import math
 import re
 import time
-from dataclasses import dataclass, replace
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote, urlencode, urlsplit
@@ -107,6 +122,11 @@ SESSION_INTERVAL = 3600.0
 """Release health's minimum (and our) interval: Sentry answers whole hours."""
 UNIT_SECONDS = {"nanosecond": 1e-9, "microsecond": 1e-6, "millisecond": 1e-3, "second": 1.0}
 TRANSACTIONS = "is_transaction:true"
+WINDOWS_REMEMBERED = 256
+"""Windows whose release lookups are kept (the least recently asked go first)."""
+RECHECK_SECONDS = 60.0
+"""A release Sentry did not know is looked up again once the periods asked end this
+much later (a release appears with its first event); earlier ones reuse the 404."""
 
 
 class _Loose(BaseModel):
@@ -155,12 +175,29 @@ class _Project(_Loose):
     slug: str
 
 
+class _Release(_Loose):
+    version: str
+    projects: list[_Project] | None = None
+    firstEvent: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class ProjectRef:
     """A Sentry project as both of its names: reads filter by id, markers by slug."""
 
     id: str
     slug: str
+
+
+@dataclass(slots=True)
+class ReleaseLookups:
+    """What one window learned of whether Sentry knows its release names."""
+
+    known: set[str] = field(default_factory=set)
+    """Known in the project (or not checkable, 403): not asked again in the window."""
+    missing: dict[str, tuple[float, str]] = field(default_factory=dict)
+    """Name → (the end of the period whose lookup missed it, why): see RECHECK_SECONDS."""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 _LINK = re.compile(r"<([^>]*)>((?:\s*;\s*[\w-]+\s*=\s*(?:\"[^\"]*\"|[^;,]*))*)")
@@ -185,6 +222,24 @@ def release_filter(release: str | None) -> str:
         return ""
     escaped = release.replace("\\", "\\\\").replace('"', '\\"')
     return f'release:"{escaped}"'
+
+
+def errors_elsewhere(counts: dict[str, int], expected: Iterable[str]) -> dict[str, int]:
+    """The errors of release names other than `expected` (the window's own two): what
+    a 0 for one of them may have missed. Pure."""
+    own = set(expected)
+    return {name: n for name, n in counts.items() if n > 0 and name not in own}
+
+
+def release_template(version: str, names: Iterable[str]) -> str | None:
+    """`baseline.sentry.release` as the first of `names` that ends with `version` after
+    a separator (`web@v2` → `web@{version}`; `web@v12` is not `v2`'s), braces doubled;
+    None when none does. Pure."""
+    for name in names:
+        prefix = name[: -len(version)] if version and name.endswith(version) else ""
+        if prefix and not prefix[-1].isalnum():
+            return prefix.replace("{", "{{").replace("}", "}}") + "{version}"
+    return None
 
 
 def _span(period: Period) -> tuple[str, str]:
@@ -321,6 +376,9 @@ class SentryProvider(HttpProvider):
         self._org = quote(config.org, safe="")
         self._projects: dict[str, ProjectRef] = {}
         self._project_lock = asyncio.Lock()
+        self._lookups: OrderedDict[str, ReleaseLookups] = OrderedDict()
+        """Per window (its deploy id): see `ReleaseLookups`."""
+        self._releases_unreadable = False
 
     def default_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.config.token.get_secret_value()}"}
@@ -345,7 +403,7 @@ class SentryProvider(HttpProvider):
     def plan(self, rule: Rule, scope: DeployScope, period: Period, release: str | None) -> Plan:
         target = self._scope(scope)
         metric = rule.metric
-        release = None if release is None else target.release_name(release)
+        version, release = release, None if release is None else target.release_name(release)
         key = (metric, target.project, target.environment, release, period.start, period.end)
         where = release_filter(release)
         baseline = period.end <= scope.deployed_at + 1e-6  # the lookback, before the deploy
@@ -391,6 +449,8 @@ class SentryProvider(HttpProvider):
                 row, units = await self._aggregate(target, period, dataset, fields, query, deadline)
                 if metric == "error_count":
                     n_errors = int(_number(row, "count()") or 0)  # errors are not trace-sampled
+                    if n_errors == 0 and version is not None and release is not None:
+                        await self._vouch_for_zero(target, scope, period, version, deadline)
                     return Observation(value=float(n_errors), count=n_errors, query=shown)
                 if metric == "error_rate":
                     observed = rate_observation(row, shown)
@@ -477,6 +537,131 @@ class SentryProvider(HttpProvider):
         if not answer.data:
             return {f: None for f in fields}, answer.meta.units
         return answer.data[0], answer.meta.units
+
+    async def _vouch_for_zero(
+        self,
+        target: SentryScope,
+        scope: DeployScope,
+        period: Period,
+        version: str,
+        deadline: float,
+    ) -> None:
+        """Raise unless 0 errors of `version`'s release can be believed: not when the
+        period's errors went to other names and Sentry does not know this one (see the
+        module docstring). The window's other release is not "other": a canary's
+        previous release erroring beside a new one not yet seen is no misnaming."""
+        release = target.release_name(version)
+        counts, partial = await self._errors_by_release(target, period, deadline)
+        own = [target.release_name(v) for v in (scope.version, scope.previous_version) if v]
+        elsewhere = errors_elsewhere(counts, [release, *own])
+        if not elsewhere:
+            return
+        why = await self._release_unknown(scope.deploy_id, target, release, period, deadline)
+        if why is None:
+            return
+        total = sum(elsewhere.values())
+        shown = f"at least {total}" if partial else str(total)
+        template = release_template(version, elsewhere)  # the most errors first
+        raise ProviderError(
+            f'Sentry has {shown} errors in this period, none of release "{release}" ({why}):'
+            " name it as your SDK does with baseline.sentry.release"
+            f" ({self._release_hint(target, template)})"
+        )
+
+    def _release_hint(self, target: SentryScope, template: str | None) -> str:
+        """The template to set: read off the names Sentry has, else the usual shape."""
+        if template is not None:
+            return f'e.g. "{template}"'
+        if target.release != "{version}":
+            return f'now "{target.release}"'
+        known = self._projects.get(target.project)
+        return f'e.g. "{known.slug if known else target.project}@{{version}}"'
+
+    async def _errors_by_release(
+        self, target: SentryScope, period: Period, deadline: float
+    ) -> tuple[dict[str, int], bool]:
+        """The period's errors per release name, any release ("" for none), the most
+        first; and whether there may be more names than the one page read."""
+        params = [
+            ("dataset", "errors"),
+            ("field", "release"),
+            ("field", "count()"),
+            ("sort", "-count()"),
+            *await self._common_params(target, period, "", deadline),
+            ("per_page", str(PAGE_SIZE)),
+        ]
+        data, _ = await self._get_json(
+            f"/organizations/{self._org}/events/", params, deadline, environment=target.environment
+        )
+        answer = parse_model(EventsAnswer, data, self.title)
+        counts: dict[str, int] = {}
+        for row in answer.data:
+            name = row.get("release")
+            key = name if isinstance(name, str) else ""
+            counts[key] = counts.get(key, 0) + int(_number(row, "count()") or 0)
+        return counts, len(answer.data) >= PAGE_SIZE
+
+    def _lookups_for(self, deploy_id: str) -> ReleaseLookups:
+        """The window's release lookups; only the latest WINDOWS_REMEMBERED are kept."""
+        lookups = self._lookups.pop(deploy_id, None) or ReleaseLookups()
+        self._lookups[deploy_id] = lookups
+        while len(self._lookups) > WINDOWS_REMEMBERED:
+            self._lookups.popitem(last=False)
+        return lookups
+
+    async def _release_unknown(
+        self, deploy_id: str, target: SentryScope, release: str, period: Period, deadline: float
+    ) -> str | None:
+        """Why the project lacks `release`, None when it has it. Cached per window and
+        name: a known release for good, a missing one until RECHECK_SECONDS later."""
+        lookups = self._lookups_for(deploy_id)
+        async with lookups.lock:
+            if release in lookups.known:
+                return None
+            missed = lookups.missing.get(release)
+            if missed is not None and period.end < missed[0] + RECHECK_SECONDS:
+                return missed[1]
+            ref = await self._project(target.project, deadline)
+            why = await self._release_missing(release, ref, deadline)
+            if why is None:
+                lookups.known.add(release)
+                lookups.missing.pop(release, None)
+            else:
+                lookups.missing[release] = (period.end, why)
+            return why
+
+    async def _release_missing(
+        self, release: str, project: ProjectRef, deadline: float
+    ) -> str | None:
+        """`GET …/releases/{version}/`: why the project lacks `release`, None when it
+        has it. Reading a release needs `project:read` or `project:releases` (or
+        `project:write`, `project:admin`, `org:ci`) where events need only `org:read`:
+        a 403 must not block the rule, so it is logged once and the 0 believed, as
+        before this check. A release created but never sent an event (`firstEvent`
+        null) is not the SDK's name either: a marker would otherwise vouch for it."""
+        url = f"{self._api_root}/organizations/{self._org}/releases/{quote(release, safe='')}/"
+        answer = await self.send("GET", url, deadline=deadline)
+        if answer.status == 404:
+            return "a name Sentry does not know"
+        if answer.status == 403:
+            if not self._releases_unreadable:
+                self._releases_unreadable = True
+                log.warning(
+                    "sentry: the token may not read releases (403; it needs project:read or"
+                    " project:releases): an error_count of 0 is believed without checking"
+                    " that Sentry knows the release"
+                )
+            return None
+        self._raise_for_status(answer, f"release {release!r}")
+        found = parse_model(_Release, answer.json(self.title), self.title)
+        if found.projects is not None and not any(
+            p.slug == project.slug or str(p.id) == project.id for p in found.projects
+        ):
+            return f"a name Sentry knows only in other projects than {project.slug}"
+        if "firstEvent" in found.model_fields_set and found.firstEvent is None:
+            # created by a marker (ours: markers: true) or sentry-cli, never by an event
+            return "a release Sentry has had no event of"
+        return None
 
     async def _rate_buckets(
         self, target: SentryScope, period: Period, query: str, deadline: float

@@ -35,6 +35,7 @@ OPERATIONS = {
     ("GET", "/api/0/organizations/{organization_id_or_slug}/events-timeseries/"),
     ("GET", "/api/0/organizations/{organization_id_or_slug}/sessions/"),
     ("POST", "/api/0/organizations/{organization_id_or_slug}/releases/"),
+    ("GET", "/api/0/organizations/{organization_id_or_slug}/releases/{version}/"),
     ("POST", "/api/0/organizations/{organization_id_or_slug}/releases/{version}/deploys/"),
 }
 
@@ -59,6 +60,13 @@ async def exercised(metrics: Metrics) -> AsyncIterator[list[Seen]]:
                 ):
                     obs = await provider.fetch(r, s, period, release)
                     assert obs.error is None, (metric, obs.error)
+            # a 0 while other names had errors: grouped by release, then looked up
+            fake.unreleased = 5
+            fake.set_stats(SentryStats(errors=0), release="v3")  # known: it has events
+            errors = rule(source="sentry", metric="error_count", max=5)
+            assert (await provider.fetch(errors, scope(), AFTER, "v3")).value == 0.0
+            unknown = await provider.fetch(errors, scope(), AFTER, "v9")
+            assert unknown.error is not None and "a name Sentry does not know" in unknown.error
             assert await provider.mark(scope(), "deploy") is None
             assert await provider.mark(by_id, "rollback") is None
         finally:

@@ -317,9 +317,20 @@ async def sdk_names_releases_web_at_version(
     sentry_release: str | None,
 ) -> tuple[RunningAgent, dict[str, Any]]:
     """The app's SDK names its releases `web@<version>`; the new one has 3000 errors."""
-    t0 = deploy_second()
     sentry_fake.set_stats(SentryStats(errors=10), release=f"web@{PREVIOUS}")
     sentry_fake.set_stats(SentryStats(errors=3000), release=f"web@{VERSION}")
+    return await watch_error_count(sentry_fake, receiver, json_sink, start_agent, sentry_release)
+
+
+async def watch_error_count(
+    sentry_fake: GrowingSentry,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+    sentry_release: str | None,
+) -> tuple[RunningAgent, dict[str, Any]]:
+    """A window judging ERROR_COUNT_RULE on what `sentry_fake` serves."""
+    t0 = deploy_second()
     agent = await start_agent(
         environment_yaml(
             ERROR_COUNT_RULE,
@@ -349,6 +360,86 @@ async def test_an_error_count_of_the_release_named_as_the_sdk_does_is_rolled_bac
     rule = rule_of(final, "sentry-error-count")
     assert (rule["observed"], rule["baseline"]) == (3000, 10)
     assert f'release:"web@{VERSION}"' in parse_qs(urlsplit(rule["link"]).query)["query"][0]
+
+
+def error_count_queries(sentry_fake: GrowingSentry) -> tuple[list[str | None], int]:
+    """The releases the window's error counts asked for, and how many groupings by
+    release (no release filter) it asked besides."""
+    events = sentry_fake.seen("/events/")
+    grouped = [e for e in events if e.params("field") == ["release", "count()"]]
+    counts = [sentry_fake.release_of(e.param("query") or "") for e in events if e not in grouped]
+    return counts, len(grouped)
+
+
+async def test_an_error_count_of_a_release_sentry_does_not_know_never_passes(
+    sentry_fake: GrowingSentry,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+) -> None:
+    """Asked for `release:"v2.4.1"`, Sentry answered 0 errors (it knows only
+    `web@v2.4.1`), and `max: 100` passed a release with 3000. Now the rule has no data
+    and on-call hears what to set."""
+    agent, deploy = await sdk_names_releases_web_at_version(
+        sentry_fake, receiver, json_sink, start_agent, None
+    )
+    final = await agent.settled(deploy["id"], within=20)
+    assert final["state"] == "inconclusive", final
+    assert rule_of(final, "sentry-error-count")["outcome"] == "inconclusive"
+    assert receiver.attempts == []
+    alert = await alert_titled(json_sink, "provider sentry answered, but not usably")
+    # the window's one Sentry alert: the baseline's (the previous release's) or the new one's
+    assert "errors in this period, none of release" in alert.message
+    assert "(a name Sentry does not know)" in alert.message
+    assert 'baseline.sentry.release (e.g. "web@{version}")' in alert.message
+    assert len(titled(json_sink, "provider sentry")) == 1
+    counts, grouped = error_count_queries(sentry_fake)
+    assert set(counts) == {PREVIOUS, VERSION} and grouped == len(counts)  # each read 0
+    lookups = sentry_fake.seen("/releases/")
+    assert {r.path.rsplit("/", 2)[-2] for r in lookups} <= {PREVIOUS, VERSION}
+    assert len(lookups) <= len(counts)  # at most one per count that read 0
+
+
+async def test_a_quiet_release_correctly_named_with_no_error_yet_passes(
+    sentry_fake: GrowingSentry,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+) -> None:
+    """Error-only SDK, no error in either release: Sentry knows neither (404), and that
+    must not page anyone. Each 0 costs one grouping by release, nothing else."""
+    agent, deploy = await watch_error_count(
+        sentry_fake, receiver, json_sink, start_agent, "web@{version}"
+    )
+    final = await agent.settled(deploy["id"], within=20)
+    assert final["state"] == "passed", final
+    assert rule_of(final, "sentry-error-count")["observed"] == 0
+    assert titled(json_sink, "provider sentry") == []
+    counts, grouped = error_count_queries(sentry_fake)
+    assert set(counts) == {f"web@{PREVIOUS}", f"web@{VERSION}"}
+    assert grouped == len(counts)
+    assert sentry_fake.seen("/releases/") == []
+
+
+async def test_a_canary_whose_previous_release_errs_while_the_new_has_no_event_passes(
+    sentry_fake: GrowingSentry,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+) -> None:
+    """Rolling deploy: the previous release still serves, and errs, in the current
+    period; the new one is correctly named but has had no event (Sentry: 404). The
+    period's errors are the previous release's: no misnaming, no alert."""
+    sentry_fake.set_stats(SentryStats(errors=60), release=PREVIOUS)
+    agent, deploy = await watch_error_count(sentry_fake, receiver, json_sink, start_agent, None)
+    final = await agent.settled(deploy["id"], within=20)
+    assert final["state"] == "passed", final
+    rule = rule_of(final, "sentry-error-count")
+    assert (rule["observed"], rule["baseline"]) == (0, 60)
+    assert titled(json_sink, "provider sentry") == []
+    counts, grouped = error_count_queries(sentry_fake)
+    assert grouped == counts.count(VERSION) > 0  # the new release's 0s only
+    assert sentry_fake.seen("/releases/") == []
 
 
 # ------------------------------------------------------ 2. New Relic 0.2 → 0.9 s

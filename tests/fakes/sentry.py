@@ -15,6 +15,10 @@ sentry-newrelic-api.md for what is not in the schema):
   `spans` aggregates are extrapolated from sampled traces (src/sentry/search/eap/
   spans; docs "Extrapolation"): `count()` is the estimate `stored / sample_rate`,
   `count_sample()` the spans stored, `failure_rate()` the share among them;
+  `errors` grouped by `release` (`field=release` with `count()`, no release filter:
+  "when a function is included, Discover will group by any tags or fields", the
+  schema's `field`) is a row per release this fake serves errors for, whatever the
+  period, the most first (`sort=-count()`; errors without a release: `unreleased`);
 - `GET …/events-timeseries/` (`spans`, one `yAxis`): buckets of `interval`, read as
   `parse_stats_period` does (`60`, `1m`: src/sentry/utils/dates.py), aligned to it
   (src/sentry/api/endpoints/organization_events_timeseries.py), each value with its
@@ -24,6 +28,12 @@ sentry-newrelic-api.md for what is not in the schema):
   answer says so in `start`/`end`/`intervals`, with `series` per hour
   (src/sentry/snuba/sessions_v2.py `get_constrained_date_range`); unknown
   environment 404; crash rates grouped by `session.status` are 400;
+- `GET …/releases/{version}/`: the release with its projects, 404 when unknown; a
+  release is known once created (`POST …/releases/`) or once it has events (errors,
+  transactions or sessions: Sentry creates a release, in the event's project, with
+  its first event), its `firstEvent`/`lastEvent` null until it has events (one only
+  created: a marker, sentry-cli); reading one needs any of the schema's scopes (`project:read`,
+  `project:releases`…);
 - `POST …/releases/`: `projects` are slugs the token can see, else 400
   `{"projects": ["Invalid project ids or slugs"]}` (the schema says "A list of
   project slugs"; Sentry's newest code also takes ids, so this fake is the stricter
@@ -75,6 +85,11 @@ NOT_FOUND = {"detail": "The requested resource does not exist"}
 FORBIDDEN = {"detail": "You do not have permission to perform this action."}
 PROJECT_PATH = "/api/0/projects/{organization_id_or_slug}/{project_id_or_slug}/"
 RELEASES_PATH = "/api/0/organizations/{organization_id_or_slug}/releases/"
+RELEASE_PATH = "/api/0/organizations/{organization_id_or_slug}/releases/{version}/"
+RELEASE_READERS = frozenset(
+    {"org:ci", "project:admin", "project:read", "project:releases", "project:write"}
+)
+"""Any of these reads a release (the schema's `security` of getOrganizationRelease)."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +169,8 @@ class FakeSentry(FakeServer):
         self.releases: dict[str, dict[str, Any]] = {}
         """Version → {"version", "projects": [slugs]}."""
         self.deploys: list[dict[str, Any]] = []
+        self.unreleased = 0
+        """Errors of events that carry no release (grouped by release: `release: ""`)."""
         self.rate_limit = 40
 
     # -- scripting ----------------------------------------------------------------------
@@ -176,6 +193,24 @@ class FakeSentry(FakeServer):
                 chosen = stats
         return chosen
 
+    def errors_by_release(self, start: float | None) -> dict[str, int]:
+        """What `field=release&field=count()` groups: each release with errors."""
+        counts = {name: self.stats_for(name, start).errors for name in self.by_release}
+        if self.unreleased:
+            counts[""] = self.unreleased
+        return {name: n for name, n in counts.items() if n > 0}
+
+    def release_projects(self, version: str) -> list[str] | None:
+        """The slugs of the projects a release is in; None when Sentry lacks it (one
+        with events but not created is in every project this fake has)."""
+        if version in self.releases:
+            return list(self.releases[version]["projects"])
+        return list(self.projects) if self.has_events(version) else None
+
+    def has_events(self, version: str) -> bool:
+        stats = self.stats_for(version, None)
+        return bool(stats.errors or stats.transactions or stats.sessions)
+
     def release_of(self, query: str) -> str | None:
         match = _RELEASE.search(query)
         if not match:
@@ -192,6 +227,7 @@ class FakeSentry(FakeServer):
         app.router.add_get("/api/0/organizations/{org}/events-timeseries/", self._events_timeseries)
         app.router.add_get("/api/0/organizations/{org}/sessions/", self._sessions)
         app.router.add_post("/api/0/organizations/{org}/releases/", self._create_release)
+        app.router.add_get("/api/0/organizations/{org}/releases/{version}/", self._release)
         app.router.add_post(
             "/api/0/organizations/{org}/releases/{version}/deploys/", self._create_deploy
         )
@@ -279,7 +315,10 @@ class FakeSentry(FakeServer):
             return self._json({"detail": "You can view up to 20 fields at a time."}, 400)
         if "start" not in q or "end" not in q:
             return self._json({"detail": "start and end are required by this fake"}, 400)
-        stats = self.stats_for(self.release_of(q.get("query", "")), _ts(q.get("start")))
+        release = self.release_of(q.get("query", ""))
+        if fields == ["release", "count()"] and dataset == "errors" and release is None:
+            return self._by_release(_ts(q.get("start")), q.get("sort"))
+        stats = self.stats_for(release, _ts(q.get("start")))
         if any(f in AGGREGATES for f in fields):
             return self._aggregate(dataset, fields, stats)
         if fields[0] == "span.duration" and dataset == "spans":
@@ -314,6 +353,27 @@ class FakeSentry(FakeServer):
             {
                 "data": [row],
                 "meta": {"fields": meta, "units": units, "isMetricsData": False, "tips": {}},
+            }
+        )
+
+    def _by_release(self, start: float | None, sort: str | None) -> web.Response:
+        if sort not in (None, "-count()", "count()"):
+            return self._json(
+                {"detail": f"Cannot sort by a field that is not selected: {sort}"}, 400
+            )
+        rows = [
+            {"release": n or None, "count()": c} for n, c in self.errors_by_release(start).items()
+        ]
+        rows.sort(key=lambda row: row["count()"], reverse=sort != "count()")
+        return self._json(
+            {
+                "data": rows[:100],
+                "meta": {
+                    "fields": {"release": "string", "count()": "integer"},
+                    "units": {"release": None, "count()": None},
+                    "isMetricsData": False,
+                    "tips": {},
+                },
             }
         )
 
@@ -455,6 +515,27 @@ class FakeSentry(FakeServer):
                 "query": q.get("query", ""),
             }
         )
+
+    async def _release(self, request: web.Request) -> web.Response:
+        if (problem := self._check(request)) is not None:
+            return problem
+        if not self.scopes & RELEASE_READERS:
+            return self._json(FORBIDDEN, 403)
+        version = unquote(request.match_info["version"])
+        projects = self.release_projects(version)
+        if projects is None:
+            return self._json(NOT_FOUND, 404)
+        answer = dict(example("get", RELEASE_PATH, 200))
+        template = answer["projects"][0]
+        seen = self.has_events(version)
+        answer.update(
+            version=version,
+            shortVersion=version,
+            firstEvent=_iso(time.time() - HOUR) if seen else None,
+            lastEvent=_iso(time.time()) if seen else None,
+            projects=[{**template, "id": self.projects[p], "slug": p, "name": p} for p in projects],
+        )
+        return self._json(answer)
 
     async def _create_release(self, request: web.Request) -> web.Response:
         if (problem := self._check(request, "project:releases")) is not None:

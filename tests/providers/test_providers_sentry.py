@@ -17,9 +17,12 @@ from agent.providers.sentry import (
     SentryProvider,
     bucket_seconds,
     error_detail,
+    errors_elsewhere,
     parse_link_header,
     release_filter,
+    release_template,
 )
+from tests.fakes._server import Seen
 from tests.fakes.sentry import FakeSentry, SentryStats
 from tests.providers.support import (
     AFTER,
@@ -176,6 +179,7 @@ async def test_without_a_release_the_periods_separate_before_from_after(
 async def test_rate_limit_waits_for_the_reset_then_succeeds(
     sentry: SentryProvider, sentry_fake: FakeSentry, metrics: Metrics
 ) -> None:
+    sentry_fake.set_stats(SentryStats(errors=3), release="v1")  # not 0: no second query
     sentry_fake.fail("429", times=1, reset_in=0.3, match="/events/")
     obs = await sentry.fetch(
         rule(source="sentry", metric="error_count", max=5), scope(), AFTER, "v1"
@@ -702,3 +706,199 @@ async def test_baseline_sentry_release_names_the_release_in_queries_links_and_ma
     ]
     assert releases is not None and "/releases/web%40v2.4.0/" in releases
     assert [d["version"] for d in sentry_fake.deploys] == ["web@v2.4.1", "web@v2.4.0"]
+
+
+def grouped(seen: list[Seen]) -> list[Seen]:
+    """The events queries that group errors by release (no release filter)."""
+    return [e for e in seen if e.params("field") == ["release", "count()"]]
+
+
+async def test_a_0_of_a_release_sentry_does_not_know_while_others_err_is_no_data(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    """The audit's case: the SDK sends `web@v2.4.1`, the deploy registered `v2.4.1`;
+    Sentry answered 0 errors for `release:"v2.4.1"` and `max: 100` passed 3000."""
+    sentry_fake.set_stats(SentryStats(errors=3000), release="web@v2.4.1")
+    obs = await sentry.fetch(ERRORS, scope(), AFTER, "v2.4.1")
+    assert obs.value is None and obs.answered
+    assert obs.error == (
+        'Sentry has 3000 errors in this period, none of release "v2.4.1" (a name Sentry'
+        " does not know): name it as your SDK does with baseline.sentry.release"
+        ' (e.g. "web@{version}")'
+    )
+    filtered, by_release = sentry_fake.seen("/events/")  # the count, then one grouping
+    assert filtered.param("query") == 'release:"v2.4.1"'
+    assert by_release.param("query") is None and by_release.param("sort") == "-count()"
+    assert (by_release.param("project"), by_release.param("environment")) == ("42", "production")
+    assert (by_release.param("start"), by_release.param("end")) == (
+        filtered.param("start"),
+        filtered.param("end"),
+    )
+    (lookup,) = sentry_fake.seen("/releases/")
+    assert (lookup.method, lookup.path) == ("GET", "/api/0/organizations/acme/releases/v2.4.1/")
+
+
+async def test_a_quiet_release_with_0_errors_costs_one_more_request_and_no_lookup(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    """Error-only SDK, no error yet: Sentry does not know the release (404), which is
+    why the lookup is asked only when other names had errors."""
+    obs = await sentry.fetch(ERRORS, scope(), AFTER, "v2.4.1")
+    assert (obs.value, obs.error) == (0.0, None)
+    assert len(sentry_fake.seen("/events/")) == 2
+    assert sentry_fake.seen("/releases/") == []
+
+
+async def test_a_release_with_errors_costs_no_extra_request(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    sentry_fake.set_stats(SentryStats(errors=4), release="v2.4.1")
+    sentry_fake.set_stats(SentryStats(errors=900), release="worker@v7")
+    assert (await sentry.fetch(ERRORS, scope(), AFTER, "v2.4.1")).value == 4.0
+    assert len(sentry_fake.seen("/events/")) == 1
+    assert sentry_fake.seen("/releases/") == []
+
+
+async def test_a_canary_whose_previous_release_errs_believes_the_new_ones_0(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    """Rolling deploy: `v2.4.0` still serves (and errs) in the current period, `v2.4.1`
+    is correctly named but has had no event yet (Sentry would answer 404 for it)."""
+    sentry_fake.set_stats(SentryStats(errors=500), release="v2.4.0")
+    for end in (T0 + 30, T0 + 60):
+        obs = await sentry.fetch(ERRORS, scope(), Period(T0, end), "v2.4.1")
+        assert (obs.value, obs.error) == (0.0, None)
+    assert len(grouped(sentry_fake.seen("/events/"))) == 2
+    assert sentry_fake.seen("/releases/") == []
+
+
+async def test_the_baselines_0_is_checked_the_same_way(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    sentry_fake.set_stats(SentryStats(errors=40), release="web@v2.4.0")
+    obs = await sentry.fetch(ERRORS, scope(), BEFORE, "v2.4.0")
+    assert obs.error is not None
+    assert obs.error.startswith('Sentry has 40 errors in this period, none of release "v2.4.0"')
+    # asked again (the baseline is asked each round until it has data): the same period,
+    # so the lookup's 404 is reused
+    assert (await sentry.fetch(ERRORS, scope(), BEFORE, "v2.4.0")).error == obs.error
+    assert len(sentry_fake.seen("/releases/")) == 1
+
+
+async def test_a_known_release_with_0_errors_while_another_app_errs_is_believed(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    """A project shared with a worker (`worker@v7`): the release is known (it had
+    transactions), so its 0 stands; looked up once per window, not per round."""
+    sentry_fake.set_stats(SentryStats(errors=900), release="worker@v7")
+    sentry_fake.set_stats(SentryStats(errors=0, transactions=50), release="v2.4.1")
+    for t0 in (T0, T0 + 3600):  # two windows, three rounds each
+        s = scope(deploy_id=f"dep_{t0}", deployed_at=t0)
+        for k in (1, 2, 3):
+            obs = await sentry.fetch(ERRORS, s, Period(t0, t0 + 30 * k), "v2.4.1")
+            assert (obs.value, obs.error) == (0.0, None)
+    assert len(sentry_fake.seen("/releases/")) == 2
+    assert len(sentry_fake.seen("/events/")) == 2 * 3 * 2
+
+
+async def test_an_unknown_release_is_looked_up_again_a_minute_of_periods_later(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    """A release appears with its first event (here a transaction: still 0 errors)."""
+    sentry_fake.set_stats(SentryStats(errors=900), release="worker@v7")
+    for end in (30, 60, 89):  # rounds every 30 s: the first one's 404 is reused
+        obs = await sentry.fetch(ERRORS, scope(), Period(T0, T0 + end), "v2.4.1")
+        assert obs.error is not None and "a name Sentry does not know" in obs.error
+        assert 'baseline.sentry.release (e.g. "web@{version}")' in obs.error
+    assert len(sentry_fake.seen("/releases/")) == 1
+    sentry_fake.set_stats(SentryStats(errors=0, transactions=5), release="v2.4.1")
+    later = await sentry.fetch(ERRORS, scope(), Period(T0, T0 + 90), "v2.4.1")
+    assert (later.value, later.error) == (0.0, None)
+    assert len(sentry_fake.seen("/releases/")) == 2
+
+
+async def test_a_release_only_other_projects_have_is_unknown_to_this_one(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    """Releases are the organization's: `v2.4.1` of the mobile app is not the web app's."""
+    sentry_fake.projects["mobile"] = 7
+    sentry_fake.releases["v2.4.1"] = {"version": "v2.4.1", "projects": ["mobile"]}
+    sentry_fake.unreleased = 12
+    obs = await sentry.fetch(ERRORS, scope(), AFTER, "v2.4.1")
+    assert obs.error is not None
+    assert obs.error.startswith(
+        'Sentry has 12 errors in this period, none of release "v2.4.1" (a name Sentry'
+        " knows only in other projects than web)"
+    )
+
+
+async def test_a_configured_template_is_named_when_no_name_suggests_another(
+    sentry_fake: FakeSentry, metrics: Metrics
+) -> None:
+    sentry_fake.set_stats(SentryStats(errors=8), release="3f9c2e1")  # the SDK's git SHA
+    provider = SentryProvider(sentry_settings(sentry_fake), metrics=metrics)
+    try:
+        s = sentry_scope(release="web-{version}")
+        obs = await provider.fetch(ERRORS, s, AFTER, "v2.4.1")
+    finally:
+        await provider.aclose()
+    assert obs.error is not None and obs.error.endswith(
+        'none of release "web-v2.4.1" (a name Sentry does not know): name it as your SDK'
+        ' does with baseline.sentry.release (now "web-{version}")'
+    )
+
+
+async def test_a_token_that_may_not_read_releases_believes_the_0_and_logs_once(
+    sentry: SentryProvider, sentry_fake: FakeSentry, caplog: pytest.LogCaptureFixture
+) -> None:
+    sentry_fake.set_stats(SentryStats(errors=900), release="worker@v7")
+    sentry_fake.fail("403", match="/releases/")
+    for t0 in (T0, T0 + 3600):  # two windows, two rounds each
+        s = scope(deploy_id=f"dep_{t0}", deployed_at=t0)
+        for k in (1, 2):
+            obs = await sentry.fetch(ERRORS, s, Period(t0, t0 + k), "v2.4.1")
+            assert (obs.value, obs.error) == (0.0, None)
+    assert len(sentry_fake.seen("/releases/")) == 2  # once per window, not per round
+    warned = [r for r in caplog.records if "may not read releases" in r.getMessage()]
+    assert len(warned) == 1
+
+
+async def test_a_release_only_a_marker_created_is_not_the_sdks(
+    sentry_fake: FakeSentry, metrics: Metrics
+) -> None:
+    """With `markers: true` the agent itself creates `v2.4.1` at the window's start:
+    Sentry then knows the name, but has had no event of it (`firstEvent` null)."""
+    sentry_fake.set_stats(SentryStats(errors=3000), release="web@v2.4.1")
+    provider = SentryProvider(sentry_settings(sentry_fake, markers=True), metrics=metrics)
+    try:
+        assert await provider.mark(scope(), "deploy") is None
+        obs = await provider.fetch(ERRORS, scope(), AFTER, "v2.4.1")
+    finally:
+        await provider.aclose()
+    assert obs.error is not None and obs.error.startswith(
+        'Sentry has 3000 errors in this period, none of release "v2.4.1" (a release'
+        " Sentry has had no event of): name it as your SDK does with baseline.sentry.release"
+        ' (e.g. "web@{version}")'
+    )
+
+
+def test_errors_elsewhere_leaves_out_the_windows_own_names() -> None:
+    counts = {"v2.4.0": 50, "web@v2.4.1": 7, "": 3, "v2.4.1": 0}
+    assert errors_elsewhere(counts, ["v2.4.1", "v2.4.0"]) == {"web@v2.4.1": 7, "": 3}
+    assert errors_elsewhere({"v2.4.0": 50}, ["v2.4.1", "v2.4.0"]) == {}
+
+
+@pytest.mark.parametrize(
+    ("version", "names", "template"),
+    [
+        ("v2", ["web@v2"], "web@{version}"),
+        ("2.4.1", ["", "api-2.4.1"], "api-{version}"),
+        ("v2", ["web@v12", "v2"], None),  # not v2's; the bare name has no prefix
+        ("1.0", ["a{b}@1.0"], "a{{b}}@{version}"),
+        ("v2", ["3f9c2e1"], None),
+    ],
+)
+def test_release_template_reads_the_sdks_name_off_sentrys(
+    version: str, names: list[str], template: str | None
+) -> None:
+    assert release_template(version, names) == template

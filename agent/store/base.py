@@ -7,7 +7,7 @@ on, so a process killed at any instant restarts into the same decisions.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from agent.records import (
@@ -52,6 +52,16 @@ class StoredProbes(NamedTuple):
     """None: stored before each run kept what it probed."""
     runs: int
     newest: float
+
+
+class AlertClaim(NamedTuple):
+    """An alert claimed in the transaction of the change that calls for it (a window's
+    end, a settled rollback): a crash after that commit leaves the claim, so the alert
+    is sent after it (`unsettled_alerts`), never lost."""
+
+    event: str
+    payload: str | None = None
+    """What to send (`Store.claim_alert`'s `payload`); None: a mark with no message."""
 
 
 class StoreError(Exception):
@@ -155,9 +165,11 @@ class Store(Protocol):
         at: float,
         rollback: RollbackIntent | None = None,
         fence: Fence | None = None,
+        alerts: Sequence[AlertClaim] = (),
     ) -> bool:
-        """Move an active window to a final state (and store the rollback intent in
-        the same transaction); False if it had already ended."""
+        """Move an active window to a final state (and store the rollback intent and
+        claim `alerts`, claimed `at`, in the same transaction); False if it had already
+        ended."""
         ...
 
     async def set_state(self, window_id: str, state: WindowState, expected: WindowState) -> bool:

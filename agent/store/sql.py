@@ -38,7 +38,14 @@ from agent.records import (
     WindowCreated,
     WindowState,
 )
-from agent.store.base import Conflict, Lease, StoredProbes, StoreError, UnsettledAlert
+from agent.store.base import (
+    AlertClaim,
+    Conflict,
+    Lease,
+    StoredProbes,
+    StoreError,
+    UnsettledAlert,
+)
 from agent.store.cursor import decode_cursor, encode_cursor
 
 MIGRATIONS: tuple[str, ...] = (
@@ -251,6 +258,21 @@ async def _insert_rollback(db: Connection, intent: RollbackIntent, guard: str, *
         intent.lease_until,
         *args,
     )
+
+
+async def claim_alerts_in(
+    db: Connection, window_id: str, at: float, alerts: Sequence[AlertClaim]
+) -> None:
+    """Claim `alerts` inside the caller's transaction (a claim already made stays)."""
+    for claim in alerts:
+        await db.execute(
+            "INSERT INTO alerts (window_id, event, claimed_at, payload) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (window_id, event) DO NOTHING",
+            window_id,
+            claim.event,
+            at,
+            _text(claim.payload),
+        )
 
 
 class Connection(Protocol):
@@ -633,6 +655,7 @@ class SqlStore(ABC):
         at: float,
         rollback: RollbackIntent | None = None,
         fence: Fence | None = None,
+        alerts: Sequence[AlertClaim] = (),
     ) -> bool:
         async with self._tx() as db:
             sql, args = _fenced(
@@ -644,6 +667,7 @@ class SqlStore(ABC):
                 return False
             if rollback is not None:
                 await _insert_rollback(db, rollback, "TRUE")
+            await claim_alerts_in(db, window_id, at, alerts)
             return True
 
     async def add_rollback(self, intent: RollbackIntent) -> bool:

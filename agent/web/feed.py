@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -33,7 +33,7 @@ from agent.records import (
     WindowCreated,
     WindowState,
 )
-from agent.store.base import Store
+from agent.store.base import AlertClaim, Store
 
 
 @dataclass(eq=False)
@@ -148,8 +148,11 @@ class FeedStore:
         at: float,
         rollback: RollbackIntent | None = None,
         fence: Fence | None = None,
+        alerts: Sequence[AlertClaim] = (),
     ) -> bool:
-        ended = await self._store.finish_window(window_id, state, verdict, at, rollback, fence)
+        ended = await self._store.finish_window(
+            window_id, state, verdict, at, rollback, fence, alerts
+        )
         self._feed.publish(window_id)
         return ended
 

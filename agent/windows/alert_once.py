@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from typing import Any
 
 from agent.records import DeployWindow, Fence
-from agent.store.base import Store, UnsettledAlert
+from agent.store.base import AlertClaim, Store, UnsettledAlert
 from alerting.events import Alert, breach_key
 from alerting.notifier import Notifier
 
@@ -60,6 +60,11 @@ def alert_lease(notifier: Notifier) -> float:
 def dump_payload(alert: Alert, tags: Sequence[str]) -> str:
     """An alert and its tags as stored with its claim."""
     return json.dumps({"alert": dataclasses.asdict(alert), "tags": list(tags)}, default=str)
+
+
+def alert_claim(alert: Alert, tags: Sequence[str], key: str | None = None) -> AlertClaim:
+    """`alert` as a claim to store with the change that calls for it (`send_claimed`)."""
+    return AlertClaim(key or alert.event, dump_payload(alert, tags))
 
 
 def load_payload(text: str) -> tuple[Alert, list[str]]:
@@ -114,6 +119,37 @@ class WindowAlerts:
         key = key or alert.event
         with self._flight(window.id, key):
             return await self._emit(window, alert, tags, key, fence)
+
+    async def send_claimed(
+        self,
+        window: DeployWindow,
+        alert: Alert,
+        tags: Sequence[str],
+        *,
+        claimed_at: float,
+        key: str | None = None,
+    ) -> bool:
+        """Send an alert this process claimed `claimed_at` in the transaction that called
+        for it (`alert_claim`: a window's end, a settled rollback), so that a crash
+        between that commit and the send cannot lose it. The claim is this caller's:
+        it is renewed and sent at once, unless `recover` took it over meanwhile (it
+        outlived its lease), so the alert still goes out once. Never raises, except
+        `CancelledError`."""
+        key = key or alert.event
+        with self._flight(window.id, key):
+            try:
+                now = self._clock()
+                # a take-over stamps the claim with a time past `claimed_at + lease_s`
+                lapsed_before = claimed_at + self.lease_s
+                if not await self._store.take_alert(window.id, key, now, lapsed_before):
+                    return False
+                return await self._send(window, alert, tags, key)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                context = {"deploy_id": window.id, "environment": window.environment}
+                log.exception("alert %s for %s not sent", key, window.id, extra=context)
+                return False
 
     @contextlib.contextmanager
     def _flight(self, window_id: str, key: str) -> Iterator[None]:

@@ -31,7 +31,7 @@ from agent.rollback.contract import rollback_intent
 from agent.rollback.delivery import RollbackDelivery
 from agent.settings import EnvironmentSettings, RuleSettings
 from agent.store.base import Store
-from agent.windows.alert_once import WindowAlerts
+from agent.windows.alert_once import WindowAlerts, alert_claim
 from agent.windows.checkpoint import resume_point, stored_observations, stores_state
 from agent.windows.evidence import (
     WhatBroke,
@@ -787,6 +787,29 @@ class WindowWatch:
                 )
             counter.inc()
 
+    def _alert_of(
+        self,
+        event: AlertEvent,
+        verdict: Verdict | None = None,
+        *,
+        reason: str | None = None,
+        rules: list[dict[str, Any]] | None = None,
+        provider: str | None = None,
+        provider_answered: bool = False,
+    ) -> Alert:
+        if rules is None and verdict is not None:
+            rules = verdict_to_dict(verdict, decided_at=None, links=self.links)["rules"]
+        rules = self._with_queries(rules or [])
+        return Alert.for_window(
+            self.window,
+            event,
+            reason=reason if reason is not None else (verdict.reason if verdict else ""),
+            rules=rules or [],
+            provider=provider,
+            provider_answered=provider_answered,
+            rollback_target=self.env.rollback.target if self.env.rollback else "webhook",
+        )
+
     def _alert(
         self,
         event: AlertEvent,
@@ -798,21 +821,22 @@ class WindowWatch:
         provider: str | None = None,
         provider_answered: bool = False,
     ) -> None:
-        if rules is None and verdict is not None:
-            rules = verdict_to_dict(verdict, decided_at=None, links=self.links)["rules"]
-        rules = self._with_queries(rules or [])
-        alert = Alert.for_window(
-            self.window,
+        alert = self._alert_of(
             event,
-            reason=reason if reason is not None else (verdict.reason if verdict else ""),
-            rules=rules or [],
+            verdict,
+            reason=reason,
+            rules=rules,
             provider=provider,
             provider_answered=provider_answered,
-            rollback_target=self.env.rollback.target if self.env.rollback else "webhook",
         )
         self.s.spawn(
             self.s.alerts.emit(self.window, alert, self.env.alerts.tags, key=key, fence=self.fence)
         )
+
+    def _send_end_alert(self, alert: Alert, ended_at: float) -> None:
+        """The end alert claimed with the window's end (`_end_claim`): sent at once."""
+        tags = self.env.alerts.tags
+        self.s.spawn(self.s.alerts.send_claimed(self.window, alert, tags, claimed_at=ended_at))
 
     def _alert_rules(self, verdict: Verdict) -> None:
         """Per round: a breach once per rule, a resolve when it clears, and one
@@ -865,46 +889,51 @@ class WindowWatch:
             if intent.state == "pending":
                 intent.lease_owner, intent.lease_epoch = self.s.owner, 1
                 intent.lease_until = now + self.s.lease_s
+        alert = self._failed_alert(verdict, intent)
         ended = await self.s.store.finish_window(
-            self.window.id, "failed", verdict_json, now, intent, self.fence
+            self.window.id,
+            "failed",
+            verdict_json,
+            now,
+            intent,
+            self.fence,
+            alerts=[alert_claim(alert, self.env.alerts.tags)],
         )
         if not ended:
             return
         self.log.warning("deploy failed: %s", verdict.reason)
-        failing = breaches_as_rules(verdict, self.links)
-        if intent is None:
+        self._send_end_alert(alert, now)
+        if intent is None or intent.state == "skipped":
             self.s.metrics.windows_total.labels(self.window.environment, "failed").inc()
-            self._alert(
-                "failed",
-                verdict,
-                rules=failing,
-                reason=f"{verdict.reason} — no rollback webhook is configured",
-            )
             return
-        if intent.state == "skipped":
-            self.s.metrics.windows_total.labels(self.window.environment, "failed").inc()
-            self._alert(
-                "rollback_skipped",
-                verdict,
-                rules=failing,
-                reason=f"{verdict.reason} — dry run: the rollback webhook was not called",
-            )
-            return
-        self._alert("rollback_requested", verdict, rules=failing)
         self.s.spawn(deliver_rollback(self.window, intent, self.env, self.s))
         for name, provider in self.s.providers.items():
             if any(r.source == name for r in self.rules):
                 self.s.spawn(self._mark(name, provider, "rollback"))
 
+    def _failed_alert(self, verdict: Verdict, intent: RollbackIntent | None) -> Alert:
+        """What a failed verdict tells on-call: the rollback requested, or why none is."""
+        failing = breaches_as_rules(verdict, self.links)
+        if intent is None:
+            reason = f"{verdict.reason} — no rollback webhook is configured"
+            return self._alert_of("failed", verdict, rules=failing, reason=reason)
+        if intent.state == "skipped":
+            reason = f"{verdict.reason} — dry run: the rollback webhook was not called"
+            return self._alert_of("rollback_skipped", verdict, rules=failing, reason=reason)
+        return self._alert_of("rollback_requested", verdict, rules=failing)
+
     async def _end(self, outcome: str, verdict: Verdict, verdict_json: dict[str, Any]) -> None:
         state: WindowState = "passed" if outcome == "pass" else "inconclusive"
+        alert = self._alert_of("passed" if state == "passed" else "inconclusive", verdict)
+        now = self.s.clock()
+        claims = [alert_claim(alert, self.env.alerts.tags)]
         if not await self.s.store.finish_window(
-            self.window.id, state, verdict_json, self.s.clock(), fence=self.fence
+            self.window.id, state, verdict_json, now, fence=self.fence, alerts=claims
         ):
             return
         self.s.metrics.windows_total.labels(self.window.environment, state).inc()
         self.log.info("window %s: %s", state, verdict.reason)
-        self._alert("passed" if state == "passed" else "inconclusive", verdict)
+        self._send_end_alert(alert, now)
 
 
 def _state_of(outcome: str, evidence: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ from agent.records import (
     RollbackIntent,
     RoundRecord,
 )
-from agent.store.base import Conflict, Store, StoredProbes, StoreError
+from agent.store.base import AlertClaim, Conflict, Store, StoredProbes, StoreError
 from tests.store.conftest import Backend
 from tests.store.peek import deliveries
 
@@ -266,6 +266,25 @@ async def test_finish_stores_the_rollback_intent_once(store: Store) -> None:
     assert [i.window_id for i in await store.pending_rollbacks()] == ["dep_1"]
     stored = await store.get_rollback("dep_1")
     assert stored is not None and stored.body == intent.body
+
+
+async def test_finish_claims_its_alerts_in_the_same_transaction(store: Store) -> None:
+    """A crash right after the end leaves its alert claimed with what to send; an end
+    refused (the window had ended, or the fence lost it) claims nothing."""
+    await store.create_window(window("dep_1"))
+    [held] = await store.claim_windows("a", 1000, 30)
+    assert not await store.finish_window(
+        "dep_1", "passed", None, 10, fence=Fence("b", 1), alerts=[AlertClaim("passed", "{}")]
+    )
+    assert await store.alert_events("dep_1") == {}
+    claims = [AlertClaim("passed", '{"alert": {}}')]
+    assert await store.finish_window("dep_1", "passed", None, 10, fence=held.fence, alerts=claims)
+    listed = await store.unsettled_alerts(claimed_before=11.0)
+    assert [(a.window_id, a.event, a.claimed_at, a.payload) for a in listed] == [
+        ("dep_1", "passed", 10.0, '{"alert": {}}')
+    ]
+    assert not await store.finish_window("dep_1", "failed", None, 12, alerts=[AlertClaim("x")])
+    assert await store.alert_events("dep_1") == {"passed": "claimed"}
 
 
 async def test_finish_keeps_the_last_verdict_when_given_none(store: Store) -> None:

@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import random as _random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,7 +33,7 @@ from agent.metrics import Metrics
 from agent.records import DeliveryAttempt, RollbackIntent
 from agent.rollback.contract import sign
 from agent.settings import RollbackSettings
-from agent.store.base import Store
+from agent.store.base import AlertClaim, Store
 from common.redaction import Redactor
 from common.retry_after import RETRYABLE_STATUSES, retry_after_seconds
 
@@ -45,6 +45,9 @@ _ERROR_SNIPPET = 200
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
+SettleClaims = Callable[[RollbackIntent], Sequence[AlertClaim]]
+"""The alerts a rollback's outcome calls for, claimed in the transaction that stores it
+(`Store.settle_rollback`): a crash just after that commit cannot lose them."""
 AttemptResult = Literal["delivered", "retryable", "rejected"]
 
 
@@ -73,6 +76,18 @@ def backoff_delay(
         return min(RETRY_AFTER_MAX_S, retry_after)
     ceiling = min(cap, settings.backoff * 2.0 ** min(attempt - 1, 60))
     return max(0.0, random() * ceiling)
+
+
+def _claimed(claims: SettleClaims | None, final: RollbackIntent) -> Sequence[AlertClaim]:
+    """The outcome's alerts; a bug in wording them must not keep the outcome unstored (a
+    delivered rollback would be sent again): they are then left to the caller's send."""
+    if claims is None:
+        return ()
+    try:
+        return claims(final)
+    except Exception:
+        log.exception("rollback for %s: its alert could not be claimed", final.window_id)
+        return ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +152,11 @@ class RollbackDelivery:
         return self._session
 
     async def deliver(
-        self, intent: RollbackIntent, settings: RollbackSettings, environment: str
+        self,
+        intent: RollbackIntent,
+        settings: RollbackSettings,
+        environment: str,
+        claims: SettleClaims | None = None,
     ) -> RollbackIntent:
         """Deliver `intent` (already stored) until it is delivered or has failed.
 
@@ -146,7 +165,8 @@ class RollbackDelivery:
         first). Never raises except `CancelledError`; a cancelled or killed
         delivery stays `pending` in the store and resumes on the next call.
         Concurrent calls for one deploy run one after the other, so the second
-        finds the first's result in the store instead of sending again.
+        finds the first's result in the store instead of sending again. `claims`:
+        the alerts of the outcome, claimed with it.
         """
         key = intent.window_id
         lock = self._locks.setdefault(key, asyncio.Lock())
@@ -154,7 +174,7 @@ class RollbackDelivery:
         try:
             # A second caller waits, then finds the intent finished in the store.
             async with lock:
-                return await self._deliver(intent, settings, environment)
+                return await self._deliver(intent, settings, environment, claims)
         finally:
             self._users[key] -= 1
             if not self._users[key]:
@@ -162,7 +182,11 @@ class RollbackDelivery:
                 del self._locks[key]
 
     async def _deliver(
-        self, given: RollbackIntent, settings: RollbackSettings, environment: str
+        self,
+        given: RollbackIntent,
+        settings: RollbackSettings,
+        environment: str,
+        claims: SettleClaims | None,
     ) -> RollbackIntent:
         context = {"deploy_id": given.window_id, "environment": environment}
         now = self._clock()
@@ -192,7 +216,7 @@ class RollbackDelivery:
             return stored  # ended, or another sender holds it: not ours to send
         intent = dataclasses.replace(taken)
         try:
-            return await self._attempts(intent, settings, environment, context)
+            return await self._attempts(intent, settings, environment, context, claims)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a store error mid-way: stay pending, resume later
@@ -211,6 +235,7 @@ class RollbackDelivery:
         settings: RollbackSettings,
         environment: str,
         context: dict[str, Any],
+        claims: SettleClaims | None,
     ) -> RollbackIntent:
         body = intent.body.encode()
         # A resumed intent's last attempt went out (or was about to) and its answer was
@@ -222,7 +247,7 @@ class RollbackDelivery:
         if intent.attempts > settings.max_attempts:
             intent.last_error = "the last attempt's outcome is unknown (agent restarted)"
             intent.last_status = None
-            return await self._finish(intent, "failed", environment, context)
+            return await self._finish(intent, "failed", environment, context, claims=claims)
         if (
             intent.attempts
             and self._targets is not None
@@ -233,7 +258,7 @@ class RollbackDelivery:
                 intent.window_id,
                 extra=context,
             )
-            return await self._finish(intent, "delivered", environment, context)
+            return await self._finish(intent, "delivered", environment, context, claims=claims)
         # A resumed delivery keeps its schedule: wait out what is left of the backoff.
         if intent.next_attempt_at is not None:
             longest = max(settings.max_backoff, RETRY_AFTER_MAX_S)  # a clock that jumped
@@ -243,7 +268,8 @@ class RollbackDelivery:
         while True:
             request = self._prepare(body, intent, settings, environment)
             if request.problem is not None:
-                return await self._unsendable(intent, request.problem, environment, context)
+                problem = request.problem
+                return await self._unsendable(intent, problem, environment, context, claims)
             now = self._clock()
             # stored before it goes out, and only while the lease is still ours: a
             # sender that wakes from a pause finds it taken and stops here. The lease
@@ -272,7 +298,9 @@ class RollbackDelivery:
                 # recorded first, said after: a crash between the receiver's 2xx and this
                 # commit is the one instant a restart sends again (same key and body)
                 intent.last_error = None
-                final = await self._finish(intent, "delivered", environment, context, attempt)
+                final = await self._finish(
+                    intent, "delivered", environment, context, attempt, claims
+                )
                 log.info(
                     "rollback for %s delivered on attempt %d (%s)",
                     intent.window_id,
@@ -289,7 +317,7 @@ class RollbackDelivery:
                     what,
                     extra=context,
                 )
-                return await self._finish(intent, "failed", environment, context, attempt)
+                return await self._finish(intent, "failed", environment, context, attempt, claims)
             if intent.attempts >= settings.max_attempts:
                 log.error(
                     "rollback for %s failed: %d attempt(s), the last %s",
@@ -298,7 +326,7 @@ class RollbackDelivery:
                     what,
                     extra=context,
                 )
-                return await self._finish(intent, "failed", environment, context, attempt)
+                return await self._finish(intent, "failed", environment, context, attempt, claims)
             delay = backoff_delay(
                 intent.attempts, settings, retry_after=outcome.retry_after, random=self._random
             )
@@ -326,13 +354,18 @@ class RollbackDelivery:
         return True
 
     async def _unsendable(
-        self, intent: RollbackIntent, problem: str, environment: str, context: dict[str, Any]
+        self,
+        intent: RollbackIntent,
+        problem: str,
+        environment: str,
+        context: dict[str, Any],
+        claims: SettleClaims | None,
     ) -> RollbackIntent:
         """Failed before any request: no attempt is stored, so none is reported (it said
         "1 attempt(s)" when nothing had gone out)."""
         log.error("rollback for %s not sent: %s", intent.window_id, problem, extra=context)
         intent.last_error, intent.last_status = problem, None
-        return await self._finish(intent, "failed", environment, context)
+        return await self._finish(intent, "failed", environment, context, claims=claims)
 
     async def _lost(self, intent: RollbackIntent, context: dict[str, Any]) -> RollbackIntent:
         """What the store says of a rollback this sender no longer holds."""
@@ -351,11 +384,13 @@ class RollbackDelivery:
         environment: str,
         context: dict[str, Any],
         attempt: DeliveryAttempt | None = None,
+        claims: SettleClaims | None = None,
     ) -> RollbackIntent:
+        """Store the outcome, with the alerts it calls for (`claims`) in one transaction."""
         final = dataclasses.replace(
             intent, state=state, next_attempt_at=None, finished_at=self._clock(), lease_until=None
         )
-        if not await self._store.settle_rollback(final, attempt):
+        if not await self._store.settle_rollback(final, attempt, _claimed(claims, final)):
             return await self._lost(intent, context)
         self._metrics.rollbacks_total.labels(environment=environment, result=state).inc()
         return final

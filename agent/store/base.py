@@ -209,11 +209,15 @@ class Store(Protocol):
         ...
 
     async def settle_rollback(
-        self, intent: RollbackIntent, attempt: DeliveryAttempt | None = None
+        self,
+        intent: RollbackIntent,
+        attempt: DeliveryAttempt | None = None,
+        alerts: Sequence[AlertClaim] = (),
     ) -> bool:
         """Store an attempt's outcome and the rollback's progress at once; fenced by
         `intent.fence` except for `delivered` (a 2xx is a fact), which also moves the
-        window from `failed` to `rolled_back`."""
+        window from `failed` to `rolled_back`. `alerts` are claimed (at
+        `intent.finished_at`) in the same transaction, only if this call changed it."""
         ...
 
     async def pending_rollbacks(self) -> list[RollbackIntent]: ...

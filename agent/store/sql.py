@@ -779,7 +779,10 @@ class SqlStore(ABC):
         return number
 
     async def settle_rollback(
-        self, intent: RollbackIntent, attempt: DeliveryAttempt | None = None
+        self,
+        intent: RollbackIntent,
+        attempt: DeliveryAttempt | None = None,
+        alerts: Sequence[AlertClaim] = (),
     ) -> bool:
         """Store an attempt's outcome and where the rollback stands (`intent`'s state,
         last status and error, next attempt, lease) in one transaction.
@@ -787,7 +790,8 @@ class SqlStore(ABC):
         Fenced by `intent.fence`, except a delivery: a 2xx is a fact, stored even by a
         sender whose lease lapsed meanwhile, so that no new holder sends again. A
         `delivered` rollback moves its window from `failed` to `rolled_back`. False if
-        nothing changed (the lease is another's, or the rollback already ended)."""
+        nothing changed (the lease is another's, or the rollback already ended).
+        `alerts` are claimed with the change, so a crash after it cannot lose them."""
         async with self._tx() as db:
             if attempt is not None:
                 await db.execute(
@@ -827,6 +831,9 @@ class SqlStore(ABC):
                     "UPDATE windows SET state = 'rolled_back' WHERE id = ? AND state = 'failed'",
                     intent.window_id,
                 )
+            if changed == 1:
+                at = intent.finished_at if intent.finished_at is not None else intent.requested_at
+                await claim_alerts_in(db, intent.window_id, at, alerts)
         return changed == 1
 
     async def pending_rollbacks(self) -> list[RollbackIntent]:

@@ -179,9 +179,12 @@ class FeedStore:
         return number
 
     async def settle_rollback(
-        self, intent: RollbackIntent, attempt: DeliveryAttempt | None = None
+        self,
+        intent: RollbackIntent,
+        attempt: DeliveryAttempt | None = None,
+        alerts: Sequence[AlertClaim] = (),
     ) -> bool:
-        settled = await self._store.settle_rollback(intent, attempt)
+        settled = await self._store.settle_rollback(intent, attempt, alerts)
         self._feed.publish(intent.window_id)
         return settled
 

@@ -28,9 +28,9 @@ from agent.providers.base import (
 )
 from agent.records import DeployWindow, RollbackIntent, RoundRecord, WindowState
 from agent.rollback.contract import rollback_intent
-from agent.rollback.delivery import RollbackDelivery
+from agent.rollback.delivery import RollbackDelivery, SettleClaims
 from agent.settings import EnvironmentSettings, RuleSettings
-from agent.store.base import Store
+from agent.store.base import AlertClaim, Store
 from agent.windows.alert_once import WindowAlerts, alert_claim
 from agent.windows.checkpoint import resume_point, stored_observations, stores_state
 from agent.windows.evidence import (
@@ -963,21 +963,9 @@ async def _ended_with(window: DeployWindow, intent: RollbackIntent, s: WatchServ
     return ended_at is None or intent.requested_at <= ended_at
 
 
-async def deliver_rollback(
-    window: DeployWindow, intent: RollbackIntent, env: EnvironmentSettings, s: WatchServices
-) -> None:
-    """Deliver a stored rollback intent, then settle the window's state and alert."""
+def settled_alert(window: DeployWindow, env: EnvironmentSettings, done: RollbackIntent) -> Alert:
+    """What on-call hears of a settled rollback: delivered, or NOT and why."""
     assert env.rollback is not None
-    done = await s.delivery.deliver(intent, env.rollback, window.environment)
-    if done.state not in ("delivered", "failed") or done.lease_owner != s.delivery.owner:
-        return  # not settled, or settled by another replica's sender: it follows up
-    # Followed up once per settled rollback (a second caller here finds it claimed).
-    if not await s.store.claim_alert(window.id, ROLLBACK_SETTLED, s.clock()):
-        return
-    await s.store.record_alert(window.id, ROLLBACK_SETTLED, done.state, f"by {done.lease_owner}")
-    if await _ended_with(window, done, s):
-        outcome = "rolled_back" if done.state == "delivered" else "failed"
-        s.metrics.windows_total.labels(window.environment, outcome).inc()
     if done.state == "delivered":
         event: AlertEvent = "rollback_delivered"
         reason = f"rollback delivered after {done.attempts} attempt(s)"
@@ -988,8 +976,8 @@ async def deliver_rollback(
             if done.attempts
             else "rollback NOT sent:"  # it could not be (no previous Vercel deployment)
         ) + f" {done.last_error or done.last_status}"
-    body = json.loads(intent.body)
-    alert = Alert.for_window(
+    body = json.loads(done.body)
+    return Alert.for_window(
         window,
         event,
         reason=f"{reason}. Cause: {body.get('reason', '')}",
@@ -997,6 +985,39 @@ async def deliver_rollback(
         detail=f"last status {done.last_status}" if done.last_status else "",
         rollback_target=env.rollback.target,
     )
-    await s.alerts.emit(window, alert, env.alerts.tags)
+
+
+def settle_claims(window: DeployWindow, env: EnvironmentSettings) -> SettleClaims:
+    """The settled rollback's alert, claimed with the outcome (`RollbackDelivery`)."""
+
+    def claims(done: RollbackIntent) -> list[AlertClaim]:
+        return [alert_claim(settled_alert(window, env, done), env.alerts.tags)]
+
+    return claims
+
+
+async def deliver_rollback(
+    window: DeployWindow, intent: RollbackIntent, env: EnvironmentSettings, s: WatchServices
+) -> None:
+    """Deliver a stored rollback intent, then settle the window's state and alert.
+
+    The alert is claimed with the outcome (a kill -9 between them lost the "ROLLBACK
+    FAILED" page for good): `WindowAlerts.recover` sends it if this process dies
+    before it does."""
+    assert env.rollback is not None
+    claims = settle_claims(window, env)
+    done = await s.delivery.deliver(intent, env.rollback, window.environment, claims)
+    if done.state not in ("delivered", "failed") or done.lease_owner != s.delivery.owner:
+        return  # not settled, or settled by another replica's sender: it follows up
+    # Followed up once per settled rollback (a second caller here finds it claimed).
+    if not await s.store.claim_alert(window.id, ROLLBACK_SETTLED, s.clock()):
+        return
+    await s.store.record_alert(window.id, ROLLBACK_SETTLED, done.state, f"by {done.lease_owner}")
+    if await _ended_with(window, done, s):
+        outcome = "rolled_back" if done.state == "delivered" else "failed"
+        s.metrics.windows_total.labels(window.environment, outcome).inc()
+    alert = settled_alert(window, env, done)
+    settled_at = done.finished_at if done.finished_at is not None else s.clock()
+    await s.alerts.send_claimed(window, alert, env.alerts.tags, claimed_at=settled_at)
     if done.state == "delivered" and s.after_rollback is not None:
         await s.after_rollback(window, done)

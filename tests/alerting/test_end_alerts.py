@@ -14,19 +14,25 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agent.analysis.types import Verdict
 from agent.metrics import Metrics
+from agent.records import RollbackIntent
+from agent.rollback.delivery import RollbackDelivery
 from agent.settings import AlertChannel, AlertRouting, EnvironmentSettings
 from agent.store.sqlite import SqliteStore
 from agent.windows.alert_once import WindowAlerts
-from agent.windows.lifecycle import WatchServices, WindowWatch
+from agent.windows.lifecycle import WatchServices, WindowWatch, deliver_rollback
 from alerting.notifier import Notifier
 from common.redaction import Redactor
 from tests.alerting.test_window_alerts import window
-from tests.receivers import JsonSink
+from tests.receivers import JsonSink, RollbackReceiver
+from tests.rollback.support import SECRET, make_window, settings, stored_intent
 
 LEASE_S = 2.0
 TITLE = "[postflight] production v2.4.1: deploy passed"
+FAILED_TITLE = "[postflight] production v2.4.1: ROLLBACK FAILED, act now"
 
 
 def notifier(sink: JsonSink, metrics: Metrics) -> Notifier:
@@ -115,3 +121,76 @@ async def test_a_window_that_ends_normally_sends_its_alert_once(
 
     assert await recovered(path, json_sink, metrics) == 0
     assert [n.title for n in json_sink.notifications] == [TITLE]
+
+
+# -- a settled rollback ----------------------------------------------------------------
+
+
+class DiesAfterSettle(SqliteStore):
+    """A process killed the instant its rollback's outcome is committed."""
+
+    async def settle_rollback(self, intent: RollbackIntent, *args: Any) -> bool:
+        settled = await super().settle_rollback(intent, *args)
+        if intent.state != "pending":
+            raise asyncio.CancelledError  # the kill: nothing after the commit runs
+        return settled
+
+
+async def refused_rollback(
+    path: Path, store: SqliteStore, sink: JsonSink, metrics: Metrics, url: str
+) -> None:
+    """A failed window's rollback, refused by its webhook (a 400: failed at once)."""
+    await store.open()
+    delivery = RollbackDelivery(store, metrics, owner="test")
+    try:
+        intent = await stored_intent(store)
+        services = WatchServices(
+            store=store,
+            metrics=metrics,
+            alerts=WindowAlerts(store, notifier(sink, metrics), lease_s=LEASE_S),
+            delivery=delivery,
+            providers={},
+            owner="test",
+            lease_s=30.0,
+            clock=time.time,
+        )
+        env = EnvironmentSettings(
+            base_url="http://127.0.0.1:9",
+            rollback=settings(url),
+            alerts=AlertRouting(tags=["oncall"]),
+        )
+        await deliver_rollback(make_window(), intent, env, services)
+    finally:
+        await delivery.aclose()
+        await store.close()
+
+
+async def test_a_crash_right_after_a_rollback_failed_does_not_lose_its_page(
+    tmp_path: Path, json_sink: JsonSink, metrics: Metrics, rollback_receiver: Any
+) -> None:
+    """The outcome, a window read and the alert's claim were separate steps: a kill in
+    those milliseconds lost exactly the "ROLLBACK FAILED, act now" page."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(400,))
+    path = tmp_path / "rollback.db"
+    with pytest.raises(asyncio.CancelledError):
+        await refused_rollback(path, DiesAfterSettle(path), json_sink, metrics, receiver.url)
+    assert json_sink.notifications == []
+
+    assert await recovered(path, json_sink, metrics) == 1
+    assert await recovered(path, json_sink, metrics) == 0
+    assert [n.title for n in json_sink.notifications] == [FAILED_TITLE]
+    assert "rollback NOT delivered after 1 attempt(s)" in json_sink.notifications[0].message
+
+
+async def test_a_failed_rollback_pages_once(
+    tmp_path: Path, json_sink: JsonSink, metrics: Metrics, rollback_receiver: Any
+) -> None:
+    """Claimed with the outcome and sent at once by its sender; recovery, even past the
+    lease, sends nothing again."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(400,))
+    path = tmp_path / "rollback.db"
+    await refused_rollback(path, SqliteStore(path), json_sink, metrics, receiver.url)
+    assert [n.title for n in json_sink.notifications] == [FAILED_TITLE]
+
+    assert await recovered(path, json_sink, metrics) == 0
+    assert [n.title for n in json_sink.notifications] == [FAILED_TITLE]

@@ -8,6 +8,7 @@ own way is checked in test_sqlite_store.py and test_postgres_store.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 
 import pytest
@@ -367,6 +368,30 @@ async def test_a_delivery_is_stored_even_by_a_sender_that_lost_its_lease(store: 
     assert await store.pending_rollbacks() == []
     rolled_back = await store.get_window("dep_1")
     assert rolled_back is not None and rolled_back.state == "rolled_back"
+
+
+async def test_a_settled_rollback_claims_its_alerts_in_the_same_transaction(
+    store: Store,
+) -> None:
+    """Only the call that settles it claims (at `finished_at`): one refused by the fence,
+    or one for a rollback already settled, claims nothing."""
+    await failed_with_rollback(store)
+    taken = await store.take_rollback("dep_1", "a", now=11, until=20)
+    assert taken is not None
+    lost = dataclasses.replace(taken, lease_epoch=taken.lease_epoch + 1)
+    lost.state, lost.finished_at = "failed", 12.0
+    assert not await store.settle_rollback(lost, None, [AlertClaim("rollback_failed", "{}")])
+    assert await store.alert_events("dep_1") == {}
+    taken.state, taken.last_status, taken.finished_at = "failed", 400, 13.0
+    claims = [AlertClaim("rollback_failed", '{"alert": {}}')]
+    assert await store.settle_rollback(taken, None, claims)
+    listed = await store.unsettled_alerts(claimed_before=14.0)
+    assert [(a.event, a.claimed_at, a.payload) for a in listed] == [
+        ("rollback_failed", 13.0, '{"alert": {}}')
+    ]
+    again = dataclasses.replace(taken, finished_at=15.0)
+    assert not await store.settle_rollback(again, None, [AlertClaim("rollback_delivered", "{}")])
+    assert await store.alert_events("dep_1") == {"rollback_failed": "claimed"}
 
 
 async def test_a_failed_delivery_leaves_the_window_failed(store: Store) -> None:

@@ -107,6 +107,11 @@ class Store(Protocol):
         cursor: str | None = None,
     ) -> Page: ...
 
+    async def newest_window_of(self, environment: str, sha: str) -> DeployWindow | None:
+        """The environment's newest window whose version or commit is `sha` (a gate's
+        staging window), by index, however many windows came since."""
+        ...
+
     async def claim_windows(
         self, owner: str, now: float, lease_s: float, *, fresh: bool = False
     ) -> list[DeployWindow]:
@@ -255,6 +260,12 @@ class Store(Protocol):
     ) -> list[UnsettledAlert]:
         """Claims with a payload and no outcome made before `claimed_before`, oldest first:
         alerts whose sender died mid-send (take one with `take_alert` before sending)."""
+        ...
+
+    async def claims_without_outcome(self, event: str, limit: int | None = None) -> list[str]:
+        """The windows whose `event` claim has no outcome yet, oldest claim first (at most
+        `limit`): marks of work owed after a crash (`rollback:follow-ups`), found without
+        reading the windows."""
         ...
 
     async def alert_events(self, window_id: str) -> dict[str, str]:

@@ -155,6 +155,11 @@ MIGRATIONS: tuple[str, ...] = (
     # what each background run probed (`agent.windows.fingerprint.probe_fingerprint`): a
     # baseline pools only runs of the checks as configured now; older rows stay NULL
     "ALTER TABLE probe_summaries ADD COLUMN fingerprint TEXT",
+    # a gate finds its staging window by commit however many windows came since
+    """
+    CREATE INDEX windows_by_env_version ON windows (environment, version);
+    CREATE INDEX windows_by_env_commit ON windows (environment, commit_sha)
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -522,6 +527,19 @@ class SqlStore(ABC):
         if len(rows) > limit and items:
             next_cursor = encode_cursor(items[-1].created_at, items[-1].id)
         return Page(items=items, next_cursor=next_cursor)
+
+    async def newest_window_of(self, environment: str, sha: str) -> DeployWindow | None:
+        # a union, so that each half is one index's range (an OR may scan the environment)
+        rows = await self._fetchall(
+            f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE environment = ? AND version = ?"
+            f" UNION SELECT {_WINDOW_COLUMNS} FROM windows WHERE environment = ?"
+            " AND commit_sha = ? ORDER BY created_at DESC, id DESC LIMIT 1",
+            environment,
+            sha,
+            environment,
+            sha,
+        )
+        return _window(rows[0]) if rows else None
 
     async def claim_windows(
         self, owner: str, now: float, lease_s: float, *, fresh: bool = False
@@ -912,6 +930,17 @@ class SqlStore(ABC):
             limit,
         )
         return [UnsettledAlert(r[0], r[1], r[2], r[3], frozenset(r[4].splitlines())) for r in rows]
+
+    async def claims_without_outcome(self, event: str, limit: int | None = None) -> list[str]:
+        # by `alerts_unsettled`: only the claims without an outcome are read
+        sql = (
+            "SELECT window_id FROM alerts WHERE result = 'claimed' AND event = ?"
+            " ORDER BY claimed_at"
+        )
+        args: tuple[Any, ...] = (event,)
+        if limit is not None:
+            sql, args = f"{sql} LIMIT ?", (event, limit)
+        return [r[0] for r in await self._fetchall(sql, *args)]
 
     async def alert_events(self, window_id: str) -> dict[str, str]:
         rows = await self._fetchall(

@@ -33,7 +33,7 @@ from agent.rollback import rollback_intent, sign
 from agent.settings import EnvironmentSettings, RollbackSettings, Settings
 from agent.store.base import Conflict
 from agent.web.links import deploy_page_url
-from agent.windows.lifecycle import WatchServices, deliver_rollback
+from agent.windows.lifecycle import FOLLOW_UPS, WatchServices, deliver_rollback
 from alerting.events import Alert
 from common.times import rfc3339
 
@@ -583,8 +583,8 @@ class Integrations:
         if env is None or env.gate is None or github is None:
             return  # configured away since: left pending, answered if it comes back
         after = env.gate.after
-        page = await self.s.store.list_windows(environment=after, limit=SCAN_LIMIT)
-        window = next((w for w in page.items if gate.sha in (w.version, w.commit)), None)
+        # by index: the 50 newest missed one that passed before more were registered
+        window = await self.s.store.newest_window_of(after, gate.sha)
         now = self.clock()
         if window is None or window.state == "watching":
             if now < gate.deadline:
@@ -679,10 +679,18 @@ class Integrations:
             await self.s.store.set_state(window.id, "rolled_back", state)
         self._owing.add(window.id)  # its statuses change with its state
         env = self.settings.environments.get(window.environment)
-        if env is None or env.rollback is None:
-            return
-        for follow in env.rollback.then:
-            await self._follow_up(window, env, intent, follow.name)
+        if env is not None and env.rollback is not None:
+            for follow in env.rollback.then:
+                await self._follow_up(window, env, intent, follow.name)
+        await self._followed_up(window, env)
+
+    async def _followed_up(self, window: DeployWindow, env: EnvironmentSettings | None) -> None:
+        """Give the rollback's `FOLLOW_UPS` mark its outcome once every follow-up has one
+        (one held by another sender is waited for, `_follow_up_later`)."""
+        names = [f.name for f in env.rollback.then] if env and env.rollback else []
+        events = await self.s.store.alert_events(window.id)
+        if all(events.get(f"then:{name}") in DONE_RESULTS for name in names):
+            await self.s.store.record_alert(window.id, FOLLOW_UPS, "done", f"{len(names)} done")
 
     async def _follow_up(
         self, window: DeployWindow, env: EnvironmentSettings, intent: RollbackIntent, name: str
@@ -774,14 +782,14 @@ class Integrations:
     ) -> None:
         await asyncio.sleep(lease)
         await self._follow_up(window, env, intent, name)
+        await self._followed_up(window, env)
 
     async def _resume_after_rollbacks(self) -> None:
-        """A restart between a delivered rollback and its follow-ups finishes them."""
-        page = await self.s.store.list_windows(limit=SCAN_LIMIT)
-        for window in page.items:
-            env = self.settings.environments.get(window.environment)
-            if env is None or env.rollback is None or window.state in ("watching",):
-                continue
+        """A restart between a delivered rollback and its follow-ups finishes them: the
+        rollbacks whose `FOLLOW_UPS` mark has no outcome, however old (it read the 50
+        newest windows, and missed one with more registered since)."""
+        owed = await self.s.store.claims_without_outcome(FOLLOW_UPS, limit=None)
+        for window in await self.s.store.get_windows(owed):
             intent = await self.s.store.get_rollback(window.id)
             if intent is not None and intent.state == "delivered":
                 self.s.spawn(self.after_rollback(window, intent))

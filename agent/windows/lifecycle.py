@@ -952,6 +952,10 @@ def _state(rule: RuleVerdict) -> str:
 ROLLBACK_SETTLED = "rollback:settled"
 """`Store.claim_alert` key: the one process that counts, alerts and follows up a settled
 rollback."""
+FOLLOW_UPS = "rollback:follow-ups"
+"""Claimed with a delivered rollback, given an outcome once what follows it is done (the
+window's state, `rollback.then`): a restart finds the ones owed by this claim alone
+(`Store.claims_without_outcome`), however many windows came since."""
 
 
 async def _ended_with(window: DeployWindow, intent: RollbackIntent, s: WatchServices) -> bool:
@@ -987,11 +991,17 @@ def settled_alert(window: DeployWindow, env: EnvironmentSettings, done: Rollback
     )
 
 
-def settle_claims(window: DeployWindow, env: EnvironmentSettings) -> SettleClaims:
-    """The settled rollback's alert, claimed with the outcome (`RollbackDelivery`)."""
+def settle_claims(
+    window: DeployWindow, env: EnvironmentSettings, *, follow_ups: bool
+) -> SettleClaims:
+    """The settled rollback's alert, and with `follow_ups` a delivered one's
+    `FOLLOW_UPS` mark, claimed with the outcome (`RollbackDelivery`)."""
 
     def claims(done: RollbackIntent) -> list[AlertClaim]:
-        return [alert_claim(settled_alert(window, env, done), env.alerts.tags)]
+        claimed = [alert_claim(settled_alert(window, env, done), env.alerts.tags)]
+        if follow_ups and done.state == "delivered":
+            claimed.append(AlertClaim(FOLLOW_UPS))
+        return claimed
 
     return claims
 
@@ -1005,7 +1015,7 @@ async def deliver_rollback(
     FAILED" page for good): `WindowAlerts.recover` sends it if this process dies
     before it does."""
     assert env.rollback is not None
-    claims = settle_claims(window, env)
+    claims = settle_claims(window, env, follow_ups=s.after_rollback is not None)
     done = await s.delivery.deliver(intent, env.rollback, window.environment, claims)
     if done.state not in ("delivered", "failed") or done.lease_owner != s.delivery.owner:
         return  # not settled, or settled by another replica's sender: it follows up

@@ -10,7 +10,9 @@ import time
 from typing import Any
 
 from agent.rollback import rollback_intent
+from agent.store.base import AlertClaim
 from agent.store.postgres import PostgresStore
+from agent.windows.lifecycle import FOLLOW_UPS
 from tests.e2e.conftest import SECRET, AgentFactory, environment
 from tests.e2e.crash import free_port
 from tests.receivers import RollbackReceiver
@@ -35,7 +37,8 @@ async def a_rollback_delivered_before_its_follow_ups(pg_url: str) -> str:
         intent = rollback_intent(window, "errors past their bound", [], now)
         assert await store.finish_window(window.id, "failed", {"outcome": "fail"}, now, intent)
         delivered = dataclasses.replace(intent, state="delivered", finished_at=now, attempts=1)
-        assert await store.settle_rollback(delivered)
+        # the outcome and what it owes are committed together (`FOLLOW_UPS`)
+        assert await store.settle_rollback(delivered, None, [AlertClaim(FOLLOW_UPS)])
     finally:
         await store.close()
     return window.id

@@ -5,6 +5,7 @@ answer, manual rollbacks and their follow-ups go out once. Counted at the fakes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -14,8 +15,11 @@ from typing import Any
 import pytest
 from ulid import ULID
 
-from agent.records import DeployWindow
+from agent.records import DeployWindow, WindowState
+from agent.rollback import rollback_intent
 from agent.store import store_from_url
+from agent.store.base import AlertClaim, Store
+from agent.windows.lifecycle import FOLLOW_UPS
 from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, RunningAgent, environment
 from tests.e2e.crash import free_port
 from tests.fakes import github as gh
@@ -851,3 +855,103 @@ async def test_a_refused_github_dispatch_alert_names_the_workflow_dispatch(
     assert "The GitHub workflow dispatch was not accepted" in text
     assert "webhook" not in text
     assert "rollback NOT delivered after 1 attempt(s): GitHub answered HTTP 401" in text
+
+
+def ended_window(environment: str, version: str, at: float, state: WindowState) -> DeployWindow:
+    """A window of `environment` deployed at `at` that ended `state` a second later."""
+    return DeployWindow(
+        id=f"dep_{ULID()}",
+        environment=environment,
+        version=version,
+        previous_version=None,
+        commit=None,
+        labels={},
+        state=state,
+        deployed_at=at,
+        ends_at=at + 1.0,
+        created_at=at,
+        verdict={"outcome": "pass" if state == "passed" else "fail", "reason": "ok"},
+        ended_at=at + 1.0,
+    )
+
+
+async def seed(path: Path, *windows: DeployWindow) -> Store:
+    """An opened store at `path` holding `windows` and 60 newer staging ones."""
+    store = store_from_url(f"sqlite:///{path}")
+    await store.open()
+    for window in windows:
+        await store.create_window(window)
+    now = time.time()
+    for n in range(60):
+        await store.create_window(ended_window("staging", f"v{n}", now - 3600.0 + n, "passed"))
+    return store
+
+
+async def test_a_gate_finds_its_staging_window_behind_50_newer_ones(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+    tmp_path: Path,
+) -> None:
+    """The gate looked for staging's window of its sha among the 50 newest: on a busy agent
+    one that had passed was not found, and the gate was rejected at its timeout."""
+    good = "d" * 40
+    staging = ended_window("staging", good, time.time() - 7200.0, "passed")
+    await (await seed(tmp_path / "postflight.db", staging)).close()
+    agent = await start_agent(
+        environments(flip_target, gate_timeout="3s"), extra=integrations(fake_github, fake_vercel)
+    )
+    rule = gh.protection_rule(fake_github.url, sha=good, run_id=4)
+    status, _ = await github_hook(agent, "deployment_protection_rule", rule, "gate-4")
+    assert status == 202
+    await eventually(lambda: len(fake_github.gate_answers) == 1)
+    assert fake_github.gate_answers[0]["state"] == "approved"
+    assert staging.id in fake_github.gate_answers[0]["comment"]
+
+
+async def test_follow_ups_owed_behind_50_newer_windows_go_out_after_a_restart(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+    rollback_receiver: Any,
+    tmp_path: Path,
+) -> None:
+    """An agent killed just after a rollback was delivered, before its `rollback.then`
+    follow-up, with 60 windows registered since: the restarted agent looked among the 50
+    newest only, and the follow-up never went out. Once done, nothing is owed."""
+    migrations: RollbackReceiver = await rollback_receiver("follow-secret")
+    path, at = tmp_path / "postflight.db", time.time() - 7200.0
+    failed = ended_window("production", "v1", at, "failed")
+    store = await seed(path, failed)
+    intent = rollback_intent(failed, "probe-errors: 31% failed", [], at + 1.0)
+    assert await store.add_rollback(intent)
+    delivered = dataclasses.replace(intent, state="delivered", attempts=1, finished_at=at + 2.0)
+    # what the crash leaves: the outcome and its claims, committed together
+    assert await store.settle_rollback(delivered, None, [AlertClaim(FOLLOW_UPS)])
+    await store.close()
+    rollback = f"""{{target: vercel, secret: {SECRET},
+        then: [{{name: migrations, url: '{migrations.url}', secret: follow-secret}}]}}"""
+    agent = await start_agent(
+        environments(flip_target, rollback=rollback), extra=integrations(fake_github, fake_vercel)
+    )
+    await migrations.wait_for_attempts(1)
+    await agent.wait_until(
+        failed.id,
+        lambda d: (
+            {t["name"]: t["state"] for t in d["rollback"].get("then") or []}
+            == {"migrations": "delivered"}
+        ),
+    )
+    assert [a.idempotency_key for a in migrations.attempts] == [f"{failed.id}:migrations"]
+    reader = store_from_url(f"sqlite:///{path}")
+    await reader.open()
+    try:
+        for _ in range(100):  # the mark's outcome is stored just after the follow-up's
+            if not await reader.claims_without_outcome(FOLLOW_UPS):
+                break
+            await asyncio.sleep(0.05)
+        assert await reader.claims_without_outcome(FOLLOW_UPS) == []
+    finally:
+        await reader.close()

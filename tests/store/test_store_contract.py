@@ -467,6 +467,37 @@ async def test_an_alert_claimed_with_its_payload_is_listed_until_it_has_an_outco
     assert [a.event for a in await store.unsettled_alerts(claimed_before=99.0)] == ["passed"]
 
 
+async def test_claims_without_outcome_lists_one_event_oldest_first(store: Store) -> None:
+    await store.create_window(window("dep_1"))
+    await store.create_window(window("dep_2", env="staging"))
+    assert await store.claim_alert("dep_2", "rollback:follow-ups", 10.0)
+    assert await store.claim_alert("dep_1", "rollback:follow-ups", 20.0)
+    assert await store.claim_alert("dep_1", "passed", 5.0)
+    assert await store.claims_without_outcome("rollback:follow-ups") == ["dep_2", "dep_1"]
+    assert await store.claims_without_outcome("rollback:follow-ups", limit=1) == ["dep_2"]
+    await store.record_alert("dep_2", "rollback:follow-ups", "done", "")
+    assert await store.claims_without_outcome("rollback:follow-ups") == ["dep_1"]
+
+
+async def test_the_newest_window_of_a_commit_is_found_by_version_or_commit(
+    store: Store,
+) -> None:
+    """However many windows came since (a gate's staging window)."""
+    sha = "d" * 40
+    by_version = dataclasses.replace(window("dep_1", env="staging", created=1.0), version=sha)
+    by_commit = dataclasses.replace(window("dep_2", env="staging", created=2.0), commit=sha)
+    elsewhere = dataclasses.replace(window("dep_3", env="production", created=3.0), version=sha)
+    for w in (by_version, by_commit, elsewhere):
+        await store.create_window(w)
+    for n in range(60):
+        await store.create_window(window(f"dep_n{n:02}", env="staging", created=10.0 + n))
+    found = await store.newest_window_of("staging", sha)
+    assert found is not None and found.id == "dep_2"
+    assert await store.newest_window_of("staging", "e" * 40) is None
+    older = await store.newest_window_of("production", sha)
+    assert older is not None and older.id == "dep_3"
+
+
 async def test_alert_results_are_recorded_per_event(store: Store) -> None:
     await store.create_window(window("dep_1"))
     await store.claim_alert("dep_1", "passed", 1.0)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.store.base import StoreError
+from agent.store.sql import MIGRATIONS
 from agent.store.sqlite import SCHEMA_VERSION, SqliteStore
 
 
@@ -54,8 +55,13 @@ async def test_a_store_from_before_fingerprints_keeps_its_runs_unmatched(tmp_pat
     await s.open()
     await s.close()
     db = sqlite3.connect(tmp_path / "pf.db")
+    # the store as it was before the fingerprint's migration (and those after it)
+    before = next(i for i, m in enumerate(MIGRATIONS) if "fingerprint" in m)
     db.execute("ALTER TABLE probe_summaries DROP COLUMN fingerprint")
-    db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION - 1,))
+    db.execute("DROP INDEX windows_by_env_version")
+    db.execute("DROP INDEX windows_by_env_commit")
+    assert before == SCHEMA_VERSION - 2, "a migration after these two: undo it here too"
+    db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (before,))
     db.execute(
         "INSERT INTO probe_summaries (environment, check_name, at, summary)"
         " VALUES ('production', 'api', 10.0, '{\"ok\": [0]}')"

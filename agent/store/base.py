@@ -207,10 +207,13 @@ class Store(Protocol):
         extended to `until`); None if the lease is no longer `fence`'s."""
         ...
 
-    async def add_rollback(self, intent: RollbackIntent) -> bool:
+    async def add_rollback(
+        self, intent: RollbackIntent, at: float = 0.0, alerts: Sequence[AlertClaim] = ()
+    ) -> bool:
         """Store a rollback for a window that already ended passed, failed or
         inconclusive (a manual rollback); False if it has one already, or is in
-        another state."""
+        another state. `alerts` are claimed at `at` in the same transaction (its
+        `rollback requested`: a crash just after cannot lose it)."""
         ...
 
     async def settle_rollback(

@@ -688,13 +688,18 @@ class SqlStore(ABC):
             await claim_alerts_in(db, window_id, at, alerts)
             return True
 
-    async def add_rollback(self, intent: RollbackIntent) -> bool:
+    async def add_rollback(
+        self, intent: RollbackIntent, at: float = 0.0, alerts: Sequence[AlertClaim] = ()
+    ) -> bool:
         async with self._tx() as db:
             guard = (
                 "EXISTS (SELECT 1 FROM windows WHERE id = ?"
                 " AND state IN ('passed', 'failed', 'inconclusive'))"
             )
-            return await _insert_rollback(db, intent, guard, intent.window_id) == 1
+            if await _insert_rollback(db, intent, guard, intent.window_id) != 1:
+                return False
+            await claim_alerts_in(db, intent.window_id, at, alerts)
+            return True
 
     async def set_state(self, window_id: str, state: WindowState, expected: WindowState) -> bool:
         async with self._tx() as db:

@@ -166,8 +166,10 @@ class FeedStore:
         self._feed.publish(window_id)
         return window
 
-    async def add_rollback(self, intent: RollbackIntent) -> bool:
-        added = await self._store.add_rollback(intent)
+    async def add_rollback(
+        self, intent: RollbackIntent, at: float = 0.0, alerts: Sequence[AlertClaim] = ()
+    ) -> bool:
+        added = await self._store.add_rollback(intent, at, alerts)
         self._feed.publish(intent.window_id)
         return added
 

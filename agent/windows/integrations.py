@@ -33,6 +33,7 @@ from agent.rollback import rollback_intent, sign
 from agent.settings import EnvironmentSettings, RollbackSettings, Settings
 from agent.store.base import Conflict
 from agent.web.links import deploy_page_url
+from agent.windows.alert_once import alert_claim
 from agent.windows.lifecycle import FOLLOW_UPS, WatchServices, deliver_rollback
 from alerting.events import Alert
 from common.times import rfc3339
@@ -649,23 +650,28 @@ class Integrations:
             now = self.clock()
             text = f"manual rollback by {who}: {reason}"
             intent = rollback_intent(window, text, [], now, dry_run=env.rollback.dry_run)
+            # claimed with the intent, in its transaction: a crash just after the commit
+            # leaves the claim, and `WindowAlerts.recover` sends it
+            alert = Alert.for_window(
+                window, "rollback_requested", reason=text, rollback_target=env.rollback.target
+            )
+            claims = [alert_claim(alert, env.alerts.tags)]
             stored = False
             if window.state == "watching":
                 # a `failed` window's verdict failed (contract section 2): the person's,
                 # with the rules as the last round judged them
                 rules = (window.verdict or {}).get("rules") or []
                 verdict = decided_verdict("fail", text, now, rules)
-                stored = await self.s.store.finish_window(window_id, "failed", verdict, now, intent)
+                stored = await self.s.store.finish_window(
+                    window_id, "failed", verdict, now, intent, alerts=claims
+                )
                 if stored:
                     self.events.window_ended(window_id)
-            if not stored and not await self.s.store.add_rollback(intent):
+            if not stored and not await self.s.store.add_rollback(intent, now, claims):
                 raise Conflict(f"deploy {window_id} changed meanwhile; ask again")
         window = await self.s.store.get_window(window_id) or window
         log.warning("%s", text, extra={"deploy_id": window.id, "environment": window.environment})
-        alert = Alert.for_window(
-            window, "rollback_requested", reason=text, rollback_target=env.rollback.target
-        )
-        self.s.spawn(self.s.alerts.emit(window, alert, env.alerts.tags))
+        self.s.spawn(self.s.alerts.send_claimed(window, alert, env.alerts.tags, claimed_at=now))
         if intent.state == "pending":
             self.s.spawn(deliver_rollback(window, intent, env, self.s))
         return window

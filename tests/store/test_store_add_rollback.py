@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from agent.records import DeployWindow, RollbackIntent, WindowState
-from agent.store.base import Store
+from agent.store.base import AlertClaim, Store
 
 
 def window(wid: str) -> DeployWindow:
@@ -40,3 +40,20 @@ async def test_not_for_watching_cancelled_superseded_or_unknown_windows(store: S
     assert not await store.add_rollback(intent("dep_2"))
     assert not await store.add_rollback(intent("dep_nope"))
     assert await store.get_rollback("dep_1") is None
+
+
+async def test_its_alert_is_claimed_with_it_or_not_at_all(store: Store) -> None:
+    """A manual rollback's `rollback requested` is claimed in the intent's transaction: a
+    crash just after the commit leaves it for `WindowAlerts.recover`; a refused rollback
+    claims nothing."""
+    await store.create_window(window("dep_1"))
+    assert await store.finish_window("dep_1", "passed", None, 110.0)
+    claims = [AlertClaim("rollback_requested", '{"alert": {}}')]
+    assert await store.add_rollback(intent("dep_1"), 120.0, claims)
+    listed = await store.unsettled_alerts(claimed_before=121.0)
+    assert [(a.window_id, a.event, a.claimed_at, a.payload) for a in listed] == [
+        ("dep_1", "rollback_requested", 120.0, '{"alert": {}}')
+    ]
+    await store.create_window(window("dep_2"))  # watching: refused, nothing claimed
+    assert not await store.add_rollback(intent("dep_2"), 120.0, [AlertClaim("x", "{}")])
+    assert await store.alert_events("dep_2") == {}

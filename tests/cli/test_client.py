@@ -135,19 +135,25 @@ async def two_rounds(store: SqliteStore, window_id: str) -> None:
     await asyncio.sleep(STEP)
 
 
+async def fail_with_rollback(store: SqliteStore, window_id: str, now: float) -> RollbackIntent:
+    """The window's verdict fails on its error rule, with a rollback still pending."""
+    verdict = {
+        "outcome": "fail",
+        "decided_at": now,
+        "reason": "probe-errors: error_rate 0.31 > max 0.05 for 3 rounds",
+        "rules": [rule("probe-errors", "fail", 0.31)],
+    }
+    intent = RollbackIntent(window_id, "pending", "{}", now)
+    await store.finish_window(window_id, "failed", verdict, now, intent)
+    return intent
+
+
 def ends_in(state: str) -> Script:
     async def script(store: SqliteStore, window_id: str) -> None:
         await two_rounds(store, window_id)
         now = time.time()
         if state in ("failed", "rolled_back"):
-            verdict = {
-                "outcome": "fail",
-                "decided_at": now,
-                "reason": "probe-errors: error_rate 0.31 > max 0.05 for 3 rounds",
-                "rules": [rule("probe-errors", "fail", 0.31)],
-            }
-            intent = RollbackIntent(window_id, "pending", "{}", now)
-            await store.finish_window(window_id, "failed", verdict, now, intent)
+            intent = await fail_with_rollback(store, window_id, now)
             if state == "rolled_back":
                 intent.state, intent.attempts, intent.last_status = "delivered", 2, 200
             else:  # the receiver refused it: the window stays failed
@@ -263,15 +269,7 @@ def test_register_wait_follows_a_rollback_still_being_delivered(
 
     async def script(store: SqliteStore, window_id: str) -> None:
         await two_rounds(store, window_id)
-        now = time.time()
-        verdict = {
-            "outcome": "fail",
-            "decided_at": now,
-            "reason": "probe-errors: error_rate 0.31 > max 0.05 for 3 rounds",
-            "rules": [rule("probe-errors", "fail", 0.31)],
-        }
-        intent = RollbackIntent(window_id, "pending", "{}", now)
-        await store.finish_window(window_id, "failed", verdict, now, intent)
+        intent = await fail_with_rollback(store, window_id, time.time())
         await asyncio.sleep(8 * STEP)  # the webhook's answer is on its way
         intent.state, intent.attempts, intent.last_status = "delivered", 1, 200
         await set_rollback(store, intent)

@@ -35,7 +35,15 @@ from agent.analysis.policies.sequential import SequentialPolicy
 from agent.analysis.policies.threshold import ThresholdPolicy
 from agent.analysis.sequential import BaselineData, Kind
 from agent.analysis.types import Observation, Policy, Rule, RuleOutcome, Verdict, WindowDecision
-from agent.analysis.verdicts import Glance, Judged, RuleGlance, State, glance_of, no_data
+from agent.analysis.verdicts import (
+    Glance,
+    Judged,
+    RuleGlance,
+    State,
+    and_more,
+    glance_of,
+    no_data,
+)
 
 __all__ = ["STATE_VERSION", "Glance", "Judge", "PassOn", "State", "judge"]
 
@@ -309,11 +317,7 @@ def _decide(judged: list[Judged], rounds: int, final: bool, on_evidence: bool) -
     failed = [j for j in judged if j.failed_at is not None]
     if failed:
         first = min(failed, key=lambda j: j.failed_at or 0)
-        more = len(failed) - 1
-        reason = first.reason + (
-            f" (and {more} more rule{'s' if more > 1 else ''})" if more else ""
-        )
-        return Verdict("fail", reason, verdicts)
+        return Verdict("fail", first.reason + and_more(len(failed) - 1), verdicts)
     judgeable = sum(1 for v in verdicts if v.outcome != "inconclusive")
     inconclusive = len(verdicts) - judgeable
     of_rounds = f"{rounds} round{'s' if rounds != 1 else ''}"

@@ -55,6 +55,11 @@ class Glance:
     rules: tuple[RuleGlance, ...]
 
 
+def and_more(more: int) -> str:
+    """What follows the first failing rule in a verdict's reason: ` (and 2 more rules)`."""
+    return f" (and {more} more rule{'s' if more > 1 else ''})" if more else ""
+
+
 def glance_of(judged: Judged) -> RuleGlance:
     """A worded verdict's glance (policies with no cheaper way to tell their outcome)."""
     v = judged.verdict

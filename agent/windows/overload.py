@@ -18,7 +18,7 @@ from typing import Any
 
 from agent.analysis.describe import format_value
 from agent.analysis.types import Observation, Rule, RuleVerdict, Verdict, WindowDecision
-from agent.analysis.verdicts import Glance, RuleGlance
+from agent.analysis.verdicts import Glance, RuleGlance, and_more
 from checks.base import CheckResult
 from checks.lag import least_latency
 
@@ -232,10 +232,7 @@ def _standing(
     if failed and failed[0].name in held:
         standing = [r for r in failed if r.name not in held]
         first = standing[0]
-        more = len(standing) - 1
-        reason = f"{first.name}: {first.detail}" + (
-            f" (and {more} more rule{'s' if more > 1 else ''})" if more else ""
-        )
+        reason = f"{first.name}: {first.detail}" + and_more(len(standing) - 1)
         reason += f"; {', '.join(sorted(held))} not judged: agent overloaded"
         return glance, Verdict(verdict.decision, reason, rules)
     return glance, Verdict(verdict.decision, verdict.reason, rules)

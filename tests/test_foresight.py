@@ -8,8 +8,9 @@ from agent.records import DeployWindow
 from agent.settings_file import load_settings_text
 from agent.store.sqlite import SqliteStore
 from agent.windows.evidence import observation_to_dict
+from agent.windows.fingerprint import check_fingerprints
 from agent.windows.foresight import registration_warnings
-from tests.config.test_validate_config import MINIMAL
+from tests.config.test_validate_config import MINIMAL, with_load_check
 
 CONFIG = (
     MINIMAL.replace(
@@ -65,3 +66,35 @@ async def test_a_provider_rule_that_can_see_its_bound_is_not_warned(store: Sqlit
     await store.create_window(window("dep_1", now - 7200, {"sentry-errors": sentry}), None)
     production = env.environments["production"]
     assert await registration_warnings(store, production, "production", now, now + 600) == []
+
+
+async def test_a_rule_over_every_check_is_sized_at_a_rounds_traffic(store: SqliteStore) -> None:
+    """A round runs every check at once (10 health probes and 200 load requests), while each
+    background run is one check: sized by the pooled baseline's samples per run (19), an
+    `error_rate max 0.05` over every check was said to see only 0.093 or more; at a round's
+    traffic (210) it sees its bound. A rule on the health check alone stays at its 10."""
+    text = (
+        with_load_check("duration: 10s")
+        .replace("rate: 5/s", "rate: 20/s")
+        .replace("window: 10m", "window: 15m\n    lookback: 1h")
+        .replace(
+            "        max: 0.05\n",
+            "        max: 0.05\n"
+            "      - {name: health-errors, source: checks, check: api-health,"
+            " metric: error_rate, max: 0.02}\n",
+        )
+    )
+    env = load_settings_text(text).environments["production"]
+    prints = check_fingerprints(env)
+    now = 1_800_000_000.0
+    for run in range(120):  # a run every 30 s for the lookback, 1 in 100 probes failing
+        ok = [0 if run % 10 == 0 and i == 0 else 1 for i in range(10)]
+        summary = {"ok": ok, "latency": [0.03] * 10}
+        at = now - 3600 + run * 30
+        await store.add_probe_summary("production", "api-health", at, summary, prints["api-health"])
+    for run in range(6):  # the load check six times per lookback
+        summary = {"ok": [0, 0] + [1] * 198, "latency": [0.08] * 200}
+        at = now - 3590 + run * 600
+        await store.add_probe_summary("production", "feed", at, summary, prints["feed"])
+    said = await registration_warnings(store, env, "production", now, now + 900)
+    assert [s.split(":")[0] for s in said] == ["rule health-errors"], said

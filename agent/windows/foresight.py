@@ -48,6 +48,28 @@ def background_baseline(
     return merge(with_data) if with_data else observe(rule, [], env.lookback)
 
 
+def round_traffic(rule: Rule, periods: list[list[Sample]], env: EnvironmentSettings) -> float:
+    """Samples a window's round gives a checks rule, from its background runs: each check's
+    mean run, summed over the checks the rule reads. A round runs every check at once (an
+    http check `probes_per_round` times, a load check its whole rate × duration), while a
+    background run is one check: the pooled baseline's samples per period would count a
+    rule over all checks at about one check's traffic. Checks with no background runs
+    (smoke) are not counted, so the figure errs low: a warning too many, never one missed."""
+    by_check: dict[str, list[list[Sample]]] = {}
+    for period in periods:
+        split: dict[str, list[Sample]] = {}
+        for sample in period:
+            split.setdefault(sample.check, []).append(sample)
+        for check, samples in split.items():
+            by_check.setdefault(check, []).append(samples)
+    traffic = 0.0
+    for runs in by_check.values():
+        obs = background_baseline(rule, runs, env)
+        if obs.has_data:
+            traffic += _size(obs) / max(1, obs.periods)
+    return traffic
+
+
 def policy_of(env: EnvironmentSettings) -> Policy:
     return Policy(
         name=env.analysis.policy,
@@ -79,7 +101,7 @@ async def registration_warnings(
                 obs = background_baseline(rule, periods, env)
                 if obs.has_data:
                     baselines[rule.name] = obs
-                    per_round[rule.name] = _size(obs) / max(1, obs.periods)
+                    per_round[rule.name] = round_traffic(rule, periods, env)
     if any(r.source != "checks" for r in judged):
         fetched = await _latest_provider_baselines(store, environment)
         for rule in judged:

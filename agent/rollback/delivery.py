@@ -11,7 +11,9 @@ any instant leaves a pending intent whose lease lapses, and any replica's sweep
 already made. Receivers dedupe by `Idempotency-Key` (the deploy id); every
 attempt carries the same body bytes, with a fresh timestamp and signature.
 
-Deciding *whether* to roll back (and `dry_run`) belongs to the caller.
+Deciding *whether* to roll back (and `dry_run`) belongs to the caller; a rollback
+still owed when a newer deploy of its environment takes effect is given up, since
+rolling back then would undo that deploy.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ import aiohttp
 from agent import __version__
 from agent.integrations.targets import PreparedRequest, RollbackTargets
 from agent.metrics import Metrics
-from agent.records import DeliveryAttempt, RollbackIntent
+from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent
 from agent.rollback.contract import sign
 from agent.settings import RollbackSettings
 from agent.store.base import AlertClaim, Store
 from common.redaction import Redactor
 from common.retry_after import RETRYABLE_STATUSES, retry_after_seconds
+from common.times import rfc3339
 
 log = logging.getLogger("postflight.rollback")
 
@@ -266,6 +269,21 @@ class RollbackDelivery:
             if wait > 0 and not await self._hold(intent, wait):
                 return await self._lost(intent, context)
         while True:
+            newer = await self._replaced_by(intent, environment)
+            if newer is not None:
+                intent.last_error = (
+                    f"{newer.version} ({newer.id}) was deployed to {environment} at"
+                    f" {rfc3339(newer.deployed_at)}, after this rollback was requested:"
+                    " rolling back now would undo it"
+                )
+                log.error(
+                    "rollback for %s given up after %d attempt(s): %s",
+                    intent.window_id,
+                    intent.attempts,
+                    intent.last_error,
+                    extra=context,
+                )
+                return await self._finish(intent, "failed", environment, context, claims=claims)
             request = self._prepare(body, intent, settings, environment)
             if request.problem is not None:
                 problem = request.problem
@@ -340,6 +358,36 @@ class RollbackDelivery:
             )
             if not await self._hold(intent, delay, attempt):
                 return await self._lost(intent, context)
+
+    async def _replaced_by(self, intent: RollbackIntent, environment: str) -> DeployWindow | None:
+        """A newer deploy of the environment that took effect after this rollback was
+        requested, if any. Rolling back to `previous_version` then would undo that
+        deploy (a pipeline shipped the fix while the receiver was down), so a rollback
+        still owed stops here. A deploy registered before the request (a rollback asked
+        for by hand, knowingly), one not yet deployed or called off before its time, an
+        older deploy reported late, and `previous_version` itself (this rollback landing,
+        its 2xx lost to a crash: sent again, the receiver dedupes) do not count."""
+        ours = await self._store.get_window(intent.window_id)
+        if ours is None:
+            return None
+        now = self._clock()
+        cursor: str | None = None
+        while True:  # newest registered first: stop at the first before the request
+            page = await self._store.list_windows(environment=environment, cursor=cursor)
+            for window in page.items:
+                if window.created_at <= intent.requested_at:
+                    return None
+                called_off = window.ended_at is not None and window.ended_at < window.deployed_at
+                if (
+                    window.id != ours.id
+                    and window.version != ours.previous_version
+                    and ours.deployed_at < window.deployed_at <= now
+                    and not called_off
+                ):
+                    return window
+            if page.next_cursor is None:
+                return None
+            cursor = page.next_cursor
 
     async def _hold(
         self, intent: RollbackIntent, delay: float, attempt: DeliveryAttempt | None = None

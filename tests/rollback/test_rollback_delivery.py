@@ -16,6 +16,7 @@ from aiohttp import web
 
 from agent import __version__
 from agent.metrics import Metrics
+from agent.records import DeployWindow
 from agent.rollback.contract import rollback_body, rollback_intent, sign, verify
 from agent.rollback.delivery import RollbackDelivery, backoff_delay
 from agent.store.sqlite import SqliteStore
@@ -438,6 +439,96 @@ async def test_a_delivered_rollback_is_never_sent_again(
 
     assert first.state == second.state == third.state == "delivered"
     assert len(receiver.attempts) == 1
+
+
+class NewerDeployDuringBackoff(FakeSleep):
+    """The pipeline ships v2.4.2 while the rollback of v2.4.1 waits out its backoff."""
+
+    def __init__(self, store: SqliteStore, newer: DeployWindow) -> None:
+        super().__init__()
+        self.store, self.newer = store, newer
+
+    async def __call__(self, seconds: float) -> None:
+        if not self.waits:
+            await self.store.create_window(self.newer)
+        await super().__call__(seconds)
+
+
+async def test_a_rollback_still_owed_when_a_newer_deploy_takes_effect_is_not_sent(
+    store: SqliteStore, metrics: Metrics, rollback_receiver: Any
+) -> None:
+    """Rolling v2.4.1 back to v2.4.0 after v2.4.2 went out would undo v2.4.2: the
+    receiver is never asked again, and the rollback fails saying why."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(503, 200))
+    newer = make_window(
+        "dep_01JDNEWER", version="v2.4.2", deployed_at=REQUESTED_AT + 20,
+        ends_at=REQUESTED_AT + 620, created_at=REQUESTED_AT + 20,
+    )  # fmt: skip
+    sleep = NewerDeployDuringBackoff(store, newer)
+    sender = RollbackDelivery(
+        store, metrics, sleep=sleep, random=lambda: 0.5, clock=lambda: REQUESTED_AT + 30
+    )
+
+    done = await sender.deliver(await stored_intent(store), settings(receiver.url), "production")
+    await sender.aclose()
+
+    assert len(receiver.attempts) == 1 and receiver.delivered == {}
+    assert done.state == "failed" and done.attempts == 1
+    assert done.last_error is not None and "v2.4.2" in done.last_error
+    assert "dep_01JDNEWER" in done.last_error
+    stored = await store.get_rollback("dep_01JDTEST")
+    assert stored is not None and stored.state == "failed"
+    assert counter(metrics, "postflight_rollbacks_total", environment="production",
+                   result="failed") == 1  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "newer",
+    [
+        # asked for by hand after v2.4.2 went out: the operator's choice stands
+        {"created_at": REQUESTED_AT - 5, "deployed_at": REQUESTED_AT - 5},
+        # registered, but not yet deployed (a scheduled window)
+        {"created_at": REQUESTED_AT + 20, "deployed_at": REQUESTED_AT + 600},
+        # scheduled, then cancelled before its time: it never went out
+        {
+            "created_at": REQUESTED_AT + 20,
+            "deployed_at": REQUESTED_AT + 60,
+            "state": "cancelled",
+            "ended_at": REQUESTED_AT + 25,
+        },
+        # an older deploy, reported late
+        {
+            "created_at": REQUESTED_AT + 20,
+            "deployed_at": REQUESTED_AT - 3600,
+            "state": "inconclusive",
+            "ended_at": REQUESTED_AT + 20,
+        },
+        # v2.4.0 redeployed: the rollback landing (its 2xx lost), not a new release
+        {"created_at": REQUESTED_AT + 20, "deployed_at": REQUESTED_AT + 20, "version": "v2.4.0"},
+    ],
+    ids=[
+        "requested-after",
+        "scheduled",
+        "cancelled-before-its-time",
+        "older-reported-late",
+        "the-previous-version",
+    ],
+)
+async def test_a_window_that_did_not_replace_the_deploy_does_not_stop_its_rollback(
+    store: SqliteStore, metrics: Metrics, rollback_receiver: Any, newer: dict[str, Any]
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(503, 200))
+    window = make_window("dep_01JDNEWER", **{"version": "v2.4.2", **newer})
+    window.ends_at = window.deployed_at + 600
+    sleep = NewerDeployDuringBackoff(store, window)
+    sender = RollbackDelivery(
+        store, metrics, sleep=sleep, random=lambda: 0.5, clock=lambda: REQUESTED_AT + 30
+    )
+
+    done = await sender.deliver(await stored_intent(store), settings(receiver.url), "production")
+    await sender.aclose()
+
+    assert done.state == "delivered" and len(receiver.delivered) == 1
 
 
 async def test_an_intent_missing_from_the_store_is_not_sent(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,6 @@ from agent.settings import (
     environment_overrides,
     settings_from_document,
 )
-
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\$|\$\{")
 
 Loc = tuple[str | int, ...]
 
@@ -163,33 +161,114 @@ def _expand(
     problems: list[ConfigProblem],
     lines: dict[Loc, int],
 ) -> Any:
-    """Expand `${VAR}` / `${VAR:-default}` in string values; `$$` is a literal `$`."""
+    """Expand `${VAR}` / `${VAR:-default}` in string values; `$$` is a literal `$`.
+
+    A default may hold references itself (`${A:-${B:-x}}`, as in a shell or Compose).
+    Keys are not expanded: a reference in one is an error at that key, not a name like
+    `${ENV}` that then fails for a reason the user cannot see.
+    """
     if isinstance(node, dict):
-        return {k: _expand(v, (*loc, str(k)), environ, problems, lines) for k, v in node.items()}
+        out: dict[Any, Any] = {}
+        for key, value in node.items():
+            at = (*loc, str(key))
+            if isinstance(key, str) and "$" in key:
+                key = _expand_key(key, at, problems, lines)
+            out[key] = _expand(value, at, environ, problems, lines)
+        return out
     if isinstance(node, list):
         return [_expand(v, (*loc, i), environ, problems, lines) for i, v in enumerate(node)]
     if not isinstance(node, str) or "$" not in node:
         return node
 
-    def substitute(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        if match.group(0) == "${":  # no name and brace after it: not a reference
-            message = "`${` starts no ${NAME} reference (write $${ for a literal ${)"
-            problems.append(ConfigProblem(loc, message, lines.get(loc)))
-            return "${"
+    def report(message: str) -> None:
+        problems.append(ConfigProblem(loc, message, lines.get(loc)))
+
+    return _interpolate(node, environ, report)
+
+
+_NOT_A_REFERENCE = "`${` starts no ${NAME} reference (write $${ for a literal ${)"
+_REFERENCE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
+_SHELL_FORM = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(:?[-=?+])")
+
+
+def _interpolate(text: str, environ: Mapping[str, str], report: Callable[[str], None]) -> str:
+    """`text` with its references replaced; each broken one is reported (never quoted:
+    the text may be a secret) and left as written."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        start = text.find("$", i)
+        if start < 0:
+            out.append(text[i:])
+            break
+        out.append(text[i:start])
+        after = text[start + 1 : start + 2]
+        if after == "$":
+            out.append("$")
+            i = start + 2
+            continue
+        if after != "{":
+            out.append("$")
+            i = start + 1
+            continue
+        end = _closing_brace(text, start + 2)
+        body = text[start + 2 : end] if end is not None else text[start + 2 :]
+        match = _REFERENCE.fullmatch(body) if end is not None else None
+        if match is None or end is None:
+            shell = _SHELL_FORM.match(body)
+            if shell is not None:  # `${NAME-x}`, `${NAME:?x}`: meant as one, not read as one
+                name, operator = shell.groups()
+                report(
+                    f"`${{{name}{operator}…}}`: only ${{NAME}} and ${{NAME:-default}} are read;"
+                    f" {_NOT_A_REFERENCE}"
+                )
+            else:
+                report(_NOT_A_REFERENCE)
+            out.append("${")
+            i = start + 2
+            continue
         name, default = match.group(1), match.group(2)
         value = environ.get(name)
         if value is None or (value == "" and default is not None):
             if default is not None:
-                return default
-            problems.append(
-                ConfigProblem(loc, f"environment variable {name} is not set", lines.get(loc))
-            )
-            return ""
-        return value
+                out.append(_interpolate(default, environ, report))
+            else:
+                report(f"environment variable {name} is not set")
+        else:
+            out.append(value)
+        i = end + 1
+    return "".join(out)
 
-    return _VAR.sub(substitute, node)
+
+def _closing_brace(text: str, start: int) -> int | None:
+    """The index of the `}` that closes a `${` whose body starts at `start`; braces
+    inside (a nested reference, a default like `{a}`) pair up first."""
+    depth = 1
+    i = start
+    while i < len(text):
+        if text.startswith("$$", i):
+            i += 2
+            continue
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return None
+
+
+def _expand_key(key: str, loc: Loc, problems: list[ConfigProblem], lines: dict[Loc, int]) -> str:
+    """A key with `$$` unescaped; a `${` in it is an error (keys are not expanded)."""
+    if "${" in key.replace("$$", ""):
+        message = (
+            "`${` in a key: variables are expanded only in values; write the key itself"
+            " (or $${ for a literal ${)"
+        )
+        problems.append(ConfigProblem(loc, message, lines.get(loc)))
+        return key
+    return key.replace("$$", "$")
 
 
 @dataclass(frozen=True, slots=True)

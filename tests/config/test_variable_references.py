@@ -1,0 +1,83 @@
+"""`${VAR}` references in the odd forms users write: each either works as a shell user
+expects or is an error at its field that says what to write instead."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.settings_file import ConfigError, load_settings_text
+from tests.config.test_validate_config import MINIMAL
+
+URL = "base_url: http://127.0.0.1:9"
+
+
+def base_url(value: str, env: dict[str, str]) -> str:
+    settings = load_settings_text(MINIMAL.replace(URL, f'base_url: "{value}"'), env=env)
+    return settings.environments["production"].base_url
+
+
+def problems(text: str, env: dict[str, str] | None = None) -> dict[str, str]:
+    with pytest.raises(ConfigError) as info:
+        load_settings_text(text, env=env or {})
+    return {p.path: p.message for p in info.value.problems}
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "http://127.0.0.1:3"),
+        ({"PF_OUTER": "http://127.0.0.1:1"}, "http://127.0.0.1:1"),
+        ({"PF_INNER": "http://127.0.0.1:2"}, "http://127.0.0.1:2"),
+        ({"PF_OUTER": "", "PF_INNER": "http://127.0.0.1:2"}, "http://127.0.0.1:2"),
+    ],
+)
+def test_a_default_may_itself_be_a_reference_with_a_default(
+    env: dict[str, str], expected: str
+) -> None:
+    assert base_url("${PF_OUTER:-${PF_INNER:-http://127.0.0.1:3}}", env) == expected
+
+
+def test_an_unset_variable_in_a_nested_default_is_named() -> None:
+    text = MINIMAL.replace(URL, 'base_url: "${PF_OUTER:-${PF_INNER}}"')
+    found = problems(text)
+    assert found == {"environments.production.base_url": "environment variable PF_INNER is not set"}
+
+
+def test_a_default_with_braces_is_kept_whole() -> None:
+    text = MINIMAL.replace("secret: shh-secret", 'secret: "${PF_UNSET:-{a}b}"')
+    settings = load_settings_text(text, env={})
+    rollback = settings.environments["production"].rollback
+    assert rollback is not None and rollback.secret is not None
+    assert rollback.secret.get_secret_value() == "{a}b"
+
+
+@pytest.mark.parametrize("reference", ["${PF_URL-http://a}", "${PF_URL:?set it}", "${PF_URL:=x}"])
+def test_a_shell_form_the_loader_does_not_read_says_which_forms_it_does(reference: str) -> None:
+    message = problems(MINIMAL.replace(URL, f'base_url: "{reference}"'))[
+        "environments.production.base_url"
+    ]
+    assert "starts no ${NAME} reference" in message
+    assert "${NAME:-default}" in message and "PF_URL" in message
+
+
+def test_a_broken_reference_in_a_secret_does_not_quote_the_secret() -> None:
+    text = MINIMAL.replace("secret: shh-secret", 'secret: "hunter2${x-y"')
+    message = problems(text)["environments.production.rollback.secret"]
+    assert "starts no ${NAME} reference" in message and "hunter2" not in message
+
+
+def test_a_reference_in_a_key_is_an_error_at_that_key_not_a_strange_name() -> None:
+    text = MINIMAL.replace("  production:\n", "  ${PF_ENV}:\n")
+    found = problems(text, {"PF_ENV": "production"})
+    assert list(found) == ["environments.${PF_ENV}"], found
+    assert "only in values" in found["environments.${PF_ENV}"]
+
+
+def test_a_literal_dollar_brace_in_a_key_is_written_with_two_dollars() -> None:
+    text = MINIMAL.replace(
+        "        path: /health\n",
+        "        path: /health\n        json:\n          price$${raw}: v\n",
+    )
+    settings = load_settings_text(text, env={})
+    check = settings.environments["production"].checks[0]
+    assert check.json_body == {"price${raw}": "v"}  # type: ignore[attr-defined]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
-from agent.cli.pipe import guard_stdout
+from agent.cli.pipe import guard_streams
 
 if TYPE_CHECKING:
     from agent.settings import Settings
@@ -86,11 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    guard_stdout()  # a reader that leaves early (`| head`) costs no traceback
+    guard_streams()  # a reader that leaves early (`| head`) costs no traceback
     try:
         return _main(argv)
     finally:
-        sys.stdout.flush()  # here, through the guard, not at exit past it
+        sys.stdout.flush()  # here, through the guards, not at exit past them
+        sys.stderr.flush()
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -1,4 +1,4 @@
-"""A standard output whose reader may leave early: `postflight status | head -2`.
+"""A standard output (or error) whose reader may leave early: `postflight status | head -2`.
 
 Python raises `BrokenPipeError` on the next write once the reader has gone, which
 would end the command with a traceback and exit 1, a code the contract does not give
@@ -51,7 +51,10 @@ class PipeGuard:
         return getattr(self._stream, name)
 
 
-def guard_stdout() -> None:
-    """Put `PipeGuard` in front of `sys.stdout` (once)."""
+def guard_streams() -> None:
+    """Put `PipeGuard` in front of `sys.stdout` and `sys.stderr` (once each): an error
+    whose reader has gone (`… 2>&1 | head -1`) must not turn exit 2 into Python's 1."""
     if not isinstance(sys.stdout, PipeGuard) and sys.stdout is not None:
         sys.stdout = PipeGuard(sys.stdout)
+    if not isinstance(sys.stderr, PipeGuard) and sys.stderr is not None:
+        sys.stderr = PipeGuard(sys.stderr)

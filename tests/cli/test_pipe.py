@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from pathlib import Path
 
 from agent.cli.pipe import PipeGuard
 
@@ -47,3 +48,19 @@ def test_after_a_broken_pipe_every_write_is_dropped_and_none_raises() -> None:
     guard.write("more")
     guard.flush()
     assert stream.getvalue() == "abc"
+
+
+def test_a_closed_error_stream_keeps_the_commands_own_exit_code(tmp_path: Path) -> None:
+    """`postflight validate-config x.yaml 2>&1 | head -1` in a pipeline with pipefail:
+    the errors' reader is gone, and the exit code is still the contract's 2 (it was 1:
+    Python's own, after 'lost sys.stderr')."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("server: {}\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agent", "validate-config", str(broken)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    process.stderr.close()  # the reader leaves before the first error
+    assert process.wait(timeout=30) == 2

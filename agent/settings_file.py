@@ -79,14 +79,32 @@ def load_settings(path: str | os.PathLike[str], env: Mapping[str, str] | None = 
     """Read, expand and validate a configuration file; raise `ConfigError`."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise ConfigError(source, [ConfigProblem((), f"file not found: {source}")]) from None
     except IsADirectoryError:
         raise ConfigError(source, [ConfigProblem((), f"{source} is a directory")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(source, [ConfigProblem((), f"cannot read {source}: {exc}")]) from None
+    except OSError as exc:
+        why = (exc.strerror or str(exc)).lower()
+        raise ConfigError(source, [ConfigProblem((), f"cannot read {source}: {why}")]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, [_not_utf8(data, exc)]) from None
     return load_settings_text(text, source=source, env=env)
+
+
+def _not_utf8(data: bytes, exc: UnicodeDecodeError) -> ConfigProblem:
+    """Where the first byte that is not UTF-8 is (a file saved as Latin-1 or UTF-16),
+    as a line and column rather than the decoder's byte offset."""
+    line_start = data.rfind(b"\n", 0, exc.start) + 1
+    line = data.count(b"\n", 0, exc.start) + 1
+    column = len(data[line_start : exc.start].decode("utf-8", errors="replace")) + 1
+    message = (
+        f"not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8"
+        " (a configuration is UTF-8 YAML)"
+    )
+    return ConfigProblem((), message, line, column)
 
 
 def load_settings_text(

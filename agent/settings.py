@@ -433,7 +433,8 @@ class EnvironmentSettings(StrictModel):
 
     @model_validator(mode="after")
     def _coherent(self) -> EnvironmentSettings:
-        """Every problem at the key to fix: the second of two names, a rule's `check`."""
+        """Every problem at the key to fix, all at once: the second of two names, a rule's
+        `check`, a load check longer than the interval."""
         problems = []
         if self.window < self.interval:
             message = (
@@ -461,12 +462,12 @@ class EnvironmentSettings(StrictModel):
             elif rule.source == "checks" and not self.checks:
                 message = f"rule {rule.name!r} has source checks but there are no checks"
                 problems.append(_problem(("rules", i, "source"), message, rule.source))
+        problems.extend(self._checks_beyond_the_interval())  # in one list: all at once
         if problems:
             raise ValidationError.from_exception_data(type(self).__name__, problems)
         return self
 
-    @model_validator(mode="after")
-    def _checks_fit_the_interval(self) -> EnvironmentSettings:
+    def _checks_beyond_the_interval(self) -> list[InitErrorDetails]:
         """Every check of a round runs within the round: a load check's run (its
         `duration`, and its `warmup` when set) must fit the `interval`; an unset warm-up
         is cut to what the interval leaves (`agent.windows.probing.fit_to_round`)."""
@@ -493,9 +494,7 @@ class EnvironmentSettings(StrictModel):
                     " shorten warmup (or leave it out: it is then cut to fit)"
                 )
                 problems.append(_problem(("checks", i, "warmup"), message, warmup))
-        if problems:
-            raise ValidationError.from_exception_data(type(self).__name__, problems)
-        return self
+        return problems
 
 
 OVERRIDE_PREFIX = "POSTFLIGHT__"
@@ -529,18 +528,39 @@ class Settings(BaseSettings):
     environments: dict[Name, EnvironmentSettings] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _integrations_configured(self) -> Settings:
-        from agent.integrations.validate import integration_errors
-
-        errors = integration_errors(self)
-        if errors:  # one per line, `path: message` (agent.settings_file splits them)
-            raise ValueError("\n" + "\n".join(errors))
+    def _coherent(self) -> Settings:
+        """Every problem across sections, all at once, each at its own key (one at a
+        time, fixing each only showed the next)."""
+        problems = [
+            *self._integration_problems(),
+            *self._unconfigured_providers(),
+            *self._probe_summaries_before_the_lookback(),
+        ]
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
         return self
 
-    @model_validator(mode="after")
-    def _providers_configured(self) -> Settings:
-        """Every rule and baseline naming a provider that is not configured, each at its
-        own key (one at a time, fixing each only showed the next)."""
+    def _integration_problems(self) -> list[InitErrorDetails]:
+        from agent.integrations.validate import integration_errors
+
+        problems = []
+        for error in integration_errors(self):  # `dotted.path: message`
+            path, _, message = error.partition(": ")
+            problems.append(_problem(self._loc_of(path), message, path))
+        return problems
+
+    def _loc_of(self, path: str) -> tuple[str | int, ...]:
+        """`environments.a.b.gate.after` as a loc; an environment's name may hold dots."""
+        head, _, rest = path.partition(".")
+        if head == "environments":
+            for name in sorted(self.environments, key=len, reverse=True):
+                if rest == name or rest.startswith(f"{name}."):
+                    below = rest[len(name) + 1 :]
+                    return (head, name, *_parts(below))
+        return _parts(path)
+
+    def _unconfigured_providers(self) -> list[InitErrorDetails]:
+        """Every rule and baseline naming a provider that is not configured."""
         problems = []
         for env_name, env in self.environments.items():
             for i, rule in enumerate(env.rules):
@@ -555,26 +575,20 @@ class Settings(BaseSettings):
                 if getattr(env.baseline, name) is not None and not _configured(self, name):
                     loc = ("environments", env_name, "baseline", name)
                     problems.append(_problem(loc, f"needs providers.{name}", name))
-        if problems:
-            raise ValidationError.from_exception_data(type(self).__name__, problems)
-        return self
+        return problems
 
-    @model_validator(mode="after")
-    def _probe_summaries_outlive_the_lookback(self) -> Settings:
+    def _probe_summaries_before_the_lookback(self) -> list[InitErrorDetails]:
         kept = self.store.retention.probe_summaries
-        if kept is not None and kept < self.longest_lookback:
-            name, env = max(self.environments.items(), key=lambda item: item[1].lookback)
-            message = (
-                f"background probe summaries kept {format_duration(kept)} would be gone before"
-                f" environments.{name}.lookback ({format_duration(env.lookback)}) reads them;"
-                " keep them at least that long, or leave this out (it defaults to the longest"
-                " lookback)"
-            )
-            loc = ("store", "retention", "probe_summaries")
-            raise ValidationError.from_exception_data(
-                type(self).__name__, [_problem(loc, message, kept)]
-            )
-        return self
+        if kept is None or kept >= self.longest_lookback:
+            return []
+        name, env = max(self.environments.items(), key=lambda item: item[1].lookback)
+        message = (
+            f"background probe summaries kept {format_duration(kept)} would be gone before"
+            f" environments.{name}.lookback ({format_duration(env.lookback)}) reads them;"
+            " keep them at least that long, or leave this out (it defaults to the longest"
+            " lookback)"
+        )
+        return [_problem(("store", "retention", "probe_summaries"), message, kept)]
 
     @property
     def longest_lookback(self) -> float:
@@ -621,6 +635,14 @@ class Settings(BaseSettings):
 
         walk(self)
         return tuple(sorted(set(found), key=len, reverse=True))
+
+
+def _parts(path: str) -> tuple[str | int, ...]:
+    """`a.b[2].c` or `a.b.2.c` as the loc `("a", "b", 2, "c")`."""
+    parts: list[str | int] = []
+    for part in filter(None, path.replace("[", ".").replace("]", "").split(".")):
+        parts.append(int(part) if part.isdigit() else part)
+    return tuple(parts)
 
 
 def _configured(settings: Settings, provider: str) -> bool:

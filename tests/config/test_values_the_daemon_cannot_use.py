@@ -171,3 +171,46 @@ def test_a_stop_may_take_no_longer_than_the_contracts_ten_seconds(value: str) ->
         "  listen: 127.0.0.1:8787\n", f"  listen: 127.0.0.1:8787\n  shutdown_timeout: {value}\n"
     )
     assert "server.shutdown_timeout" in problems(text)
+
+
+def test_an_environments_naming_and_timing_problems_are_reported_together() -> None:
+    """Two checks of one name and a load check longer than the interval: both at once
+    (the second was only shown once the first was fixed)."""
+    text = MINIMAL.replace(
+        "        path: /health\n",
+        "        path: /health\n"
+        "      - {name: api-health, type: http, path: /again}\n"
+        "      - {name: feed, type: load, path: /, rate: 5/s, duration: 5m}\n",
+    )
+    found = problems(text)
+    assert "two checks are named 'api-health'" in found["environments.production.checks[1].name"]
+    assert "longer than" in found["environments.production.checks[2].duration"]
+
+
+def test_cross_section_problems_are_reported_together() -> None:
+    """A gate after no environment, a rule on a provider that is not configured and
+    probe summaries kept shorter than the lookback: three sections' problems at once
+    (each was only shown once the one before it was fixed)."""
+    text = MINIMAL.replace(
+        "environments:\n", "store: {retention: {probe_summaries: 1m}}\nenvironments:\n"
+    ).replace(
+        "        max: 0.05\n",
+        "        max: 0.05\n"
+        "      - {name: p, source: prometheus, query: up, max: 1}\n"
+        "    gate: {after: nowhere}\n",
+    )
+    found = problems(text)
+    assert "no environment 'nowhere'" in found["environments.production.gate.after"], found
+    assert "not configured" in found["environments.production.rules[1].source"], found
+    assert "lookback" in found["store.retention.probe_summaries"], found
+
+
+def test_a_cross_section_problem_in_an_environment_named_with_dots_is_at_its_own_line() -> None:
+    text = MINIMAL.replace("  production:\n", "  prod.eu:\n").replace(
+        "        max: 0.05\n", "        max: 0.05\n    gate: {after: nowhere}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings_text(text)
+    (problem,) = [p for p in info.value.problems if p.loc[-1] == "after"]
+    assert problem.loc == ("environments", "prod.eu", "gate", "after")
+    assert problem.line == text.splitlines().index("    gate: {after: nowhere}") + 1

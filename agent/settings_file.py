@@ -115,7 +115,7 @@ def load_settings_text(
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(source, [_yaml_problem(exc)]) from None
+        raise ConfigError(source, [_yaml_problem(exc, text)]) from None
     lines = _line_index(node) if node is not None else {}
     if data is None:
         data = {}
@@ -157,19 +157,44 @@ _YAML_HINTS = (
 )
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> ConfigProblem:
+def _yaml_problem(exc: yaml.YAMLError, text: str = "") -> ConfigProblem:
     """Where the YAML broke (line and column, 1-based) and a hint at the usual cause."""
     mark = getattr(exc, "problem_mark", None)
     problem = str(getattr(exc, "problem", None) or exc).strip()
     context = getattr(exc, "context", None)
     message = f"invalid YAML: {problem}" + (f" ({context})" if context else "")
-    for needle, also, hint in _YAML_HINTS:
-        if needle in problem and also in problem:
-            message += f"; hint: {hint}"
-            break
+    reference = _unquoted_reference(text, mark) if mark is not None else None
+    if reference is not None:  # `[${TOKEN}]`: the `{` opened a mapping
+        message += (
+            f"; hint: inside [ ] or {{ }} a ${{VAR}} reference must be quoted;"
+            f' quote it: "{reference}"'
+        )
+    else:
+        for needle, also, hint in _YAML_HINTS:
+            if needle in problem and also in problem:
+                message += f"; hint: {hint}"
+                break
     if mark is None:
         return ConfigProblem((), message)
     return ConfigProblem((), message, mark.line + 1, mark.column + 1)
+
+
+def _unquoted_reference(text: str, mark: Any) -> str | None:
+    """The `${NAME…}` reference whose `{` the YAML parser stopped at, if it did: a bare
+    reference in a flow list or mapping reads as a mapping. Only a well-formed reference
+    is quoted back, by its name (never its default, which may be a secret)."""
+    lines = text.splitlines()
+    if not 0 <= mark.line < len(lines):
+        return None
+    line, at = lines[mark.line], mark.column
+    if at < 1 or line[at - 1 : at + 1] != "${":
+        return None
+    end = _closing_brace(line, at + 1)
+    match = _REFERENCE.fullmatch(line[at + 1 : end]) if end is not None else None
+    if match is None:
+        return None
+    default = ":-…" if match.group(2) is not None else ""  # a default may be a secret
+    return f"${{{match.group(1)}{default}}}"
 
 
 def _expand(

@@ -254,8 +254,19 @@ def test_missing_file_is_an_error_not_an_empty_config(
         ("server:\n  listen: 'oops\n", "line 3, column 1", "never closed"),
         ("server:\n  listen: x\n  oops\n  api: 1\n", "line 4, column 3", "needs ': '"),
         ("server:\n  listen: @x\n", "line 2, column 11", "quote values that start with @"),
+        ("server:\n  api_tokens: [${TOKEN}]\n", "line 2, column 17", 'quote it: "${TOKEN}"'),
+        ("a:\n  b: {c: 1, d: ${D:-x}}\n", "line 2, column 17", 'quote it: "${D:-…}"'),
     ],
-    ids=["tab", "colon-in-value", "open-list", "open-quote", "missing-colon", "reserved-char"],
+    ids=[
+        "tab",
+        "colon-in-value",
+        "open-list",
+        "open-quote",
+        "missing-colon",
+        "reserved-char",
+        "variable-in-flow-list",
+        "variable-in-flow-map",
+    ],
 )
 def test_invalid_yaml_gives_line_column_and_a_hint(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, where: str, hint: str

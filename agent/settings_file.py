@@ -455,10 +455,15 @@ def _problems(
         message = error["msg"]
         if message.startswith("Value error, "):
             message = message.removeprefix("Value error, ")
+        pattern = str((error.get("ctx") or {}).get("pattern", ""))
         if error["type"] == "extra_forbidden":
             message = "unknown key (check its spelling and indentation)"
         elif error["type"] == "missing":
             message = "required, but missing"
+        elif error["type"] == "string_pattern_mismatch" and pattern.startswith("^https?://"):
+            message = "not a URL: write it with http:// or https:// and a host"
+        elif error["type"] in ("model_type", "model_attributes_type", "dict_type"):
+            message = "should be a mapping (key: value pairs), not a single value or a list"
         for part_loc, part_message in _split_cross_section(loc, message):
             problems.append(_located(part_loc, part_message, lines, origins))
     return problems

@@ -214,3 +214,17 @@ def test_a_cross_section_problem_in_an_environment_named_with_dots_is_at_its_own
     (problem,) = [p for p in info.value.problems if p.loc[-1] == "after"]
     assert problem.loc == ("environments", "prod.eu", "gate", "after")
     assert problem.line == text.splitlines().index("    gate: {after: nowhere}") + 1
+
+
+def test_a_url_without_http_and_a_section_that_is_not_a_mapping_are_said_in_words() -> None:
+    """Not the regular expression of the URL's shape, nor a model's class name."""
+    text = MINIMAL.replace("base_url: http://127.0.0.1:9", "base_url: ftp://127.0.0.1:9")
+    text = text.replace(
+        "    rollback:\n      url: http://127.0.0.1:9998/rollback\n      secret: shh-secret\n",
+        "    rollback: http://127.0.0.1:9998/rollback\n",
+    )
+    found = problems(text)
+    url = found["environments.production.base_url"]
+    assert "http:// or https://" in url and "pattern" not in url, url
+    rollback = found["environments.production.rollback"]
+    assert "a mapping" in rollback and "RollbackSettings" not in rollback, rollback

@@ -56,7 +56,8 @@ class ConfigError(Exception):
 
     def __init__(self, source: str, problems: list[ConfigProblem]) -> None:
         self.source = source
-        self.problems = problems
+        # in the file's order, to be read top to bottom; those from variables last
+        self.problems = sorted(problems, key=lambda p: (p.line is None, p.line or 0))
         super().__init__(self.render())
 
     def render(self) -> str:

@@ -564,3 +564,16 @@ def test_each_provider_takes_its_own_query_key() -> None:
     settings = load_settings_text(MINIMAL.replace(PROVIDER_RULE, rules) + PROVIDERS)
     apm, prom = (r.to_rule() for r in settings.environments["production"].rules)
     assert (apm.query_key, prom.query_key) == ("nrql", "query")
+
+
+def test_errors_are_listed_in_the_files_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unknown top-level key near the top is read before an environment's error
+    further down, as in the file (it came last: sections first, then the extras)."""
+    text = MINIMAL.replace("environments:\n", "bogus: 1\nenvironments:\n").replace(
+        "interval: 30s", "interval: 30 sec"
+    )
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 2
+    assert out.index("bogus (line 4)") < out.index("environments.production.interval"), out

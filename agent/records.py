@@ -33,10 +33,11 @@ def decided_verdict(
     rules: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """A `DeployWindow.verdict` decided outside the judge (a person's rollback, a window
-    registered after its end, an environment no longer configured), as the API shows it."""
+    registered after its end, an environment no longer configured), as the API shows it:
+    `decided_at` with milliseconds, like the deploy object's other times."""
     return {
         "outcome": outcome,
-        "decided_at": rfc3339(at, millis=False),
+        "decided_at": rfc3339(at),
         "reason": reason,
         "rules": list(rules),
     }

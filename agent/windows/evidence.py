@@ -78,12 +78,13 @@ def verdict_to_dict(
     verdict: Verdict, *, decided_at: float | None, links: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """The API's `verdict`: while the window runs `outcome` is `pending` and
-    `decided_at` null, so a live window already shows its rules' evidence."""
+    `decided_at` null, so a live window already shows its rules' evidence. `decided_at`
+    keeps its milliseconds, like the deploy object's other times."""
     outcome = {"continue": "pending"}.get(verdict.decision, verdict.decision)
     return {
         "outcome": outcome,
         "decided_at": (
-            rfc3339(decided_at, millis=False)
+            rfc3339(decided_at)
             if decided_at is not None and verdict.decision != "continue"
             else None
         ),

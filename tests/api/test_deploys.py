@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from agent.analysis.types import Verdict
 from agent.metrics import Metrics
-from agent.records import RollbackIntent
+from agent.records import RollbackIntent, decided_verdict
 from agent.store.sqlite import SqliteStore
+from agent.windows.evidence import verdict_to_dict
 from tests.api.conftest import Client
 from tests.api.harness import AUTH, OTHER_TOKEN, RecordingEvents, make_app, rule
 from tests.store.peek import set_rollback
@@ -309,6 +311,27 @@ async def test_a_decided_window_shows_its_verdict_and_rollback(
         "last_status": 200,
         "requested_at": "2026-11-26T14:01:30Z",
     }
+
+
+@pytest.mark.parametrize("decided_by", ["judge", "outside-the-judge"])
+async def test_a_verdicts_decided_at_has_the_milliseconds_of_the_objects_other_times(
+    client: Client, store: SqliteStore, decided_by: str
+) -> None:
+    """A verdict decided and a rollback requested at one instant (a manual rollback of a
+    watching window) read the same in the deploy object: `decided_at` was cut to whole
+    seconds while `requested_at` kept its milliseconds."""
+    created = await register(client)
+    at = datetime.fromisoformat("2026-11-26T14:01:30.250+00:00").timestamp()
+    if decided_by == "judge":
+        verdict = verdict_to_dict(Verdict("fail", "probe-errors failed", ()), decided_at=at)
+    else:
+        verdict = decided_verdict("fail", "manual rollback by ci: bad", at)
+    intent = RollbackIntent(window_id=created["id"], state="pending", body="{}", requested_at=at)
+    assert await store.finish_window(created["id"], "failed", verdict, at, intent)
+
+    body = await (await client.get(f"/v1/deploys/{created['id']}", headers=AUTH)).json()
+    assert body["rollback"]["requested_at"] == "2026-11-26T14:01:30.250Z"
+    assert body["verdict"]["decided_at"] == body["rollback"]["requested_at"]
 
 
 async def test_a_live_window_keeps_verdict_null_and_shows_progress(

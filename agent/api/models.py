@@ -205,6 +205,12 @@ WindowDuration = Annotated[
 # --- requests -----------------------------------------------------------------------
 
 
+def _no_labels_if_null(value: Any) -> Any:
+    """`labels: null` is no labels: a pipeline that writes each optional field, null when
+    it has none, was refused for this one alone (`previous_version: null` was taken)."""
+    return {} if value is None else value
+
+
 class DeployRequest(BaseModel):
     """`POST /v1/deploys`: open a deploy window. Unknown fields are refused so that a
     typo (`enviroment`) fails loudly instead of watching with defaults."""
@@ -243,9 +249,11 @@ class DeployRequest(BaseModel):
     )
     labels: Annotated[
         dict[LabelKey, LabelValue],
+        BeforeValidator(_no_labels_if_null),
         WithJsonSchema(
             {
-                "type": "object",
+                # null is no labels ({}), as null is no value for the other optional fields
+                "type": ["object", "null"],
                 "maxProperties": MAX_LABELS,
                 "propertyNames": {"minLength": 1, "maxLength": 64, "pattern": TEXT_PATTERN},
                 "additionalProperties": {
@@ -259,7 +267,8 @@ class DeployRequest(BaseModel):
     ] = Field(
         default_factory=dict,
         max_length=MAX_LABELS,
-        description="A flat map of strings (at most 32 entries), echoed back and in alerts.",
+        description="A flat map of strings (at most 32 entries), echoed back and in alerts;"
+        " null is no labels.",
     )
 
 

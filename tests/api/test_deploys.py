@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from agent.analysis.types import Verdict
+from agent.api.openapi import openapi_document
 from agent.metrics import Metrics
 from agent.records import RollbackIntent, decided_verdict
 from agent.store.sqlite import SqliteStore
@@ -100,6 +101,34 @@ async def test_window_defaults_to_the_environments_and_deployed_at_to_now(
     assert body["ends_at"] == "2026-11-26T15:05:00Z"  # staging: window 5m
     assert body["previous_version"] is None and body["commit"] is None
     assert body["labels"] == {}
+
+
+async def test_null_labels_are_no_labels_like_the_other_optional_fields_null(
+    client: Client,
+) -> None:
+    """A pipeline that writes every optional field, null when it has none, is accepted:
+    `labels: null` was a 422 while `previous_version: null` and `commit: null` were not."""
+    body = await register(
+        client,
+        {
+            "environment": "production",
+            "version": "v1",
+            "previous_version": None,
+            "commit": None,
+            "window": None,
+            "deployed_at": None,
+            "labels": None,
+        },
+    )
+    assert body["labels"] == {}
+    stored = await (await client.get(f"/v1/deploys/{body['id']}", headers=AUTH)).json()
+    assert stored["labels"] == {}
+
+
+def test_the_openapi_document_says_labels_may_be_null() -> None:
+    """The document is the validation: a client generated from it may send null."""
+    labels = openapi_document()["components"]["schemas"]["DeployRequest"]["properties"]["labels"]
+    assert labels["type"] == ["object", "null"]
 
 
 async def test_times_with_offsets_and_fractions_come_back_in_utc(client: Client) -> None:

@@ -113,6 +113,10 @@ class RollbackIntent:
     """The one sender of this rollback (a replica), until `lease_until`."""
     lease_epoch: int = 0
     lease_until: float | None = None
+    replaced_by: DeployWindow | None = field(default=None, compare=False)
+    """Not stored: the newer deploy its sender gave it up for, unsent
+    (`agent.rollback.delivery`), so that the alert claimed with that outcome names it
+    and does not send on-call to roll back by hand (that would undo the newer deploy)."""
 
     @property
     def fence(self) -> Fence:

@@ -84,6 +84,11 @@ class Alert:
     rollback_target: RollbackTarget = "webhook"
     """For the rollback events: who was asked (`rollback.target`), named in the headline:
     on-call told the webhook refused looks at the wrong system when Vercel did."""
+    replaced_by: str | None = None
+    """For `rollback_failed`: the version of the newer deploy the rollback was given up for,
+    unsent (`replaced_by_id` its id). Its headline and title say so instead of "roll back
+    by hand, act now": that would undo the newer deploy, which its own window judges."""
+    replaced_by_id: str | None = None
 
     @property
     def notify_type(self) -> NotifyType:
@@ -102,6 +107,7 @@ class Alert:
         provider_answered: bool = False,
         link: str | None = None,
         rollback_target: RollbackTarget = "webhook",
+        replaced_by: DeployWindow | None = None,
     ) -> Alert:
         """An alert about `window`, carrying its identity (id, environment, versions, commit)."""
         return cls(
@@ -118,6 +124,8 @@ class Alert:
             provider_answered=provider_answered,
             link=link,
             rollback_target=rollback_target,
+            replaced_by=replaced_by.version if replaced_by is not None else None,
+            replaced_by_id=replaced_by.id if replaced_by is not None else None,
         )
 
 
@@ -196,7 +204,11 @@ EVENTS: dict[AlertEvent, EventSpec] = {
     "rollback_failed": EventSpec(
         "failure",
         "**Rollback FAILED.** The pipeline's webhook did not accept it: roll back by hand.",
-        lambda a: "ROLLBACK FAILED, act now",
+        lambda a: (
+            f"ROLLBACK NOT SENT, {a.replaced_by} deployed since"
+            if a.replaced_by is not None
+            else "ROLLBACK FAILED, act now"
+        ),
     ),
     "passed": EventSpec(
         "success",
@@ -246,10 +258,23 @@ TARGET_HEADLINES: dict[tuple[AlertEvent, RollbackTarget], str] = {
 """Headlines naming the rollback's real target (`EVENTS` words the webhook's)."""
 
 
-def headline(alert: Alert) -> str:
-    """The body's first paragraph: the event's, in the words of its target or provider."""
+def replaced_headline(version: str, deploy_id: str) -> str:
+    """`rollback_failed`'s headline for a rollback given up for a newer deploy
+    (`Alert.replaced_by`): nothing to roll back by hand, the newer deploy is judged."""
+    return (
+        f"**Rollback NOT sent: {version} ({deploy_id}) was deployed since.** Rolling back"
+        f" now would undo {version}, so do not roll back by hand: {version}'s own window"
+        " judges it."
+    )
+
+
+def headline(alert: Alert, quote: Callable[[str], str] = str) -> str:
+    """The body's first paragraph: the event's, in the words of its target or provider.
+    `quote` shows text the agent did not write (a newer deploy's version) as it is."""
     if alert.event == "provider_unreachable" and alert.provider_answered:
         return PROVIDER_ANSWERED_HEADLINE
+    if alert.event == "rollback_failed" and alert.replaced_by is not None:
+        return replaced_headline(quote(alert.replaced_by), quote(alert.replaced_by_id or "?"))
     spec = EVENTS[alert.event].headline
     return TARGET_HEADLINES.get((alert.event, alert.rollback_target), spec)
 

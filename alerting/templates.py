@@ -180,7 +180,7 @@ def rule_line(rule: Mapping[str, Any]) -> str:
 
 def body(alert: Alert) -> str:
     """The markdown body: headline, reason, rules, event detail, then the deploy's identity."""
-    parts = [headline(alert)]
+    parts = [headline(alert, _text)]
     if alert.reason:
         parts.append(f"**Why:** {_text(alert.reason)}")
     if alert.rules:
@@ -222,6 +222,7 @@ def render(alert: Alert, redact: Callable[[str], str] = str) -> tuple[str, str]:
         version=redact(alert.version),
         previous_version=None if alert.previous_version is None else redact(alert.previous_version),
         commit=None if alert.commit is None else redact(alert.commit),
+        replaced_by=None if alert.replaced_by is None else redact(alert.replaced_by),
         rules=tuple(_redacted(dict(rule), redact) for rule in alert.rules),
     )
     return redact(title(alert)), redact(body(alert))

@@ -276,6 +276,7 @@ class RollbackDelivery:
                     f" {rfc3339(newer.deployed_at)}, after this rollback was requested:"
                     " rolling back now would undo it"
                 )
+                intent.replaced_by = newer
                 log.error(
                     "rollback for %s given up after %d attempt(s): %s",
                     intent.window_id,

@@ -988,6 +988,7 @@ def settled_alert(window: DeployWindow, env: EnvironmentSettings, done: Rollback
         rules=body.get("breaches", []),
         detail=f"last status {done.last_status}" if done.last_status else "",
         rollback_target=env.rollback.target,
+        replaced_by=done.replaced_by if done.state == "failed" else None,
     )
 
 

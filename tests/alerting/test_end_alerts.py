@@ -28,7 +28,14 @@ from alerting.notifier import Notifier
 from common.redaction import Redactor
 from tests.alerting.test_window_alerts import window
 from tests.receivers import JsonSink, RollbackReceiver
-from tests.rollback.support import SECRET, make_window, settings, stored_intent
+from tests.rollback.support import (
+    REQUESTED_AT,
+    SECRET,
+    make_window,
+    settings,
+    stored_intent,
+)
+from tests.rollback.test_rollback_delivery import NewerDeployDuringBackoff
 
 LEASE_S = 2.0
 TITLE = "[postflight] production v2.4.1: deploy passed"
@@ -194,3 +201,58 @@ async def test_a_failed_rollback_pages_once(
 
     assert await recovered(path, json_sink, metrics) == 0
     assert [n.title for n in json_sink.notifications] == [FAILED_TITLE]
+
+
+# -- a rollback given up for a newer deploy ----------------------------------------------
+
+
+async def test_a_rollback_given_up_for_a_newer_deploy_does_not_say_roll_back_by_hand(
+    store: SqliteStore, json_sink: JsonSink, metrics: Metrics, rollback_receiver: Any
+) -> None:
+    """v2.4.2 went out while the rollback of v2.4.1 waited out a 503: rolling back by hand
+    would undo v2.4.2 too, yet the page's headline and title said to ("act now"), and only
+    its Why line told otherwise."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(503, 200))
+    newer = make_window(
+        "dep_01JDNEWER", version="v2.4.2", deployed_at=REQUESTED_AT + 20,
+        ends_at=REQUESTED_AT + 620, created_at=REQUESTED_AT + 20,
+    )  # fmt: skip
+    delivery = RollbackDelivery(
+        store,
+        metrics,
+        owner="test",
+        sleep=NewerDeployDuringBackoff(store, newer),
+        random=lambda: 0.5,
+        clock=lambda: REQUESTED_AT + 30,
+    )
+    services = WatchServices(
+        store=store,
+        metrics=metrics,
+        alerts=WindowAlerts(store, notifier(json_sink, metrics), lease_s=LEASE_S),
+        delivery=delivery,
+        providers={},
+        owner="test",
+        lease_s=30.0,
+        clock=time.time,
+    )
+    env = EnvironmentSettings(
+        base_url="http://127.0.0.1:9",
+        rollback=settings(receiver.url),
+        alerts=AlertRouting(tags=["oncall"]),
+    )
+    try:
+        await deliver_rollback(make_window(), await stored_intent(store), env, services)
+    finally:
+        await delivery.aclose()
+
+    assert receiver.delivered == {}
+    [page] = json_sink.notifications
+    assert page.title == (
+        "[postflight] production v2.4.1: ROLLBACK NOT SENT, v2.4.2 deployed since"
+    )
+    headline = page.message.split("\n\n")[0]
+    assert headline.startswith(
+        "**Rollback NOT sent: v2.4.2 (dep_01JDNEWER) was deployed since.**"
+    ), headline
+    assert "do not roll back by hand: v2.4.2's own window judges it" in headline
+    assert "did not accept it" not in page.message

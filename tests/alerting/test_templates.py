@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, get_args
 
 import pytest
 
 from agent.records import DeployWindow
+from agent.windows.alert_once import dump_payload, load_payload
 from alerting.events import NOTIFY_TYPES, Alert, AlertEvent
 from alerting.templates import body, format_value, render, title
 from common.redaction import Redactor
@@ -187,3 +189,30 @@ def test_a_requested_or_delivered_rollback_names_its_target(
         text = body(Alert.for_window(window(), event, rollback_target=target))
         assert says in text
         assert ("webhook" in text) == (target == "webhook")
+
+
+def test_a_rollback_given_up_for_a_newer_deploy_says_so_and_not_roll_back_by_hand() -> None:
+    """Rolling back by hand would undo the newer deploy: the headline says the rollback was
+    not sent, because of which deploy, and that its own window judges it. The newer version
+    is the pipeline's text, shown as it is; a refused rollback keeps its words."""
+    newer = DeployWindow(**{**vars_of(window()), "id": "dep_01JDNEWER", "version": "v3 <b>"})
+    alert = Alert.for_window(window(), "rollback_failed", replaced_by=newer)
+    text = body(alert)
+    assert text.startswith(
+        "**Rollback NOT sent: v3 \\<b> (dep_01JDNEWER) was deployed since.** Rolling back now"
+        " would undo v3 \\<b>, so do not roll back by hand: v3 \\<b>'s own window judges it."
+    )
+    assert (
+        title(alert) == "[postflight] production v2.4.1: ROLLBACK NOT SENT, v3 <b> deployed since"
+    )
+    assert load_payload(dump_payload(alert, ["oncall"]))[0] == alert  # as a claim stores it
+
+    refused = body(Alert.for_window(window(), "rollback_failed"))
+    assert refused.startswith(
+        "**Rollback FAILED.** The pipeline's webhook did not accept it: roll back by hand."
+    )
+    assert title(Alert.for_window(window(), "rollback_failed")).endswith("ROLLBACK FAILED, act now")
+
+
+def vars_of(w: DeployWindow) -> dict[str, object]:
+    return {f.name: getattr(w, f.name) for f in dataclasses.fields(w)}

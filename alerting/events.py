@@ -89,6 +89,10 @@ class Alert:
     unsent (`replaced_by_id` its id). Its headline and title say so instead of "roll back
     by hand, act now": that would undo the newer deploy, which its own window judges."""
     replaced_by_id: str | None = None
+    unconfigured: bool = False
+    """For `rollback_failed`: given up unsent because the environment, or its `rollback`,
+    left the configuration (no agent can send it): its headline says so, not that the
+    webhook refused it."""
 
     @property
     def notify_type(self) -> NotifyType:
@@ -108,6 +112,7 @@ class Alert:
         link: str | None = None,
         rollback_target: RollbackTarget = "webhook",
         replaced_by: DeployWindow | None = None,
+        unconfigured: bool = False,
     ) -> Alert:
         """An alert about `window`, carrying its identity (id, environment, versions, commit)."""
         return cls(
@@ -126,6 +131,7 @@ class Alert:
             rollback_target=rollback_target,
             replaced_by=replaced_by.version if replaced_by is not None else None,
             replaced_by_id=replaced_by.id if replaced_by is not None else None,
+            unconfigured=unconfigured,
         )
 
 
@@ -240,6 +246,13 @@ PROVIDER_ANSWERED_HEADLINE = (
 )
 """`provider_unreachable`'s headline when the provider did answer (`Alert.provider_answered`)."""
 
+UNCONFIGURED_HEADLINE = (
+    "**Rollback FAILED: not sent.** This environment, or its `rollback`, is no longer in"
+    " Postflight's configuration, so no agent will send the rollback it still owed:"
+    " roll back by hand if this deploy is still live."
+)
+"""`rollback_failed`'s headline for a rollback given up that way (`Alert.unconfigured`)."""
+
 TARGET_HEADLINES: dict[tuple[AlertEvent, RollbackTarget], str] = {
     ("rollback_requested", "vercel"): "**Deploy failed: rollback requested** from Vercel"
     " (back to the previous production deployment).",
@@ -275,6 +288,8 @@ def headline(alert: Alert, quote: Callable[[str], str] = str) -> str:
         return PROVIDER_ANSWERED_HEADLINE
     if alert.event == "rollback_failed" and alert.replaced_by is not None:
         return replaced_headline(quote(alert.replaced_by), quote(alert.replaced_by_id or "?"))
+    if alert.event == "rollback_failed" and alert.unconfigured:
+        return UNCONFIGURED_HEADLINE
     spec = EVENTS[alert.event].headline
     return TARGET_HEADLINES.get((alert.event, alert.rollback_target), spec)
 

@@ -7,6 +7,7 @@ the same window from its stored rounds and never requests a rollback twice.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -967,9 +968,17 @@ async def _ended_with(window: DeployWindow, intent: RollbackIntent, s: WatchServ
     return ended_at is None or intent.requested_at <= ended_at
 
 
-def settled_alert(window: DeployWindow, env: EnvironmentSettings, done: RollbackIntent) -> Alert:
-    """What on-call hears of a settled rollback: delivered, or NOT and why."""
-    assert env.rollback is not None
+def settled_alert(
+    window: DeployWindow,
+    env: EnvironmentSettings | None,
+    done: RollbackIntent,
+    *,
+    unconfigured: bool = False,
+) -> Alert:
+    """What on-call hears of a settled rollback: delivered, or NOT and why. `unconfigured`:
+    given up because the environment (`env` None) or its `rollback` left the configuration."""
+    assert unconfigured or (env is not None and env.rollback is not None)
+    target = env.rollback.target if env is not None and env.rollback is not None else "webhook"
     if done.state == "delivered":
         event: AlertEvent = "rollback_delivered"
         reason = f"rollback delivered after {done.attempts} attempt(s)"
@@ -987,8 +996,9 @@ def settled_alert(window: DeployWindow, env: EnvironmentSettings, done: Rollback
         reason=f"{reason}. Cause: {body.get('reason', '')}",
         rules=body.get("breaches", []),
         detail=f"last status {done.last_status}" if done.last_status else "",
-        rollback_target=env.rollback.target,
+        rollback_target=target,
         replaced_by=done.replaced_by if done.state == "failed" else None,
+        unconfigured=unconfigured,
     )
 
 
@@ -1032,3 +1042,70 @@ async def deliver_rollback(
     await s.alerts.send_claimed(window, alert, env.alerts.tags, claimed_at=settled_at)
     if done.state == "delivered" and s.after_rollback is not None:
         await s.after_rollback(window, done)
+
+
+async def give_up_unconfigured(
+    window: DeployWindow,
+    intent: RollbackIntent,
+    env: EnvironmentSettings | None,
+    s: WatchServices,
+) -> None:
+    """End a rollback still owed whose environment (`env` None) or its `rollback` left the
+    configuration: no agent can send it (the target and secret are gone), and left pending
+    it stayed so for ever, unalerted. It ends `failed`, its ROLLBACK FAILED alert claimed in
+    the same transaction, by the one sender that takes its lease (across replicas and
+    restarts), then sent at once (`WindowAlerts.recover` sends it after a crash). The alert
+    goes to the environment's channels, or to every channel once the environment, and with
+    it its `alerts.tags`, is gone: a page to too many channels beats one to none. Never
+    raises (but `CancelledError`): a store error leaves it pending for the next sweep."""
+    try:
+        await _give_up_unconfigured(window, intent, env, s)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception(
+            "rollback of %s: giving it up failed; retrying",
+            window.id,
+            extra={"deploy_id": window.id, "environment": window.environment},
+        )
+
+
+async def _give_up_unconfigured(
+    window: DeployWindow,
+    intent: RollbackIntent,
+    env: EnvironmentSettings | None,
+    s: WatchServices,
+) -> None:
+    now = s.clock()
+    held = intent.fence if intent.lease_owner else None
+    taken = await s.store.take_rollback(window.id, s.owner, now, now + s.lease_s, held)
+    if taken is None:
+        return  # another sender holds it, or it ended meanwhile
+    what = (
+        f"environment {window.environment!r} is no longer configured"
+        if env is None
+        else f"environment {window.environment!r} no longer configures a rollback"
+    )
+    again = " again" if taken.attempts else ""
+    done = dataclasses.replace(
+        taken,
+        state="failed",
+        last_error=f"{what}: given up, not sent{again} by this agent",
+        next_attempt_at=None,
+        finished_at=now,
+        lease_until=None,
+    )
+    alert = settled_alert(window, env, done, unconfigured=True)
+    tags = env.alerts.tags if env is not None else []
+    if not await s.store.settle_rollback(done, alerts=[alert_claim(alert, tags)]):
+        return
+    log.error(
+        "rollback of %s given up: %s",
+        window.id,
+        done.last_error,
+        extra={"deploy_id": window.id, "environment": window.environment},
+    )
+    s.metrics.rollbacks_total.labels(environment=window.environment, result="failed").inc()
+    if await _ended_with(window, done, s):
+        s.metrics.windows_total.labels(window.environment, "failed").inc()
+    await s.alerts.send_claimed(window, alert, tags, claimed_at=now)

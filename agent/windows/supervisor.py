@@ -24,7 +24,12 @@ from agent.rollback.delivery import RollbackDelivery
 from agent.settings import EnvironmentSettings, Settings
 from agent.store.base import Lease, Store
 from agent.windows.alert_once import WindowAlerts
-from agent.windows.lifecycle import WatchServices, WindowWatch, deliver_rollback
+from agent.windows.lifecycle import (
+    WatchServices,
+    WindowWatch,
+    deliver_rollback,
+    give_up_unconfigured,
+)
 from agent.windows.probing import BackgroundProber, EnvironmentProbe
 from checks.sessions import TargetSessions
 
@@ -316,9 +321,15 @@ class Watcher:
             if not lapsed and not (startup and intent.lease_owner == self.services.owner):
                 continue
             window = await self.store.get_window(intent.window_id)
-            env = self.settings.environments.get(window.environment) if window else None
-            if window is None or env is None or env.rollback is None:
-                log.error("cannot resume rollback of %s: environment gone", intent.window_id)
+            if window is None:
+                log.error("cannot resume rollback of %s: its window is gone", intent.window_id)
+                continue
+            env = self.settings.environments.get(window.environment)
+            if env is None or env.rollback is None:
+                # nobody can send it any more: it ends failed, and pages, once
+                self.resuming.add(window.id)
+                task = self.services.spawn(give_up_unconfigured(window, intent, env, self.services))
+                task.add_done_callback(functools.partial(self._resumed, window.id))
                 continue
             log.info(
                 "resuming rollback delivery (attempt %d, from %s)",

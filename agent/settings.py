@@ -274,6 +274,7 @@ class RuleSettings(StrictModel):
         problems = []  # each at its own key
         if self.max is not None and self.min is not None and self.min > self.max:
             problems.append(_problem(("min",), f"min {self.min} is above max {self.max}", self.min))
+        problems.extend(self._rate_bounds_beyond_one())
         if self.source == "checks" and self.metric not in CHECK_METRICS:
             message = (
                 f"metric must be one of {', '.join(CHECK_METRICS)} for source checks"
@@ -285,6 +286,23 @@ class RuleSettings(StrictModel):
         if problems:
             raise ValidationError.from_exception_data(type(self).__name__, problems)
         return self
+
+    def _rate_bounds_beyond_one(self) -> list[InitErrorDetails]:
+        """A rate (`error_rate`, `crash_free_rate`) is a fraction from 0 to 1, so a bound
+        above 1 is a percentage missing its scale: `max: 5` never fails and `min: 99.5`
+        always does."""
+        if not (self.metric or "").endswith("_rate"):
+            return []
+        problems = []
+        for key in ("max", "min"):
+            bound = getattr(self, key)
+            if bound is not None and bound > 1:
+                message = (
+                    f"{self.metric} is a fraction from 0 to 1: {key} {bound:g} is {bound * 100:g}%;"
+                    f" write {bound / 100:g} for {bound:g} percent"
+                )
+                problems.append(_problem((key,), message, bound))
+        return problems
 
     @property
     def bad_direction(self) -> Literal["increase", "decrease"]:

@@ -1,7 +1,8 @@
 """Durations and percentages as users write them in the configuration and the API.
 
 Pure: no I/O. `250ms`, `30s`, `10m`, `1h`, `1h30m`, a bare number of seconds;
-`50%` or a fraction for relative bounds.
+`50%` or a fraction (0.5, at most 10: a bare 50 is a percentage missing its `%`) for
+relative bounds.
 """
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, PlainSerializer, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    PlainSerializer,
+    ValidationInfo,
+    WithJsonSchema,
+)
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -60,23 +67,47 @@ def format_duration(seconds: float) -> str:
     return "".join(parts)
 
 
-def parse_fraction(value: Any) -> float:
-    """A relative change: `50%` → 0.5; a bare number is taken as a fraction."""
+MAX_BARE_FRACTION = 10.0
+"""A bare number is a fraction (0.5 = 50%); above this one (+1000%) it is almost surely a
+percentage missing its `%` (`max_increase: 50` would allow ×51, not +50%)."""
+
+
+def parse_fraction(value: Any, name: str = "value", *, signed: bool = False) -> float:
+    """A relative change: `50%` → 0.5; a bare number is taken as a fraction, up to
+    `MAX_BARE_FRACTION`. `name` and `signed` (an increase: `+5000%`) word the errors."""
     if isinstance(value, bool):
         raise ValueError("expected a percentage like 50%")
+    bare = True
     if isinstance(value, str):
         text = value.strip()
+        bare = not text.endswith("%")
         try:
-            number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+            number = float(text) if bare else float(text[:-1]) / 100
         except ValueError:
             raise ValueError(f"{value!r} is not a percentage; write it like 50%") from None
     elif isinstance(value, int | float):
         number = float(value)
     else:
         raise ValueError("expected a percentage like 50%")
-    if number != number or number < 0:
-        raise ValueError("a percentage must be zero or more")
+    if not math.isfinite(number):  # `.inf`, `inf%`, `.nan`: a bound that judges nothing
+        raise ValueError(f"{name} must be finite (.inf and .nan judge nothing); write it like 50%")
+    if number < 0:
+        raise ValueError(f"{name} must be zero or more")
+    if bare and number > MAX_BARE_FRACTION:
+        shown = f"{number:g}"
+        percent = f"{number * 100:g}%"
+        meant = f" (or {percent} if you mean it)" if signed else ""  # a share is at most 100%
+        raise ValueError(
+            f"{name} {shown} is {'+' if signed else ''}{percent}: a bare number is a fraction"
+            f" (0.5 = 50%); write {shown}% for {shown} percent{meant}"
+        )
     return number
+
+
+def _fraction_field(value: Any, info: ValidationInfo) -> float:
+    """`parse_fraction` with the errors naming the field (`max_increase 50 is +5000%`)."""
+    name = info.field_name or "value"
+    return parse_fraction(value, name, signed="increase" in name)
 
 
 _DURATION_SCHEMA = {
@@ -89,9 +120,9 @@ _DURATION_SCHEMA = {
 _FRACTION_SCHEMA = {
     "anyOf": [
         {"type": "string", "pattern": r"^\s*\d+(\.\d+)?%\s*$"},
-        {"type": "number", "minimum": 0},
+        {"type": "number", "minimum": 0, "maximum": MAX_BARE_FRACTION},
     ],
-    "description": "a relative change: 50% (or the fraction 0.5)",
+    "description": "a relative change: 50% (or the fraction 0.5, at most 10)",
 }
 
 Duration = Annotated[
@@ -115,7 +146,7 @@ field itself."""
 
 Fraction = Annotated[
     float,
-    BeforeValidator(parse_fraction),
+    BeforeValidator(_fraction_field),
     PlainSerializer(lambda v: f"{v * 100:g}%", return_type=str, when_used="json"),
     WithJsonSchema(_FRACTION_SCHEMA),
 ]

@@ -1,0 +1,76 @@
+"""Values that validated yet did something other than what their writer meant: a
+percentage without its `%`, a duration with a unit twice, alerts routed nowhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.settings_file import load_settings_text
+from tests.config.test_validate_config import MINIMAL, run_validate
+
+RULE = "        max: 0.05\n"
+
+
+def with_rule_bound(bound: str) -> str:
+    """MINIMAL with the probe-errors rule bounded by `bound` instead of `max: 0.05`."""
+    return MINIMAL.replace(RULE, f"        {bound}\n")
+
+
+@pytest.mark.parametrize(
+    ("bound", "expected"),
+    [
+        (
+            "max_increase: 50",
+            "rules[0].max_increase (line 17): max_increase 50 is +5000%: a bare number is a"
+            " fraction (0.5 = 50%); write 50% for 50 percent (or 5000% if you mean it)",
+        ),
+        ("max_increase: .inf", "rules[0].max_increase (line 17): max_increase must be finite"),
+        ("max_increase: inf", "rules[0].max_increase (line 17): max_increase must be finite"),
+        ("max_increase: inf%", "rules[0].max_increase (line 17): max_increase must be finite"),
+        ("max_increase: .nan", "rules[0].max_increase (line 17): max_increase must be finite"),
+        (
+            "max: 5",
+            "rules[0].max (line 17): error_rate is a fraction from 0 to 1: max 5 is 500%;"
+            " write 0.05 for 5 percent",
+        ),
+    ],
+)
+def test_a_percentage_missing_its_percent_sign_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bound: str, expected: str
+) -> None:
+    code, out = run_validate(tmp_path, with_rule_bound(bound), capsys)
+    assert code == 2, out
+    assert "1 configuration error\n" in out
+    assert f"environments.production.{expected}" in out
+
+
+@pytest.mark.parametrize(
+    ("bound", "fraction"),
+    [
+        ("max_increase: 0.5", 0.5),
+        ("max_increase: 10", 10.0),  # +1000%: the largest bare number taken as a fraction
+        ("max_increase: 50%", 0.5),
+        ("max_increase: 5000%", 50.0),  # written with its %: meant
+        ("max_increase: 0", 0.0),
+    ],
+)
+def test_fractions_and_explicit_percentages_of_any_size_are_accepted(
+    bound: str, fraction: float
+) -> None:
+    rule = load_settings_text(with_rule_bound(bound)).environments["production"].rules[0]
+    assert rule.max_increase == pytest.approx(fraction)
+
+
+def test_a_load_checks_error_rate_bound_is_a_percentage_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = "      - {name: feed, type: load, path: /, rate: 5/s, max_error_rate: 20}\n"
+    text = MINIMAL.replace("        path: /health\n", "        path: /health\n" + line)
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 2, out
+    assert (
+        "checks[1].max_error_rate (line 13): max_error_rate 20 is 2000%: a bare number is a"
+        " fraction (0.5 = 50%); write 20% for 20 percent\n"
+    ) in out

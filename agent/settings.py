@@ -54,6 +54,7 @@ from agent.providers.provider_settings import BaselineSettings, ProvidersSetting
 from checks.base import CheckConfig
 from checks.registry import config_models
 from common.durations import (
+    DURATION_TEXT_PATTERN,
     Duration,
     Fraction,
     PositiveDuration,
@@ -222,7 +223,7 @@ Bound = Annotated[
         {
             "anyOf": [
                 {"type": "number"},
-                {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h|d))+\s*$"},
+                {"type": "string", "pattern": DURATION_TEXT_PATTERN},
                 {"type": "null"},
             ],
             "description": "a number; for latency metrics a duration such as 300ms",
@@ -249,14 +250,18 @@ class RuleSettings(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _latency_bounds_are_durations(cls, data: Any) -> Any:
+        """A latency rule's `max`/`min` is a duration (`300ms`); an error is at its key."""
         if isinstance(data, dict) and data.get("metric") in LATENCY_METRICS:
             data = dict(data)
+            problems = []
             for key in ("max", "min"):
                 if key in data and data[key] is not None:
                     try:
                         data[key] = parse_duration(data[key])
                     except ValueError as exc:
-                        raise ValueError(f"{key}: {exc}") from None
+                        problems.append(_problem((key,), str(exc), data[key]))
+            if problems:
+                raise ValidationError.from_exception_data(cls.__name__, problems)
         return data
 
     @field_validator("source")

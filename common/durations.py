@@ -1,6 +1,7 @@
 """Durations and percentages as users write them in the configuration and the API.
 
-Pure: no I/O. `250ms`, `30s`, `10m`, `1h`, `1h30m`, a bare number of seconds;
+Pure: no I/O. `250ms`, `30s`, `10m`, `1h`, `1h30m` (each unit once, largest first), `0.5s`
+or `.5s`, a bare number of seconds;
 `50%` or a fraction (0.5, at most 10: a bare 50 is a percentage missing its `%`) for
 relative bounds.
 """
@@ -21,8 +22,35 @@ from pydantic import (
 )
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
+_UNITS = ("d", "h", "m", "s", "ms")
+"""The order units are written in, largest first (`1h30m`, never `30m1h`)."""
+_NUMBER = r"(?:\d+(?:\.\d+)?|\.\d+)"  # `0.5` and `.5`
+_PART = re.compile(rf"({_NUMBER})(ms|s|m|h|d)")
+_WHOLE = re.compile(rf"(?:{_NUMBER}(?:ms|s|m|h|d))+")
+DURATION_TEXT_PATTERN = (
+    rf"^\s*(?=[.\d])(?:{_NUMBER}d)?(?:{_NUMBER}h)?(?:{_NUMBER}m(?!s))?(?:{_NUMBER}s)?"
+    rf"(?:{_NUMBER}ms)?\s*$"
+)
+"""A duration as text for the JSON Schema: each unit at most once, largest first."""
+
+
+def _in_order(text: str, parts: list[tuple[str, str]]) -> None:
+    """`30s30s` and `1m1h` are refused: a unit twice or out of order is a typo more often
+    than a sum (and a reader cannot tell which was meant)."""
+    units = [unit for _, unit in parts]
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    for unit in units:
+        if units.count(unit) > 1:
+            raise ValueError(
+                f"{text!r} gives {unit} twice: write {format_duration(seconds)}"
+                " (each unit once, largest first)"
+            )
+    ranks = [_UNITS.index(unit) for unit in units]
+    if ranks != sorted(ranks):
+        raise ValueError(
+            f"{text!r} has its units out of order: write {format_duration(seconds)}"
+            " (each unit once, largest first)"
+        )
 
 
 def parse_duration(value: Any) -> float:
@@ -36,7 +64,9 @@ def parse_duration(value: Any) -> float:
     elif isinstance(value, str):
         text = value.strip().lower().replace(" ", "")
         if _WHOLE.fullmatch(text):
-            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _PART.findall(text))
+            parts = _PART.findall(text)
+            _in_order(value.strip(), parts)
+            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
         else:
             try:
                 seconds = float(text)
@@ -112,7 +142,7 @@ def _fraction_field(value: Any, info: ValidationInfo) -> float:
 
 _DURATION_SCHEMA = {
     "anyOf": [
-        {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h|d))+\s*$"},
+        {"type": "string", "pattern": DURATION_TEXT_PATTERN},
         {"type": "number", "minimum": 0},
     ],
     "description": "a duration: 250ms, 30s, 10m, 1h, 1h30m, or seconds",

@@ -74,3 +74,49 @@ def test_a_load_checks_error_rate_bound_is_a_percentage_too(
         "checks[1].max_error_rate (line 13): max_error_rate 20 is 2000%: a bare number is a"
         " fraction (0.5 = 50%); write 20% for 20 percent\n"
     ) in out
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ("30s30s", "'30s30s' gives s twice: write 1m (each unit once, largest first)"),
+        ("1m1h", "'1m1h' has its units out of order: write 1h1m (each unit once, largest first)"),
+        ("500ms1s", "'500ms1s' has its units out of order: write 1.5s"),
+        ("1m30m", "'1m30m' gives m twice: write 31m"),
+    ],
+)
+def test_a_duration_with_a_unit_twice_or_out_of_order_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], written: str, expected: str
+) -> None:
+    code, out = run_validate(tmp_path, MINIMAL.replace("window: 10m", f"window: {written}"), capsys)
+    assert code == 2, out
+    assert f"environments.production.window (line 7): {expected}" in out
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"),
+    [
+        ("0.5s", 0.5),
+        (".5s", 0.5),
+        ("1h30m", 5400.0),
+        ("1.5h", 5400.0),
+        ("1d2h", 93600.0),
+        ("1h30m15s500ms", 5415.5),
+        ("1m 30s", 90.0),
+        ("45", 45.0),
+    ],
+)
+def test_durations_as_documented_are_accepted(written: str, seconds: float) -> None:
+    settings = load_settings_text(f"store:\n  lease: {written}\n" + MINIMAL)
+    assert settings.store.lease == pytest.approx(seconds)
+
+
+def test_a_latency_bound_that_is_not_a_duration_is_reported_at_its_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = MINIMAL.replace(
+        "metric: error_rate\n        max: 0.05", "metric: latency_p95\n        max: 1s1s"
+    )
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 2, out
+    assert "rules[0].max (line 17): '1s1s' gives s twice: write 2s" in out

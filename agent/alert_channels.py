@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from urllib.parse import unquote, urlsplit
 
 _DELIMITERS = re.compile(r"[/:@?&=#,;+\s]+")
@@ -80,6 +80,14 @@ def apprise_logs_redacted(urls: Iterable[str]) -> Iterator[None]:
         yield
     finally:
         logger.removeFilter(guard)
+
+
+def routed(channel_tags: Sequence[Collection[str]], wanted: Collection[str]) -> list[int]:
+    """The channels (by index) an environment's `alerts.tags` pick: those sharing a tag
+    with them; every channel when it names none. The notifier sends by it and the
+    settings warn by it, so "matches no channel" means the same to both."""
+    tags = frozenset(wanted)
+    return [i for i, have in enumerate(channel_tags) if not tags or tags & frozenset(have)]
 
 
 def unusable_channel(url: str) -> str | None:

@@ -613,6 +613,32 @@ class Settings(BaseSettings):
         )
         return [_problem(("store", "retention", "probe_summaries"), message, kept)]
 
+    def alert_routing_warnings(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(loc, message) of each environment whose alerts reach no channel, routed as
+        the notifier routes them (`agent.alert_channels.routed`). Warnings, not errors:
+        a configuration without channels may be deliberate (a test, the demo)."""
+        from agent.alert_channels import routed
+
+        channels = self.alerting.channels
+        if not channels:
+            message = (
+                "no alert channels are configured: every environment's alerts (breaches,"
+                " rollbacks, verdicts) are sent nowhere"
+            )
+            return [(("alerting", "channels"), message)]
+        have = sorted({tag for channel in channels for tag in channel.tags})
+        warnings: list[tuple[tuple[str | int, ...], str]] = []
+        for name, env in self.environments.items():
+            if routed([c.tags for c in channels], env.alerts.tags):
+                continue
+            message = (
+                f"no alert channel has any of the tags {', '.join(env.alerts.tags)}"
+                f" (the channels' tags: {', '.join(have) or 'none'}): this environment's"
+                " alerts are sent nowhere"
+            )
+            warnings.append((("environments", name, "alerts", "tags"), message))
+        return warnings
+
     @property
     def longest_lookback(self) -> float:
         return max(env.lookback for env in self.environments.values())

@@ -57,13 +57,17 @@ class ConfigError(Exception):
     def __init__(self, source: str, problems: list[ConfigProblem]) -> None:
         self.source = source
         # in the file's order, to be read top to bottom; those from variables last
-        self.problems = sorted(problems, key=lambda p: (p.line is None, p.line or 0))
+        self.problems = sorted(problems, key=_file_order)
         super().__init__(self.render())
 
     def render(self) -> str:
         count = len(self.problems)
         head = f"{self.source}: {count} configuration error{'s' if count != 1 else ''}"
         return "\n".join([head, *(f"  {p}" for p in self.problems)])
+
+
+def _file_order(problem: ConfigProblem) -> tuple[bool, int]:
+    return problem.line is None, problem.line or 0
 
 
 def format_loc(loc: Loc) -> str:
@@ -76,8 +80,22 @@ def format_loc(loc: Loc) -> str:
     return text
 
 
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """Valid settings and what in them is allowed but likely unmeant (alerts that reach
+    no channel), each at its path and line: `validate-config` prints them, `run` logs them."""
+
+    settings: Settings
+    warnings: tuple[ConfigProblem, ...] = ()
+
+
 def load_settings(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Settings:
     """Read, expand and validate a configuration file; raise `ConfigError`."""
+    return load_config(path, env).settings
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> LoadedConfig:
+    """`load_settings` with the configuration's warnings."""
     source = str(path)
     try:
         data = Path(path).read_bytes()
@@ -92,7 +110,7 @@ def load_settings(path: str | os.PathLike[str], env: Mapping[str, str] | None = 
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(source, [_not_utf8(data, exc)]) from None
-    return load_settings_text(text, source=source, env=env)
+    return load_config_text(text, source=source, env=env)
 
 
 def _not_utf8(data: bytes, exc: UnicodeDecodeError) -> ConfigProblem:
@@ -111,6 +129,12 @@ def _not_utf8(data: bytes, exc: UnicodeDecodeError) -> ConfigProblem:
 def load_settings_text(
     text: str, *, source: str = "<config>", env: Mapping[str, str] | None = None
 ) -> Settings:
+    return load_config_text(text, source=source, env=env).settings
+
+
+def load_config_text(
+    text: str, *, source: str = "<config>", env: Mapping[str, str] | None = None
+) -> LoadedConfig:
     environ = os.environ if env is None else env
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -138,7 +162,10 @@ def load_settings_text(
         raise ConfigError(source, [*duplicates, *found]) from None
     if duplicates:
         raise ConfigError(source, duplicates)
-    return settings
+    warnings = [
+        _located(loc, message, lines, origins) for loc, message in settings.alert_routing_warnings()
+    ]
+    return LoadedConfig(settings, tuple(sorted(warnings, key=_file_order)))
 
 
 _YAML_HINTS = (

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import apprise
 
-from agent.alert_channels import channel_label, piece_redactor, unusable_channel
+from agent.alert_channels import channel_label, piece_redactor, routed, unusable_channel
 from agent.metrics import Metrics
 from agent.settings import AlertChannel
 from alerting.events import Alert
@@ -216,8 +216,7 @@ class Notifier:
     def route(self, tags: Sequence[str]) -> list[int]:
         """The channels for an environment's `alerts.tags`: those sharing a tag with
         it; every channel when the environment names no tags."""
-        wanted = frozenset(tags)
-        return [i for i, have in enumerate(self._tags) if not wanted or have & wanted]
+        return routed(self._tags, tags)
 
     async def send(
         self,

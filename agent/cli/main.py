@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import signal
 import sys
@@ -21,7 +22,10 @@ from agent.cli.pipe import guard_streams
 
 if TYPE_CHECKING:
     from agent.settings import Settings
+    from agent.settings_file import LoadedConfig
     from checks.base import CheckResult
+
+log = logging.getLogger(__name__)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -139,10 +143,16 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _load(path: str) -> Settings | None:
     """The settings, or None after printing every configuration error."""
-    from agent.settings_file import ConfigError, load_settings
+    loaded = _load_config(path)
+    return None if loaded is None else loaded.settings
+
+
+def _load_config(path: str) -> LoadedConfig | None:
+    """The settings and their warnings, or None after printing every configuration error."""
+    from agent.settings_file import ConfigError, load_config
 
     try:
-        return load_settings(path)
+        return load_config(path)
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return None
@@ -150,14 +160,16 @@ def _load(path: str) -> Settings | None:
 
 def _validate(args: argparse.Namespace) -> int:
     path = _config_path(args.path)
-    settings = _load(path)
-    if settings is None:
+    loaded = _load_config(path)
+    if loaded is None:
         return EXIT_USAGE
     envs = ", ".join(
         f"{name} ({len(env.checks)} checks, {len(env.rules)} rules, {env.analysis.policy})"
-        for name, env in settings.environments.items()
+        for name, env in loaded.settings.environments.items()
     )
     print(f"{path}: valid — environments: {envs}")
+    for warning in loaded.warnings:  # valid all the same: exit 0
+        print(f"  warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -166,10 +178,13 @@ def _run(args: argparse.Namespace) -> int:
     from agent.observability import init_newrelic
     from common.redaction import Redactor
 
-    settings = _load(_config_path(args.config))
-    if settings is None:
+    loaded = _load_config(_config_path(args.config))
+    if loaded is None:
         return EXIT_USAGE
+    settings = loaded.settings
     setup_logging(args.log_format, args.log_level, Redactor(settings.secret_values()))
+    for warning in loaded.warnings:  # once, at start: the daemon runs all the same
+        log.warning("configuration: %s", warning)
     init_newrelic()
     from agent.app import serve
     from agent.store.base import StoreError

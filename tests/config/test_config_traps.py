@@ -120,3 +120,84 @@ def test_a_latency_bound_that_is_not_a_duration_is_reported_at_its_key(
     code, out = run_validate(tmp_path, text, capsys)
     assert code == 2, out
     assert "rules[0].max (line 17): '1s1s' gives s twice: write 2s" in out
+
+
+UNROUTED = MINIMAL + (
+    "    alerts:\n"
+    "      tags: [on-call]\n"  # line 22; the channel's tag is `oncall`
+    "alerting:\n"
+    "  channels:\n"
+    "    - url: json://127.0.0.1:9/alerts\n"
+    "      tags: [oncall]\n"
+)
+UNROUTED_WARNING = (
+    "warning: environments.production.alerts.tags (line 22): no alert channel has any of"
+    " the tags on-call (the channels' tags: oncall): this environment's alerts are sent nowhere"
+)
+
+
+def test_alert_tags_that_match_no_channel_are_a_warning_not_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = run_validate(tmp_path, UNROUTED, capsys)
+    assert code == 0, out
+    assert "valid" in out
+    assert out.count("warning:") == 1
+    assert UNROUTED_WARNING in out
+
+
+@pytest.mark.parametrize(
+    "alerts",
+    [
+        "    alerts:\n      tags: [oncall, pager]\n",  # one shared tag is enough
+        "",  # no tags: every channel
+    ],
+)
+def test_alerts_that_reach_a_channel_warn_of_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], alerts: str
+) -> None:
+    text = UNROUTED.replace("    alerts:\n      tags: [on-call]\n", alerts)
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 0, out
+    assert "warning" not in out
+
+
+def test_no_channels_at_all_is_one_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = run_validate(tmp_path, MINIMAL, capsys)
+    assert code == 0, out
+    assert out.count("warning:") == 1
+    assert "warning: alerting.channels" in out
+    assert "no alert channels are configured: every environment's alerts" in out
+
+
+def test_the_settings_warn_exactly_when_the_notifier_would_send_nowhere() -> None:
+    from agent.alert_channels import routed
+
+    for tags in ([], ["oncall"], ["on-call"], ["email", "x"]):
+        text = UNROUTED.replace("[on-call]", f"[{', '.join(tags)}]" if tags else "[]")
+        settings = load_settings_text(text)
+        channels = [c.tags for c in settings.alerting.channels]
+        warned = bool(settings.alert_routing_warnings())
+        assert warned == (not routed(channels, settings.environments["production"].alerts.tags))
+
+
+def test_run_logs_the_warning_once_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import agent.app
+    import agent.logs
+    from agent.cli.main import main
+
+    async def serve(*args: object) -> None:  # the daemon itself is not under test
+        return None
+
+    monkeypatch.setattr(agent.app, "serve", serve)
+    monkeypatch.setattr(agent.logs, "setup_logging", lambda *args: None)  # keep caplog's
+    path = tmp_path / "postflight.yaml"
+    path.write_text(UNROUTED)
+    with caplog.at_level("WARNING"):
+        assert main(["run", "--config", str(path)]) == 0
+    said = [r.getMessage() for r in caplog.records if "sent nowhere" in r.getMessage()]
+    assert said == ["configuration: " + UNROUTED_WARNING.removeprefix("warning: ")]

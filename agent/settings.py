@@ -58,6 +58,7 @@ from common.durations import (
     Duration,
     Fraction,
     PositiveDuration,
+    at_most,
     format_duration,
     parse_duration,
 )
@@ -94,7 +95,7 @@ class ServerSettings(StrictModel):
     """Bearer tokens accepted on /v1."""
     named_tokens: dict[Name, ApiToken] = Field(default_factory=dict)
     """More bearer tokens, each with a name that records who asked (a manual rollback)."""
-    shutdown_timeout: Duration = Field(default=8.0, gt=0, le=10.0)
+    shutdown_timeout: Annotated[PositiveDuration, at_most(10.0)] = 8.0
     """How long a stop (SIGTERM, SIGINT) may take: the contract promises an exit within 10 s."""
     public_url: HttpUrl | None = None
     """Base of the links in alerts and `register --wait` (default `http://<listen>`)."""
@@ -136,7 +137,7 @@ class RetentionSettings(StrictModel):
     """How long the store keeps what no window reads again; older rows are deleted in
     the background (`agent.retention`)."""
 
-    rounds: Duration = Field(7 * 86400.0, gt=0)
+    rounds: PositiveDuration = 7 * 86400.0
     """Round summaries of windows that ended longer ago than this are deleted; the
     window, its verdict and its rollback are kept."""
     probe_summaries: Duration | None = None
@@ -461,7 +462,8 @@ class EnvironmentSettings(StrictModel):
         problems = []
         if self.window < self.interval:
             message = (
-                f"window ({self.window:g}s) must be at least one interval ({self.interval:g}s)"
+                f"window ({format_duration(self.window)}) must be at least one interval"
+                f" ({format_duration(self.interval)})"
             )
             problems.append(_problem(("window",), message, self.window))
         for kind, key, names in (

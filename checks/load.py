@@ -31,7 +31,7 @@ from checks.expect import Body, Expect, Expectation
 from checks.lag import SLACK_S, Dropped, LoopLag, verdict_on, without_latency
 from checks.request import ClientOptions, RequestSpec, prepared, target_url
 from checks.ticks import ticks
-from common.durations import Duration, Fraction, format_duration
+from common.durations import Duration, PositiveDuration, Share, format_duration
 from common.redaction import Redactor
 
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)\s*(?:/\s*(ms|s|sec|second|m|min|minute|h|hour))?$")
@@ -157,15 +157,15 @@ class LoadCheckConfig(ClientOptions, CheckConfig, RequestSpec):
 
     type: Literal["load"] = "load"
     rate: Rate = Field(description="Arrival rate: requests start at this pace regardless.")
-    duration: Duration = Field(10.0, gt=0, description="How long the measured part lasts.")
+    duration: PositiveDuration = Field(10.0, description="How long the measured part lasts.")
     warmup: Duration = Field(
         1.0, description="Load sent before measuring (connections, caches); not reported."
     )
     max_in_flight: int = Field(
         100, ge=1, le=10_000, description="Requests open at once; past it, due ones are dropped."
     )
-    max_error_rate: Fraction = Field(
-        0.01, le=1, description="The run passes while errors and drops stay at or below this."
+    max_error_rate: Share = Field(
+        0.01, description="The run passes while errors and drops stay at or below this."
     )
     expect: Expect = Field(default_factory=Expect)
     _pool: LoadPool = PrivateAttr(default_factory=LoadPool)

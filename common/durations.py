@@ -170,6 +170,26 @@ def _more_than_zero(seconds: float) -> float:
     return seconds
 
 
+def at_most(limit: float) -> AfterValidator:
+    """A duration's upper bound, said as a duration (`at most 10s`): pydantic's `le`
+    would say `less than or equal to 10`, a number of no unit."""
+
+    def check(seconds: float) -> float:
+        if seconds > limit:
+            raise ValueError(
+                f"must be at most {format_duration(limit)} (got {format_duration(seconds)})"
+            )
+        return seconds
+
+    return AfterValidator(check)
+
+
+def _at_most_all(fraction: float) -> float:
+    if fraction > 1:
+        raise ValueError(f"must be at most 100% (got {fraction * 100:g}%)")
+    return fraction
+
+
 PositiveDuration = Annotated[Duration, AfterValidator(_more_than_zero)]
 """A `Duration` that must be more than 0s (an interval, a timeout): the error names the
 field itself."""
@@ -181,3 +201,6 @@ Fraction = Annotated[
     WithJsonSchema(_FRACTION_SCHEMA),
 ]
 """A relative change, written `50%`."""
+
+Share = Annotated[Fraction, AfterValidator(_at_most_all)]
+"""A part of a whole (an error rate), written `5%`: at most 100%, said so."""

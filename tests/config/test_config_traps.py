@@ -201,3 +201,45 @@ def test_run_logs_the_warning_once_at_start(
         assert main(["run", "--config", str(path)]) == 0
     said = [r.getMessage() for r in caplog.records if "sent nowhere" in r.getMessage()]
     assert said == ["configuration: " + UNROUTED_WARNING.removeprefix("warning: ")]
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "expected"),
+    [
+        (
+            "  api_tokens:",
+            "  shutdown_timeout: 30s\n  api_tokens:",
+            "server.shutdown_timeout (line 3): must be at most 10s (got 30s)",
+        ),
+        (
+            "interval: 30s",
+            "interval: 0s",
+            "environments.production.interval (line 8): must be more than 0s",
+        ),
+        (
+            "interval: 30s",
+            "interval: 20m",
+            "environments.production.window (line 7): window (10m) must be at least one"
+            " interval (20m)",
+        ),
+    ],
+)
+def test_a_duration_bound_is_said_as_a_duration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], before: str, after: str, expected: str
+) -> None:
+    code, out = run_validate(tmp_path, MINIMAL.replace(before, after), capsys)
+    assert code == 2, out
+    assert f"  {expected}\n" in out
+
+
+def test_a_load_checks_bounds_are_said_in_its_units(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = (
+        "      - {name: feed, type: load, path: /, rate: 5/s, duration: 0s, max_error_rate: 150%}\n"
+    )
+    text = MINIMAL.replace("        path: /health\n", "        path: /health\n" + line)
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 2, out
+    assert "checks[1].duration (line 13): must be more than 0s\n" in out
+    assert "checks[1].max_error_rate (line 13): must be at most 100% (got 150%)\n" in out

@@ -488,6 +488,12 @@ def _problems(
             message = "unknown key (check its spelling and indentation)"
         elif error["type"] == "missing":
             message = "required, but missing"
+            if len(loc) == 1:  # no line holds it: say where it goes
+                message += f" (the file has no top-level `{loc[0]}:`)"
+        elif error["type"] == "union_tag_not_found":  # a check without its `type`
+            key = str((error.get("ctx") or {}).get("discriminator", "")).strip("'")
+            loc = (*loc, key)
+            message = f"required, but missing (one of: {_check_types()})"
         elif error["type"] == "string_pattern_mismatch" and pattern.startswith("^https?://"):
             message = "not a URL: write it with http:// or https:// and a host"
         elif error["type"] in ("model_type", "model_attributes_type", "dict_type"):
@@ -503,7 +509,9 @@ def _located(loc: Loc, message: str, lines: dict[Loc, int], origins: _Origins) -
     variable that added the nearest enclosing section the file lacks."""
     variable = origins.variable(loc)
     if variable is None:
-        for cut in range(len(loc), -1, -1):
+        # the nearest enclosing key's line (a missing key: its mapping's), never the
+        # document's first line for a top-level key the file does not have
+        for cut in range(len(loc), 0 if loc else -1, -1):
             if loc[:cut] in lines:
                 return ConfigProblem(loc, message, lines[loc[:cut]])
             if loc[:cut] in origins.sections:
@@ -550,6 +558,13 @@ def _document_loc(raw: tuple[Any, ...], document: Any) -> Loc:
             loc.append(part)
             node = None
     return tuple(loc)
+
+
+def _check_types() -> str:
+    """The installed check types: the one discriminated union of the settings."""
+    from checks.registry import check_types
+
+    return ", ".join(sorted(check_types()))
 
 
 _TAG_LIKE = frozenset({"function-after", "function-before", "function-wrap"})

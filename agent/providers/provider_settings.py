@@ -14,7 +14,16 @@ import string
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from agent.analysis.types import Rule
 from agent.config_models import FieldError, HttpUrl, StrictModel, non_empty_secret
@@ -184,8 +193,25 @@ class ProvidersSettings(BaseModel):
             if model is None:
                 known = ", ".join(sorted(plugin_names())) or "none"
                 raise ValueError(f"unknown provider {name!r} (installed: {known})")
-            out[name] = model.model_validate(data[name])
+            try:
+                out[name] = model.model_validate(data[name])
+            except ValidationError as exc:  # at `providers.<name>.<key>`, not `providers.<key>`
+                raise _below(name, exc) from None
         return out
+
+
+def _below(name: str, exc: ValidationError) -> ValidationError:
+    """`exc`'s errors, each under the key `name`: a plugin's section is validated inside
+    this model's validator, which would place them at the section's parent."""
+    errors = [
+        InitErrorDetails(
+            type=PydanticCustomError(error["type"], error["msg"]),
+            loc=(name, *error["loc"]),
+            input=error["input"],
+        )
+        for error in exc.errors(include_url=False)
+    ]
+    return ValidationError.from_exception_data(exc.title, errors)
 
 
 def release_template(value: str) -> str:

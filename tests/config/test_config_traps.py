@@ -243,3 +243,69 @@ def test_a_load_checks_bounds_are_said_in_its_units(
     assert code == 2, out
     assert "checks[1].duration (line 13): must be more than 0s\n" in out
     assert "checks[1].max_error_rate (line 13): must be at most 100% (got 150%)\n" in out
+
+
+LACKING = """\
+# Postflight
+
+store:
+  url: sqlite:///x.db
+environments:
+  production:
+    base_url: http://127.0.0.1:9
+    checks:
+      - name: api-health
+        type: http
+        path: /health
+    rules:
+      - name: probe-errors
+        metric: error_rate
+        max: 0.05
+  staging:
+    base_url: http://127.0.0.1:9
+    checks:
+      - {name: x, path: /}
+"""
+
+
+def test_a_missing_key_is_at_the_line_of_the_mapping_that_lacks_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from checks.registry import check_types
+
+    code, out = run_validate(tmp_path, LACKING, capsys)
+    assert code == 2, out
+    assert out.splitlines()[1:] == [
+        "  environments.production.rules[0].source (line 13): required, but missing",
+        "  environments.staging.checks[0].type (line 19): required, but missing"
+        f" (one of: {', '.join(sorted(check_types()))})",
+        # a top-level section the file lacks has no line: not the first key's (`store:`)
+        "  server: required, but missing (the file has no top-level `server:`)",
+    ]
+
+
+def test_a_provider_plugins_missing_key_is_at_its_own_section(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pydantic import BaseModel, ConfigDict
+
+    import agent.providers.provider_settings as provider_settings
+    from agent.settings_file import ConfigError
+
+    class DatadogSettings(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        site: str
+        api_key: str
+
+    builtin = provider_settings.config_model_for
+    monkeypatch.setattr(
+        provider_settings,
+        "config_model_for",
+        lambda name: DatadogSettings if name == "datadog" else builtin(name),
+    )
+    text = MINIMAL + "providers:\n  datadog:\n    site: datadoghq.eu\n"
+    with pytest.raises(ConfigError) as caught:
+        load_settings_text(text)
+    assert [str(p) for p in caught.value.problems] == [
+        "providers.datadog.api_key (line 22): required, but missing"
+    ]

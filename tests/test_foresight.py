@@ -3,14 +3,22 @@ window stored (no provider call at registration), said like a checks rule's."""
 
 from __future__ import annotations
 
+import math
+import random
+from pathlib import Path
+
 from agent.analysis.types import Observation
 from agent.records import DeployWindow
-from agent.settings_file import load_settings_text
+from agent.settings_file import load_settings, load_settings_text
 from agent.store.sqlite import SqliteStore
 from agent.windows.evidence import observation_to_dict
 from agent.windows.fingerprint import check_fingerprints
 from agent.windows.foresight import registration_warnings
+from agent.windows.probing import background_burst, background_every
+from checks.registry import build_check
 from tests.config.test_validate_config import MINIMAL, with_load_check
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "postflight.example.yaml"
 
 CONFIG = (
     MINIMAL.replace(
@@ -98,3 +106,40 @@ async def test_a_rule_over_every_check_is_sized_at_a_rounds_traffic(store: Sqlit
         await store.add_probe_summary("production", "feed", at, summary, prints["feed"])
     said = await registration_warnings(store, env, "production", now, now + 900)
     assert [s.split(":")[0] for s in said] == ["rule health-errors"], said
+
+
+async def test_the_example_configurations_checks_rules_see_their_bounds(
+    store: SqliteStore, example_env: dict[str, str]
+) -> None:
+    """Issue 10's point 5, on the defaults a user gets: after one `lookback` of background
+    runs as the prober makes them (`background_every`, `background_burst`) against a healthy
+    service (0.5% errors, health ~40 ms, feed ~80 ms), every checks rule of the example's
+    production environment can detect its own bound by the window's end: no warning."""
+    settings = load_settings(EXAMPLE)
+    env = settings.environments["production"]
+    prints = check_fingerprints(env)
+    rnd = random.Random(7)
+    now = 1_800_000_000.0
+    runs = 0
+    for config in env.checks:
+        check = build_check(config)
+        every = background_every(check, env)
+        if every is None:
+            continue  # smoke scenarios run only in windows
+        per_run = background_burst(check, env)
+        if check.once_per_round:  # a load run is its rate x duration requests
+            per_run *= round(config.rate * config.duration)  # type: ignore[attr-defined]
+        median = 0.08 if check.once_per_round else 0.04
+        for k in range(int(env.lookback // every)):
+            ok = [0 if rnd.random() < 0.005 else 1 for _ in range(per_run)]
+            latency = [round(median * math.exp(rnd.gauss(0, 0.3)), 6) for _ in range(per_run)]
+            at = now - env.lookback + k * every + 1
+            await store.add_probe_summary(
+                "production", config.name, at, {"ok": ok, "latency": latency}, prints[config.name]
+            )
+            runs += 1
+    assert runs == 120 + 6  # health every 30 s, the load check six times, for the hour
+    checks_only = env.model_copy(update={"rules": [r for r in env.rules if r.source == "checks"]})
+    assert len(checks_only.rules) == 3
+    said = await registration_warnings(store, checks_only, "production", now, now + env.window)
+    assert said == []

@@ -7,6 +7,8 @@ import math
 import random
 from pathlib import Path
 
+import pytest
+
 from agent.analysis.types import Observation
 from agent.records import DeployWindow
 from agent.settings_file import load_settings, load_settings_text
@@ -143,3 +145,19 @@ async def test_the_example_configurations_checks_rules_see_their_bounds(
     assert len(checks_only.rules) == 3
     said = await registration_warnings(store, checks_only, "production", now, now + env.window)
     assert said == []
+
+
+@pytest.mark.parametrize(("per_hour", "warned"), [(25_000, False), (15_000, True)])
+async def test_the_example_sentry_rule_sees_its_bound_from_about_six_transactions_a_second(
+    store: SqliteStore, example_env: dict[str, str], per_hour: int, warned: bool
+) -> None:
+    """The README's figure: the example's `sentry-errors` (`max_increase: 100%`, a 15-minute
+    window of 30 s rounds, confidence 0.99) sees its bound at a 1% baseline from about
+    22,000 transactions an hour (6 a second); below, registration says it cannot."""
+    env = load_settings(EXAMPLE).environments["production"]
+    sentry_only = env.model_copy(update={"rules": [r for r in env.rules if r.source == "sentry"]})
+    now = 1_800_000_000.0
+    baseline = Observation(0.01, count=per_hour // 100, total=per_hour, periods=60)
+    await store.create_window(window("dep_1", now - 7200, {"sentry-errors": baseline}), None)
+    said = await registration_warnings(store, sentry_only, "production", now, now + env.window)
+    assert bool(said) is warned, said

@@ -143,6 +143,29 @@ class DiesAfterSettle(SqliteStore):
         return settled
 
 
+def rollback_services(
+    store: SqliteStore, metrics: Metrics, sink: JsonSink, delivery: RollbackDelivery
+) -> WatchServices:
+    """What `deliver_rollback` needs, its alerts to `sink`."""
+    return WatchServices(
+        store=store,
+        metrics=metrics,
+        alerts=WindowAlerts(store, notifier(sink, metrics), lease_s=LEASE_S),
+        delivery=delivery,
+        providers={},
+        owner="test",
+        lease_s=30.0,
+        clock=time.time,
+    )
+
+
+def rollback_env(url: str) -> EnvironmentSettings:
+    """An environment whose rollback goes to `url`, its alerts to the `oncall` channels."""
+    return EnvironmentSettings(
+        base_url="http://127.0.0.1:9", rollback=settings(url), alerts=AlertRouting(tags=["oncall"])
+    )
+
+
 async def refused_rollback(
     path: Path, store: SqliteStore, sink: JsonSink, metrics: Metrics, url: str
 ) -> None:
@@ -151,21 +174,8 @@ async def refused_rollback(
     delivery = RollbackDelivery(store, metrics, owner="test")
     try:
         intent = await stored_intent(store)
-        services = WatchServices(
-            store=store,
-            metrics=metrics,
-            alerts=WindowAlerts(store, notifier(sink, metrics), lease_s=LEASE_S),
-            delivery=delivery,
-            providers={},
-            owner="test",
-            lease_s=30.0,
-            clock=time.time,
-        )
-        env = EnvironmentSettings(
-            base_url="http://127.0.0.1:9",
-            rollback=settings(url),
-            alerts=AlertRouting(tags=["oncall"]),
-        )
+        services = rollback_services(store, metrics, sink, delivery)
+        env = rollback_env(url)
         await deliver_rollback(make_window(), intent, env, services)
     finally:
         await delivery.aclose()
@@ -225,21 +235,8 @@ async def test_a_rollback_given_up_for_a_newer_deploy_does_not_say_roll_back_by_
         random=lambda: 0.5,
         clock=lambda: REQUESTED_AT + 30,
     )
-    services = WatchServices(
-        store=store,
-        metrics=metrics,
-        alerts=WindowAlerts(store, notifier(json_sink, metrics), lease_s=LEASE_S),
-        delivery=delivery,
-        providers={},
-        owner="test",
-        lease_s=30.0,
-        clock=time.time,
-    )
-    env = EnvironmentSettings(
-        base_url="http://127.0.0.1:9",
-        rollback=settings(receiver.url),
-        alerts=AlertRouting(tags=["oncall"]),
-    )
+    services = rollback_services(store, metrics, json_sink, delivery)
+    env = rollback_env(receiver.url)
     try:
         await deliver_rollback(make_window(), await stored_intent(store), env, services)
     finally:

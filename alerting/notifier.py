@@ -240,12 +240,13 @@ class Notifier:
         try:
             indexes = self.route(tags)
             if not indexes:
+                why = (
+                    f"no channel has any of the tags {sorted(tags)}"
+                    if self._urls
+                    else "no channel is configured (alerting.channels is empty)"
+                )
                 log.warning(
-                    "alert %s for %s not sent: no channel has any of the tags %s",
-                    alert.event,
-                    alert.deploy_id,
-                    sorted(tags),
-                    extra=context,
+                    "alert %s for %s not sent: %s", alert.event, alert.deploy_id, why, extra=context
                 )
                 return NotifyOutcome(())
             title, body = render(alert, self._redact)

@@ -317,3 +317,21 @@ async def test_tokens_in_a_channel_url_stay_out_of_logs_and_the_stored_outcome(
 def test_the_timeout_must_be_positive(metrics: Metrics) -> None:
     with pytest.raises(ValueError, match=r"alerting\.timeout"):
         Notifier([], timeout=0, redact=Redactor(), metrics=metrics)
+
+
+async def test_an_alert_with_no_channel_configured_says_so_not_that_tags_matched_none(
+    caplog: pytest.LogCaptureFixture, metrics: Metrics
+) -> None:
+    """Without `alerting.channels` (the GitHub/Vercel example) every alert is only logged:
+    the line names the empty section, not "no channel has any of the tags []"."""
+    caplog.set_level(logging.WARNING)
+
+    outcome = await notifier([], metrics).send(alert(), [])
+
+    assert outcome.channels == ()
+    logged = "\\n".join(r.getMessage() for r in caplog.records)
+    assert "no channel is configured (alerting.channels is empty)" in logged, logged
+    assert "tags" not in logged.replace("alerting.channels", ""), logged
+    caplog.clear()
+    await notifier([("json://127.0.0.1:9/alerts", ["oncall"])], metrics).send(alert(), ["pager"])
+    assert "no channel has any of the tags ['pager']" in caplog.text, caplog.text

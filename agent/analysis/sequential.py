@@ -699,6 +699,15 @@ class SequentialRule:
             else:
                 bq, a = base.value, share
             cutoff = bq * (1.0 + delta) if up else bq * (1.0 - delta)
+            text = f"{self._fmt(cutoff)} (baseline {self._fmt(base.value)} {change})"
+            if self._fmt(bq) != self._fmt(base.value):
+                # passing needs the baseline's quantile at its least (most, for a decrease)
+                # on its samples: "41ms (baseline 25ms +100%)" read as false arithmetic
+                text = (
+                    f"{self._fmt(cutoff)} ({change} of {self._fmt(bq)}: the baseline's"
+                    f" p{q * 100:g} is {self._fmt(base.value)}, at {'least' if up else 'most'}"
+                    f" {self._fmt(bq)} on its {sv.size} samples)"
+                )
             return PassTest(
                 "max_increase",
                 "share",
@@ -707,7 +716,7 @@ class SequentialRule:
                 a,
                 cutoff=cutoff,
                 below=not up,
-                text=f"{self._fmt(cutoff)} (baseline {self._fmt(base.value)} {change})",
+                text=text,
             )
         if base.has_counts and self.kind == "proportion":
             rate = base.rate_limit(b_alpha, upper=not up)

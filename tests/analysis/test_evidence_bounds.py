@@ -3,6 +3,8 @@ bounded round summaries the store keeps."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from agent.analysis import Observation, Policy, Rule, judge, merge
@@ -40,3 +42,25 @@ def test_a_stored_round_keeps_fifty_raw_values_and_a_histogram_of_all() -> None:
     assert p95 is not None and abs(p95 / np.percentile(values, 95) - 1) < 0.02
     small = bounded_observation_dict(latency_obs(values[:10]))
     assert len(small["values"]) == 10 and "histogram" not in small
+
+
+def test_a_relative_latency_bound_shows_arithmetic_that_adds_up() -> None:
+    """Passing a `max_increase` latency bound needs the baseline's p95 at its least on its
+    samples; the words name that figure, so the cutoff is its +100%, not the baseline's
+    ("41ms (baseline 25ms +100%)" read as false arithmetic)."""
+    rng = np.random.default_rng(3)
+    rule = Rule("items-p95", "checks", "latency_p95", max_increase=1.0)
+    base = {"items-p95": merge([latency_obs(rng.lognormal(-4.1, 0.25, 10)) for _ in range(6)])}
+    rounds = [{"items-p95": latency_obs(rng.lognormal(-4.1, 0.25, 10))} for _ in range(30)]
+
+    detail = judge([rule], base, rounds, Policy(), final=True, horizon=30).rules[0].detail
+
+    found = re.search(
+        r"share of samples above (\d+)ms \(\+100% of (\d+)ms: the baseline's p95 is (\d+)ms,"
+        r" at least \2ms on its 60 samples\)",
+        detail,
+    )
+    assert found, detail
+    cutoff, least, p95 = (int(found.group(i)) for i in (1, 2, 3))
+    assert abs(cutoff - 2 * least) <= 1  # whole milliseconds, each rounded
+    assert least < p95

@@ -64,3 +64,23 @@ def test_a_relative_latency_bound_shows_arithmetic_that_adds_up() -> None:
     cutoff, least, p95 = (int(found.group(i)) for i in (1, 2, 3))
     assert abs(cutoff - 2 * least) <= 1  # whole milliseconds, each rounded
     assert least < p95
+
+
+def test_a_proportions_upper_bound_is_never_worded_past_one() -> None:
+    """A share of samples and an error rate lie in [0, 1]; early in a bad window their
+    confidence bounds said `upper bound 1.2 vs 0.05 allowed`, `error_rate upper bound 1.1`."""
+    rng = np.random.default_rng(3)
+    rule = Rule("items-p95", "checks", "latency_p95", max_increase=1.0)
+    base = {"items-p95": merge([latency_obs(rng.lognormal(-4.1, 0.25, 10)) for _ in range(6)])}
+    slow = [{"items-p95": latency_obs(rng.lognormal(-2.5, 0.25, 10))} for _ in range(2)]
+    errors = Rule("errors", "checks", "error_rate", max=0.05)
+    failing = [{"errors": Observation(0.9, count=9, total=10)} for _ in range(2)]
+
+    share = judge([rule], base, slow, Policy(), final=False, horizon=30).rules[0].detail
+    rate = judge([errors], {}, failing, Policy(), final=False, horizon=30).rules[0].detail
+
+    assert "upper bound 1 vs 0.05 allowed" in share, share
+    assert "error_rate upper bound 1 vs max 0.05" in rate, rate
+    for detail in (share, rate):
+        for bound in re.findall(r"upper bound ([\d.e+-]+)", detail):
+            assert float(bound) <= 1.0, detail

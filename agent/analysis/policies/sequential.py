@@ -398,13 +398,17 @@ def _reached_text(rule: Rule, reached: Reached) -> str:
     """`error_rate upper bound 3.1% vs max 2%`, `share above 412ms upper bound 7% vs 5%`."""
     test = reached.test
     end = "upper" if test.upper else "lower"
+    reached_value = reached.value
+    if reached_value is not None and test.statistic in ("share", "rate"):
+        # a proportion's confidence bound lies in [0, 1]: "upper bound 1.2" reads as nonsense
+        reached_value = min(max(reached_value, 0.0), 1.0)
     if test.statistic == "share":
         side = "below" if test.below else "above"
-        value = "n/a" if reached.value is None else f"{reached.value:.3g}"
+        value = "n/a" if reached_value is None else f"{reached_value:.3g}"
         return (
             f"share of samples {side} {test.text} {end} bound {value} vs {test.limit:.3g} allowed"
         )
-    value = format_value(rule.metric, reached.value)
+    value = format_value(rule.metric, reached_value)
     return f"{rule.metric} {end} bound {value} vs {test.text}"
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 from agent.analysis.describe import is_duration
 from agent.analysis.types import Rule
@@ -19,6 +19,7 @@ from agent.api.models import shown_state
 from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent, RoundRecord
 from agent.web.charts import Chart, band_chart, distribution_chart, evidence_chart, rounds_chart
 from agent.web.times import iso
+from alerting.events import AlertEvent
 from alerting.templates import evidence_text, format_value
 
 MAX_DISTRIBUTION_SAMPLES = 5000
@@ -250,6 +251,13 @@ def _last_failures(rounds: Sequence[RoundRecord]) -> list[CheckFailure]:
     return sorted(last.values(), key=lambda f: f.check)
 
 
+ALERT_KEYS = frozenset(get_args(AlertEvent)) | {"marker", "alert"}
+"""The heads of the store's alert keys that are alerts (`breach:<rule>`, `passed`, a
+marker's `marker:<provider>:<event>`, a follow-up's `alert:then:<name>`): the page's
+"Alerts sent" leaves out the other marks kept beside them (`rollback:settled`,
+`rollback:follow-ups`, `github:*`, `vercel:*`, `then:*`), which are no alert."""
+
+
 def deploy_view(
     window: DeployWindow,
     rounds: Sequence[RoundRecord],
@@ -305,7 +313,7 @@ def deploy_view(
         failures=failures,
         rollback=rollback,
         attempts=list(attempts),
-        alerts=sorted(alerts.items()),
+        alerts=sorted((k, v) for k, v in alerts.items() if k.split(":", 1)[0] in ALERT_KEYS),
         rounds=[
             {"number": r.number, "at": iso(r.started_at), "decision": r.summary.get("decision")}
             for r in rounds

@@ -144,6 +144,36 @@ def test_the_view_draws_bounds_evidence_and_the_last_step_that_failed() -> None:
     assert view.progress["fraction"] == 0.5
 
 
+def test_alerts_sent_lists_alerts_not_the_marks_stored_beside_them() -> None:
+    """A rolled-back deploy's page listed `rollback:follow-ups: done` and
+    `rollback:settled: delivered` under "Alerts sent": bookkeeping, not alerts."""
+    stored = {
+        "breach:errors": "sent",
+        "rollback_requested": "sent",
+        "rollback_delivered": "sent",
+        "provider_unreachable:sentry": "failed",
+        "marker:sentry:deploy": "sent",
+        "alert:then:purge": "sent",
+        "rollback:settled": "delivered",
+        "rollback:follow-ups": "done",
+        "github:success": "delivered",
+        "github:commit:success": "delivered",
+        "vercel:approve-stage": "delivered",
+        "then:purge": "failed",
+    }
+    view = deploy_view(
+        window(), rounds(), rules=[], rollback=None, attempts=[], alerts=stored, now=NOW
+    )
+    assert view.alerts == [
+        ("alert:then:purge", "sent"),
+        ("breach:errors", "sent"),
+        ("marker:sentry:deploy", "sent"),
+        ("provider_unreachable:sentry", "failed"),
+        ("rollback_delivered", "sent"),
+        ("rollback_requested", "sent"),
+    ]
+
+
 def test_a_round_event_carries_no_raw_samples_and_the_progress() -> None:
     event = round_event(rounds()[1], window(), NOW)
     assert event["round"] == 2

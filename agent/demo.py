@@ -161,6 +161,7 @@ async def _ship(
     receivers: Receivers,
     version: str,
     previous: str,
+    metrics: dict[str, str],
 ) -> str:
     service.version = version
     say(f"\n▶ The pipeline deploys {version} and registers a window:")
@@ -175,39 +176,74 @@ async def _ship(
         if response.status != 201:
             raise RuntimeError(f"registering failed: {response.status} {deploy}")
     say(f"→ 201 {deploy['id']}, state {deploy['state']}, ends {deploy['ends_at']}", indent=2)
+    rounds: list[dict[str, Any]] = []
+    follow = asyncio.ensure_future(
+        _follow_rounds(http, f"{base}/v1/deploys/{deploy['id']}/events", headers, rounds)
+    )
     seen_rounds = 0
     seen_alerts = len(receivers.alerts)
-    while True:
-        await asyncio.sleep(0.25)
-        async with http.get(f"{base}/v1/deploys/{deploy['id']}", headers=headers) as response:
-            deploy = await response.json()
-        judgement = deploy.get("verdict") or deploy.get("progress")
-        if deploy["rounds"] != seen_rounds and judgement:
-            seen_rounds = deploy["rounds"]
-            rules = "  ".join(
-                f"{r['name']}={r['outcome']}"
-                + (
-                    f" ({_fmt(r['observed'], r['metric'])})"
-                    if r.get("observed") is not None
-                    else ""
-                )
-                for r in judgement["rules"]
-            )
-            say(f"round {seen_rounds:>2}: {rules}", indent=2)
-        for alert in receivers.alerts[seen_alerts:]:
-            say(f"✉ alert to on-call: {alert.get('title')}", indent=2)
-        seen_alerts = len(receivers.alerts)
-        if deploy["state"] not in ("watching", "scheduled") and (
-            deploy["state"] != "failed" or (deploy.get("rollback") or {}).get("state") != "pending"
-        ):
-            break
-    await asyncio.sleep(0.5)  # let the last alerts arrive
+    try:
+        while True:
+            await asyncio.sleep(0.25)
+            async with http.get(f"{base}/v1/deploys/{deploy['id']}", headers=headers) as response:
+                deploy = await response.json()
+            for event in rounds[seen_rounds:]:
+                say(round_line(event, metrics), indent=2)
+            seen_rounds = len(rounds)
+            for alert in receivers.alerts[seen_alerts:]:
+                say(f"✉ alert to on-call: {alert.get('title')}", indent=2)
+            seen_alerts = len(receivers.alerts)
+            if deploy["state"] not in ("watching", "scheduled") and (
+                deploy["state"] != "failed"
+                or (deploy.get("rollback") or {}).get("state") != "pending"
+            ):
+                break
+        await asyncio.sleep(0.5)  # let the last rounds and alerts arrive
+    finally:
+        follow.cancel()
+        await asyncio.gather(follow, return_exceptions=True)
+    for event in rounds[seen_rounds:]:
+        say(round_line(event, metrics), indent=2)
     for alert in receivers.alerts[seen_alerts:]:
         say(f"✉ alert to on-call: {alert.get('title')}", indent=2)
     verdict = deploy.get("verdict") or {}
     say(f"■ {version}: {deploy['state'].upper()} — {verdict.get('reason', '')}", indent=2)
     state: str = deploy["state"]
     return state
+
+
+async def _follow_rounds(
+    http: aiohttp.ClientSession, url: str, headers: dict[str, str], rounds: list[dict[str, Any]]
+) -> None:
+    """Each `round` event of the window's stream, as it comes."""
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    async with http.get(url, headers=headers, timeout=timeout) as response:
+        event = ""
+        async for raw in response.content:
+            line = raw.decode().rstrip("\r\n")
+            if line.startswith("event:"):
+                event = line.removeprefix("event:").strip()
+            elif line.startswith("data:") and event == "round":
+                rounds.append(json.loads(line.removeprefix("data:")))
+            elif not line:
+                event = ""
+
+
+def round_line(event: dict[str, Any], metrics: dict[str, str]) -> str:
+    """`round  3: probe-errors=fail (48%)  …`: each rule's outcome and figure as of that
+    round (the deploy object's `progress` is worded at most every 30 s, so its figures
+    would repeat an earlier round's)."""
+    rules = (event.get("summary") or {}).get("rules") or {}
+    shown = "  ".join(
+        f"{name}={rule.get('outcome')}"
+        + (
+            f" ({_fmt(rule['observed'], metrics.get(name, ''))})"
+            if rule.get("observed") is not None
+            else ""
+        )
+        for name, rule in rules.items()
+    )
+    return f"round {event.get('round', '?'):>2}: {shown}"
 
 
 def _fmt(value: float, metric: str) -> str:
@@ -255,8 +291,9 @@ async def demo() -> bool:
         await asyncio.sleep(2.0)
         try:
             async with aiohttp.ClientSession() as http:
-                good = await _ship(http, base, service, receivers, "v1.1.0", "v1.0.0")
-                bad = await _ship(http, base, service, receivers, "v1.2.0-bad", "v1.1.0")
+                metrics = {r.name: r.metric or "" for r in settings.environments["demo"].rules}
+                good = await _ship(http, base, service, receivers, "v1.1.0", "v1.0.0", metrics)
+                bad = await _ship(http, base, service, receivers, "v1.2.0-bad", "v1.1.0", metrics)
         finally:
             await agent_runner.cleanup()
             for runner in runners:

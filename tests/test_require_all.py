@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-PLUGIN = ["-p", "tests.require_all", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning"]
+PLUGIN = [
+    *("-p", "tests.require_all", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning"),
+    # as pyproject's addopts (which a pytester session does not read): else each session
+    # imports them afresh (pytester restores sys.modules after it), ~1.5 s of CPU each
+    *("-p", "no:schemathesis", "-p", "no:anyio"),
+]
 
 CASES = {
     "skip_marker": """

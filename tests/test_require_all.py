@@ -13,6 +13,7 @@ PLUGIN = [
     # as pyproject's addopts (which a pytester session does not read): else each session
     # imports them afresh (pytester restores sys.modules after it), ~1.5 s of CPU each
     *("-p", "no:schemathesis", "-p", "no:anyio"),
+    *("-o", "asyncio_default_fixture_loop_scope=function"),  # pyproject's, as above
 ]
 
 CASES = {

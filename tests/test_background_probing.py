@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import socket
+from collections.abc import Sequence
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -147,3 +151,89 @@ async def test_background_runs_start_at_each_environments_offset() -> None:
         assert at >= background_offset(name, spread) - 0.001
     order = sorted(first, key=first.__getitem__)
     assert order == sorted(first, key=lambda n: background_offset(n, spread))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_failing_background_runs_are_logged_once_then_their_recovery_once(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wrong base_url (nothing listening) is in the log at the first background run, not
+    found at deploy time: one warning with the first failure's message (secrets redacted),
+    however many runs fail, and one info line when a server comes up there."""
+    port = free_port()  # closed: every probe is refused
+    env = settings(f"http://probe:hunter2-secret@127.0.0.1:{port}").environments["production"]
+    sessions = TargetSessions()
+    # the port stands in for a secret the failure's message contains
+    probe = EnvironmentProbe(
+        "production", env, sessions, Metrics(), secrets=("hunter2-secret", str(port))
+    )
+    prober = BackgroundProber({"production": probe}, store, busy=lambda _: False)
+    health = next(c for c in probe.checks if c.type == "http")
+    server = None
+    try:
+        with caplog.at_level(logging.INFO, logger="postflight.probing"):
+            for _ in range(3):
+                await prober.probe_once("production", probe, health)
+            failing = [r for r in caplog.records if r.levelno == logging.WARNING]
+            assert len(failing) == 1, caplog.text
+            text = failing[0].getMessage()
+            assert "production" in text and "health" in text
+            assert "cannot connect" in text and "Connection refused" in text
+            assert str(port) not in text and "hunter2" not in text  # redacted like a check's
+            assert failing[0].environment == "production"  # type: ignore[attr-defined]
+
+            async def ok(request: web.Request) -> web.Response:
+                return web.json_response({"status": "ok"})
+
+            app = web.Application()
+            app.router.add_get("/health", ok)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            server = runner
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            for _ in range(3):
+                await prober.probe_once("production", probe, health)
+    finally:
+        await sessions.aclose()
+        if server is not None:
+            await server.cleanup()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    recovered = [r for r in caplog.records if "recovered" in r.getMessage()]
+    assert len(warnings) == 1 and len(recovered) == 1, caplog.text
+    assert recovered[0].levelno == logging.INFO
+    assert "health" in recovered[0].getMessage()
+    # every run, failing or not, was still stored for the baseline
+    assert len(await store.probe_summaries("production", 0, 2e10)) == 6
+
+
+async def test_the_start_says_which_environments_are_probed_between_windows(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    env = settings("http://probe:hunter2-secret@127.0.0.1:9").environments["production"]
+    probes = {"production": EnvironmentProbe("production", env, TargetSessions(), Metrics())}
+
+    class Idle(BackgroundProber):
+        async def probe_once(self, name: str, probe: EnvironmentProbe, check: Check) -> None:
+            pass
+
+        async def note_changed_checks(self, environments: Sequence[str]) -> None:
+            pass
+
+    prober = Idle(probes, store=None, busy=lambda _: False)  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO, logger="postflight.probing"):
+        task = asyncio.create_task(prober.run())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    [line] = [r.getMessage() for r in caplog.records if "between windows" in r.getMessage()]
+    assert "1 environment(s)" in line
+    assert "production at http://***@127.0.0.1:9" in line
+    assert "health every 30s" in line and "feed every 10m" in line
+    assert "flow" not in line  # a smoke check runs only in windows

@@ -27,6 +27,8 @@ from checks.lag import SLACK_S, Dropped, LoopLag, attributed, without_latency
 from checks.registry import Started, build_check, run_check, start_check
 from checks.sessions import TargetSessions
 from checks.ticks import ticks
+from common.durations import format_duration
+from common.redaction import Redactor, truncate
 
 log = logging.getLogger("postflight.probing")
 
@@ -437,6 +439,9 @@ class BackgroundProber:
         self.store = store
         self.busy = busy
         self.clock = clock
+        self.failing: set[tuple[str, str]] = set()
+        """(environment, check) whose latest background run had no probe pass: their
+        failure was logged once, their recovery will be (`note_outcome`)."""
 
     async def run(self) -> None:
         planned = [
@@ -445,6 +450,7 @@ class BackgroundProber:
             for check in probe.checks
             if (every := background_every(check, probe.env)) is not None
         ]
+        announce_probing(planned)
         spread = len({name for name, *_ in planned}) / BACKGROUND_STARTS_PER_S
         async with asyncio.TaskGroup() as group:
             group.create_task(self.note_changed_checks(sorted({name for name, *_ in planned})))
@@ -479,10 +485,42 @@ class BackgroundProber:
         results = await probe.run_round(
             span, probes=burst, kinds=lambda c: c is check, on_time=False
         )
+        self.note_outcome(name, probe, check, results)
         now = self.clock()
         summary = summarize([s for r in results for s in r.samples])
         fingerprint = check_fingerprints(probe.env).get(check.name)
         await self.store.add_probe_summary(name, check.name, now, summary, fingerprint)
+
+    def note_outcome(
+        self, name: str, probe: EnvironmentProbe, check: Check, results: Sequence[CheckResult]
+    ) -> None:
+        """Log when a check's background runs start failing (no probe of a run passed) and
+        when they recover, once each, not once a run: a wrong `base_url` otherwise shows
+        only in `postflight_check_runs_total{result="fail"}` until the first deploy."""
+        if not results:
+            return  # every probe dropped as the agent's own lag: nothing learnt
+        key = (name, check.name)
+        failed = not any(r.ok for r in results)
+        if failed and key not in self.failing:
+            self.failing.add(key)
+            first = next((r.message for r in results if r.message), "no message")
+            log.warning(
+                "background probing of %s failing: every probe of check %s failed, the"
+                " first with: %s (its baseline has no passing probe until it recovers;"
+                " check base_url)",
+                name,
+                check.name,
+                truncate(Redactor(probe.secrets).text(first), FAILURE_MESSAGE_LIMIT),
+                extra={"environment": name, "check": check.name},
+            )
+        elif not failed and key in self.failing:
+            self.failing.discard(key)
+            log.info(
+                "background probing of %s recovered: check %s passes again",
+                name,
+                check.name,
+                extra={"environment": name, "check": check.name},
+            )
 
     async def note_changed_checks(self, environments: Sequence[str]) -> None:
         """Log once per environment whose stored runs of the lookback its baselines leave
@@ -508,6 +546,39 @@ class BackgroundProber:
                     ", ".join(sorted({s.check for s in stale})),
                     extra={"environment": name},
                 )
+
+
+FAILURE_MESSAGE_LIMIT = 300
+"""How much of a failing background probe's message its warning quotes."""
+
+ANNOUNCED_ENVIRONMENTS = 10
+"""The start line names at most this many environments (and counts the rest)."""
+
+
+def announce_probing(planned: Sequence[tuple[str, EnvironmentProbe, Check, float]]) -> None:
+    """Say at start which environments are probed between windows, where, and how often:
+    the base_url a baseline is built from is then in the log before any deploy needs it.
+    One line, however many environments (thousands start at once on a big agent)."""
+    if not planned:
+        log.info("background probing: no environment has a background check")
+        return
+    by_env: dict[str, list[str]] = {}
+    urls: dict[str, str] = {}
+    for name, probe, check, every in planned:
+        by_env.setdefault(name, []).append(f"{check.name} every {format_duration(every)}")
+        urls[name] = Redactor(probe.secrets).text(probe.env.base_url or "")
+    names = sorted(by_env)
+    shown = [
+        f"{name} at {urls[name]} ({', '.join(by_env[name])})"
+        for name in names[:ANNOUNCED_ENVIRONMENTS]
+    ]
+    more = len(names) - len(shown)
+    log.info(
+        "background probing %d environment(s) between windows: %s%s",
+        len(names),
+        "; ".join(shown),
+        f"; and {more} more" if more else "",
+    )
 
 
 def stale_runs(stored: Sequence[StoredProbes], current: Mapping[str, str]) -> list[StoredProbes]:

@@ -176,13 +176,18 @@ def _validate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from agent.logs import setup_logging
     from agent.observability import init_newrelic
+    from agent.store.location import store_location
     from common.redaction import Redactor
 
-    loaded = _load_config(_config_path(args.config))
+    path = _config_path(args.config)
+    loaded = _load_config(path)
     if loaded is None:
         return EXIT_USAGE
     settings = loaded.settings
     setup_logging(args.log_format, args.log_level, Redactor(settings.secret_values()))
+    # both as absolute paths: a relative store path resolves against the working
+    # directory, so a start from another directory opens (or creates) another store
+    log.info("config %s; store %s", os.path.abspath(path), store_location(settings.store.url))
     for warning in loaded.warnings:  # once, at start: the daemon runs all the same
         log.warning("configuration: %s", warning)
     init_newrelic()

@@ -23,11 +23,12 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import asyncpg  # type: ignore[import-untyped]
 
 from agent.store.base import Conflict, StoreError
+from agent.store.location import describe_url
 from agent.store.sql import SCHEMA_VERSION, Connection, SqlStore
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore", "describe_url"]
@@ -45,23 +46,6 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InvalidCatalogNameError,
     asyncpg.InterfaceError,
 )
-
-
-def describe_url(url: str) -> str:
-    """`host:port/database` of a PostgreSQL URL, for messages: never the user's password."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(unparsable PostgreSQL URL)"
-    hosts = parts.netloc.rpartition("@")[2]
-    if not hosts:
-        query = parse_qs(parts.query)
-        hosts = (query.get("host") or ["localhost"])[0]
-        ports = query.get("port")
-        if ports:
-            hosts += f":{ports[0]}"
-    database = unquote(parts.path.lstrip("/")) or "(default database)"
-    return f"{hosts}/{database}"
 
 
 def _password(url: str) -> str | None:

@@ -20,6 +20,7 @@ import aiosqlite
 
 from agent.records import Fence, RoundRecord
 from agent.store.base import Conflict, StoreError
+from agent.store.location import sqlite_path
 from agent.store.sql import (
     LEASE_RENEWAL,
     ROUND_INSERT,
@@ -154,7 +155,7 @@ class SqliteStore(SqlStore):
 
     @classmethod
     def from_url(cls, url: str) -> SqliteStore:
-        return cls(url.removeprefix("sqlite:///") or "postflight.db")
+        return cls(sqlite_path(url))
 
     async def open(self) -> None:
         if self.path != ":memory:":

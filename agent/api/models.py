@@ -356,6 +356,14 @@ class Progress(_Out):
     outcome: Literal["pending"] = "pending"
     reason: str = ""
     rules: list[RuleResult] = Field(default_factory=list)
+    round: int | None = Field(
+        default=None,
+        ge=1,
+        description="The round these figures are of: they are refreshed every few rounds"
+        " (and at once when an outcome changes), so it may be behind the deploy's `rounds`;"
+        " `null` for progress stored by an agent that did not record it.",
+        examples=[3],
+    )
 
 
 class FollowUpOutcome(_Out):

@@ -97,6 +97,15 @@ def _rules(deploy: Deploy) -> list[RuleResult]:
     return []
 
 
+def _figures_of(deploy: Deploy) -> str:
+    """Which round the progress's figures are of (`progress.round`): they are refreshed
+    every few rounds, so without it a table read as round `rounds`'s may be older."""
+    progress = deploy.progress
+    if progress is None or progress.round is None:
+        return ""
+    return f" (figures of round {progress.round})"
+
+
 def _truncate(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(1, width - 1)] + "…"
 
@@ -176,6 +185,7 @@ def details(deploy: Deploy, style: Style) -> str:
     elif deploy.progress is not None:
         lines.append(
             f"  verdict   {style.dim('pending')}"
+            + _figures_of(deploy)
             + (f": {deploy.progress.reason}" if deploy.progress.reason else "")
         )
     else:
@@ -267,6 +277,9 @@ class Progress:
 
     def _round_line(self, deploy: Deploy, rules: Sequence[RuleResult]) -> str:
         head = f"  round {deploy.rounds:>3}"
+        progress = deploy.progress if deploy.verdict is None else None
+        if progress is not None and progress.round not in (None, deploy.rounds):
+            head += _figures_of(deploy)
         if not rules:
             return f"{head}  {self.style.dim('no rules judged yet')}"
         parts = [

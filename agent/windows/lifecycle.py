@@ -283,6 +283,10 @@ class WindowWatch:
             if verdict is not None:
                 decided_at = self.s.clock() if decided else None
                 verdict_json = verdict_to_dict(verdict, decided_at=decided_at, links=self.links)
+                if not decided:
+                    # the API's `progress.round`: words are refreshed every few rounds
+                    # (`VERDICT_REFRESH_S`), so say which round these figures are of
+                    verdict_json["round"] = number
                 self._with_queries(verdict_json["rules"])
                 worded = verdict, verdict_json
             self._note_overrun(schedule, slot, number)

@@ -383,6 +383,32 @@ async def test_a_live_window_keeps_verdict_null_and_shows_progress(
     assert body["progress"]["rules"][1]["observed"] is None  # NaN is not JSON
 
 
+async def test_progress_says_which_round_its_figures_are_of(
+    client: Client, store: SqliteStore
+) -> None:
+    """The words are refreshed every few rounds: `progress.round` says which round the
+    figures are of (the agent stores it with them); progress an older agent stored has
+    none (`null`), and the OpenAPI document describes the field."""
+    from agent.records import RoundRecord
+
+    created = await register(client)
+    worded = {"outcome": "pending", "decided_at": None, "reason": "", "round": 2}
+    worded["rules"] = [rule("probe-errors", "pass")]
+    assert await store.record_round(RoundRecord(created["id"], 2, 0.0, {}), worded)
+    assert await store.record_round(RoundRecord(created["id"], 3, 0.0, {}), None)
+    body = await (await client.get(f"/v1/deploys/{created['id']}", headers=AUTH)).json()
+    assert (body["rounds"], body["progress"]["round"]) == (3, 2)
+
+    older = await register(client, {"environment": "staging", "version": "v1"})
+    del worded["round"]
+    assert await store.record_round(RoundRecord(older["id"], 1, 0.0, {}), worded)
+    body = await (await client.get(f"/v1/deploys/{older['id']}", headers=AUTH)).json()
+    assert body["progress"]["round"] is None
+
+    schema = openapi_document()["components"]["schemas"]["Progress"]
+    assert "round" in schema["properties"]
+
+
 async def test_requests_are_counted_by_status_class(client: Client, metrics: Metrics) -> None:
     await register(client)
     await client.get("/v1/deploys/dep_nope", headers=AUTH)

@@ -668,6 +668,28 @@ def test_progress_on_a_terminal_prints_every_round_and_a_live_status() -> None:
     assert "watching · round 4" in text
 
 
+def test_status_and_wait_say_which_round_the_progress_figures_are_of() -> None:
+    """`status ID` (and the end of `register --wait`) show the round `progress` is of,
+    and a `--wait` round line says so when its figures are of an earlier round."""
+    from agent.cli.render import details
+
+    deploy = _deploy(5)
+    assert deploy.progress is not None
+    deploy.progress.round = 3
+    shown = details(deploy, Style())
+    assert "verdict   pending (figures of round 3)" in shown
+    assert "rounds 5" in shown
+    out = io.StringIO()
+    Progress(out=out, style=Style(), live=False).update(deploy)
+    assert out.getvalue().startswith("  round   5 (figures of round 3)  ✓ pass probe-errors")
+    deploy.progress.round = 5  # of this round: nothing more to say
+    out = io.StringIO()
+    Progress(out=out, style=Style(), live=False).update(deploy)
+    assert "figures of" not in out.getvalue()
+    deploy.progress.round = None  # stored by an agent that did not record it
+    assert "figures of" not in details(deploy, Style())
+
+
 # --- the client on its own ---------------------------------------------------------
 
 

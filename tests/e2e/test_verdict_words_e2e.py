@@ -81,5 +81,10 @@ async def test_progress_has_the_latest_outcomes_and_is_a_few_rounds_old_at_most(
         assert worded is not None, progress["reason"]
         behind = number - int(worded.group(1))
         assert behind <= refresh_s / INTERVAL_S + 3, (number, progress["reason"])  # late rounds
+        # `progress.round`: the round the figures are of, at most the rounds stored
+        of = progress["round"]
+        assert of is not None and 1 <= of <= number, (number, of)
+        figures = {r["name"]: r["observed"] for r in progress["rules"]}
+        assert figures == {n: r["observed"] for n, r in rounds[of]["rules"].items()}, of
     if errors_rule == LATE_ERRORS:  # the change was worded the round it happened
         assert shown == {"inconclusive", "pass"}, shown

@@ -29,6 +29,7 @@ from agent.api.models import (
     MAX_BODY_BYTES,
     MAX_SCHEDULE_AHEAD_S,
     DeployRequest,
+    DeployState,
     ListQuery,
     decode_list_cursor,
     deploy_object,
@@ -40,7 +41,7 @@ from agent.api.problems import ApiProblem, invalid_fields, validation_errors
 from agent.appkeys import FORESIGHT, METRICS, PAGE_LINK, SETTINGS, STORE, WINDOW_EVENTS
 from agent.records import DeployWindow, IdempotentResponse, WindowState, decided_verdict
 from agent.settings import EnvironmentSettings
-from agent.store.base import Conflict
+from agent.store.base import Conflict, Store
 from agent.store.cursor import encode_cursor
 from common.durations import format_duration
 from common.times import rfc3339
@@ -388,28 +389,48 @@ def _list_query(request: web.Request) -> ListQuery:
     return parsed
 
 
+async def windows_shown(
+    store: Store,
+    *,
+    environment: str | None,
+    state: DeployState | None,
+    limit: int,
+    cursor: str | None,
+    now: float,
+) -> tuple[list[DeployWindow], bool]:
+    """A page of windows in a state as the API shows it (`shown_state`), and whether more
+    follow; `cursor` in the store's form. `scheduled` and `watching` are both stored as
+    `watching` and told apart by the clock: active windows are at most one per
+    environment, so one store page holds them all. The list route and the list page
+    filter alike."""
+    if state in ("scheduled", "watching"):
+        page = await store.list_windows(
+            environment=environment, state="watching", limit=LIST_LIMIT_MAX, cursor=cursor
+        )
+        wanted = [w for w in page.items if shown_state(w, now) == state]
+        return wanted[:limit], len(wanted) > limit or page.next_cursor is not None
+    page = await store.list_windows(
+        environment=environment,
+        state=cast(WindowState | None, state),  # not `scheduled`: handled above
+        limit=limit,
+        cursor=cursor,
+    )
+    return page.items, page.next_cursor is not None
+
+
 async def list_deploys(request: web.Request) -> web.Response:
     store = request.config_dict[STORE]
     query = _list_query(request)
     now = _now(request)
     cursor = encode_cursor(*decode_list_cursor(query.cursor)) if query.cursor else None
-    if query.state in ("scheduled", "watching"):
-        # Both are stored as `watching` and told apart by the clock. Active windows are
-        # at most one per environment, so one store page holds them all.
-        page = await store.list_windows(
-            environment=query.environment, state="watching", limit=LIST_LIMIT_MAX, cursor=cursor
-        )
-        wanted = [w for w in page.items if shown_state(w, now) == query.state]
-        windows = wanted[: query.limit]
-        more = len(wanted) > query.limit or page.next_cursor is not None
-    else:
-        page = await store.list_windows(
-            environment=query.environment,
-            state=cast(WindowState | None, query.state),  # not `scheduled`: handled above
-            limit=query.limit,
-            cursor=cursor,
-        )
-        windows, more = page.items, page.next_cursor is not None
+    windows, more = await windows_shown(
+        store,
+        environment=query.environment,
+        state=query.state,
+        limit=query.limit,
+        cursor=cursor,
+        now=now,
+    )
     if query.environment is not None and not windows and query.cursor is None:
         _known_environment(request, query.environment)
     items = [await _render(request, window) for window in windows]

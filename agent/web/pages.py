@@ -12,16 +12,24 @@ from __future__ import annotations
 
 import re
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, urlencode
 
 import jinja2
 from aiohttp import web
 
 from agent.api.auth import token_matches
-from agent.api.models import DEPLOY_ID_PATTERN, LIST_LIMIT_DEFAULT, STATES, shown_state
+from agent.api.models import (
+    DEPLOY_ID_PATTERN,
+    DEPLOY_STATES,
+    LIST_LIMIT_DEFAULT,
+    DeployState,
+    shown_state,
+)
+from agent.api.routes import windows_shown
 from agent.appkeys import SETTINGS, STORE
 from agent.records import DeployWindow
+from agent.store.cursor import encode_cursor
 from agent.web.access import SESSION_COOKIE, SESSION_SUBJECT, SESSION_TTL_S, access
 from agent.web.links import sign, signing_key
 from agent.web.times import iso, request_now
@@ -124,37 +132,46 @@ async def deploy_list(request: web.Request) -> web.Response:
     if verdict != "ok":
         return _denied(request, verdict)
     environment = request.query.get("environment") or None
-    state = request.query.get("state") or None
+    state = request.query.get("state") or None  # the form's "all" sends `state=`
     if environment is not None and environment not in settings.environments:
         environment = None
-    if state not in STATES:
-        state = None
+    context: dict[str, Any] = {
+        "environments": sorted(settings.environments),
+        "states": DEPLOY_STATES,
+        "environment": environment,
+        "iso": iso,
+        "shown": lambda window: shown_state(window, now),
+    }
+    if state is not None and state not in DEPLOY_STATES:
+        # as the API's list refuses it (422): a 400 naming the states, never every
+        # window under a filter that looks applied
+        return html(
+            "list.html",
+            400,
+            **context,
+            state=None,
+            items=[],
+            next_url=None,
+            error=f"No state {state[:64]!r}: choose one of {', '.join(DEPLOY_STATES)}.",
+        )
+    items: list[DeployWindow] = []
+    next_url = None
     try:
-        page = await store.list_windows(
+        items, more = await windows_shown(
+            store,
             environment=environment,
-            state=state,
+            state=cast(DeployState | None, state),
             limit=LIST_LIMIT_DEFAULT,
             cursor=request.query.get("cursor") or None,
+            now=now,
         )
-        items: list[DeployWindow] = page.items
-        next_cursor = page.next_cursor
     except ValueError:
-        items, next_cursor = [], None
-    next_url = None
-    if next_cursor:
+        more = False
+    if more and items:
         params = {k: v for k, v in (("environment", environment), ("state", state)) if v}
-        next_url = "/deploys?" + urlencode({**params, "cursor": next_cursor})
-    return html(
-        "list.html",
-        items=items,
-        environments=sorted(settings.environments),
-        states=STATES,
-        environment=environment,
-        state=state,
-        next_url=next_url,
-        iso=iso,
-        shown=lambda window: shown_state(window, now),
-    )
+        cursor = encode_cursor(items[-1].created_at, items[-1].id)
+        next_url = "/deploys?" + urlencode({**params, "cursor": cursor})
+    return html("list.html", **context, state=state, items=items, next_url=next_url, error=None)
 
 
 _NEXT = re.compile(r"/[!-~]*")

@@ -70,3 +70,49 @@ async def test_a_rule_without_evidence_or_rounds_still_renders(
     )
     assert 'data-rule="odd"' in html
     assert "no data yet" in html  # the chart's text alternative
+
+
+async def test_the_list_filters_on_every_state_the_api_does_and_refuses_an_unknown_one(
+    aiohttp_client: Any, store: SqliteStore
+) -> None:
+    """`?state=scheduled` was silently ignored (every window shown under a filter that
+    looked applied) and had no option; now the page lists what `GET /v1/deploys` lists
+    for each state, and an unknown state is a 400 naming the states, as the API's 422."""
+    now = time.time()
+    ids = {name: f"dep_01JD8X9Q2ZK3V7Y0M5T4N6R8W{n}" for n, name in enumerate("PSW", 1)}
+    passed = DeployWindow(
+        ids["P"], "production", "v1", None, None, {}, "watching", now - 900, now - 300, now - 900
+    )
+    await store.create_window(passed)
+    assert await store.finish_window(ids["P"], "passed", None, now - 300)
+    scheduled = DeployWindow(
+        ids["S"], "production", "v2", "v1", None, {}, "watching", now + 600, now + 1200, now - 5
+    )
+    watching = DeployWindow(
+        ids["W"], "staging", "v3", None, None, {}, "watching", now - 60, now + 240, now - 60
+    )
+    await store.create_window(scheduled)
+    await store.create_window(watching)
+    client: TestClient = await aiohttp_client(make_app(store, RecordingEvents()))
+
+    for state, expected in (("scheduled", "S"), ("watching", "W"), ("passed", "P")):
+        response = await client.get(f"/deploys?state={state}", headers=AUTH)
+        assert response.status == 200
+        page = await response.text()
+        assert [key for key, id_ in ids.items() if id_ in page] == [expected], state
+        assert f'<option value="{state}" selected>' in page
+        api = await (await client.get(f"/v1/deploys?state={state}", headers=AUTH)).json()
+        assert [item["id"] for item in api["items"]] == [ids[expected]]
+
+    response = await client.get("/deploys?state=", headers=AUTH)  # the form's "all"
+    assert response.status == 200
+    page = await response.text()
+    assert all(id_ in page for id_ in ids.values())
+
+    response = await client.get("/deploys?state=bogus<b>", headers=AUTH)
+    assert response.status == 400
+    page = await response.text()
+    assert "No state &#39;bogus&lt;b&gt;&#39;: choose one of scheduled, watching" in page
+    assert not any(id_ in page for id_ in ids.values())
+    assert '<select name="state">' in page  # the filter form stays, to pick a state
+    assert (await client.get("/v1/deploys?state=bogus", headers=AUTH)).status == 422

@@ -1343,10 +1343,16 @@ class SequentialRule:
             at = float(np.quantile(sv, share if comp.flip else 1.0 - share))
             scale = comp.cutoff / at if at > 0 else math.inf
             effect = abs(scale - 1.0)
-            text = f"{metric} {'-' if comp.flip else '+'}{format_percent(round(effect, 2))} or more"
-            return Detectable(
-                comp.bound, scale * self.baseline.value if self.baseline else scale, effect, text
-            )
+            value = scale * self.baseline.value if self.baseline else scale
+            if comp.bound in ("max", "min") and self.baseline is not None:
+                # an absolute bound reads in the rule's units: "+14286%" of the baseline
+                # said little about a max of 200ms
+                side = "or less" if comp.flip else "or more"
+                text = f"{metric} {self._fmt(value)} {side}" if math.isfinite(value) else NOTHING
+            else:
+                text = f"{metric} {'-' if comp.flip else '+'}{format_percent(round(effect, 2))}"
+                text += " or more"
+            return Detectable(comp.bound, value, effect, text)
         return Detectable(
             comp.bound,
             share,

@@ -44,6 +44,24 @@ class UnsettledAlert(NamedTuple):
     """The channels that took it already (`Store.note_alert_channel`)."""
 
 
+class AlertRetry(NamedTuple):
+    """An alert some channel failed, taken for its next retry (`Store.take_alert_retry`):
+    the taker holds it until `lease_until`, then anyone may take it again."""
+
+    window_id: str
+    event: str
+    payload: str
+    sent_to: frozenset[str]
+    """The channels that took it already: never sent it again."""
+    retries: int
+    """Retries taken so far, this one included (a taker that died counts too, so a crash
+    loop cannot retry for ever)."""
+    lease_until: float
+    result: str
+    """The stored outcome so far (`failed`, `partial`)."""
+    detail: str
+
+
 class StoredProbes(NamedTuple):
     """The background runs stored of one check with one fingerprint (`Store.probe_fingerprints`)."""
 
@@ -251,11 +269,46 @@ class Store(Protocol):
         sending whose sender may die mid-call (`rollback.then` follow-ups)."""
         ...
 
-    async def record_alert(self, window_id: str, event: str, result: str, detail: str) -> None: ...
+    async def record_alert(
+        self,
+        window_id: str,
+        event: str,
+        result: str,
+        detail: str,
+        retry_at: float | None = None,
+    ) -> None:
+        """Store an alert's outcome; `retry_at`: when its failed channels are to be tried
+        again (`alert_retries_due`; only for a claim with a payload), None for never."""
+        ...
 
     async def note_alert_channel(self, window_id: str, event: str, channel: str) -> None:
-        """Remember that `channel` took a claimed alert still without an outcome, so that
-        whoever finishes it after a crash does not send it there again."""
+        """Remember that `channel` took a claimed alert still without an outcome, or one
+        being retried, so that whoever finishes it after a crash, or retries it, does not
+        send it there again."""
+        ...
+
+    async def alert_retries_due(self, at: float, limit: int = 100) -> list[tuple[str, str]]:
+        """(window, event) of the alerts whose retry is due at `at` (or whose retry's
+        taker let its lease lapse), soonest first; take one with `take_alert_retry`."""
+        ...
+
+    async def next_alert_retry(self) -> float | None:
+        """When the soonest retry is due (or a taken one's lease ends); None: none owed."""
+        ...
+
+    async def take_alert_retry(
+        self, window_id: str, event: str, at: float, until: float
+    ) -> AlertRetry | None:
+        """The retry due at `at` for the one caller that takes it, held until `until`
+        (a lease: a taker that dies mid-send leaves it due again then); None if it is not
+        due, or another caller took it."""
+        ...
+
+    async def settle_alert_retry(
+        self, retry: AlertRetry, result: str, detail: str, retry_at: float | None
+    ) -> bool:
+        """Store a retry's outcome and when the next is due (None: no more), only while
+        `retry` still holds it; False if its lease lapsed and another took it."""
         ...
 
     async def unsettled_alerts(

@@ -40,6 +40,7 @@ from agent.records import (
 )
 from agent.store.base import (
     AlertClaim,
+    AlertRetry,
     Conflict,
     Lease,
     StoredProbes,
@@ -159,6 +160,13 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX windows_by_env_version ON windows (environment, version);
     CREATE INDEX windows_by_env_commit ON windows (environment, commit_sha)
+    """,
+    # a channel that failed an alert is retried (`agent.windows.alert_once`): when the
+    # next retry is due (or its taker's lease ends), and how many were taken
+    """
+    ALTER TABLE alerts ADD COLUMN retry_at DOUBLE PRECISION;
+    ALTER TABLE alerts ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX alerts_retry_due ON alerts (retry_at) WHERE retry_at IS NOT NULL
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -904,12 +912,22 @@ class SqlStore(ABC):
             )
         return taken == 1
 
-    async def record_alert(self, window_id: str, event: str, result: str, detail: str) -> None:
+    async def record_alert(
+        self,
+        window_id: str,
+        event: str,
+        result: str,
+        detail: str,
+        retry_at: float | None = None,
+    ) -> None:
         async with self._tx() as db:
             await db.execute(
-                "UPDATE alerts SET result = ?, detail = ? WHERE window_id = ? AND event = ?",
+                "UPDATE alerts SET result = ?, detail = ?, retry_at = CASE"
+                " WHEN payload IS NULL THEN NULL ELSE CAST(? AS DOUBLE PRECISION) END"
+                " WHERE window_id = ? AND event = ?",
                 result,
                 _text(detail[:2000]),
+                retry_at,
                 window_id,
                 event,
             )
@@ -918,7 +936,7 @@ class SqlStore(ABC):
         async with self._tx() as db:
             await db.execute(
                 "UPDATE alerts SET sent_to = sent_to || ? WHERE window_id = ? AND event = ?"
-                " AND result = 'claimed'",
+                " AND (result = 'claimed' OR retry_at IS NOT NULL)",
                 _text(channel.replace("\n", " ") + "\n"),
                 window_id,
                 event,
@@ -935,6 +953,65 @@ class SqlStore(ABC):
             limit,
         )
         return [UnsettledAlert(r[0], r[1], r[2], r[3], frozenset(r[4].splitlines())) for r in rows]
+
+    async def alert_retries_due(self, at: float, limit: int = 100) -> list[tuple[str, str]]:
+        rows = await self._fetchall(
+            "SELECT window_id, event FROM alerts WHERE retry_at <= ? AND payload IS NOT NULL"
+            " ORDER BY retry_at LIMIT ?",
+            at,
+            limit,
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    async def next_alert_retry(self) -> float | None:
+        row = await self._fetchone("SELECT MIN(retry_at) FROM alerts WHERE retry_at IS NOT NULL")
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def take_alert_retry(
+        self, window_id: str, event: str, at: float, until: float
+    ) -> AlertRetry | None:
+        """The row stays locked to commit: of two takers, the second finds `retry_at`
+        moved past `at` and takes nothing."""
+        async with self._tx() as db:
+            rows = await db.fetch(
+                "UPDATE alerts SET retry_at = ?, retries = retries + 1"
+                " WHERE window_id = ? AND event = ? AND retry_at <= ? AND payload IS NOT NULL"
+                " RETURNING payload, sent_to, retries, result, detail",
+                until,
+                window_id,
+                event,
+                at,
+            )
+        if not rows:
+            return None
+        payload, sent_to, retries, result, detail = rows[0]
+        return AlertRetry(
+            window_id,
+            event,
+            payload,
+            frozenset(sent_to.splitlines()),
+            int(retries),
+            until,
+            result,
+            detail,
+        )
+
+    async def settle_alert_retry(
+        self, retry: AlertRetry, result: str, detail: str, retry_at: float | None
+    ) -> bool:
+        async with self._tx() as db:
+            changed = await db.execute(
+                "UPDATE alerts SET result = ?, detail = ?, retry_at = ?"
+                " WHERE window_id = ? AND event = ? AND retry_at = ? AND retries = ?",
+                result,
+                _text(detail[:2000]),
+                retry_at,
+                retry.window_id,
+                retry.event,
+                retry.lease_until,
+                retry.retries,
+            )
+        return changed == 1
 
     async def claims_without_outcome(self, event: str, limit: int | None = None) -> list[str]:
         # by `alerts_unsettled`: only the claims without an outcome are read

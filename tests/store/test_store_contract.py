@@ -467,6 +467,63 @@ async def test_an_alert_claimed_with_its_payload_is_listed_until_it_has_an_outco
     assert [a.event for a in await store.unsettled_alerts(claimed_before=99.0)] == ["passed"]
 
 
+async def test_a_failed_alert_is_retried_when_due_by_one_taker_at_a_time(
+    backend: Backend,
+) -> None:
+    """A channel failed the alert: its retry is due at the time stored with the outcome;
+    of two replicas one takes it, holds it for its lease, and a taker that died leaves it
+    due again once that lapses (each take counted). The channels that took it stay
+    noted; settling ends it."""
+    first, second = backend.make(), backend.make()
+    await first.open()
+    await second.open()
+    try:
+        await first.create_window(window("dep_1"))
+        assert await first.claim_alert("dep_1", "passed", 10.0, payload='{"alert": {}}')
+        await first.note_alert_channel("dep_1", "passed", "1:json://b")
+        await first.record_alert("dep_1", "passed", "partial", "1 of 2", retry_at=15.0)
+        assert await first.alert_retries_due(14.0) == []
+        assert await first.next_alert_retry() == 15.0
+        assert await second.alert_retries_due(15.0) == [("dep_1", "passed")]
+
+        taken = await asyncio.gather(
+            first.take_alert_retry("dep_1", "passed", 16.0, until=30.0),
+            second.take_alert_retry("dep_1", "passed", 16.0, until=30.0),
+        )
+        retry = next(t for t in taken if t is not None)
+        assert [t is None for t in taken].count(True) == 1
+        assert (retry.payload, retry.sent_to, retry.retries) == (
+            '{"alert": {}}',
+            frozenset({"1:json://b"}),
+            1,
+        )
+        assert (retry.lease_until, retry.result, retry.detail) == (30.0, "partial", "1 of 2")
+        assert await first.alert_retries_due(29.0) == []  # held by its taker
+        await first.note_alert_channel("dep_1", "passed", "0:json://a")  # took it this time
+
+        # the taker died: due again once its lease lapsed, with what it noted
+        again = await second.take_alert_retry("dep_1", "passed", 31.0, until=45.0)
+        assert again is not None and again.retries == 2
+        assert again.sent_to == frozenset({"0:json://a", "1:json://b"})
+        assert not await first.settle_alert_retry(retry, "sent", "late", None)  # not its own
+        assert await second.settle_alert_retry(again, "sent", "2 of 2", None)
+        assert await first.alert_retries_due(1e12) == []
+        assert await first.next_alert_retry() is None
+        assert await first.alert_events("dep_1") == {"passed": "sent"}
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_only_a_claim_with_its_payload_can_be_retried(store: Store) -> None:
+    """A mark (a follow-up's claim) has nothing to send again."""
+    await store.create_window(window("dep_1"))
+    assert await store.claim_alert("dep_1", "then:db", 10.0)
+    await store.record_alert("dep_1", "then:db", "failed", "HTTP 500", retry_at=15.0)
+    assert await store.alert_retries_due(99.0) == []
+    assert await store.take_alert_retry("dep_1", "then:db", 99.0, until=120.0) is None
+
+
 async def test_claims_without_outcome_lists_one_event_oldest_first(store: Store) -> None:
     await store.create_window(window("dep_1"))
     await store.create_window(window("dep_2", env="staging"))

@@ -6,12 +6,15 @@ in worker threads and `async_notify(timeout=…)` stops waiting at the deadline,
 so a hung SMTP server costs one worker thread for a bounded time and never the
 loop, a round or a rollback. Each channel gets its own `Apprise` object so its
 outcome is known exactly; every result is logged (redacted) and counted in
-`postflight_alerts_total{result}`.
+`postflight_alerts_total{result}`, but a retry's repeated failure (`send(retry=N)`,
+see `agent.windows.alert_once`), which is logged at info only: `failed` counts alerts
+a channel failed, as before there were retries.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -100,9 +103,16 @@ class NotifyOutcome:
         return "; ".join([text, *failures])
 
 
+_RETRYING: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "postflight_alert_retrying", default=False
+)
+"""Set in a retry's channel sends; apprise runs its plugins in a copy of that context."""
+
+
 class _AppriseLogGuard(logging.Filter):
     """apprise logs full service URLs and payloads (tokens included) at DEBUG; keep
-    only its warnings and errors, redacted."""
+    only its warnings and errors, redacted. A retry's are info: its channel's first
+    failure was the warning, and a channel down for minutes is not one per attempt."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -124,6 +134,8 @@ class _AppriseLogGuard(logging.Filter):
         for redact in [*self._weak, *self._strong]:
             text = redact(text)
         record.msg, record.args = text, None
+        if _RETRYING.get():
+            record.levelno, record.levelname = logging.INFO, "INFO"
         return True
 
 
@@ -225,13 +237,17 @@ class Notifier:
         *,
         skip: Collection[str] = (),
         on_sent: Callable[[str], Awaitable[None]] | None = None,
+        retry: int = 0,
     ) -> NotifyOutcome:
         """Notify the routed channels concurrently; never raises (but for
         cancellation), never takes much longer than `timeout` (and `on_sent`'s awaits).
 
         `skip`: keys (`ChannelResult.key`) of channels that took it already, reported
         sent and not sent again. `on_sent(key)` is awaited as each channel takes it, so a
-        crash mid-send leaves a record of who was told; it must not raise."""
+        crash mid-send leaves a record of who was told; it must not raise.
+        `retry` (> 0: the alert's Nth retry): a channel failing again is logged at info
+        and not counted, as its first failure was (`failed` counts alerts a channel
+        failed, not attempts); one taking it is counted `sent` and logged so."""
         context = {
             "deploy_id": alert.deploy_id,
             "environment": alert.environment,
@@ -254,7 +270,7 @@ class Notifier:
             before = [c for c in before if c.key in skip]
             skipped = {c.index for c in before}
             tasks = {
-                i: asyncio.ensure_future(self._send_one(i, title, body, alert.notify_type))
+                i: asyncio.ensure_future(self._send_one(i, title, body, alert.notify_type, retry))
                 for i in indexes
                 if i not in skipped
             }
@@ -283,16 +299,29 @@ class Notifier:
         except Exception as exc:
             log.exception("alert %s for %s not sent", alert.event, alert.deploy_id, extra=context)
             failed = ChannelResult(-1, "-", False, self._redact(f"{type(exc).__name__}: {exc}"))
-            self._metrics.alerts_total.labels(result="failed").inc()
+            if not retry:
+                self._metrics.alerts_total.labels(result="failed").inc()
             return NotifyOutcome((failed,))
         for result in results:
-            self._metrics.alerts_total.labels(result="sent" if result.sent else "failed").inc()
+            if result.sent or not retry:
+                self._metrics.alerts_total.labels(result="sent" if result.sent else "failed").inc()
             if result.sent:
                 log.info(
-                    "alert %s for %s sent to %s",
+                    "alert %s for %s %s to %s",
                     alert.event,
                     alert.deploy_id,
+                    f"delivered on retry {retry}" if retry else "sent",
                     result.url,
+                    extra={**context, "channel": result.index},
+                )
+            elif retry:
+                log.info(
+                    "alert %s for %s: retry %d failed on %s: %s",
+                    alert.event,
+                    alert.deploy_id,
+                    retry,
+                    result.url,
+                    result.detail,
                     extra={**context, "channel": result.index},
                 )
             else:
@@ -326,11 +355,17 @@ class Notifier:
                 if not task.cancelled() and task.exception() is None and task.result().sent:
                     await on_sent(task.result().key)
 
-    async def _send_one(self, index: int, title: str, body: str, notify_type: str) -> ChannelResult:
+    async def _send_one(
+        self, index: int, title: str, body: str, notify_type: str, retry: int
+    ) -> ChannelResult:
         url = self._urls[index]
         ap = self._channels[index]
         if ap is None:
             return ChannelResult(index, url, False, "apprise cannot use this channel's URL")
+        how: dict[str, Any] = {}
+        if retry:  # this task's own context: apprise's lines about it become info…
+            _RETRYING.set(True)
+            how["log_level"] = logging.INFO  # …and are still captured for `_explain`
         try:
             res = await ap.async_notify(
                 body=body,
@@ -338,6 +373,7 @@ class Notifier:
                 notify_type=notify_type,
                 body_format=apprise.NotifyFormat.MARKDOWN,
                 timeout=self._timeout,
+                **how,
             )
         except Exception as exc:  # apprise promises not to, but a plugin may
             return ChannelResult(
@@ -345,18 +381,20 @@ class Notifier:
             )
         if res:
             return ChannelResult(index, url, True, "sent")
-        return ChannelResult(index, url, False, self._explain(res))
+        return ChannelResult(index, url, False, self._explain(res, demoted=bool(retry)))
 
-    def _explain(self, res: apprise.AppriseResult) -> str:
-        """Why a channel failed, from apprise's status and captured log lines."""
+    def _explain(self, res: apprise.AppriseResult, demoted: bool = False) -> str:
+        """Why a channel failed, from apprise's status and captured log lines (`demoted`:
+        a retry's, whose warnings the log guard made info)."""
         status = getattr(res.status, "name", str(res.status)).lower()
+        levels = {"WARNING", "ERROR", "CRITICAL"} | ({"INFO"} if demoted else set())
         messages: list[str] = []
         for service in res.results:
             for entry in service.logs():
-                if entry.level in ("WARNING", "ERROR", "CRITICAL") and entry.message:
+                if entry.level in levels and entry.message:
                     messages.append(entry.message)
         for entry in res.call_logs():
-            if entry.level in ("WARNING", "ERROR", "CRITICAL") and entry.message:
+            if entry.level in levels and entry.message:
                 messages.append(entry.message)
         text = status + (": " + " ".join(messages[:3]) if messages else "")
         return self._pieces(self._redact(" ".join(text.split())))[:500]

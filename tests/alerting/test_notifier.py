@@ -335,3 +335,30 @@ async def test_an_alert_with_no_channel_configured_says_so_not_that_tags_matched
     caplog.clear()
     await notifier([("json://127.0.0.1:9/alerts", ["oncall"])], metrics).send(alert(), ["pager"])
     assert "no channel has any of the tags ['pager']" in caplog.text, caplog.text
+
+
+async def test_a_retry_counts_its_delivery_and_not_its_repeated_failure(
+    json_sink: JsonSink, metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`failed` counts an alert a channel failed, once: a retry failing again is an info
+    line, not another failure; a retry that delivers is counted `sent` and says so."""
+    caplog.set_level(logging.INFO, logger="postflight.alerting")
+    json_sink.script(500, 500, 500)
+    notify = notifier([(json_sink.url(), [])], metrics)
+
+    assert (await notify.send(alert(), [])).failed == 1
+    first = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert sum("failed on json://127.0.0.1:" in m for m in first) == 1, first
+    caplog.clear()
+    assert (await notify.send(alert(), [], retry=1)).failed == 1
+    assert (await notify.send(alert(), [], retry=2)).failed == 1
+    assert sent(metrics, "failed") == 1 and sent(metrics, "sent") == 0
+    assert (await notify.send(alert(), [], retry=3)).result == "sent"
+    assert sent(metrics, "failed") == 1 and sent(metrics, "sent") == 1
+
+    # apprise's own lines about a retry are info too; the reason is still told
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert sum("retry 1 failed on json://127.0.0.1:" in m and "error=500" in m for m in infos) == 1
+    assert sum("delivered on retry 3 to json://127.0.0.1:" in m for m in infos) == 1, infos
+    assert len(json_sink.notifications) == 1

@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from aiohttp import web
 
@@ -37,7 +37,7 @@ from agent.web import routes as web_routes
 from agent.web.feed import FEED, DeployFeed, feed_store
 from agent.web.links import deploy_page_url
 from agent.web.pg_news import PgNews
-from agent.windows.alert_once import WindowAlerts
+from agent.windows.alert_once import ALERT_RETRY_DELAYS_S, WindowAlerts
 from agent.windows.foresight import registration_warnings
 from agent.windows.heap import daemon_heap
 from agent.windows.integrations import Integrations
@@ -68,10 +68,12 @@ def build_app(
     background_probing: bool = True,
     owner: str | None = None,
     environ: dict[str, str] | None = None,
+    alert_retry_delays: Sequence[float] = ALERT_RETRY_DELAYS_S,
 ) -> web.Application:
     """The agent as an aiohttp application; `owner` names this replica in window leases
     (default: `replica_id()`); `environ` is where `SENTRY_DSN` is read (default: the
-    process's; the demo gives none, so nothing leaves the machine)."""
+    process's; the demo gives none, so nothing leaves the machine); `alert_retry_delays`:
+    the backoff of a channel that failed an alert (tests shorten it)."""
     redact = Redactor(settings.secret_values())
     app = web.Application(client_max_size=64 * 1024)
     app[SETTINGS] = settings
@@ -115,6 +117,7 @@ def build_app(
         app[STORE],
         notifier,
         link=lambda window: deploy_page_url(settings.server, window.id, now=clock()),
+        retry_delays=alert_retry_delays,
     )
     watcher = Watcher(
         settings,
@@ -147,8 +150,9 @@ def build_app(
     async def watcher_ctx(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(watcher.run(), name="watcher")
         side = asyncio.create_task(integrations.run(), name="integrations")
-        # alerts cut off by a crash (this process's last, or a dead replica's): its
-        # sends are the watcher's background work, so `drain` bounds them at a stop
+        # alerts cut off by a crash (this process's last, or a dead replica's) and
+        # retries of failed channels: their sends are the watcher's background work, so
+        # `drain` bounds them at a stop; a retry not yet due stays in the store
         recovery = asyncio.create_task(
             alerts.run(watcher.services.spawn, max(poll_interval, alerts.lease_s / 4)),
             name="alert-recovery",

@@ -365,6 +365,10 @@ class JsonSink(_HttpServer):
     def hang_always(self) -> None:
         self._script.default = Reply(hang=True)
 
+    def come_back(self) -> None:
+        """Answer 200 again after `fail_always` or `hang_always` (an outage ends)."""
+        self._script.default = Reply()
+
     def url(self, path: str = "alerts", **params: str) -> str:
         """The apprise URL of this sink (`json://127.0.0.1:PORT/alerts`)."""
         assert self.port is not None, "start() the sink first"

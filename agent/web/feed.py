@@ -33,7 +33,7 @@ from agent.records import (
     WindowCreated,
     WindowState,
 )
-from agent.store.base import AlertClaim, Store
+from agent.store.base import AlertClaim, AlertRetry, Store
 
 
 @dataclass(eq=False)
@@ -190,9 +190,23 @@ class FeedStore:
         self._feed.publish(intent.window_id)
         return settled
 
-    async def record_alert(self, window_id: str, event: str, result: str, detail: str) -> None:
-        await self._store.record_alert(window_id, event, result, detail)
+    async def record_alert(
+        self,
+        window_id: str,
+        event: str,
+        result: str,
+        detail: str,
+        retry_at: float | None = None,
+    ) -> None:
+        await self._store.record_alert(window_id, event, result, detail, retry_at)
         self._feed.publish(window_id)
+
+    async def settle_alert_retry(
+        self, retry: AlertRetry, result: str, detail: str, retry_at: float | None
+    ) -> bool:
+        settled = await self._store.settle_alert_retry(retry, result, detail, retry_at)
+        self._feed.publish(retry.window_id)
+        return settled
 
 
 def feed_store(store: Store, feed: DeployFeed) -> Store:

@@ -16,14 +16,23 @@ not noted, with a fresh deploy-page link. Alerts are thus at least once, and a
 duplicate needs the process to die between a channel accepting the alert and that
 being noted (milliseconds); a window cancelled or superseded meanwhile drops it.
 
+A channel that fails an alert is retried (`ALERT_RETRY_DELAYS_S`), to the failed
+channels only, by the same means: the outcome is stored with when the next retry is
+due, `run` takes due retries (`Store.take_alert_retry`, one taker, a lease) and sends
+the stored alert to the channels not noted. So a retry owed at a stop or a crash is
+sent by the restarted agent or any replica, a retry cut off mid-send is taken over
+once its lease lapses, and a window cancelled or superseded meanwhile drops it.
+
 A breach's result is stored only once its slowest channel has answered, so a
 resolve first waits for this process's sends of that breach: a breach that clears
-within those seconds still gets its resolve.
+within those seconds still gets its resolve. One that reached no channel gets no
+resolve, even if a retry delivers it later.
 
 What it must not do: raise into a round, or make a rollback wait. `emit` never
 raises (but `CancelledError`); the window runs it through `WatchServices.spawn`
 (`agent.windows.lifecycle`), off the round's hot path, and the watcher's `drain`
-finishes it on shutdown within a bound.
+finishes it on shutdown within a bound. Retries run the same way, spawned by `run`,
+never awaited by a round, a rollback or another alert.
 """
 
 from __future__ import annotations
@@ -38,9 +47,9 @@ from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from typing import Any
 
 from agent.records import DeployWindow, Fence
-from agent.store.base import AlertClaim, Store, UnsettledAlert
+from agent.store.base import AlertClaim, AlertRetry, Store, UnsettledAlert
 from alerting.events import Alert, breach_key
-from alerting.notifier import Notifier
+from alerting.notifier import Notifier, NotifyOutcome
 
 log = logging.getLogger("postflight.alerting")
 
@@ -48,7 +57,23 @@ DELIVERED_RESULTS = frozenset({"sent", "partial"})
 """Stored results meaning someone was told (a resolve is owed for such a breach)."""
 
 DROPPED_STATES = frozenset({"cancelled", "superseded"})
-"""A window in these states "fires nothing more": a cut-off alert of it is not re-sent."""
+"""A window in these states "fires nothing more": a cut-off alert of it is not re-sent,
+nor a failed one retried."""
+
+ALERT_RETRY_DELAYS_S: tuple[float, ...] = (5.0, 30.0, 120.0)
+"""When a channel that failed an alert is tried again, counted from the failure before:
+5 s rides out a receiver's restart or a blip, 30 s a service being redeployed, 2 min a
+short outage. About 3 minutes in all (and three notifier timeouts): past that, news of
+a deploy window (minutes long) is stale, and the failure has been counted
+(`postflight_alerts_total{result="failed"}`, which the shipped alert rule watches)."""
+
+MIN_PAUSE_S = 0.05
+"""The least `run` waits between two looks, whatever is due (no busy loop)."""
+
+RETRIES_IN_FLIGHT = 2
+"""Alerts one agent retries at once: a hung channel's retries hold at most these of
+apprise's worker threads (a few on a small machine), never all of them, so a new alert
+is never kept waiting behind old ones."""
 
 
 def alert_lease(notifier: Notifier) -> float:
@@ -87,6 +112,7 @@ class WindowAlerts:
         clock: Callable[[], float] = time.time,
         link: Callable[[DeployWindow], str | None] | None = None,
         lease_s: float | None = None,
+        retry_delays: Sequence[float] = ALERT_RETRY_DELAYS_S,
     ) -> None:
         self._store = store
         self._notifier = notifier
@@ -97,6 +123,11 @@ class WindowAlerts:
         """After this long, a claim without an outcome is a dead sender's (`recover`)."""
         self._sending: dict[tuple[str, str], list[asyncio.Event]] = {}
         """This process's emits in flight, by (deploy, key): what a resolve waits for."""
+        self.retry_delays = tuple(retry_delays)
+        """The wait before each retry of a channel that failed (`ALERT_RETRY_DELAYS_S`)."""
+        self._retrying = 0
+        self._wake = asyncio.Event()
+        """Set when this process owes a retry or finished one: `run` looks again."""
 
     async def emit(
         self,
@@ -206,14 +237,23 @@ class WindowAlerts:
         sent_to: Collection[str] = (),
     ) -> bool:
         """Send a claimed alert (but to `sent_to`), noting each channel that takes it,
-        then store the outcome."""
-        if alert.link is None and self._link is not None:
-            alert = dataclasses.replace(alert, link=self._link(window))
+        then store the outcome, with when to retry the channels that failed."""
         outcome = await self._notifier.send(
-            alert, tags, skip=sent_to, on_sent=self._noter(window, key)
+            self._linked(window, alert), tags, skip=sent_to, on_sent=self._noter(window, key)
         )
-        await self._store.record_alert(window.id, key, outcome.result, outcome.describe())
+        detail, retry_at = outcome.describe(), None
+        if outcome.failed and self.retry_delays:
+            retry_at = self._clock() + self.retry_delays[0]
+            detail += f"; retrying in {self.retry_delays[0]:g}s"
+        await self._store.record_alert(window.id, key, outcome.result, detail, retry_at=retry_at)
+        if retry_at is not None:
+            self._wake.set()
         return outcome.delivered
+
+    def _linked(self, window: DeployWindow, alert: Alert) -> Alert:
+        if alert.link is None and self._link is not None:
+            return dataclasses.replace(alert, link=self._link(window))
+        return alert
 
     def _noter(self, window: DeployWindow, key: str) -> Callable[[str], Awaitable[None]]:
         async def note(channel: str) -> None:
@@ -234,15 +274,29 @@ class WindowAlerts:
     # a dead sender's alerts ---------------------------------------------------
 
     async def run(self, spawn: Callable[[Any], object], interval: float) -> None:
-        """`recover` every `interval` seconds, for good; a failed scan is retried."""
+        """`recover` and `retry` every `interval` seconds, and as a retry falls due, for
+        good; a failed scan is retried."""
         while True:
             try:
                 await self.recover(spawn)
+                await self.retry(spawn)
+                await self._pause(interval)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("alerts: looking for alerts cut off by a crash failed; retrying")
-            await asyncio.sleep(interval)
+                log.exception("alerts: looking for alerts to send again failed; retrying")
+                await asyncio.sleep(interval)
+
+    async def _pause(self, interval: float) -> None:
+        """Until `interval` has passed, the soonest retry (this process's or another's)
+        is due, or this process owes a new one or has a free slot again."""
+        self._wake.clear()
+        delay = interval
+        soonest = await self._store.next_alert_retry()
+        if soonest is not None and self._retrying < RETRIES_IN_FLIGHT:
+            delay = min(delay, max(MIN_PAUSE_S, soonest - self._clock()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), delay)
 
     async def recover(self, spawn: Callable[[Any], object] | None = None) -> int:
         """Send the alerts whose sender died mid-send (claims older than the lease and
@@ -288,3 +342,117 @@ class WindowAlerts:
                 log.exception(
                     "alert %s for %s not sent again", claim.event, claim.window_id, extra=context
                 )
+
+    # a channel that failed ------------------------------------------------------
+
+    async def retry(self, spawn: Callable[[Any], object] | None = None) -> int:
+        """Send the retries now due (this process's, another replica's, a previous run's),
+        as many as may run at once; with `spawn`, in the background. How many were taken."""
+        free = RETRIES_IN_FLIGHT - self._retrying
+        if free <= 0:
+            return 0
+        now = self._clock()
+        taken = 0
+        for window_id, event in await self._store.alert_retries_due(now, limit=free):
+            retry = await self._store.take_alert_retry(window_id, event, now, now + self.lease_s)
+            if retry is None:
+                continue  # another replica took it a moment ago
+            taken += 1
+            work = self._retry(retry)
+            if spawn is None:
+                await work
+            else:
+                spawn(work)
+        return taken
+
+    async def _retry(self, retry: AlertRetry) -> None:
+        """A taken retry: its stored alert to the channels that have not taken it."""
+        context = {"deploy_id": retry.window_id, "event": retry.event}
+        self._retrying += 1
+        try:
+            with self._flight(retry.window_id, retry.event):
+                await self._retry_once(retry, context)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(
+                "alert %s for %s: retry %d not sent",
+                retry.event,
+                retry.window_id,
+                retry.retries,
+                extra=context,
+            )
+        finally:
+            self._retrying -= 1
+            self._wake.set()
+
+    async def _retry_once(self, retry: AlertRetry, context: dict[str, Any]) -> None:
+        window = await self._store.get_window(retry.window_id)
+        if window is None or window.state in DROPPED_STATES:
+            state = window.state if window else "gone"
+            log.info(
+                "alert %s for %s not retried: window %s", retry.event, retry.window_id, state,
+                extra=context,
+            )  # fmt: skip
+            await self._store.settle_alert_retry(
+                retry, retry.result, f"{retry.detail}; not retried: window {state}", None
+            )
+            return
+        n = retry.retries
+        if n > len(self.retry_delays):  # takers died mid-retry: their attempts count
+            self._gave_up(retry, n - 1, context)
+            await self._store.settle_alert_retry(
+                retry, retry.result, f"{retry.detail}; gave up after {n - 1} retries", None
+            )
+            return
+        alert, tags = load_payload(retry.payload)
+        outcome = await self._notifier.send(
+            self._linked(window, alert),
+            tags,
+            skip=retry.sent_to,
+            on_sent=self._noter(window, retry.event),
+            retry=n,
+        )
+        detail, next_at = self._after_retry(retry, outcome, context)
+        if not await self._store.settle_alert_retry(retry, outcome.result, detail, next_at):
+            log.warning(
+                "alert %s for %s: retry %d outlived its lease; another agent has taken it",
+                retry.event,
+                retry.window_id,
+                n,
+                extra=context,
+            )
+        elif next_at is not None:
+            self._wake.set()
+
+    def _after_retry(
+        self, retry: AlertRetry, outcome: NotifyOutcome, context: dict[str, Any]
+    ) -> tuple[str, float | None]:
+        """The stored detail after a retry, and when the next is due (None: no more)."""
+        n = retry.retries
+        if not outcome.channels or not outcome.failed:
+            note = "" if not outcome.channels else f" (delivered on retry {n})"
+            return outcome.describe() + note, None
+        if n < len(self.retry_delays):
+            delay = self.retry_delays[n]
+            detail = f"{outcome.describe()}; retry {n} failed, next in {delay:g}s"
+            return detail, self._clock() + delay
+        self._gave_up(retry, n, context, outcome)
+        return f"{outcome.describe()}; gave up after {n} retries", None
+
+    def _gave_up(
+        self,
+        retry: AlertRetry,
+        retries: int,
+        context: dict[str, Any],
+        outcome: NotifyOutcome | None = None,
+    ) -> None:
+        failed = [c.url for c in outcome.channels if not c.sent] if outcome else []
+        log.error(
+            "alert %s for %s not delivered to %s after %d retries; giving up",
+            retry.event,
+            retry.window_id,
+            ", ".join(failed) or "its failed channels",
+            retries,
+            extra=context,
+        )

@@ -12,6 +12,8 @@ from typing import Any
 from agent.metrics import Metrics
 from agent.records import DeployWindow
 from agent.settings import AlertChannel
+from agent.store.base import Store
+from agent.store.postgres import PostgresStore
 from agent.store.sqlite import SqliteStore
 from agent.windows.alert_once import WindowAlerts
 from agent.windows.lifecycle import WatchServices
@@ -19,6 +21,7 @@ from alerting.events import Alert, breach_key, resolved_key
 from alerting.notifier import Notifier
 from common.redaction import Redactor
 from tests.receivers import HangingServer, JsonSink, Reply
+from tests.store.peek import rows
 
 
 def window(window_id: str = "dep_01JDTEST") -> DeployWindow:
@@ -126,7 +129,7 @@ async def test_no_resolve_without_a_breach_that_reached_someone(
     assert events == {"breach:p95": "failed"}
 
 
-def services(store: SqliteStore, alerts: WindowAlerts, metrics: Metrics) -> WatchServices:
+def services(store: Store, alerts: WindowAlerts, metrics: Metrics) -> WatchServices:
     return WatchServices(
         store=store,
         metrics=metrics,
@@ -335,3 +338,267 @@ async def test_a_cut_off_alert_of_a_superseded_window_is_dropped(
 
     assert await restarted(path, [json_sink], metrics, after=LEASE_S + 1) == 1
     assert json_sink.notifications == []
+
+
+# -- a channel that failed is retried ------------------------------------------------
+
+
+RETRY_DELAYS = (0.1, 0.2, 0.3)
+"""The retries' backoff here: sub-second, the daemon's (5 s, 30 s, 2 min) scaled down."""
+
+
+@contextlib.asynccontextmanager
+async def retrying(alerts: WindowAlerts, s: WatchServices) -> Any:
+    """`alerts`' background loop (the daemon's `alert-recovery` task), then a drain."""
+    task = asyncio.create_task(alerts.run(s.spawn, interval=0.1))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await s.drain(grace=10.0)
+
+
+async def settled(store: Any, within: float = 20.0) -> None:
+    """Until no retry is owed (the daemon's timing is not the test's subject)."""
+    for _ in range(int(within / 0.05)):
+        if await store.next_alert_retry() is None:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"retries still owed after {within}s")
+
+
+def count(metrics: Metrics, result: str) -> float:
+    return metrics.registry.get_sample_value("postflight_alerts_total", {"result": result}) or 0.0
+
+
+async def test_a_sink_down_for_the_first_attempts_gets_the_alert_once_it_is_back(
+    store: SqliteStore, json_sink: JsonSink, metrics: Metrics, caplog: Any
+) -> None:
+    """The audit's case: the sink was down while the breach went out, and the alert was
+    lost for good. It is retried in the background, and arrives once the sink is back,
+    once; `failed` counted the first failure, `sent` the delivery."""
+    caplog.set_level("INFO", logger="postflight.alerting")
+    json_sink.script(503, 503)  # down for the first attempt and the first retry
+    alerts = WindowAlerts(
+        store, make_notifier([json_sink.url()], metrics), retry_delays=RETRY_DELAYS
+    )
+    s = services(store, alerts, metrics)
+    w = window()
+    await store.create_window(w)
+    breach = Alert.for_window(w, "breach", rules=[rule("errors")])
+
+    async with retrying(alerts, s):
+        assert await alerts.emit(w, breach, ["oncall"], key=breach_key("errors")) is False
+        await json_sink.wait_for(1)
+        await settled(store)
+        await asyncio.sleep(0.5)  # longer than every delay: nothing more comes
+
+    assert [n.title for n in json_sink.notifications] == [
+        "[postflight] production v2.4.1: errors breached"
+    ]
+    assert json_sink.arrived == 3
+    assert await store.alert_events(w.id) == {"breach:errors": "sent"}
+    assert count(metrics, "failed") == 1 and count(metrics, "sent") == 1
+    lines = [
+        (r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("postflight")
+    ]
+    assert [m for lvl, m in lines if lvl == "WARNING"] == [
+        m for _, m in lines if "failed on json://127.0.0.1:" in m and "retry" not in m
+    ] and len([m for lvl, m in lines if lvl == "WARNING"]) == 1, lines
+    assert sum("delivered on retry 2 to json://127.0.0.1:" in m for _, m in lines) == 1, lines
+    assert not [m for lvl, m in lines if lvl == "ERROR"], lines
+
+
+async def test_a_sink_down_throughout_gets_nothing_and_is_retried_a_bounded_number_of_times(
+    store: SqliteStore, json_sink: JsonSink, metrics: Metrics, caplog: Any
+) -> None:
+    """Three retries, then one error naming the channel by scheme and host only."""
+    caplog.set_level("INFO", logger="postflight.alerting")
+    json_sink.fail_always(503)
+    url = json_sink.url("hooks/tok-1a2b3c4d5e")
+    alerts = WindowAlerts(store, make_notifier([url], metrics), retry_delays=RETRY_DELAYS)
+    s = services(store, alerts, metrics)
+    w = window()
+    await store.create_window(w)
+
+    async with retrying(alerts, s):
+        await alerts.emit(w, Alert.for_window(w, "rollback_requested"), ["oncall"])
+        await settled(store)
+        await asyncio.sleep(0.5)
+
+    assert json_sink.notifications == []
+    assert json_sink.arrived == 1 + len(RETRY_DELAYS)
+    assert await store.alert_events(w.id) == {"rollback_requested": "failed"}
+    assert count(metrics, "failed") == 1 and count(metrics, "sent") == 0
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "after 3 retries" in errors[0], errors
+    assert f"json://127.0.0.1:{json_sink.port}" in errors[0] and "tok-1a2b" not in errors[0]
+
+
+async def test_two_channels_one_failing_the_other_gets_exactly_one(
+    store: SqliteStore, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """The retry goes to the failed channel only: the one that took it is never sent it
+    again."""
+    flaky = JsonSink([503, 503])
+    await flaky.start()
+    try:
+        notifier = make_notifier([json_sink.url(), flaky.url()], metrics)
+        alerts = WindowAlerts(store, notifier, retry_delays=RETRY_DELAYS)
+        s = services(store, alerts, metrics)
+        w = window()
+        await store.create_window(w)
+        async with retrying(alerts, s):
+            assert await alerts.emit(w, Alert.for_window(w, "rollback_requested"), []) is True
+            await flaky.wait_for(1)
+            await settled(store)
+            await asyncio.sleep(0.5)
+        assert len(json_sink.notifications) == 1 and json_sink.arrived == 1
+        assert len(flaky.notifications) == 1 and flaky.arrived == 3
+    finally:
+        await flaky.stop()
+    assert await store.alert_events(w.id) == {"rollback_requested": "sent"}
+    assert count(metrics, "sent") == 2 and count(metrics, "failed") == 1
+
+
+async def test_a_retry_owed_at_a_stop_is_sent_once_by_the_restarted_agent(
+    tmp_path: Path, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """The retry schedule is in the store: an agent stopped (or killed) while a retry was
+    owed leaves it to the next one, or to any replica."""
+    path, w = tmp_path / "alerts.db", window()
+    json_sink.script(503)
+    first = SqliteStore(path)
+    await first.open()
+    await first.create_window(w)
+    slow = (30.0, 30.0, 30.0)  # this agent stops long before its first retry
+    alerts = WindowAlerts(first, make_notifier([json_sink.url()], metrics), retry_delays=slow)
+    assert await alerts.emit(w, Alert.for_window(w, "passed"), ["oncall"]) is False
+    await first.close()
+    assert json_sink.notifications == []
+
+    second = SqliteStore(path)
+    await second.open()
+    try:
+        later = lambda: time.time() + 31.0  # noqa: E731
+        again = WindowAlerts(
+            second, make_notifier([json_sink.url()], metrics), clock=later, retry_delays=slow
+        )
+        assert await again.retry() == 1
+        assert await again.retry() == 0
+        assert await second.alert_events(w.id) == {"passed": "sent"}
+    finally:
+        await second.close()
+    assert len(json_sink.notifications) == 1
+
+
+async def test_a_retry_of_a_window_cancelled_meanwhile_is_dropped(
+    store: SqliteStore, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """A cancelled or superseded window fires nothing more (contract §2), as a cut-off
+    alert of it is dropped: its failed alert is not retried either."""
+    json_sink.script(503)
+    alerts = WindowAlerts(
+        store, make_notifier([json_sink.url()], metrics), retry_delays=RETRY_DELAYS
+    )
+    s = services(store, alerts, metrics)
+    w = window()
+    await store.create_window(w)
+    breach = Alert.for_window(w, "breach", rules=[rule("errors")])
+    await alerts.emit(w, breach, ["oncall"], key=breach_key("errors"))
+    await store.cancel_window(w.id, time.time())
+
+    async with retrying(alerts, s):
+        await settled(store)
+
+    assert json_sink.notifications == [] and json_sink.arrived == 1
+    assert await store.alert_events(w.id) == {"breach:errors": "failed"}
+
+
+async def test_a_retry_cut_off_by_a_crash_is_taken_over_without_resending_to_who_took_it(
+    tmp_path: Path, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """Both channels failed the alert; at its first retry chat took it, the mail server
+    was still on it when the agent died. Once that retry's lease lapsed, the restarted
+    agent retries the mail server only."""
+    path, w = tmp_path / "alerts.db", window()
+    slow = JsonSink([503, "hang"])
+    await slow.start()
+    json_sink.script(503)
+    try:
+        urls = [json_sink.url(), slow.url()]
+        store = SqliteStore(path)
+        await store.open()
+        await store.create_window(w)
+        now = (0.0, 0.0, 0.0)  # every retry due at once
+        alerts = WindowAlerts(
+            store, make_notifier(urls, metrics), lease_s=LEASE_S, retry_delays=now
+        )
+        assert await alerts.emit(w, Alert.for_window(w, "passed"), ["oncall"]) is False
+        sending = asyncio.ensure_future(alerts.retry())
+        await slow.wait_arrived(2)
+        for _ in range(1000):  # chat's acceptance is stored just after its answer
+            if (await rows(store, "SELECT sent_to FROM alerts"))[0][0]:
+                break
+            await asyncio.sleep(0.01)
+        sending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sending
+        await store.close()
+        assert len(json_sink.notifications) == 1 and slow.notifications == []
+
+        again = SqliteStore(path)
+        await again.open()
+        try:
+            later = lambda: time.time() + LEASE_S + 1  # noqa: E731
+            restarted = WindowAlerts(
+                again, make_notifier(urls, metrics), clock=later, retry_delays=now
+            )
+            assert await restarted.retry() == 1
+            assert await again.alert_events(w.id) == {"passed": "sent"}
+        finally:
+            await again.close()
+        assert len(json_sink.notifications) == 1 and len(slow.notifications) == 1
+    finally:
+        await slow.stop()
+
+
+async def replicas_retry_once(stores: list[Store], json_sink: JsonSink, metrics: Metrics) -> None:
+    """Three agents on `stores` (one database), each with its retry loop: the channel,
+    down for the first attempt, gets the alert once."""
+    w = window()
+    json_sink.script(503)
+    for each in stores:
+        await each.open()
+    await stores[0].create_window(w)
+    replicas = [
+        WindowAlerts(each, make_notifier([json_sink.url()], metrics), retry_delays=(0.05,))
+        for each in stores
+    ]
+    loops = [retrying(r, services(st, r, metrics)) for r, st in zip(replicas, stores, strict=True)]
+    try:
+        async with loops[0], loops[1], loops[2]:
+            await replicas[0].emit(w, Alert.for_window(w, "passed"), ["oncall"])
+            await json_sink.wait_for(1)
+            await settled(stores[0])
+            await asyncio.sleep(0.5)
+    finally:
+        for each in stores:
+            await each.close()
+    assert len(json_sink.notifications) == 1 and json_sink.arrived == 2
+
+
+async def test_replicas_retry_a_failed_alert_once_between_them(
+    tmp_path: Path, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    stores: list[Store] = [SqliteStore(tmp_path / "alerts.db") for _ in range(3)]
+    await replicas_retry_once(stores, json_sink, metrics)
+
+
+async def test_replicas_on_postgresql_retry_a_failed_alert_once_between_them(
+    pg_url: str, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    stores: list[Store] = [PostgresStore(pg_url) for _ in range(3)]
+    await replicas_retry_once(stores, json_sink, metrics)

@@ -17,6 +17,7 @@ from aiohttp import web
 from agent.app import build_app
 from agent.metrics import Metrics
 from agent.settings_file import load_settings_text
+from agent.windows.alert_once import ALERT_RETRY_DELAYS_S
 from tests.e2e.crash import free_port
 
 TOKEN = "e2e-api-token-01234"
@@ -202,6 +203,7 @@ async def start_agent(tmp_path: Path) -> AsyncIterator[AgentFactory]:
         owner: str | None = None,
         extra: str = "",
         server: str = "",
+        alert_retry_delays: Sequence[float] = ALERT_RETRY_DELAYS_S,
     ) -> RunningAgent:
         port = free_port()
         store = store or f"url: sqlite:///{tmp_path / 'postflight.db'}"
@@ -217,7 +219,13 @@ async def start_agent(tmp_path: Path) -> AsyncIterator[AgentFactory]:
         )
         settings = load_settings_text(text, source="e2e config")
         metrics = Metrics()
-        app = build_app(settings, metrics=metrics, poll_interval=0.1, owner=owner)
+        app = build_app(
+            settings,
+            metrics=metrics,
+            poll_interval=0.1,
+            owner=owner,
+            alert_retry_delays=alert_retry_delays,
+        )
         # as `agent.app.serve` bounds it: a live stream still open at teardown is ended
         # after 2 s instead of holding the runner for aiohttp's default 60 s
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)

@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any
 
+from agent.appkeys import STORE
 from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget
 from tests.receivers import JsonSink, RollbackReceiver, SmtpSink
 
@@ -223,3 +224,37 @@ async def test_a_new_deploy_supersedes_the_active_window(
     old = await agent.get(first["id"])
     assert old["state"] == "superseded"
     assert not any("v1:" in n.title for n in json_sink.notifications)
+
+
+async def test_alerts_lost_to_a_sink_outage_arrive_once_and_never_hold_the_rollback(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+) -> None:
+    """The audit's case: the json:// sink is down while the breach and "rollback
+    requested" go out. The webhook gets its rollback meanwhile; the sink, back up, gets
+    each alert once, from the background retries (sub-second backoff here)."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    json_sink.fail_always(503)
+    agent = await start_agent(
+        environment(flip_target, receiver.url),
+        alerting(json_sink),
+        alert_retry_delays=(0.5,) * 60,
+    )
+    deploy = await agent.register("production", "v2.4.1", previous_version="v2.4.0")
+    flip_target.bad = True
+    final = await agent.settled(deploy["id"], within=30)
+
+    assert final["state"] == "rolled_back" and len(receiver.attempts) == 1
+    assert json_sink.notifications == []  # every alert so far failed: none held it up
+    json_sink.come_back()
+    store = agent.app[STORE]
+    for _ in range(600):
+        if await store.next_alert_retry() is None:
+            break
+        await asyncio.sleep(0.1)
+    seen = [n.title for n in json_sink.notifications]
+    assert any("breach" in t for t in seen) and any("rollback requested" in t for t in seen)
+    assert sorted(seen) == sorted(set(seen)), seen  # each alert once
+    assert agent.metric("postflight_alerts_total", result="sent") == len(seen)

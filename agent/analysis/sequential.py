@@ -1185,7 +1185,11 @@ class SequentialRule:
             elif comp.test == "proportion" and comp.ladder:
                 found.append(self._detectable_two_sample(comp, per_round * horizon, needed))
             elif comp.test in ("proportion", "exceedance"):
-                ratio = _detectable_ratio(horizon * per_round * comp.level, needed)
+                samples, margin = horizon * per_round, 0.0
+                if comp.conformal:  # as its aimed stake counts them (`_aimed_stake`)
+                    samples = _effective_samples(self._base_size, samples)
+                    margin = _quantile_margin(comp.level, self._base_size)
+                ratio = _detectable_ratio(samples * comp.level, needed) + margin
                 found.append(self._express(comp, ratio))
         return min(found, key=lambda d: d.effect) if found else None
 
@@ -1196,8 +1200,10 @@ class SequentialRule:
         the window's counts by the inflation measured across its rounds, Student-corrected for
         how few they are (`stats.inflation_limit`): so does this, the deploy's rounds taken to
         be as bursty as the baseline's periods (for counts: its correlation, at the deploy's
-        round size; conformal placements: independent). The rank test's placements are
-        diluted as its e-process's are (`_mean_placement`)."""
+        round size; conformal placements: independent). A conformal test's placements are
+        diluted as its e-process's are (`_mean_placement`): the rank test's mean placement,
+        and the exceedance test's share past the quantile, each moved from its null by the
+        baseline's share of the reference only."""
         base, samples, level = self.baseline, per_round * rounds, comp.alpha_final
         if base is None or samples <= 0:
             return None
@@ -1212,20 +1218,25 @@ class SequentialRule:
             if moved is None:
                 return None
             spread = inflation(0.0, samples)
+            base_var = _baseline_noise(1.0 / 12.0, samples, self._base_size)
 
             def rank_p(scale: float) -> float:
-                short = LOOK_POWER * math.sqrt(spread * samples / 12.0)
+                short = LOOK_POWER * math.sqrt(spread * samples / 12.0 + base_var)
                 total = samples * moved(scale) - short
                 return stats.sum_of_uniforms_greater(total, samples, spread)
 
             return self._scaled(comp, _smallest(rank_p, level, 1.0, 1e3, grow=True))
         if comp.test == "exceedance":
+            m = self._base_size if comp.conformal else 0
+            dilution = _dilution(samples, m)
+            base_var = _baseline_noise(comp.level * (1.0 - comp.level), samples, m)
 
             def exceed_p(share: float) -> float:
-                events = share * samples
+                seen = comp.level + (share - comp.level) * dilution
+                events = seen * samples
                 spread = inflation(0.0, min(events, samples - events))
-                bad = events - LOOK_POWER * math.sqrt(spread * events * (1.0 - share))
-                return stats.share_greater(bad, samples, spread, comp.level)
+                sd = math.sqrt(spread * events * (1.0 - seen) + base_var)
+                return stats.share_greater(events - LOOK_POWER * sd, samples, spread, comp.level)
 
             share = _smallest(exceed_p, level, comp.level, 1.0)
         else:
@@ -1320,8 +1331,7 @@ class SequentialRule:
         if not sv.size or per_round <= 0:
             return None
         grid = sv[:: max(1, sv.size // 400)]
-        joined = horizon * per_round / sv.size
-        dilution = math.log1p(joined) / joined
+        dilution = _dilution(horizon * per_round, sv.size)
 
         def mean_placement(scale: float) -> float:
             moved = grid * scale / comp.scale if not comp.flip else grid / scale / comp.scale
@@ -1435,6 +1445,47 @@ def _smallest(
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if p_value(mid) > level else (lo, mid)
     return hi
+
+
+def _dilution(samples: float, base: int) -> float:
+    """How much of a conformal test's excess its placements keep, on average over a window
+    of `samples` against a baseline of `base`: the t-th sample's excess is the baseline's
+    share of its reference, base / (base + t), whose mean over the window is log(1 + j) / j,
+    j = samples / base (`agent.analysis.conformal`)."""
+    if base <= 0 or samples <= 0:
+        return 1.0
+    joined = samples / base
+    return math.log1p(joined) / joined
+
+
+def _baseline_noise(variance: float, samples: float, base: int) -> float:
+    """The variance a deploy's conformal statistic (its placements or its samples past the
+    quantile, summed over a window of `samples`) draws from its baseline of `base` samples
+    when the deploy differs from it: the baseline's sampling error (one sample's `variance`
+    / base: its empirical distribution, or its quantile's share) moves the placement of
+    every sample it is a part of the reference of alike, by its share base / (base + t) of
+    it; summed, base x log(1 + samples / base). None under the null: there the placements
+    are uniform whatever the baseline drew (`agent.analysis.conformal`), but what a rule
+    can detect is the power under the change, where they are not."""
+    if base <= 0 or samples <= 0:
+        return 0.0
+    return variance / base * (base * math.log1p(samples / base)) ** 2
+
+
+def _quantile_margin(level: float, base: int) -> float:
+    """What a conformal exceedance test's e-process needs more, as a ratio to its level,
+    for its figure to be caught with `LOOK_POWER`'s power: the baseline's quantile is off
+    by sqrt(level (1 - level) / base) in share, and a deploy past it by less than that
+    shows less than it is past the bound (the placements correct the baseline's error only
+    as the deploy's own samples join the reference, and those carry no excess)."""
+    return LOOK_POWER * math.sqrt((1.0 - level) / (level * base)) if base > 0 else 0.0
+
+
+def _effective_samples(base: int, samples: float) -> float:
+    """A conformal test's window of `samples` counted as the evidence its diluted excess
+    gives (each sample's excess squared: base^2 / (base + t)^2, summed): base x samples /
+    (base + samples), the figure its aimed stake is sized on (`_aimed_stake`)."""
+    return base * samples / (base + samples) if base > 0 else samples
 
 
 def _detectable_ratio(expected: float, log_threshold: float) -> float:

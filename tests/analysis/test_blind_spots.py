@@ -4,6 +4,8 @@ environments: 3 warned, the 9 whose baseline was clean did not)."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -68,4 +70,5 @@ def test_a_relative_latency_bound_still_says_a_change_from_its_baseline() -> Non
     rule = Rule("p95", "checks", "latency_p95", max_increase=0.2)
     judge = Judge([rule], {"p95": latency_runs(0.95)}, Policy("sequential"), horizon=10)
     [warning] = judge.blind_spots({"p95": 2.0})
-    assert warning.endswith(": latency_p95 +52% or more"), warning
+    # the figure itself is test_detectable's: here, that it is a change from the baseline
+    assert re.search(r": latency_p95 \+\d+% or more$", warning), warning

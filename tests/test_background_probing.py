@@ -237,3 +237,50 @@ async def test_the_start_says_which_environments_are_probed_between_windows(
     assert "production at http://***@127.0.0.1:9" in line
     assert "health every 30s" in line and "feed every 10m" in line
     assert "flow" not in line  # a smoke check runs only in windows
+
+
+@pytest.mark.parametrize(
+    ("takes", "starts"),
+    [
+        (30.0, [0.0, 30.0, 60.0, 90.0, 120.0]),  # a run as long as the interval (the default)
+        (5.0, [0.0, 30.0, 60.0, 90.0, 120.0]),
+        (70.0, [0.0, 70.0, 140.0, 210.0, 280.0]),  # overran: the latest slot at once, no burst
+    ],
+)
+async def test_background_runs_keep_the_interval_whatever_a_run_takes(
+    takes: float, starts: list[float]
+) -> None:
+    """Runs start on a grid of `background_interval` (30 s): a run spreads its probes over
+    up to a round, and sleeping the interval after each halved the pace (starts 0, 60, 120,
+    … for 30 s runs: 65 of the 120 runs an hour the baseline is sized for)."""
+    now = 0.0
+    seen: list[float] = []
+
+    def monotonic() -> float:
+        return now
+
+    async def sleep(seconds: float) -> None:
+        nonlocal now
+        now += seconds
+        await asyncio.sleep(0)
+
+    class Timed(BackgroundProber):
+        async def probe_once(self, name: str, probe: EnvironmentProbe, check: Check) -> None:
+            nonlocal now
+            seen.append(now)
+            if len(seen) == len(starts):
+                raise asyncio.CancelledError
+            now += takes
+
+    env = settings().environments["production"]
+    probe = EnvironmentProbe("production", env, TargetSessions(), Metrics())
+    prober = Timed(
+        {"production": probe},
+        store=None,  # type: ignore[arg-type]
+        busy=lambda _: False,
+        monotonic=monotonic,
+        sleep=sleep,
+    )
+    with contextlib.suppress(asyncio.CancelledError):
+        await prober._probe_forever("production", probe, probe.checks[0], 30.0)
+    assert seen == starts

@@ -10,10 +10,11 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import math
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -434,11 +435,17 @@ class BackgroundProber:
         store: Store,
         busy: Callable[[str], bool],
         clock: Callable[[], float] = time.time,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.probes = probes
         self.store = store
         self.busy = busy
         self.clock = clock
+        self.monotonic = monotonic
+        """The runs' schedule's clock (asyncio's `sleep` keeps to a monotonic one)."""
+        self.sleep = sleep
         self.failing: set[tuple[str, str]] = set()
         """(environment, check) whose latest background run had no probe pass: their
         failure was logged once, their recovery will be (`note_outcome`)."""
@@ -461,8 +468,15 @@ class BackgroundProber:
     async def _probe_forever(
         self, name: str, probe: EnvironmentProbe, check: Check, every: float, first: float = 0.0
     ) -> None:
+        """A run every `every` seconds on a fixed grid from the first, whatever a run took:
+        a run spreads its probes over up to a round (30 s by default, as long as the
+        background interval), so sleeping `every` after each made the pace half the one
+        configured (65 http runs an hour of the 120 the baseline is sized for). A run that
+        overran its slot is followed at once by the latest slot passed, never by a burst
+        of the missed ones (as rounds: `agent.windows.schedule`)."""
         if first > 0:
-            await asyncio.sleep(first)
+            await self.sleep(first)
+        start, slot = self.monotonic(), 0
         while True:
             if not self.busy(name):
                 try:
@@ -473,7 +487,8 @@ class BackgroundProber:
                     log.exception(
                         "background probe failed", extra={"environment": name, "check": check.name}
                     )
-            await asyncio.sleep(every)
+            slot = max(slot + 1, math.floor((self.monotonic() - start) / every))
+            await self.sleep(max(0.0, start + slot * every - self.monotonic()))
 
     async def probe_once(self, name: str, probe: EnvironmentProbe, check: Check) -> None:
         """One background run: `background_burst(check)` probes spread over one round's

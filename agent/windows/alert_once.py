@@ -43,7 +43,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterator, Sequence
 from typing import Any
 
 from agent.records import DeployWindow, Fence
@@ -309,11 +309,7 @@ class WindowAlerts:
             ):
                 continue  # another replica took it a moment ago
             taken += 1
-            work = self._resend(claim)
-            if spawn is None:
-                await work
-            else:
-                spawn(work)
+            await _start(self._resend(claim), spawn)
         return taken
 
     async def _resend(self, claim: UnsettledAlert) -> None:
@@ -358,11 +354,7 @@ class WindowAlerts:
             if retry is None:
                 continue  # another replica took it a moment ago
             taken += 1
-            work = self._retry(retry)
-            if spawn is None:
-                await work
-            else:
-                spawn(work)
+            await _start(self._retry(retry), spawn)
         return taken
 
     async def _retry(self, retry: AlertRetry) -> None:
@@ -456,3 +448,11 @@ class WindowAlerts:
             retries,
             extra=context,
         )
+
+
+async def _start(work: Coroutine[Any, Any, None], spawn: Callable[[Any], object] | None) -> None:
+    """Run `work` now, or hand it to `spawn` to run in the background (`recover`, `retry`)."""
+    if spawn is None:
+        await work
+    else:
+        spawn(work)

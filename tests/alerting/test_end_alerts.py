@@ -26,7 +26,7 @@ from agent.windows.alert_once import WindowAlerts
 from agent.windows.lifecycle import WatchServices, WindowWatch, deliver_rollback
 from alerting.notifier import Notifier
 from common.redaction import Redactor
-from tests.alerting.test_window_alerts import window
+from tests.alerting.test_window_alerts import services, window
 from tests.receivers import JsonSink, RollbackReceiver
 from tests.rollback.support import (
     REQUESTED_AT,
@@ -61,20 +61,10 @@ async def watch(
     store: SqliteStore, alerts: WindowAlerts, metrics: Metrics, *, crash: bool
 ) -> WindowWatch:
     """A watch of the window, holding its lease as a watcher's would."""
-    kind = Crashed if crash else WatchServices
-    services = kind(
-        store=store,
-        metrics=metrics,
-        alerts=alerts,
-        delivery=None,  # type: ignore[arg-type]
-        providers={},
-        owner="test",
-        lease_s=30.0,
-        clock=time.time,
-    )
+    watching = services(store, alerts, metrics, kind=Crashed if crash else WatchServices)
     env = EnvironmentSettings(base_url="http://127.0.0.1:9", alerts=AlertRouting(tags=["oncall"]))
     [held] = await store.claim_windows("test", time.time(), 30.0)
-    return WindowWatch(held, env, None, services)  # type: ignore[arg-type]
+    return WindowWatch(held, env, None, watching)  # type: ignore[arg-type]
 
 
 async def pass_window(path: Path, sink: JsonSink, metrics: Metrics, *, crash: bool) -> None:
@@ -147,16 +137,8 @@ def rollback_services(
     store: SqliteStore, metrics: Metrics, sink: JsonSink, delivery: RollbackDelivery
 ) -> WatchServices:
     """What `deliver_rollback` needs, its alerts to `sink`."""
-    return WatchServices(
-        store=store,
-        metrics=metrics,
-        alerts=WindowAlerts(store, notifier(sink, metrics), lease_s=LEASE_S),
-        delivery=delivery,
-        providers={},
-        owner="test",
-        lease_s=30.0,
-        clock=time.time,
-    )
+    alerts = WindowAlerts(store, notifier(sink, metrics), lease_s=LEASE_S)
+    return services(store, alerts, metrics, delivery)
 
 
 def rollback_env(url: str) -> EnvironmentSettings:
@@ -174,9 +156,9 @@ async def refused_rollback(
     delivery = RollbackDelivery(store, metrics, owner="test")
     try:
         intent = await stored_intent(store)
-        services = rollback_services(store, metrics, sink, delivery)
+        watching = rollback_services(store, metrics, sink, delivery)
         env = rollback_env(url)
-        await deliver_rollback(make_window(), intent, env, services)
+        await deliver_rollback(make_window(), intent, env, watching)
     finally:
         await delivery.aclose()
         await store.close()
@@ -235,10 +217,10 @@ async def test_a_rollback_given_up_for_a_newer_deploy_does_not_say_roll_back_by_
         random=lambda: 0.5,
         clock=lambda: REQUESTED_AT + 30,
     )
-    services = rollback_services(store, metrics, json_sink, delivery)
+    watching = rollback_services(store, metrics, json_sink, delivery)
     env = rollback_env(receiver.url)
     try:
-        await deliver_rollback(make_window(), await stored_intent(store), env, services)
+        await deliver_rollback(make_window(), await stored_intent(store), env, watching)
     finally:
         await delivery.aclose()
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from agent.metrics import Metrics
 from agent.records import DeployWindow
+from agent.rollback.delivery import RollbackDelivery
 from agent.settings import AlertChannel
 from agent.store.base import Store
 from agent.store.postgres import PostgresStore
@@ -129,12 +130,21 @@ async def test_no_resolve_without_a_breach_that_reached_someone(
     assert events == {"breach:p95": "failed"}
 
 
-def services(store: Store, alerts: WindowAlerts, metrics: Metrics) -> WatchServices:
-    return WatchServices(
+def services(
+    store: Store,
+    alerts: WindowAlerts,
+    metrics: Metrics,
+    delivery: RollbackDelivery | None = None,
+    *,
+    kind: type[WatchServices] = WatchServices,
+) -> WatchServices:
+    """What a watch needs, its alerts through `alerts` (`kind`: a subclass, e.g. one that
+    crashes); no `delivery` where no rollback is sent."""
+    return kind(
         store=store,
         metrics=metrics,
         alerts=alerts,
-        delivery=None,  # type: ignore[arg-type]
+        delivery=delivery,  # type: ignore[arg-type]
         providers={},
         owner="test",
         lease_s=30.0,

@@ -34,11 +34,11 @@ DURATION_TEXT_PATTERN = (
 """A duration as text for the JSON Schema: each unit at most once, largest first."""
 
 
-def _in_order(text: str, parts: list[tuple[str, str]]) -> None:
+def _in_order(text: str, parts: list[tuple[str, str]], seconds: float) -> None:
     """`30s30s` and `1m1h` are refused: a unit twice or out of order is a typo more often
-    than a sum (and a reader cannot tell which was meant)."""
+    than a sum (and a reader cannot tell which was meant); `seconds` is their sum, the
+    way to write it said in the error."""
     units = [unit for _, unit in parts]
-    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
     for unit in units:
         if units.count(unit) > 1:
             raise ValueError(
@@ -65,8 +65,8 @@ def parse_duration(value: Any) -> float:
         text = value.strip().lower().replace(" ", "")
         if _WHOLE.fullmatch(text):
             parts = _PART.findall(text)
-            _in_order(value.strip(), parts)
             seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+            _in_order(value.strip(), parts, seconds)
         else:
             try:
                 seconds = float(text)

@@ -104,7 +104,7 @@ class Judge:
         alpha = min(max(1.0 - policy.confidence, 1e-12), 0.5)  # confidence 1 would never fail
         self.alpha_rule = alpha / max(1, len(self.rules))
         self.rule_policy = compile_policy(
-            Window(self.rules, self.base, policy, self.alpha_rule, self.horizon)
+            Window(self.rules, self.base, policy, alpha, self.alpha_rule, self.horizon)
         )
         self._copy = _copy_dicts if isinstance(self.rule_policy, _REPLACE_LISTS) else _copy
 

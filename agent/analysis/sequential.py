@@ -350,6 +350,7 @@ class SequentialRule:
         alpha: float,
         *,
         horizon: int = 0,
+        pass_alpha: float | None = None,
     ) -> None:
         self.rule = rule
         self.baseline = baseline
@@ -372,8 +373,13 @@ class SequentialRule:
         """A relative count bound with no test: its baseline's rate is too uncertain (too few
         errors in too few periods) for any count to exceed the bound built on it."""
         bounds = self._bounds()
+        # Passing is an intersection-union test (Berger 1982): the window passes only when
+        # every bound of every rule shows its evidence, so a deploy that breaks any one bound
+        # passes only if that bound's own sequence errs. Each takes the whole budget; the
+        # union bound that splits `alpha` among rules and tests is the failing side's.
+        whole = alpha if pass_alpha is None else pass_alpha
         self.passes: tuple[PassTest, ...] = tuple(
-            t for t in (self._pass_test(b, alpha / len(bounds)) for b in bounds) if t is not None
+            t for t in (self._pass_test(b, whole) for b in bounds) if t is not None
         )
         self.unpassable = len(self.passes) < len(bounds)
         """A bound has no test of its evidence (no baseline to compare with, say)."""

@@ -25,8 +25,11 @@ class Window:
     rules: tuple[Rule, ...]
     base: Mapping[str, BaselineData | None]
     policy: Policy
+    alpha: float
+    """The window's error budget (1 - confidence): each bound's evidence to pass takes it
+    whole (an intersection-union test)."""
     alpha_rule: float
-    """The window's error budget (1 - confidence) shared equally among its rules."""
+    """The budget shared equally among the rules: the failing side's union bound."""
     horizon: int
     """Planned number of rounds (0: unknown)."""
 

@@ -72,7 +72,7 @@ class SequentialPolicy(BasePolicy):
         if key not in self._compiled:
             w = self.window
             self._compiled[key] = SequentialRule(
-                rule, w.base[rule.name], kind, w.alpha_rule, horizon=w.horizon
+                rule, w.base[rule.name], kind, w.alpha_rule, horizon=w.horizon, pass_alpha=w.alpha
             )
         return self._compiled[key]
 

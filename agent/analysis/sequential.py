@@ -730,14 +730,15 @@ class SequentialRule:
             rate, a = base.value, share
         limit = rate * (1.0 + delta) if up else rate * (1.0 - delta)
         statistic2: Literal["rate", "value"] = "rate" if self.kind == "proportion" else "value"
-        return PassTest(
-            "max_increase",
-            statistic2,
-            limit,
-            up,
-            a,
-            text=f"{limit:.3g} (baseline {base.value:.3g} {change})",
-        )
+        text = f"{limit:.3g} (baseline {base.value:.3g} {change})"
+        if f"{rate:.3g}" != f"{base.value:.3g}":
+            # as for latencies: passing needs the baseline's rate at its least (most, for a
+            # decrease) on its counts; "0.0047 (baseline 0.01 +2%)" read as false arithmetic
+            text = (
+                f"{limit:.3g} ({change} of {rate:.3g}: the baseline's rate is"
+                f" {base.value:.3g}, at {'least' if up else 'most'} {rate:.3g} on its counts)"
+            )
+        return PassTest("max_increase", statistic2, limit, up, a, text=text)
 
     # -- the fold -------------------------------------------------------------------------
 
@@ -1156,6 +1157,58 @@ class SequentialRule:
 
     # -- what the rule can see -----------------------------------------------------------
 
+    def pass_reach(self, per_round: float, horizon: int) -> list[PassReach]:
+        """Each bound's evidence at the window's end if the release were just like its
+        baseline, at `per_round` samples a round: the confidence sequence's end after
+        `horizon` rounds and the rounds a window would need to show the bound holds. At
+        best: the round's statistic has the baseline's mean and only sampling noise, as the
+        sequence's own floor allows (bursty traffic needs more), so a bound said to fall
+        short cannot pass by the window's end on any release like its baseline."""
+        out: list[PassReach] = []
+        base = self.baseline
+        if base is None or per_round <= 0 or horizon < 2:
+            return out
+        for test in self.passes:
+            mean = self._baseline_statistic(test, base)
+            if mean is None:
+                continue
+            p = min(max(test.limit, 1e-6), 1 - 1e-6)
+            variance = max(mean * (1.0 - mean), p * (1.0 - p)) / max(per_round, 1.0)
+            reached = _pass_end(test, mean, variance, horizon, self.t_opt)
+            needed: int | None = None
+            if _shows(test, reached):
+                needed = horizon
+            elif _shows(test, mean):
+
+                def holds(t: int, mean: float = mean, variance: float = variance) -> bool:
+                    # a longer window is tightest at its own half, as it would be run
+                    return _shows(test, _pass_end(test, mean, variance, t, t / 2))  # noqa: B023
+
+                hi = 2 * horizon
+                while not holds(hi) and hi < 1 << 24:
+                    hi *= 2
+                if holds(hi):
+                    lo = horizon  # the end falls as the window grows: the first that holds
+                    while hi - lo > 1:
+                        mid = (lo + hi) // 2
+                        lo, hi = (lo, mid) if holds(mid) else (mid, hi)
+                    needed = hi
+            out.append(PassReach(test, mean, reached, needed))
+        return out
+
+    def _baseline_statistic(self, test: PassTest, base: BaselineData) -> float | None:
+        """A pass test's round statistic on the baseline: its rate, or its share of
+        samples past the cutoff (None for a bare value: its spread is not a proportion's)."""
+        if test.statistic == "rate":
+            return base.value if self.kind == "proportion" and base.has_counts else None
+        if test.statistic != "share":
+            return None
+        sv = base.sorted_values[np.isfinite(base.sorted_values)]
+        if not sv.size:
+            return None
+        past = sv < test.cutoff if test.below else sv > test.cutoff
+        return float(np.count_nonzero(past)) / sv.size
+
     def detectable(self, state: dict[str, Any], rounds_with_data: int) -> Detectable | None:
         """The smallest regression each count-like test would likely catch by the window's
         end, at the traffic seen so far: the rate ratio r at which the expected evidence of
@@ -1532,6 +1585,32 @@ def _poisson_ratio(expected: float, log_threshold: float) -> float:
         if step < 1e-10 * r:
             break
     return r
+
+
+def _pass_end(test: PassTest, mean: float, variance: float, t: float, t_opt: float) -> float:
+    """A pass test's confidence-sequence end after `t` rounds of `mean` and `variance`."""
+    radius = stats.cs_radius(t, variance, test.alpha, t_opt)
+    return mean + radius if test.upper else mean - radius
+
+
+def _shows(test: PassTest, end: float) -> bool:
+    """Whether a confidence sequence's end lies on the good side of the test's limit."""
+    return end <= test.limit if test.upper else end >= test.limit
+
+
+@dataclass(frozen=True, slots=True)
+class PassReach:
+    """Where a bound's evidence would stand at the window's end on a release just like its
+    baseline (`SequentialRule.pass_reach`)."""
+
+    test: PassTest
+    mean: float
+    """The round statistic on the baseline (a rate, a share past the cutoff)."""
+    reached: float
+    """The confidence sequence's end after the window's rounds."""
+    rounds_needed: int | None
+    """Rounds a window would need to show the bound holds by its end (None: never, the
+    baseline is past it)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,8 @@ that breaks any one bound still passes at most `1 - confidence` of the time."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from agent.analysis import Observation, Policy, Rule, merge
@@ -89,3 +91,45 @@ def test_a_deploy_at_one_bound_of_three_passes_at_most_one_percent_of_the_time()
             state = judge.advance(state, round_, in_place=True, final=index == 99)
         passed += judge.glance(state, final=True).decision == "pass"
     assert passed / windows <= 0.01
+
+
+def health_windows(probes: int, rounds: int, windows: int) -> tuple[list[str], int]:
+    """The example's `health-latency` at `probes` a round for `rounds`: the registration's
+    warnings from the background baseline, and in how many of `windows` healthy releases
+    (drawn like the baseline, as the daemon folds them) the rule passed on evidence."""
+    rng = np.random.default_rng(probes * 1_000 + rounds)
+    base = {
+        HEALTH.name: merge([latencies(rng.lognormal(np.log(0.03), 0.2, 10)) for _ in range(120)])
+    }
+    judge = Judge([HEALTH], base, Policy(), horizon=rounds)
+    said = judge.blind_spots({HEALTH.name: float(probes)})
+    passed = 0
+    for _ in range(windows):
+        state = judge.start()
+        for index in range(rounds):
+            round_ = {HEALTH.name: latencies(rng.lognormal(np.log(0.03), 0.2, probes))}
+            state = judge.advance(state, round_, in_place=True, final=index == rounds - 1)
+        passed += judge.glance(state, final=True).decision == "pass"
+    return said, passed
+
+
+def test_a_window_too_short_to_pass_is_said_before_it_opens_and_the_figure_it_gives_holds() -> None:
+    """5 probes a round for a 15-minute window (150 latencies): warned at registration that
+    a release just like its baseline cannot show p95 <= 300ms by the window's end, with the
+    samples it needs; and indeed no healthy window passes. A window that long passes."""
+    said, passed = health_windows(5, 30, 20)
+    (sentence,) = said
+    assert sentence.startswith("rule health-latency: cannot pass on evidence by the window's end")
+    assert "so the window would end inconclusive" in sentence
+    needed = re.search(
+        r"it needs about ([\d,]+) samples \((\d+) rounds of this traffic\)", sentence
+    )
+    assert needed is not None, sentence
+    assert passed == 0
+    rounds = int(needed[2])
+    assert int(needed[1].replace(",", "")) == 5 * rounds
+    said, passed = health_windows(5, rounds, 20)
+    assert said == [] and passed == 20
+    # the example's own 10 a round: nothing said, and healthy windows pass
+    said, passed = health_windows(PROBES, 30, 20)
+    assert said == [] and passed == 20

@@ -319,14 +319,47 @@ class SequentialPolicy(BasePolicy):
             state = tests.start()
             state["samples"] = size
             can = tests.detectable(state, 1)
-            if can is None:
-                continue
-            if self._blind_to(rule, can):
+            if can is not None and self._blind_to(rule, can):
                 out.append(
                     f"rule {rule.name}: its {can.bound} bound is tighter than the smallest"
                     f" change it can detect by the window's end at the baseline's traffic"
                     f" ({size:.3g} samples a round): {can.text}"
                 )
+            # one sentence a rule: one that cannot see its bound cannot show it holds either
+            elif self.on_evidence and (short := self._cannot_pass(tests, size)):
+                out.append(
+                    f"rule {rule.name}: cannot pass on evidence by the window's end at the"
+                    f" baseline's traffic ({size:.3g} samples a round, {self.window.horizon}"
+                    f" rounds), so the window would end inconclusive: {'; '.join(short)}"
+                )
+        return out
+
+    def _cannot_pass(self, tests: SequentialRule, size: float) -> list[str]:
+        """Each bound whose evidence a release just like its baseline could not show by the
+        window's end: the window would end `inconclusive` however good the release (a
+        1-minute window of p99 latencies, say), said before it opens, not after."""
+        rule, horizon = tests.rule, self.window.horizon
+        out = []
+        for reach in tests.pass_reach(size, horizon):
+            if reach.rounds_needed is not None and reach.rounds_needed <= horizon:
+                continue
+            shown = _reached_text(rule, Reached(reach.test, reach.reached, False))
+            test = reach.test
+            was = (
+                f"{rule.metric} {format_value(rule.metric, reach.mean)}"
+                if test.statistic == "rate"
+                else f"share {reach.mean:.3g}"
+            )
+            like = f"a release just like its baseline ({was}) would reach {shown}"
+            if reach.rounds_needed is None:
+                needs = "no window of any length would show it"
+            else:
+                needs = (
+                    f"it needs about {reach.rounds_needed * size:,.0f} samples"
+                    f" ({reach.rounds_needed} rounds of this traffic): more probes per round"
+                    " or a longer window"
+                )
+            out.append(f"{like}; {needs}")
         return out
 
     def _blind_to(self, rule: Rule, can: Detectable) -> bool:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import socket
 from collections.abc import Sequence
@@ -23,6 +25,7 @@ from agent.windows.probing import (
     EnvironmentProbe,
     background_every,
     background_offset,
+    load_phase,
 )
 from checks.base import Check, CheckConfig
 from checks.sessions import TargetSessions
@@ -284,3 +287,61 @@ async def test_background_runs_keep_the_interval_whatever_a_run_takes(
     with contextlib.suppress(asyncio.CancelledError):
         await prober._probe_forever("production", probe, probe.checks[0], 30.0)
     assert seen == starts
+
+
+async def test_load_checks_of_many_environments_take_turns_over_their_period() -> None:
+    """Eight environments start together; each load check's runs after its first lie at its
+    own phase of the period (`load_phase`), so their 600 s grids do not stay in step.
+    Before, all eight ran within 0.08 s of each other every 10 minutes, for good. On a
+    virtual clock: each sleep wakes in turn, once every task waits again."""
+    loop = asyncio.get_running_loop()
+    env = settings().environments["production"]
+    names = [f"prod-{c}" for c in "abcdefgh"]
+    probes = {n: EnvironmentProbe(n, env, TargetSessions(), Metrics()) for n in names}
+    runs: dict[str, list[float]] = {n: [] for n in names}
+    now = 0.0
+    sleeping: list[tuple[float, int, asyncio.Future[None]]] = []
+    order = itertools.count()
+
+    class Recording(BackgroundProber):
+        async def probe_once(self, name: str, probe: EnvironmentProbe, check: Check) -> None:
+            if check.name == "feed":
+                runs[name].append(now)
+
+        async def note_changed_checks(self, environments: Sequence[str]) -> None:
+            return None
+
+    async def sleep(seconds: float) -> None:
+        woken: asyncio.Future[None] = loop.create_future()
+        heapq.heappush(sleeping, (now + seconds, next(order), woken))
+        await woken
+
+    prober = Recording(
+        probes,
+        store=None,  # type: ignore[arg-type]
+        busy=lambda _: False,
+        monotonic=lambda: now,
+        sleep=sleep,
+    )
+    task = asyncio.create_task(prober.run())
+    while True:
+        for _ in range(10):  # every task on to its next sleep
+            await asyncio.sleep(0)
+        if not sleeping or sleeping[0][0] > 1_500.0:  # two periods and a half
+            break
+        now, _, woken = heapq.heappop(sleeping)
+        woken.set_result(None)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    later: list[float] = []
+    for name, starts in runs.items():
+        first, phase = starts[0], load_phase(name, "feed", 600.0)
+        assert 0.0 < phase <= 600.0 and first < 1.0
+        planned = [first + phase + k * 600.0 for k in range(len(starts) - 1)]
+        assert starts[1:] == pytest.approx(planned), name
+        later += starts[1:]
+    # in step, every later run of eight would start within a second of another
+    later.sort()
+    gaps = [b - a for a, b in itertools.pairwise(later)]
+    assert len(later) >= 16 and sorted(gaps)[len(gaps) // 2] > 10.0

@@ -463,20 +463,29 @@ class BackgroundProber:
             group.create_task(self.note_changed_checks(sorted({name for name, *_ in planned})))
             for name, probe, check, every in planned:
                 first = background_offset(name, min(every, spread))
-                group.create_task(self._probe_forever(name, probe, check, every, first))
+                phase = load_phase(name, check.name, every) if check.once_per_round else every
+                group.create_task(self._probe_forever(name, probe, check, every, first, phase))
 
     async def _probe_forever(
-        self, name: str, probe: EnvironmentProbe, check: Check, every: float, first: float = 0.0
+        self,
+        name: str,
+        probe: EnvironmentProbe,
+        check: Check,
+        every: float,
+        first: float = 0.0,
+        phase: float | None = None,
     ) -> None:
         """A run every `every` seconds on a fixed grid from the first, whatever a run took:
         a run spreads its probes over up to a round (30 s by default, as long as the
         background interval), so sleeping `every` after each made the pace half the one
         configured (65 http runs an hour of the 120 the baseline is sized for). A run that
         overran its slot is followed at once by the latest slot passed, never by a burst
-        of the missed ones (as rounds: `agent.windows.schedule`)."""
+        of the missed ones (as rounds: `agent.windows.schedule`). The second run comes
+        `phase` (in (0, every]; default `every`) after the first, the grid on from it."""
         if first > 0:
             await self.sleep(first)
-        start, slot = self.monotonic(), 0
+        ahead = every if phase is None else min(max(phase, 0.0), every)
+        start, slot = self.monotonic() + ahead - every, 0
         while True:
             if not self.busy(name):
                 try:
@@ -615,6 +624,16 @@ def background_offset(environment: str, spread: float) -> float:
     begins: a fixed fraction of `spread` from a hash of its name, the same on every start
     and every replica (Python's `hash` is salted per process; crc32 is not)."""
     return zlib.crc32(environment.encode()) / 2**32 * spread
+
+
+def load_phase(environment: str, check: str, every: float) -> float:
+    """When, after its first run, a load check's background grid lies: a fixed fraction of
+    its period in (0, every] from a hash of the environment and check, the same on every
+    start and replica. All environments start together, so their load runs (six per
+    lookback) fell in step for good: 8 environments' 200-request runs at once kept 39-52
+    latencies each past the overload guard on a busy host. Spread over the period, they
+    take turns. (http runs spread their probes over a round already.)"""
+    return every * (1.0 - zlib.crc32(f"{environment}\0{check}".encode()) / 2**32)
 
 
 def background_burst(check: Check, env: EnvironmentSettings) -> int:

@@ -250,6 +250,7 @@ def test_a_rounds_drops_are_in_its_summary_and_its_live_event() -> None:
         "agent_lag": 1,
         "agent_lag_latency": 1,
         "runs": 3,
+        "by_check": {"c": [1, 1, 3]},
         "text": "2 samples dropped: agent overloaded",
     }
     record = RoundRecord(ID, 1, NOW, {"decision": "continue", **summary})
@@ -257,6 +258,43 @@ def test_a_rounds_drops_are_in_its_summary_and_its_live_event() -> None:
     assert tally.lost(LATENCY[0]) and not tally.lost(ERRORS[0])  # 2 of 3, 1 of 3
     tally.note([ok], logging.LoggerAdapter(logging.getLogger("test")))
     assert tally.summary() == {} and not tally.lost(LATENCY[0])  # 2 of 4: not most
+
+
+def test_a_rule_is_lost_on_the_drops_of_the_checks_it_reads() -> None:
+    """A busy agent's drops are counted by check: a load run's 200 requests losing 150
+    latencies leave a health check's 10 latencies judged (before, 150 of 210 probes a
+    window-wide majority held every latency rule), and a health check losing all 10
+    probes is lost though the load run kept its 200 (before, 10 of 210: judged on none).
+    A restart resumes the same counts from the stored round."""
+    log = logging.LoggerAdapter(logging.getLogger("test"))
+    health_ok = [
+        CheckResult("health", "http", True, (Sample("health", ok=True, latency_s=0.03),))
+        for _ in range(10)
+    ]
+    health_cut = [
+        CheckResult("health", "http", False, (), details={"dropped": "agent_lag"})
+        for _ in range(10)
+    ]
+
+    def load(latencies_dropped: int) -> CheckResult:
+        samples = tuple(Sample("feed", ok=True, latency_s=0.08) for _ in range(200))
+        own = {"agent_lag": 0, "agent_lag_latency": latencies_dropped}
+        return CheckResult("feed", "load", True, samples, details={"agent_lag": own})
+
+    health_p95 = Rule("health-latency", "checks", "latency_p95", max=0.3, check="health")
+    health_errors = Rule("health-errors", "checks", "error_rate", max=0.05, check="health")
+    feed_p95 = Rule("feed-p95", "checks", "latency_p95", max_increase=0.5, check="feed")
+    every_p95 = Rule("all-p95", "checks", "latency_p95", max=0.3)
+    for results, lost in (
+        ([*health_ok, load(150)], {"feed-p95", "all-p95"}),
+        ([*health_cut, load(0)], {"health-latency", "health-errors"}),
+    ):
+        tally, resumed = DropTally(), DropTally()
+        tally.note(results, log)
+        resumed.note_summary({"checks": {}, **tally.summary()})
+        for t in (tally, resumed):
+            rules = (health_p95, health_errors, feed_p95, every_p95)
+            assert {r.name for r in rules if t.lost(r)} == lost
 
 
 LOAD = """

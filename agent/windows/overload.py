@@ -30,10 +30,14 @@ CHECKS = "checks"
 
 
 class DropTally:
-    """What `checks.lag` dropped from one window's deploy probes: this round and in all."""
+    """What `checks.lag` dropped from one window's deploy probes: this round and in all, and
+    by check, so a rule is judged lost on the drops of the checks it reads (a load check's
+    200 requests a round losing their latencies say nothing of a health check's 10)."""
 
     __slots__ = (
+        "by_check",
         "latency",
+        "round_by_check",
         "round_latency",
         "round_runs",
         "round_samples",
@@ -48,42 +52,29 @@ class DropTally:
         """Whole samples dropped (timeouts the agent's stall caused)."""
         self.latency = 0
         """Answers whose latency was dropped (the answer counted)."""
+        self.by_check: dict[str | None, list[int]] = {}
+        """Check -> [samples, latency, runs] dropped and run in all; None: rounds stored
+        before drops were kept by check (they count against every rule)."""
         self.round_samples = 0
         self.round_latency = 0
         self.round_runs = 0
+        self.round_by_check: dict[str, list[int]] = {}
         self.warned = False
 
     def note(self, results: Sequence[CheckResult], log: logging.LoggerAdapter[Any]) -> None:
         """A round's results (a new round: the round's counts start again); the first round
         with drops is logged, once per window (each drop is in the metrics)."""
-        samples = latency = runs = 0
+        by_check: dict[str, list[int]] = {}
         for result in results:
-            details = result.details
-            own = details.get("agent_lag")
-            if own is not None or len(result.samples) > 1:  # a load run: each request counts
-                if details.get("target", result.samples[0].target if result.samples else "") != (
-                    "deploy"
-                ):
-                    continue
-                dropped = own or {}
-                samples += dropped.get("agent_lag", 0)
-                latency += dropped.get("agent_lag_latency", 0)
-                runs += len(result.samples) + dropped.get("agent_lag", 0)
-                continue
-            if result.samples:
-                if result.samples[0].target != "deploy":
-                    continue
-                if "latency_dropped" in details:
-                    latency += 1
-            elif details.get("dropped"):
-                if details.get("target", "deploy") != "deploy":
-                    continue
-                samples += 1
-            runs += 1
-        self.runs += runs
-        self.samples += samples
-        self.latency += latency
+            counts = _dropped(result)
+            if counts is not None:
+                mine = by_check.setdefault(result.check, [0, 0, 0])
+                for k in range(3):
+                    mine[k] += counts[k]
+        samples, latency, runs = (sum(c[k] for c in by_check.values()) for k in range(3))
+        self._add(by_check)
         self.round_samples, self.round_latency, self.round_runs = samples, latency, runs
+        self.round_by_check = by_check
         if (samples or latency) and not self.warned:
             self.warned = True
             log.warning(
@@ -94,6 +85,16 @@ class DropTally:
                 runs,
             )
 
+    def _add(self, by_check: Mapping[Any, Sequence[int]]) -> None:
+        """Add counts by check (None: stored before drops were kept by check)."""
+        for check, counts in by_check.items():
+            mine = self.by_check.setdefault(check, [0, 0, 0])
+            for k in range(3):
+                mine[k] += int(counts[k])
+        self.samples += sum(int(c[0]) for c in by_check.values())
+        self.latency += sum(int(c[1]) for c in by_check.values())
+        self.runs += sum(int(c[2]) for c in by_check.values())
+
     def summary(self) -> dict[str, Any]:
         """The round summary's `dropped` entry (nothing when nothing was dropped)."""
         if not (self.round_samples or self.round_latency):
@@ -103,6 +104,7 @@ class DropTally:
                 "agent_lag": self.round_samples,
                 "agent_lag_latency": self.round_latency,
                 "runs": self.round_runs,
+                "by_check": {c: list(v) for c, v in sorted(self.round_by_check.items())},
                 "text": self.words(self.round_samples + self.round_latency),
             }
         }
@@ -111,12 +113,15 @@ class DropTally:
         """A stored round (a restart resumes the window's counts)."""
         checks = summary.get("checks") or {}
         dropped = summary.get("dropped") or {}
-        if "runs" in dropped:  # each load request counted as a run
-            self.runs += int(dropped["runs"])
-        else:
-            self.runs += sum(int(entry.get("runs", 0)) for entry in checks.values())
-        self.samples += int(dropped.get("agent_lag", 0))
-        self.latency += int(dropped.get("agent_lag_latency", 0))
+        if "by_check" in dropped:
+            self._add(dropped["by_check"])
+            return
+        runs = dropped.get("runs")
+        if dropped:  # stored before drops were kept by check: they count against every rule
+            counts = (dropped.get("agent_lag", 0), dropped.get("agent_lag_latency", 0))
+            self._add({None: (*counts, runs or 0)})
+        if runs is None:  # each check's runs (a load run as one: the round says no more)
+            self._add({c: (0, 0, int(entry.get("runs", 0))) for c, entry in checks.items()})
 
     @staticmethod
     def words(count: int) -> str:
@@ -125,11 +130,21 @@ class DropTally:
     def lost(self, rule: Rule) -> bool:
         """Whether most of the window's evidence for `rule` was dropped: a probe rule's
         samples (timeouts dropped), and for a latency rule also the latencies dropped (an
-        error rule still counts an answer whose latency was dropped: its status is real)."""
-        if rule.source != CHECKS or not self.runs:
+        error rule still counts an answer whose latency was dropped: its status is real),
+        of the checks the rule reads (its `check`, or every one)."""
+        if rule.source != CHECKS:
             return False
-        lost = self.samples + (self.latency if rule.metric.startswith("latency_") else 0)
-        return lost > OVERLOADED_SHARE * self.runs
+        read = [
+            counts
+            for check, counts in self.by_check.items()
+            if rule.check is None or check is None or check == rule.check
+        ]
+        runs = sum(c[2] for c in read)
+        if not runs:
+            return False
+        latency = rule.metric.startswith("latency_")
+        lost = sum(c[0] + (c[1] if latency else 0) for c in read)
+        return lost > OVERLOADED_SHARE * runs
 
     def guard(
         self,
@@ -190,6 +205,29 @@ class DropTally:
             f" and {then} (the judge alone said: {verdict.decision}: {verdict.reason})"
         )
         return glance, Verdict(decision, reason, tuple(_held(r, held) for r in verdict.rules))
+
+
+def _dropped(result: CheckResult) -> tuple[int, int, int] | None:
+    """A deploy probe's (samples dropped, latencies dropped, runs), each load request a
+    run; None for a run that is not the deploy's (a canary's baseline target)."""
+    details = result.details
+    own = details.get("agent_lag")
+    if own is not None or len(result.samples) > 1:  # a load run: each request counts
+        target = result.samples[0].target if result.samples else ""
+        if details.get("target", target) != "deploy":
+            return None
+        dropped = own or {}
+        samples = dropped.get("agent_lag", 0)
+        return samples, dropped.get("agent_lag_latency", 0), len(result.samples) + samples
+    if result.samples:
+        if result.samples[0].target != "deploy":
+            return None
+        return 0, int("latency_dropped" in details), 1
+    if details.get("dropped"):
+        if details.get("target", "deploy") != "deploy":
+            return None
+        return 1, 0, 1
+    return 0, 0, 1
 
 
 def agent_limited(rule: Rule, observed: float | None, base: Observation | None) -> str | None:

@@ -18,7 +18,7 @@ from agent.settings import EnvironmentSettings
 from agent.settings_file import load_settings_text
 from agent.store.sqlite import SqliteStore
 from agent.windows.fingerprint import check_fingerprints, probe_fingerprint
-from agent.windows.foresight import background_baseline, background_periods
+from agent.windows.foresight import background_baseline, baseline_runs
 from agent.windows.probing import BackgroundProber, EnvironmentProbe
 from checks.base import CheckConfig
 from checks.sessions import TargetSessions
@@ -81,8 +81,8 @@ async def background_runs(store: SqliteStore, env: EnvironmentSettings, at: list
 async def error_baseline(store: SqliteStore, env: EnvironmentSettings) -> Any:
     """The `errors` rule's baseline, as a window deployed at DEPLOYED_AT takes it."""
     since = DEPLOYED_AT - env.lookback
-    periods = await background_periods(store, "production", env, since, DEPLOYED_AT)
-    return background_baseline(env.rules[0].to_rule(), periods, env)
+    runs = await baseline_runs(store, "production", env, since, DEPLOYED_AT)
+    return background_baseline(env.rules[0].to_rule(), runs.periods, env)
 
 
 async def test_after_base_url_changes_the_baseline_uses_only_the_new_targets_runs(

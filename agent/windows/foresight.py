@@ -9,6 +9,7 @@ end. Must not decide anything: warnings only.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from agent.analysis.judge import Judge
 from agent.analysis.observe import merge, observe
@@ -20,22 +21,97 @@ from agent.windows.fingerprint import check_fingerprints
 from agent.windows.probing import unsummarize
 from checks.base import Sample
 
+ROLLBACK_SETTLE_S = 300.0
+"""How long after its rollback was delivered an environment is taken to still run the
+release that failed: the webhook's 2xx starts a rollback (Vercel's takes seconds, a GitHub
+Actions workflow minutes), it does not say when it landed. Five minutes of a lookback
+(an hour by default) is the price of not pooling the failed release into the baseline."""
 
-async def background_periods(
+FAILED_STATES = ("failed", "rolled_back")
+
+
+@dataclass(frozen=True, slots=True)
+class FailedRelease:
+    """A span of time the environment ran a release whose window failed."""
+
+    version: str
+    window_id: str
+    since: float
+    until: float
+    rolled_back: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BackgroundRuns:
+    """The background runs a baseline pools, and those it left out as the failed
+    releases' (`failed_releases`), counted by release."""
+
+    periods: list[list[Sample]]
+    left_out: list[tuple[FailedRelease, int]]
+
+
+async def failed_releases(store: Store, environment: str, until: float) -> list[FailedRelease]:
+    """When, before `until`, the environment ran a release that failed its window: from its
+    deploy until the next deploy of the environment, or, when its rollback was delivered,
+    `ROLLBACK_SETTLE_S` after that. Background runs of those spans probed the failed
+    release: pooled into the next window's baseline (a hotfix's, most often), its errors
+    and latencies made the regression look normal. The environment's 50 newest windows."""
+    page = await store.list_windows(environment=environment, limit=50)
+    windows = sorted(
+        (w for w in page.items if w.deployed_at < until and w.state != "cancelled"),
+        key=lambda w: w.deployed_at,
+    )
+    out = []
+    for k, window in enumerate(windows):
+        if window.state not in FAILED_STATES:
+            continue
+        end = windows[k + 1].deployed_at if k + 1 < len(windows) else until
+        rolled_back = window.state == "rolled_back"
+        if rolled_back:
+            intent = await store.get_rollback(window.id)
+            if intent is not None and intent.finished_at is not None:
+                end = min(end, intent.finished_at + ROLLBACK_SETTLE_S)
+        out.append(FailedRelease(window.version, window.id, window.deployed_at, end, rolled_back))
+    return out
+
+
+async def baseline_runs(
     store: Store, environment: str, env: EnvironmentSettings, since: float, until: float
-) -> list[list[Sample]]:
+) -> BackgroundRuns:
     """The background probes of [since, until), one list per background run: only runs of
     the checks as configured now (`agent.windows.fingerprint`), so runs against an old
     `base_url` or an old definition of a check never stand for its baseline. Runs stored
     before fingerprints were kept are left out too: nothing says what they probed, and
     a baseline restarted (one lookback, as after any change) is safer than one that may
-    be of a dead or another target."""
+    be of a dead or another target. Runs made while a failed release was live are left
+    out (`failed_releases`)."""
     fingerprints = check_fingerprints(env).values()
     rows = await store.probe_summaries(environment, since, until, fingerprints)
+    failed = [f for f in await failed_releases(store, environment, until) if f.until > since]
     runs: dict[float, list[Sample]] = {}
+    left: dict[FailedRelease, set[float]] = {}
     for check, at, summary in rows:
+        release = next((f for f in failed if f.since <= at < f.until), None)
+        if release is not None:
+            left.setdefault(release, set()).add(at)
+            continue
         runs.setdefault(at, []).extend(unsummarize(check, summary))
-    return list(runs.values())
+    left_out = [(f, len(ats)) for f, ats in left.items()]
+    return BackgroundRuns(list(runs.values()), left_out)
+
+
+def left_out_words(left_out: list[tuple[FailedRelease, int]]) -> str:
+    """`12 background runs left out: they probed v3 (dep_…), which failed and was rolled
+    back`, one clause per release, for the log and the registration's warnings."""
+    said = []
+    for release, count in left_out:
+        fate = "was rolled back" if release.rolled_back else "was not rolled back"
+        said.append(
+            f"{count} background run{'s' if count != 1 else ''} left out of the baseline:"
+            f" they probed {release.version} ({release.window_id}), whose window failed and"
+            f" which {fate}"
+        )
+    return "; ".join(said)
 
 
 def background_baseline(
@@ -92,10 +168,14 @@ async def registration_warnings(
     judged = [r.to_rule() for r in rules]
     baselines: dict[str, Observation] = {}
     per_round: dict[str, float] = {}
+    said: list[str] = []
     if any(r.source == "checks" for r in judged):
-        periods = await background_periods(
+        background = await baseline_runs(
             store, environment, env, deployed_at - env.lookback, deployed_at
         )
+        periods = background.periods
+        if background.left_out:
+            said.append(f"baseline: {left_out_words(background.left_out)}")
         for rule in judged:
             if rule.source == "checks" and periods:
                 obs = background_baseline(rule, periods, env)
@@ -110,9 +190,9 @@ async def registration_warnings(
                 baselines[rule.name] = stored
                 per_round[rule.name] = _size(stored) * env.interval / env.lookback
     if not baselines:
-        return []
+        return said
     horizon = max(1, math.ceil((ends_at - deployed_at) / env.interval))
-    return Judge(judged, baselines, policy_of(env), horizon=horizon).blind_spots(per_round)
+    return said + Judge(judged, baselines, policy_of(env), horizon=horizon).blind_spots(per_round)
 
 
 async def _latest_provider_baselines(store: Store, environment: str) -> dict[str, Observation]:

@@ -46,7 +46,12 @@ from agent.windows.evidence import (
     rule_to_dict,
     verdict_to_dict,
 )
-from agent.windows.foresight import background_baseline, background_periods, policy_of
+from agent.windows.foresight import (
+    background_baseline,
+    baseline_runs,
+    left_out_words,
+    policy_of,
+)
 from agent.windows.overload import DropTally
 from agent.windows.probing import EnvironmentProbe, samples_of, unsummarize
 from agent.windows.schedule import RoundSchedule, overrun_s, round_timing
@@ -409,9 +414,12 @@ class WindowWatch:
         """Fetch every rule's baseline once, at the window's start, and store it, so
         that a restart compares against the same period; False if no longer ours."""
         lookback = self._lookback()
-        periods = await background_periods(
+        background = await baseline_runs(
             self.s.store, self.window.environment, self.env, lookback.start, lookback.end
         )
+        periods = background.periods
+        if background.left_out and any(r.source == "checks" for r in self.rules):
+            self.log.warning("baseline: %s", left_out_words(background.left_out))
         fetches = {
             rule.name: asyncio.ensure_future(self._fetch_baseline(rule, lookback))
             for rule in self.judge_rules

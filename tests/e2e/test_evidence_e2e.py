@@ -140,6 +140,37 @@ async def test_errors_x5_are_rolled_back(
 
 
 @pytest.mark.timeout(120)
+async def test_a_hotfix_as_bad_as_the_release_it_replaces_is_rolled_back_too(
+    start_agent: AgentFactory, targets: list[NoisyTarget], rollback_receiver: Any
+) -> None:
+    """v2 brings 20% errors (2% before) and is rolled back; the environment goes on running
+    it a while (a rollback takes time to land), and background probing resumes meanwhile.
+    Then a hotfix, v3, as bad. Old code pooled v2's runs into v3's baseline, so v3 looked
+    no worse than "normal" and was not rolled back (1 rollback at the receiver); its
+    baseline is now v1's runs alone, and v3 is rolled back (2, each naming its version)."""
+    target = targets[0]
+    target.error_rate = 0.02
+    target.latency_s = 0.03
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    agent = await start_agent(
+        evidence_environment(
+            "production", target.url, receiver.url, window="8s", rules=(ERRORS_RELATIVE,)
+        )
+    )
+    await asyncio.sleep(6.0)  # v1's background baseline
+    target.error_rate = 0.20
+    v2 = await agent.register("production", "v2", previous_version="v1")
+    assert (await agent.settled(v2["id"], within=30))["state"] == "rolled_back"
+    await asyncio.sleep(6.0)  # v2 still live: background runs probe it
+    v3 = await agent.register("production", "v3", previous_version="v1")
+    assert any("they probed v2" in w for w in v3.get("warnings") or []), v3
+    final = await agent.settled(v3["id"], within=30)
+    assert final["state"] == "rolled_back", final["verdict"]
+    bodies = [json.loads(a.body)["deploy"]["version"] for a in receiver.attempts]
+    assert bodies == ["v2", "v3"]
+
+
+@pytest.mark.timeout(120)
 async def test_latency_x2_on_a_max_increase_rule_is_rolled_back(
     start_agent: AgentFactory, targets: list[NoisyTarget], rollback_receiver: Any
 ) -> None:

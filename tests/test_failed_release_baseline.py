@@ -1,0 +1,115 @@
+"""A baseline never pools the background runs of a release that failed its window: those
+runs probed the regression, and a hotfix compared against them looks normal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agent.records import DeployWindow, RollbackIntent, WindowState
+from agent.settings_file import load_settings_text
+from agent.store.sqlite import SqliteStore
+from agent.windows.fingerprint import check_fingerprints
+from agent.windows.foresight import (
+    ROLLBACK_SETTLE_S,
+    background_baseline,
+    baseline_runs,
+    registration_warnings,
+)
+from tests.config.test_validate_config import MINIMAL
+
+RELATIVE = MINIMAL.replace(
+    "        max: 0.05\n",
+    "        max: 0.05\n"
+    "      - {name: errors-up, source: checks, metric: error_rate, max_increase: 100%}\n",
+)
+T0 = 1_800_000_000.0
+"""The bad release's deploy; the lookback (1 h) ends at `NEXT`, the hotfix's."""
+NEXT = T0 + 1_800.0
+
+
+def env() -> Any:
+    return load_settings_text(RELATIVE).environments["production"]
+
+
+def deploy(id_: str, version: str, at: float, state: WindowState) -> DeployWindow:
+    return DeployWindow(
+        id=id_,
+        environment="production",
+        version=version,
+        previous_version=None,
+        commit=None,
+        labels={},
+        state=state,
+        deployed_at=at,
+        ends_at=at + 300,
+        created_at=at,
+    )
+
+
+async def probe_every_30s(store: SqliteStore, since: float, until: float, errors: int) -> None:
+    """Background runs of 10 probes every 30 s, `errors` of each run failing."""
+    environment = env()
+    check = environment.checks[0].name
+    fingerprint = check_fingerprints(environment)[check]
+    at = since
+    while at < until:
+        ok = [0] * errors + [1] * (10 - errors)
+        summary = {"ok": ok, "latency": [0.03] * 10}
+        await store.add_probe_summary("production", check, at, summary, fingerprint)
+        at += 30.0
+
+
+async def error_rate(store: SqliteStore) -> tuple[float | None, int]:
+    environment = env()
+    runs = await baseline_runs(store, "production", environment, NEXT - 3_600, NEXT)
+    rule = next(r for r in environment.rules if r.name == "errors-up").to_rule()
+    return background_baseline(rule, runs.periods, environment).value, len(runs.periods)
+
+
+@pytest.mark.parametrize("rolled_back", [True, False], ids=["rolled-back", "dry-run"])
+async def test_the_failed_releases_runs_are_left_out_of_the_next_baseline(
+    store: SqliteStore, rolled_back: bool
+) -> None:
+    """v2 failed at T0 (its window busy for 5 min, no background runs). Rolled back: the
+    webhook's 2xx at T0 + 300 s, and the environment ran v2 for `ROLLBACK_SETTLE_S` more.
+    Dry run (or a rollback that never got through): v2 ran until the hotfix. Old code pooled
+    those runs (30% errors each) into the hotfix's baseline: an error rate of 0.028 after
+    the rollback, 0.14 on a dry run, where v1's was 0.0016."""
+    delivered = T0 + 300.0
+    landed = delivered + ROLLBACK_SETTLE_S if rolled_back else NEXT
+    await probe_every_30s(store, NEXT - 3_600, T0, errors=0)  # v1
+    await probe_every_30s(store, T0 - 15, T0 - 14, errors=1)  # one error in v1's hour
+    await probe_every_30s(store, delivered, landed, errors=3)  # v2 still live
+    await probe_every_30s(store, landed, NEXT, errors=0)  # v1 again (rolled back)
+    await store.create_window(deploy("dep_v1", "v1", T0 - 7_200, "passed"))
+    await store.create_window(deploy("dep_v2", "v2", T0, "failed"))
+    if rolled_back:
+        intent = RollbackIntent("dep_v2", "pending", "{}", requested_at=T0 + 60)
+        assert await store.add_rollback(intent)
+        intent.state, intent.finished_at = "delivered", delivered
+        assert await store.settle_rollback(intent)
+    value, runs = await error_rate(store)
+    clean = (T0 - (NEXT - 3_600)) / 30 + (0 if not rolled_back else (NEXT - landed) / 30)
+    assert runs == clean + 1
+    assert value == pytest.approx(1 / (10 * runs))
+    said = await registration_warnings(store, env(), "production", NEXT, NEXT + 300)
+    left = round((landed - delivered) / 30)
+    fate = "was rolled back" if rolled_back else "was not rolled back"
+    assert said[0] == (
+        f"baseline: {left} background runs left out of the baseline: they probed v2 (dep_v2),"
+        f" whose window failed and which {fate}"
+    )
+
+
+async def test_a_release_that_passed_or_a_later_deploy_ends_the_span(store: SqliteStore) -> None:
+    """Only failed releases are left out, and only until the next deploy: the hotfix's own
+    background runs (after its window passed) are the next baseline's."""
+    await probe_every_30s(store, NEXT - 3_600, NEXT, errors=0)
+    await store.create_window(deploy("dep_v2", "v2", T0, "failed"))
+    await store.create_window(deploy("dep_v3", "v3", T0 + 600, "passed"))
+    value, runs = await error_rate(store)
+    assert value == 0.0
+    # v2's span is [T0, T0 + 600): 20 runs of the 120 left out
+    assert runs == 100

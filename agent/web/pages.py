@@ -133,15 +133,35 @@ async def deploy_list(request: web.Request) -> web.Response:
         return _denied(request, verdict)
     environment = request.query.get("environment") or None
     state = request.query.get("state") or None  # the form's "all" sends `state=`
+    environments = sorted(settings.environments)
+    unknown = False
     if environment is not None and environment not in settings.environments:
-        environment = None
+        # an environment removed from the config keeps its history, as in the API's list;
+        # one never seen is an error, never every window under a filter that looks applied
+        if (await store.list_windows(environment=environment, limit=1)).items:
+            environments = sorted([*environments, environment])
+        else:
+            unknown = True
     context: dict[str, Any] = {
-        "environments": sorted(settings.environments),
+        "environments": environments,
         "states": DEPLOY_STATES,
         "environment": environment,
         "iso": iso,
         "shown": lambda window: shown_state(window, now),
     }
+    if unknown:
+        assert environment is not None
+        return html(
+            "list.html",
+            400,
+            **context | {"environment": None},
+            state=state,
+            items=[],
+            next_url=None,
+            error=(
+                f"No environment {environment[:64]!r}: choose one of {', '.join(environments)}."
+            ),
+        )
     if state is not None and state not in DEPLOY_STATES:
         # as the API's list refuses it (422): a 400 naming the states, never every
         # window under a filter that looks applied

@@ -72,7 +72,7 @@ async def test_a_rule_without_evidence_or_rounds_still_renders(
     assert "no data yet" in html  # the chart's text alternative
 
 
-async def test_the_list_filters_on_every_state_the_api_does_and_refuses_an_unknown_one(
+async def test_the_list_filters_on_every_state_and_environment_and_refuses_unknown_ones(
     aiohttp_client: Any, store: SqliteStore
 ) -> None:
     """`?state=scheduled` was silently ignored (every window shown under a filter that
@@ -116,3 +116,30 @@ async def test_the_list_filters_on_every_state_the_api_does_and_refuses_an_unkno
     assert not any(id_ in page for id_ in ids.values())
     assert '<select name="state">' in page  # the filter form stays, to pick a state
     assert (await client.get("/v1/deploys?state=bogus", headers=AUTH)).status == 422
+
+    # an environment never seen is a 400 naming the environments (it showed every window,
+    # as if filtered); one removed from the config keeps its history, as in the API
+    response = await client.get("/deploys?environment=prodction", headers=AUTH)
+    assert response.status == 400
+    page = await response.text()
+    assert "No environment &#39;prodction&#39;: choose one of production" in page
+    assert not any(id_ in page for id_ in ids.values())
+    assert (await client.get("/v1/deploys?environment=prodction", headers=AUTH)).status == 404
+    removed = DeployWindow(
+        "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WR",
+        "retired",
+        "v0",
+        None,
+        None,
+        {},
+        "watching",
+        now - 99,
+        now - 9,
+        now - 99,
+    )
+    await store.create_window(removed)
+    response = await client.get("/deploys?environment=retired", headers=AUTH)
+    assert response.status == 200
+    page = await response.text()
+    assert removed.id in page and not any(id_ in page for id_ in ids.values())
+    assert '<option value="retired" selected>' in page

@@ -425,19 +425,45 @@ class EnvironmentSettings(StrictModel):
     gate: GateSettings | None = None
     """A GitHub deployment protection rule for this environment waits on another's window."""
 
+    @field_validator("checks")
+    @classmethod
+    def _checks_fit(cls, checks: list[CheckSettings], info: ValidationInfo) -> list[CheckSettings]:
+        """Names given once, and each load check within a round. Judged per field, with
+        the fields before it (`info.data`), not in one validator of the whole environment:
+        pydantic runs that only when every field is valid, so one error hid the rest."""
+        errors = _second_names("check", [c.name for c in checks])
+        interval = info.data.get("interval")
+        if interval is not None:  # None: its own error is reported
+            errors += _checks_beyond(checks, interval)
+        if errors:
+            raise ValidationError.from_exception_data("checks", errors)
+        return checks
+
     @field_validator("rules")
     @classmethod
     def _providers_accept_rules(
         cls, rules: list[RuleSettings], info: ValidationInfo
     ) -> list[RuleSettings]:
         """Each provider's config model judges its own rules (`check_rule`), so a plugin's
-        rules are validated exactly as the built-ins' are."""
-        baseline = info.data.get("baseline")
-        if baseline is None:  # already reported
-            return rules
-        errors: list[InitErrorDetails] = []
+        rules are validated exactly as the built-ins' are. Names and a rule's `check` are
+        judged here too, with them: an error here keeps `_coherent` from running, and a
+        misnamed check showed only once every provider rule was fixed."""
+        errors = _second_names("rule", [r.name for r in rules])
+        checks = info.data.get("checks")
+        names = None if checks is None else {c.name for c in checks}  # None: reported
         for index, rule in enumerate(rules):
-            if rule.source == "checks":
+            if names is not None and rule.check and rule.check not in names:
+                message = (
+                    f"rule {rule.name!r} names check {rule.check!r}, which this environment"
+                    f" does not have (checks: {', '.join(sorted(names)) or 'none'})"
+                )
+                errors.append(_problem((index, "check"), message, rule.check))
+            elif names == set() and rule.source == "checks":
+                message = f"rule {rule.name!r} has source checks but there are no checks"
+                errors.append(_problem((index, "source"), message, rule.source))
+        baseline = info.data.get("baseline")
+        for index, rule in enumerate(rules):
+            if rule.source == "checks" or baseline is None:  # None: already reported
                 continue
             try:
                 hook = getattr(config_model_for(rule.source), "check_rule", None)
@@ -457,72 +483,61 @@ class EnvironmentSettings(StrictModel):
 
     @model_validator(mode="after")
     def _coherent(self) -> EnvironmentSettings:
-        """Every problem at the key to fix, all at once: the second of two names, a rule's
-        `check`, a load check longer than the interval."""
-        problems = []
+        """A window of at least one round (the one check of two fields, the first before
+        the second: the rest are judged per field, `_checks_fit`, `_providers_accept_rules`)."""
         if self.window < self.interval:
             message = (
                 f"window ({format_duration(self.window)}) must be at least one interval"
                 f" ({format_duration(self.interval)})"
             )
-            problems.append(_problem(("window",), message, self.window))
-        for kind, key, names in (
-            ("check", "checks", [c.name for c in self.checks]),
-            ("rule", "rules", [r.name for r in self.rules]),
-        ):
-            seen: set[str] = set()
-            for i, name in enumerate(names):
-                if name in seen:
-                    message = f"two {kind}s are named {name!r}; names must be unique"
-                    problems.append(_problem((key, i, "name"), message, name))
-                seen.add(name)
-        check_names = {c.name for c in self.checks}
-        for i, rule in enumerate(self.rules):
-            if rule.check and rule.check not in check_names:
-                message = (
-                    f"rule {rule.name!r} names check {rule.check!r}, which this environment"
-                    f" does not have (checks: {', '.join(sorted(check_names)) or 'none'})"
-                )
-                problems.append(_problem(("rules", i, "check"), message, rule.check))
-            elif rule.source == "checks" and not self.checks:
-                message = f"rule {rule.name!r} has source checks but there are no checks"
-                problems.append(_problem(("rules", i, "source"), message, rule.source))
-        problems.extend(self._checks_beyond_the_interval())  # in one list: all at once
-        if problems:
-            raise ValidationError.from_exception_data(type(self).__name__, problems)
+            problem = _problem(("window",), message, self.window)
+            raise ValidationError.from_exception_data(type(self).__name__, [problem])
         return self
 
-    def _checks_beyond_the_interval(self) -> list[InitErrorDetails]:
-        """Every check of a round runs within the round: a load check's run (its
-        `duration`, and its `warmup` when set) must fit the `interval`; an unset warm-up
-        is cut to what the interval leaves (`agent.windows.probing.fit_to_round`)."""
-        problems: list[InitErrorDetails] = []
-        every = format_duration(self.interval)
-        for i, check in enumerate(self.checks):
-            duration = getattr(check, "duration", None)
-            if duration is None:
-                continue
-            if duration > self.interval:
-                message = (
-                    f"load check {check.name!r} runs for {format_duration(duration)}, longer than"
-                    f" this environment's interval ({every}): a round's checks must finish"
-                    " within the round; shorten duration or lengthen interval"
-                )
-                problems.append(_problem(("checks", i, "duration"), message, duration))
-                continue
-            warmup = getattr(check, "warmup", None)
-            if warmup and "warmup" in check.model_fields_set and duration + warmup > self.interval:
-                message = (
-                    f"load check {check.name!r} needs warmup {format_duration(warmup)} +"
-                    f" duration {format_duration(duration)}, longer than this environment's"
-                    f" interval ({every}): a round's checks must finish within the round;"
-                    " shorten warmup (or leave it out: it is then cut to fit)"
-                )
-                problems.append(_problem(("checks", i, "warmup"), message, warmup))
-        return problems
+
+def _checks_beyond(checks: list[CheckSettings], interval: float) -> list[InitErrorDetails]:
+    """Every check of a round runs within the round: a load check's run (its `duration`,
+    and its `warmup` when set) must fit the `interval`; an unset warm-up is cut to what
+    the interval leaves (`agent.windows.probing.fit_to_round`)."""
+    problems: list[InitErrorDetails] = []
+    every = format_duration(interval)
+    for i, check in enumerate(checks):
+        duration = getattr(check, "duration", None)
+        if duration is None:
+            continue
+        if duration > interval:
+            message = (
+                f"load check {check.name!r} runs for {format_duration(duration)}, longer than"
+                f" this environment's interval ({every}): a round's checks must finish"
+                " within the round; shorten duration or lengthen interval"
+            )
+            problems.append(_problem((i, "duration"), message, duration))
+            continue
+        warmup = getattr(check, "warmup", None)
+        if warmup and "warmup" in check.model_fields_set and duration + warmup > interval:
+            message = (
+                f"load check {check.name!r} needs warmup {format_duration(warmup)} +"
+                f" duration {format_duration(duration)}, longer than this environment's"
+                f" interval ({every}): a round's checks must finish within the round;"
+                " shorten warmup (or leave it out: it is then cut to fit)"
+            )
+            problems.append(_problem((i, "warmup"), message, warmup))
+    return problems
 
 
 OVERRIDE_PREFIX = "POSTFLIGHT__"
+
+
+def _second_names(kind: str, names: list[str]) -> list[InitErrorDetails]:
+    """The second (third…) of each name given twice, at its own `name` key."""
+    seen: set[str] = set()
+    errors = []
+    for i, name in enumerate(names):
+        if name in seen:
+            message = f"two {kind}s are named {name!r}; names must be unique"
+            errors.append(_problem((i, "name"), message, name))
+        seen.add(name)
+    return errors
 
 
 def _problem(loc: tuple[str | int, ...], message: str, value: Any) -> InitErrorDetails:

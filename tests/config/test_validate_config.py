@@ -236,6 +236,41 @@ def test_every_error_is_listed_not_only_the_first(tmp_path: Path) -> None:
     assert {"environments.production.interval", "environments.production.rules[0].max"} <= paths
 
 
+RULE_ERRORS = (
+    "      - {name: probe-errors, source: checks, metric: error_rate, max: 0.1}\n"
+    "      - {name: sentry-errors, source: sentry, metric: error_rate, max_increase: 50%}\n"
+)
+"""A rule named twice and a Sentry rule without a project, after MINIMAL's rule."""
+
+
+@pytest.mark.parametrize(
+    ("text", "also"),
+    [
+        (
+            MINIMAL.replace("        max: 0.05\n", "        check: nope\n        max: 0.05\n"),
+            ("rules[0].check", "names check 'nope'"),
+        ),
+        (with_load_check("duration: 5m"), ("checks[1].duration", "longer than this environment's")),
+    ],
+    ids=["misnamed-check", "load-beyond-the-interval"],
+)
+def test_an_environments_errors_of_every_kind_are_listed_in_one_pass(
+    text: str, also: tuple[str, str]
+) -> None:
+    """A misnamed `check` or a load check longer than the interval, beside a rule named
+    twice and a Sentry rule without a project: each was judged only once the errors judged
+    before it were fixed (pydantic runs a whole-model validator only when every field is
+    valid), so fixing one showed the next. (A misnamed check is still judged only once the
+    checks themselves are valid: their names are what it is judged against.)"""
+    with pytest.raises(ConfigError) as info:
+        load_settings_text(text.replace("        max: 0.05\n", "        max: 0.05\n" + RULE_ERRORS))
+    found = {p.path: p.message for p in info.value.problems}
+    at = "environments.production."
+    assert also[1] in found[at + also[0]]
+    assert "two rules are named 'probe-errors'" in found[at + "rules[1].name"]
+    assert "set baseline.sentry.project" in found[at + "rules[2]"]
+
+
 def test_missing_file_is_an_error_not_an_empty_config(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

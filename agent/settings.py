@@ -441,7 +441,7 @@ class EnvironmentSettings(StrictModel):
 
     @field_validator("rules")
     @classmethod
-    def _providers_accept_rules(
+    def _rules_fit(
         cls, rules: list[RuleSettings], info: ValidationInfo
     ) -> list[RuleSettings]:
         """Each provider's config model judges its own rules (`check_rule`), so a plugin's
@@ -484,7 +484,7 @@ class EnvironmentSettings(StrictModel):
     @model_validator(mode="after")
     def _coherent(self) -> EnvironmentSettings:
         """A window of at least one round (the one check of two fields, the first before
-        the second: the rest are judged per field, `_checks_fit`, `_providers_accept_rules`)."""
+        the second: the rest are judged per field, `_checks_fit`, `_rules_fit`)."""
         if self.window < self.interval:
             message = (
                 f"window ({format_duration(self.window)}) must be at least one interval"

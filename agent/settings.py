@@ -441,9 +441,7 @@ class EnvironmentSettings(StrictModel):
 
     @field_validator("rules")
     @classmethod
-    def _rules_fit(
-        cls, rules: list[RuleSettings], info: ValidationInfo
-    ) -> list[RuleSettings]:
+    def _rules_fit(cls, rules: list[RuleSettings], info: ValidationInfo) -> list[RuleSettings]:
         """Each provider's config model judges its own rules (`check_rule`), so a plugin's
         rules are validated exactly as the built-ins' are. Names and a rule's `check` are
         judged here too, with them: an error here keeps `_coherent` from running, and a
@@ -605,11 +603,8 @@ class Settings(BaseSettings):
         for env_name, env in self.environments.items():
             for i, rule in enumerate(env.rules):
                 if rule.source != "checks" and not _configured(self, rule.source):
-                    message = (
-                        f"rule {rule.name!r} uses source {rule.source!r} but"
-                        f" providers.{rule.source} is not configured"
-                    )
                     at = ("environments", env_name, "rules", i, "source")
+                    message = unconfigured_source(rule.name, rule.source)
                     problems.append(_problem(at, message, rule.source))
             for name in type(env.baseline).model_fields:
                 if getattr(env.baseline, name) is not None and not _configured(self, name):
@@ -709,6 +704,40 @@ def _parts(path: str) -> tuple[str | int, ...]:
     for part in filter(None, path.replace("[", ".").replace("]", "").split(".")):
         parts.append(int(part) if part.isdigit() else part)
     return tuple(parts)
+
+
+def unconfigured_source(rule: str, source: str) -> str:
+    return f"rule {rule!r} uses source {source!r} but providers.{source} is not configured"
+
+
+def unconfigured_in_document(
+    document: Mapping[str, Any],
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """`Settings._unconfigured_providers` read from the document itself, for a document
+    that did not validate: pydantic runs that whole-model check only when every field is
+    valid, so a rule on an unconfigured provider showed only once every other error of
+    every environment was fixed. Best effort: what is not shaped as expected is left to
+    its own error."""
+    providers = document.get("providers")
+    configured = (
+        {k for k, v in providers.items() if v is not None} if isinstance(providers, dict) else set()
+    )
+    environments = document.get("environments")
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    for env_name, env in environments.items() if isinstance(environments, dict) else ():
+        rules = env.get("rules") if isinstance(env, dict) else None
+        for i, rule in enumerate(rules if isinstance(rules, list) else ()):
+            source = rule.get("source") if isinstance(rule, dict) else None
+            if isinstance(source, str) and source != "checks" and source not in configured:
+                message = unconfigured_source(str(rule.get("name", "")), source)
+                found.append((("environments", env_name, "rules", i, "source"), message))
+        baseline = env.get("baseline") if isinstance(env, dict) else None
+        for name, section in baseline.items() if isinstance(baseline, dict) else ():
+            if section is not None and name not in configured:
+                found.append(
+                    (("environments", env_name, "baseline", name), f"needs providers.{name}")
+                )
+    return found
 
 
 def _configured(settings: Settings, provider: str) -> bool:

@@ -23,6 +23,7 @@ from agent.settings import (
     Settings,
     environment_overrides,
     settings_from_document,
+    unconfigured_in_document,
 )
 
 Loc = tuple[str | int, ...]
@@ -159,6 +160,12 @@ def load_config_text(
         settings = settings_from_document(document)
     except ValidationError as exc:
         found = _problems(exc, document, lines, origins)
+        said = {(p.loc, p.message) for p in found}
+        found += [  # the cross-section check a field error kept from running
+            _located(loc, message, lines, origins)
+            for loc, message in unconfigured_in_document(document)
+            if (loc, message) not in said
+        ]
         raise ConfigError(source, [*duplicates, *found]) from None
     if duplicates:
         raise ConfigError(source, duplicates)

@@ -187,6 +187,27 @@ def test_an_environments_naming_and_timing_problems_are_reported_together() -> N
     assert "longer than" in found["environments.production.checks[2].duration"]
 
 
+def test_a_rule_on_an_unconfigured_provider_is_reported_beside_field_errors() -> None:
+    """The provider check is of the whole configuration, which pydantic runs only when
+    every field is valid: beside a mistyped interval it was not said at all, and fixing
+    the interval showed it next. Read from the document too, it is said at once, once."""
+    text = MINIMAL.replace("interval: 30s", "interval: 30 sec").replace(
+        "        max: 0.05\n",
+        "        max: 0.05\n"
+        "      - {name: p, source: prometheus, query: up, max: 1}\n"
+        "    baseline: {sentry: {project: web}}\n",
+    )
+    found = problems(text)
+    assert "is not a duration" in found["environments.production.interval"]
+    at = "environments.production."
+    assert found[at + "rules[1].source"] == (
+        "rule 'p' uses source 'prometheus' but providers.prometheus is not configured"
+    )
+    assert found[at + "baseline.sentry"] == "needs providers.sentry"
+    valid_fields = text.replace("interval: 30 sec", "interval: 30s")  # the model's own check
+    assert set(problems(valid_fields)) == {at + "rules[1].source", at + "baseline.sentry"}
+
+
 def test_cross_section_problems_are_reported_together() -> None:
     """A gate after no environment, a rule on a provider that is not configured and
     probe summaries kept shorter than the lookback: three sections' problems at once

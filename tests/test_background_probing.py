@@ -215,6 +215,49 @@ async def test_failing_background_runs_are_logged_once_then_their_recovery_once(
     assert len(await store.probe_summaries("production", 0, 2e10)) == 6
 
 
+async def test_a_load_run_over_its_error_share_is_not_a_target_that_fails(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A load run of 10 requests with one 500 fails its own 1% error share: one failed
+    check run. The log's "background probing failing" is for a target that never answers
+    (a wrong base_url), and a live audit of healthy 0.5%-error targets saw it for one
+    load run in a dozen (4 of 200 requests). Every request failing still is."""
+    answers = iter([500] + [200] * 1000)
+
+    async def feed(request: web.Request) -> web.Response:
+        return web.json_response({}, status=next(answers))
+
+    app = web.Application()
+    app.router.add_get("/health", feed)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    sessions = TargetSessions()
+    try:
+        env = settings(str(server.make_url(""))).environments["production"]
+        probe = EnvironmentProbe("production", env, sessions, Metrics())
+        prober = BackgroundProber({"production": probe}, store, busy=lambda _: False)
+        load = next(c for c in probe.checks if c.once_per_round)
+        with caplog.at_level(logging.INFO, logger="postflight.probing"):
+            await prober.probe_once("production", probe, load)
+        stored = await store.probe_summaries("production", 0, 2e10)
+        assert stored[0][2]["ok"].count(0) == 1  # the run failed: 1 of its requests
+        assert not [r for r in caplog.records if "failing" in r.getMessage()], caplog.text
+    finally:
+        await sessions.aclose()
+        await server.close()
+    dead = settings(f"http://127.0.0.1:{free_port()}").environments["production"]
+    sessions = TargetSessions()
+    probe = EnvironmentProbe("production", dead, sessions, Metrics())
+    prober = BackgroundProber({"production": probe}, store, busy=lambda _: False)
+    try:
+        with caplog.at_level(logging.INFO, logger="postflight.probing"):
+            load = next(c for c in probe.checks if c.once_per_round)
+            await prober.probe_once("production", probe, load)
+    finally:
+        await sessions.aclose()
+    assert len([r for r in caplog.records if "failing" in r.getMessage()]) == 1
+
+
 async def test_the_start_says_which_environments_are_probed_between_windows(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -96,9 +96,14 @@ class DropTally:
         self.runs += sum(int(c[2]) for c in by_check.values())
 
     def summary(self) -> dict[str, Any]:
-        """The round summary's `dropped` entry (nothing when nothing was dropped)."""
+        """The round summary's `dropped` entry, or when nothing was dropped each check's
+        probes (`probed`, a load run's every request): a restart resumes the counts by
+        check from them (a clean round's `checks` count a load run of 200 as one run, and
+        the resumed window judged a load rule lost that the live one did not)."""
         if not (self.round_samples or self.round_latency):
-            return {}
+            if not self.round_by_check:
+                return {}
+            return {"probed": {c: v[2] for c, v in sorted(self.round_by_check.items())}}
         return {
             "dropped": {
                 "agent_lag": self.round_samples,
@@ -115,6 +120,9 @@ class DropTally:
         dropped = summary.get("dropped") or {}
         if "by_check" in dropped:
             self._add(dropped["by_check"])
+            return
+        if "probed" in summary:
+            self._add({c: (0, 0, int(n)) for c, n in summary["probed"].items()})
             return
         runs = dropped.get("runs")
         if dropped:  # stored before drops were kept by check: they count against every rule

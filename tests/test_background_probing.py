@@ -27,7 +27,7 @@ from agent.windows.probing import (
     background_offset,
     load_phase,
 )
-from checks.base import Check, CheckConfig
+from checks.base import Check, CheckConfig, CheckResult
 from checks.sessions import TargetSessions
 
 CONFIG = """
@@ -219,9 +219,10 @@ async def test_a_load_run_over_its_error_share_is_not_a_target_that_fails(
     store: SqliteStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A load run of 10 requests with one 500 fails its own 1% error share: one failed
-    check run. The log's "background probing failing" is for a target that never answers
-    (a wrong base_url), and a live audit of healthy 0.5%-error targets saw it for one
-    load run in a dozen (4 of 200 requests). Every request failing still is."""
+    check run, not a failing target; nor is a run the agent's stall dropped whole. The
+    log's "background probing failing" is for a target that never answers (a wrong
+    base_url), and a live audit of healthy 0.5%-error targets saw it for one load run in
+    a dozen (4 of 200 requests). Every request failing still is."""
     answers = iter([500] + [200] * 1000)
 
     async def feed(request: web.Request) -> web.Response:
@@ -239,6 +240,11 @@ async def test_a_load_run_over_its_error_share_is_not_a_target_that_fails(
         load = next(c for c in probe.checks if c.once_per_round)
         with caplog.at_level(logging.INFO, logger="postflight.probing"):
             await prober.probe_once("production", probe, load)
+            # a run whose every request the agent's own stall dropped: nothing learnt
+            dropped = {"agent_lag": {"agent_lag": 10, "agent_lag_latency": 0}}
+            prober.note_outcome(
+                "production", probe, load, [CheckResult("feed", "load", True, (), details=dropped)]
+            )
         stored = await store.probe_summaries("production", 0, 2e10)
         assert stored[0][2]["ok"].count(0) == 1  # the run failed: 1 of its requests
         assert not [r for r in caplog.records if "failing" in r.getMessage()], caplog.text

@@ -1166,7 +1166,7 @@ class SequentialRule:
         short cannot pass by the window's end on any release like its baseline."""
         out: list[PassReach] = []
         base = self.baseline
-        if base is None or per_round <= 0 or horizon < 2:
+        if base is None or per_round <= 0 or horizon < 1:
             return out
         for test in self.passes:
             mean = self._baseline_statistic(test, base)
@@ -1174,9 +1174,10 @@ class SequentialRule:
                 continue
             p = min(max(test.limit, 1e-6), 1 - 1e-6)
             variance = max(mean * (1.0 - mean), p * (1.0 - p)) / max(per_round, 1.0)
-            reached = _pass_end(test, mean, variance, horizon, self.t_opt)
+            # a sequence needs two rounds (`_ends`): a one-round window never shows it
+            reached = _pass_end(test, mean, variance, horizon, self.t_opt) if horizon > 1 else None
             needed: int | None = None
-            if _shows(test, reached):
+            if reached is not None and _shows(test, reached):
                 needed = horizon
             elif _shows(test, mean):
 
@@ -1184,7 +1185,7 @@ class SequentialRule:
                     # a longer window is tightest at its own half, as it would be run
                     return _shows(test, _pass_end(test, mean, variance, t, t / 2))  # noqa: B023
 
-                hi = 2 * horizon
+                hi = max(2, 2 * horizon)
                 while not holds(hi) and hi < 1 << 24:
                     hi *= 2
                 if holds(hi):
@@ -1606,8 +1607,9 @@ class PassReach:
     test: PassTest
     mean: float
     """The round statistic on the baseline (a rate, a share past the cutoff)."""
-    reached: float
-    """The confidence sequence's end after the window's rounds."""
+    reached: float | None
+    """The confidence sequence's end after the window's rounds (None: one round, too few
+    for a sequence)."""
     rounds_needed: int | None
     """Rounds a window would need to show the bound holds by its end (None: never, the
     baseline is past it)."""

@@ -523,10 +523,11 @@ class BackgroundProber:
         only in `postflight_check_runs_total{result="fail"}` until the first deploy. A
         probe is a request: a load run over its allowed error share (4 of 200 against a
         healthy service's 0.5%) is one failed check run, not a target that never answers."""
-        if not results:
-            return  # every probe dropped as the agent's own lag: nothing learnt
+        sampled = [r for r in results if r.samples]
+        if not sampled:
+            return  # every probe (or request) dropped as the agent's own lag: nothing learnt
         key = (name, check.name)
-        failed = not any(sample.ok for r in results for sample in r.samples)
+        failed = not any(sample.ok for r in sampled for sample in r.samples)
         if failed and key not in self.failing:
             self.failing.add(key)
             first = next((r.message for r in results if r.message), "no message")

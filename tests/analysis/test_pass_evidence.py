@@ -133,3 +133,13 @@ def test_a_window_too_short_to_pass_is_said_before_it_opens_and_the_figure_it_gi
     # the example's own 10 a round: nothing said, and healthy windows pass
     said, passed = health_windows(PROBES, 30, 20)
     assert said == [] and passed == 20
+
+
+def test_a_one_round_window_is_said_to_be_too_short_to_pass() -> None:
+    """`window` equal to `interval` is allowed, and its one round is too few for any
+    confidence sequence: it always ended inconclusive, with no warning (review)."""
+    said, passed = health_windows(PROBES, 1, 5)
+    (sentence,) = said
+    assert "a window of one round shows no evidence" in sentence
+    assert "it needs about 250 samples (25 rounds of this traffic)" in sentence
+    assert passed == 0

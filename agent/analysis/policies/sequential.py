@@ -343,14 +343,17 @@ class SequentialPolicy(BasePolicy):
         for reach in tests.pass_reach(size, horizon):
             if reach.rounds_needed is not None and reach.rounds_needed <= horizon:
                 continue
-            shown = _reached_text(rule, Reached(reach.test, reach.reached, False))
             test = reach.test
             was = (
                 f"{rule.metric} {format_value(rule.metric, reach.mean)}"
                 if test.statistic == "rate"
                 else f"share {reach.mean:.3g}"
             )
-            like = f"a release just like its baseline ({was}) would reach {shown}"
+            if reach.reached is None:
+                like = "a window of one round shows no evidence (a sequence needs two)"
+            else:
+                shown = _reached_text(rule, Reached(test, reach.reached, False))
+                like = f"a release just like its baseline ({was}) would reach {shown}"
             if reach.rounds_needed is None:
                 needs = "no window of any length would show it"
             else:

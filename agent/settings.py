@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -451,10 +451,7 @@ class EnvironmentSettings(StrictModel):
         names = None if checks is None else {c.name for c in checks}  # None: reported
         for index, rule in enumerate(rules):
             if names is not None and rule.check and rule.check not in names:
-                message = (
-                    f"rule {rule.name!r} names check {rule.check!r}, which this environment"
-                    f" does not have (checks: {', '.join(sorted(names)) or 'none'})"
-                )
+                message = misnamed_check(rule.name, rule.check, names)
                 errors.append(_problem((index, "check"), message, rule.check))
             elif names == set() and rule.source == "checks":
                 message = f"rule {rule.name!r} has source checks but there are no checks"
@@ -484,10 +481,7 @@ class EnvironmentSettings(StrictModel):
         """A window of at least one round (the one check of two fields, the first before
         the second: the rest are judged per field, `_checks_fit`, `_rules_fit`)."""
         if self.window < self.interval:
-            message = (
-                f"window ({format_duration(self.window)}) must be at least one interval"
-                f" ({format_duration(self.interval)})"
-            )
+            message = window_below_interval(self.window, self.interval)
             problem = _problem(("window",), message, self.window)
             raise ValidationError.from_exception_data(type(self).__name__, [problem])
         return self
@@ -710,14 +704,33 @@ def unconfigured_source(rule: str, source: str) -> str:
     return f"rule {rule!r} uses source {source!r} but providers.{source} is not configured"
 
 
-def unconfigured_in_document(
+def misnamed_check(rule: str, check: str, names: Collection[str]) -> str:
+    return (
+        f"rule {rule!r} names check {check!r}, which this environment does not have"
+        f" (checks: {', '.join(sorted(names)) or 'none'})"
+    )
+
+
+def window_below_interval(window: float, interval: float) -> str:
+    return (
+        f"window ({format_duration(window)}) must be at least one interval"
+        f" ({format_duration(interval)})"
+    )
+
+
+def cross_checks_in_document(
     document: Mapping[str, Any],
 ) -> list[tuple[tuple[str | int, ...], str]]:
-    """`Settings._unconfigured_providers` read from the document itself, for a document
-    that did not validate: pydantic runs that whole-model check only when every field is
-    valid, so a rule on an unconfigured provider showed only once every other error of
-    every environment was fixed. Best effort: what is not shaped as expected is left to
-    its own error."""
+    """The checks of two keys or sections, read from the document itself, for a document
+    that did not validate: pydantic runs a validator of a whole model only when every
+    field is valid, and leaves a field that failed out of what later fields' validators
+    see, so a rule on an unconfigured provider, a rule's misnamed `check` beside a check
+    named twice, or a window shorter than its interval showed only once every other error
+    was fixed. Best effort: a value not shaped as expected is left to its own error, and
+    the caller drops what pydantic said already (the messages are the models')."""
+    from agent.providers.plugins import plugin_names
+
+    known = plugin_names()
     providers = document.get("providers")
     configured = (
         {k for k, v in providers.items() if v is not None} if isinstance(providers, dict) else set()
@@ -725,18 +738,36 @@ def unconfigured_in_document(
     environments = document.get("environments")
     found: list[tuple[tuple[str | int, ...], str]] = []
     for env_name, env in environments.items() if isinstance(environments, dict) else ():
-        rules = env.get("rules") if isinstance(env, dict) else None
+        if not isinstance(env, dict):
+            continue
+        at: tuple[str | int, ...] = ("environments", env_name)
+        checks = env.get("checks", [])
+        names = (
+            {c["name"] for c in checks if isinstance(c, dict) and isinstance(c.get("name"), str)}
+            if isinstance(checks, list)
+            else None
+        )
+        rules = env.get("rules")
         for i, rule in enumerate(rules if isinstance(rules, list) else ()):
-            source = rule.get("source") if isinstance(rule, dict) else None
-            if isinstance(source, str) and source != "checks" and source not in configured:
-                message = unconfigured_source(str(rule.get("name", "")), source)
-                found.append((("environments", env_name, "rules", i, "source"), message))
-        baseline = env.get("baseline") if isinstance(env, dict) else None
-        for name, section in baseline.items() if isinstance(baseline, dict) else ():
-            if section is not None and name not in configured:
-                found.append(
-                    (("environments", env_name, "baseline", name), f"needs providers.{name}")
-                )
+            if not isinstance(rule, dict):
+                continue
+            name, source, check = rule.get("name"), rule.get("source"), rule.get("check")
+            if isinstance(source, str) and source in known and source not in configured:
+                found.append(((*at, "rules", i, "source"), unconfigured_source(str(name), source)))
+            if names is not None and isinstance(check, str) and check and check not in names:
+                found.append(((*at, "rules", i, "check"), misnamed_check(str(name), check, names)))
+        baseline = env.get("baseline")
+        for section_name, section in baseline.items() if isinstance(baseline, dict) else ():
+            if section is not None and section_name in known and section_name not in configured:
+                found.append(((*at, "baseline", section_name), f"needs providers.{section_name}"))
+        defaults = EnvironmentSettings.model_fields
+        try:
+            window = parse_duration(env.get("window", defaults["window"].default))
+            interval = parse_duration(env.get("interval", defaults["interval"].default))
+        except (TypeError, ValueError):
+            continue  # its own error
+        if 0 < window < interval:
+            found.append(((*at, "window"), window_below_interval(window, interval)))
     return found
 
 

@@ -21,9 +21,9 @@ from pydantic_settings import SettingsError
 from agent.settings import (
     OVERRIDE_PREFIX,
     Settings,
+    cross_checks_in_document,
     environment_overrides,
     settings_from_document,
-    unconfigured_in_document,
 )
 
 Loc = tuple[str | int, ...]
@@ -161,9 +161,9 @@ def load_config_text(
     except ValidationError as exc:
         found = _problems(exc, document, lines, origins)
         said = {(p.loc, p.message) for p in found}
-        found += [  # the cross-section check a field error kept from running
+        found += [  # the checks of two keys a field's error kept from running
             _located(loc, message, lines, origins)
-            for loc, message in unconfigured_in_document(document)
+            for loc, message in cross_checks_in_document(document)
             if (loc, message) not in said
         ]
         raise ConfigError(source, [*duplicates, *found]) from None

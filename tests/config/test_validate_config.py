@@ -251,8 +251,12 @@ RULE_ERRORS = (
             ("rules[0].check", "names check 'nope'"),
         ),
         (with_load_check("duration: 5m"), ("checks[1].duration", "longer than this environment's")),
+        (
+            MINIMAL.replace("window: 10m", "window: 10s"),
+            ("window", "window (10s) must be at least one interval (30s)"),
+        ),
     ],
-    ids=["misnamed-check", "load-beyond-the-interval"],
+    ids=["misnamed-check", "load-beyond-the-interval", "window-below-the-interval"],
 )
 def test_an_environments_errors_of_every_kind_are_listed_in_one_pass(
     text: str, also: tuple[str, str]
@@ -260,8 +264,7 @@ def test_an_environments_errors_of_every_kind_are_listed_in_one_pass(
     """A misnamed `check` or a load check longer than the interval, beside a rule named
     twice and a Sentry rule without a project: each was judged only once the errors judged
     before it were fixed (pydantic runs a whole-model validator only when every field is
-    valid), so fixing one showed the next. (A misnamed check is still judged only once the
-    checks themselves are valid: their names are what it is judged against.)"""
+    valid), so fixing one showed the next."""
     with pytest.raises(ConfigError) as info:
         load_settings_text(text.replace("        max: 0.05\n", "        max: 0.05\n" + RULE_ERRORS))
     found = {p.path: p.message for p in info.value.problems}
@@ -269,6 +272,42 @@ def test_an_environments_errors_of_every_kind_are_listed_in_one_pass(
     assert also[1] in found[at + also[0]]
     assert "two rules are named 'probe-errors'" in found[at + "rules[1].name"]
     assert "set baseline.sentry.project" in found[at + "rules[2]"]
+
+
+@pytest.mark.parametrize(
+    "broken_checks",
+    [
+        "      - {name: api-health, type: http, path: /again}\n",  # a name given twice
+        "      - {name: feed, type: load, path: /, rate: 5/s, duration: 5m}\n",  # too long
+    ],
+    ids=["check-named-twice", "load-beyond-the-interval"],
+)
+def test_a_misnamed_check_is_said_beside_its_checks_own_errors(broken_checks: str) -> None:
+    """A check's own error leaves the checks out of what the rules are judged against
+    (pydantic), and a rule's misnamed `check` was said only once it was fixed (review):
+    read from the document too, said at once, once."""
+    text = MINIMAL.replace("        path: /health\n", "        path: /health\n" + broken_checks)
+    text = text.replace("        max: 0.05\n", "        check: nope\n        max: 0.05\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings_text(text)
+    said = [p.message for p in info.value.problems if p.path.endswith("rules[0].check")]
+    assert len(said) == 1 and "names check 'nope'" in said[0]
+    assert len(info.value.problems) == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        MINIMAL.replace("source: checks", "source: sentri"),
+        MINIMAL.replace("    rollback:\n", "    baseline: {sentri: {project: x}}\n    rollback:\n"),
+    ],
+    ids=["rule-source", "baseline-section"],
+)
+def test_a_mistyped_provider_is_one_error_not_also_an_unconfigured_one(text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings_text(text)
+    (problem,) = info.value.problems  # before (review): also "not configured", "needs …"
+    assert "sentri" in problem.path + problem.message
 
 
 def test_missing_file_is_an_error_not_an_empty_config(

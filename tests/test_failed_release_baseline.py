@@ -113,3 +113,27 @@ async def test_a_release_that_passed_or_a_later_deploy_ends_the_span(store: Sqli
     assert value == 0.0
     # v2's span is [T0, T0 + 600): 20 runs of the 120 left out
     assert runs == 100
+
+
+async def test_a_cancelled_deploy_ends_the_span_and_a_manual_rollback_is_said_as_one(
+    store: SqliteStore,
+) -> None:
+    """Review: a window cancelled after going live was left off the timeline (cancelling
+    stops the watch; the deploy happened), so v2's span ran on through v3's runs; and a
+    passed window rolled back on request was said to have failed."""
+    await probe_every_30s(store, NEXT - 3_600, NEXT, errors=0)
+    await store.create_window(deploy("dep_v2", "v2", T0, "failed"))
+    await store.create_window(deploy("dep_v3", "v3", T0 + 600, "watching"))
+    await store.cancel_window("dep_v3", T0 + 700)
+    assert (await error_rate(store))[1] == 100  # v2's [T0, T0 + 600) only: 20 runs
+    passed = deploy("dep_v4", "v4", NEXT - 300, "passed")
+    passed.verdict = {"outcome": "pass", "reason": "all rules passed"}
+    await store.create_window(passed)
+    assert await store.set_state("dep_v4", "rolled_back", "passed")  # on request
+    said = await registration_warnings(store, env(), "production", NEXT, NEXT + 300)
+    assert said[0] == (
+        "baseline: 20 background runs left out of the baseline: they probed v2 (dep_v2),"
+        " whose window failed and which was not rolled back; 10 background runs left out"
+        " of the baseline: they probed v4 (dep_v4), which was rolled back on request (its"
+        " window: pass)"
+    )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from agent.analysis.judge import Judge
 from agent.analysis.observe import merge, observe
 from agent.analysis.types import Observation, Policy, Rule
+from agent.records import DeployWindow
 from agent.settings import EnvironmentSettings, RuleSettings
 from agent.store.base import Store
 from agent.windows.evidence import observation_from_dict
@@ -32,13 +33,58 @@ FAILED_STATES = ("failed", "rolled_back")
 
 @dataclass(frozen=True, slots=True)
 class FailedRelease:
-    """A span of time the environment ran a release whose window failed."""
+    """A span of time the environment ran a release whose window failed (or that was
+    rolled back on request after it passed)."""
 
     version: str
     window_id: str
     since: float
     until: float
     rolled_back: bool
+    judged: str | None = "fail"
+    """The window's own outcome: `fail`, or another for a manual rollback."""
+
+
+async def failed_releases(
+    store: Store, environment: str, since: float, until: float
+) -> list[FailedRelease]:
+    """When, within [since, until), the environment ran a release that failed its window
+    (or was rolled back by hand): from its deploy until the next deploy of the
+    environment, or, when its rollback was delivered, `ROLLBACK_SETTLE_S` after that.
+    Background runs of those spans probed that release: pooled into the next window's
+    baseline (a hotfix's, most often), its errors and latencies made the regression look
+    normal. A cancelled window is a deploy when it was cancelled after going live (only
+    the watch stopped); the environment's 50 newest windows."""
+    page = await store.list_windows(environment=environment, limit=50)
+    windows = sorted(
+        (w for w in page.items if w.deployed_at < until and _went_live(w)),
+        key=lambda w: w.deployed_at,
+    )
+    out = []
+    for k, window in enumerate(windows):
+        if window.state not in FAILED_STATES:
+            continue
+        end = windows[k + 1].deployed_at if k + 1 < len(windows) else until
+        if end <= since:
+            continue  # over before the lookback: no run of it is read (nor its rollback)
+        rolled_back = window.state == "rolled_back"
+        if rolled_back:
+            intent = await store.get_rollback(window.id)
+            if intent is not None and intent.finished_at is not None:
+                end = min(end, intent.finished_at + ROLLBACK_SETTLE_S)
+        judged = (window.verdict or {}).get("outcome", "fail")  # none stored: the state's
+        out.append(
+            FailedRelease(window.version, window.id, window.deployed_at, end, rolled_back, judged)
+        )
+    return out
+
+
+def _went_live(window: DeployWindow) -> bool:
+    """A window's deploy took effect: all but one cancelled before its `deployed_at` (a
+    scheduled deploy called off)."""
+    if window.state != "cancelled":
+        return True
+    return window.ended_at is None or window.ended_at >= window.deployed_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,31 +94,6 @@ class BackgroundRuns:
 
     periods: list[list[Sample]]
     left_out: list[tuple[FailedRelease, int]]
-
-
-async def failed_releases(store: Store, environment: str, until: float) -> list[FailedRelease]:
-    """When, before `until`, the environment ran a release that failed its window: from its
-    deploy until the next deploy of the environment, or, when its rollback was delivered,
-    `ROLLBACK_SETTLE_S` after that. Background runs of those spans probed the failed
-    release: pooled into the next window's baseline (a hotfix's, most often), its errors
-    and latencies made the regression look normal. The environment's 50 newest windows."""
-    page = await store.list_windows(environment=environment, limit=50)
-    windows = sorted(
-        (w for w in page.items if w.deployed_at < until and w.state != "cancelled"),
-        key=lambda w: w.deployed_at,
-    )
-    out = []
-    for k, window in enumerate(windows):
-        if window.state not in FAILED_STATES:
-            continue
-        end = windows[k + 1].deployed_at if k + 1 < len(windows) else until
-        rolled_back = window.state == "rolled_back"
-        if rolled_back:
-            intent = await store.get_rollback(window.id)
-            if intent is not None and intent.finished_at is not None:
-                end = min(end, intent.finished_at + ROLLBACK_SETTLE_S)
-        out.append(FailedRelease(window.version, window.id, window.deployed_at, end, rolled_back))
-    return out
 
 
 async def baseline_runs(
@@ -87,7 +108,7 @@ async def baseline_runs(
     out (`failed_releases`)."""
     fingerprints = check_fingerprints(env).values()
     rows = await store.probe_summaries(environment, since, until, fingerprints)
-    failed = [f for f in await failed_releases(store, environment, until) if f.until > since]
+    failed = [f for f in await failed_releases(store, environment, since, until) if f.until > since]
     runs: dict[float, list[Sample]] = {}
     left: dict[FailedRelease, set[float]] = {}
     for check, at, summary in rows:
@@ -105,11 +126,15 @@ def left_out_words(left_out: list[tuple[FailedRelease, int]]) -> str:
     back`, one clause per release, for the log and the registration's warnings."""
     said = []
     for release, count in left_out:
-        fate = "was rolled back" if release.rolled_back else "was not rolled back"
+        if release.judged != "fail":  # passed, say, and rolled back on request
+            fate = f"which was rolled back on request (its window: {release.judged or 'none'})"
+        else:
+            fate = "whose window failed and which " + (
+                "was rolled back" if release.rolled_back else "was not rolled back"
+            )
         said.append(
             f"{count} background run{'s' if count != 1 else ''} left out of the baseline:"
-            f" they probed {release.version} ({release.window_id}), whose window failed and"
-            f" which {fate}"
+            f" they probed {release.version} ({release.window_id}), {fate}"
         )
     return "; ".join(said)
 

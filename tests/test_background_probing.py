@@ -8,7 +8,7 @@ import heapq
 import itertools
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
@@ -78,16 +78,22 @@ def test_a_check_type_declares_how_it_is_scheduled_not_its_name() -> None:
     assert background_every(soak, env) == 600.0
 
 
+async def serving(handler: Callable[[web.Request], Awaitable[web.Response]]) -> TestServer:
+    """A local target answering GET /health with `handler` (the caller closes it)."""
+    app = web.Application()
+    app.router.add_get("/health", handler)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server
+
+
 async def test_a_background_run_is_stored_and_pruned_once_past_the_lookback(
     store: SqliteStore,
 ) -> None:
     async def health(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    app = web.Application()
-    app.router.add_get("/health", health)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
+    server = await serving(health)
     sessions = TargetSessions()
     try:
         env = settings(str(server.make_url("")).rstrip("/")).environments["production"]
@@ -228,10 +234,7 @@ async def test_a_load_run_over_its_error_share_is_not_a_target_that_fails(
     async def feed(request: web.Request) -> web.Response:
         return web.json_response({}, status=next(answers))
 
-    app = web.Application()
-    app.router.add_get("/health", feed)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
+    server = await serving(feed)
     sessions = TargetSessions()
     try:
         env = settings(str(server.make_url(""))).environments["production"]

@@ -18,6 +18,7 @@ from agent.windows.foresight import (
     registration_warnings,
 )
 from tests.config.test_validate_config import MINIMAL
+from tests.rollback.support import make_window
 
 RELATIVE = MINIMAL.replace(
     "        max: 0.05\n",
@@ -34,17 +35,8 @@ def env() -> Any:
 
 
 def deploy(id_: str, version: str, at: float, state: WindowState) -> DeployWindow:
-    return DeployWindow(
-        id=id_,
-        environment="production",
-        version=version,
-        previous_version=None,
-        commit=None,
-        labels={},
-        state=state,
-        deployed_at=at,
-        ends_at=at + 300,
-        created_at=at,
+    return make_window(
+        id_, version=version, state=state, deployed_at=at, ends_at=at + 300, created_at=at
     )
 
 

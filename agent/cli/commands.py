@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from agent.api.models import (
     DEPLOY_STATES,
+    Deploy,
     DeployRequest,
 )
 from agent.cli.exits import (
@@ -309,7 +310,7 @@ async def _register(
         except WaitTimeout as exc:
             progress.finish()
             if as_json:
-                print_json(exc.deploy)
+                print_json(_with_warnings(exc.deploy, deploy))
             print(
                 f"gave up waiting after {format_duration(round(exc.waited_s))}: {exc.deploy.id}"
                 f" is still {exc.deploy.state} (postflight status {exc.deploy.id})",
@@ -319,10 +320,19 @@ async def _register(
         finally:
             progress.finish()
         if as_json:
-            print_json(final)
+            print_json(_with_warnings(final, deploy))
         elif not quiet:
             print(summary(final, style), file=out)
         return _exit_for(final.state)
+
+
+def _with_warnings(final: Deploy, registered: Deploy) -> Deploy:
+    """The final object `--wait --json` prints, with the registration's `warnings` (only
+    its answer carries them): a pipeline reading the JSON alone saw `null` where stderr
+    said the window could not pass (live audit)."""
+    if not registered.warnings:
+        return final
+    return final.model_copy(update={"warnings": registered.warnings})
 
 
 def status_command(args: argparse.Namespace) -> int:

@@ -436,6 +436,26 @@ def test_registration_warnings_are_printed_beside_the_window(
     assert "\n  warning: production v2.4.1: rule apm-p95 can detect +60% or more" in out
 
 
+def test_register_wait_json_carries_the_registrations_warnings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only the registration's answer has `warnings`: the final object printed by
+    `--wait --json` had null, and a pipeline reading the JSON alone never saw them."""
+    said = ["rule health-latency: cannot pass on evidence by the window's end …"]
+
+    async def foresee(*_: Any) -> list[str]:
+        return said
+
+    agent = AgentThread(tmp_path, foresight=foresee)
+    agent.watcher.script = ends_in("inconclusive")
+    try:
+        assert register_command(register_args(agent, "--wait", "--json")) == 3
+    finally:
+        agent.stop()
+    final = json.loads(capsys.readouterr().out)
+    assert final["state"] == "inconclusive" and final["warnings"] == said
+
+
 def test_wrong_token_exits_2_and_says_so(
     agent: AgentThread, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -68,6 +68,17 @@ class ProbeFailed(Exception):
         self.message = message
         self.latency_s = latency_s
 
+    @classmethod
+    def timed(
+        cls, kind: ErrorKind, message: str, elapsed: float, timeout_s: float | None
+    ) -> ProbeFailed:
+        """A failure after `elapsed` seconds; a timeout's latency is at least the timeout
+        it waited out (a loop's timer may fire a few microseconds early: uvloop rounds to
+        the millisecond, and a 200 ms timeout was read as 0.19995 s)."""
+        if kind == "timeout" and timeout_s is not None:
+            elapsed = max(elapsed, timeout_s)
+        return cls(kind, message, elapsed)
+
     def sample(self, check: str, target: Target) -> Sample:
         """The failure as evidence. A timeout is also a latency: the time it waited, a lower
         bound on the target's. Left out, latency rules would judge only the requests that
@@ -191,7 +202,7 @@ async def _through_aiohttp(
         raise ProbeFailed("status", _too_many(request), time.perf_counter() - t0) from exc
     except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
         kind, message = classify(exc, stated)
-        raise ProbeFailed(kind, message, time.perf_counter() - t0) from exc
+        raise ProbeFailed.timed(kind, message, time.perf_counter() - t0, stated) from exc
 
 
 def _aiohttp_limit(max_redirects: int) -> int:
@@ -228,7 +239,7 @@ async def _lean_exchange(
         parsed, sent = await lean.request(head, url, timeout_s, request.keep_body)
     except (*_LEAN_FAILURES, httptools.HttpParserError) as exc:
         kind, message = _lean_failure(exc, url, timeout_s)
-        raise ProbeFailed(kind, message, time.perf_counter() - t0) from exc
+        raise ProbeFailed.timed(kind, message, time.perf_counter() - t0, timeout_s) from exc
     return _lean_reply(parsed, url, request.allow_redirects, t0 if started is not None else sent)
 
 
@@ -382,7 +393,8 @@ class _Now:
             )
         elif isinstance(exc, (*_LEAN_FAILURES, httptools.HttpParserError)):
             kind, message = _lean_failure(exc, self.url, self.timeout_s)
-            failed = ProbeFailed(kind, message, time.perf_counter() - self.t0)
+            elapsed = time.perf_counter() - self.t0
+            failed = ProbeFailed.timed(kind, message, elapsed, self.timeout_s)
             failed.__cause__ = exc
             self.outcome(failed)
         else:

@@ -34,32 +34,29 @@ class DropTally:
     by check, so a rule is judged lost on the drops of the checks it reads (a load check's
     200 requests a round losing their latencies say nothing of a health check's 10)."""
 
-    __slots__ = (
-        "by_check",
-        "latency",
-        "round_by_check",
-        "round_latency",
-        "round_runs",
-        "round_samples",
-        "runs",
-        "samples",
-        "warned",
-    )
+    __slots__ = ("by_check", "round_by_check", "warned")
 
     def __init__(self) -> None:
-        self.runs = 0
-        self.samples = 0
-        """Whole samples dropped (timeouts the agent's stall caused)."""
-        self.latency = 0
-        """Answers whose latency was dropped (the answer counted)."""
         self.by_check: dict[str | None, list[int]] = {}
         """Check -> [samples, latency, runs] dropped and run in all; None: rounds stored
         before drops were kept by check (they count against every rule)."""
-        self.round_samples = 0
-        self.round_latency = 0
-        self.round_runs = 0
         self.round_by_check: dict[str, list[int]] = {}
+        """The same for this round's checks."""
         self.warned = False
+
+    @property
+    def samples(self) -> int:
+        """Whole samples dropped (timeouts the agent's stall caused)."""
+        return _total(self.by_check, 0)
+
+    @property
+    def latency(self) -> int:
+        """Answers whose latency was dropped (the answer counted)."""
+        return _total(self.by_check, 1)
+
+    @property
+    def runs(self) -> int:
+        return _total(self.by_check, 2)
 
     def note(self, results: Sequence[CheckResult], log: logging.LoggerAdapter[Any]) -> None:
         """A round's results (a new round: the round's counts start again); the first round
@@ -71,18 +68,17 @@ class DropTally:
                 mine = by_check.setdefault(result.check, [0, 0, 0])
                 for k in range(3):
                     mine[k] += counts[k]
-        samples, latency, runs = (sum(c[k] for c in by_check.values()) for k in range(3))
         self._add(by_check)
-        self.round_samples, self.round_latency, self.round_runs = samples, latency, runs
         self.round_by_check = by_check
-        if (samples or latency) and not self.warned:
+        dropped = _total(by_check, 0) + _total(by_check, 1)
+        if dropped and not self.warned:
             self.warned = True
             log.warning(
                 "%d of %d probes this round dropped: the agent's own event loop was stalled"
                 " while they ran (agent overloaded), so they are not counted against the"
                 " target; further drops are counted in postflight_samples_dropped_total",
-                samples + latency,
-                runs,
+                dropped,
+                _total(by_check, 2),
             )
 
     def _add(self, by_check: Mapping[Any, Sequence[int]]) -> None:
@@ -91,26 +87,23 @@ class DropTally:
             mine = self.by_check.setdefault(check, [0, 0, 0])
             for k in range(3):
                 mine[k] += int(counts[k])
-        self.samples += sum(int(c[0]) for c in by_check.values())
-        self.latency += sum(int(c[1]) for c in by_check.values())
-        self.runs += sum(int(c[2]) for c in by_check.values())
 
     def summary(self) -> dict[str, Any]:
         """The round summary's `dropped` entry, or when nothing was dropped each check's
         probes (`probed`, a load run's every request): a restart resumes the counts by
         check from them (a clean round's `checks` count a load run of 200 as one run, and
         the resumed window judged a load rule lost that the live one did not)."""
-        if not (self.round_samples or self.round_latency):
-            if not self.round_by_check:
-                return {}
-            return {"probed": {c: v[2] for c, v in sorted(self.round_by_check.items())}}
+        this = self.round_by_check
+        samples, latency = _total(this, 0), _total(this, 1)
+        if not (samples or latency):
+            return {"probed": {c: v[2] for c, v in sorted(this.items())}} if this else {}
         return {
             "dropped": {
-                "agent_lag": self.round_samples,
-                "agent_lag_latency": self.round_latency,
-                "runs": self.round_runs,
-                "by_check": {c: list(v) for c, v in sorted(self.round_by_check.items())},
-                "text": self.words(self.round_samples + self.round_latency),
+                "agent_lag": samples,
+                "agent_lag_latency": latency,
+                "runs": _total(this, 2),
+                "by_check": {c: list(v) for c, v in sorted(this.items())},
+                "text": self.words(samples + latency),
             }
         }
 
@@ -213,6 +206,11 @@ class DropTally:
             f" and {then} (the judge alone said: {verdict.decision}: {verdict.reason})"
         )
         return glance, Verdict(decision, reason, tuple(_held(r, held) for r in verdict.rules))
+
+
+def _total(by_check: Mapping[Any, Sequence[int]], k: int) -> int:
+    """Column `k` of counts by check (0 samples, 1 latencies dropped, 2 runs), summed."""
+    return sum(counts[k] for counts in by_check.values())
 
 
 def _dropped(result: CheckResult) -> tuple[int, int, int] | None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -71,14 +72,10 @@ async def test_one_notification_per_deploy_and_event_across_a_restart(
     assert await alerts.emit(w, Alert.for_window(w, "passed"), ["oncall"]) is False  # next round
     await first.close()
 
-    second = SqliteStore(path)  # the agent restarted
-    await second.open()
-    try:
+    async with opened(path) as second:  # the agent restarted
         again = WindowAlerts(second, notifier)
         assert await again.emit(w, Alert.for_window(w, "passed"), ["oncall"]) is False
         assert await second.alert_events(w.id) == {"passed": "sent"}
-    finally:
-        await second.close()
     assert len(json_sink.notifications) == 1
 
 
@@ -257,6 +254,17 @@ async def crash_mid_send(
     await store.close()
 
 
+@contextlib.asynccontextmanager
+async def opened(path: Path) -> AsyncIterator[SqliteStore]:
+    """The store at `path`, as a process (re)started on it opens it, closed after."""
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 async def sent_to(store: SqliteStore) -> int:
     return sum(len(c.sent_to) for c in await store.unsettled_alerts(claimed_before=1e12))
 
@@ -264,15 +272,11 @@ async def sent_to(store: SqliteStore) -> int:
 async def restarted(path: Path, sinks: list[JsonSink], metrics: Metrics, *, after: float) -> int:
     """A new process on the same store, `after` seconds later: how many alerts its
     recovery took over (sent before returning)."""
-    store = SqliteStore(path)
-    await store.open()
-    try:
+    async with opened(path) as store:
         notifier = make_notifier([s.url() for s in sinks], metrics)
         clock = lambda: time.time() + after  # noqa: E731
         alerts = WindowAlerts(store, notifier, clock=clock, lease_s=LEASE_S)
         return await alerts.recover()
-    finally:
-        await store.close()
 
 
 async def test_an_alert_cut_off_by_a_crash_is_sent_once_after_the_restart(
@@ -292,12 +296,8 @@ async def test_an_alert_cut_off_by_a_crash_is_sent_once_after_the_restart(
     assert [n.title for n in json_sink.notifications] == [
         "[postflight] production v2.4.1: deploy passed"
     ]
-    store = SqliteStore(path)
-    await store.open()
-    try:
+    async with opened(path) as store:
         assert await store.alert_events(w.id) == {"passed": "sent"}
-    finally:
-        await store.close()
 
 
 async def test_a_claim_younger_than_its_lease_is_not_taken_over(
@@ -338,13 +338,9 @@ async def test_a_cut_off_alert_of_a_superseded_window_is_dropped(
     path, w = tmp_path / "alerts.db", window()
     json_sink.script("hang")
     await crash_mid_send(path, w, [json_sink], metrics)
-    store = SqliteStore(path)
-    await store.open()
-    try:
+    async with opened(path) as store:
         newer = dataclasses.replace(window("dep_01JDNEWER"), created_at=1.0)
         assert [old.id for old in (await store.create_window(newer)).superseded] == [w.id]
-    finally:
-        await store.close()
 
     assert await restarted(path, [json_sink], metrics, after=LEASE_S + 1) == 1
     assert json_sink.notifications == []
@@ -489,9 +485,7 @@ async def test_a_retry_owed_at_a_stop_is_sent_once_by_the_restarted_agent(
     await first.close()
     assert json_sink.notifications == []
 
-    second = SqliteStore(path)
-    await second.open()
-    try:
+    async with opened(path) as second:
         later = lambda: time.time() + 31.0  # noqa: E731
         again = WindowAlerts(
             second, make_notifier([json_sink.url()], metrics), clock=later, retry_delays=slow
@@ -499,8 +493,6 @@ async def test_a_retry_owed_at_a_stop_is_sent_once_by_the_restarted_agent(
         assert await again.retry() == 1
         assert await again.retry() == 0
         assert await second.alert_events(w.id) == {"passed": "sent"}
-    finally:
-        await second.close()
     assert len(json_sink.notifications) == 1
 
 
@@ -559,17 +551,13 @@ async def test_a_retry_cut_off_by_a_crash_is_taken_over_without_resending_to_who
         await store.close()
         assert len(json_sink.notifications) == 1 and slow.notifications == []
 
-        again = SqliteStore(path)
-        await again.open()
-        try:
+        async with opened(path) as again:
             later = lambda: time.time() + LEASE_S + 1  # noqa: E731
             restarted = WindowAlerts(
                 again, make_notifier(urls, metrics), clock=later, retry_delays=now
             )
             assert await restarted.retry() == 1
             assert await again.alert_events(w.id) == {"passed": "sent"}
-        finally:
-            await again.close()
         assert len(json_sink.notifications) == 1 and len(slow.notifications) == 1
     finally:
         await slow.stop()

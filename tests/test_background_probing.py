@@ -397,3 +397,52 @@ async def test_load_checks_of_many_environments_take_turns_over_their_period() -
     later.sort()
     gaps = [b - a for a, b in itertools.pairwise(later)]
     assert len(later) >= 16 and sorted(gaps)[len(gaps) // 2] > 10.0
+
+
+async def test_a_slot_that_falls_in_a_window_is_owed_to_its_rounds_once() -> None:
+    """While a window probes the environment (from 100 s to 200 s), its background slots
+    are not run but owed (`owed_runs`): the window's next round stands in for each, once.
+    A slot owed before the window's deploy (a window before's) is not its to take; the
+    first slot after the window runs and clears what no round took."""
+    now = 0.0
+    ran: list[float] = []
+    owed: dict[float, dict[str, float]] = {}
+    taken: dict[float, list[str]] = {}
+
+    class Counting(BackgroundProber):
+        async def probe_once(self, name: str, probe: EnvironmentProbe, check: Check) -> None:
+            ran.append(now)
+            if now >= 240.0:
+                raise asyncio.CancelledError
+
+    async def sleep(seconds: float) -> None:  # after each slot: note, then a round at +5 s
+        nonlocal now
+        owed[now] = dict(prober.owed.get("production", {}))
+        if now in (120.0, 150.0):
+            now += 5.0
+            taken[now] = prober.owed_runs("production", since=100.0)
+            taken[now + 0.1] = prober.owed_runs("production", since=100.0)
+            seconds -= 5.0
+        now += seconds
+        await asyncio.sleep(0)
+
+    env = settings().environments["production"]
+    probe = EnvironmentProbe("production", env, TargetSessions(), Metrics())
+    prober = Counting(
+        {"production": probe},
+        store=None,  # type: ignore[arg-type]
+        busy=lambda _: 100.0 <= now < 200.0,
+        clock=lambda: now,
+        monotonic=lambda: now,
+        sleep=sleep,
+    )
+    check = probe.checks[0].name
+    with contextlib.suppress(asyncio.CancelledError):
+        await prober._probe_forever("production", probe, probe.checks[0], 30.0)
+    assert ran == [0.0, 30.0, 60.0, 90.0, 210.0, 240.0]
+    assert owed[120.0] == {check: 120.0} and owed[150.0] == {check: 150.0}
+    assert taken == {125.0: [check], 125.1: [], 155.0: [check], 155.1: []}
+    assert owed[180.0] == {check: 180.0}  # no round took it...
+    assert owed[210.0] == {}  # ...and the first slot after the window ran, clearing it
+    prober.owed["production"] = {check: 180.0}
+    assert prober.owed_runs("production", since=200.0) == []  # the window before's

@@ -46,6 +46,7 @@ from agent.windows.evidence import (
     rule_to_dict,
     verdict_to_dict,
 )
+from agent.windows.fingerprint import check_fingerprints
 from agent.windows.foresight import (
     background_baseline,
     baseline_runs,
@@ -53,7 +54,7 @@ from agent.windows.foresight import (
     policy_of,
 )
 from agent.windows.overload import DropTally
-from agent.windows.probing import EnvironmentProbe, samples_of, unsummarize
+from agent.windows.probing import EnvironmentProbe, samples_of, summarize, unsummarize
 from agent.windows.schedule import RoundSchedule, overrun_s, round_timing
 from alerting.events import Alert, AlertEvent, breach_key, provider_key, resolved_key
 from checks.base import CheckResult, Sample
@@ -90,6 +91,9 @@ class WatchServices:
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     after_rollback: Callable[[DeployWindow, RollbackIntent], Awaitable[None]] | None = None
     """Runs once a rollback is delivered (§7: window state, `rollback.then` follow-ups)."""
+    owed_runs: Callable[[str, float], list[str]] | None = None
+    """The background runs a window's round stands in for (`BackgroundProber.owed_runs`);
+    None when there is no background probing."""
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Work in the background (alerts, rollback delivery, provider markers): the
@@ -215,6 +219,9 @@ class WindowWatch:
         """The lease renewal under way, if any (see `_hold_lease`)."""
         self.overload = DropTally()
         """Probes the agent's own lag dropped (`checks.lag`): an overloaded agent's verdict."""
+        self.stand_ins: deque[tuple[str, float, dict[str, Any]]] = deque()
+        """(check, at, summary) of the background runs this window's rounds stand in for,
+        of the latest `lookback`: stored when its release stays (`_keep_stand_ins`)."""
         self.rule_counters: dict[tuple[str, str], Any] = {}
         """`postflight_rule_evaluations_total`'s children by (rule, outcome): looked up
         once, counted every round."""
@@ -601,6 +608,7 @@ class WindowWatch:
             self.baselines[name] = self.late_baselines[name] = baseline
             self.compiled = None
         self.overload.note(results, self.log)
+        self._stand_in(results, now)
         samples = samples_of(results)
         deploy_samples = [s for s in samples if s.target == "deploy"]
         canary = [s for s in samples if s.target == "baseline"]
@@ -638,6 +646,50 @@ class WindowWatch:
                 if current.has_data:
                     self.cumulative[rule.name] = current
         return observations, results
+
+    def _stand_in(self, results: list[CheckResult], now: float) -> None:
+        """Keep this round's runs of the checks whose background run fell due meanwhile:
+        probing paused for the window, and a 15-minute window is one or two of a load
+        check's six runs an hour, so the next deploy's baseline had 800 latencies instead
+        of 1,200 and caught a latency x2 only at its window's end. A round is one run of
+        every check (`probes_per_round` probes, a load check's whole run), as the
+        background's are."""
+        if self.s.owed_runs is None:
+            return
+        for check in self.s.owed_runs(self.window.environment, self.window.deployed_at):
+            samples = [
+                s for r in results if r.check == check for s in r.samples if s.target == "deploy"
+            ]
+            if samples:  # all dropped as the agent's lag: the next slot owes it again
+                self.stand_ins.append((check, now, summarize(samples)))
+        while self.stand_ins and self.stand_ins[0][1] < now - self.env.lookback:
+            self.stand_ins.popleft()  # no later baseline reaches back to it
+
+    async def _keep_stand_ins(self) -> None:
+        """Store the background runs this window's rounds stood in for, once it passed or
+        ended inconclusive: its release stays, and they are the next deploy's baseline as
+        the runs the window paused would have been. A failed window's are not (its release
+        is rolled back, and its runs are left out: `agent.windows.foresight`), nor a
+        cancelled or superseded one's (its release was never judged). Lost if the agent
+        stops first: a gap in the baseline, as before there were stand-ins."""
+        fingerprints = check_fingerprints(self.env)
+        kept = list(self.stand_ins)
+        self.stand_ins.clear()
+        try:
+            await asyncio.gather(
+                *(
+                    self.s.store.add_probe_summary(
+                        self.window.environment, check, at, summary, fingerprints.get(check)
+                    )
+                    for check, at, summary in kept
+                )
+            )
+        except Exception:
+            self.log.warning(
+                "the window's rounds could not stand in for the background runs it paused:"
+                " the next baseline goes without them",
+                exc_info=True,
+            )
 
     def _judge(self, observations: dict[str, Observation], *, final: bool) -> tuple[State, Glance]:
         """One step of the judge's fold from the stored state (a canary's baseline moves each
@@ -947,6 +999,7 @@ class WindowWatch:
         self.s.metrics.windows_total.labels(self.window.environment, state).inc()
         self.log.info("window %s: %s", state, verdict.reason)
         self._send_end_alert(alert, now)
+        await self._keep_stand_ins()
 
 
 def _state_of(outcome: str, evidence: dict[str, Any]) -> str:

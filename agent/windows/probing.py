@@ -426,8 +426,9 @@ def unsummarize(check: str, summary: dict[str, Any], target: Target = "deploy") 
 class BackgroundProber:
     """Between windows, keeps probing each environment's http checks at
     `background_interval`, so rules with `max_increase` on `source: checks` have a
-    pre-deploy baseline. Environments with an active window are skipped. Old summaries
-    are deleted by `agent.retention`."""
+    pre-deploy baseline. Environments with an active window are skipped: the run falls
+    due (`owed_runs`) and the window's next round stands in for it. Old summaries are
+    deleted by `agent.retention`."""
 
     def __init__(
         self,
@@ -449,6 +450,10 @@ class BackgroundProber:
         self.failing: set[tuple[str, str]] = set()
         """(environment, check) whose latest background run had no probe pass: their
         failure was logged once, their recovery will be (`note_outcome`)."""
+        self.owed: dict[str, dict[str, float]] = {}
+        """Per environment, the checks whose background slot fell while a window probed
+        it, and when (`clock`): that window's next round stands in for the run
+        (`owed_runs`)."""
 
     async def run(self) -> None:
         planned = [
@@ -487,7 +492,10 @@ class BackgroundProber:
         ahead = every if phase is None else min(max(phase, 0.0), every)
         start, slot = self.monotonic() + ahead - every, 0
         while True:
-            if not self.busy(name):
+            if self.busy(name):
+                self.owed.setdefault(name, {})[check.name] = self.clock()
+            else:
+                self.owed.get(name, {}).pop(check.name, None)
                 try:
                     await self.probe_once(name, probe, check)
                 except asyncio.CancelledError:
@@ -514,6 +522,14 @@ class BackgroundProber:
         summary = summarize([s for r in results for s in r.samples])
         fingerprint = check_fingerprints(probe.env).get(check.name)
         await self.store.add_probe_summary(name, check.name, now, summary, fingerprint)
+
+    def owed_runs(self, name: str, since: float) -> list[str]:
+        """The checks whose background run fell due, at or after `since` (a window's
+        deploy), while that window probed `name`: its round stands in for them
+        (`agent.windows.lifecycle`). Each is taken once; older ones (a window before) are
+        dropped."""
+        owed = self.owed.pop(name, None) or {}
+        return [check for check, at in owed.items() if at >= since]
 
     def note_outcome(
         self, name: str, probe: EnvironmentProbe, check: Check, results: Sequence[CheckResult]

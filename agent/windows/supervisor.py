@@ -111,6 +111,8 @@ class Watcher:
         self._wake = asyncio.Event()
         self.prober = BackgroundProber(self.probes, store, self.busy, clock)
         self.background_probing = background_probing
+        if background_probing:
+            self.services.owed_runs = self.prober.owed_runs
 
     # WindowEvents ----------------------------------------------------------
 

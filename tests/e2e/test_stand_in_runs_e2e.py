@@ -1,0 +1,91 @@
+"""A window's rounds stand in for the background runs it paused, in the next baseline.
+
+Background probing of an environment pauses while a window probes it. Its rounds are
+runs of the same checks (`probes_per_round` probes, a load check's whole run) of the
+release that stays live once the window passes, so the next deploy's baseline pools
+them where the paused runs would have been; a failed or cancelled window's are not.
+Read as the next deploy's baseline reads them (`baseline_runs`) from the agent's store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from agent.appkeys import SETTINGS, STORE
+from agent.records import DeployWindow
+from agent.windows.foresight import baseline_runs
+from tests.e2e.conftest import AgentFactory, FlipTarget, RunningAgent, environment
+
+BACKGROUND_S = 0.2
+PROBES = 5
+
+
+def setup() -> str:
+    return environment(
+        "production",
+        "{url}",
+        window="2s",
+        interval="200ms",
+        background_interval=f"{int(BACKGROUND_S * 1000)}ms",
+        probes=PROBES,
+        extra="lookback: 1m",
+    )
+
+
+async def span(agent: RunningAgent, window_id: str) -> tuple[float, float]:
+    """The window's span, less its first round: a background run under way at the deploy
+    is stored when it ends, up to a round after."""
+    window = await agent.app[STORE].get_window(window_id)
+    assert isinstance(window, DeployWindow) and window.ended_at is not None
+    return window.deployed_at + BACKGROUND_S + 0.05, window.ended_at + 0.001
+
+
+async def pooled_within(agent: RunningAgent, window_id: str) -> list[int]:
+    """The runs the next deploy's baseline pools from the window's span, by size."""
+    env = agent.app[SETTINGS].environments["production"]
+    pooled = await baseline_runs(agent.app[STORE], "production", env, *await span(agent, window_id))
+    return [len(run) for run in pooled.periods]
+
+
+async def stored_within(agent: RunningAgent, window_id: str) -> list[str]:
+    """The runs stored in the window's span, pooled or not, by check."""
+    rows = await agent.app[STORE].probe_summaries("production", *await span(agent, window_id))
+    return [check for check, _at, _summary in rows]
+
+
+async def test_a_passed_windows_rounds_stand_in_for_the_runs_it_paused(
+    start_agent: AgentFactory, flip_target: FlipTarget
+) -> None:
+    agent = await start_agent(setup().replace("{url}", flip_target.url))
+    await asyncio.sleep(1.0)  # background runs before the deploy
+    deploy = await agent.register("production", "v2")
+    final = await agent.settled(deploy["id"], within=20)
+    assert final["state"] == "passed", final["verdict"]
+    sizes = await pooled_within(agent, deploy["id"])
+    # a 2 s window pauses about 10 runs of 200 ms; each round that stood in is one run of
+    # `probes_per_round` probes (a slot or two may fall between rounds, or on a late one)
+    assert len(sizes) >= 5, sizes
+    assert set(sizes) == {PROBES}, sizes
+
+
+async def test_a_failed_windows_rounds_are_not_kept(
+    start_agent: AgentFactory, flip_target: FlipTarget
+) -> None:
+    agent = await start_agent(setup().replace("{url}", flip_target.url))
+    await asyncio.sleep(1.0)
+    flip_target.bad = True
+    deploy = await agent.register("production", "v2")
+    final = await agent.settled(deploy["id"], within=20)
+    assert final["state"] == "failed", final["verdict"]
+    assert await stored_within(agent, deploy["id"]) == []
+
+
+async def test_a_cancelled_windows_rounds_are_not_kept(
+    start_agent: AgentFactory, flip_target: FlipTarget
+) -> None:
+    agent = await start_agent(setup().replace("{url}", flip_target.url))
+    await asyncio.sleep(1.0)
+    deploy = await agent.register("production", "v2")
+    await asyncio.sleep(1.0)  # rounds stood in for runs meanwhile
+    await agent.cancel(deploy["id"])
+    assert await stored_within(agent, deploy["id"]) == []

@@ -40,6 +40,8 @@ class Foresight(Protocol):
         environment: str,
         deployed_at: float,
         ends_at: float,
+        *,
+        now: float | None = None,
     ) -> list[str]: ...
 
 

@@ -278,7 +278,7 @@ async def create_deploy(request: web.Request) -> web.Response:
         warnings = [f"{window.environment} {window.version}: {late}"]
     elif foresee is not None:
         warnings = await foresee(
-            store, environment, window.environment, deployed_at, window.ends_at
+            store, environment, window.environment, deployed_at, window.ends_at, now=now
         )
     else:
         warnings = []

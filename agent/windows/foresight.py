@@ -21,6 +21,7 @@ from agent.windows.evidence import observation_from_dict
 from agent.windows.fingerprint import check_fingerprints
 from agent.windows.probing import unsummarize
 from checks.base import Sample
+from common.durations import format_duration
 
 ROLLBACK_SETTLE_S = 300.0
 """How long after its rollback was delivered an environment is taken to still run the
@@ -181,14 +182,22 @@ def policy_of(env: EnvironmentSettings) -> Policy:
 
 
 async def registration_warnings(
-    store: Store, env: EnvironmentSettings, environment: str, deployed_at: float, ends_at: float
+    store: Store,
+    env: EnvironmentSettings,
+    environment: str,
+    deployed_at: float,
+    ends_at: float,
+    *,
+    now: float | None = None,
 ) -> list[str]:
     """One sentence per rule whose bound it cannot see by the window's end, at the traffic
     of its baseline: checks rules from the background runs of the lookback (a run per
     round), provider rules from the baseline the environment's latest window fetched (no
-    provider call: a registration must answer at once), scaled to one round."""
+    provider call: a registration must answer at once), scaled to one round. And, under
+    any policy, each relative checks rule the lookback has no background run for, unless
+    the deploy is ahead (`now`) and runs may still come."""
     rules: list[RuleSettings] = list(env.rules)
-    if not rules or env.analysis.policy != "sequential":
+    if not rules:
         return []
     judged = [r.to_rule() for r in rules]
     baselines: dict[str, Observation] = {}
@@ -207,6 +216,16 @@ async def registration_warnings(
                 if obs.has_data:
                     baselines[rule.name] = obs
                     per_round[rule.name] = round_traffic(rule, periods, env)
+        if env.baseline_url is None and (now is None or deployed_at <= now):
+            said += [
+                no_background_baseline(rule, env)
+                for rule in judged
+                if rule.source == "checks"
+                and rule.max_increase is not None
+                and rule.name not in baselines
+            ]
+    if env.analysis.policy != "sequential":
+        return said
     if any(r.source != "checks" for r in judged):
         fetched = await _latest_provider_baselines(store, environment)
         for rule in judged:
@@ -218,6 +237,18 @@ async def registration_warnings(
         return said
     horizon = max(1, math.ceil((ends_at - deployed_at) / env.interval))
     return said + Judge(judged, baselines, policy_of(env), horizon=horizon).blind_spots(per_round)
+
+
+def no_background_baseline(rule: Rule, env: EnvironmentSettings) -> str:
+    """Why a relative checks rule will have no baseline: nothing the lookback holds."""
+    reads = [c for c in env.checks if rule.check in (None, c.name)]
+    names = ", ".join(c.name for c in reads) or "none"
+    return (
+        f"rule {rule.name}: no baseline: the lookback ({format_duration(env.lookback)} before"
+        f" the deploy) holds no background run of {names} (background probing builds it"
+        " between windows; on a new store or an agent just started there is none yet), so"
+        f" this max_increase rule ends inconclusive (no baseline) whatever the release does"
+    )
 
 
 async def _latest_provider_baselines(store: Store, environment: str) -> dict[str, Observation]:

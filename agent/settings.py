@@ -645,6 +645,37 @@ class Settings(BaseSettings):
             warnings.append((("environments", name, "alerts", "tags"), message))
         return warnings
 
+    def baseline_warnings(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(loc, message) of each `max_increase` rule over checks that can never have a
+        baseline: no check it reads probes between windows (smoke scenarios, plugins that
+        do not opt in) and no `baseline_url` runs them beside the deploy, so it ends
+        `inconclusive` in every window. A warning: the rest of the configuration works."""
+        from checks.registry import check_types
+
+        types = check_types()
+        warnings: list[tuple[tuple[str | int, ...], str]] = []
+        for name, env in self.environments.items():
+            if env.baseline_url is not None:
+                continue
+            for index, rule in enumerate(env.rules):
+                if rule.source != "checks" or rule.max_increase is None:
+                    continue
+                reads = [c for c in env.checks if rule.check in (None, c.name)]
+                cls = [types.get(c.type) for c in reads]
+                if any(t is None or t.background for t in cls):
+                    continue
+                named = ", ".join(f"{c.name} ({c.type})" for c in reads)
+                message = (
+                    f"rule {rule.name!r} is relative (max_increase) but no check it reads"
+                    f" probes between windows ({named} {'runs' if len(reads) == 1 else 'run'}"
+                    " only during windows), so it has"
+                    " no baseline and ends inconclusive in every window; give it an"
+                    " absolute bound (max or min), point it at an http or load check, or"
+                    " set baseline_url"
+                )
+                warnings.append((("environments", name, "rules", index, "max_increase"), message))
+        return warnings
+
     @property
     def longest_lookback(self) -> float:
         return max(env.lookback for env in self.environments.values())

@@ -170,7 +170,8 @@ def load_config_text(
     if duplicates:
         raise ConfigError(source, duplicates)
     warnings = [
-        _located(loc, message, lines, origins) for loc, message in settings.alert_routing_warnings()
+        _located(loc, message, lines, origins)
+        for loc, message in [*settings.alert_routing_warnings(), *settings.baseline_warnings()]
     ]
     return LoadedConfig(settings, tuple(sorted(warnings, key=_file_order)))
 

@@ -309,3 +309,43 @@ def test_a_provider_plugins_missing_key_is_at_its_own_section(
     assert [str(p) for p in caught.value.problems] == [
         "providers.datadog.api_key (line 22): required, but missing"
     ]
+
+
+SMOKE_ONLY = MINIMAL.replace(
+    "        type: http\n        path: /health\n",
+    "        type: smoke\n        steps: [{name: home, method: GET, path: /}]\n",
+).replace(
+    "        max: 0.05\n",
+    "        max: 0.05\n"
+    "      - {name: flow-p95, source: checks, metric: latency_p95, max_increase: 50%}\n",
+)
+
+
+def test_a_relative_rule_no_background_check_feeds_is_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A smoke scenario runs only during windows: a `max_increase` rule over it never has a
+    baseline and ends inconclusive in every window. Said at validation (exit 0); not with
+    a canary's `baseline_url`, whose stable side is its baseline, nor over an http check."""
+    code, out = run_validate(tmp_path, SMOKE_ONLY, capsys)
+    assert code == 0, out
+    assert out.count("max_increase (line") == 1, out
+    assert (
+        "warning: environments.production.rules[1].max_increase (line 18): rule 'flow-p95' is"
+        " relative (max_increase) but no check it reads probes between windows (api-health"
+        " (smoke) runs only during windows), so it has no baseline and ends inconclusive in"
+        " every window; give it an absolute bound (max or min), point it at an http or load"
+        " check, or set baseline_url"
+    ) in out
+    canary = SMOKE_ONLY.replace(
+        "    window: 10m\n", "    window: 10m\n    baseline_url: http://127.0.0.1:10\n"
+    )
+    code, out = run_validate(tmp_path, canary, capsys)
+    assert code == 0 and "max_increase (line" not in out, out
+    http = MINIMAL.replace(
+        "        max: 0.05\n",
+        "        max: 0.05\n"
+        "      - {name: p95, source: checks, metric: latency_p95, max_increase: 50%}\n",
+    )
+    code, out = run_validate(tmp_path, http, capsys)
+    assert code == 0 and "max_increase (line" not in out, out

@@ -8,7 +8,7 @@ on, so a process killed at any instant restarts into the same decisions.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 from agent.records import (
     DeliveryAttempt,
@@ -384,3 +384,22 @@ class Store(Protocol):
         ...
 
     async def prune_probe_summaries(self, before: float) -> int: ...
+
+    shared: ClassVar[bool]
+    """Several replicas may use this store at once (PostgreSQL): background probing of an
+    environment is then leased to one of them (`take_background`)."""
+
+    async def take_background(
+        self, environment: str, owner: str, now: float, until: float, *, steal: bool = False
+    ) -> bool:
+        """Hold the environment's background probing until `until`: True when `owner`
+        holds it now (it did, or no one's lease runs past `now`), so replicas sharing the
+        store probe each environment once, not once each (a load check's runs were
+        doubled by a second replica). `steal`: take it whoever holds it (the replica
+        whose window probes the environment: its rounds stand in for the runs)."""
+        ...
+
+    async def release_background(self, owner: str) -> None:
+        """Give up every background lease `owner` holds (a clean stop): another replica
+        takes each at its next slot instead of when the lease lapses."""
+        ...

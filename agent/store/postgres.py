@@ -89,6 +89,7 @@ class PostgresStore(SqlStore):
 
     ROW_LOCK = " FOR UPDATE"
     SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
+    shared = True
 
     def __init__(
         self,

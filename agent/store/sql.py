@@ -168,6 +168,14 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE alerts ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX alerts_retry_due ON alerts (retry_at) WHERE retry_at IS NOT NULL
     """,
+    # one replica probes each environment between windows (`take_background`)
+    """
+    CREATE TABLE background_leases (
+        environment TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        lease_until DOUBLE PRECISION NOT NULL
+    )
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -379,6 +387,8 @@ class SqlStore(ABC):
     """Appended to a SELECT whose rows the transaction will change (`FOR UPDATE`)."""
     SKIP_LOCKED: ClassVar[str] = ""
     """Appended to the claim's SELECT: rows another replica is changing are left to it."""
+    shared: ClassVar[bool] = False
+    """Several replicas may use it at once (`Store.shared`)."""
 
     @abstractmethod
     def _tx(self) -> AbstractAsyncContextManager[Connection]:
@@ -1089,6 +1099,33 @@ class SqlStore(ABC):
             )
 
     # background probing ----------------------------------------------------
+
+    async def take_background(
+        self, environment: str, owner: str, now: float, until: float, *, steal: bool = False
+    ) -> bool:
+        held = (
+            ""
+            if steal
+            else (
+                " WHERE background_leases.owner = excluded.owner"
+                " OR background_leases.lease_until <= ?"
+            )
+        )
+        async with self._tx() as db:
+            changed = await db.execute(
+                "INSERT INTO background_leases (environment, owner, lease_until)"
+                " VALUES (?, ?, ?) ON CONFLICT (environment) DO UPDATE"
+                " SET owner = excluded.owner, lease_until = excluded.lease_until" + held,
+                environment,
+                owner,
+                until,
+                *(() if steal else (now,)),
+            )
+        return changed == 1
+
+    async def release_background(self, owner: str) -> None:
+        async with self._tx() as db:
+            await db.execute("DELETE FROM background_leases WHERE owner = ?", owner)
 
     async def add_probe_summary(
         self,

@@ -437,12 +437,17 @@ class BackgroundProber:
         busy: Callable[[str], bool],
         clock: Callable[[], float] = time.time,
         *,
+        owner: str = "local",
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.probes = probes
         self.store = store
         self.busy = busy
+        self.owner = owner
+        self.leased = bool(getattr(store, "shared", False))
+        """Replicas share the store: each environment is probed by the one holding its
+        background lease (`_hold`)."""
         self.clock = clock
         self.monotonic = monotonic
         """The runs' schedule's clock (asyncio's `sleep` keeps to a monotonic one)."""
@@ -494,16 +499,19 @@ class BackgroundProber:
         while True:
             if self.busy(name):
                 self.owed.setdefault(name, {})[check.name] = self.clock()
+                await self._hold(name, steal=True)  # no other replica probes it meanwhile
             else:
                 self.owed.get(name, {}).pop(check.name, None)
-                try:
-                    await self.probe_once(name, probe, check)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # the store may be briefly unavailable
-                    log.exception(
-                        "background probe failed", extra={"environment": name, "check": check.name}
-                    )
+                if await self._hold(name):
+                    try:
+                        await self.probe_once(name, probe, check)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:  # the store may be briefly unavailable
+                        log.exception(
+                            "background probe failed",
+                            extra={"environment": name, "check": check.name},
+                        )
             slot = max(slot + 1, math.floor((self.monotonic() - start) / every))
             await self.sleep(max(0.0, start + slot * every - self.monotonic()))
 
@@ -522,6 +530,30 @@ class BackgroundProber:
         summary = summarize([s for r in results for s in r.samples])
         fingerprint = check_fingerprints(probe.env).get(check.name)
         await self.store.add_probe_summary(name, check.name, now, summary, fingerprint)
+
+    async def _hold(self, name: str, *, steal: bool = False) -> bool:
+        """Whether this replica probes `name` now: always on a store of its own; on a
+        shared one, while it holds the environment's background lease, renewed at each
+        slot (`background_lease` long, so it outlasts the gap to its next), and taken
+        when another replica's lapsed or was given up. A store that cannot answer holds
+        nothing: no run is stored then anyway."""
+        if not self.leased:
+            return True
+        now = self.clock()
+        until = now + background_lease(self.probes[name])
+        try:
+            return await self.store.take_background(name, self.owner, now, until, steal=steal)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.debug("background lease not taken", exc_info=True, extra={"environment": name})
+            return False
+
+    async def release(self) -> None:
+        """Give up this replica's background leases (a clean stop): the others take them
+        at their next slots."""
+        if self.leased:
+            await self.store.release_background(self.owner)
 
     def owed_runs(self, name: str, since: float) -> list[str]:
         """The checks whose background run fell due, at or after `since` (a window's
@@ -653,6 +685,20 @@ def load_phase(environment: str, check: str, every: float) -> float:
     latencies each past the overload guard on a busy host. Spread over the period, they
     take turns. (http runs spread their probes over a round already.)"""
     return every * (1.0 - zlib.crc32(f"{environment}\0{check}".encode()) / 2**32)
+
+
+BACKGROUND_LEASE_MIN_S = 10.0
+"""The shortest hold on an environment's background probing: a busy replica's slot run a
+few seconds late must not hand it to another (two would probe it for a while)."""
+
+
+def background_lease(probe: EnvironmentProbe) -> float:
+    """How long a replica's hold on an environment's background probing lasts: twice its
+    most frequent check's period (at least `BACKGROUND_LEASE_MIN_S`), renewed at each
+    slot, so a live holder keeps it and a dead one is replaced within two periods (a
+    minute, at 30 s)."""
+    periods = [e for c in probe.checks if (e := background_every(c, probe.env)) is not None]
+    return max(BACKGROUND_LEASE_MIN_S, 2.0 * min(periods, default=probe.env.background_interval))
 
 
 def background_burst(check: Check, env: EnvironmentSettings) -> int:

@@ -109,7 +109,7 @@ class Watcher:
         self.resuming: set[str] = set()
         """Rollbacks this process took over and is sending."""
         self._wake = asyncio.Event()
-        self.prober = BackgroundProber(self.probes, store, self.busy, clock)
+        self.prober = BackgroundProber(self.probes, store, self.busy, clock, owner=owner)
         self.background_probing = background_probing
         if background_probing:
             self.services.owed_runs = self.prober.owed_runs
@@ -159,6 +159,8 @@ class Watcher:
                 prober.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await prober
+                with contextlib.suppress(Exception):  # else they lapse: a gap, no harm
+                    await self.prober.release()
             await self._stop_windows()
             await self._close_checks()
 

@@ -99,3 +99,32 @@ async def test_a_live_stream_on_another_replica_hears_each_round_as_it_is_stored
         "the streaming replica watched the window itself"
     )
     assert watcher.metric("postflight_rule_evaluations_total", **labels) >= 1
+
+
+async def test_replicas_probe_an_environment_between_windows_once_not_once_each(
+    start_agent: AgentFactory, flip_target: FlipTarget, pg_url: str
+) -> None:
+    """Counted at the target: a second replica on the store adds no background probes
+    (each environment's are leased to one replica; before, each replica probed it, so a
+    load check's runs doubled), and when the holder stops the other takes them over."""
+    store = f"url: {pg_url}"
+    env = environment("production", flip_target.url, background_interval="200ms", probes=5)
+
+    async def arrivals(seconds: float) -> int:
+        before = flip_target.requests
+        await asyncio.sleep(seconds)
+        return flip_target.requests - before
+
+    first = await start_agent(env, store=store, owner="replica-a")
+    await asyncio.sleep(0.5)
+    alone = await arrivals(3.0)
+    assert alone >= 30, alone  # about 75: a run of 5 probes every 200 ms
+    second = await start_agent(env, store=store, owner="replica-b")
+    await asyncio.sleep(0.5)
+    together = await arrivals(3.0)
+    assert together <= 1.4 * alone, (alone, together)  # each probing: about twice
+    await first.stop()  # a clean stop gives its lease up: the other goes on at once
+    await asyncio.sleep(0.5)
+    after = await arrivals(3.0)
+    assert after >= 0.6 * alone, (alone, after)
+    await second.stop()

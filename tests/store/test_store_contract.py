@@ -718,3 +718,22 @@ async def test_claiming_leases_written_only_answers_what_the_claim_wrote(store: 
         ("dep_3", 2, 1130),
     ]
     assert await store.claim_leases("a", 1101, 30, written_only=True) == []
+
+
+async def test_a_background_lease_is_held_by_one_owner_until_it_lapses(store: Store) -> None:
+    """Replicas sharing the store probe each environment once (`take_background`): held
+    by its owner, renewed by it, taken by another only once lapsed or given up, or by
+    the replica whose window probes the environment (`steal`)."""
+    assert await store.take_background("production", "a", 1000, 1060)
+    assert not await store.take_background("production", "b", 1010, 1070)
+    assert await store.take_background("staging", "b", 1010, 1070)  # per environment
+    assert await store.take_background("production", "a", 1030, 1090)  # renewed
+    assert not await store.take_background("production", "b", 1089, 1149)
+    assert await store.take_background("production", "b", 1090, 1150)  # lapsed
+    assert not await store.take_background("production", "a", 1100, 1160)
+    assert await store.take_background("production", "a", 1100, 1160, steal=True)
+    assert not await store.take_background("production", "b", 1110, 1170)
+    assert await store.take_background("staging", "b", 1110, 1200)
+    await store.release_background("a")  # a clean stop: b need not wait for it to lapse
+    assert await store.take_background("production", "b", 1111, 1171)
+    assert not await store.take_background("staging", "a", 1111, 1171)  # b's, kept

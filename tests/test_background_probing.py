@@ -25,7 +25,6 @@ from agent.windows.probing import (
     EnvironmentProbe,
     background_every,
     background_offset,
-    load_phase,
 )
 from checks.base import Check, CheckConfig, CheckResult
 from checks.sessions import TargetSessions
@@ -135,8 +134,9 @@ def test_environments_start_background_probing_spread_over_the_interval() -> Non
 
 
 async def test_background_runs_start_at_each_environments_offset() -> None:
-    """`run` starts each environment's first background run at its offset: with two
-    environments at 100 a second, within 20 ms of the start, in the offsets' order."""
+    """`run` starts each environment's first background http run at its offset: with two
+    environments at 100 a second, within 20 ms of the start, in the offsets' order (load
+    checks take turns of their own: `load_turns`)."""
     started: list[tuple[str, float]] = []
     loop = asyncio.get_running_loop()
     env = settings().environments["production"]
@@ -144,7 +144,8 @@ async def test_background_runs_start_at_each_environments_offset() -> None:
 
     class Recording(BackgroundProber):
         async def probe_once(self, name: str, probe: EnvironmentProbe, check: Check) -> None:
-            started.append((name, loop.time()))
+            if not check.once_per_round:
+                started.append((name, loop.time()))
 
     prober = Recording(probes, store=None, busy=lambda _: False)  # type: ignore[arg-type]
     t0 = loop.time()
@@ -341,10 +342,11 @@ async def test_background_runs_keep_the_interval_whatever_a_run_takes(
     assert seen == starts
 
 
-async def test_load_checks_of_many_environments_take_turns_over_their_period() -> None:
-    """Eight environments start together; each load check's runs after its first lie at its
-    own phase of the period (`load_phase`), so their 600 s grids do not stay in step.
-    Before, all eight ran within 0.08 s of each other every 10 minutes, for good. On a
+async def test_load_checks_of_many_environments_take_turns_and_never_overlap() -> None:
+    """Eight environments start together; their load checks' runs (each up to its
+    `budget_s`) never overlap, from the first and for good (`load_turns`): one after
+    another at the start, then on grids a period / 8 apart. Before, all eight first runs
+    came at once, and the later ones, on grids placed by a hash, overlapped too. On a
     virtual clock: each sleep wakes in turn, once every task waits again."""
     loop = asyncio.get_running_loop()
     env = settings().environments["production"]
@@ -379,24 +381,27 @@ async def test_load_checks_of_many_environments_take_turns_over_their_period() -
     while True:
         for _ in range(10):  # every task on to its next sleep
             await asyncio.sleep(0)
-        if not sleeping or sleeping[0][0] > 1_500.0:  # two periods and a half
+        if not sleeping or sleeping[0][0] > 2_500.0:  # four periods and more
             break
         now, _, woken = heapq.heappop(sleeping)
         woken.set_result(None)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    later: list[float] = []
-    for name, starts in runs.items():
-        first, phase = starts[0], load_phase(name, "feed", 600.0)
-        assert 0.0 < phase <= 600.0 and first < 1.0
-        planned = [first + phase + k * 600.0 for k in range(len(starts) - 1)]
-        assert starts[1:] == pytest.approx(planned), name
-        later += starts[1:]
-    # in step, every later run of eight would start within a second of another
-    later.sort()
-    gaps = [b - a for a, b in itertools.pairwise(later)]
-    assert len(later) >= 16 and sorted(gaps)[len(gaps) // 2] > 10.0
+    feed = next(c for c in probes["prod-a"].checks if c.name == "feed")
+    length = feed.budget_s()  # the longest a run may take
+    every = background_every(feed, env)
+    assert every == 600.0 and 0 < length < every / 8
+    starts = sorted(t for ts in runs.values() for t in ts)
+    assert len(starts) >= 8 * 4
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= length - 1e-9, sorted(gaps)[:5]  # one run at a time
+    first_runs = sorted(ts[0] for ts in runs.values())
+    assert first_runs[-1] < 8 * length + 1e-9  # all eight within the first minute
+    for name, ts in runs.items():  # then each on its own grid of the period
+        assert [b - a for a, b in itertools.pairwise(ts[1:])] == pytest.approx(
+            [every] * (len(ts) - 2)
+        ), name
 
 
 async def test_a_slot_that_falls_in_a_window_is_owed_to_its_rounds_once() -> None:

@@ -469,11 +469,13 @@ class BackgroundProber:
         ]
         announce_probing(planned)
         spread = len({name for name, *_ in planned}) / BACKGROUND_STARTS_PER_S
+        turns = load_turns([(n, c, e) for n, _, c, e in planned if c.once_per_round])
         async with asyncio.TaskGroup() as group:
             group.create_task(self.note_changed_checks(sorted({name for name, *_ in planned})))
             for name, probe, check, every in planned:
-                first = background_offset(name, min(every, spread))
-                phase = load_phase(name, check.name, every) if check.once_per_round else every
+                first, phase = turns.get(
+                    (name, check.name), (background_offset(name, min(every, spread)), every)
+                )
                 group.create_task(self._probe_forever(name, probe, check, every, first, phase))
 
     async def _probe_forever(
@@ -677,14 +679,31 @@ def background_offset(environment: str, spread: float) -> float:
     return zlib.crc32(environment.encode()) / 2**32 * spread
 
 
-def load_phase(environment: str, check: str, every: float) -> float:
-    """When, after its first run, a load check's background grid lies: a fixed fraction of
-    its period in (0, every] from a hash of the environment and check, the same on every
-    start and replica. All environments start together, so their load runs (six per
-    lookback) fell in step for good: 8 environments' 200-request runs at once kept 39-52
-    latencies each past the overload guard on a busy host. Spread over the period, they
-    take turns. (http runs spread their probes over a round already.)"""
-    return every * (1.0 - zlib.crc32(f"{environment}\0{check}".encode()) / 2**32)
+def load_turns(
+    loads: Sequence[tuple[str, Check, float]],
+) -> dict[tuple[str, str], tuple[float, float]]:
+    """(first run, second run after it) of each background load check, so that the load
+    runs of all environments take turns instead of loading the host at once: 8
+    environments' 200-request runs at once kept 39-52 latencies each past the overload
+    guard on a busy host. Those of one period, in a fixed order from a hash of
+    environment and check (the same on every start and replica), run one after another
+    at the start (`gap` apart: the longest run, at most period / n), then on grids
+    period / n apart, once the first runs are done. None overlaps while n runs fit in a
+    period; beyond that they are evenly spread. (http runs spread their probes over a
+    round already.) Hash-placed grids, before, overlapped somewhere in most agents of 8."""
+    by_period: dict[float, list[tuple[str, Check]]] = {}
+    for name, check, every in loads:
+        by_period.setdefault(every, []).append((name, check))
+    turns: dict[tuple[str, str], tuple[float, float]] = {}
+    for every, group in by_period.items():
+        group.sort(
+            key=lambda nc: (zlib.crc32(f"{nc[0]}\0{nc[1].name}".encode()), nc[0], nc[1].name)
+        )
+        n = len(group)
+        gap = min(max(c.budget_s() for _, c in group), every / n)
+        for k, (name, check) in enumerate(group):
+            turns[(name, check.name)] = (k * gap, n * gap + k * (every / n - gap))
+    return turns
 
 
 BACKGROUND_LEASE_MIN_S = 10.0

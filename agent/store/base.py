@@ -72,6 +72,16 @@ class StoredProbes(NamedTuple):
     newest: float
 
 
+class ProbeRun(NamedTuple):
+    """One background run to keep (`Store.add_probe_summary`'s arguments)."""
+
+    environment: str
+    check: str
+    at: float
+    summary: dict[str, Any]
+    fingerprint: str | None
+
+
 class AlertClaim(NamedTuple):
     """An alert claimed in the transaction of the change that calls for it (a window's
     end, a settled rollback): a crash after that commit leaves the claim, so the alert
@@ -189,10 +199,11 @@ class Store(Protocol):
         rollback: RollbackIntent | None = None,
         fence: Fence | None = None,
         alerts: Sequence[AlertClaim] = (),
+        runs: Sequence[ProbeRun] = (),
     ) -> bool:
-        """Move an active window to a final state (and store the rollback intent and
-        claim `alerts`, claimed `at`, in the same transaction); False if it had already
-        ended."""
+        """Move an active window to a final state (and store the rollback intent, claim
+        `alerts`, claimed `at`, and keep the background `runs` its rounds stood in for, in
+        the same transaction); False if it had already ended."""
         ...
 
     async def set_state(self, window_id: str, state: WindowState, expected: WindowState) -> bool:

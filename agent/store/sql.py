@@ -43,6 +43,7 @@ from agent.store.base import (
     AlertRetry,
     Conflict,
     Lease,
+    ProbeRun,
     StoredProbes,
     StoreError,
     UnsettledAlert,
@@ -304,6 +305,16 @@ class Connection(Protocol):
         ...
 
     async def fetch(self, sql: str, *args: Any) -> list[Sequence[Any]]: ...
+
+
+PROBE_INSERT = (
+    "INSERT INTO probe_summaries (environment, check_name, at, summary, fingerprint)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
+
+
+def _probe_row(run: ProbeRun) -> tuple[str, str, float, str, str | None]:
+    return run.environment, run.check, run.at, json.dumps(run.summary), run.fingerprint
 
 
 def _loads(text: str | None) -> Any:
@@ -692,6 +703,7 @@ class SqlStore(ABC):
         rollback: RollbackIntent | None = None,
         fence: Fence | None = None,
         alerts: Sequence[AlertClaim] = (),
+        runs: Sequence[ProbeRun] = (),
     ) -> bool:
         async with self._tx() as db:
             sql, args = _fenced(
@@ -704,6 +716,8 @@ class SqlStore(ABC):
             if rollback is not None:
                 await _insert_rollback(db, rollback, "TRUE")
             await claim_alerts_in(db, window_id, at, alerts)
+            for run in runs:
+                await db.execute(PROBE_INSERT, *_probe_row(run))
             return True
 
     async def add_rollback(
@@ -1135,16 +1149,9 @@ class SqlStore(ABC):
         summary: dict[str, Any],
         fingerprint: str | None = None,
     ) -> None:
+        run = ProbeRun(environment, check, at, summary, fingerprint)
         async with self._tx() as db:
-            await db.execute(
-                "INSERT INTO probe_summaries (environment, check_name, at, summary, fingerprint)"
-                " VALUES (?, ?, ?, ?, ?)",
-                environment,
-                check,
-                at,
-                json.dumps(summary),
-                fingerprint,
-            )
+            await db.execute(PROBE_INSERT, *_probe_row(run))
 
     async def probe_summaries(
         self,

@@ -33,7 +33,7 @@ from agent.records import (
     WindowCreated,
     WindowState,
 )
-from agent.store.base import AlertClaim, AlertRetry, Store
+from agent.store.base import AlertClaim, AlertRetry, ProbeRun, Store
 
 
 @dataclass(eq=False)
@@ -149,9 +149,10 @@ class FeedStore:
         rollback: RollbackIntent | None = None,
         fence: Fence | None = None,
         alerts: Sequence[AlertClaim] = (),
+        runs: Sequence[ProbeRun] = (),
     ) -> bool:
         ended = await self._store.finish_window(
-            window_id, state, verdict, at, rollback, fence, alerts
+            window_id, state, verdict, at, rollback, fence, alerts, runs
         )
         self._feed.publish(window_id)
         return ended

@@ -31,7 +31,7 @@ from agent.records import DeployWindow, RollbackIntent, RoundRecord, WindowState
 from agent.rollback.contract import rollback_intent
 from agent.rollback.delivery import RollbackDelivery, SettleClaims
 from agent.settings import EnvironmentSettings, RuleSettings
-from agent.store.base import AlertClaim, Store
+from agent.store.base import AlertClaim, ProbeRun, Store
 from agent.windows.alert_once import WindowAlerts, alert_claim
 from agent.windows.checkpoint import resume_point, stored_observations, stores_state
 from agent.windows.evidence import (
@@ -221,7 +221,7 @@ class WindowWatch:
         """Probes the agent's own lag dropped (`checks.lag`): an overloaded agent's verdict."""
         self.stand_ins: deque[tuple[str, float, dict[str, Any]]] = deque()
         """(check, at, summary) of the background runs this window's rounds stand in for,
-        of the latest `lookback`: stored when its release stays (`_keep_stand_ins`)."""
+        of the latest `lookback`: stored when its release stays (`_kept_stand_ins`)."""
         self.rule_counters: dict[tuple[str, str], Any] = {}
         """`postflight_rule_evaluations_total`'s children by (rule, outcome): looked up
         once, counted every round."""
@@ -656,40 +656,32 @@ class WindowWatch:
         background's are."""
         if self.s.owed_runs is None:
             return
-        for check in self.s.owed_runs(self.window.environment, self.window.deployed_at):
+        owed = self.s.owed_runs(self.window.environment, self.window.deployed_at)
+        for k, check in enumerate(owed):
             samples = [
                 s for r in results if r.check == check for s in r.samples if s.target == "deploy"
             ]
             if samples:  # all dropped as the agent's lag: the next slot owes it again
-                self.stand_ins.append((check, now, summarize(samples)))
+                # a millisecond apart: a baseline pools runs by instant, one check each
+                self.stand_ins.append((check, now + k / 1000, summarize(samples)))
         while self.stand_ins and self.stand_ins[0][1] < now - self.env.lookback:
             self.stand_ins.popleft()  # no later baseline reaches back to it
 
-    async def _keep_stand_ins(self) -> None:
-        """Store the background runs this window's rounds stood in for, once it passed or
-        ended inconclusive: its release stays, and they are the next deploy's baseline as
-        the runs the window paused would have been. A failed window's are not (its release
-        is rolled back, and its runs are left out: `agent.windows.foresight`), nor a
+    def _kept_stand_ins(self) -> list[ProbeRun]:
+        """The background runs this window's rounds stood in for, kept with its end when
+        it passed or ended inconclusive: its release stays, and they are the next
+        deploy's baseline as the runs the window paused would have been. In the end's
+        own transaction, so a deploy registered the instant after it pools them, and an
+        end another replica took never keeps them. A failed window's are not kept (its
+        release is rolled back, and its runs left out: `agent.windows.foresight`), nor a
         cancelled or superseded one's (its release was never judged). Lost if the agent
         stops first: a gap in the baseline, as before there were stand-ins."""
         fingerprints = check_fingerprints(self.env)
-        kept = list(self.stand_ins)
-        self.stand_ins.clear()
-        try:
-            await asyncio.gather(
-                *(
-                    self.s.store.add_probe_summary(
-                        self.window.environment, check, at, summary, fingerprints.get(check)
-                    )
-                    for check, at, summary in kept
-                )
-            )
-        except Exception:
-            self.log.warning(
-                "the window's rounds could not stand in for the background runs it paused:"
-                " the next baseline goes without them",
-                exc_info=True,
-            )
+        environment = self.window.environment
+        return [
+            ProbeRun(environment, check, at, summary, fingerprints.get(check))
+            for check, at, summary in self.stand_ins
+        ]
 
     def _judge(self, observations: dict[str, Observation], *, final: bool) -> tuple[State, Glance]:
         """One step of the judge's fold from the stored state (a canary's baseline moves each
@@ -993,13 +985,18 @@ class WindowWatch:
         now = self.s.clock()
         claims = [alert_claim(alert, self.env.alerts.tags)]
         if not await self.s.store.finish_window(
-            self.window.id, state, verdict_json, now, fence=self.fence, alerts=claims
+            self.window.id,
+            state,
+            verdict_json,
+            now,
+            fence=self.fence,
+            alerts=claims,
+            runs=self._kept_stand_ins(),
         ):
             return
         self.s.metrics.windows_total.labels(self.window.environment, state).inc()
         self.log.info("window %s: %s", state, verdict.reason)
         self._send_end_alert(alert, now)
-        await self._keep_stand_ins()
 
 
 def _state_of(outcome: str, evidence: dict[str, Any]) -> str:

@@ -89,3 +89,25 @@ async def test_a_cancelled_windows_rounds_are_not_kept(
     await asyncio.sleep(1.0)  # rounds stood in for runs meanwhile
     await agent.cancel(deploy["id"])
     assert await stored_within(agent, deploy["id"]) == []
+
+
+async def test_each_check_stands_in_as_a_run_of_its_own(
+    start_agent: AgentFactory, flip_target: FlipTarget
+) -> None:
+    """A round that stands in for an http and a load run at once stores two runs, one
+    check each, as the background makes them: a baseline pools runs by their instant."""
+    load = "{name: feed, type: load, path: /api/health, rate: 50/s, duration: 100ms, warmup: 0s}"
+    text = setup().replace("{url}", flip_target.url).replace("lookback: 1m", "lookback: 3s")
+    text = text.replace("  checks:\n", f"  checks:\n    - {load}\n")
+    agent = await start_agent(text)
+    await asyncio.sleep(1.0)
+    deploy = await agent.register("production", "v2")
+    final = await agent.settled(deploy["id"], within=20)
+    assert final["state"] == "passed", final["verdict"]
+    env = agent.app[SETTINGS].environments["production"]
+    pooled = await baseline_runs(
+        agent.app[STORE], "production", env, *await span(agent, deploy["id"])
+    )
+    checks = [{s.check for s in run} for run in pooled.periods]
+    assert {"feed"} in checks and {"api-health"} in checks, checks  # a load slot every 0.5 s
+    assert all(len(c) == 1 for c in checks), checks

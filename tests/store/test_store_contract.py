@@ -21,7 +21,7 @@ from agent.records import (
     RollbackIntent,
     RoundRecord,
 )
-from agent.store.base import AlertClaim, Conflict, Store, StoredProbes, StoreError
+from agent.store.base import AlertClaim, Conflict, ProbeRun, Store, StoredProbes, StoreError
 from tests.store.conftest import Backend
 from tests.store.peek import deliveries
 
@@ -737,3 +737,23 @@ async def test_a_background_lease_is_held_by_one_owner_until_it_lapses(store: St
     await store.release_background("a")  # a clean stop: b need not wait for it to lapse
     assert await store.take_background("production", "b", 1111, 1171)
     assert not await store.take_background("staging", "a", 1111, 1171)  # b's, kept
+
+
+async def test_a_windows_end_keeps_its_stand_in_runs_only_when_it_applies(store: Store) -> None:
+    """The background runs a window's rounds stood in for are kept in its end's own
+    transaction: a deploy registered right after pools them, and an end refused (another
+    claim's window, one already ended) keeps none."""
+    await store.create_window(window("dep_1"))
+    run = ProbeRun("production", "api", 130.0, {"ok": [1, 1]}, "fp")
+    refused = await store.finish_window(
+        "dep_1", "passed", None, 160.0, fence=Fence("x", 9), runs=[run]
+    )
+    assert not refused
+    assert await store.probe_summaries("production", 0, 1000) == []
+    assert await store.finish_window("dep_1", "passed", None, 160.0, runs=[run])
+    assert await store.probe_summaries("production", 0, 1000, ["fp"]) == [
+        ("api", 130.0, {"ok": [1, 1]})
+    ]
+    again = ProbeRun("production", "api", 140.0, {"ok": [1]}, "fp")
+    assert not await store.finish_window("dep_1", "passed", None, 170.0, runs=[again])
+    assert len(await store.probe_summaries("production", 0, 1000)) == 1

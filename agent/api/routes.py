@@ -38,7 +38,7 @@ from agent.api.models import (
     shown_state,
 )
 from agent.api.problems import ApiProblem, invalid_fields, validation_errors
-from agent.appkeys import FORESIGHT, METRICS, PAGE_LINK, SETTINGS, STORE, WINDOW_EVENTS
+from agent.appkeys import FORESIGHT, METRICS, PAGE_LINK, SETTINGS, STORE, WINDOW_EVENTS, Foresight
 from agent.records import DeployWindow, IdempotentResponse, WindowState, decided_verdict
 from agent.settings import EnvironmentSettings
 from agent.store.base import Conflict, Store
@@ -56,6 +56,23 @@ BODY_READ_TIMEOUT_S = 10.0
 READY_TIMEOUT_S = 2.0
 _DEPLOY_ID = re.compile(DEPLOY_ID_PATTERN)
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+
+
+async def _foreseen(
+    foresee: Foresight, store: Store, env: EnvironmentSettings, window: DeployWindow, now: float
+) -> list[str]:
+    """The registration's warnings; none when they cannot be worked out (the store's
+    read failing, a bug): they are advice, and a deploy is never refused for them."""
+    try:
+        return await foresee(
+            store, env, window.environment, window.deployed_at, window.ends_at, now=now
+        )
+    except Exception:
+        log.exception(
+            "registration warnings not worked out; the deploy is registered without them",
+            extra={"environment": window.environment},
+        )
+        return []
 
 
 def _now(request: web.Request) -> float:
@@ -277,9 +294,7 @@ async def create_deploy(request: web.Request) -> web.Response:
     if late is not None:
         warnings = [f"{window.environment} {window.version}: {late}"]
     elif foresee is not None:
-        warnings = await foresee(
-            store, environment, window.environment, deployed_at, window.ends_at, now=now
-        )
+        warnings = await _foreseen(foresee, store, environment, window, now)
     else:
         warnings = []
     if warnings:

@@ -422,7 +422,7 @@ def test_a_window_that_ended_before_it_was_registered_says_so_not_watching(
 def test_registration_warnings_are_printed_beside_the_window(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    async def foresee(*_: Any) -> list[str]:
+    async def foresee(*_: Any, **__: Any) -> list[str]:
         return ["production v2.4.1: rule apm-p95 can detect +60% or more; its bound is +20%"]
 
     monkeypatch.setenv("NO_COLOR", "1")
@@ -436,6 +436,25 @@ def test_registration_warnings_are_printed_beside_the_window(
     assert "\n  warning: production v2.4.1: rule apm-p95 can detect +60% or more" in out
 
 
+def test_warnings_that_cannot_be_worked_out_never_refuse_the_deploy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Warnings are advice: a store read failing under them (or a bug) registers the
+    deploy without them, and logs why, instead of answering 500."""
+
+    async def foresee(*_: Any, **__: Any) -> list[str]:
+        raise RuntimeError("store read failed")
+
+    agent = AgentThread(tmp_path, foresight=foresee)
+    try:
+        assert register_command(register_args(agent, "--json")) == 0
+    finally:
+        agent.stop()
+    registered = json.loads(capsys.readouterr().out)
+    assert registered["state"] == "watching" and not registered.get("warnings")
+    assert "registration warnings not worked out" in caplog.text
+
+
 def test_register_wait_json_carries_the_registrations_warnings(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -443,7 +462,7 @@ def test_register_wait_json_carries_the_registrations_warnings(
     `--wait --json` had null, and a pipeline reading the JSON alone never saw them."""
     said = ["rule health-latency: cannot pass on evidence by the window's end …"]
 
-    async def foresee(*_: Any) -> list[str]:
+    async def foresee(*_: Any, **__: Any) -> list[str]:
         return said
 
     agent = AgentThread(tmp_path, foresight=foresee)

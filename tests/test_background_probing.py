@@ -451,3 +451,57 @@ async def test_a_slot_that_falls_in_a_window_is_owed_to_its_rounds_once() -> Non
     assert owed[210.0] == {}  # ...and the first slot after the window ran, clearing it
     prober.owed["production"] = {check: 180.0}
     assert prober.owed_runs("production", since=200.0) == []  # the window before's
+
+
+async def test_the_replica_whose_window_probes_an_environment_takes_its_background_over(
+    tmp_path: Any,
+) -> None:
+    """Two replicas on a shared store: one probes the environment between windows (the
+    other's slots find its lease held); when a window opens on the other, that one takes
+    the lease at its next slot (its rounds stand in for the runs), and the first stops
+    probing at once instead of doubling the window's traffic until its lease lapses."""
+
+    class Shared(SqliteStore):
+        shared = True
+
+    store = Shared(tmp_path / "pf.db")
+    await store.open()
+    env = settings().environments["production"]
+    probe = EnvironmentProbe("production", env, TargetSessions(), Metrics())
+    health = next(c for c in probe.checks if c.type == "http")
+    runs: dict[str, list[float]] = {"a": [], "b": []}
+    window = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def replica(owner: str, busy: Callable[[str], bool]) -> BackgroundProber:
+        class Counting(BackgroundProber):
+            async def probe_once(self, name: str, probe: EnvironmentProbe, check: Check) -> None:
+                runs[owner].append(loop.time())
+
+        return Counting({"production": probe}, store, busy=busy, owner=owner)
+
+    first = replica("a", busy=lambda _: False)
+    second = replica("b", busy=lambda _: window.is_set())
+    tasks = [asyncio.create_task(first._probe_forever("production", probe, health, 0.05))]
+    await asyncio.sleep(0.02)
+    tasks.append(asyncio.create_task(second._probe_forever("production", probe, health, 0.05)))
+    try:
+        await asyncio.sleep(0.5)
+        assert len(runs["a"]) >= 2 and runs["b"] == [], runs  # a holds it; b's slots skip
+        window.set()  # a window opens on b
+        while not second.owed.get("production"):  # b's next slot: it took the lease
+            await asyncio.sleep(0.01)
+        taken = loop.time()
+        await asyncio.sleep(0.5)
+        # a stopped (one run at most, whose lease a took as b's steal was under way)
+        assert len([t for t in runs["a"] if t > taken]) <= 1, runs
+        assert runs["b"] == []  # b's window's rounds stand in for its runs
+        assert second.owed_runs("production", since=0.0) == [health.name]
+        window.clear()
+        while not runs["b"]:  # between windows b goes on, holding the lease
+            await asyncio.sleep(0.01)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await store.close()

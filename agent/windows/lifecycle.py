@@ -653,8 +653,11 @@ class WindowWatch:
         check's six runs an hour, so the next deploy's baseline had 800 latencies instead
         of 1,200 and caught a latency x2 only at its window's end. A round is one run of
         every check (`probes_per_round` probes, a load check's whole run), as the
-        background's are."""
+        background's are. Not a window that probes its deploy event's own URL: its runs
+        are of another target than `base_url`'s (`agent.windows.fingerprint`)."""
         if self.s.owed_runs is None:
+            return
+        if check_fingerprints(self.probe.env) != check_fingerprints(self.env):
             return
         owed = self.s.owed_runs(self.window.environment, self.window.deployed_at)
         for k, check in enumerate(owed):

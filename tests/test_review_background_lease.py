@@ -1,0 +1,85 @@
+"""Review: README (store): "the replica whose window probes the environment takes [the
+background lease], so no background run duplicates the window's rounds". The window's
+replica takes it only at its own next background slot: until then the holder goes on
+probing the environment the window probes (a run of the new release, beside the
+window's rounds, which also stand in for that period). Two probers on one store with
+the SQL of a shared one, on a virtual clock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+
+from agent.metrics import Metrics
+from agent.store.sqlite import SqliteStore
+from agent.windows.probing import BackgroundProber, EnvironmentProbe
+from checks.base import Check
+from checks.sessions import TargetSessions
+from tests.test_background_probing import settings
+
+WINDOW = (45.0, 100.0)  # on replica a
+
+
+async def test_no_background_run_while_another_replicas_window_probes(
+    store: SqliteStore,
+) -> None:
+    store.shared = True  # type: ignore[misc]  # as PostgreSQL's: leased per environment
+    now = 0.0
+    sleeping: list[tuple[float, int, asyncio.Future[None]]] = []
+    order = itertools.count()
+    ran: list[tuple[str, float]] = []
+    loop = asyncio.get_running_loop()
+
+    class Recording(BackgroundProber):
+        async def probe_once(self, name: str, probe: EnvironmentProbe, check: Check) -> None:
+            ran.append((self.owner, now))
+
+    async def sleep(seconds: float) -> None:
+        woken: asyncio.Future[None] = loop.create_future()
+        heapq.heappush(sleeping, (now + seconds, next(order), woken))
+        await woken
+
+    env = settings().environments["production"]
+    probe = EnvironmentProbe("production", env, TargetSessions(), Metrics())
+    health = next(c for c in probe.checks if c.name == "health")
+
+    def prober(owner: str, busy: bool) -> Recording:
+        return Recording(
+            {"production": probe},
+            store,
+            busy=lambda _: busy and WINDOW[0] <= now < WINDOW[1],
+            clock=lambda: now,
+            owner=owner,
+            monotonic=lambda: now,
+            sleep=sleep,
+        )
+
+    b, a = prober("b", busy=False), prober("a", busy=True)
+    tasks = [asyncio.create_task(b._probe_forever("production", probe, health, 30.0))]
+
+    async def settle(count: int) -> None:  # every task waits on the clock again
+        for _ in range(2000):
+            if len(sleeping) >= count:
+                return
+            await asyncio.sleep(0.001)
+        raise AssertionError("a prober never slept")
+
+    await settle(1)
+    now = 10.0  # replica a starts 10 s later: its slots fall at 10, 40, 70, 100
+    tasks.append(asyncio.create_task(a._probe_forever("production", probe, health, 30.0)))
+    await settle(2)
+    while sleeping[0][0] <= 130.0:
+        due, _, woken = heapq.heappop(sleeping)
+        now = due
+        woken.set_result(None)
+        await settle(2)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert ran[0] == ("b", 0.0)
+    during = [(owner, at) for owner, at in ran if WINDOW[0] <= at < WINDOW[1]]
+    assert during == [], (during, ran)

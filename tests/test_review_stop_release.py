@@ -1,0 +1,93 @@
+"""Review: a stop gives up the background leases (`BackgroundProber.release`) before it
+stops the windows, with no bound on the store's answer: a store that does not answer (a
+partitioned PostgreSQL: asyncpg waits up to its 10 s connect and 30 s command timeouts)
+holds every window's watch running past `server.shutdown_timeout` (at most 10 s, the
+contract's bound). The release is best effort ("else they lapse: a gap, no harm")."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from agent.metrics import Metrics
+from agent.records import DeployWindow
+from agent.rollback.delivery import RollbackDelivery
+from agent.settings_file import load_settings_text
+from agent.store.sqlite import SqliteStore
+from agent.windows.alert_once import WindowAlerts
+from agent.windows.supervisor import Watcher
+from alerting.notifier import Notifier
+from checks.sessions import TargetSessions
+from common.redaction import Redactor
+from tests.test_watcher_claims import CONFIG
+
+
+class Partitioned(SqliteStore):
+    """Shared like PostgreSQL's; once `cut`, giving up the leases never gets an answer."""
+
+    shared = True
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.cut = False
+
+    async def release_background(self, owner: str) -> None:
+        if self.cut:
+            await asyncio.Event().wait()
+        await super().release_background(owner)
+
+
+async def test_a_store_that_cannot_answer_the_release_does_not_hold_the_windows_stop(
+    tmp_path: Path,
+) -> None:
+    store = Partitioned(tmp_path / "postflight.db")
+    await store.open()
+    metrics = Metrics()
+    watcher = Watcher(
+        load_settings_text(CONFIG),
+        store,
+        metrics,
+        alerts=WindowAlerts(store, Notifier([], timeout=1, redact=Redactor(), metrics=metrics)),
+        delivery=RollbackDelivery(store, metrics, owner="a"),
+        providers={},
+        sessions=TargetSessions(),
+        owner="a",
+        poll_interval=0.05,
+    )
+    t0 = time.time()
+    window = DeployWindow(
+        id="w1",
+        environment="production",
+        version="v2",
+        previous_version="v1",
+        commit=None,
+        labels={},
+        state="watching",
+        deployed_at=t0,
+        ends_at=t0 + 600,
+        created_at=t0,
+    )
+    await store.create_window(window)
+    running = asyncio.create_task(watcher.run())
+    try:
+        for _ in range(200):
+            if "w1" in watcher.tasks:
+                break
+            await asyncio.sleep(0.01)
+        watch = watcher.tasks["w1"]
+        store.cut = True
+        running.cancel()
+        for _ in range(300):  # 3 s: well within any shutdown_timeout
+            if watch.done():
+                break
+            await asyncio.sleep(0.01)
+        assert watch.done(), "the window's watch still runs, behind the lease's release"
+    finally:
+        store.cut = False
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        for task in watcher.tasks.values():
+            task.cancel()
+        await asyncio.gather(*watcher.tasks.values(), return_exceptions=True)
+        await store.close()

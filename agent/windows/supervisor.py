@@ -48,6 +48,10 @@ windows @10 s about 4% of the agent's samples (py-spy), besides SQLite's thread 
 them."""
 
 
+RELEASE_TIMEOUT_S = 1.0
+"""How long a stop waits for the store to give up this replica's background leases."""
+
+
 class Watcher:
     """Implements `agent.appkeys.WindowEvents` for the API."""
 
@@ -159,9 +163,12 @@ class Watcher:
                 prober.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await prober
-                with contextlib.suppress(Exception):  # else they lapse: a gap, no harm
-                    await self.prober.release()
             await self._stop_windows()
+            if prober is not None:
+                # after the windows, and bounded: a store that cannot answer must not
+                # hold a stop past `shutdown_timeout` (else they lapse: a gap, no harm)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.prober.release(), RELEASE_TIMEOUT_S)
             await self._close_checks()
 
     async def _close_checks(self) -> None:

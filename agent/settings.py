@@ -646,10 +646,11 @@ class Settings(BaseSettings):
         return warnings
 
     def baseline_warnings(self) -> list[tuple[tuple[str | int, ...], str]]:
-        """(loc, message) of each `max_increase` rule over checks that can never have a
-        baseline: no check it reads probes between windows (smoke scenarios, plugins that
-        do not opt in) and no `baseline_url` runs them beside the deploy, so it ends
-        `inconclusive` in every window. A warning: the rest of the configuration works."""
+        """(loc, message) of each rule over checks bounded by `max_increase` alone that can
+        never have a baseline: no check it reads probes between windows (smoke scenarios,
+        plugins that do not opt in) and no `baseline_url` runs them beside the deploy, so
+        it ends `inconclusive` in every window. A warning: the rest of the configuration
+        works."""
         from checks.registry import check_types
 
         types = check_types()
@@ -658,7 +659,10 @@ class Settings(BaseSettings):
             if env.baseline_url is not None:
                 continue
             for index, rule in enumerate(env.rules):
-                if rule.source != "checks" or rule.max_increase is None:
+                # one with `max` or `min` too is judged on those without a baseline
+                if rule.source != "checks" or not (
+                    rule.max_increase is not None and rule.max is None and rule.min is None
+                ):
                     continue
                 reads = [c for c in env.checks if rule.check in (None, c.name)]
                 cls = [types.get(c.type) for c in reads]

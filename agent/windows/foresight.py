@@ -221,7 +221,7 @@ async def registration_warnings(
                 no_background_baseline(rule, env)
                 for rule in judged
                 if rule.source == "checks"
-                and rule.max_increase is not None
+                and only_relative(rule)
                 and rule.name not in baselines
             ]
     if env.analysis.policy != "sequential":
@@ -237,6 +237,12 @@ async def registration_warnings(
         return said
     horizon = max(1, math.ceil((ends_at - deployed_at) / env.interval))
     return said + Judge(judged, baselines, policy_of(env), horizon=horizon).blind_spots(per_round)
+
+
+def only_relative(rule: Rule | RuleSettings) -> bool:
+    """A rule whose only bound is `max_increase`: judged against its baseline alone (one
+    with `max` or `min` too is judged on those without one: `needs_baseline`)."""
+    return rule.max_increase is not None and rule.max is None and rule.min is None
 
 
 def no_background_baseline(rule: Rule, env: EnvironmentSettings) -> str:

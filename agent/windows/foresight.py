@@ -220,9 +220,7 @@ async def registration_warnings(
             said += [
                 no_background_baseline(rule, env)
                 for rule in judged
-                if rule.source == "checks"
-                and only_relative(rule)
-                and rule.name not in baselines
+                if rule.source == "checks" and only_relative(rule) and rule.name not in baselines
             ]
     if env.analysis.policy != "sequential":
         return said

@@ -685,24 +685,31 @@ def load_turns(
     """(first run, second run after it) of each background load check, so that the load
     runs of all environments take turns instead of loading the host at once: 8
     environments' 200-request runs at once kept 39-52 latencies each past the overload
-    guard on a busy host. Those of one period, in a fixed order from a hash of
-    environment and check (the same on every start and replica), run one after another
-    at the start (`gap` apart: the longest run, at most period / n), then on grids
-    period / n apart, once the first runs are done. None overlaps while n runs fit in a
-    period; beyond that they are evenly spread. (http runs spread their probes over a
-    round already.) Hash-placed grids, before, overlapped somewhere in most agents of 8."""
-    by_period: dict[float, list[tuple[str, Check]]] = {}
-    for name, check, every in loads:
-        by_period.setdefault(every, []).append((name, check))
+    guard on a busy host. In a fixed order from a hash of environment and check (the same
+    on every start and replica), the first runs come one after another (`gap` apart: the
+    longest run, at most the shortest period / n); once all are done, the checks of one
+    period run on grids period / m apart (m of that period). None overlaps while the runs
+    of a period fit in it; grids of different periods can still meet now and then.
+    (http runs spread their probes over a round already.) Hash-placed grids, before,
+    overlapped somewhere in most agents of 8."""
+    ordered = sorted(
+        loads, key=lambda load: (zlib.crc32(f"{load[0]}\0{load[1].name}".encode()), load[0])
+    )
+    if not ordered:
+        return {}
+    n = len(ordered)
+    gap = min(max(c.budget_s() for _, c, _ in ordered), min(e for *_, e in ordered) / n)
+    settled = n * gap  # every first run is done
+    of_period: dict[float, int] = {}
+    rank: list[int] = []
+    for *_, every in ordered:
+        rank.append(of_period.get(every, 0))
+        of_period[every] = rank[-1] + 1
     turns: dict[tuple[str, str], tuple[float, float]] = {}
-    for every, group in by_period.items():
-        group.sort(
-            key=lambda nc: (zlib.crc32(f"{nc[0]}\0{nc[1].name}".encode()), nc[0], nc[1].name)
-        )
-        n = len(group)
-        gap = min(max(c.budget_s() for _, c in group), every / n)
-        for k, (name, check) in enumerate(group):
-            turns[(name, check.name)] = (k * gap, n * gap + k * (every / n - gap))
+    for k, (name, check, every) in enumerate(ordered):
+        second = settled + rank[k] * every / of_period[every]
+        phase = (second - k * gap) % every or every  # in (0, every]: the grid kept
+        turns[(name, check.name)] = (k * gap, phase)
     return turns
 
 

@@ -470,13 +470,21 @@ async def test_the_replica_whose_window_probes_an_environment_takes_its_backgrou
     probe = EnvironmentProbe("production", env, TargetSessions(), Metrics())
     health = next(c for c in probe.checks if c.type == "http")
     runs: dict[str, list[float]] = {"a": [], "b": []}
-    window = asyncio.Event()
+    window, stole, b_ran = asyncio.Event(), asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
 
     def replica(owner: str, busy: Callable[[str], bool]) -> BackgroundProber:
         class Counting(BackgroundProber):
             async def probe_once(self, name: str, probe: EnvironmentProbe, check: Check) -> None:
                 runs[owner].append(loop.time())
+                if owner == "b":
+                    b_ran.set()
+
+            async def _hold(self, name: str, *, steal: bool = False) -> bool:
+                held = await super()._hold(name, steal=steal)
+                if steal and held:
+                    stole.set()
+                return held
 
         return Counting({"production": probe}, store, busy=busy, owner=owner)
 
@@ -489,8 +497,7 @@ async def test_the_replica_whose_window_probes_an_environment_takes_its_backgrou
         await asyncio.sleep(0.5)
         assert len(runs["a"]) >= 2 and runs["b"] == [], runs  # a holds it; b's slots skip
         window.set()  # a window opens on b
-        while not second.owed.get("production"):  # b's next slot: it took the lease
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(stole.wait(), 10)  # b's next slot: it took the lease
         taken = loop.time()
         await asyncio.sleep(0.5)
         # a stopped (one run at most, whose lease a took as b's steal was under way)
@@ -498,8 +505,7 @@ async def test_the_replica_whose_window_probes_an_environment_takes_its_backgrou
         assert runs["b"] == []  # b's window's rounds stand in for its runs
         assert second.owed_runs("production", since=0.0) == [health.name]
         window.clear()
-        while not runs["b"]:  # between windows b goes on, holding the lease
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(b_ran.wait(), 10)  # between windows b goes on, holding it
     finally:
         for task in tasks:
             task.cancel()

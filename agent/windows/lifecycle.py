@@ -91,6 +91,9 @@ class WatchServices:
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     after_rollback: Callable[[DeployWindow, RollbackIntent], Awaitable[None]] | None = None
     """Runs once a rollback is delivered (§7: window state, `rollback.then` follow-ups)."""
+    take_background: Callable[[str], Awaitable[None]] | None = None
+    """Takes the environment's background lease for a window starting to probe it
+    (`BackgroundProber.take_for_window`); None when there is no background probing."""
     owed_runs: Callable[[str, float], list[str]] | None = None
     """The background runs a window's round stands in for (`BackgroundProber.owed_runs`);
     None when there is no background probing."""
@@ -240,6 +243,8 @@ class WindowWatch:
     async def _watch(self) -> None:
         if not await self._until_deployed():
             return
+        if self.s.take_background is not None:  # no other replica probes it meanwhile
+            await self.s.take_background(self.window.environment)
         await self._load_history()
         if self.window.baseline is None:
             if not await self._take_baseline():

@@ -551,6 +551,14 @@ class BackgroundProber:
             log.debug("background lease not taken", exc_info=True, extra={"environment": name})
             return False
 
+    async def take_for_window(self, name: str) -> None:
+        """A window starts probing `name` on this replica: take its background lease now,
+        so the replica holding it stops at its next slot, not after this one's next slot
+        (a load-only environment's: up to 10 minutes of runs beside the window's rounds).
+        This replica's slots keep it while the window runs (`_probe_forever`)."""
+        if name in self.probes:
+            await self._hold(name, steal=True)
+
     async def release(self) -> None:
         """Give up this replica's background leases (a clean stop): the others take them
         at their next slots."""

@@ -117,6 +117,7 @@ class Watcher:
         self.background_probing = background_probing
         if background_probing:
             self.services.owed_runs = self.prober.owed_runs
+            self.services.take_background = self.prober.take_for_window
 
     # WindowEvents ----------------------------------------------------------
 

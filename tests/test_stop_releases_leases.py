@@ -1,8 +1,8 @@
-"""Review: a stop gives up the background leases (`BackgroundProber.release`) before it
-stops the windows, with no bound on the store's answer: a store that does not answer (a
+"""A stop gives up the background leases (`BackgroundProber.release`) only after it
+stopped the windows, and within `RELEASE_TIMEOUT_S`: a store that does not answer (a
 partitioned PostgreSQL: asyncpg waits up to its 10 s connect and 30 s command timeouts)
-holds every window's watch running past `server.shutdown_timeout` (at most 10 s, the
-contract's bound). The release is best effort ("else they lapse: a gap, no harm")."""
+held every window's watch running past `server.shutdown_timeout` (at most 10 s, the
+contract's bound). The release is best effort: a lease not given up lapses."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Review: a relative rule that also has an absolute bound is judged on that bound without
-a baseline (`agent.analysis.verdicts.needs_baseline`): it does not "end inconclusive in
-every window", so neither warning may say it does."""
+"""A relative rule that also has an absolute bound is judged on that bound without a
+baseline (`agent.analysis.verdicts.needs_baseline`): it does not "end inconclusive in
+every window", so neither warning says it does."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Review: a window that probes its deploy event's own URL must not stand in for the
-background runs of `base_url` (`agent.windows.fingerprint`: background runs "never probe
-a canary's `baseline_url` or a deploy event's own URL")."""
+"""A window that probes its deploy event's own URL stands in for no background run of
+`base_url` (`agent.windows.fingerprint`: background runs "never probe a canary's
+`baseline_url` or a deploy event's own URL")."""
 
 from __future__ import annotations
 

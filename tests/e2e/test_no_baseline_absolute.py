@@ -1,6 +1,6 @@
-"""Review: the registration's "no baseline" warning for a rule that also has `max`: the
-judge reads `max` without a baseline (`needs_baseline`), so "ends inconclusive (no
-baseline) whatever the release does" is false for it."""
+"""The registration's "no baseline" warning is not given for a rule that also has `max`:
+the judge reads `max` without a baseline (`needs_baseline`), so "ends inconclusive (no
+baseline) whatever the release does" would be false for it."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Review: `load_turns` orders the load checks of one period only; environments whose
-periods differ (another `lookback`, or a `background_interval` above lookback / 6) all
-start their first load run at 0, together: README says the load checks of all
-environments run "one after another at the start"."""
+"""`load_turns` orders the first runs of every load check, whatever its period:
+environments whose periods differ (another `lookback`, or a `background_interval` above
+lookback / 6) all started their first load run at 0, together, when only those of one
+period took turns."""
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
-"""Review: README (store): "the replica whose window probes the environment takes [the
-background lease], so no background run duplicates the window's rounds". The window's
-replica takes it only at its own next background slot: until then the holder goes on
-probing the environment the window probes (a run of the new release, beside the
-window's rounds, which also stand in for that period). Two probers on one store with
-the SQL of a shared one, on a virtual clock."""
+"""README (store): "the replica whose window probes the environment takes [the
+background lease], so no background run duplicates the window's rounds". It takes it as
+the window's watch starts (`take_for_window`): before, only at its own next background
+slot, and until then the holder went on probing the environment the window probes.
+Two probers on one store with the SQL of a shared one, on a virtual clock."""
 
 from __future__ import annotations
 
@@ -72,6 +71,9 @@ async def test_no_background_run_while_another_replicas_window_probes(
     await settle(2)
     while sleeping[0][0] <= 130.0:
         due, _, woken = heapq.heappop(sleeping)
+        if now < WINDOW[0] <= due:  # the window's watch starts on a: it takes the lease
+            now = WINDOW[0]
+            await a.take_for_window("production")
         now = due
         woken.set_result(None)
         await settle(2)

@@ -669,7 +669,7 @@ class WindowWatch:
             samples = [
                 s for r in results if r.check == check for s in r.samples if s.target == "deploy"
             ]
-            if samples:  # all dropped as the agent's lag: the next slot owes it again
+            if samples:  # all dropped as the agent's lag: a run missing, as in the background
                 # a millisecond apart: a baseline pools runs by instant, one check each
                 self.stand_ins.append((check, now + k / 1000, summarize(samples)))
         while self.stand_ins and self.stand_ins[0][1] < now - self.env.lookback:

@@ -21,6 +21,7 @@ from agent.windows.evidence import observation_from_dict
 from agent.windows.fingerprint import check_fingerprints
 from agent.windows.probing import unsummarize
 from checks.base import Sample
+from checks.registry import check_types
 from common.durations import format_duration
 
 ROLLBACK_SETTLE_S = 300.0
@@ -244,14 +245,21 @@ def only_relative(rule: Rule | RuleSettings) -> bool:
 
 
 def no_background_baseline(rule: Rule, env: EnvironmentSettings) -> str:
-    """Why a relative checks rule will have no baseline: nothing the lookback holds."""
-    reads = [c for c in env.checks if rule.check in (None, c.name)]
-    names = ", ".join(c.name for c in reads) or "none"
+    """Why a relative checks rule will have no baseline: nothing the lookback holds of the
+    checks it reads that probe between windows (those that do not are a configuration
+    warning: `Settings.baseline_warnings`)."""
+    types = check_types()
+    reads = [
+        c.name
+        for c in env.checks
+        if rule.check in (None, c.name) and getattr(types.get(c.type), "background", True)
+    ]
     return (
         f"rule {rule.name}: no baseline: the lookback ({format_duration(env.lookback)} before"
-        f" the deploy) holds no background run of {names} (background probing builds it"
-        " between windows; on a new store or an agent just started there is none yet), so"
-        f" this max_increase rule ends inconclusive (no baseline) whatever the release does"
+        f" the deploy) holds no background run of {', '.join(reads) or 'its checks'} to"
+        " compare with (background probing builds it between windows; a new store or an"
+        " agent just started has none yet, and runs left out do not count), so this"
+        " max_increase rule ends inconclusive (no baseline) whatever the release does"
     )
 
 

@@ -45,9 +45,9 @@ async def test_an_empty_lookback_is_warned_for_each_relative_checks_rule(
     )
     assert no_baseline(said) == [
         "rule p95: no baseline: the lookback (1h before the deploy) holds no background run"
-        " of api-health (background probing builds it between windows; on a new store or an"
-        " agent just started there is none yet), so this max_increase rule ends inconclusive"
-        " (no baseline) whatever the release does"
+        " of api-health to compare with (background probing builds it between windows; a new"
+        " store or an agent just started has none yet, and runs left out do not count), so"
+        " this max_increase rule ends inconclusive (no baseline) whatever the release does"
     ], said  # probe-errors (max 0.05) needs none
 
 
@@ -86,7 +86,7 @@ async def test_a_fresh_agent_says_so_in_the_registrations_warnings(
     deploy = await agent.register("production", "v1")
     assert no_baseline(deploy.get("warnings") or []) == [
         "rule p95: no baseline: the lookback (1h before the deploy) holds no background run"
-        " of api-health (background probing builds it between windows; on a new store or an"
-        " agent just started there is none yet), so this max_increase rule ends inconclusive"
-        " (no baseline) whatever the release does"
+        " of api-health to compare with (background probing builds it between windows; a new"
+        " store or an agent just started has none yet, and runs left out do not count), so"
+        " this max_increase rule ends inconclusive (no baseline) whatever the release does"
     ], deploy

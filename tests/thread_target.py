@@ -42,7 +42,9 @@ class ThreadTarget:
         app = web.Application()
         app.router.add_get("/health", self.health)
         app.router.add_get("/api/health", self.health)
-        runner = web.AppRunner(app, access_log=None)
+        # a test's slow answers (`delay_s` of seconds) still in flight at its end are cut
+        # at stop, not waited out: the test has read what it needs by then
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         self.loop.run_until_complete(runner.setup())
         site = web.TCPSite(runner, "127.0.0.1", 0)
         self.loop.run_until_complete(site.start())

@@ -76,7 +76,9 @@ class LocalTarget:
     async def start(self) -> None:
         app = web.Application()
         self.routes(app)
-        self.runner = web.AppRunner(app, access_log=None)
+        # answers a test's slow or hung target still holds when it stops (at the test's end)
+        # are cut, not waited out: up to 2 s a test, on the `heavy` worker too
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()

@@ -57,6 +57,11 @@ from tests.receivers import JsonNotification, JsonSink, RollbackReceiver
 
 pytestmark = pytest.mark.e2e
 
+ONE_PROMETHEUS = pytest.mark.xdist_group("prometheus-e2e")
+"""The tests of the module's real Prometheus (`prometheus_stack`) run on one pytest-xdist
+worker (`--dist loadgroup`): a Prometheus takes ~7 s to start and scrape its first
+targets, which each worker that ran one of them paid (three times a suite run)."""
+
 PREVIOUS, VERSION = "v2.4.0", "v2.4.1"
 NRQL = "SELECT percentile(duration, 95) FROM Transaction WHERE appName = 'web (production)'"
 PROMETHEUS_TARGETS = ["rollback", "healthy"]
@@ -581,6 +586,7 @@ async def test_one_answer_for_the_first_second_is_one_round_of_evidence_not_two(
 # ----------------------------------------------------- 3. PromQL 5xx ratio
 
 
+@ONE_PROMETHEUS
 async def test_promql_5xx_ratio_past_its_bound_is_rolled_back(
     prometheus_stack: PrometheusStack,
     receiver: RollbackReceiver,
@@ -783,6 +789,7 @@ async def assert_fail_soft(outage: Outage, world: World, failing: list[str], kin
             assert 2 <= requests(agent, provider, "ok") <= rounds + 1
 
 
+@ONE_PROMETHEUS
 @pytest.mark.parametrize("kind", FAILURES)
 @pytest.mark.parametrize("failing", PROVIDERS)
 async def test_a_failing_provider_never_rolls_back_a_healthy_deploy(
@@ -795,6 +802,7 @@ async def test_a_failing_provider_never_rolls_back_a_healthy_deploy(
     await assert_fail_soft(outage, world, [failing], kind)
 
 
+@ONE_PROMETHEUS
 async def test_every_provider_down_is_inconclusive_with_one_alert_per_provider(
     world: World,
 ) -> None:

@@ -28,7 +28,9 @@ from tests.fakes.prometheus import (
 )
 from tests.providers.support import rule, scope
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# one worker runs them all (`--dist loadgroup`): the module's Prometheus takes ~9 s to
+# start and scrape, paid by each worker that ran one of its tests
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.xdist_group("prometheus-real")]
 
 RATIO = (
     'sum(rate(http_requests_total{job="web",code=~"5.."}[3s]))'

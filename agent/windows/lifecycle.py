@@ -244,7 +244,8 @@ class WindowWatch:
         if not await self._until_deployed():
             return
         if self.s.take_background is not None:  # no other replica probes it meanwhile
-            await self.s.take_background(self.window.environment)
+            # beside the rounds: a store slow to answer must not hold the first one
+            self.s.spawn(self.s.take_background(self.window.environment))
         await self._load_history()
         if self.window.baseline is None:
             if not await self._take_baseline():

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 from agent.metrics import Metrics
-from agent.records import DeployWindow
 from agent.rollback.delivery import RollbackDelivery
 from agent.settings_file import load_settings_text
 from agent.store.sqlite import SqliteStore
@@ -20,6 +19,7 @@ from agent.windows.supervisor import Watcher
 from alerting.notifier import Notifier
 from checks.sessions import TargetSessions
 from common.redaction import Redactor
+from tests.rollback.support import make_window
 from tests.test_watcher_claims import CONFIG
 
 
@@ -56,19 +56,7 @@ async def test_a_store_that_cannot_answer_the_release_does_not_hold_the_windows_
         poll_interval=0.05,
     )
     t0 = time.time()
-    window = DeployWindow(
-        id="w1",
-        environment="production",
-        version="v2",
-        previous_version="v1",
-        commit=None,
-        labels={},
-        state="watching",
-        deployed_at=t0,
-        ends_at=t0 + 600,
-        created_at=t0,
-    )
-    await store.create_window(window)
+    await store.create_window(make_window("w1", deployed_at=t0, ends_at=t0 + 600, created_at=t0))
     running = asyncio.create_task(watcher.run())
     try:
         for _ in range(200):

@@ -48,13 +48,14 @@ class LoopLag:
     difference of two reads is the stall between them, whichever ran first.
     """
 
-    __slots__ = ("_due", "_loop", "_ok_at", "_read_at", "stalled")
+    __slots__ = ("_due", "_loop", "_ok_at", "_read_at", "_recovering", "stalled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._due = 0.0  # when the heartbeat is next due; 0: not beating
         self._read_at = 0.0
         self._ok_at = 0.0  # when the heartbeat last ran on time
+        self._recovering = False  # a beat ran late, and none on time since
         self.stalled = 0.0
         """Seconds the loop was stalled, counted by heartbeats that ran."""
 
@@ -86,6 +87,12 @@ class LoopLag:
         late = now - self._due
         if late > SLACK_S:
             self.stalled += late - SLACK_S
+            self._recovering = True
+        elif self._recovering:
+            # the first beat on time after a stall: the loop may still be working off
+            # what fell due during it (answers that came then are read behind that), so
+            # it keeps time again only from the next beat on time
+            self._recovering = False
         else:
             self._ok_at = now
         if now - self._read_at > IDLE_S:

@@ -476,6 +476,17 @@ class EnvironmentSettings(StrictModel):
             raise ValidationError.from_exception_data("rules", errors)
         return rules
 
+    def background_checks_of(self, rule: Rule) -> tuple[list[CheckSettings], list[str]]:
+        """The checks `rule` reads, and the names of those that probe between windows
+        (the background runs its baseline is made of; a type no plugin provides counts,
+        its own error is reported elsewhere)."""
+        from checks.registry import check_types
+
+        types = check_types()
+        reads = [c for c in self.checks if rule.check in (None, c.name)]
+        background = [c.name for c in reads if getattr(types.get(c.type), "background", True)]
+        return reads, background
+
     @model_validator(mode="after")
     def _coherent(self) -> EnvironmentSettings:
         """A window of at least one round (the one check of two fields, the first before
@@ -651,22 +662,16 @@ class Settings(BaseSettings):
         plugins that do not opt in) and no `baseline_url` runs them beside the deploy, so
         it ends `inconclusive` in every window. A warning: the rest of the configuration
         works."""
-        from checks.registry import check_types
-
-        types = check_types()
         warnings: list[tuple[tuple[str | int, ...], str]] = []
         for name, env in self.environments.items():
             if env.baseline_url is not None:
                 continue
             for index, rule in enumerate(env.rules):
-                # one with `max` or `min` too is judged on those without a baseline
-                if rule.source != "checks" or not (
-                    rule.max_increase is not None and rule.max is None and rule.min is None
-                ):
+                judged = rule.to_rule()
+                if rule.source != "checks" or not judged.only_relative:
                     continue
-                reads = [c for c in env.checks if rule.check in (None, c.name)]
-                cls = [types.get(c.type) for c in reads]
-                if any(t is None or t.background for t in cls):
+                reads, background = env.background_checks_of(judged)
+                if background:
                     continue
                 named = ", ".join(f"{c.name} ({c.type})" for c in reads)
                 message = (

@@ -54,7 +54,7 @@ class LoopLag:
         self._loop = loop
         self._due = 0.0  # when the heartbeat is next due; 0: not beating
         self._read_at = 0.0
-        self._ok_at = 0.0  # when the heartbeat last ran on time
+        self._ok_at = 0.0  # when the heartbeat last ran on time (after a stall: the second)
         self._recovering = False  # a beat ran late, and none on time since
         self.stalled = 0.0
         """Seconds the loop was stalled, counted by heartbeats that ran."""

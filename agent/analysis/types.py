@@ -33,6 +33,12 @@ class Rule:
     query_key: Literal["nrql", "query"] | None = None
     """Which key the configuration gave `query` as, so a provider can refuse the other."""
 
+    @property
+    def only_relative(self) -> bool:
+        """Bounded by `max_increase` alone: judged against its baseline, and nothing
+        without one (a `max` or `min` beside it is judged without: `needs_baseline`)."""
+        return self.max_increase is not None and self.max is None and self.min is None
+
 
 @dataclass(frozen=True, slots=True)
 class Observation:

@@ -21,7 +21,6 @@ from agent.windows.evidence import observation_from_dict
 from agent.windows.fingerprint import check_fingerprints
 from agent.windows.probing import unsummarize
 from checks.base import Sample
-from checks.registry import check_types
 from common.durations import format_duration
 
 ROLLBACK_SETTLE_S = 300.0
@@ -221,7 +220,7 @@ async def registration_warnings(
             said += [
                 no_background_baseline(rule, env)
                 for rule in judged
-                if rule.source == "checks" and only_relative(rule) and rule.name not in baselines
+                if rule.source == "checks" and rule.only_relative and rule.name not in baselines
             ]
     if env.analysis.policy != "sequential":
         return said
@@ -238,25 +237,14 @@ async def registration_warnings(
     return said + Judge(judged, baselines, policy_of(env), horizon=horizon).blind_spots(per_round)
 
 
-def only_relative(rule: Rule | RuleSettings) -> bool:
-    """A rule whose only bound is `max_increase`: judged against its baseline alone (one
-    with `max` or `min` too is judged on those without one: `needs_baseline`)."""
-    return rule.max_increase is not None and rule.max is None and rule.min is None
-
-
 def no_background_baseline(rule: Rule, env: EnvironmentSettings) -> str:
     """Why a relative checks rule will have no baseline: nothing the lookback holds of the
     checks it reads that probe between windows (those that do not are a configuration
     warning: `Settings.baseline_warnings`)."""
-    types = check_types()
-    reads = [
-        c.name
-        for c in env.checks
-        if rule.check in (None, c.name) and getattr(types.get(c.type), "background", True)
-    ]
+    _, background = env.background_checks_of(rule)
     return (
         f"rule {rule.name}: no baseline: the lookback ({format_duration(env.lookback)} before"
-        f" the deploy) holds no background run of {', '.join(reads) or 'its checks'} to"
+        f" the deploy) holds no background run of {', '.join(background) or 'its checks'} to"
         " compare with (background probing builds it between windows; a new store or an"
         " agent just started has none yet, and runs left out do not count), so this"
         " max_increase rule ends inconclusive (no baseline) whatever the release does"

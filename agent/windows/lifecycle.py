@@ -225,6 +225,12 @@ class WindowWatch:
         self.stand_ins: deque[tuple[str, float, dict[str, Any]]] = deque()
         """(check, at, summary) of the background runs this window's rounds stand in for,
         of the latest `lookback`: stored when its release stays (`_kept_stand_ins`)."""
+        self.fingerprints = check_fingerprints(env)
+        """What `base_url`'s background runs probe, which stand-ins are kept as."""
+        self.stands_in = check_fingerprints(probe.env) == self.fingerprints
+        """Whether its rounds may stand in for background runs: not when the window probes
+        its deploy event's own URL, another target than `base_url`'s
+        (`agent.windows.fingerprint`)."""
         self.rule_counters: dict[tuple[str, str], Any] = {}
         """`postflight_rule_evaluations_total`'s children by (rule, outcome): looked up
         once, counted every round."""
@@ -659,11 +665,9 @@ class WindowWatch:
         check's six runs an hour, so the next deploy's baseline had 800 latencies instead
         of 1,200 and caught a latency x2 only at its window's end. A round is one run of
         every check (`probes_per_round` probes, a load check's whole run), as the
-        background's are. Not a window that probes its deploy event's own URL: its runs
-        are of another target than `base_url`'s (`agent.windows.fingerprint`)."""
-        if self.s.owed_runs is None:
-            return
-        if check_fingerprints(self.probe.env) != check_fingerprints(self.env):
+        background's are. Not a window that probes its deploy event's own URL
+        (`stands_in`)."""
+        if self.s.owed_runs is None or not self.stands_in:
             return
         owed = self.s.owed_runs(self.window.environment, self.window.deployed_at)
         for k, check in enumerate(owed):
@@ -685,10 +689,9 @@ class WindowWatch:
         release is rolled back, and its runs left out: `agent.windows.foresight`), nor a
         cancelled or superseded one's (its release was never judged). Lost if the agent
         stops first: a gap in the baseline, as before there were stand-ins."""
-        fingerprints = check_fingerprints(self.env)
         environment = self.window.environment
         return [
-            ProbeRun(environment, check, at, summary, fingerprints.get(check))
+            ProbeRun(environment, check, at, summary, self.fingerprints.get(check))
             for check, at, summary in self.stand_ins
         ]
 

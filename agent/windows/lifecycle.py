@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -225,12 +226,6 @@ class WindowWatch:
         self.stand_ins: deque[tuple[str, float, dict[str, Any]]] = deque()
         """(check, at, summary) of the background runs this window's rounds stand in for,
         of the latest `lookback`: stored when its release stays (`_kept_stand_ins`)."""
-        self.fingerprints = check_fingerprints(env)
-        """What `base_url`'s background runs probe, which stand-ins are kept as."""
-        self.stands_in = check_fingerprints(probe.env) == self.fingerprints
-        """Whether its rounds may stand in for background runs: not when the window probes
-        its deploy event's own URL, another target than `base_url`'s
-        (`agent.windows.fingerprint`)."""
         self.rule_counters: dict[tuple[str, str], Any] = {}
         """`postflight_rule_evaluations_total`'s children by (rule, outcome): looked up
         once, counted every round."""
@@ -658,6 +653,18 @@ class WindowWatch:
                 if current.has_data:
                     self.cumulative[rule.name] = current
         return observations, results
+
+    @functools.cached_property
+    def fingerprints(self) -> Mapping[str, str]:
+        """What `base_url`'s background runs probe, which stand-ins are kept as."""
+        return check_fingerprints(self.env)
+
+    @functools.cached_property
+    def stands_in(self) -> bool:
+        """Whether its rounds may stand in for background runs: not when the window probes
+        its deploy event's own URL, another target than `base_url`'s
+        (`agent.windows.fingerprint`). Worked out once a watch, at its first round."""
+        return check_fingerprints(self.probe.env) == self.fingerprints
 
     def _stand_in(self, results: list[CheckResult], now: float) -> None:
         """Keep this round's runs of the checks whose background run fell due meanwhile:

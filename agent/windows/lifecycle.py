@@ -226,6 +226,8 @@ class WindowWatch:
         self.stand_ins: deque[tuple[str, float, dict[str, Any]]] = deque()
         """(check, at, summary) of the background runs this window's rounds stand in for,
         of the latest `lookback`: stored when its release stays (`_kept_stand_ins`)."""
+        self.new_stand_ins: list[tuple[str, float, dict[str, Any]]] = []
+        """This round's stand-ins, stored with the round so a restart keeps them."""
         self.rule_counters: dict[tuple[str, str], Any] = {}
         """`postflight_rule_evaluations_total`'s children by (rule, outcome): looked up
         once, counted every round."""
@@ -421,6 +423,9 @@ class WindowWatch:
             self.overload.note_summary(record.summary)
             for item in record.summary.get("canary", []):
                 self.canary_samples.extend(unsummarize(item["check"], item, target="baseline"))
+            for item in record.summary.get("stand_ins", []):
+                summary = {"ok": item["ok"], "latency": item["latency"]}
+                self.stand_ins.append((item["check"], item["at"], summary))
 
     # baseline --------------------------------------------------------------
 
@@ -674,6 +679,7 @@ class WindowWatch:
         every check (`probes_per_round` probes, a load check's whole run), as the
         background's are. Not a window that probes its deploy event's own URL
         (`stands_in`)."""
+        self.new_stand_ins = []
         if self.s.owed_runs is None or not self.stands_in:
             return
         owed = self.s.owed_runs(self.window.environment, self.window.deployed_at)
@@ -683,7 +689,8 @@ class WindowWatch:
             ]
             if samples:  # all dropped as the agent's lag: a run missing, as in the background
                 # a millisecond apart: a baseline pools runs by instant, one check each
-                self.stand_ins.append((check, now + k / 1000, summarize(samples)))
+                self.new_stand_ins.append((check, now + k / 1000, summarize(samples)))
+        self.stand_ins.extend(self.new_stand_ins)
         while self.stand_ins and self.stand_ins[0][1] < now - self.env.lookback:
             self.stand_ins.popleft()  # no later baseline reaches back to it
 
@@ -694,8 +701,9 @@ class WindowWatch:
         own transaction, so a deploy registered the instant after it pools them, and an
         end another replica took never keeps them. A failed window's are not kept (its
         release is rolled back, and its runs left out: `agent.windows.foresight`), nor a
-        cancelled or superseded one's (its release was never judged). Lost if the agent
-        stops first: a gap in the baseline, as before there were stand-ins."""
+        cancelled or superseded one's (its release was never judged). Each round's are
+        stored with the round, so the watch that resumes the window after a restart or a
+        takeover keeps the ones before it (`_load_history`)."""
         environment = self.window.environment
         return [
             ProbeRun(environment, check, at, summary, self.fingerprints.get(check))
@@ -764,6 +772,10 @@ class WindowWatch:
             "decision": glance.decision,
             "rules": {r.name: rule_snapshot(r) for r in glance.rules},
         }
+        if self.new_stand_ins:
+            summary["stand_ins"] = [
+                {"check": check, "at": at, **run} for check, at, run in self.new_stand_ins
+            ]
         if self.arrived:
             # with the round (and its state: `stores_state`), so a restart compiles the
             # judge against the baseline that state was folded with

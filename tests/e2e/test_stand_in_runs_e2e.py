@@ -115,3 +115,34 @@ async def test_each_check_stands_in_as_a_run_of_its_own(
     checks = [{s.check for s in run} for run in pooled.periods]
     assert {"feed"} in checks and {"api-health"} in checks, checks  # a load slot every 0.5 s
     assert all(len(c) == 1 for c in checks), checks
+
+
+async def test_stand_ins_made_before_a_restart_are_kept_by_the_watch_that_resumes(
+    start_agent: AgentFactory, flip_target: FlipTarget
+) -> None:
+    """Each round's stand-ins are stored with the round: the agent that resumes the window
+    keeps those of the rounds before its stop (they were lost with the first agent's
+    memory: the baseline had a gap where its rounds had stood in)."""
+    text = setup().replace("{url}", flip_target.url).replace("window: 2s", "window: 3s")
+    assert "window: 3s" in text, text
+    first = await start_agent(text)
+    await asyncio.sleep(1.0)
+    deploy = await first.register("production", "v2")
+    await asyncio.sleep(1.2)  # about six rounds stood in for runs
+    await first.stop()
+    second = await start_agent(text)
+    final = await second.settled(deploy["id"], within=20)
+    assert final["state"] == "passed", final["verdict"]
+    window = await second.app[STORE].get_window(deploy["id"])
+    assert isinstance(window, DeployWindow)
+    env = second.app[SETTINGS].environments["production"]
+    before_stop = await baseline_runs(
+        second.app[STORE],
+        "production",
+        env,
+        window.deployed_at + BACKGROUND_S + 0.05,
+        window.deployed_at + 1.0,
+    )
+    sizes = [len(run) for run in before_stop.periods]
+    assert len(sizes) >= 3, sizes  # the first agent's rounds, kept by the second
+    assert set(sizes) == {PROBES}, sizes

@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Collection, Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
@@ -586,21 +587,11 @@ class Settings(BaseSettings):
     def _integration_problems(self) -> list[InitErrorDetails]:
         from agent.integrations.validate import integration_errors
 
-        problems = []
-        for error in integration_errors(self):  # `dotted.path: message`
-            path, _, message = error.partition(": ")
-            problems.append(_problem(self._loc_of(path), message, path))
-        return problems
-
-    def _loc_of(self, path: str) -> tuple[str | int, ...]:
-        """`environments.a.b.gate.after` as a loc; an environment's name may hold dots."""
-        head, _, rest = path.partition(".")
-        if head == "environments":
-            for name in sorted(self.environments, key=len, reverse=True):
-                if rest == name or rest.startswith(f"{name}."):
-                    below = rest[len(name) + 1 :]
-                    return (head, name, *_parts(below))
-        return _parts(path)
+        errors = integration_errors(self.integrations, self.environments)
+        return [
+            _problem(loc, message, ".".join(map(str, loc)))
+            for loc, message in _located(errors, self.environments)
+        ]
 
     def _unconfigured_providers(self) -> list[InitErrorDetails]:
         """Every rule and baseline naming a provider that is not configured."""
@@ -619,16 +610,11 @@ class Settings(BaseSettings):
 
     def _probe_summaries_before_the_lookback(self) -> list[InitErrorDetails]:
         kept = self.store.retention.probe_summaries
-        if kept is None or kept >= self.longest_lookback:
-            return []
-        name, env = max(self.environments.items(), key=lambda item: item[1].lookback)
-        message = (
-            f"background probe summaries kept {format_duration(kept)} would be gone before"
-            f" environments.{name}.lookback ({format_duration(env.lookback)}) reads them;"
-            " keep them at least that long, or leave this out (it defaults to the longest"
-            " lookback)"
-        )
-        return [_problem(("store", "retention", "probe_summaries"), message, kept)]
+        lookbacks = {name: env.lookback for name, env in self.environments.items()}
+        return [
+            _problem(loc, message, kept)
+            for loc, message in _summaries_gone_before_lookback(kept, lookbacks)
+        ]
 
     def alert_routing_warnings(self) -> list[tuple[tuple[str | int, ...], str]]:
         """(loc, message) of each environment whose alerts reach no channel, routed as
@@ -732,6 +718,96 @@ class Settings(BaseSettings):
         return tuple(sorted(set(found), key=len, reverse=True))
 
 
+def _located(
+    errors: list[str], environments: Collection[str]
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """`dotted.path: message` errors as (loc, message); an environment's name may hold
+    dots, so the longest name the path starts with is the environment."""
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    for error in errors:
+        path, _, message = error.partition(": ")
+        loc = _parts(path)
+        head, _, rest = path.partition(".")
+        if head == "environments":
+            for name in sorted(environments, key=len, reverse=True):
+                if rest == name or rest.startswith(f"{name}."):
+                    loc = (head, name, *_parts(rest[len(name) + 1 :]))
+                    break
+        found.append((loc, message))
+    return found
+
+
+def _summaries_gone_before_lookback(
+    kept: float | None, lookbacks: Mapping[str, float]
+) -> list[tuple[tuple[str | int, ...], str]]:
+    if kept is None or not lookbacks or kept >= max(lookbacks.values()):
+        return []
+    name, lookback = max(lookbacks.items(), key=lambda item: item[1])
+    message = (
+        f"background probe summaries kept {format_duration(kept)} would be gone before"
+        f" environments.{name}.lookback ({format_duration(lookback)}) reads them;"
+        " keep them at least that long, or leave this out (it defaults to the longest"
+        " lookback)"
+    )
+    return [(("store", "retention", "probe_summaries"), message)]
+
+
+@dataclass(frozen=True, slots=True)
+class _ValidParts:
+    """The parts of an environment the integration checks read, each valid on its own."""
+
+    sources: SourcesSettings
+    gate: GateSettings | None
+    rollback: RollbackSettings | None
+
+
+def _cross_sections_in_document(
+    document: Mapping[str, Any], environments: Mapping[str, Any]
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """`Settings`' own checks across sections (integrations, the retention of probe
+    summaries), on the sections and environment parts that validate on their own; an
+    environment with a part that does not is left out, as is every check when the
+    section it needs does not validate (its own errors say why)."""
+    from agent.integrations.validate import integration_errors
+
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    try:
+        integrations = IntegrationsSettings.model_validate(document.get("integrations") or {})
+    except ValidationError:
+        integrations = None
+    parts: dict[str, _ValidParts] = {}
+    lookbacks: dict[str, float] | None = {}
+    for name, env in environments.items():
+        if not isinstance(env, dict):
+            lookbacks = None
+            continue
+        try:
+            gate, rollback = env.get("gate"), env.get("rollback")
+            parts[name] = _ValidParts(
+                SourcesSettings.model_validate(env.get("sources", {})),
+                None if gate is None else GateSettings.model_validate(gate),
+                None if rollback is None else RollbackSettings.model_validate(rollback),
+            )
+        except ValidationError:
+            pass
+        try:
+            if lookbacks is not None:
+                default = EnvironmentSettings.model_fields["lookback"].default
+                lookbacks[name] = parse_duration(env.get("lookback", default))
+        except (TypeError, ValueError):
+            lookbacks = None
+    if integrations is not None:
+        errors = integration_errors(integrations, parts, names=list(environments))
+        found += _located(errors, list(environments))
+    try:
+        store = StoreSettings.model_validate(document.get("store") or {})
+    except ValidationError:
+        return found
+    if lookbacks is not None:
+        found += _summaries_gone_before_lookback(store.retention.probe_summaries, lookbacks)
+    return found
+
+
 def _parts(path: str) -> tuple[str | int, ...]:
     """`a.b[2].c` or `a.b.2.c` as the loc `("a", "b", 2, "c")`."""
     parts: list[str | int] = []
@@ -765,9 +841,10 @@ def cross_checks_in_document(
     that did not validate: pydantic runs a validator of a whole model only when every
     field is valid, and leaves a field that failed out of what later fields' validators
     see, so a rule on an unconfigured provider, a rule's misnamed `check` beside a check
-    named twice, or a window shorter than its interval showed only once every other error
-    was fixed. Best effort: a value not shaped as expected is left to its own error, and
-    the caller drops what pydantic said already (the messages are the models')."""
+    named twice, a window shorter than its interval, a gate or rollback target lacking its
+    integration, or probe summaries kept shorter than a lookback showed only once every
+    other error was fixed. Best effort: a value not shaped as expected is left to its own
+    error, and the caller drops what pydantic said already (the messages are the models')."""
     from agent.providers.plugins import plugin_names
 
     known = plugin_names()
@@ -776,8 +853,10 @@ def cross_checks_in_document(
         {k for k, v in providers.items() if v is not None} if isinstance(providers, dict) else set()
     )
     environments = document.get("environments")
-    found: list[tuple[tuple[str | int, ...], str]] = []
-    for env_name, env in environments.items() if isinstance(environments, dict) else ():
+    if not isinstance(environments, dict):
+        return []
+    found = _cross_sections_in_document(document, environments)
+    for env_name, env in environments.items():
         if not isinstance(env, dict):
             continue
         at: tuple[str | int, ...] = ("environments", env_name)

@@ -5,19 +5,40 @@ that name the field path. Must not do I/O.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from agent.settings import Settings
+    from agent.integrations.config import GateSettings, IntegrationsSettings, SourcesSettings
+    from agent.settings import RollbackSettings
 
 
-def integration_errors(settings: Settings) -> list[str]:
-    github = settings.integrations.github
-    vercel = settings.integrations.vercel
+class EnvironmentParts(Protocol):
+    """What these checks read of an environment: an `EnvironmentSettings`, or the parts of
+    one that validated in a document that did not (`agent.settings`)."""
+
+    @property
+    def sources(self) -> SourcesSettings: ...
+    @property
+    def gate(self) -> GateSettings | None: ...
+    @property
+    def rollback(self) -> RollbackSettings | None: ...
+
+
+def integration_errors(
+    integrations: IntegrationsSettings,
+    environments: Mapping[str, EnvironmentParts],
+    names: Collection[str] | None = None,
+) -> list[str]:
+    """`dotted.path: message` of each problem. `names`: every environment's name, when
+    `environments` holds only some of them (a gate may follow any)."""
+    github = integrations.github
+    vercel = integrations.vercel
+    known = environments if names is None else names
     errors: list[str] = []
     seen_vercel: dict[tuple[str, str], str] = {}
     seen_github: dict[tuple[str, str], str] = {}
-    for name, env in settings.environments.items():
+    for name, env in environments.items():
         at = f"environments.{name}"
         if env.sources.vercel is not None:
             if vercel is None:
@@ -40,7 +61,7 @@ def integration_errors(settings: Settings) -> list[str]:
                 )
             seen_github[gkey] = name
         if env.gate is not None:
-            if env.gate.after not in settings.environments:
+            if env.gate.after not in known:
                 errors.append(f"{at}.gate.after: no environment {env.gate.after!r}")
             if env.sources.github is None or github is None or github.token is None:
                 errors.append(

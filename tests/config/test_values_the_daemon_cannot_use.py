@@ -226,6 +226,42 @@ def test_cross_section_problems_are_reported_together() -> None:
     assert "lookback" in found["store.retention.probe_summaries"], found
 
 
+def test_cross_section_problems_are_reported_beside_field_errors() -> None:
+    """The gate, integration and retention checks of the whole configuration, which
+    pydantic runs only when every field is valid: beside a mistyped interval they were not
+    said at all. Read from the parts that validate on their own, said at once, once."""
+    text = (
+        MINIMAL.replace("interval: 30s", "interval: 30 sec")
+        .replace("environments:\n", "store: {retention: {probe_summaries: 1m}}\nenvironments:\n")
+        .replace(
+            "        max: 0.05\n",
+            "        max: 0.05\n    gate: {after: nowhere}\n",
+        )
+    )
+    found = problems(text)
+    at = "environments.production."
+    assert "is not a duration" in found[at + "interval"], found
+    assert found[at + "gate.after"] == "no environment 'nowhere'", found
+    assert "needs sources.github" in found[at + "gate"], found
+    assert "lookback" in found["store.retention.probe_summaries"], found
+    valid_fields = text.replace("interval: 30 sec", "interval: 30s")  # the model's own check
+    assert set(problems(valid_fields)) == set(found) - {at + "interval"}
+
+
+def test_an_environment_part_that_is_itself_invalid_raises_no_cross_section_guess() -> None:
+    """A gate beside sources that do not validate (a repository not owner/name) is not
+    said to need sources.github: only the sources' own error is."""
+    text = MINIMAL.replace(
+        "        max: 0.05\n",
+        "        max: 0.05\n"
+        "    sources: {github: {repository: no-slash, environment: production}}\n"
+        "    gate: {after: production}\n",
+    )
+    found = problems(text)
+    assert any(path.startswith("environments.production.sources.github") for path in found), found
+    assert "environments.production.gate" not in found, found
+
+
 def test_a_cross_section_problem_in_an_environment_named_with_dots_is_at_its_own_line() -> None:
     text = MINIMAL.replace("  production:\n", "  prod.eu:\n").replace(
         "        max: 0.05\n", "        max: 0.05\n    gate: {after: nowhere}\n"

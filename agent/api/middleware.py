@@ -1,8 +1,9 @@
 """The API's middlewares: problem+json for every error, bearer auth, request counting.
 
 The error middleware is the outermost: it turns `ApiProblem` and aiohttp's own
-HTTP errors into problem+json, and anything unexpected into a 500 problem with
-a redacted log line. The tests show garbled input never reaches that last
+HTTP errors into problem+json, a store that does not answer into a 503 to retry
+(as `/readyz` says it), and anything unexpected into a 500 problem with a redacted
+log line. The tests show garbled input never reaches that last
 branch; it exists so that a bug answers a clean 500 instead of a stack trace.
 """
 
@@ -18,8 +19,14 @@ from aiohttp.typedefs import Handler
 from agent.api.auth import needs_auth, require_token
 from agent.api.problems import ApiProblem, from_http_exception
 from agent.appkeys import METRICS, REDACT, SETTINGS
+from agent.store.base import Conflict, StoreError
 
 log = logging.getLogger("postflight.api")
+
+STORE_RETRY_AFTER_S = 1
+"""What a client is told to wait when the store does not answer: a restarting
+PostgreSQL or a dropped connection is back in seconds, and `register --wait` polls
+about that often anyway."""
 
 
 def _count(request: web.Request, status: int) -> None:
@@ -41,20 +48,47 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = from_http_exception(exc)
     except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
         raise
+    except StoreError as exc:
+        if isinstance(exc, Conflict):
+            response = _unexpected(request, exc)
+        else:
+            # the agent is briefly unavailable, not broken: a 503 clients retry
+            # (`register --wait` rides it out), where a 500 ended a pipeline's wait
+            log.warning(
+                "store unavailable serving %s %s: %s",
+                request.method,
+                request.rel_url.path,
+                _redacted(request, str(exc)),
+            )
+            response = ApiProblem(
+                503,
+                "the store does not answer; retry shortly",
+                slug="store-unavailable",
+                headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+            ).response()
     except Exception as exc:
-        redact = request.config_dict.get(REDACT)
-        trace = "".join(traceback.format_exception(exc)).rstrip()
-        log.error(
-            "unexpected error serving %s %s\n%s",
-            request.method,
-            request.rel_url.path,
-            redact(trace) if redact is not None else trace,
-        )
-        response = ApiProblem(
-            500, "an unexpected error occurred; it has been logged", slug="internal-error"
-        ).response()
+        response = _unexpected(request, exc)
     _count(request, response.status)
     return response
+
+
+def _redacted(request: web.Request, text: str) -> str:
+    redact = request.config_dict.get(REDACT)
+    return redact(text) if redact is not None else text
+
+
+def _unexpected(request: web.Request, exc: Exception) -> web.Response:
+    """A bug: a clean 500 problem, and the traceback logged with secrets redacted."""
+    trace = "".join(traceback.format_exception(exc)).rstrip()
+    log.error(
+        "unexpected error serving %s %s\n%s",
+        request.method,
+        request.rel_url.path,
+        _redacted(request, trace),
+    )
+    return ApiProblem(
+        500, "an unexpected error occurred; it has been logged", slug="internal-error"
+    ).response()
 
 
 @web.middleware

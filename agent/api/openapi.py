@@ -51,6 +51,7 @@ _ERRORS = {
     413: f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.",
     415: "The body is not `application/json`.",
     422: "Invalid fields; `errors` lists each with its `loc` and `msg`.",
+    503: "The store does not answer (with `Retry-After`): retry shortly.",
 }
 
 
@@ -96,7 +97,7 @@ def _document() -> dict[str, Any]:
     def errors(*codes: int, **special: str) -> dict[str, Any]:
         return {
             str(code): _problem(special.get(f"e{code}", _ERRORS[code]), problem)
-            for code in sorted({*codes, 401})
+            for code in sorted({*codes, 401, 503})
         }
 
     # The query model's fields become the list route's parameters.
@@ -290,6 +291,7 @@ def _document() -> dict[str, Any]:
                         "400": _problem("Not the provider's JSON.", problem),
                         "401": _problem("Missing or wrong signature; nothing stored.", problem),
                         "413": _problem("The body is over 1 MiB.", problem),
+                        "503": _problem(_ERRORS[503], problem),
                     },
                 }
             }

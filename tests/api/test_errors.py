@@ -327,3 +327,28 @@ async def test_bad_list_parameters_are_422_with_their_loc(
     response = await client.get(f"/v1/deploys?{query}", headers=AUTH)
     body = await problem(response, 422)
     assert loc in [e["loc"] for e in body["errors"]], body
+
+
+# --- 503: the store does not answer ------------------------------------------------
+
+
+async def test_a_store_that_does_not_answer_is_a_503_to_retry_not_a_500(
+    client: Client, store: SqliteStore
+) -> None:
+    """The store down (PostgreSQL restarting, a closed pool) is the agent briefly
+    unavailable, as `/readyz` says: `503` with `Retry-After`, which `postflight register
+    --wait` rides out, rather than a `500` that ends the pipeline's wait with exit 2."""
+    created = await client.post("/v1/deploys", json=VALID, headers=AUTH)
+    assert created.status == 201
+    deploy_id = (await created.json())["id"]
+    await store.close()
+    for response in (
+        await client.get(f"/v1/deploys/{deploy_id}", headers=AUTH),
+        await client.get("/v1/deploys", headers=AUTH),
+        await client.post("/v1/deploys", json={**VALID, "version": "v2"}, headers=AUTH),
+        await client.post(f"/v1/deploys/{deploy_id}/cancel", headers=AUTH),
+    ):
+        body = await problem(response, 503)
+        assert body["type"] == "urn:postflight:problem:store-unavailable"
+        assert response.headers["Retry-After"].isdigit()
+        assert TOKEN not in json.dumps(body)

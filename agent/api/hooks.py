@@ -3,13 +3,15 @@ the provider, no bearer token) and `POST /v1/deploys/{id}/rollback` (bearer toke
 
 A hook's signature is checked over the raw body before anything else, so a request
 that fails it stores nothing. A redelivery (same `X-GitHub-Delivery` / Vercel event
-`id`) answers the first 202 again from the store: one window per event. Must not judge
+`id`; a GitHub delivery without its GUID: the same body) answers the first 202 again
+from the store: one window per event. Must not judge
 or deliver anything itself: the watcher and `Integrations` do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from typing import Any
 
@@ -92,9 +94,15 @@ async def github_hook(request: web.Request) -> web.Response:
     ):
         raise _unsigned("GitHub", ev.GITHUB_SIGNATURE)
     event = request.headers.get(ev.GITHUB_EVENT, "")
-    delivery = request.headers.get(ev.GITHUB_DELIVERY, "")
-    if not event or not delivery or len(delivery) > MAX_DELIVERY_ID:
-        raise ApiProblem(400, f"{ev.GITHUB_EVENT} and {ev.GITHUB_DELIVERY} are required")
+    if not event:
+        raise ApiProblem(400, f"{ev.GITHUB_EVENT} is required")
+    # GitHub always sends the delivery's GUID; without one (a script, a proxy that drops
+    # it) the signed body keys it: the same body again is a redelivery, one window
+    delivery = request.headers.get(ev.GITHUB_DELIVERY, "") or (
+        "body-sha256:" + hashlib.sha256(raw).hexdigest()
+    )
+    if len(delivery) > MAX_DELIVERY_ID:
+        raise ApiProblem(400, f"{ev.GITHUB_DELIVERY} is longer than {MAX_DELIVERY_ID} characters")
     document = _document(raw)
     try:
         decision = ev.github_event(settings, event, document)

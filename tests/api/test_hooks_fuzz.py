@@ -236,3 +236,25 @@ def test_a_valid_signed_event_opens_one_window_however_often_it_is_delivered(
         }
         assert [api.post("/v1/hooks/github", body, headers) for _ in range(3)] == [202] * 3
         assert api.windows() == 2
+
+
+def test_a_github_delivery_without_its_guid_opens_one_window_keyed_by_its_body(
+    tmp_path: Path,
+) -> None:
+    """GitHub always sends `X-GitHub-Delivery`; a sender that does not (a script, a
+    proxy that drops it, a test) had a signed, valid `deployment_status` refused with a
+    400. Its body then keys the delivery: the same body again is a redelivery (the first
+    202, one window), another body another event."""
+    with hook_api(tmp_path) as api:
+        body = gh.deployment_status()
+        headers = {
+            "X-Hub-Signature-256": gh.signature(GH_SECRET, body),
+            "X-GitHub-Event": "deployment_status",
+        }
+        assert [api.post("/v1/hooks/github", body, headers) for _ in range(2)] == [202, 202]
+        assert api.windows() == 1
+        other = gh.deployment_status(sha="a" * 40)
+        headers["X-Hub-Signature-256"] = gh.signature(GH_SECRET, other)
+        headers["X-GitHub-Delivery"] = ""
+        assert api.post("/v1/hooks/github", other, headers) == 202
+        assert api.windows() == 2

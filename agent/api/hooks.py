@@ -134,8 +134,8 @@ async def vercel_hook(request: web.Request) -> web.Response:
         decision = ev.vercel_event(settings, document)
     except ev.BadPayload as exc:
         raise ApiProblem(400, str(exc), slug="bad-payload") from None
-    event_id = str(document.get("id"))[:MAX_DELIVERY_ID]
-    return await _act(request, decision, f"{KEY_PREFIX}vercel:{event_id}")
+    event_id = document.get("id") or "body-sha256:" + hashlib.sha256(raw).hexdigest()
+    return await _act(request, decision, f"{KEY_PREFIX}vercel:{str(event_id)[:MAX_DELIVERY_ID]}")
 
 
 async def _act(

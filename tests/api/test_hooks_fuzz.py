@@ -258,3 +258,33 @@ def test_a_github_delivery_without_its_guid_opens_one_window_keyed_by_its_body(
         headers["X-GitHub-Delivery"] = ""
         assert api.post("/v1/hooks/github", other, headers) == 202
         assert api.windows() == 2
+
+
+def test_a_vercel_event_without_its_id_opens_one_window_keyed_by_its_body(
+    tmp_path: Path,
+) -> None:
+    """Vercel's envelope carries the event `id`; one without it (a hand-written
+    delivery) was a 400. Its body keys it then, as a GitHub delivery without its GUID;
+    an `id` that is there but not a string is still not Vercel's JSON (400)."""
+    with hook_api(tmp_path) as api:
+
+        def without_id(**fields: Any) -> bytes:
+            document = json.loads(vc.event(**fields))
+            del document["id"]
+            return json.dumps(document).encode()
+
+        body = without_id()
+        headers = {"x-vercel-signature": vc.signature(VC_SECRET, body)}
+        assert [api.post("/v1/hooks/vercel", body, headers) for _ in range(2)] == [202, 202]
+        assert api.windows() == 1
+        other = without_id(deployment="dpl_other", sha="b" * 40)
+        assert (
+            api.post(
+                "/v1/hooks/vercel", other, {"x-vercel-signature": vc.signature(VC_SECRET, other)}
+            )
+            == 202
+        )
+        assert api.windows() == 2
+        numbered = json.dumps({**json.loads(vc.event()), "id": 7}).encode()
+        headers = {"x-vercel-signature": vc.signature(VC_SECRET, numbered)}
+        assert api.post("/v1/hooks/vercel", numbered, headers) == 400

@@ -276,9 +276,10 @@ class RuleSettings(StrictModel):
 
     @model_validator(mode="after")
     def _coherent(self) -> RuleSettings:
+        problems = []  # each at its own key, all at once (a missing bound hid a bad metric)
         if self.max is None and self.min is None and self.max_increase is None:
-            raise ValueError("give at least one bound: max, min or max_increase")
-        problems = []  # each at its own key
+            message = "give at least one bound: max, min or max_increase"
+            problems.append(_problem((), message, None))
         if self.max is not None and self.min is not None and self.min > self.max:
             problems.append(_problem(("min",), f"min {self.min} is above max {self.max}", self.min))
         problems.extend(self._rate_bounds_beyond_one())
@@ -338,6 +339,9 @@ class RuleSettings(StrictModel):
         )
 
 
+GITHUB_ROLLBACK_NEEDS = "target github needs github: {workflow: rollback.yml, ref: main}"
+
+
 class RollbackSettings(StrictModel):
     target: Literal["webhook", "vercel", "github"] = "webhook"
     """Where a rollback goes: the signed webhook (§3), Vercel's instant rollback, or a
@@ -369,7 +373,7 @@ class RollbackSettings(StrictModel):
             missing = " and ".join(k for k in ("url", "secret") if getattr(self, k) is None)
             raise ValueError(f"target webhook needs {missing}")
         if self.target == "github" and self.github is None:
-            raise ValueError("target github needs github: {workflow: rollback.yml, ref: main}")
+            raise ValueError(GITHUB_ROLLBACK_NEEDS)
         for follow in self.then:
             if follow.secret is None and self.secret is None:
                 raise ValueError(f"then {follow.name!r} needs a secret (or set rollback.secret)")
@@ -875,6 +879,9 @@ def cross_checks_in_document(
                 found.append(((*at, "rules", i, "source"), unconfigured_source(str(name), source)))
             if names is not None and isinstance(check, str) and check and check not in names:
                 found.append(((*at, "rules", i, "check"), misnamed_check(str(name), check, names)))
+        rollback = env.get("rollback")
+        if isinstance(rollback, dict):
+            found.extend(((*at, "rollback"), m) for m in rollback_needs_in_document(rollback))
         baseline = env.get("baseline")
         for section_name, section in baseline.items() if isinstance(baseline, dict) else ():
             if section is not None and section_name in known and section_name not in configured:
@@ -888,6 +895,27 @@ def cross_checks_in_document(
         if 0 < window < interval:
             found.append(((*at, "window"), window_below_interval(window, interval)))
     return found
+
+
+def rollback_needs_in_document(rollback: Mapping[str, Any]) -> list[str]:
+    """`RollbackSettings._target_needs` on the raw section, for one with a field error
+    (a `url` that is not a URL hid its missing `secret`). A key given counts as given,
+    whatever its value: that value's own error says what is wrong with it."""
+    target = rollback.get("target", "webhook")
+    needs: list[str] = []
+    if target == "webhook":
+        missing = [k for k in ("url", "secret") if rollback.get(k) is None]
+        if missing:
+            needs.append(f"target webhook needs {' and '.join(missing)}")
+    elif target == "github" and rollback.get("github") is None:
+        needs.append(GITHUB_ROLLBACK_NEEDS)
+    if needs:
+        return needs[:1]  # the model says one at a time; so does this
+    then = rollback.get("then")
+    for follow in then if isinstance(then, list) and rollback.get("secret") is None else ():
+        if isinstance(follow, dict) and follow.get("secret") is None:
+            return [f"then {follow.get('name')!r} needs a secret (or set rollback.secret)"]
+    return []
 
 
 def _configured(settings: Settings, provider: str) -> bool:

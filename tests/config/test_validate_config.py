@@ -651,3 +651,41 @@ def test_errors_are_listed_in_the_files_order(
     code, out = run_validate(tmp_path, text, capsys)
     assert code == 2
     assert out.index("bogus (line 4)") < out.index("environments.production.interval"), out
+
+
+def test_a_rule_without_bounds_and_a_rollback_with_a_bad_url_say_every_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Contract §1: every error, each at its path. A rule with neither a bound nor a known
+    metric said only the bound; a rollback whose `url` is not a URL hid that it has no
+    `secret` (the model's check of two keys runs only once its fields are valid)."""
+    text = MINIMAL.replace(
+        "        metric: error_rate\n        max: 0.05\n", "        metric: error_ratez\n"
+    )
+    text = text.replace("      secret: shh-secret\n", "").replace(
+        "http://127.0.0.1:9998/rollback", "ftp://127.0.0.1:9998/rollback"
+    )
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 2
+    at = "environments.production."
+    lines = [line.strip() for line in out.splitlines() if line.startswith("  ")]
+    expected = [
+        (at + "rules[0] (line 14)", "give at least one bound"),
+        (at + "rules[0].metric (line 16)", "metric must be one of error_rate"),
+        (at + "rollback (line 17)", "target webhook needs secret"),
+        (at + "rollback.url (line 18)", "not a URL"),
+    ]
+    for where, words in expected:
+        said = [line for line in lines if line.startswith(where + ":") and words in line]
+        assert len(said) == 1, (where, words, out)
+    assert len(lines) == len(expected), out
+    assert "4 configuration errors" in out
+
+
+def test_the_check_of_a_rollback_s_keys_is_said_once_when_nothing_else_is_wrong() -> None:
+    text = MINIMAL.replace("      secret: shh-secret\n", "")
+    with pytest.raises(ConfigError) as info:
+        load_settings_text(text)
+    (problem,) = info.value.problems
+    assert problem.path == "environments.production.rollback"
+    assert problem.message == "target webhook needs secret"

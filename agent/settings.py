@@ -339,9 +339,6 @@ class RuleSettings(StrictModel):
         )
 
 
-GITHUB_ROLLBACK_NEEDS = "target github needs github: {workflow: rollback.yml, ref: main}"
-
-
 class RollbackSettings(StrictModel):
     target: Literal["webhook", "vercel", "github"] = "webhook"
     """Where a rollback goes: the signed webhook (§3), Vercel's instant rollback, or a
@@ -369,14 +366,15 @@ class RollbackSettings(StrictModel):
 
     @model_validator(mode="after")
     def _target_needs(self) -> RollbackSettings:
-        if self.target == "webhook" and (self.url is None or self.secret is None):
-            missing = " and ".join(k for k in ("url", "secret") if getattr(self, k) is None)
-            raise ValueError(f"target webhook needs {missing}")
-        if self.target == "github" and self.github is None:
-            raise ValueError(GITHUB_ROLLBACK_NEEDS)
-        for follow in self.then:
-            if follow.secret is None and self.secret is None:
-                raise ValueError(f"then {follow.name!r} needs a secret (or set rollback.secret)")
+        section = {
+            "target": self.target,
+            "url": self.url,
+            "secret": self.secret,
+            "github": self.github,
+            "then": [{"name": f.name, "secret": f.secret} for f in self.then],
+        }
+        for message in rollback_needs_in_document(section):
+            raise ValueError(message)
         return self
 
 
@@ -898,9 +896,10 @@ def cross_checks_in_document(
 
 
 def rollback_needs_in_document(rollback: Mapping[str, Any]) -> list[str]:
-    """`RollbackSettings._target_needs` on the raw section, for one with a field error
-    (a `url` that is not a URL hid its missing `secret`). A key given counts as given,
-    whatever its value: that value's own error says what is wrong with it."""
+    """What a rollback section lacks for its target (at most one message, as the model
+    raises it): `RollbackSettings._target_needs`, and on the raw section of one with a
+    field error (a `url` that is not a URL hid its missing `secret`). A key given counts
+    as given, whatever its value: that value's own error says what is wrong with it."""
     target = rollback.get("target", "webhook")
     needs: list[str] = []
     if target == "webhook":
@@ -908,7 +907,7 @@ def rollback_needs_in_document(rollback: Mapping[str, Any]) -> list[str]:
         if missing:
             needs.append(f"target webhook needs {' and '.join(missing)}")
     elif target == "github" and rollback.get("github") is None:
-        needs.append(GITHUB_ROLLBACK_NEEDS)
+        needs.append("target github needs github: {workflow: rollback.yml, ref: main}")
     if needs:
         return needs[:1]  # the model says one at a time; so does this
     then = rollback.get("then")

@@ -172,3 +172,63 @@ environments:
     with pytest.raises(ConfigError) as caught:
         load_settings_text(text)
     assert "already mapped to environments.a" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("other_error", "its_path"),
+    [
+        ("    window: banana", "environments.staging.window"),
+        ("    rollback: {url: 'http://r'}", "environments.staging.rollback"),
+        ("    rules: [{name: r, source: checks, metric: error_ratez, max: 0.1}]", None),
+        ("", None),
+    ],
+    ids=["a-bad-duration", "a-missing-secret", "a-bad-metric", "nothing-else"],
+)
+def test_integration_errors_are_listed_beside_the_other_errors(
+    other_error: str, its_path: str | None
+) -> None:
+    """Contract §1: `validate-config` prints every error. An error anywhere else (a bad
+    duration in another environment) kept the model's cross-section check from running,
+    so what a rollback target or a source needs from `integrations` showed only once
+    every other error was fixed: read from the document too, said at once, once."""
+    text = """
+server: {api_tokens: [tok-1234567890abcdef]}
+environments:
+  production:
+    base_url: http://127.0.0.1:9
+    sources:
+      vercel: {project: prj_1, target: production}
+      github: {repository: a/b, environment: P}
+    rollback: {target: vercel}
+  preview:
+    base_url: http://127.0.0.1:9
+    rollback: {target: github, github: {workflow: r.yml}}
+  staging:
+    base_url: http://127.0.0.1:9
+%s
+"""
+    with pytest.raises(ConfigError) as caught:
+        load_settings_text(text % other_error, source="t.yaml")
+    found = [(problem.path, problem.message) for problem in caught.value.problems]
+    at = "environments.production."
+    expected = [
+        (at + "sources.vercel", "needs integrations.vercel"),
+        (at + "sources.github", "needs integrations.github"),
+        (at + "rollback.target", "vercel needs integrations.vercel.token"),
+        ("environments.preview.rollback.target", "github needs integrations.github.token"),
+        (
+            "environments.preview.rollback.target",
+            "github needs sources.github.repository (where the workflow lives)",
+        ),
+    ]
+    for item in expected:
+        assert found.count(item) == 1, (item, found)
+    others = [
+        path
+        for path, _ in found
+        if not path.startswith(("environments.production.", "environments.preview."))
+    ]
+    assert len(others) == (1 if other_error else 0), found  # the other error, said once
+    if its_path is not None:
+        assert others == [its_path]
+    assert all(problem.line is not None for problem in caught.value.problems)

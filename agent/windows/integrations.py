@@ -648,8 +648,10 @@ class Integrations:
             if window.state not in MANUAL_STATES:
                 raise Conflict(f"deploy {window_id} was {window.state}: nothing to roll back")
             now = self.clock()
+            # the alert and the log name who asked; the webhook (the pipeline's `reason`,
+            # a workflow's input) and the verdict carry the reason as given
             text = f"manual rollback by {who}: {reason}"
-            intent = rollback_intent(window, text, [], now, dry_run=env.rollback.dry_run)
+            intent = rollback_intent(window, reason, [], now, dry_run=env.rollback.dry_run)
             # claimed with the intent, in its transaction: a crash just after the commit
             # leaves the claim, and `WindowAlerts.recover` sends it
             alert = Alert.for_window(
@@ -661,7 +663,7 @@ class Integrations:
                 # a `failed` window's verdict failed (contract section 2): the person's,
                 # with the rules as the last round judged them
                 rules = (window.verdict or {}).get("rules") or []
-                verdict = decided_verdict("fail", text, now, rules)
+                verdict = decided_verdict("fail", reason, now, rules)
                 stored = await self.s.store.finish_window(
                     window_id, "failed", verdict, now, intent, alerts=claims
                 )

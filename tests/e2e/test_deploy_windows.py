@@ -258,3 +258,35 @@ async def test_alerts_lost_to_a_sink_outage_arrive_once_and_never_hold_the_rollb
     assert any("breach" in t for t in seen) and any("rollback requested" in t for t in seen)
     assert sorted(seen) == sorted(set(seen)), seen  # each alert once
     assert agent.metric("postflight_alerts_total", result="sent") == len(seen)
+
+
+async def test_a_manual_rollback_sends_the_reason_as_given_and_its_alert_names_who_asked(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+) -> None:
+    """Contract §7: `POST /v1/deploys/{id}/rollback {"reason": ...}`. The pipeline's webhook
+    and the verdict carry the reason as the person gave it (they read "manual rollback by
+    api_tokens[0]: ..."); the alert and the log say which token asked."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    agent = await start_agent(environment(flip_target, receiver.url), alerting(json_sink))
+    deploy = await agent.register("production", "v2.4.1", previous_version="v2.4.0")
+    async with agent.http.post(
+        f"{agent.url}/v1/deploys/{deploy['id']}/rollback",
+        json={"reason": "checkout broken"},
+        headers=agent.headers,
+    ) as r:
+        assert r.status == 202, await r.text()
+    final = await agent.settled(deploy["id"], within=20)
+    assert final["state"] == "rolled_back"
+    assert final["verdict"]["reason"] == "checkout broken"
+    assert len(receiver.attempts) == 1 and receiver.attempts[0].signature_ok
+    body = json.loads(receiver.attempts[0].body)
+    assert body["reason"] == "checkout broken" and body["breaches"] == []
+    seen = await json_sink.wait_for(2, within=10)
+    requested = [a for a in seen if "rollback requested" in a.title]
+    assert requested, [a.title for a in seen]
+    # the message is Markdown: the token's brackets are escaped
+    why = "manual rollback by api_tokens\\[0\\]: checkout broken"
+    assert why in requested[0].message, requested[0].message

@@ -673,6 +673,21 @@ class Settings(BaseSettings):
                 warnings.append((("environments", name, "rules", index, "max_increase"), message))
         return warnings
 
+    def rule_warnings(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(loc, message) of each environment without rules: nothing judges its windows,
+        so each ends `inconclusive` and nothing is ever rolled back. A warning: its checks
+        still run, and a window's page still shows them."""
+        message = (
+            "no rules: nothing judges this environment's windows, so each ends inconclusive"
+            " whatever the release does and nothing is ever rolled back; add rules over its"
+            " checks or providers"
+        )
+        return [
+            (("environments", name, "rules"), message)
+            for name, env in self.environments.items()
+            if not env.rules
+        ]
+
     @property
     def longest_lookback(self) -> float:
         return max(env.lookback for env in self.environments.values())

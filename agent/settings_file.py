@@ -171,7 +171,11 @@ def load_config_text(
         raise ConfigError(source, duplicates)
     warnings = [
         _located(loc, message, lines, origins)
-        for loc, message in [*settings.alert_routing_warnings(), *settings.baseline_warnings()]
+        for loc, message in [
+            *settings.alert_routing_warnings(),
+            *settings.baseline_warnings(),
+            *settings.rule_warnings(),
+        ]
     ]
     return LoadedConfig(settings, tuple(sorted(warnings, key=_file_order)))
 

@@ -321,6 +321,9 @@ def _decide(judged: list[Judged], rounds: int, final: bool, on_evidence: bool) -
     judgeable = sum(1 for v in verdicts if v.outcome != "inconclusive")
     inconclusive = len(verdicts) - judgeable
     of_rounds = f"{rounds} round{'s' if rounds != 1 else ''}"
+    if not verdicts:
+        decision: WindowDecision = "inconclusive" if final else "continue"
+        return Verdict(decision, "no rules to judge: this environment has none", verdicts)
     if not final:
         return Verdict(
             "continue", f"no rule failed after {of_rounds} ({judgeable} passing)", verdicts

@@ -223,10 +223,12 @@ class WindowWatch:
         """The lease renewal under way, if any (see `_hold_lease`)."""
         self.overload = DropTally()
         """Probes the agent's own lag dropped (`checks.lag`): an overloaded agent's verdict."""
-        self.stand_ins: deque[tuple[str, float, dict[str, Any]]] = deque()
-        """(check, at, summary) of the background runs this window's rounds stand in for,
-        of the latest `lookback`: stored when its release stays (`_kept_stand_ins`)."""
-        self.new_stand_ins: list[tuple[str, float, dict[str, Any]]] = []
+        self.stand_ins: deque[tuple[str, float, dict[str, Any], str | None]] = deque()
+        """(check, at, summary, fingerprint) of the background runs this window's rounds
+        stand in for, of the latest `lookback`: stored when its release stays
+        (`_kept_stand_ins`). The fingerprint is the check's as it was probed: one restored
+        after a restart that changed the check stays a run of what it probed."""
+        self.new_stand_ins: list[tuple[str, float, dict[str, Any], str | None]] = []
         """This round's stand-ins, stored with the round so a restart keeps them."""
         self.rule_counters: dict[tuple[str, str], Any] = {}
         """`postflight_rule_evaluations_total`'s children by (rule, outcome): looked up
@@ -425,7 +427,9 @@ class WindowWatch:
                 self.canary_samples.extend(unsummarize(item["check"], item, target="baseline"))
             for item in record.summary.get("stand_ins", []):
                 summary = {"ok": item["ok"], "latency": item["latency"]}
-                self.stand_ins.append((item["check"], item["at"], summary))
+                # None (not recorded): nothing says what it probed, no baseline pools it
+                made = (item["check"], item["at"], summary, item.get("fingerprint"))
+                self.stand_ins.append(made)
 
     # baseline --------------------------------------------------------------
 
@@ -689,7 +693,8 @@ class WindowWatch:
             ]
             if samples:  # all dropped as the agent's lag: a run missing, as in the background
                 # a millisecond apart: a baseline pools runs by instant, one check each
-                self.new_stand_ins.append((check, now + k / 1000, summarize(samples)))
+                fingerprint = self.fingerprints.get(check)
+                self.new_stand_ins.append((check, now + k / 1000, summarize(samples), fingerprint))
         self.stand_ins.extend(self.new_stand_ins)
         while self.stand_ins and self.stand_ins[0][1] < now - self.env.lookback:
             self.stand_ins.popleft()  # no later baseline reaches back to it
@@ -706,8 +711,8 @@ class WindowWatch:
         takeover keeps the ones before it (`_load_history`)."""
         environment = self.window.environment
         return [
-            ProbeRun(environment, check, at, summary, self.fingerprints.get(check))
-            for check, at, summary in self.stand_ins
+            ProbeRun(environment, check, at, summary, fingerprint)
+            for check, at, summary, fingerprint in self.stand_ins
         ]
 
     def _judge(self, observations: dict[str, Observation], *, final: bool) -> tuple[State, Glance]:
@@ -774,7 +779,8 @@ class WindowWatch:
         }
         if self.new_stand_ins:
             summary["stand_ins"] = [
-                {"check": check, "at": at, **run} for check, at, run in self.new_stand_ins
+                {"check": check, "at": at, **run, "fingerprint": fingerprint}
+                for check, at, run, fingerprint in self.new_stand_ins
             ]
         if self.arrived:
             # with the round (and its state: `stores_state`), so a restart compiles the

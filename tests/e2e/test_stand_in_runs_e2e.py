@@ -146,3 +146,34 @@ async def test_stand_ins_made_before_a_restart_are_kept_by_the_watch_that_resume
     sizes = [len(run) for run in before_stop.periods]
     assert len(sizes) >= 3, sizes  # the first agent's rounds, kept by the second
     assert set(sizes) == {PROBES}, sizes
+
+
+async def test_stand_ins_made_before_a_restart_keep_the_fingerprint_they_probed_with(
+    start_agent: AgentFactory, flip_target: FlipTarget
+) -> None:
+    """A restart (or a takeover by a replica) is how a changed check takes effect. The
+    rounds before it probed the check as it was: their stand-ins are stored with that
+    definition's fingerprint, so the new definition's baseline does not pool them (they
+    were stored with the resuming agent's fingerprint, as runs of a check they never ran)."""
+    text = setup().replace("{url}", flip_target.url).replace("window: 2s", "window: 3s")
+    changed = text.replace("timeout: 1s", "timeout: 2s")
+    assert "window: 3s" in text and changed != text, text
+    first = await start_agent(text)
+    await asyncio.sleep(1.0)
+    deploy = await first.register("production", "v2")
+    await asyncio.sleep(1.2)  # about six rounds stood in for runs
+    old_env = first.app[SETTINGS].environments["production"]
+    await first.stop()
+    second = await start_agent(changed)
+    final = await second.settled(deploy["id"], within=20)
+    assert final["state"] == "passed", final["verdict"]
+    window = await second.app[STORE].get_window(deploy["id"])
+    assert isinstance(window, DeployWindow)
+    before_stop = (window.deployed_at + BACKGROUND_S + 0.05, window.deployed_at + 1.0)
+    new_env = second.app[SETTINGS].environments["production"]
+    as_changed = await baseline_runs(second.app[STORE], "production", new_env, *before_stop)
+    assert as_changed.periods == [], [len(run) for run in as_changed.periods]
+    as_probed = await baseline_runs(second.app[STORE], "production", old_env, *before_stop)
+    sizes = [len(run) for run in as_probed.periods]
+    assert len(sizes) >= 3, sizes  # the first agent's rounds, kept as what they probed
+    assert set(sizes) == {PROBES}, sizes

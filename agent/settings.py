@@ -736,19 +736,21 @@ class Settings(BaseSettings):
 
 
 def _located(
-    errors: list[str], environments: Collection[str]
+    errors: list[str], environments: Collection[Any]
 ) -> list[tuple[tuple[str | int, ...], str]]:
     """`dotted.path: message` errors as (loc, message); an environment's name may hold
-    dots, so the longest name the path starts with is the environment."""
+    dots, so the longest name the path starts with is the environment. A document's
+    names may be YAML numbers (`2024:`, an error of its own): compared as written."""
     found: list[tuple[tuple[str | int, ...], str]] = []
     for error in errors:
         path, _, message = error.partition(": ")
         loc = _parts(path)
         head, _, rest = path.partition(".")
         if head == "environments":
-            for name in sorted(environments, key=len, reverse=True):
-                if rest == name or rest.startswith(f"{name}."):
-                    loc = (head, name, *_parts(rest[len(name) + 1 :]))
+            for name in sorted(environments, key=lambda n: len(str(n)), reverse=True):
+                written = str(name)
+                if rest == written or rest.startswith(f"{written}."):
+                    loc = (head, name, *_parts(rest[len(written) + 1 :]))
                     break
         found.append((loc, message))
     return found

@@ -273,6 +273,16 @@ def test_a_cross_section_problem_in_an_environment_named_with_dots_is_at_its_own
     assert problem.line == text.splitlines().index("    gate: {after: nowhere}") + 1
 
 
+def test_an_environment_named_by_a_number_is_an_error_beside_a_cross_section_one() -> None:
+    """YAML reads `2024:` as a number, not a name: that key's error is listed beside a gate
+    that follows no environment (reading the gate's path back to its environment compared
+    the names' lengths, and a number has none: a traceback instead of the errors)."""
+    text = MINIMAL.replace("        max: 0.05\n", "        max: 0.05\n    gate: {after: nowhere}\n")
+    found = problems(text + "  2024:\n    base_url: http://127.0.0.1:9\n")
+    assert found["environments.production.gate.after"] == "no environment 'nowhere'", found
+    assert "valid string" in found["environments[2024]"], found
+
+
 def test_a_url_without_http_and_a_section_that_is_not_a_mapping_are_said_in_words() -> None:
     """Not the regular expression of the URL's shape, nor a model's class name."""
     text = MINIMAL.replace("base_url: http://127.0.0.1:9", "base_url: ftp://127.0.0.1:9")

@@ -928,9 +928,12 @@ def rollback_needs_in_document(rollback: Mapping[str, Any]) -> list[str]:
     if needs:
         return needs[:1]  # the model says one at a time; so does this
     then = rollback.get("then")
-    for follow in then if isinstance(then, list) and rollback.get("secret") is None else ():
+    given = rollback.get("secret") is not None
+    for i, follow in enumerate(then if isinstance(then, list) and not given else ()):
         if isinstance(follow, dict) and follow.get("secret") is None:
-            return [f"then {follow.get('name')!r} needs a secret (or set rollback.secret)"]
+            name = follow.get("name")  # one without its own is said by its place
+            which = f" {name!r}" if isinstance(name, str) else f"[{i}]"
+            return [f"then{which} needs a secret (or set rollback.secret)"]
     return []
 
 

@@ -283,6 +283,19 @@ def test_an_environment_named_by_a_number_is_an_error_beside_a_cross_section_one
     assert "valid string" in found["environments[2024]"], found
 
 
+def test_a_follow_up_without_its_name_is_named_by_its_place_when_it_lacks_a_secret() -> None:
+    """Read from the document beside the follow-up's own error: `then[0]`, not `then None`."""
+    text = MINIMAL.replace(
+        "      secret: shh-secret\n", "      then: [{url: 'http://127.0.0.1:9'}]\n"
+    )
+    text = text.replace("      url: http://127.0.0.1:9998/rollback\n", "      target: vercel\n")
+    found = problems(text)
+    assert "required" in found["environments.production.rollback.then[0].name"], found
+    assert found["environments.production.rollback"] == (
+        "then[0] needs a secret (or set rollback.secret)"
+    ), found
+
+
 def test_a_url_without_http_and_a_section_that_is_not_a_mapping_are_said_in_words() -> None:
     """Not the regular expression of the URL's shape, nor a model's class name."""
     text = MINIMAL.replace("base_url: http://127.0.0.1:9", "base_url: ftp://127.0.0.1:9")

@@ -675,12 +675,12 @@ class Settings(BaseSettings):
 
     def rule_warnings(self) -> list[tuple[tuple[str | int, ...], str]]:
         """(loc, message) of each environment without rules: nothing judges its windows,
-        so each ends `inconclusive` and nothing is ever rolled back. A warning: its checks
-        still run, and a window's page still shows them."""
+        so each ends `inconclusive` and nothing is rolled back but by hand. A warning: its
+        checks still run, and a window's page still shows them."""
         message = (
             "no rules: nothing judges this environment's windows, so each ends inconclusive"
-            " whatever the release does and nothing is ever rolled back; add rules over its"
-            " checks or providers"
+            " whatever the release does and nothing is rolled back automatically; add rules"
+            " over its checks or providers"
         )
         return [
             (("environments", name, "rules"), message)

@@ -1,5 +1,5 @@
 """An environment without rules is judged by nothing: each of its windows ends
-`inconclusive` and nothing is ever rolled back. The configuration says so (a warning,
+`inconclusive` and nothing is rolled back but by hand. The configuration says so (a warning,
 exit 0: its checks still run), and so does the verdict, in words."""
 
 from __future__ import annotations

@@ -795,7 +795,8 @@ def _cross_sections_in_document(
     except ValidationError:
         integrations = None
     parts: dict[str, _ValidParts] = {}
-    lookbacks: dict[str, float] | None = {}
+    lookbacks: dict[str, float] | None = {}  # None: one is not readable, so no check
+    default_lookback = EnvironmentSettings.model_fields["lookback"].default
     for name, env in environments.items():
         if not isinstance(env, dict):
             lookbacks = None
@@ -811,8 +812,7 @@ def _cross_sections_in_document(
             pass
         try:
             if lookbacks is not None:
-                default = EnvironmentSettings.model_fields["lookback"].default
-                lookbacks[name] = parse_duration(env.get("lookback", default))
+                lookbacks[name] = parse_duration(env.get("lookback", default_lookback))
         except (TypeError, ValueError):
             lookbacks = None
     if integrations is not None:

@@ -98,9 +98,7 @@ async def github_hook(request: web.Request) -> web.Response:
         raise ApiProblem(400, f"{ev.GITHUB_EVENT} is required")
     # GitHub always sends the delivery's GUID; without one (a script, a proxy that drops
     # it) the signed body keys it: the same body again is a redelivery, one window
-    delivery = request.headers.get(ev.GITHUB_DELIVERY, "") or (
-        "body-sha256:" + hashlib.sha256(raw).hexdigest()
-    )
+    delivery = request.headers.get(ev.GITHUB_DELIVERY, "") or _body_key(raw)
     if len(delivery) > MAX_DELIVERY_ID:
         raise ApiProblem(400, f"{ev.GITHUB_DELIVERY} is longer than {MAX_DELIVERY_ID} characters")
     document = _document(raw)
@@ -134,8 +132,14 @@ async def vercel_hook(request: web.Request) -> web.Response:
         decision = ev.vercel_event(settings, document)
     except ev.BadPayload as exc:
         raise ApiProblem(400, str(exc), slug="bad-payload") from None
-    event_id = document.get("id") or "body-sha256:" + hashlib.sha256(raw).hexdigest()
+    event_id = document.get("id") or _body_key(raw)
     return await _act(request, decision, f"{KEY_PREFIX}vercel:{str(event_id)[:MAX_DELIVERY_ID]}")
+
+
+def _body_key(raw: bytes) -> str:
+    """An event's key when it came without its id: its signed body, so the same body
+    again is a redelivery (one window) and another body another event."""
+    return "body-sha256:" + hashlib.sha256(raw).hexdigest()
 
 
 async def _act(

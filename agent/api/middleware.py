@@ -48,24 +48,23 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = from_http_exception(exc)
     except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
         raise
+    except Conflict as exc:  # a StoreError, but a handler that let it out has a bug
+        response = _unexpected(request, exc)
     except StoreError as exc:
-        if isinstance(exc, Conflict):
-            response = _unexpected(request, exc)
-        else:
-            # the agent is briefly unavailable, not broken: a 503 clients retry
-            # (`register --wait` rides it out), where a 500 ended a pipeline's wait
-            log.warning(
-                "store unavailable serving %s %s: %s",
-                request.method,
-                request.rel_url.path,
-                _redacted(request, str(exc)),
-            )
-            response = ApiProblem(
-                503,
-                "the store does not answer; retry shortly",
-                slug="store-unavailable",
-                headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
-            ).response()
+        # the agent is briefly unavailable, not broken: a 503 clients retry
+        # (`register --wait` rides it out), where a 500 ended a pipeline's wait
+        log.warning(
+            "store unavailable serving %s %s: %s",
+            request.method,
+            request.rel_url.path,
+            _redacted(request, str(exc)),
+        )
+        response = ApiProblem(
+            503,
+            "the store does not answer; retry shortly",
+            slug="store-unavailable",
+            headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+        ).response()
     except Exception as exc:
         response = _unexpected(request, exc)
     _count(request, response.status)

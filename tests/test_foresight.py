@@ -110,7 +110,9 @@ async def test_a_rule_over_every_check_is_sized_at_a_rounds_traffic(store: Sqlit
     assert [s.split(":")[0] for s in said] == ["rule health-errors"], said
 
 
-@pytest.mark.parametrize(("window", "warned"), [(None, []), (300.0, ["rule health-latency"])])
+@pytest.mark.parametrize(
+    ("window", "warned"), [(None, []), (300.0, ["rule probe-errors", "rule health-latency"])]
+)
 async def test_the_example_configurations_checks_rules_see_their_bounds(
     store: SqliteStore, example_env: dict[str, str], window: float | None, warned: list[str]
 ) -> None:
@@ -119,7 +121,10 @@ async def test_the_example_configurations_checks_rules_see_their_bounds(
     service (0.5% errors, health ~40 ms, feed ~80 ms), every checks rule of the example's
     production environment can detect its own bound, and show it holds, by the window's end:
     no warning. A 5-minute window gives `health-latency` (p95 max 300ms) 100 latencies, where
-    passing on evidence takes about 250: warned that it would end inconclusive."""
+    passing on evidence takes about 250: warned that it would end inconclusive; and
+    `probe-errors` (max 5%) ten rounds of 210 probes, which catch an error rate of about
+    10.5%, twice its bound (a round's bet is capped, so ten heavy rounds are ten bets, not
+    2,100 samples' worth): warned."""
     settings = load_settings(EXAMPLE)
     env = settings.environments["production"]
     prints = check_fingerprints(env)
@@ -150,8 +155,10 @@ async def test_the_example_configurations_checks_rules_see_their_bounds(
     said = await registration_warnings(store, checks_only, "production", now, ends)
     assert [s.split(":")[0] for s in said] == warned, said
     if warned:
-        assert "cannot pass on evidence by the window's end" in said[0]
-        assert "it needs about 250 samples" in said[0], said
+        errors, latency = said
+        assert "error_rate 0.105 or more" in errors, errors  # twice its bound of 0.05
+        assert "cannot pass on evidence by the window's end" in latency
+        assert "it needs about 250 samples" in latency, said
 
 
 @pytest.mark.parametrize(("per_hour", "warned"), [(25_000, False), (15_000, True)])

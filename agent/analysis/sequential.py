@@ -393,6 +393,8 @@ class SequentialRule:
         self._last_finite: FloatArray = _EMPTY
         self._ranker: Ranker | None = None
         """The baseline on the conformal grid (`_conformal_ranks`), made once per window."""
+        self._logs: dict[bool, FloatArray] = {}
+        """`_oriented_logs` by direction."""
         self._detectable: dict[float, Detectable | None] = {}
         """`detectable` by samples per round: a search over the baseline, the same answer
         every round while the traffic per round holds (it usually does), so done once."""
@@ -1233,27 +1235,27 @@ class SequentialRule:
         if self.cannot_fail:
             found.append(Detectable("max_increase", math.inf, math.inf, UNBOUNDED))
         for comp in self.components:
+            # a conformal exceedance test is searched only below the scale already found
+            # (the rank test's): what it cannot catch there cannot be the easiest
+            within = 1.0 + min((d.effect for d in found), default=math.inf)
             if comp.alpha_final:
-                look = self._detectable_look(comp, per_round, int(horizon))
+                look = self._detectable_look(comp, per_round, int(horizon), within)
                 if look is not None:
                     found.append(look)
-            needed = comp.log_threshold + MIXTURE_OVERHEAD
             if comp.test == "rank":  # its bets' weights are counted in it
                 rank = self._detectable_shift(comp, per_round, horizon, comp.log_threshold)
                 if rank is not None:
                     found.append(rank)
             elif comp.test == "proportion" and comp.ladder:
+                needed = comp.log_threshold + MIXTURE_OVERHEAD
                 found.append(self._detectable_two_sample(comp, per_round * horizon, needed))
             elif comp.test in ("proportion", "exceedance"):
-                samples, margin = horizon * per_round, 0.0
-                if comp.conformal:  # as its aimed stake counts them (`_aimed_stake`)
-                    samples = _effective_samples(self._base_size, samples)
-                    margin = _quantile_margin(comp.level, self._base_size)
-                ratio = _detectable_ratio(samples * comp.level, needed) + margin
-                found.append(self._express(comp, ratio))
+                found.append(self._detectable_counts(comp, per_round, horizon, within))
         return min(found, key=lambda d: d.effect) if found else None
 
-    def _detectable_look(self, comp: Component, per_round: float, rounds: int) -> Detectable | None:
+    def _detectable_look(
+        self, comp: Component, per_round: float, rounds: int, within: float = math.inf
+    ) -> Detectable | None:
         """The look at the window's end (`finish`): the effect it catches with the power
         `LOOK_POWER`, i.e. at which the window's statistic still reaches the look's level when
         it falls short of its expectation by that many standard deviations. The look divides
@@ -1261,16 +1263,17 @@ class SequentialRule:
         how few they are (`stats.inflation_limit`): so does this, the deploy's rounds taken to
         be as bursty as the baseline's periods (for counts: its correlation, at the deploy's
         round size; conformal placements: independent). A conformal test's placements are
-        diluted as its e-process's are (`_mean_placement`): the rank test's mean placement,
-        and the exceedance test's share past the quantile, each moved from its null by the
-        baseline's share of the reference only."""
+        diluted as its e-process's are: the rank test's mean placement moved from its null
+        by the baseline's share of the reference only (`_mean_placement`), the exceedance
+        test's share past the quantile as `_exceedance_rounds` finds it; and their excess
+        falling round by round is read as burstiness too (`_trend_inflation`)."""
         base, samples, level = self.baseline, per_round * rounds, comp.alpha_final
         if base is None or samples <= 0:
             return None
 
-        def inflation(rho: float, events: float) -> float:
+        def inflation(rho: float, events: float, trend: float = 0.0) -> float:
             return stats.inflation_limit(
-                1.0 + (per_round - 1.0) * rho, rounds, events, per_round, level
+                1.0 + (per_round - 1.0) * rho + trend, rounds, events, per_round, level
             )
 
         if comp.test == "rank":
@@ -1279,26 +1282,42 @@ class SequentialRule:
                 return None
             spread = inflation(0.0, samples)
             base_var = _baseline_noise(1.0 / 12.0, samples, self._base_size)
+            dilution = _dilution(samples, self._base_size)
+
+            shares = _round_shares(per_round, rounds, self._base_size)
+            trend_per_excess = _trend_inflation(shares, 1.0 / 12.0, per_round)
 
             def rank_p(scale: float) -> float:
+                trend = trend_per_excess * ((moved(scale) - 0.5) / dilution) ** 2
                 short = LOOK_POWER * math.sqrt(spread * samples / 12.0 + base_var)
                 total = samples * moved(scale) - short
-                return stats.sum_of_uniforms_greater(total, samples, spread)
+                return stats.sum_of_uniforms_greater(total, samples, inflation(0.0, samples, trend))
 
             return self._scaled(comp, _smallest(rank_p, level, 1.0, 1e3, grow=True))
         if comp.test == "exceedance":
             m = self._base_size if comp.conformal else 0
-            dilution = _dilution(samples, m)
             base_var = _baseline_noise(comp.level * (1.0 - comp.level), samples, m)
 
-            def exceed_p(share: float) -> float:
-                seen = comp.level + (share - comp.level) * dilution
+            def exceed_p(shares: FloatArray) -> float:
+                """The look's p-value when the rounds' samples are past the quantile with
+                these shares (each a round's mean), the power's shortfall taken off."""
+                seen = float(np.mean(shares))
                 events = seen * samples
-                spread = inflation(0.0, min(events, samples - events))
-                sd = math.sqrt(spread * events * (1.0 - seen) + base_var)
-                return stats.share_greater(events - LOOK_POWER * sd, samples, spread, comp.level)
+                fewer = min(events, samples - events)
+                sd = math.sqrt(inflation(0.0, fewer) * events * (1.0 - seen) + base_var)
+                read = inflation(
+                    0.0, fewer, _trend_inflation(shares, seen * (1.0 - seen), per_round)
+                )
+                return stats.share_greater(events - LOOK_POWER * sd, samples, read, comp.level)
 
-            share = _smallest(exceed_p, level, comp.level, 1.0)
+            if comp.conformal:
+                scale = _smallest_within(
+                    lambda s: exceed_p(self._exceedance_rounds(comp, per_round, rounds, s)),
+                    level,
+                    within,
+                )
+                return self._scaled(comp, scale)
+            share = _smallest(lambda x: exceed_p(np.full(rounds, x)), level, comp.level, 1.0)
         else:
             delta = self.rule.max_increase
             if not base.has_counts or delta is None:
@@ -1323,6 +1342,116 @@ class SequentialRule:
         if not math.isfinite(share):
             return Detectable(comp.bound, math.inf, math.inf, UNBOUNDED)
         return self._express(comp, share / comp.level)
+
+    def _detectable_counts(
+        self, comp: Component, per_round: float, horizon: float, within: float = math.inf
+    ) -> Detectable:
+        """A count e-process against its level (one-sample counts, samples past a quantile):
+        the smallest change (the ratio of its share to its level; a conformal test's deploy
+        scale, searched below `within`) at which its bets, mixed by their prior weights, are
+        expected to reach the threshold by the window's end with `LOOK_POWER`'s power, each
+        round's factor taken over the round's binomial count
+        (`stats.round_log_factor_moments`). Round by round, not as one Poisson count over
+        the window: a bet is at most `stats.MAX_BET` a round, so a heavy round gains at
+        most log r, however many samples it holds. A conformal exceedance test's share past
+        its quantile is `_exceedance_rounds`' (with a small baseline only its first rounds
+        see the shift), and the baseline's quantile error, common to every round, adds to
+        the spread (`_baseline_noise`'s reasoning)."""
+        n = max(round(per_round), 1)
+        count = max(horizon * per_round / n, 1.0)
+        rounds = math.ceil(horizon)
+        m = self._base_size if comp.conformal else 0
+        level = comp.level
+        lambdas = np.minimum(stats.COUNT_BETS * n * level, stats.MAX_BET)
+        if comp.conformal:
+            aimed = self._aimed_stake(comp, per_round, 0) * n
+            lambdas = np.concatenate(
+                [np.minimum(EXCEEDANCE_MULTIPLES * aimed, stats.MAX_BET), lambdas]
+            )
+        log_weights = stats.BET_LOG_WEIGHTS[comp.bets]
+        quantile_var = level * (1.0 - level) / m if m else 0.0
+        edges = _round_groups(rounds)
+        weights = np.diff(edges) * (count / rounds)
+        base_shares = _group_means(_round_shares(per_round, rounds, m), edges)
+
+        def short(shares: FloatArray) -> float:
+            """What the likely evidence by the end lacks of the threshold (none: caught),
+            the rounds' samples past the quantile with these shares (a group's mean each)."""
+            mean, var = stats.round_log_factor_moments(lambdas, n, shares, level)
+            gain, spread = mean @ weights, var @ weights
+            if quantile_var:  # d gain / d share of the baseline's quantile, every round alike
+                slope = (
+                    lambdas[:, None] * base_shares / (level + lambdas[:, None] * (shares - level))
+                )
+                spread = spread + (slope @ weights) ** 2 * quantile_var
+            # mixed as the e-process mixes them: bets that a heavy round caps alike at
+            # `MAX_BET` are one bet with their weights summed
+            likely = log_weights + gain - LOOK_POWER * np.sqrt(spread)
+            return comp.log_threshold - float(np.logaddexp.reduce(likely))
+
+        if comp.conformal:
+            scale = _smallest_within(
+                lambda s: short(
+                    _group_means(self._exceedance_rounds(comp, per_round, rounds, s), edges)
+                ),
+                0.0,
+                within,
+            )
+            return self._scaled(comp, scale)
+        top = 1.0 / level
+        ratio = _smallest(
+            lambda r: short(np.full(edges.size - 1, r * level)), 0.0, 1.0, top, steps=10
+        )
+        if not ratio < top:  # only every sample past it: not a change it can be said to see
+            return Detectable(comp.bound, math.inf, math.inf, NOTHING)
+        return self._express(comp, ratio)
+
+    def _exceedance_rounds(
+        self, comp: Component, per_round: float, rounds: int, scale: float
+    ) -> FloatArray:
+        """Each round's expected share of samples past a conformal exceedance test's
+        quantile when the deploy is the baseline x `scale` (/ it, for a decrease): sample t
+        is past when fewer than its level's share of its reference (the baseline x the
+        tolerance, and the t deploy samples before it) lie above it, so once the deploy's
+        own samples fill that top share its excess is gone. Not the rank test's linear
+        dilution: the baseline's tail holds only level x m samples, so with a small
+        baseline a large shift is seen in a few dozen samples and then no more."""
+        a = self._oriented_logs(comp.flip)
+        m, total = a.size, per_round * rounds
+        if not m or total <= 0:
+            return np.full(rounds, comp.level)
+        shift = math.log(scale) + (math.log(comp.scale) if comp.flip else -math.log(comp.scale))
+        grid = a[:: max(1, m // 4000)]
+        xs = np.sort(np.concatenate([grid, grid + shift]))
+        above_base = m - np.searchsorted(a, xs, "right")  # of the baseline, above each x
+        above_deploy = 1.0 - np.searchsorted(a, xs - shift, "right") / m
+        t = np.unique(np.concatenate([[0.0], np.geomspace(1.0, max(total, 1.0), 96)]))
+        room = comp.level * (m + t + 1.0)
+        # per t, the first x whose reference above it fits in the level's share: both
+        # counts fall in x, so one binary search over xs for every t at once (the last x,
+        # above everything, always fits)
+        lo = np.zeros(t.size, dtype=np.int64)
+        step = 1 << int(xs.size - 1).bit_length()
+        while step:
+            ahead = np.minimum(lo + step, xs.size - 1)
+            too_crowded = above_base[ahead - 1] + t * above_deploy[ahead - 1] > room
+            lo = np.where(too_crowded & (ahead > lo), ahead, lo)
+            step >>= 1
+        past = above_deploy[lo]
+        area = np.concatenate([[0.0], np.cumsum(np.diff(t) * (past[1:] + past[:-1]) / 2.0)])
+        at = np.interp(per_round * np.arange(rounds + 1), t, area)
+        out: FloatArray = np.diff(at) / per_round
+        return out
+
+    def _oriented_logs(self, flip: bool) -> FloatArray:
+        """The baseline's positive samples' logs, sorted, negated for a decrease (so that
+        "past the quantile" is above it either way): once per rule and direction."""
+        if flip not in self._logs:
+            assert self.baseline is not None
+            sv = self.baseline.sorted_values
+            logs = np.log(sv[np.isfinite(sv) & (sv > 0)])
+            self._logs[flip] = np.sort(-logs) if flip else logs
+        return self._logs[flip]
 
     def _detectable_two_sample(self, comp: Component, samples: float, needed: float) -> Detectable:
         """Two-sample counts: every interval of the ladder must pass, each against its own
@@ -1489,10 +1618,17 @@ class Detectable:
 
 
 def _smallest(
-    p_value: Callable[[float], float], level: float, lo: float, hi: float, *, grow: bool = False
+    p_value: Callable[[float], float],
+    level: float,
+    lo: float,
+    hi: float,
+    *,
+    grow: bool = False,
+    steps: int = 30,
 ) -> float:
     """The smallest x in (lo, hi] with p_value(x) <= level, p_value falling in x (bisection;
-    `grow`: hi is doubled from 2 x lo up to it first); infinite when hi is not enough."""
+    `grow`: hi is doubled from 2 x lo up to it first); infinite when hi is not enough.
+    30 `steps` are 1e-9 of the range; 10 are 1e-3 of it (for a p_value that costs more)."""
     if grow:
         top, hi = hi, 2.0 * lo
         while p_value(hi) > level:
@@ -1501,10 +1637,19 @@ def _smallest(
                 return math.inf
     elif p_value(hi) > level:
         return math.inf
-    for _ in range(30):  # 1e-9 of the range: far finer than the two digits it is said in
+    for _ in range(steps):  # far finer than the two digits it is said in
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if p_value(mid) > level else (lo, mid)
     return hi
+
+
+def _smallest_within(p_value: Callable[[float], float], level: float, within: float) -> float:
+    """`_smallest` over the scales (1, `within`] (grown up to 1,000 when unbounded), to a
+    thousandth of the bracket: for a p_value that costs a conformal exceedance test's path
+    (`SequentialRule._exceedance_rounds`) per call."""
+    if math.isfinite(within):
+        return _smallest(p_value, level, 1.0, within, steps=10)
+    return _smallest(p_value, level, 1.0, 1e3, grow=True, steps=10)
 
 
 def _dilution(samples: float, base: int) -> float:
@@ -1516,6 +1661,39 @@ def _dilution(samples: float, base: int) -> float:
         return 1.0
     joined = samples / base
     return math.log1p(joined) / joined
+
+
+def _round_shares(per_round: float, rounds: int, base: int) -> FloatArray:
+    """Each round's mean baseline share of its samples' conformal reference, base / (base
+    + t) over the round's t (`agent.analysis.conformal`); all 1 without a baseline (a test
+    against a fixed level)."""
+    if base <= 0:
+        return np.ones(rounds)
+    start = base + per_round * np.arange(rounds)
+    shares: FloatArray = base / per_round * np.log1p(per_round / start)
+    return shares
+
+
+def _round_groups(rounds: int) -> np.ndarray:
+    """Edges of the window's rounds in at most 32 groups, growing geometrically: what a
+    round sees changes fastest in the first rounds (a conformal reference's baseline share)."""
+    return np.unique(np.round(np.geomspace(1, rounds + 1, 33)).astype(int)) - 1
+
+
+def _group_means(values: FloatArray, edges: np.ndarray) -> FloatArray:
+    """Each group's mean of per-round values (`_round_groups`' edges)."""
+    out: FloatArray = np.add.reduceat(values, edges[:-1]) / np.diff(edges)
+    return out
+
+
+def _trend_inflation(round_means: FloatArray, variance: float, per_round: float) -> float:
+    """What a trend in the rounds' expected means (a conformal reference's falling baseline
+    share, `_round_shares`) adds to the variance inflation the look measures across the
+    window's rounds (`stats.inflation_of_sums`): it reads their spread as burstiness. One
+    sample's null `variance`; nothing for a flat trend or a single round."""
+    if round_means.size < 2 or per_round <= 0 or variance <= 0:
+        return 0.0
+    return float(np.var(round_means, ddof=1) * per_round / variance)
 
 
 def _baseline_noise(variance: float, samples: float, base: int) -> float:
@@ -1532,43 +1710,8 @@ def _baseline_noise(variance: float, samples: float, base: int) -> float:
     return variance / base * (base * math.log1p(samples / base)) ** 2
 
 
-def _quantile_margin(level: float, base: int) -> float:
-    """What a conformal exceedance test's e-process needs more, as a ratio to its level,
-    for its figure to be caught with `LOOK_POWER`'s power: the baseline's quantile is off
-    by sqrt(level (1 - level) / base) in share, and a deploy past it by less than that
-    shows less than it is past the bound (the placements correct the baseline's error only
-    as the deploy's own samples join the reference, and those carry no excess)."""
-    return LOOK_POWER * math.sqrt((1.0 - level) / (level * base)) if base > 0 else 0.0
-
-
-def _effective_samples(base: int, samples: float) -> float:
-    """A conformal test's window of `samples` counted as the evidence its diluted excess
-    gives (each sample's excess squared: base^2 / (base + t)^2, summed): base x samples /
-    (base + samples), the figure its aimed stake is sized on (`_aimed_stake`)."""
-    return base * samples / (base + samples) if base > 0 else samples
-
-
-def _detectable_ratio(expected: float, log_threshold: float) -> float:
-    """The smallest r with expected x (r log r - r + 1) >= log_threshold (bisection)."""
-    if expected <= 0:
-        return math.inf
-
-    def evidence(r: float) -> float:
-        return expected * (r * math.log(r) - r + 1.0)
-
-    lo, hi = 1.0, 2.0
-    while evidence(hi) < log_threshold:
-        hi *= 2.0
-        if hi > 1e9:
-            return math.inf
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if evidence(mid) < log_threshold else (lo, mid)
-    return hi
-
-
 def _poisson_ratio(expected: float, log_threshold: float) -> float:
-    """`_detectable_ratio` by Newton's method (a few steps instead of 60 bisections: the
+    """The smallest r with expected x (r log r - r + 1) >= log_threshold, by Newton's method (the
     two-sample count test asks it once per interval of its ladder). f(r) = expected (r log r
     - r + 1) - log_threshold is convex and increasing for r > 1, so Newton's steps from a
     point past the root come down to it monotonically."""

@@ -442,6 +442,39 @@ def bet_log_factors(kind: str, y: float, size: float) -> list[float]:
     return [math.log1p(min(b * size, MAX_BET) * excess) for b in _BET_LISTS[kind]]
 
 
+def round_log_factor_moments(
+    lambdas: FloatArray, n: int, shares: FloatArray, level: float
+) -> tuple[FloatArray, FloatArray]:
+    """Mean and variance of each bet's log factor log(1 + lambda (Y - 1)) for rounds of `n`
+    samples, each past its cutoff with the round's probability (`shares`, one per round),
+    Y = count / (n level): a bets x rounds pair, exact over the binomial counts (within 8
+    standard deviations: the rest weigh nothing). What a count bet's wealth is expected to
+    gain, and how much that varies, where heavy rounds cap it: lambda <= `MAX_BET`, so a
+    round gains at most log(1 + lambda (y - 1)) however many samples it holds."""
+    p = np.clip(np.asarray(shares, dtype=np.float64), 0.0, 1.0)
+    sd = np.sqrt(n * p * (1.0 - p))
+    lo = np.maximum(np.floor(n * p - 8.0 * sd - 1.0), 0.0)
+    span = int(np.max(np.minimum(np.ceil(n * p + 8.0 * sd + 1.0), n) - lo)) + 1
+    counts = lo[:, None] + np.arange(span)[None, :]  # rounds x counts
+    inside = counts <= n
+    counts = np.minimum(counts, n)
+    log_pmf = (
+        sc_special.gammaln(n + 1.0)
+        - sc_special.gammaln(counts + 1.0)
+        - sc_special.gammaln(n - counts + 1.0)
+        + sc_special.xlogy(counts, p[:, None])
+        + sc_special.xlog1py(n - counts, -p[:, None])
+    )
+    pmf = np.where(inside, np.exp(log_pmf), 0.0)
+    y = counts / (n * level)
+    lam = np.asarray(lambdas, dtype=np.float64)[:, None, None]
+    log_f = np.log1p(lam * (y[None, :, :] - 1.0))  # bets x rounds x counts
+    mean = np.einsum("brc,rc->br", log_f, pmf)
+    square = np.einsum("brc,rc->br", log_f * log_f, pmf)
+    out: tuple[FloatArray, FloatArray] = (mean, np.maximum(square - mean * mean, 0.0))
+    return out
+
+
 def log_mix(log_wealth: Iterable[float], kind: str) -> float:
     """Log of the prior-weighted mixture of the bets' wealth (a small logsumexp)."""
     terms = [float(w) + lw for w, lw in zip(log_wealth, _LOG_WEIGHT_LISTS[kind], strict=True)]

@@ -10,6 +10,8 @@ A/A: baseline and window from the same bursty process.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -137,10 +139,25 @@ def test_a_relative_bound_that_cannot_fail_is_said_at_registration() -> None:
     )
 
 
+def _bisected_ratio(expected: float, log_threshold: float) -> float:
+    """The smallest r with expected x (r log r - r + 1) >= log_threshold, by bisection."""
+
+    def evidence(r: float) -> float:
+        return expected * (r * math.log(r) - r + 1.0)
+
+    lo, hi = 1.0, 2.0
+    while evidence(hi) < log_threshold:
+        hi *= 2.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if evidence(mid) < log_threshold else (lo, mid)
+    return hi
+
+
 def test_newtons_detectable_ratio_is_the_bisections() -> None:
-    from agent.analysis.sequential import _detectable_ratio, _poisson_ratio
+    from agent.analysis.sequential import _poisson_ratio
 
     for expected, needed in [(100.0, 6.0), (0.5, 6.0), (1e4, 7.0), (3.0, 0.1), (1e-3, 8.0)]:
         assert _poisson_ratio(expected, needed) == pytest.approx(
-            _detectable_ratio(expected, needed), rel=1e-9
+            _bisected_ratio(expected, needed), rel=1e-9
         )

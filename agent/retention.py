@@ -1,7 +1,9 @@
 """Store retention: deletes, in the background, what no window will read again.
 
-Rounds of windows that ended more than `store.retention.rounds` ago, and background
-probe summaries older than the longest `lookback` (or `store.retention.probe_summaries`).
+Rounds of windows that ended more than `store.retention.rounds` ago, background probe
+summaries older than the longest `lookback` (or `store.retention.probe_summaries`), and
+background leases that lapsed more than `LEASE_GRACE_S` ago (an environment removed from
+the config keeps none for good).
 Deletes in bounded batches so the store is never locked for long; it never touches an
 active window, and a failure is logged and retried on the next pass, never raised.
 """
@@ -12,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from agent.settings import Settings
 from agent.store.base import Store
@@ -21,6 +24,18 @@ log = logging.getLogger("postflight.retention")
 PRUNE_EVERY_S = 60.0
 BATCH = 5000
 """Rows per delete: one short transaction each, so rounds being recorded wait little."""
+LEASE_GRACE_S = 60.0
+"""How long past its end a background lease stays before it is deleted: a replica's clock
+running this much ahead of its holder's still deletes no live lease (a lapsed one is as
+good as none: `Store.prune_background_leases`), and a dead row costs nothing meanwhile."""
+
+
+class Pruned(NamedTuple):
+    """What one pass deleted."""
+
+    rounds: int
+    probe_summaries: int
+    background_leases: int
 
 
 class StorePruner:
@@ -52,8 +67,12 @@ class StorePruner:
             clock=clock,
         )
 
-    async def prune_once(self) -> tuple[int, int]:
-        """(rounds, probe summaries) deleted in this pass."""
+    async def prune_once(self) -> Pruned:
+        """What this pass deleted. Background leases are pruned by lapse, not by this
+        replica's config: during a rolling config change another replica may still probe
+        an environment this one no longer has, and its lease, renewed at each slot, is
+        live; one no replica renews any more (its environment removed, its holder crashed
+        before a clean stop gave it up) lapses and goes."""
         now = self.clock()
         rounds = 0
         while True:
@@ -63,9 +82,12 @@ class StorePruner:
                 break
             await asyncio.sleep(0)  # let rounds waiting on the store go first
         probes = await self.store.prune_probe_summaries(now - self.probe_summaries_s)
+        leases = await self.store.prune_background_leases(now - LEASE_GRACE_S)
         if rounds or probes:
             log.info("retention: deleted %d rounds and %d probe summaries", rounds, probes)
-        return rounds, probes
+        if leases:
+            log.info("retention: deleted %d lapsed background lease(s)", leases)
+        return Pruned(rounds, probes, leases)
 
     async def run(self) -> None:
         while True:

@@ -414,3 +414,11 @@ class Store(Protocol):
         """Give up every background lease `owner` holds (a clean stop): another replica
         takes each at its next slot instead of when the lease lapses."""
         ...
+
+    async def prune_background_leases(self, lapsed_before: float) -> int:
+        """Delete the background leases that lapsed before `lapsed_before`; how many. A
+        lapsed lease is as good as none (`take_background` takes either), so this changes
+        no replica's hold; it keeps leases of environments no replica probes any more (an
+        environment removed from the config after its holder crashed) from staying for
+        good. A live lease, whoever holds it, always stays."""
+        ...

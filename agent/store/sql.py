@@ -1141,6 +1141,12 @@ class SqlStore(ABC):
         async with self._tx() as db:
             await db.execute("DELETE FROM background_leases WHERE owner = ?", owner)
 
+    async def prune_background_leases(self, lapsed_before: float) -> int:
+        async with self._tx() as db:
+            return await db.execute(
+                "DELETE FROM background_leases WHERE lease_until < ?", lapsed_before
+            )
+
     async def add_probe_summary(
         self,
         environment: str,

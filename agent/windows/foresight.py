@@ -9,6 +9,7 @@ end. Must not decide anything: warnings only.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agent.analysis.judge import Judge
@@ -30,6 +31,11 @@ Actions workflow minutes), it does not say when it landed. Five minutes of a loo
 (an hour by default) is the price of not pooling the failed release into the baseline."""
 
 FAILED_STATES = ("failed", "rolled_back")
+FAILED_RELEASE_WINDOWS = 50
+"""How many of the environment's newest windows `failed_releases` reads."""
+PROVIDER_BASELINE_WINDOWS = 5
+"""How many of the environment's newest windows a registration looks in for the provider
+baselines one fetched (`_latest_provider_baselines`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +52,17 @@ class FailedRelease:
     """The window's own outcome: `fail`, or another for a manual rollback."""
 
 
+async def recent_windows(store: Store, environment: str, limit: int) -> list[DeployWindow]:
+    """The environment's `limit` newest windows, newest first."""
+    return (await store.list_windows(environment=environment, limit=limit)).items
+
+
 async def failed_releases(
-    store: Store, environment: str, since: float, until: float
+    store: Store,
+    environment: str,
+    since: float,
+    until: float,
+    recent: Sequence[DeployWindow] | None = None,
 ) -> list[FailedRelease]:
     """When, within [since, until), the environment ran a release that failed its window
     (or was rolled back by hand): from its deploy until the next deploy of the
@@ -55,10 +70,12 @@ async def failed_releases(
     Background runs of those spans probed that release: pooled into the next window's
     baseline (a hotfix's, most often), its errors and latencies made the regression look
     normal. A cancelled window is a deploy when it was cancelled after going live (only
-    the watch stopped); the environment's 50 newest windows."""
-    page = await store.list_windows(environment=environment, limit=50)
+    the watch stopped); the environment's `FAILED_RELEASE_WINDOWS` newest windows (`recent`,
+    when the caller listed them already: as many or more, newest first)."""
+    if recent is None:
+        recent = await recent_windows(store, environment, FAILED_RELEASE_WINDOWS)
     windows = sorted(
-        (w for w in page.items if w.deployed_at < until and _went_live(w)),
+        (w for w in recent[:FAILED_RELEASE_WINDOWS] if w.deployed_at < until and _went_live(w)),
         key=lambda w: w.deployed_at,
     )
     out = []
@@ -98,7 +115,12 @@ class BackgroundRuns:
 
 
 async def baseline_runs(
-    store: Store, environment: str, env: EnvironmentSettings, since: float, until: float
+    store: Store,
+    environment: str,
+    env: EnvironmentSettings,
+    since: float,
+    until: float,
+    recent: Sequence[DeployWindow] | None = None,
 ) -> BackgroundRuns:
     """The background probes of [since, until), one list per background run: only runs of
     the checks as configured now (`agent.windows.fingerprint`), so runs against an old
@@ -106,10 +128,14 @@ async def baseline_runs(
     before fingerprints were kept are left out too: nothing says what they probed, and
     a baseline restarted (one lookback, as after any change) is safer than one that may
     be of a dead or another target. Runs made while a failed release was live are left
-    out (`failed_releases`)."""
+    out (`failed_releases`, which reads `recent` when given)."""
     fingerprints = check_fingerprints(env).values()
     rows = await store.probe_summaries(environment, since, until, fingerprints)
-    failed = [f for f in await failed_releases(store, environment, since, until) if f.until > since]
+    failed = [
+        f
+        for f in await failed_releases(store, environment, since, until, recent)
+        if f.until > since
+    ]
     runs: dict[float, list[Sample]] = {}
     left: dict[FailedRelease, set[float]] = {}
     for check, at, summary in rows:
@@ -195,17 +221,26 @@ async def registration_warnings(
     round), provider rules from the baseline the environment's latest window fetched (no
     provider call: a registration must answer at once), scaled to one round. And, under
     any policy, each relative checks rule the lookback has no background run for, unless
-    the deploy is ahead (`now`) and runs may still come."""
+    the deploy is ahead (`now`) and runs may still come. The environment's windows are
+    listed once, for both (the failed releases' and the provider baselines')."""
     rules: list[RuleSettings] = list(env.rules)
     if not rules:
         return []
     judged = [r.to_rule() for r in rules]
+    checks_rules = any(r.source == "checks" for r in judged)
+    provider_rules = env.analysis.policy == "sequential" and any(
+        r.source != "checks" for r in judged
+    )
+    recent: list[DeployWindow] = []
+    if checks_rules or provider_rules:
+        limit = FAILED_RELEASE_WINDOWS if checks_rules else PROVIDER_BASELINE_WINDOWS
+        recent = await recent_windows(store, environment, limit)
     baselines: dict[str, Observation] = {}
     per_round: dict[str, float] = {}
     said: list[str] = []
-    if any(r.source == "checks" for r in judged):
+    if checks_rules:
         background = await baseline_runs(
-            store, environment, env, deployed_at - env.lookback, deployed_at
+            store, environment, env, deployed_at - env.lookback, deployed_at, recent
         )
         periods = background.periods
         if background.left_out:
@@ -224,8 +259,8 @@ async def registration_warnings(
             ]
     if env.analysis.policy != "sequential":
         return said
-    if any(r.source != "checks" for r in judged):
-        fetched = await _latest_provider_baselines(store, environment)
+    if provider_rules:
+        fetched = _latest_provider_baselines(recent)
         for rule in judged:
             stored = fetched.get(rule.name)
             if rule.source != "checks" and stored is not None and stored.has_data:
@@ -251,11 +286,11 @@ def no_background_baseline(rule: Rule, env: EnvironmentSettings) -> str:
     )
 
 
-async def _latest_provider_baselines(store: Store, environment: str) -> dict[str, Observation]:
+def _latest_provider_baselines(recent: Sequence[DeployWindow]) -> dict[str, Observation]:
     """The baselines the environment's most recent window stored (its provider rules'
-    lookback, fetched when it opened), by rule name; empty if none has one yet."""
-    page = await store.list_windows(environment=environment, limit=5)
-    for window in page.items:
+    lookback, fetched when it opened), by rule name, from the `PROVIDER_BASELINE_WINDOWS`
+    newest of `recent` (newest first); empty if none has one yet."""
+    for window in recent[:PROVIDER_BASELINE_WINDOWS]:
         if window.baseline:
             return {k: observation_from_dict(v) for k, v in window.baseline.items()}
     return {}

@@ -27,6 +27,6 @@ def test_load_checks_of_environments_with_other_periods_take_turns_at_the_start(
         budgets[name] = feed.budget_s()
     assert len({every for *_, every in loads}) == 2 and "feed" in CONFIG
     turns = load_turns(loads)
-    firsts = sorted((turns[(name, "feed")][0], name) for name, *_ in loads)
+    firsts = sorted((turns[(name, "feed")], name) for name, *_ in loads)
     for (a, name_a), (b, _) in itertools.pairwise(firsts):
         assert b - a >= budgets[name_a], firsts  # the first runs overlap

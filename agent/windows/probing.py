@@ -473,31 +473,24 @@ class BackgroundProber:
         async with asyncio.TaskGroup() as group:
             group.create_task(self.note_changed_checks(sorted({name for name, *_ in planned})))
             for name, probe, check, every in planned:
-                first, phase = turns.get(
-                    (name, check.name), (background_offset(name, min(every, spread)), every)
-                )
-                group.create_task(self._probe_forever(name, probe, check, every, first, phase))
+                first = turns.get((name, check.name))
+                if first is None:
+                    first = background_offset(name, min(every, spread))
+                group.create_task(self._probe_forever(name, probe, check, every, first))
 
     async def _probe_forever(
-        self,
-        name: str,
-        probe: EnvironmentProbe,
-        check: Check,
-        every: float,
-        first: float = 0.0,
-        phase: float | None = None,
+        self, name: str, probe: EnvironmentProbe, check: Check, every: float, first: float = 0.0
     ) -> None:
         """A run every `every` seconds on a fixed grid from the first, whatever a run took:
         a run spreads its probes over up to a round (30 s by default, as long as the
         background interval), so sleeping `every` after each made the pace half the one
         configured (65 http runs an hour of the 120 the baseline is sized for). A run that
         overran its slot is followed at once by the latest slot passed, never by a burst
-        of the missed ones (as rounds: `agent.windows.schedule`). The second run comes
-        `phase` (in (0, every]; default `every`) after the first, the grid on from it."""
+        of the missed ones (as rounds: `agent.windows.schedule`). The grid starts at the
+        first run, `first` seconds from now: the second comes a whole period after it."""
         if first > 0:
             await self.sleep(first)
-        ahead = every if phase is None else min(max(phase, 0.0), every)
-        start, slot = self.monotonic() + ahead - every, 0
+        start, slot = self.monotonic(), 0
         while True:
             if self.busy(name):
                 self.owed.setdefault(name, {})[check.name] = self.clock()
@@ -687,19 +680,22 @@ def background_offset(environment: str, spread: float) -> float:
     return zlib.crc32(environment.encode()) / 2**32 * spread
 
 
-def load_turns(
-    loads: Sequence[tuple[str, Check, float]],
-) -> dict[tuple[str, str], tuple[float, float]]:
-    """(first run, second run after it) of each background load check, so that the load
-    runs of all environments take turns instead of loading the host at once: 8
-    environments' 200-request runs at once kept 39-52 latencies each past the overload
-    guard on a busy host. In a fixed order from a hash of environment and check (the same
-    on every start and replica), the first runs come one after another (`gap` apart: the
-    longest run, at most the shortest period / n); once all are done, the checks of one
-    period run on grids period / m apart (m of that period). None overlaps while the runs
-    of a period fit in it; grids of different periods can still meet now and then.
-    (http runs spread their probes over a round already.) Hash-placed grids, before,
-    overlapped somewhere in most agents of 8."""
+def load_turns(loads: Sequence[tuple[str, Check, float]]) -> dict[tuple[str, str], float]:
+    """When each background load check first runs, so that the load runs of all
+    environments take turns instead of loading the host at once: 8 environments'
+    200-request runs at once kept 39-52 latencies each past the overload guard on a busy
+    host. In a fixed order from a hash of environment and check (the same on every start
+    and replica), the first runs come one after another, `gap` apart (the longest run, at
+    most the shortest period / n), and each check's grid runs on from its first run, a
+    period a run, so they keep their turns: no two overlap while n runs fit in the
+    shortest period, nor ever across periods one a multiple of the other (lookbacks of an
+    hour and half an hour); grids of other periods can meet now and then. (http runs
+    spread their probes over a round already.) Hash-placed grids, before, overlapped
+    somewhere in most agents of 8; grids a period / m apart from when the first runs were
+    done put each check's second run less than a period after its first (a lone load
+    check's one budget after it: one run more in its first lookback than
+    `background_every` allows) and the grids of a 10- and a 5-minute period on the same
+    instants."""
     ordered = sorted(
         loads, key=lambda load: (zlib.crc32(f"{load[0]}\0{load[1].name}".encode()), load[0])
     )
@@ -707,18 +703,7 @@ def load_turns(
         return {}
     n = len(ordered)
     gap = min(max(c.budget_s() for _, c, _ in ordered), min(e for *_, e in ordered) / n)
-    settled = n * gap  # every first run is done
-    of_period: dict[float, int] = {}
-    rank: list[int] = []
-    for *_, every in ordered:
-        rank.append(of_period.get(every, 0))
-        of_period[every] = rank[-1] + 1
-    turns: dict[tuple[str, str], tuple[float, float]] = {}
-    for k, (name, check, every) in enumerate(ordered):
-        second = settled + rank[k] * every / of_period[every]
-        phase = (second - k * gap) % every or every  # in (0, every]: the grid kept
-        turns[(name, check.name)] = (k * gap, phase)
-    return turns
+    return {(name, check.name): k * gap for k, (name, check, _) in enumerate(ordered)}
 
 
 BACKGROUND_LEASE_MIN_S = 10.0

@@ -70,6 +70,25 @@ def needs_auth(request: web.Request) -> bool:
     return canonical.startswith("/v1") or request.path.startswith("/v1")
 
 
+async def wrong_method_on_a_public_route(request: web.Request) -> bool:
+    """The request's path is a route that needs no token (`PUBLIC_V1_PATHS`: the hooks,
+    whose signature is checked by their handler, and the OpenAPI document), and its
+    method is not one the route takes. Its 405 needs no token either: asking for a
+    bearer token the route never takes (a 401 with `WWW-Authenticate: Bearer`) told a
+    provider's misconfigured webhook the wrong thing. A 405 reaches no handler. Decided
+    by the router's own matching (`resolve`), as `needs_auth` decides on the matched
+    route."""
+    error = getattr(request.match_info, "http_exception", None)
+    if error is None or error.status != 405:
+        return False
+    for resource in request.app.router.resources():
+        if resource.canonical in PUBLIC_V1_PATHS:
+            matched, allowed = await resource.resolve(request)
+            if matched is None and allowed:
+                return True
+    return False
+
+
 def require_token(request: web.Request, accepted: Iterable[SecretStr]) -> None:
     token = bearer_token(request)
     if token is None:

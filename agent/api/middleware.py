@@ -16,7 +16,7 @@ import traceback
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from agent.api.auth import needs_auth, require_token
+from agent.api.auth import needs_auth, require_token, wrong_method_on_a_public_route
 from agent.api.problems import ApiProblem, from_http_exception
 from agent.appkeys import METRICS, REDACT, SETTINGS
 from agent.store.base import Conflict, StoreError
@@ -92,7 +92,7 @@ def _unexpected(request: web.Request, exc: Exception) -> web.Response:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if needs_auth(request):
+    if needs_auth(request) and not await wrong_method_on_a_public_route(request):
         settings = request.config_dict.get(SETTINGS)
         tokens = [t for _, t in settings.server.token_names()] if settings is not None else []
         require_token(request, tokens)

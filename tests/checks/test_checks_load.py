@@ -345,3 +345,55 @@ async def test_a_check_dropped_unclosed_closes_its_connections(
             break
         await asyncio.sleep(0.02)
     assert target.open() == 0
+
+
+async def _resetting_target() -> tuple[asyncio.Server, str]:
+    """A target that starts an answer and resets the connection mid-body."""
+
+    class Reset(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            if b"\r\n\r\n" in data:
+                assert isinstance(self.transport, asyncio.Transport)
+                self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+                self.transport.abort()
+
+    server = await asyncio.get_running_loop().create_server(Reset, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("failure", ["refused", "reset"])
+async def test_a_failing_run_leaves_no_exceptions_for_the_collector(
+    make_ctx: MakeContext, failure: str
+) -> None:
+    """A failed request's exceptions are freed with its result, without a collection:
+    aiohttp and aiohappyeyeballs keep the exception they raise in a local of a frame its
+    traceback holds, a cycle of ~100 objects per failed request that only the collector
+    frees, and the daemon collects rarely (`agent.windows.heap`): against a dead target
+    they piled up by the hundred thousand."""
+    import gc
+
+    server = None
+    if failure == "refused":
+        base = f"http://127.0.0.1:{free_port()}"
+    else:
+        server, base = await _resetting_target()
+    check = load(rate="100/s", duration="100ms")
+    gc.collect()
+    gc.disable()
+    try:
+        before = sum(1 for o in gc.get_objects() if isinstance(o, BaseException))
+        for _ in range(3):
+            result = await run(check, make_ctx, base)
+            assert not result.ok and result.samples
+        alive = sum(1 for o in gc.get_objects() if isinstance(o, BaseException)) - before
+    finally:
+        gc.enable()
+        await check.aclose()
+        if server is not None:
+            server.close()
+    assert {s.error for s in result.samples} == {"connect" if failure == "refused" else "protocol"}
+    assert alive == 0

@@ -36,6 +36,7 @@ from checks.wire import (
 )
 from common.durations import format_duration
 from common.samples import Sample, Target
+from common.tracebacks import without_tracebacks
 
 ErrorKind = Literal["timeout", "connect", "tls", "protocol", "status"]
 
@@ -105,26 +106,6 @@ def classify(exc: BaseException, timeout_s: float | None) -> tuple[ErrorKind, st
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "connect", "the server closed the connection without a response"
     return "connect", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def without_tracebacks(exc: BaseException) -> BaseException:
-    """`exc` and every exception chained to it, stripped of their tracebacks, which only
-    the collector could free: aiohttp and aiohappyeyeballs keep the exception they raise
-    in a local of a frame its own traceback holds (`last_exc`, `first_exception`; the
-    failed read's `connection_lost`), a cycle per failed request, 70-150 objects each. At
-    the agent's raised thresholds (`agent.windows.heap`) a failing target piled up
-    500,000 of them (+80 MB) between young collections. A `ProbeFailed` carries only its
-    kind and message; nothing reads these frames."""
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [exc]
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        current.__traceback__ = None
-        pending += (current.__cause__, current.__context__)
-    return exc
 
 
 def os_reason(exc: OSError) -> str:

@@ -57,6 +57,7 @@ from agent.providers.provider_settings import HttpProviderSettings
 from common.durations import format_duration
 from common.redaction import MASK, Redactor
 from common.retry_after import retry_after_seconds as parse_retry_after
+from common.tracebacks import without_tracebacks
 
 log = logging.getLogger(__name__)
 
@@ -322,6 +323,7 @@ class HttpProvider:
                 )
             except aiohttp.ClientError as exc:
                 retry = Retry(f"could not reach {self.title} ({_describe(exc)})")
+                without_tracebacks(exc)  # kept as words only: no cycle left for the collector
             else:
                 maybe = self.retry_for(answer)
                 if maybe is None:

@@ -172,6 +172,41 @@ async def test_an_unreachable_provider_is_an_error_observation(metrics: Metrics)
     assert obs.error is not None and obs.error.startswith("could not reach Sentry")
 
 
+async def test_an_unreachable_provider_leaves_no_exceptions_for_the_collector(
+    metrics: Metrics,
+) -> None:
+    """A refused request's exceptions are freed with the fetch, without a collection:
+    aiohttp keeps each in a frame its traceback holds (`common.tracebacks`), and the daemon
+    collects rarely (`agent.windows.heap`): a provider down piled them up every round."""
+    import gc
+
+    unreachable = SentrySettings.model_validate(
+        {
+            "base_url": "http://127.0.0.1:9",
+            "org": "acme",
+            "token": SENTRY_TOKEN,
+            "timeout": "1s",
+            "request_timeout": "300ms",
+            "max_attempts": 2,
+        }
+    )
+    provider = SentryProvider(unreachable, metrics=metrics)
+    which = rule(source="sentry", metric="error_rate", max=1)
+    await provider.fetch(which, scope(), AFTER, "v1")  # warm: what stays for good
+    gc.collect()
+    gc.disable()
+    try:
+        before = sum(1 for o in gc.get_objects() if isinstance(o, BaseException))
+        for _ in range(3):
+            obs = await provider.fetch(which, scope(), AFTER, "v1")
+            assert obs.error is not None and obs.error.startswith("could not reach Sentry")
+        alive = sum(1 for o in gc.get_objects() if isinstance(o, BaseException)) - before
+    finally:
+        gc.enable()
+        await provider.aclose()
+    assert alive == 0
+
+
 async def test_secrets_in_a_provider_answer_never_reach_errors_or_logs(
     aiohttp_server: Any, metrics: Metrics, caplog: pytest.LogCaptureFixture
 ) -> None:

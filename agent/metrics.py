@@ -161,7 +161,8 @@ class Metrics:
         self.round_lag_seconds = LoopHistogram(
             "postflight_round_lag_seconds",
             "How late a round started against its window's fixed schedule"
-            " (deployed_at + k × interval).",
+            " (deployed_at + k × interval): the agent's own lateness, so a watch's first"
+            " round counts from when its baseline was in hand.",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
             registry=r,
         )

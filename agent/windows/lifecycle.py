@@ -269,6 +269,7 @@ class WindowWatch:
         number = self.window.rounds
         schedule = RoundSchedule(self.window.deployed_at, self.env.interval, self.window.ends_at)
         slot = self.last_slot
+        ready: float | None = self.s.clock()
         while True:
             number += 1
             slot = schedule.next_slot(slot, self.s.clock())
@@ -278,7 +279,14 @@ class WindowWatch:
                 await asyncio.sleep(due - now)
                 now = self.s.clock()
             lag = max(0.0, now - due)
-            self.s.metrics.round_lag_seconds.observe(lag)
+            # the metric is the agent's own lateness (`PostflightRoundsLate`: overloaded), so
+            # this watch's first round counts from when the watch was ready: what came before
+            # is a slow provider's baseline wait, a late registration or a restart, each said
+            # elsewhere; the stored round keeps its real lag
+            self.s.metrics.round_lag_seconds.observe(
+                lag if ready is None else max(0.0, now - max(due, ready))
+            )
+            ready = None
             started = now
             if not await self._hold_lease(now, schedule.length(slot, now)):
                 self.log.info("window no longer ours (ended or taken over); stop watching")

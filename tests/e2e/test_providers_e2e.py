@@ -902,6 +902,30 @@ async def test_a_hung_provider_costs_no_round(
     await alert_titled(json_sink, "provider newrelic unreachable")
 
 
+async def test_a_hung_provider_does_not_make_the_agent_look_overloaded(
+    newrelic_fake: FakeNewRelic,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+) -> None:
+    """New Relic never answers; rounds of 2 s, so the first waits its whole second for the
+    baseline (`BASELINE_WAIT_S`). That wait was observed as round lag, and one such round
+    in a hundred is enough for `PostflightRoundsLate` ("the agent is overloaded") to page
+    whenever a provider is down. The stored round still says how late it really started."""
+    t0 = deploy_second()
+    newrelic_fake.answer(NRQL, [{"percentile.duration": {"95": 0.2}}])
+    newrelic_fake.fail("hang")
+    agent = await start_agent(*newrelic_only(newrelic_fake, receiver, json_sink, interval="2s"))
+    deploy = await register(agent, t0, watch_for=3.0)
+    await agent.settled(deploy["id"], within=20)
+    rounds = await agent.app[STORE].rounds(deploy["id"])
+    assert rounds[0].summary["lag_s"] >= 1.0, rounds[0].summary  # it did wait
+    observed = agent.metric("postflight_round_lag_seconds_count")
+    assert observed == len(rounds) >= 2, (observed, len(rounds))
+    # none late by half a second: each round began on time once the watch was ready
+    assert agent.metric("postflight_round_lag_seconds_bucket", le="0.5") == observed
+
+
 async def test_a_round_run_after_the_window_ended_asks_for_no_period_past_its_end(
     newrelic_fake: FakeNewRelic,
     receiver: RollbackReceiver,

@@ -272,6 +272,11 @@ class DeployRequest(BaseModel):
     )
 
 
+EMPTY_MEANS_NOT_GIVEN = frozenset({"environment", "state", "cursor"})
+"""List parameters whose empty value (`?environment=&state=&cursor=`, as the contract
+spells the route) is the parameter left out. `limit=` stays an error: a page size."""
+
+
 class ListQuery(BaseModel):
     """`GET /v1/deploys` query parameters."""
 

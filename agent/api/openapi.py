@@ -17,6 +17,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from agent import __version__
 from agent.api.models import (
     DEPLOY_ID_PATTERN,
+    EMPTY_MEANS_NOT_GIVEN,
     IDEMPOTENCY_KEY_PATTERN,
     MAX_BODY_BYTES,
     Deploy,
@@ -106,6 +107,12 @@ def _document() -> dict[str, Any]:
     for name, prop in query_schema["properties"].items():
         prop = _not_null(dict(prop))
         description = prop.pop("description", None)
+        if name in EMPTY_MEANS_NOT_GIVEN:  # `?environment=` is the filter left out
+            title = prop.pop("title", None)
+            prop = {"anyOf": [prop, {"type": "string", "maxLength": 0}]}
+            if title:
+                prop["title"] = title
+            description = f"{description or ''} Empty: not given.".strip()
         param: dict[str, Any] = {"name": name, "in": "query", "required": False, "schema": prop}
         if description:
             param["description"] = description

@@ -24,6 +24,7 @@ from ulid import ULID
 from agent.api.models import (
     CLOCK_SKEW_S,
     DEPLOY_ID_PATTERN,
+    EMPTY_MEANS_NOT_GIVEN,
     IDEMPOTENCY_KEY_PATTERN,
     LIST_LIMIT_MAX,
     MAX_BODY_BYTES,
@@ -380,9 +381,10 @@ def _ended_before_registered(window: DeployWindow, now: float) -> str | None:
 
 
 def _list_query(request: web.Request) -> ListQuery:
-    """The list's query parameters. An empty value (`?state=`) is refused, naming the
-    parameter, rather than read as "not given"; a repeated one is an error, not a
-    silent pick."""
+    """The list's query parameters. An empty `environment`, `state` or `cursor` is that
+    filter left out, as the contract spells the route (`?environment=&state=&limit=50
+    &cursor=`) and as the list page reads them; an empty `limit` is refused, naming
+    it; a repeated parameter is an error, not a silent pick."""
     query = request.query
     errors: list[dict[str, Any]] = []
     values: dict[str, str] = {}
@@ -390,6 +392,8 @@ def _list_query(request: web.Request) -> ListQuery:
         given = query.getall(name)
         if len(given) > 1:
             errors.append({"loc": [name], "msg": "give this parameter at most once"})
+        elif given[0] == "" and name in EMPTY_MEANS_NOT_GIVEN:
+            continue
         elif given[0] == "":
             errors.append({"loc": [name], "msg": "must not be empty; leave it out instead"})
         else:

@@ -69,25 +69,14 @@ LATENCY_METRICS = ("latency_p50", "latency_p95", "latency_p99", "p95_duration")
 DECREASE_IS_BAD = ("crash_free_rate", "throughput")
 
 MIN_API_TOKEN_LENGTH = 16
-"""Bearer tokens guard rollbacks and cancels; shorter ones are guessable."""
+"""Bearer tokens guard rollbacks and cancels; shorter ones are guessable (a warning)."""
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
-def _long_enough(token: SecretStr) -> SecretStr:
-    """An API token is not empty and not short (its value is never in the message); an
-    element's validator, so an error names the token's own path (`api_tokens[0]`)."""
-    non_empty_secret(token)
-    length = len(token.get_secret_value())
-    if length < MIN_API_TOKEN_LENGTH:
-        raise ValueError(
-            f"has {length} characters; an API token needs at least"
-            f" {MIN_API_TOKEN_LENGTH} (make one with `openssl rand -hex 24`)"
-        )
-    return token
-
-
-ApiToken = Annotated[SecretStr, AfterValidator(_long_enough)]
+ApiToken = Annotated[SecretStr, AfterValidator(non_empty_secret)]
+"""Not empty: an element's validator, so an error names the token's own path
+(`api_tokens[0]`). A short one is a warning (`Settings.token_warnings`), not an error."""
 
 
 class ServerSettings(StrictModel):
@@ -672,6 +661,26 @@ class Settings(BaseSettings):
                 )
                 warnings.append((("environments", name, "rules", index, "max_increase"), message))
         return warnings
+
+    def token_warnings(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(loc, message) of each API token shorter than `MIN_API_TOKEN_LENGTH` (never its
+        value). A warning, not an error: the contract's reference configuration must
+        validate with its `${VAR}`s set, whatever value a user or a pipeline chose."""
+        server = self.server
+        tokens: list[tuple[tuple[str | int, ...], SecretStr]] = [
+            (("server", "api_tokens", index), token)
+            for index, token in enumerate(server.api_tokens)
+        ]
+        tokens += [(("server", "named_tokens", name), t) for name, t in server.named_tokens.items()]
+        return [
+            (
+                loc,
+                f"has {length} characters; an API token shorter than {MIN_API_TOKEN_LENGTH}"
+                " is guessable (make one with `openssl rand -hex 24`)",
+            )
+            for loc, token in tokens
+            if (length := len(token.get_secret_value())) < MIN_API_TOKEN_LENGTH
+        ]
 
     def rule_warnings(self) -> list[tuple[tuple[str | int, ...], str]]:
         """(loc, message) of each environment without rules: nothing judges its windows,

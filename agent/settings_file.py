@@ -172,6 +172,7 @@ def load_config_text(
     warnings = [
         _located(loc, message, lines, origins)
         for loc, message in [
+            *settings.token_warnings(),
             *settings.alert_routing_warnings(),
             *settings.baseline_warnings(),
             *settings.rule_warnings(),

@@ -83,8 +83,8 @@ def test_an_override_that_is_not_json_is_a_config_error_naming_it(
         ),
         (  # a list from the environment replaces the file's, items and all
             "POSTFLIGHT__SERVER__API_TOKENS",
-            '["short"]',
-            "server.api_tokens[0] (from $POSTFLIGHT__SERVER__API_TOKENS): has 5 characters",
+            '[" "]',
+            "server.api_tokens[0] (from $POSTFLIGHT__SERVER__API_TOKENS): must not be empty",
         ),
         (
             "POSTFLIGHT__SERVER__LISTN",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from common.times import rfc3339
 
@@ -24,6 +24,13 @@ FINAL_STATES: tuple[WindowState, ...] = (
     "superseded",
 )
 RollbackState = Literal["pending", "delivered", "failed", "skipped"]
+
+DeployState = Literal[WindowState, "scheduled"]
+"""What the API shows. `scheduled`: stored as an active window whose `deployed_at` has
+not come yet, so it has no rounds and no baseline (derived, not stored)."""
+DEPLOY_STATES: tuple[str, ...] = ("scheduled", *get_args(WindowState))
+"""The states the API shows and filters on (here, not in `agent.api.models`, so that the
+command line's `status --state` choices need no pydantic)."""
 
 
 def decided_verdict(

@@ -28,7 +28,7 @@ from pydantic import (
     model_serializer,
 )
 
-from agent.records import DeployWindow, RollbackIntent, WindowState
+from agent.records import DeployState, DeployWindow, RollbackIntent
 from common.durations import parse_duration
 from common.jsonsafe import json_safe
 from common.times import rfc3339
@@ -52,13 +52,6 @@ CURSOR_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,20})?_dep_[0-9A-HJKMNP-TV-Z]{26}$"
 """`<created_at>_<deploy id>`: every string of this shape is a position in the list, so
 the document's pattern says exactly which cursors the server takes."""
 
-DeployState = Literal[WindowState, "scheduled"]
-"""What the API shows. `scheduled`: stored as an active window whose `deployed_at` has
-not come yet, so it has no rounds and no baseline (derived, not stored)."""
-STATES: tuple[WindowState, ...] = get_args(WindowState)
-"""The states the store keeps."""
-DEPLOY_STATES: tuple[str, ...] = ("scheduled", *STATES)
-"""The states the API shows and filters on."""
 RuleOutcome = Literal["pass", "fail", "inconclusive"]
 RollbackStateName = Literal["pending", "delivered", "failed", "skipped"]
 

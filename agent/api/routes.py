@@ -30,7 +30,6 @@ from agent.api.models import (
     MAX_BODY_BYTES,
     MAX_SCHEDULE_AHEAD_S,
     DeployRequest,
-    DeployState,
     ListQuery,
     decode_list_cursor,
     deploy_object,
@@ -40,7 +39,13 @@ from agent.api.models import (
 )
 from agent.api.problems import ApiProblem, invalid_fields, validation_errors
 from agent.appkeys import FORESIGHT, METRICS, PAGE_LINK, SETTINGS, STORE, WINDOW_EVENTS, Foresight
-from agent.records import DeployWindow, IdempotentResponse, WindowState, decided_verdict
+from agent.records import (
+    DeployState,
+    DeployWindow,
+    IdempotentResponse,
+    WindowState,
+    decided_verdict,
+)
 from agent.settings import EnvironmentSettings
 from agent.store.base import Conflict, Store
 from agent.store.cursor import encode_cursor

@@ -1,6 +1,7 @@
 """`postflight register` and `postflight status` (contract §1): the pipeline's side, as flow.
 
-Flags in, API calls, exit code out; how it looks is `agent.cli.render`.
+Flags in (`agent.cli.arguments` declares them), API calls, exit code out; how it looks
+is `agent.cli.render`.
 
 Exit codes are the contract: 0 passed, 1 failed or rolled back, 3 no verdict
 (inconclusive, and also cancelled or superseded: nobody judged *this* deploy, so
@@ -24,11 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.api.models import (
-    DEPLOY_STATES,
-    Deploy,
-    DeployRequest,
-)
+from agent.api.models import Deploy, DeployRequest
 from agent.cli.exits import (
     EXIT_FAILED,
     EXIT_INCONCLUSIVE,
@@ -77,86 +74,6 @@ _FLAG_OF_FIELD = {
 
 class UsageError(Exception):
     """Bad flags or environment: exit 2 with this message."""
-
-
-# --- arguments ----------------------------------------------------------------------
-
-
-def _connection_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("agent")
-    group.add_argument(
-        "--url", metavar="URL", help="the agent's base URL (default: $POSTFLIGHT_URL)"
-    )
-    group.add_argument(
-        "--token",
-        metavar="TOKEN",
-        help="an API token, one of server.api_tokens"
-        " (default: $POSTFLIGHT_TOKEN, else $POSTFLIGHT_API_TOKEN)",
-    )
-    group.add_argument(
-        "--request-timeout",
-        metavar="DURATION",
-        default="10s",
-        help="bound on each HTTP request (default: 10s)",
-    )
-
-
-def add_register_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `postflight register` (contract §1, plus a few documented extras)."""
-    _connection_arguments(parser)
-    parser.add_argument("--env", required=True, metavar="ENV", help="a configured environment")
-    parser.add_argument("--version", required=True, metavar="V", help="the version deployed")
-    parser.add_argument("--previous", metavar="V0", help="the version it replaces")
-    parser.add_argument("--commit", metavar="SHA", help="the commit deployed")
-    parser.add_argument(
-        "--label",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a label (repeatable, at most 32)",
-    )
-    parser.add_argument(
-        "--window", metavar="DURATION", help="how long to watch (default: the environment's)"
-    )
-    parser.add_argument(
-        "--deployed-at", metavar="TIME", help="RFC 3339 time the deploy went live (default: now)"
-    )
-    parser.add_argument(
-        "--idempotency-key",
-        metavar="KEY",
-        help="makes retries of this registration safe (default: a fresh key per invocation)",
-    )
-    parser.add_argument(
-        "--wait",
-        action="store_true",
-        help="show progress until the window ends; exit 0 passed, 1 failed or rolled back,"
-        " 3 inconclusive, cancelled, superseded or still open at --timeout",
-    )
-    parser.add_argument(
-        "--timeout",
-        metavar="DURATION",
-        default="30m",
-        help="with --wait, give up after this long (default: 30m)",
-    )
-    _output_arguments(parser)
-
-
-def add_status_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `postflight status [ID] [--env ENV]`."""
-    parser.add_argument("id", nargs="?", metavar="ID", help="a deploy id (default: recent ones)")
-    parser.add_argument("--env", metavar="ENV", help="only this environment's windows")
-    parser.add_argument("--state", choices=DEPLOY_STATES, help="only windows in this state")
-    parser.add_argument(
-        "--limit", type=int, default=20, metavar="N", help="how many windows (default: 20)"
-    )
-    _connection_arguments(parser)
-    _output_arguments(parser)
-
-
-def _output_arguments(parser: argparse.ArgumentParser) -> None:
-    out = parser.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true", help="print the deploy object(s) as JSON")
-    out.add_argument("--quiet", "-q", action="store_true", help="print only deploy ids")
 
 
 def _connection(args: argparse.Namespace) -> tuple[str, str, float]:
@@ -231,7 +148,8 @@ def _exit_for(state: str) -> int:
 def register_command(args: argparse.Namespace) -> int:
     """`postflight register …`; returns the exit code (see the module docstring).
 
-    `args` is what `add_register_arguments` parses (every flag has its attribute).
+    `args` is what `agent.cli.arguments.add_register_arguments` parses (every flag has
+    its attribute).
     """
     try:
         url, token, request_timeout = _connection(args)
@@ -338,7 +256,7 @@ def _with_warnings(final: Deploy, registered: Deploy) -> Deploy:
 def status_command(args: argparse.Namespace) -> int:
     """`postflight status [ID] [--env ENV]`: 0, or 2 on any error.
 
-    `args` is what `add_status_arguments` parses (every flag has its attribute).
+    `args` is what `agent.cli.arguments.add_status_arguments` parses (every flag has its attribute).
     """
     try:
         url, token, request_timeout = _connection(args)

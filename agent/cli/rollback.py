@@ -10,17 +10,11 @@ import argparse
 import asyncio
 import sys
 
-from agent.cli.commands import UsageError, _connection, _connection_arguments
+from agent.cli.commands import UsageError, _connection
 from agent.cli.exits import EXIT_USAGE
 from agent.client import ApiError, ClientError, PostflightClient
 
 EXIT_ACCEPTED, EXIT_REFUSED = 0, 1
-
-
-def add_rollback_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("id", help="the deploy id (dep_…)")
-    parser.add_argument("--reason", required=True, help="why: recorded, alerted and sent on")
-    _connection_arguments(parser)
 
 
 def rollback_command(args: argparse.Namespace) -> int:

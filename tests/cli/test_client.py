@@ -26,12 +26,8 @@ from aiohttp.test_utils import TestServer
 from agent.api.models import DeployRequest
 from agent.appkeys import FORESIGHT
 from agent.cli import commands as cli_client
-from agent.cli.commands import (
-    add_register_arguments,
-    add_status_arguments,
-    register_command,
-    status_command,
-)
+from agent.cli.arguments import add_register_arguments, add_status_arguments
+from agent.cli.commands import register_command, status_command
 from agent.cli.render import Progress, Style
 from agent.client import ApiError, BadResponse, PostflightClient, Unreachable
 from agent.records import DeployWindow, RollbackIntent, RoundRecord

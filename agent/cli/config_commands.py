@@ -1,0 +1,180 @@
+"""The commands that read a configuration file here, with no agent to ask: `run` (the
+daemon), `check`, `validate-config` and `schema` (contract §1).
+
+Every user error ends in one clear message and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from agent.settings_file import ConfigError, LoadedConfig, load_config
+
+if TYPE_CHECKING:
+    from agent.settings import Settings
+    from checks.base import CheckResult
+
+log = logging.getLogger(__name__)
+
+
+def _config_path(explicit: str | None) -> str:
+    return explicit or os.environ.get("POSTFLIGHT_CONFIG") or "postflight.yaml"
+
+
+def _load(path: str) -> Settings | None:
+    """The settings, or None after printing every configuration error."""
+    loaded = _load_config(path)
+    return None if loaded is None else loaded.settings
+
+
+def _load_config(path: str) -> LoadedConfig | None:
+    """The settings and their warnings, or None after printing every configuration error."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return None
+
+
+def validate_command(args: argparse.Namespace) -> int:
+    path = _config_path(args.path)
+    loaded = _load_config(path)
+    if loaded is None:
+        return EXIT_USAGE
+    envs = ", ".join(
+        f"{name} ({len(env.checks)} checks, {len(env.rules)} rules, {env.analysis.policy})"
+        for name, env in loaded.settings.environments.items()
+    )
+    print(f"{path}: valid — environments: {envs}")
+    for warning in loaded.warnings:  # valid all the same: exit 0
+        print(f"  warning: {warning}", file=sys.stderr)
+    return EXIT_OK
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from agent.logs import setup_logging
+    from agent.observability import init_newrelic
+    from agent.store.location import store_location
+    from common.redaction import Redactor
+
+    path = _config_path(args.config)
+    loaded = _load_config(path)
+    if loaded is None:
+        return EXIT_USAGE
+    settings = loaded.settings
+    setup_logging(args.log_format, args.log_level, Redactor(settings.secret_values()))
+    # both as absolute paths: a relative store path resolves against the working
+    # directory, so a start from another directory opens (or creates) another store
+    log.info("config %s; store %s", os.path.abspath(path), store_location(settings.store.url))
+    for warning in loaded.warnings:  # once, at start: the daemon runs all the same
+        log.warning("configuration: %s", warning)
+    init_newrelic()
+    from agent.app import serve
+    from agent.store.base import StoreError
+
+    async def main_loop() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    try:
+        _event_loop_runner()(main_loop())
+    except StoreError as exc:
+        print(f"postflight: store error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"postflight: cannot listen on {settings.server.listen}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
+    """uvloop when installed (the `fast` extra): cheaper timers and sockets."""
+    try:
+        import uvloop
+
+        runner: Callable[[Coroutine[Any, Any, None]], None] = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    return runner
+
+
+def check_command(args: argparse.Namespace) -> int:
+    settings = _load(_config_path(args.config))
+    if settings is None:
+        return EXIT_USAGE
+    env = settings.environments.get(args.env)
+    if env is None:
+        known = ", ".join(settings.environments)
+        print(f"postflight: unknown environment {args.env!r} (known: {known})", file=sys.stderr)
+        return EXIT_USAGE
+    from agent.metrics import Metrics
+    from agent.windows.probing import EnvironmentProbe
+    from checks.sessions import TargetSessions
+
+    async def run_all() -> list[CheckResult]:
+        sessions = TargetSessions()
+        try:
+            probe = EnvironmentProbe(args.env, env, sessions, Metrics(), settings.secret_values())
+            results = list(await asyncio.gather(*(probe.run_once(c) for c in probe.checks)))
+            # A run the agent's own stall made unreadable (`checks.lag`) says nothing of the
+            # target: run it once more, alone
+            for i, check in enumerate(probe.checks):
+                if _dropped(results[i]):
+                    results[i] = await probe.run_once(check)
+            for check in probe.checks:  # a load check's own connections
+                aclose = getattr(check, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        finally:
+            await sessions.aclose()
+        return results
+
+    results = asyncio.run(run_all())
+    width = max([len(r.check) for r in results] + [5])
+    print(f"{'CHECK':<{width}}  {'TYPE':<6}  {'RESULT':<7}  {'TIME':>8}  DETAIL")
+    for r in results:
+        shown = "dropped" if _dropped(r) else "pass" if r.ok else "FAIL"
+        print(
+            f"{r.check:<{width}}  {r.type:<6}  {shown:<7}  {r.duration_s * 1000:>6.0f}ms"
+            f"  {r.message}"
+        )
+    failed = sum(1 for r in results if not r.ok)
+    dropped = sum(1 for r in results if _dropped(r))
+    summary = f"\n{len(results) - failed - dropped} passed, {failed} failed"
+    if dropped:
+        summary += f", {dropped} not judged (the agent itself was stalled; see DETAIL)"
+    print(summary)
+    return EXIT_FAILED if failed or dropped else EXIT_OK
+
+
+def _dropped(result: CheckResult) -> bool:
+    """A run dropped as the agent's (`checks.lag`): neither a pass nor a failure."""
+    return bool(result.details.get("dropped"))
+
+
+def schema_command(args: argparse.Namespace) -> int:
+    from agent.config_schema import config_schema
+
+    text = json.dumps(config_schema(), indent=2) + "\n"
+    if args.output:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            print(f"postflight: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK

@@ -1,0 +1,128 @@
+"""What a `postflight` command loads: only its own modules. A pipeline runs `register` on
+every deploy, people run `status` and `--help`; the daemon's stack (the judge's numpy and
+scipy, apprise, Sentry's and New Relic's SDKs, the web server, the store) costs a second
+or more of CPU per process and none of them uses it (`bench/cli_start.py` has figures).
+
+Each case runs the real entry point in a fresh interpreter and reads `sys.modules` after
+the commands ran: a behaviour, not a timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import TOKEN, AgentFactory, FlipTarget, environment
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+RUN_COMMANDS = """
+import json, sys
+from agent.cli import main
+codes = []
+for argv in json.loads(sys.argv[1]):
+    try:
+        codes.append(main(argv))
+    except SystemExit as exc:  # --help and usage errors end this way
+        codes.append(exc.code)
+with open(sys.argv[2], "w") as out:
+    json.dump({"codes": codes, "modules": sorted(sys.modules)}, out)
+"""
+
+DAEMON_ONLY = (
+    "numpy",
+    "scipy",
+    "apprise",
+    "sentry_sdk",
+    "newrelic",
+    "prometheus_client",
+    "jinja2",
+    "yaml",
+    "aiohttp.web",
+    "aiosqlite",
+    "agent.settings",
+    "agent.analysis",
+    "agent.windows",
+    "agent.store",
+    "agent.app",
+    "checks",
+)
+"""Modules no command that talks to an agent needs."""
+CLIENT_ONLY = ("aiohttp", "pydantic", "asyncio", "agent.client", "agent.api.models")
+"""Modules only a command that talks to an agent needs (not `--help`, not a usage error)."""
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTFLIGHT")}
+    env.update(PYTHONPATH=str(ROOT), NO_COLOR="1")
+    return env
+
+
+def _loaded(modules: list[str], names: tuple[str, ...]) -> list[str]:
+    """Those of `names` loaded, as packages: `numpy` counts `numpy.linalg` too."""
+    return sorted({n for n in names for m in modules if m == n or m.startswith(n + ".")})
+
+
+def test_help_and_usage_errors_load_neither_the_client_nor_the_daemon(tmp_path: Path) -> None:
+    commands = [
+        ["--help"],
+        ["register", "--help"],
+        ["status", "--help"],
+        ["rollback", "--help"],
+        ["register", "--env", "production"],  # no --version: a usage error, exit 2
+    ]
+    result = tmp_path / "result.json"
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_COMMANDS, json.dumps(commands), str(result)],
+        cwd=ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "postflight register" in done.stdout  # the help was printed
+    report: dict[str, Any] = json.loads(result.read_text())
+    assert report["codes"] == [0, 0, 0, 0, 2], done.stderr
+    assert _loaded(report["modules"], DAEMON_ONLY + CLIENT_ONLY) == []
+
+
+async def test_register_and_status_against_an_agent_load_none_of_the_daemon(
+    start_agent: AgentFactory, flip_target: FlipTarget, tmp_path: Path
+) -> None:
+    agent = await start_agent(environment("production", flip_target.url))
+    connection = ["--url", agent.url, "--token", TOKEN]
+    commands = [
+        ["register", *connection, "--env", "production", "--version", "v1", "--wait"],
+        ["status", *connection],
+        ["status", *connection, "--env", "production", "--json"],
+    ]
+    result = tmp_path / "result.json"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        RUN_COMMANDS,
+        json.dumps(commands),
+        str(result),
+        cwd=ROOT,
+        env=_env(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    report: dict[str, Any] = json.loads(result.read_text())
+    assert report["codes"] == [0, 0, 0], out.decode() + err.decode()  # the window passed
+    assert "passed" in out.decode()
+    modules: list[str] = report["modules"]
+    assert _loaded(modules, CLIENT_ONLY) == sorted(CLIENT_ONLY)  # it did talk to the agent
+    assert _loaded(modules, DAEMON_ONLY) == []

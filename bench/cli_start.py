@@ -1,0 +1,121 @@
+"""What one `postflight` client command costs a deploy pipeline: wall and CPU time of
+each process, start to exit (the interpreter, the imports, the work), median of N runs.
+
+    python bench/cli_start.py [--runs 10] [--json]
+
+`register` and `status` talk to a real daemon (`postflight run`, started here on an
+embedded SQLite store in a temporary directory, its one environment's target down and
+its rollback a dry run); `validate-config` reads the contract's example configuration.
+Each command runs once uncounted first, with bytecode caching on (as an installed package
+has its `.pyc` files): the figures are imports and work, not compiling the sources.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.e2e.crash import ROOT, TOKEN, free_port, server_and_store, start_agent
+
+EXAMPLE = ROOT.parent / "shared" / "spec" / "postflight.example.yaml"
+if not EXAMPLE.exists():  # a clone outside the team's tree
+    EXAMPLE = Path("/work/shared/spec/postflight.example.yaml")
+EXAMPLE_ENV = {  # the secrets the example configuration names, long enough to validate
+    "POSTFLIGHT_API_TOKEN": "bench-api-token-0123456789",
+    "SENTRY_AUTH_TOKEN": "bench-sentry-token",
+    "NEW_RELIC_API_KEY": "bench-newrelic-key",
+    "ROLLBACK_SECRET": "bench-rollback-secret",
+}
+
+
+def _config(workdir: Path, port: int) -> Path:
+    text = server_and_store(workdir, port) + (
+        "environments:\n"
+        "  production:\n"
+        f"    base_url: http://127.0.0.1:{free_port()}\n"
+        "    window: 10m\n"
+        "    interval: 30s\n"
+        "    checks:\n"
+        "      - {name: api-health, type: http, path: /health, timeout: 200ms}\n"
+        "    rules:\n"
+        "      - {name: probe-errors, source: checks, metric: error_rate, max: 0.05}\n"
+        "    rollback: {url: http://127.0.0.1:9/rollback, secret: bench-secret-0123, "
+        "dry_run: true}\n"
+    )
+    path = workdir / "postflight.yaml"
+    path.write_text(text)
+    return path
+
+
+def _time(argv: list[str], env: dict[str, str], runs: int) -> dict[str, float]:
+    """Median wall and CPU (user + system) seconds of `python -m agent *argv`."""
+    walls, cpus = [], []
+    subprocess.run([sys.executable, "-m", "agent", *argv], cwd=ROOT, env=env, capture_output=True)
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "agent", *argv], cwd=ROOT, env=env, capture_output=True
+        )
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        if done.returncode != 0:
+            raise RuntimeError(f"{argv} exited {done.returncode}: {done.stderr.decode()}")
+    return {"wall_s": statistics.median(walls), "cpu_s": statistics.median(cpus)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **EXAMPLE_ENV)
+    for unwanted in (
+        "SENTRY_DSN",
+        "NEW_RELIC_LICENSE_KEY",
+        "POSTFLIGHT_URL",
+        "POSTFLIGHT_TOKEN",
+        "PYTHONDONTWRITEBYTECODE",
+    ):
+        env.pop(unwanted, None)
+    figures: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        agent = start_agent(_config(Path(tmp), port), port, Path(tmp) / "agent.log")
+        try:
+            url = ["--url", f"http://127.0.0.1:{port}", "--token", TOKEN]
+            commands = {
+                "--help": ["--help"],
+                "register --help": ["register", "--help"],
+                "register": ["register", *url, "--env", "production", "--version", "v1"],
+                "status": ["status", *url],
+                "validate-config": ["validate-config", str(EXAMPLE)],
+            }
+            for name, argv in commands.items():
+                figures[name] = _time(argv, env, args.runs)
+        finally:
+            agent.terminate()
+            agent.wait(timeout=15)
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return 0
+    print(f"postflight commands, median of {args.runs} processes each")
+    print(f"{'command':<18} {'wall':>8} {'cpu':>8}")
+    for name, f in figures.items():
+        print(f"{name:<18} {f['wall_s'] * 1000:>6.0f}ms {f['cpu_s'] * 1000:>6.0f}ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

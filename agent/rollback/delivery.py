@@ -39,6 +39,7 @@ from agent.store.base import AlertClaim, Store
 from common.redaction import Redactor
 from common.retry_after import RETRYABLE_STATUSES, retry_after_seconds
 from common.times import rfc3339
+from common.tracebacks import without_tracebacks
 
 log = logging.getLogger("postflight.rollback")
 
@@ -484,7 +485,8 @@ class RollbackDelivery:
                 retry_after = retry_after_seconds(
                     response.headers.get("Retry-After"), self._clock()
                 )
-        except TimeoutError:
+        except TimeoutError as exc:
+            without_tracebacks(exc)
             return _Outcome(
                 "retryable",
                 None,
@@ -492,10 +494,10 @@ class RollbackDelivery:
                 None,
                 loop.time() - started,
             )
-        except (aiohttp.ClientError, OSError) as exc:
-            error = self._redact(f"{type(exc).__name__}: {exc}")[:_ERROR_SNIPPET]
-            return _Outcome("retryable", None, error, None, loop.time() - started)
-        except Exception as exc:  # a bug or an odd URL: keep trying rather than give up
+        except Exception as exc:  # refused, reset; a bug or an odd URL: keep trying
+            # kept as words only: aiohttp's exceptions sit in frames their own tracebacks
+            # hold, a cycle per refused attempt left for the rare collection otherwise
+            without_tracebacks(exc)
             error = self._redact(f"{type(exc).__name__}: {exc}")[:_ERROR_SNIPPET]
             return _Outcome("retryable", None, error, None, loop.time() - started)
         duration = loop.time() - started

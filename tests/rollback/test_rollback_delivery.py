@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import socket
@@ -306,6 +307,33 @@ async def test_connection_refused_is_retried_then_fails_without_raising(
     assert done.state == "failed" and done.attempts == 2 and done.last_status is None
     rows = await deliveries(store, "dep_01JDTEST")
     assert all(r.error for r in rows)
+
+
+async def test_refused_attempts_leave_no_exceptions_for_the_collector(
+    store: SqliteStore, delivery: RollbackDelivery
+) -> None:
+    """A refused attempt's exceptions are freed with it, without a collection: aiohttp and
+    aiohappyeyeballs keep each in a frame its own traceback holds (`common.tracebacks`),
+    ~90 objects an attempt, and the daemon collects rarely (`agent.windows.heap`): a
+    receiver down left them behind at every retry."""
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/rollback"
+    warm = await stored_intent(store, "dep_01JDWARM")  # what stays for good: the session…
+    await delivery.deliver(warm, settings(url, max_attempts=1), "production")
+    gc.collect()
+    gc.disable()
+    try:
+        before = sum(1 for o in gc.get_objects() if isinstance(o, BaseException))
+        done = await delivery.deliver(
+            await stored_intent(store), settings(url, max_attempts=3), "production"
+        )
+        alive = sum(1 for o in gc.get_objects() if isinstance(o, BaseException)) - before
+    finally:
+        gc.enable()
+    assert done.state == "failed" and done.attempts == 3
+    assert alive == 0
 
 
 async def test_each_attempt_is_stored_before_it_is_sent(

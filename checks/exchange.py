@@ -244,7 +244,11 @@ async def _lean_exchange(
         parsed, sent = await lean.request(head, url, timeout_s, request.keep_body)
     except (*_LEAN_FAILURES, httptools.HttpParserError) as exc:
         kind, message = _lean_failure(exc, url, timeout_s)
-        raise ProbeFailed.timed(kind, message, time.perf_counter() - t0, timeout_s) from exc
+        # the waiter future a timed-out or cut-off exchange awaited holds its exception in
+        # `LeanClient.request`'s frame, which that exception's traceback holds: a cycle
+        raise ProbeFailed.timed(kind, message, time.perf_counter() - t0, timeout_s) from (
+            without_tracebacks(exc)
+        )
     return _lean_reply(parsed, url, request.allow_redirects, t0 if started is not None else sent)
 
 

@@ -298,6 +298,29 @@ async def test_slow_target_times_out(make_ctx: MakeContext, target: URL) -> None
     assert latency is not None and 0.2 <= latency < 3.0
 
 
+async def test_a_timed_out_probe_leaves_no_exceptions_for_the_collector(
+    make_ctx: MakeContext, target: URL
+) -> None:
+    """A timed-out probe's exceptions are freed with its result, without a collection: the
+    lean client's waiter future keeps the TimeoutError in the frame that awaited it, which
+    its traceback holds (`common.tracebacks`); the daemon collects rarely
+    (`agent.windows.heap`), and a hung target times out every round."""
+    import gc
+
+    await probe(make_ctx, target, path="/slow?ms=2000", timeout="100ms")  # warm
+    gc.collect()
+    gc.disable()
+    try:
+        before = sum(1 for o in gc.get_objects() if isinstance(o, BaseException))
+        for _ in range(3):
+            result = await probe(make_ctx, target, path="/slow?ms=2000", timeout="100ms")
+            assert result.samples[0].error == "timeout"
+        alive = sum(1 for o in gc.get_objects() if isinstance(o, BaseException)) - before
+    finally:
+        gc.enable()
+    assert alive == 0
+
+
 async def test_a_refused_connection_is_an_error_with_no_latency(
     make_ctx: MakeContext, unused_tcp_port: int
 ) -> None:

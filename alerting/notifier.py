@@ -26,6 +26,7 @@ import apprise
 from agent.alert_channels import channel_label, piece_redactor, routed, unusable_channel
 from agent.metrics import Metrics
 from agent.settings import AlertChannel
+from alerting.cycles import drop_request_tracebacks, sending
 from alerting.events import Alert
 from alerting.templates import render
 
@@ -187,6 +188,7 @@ class Notifier:
         # apprise quotes URLs piece by piece (a Slack token alone): hide every piece
         self._pieces = piece_redactor(c.url.get_secret_value() for c in channels)
         _guard_apprise_logs(self._pieces)
+        drop_request_tracebacks()  # a channel down leaves no cycle per alert (`alerting.cycles`)
         asset = apprise.AppriseAsset(app_id="Postflight", async_mode=True)
         self._channels: list[apprise.Apprise | None] = []
         self._urls: list[str] = []
@@ -367,14 +369,15 @@ class Notifier:
             _RETRYING.set(True)
             how["log_level"] = logging.INFO  # …and are still captured for `_explain`
         try:
-            res = await ap.async_notify(
-                body=body,
-                title=title,
-                notify_type=notify_type,
-                body_format=apprise.NotifyFormat.MARKDOWN,
-                timeout=self._timeout,
-                **how,
-            )
+            with sending():
+                res = await ap.async_notify(
+                    body=body,
+                    title=title,
+                    notify_type=notify_type,
+                    body_format=apprise.NotifyFormat.MARKDOWN,
+                    timeout=self._timeout,
+                    **how,
+                )
         except Exception as exc:  # apprise promises not to, but a plugin may
             return ChannelResult(
                 index, url, False, self._pieces(self._redact(f"{type(exc).__name__}: {exc}"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -362,3 +363,23 @@ async def test_a_retry_counts_its_delivery_and_not_its_repeated_failure(
     assert sum("retry 1 failed on json://127.0.0.1:" in m and "error=500" in m for m in infos) == 1
     assert sum("delivered on retry 3 to json://127.0.0.1:" in m for m in infos) == 1, infos
     assert len(json_sink.notifications) == 1
+
+
+async def test_a_channel_down_leaves_no_exceptions_for_the_collector(metrics: Metrics) -> None:
+    """A refused json:// send's exceptions are freed with it, without a collection:
+    urllib3 keeps each in a frame its own traceback holds (`alerting.cycles`), ~165
+    objects a send, and the daemon collects rarely (`agent.windows.heap`): a channel down
+    left them behind at every alert and retry."""
+    notify = notifier([("json://127.0.0.1:9/alerts", [])], metrics, timeout=2.0)
+    await notify.send(alert(), [])  # warm: what stays for good (apprise's pools, threads)
+    gc.collect()
+    gc.disable()
+    try:
+        before = sum(1 for o in gc.get_objects() if isinstance(o, BaseException))
+        for retry in range(3):
+            outcome = await notify.send(alert(), [], retry=retry)
+            assert outcome.result == "failed"
+        alive = sum(1 for o in gc.get_objects() if isinstance(o, BaseException)) - before
+    finally:
+        gc.enable()
+    assert alive == 0

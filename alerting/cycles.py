@@ -1,17 +1,25 @@
-"""A failed alert over HTTP leaves no reference cycle for the collector.
+"""Sending an alert leaves no reference cycle for the collector.
 
-apprise's HTTP plugins (json://, Slack, webhooks…) send through requests and urllib3, and
-a request that fails (refused, timed out, reset) leaves its exception in a frame its own
-traceback holds: urllib3's `urlopen` keeps it as `new_e`/`err`, `Retry.increment` as
-`error` (urllib3 issue #3082). The plugin catches it and logs a line, and ~165 objects
-(frames, tracebacks, connections; ~25 kB) wait for the cyclic collector, which the daemon
-runs rarely (`agent.windows.heap`): a channel down piled them up at every alert and retry.
-apprise catches the exception inside the plugin, so it never reaches us; the one place it
-passes through on its way there is `requests.Session.send`. While a notifier's send runs
-(`sending`, a context variable apprise's worker threads inherit: it runs each plugin in a
-copy of the caller's context), the exception leaving `Session.send` is stripped of its
-tracebacks (`common.tracebacks`) and raised on unchanged otherwise: apprise keeps only its
-words. Outside a send (nothing else in the agent uses requests) nothing changes.
+The daemon collects rarely (`agent.windows.heap`), so whatever a send leaves in cycles
+waits, alert after alert and retry after retry, for a young collection. Two sources,
+both inside apprise's call, where neither the exceptions nor the objects reach us:
+
+- apprise's HTTP plugins (json://, Slack, webhooks…) send through requests and urllib3,
+  and a request that fails (refused, timed out, reset) leaves its exception in a frame
+  its own traceback holds: urllib3's `urlopen` keeps it as `new_e`/`err`,
+  `Retry.increment` as `error` (urllib3 issue #3082); ~165 objects (~35 kB) a failed
+  send. The plugin catches it, so the one place it passes on its way there is
+  `requests.Session.send`: while a notifier sends (`sending`, a context variable
+  apprise's worker threads inherit, as it runs each plugin in a copy of the caller's
+  context), the exception leaving it loses its tracebacks (`common.tracebacks`) and goes
+  on unchanged otherwise (apprise logs only its words). Outside a send (nothing else in
+  the agent uses requests) nothing changes.
+- apprise renders the Markdown body as HTML for an e-mail (any HTML channel) with a new
+  Python-Markdown instance each time, which refers to itself through its processors:
+  ~127 objects (~23 kB) a mail, sent or not. `reuse_markdown` has it convert with one
+  instance, set up as apprise sets up its own and reset between conversions (as
+  Python-Markdown asks of a reused one), under a lock: the same HTML (tested against
+  apprise's own), no garbage.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import string
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,7 +39,7 @@ from common.tracebacks import without_tracebacks
 _SENDING: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "postflight_alert_sending", default=False
 )
-_MARK = "_postflight_drops_tracebacks"
+_MARK = "_postflight_no_cycles"
 
 
 @contextlib.contextmanager
@@ -60,3 +70,46 @@ def drop_request_tracebacks() -> None:
 
     setattr(send, _MARK, True)
     requests.Session.send = send  # type: ignore[method-assign]
+
+
+def reuse_markdown() -> None:
+    """Have apprise's Markdown-to-HTML conversion reuse one Python-Markdown instance, set
+    up as apprise sets up each of its own (idempotent; nothing done if apprise's
+    converter is not the one this was written against)."""
+    from apprise.common import NotifyFormat
+    from apprise.conversion import format as conversion
+
+    key = (NotifyFormat.MARKDOWN, NotifyFormat.HTML)
+    original = conversion.CONVERTERS.get(key)
+    if original is not conversion.markdown_to_html:
+        return  # already ours, or apprise changed: its own conversion stays
+    lock = threading.Lock()
+    reused: list[Any] = []
+
+    @functools.wraps(original)
+    def markdown_to_html(content: str, extensions: Any = None) -> str:
+        if extensions is not None:
+            return original(content, extensions)
+        with lock:
+            if not reused:
+                reused.append(_apprise_markdown(conversion._MARKDOWN_EXTENSIONS))
+            md = reused[0]
+            try:
+                return str(md.convert(content))
+            finally:
+                md.reset()
+
+    setattr(markdown_to_html, _MARK, True)
+    conversion.CONVERTERS[key] = markdown_to_html
+
+
+def _apprise_markdown(extensions: Any) -> Any:
+    """A Python-Markdown instance as `apprise.conversion.format.markdown_to_html` makes
+    one: its extensions, every ASCII punctuation escapable, escapes written as HTML."""
+    from apprise.compat.markdown33 import escape_placeholders_as_html
+    from markdown import Markdown  # type: ignore[import-untyped]
+
+    md = Markdown(extensions=list(extensions))
+    md.ESCAPED_CHARS = sorted(set(md.ESCAPED_CHARS) | set(string.punctuation))
+    escape_placeholders_as_html(md)
+    return md

@@ -26,7 +26,7 @@ import apprise
 from agent.alert_channels import channel_label, piece_redactor, routed, unusable_channel
 from agent.metrics import Metrics
 from agent.settings import AlertChannel
-from alerting.cycles import drop_request_tracebacks, sending
+from alerting.cycles import drop_request_tracebacks, reuse_markdown, sending
 from alerting.events import Alert
 from alerting.templates import render
 
@@ -188,7 +188,8 @@ class Notifier:
         # apprise quotes URLs piece by piece (a Slack token alone): hide every piece
         self._pieces = piece_redactor(c.url.get_secret_value() for c in channels)
         _guard_apprise_logs(self._pieces)
-        drop_request_tracebacks()  # a channel down leaves no cycle per alert (`alerting.cycles`)
+        drop_request_tracebacks()  # no cycle left per alert (`alerting.cycles`)
+        reuse_markdown()
         asset = apprise.AppriseAsset(app_id="Postflight", async_mode=True)
         self._channels: list[apprise.Apprise | None] = []
         self._urls: list[str] = []

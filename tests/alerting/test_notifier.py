@@ -18,6 +18,7 @@ from agent.settings import AlertChannel, RollbackSettings
 from agent.store.sqlite import SqliteStore
 from alerting.events import Alert
 from alerting.notifier import Notifier, channel_url_errors
+from alerting.templates import render
 from common.redaction import Redactor
 from tests.receivers import HangingServer, JsonSink, RollbackReceiver, SmtpSink, text_of
 
@@ -383,3 +384,47 @@ async def test_a_channel_down_leaves_no_exceptions_for_the_collector(metrics: Me
     finally:
         gc.enable()
     assert alive == 0
+
+
+async def test_an_e_mail_leaves_no_markdown_renderer_for_the_collector(metrics: Metrics) -> None:
+    """apprise renders an e-mail's Markdown with a new Python-Markdown instance, which
+    refers to itself (~127 objects a mail, sent or not); the notifier has it reuse one
+    (`alerting.cycles`), so none is left for the collector, which the daemon runs rarely."""
+    from markdown import Markdown  # type: ignore[import-untyped]
+
+    down = "mailto://127.0.0.1:9?from=postflight@example.com&to=oncall@example.com"
+    notify = notifier([(down, [])], metrics, timeout=2.0)
+    await notify.send(alert(), [])  # warm: the one renderer kept
+    gc.collect()
+    gc.disable()
+    try:
+        before = sum(1 for o in gc.get_objects() if isinstance(o, Markdown))
+        for retry in range(3):
+            assert (await notify.send(alert(), [], retry=retry)).result == "failed"
+        alive = sum(1 for o in gc.get_objects() if isinstance(o, Markdown)) - before
+    finally:
+        gc.enable()
+    assert alive == 0
+
+
+def test_the_reused_markdown_renderer_writes_what_apprise_writes(metrics: Metrics) -> None:
+    """The same HTML as apprise's own conversion (a new instance each time) for every kind
+    of alert body, in any order: nothing of one conversion leaks into the next."""
+    from apprise.common import NotifyFormat
+    from apprise.conversion import convert_between
+    from apprise.conversion.format import markdown_to_html
+
+    notifier([("json://127.0.0.1:9/alerts", [])], metrics)  # installs the reuse
+    page = "https://postflight.example.com/deploys/dep_01JDTEST?view=v1.9.abc"
+    answer = '<html><a href="https://evil.example/ok">x</a> [md](https://e.example) <!-- &'
+    bodies = [
+        render(alert())[1],
+        render(alert(rules=[{**RULE, "link": page}], link=page))[1],
+        render(alert(reason=f"probe-errors: {answer}", commit="`<b>x</b>"))[1],
+        "| a | b |\n|---|---|\n| 1 | 2 |\n\n```\ncode <x>\n```\nline\nbreak \\& \\< [r][1]\n\n[1]: https://r.example",
+        "a reference defined only in the body before: [r][1]",
+        render(alert("inconclusive", reason="sentry: could not reach Sentry"))[1],
+    ]
+    for body in [*bodies, *reversed(bodies)]:
+        ours = convert_between(NotifyFormat.MARKDOWN, NotifyFormat.HTML, body)
+        assert ours == markdown_to_html(body)

@@ -11,6 +11,10 @@ message, its tracebacks are dropped at once.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from typing import Any
+
 
 def without_tracebacks(exc: BaseException) -> BaseException:
     """`exc` and every exception chained to it, stripped of their tracebacks (which hold
@@ -25,3 +29,14 @@ def without_tracebacks(exc: BaseException) -> BaseException:
         current.__traceback__ = None
         pending += (current.__cause__, current.__context__)
     return exc
+
+
+def drop_cancellation(task: asyncio.Future[Any]) -> None:
+    """A done callback for a task cancelled and never awaited: a cancelled task keeps the
+    CancelledError its coroutine raised until someone asks for its result, and that
+    exception's traceback holds the coroutine's frames, which hold (through `self`, or
+    `asyncio.current_task()` in a local) the task: a cycle that takes everything those
+    frames reach (a whole window's watch) to the collector. Asking for it once frees it."""
+    if task.cancelled():
+        with contextlib.suppress(asyncio.CancelledError):
+            task.result()

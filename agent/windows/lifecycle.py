@@ -60,6 +60,7 @@ from agent.windows.schedule import RoundSchedule, overrun_s, round_timing
 from alerting.events import Alert, AlertEvent, breach_key, provider_key, resolved_key
 from checks.base import CheckResult, Sample
 from common.times import rfc3339
+from common.tracebacks import drop_cancellation
 
 log = logging.getLogger("postflight.window")
 
@@ -244,6 +245,7 @@ class WindowWatch:
         finally:  # a decided, lost or stopped watch leaves no fetch behind
             for task in [*(t for t, _ in self.fetching.values()), *self.refetching.values()]:
                 task.cancel()
+                task.add_done_callback(drop_cancellation)  # else a cycle holding the watch
 
     async def _watch(self) -> None:
         if not await self._until_deployed():

@@ -16,8 +16,10 @@ from agent.metrics import Metrics
 from agent.settings_file import load_settings_text
 from agent.windows.probing import EnvironmentProbe, Limit
 from checks.base import Check, CheckConfig, CheckContext, CheckResult
+from checks.lag import AGENT_SHARE
 from checks.registry import DEADLINE_GRACE_S, run_check
 from checks.sessions import TargetSessions
+from tests.thread_target import thread_target
 
 CONFIG = """
 server: {{api_tokens: [tok-1234567890abcdef]}}
@@ -54,27 +56,57 @@ async def silent_target() -> AsyncIterator[tuple[str, list[float]]]:
     server.close()
 
 
+def _the_agents(result: CheckResult) -> bool:
+    """Whether `result` was dropped as the agent's (`checks.lag`): its loop stalled for more
+    than `AGENT_SHARE` of the wait (a busy machine's scheduler does that to a 2-core host's
+    tests), so it says nothing of the target; the stall it was dropped on is on record."""
+    if result.details.get("dropped") != "agent_lag":
+        return False
+    assert not result.samples and "agent overloaded" in result.message, result
+    assert result.details["stalled_s"] > AGENT_SHARE * result.duration_s, result.details
+    return True
+
+
+ATTEMPTS = 3
+"""Rounds a test may run until the agent vouches for what it read: one dropped as the
+agent's is no evidence either way (`_the_agents`), and a busy machine stalls a loop past
+its share now and then, not round after round."""
+
+
 async def test_a_silent_target_times_out_within_the_round(
     silent_target: tuple[str, list[float]],
 ) -> None:
+    """2 s rounds (a 1 s room for each probe): the round's end is far from both the probes'
+    spread (the first half) and the check's 5 s timeout, farther than a busy machine's
+    scheduler delays the loop, so each bound below tells the right plan from a wrong one."""
     url, arrivals = silent_target
     env = load_settings_text(CONFIG.format(url=url)).environments["production"]
     assert env.checks[0].timeout == 5.0  # the default: longer than the round
+    timeouts = 0
     async with TargetSessions() as sessions:
         probe = EnvironmentProbe("production", env, sessions, Metrics())
         loop = asyncio.get_running_loop()
-        start = loop.time()
-        results = await probe.run_round(0.4, probes=4)
-        took = loop.time() - start
-    assert [r.check for r in results] == ["health"] * 4 + ["flow"] * 4
-    assert [r.samples[-1].error for r in results] == ["timeout"] * 8
-    assert not any(r.details.get("crashed") for r in results)
-    assert all("no response within" in r.message for r in results)
-    # over by the round's end (plus the loop's own scheduling), not after the 5 s timeout
-    assert took < 1.0
-    # counted at the target: the probes went out over the first half of the round, so
-    # each had at least half the round to be answered
-    assert len(arrivals) == 8 and max(arrivals) - start < 0.3
+        for attempt in range(ATTEMPTS):
+            arrivals.clear()
+            start = loop.time()
+            results = await probe.run_round(2.0, probes=4)
+            took = loop.time() - start
+            assert [r.check for r in results] == ["health"] * 4 + ["flow"] * 4
+            assert not any(r.details.get("crashed") for r in results)
+            judged = [r for r in results if not _the_agents(r)]
+            assert [r.samples[-1].error for r in judged] == ["timeout"] * len(judged)
+            assert all("no response within" in r.message for r in judged)
+            # over by the round's end (plus the loop's own scheduling), not after the 5 s
+            # timeout
+            assert took < 3.5
+            # counted at the target: the probes went out over the first half of the round
+            # (the last 0.75 s in; over the whole round it would be 1.5 s), so each had at
+            # least half the round to be answered
+            assert len(arrivals) == 8 and max(arrivals) - start < 1.2, (attempt, arrivals)
+            timeouts += len(judged)
+            if len(judged) == len(results):
+                break
+    assert timeouts, f"every probe of {ATTEMPTS} rounds was dropped as the agent's"
 
 
 async def test_a_probe_the_agent_starts_late_keeps_its_room(
@@ -85,15 +117,22 @@ async def test_a_probe_the_agent_starts_late_keeps_its_room(
     async with TargetSessions() as sessions:
         probe = EnvironmentProbe("production", env, sessions, Metrics())
         loop = asyncio.get_running_loop()
-        # the round ended before the agent got to the probe (a busy loop): it still gets
-        # its 0.2 s, and times out then rather than at once
-        start = loop.time()
-        result = await probe.run_once(probe.checks[0], "deploy", end=start - 1.0, room=0.2)
-        took = loop.time() - start
-    assert result.samples[0].error == "timeout" and not result.details.get("crashed")
-    # 200 ms from when the probe got going (a millisecond less when the loop is busy)
-    assert re.search(r"no response within (19\d|200)ms$", result.message), result.message
-    assert took >= 0.2
+        for _ in range(ATTEMPTS):
+            # the round ended before the agent got to the probe (a busy loop): it still
+            # gets its 0.5 s, and times out then rather than at once
+            start = loop.time()
+            result = await probe.run_once(probe.checks[0], "deploy", end=start - 1.0, room=0.5)
+            took = loop.time() - start
+            assert took >= 0.5 and not result.details.get("crashed")
+            if not _the_agents(result):
+                break
+        else:
+            raise AssertionError(f"all {ATTEMPTS} probes were dropped as the agent's")
+    assert result.samples[0].error == "timeout"
+    # 500 ms from when the probe got going, less what the agent took to send it (a
+    # millisecond on a quiet machine, 37 ms seen on a busy one): never the no time at all
+    # that the round's past end would leave
+    assert re.search(r"no response within (4\d\d|500)ms$", result.message), result.message
 
 
 async def test_a_check_that_ignores_the_deadline_is_cut_there() -> None:
@@ -233,17 +272,23 @@ async def test_a_rounds_http_probes_run_without_a_task_each() -> None:
     scale): a round's http probes run from the pool's and the connection's callbacks. The
     tasks alive are sampled at every turn of the loop through the round (not on a clock:
     a busy machine's late timers once left 18 samples); every probe reached the target
-    (counted there) and was recorded."""
-    served: list[object] = []
-    server, url = await _ok_target(served.append)
-    env = load_settings_text(CONFIG.format(url=url)).environments["production"]
+    (counted there) and was recorded. The target runs on its own loop in a thread, so the
+    tasks counted are the agent's alone: on this loop, a busy machine's slow answers had the
+    pool open more connections, and the target's handler task for each was counted. The
+    pool is warmed with a connection for each probe (connecting, rare, is the one step in a
+    task): a busy machine's late reads left no idle one for the next probe now and then."""
     loop = asyncio.get_running_loop()
-    try:
+    with thread_target() as target:
+        env = load_settings_text(CONFIG.format(url=target.url)).environments["production"]
         async with TargetSessions() as sessions:
             probe = EnvironmentProbe("production", env, sessions, Metrics())
-            await probe.run_round(0.2, probes=1, kinds=lambda c: c.type == "http")  # connect
-            served.clear()
-            quiet = len(asyncio.all_tasks())  # the test's, the servers' connection handlers
+            target.delay_s = 0.3  # all eight in flight at once: eight connections
+            health = probe.checks[0]
+            warm = await asyncio.gather(*(probe.run_once(health) for _ in range(8)))
+            assert target.answered == 8, [r.message for r in warm]
+            target.delay_s = 0.0
+            before = target.answered
+            quiet = len(asyncio.all_tasks())  # the test's own
             tasks: list[int] = []
 
             def sample() -> None:
@@ -256,9 +301,8 @@ async def test_a_rounds_http_probes_run_without_a_task_each() -> None:
             )
             sample()
             results = await round_
-    finally:
-        server.close()
-    assert [r.ok for r in results] == [True] * 8 and len(served) == 8
+        served = target.answered - before
+    assert [r.ok for r in results] == [True] * 8 and served == 8
     assert len(tasks) > 20 and max(tasks) == quiet + 1  # the round's own task, nothing more
 
 

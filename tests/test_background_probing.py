@@ -136,31 +136,51 @@ def test_environments_start_background_probing_spread_over_the_interval() -> Non
 async def test_background_runs_start_at_each_environments_offset() -> None:
     """`run` starts each environment's first background http run at its offset: with two
     environments at 100 a second, within 20 ms of the start, in the offsets' order (load
-    checks take turns of their own: `load_turns`)."""
+    checks take turns of their own: `load_turns`). On the prober's own clock (its `sleep`
+    and `monotonic`): on the loop's, the two offsets are 9 ms apart, and a busy machine's
+    scheduler, pausing the test between the two environments' tasks, swapped them."""
+    now = 0.0
+    sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+    order = itertools.count()
     started: list[tuple[str, float]] = []
-    loop = asyncio.get_running_loop()
-    env = settings().environments["production"]
-    probes = {name: EnvironmentProbe(name, env, TargetSessions(), Metrics()) for name in ("a", "b")}
+
+    async def sleep(seconds: float) -> None:
+        woken = asyncio.get_running_loop().create_future()
+        heapq.heappush(sleepers, (now + seconds, next(order), woken))
+        await woken
 
     class Recording(BackgroundProber):
         async def probe_once(self, name: str, probe: EnvironmentProbe, check: Check) -> None:
             if not check.once_per_round:
-                started.append((name, loop.time()))
+                started.append((name, now))
 
-    prober = Recording(probes, store=None, busy=lambda _: False)  # type: ignore[arg-type]
-    t0 = loop.time()
+    env = settings().environments["production"]
+    probes = {name: EnvironmentProbe(name, env, TargetSessions(), Metrics()) for name in ("a", "b")}
+    prober = Recording(
+        probes,
+        store=None,  # type: ignore[arg-type]
+        busy=lambda _: False,
+        monotonic=lambda: now,
+        sleep=sleep,
+    )
     task = asyncio.create_task(prober.run())
-    await asyncio.sleep(0.1)
+    while now < 0.1:  # every sleeper woken in the order of its time, that time then `now`
+        for _ in range(50):  # what runs before each sleeps again
+            await asyncio.sleep(0)
+        assert sleepers, "nothing waits on the prober's clock"
+        now, _, woken = heapq.heappop(sleepers)
+        woken.set_result(None)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
     spread = len(probes) / BACKGROUND_STARTS_PER_S
-    first = {name: at - t0 for name, at in reversed(started)}
+    first = {name: at for name, at in reversed(started)}
     assert set(first) == {"a", "b"}
     for name, at in first.items():
-        assert at >= background_offset(name, spread) - 0.001
-    order = sorted(first, key=first.__getitem__)
-    assert order == sorted(first, key=lambda n: background_offset(n, spread))
+        assert at == pytest.approx(background_offset(name, spread))
+        assert at < spread
+    order_seen = sorted(first, key=first.__getitem__)
+    assert order_seen == sorted(first, key=lambda n: background_offset(n, spread))
 
 
 def free_port() -> int:

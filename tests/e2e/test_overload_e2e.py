@@ -126,7 +126,9 @@ async def test_a_fast_targets_latency_read_late_by_a_busy_agent_is_no_rollback(
     millisecond, its answers read ~8 ms late by an agent whose loop is busy (under the drop
     rule's 5 ms floor, so kept), now and then stalled for long (those dropped). The old
     code failed the latency rule on the kept latencies and rolled back; now the fail is
-    within the agent's own delay: `inconclusive`, "agent overloaded", nothing received."""
+    within the agent's own delay: `inconclusive`, "agent overloaded", nothing received.
+    On a busy machine the latencies are dropped rather than kept (the same verdict, for the
+    other of the overload guard's reasons)."""
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     agent = await start_agent(relative_environment(target, receiver.url))
     await asyncio.sleep(1.5)  # a baseline, probed by a free loop
@@ -146,7 +148,12 @@ async def test_a_fast_targets_latency_read_late_by_a_busy_agent_is_no_rollback(
         target.on_request = None
     assert final["state"] == "inconclusive", final
     reason = final["verdict"]["reason"]
-    assert reason.startswith("agent overloaded:") and "its own delay can add" in reason, reason
+    # held as the agent's, whichever way: the fail within the delay it added to the
+    # latencies it kept ("its own delay can add", on a quiet machine), or those latencies
+    # dropped outright (a busy machine's scheduler stalls the loop on top of the test's
+    # 8 ms, past the drop rule's floor: the rule lost most of its evidence)
+    assert reason.startswith("agent overloaded:"), reason
+    assert "probe-latency cannot be judged and nothing is rolled back" in reason, reason
     assert final["rollback"] is None
     await asyncio.sleep(0.3)
     assert receiver.attempts == []

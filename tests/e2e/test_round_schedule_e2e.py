@@ -135,8 +135,14 @@ async def test_a_slow_target_never_makes_a_round_overrun(
     assert len(slots) >= 2 and slots[0] <= 1, slots
     assert slots == list(range(slots[0], slots[0] + len(slots)))
     assert all(r.summary["duration_s"] < 0.3 for r in rounds), [r.summary for r in rounds]
-    assert final["state"] == "failed", final
-    assert "error_rate" in json.dumps(final["verdict"])
+    # the timeouts fail the deploy; on a busy machine, whose scheduler stalls the agent's
+    # loop past a tenth of a probe's 300 ms wait now and then, those timeouts are the
+    # agent's (dropped, `checks.lag`) and the window ends inconclusive, saying so
+    if final["state"] == "inconclusive":
+        assert final["verdict"]["reason"].startswith("agent overloaded:"), final["verdict"]
+    else:
+        assert final["state"] == "failed", final
+        assert "error_rate" in json.dumps(final["verdict"])
 
 
 async def test_a_round_that_overruns_its_slot_is_counted_and_logged_once(

@@ -896,9 +896,13 @@ async def test_a_hung_provider_costs_no_round(
     # (the fetch began near round 1 and ends with its 3 s budget, some 0.25-0.5 s into the
     # last slot; a round with nothing to wait for takes milliseconds)
     assert rounds[-1].summary["duration_s"] > 0.1
-    stalled = any(r.summary["duration_s"] > 0.25 for r in rounds[:-1])
-    overruns = agent.metric("postflight_round_overruns_total", environment="production")
-    assert overruns <= (1 if stalled else 0), [r.summary["duration_s"] for r in rounds]
+    # no other round waited on the hung fetch (3 s, as each did before): each waits for
+    # the provider to near its slot's end (0.236-0.249 s of 0.25 s) and no longer; a busy
+    # machine's scheduler may add tens of milliseconds, never seconds. Not "no overrun": a
+    # round that fills its slot by design and starts a few milliseconds late on a busy
+    # machine overruns by a hair (one seen at load 7, by 0.000 s)
+    durations = [r.summary["duration_s"] for r in rounds]
+    assert all(d < 1.0 for d in durations[:-1]), durations
     await alert_titled(json_sink, "provider newrelic unreachable")
 
 

@@ -133,26 +133,48 @@ def test_environments_start_background_probing_spread_over_the_interval() -> Non
     assert background_offset("production", 0.0) == 0.0
 
 
+class VirtualClock:
+    """A prober's own clock (its `sleep` and `monotonic`) for a test: a sleep wakes only
+    when `advance` reaches its time, so a busy machine's scheduler cannot reorder runs."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self.sleepers, (self.now + seconds, next(self._order), woken))
+        await woken
+
+    async def advance(self, until: float, *, settle: int) -> None:
+        """Wake every sleeper due by `until` in the order of its time (that time then
+        `now`), each after `settle` loop steps let every task run on to its next sleep."""
+        while True:
+            for _ in range(settle):
+                await asyncio.sleep(0)
+            if not self.sleepers or self.sleepers[0][0] > until:
+                return
+            self.now, _, woken = heapq.heappop(self.sleepers)
+            woken.set_result(None)
+
+
 async def test_background_runs_start_at_each_environments_offset() -> None:
     """`run` starts each environment's first background http run at its offset: with two
     environments at 100 a second, within 20 ms of the start, in the offsets' order (load
     checks take turns of their own: `load_turns`). On the prober's own clock (its `sleep`
     and `monotonic`): on the loop's, the two offsets are 9 ms apart, and a busy machine's
     scheduler, pausing the test between the two environments' tasks, swapped them."""
-    now = 0.0
-    sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
-    order = itertools.count()
+    clock = VirtualClock()
     started: list[tuple[str, float]] = []
-
-    async def sleep(seconds: float) -> None:
-        woken = asyncio.get_running_loop().create_future()
-        heapq.heappush(sleepers, (now + seconds, next(order), woken))
-        await woken
 
     class Recording(BackgroundProber):
         async def probe_once(self, name: str, probe: EnvironmentProbe, check: Check) -> None:
             if not check.once_per_round:
-                started.append((name, now))
+                started.append((name, clock.now))
 
     env = settings().environments["production"]
     probes = {name: EnvironmentProbe(name, env, TargetSessions(), Metrics()) for name in ("a", "b")}
@@ -160,16 +182,12 @@ async def test_background_runs_start_at_each_environments_offset() -> None:
         probes,
         store=None,  # type: ignore[arg-type]
         busy=lambda _: False,
-        monotonic=lambda: now,
-        sleep=sleep,
+        monotonic=clock.monotonic,
+        sleep=clock.sleep,
     )
     task = asyncio.create_task(prober.run())
-    while now < 0.1:  # every sleeper woken in the order of its time, that time then `now`
-        for _ in range(50):  # what runs before each sleeps again
-            await asyncio.sleep(0)
-        assert sleepers, "nothing waits on the prober's clock"
-        now, _, woken = heapq.heappop(sleepers)
-        woken.set_result(None)
+    await clock.advance(0.1, settle=50)
+    assert clock.sleepers, "nothing waits on the prober's clock"
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
@@ -369,43 +387,29 @@ async def test_load_checks_of_many_environments_take_turns_and_never_overlap() -
     Before, all eight first runs came at once, and the later ones, on grids placed by a
     hash, overlapped too. On a virtual clock: each sleep wakes in turn, once every task
     waits again."""
-    loop = asyncio.get_running_loop()
     env = settings().environments["production"]
     names = [f"prod-{c}" for c in "abcdefgh"]
     probes = {n: EnvironmentProbe(n, env, TargetSessions(), Metrics()) for n in names}
     runs: dict[str, list[float]] = {n: [] for n in names}
-    now = 0.0
-    sleeping: list[tuple[float, int, asyncio.Future[None]]] = []
-    order = itertools.count()
+    clock = VirtualClock()
 
     class Recording(BackgroundProber):
         async def probe_once(self, name: str, probe: EnvironmentProbe, check: Check) -> None:
             if check.name == "feed":
-                runs[name].append(now)
+                runs[name].append(clock.now)
 
         async def note_changed_checks(self, environments: Sequence[str]) -> None:
             return None
-
-    async def sleep(seconds: float) -> None:
-        woken: asyncio.Future[None] = loop.create_future()
-        heapq.heappush(sleeping, (now + seconds, next(order), woken))
-        await woken
 
     prober = Recording(
         probes,
         store=None,  # type: ignore[arg-type]
         busy=lambda _: False,
-        monotonic=lambda: now,
-        sleep=sleep,
+        monotonic=clock.monotonic,
+        sleep=clock.sleep,
     )
     task = asyncio.create_task(prober.run())
-    while True:
-        for _ in range(10):  # every task on to its next sleep
-            await asyncio.sleep(0)
-        if not sleeping or sleeping[0][0] > 2_500.0:  # four periods and more
-            break
-        now, _, woken = heapq.heappop(sleeping)
-        woken.set_result(None)
+    await clock.advance(2_500.0, settle=10)  # four periods and more
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task

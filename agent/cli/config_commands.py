@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from agent.cli.stop_signals import stop_cleanly_while_nothing_is_held
 from agent.settings_file import ConfigError, LoadedConfig, load_config
 
 if TYPE_CHECKING:
@@ -97,6 +98,10 @@ def run_command(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"postflight: cannot listen on {settings.server.listen}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        # the closed loop left SIGTERM at its default (killed, -15): the state is kept,
+        # so a second stop while the process ends is clean too
+        stop_cleanly_while_nothing_is_held()
     return EXIT_OK
 
 

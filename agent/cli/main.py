@@ -109,6 +109,10 @@ def _main(argv: Sequence[str] | None) -> int:
 
             return validate_command(args)
         if args.command == "run":
+            # first, before the imports: a stop while the daemon starts is a clean one
+            from agent.cli.stop_signals import stop_cleanly_while_nothing_is_held
+
+            stop_cleanly_while_nothing_is_held()
             from agent.cli.config_commands import run_command
 
             return run_command(args)

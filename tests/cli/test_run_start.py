@@ -85,3 +85,44 @@ def test_a_store_is_named_by_where_it_is_never_by_its_password(
         "PostgreSQL db.internal:6543/postflight"
     )
     assert "s3cret" not in store_location("postgres:///pf?host=/run/pg&password=s3cret")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_while_the_config_is_still_being_read_exits_0_at_once(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Contract §1: SIGTERM/SIGINT stop `run` with exit 0. Before the event loop takes
+    them over nothing is held, so the stop is immediate. The configuration is a FIFO
+    (`--config <(…)`) whose writer has not written yet: the signal lands while the agent
+    is blocked reading it (before, SIGTERM killed it, -15, and SIGINT ended it with 130)."""
+    fifo = tmp_path / "postflight.yaml"
+    os.mkfifo(fifo)
+    env = {k: v for k, v in os.environ.items() if k not in ("SENTRY_DSN", "POSTFLIGHT_CONFIG")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", "--config", str(fifo)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    writer = -1
+    try:
+        deadline = time.monotonic() + 40
+        while writer < 0:  # the open succeeds once the agent has the FIFO open to read
+            assert agent.poll() is None and time.monotonic() < deadline, agent.communicate()
+            try:
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # ENXIO: no reader yet
+                time.sleep(0.02)
+        agent.send_signal(sig)  # the agent waits in read() for a configuration
+        _out, err = agent.communicate(timeout=10)
+    finally:
+        if writer >= 0:
+            os.close(writer)
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    assert agent.returncode == 0, err
+    assert "Traceback" not in err, err

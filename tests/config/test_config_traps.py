@@ -3,6 +3,7 @@ percentage without its `%`, a duration with a unit twice, alerts routed nowhere.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -197,8 +198,14 @@ def test_run_logs_the_warning_once_at_start(
     monkeypatch.setattr(agent.logs, "setup_logging", lambda *args: None)  # keep caplog's
     path = tmp_path / "postflight.yaml"
     path.write_text(UNROUTED)
-    with caplog.at_level("WARNING"):
-        assert main(["run", "--config", str(path)]) == 0
+    # `run` makes SIGTERM/SIGINT exit 0 for its process: this one is pytest's
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with caplog.at_level("WARNING"):
+            assert main(["run", "--config", str(path)]) == 0
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     said = [r.getMessage() for r in caplog.records if "sent nowhere" in r.getMessage()]
     assert said == ["configuration: " + UNROUTED_WARNING.removeprefix("warning: ")]
 

@@ -53,7 +53,8 @@ async def _raw_body(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > ev.MAX_HOOK_BODY:
         raise ApiProblem(413, "the request body must be at most 1024 KiB")
     try:
-        return await asyncio.wait_for(_read_limited(request, ev.MAX_HOOK_BODY), BODY_READ_TIMEOUT_S)
+        async with asyncio.timeout(BODY_READ_TIMEOUT_S):
+            return await _read_limited(request, ev.MAX_HOOK_BODY)
     except ApiProblem:
         raise
     except TimeoutError:

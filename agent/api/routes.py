@@ -131,7 +131,8 @@ async def read_json_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> A
             f"send the body as Content-Type: application/json (got {request.content_type})",
         )
     try:
-        raw = await asyncio.wait_for(_read_limited(request, limit), BODY_READ_TIMEOUT_S)
+        async with asyncio.timeout(BODY_READ_TIMEOUT_S):
+            raw = await _read_limited(request, limit)
     except ApiProblem:
         raise
     except TimeoutError:
@@ -512,7 +513,8 @@ async def readyz(request: web.Request) -> web.Response:
     store_ok = False
     if store is not None:
         try:
-            store_ok = bool(await asyncio.wait_for(store.ping(), READY_TIMEOUT_S))
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                store_ok = bool(await store.ping())
         except Exception:  # includes TimeoutError: a wedged store is simply not ready
             store_ok = False
     checks = {"config": config_ok, "store": store_ok}

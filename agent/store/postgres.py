@@ -153,7 +153,8 @@ class PostgresStore(SqlStore):
         if pool is None:
             return
         try:
-            await asyncio.wait_for(pool.close(), timeout=5.0)
+            async with asyncio.timeout(5.0):
+                await pool.close()
         except (TimeoutError, *_UNAVAILABLE, asyncpg.PostgresError):
             # the server is gone or a connection is stuck: drop the sockets
             pool.terminate()

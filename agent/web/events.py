@@ -102,7 +102,8 @@ async def _follow(stream: _Stream, news: Subscription) -> None:
             live_in = stream.window.deployed_at - request_now(stream.request)
             wait = min(RECHECK_S, max(live_in, 0.0) + 0.05)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(news.wake.wait(), wait)
+            async with asyncio.timeout(wait):
+                await news.wake.wait()
         if news.closed:
             break  # the agent is stopping: end here; a client reconnects to its next start
         rounds, changed = news.take()

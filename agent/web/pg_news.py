@@ -94,7 +94,8 @@ class PgNews:
     async def _send(self, conn: Any) -> None:
         while not conn.is_closed():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), RETRY_S)
+                async with asyncio.timeout(RETRY_S):
+                    await self._wake.wait()
             if not self._pending:
                 continue
             await asyncio.sleep(FLUSH_S)  # let a burst of writes go out as one

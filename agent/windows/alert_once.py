@@ -296,7 +296,8 @@ class WindowAlerts:
         if soonest is not None and self._retrying < RETRIES_IN_FLIGHT:
             delay = min(delay, max(MIN_PAUSE_S, soonest - self._clock()))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), delay)
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
 
     async def recover(self, spawn: Callable[[Any], object] | None = None) -> int:
         """Send the alerts whose sender died mid-send (claims older than the lease and

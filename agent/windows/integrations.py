@@ -164,7 +164,8 @@ class Integrations:
                 log.exception("integrations: a scan failed; retrying")
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wake.wait()
 
     def _follows_windows(self) -> bool:
         """Whether any integration acts on windows (GitHub statuses, Vercel stages): if

@@ -158,7 +158,8 @@ class Watcher:
                     log.exception("claiming windows failed; retrying")
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                    async with asyncio.timeout(self.poll_interval):
+                        await self._wake.wait()
         finally:
             if prober is not None:
                 prober.cancel()
@@ -169,7 +170,8 @@ class Watcher:
                 # after the windows, and bounded: a store that cannot answer must not
                 # hold a stop past `shutdown_timeout` (else they lapse: a gap, no harm)
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.prober.release(), RELEASE_TIMEOUT_S)
+                    async with asyncio.timeout(RELEASE_TIMEOUT_S):
+                        await self.prober.release()
             await self._close_checks()
 
     async def _close_checks(self) -> None:

@@ -91,7 +91,6 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
-from agent.analysis.observe import merge
 from agent.analysis.types import Observation, Rule
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period
@@ -322,6 +321,8 @@ def bucketed_baseline(whole: Observation, buckets: list[Observation] | None) -> 
     number of periods and how bursty failures are across them, which the sequential
     test discounts by); the single figure when there are fewer than two buckets with
     data or they do not add up to it. Pure."""
+    from agent.analysis.observe import merge  # numpy and scipy: loaded by the daemon only
+
     usable = [b for b in buckets or () if b.has_data]
     if len(usable) < 2 or not whole.has_data or whole.total is None:
         return whole

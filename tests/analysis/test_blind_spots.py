@@ -9,8 +9,9 @@ import re
 import numpy as np
 import pytest
 
-from agent.analysis import Observation, Policy, Rule, merge
+from agent.analysis import Observation, Policy, Rule
 from agent.analysis.judge import Judge
+from agent.analysis.observe import merge
 
 RULE = Rule("errors", "checks", "error_rate", max=0.03)
 

@@ -7,7 +7,9 @@ import re
 
 import numpy as np
 
-from agent.analysis import Observation, Policy, Rule, judge, merge
+from agent.analysis import Observation, Policy, Rule
+from agent.analysis.judge import judge
+from agent.analysis.observe import merge
 from agent.analysis.sketch import quantile, size
 from agent.windows.evidence import RAW_VALUES, bounded_observation_dict
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.analysis import Observation, Policy, Rule, judge
+from agent.analysis import Observation, Policy, Rule
+from agent.analysis.judge import judge
 
 FIXED = Policy("fixed", confidence=0.98)
 ERRORS = Rule("errors", "checks", "error_rate", max_increase=0.2)

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from agent.analysis import Observation, Rule, merge, observe
+from agent.analysis import Observation, Rule
+from agent.analysis.observe import merge, observe
 from checks.base import Sample
 
 ERRORS = Rule("probe-errors", "checks", "error_rate", max=0.05)

@@ -8,8 +8,9 @@ import re
 
 import numpy as np
 
-from agent.analysis import Observation, Policy, Rule, merge
+from agent.analysis import Observation, Policy, Rule
 from agent.analysis.judge import Judge
+from agent.analysis.observe import merge
 
 HEALTH = Rule("health-latency", "checks", "latency_p95", max=0.3, check="health")
 ERRORS = Rule("probe-errors", "checks", "error_rate", max=0.05)

@@ -13,7 +13,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.analysis import Observation, Policy, Rule, judge, merge
+from agent.analysis import Observation, Policy, Rule
+from agent.analysis.judge import judge
+from agent.analysis.observe import merge
 
 POLICIES = st.sampled_from(
     [

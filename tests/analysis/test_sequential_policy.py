@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from agent.analysis import Observation, Policy, Rule, judge, merge
+from agent.analysis import Observation, Policy, Rule
+from agent.analysis.judge import judge
+from agent.analysis.observe import merge
 
 SEQUENTIAL = Policy("sequential", confidence=0.99)
 ERRORS = Rule("errors", "checks", "error_rate", max_increase=0.2)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from agent.analysis import Observation, Policy, Rule, judge
+from agent.analysis import Observation, Policy, Rule
+from agent.analysis.judge import judge
 from agent.analysis.threshold import breaches, relative_limit
 
 THRESHOLD = Policy("threshold", failure_limit=3)

@@ -54,7 +54,8 @@ def test_the_baseline_uncertainty_is_tested_not_added_to_the_bound() -> None:
 def test_a_sentry_baselines_buckets_change_the_judges_evidence() -> None:
     """Sentry's per-bucket failure rates, pooled (`bucketed_baseline`), say how bursty the
     baseline was; the count test then trusts the baseline's rate less and needs more."""
-    from agent.analysis import Policy, judge
+    from agent.analysis import Policy
+    from agent.analysis.judge import judge
     from agent.providers.sentry import bucketed_baseline
 
     whole = Observation(value=0.01, count=600, total=60_000)

@@ -126,3 +126,36 @@ async def test_register_and_status_against_an_agent_load_none_of_the_daemon(
     modules: list[str] = report["modules"]
     assert _loaded(modules, CLIENT_ONLY) == sorted(CLIENT_ONLY)  # it did talk to the agent
     assert _loaded(modules, DAEMON_ONLY) == []
+
+
+STATISTICS = ("numpy", "scipy", "agent.analysis.judge", "agent.analysis.stats")
+"""The judge's statistics: the daemon judges, the commands that read a configuration do not."""
+EXAMPLE = ROOT / "config" / "postflight.example.yaml"
+
+
+def test_reading_a_configuration_loads_none_of_the_statistics(tmp_path: Path) -> None:
+    """`validate-config` and `schema` on the example configuration (every provider, both
+    policies): the settings need the policies' names, not their numpy and scipy."""
+    commands = [["validate-config", str(EXAMPLE)], ["schema", "-o", str(tmp_path / "s.json")]]
+    result = tmp_path / "result.json"
+    env = _env(tmp_path)
+    env.update(
+        POSTFLIGHT_API_TOKEN="test-token-1234567",
+        ROLLBACK_SECRET="s",
+        SENTRY_AUTH_TOKEN="t",
+        NEW_RELIC_API_KEY="k",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_COMMANDS, json.dumps(commands), str(result)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(result.read_text())
+    assert report["codes"] == [0, 0], done.stdout + done.stderr
+    assert "valid" in done.stdout
+    assert _loaded(report["modules"], ("agent.settings",)) == ["agent.settings"]
+    assert _loaded(report["modules"], STATISTICS) == []

@@ -920,10 +920,13 @@ async def test_a_hung_provider_does_not_make_the_agent_look_overloaded(
     newrelic_fake.answer(NRQL, [{"percentile.duration": {"95": 0.2}}])
     newrelic_fake.fail("hang")
     agent = await start_agent(*newrelic_only(newrelic_fake, receiver, json_sink, interval="2s"))
+    asked = time.time()
     deploy = await register(agent, t0, watch_for=3.0)
     await agent.settled(deploy["id"], within=20)
     rounds = await agent.app[STORE].rounds(deploy["id"])
-    assert rounds[0].summary["lag_s"] >= 1.0, rounds[0].summary  # it did wait
+    # it did wait. Its first round is the deploy's slot, late by that second (`lag_s`), or,
+    # on a busy machine whose registration and claim took another second, the next slot
+    assert rounds[0].started_at >= asked + 0.95, (rounds[0].started_at - asked, rounds[0])
     observed = agent.metric("postflight_round_lag_seconds_count")
     assert observed == len(rounds) >= 2, (observed, len(rounds))
     # none late by half a second: each round began on time once the watch was ready

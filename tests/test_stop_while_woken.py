@@ -3,7 +3,8 @@ recovery) and awaits them. Each loop pauses on an event that news sets ("a windo
 "a retry is owed"); cancelled in the same turn as that event was set, a pause built on
 `asyncio.wait_for` returned "woken" and dropped the cancellation on Python 3.11 (CPython
 gh-86296), so the loop ran on and the stop hung for good. Found as a test of alert retries
-that hung one run in two (its drain cancelled the loop as a failed send woke it)."""
+that hung to its timeout in a full run, then in 1 of 2 runs alone (its drain cancelled the
+loop as a failed send woke it)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import itertools
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +26,7 @@ from agent.store.sqlite import SqliteStore
 from agent.windows.probing import BackgroundProber, EnvironmentProbe, background_every
 from checks.base import Check
 from checks.sessions import TargetSessions
+from tests.virtual_clock import VirtualClock, on_clock
 
 LOAD_ONLY = """
 server: {{api_tokens: [tok-1234567890abcdef]}}
@@ -38,39 +38,6 @@ environments:
 """
 """The defaults a user gets (lookback 1h, background_interval 30s: a load run every 10
 minutes), with a short run so the test is quick."""
-
-
-class VirtualClock:
-    """`sleep` and `monotonic` for a `BackgroundProber`: time moves only when every task
-    of the prober waits on it, to the earliest wake-up."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self._sleeping: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._order = itertools.count()
-
-    def monotonic(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleeping, (self.now + seconds, next(self._order), woken))
-        await woken
-
-    async def run_until(self, end: float, tasks: int) -> None:
-        """Wake the sleepers in turn until the next wakes after `end`; `tasks`: how many
-        wait on the clock between runs (a run's own I/O happens in real time)."""
-        while True:
-            for _ in range(2000):  # every task on to its next sleep (10 s at most)
-                if len(self._sleeping) >= tasks:
-                    break
-                await asyncio.sleep(0.005)
-            else:
-                raise AssertionError("a task never slept again")
-            if self._sleeping[0][0] > end:
-                return
-            self.now, _, woken = heapq.heappop(self._sleeping)
-            woken.set_result(None)
 
 
 async def test_a_load_check_runs_six_times_in_its_first_lookback_counted_at_the_target(
@@ -147,13 +114,7 @@ async def test_load_checks_of_other_periods_keep_a_period_between_runs_and_never
     every = {n: background_every(p.checks[0], envs[n]) for n, p in probes.items()}
     assert every == {"hourly": 600.0, "half": 300.0}
     clock = VirtualClock()
-    prober = Recording(
-        probes,
-        store=None,  # type: ignore[arg-type]
-        busy=lambda _: False,
-        monotonic=clock.monotonic,
-        sleep=clock.sleep,
-    )
+    prober = on_clock(Recording, probes, clock)
     task = asyncio.create_task(prober.run())
     try:
         await clock.run_until(3 * 3600.0 - 1e-6, tasks=2)  # three hours

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import itertools
 import logging
 import socket
@@ -28,6 +27,7 @@ from agent.windows.probing import (
 )
 from checks.base import Check, CheckConfig, CheckResult
 from checks.sessions import TargetSessions
+from tests.virtual_clock import VirtualClock, on_clock
 
 CONFIG = """
 server: {{api_tokens: [tok-1234567890abcdef]}}
@@ -133,35 +133,6 @@ def test_environments_start_background_probing_spread_over_the_interval() -> Non
     assert background_offset("production", 0.0) == 0.0
 
 
-class VirtualClock:
-    """A prober's own clock (its `sleep` and `monotonic`) for a test: a sleep wakes only
-    when `advance` reaches its time, so a busy machine's scheduler cannot reorder runs."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._order = itertools.count()
-
-    def monotonic(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self.sleepers, (self.now + seconds, next(self._order), woken))
-        await woken
-
-    async def advance(self, until: float, *, settle: int) -> None:
-        """Wake every sleeper due by `until` in the order of its time (that time then
-        `now`), each after `settle` loop steps let every task run on to its next sleep."""
-        while True:
-            for _ in range(settle):
-                await asyncio.sleep(0)
-            if not self.sleepers or self.sleepers[0][0] > until:
-                return
-            self.now, _, woken = heapq.heappop(self.sleepers)
-            woken.set_result(None)
-
-
 async def test_background_runs_start_at_each_environments_offset() -> None:
     """`run` starts each environment's first background http run at its offset: with two
     environments at 100 a second, within 20 ms of the start, in the offsets' order (load
@@ -178,13 +149,7 @@ async def test_background_runs_start_at_each_environments_offset() -> None:
 
     env = settings().environments["production"]
     probes = {name: EnvironmentProbe(name, env, TargetSessions(), Metrics()) for name in ("a", "b")}
-    prober = Recording(
-        probes,
-        store=None,  # type: ignore[arg-type]
-        busy=lambda _: False,
-        monotonic=clock.monotonic,
-        sleep=clock.sleep,
-    )
+    prober = on_clock(Recording, probes, clock)
     task = asyncio.create_task(prober.run())
     await clock.advance(0.1, settle=50)
     assert clock.sleepers, "nothing waits on the prober's clock"
@@ -401,13 +366,7 @@ async def test_load_checks_of_many_environments_take_turns_and_never_overlap() -
         async def note_changed_checks(self, environments: Sequence[str]) -> None:
             return None
 
-    prober = Recording(
-        probes,
-        store=None,  # type: ignore[arg-type]
-        busy=lambda _: False,
-        monotonic=clock.monotonic,
-        sleep=clock.sleep,
-    )
+    prober = on_clock(Recording, probes, clock)
     task = asyncio.create_task(prober.run())
     await clock.advance(2_500.0, settle=10)  # four periods and more
     task.cancel()

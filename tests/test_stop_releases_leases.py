@@ -10,17 +10,9 @@ import asyncio
 import time
 from pathlib import Path
 
-from agent.metrics import Metrics
-from agent.rollback.delivery import RollbackDelivery
-from agent.settings_file import load_settings_text
 from agent.store.sqlite import SqliteStore
-from agent.windows.alert_once import WindowAlerts
-from agent.windows.supervisor import Watcher
-from alerting.notifier import Notifier
-from checks.sessions import TargetSessions
-from common.redaction import Redactor
 from tests.rollback.support import make_window
-from tests.test_watcher_claims import CONFIG
+from tests.test_watcher_claims import quiet_watcher
 
 
 class Partitioned(SqliteStore):
@@ -43,18 +35,7 @@ async def test_a_store_that_cannot_answer_the_release_does_not_hold_the_windows_
 ) -> None:
     store = Partitioned(tmp_path / "postflight.db")
     await store.open()
-    metrics = Metrics()
-    watcher = Watcher(
-        load_settings_text(CONFIG),
-        store,
-        metrics,
-        alerts=WindowAlerts(store, Notifier([], timeout=1, redact=Redactor(), metrics=metrics)),
-        delivery=RollbackDelivery(store, metrics, owner="a"),
-        providers={},
-        sessions=TargetSessions(),
-        owner="a",
-        poll_interval=0.05,
-    )
+    watcher = quiet_watcher(store, poll_interval=0.05)
     t0 = time.time()
     await store.create_window(make_window("w1", deployed_at=t0, ends_at=t0 + 600, created_at=t0))
     running = asyncio.create_task(watcher.run())

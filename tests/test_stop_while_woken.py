@@ -15,17 +15,11 @@ from typing import Any
 
 import pytest
 
-from agent.metrics import Metrics
-from agent.rollback.delivery import RollbackDelivery
-from agent.settings_file import load_settings_text
 from agent.store.sqlite import SqliteStore
 from agent.windows.alert_once import WindowAlerts
 from agent.windows.integrations import Integrations
 from agent.windows.supervisor import Watcher
-from alerting.notifier import Notifier
-from checks.sessions import TargetSessions
-from common.redaction import Redactor
-from tests.test_watcher_claims import CONFIG
+from tests.test_watcher_claims import quiet_watcher
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -39,7 +33,7 @@ async def cancelled_as_woken(
     try:
         for _ in range(1000):
             # asyncio.Event keeps its waiters' futures here: the loop is in its pause
-            if pause._waiters:  # type: ignore[attr-defined]
+            if pause._waiters:
                 break
             assert not task.done(), task
             await asyncio.sleep(0.01)
@@ -63,21 +57,8 @@ async def store(tmp_path: Path) -> Any:
 
 
 def parts(store: SqliteStore) -> tuple[Watcher, WindowAlerts]:
-    metrics = Metrics()
-    alerts = WindowAlerts(store, Notifier([], timeout=1, redact=Redactor(), metrics=metrics))
-    watcher = Watcher(
-        load_settings_text(CONFIG),
-        store,
-        metrics,
-        alerts=alerts,
-        delivery=RollbackDelivery(store, metrics, owner="a"),
-        providers={},
-        sessions=TargetSessions(),
-        owner="a",
-        poll_interval=30.0,
-        background_probing=False,
-    )
-    return watcher, alerts
+    watcher = quiet_watcher(store, poll_interval=30.0, background_probing=False)
+    return watcher, watcher.services.alerts
 
 
 async def test_the_watcher_cancelled_as_a_window_opens_stops(store: SqliteStore) -> None:

@@ -5,12 +5,16 @@ lapsed (the process paused past its lease) still stops the watch."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from agent.metrics import Metrics
 from agent.records import DeployWindow
 from agent.rollback.delivery import RollbackDelivery
 from agent.settings_file import load_settings_text
+from agent.store.base import Store
 from agent.store.sqlite import SqliteStore
 from agent.windows.alert_once import WindowAlerts
 from agent.windows.supervisor import Watcher
@@ -29,25 +33,39 @@ T0 = 1_000_000.0
 LEASE_S = 30.0  # the default `store.lease`
 
 
+def quiet_watcher(
+    store: Store,
+    *,
+    clock: Callable[[], float] = time.time,
+    sessions: TargetSessions | None = None,
+    **options: Any,
+) -> Watcher:
+    """A watcher of `CONFIG`'s one environment, owner "a": no alert channels, no providers;
+    `options` as `Watcher` takes them (`poll_interval`, `background_probing`)."""
+    metrics = Metrics()
+    return Watcher(
+        load_settings_text(CONFIG),
+        store,
+        metrics,
+        alerts=WindowAlerts(store, Notifier([], timeout=1, redact=Redactor(), metrics=metrics)),
+        delivery=RollbackDelivery(store, metrics, clock=clock, owner="a"),
+        providers={},
+        sessions=TargetSessions() if sessions is None else sessions,
+        owner="a",
+        clock=clock,
+        **options,
+    )
+
+
 async def test_a_watch_renewing_its_own_lease_is_not_stopped_and_started_again(
     tmp_path: Path,
 ) -> None:
     now = [T0]
     store = SqliteStore(tmp_path / "postflight.db")
     await store.open()
-    metrics = Metrics()
     sessions = TargetSessions()
-    watcher = Watcher(
-        load_settings_text(CONFIG),
-        store,
-        metrics,
-        alerts=WindowAlerts(store, Notifier([], timeout=1, redact=Redactor(), metrics=metrics)),
-        delivery=RollbackDelivery(store, metrics, clock=lambda: now[0], owner="a"),
-        providers={},
-        sessions=sessions,
-        owner="a",
-        clock=lambda: now[0],
-        background_probing=False,
+    watcher = quiet_watcher(
+        store, clock=lambda: now[0], sessions=sessions, background_probing=False
     )
     # scheduled ten minutes ahead: its watch only renews its lease until then
     window = DeployWindow(

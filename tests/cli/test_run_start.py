@@ -25,6 +25,13 @@ def free_port() -> int:
         return port
 
 
+def agent_env() -> dict[str, str]:
+    """This checkout's agent, with no Sentry and no configuration from the environment."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SENTRY_DSN", "POSTFLIGHT_CONFIG")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
 @pytest.mark.timeout(120)
 def test_the_start_log_names_the_config_file_and_the_stores_absolute_path(
     tmp_path: Path,
@@ -45,8 +52,7 @@ def test_the_start_log_names_the_config_file_and_the_stores_absolute_path(
         "    checks: [{name: health, type: http, path: /health}]\n"
     )
     log = tmp_path / "agent.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("SENTRY_DSN", "POSTFLIGHT_CONFIG")}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env = agent_env()
     with log.open("wb") as out:
         agent = subprocess.Popen(
             [sys.executable, "-m", "agent", "run", "--config", "../conf/postflight.yaml"],
@@ -98,8 +104,7 @@ def test_a_stop_while_the_config_is_still_being_read_exits_0_at_once(
     is blocked reading it (before, SIGTERM killed it, -15, and SIGINT ended it with 130)."""
     fifo = tmp_path / "postflight.yaml"
     os.mkfifo(fifo)
-    env = {k: v for k, v in os.environ.items() if k not in ("SENTRY_DSN", "POSTFLIGHT_CONFIG")}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env = agent_env()
     agent = subprocess.Popen(
         [sys.executable, "-m", "agent", "run", "--config", str(fifo)],
         env=env,

@@ -301,13 +301,13 @@ async def create_deploy(request: web.Request) -> web.Response:
     if late is not None:
         warnings = [f"{window.environment} {window.version}: {late}"]
     elif foresee is not None:
+        # answered, not logged: the window logs each once, as it finds it with its own
+        # baseline (`WindowWatch`), not again at each restart or takeover
         warnings = await _foreseen(foresee, store, environment, window, now)
     else:
         warnings = []
     if warnings:
         payload["warnings"] = warnings
-        for warning in warnings:
-            log.warning(warning, extra={"deploy_id": window.id, "environment": window.environment})
     idempotency = (
         IdempotentResponse(key=key, request_hash=request_hash, status=201, body=payload)
         if key is not None
@@ -326,6 +326,8 @@ async def create_deploy(request: web.Request) -> web.Response:
     _count_ended(request, "superseded", created.superseded)
     if late is not None:
         _count_ended(request, "inconclusive", [window])
+        # decided here, and no watch follows: the one place it is logged
+        log.warning(warnings[0], extra={"deploy_id": window.id, "environment": window.environment})
     log.info(
         "deploy registered: %s %s (window %s%s)",
         window.environment,

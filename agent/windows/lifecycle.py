@@ -49,9 +49,11 @@ from agent.windows.evidence import (
 )
 from agent.windows.fingerprint import check_fingerprints
 from agent.windows.foresight import (
+    FailedRelease,
     background_baseline,
     baseline_runs,
     left_out_words,
+    no_background_baseline,
     policy_of,
 )
 from agent.windows.overload import DropTally
@@ -209,8 +211,9 @@ class WindowWatch:
         """Each rule's state after the latest round judged (`_word` words a change)."""
         self.worded_at: float | None = None
         """When the verdict was last worded (None: not yet by this watch)."""
-        self.warned: set[str] = set()
-        """Rules already warned about (a bound below what they can detect)."""
+        self.warned: set[str] = _warned_in(window.verdict)
+        """Rules already warned about (a bound below what they can detect), by this watch
+        or, before a restart or a takeover, by the one that stored the verdict."""
         self.log = logging.LoggerAdapter(
             log, {"deploy_id": window.id, "environment": window.environment}
         )
@@ -451,8 +454,6 @@ class WindowWatch:
             self.s.store, self.window.environment, self.env, lookback.start, lookback.end
         )
         periods = background.periods
-        if background.left_out and any(r.source == "checks" for r in self.rules):
-            self.log.warning("baseline: %s", left_out_words(background.left_out))
         fetches = {
             rule.name: asyncio.ensure_future(self._fetch_baseline(rule, lookback))
             for rule in self.judge_rules
@@ -482,6 +483,7 @@ class WindowWatch:
             self.fence,
         ):
             return False
+        self._warn_baseline(background.left_out)
         for name, provider in self.s.providers.items():
             if any(r.source == name for r in self.rules):
                 self.s.spawn(self._mark(name, provider, "deploy"))
@@ -490,6 +492,19 @@ class WindowWatch:
             if baseline is not None and baseline.error and judged.name not in self.refetching:
                 self._baseline_unreachable(judged, baseline)
         return True
+
+    def _warn_baseline(self, left_out: list[tuple[FailedRelease, int]]) -> None:
+        """What the checks rules' baseline lacks, logged once per window: here, where it is
+        taken and stored (a resumed watch reuses it), not at registration, whose `warnings`
+        foresee the same from the runs stored then."""
+        checks_rules = [r for r in self.judge_rules if r.source == "checks"]
+        if left_out and checks_rules:
+            self.log.warning("baseline: %s", left_out_words(left_out))
+        if self.env.baseline_url is not None:  # the stable side, probed beside it
+            return
+        for rule in checks_rules:
+            if rule.only_relative and not self.baselines[rule.name].has_data:
+                self.log.warning("%s", no_background_baseline(rule, self.env))
 
     def _baseline_unreachable(self, rule: Rule, baseline: Observation) -> None:
         """A provider that could not give a rule's baseline: the provider's one alert of
@@ -1044,6 +1059,17 @@ class WindowWatch:
         self.s.metrics.windows_total.labels(self.window.environment, state).inc()
         self.log.info("window %s: %s", state, verdict.reason)
         self._send_end_alert(alert, now)
+
+
+def _warned_in(verdict: dict[str, Any] | None) -> set[str]:
+    """The rules a stored verdict shows below what they can detect: the watch that stored
+    it warned of them (`_warn_undetectable` logs after the store took the verdict), so a
+    restart or another replica resuming the window does not log them again."""
+    return {
+        str(rule.get("name"))
+        for rule in (verdict or {}).get("rules") or []
+        if ((rule.get("evidence") or {}).get("detectable") or {}).get("bound_below_detectable")
+    }
 
 
 def _state_of(outcome: str, evidence: dict[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -80,11 +81,13 @@ async def test_more_than_an_hour_ahead_is_a_422(timed: Client) -> None:
 
 
 async def test_a_window_over_before_it_was_registered_is_recorded_inconclusive(
-    timed: Client, store: SqliteStore
+    timed: Client, store: SqliteStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Registered a day after its 1-minute window ended: 201, kept as the deploy's record,
     ended `inconclusive` at once with a verdict that says why; the active window of its
-    environment goes on (it supersedes nothing) and nothing will watch it."""
+    environment goes on (it supersedes nothing) and nothing will watch it, so the API
+    logs its warning, once."""
+    caplog.set_level(logging.WARNING, logger="postflight.api")
     _, active = await post(timed, 0)
     status, body = await post(timed, -86400, window="1m")
     assert status == 201
@@ -95,6 +98,8 @@ async def test_a_window_over_before_it_was_registered_is_recorded_inconclusive(
     assert verdict["reason"].startswith("registered 23h59m after its window ended")
     assert "nothing could be observed" in verdict["reason"]
     assert body["warnings"] == [f"production v2: {verdict['reason']}"]
+    logged = [r for r in caplog.records if r.getMessage() == body["warnings"][0]]
+    assert [getattr(r, "deploy_id", None) for r in logged] == [body["id"]]
     still = await timed.get(f"/v1/deploys/{active['id']}", headers=AUTH)
     assert (await still.json())["state"] == "watching"
     stored = await store.get_window(body["id"])

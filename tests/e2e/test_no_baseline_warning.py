@@ -7,6 +7,8 @@ whatever the release does, and until now nothing said so before the window's end
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from agent.settings import EnvironmentSettings
@@ -71,9 +73,11 @@ async def test_a_deploy_ahead_or_a_canary_is_not_warned(store: SqliteStore) -> N
 
 
 async def test_a_fresh_agent_says_so_in_the_registrations_warnings(
-    start_agent: AgentFactory, flip_target: FlipTarget
+    start_agent: AgentFactory, flip_target: FlipTarget, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Through the API, on the agent's own empty store: the deploy registered as it starts."""
+    """Through the API, on the agent's own empty store: the deploy registered as it starts.
+    Logged once, by the window as it takes its baseline (not by the registration too)."""
+    caplog.set_level(logging.WARNING)
     rules = (
         "{name: errors, source: checks, metric: error_rate, max: 0.05}",
         "{name: p95, source: checks, metric: latency_p95, max_increase: 50%}",
@@ -90,3 +94,6 @@ async def test_a_fresh_agent_says_so_in_the_registrations_warnings(
         " store or an agent just started has none yet, and runs left out do not count), so"
         " this max_increase rule ends inconclusive (no baseline) whatever the release does"
     ], deploy
+    await agent.settled(deploy["id"], within=15)
+    logged = [r for r in caplog.records if r.getMessage().startswith("rule p95: no baseline")]
+    assert [getattr(r, "deploy_id", None) for r in logged] == [deploy["id"]], caplog.text

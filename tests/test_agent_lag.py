@@ -304,6 +304,31 @@ def test_a_rounds_drops_are_in_its_summary_and_its_live_event() -> None:
     assert "dropped" not in tally.summary() and not tally.lost(LATENCY[0])  # 2 of 4
 
 
+def test_drops_are_logged_at_the_first_round_with_any_and_not_again_after_a_restart(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Once per window: a watch resumed after a restart (or by another replica) whose
+    stored rounds already had drops does not log them again (it did, once per watch)."""
+    log = logging.LoggerAdapter(logging.getLogger("test.overload"))
+    ok = CheckResult("health", "http", True, (Sample("health", ok=True, latency_s=0.03),))
+    cut = CheckResult("health", "http", False, (), details={"dropped": "agent_lag"})
+    caplog.set_level(logging.WARNING, logger="test.overload")
+    tally, summaries = DropTally(), []
+    for results in ([ok, ok], [ok, cut], [cut, cut]):
+        tally.note(results, log)
+        summaries.append({"checks": {}, **tally.summary()})
+    assert [r.getMessage()[:24] for r in caplog.records] == ["1 of 2 probes this round"]
+    resumed = DropTally()
+    for summary in summaries:
+        resumed.note_summary(summary)
+    resumed.note([cut, ok], log)
+    assert len(caplog.records) == 1, caplog.text
+    clean = DropTally()  # a resumed window without drops so far logs its first
+    clean.note_summary(summaries[0])
+    clean.note([cut, ok], log)
+    assert len(caplog.records) == 2, caplog.text
+
+
 def test_a_rule_is_lost_on_the_drops_of_the_checks_it_reads() -> None:
     """A busy agent's drops are counted by check: a load run's 200 requests losing 150
     latencies leave a health check's 10 latencies judged (before, 150 of 210 probes a

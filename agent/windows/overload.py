@@ -34,7 +34,7 @@ class DropTally:
     by check, so a rule is judged lost on the drops of the checks it reads (a load check's
     200 requests a round losing their latencies say nothing of a health check's 10)."""
 
-    __slots__ = ("by_check", "round_by_check", "warned")
+    __slots__ = ("by_check", "round_by_check")
 
     def __init__(self) -> None:
         self.by_check: dict[str | None, list[int]] = {}
@@ -42,7 +42,6 @@ class DropTally:
         before drops were kept by check (they count against every rule)."""
         self.round_by_check: dict[str, list[int]] = {}
         """The same for this round's checks."""
-        self.warned = False
 
     @property
     def samples(self) -> int:
@@ -60,7 +59,9 @@ class DropTally:
 
     def note(self, results: Sequence[CheckResult], log: logging.LoggerAdapter[Any]) -> None:
         """A round's results (a new round: the round's counts start again); the first round
-        with drops is logged, once per window (each drop is in the metrics)."""
+        with drops is logged, once per window (each drop is in the metrics): the counts
+        resumed from stored rounds (`note_summary`) say a watch before a restart or a
+        takeover logged it."""
         by_check: dict[str, list[int]] = {}
         for result in results:
             counts = _dropped(result)
@@ -68,11 +69,11 @@ class DropTally:
                 mine = by_check.setdefault(result.check, [0, 0, 0])
                 for k in range(3):
                     mine[k] += counts[k]
+        earlier = self.samples + self.latency
         self._add(by_check)
         self.round_by_check = by_check
         dropped = _total(by_check, 0) + _total(by_check, 1)
-        if dropped and not self.warned:
-            self.warned = True
+        if dropped and not earlier:
             log.warning(
                 "%d of %d probes this round dropped: the agent's own event loop was stalled"
                 " while they ran (agent overloaded), so they are not counted against the"

@@ -170,6 +170,12 @@ class _Stream:
             # `failed` window whose rollback was delivered (which would end the stream)
             self.rollback = await store.get_rollback(window_id)
             self.window = await store.get_window(window_id) or self.window
+            pending = self.rollback is not None and self.rollback.state == "pending"
+            if pending and self.window.state == "rolled_back":
+                # delivered between the two reads, and the same transaction made the
+                # window rolled_back: read the rollback again rather than send a pair
+                # the store never held (rolled_back with its rollback still pending)
+                self.rollback = await store.get_rollback(window_id)
         now = request_now(self.request)
         server = self.request.config_dict[SETTINGS].server
         page = deploy_page_url(server, window_id, now=now)

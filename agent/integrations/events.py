@@ -24,6 +24,10 @@ GITHUB_EVENT = "X-GitHub-Event"
 GITHUB_DELIVERY = "X-GitHub-Delivery"
 VERCEL_SIGNATURE = "x-vercel-signature"
 OPENING_VERCEL_TYPES = frozenset({"deployment.succeeded", "deployment.promoted"})
+_OWN_STATUS = re.compile(
+    r"^https?://[^/?#]+(?:/[^?#]*)?/v1/deploys/(dep_[0-9A-HJKMNP-TV-Z]{26})/?$"
+)
+"""A deploy object's URL, as Postflight posts it as a deployment status's `log_url`."""
 MAX_HOOK_BODY = 1024 * 1024
 """GitHub caps payloads at 25 MB, but deployment events are a few KiB: 1 MiB is ample."""
 
@@ -132,6 +136,9 @@ def _github_deployment_status(settings: Settings, document: dict[str, Any]) -> O
     assert state and full_name and environment and sha
     if state != "success":
         return Ignored(f"deployment_status {state!r} opens nothing (only success does)")
+    own = _own_status(status)
+    if own is not None:
+        return Ignored(f"a status Postflight posted for {own} opens nothing")
     name = _github_environment(settings, full_name, environment)
     if name is None:
         return Ignored(f"{full_name} {environment!r} is not mapped to an environment")
@@ -144,6 +151,19 @@ def _github_deployment_status(settings: Settings, document: dict[str, Any]) -> O
     if isinstance(url, str) and url:
         labels["github.environment_url"] = url[:256]
     return OpenWindow(environment=name, version=sha, commit=sha, labels=labels)
+
+
+def _own_status(status: Mapping[str, Any]) -> str | None:
+    """The deploy id when the status is one Postflight posted (its `log_url` is a deploy
+    object's, and GitHub copies it to `target_url`). GitHub sends an event for every
+    status created, Postflight's own too: the echo of a verdict's `success` must not
+    open a window, which would pass and post `success` again, for ever."""
+    for key in ("log_url", "target_url"):
+        url = status.get(key)
+        found = _OWN_STATUS.search(url) if isinstance(url, str) else None
+        if found:
+            return found.group(1)
+    return None
 
 
 def _github_protection_rule(settings: Settings, document: dict[str, Any]) -> Gate | Ignored:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ GH_SECRET = "gh-webhook-secret"
 VC_TOKEN = "vc-token-e2e"
 VC_SECRET = "vc-webhook-secret"
 SHA = "9fceb02d0ae598e95dc970b74767f19372d61af8"
+WebhookAgent = Callable[..., Awaitable[RunningAgent]]
 
 
 @pytest.fixture
@@ -118,6 +120,28 @@ async def eventually(check: Any, within: float = 15.0) -> None:
         await asyncio.sleep(0.05)
 
 
+@pytest.fixture
+def webhook_agent(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_github: FakeGitHub,
+    fake_vercel: FakeVercel,
+    rollback_receiver: Any,
+) -> WebhookAgent:
+    """Factory: `await webhook_agent(window=...)` → an agent with both integrations whose
+    production (`flip_target`) rolls back through the signed webhook rather than Vercel."""
+
+    async def start(window: str = "30s") -> RunningAgent:
+        receiver: RollbackReceiver = await rollback_receiver(SECRET)
+        rollback = f"{{url: '{receiver.url}', secret: {SECRET}, backoff: 50ms}}"
+        return await start_agent(
+            environments(flip_target, rollback=rollback, window=window),
+            extra=integrations(fake_github, fake_vercel),
+        )
+
+    return start
+
+
 async def windows(agent: RunningAgent) -> list[dict[str, Any]]:
     async with agent.http.get(f"{agent.url}/v1/deploys", headers=agent.headers) as r:
         data: dict[str, Any] = await r.json()
@@ -200,17 +224,9 @@ async def test_bad_signatures_are_401_and_store_nothing(
 
 
 async def test_github_deployment_status_opens_a_window_and_hears_in_progress_then_failure(
-    start_agent: AgentFactory,
-    flip_target: FlipTarget,
-    fake_vercel: FakeVercel,
-    fake_github: FakeGitHub,
-    rollback_receiver: Any,
+    webhook_agent: WebhookAgent, flip_target: FlipTarget, fake_github: FakeGitHub
 ) -> None:
-    receiver: RollbackReceiver = await rollback_receiver(SECRET)
-    rollback = f"{{url: '{receiver.url}', secret: {SECRET}, backoff: 50ms}}"
-    agent = await start_agent(
-        environments(flip_target, rollback=rollback), extra=integrations(fake_github, fake_vercel)
-    )
+    agent = await webhook_agent()
     body = gh.deployment_status()
     status, opened = await github_hook(agent, "deployment_status", body, "delivery-1")
     assert status == 202, opened
@@ -233,6 +249,38 @@ async def test_github_deployment_status_opens_a_window_and_hears_in_progress_the
     pending = gh.deployment_status("pending")
     status, ignored = await github_hook(agent, "deployment_status", pending, "delivery-2")
     assert status == 200 and "ignored" in ignored
+    assert len(await windows(agent)) == 1
+
+
+async def test_the_deployment_status_events_of_postflights_own_statuses_open_nothing(
+    webhook_agent: WebhookAgent, fake_github: FakeGitHub
+) -> None:
+    """GitHub sends a `deployment_status` event for every status created, Postflight's
+    own too. Old code opened a new window for the echo of its `success`, which passed and
+    posted `success` again: a window after window on one deployment, for ever."""
+    agent = await webhook_agent(window="1500ms")
+    status, opened = await github_hook(
+        agent, "deployment_status", gh.deployment_status(), "delivery-1"
+    )
+    assert status == 202, opened
+    await agent.settled(opened["deploy"]["id"])
+    await eventually(lambda: len(fake_github.statuses) >= 2)
+    assert [s["state"] for s in fake_github.statuses] == ["in_progress", "success"]
+    for n, posted in enumerate(fake_github.statuses):
+        # the event as GitHub sends it: the status as created (`target_url` is `log_url`)
+        event = json.loads(gh.deployment_status(posted["state"]))
+        event["deployment_status"].update(
+            {
+                "description": posted["description"],
+                "log_url": posted["log_url"],
+                "target_url": posted["log_url"],
+                "environment_url": posted["environment_url"],
+                "creator": {"login": "postflight-bot", "type": "Bot"},
+            }
+        )
+        body = json.dumps(event).encode()
+        status, answer = await github_hook(agent, "deployment_status", body, f"echo-{n}")
+        assert status == 200 and "ignored" in answer, answer
     assert len(await windows(agent)) == 1
 
 

@@ -109,6 +109,11 @@ class ServerSettings(StrictModel):
         named = [(f"api_tokens[{i}]", t) for i, t in enumerate(self.api_tokens)]
         return named + list(self.named_tokens.items())
 
+    def accepted_tokens(self) -> list[SecretStr]:
+        """Every bearer token accepted, `api_tokens` and `named_tokens`: on `/v1`, the
+        deploy pages, their event stream and the login form alike."""
+        return [token for _, token in self.token_names()]
+
     @property
     def host(self) -> str:
         return self.listen.rpartition(":")[0].strip("[]")

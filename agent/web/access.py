@@ -35,7 +35,7 @@ def access(
         return "forbidden"
     token = bearer_token(request)
     if token is not None:
-        return "ok" if token_matches(token, server.api_tokens) else "unauthenticated"
+        return "ok" if token_matches(token, server.accepted_tokens()) else "unauthenticated"
     session = request.cookies.get(SESSION_COOKIE)
     if session is not None and verify(key, session, SESSION_SUBJECT, now):
         return "ok"

@@ -215,7 +215,7 @@ async def login(request: web.Request) -> web.Response:
         return html("login.html", 400, next="/deploys", error=unread)
     token = str(form.get("token") or "")
     target = _safe_next(str(form.get("next") or ""))
-    if not token or not token_matches(token, settings.server.api_tokens):
+    if not token or not token_matches(token, settings.server.accepted_tokens()):
         return html("login.html", 401, next=target, error="That token is not accepted.")
     now = request_now(request)
     session = sign(signing_key(settings.server), SESSION_SUBJECT, now + SESSION_TTL_S)

@@ -219,15 +219,17 @@ async def previous_vercel_deployment(
 ) -> str | None:
     """The deployment production served before this one, from our own windows: the
     newest earlier Vercel window of the environment (or, if that one was rolled back,
-    the deployment it went back to)."""
+    the deployment it went back to), never the event's own deployment: one promoted
+    again after a rollback went back to it would roll back to itself."""
+    own = labels.get("vercel.deployment")
     page = await store.list_windows(environment=environment, limit=20)
     for window in page.items:
         current = window.labels.get("vercel.deployment")
-        if not current or current == labels.get("vercel.deployment"):
+        if not current or current == own:
             continue
         if window.state == "rolled_back":
             back = window.labels.get("vercel.previous")
-            if back:
+            if back and back != own:
                 return back
             continue
         return current  # cancelled or failed without a rollback: it still serves

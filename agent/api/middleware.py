@@ -94,6 +94,6 @@ def _unexpected(request: web.Request, exc: Exception) -> web.Response:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if needs_auth(request) and not await wrong_method_on_a_public_route(request):
         settings = request.config_dict.get(SETTINGS)
-        tokens = [t for _, t in settings.server.token_names()] if settings is not None else []
+        tokens = settings.server.accepted_tokens() if settings is not None else []
         require_token(request, tokens)
     return await handler(request)

@@ -272,17 +272,12 @@ class RuleSettings(StrictModel):
     def _coherent(self) -> RuleSettings:
         problems = []  # each at its own key, all at once (a missing bound hid a bad metric)
         if self.max is None and self.min is None and self.max_increase is None:
-            message = "give at least one bound: max, min or max_increase"
-            problems.append(_problem((), message, None))
+            problems.append(_problem((), NO_BOUND, None))
         if self.max is not None and self.min is not None and self.min > self.max:
             problems.append(_problem(("min",), f"min {self.min} is above max {self.max}", self.min))
         problems.extend(self._rate_bounds_beyond_one())
         if self.source == "checks" and self.metric not in CHECK_METRICS:
-            message = (
-                f"metric must be one of {', '.join(CHECK_METRICS)} for source checks"
-                f" (got {self.metric!r})"
-            )
-            problems.append(_problem(("metric",), message, self.metric))
+            problems.append(_problem(("metric",), not_a_check_metric(self.metric), self.metric))
         if self.source != "checks" and self.check:
             problems.append(_problem(("check",), "check applies only to source checks", self.check))
         if problems:
@@ -853,6 +848,13 @@ def unconfigured_source(rule: str, source: str) -> str:
     return f"rule {rule!r} uses source {source!r} but providers.{source} is not configured"
 
 
+NO_BOUND = "give at least one bound: max, min or max_increase"
+
+
+def not_a_check_metric(metric: object) -> str:
+    return f"metric must be one of {', '.join(CHECK_METRICS)} for source checks (got {metric!r})"
+
+
 def misnamed_check(rule: str, check: str, names: Collection[str]) -> str:
     return (
         f"rule {rule!r} names check {check!r}, which this environment does not have"
@@ -873,7 +875,8 @@ def cross_checks_in_document(
     """The checks of two keys or sections, read from the document itself, for a document
     that did not validate: pydantic runs a validator of a whole model only when every
     field is valid, and leaves a field that failed out of what later fields' validators
-    see, so a rule on an unconfigured provider, a rule's misnamed `check` beside a check
+    see, so a rule on an unconfigured provider, a rule's metric or missing bound beside
+    another of its errors (`max: abc`, a bad name), a rule's misnamed `check` beside a check
     named twice, a window shorter than its interval, a gate or rollback target lacking its
     integration, or probe summaries kept shorter than a lookback showed only once every
     other error was fixed. Best effort: a value not shaped as expected is left to its own
@@ -908,6 +911,13 @@ def cross_checks_in_document(
                 found.append(((*at, "rules", i, "source"), unconfigured_source(str(name), source)))
             if names is not None and isinstance(check, str) and check and check not in names:
                 found.append(((*at, "rules", i, "check"), misnamed_check(str(name), check, names)))
+            # a rule's own checks of two keys, beside an error of another of its keys
+            metric = rule.get("metric")
+            known_metric = not isinstance(metric, str | None) or metric in CHECK_METRICS
+            if source == "checks" and not known_metric:
+                found.append(((*at, "rules", i, "metric"), not_a_check_metric(metric)))
+            if all(rule.get(key) is None for key in ("max", "min", "max_increase")):
+                found.append(((*at, "rules", i), NO_BOUND))
         rollback = env.get("rollback")
         if isinstance(rollback, dict):
             found.extend(((*at, "rollback"), m) for m in rollback_needs_in_document(rollback))

@@ -152,9 +152,10 @@ def load_config_text(
     duplicates = _duplicate_keys(node) if node is not None else []
     problems: list[ConfigProblem] = []
     expanded = _expand(data, (), environ, problems, lines)
+    unexpanded = [p.loc for p in problems]
     overrides, origins = _overrides(environ, problems)
-    if problems:
-        raise ConfigError(source, [*duplicates, *problems])
+    if len(problems) > len(unexpanded):  # an override that cannot be read: what it sets
+        raise ConfigError(source, [*duplicates, *problems])  # is unknown, so is the rest
     document = _merged(expanded, overrides)
     try:
         settings = settings_from_document(document)
@@ -166,9 +167,12 @@ def load_config_text(
             for loc, message in cross_checks_in_document(document)
             if (loc, message) not in said
         ]
-        raise ConfigError(source, [*duplicates, *found]) from None
-    if duplicates:
-        raise ConfigError(source, duplicates)
+        # an unset variable is said beside every other error, not alone; what its value,
+        # left out, fails at its own key or below is that same error
+        found = [p for p in found if not any(p.loc[: len(u)] == u for u in unexpanded)]
+        raise ConfigError(source, [*duplicates, *problems, *found]) from None
+    if duplicates or problems:
+        raise ConfigError(source, [*duplicates, *problems])
     warnings = [
         _located(loc, message, lines, origins)
         for loc, message in [

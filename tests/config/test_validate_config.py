@@ -705,3 +705,61 @@ def test_the_check_of_a_rollback_s_keys_is_said_once_when_nothing_else_is_wrong(
     (problem,) = info.value.problems
     assert problem.path == "environments.production.rollback"
     assert problem.message == "target webhook needs secret"
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        (
+            "        metric: error_ratez\n        max: lots\n",
+            {"rules[0].metric": "metric must be one of error_rate", "rules[0].max": "valid number"},
+        ),
+        (
+            "        metric: error_rate\n        min_samples: 0\n",
+            {"rules[0]": "give at least one bound", "rules[0].min_samples": "greater than"},
+        ),
+    ],
+    ids=["metric-beside-a-bad-bound", "no-bound-beside-a-bad-key"],
+)
+def test_a_rules_checks_of_two_keys_are_said_beside_its_other_errors(
+    rule: str, expected: dict[str, str]
+) -> None:
+    """Contract §1: validate-config prints every error. A checks rule's unknown metric
+    beside `max: lots`, or a rule with no bound beside a bad `min_samples`, said only the
+    field's error (the rule's own check of two keys runs once its fields are valid)."""
+    text = MINIMAL.replace("        metric: error_rate\n        max: 0.05\n", rule)
+    with pytest.raises(ConfigError) as info:
+        load_settings_text(text)
+    found = [(p.path, p.message) for p in info.value.problems]
+    at = "environments.production."
+    assert [path for path, _ in found] == [at + path for path in expected], found
+    for (_, message), words in zip(found, expected.values(), strict=True):
+        assert words in message, found
+
+
+def test_an_unset_variable_is_said_beside_the_files_other_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Contract §1: every error with its field path. An unset `${VAR}` was the only error
+    said, the file's others hidden until it was set; what the value left out fails at its
+    own key (an empty secret) is not said again."""
+    monkeypatch.delenv("PF_UNSET_SECRET", raising=False)
+    text = MINIMAL.replace("interval: 30s", "interval: soon").replace(
+        "secret: shh-secret", "secret: ${PF_UNSET_SECRET}"
+    )
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 2
+    lines = [line.strip() for line in out.splitlines() if line.startswith("  ")]
+    at = "environments.production."
+    assert lines == [
+        f"{at}interval (line 8): 'soon' is not a duration; write it like 250ms, 30s, 10m or 1h",
+        f"{at}rollback.secret (line 20): environment variable PF_UNSET_SECRET is not set",
+    ], out
+
+
+def test_an_unset_variable_alone_is_still_an_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings_text(MINIMAL.replace("shh-secret", "${PF_UNSET_SECRET}"), env={})
+    (problem,) = info.value.problems
+    assert problem.path == "environments.production.rollback.secret"
+    assert problem.message == "environment variable PF_UNSET_SECRET is not set"

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
@@ -426,7 +427,7 @@ class EnvironmentSettings(StrictModel):
         errors = _second_names("check", [c.name for c in checks])
         interval = info.data.get("interval")
         if interval is not None:  # None: its own error is reported
-            errors += _checks_beyond(checks, interval)
+            errors += _checks_beyond(enumerate(checks), interval)
         if errors:
             raise ValidationError.from_exception_data("checks", errors)
         return checks
@@ -449,21 +450,8 @@ class EnvironmentSettings(StrictModel):
                 message = f"rule {rule.name!r} has source checks but there are no checks"
                 errors.append(_problem((index, "source"), message, rule.source))
         baseline = info.data.get("baseline")
-        for index, rule in enumerate(rules):
-            if rule.source == "checks" or baseline is None:  # None: already reported
-                continue
-            try:
-                hook = getattr(config_model_for(rule.source), "check_rule", None)
-                if hook is not None:
-                    hook(rule.to_rule(), baseline)
-            except (ValueError, ProviderPluginError) as exc:
-                # Reported at the rule (or at its key, for a FieldError), every rule's own.
-                loc: tuple[int | str, ...] = (index,)
-                if isinstance(exc, FieldError):
-                    loc = (index, exc.field)
-                context = {"name": repr(rule.name), "error": str(exc)}
-                error = PydanticCustomError("rule", "rule {name}: {error}", context)
-                errors.append(InitErrorDetails(type=error, loc=loc, input=rule.name))
+        if baseline is not None:  # None: already reported
+            errors += _provider_rules_unfit(enumerate(rules), baseline)
         if errors:
             raise ValidationError.from_exception_data("rules", errors)
         return rules
@@ -490,13 +478,38 @@ class EnvironmentSettings(StrictModel):
         return self
 
 
-def _checks_beyond(checks: list[CheckSettings], interval: float) -> list[InitErrorDetails]:
+def _provider_rules_unfit(
+    rules: Iterable[tuple[int, RuleSettings]], baseline: BaselineSettings
+) -> list[InitErrorDetails]:
+    """Each provider's config model judges its own rules (`check_rule`), at the rule (or
+    at its key, for a FieldError); `rules` with their places in the list."""
+    errors = []
+    for index, rule in rules:
+        if rule.source == "checks":
+            continue
+        try:
+            hook = getattr(config_model_for(rule.source), "check_rule", None)
+            if hook is not None:
+                hook(rule.to_rule(), baseline)
+        except (ValueError, ProviderPluginError) as exc:
+            loc: tuple[int | str, ...] = (index,)
+            if isinstance(exc, FieldError):
+                loc = (index, exc.field)
+            context = {"name": repr(rule.name), "error": str(exc)}
+            error = PydanticCustomError("rule", "rule {name}: {error}", context)
+            errors.append(InitErrorDetails(type=error, loc=loc, input=rule.name))
+    return errors
+
+
+def _checks_beyond(
+    checks: Iterable[tuple[int, CheckSettings]], interval: float
+) -> list[InitErrorDetails]:
     """Every check of a round runs within the round: a load check's run (its `duration`,
     and its `warmup` when set) must fit the `interval`; an unset warm-up is cut to what
-    the interval leaves (`agent.windows.probing.fit_to_round`)."""
+    the interval leaves (`agent.windows.probing.fit_to_round`). `checks` with their places."""
     problems: list[InitErrorDetails] = []
     every = format_duration(interval)
-    for i, check in enumerate(checks):
+    for i, check in checks:
         duration = getattr(check, "duration", None)
         if duration is None:
             continue
@@ -523,11 +536,14 @@ def _checks_beyond(checks: list[CheckSettings], interval: float) -> list[InitErr
 OVERRIDE_PREFIX = "POSTFLIGHT__"
 
 
-def _second_names(kind: str, names: list[str]) -> list[InitErrorDetails]:
-    """The second (third…) of each name given twice, at its own `name` key."""
+def _second_names(kind: str, names: Sequence[object]) -> list[InitErrorDetails]:
+    """The second (third…) of each name given twice, at its own `name` key (a name that
+    is not a string is its own error)."""
     seen: set[str] = set()
     errors = []
     for i, name in enumerate(names):
+        if not isinstance(name, str):
+            continue
         if name in seen:
             message = f"two {kind}s are named {name!r}; names must be unique"
             errors.append(_problem((i, "name"), message, name))
@@ -884,14 +900,15 @@ def cross_checks_in_document(
     from agent.providers.plugins import plugin_names
 
     known = plugin_names()
+    channels = channels_in_document(document)
     providers = document.get("providers")
     configured = (
         {k for k, v in providers.items() if v is not None} if isinstance(providers, dict) else set()
     )
     environments = document.get("environments")
     if not isinstance(environments, dict):
-        return []
-    found = _cross_sections_in_document(document, environments)
+        return channels
+    found = channels + _cross_sections_in_document(document, environments)
     for env_name, env in environments.items():
         if not isinstance(env, dict):
             continue
@@ -925,6 +942,7 @@ def cross_checks_in_document(
         for section_name, section in baseline.items() if isinstance(baseline, dict) else ():
             if section is not None and section_name in known and section_name not in configured:
                 found.append(((*at, "baseline", section_name), f"needs providers.{section_name}"))
+        found += _list_items_in_document(env, at)
         defaults = EnvironmentSettings.model_fields
         try:
             window = parse_duration(env.get("window", defaults["window"].default))
@@ -934,6 +952,74 @@ def cross_checks_in_document(
         if 0 < window < interval:
             found.append(((*at, "window"), window_below_interval(window, interval)))
     return found
+
+
+def _list_items_in_document(
+    env: Mapping[str, Any], at: tuple[str | int, ...]
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """An environment's checks of its checks and rules against each other and its other
+    keys (a name given twice, a load check longer than the interval, each provider's
+    judgement of its rules), on the items that validate on their own: pydantic judges a
+    list only once every item of it is valid, so one check's bad `timeout` hid another's
+    name given twice."""
+    said: list[tuple[str, InitErrorDetails]] = []
+    checks, rules = env.get("checks"), env.get("rules")
+    if isinstance(checks, list):
+        said += [("checks", e) for e in _second_names("check", _names(checks))]
+        default = EnvironmentSettings.model_fields["interval"].default
+        interval = _valid(TypeAdapter(PositiveDuration), env.get("interval", default))
+        if interval is not None:
+            valid = _valid_items(TypeAdapter(CheckSettings), checks)
+            said += [("checks", e) for e in _checks_beyond(valid, interval)]
+    if isinstance(rules, list):
+        said += [("rules", e) for e in _second_names("rule", _names(rules))]
+        baseline = _valid(TypeAdapter(BaselineSettings), env.get("baseline", {}))
+        if baseline is not None:
+            valid_rules = _valid_items(TypeAdapter(RuleSettings), rules)
+            said += [("rules", e) for e in _provider_rules_unfit(valid_rules, baseline)]
+    return [((*at, key, *e["loc"]), _message(e)) for key, e in said]
+
+
+def channels_in_document(document: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Each alert channel whose URL apprise cannot use, among those that validate on their
+    own (`AlertingSettings` judges them only once every channel is valid)."""
+    from agent.alert_channels import unusable_channel
+
+    alerting = document.get("alerting")
+    channels = alerting.get("channels") if isinstance(alerting, dict) else None
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    listed = channels if isinstance(channels, list) else []
+    for i, channel in _valid_items(TypeAdapter(AlertChannel), listed):
+        problem = unusable_channel(channel.url.get_secret_value())
+        if problem is not None:
+            found.append((("alerting", "channels", i, "url"), problem))
+    return found
+
+
+T = TypeVar("T")
+
+
+def _names(items: list[Any]) -> list[object]:
+    return [item.get("name") if isinstance(item, dict) else None for item in items]
+
+
+def _valid(adapter: TypeAdapter[T], value: Any) -> T | None:
+    try:
+        return adapter.validate_python(value)
+    except (ValidationError, TypeError, ValueError):
+        return None
+
+
+def _valid_items(adapter: TypeAdapter[T], items: list[Any]) -> Iterator[tuple[int, T]]:
+    for i, item in enumerate(items):
+        valid = _valid(adapter, item)
+        if valid is not None:
+            yield i, valid
+
+
+def _message(error: InitErrorDetails) -> str:
+    kind = error["type"]
+    return kind.message() if isinstance(kind, PydanticCustomError) else str(kind)
 
 
 def rollback_needs_in_document(rollback: Mapping[str, Any]) -> list[str]:

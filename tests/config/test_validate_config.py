@@ -763,3 +763,90 @@ def test_an_unset_variable_alone_is_still_an_error() -> None:
     (problem,) = info.value.problems
     assert problem.path == "environments.production.rollback.secret"
     assert problem.message == "environment variable PF_UNSET_SECRET is not set"
+
+
+SENTRY = (
+    "providers:\n  sentry: {org: acme, token: tok-sentry}\n",
+    "    baseline: {sentry: {project: web}}\n    rollback:\n",
+)
+"""MINIMAL's additions for a Sentry rule: the provider, and the environment's baseline."""
+
+
+def broken(checks: str = "", rules: str = "", channels: str = "", sentry: bool = False) -> str:
+    """MINIMAL with more checks, rules and alert channels after its own."""
+    text = MINIMAL.replace("        path: /health\n", "        path: /health\n" + checks)
+    text = text.replace("        max: 0.05\n", "        max: 0.05\n" + rules)
+    if channels:
+        text = text.replace("environments:\n", f"alerting:\n  channels:\n{channels}environments:\n")
+    if sentry:
+        text = text.replace("environments:\n", SENTRY[0] + "environments:\n")
+        text = text.replace("    rollback:\n", SENTRY[1])
+    return text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            broken(
+                checks="      - {name: other, type: http, path: /x, timeout: soon}\n"
+                "      - {name: api-health, type: http, path: /again}\n"
+            ),
+            {"checks[1].timeout": "not a duration", "checks[2].name": "two checks are named"},
+        ),
+        (
+            broken(
+                checks="      - {name: other, type: http, path: /x, timeout: soon}\n"
+                "      - {name: feed, type: load, path: /, rate: 5/s, duration: 5m}\n"
+            ),
+            {"checks[1].timeout": "not a duration", "checks[2].duration": "longer than"},
+        ),
+        (
+            broken(
+                rules="      - {name: latency, source: checks, metric: latency_p95, max: slow}\n"
+                "      - {name: probe-errors, source: checks, metric: error_rate, max: 0.1}\n"
+            ),
+            {"rules[1].max": "not a duration", "rules[2].name": "two rules are named"},
+        ),
+        (
+            broken(
+                rules="      - {name: latency, source: checks, metric: latency_p95, max: slow}\n"
+                "      - {name: sentry-errors, source: sentry, metric: latency, max: 1}\n",
+                sentry=True,
+            ),
+            {"rules[1].max": "not a duration", "rules[2]": "metric must be one of error_count"},
+        ),
+        (
+            broken(
+                channels="    - {url: 'nosuchscheme://x', tags: [oncall]}\n"
+                "    - {url: 'json://127.0.0.1:9/alerts', tags: oncall}\n"
+            ),
+            {"channels[0].url": "apprise cannot use", "channels[1].tags": "valid list"},
+        ),
+    ],
+    ids=[
+        "check-named-twice",
+        "load-beyond-the-interval",
+        "rule-named-twice",
+        "provider-rule",
+        "unusable-channel",
+    ],
+)
+def test_the_checks_across_a_lists_items_are_said_beside_another_items_error(
+    text: str, expected: dict[str, str]
+) -> None:
+    """Contract §1: every error. Names given twice, a load check longer than the interval,
+    a provider's judgement of its rule and a channel URL apprise cannot use were judged
+    only once every item of their list was valid (pydantic validates a list's items
+    first), so another check's bad `timeout`, another rule's bad bound or another
+    channel's bad `tags` hid them until fixed."""
+    with pytest.raises(ConfigError) as info:
+        load_settings_text(text)
+    found = {
+        p.path.removeprefix("environments.production.").removeprefix("alerting."): p.message
+        for p in info.value.problems
+    }
+    assert sorted(found) == sorted(expected), found
+    for path, words in expected.items():
+        assert words in found[path], found
+    assert len(info.value.problems) == len(expected)

@@ -152,10 +152,7 @@ def load_config_text(
     duplicates = _duplicate_keys(node) if node is not None else []
     problems: list[ConfigProblem] = []
     expanded = _expand(data, (), environ, problems, lines)
-    unexpanded = [p.loc for p in problems]
     overrides, origins = _overrides(environ, problems)
-    if len(problems) > len(unexpanded):  # an override that cannot be read: what it sets
-        raise ConfigError(source, [*duplicates, *problems])  # is unknown, so is the rest
     document = _merged(expanded, overrides)
     try:
         settings = settings_from_document(document)
@@ -167,9 +164,10 @@ def load_config_text(
             for loc, message in cross_checks_in_document(document)
             if (loc, message) not in said
         ]
-        # an unset variable is said beside every other error, not alone; what its value,
-        # left out, fails at its own key or below is that same error
-        found = [p for p in found if not any(p.loc[: len(u)] == u for u in unexpanded)]
+        # an unset variable or an override that cannot be read is said beside every other
+        # error, not alone; what fails at its key or below is that same error
+        unread = [p.loc for p in problems]
+        found = [p for p in found if not any(p.loc[: len(u)] == u for u in unread)]
         raise ConfigError(source, [*duplicates, *problems, *found]) from None
     if duplicates or problems:
         raise ConfigError(source, [*duplicates, *problems])
@@ -390,8 +388,9 @@ def _overrides(
 ) -> tuple[dict[str, Any], _Origins]:
     """What the `POSTFLIGHT__…` variables set, and which set what. Each is read alone
     first, so that a value that is not the JSON its setting needs, or an error in what
-    it set, is a problem naming that variable."""
+    it set, is a problem naming that variable; the others still apply."""
     variables = {k: v for k, v in environ.items() if k.upper().startswith(OVERRIDE_PREFIX)}
+    readable: dict[str, str] = {}
     origins = _Origins({}, {})
     for name, value in sorted(variables.items()):
         parts = name[len(OVERRIDE_PREFIX) :].lower().split("__")
@@ -421,9 +420,9 @@ def _overrides(
                 else f"cannot be read: {cause}"
             )
             problems.append(ConfigProblem(loc, message, variable=name))
-    if problems:
-        return {}, origins
-    return environment_overrides(variables), origins
+            continue
+        readable[name] = value
+    return environment_overrides(readable), origins
 
 
 def _merged(document: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

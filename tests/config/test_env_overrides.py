@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.settings_file import load_settings_text
-from tests.config.test_validate_config import MINIMAL, run_validate
+from tests.config.test_validate_config import MINIMAL, error_lines, run_validate
 
 
 def postflight(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -148,3 +148,35 @@ def test_an_override_reaches_a_key_the_file_writes_in_capitals(
     settings = load_settings_text(MINIMAL.replace("  production:", "  Prod:"))
     assert list(settings.environments) == ["Prod"]
     assert settings.environments["Prod"].window == 900.0
+
+
+def test_an_override_that_cannot_be_read_is_said_beside_every_other_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Contract §1: every error. An override that is not JSON was the only error said (the
+    file's, and another override's, hidden until it was fixed)."""
+    monkeypatch.setenv("POSTFLIGHT__SERVER__API_TOKENS", "not json")
+    monkeypatch.setenv("POSTFLIGHT__ENVIRONMENTS__PRODUCTION__WINDOW", "soon")
+    lines = error_lines(tmp_path, MINIMAL.replace("max: 0.05", "max: lots"), capsys)
+    assert [line.partition(":")[0] for line in lines] == [
+        "environments.production.rules[0].max (line 17)",
+        "server.api_tokens (from $POSTFLIGHT__SERVER__API_TOKENS)",
+        "environments.production.window (from $POSTFLIGHT__ENVIRONMENTS__PRODUCTION__WINDOW)",
+    ], lines
+    assert "not valid JSON" in lines[1] and "'soon' is not a duration" in lines[2]
+
+
+def test_the_overrides_apply_beside_an_unset_variable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file with its API tokens from the environment and an unset `${VAR}`: the unset
+    variable is the one error, not also the tokens the file leaves to the override."""
+    monkeypatch.setenv("POSTFLIGHT__SERVER__API_TOKENS", '["tok-from-the-environment"]')
+    monkeypatch.delenv("PF_UNSET_SECRET", raising=False)
+    text = MINIMAL.replace('  api_tokens: ["tok-1234567890abcdef"]\n', "").replace(
+        "shh-secret", "${PF_UNSET_SECRET}"
+    )
+    assert error_lines(tmp_path, text, capsys) == [
+        "environments.production.rollback.secret (line 19):"
+        " environment variable PF_UNSET_SECRET is not set"
+    ]

@@ -53,6 +53,13 @@ def run_validate(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) 
     return code, captured.out + captured.err
 
 
+def error_lines(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """What validate-config says of `text`, one line per error; it must exit 2."""
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 2, out
+    return [line.strip() for line in out.splitlines() if line.startswith("  ")]
+
+
 def test_minimal_config_is_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out = run_validate(tmp_path, MINIMAL, capsys)
     assert code == 0, out
@@ -747,14 +754,11 @@ def test_an_unset_variable_is_said_beside_the_files_other_errors(
     text = MINIMAL.replace("interval: 30s", "interval: soon").replace(
         "secret: shh-secret", "secret: ${PF_UNSET_SECRET}"
     )
-    code, out = run_validate(tmp_path, text, capsys)
-    assert code == 2
-    lines = [line.strip() for line in out.splitlines() if line.startswith("  ")]
     at = "environments.production."
-    assert lines == [
+    assert error_lines(tmp_path, text, capsys) == [
         f"{at}interval (line 8): 'soon' is not a duration; write it like 250ms, 30s, 10m or 1h",
         f"{at}rollback.secret (line 20): environment variable PF_UNSET_SECRET is not set",
-    ], out
+    ]
 
 
 def test_an_unset_variable_alone_is_still_an_error() -> None:

@@ -93,6 +93,22 @@ def format_value(metric: str | None, value: Any) -> str:
     return _number(number)
 
 
+_RATE_BOUND = re.compile(r"\b(max|min) (\d+(?:\.\d+)?(?:e-?\d+)?)(?=,|$)")
+"""A rate's bound as the contract writes it (`max 0.05`: a fraction, as configured)."""
+
+
+def threshold_in_units(metric: Any, threshold: Any) -> str:
+    """The rule's bounds as written, a rate's also in % beside the observed and baseline
+    values (`max 0.05 (5%)`): `31% vs baseline 0%, threshold max 0.05` made on-call do the
+    sum. The words as written stay, as the API, the webhook and the config have them."""
+    text = str(threshold)
+    if not isinstance(metric, str) or not (metric in RATE_METRICS or metric.endswith("_rate")):
+        return text
+    return _RATE_BOUND.sub(
+        lambda m: f"{m.group(0)} ({format_value(metric, float(m.group(2)))})", text
+    )
+
+
 def _one_line(text: Any) -> str:
     return " ".join(str(text).split())
 
@@ -155,7 +171,7 @@ def rule_line(rule: Mapping[str, Any]) -> str:
     line += f": observed **{observed}** vs baseline {baseline}"
     threshold = rule.get("threshold")
     if threshold:
-        line += f", threshold {_text(threshold)}"
+        line += f", threshold {_text(threshold_in_units(metric, threshold))}"
     outcome = rule.get("outcome")
     evidence_of = rule.get("evidence")
     if outcome == "pass" and isinstance(evidence_of, Mapping) and evidence_of.get("streak"):

@@ -115,12 +115,18 @@ def _labels(pairs: Sequence[str]) -> dict[str, str]:
     return labels
 
 
+def _given(text: str | None) -> str | None:
+    """An optional flag's value, None when empty or blank (`--previous ""`)."""
+    return text if text is not None and text.strip() else None
+
+
 def _deploy_request(args: argparse.Namespace) -> DeployRequest:
     fields: dict[str, Any] = {
         "environment": args.env,
         "version": args.version,
-        "previous_version": args.previous,
-        "commit": args.commit,
+        # empty is "none": a pipeline's first deploy passes `--previous "$PREVIOUS"` unset
+        "previous_version": _given(args.previous),
+        "commit": _given(args.commit),
         "window": args.window,
         "deployed_at": args.deployed_at,
         "labels": _labels(args.label),

@@ -200,6 +200,17 @@ def test_register_prints_the_deploy_id_and_exits_0(
     assert f"postflight status {window.id}" in captured.out
 
 
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_empty_previous_or_commit_is_none_not_a_usage_error(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str], empty: str
+) -> None:
+    """A pipeline's first deploy: `--previous "$PREVIOUS" --commit "$SHA"` with both unset."""
+    code = register_command(register_args(agent, "--previous", empty, "--commit", empty))
+    assert code == 0, capsys.readouterr().err
+    [window] = agent.call(agent.store.list_windows()).items
+    assert window.previous_version is None and window.commit is None
+
+
 def test_register_quiet_prints_only_the_id(
     agent: AgentThread, capsys: pytest.CaptureFixture[str]
 ) -> None:

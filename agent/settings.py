@@ -101,8 +101,11 @@ class ServerSettings(StrictModel):
     @classmethod
     def _host_port(cls, value: str) -> str:
         host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not host or not port.isdigit():
             raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8787)")
+        if not 0 < int(port) < 65536:
+            # 0 (any free port) too: the links in alerts and pages are built from it
+            raise ValueError(f"port {port} is not one of 1-65535 (in {value!r})")
         return value
 
     def token_names(self) -> list[tuple[str, SecretStr]]:

@@ -160,6 +160,12 @@ BROKEN = [
         id="bad-listen",
     ),
     pytest.param(
+        MINIMAL.replace("listen: 127.0.0.1:8787", "listen: 127.0.0.1:0"),
+        "server.listen",
+        "port 0 is not one of 1-65535",
+        id="listen-port-0",
+    ),
+    pytest.param(
         MINIMAL.replace("    rollback:\n", "    analysis:\n      confidence: 1.5\n    rollback:\n"),
         "environments.production.analysis.confidence",
         "less than 1",

@@ -537,6 +537,8 @@ def _checks_beyond(
 
 
 OVERRIDE_PREFIX = "POSTFLIGHT__"
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "*"})
+"""Listen hosts meaning every interface: no address to link to."""
 
 
 def _second_names(kind: str, names: Sequence[object]) -> list[InitErrorDetails]:
@@ -700,6 +702,20 @@ class Settings(BaseSettings):
             for loc, token in tokens
             if (length := len(token.get_secret_value())) < MIN_API_TOKEN_LENGTH
         ]
+
+    def link_warnings(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(loc, message) when the links (alerts, `register --wait`, the pages, GitHub
+        statuses) would be built on a listen address no one can open: every interface
+        (`0.0.0.0`, `::`, as in the container image) with no `public_url`."""
+        server = self.server
+        if server.public_url is not None or server.host not in WILDCARD_HOSTS:
+            return []
+        message = (
+            f"links in alerts, pages and deployment statuses would read {server.base_url}/…,"
+            " which no one can open: set server.public_url to the URL on-call reaches"
+            " this agent at"
+        )
+        return [(("server", "listen"), message)]
 
     def rule_warnings(self) -> list[tuple[tuple[str | int, ...], str]]:
         """(loc, message) of each environment without rules: nothing judges its windows,

@@ -175,6 +175,7 @@ def load_config_text(
         _located(loc, message, lines, origins)
         for loc, message in [
             *settings.token_warnings(),
+            *settings.link_warnings(),
             *settings.alert_routing_warnings(),
             *settings.baseline_warnings(),
             *settings.rule_warnings(),

@@ -417,6 +417,22 @@ def test_a_short_api_token_is_a_warning_without_printing_it(
     assert "hunter2-pw" not in out
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "[::]"])
+def test_listening_on_every_interface_without_a_public_url_is_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], host: str
+) -> None:
+    """As the container image listens: the links would read http://0.0.0.0:8787/…."""
+    text = MINIMAL.replace("listen: 127.0.0.1:8787", f"listen: '{host}:8787'")
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 0, out
+    assert "warning: server.listen (line " in out, out
+    assert f"would read http://{host}:8787/…, which no one can open" in out, out
+    assert "set server.public_url" in out
+    public = text.replace("  listen:", "  public_url: https://postflight.example.com\n  listen:")
+    code, out = run_validate(tmp_path, public, capsys)
+    assert code == 0 and "server.listen" not in out, out
+
+
 def test_a_zero_interval_and_an_empty_token_are_named_by_their_own_paths(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

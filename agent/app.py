@@ -1,21 +1,23 @@
 """Wiring: one aiohttp application that serves the API and owns the daemon's work.
 
-Style model: aiohttp's own lifecycle. The store, its retention, the watcher (with
-background probing), the rollback delivery, the target sessions and each provider have
-their own `cleanup_ctx` context, so `postflight run` needs no other start-up code and
-shuts down in a known order (stop taking work, let in-flight deliveries finish
-within a bound, close), and one resource failing to close skips none of the others.
+Style model: aiohttp's own lifecycle. The store, the resources that use it (retention,
+the rollback delivery, the target sessions, each provider) and the watcher (with
+background probing) have their own `cleanup_ctx` context, so `postflight run` needs no
+other start-up code and shuts down in a known order (stop taking work, let in-flight
+deliveries finish within a bound, close the resources together, the store last), each
+step within its share of `server.shutdown_timeout` (`agent.stopping`): one resource
+failing to close, or a part that does not stop, skips none of the others.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import math
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 
@@ -31,6 +33,7 @@ from agent.providers.registry import build_providers
 from agent.retention import StorePruner
 from agent.rollback.delivery import RollbackDelivery
 from agent.settings import Settings
+from agent.stopping import CLOSING_SHARE, STORE_SHARE, StopBudget
 from agent.store import store_from_url
 from agent.store.base import Store
 from agent.web import routes as web_routes
@@ -49,6 +52,7 @@ from common.redaction import Redactor
 log = logging.getLogger("postflight")
 
 WATCHER = web.AppKey("watcher", Watcher)
+STOP = web.AppKey("stop", StopBudget)
 
 
 def replica_id() -> str:
@@ -88,12 +92,15 @@ def build_app(
     app[REDACT] = redact
     add_routes(app)
     web_routes.mount(app)
+    stop = StopBudget(settings.server.shutdown_timeout)
+    app[STOP] = stop
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         init_sentry(redact, environ)
         await app[STORE].open()
         yield
-        await app[STORE].close()
+        closing = asyncio.create_task(app[STORE].close(), name="closing the store")
+        await stop.settle([closing], grace=math.inf)
 
     sessions = TargetSessions()
     notifier = Notifier(
@@ -152,66 +159,42 @@ def build_app(
         side = asyncio.create_task(integrations.run(), name="integrations")
         # alerts cut off by a crash (this process's last, or a dead replica's) and
         # retries of failed channels: their sends are the watcher's background work, so
-        # `drain` bounds them at a stop; a retry not yet due stays in the store
+        # the stop bounds them as it does the rest; a retry not yet due stays in the store
         recovery = asyncio.create_task(
             alerts.run(watcher.services.spawn, max(poll_interval, alerts.lease_s / 4)),
             name="alert-recovery",
         )
         yield
-        for running in (recovery, side, task):
-            running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await running
-        await watcher.drain(grace=max(1.0, settings.server.shutdown_timeout - 3.0))
+        await stop.settle((recovery, side, task), keep=CLOSING_SHARE)
+        grace = max(1.0, settings.server.shutdown_timeout - 3.0)
+        await watcher.drain(grace, stop, keep=CLOSING_SHARE)
 
-    async def news_ctx(app: web.Application) -> AsyncIterator[None]:
-        """Live pages hear of what other replicas on the PostgreSQL store write."""
-        url = settings.store.url
-        task = None
-        if store is None and url.startswith(("postgresql://", "postgres://")):
-            task = asyncio.create_task(PgNews(url, feed).run(), name="replica-news")
-        yield
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
+    async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
+        """What uses the store besides the watcher. Closed at once at a stop, once the
+        watcher has stopped, so one close that hangs holds none of the others."""
         pruner = StorePruner.from_settings(settings, app[STORE], clock)
-        task = asyncio.create_task(pruner.run(), name="store-retention")
+        running = [asyncio.create_task(pruner.run(), name="store-retention")]
+        url = settings.store.url
+        if store is None and url.startswith(("postgresql://", "postgres://")):
+            # live pages hear of what other replicas on the PostgreSQL store write
+            running.append(asyncio.create_task(PgNews(url, feed).run(), name="replica-news"))
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in running:
+            task.cancel()
+        closes = [(f"provider {name}", p.aclose) for name, p in reversed(providers.items())]
+        closes += [
+            ("integrations", integrations.aclose),
+            ("rollback delivery", delivery.aclose),
+            ("target sessions", sessions.aclose),
+        ]
+        closing = [asyncio.create_task(aclose(), name=f"closing {what}") for what, aclose in closes]
+        await stop.settle([*running, *closing], grace=math.inf, keep=STORE_SHARE)
 
     # aiohttp cleans up in reverse: the watcher stops first, the store closes last
     app.cleanup_ctx.append(store_ctx)
-    app.cleanup_ctx.append(news_ctx)
-    app.cleanup_ctx.append(retention_ctx)
-    app.cleanup_ctx.append(_closes("target sessions", sessions.aclose))
-    app.cleanup_ctx.append(_closes("rollback delivery", delivery.aclose))
-    app.cleanup_ctx.append(_closes("integrations", integrations.aclose))
-    for name, provider in providers.items():
-        app.cleanup_ctx.append(_closes(f"provider {name}", provider.aclose))
+    app.cleanup_ctx.append(resources_ctx)
     app.cleanup_ctx.append(watcher_ctx)
     return app
-
-
-def _closes(
-    what: str, aclose: Callable[[], Awaitable[object]]
-) -> Callable[[web.Application], AsyncIterator[None]]:
-    """One resource's own cleanup context (aiohttp's `cleanup_ctx` style): it closes
-    at shutdown, and a failure is logged rather than raised, so it never keeps the
-    others from closing nor turns a clean stop into a traceback."""
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        yield
-        try:
-            await aclose()
-        except Exception:
-            log.exception("closing %s failed; the other resources still close", what)
-
-    return ctx
 
 
 async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> None:
@@ -222,7 +205,8 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> No
         handle_signals=False,
         access_log=None,
         logger=ServerLog(app[METRICS]),
-        shutdown_timeout=min(2.0, settings.server.shutdown_timeout),
+        # the requests in flight: a quarter of the stop, at most 2 s
+        shutdown_timeout=min(2.0, settings.server.shutdown_timeout / 4),
     )
     await runner.setup()
     site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_address=True)
@@ -238,6 +222,7 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> No
             log.info("deploy pages at %s/deploys", settings.server.base_url)
         async with daemon_heap(app[METRICS]):
             await stop.wait()
+        app[STOP].start()
         log.info("stopping: no new work; finishing deliveries in flight")
     finally:
         await runner.cleanup()

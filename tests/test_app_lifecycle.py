@@ -1,7 +1,11 @@
-"""The daemon's resources close one by one: a failing close skips none of the others."""
+"""The daemon's stop: its resources close, and a failing close skips none of the others;
+a part that does not stop (a cancellation swallowed, a close that hangs) is named and left
+within `server.shutdown_timeout`, and the store still closes last."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from pathlib import Path
 
@@ -12,6 +16,7 @@ from agent.app import build_app
 from agent.rollback.delivery import RollbackDelivery
 from agent.settings_file import load_settings_text
 from agent.store.sqlite import SqliteStore
+from agent.windows.supervisor import Watcher
 from checks.sessions import TargetSessions
 
 CONFIG = """
@@ -57,6 +62,94 @@ async def test_a_failing_close_does_not_skip_the_rest(
     assert "closing rollback delivery failed" in caplog.text
 
 
+STOP_CONFIG = CONFIG.replace("server: {", "server: {shutdown_timeout: 1s, ")
+
+
+async def stopped_in_time(runner: web.AppRunner) -> bool:
+    """Whether the stop (what SIGTERM runs) ends within the contract's bound: 1 s of
+    `shutdown_timeout` and a margin for a loaded machine. Waited for with asyncio.wait,
+    which no part of it swallowing a cancellation can hold."""
+    cleanup = asyncio.create_task(runner.cleanup())
+    done, _ = await asyncio.wait({cleanup}, timeout=5.0)
+    if cleanup in done:
+        cleanup.result()
+    return cleanup in done
+
+
+def closes_recorded(store: SqliteStore, closed: list[str]) -> None:
+    store_close = store.close
+
+    async def close_store() -> None:
+        await store_close()
+        closed.append("store")
+
+    store.close = close_store  # type: ignore[method-assign]
+
+
+@pytest.mark.timeout(30)
+async def test_a_watcher_that_swallows_its_cancellation_is_named_and_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, the stop awaited the cancelled watcher with no bound: it hung for good."""
+    release = asyncio.Event()
+
+    async def stubborn(self: Watcher) -> None:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+
+    monkeypatch.setattr(Watcher, "run", stubborn)
+    store = SqliteStore(tmp_path / "postflight.db")
+    closed: list[str] = []
+    closes_recorded(store, closed)
+    app = build_app(load_settings_text(STOP_CONFIG), store=store, background_probing=False)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    (watcher,) = [t for t in asyncio.all_tasks() if t.get_name() == "watcher"]
+    try:
+        with caplog.at_level(logging.WARNING, logger="postflight"):
+            assert await stopped_in_time(runner)
+        assert not watcher.done()  # left, still swallowing
+        assert closed == ["store"]
+        (line,) = [r.getMessage() for r in caplog.records if "watcher" in r.getMessage()]
+        assert line.startswith("stopping: watcher did not stop within "), line
+        assert line.endswith("; leaving it"), line
+    finally:
+        release.set()
+        await watcher
+
+
+@pytest.mark.timeout(30)
+async def test_a_close_that_hangs_is_cut_off_and_the_others_and_the_store_still_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, the stop awaited each close with no bound: a hung one held it for good."""
+    closed: list[str] = []
+
+    async def hung_close(self: RollbackDelivery) -> None:
+        await asyncio.Event().wait()  # a socket close that never completes
+
+    original = TargetSessions.aclose
+
+    async def sessions_close(self: TargetSessions) -> None:
+        await original(self)
+        closed.append("sessions")
+
+    monkeypatch.setattr(RollbackDelivery, "aclose", hung_close)
+    monkeypatch.setattr(TargetSessions, "aclose", sessions_close)
+    store = SqliteStore(tmp_path / "postflight.db")
+    closes_recorded(store, closed)
+    app = build_app(load_settings_text(STOP_CONFIG), store=store, background_probing=False)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    with caplog.at_level(logging.WARNING, logger="postflight"):
+        assert await stopped_in_time(runner)
+    assert closed == ["sessions", "store"]
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert line.startswith("stopping: closing rollback delivery did not finish within "), line
+    assert line.endswith("; cut off"), line
+
+
 LOAD_CONFIG = """
 server: {{api_tokens: [tok-1234567890abcdef]}}
 environments:
@@ -70,8 +163,6 @@ environments:
 async def test_a_load_checks_connections_close_when_the_daemon_stops(tmp_path: Path) -> None:
     """A load check keeps its connections between runs (`checks.load.LoadPool`); the
     daemon's shutdown closes them, as the target sees it."""
-    import asyncio
-
     from aiohttp.test_utils import TestServer
 
     seen: list[object] = []

@@ -32,6 +32,7 @@ from agent.records import DeployWindow, RollbackIntent, RoundRecord, WindowState
 from agent.rollback.contract import rollback_intent
 from agent.rollback.delivery import RollbackDelivery, SettleClaims
 from agent.settings import EnvironmentSettings, RuleSettings
+from agent.stopping import StopBudget
 from agent.store.base import AlertClaim, ProbeRun, Store
 from agent.windows.alert_once import WindowAlerts, alert_claim
 from agent.windows.checkpoint import resume_point, stored_observations, stores_state
@@ -111,16 +112,13 @@ class WatchServices:
         task.add_done_callback(self.background.discard)
         return task
 
-    async def drain(self, grace: float) -> None:
+    async def drain(self, grace: float, stop: StopBudget | None = None, keep: float = 0.0) -> None:
         """Let background work finish within `grace` seconds, then cancel the rest: an
-        unfinished rollback stays pending in the store and resumes on the next start."""
-        pending = set(self.background)
-        if not pending:
-            return
-        _done, still = await asyncio.wait(pending, timeout=grace)
-        for task in still:
-            task.cancel()
-        await asyncio.gather(*still, return_exceptions=True)
+        unfinished rollback stays pending in the store and resumes on the next start.
+        All within `stop`'s time less `keep` (`StopBudget.settle`; by default, the grace,
+        then as long again and a second for what is cut off to end)."""
+        stop = stop or StopBudget(2 * grace + 1.0)
+        await stop.settle(self.background, grace=grace, keep=keep)
 
 
 BASELINE_WAIT_S = 1.0

@@ -22,6 +22,7 @@ from agent.providers.base import Provider
 from agent.records import DeployWindow, decided_verdict
 from agent.rollback.delivery import RollbackDelivery
 from agent.settings import EnvironmentSettings, Settings
+from agent.stopping import StopBudget
 from agent.store.base import Lease, Store
 from agent.windows.alert_once import WindowAlerts
 from agent.windows.lifecycle import (
@@ -364,6 +365,7 @@ class Watcher:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def drain(self, grace: float) -> None:
-        """Let alerts and rollback deliveries in flight finish, within `grace` seconds."""
-        await self.services.drain(grace)
+    async def drain(self, grace: float, stop: StopBudget | None = None, keep: float = 0.0) -> None:
+        """Let alerts and rollback deliveries in flight finish, within `grace` seconds
+        (and `stop`'s time less `keep`: `WatchServices.drain`)."""
+        await self.services.drain(grace, stop, keep)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.plugin_site import install_distribution
+
 CONFIG = """\
 server:
   api_tokens: [tok-1234567890abcdef]
@@ -25,13 +27,10 @@ def broken_plugin(tmp_path: Path) -> dict[str, str]:
     """An installed distribution whose `postflight.checks` entry point names a module that
     is not there (a half-uninstalled package): found by importlib.metadata on PYTHONPATH."""
     site = tmp_path / "site"
-    info = site / "postflight_broken_check-0.0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: postflight-broken-check\nVersion: 0.0.1\n"
-    )
-    (info / "entry_points.txt").write_text(
-        "[postflight.checks]\nbrokenimp = broken_check_missing:BrokenCheck\n"
+    install_distribution(
+        site,
+        "postflight-broken-check",
+        "[postflight.checks]\nbrokenimp = broken_check_missing:BrokenCheck\n",
     )
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))

@@ -1,0 +1,98 @@
+"""A stop's time: `server.shutdown_timeout`, from the signal to the process's exit.
+
+Each step of a stop (the background loops, then the deliveries and alerts in flight, then
+the resources, the store last) waits for its tasks within what is left of that budget,
+less the shares the steps after it keep. A task still going then is named in one warning
+and left, and the stop goes on: a part that swallows its cancellation or hangs in a close
+(a bug, a plugin, a library that ignores cancel) never holds the exit past the bound, nor
+keeps the store from closing. What a left task was doing is in the store, as after a crash
+at that instant: windows and alert retries resume at the next start, and a rollback not
+recorded as delivered is sent again with its `Idempotency-Key` (contract §3).
+
+Tasks are waited for with `asyncio.wait(timeout=...)`, never awaited under
+`asyncio.timeout`: at the timeout that cancels the awaiting task, which passes the
+cancellation on to the awaited one and waits for it again, so a task that swallows its
+cancellation held the stop for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+log = logging.getLogger("postflight")
+
+# Shares of the budget (seconds of the default 8 s), kept for the steps at a stop's end:
+EXIT_SHARE = 1 / 16
+"""For the process to exit once the server is down (0.5 s): never given to a step."""
+STORE_SHARE = 1 / 16
+"""For closing the store, the last step (0.5 s)."""
+CLOSING_SHARE = 1 / 8
+"""For closing the resources, the store among them (1 s)."""
+CUT_SHARE = 1 / 16
+"""For work cut off at the end of its grace to end (0.5 s)."""
+
+
+class StopBudget:
+    """One stop's time budget, started at the signal (or at its first use)."""
+
+    def __init__(self, total: float) -> None:
+        self.total = total
+        self._deadline: float | None = None
+
+    def start(self) -> None:
+        """The stop begins: every step ends by `total` from now, less the exit's share."""
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.total * (1 - EXIT_SHARE)
+
+    def left(self, keep: float = 0.0) -> float:
+        """Seconds left of the stop, less `keep` (a share of it the later steps keep)."""
+        self.start()
+        assert self._deadline is not None
+        return max(0.0, self._deadline - self.total * keep - time.monotonic())
+
+    async def settle(
+        self, tasks: Iterable[asyncio.Task[Any]], *, grace: float = 0.0, keep: float = 0.0
+    ) -> None:
+        """Let `tasks` finish within `grace` seconds, cancel those still going, and wait for
+        them; all within what is left less `keep`. One cut off at its grace is named in a
+        warning; one still going after its cancellation is named and left."""
+        started = time.monotonic()
+        given = list(tasks)  # a copy: a task leaves `background` as it ends
+        pending = {task for task in given if not task.done()}
+        cut: set[asyncio.Task[Any]] = set()
+        within = 0.0
+        if grace > 0 and pending:
+            within = min(grace, self.left(keep + CUT_SHARE))
+            _, pending = await asyncio.wait(pending, timeout=within)
+            cut = set(pending)
+        for task in pending:
+            task.cancel()
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=self.left(keep))
+        waited = time.monotonic() - started
+        for what in named(pending):
+            log.warning("stopping: %s did not stop within %.1f s; leaving it", what, waited)
+        for what in named(cut - pending):
+            log.warning("stopping: %s did not finish within %.1f s; cut off", what, within)
+        for task in given:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("stopping: %s failed", _name(task), exc_info=task.exception())
+
+
+def named(tasks: Iterable[asyncio.Task[Any]]) -> list[str]:
+    """The tasks by name, one entry per name with how many share it ("×3")."""
+    counts = Counter(_name(task) for task in tasks)
+    return [what if n == 1 else f"{what} (×{n})" for what, n in sorted(counts.items())]
+
+
+def _name(task: asyncio.Task[Any]) -> str:
+    """A task's name, or its coroutine's when it was given none ("Task-12")."""
+    name = task.get_name()
+    if name.startswith("Task-"):
+        name = getattr(task.get_coro(), "__qualname__", name)
+    return name

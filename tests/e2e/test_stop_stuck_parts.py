@@ -1,0 +1,256 @@
+"""Contract §1's stop, from outside the real daemon, when a part of it does not stop: a
+third-party check that swallows its cancellation (so the watcher never ends) or a provider
+whose close hangs. `postflight run` still exits 0 within `server.shutdown_timeout`, names
+the part it left in one warning, and keeps the window for the next start. Before, the stop
+awaited each part with no bound and hung for good."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.rollback.delivery import RollbackDelivery
+from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, environment
+from tests.e2e.crash import TOKEN, _env, free_port, request_json
+from tests.plugin_site import install_distribution
+from tests.receivers import RollbackReceiver
+
+pytestmark = pytest.mark.e2e
+
+SHUTDOWN_TIMEOUT_S = 2.0
+
+PLUGIN = '''
+"""Parts that do not stop, as a plugin author's bugs would have them."""
+
+import asyncio
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel
+
+from agent.analysis.types import Observation
+from checks.base import Check, CheckConfig
+
+
+class StuckConfig(CheckConfig):
+    type: Literal["stuck"] = "stuck"
+    started: str
+
+
+class StuckCheck(Check):
+    """Writes `started`, then waits for good, swallowing every cancellation."""
+
+    type = "stuck"
+    Config = StuckConfig
+    background = True
+
+    async def run(self, ctx):
+        Path(self.config.started).touch()
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                pass
+
+
+class HangSettings(BaseModel):
+    started: str
+
+
+class HangingCloseProvider:
+    """A provider whose close waits for an answer that never comes."""
+
+    name = "hangclose"
+    config_model: ClassVar[type[BaseModel]] = HangSettings
+
+    def __init__(self, config, *, metrics, redact=None):
+        Path(config.started).touch()
+
+    async def fetch(self, rule, scope, period, release):
+        return Observation(value=None, error="no data")
+
+    async def mark(self, scope, event):
+        return None
+
+    def link(self, rule, scope, period, *, release=None):
+        return None
+
+    async def aclose(self):
+        await asyncio.Event().wait()
+'''
+
+
+def install_plugin(site: Path) -> None:
+    install_distribution(
+        site,
+        "postflight-stuck-parts",
+        "[postflight.checks]\nstuck = stuck_parts:StuckCheck\n"
+        "[postflight.providers]\nhangclose = stuck_parts:HangingCloseProvider\n",
+    )
+    (site / "stuck_parts.py").write_text(PLUGIN)
+
+
+def config(tmp_path: Path, port: int, part: str, started: Path) -> Path:
+    check = f"{{name: stuck, type: stuck, started: '{started}'}}"
+    providers = f"providers:\n  hangclose: {{started: '{started}'}}\n"
+    if part == "check":
+        providers = ""
+    else:
+        check = "{name: health, type: http, path: /health, timeout: 200ms}"
+    path = tmp_path / "postflight.yaml"
+    path.write_text(
+        f"server:\n  listen: 127.0.0.1:{port}\n  api_tokens: [{TOKEN}]\n"
+        f"  shutdown_timeout: {SHUTDOWN_TIMEOUT_S}s\n"
+        f"store:\n  url: sqlite:///{tmp_path / 'postflight.db'}\n"
+        + providers
+        + textwrap.dedent(
+            f"""\
+            environments:
+              production:
+                base_url: http://127.0.0.1:{free_port()}
+                window: 10m
+                interval: 1s
+                background_interval: 200ms
+                checks: [{check}]
+                rules: [{{name: errors, source: checks, metric: error_rate, max: 1.0}}]
+            """
+        )
+    )
+    return path
+
+
+def start(config: Path, log: Path, site: Path) -> subprocess.Popen[bytes]:
+    env = _env()
+    env["PYTHONPATH"] = f"{site}:{env['PYTHONPATH']}"
+    before = log.read_text() if log.exists() else ""
+    with log.open("ab") as out:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", str(config), "--log-format", "json"],
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
+    deadline = time.monotonic() + 60
+    while "listening on" not in log.read_text()[len(before) :]:
+        assert agent.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    return agent
+
+
+def records(log: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(
+    ("part", "left"),
+    [
+        ("check", "stopping: EnvironmentProbe.run_once"),
+        ("provider", "stopping: closing provider hangclose did not finish within"),
+    ],
+    ids=["a check that swallows its cancellation", "a provider whose close hangs"],
+)
+def test_a_part_that_does_not_stop_is_named_and_left_and_the_stop_keeps_its_bound(
+    tmp_path: Path, part: str, left: str
+) -> None:
+    site = tmp_path / "site"
+    install_plugin(site)
+    port = free_port()
+    started = tmp_path / "started"
+    path = config(tmp_path, port, part, started)
+    log = tmp_path / "agent.log"
+    agent = start(path, log, site)
+    try:
+        url = f"http://127.0.0.1:{port}/v1/deploys"
+        deploy = request_json("POST", url, {"environment": "production", "version": "v2"})
+        deadline = time.monotonic() + 30
+        while not started.exists():  # the stuck check runs (or the provider is built)
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        agent.send_signal(signal.SIGTERM)
+        # the contract's bound is `shutdown_timeout`; one more second for a loaded machine
+        assert agent.wait(timeout=SHUTDOWN_TIMEOUT_S + 1.0) == 0, log.read_text()
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    warnings = [r["msg"] for r in records(log) if r.get("level") == "warning"]
+    assert [m for m in warnings if m.startswith(left)], warnings
+    assert "stopped" in [r["msg"] for r in records(log)]
+    assert "Traceback" not in log.read_text()
+
+    # nothing lost: the next start has the window, still watching
+    agent = start(path, log, site)
+    try:
+        seen = request_json("GET", f"{url}/{deploy['id']}")
+        assert seen["state"] == "watching"
+    finally:
+        agent.kill()
+        agent.wait()
+
+
+@pytest.mark.timeout(60)
+async def test_a_rollback_delivery_left_at_a_stop_is_sent_again_with_its_key_on_restart(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What a stop leaves is in the store: a rollback whose delivery ignores its
+    cancellation (an HTTP client deaf to it while the receiver hangs) is left pending, and
+    the next start sends it again with the same Idempotency-Key and body (contract §3),
+    counted at the receiver, which acts on it once."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=["hang"])
+    deaf = asyncio.Event()
+    attempt = RollbackDelivery._attempt
+
+    async def deaf_attempt(self: RollbackDelivery, request: Any, settings: Any) -> Any:
+        try:
+            return await attempt(self, request, settings)
+        except asyncio.CancelledError:
+            await deaf.wait()  # hears its cancellation only once the test is done
+            raise
+
+    monkeypatch.setattr(RollbackDelivery, "_attempt", deaf_attempt)
+    env = environment(
+        "production",
+        flip_target.url,
+        extra=f"rollback: {{url: {receiver.url}, secret: {SECRET}, timeout: 30s}}",
+    )
+    server = f"shutdown_timeout: {SHUTDOWN_TIMEOUT_S}s"
+    agent = await start_agent(env, server=server, owner="replica-a")
+    deploy = await agent.register("production", "v2")
+    flip_target.bad = True
+    await receiver.wait_for_attempts(1, within=20)  # the receiver holds it open
+    runner = agent.runner
+    assert runner is not None
+    stopping = asyncio.create_task(runner.cleanup())
+    try:
+        with caplog.at_level(logging.WARNING, logger="postflight"):
+            done, _ = await asyncio.wait({stopping}, timeout=SHUTDOWN_TIMEOUT_S + 1.0)
+            assert stopping in done
+        agent.runner = None
+        left = [r.getMessage() for r in caplog.records if "deliver_rollback" in r.getMessage()]
+        assert [m for m in left if m.endswith("; leaving it")], left
+
+        restarted = await start_agent(env, server=server, owner="replica-a")
+        final = await restarted.settled(deploy["id"], within=30)
+    finally:
+        deaf.set()
+    assert final["state"] == "rolled_back"
+    assert final["rollback"]["state"] == "delivered"
+    first, again = receiver.attempts
+    assert first.idempotency_key == again.idempotency_key == deploy["id"]
+    assert first.body == again.body
+    assert again.accepted and not again.duplicate  # the hung first one was never answered

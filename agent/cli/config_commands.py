@@ -124,6 +124,7 @@ def _run_daemon(main: Coroutine[Any, Any, None]) -> None:
     except ImportError:
         new_loop = asyncio.new_event_loop
     loop = new_loop()
+    asyncio.set_event_loop(loop)  # as asyncio.run has it, for code that asks for "the" loop
     try:
         loop.run_until_complete(main)
     finally:
@@ -134,6 +135,7 @@ def _run_daemon(main: Coroutine[Any, Any, None]) -> None:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.run_until_complete(loop.shutdown_default_executor())
         finally:
+            asyncio.set_event_loop(None)
             loop.close()
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -96,3 +98,31 @@ def _name(task: asyncio.Task[Any]) -> str:
     if name.startswith("Task-"):
         name = getattr(task.get_coro(), "__qualname__", name)
     return name
+
+
+def exit_if_still_running(bound: float, code: int = 0) -> None:
+    """The last resort of the bound, armed at the signal: a daemon thread that ends the
+    process `bound` seconds later if it is still there. What `settle` cannot leave holds
+    the exit past it: a thread blocked in a call with no timeout (a plugin's synchronous
+    client in `asyncio.to_thread`), which the event loop's end and the interpreter's exit
+    both join. Ending then is a crash at that instant, which loses nothing (the store has
+    every window, alert and rollback intent), and exits `code` as a clean stop does."""
+
+    def end() -> None:
+        main = threading.main_thread()
+        held = sorted(
+            t.name for t in threading.enumerate() if t is not main and not t.daemon and t.is_alive()
+        )
+        log.warning(
+            "stopping: still running %.1f s after the signal (threads: %s); exiting now",
+            bound,
+            ", ".join(held) or "none but the main one",
+        )
+        for handler in logging.getLogger().handlers + log.handlers:
+            handler.flush()
+        os._exit(code)
+
+    timer = threading.Timer(bound, end)
+    timer.name = "stop-deadline"
+    timer.daemon = True
+    timer.start()

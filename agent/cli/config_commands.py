@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from agent.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from agent.cli.stop_signals import stop_cleanly_while_nothing_is_held
 from agent.settings_file import ConfigError, LoadedConfig, load_config
-from agent.stopping import StopBudget
+from agent.stopping import StopBudget, exit_if_still_running
 
 if TYPE_CHECKING:
     from agent.settings import Settings
@@ -87,8 +87,14 @@ def run_command(args: argparse.Namespace) -> int:
     async def main_loop() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_stop() -> None:
+            if not stop.is_set():  # the first signal starts the bound
+                exit_if_still_running(settings.server.shutdown_timeout, EXIT_OK)
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_stop)
         await serve(settings, stop)
 
     try:

@@ -33,6 +33,7 @@ PLUGIN = '''
 """Parts that do not stop, as a plugin author's bugs would have them."""
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -61,6 +62,24 @@ class StuckCheck(Check):
                 await asyncio.sleep(3600)
             except asyncio.CancelledError:
                 pass
+
+
+class BlockedThreadConfig(CheckConfig):
+    type: Literal["blocked-thread"] = "blocked-thread"
+    started: str
+
+
+class BlockedThreadCheck(Check):
+    """Calls a synchronous client with no timeout in a worker thread, which never returns:
+    the run's task can be cancelled, the thread cannot."""
+
+    type = "blocked-thread"
+    Config = BlockedThreadConfig
+    background = True
+
+    async def run(self, ctx):
+        Path(self.config.started).touch()
+        await asyncio.to_thread(threading.Event().wait)
 
 
 class HangSettings(BaseModel):
@@ -95,18 +114,20 @@ def install_plugin(site: Path) -> None:
         site,
         "postflight-stuck-parts",
         "[postflight.checks]\nstuck = stuck_parts:StuckCheck\n"
+        "blocked-thread = stuck_parts:BlockedThreadCheck\n"
         "[postflight.providers]\nhangclose = stuck_parts:HangingCloseProvider\n",
     )
     (site / "stuck_parts.py").write_text(PLUGIN)
 
 
 def config(tmp_path: Path, port: int, part: str, started: Path) -> Path:
-    check = f"{{name: stuck, type: stuck, started: '{started}'}}"
-    providers = f"providers:\n  hangclose: {{started: '{started}'}}\n"
-    if part == "check":
-        providers = ""
-    else:
+    providers = ""
+    if part == "provider":
+        providers = f"providers:\n  hangclose: {{started: '{started}'}}\n"
         check = "{name: health, type: http, path: /health, timeout: 200ms}"
+    else:
+        kind = {"check": "stuck", "thread": "blocked-thread"}[part]
+        check = f"{{name: stuck, type: {kind}, started: '{started}'}}"
     path = tmp_path / "postflight.yaml"
     path.write_text(
         f"server:\n  listen: 127.0.0.1:{port}\n  api_tokens: [{TOKEN}]\n"
@@ -157,8 +178,13 @@ def records(log: Path) -> list[dict[str, Any]]:
     [
         ("check", "stopping: EnvironmentProbe.run_once"),
         ("provider", "stopping: closing provider hangclose did not finish within"),
+        ("thread", f"stopping: still running {SHUTDOWN_TIMEOUT_S} s after the signal"),
     ],
-    ids=["a check that swallows its cancellation", "a provider whose close hangs"],
+    ids=[
+        "a check that swallows its cancellation",
+        "a provider whose close hangs",
+        "a check blocked in a worker thread",
+    ],
 )
 def test_a_part_that_does_not_stop_is_named_and_left_and_the_stop_keeps_its_bound(
     tmp_path: Path, part: str, left: str

@@ -27,6 +27,30 @@ rollback, allowed only after a crash (a kill -9 between the 2xx and the agent's 
 this bench kills nothing unless a stop hangs past 30 s, so every other re-send is a
 violation. Every attempt of a key must carry the same body and a valid signature.
 
+Good deploys across a stop: the 5 s windows of `alpha`, `beta` and `gamma` (10 probes a
+round) end `inconclusive` when good, without the evidence to pass (error_rate's bound
+0.078 vs `max: 0.05`; about 250 clean probes are needed). `delta` probes 50 times a
+round (5 s windows of 500 ms rounds; 25 a round is the least that passes at all, 250
+probes in 10 rounds): a good window passes on evidence even when a stop costs it half
+its rounds (a restarted agent skips the slots it missed). Its windows come 6-9 s apart,
+so most end before the next supersedes them. A window spans a stop when a signal falls
+between its registration and its end (its verdict, else `ends_at`); spanning good
+windows should pass about as often as the others, less the ones a stop left with too
+few rounds (the judge's state resumed from the store, not restarted or counted twice)
+and the ones whose late last round, after a restart, probed a version deployed while
+the agent was down (its registration refused: the target serves it all the same).
+
+Every owed alert delivered or given up (contract §4, README `alerting.channels`): from
+each window's final state, the end alert (passed, inconclusive, rollback requested) and
+its rollback's outcome (delivered, FAILED) are owed; each must reach the sink with a 2xx
+at least once. A channel that fails is retried 5 s, 30 s and 2 min after each failure,
+then given up: an owed alert never answered 2xx but failed at least 4 times (the send
+and its 3 retries) is given up, one failed fewer times is missing (a violation). For
+the final settle the sink answers 200 at once, so a retry still owed is delivered when
+due, and the settle lasts until every owed alert is delivered or given up (at most
+`ALERT_SETTLE_S`). An owed alert answered 2xx twice, with no kill between, is a
+duplicate. Breaches and resolves are not owed by a final state and are not counted.
+
     python bench/stop_anytime.py [--trials 40] [--seed 1] [--json] [--keep DIR]
 """
 
@@ -37,9 +61,11 @@ import asyncio
 import collections
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import random
+import re
 import signal
 import socket
 import statistics
@@ -47,6 +73,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +86,18 @@ ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 TOKEN = "stop-anytime-token-0123456789"
 SECRET = "stop-anytime-rollback-secret"
-ENVIRONMENTS = ("alpha", "beta", "gamma")
+ENVIRONMENTS = {"alpha": 10, "beta": 10, "gamma": 10, "delta": 50}
+"""Probes per round: `delta`'s good windows pass on evidence within 5 s."""
+GAPS_S = {"delta": (6.0, 9.0)}
+"""Seconds between an environment's registrations (default 2-7 s)."""
+EVIDENCE_ENV = "delta"
 STOP_BOUND_S = 10.0
 KILL_AFTER_S = 30.0
 SETTLE_S = 45.0
+ALERT_SETTLE_S = 180.0
+"""The retry schedule (5 s, 30 s, 2 min after each failure) and its sends' timeouts."""
+ALERT_TRIES = 4
+"""The send and its 3 retries: an alert failed this often may be given up."""
 
 CONFIG = """\
 server:
@@ -83,6 +118,7 @@ ENVIRONMENT = """\
     window: 5s
     interval: 500ms
     background_interval: 500ms
+    probes_per_round: {probes}
     checks:
       - name: api-health
         type: http
@@ -184,34 +220,44 @@ class Receiver:
         return web.json_response({"ok": status == 200}, status=status)
 
 
+@dataclass
+class Arrival:
+    title: str
+    at: float
+    status: int
+    """503 also for one held past the agent's `alerting.timeout`."""
+
+
 class Sink:
-    """The on-call chat (apprise json://): 200 (most), 503 (some), or hangs 30 s."""
+    """The on-call chat (apprise json://): 200 (most), 503 (some), or hangs 30 s;
+    200 to every alert once `calm` (the final settle)."""
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
-        self.arrivals = 0
-        self.delivered: collections.Counter[str] = collections.Counter()
+        self.arrivals: list[Arrival] = []
         self.held: dict[int, web.Request] = {}
+        self.calm = False
+
+    @property
+    def delivered(self) -> collections.Counter[str]:
+        return collections.Counter(a.title for a in self.arrivals if a.status == 200)
 
     async def alerts(self, request: web.Request) -> web.Response:
         body = await request.read()
-        self.arrivals += 1
-        roll = self.rng.random()
+        try:
+            title = str(json.loads(body).get("title", ""))
+        except ValueError:
+            title = "?"
+        roll = 1.0 if self.calm else self.rng.random()
+        status = 200 if roll >= 0.35 else 503
+        self.arrivals.append(Arrival(title, time.monotonic(), status))
         if roll < 0.15:
             self.held[id(request)] = request
             try:
                 await asyncio.sleep(30)
             finally:
                 self.held.pop(id(request), None)
-            return web.json_response({"ok": False}, status=503)
-        if roll < 0.35:
-            return web.json_response({"ok": False}, status=503)
-        try:
-            title = str(json.loads(body).get("title", ""))
-        except ValueError:
-            title = "?"
-        self.delivered[title] += 1
-        return web.json_response({"ok": True})
+        return web.json_response({"ok": status == 200}, status=status)
 
 
 def open_requests(held: dict[int, web.Request]) -> int:
@@ -245,6 +291,8 @@ class Trial:
     stop_s: float
     ready_s: float
     killed: bool = False
+    signalled_at: float = 0.0
+    """Wall-clock time of the (first) signal."""
     tracebacks: list[str] = field(default_factory=list)
     running: dict[str, Any] = field(default_factory=dict)
     """What the peers saw in flight at the signal."""
@@ -299,9 +347,13 @@ class Bench:
             sink_port=sink_port,
             **common,
         )
-        for name in ENVIRONMENTS:
+        for name, probes in ENVIRONMENTS.items():
             text += ENVIRONMENT.format(
-                name=name, target_port=ports[name], receiver_port=receiver_port, **common
+                name=name,
+                target_port=ports[name],
+                receiver_port=receiver_port,
+                probes=probes,
+                **common,
             )
         self.config.write_text(text)
 
@@ -347,13 +399,13 @@ class Bench:
         raise RuntimeError("the agent was not ready within 60 s")
 
     async def register_forever(self, http: aiohttp.ClientSession, trial: int) -> None:
-        """Each environment gets a new window every 2-7 s; about a third are bad."""
+        """Each environment gets a new window every 2-7 s (`GAPS_S`); about a third are bad."""
         due = {name: time.monotonic() + self.rng.uniform(0.0, 2.0) for name in ENVIRONMENTS}
         auth = {"Authorization": f"Bearer {TOKEN}"}
         while True:
             name = min(due, key=due.__getitem__)
             await asyncio.sleep(max(0.0, due[name] - time.monotonic()))
-            due[name] = time.monotonic() + self.rng.uniform(2.0, 7.0)
+            due[name] = time.monotonic() + self.rng.uniform(*GAPS_S.get(name, (2.0, 7.0)))
             self.counter += 1
             bad = self.rng.random() < 0.35
             version = f"v{self.counter}" + ("-bad" if bad else "")
@@ -389,7 +441,7 @@ class Bench:
             "since_registration_s": round(time.monotonic() - self.last_registration, 2),
         }
         proc.send_signal(sig)
-        sent = time.monotonic()
+        sent, signalled_at = time.monotonic(), time.time()
         killed = False
         try:
             if second is not None:
@@ -419,21 +471,25 @@ class Bench:
             stop_s=round(stop_s, 3),
             ready_s=round(ready_s, 2),
             killed=killed,
+            signalled_at=signalled_at,
             tracebacks=tracebacks(text),
             running=running,
             last_lines=text.splitlines()[-12:],
         )
 
     async def settle_and_read(self, http: aiohttp.ClientSession) -> tuple[dict[str, Any], Trial]:
-        """A last start: let windows end and rollbacks be delivered, then read every
-        registered window back through the API, and stop it (measured too)."""
+        """A last start: let windows end, rollbacks be delivered and owed alerts be
+        delivered or given up (the sink answers 200 now), then read every registered
+        window back through the API, and stop it (measured too)."""
         stderr = self.workdir / "final.log"
         started = time.monotonic()
         proc = await self.launch(stderr)
         await self.wait_ready(proc, http)
         ready_s = time.monotonic() - started
         auth = {"Authorization": f"Bearer {TOKEN}"}
+        self.sink.calm = True
         deadline = time.monotonic() + SETTLE_S
+        alerts_deadline = deadline + ALERT_SETTLE_S
         seen: dict[str, dict[str, Any] | None] = {}
         while True:
             seen = {}
@@ -450,7 +506,11 @@ class Bench:
                     or open_requests(self.receiver.held) > 0
                 )
             ]
-            if not pending or time.monotonic() > deadline:
+            alerts_open = any(
+                a["outcome"] == "open" for a in owed_alerts(seen, self.sink.arrivals, [])
+            )
+            now = time.monotonic()
+            if (not pending or now > deadline) and (not alerts_open or now > alerts_deadline):
                 break
             await asyncio.sleep(1.0)
         proc.send_signal(signal.SIGTERM)
@@ -499,6 +559,139 @@ def tracebacks(text: str) -> list[str]:
 
 
 # ------------------------------------------------------------- the figures
+
+TITLE = re.compile(r"^\[postflight\] (\S+) (\S+): (.*)$")
+EVENTS = (
+    ("deploy passed", "passed"),
+    ("inconclusive", "inconclusive"),
+    ("rollback requested", "rollback_requested"),
+    ("rollback delivered", "rollback_delivered"),
+    ("ROLLBACK", "rollback_failed"),  # FAILED, or NOT SENT (a newer deploy came)
+    ("deploy failed", "failed"),
+)
+"""An alert's event by the start of its title's summary (`alerting.events.EVENTS`)."""
+
+
+def alert_of(title: str) -> tuple[str, str] | None:
+    """(version, event) of an owed alert's title; None for another (a breach...)."""
+    match = TITLE.match(title)
+    if match is None:
+        return None
+    event = next((e for start, e in EVENTS if match[3].startswith(start)), None)
+    return None if event is None else (match[2], event)
+
+
+def owed_events(deploy: dict[str, Any]) -> list[str]:
+    """The alerts a window read back owes by its final state and rollback (none while
+    it is watching; a rollback still pending owes its outcome later)."""
+    owed = {"passed": ["passed"], "inconclusive": ["inconclusive"]}.get(deploy["state"], [])
+    rollback = deploy.get("rollback") or {}
+    if rollback:
+        owed.append("rollback_requested")
+        owed += {"delivered": ["rollback_delivered"], "failed": ["rollback_failed"]}.get(
+            rollback.get("state", ""), []
+        )
+    elif deploy["state"] == "failed":
+        owed.append("failed")
+    return owed
+
+
+def owed_alerts(
+    seen: dict[str, Any], arrivals: list[Arrival], kills_at: list[float]
+) -> list[dict[str, Any]]:
+    """Each owed alert with its arrivals at the sink: `delivered` (a 2xx), `given_up`
+    (failed `ALERT_TRIES` times or more, never 2xx) or `open` (fewer: owed still, or
+    missing once settled); `duplicate` when 2xx'd twice with no kill between."""
+    at_sink: dict[tuple[str, str], list[Arrival]] = collections.defaultdict(list)
+    for arrival in arrivals:
+        key = alert_of(arrival.title)
+        if key is not None:
+            at_sink[key].append(arrival)
+    owed = []
+    for deploy in seen.values():
+        for event in owed_events(deploy) if deploy is not None else []:
+            came = at_sink.get((deploy["version"], event), [])
+            ok = sorted(a.at for a in came if a.status == 200)
+            outcome = "delivered" if ok else "given_up" if len(came) >= ALERT_TRIES else "open"
+            owed.append(
+                {
+                    "deploy": deploy["id"],
+                    "version": deploy["version"],
+                    "event": event,
+                    "outcome": outcome,
+                    "statuses": [a.status for a in came],
+                    "duplicate": any(
+                        not any(first < k < later for k in kills_at)
+                        for first, later in itertools.pairwise(ok)
+                    ),
+                }
+            )
+    return owed
+
+
+def spans_a_stop(deploy: dict[str, Any], signals: list[float]) -> bool:
+    """Whether a signal fell between the window's registration and its end (its
+    verdict's time, else `ends_at`)."""
+    start = parse_time(deploy["deployed_at"])
+    end = parse_time((deploy.get("verdict") or {}).get("decided_at") or deploy["ends_at"])
+    return any(start < at < end for at in signals)
+
+
+def parse_time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def window_ends(bench: Bench, trials: list[Trial], seen: dict[str, Any]) -> dict[str, Any]:
+    """Per version kind (good, bad), `EVIDENCE_ENV` apart: how the windows read back
+    ended, all and those spanning a stop; and the rounds each spanning good
+    `EVIDENCE_ENV` window ran, by its end (it passes from 5, 250 probes, on: a judge
+    restarted by the stop would need 5 after it, one counting rounds twice fewer)."""
+    signals = [t.signalled_at for t in trials]
+    ends: dict[str, dict[str, collections.Counter[str]]] = {}
+    rounds: dict[str, list[int]] = collections.defaultdict(list)
+    for reg in bench.registered:
+        deploy = seen.get(reg.id)
+        if deploy is None:
+            continue
+        kind = ("bad" if reg.version.endswith("-bad") else "good") + (
+            f" {EVIDENCE_ENV}" if reg.environment == EVIDENCE_ENV else ""
+        )
+        spanning = spans_a_stop(deploy, signals)
+        rows = ends.setdefault(
+            kind, {"all": collections.Counter(), "spanning": collections.Counter()}
+        )
+        rows["all"][deploy["state"]] += 1
+        if spanning:
+            rows["spanning"][deploy["state"]] += 1
+            if kind == f"good {EVIDENCE_ENV}":
+                rounds[deploy["state"]].append(deploy["rounds"])
+    good_failed = sum(
+        rows["all"][state]
+        for kind, rows in ends.items()
+        if kind.startswith("good")
+        for state in ("failed", "rolled_back")
+    )
+    return {
+        "by_kind": {k: {r: dict(c) for r, c in rows.items()} for k, rows in sorted(ends.items())},
+        "good_failed_or_rolled_back": good_failed,
+        "evidence_spanning_rounds": {state: sorted(n) for state, n in sorted(rounds.items())},
+    }
+
+
+def alert_figures(bench: Bench, seen: dict[str, Any]) -> dict[str, Any]:
+    owed = owed_alerts(seen, bench.sink.arrivals, bench.kills_at)
+    outcomes = collections.Counter(a["outcome"] for a in owed)
+    return {
+        "owed": len(owed),
+        "owed_by_event": dict(collections.Counter(a["event"] for a in owed)),
+        "delivered": outcomes["delivered"],
+        "given_up": [a for a in owed if a["outcome"] == "given_up"],
+        "missing": [a for a in owed if a["outcome"] == "open"],
+        "duplicates": [a for a in owed if a["duplicate"]],
+        "delivered_on_a_retry": sum(
+            1 for a in owed if a["outcome"] == "delivered" and a["statuses"][0] != 200
+        ),
+    }
 
 
 def pct(values: list[float], q: float) -> float:
@@ -623,7 +816,9 @@ def findings(
         "rolled_back_but_receiver_never_2xx": rolled_not_received,
         "receiver_2xx_but_not_rolled_back": received_not_rolled,
         "unknown_keys": [k for k in by_key if k not in versions],
-        "alert_arrivals": bench.sink.arrivals,
+        "window_ends": window_ends(bench, trials, seen),
+        "alerts_owed": alert_figures(bench, seen),
+        "alert_arrivals": len(bench.sink.arrivals),
         "alert_deliveries_2xx": sum(bench.sink.delivered.values()),
         "alert_titles_delivered_twice": sum(1 for n in bench.sink.delivered.values() if n > 1),
         "kills": len(bench.kills_at),
@@ -679,7 +874,46 @@ def show(result: dict[str, Any]) -> None:
         f" {result['alert_deliveries_2xx']} delivered (2xx),"
         f" {result['alert_titles_delivered_twice']} titles delivered more than once"
     )
+    show_ends(result["window_ends"])
+    show_owed(result["alerts_owed"])
     print(f"agents killed after {KILL_AFTER_S:.0f} s: {result['kills']}")
+
+
+def show_ends(ends: dict[str, Any]) -> None:
+    print("windows by version kind, how they ended (of which spanning a stop):")
+    for kind, rows in ends["by_kind"].items():
+        states = ", ".join(
+            f"{state} {n} ({rows['spanning'].get(state, 0)})"
+            for state, n in sorted(rows["all"].items())
+        )
+        print(f"  {kind}: {states}")
+    print(f"  good windows rolled back or failed: {ends['good_failed_or_rolled_back']}")
+    good = ends["by_kind"].get(f"good {EVIDENCE_ENV}", {"all": {}, "spanning": {}})
+    spanning, everyone = sum(good["spanning"].values()), sum(good["all"].values())
+    passed_spanning = good["spanning"].get("passed", 0)
+    passed_other = good["all"].get("passed", 0) - passed_spanning
+    print(
+        f"  good {EVIDENCE_ENV} windows passed: {passed_spanning} of {spanning} spanning a stop"
+        f" ({share(passed_spanning, spanning)}), {passed_other} of {everyone - spanning}"
+        f" not ({share(passed_other, everyone - spanning)})"
+    )
+    print(f"  rounds of those spanning a stop, by end: {ends['evidence_spanning_rounds']}")
+
+
+def show_owed(owed: dict[str, Any]) -> None:
+    print(
+        f"owed alerts (by final state): {owed['owed']} {owed['owed_by_event']};"
+        f" delivered {owed['delivered']} ({owed['delivered_on_a_retry']} on a retry),"
+        f" given up {len(owed['given_up'])}, missing (violation) {len(owed['missing'])},"
+        f" delivered twice with no kill between {len(owed['duplicates'])}"
+    )
+    for words in ("given_up", "missing", "duplicates"):
+        for item in owed[words]:
+            print(f"    {words}: {item}")
+
+
+def share(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.0f}%" if whole else "-"
 
 
 async def run(trials: int, seed: int, workdir: Path, as_json: bool) -> dict[str, Any]:

@@ -591,9 +591,15 @@ class WindowWatch:
         share): a slow or hung provider does not make the round, and every round after
         it, run late. Its answer, when it comes, counts in the round that finds it."""
         targets: tuple[Any, ...] = ("deploy", "baseline") if self.env.baseline_url else ("deploy",)
-        results = await self.probe.run_round(
-            length, probes=self.env.probes_per_round, targets=targets
-        )
+        results: list[CheckResult] = []
+        if self.s.clock() < self.window.ends_at:
+            results = await self.probe.run_round(
+                length, probes=self.env.probes_per_round, targets=targets
+            )
+        # else a round begun after the window's end (an agent restarted after it, or one
+        # that overran the last slot whole) probes nothing: what it would sample came after
+        # the window, perhaps from a version deployed meanwhile (the providers' figures are
+        # cut at the end too); the window is judged on the rounds it had
         now = self.s.clock()
         # never past the window's end: a round run late (an agent restarted after the
         # window ended) judges the window's events, not what came after it

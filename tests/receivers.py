@@ -343,7 +343,8 @@ class JsonNotification:
 
 
 class JsonSink(_HttpServer):
-    """An apprise `json://` target: collects every notification POSTed to it."""
+    """An apprise `json://` target: collects every notification POSTed to it (any other
+    request is a 404, counted nowhere)."""
 
     def __init__(
         self, script: Iterable[Reply | int | str] = (), *, log: str | Path | None = None
@@ -393,6 +394,10 @@ class JsonSink(_HttpServer):
         return app
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.method != "POST":
+            # not apprise (it POSTs each notification): another test's stray request to a
+            # port it was given before this sink took it (a readiness poll of `/readyz`)
+            return web.Response(status=404)
         reply = self._script.next()
         self.arrived += 1
         await self._notify()

@@ -84,13 +84,18 @@ def format_value(metric: str | None, value: Any) -> str:
     name = (metric or "").lower()
     if name in LATENCY_METRICS or "latency" in name or name.endswith("_duration"):
         return format_latency(number)
-    if name in RATE_METRICS or name.endswith("_rate"):
+    if _is_rate(name):
         return f"{_number(number * 100)}%"
     if name == "throughput":
         return f"{_number(number)}/s"
     if name.endswith("_count") and number.is_integer():
         return f"{number:,.0f}"
     return _number(number)
+
+
+def _is_rate(metric: str) -> bool:
+    """A metric whose values are fractions, shown in %."""
+    return metric in RATE_METRICS or metric.endswith("_rate")
 
 
 _RATE_BOUND = re.compile(r"\b(max|min) (\d+(?:\.\d+)?(?:e-?\d+)?)(?=,|$)")
@@ -102,7 +107,7 @@ def threshold_in_units(metric: Any, threshold: Any) -> str:
     values (`max 0.05 (5%)`): `31% vs baseline 0%, threshold max 0.05` made on-call do the
     sum. The words as written stay, as the API, the webhook and the config have them."""
     text = str(threshold)
-    if not isinstance(metric, str) or not (metric in RATE_METRICS or metric.endswith("_rate")):
+    if not isinstance(metric, str) or not _is_rate(metric):
         return text
     return _RATE_BOUND.sub(
         lambda m: f"{m.group(0)} ({format_value(metric, float(m.group(2)))})", text

@@ -50,6 +50,10 @@ def decided_verdict(
     }
 
 
+DEPLOY_ID_PATTERN = r"^dep_[0-9A-HJKMNP-TV-Z]{26}$"
+"""A deploy window's id: `dep_` + a ULID (Crockford base32: no I, L, O, U)."""
+
+
 @dataclass(slots=True)
 class DeployWindow:
     """One deploy under watch, from registration to its final state."""

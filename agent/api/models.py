@@ -28,7 +28,7 @@ from pydantic import (
     model_serializer,
 )
 
-from agent.records import DeployState, DeployWindow, RollbackIntent
+from agent.records import DEPLOY_ID_PATTERN, DeployState, DeployWindow, RollbackIntent
 from common.durations import parse_duration
 from common.jsonsafe import json_safe
 from common.times import rfc3339
@@ -46,8 +46,6 @@ CLOCK_SKEW_S = 5.0
 counts as now, and a window that ended less than this ago is still accepted."""
 LIST_LIMIT_DEFAULT = 50
 LIST_LIMIT_MAX = 200
-DEPLOY_ID_PATTERN = r"^dep_[0-9A-HJKMNP-TV-Z]{26}$"
-"""`dep_` + a ULID (Crockford base32: no I, L, O, U)."""
 CURSOR_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,20})?_dep_[0-9A-HJKMNP-TV-Z]{26}$"
 """`<created_at>_<deploy id>`: every string of this shape is a position in the list, so
 the document's pattern says exactly which cursors the server takes."""

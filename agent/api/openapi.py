@@ -16,7 +16,6 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from agent import __version__
 from agent.api.models import (
-    DEPLOY_ID_PATTERN,
     EMPTY_MEANS_NOT_GIVEN,
     IDEMPOTENCY_KEY_PATTERN,
     MAX_BODY_BYTES,
@@ -29,6 +28,7 @@ from agent.api.models import (
     Readiness,
 )
 from agent.api.problems import PROBLEM_CONTENT_TYPE
+from agent.records import DEPLOY_ID_PATTERN
 
 _REF = "#/components/schemas/{model}"
 

@@ -23,7 +23,6 @@ from ulid import ULID
 
 from agent.api.models import (
     CLOCK_SKEW_S,
-    DEPLOY_ID_PATTERN,
     EMPTY_MEANS_NOT_GIVEN,
     IDEMPOTENCY_KEY_PATTERN,
     LIST_LIMIT_MAX,
@@ -40,6 +39,7 @@ from agent.api.models import (
 from agent.api.problems import ApiProblem, invalid_fields, validation_errors
 from agent.appkeys import FORESIGHT, METRICS, PAGE_LINK, SETTINGS, STORE, WINDOW_EVENTS, Foresight
 from agent.records import (
+    DEPLOY_ID_PATTERN,
     DeployState,
     DeployWindow,
     IdempotentResponse,

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from agent.records import DEPLOY_ID_PATTERN
+
 if TYPE_CHECKING:
     from agent.integrations.config import SourcesSettings
     from agent.settings import Settings
@@ -25,7 +27,7 @@ GITHUB_DELIVERY = "X-GitHub-Delivery"
 VERCEL_SIGNATURE = "x-vercel-signature"
 OPENING_VERCEL_TYPES = frozenset({"deployment.succeeded", "deployment.promoted"})
 _OWN_STATUS = re.compile(
-    r"^https?://[^/?#]+(?:/[^?#]*)?/v1/deploys/(dep_[0-9A-HJKMNP-TV-Z]{26})/?$"
+    rf"^https?://[^/?#]+(?:/[^?#]*)?/v1/deploys/({DEPLOY_ID_PATTERN.strip('^$')})/?$"
 )
 """A deploy object's URL, as Postflight posts it as a deployment status's `log_url`."""
 MAX_HOOK_BODY = 1024 * 1024

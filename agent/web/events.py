@@ -23,10 +23,10 @@ from typing import Any
 from aiohttp import web
 
 from agent.api.auth import CHALLENGE
-from agent.api.models import DEPLOY_ID_PATTERN, deploy_object
+from agent.api.models import deploy_object
 from agent.api.problems import ApiProblem
 from agent.appkeys import SETTINGS, STORE
-from agent.records import DeployWindow, RollbackIntent, RoundRecord
+from agent.records import DEPLOY_ID_PATTERN, DeployWindow, RollbackIntent, RoundRecord
 from agent.web.access import access
 from agent.web.feed import FEED, DeployFeed, Subscription
 from agent.web.links import deploy_page_url

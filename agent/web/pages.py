@@ -19,10 +19,10 @@ import jinja2
 from aiohttp import web
 
 from agent.api.auth import token_matches
-from agent.api.models import DEPLOY_ID_PATTERN, LIST_LIMIT_DEFAULT, shown_state
+from agent.api.models import LIST_LIMIT_DEFAULT, shown_state
 from agent.api.routes import windows_shown
 from agent.appkeys import SETTINGS, STORE
-from agent.records import DEPLOY_STATES, DeployState, DeployWindow
+from agent.records import DEPLOY_ID_PATTERN, DEPLOY_STATES, DeployState, DeployWindow
 from agent.store.cursor import encode_cursor
 from agent.web.access import SESSION_COOKIE, SESSION_SUBJECT, SESSION_TTL_S, access
 from agent.web.links import sign, signing_key

@@ -46,7 +46,7 @@ CLOCK_SKEW_S = 5.0
 counts as now, and a window that ended less than this ago is still accepted."""
 LIST_LIMIT_DEFAULT = 50
 LIST_LIMIT_MAX = 200
-CURSOR_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,20})?_dep_[0-9A-HJKMNP-TV-Z]{26}$"
+CURSOR_PATTERN = rf"^[0-9]{{1,12}}(\.[0-9]{{1,20}})?_{DEPLOY_ID_PATTERN.removeprefix('^')}"
 """`<created_at>_<deploy id>`: every string of this shape is a position in the list, so
 the document's pattern says exactly which cursors the server takes."""
 

@@ -73,13 +73,13 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from agent.api.models import parse_rfc3339
 from agent.rollback.contract import verify
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -632,13 +632,10 @@ def owed_alerts(
 def spans_a_stop(deploy: dict[str, Any], signals: list[float]) -> bool:
     """Whether a signal fell between the window's registration and its end (its
     verdict's time, else `ends_at`)."""
-    start = parse_time(deploy["deployed_at"])
-    end = parse_time((deploy.get("verdict") or {}).get("decided_at") or deploy["ends_at"])
+    start = parse_rfc3339(deploy["deployed_at"]).timestamp()
+    ended = (deploy.get("verdict") or {}).get("decided_at") or deploy["ends_at"]
+    end = parse_rfc3339(ended).timestamp()
     return any(start < at < end for at in signals)
-
-
-def parse_time(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def window_ends(bench: Bench, trials: list[Trial], seen: dict[str, Any]) -> dict[str, Any]:

@@ -921,7 +921,9 @@ async def test_a_hung_provider_does_not_make_the_agent_look_overloaded(
     newrelic_fake.fail("hang")
     agent = await start_agent(*newrelic_only(newrelic_fake, receiver, json_sink, interval="2s"))
     asked = time.time()
-    deploy = await register(agent, t0, watch_for=3.0)
+    # three slots (0, 2 s, 4 s): a registration late in its second waits into the 2 s
+    # slot, and a second round still follows (with 3 s it was the last: one round, CI)
+    deploy = await register(agent, t0, watch_for=5.0)
     await agent.settled(deploy["id"], within=20)
     rounds = await agent.app[STORE].rounds(deploy["id"])
     # it did wait. Its first round is the deploy's slot, late by that second (`lag_s`), or,

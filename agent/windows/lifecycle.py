@@ -59,7 +59,7 @@ from agent.windows.foresight import (
 )
 from agent.windows.overload import DropTally
 from agent.windows.probing import EnvironmentProbe, samples_of, summarize, unsummarize
-from agent.windows.schedule import RoundSchedule, overrun_s, round_timing
+from agent.windows.schedule import RoundSchedule, overrun_s, round_timing, stored_overrun_s
 from alerting.events import Alert, AlertEvent, breach_key, provider_key, resolved_key
 from checks.base import CheckResult, Sample
 from common.times import rfc3339
@@ -218,7 +218,8 @@ class WindowWatch:
         self.last_slot: int | None = None
         """The slot of the latest stored round: a restart goes on with the slot after it."""
         self.overran = False
-        """An overrun is logged once per window (each is counted in the metrics)."""
+        """An overrun is logged once per window (each is counted in the metrics); a watch
+        that resumes it reads from the stored rounds whether one was."""
         self.settling: asyncio.Task[bool] | None = None
         """The latest round being stored and acted on (see `_settle`)."""
         self.renewing: asyncio.Task[bool] | None = None
@@ -421,6 +422,9 @@ class WindowWatch:
     async def _load_history(self) -> None:
         """Resume from the latest stored judge state (rounds before it are not replayed)."""
         records = await self.s.store.rounds(self.window.id)
+        schedule = RoundSchedule(self.window.deployed_at, self.env.interval, self.window.ends_at)
+        # an overrun is logged once a window: the watch before a restart may have said it
+        self.overran = any(stored_overrun_s(schedule, r.summary) > 0 for r in records)
         state, replay = resume_point(r.summary for r in records)
         if state is not None:
             self.judge_state, self.replay = state, replay

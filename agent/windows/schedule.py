@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 MIN_ROUND_S = 0.05
 """The shortest a round's probes are spread over (a round that starts at the very end)."""
@@ -83,3 +84,12 @@ def round_timing(
 def overrun_s(schedule: RoundSchedule, slot: int, finished: float) -> float:
     """How far past its slot a round finished (0 when it fit)."""
     return max(0.0, finished - schedule.ends(slot))
+
+
+def stored_overrun_s(schedule: RoundSchedule, summary: dict[str, Any]) -> float:
+    """How far past its slot a stored round finished (`round_timing`'s figures; 0 when
+    they are missing): a resumed watch knows whether its window's overrun was logged."""
+    slot, started, took = (summary.get(k) for k in ("slot", "started_at", "duration_s"))
+    if not isinstance(slot, int) or started is None or took is None or schedule.is_last(slot):
+        return 0.0  # the last round may wait past its slot on purpose (`held_last_round`)
+    return overrun_s(schedule, slot, float(started) + float(took))

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 
+from agent.windows.probing import EnvironmentProbe
 from tests.e2e.conftest import AgentFactory, FlipTarget, environment
 
 BLIND = "{name: errors, source: checks, metric: error_rate, max_increase: 10%}"
@@ -120,3 +122,33 @@ async def test_runs_left_out_of_the_baseline_are_logged_once(
     logged = said(caplog, "left out of the baseline")
     assert len(logged) == 1, [r.getMessage() for r in logged]
     assert getattr(logged[0], "deploy_id", None) == v3["id"]
+
+
+async def test_a_round_overrun_is_logged_once_across_a_restart(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every round's checks take 600 ms more than its 300 ms slot (a slow machine): the
+    first overrun is logged, and the watch that resumes the window after a restart counts
+    its own overruns without logging the window's again."""
+    run_round = EnvironmentProbe.run_round
+
+    async def slow_round(self: EnvironmentProbe, *args: Any, **kwargs: Any) -> Any:
+        results = await run_round(self, *args, **kwargs)
+        await asyncio.sleep(0.6)
+        return results
+
+    monkeypatch.setattr(EnvironmentProbe, "run_round", slow_round)
+    env = environment("production", flip_target.url, window="5s", interval="300ms", probes=1)
+    caplog.set_level(logging.WARNING)
+    first = await start_agent(env)
+    deploy = await first.register("production", "v2")
+    await until_said(caplog, "overran its", within=5)
+    await first.stop()  # the window is still live: the second agent resumes it
+    second = await start_agent(env)
+    await second.settled(deploy["id"], within=20)
+    assert second.metric("postflight_round_overruns_total", environment="production") >= 1
+    logged = said(caplog, "overran its")
+    assert len(logged) == 1, [r.getMessage() for r in logged]

@@ -161,7 +161,11 @@ class Page:
 @dataclass(slots=True)
 class WindowCreated:
     window: DeployWindow
+    """The window opened; when `joined`, the watching one the event joined instead."""
     superseded: list[DeployWindow] = field(default_factory=list)
+    joined: bool = False
+    """Nothing was opened: a window of the same provider deployment is still watched
+    (`agent.store.base.SameDeployment`)."""
 
 
 @dataclass(slots=True)

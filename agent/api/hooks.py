@@ -4,7 +4,10 @@ the provider, no bearer token) and `POST /v1/deploys/{id}/rollback` (bearer toke
 A hook's signature is checked over the raw body before anything else, so a request
 that fails it stores nothing. A redelivery (same `X-GitHub-Delivery` / Vercel event
 `id`; a GitHub delivery without its GUID: the same body) answers the first 202 again
-from the store: one window per event. Must not judge
+from the store: one window per event. An event of a provider deployment (Vercel
+deployment id, GitHub deployment id) whose window of the environment is still watched
+answers with that window and opens nothing (`SameDeployment`): one window per deployment
+while it is watched; once it ended, a new event of it opens another. Must not judge
 or deliver anything itself: the watcher and `Integrations` do.
 """
 
@@ -36,7 +39,7 @@ from agent.api.routes import (
 from agent.appkeys import SETTINGS, STORE
 from agent.integrations import events as ev
 from agent.records import DeployWindow, IdempotentResponse
-from agent.store.base import Conflict, Store
+from agent.store.base import Conflict, SameDeployment, Store
 
 log = logging.getLogger("postflight.api")
 
@@ -171,10 +174,16 @@ async def _act(
         raise ApiProblem(
             400, f"the event cannot open a window: {detail}", slug="bad-payload"
         ) from None
-    return await _open(request, store, body, key)
+    return await _open(request, store, body, key, decision.deployment_label)
 
 
-async def _open(request: web.Request, store: Store, body: DeployRequest, key: str) -> web.Response:
+async def _open(
+    request: web.Request,
+    store: Store,
+    body: DeployRequest,
+    key: str,
+    deployment_label: str | None,
+) -> web.Response:
     settings = request.config_dict[SETTINGS]
     env = settings.environments[body.environment]
     now = _now(request)
@@ -190,15 +199,38 @@ async def _open(request: web.Request, store: Store, body: DeployRequest, key: st
         ends_at=now + env.window,
         created_at=now,
     )
-    payload = {"deploy": deploy_object(window, page=_page(request, window.id))}
-    idempotency = IdempotentResponse(key=key, request_hash=key, status=202, body=payload)
+
+    def answer(shown: DeployWindow) -> IdempotentResponse:
+        payload = {"deploy": deploy_object(shown, page=_page(request, shown.id), now=now)}
+        return IdempotentResponse(key=key, request_hash=key, status=202, body=payload)
+
+    opened = answer(window)
+    deployment = window.labels.get(deployment_label or "")
+    same = (
+        SameDeployment(deployment_label, deployment, answer)
+        if deployment_label and deployment
+        else None
+    )
     try:
-        created = await store.create_window(window, idempotency)
+        created = await store.create_window(window, opened, same=same)
     except Exception:
         stored = await store.idempotent_response(key)  # the same event raced us
         if stored is not None:
             return web.json_response(stored.body, status=stored.status)
         raise
+    if created.joined:
+        # one watch per deployment: its window's baseline and timing go on undisturbed
+        log.info(
+            "deploy event for %s %s joins its window, still watched (%s)",
+            deployment_label,
+            deployment,
+            key.removeprefix(KEY_PREFIX),
+            extra={"deploy_id": created.window.id, "environment": window.environment},
+        )
+        joined = created.window
+        return web.json_response(
+            answer(joined).body, status=202, headers={"Location": deploy_path(joined.id)}
+        )
     _notify(request, window.id, [old.id for old in created.superseded])
     _count_ended(request, "superseded", created.superseded)
     integrations = _integrations(request)
@@ -211,7 +243,7 @@ async def _open(request: web.Request, store: Store, body: DeployRequest, key: st
         key.removeprefix(KEY_PREFIX),
         extra={"deploy_id": window.id, "environment": window.environment},
     )
-    return web.json_response(payload, status=202, headers={"Location": deploy_path(window.id)})
+    return web.json_response(opened.body, status=202, headers={"Location": deploy_path(window.id)})
 
 
 async def previous_vercel_deployment(

@@ -61,6 +61,10 @@ class OpenWindow:
     version: str
     commit: str | None
     labels: dict[str, str] = field(default_factory=dict)
+    deployment_label: str | None = None
+    """The label naming the provider's deployment: while a window of the environment
+    carrying it is watched, the event answers with that window and opens nothing (Vercel
+    sends `deployment.succeeded` then `deployment.promoted` for one production deploy)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +156,13 @@ def _github_deployment_status(settings: Settings, document: dict[str, Any]) -> O
     url = status.get("environment_url") or status.get("target_url")
     if isinstance(url, str) and url:
         labels["github.environment_url"] = url[:256]
-    return OpenWindow(environment=name, version=sha, commit=sha, labels=labels)
+    return OpenWindow(
+        environment=name,
+        version=sha,
+        commit=sha,
+        labels=labels,
+        deployment_label="github.deployment",
+    )
 
 
 def _own_status(status: Mapping[str, Any]) -> str | None:
@@ -217,7 +227,13 @@ def vercel_event(settings: Settings, document: dict[str, Any]) -> OpenWindow | I
     url = deployment.get("url")
     if isinstance(url, str) and url:
         labels["vercel.url"] = url[:256]
-    return OpenWindow(environment=name, version=sha or deployment_id, commit=sha, labels=labels)
+    return OpenWindow(
+        environment=name,
+        version=sha or deployment_id,
+        commit=sha,
+        labels=labels,
+        deployment_label="vercel.deployment",
+    )
 
 
 def _previous_deployment(payload: Mapping[str, Any]) -> str | None:

@@ -7,7 +7,7 @@ on, so a process killed at any instant restarts into the same decisions.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 from agent.records import (
@@ -92,6 +92,20 @@ class AlertClaim(NamedTuple):
     """What to send (`Store.claim_alert`'s `payload`); None: a mark with no message."""
 
 
+class SameDeployment(NamedTuple):
+    """The provider deployment a deploy event is for, as the window label that names it
+    (`vercel.deployment`, `github.deployment`) and its value. Vercel sends
+    `deployment.succeeded` then `deployment.promoted` for one production deployment, and
+    GitHub may send several `success` statuses for one deployment: each would supersede
+    the window of the one before, restarting its baseline and timing, for one deploy."""
+
+    label: str
+    value: str
+    response: Callable[[DeployWindow], IdempotentResponse]
+    """The event's answer when it joins this window, remembered under the event's key (a
+    redelivery of it answers the same, even once the window has ended)."""
+
+
 class StoreError(Exception):
     """The store cannot answer (down, locked, corrupt)."""
 
@@ -109,12 +123,20 @@ class Store(Protocol):
 
     # windows
     async def create_window(
-        self, window: DeployWindow, idempotency: IdempotentResponse | None = None
+        self,
+        window: DeployWindow,
+        idempotency: IdempotentResponse | None = None,
+        *,
+        same: SameDeployment | None = None,
     ) -> WindowCreated:
         """Insert a window, superseding the environment's active one in the same
         transaction (only when the new one is active: a window registered after its
         end is a record and supersedes nothing); with `idempotency`, also remember the
-        response under its key."""
+        response under its key. With `same`, when an active window of the environment
+        carries its label and value, insert and supersede nothing: remember
+        `same.response` of that window instead and answer it `joined` (checked under the
+        environment's lock, so two events of one deployment open one window, across
+        replicas)."""
         ...
 
     async def idempotent_response(self, key: str) -> IdempotentResponse | None: ...

@@ -44,6 +44,7 @@ from agent.store.base import (
     Conflict,
     Lease,
     ProbeRun,
+    SameDeployment,
     StoredProbes,
     StoreError,
     UnsettledAlert,
@@ -282,6 +283,19 @@ async def _insert_rollback(db: Connection, intent: RollbackIntent, guard: str, *
     )
 
 
+async def _remember(db: Connection, response: IdempotentResponse, at: float) -> None:
+    """Keep an answer under its key (a key used already is a unique violation)."""
+    await db.execute(
+        "INSERT INTO idempotency (key, request_hash, status, body, created_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        response.key,
+        response.request_hash,
+        response.status,
+        json.dumps(response.body),
+        at,
+    )
+
+
 async def claim_alerts_in(
     db: Connection, window_id: str, at: float, alerts: Sequence[AlertClaim]
 ) -> None:
@@ -445,7 +459,11 @@ class SqlStore(ABC):
     # windows ---------------------------------------------------------------
 
     async def create_window(
-        self, window: DeployWindow, idempotency: IdempotentResponse | None = None
+        self,
+        window: DeployWindow,
+        idempotency: IdempotentResponse | None = None,
+        *,
+        same: SameDeployment | None = None,
     ) -> WindowCreated:
         async with self._tx() as db:
             # Without this lock two replicas registering deploys of one environment would
@@ -461,6 +479,11 @@ class SqlStore(ABC):
                 else []
             )
             superseded = [_window(r) for r in rows]
+            if same is not None:
+                for active in superseded:
+                    if active.labels.get(same.label) == same.value:
+                        await _remember(db, same.response(active), window.created_at)
+                        return WindowCreated(window=active, joined=True)
             for old in superseded:
                 old.state = "superseded"
                 old.ended_at = window.created_at
@@ -491,15 +514,7 @@ class SqlStore(ABC):
                 window.lease_epoch,
             )
             if idempotency is not None:
-                await db.execute(
-                    "INSERT INTO idempotency (key, request_hash, status, body, created_at)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    idempotency.key,
-                    idempotency.request_hash,
-                    idempotency.status,
-                    json.dumps(idempotency.body),
-                    window.created_at,
-                )
+                await _remember(db, idempotency, window.created_at)
         return WindowCreated(window=window, superseded=superseded)
 
     async def idempotent_response(self, key: str) -> IdempotentResponse | None:

@@ -33,7 +33,7 @@ from agent.records import (
     WindowCreated,
     WindowState,
 )
-from agent.store.base import AlertClaim, AlertRetry, ProbeRun, Store
+from agent.store.base import AlertClaim, AlertRetry, ProbeRun, SameDeployment, Store
 
 
 @dataclass(eq=False)
@@ -126,9 +126,13 @@ class FeedStore:
         return getattr(self._store, name)
 
     async def create_window(
-        self, window: DeployWindow, idempotency: IdempotentResponse | None = None
+        self,
+        window: DeployWindow,
+        idempotency: IdempotentResponse | None = None,
+        *,
+        same: SameDeployment | None = None,
     ) -> WindowCreated:
-        created = await self._store.create_window(window, idempotency)
+        created = await self._store.create_window(window, idempotency, same=same)
         for old in created.superseded:
             self._feed.publish(old.id)
         return created

@@ -253,7 +253,8 @@ def test_a_github_delivery_without_its_guid_opens_one_window_keyed_by_its_body(
         }
         assert [api.post("/v1/hooks/github", body, headers) for _ in range(2)] == [202, 202]
         assert api.windows() == 1
-        other = gh.deployment_status(sha="a" * 40)
+        # another deployment: another body of the one still watched would join its window
+        other = gh.deployment_status(sha="a" * 40, deployment_id=gh.DEPLOYMENT_ID + 1)
         headers["X-Hub-Signature-256"] = gh.signature(GH_SECRET, other)
         headers["X-GitHub-Delivery"] = ""
         assert api.post("/v1/hooks/github", other, headers) == 202

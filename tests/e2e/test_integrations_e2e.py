@@ -1000,3 +1000,153 @@ async def test_follow_ups_owed_behind_50_newer_windows_go_out_after_a_restart(
         assert await reader.claims_without_outcome(FOLLOW_UPS) == []
     finally:
         await reader.close()
+
+
+# one watch per deployment: a second opening event of a watched deployment joins its window
+
+
+def alerts_to(sink: JsonSink) -> str:
+    return f"alerting: {{channels: [{{url: '{sink.url()}'}}]}}"
+
+
+async def test_succeeded_then_promoted_is_one_window_and_promoted_after_it_ended_a_new_one(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+    json_sink: JsonSink,
+) -> None:
+    """Vercel sends `deployment.succeeded` then `deployment.promoted` (another event id) for
+    one production deployment. Old code opened a window for each: the first ended
+    `superseded` and the watch (baseline, rounds, timing) began again with the second. Now
+    the second answers with the first's window; once that window has ended (rolled back to
+    OLD), the deployment promoted again is a new deploy: a new window."""
+    agent = await start_agent(
+        environments(flip_target),
+        alerting=alerts_to(json_sink),
+        extra=integrations(fake_github, fake_vercel),
+    )
+    old = vc.event(event_id="evt_old", deployment=vc.OLD, sha="a" * 40)
+    status, serving = await vercel_hook(agent, old)
+    assert status == 202, serving
+    status, opened = await vercel_hook(agent, vc.event("deployment.succeeded", event_id="evt_s"))
+    assert status == 202, opened
+    deploy = opened["deploy"]
+    # another deployment still supersedes, as the API does
+    assert (await agent.get(serving["deploy"]["id"]))["state"] == "superseded"
+    promoted = vc.event("deployment.promoted", event_id="evt_p")
+    status, joined = await vercel_hook(agent, promoted)
+    assert status == 202, joined
+    assert joined["deploy"]["id"] == deploy["id"]
+    assert joined["deploy"]["state"] == "watching"
+    assert joined["deploy"]["deployed_at"] == deploy["deployed_at"]
+    assert await vercel_hook(agent, promoted) == (202, joined)  # its redelivery: the same
+    assert [w["id"] for w in await windows(agent) if w["version"] == SHA] == [deploy["id"]]
+
+    flip_target.bad = True
+    final = await agent.settled(deploy["id"])
+    assert final["state"] == "rolled_back", final
+    assert final["deployed_at"] == deploy["deployed_at"]  # the watch was never restarted
+    assert [a["deployment"] for a in fake_vercel.accepted] == [vc.OLD]
+
+    def requested() -> list[Any]:
+        return [n for n in json_sink.notifications if "rollback requested" in n.title]
+
+    await eventually(lambda: len(requested()) >= 1)
+    await asyncio.sleep(0.5)  # and no second one
+    assert len(requested()) == 1
+    assert all(deploy["id"] in n.message for n in json_sink.notifications)
+
+    # the window ended: the promoted event's redelivery still answers what it answered,
+    # and NEW promoted again (production is OLD since the rollback) is watched anew
+    assert await vercel_hook(agent, promoted) == (202, joined)
+    again = vc.event("deployment.promoted", event_id="evt_p2")
+    status, reopened = await vercel_hook(agent, again)
+    assert status == 202, reopened
+    assert reopened["deploy"]["id"] != deploy["id"]
+    assert reopened["deploy"]["state"] == "watching"
+    assert reopened["deploy"]["labels"]["vercel.previous"] == vc.OLD
+    assert len([w for w in await windows(agent) if w["version"] == SHA]) == 2
+    assert (await agent.settled(reopened["deploy"]["id"]))["state"] == "rolled_back"
+    assert [a["deployment"] for a in fake_vercel.accepted] == [vc.OLD, vc.OLD]
+
+
+async def test_a_second_success_status_of_one_github_deployment_posts_no_second_set(
+    webhook_agent: WebhookAgent, fake_github: FakeGitHub
+) -> None:
+    """Another actor (a re-run, a bot) posting `success` on the same GitHub deployment sent
+    another `deployment_status` event. Old code opened a second window: the deployment
+    heard in_progress, inactive, in_progress, success. Now one window, one set."""
+    agent = await webhook_agent(window="1500ms")
+    status, opened = await github_hook(
+        agent, "deployment_status", gh.deployment_status(), "delivery-1"
+    )
+    assert status == 202, opened
+    rerun = json.loads(gh.deployment_status())
+    rerun["deployment_status"]["id"] = 8
+    rerun["sender"] = {"login": "octocat", "type": "User"}
+    body = json.dumps(rerun).encode()
+    status, joined = await github_hook(agent, "deployment_status", body, "delivery-2")
+    assert status == 202, joined
+    final = await agent.settled(joined["deploy"]["id"])
+    await eventually(lambda: len(fake_github.statuses) >= 2)
+    await asyncio.sleep(0.5)  # nothing more
+    seen = [(s["deployment"], s["state"]) for s in fake_github.statuses]
+    assert seen == [(gh.DEPLOYMENT_ID, "in_progress"), (gh.DEPLOYMENT_ID, "success")]
+    assert (final["id"], final["state"]) == (opened["deploy"]["id"], "passed")
+    assert len(await windows(agent)) == 1
+
+
+async def test_succeeded_and_promoted_arriving_together_open_one_window(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    """Both events in flight at once on one agent: old code opened two windows."""
+    agent = await start_agent(
+        environments(flip_target), extra=integrations(fake_github, fake_vercel)
+    )
+    answers = await asyncio.gather(
+        vercel_hook(agent, vc.event("deployment.succeeded", event_id="evt_s")),
+        vercel_hook(agent, vc.event("deployment.promoted", event_id="evt_p")),
+    )
+    assert [status for status, _ in answers] == [202, 202], answers
+    ids = {answer["deploy"]["id"] for _, answer in answers}
+    assert len(ids) == 1, answers
+    assert [w["id"] for w in await windows(agent)] == list(ids)
+
+
+async def test_two_replicas_hearing_one_deployment_at_once_open_one_window(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+    pg_url: str,
+) -> None:
+    """Vercel's succeeded and promoted of each deployment land on two replicas sharing
+    PostgreSQL at the same instant (five deployments, one after another): old code opened
+    two windows per deployment. The check runs under the environment's lock with the
+    insert, so it cannot pass on both replicas."""
+    env = environments(flip_target)
+    extra = integrations(fake_github, fake_vercel)
+    store = f"url: {pg_url}"
+    first = await start_agent(env, store=store, owner="replica-a", extra=extra)
+    second = await start_agent(env, store=store, owner="replica-b", extra=extra)
+    opened: dict[str, set[str]] = {}
+    for n in range(5):
+        deployment = f"dpl_pair{n}"
+        answers = await asyncio.gather(
+            vercel_hook(first, vc.event(event_id=f"s{n}", deployment=deployment, sha=None)),
+            vercel_hook(
+                second,
+                vc.event("deployment.promoted", event_id=f"p{n}", deployment=deployment, sha=None),
+            ),
+        )
+        assert [status for status, _ in answers] == [202, 202], answers
+        opened[deployment] = {answer["deploy"]["id"] for _, answer in answers}
+    assert all(len(ids) == 1 for ids in opened.values()), opened
+    stored = await windows(first)
+    by_deployment = sorted(w["labels"]["vercel.deployment"] for w in stored)
+    assert by_deployment == sorted(opened), "a deployment got two windows"
+    assert [w["state"] for w in stored] == ["watching"] + ["superseded"] * 4

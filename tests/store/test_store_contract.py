@@ -21,7 +21,15 @@ from agent.records import (
     RollbackIntent,
     RoundRecord,
 )
-from agent.store.base import AlertClaim, Conflict, ProbeRun, Store, StoredProbes, StoreError
+from agent.store.base import (
+    AlertClaim,
+    Conflict,
+    ProbeRun,
+    SameDeployment,
+    Store,
+    StoredProbes,
+    StoreError,
+)
 from tests.store.conftest import Backend
 from tests.store.peek import deliveries
 
@@ -107,6 +115,83 @@ async def test_a_reused_idempotency_key_undoes_the_whole_insert(store: Store) ->
     assert await store.get_window("dep_2") is None
     first = await store.get_window("dep_1")
     assert first is not None and first.state == "watching"  # the supersede was undone too
+
+
+def of_deployment(wid: str, deployment: str, created: float) -> DeployWindow:
+    opened = window(wid, created=created)
+    opened.labels = {"vercel.deployment": deployment}
+    return opened
+
+
+def same(deployment: str, key: str) -> SameDeployment:
+    """The deployment of an event keyed `key`, answering with the window it joins."""
+    return SameDeployment(
+        "vercel.deployment",
+        deployment,
+        lambda joined: IdempotentResponse(key, key, 202, {"deploy": joined.id}),
+    )
+
+
+async def test_an_event_of_a_watched_deployment_joins_its_window(store: Store) -> None:
+    """Vercel's `deployment.promoted` after `deployment.succeeded` of one deployment: no
+    second window, no supersede; the event's answer is kept under its key. Another
+    deployment supersedes as before; once the window ended, the same deployment opens."""
+    first = of_deployment("dep_1", "dpl_a", 100)
+    await store.create_window(
+        first, IdempotentResponse("k1", "k1", 202, {}), same=same("dpl_a", "k1")
+    )
+    created = await store.create_window(
+        of_deployment("dep_2", "dpl_a", 101),
+        IdempotentResponse("k2", "k2", 202, {"deploy": "dep_2"}),
+        same=same("dpl_a", "k2"),
+    )
+    assert (created.joined, created.window.id, created.superseded) == (True, "dep_1", [])
+    assert await store.get_window("dep_2") is None
+    assert await store.get_window("dep_1") == first  # still watching, untouched
+    assert await store.idempotent_response("k2") == IdempotentResponse(
+        "k2", "k2", 202, {"deploy": "dep_1"}
+    )
+    created = await store.create_window(
+        of_deployment("dep_3", "dpl_b", 102), same=same("dpl_b", "k3")
+    )
+    assert not created.joined
+    assert [w.id for w in created.superseded] == ["dep_1"]
+    assert await store.finish_window("dep_3", "passed", None, 103.0)
+    created = await store.create_window(
+        of_deployment("dep_4", "dpl_b", 104), same=same("dpl_b", "k4")
+    )
+    assert (created.joined, created.window.id, created.superseded) == (False, "dep_4", [])
+
+
+async def test_two_replicas_opening_one_deployment_at_once_open_one_window(
+    backend: Backend,
+) -> None:
+    """The check shares the insert's transaction and the environment's lock: of two
+    events of one deployment on two replicas at the same instant, one opens, one joins."""
+    first, second = backend.make(), backend.make()
+    await first.open()
+    await second.open()
+    try:
+        for n in range(10):
+            deployment = f"dpl_{n}"
+            created = await asyncio.gather(
+                *(
+                    s.create_window(
+                        of_deployment(f"dep_{n}_{i}", deployment, 100.0 + n),
+                        same=same(deployment, f"k_{n}_{i}"),
+                    )
+                    for i, s in enumerate((first, second))
+                )
+            )
+            assert sorted(c.joined for c in created) == [False, True]
+            assert created[0].window.id == created[1].window.id
+        watching = await first.list_windows(state="watching")
+        assert len(watching.items) == 1
+        everything = await first.list_windows(limit=100)
+        assert len(everything.items) == 10
+    finally:
+        await first.close()
+        await second.close()
 
 
 async def test_list_pages_newest_first_with_a_cursor(store: Store) -> None:

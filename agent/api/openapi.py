@@ -286,8 +286,9 @@ def _document() -> dict[str, Any]:
                     },
                     "responses": {
                         "202": {
-                            "description": "A window opened (or a redelivery of that event):"
-                            ' `{"deploy": <deploy object>}`.',
+                            "description": "A window opened, or the one still watching the"
+                            " event's deployment (a second event of it opens none), or a"
+                            ' redelivery of that event: `{"deploy": <deploy object>}`.',
                             "content": {"application/json": {"schema": {"type": "object"}}},
                         },
                         "200": {

@@ -24,6 +24,7 @@ from aiohttp import web
 from agent import __version__
 from agent.api import add_routes
 from agent.api.hooks import INTEGRATIONS
+from agent.api.runner import ApiRunner
 from agent.api.server_log import ServerLog
 from agent.appkeys import FORESIGHT, METRICS, REDACT, SETTINGS, STORE, WINDOW_EVENTS
 from agent.integrations.targets import RollbackTargets
@@ -200,7 +201,7 @@ def build_app(
 async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> None:
     """Serve until `stop` is set (SIGTERM/SIGINT), then shut down within the bound."""
     app = build_app(settings, **kwargs)  # type: ignore[arg-type]
-    runner = web.AppRunner(
+    runner = ApiRunner(
         app,
         handle_signals=False,
         access_log=None,

@@ -255,7 +255,10 @@ def _fmt(value: float, metric: str) -> str:
 
 
 async def demo() -> bool:
+    from agent.api.runner import ApiRunner
+    from agent.api.server_log import ServerLog
     from agent.app import build_app
+    from agent.appkeys import METRICS
 
     ports = {name: _free_port() for name in ("agent", "service", "receiver", "sink")}
     with tempfile.TemporaryDirectory(prefix="postflight-demo-") as tmp:
@@ -280,9 +283,8 @@ async def demo() -> bool:
             await _start(receivers.app(), ports["receiver"]),
             await _start(receivers.app(), ports["sink"]),
         ]
-        agent_runner = web.AppRunner(
-            build_app(settings, poll_interval=0.2, owner="demo", environ={}), access_log=None
-        )
+        agent_app = build_app(settings, poll_interval=0.2, owner="demo", environ={})
+        agent_runner = ApiRunner(agent_app, access_log=None, logger=ServerLog(agent_app[METRICS]))
         await agent_runner.setup()
         await web.TCPSite(agent_runner, "127.0.0.1", ports["agent"]).start()
         base = f"http://127.0.0.1:{ports['agent']}"

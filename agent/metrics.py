@@ -196,7 +196,7 @@ class Metrics:
         )
         self.malformed_requests_total = Counter(
             "postflight_malformed_requests_total",
-            "Requests the HTTP server could not parse (answered 400, logged as a warning).",
+            "Requests the HTTP server could not parse (answered 400, 414 or 431).",
             registry=r,
         )
         # last: it writes the families above by hand (`agent.exposition`)

@@ -24,7 +24,7 @@ from ulid import ULID
 
 from agent.api.auth import bearer_token, token_name
 from agent.api.models import DeployRequest, deploy_object, deploy_path
-from agent.api.problems import ApiProblem, invalid_fields, validation_errors
+from agent.api.problems import ApiProblem, invalid_fields, unreadable_body, validation_errors
 from agent.api.routes import (
     BODY_READ_TIMEOUT_S,
     _count_ended,
@@ -63,9 +63,7 @@ async def _raw_body(request: web.Request) -> bytes:
     except TimeoutError:
         raise ApiProblem(408, "the request body did not arrive in time") from None
     except Exception as exc:
-        raise ApiProblem(
-            400, f"the request body could not be read ({type(exc).__name__})"
-        ) from None
+        raise unreadable_body(exc) from None
 
 
 def _unsigned(provider: str, header: str) -> ApiProblem:

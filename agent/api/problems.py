@@ -13,6 +13,7 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError, ContentLengthError, TransferEncodingError
 from pydantic import ValidationError
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -114,6 +115,32 @@ def from_http_exception(exc: web.HTTPException) -> web.Response:
     }
     problem = ApiProblem(status, detail, headers=headers)
     return problem.response()
+
+
+CHUNKED_DETAIL = (
+    "Transfer-Encoding must end in chunked, and each chunk be its size in hex, CRLF, "
+    "that many bytes, CRLF; a 0-size chunk ends the body"
+)
+
+
+def unreadable_body(exc: BaseException) -> ApiProblem:
+    """The 400 for a body that broke while a route read it, saying which framing broke.
+
+    aiohttp hands a route `RequestPayloadError` whose cause is the parser's error;
+    neither's text is copied (the parser's can quote the body)."""
+    cause = exc.__cause__ or exc
+    if isinstance(cause, ContentEncodingError):
+        detail = (
+            "the body does not decode as its Content-Encoding says; "
+            "send it uncompressed, or compressed as declared"
+        )
+    elif isinstance(cause, TransferEncodingError):
+        detail = CHUNKED_DETAIL
+    elif isinstance(cause, ContentLengthError):
+        detail = "the body ended before its Content-Length"
+    else:  # a reset connection, or a parser error without a cause
+        detail = f"the request body could not be read ({type(exc).__name__})"
+    return ApiProblem(400, detail)
 
 
 def _clean_msg(msg: str) -> str:

@@ -36,7 +36,7 @@ from agent.api.models import (
     encode_list_cursor,
     shown_state,
 )
-from agent.api.problems import ApiProblem, invalid_fields, validation_errors
+from agent.api.problems import ApiProblem, invalid_fields, unreadable_body, validation_errors
 from agent.appkeys import FORESIGHT, METRICS, PAGE_LINK, SETTINGS, STORE, WINDOW_EVENTS, Foresight
 from agent.records import (
     DEPLOY_ID_PATTERN,
@@ -138,8 +138,7 @@ async def read_json_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> A
     except TimeoutError:
         raise ApiProblem(408, "the request body did not arrive in time") from None
     except Exception as exc:  # a broken chunked encoding, bad gzip, a reset connection…
-        reason = type(exc).__name__
-        raise ApiProblem(400, f"the request body could not be read ({reason})") from None
+        raise unreadable_body(exc) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -1,44 +1,148 @@
 """Quiet, safe edges of the daemon's HTTP server, as `postflight run` serves it.
 
-A request the HTTP parser refuses is one WARNING line without a traceback, and is
-counted; no response names the Python or aiohttp version in `Server`.
+A request the HTTP parser refuses never reaches a route, so aiohttp answered it
+itself: a text/plain 400 quoting up to 100 bytes of the offending line (a bearer
+token included), whatever the failure. Now it is problem+json like every other API
+error, with the status that names it (431 for headers, 414 for the request line),
+a detail that says what to fix and quotes nothing of the request; one log line
+without a traceback (WARNING; DEBUG for bytes that are not HTTP at all), counted.
+No response names the Python or aiohttp version in `Server`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import HttpRequestParserPy
 
+from agent.api.runner import MAX_FIELD_BYTES, MAX_HEADERS, MAX_LINE_BYTES, ApiRunner, parser_problem
 from agent.app import serve
 from agent.metrics import Metrics
-from tests.api.harness import make_settings
+from tests.api.harness import AUTH, make_settings
 from tests.e2e.crash import free_port
 
-MALFORMED = [
-    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Bad: a\x00b\r\n\r\n",  # NUL in a header
-    b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n",  # space in a name
-    b"GET /he\x01lthz HTTP/1.1\r\nHost: x\r\n\r\n",  # control byte in the target
-    b"BR@KEN / HTTP/1.1\r\nHost: x\r\n\r\n",  # a bad method (aiohttp logs it at DEBUG)
-    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32) + b"\r\n\r\n",  # TLS
+SECRET = "pf-SENTINEL-token-7Qx9"
+"""Stands for a bearer token: it must never come back in an answer or reach a log."""
+TLS_HELLO = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32) + b"\r\n\r\n"
+
+
+def request(
+    line: bytes = b"GET /healthz HTTP/1.1", headers: list[bytes] | None = None, body: bytes = b""
+) -> bytes:
+    return b"\r\n".join([line, b"Host: x", *(headers or [])]) + b"\r\n\r\n" + body
+
+
+def post(*headers: bytes, body: bytes = b"") -> bytes:
+    auth = b"Authorization: " + AUTH["Authorization"].encode()
+    kind = b"Content-Type: application/json"
+    return request(b"POST /v1/deploys HTTP/1.1", [auth, kind, *headers], body)
+
+
+# id, the request, the status, words its detail has, the log level (DEBUG: not HTTP at all)
+REFUSED: list[tuple[str, bytes, int, str, int]] = [
+    (
+        "token-over-16-KiB",
+        request(headers=[b"Authorization: Bearer " + SECRET.encode() * 1000]),
+        431,
+        f"over {MAX_FIELD_BYTES} bytes",
+        logging.WARNING,
+    ),
+    (
+        "cookie-over-16-KiB",
+        request(headers=[b"Cookie: sso=" + b"c" * MAX_FIELD_BYTES]),
+        431,
+        "header",
+        logging.WARNING,
+    ),
+    (
+        "too-many-headers",
+        request(headers=[b"X-H%d: v" % i for i in range(MAX_HEADERS + 1)]),
+        431,
+        f"more than {MAX_HEADERS} header",
+        logging.WARNING,
+    ),
+    (
+        "request-line-over-8190",
+        request(b"GET /v1/deploys?limit=" + b"9" * MAX_LINE_BYTES + b" HTTP/1.1"),
+        414,
+        "shorter URL",
+        logging.WARNING,
+    ),
+    (
+        "nul-in-a-token",
+        request(headers=[b"Authorization: Bearer " + SECRET.encode() + b"\x00"]),
+        400,
+        "control characters",
+        logging.WARNING,
+    ),
+    ("space-in-a-name", request(headers=[b"Bad Header: y"]), 400, "Name: value", logging.WARNING),
+    ("folded-line", request(headers=[b"X-A: a", b" b"]), 400, "Name: value", logging.WARNING),
+    (
+        "ctl-in-the-path",
+        request(b"GET /he\x01lthz HTTP/1.1"),
+        400,
+        "percent-encoded",
+        logging.WARNING,
+    ),
+    ("bad-version", request(b"GET /healthz HTTP/9.9"), 400, "HTTP/1.1", logging.WARNING),
+    ("two-hosts", request(headers=[b"Host: y"]), 400, "one Host header", logging.WARNING),
+    ("bad-content-length", post(b"Content-Length: 1x"), 400, "Content-Length", logging.WARNING),
+    (
+        "length-and-chunked",
+        post(b"Content-Length: 2", b"Transfer-Encoding: chunked", body=b"2\r\n{}\r\n0\r\n\r\n"),
+        400,
+        "not both",
+        logging.WARNING,
+    ),
+    (
+        "bad-chunk-size",
+        post(b"Transfer-Encoding: chunked", body=b"zz\r\n{}\r\n0\r\n\r\n"),
+        400,
+        "chunk",
+        logging.WARNING,
+    ),
+    ("bad-method", request(b"G(T /healthz HTTP/1.1"), 400, "HTTP method", logging.DEBUG),
+    ("tls-hello", TLS_HELLO, 400, "not TLS", logging.DEBUG),
+    ("ssh-banner", b"SSH-2.0-OpenSSH_9.6\r\n", 400, "HTTP method", logging.DEBUG),
 ]
 
 
 async def raw(port: int, data: bytes) -> bytes:
+    """Send `data` on a fresh connection; everything the server answers before it
+    closes (or 5 s pass)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answer = b""
     try:
         writer.write(data)
         await writer.drain()
-        return await asyncio.wait_for(reader.read(4096), 5)
+        async with asyncio.timeout(5):
+            while chunk := await reader.read(65536):
+                answer += chunk
+    except (TimeoutError, ConnectionError):
+        pass
     finally:
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
+    return answer
+
+
+def problem(answer: bytes) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """The status, headers (lower-case names) and JSON body of a raw answer."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines)}
+    return int(status_line.split()[1]), headers, json.loads(body)
 
 
 @pytest.fixture
@@ -67,23 +171,136 @@ async def daemon(tmp_path: Path) -> AsyncIterator[tuple[int, Metrics]]:
 
 
 @pytest.mark.parametrize(
-    "data",
-    MALFORMED,
-    ids=["nul-in-header", "space-in-name", "ctl-in-path", "bad-method", "tls-hello"],
+    ("data", "status", "words", "level"),
+    [case[1:] for case in REFUSED],
+    ids=[case[0] for case in REFUSED],
 )
-async def test_a_malformed_request_is_a_counted_warning_without_traceback(
-    daemon: tuple[int, Metrics], caplog: pytest.LogCaptureFixture, data: bytes
+async def test_a_request_the_parser_refuses_is_a_problem_logged_once_without_secrets(
+    daemon: tuple[int, Metrics],
+    caplog: pytest.LogCaptureFixture,
+    data: bytes,
+    status: int,
+    words: str,
+    level: int,
 ) -> None:
     port, metrics = daemon
     caplog.set_level(logging.DEBUG)
     answer = await raw(port, data)
-    assert answer.split(b"\r\n")[0].split()[1] == b"400", answer
+    code, headers, body = problem(answer)
+    assert code == status, answer[:300]
+    assert headers["content-type"].startswith("application/problem+json"), headers
+    assert body["status"] == status and body["type"].startswith("urn:postflight:problem:")
+    assert body["title"] and words in body["detail"], body
+    assert set(body) == {"type", "title", "status", "detail"}, body
+    assert SECRET.encode() not in answer
     server_records = [r for r in caplog.records if r.name.startswith("aiohttp")]
-    assert [r.levelname for r in server_records] == ["WARNING"], server_records
+    assert [r.levelno for r in server_records] == [level], server_records
     [record] = server_records
     assert record.exc_info is None and "Traceback" not in caplog.text
-    assert record.getMessage().startswith("malformed HTTP request from 127.0.0.1")
+    assert (
+        record.getMessage() == f"malformed HTTP request from 127.0.0.1: {status} {body['detail']}"
+    )
+    assert SECRET not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     assert metrics.registry.get_sample_value("postflight_malformed_requests_total") == 1
+
+
+async def test_headers_up_to_16_kib_are_served(daemon: tuple[int, Metrics]) -> None:
+    """A proxy's identity token and a single-sign-on cookie, each past aiohttp's 8190
+    bytes (a 400 before) and within the 16 KiB a header may have."""
+    port, _ = daemon
+    big = {"X-Amzn-Oidc-Data": "j" * 12_000, "Cookie": "sso=" + "c" * (MAX_FIELD_BYTES - 100)}
+    async with aiohttp.ClientSession() as http:
+        url = f"http://127.0.0.1:{port}/v1/deploys"
+        async with http.get(url, headers={**AUTH, **big}) as response:
+            assert response.status == 200, await response.text()
+        body = {"environment": "production", "version": "v1"}
+        async with http.post(url, headers={**AUTH, **big}, json=body) as response:
+            assert response.status == 201, await response.text()
+
+
+async def test_a_body_that_does_not_decode_is_a_400_and_no_error_log(
+    daemon: tuple[int, Metrics], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The route answers 400; aiohttp then reads the rest of the body, meets the same
+    error and logged it at ERROR with a traceback ("Unhandled exception")."""
+    port, _ = daemon
+    caplog.set_level(logging.DEBUG)
+    answer = await raw(port, post(b"Content-Encoding: gzip", b"Content-Length: 10", body=b"0" * 10))
+    code, headers, body = problem(answer)
+    assert code == 400 and headers["content-type"].startswith("application/problem+json")
+    assert "Content-Encoding" in body["detail"], body
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert "Traceback" not in caplog.text
+
+
+async def test_a_bug_past_the_middlewares_is_a_500_problem_and_still_an_error_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Only the client's mistakes are quiet: an exception no middleware caught keeps
+    aiohttp's ERROR with its traceback, and its answer is a problem too."""
+
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("a bug")
+
+    app = web.Application()
+    app.router.add_get("/broken", broken)
+    runner = ApiRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        code, headers, body = problem(await raw(port, request(b"GET /broken HTTP/1.1")))
+    finally:
+        await runner.cleanup()
+    assert code == 500 and headers["content-type"].startswith("application/problem+json")
+    assert body["type"] == "urn:postflight:problem:internal-error", body
+    assert "a bug" not in json.dumps(body)
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.exc_info is not None and record.exc_info[0] is RuntimeError
+
+
+PYTHON_PARSER_TAKES = {
+    "bad-version": "HTTP/9.9 is a version to it",
+    "bad-chunk-size": "the body is the payload parser's, not fed here",
+    "ssh-banner": "it waits for the blank line that ends the headers",
+}
+
+
+def _python_parser_error(data: bytes) -> HttpProcessingError:
+    loop = asyncio.new_event_loop()
+    try:
+        parser = HttpRequestParserPy(
+            None,  # type: ignore[arg-type]  # no body is parsed: no protocol needed
+            loop,
+            2**16,
+            max_line_size=MAX_LINE_BYTES,
+            max_field_size=MAX_FIELD_BYTES,
+            max_headers=MAX_HEADERS,
+        )
+        with pytest.raises(HttpProcessingError) as raised:
+            parser.feed_data(data)
+        return raised.value
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "words", "level"),
+    [case[1:] for case in REFUSED if case[0] not in PYTHON_PARSER_TAKES],
+    ids=[case[0] for case in REFUSED if case[0] not in PYTHON_PARSER_TAKES],
+)
+def test_the_pure_python_parser_gets_the_same_answers(
+    data: bytes, status: int, words: str, level: int
+) -> None:
+    """aiohttp without its C extension (`AIOHTTP_NO_EXTENSIONS`, a platform without a
+    wheel) raises other exceptions with other words; the answers are the same."""
+    exc = _python_parser_error(data)
+    answer, noise = parser_problem(
+        exc, max_line=MAX_LINE_BYTES, max_field=MAX_FIELD_BYTES, max_headers=MAX_HEADERS
+    )
+    assert (answer.status, noise) == (status, level == logging.DEBUG), exc
+    assert words in answer.detail and SECRET not in answer.detail
 
 
 async def test_no_response_names_the_server_software_version(
@@ -94,7 +311,7 @@ async def test_no_response_names_the_server_software_version(
         for path in ("/healthz", "/v1/deploys", "/nowhere", "/metrics"):
             async with http.get(f"http://127.0.0.1:{port}{path}") as response:
                 assert response.headers["Server"] == "postflight", path
-    answer = await raw(port, MALFORMED[0])
+    answer = await raw(port, request(headers=[b"X-Bad: a\x00b"]))
     headers = answer.split(b"\r\n\r\n")[0].lower()
     assert b"\r\nserver: postflight\r\n" in headers + b"\r\n", answer
     assert b"python" not in headers and b"aiohttp" not in headers

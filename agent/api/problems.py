@@ -30,6 +30,7 @@ _TYPES: dict[int, str] = {
     409: "conflict",
     413: "body-too-large",
     415: "unsupported-media-type",
+    417: "expectation-failed",
     422: "invalid-fields",
     500: "internal-error",
     503: "not-ready",
@@ -107,6 +108,7 @@ def from_http_exception(exc: web.HTTPException) -> web.Response:
         404: "no such route; see /v1/openapi.json",
         405: f"method not allowed; allowed: {exc.headers.get('Allow', '')}".rstrip("; "),
         413: "the request body is larger than the API accepts",
+        417: "the only Expect this server takes is 100-continue",
     }.get(status) or (exc.text or status_title(status))
     if detail.startswith(f"{status}:"):
         detail = detail.partition(":")[2].strip() or status_title(status)

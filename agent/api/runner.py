@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -40,7 +41,7 @@ from aiohttp.http_exceptions import (
     TransferEncodingError,
 )
 
-from agent.api.problems import CHUNKED_DETAIL, ApiProblem, status_title
+from agent.api.problems import CHUNKED_DETAIL, ApiProblem, from_http_exception, status_title
 from agent.api.server_log import ServerLog
 
 MAX_LINE_BYTES = 8190
@@ -204,6 +205,24 @@ class ProblemRequestHandler(web.RequestHandler):
             )
 
 
+def _problems_for_http_errors(
+    handle: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+    """The application's handler, with an HTTP error it raises outside its middlewares
+    as problem+json: the router runs a route's `Expect` handler before them, so an
+    `Expect` other than 100-continue was aiohttp's text/plain 417 echoing the header."""
+
+    async def handle_request(request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            return await handle(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return from_http_exception(exc)
+
+    return handle_request
+
+
 class ProblemServer(web.Server):
     """`web.Server` whose connections are `ProblemRequestHandler`s."""
 
@@ -224,7 +243,7 @@ class ApiRunner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()  # starts the application, as AppRunner does
         return ProblemServer(
-            server.request_handler,
+            _problems_for_http_errors(server.request_handler),
             request_factory=server.request_factory,
             handler_cancellation=server.handler_cancellation,
             loop=asyncio.get_running_loop(),

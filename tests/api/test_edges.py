@@ -205,6 +205,25 @@ async def test_a_request_the_parser_refuses_is_a_problem_logged_once_without_sec
     assert metrics.registry.get_sample_value("postflight_malformed_requests_total") == 1
 
 
+@pytest.mark.parametrize("path", [b"/v1/deploys", b"/nowhere"])
+async def test_an_expectation_other_than_100_continue_is_a_417_problem(
+    daemon: tuple[int, Metrics], path: bytes
+) -> None:
+    """The router answers `Expect` before any middleware: it was a text/plain 417
+    quoting the header."""
+    port, _ = daemon
+    answer = await raw(
+        port,
+        request(
+            b"POST " + path + b" HTTP/1.1", [b"Expect: " + SECRET.encode(), b"Connection: close"]
+        ),
+    )
+    code, headers, body = problem(answer)
+    assert code == 417 and headers["content-type"].startswith("application/problem+json")
+    assert body["type"] == "urn:postflight:problem:expectation-failed", body
+    assert "100-continue" in body["detail"] and SECRET.encode() not in answer
+
+
 async def test_headers_up_to_16_kib_are_served(daemon: tuple[int, Metrics]) -> None:
     """A proxy's identity token and a single-sign-on cookie, each past aiohttp's 8190
     bytes (a 400 before) and within the 16 KiB a header may have."""

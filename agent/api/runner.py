@@ -11,16 +11,20 @@ every such failure with its exception. `ApiRunner` wires a subclass in: aiohttp
 offers no setting for the protocol class, so the runner's `_make_server` (the
 extension point `BaseRunner` declares for its subclasses, stable since 3.0) hands the
 `web.Server` aiohttp built to a subclass whose `__call__` (the protocol factory) makes
-`ProblemRequestHandler`s with that server's own arguments. A middleware cannot do
-this (no application is involved), nor can the `logger` (it logs; it does not answer).
-tests/api/test_edges.py pins the answers, so an aiohttp that moved these
-hooks fails there rather than silently answering text again.
+`ProblemRequestHandler`s with that server's own arguments, as `Server.__call__` does
+(its `_loop` and `_kwargs`: the two private names relied on, unchanged since 3.0).
+Neither replacing aiohttp's code nor patching it: a middleware cannot do this (no
+application is involved), nor can the `logger` (it logs; it does not answer).
+tests/api/test_edges.py pins the answers, so an aiohttp that moved these hooks fails
+there rather than silently answering text again.
 
 The answers: a header line over `MAX_FIELD_BYTES`, or more than `MAX_HEADERS` of
 them, is a 431; a request line over `MAX_LINE_BYTES` a 414; anything else a 400.
 The `detail` says what to fix in our words and never quotes the request. Each is one
 WARNING line from `ServerLog` (DEBUG for bytes that are not HTTP at all: TLS, port
-scanners), counted in `postflight_malformed_requests_total`.
+scanners), counted in `postflight_malformed_requests_total`. The server's handler is
+the application's wrapped so that an HTTP error raised before the middlewares (the
+router's `Expect` check) is a problem too.
 """
 
 from __future__ import annotations

@@ -97,10 +97,19 @@ class ServerSettings(StrictModel):
     view_ttl: Duration = 7 * 86400.0
     """How long a `?view=` link stays valid."""
 
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _port_alone(cls, value: Any) -> Any:
+        """`listen: 8787` (YAML reads a number) is said as a HOST:PORT to write, not as
+        "Input should be a valid string"."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
         host, sep, port = value.rpartition(":")
+        if not sep and value.isdigit():
+            raise ValueError(f"{value!r} is not HOST:PORT: write 127.0.0.1:{value}")
         if not sep or not host or not port.isdigit():
             raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8787)")
         if not 0 < int(port) < 65536:

@@ -25,6 +25,7 @@ from agent.settings import (
     environment_overrides,
     settings_from_document,
 )
+from agent.settings_keys import holds, suggestion
 
 Loc = tuple[str | int, ...]
 
@@ -502,7 +503,21 @@ def _problems(
             message = message.removeprefix("Value error, ")
         pattern = str((error.get("ctx") or {}).get("pattern", ""))
         if error["type"] == "extra_forbidden":
-            message = "unknown key (check its spelling and indentation)"
+            meant = suggestion(Settings, loc, document)
+            hint = f"did you mean {meant}?" if meant else "check its spelling and indentation"
+            message = f"unknown key ({hint})"
+        elif error["type"] == "string_type" and _is_yaml_scalar(_value_at(document, loc)):
+            # `org: 1234`, `tags: [on]`: YAML read a number or true/false, not text; the
+            # value is not quoted back (it may be a secret)
+            what = "true/false" if isinstance(_value_at(document, loc), bool) else "a number"
+            message = f"should be text, but YAML reads this unquoted value as {what}: quote it"
+        elif error["type"] == "float_parsing" and _is_percent_bound(loc, document):
+            message = _percent_bound(str(loc[-1]), str(_value_at(document, loc)))
+        elif error["type"] == "union_tag_invalid":  # a check's `type` that no plugin has
+            ctx = error.get("ctx") or {}
+            key = str(ctx.get("discriminator", "")).strip("'")
+            loc = (*loc, key)
+            message = f"unknown check type {ctx.get('tag')!r} (one of: {_check_types()})"
         elif error["type"] == "missing":
             message = "required, but missing"
             if len(loc) == 1:  # no line holds it: say where it goes
@@ -534,7 +549,7 @@ def _located(loc: Loc, message: str, lines: dict[Loc, int], origins: _Origins) -
             if loc[:cut] in origins.sections:
                 variable = origins.sections[loc[:cut]]
                 break
-    if variable is not None and message.startswith("unknown key"):
+    if variable is not None and message == "unknown key (check its spelling and indentation)":
         message = "unknown key (check the variable's spelling)"
     return ConfigProblem(loc, message, variable=variable)
 
@@ -553,6 +568,46 @@ def _split_cross_section(loc: Loc, message: str) -> list[tuple[Loc, str]]:
         parts: list[str | int] = [int(p) if p.isdigit() else p for p in path.split(".")]
         out.append((tuple(parts), text))
     return out
+
+
+def _value_at(document: Any, loc: Loc) -> Any:
+    """The document's value at `loc`, None when it has none."""
+    node = document
+    for part in loc:
+        if not holds(node, part):
+            return None
+        node = node[part]
+    return node
+
+
+def _is_percent_bound(loc: Loc, document: Any) -> bool:
+    """`rules[i].max: 5%` (or `min`): a percentage where an absolute bound goes."""
+    value = _value_at(document, loc)
+    return (
+        len(loc) >= 2
+        and loc[-1] in ("max", "min")
+        and isinstance(loc[-2], int)
+        and "rules" in loc
+        and isinstance(value, str)
+        and value.strip().endswith("%")
+    )
+
+
+def _percent_bound(key: str, text: str) -> str:
+    """What to write instead of `max: 5%`: a rate's bound is a fraction."""
+    try:
+        fraction = f"{float(text.strip()[:-1]) / 100:g}"
+    except ValueError:
+        fraction = "a fraction"
+    return (
+        f"{key} is a bound in the metric's own units, not a percentage (a rate is a"
+        f" fraction from 0 to 1: write {fraction} for {text.strip()}); % is for max_increase"
+    )
+
+
+def _is_yaml_scalar(value: Any) -> bool:
+    """A number or boolean YAML made of an unquoted value."""
+    return isinstance(value, bool | int | float)
 
 
 def _document_loc(raw: tuple[Any, ...], document: Any) -> Loc:

@@ -1,0 +1,126 @@
+"""The mistakes a first configuration makes, said so that the fix is in the message.
+
+Found by writing a config from the README alone: `intervall:` was only "unknown key",
+`org: 1234` "Input should be a valid string", `max: 5%` "unable to parse string as a
+number", `type: htp` pydantic's "Input tag 'htp' found using 'type' does not match…" at the
+check rather than at its `type`, and `listen: 8787` "Input should be a valid string".
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.settings_file import ConfigError, load_settings_text
+
+MINIMAL = """\
+server:
+  listen: 127.0.0.1:8787
+  api_tokens: ["tok-1234567890abcdef"]
+environments:
+  production:
+    base_url: http://127.0.0.1:9
+    window: 10m
+    interval: 30s
+    checks:
+      - name: api-health
+        type: http
+        path: /health
+        expect: {status: 200}
+    rules:
+      - name: probe-errors
+        source: checks
+        metric: error_rate
+        max: 0.05
+    rollback:
+      url: http://127.0.0.1:9998/rollback
+      secret: shh-secret
+"""
+
+
+def problems(text: str) -> dict[str, str]:
+    """`{path: message}` of what loading `text` reports; it must not load."""
+    with pytest.raises(ConfigError) as err:
+        load_settings_text(text, env={})
+    return {p.path: p.message for p in err.value.problems}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "meant"),
+    [
+        ("    interval: 30s", "    intervall: 30s", "production.intervall", "interval"),
+        ("environments:", "enviroments:", "enviroments", "environments"),
+        ("  api_tokens:", "  api_token:", "server.api_token", "api_tokens"),
+        ("        max: 0.05", "        max_increse: 50%", "rules[0].max_increse", "max_increase"),
+        (
+            "      secret: shh-secret",
+            "      secret: shh-secret\n      dry-run: true",
+            "rollback.dry-run",
+            "dry_run",
+        ),
+        # a check's keys are its own type's: `timeout` is an http check's
+        ("        path: /health", "        path: /health\n        timout: 2s", "timout", "timeout"),
+        ("        expect: {status: 200}", "        expect: {staus: 200}", "staus", "status"),
+    ],
+    ids=["environment", "section", "server", "rule", "dash", "check", "expect"],
+)
+def test_an_unknown_key_names_the_key_it_most_likely_meant(
+    old: str, new: str, path: str, meant: str
+) -> None:
+    text = MINIMAL.replace(old, new)
+    assert text != MINIMAL
+    found = {p: m for p, m in problems(text).items() if p.endswith(path)}
+    assert list(found.values()) == [f"unknown key (did you mean {meant}?)"], problems(text)
+
+
+def test_an_unknown_key_like_none_keeps_the_plain_advice() -> None:
+    text = MINIMAL.replace("    interval: 30s", "    interval: 30s\n    colour: blue")
+    assert problems(text) == {
+        "environments.production.colour": "unknown key (check its spelling and indentation)"
+    }
+
+
+def test_a_number_where_text_goes_says_to_quote_it_without_printing_the_value() -> None:
+    text = (
+        MINIMAL.replace('["tok-1234567890abcdef"]', "[12345678901234567890]")
+        .replace("secret: shh-secret", "secret: 987654321")
+        .replace("      - name: api-health", "      - name: 404")
+    )
+    found = problems(text)
+    quote = "should be text, but YAML reads this unquoted value as a number: quote it"
+    assert found == {
+        "server.api_tokens[0]": quote,
+        "environments.production.checks[0].name": quote,
+        "environments.production.rollback.secret": quote,
+    }
+    assert not any("987654321" in m or "1234567890" in m for m in found.values())
+
+
+def test_yes_or_on_where_text_goes_is_said_as_true_false() -> None:
+    text = MINIMAL.replace("      - name: probe-errors", "      - name: on")
+    assert problems(text) == {
+        "environments.production.rules[0].name": (
+            "should be text, but YAML reads this unquoted value as true/false: quote it"
+        )
+    }
+
+
+@pytest.mark.parametrize(("bound", "fraction"), [("max: 5%", "0.05"), ("max: 0.5 %", "0.005")])
+def test_a_percentage_as_a_rules_absolute_bound_says_the_fraction_to_write(
+    bound: str, fraction: str
+) -> None:
+    found = problems(MINIMAL.replace("max: 0.05", bound))
+    message = found["environments.production.rules[0].max"]
+    assert f"write {fraction} for" in message
+    assert "% is for max_increase" in message
+
+
+def test_an_unknown_check_type_is_said_at_its_type_with_the_types_there_are() -> None:
+    found = problems(MINIMAL.replace("type: http", "type: htp"))
+    message = found["environments.production.checks[0].type"]
+    assert message.startswith("unknown check type 'htp' (one of: ")
+    assert "http" in message and "smoke" in message and "load" in message
+
+
+def test_a_port_alone_as_listen_says_the_host_port_to_write() -> None:
+    found = problems(MINIMAL.replace("listen: 127.0.0.1:8787", "listen: 8787"))
+    assert found == {"server.listen": "'8787' is not HOST:PORT: write 127.0.0.1:8787"}

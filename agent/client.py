@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from pydantic import BaseModel, ValidationError
@@ -55,9 +55,21 @@ class BadResponse(ClientError):
 class ApiError(ClientError):
     """The agent answered with an error (a problem+json document when it is the agent)."""
 
-    def __init__(self, status: int, problem: Mapping[str, Any] | None, fallback: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        problem: Mapping[str, Any] | None,
+        fallback: str,
+        *,
+        base_url: str = "",
+        from_agent: bool = True,
+    ) -> None:
         self.status = status
         self.problem = dict(problem) if problem is not None else None
+        self.base_url = base_url
+        self.from_agent = from_agent
+        """The answer is a problem+json document, as the agent's are; a 404 that is not
+        came from another server at `--url`, and says nothing of the deploy asked for."""
         super().__init__(self._message(fallback))
 
     @property
@@ -77,6 +89,17 @@ class ApiError(ClientError):
         detail = str(problem.get("detail") or problem.get("title") or fallback).strip()
         if self.field_errors:
             detail = "; ".join(f"{loc}: {msg}" for loc, msg in self.field_errors)
+        if self.status in (404, 405) and not self.from_agent:
+            return (
+                f"{self.base_url} answered HTTP {self.status} ({detail}), not as a Postflight"
+                " agent does: is --url (or $POSTFLIGHT_URL) the agent's address?"
+            )
+        path = urlsplit(self.base_url).path.rstrip("/")
+        if self.status == 404 and detail.startswith("no such route") and path:
+            return (
+                f"{self.base_url} has no such route (HTTP 404): --url is the agent's base URL,"
+                f" without the path {path}"
+            )
         return f"{detail} (HTTP {self.status})"
 
 
@@ -349,7 +372,13 @@ class PostflightClient:
         if status >= 400:
             problem = data if isinstance(data, dict) else None
             fallback = _one_line(text) or f"HTTP {status}"
-            raise ApiError(status, problem, fallback)
+            raise ApiError(
+                status,
+                problem,
+                fallback,
+                base_url=self.base_url,
+                from_agent=content_type == "application/problem+json",
+            )
         if data is None:
             raise BadResponse(
                 f"the answer from {url} is not JSON (HTTP {status}, {content_type});"

@@ -164,10 +164,22 @@ def register_command(args: argparse.Namespace) -> int:
         key = args.idempotency_key or f"cli-{uuid.uuid4()}"
     except UsageError as exc:
         return _fail("register", str(exc))
+    registered: list[str] = []  # the deploy's id, once the agent has answered
     try:
-        return asyncio.run(_register(args, url, token, request_timeout, request, key, wait_s))
+        return asyncio.run(
+            _register(args, url, token, request_timeout, request, key, wait_s, registered)
+        )
     except KeyboardInterrupt:
-        print("\ninterrupted; the agent keeps watching the deploy", file=sys.stderr)
+        # the id, for whoever pressed CTRL-C to follow it up (with --json or --quiet and a
+        # window that had not started, it was printed nowhere else)
+        if registered:
+            said = f"the agent keeps watching {registered[0]} (postflight status {registered[0]})"
+        else:  # the registration may have reached the agent; a retry with the key is safe
+            said = (
+                "the agent may or may not have registered the deploy; to be sure, run it again"
+                f" with --idempotency-key {key}"
+            )
+        print(f"\ninterrupted; {said}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except ClientError as exc:
         return _fail("register", str(exc))
@@ -181,6 +193,7 @@ async def _register(
     request: DeployRequest,
     key: str,
     wait_s: float,
+    registered: list[str],
 ) -> int:
     as_json = bool(args.json)
     quiet = bool(args.quiet)
@@ -189,6 +202,7 @@ async def _register(
     style = Style.for_stream(out)
     async with PostflightClient(url, token, timeout=request_timeout) as api:
         deploy, replayed = await api.register(request, idempotency_key=key)
+        registered.append(deploy.id)
         window = format_duration(deploy.ends_at.timestamp() - deploy.deployed_at.timestamp())
         if quiet:
             print(deploy.id, flush=True)
@@ -276,7 +290,7 @@ def status_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except ApiError as exc:
-        if exc.status == 404 and args.id:
+        if exc.status == 404 and args.id and exc.from_agent and not exc.field_errors:
             return _fail("status", f"no deploy {args.id}")
         return _fail("status", str(exc))
     except (ClientError, UsageError) as exc:

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.server
 import io
 import json
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
@@ -26,9 +31,14 @@ from aiohttp.test_utils import TestServer
 from agent.api.models import DeployRequest
 from agent.appkeys import FORESIGHT
 from agent.cli import commands as cli_client
-from agent.cli.arguments import add_register_arguments, add_status_arguments
+from agent.cli.arguments import (
+    add_register_arguments,
+    add_rollback_arguments,
+    add_status_arguments,
+)
 from agent.cli.commands import register_command, status_command
 from agent.cli.render import Progress, Style
+from agent.cli.rollback import rollback_command
 from agent.client import ApiError, BadResponse, PostflightClient, Unreachable
 from agent.records import DeployWindow, RollbackIntent, RoundRecord
 from agent.store.sqlite import SqliteStore
@@ -667,6 +677,102 @@ def test_status_with_a_wrong_token_exits_2(
     args.token = "nope"
     assert status_command(args) == 2
     assert "401" in capsys.readouterr().err
+
+
+@pytest.fixture
+def not_an_agent() -> Iterator[str]:
+    """Another HTTP server where `--url` points (the service itself, a proxy's default
+    site): 404 `text/plain` for every path, as aiohttp's or nginx's own pages are."""
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def _not_found(self) -> None:
+            body = b"404: Not Found"
+            self.send_response(404)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _not_found
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_status_of_an_id_at_a_url_that_is_not_the_agent_does_not_say_no_deploy(
+    not_an_agent: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said `no deploy dep_…` of a deploy that exists, to an on-call who mistyped the
+    port: the 404 was another server's, which knows nothing of deploys."""
+    parser = argparse.ArgumentParser()
+    add_status_arguments(parser)
+    args = parser.parse_args(
+        ["--url", not_an_agent, "--token", TOKEN, "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"]
+    )
+    assert status_command(args) == 2
+    captured = capsys.readouterr()
+    assert "no deploy" not in captured.err
+    assert f"{not_an_agent} answered HTTP 404" in captured.err
+    assert "is --url (or $POSTFLIGHT_URL) the agent's address?" in captured.err
+    no_traceback(captured)
+
+
+def test_register_and_rollback_at_a_url_that_is_not_the_agent_say_so(
+    not_an_agent: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser()
+    add_rollback_arguments(parser)
+    args = parser.parse_args(["--url", not_an_agent, "--token", TOKEN, "dep_x", "--reason", "r"])
+    assert rollback_command(args) == 2
+    assert register_command(register_args(None, "--url", not_an_agent, "--token", TOKEN)) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2, err  # was `404: Not Found (HTTP 404)`, twice
+    assert all("answered HTTP 404" in line and "the agent's address?" in line for line in err)
+
+
+def test_a_url_with_the_api_path_says_to_leave_the_path_out(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = status_args(agent)
+    args.url = agent.url + "/v1"
+    assert status_command(args) == 2
+    err = capsys.readouterr().err
+    assert "--url is the agent's base URL, without the path /v1" in err, err
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_during_register_wait_names_the_deploy_the_agent_keeps_watching(
+    agent: AgentThread,
+) -> None:
+    """It said `interrupted; the agent keeps watching the deploy`: which one, the on-call
+    had to find up the scrollback (or nowhere, in a pipeline's log cut at the signal)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTFLIGHT")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    command = [sys.executable, "-m", "agent", "register", "--url", agent.url, "--token", TOKEN]
+    command += ["--env", "production", "--version", "v2.4.1", "--wait", "--quiet"]
+    cli = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert cli.stdout is not None
+        deploy_id = cli.stdout.readline().decode().strip()  # --quiet: the id, once registered
+        assert deploy_id.startswith("dep_"), cli.communicate()
+        cli.send_signal(signal.SIGINT)  # the window stays watching: no script ends it
+        _, err = cli.communicate(timeout=30)
+    finally:
+        cli.kill()
+    assert cli.returncode == 130, err
+    said = err.decode()
+    assert f"interrupted; the agent keeps watching {deploy_id}" in said, said
+    assert f"(postflight status {deploy_id})" in said
+    assert "Traceback" not in said
 
 
 # --- progress output -------------------------------------------------------------------

@@ -54,13 +54,19 @@ def validate_command(args: argparse.Namespace) -> int:
     if loaded is None:
         return EXIT_USAGE
     envs = ", ".join(
-        f"{name} ({len(env.checks)} checks, {len(env.rules)} rules, {env.analysis.policy})"
+        f"{name} ({_count(len(env.checks), 'check')}, {_count(len(env.rules), 'rule')},"
+        f" {env.analysis.policy})"
         for name, env in loaded.settings.environments.items()
     )
     print(f"{path}: valid — environments: {envs}")
     for warning in loaded.warnings:  # valid all the same: exit 0
         print(f"  warning: {warning}", file=sys.stderr)
     return EXIT_OK
+
+
+def _count(n: int, noun: str) -> str:
+    """`1 check`, `2 checks` (it printed `1 checks, 1 rules`)."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -8,8 +8,11 @@ check rather than at its `type`, and `listen: 8787` "Input should be a valid str
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from agent.cli.main import main
 from agent.settings_file import ConfigError, load_settings_text
 
 MINIMAL = """\
@@ -124,3 +127,13 @@ def test_an_unknown_check_type_is_said_at_its_type_with_the_types_there_are() ->
 def test_a_port_alone_as_listen_says_the_host_port_to_write() -> None:
     found = problems(MINIMAL.replace("listen: 127.0.0.1:8787", "listen: 8787"))
     assert found == {"server.listen": "'8787' is not HOST:PORT: write 127.0.0.1:8787"}
+
+
+def test_validate_config_counts_one_check_and_one_rule_in_the_singular(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "postflight.yaml"
+    path.write_text(MINIMAL)
+    assert main(["validate-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out == f"{path}: valid — environments: production (1 check, 1 rule, sequential)\n"

@@ -26,6 +26,7 @@ from agent.settings import (
     settings_from_document,
 )
 from agent.settings_keys import holds, suggestion
+from agent.settings_units import bare_millisecond_warnings
 
 Loc = tuple[str | int, ...]
 
@@ -180,6 +181,7 @@ def load_config_text(
             *settings.alert_routing_warnings(),
             *settings.baseline_warnings(),
             *settings.rule_warnings(),
+            *bare_millisecond_warnings(document),
         ]
     ]
     return LoadedConfig(settings, tuple(sorted(warnings, key=_file_order)))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli.main import main
-from agent.settings_file import ConfigError, load_settings_text
+from agent.settings_file import ConfigError, load_config_text, load_settings_text
 
 MINIMAL = """\
 server:
@@ -137,3 +137,38 @@ def test_validate_config_counts_one_check_and_one_rule_in_the_singular(
     assert main(["validate-config", str(path)]) == 0
     out = capsys.readouterr().out
     assert out == f"{path}: valid — environments: production (1 check, 1 rule, sequential)\n"
+
+
+def test_a_bare_number_of_a_minute_or_more_as_a_request_time_is_a_warning() -> None:
+    """`max_latency: 500` is 500 s (a bare number is seconds), and a latency rule's
+    `max: 300` five minutes: neither can fail, and validate-config said "valid" alone."""
+    text = MINIMAL.replace("expect: {status: 200}", "expect: {status: 200, max_latency: 500}")
+    text = text.replace("        path: /health\n", "        path: /health\n        timeout: 2\n")
+    text += (
+        "  staging:\n"
+        "    base_url: http://127.0.0.1:9\n"
+        "    checks: [{name: api, type: http, path: /, timeout: 90}]\n"
+        "    rules:\n"
+        "      - {name: p95, source: checks, metric: latency_p95, max: 300}\n"
+        "      - {name: p50, source: checks, metric: latency_p50, max: 300s}\n"
+        "      - {name: errors, source: checks, metric: error_rate, max: 0.5}\n"
+    )
+    loaded = load_config_text(text, env={})
+    said = {w.path: w.message for w in loaded.warnings if "bare number" in w.message}
+    assert said == {
+        "environments.production.checks[0].expect.max_latency": (
+            "500 is a bare number, read as seconds: 8m20s for one request;"
+            " write 500ms if you meant milliseconds, or 500s to keep it"
+        ),
+        "environments.staging.checks[0].timeout": (
+            "90 is a bare number, read as seconds: 1m30s for one request;"
+            " write 90ms if you meant milliseconds, or 90s to keep it"
+        ),
+        "environments.staging.rules[0].max": (
+            "300 is a bare number, read as seconds: 5m for a latency bound;"
+            " write 300ms if you meant milliseconds, or 300s to keep it"
+        ),
+    }
+    # still valid, and what it says is what was read: seconds
+    check = loaded.settings.environments["production"].checks[0]
+    assert check.expect.max_latency == 500.0  # type: ignore[attr-defined]

@@ -29,28 +29,46 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+DEFAULT_CONFIG = "postflight.yaml"
+
+
 def _config_path(explicit: str | None) -> str:
-    return explicit or os.environ.get("POSTFLIGHT_CONFIG") or "postflight.yaml"
+    return explicit or os.environ.get("POSTFLIGHT_CONFIG") or DEFAULT_CONFIG
 
 
-def _load(path: str) -> Settings | None:
+def _unnamed(explicit: str | None, flag: str) -> str | None:
+    """Where a configuration nobody named on the command line came from, for a file not
+    found: `file not found: postflight.yaml` alone left a first run (`postflight run` in
+    another directory) guessing that a default was in play."""
+    if explicit:
+        return None
+    if os.environ.get("POSTFLIGHT_CONFIG"):
+        return "from $POSTFLIGHT_CONFIG"
+    return f"the default, in {os.getcwd()}: name the file with {flag}, or set $POSTFLIGHT_CONFIG"
+
+
+def _load(path: str, unnamed: str | None = None) -> Settings | None:
     """The settings, or None after printing every configuration error."""
-    loaded = _load_config(path)
+    loaded = _load_config(path, unnamed)
     return None if loaded is None else loaded.settings
 
 
-def _load_config(path: str) -> LoadedConfig | None:
-    """The settings and their warnings, or None after printing every configuration error."""
+def _load_config(path: str, unnamed: str | None = None) -> LoadedConfig | None:
+    """The settings and their warnings, or None after printing every configuration error
+    (a file not found with `unnamed`, where it came from)."""
     try:
         return load_config(path)
     except ConfigError as exc:
-        print(exc.render(), file=sys.stderr)
+        text = exc.render()
+        if unnamed and [p.message for p in exc.problems] == [f"file not found: {path}"]:
+            text += f" ({unnamed})"
+        print(text, file=sys.stderr)
         return None
 
 
 def validate_command(args: argparse.Namespace) -> int:
     path = _config_path(args.path)
-    loaded = _load_config(path)
+    loaded = _load_config(path, _unnamed(args.path, "validate-config PATH"))
     if loaded is None:
         return EXIT_USAGE
     envs = ", ".join(
@@ -76,7 +94,7 @@ def run_command(args: argparse.Namespace) -> int:
     from common.redaction import Redactor
 
     path = _config_path(args.config)
-    loaded = _load_config(path)
+    loaded = _load_config(path, _unnamed(args.config, "--config PATH"))
     if loaded is None:
         return EXIT_USAGE
     settings = loaded.settings
@@ -152,7 +170,7 @@ def _run_daemon(main: Coroutine[Any, Any, None]) -> None:
 
 
 def check_command(args: argparse.Namespace) -> int:
-    settings = _load(_config_path(args.config))
+    settings = _load(_config_path(args.config), _unnamed(args.config, "--config PATH"))
     if settings is None:
         return EXIT_USAGE
     env = settings.environments.get(args.env)

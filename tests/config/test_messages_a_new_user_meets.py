@@ -8,6 +8,9 @@ check rather than at its `type`, and `listen: 8787` "Input should be a valid str
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -172,3 +175,56 @@ def test_a_bare_number_of_a_minute_or_more_as_a_request_time_is_a_warning() -> N
     # still valid, and what it says is what was read: seconds
     check = loaded.settings.environments["production"].checks[0]
     assert check.expect.max_latency == 500.0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [
+        (["run"], "--config PATH"),
+        (["check", "--env", "production"], "--config PATH"),
+        (["validate-config"], "validate-config PATH"),
+    ],
+    ids=["run", "check", "validate-config"],
+)
+def test_a_default_config_not_found_says_it_was_the_default_and_where(
+    tmp_path: Path, command: list[str], flag: str
+) -> None:
+    """`postflight run` in a directory without `postflight.yaml` said only `file not found:
+    postflight.yaml`; which directory, and that no file was named, were left to guess."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTFLIGHT")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", *command],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-1].strip() == (
+        f"(top level): file not found: postflight.yaml (the default, in {tmp_path}:"
+        f" name the file with {flag}, or set $POSTFLIGHT_CONFIG)"
+    )
+    env["POSTFLIGHT_CONFIG"] = "elsewhere.yaml"
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", *command],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-1].strip() == (
+        "(top level): file not found: elsewhere.yaml (from $POSTFLIGHT_CONFIG)"
+    )
+
+
+def test_a_config_named_on_the_command_line_and_not_found_is_said_plainly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["validate-config", str(tmp_path / "postflight.yaml")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1].strip() == (
+        f"(top level): file not found: {tmp_path / 'postflight.yaml'}"
+    )

@@ -216,6 +216,9 @@ def _yaml_problem(exc: yaml.YAMLError, text: str = "") -> ConfigProblem:
             f"; hint: inside [ ] or {{ }} a ${{VAR}} reference must be quoted;"
             f' quote it: "{reference}"'
         )
+    elif "'\\t'" in problem and mark is not None and _tab_after_text(text, mark):
+        # `window:<TAB>30s`: not an indentation, so "indent with spaces" misled
+        message += "; hint: replace the tab with a space; YAML does not allow tabs here"
     else:
         for needle, also, hint in _YAML_HINTS:
             if needle in problem and also in problem:
@@ -224,6 +227,14 @@ def _yaml_problem(exc: yaml.YAMLError, text: str = "") -> ConfigProblem:
     if mark is None:
         return ConfigProblem((), message)
     return ConfigProblem((), message, mark.line + 1, mark.column + 1)
+
+
+def _tab_after_text(text: str, mark: Any) -> bool:
+    """Whether the tab the parser stopped at follows something on its line."""
+    lines = text.splitlines()
+    if not 0 <= mark.line < len(lines):
+        return False
+    return bool(lines[mark.line][: mark.column].strip())
 
 
 def _unquoted_reference(text: str, mark: Any) -> str | None:

@@ -228,3 +228,21 @@ def test_a_config_named_on_the_command_line_and_not_found_is_said_plainly(
     assert capsys.readouterr().err.splitlines()[-1].strip() == (
         f"(top level): file not found: {tmp_path / 'postflight.yaml'}"
     )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "hint"),
+    [
+        ("    window: 10m", "\twindow: 10m", "indent with spaces; YAML does not allow tabs"),
+        (
+            "    window: 10m",
+            "    window:\t10m",
+            "replace the tab with a space; YAML does not allow tabs here",
+        ),
+    ],
+    ids=["indentation", "after-the-colon"],
+)
+def test_a_tab_is_hinted_at_as_what_it_is(old: str, new: str, hint: str) -> None:
+    """A tab after `window:` was told to "indent with spaces", which it already did."""
+    (message,) = problems(MINIMAL.replace(old, new)).values()
+    assert message.endswith(f"; hint: {hint}"), message

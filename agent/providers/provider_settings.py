@@ -108,10 +108,11 @@ class SentrySettings(HttpProviderSettings):
 
     @classmethod
     def check_rule(cls, rule: Rule, baseline: BaselineSettings) -> None:
-        if rule.metric not in SENTRY_METRICS:
-            raise ValueError(
+        if rule.metric not in SENTRY_METRICS:  # at the rule's `metric`, as a checks rule's is
+            raise FieldError(
+                "metric",
                 f"metric must be one of {', '.join(SENTRY_METRICS)} for source sentry"
-                f" (got {rule.metric!r})"
+                f" (got {rule.metric!r})",
             )
         if baseline.sentry is None:
             raise ValueError(

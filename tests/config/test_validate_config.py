@@ -840,7 +840,10 @@ def broken(checks: str = "", rules: str = "", channels: str = "", sentry: bool =
                 "      - {name: sentry-errors, source: sentry, metric: latency, max: 1}\n",
                 sentry=True,
             ),
-            {"rules[1].max": "not a duration", "rules[2]": "metric must be one of error_count"},
+            {
+                "rules[1].max": "not a duration",
+                "rules[2].metric": "metric must be one of error_count",
+            },
         ),
         (
             broken(

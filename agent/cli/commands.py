@@ -181,8 +181,23 @@ def register_command(args: argparse.Namespace) -> int:
             )
         print(f"\ninterrupted; {said}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except ApiError as exc:
+        return _fail("register", _in_flags(exc))
     except ClientError as exc:
         return _fail("register", str(exc))
+
+
+def _in_flags(exc: ApiError) -> str:
+    """The agent's 422, by the flags given rather than its fields: `--deployed-at: is 2h
+    ahead …` (it said `deployed_at: …`, a name the command line does not have)."""
+    if exc.status != 422 or not exc.field_errors:
+        return str(exc)
+    said = []
+    for loc, msg in exc.field_errors:
+        field, _, rest = loc.partition(".")
+        flag = _FLAG_OF_FIELD.get(field, field)
+        said.append(f"{flag}{f' {rest!r}' if rest else ''}: {msg}")
+    return "; ".join(said) + f" (HTTP {exc.status})"
 
 
 async def _register(

@@ -749,6 +749,17 @@ def test_a_url_with_the_api_path_says_to_leave_the_path_out(
     assert "--url is the agent's base URL, without the path /v1" in err, err
 
 
+def test_the_agents_422_names_the_flag_not_the_apis_field(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--deployed-at` two hours ahead was refused as `deployed_at: is 2h ahead …`."""
+    ahead = rfc3339(time.time() + 7200)
+    assert register_command(register_args(agent, "--deployed-at", ahead)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("postflight register: --deployed-at: is "), err
+    assert "at most 1h ahead is accepted (HTTP 422)" in err
+
+
 @pytest.mark.timeout(60)
 def test_ctrl_c_during_register_wait_names_the_deploy_the_agent_keeps_watching(
     agent: AgentThread,

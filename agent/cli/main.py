@@ -75,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            found: argparse.ArgumentParser = action.choices[command]
+            return found
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     guard_streams()  # a reader that leaves early (`| head`) costs no traceback
     try:
@@ -86,7 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said with the command's own usage (`register … --window 10 minutes`), not
+        # the top level's, which lists only the commands
+        _command_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
     # Imports here, by command: the HTTP client and the API models (`register`, `status`,
     # `rollback`), the settings with the judge's statistics and every plugin (`run`,
     # `check`, `validate-config`, `schema`) and the daemon (`run`, `demo`) each cost

@@ -32,6 +32,19 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "postflight: error" in capsys.readouterr().err
 
 
+def test_an_extra_word_is_said_with_the_commands_own_usage(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--window 10 minutes` left `minutes` over, and the usage shown was the top level's
+    (`postflight [-h] [--version] … COMMAND ...`), not register's flags."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["register", "--env", "production", "--version", "v1", "--window", "10", "minutes"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: postflight register "), err
+    assert err.rstrip().endswith("postflight: error: unrecognized arguments: minutes")
+
+
 @pytest.mark.parametrize("where", ["missing-dir/schema.json", "."])
 def test_schema_to_a_path_it_cannot_write_is_one_line_and_exit_2(
     where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

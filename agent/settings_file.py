@@ -539,6 +539,17 @@ def _problems(
             key = str((error.get("ctx") or {}).get("discriminator", "")).strip("'")
             loc = (*loc, key)
             message = f"required, but missing (one of: {_check_types()})"
+        elif error["type"] == "string_pattern_mismatch" and pattern == _NAME_PATTERN:
+            # an environment's, a check's or a rule's name: said in words, not as a regex
+            message = "a name takes only letters, digits and _ . : - (no spaces)"
+        elif (
+            error["type"] == "string_too_short" and (error.get("ctx") or {}).get("min_length") == 1
+        ):
+            message = "must not be empty"
+        elif error["type"] == "too_short" and (error.get("ctx") or {}).get("min_length") == 1:
+            # `environments: {}`, `api_tokens: []`: "Dictionary should have at least 1 item
+            # after validation, not 0"
+            message = "is empty; at least one is needed"
         elif error["type"] == "string_pattern_mismatch" and pattern.startswith("^https?://"):
             message = "not a URL: write it with http:// or https:// and a host"
         elif error["type"] in ("model_type", "model_attributes_type", "dict_type"):
@@ -651,6 +662,9 @@ def _check_types() -> str:
 
     return ", ".join(sorted(check_types()))
 
+
+_NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+"""The pattern of every name in the configuration (environments, checks, rules, tokens)."""
 
 _TAG_LIKE = frozenset({"function-after", "function-before", "function-wrap"})
 

@@ -246,3 +246,22 @@ def test_a_tab_is_hinted_at_as_what_it_is(old: str, new: str, hint: str) -> None
     """A tab after `window:` was told to "indent with spaces", which it already did."""
     (message,) = problems(MINIMAL.replace(old, new)).values()
     assert message.endswith(f"; hint: {hint}"), message
+
+
+def test_names_and_empty_lists_are_said_in_words_not_as_pydantics_regex() -> None:
+    """`String should match pattern '^[A-Za-z0-9_.:-]+$'`, `Dictionary should have at
+    least 1 item after validation, not 0`, `String should have at least 1 character`."""
+    text = (
+        MINIMAL.replace('api_tokens: ["tok-1234567890abcdef"]', "api_tokens: []")
+        .replace("      - name: api-health", "      - name: api health")
+        .replace("      - name: probe-errors", '      - name: ""')
+    )
+    assert problems(text) == {
+        "server.api_tokens": "is empty; at least one is needed",
+        "environments.production.checks[0].name": (
+            "a name takes only letters, digits and _ . : - (no spaces)"
+        ),
+        "environments.production.rules[0].name": "must not be empty",
+    }
+    no_environment = MINIMAL[: MINIMAL.index("environments:")] + "environments: {}\n"
+    assert problems(no_environment) == {"environments": "is empty; at least one is needed"}

@@ -552,6 +552,8 @@ def _problems(
             message = "is empty; at least one is needed"
         elif error["type"] == "string_pattern_mismatch" and pattern.startswith("^https?://"):
             message = "not a URL: write it with http:// or https:// and a host"
+        elif error["type"] == "list_type":  # `tags: oncall` ("Input should be a valid list")
+            message = "should be a list: [a, b], or one `- item` a line"
         elif error["type"] in ("model_type", "model_attributes_type", "dict_type"):
             message = "should be a mapping (key: value pairs), not a single value or a list"
         for part_loc, part_message in _split_cross_section(loc, message):

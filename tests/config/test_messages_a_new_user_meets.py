@@ -265,3 +265,11 @@ def test_names_and_empty_lists_are_said_in_words_not_as_pydantics_regex() -> Non
     }
     no_environment = MINIMAL[: MINIMAL.index("environments:")] + "environments: {}\n"
     assert problems(no_environment) == {"environments": "is empty; at least one is needed"}
+
+
+def test_a_single_value_where_a_list_goes_says_how_to_write_a_list() -> None:
+    """`tags: oncall` was "Input should be a valid list"."""
+    text = MINIMAL + "    alerts:\n      tags: oncall\n"
+    assert problems(text) == {
+        "environments.production.alerts.tags": "should be a list: [a, b], or one `- item` a line"
+    }

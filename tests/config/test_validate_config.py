@@ -850,7 +850,7 @@ def broken(checks: str = "", rules: str = "", channels: str = "", sentry: bool =
                 channels="    - {url: 'nosuchscheme://x', tags: [oncall]}\n"
                 "    - {url: 'json://127.0.0.1:9/alerts', tags: oncall}\n"
             ),
-            {"channels[0].url": "apprise cannot use", "channels[1].tags": "valid list"},
+            {"channels[0].url": "apprise cannot use", "channels[1].tags": "should be a list"},
         ),
     ],
     ids=[

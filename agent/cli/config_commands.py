@@ -176,7 +176,10 @@ def check_command(args: argparse.Namespace) -> int:
     env = settings.environments.get(args.env)
     if env is None:
         known = ", ".join(settings.environments)
-        print(f"postflight: unknown environment {args.env!r} (known: {known})", file=sys.stderr)
+        print(
+            f"postflight check: unknown environment {args.env!r} (known: {known})",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     from agent.metrics import Metrics
     from agent.windows.probing import EnvironmentProbe

@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     validate = sub.add_parser("validate-config", help="check a configuration file")
-    validate.add_argument("path", nargs="?", help="config file")
+    validate.add_argument(
+        "path", nargs="?", help="config file (default $POSTFLIGHT_CONFIG or ./postflight.yaml)"
+    )
 
     register = sub.add_parser("register", help="open a deploy window (for pipelines)")
     add_register_arguments(register)
@@ -62,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_status_arguments(status)
 
     check = sub.add_parser("check", help="run every check of an environment once")
-    check.add_argument("--config", help="config file")
+    check.add_argument(
+        "--config", help="config file (default $POSTFLIGHT_CONFIG or ./postflight.yaml)"
+    )
     check.add_argument("--env", required=True, help="environment name")
 
     rollback = sub.add_parser("rollback", help="ask the agent to roll a deploy back")

@@ -83,7 +83,9 @@ async def test_unknown_environment_exits_2(
 ) -> None:
     config = write(tmp_path, target, "/health")
     assert await run_cli("check", "--config", str(config), "--env", "nope") == 2
-    assert "unknown environment 'nope'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # named by its command, as every other command's error is (it said `postflight:`)
+    assert err.startswith("postflight check: unknown environment 'nope' (known: "), err
 
 
 @pytest.fixture

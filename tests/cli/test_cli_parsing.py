@@ -54,3 +54,13 @@ def test_schema_to_a_path_it_cannot_write_is_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert err.startswith(f"postflight: cannot write {target}: ") and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [["check", "--help"], ["validate-config", "--help"]])
+def test_the_help_of_the_commands_that_read_a_config_says_the_default(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(command)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default $POSTFLIGHT_CONFIG or ./postflight.yaml)" in out, out

@@ -106,9 +106,14 @@ class ApiError(ClientError):
 class WaitTimeout(ClientError):
     """The window was still open when the caller's patience ran out."""
 
-    def __init__(self, deploy: Deploy, waited_s: float) -> None:
+    def __init__(
+        self, deploy: Deploy, waited_s: float, unreachable: ClientError | None = None
+    ) -> None:
         self.deploy = deploy
         self.waited_s = waited_s
+        self.unreachable = unreachable
+        """Why the last poll got no answer, when it did not: `deploy` is then the state
+        the agent last gave, not one known to hold now."""
         super().__init__(f"{deploy.id} is still {deploy.state} after waiting {waited_s:.0f}s")
 
 
@@ -257,18 +262,22 @@ class PostflightClient:
         deadline = started + give_up_after
         last: Deploy | None = None
         settle_until: float | None = None
+        failing: ClientError | None = None  # the latest poll's, while the agent is away
         while True:
             try:
                 last = await self.get_deploy(deploy_id)
             except (Unreachable, BadResponse) as exc:
+                failing = exc
                 if on_unreachable is not None:
                     on_unreachable(exc)
             except ApiError as exc:
                 if exc.status not in RETRYABLE_STATUSES:
                     raise
+                failing = exc
                 if on_unreachable is not None:
                     on_unreachable(exc)
             else:
+                failing = None
                 if on_update is not None:
                     result = on_update(last)
                     if result is not None:
@@ -289,7 +298,7 @@ class PostflightClient:
             if remaining <= 0:
                 if last is None:
                     raise Unreachable(f"the agent at {self.base_url} did not answer in time")
-                raise WaitTimeout(last, time.monotonic() - started)
+                raise WaitTimeout(last, time.monotonic() - started, failing)
             await asyncio.sleep(min(poll_interval, remaining))
 
     # --- plumbing ---------------------------------------------------------------

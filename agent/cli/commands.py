@@ -264,9 +264,16 @@ async def _register(
             progress.finish()
             if as_json:
                 print_json(_with_warnings(exc.deploy, deploy))
+            waited = format_duration(round(exc.waited_s))
+            if exc.unreachable is not None:  # the state is the last one heard, not today's
+                said = (
+                    f"{exc.deploy.id} was {exc.deploy.state} when the agent last answered,"
+                    f" and it has not answered since ({exc.unreachable})"
+                )
+            else:
+                said = f"{exc.deploy.id} is still {exc.deploy.state}"
             print(
-                f"gave up waiting after {format_duration(round(exc.waited_s))}: {exc.deploy.id}"
-                f" is still {exc.deploy.state} (postflight status {exc.deploy.id})",
+                f"gave up waiting after {waited}: {said} (postflight status {exc.deploy.id})",
                 file=sys.stderr,
             )
             return EXIT_INCONCLUSIVE

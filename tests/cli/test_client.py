@@ -339,6 +339,29 @@ def test_register_wait_gives_up_at_the_timeout_with_3(
     no_traceback(captured)
 
 
+def test_register_wait_giving_up_while_the_agent_is_away_says_the_state_is_the_last_heard(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said `dep_… is still watching` right under `! cannot reach the agent`: a state
+    it could not know, the agent having been down for the last seconds of the wait."""
+
+    async def agent_goes_away(store: SqliteStore, window_id: str) -> None:
+        await asyncio.sleep(0.2)
+        runner, agent.runner = agent.runner, None
+        assert runner is not None
+        await runner.cleanup()  # nothing listens on its port any more
+
+    agent.watcher.script = agent_goes_away
+    assert register_command(register_args(agent, "--wait", "--timeout", "2s")) == 3
+    captured = capsys.readouterr()
+    last = captured.err.strip().splitlines()[-1]
+    assert last.startswith("gave up waiting after 2s: dep_"), last
+    assert "was watching when the agent last answered, and it has not answered since" in last
+    assert f"cannot reach the agent at {agent.url}" in last
+    assert "still watching" not in last
+    no_traceback(captured)
+
+
 def test_idempotency_key_makes_a_repeat_safe(
     agent: AgentThread, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -90,8 +90,9 @@ class ApiError(ClientError):
         if self.field_errors:
             detail = "; ".join(f"{loc}: {msg}" for loc, msg in self.field_errors)
         if self.status in (404, 405) and not self.from_agent:
+            said = f" ({detail})" if detail != f"HTTP {self.status}" else ""  # an empty body
             return (
-                f"{self.base_url} answered HTTP {self.status} ({detail}), not as a Postflight"
+                f"{self.base_url} answered HTTP {self.status}{said}, not as a Postflight"
                 " agent does: is --url (or $POSTFLIGHT_URL) the agent's address?"
             )
         path = urlsplit(self.base_url).path.rstrip("/")

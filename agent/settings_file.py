@@ -170,6 +170,7 @@ def load_config_text(
         # error, not alone; what fails at its key or below is that same error
         unread = [p.loc for p in problems]
         found = [p for p in found if not any(p.loc[: len(u)] == u for u in unread)]
+        found = _naming_empty_variables(found, data, document, environ)
         raise ConfigError(source, [*duplicates, *problems, *found]) from None
     if duplicates or problems:
         raise ConfigError(source, [*duplicates, *problems])
@@ -593,6 +594,35 @@ def _split_cross_section(loc: Loc, message: str) -> list[tuple[Loc, str]]:
             continue
         parts: list[str | int] = [int(p) if p.isdigit() else p for p in path.split(".")]
         out.append((tuple(parts), text))
+    return out
+
+
+_WHOLE_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^${}]*)?\}")
+
+
+def _naming_empty_variables(
+    found: list[ConfigProblem], data: Any, document: Any, environ: Mapping[str, str]
+) -> list[ConfigProblem]:
+    """`must not be empty` of a value that is one `${VAR}` the environment sets to "":
+    which variable, since the file shows a reference, not an empty value (an exported
+    `POSTFLIGHT_API_TOKEN=` read as "must not be empty" of `["${POSTFLIGHT_API_TOKEN}"]`)."""
+    out = []
+    for problem in found:
+        written = _value_at(data, problem.loc)
+        match = _WHOLE_REFERENCE.fullmatch(written) if isinstance(written, str) else None
+        if (
+            match is not None
+            and problem.message == "must not be empty"
+            and _value_at(document, problem.loc) == ""
+            and problem.variable is None
+        ):
+            name = match.group(1)
+            why = (
+                "is set, to nothing" if name in environ else "is not set, and its default is empty"
+            )
+            message = f"must not be empty (${name} {why})"
+            problem = ConfigProblem(problem.loc, message, problem.line, problem.column)
+        out.append(problem)
     return out
 
 

@@ -273,3 +273,19 @@ def test_a_single_value_where_a_list_goes_says_how_to_write_a_list() -> None:
     assert problems(text) == {
         "environments.production.alerts.tags": "should be a list: [a, b], or one `- item` a line"
     }
+
+
+def test_an_empty_secret_from_a_variable_names_the_variable() -> None:
+    """`export POSTFLIGHT_API_TOKEN=` (set, to nothing) was "must not be empty" of a line
+    that shows `["${POSTFLIGHT_API_TOKEN}"]`, not an empty value."""
+    text = MINIMAL.replace('["tok-1234567890abcdef"]', '["${API_TOKEN}"]').replace(
+        "secret: shh-secret", "secret: ${ROLLBACK_SECRET:-}"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_settings_text(text, env={"API_TOKEN": ""})
+    assert {p.path: p.message for p in err.value.problems} == {
+        "server.api_tokens[0]": "must not be empty ($API_TOKEN is set, to nothing)",
+        "environments.production.rollback.secret": (
+            "must not be empty ($ROLLBACK_SECRET is not set, and its default is empty)"
+        ),
+    }

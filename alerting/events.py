@@ -281,9 +281,27 @@ def replaced_headline(version: str, deploy_id: str) -> str:
     )
 
 
+MANUAL_ROLLBACK_PREFIX = "manual rollback by "
+"""How a manual rollback's `rollback_requested` reason begins (`manual rollback by
+<token name>: <reason>`, worded where it is asked for, `agent/windows/integrations.py`)."""
+
+_FAILED_REQUESTED = "**Deploy failed: rollback requested**"
+_BY_HAND_REQUESTED = "**Rollback requested by hand**"
+
+
 def headline(alert: Alert, quote: Callable[[str], str] = str) -> str:
     """The body's first paragraph: the event's, in the words of its target or provider.
-    `quote` shows text the agent did not write (a newer deploy's version) as it is."""
+    `quote` shows text the agent did not write (a newer deploy's version) as it is.
+
+    A rollback asked for by hand is not "Deploy failed": it may follow a window that
+    passed, whose "Deploy passed" on-call read minutes before."""
+    text = _headline(alert, quote)
+    if alert.event == "rollback_requested" and alert.reason.startswith(MANUAL_ROLLBACK_PREFIX):
+        return text.replace(_FAILED_REQUESTED, _BY_HAND_REQUESTED, 1)
+    return text
+
+
+def _headline(alert: Alert, quote: Callable[[str], str]) -> str:
     if alert.event == "provider_unreachable" and alert.provider_answered:
         return PROVIDER_ANSWERED_HEADLINE
     if alert.event == "rollback_failed" and alert.replaced_by is not None:

@@ -191,6 +191,30 @@ def test_a_requested_or_delivered_rollback_names_its_target(
         assert ("webhook" in text) == (target == "webhook")
 
 
+@pytest.mark.parametrize(
+    ("target", "where"),
+    [
+        ("webhook", "from the pipeline's webhook."),
+        ("vercel", "from Vercel (back to the previous production deployment)."),
+        ("github", "through the GitHub rollback workflow (a workflow dispatch)."),
+    ],
+)
+def test_a_rollback_asked_for_by_hand_is_not_called_a_failed_deploy(
+    target: RollbackTarget, where: str
+) -> None:
+    """A manual rollback of a window that passed was headed "Deploy failed: rollback
+    requested", minutes after its "Deploy passed": two alerts on-call could not both
+    believe. The verdict's failure keeps its words."""
+    reason = "manual rollback by api_tokens[0]: checkout broken"
+    by_hand = Alert.for_window(
+        window(), "rollback_requested", reason=reason, rollback_target=target
+    )
+    assert body(by_hand).startswith(f"**Rollback requested by hand** {where}")
+    assert "Deploy failed" not in body(by_hand)
+    judged = Alert.for_window(window(), "rollback_requested", reason="probe-errors: …")
+    assert body(judged).startswith("**Deploy failed: rollback requested** from the pipeline's")
+
+
 def test_a_rollback_given_up_for_a_newer_deploy_says_so_and_not_roll_back_by_hand() -> None:
     """Rolling back by hand would undo the newer deploy: the headline says the rollback was
     not sent, because of which deploy, and that its own window judges it. The newer version

@@ -290,3 +290,5 @@ async def test_a_manual_rollback_sends_the_reason_as_given_and_its_alert_names_w
     # the message is Markdown: the token's brackets are escaped
     why = "manual rollback by api_tokens\\[0\\]: checkout broken"
     assert why in requested[0].message, requested[0].message
+    # asked for by hand, of a window still watching: not headed "Deploy failed"
+    assert requested[0].message.startswith("**Rollback requested by hand** from the pipeline")

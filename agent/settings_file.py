@@ -553,6 +553,13 @@ def _problems(
             message = "is empty; at least one is needed"
         elif error["type"] == "string_pattern_mismatch" and pattern.startswith("^https?://"):
             message = "not a URL: write it with http:// or https:// and a host"
+            scheme = _SCHEME.match(str(_value_at(document, loc) or ""))
+            named = scheme.group(1) if scheme is not None else ""
+            if named.lower() in ("http", "https"):  # `HTTPS://…`
+                message = f"not a URL to call: write its scheme in lower case, {named.lower()}://"
+            elif named:  # `ftp://…` is a URL, of a kind not called here; only the scheme
+                # is said back (the rest may hold a token)
+                message = f"not a URL to call: {named}:// is not http:// or https://"
         elif error["type"] == "list_type":  # `tags: oncall` ("Input should be a valid list")
             message = "should be a list: [a, b], or one `- item` a line"
         elif error["type"] in ("model_type", "model_attributes_type", "dict_type"):
@@ -596,6 +603,8 @@ def _split_cross_section(loc: Loc, message: str) -> list[tuple[Loc, str]]:
         out.append((tuple(parts), text))
     return out
 
+
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 _WHOLE_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^${}]*)?\}")
 

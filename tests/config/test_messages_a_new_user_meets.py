@@ -289,3 +289,21 @@ def test_an_empty_secret_from_a_variable_names_the_variable() -> None:
             "must not be empty ($ROLLBACK_SECRET is not set, and its default is empty)"
         ),
     }
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("ftp://127.0.0.1:9998/rollback", "not a URL to call: ftp:// is not http:// or https://"),
+        ("HTTPS://127.0.0.1:9998/rollback", "not a URL to call: write its scheme in lower case"),
+        ("127.0.0.1:9998/rollback", "not a URL: write it with http:// or https:// and a host"),
+    ],
+    ids=["ftp", "upper-case", "no-scheme"],
+)
+def test_a_url_of_another_scheme_is_said_by_its_scheme(url: str, said: str) -> None:
+    """`ftp://…` was "not a URL: write it with http:// or https:// and a host", which it
+    is and has; `HTTPS://…` was too."""
+    found = problems(MINIMAL.replace("http://127.0.0.1:9998/rollback", url))
+    assert list(found) == ["environments.production.rollback.url"], found
+    assert found["environments.production.rollback.url"].startswith(said)
+    assert "9998" not in found["environments.production.rollback.url"]  # never the URL itself

@@ -72,7 +72,10 @@ DECREASE_IS_BAD = ("crash_free_rate", "throughput")
 MIN_API_TOKEN_LENGTH = 16
 """Bearer tokens guard rollbacks and cancels; shorter ones are guessable (a warning)."""
 
-Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+"""Every name in the configuration (environments, checks, rules, tokens)."""
+
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=NAME_PATTERN)]
 
 
 ApiToken = Annotated[SecretStr, AfterValidator(non_empty_secret)]

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from agent.settings import (
+    NAME_PATTERN,
     OVERRIDE_PREFIX,
     Settings,
     cross_checks_in_document,
@@ -540,7 +541,7 @@ def _problems(
             key = str((error.get("ctx") or {}).get("discriminator", "")).strip("'")
             loc = (*loc, key)
             message = f"required, but missing (one of: {_check_types()})"
-        elif error["type"] == "string_pattern_mismatch" and pattern == _NAME_PATTERN:
+        elif error["type"] == "string_pattern_mismatch" and pattern == NAME_PATTERN:
             # an environment's, a check's or a rule's name: said in words, not as a regex
             message = "a name takes only letters, digits and _ . : - (no spaces)"
         elif (
@@ -703,9 +704,6 @@ def _check_types() -> str:
 
     return ", ".join(sorted(check_types()))
 
-
-_NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"
-"""The pattern of every name in the configuration (environments, checks, rules, tokens)."""
 
 _TAG_LIKE = frozenset({"function-after", "function-before", "function-wrap"})
 

@@ -283,7 +283,9 @@ def replaced_headline(version: str, deploy_id: str) -> str:
 
 MANUAL_ROLLBACK_PREFIX = "manual rollback by "
 """How a manual rollback's `rollback_requested` reason begins (`manual rollback by
-<token name>: <reason>`, worded where it is asked for, `agent/windows/integrations.py`)."""
+<token name>: <reason>`, worded with it where it is asked for,
+`agent/windows/integrations.py`): the headline tells it from a verdict's by it, in a
+claim stored before a crash too."""
 
 _FAILED_REQUESTED = "**Deploy failed: rollback requested**"
 _BY_HAND_REQUESTED = "**Rollback requested by hand**"

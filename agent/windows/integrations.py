@@ -35,7 +35,7 @@ from agent.store.base import Conflict
 from agent.web.links import deploy_page_url
 from agent.windows.alert_once import alert_claim
 from agent.windows.lifecycle import FOLLOW_UPS, WatchServices, deliver_rollback
-from alerting.events import Alert
+from alerting.events import MANUAL_ROLLBACK_PREFIX, Alert
 from common.times import rfc3339
 
 log = logging.getLogger("postflight.integrations")
@@ -651,7 +651,7 @@ class Integrations:
             now = self.clock()
             # the alert and the log name who asked; the webhook (the pipeline's `reason`,
             # a workflow's input) and the verdict carry the reason as given
-            text = f"manual rollback by {who}: {reason}"
+            text = f"{MANUAL_ROLLBACK_PREFIX}{who}: {reason}"
             intent = rollback_intent(window, reason, [], now, dry_run=env.rollback.dry_run)
             # claimed with the intent, in its transaction: a crash just after the commit
             # leaves the claim, and `WindowAlerts.recover` sends it

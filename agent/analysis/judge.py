@@ -332,7 +332,7 @@ def _decide(judged: list[Judged], rounds: int, final: bool, on_evidence: bool) -
         if verdicts and not inconclusive:
             return Verdict(
                 "pass",
-                f"all {len(verdicts)} rules within bounds on evidence over {of_rounds}",
+                f"{_all_rules(len(verdicts))} within bounds on evidence over {of_rounds}",
                 verdicts,
             )
         lacking = "; ".join(j.lacking for j in judged if j.verdict.outcome == "inconclusive")
@@ -345,6 +345,17 @@ def _decide(judged: list[Judged], rounds: int, final: bool, on_evidence: bool) -
     if judgeable:
         extra = f", {inconclusive} inconclusive" if inconclusive else ""
         return Verdict(
-            "pass", f"{judgeable} of {len(verdicts)} rules passed over {of_rounds}{extra}", verdicts
+            "pass",
+            f"{judgeable} of {_rules(len(verdicts))} passed over {of_rounds}{extra}",
+            verdicts,
         )
     return Verdict("inconclusive", f"no rule had data to judge over {of_rounds}", verdicts)
+
+
+def _rules(count: int) -> str:
+    return f"{count} rule{'s' if count != 1 else ''}"
+
+
+def _all_rules(count: int) -> str:
+    """`all 3 rules`, and `1 of 1 rule` where "all 1 rules" read as a slip."""
+    return f"all {count} rules" if count != 1 else "1 of 1 rule"

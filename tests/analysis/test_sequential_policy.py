@@ -69,6 +69,8 @@ def test_a_significant_change_within_the_tolerance_passes() -> None:
     rounds = rounds_of(ERRORS, [rate(1_100, 100_000)] * 30)  # 1.10%: +10%, over 3M requests
     verdict = judge([ERRORS], base, rounds, SEQUENTIAL, final=True)
     assert verdict.decision == "pass"
+    # one rule: not "all 1 rules" (a slip on-call reads in every pass of such a window)
+    assert verdict.reason == "1 of 1 rule within bounds on evidence over 30 rounds"
     # one bounded bet per round (valid whatever happens within a round) needs a clear margin
     beyond = rounds_of(ERRORS, [rate(1_600, 100_000)] * 30)  # +60%
     assert judge([ERRORS], base, beyond, SEQUENTIAL, final=True).decision == "fail"

@@ -32,6 +32,7 @@ def test_a_passing_round_breaks_the_streak() -> None:
     rounds = rounds_of(ERRORS, rate(31), rate(31), rate(1), rate(31), rate(31))
     verdict = judge([ERRORS], {}, rounds, THRESHOLD, final=True)
     assert verdict.decision == "pass"
+    assert verdict.reason == "1 of 1 rule passed over 5 rounds"  # not "1 of 1 rules"
     assert verdict.rules[0].evidence["streak"] == 2
 
 

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from agent.api.runner import ApiRunner
 from agent.app import build_app
 from agent.metrics import Metrics
 from agent.settings_file import load_settings_text
@@ -228,9 +229,10 @@ async def start_agent(tmp_path: Path) -> AsyncIterator[AgentFactory]:
             owner=owner,
             alert_retry_delays=alert_retry_delays,
         )
-        # as `agent.app.serve` bounds it: a live stream still open at teardown is ended
+        # the daemon's runner (`agent.app.serve`: parser errors as problem+json, its header
+        # limits), bounded as it bounds it: a live stream still open at teardown is ended
         # after 2 s instead of holding the runner for aiohttp's default 60 s
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        runner = ApiRunner(app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         runners.append(runner)

@@ -374,6 +374,12 @@ class Rollback(_Out):
     attempts: int = 0
     last_status: int | None = None
     requested_at: Timestamp
+    last_error: str | None = Field(
+        default=None,
+        description="Extension: why the latest attempt did not deliver (`cannot connect to"
+        " HOST:PORT (Connection refused)`, `timed out after 10s`, the receiver's answer"
+        " in short, secrets masked); absent once delivered, and before any attempt.",
+    )
     then: list[FollowUpOutcome] | None = Field(
         default=None,
         description="Extension (§7): the `rollback.then` follow-ups and how each went"
@@ -381,10 +387,11 @@ class Rollback(_Out):
     )
 
     @model_serializer(mode="wrap")
-    def _without_empty_then(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _without_empty_extensions(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
-        if data.get("then") is None:
-            data.pop("then", None)
+        for extension in ("last_error", "then"):
+            if data.get(extension) is None:
+                data.pop(extension, None)
         return data
 
 
@@ -570,6 +577,7 @@ def deploy_model(
                 attempts=rollback.attempts,
                 last_status=rollback.last_status,
                 requested_at=datetime.fromtimestamp(rollback.requested_at, UTC),
+                last_error=rollback.last_error if rollback.state != "delivered" else None,
                 then=[FollowUpOutcome(name=k, state=v) for k, v in then.items()] if then else None,
             )
             if rollback is not None

@@ -202,6 +202,8 @@ def details(deploy: Deploy, style: Style) -> str:
             f"  rollback  {rb.state} after {rb.attempts} attempt{'s' if rb.attempts != 1 else ''}"
             f"{status}; requested {hms(rb.requested_at)}"
         )
+        if rb.last_error:  # why it is still pending, or failed: on-call's next step
+            lines.append(f"            last attempt: {rb.last_error}")
     return "\n".join(lines)
 
 

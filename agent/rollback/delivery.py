@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import random as _random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -498,7 +499,7 @@ class RollbackDelivery:
             # kept as words only: aiohttp's exceptions sit in frames their own tracebacks
             # hold, a cycle per refused attempt left for the rare collection otherwise
             without_tracebacks(exc)
-            error = self._redact(f"{type(exc).__name__}: {exc}")[:_ERROR_SNIPPET]
+            error = self._redact(_unanswered(exc))[:_ERROR_SNIPPET]
             return _Outcome("retryable", None, error, None, loop.time() - started)
         duration = loop.time() - started
         snippet = " ".join(text.split())
@@ -515,3 +516,18 @@ class RollbackDelivery:
                 " replayed elsewhere); set rollback.url to the final address"
             )
         return _Outcome("rejected", status, error, None, duration)
+
+
+def _unanswered(exc: BaseException) -> str:
+    """An attempt that got no answer, in words on-call acts on: aiohttp's own text for a
+    refused connection (`Cannot connect to host 127.0.0.1:9 ssl:default [Connect call
+    failed ('127.0.0.1', 9)]`) names TLS settings of a plain-http URL. A TLS failure
+    keeps aiohttp's words (the certificate's fault is in them)."""
+    if type(exc) is aiohttp.ClientConnectorError:
+        # asyncio words it "Connect call failed (host, port)": the errno says why
+        code = exc.os_error.errno
+        reason = os.strerror(code) if code else type(exc.os_error).__name__
+        return f"cannot connect to {exc.host}:{exc.port} ({reason})"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the receiver closed the connection without answering"
+    return f"{type(exc).__name__}: {exc}"

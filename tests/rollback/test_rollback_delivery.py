@@ -16,6 +16,8 @@ import pytest
 from aiohttp import web
 
 from agent import __version__
+from agent.api.models import deploy_model
+from agent.cli.render import Style, details
 from agent.metrics import Metrics
 from agent.records import DeployWindow
 from agent.rollback.contract import rollback_body, rollback_intent, sign, verify
@@ -306,7 +308,17 @@ async def test_connection_refused_is_retried_then_fails_without_raising(
 
     assert done.state == "failed" and done.attempts == 2 and done.last_status is None
     rows = await deliveries(store, "dep_01JDTEST")
-    assert all(r.error for r in rows)
+    # said as on-call acts on it, not aiohttp's "Cannot connect to host … ssl:default […]"
+    # of a plain-http URL
+    refused = f"cannot connect to 127.0.0.1:{port} (Connection refused)"
+    assert [r.error for r in rows] == [refused, refused] and done.last_error == refused
+    # the deploy object says it (an extension beside last_status), and `status` shows it
+    window = await store.get_window("dep_01JDTEST")
+    assert window is not None
+    window.id = "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"  # the API's id pattern (this one is short)
+    deploy = deploy_model(window, done)
+    assert deploy.model_dump(mode="json", by_alias=True)["rollback"]["last_error"] == refused
+    assert f"last attempt: {refused}" in details(deploy, Style(color=False))
 
 
 async def test_refused_attempts_leave_no_exceptions_for_the_collector(

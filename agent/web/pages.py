@@ -27,7 +27,7 @@ from agent.store.cursor import encode_cursor
 from agent.web.access import SESSION_COOKIE, SESSION_SUBJECT, SESSION_TTL_S, access
 from agent.web.links import sign, signing_key
 from agent.web.times import iso, request_now
-from agent.web.view import deploy_view
+from agent.web.view import alert_words, deploy_view
 from common.version import __version__
 
 SECURITY_HEADERS = {
@@ -50,6 +50,7 @@ _env = jinja2.Environment(
     lstrip_blocks=True,
 )
 _env.globals["version"] = __version__
+_env.filters["alert_words"] = alert_words
 _env.tests["web_link"] = lambda value: (
     isinstance(value, str) and value.startswith(("https://", "http://"))
 )

@@ -258,6 +258,33 @@ marker's `marker:<provider>:<event>`, a follow-up's `alert:then:<name>`): the pa
 `rollback:follow-ups`, `github:*`, `vercel:*`, `then:*`), which are no alert."""
 
 
+_ALERT_WORDS = {
+    "breach": "{} breached",
+    "resolved": "{} back within bounds",
+    "provider_unreachable": "{} unreachable",
+    "failed": "deploy failed",
+    "rollback_requested": "rollback requested",
+    "rollback_skipped": "rollback skipped (dry run)",
+    "rollback_delivered": "rollback delivered",
+    "rollback_failed": "ROLLBACK FAILED",
+    "passed": "deploy passed",
+    "inconclusive": "inconclusive",
+    "marker": "{} marker not recorded",
+    "alert": "follow-up {} failed",
+}
+
+
+def alert_words(key: str) -> str:
+    """A stored alert key (`breach:errors`) as the page says it (`errors breached`)."""
+    head, _, rest = key.partition(":")
+    if head == "alert":  # a follow-up's ROLLBACK FAILED, `alert:then:<name>`
+        rest = rest.removeprefix("then:")
+    elif head == "marker":  # a deploy marker that failed, `marker:<provider>:<event>`
+        rest = rest.replace(":", " ")
+    words = _ALERT_WORDS.get(head)
+    return words.format(rest) if words is not None else key
+
+
 def deploy_view(
     window: DeployWindow,
     rounds: Sequence[RoundRecord],

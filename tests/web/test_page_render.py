@@ -15,7 +15,12 @@ from tests.api.harness import AUTH, RecordingEvents, make_app, rule
 ID = "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"
 
 
-async def page_of(aiohttp_client: Any, store: SqliteStore, verdict: dict[str, Any]) -> str:
+async def page_of(
+    aiohttp_client: Any,
+    store: SqliteStore,
+    verdict: dict[str, Any],
+    alerts: dict[str, str] | None = None,
+) -> str:
     now = time.time()
     window = DeployWindow(
         ID, "production", "v2", "v1", "abc123", {}, "watching", now - 60, now + 540, now - 60
@@ -23,6 +28,9 @@ async def page_of(aiohttp_client: Any, store: SqliteStore, verdict: dict[str, An
     await store.create_window(window)
     record = RoundRecord(ID, 1, now - 30, {"observations": {}, "decision": "continue"})
     await store.record_round(record, verdict)
+    for key, result in (alerts or {}).items():
+        assert await store.claim_alert(ID, key, now - 20)
+        await store.record_alert(ID, key, result, "")
     client: TestClient = await aiohttp_client(make_app(store, RecordingEvents()))
     response = await client.get(f"/deploys/{ID}", headers=AUTH)
     assert response.status == 200
@@ -143,3 +151,26 @@ async def test_the_list_filters_on_every_state_and_environment_and_refuses_unkno
     page = await response.text()
     assert removed.id in page and not any(id_ in page for id_ in ids.values())
     assert '<option value="retired" selected>' in page
+
+
+async def test_alerts_sent_are_named_in_words_not_store_keys(
+    aiohttp_client: Any, store: SqliteStore
+) -> None:
+    """The page listed the store's keys (`breach:errors`, `rollback_delivered`)."""
+    alerts = {
+        "breach:errors": "sent",
+        "rollback_delivered": "sent",
+        "marker:sentry:deploy": "failed",
+        "alert:then:page-db-team": "sent",
+    }
+    html = await page_of(
+        aiohttp_client, store, {"outcome": "pending", "reason": "", "rules": []}, alerts
+    )
+    for said in (
+        "errors breached: sent",
+        "rollback delivered: sent",
+        "sentry deploy marker not recorded: failed",
+        "follow-up page-db-team failed: sent",
+    ):
+        assert said in html
+    assert 'title="breach:errors"' in html  # the key, for whoever greps the store

@@ -76,6 +76,8 @@ def test_schemathesis_finds_no_failure_in_any_check(agent: ServedAgent, tmp_path
     st = Path(sys.executable).with_name("st")
     command = [
         str(st),
+        "--config-file",
+        str(Path(__file__).with_name("schemathesis.toml")),
         "run",
         f"http://127.0.0.1:{agent.port}/v1/openapi.json",
         "--checks",

@@ -28,10 +28,11 @@ bursts are not read as independent.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
 
@@ -356,6 +357,7 @@ class SequentialRule:
         self.baseline = baseline
         self.kind: Kind = kind
         self.alpha = alpha
+        self._pass_alpha = pass_alpha
         self.horizon = max(0, horizon)
         self.t_opt = self.horizon / 2 if self.horizon > 1 else DEFAULT_T_OPT
         """Rounds after which the pass side's confidence sequence is tightest."""
@@ -398,6 +400,8 @@ class SequentialRule:
         self._detectable: dict[float, Detectable | None] = {}
         """`detectable` by samples per round: a search over the baseline, the same answer
         every round while the traffic per round holds (it usually does), so done once."""
+        self._inputs_key: tuple[Any, ...] | None = None
+        """`_inputs`, made once."""
 
     # -- construction ---------------------------------------------------------------------
 
@@ -1226,8 +1230,37 @@ class SequentialRule:
         if per_round not in self._detectable:
             if len(self._detectable) >= 64:  # traffic that varies: keep the memo small
                 self._detectable.clear()
-            self._detectable[per_round] = self._easiest(per_round)
+            key = (self._inputs, per_round)
+            found = _DETECTABLE.get(key, _MISSING)
+            if found is _MISSING:
+                found = self._easiest(per_round)
+                if len(_DETECTABLE) >= _DETECTABLE_SIZE:
+                    _DETECTABLE.clear()
+                _DETECTABLE[key] = found
+            self._detectable[per_round] = cast("Detectable | None", found)
         return self._detectable[per_round]
+
+    @property
+    def _inputs(self) -> tuple[Any, ...]:
+        """What `_easiest` is a function of: this rule's construction (the rule, its tests,
+        its baseline's figures and a digest of its samples, kind, levels, horizon)."""
+        if self._inputs_key is None:
+            base = self.baseline
+            figures: tuple[Any, ...] | None = None
+            if base is not None:
+                digest = hashlib.blake2b(base.sorted_values.tobytes(), digest_size=16).digest()
+                figures = (base.value, base.count, base.total, base.periods, base.dispersion)
+                figures += (base.sorted_values.size, digest)
+            self._inputs_key = (
+                self.rule,
+                self.components,
+                figures,
+                self.kind,
+                self.alpha,
+                self.horizon,
+                self._pass_alpha,
+            )
+        return self._inputs_key
 
     def _easiest(self, per_round: float) -> Detectable | None:
         horizon = self.horizon if self.horizon > 1 else 2 * DEFAULT_T_OPT
@@ -1594,6 +1627,15 @@ UNBOUNDED = (
 
 MIXTURE_OVERHEAD = 2.0
 """Nats the bet mixture costs over the best single bet (its prior weight), roughly."""
+
+
+_DETECTABLE: dict[tuple[Any, ...], Detectable | None] = {}
+"""`SequentialRule.detectable` across rules built alike (`_inputs`) and samples per round:
+each search costs most of a round's judging, and a judge built again from the same rule
+and baseline (a restart, a replica taking a window over, a verdict worded again) asks the
+same question. A pure function's answers: the same with or without it, bit for bit."""
+_DETECTABLE_SIZE = 1024
+_MISSING = object()
 
 
 class _Ladder(NamedTuple):

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from agent.analysis import sequential
 from agent.analysis.describe import quantile_of
 from agent.analysis.sequential import BaselineData, SequentialRule
 from agent.analysis.types import Observation, Rule
@@ -155,5 +156,30 @@ def test_counting_the_look_lowers_the_figure(monkeypatch: pytest.MonkeyPatch) ->
     with_look, _ = _detectable(rule, 10.0)
     monkeypatch.setattr(rule, "_detectable_look", lambda *args: None)
     rule._detectable.clear()
+    monkeypatch.setattr(sequential, "_DETECTABLE", {})  # and the memo shared by rules alike
     without, _ = _detectable(rule, 10.0)
     assert with_look < without / 1.1, (with_look, without)
+
+
+def test_a_rule_built_again_alike_is_answered_what_its_own_search_finds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`detectable` is shared by rules built from the same inputs (a judge built again after
+    a restart asks what the first one asked): the shared answer is the one a search of the
+    rule built again finds, and a rule with another baseline or horizon searches its own."""
+    monkeypatch.setattr(sequential, "_DETECTABLE", {})
+    first = _detectable(_count_rule(30), 10.0)
+    assert len(sequential._DETECTABLE) == 1
+    again = _count_rule(30)
+    assert _detectable(again, 10.0) == first
+    assert len(sequential._DETECTABLE) == 1  # answered from the shared memo
+    fresh = again._easiest(10.0)
+    assert fresh is not None and (fresh.effect, fresh.text) == first
+    worse = BaselineData(value=360 / 18000, count=360.0, total=18000.0, periods=1800)
+    other = SequentialRule(ERRORS, worse, "proportion", 0.005, horizon=30)
+    longer = _count_rule(300)
+    for rule in (other, longer):
+        found = _detectable(rule, 10.0)
+        own = rule._easiest(10.0)
+        assert own is not None and found == (own.effect, own.text) != first
+    assert len(sequential._DETECTABLE) == 3

@@ -49,6 +49,16 @@ async def fake_github() -> AsyncIterator[FakeGitHub]:
         yield fake
 
 
+@pytest.fixture
+def start_agent(
+    fake_github: FakeGitHub, fake_vercel: FakeVercel, start_agent: AgentFactory
+) -> AgentFactory:
+    """The e2e harness's, set up after the fakes and so stopped before them: stopped after,
+    an agent posting a status at its stop retried the fake GitHub, gone, for the whole 5 s
+    grace a delivery in flight gets (`agent.stopping`), at each such test's teardown."""
+    return start_agent
+
+
 def integrations(github: FakeGitHub, vercel: FakeVercel) -> str:
     return f"""
     integrations:

@@ -16,6 +16,7 @@ from tests.e2e.test_integrations_e2e import (  # noqa: F401  (fixtures)
     fake_vercel,
     github_hook,
     integrations,
+    start_agent,  # stopped before the fakes
 )
 from tests.fakes import github as gh
 from tests.fakes.github import FakeGitHub
@@ -23,7 +24,7 @@ from tests.fakes.vercel import FakeVercel
 
 
 async def test_rounds_on_a_deploy_events_url_do_not_stand_in_for_base_urls_runs(
-    start_agent: AgentFactory,
+    start_agent: AgentFactory,  # noqa: F811
     flip_target: FlipTarget,
     fake_vercel: FakeVercel,  # noqa: F811
     fake_github: FakeGitHub,  # noqa: F811

@@ -74,7 +74,8 @@ def known_keys(root: type[BaseModel], loc: Loc, document: Any) -> list[str]:
     """Every key the mapping at `loc` takes (empty when the models do not say)."""
     keys: set[str] = set()
     for model in _models_at(root, loc, document):
-        keys.update(model.model_fields)
+        # a field's alias is the key the file writes (a check's `expect.json`)
+        keys.update(field.alias or name for name, field in model.model_fields.items())
     return sorted(keys)
 
 

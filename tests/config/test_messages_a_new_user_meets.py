@@ -66,8 +66,10 @@ def problems(text: str) -> dict[str, str]:
         # a check's keys are its own type's: `timeout` is an http check's
         ("        path: /health", "        path: /health\n        timout: 2s", "timout", "timeout"),
         ("        expect: {status: 200}", "        expect: {staus: 200}", "staus", "status"),
+        # a key the file writes by its alias (`json`, the field json_fields)
+        ("        expect: {status: 200}", "        expect: {jsno: {ok: true}}", "jsno", "json"),
     ],
-    ids=["environment", "section", "server", "rule", "dash", "check", "expect"],
+    ids=["environment", "section", "server", "rule", "dash", "check", "expect", "alias"],
 )
 def test_an_unknown_key_names_the_key_it_most_likely_meant(
     old: str, new: str, path: str, meant: str

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import signal
 import sys
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -31,6 +34,7 @@ from agent.cli.exits import (
     EXIT_INCONCLUSIVE,
     EXIT_INTERRUPTED,
     EXIT_PASSED,
+    EXIT_TERMINATED,
     EXIT_USAGE,
 )
 from agent.cli.render import (
@@ -166,10 +170,11 @@ def register_command(args: argparse.Namespace) -> int:
         return _fail("register", str(exc))
     registered: list[str] = []  # the deploy's id, once the agent has answered
     try:
-        return asyncio.run(
-            _register(args, url, token, request_timeout, request, key, wait_s, registered)
-        )
-    except KeyboardInterrupt:
+        with _sigterm_as_interrupt():
+            return asyncio.run(
+                _register(args, url, token, request_timeout, request, key, wait_s, registered)
+            )
+    except KeyboardInterrupt as exc:
         # the id, for whoever pressed CTRL-C to follow it up (with --json or --quiet and a
         # window that had not started, it was printed nowhere else)
         if registered:
@@ -179,12 +184,37 @@ def register_command(args: argparse.Namespace) -> int:
                 "the agent may or may not have registered the deploy; to be sure, run it again"
                 f" with --idempotency-key {key}"
             )
-        print(f"\ninterrupted; {said}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        terminated = isinstance(exc, _Terminated)
+        print(f"\n{'terminated' if terminated else 'interrupted'}; {said}", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except ApiError as exc:
         return _fail("register", _in_flags(exc))
     except ClientError as exc:
         return _fail("register", str(exc))
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM: a pipeline's job cancelled (GitHub Actions, GitLab and Kubernetes send it,
+    some after a SIGINT), which ended `register --wait` silently (-15), its log saying
+    nothing of the window the agent goes on watching. Said as CTRL-C is."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises `_Terminated` while the block runs (the main thread only: a
+    handler can be set nowhere else)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _in_flags(exc: ApiError) -> str:

@@ -10,3 +10,6 @@ EXIT_USAGE = 2
 EXIT_INCONCLUSIVE = 3
 """No verdict: inconclusive, cancelled, superseded, or `--wait` gave up."""
 EXIT_INTERRUPTED = 130
+"""CTRL-C (SIGINT): 128 + 2, as a shell reports it."""
+EXIT_TERMINATED = 143
+"""SIGTERM (a pipeline's job cancelled): 128 + 15; `register --wait` says so first."""

@@ -784,11 +784,17 @@ def test_the_agents_422_names_the_flag_not_the_apis_field(
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("sig", "word", "code"),
+    [(signal.SIGINT, "interrupted", 130), (signal.SIGTERM, "terminated", 143)],
+    ids=["SIGINT", "SIGTERM"],
+)
 def test_ctrl_c_during_register_wait_names_the_deploy_the_agent_keeps_watching(
-    agent: AgentThread,
+    agent: AgentThread, sig: signal.Signals, word: str, code: int
 ) -> None:
     """It said `interrupted; the agent keeps watching the deploy`: which one, the on-call
-    had to find up the scrollback (or nowhere, in a pipeline's log cut at the signal)."""
+    had to find up the scrollback (or nowhere, in a pipeline's log cut at the signal).
+    SIGTERM (a pipeline's job cancelled) ended it silently, -15."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSTFLIGHT")}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     command = [sys.executable, "-m", "agent", "register", "--url", agent.url, "--token", TOKEN]
@@ -798,13 +804,13 @@ def test_ctrl_c_during_register_wait_names_the_deploy_the_agent_keeps_watching(
         assert cli.stdout is not None
         deploy_id = cli.stdout.readline().decode().strip()  # --quiet: the id, once registered
         assert deploy_id.startswith("dep_"), cli.communicate()
-        cli.send_signal(signal.SIGINT)  # the window stays watching: no script ends it
+        cli.send_signal(sig)  # the window stays watching: no script ends it
         _, err = cli.communicate(timeout=30)
     finally:
         cli.kill()
-    assert cli.returncode == 130, err
+    assert cli.returncode == code, err
     said = err.decode()
-    assert f"interrupted; the agent keeps watching {deploy_id}" in said, said
+    assert f"{word}; the agent keeps watching {deploy_id}" in said, said
     assert f"(postflight status {deploy_id})" in said
     assert "Traceback" not in said
 

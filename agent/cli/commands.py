@@ -217,6 +217,37 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+async def _watching(api: PostflightClient, environment: str) -> list[Deploy]:
+    """The environment's windows still watching just before this registration, which it
+    may supersede ([] when the agent cannot say: the registration goes on without)."""
+    try:
+        return (await api.list_deploys(environment=environment, state="watching")).items
+    except (ApiError, ClientError):
+        return []
+
+
+async def _cut_short(api: PostflightClient, before: list[Deploy], deploy: Deploy) -> list[str]:
+    """Which of `before` are superseded now, read back from the agent: each ended with
+    no verdict and fires nothing more (contract §2), which the pipeline whose deploy cut
+    it short is told, not left to find out from `status`. Said as what the agent shows
+    (another registration at the same instant may have been the one)."""
+    said = []
+    for old in before:
+        if old.id == deploy.id:
+            continue
+        try:
+            now = await api.get_deploy(old.id)
+        except (ApiError, ClientError):
+            continue
+        if now.state == "superseded" and now.verdict is None:
+            rounds = f"{now.rounds} round{'s' if now.rounds != 1 else ''}"
+            said.append(
+                f"{now.id} ({now.version}) was still watching, after {rounds}, and is"
+                " superseded now: it ends without a verdict"
+            )
+    return said
+
+
 def _in_flags(exc: ApiError) -> str:
     """The agent's 422, by the flags given rather than its fields: `--deployed-at: is 2h
     ahead …` (it said `deployed_at: …`, a name the command line does not have)."""
@@ -246,12 +277,14 @@ async def _register(
     out = sys.stderr if as_json else sys.stdout
     style = Style.for_stream(out)
     async with PostflightClient(url, token, timeout=request_timeout) as api:
+        says = not quiet and (not as_json or wait)
+        before = await _watching(api, request.environment) if says else []
         deploy, replayed = await api.register(request, idempotency_key=key)
         registered.append(deploy.id)
         window = format_duration(deploy.ends_at.timestamp() - deploy.deployed_at.timestamp())
         if quiet:
             print(deploy.id, flush=True)
-        elif not as_json or wait:
+        elif says:
             note = " (already registered with this idempotency key)" if replayed else ""
             if deploy.state == "watching":
                 what = f"watching for {window}, until {hms(deploy.ends_at)}"
@@ -272,6 +305,9 @@ async def _register(
             for warning in deploy.warnings or []:
                 if not said or said not in warning:  # a late window's reason is said above
                     print(f"  warning: {warning}", file=out, flush=True)
+            if not replayed:
+                for cut in await _cut_short(api, before, deploy):
+                    print(f"  note: {cut}", file=out, flush=True)
             if deploy.links.page:
                 print(f"  page: {deploy.links.page}", file=out, flush=True)
         if not wait:

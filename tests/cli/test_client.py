@@ -210,6 +210,27 @@ def test_register_prints_the_deploy_id_and_exits_0(
     assert f"postflight status {window.id}" in captured.out
 
 
+def test_register_says_which_window_it_cut_short(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A deploy while the environment's last one was still watched: that one ends
+    superseded, with no verdict; the pipeline was told nothing of it."""
+    assert register_command(register_args(agent)) == 0
+    [first] = agent.call(agent.store.list_windows()).items
+    capsys.readouterr()
+    parser = argparse.ArgumentParser(prog="postflight register")
+    add_register_arguments(parser)
+    second = ["--url", agent.url, "--token", TOKEN, "--env", "production", "--version", "v2.4.2"]
+    assert register_command(parser.parse_args(second)) == 0
+    out = capsys.readouterr().out
+    said = f"note: {first.id} (v2.4.1) was still watching, after 0 rounds, and is superseded now"
+    assert said in out, out
+    # a deploy to an environment with none watching says nothing of the kind
+    staging = [*second[:5], "staging", *second[6:]]
+    assert register_command(parser.parse_args(staging)) == 0
+    assert "superseded" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("empty", ["", "  "])
 def test_an_empty_previous_or_commit_is_none_not_a_usage_error(
     agent: AgentThread, capsys: pytest.CaptureFixture[str], empty: str

@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode
 import jinja2
 from aiohttp import web
 
-from agent.api.auth import token_matches
+from agent.api.auth import bearer_token, token_matches
 from agent.api.models import LIST_LIMIT_DEFAULT, shown_state
 from agent.api.routes import windows_shown
 from agent.appkeys import SETTINGS, STORE
@@ -73,7 +73,10 @@ def _denied(request: web.Request, verdict: str) -> web.Response:
             message="This link is expired, altered, or for another deploy. Ask for a new"
             " link, or sign in with an API token.",
         )
-    return html("login.html", 401, next=request.path_qs, error=None)
+    # a bearer token the server does not accept (a tool's, a proxy's) is said so, not
+    # shown the sign-in form as if none had been sent
+    refused = "That token is not accepted." if bearer_token(request) is not None else None
+    return html("login.html", 401, next=request.path_qs, error=refused)
 
 
 def _ui_on(request: web.Request) -> None:

@@ -65,6 +65,12 @@ async def test_a_view_token_opens_its_deploy_only_and_not_once_expired_or_altere
     assert await status(agent, f"/deploys/{one['id']}", **bearer) == 200
     assert await status(agent, "/deploys?environment=production&state=superseded", **bearer) == 200
     assert await status(agent, f"/deploys/{one['id']}", Authorization="Bearer nope") == 401
+    # the sign-in form says the token sent was refused (it read as if none had been sent)
+    nope = {"Authorization": "Bearer nope"}
+    async with agent.http.get(f"{agent.url}/deploys/{one['id']}", headers=nope) as r:
+        assert "That token is not accepted." in await r.text()
+    async with agent.http.get(f"{agent.url}/deploys/{one['id']}") as r:
+        assert "not accepted" not in await r.text()
 
     # the list, filtered
     async with agent.http.get(f"{agent.url}/deploys?state=superseded", headers=bearer) as r:

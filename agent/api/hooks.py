@@ -7,7 +7,9 @@ that fails it stores nothing. A redelivery (same `X-GitHub-Delivery` / Vercel ev
 from the store: one window per event. An event of a provider deployment (Vercel
 deployment id, GitHub deployment id) whose window of the environment is still watched
 answers with that window and opens nothing (`SameDeployment`): one window per deployment
-while it is watched; once it ended, a new event of it opens another. Must not judge
+while it is watched; once it ended, a new event of it opens another. So does an event of
+the other provider for the same commit (Vercel's GitHub integration reports each Vercel
+deployment to GitHub too), adding its deployment's labels to the window. Must not judge
 or deliver anything itself: the watcher and `Integrations` do.
 """
 
@@ -205,7 +207,9 @@ async def _open(
     opened = answer(window)
     deployment = window.labels.get(deployment_label or "")
     same = (
-        SameDeployment(deployment_label, deployment, answer)
+        SameDeployment(
+            deployment_label, deployment, answer, version=body.commit, labels=window.labels
+        )
         if deployment_label and deployment
         else None
     )
@@ -226,6 +230,9 @@ async def _open(
             extra={"deploy_id": created.window.id, "environment": window.environment},
         )
         joined = created.window
+        integrations = _integrations(request)
+        if integrations is not None:  # the other provider's deployment, joined: its statuses
+            integrations.wake()
         return web.json_response(
             answer(joined).body, status=202, headers={"Location": deploy_path(joined.id)}
         )

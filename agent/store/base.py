@@ -7,7 +7,7 @@ on, so a process killed at any instant restarts into the same decisions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 from agent.records import (
@@ -104,6 +104,44 @@ class SameDeployment(NamedTuple):
     response: Callable[[DeployWindow], IdempotentResponse]
     """The event's answer when it joins this window, remembered under the event's key (a
     redelivery of it answers the same, even once the window has ended)."""
+    version: str | None = None
+    """The commit the event deploys: a window of it opened by the other provider's event
+    (`PROVIDER_LABELS`) is the same deploy reported twice (Vercel's GitHub integration
+    posts a GitHub deployment for each Vercel one), and the event joins it too."""
+    labels: Mapping[str, str] | None = None
+    """The event's labels, added to a window it joins from the other provider
+    (`JOINED_LABELS`), so that provider's statuses and rollback find their deployment."""
+
+
+PROVIDER_LABELS = ("vercel.deployment", "github.deployment")
+"""The labels naming a provider's deployment, one per provider."""
+
+JOINED_LABELS = frozenset(
+    {
+        "vercel.deployment",
+        "vercel.previous",
+        "vercel.project",
+        "github.deployment",
+        "github.repository",
+        "github.environment",
+    }
+)
+"""What a window takes from the other provider's event it joins: the deployment's
+identity, not the URLs a window may probe (`window_base_url`): a joined window probes
+what it probed since it opened."""
+
+
+def same_deploy(active: DeployWindow, same: SameDeployment) -> bool:
+    """Whether the event `same` describes is the deploy `active` watches: the same
+    deployment of its provider, or the same commit opened by the other provider."""
+    if active.labels.get(same.label) == same.value:
+        return True
+    return (
+        same.version is not None
+        and active.version == same.version
+        and same.label not in active.labels
+        and any(label in active.labels for label in PROVIDER_LABELS if label != same.label)
+    )
 
 
 class StoreError(Exception):

@@ -39,6 +39,7 @@ from agent.records import (
     WindowState,
 )
 from agent.store.base import (
+    JOINED_LABELS,
     AlertClaim,
     AlertRetry,
     Conflict,
@@ -48,6 +49,7 @@ from agent.store.base import (
     StoredProbes,
     StoreError,
     UnsettledAlert,
+    same_deploy,
 )
 from agent.store.cursor import decode_cursor, encode_cursor
 
@@ -481,7 +483,8 @@ class SqlStore(ABC):
             superseded = [_window(r) for r in rows]
             if same is not None:
                 for active in superseded:
-                    if active.labels.get(same.label) == same.value:
+                    if same_deploy(active, same):
+                        await self._join(db, active, same)
                         await _remember(db, same.response(active), window.created_at)
                         return WindowCreated(window=active, joined=True)
             for old in superseded:
@@ -516,6 +519,20 @@ class SqlStore(ABC):
             if idempotency is not None:
                 await _remember(db, idempotency, window.created_at)
         return WindowCreated(window=window, superseded=superseded)
+
+    async def _join(self, db: Connection, active: DeployWindow, same: SameDeployment) -> None:
+        """The other provider's labels the joined window lacks (`JOINED_LABELS`), added in
+        the transaction that joins it: its statuses and rollback find that deployment."""
+        added = {
+            k: v
+            for k, v in (same.labels or {}).items()
+            if k in JOINED_LABELS and k not in active.labels
+        }
+        if added:
+            active.labels = {**active.labels, **added}
+            await db.execute(
+                "UPDATE windows SET labels = ? WHERE id = ?", json.dumps(active.labels), active.id
+            )
 
     async def idempotent_response(self, key: str) -> IdempotentResponse | None:
         row = await self._fetchone(

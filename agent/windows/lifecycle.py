@@ -1004,6 +1004,12 @@ class WindowWatch:
         rollback_cfg = self.env.rollback
         intent: RollbackIntent | None = None
         if rollback_cfg is not None:
+            # labels the other provider's event added since the watch began (it joined
+            # this window, `agent.store.base.JOINED_LABELS`): a Vercel rollback reads
+            # `vercel.previous` from the body
+            stored = await self.s.store.get_window(self.window.id)
+            if stored is not None:
+                self.window.labels = stored.labels
             intent = rollback_intent(
                 self.window,
                 verdict.reason,

@@ -1160,3 +1160,50 @@ async def test_two_replicas_hearing_one_deployment_at_once_open_one_window(
     by_deployment = sorted(w["labels"]["vercel.deployment"] for w in stored)
     assert by_deployment == sorted(opened), "a deployment got two windows"
     assert [w["state"] for w in stored] == ["watching"] + ["superseded"] * 4
+
+
+@pytest.mark.parametrize("github_first", [True, False], ids=["github-first", "vercel-first"])
+async def test_one_deploy_reported_by_vercel_and_by_github_is_one_window(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+    github_first: bool,
+) -> None:
+    """Vercel's GitHub integration posts a GitHub deployment (`vercel[bot]`, `success`) for
+    each Vercel deployment it also sends a webhook for: an environment with both sources
+    (as the example configuration has) opened a window for each, the second superseding
+    the first (GitHub heard `inactive` for a deploy that was live). Now the second event of
+    the same commit joins the first window and adds its deployment's labels: GitHub hears
+    its statuses, and the rollback goes through Vercel to the deployment before."""
+    agent = await start_agent(
+        environments(flip_target), extra=integrations(fake_github, fake_vercel)
+    )
+    serving = vc.event(event_id="evt_old", deployment=vc.OLD, sha="a" * 40)
+    assert (await vercel_hook(agent, serving))[0] == 202
+    github = ("deployment_status", gh.deployment_status(), "delivery-1")
+    vercel = vc.event("deployment.succeeded", event_id="evt_s")  # the same commit, SHA
+    if github_first:
+        status, opened = await github_hook(agent, *github)
+        assert status == 202, opened
+        status, joined = await vercel_hook(agent, vercel)
+    else:
+        status, opened = await vercel_hook(agent, vercel)
+        assert status == 202, opened
+        status, joined = await github_hook(agent, *github)
+    assert status == 202, joined
+    deploy = opened["deploy"]
+    assert joined["deploy"]["id"] == deploy["id"]
+    labels = joined["deploy"]["labels"]
+    assert labels["vercel.deployment"] == vc.NEW and labels["vercel.previous"] == vc.OLD
+    assert labels["github.deployment"] == str(gh.DEPLOYMENT_ID)
+    assert [w["id"] for w in await windows(agent) if w["version"] == SHA] == [deploy["id"]]
+
+    flip_target.bad = True
+    final = await agent.settled(deploy["id"])
+    assert final["state"] == "rolled_back", final
+    assert [a["deployment"] for a in fake_vercel.accepted] == [vc.OLD]
+    await eventually(lambda: any(s["state"] == "failure" for s in fake_github.statuses))
+    await asyncio.sleep(0.5)  # nothing more
+    seen = [s["state"] for s in fake_github.statuses if s["deployment"] == gh.DEPLOYMENT_ID]
+    assert seen == ["in_progress", "failure"], fake_github.statuses

@@ -161,6 +161,42 @@ async def test_an_event_of_a_watched_deployment_joins_its_window(store: Store) -
     assert (created.joined, created.window.id, created.superseded) == (False, "dep_4", [])
 
 
+async def test_the_other_providers_event_of_the_same_commit_joins_and_adds_its_labels(
+    store: Store,
+) -> None:
+    """Vercel's GitHub integration reports one deploy twice: a GitHub deployment of the
+    same commit joins the window a Vercel event opened, and the window takes the GitHub
+    deployment's labels (not its URL: the window probes what it probed), in the same
+    transaction. Another commit, or the same provider's other deployment, supersedes."""
+    first = of_deployment("dep_1", "dpl_a", 100)
+    first.version = "sha1"
+    await store.create_window(first)
+    github = {
+        "github.deployment": "42",
+        "github.repository": "acme/web",
+        "github.environment_url": "https://elsewhere.example",
+    }
+    event = SameDeployment(
+        "github.deployment",
+        "42",
+        lambda joined: IdempotentResponse("g1", "g1", 202, {"deploy": joined.id}),
+        version="sha1",
+        labels=github,
+    )
+    created = await store.create_window(window("dep_2", created=101), same=event)
+    assert (created.joined, created.window.id) == (True, "dep_1")
+    stored = await store.get_window("dep_1")
+    assert stored is not None and stored.state == "watching"
+    assert stored.labels == {
+        "vercel.deployment": "dpl_a",
+        "github.deployment": "42",
+        "github.repository": "acme/web",
+    }
+    other = event._replace(value="43", version="sha2")
+    created = await store.create_window(window("dep_3", created=102), same=other)
+    assert not created.joined and [w.id for w in created.superseded] == ["dep_1"]
+
+
 async def test_two_replicas_opening_one_deployment_at_once_open_one_window(
     backend: Backend,
 ) -> None:

@@ -195,32 +195,26 @@ def test_a_default_config_not_found_says_it_was_the_default_and_where(
     postflight.yaml`; which directory, and that no file was named, were left to guess."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSTFLIGHT")}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-    done = subprocess.run(
-        [sys.executable, "-m", "agent", *command],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.splitlines()[-1].strip() == (
+
+    def said() -> str:
+        """The last line of stderr of the command, run in `tmp_path`; it exits 2."""
+        done = subprocess.run(
+            [sys.executable, "-m", "agent", *command],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        return done.stderr.splitlines()[-1].strip()
+
+    assert said() == (
         f"(top level): file not found: postflight.yaml (the default, in {tmp_path}:"
         f" name the file with {flag}, or set $POSTFLIGHT_CONFIG)"
     )
     env["POSTFLIGHT_CONFIG"] = "elsewhere.yaml"
-    done = subprocess.run(
-        [sys.executable, "-m", "agent", *command],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.splitlines()[-1].strip() == (
-        "(top level): file not found: elsewhere.yaml (from $POSTFLIGHT_CONFIG)"
-    )
+    assert said() == ("(top level): file not found: elsewhere.yaml (from $POSTFLIGHT_CONFIG)")
 
 
 def test_a_config_named_on_the_command_line_and_not_found_is_said_plainly(

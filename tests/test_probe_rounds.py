@@ -267,6 +267,21 @@ async def test_environments_on_one_origin_share_its_connections() -> None:
     assert len(peers) == 4 and len(set(peers)) == 1
 
 
+async def _sampled_round(probe: EnvironmentProbe) -> tuple[list[CheckResult], list[int]]:
+    """A round of 8 http probes, and the tasks alive at every turn of the loop through it."""
+    loop = asyncio.get_running_loop()
+    tasks: list[int] = []
+    round_ = loop.create_task(probe.run_round(0.4, probes=8, kinds=lambda c: c.type == "http"))
+
+    def sample() -> None:
+        tasks.append(len(asyncio.all_tasks()))
+        if not round_.done():
+            loop.call_soon(sample)
+
+    sample()
+    return await round_, tasks
+
+
 async def test_a_rounds_http_probes_run_without_a_task_each() -> None:
     """A task and its coroutines per probe cost more than the probe (thousands a second at
     scale): a round's http probes run from the pool's and the connection's callbacks. The
@@ -276,8 +291,8 @@ async def test_a_rounds_http_probes_run_without_a_task_each() -> None:
     tasks counted are the agent's alone: on this loop, a busy machine's slow answers had the
     pool open more connections, and the target's handler task for each was counted. The
     pool is warmed with a connection for each probe (connecting, rare, is the one step in a
-    task): a busy machine's late reads left no idle one for the next probe now and then."""
-    loop = asyncio.get_running_loop()
+    task): a busy machine's late reads left no idle one for the next probe now and then.
+    A round with a probe dropped as the agent's (its loop stalled: CI once) is run again."""
     with thread_target() as target:
         env = load_settings_text(CONFIG.format(url=target.url)).environments["production"]
         async with TargetSessions() as sessions:
@@ -287,22 +302,16 @@ async def test_a_rounds_http_probes_run_without_a_task_each() -> None:
             warm = await asyncio.gather(*(probe.run_once(health) for _ in range(8)))
             assert target.answered == 8, [r.message for r in warm]
             target.delay_s = 0.0
-            before = target.answered
             quiet = len(asyncio.all_tasks())  # the test's own
-            tasks: list[int] = []
-
-            def sample() -> None:
-                tasks.append(len(asyncio.all_tasks()))
-                if not round_.done():
-                    loop.call_soon(sample)
-
-            round_ = loop.create_task(
-                probe.run_round(0.4, probes=8, kinds=lambda c: c.type == "http")
-            )
-            sample()
-            results = await round_
-        served = target.answered - before
-    assert [r.ok for r in results] == [True] * 8 and served == 8
+            for _ in range(ATTEMPTS):
+                before = target.answered
+                results, tasks = await _sampled_round(probe)
+                served = target.answered - before
+                # a probe dropped as the agent's (its loop stalled: CI once) is no evidence
+                if not any(_the_agents(r) for r in results):
+                    break
+    assert [r.ok for r in results] == [True] * 8, [r.message for r in results]
+    assert served == 8
     assert len(tasks) > 20 and max(tasks) == quiet + 1  # the round's own task, nothing more
 
 

@@ -174,6 +174,11 @@ class EventSpec:
     """The title's short part, after `[postflight] <environment> <version>:`."""
 
 
+_FAILED_REQUESTED = "**Deploy failed: rollback requested**"
+"""How a verdict's rollback request is headed (whatever its target); a manual one swaps
+it for `_BY_HAND_REQUESTED` (`headline`)."""
+_BY_HAND_REQUESTED = "**Rollback requested by hand**"
+
 EVENTS: dict[AlertEvent, EventSpec] = {
     "breach": EventSpec(
         "warning",
@@ -193,7 +198,7 @@ EVENTS: dict[AlertEvent, EventSpec] = {
     ),
     "rollback_requested": EventSpec(
         "failure",
-        "**Deploy failed: rollback requested** from the pipeline's webhook.",
+        f"{_FAILED_REQUESTED} from the pipeline's webhook.",
         _with_rules("rollback requested"),
     ),
     "rollback_skipped": EventSpec(
@@ -254,9 +259,9 @@ UNCONFIGURED_HEADLINE = (
 """`rollback_failed`'s headline for a rollback given up that way (`Alert.unconfigured`)."""
 
 TARGET_HEADLINES: dict[tuple[AlertEvent, RollbackTarget], str] = {
-    ("rollback_requested", "vercel"): "**Deploy failed: rollback requested** from Vercel"
+    ("rollback_requested", "vercel"): f"{_FAILED_REQUESTED} from Vercel"
     " (back to the previous production deployment).",
-    ("rollback_requested", "github"): "**Deploy failed: rollback requested** through the"
+    ("rollback_requested", "github"): f"{_FAILED_REQUESTED} through the"
     " GitHub rollback workflow (a workflow dispatch).",
     ("rollback_delivered", "vercel"): "**Rollback delivered.** Vercel accepted it.",
     ("rollback_delivered", "github"): "**Rollback delivered.** GitHub accepted the rollback"
@@ -286,9 +291,6 @@ MANUAL_ROLLBACK_PREFIX = "manual rollback by "
 <token name>: <reason>`, worded with it where it is asked for,
 `agent/windows/integrations.py`): the headline tells it from a verdict's by it, in a
 claim stored before a crash too."""
-
-_FAILED_REQUESTED = "**Deploy failed: rollback requested**"
-_BY_HAND_REQUESTED = "**Rollback requested by hand**"
 
 
 def headline(alert: Alert, quote: Callable[[str], str] = str) -> str:

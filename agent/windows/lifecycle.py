@@ -271,7 +271,7 @@ class WindowWatch:
             rfc3339(self.window.ends_at, millis=False),
         )
         number = self.window.rounds
-        schedule = RoundSchedule(self.window.deployed_at, self.env.interval, self.window.ends_at)
+        schedule = self._schedule()
         slot = self.last_slot
         ready: float | None = self.s.clock()
         while True:
@@ -419,11 +419,16 @@ class WindowWatch:
             await asyncio.sleep(step)
         return True
 
+    def _schedule(self) -> RoundSchedule:
+        """The window's slots: the rounds run on them, and a resumed watch reads its stored
+        rounds' overruns against them."""
+        return RoundSchedule(self.window.deployed_at, self.env.interval, self.window.ends_at)
+
     async def _load_history(self) -> None:
         """Resume from the latest stored judge state (rounds before it are not replayed)."""
         records = await self.s.store.rounds(self.window.id)
-        schedule = RoundSchedule(self.window.deployed_at, self.env.interval, self.window.ends_at)
         # an overrun is logged once a window: the watch before a restart may have said it
+        schedule = self._schedule()
         self.overran = any(stored_overrun_s(schedule, r.summary) > 0 for r in records)
         state, replay = resume_point(r.summary for r in records)
         if state is not None:

@@ -220,6 +220,7 @@ async def _open(
         if stored is not None:
             return web.json_response(stored.body, status=stored.status)
         raise
+    integrations = _integrations(request)
     if created.joined:
         # one watch per deployment: its window's baseline and timing go on undisturbed
         log.info(
@@ -230,7 +231,6 @@ async def _open(
             extra={"deploy_id": created.window.id, "environment": window.environment},
         )
         joined = created.window
-        integrations = _integrations(request)
         if integrations is not None:  # the other provider's deployment, joined: its statuses
             integrations.wake()
         return web.json_response(
@@ -238,7 +238,6 @@ async def _open(
         )
     _notify(request, window.id, [old.id for old in created.superseded])
     _count_ended(request, "superseded", created.superseded)
-    integrations = _integrations(request)
     if integrations is not None:
         integrations.wake()
     log.info(

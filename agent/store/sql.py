@@ -298,6 +298,21 @@ async def _remember(db: Connection, response: IdempotentResponse, at: float) -> 
     )
 
 
+async def _join(db: Connection, active: DeployWindow, same: SameDeployment) -> None:
+    """The other provider's labels the joined window lacks (`JOINED_LABELS`), added in
+    the transaction that joins it: its statuses and rollback find that deployment."""
+    added = {
+        k: v
+        for k, v in (same.labels or {}).items()
+        if k in JOINED_LABELS and k not in active.labels
+    }
+    if added:
+        active.labels = {**active.labels, **added}
+        await db.execute(
+            "UPDATE windows SET labels = ? WHERE id = ?", json.dumps(active.labels), active.id
+        )
+
+
 async def claim_alerts_in(
     db: Connection, window_id: str, at: float, alerts: Sequence[AlertClaim]
 ) -> None:
@@ -484,7 +499,7 @@ class SqlStore(ABC):
             if same is not None:
                 for active in superseded:
                     if same_deploy(active, same):
-                        await self._join(db, active, same)
+                        await _join(db, active, same)
                         await _remember(db, same.response(active), window.created_at)
                         return WindowCreated(window=active, joined=True)
             for old in superseded:
@@ -519,20 +534,6 @@ class SqlStore(ABC):
             if idempotency is not None:
                 await _remember(db, idempotency, window.created_at)
         return WindowCreated(window=window, superseded=superseded)
-
-    async def _join(self, db: Connection, active: DeployWindow, same: SameDeployment) -> None:
-        """The other provider's labels the joined window lacks (`JOINED_LABELS`), added in
-        the transaction that joins it: its statuses and rollback find that deployment."""
-        added = {
-            k: v
-            for k, v in (same.labels or {}).items()
-            if k in JOINED_LABELS and k not in active.labels
-        }
-        if added:
-            active.labels = {**active.labels, **added}
-            await db.execute(
-                "UPDATE windows SET labels = ? WHERE id = ?", json.dumps(active.labels), active.id
-            )
 
     async def idempotent_response(self, key: str) -> IdempotentResponse | None:
         row = await self._fetchone(

@@ -19,6 +19,7 @@ from agent.app import build_app
 from agent.metrics import Metrics
 from agent.settings_file import load_settings_text
 from agent.windows.alert_once import ALERT_RETRY_DELAYS_S
+from agent.windows.probing import EnvironmentProbe
 from tests.e2e.crash import free_port
 
 TOKEN = "e2e-api-token-01234"
@@ -62,6 +63,19 @@ def environment(
     if extra.strip():
         text += textwrap.indent(textwrap.dedent(extra).strip("\n"), "  ") + "\n"
     return text
+
+
+def slow_rounds(monkeypatch: pytest.MonkeyPatch, extra_s: float) -> None:
+    """Every round's checks take `extra_s` more than they do (a slow machine: a slow
+    target cannot make a round overrun, its probes are cut at the slot)."""
+    run_round = EnvironmentProbe.run_round
+
+    async def slow_round(self: EnvironmentProbe, *args: Any, **kwargs: Any) -> Any:
+        results = await run_round(self, *args, **kwargs)
+        await asyncio.sleep(extra_s)
+        return results
+
+    monkeypatch.setattr(EnvironmentProbe, "run_round", slow_round)
 
 
 class LocalTarget:

@@ -22,8 +22,7 @@ from agent.metrics import Metrics
 from agent.records import DeployWindow, RoundRecord
 from agent.settings_file import load_settings_text
 from agent.store.sqlite import SqliteStore
-from agent.windows.probing import EnvironmentProbe
-from tests.e2e.conftest import AgentFactory, LocalTarget
+from tests.e2e.conftest import AgentFactory, LocalTarget, slow_rounds
 
 
 class CountingTarget(LocalTarget):
@@ -153,14 +152,7 @@ async def test_a_round_that_overruns_its_slot_is_counted_and_logged_once(
 ) -> None:
     # every round's checks take 600 ms more than the 300 ms slot (a slow target cannot do
     # that any more, see above; a slow machine still can): each round overruns
-    run_round = EnvironmentProbe.run_round
-
-    async def slow_round(self: EnvironmentProbe, *args: Any, **kwargs: Any) -> Any:
-        results = await run_round(self, *args, **kwargs)
-        await asyncio.sleep(0.6)
-        return results
-
-    monkeypatch.setattr(EnvironmentProbe, "run_round", slow_round)
+    slow_rounds(monkeypatch, 0.6)
     agent = await start_agent(SLOW_WINDOW.format(url=target.url).replace("/slow", "/health"))
     # enabled: an earlier test may have run a tool that disables existing loggers
     caplog.set_level(logging.WARNING, logger="postflight.window")

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import pytest
 
-from agent.windows.probing import EnvironmentProbe
-from tests.e2e.conftest import AgentFactory, FlipTarget, environment
+from tests.e2e.conftest import AgentFactory, FlipTarget, environment, slow_rounds
 
 BLIND = "{name: errors, source: checks, metric: error_rate, max_increase: 10%}"
 
@@ -133,14 +131,7 @@ async def test_a_round_overrun_is_logged_once_across_a_restart(
     """Every round's checks take 600 ms more than its 300 ms slot (a slow machine): the
     first overrun is logged, and the watch that resumes the window after a restart counts
     its own overruns without logging the window's again."""
-    run_round = EnvironmentProbe.run_round
-
-    async def slow_round(self: EnvironmentProbe, *args: Any, **kwargs: Any) -> Any:
-        results = await run_round(self, *args, **kwargs)
-        await asyncio.sleep(0.6)
-        return results
-
-    monkeypatch.setattr(EnvironmentProbe, "run_round", slow_round)
+    slow_rounds(monkeypatch, 0.6)
     env = environment("production", flip_target.url, window="5s", interval="300ms", probes=1)
     caplog.set_level(logging.WARNING)
     first = await start_agent(env)

@@ -44,6 +44,7 @@ from agent.analysis.verdicts import (
     glance_of,
     no_data,
 )
+from common.words import counted
 
 __all__ = ["STATE_VERSION", "Glance", "Judge", "PassOn", "State", "judge"]
 
@@ -320,7 +321,7 @@ def _decide(judged: list[Judged], rounds: int, final: bool, on_evidence: bool) -
         return Verdict("fail", first.reason + and_more(len(failed) - 1), verdicts)
     judgeable = sum(1 for v in verdicts if v.outcome != "inconclusive")
     inconclusive = len(verdicts) - judgeable
-    of_rounds = f"{rounds} round{'s' if rounds != 1 else ''}"
+    of_rounds = counted(rounds, "round")
     if not verdicts:
         decision: WindowDecision = "inconclusive" if final else "continue"
         return Verdict(decision, "no rules to judge: this environment has none", verdicts)
@@ -346,14 +347,10 @@ def _decide(judged: list[Judged], rounds: int, final: bool, on_evidence: bool) -
         extra = f", {inconclusive} inconclusive" if inconclusive else ""
         return Verdict(
             "pass",
-            f"{judgeable} of {_rules(len(verdicts))} passed over {of_rounds}{extra}",
+            f"{judgeable} of {counted(len(verdicts), 'rule')} passed over {of_rounds}{extra}",
             verdicts,
         )
     return Verdict("inconclusive", f"no rule had data to judge over {of_rounds}", verdicts)
-
-
-def _rules(count: int) -> str:
-    return f"{count} rule{'s' if count != 1 else ''}"
 
 
 def _all_rules(count: int) -> str:

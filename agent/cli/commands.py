@@ -50,6 +50,7 @@ from agent.cli.render import (
 from agent.client import ApiError, ClientError, PostflightClient, WaitTimeout
 from agent.records import WindowState
 from common.durations import format_duration, parse_duration
+from common.words import counted
 
 STATE_EXIT: dict[str, int] = {
     "passed": EXIT_PASSED,
@@ -240,9 +241,9 @@ async def _cut_short(api: PostflightClient, before: list[Deploy], deploy: Deploy
         except (ApiError, ClientError):
             continue
         if now.state == "superseded" and now.verdict is None:
-            rounds = f"{now.rounds} round{'s' if now.rounds != 1 else ''}"
             said.append(
-                f"{now.id} ({now.version}) was still watching, after {rounds}, and is"
+                f"{now.id} ({now.version}) was still watching, after"
+                f" {counted(now.rounds, 'round')}, and is"
                 " superseded now: it ends without a verdict"
             )
     return said

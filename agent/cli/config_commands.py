@@ -21,6 +21,7 @@ from agent.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from agent.cli.stop_signals import stop_cleanly_while_nothing_is_held
 from agent.settings_file import ConfigError, LoadedConfig, load_config
 from agent.stopping import StopBudget, exit_if_still_running
+from common.words import counted
 
 if TYPE_CHECKING:
     from agent.settings import Settings
@@ -72,7 +73,7 @@ def validate_command(args: argparse.Namespace) -> int:
     if loaded is None:
         return EXIT_USAGE
     envs = ", ".join(
-        f"{name} ({_count(len(env.checks), 'check')}, {_count(len(env.rules), 'rule')},"
+        f"{name} ({counted(len(env.checks), 'check')}, {counted(len(env.rules), 'rule')},"
         f" {env.analysis.policy})"
         for name, env in loaded.settings.environments.items()
     )
@@ -80,11 +81,6 @@ def validate_command(args: argparse.Namespace) -> int:
     for warning in loaded.warnings:  # valid all the same: exit 0
         print(f"  warning: {warning}", file=sys.stderr)
     return EXIT_OK
-
-
-def _count(n: int, noun: str) -> str:
-    """`1 check`, `2 checks` (it printed `1 checks, 1 rules`)."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def run_command(args: argparse.Namespace) -> int:

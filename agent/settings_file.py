@@ -682,9 +682,7 @@ def _document_loc(raw: tuple[Any, ...], document: Any) -> Loc:
     loc: list[str | int] = []
     node = document
     for part in raw:
-        if (isinstance(node, dict) and part in node) or (
-            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-        ):
+        if holds(node, part):
             loc.append(part)
             node = node[part]
         elif isinstance(node, dict | list):

@@ -29,6 +29,10 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+CONFIG_HELP = "config file (default $POSTFLIGHT_CONFIG or ./postflight.yaml)"
+"""`run`, `validate-config` and `check` read the same one (`config_commands._config_path`)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="postflight",
@@ -48,14 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"), default=argparse.SUPPRESS
     )
-    run.add_argument(
-        "--config", help="config file (default $POSTFLIGHT_CONFIG or ./postflight.yaml)"
-    )
+    run.add_argument("--config", help=CONFIG_HELP)
 
     validate = sub.add_parser("validate-config", help="check a configuration file")
-    validate.add_argument(
-        "path", nargs="?", help="config file (default $POSTFLIGHT_CONFIG or ./postflight.yaml)"
-    )
+    validate.add_argument("path", nargs="?", help=CONFIG_HELP)
 
     register = sub.add_parser("register", help="open a deploy window (for pipelines)")
     add_register_arguments(register)
@@ -64,9 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_status_arguments(status)
 
     check = sub.add_parser("check", help="run every check of an environment once")
-    check.add_argument(
-        "--config", help="config file (default $POSTFLIGHT_CONFIG or ./postflight.yaml)"
-    )
+    check.add_argument("--config", help=CONFIG_HELP)
     check.add_argument("--env", required=True, help="environment name")
 
     rollback = sub.add_parser("rollback", help="ask the agent to roll a deploy back")

@@ -268,10 +268,13 @@ async def test_environments_on_one_origin_share_its_connections() -> None:
 
 
 async def _sampled_round(probe: EnvironmentProbe) -> tuple[list[CheckResult], list[int]]:
-    """A round of 8 http probes, and the tasks alive at every turn of the loop through it."""
+    """A round of 8 http probes, and the tasks alive at every turn of the loop through it.
+    A 1 s round leaves the last probe half a second to be answered: in a 0.4 s one, a busy
+    CI host's target thread (sharing the GIL with this loop's sampling) once answered it
+    after the round's end."""
     loop = asyncio.get_running_loop()
     tasks: list[int] = []
-    round_ = loop.create_task(probe.run_round(0.4, probes=8, kinds=lambda c: c.type == "http"))
+    round_ = loop.create_task(probe.run_round(1.0, probes=8, kinds=lambda c: c.type == "http"))
 
     def sample() -> None:
         tasks.append(len(asyncio.all_tasks()))
@@ -292,7 +295,8 @@ async def test_a_rounds_http_probes_run_without_a_task_each() -> None:
     pool open more connections, and the target's handler task for each was counted. The
     pool is warmed with a connection for each probe (connecting, rare, is the one step in a
     task): a busy machine's late reads left no idle one for the next probe now and then.
-    A round with a probe dropped as the agent's (its loop stalled: CI once) is run again."""
+    A round with a probe not answered (dropped as the agent's, its loop stalled, or answered
+    after the round's end: CI, each once) is run again: what is asserted is the tasks."""
     with thread_target() as target:
         env = load_settings_text(CONFIG.format(url=target.url)).environments["production"]
         async with TargetSessions() as sessions:
@@ -307,9 +311,11 @@ async def test_a_rounds_http_probes_run_without_a_task_each() -> None:
                 before = target.answered
                 results, tasks = await _sampled_round(probe)
                 served = target.answered - before
-                # a probe dropped as the agent's (its loop stalled: CI once) is no evidence
-                if not any(_the_agents(r) for r in results):
+                # a probe dropped as the agent's or late on a busy host is no evidence
+                if served == 8 and all(r.ok for r in results):
                     break
+                for result in results:
+                    _the_agents(result)  # a drop must still be the agent's on record
     assert [r.ok for r in results] == [True] * 8, [r.message for r in results]
     assert served == 8
     assert len(tasks) > 20 and max(tasks) == quiet + 1  # the round's own task, nothing more

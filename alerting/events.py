@@ -93,6 +93,11 @@ class Alert:
     """For `rollback_failed`: given up unsent because the environment, or its `rollback`,
     left the configuration (no agent can send it): its headline says so, not that the
     webhook refused it."""
+    on_evidence: bool = True
+    """For `passed`: every rule was shown within its bound (the sequential policy's default
+    `pass_on: evidence`). False (the threshold policy, or `pass_on: no_failure`): it passed
+    because no rule failed, and its headline says so, where on-call would read "within
+    bounds" into a rule that had no data."""
 
     @property
     def notify_type(self) -> NotifyType:
@@ -113,6 +118,7 @@ class Alert:
         rollback_target: RollbackTarget = "webhook",
         replaced_by: DeployWindow | None = None,
         unconfigured: bool = False,
+        on_evidence: bool = True,
     ) -> Alert:
         """An alert about `window`, carrying its identity (id, environment, versions, commit)."""
         return cls(
@@ -132,6 +138,7 @@ class Alert:
             replaced_by=replaced_by.version if replaced_by is not None else None,
             replaced_by_id=replaced_by.id if replaced_by is not None else None,
             unconfigured=unconfigured,
+            on_evidence=on_evidence,
         )
 
 
@@ -174,6 +181,11 @@ class EventSpec:
     """The title's short part, after `[postflight] <environment> <version>:`."""
 
 
+PASSED_ON_NO_FAILURE_HEADLINE = (
+    "**Deploy passed.** No rule failed through the window (this environment's analysis"
+    " does not ask for evidence of a pass): a rule without the data or the evidence to"
+    " show it within its bound counted as passing; the rules below say which."
+)
 _FAILED_REQUESTED = "**Deploy failed: rollback requested**"
 """How a verdict's rollback request is headed (whatever its target); a manual one swaps
 it for `_BY_HAND_REQUESTED` (`headline`)."""
@@ -223,8 +235,8 @@ EVENTS: dict[AlertEvent, EventSpec] = {
     ),
     "passed": EventSpec(
         "success",
-        "**Deploy passed.** No rule failed; the reason says on what evidence each passed"
-        " (with `pass_on: no_failure`, it also counts any rule that had no data).",
+        "**Deploy passed.** Every rule was shown within its bound; the rules below say on"
+        " what evidence.",
         lambda a: "deploy passed",
     ),
     "inconclusive": EventSpec(
@@ -312,6 +324,8 @@ def _headline(alert: Alert, quote: Callable[[str], str]) -> str:
         return replaced_headline(quote(alert.replaced_by), quote(alert.replaced_by_id or "?"))
     if alert.event == "rollback_failed" and alert.unconfigured:
         return UNCONFIGURED_HEADLINE
+    if alert.event == "passed" and not alert.on_evidence:
+        return PASSED_ON_NO_FAILURE_HEADLINE
     spec = EVENTS[alert.event].headline
     return TARGET_HEADLINES.get((alert.event, alert.rollback_target), spec)
 

@@ -299,7 +299,7 @@ class Progress:
 
 def summary(deploy: Deploy, style: Style) -> str:
     headline = {
-        "passed": "passed: no rule failed during the window",
+        "passed": "passed: the verdict passed (its reason says on what evidence)",
         "failed": "failed: the verdict failed and no rollback was delivered",
         "rolled_back": "rolled back: the rollback webhook accepted the request",
         "inconclusive": "inconclusive: neither passed nor failed (the rules below say why)",

@@ -258,3 +258,15 @@ def test_a_rates_bound_is_also_shown_in_percent_beside_its_values(
 ) -> None:
     """Observed and baseline are in %; the bound as written (a fraction) gets its % too."""
     assert threshold_in_units(metric, written) == shown
+
+
+def test_a_pass_says_whether_every_rule_was_shown_within_its_bound() -> None:
+    """The default pass is on evidence; a pass on no failure (the threshold policy, or
+    `pass_on: no_failure`) once read the same, and on-call took a rule with no data for
+    one within its bound."""
+    on_evidence = body(Alert.for_window(window(), "passed", reason="all 2 rules within bounds"))
+    assert on_evidence.startswith("**Deploy passed.** Every rule was shown within its bound")
+    assert "no_failure" not in on_evidence
+    no_failure = body(Alert.for_window(window(), "passed", on_evidence=False))
+    assert no_failure.startswith("**Deploy passed.** No rule failed through the window")
+    assert "counted as passing" in no_failure and "shown within its bound;" not in no_failure

@@ -213,7 +213,10 @@ async def test_latency_x2_on_a_max_increase_rule_is_rolled_back(
 
 @pytest.mark.timeout(90)
 async def test_an_aa_deploy_passes_on_evidence(
-    start_agent: AgentFactory, targets: list[NoisyTarget], rollback_receiver: Any
+    start_agent: AgentFactory,
+    targets: list[NoisyTarget],
+    rollback_receiver: Any,
+    json_sink: JsonSink,
 ) -> None:
     """1 s rounds: a probe has half a round (500 ms) to answer before it counts as a failed
     one, far above what this 50 ms target takes on a loaded machine (150-190 ms at load
@@ -238,7 +241,7 @@ async def test_an_aa_deploy_passes_on_evidence(
         interval="1s",
         background_interval="1s",
     )
-    agent = await start_agent(env)
+    agent = await start_agent(env, f"alerting:\n  channels:\n    - url: {json_sink.url()}\n")
     await asyncio.sleep(6.0)  # six background runs of 40 probes: the baseline
     deploy = await agent.register("production", "v-same")
     final = await agent.settled(deploy["id"], within=60)
@@ -248,6 +251,15 @@ async def test_an_aa_deploy_passes_on_evidence(
         assert "within bounds on evidence" in rule["detail"]
         assert all(bound["holds"] for bound in rule["evidence"]["evidence"])
     assert receiver.attempts == []
+    # on-call reads the same: every rule shown within its bound (counted at the sink)
+    for _ in range(200):
+        passed = [n for n in json_sink.notifications if n.title.endswith("deploy passed")]
+        if passed:
+            break
+        await asyncio.sleep(0.05)
+    assert [n.message.partition(";")[0] for n in passed] == [
+        "**Deploy passed.** Every rule was shown within its bound"
+    ], [n.title for n in json_sink.notifications]
 
 
 async def test_twenty_aa_windows_with_bursty_errors_end_without_a_rollback(

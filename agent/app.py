@@ -89,6 +89,7 @@ def build_app(
     app[METRICS].expect(
         settings.environments,
         {r.source for env in settings.environments.values() for r in env.rules} - {"checks"},
+        [name for name, hook in settings.integrations if hook is not None],
     )
     app[REDACT] = redact
     add_routes(app)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
@@ -199,12 +199,29 @@ class Metrics:
             "Requests the HTTP server could not parse (answered 400, 414 or 431).",
             registry=r,
         )
+        self.deploy_events_total = Counter(
+            "postflight_deploy_events_total",
+            "Deploy events at the hooks (contract §7), by provider (github, vercel) and"
+            " result: opened (a window), joined (its deployment's window, still watched),"
+            " redelivered (answered as the first delivery was), gate (a GitHub deployment"
+            " protection rule held), ignored (valid, opens nothing), rejected (missing or"
+            " wrong signature: a wrong webhook_secret leaves every deploy unwatched),"
+            " invalid (not the provider's request).",
+            ["provider", "result"],
+            registry=r,
+        )
         # last: it writes the families above by hand (`agent.exposition`)
         self.exposition = Exposition(r, [m for m in vars(self).values() if isinstance(m, Family)])
 
-    def expect(self, environments: Iterable[str], providers: Iterable[str]) -> None:
-        """The series of each environment and provider at 0 from the start: a counter first
-        seen at 1 is a rise `increase()` and `rate()` never see, so the shipped alert on
+    def expect(
+        self,
+        environments: Iterable[str],
+        providers: Iterable[str],
+        hooks: Iterable[str] = (),
+    ) -> None:
+        """The series of each environment, provider and configured hook (`github`,
+        `vercel`) at 0 from the start: a counter first seen at 1 is a rise `increase()`
+        and `rate()` never see, so the shipped alert on
         `increase(postflight_rollbacks_total{result="failed"}[15m]) > 0` missed the first
         failed rollback after every start. Not those per check and per rule (runs,
         evaluations: three and four a check or rule, for dashboards, not alerts): they
@@ -216,6 +233,9 @@ class Metrics:
                 self.provider_requests_total.labels(provider=provider, result=result)
             for result in HTTP_RESULTS:
                 self.provider_http_requests_total.labels(provider=provider, result=result)
+        for hook in hooks:
+            for result in DEPLOY_EVENT_RESULTS:
+                self.deploy_events_total.labels(hook, result)
         for env in environments:
             for outcome in WINDOW_OUTCOMES:
                 self.windows_total.labels(env, outcome)
@@ -235,3 +255,7 @@ ALERT_RESULTS = ("sent", "failed")
 PROVIDER_RESULTS = ("ok", "error")
 HTTP_RESULTS = ("2xx", "3xx", "4xx", "5xx", "timeout", "error")
 DROP_REASONS = ("agent_lag", "agent_lag_latency")
+DeployEventResult = Literal[
+    "opened", "joined", "redelivered", "gate", "ignored", "rejected", "invalid"
+]
+DEPLOY_EVENT_RESULTS: tuple[DeployEventResult, ...] = get_args(DeployEventResult)

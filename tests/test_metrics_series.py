@@ -22,6 +22,8 @@ server: {{api_tokens: [tok-1234567890abcdef]}}
 store: {{url: "sqlite:///{db}"}}
 providers:
   prometheus: {{url: "http://127.0.0.1:9"}}
+integrations:
+  github: {{token: t, webhook_secret: s}}
 environments:
   production:
     base_url: http://127.0.0.1:9
@@ -44,9 +46,11 @@ def test_a_started_agent_exposes_every_possible_series_at_zero(tmp_path: Path) -
         'postflight_provider_requests_total{provider="prometheus",result="error"} 0.0',
         'postflight_round_overruns_total{environment="production"} 0.0',
         'postflight_samples_dropped_total{environment="production",reason="agent_lag"} 0.0',
+        'postflight_deploy_events_total{provider="github",result="rejected"} 0.0',
     ):
         assert line in exposed, line
     assert 'provider="checks"' not in exposed
+    assert 'provider="vercel"' not in exposed  # not configured: no hook to count
 
 
 def test_the_expected_label_values_are_the_ones_the_code_counts() -> None:

@@ -16,8 +16,10 @@ or deliver anything itself: the watcher and `Integrations` do.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -38,12 +40,15 @@ from agent.api.routes import (
     _window_id,
     read_json_body,
 )
-from agent.appkeys import SETTINGS, STORE
+from agent.appkeys import METRICS, SETTINGS, STORE
 from agent.integrations import events as ev
+from agent.metrics import DeployEventResult
 from agent.records import DeployWindow, IdempotentResponse
 from agent.store.base import Conflict, SameDeployment, Store
 
 log = logging.getLogger("postflight.api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 INTEGRATIONS: web.AppKey[Any] = web.AppKey("integrations", object)
 """`agent.windows.integrations.Integrations`, set by the daemon (absent: no statuses,
@@ -87,7 +92,33 @@ def _integrations(request: web.Request) -> Any:
     return request.config_dict.get(INTEGRATIONS)
 
 
-async def github_hook(request: web.Request) -> web.Response:
+def _count(request: web.Request, provider: str, result: DeployEventResult) -> None:
+    """One deploy event in `postflight_deploy_events_total`."""
+    metrics = request.config_dict.get(METRICS)
+    if metrics is not None:
+        metrics.deploy_events_total.labels(provider, result).inc()
+
+
+def counted(provider: str) -> Callable[[Handler], Handler]:
+    """A hook whose every delivery is counted by how it ended: a refusal by its status
+    (401 `rejected`, any other `invalid`), an answer by the result its handler counted."""
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def hook(request: web.Request) -> web.StreamResponse:
+            try:
+                return await handler(request)
+            except ApiProblem as problem:
+                _count(request, provider, "rejected" if problem.status == 401 else "invalid")
+                raise
+
+        return hook
+
+    return wrap
+
+
+@counted("github")
+async def github_hook(request: web.Request) -> web.StreamResponse:
     settings = request.config_dict[SETTINGS]
     github = settings.integrations.github
     raw = await _raw_body(request)
@@ -113,15 +144,18 @@ async def github_hook(request: web.Request) -> web.Response:
     if isinstance(decision, ev.Gate):
         integrations = _integrations(request)
         if integrations is None:
+            _count(request, "github", "ignored")
             return web.json_response({"ignored": "gates need the daemon"}, status=200)
         await integrations.add_gate(decision)
+        _count(request, "github", "gate")
         return web.json_response(
             {"gate": "pending", "environment": decision.environment}, status=202
         )
-    return await _act(request, decision, f"{KEY_PREFIX}github:{delivery}")
+    return await _act(request, "github", decision, f"{KEY_PREFIX}github:{delivery}")
 
 
-async def vercel_hook(request: web.Request) -> web.Response:
+@counted("vercel")
+async def vercel_hook(request: web.Request) -> web.StreamResponse:
     settings = request.config_dict[SETTINGS]
     vercel = settings.integrations.vercel
     raw = await _raw_body(request)
@@ -137,7 +171,8 @@ async def vercel_hook(request: web.Request) -> web.Response:
     except ev.BadPayload as exc:
         raise ApiProblem(400, str(exc), slug="bad-payload") from None
     event_id = document.get("id") or _body_key(raw)
-    return await _act(request, decision, f"{KEY_PREFIX}vercel:{str(event_id)[:MAX_DELIVERY_ID]}")
+    key = f"{KEY_PREFIX}vercel:{str(event_id)[:MAX_DELIVERY_ID]}"
+    return await _act(request, "vercel", decision, key)
 
 
 def _body_key(raw: bytes) -> str:
@@ -147,13 +182,15 @@ def _body_key(raw: bytes) -> str:
 
 
 async def _act(
-    request: web.Request, decision: ev.OpenWindow | ev.Ignored, key: str
+    request: web.Request, provider: str, decision: ev.OpenWindow | ev.Ignored, key: str
 ) -> web.Response:
     if isinstance(decision, ev.Ignored):
+        _count(request, provider, "ignored")
         return web.json_response({"ignored": decision.reason}, status=200)
     store = request.config_dict[STORE]
     stored = await store.idempotent_response(key)
     if stored is not None:
+        _count(request, provider, "redelivered")
         return web.json_response(stored.body, status=stored.status)
     labels = dict(decision.labels)
     if "vercel.deployment" in labels and "vercel.previous" not in labels:
@@ -174,11 +211,12 @@ async def _act(
         raise ApiProblem(
             400, f"the event cannot open a window: {detail}", slug="bad-payload"
         ) from None
-    return await _open(request, store, body, key, decision.deployment_label)
+    return await _open(request, provider, store, body, key, decision.deployment_label)
 
 
 async def _open(
     request: web.Request,
+    provider: str,
     store: Store,
     body: DeployRequest,
     key: str,
@@ -218,6 +256,7 @@ async def _open(
     except Exception:
         stored = await store.idempotent_response(key)  # the same event raced us
         if stored is not None:
+            _count(request, provider, "redelivered")
             return web.json_response(stored.body, status=stored.status)
         raise
     integrations = _integrations(request)
@@ -231,11 +270,13 @@ async def _open(
             extra={"deploy_id": created.window.id, "environment": window.environment},
         )
         joined = created.window
+        _count(request, provider, "joined")
         if integrations is not None:  # the other provider's deployment, joined: its statuses
             integrations.wake()
         return web.json_response(
             answer(joined).body, status=202, headers={"Location": deploy_path(joined.id)}
         )
+    _count(request, provider, "opened")
     _notify(request, window.id, [old.id for old in created.superseded])
     _count_ended(request, "superseded", created.superseded)
     if integrations is not None:

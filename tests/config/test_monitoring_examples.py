@@ -52,3 +52,21 @@ def test_promtool_accepts_the_examples(args: list[str], path: str) -> None:
         [promtool, *args, path], cwd=CONFIG, capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_alert_rules_fire_when_they_should() -> None:
+    """`promtool test rules` on series as the agent exports them: a wrong webhook secret
+    (every delivery rejected, none opened) alerts, one junk request beside signed ones
+    does not; the first failed rollback after a start pages."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not found: install the Debian package `prometheus`")
+    tests = Path(__file__).with_name("alert_rules_test.yml")
+    proc = subprocess.run(
+        [promtool, "test", "rules", tests.name],
+        cwd=tests.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from agent.api.runner import ApiRunner
 from agent.app import build_app
@@ -186,6 +187,17 @@ class RunningAgent:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+
+    async def scraped(self, name: str, **labels: str) -> float:
+        """A sample as a scrape of `/metrics` reads it (0 when it is not there)."""
+        async with self.http.get(f"{self.url}/metrics") as r:
+            assert r.status == 200
+            text = await r.text()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return 0.0
 
     def metric(self, name: str, **labels: str) -> float:
         value = self.metrics.registry.get_sample_value(name, labels)

@@ -231,6 +231,23 @@ async def test_bad_signatures_are_401_and_store_nothing(
     )
     assert status == 400
     assert await windows(agent) == []
+    # a dashboard tells a wrong secret (rejected) from junk and from events of no window
+    events = "postflight_deploy_events_total"
+    counts = {
+        (provider, result): await agent.scraped(events, provider=provider, result=result)
+        for provider in ("vercel", "github")
+        for result in ("rejected", "invalid", "ignored", "opened")
+    }
+    assert counts == {
+        ("vercel", "rejected"): 3,
+        ("vercel", "invalid"): 1,
+        ("vercel", "ignored"): 2,
+        ("vercel", "opened"): 0,
+        ("github", "rejected"): 1,
+        ("github", "invalid"): 0,
+        ("github", "ignored"): 0,
+        ("github", "opened"): 0,
+    }
 
 
 async def test_github_deployment_status_opens_a_window_and_hears_in_progress_then_failure(
@@ -1052,6 +1069,13 @@ async def test_succeeded_then_promoted_is_one_window_and_promoted_after_it_ended
     assert joined["deploy"]["deployed_at"] == deploy["deployed_at"]
     assert await vercel_hook(agent, promoted) == (202, joined)  # its redelivery: the same
     assert [w["id"] for w in await windows(agent) if w["version"] == SHA] == [deploy["id"]]
+    counts = {
+        result: await agent.scraped(
+            "postflight_deploy_events_total", provider="vercel", result=result
+        )
+        for result in ("opened", "joined", "redelivered")
+    }
+    assert counts == {"opened": 2, "joined": 1, "redelivered": 1}
 
     flip_target.bad = True
     final = await agent.settled(deploy["id"])

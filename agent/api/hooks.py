@@ -34,7 +34,6 @@ from agent.api.routes import (
     _count_ended,
     _notify,
     _now,
-    _page,
     _read_limited,
     _render,
     _window_id,
@@ -239,7 +238,10 @@ async def _open(
     )
 
     def answer(shown: DeployWindow) -> IdempotentResponse:
-        payload = {"deploy": deploy_object(shown, page=_page(request, shown.id), now=now)}
+        # no page link: its `?view=` token would sit in the provider's delivery log (GitHub
+        # shows each delivery's response to the repository's admins), readable by all of
+        # them until it expires; the pipeline's own answer (`POST /v1/deploys`) keeps one
+        payload = {"deploy": deploy_object(shown, now=now)}
         return IdempotentResponse(key=key, request_hash=key, status=202, body=payload)
 
     opened = answer(window)

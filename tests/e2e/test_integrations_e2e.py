@@ -1231,3 +1231,25 @@ async def test_one_deploy_reported_by_vercel_and_by_github_is_one_window(
     await asyncio.sleep(0.5)  # nothing more
     seen = [s["state"] for s in fake_github.statuses if s["deployment"] == gh.DEPLOYMENT_ID]
     assert seen == ["in_progress", "failure"], fake_github.statuses
+
+
+async def test_a_hook_answer_carries_no_view_token(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    """GitHub shows each delivery's response to the repository's admins (Vercel its own
+    log): a page link's `?view=` token there let them all read the deploy until it
+    expired. The answer links the deploy object; the page stays behind a token."""
+    agent = await start_agent(
+        environments(flip_target), extra=integrations(fake_github, fake_vercel)
+    )
+    status, opened = await vercel_hook(agent, vc.event(event_id="evt_v"))
+    assert status == 202, opened
+    status, redelivered = await vercel_hook(agent, vc.event(event_id="evt_v"))
+    assert (status, redelivered) == (202, opened)
+    for answer in (opened, redelivered):
+        links = answer["deploy"]["links"]
+        assert links == {"self": f"/v1/deploys/{answer['deploy']['id']}", "page": None}
+        assert "view=" not in json.dumps(answer)

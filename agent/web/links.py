@@ -56,11 +56,17 @@ def verify(key: bytes, token: str, subject: str, now: float) -> bool:
     return good and now < expires
 
 
-def deploy_page_url(server: ServerSettings, deploy_id: str, *, now: float) -> str | None:
+def deploy_page_url(
+    server: ServerSettings, deploy_id: str, *, now: float, view: bool = True
+) -> str | None:
     """The page of one deploy with a read-only view token valid for `server.view_ttl`:
-    what alerts, `register --wait`, the deploy object and GitHub's `log_url` link to.
-    None when the pages are off (`server.ui: false`)."""
+    what alerts, `register --wait` and the deploy object link to. `view=False`: the bare
+    page, whose reader signs in, for a link others see (a commit status or a gate's
+    comment is public on a public repository). None when the pages are off
+    (`server.ui: false`)."""
     if not server.ui:
         return None
-    token = sign(signing_key(server), deploy_id, now + server.view_ttl)
-    return f"{server.base_url}/deploys/{quote(deploy_id)}?view={token}"
+    page = f"{server.base_url}/deploys/{quote(deploy_id)}"
+    if not view:
+        return page
+    return f"{page}?view={sign(signing_key(server), deploy_id, now + server.view_ttl)}"

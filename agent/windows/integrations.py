@@ -141,8 +141,10 @@ class Integrations:
         self._wake.set()
 
     def deploy_url(self, window_id: str) -> str:
-        """The deploy's page with a view token (`server.ui`), else its API object."""
-        page = deploy_page_url(self.settings.server, window_id, now=self.clock())
+        """The deploy's page (`server.ui`), else its API object. Without a view token: a
+        commit status and a gate's comment are public on a public repository, and a token
+        there let anyone read the deploy for `server.view_ttl`; on-call signs in."""
+        page = deploy_page_url(self.settings.server, window_id, now=self.clock(), view=False)
         return page or self.object_url(window_id)
 
     def object_url(self, window_id: str) -> str:

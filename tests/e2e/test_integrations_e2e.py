@@ -651,7 +651,9 @@ async def test_commit_status_on_the_sha_pending_then_success(
         (SHA, "success"),
     ]
     assert {s["context"] for s in fake_github.commit_statuses} == {"postflight/staging"}
-    assert f"/deploys/{deploy['id']}?view=" in fake_github.commit_statuses[1]["target_url"]
+    # the page, with no view token: a public repository's commit statuses are public
+    page = f"{agent.url}/deploys/{deploy['id']}"
+    assert [s["target_url"] for s in fake_github.commit_statuses] == [page, page]
 
 
 async def test_a_manual_rollback_after_a_pass_does_not_count_the_window_twice(
@@ -979,7 +981,9 @@ async def test_a_gate_finds_its_staging_window_behind_50_newer_ones(
     assert status == 202
     await eventually(lambda: len(fake_github.gate_answers) == 1)
     assert fake_github.gate_answers[0]["state"] == "approved"
-    assert staging.id in fake_github.gate_answers[0]["comment"]
+    # the staging window's page, no view token: a gate's comment is public on a public
+    # repository
+    assert fake_github.gate_answers[0]["comment"].endswith(f"{agent.url}/deploys/{staging.id}")
 
 
 async def test_follow_ups_owed_behind_50_newer_windows_go_out_after_a_restart(

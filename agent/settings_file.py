@@ -28,6 +28,7 @@ from agent.settings import (
 )
 from agent.settings_keys import holds, suggestion
 from agent.settings_units import bare_millisecond_warnings
+from common.words import counted
 
 Loc = tuple[str | int, ...]
 
@@ -66,7 +67,7 @@ class ConfigError(Exception):
 
     def render(self) -> str:
         count = len(self.problems)
-        head = f"{self.source}: {count} configuration error{'s' if count != 1 else ''}"
+        head = f"{self.source}: {counted(count, 'configuration error')}"
         return "\n".join([head, *(f"  {p}" for p in self.problems)])
 
 

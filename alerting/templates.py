@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from alerting.events import EVENTS, Alert, headline, rule_name
+from common.words import counted
 
 LATENCY_METRICS = frozenset({"latency_p50", "latency_p95", "latency_p99", "p95_duration"})
 """Metrics whose values are durations in seconds."""
@@ -161,7 +162,7 @@ def evidence_text(evidence: Any) -> str:
         parts.append(f"effect {effect:+.0%}")
     rounds = evidence.get("failing_rounds")
     if isinstance(rounds, list) and rounds:
-        parts.append(f"{len(rounds)} failing round{'s' if len(rounds) != 1 else ''}")
+        parts.append(counted(len(rounds), "failing round"))
     return ", ".join(parts)
 
 

@@ -18,6 +18,7 @@ from agent.api.models import Deploy, RuleResult
 from agent.client import ClientError, rollback_pending
 from common.durations import format_duration
 from common.times import rfc3339
+from common.words import counted
 
 HEARTBEAT_S = 60.0
 """Without a terminal, a line at least this often so CI logs show the wait is alive."""
@@ -199,7 +200,7 @@ def details(deploy: Deploy, style: Style) -> str:
         status = f", last HTTP {rb.last_status}" if rb.last_status is not None else ""
         lines.append("")
         lines.append(
-            f"  rollback  {rb.state} after {rb.attempts} attempt{'s' if rb.attempts != 1 else ''}"
+            f"  rollback  {rb.state} after {counted(rb.attempts, 'attempt')}"
             f"{status}; requested {hms(rb.requested_at)}"
         )
         if rb.last_error:  # why it is still pending, or failed: on-call's next step

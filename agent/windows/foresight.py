@@ -23,6 +23,7 @@ from agent.windows.fingerprint import check_fingerprints
 from agent.windows.probing import unsummarize
 from checks.base import Sample
 from common.durations import format_duration
+from common.words import counted
 
 ROLLBACK_SETTLE_S = 300.0
 """How long after its rollback was delivered an environment is taken to still run the
@@ -160,7 +161,7 @@ def left_out_words(left_out: list[tuple[FailedRelease, int]]) -> str:
                 "was rolled back" if release.rolled_back else "was not rolled back"
             )
         said.append(
-            f"{count} background run{'s' if count != 1 else ''} left out of the baseline:"
+            f"{counted(count, 'background run')} left out of the baseline:"
             f" they probed {release.version} ({release.window_id}), {fate}"
         )
     return "; ".join(said)

@@ -21,6 +21,7 @@ from agent.analysis.types import Observation, Rule, RuleVerdict, Verdict, Window
 from agent.analysis.verdicts import Glance, RuleGlance, and_more
 from checks.base import CheckResult
 from checks.lag import least_latency
+from common.words import counted
 
 OVERLOADED_SHARE = 0.5
 """A probe rule whose evidence was mostly dropped (the samples, or for a latency rule the
@@ -127,7 +128,7 @@ class DropTally:
 
     @staticmethod
     def words(count: int) -> str:
-        return f"{count} sample{'s' if count != 1 else ''} dropped: agent overloaded"
+        return f"{counted(count, 'sample')} dropped: agent overloaded"
 
     def lost(self, rule: Rule) -> bool:
         """Whether most of the window's evidence for `rule` was dropped: a probe rule's

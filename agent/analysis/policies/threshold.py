@@ -24,6 +24,7 @@ from agent.analysis.verdicts import (
     no_baseline,
     rule_verdict,
 )
+from common.words import counted
 
 
 class ThresholdPolicy(BasePolicy):
@@ -85,9 +86,7 @@ class ThresholdPolicy(BasePolicy):
         if st["failed_at"] is not None:
             op, text = st["breaches"][0]
             n = len(streak)
-            reason = (
-                f"{rule.name}: {metric} {value} {op} {text} for {n} round{'s' if n != 1 else ''}"
-            )
+            reason = f"{rule.name}: {metric} {value} {op} {text} for {counted(n, 'round')}"
             detail = counts or f"{metric} {value} {op} {text}"
             verdict = rule_verdict(rule, "fail", last_value, base, detail, evidence)
             return Judged(verdict, st["failed_at"], reason)

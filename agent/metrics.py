@@ -196,7 +196,7 @@ class Metrics:
         )
         self.malformed_requests_total = Counter(
             "postflight_malformed_requests_total",
-            "Requests the HTTP server could not parse (answered 400, 414 or 431).",
+            "Requests the HTTP server could not parse (answered 400, 408, 414 or 431).",
             registry=r,
         )
         self.deploy_events_total = Counter(

@@ -12,15 +12,20 @@ offers no setting for the protocol class, so the runner's `_make_server` (the
 extension point `BaseRunner` declares for its subclasses, stable since 3.0) hands the
 `web.Server` aiohttp built to a subclass whose `__call__` (the protocol factory) makes
 `ProblemRequestHandler`s with that server's own arguments, as `Server.__call__` does
-(its `_loop` and `_kwargs`: the two private names relied on, unchanged since 3.0).
+(its `_loop` and `_kwargs`: private names relied on, unchanged since 3.0, as is the
+connection's `_parser`, the parser it feeds, which `RequestFraming` wraps).
 Neither replacing aiohttp's code nor patching it: a middleware cannot do this (no
 application is involved), nor can the `logger` (it logs; it does not answer).
 tests/api/test_edges.py pins the answers, so an aiohttp that moved these hooks fails
 there rather than silently answering text again.
 
 The answers: a header line over `MAX_FIELD_BYTES`, or more than `MAX_HEADERS` of
-them, is a 431; a request line over `MAX_LINE_BYTES` a 414; anything else a 400.
-The `detail` says what to fix in our words and never quotes the request. Each is one
+them, is a 431; a request line over `MAX_LINE_BYTES` a 414; a request head not in
+within `HEAD_TIMEOUT_S` a 408; anything else a 400. The parser is fed through
+`agent.api.framing.RequestFraming`, so that requests pipelined before a malformed one
+are answered, a chunked body broken in a later read is the route's 400 at once, and
+HTTP/0.9 is refused; the same subclass keeps the head's time limit, which aiohttp
+does not have. The `detail` says what to fix in our words and never quotes the request. Each is one
 WARNING line from `ServerLog` (DEBUG for bytes that are not HTTP at all: TLS, port
 scanners), counted in `postflight_malformed_requests_total`. The server's handler is
 the application's wrapped so that an HTTP error raised before the middlewares (the
@@ -32,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import (
@@ -45,6 +50,7 @@ from aiohttp.http_exceptions import (
     TransferEncodingError,
 )
 
+from agent.api.framing import HeadTimeout, NoHttpVersion, RequestFraming
 from agent.api.problems import CHUNKED_DETAIL, ApiProblem, from_http_exception, status_title
 from agent.api.server_log import ServerLog
 
@@ -59,6 +65,20 @@ Cloudflare take per header, so a request a proxy in front lets through is not
 refused here. With 128 lines at most, a request's header block stays under 2 MiB."""
 MAX_HEADERS = 128
 """aiohttp's default."""
+HEAD_TIMEOUT_S = 20.0
+"""From a connection's opening, or the first byte of a request after the last one,
+to the blank line that ends its headers. A client slower than this (a stalled one, or
+a "slowloris" trickling a byte at a time to hold the connection) is answered 408 and
+dropped; one that opened a connection and sent nothing is dropped without a word.
+Real clients send a head in one go (a few KiB at most); 20 s is what Apache's
+mod_reqtimeout gives the first byte to the headers, longer than a slow mobile link
+needs. aiohttp has no such limit: its only one is the idle timeout below."""
+IDLE_TIMEOUT_S = 3630.0
+"""A keep-alive connection idle between requests is closed (without a word) after
+this: aiohttp's default, kept on purpose. A proxy in front keeps its own idle
+connections to us (nginx 60-75 s, an AWS ALB up to 4000 s, Google's 600 s); closing one
+first races the proxy's next request on it into a 502 (aio-libs/aiohttp#9138), so
+this outlasts theirs."""
 
 _HEADERS = "headers-too-large"
 _MALFORMED = "malformed-http"
@@ -72,6 +92,19 @@ def parser_problem(
     (noise: logged at DEBUG). The exception's text is never copied: aiohttp's quotes
     the request's bytes (up to 100 of a header's value); the checks below read only
     its type and, for the parser's own reasons, a few fixed words."""
+    if isinstance(exc, HeadTimeout):
+        return ApiProblem(
+            408,
+            f"the request line and headers did not all arrive within {HEAD_TIMEOUT_S:g} s "
+            "of the connection opening (or of the request's first byte); send them at once",
+        ), False
+    if isinstance(exc, NoHttpVersion):
+        return ApiProblem(
+            400,
+            "HTTP/0.9 is not served: end the request line with HTTP/1.1, "
+            "as in `GET /healthz HTTP/1.1`, and follow it with headers and a blank line",
+            slug=_MALFORMED,
+        ), False
     if isinstance(exc, LineTooLong):
         limit = exc.args[1] if len(exc.args) > 1 else None
         if limit == max_line and max_line != max_field:
@@ -144,9 +177,61 @@ _CHUNKED = CHUNKED_DETAIL
 
 
 class ProblemRequestHandler(web.RequestHandler):
-    """aiohttp's connection protocol, answering its own errors as problem+json."""
+    """aiohttp's connection protocol, answering its own errors as problem+json, its
+    parser fed through `RequestFraming`, and a request head given `HEAD_TIMEOUT_S`."""
 
-    __slots__ = ()
+    __slots__ = ("_framing", "_head_timer")
+
+    def __init__(self, manager: web.Server, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._framing = RequestFraming(self._parser, self._body_broke)
+        self._parser = cast(Any, self._framing)  # BaseProtocol's one parser slot
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._head_timer = self._loop.call_later(HEAD_TIMEOUT_S, self._head_late)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        framing = self._framing
+        super().data_received(data)
+        if framing.pending is not None:  # a bad request after good ones in this read
+            super().data_received(b"")  # queued after them: aiohttp answers it in turn
+        if framing.in_head:
+            if self._head_timer is None:
+                self._head_timer = self._loop.call_later(HEAD_TIMEOUT_S, self._head_late)
+        elif framing.messages or framing.failed:
+            self._stop_head_timer()
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        framing = self._framing
+        if framing.in_head:  # answered 408 after any request still being served
+            framing.pending = HeadTimeout()
+            self.data_received(b"")
+        elif not framing.messages and not framing.failed:  # opened, and not a byte since
+            self.force_close()
+
+    def _body_broke(self, exc: HttpProcessingError) -> None:
+        """The route reading the body answers it; the log line and count are the
+        parser's, as for a request it refused whole."""
+        problem, noise = parser_problem(
+            exc,
+            max_line=self.max_line_size,
+            max_field=self.max_field_size,
+            max_headers=self.max_headers,
+        )
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        self._log_malformed(peer[0] if peer else None, problem, noise)
 
     def handle_error(
         self,
@@ -162,7 +247,7 @@ class ProblemRequestHandler(web.RequestHandler):
                 max_field=self.max_field_size,
                 max_headers=self.max_headers,
             )
-            self._log_malformed(request, problem, noise)
+            self._log_malformed(request.remote, problem, noise)
             if request.writer.output_size > 0:  # as aiohttp: too late to answer
                 raise ConnectionError("response already started; cannot answer the error")
         else:
@@ -186,24 +271,27 @@ class ProblemRequestHandler(web.RequestHandler):
         """A body the parser refused after its request reached the API (broken chunks,
         bad gzip) was answered 400 by the route that read it; aiohttp then reads the rest
         of it to keep the connection (its "lingering close"), meets the same error and
-        logs it as an unhandled exception with a traceback. It is one line at DEBUG."""
+        logs it as an unhandled exception with a traceback. It is one line at DEBUG, or
+        none when it is broken chunked framing (`_body_broke` logged it)."""
         exc = kwargs.get("exc_info")
         if isinstance(exc, web.RequestPayloadError):
+            if exc is self._framing.broken_body:
+                return
             self.logger.debug(
                 "dropped the rest of a malformed request body: %s", type(exc).__name__
             )
             return
         super().log_exception(*args, **kwargs)
 
-    def _log_malformed(self, request: web.BaseRequest, problem: ApiProblem, noise: bool) -> None:
+    def _log_malformed(self, remote: str | None, problem: ApiProblem, noise: bool) -> None:
         if isinstance(self.logger, ServerLog):
-            self.logger.malformed(request.remote, problem.status, problem.detail, noise=noise)
+            self.logger.malformed(remote, problem.status, problem.detail, noise=noise)
         else:  # a runner given another logger: the same line, uncounted
             level = logging.DEBUG if noise else logging.WARNING
             self.logger.log(
                 level,
                 "malformed HTTP request from %s: %d %s",
-                request.remote,
+                remote or "?",
                 problem.status,
                 problem.detail,
             )
@@ -242,6 +330,7 @@ class ApiRunner(web.AppRunner):
         kwargs.setdefault("max_line_size", MAX_LINE_BYTES)
         kwargs.setdefault("max_field_size", MAX_FIELD_BYTES)
         kwargs.setdefault("max_headers", MAX_HEADERS)
+        kwargs.setdefault("keepalive_timeout", IDLE_TIMEOUT_S)
         super().__init__(app, **kwargs)
 
     async def _make_server(self) -> web.Server:

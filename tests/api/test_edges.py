@@ -25,6 +25,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import HttpRequestParserPy
 
+from agent.api import routes, runner
+from agent.api.problems import CHUNKED_DETAIL
 from agent.api.runner import MAX_FIELD_BYTES, MAX_HEADERS, MAX_LINE_BYTES, ApiRunner, parser_problem
 from agent.app import serve
 from agent.metrics import Metrics
@@ -111,6 +113,9 @@ REFUSED: list[tuple[str, bytes, int, str, int]] = [
         "chunk",
         logging.WARNING,
     ),
+    # HTTP/0.9: the parser waited for headers that never come, or answered `HTTP/0.9 200`
+    ("http-0.9", b"GET /healthz\r\n", 400, "HTTP/0.9", logging.WARNING),
+    ("http-0.9-with-headers", request(b"GET /healthz"), 400, "HTTP/0.9", logging.WARNING),
     ("bad-method", request(b"G(T /healthz HTTP/1.1"), 400, "HTTP method", logging.DEBUG),
     ("tls-hello", TLS_HELLO, 400, "not TLS", logging.DEBUG),
     ("ssh-banner", b"SSH-2.0-OpenSSH_9.6\r\n", 400, "HTTP method", logging.DEBUG),
@@ -145,8 +150,9 @@ def problem(answer: bytes) -> tuple[int, dict[str, str], dict[str, Any]]:
     return int(status_line.split()[1]), headers, json.loads(body)
 
 
-@pytest.fixture
-async def daemon(tmp_path: Path) -> AsyncIterator[tuple[int, Metrics]]:
+@contextlib.asynccontextmanager
+async def running_daemon(tmp_path: Path) -> AsyncIterator[tuple[int, Metrics]]:
+    """`postflight run`'s `serve`, on a free port, until the block ends."""
     port = free_port()
     settings = make_settings()
     settings = settings.model_copy(
@@ -165,9 +171,17 @@ async def daemon(tmp_path: Path) -> AsyncIterator[tuple[int, Metrics]]:
                     if response.status == 200:
                         break
             await asyncio.sleep(0.05)
-    yield port, metrics
-    stop.set()
-    await asyncio.wait_for(task, 15)
+    try:
+        yield port, metrics
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[tuple[int, Metrics]]:
+    async with running_daemon(tmp_path) as running:
+        yield running
 
 
 @pytest.mark.parametrize(
@@ -283,6 +297,8 @@ PYTHON_PARSER_TAKES = {
     "bad-version": "HTTP/9.9 is a version to it",
     "bad-chunk-size": "the body is the payload parser's, not fed here",
     "ssh-banner": "it waits for the blank line that ends the headers",
+    "http-0.9": "it waits for headers: the runner's RequestFraming reads the line",
+    "http-0.9-with-headers": "a 400 too, in its words: a bad method (noise, at DEBUG)",
 }
 
 
@@ -334,3 +350,176 @@ async def test_no_response_names_the_server_software_version(
     headers = answer.split(b"\r\n\r\n")[0].lower()
     assert b"\r\nserver: postflight\r\n" in headers + b"\r\n", answer
     assert b"python" not in headers and b"aiohttp" not in headers
+
+
+# --- time limits, pipelining and bodies broken in a later read ---------------------
+
+GOOD = request(b"GET /healthz HTTP/1.1")
+
+
+async def until_closed(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, trickle: bytes = b""
+) -> tuple[bytes, bool]:
+    """Everything the server sends, and whether it closed the connection within 5 s;
+    with `trickle`, one more of its bytes every 0.1 s meanwhile (a slowloris)."""
+    answer = b""
+    try:
+        async with asyncio.timeout(5):
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(reader.read(65536), 0.1)
+                except TimeoutError:
+                    if trickle:
+                        writer.write(trickle[:1])
+                        trickle = trickle[1:] or trickle
+                    continue
+                if not chunk:
+                    return answer, True
+                answer += chunk
+    except (TimeoutError, ConnectionError):
+        return answer, False
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+def answers(data: bytes) -> list[tuple[int, str, bytes]]:
+    """The responses in a raw answer, in order: status, content type, body."""
+    out = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        status, headers, _ = problem(head + b"\r\n\r\n{}")
+        length = int(headers["content-length"])
+        out.append((status, headers["content-type"], rest[:length]))
+        data = rest[length:]
+    return out
+
+
+@pytest.fixture
+def head_timeout(monkeypatch: pytest.MonkeyPatch) -> float:
+    """`HEAD_TIMEOUT_S` at 0.3 s (20 s as shipped): read at each connection."""
+    monkeypatch.setattr(runner, "HEAD_TIMEOUT_S", 0.3)
+    return 0.3
+
+
+async def test_a_request_head_trickled_past_the_limit_is_a_408_problem_and_closed(
+    daemon: tuple[int, Metrics], head_timeout: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A slowloris: a byte of its headers every 0.1 s holds the connection as long as
+    it likes without a limit on the whole head (aiohttp's is its idle timeout, an
+    hour, and it closes without a word). The bytes keep coming; the answer is a 408."""
+    port, metrics = daemon
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+    answer, closed = await until_closed(reader, writer, trickle=b"a")
+    assert closed, answer
+    [(status, kind, body)] = answers(answer)
+    assert status == 408 and kind.startswith("application/problem+json"), answer
+    detail = json.loads(body)["detail"]
+    assert "did not all arrive within 0.3 s" in detail and "send them at once" in detail
+    assert metrics.registry.get_sample_value("postflight_malformed_requests_total") == 1
+    assert f"malformed HTTP request from 127.0.0.1: 408 {detail}" in caplog.messages
+
+
+async def test_a_connection_that_sends_nothing_is_closed_without_an_answer(
+    daemon: tuple[int, Metrics], head_timeout: float
+) -> None:
+    port, metrics = daemon
+    answer, closed = await until_closed(*await asyncio.open_connection("127.0.0.1", port))
+    assert (answer, closed) == (b"", True)
+    assert metrics.registry.get_sample_value("postflight_malformed_requests_total") == 0
+
+
+async def test_a_slow_body_is_not_held_to_the_head_limit(
+    daemon: tuple[int, Metrics], head_timeout: float
+) -> None:
+    """The limit ends at the blank line after the headers: the body has the routes'
+    own (`BODY_READ_TIMEOUT_S`), and a keep-alive connection waiting for its next
+    request is idle, not late."""
+    port, _ = daemon
+    body = json.dumps({"environment": "production", "version": "v1"}).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(post(b"Content-Length: %d" % len(body)))
+    for part in (body[:5], body[5:10], body[10:]):
+        await asyncio.sleep(head_timeout / 2)
+        writer.write(part)
+    await asyncio.sleep(head_timeout * 2)  # idle on a keep-alive connection
+    writer.write(GOOD.replace(b"Host: x", b"Host: x\r\nConnection: close"))
+    answer, closed = await until_closed(reader, writer)
+    assert closed and [(s, k.split(";")[0]) for s, k, _ in answers(answer)] == [
+        (201, "application/json"),
+        (200, "application/json"),
+    ], answer
+
+
+async def test_a_keep_alive_connection_idle_past_the_limit_is_closed_without_a_word(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, head_timeout: float
+) -> None:
+    """`IDLE_TIMEOUT_S` (aiohttp's hour, kept so a proxy in front closes first)."""
+    monkeypatch.setattr(runner, "IDLE_TIMEOUT_S", 0.5)
+    async with running_daemon(tmp_path) as (port, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(GOOD)
+        answer, closed = await until_closed(reader, writer)
+    assert closed and [status for status, _, _ in answers(answer)] == [200], answer
+
+
+BROKEN_CHUNKS = [b"zz\r\n{}\r\n0\r\n\r\n", b"2\r\n{}XX0\r\n\r\n", b"2 \r\n{}\r\n0\r\n\r\n"]
+
+
+@pytest.mark.parametrize("chunks", BROKEN_CHUNKS, ids=["size", "no-crlf-after-data", "space"])
+async def test_chunked_framing_broken_in_a_later_read_than_the_headers_is_a_400_at_once(
+    daemon: tuple[int, Metrics],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    chunks: bytes,
+) -> None:
+    """aiohttp's C parser raised the error out of the read without telling the body, so
+    the route waited for its body until its timeout (a 408 after 10 s, the error never
+    answered). The body timeout is an hour here: the answer cannot be it."""
+    monkeypatch.setattr(routes, "BODY_READ_TIMEOUT_S", 3600.0)
+    port, metrics = daemon
+    caplog.set_level(logging.DEBUG)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(post(b"Transfer-Encoding: chunked"))
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.write(chunks)
+    answer, closed = await until_closed(reader, writer)
+    assert closed, answer
+    [(status, kind, body)] = answers(answer)
+    assert status == 400 and kind.startswith("application/problem+json"), answer
+    assert json.loads(body)["detail"] == CHUNKED_DETAIL
+    server_records = [r for r in caplog.records if r.name.startswith("aiohttp")]
+    assert [r.getMessage() for r in server_records] == [
+        f"malformed HTTP request from 127.0.0.1: 400 {CHUNKED_DETAIL}"
+    ]
+    assert metrics.registry.get_sample_value("postflight_malformed_requests_total") == 1
+
+
+PIPELINED_BAD = [
+    request(b"GET /he\x01lthz HTTP/1.1"),
+    request(headers=[b"Bad Header: y"]),
+    b"GET /healthz\r\n",
+    post(b"Transfer-Encoding: chunked", body=BROKEN_CHUNKS[0]),
+]
+
+
+@pytest.mark.parametrize("bad", PIPELINED_BAD, ids=["ctl-in-path", "bad-header", "0.9", "chunks"])
+async def test_a_good_request_pipelined_before_a_malformed_one_is_answered_first(
+    daemon: tuple[int, Metrics], bad: bytes
+) -> None:
+    """Both in one read: aiohttp's parser raised at the second and dropped the first,
+    parsed already; only the 400 came back."""
+    port, _ = daemon
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(GOOD + GOOD + bad)
+    answer, closed = await until_closed(reader, writer)
+    assert closed
+    got = [(status, kind.split(";")[0]) for status, kind, _ in answers(answer)]
+    assert got == [
+        (200, "application/json"),
+        (200, "application/json"),
+        (400, "application/problem+json"),
+    ], answer

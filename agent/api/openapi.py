@@ -28,6 +28,7 @@ from agent.api.models import (
     Readiness,
 )
 from agent.api.problems import PROBLEM_CONTENT_TYPE
+from agent.api.runner import HEAD_TIMEOUT_S, MAX_FIELD_BYTES, MAX_HEADERS, MAX_LINE_BYTES
 from agent.records import DEPLOY_ID_PATTERN
 
 _REF = "#/components/schemas/{model}"
@@ -47,13 +48,36 @@ _ERRORS = {
     401: "Missing or wrong bearer token (with `WWW-Authenticate: Bearer`).",
     403: "Forbidden.",
     404: "Not found.",
-    408: "The request body did not arrive in time.",
     409: "Conflict.",
     413: f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.",
     415: "The body is not `application/json`.",
     422: "Invalid fields; `errors` lists each with its `loc` and `msg`.",
     503: "The store does not answer (with `Retry-After`): retry shortly.",
 }
+
+
+_HTTP_ERRORS = {
+    400: (
+        "MalformedHttp",
+        "Not HTTP/1.1 the server can parse (the request line, a header, the body's framing):"
+        " `type` `urn:postflight:problem:malformed-http`, `detail` says what to fix.",
+    ),
+    408: (
+        "RequestTimeout",
+        f"The request line and headers did not all arrive within {HEAD_TIMEOUT_S:g} s of the"
+        " connection opening (or of the request's first byte), or the body did not arrive"
+        " in time; the connection is closed.",
+    ),
+    414: ("UriTooLong", f"The request line is over {MAX_LINE_BYTES} bytes: send a shorter URL."),
+    417: ("ExpectationFailed", "An `Expect` header other than `100-continue`."),
+    431: (
+        "HeadersTooLarge",
+        f"A header line is over {MAX_FIELD_BYTES // 1024} KiB (name and value), or there are"
+        f" more than {MAX_HEADERS} headers.",
+    ),
+}
+"""What the HTTP server answers any operation before a route sees the request
+(`agent.api.runner`): shared responses, each operation's own 400 kept."""
 
 
 _SSE_EVENT: dict[str, Any] = {
@@ -160,7 +184,6 @@ def _document() -> dict[str, Any]:
                     **errors(
                         400,
                         404,
-                        408,
                         409,
                         413,
                         415,
@@ -357,6 +380,12 @@ def _document() -> dict[str, Any]:
         },
     }
 
+    for operations in paths.values():
+        for operation in operations.values():
+            for code, (name, _) in _HTTP_ERRORS.items():
+                shared = {"$ref": f"#/components/responses/{name}"}
+                operation["responses"].setdefault(str(code), shared)
+
     return {
         "openapi": "3.1.0",
         "info": {
@@ -370,6 +399,9 @@ def _document() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": schemas,
+            "responses": {
+                name: _problem(description, problem) for name, description in _HTTP_ERRORS.values()
+            },
             "securitySchemes": {
                 "bearer": {
                     "type": "http",

@@ -10,6 +10,8 @@ from aiohttp import web
 
 from agent.api.models import DeployRequest
 from agent.api.openapi import openapi_document
+from agent.api.problems import PROBLEM_CONTENT_TYPE
+from agent.api.runner import HEAD_TIMEOUT_S, MAX_FIELD_BYTES, MAX_HEADERS, MAX_LINE_BYTES
 from agent.store.sqlite import SqliteStore
 from agent.web.routes import PAGE_PATHS
 from tests.api.conftest import Client
@@ -133,6 +135,29 @@ def test_openapi_documents_every_route_and_error(app: web.Application) -> None:
             assert bool(op["security"]) == needs_auth, path
             if needs_auth:
                 assert "401" in op["responses"]
+
+
+def test_every_operation_documents_what_the_http_server_answers_before_any_route() -> None:
+    """The parser's and the router's answers (tests/api/test_edges.py) can come back
+    from any path: each operation lists them, problem+json, as shared responses."""
+    document = openapi_document()
+    shared = document["components"]["responses"]
+    for path, ops in document["paths"].items():
+        for method, op in ops.items():
+            for status in ("400", "408", "414", "417", "431"):
+                response = op["responses"][status]
+                if "$ref" in response:
+                    response = shared[response["$ref"].rpartition("/")[2]]
+                assert PROBLEM_CONTENT_TYPE in response["content"], (method, path, status)
+    descriptions = {
+        status: shared[op["$ref"].rpartition("/")[2]]["description"]
+        for status, op in document["paths"]["/healthz"]["get"]["responses"].items()
+        if "$ref" in op
+    }
+    assert f"within {HEAD_TIMEOUT_S:g} s" in descriptions["408"]
+    assert f"over {MAX_LINE_BYTES} bytes" in descriptions["414"]
+    assert f"over {MAX_FIELD_BYTES // 1024} KiB" in descriptions["431"]
+    assert f"more than {MAX_HEADERS} headers" in descriptions["431"]
 
 
 def test_openapi_request_schema_is_the_model_the_handler_validates_with() -> None:

@@ -50,6 +50,7 @@ from agent.settings import EnvironmentSettings
 from agent.store.base import Conflict, Store
 from agent.store.cursor import encode_cursor
 from common.durations import format_duration
+from common.json_text import JsonTextError, parse_json_text
 from common.times import rfc3339
 
 log = logging.getLogger("postflight.api")
@@ -126,10 +127,8 @@ async def read_json_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> A
     if request.content_length is not None and request.content_length > limit:
         raise ApiProblem(413, f"the request body must be at most {limit // 1024} KiB")
     if not _is_json(request.content_type):
-        raise ApiProblem(
-            415,
-            f"send the body as Content-Type: application/json (got {request.content_type})",
-        )
+        sent = request.content_type if hdrs.CONTENT_TYPE in request.headers else "none"
+        raise ApiProblem(415, f"send the body as Content-Type: application/json (got {sent})")
     try:
         async with asyncio.timeout(BODY_READ_TIMEOUT_S):
             raw = await _read_limited(request, limit)
@@ -140,28 +139,9 @@ async def read_json_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> A
     except Exception as exc:  # a broken chunked encoding, bad gzip, a reset connection…
         raise unreadable_body(exc) from None
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ApiProblem(400, "the request body is not UTF-8") from None
-    if not text.strip():
-        raise ApiProblem(400, "the request body is empty; send a JSON object")
-    try:
-        document = json.loads(text, parse_constant=_no_constants)
-        # `"\ud800"` alone decodes to a lone surrogate: not Unicode, and no store can keep it
-        json.dumps(document, ensure_ascii=False).encode("utf-8")
-        return document
-    except UnicodeEncodeError:
-        raise ApiProblem(400, "malformed JSON: an unpaired surrogate escape (\\udXXX)") from None
-    except json.JSONDecodeError as exc:
-        raise ApiProblem(
-            400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
-    except (ValueError, RecursionError) as exc:
+        return parse_json_text(raw)
+    except JsonTextError as exc:
         raise ApiProblem(400, f"malformed JSON: {exc}") from None
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def canonical_hash(document: Any) -> str:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agent.records import DEPLOY_ID_PATTERN
+from common.json_text import JsonTextError, parse_json_text
 
 if TYPE_CHECKING:
     from agent.integrations.config import SourcesSettings
@@ -99,9 +99,9 @@ def _text(data: Mapping[str, Any], key: str, where: str, *, required: bool = Tru
 
 def parse_json(body: bytes) -> dict[str, Any]:
     try:
-        document = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise BadPayload(f"the body is not JSON ({type(exc).__name__})") from None
+        document = parse_json_text(body)
+    except JsonTextError as exc:
+        raise BadPayload(f"malformed JSON: {exc}") from None
     return _object(document, "the body")
 
 

@@ -1,0 +1,113 @@
+"""A refused body or hook delivery says what to fix in the request or the configuration
+(contract §2 and §7: 4xx problem+json), found by a live audit: the 400s quoted Python's
+advice to itself ("use sys.set_int_max_str_digits()", "decode using utf-8-sig",
+"maximum recursion depth"), a hook's named only `JSONDecodeError`, and a body sent with
+no Content-Type was said to be `application/octet-stream`."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from agent.api import create_api_app
+from agent.metrics import Metrics
+from agent.settings import Settings
+from agent.store.sqlite import SqliteStore
+from tests.api.harness import AUTH, TOKEN
+from tests.fakes import github as gh
+from tests.fakes import vercel as vc
+
+Client = TestClient[web.Request, web.Application]
+GH_SECRET = "messages-github-secret"
+VC_SECRET = "messages-vercel-secret"
+PYTHON_WORDS = ("sys.", "utf-8-sig", "recursion", "JSONDecodeError", "ValueError", "decode")
+MALFORMED = {
+    "truncated": (b'{"environment": ', "line 1 column 17"),
+    "bom": (b'\xef\xbb\xbf{"environment": "production"}', "byte order mark"),
+    "not-utf8": (b"\xff\xfe{}", "UTF-8"),
+    "empty": (b"", "send a JSON object"),
+    "nan": (b'{"version": NaN}', "NaN"),
+    "huge-int": (b'{"a": 1' + b"0" * 5000 + b"}", "too many digits"),
+    "deep-nesting": (b"[" * 30000 + b"]" * 30000, "nested too deeply"),
+    "lone-surrogate": (b'{"version": "\\ud800"}', "surrogate"),
+}
+
+
+def settings(*, hooks: bool) -> Settings:
+    env = {"base_url": "http://127.0.0.1:9", "window": "10m", "interval": "30s"}
+    sources = {
+        "vercel": {"project": vc.PROJECT, "target": "production"},
+        "github": {"repository": gh.REPOSITORY, "environment": "Production"},
+    }
+    integrations = {
+        "github": {"token": "t", "webhook_secret": GH_SECRET},
+        "vercel": {"token": "t", "webhook_secret": VC_SECRET},
+    }
+    return Settings(
+        server={"api_tokens": [TOKEN]},
+        integrations=integrations if hooks else {},
+        environments={"production": {**env, "sources": sources} if hooks else env},
+    )
+
+
+AppClient = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture
+def app_client(
+    aiohttp_client: Callable[[web.Application], Awaitable[Client]], store: SqliteStore
+) -> AppClient:
+    async def start(*, hooks: bool = True) -> Client:
+        return await aiohttp_client(create_api_app(settings(hooks=hooks), store, Metrics()))
+
+    return start
+
+
+async def problem(response: Any, status: int) -> str:
+    assert response.status == status, await response.text()
+    assert response.content_type == "application/problem+json"
+    detail: str = (await response.json())["detail"]
+    return detail
+
+
+def vercel_headers(body: bytes) -> dict[str, str]:
+    signature = hmac.new(VC_SECRET.encode(), body, hashlib.sha1).hexdigest()
+    return {"Content-Type": "application/json", "x-vercel-signature": signature}
+
+
+@pytest.mark.parametrize(("raw", "says"), MALFORMED.values(), ids=MALFORMED.keys())
+async def test_a_malformed_body_says_what_is_wrong_in_it_on_the_api_and_the_hooks(
+    app_client: AppClient, store: SqliteStore, raw: bytes, says: str
+) -> None:
+    client = await app_client()
+    api = await client.post(
+        "/v1/deploys", data=raw, headers={**AUTH, "Content-Type": "application/json"}
+    )
+    hook = await client.post("/v1/hooks/vercel", data=raw, headers=vercel_headers(raw))
+    for detail in (await problem(api, 400), await problem(hook, 400)):
+        assert detail.startswith("malformed JSON: ") and says in detail, detail
+        assert not any(word in detail for word in PYTHON_WORDS), detail
+    assert (await store.list_windows()).items == []
+
+
+async def test_a_body_sent_without_a_content_type_is_said_to_have_none(
+    app_client: AppClient,
+) -> None:
+    client = await app_client()
+    response = await client.post(
+        "/v1/deploys",
+        data=b'{"environment": "production", "version": "v1"}',
+        headers=AUTH,
+        skip_auto_headers=["Content-Type"],
+    )
+    assert (await problem(response, 415)).endswith("(got none)")
+    response = await client.post(
+        "/v1/deploys", data=b"{}", headers={**AUTH, "Content-Type": "text/plain"}
+    )
+    assert (await problem(response, 415)).endswith("(got text/plain)")

@@ -72,15 +72,26 @@ async def _raw_body(request: web.Request) -> bytes:
         raise unreadable_body(exc) from None
 
 
-def _unsigned(provider: str, header: str) -> ApiProblem:
-    return ApiProblem(
-        401,
-        f"missing or wrong {header}: not a {provider} delivery signed with our secret",
-        slug="bad-signature",
-    )
+def _unsigned(provider: str, header: str, configured: bool) -> ApiProblem:
+    """The 401 of a delivery that fails its signature. With no secret configured every
+    delivery fails it, and "wrong signature" alone sent the user to the provider's side:
+    the fix is in this agent's configuration, which the detail then names (it tells a
+    caller only that the hook is off)."""
+    detail = f"missing or wrong {header}: not a {provider} delivery signed with our secret"
+    if not configured:
+        key = f"integrations.{provider.lower()}.webhook_secret"
+        detail += f" ({key} is not set on this agent: set it to the webhook's secret)"
+    return ApiProblem(401, detail, slug="bad-signature")
 
 
-def _document(raw: bytes) -> dict[str, Any]:
+def _document(raw: bytes, request: web.Request) -> dict[str, Any]:
+    if request.content_type == "application/x-www-form-urlencoded":
+        # GitHub's default content type for a new webhook: the JSON is in a form field
+        raise ApiProblem(
+            400,
+            "a form-encoded delivery: set the webhook's content type to application/json",
+            slug="bad-payload",
+        )
     try:
         return ev.parse_json(raw)
     except ev.BadPayload as exc:
@@ -126,7 +137,7 @@ async def github_hook(request: web.Request) -> web.StreamResponse:
     if secret is None or not ev.signature_ok(
         ev.github_signature(secret.get_secret_value(), raw), presented
     ):
-        raise _unsigned("GitHub", ev.GITHUB_SIGNATURE)
+        raise _unsigned("GitHub", ev.GITHUB_SIGNATURE, configured=secret is not None)
     event = request.headers.get(ev.GITHUB_EVENT, "")
     if not event:
         raise ApiProblem(400, f"{ev.GITHUB_EVENT} is required")
@@ -135,7 +146,7 @@ async def github_hook(request: web.Request) -> web.StreamResponse:
     delivery = request.headers.get(ev.GITHUB_DELIVERY, "") or _body_key(raw)
     if len(delivery) > MAX_DELIVERY_ID:
         raise ApiProblem(400, f"{ev.GITHUB_DELIVERY} is longer than {MAX_DELIVERY_ID} characters")
-    document = _document(raw)
+    document = _document(raw, request)
     try:
         decision = ev.github_event(settings, event, document)
     except ev.BadPayload as exc:
@@ -163,8 +174,8 @@ async def vercel_hook(request: web.Request) -> web.StreamResponse:
     if secret is None or not ev.signature_ok(
         ev.vercel_signature(secret.get_secret_value(), raw), presented
     ):
-        raise _unsigned("Vercel", ev.VERCEL_SIGNATURE)
-    document = _document(raw)
+        raise _unsigned("Vercel", ev.VERCEL_SIGNATURE, configured=secret is not None)
+    document = _document(raw, request)
     try:
         decision = ev.vercel_event(settings, document)
     except ev.BadPayload as exc:

@@ -1,8 +1,10 @@
 """A refused body or hook delivery says what to fix in the request or the configuration
 (contract §2 and §7: 4xx problem+json), found by a live audit: the 400s quoted Python's
 advice to itself ("use sys.set_int_max_str_digits()", "decode using utf-8-sig",
-"maximum recursion depth"), a hook's named only `JSONDecodeError`, and a body sent with
-no Content-Type was said to be `application/octet-stream`."""
+"maximum recursion depth"), a hook's named only `JSONDecodeError`, a GitHub hook left at
+its default form encoding got the same, an agent with no webhook secret answered every
+delivery "wrong signature", and a body sent with no Content-Type was said to be
+`application/octet-stream`."""
 
 from __future__ import annotations
 
@@ -111,3 +113,45 @@ async def test_a_body_sent_without_a_content_type_is_said_to_have_none(
         "/v1/deploys", data=b"{}", headers={**AUTH, "Content-Type": "text/plain"}
     )
     assert (await problem(response, 415)).endswith("(got text/plain)")
+
+
+async def test_a_form_encoded_github_delivery_is_told_to_send_json(
+    app_client: AppClient, store: SqliteStore
+) -> None:
+    """GitHub's default content type for a new webhook is form-encoded (`payload=…`)."""
+    client = await app_client()
+    body = b"payload=" + gh.deployment_status()
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-GitHub-Event": "deployment_status",
+        "X-GitHub-Delivery": "d-form",
+        "X-Hub-Signature-256": gh.signature(GH_SECRET, body),
+    }
+    response = await client.post("/v1/hooks/github", data=body, headers=headers)
+    assert "set the webhook's content type to application/json" in await problem(response, 400)
+    unsigned = {**headers, "X-Hub-Signature-256": gh.signature("wrong", body)}
+    response = await client.post("/v1/hooks/github", data=body, headers=unsigned)
+    await problem(response, 401)  # the signature first: an unsigned request learns nothing
+    assert (await store.list_windows()).items == []
+
+
+@pytest.mark.parametrize("provider", ["vercel", "github"])
+async def test_a_hook_the_agent_has_no_secret_for_names_the_missing_setting(
+    app_client: AppClient, store: SqliteStore, provider: str
+) -> None:
+    body = vc.event() if provider == "vercel" else gh.deployment_status()
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "deployment_status",
+        "x-vercel-signature": vc.signature(VC_SECRET, body),
+        "X-Hub-Signature-256": gh.signature(GH_SECRET, body),
+    }
+    without = await (await app_client(hooks=False)).post(
+        f"/v1/hooks/{provider}", data=body, headers=headers
+    )
+    detail = await problem(without, 401)
+    assert f"integrations.{provider}.webhook_secret is not set on this agent" in detail, detail
+    wrong = {**headers, "x-vercel-signature": "0" * 40, "X-Hub-Signature-256": "sha256=00"}
+    configured = await (await app_client()).post(f"/v1/hooks/{provider}", data=body, headers=wrong)
+    assert "webhook_secret" not in await problem(configured, 401)  # set: only "wrong"
+    assert (await store.list_windows()).items == []

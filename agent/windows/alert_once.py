@@ -48,6 +48,7 @@ from typing import Any
 
 from agent.records import DeployWindow, Fence
 from agent.store.base import AlertClaim, AlertRetry, Store, UnsettledAlert
+from agent.store.outages import StoreOutageLog
 from alerting.events import Alert, breach_key
 from alerting.notifier import Notifier, NotifyOutcome
 
@@ -276,15 +277,17 @@ class WindowAlerts:
     async def run(self, spawn: Callable[[Any], object], interval: float) -> None:
         """`recover` and `retry` every `interval` seconds, and as a retry falls due, for
         good; a failed scan is retried."""
+        outage = StoreOutageLog(log, "alerts: looking for alerts to send again")
         while True:
             try:
                 await self.recover(spawn)
                 await self.retry(spawn)
+                outage.answered()
                 await self._pause(interval)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("alerts: looking for alerts to send again failed; retrying")
+            except Exception as exc:
+                outage.failed(exc)
                 await asyncio.sleep(interval)
 
     async def _pause(self, interval: float) -> None:

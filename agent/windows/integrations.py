@@ -32,6 +32,7 @@ from agent.records import DeployWindow, PendingGate, RollbackIntent, decided_ver
 from agent.rollback import rollback_intent, sign
 from agent.settings import EnvironmentSettings, RollbackSettings, Settings
 from agent.store.base import Conflict
+from agent.store.outages import StoreOutageLog
 from agent.web.links import deploy_page_url
 from agent.windows.alert_once import alert_claim
 from agent.windows.lifecycle import FOLLOW_UPS, WatchServices, deliver_rollback
@@ -157,13 +158,15 @@ class Integrations:
     async def run(self) -> None:
         with contextlib.suppress(Exception):
             await self._resume_after_rollbacks()
+        outage = StoreOutageLog(log, "integrations: a scan")
         while True:
             try:
                 await self._scan()
+                outage.answered()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("integrations: a scan failed; retrying")
+            except Exception as exc:
+                outage.failed(exc)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll_interval):

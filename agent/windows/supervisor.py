@@ -24,6 +24,7 @@ from agent.rollback.delivery import RollbackDelivery
 from agent.settings import EnvironmentSettings, Settings
 from agent.stopping import StopBudget
 from agent.store.base import Lease, Store
+from agent.store.outages import StoreOutageLog
 from agent.windows.alert_once import WindowAlerts
 from agent.windows.lifecycle import (
     WatchServices,
@@ -148,15 +149,17 @@ class Watcher:
             if self.background_probing
             else None
         )
+        outage = StoreOutageLog(log, "claiming windows")
         try:
             while True:
                 try:
                     await self._claim()
                     await self._resume_rollbacks(startup=False)
+                    outage.answered()
                 except asyncio.CancelledError:
                     raise
-                except Exception:
-                    log.exception("claiming windows failed; retrying")
+                except Exception as exc:
+                    outage.failed(exc)
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.poll_interval):
@@ -303,12 +306,10 @@ class Watcher:
             await WindowWatch(window, env, self._probe_for(window, env), self.services).run()
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             # a bug or an outage of the store: the window is kept, and retried after a pause
-            log.exception(
-                "watching the window failed; it will be retried",
-                extra={"deploy_id": window.id, "environment": window.environment},
-            )
+            where = {"deploy_id": window.id, "environment": window.environment}
+            StoreOutageLog(log, "watching the window").failed(exc, extra=where)
             await asyncio.sleep(min(env.interval, 5.0))
             with contextlib.suppress(Exception):
                 await self.store.release_lease(window.id, window.fence)

@@ -1,0 +1,148 @@
+"""A store that does not answer is one WARNING per background loop, not a traceback at
+every turn (`agent.store.outages`). Found in a live audit: a PostgreSQL restart under a
+running daemon logged 158 ERROR tracebacks in 40 s (the watcher's claims and the
+integrations' scan every second, the alert retries), the one line that said what was
+wrong lost among them. The loops here run on a real SQLite store that, while `down`, answers
+every call with the `StoreError` a PostgreSQL store raises when it cannot reach its server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.store.base import StoreError
+from agent.store.sqlite import SqliteStore, _Connection
+from agent.windows.integrations import Integrations
+from tests.test_watcher_claims import quiet_watcher
+
+pytestmark = pytest.mark.timeout(30)
+TURN = 0.02
+DOWN = "cannot reach PostgreSQL store at db:5432/postflight: Connection refused"
+
+
+class Restarting(SqliteStore):
+    """A store whose server is down while `down` is set, as PostgreSQL restarting is."""
+
+    down = False
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[_Connection]:
+        if self.down:
+            raise StoreError(DOWN)
+        async with super()._read() as db:
+            yield db
+
+    async def _fetchall(self, sql: str, *args: Any) -> list[Sequence[Any]]:
+        if self.down:
+            raise StoreError(DOWN)
+        return await super()._fetchall(sql, *args)
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[_Connection]:
+        if self.down:
+            raise StoreError(DOWN)
+        async with super()._tx() as db:
+            yield db
+
+
+LOOPS = ("claiming windows", "integrations: a scan", "alerts: looking for alerts to send again")
+
+
+async def run_while(
+    meanwhile: Coroutine[Any, Any, None], *loops: Coroutine[Any, Any, None]
+) -> None:
+    tasks = [asyncio.create_task(loop) for loop in loops]
+    try:
+        await meanwhile
+        for task in tasks:
+            assert not task.done(), task  # a failed turn never ends a loop
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_each_loop_says_once_that_the_store_does_not_answer_and_once_that_it_does(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Restarting(tmp_path / "postflight.db")
+    await store.open()
+    watcher = quiet_watcher(store, poll_interval=TURN, background_probing=False)
+    integrations = Integrations(
+        watcher.settings,
+        watcher.services,
+        watcher,
+        public_url="http://127.0.0.1:8080",
+        redact=str,
+        poll_interval=TURN,
+    )
+
+    async def said_by_each(words: str) -> None:
+        for _ in range(500):  # 10 s at most, on a busy machine
+            if all(
+                any(r.getMessage() == f"{loop}: {words}" for r in caplog.records) for loop in LOOPS
+            ):
+                return
+            await asyncio.sleep(TURN)
+        said = sorted({r.getMessage() for r in caplog.records})
+        raise AssertionError(f"not every loop said {words!r}: {said}")
+
+    async def outage() -> None:
+        await asyncio.sleep(0.2)
+        store.down = True
+        await asyncio.sleep(0.5)  # some 25 turns of each loop
+        await said_by_each(f"the store does not answer ({DOWN}); retrying")
+        store.down = False
+        await said_by_each("the store answers again")
+        await asyncio.sleep(0.2)  # and turns after it
+
+    try:
+        with caplog.at_level(logging.INFO):
+            await run_while(
+                outage(),
+                watcher.run(),
+                integrations.run(),
+                watcher.services.alerts.run(watcher.services.spawn, interval=TURN),
+            )
+    finally:
+        await integrations.aclose()
+        await store.close()
+    tracebacks = [f"{r.getMessage()}: {r.exc_info[1]!r}" for r in caplog.records if r.exc_info]
+    assert not tracebacks, tracebacks
+    said = [(r.levelno, r.getMessage()) for r in caplog.records]
+    for loop in LOOPS:
+        own = [(level, m) for level, m in said if m.startswith(f"{loop}: ")]
+        assert own == [
+            (
+                logging.WARNING,
+                f"{loop}: the store does not answer ({DOWN}); retrying",
+            ),
+            (logging.INFO, f"{loop}: the store answers again"),
+        ], said
+
+
+async def test_a_failure_that_is_not_the_store_keeps_its_traceback_at_every_turn(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug is not an outage: it is logged with its traceback, every time."""
+    store = SqliteStore(tmp_path / "postflight.db")
+    await store.open()
+    watcher = quiet_watcher(store, poll_interval=TURN, background_probing=False)
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(watcher, "_claim", broken)
+    try:
+        with caplog.at_level(logging.INFO, logger="postflight.watcher"):
+            await run_while(asyncio.sleep(0.3), watcher.run())
+    finally:
+        await store.close()
+    failed = [r for r in caplog.records if r.getMessage() == "claiming windows failed; retrying"]
+    assert len(failed) >= 3 and all(r.exc_info and r.levelno == logging.ERROR for r in failed)

@@ -35,9 +35,36 @@ from agent.store.sql import (
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
 
+_UNAVAILABLE = frozenset(
+    getattr(sqlite3, name)
+    for name in (
+        "SQLITE_BUSY",
+        "SQLITE_LOCKED",
+        "SQLITE_IOERR",
+        "SQLITE_FULL",
+        "SQLITE_CANTOPEN",
+        "SQLITE_READONLY",
+        "SQLITE_CORRUPT",
+        "SQLITE_NOTADB",
+    )
+)
+"""SQLite's primary result codes for a file that cannot answer now (held by another
+process past `busy_timeout`, a full or read-only disk, a file gone or damaged), as opposed
+to a statement that is wrong (a bug, left as it is)."""
+
+
+def _raise_if_unavailable(exc: sqlite3.Error) -> None:
+    """A `StoreError` (the API's 503, a loop's one warning) for a file that cannot answer:
+    `database is locked` used to reach a route as a bare sqlite3 error, a 500."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in _UNAVAILABLE:
+        raise StoreError(f"SQLite: {exc}") from exc
+
+
 @dataclass
 class _Connection:
-    """`agent.store.sql.Connection` on aiosqlite; a unique violation is a `Conflict`."""
+    """`agent.store.sql.Connection` on aiosqlite; a unique violation is a `Conflict`, a
+    file that cannot answer a `StoreError`."""
 
     db: aiosqlite.Connection
 
@@ -46,11 +73,18 @@ class _Connection:
             cursor = await self.db.execute(sql, args)
         except sqlite3.IntegrityError as exc:
             raise Conflict(str(exc)) from exc
+        except sqlite3.Error as exc:
+            _raise_if_unavailable(exc)
+            raise
         return cursor.rowcount
 
     async def fetch(self, sql: str, *args: Any) -> list[Sequence[Any]]:
-        cursor = await self.db.execute(sql, args)
-        return list(await cursor.fetchall())
+        try:
+            cursor = await self.db.execute(sql, args)
+            return list(await cursor.fetchall())
+        except sqlite3.Error as exc:
+            _raise_if_unavailable(exc)
+            raise
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         """One statement for many rows in one trip to the thread; rows changed, summed."""
@@ -58,6 +92,9 @@ class _Connection:
             cursor = await self.db.executemany(sql, rows)
         except sqlite3.IntegrityError as exc:
             raise Conflict(str(exc)) from exc
+        except sqlite3.Error as exc:
+            _raise_if_unavailable(exc)
+            raise
         return cursor.rowcount
 
 
@@ -212,8 +249,7 @@ class SqliteStore(SqlStore):
         if self._reader is None:
             return await super()._fetchall(sql, *args)
         async with self._lock_reader:
-            cursor = await self._reader.execute(sql, args)
-            return list(await cursor.fetchall())
+            return await _Connection(self._reader).fetch(sql, *args)
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[_Connection]:

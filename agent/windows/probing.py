@@ -22,6 +22,7 @@ import aiohttp
 from agent.metrics import Metrics
 from agent.settings import EnvironmentSettings
 from agent.store.base import Store, StoredProbes
+from agent.store.outages import StoreOutageLog
 from agent.windows.fingerprint import check_fingerprints
 from checks.base import Check, CheckContext, CheckResult, Sample, Target
 from checks.lag import SLACK_S, Dropped, LoopLag, attributed, without_latency
@@ -491,6 +492,7 @@ class BackgroundProber:
         if first > 0:
             await self.sleep(first)
         start, slot = self.monotonic(), 0
+        outage = StoreOutageLog(log, "background probe")
         while True:
             if self.busy(name):
                 self.owed.setdefault(name, {})[check.name] = self.clock()
@@ -502,11 +504,10 @@ class BackgroundProber:
                         await self.probe_once(name, probe, check)
                     except asyncio.CancelledError:
                         raise
-                    except Exception:  # the store may be briefly unavailable
-                        log.exception(
-                            "background probe failed",
-                            extra={"environment": name, "check": check.name},
-                        )
+                    except Exception as exc:  # the store may be briefly unavailable
+                        outage.failed(exc, extra={"environment": name, "check": check.name})
+                    else:
+                        outage.answered()
             slot = max(slot + 1, math.floor((self.monotonic() - start) / every))
             await self.sleep(max(0.0, start + slot * every - self.monotonic()))
 

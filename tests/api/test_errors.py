@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -352,3 +353,28 @@ async def test_a_store_that_does_not_answer_is_a_503_to_retry_not_a_500(
         assert body["type"] == "urn:postflight:problem:store-unavailable"
         assert response.headers["Retry-After"].isdigit()
         assert TOKEN not in json.dumps(body)
+
+
+async def test_a_sqlite_file_another_process_holds_is_a_503_to_retry_not_a_500(
+    client: Client, store: SqliteStore
+) -> None:
+    """Another process holding the file's write lock past `busy_timeout` (an operator's
+    `sqlite3 postflight.db` left in a transaction, a backup, a second agent started on the
+    same file) made SQLite raise `database is locked`, which reached the route as a bare
+    sqlite3 error: a `500`, found in a live audit. It is the store not answering: a `503`
+    the pipeline's `register --wait` rides out, and a read still answers (WAL)."""
+    assert store._db is not None
+    await store._db.execute("PRAGMA busy_timeout=100")  # the agent's 5 s, shortened
+    holder = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        response = await client.post("/v1/deploys", json=VALID, headers=AUTH)
+        body = await problem(response, 503)
+        assert body["type"] == "urn:postflight:problem:store-unavailable"
+        assert response.headers["Retry-After"].isdigit()
+        assert (await client.get("/v1/deploys", headers=AUTH)).status == 200
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    created = await client.post("/v1/deploys", json=VALID, headers=AUTH)
+    assert created.status == 201, await created.text()

@@ -17,9 +17,8 @@ import pytest
 
 from agent.store.sqlite import SqliteStore
 from agent.windows.alert_once import WindowAlerts
-from agent.windows.integrations import Integrations
 from agent.windows.supervisor import Watcher
-from tests.test_watcher_claims import quiet_watcher
+from tests.test_watcher_claims import quiet_integrations, quiet_watcher
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -75,14 +74,7 @@ async def test_alert_recovery_cancelled_as_a_retry_falls_due_stops(store: Sqlite
 
 async def test_the_integrations_cancelled_as_they_are_woken_stop(store: SqliteStore) -> None:
     watcher, _ = parts(store)
-    integrations = Integrations(
-        watcher.settings,
-        watcher.services,
-        watcher,
-        public_url="http://127.0.0.1:8080",
-        redact=str,
-        poll_interval=30.0,
-    )
+    integrations = quiet_integrations(watcher, poll_interval=30.0)
     try:
         await cancelled_as_woken(integrations.run(), integrations._wake, integrations.wake)
     finally:

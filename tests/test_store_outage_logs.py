@@ -18,8 +18,7 @@ import pytest
 
 from agent.store.base import StoreError
 from agent.store.sqlite import SqliteStore, _Connection
-from agent.windows.integrations import Integrations
-from tests.test_watcher_claims import quiet_watcher
+from tests.test_watcher_claims import quiet_integrations, quiet_watcher
 
 pytestmark = pytest.mark.timeout(30)
 TURN = 0.02
@@ -31,22 +30,23 @@ class Restarting(SqliteStore):
 
     down = False
 
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[_Connection]:
+    def _answer(self) -> None:
         if self.down:
             raise StoreError(DOWN)
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[_Connection]:
+        self._answer()
         async with super()._read() as db:
             yield db
 
     async def _fetchall(self, sql: str, *args: Any) -> list[Sequence[Any]]:
-        if self.down:
-            raise StoreError(DOWN)
+        self._answer()
         return await super()._fetchall(sql, *args)
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[_Connection]:
-        if self.down:
-            raise StoreError(DOWN)
+        self._answer()
         async with super()._tx() as db:
             yield db
 
@@ -74,14 +74,7 @@ async def test_each_loop_says_once_that_the_store_does_not_answer_and_once_that_
     store = Restarting(tmp_path / "postflight.db")
     await store.open()
     watcher = quiet_watcher(store, poll_interval=TURN, background_probing=False)
-    integrations = Integrations(
-        watcher.settings,
-        watcher.services,
-        watcher,
-        public_url="http://127.0.0.1:8080",
-        redact=str,
-        poll_interval=TURN,
-    )
+    integrations = quiet_integrations(watcher, poll_interval=TURN)
 
     async def said_by_each(words: str) -> None:
         for _ in range(500):  # 10 s at most, on a busy machine

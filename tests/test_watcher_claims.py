@@ -17,6 +17,7 @@ from agent.settings_file import load_settings_text
 from agent.store.base import Store
 from agent.store.sqlite import SqliteStore
 from agent.windows.alert_once import WindowAlerts
+from agent.windows.integrations import Integrations
 from agent.windows.supervisor import Watcher
 from alerting.notifier import Notifier
 from checks.sessions import TargetSessions
@@ -54,6 +55,18 @@ def quiet_watcher(
         owner="a",
         clock=clock,
         **options,
+    )
+
+
+def quiet_integrations(watcher: Watcher, poll_interval: float) -> Integrations:
+    """The integrations beside `watcher`, as the daemon sets them up (none configured)."""
+    return Integrations(
+        watcher.settings,
+        watcher.services,
+        watcher,
+        public_url="http://127.0.0.1:8080",
+        redact=str,
+        poll_interval=poll_interval,
     )
 
 

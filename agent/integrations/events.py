@@ -89,11 +89,13 @@ def _object(data: Any, where: str) -> dict[str, Any]:
 
 
 def _text(data: Mapping[str, Any], key: str, where: str, *, required: bool = True) -> str | None:
+    """`data[key]`, a non-empty string; `where` is `data`'s path in the body ("" for the
+    body itself: the field is then named alone, `type`, not `the body.type`)."""
     value = data.get(key)
     if value is None and not required:
         return None
     if not isinstance(value, str) or not value:
-        raise BadPayload(f"{where}.{key} must be a non-empty string")
+        raise BadPayload(f"{f'{where}.' if where else ''}{key} must be a non-empty string")
     return value
 
 
@@ -193,9 +195,9 @@ def _github_protection_rule(settings: Settings, document: dict[str, Any]) -> Gat
 
 def vercel_event(settings: Settings, document: dict[str, Any]) -> OpenWindow | Ignored:
     """What a verified Vercel webhook asks for."""
-    kind = _text(document, "type", "the body")
+    kind = _text(document, "type", "")
     if document.get("id") != "":  # missing or empty: the hook keys the event by its body
-        _text(document, "id", "the body", required=False)
+        _text(document, "id", "", required=False)
     if kind not in OPENING_VERCEL_TYPES:
         return Ignored(f"event {kind!r} opens nothing")
     payload = _object(document.get("payload"), "payload")

@@ -155,3 +155,20 @@ async def test_a_hook_the_agent_has_no_secret_for_names_the_missing_setting(
     configured = await (await app_client()).post(f"/v1/hooks/{provider}", data=body, headers=wrong)
     assert "webhook_secret" not in await problem(configured, 401)  # set: only "wrong"
     assert (await store.list_windows()).items == []
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b'{"a": 1}', "type must be a non-empty string"),
+        (b'{"type": "deployment.succeeded", "id": 7}', "id must be a non-empty string"),
+        (b'{"type": "deployment.succeeded", "id": "e", "payload": []}', "payload must be"),
+    ],
+)
+async def test_a_signed_body_that_is_not_a_vercel_event_names_its_field(
+    app_client: AppClient, body: bytes, says: str
+) -> None:
+    """It said `the body.type must be …`, a path no body has."""
+    client = await app_client()
+    response = await client.post("/v1/hooks/vercel", data=body, headers=vercel_headers(body))
+    assert (await problem(response, 400)).startswith(says)

@@ -131,6 +131,7 @@ def _matching(pattern: str, message: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+_NAME_MSG = "not an environment name (letters, digits and _ . : -)"
 _PRINTABLE_MSG = "must be printable characters (no control or invisible ones), not only spaces"
 _PRINTABLE = _matching(TEXT_PATTERN, _PRINTABLE_MSG)
 _PRINTABLE_SCHEMA = Field(json_schema_extra={"pattern": TEXT_PATTERN})
@@ -141,7 +142,7 @@ _Text = Annotated[
 Environment = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64),
-    _matching(NAME_PATTERN, "not an environment name (letters, digits and _ . : -)"),
+    _matching(NAME_PATTERN, _NAME_MSG),
     Field(
         json_schema_extra={"pattern": NAME_PATTERN},
         description="A configured environment (`environments` in postflight.yaml).",
@@ -276,8 +277,12 @@ class ListQuery(BaseModel):
     environment: (
         Annotated[
             str,
-            StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$"),
-            Field(description="Only this environment's windows."),
+            StringConstraints(min_length=1, max_length=128),
+            _matching(NAME_PATTERN, _NAME_MSG),
+            Field(
+                json_schema_extra={"pattern": NAME_PATTERN},
+                description="Only this environment's windows.",
+            ),
         ]
         | None
     ) = None
@@ -291,8 +296,15 @@ class ListQuery(BaseModel):
     cursor: (
         Annotated[
             str,
-            StringConstraints(max_length=64, pattern=CURSOR_PATTERN),
-            Field(description="The `next` value of the previous page."),
+            StringConstraints(max_length=64),
+            _matching(
+                CURSOR_PATTERN,
+                "not a cursor of this list: pass the previous page's `next` as it is",
+            ),
+            Field(
+                json_schema_extra={"pattern": CURSOR_PATTERN},
+                description="The `next` value of the previous page.",
+            ),
         ]
         | None
     ) = None

@@ -378,3 +378,25 @@ async def test_a_sqlite_file_another_process_holds_is_a_503_to_retry_not_a_500(
         holder.close()
     created = await client.post("/v1/deploys", json=VALID, headers=AUTH)
     assert created.status == 201, await created.text()
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("environment=a%20b", "environment: not an environment name (letters, digits"),
+        ("cursor=not-a-cursor", "cursor: not a cursor of this list: pass the previous page's"),
+    ],
+)
+async def test_a_list_parameter_of_the_wrong_shape_says_what_it_takes(
+    client: Client, query: str, says: str
+) -> None:
+    """They answered with the regular expression ("String should match pattern
+    '^[0-9]{1,12}(\\.[0-9]{1,20})?_dep_…'"), where `POST /v1/deploys` said what an
+    environment name is; the OpenAPI document still has each pattern."""
+    body = await problem(await client.get(f"/v1/deploys?{query}", headers=AUTH), 422)
+    assert body["detail"].startswith(says) and "pattern" not in body["detail"], body
+    document = await (await client.get("/v1/openapi.json")).json()
+    parameters = document["paths"]["/v1/deploys"]["get"]["parameters"]
+    name = query.partition("=")[0]
+    (schema,) = [p["schema"] for p in parameters if p["name"] == name]
+    assert "pattern" in json.dumps(schema), schema

@@ -174,6 +174,8 @@ def validation_errors(
             msg = "the body must be a JSON object"
         elif kind == "missing":
             msg = "field required"
+        if "[key]" in error["loc"]:  # a map's key, not its value (pydantic's loc says so)
+            msg = f"{msg} (the key)"
         out.append({"loc": loc, "msg": msg})
     return out
 

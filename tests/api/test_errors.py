@@ -400,3 +400,21 @@ async def test_a_list_parameter_of_the_wrong_shape_says_what_it_takes(
     name = query.partition("=")[0]
     (schema,) = [p["schema"] for p in parameters if p["name"] == name]
     assert "pattern" in json.dumps(schema), schema
+
+
+@pytest.mark.parametrize(
+    ("labels", "says"),
+    [
+        ({"": "v"}, "labels.: String should have at least 1 character (the key)"),
+        ({"k" * 70: "v"}, "String should have at most 64 characters (the key)"),
+        ({"k": "v" * 300}, "labels.k: String should have at most 256 characters"),
+    ],
+)
+async def test_a_label_key_that_is_refused_is_said_to_be_the_key(
+    client: Client, labels: dict[str, str], says: str
+) -> None:
+    """A key too long read `labels.kkk…: String should have at most 64 characters`, as if
+    the value were too long (pydantic's `[key]` in the loc was dropped, and its meaning)."""
+    response = await client.post("/v1/deploys", json={**VALID, "labels": labels}, headers=AUTH)
+    body = await problem(response, 422)
+    assert says in body["detail"] and body["detail"].endswith(")") == says.endswith(")"), body

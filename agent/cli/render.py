@@ -199,6 +199,10 @@ def details(deploy: Deploy, style: Style) -> str:
         rb = deploy.rollback
         status = f", last HTTP {rb.last_status}" if rb.last_status is not None else ""
         lines.append("")
+        if rb.state == "skipped":  # dry run: no attempt was made, the reason says so
+            why = rb.last_error or "dry run"
+            lines.append(f"  rollback  skipped ({why}); requested {hms(rb.requested_at)}")
+            return "\n".join(lines)
         lines.append(
             f"  rollback  {rb.state} after {counted(rb.attempts, 'attempt')}"
             f"{status}; requested {hms(rb.requested_at)}"

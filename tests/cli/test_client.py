@@ -983,3 +983,24 @@ async def test_client_refuses_a_url_without_scheme() -> None:
     with pytest.raises(ClientError):
         PostflightClient("localhost:8787", "t")
     assert issubclass(Unreachable, ClientError)
+
+
+def test_a_skipped_rollback_says_why_not_after_how_many_attempts() -> None:
+    """A dry run's rollback read `skipped after 0 attempts` and then `last attempt: dry
+    run: the webhook was not called`, of an attempt never made (seen in a live audit)."""
+    from agent.api.models import Rollback
+    from agent.cli.render import details
+
+    deploy = _deploy(2, "fail", state="failed")
+    deploy.rollback = Rollback.model_validate(
+        {
+            "state": "skipped",
+            "attempts": 0,
+            "last_status": None,
+            "requested_at": "2026-11-26T14:01:30Z",
+            "last_error": "dry run: the webhook was not called",
+        }
+    )
+    shown = details(deploy, Style(color=False))
+    assert "  rollback  skipped (dry run: the webhook was not called); requested " in shown
+    assert "attempt" not in shown, shown

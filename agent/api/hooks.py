@@ -19,7 +19,7 @@ import asyncio
 import functools
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -201,10 +201,11 @@ async def _act(
     stored = await store.idempotent_response(key)
     if stored is not None:
         _count(request, provider, "redelivered")
-        return web.json_response(stored.body, status=stored.status)
+        return _answered_again(stored)
     labels = dict(decision.labels)
+    recent = (await store.list_windows(environment=decision.environment, limit=20)).items
     if "vercel.deployment" in labels and "vercel.previous" not in labels:
-        previous = await previous_vercel_deployment(store, decision.environment, labels)
+        previous = previous_vercel_deployment(recent, labels)
         if previous:
             labels["vercel.previous"] = previous
     try:
@@ -212,6 +213,7 @@ async def _act(
             {
                 "environment": decision.environment,
                 "version": decision.version,
+                "previous_version": previous_version(recent, decision.version),
                 "commit": decision.commit,
                 "labels": labels,
             }
@@ -222,6 +224,13 @@ async def _act(
             400, f"the event cannot open a window: {detail}", slug="bad-payload"
         ) from None
     return await _open(request, provider, store, body, key, decision.deployment_label)
+
+
+def _answered_again(stored: IdempotentResponse) -> web.Response:
+    """A redelivery's answer: the first one's body and status, and its `Location`."""
+    deploy = stored.body.get("deploy")
+    headers = {"Location": deploy_path(deploy["id"])} if isinstance(deploy, dict) else None
+    return web.json_response(stored.body, status=stored.status, headers=headers)
 
 
 async def _open(
@@ -239,7 +248,7 @@ async def _open(
         id=f"dep_{ULID()}",
         environment=body.environment,
         version=body.version,
-        previous_version=None,
+        previous_version=body.previous_version,
         commit=body.commit,
         labels=dict(body.labels),
         state="watching",
@@ -270,7 +279,7 @@ async def _open(
         stored = await store.idempotent_response(key)  # the same event raced us
         if stored is not None:
             _count(request, provider, "redelivered")
-            return web.json_response(stored.body, status=stored.status)
+            return _answered_again(stored)
         raise
     integrations = _integrations(request)
     if created.joined:
@@ -304,26 +313,47 @@ async def _open(
     return web.json_response(opened.body, status=202, headers={"Location": deploy_path(window.id)})
 
 
-async def previous_vercel_deployment(
-    store: Store, environment: str, labels: dict[str, str]
+def _served_before(
+    recent: Sequence[DeployWindow],
+    own: str | None,
+    served: Callable[[DeployWindow], str | None],
+    went_back_to: Callable[[DeployWindow], str | None],
 ) -> str | None:
-    """The deployment production served before this one, from our own windows: the
-    newest earlier Vercel window of the environment (or, if that one was rolled back,
-    the deployment it went back to), never the event's own deployment: one promoted
-    again after a rollback went back to it would roll back to itself."""
-    own = labels.get("vercel.deployment")
-    page = await store.list_windows(environment=environment, limit=20)
-    for window in page.items:
-        current = window.labels.get("vercel.deployment")
+    """What the environment served before `own`, from its `recent` windows (newest
+    first): the newest one's `served` (or, if it was rolled back, what it `went_back_to`),
+    never `own` itself: one deployed again after a rollback went back to it would roll
+    back to itself."""
+    for window in recent:
+        current = served(window)
         if not current or current == own:
             continue
         if window.state == "rolled_back":
-            back = window.labels.get("vercel.previous")
+            back = went_back_to(window)
             if back and back != own:
                 return back
             continue
         return current  # cancelled or failed without a rollback: it still serves
     return None
+
+
+def previous_vercel_deployment(
+    recent: Sequence[DeployWindow], labels: dict[str, str]
+) -> str | None:
+    """The deployment production served before this one (`vercel.previous`), from our
+    own windows of the environment."""
+    return _served_before(
+        recent,
+        labels.get("vercel.deployment"),
+        lambda w: w.labels.get("vercel.deployment"),
+        lambda w: w.labels.get("vercel.previous"),
+    )
+
+
+def previous_version(recent: Sequence[DeployWindow], version: str) -> str | None:
+    """The version the environment served before `version`, from our own windows: a
+    deploy event names none, and a rollback workflow told `previous_version: ""` (the
+    GitHub target's input) has nothing to go back to."""
+    return _served_before(recent, version, lambda w: w.version, lambda w: w.previous_version)
 
 
 class RollbackRequest(BaseModel):

@@ -1222,6 +1222,8 @@ async def test_one_deploy_reported_by_vercel_and_by_github_is_one_window(
     assert status == 202, joined
     deploy = opened["deploy"]
     assert joined["deploy"]["id"] == deploy["id"]
+    # the version served before, from our own windows (a GitHub rollback workflow's input)
+    assert deploy["previous_version"] == "a" * 40
     labels = joined["deploy"]["labels"]
     assert labels["vercel.deployment"] == vc.NEW and labels["vercel.previous"] == vc.OLD
     assert labels["github.deployment"] == str(gh.DEPLOYMENT_ID)
@@ -1245,14 +1247,24 @@ async def test_a_hook_answer_carries_no_view_token(
 ) -> None:
     """GitHub shows each delivery's response to the repository's admins (Vercel its own
     log): a page link's `?view=` token there let them all read the deploy until it
-    expired. The answer links the deploy object; the page stays behind a token."""
+    expired. The answer links the deploy object; the page stays behind a token. A
+    redelivery's answer is the first one's, its `Location` too (it had none)."""
     agent = await start_agent(
         environments(flip_target), extra=integrations(fake_github, fake_vercel)
     )
-    status, opened = await vercel_hook(agent, vc.event(event_id="evt_v"))
-    assert status == 202, opened
-    status, redelivered = await vercel_hook(agent, vc.event(event_id="evt_v"))
-    assert (status, redelivered) == (202, opened)
+    body = vc.event(event_id="evt_v")
+    answers = []
+    for _ in range(2):  # the event, then its redelivery: the same answer, Location too
+        async with agent.http.post(
+            f"{agent.url}/v1/hooks/vercel",
+            data=body,
+            headers={"x-vercel-signature": vc.signature(VC_SECRET, body)},
+        ) as r:
+            answers.append((r.status, r.headers.get("Location"), await r.json()))
+    (status, location, opened), again = answers
+    assert status == 202 and location == f"/v1/deploys/{opened['deploy']['id']}", opened
+    assert again == answers[0]
+    redelivered = again[2]
     for answer in (opened, redelivered):
         links = answer["deploy"]["links"]
         assert links == {"self": f"/v1/deploys/{answer['deploy']['id']}", "page": None}

@@ -163,6 +163,14 @@ def _with_rules(text: str) -> Callable[[Alert], str]:
     return lambda alert: text + (f" ({_listed(alert)})" if alert.rules else "")
 
 
+def _requested_summary(alert: Alert) -> str:
+    """A verdict's rollback names the rules that failed; one asked for by hand says so
+    (its reason is in the body): the title read as the verdict's, after a pass."""
+    if alert.reason.startswith(MANUAL_ROLLBACK_PREFIX):
+        return "rollback requested by hand"
+    return _with_rules("rollback requested")(alert)
+
+
 def _breach_summary(alert: Alert) -> str:
     names = _names(alert)
     if len(names) == 1:
@@ -211,7 +219,7 @@ EVENTS: dict[AlertEvent, EventSpec] = {
     "rollback_requested": EventSpec(
         "failure",
         f"{_FAILED_REQUESTED} from the pipeline's webhook.",
-        _with_rules("rollback requested"),
+        _requested_summary,
     ),
     "rollback_skipped": EventSpec(
         "failure",

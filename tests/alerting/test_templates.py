@@ -211,6 +211,7 @@ def test_a_rollback_asked_for_by_hand_is_not_called_a_failed_deploy(
     )
     assert body(by_hand).startswith(f"**Rollback requested by hand** {where}")
     assert "Deploy failed" not in body(by_hand)
+    assert title(by_hand) == "[postflight] production v2.4.1: rollback requested by hand"
     judged = Alert.for_window(window(), "rollback_requested", reason="probe-errors: …")
     assert body(judged).startswith("**Deploy failed: rollback requested** from the pipeline's")
 

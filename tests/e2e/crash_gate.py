@@ -84,6 +84,16 @@ def _gate_hook(agent_url: str, github_url: str) -> int:
         return status
 
 
+def _staging_rounds(url: str, rounds: int) -> None:
+    """Waits (30 s at most) until the deploy at `url` has `rounds` rounds, still watching."""
+    deadline = time.monotonic() + 30
+    seen = request_json("GET", url)
+    while seen["rounds"] < rounds and time.monotonic() < deadline:
+        time.sleep(0.05)
+        seen = request_json("GET", url)
+    assert seen["rounds"] >= rounds and seen["state"] == "watching", seen
+
+
 @dataclass
 class GateTrial:
     answers_before_restart: list[dict[str, Any]]
@@ -113,6 +123,9 @@ def run_gate_trial(workdir: Path) -> GateTrial:
         staging = request_json(
             "POST", f"{agent_url}/v1/deploys", {"environment": "staging", "version": SHA}
         )
+        # staging has rounds on record before the crash: a busy machine's restart took 5-9 s,
+        # past the 5 s window, and a window with no round of its own is inconclusive
+        _staging_rounds(f"{agent_url}/v1/deploys/{staging['id']}", 2)
         assert _gate_hook(agent_url, github_url) == 202
         agent.send_signal(signal.SIGKILL)  # staging still watching: the gate is pending
         agent.wait()

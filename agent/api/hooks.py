@@ -109,7 +109,7 @@ def _count(request: web.Request, provider: str, result: DeployEventResult) -> No
         metrics.deploy_events_total.labels(provider, result).inc()
 
 
-def counted(provider: str) -> Callable[[Handler], Handler]:
+def counted_hook(provider: str) -> Callable[[Handler], Handler]:
     """A hook whose every delivery is counted by how it ended: a refusal by its status
     (401 `rejected`, any other `invalid`), an answer by the result its handler counted."""
 
@@ -127,7 +127,7 @@ def counted(provider: str) -> Callable[[Handler], Handler]:
     return wrap
 
 
-@counted("github")
+@counted_hook("github")
 async def github_hook(request: web.Request) -> web.StreamResponse:
     settings = request.config_dict[SETTINGS]
     github = settings.integrations.github
@@ -164,7 +164,7 @@ async def github_hook(request: web.Request) -> web.StreamResponse:
     return await _act(request, "github", decision, f"{KEY_PREFIX}github:{delivery}")
 
 
-@counted("vercel")
+@counted_hook("vercel")
 async def vercel_hook(request: web.Request) -> web.StreamResponse:
     settings = request.config_dict[SETTINGS]
     vercel = settings.integrations.vercel

@@ -419,6 +419,21 @@ class JsonSink(_HttpServer):
 # ------------------------------------------------------------------ smtp sink
 
 
+def titled(sink: JsonSink, text: str) -> list[JsonNotification]:
+    return [n for n in sink.notifications if text in n.title]
+
+
+async def alert_titled(sink: JsonSink, text: str, within: float = 10.0) -> JsonNotification:
+    """The first notification whose title contains `text` (waits for it)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not titled(sink, text):
+        seen = [n.title for n in sink.notifications]
+        assert loop.time() < deadline, f"no alert titled {text!r}; got {seen}"
+        await asyncio.sleep(0.05)
+    return titled(sink, text)[0]
+
+
 class _MailHandler:
     def __init__(self, sink: SmtpSink) -> None:
         self._sink = sink

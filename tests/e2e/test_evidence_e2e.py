@@ -25,8 +25,9 @@ from aiohttp import web
 from agent.api.models import Deploy
 from agent.cli.render import Style, details, summary
 from tests.e2e.conftest import SECRET, AgentFactory, LocalTarget, environment
+from tests.e2e.providers_support import alerting_yaml
 from tests.heavy import HEAVY
-from tests.receivers import JsonSink, RollbackReceiver
+from tests.receivers import JsonSink, RollbackReceiver, alert_titled, titled
 
 pytestmark = HEAVY
 
@@ -241,7 +242,7 @@ async def test_an_aa_deploy_passes_on_evidence(
         interval="1s",
         background_interval="1s",
     )
-    agent = await start_agent(env, f"alerting:\n  channels:\n    - url: {json_sink.url()}\n")
+    agent = await start_agent(env, alerting_yaml(json_sink.url()))
     await asyncio.sleep(6.0)  # six background runs of 40 probes: the baseline
     deploy = await agent.register("production", "v-same")
     final = await agent.settled(deploy["id"], within=60)
@@ -252,14 +253,9 @@ async def test_an_aa_deploy_passes_on_evidence(
         assert all(bound["holds"] for bound in rule["evidence"]["evidence"])
     assert receiver.attempts == []
     # on-call reads the same: every rule shown within its bound (counted at the sink)
-    for _ in range(200):
-        passed = [n for n in json_sink.notifications if n.title.endswith("deploy passed")]
-        if passed:
-            break
-        await asyncio.sleep(0.05)
-    assert [n.message.partition(";")[0] for n in passed] == [
-        "**Deploy passed.** Every rule was shown within its bound"
-    ], [n.title for n in json_sink.notifications]
+    passed = await alert_titled(json_sink, "deploy passed")
+    assert passed.message.startswith("**Deploy passed.** Every rule was shown within its bound")
+    assert len(titled(json_sink, "deploy passed")) == 1
 
 
 async def test_twenty_aa_windows_with_bursty_errors_end_without_a_rollback(

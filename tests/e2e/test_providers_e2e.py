@@ -54,7 +54,7 @@ from tests.e2e.providers_support import (
 from tests.fakes.newrelic import FakeNewRelic
 from tests.fakes.prometheus import prometheus_binary
 from tests.fakes.sentry import SentryStats
-from tests.receivers import JsonNotification, JsonSink, RollbackReceiver
+from tests.receivers import JsonSink, RollbackReceiver, alert_titled, titled
 
 pytestmark = pytest.mark.e2e
 
@@ -130,21 +130,6 @@ def rule_of(deploy: dict[str, Any], name: str) -> dict[str, Any]:
     rules: dict[str, dict[str, Any]] = {r["name"]: r for r in deploy["verdict"]["rules"]}
     assert name in rules, deploy["verdict"]
     return rules[name]
-
-
-def titled(sink: JsonSink, text: str) -> list[JsonNotification]:
-    return [n for n in sink.notifications if text in n.title]
-
-
-async def alert_titled(sink: JsonSink, text: str, within: float = 10.0) -> JsonNotification:
-    """The first notification whose title contains `text` (waits for it)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not titled(sink, text):
-        seen = [n.title for n in sink.notifications]
-        assert loop.time() < deadline, f"no alert titled {text!r}; got {seen}"
-        await asyncio.sleep(0.05)
-    return titled(sink, text)[0]
 
 
 async def register(agent: RunningAgent, t0: int, watch_for: float | None = None) -> dict[str, Any]:

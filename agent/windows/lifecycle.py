@@ -940,16 +940,10 @@ class WindowWatch:
             provider=provider,
             provider_answered=provider_answered,
             rollback_target=self.env.rollback.target if self.env.rollback else "webhook",
-            on_evidence=self._passes_on_evidence(),
+            # the judge's policy says what its pass means (a plugin's too); a pass always
+            # follows a judged round, so it is compiled: without one, claim no evidence
+            on_evidence=self.compiled is not None and self.compiled.rule_policy.on_evidence,
         )
-
-    def _passes_on_evidence(self) -> bool:
-        """Whether a pass here means every rule was shown within its bound: the judge's
-        policy says (a plugin's too); before one is compiled, the configuration."""
-        if self.compiled is not None:
-            return self.compiled.rule_policy.on_evidence
-        analysis = self.env.analysis
-        return analysis.policy == "sequential" and analysis.pass_on == "evidence"
 
     def _alert(
         self,

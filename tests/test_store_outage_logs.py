@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -68,13 +68,31 @@ async def run_while(
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+@pytest.mark.parametrize("down_after", [0.0, 0.2], ids=["down-at-start", "down-mid-run"])
 async def test_each_loop_says_once_that_the_store_does_not_answer_and_once_that_it_does(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, down_after: float
 ) -> None:
+    """Down at the start too: the watcher's first look (this replica's rollbacks left
+    pending by its previous process) once ended its loop when the store did not answer,
+    and nothing was watched after; the integrations skipped theirs until a restart."""
     store = Restarting(tmp_path / "postflight.db")
     await store.open()
     watcher = quiet_watcher(store, poll_interval=TURN, background_probing=False)
     integrations = quiet_integrations(watcher, poll_interval=TURN)
+    first_looks: list[str] = []
+
+    def looked(what: str, call: Callable[..., Awaitable[None]]) -> Callable[..., Any]:
+        async def counted(*args: Any, **kwargs: Any) -> None:
+            await call(*args, **kwargs)
+            if kwargs.get("startup", True):
+                first_looks.append(what)
+
+        return counted
+
+    watcher._resume_rollbacks = looked("watcher", watcher._resume_rollbacks)  # type: ignore[method-assign]
+    integrations._resume_after_rollbacks = looked(  # type: ignore[method-assign]
+        "integrations", integrations._resume_after_rollbacks
+    )
 
     async def said_by_each(words: str) -> None:
         for _ in range(500):  # 10 s at most, on a busy machine
@@ -87,7 +105,8 @@ async def test_each_loop_says_once_that_the_store_does_not_answer_and_once_that_
         raise AssertionError(f"not every loop said {words!r}: {said}")
 
     async def outage() -> None:
-        await asyncio.sleep(0.2)
+        if down_after:
+            await asyncio.sleep(down_after)
         store.down = True
         await asyncio.sleep(0.5)  # some 25 turns of each loop
         await said_by_each(f"the store does not answer ({DOWN}); retrying")
@@ -106,6 +125,8 @@ async def test_each_loop_says_once_that_the_store_does_not_answer_and_once_that_
     finally:
         await integrations.aclose()
         await store.close()
+    # each first look was made once, whenever the store answered it
+    assert sorted(first_looks) == ["integrations", "watcher"], first_looks
     tracebacks = [f"{r.getMessage()}: {r.exc_info[1]!r}" for r in caplog.records if r.exc_info]
     assert not tracebacks, tracebacks
     said = [(r.levelno, r.getMessage()) for r in caplog.records]

@@ -17,6 +17,11 @@ from typing import Any
 from agent.store.base import Conflict, StoreError
 
 
+def store_outage(exc: BaseException) -> bool:
+    """Whether `exc` says the store did not answer (worth a retry), not that a call failed."""
+    return isinstance(exc, StoreError) and not isinstance(exc, Conflict)
+
+
 class StoreOutageLog:
     """One loop's log of failed turns: `failed()` in its `except`, `answered()` after a
     turn that went through."""
@@ -27,7 +32,7 @@ class StoreOutageLog:
         self._down = False
 
     def failed(self, exc: BaseException, extra: Mapping[str, Any] | None = None) -> None:
-        if isinstance(exc, StoreError) and not isinstance(exc, Conflict):
+        if store_outage(exc):
             if not self._down:
                 self._down = True
                 self._log.warning(

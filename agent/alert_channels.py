@@ -34,11 +34,14 @@ def url_pieces(url: str) -> frozenset[str]:
 
 def piece_redactor(urls: Iterable[str]) -> Callable[[str], str]:
     """Text with every piece of `urls` replaced by `***`, longest first (a token that
-    contains a shorter piece is hidden whole)."""
+    contains a shorter piece is hidden whole). Only where a piece stands whole, not inside
+    a longer run of letters and digits: a path segment `fail` once made each "failure"
+    of apprise's messages "***ure", while apprise quotes a token whole."""
     pieces = sorted({p for url in urls for p in url_pieces(url)}, key=len, reverse=True)
     if not pieces:
         return lambda text: text
-    pattern = re.compile("|".join(re.escape(p) for p in pieces))
+    alternatives = "|".join(re.escape(p) for p in pieces)
+    pattern = re.compile(f"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])")
     return lambda text: pattern.sub("***", text)
 
 

@@ -316,6 +316,22 @@ async def test_tokens_in_a_channel_url_stay_out_of_logs_and_the_stored_outcome(
         assert secret not in outcome.describe(), secret
 
 
+async def test_a_url_piece_is_hidden_where_it_stands_whole_not_inside_other_words(
+    json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """Every piece of a channel URL is hidden from what the outcome quotes of apprise,
+    but only whole: a path `/Fail/JSON` once turned the outcome into "***ed to send ***
+    POST notification"."""
+    json_sink.fail_always(500)
+    notify = notifier([(json_sink.url("Fail/JSON/s3cr3t-path"), [])], metrics)
+
+    outcome = await notify.send(alert(), [])
+
+    detail = outcome.describe()
+    assert "Failed to send *** POST notification" in detail, detail  # "JSON" stands whole
+    assert "s3cr3t-path" not in detail
+
+
 def test_the_timeout_must_be_positive(metrics: Metrics) -> None:
     with pytest.raises(ValueError, match=r"alerting\.timeout"):
         Notifier([], timeout=0, redact=Redactor(), metrics=metrics)

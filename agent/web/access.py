@@ -8,13 +8,14 @@ get 403, as do expired and tampered tokens.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from aiohttp import web
 
 from agent.api.auth import bearer_token, token_matches
 from agent.settings import ServerSettings
-from agent.web.links import signing_key, verify
+from agent.web.links import expiry, signing_key, verify
 
 SESSION_COOKIE = "postflight_session"
 SESSION_SUBJECT = "session"
@@ -40,3 +41,15 @@ def access(
     if session is not None and verify(key, session, SESSION_SUBJECT, now):
         return "ok"
     return "unauthenticated"
+
+
+def access_until(request: web.Request) -> float:
+    """Until when the credentials `access` let in hold: a view token's or a session's
+    expiry, never for an API token. A live stream ends then rather than outlive them."""
+    view = request.query.get("view")
+    if view is not None:
+        return expiry(view)
+    if bearer_token(request) is not None:
+        return math.inf
+    session = request.cookies.get(SESSION_COOKIE)
+    return expiry(session) if session is not None else math.inf

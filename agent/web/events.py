@@ -27,7 +27,7 @@ from agent.api.models import deploy_object
 from agent.api.problems import ApiProblem
 from agent.appkeys import SETTINGS, STORE
 from agent.records import DEPLOY_ID_PATTERN, DeployWindow, RollbackIntent, RoundRecord
-from agent.web.access import access
+from agent.web.access import access, access_until
 from agent.web.feed import FEED, DeployFeed, Subscription
 from agent.web.links import deploy_page_url
 from agent.web.times import request_now
@@ -82,7 +82,7 @@ async def deploy_events(request: web.Request) -> web.StreamResponse:
         )
         await response.prepare(request)
         try:
-            await _follow(_Stream(request, response, window), news)
+            await _follow(_Stream(request, response, window), news, access_until(request))
         except ConnectionResetError:
             # the client went away (a closed tab, `curl` stopped): the end of its stream,
             # not an error of ours (aiohttp's ClientConnectionResetError is one of these)
@@ -90,17 +90,21 @@ async def deploy_events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _follow(stream: _Stream, news: Subscription) -> None:
-    """Send the stream's events until its window has ended (or the agent stops), then
-    end it."""
+async def _follow(stream: _Stream, news: Subscription, until: float) -> None:
+    """Send the stream's events until its window has ended (or the agent stops, or the
+    view token or session it was opened with expires: its client is refused then, as it
+    would be on a reload), then end it."""
     await stream.read_store()
     idle = 0.0
     while not stream.finished and not news.closed:
-        wait = RECHECK_S
+        left = until - request_now(stream.request)
+        if left <= 0:
+            break
+        wait = min(RECHECK_S, left)
         if stream.sent_state == "scheduled":
             # look again when it goes live: no news tells that moment (nothing is written)
             live_in = stream.window.deployed_at - request_now(stream.request)
-            wait = min(RECHECK_S, max(live_in, 0.0) + 0.05)
+            wait = min(wait, max(live_in, 0.0) + 0.05)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
                 await news.wake.wait()

@@ -56,6 +56,11 @@ def verify(key: bytes, token: str, subject: str, now: float) -> bool:
     return good and now < expires
 
 
+def expiry(token: str) -> float:
+    """When a token `verify` accepted stops being accepted."""
+    return float(token.split(".")[1])
+
+
 def deploy_page_url(
     server: ServerSettings, deploy_id: str, *, now: float, view: bool = True
 ) -> str | None:

@@ -193,6 +193,24 @@ async def test_event_stream_starts_with_state_sends_each_round_and_ends_with_the
     assert late[0].data["state"] == "rolled_back"
 
 
+async def test_a_stream_opened_with_a_view_token_ends_when_the_token_expires(
+    journey_agent: JourneyAgent,
+) -> None:
+    """A view token is checked when the stream opens; the stream then ran on until its
+    window ended, however long after the token's expiry. It ends at the expiry now."""
+    agent = await journey_agent()
+    deploy = await agent.register("production", "v1")  # a 30 s window
+    key = signing_key(agent.app[SETTINGS].server)
+    token = sign(key, deploy["id"], time.time() + 3)
+    url = f"{agent.url}/v1/deploys/{deploy['id']}/events?view={token}"
+    async with agent.http.get(url) as r:
+        assert r.status == 200
+        seen = [e async for e in events(r)]  # until the stream ends by itself
+    assert seen[0].name == "state"
+    assert (await agent.get(deploy["id"]))["state"] == "watching"  # the window goes on
+    assert await status(agent, f"/v1/deploys/{deploy['id']}/events?view={token}") == 403
+
+
 async def test_a_scheduled_window_is_scheduled_on_its_page_and_stream_until_it_goes_live(
     journey_agent: JourneyAgent,
 ) -> None:

@@ -12,6 +12,7 @@ failing to close, or a part that does not stop, skips none of the others.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import os
@@ -26,7 +27,7 @@ from agent.api import add_routes
 from agent.api.hooks import INTEGRATIONS
 from agent.api.runner import ApiRunner
 from agent.api.server_log import ServerLog
-from agent.appkeys import FORESIGHT, METRICS, REDACT, SETTINGS, STORE, WINDOW_EVENTS
+from agent.appkeys import FORESIGHT, LOOPS, METRICS, REDACT, SETTINGS, STORE, WINDOW_EVENTS
 from agent.integrations.targets import RollbackTargets
 from agent.metrics import Metrics
 from agent.observability import init_sentry
@@ -166,6 +167,9 @@ def build_app(
             alerts.run(watcher.services.spawn, max(poll_interval, alerts.lease_s / 4)),
             name="alert-recovery",
         )
+        app[LOOPS] = {"watcher": task, "integrations": side, "alert recovery": recovery}
+        for what, loop in app[LOOPS].items():
+            loop.add_done_callback(functools.partial(_loop_ended, what))
         yield
         await stop.settle((recovery, side, task), keep=CLOSING_SHARE)
         grace = max(1.0, settings.server.shutdown_timeout - 3.0)
@@ -197,6 +201,21 @@ def build_app(
     app.cleanup_ctx.append(resources_ctx)
     app.cleanup_ctx.append(watcher_ctx)
     return app
+
+
+def _loop_ended(what: str, task: asyncio.Task[None]) -> None:
+    """A background loop ends only when a stop cancels it. One that ended otherwise (a bug
+    outside its retries) leaves windows unwatched or alerts unsent while the API answers:
+    said at once, and /readyz fails until a restart."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    log.critical(
+        "the %s loop stopped%s; restart the agent (/readyz now fails)",
+        what,
+        f" on {type(exc).__name__}" if exc is not None else "",
+        exc_info=exc,
+    )
 
 
 async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+import asyncio
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -52,3 +53,6 @@ REDACT = web.AppKey("redact", Redactor)
 WINDOW_EVENTS = web.AppKey("window_events", WindowEvents)
 PAGE_LINK = web.AppKey("page_link", PageLink)
 FORESIGHT = web.AppKey("foresight", Foresight)
+LOOPS = web.AppKey("loops", dict[str, "asyncio.Task[Any]"])
+"""The daemon's background loops by name (the watcher's, the integrations', the alert
+recovery's): none ends but at a stop, so /readyz fails if one has."""

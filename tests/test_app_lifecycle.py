@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from agent.app import build_app
 from agent.rollback.delivery import RollbackDelivery
@@ -197,3 +198,38 @@ async def test_a_load_checks_connections_close_when_the_daemon_stops(tmp_path: P
         assert all(getattr(p, "transport", None) is None for p in seen)
     finally:
         await target.close()
+
+
+async def test_a_loop_that_stops_on_a_bug_is_said_at_once_and_fails_readiness(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The watcher's loop once ended on a store error at its first look: the API went on
+    registering windows that nothing watched, /readyz 200, and not a line said so."""
+    store = SqliteStore(tmp_path / "postflight.db")
+    app = build_app(load_settings_text(CONFIG), store=store, background_probing=False)
+    async with TestClient(TestServer(app)) as client, client.get("/readyz") as ready:
+        assert ready.status == 200  # the control: the real loops run
+        assert (await ready.json())["checks"] == {"config": True, "store": True, "watching": True}
+
+    async def buggy(self: Watcher) -> None:
+        await asyncio.sleep(0)
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(Watcher, "run", buggy)
+    store = SqliteStore(tmp_path / "postflight.db")
+    app = build_app(load_settings_text(CONFIG), store=store, background_probing=False)
+    with caplog.at_level(logging.INFO, logger="postflight"):
+        async with TestClient(TestServer(app)) as client:
+            await asyncio.sleep(0.05)
+            async with client.get("/readyz") as ready:
+                assert ready.status == 503
+                problem = await ready.json()
+    assert problem["checks"] == {"config": True, "store": True, "watching": False}
+    assert problem["detail"] == (
+        "not ready: the watcher loop stopped (see the log; restart the agent)"
+    )
+    (said,) = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert said.getMessage() == (
+        "the watcher loop stopped on KeyError; restart the agent (/readyz now fails)"
+    )
+    assert said.exc_info is not None and said.exc_info[0] is KeyError

@@ -497,7 +497,7 @@ class Health(_Out):
 
 class Readiness(_Out):
     status: Literal["ok", "unavailable"]
-    checks: dict[str, bool] = Field(examples=[{"config": True, "store": True}])
+    checks: dict[str, bool] = Field(examples=[{"config": True, "store": True, "watching": True}])
 
 
 # --- rendering ----------------------------------------------------------------------

@@ -352,7 +352,10 @@ def _document() -> dict[str, Any]:
         "/readyz": {
             "get": {
                 "operationId": "readyz",
-                "summary": "Readiness: the configuration is loaded and the store answers",
+                "summary": (
+                    "Readiness: the configuration is loaded, the store answers and the"
+                    " daemon's loops run"
+                ),
                 "security": [],
                 "responses": {
                     "200": _json("Ready.", ref(Readiness)),

@@ -37,7 +37,16 @@ from agent.api.models import (
     shown_state,
 )
 from agent.api.problems import ApiProblem, invalid_fields, unreadable_body, validation_errors
-from agent.appkeys import FORESIGHT, METRICS, PAGE_LINK, SETTINGS, STORE, WINDOW_EVENTS, Foresight
+from agent.appkeys import (
+    FORESIGHT,
+    LOOPS,
+    METRICS,
+    PAGE_LINK,
+    SETTINGS,
+    STORE,
+    WINDOW_EVENTS,
+    Foresight,
+)
 from agent.records import (
     DEPLOY_ID_PATTERN,
     DeployState,
@@ -499,12 +508,19 @@ async def readyz(request: web.Request) -> web.Response:
         except Exception:  # includes TimeoutError: a wedged store is simply not ready
             store_ok = False
     checks = {"config": config_ok, "store": store_ok}
-    if config_ok and store_ok:
+    loops = request.config_dict.get(LOOPS)
+    if loops is not None:  # the daemon's (an API mounted alone has none)
+        checks["watching"] = not any(loop.done() for loop in loops.values())
+    if all(checks.values()):
         return _json({"status": "ok", "checks": checks})
-    failing = ", ".join(name for name, ok in checks.items() if not ok)
+    failing = [name for name in ("config", "store") if not checks[name]]
+    said = [f"{', '.join(failing)} unavailable"] if failing else []
+    if loops is not None and not checks["watching"]:
+        stopped = ", ".join(what for what, loop in loops.items() if loop.done())
+        said.append(f"the {stopped} loop stopped (see the log; restart the agent)")
     raise ApiProblem(
         503,
-        f"not ready: {failing} unavailable",
+        f"not ready: {'; '.join(said)}",
         slug="not-ready",
         extra={"checks": checks},
     )

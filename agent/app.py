@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
+from prometheus_client import Gauge
 
 from agent import __version__
 from agent.api import add_routes
@@ -167,9 +168,11 @@ def build_app(
             alerts.run(watcher.services.spawn, max(poll_interval, alerts.lease_s / 4)),
             name="alert-recovery",
         )
-        app[LOOPS] = {"watcher": task, "integrations": side, "alert recovery": recovery}
+        app[LOOPS] = {loop.get_name(): loop for loop in (task, side, recovery)}
         for what, loop in app[LOOPS].items():
-            loop.add_done_callback(functools.partial(_loop_ended, what))
+            up = app[METRICS].loop_up.labels(what)
+            up.set(1)
+            loop.add_done_callback(functools.partial(_loop_ended, what, up))
         yield
         await stop.settle((recovery, side, task), keep=CLOSING_SHARE)
         grace = max(1.0, settings.server.shutdown_timeout - 3.0)
@@ -203,12 +206,14 @@ def build_app(
     return app
 
 
-def _loop_ended(what: str, task: asyncio.Task[None]) -> None:
+def _loop_ended(what: str, up: Gauge, task: asyncio.Task[None]) -> None:
     """A background loop ends only when a stop cancels it. One that ended otherwise (a bug
     outside its retries) leaves windows unwatched or alerts unsent while the API answers:
-    said at once, and /readyz fails until a restart."""
+    said at once, `postflight_loop_up` 0 (`PostflightLoopStopped` pages), and /readyz fails
+    until a restart."""
     if task.cancelled():
         return
+    up.set(0)
     exc = task.exception()
     log.critical(
         "the %s loop stopped%s; restart the agent (/readyz now fails)",

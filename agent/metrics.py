@@ -210,6 +210,15 @@ class Metrics:
             ["provider", "result"],
             registry=r,
         )
+        self.loop_up = Gauge(
+            "postflight_loop_up",
+            "1 while a background loop of the daemon runs (watcher: claims and watches"
+            " windows; integrations: GitHub and Vercel follow-ups and gates; alert-recovery:"
+            " alert retries), 0 once it stopped on a bug: deploys go unwatched until a"
+            " restart (/readyz fails too).",
+            ["loop"],
+            registry=r,
+        )
         # last: it writes the families above by hand (`agent.exposition`)
         self.exposition = Exposition(r, [m for m in vars(self).values() if isinstance(m, Family)])
 

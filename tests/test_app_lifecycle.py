@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from agent.app import build_app
+from agent.appkeys import METRICS
 from agent.rollback.delivery import RollbackDelivery
 from agent.settings_file import load_settings_text
 from agent.store.sqlite import SqliteStore
@@ -233,3 +234,7 @@ async def test_a_loop_that_stops_on_a_bug_is_said_at_once_and_fails_readiness(
         "the watcher loop stopped on KeyError; restart the agent (/readyz now fails)"
     )
     assert said.exc_info is not None and said.exc_info[0] is KeyError
+    # and on a dashboard: `PostflightLoopStopped` pages on it (tests/config/alert_rules_test)
+    up = app[METRICS].registry.get_sample_value
+    assert up("postflight_loop_up", {"loop": "watcher"}) == 0
+    assert up("postflight_loop_up", {"loop": "integrations"}) == 1

@@ -160,3 +160,33 @@ async def test_a_failure_that_is_not_the_store_keeps_its_traceback_at_every_turn
         await store.close()
     failed = [r for r in caplog.records if r.getMessage() == "claiming windows failed; retrying"]
     assert len(failed) >= 3 and all(r.exc_info and r.levelno == logging.ERROR for r in failed)
+
+
+async def test_a_bug_in_a_first_look_is_logged_once_and_holds_no_turn_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not an outage, so not retried: said with its traceback, and the claims go on (a
+    retry at every turn would have held every window unwatched)."""
+    store = SqliteStore(tmp_path / "postflight.db")
+    await store.open()
+    watcher = quiet_watcher(store, poll_interval=TURN, background_probing=False)
+    claims = 0
+
+    async def broken(*, startup: bool) -> None:
+        if startup:
+            raise KeyError("a bug")
+
+    async def claim() -> None:
+        nonlocal claims
+        claims += 1
+
+    monkeypatch.setattr(watcher, "_resume_rollbacks", broken)
+    monkeypatch.setattr(watcher, "_claim", claim)
+    try:
+        with caplog.at_level(logging.INFO, logger="postflight.watcher"):
+            await run_while(asyncio.sleep(0.3), watcher.run())
+    finally:
+        await store.close()
+    assert claims >= 3
+    (said,) = [r for r in caplog.records if r.exc_info]
+    assert said.getMessage() == "resuming this replica's rollbacks at startup failed"

@@ -11,7 +11,7 @@ with its traceback at every turn, as a bug should be.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from agent.store.base import Conflict, StoreError
@@ -20,6 +20,18 @@ from agent.store.base import Conflict, StoreError
 def store_outage(exc: BaseException) -> bool:
     """Whether `exc` says the store did not answer (worth a retry), not that a call failed."""
     return isinstance(exc, StoreError) and not isinstance(exc, Conflict)
+
+
+async def unless_outage(call: Awaitable[None], logger: logging.Logger, what: str) -> None:
+    """Await a loop's one-off step (a first look at startup): a store that does not answer
+    is raised, for the loop to retry; anything else is logged with its traceback and passed
+    over, so a bug there holds none of the loop's turns back."""
+    try:
+        await call
+    except Exception as exc:
+        if store_outage(exc):
+            raise
+        logger.exception("%s failed", what)
 
 
 class StoreOutageLog:

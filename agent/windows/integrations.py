@@ -32,7 +32,7 @@ from agent.records import DeployWindow, PendingGate, RollbackIntent, decided_ver
 from agent.rollback import rollback_intent, sign
 from agent.settings import EnvironmentSettings, RollbackSettings, Settings
 from agent.store.base import Conflict
-from agent.store.outages import StoreOutageLog, store_outage
+from agent.store.outages import StoreOutageLog, unless_outage
 from agent.web.links import deploy_page_url
 from agent.windows.alert_once import alert_claim
 from agent.windows.lifecycle import FOLLOW_UPS, WatchServices, deliver_rollback
@@ -163,7 +163,9 @@ class Integrations:
                 if not resumed:
                     # retried until the store answers: a first look that failed was
                     # skipped, and its follow-ups waited for the next restart
-                    await self._resume_follow_ups()
+                    await unless_outage(
+                        self._resume_after_rollbacks(), log, "resuming rollbacks' follow-ups"
+                    )
                     resumed = True
                 await self._scan()
                 outage.answered()
@@ -801,16 +803,6 @@ class Integrations:
         await asyncio.sleep(lease)
         await self._follow_up(window, env, intent, name)
         await self._followed_up(window, env)
-
-    async def _resume_follow_ups(self) -> None:
-        """`_resume_after_rollbacks`, at startup: a store that does not answer is raised
-        (the loop retries); a bug is logged, and the scans (gates) go on without it."""
-        try:
-            await self._resume_after_rollbacks()
-        except Exception as exc:
-            if store_outage(exc):
-                raise
-            log.exception("resuming the follow-ups of delivered rollbacks failed")
 
     async def _resume_after_rollbacks(self) -> None:
         """A restart between a delivered rollback and its follow-ups finishes them: the

@@ -24,7 +24,7 @@ from agent.rollback.delivery import RollbackDelivery
 from agent.settings import EnvironmentSettings, Settings
 from agent.stopping import StopBudget
 from agent.store.base import Lease, Store
-from agent.store.outages import StoreOutageLog, store_outage
+from agent.store.outages import StoreOutageLog, unless_outage
 from agent.windows.alert_once import WindowAlerts
 from agent.windows.lifecycle import (
     WatchServices,
@@ -156,7 +156,11 @@ class Watcher:
                     if not started:
                         # in the loop, retried as a claim is: a store that did not answer
                         # at this first look once ended the loop, and with it all watching
-                        await self._resume_own_rollbacks()
+                        await unless_outage(
+                            self._resume_rollbacks(startup=True),
+                            log,
+                            "resuming this replica's rollbacks at startup",
+                        )
                         started = True
                     await self._claim()
                     await self._resume_rollbacks(startup=False)
@@ -329,17 +333,6 @@ class Watcher:
         return EnvironmentProbe(
             window.environment, aimed, self._sessions, self.metrics, self._secrets
         )
-
-    async def _resume_own_rollbacks(self) -> None:
-        """At startup, the rollbacks this replica's previous process was sending. A store
-        that does not answer is raised (the loop retries); a bug is logged and left to the
-        leases, which lapse and are resumed then, rather than hold every claim back."""
-        try:
-            await self._resume_rollbacks(startup=True)
-        except Exception as exc:
-            if store_outage(exc):
-                raise
-            log.exception("resuming this replica's rollbacks failed; resumed as their leases lapse")
 
     async def _resume_rollbacks(self, *, startup: bool) -> None:
         """Rollbacks whose sender is gone go on here (same body and key): those whose

@@ -18,6 +18,7 @@ import pytest
 
 from agent.store.base import StoreError
 from agent.store.sqlite import SqliteStore, _Connection
+from agent.windows.supervisor import Watcher
 from tests.test_watcher_claims import quiet_integrations, quiet_watcher
 
 pytestmark = pytest.mark.timeout(30)
@@ -66,6 +67,18 @@ async def run_while(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run_briefly(
+    watcher: Watcher, store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The watcher's loop for 0.3 s (some 15 turns), its log heard at INFO; then the store
+    closes."""
+    try:
+        with caplog.at_level(logging.INFO, logger="postflight.watcher"):
+            await run_while(asyncio.sleep(0.3), watcher.run())
+    finally:
+        await store.close()
 
 
 @pytest.mark.parametrize("down_after", [0.0, 0.2], ids=["down-at-start", "down-mid-run"])
@@ -153,11 +166,7 @@ async def test_a_failure_that_is_not_the_store_keeps_its_traceback_at_every_turn
         raise KeyError("a bug")
 
     monkeypatch.setattr(watcher, "_claim", broken)
-    try:
-        with caplog.at_level(logging.INFO, logger="postflight.watcher"):
-            await run_while(asyncio.sleep(0.3), watcher.run())
-    finally:
-        await store.close()
+    await run_briefly(watcher, store, caplog)
     failed = [r for r in caplog.records if r.getMessage() == "claiming windows failed; retrying"]
     assert len(failed) >= 3 and all(r.exc_info and r.levelno == logging.ERROR for r in failed)
 
@@ -182,11 +191,7 @@ async def test_a_bug_in_a_first_look_is_logged_once_and_holds_no_turn_back(
 
     monkeypatch.setattr(watcher, "_resume_rollbacks", broken)
     monkeypatch.setattr(watcher, "_claim", claim)
-    try:
-        with caplog.at_level(logging.INFO, logger="postflight.watcher"):
-            await run_while(asyncio.sleep(0.3), watcher.run())
-    finally:
-        await store.close()
+    await run_briefly(watcher, store, caplog)
     assert claims >= 3
     (said,) = [r for r in caplog.records if r.exc_info]
     assert said.getMessage() == "resuming this replica's rollbacks at startup failed"

@@ -32,8 +32,6 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import requests
-
 from common.tracebacks import without_tracebacks
 
 _SENDING: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -54,7 +52,10 @@ def sending() -> Iterator[None]:
 
 
 def drop_request_tracebacks() -> None:
-    """Wrap `requests.Session.send` once per process (idempotent)."""
+    """Wrap `requests.Session.send` once per process (idempotent). Called by a notifier
+    with channels: requests is apprise's, which a daemon without channels never loads."""
+    import requests
+
     original: Callable[..., Any] = requests.Session.send
     if getattr(original, _MARK, False):
         return

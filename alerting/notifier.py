@@ -19,9 +19,7 @@ import logging
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import apprise
+from typing import TYPE_CHECKING, Any, Literal
 
 from agent.alert_channels import channel_label, piece_redactor, routed, unusable_channel
 from agent.metrics import Metrics
@@ -29,6 +27,9 @@ from agent.settings import AlertChannel
 from alerting.cycles import drop_request_tracebacks, reuse_markdown, sending
 from alerting.events import Alert
 from alerting.templates import render
+
+if TYPE_CHECKING:
+    import apprise
 
 log = logging.getLogger("postflight.alerting")
 
@@ -166,7 +167,8 @@ class Notifier:
 
     `send` never raises and returns within about `timeout` seconds whatever the
     channels do. Construct it once at start-up (loading apprise's plugins takes a
-    moment); it is safe to share between windows.
+    moment, so it is loaded only when there are channels); it is safe to share between
+    windows.
     """
 
     def __init__(
@@ -188,11 +190,17 @@ class Notifier:
         # apprise quotes URLs piece by piece (a Slack token alone): hide every piece
         self._pieces = piece_redactor(c.url.get_secret_value() for c in channels)
         _guard_apprise_logs(self._pieces)
+        self._channels: list[apprise.Apprise | None] = []
+        self._urls: list[str] = []
+        if channels:  # without any, nothing is ever sent: apprise is not even loaded
+            self._add_channels(channels)
+
+    def _add_channels(self, channels: Sequence[AlertChannel]) -> None:
+        import apprise
+
         drop_request_tracebacks()  # no cycle left per alert (`alerting.cycles`)
         reuse_markdown()
         asset = apprise.AppriseAsset(app_id="Postflight", async_mode=True)
-        self._channels: list[apprise.Apprise | None] = []
-        self._urls: list[str] = []
         for index, channel in enumerate(channels):
             ap = apprise.Apprise(asset=asset)
             if ap.add(channel.url.get_secret_value()):
@@ -365,6 +373,8 @@ class Notifier:
         ap = self._channels[index]
         if ap is None:
             return ChannelResult(index, url, False, "apprise cannot use this channel's URL")
+        from apprise import NotifyFormat  # loaded already: this channel has its `Apprise`
+
         how: dict[str, Any] = {}
         if retry:  # this task's own context: apprise's lines about it become info…
             _RETRYING.set(True)
@@ -375,7 +385,7 @@ class Notifier:
                     body=body,
                     title=title,
                     notify_type=notify_type,
-                    body_format=apprise.NotifyFormat.MARKDOWN,
+                    body_format=NotifyFormat.MARKDOWN,
                     timeout=self._timeout,
                     **how,
                 )

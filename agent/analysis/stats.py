@@ -40,14 +40,25 @@ under the null. The pass side is asymptotically valid (it estimates the rounds' 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special as sc_special
 
 FloatArray = npt.NDArray[np.float64]
+
+
+@functools.cache
+def _special() -> Any:  # scipy has no type hints here (mypy ignores it)
+    """scipy.special, imported at its first use: a fifth of a second of the daemon's start
+    that the threshold policy never needs, and the others only from their first window."""
+    from scipy import special
+
+    return special
+
 
 SMALL_EFFECT_WEIGHT = 0.1
 """Prior mass on the bets tuned to effects barely past the bound (the first two). They
@@ -110,7 +121,8 @@ def inflation_limit(
     if periods < 2 or events < 2:
         return top
     q = 1.0 - min(max(alpha, 1e-12), 0.49)  # at 0.5 both deviates are 0: use the nearest
-    ratio = float(sc_special.stdtrit(periods - 1.0, q) / sc_special.ndtri(q))
+    special = _special()
+    ratio = float(special.stdtrit(periods - 1.0, q) / special.ndtri(q))
     return min(max(inflation, 1.0) * ratio * ratio, top)
 
 
@@ -120,14 +132,14 @@ def rate_upper_bound(count: float, total: float, alpha: float) -> float:
         return 1.0
     if count >= total:
         return 1.0
-    return float(sc_special.betaincinv(count + 1.0, total - count, 1.0 - alpha))
+    return float(_special().betaincinv(count + 1.0, total - count, 1.0 - alpha))
 
 
 def rate_lower_bound(count: float, total: float, alpha: float) -> float:
     """One-sided Clopper-Pearson lower limit of a rate at level alpha (counts may be effective)."""
     if total <= 0 or count <= 0:
         return 0.0
-    return float(sc_special.betaincinv(count, total - count + 1.0, alpha))
+    return float(_special().betaincinv(count, total - count + 1.0, alpha))
 
 
 def _binom_ppf(prob: float, n: int, p: float) -> int:
@@ -136,10 +148,11 @@ def _binom_ppf(prob: float, n: int, p: float) -> int:
         return -1
     if prob >= 1:
         return n
-    k = max(0, math.ceil(float(sc_special.bdtrik(prob, n, p))))
-    while k > 0 and float(sc_special.bdtr(k - 1, n, p)) >= prob:
+    special = _special()
+    k = max(0, math.ceil(float(special.bdtrik(prob, n, p))))
+    while k > 0 and float(special.bdtr(k - 1, n, p)) >= prob:
         k -= 1
-    while k < n and float(sc_special.bdtr(k, n, p)) < prob:
+    while k < n and float(special.bdtr(k, n, p)) < prob:
         k += 1
     return k
 
@@ -162,7 +175,7 @@ def quantile_lower_bound(sorted_values: FloatArray, q: float, alpha: float) -> f
     if n == 0:
         return None
     j = _binom_ppf(alpha, n, q)
-    if float(sc_special.bdtr(j, n, q)) > alpha:
+    if float(_special().bdtr(j, n, q)) > alpha:
         j -= 1
     return float(sorted_values[j]) if j >= 0 else None
 
@@ -232,7 +245,7 @@ def mann_whitney_greater(placement_sum: float, n_new: int, n_base: int) -> tuple
     if sd == 0:
         return u, 1.0
     z = (u - mean - 0.5) / sd
-    return u, float(sc_special.ndtr(-z))
+    return u, float(_special().ndtr(-z))
 
 
 def two_proportion_greater(
@@ -246,7 +259,7 @@ def two_proportion_greater(
     if var <= 0:
         return 0.0, 1.0
     z = (bad_new / n_new - bad_base / n_base) / math.sqrt(var)
-    return z, float(sc_special.ndtr(-z))
+    return z, float(_special().ndtr(-z))
 
 
 def binomial_greater(bad: float, n: float, p0: float) -> float:
@@ -255,7 +268,7 @@ def binomial_greater(bad: float, n: float, p0: float) -> float:
         return 1.0
     if p0 >= 1.0:
         return 1.0
-    return float(sc_special.bdtrc(math.ceil(bad) - 1, round(n), p0))
+    return float(_special().bdtrc(math.ceil(bad) - 1, round(n), p0))
 
 
 def inflation_of_sums(sums: Iterable[float], alpha: float, variance: float | None = None) -> float:
@@ -310,7 +323,7 @@ def sum_of_uniforms_greater(total: float, n: float, inflation: float) -> float:
     if n <= 0:
         return 1.0
     z = (total - n / 2.0) / math.sqrt(max(inflation, 1.0) * n / 12.0)
-    return float(sc_special.ndtr(-z))
+    return float(_special().ndtr(-z))
 
 
 def share_greater(bad: float, n: float, inflation: float, level: float) -> float:
@@ -322,7 +335,7 @@ def share_greater(bad: float, n: float, inflation: float, level: float) -> float
     x, m = bad / max(inflation, 1.0), n / max(inflation, 1.0)
     if x >= m:
         return float(level**x)
-    return float(sc_special.betainc(x, m - x + 1.0, level))
+    return float(_special().betainc(x, m - x + 1.0, level))
 
 
 def rate_ratio_greater(
@@ -350,7 +363,7 @@ def rate_ratio_greater(
     p0 = ratio * t / (ratio * t + u)
     if p0 >= 1.0:
         return 1.0
-    return float(sc_special.betainc(x, y + 1.0, p0))
+    return float(_special().betainc(x, y + 1.0, p0))
 
 
 # -- round-level e-processes (the daemon's fold) ----------------------------------------------
@@ -458,12 +471,13 @@ def round_log_factor_moments(
     counts = lo[:, None] + np.arange(span)[None, :]  # rounds x counts
     inside = counts <= n
     counts = np.minimum(counts, n)
+    special = _special()
     log_pmf = (
-        sc_special.gammaln(n + 1.0)
-        - sc_special.gammaln(counts + 1.0)
-        - sc_special.gammaln(n - counts + 1.0)
-        + sc_special.xlogy(counts, p[:, None])
-        + sc_special.xlog1py(n - counts, -p[:, None])
+        special.gammaln(n + 1.0)
+        - special.gammaln(counts + 1.0)
+        - special.gammaln(n - counts + 1.0)
+        + special.xlogy(counts, p[:, None])
+        + special.xlog1py(n - counts, -p[:, None])
     )
     pmf = np.where(inside, np.exp(log_pmf), 0.0)
     y = counts / (n * level)

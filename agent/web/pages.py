@@ -10,12 +10,12 @@ sending the page's URL (which may carry a view token) as a referrer.
 
 from __future__ import annotations
 
+import functools
 import re
 from importlib import resources
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote, urlencode
 
-import jinja2
 from aiohttp import web
 
 from agent.api.auth import bearer_token, token_matches
@@ -30,6 +30,9 @@ from agent.web.times import iso, request_now
 from agent.web.view import alert_words, deploy_view
 from common.version import __version__
 
+if TYPE_CHECKING:
+    import jinja2
+
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';"
@@ -42,23 +45,32 @@ SECURITY_HEADERS = {
 _DEPLOY_ID = re.compile(DEPLOY_ID_PATTERN)
 ASSETS = {"page.css": "text/css", "page.js": "text/javascript"}
 
-_env = jinja2.Environment(
-    loader=jinja2.PackageLoader("agent.web", "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-_env.globals["version"] = __version__
-_env.filters["alert_words"] = alert_words
-_env.tests["web_link"] = lambda value: (
-    isinstance(value, str) and value.startswith(("https://", "http://"))
-)
+
+@functools.cache
+def _templates() -> jinja2.Environment:
+    """Built at the first page shown: a daemon nobody opens a page of never loads Jinja2."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("agent.web", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals["version"] = __version__
+    env.filters["alert_words"] = alert_words
+    env.tests["web_link"] = lambda value: (
+        isinstance(value, str) and value.startswith(("https://", "http://"))
+    )
+    return env
+
+
 _assets = {name: (resources.files("agent.web") / "static" / name).read_bytes() for name in ASSETS}
 
 
 def html(template: str, status: int = 200, **context: Any) -> web.Response:
-    body = _env.get_template(template).render(**context)
+    body = _templates().get_template(template).render(**context)
     return web.Response(
         text=body, status=status, content_type="text/html", headers=SECURITY_HEADERS
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import os
 import random as _random
@@ -37,6 +38,7 @@ from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent
 from agent.rollback.contract import sign
 from agent.settings import RollbackSettings
 from agent.store.base import AlertClaim, Store
+from agent.store.outages import store_outage
 from common.redaction import Redactor
 from common.retry_after import RETRYABLE_STATUSES, retry_after_seconds
 from common.times import rfc3339
@@ -55,6 +57,10 @@ SettleClaims = Callable[[RollbackIntent], Sequence[AlertClaim]]
 (`Store.settle_rollback`): a crash just after that commit cannot lose them."""
 AttemptResult = Literal["delivered", "retryable", "rejected"]
 
+
+RECORD_RETRY_S = (0.2, 0.5, 1.0, 2.0)
+"""The waits (then the last, again) between tries to store an answered attempt's outcome
+while the store does not answer (`RollbackDelivery._finish`)."""
 
 RETRY_AFTER_MAX_S = 600.0
 """The longest `Retry-After` waited out as asked. A receiver that asks for more (an hour
@@ -437,11 +443,39 @@ class RollbackDelivery:
         attempt: DeliveryAttempt | None = None,
         claims: SettleClaims | None = None,
     ) -> RollbackIntent:
-        """Store the outcome, with the alerts it calls for (`claims`) in one transaction."""
+        """Store the outcome, with the alerts it calls for (`claims`) in one transaction.
+
+        The outcome of an answered `attempt` is held here until the store takes it: a
+        2xx left unstored when the store did not answer for a moment (a PostgreSQL
+        restart) was sent again once it came back, by this very process or a replica,
+        though nothing had crashed. A stop (cancel) still leaves it pending, as a kill."""
         final = dataclasses.replace(
             intent, state=state, next_attempt_at=None, finished_at=self._clock(), lease_until=None
         )
-        if not await self._store.settle_rollback(final, attempt, _claimed(claims, final)):
+        waits = itertools.chain(RECORD_RETRY_S, itertools.repeat(RECORD_RETRY_S[-1]))
+        said = False
+        while True:
+            try:
+                settled = await self._store.settle_rollback(final, attempt, _claimed(claims, final))
+                break
+            except Exception as exc:
+                if attempt is None or not store_outage(exc):
+                    raise
+                if not said:
+                    said = True
+                    log.warning(
+                        "rollback for %s %s on attempt %d; the store does not answer (%s):"
+                        " recording it as soon as it does, not sending it again",
+                        intent.window_id,
+                        "accepted" if state == "delivered" else "answered",
+                        attempt.attempt,
+                        self._redact(str(exc)),
+                        extra=context,
+                    )
+                await self._sleep(next(waits))
+        if said:
+            log.info("rollback for %s: its outcome is stored", intent.window_id, extra=context)
+        if not settled:
             return await self._lost(intent, context)
         self._metrics.rollbacks_total.labels(environment=environment, result=state).inc()
         return final

@@ -22,6 +22,7 @@ from agent.metrics import Metrics
 from agent.records import DeployWindow
 from agent.rollback.contract import rollback_body, rollback_intent, sign, verify
 from agent.rollback.delivery import RollbackDelivery, backoff_delay
+from agent.store.base import StoreError
 from agent.store.sqlite import SqliteStore
 from common.retry_after import retry_after_seconds
 from tests.receivers import Reply, RollbackAttempt, RollbackReceiver, expected_signature
@@ -606,6 +607,56 @@ async def test_nothing_is_sent_when_the_attempt_cannot_be_stored(
     await sender.aclose()
 
     assert done.state == "pending" and receiver.attempts == []
+
+
+class AwayAfterTheAnswer:
+    """The store stops answering as the receiver accepts (a PostgreSQL restart): its
+    first `away` tries to store the outcome fail as an outage does."""
+
+    def __init__(self, inner: SqliteStore, away: int) -> None:
+        self._inner = inner
+        self.away = away
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        return getattr(self._inner, name)  # type: ignore[no-any-return]
+
+    async def settle_rollback(self, *args: Any) -> bool:
+        if self.away:
+            self.away -= 1
+            raise StoreError("cannot reach PostgreSQL store at db:5432/postflight: refused")
+        return await self._inner.settle_rollback(*args)
+
+
+async def test_a_2xx_the_store_could_not_take_at_once_is_stored_when_it_answers_not_resent(
+    store: SqliteStore,
+    metrics: Metrics,
+    sleep: FakeSleep,
+    rollback_receiver: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found restarting PostgreSQL as the receiver answered 200: the delivery was left
+    pending and, once the store was back, sent again (2 requests at the receiver, one
+    key) though nothing had crashed."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    intent = await stored_intent(store)
+    away = AwayAfterTheAnswer(store, away=3)
+    now = [REQUESTED_AT]
+    sender = RollbackDelivery(away, metrics, sleep=sleep, clock=lambda: now[0])  # type: ignore[arg-type]
+    conf = settings(receiver.url)
+
+    with caplog.at_level(logging.WARNING, "postflight.rollback"):
+        done = await sender.deliver(intent, conf, "production")
+    # a lease later, what resumes a rollback left pending finds it settled
+    now[0] += 2 * sender.lease_s + conf.timeout
+    again = await sender.deliver(intent, conf, "production")
+    await sender.aclose()
+
+    assert len(receiver.attempts) == 1
+    assert done.state == again.state == "delivered"
+    stored = await store.get_rollback(intent.window_id)
+    assert stored is not None and stored.state == "delivered" and stored.attempts == 1
+    said = [r.getMessage() for r in caplog.records if "does not answer" in r.getMessage()]
+    assert len(said) == 1 and "not sending it again" in said[0]
 
 
 async def test_the_secret_never_reaches_logs_or_stored_errors(

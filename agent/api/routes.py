@@ -58,6 +58,7 @@ from agent.records import (
 from agent.settings import EnvironmentSettings
 from agent.store.base import Conflict, Store
 from agent.store.cursor import encode_cursor
+from agent.store.outages import store_outage
 from common.durations import format_duration
 from common.json_text import JsonTextError, parse_json_text
 from common.times import rfc3339
@@ -77,13 +78,17 @@ _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 async def _foreseen(
     foresee: Foresight, store: Store, env: EnvironmentSettings, window: DeployWindow, now: float
 ) -> list[str]:
-    """The registration's warnings; none when they cannot be worked out (the store's
-    read failing, a bug): they are advice, and a deploy is never refused for them."""
+    """The registration's warnings; none when they cannot be worked out (a bug): they
+    are advice, and a deploy is never refused for them. A store that does not answer is
+    the 503 it is at once: the window could not be stored either, and each such request
+    logged an ERROR with a traceback saying the deploy was registered when it was not."""
     try:
         return await foresee(
             store, env, window.environment, window.deployed_at, window.ends_at, now=now
         )
-    except Exception:
+    except Exception as exc:
+        if store_outage(exc):
+            raise
         log.exception(
             "registration warnings not worked out; the deploy is registered without them",
             extra={"environment": window.environment},

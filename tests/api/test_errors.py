@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from aiohttp import web
 
+from agent.appkeys import FORESIGHT
+from agent.metrics import Metrics
+from agent.store.base import Store
 from agent.store.sqlite import SqliteStore
 from tests.api.conftest import Client
-from tests.api.harness import AUTH, TOKEN
+from tests.api.harness import AUTH, TOKEN, RecordingEvents, make_app
 
 VALID = {"environment": "production", "version": "v1"}
 
@@ -353,6 +358,38 @@ async def test_a_store_that_does_not_answer_is_a_503_to_retry_not_a_500(
         assert body["type"] == "urn:postflight:problem:store-unavailable"
         assert response.headers["Retry-After"].isdigit()
         assert TOKEN not in json.dumps(body)
+
+
+async def test_a_registration_the_store_cannot_take_is_a_503_without_a_traceback(
+    aiohttp_client: Callable[[web.Application], Awaitable[Client]],
+    store: SqliteStore,
+    events: RecordingEvents,
+    metrics: Metrics,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With the daemon's registration warnings on (they read the environment's recent
+    windows first), each registration during a PostgreSQL restart logged an ERROR with a
+    20-line traceback, 'registration warnings not worked out; the deploy is registered
+    without them', and was then refused with the 503 all the same: a live audit's log had
+    one per `register` retry, besides the one WARNING line each 503 has."""
+
+    async def reads_recent_windows(
+        store: Store, env: Any, environment: str, *_: Any, **__: Any
+    ) -> list[str]:
+        """What the daemon's `registration_warnings` reads first."""
+        await store.list_windows(environment=environment, limit=10)
+        return []
+
+    app = make_app(store, events, metrics=metrics)
+    app[FORESIGHT] = reads_recent_windows
+    client = await aiohttp_client(app)
+    await store.close()
+    with caplog.at_level(logging.INFO):
+        response = await client.post("/v1/deploys", json=VALID, headers=AUTH)
+    body = await problem(response, 503)
+    assert body["type"] == "urn:postflight:problem:store-unavailable"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
 
 
 async def test_a_sqlite_file_another_process_holds_is_a_503_to_retry_not_a_500(

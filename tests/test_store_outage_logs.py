@@ -8,7 +8,10 @@ every call with the `StoreError` a PostgreSQL store raises when it cannot reach 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import gc
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,9 +19,18 @@ from typing import Any
 
 import pytest
 
+from agent.metrics import Metrics
+from agent.settings import EnvironmentSettings
 from agent.store.base import StoreError
 from agent.store.sqlite import SqliteStore, _Connection
+from agent.windows.alert_once import WindowAlerts
+from agent.windows.lifecycle import WindowWatch
+from agent.windows.probing import EnvironmentProbe
 from agent.windows.supervisor import Watcher
+from alerting.notifier import Notifier
+from checks.sessions import TargetSessions
+from common.redaction import Redactor
+from tests.alerting.test_window_alerts import services, window
 from tests.test_watcher_claims import quiet_integrations, quiet_watcher
 
 pytestmark = pytest.mark.timeout(30)
@@ -195,3 +207,62 @@ async def test_a_bug_in_a_first_look_is_logged_once_and_holds_no_turn_back(
     assert claims >= 3
     (said,) = [r for r in caplog.records if r.exc_info]
     assert said.getMessage() == "resuming this replica's rollbacks at startup failed"
+
+
+class GoneAsRoundOneIsStored(SqliteStore):
+    """Does not answer from the moment round 1 is being stored (a PostgreSQL restart)."""
+
+    down = False
+
+    async def record_round(self, *args: Any, **kwargs: Any) -> bool:
+        self.down = True
+        raise StoreError(DOWN)
+
+    async def renew_lease(self, *args: Any, **kwargs: Any) -> bool:
+        if self.down:
+            raise StoreError(DOWN)
+        return await super().renew_lease(*args, **kwargs)
+
+
+async def test_a_round_store_the_watch_left_behind_is_not_an_unretrieved_task_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, metrics: Metrics
+) -> None:
+    """A watch whose round was being stored as the store stopped answering ended on its
+    next lease renewal's outage, and the round's own failure, awaited by nobody, was
+    logged by asyncio as 'Task exception was never retrieved': an ERROR with a 40-line
+    traceback and no deploy id, seen with two replicas over a PostgreSQL restart."""
+    store = GoneAsRoundOneIsStored(tmp_path / "postflight.db")
+    await store.open()
+    sessions = TargetSessions()
+    env = EnvironmentSettings.model_validate(
+        {
+            "base_url": "http://127.0.0.1:9",
+            "interval": "300ms",
+            "checks": [{"name": "health", "type": "http", "path": "/health", "timeout": "100ms"}],
+        }
+    )
+    s = services(
+        store,
+        WindowAlerts(store, Notifier([], timeout=1.0, redact=Redactor(), metrics=metrics)),
+        metrics,
+    )
+    s.lease_s = 0.3  # each round renews its lease, and waits for the renewal
+    try:
+        now = time.time()
+        await store.create_window(
+            dataclasses.replace(window(), deployed_at=now - 1, ends_at=now + 60, created_at=now)
+        )
+        [held] = await store.claim_windows("test", time.time(), s.lease_s)
+        probe = EnvironmentProbe("production", env, sessions, metrics, ())
+        with caplog.at_level(logging.INFO):
+            with pytest.raises(StoreError):
+                await WindowWatch(held, env, probe, s).run()
+            await asyncio.sleep(0.05)
+            gc.collect()
+            await asyncio.sleep(0)
+        assert store.down  # round 1 was being stored as it went
+        unretrieved = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert unretrieved == []
+    finally:
+        await sessions.aclose()
+        await store.close()

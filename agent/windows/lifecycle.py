@@ -34,6 +34,7 @@ from agent.rollback.delivery import RollbackDelivery, SettleClaims
 from agent.settings import EnvironmentSettings, RuleSettings
 from agent.stopping import StopBudget
 from agent.store.base import AlertClaim, ProbeRun, Store
+from agent.store.outages import store_outage
 from agent.windows.alert_once import WindowAlerts, alert_claim
 from agent.windows.checkpoint import resume_point, stored_observations, stores_state
 from agent.windows.evidence import (
@@ -127,6 +128,19 @@ slower one is taken up by a later round (its relative rules are inconclusive unt
 STILL_FETCHING = "baseline still being fetched"
 LAST_ROUND_WAIT_S = 60.0
 """How long past its slot the window's last round waits for provider answers under way."""
+
+
+def _left_behind(
+    ended_on: BaseException, logger: logging.LoggerAdapter[logging.Logger], task: asyncio.Task[bool]
+) -> None:
+    """A store write a watch left behind as it ended on `ended_on`: its failure is that
+    one (said already) or an outage (said once by the watcher), else a bug, logged here."""
+    if task.cancelled():
+        return
+    failed = task.exception()
+    if failed is None or failed is ended_on or store_outage(failed):
+        return
+    logger.error("a round's store or a lease renewal failed as the watch ended", exc_info=failed)
 
 
 def _answer(task: asyncio.Task[Observation]) -> Observation:
@@ -244,6 +258,15 @@ class WindowWatch:
         log_context.set({"deploy_id": self.window.id, "environment": self.window.environment})
         try:
             await self._watch()
+        except BaseException as exc:
+            # the watch ends on `exc` (the watcher logs it: an outage once); a round's store
+            # or a lease renewal it had under way, awaited by nobody now, may fail on the
+            # same outage: asyncio logged each at exit as "Task exception was never
+            # retrieved", an ERROR with a traceback and no deploy id (a PostgreSQL restart)
+            for write in (self.settling, self.renewing):
+                if write is not None:
+                    write.add_done_callback(functools.partial(_left_behind, exc, self.log))
+            raise
         finally:  # a decided, lost or stopped watch leaves no fetch behind
             for task in [*(t for t, _ in self.fetching.values()), *self.refetching.values()]:
                 task.cancel()

@@ -52,6 +52,21 @@ _UNAVAILABLE = frozenset(
 process past `busy_timeout`, a full or read-only disk, a file gone or damaged), as opposed
 to a statement that is wrong (a bug, left as it is)."""
 
+BUSY_TIMEOUT_MS = 5000
+"""How long a change waits for another process's write lock on the file (`busy_timeout`)."""
+HELD_BUSY_TIMEOUT_MS = 100
+"""The wait of each change that follows one that found the file held past `busy_timeout`,
+until one gets the lock: changes queue on the one writer connection, and each waited the
+full 5 s in turn, so a registration behind the watcher's rounds and claims was answered
+its 503 after 21 s (an operator's `sqlite3` holding `BEGIN EXCLUSIVE`), past clients'
+timeouts; now after about one `busy_timeout`."""
+
+
+def _busy(exc: BaseException) -> bool:
+    """Whether `exc` (a `StoreError` from `_raise_if_unavailable`) is SQLITE_BUSY."""
+    code = getattr(exc.__cause__, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
+
 
 def _raise_if_unavailable(exc: sqlite3.Error) -> None:
     """A `StoreError` (the API's 503, a loop's one warning) for a file that cannot answer:
@@ -187,6 +202,9 @@ class SqliteStore(SqlStore):
         self._group: asyncio.Future[None] | None = None
         """The open transaction changes join until it is committed (see `_tx`)."""
         self._committer: asyncio.Task[None] | None = None
+        self.busy_timeout_ms = BUSY_TIMEOUT_MS
+        self._held_elsewhere = False
+        """The latest change found the file held by another process (`HELD_BUSY_TIMEOUT_MS`)."""
         self._rounds = _Batched(self, _record_all, _record_one)
         self._renewals = _Batched(self, _renew_all, _renew_one)
 
@@ -199,13 +217,14 @@ class SqliteStore(SqlStore):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
-            for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000"):
+            busy = f"busy_timeout={self.busy_timeout_ms}"
+            for pragma in ("journal_mode=WAL", "synchronous=FULL", busy):
                 await self._db.execute(f"PRAGMA {pragma}")
             await self._db.execute("PRAGMA foreign_keys=ON")
             await self._migrate()
             if self.path != ":memory:":  # another connection to :memory: is another store
                 self._reader = await aiosqlite.connect(self.path, isolation_level=None)
-                await self._reader.execute("PRAGMA busy_timeout=5000")
+                await self._reader.execute(f"PRAGMA {busy}")
         except (sqlite3.Error, StoreError) as exc:
             await self.close()
             if isinstance(exc, StoreError):
@@ -291,7 +310,7 @@ class SqliteStore(SqlStore):
         group = self._group
         try:
             if group is None:
-                await db.execute("BEGIN IMMEDIATE")
+                await self._begin(db)
                 group = self._group = asyncio.get_running_loop().create_future()
                 # queued now, the committer follows the changes already waiting
                 self._committer = asyncio.create_task(self._commit_group())
@@ -305,6 +324,20 @@ class SqliteStore(SqlStore):
                     await db.execute("RELEASE change")
             raise
         return group
+
+    async def _begin(self, db: Connection) -> None:
+        """`BEGIN IMMEDIATE`: the file's write lock, waited for `busy_timeout`, or after
+        one change found it held elsewhere, `HELD_BUSY_TIMEOUT_MS` until one gets it."""
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+        except StoreError as exc:
+            if _busy(exc) and not self._held_elsewhere:
+                self._held_elsewhere = True
+                await db.execute(f"PRAGMA busy_timeout={HELD_BUSY_TIMEOUT_MS}")
+            raise
+        if self._held_elsewhere:
+            self._held_elsewhere = False
+            await db.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
 
     async def _commit_group(self) -> None:
         async with self._read() as db:

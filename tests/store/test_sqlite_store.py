@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from agent.store.base import StoreError
 from agent.store.sql import MIGRATIONS
 from agent.store.sqlite import SCHEMA_VERSION, SqliteStore
+from tests.store.test_sqlite_group_commit import window
 
 
 @pytest.fixture
@@ -79,3 +82,34 @@ async def test_a_store_from_before_fingerprints_keeps_its_runs_unmatched(tmp_pat
         assert await upgraded.probe_summaries("production", 0, 100, ["fp"]) == []
     finally:
         await upgraded.close()
+
+
+async def test_changes_queued_behind_a_file_held_elsewhere_fail_after_one_busy_timeout(
+    tmp_path: Path,
+) -> None:
+    """An operator's `sqlite3 postflight.db` left in `BEGIN EXCLUSIVE` beside a live agent:
+    each change queued on the one writer waited the whole `busy_timeout` in turn, and a
+    registration behind the watcher's rounds and claims got its 503 after 21 s (a live
+    audit), past a pipeline's timeout. Now the first waits it, those behind it fail at
+    once while the file is held, and the first change after it is released waits in full
+    again."""
+    store = SqliteStore(tmp_path / "held.db")
+    store.busy_timeout_ms = 1000
+    await store.open()
+    holder = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        started = time.monotonic()
+        changes = [store.create_window(window(f"dep_{i}")) for i in range(6)]
+        results = await asyncio.gather(*changes, return_exceptions=True)
+        took = time.monotonic() - started
+        assert all(isinstance(r, StoreError) for r in results), results
+        assert took < 3 * store.busy_timeout_ms / 1000, took  # each waited in turn: 6 s
+        holder.execute("ROLLBACK")
+        await store.create_window(window("dep_after"))
+        assert store._db is not None
+        [(timeout,)] = await (await store._db.execute("PRAGMA busy_timeout")).fetchall()
+        assert timeout == store.busy_timeout_ms
+    finally:
+        holder.close()
+        await store.close()

@@ -12,6 +12,7 @@ failing to close, or a part that does not stop, skips none of the others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import math
@@ -38,7 +39,7 @@ from agent.rollback.delivery import RollbackDelivery
 from agent.settings import Settings
 from agent.stopping import CLOSING_SHARE, STORE_SHARE, StopBudget
 from agent.store import store_from_url
-from agent.store.base import Store
+from agent.store.base import Store, StoreUnreachable
 from agent.web import routes as web_routes
 from agent.web.feed import FEED, DeployFeed, feed_store
 from agent.web.links import deploy_page_url
@@ -56,6 +57,41 @@ log = logging.getLogger("postflight")
 
 WATCHER = web.AppKey("watcher", Watcher)
 STOP = web.AppKey("stop", StopBudget)
+STOPPING = web.AppKey("stopping", asyncio.Event)
+"""Set by SIGTERM/SIGINT (`serve`): ends a wait for the store at start."""
+
+STORE_WAIT_MAX_S = 5.0
+"""The longest pause between tries to reach a store that does not answer at start."""
+
+
+class StoppedWaiting(Exception):
+    """A stop while `run` waited for its store to answer: a clean exit, nothing held."""
+
+
+async def open_when_it_answers(store: Store, stopping: asyncio.Event | None = None) -> None:
+    """Open the store, waiting while its server gives no answer at all (PostgreSQL still
+    starting beside the agent, restarting, unreachable for a moment): `run` exited 2 at
+    once, the code of a configuration to fix, so systemd gave up after a few quick
+    restarts and Kubernetes backed off for minutes. Said once (WARNING), and once when it
+    answers; a refused login, an unknown database or a bad file still fails at once."""
+    delay, said = 0.5, False
+    while True:
+        try:
+            await store.open()
+        except StoreUnreachable as exc:
+            if not said:
+                said = True
+                log.warning("the store does not answer (%s); waiting for it", exc)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await (stopping or asyncio.Event()).wait()
+            if stopping is not None and stopping.is_set():
+                raise StoppedWaiting from None
+            delay = min(2 * delay, STORE_WAIT_MAX_S)
+            continue
+        if said:
+            log.info("the store answers; starting")
+        return
 
 
 def replica_id() -> str:
@@ -101,7 +137,7 @@ def build_app(
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         init_sentry(redact, environ)
-        await app[STORE].open()
+        await open_when_it_answers(app[STORE], app.get(STOPPING))
         yield
         closing = asyncio.create_task(app[STORE].close(), name="closing the store")
         await stop.settle([closing], grace=math.inf)
@@ -226,6 +262,7 @@ def _loop_ended(what: str, up: Gauge, task: asyncio.Task[None]) -> None:
 async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> None:
     """Serve until `stop` is set (SIGTERM/SIGINT), then shut down within the bound."""
     app = build_app(settings, **kwargs)  # type: ignore[arg-type]
+    app[STOPPING] = stop
     runner = ApiRunner(
         app,
         handle_signals=False,
@@ -234,7 +271,11 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> No
         # the requests in flight: a quarter of the stop, at most 2 s
         shutdown_timeout=min(2.0, settings.server.shutdown_timeout / 4),
     )
-    await runner.setup()
+    try:
+        await runner.setup()
+    except StoppedWaiting:
+        log.info("stopped while waiting for the store")
+        return
     site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_address=True)
     try:
         await site.start()

@@ -148,6 +148,12 @@ class StoreError(Exception):
     """The store cannot answer (down, locked, corrupt)."""
 
 
+class StoreUnreachable(StoreError):
+    """The store's server gave no answer at all (refused, timed out, starting up or
+    shutting down, out of connections): worth waiting for at start, where a refused
+    login or an unknown database is a configuration to fix."""
+
+
 class Conflict(StoreError):
     """The change does not apply to the record's current state."""
 

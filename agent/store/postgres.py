@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlsplit
 
 import asyncpg  # type: ignore[import-untyped]
 
-from agent.store.base import Conflict, StoreError
+from agent.store.base import Conflict, StoreError, StoreUnreachable
 from agent.store.location import describe_url
 from agent.store.sql import SCHEMA_VERSION, Connection, SqlStore
 
@@ -46,6 +46,17 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InvalidCatalogNameError,
     asyncpg.InterfaceError,
 )
+
+
+_NO_ANSWER: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+"""Of those, the server not answering at all (`StoreUnreachable`): not a refused login or
+an unknown database."""
 
 
 def _password(url: str) -> str | None:
@@ -124,7 +135,8 @@ class PostgresStore(SqlStore):
             if secret in message:
                 message = message.replace(secret, "***")
                 leaked = True
-        error = StoreError(f"{doing} PostgreSQL store at {self.where}: {message}")
+        kind = StoreUnreachable if isinstance(exc, _NO_ANSWER) else StoreError
+        error = kind(f"{doing} PostgreSQL store at {self.where}: {message}")
         if leaked:
             raise error from None
         raise error from exc

@@ -11,7 +11,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from agent.api import hooks, routes
-from agent.api.middleware import auth_middleware, error_middleware
+from agent.api.middleware import (
+    STORE_REFUSALS,
+    StoreRefusals,
+    auth_middleware,
+    error_middleware,
+)
 from agent.api.models import MAX_BODY_BYTES
 from agent.api.server_log import hide_server_version
 from agent.appkeys import METRICS, REDACT, SETTINGS, STORE, WINDOW_EVENTS, WindowEvents
@@ -32,6 +37,7 @@ def add_routes(app: web.Application) -> None:
     if app.get(_MOUNTED):
         return
     app[_MOUNTED] = True
+    app[STORE_REFUSALS] = StoreRefusals()
     app.middlewares.append(error_middleware)
     app.middlewares.append(auth_middleware)
     hide_server_version(app)

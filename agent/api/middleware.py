@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 import traceback
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -27,6 +30,41 @@ STORE_RETRY_AFTER_S = 1
 """What a client is told to wait when the store does not answer: a restarting
 PostgreSQL or a dropped connection is back in seconds, and `register --wait` polls
 about that often anyway."""
+
+REFUSALS_SAID_EVERY_S = 60.0
+"""At most one log line this often for the requests answered 503 (`StoreRefusals`)."""
+
+
+class StoreRefusals:
+    """The log of requests answered 503 because the store did not answer: one WARNING,
+    then at most one a minute, which counts those in between. Each such request logged a
+    line of its own: a PostgreSQL restart of 3 s under one polling client and a pipeline's
+    `register --wait` made 25 (a live audit), the background loops' one line each lost
+    among them; `postflight_api_requests_total{status="5xx"}` still counts every one."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._said_at = -math.inf
+        self._untold = 0
+
+    def refused(self, request: web.Request, error: str) -> None:
+        now = self._clock()
+        if now - self._said_at < REFUSALS_SAID_EVERY_S:
+            self._untold += 1
+            return
+        log.warning(
+            "store unavailable serving %s %s: %s%s",
+            request.method,
+            request.rel_url.path,
+            error,
+            f" ({self._untold} more requests answered 503 since the last such line)"
+            if self._untold
+            else "; answering 503 until it does (said at most once a minute)",
+        )
+        self._said_at, self._untold = now, 0
+
+
+STORE_REFUSALS = web.AppKey("store_refusals", StoreRefusals)
 
 
 def _count(request: web.Request, status: int) -> None:
@@ -53,12 +91,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except StoreError as exc:
         # the agent is briefly unavailable, not broken: a 503 clients retry
         # (`register --wait` rides it out), where a 500 ended a pipeline's wait
-        log.warning(
-            "store unavailable serving %s %s: %s",
-            request.method,
-            request.rel_url.path,
-            _redacted(request, str(exc)),
-        )
+        refusals = request.config_dict.get(STORE_REFUSALS) or StoreRefusals()
+        refusals.refused(request, _redacted(request, str(exc)))
         response = ApiProblem(
             503,
             "the store does not answer; retry shortly",

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
+from agent.api.middleware import StoreRefusals
 from agent.appkeys import FORESIGHT
 from agent.metrics import Metrics
 from agent.store.base import Store
@@ -358,6 +360,37 @@ async def test_a_store_that_does_not_answer_is_a_503_to_retry_not_a_500(
         assert body["type"] == "urn:postflight:problem:store-unavailable"
         assert response.headers["Retry-After"].isdigit()
         assert TOKEN not in json.dumps(body)
+
+
+async def test_requests_answered_503_while_the_store_is_down_are_one_log_line(
+    client: Client, store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each 503 logged a WARNING of its own: a 3 s PostgreSQL restart under one polling
+    client and a `register --wait` made 25 lines (a live audit), where each background
+    loop says the outage once. One line, then at most one a minute counting the rest."""
+    await store.close()
+    with caplog.at_level(logging.INFO, logger="postflight.api"):
+        answers = [(await client.get("/v1/deploys", headers=AUTH)).status for _ in range(6)] + [
+            (await client.post("/v1/deploys", json=VALID, headers=AUTH)).status
+        ]
+    assert answers == [503] * 7
+    said = [r.getMessage() for r in caplog.records if "store unavailable" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("store unavailable serving GET /v1/deploys: ")
+
+
+def test_a_refusal_a_minute_after_the_last_line_is_said_with_the_count_in_between(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    refusals = StoreRefusals(clock=lambda: now[0])
+    request = make_mocked_request("GET", "/v1/deploys")
+    with caplog.at_level(logging.INFO, logger="postflight.api"):
+        for at in (0.0, 1.0, 30.0, 59.0, 61.0, 62.0):
+            now[0] = at
+            refusals.refused(request, "cannot reach PostgreSQL store at db:5432/pf: refused")
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2
+    assert said[1].endswith("(3 more requests answered 503 since the last such line)")
 
 
 async def test_a_registration_the_store_cannot_take_is_a_503_without_a_traceback(

@@ -45,6 +45,10 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InvalidAuthorizationSpecificationError,
     asyncpg.exceptions.InvalidCatalogNameError,
     asyncpg.InterfaceError,
+    # a pooled connection the server dropped mid-operation (a restart) can be handed out
+    # in that state: "cannot switch to state 11; another operation (2) is in progress"
+    # reached GET /v1/deploys as a 500 in a live audit; the pool replaces it
+    asyncpg.exceptions.InternalClientError,
 )
 
 

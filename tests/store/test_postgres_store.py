@@ -264,6 +264,30 @@ async def test_an_outage_is_a_store_error_and_ping_says_false(
         await proxy.stop()
 
 
+class LeftMidOperation:
+    """A pool handing out a connection the server dropped mid-operation (a restart)."""
+
+    @contextlib.asynccontextmanager
+    async def acquire(self, **_: object) -> AsyncIterator[object]:
+        yield self
+
+    async def fetch(self, *args: object) -> list[object]:
+        raise asyncpg.exceptions.InternalClientError(
+            "cannot switch to state 11; another operation (2) is in progress"
+        )
+
+
+async def test_a_connection_left_mid_operation_by_a_restart_is_an_outage_not_a_bug() -> None:
+    """Seen as a 500 of GET /v1/deploys as PostgreSQL stopped under a polling client."""
+    store = PostgresStore("postgresql://pf@127.0.0.1:5432/pf")
+    store._pool = LeftMidOperation()
+    try:
+        with pytest.raises(StoreError, match=r"cannot reach PostgreSQL store at 127\.0\.0\.1:5432"):
+            await store.get_window("dep_1")
+    finally:
+        store._pool = None
+
+
 @pytest.mark.parametrize("where", ["closed port", "missing database"])
 async def test_open_names_the_server_never_the_password(pg_cluster: PgCluster, where: str) -> None:
     if where == "closed port":

@@ -59,8 +59,9 @@ AttemptResult = Literal["delivered", "retryable", "rejected"]
 
 
 RECORD_RETRY_S = (0.2, 0.5, 1.0, 2.0)
-"""The waits (then the last, again) between tries to store an answered attempt's outcome
-while the store does not answer (`RollbackDelivery._finish`)."""
+"""The waits (then the last, again) between tries to reach a store that does not answer
+in the middle of a delivery: to store an answered attempt's outcome
+(`RollbackDelivery._finish`), or to go on with the attempts (`_retake`)."""
 
 RETRY_AFTER_MAX_S = 600.0
 """The longest `Retry-After` waited out as asked. A receiver that asks for more (an hour
@@ -225,20 +226,53 @@ class RollbackDelivery:
             return given
         if taken is None:
             return stored  # ended, or another sender holds it: not ours to send
-        intent = dataclasses.replace(taken)
-        try:
-            return await self._attempts(intent, settings, environment, context, claims)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a store error mid-way: stay pending, resume later
-            log.error(
-                "rollback for %s interrupted after %d attempt(s), left pending: %s",
-                intent.window_id,
-                intent.attempts,
-                self._redact(str(exc)),
-                extra=context,
-            )
-            return intent
+        intent: RollbackIntent | None = dataclasses.replace(taken)
+        while intent is not None:
+            try:
+                return await self._attempts(intent, settings, environment, context, claims)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not store_outage(exc):  # a bug mid-way: stay pending, resumed later
+                    log.error(
+                        "rollback for %s interrupted after %d attempt(s), left pending: %s",
+                        intent.window_id,
+                        intent.attempts,
+                        self._redact(str(exc)),
+                        extra=context,
+                    )
+                    return intent
+                log.warning(
+                    "rollback for %s: the store does not answer after %d attempt(s) (%s);"
+                    " going on as soon as it does",
+                    intent.window_id,
+                    intent.attempts,
+                    self._redact(str(exc)),
+                    extra=context,
+                )
+                try:
+                    intent = await self._retake(intent)
+                except Exception:
+                    log.exception("rollback for %s left pending", given.window_id, extra=context)
+                    return given
+        return await self._lost(given, context)
+
+    async def _retake(self, intent: RollbackIntent) -> RollbackIntent | None:
+        """The rollback again, as stored, once the store answers: still this sender's
+        (or lapsed, and nobody took it), else None. A delivery the store interrupted was
+        left pending until its lease lapsed and a sweep resumed it: a PostgreSQL restart
+        of a few seconds held a rollback in its retries back by a whole lease (30 s)."""
+        waits = itertools.chain(RECORD_RETRY_S, itertools.repeat(RECORD_RETRY_S[-1]))
+        while True:
+            await self._sleep(next(waits))
+            now = self._clock()
+            try:
+                return await self._store.take_rollback(
+                    intent.window_id, self.owner, now, now + self.lease_s, intent.fence
+                )
+            except Exception as exc:
+                if not store_outage(exc):
+                    raise
 
     async def _attempts(
         self,

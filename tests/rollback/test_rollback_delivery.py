@@ -659,6 +659,39 @@ async def test_a_2xx_the_store_could_not_take_at_once_is_stored_when_it_answers_
     assert len(said) == 1 and "not sending it again" in said[0]
 
 
+class AwayBetweenAttempts(AwayAfterTheAnswer):
+    """The store stops answering as a failed attempt's outcome is stored (its next
+    attempt's time with it), and for the first try to take the rollback on."""
+
+    async def take_rollback(self, *args: Any) -> Any:
+        if self.away and self.took:
+            self.away -= 1
+            raise StoreError("cannot reach PostgreSQL store at db:5432/postflight: refused")
+        self.took = True
+        return await self._inner.take_rollback(*args)
+
+    took = False
+
+
+async def test_a_store_gone_between_attempts_holds_the_delivery_until_it_answers(
+    store: SqliteStore, metrics: Metrics, sleep: FakeSleep, rollback_receiver: Any
+) -> None:
+    """The delivery ended 'interrupted, left pending' and waited for its lease to lapse
+    (30 s by default) before a sweep resumed it: a PostgreSQL restart of 3 s in the middle
+    of a rollback's retries held it back by a lease."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(503,))
+    intent = await stored_intent(store)
+    away = AwayBetweenAttempts(store, away=2)
+    sender = RollbackDelivery(away, metrics, sleep=sleep, random=lambda: 0.5)  # type: ignore[arg-type]
+
+    done = await sender.deliver(intent, settings(receiver.url), "production")
+    await sender.aclose()
+
+    assert done.state == "delivered" and done.attempts == 2
+    assert [a.status for a in receiver.attempts] == [503, 200]
+    assert len(receiver.delivered) == 1
+
+
 async def test_the_secret_never_reaches_logs_or_stored_errors(
     store: SqliteStore,
     delivery: RollbackDelivery,

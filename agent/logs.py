@@ -92,3 +92,7 @@ def setup_logging(fmt: str = "text", level: str = "info", redact: Redactor | Non
     # channel's path and query (its tokens) included
     for noisy in ("aiohttp.access", "apprise", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # asyncpg's pool logs each failed try to reconnect its floor with a traceback (3 in a
+    # PostgreSQL restart of 3 s, more the longer it is down): the store's loops already
+    # say the outage once, and once more when it answers (`agent.store.outages`)
+    logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)

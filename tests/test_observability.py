@@ -67,6 +67,25 @@ def test_debug_logs_leave_out_urllib3s_request_lines(monkeypatch: pytest.MonkeyP
     logging.getLogger().handlers.clear()
 
 
+def test_asyncpgs_pool_does_not_log_a_traceback_for_each_reconnect_it_tries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A live audit's 3 s PostgreSQL restart: 3 WARNINGs 'Failed to restore the pool
+    connection floor; retrying', each with a 25-line traceback, beside the one line each
+    of the agent's loops says about the outage."""
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    setup_logging("json", "debug")
+    try:
+        raise ConnectionRefusedError(111, "Connection refused")
+    except OSError:
+        logging.getLogger("asyncpg.pool").warning(
+            "Failed to restore the pool connection floor; retrying", exc_info=True
+        )
+    assert stream.getvalue() == ""
+    logging.getLogger().handlers.clear()
+
+
 async def test_a_module_that_knows_no_window_logs_the_window_it_works_for(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -7,19 +7,18 @@ exit; a database that does not exist is still a configuration error, exit 2."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.crash import ROOT, TOKEN, _env, free_port
 from tests.pg import PgCluster
+from tests.store.test_postgres_store import Proxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 WAITING = "the store does not answer"
@@ -68,51 +67,37 @@ def ready(port: int) -> bool:
         return False
 
 
-@contextlib.asynccontextmanager
-async def forwarding(port: int, to: int) -> AsyncIterator[None]:
-    """PostgreSQL answering on `port` from now on (a TCP relay to the cluster)."""
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", to)
-        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
-
-    server = await asyncio.start_server(relay, "127.0.0.1", port)
-    try:
-        yield
-    finally:
-        server.close()
+def killed(agent: subprocess.Popen[bytes]) -> None:
+    """What a test's end leaves of an agent it started: nothing."""
+    if agent.poll() is None:
+        agent.kill()
+        agent.wait()
 
 
 async def test_run_waits_for_a_store_that_does_not_answer_yet_then_serves(
     tmp_path: Path, pg_cluster: PgCluster
 ) -> None:
     url = await pg_cluster.create_database()
-    port = free_port()  # nothing answers there until the relay opens
+    port = free_port()  # nothing answers there until the proxy to the server opens
+    proxy = Proxy(pg_cluster.port)
     agent, api_port, log = start(tmp_path, url.replace(f":{pg_cluster.port}/", f":{port}/"))
     try:
         await said(log, agent, WAITING)
         await asyncio.sleep(1.0)  # a few tries, each refused
         assert agent.poll() is None and not ready(api_port)
-        async with forwarding(port, pg_cluster.port):
-            for _ in range(300):
-                if await asyncio.to_thread(ready, api_port):
-                    break
-                assert agent.poll() is None, shown(log)
-                await asyncio.sleep(0.1)
-            assert await asyncio.to_thread(ready, api_port), shown(log)
-            agent.send_signal(signal.SIGTERM)
-            assert await asyncio.to_thread(agent.wait, 20) == 0
+        await proxy.start(port)
+        for _ in range(300):
+            if await asyncio.to_thread(ready, api_port):
+                break
+            assert agent.poll() is None, shown(log)
+            await asyncio.sleep(0.1)
+        assert await asyncio.to_thread(ready, api_port), shown(log)
+        agent.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(agent.wait, 20) == 0
     finally:
-        if agent.poll() is None:
-            agent.kill()
-            agent.wait()
+        killed(agent)
+        if proxy.server is not None:
+            await proxy.stop()
     text = shown(log)
     assert text.count(WAITING) == 1 and "the store answers; starting" in text, text
 
@@ -126,9 +111,7 @@ async def test_a_stop_while_waiting_for_the_store_exits_0_and_an_unknown_databas
         agent.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(agent.wait, 20) == 0
     finally:
-        if agent.poll() is None:
-            agent.kill()
-            agent.wait()
+        killed(agent)
     assert "stopped while waiting for the store" in shown(log)
     agent, _, log = start(tmp_path / "unknown", pg_cluster.url("no_such_database"))
     assert await asyncio.to_thread(agent.wait, 30) == 2

@@ -340,15 +340,22 @@ class SqliteStore(SqlStore):
             await db.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
 
     async def _commit_group(self) -> None:
-        async with self._read() as db:
+        """Commit the open group, and always settle its future: its joiners wait on it.
+        On the connection itself, not through `_read`, whose failure (a store closed
+        under a pending group) left the group unsettled and its joiners waiting for good."""
+        async with self._lock_all:
             group, self._group = self._group, None
             if group is None:
                 return
             try:
+                if self._db is None:
+                    raise StoreError("the store is not open")
+                db = _Connection(self._db)
                 await db.execute("COMMIT")
             except BaseException as exc:
-                with contextlib.suppress(Exception):
-                    await db.execute("ROLLBACK")
+                if self._db is not None:
+                    with contextlib.suppress(Exception):
+                        await _Connection(self._db).execute("ROLLBACK")
                 group.set_exception(StoreError(f"cannot commit to the SQLite store: {exc}"))
                 # marked seen: its joiners, each told, may all have been cancelled (a store
                 # closed at shutdown), and asyncio would log "never retrieved" for it

@@ -113,3 +113,25 @@ async def test_changes_queued_behind_a_file_held_elsewhere_fail_after_one_busy_t
     finally:
         holder.close()
         await store.close()
+
+
+async def test_a_group_left_without_its_connection_still_tells_its_changes(
+    tmp_path: Path,
+) -> None:
+    """Every change of a group waits on its future until the committer settles it. The
+    committer took the connection through `_read`, and when that failed (the store closed
+    under a pending group; in the outage tests, a store made not to answer) the future was
+    never settled and its changes waited for good: the watcher's claim hung for 10 s."""
+    store = SqliteStore(tmp_path / "pf.db")
+    await store.open()
+    group = asyncio.get_running_loop().create_future()
+    store._group = group
+    db, store._db = store._db, None  # closed under it
+    try:
+        await store._commit_group()
+        assert group.done()
+        with pytest.raises(StoreError, match="not open"):
+            group.result()
+    finally:
+        store._db = db
+        await store.close()

@@ -295,6 +295,10 @@ def deploy_view(
     alerts: Mapping[str, str],
     now: float,
 ) -> DeployView:
+    # the rounds as of `window`, read before them: a round stored between the two reads
+    # (its window row counted it in the same transaction) waits for the next read, so the
+    # count, verdict and progress shown are those of the rows shown
+    rounds = [r for r in rounds if r.number <= window.rounds]
     verdict = window.verdict or {}
     configured = {r.name: r for r in rules}
     items: list[Mapping[str, Any]] = [

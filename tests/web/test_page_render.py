@@ -174,3 +174,27 @@ async def test_alerts_sent_are_named_in_words_not_store_keys(
     ):
         assert said in html
     assert 'title="breach:errors"' in html  # the key, for whoever greps the store
+
+
+async def test_a_round_stored_while_the_page_reads_waits_for_the_next_read(
+    aiohttp_client: Any, store: SqliteStore, monkeypatch: Any
+) -> None:
+    """The page reads the window, then its rounds: a round stored between the two showed
+    as a row beside a count (and verdict) that did not have it yet, 'Rounds 0' over round
+    1's row (a browser test on a loaded machine saw it). The rows are those the count has."""
+    await page_of(aiohttp_client, store, {"outcome": "pending", "reason": "", "rules": []})
+    read = store.rounds
+
+    async def with_a_round_stored_first(window_id: str) -> list[RoundRecord]:
+        monkeypatch.setattr(store, "rounds", read)
+        late = RoundRecord(ID, 2, time.time(), {"observations": {}, "decision": "continue"})
+        assert await store.record_round(late, None)
+        return await read(window_id)
+
+    monkeypatch.setattr(store, "rounds", with_a_round_stored_first)
+    client: TestClient = await aiohttp_client(make_app(store, RecordingEvents()))
+    fragment = await (await client.get(f"/deploys/{ID}?fragment=1", headers=AUTH)).text()
+    assert 'data-rounds="1"' in fragment
+    assert 'data-round="1"' in fragment and 'data-round="2"' not in fragment
+    again = await (await client.get(f"/deploys/{ID}?fragment=1", headers=AUTH)).text()
+    assert 'data-rounds="2"' in again and 'data-round="2"' in again

@@ -820,7 +820,14 @@ def test_ctrl_c_during_register_wait_names_the_deploy_the_agent_keeps_watching(
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     command = [sys.executable, "-m", "agent", "register", "--url", agent.url, "--token", TOKEN]
     command += ["--env", "production", "--version", "v2.4.1", "--wait", "--quiet"]
-    cli = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # SIGINT at its default in the CLI, whatever this process inherited: a suite started in
+    # the background of a script (`pytest &`, nohup) ignores it, and so did each process it
+    # started (exec keeps an ignored signal), the CLI too, which then waited out the window
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        cli = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     try:
         assert cli.stdout is not None
         deploy_id = cli.stdout.readline().decode().strip()  # --quiet: the id, once registered

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
+import pytest
+from aiohttp import web
 
 from agent.web.events import RECHECK_S
-from tests.e2e.conftest import AgentFactory, FlipTarget, environment
+from agent.windows.probing import BACKGROUND_LEASE_MIN_S
+from tests.e2e.conftest import AgentFactory, FlipTarget, LocalTarget, environment
 from tests.web.sse import events
 
 
@@ -101,30 +106,67 @@ async def test_a_live_stream_on_another_replica_hears_each_round_as_it_is_stored
     assert watcher.metric("postflight_rule_evaluations_total", **labels) >= 1
 
 
+class ReplicaTarget(LocalTarget):
+    """Counts the probes it is sent by the replica that sent them (each replica's check
+    sends its own name in `X-Replica`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.probes: Counter[str] = Counter()
+
+    async def health(self, request: web.Request) -> web.Response:
+        self.probes[request.headers.get("X-Replica", "?")] += 1
+        return web.json_response({"status": "ok"})
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/api/health", self.health)
+
+    async def wait_for(self, done: Callable[[], bool], within: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while not done():
+            assert loop.time() < deadline, f"gave up waiting; probes so far: {self.probes}"
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def replica_target() -> AsyncIterator[ReplicaTarget]:
+    target = ReplicaTarget()
+    await target.start()
+    yield target
+    await target.stop()
+
+
 async def test_replicas_probe_an_environment_between_windows_once_not_once_each(
-    start_agent: AgentFactory, flip_target: FlipTarget, pg_url: str
+    start_agent: AgentFactory, replica_target: ReplicaTarget, pg_url: str
 ) -> None:
-    """Counted at the target: a second replica on the store adds no background probes
-    (each environment's are leased to one replica; before, each replica probed it, so a
-    load check's runs doubled), and when the holder stops the other takes them over."""
+    """Counted at the target, by replica: a second replica on the store sends no background
+    probe while the first holds the environment (each environment's are leased to one
+    replica; before, each replica probed it, so a load check's runs doubled), and when the
+    holder stops the other takes them over at once, not when its lease would have lapsed.
+    (It compared the arrival rates of 3 s spans, which a machine's load changes too.)"""
     store = f"url: {pg_url}"
-    env = environment("production", flip_target.url, background_interval="200ms", probes=5)
+    probes = replica_target.probes
 
-    async def arrivals(seconds: float) -> int:
-        before = flip_target.requests
-        await asyncio.sleep(seconds)
-        return flip_target.requests - before
+    def env(replica: str) -> str:
+        text = environment("production", replica_target.url, background_interval="200ms", probes=5)
+        check = "timeout: 1s}"
+        assert check in text
+        return text.replace(check, f"timeout: 1s, headers: {{X-Replica: {replica}}}}}")
 
-    first = await start_agent(env, store=store, owner="replica-a")
-    await asyncio.sleep(0.5)
-    alone = await arrivals(3.0)
-    assert alone >= 30, alone  # about 75: a run of 5 probes every 200 ms
-    second = await start_agent(env, store=store, owner="replica-b")
-    await asyncio.sleep(0.5)
-    together = await arrivals(3.0)
-    assert together <= 1.4 * alone, (alone, together)  # each probing: about twice
+    first = await start_agent(env("replica-a"), store=store, owner="replica-a")
+    await replica_target.wait_for(lambda: probes["replica-a"] >= 10, within=10)
+    second = await start_agent(env("replica-b"), store=store, owner="replica-b")
+    # 5 more runs of the first: the second, on the same event loop, had its first
+    # background slot within one interval (200 ms) of its start and 4 more since
+    seen = probes["replica-a"]
+    await replica_target.wait_for(lambda: probes["replica-a"] >= seen + 25, within=15)
+    assert probes["replica-b"] == 0, probes  # each probing: the second's runs too
     await first.stop()  # a clean stop gives its lease up: the other goes on at once
-    await asyncio.sleep(0.5)
-    after = await arrivals(3.0)
-    assert after >= 0.6 * alone, (alone, after)
+    stopped = probes["replica-a"]
+    # at its next slot; a lease left to lapse would take BACKGROUND_LEASE_MIN_S (10 s)
+    await replica_target.wait_for(
+        lambda: probes["replica-b"] >= 10, within=BACKGROUND_LEASE_MIN_S / 2
+    )
+    assert probes["replica-a"] == stopped, probes
     await second.stop()

@@ -169,6 +169,32 @@ async def assert_rolled_back_once(
     return final
 
 
+async def sentry_agent(
+    start_agent: AgentFactory,
+    policy: str,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    sentry_fake: GrowingSentry,
+) -> RunningAgent:
+    """An agent judging SENTRY_RULE alone over a 12 s window: the rollback ends it at its
+    fourth round or so (a few rounds after a baseline asked again); the rest is for a busy
+    machine, whose slow start and late baseline (or a first round spent on a failing
+    baseline query's retries) left 2 rounds with data of a 6 s window: too few to tell,
+    inconclusive (likelihood ratio 10 of 155)."""
+    return await start_agent(
+        environment_yaml(
+            SENTRY_RULE,
+            rollback_url=receiver.url,
+            secret=SECRET,
+            window="12s",
+            policy=policy,
+            newrelic=False,
+        ),
+        alerting_yaml(json_sink.url()),
+        providers_yaml(sentry=sentry_fake),
+    )
+
+
 def failed_of(rule: dict[str, Any]) -> tuple[int, int]:
     """(failed, events) of an error-rate rule's detail: `12 of 98 events failed`."""
     found = re.match(r"([\d,]+) of ([\d,]+) events failed", rule["detail"])
@@ -217,21 +243,7 @@ async def test_sentry_error_rate_from_1_to_12_percent_is_rolled_back(
     sentry_fake.set_stats(SentryStats(transactions=20_000, failure_rate=0.01), release=PREVIOUS)
     # the new release from T0 on: 400 transactions a second, 12% failing
     sentry_fake.grow(VERSION, per_second=400, failure_rate=0.12, since=t0)
-    agent = await start_agent(
-        environment_yaml(
-            SENTRY_RULE,
-            rollback_url=receiver.url,
-            secret=SECRET,
-            # the rollback ends the window at its fourth round or so; the rest is for a
-            # busy machine, whose slow start and late baseline left 2 rounds with data of
-            # a 6 s window (too few to tell, inconclusive)
-            window="12s",
-            policy=policy,
-            newrelic=False,
-        ),
-        alerting_yaml(json_sink.url()),
-        providers_yaml(sentry=sentry_fake),
-    )
+    agent = await sentry_agent(start_agent, policy, receiver, json_sink, sentry_fake)
     deploy = await register(agent, t0)
 
     final = await assert_rolled_back_once(agent, receiver, deploy["id"], "sentry-errors")
@@ -291,13 +303,7 @@ async def test_a_baseline_sentry_failed_at_the_start_is_asked_again_and_judged(
         return sentry_fake.release_of(request.query.get("query", "")) == PREVIOUS
 
     sentry_fake.fail("500", match=baseline_query)  # until healed, below
-    agent = await start_agent(
-        environment_yaml(
-            SENTRY_RULE, rollback_url=receiver.url, secret=SECRET, policy=policy, newrelic=False
-        ),
-        alerting_yaml(json_sink.url()),
-        providers_yaml(sentry=sentry_fake),
-    )
+    agent = await sentry_agent(start_agent, policy, receiver, json_sink, sentry_fake)
     deploy = await register(agent, t0)
     await agent.wait_until(deploy["id"], lambda d: d["rounds"] >= 1)
     sentry_fake.heal()

@@ -48,13 +48,18 @@ async def slow_targets() -> AsyncIterator[tuple[SlowTarget, SlowTarget]]:
     await stable.stop()
 
 
+WINDOW_S = 20
+"""The windows' length: a rollback usually ends them in a few rounds, and on a loaded
+machine later; one that passes ends at the window's end, and fails the test then."""
+
+
 def latency_env(
     base_url: str, receiver: str, *, extra: str = "", background_interval: str = "50ms"
 ) -> str:
     return environment(
         "production",
         base_url,
-        window="20s",
+        window=f"{WINDOW_S}s",
         interval="1s",
         background_interval=background_interval,
         probes=10,
@@ -82,7 +87,7 @@ async def test_max_increase_on_probe_latency_uses_the_background_baseline(
     await asyncio.sleep(1.5)  # background probing learns the pre-deploy latency
     deploy_target.delay = SlowTarget.SLOW  # the new version is 200 ms slower
     deploy = await agent.register("production", "v-slow")
-    final = await agent.settled(deploy["id"], within=15)
+    final = await agent.settled(deploy["id"], within=WINDOW_S + 10)
     assert final["state"] == "rolled_back"
     rule = final["verdict"]["rules"][0]
     assert rule["outcome"] == "fail"
@@ -125,7 +130,7 @@ async def test_a_canary_is_judged_against_its_stable_side_probed_side_by_side(
     agent = await start_agent(env)
     canary.delay = SlowTarget.SLOW
     deploy = await agent.register("production", "v-canary")
-    final = await agent.settled(deploy["id"], within=15)
+    final = await agent.settled(deploy["id"], within=WINDOW_S + 10)
     assert final["state"] == "rolled_back"
     rule = final["verdict"]["rules"][0]
     # no background probing happened: the baseline can only be the stable side
@@ -144,7 +149,7 @@ async def test_a_sequential_window_shows_its_evidence_live_in_the_api_and_in_the
         environment(
             "production",
             flip_target.url,
-            window="20s",
+            window=f"{WINDOW_S}s",
             interval="500ms",
             background_interval="50ms",
             probes=20,
@@ -167,7 +172,7 @@ async def test_a_sequential_window_shows_its_evidence_live_in_the_api_and_in_the
     assert "likelihood_ratio" in evidence and "p_value" in evidence
 
     flip_target.bad = True
-    final = await agent.settled(deploy["id"], within=15)
+    final = await agent.settled(deploy["id"], within=WINDOW_S + 10)
     assert final["state"] == "rolled_back"
     rule = final["verdict"]["rules"][0]
     assert rule["outcome"] == "fail"

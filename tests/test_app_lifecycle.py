@@ -64,15 +64,18 @@ async def test_a_failing_close_does_not_skip_the_rest(
     assert "closing rollback delivery failed" in caplog.text
 
 
-STOP_CONFIG = CONFIG.replace("server: {", "server: {shutdown_timeout: 1s, ")
+STOP_CONFIG = CONFIG.replace("server: {", "server: {shutdown_timeout: 3s, ")
+"""3 s, not the 1 s these tests had: the store keeps a sixteenth of the stop for its close,
+62 ms of 1 s, which a machine at load 13 spent before it got there ("closing the store did
+not finish within 0.0 s")."""
 
 
 async def stopped_in_time(runner: web.AppRunner) -> bool:
-    """Whether the stop (what SIGTERM runs) ends within the contract's bound: 1 s of
+    """Whether the stop (what SIGTERM runs) ends within the contract's bound: 3 s of
     `shutdown_timeout` and a margin for a loaded machine. Waited for with asyncio.wait,
     which no part of it swallowing a cancellation can hold."""
     cleanup = asyncio.create_task(runner.cleanup())
-    done, _ = await asyncio.wait({cleanup}, timeout=5.0)
+    done, _ = await asyncio.wait({cleanup}, timeout=7.0)
     if cleanup in done:
         cleanup.result()
     return cleanup in done

@@ -247,6 +247,7 @@ async def test_a_round_store_the_watch_left_behind_is_not_an_unretrieved_task_er
         metrics,
     )
     s.lease_s = 0.3  # each round renews its lease, and waits for the renewal
+    gc.collect()  # what earlier tests on this worker left is theirs to say, not this one's
     try:
         now = time.time()
         await store.create_window(
@@ -261,8 +262,11 @@ async def test_a_round_store_the_watch_left_behind_is_not_an_unretrieved_task_er
             gc.collect()
             await asyncio.sleep(0)
         assert store.down  # round 1 was being stored as it went
-        unretrieved = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-        assert unretrieved == []
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        # asyncio's words for a failed task nobody awaited; a full run's collection may also
+        # find other tests' leftovers ("Task was destroyed but it is pending!"), not this
+        unretrieved = [m for m in said if m.startswith("Task exception was never retrieved")]
+        assert unretrieved == [], said
     finally:
         await sessions.aclose()
         await store.close()

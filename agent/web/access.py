@@ -28,28 +28,26 @@ def access(
     request: web.Request, server: ServerSettings, deploy_id: str | None, now: float
 ) -> Access:
     """`ok`, `unauthenticated` (401: show the login form) or `forbidden` (403)."""
+    return admitted(request, server, deploy_id, now)[0]
+
+
+def admitted(
+    request: web.Request, server: ServerSettings, deploy_id: str | None, now: float
+) -> tuple[Access, float]:
+    """`access`, and until when the credentials that let the request in hold: a view
+    token's or a session's expiry, never for an API token (a live stream ends then rather
+    than outlive them)."""
     key = signing_key(server)
     view = request.query.get("view")
     if view is not None:
         if deploy_id is not None and verify(key, view, deploy_id, now):
-            return "ok"
-        return "forbidden"
+            return "ok", expiry(view)
+        return "forbidden", now
     token = bearer_token(request)
     if token is not None:
-        return "ok" if token_matches(token, server.accepted_tokens()) else "unauthenticated"
+        matches = token_matches(token, server.accepted_tokens())
+        return ("ok" if matches else "unauthenticated"), math.inf
     session = request.cookies.get(SESSION_COOKIE)
     if session is not None and verify(key, session, SESSION_SUBJECT, now):
-        return "ok"
-    return "unauthenticated"
-
-
-def access_until(request: web.Request) -> float:
-    """Until when the credentials `access` let in hold: a view token's or a session's
-    expiry, never for an API token. A live stream ends then rather than outlive them."""
-    view = request.query.get("view")
-    if view is not None:
-        return expiry(view)
-    if bearer_token(request) is not None:
-        return math.inf
-    session = request.cookies.get(SESSION_COOKIE)
-    return expiry(session) if session is not None else math.inf
+        return "ok", expiry(session)
+    return "unauthenticated", now

@@ -27,7 +27,7 @@ from agent.api.models import deploy_object
 from agent.api.problems import ApiProblem
 from agent.appkeys import SETTINGS, STORE
 from agent.records import DEPLOY_ID_PATTERN, DeployWindow, RollbackIntent, RoundRecord
-from agent.web.access import access, access_until
+from agent.web.access import admitted
 from agent.web.feed import FEED, DeployFeed, Subscription
 from agent.web.links import deploy_page_url
 from agent.web.times import request_now
@@ -61,7 +61,7 @@ async def deploy_events(request: web.Request) -> web.StreamResponse:
     store = request.config_dict[STORE]
     window_id = request.match_info["id"]
     now = request_now(request)
-    allowed = access(request, settings.server, window_id, now)
+    allowed, until = admitted(request, settings.server, window_id, now)
     if allowed == "unauthenticated":
         raise ApiProblem(
             401, "this stream needs a bearer token, a session or a view token", headers=CHALLENGE
@@ -82,7 +82,7 @@ async def deploy_events(request: web.Request) -> web.StreamResponse:
         )
         await response.prepare(request)
         try:
-            await _follow(_Stream(request, response, window), news, access_until(request))
+            await _follow(_Stream(request, response, window), news, until)
         except ConnectionResetError:
             # the client went away (a closed tab, `curl` stopped): the end of its stream,
             # not an error of ours (aiohttp's ClientConnectionResetError is one of these)

@@ -514,15 +514,15 @@ async def readyz(request: web.Request) -> web.Response:
             store_ok = False
     checks = {"config": config_ok, "store": store_ok}
     loops = request.config_dict.get(LOOPS)
+    stopped = [what for what, loop in (loops or {}).items() if loop.done()]
     if loops is not None:  # the daemon's (an API mounted alone has none)
-        checks["watching"] = not any(loop.done() for loop in loops.values())
+        checks["watching"] = not stopped
     if all(checks.values()):
         return _json({"status": "ok", "checks": checks})
     failing = [name for name in ("config", "store") if not checks[name]]
     said = [f"{', '.join(failing)} unavailable"] if failing else []
-    if loops is not None and not checks["watching"]:
-        stopped = ", ".join(what for what, loop in loops.items() if loop.done())
-        said.append(f"the {stopped} loop stopped (see the log; restart the agent)")
+    if stopped:
+        said.append(f"the {', '.join(stopped)} loop stopped (see the log; restart the agent)")
     raise ApiProblem(
         503,
         f"not ready: {'; '.join(said)}",

@@ -25,7 +25,7 @@ import logging
 import os
 import random as _random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -62,6 +62,12 @@ RECORD_RETRY_S = (0.2, 0.5, 1.0, 2.0)
 """The waits (then the last, again) between tries to reach a store that does not answer
 in the middle of a delivery: to store an answered attempt's outcome
 (`RollbackDelivery._finish`), or to go on with the attempts (`_retake`)."""
+
+
+def _record_waits() -> Iterator[float]:
+    """`RECORD_RETRY_S`, then its last wait for good."""
+    return itertools.chain(RECORD_RETRY_S, itertools.repeat(RECORD_RETRY_S[-1]))
+
 
 RETRY_AFTER_MAX_S = 600.0
 """The longest `Retry-After` waited out as asked. A receiver that asks for more (an hour
@@ -262,7 +268,7 @@ class RollbackDelivery:
         (or lapsed, and nobody took it), else None. A delivery the store interrupted was
         left pending until its lease lapsed and a sweep resumed it: a PostgreSQL restart
         of a few seconds held a rollback in its retries back by a whole lease (30 s)."""
-        waits = itertools.chain(RECORD_RETRY_S, itertools.repeat(RECORD_RETRY_S[-1]))
+        waits = _record_waits()
         while True:
             await self._sleep(next(waits))
             now = self._clock()
@@ -486,7 +492,7 @@ class RollbackDelivery:
         final = dataclasses.replace(
             intent, state=state, next_attempt_at=None, finished_at=self._clock(), lease_until=None
         )
-        waits = itertools.chain(RECORD_RETRY_S, itertools.repeat(RECORD_RETRY_S[-1]))
+        waits = _record_waits()
         said = False
         while True:
             try:

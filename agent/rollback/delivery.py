@@ -8,8 +8,9 @@ attempt's number is allocated and stored *before* it goes out and its outcome
 after, and every step is refused once the lease is another's. A sender killed at
 any instant leaves a pending intent whose lease lapses, and any replica's sweep
 (`Store.take_rollback`) resumes it where it stopped, counting the attempts
-already made. Receivers dedupe by `Idempotency-Key` (the deploy id); every
-attempt carries the same body bytes, with a fresh timestamp and signature.
+already made (after `TAKEOVER_GRACE_S` if the last one's outcome is unknown).
+Receivers dedupe by `Idempotency-Key` (the deploy id); every attempt carries the same
+body bytes, with a fresh timestamp and signature.
 
 Deciding *whether* to roll back (and `dry_run`) belongs to the caller; a rollback
 still owed when a newer deploy of its environment takes effect is given up, since
@@ -67,6 +68,15 @@ in the middle of a delivery: to store an answered attempt's outcome
 def _record_waits() -> Iterator[float]:
     """`RECORD_RETRY_S`, then its last wait for good."""
     return itertools.chain(RECORD_RETRY_S, itertools.repeat(RECORD_RETRY_S[-1]))
+
+
+TAKEOVER_GRACE_S = 3 * RECORD_RETRY_S[-1]
+"""How long a sender that takes over another's rollback, whose last attempt has no
+recorded outcome, waits before sending it again. That sender may be alive, its 2xx held
+(`RollbackDelivery._finish`) through a store outage longer than its lease: it records
+it within `RECORD_RETRY_S[-1]` of the store's return, and this wait lets it, where a
+replica that took the lapsed lease at once sent a second rollback. A sender that died
+costs its rollback this much more than the lease."""
 
 
 RETRY_AFTER_MAX_S = 600.0
@@ -232,6 +242,19 @@ class RollbackDelivery:
             return given
         if taken is None:
             return stored  # ended, or another sender holds it: not ours to send
+        if _unsettled_from_another(given, taken, self.owner):
+            log.info(
+                "rollback for %s: attempt %d by %s has no recorded outcome; waiting %gs for"
+                " it to be recorded before sending again",
+                taken.window_id,
+                taken.attempts,
+                given.lease_owner,
+                TAKEOVER_GRACE_S,
+                extra=context,
+            )
+            if not await self._hold(taken, TAKEOVER_GRACE_S):
+                return await self._lost(taken, context)
+            taken.next_attempt_at = None  # waited out here, not again in `_attempts`
         intent: RollbackIntent | None = dataclasses.replace(taken)
         while intent is not None:
             try:
@@ -466,13 +489,22 @@ class RollbackDelivery:
 
     async def _lost(self, intent: RollbackIntent, context: dict[str, Any]) -> RollbackIntent:
         """What the store says of a rollback this sender no longer holds."""
+        stored = await self._store.get_rollback(intent.window_id)
+        if stored is not None and stored.state != "pending":
+            log.info(
+                "rollback for %s already ended %s under another sender; not sent again",
+                intent.window_id,
+                stored.state,
+                extra=context,
+            )
+            return stored
         log.warning(
             "rollback for %s is no longer this sender's (its lease lapsed and another"
             " took it, or it ended); stopping without sending again",
             intent.window_id,
             extra=context,
         )
-        return await self._store.get_rollback(intent.window_id) or intent
+        return stored or intent
 
     async def _finish(
         self,
@@ -590,6 +622,19 @@ class RollbackDelivery:
                 " replayed elsewhere); set rollback.url to the final address"
             )
         return _Outcome("rejected", status, error, None, duration)
+
+
+def _unsettled_from_another(given: RollbackIntent, taken: RollbackIntent, owner: str) -> bool:
+    """Taken over from another sender (`given` is how the sweep found it) while its last
+    attempt went out, or was about to, and no outcome followed: no wait is stored
+    (`_hold` stores one with every outcome but the last)."""
+    previous = given.lease_owner
+    return (
+        previous is not None
+        and previous != owner
+        and taken.attempts > 0
+        and taken.next_attempt_at is None
+    )
 
 
 def _unanswered(exc: BaseException) -> str:

@@ -21,7 +21,7 @@ from agent.cli.render import Style, details
 from agent.metrics import Metrics
 from agent.records import DeployWindow
 from agent.rollback.contract import rollback_body, rollback_intent, sign, verify
-from agent.rollback.delivery import RollbackDelivery, backoff_delay
+from agent.rollback.delivery import TAKEOVER_GRACE_S, RollbackDelivery, backoff_delay
 from agent.store.base import StoreError
 from agent.store.sqlite import SqliteStore
 from common.retry_after import retry_after_seconds
@@ -690,6 +690,99 @@ async def test_a_store_gone_between_attempts_holds_the_delivery_until_it_answers
     assert done.state == "delivered" and done.attempts == 2
     assert [a.status for a in receiver.attempts] == [503, 200]
     assert len(receiver.delivered) == 1
+
+
+class AwayUntil(AwayAfterTheAnswer):
+    """The store, as one replica sees it through an outage: it stores no outcome until
+    `back` is set."""
+
+    def __init__(self, inner: SqliteStore, back: asyncio.Event) -> None:
+        super().__init__(inner, away=0)
+        self.back = back
+        self.refused = asyncio.Event()
+
+    async def settle_rollback(self, *args: Any) -> bool:
+        if not self.back.is_set():
+            self.refused.set()
+            raise StoreError("cannot reach PostgreSQL store at db:5432/postflight: refused")
+        return await self._inner.settle_rollback(*args)
+
+
+async def test_a_replica_taking_over_after_a_long_outage_lets_the_live_sender_record_its_2xx(
+    store: SqliteStore, metrics: Metrics, rollback_receiver: Any
+) -> None:
+    """Replica A's 2xx is held through an outage longer than its lease; replica B's sweep
+    takes the lapsed rollback the moment the store is back, before A's next try to record
+    it: B sent it at once, a second rollback at the receiver though nothing had crashed."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    intent = await stored_intent(store)
+    conf = settings(receiver.url)
+    now = [REQUESTED_AT]
+    back = asyncio.Event()
+    seen_by_a = AwayUntil(store, back)
+
+    async def a_retries_once_the_store_is_back(_: float) -> None:
+        await back.wait()
+
+    a = RollbackDelivery(
+        seen_by_a,  # type: ignore[arg-type]
+        metrics,
+        owner="replica-a",
+        clock=lambda: now[0],
+        sleep=a_retries_once_the_store_is_back,
+    )
+    sending = asyncio.create_task(a.deliver(intent, conf, "production"))
+    await receiver.wait_for_attempts(1)
+    await seen_by_a.refused.wait()  # A holds its 2xx, the store away
+    now[0] += a.lease_s + conf.timeout + 1.0  # the outage outlasts A's lease
+
+    b_waits: list[float] = []
+
+    async def b_waits_while_a_is_alive(seconds: float) -> None:
+        b_waits.append(seconds)
+        back.set()  # A's next try comes within the grace: it records its 2xx
+        await asyncio.wait({sending})
+
+    b = RollbackDelivery(
+        store, metrics, owner="replica-b", clock=lambda: now[0], sleep=b_waits_while_a_is_alive
+    )
+    [swept] = await store.pending_rollbacks()
+    assert swept.lease_owner == "replica-a" and (swept.lease_until or 0.0) < now[0]
+    by_b = await b.deliver(swept, conf, "production")
+    back.set()
+    by_a = await sending
+    await a.aclose()
+    await b.aclose()
+
+    assert len(receiver.attempts) == 1
+    assert b_waits == [TAKEOVER_GRACE_S]
+    assert by_a.state == by_b.state == "delivered"
+    stored = await store.get_rollback(intent.window_id)
+    assert stored is not None and stored.state == "delivered" and stored.attempts == 1
+
+
+async def test_a_rollback_whose_sender_died_mid_attempt_is_sent_again_after_the_grace(
+    store: SqliteStore, metrics: Metrics, sleep: FakeSleep, rollback_receiver: Any
+) -> None:
+    """The other half: a sender killed with its request out never records it, so the
+    replica that takes over sends it again (same key and body) once the grace is out."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    intent = await stored_intent(store)
+    now = REQUESTED_AT
+    taken = await store.take_rollback(intent.window_id, "replica-a", now, now + 30.0)
+    assert taken is not None
+    assert await store.begin_attempt(intent.window_id, taken.fence, now, now + 30.0) == 1
+    later = now + 31.0  # replica-a died with its attempt out; its lease lapsed
+    [swept] = await store.pending_rollbacks()
+
+    b = RollbackDelivery(store, metrics, owner="replica-b", clock=lambda: later, sleep=sleep)
+    done = await b.deliver(swept, settings(receiver.url), "production")
+    await b.aclose()
+
+    assert sleep.waits == [TAKEOVER_GRACE_S]
+    assert done.state == "delivered" and done.attempts == 2
+    (resent,) = receiver.attempts
+    assert resent.headers["Idempotency-Key"] == intent.window_id
 
 
 async def test_the_secret_never_reaches_logs_or_stored_errors(

@@ -254,8 +254,17 @@ class RollbackDelivery:
                 TAKEOVER_GRACE_S,
                 extra=context,
             )
-            if not await self._hold(taken, TAKEOVER_GRACE_S):
-                return await self._lost(taken, context)
+            try:
+                if not await self._hold(taken, TAKEOVER_GRACE_S):
+                    return await self._lost(taken, context)
+            except Exception as exc:  # resumed once this lease lapses, its wait long over
+                log.warning(
+                    "rollback for %s left pending: the store does not answer (%s)",
+                    taken.window_id,
+                    self._redact(str(exc)),
+                    extra=context,
+                )
+                return given
             taken.next_attempt_at = None  # waited out here, not again in `_attempts`
         intent: RollbackIntent | None = dataclasses.replace(taken)
         while intent is not None:

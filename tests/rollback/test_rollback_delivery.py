@@ -785,6 +785,30 @@ async def test_a_rollback_whose_sender_died_mid_attempt_is_sent_again_after_the_
     assert resent.headers["Idempotency-Key"] == intent.window_id
 
 
+async def test_a_takeover_whose_wait_cannot_be_stored_sends_nothing_and_stays_pending(
+    store: SqliteStore, metrics: Metrics, sleep: FakeSleep, rollback_receiver: Any
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    intent = await stored_intent(store)
+    taken = await store.take_rollback(intent.window_id, "replica-a", REQUESTED_AT, REQUESTED_AT)
+    assert taken is not None
+    assert await store.begin_attempt(intent.window_id, taken.fence, REQUESTED_AT, REQUESTED_AT)
+    [swept] = await store.pending_rollbacks()
+    away = AwayUntil(store, asyncio.Event())  # the store flaps as B takes it over
+
+    b = RollbackDelivery(
+        away,  # type: ignore[arg-type]
+        metrics,
+        owner="replica-b",
+        clock=lambda: REQUESTED_AT + 31.0,
+        sleep=sleep,
+    )
+    done = await b.deliver(swept, settings(receiver.url), "production")
+    await b.aclose()
+
+    assert done.state == "pending" and receiver.attempts == []
+
+
 async def test_the_secret_never_reaches_logs_or_stored_errors(
     store: SqliteStore,
     delivery: RollbackDelivery,

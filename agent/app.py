@@ -19,7 +19,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from aiohttp import web
 from prometheus_client import Gauge
@@ -27,8 +27,10 @@ from prometheus_client import Gauge
 from agent import __version__
 from agent.api import add_routes
 from agent.api.hooks import INTEGRATIONS
+from agent.api.listener import Listener
 from agent.api.runner import ApiRunner
 from agent.api.server_log import ServerLog
+from agent.api.starting import starting_app
 from agent.appkeys import FORESIGHT, LOOPS, METRICS, REDACT, SETTINGS, STORE, WINDOW_EVENTS
 from agent.integrations.targets import RollbackTargets
 from agent.metrics import Metrics
@@ -59,6 +61,8 @@ WATCHER = web.AppKey("watcher", Watcher)
 STOP = web.AppKey("stop", StopBudget)
 STOPPING = web.AppKey("stopping", asyncio.Event)
 """Set by SIGTERM/SIGINT (`serve`): ends a wait for the store at start."""
+WAITING: web.AppKey[Callable[[], Awaitable[None]]] = web.AppKey("waiting")
+"""Called by `serve`'s application when its store does not answer at start."""
 
 STORE_WAIT_MAX_S = 5.0
 """The longest pause between tries to reach a store that does not answer at start."""
@@ -68,12 +72,17 @@ class StoppedWaiting(Exception):
     """A stop while `run` waited for its store to answer: a clean exit, nothing held."""
 
 
-async def open_when_it_answers(store: Store, stopping: asyncio.Event | None = None) -> None:
+async def open_when_it_answers(
+    store: Store,
+    stopping: asyncio.Event | None = None,
+    waiting: Callable[[], Awaitable[None]] | None = None,
+) -> None:
     """Open the store, waiting while its server gives no answer at all (PostgreSQL still
     starting beside the agent, restarting, unreachable for a moment): `run` exited 2 at
     once, the code of a configuration to fix, so systemd gave up after a few quick
     restarts and Kubernetes backed off for minutes. Said once (WARNING), and once when it
-    answers; a refused login, an unknown database or a bad file still fails at once."""
+    answers; `waiting` is called once, as it is said (`serve` listens then); a refused
+    login, an unknown database or a bad file still fails at once."""
     delay, said = 0.5, False
     while True:
         try:
@@ -82,6 +91,8 @@ async def open_when_it_answers(store: Store, stopping: asyncio.Event | None = No
             if not said:
                 said = True
                 log.warning("the store does not answer (%s); waiting for it", exc)
+                if waiting is not None:
+                    await waiting()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await (stopping or asyncio.Event()).wait()
@@ -137,7 +148,7 @@ def build_app(
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         init_sentry(redact, environ)
-        await open_when_it_answers(app[STORE], app.get(STOPPING))
+        await open_when_it_answers(app[STORE], app.get(STOPPING), app.get(WAITING))
         yield
         closing = asyncio.create_task(app[STORE].close(), name="closing the store")
         await stop.settle([closing], grace=math.inf)
@@ -260,31 +271,39 @@ def _loop_ended(what: str, up: Gauge, task: asyncio.Task[None]) -> None:
 
 
 async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> None:
-    """Serve until `stop` is set (SIGTERM/SIGINT), then shut down within the bound."""
+    """Serve until `stop` is set (SIGTERM/SIGINT), then shut down within the bound. A store
+    that does not answer at start is waited for behind `agent.api.starting`'s answers
+    (/healthz 200, /readyz and the API 503), on the socket the agent then takes over."""
     app = build_app(settings, **kwargs)  # type: ignore[arg-type]
     app[STOPPING] = stop
-    runner = ApiRunner(
-        app,
-        handle_signals=False,
-        access_log=None,
-        logger=ServerLog(app[METRICS]),
-        # the requests in flight: a quarter of the stop, at most 2 s
-        shutdown_timeout=min(2.0, settings.server.shutdown_timeout / 4),
-    )
+    listener = Listener(settings.server.host, settings.server.port)
+    # the requests in flight: a quarter of the stop, at most 2 s
+    in_flight_s = min(2.0, settings.server.shutdown_timeout / 4)
+    starting = _runner(starting_app(app[METRICS]), app[METRICS], in_flight_s)
+
+    async def listen_while_waiting() -> None:
+        await starting.setup()
+        await listener.serve(starting)
+        _say_listening(settings, "; /healthz answers, /readyz and the API 503 until the store does")
+
+    app[WAITING] = listen_while_waiting
+    runner = _runner(app, app[METRICS], in_flight_s)
     try:
         await runner.setup()
-    except StoppedWaiting:
+    except BaseException as exc:
+        listener.close()
+        await starting.cleanup()
+        if not isinstance(exc, StoppedWaiting):
+            raise
         log.info("stopped while waiting for the store")
         return
-    site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_address=True)
     try:
-        await site.start()
-        log.info(
-            "postflight %s listening on http://%s (event loop: %s)",
-            __version__,
-            settings.server.listen,
-            type(asyncio.get_running_loop()).__module__.partition(".")[0],  # uvloop | asyncio
-        )
+        waited = listener.listening
+        # binds, or takes the socket over with no gap: a connection the waiting answers
+        # took is answered by them once and closed, its next request made to the agent
+        await listener.serve(runner)
+        if not waited:
+            _say_listening(settings)
         if settings.server.ui:
             log.info("deploy pages at %s/deploys", settings.server.base_url)
         async with daemon_heap(app[METRICS]):
@@ -292,5 +311,27 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> No
         app[STOP].start()
         log.info("stopping: no new work; finishing deliveries in flight")
     finally:
+        listener.close()
+        await starting.cleanup()
         await runner.cleanup()
         log.info("stopped")
+
+
+def _runner(app: web.Application, metrics: Metrics, in_flight_s: float) -> ApiRunner:
+    return ApiRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        logger=ServerLog(metrics),
+        shutdown_timeout=in_flight_s,
+    )
+
+
+def _say_listening(settings: Settings, meanwhile: str = "") -> None:
+    log.info(
+        "postflight %s listening on http://%s (event loop: %s)%s",
+        __version__,
+        settings.server.listen,
+        type(asyncio.get_running_loop()).__module__.partition(".")[0],  # uvloop | asyncio
+        meanwhile,
+    )

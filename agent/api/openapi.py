@@ -52,7 +52,10 @@ _ERRORS = {
     413: f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.",
     415: "The body is not `application/json`.",
     422: "Invalid fields; `errors` lists each with its `loc` and `msg`.",
-    503: "The store does not answer (with `Retry-After`): retry shortly.",
+    503: (
+        "The store does not answer, or not yet while the agent starts (with `Retry-After`):"
+        " retry shortly."
+    ),
 }
 
 
@@ -344,7 +347,10 @@ def _document() -> dict[str, Any]:
         "/healthz": {
             "get": {
                 "operationId": "healthz",
-                "summary": "Liveness: 200 while the process runs (no auth)",
+                "summary": (
+                    "Liveness: 200 while the process runs, also while it waits for its store"
+                    " at start (no auth)"
+                ),
                 "security": [],
                 "responses": {"200": _json("Alive.", ref(Health))},
             }
@@ -360,7 +366,9 @@ def _document() -> dict[str, Any]:
                 "responses": {
                     "200": _json("Ready.", ref(Readiness)),
                     "503": _problem(
-                        "Not ready; the problem's `checks` says which part is not.", problem
+                        "Not ready; the problem's `checks` says which part is not (`store`"
+                        " and `watching` false while the agent waits for its store at start).",
+                        problem,
                     ),
                 },
             }

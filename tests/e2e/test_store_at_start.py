@@ -1,8 +1,10 @@
 """`postflight run` started while its PostgreSQL store does not answer yet (started beside
 it, restarting): it waits for the store, says so once, and serves once it answers, where
 it exited 2 at once, the code of a configuration to fix (systemd gives up on a unit after
-a few quick restarts; Kubernetes backs off for minutes). A stop while it waits is a clean
-exit; a database that does not exist is still a configuration error, exit 2."""
+a few quick restarts; Kubernetes backs off for minutes). Meanwhile its port answers
+/healthz (a liveness probe) and /metrics, and /readyz and the API 503; the agent then
+serves on that socket without a moment it refuses connections. A stop while it waits is
+a clean exit; a database that does not exist is still a configuration error, exit 2."""
 
 from __future__ import annotations
 
@@ -10,10 +12,9 @@ import asyncio
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.e2e.crash import ROOT, TOKEN, _env, free_port
@@ -59,12 +60,15 @@ async def said(log: Path, agent: subprocess.Popen[bytes], words: str) -> None:
     raise AssertionError(f"never said {words!r}: {shown(log)}")
 
 
-def ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
+async def answers(http: aiohttp.ClientSession, url: str) -> tuple[int, object]:
+    """The first answer of the next 5 s (the waiting agent listens just after it says so)."""
+    for _ in range(100):
+        try:
+            async with http.get(url) as r:
+                return r.status, await r.json(content_type=None)
+        except aiohttp.ClientConnectionError:
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"{url} refused connections for 5 s")
 
 
 def killed(agent: subprocess.Popen[bytes]) -> None:
@@ -72,34 +76,6 @@ def killed(agent: subprocess.Popen[bytes]) -> None:
     if agent.poll() is None:
         agent.kill()
         agent.wait()
-
-
-async def test_run_waits_for_a_store_that_does_not_answer_yet_then_serves(
-    tmp_path: Path, pg_cluster: PgCluster
-) -> None:
-    url = await pg_cluster.create_database()
-    port = free_port()  # nothing answers there until the proxy to the server opens
-    proxy = Proxy(pg_cluster.port)
-    agent, api_port, log = start(tmp_path, url.replace(f":{pg_cluster.port}/", f":{port}/"))
-    try:
-        await said(log, agent, WAITING)
-        await asyncio.sleep(1.0)  # a few tries, each refused
-        assert agent.poll() is None and not ready(api_port)
-        await proxy.start(port)
-        for _ in range(300):
-            if await asyncio.to_thread(ready, api_port):
-                break
-            assert agent.poll() is None, shown(log)
-            await asyncio.sleep(0.1)
-        assert await asyncio.to_thread(ready, api_port), shown(log)
-        agent.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(agent.wait, 20) == 0
-    finally:
-        killed(agent)
-        if proxy.server is not None:
-            await proxy.stop()
-    text = shown(log)
-    assert text.count(WAITING) == 1 and "the store answers; starting" in text, text
 
 
 async def test_a_stop_while_waiting_for_the_store_exits_0_and_an_unknown_database_2(
@@ -116,3 +92,93 @@ async def test_a_stop_while_waiting_for_the_store_exits_0_and_an_unknown_databas
     agent, _, log = start(tmp_path / "unknown", pg_cluster.url("no_such_database"))
     assert await asyncio.to_thread(agent.wait, 30) == 2
     assert 'database "no_such_database" does not exist' in shown(log)
+
+
+async def test_run_waits_for_a_store_that_does_not_answer_yet_then_serves_on_the_same_socket(
+    tmp_path: Path, pg_cluster: PgCluster
+) -> None:
+    """It waits, then serves once the store answers. /healthz refused connections while
+    `run` waited for its store: a Kubernetes liveness probe killed a process that was
+    alive and waiting as it should, and /metrics could not be scraped. Now the port
+    answers at once; every answer from there on is the waiting one or the agent's, never
+    a refused connection, until a deploy registers."""
+    url = await pg_cluster.create_database()
+    port = free_port()
+    proxy = Proxy(pg_cluster.port)
+    agent, api_port, log = start(tmp_path, url.replace(f":{pg_cluster.port}/", f":{port}/"))
+    base = f"http://127.0.0.1:{api_port}"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    deploy = {"environment": "production", "version": "v2"}
+    timeout = aiohttp.ClientTimeout(total=10)
+    try:
+        await said(log, agent, WAITING)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            assert await answers(http, f"{base}/healthz") == (200, {"status": "ok"})
+            async with http.get(f"{base}/readyz") as r:
+                body = await r.json(content_type=None)
+                assert (r.status, r.content_type) == (503, "application/problem+json"), body
+                assert body["checks"]["store"] is False and body["checks"]["config"] is True
+                assert "waiting for the store" in body["detail"]
+            async with http.get(f"{base}/metrics") as r:
+                assert r.status == 200 and "postflight_build_info" in await r.text()
+            for method, path in (("POST", "/v1/deploys"), ("GET", "/v1/deploys")):
+                async with http.request(method, base + path, json=deploy, headers=auth) as r:
+                    body = await r.json(content_type=None)
+                    assert (r.status, r.content_type) == (503, "application/problem+json")
+                    assert body["type"] == "urn:postflight:problem:store-unavailable", body
+                    assert "not reachable yet" in body["detail"]
+                    assert r.headers["Retry-After"].isdigit()
+
+            probes: list[int] = []  # liveness, from before the store answers to after
+
+            async def probe_until_ready() -> None:
+                while True:
+                    async with http.get(f"{base}/healthz") as r:  # a refusal raises
+                        probes.append(r.status)
+                    async with http.get(f"{base}/readyz") as r:
+                        if r.status == 200:
+                            return
+                        assert r.status == 503, await r.text()
+                    assert agent.poll() is None, shown(log)
+
+            probing = asyncio.create_task(probe_until_ready())
+            await asyncio.sleep(1.0)  # a few tries, each refused
+            await proxy.start(port)
+            await asyncio.wait_for(probing, 30)
+            assert set(probes) == {200} and len(probes) > 2, probes
+            async with http.post(f"{base}/v1/deploys", json=deploy, headers=auth) as r:
+                assert r.status == 201, await r.text()
+        agent.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(agent.wait, 20) == 0
+    finally:
+        killed(agent)
+        if proxy.server is not None:
+            await proxy.stop()
+    text = shown(log)
+    assert text.count(WAITING) == 1 and "the store answers; starting" in text, text
+    assert text.count("listening on") == 1, text
+
+
+async def test_a_database_found_unknown_once_the_server_answers_is_still_exit_2(
+    tmp_path: Path, pg_cluster: PgCluster
+) -> None:
+    """A configuration to fix is exit 2 after a wait too, the waiting answers' socket
+    closed with it, not a process that answers /healthz for ever."""
+    port = free_port()
+    proxy = Proxy(pg_cluster.port)
+    url = pg_cluster.url("no_such_db").replace(f":{pg_cluster.port}/", f":{port}/")
+    agent, api_port, log = start(tmp_path, url)
+    try:
+        await said(log, agent, WAITING)
+        async with aiohttp.ClientSession() as http:
+            assert await answers(http, f"http://127.0.0.1:{api_port}/healthz") == (
+                200,
+                {"status": "ok"},
+            )
+        await proxy.start(port)
+        assert await asyncio.to_thread(agent.wait, 30) == 2
+    finally:
+        killed(agent)
+        if proxy.server is not None:
+            await proxy.stop()
+    assert 'database "no_such_db" does not exist' in shown(log)

@@ -40,31 +40,49 @@ class StoreRefusals:
     then at most one a minute, which counts those in between. Each such request logged a
     line of its own: a PostgreSQL restart of 3 s under one polling client and a pipeline's
     `register --wait` made 25 (a live audit), the background loops' one line each lost
-    among them; `postflight_api_requests_total{status="5xx"}` still counts every one."""
+    among them; `postflight_api_requests_total{status="5xx"}` still counts every one.
+    A request the store answered (`answered`) ends the outage, said in one INFO line: the
+    next refusal is another outage and said at once, where one within a minute of the
+    last line was silent."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._said_at = -math.inf
         self._untold = 0
+        self._down = False
 
     def refused(self, request: web.Request, error: str) -> None:
         now = self._clock()
-        if now - self._said_at < REFUSALS_SAID_EVERY_S:
+        if self._down and now - self._said_at < REFUSALS_SAID_EVERY_S:
             self._untold += 1
             return
         log.warning(
-            "store unavailable serving %s %s: %s%s",
+            "store unavailable serving %s %s: %s%s%s",
             request.method,
             request.rel_url.path,
             error,
-            f" ({self._untold} more requests answered 503 since the last such line)"
-            if self._untold
-            else "; answering 503 until it does (said at most once a minute)",
+            "" if self._down else "; answering 503 until it does (said at most once a minute)",
+            self._since_the_last_line(),
         )
-        self._said_at, self._untold = now, 0
+        self._said_at, self._untold, self._down = now, 0, True
+
+    def answered(self) -> None:
+        """The store answered a request: an outage said is over."""
+        if self._down:
+            self._down = False
+            log.info("the store answers API requests again%s", self._since_the_last_line())
+            self._untold = 0
+
+    def _since_the_last_line(self) -> str:
+        if not self._untold:
+            return ""
+        return f" ({self._untold} more requests answered 503 since the last such line)"
 
 
 STORE_REFUSALS = web.AppKey("store_refusals", StoreRefusals)
+STORE_ANSWERS_PATH = "/v1/deploys"
+"""A 2xx answer under it was read from the store, or written to it: the store answers
+(a hook may answer 2xx without it: an event it ignores)."""
 
 
 def _count(request: web.Request, status: int) -> None:
@@ -101,6 +119,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         ).response()
     except Exception as exc:
         response = _unexpected(request, exc)
+    if 200 <= response.status < 300 and request.path.startswith(STORE_ANSWERS_PATH):
+        outage = request.config_dict.get(STORE_REFUSALS)
+        if outage is not None:
+            outage.answered()
     _count(request, response.status)
     return response
 

@@ -393,6 +393,50 @@ def test_a_refusal_a_minute_after_the_last_line_is_said_with_the_count_in_betwee
     assert said[1].endswith("(3 more requests answered 503 since the last such line)")
 
 
+async def test_an_outage_after_the_store_answered_again_is_said_again(
+    client: Client, store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The once-a-minute limit made a second outage within a minute of the first's line
+    silent in the log, as if the store had stayed down in between. A request the store
+    answered ends the outage (one INFO line, with the 503s it left unsaid), the next
+    refusal is said at once; an answer without the store (/healthz, the OpenAPI document)
+    ends nothing."""
+    with caplog.at_level(logging.INFO, logger="postflight.api"):
+        await store.close()
+        first = [(await client.get("/v1/deploys", headers=AUTH)).status for _ in range(2)]
+        for path in ("/healthz", "/v1/openapi.json"):
+            assert (await client.get(path, headers=AUTH)).status == 200
+        first.append((await client.get("/v1/deploys", headers=AUTH)).status)
+        await store.open()
+        back = (await client.get("/v1/deploys", headers=AUTH)).status
+        await store.close()
+        second = await client.get("/v1/deploys/dep_01JD0000000000000000000000", headers=AUTH)
+    assert (first, back, second.status) == ([503] * 3, 200, 503)
+    said = [r.getMessage().partition(":")[0] for r in caplog.records]
+    assert said == [
+        "store unavailable serving GET /v1/deploys",
+        "the store answers API requests again"
+        " (2 more requests answered 503 since the last such line)",
+        "store unavailable serving GET /v1/deploys/dep_01JD0000000000000000000000",
+    ], said
+
+
+def test_an_outage_ends_once_and_the_next_refusal_says_it_begins(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    refusals = StoreRefusals(clock=lambda: 0.0)  # all within the minute
+    request = make_mocked_request("GET", "/v1/deploys")
+    with caplog.at_level(logging.INFO, logger="postflight.api"):
+        refusals.refused(request, "refused")
+        refusals.refused(request, "refused")  # counted, not said
+        refusals.answered()
+        refusals.answered()  # once over, it is over: said once
+        refusals.refused(request, "refused")
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 3 and said[1].startswith("the store answers API requests again (1 more")
+    assert said[2].endswith("; answering 503 until it does (said at most once a minute)")
+
+
 async def test_a_registration_the_store_cannot_take_is_a_503_without_a_traceback(
     aiohttp_client: Callable[[web.Application], Awaitable[Client]],
     store: SqliteStore,

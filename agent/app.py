@@ -282,6 +282,7 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> No
     starting = _runner(starting_app(app[METRICS]), app[METRICS], in_flight_s)
 
     async def listen_while_waiting() -> None:
+        app[METRICS].waiting_for_store.set(1)
         await starting.setup()
         await listener.serve(starting)
         _say_listening(settings, "; /healthz answers, /readyz and the API 503 until the store does")
@@ -297,6 +298,7 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> No
             raise
         log.info("stopped while waiting for the store")
         return
+    app[METRICS].waiting_for_store.set(0)
     try:
         waited = listener.listening
         # binds, or takes the socket over with no gap: a connection the waiting answers

@@ -219,6 +219,13 @@ class Metrics:
             ["loop"],
             registry=r,
         )
+        self.waiting_for_store = Gauge(
+            "postflight_waiting_for_store",
+            "1 while `postflight run` waits at start for a store that gives no answer:"
+            " nothing is watched meanwhile (/healthz answers, /readyz fails); 0 once it"
+            " answers.",
+            registry=r,
+        )
         # last: it writes the families above by hand (`agent.exposition`)
         self.exposition = Exposition(r, [m for m in vars(self).values() if isinstance(m, Family)])
 

@@ -23,6 +23,7 @@ from tests.store.test_postgres_store import Proxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 WAITING = "the store does not answer"
+WAITING_GAUGE = "\npostflight_waiting_for_store"
 
 
 def start(tmp_path: Path, store_url: str) -> tuple[subprocess.Popen[bytes], int, Path]:
@@ -120,7 +121,7 @@ async def test_run_waits_for_a_store_that_does_not_answer_yet_then_serves_on_the
                 assert body["checks"]["store"] is False and body["checks"]["config"] is True
                 assert "waiting for the store" in body["detail"]
             async with http.get(f"{base}/metrics") as r:
-                assert r.status == 200 and "postflight_build_info" in await r.text()
+                assert r.status == 200 and WAITING_GAUGE + " 1.0" in await r.text()
             for method, path in (("POST", "/v1/deploys"), ("GET", "/v1/deploys")):
                 async with http.request(method, base + path, json=deploy, headers=auth) as r:
                     body = await r.json(content_type=None)
@@ -148,6 +149,8 @@ async def test_run_waits_for_a_store_that_does_not_answer_yet_then_serves_on_the
             assert set(probes) == {200} and len(probes) > 2, probes
             async with http.post(f"{base}/v1/deploys", json=deploy, headers=auth) as r:
                 assert r.status == 201, await r.text()
+            async with http.get(f"{base}/metrics") as r:
+                assert WAITING_GAUGE + " 0.0" in await r.text()
         agent.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(agent.wait, 20) == 0
     finally:

@@ -6,7 +6,7 @@ rollback (duplicates included), a monitor reads the store's tables for overwritt
 rounds and counters that go back.
 
     python bench/ha_chaos.py [--runs 5] [--duration 60] [--seed 1] [--json]
-        [--cases random,graceful_restart,paused_woken,sender_killed]
+        [--cases random,graceful_restart,paused_woken,sender_killed,store_outage]
 
 Cases:
 - random: 3 replicas, 10 deploys (5 regressed) over the run, kill -9 of a replica
@@ -17,10 +17,17 @@ Cases:
   then it wakes;
 - sender_killed: the sender killed mid-attempt (the receiver is slow) and held down
   (up to 40 s) until a survivor delivers, which must be within one lease + 10 s; its
-  restart then must not send again.
+  restart then must not send again;
+- store_outage: PostgreSQL stopped as the receiver takes the rollback (its 200 still to
+  go out) and kept away 0.5 s past the attempt's lease (max(lease, rollback timeout + 1)),
+  then started again on its port and data: the sender holds the 2xx until the store
+  takes it; the replicas' sweeps, taking the lapsed lease as the store returns, must
+  not send it again.
 
 Goals: 0 duplicate delivered rollbacks, 0 overwritten rounds or backward counters,
-orphans delivered by a survivor within one lease + 10 s, no window stuck.
+orphans delivered by a survivor within one lease + 10 s, no window stuck, each
+regressed deploy's rollback `delivered` and its window `rolled_back` in the store
+(unrecorded), every replica's /readyz 200 at the end (unready).
 """
 
 from __future__ import annotations
@@ -41,8 +48,9 @@ from tests.e2e.chaos import (
     paused_woken,
     random_chaos,
     sender_killed,
+    store_outage,
 )
-from tests.pg import running_cluster, server_bindir
+from tests.pg import PgCluster, running_cluster, server_bindir
 
 CASES = {
     "random": random_chaos,
@@ -50,16 +58,21 @@ CASES = {
     "paused_woken": paused_woken,
     "sender_killed": sender_killed,
 }
+STORE_CASES = {"store_outage": store_outage}
+"""Cases that stop and start the cluster itself (nothing else runs meanwhile)."""
 
 
-async def run_all(args: argparse.Namespace, cluster: Any) -> list[dict[str, Any]]:
+async def run_all(args: argparse.Namespace, cluster: PgCluster) -> list[dict[str, Any]]:
     rows = []
     for case in args.cases.split(","):
-        for run in range(args.runs if case == "random" else 1):
+        for run in range(args.runs if case in ("random", *STORE_CASES) else 1):
             plan = Plan(seed=args.seed + run, duration_s=args.duration, lease_s=args.lease)
             url = await cluster.create_database()
             started = time.monotonic()
-            findings = await CASES[case](plan, url)
+            if case in STORE_CASES:
+                findings = await STORE_CASES[case](plan, url, cluster)
+            else:
+                findings = await CASES[case](plan, url)
             row = {"case": case, "run": run, **findings.summary(), "ok": findings.ok}
             if case == "sender_killed":
                 pickup = findings.orphan_pickup_s
@@ -72,6 +85,8 @@ async def run_all(args: argparse.Namespace, cluster: Any) -> list[dict[str, Any]
                     + findings.backward_counters
                     + findings.overwritten_deliveries
                     + findings.stuck
+                    + findings.unrecorded
+                    + [f"{name}: /readyz not 200" for name in findings.unready]
                     + [f"{k}: {n} deliveries" for k, n in findings.delivered.items() if n != 1]
                 )
             rows.append(row)
@@ -90,18 +105,21 @@ def _line(row: dict[str, Any]) -> str:
         f" overwritten_deliveries={row['overwritten_deliveries']}"
         f" takeover_max={row['takeover_s_max']}s ({row['takeovers']})"
         f" orphan_pickup_max={row['orphan_pickup_s_max']}s ({row['orphans']})"
-        f" stuck={row['stuck_windows']} kills={row['kills']} pauses={row['pauses']}"
+        f" stuck={row['stuck_windows']} unrecorded={row['unrecorded']}"
+        f" unready={row['unready']} kills={row['kills']} pauses={row['pauses']}"
         f" [{row['seconds']}s] {'ok' if row['ok'] else 'WRONG'}"
     )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=5, help="runs of the random case")
+    parser.add_argument(
+        "--runs", type=int, default=5, help="runs of the random and store_outage cases"
+    )
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of chaos a run")
     parser.add_argument("--lease", type=float, default=3.0, help="store.lease, seconds")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--cases", default=",".join([*CASES, *STORE_CASES]))
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--verbose", action="store_true", help="events of every run")
     args = parser.parse_args()
@@ -119,6 +137,8 @@ def main() -> int:
         "backward_counters": sum(r["backward_counters"] for r in rows),
         "overwritten_deliveries": sum(r["overwritten_deliveries"] for r in rows),
         "stuck_windows": sum(r["stuck_windows"] for r in rows),
+        "unrecorded": sum(r["unrecorded"] for r in rows),
+        "unready": sum(r["unready"] for r in rows),
         "takeover_s_max": max((r["takeover_s_max"] or 0 for r in rows), default=0),
         "orphan_pickup_s_max": max((r["orphan_pickup_s_max"] or 0 for r in rows), default=0),
         "rows": rows,
@@ -132,6 +152,7 @@ def main() -> int:
             f" overwritten_rounds={summary['overwritten_rounds']}"
             f" backward_counters={summary['backward_counters']}"
             f" stuck={summary['stuck_windows']}"
+            f" unrecorded={summary['unrecorded']} unready={summary['unready']}"
             f" takeover_max={summary['takeover_s_max']}s"
             f" orphan_pickup_max={summary['orphan_pickup_s_max']}s"
         )

@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,28 @@ class PgCluster:
     port: int
     user: str
     socket_dir: Path
+    runner: _Runner | None = field(default=None, repr=False, compare=False)
+
+    def stop(self) -> None:
+        """Stop the server, its connections cut (`pg_ctl -m fast`): a store outage for
+        the tests that need one, e.g. the chaos harness's `store_outage`; `start` brings
+        it back. Not `-m immediate`, a crash: with `synchronous_commit=off` it loses the
+        last commits, which were answered (a chaos run saw a window's last round and its
+        rollback's attempt gone after the restart, and the rollback sent again)."""
+        assert self.runner is not None
+        data = self.runner.home / "data"
+        stopped = self.runner.run("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
+        if stopped.returncode != 0:
+            raise RuntimeError(f"PostgreSQL did not stop: {stopped.stderr}")
+
+    def start(self) -> None:
+        """Start the stopped server again, on its port and data directory."""
+        assert self.runner is not None
+        started = _pg_ctl_start(self.runner, self.port)
+        if started.returncode != 0:
+            log = self.runner.home / "server.log"
+            tail = log.read_text(errors="replace")[-4000:] if log.exists() else started.stderr
+            raise RuntimeError(f"PostgreSQL did not start again on port {self.port}:\n{tail}")
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
@@ -150,20 +172,26 @@ def _start_cluster(runner: _Runner) -> PgCluster:
     last = ""
     for _ in range(3):  # another process may take the free port before the server binds it
         port = _free_port()
-        options = (
-            f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={home}"
-            # durability is pointless for a cluster thrown away at the end of the session
-            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
-        start = runner.run(
-            "pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", "30", "-o", options, "start"
-        )
+        start = _pg_ctl_start(runner, port)
         if start.returncode == 0:
-            return PgCluster("127.0.0.1", port, SUPERUSER, home)
+            return PgCluster("127.0.0.1", port, SUPERUSER, home, runner)
         last = log.read_text(errors="replace") if log.exists() else start.stderr
         if "could not bind" not in last and "in use" not in last:
             break
     raise RuntimeError(f"PostgreSQL did not start:\n{last[-4000:]}")
+
+
+def _pg_ctl_start(runner: _Runner, port: int) -> subprocess.CompletedProcess[str]:
+    home = runner.home
+    options = (
+        f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={home}"
+        # durability is pointless for a cluster thrown away at the end of the session
+        " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    )
+    data, log = home / "data", home / "server.log"
+    return runner.run(
+        "pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", "30", "-o", options, "start"
+    )
 
 
 def _stop_cluster(runner: _Runner) -> None:
@@ -199,9 +227,7 @@ def server_bindir() -> Path | None:
     return _bindir()
 
 
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PgCluster]:
-    """A PostgreSQL cluster for the whole session (skips when the binaries are missing)."""
+def _bindir_or_skip() -> Path:
     try:
         import asyncpg  # noqa: F401
     except ImportError:
@@ -213,7 +239,22 @@ def pg_cluster() -> Iterator[PgCluster]:
             " $POSTFLIGHT_PG_BINDIR, on PATH or in /usr/lib/postgresql/*/bin;"
             " install the Debian package `postgresql`"
         )
-    with running_cluster(bindir) as cluster:
+    return bindir
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A PostgreSQL cluster for the whole session (skips when the binaries are missing)."""
+    with running_cluster(_bindir_or_skip()) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def own_pg_cluster() -> Iterator[PgCluster]:
+    """A cluster of the test's own, for a test that stops and starts it (a store outage):
+    the session's is shared by the worker's other tests, which a failed restart would
+    break. Costs an initdb and a start, ~2 s."""
+    with running_cluster(_bindir_or_skip()) as cluster:
         yield cluster
 
 

@@ -11,7 +11,9 @@ the targeted cases). Everything is judged from outside the agents:
 - takeover time: from a kill (or pause) to the moment another replica holds each
   window the victim held; orphan pickup: from a kill to the moment a rollback the
   victim was sending is delivered by another replica;
-- a stuck window is still watching (or its rollback still pending) well after its end.
+- a stuck window is still watching (or its rollback still pending) well after its end;
+- at the end, each regressed deploy's rollback is `delivered` in the store and its window
+  `rolled_back`, and every replica's /readyz answers 200.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,10 +36,15 @@ from typing import Any
 import aiohttp
 import asyncpg  # type: ignore[import-untyped]
 
+from agent.rollback.delivery import TAKEOVER_GRACE_S
 from tests.e2e.crash import ROOT, TOKEN, free_port
+from tests.pg import PgCluster
+from tests.receivers import RollbackAttempt, RollbackReceiver, parse_script
 
 SECRET = "chaos-rollback-secret"
 POLL_S = 0.2
+UNANSWERED = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+"""What the monitor's reads meet while PostgreSQL is away (`store_outage`)."""
 
 
 @dataclass
@@ -74,6 +81,11 @@ class Findings:
     takeover_s: list[float] = field(default_factory=list)
     orphan_pickup_s: list[float] = field(default_factory=list)
     stuck: list[str] = field(default_factory=list)
+    unrecorded: list[str] = field(default_factory=list)
+    """Regressed deploys whose store, at the end, does not say rollback `delivered` and
+    window `rolled_back`."""
+    unready: list[str] = field(default_factory=list)
+    """Replicas whose /readyz did not answer 200 at the end."""
     kills: int = 0
     pauses: int = 0
     events: list[str] = field(default_factory=list)
@@ -103,6 +115,8 @@ class Findings:
             ),
             "orphans": len(self.orphan_pickup_s),
             "stuck_windows": len(self.stuck),
+            "unrecorded": len(self.unrecorded),
+            "unready": len(self.unready),
             "kills": self.kills,
             "pauses": self.pauses,
         }
@@ -116,6 +130,8 @@ class Findings:
             and not self.backward_counters
             and not self.overwritten_deliveries
             and not self.stuck
+            and not self.unrecorded
+            and not self.unready
         )
 
 
@@ -173,6 +189,19 @@ class Replica:
                 await asyncio.sleep(0.05)
         raise RuntimeError(f"{self.name} did not become ready")
 
+    async def ready_within(self, seconds: float) -> bool:
+        """Whether its /readyz answers 200 within `seconds`."""
+        deadline = time.monotonic() + seconds
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+            while True:
+                with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                    async with http.get(f"{self.url}/readyz") as r:
+                        if r.status == 200:
+                            return True
+                if time.monotonic() >= deadline:
+                    return False
+                await asyncio.sleep(0.2)
+
     def signal(self, sig: signal.Signals) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -212,6 +241,7 @@ class Monitor:
         self.rounds: dict[tuple[str, int], tuple[float, str]] = {}
         self.counters: dict[str, int] = {}
         self.delivery_rows: dict[tuple[str, int], tuple[float, int | None, str | None]] = {}
+        self.conn: Any = None  # asyncpg.Connection, once started
         self.windows: dict[str, dict[str, Any]] = {}
         self.rollbacks: dict[str, dict[str, Any]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -219,6 +249,8 @@ class Monitor:
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         async with self._lock:
+            if self.conn.is_closed():  # PostgreSQL was stopped (`store_outage`)
+                self.conn = await asyncpg.connect(self.url, timeout=2)
             return list(await self.conn.fetch(sql, *args))
 
     async def start(self) -> None:
@@ -237,7 +269,7 @@ class Monitor:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(POLL_S)
-            with contextlib.suppress(asyncpg.PostgresError, OSError):
+            with contextlib.suppress(*UNANSWERED):
                 await self.poll()
 
     async def poll(self) -> None:
@@ -289,11 +321,20 @@ class Monitor:
         ]
 
 
+OnAttempt = Callable[[RollbackAttempt], Awaitable[None]]
+
+
 class Chaos:
     """The processes of one run: PostgreSQL database, receiver, target, replicas."""
 
-    def __init__(self, plan: Plan, pg_url: str, workdir: Path) -> None:
+    def __init__(
+        self, plan: Plan, pg_url: str, workdir: Path, on_attempt: OnAttempt | None = None
+    ) -> None:
         self.plan = plan
+        self.on_attempt = on_attempt
+        """Run the receiver in this process, awaiting this as each request arrives,
+        before it is answered (it may stop PostgreSQL); else it is a process of its own."""
+        self._receiver: RollbackReceiver | None = None
         self.pg_url = pg_url
         self.workdir = workdir
         self.rng = random.Random(plan.seed)
@@ -322,13 +363,23 @@ class Chaos:
     async def _start(self) -> Chaos:
         receiver_log = self.workdir / "receiver.jsonl"
         self.receiver_log = receiver_log
-        args = ["--secret", SECRET, "--log", str(receiver_log)]
-        if self.plan.receiver_script:
-            args += ["--script", self.plan.receiver_script]
-        receiver = self._spawn([sys.executable, "-m", "tests.receivers", "rollback", *args])
-        assert receiver.stdout is not None
-        line = await asyncio.to_thread(receiver.stdout.readline)
-        self.receiver_url = json.loads(line)["url"]
+        if self.on_attempt is not None:
+            self._receiver = RollbackReceiver(
+                SECRET,
+                parse_script(self.plan.receiver_script),
+                log=receiver_log,
+                on_attempt=self.on_attempt,
+            )
+            await self._receiver.start()
+            self.receiver_url = self._receiver.url
+        else:
+            args = ["--secret", SECRET, "--log", str(receiver_log)]
+            if self.plan.receiver_script:
+                args += ["--script", self.plan.receiver_script]
+            receiver = self._spawn([sys.executable, "-m", "tests.receivers", "rollback", *args])
+            assert receiver.stdout is not None
+            line = await asyncio.to_thread(receiver.stdout.readline)
+            self.receiver_url = json.loads(line)["url"]
         target_port = free_port()
         site = self.workdir / "site"
         site.mkdir()
@@ -354,6 +405,8 @@ class Chaos:
             replica.kill()
         with contextlib.suppress(Exception):
             await self.monitor.stop()
+        if self._receiver is not None:
+            await self._receiver.stop()
         for proc in self._procs:
             proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -529,11 +582,24 @@ class Chaos:
                 await replica.start()
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
-            await self.monitor.poll()
-            if not self._unsettled():
-                break
+            with contextlib.suppress(*UNANSWERED):  # PostgreSQL just started again
+                await self.monitor.poll()
+                if not self._unsettled():
+                    break
             await asyncio.sleep(0.5)
         self.f.stuck = self._unsettled()
+        self.f.unrecorded = self._unrecorded()
+        ready = await asyncio.gather(*(r.ready_within(5.0) for r in self.replicas))
+        self.f.unready = [r.name for r, ok in zip(self.replicas, ready, strict=True) if not ok]
+
+    def _unrecorded(self) -> list[str]:
+        left = []
+        for deploy in (d for d, bad in self.deploys.items() if bad):
+            window = self.monitor.windows.get(deploy, {}).get("state")
+            rollback = self.monitor.rollbacks.get(deploy, {}).get("state")
+            if (window, rollback) != ("rolled_back", "delivered"):
+                left.append(f"{deploy}: window {window}, rollback {rollback}")
+        return left
 
     def _unsettled(self) -> list[str]:
         left = [
@@ -559,9 +625,11 @@ class Chaos:
 
 
 @contextlib.asynccontextmanager
-async def chaos_run(plan: Plan, pg_url: str) -> AsyncIterator[Chaos]:
+async def chaos_run(
+    plan: Plan, pg_url: str, on_attempt: OnAttempt | None = None
+) -> AsyncIterator[Chaos]:
     with tempfile.TemporaryDirectory(prefix="postflight-chaos-") as tmp:
-        async with Chaos(plan, pg_url, Path(tmp)) as run:
+        async with Chaos(plan, pg_url, Path(tmp), on_attempt) as run:
             yield run
 
 
@@ -640,6 +708,64 @@ async def sender_killed(plan: Plan, url: str, down_s: float = 40.0) -> Findings:
         await run.restart_now()
         await run.settle(within=down_s + 20)
         run.count_deliveries()
+        return run.f
+
+
+OUTAGE_PAST_LEASE_S = 0.5
+"""How much longer than the rollback attempt's lease `store_outage` keeps PostgreSQL away."""
+RESEND_WITHIN_S = 3.0
+"""By when, after the store's return and the takeover grace, a replica that took the
+rollback over has sent it again if it does: its sweep runs every second."""
+
+
+async def store_outage(plan: Plan, url: str, cluster: PgCluster) -> Findings:
+    """PostgreSQL stopped as the receiver takes the rollback (before its 200 goes out) and
+    kept away past the attempt's lease, then started again on its port and data: the
+    sender holds the 2xx until the store takes it, and a replica whose sweep takes the
+    lapsed lease as the store returns must not send the rollback again. `url` must be a
+    database of `cluster`, which nothing else may be using meanwhile."""
+    plan.windows, plan.regressed, plan.sigstop = 1, 1, False
+    plan.receiver_script = "200"
+    arrived: list[float] = []
+    stopping: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def stop_the_store(attempt: RollbackAttempt) -> None:
+        if attempt.n == 1:
+            arrived.append(time.monotonic())
+            try:
+                await asyncio.to_thread(cluster.stop)
+            except Exception as exc:  # said by the run, not only by aiohttp's log
+                stopping.set_exception(exc)
+                raise
+            stopping.set_result(None)
+
+    async with chaos_run(plan, url, stop_the_store) as run:
+        deploy = await run.register(0)
+        await asyncio.wait_for(stopping, plan.window_s + 30)
+        run.log("PostgreSQL stopped as the receiver took attempt 1; answering 200")
+        # begin_attempt leased the attempt for max(lease, timeout + 1) before it went out
+        lease = max(plan.lease_s, plan.rollback_timeout_s + 1.0)
+        await asyncio.sleep(arrived[0] + lease + OUTAGE_PAST_LEASE_S - time.monotonic())
+        await asyncio.to_thread(cluster.start)
+        back = time.monotonic()
+        run.log(f"PostgreSQL started again after {back - arrived[0]:.1f}s")
+        await run.settle(within=plan.window_s + 30)
+        # a replica that took the lapsed lease over sends (if it does) after its grace,
+        # maybe after the sender recorded the 2xx: the receiver is counted once it is out
+        await asyncio.sleep(back + TAKEOVER_GRACE_S + RESEND_WITHIN_S - time.monotonic())
+        await run.monitor.poll()
+        run.count_deliveries()
+        b = run.monitor.rollbacks.get(deploy, {})
+        run.log(f"rollback {b.get('state')} after {b.get('attempts')} attempt(s)")
+        for replica in run.replicas:  # who held the 2xx, who took over (their own words)
+            said = replica.log.read_text(errors="replace")
+            for words in (
+                f"{deploy} accepted on attempt",
+                "resuming rollback delivery",
+                "no recorded outcome; waiting",
+            ):
+                if words in said:
+                    run.log(f"{replica.name} said '{words}'")
         return run.f
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.chaos import Plan, random_chaos, sender_killed
+from tests.e2e.chaos import Plan, random_chaos, sender_killed, store_outage
 from tests.heavy import HEAVY
+from tests.pg import PgCluster
 
 pytestmark = [pytest.mark.e2e, HEAVY]
 
@@ -44,3 +45,22 @@ async def test_a_sender_killed_mid_attempt_is_replaced_by_a_survivor(pg_url: str
     assert len(found.orphan_pickup_s) == 1, found.events  # by a survivor, not the restart
     assert found.orphan_pickup_s[0] <= plan.lease_s + plan.rollback_timeout_s + 10
     assert found.stuck == [], found.events
+
+
+@pytest.mark.timeout(120)
+async def test_a_store_outage_past_the_lease_under_a_held_2xx_sends_the_rollback_once(
+    own_pg_cluster: PgCluster,
+) -> None:
+    """PostgreSQL stopped as the receiver takes the rollback and away past the attempt's
+    lease: the sender holds the 2xx, and the replicas' sweeps, taking the lapsed lease as
+    the store returns, wait for it to be recorded. Its own cluster: it is stopped and
+    started. On the code before the takeover grace it failed 5 runs of 5, 2 requests
+    accepted at the receiver each time."""
+    plan = Plan(lease_s=2.0, window_s=8.0, interval_s=0.4, rollback_timeout_s=1.0, seed=2)
+    url = await own_pg_cluster.create_database()
+    found = await store_outage(plan, url, own_pg_cluster)
+    assert found.delivered and all(n == 1 for n in found.delivered.values()), found.events
+    assert found.unrecorded == [], found.events  # delivered, the window rolled_back
+    assert found.stuck == [] and found.unready == [], found.events
+    assert found.overwritten_rounds == [] and found.backward_counters == []
+    assert found.overwritten_deliveries == []

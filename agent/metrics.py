@@ -140,7 +140,8 @@ class Metrics:
         self.provider_requests_total = Counter(
             "postflight_provider_requests_total",
             "Fetches from metric providers (one query for one period, its retries and pages"
-            " included), by result.",
+            " included), by result: ok, error (the provider's failure), agent_lag (no answer"
+            " read in time while the agent's own event loop was stalled: not the provider's).",
             ["provider", "result"],
             registry=r,
         )
@@ -268,7 +269,7 @@ WINDOW_OUTCOMES = ("passed", "failed", "rolled_back", "inconclusive", "cancelled
 ROLLBACK_RESULTS = ("delivered", "failed")
 ATTEMPT_RESULTS = ("delivered", "retryable", "rejected")
 ALERT_RESULTS = ("sent", "failed")
-PROVIDER_RESULTS = ("ok", "error")
+PROVIDER_RESULTS = ("ok", "error", "agent_lag")
 HTTP_RESULTS = ("2xx", "3xx", "4xx", "5xx", "timeout", "error")
 DROP_REASONS = ("agent_lag", "agent_lag_latency")
 DeployEventResult = Literal[

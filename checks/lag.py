@@ -102,6 +102,13 @@ class LoopLag:
         self._loop.call_at(self._due, self._beat)
 
 
+def stall_explains(waited: float, stalled: float) -> bool:
+    """Whether a wait of `waited` seconds that ended without an answer (a timeout) is the
+    agent's: its loop was stalled `stalled` seconds meanwhile, more than `AGENT_SHARE` of
+    the wait (and `SLACK_S`), so it cannot say the other side did not answer in time."""
+    return stalled > max(AGENT_SHARE * waited, SLACK_S)
+
+
 def verdict_on(
     ok: bool, error: str | None, latency: float | None, waited: float, stalled: float, late: float
 ) -> Dropped | None:
@@ -109,7 +116,7 @@ def verdict_on(
     agent's loop was stalled `stalled` seconds while it waited `waited` seconds, and that
     its reading of the answer was `late` seconds late at most (see `attributed`)."""
     if not ok and error in _TIMED:
-        return "agent_lag" if stalled > max(AGENT_SHARE * waited, SLACK_S) else None
+        return "agent_lag" if stall_explains(waited, stalled) else None
     if latency is None or late <= max(AGENT_SHARE * latency, SLACK_S):
         return None
     return "agent_lag_latency"

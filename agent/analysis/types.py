@@ -68,6 +68,10 @@ class Observation:
     answered: bool = False
     """With `error`: the source answered, but not usably (a rejected key or query, an answer
     that cannot be read): a fix in the configuration, not an outage that passes."""
+    agent_lag: bool = False
+    """With `error`: no answer was read in time while the agent's own event loop was
+    stalled for more of the wait than it can vouch for (`checks.lag`): the agent's
+    failure, not the source's; asked again, never alerted as the source's."""
 
     @property
     def has_data(self) -> bool:

@@ -17,7 +17,10 @@ This module owns everything that must be the same for all of them:
 - single flight: rules sharing a query over the same period share one request;
 - fail soft: `fetch` never raises (except cancellation); any failure becomes
   `Observation(value=None, error=<short reason>)` and counts
-  `postflight_provider_requests_total{result="error"}`.
+  `postflight_provider_requests_total{result="error"}`;
+- a fetch that ran out of time while the agent's own event loop was stalled is the
+  agent's (`agent.providers.agent_lag`): `Observation(agent_lag=True)`, counted as
+  `result="agent_lag"`, never the provider's error.
 
 Why a small loop rather than a retry library (tenacity, backoff, stamina): the
 wait is decided by the answer (X-Sentry-Rate-Limit-Reset, Retry-After, a GraphQL
@@ -52,6 +55,7 @@ from pydantic import BaseModel, SecretStr
 from agent.analysis.describe import is_rate
 from agent.analysis.types import Observation, Rule
 from agent.metrics import Metrics
+from agent.providers.agent_lag import WATCHING, FetchLag, Span, agent_words
 from agent.providers.base import DeployScope, Period
 from agent.providers.provider_settings import HttpProviderSettings
 from common.durations import format_duration
@@ -85,6 +89,7 @@ class ProviderError(Exception):
     we cannot read): something to fix in the configuration, not an outage."""
 
     answered = True
+    agent_lag = False
 
 
 class ProviderUnreachable(ProviderError):
@@ -92,6 +97,13 @@ class ProviderUnreachable(ProviderError):
     the retries or the budget ran out. Usually an outage that passes."""
 
     answered = False
+
+
+class AgentLagged(ProviderUnreachable):
+    """No answer was read in time because the agent's own loop stalled, and the provider
+    did nothing wrong meanwhile: the agent's failure (`agent.providers.agent_lag`)."""
+
+    agent_lag = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +129,8 @@ class Retry:
 
     reason: str
     after: float | None = None
+    stall: tuple[float, float] | None = None
+    """(stalled, waited): a timeout the agent's stalled loop explains (not the provider's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,20 +320,25 @@ class HttpProvider:
     ) -> Answer:
         """One request with retries, within `deadline` (loop time). Raises ProviderError."""
         loop = asyncio.get_running_loop()
+        fetch = WATCHING.get()
         attempt = 0
         while True:
             attempt += 1
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise ProviderUnreachable(
-                    f"{self.title} did not answer within {format_duration(self.timeout)}"
+                raise self._out_of_time(
+                    fetch,
+                    fetch.span.stall() if fetch else None,
+                    f"{self.title} did not answer within {format_duration(self.timeout)}",
                 )
             await self._hold_off(url, deadline)
+            span = Span.begin() if fetch else None
             try:
                 answer = await self._attempt(method, url, deadline, params, json_body)
             except TimeoutError:
                 retry = Retry(
-                    f"{self.title} did not answer within {format_duration(self.attempt_timeout)}"
+                    f"{self.title} did not answer within {format_duration(self.attempt_timeout)}",
+                    stall=span.stall() if span else None,
                 )
             except aiohttp.ClientError as exc:
                 retry = Retry(f"could not reach {self.title} ({_describe(exc)})")
@@ -329,9 +348,13 @@ class HttpProvider:
                 if maybe is None:
                     return answer
                 retry = maybe
+            if fetch is not None and retry.stall is None:
+                fetch.said = retry.reason
             if attempt >= self.max_attempts:
-                raise ProviderUnreachable(
-                    retry.reason if attempt == 1 else f"{retry.reason} (after {attempt} attempts)"
+                raise self._out_of_time(
+                    fetch,
+                    retry.stall,
+                    retry.reason if attempt == 1 else f"{retry.reason} (after {attempt} attempts)",
                 )
             if retry.after is not None and retry.after > 0:
                 self._quiet_until[url] = max(
@@ -344,13 +367,30 @@ class HttpProvider:
                         f"{retry.reason}; retry in {format_duration(retry.after)}, past this"
                         f" fetch's {format_duration(self.timeout)} budget"
                     )
-                raise ProviderUnreachable(f"{retry.reason}; no time left to retry")
+                raise self._out_of_time(
+                    fetch, retry.stall, f"{retry.reason}; no time left to retry"
+                )
             log.debug(
                 "%s: %s; retrying in %.2fs", self.name, self.mask_secrets(retry.reason), delay
             )
             await asyncio.sleep(delay)
 
     # -- internals --------------------------------------------------------------------
+
+    def _out_of_time(
+        self, fetch: FetchLag | None, stall: tuple[float, float] | None, plain: str
+    ) -> ProviderUnreachable:
+        """The failure of a fetch whose wait ended without an answer: `plain`, unless the
+        agent's stall (stalled, waited) explains the wait. Then it is the agent's, or, when
+        the provider failed an earlier attempt itself, that failure, said so."""
+        if fetch is None or stall is None:
+            return ProviderUnreachable(plain)
+        if fetch.said is not None:
+            return ProviderUnreachable(
+                f"{fetch.said}; then no answer was read in time, the agent's event loop being"
+                " stalled (agent overloaded)"
+            )
+        return AgentLagged(agent_words(self.title, *stall))
 
     async def _hold_off(self, url: str, deadline: float) -> None:
         """Wait out a rate limit the provider announced for `url` (in an earlier fetch
@@ -464,6 +504,8 @@ class HttpProvider:
 
     async def _observe(self, plan: Plan) -> Observation:
         started = time.perf_counter()
+        fetch = FetchLag(Span.begin())
+        WATCHING.set(fetch)  # this task's own context: `send` and the tasks it starts
         result = "error"
         try:
             async with asyncio.timeout(self.timeout):
@@ -472,17 +514,28 @@ class HttpProvider:
                 observation = dataclasses.replace(observation, seconds=plan.seconds)
             result = "ok"
         except ProviderError as exc:
+            if exc.agent_lag:
+                result = "agent_lag"
             observation = Observation(
                 value=None,
                 error=self.mask_secrets(str(exc)),
                 query=plan.query,
                 answered=exc.answered,
+                agent_lag=exc.agent_lag,
             )
         except TimeoutError:
+            failure = self._out_of_time(
+                fetch,
+                fetch.span.stall(),
+                f"{self.title} did not answer within {format_duration(self.timeout)}",
+            )
+            if failure.agent_lag:
+                result = "agent_lag"
             observation = Observation(
                 value=None,
-                error=f"{self.title} did not answer within {format_duration(self.timeout)}",
+                error=self.mask_secrets(str(failure)),
                 query=plan.query,
+                agent_lag=failure.agent_lag,
             )
         except Exception as exc:  # fail soft: a bug or a surprise must not stop a window
             message = self.redact(f"{type(exc).__name__}: {exc}")

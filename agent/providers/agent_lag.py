@@ -1,0 +1,69 @@
+"""A provider fetch that ran out of time because the agent itself stalled: the agent's
+failure, not the provider's.
+
+Why: the agent reads a provider's answer on its own event loop. A loop stalled by a GC
+pause, a blocked callback or a machine it shares reads an answer that came in time too
+late, and the fetch ended as "Sentry did not answer": the rule inconclusive, and on-call
+told Sentry was down while Sentry was fine. The rule is the probes' (`checks.lag`): a
+wait that ended without an answer is the agent's when its loop was stalled for more
+than a tenth of it. An answer the provider gave (a 429, a 5xx), a connection it
+refused, or a timeout while the agent kept up stays the provider's, whatever came
+after it in the same fetch.
+
+Each fetch (`HttpProvider._observe`) watches the loop with `FetchLag`; `HttpProvider.send`
+finds it in `WATCHING` (a context variable: pages and the tasks a fetch starts share it).
+No I/O; the heartbeat is `checks.ticks`'s, the probes' own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from checks.lag import LoopLag, stall_explains
+from checks.ticks import ticks
+
+
+@dataclass(slots=True)
+class Span:
+    """The loop's stall so far and the time, when a wait began."""
+
+    lag: LoopLag
+    mark: float
+    started: float
+
+    @classmethod
+    def begin(cls) -> Span:
+        lag = ticks().lag
+        return cls(lag, lag.total(), asyncio.get_running_loop().time())
+
+    def stall(self) -> tuple[float, float] | None:
+        """(stalled, waited) when the loop's stall since `begin` explains a wait that ended
+        now without an answer (`checks.lag.stall_explains`); else None."""
+        stalled = self.lag.total() - self.mark
+        waited = asyncio.get_running_loop().time() - self.started
+        return (stalled, waited) if stall_explains(waited, stalled) else None
+
+
+@dataclass(slots=True)
+class FetchLag:
+    """One fetch's watch on the agent's loop, and the provider's own latest failure."""
+
+    span: Span
+    said: str | None = None
+    """What the provider itself did wrong in this fetch (an answer to retry, a failed
+    connection, no answer while the agent kept up): then the fetch's failure is its."""
+
+
+WATCHING: ContextVar[FetchLag | None] = ContextVar("postflight_provider_fetch", default=None)
+"""The fetch under way in this task (None: not a fetch, e.g. a marker's write)."""
+
+
+def agent_words(title: str, stalled: float, waited: float) -> str:
+    """Why no answer was read, blaming the agent: what the rule says if it stays unknown."""
+    return (
+        f"agent overloaded: its event loop was stalled {stalled:.3f}s of the {waited:.3f}s it"
+        f" waited for {title}, so an answer was not read in time (not a {title} failure;"
+        " asked again)"
+    )

@@ -1,0 +1,183 @@
+"""A provider fetch the agent's own stalled event loop ran out of time is the agent's, not
+the provider's (`agent.providers.agent_lag`).
+
+The fakes (Sentry, New Relic, Prometheus, in their documented shapes) run on a loop of
+their own in a thread (`tests.fakes.threaded`): while the agent's loop is held by a
+blocking `time.sleep` in a callback, they answer on time, as the real services would.
+What each answered is counted at the fake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from agent.analysis.types import Observation, Rule
+from agent.metrics import Metrics
+from agent.providers.client import HttpProvider
+from agent.providers.newrelic import NewRelicProvider
+from agent.providers.prometheus import PrometheusProvider
+from agent.providers.provider_settings import PrometheusSettings
+from agent.providers.sentry import SentryProvider
+from checks.lag import AGENT_SHARE
+from checks.ticks import ticks
+from tests.fakes._server import FakeServer
+from tests.fakes.newrelic import FakeNewRelic
+from tests.fakes.prometheus import FakePrometheus
+from tests.fakes.sentry import FakeSentry, SentryStats
+from tests.fakes.threaded import in_thread
+from tests.providers.support import (
+    AFTER,
+    NEWRELIC_KEY,
+    SENTRY_TOKEN,
+    newrelic_settings,
+    requests_counted,
+    rule,
+    scope,
+    sentry_settings,
+)
+
+BUDGET = {"timeout": 0.6, "request_timeout": 0.3, "max_attempts": 2}
+"""The e2e fail-soft tests' budget: a 600 ms fetch of two 300 ms attempts."""
+P95 = "SELECT percentile(duration, 95) FROM Transaction WHERE appName = 'web (production)'"
+TITLES = {"sentry": "Sentry", "newrelic": "New Relic", "prometheus": "Prometheus"}
+
+
+@dataclass
+class Source:
+    """A provider pointed at its fake, and a rule the fake answers."""
+
+    name: str
+    fake: FakeServer
+    provider: HttpProvider
+    rule: Rule
+
+    async def fetch(self) -> Observation:
+        return await self.provider.fetch(self.rule, scope(), AFTER, "v2.4.1")
+
+    def answered(self) -> int:
+        """Answers the fake gave with data (200), counted at the fake."""
+        return sum(1 for seen in self.fake.requests if seen.status == 200)
+
+
+@contextmanager
+def source(name: str, metrics: Metrics, **budget: Any) -> Iterator[Source]:
+    """`name`'s fake in a thread, answering its rule in 50 ms, and its provider."""
+    budget = {**BUDGET, **budget}
+    fake: FakeServer
+    if name == "sentry":
+        sentry = FakeSentry(token=SENTRY_TOKEN)
+        sentry.set_stats(SentryStats(transactions=1000, failure_rate=0.01), release="v2.4.1")
+        fake, made = sentry, rule(source="sentry", metric="error_rate", max=0.1)
+    elif name == "newrelic":
+        newrelic = FakeNewRelic(api_key=NEWRELIC_KEY)
+        newrelic.answer(P95, [{"percentile.duration": {"95": 0.2}}])
+        fake, made = newrelic, rule(source="newrelic", nrql=P95, max=1.0)
+    else:
+        prometheus = FakePrometheus()
+        prometheus.set("up", 1.0)
+        fake, made = prometheus, rule(source="prometheus", query="up", min=0.5)
+    fake.delay = 0.05
+    with in_thread(fake):
+        provider: HttpProvider
+        if name == "sentry":
+            provider = SentryProvider(sentry_settings(sentry, **budget), metrics=metrics)
+        elif name == "newrelic":
+            provider = NewRelicProvider(newrelic_settings(newrelic, **budget), metrics=metrics)
+        else:
+            settings = PrometheusSettings.model_validate({"url": fake.url, **budget})
+            provider = PrometheusProvider(settings, metrics=metrics)
+        yield Source(name, fake, provider, made)
+
+
+def stall_soon(seconds: float) -> None:
+    """Hold the agent's loop for `seconds`, 10 ms from now (a GC pause, a blocked loop)."""
+    asyncio.get_running_loop().call_later(0.01, time.sleep, seconds)
+
+
+@pytest.mark.parametrize("name", ["sentry", "newrelic", "prometheus"])
+async def test_a_fetch_the_agents_stall_ran_out_of_time_is_the_agents_not_the_providers(
+    name: str, metrics: Metrics
+) -> None:
+    """The agent's loop is held for 0.8 s, past the fetch's 600 ms budget, while the
+    provider answers in 50 ms. The old code said "Sentry did not answer within 600ms",
+    counted the provider's error, and the window alerted it as an outage."""
+    with source(name, metrics) as src:
+        try:
+            stall_soon(0.8)
+            obs = await src.fetch()
+        finally:
+            await src.provider.aclose()
+    title = TITLES[name]
+    assert obs.error is not None and obs.error.startswith("agent overloaded:"), obs.error
+    assert f"not a {title} failure" in obs.error and "did not answer" not in obs.error
+    assert obs.value is None and obs.agent_lag and not obs.answered, obs
+    assert requests_counted(metrics, name, "agent_lag") == 1
+    assert requests_counted(metrics, name, "error") == 0
+    # it had answered, on time, while the agent was not listening
+    assert src.answered() >= 1
+
+
+async def test_what_the_provider_said_before_the_agent_stalled_is_still_its_failure(
+    metrics: Metrics,
+) -> None:
+    """Sentry answers the first attempt 429; the agent's loop is held through the retry.
+    The rate limit is Sentry's own answer: the fetch is its failure, and says 429, where
+    the old code said only "Sentry did not answer within 300ms (after 2 attempts)"."""
+    with source("sentry", metrics) as src:
+        src.fake.fail("429", times=1, reset_in=0.1, match="/events/")
+        loop = asyncio.get_running_loop()
+        sentry = src.fake
+
+        def stall_on_the_retry() -> None:
+            if len(sentry.seen("/events/")) >= 2:  # the retry is on its way
+                time.sleep(0.8)
+            else:
+                loop.call_later(0.005, stall_on_the_retry)
+
+        try:
+            loop.call_soon(stall_on_the_retry)
+            obs = await src.fetch()
+        finally:
+            await src.provider.aclose()
+    assert obs.error is not None and "rate limiting (429)" in obs.error, obs.error
+    assert "agent overloaded" in obs.error  # and what cut the retry
+    assert obs.value is None and not obs.agent_lag, obs
+    assert requests_counted(metrics, "sentry", "error") == 1
+    assert requests_counted(metrics, "sentry", "agent_lag") == 0
+
+
+@pytest.mark.parametrize("name", ["sentry", "newrelic"])
+async def test_a_provider_that_hangs_while_the_agent_keeps_up_is_still_its_failure(
+    name: str, metrics: Metrics
+) -> None:
+    """The control: the provider never answers and the agent's loop is not stalled; the
+    fetch is the provider's "did not answer", as before. A busy machine may stall the
+    agent's loop past a tenth of a fetch by itself: such a fetch is the agent's, so up to
+    six are made until one is the provider's, and each the agent's must have been stalled
+    for more than a tenth of its wait, measured here on the same heartbeat."""
+    title = TITLES[name]
+    with source(name, metrics, timeout=1.0, request_timeout=0.5) as src:
+        src.fake.fail("hang")
+        lag = ticks().lag
+        try:
+            for _ in range(6):
+                before, started = lag.total(), time.monotonic()
+                obs = await src.fetch()
+                stalled, waited = lag.total() - before, time.monotonic() - started
+                assert obs.value is None and obs.error is not None, obs
+                if not obs.agent_lag:
+                    break
+                assert stalled > AGENT_SHARE * waited * 0.5, (stalled, waited, obs.error)
+            else:
+                raise AssertionError("every fetch was the agent's: a stall in each of six")
+        finally:
+            await src.provider.aclose()
+    assert f"{title} did not answer within" in obs.error, obs.error
+    assert requests_counted(metrics, name, "error") == 1

@@ -386,12 +386,16 @@ class WindowWatch:
         )
 
     def _provider_failed(self) -> bool:
-        """Whether a provider rule's latest observation is an error (an alert to send)."""
-        for rule in self.judge_rules:
-            observed = self.latest.get(rule.name)
-            if rule.source != "checks" and observed is not None and observed.error:
-                return True
-        return False
+        """Whether a provider rule's latest observation is the provider's error (an alert
+        to send; one the agent's own stall caused is not)."""
+        return any(self._providers_error(r.name, r.source) for r in self.judge_rules)
+
+    def _providers_error(self, name: str, source: str) -> Observation | None:
+        """The rule's latest observation when it is its provider's failure, else None."""
+        observed = self.latest.get(name)
+        if source == "checks" or observed is None or not observed.error or observed.agent_lag:
+            return None
+        return observed
 
     async def _settle(
         self,
@@ -519,7 +523,13 @@ class WindowWatch:
                 self.s.spawn(self._mark(name, provider, "deploy"))
         for judged in self.judge_rules:
             baseline = fetched.get(judged.name)
-            if baseline is not None and baseline.error and judged.name not in self.refetching:
+            if baseline is None or not baseline.error or judged.name in self.refetching:
+                continue
+            if baseline.agent_lag:
+                # the agent's own stall, not the provider's: asked again each round
+                # (`_awaits_baseline`), and alerted only if the provider then fails itself
+                self.first_baselines.add(judged.name)
+            else:
                 self._baseline_unreachable(judged, baseline)
         return True
 
@@ -563,13 +573,15 @@ class WindowWatch:
     def _awaits_baseline(self, rule: Rule) -> bool:
         """A relative provider rule (`max_increase`: it is judged against its baseline)
         whose baseline fetch failed, none having come since. An absolute rule's baseline
-        is only shown beside it: its judging goes on without one, and is not restarted."""
+        is only shown beside it: its judging goes on without one, and is not restarted;
+        it is asked again only while its fetch failed for the agent's own stall
+        (`Observation.agent_lag`), which says nothing of the provider."""
         baseline = self.baselines.get(rule.name)
         return (
             rule.source != "checks"
-            and rule.max_increase is not None
             and baseline is not None
             and bool(baseline.error)
+            and (rule.max_increase is not None or baseline.agent_lag)
         )
 
     async def _mark(
@@ -672,12 +684,18 @@ class WindowWatch:
                 continue  # taken up with the rule's next answer: it starts over on that
             del self.refetching[judged.name]
             baseline = _answer(again)
+            if baseline.agent_lag:  # the agent's stall again: asked again, nothing alerted
+                self.baselines[judged.name] = baseline
+                continue
             if not baseline.error and relative:
                 self.arrived[judged.name] = baseline
             elif not baseline.error:  # an absolute rule's baseline is only shown beside it
                 self.baselines[judged.name] = baseline
-            elif judged.name in self.first_baselines:
-                self._baseline_unreachable(judged, baseline)
+            else:
+                if not relative:  # the provider's own failure: not asked again
+                    self.baselines[judged.name] = baseline
+                if judged.name in self.first_baselines:
+                    self._baseline_unreachable(judged, baseline)
             self.first_baselines.discard(judged.name)
         for name, baseline in self.arrived.items():
             # the rule is judged from now on, on everything since the deploy (`_judge`)
@@ -1001,7 +1019,6 @@ class WindowWatch:
         `provider_unreachable` per provider per window."""
         previous = self.last_outcomes
         self.last_outcomes = {r.name: _state(r) for r in verdict.rules}
-        latest = self.latest
         for rule in verdict.rules:
             # each rule's dict only for an alert: most rounds of most windows send none
             if _state(rule) == "breached":
@@ -1018,8 +1035,8 @@ class WindowWatch:
                     reason=f"{rule.name} is back within {rule.threshold}",
                     rules=[rule_to_dict(rule, self.links)],
                 )
-            observed = latest.get(rule.name)
-            if rule.source != "checks" and observed is not None and observed.error:
+            observed = self._providers_error(rule.name, rule.source)
+            if observed is not None:
                 self._alert(
                     "provider_unreachable",
                     key=provider_key(rule.source),

@@ -61,6 +61,7 @@ from agent.windows.foresight import (
 from agent.windows.overload import DropTally
 from agent.windows.probing import EnvironmentProbe, samples_of, summarize, unsummarize
 from agent.windows.schedule import RoundSchedule, overrun_s, round_timing, stored_overrun_s
+from agent.windows.unread import UnreadBaselines
 from alerting.events import Alert, AlertEvent, breach_key, provider_key, resolved_key
 from checks.base import CheckResult, Sample
 from common.times import rfc3339
@@ -209,6 +210,8 @@ class WindowWatch:
         """The last round waited past its slot for provider answers: no overrun."""
         self.first_baselines: set[str] = set()
         """Rules whose first baseline fetch is still under way: a failure then is alerted."""
+        self.unread = UnreadBaselines()
+        """Baselines the agent's own stall left unread: an inconclusive rule says so."""
         self.links: dict[str, str] = {}
         self.what_broke = WhatBroke()
         self.queries: dict[str, str] = {
@@ -377,7 +380,7 @@ class WindowWatch:
             return None
         assert self.compiled is not None and self.judge_state is not None
         self.worded_at = now
-        verdict = self.compiled.verdict(self.judge_state, final=final)
+        verdict = self.unread.said(self.compiled.verdict(self.judge_state, final=final))
         return name_what_broke(
             verdict,
             self.judge_rules,
@@ -502,6 +505,7 @@ class WindowWatch:
         for name, task in fetches.items():
             if task.done():
                 fetched[name] = _answer(task)
+                self.unread.note(name, fetched[name])
             else:  # judged once it comes, like a baseline that failed (`_awaits_baseline`)
                 self.refetching[name] = task
                 self.first_baselines.add(name)
@@ -684,6 +688,7 @@ class WindowWatch:
                 continue  # taken up with the rule's next answer: it starts over on that
             del self.refetching[judged.name]
             baseline = _answer(again)
+            self.unread.note(judged.name, baseline)
             if baseline.agent_lag:  # the agent's stall again: asked again, nothing alerted
                 self.baselines[judged.name] = baseline
                 continue

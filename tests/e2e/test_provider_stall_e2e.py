@@ -48,21 +48,23 @@ STALL_S = 0.9
 
 class Stall:
     """Holds the loop it shares with the agent for `STALL_S` as the first baseline request
-    comes in, before it answers it (`armed`: this fake stalls): the agent's stall, during
-    the fetch, and the fake's answer waiting behind it only as long."""
+    comes in (`every`: each baseline request), before it answers it (`armed`: this fake
+    stalls): the agent's stall, during the fetch, and the fake's answer waiting behind it
+    only as long."""
 
     armed = True
+    every = False
     stalled_at: float | None = None
 
     def _stall_on(self, baseline: bool) -> None:
-        if self.armed and self.stalled_at is None and baseline:
+        if self.armed and baseline and (self.every or self.stalled_at is None):
             self.stalled_at = time.time()
             time.sleep(STALL_S)  # the stall under test: it holds the loop
 
 
 class StallingSentry(Stall, GrowingSentry):
     async def _events(self, request: web.Request) -> web.Response:
-        self._stall_on(PREVIOUS in request.query.get("query", ""))  # the previous release's
+        self._stall_on(PREVIOUS in request.query.get("query", ""))  # a baseline's query
         return await super()._events(request)
 
 
@@ -73,22 +75,18 @@ class StallingNewRelic(Stall, FakeNewRelic):
 
 
 @pytest.fixture
-async def sentry_fake() -> AsyncIterator[StallingSentry]:
-    async with StallingSentry(token=SENTRY_TOKEN) as fake:
-        yield fake
-
-
-@pytest.fixture
-async def newrelic_fake() -> AsyncIterator[StallingNewRelic]:
-    async with StallingNewRelic(api_key=NEWRELIC_KEY) as fake:
-        yield fake
+async def fakes() -> AsyncIterator[tuple[StallingSentry, StallingNewRelic]]:
+    async with (
+        StallingSentry(token=SENTRY_TOKEN) as sentry,
+        StallingNewRelic(api_key=NEWRELIC_KEY) as newrelic,
+    ):
+        yield sentry, newrelic
 
 
 @pytest.mark.parametrize("stalled", ["sentry", "newrelic"])
 async def test_a_baseline_the_agents_stall_cut_is_asked_again_and_its_provider_not_blamed(
     stalled: str,
-    sentry_fake: StallingSentry,
-    newrelic_fake: StallingNewRelic,
+    fakes: tuple[StallingSentry, StallingNewRelic],
     rollback_receiver: Any,
     json_sink: JsonSink,
     start_agent: AgentFactory,
@@ -99,8 +97,9 @@ async def test_a_baseline_the_agents_stall_cut_is_asked_again_and_its_provider_n
     asked New Relic's again. Now nothing is alerted, the baseline is asked again at the
     next round and comes, and the healthy deploy passes on both rules."""
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
-    fakes: dict[str, Stall] = {"sentry": sentry_fake, "newrelic": newrelic_fake}
-    fakes["newrelic" if stalled == "sentry" else "sentry"].armed = False
+    sentry_fake, newrelic_fake = fakes
+    by_name: dict[str, Stall] = {"sentry": sentry_fake, "newrelic": newrelic_fake}
+    by_name["newrelic" if stalled == "sentry" else "sentry"].armed = False
     t0 = deploy_second()
     sentry_fake.set_stats(SentryStats(transactions=20_000, failure_rate=0.01), release=PREVIOUS)
     sentry_fake.grow(VERSION, per_second=400, failure_rate=0.01, since=t0)
@@ -130,13 +129,13 @@ async def test_a_baseline_the_agents_stall_cut_is_asked_again_and_its_provider_n
     final = await agent.settled(deploy["id"], within=20)
     await alert_titled(json_sink, "deploy passed")  # the window's last alert has come
 
-    assert fakes[stalled].stalled_at is not None, "the stall never came"
+    assert by_name[stalled].stalled_at is not None, "the stall never came"
     # the stall is the agent's: it cut the baseline, and no provider is blamed
     lagged = agent.metric(
         "postflight_provider_requests_total", provider=stalled, result="agent_lag"
     )
     assert lagged >= 1
-    for provider in fakes:
+    for provider in by_name:
         errors = agent.metric(
             "postflight_provider_requests_total", provider=provider, result="error"
         )
@@ -149,3 +148,57 @@ async def test_a_baseline_the_agents_stall_cut_is_asked_again_and_its_provider_n
     assert rule_of(final, "sentry-errors")["baseline"] == pytest.approx(0.01)
     assert rule_of(final, "apm-latency")["outcome"] == "pass", final["verdict"]
     assert rule_of(final, "apm-latency")["baseline"] == pytest.approx(0.2)
+
+
+async def test_a_rule_whose_baseline_the_agents_stall_never_let_it_read_says_so(
+    fakes: tuple[StallingSentry, StallingNewRelic],
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+) -> None:
+    """Each of Sentry's baseline requests holds the agent's loop 0.9 s, past the fetch's
+    600 ms; its figures since the deploy are read. The relative rule never gets its
+    baseline: the old code alerted "provider sentry unreachable: Sentry did not answer
+    within 600ms" and ended it "no baseline to compare with"; now no provider is blamed,
+    and the inconclusive rule says the agent was overloaded, in the verdict and the end
+    alert."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    sentry_fake, _ = fakes
+    sentry_fake.every = True
+    t0 = deploy_second()
+    sentry_fake.set_stats(SentryStats(transactions=20_000, failure_rate=0.01), release=PREVIOUS)
+    sentry_fake.grow(VERSION, per_second=400, failure_rate=0.01, since=t0)
+    agent = await start_agent(
+        environment_yaml(
+            SENTRY_RULE,
+            rollback_url=receiver.url,
+            secret=SECRET,
+            interval="250ms",
+            lookback="5s",
+            pass_on="no_failure",
+            newrelic=False,
+        ),
+        alerting_yaml(json_sink.url()),
+        providers_yaml(sentry=sentry_fake, timeout="600ms", request_timeout="300ms"),
+    )
+    window = round(2.0 + time.time() - t0, 3)
+    deploy = await agent.register(
+        "production", VERSION, previous_version=PREVIOUS, deployed_at=iso_z(t0), window=window
+    )
+    final = await agent.settled(deploy["id"], within=20)
+    ended = await alert_titled(json_sink, "inconclusive")
+
+    assert final["state"] == "inconclusive" and final["rollback"] is None, final
+    assert receiver.attempts == []
+    assert titled(json_sink, "provider ") == [], [n.title for n in json_sink.notifications]
+    rule = rule_of(final, "sentry-errors")
+    assert rule["baseline"] is None
+    assert rule["detail"].startswith("no baseline to compare with"), rule["detail"]
+    assert "baseline not read: agent overloaded" in rule["detail"], rule["detail"]
+    assert "not a Sentry failure" in rule["detail"], rule["detail"]
+    assert "baseline not read: agent overloaded" in ended.message, ended.message
+    sentry = {
+        result: agent.metric("postflight_provider_requests_total", provider="sentry", result=result)
+        for result in ("ok", "error", "agent_lag")
+    }
+    assert sentry["error"] == 0 and sentry["agent_lag"] >= 2 and sentry["ok"] >= 1, sentry

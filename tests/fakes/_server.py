@@ -86,6 +86,8 @@ class FakeServer:
         self.failures: list[Failure] = []
         self.delay = 0.0
         """Seconds added to every answer (latency for benchmarks and concurrency tests)."""
+        self.before_answer: Callable[[web.Request], None] | None = None
+        """Called with each request as its answer is about to be given (after `delay`)."""
         self.in_flight = 0
         self.peak_in_flight = 0
         self._runner: web.AppRunner | None = None
@@ -194,6 +196,8 @@ class FakeServer:
         try:
             if self.delay:
                 await asyncio.sleep(self.delay)
+            if self.before_answer is not None:
+                self.before_answer(request)
             failure = self._next_failure(request)
             if failure is not None and failure.kind == "hang":
                 with contextlib.suppress(TimeoutError):

@@ -10,13 +10,16 @@ What each answered is counted at the fake.
 from __future__ import annotations
 
 import asyncio
+import re
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from agent.analysis.types import Observation, Rule
 from agent.metrics import Metrics
@@ -47,6 +50,7 @@ BUDGET = {"timeout": 0.6, "request_timeout": 0.3, "max_attempts": 2}
 """The e2e fail-soft tests' budget: a 600 ms fetch of two 300 ms attempts."""
 P95 = "SELECT percentile(duration, 95) FROM Transaction WHERE appName = 'web (production)'"
 TITLES = {"sentry": "Sentry", "newrelic": "New Relic", "prometheus": "Prometheus"}
+STALLED = re.compile(r"stalled ([\d.]+)s of the ([\d.]+)s")
 
 
 @dataclass
@@ -96,21 +100,37 @@ def source(name: str, metrics: Metrics, **budget: Any) -> Iterator[Source]:
         yield Source(name, fake, provider, made)
 
 
-def stall_soon(seconds: float) -> None:
-    """Hold the agent's loop for `seconds`, 10 ms from now (a GC pause, a blocked loop)."""
-    asyncio.get_running_loop().call_later(0.01, time.sleep, seconds)
+def stall_as_it_answers(
+    fake: FakeServer, seconds: float, which: Callable[[web.Request], bool] = lambda _: True
+) -> None:
+    """Hold the agent's loop for `seconds` (a GC pause, a blocked loop) as the fake is about
+    to answer the first request `which` picks: its answer comes while the agent is not
+    listening (the fake waits, in its own thread, until the stall has begun)."""
+    agents_loop = asyncio.get_running_loop()
+    begun = threading.Event()
+
+    def stall() -> None:
+        begun.set()
+        time.sleep(seconds)
+
+    def before_answer(request: web.Request) -> None:
+        if not begun.is_set() and which(request):
+            agents_loop.call_soon_threadsafe(stall)
+            begun.wait(timeout=10)
+
+    fake.before_answer = before_answer
 
 
 @pytest.mark.parametrize("name", ["sentry", "newrelic", "prometheus"])
 async def test_a_fetch_the_agents_stall_ran_out_of_time_is_the_agents_not_the_providers(
     name: str, metrics: Metrics
 ) -> None:
-    """The agent's loop is held for 0.8 s, past the fetch's 600 ms budget, while the
-    provider answers in 50 ms. The old code said "Sentry did not answer within 600ms",
+    """The agent's loop is held for 0.8 s, past the fetch's 600 ms budget, as the provider
+    answers (in 50 ms). The old code said "Sentry did not answer within 600ms",
     counted the provider's error, and the window alerted it as an outage."""
     with source(name, metrics) as src:
         try:
-            stall_soon(0.8)
+            stall_as_it_answers(src.fake, 0.8)
             obs = await src.fetch()
         finally:
             await src.provider.aclose()
@@ -135,17 +155,13 @@ async def test_what_the_provider_said_before_the_agent_stalled_is_still_its_fail
     old code said only "Sentry did not answer within 600ms"."""
     with source("sentry", metrics) as src:
         src.fake.fail(status, times=1, reset_in=0.1, match="/events/")
-        loop = asyncio.get_running_loop()
         sentry = src.fake
 
-        def stall_on_the_retry() -> None:
-            if len(sentry.seen("/events/")) >= 2:  # the retry is on its way
-                time.sleep(0.8)
-            else:
-                loop.call_later(0.005, stall_on_the_retry)
+        def the_retry(request: web.Request) -> bool:
+            return "/events/" in request.path and len(sentry.seen("/events/")) == 2
 
+        stall_as_it_answers(sentry, 0.8, the_retry)
         try:
-            loop.call_soon(stall_on_the_retry)
             obs = await src.fetch()
         finally:
             await src.provider.aclose()
@@ -162,22 +178,25 @@ async def test_a_provider_that_hangs_while_the_agent_keeps_up_is_still_its_failu
 ) -> None:
     """The control: the provider never answers and the agent's loop is not stalled; the
     fetch is the provider's "did not answer", as before. A busy machine may stall the
-    agent's loop past a tenth of a fetch by itself: such a fetch is the agent's, so up to
-    six are made until one is the provider's, and each the agent's must have been stalled
-    for more than a tenth of its wait, measured here on the same heartbeat."""
+    agent's loop past a tenth of a wait by itself: such a fetch is the agent's, so up to
+    six are made until one is the provider's, and each the agent's must say a stall past
+    a tenth of its wait, no longer than the one measured here on the same heartbeat."""
     title = TITLES[name]
     with source(name, metrics, timeout=1.0, request_timeout=0.5) as src:
         src.fake.fail("hang")
         lag = ticks().lag
         try:
             for _ in range(6):
-                before, started = lag.total(), time.monotonic()
+                before = lag.total()
                 obs = await src.fetch()
-                stalled, waited = lag.total() - before, time.monotonic() - started
+                stalled = lag.total() - before
                 assert obs.value is None and obs.error is not None, obs
                 if not obs.agent_lag:
                     break
-                assert stalled > AGENT_SHARE * waited * 0.5, (stalled, waited, obs.error)
+                said = STALLED.search(obs.error)
+                assert said is not None, obs.error
+                its_stall, its_wait = float(said[1]), float(said[2])
+                assert AGENT_SHARE * its_wait < its_stall <= stalled + 0.001, (stalled, said[0])
             else:
                 raise AssertionError("every fetch was the agent's: a stall in each of six")
         finally:

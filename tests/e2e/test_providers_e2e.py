@@ -766,9 +766,18 @@ async def assert_fail_soft(outage: Outage, world: World, failing: list[str], kin
         == 0
     )
     outcomes = {r["name"]: r["outcome"] for r in final["verdict"]["rules"]}
-    assert outcomes == {
-        name: "inconclusive" if provider in failing else "pass" for provider, name in RULES.items()
-    }, final["verdict"]
+    # a healthy provider's rule passes, unless the agent's own stall cut its fetches (a busy
+    # machine's: 2.6 s of a 2 s window once, at load 15): then it may lack the evidence
+    expected = {
+        name: {"inconclusive"}
+        if provider in failing
+        else {"pass", "inconclusive"}
+        if requests(agent, provider, "agent_lag")
+        else {"pass"}
+        for provider, name in RULES.items()
+    }
+    assert outcomes.keys() == expected.keys(), final["verdict"]
+    assert all(outcomes[name] in expected[name] for name in expected), final["verdict"]
 
     # exactly one provider_unreachable alert per failing provider in the window,
     # although the outage lasted several rounds
@@ -790,16 +799,20 @@ async def assert_fail_soft(outage: Outage, world: World, failing: list[str], kin
         assert reason in alert.message, alert.message
 
     # every fetch of a failing provider (the baseline, then each round's, and the baseline
-    # again each round, as it never came) is an error; rounds in the first second share
-    # the period [T0, T0 + 1s), and so one answer
+    # again each round, as it never came) is an error, but one the agent's own stall ran
+    # out of time (`agent_lag`: a busy machine's, asked again, never alerted); rounds in
+    # the first second share the period [T0, T0 + 1s), and so one answer
     for provider in PROVIDERS:
+        errors, lagged = requests(agent, provider, "error"), requests(agent, provider, "agent_lag")
         if provider in failing:
-            assert 2 <= requests(agent, provider, "error") <= 2 * rounds + 1
+            assert errors >= 1 and 2 <= errors + lagged <= 2 * rounds + 1, (errors, lagged)
             assert requests(agent, provider, "ok") == 0
         else:
-            assert requests(agent, provider, "error") == 0
-            # rounds in the first second share the period [T0, T0 + 1s) and its answer
-            assert 2 <= requests(agent, provider, "ok") <= rounds + 1
+            assert errors == 0
+            # rounds in the first second share the period [T0, T0 + 1s) and its answer; a
+            # fetch the agent's stall cut is asked once more
+            ok = requests(agent, provider, "ok")
+            assert ok + lagged >= 2 and ok <= rounds + 1 + lagged, (ok, lagged, rounds)
 
 
 @ONE_PROMETHEUS

@@ -3,15 +3,20 @@ gives others, and the filters pick exactly the cells asked for (no window is sim
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+import pytest
 
 
+@functools.cache
 def _bench() -> ModuleType:
+    """bench/decisions.py, loaded once by the first test that asks: it imports scipy.stats
+    (a second of CPU), which collection, on every xdist worker, then does not pay."""
     path = Path(__file__).resolve().parents[2] / "bench" / "decisions.py"
     spec = importlib.util.spec_from_file_location("decisions_bench", path)
     assert spec is not None and spec.loader is not None
@@ -21,49 +26,51 @@ def _bench() -> ModuleType:
     return module
 
 
-BENCH = _bench()
+@pytest.fixture
+def bench() -> ModuleType:
+    return _bench()
 
 
 def _draws(seeds: list[np.random.SeedSequence]) -> list[float]:
     return [float(np.random.default_rng(s).uniform()) for s in seeds]
 
 
-def test_a_larger_cell_starts_with_the_default_runs_windows() -> None:
-    default = _draws(BENCH.window_seeds(7, BENCH.REGRESSION_WINDOWS))
-    larger = _draws(BENCH.window_seeds(7, 100))
-    assert larger[: BENCH.REGRESSION_WINDOWS] == default
+def test_a_larger_cell_starts_with_the_default_runs_windows(bench: ModuleType) -> None:
+    default = _draws(bench.window_seeds(7, bench.REGRESSION_WINDOWS))
+    larger = _draws(bench.window_seeds(7, 100))
+    assert larger[: bench.REGRESSION_WINDOWS] == default
     assert len(set(larger)) == 100
 
 
-def test_a_seed_offset_gives_other_windows() -> None:
-    default = set(_draws(BENCH.window_seeds(7, 20)))
-    other = set(_draws(BENCH.window_seeds(7, 20, offset=1000)))
+def test_a_seed_offset_gives_other_windows(bench: ModuleType) -> None:
+    default = set(_draws(bench.window_seeds(7, 20)))
+    other = set(_draws(bench.window_seeds(7, 20, offset=1000)))
     assert not default & other
 
 
-def test_the_plan_runs_the_cells_asked_for_with_their_sizes() -> None:
-    plan = BENCH.Plan(
+def test_the_plan_runs_the_cells_asked_for_with_their_sizes(bench: ModuleType) -> None:
+    plan = bench.Plan(
         families=frozenset({"errors_x2", "aa"}),
         rates=frozenset({10}),
         regression_windows=100,
         aa_windows=30,
         seed_offset=5,
     )
-    work = BENCH.tasks(plan)
+    work = bench.tasks(plan)
     cells: dict[tuple[str, int], int] = {}
     for family_index, rps, windows, _, start, offset in work:
-        key = (BENCH.FAMILIES[family_index].key, rps)
+        key = (bench.FAMILIES[family_index].key, rps)
         assert offset == 5 and start < windows
-        cells[key] = cells.get(key, 0) + min(BENCH.CHUNK, windows - start)
+        cells[key] = cells.get(key, 0) + min(bench.CHUNK, windows - start)
     # aa runs at two error levels (1% and 0.1%): two cells of 30
     assert cells == {("errors_x2", 10): 100, ("aa", 10): 60}
 
 
-def test_the_median_counting_misses_treats_a_miss_as_never() -> None:
+def test_the_median_counting_misses_treats_a_miss_as_never(bench: ModuleType) -> None:
     """Three of four windows found at 10, 20 and 900 s: the median over all four is that of
     (10, 20, 900, never), 460 s; the same three of six leave no median (half were missed);
     of five, 900 s, and one more found, however late, can only make it sooner."""
-    median = BENCH.median_counting_misses
+    median = bench.median_counting_misses
     assert median([10.0, 20.0, 900.0], 4) == 460.0
     assert median([10.0, 20.0, 900.0], 6) is None
     assert median([10.0, 20.0, 900.0], 5) == 900.0
@@ -71,7 +78,7 @@ def test_the_median_counting_misses_treats_a_miss_as_never() -> None:
     assert median([10.0, 20.0, 900.0, 900.0], 5) == 900.0
 
 
-def test_the_onset_ratio_comes_with_an_interval_that_holds_it() -> None:
+def test_the_onset_ratio_comes_with_an_interval_that_holds_it(bench: ModuleType) -> None:
     """Onset found at 10-14 s, from the deploy at 7-8 s: the goal's ratio of medians, 12 / 7.5,
     lies in its bootstrap interval, which is wider than a point and within the ratios the
     windows allow; misses and rollbacks before the onset (t <= 0) are left out as the goal's
@@ -82,7 +89,7 @@ def test_the_onset_ratio_comes_with_an_interval_that_holds_it() -> None:
         ("onset_errors_x5", 10): [40.0, None],
         ("errors_x5", 10): [30.0, 31.0],
     }
-    out = BENCH.onset_ratios(times)
+    out = bench.onset_ratios(times)
     assert set(out) == {"onset_latency_x2@10rps"}
     cell = out["onset_latency_x2@10rps"]
     assert cell["ratio"] == 12.0 / 7.5

@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
-from scipy import stats as sc_stats
 
 from agent.analysis import stats
+
+
+class _ScipyStats:
+    """scipy.stats, imported at its first use: the import takes a second of CPU, which
+    collecting this module on every xdist worker then does not pay (nor when collection
+    looks for private and dunder names: a fixture's, a test's marker)."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        from scipy import stats as loaded
+
+        return getattr(loaded, name)
+
+
+sc_stats = _ScipyStats()
 
 
 def _fold(kind: str, y: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

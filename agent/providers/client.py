@@ -562,16 +562,29 @@ class HttpProvider:
         self, what: str, work: Callable[[float], Awaitable[None]]
     ) -> str | None:
         """Run a marker write within the budget; never raise. A failure is logged,
-        counted, and returned as one message for an alert."""
+        counted, and returned as one message for an alert; one the agent's own stall
+        caused (`agent.providers.agent_lag`) is logged and counted as the agent's, with
+        no alert: it says nothing of the provider."""
         started = time.perf_counter()
         message: str | None = None
+        fetch = FetchLag(Span.begin())
+        token = WATCHING.set(fetch)
         try:
             async with asyncio.timeout(self.timeout):
                 await work(asyncio.get_running_loop().time() + self.timeout)
         except ProviderError as exc:
             message = self.mask_secrets(str(exc))
+            if exc.agent_lag:
+                self._mark_lagged(what, message, started)
+                return None
         except TimeoutError:
-            message = f"no answer within {format_duration(self.timeout)}"
+            failure = self._out_of_time(
+                fetch, fetch.span.stall(), f"no answer within {format_duration(self.timeout)}"
+            )
+            message = self.mask_secrets(str(failure))
+            if failure.agent_lag:
+                self._mark_lagged(what, message, started)
+                return None
         except Exception as exc:
             log.error(
                 "%s: %s marker failed unexpectedly: %s",
@@ -580,12 +593,21 @@ class HttpProvider:
                 self.redact(f"{type(exc).__name__}: {exc}"),
             )
             message = f"unexpected failure ({type(exc).__name__})"
+        finally:
+            WATCHING.reset(token)
         self._count("ok" if message is None else "error", time.perf_counter() - started)
         if message is None:
             return None
         message = f"{self.title} {what} marker not recorded: {message}"
         log.warning("%s: %s", self.name, message)
         return message
+
+    def _mark_lagged(self, what: str, message: str, started: float) -> None:
+        """A marker write the agent's own stall ran out of time: it may have landed or not,
+        and it is not the provider's failure, so no alert (it would say the provider is
+        unreachable); the log says which marker to check."""
+        self._count("agent_lag", time.perf_counter() - started)
+        log.warning("%s: %s marker may not be recorded: %s", self.name, what, message)
 
 
 def _failed(task: asyncio.Task[Observation]) -> bool:

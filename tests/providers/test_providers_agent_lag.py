@@ -203,3 +203,41 @@ async def test_a_provider_that_hangs_while_the_agent_keeps_up_is_still_its_failu
             await src.provider.aclose()
     assert f"{title} did not answer within" in obs.error, obs.error
     assert requests_counted(metrics, name, "error") == 1
+
+
+async def test_a_marker_write_the_agents_stall_ran_out_of_time_raises_no_provider_alert(
+    metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A deploy marker is written as the window opens, when the agent is busiest. One the
+    agent's own stall cut was returned as "New Relic deploy marker not recorded: no
+    answer within 600ms", which the window alerts as New Relic unreachable."""
+    with source("newrelic", metrics, markers=True) as src:
+        stall_as_it_answers(src.fake, 0.8)
+        try:
+            problem = await src.provider.mark(scope(), "deploy")
+        finally:
+            await src.provider.aclose()
+    assert problem is None  # no alert: New Relic answered, the agent did not read it
+    assert requests_counted(metrics, "newrelic", "agent_lag") == 1
+    assert requests_counted(metrics, "newrelic", "error") == 0
+    [said] = [r.getMessage() for r in caplog.records if "marker may not be recorded" in r.message]
+    assert "agent overloaded" in said and "not a New Relic failure" in said, said
+
+
+async def test_a_marker_the_provider_never_answers_is_still_its_alert(metrics: Metrics) -> None:
+    """The control: New Relic hangs while the agent keeps up (up to six tries, as above,
+    for a busy machine's own stalls)."""
+    with source("newrelic", metrics, markers=True, timeout=1.0, request_timeout=0.5) as src:
+        src.fake.fail("hang")
+        try:
+            for _ in range(6):
+                problem = await src.provider.mark(scope(), "deploy")
+                if problem is not None:
+                    break
+            else:
+                raise AssertionError("every marker write was the agent's: a stall in each")
+        finally:
+            await src.provider.aclose()
+    assert problem.startswith("New Relic deploy marker not recorded:"), problem
+    assert "did not answer" in problem or "no answer within" in problem, problem
+    assert requests_counted(metrics, "newrelic", "error") == 1

@@ -347,15 +347,15 @@ class SqliteStore(SqlStore):
             group, self._group = self._group, None
             if group is None:
                 return
+            db = _Connection(self._db) if self._db is not None else None
             try:
-                if self._db is None:
+                if db is None:
                     raise StoreError("the store is not open")
-                db = _Connection(self._db)
                 await db.execute("COMMIT")
             except BaseException as exc:
-                if self._db is not None:
+                if db is not None:
                     with contextlib.suppress(Exception):
-                        await _Connection(self._db).execute("ROLLBACK")
+                        await db.execute("ROLLBACK")
                 group.set_exception(StoreError(f"cannot commit to the SQLite store: {exc}"))
                 # marked seen: its joiners, each told, may all have been cancelled (a store
                 # closed at shutdown), and asyncio would log "never retrieved" for it

@@ -10,14 +10,17 @@ than a tenth of it. An answer the provider gave (a 429, a 5xx), a connection it
 refused, or a timeout while the agent kept up stays the provider's, whatever came
 after it in the same fetch.
 
-Each fetch (`HttpProvider._observe`) watches the loop with `FetchLag`; `HttpProvider.send`
-finds it in `WATCHING` (a context variable: pages and the tasks a fetch starts share it).
+Each fetch (`HttpProvider._observe`) and marker write watches the loop with `FetchLag`
+(`watching`); `HttpProvider.send` finds it in `WATCHING` (a context variable: pages and
+the tasks a fetch starts share it).
 No I/O; the heartbeat is `checks.ticks`'s, the probes' own.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -57,7 +60,19 @@ class FetchLag:
 
 
 WATCHING: ContextVar[FetchLag | None] = ContextVar("postflight_provider_fetch", default=None)
-"""The fetch under way in this task (None: not a fetch, e.g. a marker's write)."""
+"""The fetch or marker write under way in this task (`watching`); None outside one."""
+
+
+@contextmanager
+def watching() -> Iterator[FetchLag]:
+    """A fetch or a marker's write under way in this task, for `HttpProvider.send` (and
+    the tasks it starts) to find in `WATCHING`; the task's context is as before after it."""
+    fetch = FetchLag(Span.begin())
+    token = WATCHING.set(fetch)
+    try:
+        yield fetch
+    finally:
+        WATCHING.reset(token)
 
 
 def agent_words(title: str, stalled: float, waited: float) -> str:

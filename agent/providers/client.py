@@ -55,7 +55,7 @@ from pydantic import BaseModel, SecretStr
 from agent.analysis.describe import is_rate
 from agent.analysis.types import Observation, Rule
 from agent.metrics import Metrics
-from agent.providers.agent_lag import WATCHING, FetchLag, Span, agent_words
+from agent.providers.agent_lag import WATCHING, FetchLag, Span, agent_words, watching
 from agent.providers.base import DeployScope, Period
 from agent.providers.provider_settings import HttpProviderSettings
 from common.durations import format_duration
@@ -504,47 +504,46 @@ class HttpProvider:
 
     async def _observe(self, plan: Plan) -> Observation:
         started = time.perf_counter()
-        fetch = FetchLag(Span.begin())
-        WATCHING.set(fetch)  # this task's own context: `send` and the tasks it starts
         result = "error"
-        try:
-            async with asyncio.timeout(self.timeout):
-                observation = await plan.run(asyncio.get_running_loop().time() + self.timeout)
-            if observation.seconds is None and plan.seconds is not None:
-                observation = dataclasses.replace(observation, seconds=plan.seconds)
-            result = "ok"
-        except ProviderError as exc:
-            if exc.agent_lag:
-                result = "agent_lag"
-            observation = Observation(
-                value=None,
-                error=self.mask_secrets(str(exc)),
-                query=plan.query,
-                answered=exc.answered,
-                agent_lag=exc.agent_lag,
-            )
-        except TimeoutError:
-            failure = self._out_of_time(
-                fetch,
-                fetch.span.stall(),
-                f"{self.title} did not answer within {format_duration(self.timeout)}",
-            )
-            if failure.agent_lag:
-                result = "agent_lag"
-            observation = Observation(
-                value=None,
-                error=self.mask_secrets(str(failure)),
-                query=plan.query,
-                agent_lag=failure.agent_lag,
-            )
-        except Exception as exc:  # fail soft: a bug or a surprise must not stop a window
-            message = self.redact(f"{type(exc).__name__}: {exc}")
-            log.error("%s: unexpected failure: %s", self.name, message)
-            observation = Observation(
-                value=None,
-                error=f"unexpected failure talking to {self.title} ({type(exc).__name__})",
-                query=plan.query,
-            )
+        with watching() as fetch:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    observation = await plan.run(asyncio.get_running_loop().time() + self.timeout)
+                if observation.seconds is None and plan.seconds is not None:
+                    observation = dataclasses.replace(observation, seconds=plan.seconds)
+                result = "ok"
+            except ProviderError as exc:
+                if exc.agent_lag:
+                    result = "agent_lag"
+                observation = Observation(
+                    value=None,
+                    error=self.mask_secrets(str(exc)),
+                    query=plan.query,
+                    answered=exc.answered,
+                    agent_lag=exc.agent_lag,
+                )
+            except TimeoutError:
+                failure = self._out_of_time(
+                    fetch,
+                    fetch.span.stall(),
+                    f"{self.title} did not answer within {format_duration(self.timeout)}",
+                )
+                if failure.agent_lag:
+                    result = "agent_lag"
+                observation = Observation(
+                    value=None,
+                    error=self.mask_secrets(str(failure)),
+                    query=plan.query,
+                    agent_lag=failure.agent_lag,
+                )
+            except Exception as exc:  # fail soft: a bug or a surprise must not stop a window
+                message = self.redact(f"{type(exc).__name__}: {exc}")
+                log.error("%s: unexpected failure: %s", self.name, message)
+                observation = Observation(
+                    value=None,
+                    error=f"unexpected failure talking to {self.title} ({type(exc).__name__})",
+                    query=plan.query,
+                )
         self._count(result, time.perf_counter() - started)
         return observation
 
@@ -567,34 +566,31 @@ class HttpProvider:
         no alert: it says nothing of the provider."""
         started = time.perf_counter()
         message: str | None = None
-        fetch = FetchLag(Span.begin())
-        token = WATCHING.set(fetch)
-        try:
-            async with asyncio.timeout(self.timeout):
-                await work(asyncio.get_running_loop().time() + self.timeout)
-        except ProviderError as exc:
-            message = self.mask_secrets(str(exc))
-            if exc.agent_lag:
-                self._mark_lagged(what, message, started)
-                return None
-        except TimeoutError:
-            failure = self._out_of_time(
-                fetch, fetch.span.stall(), f"no answer within {format_duration(self.timeout)}"
-            )
-            message = self.mask_secrets(str(failure))
-            if failure.agent_lag:
-                self._mark_lagged(what, message, started)
-                return None
-        except Exception as exc:
-            log.error(
-                "%s: %s marker failed unexpectedly: %s",
-                self.name,
-                what,
-                self.redact(f"{type(exc).__name__}: {exc}"),
-            )
-            message = f"unexpected failure ({type(exc).__name__})"
-        finally:
-            WATCHING.reset(token)
+        with watching() as fetch:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await work(asyncio.get_running_loop().time() + self.timeout)
+            except ProviderError as exc:
+                message = self.mask_secrets(str(exc))
+                if exc.agent_lag:
+                    self._mark_lagged(what, message, started)
+                    return None
+            except TimeoutError:
+                failure = self._out_of_time(
+                    fetch, fetch.span.stall(), f"no answer within {format_duration(self.timeout)}"
+                )
+                message = self.mask_secrets(str(failure))
+                if failure.agent_lag:
+                    self._mark_lagged(what, message, started)
+                    return None
+            except Exception as exc:
+                log.error(
+                    "%s: %s marker failed unexpectedly: %s",
+                    self.name,
+                    what,
+                    self.redact(f"{type(exc).__name__}: {exc}"),
+                )
+                message = f"unexpected failure ({type(exc).__name__})"
         self._count("ok" if message is None else "error", time.perf_counter() - started)
         if message is None:
             return None

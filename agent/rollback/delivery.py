@@ -511,7 +511,7 @@ class RollbackDelivery:
             return stored
         log.warning(
             "rollback for %s is no longer this sender's (its lease lapsed and another"
-            " took it, or it ended); stopping without sending again",
+            " took it); stopping without sending again",
             intent.window_id,
             extra=context,
         )

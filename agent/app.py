@@ -279,7 +279,7 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> No
     listener = Listener(settings.server.host, settings.server.port)
     # the requests in flight: a quarter of the stop, at most 2 s
     in_flight_s = min(2.0, settings.server.shutdown_timeout / 4)
-    starting = _runner(starting_app(app[METRICS]), app[METRICS], in_flight_s)
+    starting = _runner(starting_app(app[METRICS], settings.server), app[METRICS], in_flight_s)
 
     async def listen_while_waiting() -> None:
         app[METRICS].waiting_for_store.set(1)

@@ -11,7 +11,7 @@ from aiohttp import web
 from agent.api.starting import starting_app
 from agent.metrics import Metrics
 from tests.api.conftest import Client
-from tests.api.harness import AUTH
+from tests.api.harness import AUTH, make_settings
 
 Clients = Callable[[web.Application], Awaitable[Client]]
 
@@ -36,7 +36,7 @@ async def test_every_request_that_needs_the_store_is_a_503_to_retry(
     outage answers, with `Retry-After`, which `register --wait` and a pipeline retry. A
     GitHub gate acknowledged now would be lost (GitHub does not send it again)."""
     metrics = Metrics()
-    client = await aiohttp_client(starting_app(metrics))
+    client = await aiohttp_client(starting_app(metrics, make_settings().server))
     response = await client.request(method, path, json={}, headers=AUTH)
     body = await response.json(content_type=None)
     assert (response.status, response.content_type) == (503, "application/problem+json")
@@ -49,7 +49,7 @@ async def test_every_request_that_needs_the_store_is_a_503_to_retry(
 async def test_healthz_metrics_and_the_openapi_document_answer_and_readyz_says_why_not(
     aiohttp_client: Clients,
 ) -> None:
-    client = await aiohttp_client(starting_app(Metrics()))
+    client = await aiohttp_client(starting_app(Metrics(), make_settings().server))
     for method in ("GET", "HEAD"):
         assert (await client.request(method, "/healthz")).status == 200
     assert await (await client.get("/healthz")).json() == {"status": "ok"}
@@ -64,7 +64,42 @@ async def test_healthz_metrics_and_the_openapi_document_answer_and_readyz_says_w
 async def test_each_answer_closes_its_connection(aiohttp_client: Clients) -> None:
     """A client keeps its connection alive (aiohttp's pool, a scraper, a proxy): kept, it
     would stay with the waiting answers after the agent took the socket over."""
-    client = await aiohttp_client(starting_app(Metrics()))
+    client = await aiohttp_client(starting_app(Metrics(), make_settings().server))
     for path in ("/healthz", "/readyz", "/metrics", "/v1/deploys", "/v1/openapi.json"):
         response = await client.get(path, headers=AUTH)
         assert response.headers["Connection"] == "close", path
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer not-a-token"}])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/v1/deploys"), ("GET", "/v1/deploys/dep_01JD0000000000000000000000")],
+)
+async def test_an_api_request_without_an_accepted_token_is_a_401_not_a_503(
+    aiohttp_client: Clients, headers: dict[str, str], method: str, path: str
+) -> None:
+    """As once the store answers (contract §2): a pipeline with a wrong token is told so at
+    once, where a 503 had `register --wait` retry it until its timeout."""
+    client = await aiohttp_client(starting_app(Metrics(), make_settings().server))
+    response = await client.request(method, path, json={}, headers=headers)
+    body = await response.json(content_type=None)
+    assert (response.status, response.content_type) == (401, "application/problem+json")
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert "Retry-After" not in response.headers
+    assert body["status"] == 401
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/hooks/github", "/v1/hooks/vercel", "/v1/deploys/dep_01JD0000000000000000000000/events"],
+)
+async def test_routes_that_take_other_credentials_wait_for_the_store_without_a_bearer_token(
+    aiohttp_client: Clients, path: str
+) -> None:
+    """A provider's webhook is signed, not bearer-authenticated; a deploy's stream also takes a
+    view token: asked for a bearer token they would be refused for good, not retried."""
+    client = await aiohttp_client(starting_app(Metrics(), make_settings().server))
+    method = "GET" if path.endswith("/events") else "POST"
+    response = await client.request(method, path, json={})
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "1"

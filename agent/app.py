@@ -31,7 +31,16 @@ from agent.api.listener import Listener
 from agent.api.runner import ApiRunner
 from agent.api.server_log import ServerLog
 from agent.api.starting import starting_app
-from agent.appkeys import FORESIGHT, LOOPS, METRICS, REDACT, SETTINGS, STORE, WINDOW_EVENTS
+from agent.appkeys import (
+    FORESIGHT,
+    LOOPS,
+    METRICS,
+    REDACT,
+    SETTINGS,
+    STORE,
+    UNAVAILABLE_PAGE,
+    WINDOW_EVENTS,
+)
 from agent.integrations.targets import RollbackTargets
 from agent.metrics import Metrics
 from agent.observability import init_sentry
@@ -279,7 +288,10 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> No
     listener = Listener(settings.server.host, settings.server.port)
     # the requests in flight: a quarter of the stop, at most 2 s
     in_flight_s = min(2.0, settings.server.shutdown_timeout / 4)
-    starting = _runner(starting_app(app[METRICS], settings.server), app[METRICS], in_flight_s)
+    waiting = starting_app(app[METRICS], settings.server)
+    if UNAVAILABLE_PAGE in app:  # a deploy page's path gets the page saying why
+        waiting[UNAVAILABLE_PAGE] = app[UNAVAILABLE_PAGE]
+    starting = _runner(waiting, app[METRICS], in_flight_s)
 
     async def listen_while_waiting() -> None:
         app[METRICS].waiting_for_store.set(1)

@@ -30,6 +30,14 @@ class PageLink(Protocol):
     def __call__(self, deploy_id: str, now: float) -> str | None: ...
 
 
+class UnavailablePage(Protocol):
+    """The page a browser gets while the store does not answer (`agent.web` mounts one):
+    an HTML 503 for a deploy page's path, None for any other path (which gets the API's
+    problem+json)."""
+
+    def __call__(self, request: web.Request, retry_after_s: int) -> web.Response | None: ...
+
+
 class Foresight(Protocol):
     """Warnings for a deploy being registered (`agent.windows.foresight`: rules whose
     bounds are below what they can detect at the baseline's traffic)."""
@@ -52,6 +60,7 @@ METRICS = web.AppKey("metrics", Metrics)
 REDACT = web.AppKey("redact", Redactor)
 WINDOW_EVENTS = web.AppKey("window_events", WindowEvents)
 PAGE_LINK = web.AppKey("page_link", PageLink)
+UNAVAILABLE_PAGE = web.AppKey("unavailable_page", UnavailablePage)
 FORESIGHT = web.AppKey("foresight", Foresight)
 LOOPS = web.AppKey("loops", dict[str, "asyncio.Task[Any]"])
 """The daemon's background loops by name (the watcher's, the integrations', the alert

@@ -21,7 +21,7 @@ from aiohttp.typedefs import Handler
 
 from agent.api.auth import needs_auth, require_token, wrong_method_on_a_public_route
 from agent.api.problems import ApiProblem, from_http_exception
-from agent.appkeys import METRICS, REDACT, SETTINGS
+from agent.appkeys import METRICS, REDACT, SETTINGS, UNAVAILABLE_PAGE
 from agent.store.base import Conflict, StoreError
 
 log = logging.getLogger("postflight.api")
@@ -111,12 +111,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         # (`register --wait` rides it out), where a 500 ended a pipeline's wait
         refusals = request.config_dict.get(STORE_REFUSALS) or StoreRefusals()
         refusals.refused(request, _redacted(request, str(exc)))
-        response = ApiProblem(
-            503,
-            "the store does not answer; retry shortly",
-            slug="store-unavailable",
-            headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
-        ).response()
+        response = store_unavailable(request, "the store does not answer; retry shortly")
     except Exception as exc:
         response = _unexpected(request, exc)
     if 200 <= response.status < 300 and request.path.startswith(STORE_ANSWERS_PATH):
@@ -125,6 +120,21 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             outage.answered()
     _count(request, response.status)
     return response
+
+
+def store_unavailable(request: web.Request, detail: str) -> web.Response:
+    """The 503 to retry when the store does not answer: problem+json, with `Retry-After`;
+    a deploy page's path gets a page (`UNAVAILABLE_PAGE`), not JSON in a browser tab."""
+    page = request.config_dict.get(UNAVAILABLE_PAGE)
+    shown = page(request, STORE_RETRY_AFTER_S) if page is not None else None
+    if shown is not None:
+        return shown
+    return ApiProblem(
+        503,
+        detail,
+        slug="store-unavailable",
+        headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+    ).response()
 
 
 def _redacted(request: web.Request, text: str) -> str:

@@ -20,7 +20,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from agent.api import routes
 from agent.api.auth import PUBLIC_V1_PATHS, require_token
-from agent.api.middleware import STORE_RETRY_AFTER_S, error_middleware
+from agent.api.middleware import error_middleware, store_unavailable
 from agent.api.problems import ApiProblem
 from agent.api.server_log import hide_server_version
 from agent.appkeys import METRICS
@@ -88,9 +88,4 @@ async def _not_ready(request: web.Request) -> web.Response:
 
 
 async def _store_not_yet(request: web.Request) -> web.Response:
-    raise ApiProblem(
-        503,
-        NOT_YET,
-        slug="store-unavailable",
-        headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
-    )
+    return store_unavailable(request, NOT_YET)

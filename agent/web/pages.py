@@ -21,8 +21,9 @@ from aiohttp import web
 from agent.api.auth import bearer_token, token_matches
 from agent.api.models import LIST_LIMIT_DEFAULT, shown_state
 from agent.api.routes import windows_shown
-from agent.appkeys import SETTINGS, STORE
+from agent.appkeys import SETTINGS, STORE, UnavailablePage
 from agent.records import DEPLOY_ID_PATTERN, DEPLOY_STATES, DeployState, DeployWindow
+from agent.settings import ServerSettings
 from agent.store.cursor import encode_cursor
 from agent.web.access import SESSION_COOKIE, SESSION_SUBJECT, SESSION_TTL_S, access
 from agent.web.links import sign, signing_key
@@ -89,6 +90,30 @@ def _denied(request: web.Request, verdict: str) -> web.Response:
     # shown the sign-in form as if none had been sent
     refused = "That token is not accepted." if bearer_token(request) is not None else None
     return html("login.html", 401, next=request.path_qs, error=refused)
+
+
+def unavailable_page(server: ServerSettings) -> UnavailablePage:
+    """The page for a deploy page's path while the store does not answer (the API's
+    paths get its 503 problem): the on-call engineer who opens a link from an alert
+    during a database restart reads why, and the page loads itself again shortly, where
+    the tab showed the API's JSON."""
+
+    def page(request: web.Request, retry_after_s: int) -> web.Response | None:
+        path = request.path
+        if not server.ui or not (path in ("/deploys", "/login") or path.startswith("/deploys/")):
+            return None
+        response = html(
+            "message.html",
+            503,
+            title="Unavailable for a moment",
+            message="Postflight's store does not answer just now (a database restarting, or"
+            " the agent starting). This page loads again by itself once it does.",
+            refresh_s=max(retry_after_s, 5),
+        )
+        response.headers["Retry-After"] = str(retry_after_s)
+        return response
+
+    return page
 
 
 def _ui_on(request: web.Request) -> None:

@@ -5,11 +5,18 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from agent.appkeys import PAGE_LINK, SETTINGS
+from agent.appkeys import PAGE_LINK, SETTINGS, UNAVAILABLE_PAGE
 from agent.web.events import deploy_events
 from agent.web.feed import FEED
 from agent.web.links import deploy_page_url
-from agent.web.pages import asset, deploy_list, deploy_page, login, login_form
+from agent.web.pages import (
+    asset,
+    deploy_list,
+    deploy_page,
+    login,
+    login_form,
+    unavailable_page,
+)
 
 PAGE_PATHS = frozenset({"/deploys", "/deploys/static/{name}", "/deploys/{id}", "/login"})
 """The HTML side (not API v1, so not in the OpenAPI document)."""
@@ -30,6 +37,7 @@ def mount(app: web.Application) -> None:
             feed.close()
 
     app[PAGE_LINK] = page_link
+    app[UNAVAILABLE_PAGE] = unavailable_page(app[SETTINGS].server)
     app.on_shutdown.append(end_streams)
     r = app.router
     r.add_get("/deploys", deploy_list, name="deploy_list_page")

@@ -362,6 +362,23 @@ async def test_a_store_that_does_not_answer_is_a_503_to_retry_not_a_500(
         assert TOKEN not in json.dumps(body)
 
 
+@pytest.mark.parametrize("path", ["/deploys", "/deploys/dep_01JD0000000000000000000000"])
+async def test_a_deploy_page_while_the_store_does_not_answer_is_a_page_that_reloads(
+    client: Client, store: SqliteStore, path: str
+) -> None:
+    """The on-call engineer opening an alert's link during a database restart reads why
+    in the tab, and it loads again by itself, where it showed the API's JSON."""
+    await store.close()
+    response = await client.get(path, headers=AUTH)
+    text = await response.text()
+    assert (response.status, response.content_type) == (503, "text/html")
+    assert response.headers["Retry-After"].isdigit()
+    assert "store does not answer" in text
+    assert '<meta http-equiv="refresh" content="5">' in text
+    api = await client.get("/v1/deploys", headers=AUTH)  # the API keeps its problem+json
+    assert (api.status, api.content_type) == (503, "application/problem+json")
+
+
 async def test_requests_answered_503_while_the_store_is_down_are_one_log_line(
     client: Client, store: SqliteStore, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -9,7 +9,9 @@ import pytest
 from aiohttp import web
 
 from agent.api.starting import starting_app
+from agent.appkeys import UNAVAILABLE_PAGE
 from agent.metrics import Metrics
+from agent.web.pages import unavailable_page
 from tests.api.conftest import Client
 from tests.api.harness import AUTH, make_settings
 
@@ -103,3 +105,20 @@ async def test_routes_that_take_other_credentials_wait_for_the_store_without_a_b
     response = await client.request(method, path, json={})
     assert response.status == 503
     assert response.headers["Retry-After"] == "1"
+
+
+async def test_a_deploy_page_gets_a_page_saying_why_where_the_agent_mounts_one(
+    aiohttp_client: Clients,
+) -> None:
+    """`agent.app` gives the waiting answers the agent's page for a deploy page's path
+    (`UNAVAILABLE_PAGE`); without one, or off a page's path, the 503 problem as above."""
+    settings = make_settings()
+    app = starting_app(Metrics(), settings.server)
+    app[UNAVAILABLE_PAGE] = unavailable_page(settings.server)
+    client = await aiohttp_client(app)
+    page = await client.get("/deploys/dep_01JD0000000000000000000000")
+    assert (page.status, page.content_type) == (503, "text/html")
+    assert page.headers["Retry-After"] == "1"
+    assert "store does not answer" in await page.text()
+    api = await client.get("/v1/deploys", headers=AUTH)
+    assert (api.status, api.content_type) == (503, "application/problem+json")

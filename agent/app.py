@@ -158,6 +158,7 @@ def build_app(
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         init_sentry(redact, environ)
         await open_when_it_answers(app[STORE], app.get(STOPPING), app.get(WAITING))
+        app[METRICS].store_up.set(1)  # 0 until now, the wait at start included
         yield
         closing = asyncio.create_task(app[STORE].close(), name="closing the store")
         await stop.settle([closing], grace=math.inf)

@@ -227,6 +227,16 @@ class Metrics:
             " answers.",
             registry=r,
         )
+        self.store_up = Gauge(
+            "postflight_store_up",
+            "1 while the store answers the agent, 0 while it does not: 0 at start until it"
+            " first answers (postflight_waiting_for_store's wait included), and from any read"
+            " or write of the agent's it did not answer"
+            " (the watcher's claim or a window's round, an API request, /readyz's check)"
+            " until the watcher's next claim of windows, a write every second, goes"
+            " through. Meanwhile no deploy is judged and the API answers 503.",
+            registry=r,
+        )
         # last: it writes the families above by hand (`agent.exposition`)
         self.exposition = Exposition(r, [m for m in vars(self).values() if isinstance(m, Family)])
 

@@ -111,6 +111,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         # (`register --wait` rides it out), where a 500 ended a pipeline's wait
         refusals = request.config_dict.get(STORE_REFUSALS) or StoreRefusals()
         refusals.refused(request, _redacted(request, str(exc)))
+        metrics = request.config_dict.get(METRICS)
+        if metrics is not None:  # up again at the watcher's next claim that goes through
+            metrics.store_up.set(0)
         response = store_unavailable(request, "the store does not answer; retry shortly")
     except Exception as exc:
         response = _unexpected(request, exc)

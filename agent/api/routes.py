@@ -512,6 +512,11 @@ async def readyz(request: web.Request) -> web.Response:
                 store_ok = bool(await store.ping())
         except Exception:  # includes TimeoutError: a wedged store is simply not ready
             store_ok = False
+        metrics = request.config_dict.get(METRICS)
+        if not store_ok and metrics is not None:
+            # said here too, whatever the loops do (one stopped on a bug tells nothing);
+            # a ping answered is a read, no word that writes go through (`Metrics.store_up`)
+            metrics.store_up.set(0)
     checks = {"config": config_ok, "store": store_ok}
     loops = request.config_dict.get(LOOPS)
     stopped = [what for what, loop in (loops or {}).items() if loop.done()]

@@ -24,7 +24,7 @@ from agent.rollback.delivery import RollbackDelivery
 from agent.settings import EnvironmentSettings, Settings
 from agent.stopping import StopBudget
 from agent.store.base import Lease, Store
-from agent.store.outages import StoreOutageLog, unless_outage
+from agent.store.outages import StoreOutageLog, store_outage, unless_outage
 from agent.windows.alert_once import WindowAlerts
 from agent.windows.lifecycle import (
     WatchServices,
@@ -163,12 +163,17 @@ class Watcher:
                         )
                         started = True
                     await self._claim()
+                    # a write, each turn whatever the load: what says the store is up
+                    # again, and an idle agent's outage within a turn (`store_up`)
+                    self.metrics.store_up.set(1)
                     await self._resume_rollbacks(startup=False)
                     outage.answered()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     outage.failed(exc)
+                    if store_outage(exc):
+                        self.metrics.store_up.set(0)
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.poll_interval):
@@ -319,6 +324,8 @@ class Watcher:
             # a bug or an outage of the store: the window is kept, and retried after a pause
             where = {"deploy_id": window.id, "environment": window.environment}
             StoreOutageLog(log, "watching the window").failed(exc, extra=where)
+            if store_outage(exc):
+                self.metrics.store_up.set(0)
             await asyncio.sleep(min(env.interval, 5.0))
             with contextlib.suppress(Exception):
                 await self.store.release_lease(window.id, window.fence)

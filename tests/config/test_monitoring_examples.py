@@ -57,7 +57,8 @@ def test_promtool_accepts_the_examples(args: list[str], path: str) -> None:
 def test_the_alert_rules_fire_when_they_should() -> None:
     """`promtool test rules` on series as the agent exports them: a wrong webhook secret
     (every delivery rejected, none opened) alerts, one junk request beside signed ones
-    does not; the first failed rollback after a start pages."""
+    does not; the first failed rollback after a start pages; a store that stopped answering
+    a running agent pages after 2 minutes, not during the wait at start."""
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not found: install the Debian package `prometheus`")

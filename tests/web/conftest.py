@@ -1,8 +1,9 @@
 """Deploy-page tests: a real agent (the e2e harness) and a real headless Chromium.
 
-The browser is the system's Debian `chromium`, driven through Playwright's Python API
-(`executable_path`; `playwright install` is never run). Without it the browser tests
-skip and say why; with POSTFLIGHT_REQUIRE_ALL=1 (CI) such a skip is a failure.
+The browser is the system's Debian `chromium`, one process per module
+(`tests.web.chromium`), driven through Playwright's Python API over the DevTools protocol
+(`playwright install` is never run); each test gets fresh browser contexts. Without it
+the browser tests skip and say why; with POSTFLIGHT_REQUIRE_ALL=1 (CI) such a skip is a failure.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 
 from tests.e2e.conftest import SECRET, AgentFactory, RunningAgent, flip_target, start_agent
 from tests.receivers import JsonSink
+from tests.web.chromium import ChromiumProcess
 from tests.web.target import JourneyTarget, journey_environment
 
 __all__ = ["flip_target", "start_agent"]
@@ -39,6 +41,11 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # Playwright's launch added these; started without it, the browser needs them said:
+    # a page in a second context must not have its timers or rendering slowed
+    "--disable-background-timer-throttling",
+    "--disable-backgrounding-occluded-windows",
+    "--disable-renderer-backgrounding",
 ]
 HAVE_CHROMIUM = Path(CHROMIUM).exists()
 SCREENS = os.environ.get("POSTFLIGHT_SCREENS")
@@ -76,27 +83,34 @@ def journey_agent(
     return start
 
 
-@pytest.fixture
-async def chromium(tmp_path: Path) -> AsyncIterator[BrowserFactory]:
-    """Factory: `await chromium(javascript=True)` → a fresh Chromium context with its own
-    user-data-dir; all are closed after the test."""
+@pytest.fixture(scope="module")
+def chromium_process() -> Iterator[ChromiumProcess]:
+    """One Chromium for the module's tests (each opens its own contexts in it)."""
     if not HAVE_CHROMIUM:
         pytest.skip(f"no chromium at {CHROMIUM} (Debian package `chromium`)")
+    process = ChromiumProcess(CHROMIUM, CHROMIUM_ARGS).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+async def chromium(chromium_process: ChromiumProcess) -> AsyncIterator[BrowserFactory]:
+    """Factory: `await chromium(javascript=True)` → a fresh browser context (no cookies,
+    storage or cache shared with any other) in the module's Chromium; all are closed after
+    the test."""
     try:
         from playwright.async_api import async_playwright
     except ImportError:
         pytest.skip("playwright is not installed (pip install -e '.[dev]')")
     async with async_playwright() as pw:
+        browser = await pw.chromium.connect_over_cdp(chromium_process.endpoint)
         contexts: list[Any] = []
 
         async def open_context(*, javascript: bool = True) -> Any:
-            context = await pw.chromium.launch_persistent_context(
-                str(tmp_path / f"chromium-profile-{len(contexts)}"),
-                executable_path=CHROMIUM,
-                headless=True,
-                args=CHROMIUM_ARGS,
-                viewport={"width": 1000, "height": 900},
-                java_script_enabled=javascript,
+            context = await browser.new_context(
+                viewport={"width": 1000, "height": 900}, java_script_enabled=javascript
             )
             contexts.append(context)
             return context
@@ -106,6 +120,7 @@ async def chromium(tmp_path: Path) -> AsyncIterator[BrowserFactory]:
         finally:
             for context in contexts:
                 await context.close()
+            await browser.close()  # over CDP: disconnects, and leaves the process running
 
 
 @pytest.fixture

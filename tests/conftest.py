@@ -19,7 +19,13 @@ from hypothesis import settings
 from agent.metrics import Metrics
 from agent.store.sqlite import SqliteStore
 
-pytest_plugins = ["pytester", "tests.require_all", "tests.receivers", "tests.pg"]
+pytest_plugins = [
+    "pytester",
+    "tests.require_all",
+    "tests.receivers",
+    "tests.pg",
+    "tests.prometheus",
+]
 
 # No deadline: hypothesis' default (200 ms an example) is a wall-clock assertion, and on a
 # busy 2-core machine an example of the judge's folds took longer now and then (a failure,

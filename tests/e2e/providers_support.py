@@ -1,11 +1,7 @@
 """Helpers for the providers' end-to-end tests (`tests/e2e/test_providers_e2e.py`).
 
-- `PrometheusStack`: one real Prometheus (Debian package `prometheus`) and the
-  scrape targets it watches, on a thread of their own with their own event loop,
-  so a single Prometheus serves every test of a module although each test (and the
-  daemon it starts) runs on its own function-scoped loop. Each test drives its own
-  target (`instance` label), so one test's bad release never leaks into another's
-  data.
+- `ratio_query`: the 5xx share of one lane of the worker's real Prometheus
+  (`tests.prometheus`), so one test's bad release never leaks into another's data.
 - `GrowingSentry`: the fake Sentry whose counts for a release grow with time, as
   Sentry's do while a release serves traffic: each round's fetch over [T0, now)
   then holds new events, which the watcher turns into the round's own increment.
@@ -16,30 +12,22 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from tests.fakes._server import FakeServer
 from tests.fakes.newrelic import FakeNewRelic
-from tests.fakes.prometheus import PrometheusProcess, ScrapeTarget
 from tests.fakes.sentry import FakeSentry, SentryStats
-
-T = TypeVar("T")
 
 SENTRY_TOKEN = "sntrys_e2e-sentry-token-0123456789"
 NEWRELIC_KEY = "NRAK-E2EKEY0123456789"
 NEWRELIC_WEB = "https://one.newrelic.com"
 
-HEALTHY_RATES = {"200": 198.0, "500": 2.0}
-"""Requests per second by status: 1% 5xx (one more 5xx at every 500 ms scrape, so each
-rate window sees some from Prometheus' first scrapes on)."""
 BAD_RATES = {"200": 160.0, "500": 40.0}
 """The bad release: 20% 5xx."""
 
@@ -47,95 +35,12 @@ BAD_RATES = {"200": 160.0, "500": 40.0}
 # ---------------------------------------------------------------- Prometheus
 
 
-class PrometheusStack:
-    """A real Prometheus scraping named `ScrapeTarget`s, run on a private loop thread."""
-
-    def __init__(self, names: list[str], *, scrape_interval: str = "500ms") -> None:
-        self.names = names
-        self.scrape_interval = scrape_interval
-        self.targets: dict[str, ScrapeTarget] = {}
-        self.prometheus: PrometheusProcess | None = None
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="prometheus-stack", daemon=True
-        )
-
-    def _run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
-    def start(self) -> PrometheusStack:
-        self._thread.start()
-        try:
-            self._run(self._start())
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    async def _start(self) -> None:
-        for name in self.names:
-            target = await ScrapeTarget().start()
-            target.set_rates(HEALTHY_RATES)
-            self.targets[name] = target
-        self.prometheus = PrometheusProcess(
-            [t.address for t in self.targets.values()],
-            job="web",
-            scrape_interval=self.scrape_interval,
-        )
-        await self.prometheus.start()
-        # a rate needs two samples; a few scrapes of every target make the data real
-        await asyncio.gather(*(t.wait_for_scrapes(4, within=30) for t in self.targets.values()))
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            try:
-                self._run(self._stop(), timeout=30)
-            finally:
-                self._loop.call_soon_threadsafe(self._loop.stop)
-                self._thread.join(10)
-        if not self._loop.is_running():
-            self._loop.close()
-
-    async def _stop(self) -> None:
-        if self.prometheus is not None:
-            await self.prometheus.stop()
-        for target in self.targets.values():
-            await target.stop()
-
-    @property
-    def url(self) -> str:
-        assert self.prometheus is not None
-        return self.prometheus.url
-
-    def instance(self, name: str) -> str:
-        """The `instance` label of a target (its host:port)."""
-        return self.targets[name].address
-
-    def set_rates(self, name: str, rates: dict[str, float]) -> None:
-        target = self.targets[name]
-
-        async def apply() -> None:
-            target.set_rates(rates)
-
-        self._run(apply(), timeout=5)
-
-    async def wait_for_scrapes(self, name: str, n: int, within: float = 15.0) -> None:
-        """From the caller's loop: until Prometheus scraped target `name` n more times."""
-        target = self.targets[name]
-        goal = target.scrapes + n
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while target.scrapes < goal:
-            assert loop.time() < deadline, f"Prometheus scraped {name} {target.scrapes}/{goal}"
-            await asyncio.sleep(0.05)
-
-
-def ratio_query(instance: str, window: str = "2s") -> str:
-    """The 5xx share of one target's requests (one series: summed)."""
-    sel = f'job="web",instance="{instance}"'
+def ratio_query(selector: str, window: str = "2s") -> str:
+    """The 5xx share of one lane's requests (`tests.prometheus.Lane.selector`; one
+    series: summed)."""
     return (
-        f'sum(rate(http_requests_total{{{sel},code=~"5.."}}[{window}]))'
-        f" / sum(rate(http_requests_total{{{sel}}}[{window}]))"
+        f'sum(rate(http_requests_total{{{selector},code=~"5.."}}[{window}]))'
+        f" / sum(rate(http_requests_total{{{selector}}}[{window}]))"
     )
 
 

@@ -2,8 +2,8 @@
 
 The real daemon (in-process, `start_agent`) watches deploys whose only evidence comes
 from the providers: the fake Sentry and New Relic servers of `tests.fakes`, answering
-the documented shapes, and a real Prometheus (Debian package `prometheus`, one per
-module) scraping local targets whose counters the tests drive.
+the documented shapes, and a real Prometheus (Debian package `prometheus`, the worker's
+one, `tests.prometheus`) scraping local counters the tests drive, a lane of each test's own.
 
 - a Sentry error rate going 1% → 12% (previous release vs the new one) is rolled back,
   under the default `sequential` policy and under `threshold`;
@@ -24,7 +24,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -37,13 +37,11 @@ from agent.appkeys import STORE
 from tests.e2e.conftest import SECRET, AgentFactory, RunningAgent
 from tests.e2e.providers_support import (
     BAD_RATES,
-    HEALTHY_RATES,
     NEWRELIC_KEY,
     NEWRELIC_WEB,
     SENTRY_TOKEN,
     GrowingSentry,
     PrometheusProxy,
-    PrometheusStack,
     alerting_yaml,
     deploy_second,
     environment_yaml,
@@ -52,20 +50,14 @@ from tests.e2e.providers_support import (
     ratio_query,
 )
 from tests.fakes.newrelic import FakeNewRelic
-from tests.fakes.prometheus import prometheus_binary
 from tests.fakes.sentry import SentryStats
+from tests.prometheus import ONE_PROMETHEUS, LaneFactory, PrometheusStack
 from tests.receivers import JsonSink, RollbackReceiver, alert_titled, titled
 
 pytestmark = pytest.mark.e2e
 
-ONE_PROMETHEUS = pytest.mark.xdist_group("prometheus-e2e")
-"""The tests of the module's real Prometheus (`prometheus_stack`) run on one pytest-xdist
-worker (`--dist loadgroup`): a Prometheus takes ~7 s to start and scrape its first
-targets, which each worker that ran one of them paid (three times a suite run)."""
-
 PREVIOUS, VERSION = "v2.4.0", "v2.4.1"
 NRQL = "SELECT percentile(duration, 95) FROM Transaction WHERE appName = 'web (production)'"
-PROMETHEUS_TARGETS = ["rollback", "healthy"]
 
 SENTRY_RULE = """\
     - name: sentry-errors
@@ -91,18 +83,6 @@ def prometheus_rule(query: str) -> str:
 
 
 # ------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="module")
-def prometheus_stack() -> Iterator[PrometheusStack]:
-    """One real Prometheus for the module, scraping one target per test that needs it."""
-    if prometheus_binary() is None:
-        pytest.skip("prometheus binary not found: apt-get install prometheus (Debian package)")
-    stack = PrometheusStack(PROMETHEUS_TARGETS).start()
-    try:
-        yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture
@@ -599,12 +579,15 @@ async def test_one_answer_for_the_first_second_is_one_round_of_evidence_not_two(
 @ONE_PROMETHEUS
 async def test_promql_5xx_ratio_past_its_bound_is_rolled_back(
     prometheus_stack: PrometheusStack,
+    prometheus_lane: LaneFactory,
     receiver: RollbackReceiver,
     json_sink: JsonSink,
     start_agent: AgentFactory,
 ) -> None:
-    stack, target = prometheus_stack, "rollback"
-    query = ratio_query(stack.instance(target))
+    stack, lane = prometheus_stack, prometheus_lane()
+    query = ratio_query(lane.selector)
+    # the baseline: ~1% 5xx before the deploy, rates of a few scrapes in Prometheus
+    await stack.wait_for_samples(lane, 5)
     agent = await start_agent(
         environment_yaml(
             prometheus_rule(query),
@@ -619,12 +602,9 @@ async def test_promql_5xx_ratio_past_its_bound_is_rolled_back(
         providers_yaml(prometheus_url=stack.url),
     )
     t0 = deploy_second()
-    try:
-        stack.set_rates(target, BAD_RATES)  # the new release: 20% 5xx
-        deploy = await register(agent, t0)
-        final = await assert_rolled_back_once(agent, receiver, deploy["id"], "http-5xx")
-    finally:
-        stack.set_rates(target, HEALTHY_RATES)
+    stack.set_rates(lane, BAD_RATES)  # the new release: 20% 5xx
+    deploy = await register(agent, t0)
+    final = await assert_rolled_back_once(agent, receiver, deploy["id"], "http-5xx")
 
     rule = rule_of(final, "http-5xx")
     assert_evidence(rule)
@@ -718,7 +698,7 @@ async def healthy_deploy_during_outage(world: World, failing: list[str], kind: s
         fakes = {"sentry": sentry_fake, "newrelic": newrelic_fake, "prometheus": prometheus}
         for name in failing:
             fakes[name].fail(kind)
-        healthy = ratio_query(stack.instance("healthy"))
+        healthy = ratio_query(stack.healthy.selector)
         rules = SENTRY_RULE + NEWRELIC_RULE + prometheus_rule(healthy)
         agent = await start_agent(
             environment_yaml(

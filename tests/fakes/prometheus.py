@@ -50,9 +50,17 @@ def free_port() -> int:
 class ScrapeTarget:
     """A service's `/metrics`, with counters the test drives by rate."""
 
-    def __init__(self, metric: str = "http_requests_total", label: str = "code") -> None:
+    def __init__(
+        self,
+        metric: str = "http_requests_total",
+        label: str = "code",
+        labels: dict[str, str] | None = None,
+    ) -> None:
         self.metric = metric
         self.label = label
+        self.labels = dict(labels or {})
+        """Labels on every sample (`job`/`instance` override the scrape's under
+        `honor_labels`, as `tests.prometheus`' lanes use them)."""
         self._values: dict[str, float] = {}
         self._rates: dict[str, float] = {}
         self._since = time.monotonic()
@@ -78,11 +86,17 @@ class ScrapeTarget:
         self._since = now
 
     def exposition(self) -> str:
-        self._fold()
         lines = [f"# HELP {self.metric} Requests served.", f"# TYPE {self.metric} counter"]
-        for key, value in sorted(self._values.items()):
-            lines.append(f'{self.metric}{{{self.label}="{key}"}} {math.floor(value)}')
-        return "\n".join(lines) + "\n"
+        return "\n".join([*lines, *self.samples()]) + "\n"
+
+    def samples(self) -> list[str]:
+        """The counters' lines, without the metric's HELP and TYPE."""
+        self._fold()
+        fixed = "".join(f'{name}="{value}",' for name, value in sorted(self.labels.items()))
+        return [
+            f'{self.metric}{{{fixed}{self.label}="{key}"}} {math.floor(value)}'
+            for key, value in sorted(self._values.items())
+        ]
 
     async def _metrics(self, request: web.Request) -> web.Response:
         self.scrapes += 1
@@ -126,10 +140,12 @@ class PrometheusProcess:
         job: str = "web",
         scrape_interval: str = "1s",
         binary: str | None = None,
+        honor_labels: bool = False,
     ) -> None:
         self.targets = targets
         self.job = job
         self.scrape_interval = scrape_interval
+        self.honor_labels = honor_labels
         self.binary = binary or prometheus_binary()
         self.port = 0
         self._dir: tempfile.TemporaryDirectory[str] | None = None
@@ -152,6 +168,7 @@ class PrometheusProcess:
             f"  evaluation_interval: {self.scrape_interval}\n"
             "scrape_configs:\n"
             f"  - job_name: {self.job}\n"
+            f"    honor_labels: {'true' if self.honor_labels else 'false'}\n"
             "    static_configs:\n"
             f"      - targets: [{targets}]\n"
         )

@@ -21,11 +21,13 @@ import os
 import random
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,14 @@ def server_and_store(workdir: Path, agent_port: int) -> str:
         f"server:\n  listen: 127.0.0.1:{agent_port}\n  api_tokens: [{TOKEN}]\n"
         f"store:\n  url: sqlite:///{workdir / 'postflight.db'}\n"
     )
+
+
+def store_rows(workdir: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """`sql` on the store `server_and_store` names, read on a connection of the test's own
+    (what a trial waits on; what it checks is counted at the receiver)."""
+    uri = f"file:{workdir / 'postflight.db'}?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True, timeout=5)) as db:
+        return list(db.execute(sql, args).fetchall())
 
 
 def write_config(workdir: Path, agent_port: int, receiver_url: str) -> Path:

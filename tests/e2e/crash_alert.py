@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Literal
 
-from tests.e2e.crash import free_port, request_json, server_and_store, start_agent
+from tests.e2e.crash import free_port, request_json, server_and_store, start_agent, store_rows
 
 HELD_TITLE = "deploy failed"
 """The alert the sink holds: the window's last, which nothing re-emits."""
@@ -35,6 +35,8 @@ class HoldingSink:
 
     accept: Accept
     accepted: list[str] = field(default_factory=list)
+    in_flight: int = 0
+    """Requests being answered now (the held one included)."""
     held: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -61,6 +63,15 @@ class HoldingSink:
 
     def answer(self, title: str) -> int:
         with self.lock:
+            self.in_flight += 1
+        try:
+            return self._answer(title)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def _answer(self, title: str) -> int:
+        with self.lock:
             hold = HELD_TITLE in title and not self.held.is_set()
             if hold:
                 self.held.set()
@@ -74,6 +85,10 @@ class HoldingSink:
     def count(self, text: str) -> int:
         with self.lock:
             return sum(1 for title in self.accepted if text in title)
+
+    def idle(self) -> bool:
+        with self.lock:
+            return self.in_flight == 0
 
 
 def write_config(workdir: Path, agent_port: int, sink_port: int) -> Path:
@@ -110,9 +125,20 @@ class AlertTrial:
     """The window's other alert (sent at the same round): never lost, at most twice."""
 
 
-def run_alert_trial(workdir: Path, accept: Accept, *, settle: float = 2.5) -> AlertTrial:
+def alerts_settled(workdir: Path, deploy_id: str) -> bool:
+    """Whether the store holds every alert of the deploy as done: an outcome recorded (no
+    claim left for a recovery scan to take over) and no retry due. Until then a scan of the
+    restarted agent may send one again; after it, none does."""
+    found = store_rows(
+        workdir, "SELECT result, retry_at FROM alerts WHERE window_id = ?", deploy_id
+    )
+    return bool(found) and all(result != "claimed" and retry is None for result, retry in found)
+
+
+def run_alert_trial(workdir: Path, accept: Accept) -> AlertTrial:
     """Kill -9 the agent while the sink holds the alert, restart it, and count what the
-    sink took once the alert is in (or 30 s passed) and `settle` more seconds."""
+    sink took once the alert is in and the store says the restarted agent is done with the
+    deploy's alerts (nothing left that its scans would send again), or 30 s passed."""
     sink = HoldingSink(accept)
     server = sink.serve()
     agent: subprocess.Popen[bytes] | None = None
@@ -121,7 +147,7 @@ def run_alert_trial(workdir: Path, accept: Accept, *, settle: float = 2.5) -> Al
         config = write_config(workdir, port, server.server_address[1])
         log = workdir / "agent.log"
         agent = start_agent(config, port, log)
-        request_json(
+        deploy = request_json(
             "POST",
             f"http://127.0.0.1:{port}/v1/deploys",
             {"environment": "production", "version": "v-alert"},
@@ -133,9 +159,11 @@ def run_alert_trial(workdir: Path, accept: Accept, *, settle: float = 2.5) -> Al
         agent = start_agent(config, port, log)
         expected = 2 if accept == "before_kill" else 1
         deadline = time.monotonic() + 30
-        while sink.count(HELD_TITLE) < expected and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            settled = alerts_settled(workdir, deploy["id"])  # read before the sink
+            if settled and sink.count(HELD_TITLE) >= expected and sink.idle():
+                break
             time.sleep(0.1)
-        time.sleep(settle)  # a few recovery scans more: a repeat would show by now
         return AlertTrial(sink.count(HELD_TITLE), sink.count("breached"))
     finally:
         sink.release.set()

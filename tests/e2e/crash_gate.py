@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.crash import free_port, request_json, server_and_store, start_agent, start_fake
+from tests.e2e.crash import (
+    free_port,
+    request_json,
+    server_and_store,
+    start_agent,
+    start_fake,
+    store_rows,
+)
 from tests.fakes import github as gh
 
 GH_TOKEN = "crash-gate-token"
@@ -94,6 +101,12 @@ def _staging_rounds(url: str, rounds: int) -> None:
     assert seen["rounds"] >= rounds and seen["state"] == "watching", seen
 
 
+def _answered(workdir: Path) -> bool:
+    """Whether the store holds the gate as answered (its outcome recorded)."""
+    found = store_rows(workdir, "SELECT answered_at FROM gates")
+    return bool(found) and all(answered is not None for (answered,) in found)
+
+
 @dataclass
 class GateTrial:
     answers_before_restart: list[dict[str, Any]]
@@ -135,10 +148,15 @@ def run_gate_trial(workdir: Path) -> GateTrial:
         state = "watching"
         while time.monotonic() < deadline:
             state = request_json("GET", f"{agent_url}/v1/deploys/{staging['id']}")["state"]
-            if state != "watching" and _get(f"{github_url}/_fake/gate_answers"):
+            # answered in the store: no scan of the agent answers it again (it answers
+            # pending gates only); then counted at the fake, repeats included
+            if (
+                state != "watching"
+                and _answered(workdir)
+                and _get(f"{github_url}/_fake/gate_answers")
+            ):
                 break
             time.sleep(0.1)
-        time.sleep(1.5)  # a few more scans: a second answer would show by now
         return GateTrial(before, state, _get(f"{github_url}/_fake/gate_answers"))
     finally:
         for proc in (agent, fake, target):

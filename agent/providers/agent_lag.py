@@ -6,9 +6,14 @@ pause, a blocked callback or a machine it shares reads an answer that came in ti
 late, and the fetch ended as "Sentry did not answer": the rule inconclusive, and on-call
 told Sentry was down while Sentry was fine. The rule is the probes' (`checks.lag`): a
 wait that ended without an answer is the agent's when its loop was stalled for more
-than a tenth of it. An answer the provider gave (a 429, a 5xx), a connection it
-refused, or a timeout while the agent kept up stays the provider's, whatever came
-after it in the same fetch.
+than a tenth of it, and when it was still not keeping time, as the wait ended, for more
+than a tenth of it (`LoopLag.unattended`): an answer that came before that last stall
+was read once the loop kept time again, so only that stall can have hidden one. A
+machine that starves the agent stalls it a little in every wait (load 12-16: more than
+a tenth of nearly every 300-600 ms wait): with the first test alone, a provider that
+hung was never told, each of its fetches the agent's. An answer the provider gave (a
+429, a 5xx), a connection it refused, or a timeout while the agent kept up stays the
+provider's, whatever came after it in the same fetch.
 
 Each fetch (`HttpProvider._observe`) and marker write watches the loop with `FetchLag`
 (`watching`); `HttpProvider.send` finds it in `WATCHING` (a context variable: pages and
@@ -43,10 +48,12 @@ class Span:
 
     def stall(self) -> tuple[float, float] | None:
         """(stalled, waited) when the loop's stall since `begin` explains a wait that ended
-        now without an answer (`checks.lag.stall_explains`); else None."""
+        now without an answer (`checks.lag.stall_explains`), the stall under way as it
+        ended too (see the module docstring); else None."""
         stalled = self.lag.total() - self.mark
         waited = asyncio.get_running_loop().time() - self.started
-        return (stalled, waited) if stall_explains(waited, stalled) else None
+        last = min(stalled, self.lag.unattended())
+        return (stalled, waited) if stall_explains(waited, last) else None
 
 
 @dataclass(slots=True)

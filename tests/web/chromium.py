@@ -10,6 +10,10 @@ cache with another test's (an incognito profile each).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -27,12 +31,12 @@ class ChromiumProcess:
         self.binary = binary
         self.args = args
         self.endpoint = ""
-        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ChromiumProcess:
-        self._dir = tempfile.TemporaryDirectory(prefix="postflight-chromium-")
-        profile = Path(self._dir.name)
+        self._dir = Path(tempfile.mkdtemp(prefix="postflight-chromium-"))
+        profile = self._dir
         log = (profile / "chromium.log").open("wb")
         self._proc = subprocess.Popen(
             [
@@ -46,6 +50,7 @@ class ChromiumProcess:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
+            start_new_session=True,  # its helper processes in one group, stopped together
         )
         log.close()
         try:
@@ -67,18 +72,41 @@ class ChromiumProcess:
             if len(lines) >= 2 and lines[0].isdigit():
                 return f"ws://127.0.0.1:{lines[0]}{lines[1]}"
             time.sleep(0.05)
-        output = (Path(self._dir.name) / "chromium.log").read_text(errors="replace")[-2000:]
+        output = (self._dir / "chromium.log").read_text(errors="replace")[-2000:]
         raise RuntimeError(f"chromium did not open its DevTools port:\n{output}")
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
+        """Stop Chromium and every helper process it started (its process group), then
+        delete its profile. Stopping only the browser process left a helper writing into
+        the profile while it was deleted ("Directory not empty", seen in a CI run)."""
+        if self._proc is not None:
+            group = self._proc.pid  # its own session: the group's id is its pid
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGTERM)
             try:
                 self._proc.wait(10)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)  # a helper that outlived the browser
         self._proc = None
         if self._dir is not None:
-            self._dir.cleanup()
+            _remove(self._dir)
             self._dir = None
+
+
+def _remove(directory: Path) -> None:
+    """Delete `directory`; a helper killed a moment ago may still be letting go of a file
+    in it, so try again for up to 5 s before giving up loudly."""
+    deadline = time.monotonic() + 5.0
+    while True:
+        try:
+            shutil.rmtree(directory)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

@@ -377,6 +377,19 @@ class HttpProvider:
 
     # -- internals --------------------------------------------------------------------
 
+    def _failure(
+        self, exc: ProviderError | TimeoutError, fetch: FetchLag, plain: str
+    ) -> ProviderError:
+        """What a fetch or marker write that failed within its budget says: the provider's
+        error as raised, or, for a budget that ran out (`plain`), whose failure that was
+        (`_out_of_time`, on the agent's stall measured now). Kept as words and flags only:
+        the raised error loses its traceback, whose frame (the caller's, holding the error
+        it returns) made a cycle for the collector."""
+        if isinstance(exc, ProviderError):
+            without_tracebacks(exc)
+            return exc
+        return self._out_of_time(fetch, fetch.span.stall(), plain)
+
     def _out_of_time(
         self, fetch: FetchLag | None, stall: tuple[float, float] | None, plain: str
     ) -> ProviderUnreachable:
@@ -512,20 +525,10 @@ class HttpProvider:
                 if observation.seconds is None and plan.seconds is not None:
                     observation = dataclasses.replace(observation, seconds=plan.seconds)
                 result = "ok"
-            except ProviderError as exc:
-                if exc.agent_lag:
-                    result = "agent_lag"
-                observation = Observation(
-                    value=None,
-                    error=self.mask_secrets(str(exc)),
-                    query=plan.query,
-                    answered=exc.answered,
-                    agent_lag=exc.agent_lag,
-                )
-            except TimeoutError:
-                failure = self._out_of_time(
+            except (ProviderError, TimeoutError) as exc:
+                failure = self._failure(
+                    exc,
                     fetch,
-                    fetch.span.stall(),
                     f"{self.title} did not answer within {format_duration(self.timeout)}",
                 )
                 if failure.agent_lag:
@@ -534,6 +537,7 @@ class HttpProvider:
                     value=None,
                     error=self.mask_secrets(str(failure)),
                     query=plan.query,
+                    answered=failure.answered,
                     agent_lag=failure.agent_lag,
                 )
             except Exception as exc:  # fail soft: a bug or a surprise must not stop a window
@@ -570,14 +574,9 @@ class HttpProvider:
             try:
                 async with asyncio.timeout(self.timeout):
                     await work(asyncio.get_running_loop().time() + self.timeout)
-            except ProviderError as exc:
-                message = self.mask_secrets(str(exc))
-                if exc.agent_lag:
-                    self._mark_lagged(what, message, started)
-                    return None
-            except TimeoutError:
-                failure = self._out_of_time(
-                    fetch, fetch.span.stall(), f"no answer within {format_duration(self.timeout)}"
+            except (ProviderError, TimeoutError) as exc:
+                failure = self._failure(
+                    exc, fetch, f"no answer within {format_duration(self.timeout)}"
                 )
                 message = self.mask_secrets(str(failure))
                 if failure.agent_lag:

@@ -3,7 +3,8 @@
 Three ways in: an API token as `Authorization: Bearer`, the session cookie the login
 form sets from one, or `?view=`, a signed, expiring token for one deploy. A view
 token opens only the deploy it was signed for: the list, another deploy, or the API
-get 403, as do expired and tampered tokens.
+get 403, as do expired and tampered tokens, unless a bearer token or session sent
+beside it admits the request.
 """
 
 from __future__ import annotations
@@ -36,18 +37,28 @@ def admitted(
 ) -> tuple[Access, float]:
     """`access`, and until when the credentials that let the request in hold: a view
     token's or a session's expiry, never for an API token (a live stream ends then rather
-    than outlive them)."""
+    than outlive them).
+
+    A view token that does not open this deploy (expired, altered, another deploy's) is a
+    403 only when nothing else sent admits the request: a signed-in engineer opening an
+    old alert's link sees the page, as the 403's advice to sign in promises."""
     key = signing_key(server)
     view = request.query.get("view")
-    if view is not None:
-        if deploy_id is not None and verify(key, view, deploy_id, now):
-            return "ok", expiry(view)
-        return "forbidden", now
+    view_ok = view is not None and deploy_id is not None and verify(key, view, deploy_id, now)
+    refused: Access = "forbidden" if view is not None else "unauthenticated"
     token = bearer_token(request)
     if token is not None:
-        matches = token_matches(token, server.accepted_tokens())
-        return ("ok" if matches else "unauthenticated"), math.inf
+        if token_matches(token, server.accepted_tokens()):
+            return "ok", math.inf
+        return ("ok", expiry(view)) if view_ok and view is not None else (refused, now)
+    held = [expiry(view)] if view_ok and view is not None else []
     session = request.cookies.get(SESSION_COOKIE)
     if session is not None and verify(key, session, SESSION_SUBJECT, now):
-        return "ok", expiry(session)
-    return "unauthenticated", now
+        held.append(expiry(session))
+    return ("ok", max(held)) if held else (refused, now)
+
+
+def view_admits(server: ServerSettings, view: str | None, deploy_id: str, now: float) -> bool:
+    """Whether `?view=` itself opens `deploy_id` (a page passes it on to its stream only
+    then: a dead token beside a session would end the stream at once)."""
+    return view is not None and verify(signing_key(server), view, deploy_id, now)

@@ -25,7 +25,13 @@ from agent.appkeys import SETTINGS, STORE, UnavailablePage
 from agent.records import DEPLOY_ID_PATTERN, DEPLOY_STATES, DeployState, DeployWindow
 from agent.settings import ServerSettings
 from agent.store.cursor import encode_cursor
-from agent.web.access import SESSION_COOKIE, SESSION_SUBJECT, SESSION_TTL_S, access
+from agent.web.access import (
+    SESSION_COOKIE,
+    SESSION_SUBJECT,
+    SESSION_TTL_S,
+    access,
+    view_admits,
+)
 from agent.web.links import sign, signing_key
 from agent.web.times import iso, request_now
 from agent.web.view import alert_words, deploy_view
@@ -146,6 +152,8 @@ async def deploy_page(request: web.Request) -> web.Response:
         now=now,
     )
     view_token = request.query.get("view")
+    if not view_admits(settings.server, view_token, window_id, now):
+        view_token = None  # let in by a session or a bearer token: the whole UI is theirs
     query = f"?{urlencode({'view': view_token})}" if view_token else ""
     context: dict[str, Any] = {
         "d": view,

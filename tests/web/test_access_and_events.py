@@ -105,6 +105,45 @@ async def test_login_sets_a_session_cookie_that_is_not_the_api_token(
         assert r.headers["Location"] == "/deploys"
 
 
+async def test_a_signed_in_engineer_opens_an_alert_link_whose_view_token_expired(
+    journey_agent: JourneyAgent,
+) -> None:
+    """A week-old alert's link carries an expired view token: signed in (or with an API
+    token), the engineer sees the page, as the 403's "sign in" advice promises; before,
+    the token alone decided and every credential beside it was a 403 all the same."""
+    agent = await journey_agent()
+    one = await agent.register("production", "v1")
+    two = await agent.register("production", "v2")
+    key = signing_key(agent.app[SETTINGS].server)
+    expired = sign(key, one["id"], time.time() - 1)
+    other = view_of(two["links"]["page"])  # a link of another deploy
+    form = {"token": TOKEN, "next": "/deploys"}
+    async with agent.http.post(f"{agent.url}/login", data=form, allow_redirects=False) as r:
+        session = f"postflight_session={r.cookies['postflight_session'].value}"
+    bearer = f"Bearer {TOKEN}"
+
+    for view in (expired, other):
+        page, stream = (
+            f"/deploys/{one['id']}?view={view}",
+            f"/v1/deploys/{one['id']}/events?view={view}",
+        )
+        assert await status(agent, page, Cookie=session) == 200
+        assert await status(agent, stream, Cookie=session) == 200
+        assert await status(agent, page, Authorization=bearer) == 200
+        assert await status(agent, stream, Authorization=bearer) == 200
+        assert await status(agent, page) == 403  # the link alone: refused, as before
+        assert await status(agent, stream) == 403
+        assert await status(agent, page, Authorization="Bearer nope") == 403
+    assert await status(agent, f"/deploys?view={expired}", Cookie=session) == 200
+    assert await status(agent, f"/deploys?view={expired}") == 403
+    # the page signed in does not pass the dead token on to its event stream
+    async with agent.http.get(
+        f"{agent.url}/deploys/{one['id']}?view={expired}", headers={"Cookie": session}
+    ) as r:
+        page_text = await r.text()
+    assert expired not in page_text and f"/v1/deploys/{one['id']}/events" in page_text
+
+
 async def test_a_login_form_that_is_not_utf8_is_a_400_not_a_500(
     journey_agent: JourneyAgent,
 ) -> None:

@@ -23,11 +23,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from ulid import ULID
 
 from agent.api.auth import bearer_token, token_name
-from agent.api.models import DeployRequest, deploy_object, deploy_path
+from agent.api.models import DeployRequest, Reason, deploy_object, deploy_path
 from agent.api.problems import ApiProblem, invalid_fields, unreadable_body, validation_errors
 from agent.api.routes import (
     BODY_READ_TIMEOUT_S,
@@ -358,7 +358,7 @@ def previous_version(recent: Sequence[DeployWindow], version: str) -> str | None
 
 class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=1, max_length=1000)
+    reason: Reason
 
 
 async def rollback_deploy(request: web.Request) -> web.Response:

@@ -149,6 +149,11 @@ Environment = Annotated[
     ),
 ]
 Version = Annotated[_Text, Field(description="1–128 printable characters.")]
+Reason = Annotated[
+    str, StringConstraints(min_length=1, max_length=1000), _PRINTABLE, _PRINTABLE_SCHEMA
+]
+"""A manual rollback's reason: it goes into logs, alerts, the webhook's body and Vercel's
+description, so no control or invisible characters (a terminal escape, a line break)."""
 LabelKey = Annotated[
     str, StringConstraints(min_length=1, max_length=64), _PRINTABLE, _PRINTABLE_SCHEMA
 ]

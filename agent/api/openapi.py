@@ -19,6 +19,7 @@ from agent.api.models import (
     EMPTY_MEANS_NOT_GIVEN,
     IDEMPOTENCY_KEY_PATTERN,
     MAX_BODY_BYTES,
+    TEXT_PATTERN,
     Deploy,
     DeployList,
     DeployRequest,
@@ -279,7 +280,12 @@ def _document() -> dict[str, Any]:
                                 "required": ["reason"],
                                 "additionalProperties": False,
                                 "properties": {
-                                    "reason": {"type": "string", "minLength": 1, "maxLength": 1000}
+                                    "reason": {
+                                        "type": "string",
+                                        "minLength": 1,
+                                        "maxLength": 1000,
+                                        "pattern": TEXT_PATTERN,
+                                    }
                                 },
                             }
                         }

@@ -530,6 +530,13 @@ async def test_manual_rollback_refusals(
         assert r.status == 409
     async with agent.http.post(url, json={"reason": ""}, headers=agent.headers) as r:
         assert r.status == 422
+    # a reason goes into logs, alerts, the webhook and Vercel's description: blank, or with
+    # control or invisible characters (a terminal escape, a NUL), it is refused as the
+    # CLI refuses a blank one, and as `version` is on registration
+    for reason in ("   ", "ok\x1b[31m red", "a\x00b", "line\nbreak", "\u202eevil"):
+        async with agent.http.post(url, json={"reason": reason}, headers=agent.headers) as r:
+            assert r.status == 422, reason
+            assert (await r.json())["errors"][0]["loc"] == ["reason"]
     async with agent.http.post(url, json={"reason": "x"}) as r:
         assert r.status == 401
     missing = f"{agent.url}/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ/rollback"

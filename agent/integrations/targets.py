@@ -96,10 +96,8 @@ class RollbackTargets:
         previous = labels.get("vercel.previous") if isinstance(labels, dict) else None
         if vercel is None or vercel.token is None or source is None:
             return PreparedRequest("", {}, b"", "Vercel", "integrations.vercel is not configured")
-        headers = {
-            "Authorization": f"Bearer {vercel.token.get_secret_value()}",
-            "Content-Type": "application/json",
-        }
+        # no body, so no content type: an empty body declared JSON is malformed JSON
+        headers = {"Authorization": f"Bearer {vercel.token.get_secret_value()}"}
         if not previous:
             return PreparedRequest(
                 "",

@@ -591,6 +591,9 @@ class RollbackDelivery:
                 request.url,
                 data=request.body,
                 headers=request.headers,
+                # no body (Vercel's rollback): no content type, as curl sends it, where
+                # aiohttp made one up (octet-stream) for a POST without one
+                skip_auto_headers=() if request.body else ("Content-Type",),
                 timeout=aiohttp.ClientTimeout(total=settings.timeout),
                 allow_redirects=False,
             ) as response:

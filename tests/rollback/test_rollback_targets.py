@@ -86,6 +86,10 @@ async def test_it_rolls_back_to_the_previous_deployment_with_team_and_token(
     assert seen.path == f"/v1/projects/{PROJECT}/rollback/{OLD}"
     assert seen.param("teamId") == "team_1"
     assert "probe-errors failed" in (seen.param("description") or "")
+    # no body, so no JSON content type: an empty body declared JSON is malformed JSON,
+    # which a strict API (Fastify's, for one) refuses with a 400, failing the rollback
+    assert seen.body in (None, "", b"")
+    assert "content-type" not in {name.lower() for name in seen.headers}
     assert [a["deployment"] for a in fake.accepted] == [OLD]
 
 

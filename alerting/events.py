@@ -198,6 +198,10 @@ _FAILED_REQUESTED = "**Deploy failed: rollback requested**"
 """How a verdict's rollback request is headed (whatever its target); a manual one swaps
 it for `_BY_HAND_REQUESTED` (`headline`)."""
 _BY_HAND_REQUESTED = "**Rollback requested by hand**"
+_BY_HAND_SKIPPED = (
+    "**Rollback requested by hand, not sent.** `rollback.dry_run` is on for this"
+    " environment, so its rollback target was not called: roll back by hand if needed."
+)
 
 EVENTS: dict[AlertEvent, EventSpec] = {
     "breach": EventSpec(
@@ -225,7 +229,11 @@ EVENTS: dict[AlertEvent, EventSpec] = {
         "failure",
         "**Deploy failed.** No rollback was requested: `rollback.dry_run` is on for this"
         " environment. Roll back by hand if needed.",
-        lambda a: "deploy failed, rollback skipped (dry run)",
+        lambda a: (
+            "rollback by hand skipped (dry run)"
+            if a.reason.startswith(MANUAL_ROLLBACK_PREFIX)
+            else "deploy failed, rollback skipped (dry run)"
+        ),
     ),
     "rollback_delivered": EventSpec(
         "info",
@@ -320,8 +328,11 @@ def headline(alert: Alert, quote: Callable[[str], str] = str) -> str:
     A rollback asked for by hand is not "Deploy failed": it may follow a window that
     passed, whose "Deploy passed" on-call read minutes before."""
     text = _headline(alert, quote)
-    if alert.event == "rollback_requested" and alert.reason.startswith(MANUAL_ROLLBACK_PREFIX):
-        return text.replace(_FAILED_REQUESTED, _BY_HAND_REQUESTED, 1)
+    if alert.reason.startswith(MANUAL_ROLLBACK_PREFIX):
+        if alert.event == "rollback_requested":
+            return text.replace(_FAILED_REQUESTED, _BY_HAND_REQUESTED, 1)
+        if alert.event == "rollback_skipped":  # a dry run's: nothing went to the target
+            return _BY_HAND_SKIPPED
     return text
 
 

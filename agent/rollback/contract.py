@@ -84,6 +84,19 @@ def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
     return hmac.compare_digest(sign(secret, ts, body), signature)
 
 
+DRY_RUN_NOTES = {
+    "webhook": "dry run: the webhook was not called",
+    "vercel": "dry run: Vercel was not called",
+    "github": "dry run: the GitHub rollback workflow was not dispatched",
+}
+"""What a `dry_run` rollback's `last_error` says, by `rollback.target`: the one it names is
+the one that would have been asked (a Vercel target's said "the webhook")."""
+
+
+def dry_run_note(target: str) -> str:
+    return DRY_RUN_NOTES.get(target, DRY_RUN_NOTES["webhook"])
+
+
 def rollback_intent(
     window: DeployWindow,
     reason: str,
@@ -91,21 +104,24 @@ def rollback_intent(
     requested_at: float,
     *,
     dry_run: bool = False,
+    target: str = "webhook",
 ) -> RollbackIntent:
     """The intent to store with the failed verdict (`Store.finish_window(rollback=…)`).
 
-    `dry_run` gives a `skipped` intent: the API shows what would have been sent,
-    nothing ever is (`pending_rollbacks` never returns it).
+    `dry_run` gives a `skipped` intent: the API shows what would have been sent (to
+    `target`, `rollback.target`), nothing ever is (`pending_rollbacks` never returns it).
     """
     body = rollback_body(window, reason, breaches, requested_at)
     if dry_run:
-        return skipped_intent(window.id, body, requested_at)
+        return skipped_intent(window.id, body, requested_at, target)
     return RollbackIntent(
         window_id=window.id, state="pending", body=body, requested_at=requested_at
     )
 
 
-def skipped_intent(window_id: str, body: str, requested_at: float) -> RollbackIntent:
+def skipped_intent(
+    window_id: str, body: str, requested_at: float, target: str = "webhook"
+) -> RollbackIntent:
     """A rollback the environment's `dry_run` kept from being sent."""
     return RollbackIntent(
         window_id=window_id,
@@ -113,5 +129,5 @@ def skipped_intent(window_id: str, body: str, requested_at: float) -> RollbackIn
         body=body,
         requested_at=requested_at,
         finished_at=requested_at,
-        last_error="dry run: the webhook was not called",
+        last_error=dry_run_note(target),
     )

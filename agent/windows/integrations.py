@@ -36,7 +36,7 @@ from agent.store.outages import StoreOutageLog, unless_outage
 from agent.web.links import deploy_page_url
 from agent.windows.alert_once import alert_claim
 from agent.windows.lifecycle import FOLLOW_UPS, WatchServices, deliver_rollback
-from alerting.events import MANUAL_ROLLBACK_PREFIX, Alert
+from alerting.events import MANUAL_ROLLBACK_PREFIX, Alert, AlertEvent
 from common.times import rfc3339
 
 log = logging.getLogger("postflight.integrations")
@@ -663,11 +663,17 @@ class Integrations:
             # the alert and the log name who asked; the webhook (the pipeline's `reason`,
             # a workflow's input) and the verdict carry the reason as given
             text = f"{MANUAL_ROLLBACK_PREFIX}{who}: {reason}"
-            intent = rollback_intent(window, reason, [], now, dry_run=env.rollback.dry_run)
+            intent = rollback_intent(
+                window, reason, [], now, dry_run=env.rollback.dry_run, target=env.rollback.target
+            )
             # claimed with the intent, in its transaction: a crash just after the commit
-            # leaves the claim, and `WindowAlerts.recover` sends it
+            # leaves the claim, and `WindowAlerts.recover` sends it. In a dry run nothing
+            # is sent: its alert says so, where it said requested from the target
+            event: AlertEvent = (
+                "rollback_skipped" if intent.state == "skipped" else "rollback_requested"
+            )
             alert = Alert.for_window(
-                window, "rollback_requested", reason=text, rollback_target=env.rollback.target
+                window, event, reason=text, rollback_target=env.rollback.target
             )
             claims = [alert_claim(alert, env.alerts.tags)]
             stored = False

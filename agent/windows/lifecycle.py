@@ -1069,6 +1069,7 @@ class WindowWatch:
                 breaches(verdict, self.links),
                 now,
                 dry_run=rollback_cfg.dry_run,
+                target=rollback_cfg.target,
             )
             # handed to this replica's sender with the verdict; a survivor takes it
             # over only once this lease lapses (see `Store.take_rollback`)
@@ -1104,7 +1105,7 @@ class WindowWatch:
             reason = f"{verdict.reason} — no rollback webhook is configured"
             return self._alert_of("failed", verdict, rules=failing, reason=reason)
         if intent.state == "skipped":
-            reason = f"{verdict.reason} — dry run: the rollback webhook was not called"
+            reason = f"{verdict.reason} — {intent.last_error}"  # names the target
             return self._alert_of("rollback_skipped", verdict, rules=failing, reason=reason)
         return self._alert_of("rollback_requested", verdict, rules=failing)
 

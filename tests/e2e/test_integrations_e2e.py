@@ -441,6 +441,48 @@ async def test_manual_rollback_is_delivered_once_and_its_follow_ups_run_after_it
     assert len(fake_vercel.accepted) == 1
 
 
+async def test_a_manual_rollback_in_dry_run_says_nothing_was_sent_to_its_target(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+    json_sink: JsonSink,
+) -> None:
+    """With `dry_run` on, a manual rollback to Vercel is accepted and skipped. Its alert
+    read "Rollback requested by hand from Vercel (back to the previous production
+    deployment)" and its `last_error` "the webhook was not called": on-call was told a
+    rollback went to Vercel when nothing did, and of a webhook that is not configured."""
+    rollback = "{target: vercel, dry_run: true}"
+    agent = await start_agent(
+        environments(flip_target, rollback=rollback),
+        alerting=alerts_to(json_sink),
+        extra=integrations(fake_github, fake_vercel),
+    )
+    deploy = await agent.register(
+        "production", "v2", labels={"vercel.deployment": vc.NEW, "vercel.previous": vc.OLD}
+    )
+    from tests.e2e.conftest import TOKEN
+
+    args = ["rollback", deploy["id"], "--reason", "checkout broken", "--url", agent.url]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent", *args, "--token", TOKEN, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0, out
+    assert "accepted: skipped (dry run: Vercel was not called)" in out.decode()
+    accepted = await agent.get(deploy["id"])
+    assert accepted["rollback"]["state"] == "skipped"
+    assert accepted["rollback"]["last_error"] == "dry run: Vercel was not called"
+    await eventually(lambda: len(json_sink.notifications) >= 1)
+    await asyncio.sleep(0.3)  # no second alert follows
+    (alert,) = json_sink.notifications
+    assert alert.title.endswith(": rollback by hand skipped (dry run)"), alert.title
+    assert "not sent" in alert.message and "rollback.dry_run" in alert.message
+    assert "from Vercel" not in alert.message
+    assert "checkout broken" in alert.message
+    assert fake_vercel.seen("/rollback/") == []
+
+
 async def test_a_permanent_vercel_refusal_is_one_alert_and_state_failed(
     start_agent: AgentFactory,
     flip_target: FlipTarget,

@@ -29,7 +29,7 @@ def rollback_command(args: argparse.Namespace) -> int:
     async def ask() -> int:
         async with PostflightClient(url, token, timeout=request_timeout) as api:
             deploy = await api.request_rollback(args.id, args.reason)
-        rollback = deploy.rollback.state if deploy.rollback is not None else "?"
+        rollback: str = deploy.rollback.state if deploy.rollback is not None else "?"
         if deploy.rollback is not None and deploy.rollback.state == "skipped":
             # a dry run: "accepted: skipped" alone left it to guess whether anything went out
             rollback += f" ({deploy.rollback.last_error or 'dry run'})"

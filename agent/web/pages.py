@@ -127,6 +127,15 @@ def _ui_on(request: web.Request) -> None:
         raise web.HTTPNotFound()
 
 
+async def without_slash(request: web.Request) -> web.Response:
+    """`/deploys/` and `/deploys/<id>/`, as people type or paste them: a redirect to the
+    page, where they were the API's JSON 404 in the browser."""
+    _ui_on(request)
+    path = request.path.rstrip("/")
+    query = f"?{request.query_string}" if request.query_string else ""
+    raise web.HTTPPermanentRedirect(location=path + query, headers=SECURITY_HEADERS)
+
+
 async def deploy_page(request: web.Request) -> web.Response:
     _ui_on(request)
     settings = request.config_dict[SETTINGS]

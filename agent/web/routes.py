@@ -16,9 +16,12 @@ from agent.web.pages import (
     login,
     login_form,
     unavailable_page,
+    without_slash,
 )
 
-PAGE_PATHS = frozenset({"/deploys", "/deploys/static/{name}", "/deploys/{id}", "/login"})
+PAGE_PATHS = frozenset(
+    {"/deploys", "/deploys/", "/deploys/static/{name}", "/deploys/{id}", "/deploys/{id}/", "/login"}
+)
 """The HTML side (not API v1, so not in the OpenAPI document)."""
 
 
@@ -43,6 +46,8 @@ def mount(app: web.Application) -> None:
     r.add_get("/deploys", deploy_list, name="deploy_list_page")
     r.add_get("/deploys/static/{name}", asset, name="page_asset")
     r.add_get("/deploys/{id}", deploy_page, name="deploy_page")
+    r.add_get("/deploys/", without_slash, name="deploy_list_page_slash")
+    r.add_get("/deploys/{id}/", without_slash, name="deploy_page_slash")
     r.add_get("/login", login_form, name="login_form")
     r.add_post("/login", login, name="login")
     r.add_get("/v1/deploys/{id}/events", deploy_events, name="deploy_events")

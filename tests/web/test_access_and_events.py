@@ -197,6 +197,23 @@ async def test_pages_are_off_with_ui_false(
     assert await status(agent, f"/deploys/{deploy['id']}", **bearer) == 404
     assert await status(agent, "/deploys", **bearer) == 404
     assert await status(agent, "/deploys/static/page.css") == 404
+    assert await status(agent, "/deploys/", **bearer) == 404
+    assert await status(agent, f"/deploys/{deploy['id']}/", **bearer) == 404
+
+
+async def test_a_page_typed_with_a_trailing_slash_redirects_to_the_page(
+    journey_agent: JourneyAgent,
+) -> None:
+    """`/deploys/` and `/deploys/<id>/`, as people type or paste them, were a JSON 404
+    ("no such route; see /v1/openapi.json") in the browser."""
+    agent = await journey_agent()
+    deploy = await agent.register("production", "v1")
+    for typed, page in (
+        ("/deploys/?state=watching", "/deploys?state=watching"),
+        (f"/deploys/{deploy['id']}/?view=abc", f"/deploys/{deploy['id']}?view=abc"),
+    ):
+        async with agent.http.get(f"{agent.url}{typed}", allow_redirects=False) as r:
+            assert (r.status, r.headers["Location"]) == (308, page), typed
 
 
 async def test_event_stream_starts_with_state_sends_each_round_and_ends_with_the_window(

@@ -39,3 +39,33 @@ async def test_a_retry_after_http_date_is_waited_out_as_given_not_as_max_backoff
     assert result.ok and result.attempts == 2
     waited = seen[1] - seen[0]
     assert 0.5 < waited < 4.0, waited
+
+
+async def test_a_github_rate_limit_403_is_retried_and_a_permission_403_is_not() -> None:
+    """GitHub answers a rate limit with 403 as often as 429: a deployment status, a commit
+    status or a gate answer (which production's deploy waits on) was given up at the
+    first 403 while the token only had to wait. A 403 of a permission the token lacks
+    still ends the call at once."""
+    from agent.integrations.targets import github_rate_limit_wait
+    from tests.fakes.github import DEPLOYMENT_ID, REPOSITORY, FakeGitHub
+
+    async with FakeGitHub(token="gh") as github, aiohttp.ClientSession() as session:
+        url = f"{github.url}/repos/{REPOSITORY}/deployments/{DEPLOYMENT_ID}/statuses"
+        for kind, ok, attempts in (
+            ("secondary_rate_limit", True, 2),
+            ("rate_limit", True, 2),
+            ("forbidden", False, 1),
+        ):
+            github.fail(kind, times=1, reset_in=0.2)
+            result = await call(
+                session,
+                "POST",
+                url,
+                headers={"Authorization": "Bearer gh"},
+                body=b'{"state": "success"}',
+                backoff=0.01,
+                rate_limit=github_rate_limit_wait,
+            )
+            assert (result.ok, result.attempts) == (ok, attempts), (kind, result)
+            if not ok:
+                assert result.status == 403 and "not accessible" in (result.error or "")

@@ -12,7 +12,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,8 @@ import aiohttp
 from common.retry_after import RETRYABLE_STATUSES, retry_after_seconds
 
 _SNIPPET = 200
+RateLimit = Callable[[int, Mapping[str, str], str, float], float | None]
+"""(status, headers, body text, now) → seconds to wait when the answer is a rate limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +47,11 @@ async def call(
     backoff: float = 0.5,
     max_backoff: float = 30.0,
     redact: Callable[[str], str] = lambda s: s,
+    rate_limit: RateLimit | None = None,
 ) -> CallResult:
-    """One logical call with bounded retries; the answer's JSON (if any) in `data`."""
+    """One logical call with bounded retries; the answer's JSON (if any) in `data`.
+    `rate_limit` tells a provider's rate limit among its other answers (GitHub's are 403s
+    as often as 429s) and the wait it asks for: retried like a 429."""
     status: int | None = None
     error: str | None = None
     for attempt in range(1, attempts + 1):
@@ -80,7 +85,14 @@ async def call(
                 return CallResult(True, status, None, data, attempt)
             snippet = " ".join(raw.decode("utf-8", "replace").split())[:_SNIPPET]
             error = redact(f"HTTP {status}" + (f": {snippet}" if snippet else ""))
-            if not (status in RETRYABLE_STATUSES or 500 <= status < 600):
+            limited = (
+                rate_limit(status, response.headers, snippet, time.time())
+                if rate_limit is not None
+                else None
+            )
+            if limited is not None:
+                retry_after = limited
+            elif not (status in RETRYABLE_STATUSES or 500 <= status < 600):
                 return CallResult(False, status, error, None, attempt)
         if attempt < attempts:
             delay = retry_after

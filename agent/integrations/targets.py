@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
@@ -23,6 +24,7 @@ from urllib.parse import quote, urlencode
 import aiohttp
 
 from agent.records import RollbackIntent
+from common.retry_after import retry_after_seconds
 
 if TYPE_CHECKING:
     from agent.settings import RollbackSettings, Settings
@@ -55,6 +57,34 @@ def _deploy(intent: RollbackIntent) -> dict[str, Any]:
     out: dict[str, Any] = dict(deploy) if isinstance(deploy, dict) else {}
     out["reason"] = body.get("reason", "") if isinstance(body, dict) else ""
     return out
+
+
+GITHUB_RATE_LIMIT_WAIT_S = 60.0
+"""GitHub's advice for a secondary rate limit that names no wait: at least a minute."""
+
+
+def github_rate_limit_wait(
+    status: int, headers: Mapping[str, str], text: str, now: float
+) -> float | None:
+    """Seconds to wait when GitHub's answer is a rate limit, else None.
+
+    GitHub answers one with 403 as often as 429 (its REST docs): `Retry-After` seconds,
+    else `x-ratelimit-remaining: 0` until `x-ratelimit-reset` (epoch seconds), else a
+    message naming the rate limit (at least a minute). A 403 with none of these is a
+    permission the token lacks, and will not change."""
+    if status not in (403, 429):
+        return None
+    retry_after = retry_after_seconds(headers.get("Retry-After"), now)
+    if retry_after is not None:
+        return retry_after
+    if headers.get("x-ratelimit-remaining", "").strip() == "0":
+        try:
+            return max(0.0, float(headers.get("x-ratelimit-reset", "")) - now)
+        except ValueError:
+            return GITHUB_RATE_LIMIT_WAIT_S
+    if "rate limit" in text.lower():
+        return GITHUB_RATE_LIMIT_WAIT_S
+    return None
 
 
 def vercel_url(api_url: str, path: str, team_id: str | None, **query: str) -> str:

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import aiohttp
 
 from agent import __version__
-from agent.integrations.targets import PreparedRequest, RollbackTargets
+from agent.integrations.targets import PreparedRequest, RollbackTargets, github_rate_limit_wait
 from agent.metrics import Metrics
 from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent
 from agent.rollback.contract import sign
@@ -586,6 +586,7 @@ class RollbackDelivery:
         (except CancelledError)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
+        rate_limited = False
         try:
             async with self._client().post(
                 request.url,
@@ -606,6 +607,10 @@ class RollbackDelivery:
                 retry_after = retry_after_seconds(
                     response.headers.get("Retry-After"), self._clock()
                 )
+                if request.who == "GitHub":  # its rate limits are 403s as often as 429s
+                    limited = github_rate_limit_wait(status, response.headers, text, self._clock())
+                    if limited is not None:
+                        rate_limited, retry_after = True, limited
         except TimeoutError as exc:
             without_tracebacks(exc)
             return _Outcome(
@@ -628,7 +633,7 @@ class RollbackDelivery:
             + f"HTTP {status}"
             + (f": {snippet}" if snippet else "")
         )
-        if status in RETRYABLE_STATUSES or 500 <= status < 600:
+        if status in RETRYABLE_STATUSES or 500 <= status < 600 or rate_limited:
             return _Outcome("retryable", status, error, retry_after, duration)
         if 300 <= status < 400:
             error = (

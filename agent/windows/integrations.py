@@ -27,7 +27,7 @@ from agent.api.models import deploy_path
 from agent.appkeys import WindowEvents
 from agent.integrations.clients import CallResult, call
 from agent.integrations.events import Gate
-from agent.integrations.targets import GITHUB_HEADERS, vercel_url
+from agent.integrations.targets import GITHUB_HEADERS, github_rate_limit_wait, vercel_url
 from agent.records import DeployWindow, PendingGate, RollbackIntent, decided_verdict
 from agent.rollback import rollback_intent, sign
 from agent.settings import EnvironmentSettings, RollbackSettings, Settings
@@ -405,6 +405,7 @@ class Integrations:
             body=json.dumps(body).encode(),
             timeout_s=github.timeout,
             redact=self.redact,
+            rate_limit=github_rate_limit_wait,
         )
         self._record(window, f"github:{state}", result, f"GitHub deployment status {state}")
 
@@ -465,6 +466,7 @@ class Integrations:
                 body=json.dumps(body).encode(),
                 timeout_s=github.timeout,
                 redact=self.redact,
+                rate_limit=github_rate_limit_wait,
             )
         self._record(window, key, result, f"commit status {state}")
 
@@ -628,6 +630,7 @@ class Integrations:
             body=json.dumps(body).encode(),
             timeout_s=github.timeout,
             redact=self.redact,
+            rate_limit=github_rate_limit_wait,
         )
         outcome = f"HTTP {result.status}" if result.ok else (result.error or "failed")
         await self.s.store.answer_gate(gate.callback_url, answer, outcome, self.clock())

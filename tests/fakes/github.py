@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import sys
+import time
 from typing import Any
 
 from aiohttp import web
 
-from tests.fakes._server import BODY, FakeServer, serve_main
+from tests.fakes._server import BODY, Failure, FakeServer, serve_main
 
 REPOSITORY = "acme/web"
 DEPLOYMENT_ID = 42
@@ -48,6 +50,29 @@ class FakeGitHub(FakeServer):
         self.commit_statuses: list[dict[str, Any]] = []
         self.run_name = "rollback {deploy_id}"
         """The dispatched workflow's `run-name`, filled from its inputs."""
+
+    def failure_response(self, failure: Failure, request: web.Request) -> web.StreamResponse:
+        """GitHub's rate limits answer 403 (or 429), as its REST docs say: `rate_limit`
+        (primary: `x-ratelimit-remaining: 0`, `x-ratelimit-reset` in epoch seconds) and
+        `secondary_rate_limit` (`Retry-After` in seconds), each `reset_in` from now;
+        `forbidden` is a 403 that is not one (the token lacks a permission)."""
+        if failure.kind == "rate_limit":
+            response = _message(403, "API rate limit exceeded for installation ID 1.")
+            response.headers["x-ratelimit-remaining"] = "0"
+            response.headers["x-ratelimit-reset"] = str(math.ceil(time.time() + failure.reset_in))
+            return response
+        if failure.kind == "secondary_rate_limit":
+            response = _message(
+                403,
+                "You have exceeded a secondary rate limit. Please wait a few minutes"
+                " before you try again.",
+            )
+            response.headers["Retry-After"] = str(math.ceil(failure.reset_in))
+            response.headers["x-ratelimit-remaining"] = "4000"
+            return response
+        if failure.kind == "forbidden":
+            return _message(403, "Resource not accessible by integration")
+        return super().failure_response(failure, request)
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post(

@@ -177,3 +177,54 @@ async def test_github_target_after_a_restart_finds_the_dispatched_run_by_its_nam
         await delivery.aclose()
         assert done.state == "delivered"
         assert len(github.dispatches) == (0 if ran else 1)
+
+
+@pytest.mark.parametrize(
+    ("kind", "delivered"),
+    [("secondary_rate_limit", True), ("rate_limit", True), ("forbidden", False)],
+)
+async def test_a_github_rate_limit_403_is_waited_out_and_other_403s_fail_at_once(
+    store: SqliteStore, kind: str, delivered: bool
+) -> None:
+    """GitHub answers a rate limit with 403 as often as 429 (`Retry-After`, or
+    `x-ratelimit-remaining: 0` and `x-ratelimit-reset`): the rollback's dispatch waits it
+    out as a 429 would be, where every 403 failed the rollback at once (ROLLBACK FAILED,
+    roll back by hand) while the token only had to wait. A 403 that is not a rate limit
+    (a permission the token lacks) still fails at once."""
+    from tests.fakes.github import REPOSITORY, FakeGitHub
+
+    async with FakeGitHub(token="gh") as github:
+        config = Settings(
+            server={"api_tokens": ["tok-1234567890abcdef"]},
+            integrations={"github": {"api_url": github.url, "token": "gh"}},
+            environments={
+                "production": {
+                    "base_url": "http://127.0.0.1:9",
+                    "sources": {"github": {"repository": REPOSITORY, "environment": "P"}},
+                    "rollback": {
+                        "target": "github",
+                        "github": {"workflow": "rollback.yml"},
+                        "backoff": "10ms",
+                        "max_backoff": "10ms",
+                        "max_attempts": 3,
+                    },
+                }
+            },
+        )
+        window = await failed_window(store, {})
+        intent = rollback_intent(window, "bad", [], time.time())
+        await store.finish_window(window.id, "failed", None, time.time(), intent)
+        github.fail(kind, times=1, reset_in=1.0, match="/dispatches")
+        rollback = config.environments["production"].rollback
+        assert rollback is not None
+        delivery = RollbackDelivery(store, Metrics(), targets=RollbackTargets(config))
+        done = await delivery.deliver(intent, rollback, "production")
+        await delivery.aclose()
+        sent = github.seen("/dispatches")
+        if delivered:
+            assert (done.state, done.attempts, len(github.dispatches)) == ("delivered", 2, 1)
+            # the wait GitHub asked for (1 s), not the 10 ms backoff
+            assert sent[1].at - sent[0].at >= 0.9
+        else:
+            assert (done.state, done.last_status, len(sent)) == ("failed", 403, 1)
+            assert "Resource not accessible" in (done.last_error or "")

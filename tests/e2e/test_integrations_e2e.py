@@ -734,6 +734,32 @@ async def test_a_manual_rollback_after_a_pass_does_not_count_the_window_twice(
     assert agent.metric(total, environment="production", outcome="rolled_back") == 0
 
 
+async def test_a_github_deployment_rolled_back_by_hand_after_a_pass_says_why(
+    webhook_agent: WebhookAgent, fake_github: FakeGitHub
+) -> None:
+    """A GitHub deployment that passed, then was rolled back by hand, got `failure` with
+    the verdict's words as its description ("no rule failed over 3 rounds…"): GitHub
+    showed a failed deployment explained by a pass. It says the rollback's reason."""
+    agent = await webhook_agent(window="1s")
+    status, opened = await github_hook(
+        agent, "deployment_status", gh.deployment_status(), "delivery-late"
+    )
+    assert status == 202, opened
+    deploy = opened["deploy"]
+    assert (await agent.settled(deploy["id"]))["state"] in ("passed", "inconclusive")
+    await eventually(lambda: len(fake_github.statuses) >= 2)
+    async with agent.http.post(
+        f"{agent.url}/v1/deploys/{deploy['id']}/rollback",
+        json={"reason": "late regression"},
+        headers=agent.headers,
+    ) as r:
+        assert r.status == 202, await r.text()
+    await eventually(lambda: len(fake_github.statuses) >= 3)
+    last = fake_github.statuses[-1]
+    assert last["state"] == "failure"
+    assert last["description"] == "rolled back by hand: late regression"
+
+
 def failed_github_window(at: float, reason: str) -> DeployWindow:
     """A GitHub-opened production window deployed at `at` that failed 600 s later."""
     return DeployWindow(

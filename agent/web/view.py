@@ -8,6 +8,7 @@ new ones alike, showing what exists and skipping what does not.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +74,9 @@ class DeployView:
     failing_rules: list[str]
     broken_steps: list[str] = field(default_factory=list)
     """For each failing rule on a smoke check: the step that broke, expected vs got."""
+    rollback_reason: str | None = None
+    """Why the rollback was asked for, as its body says (a manual one's, after a pass,
+    is nowhere else on the page)."""
 
 
 def _num(value: Any) -> float | None:
@@ -353,7 +357,19 @@ def deploy_view(
         ends_at=iso(window.ends_at),
         failing_rules=failing,
         broken_steps=_broken_steps(failing, configured, failures),
+        rollback_reason=_rollback_reason(rollback),
     )
+
+
+def _rollback_reason(rollback: RollbackIntent | None) -> str | None:
+    if rollback is None:
+        return None
+    try:
+        body = json.loads(rollback.body)
+    except ValueError:
+        return None
+    reason = body.get("reason") if isinstance(body, dict) else None
+    return reason if isinstance(reason, str) and reason else None
 
 
 def _broken_steps(

@@ -8,9 +8,11 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from agent.records import DeployWindow, RoundRecord
+from agent.records import DeployWindow, RollbackIntent, RoundRecord
+from agent.rollback import rollback_intent
 from agent.store.sqlite import SqliteStore
 from tests.api.harness import AUTH, RecordingEvents, make_app, rule
+from tests.store.peek import set_rollback
 
 ID = "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"
 
@@ -198,3 +200,27 @@ async def test_a_round_stored_while_the_page_reads_waits_for_the_next_read(
     assert 'data-round="1"' in fragment and 'data-round="2"' not in fragment
     again = await (await client.get(f"/deploys/{ID}?fragment=1", headers=AUTH)).text()
     assert 'data-rounds="2"' in again and 'data-round="2"' in again
+
+
+async def test_the_rollback_section_says_why_it_was_asked_for_and_why_it_was_not_sent(
+    aiohttp_client: Any, store: SqliteStore
+) -> None:
+    """The section said "failed after 0 attempt(s)" and nothing more: on-call opening a
+    ROLLBACK FAILED link read neither the rollback's reason (a manual one's, after a pass,
+    is nowhere else on the page) nor why it could not be sent."""
+    now = time.time()
+    window = DeployWindow(
+        ID, "production", "v2", "v1", "abc123", {}, "watching", now - 60, now + 540, now - 60
+    )
+    await store.create_window(window)
+    intent: RollbackIntent = rollback_intent(window, "checkout <b>broken</b>", [], now - 10)
+    await store.finish_window(ID, "failed", {"outcome": "fail", "reason": "x"}, now - 10, intent)
+    intent.state, intent.finished_at = "failed", now - 9
+    intent.last_error = "no previous production deployment is known (label vercel.previous)"
+    await set_rollback(store, intent)
+    client: TestClient = await aiohttp_client(make_app(store, RecordingEvents()))
+    response = await client.get(f"/deploys/{ID}", headers=AUTH)
+    html = await response.text()
+    section = html[html.index('id="rollback-title"') :]
+    assert "Reason: checkout &lt;b&gt;broken&lt;/b&gt;" in section
+    assert "Not delivered: no previous production deployment is known" in section

@@ -85,11 +85,13 @@ def html(template: str, status: int = 200, **context: Any) -> web.Response:
 
 def _denied(request: web.Request, verdict: str) -> web.Response:
     if verdict == "forbidden":
+        # the sign-in form it advises, back to this page without the link's token: signed
+        # in, the page opens whatever the token in an old alert's link says
         return html(
-            "message.html",
+            "login.html",
             403,
-            title="Forbidden",
-            message="This link is expired, altered, or for another deploy. Ask for a new"
+            next=_safe_next(request.path),
+            error="This link is expired, altered, or for another deploy. Ask for a new"
             " link, or sign in with an API token.",
         )
     # a bearer token the server does not accept (a tool's, a proxy's) is said so, not

@@ -136,6 +136,11 @@ async def test_a_signed_in_engineer_opens_an_alert_link_whose_view_token_expired
         assert await status(agent, page, Authorization="Bearer nope") == 403
     assert await status(agent, f"/deploys?view={expired}", Cookie=session) == 200
     assert await status(agent, f"/deploys?view={expired}") == 403
+    # the 403 of the link alone offers the sign-in it advises, back to this deploy's page
+    async with agent.http.get(f"{agent.url}/deploys/{one['id']}?view={expired}") as r:
+        refused = await r.text()
+    assert r.status == 403 and 'action="/login"' in refused
+    assert f'name="next" value="/deploys/{one["id"]}"' in refused
     # the page signed in does not pass the dead token on to its event stream
     async with agent.http.get(
         f"{agent.url}/deploys/{one['id']}?view={expired}", headers={"Cookie": session}

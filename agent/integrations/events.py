@@ -138,9 +138,7 @@ def _github_deployment_status(settings: Settings, document: dict[str, Any]) -> O
     full_name = _text(repository, "full_name", "repository")
     environment = _text(deployment, "environment", "deployment")
     sha = _text(deployment, "sha", "deployment")
-    deployment_id = deployment.get("id")
-    if not isinstance(deployment_id, int) or isinstance(deployment_id, bool):
-        raise BadPayload("deployment.id must be an integer")
+    deployment_id = _deployment_id(deployment.get("id"))
     assert state and full_name and environment and sha
     if state != "success":
         return Ignored(f"deployment_status {state!r} opens nothing (only success does)")
@@ -150,11 +148,10 @@ def _github_deployment_status(settings: Settings, document: dict[str, Any]) -> O
     name = _github_environment(settings, full_name, environment)
     if name is None:
         return Ignored(f"{full_name} {environment!r} is not mapped to an environment")
-    labels = {
-        "github.repository": full_name,
-        "github.deployment": str(deployment_id),
-        "github.environment": environment,
-    }
+    labels = {"github.repository": full_name}
+    if deployment_id is not None:  # without it the window opens, and no status is posted
+        labels["github.deployment"] = str(deployment_id)
+    labels["github.environment"] = environment
     url = status.get("environment_url") or status.get("target_url")
     if isinstance(url, str) and url:
         labels["github.environment_url"] = url[:256]
@@ -163,8 +160,24 @@ def _github_deployment_status(settings: Settings, document: dict[str, Any]) -> O
         version=sha,
         commit=sha,
         labels=labels,
-        deployment_label="github.deployment",
+        deployment_label="github.deployment" if deployment_id is not None else None,
     )
+
+
+_DECIMAL = re.compile(r"^[0-9]{1,20}$")
+
+
+def _deployment_id(value: Any) -> int | None:
+    """`deployment.id`: GitHub's integer (a numeric string read as one). The contract
+    opens a window without it (a relay's or a test's delivery): no status can be posted
+    then, and None says so."""
+    if value is None:
+        return None
+    if isinstance(value, str) and _DECIMAL.match(value):
+        return int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadPayload("deployment.id must be an integer")
+    return value
 
 
 def _own_status(status: Mapping[str, Any]) -> str | None:

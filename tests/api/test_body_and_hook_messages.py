@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -172,3 +173,40 @@ async def test_a_signed_body_that_is_not_a_vercel_event_names_its_field(
     client = await app_client()
     response = await client.post("/v1/hooks/vercel", data=body, headers=vercel_headers(body))
     assert (await problem(response, 400)).startswith(says)
+
+
+@pytest.mark.parametrize(
+    ("deployment_id", "label"), [(None, None), (42, "42"), ("42", "42"), ("x", "400")]
+)
+async def test_a_deployment_status_with_what_the_contract_names_opens_a_window(
+    app_client: AppClient, store: SqliteStore, deployment_id: Any, label: str | None
+) -> None:
+    """The contract opens a window from `deployment_status.state`, `deployment.sha`,
+    `deployment.environment` and `repository.full_name`; a delivery without
+    `deployment.id` (a relay's, a test's) was a 400 "deployment.id must be an integer".
+    Without one the window opens and no status can be posted; a numeric string is read
+    as the number it says; anything else is still a 400."""
+    client = await app_client()
+    deployment: dict[str, Any] = {"sha": "9fceb02", "environment": "Production"}
+    if deployment_id is not None:
+        deployment["id"] = deployment_id
+    document = {
+        "deployment_status": {"state": "success"},
+        "deployment": deployment,
+        "repository": {"full_name": gh.REPOSITORY},
+    }
+    body = json.dumps(document).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "deployment_status",
+        "X-GitHub-Delivery": f"d-minimal-{deployment_id}",
+        "X-Hub-Signature-256": gh.signature(GH_SECRET, body),
+    }
+    response = await client.post("/v1/hooks/github", data=body, headers=headers)
+    if label == "400":
+        assert "deployment.id" in await problem(response, 400)
+        return
+    assert response.status == 202, await response.text()
+    deploy = (await response.json())["deploy"]
+    assert deploy["version"] == "9fceb02"
+    assert deploy["labels"].get("github.deployment") == label

@@ -54,6 +54,27 @@ def format_value(metric: Metric, value: float | None) -> str:
     return f"{value:.3g}"
 
 
+def format_past(metric: Metric, value: float, bound: float) -> str:
+    """`value` as `format_value` writes it, with the digits that show it past `bound`
+    where that text is the bound's own: `300.04ms > max 300ms`, never `300ms > max 300ms`
+    (a value 0.4 ms past its bound read as no breach at all)."""
+    text = format_value(metric, value)
+    if not (math.isfinite(value) and math.isfinite(bound)) or value == bound:
+        return text
+    if text != format_value(metric, bound):
+        return text
+    duration = is_duration(metric) and value >= 0 and bound >= 0
+    scale, unit = (1000.0, "ms") if duration and value < 1 else (1.0, "s" if duration else "")
+    for digits in range(1, 16):
+        if duration:
+            ours, theirs = (f"{x * scale:.{digits}f}".rstrip("0") for x in (value, bound))
+        else:
+            ours, theirs = (f"{x:.{digits + 3}g}" for x in (value, bound))
+        if ours != theirs:
+            return ours.rstrip(".") + unit
+    return text
+
+
 def format_percent(fraction: float) -> str:
     return f"{fraction * 100:g}%"
 

@@ -84,6 +84,34 @@ def test_relative_latency_reason_reads_in_durations() -> None:
     assert verdict.rules[0].threshold == "max_increase 50%"
 
 
+def test_a_value_just_past_its_bound_reads_past_it() -> None:
+    """Seen at a real daemon: `slow: latency_p95 1ms > max 1ms for 2 rounds` (1.4 ms, cut
+    to whole milliseconds) in the API, the alerts and the rollback's reason; the value
+    keeps the digits that show it past the bound, and only then."""
+    latency = Rule("slow", "checks", "latency_p95", max=0.001)
+    rounds = rounds_of(latency, *[Observation(0.0014, total=50)] * 3)
+    verdict = judge([latency], {}, rounds, THRESHOLD, final=False)
+    assert verdict.reason == "slow: latency_p95 1.4ms > max 1ms for 3 rounds"
+    p95 = Rule("p95", "checks", "latency_p95", max=0.3)
+    rounds = rounds_of(p95, *[Observation(0.30004, total=50)] * 3)
+    verdict = judge([p95], {}, rounds, THRESHOLD, final=False)
+    assert verdict.reason == "p95: latency_p95 300.04ms > max 300ms for 3 rounds"
+    long = Rule("long", "checks", "latency_p95", max=2.0)
+    rounds = rounds_of(long, *[Observation(2.0002, total=50)] * 3)
+    assert judge([long], {}, rounds, THRESHOLD, final=False).reason == (
+        "long: latency_p95 2.0002s > max 2s for 3 rounds"
+    )
+    errors = Rule("errors", "sentry", "error_rate", min=0.05)
+    rounds = rounds_of(errors, *[Observation(0.049996)] * 3)
+    assert judge([errors], {}, rounds, THRESHOLD, final=False).reason == (
+        "errors: error_rate 0.049996 < min 0.05 for 3 rounds"
+    )
+    far = rounds_of(latency, *[Observation(0.412, total=50)] * 3)
+    assert judge([latency], {}, far, THRESHOLD, final=False).reason == (
+        "slow: latency_p95 412ms > max 1ms for 3 rounds"
+    )
+
+
 def test_direction_decrease_fails_on_a_drop() -> None:
     rule = Rule("crash-free", "sentry", "crash_free_rate", max_increase=0.01, direction="decrease")
     base = {rule.name: Observation(0.999)}

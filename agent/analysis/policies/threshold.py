@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.analysis.describe import format_value
+from agent.analysis.describe import format_past, format_value
 from agent.analysis.policies.base import BasePolicy
 from agent.analysis.sequential import Kind
 from agent.analysis.threshold import breaches
@@ -85,6 +85,11 @@ class ThresholdPolicy(BasePolicy):
         value = format_value(metric, last_value)
         if st["failed_at"] is not None:
             op, text = st["breaches"][0]
+            # the breach of the failing round again (pure: the same value and baseline),
+            # for its limit: the value is written with the digits that show it past it
+            past = breaches(rule, last_value, base.value if base else None)
+            if past:
+                value = format_past(metric, last_value, past[0].limit)
             n = len(streak)
             reason = f"{rule.name}: {metric} {value} {op} {text} for {counted(n, 'round')}"
             detail = counts or f"{metric} {value} {op} {text}"

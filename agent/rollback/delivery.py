@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
+from yarl import URL
 
 from agent import __version__
 from agent.integrations.targets import PreparedRequest, RollbackTargets, github_rate_limit_wait
@@ -589,7 +590,7 @@ class RollbackDelivery:
         rate_limited = False
         try:
             async with self._client().post(
-                request.url,
+                _as_written(request.url),
                 data=request.body,
                 headers=request.headers,
                 # no body (Vercel's rollback): no content type, as curl sends it, where
@@ -641,6 +642,21 @@ class RollbackDelivery:
                 " replayed elsewhere); set rollback.url to the final address"
             )
         return _Outcome("rejected", status, error, None, duration)
+
+
+_URL_CHARS = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~:/?#[]@!$&'()*+,;=%"
+)
+"""What a URL already percent-encoded holds (RFC 3986): anything else must be quoted."""
+
+
+def _as_written(url: str) -> URL | str:
+    """The URL to POST to, byte for byte when it is already encoded (the configuration's
+    URLs are): aiohttp's requoting turned a query's `%2F` into `/`, which a receiver that
+    checks a pre-signed URL (a SAS or trigger token) refuses."""
+    if set(url) <= _URL_CHARS:
+        return URL(url, encoded=True)
+    return url
 
 
 def _unsettled_from_another(given: RollbackIntent, taken: RollbackIntent, owner: str) -> bool:

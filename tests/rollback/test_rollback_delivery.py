@@ -202,6 +202,38 @@ async def test_a_2xx_is_recorded_on_its_status_line_without_waiting_for_the_body
     assert arrivals == [intent.body.encode()]
 
 
+async def test_the_webhook_is_posted_to_rollback_url_exactly_as_written(
+    store: SqliteStore, delivery: RollbackDelivery
+) -> None:
+    """A pre-signed webhook URL (a SAS or trigger token in its query) is checked byte for
+    byte by its receiver: aiohttp re-quoted `%2F` in a query to `/`, which such a receiver
+    refuses, 4xx, so the rollback failed at once."""
+    seen: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(request.raw_path)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    written = "/hooks/roll%2Fback?sig=Ab%2Fc%2Bd%3D&sv=2026-01-01&name=%C3%A9t%C3%A9+x"
+    try:
+        intent = await stored_intent(store)
+        done = await delivery.deliver(
+            intent, settings(f"http://127.0.0.1:{port}{written}"), "production"
+        )
+    finally:
+        await runner.cleanup()
+
+    assert done.state == "delivered"
+    assert seen == [written]
+
+
 async def test_503_twice_then_200_retries_with_the_same_body_and_key(
     store: SqliteStore,
     delivery: RollbackDelivery,

@@ -1,0 +1,177 @@
+"""Contract §5 as a scraper reads it: a real agent's `/metrics` over HTTP, parsed by
+prometheus_client's parser (and linted by `promtool check metrics`, Prometheus' own),
+after a deploy rolled back: every metric of the table with its type, its labels and
+their values, and no label carrying a version, a deploy id or a URL. Counts are held
+against the receivers (the rollback webhook, the alert sink), not the agent's word."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from asyncio.subprocess import PIPE, STDOUT
+from typing import Any
+
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, LocalTarget
+from tests.receivers import JsonSink, RollbackReceiver
+
+pytestmark = pytest.mark.e2e
+
+TABLE: dict[str, tuple[str, set[str]]] = {
+    "postflight_build_info": ("gauge", {"version"}),
+    "postflight_windows_active": ("gauge", {"environment"}),
+    "postflight_windows": ("counter", {"environment", "outcome"}),
+    "postflight_check_runs": ("counter", {"environment", "check", "result"}),
+    "postflight_check_duration_seconds": ("histogram", {"environment", "check"}),
+    "postflight_rule_evaluations": ("counter", {"environment", "rule", "outcome"}),
+    "postflight_rollbacks": ("counter", {"environment", "result"}),
+    "postflight_alerts": ("counter", {"result"}),
+    "postflight_provider_requests": ("counter", {"provider", "result"}),
+    "postflight_provider_request_duration_seconds": ("histogram", {"provider"}),
+}
+"""Contract §5's table: family name (a counter's without `_total`, as parsers name it),
+type, label names."""
+
+VALUES: dict[tuple[str, str], set[str]] = {
+    ("postflight_windows", "outcome"): {
+        "passed", "failed", "rolled_back", "inconclusive", "cancelled", "superseded",
+    },
+    ("postflight_check_runs", "result"): {"pass", "fail", "error"},
+    ("postflight_rollbacks", "result"): {"delivered", "failed"},
+    ("postflight_alerts", "result"): {"sent", "failed"},
+    # agent_lag: the agent's own stall, not the provider's (known beyond the table)
+    ("postflight_provider_requests", "result"): {"ok", "error", "agent_lag"},
+    # breaching: a round past its bound short of failure_limit (documented in its HELP)
+    ("postflight_rule_evaluations", "outcome"): {"pass", "fail", "inconclusive", "breaching"},
+}  # fmt: skip
+"""The label values the table lists, and the known extras."""
+
+
+class FakePrometheus(LocalTarget):
+    """`/api/v1/query_range` answering one series at 0: the provider's fetches are `ok`."""
+
+    async def query_range(self, request: web.Request) -> web.Response:
+        start = float(request.query.get("start", "0"))
+        data = {"resultType": "matrix", "result": [{"metric": {}, "values": [[start, "0"]]}]}
+        return web.json_response({"status": "success", "data": data})
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/api/v1/query_range", self.query_range)
+
+
+def families(text: str) -> dict[str, Any]:
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+async def test_the_metrics_table_as_a_scraper_reads_it(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    prometheus = FakePrometheus()
+    await prometheus.start()
+    try:
+        agent = await start_agent(
+            f"""
+            production:
+              base_url: {flip_target.url}
+              window: 20s
+              interval: 300ms
+              background_interval: 200ms
+              probes_per_round: 5
+              checks:
+                - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
+              analysis: {{policy: threshold, failure_limit: 2}}
+              rules:
+                - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
+                - {{name: http-5xx, source: prometheus, query: 'sum(up)', max: 5}}
+              rollback: {{url: "{receiver.url}", secret: {SECRET}, backoff: 100ms}}
+              alerts: {{tags: [oncall]}}
+            """,
+            f"""
+            alerting:
+              channels:
+                - {{url: "{json_sink.url()}", tags: [oncall]}}
+            """,
+            f"""
+            providers:
+              prometheus: {{url: "{prometheus.url}"}}
+            """,
+        )
+        flip_target.bad = True
+        deploy = await agent.register("production", "v2.4.1", previous_version="v2.4.0")
+        final = await agent.settled(deploy["id"], within=20)
+        assert final["state"] == "rolled_back"
+        alerts = await json_sink.wait_for(3, within=10)  # breach, requested, delivered
+        assert "rollback delivered" in alerts[-1].title
+        # a send is counted once its channel answered: scraped until the sink's last is
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while True:
+            async with agent.http.get(f"{agent.url}/metrics") as response:
+                assert response.status == 200
+                text = await response.text()
+            sent = families(text)["postflight_alerts"].samples
+            counted = sum(s.value for s in sent if s.labels == {"result": "sent"})
+            if counted >= len(json_sink.notifications) or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await prometheus.stop()
+
+    exposed = families(text)
+    for name, (kind, labels) in TABLE.items():
+        assert name in exposed, f"{name} is not exposed"
+        family = exposed[name]
+        assert family.type == kind, (name, family.type)
+        assert family.samples, f"{name} has no series"
+        for sample in family.samples:
+            assert set(sample.labels) - {"le"} == labels, (name, sample)
+            for label, given in sample.labels.items():
+                allowed = VALUES.get((name, label))
+                assert allowed is None or given in allowed, (name, label, given)
+    for family in exposed.values():
+        for sample in family.samples:
+            for given in sample.labels.values():
+                assert deploy["id"] not in given and "://" not in given, (family.name, sample)
+                assert given not in ("v2.4.1", "v2.4.0"), (family.name, sample)
+
+    def value(name: str, **labels: str) -> float:
+        return sum(
+            float(s.value)
+            for family in exposed.values()
+            for s in family.samples
+            if s.name == name and labels.items() <= s.labels.items()
+        )
+
+    assert value("postflight_build_info") == 1
+    assert value("postflight_windows_active", environment="production") == 0
+    assert value("postflight_windows_total", environment="production", outcome="rolled_back") == 1
+    assert value("postflight_windows_total", environment="production") == 1
+    delivered = [a for a in receiver.attempts if a.accepted]
+    assert len(delivered) == 1
+    assert value("postflight_rollbacks_total", environment="production", result="delivered") == 1
+    assert value("postflight_rollbacks_total", environment="production", result="failed") == 0
+    # every alert the sink took is counted sent, and nothing else
+    assert value("postflight_alerts_total", result="sent") == len(json_sink.notifications)
+    assert value("postflight_alerts_total", result="failed") == 0
+    assert value("postflight_check_runs_total", check="api-health", result="fail") >= 1
+    check = {"environment": "production", "check": "api-health"}
+    assert value("postflight_check_duration_seconds_count", **check) >= 1
+    assert value("postflight_rule_evaluations_total", rule="probe-errors", outcome="fail") == 1
+    assert value("postflight_provider_requests_total", provider="prometheus", result="ok") >= 1
+    assert value("postflight_provider_request_duration_seconds_count", provider="prometheus") >= 1
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool (Debian package prometheus) is not installed: the lint part")
+    lint = await asyncio.create_subprocess_exec(
+        promtool, "check", "metrics", stdin=PIPE, stdout=PIPE, stderr=STDOUT
+    )
+    said, _ = await asyncio.wait_for(lint.communicate(text.encode()), 30)
+    assert lint.returncode == 0, said.decode()

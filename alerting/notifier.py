@@ -26,6 +26,7 @@ from agent.metrics import Metrics
 from agent.settings import AlertChannel
 from alerting.cycles import drop_request_tracebacks, reuse_markdown, sending
 from alerting.events import Alert
+from alerting.mail_text import inline_code_in_text
 from alerting.templates import render
 
 if TYPE_CHECKING:
@@ -200,6 +201,7 @@ class Notifier:
 
         drop_request_tracebacks()  # no cycle left per alert (`alerting.cycles`)
         reuse_markdown()
+        inline_code_in_text()  # an e-mail's text part (`alerting.mail_text`)
         asset = apprise.AppriseAsset(app_id="Postflight", async_mode=True)
         for index, channel in enumerate(channels):
             ap = apprise.Apprise(asset=asset)

@@ -100,6 +100,23 @@ async def test_an_e_mails_plain_text_shows_the_deploy_page_and_rule_links(
     assert page in text and query in text
 
 
+async def test_an_e_mails_plain_text_keeps_each_rule_and_the_deploy_on_one_line(
+    smtp_sink: SmtpSink, metrics: Metrics
+) -> None:
+    """Seen in a real daemon's mail: apprise's HTML-to-text conversion takes an inline
+    `<code>` for a block, so the plain-text part broke every line at a rule's name, the
+    deploy id and the commit ("-" / "probe-errors" / "(checks, error_rate): …")."""
+    notify = notifier([(smtp_sink.url(), [])], metrics)
+
+    await notify.send(alert(commit="9fceb02"), [])
+
+    [mail] = smtp_sink.messages
+    lines = text_of(mail).splitlines()
+    assert "- probe-errors (checks, error_rate): observed 31% vs baseline 0%, threshold max 0.05" \
+        " (5%) — 31 of 100 probes failed" in lines  # fmt: skip
+    assert "Deploy dep_01JDTEST · production · v2.4.0 → v2.4.1 · commit 9fceb02" in lines
+
+
 async def test_what_a_target_answered_is_text_in_the_e_mail_not_markup(
     smtp_sink: SmtpSink, metrics: Metrics
 ) -> None:

@@ -42,9 +42,12 @@ def summary(alert: Alert) -> str:
 
 
 def title(alert: Alert) -> str:
-    """`[postflight] <environment> <version>: <summary>`, one line."""
-    text = f"[postflight] {alert.environment} {alert.version}: {summary(alert)}"
-    return " ".join(text.split())
+    """`[postflight] <environment> <version>: <summary>`, one line. The version as it was
+    registered (printable, on one line already), spaces and all: a title squeezed whole
+    did not begin with it; the summary's whitespace is squeezed. A line break a version
+    from elsewhere (a provider's event) might hold is a space."""
+    version = " ".join(alert.version.splitlines())
+    return f"[postflight] {alert.environment} {version}: {' '.join(summary(alert).split())}"
 
 
 def _number(value: float) -> str:

@@ -64,6 +64,18 @@ def test_every_title_begins_with_environment_and_version(event: AlertEvent) -> N
     assert "`dep_01JDTEST`" in body(alert)
 
 
+def test_a_title_begins_with_the_version_exactly_as_registered() -> None:
+    """The API takes any printable version, spaces within too: the title kept one line
+    by squeezing its whitespace, so `release 7  (hotfix)` began `release 7 (hotfix):`,
+    not the contract's `[postflight] <environment> <version>:`."""
+    registered = dataclasses.replace(window(), version="release 7  (hotfix) ")
+    alert = Alert.for_window(registered, "rollback_requested", rules=RULES[:1])
+    assert title(alert) == (
+        "[postflight] production release 7  (hotfix) : rollback requested (probe-errors)"
+    )
+    assert render(alert)[0] == title(alert)
+
+
 def test_rollback_body_names_rules_observed_baseline_threshold_in_human_units() -> None:
     alert = Alert.for_window(
         window(), "rollback_requested", reason="probe-errors: error_rate 0.31 > max 0.05",

@@ -227,7 +227,7 @@ EVENTS: dict[AlertEvent, EventSpec] = {
     ),
     "rollback_skipped": EventSpec(
         "failure",
-        "**Deploy failed.** No rollback was requested: `rollback.dry_run` is on for this"
+        "**Deploy failed.** No rollback was sent: `rollback.dry_run` is on for this"
         " environment. Roll back by hand if needed.",
         lambda a: (
             "rollback by hand skipped (dry run)"

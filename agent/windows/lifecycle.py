@@ -1260,7 +1260,9 @@ async def give_up_unconfigured(
     restarts), then sent at once (`WindowAlerts.recover` sends it after a crash). The alert
     goes to the environment's channels, or to every channel once the environment, and with
     it its `alerts.tags`, is gone: a page to too many channels beats one to none. Never
-    raises (but `CancelledError`): a store error leaves it pending for the next sweep."""
+    raises (but `CancelledError`): a store error leaves it pending for the next sweep.
+    One whose `rollback.dry_run` was turned on since ("never call the webhook") ends
+    `skipped` instead, unsent, its alert saying so."""
     try:
         await _give_up_unconfigured(window, intent, env, s)
     except asyncio.CancelledError:
@@ -1279,26 +1281,37 @@ async def _give_up_unconfigured(
     env: EnvironmentSettings | None,
     s: WatchServices,
 ) -> None:
+    dry_run = env is not None and env.rollback is not None and env.rollback.dry_run
     now = s.clock()
     held = intent.fence if intent.lease_owner else None
     taken = await s.store.take_rollback(window.id, s.owner, now, now + s.lease_s, held)
     if taken is None:
         return  # another sender holds it, or it ended meanwhile
-    what = (
-        f"environment {window.environment!r} is no longer configured"
-        if env is None
-        else f"environment {window.environment!r} no longer configures a rollback"
-    )
+    if env is None:
+        what = f"environment {window.environment!r} is no longer configured"
+    elif dry_run:
+        what = "rollback.dry_run was turned on before it was delivered"
+    else:
+        what = f"environment {window.environment!r} no longer configures a rollback"
     again = " again" if taken.attempts else ""
     done = dataclasses.replace(
         taken,
-        state="failed",
+        state="skipped" if dry_run else "failed",
         last_error=f"{what}: given up, not sent{again} by this agent",
         next_attempt_at=None,
         finished_at=now,
         lease_until=None,
     )
-    alert = settled_alert(window, env, done, unconfigured=True)
+    if dry_run:
+        body = json.loads(done.body)
+        alert = Alert.for_window(
+            window,
+            "rollback_skipped",
+            reason=f"rollback NOT sent: {done.last_error}. Cause: {body.get('reason', '')}",
+            rules=body.get("breaches", []),
+        )
+    else:
+        alert = settled_alert(window, env, done, unconfigured=True)
     tags = env.alerts.tags if env is not None else []
     if not await s.store.settle_rollback(done, alerts=[alert_claim(alert, tags)]):
         return
@@ -1308,7 +1321,8 @@ async def _give_up_unconfigured(
         done.last_error,
         extra={"deploy_id": window.id, "environment": window.environment},
     )
-    s.metrics.rollbacks_total.labels(environment=window.environment, result="failed").inc()
+    if not dry_run:  # a dry run's rollback is neither delivered nor failed
+        s.metrics.rollbacks_total.labels(environment=window.environment, result="failed").inc()
     if await _ended_with(window, done, s):
         s.metrics.windows_total.labels(window.environment, "failed").inc()
     await s.alerts.send_claimed(window, alert, tags, claimed_at=now)

@@ -357,8 +357,9 @@ class Watcher:
                 log.error("cannot resume rollback of %s: its window is gone", intent.window_id)
                 continue
             env = self.settings.environments.get(window.environment)
-            if env is None or env.rollback is None:
-                # nobody can send it any more: it ends failed, and pages, once
+            if env is None or env.rollback is None or env.rollback.dry_run:
+                # nobody can send it any more, or must not: it ends failed (skipped for a
+                # dry run turned on since), and pages, once
                 self.resuming.add(window.id)
                 task = self.services.spawn(give_up_unconfigured(window, intent, env, self.services))
                 task.add_done_callback(functools.partial(self._resumed, window.id))

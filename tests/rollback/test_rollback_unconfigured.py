@@ -228,3 +228,48 @@ async def test_a_watching_window_whose_environment_left_ends_inconclusive(
     assert window is not None and window.state == "inconclusive"
     shown = deploy_object(window, None)
     assert "'staging' is no longer configured" in shown["verdict"]["reason"]
+
+
+async def test_a_rollback_owed_when_dry_run_was_turned_on_is_skipped_not_sent(
+    store: SqliteStore, json_sink: JsonSink, rollback_receiver: Any
+) -> None:
+    """`rollback.dry_run: true` is "never call the webhook": an operator who turns it on
+    and restarts the agent (a webhook doing harm, an incident) had the rollback still owed
+    from before sent at once by the restarted agent's sweep. It ends `skipped` (the API's
+    word for dry_run), unsent, and on-call is told it was not sent; counted at the
+    receiver."""
+    receiver = await rollback_receiver("s3cret")
+    await owed_rollback(store)
+    metrics = Metrics()
+    config = (
+        ONLY_PRODUCTION
+        + f"""
+  staging:
+    base_url: http://127.0.0.1:9
+    alerts: {{tags: [oncall]}}
+    checks: [{{name: health, type: http, path: /health}}]
+    rollback: {{url: "{receiver.url}", secret: s3cret, dry_run: true}}
+"""
+    )
+
+    await resume(watcher(store, "a", config, channels(json_sink), metrics), startup=True)
+
+    assert receiver.attempts == []
+    stored = await store.get_rollback(WINDOW_ID)
+    assert stored is not None and stored.state == "skipped" and stored.finished_at == NOW
+    assert stored.last_error is not None and "dry_run" in stored.last_error
+    window = await store.get_window(WINDOW_ID)
+    assert window is not None
+    shown = deploy_object(window, stored)
+    assert shown["state"] == "failed" and shown["rollback"]["state"] == "skipped"
+    [page] = json_sink.notifications
+    assert page.title == "[postflight] staging v2.4.1: deploy failed, rollback skipped (dry run)"
+    assert page.message.startswith("**Deploy failed.** No rollback was sent: `rollback.dry_run`")
+    assert "rollback NOT sent: rollback.dry_run was turned on" in page.message
+    sample = metrics.registry.get_sample_value
+    failed = {"environment": "staging", "result": "failed"}
+    assert not sample("postflight_rollbacks_total", failed)  # neither delivered nor failed
+    assert sample("postflight_windows_total", {"environment": "staging", "outcome": "failed"}) == 1
+    # a later sweep finds nothing owed: nothing is sent, nothing paged again
+    await resume(watcher(store, "b", config, channels(json_sink), metrics), startup=True)
+    assert receiver.attempts == [] and len(json_sink.notifications) == 1

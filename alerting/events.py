@@ -242,7 +242,8 @@ EVENTS: dict[AlertEvent, EventSpec] = {
     ),
     "rollback_failed": EventSpec(
         "failure",
-        "**Rollback FAILED.** The pipeline's webhook did not accept it: roll back by hand.",
+        "**Rollback FAILED.** The pipeline's webhook did not accept it, or could not be"
+        " reached (the reason says which): roll back by hand.",
         lambda a: (
             f"ROLLBACK NOT SENT, {a.replaced_by} deployed since"
             if a.replaced_by is not None

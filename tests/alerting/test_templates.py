@@ -244,9 +244,12 @@ def test_a_rollback_given_up_for_a_newer_deploy_says_so_and_not_roll_back_by_han
     )
     assert load_payload(dump_payload(alert, ["oncall"]))[0] == alert  # as a claim stores it
 
+    # a webhook never reached (refused, timed out) is no webhook that refused: the reason
+    # says which, as it does for Vercel and GitHub
     refused = body(Alert.for_window(window(), "rollback_failed"))
     assert refused.startswith(
-        "**Rollback FAILED.** The pipeline's webhook did not accept it: roll back by hand."
+        "**Rollback FAILED.** The pipeline's webhook did not accept it, or could not be"
+        " reached (the reason says which): roll back by hand."
     )
     assert title(Alert.for_window(window(), "rollback_failed")).endswith("ROLLBACK FAILED, act now")
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from agent.api.models import Deploy, RuleResult
-from agent.client import ClientError, rollback_pending
+from agent.client import OPEN_STATES, ClientError, rollback_pending
 from common.durations import format_duration
 from common.times import rfc3339
 from common.words import counted
@@ -182,6 +182,18 @@ def details(deploy: Deploy, style: Style) -> str:
         lines.append(
             f"  verdict   {style.outcome(v.outcome)} at {hms(v.decided_at)}"
             + (f": {v.reason}" if v.reason else "")
+        )
+    elif deploy.state not in OPEN_STATES:
+        # superseded or cancelled: it ended with none, where `pending` (or `none yet`)
+        # promised one; its last figures are still shown, as of their round
+        progress = deploy.progress
+        lines.append(
+            f"  verdict   {style.dim('none')}: {deploy.state} before a verdict"
+            + (
+                _figures_of(deploy) + (f": {progress.reason}" if progress.reason else "")
+                if progress is not None
+                else ""
+            )
         )
     elif deploy.progress is not None:
         lines.append(

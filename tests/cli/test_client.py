@@ -1011,3 +1011,25 @@ def test_a_skipped_rollback_says_why_not_after_how_many_attempts() -> None:
     shown = details(deploy, Style(color=False))
     assert "  rollback  skipped (dry run: the webhook was not called); requested " in shown
     assert "attempt" not in shown, shown
+
+
+@pytest.mark.parametrize("state", ["superseded", "cancelled"])
+@pytest.mark.parametrize("rounds", [0, 4])
+def test_status_of_a_window_that_ended_without_a_verdict_says_none_will_come(
+    state: str, rounds: int
+) -> None:
+    """`status ID` of a superseded or cancelled window says it ended with no verdict, where
+    it read `verdict   pending` (or `none yet`) of a window that will never have one
+    (seen in a live audit); its last figures are still shown, as of their round."""
+    from agent.cli.render import details
+
+    deploy = _deploy(rounds, state=state)
+    if deploy.progress is not None:
+        deploy.progress.round = 3
+    shown = details(deploy, Style())
+    verdict_line = next(line for line in shown.splitlines() if line.startswith("  verdict"))
+    assert "pending" not in verdict_line and "yet" not in verdict_line, shown
+    assert f"none: {state} before a verdict" in verdict_line, shown
+    if rounds:
+        assert "(figures of round 3)" in verdict_line, shown
+        assert "probe-errors" in shown  # the rules' last figures, still shown

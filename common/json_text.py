@@ -20,8 +20,21 @@ def _no_constants(name: str) -> Any:
     raise JsonTextError(f"{name} is not valid JSON; write a number, or null")
 
 
-def parse_json_text(raw: bytes) -> Any:
-    """The document in `raw` (UTF-8 JSON); raises `JsonTextError` saying what to fix."""
+def _one_of_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose every key is given once: JSON leaves a repeated key's meaning to
+    the reader (RFC 8259 §4), and `json.loads` silently keeps the last."""
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise JsonTextError(f"the key {key!r} is given twice in one object; give it once")
+        document[key] = value
+    return document
+
+
+def parse_json_text(raw: bytes, *, unique_keys: bool = False) -> Any:
+    """The document in `raw` (UTF-8 JSON); raises `JsonTextError` saying what to fix.
+
+    `unique_keys`: an object that gives a key twice is refused, not read as its last."""
     if raw.startswith(b"\xef\xbb\xbf"):
         raise JsonTextError(
             "the body starts with a byte order mark (BOM); send the JSON without it"
@@ -33,7 +46,11 @@ def parse_json_text(raw: bytes) -> Any:
     if not text.strip():
         raise JsonTextError("the body is empty; send a JSON object")
     try:
-        document = json.loads(text, parse_constant=_no_constants)
+        document = json.loads(
+            text,
+            parse_constant=_no_constants,
+            object_pairs_hook=_one_of_each if unique_keys else None,
+        )
         # `"\ud800"` alone decodes to a lone surrogate: not Unicode, and no store can keep it
         json.dumps(document, ensure_ascii=False).encode("utf-8")
     except JsonTextError:

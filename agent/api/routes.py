@@ -153,7 +153,9 @@ async def read_json_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> A
     except Exception as exc:  # a broken chunked encoding, bad gzip, a reset connection…
         raise unreadable_body(exc) from None
     try:
-        return parse_json_text(raw)
+        # a key given twice is refused: read as its last, silently, it registered what
+        # the sender may not have meant, and hashed as the last for `Idempotency-Key`
+        return parse_json_text(raw, unique_keys=True)
     except JsonTextError as exc:
         raise ApiProblem(400, f"malformed JSON: {exc}") from None
 

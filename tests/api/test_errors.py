@@ -135,6 +135,26 @@ async def test_malformed_json_is_400(client: Client, data: bytes) -> None:
     await problem(await post_raw(client, data), 400)
 
 
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        (b'{"environment": "production", "version": "v1", "version": "v2"}', "version"),
+        (b'{"environment": "production", "version": "v1", "labels": {"a": "1", "a": "2"}}', "a"),
+    ],
+    ids=["top-level", "in-labels"],
+)
+async def test_a_key_given_twice_is_400_naming_it(
+    client: Client, store: SqliteStore, data: bytes, key: str
+) -> None:
+    """JSON leaves a repeated key's meaning to the reader (RFC 8259 §4): it was taken as
+    the last one, silently (seen in a live audit), so a pipeline's `"version"` written
+    twice registered a version it may not have meant, and `Idempotency-Key` compared the
+    body as its last. Refused, naming it; nothing is stored."""
+    body = await problem(await post_raw(client, data), 400)
+    assert f"{key!r} is given twice" in body["detail"], body
+    assert (await store.list_windows(limit=10)).items == []
+
+
 # --- 404 ----------------------------------------------------------------------------
 
 

@@ -202,10 +202,16 @@ WindowDuration = Annotated[
 # --- requests -----------------------------------------------------------------------
 
 
-def _no_labels_if_null(value: Any) -> Any:
+def _labels_given(value: Any) -> Any:
     """`labels: null` is no labels: a pipeline that writes each optional field, null when
-    it has none, was refused for this one alone (`previous_version: null` was taken)."""
-    return {} if value is None else value
+    it has none, was refused for this one alone (`previous_version: null` was taken).
+    Too many is said as labels, where pydantic said "Dictionary should have at most 32
+    items after validation, not more"."""
+    if value is None:
+        return {}
+    if isinstance(value, dict) and len(value) > MAX_LABELS:
+        raise ValueError(f"at most {MAX_LABELS} labels; got {len(value)}")
+    return value
 
 
 class DeployRequest(BaseModel):
@@ -241,12 +247,14 @@ class DeployRequest(BaseModel):
     deployed_at: Timestamp | None = Field(
         default=None,
         description="When the deploy goes live; defaults to now. A time ahead (at most 1h)"
-        " keeps the window `scheduled` until then; a window that would already have ended"
-        " is refused (5s of clock skew are tolerated).",
+        " keeps the window `scheduled` until then. A window already over when it is"
+        " registered is recorded, ended `inconclusive` at once with a verdict saying why"
+        " (nothing could be observed), and supersedes nothing (5s of clock skew are"
+        " tolerated).",
     )
     labels: Annotated[
         dict[LabelKey, LabelValue],
-        BeforeValidator(_no_labels_if_null),
+        BeforeValidator(_labels_given),
         WithJsonSchema(
             {
                 # null is no labels ({}), as null is no value for the other optional fields

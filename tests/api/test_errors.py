@@ -311,6 +311,15 @@ async def test_invalid_fields_are_422_with_their_loc(
     assert (await store.list_windows()).items == []
 
 
+async def test_too_many_labels_is_said_as_labels(client: Client) -> None:
+    """33 labels read "Dictionary should have at most 32 items after validation, not
+    more", pydantic's words, to the API and `register --label` alike (live audit)."""
+    labels = {f"k{i}": "v" for i in range(33)}
+    body = await problem(await post_raw(client, json.dumps({**VALID, "labels": labels})), 422)
+    assert body["errors"] == [{"loc": ["labels"], "msg": "at most 32 labels; got 33"}], body
+    assert "Dictionary" not in body["detail"]
+
+
 async def test_422_lists_every_invalid_field(client: Client) -> None:
     response = await post_raw(client, json.dumps({"version": "", "window": "x"}))
     body = await problem(response, 422)

@@ -147,3 +147,16 @@ async def test_a_scheduled_window_can_be_cancelled(timed: Client) -> None:
     response = await timed.post(f"/v1/deploys/{body['id']}/cancel", headers=AUTH)
     assert response.status == 200
     assert (await response.json())["state"] == "cancelled"
+
+
+def test_the_openapi_document_says_a_window_already_over_is_recorded_not_refused() -> None:
+    """`deployed_at`'s description in the OpenAPI document said such a window "is
+    refused", while the route records it `inconclusive` (201, above): a client generated
+    from the document, or its reader, expected a 422 that never comes (live audit)."""
+    from agent.api.openapi import openapi_document
+
+    described = openapi_document()["components"]["schemas"]["DeployRequest"]["properties"][
+        "deployed_at"
+    ]["description"]
+    assert "refused" not in described.split("ahead")[-1], described
+    assert "inconclusive" in described, described

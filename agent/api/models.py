@@ -464,10 +464,13 @@ class Deploy(_Out):
     links: Links
     warnings: list[str] | None = Field(
         default=None,
-        description="Extension, in the `POST /v1/deploys` answer only: one sentence per rule"
+        description="Extension, in the `POST /v1/deploys` answer only: advice on this"
+        " registration, one sentence each (absent when there is none; a deploy is never"
+        " refused for it): background runs left out of the baseline (they probed a release"
+        " that failed); a relative checks rule with no baseline to compare with; a rule"
         " whose bound is below the smallest change it can detect by the window's end, at"
-        " the traffic its baseline period saw (checks rules, sequential policy; absent when"
-        " there are none).",
+        " the traffic its baseline period saw (sequential policy); a window that had"
+        " ended before it was registered (recorded `inconclusive`).",
         examples=[
             [
                 "rule errors: its max_increase bound is tighter than the smallest change it"

@@ -160,3 +160,17 @@ def test_the_openapi_document_says_a_window_already_over_is_recorded_not_refused
     ]["description"]
     assert "refused" not in described.split("ahead")[-1], described
     assert "inconclusive" in described, described
+
+
+def test_the_openapi_document_names_every_kind_of_registration_warning() -> None:
+    """`warnings` was described as bounds below what a rule can detect only; a
+    registration also warns of background runs left out of the baseline, a relative
+    checks rule with no baseline, and a window over before it was registered (the first
+    answered a live `register`, the last the test above)."""
+    from agent.api.openapi import openapi_document
+
+    described = openapi_document()["components"]["schemas"]["Deploy"]["properties"]["warnings"][
+        "description"
+    ]
+    for kind in ("left out of the baseline", "no baseline", "ended before it was registered"):
+        assert kind in described, described

@@ -51,7 +51,8 @@ _ERRORS = {
     404: "Not found.",
     409: "Conflict.",
     413: f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.",
-    415: "The body is not `application/json`.",
+    415: "The body is not `application/json`, or is in a `Content-Encoding` the agent does"
+    " not decode (gzip and deflate it does).",
     422: "Invalid fields; `errors` lists each with its `loc` and `msg`.",
     503: (
         "The store does not answer, or not yet while the agent starts (with `Retry-After`):"

@@ -119,6 +119,33 @@ def from_http_exception(exc: web.HTTPException) -> web.Response:
     return problem.response()
 
 
+def decoded_codings() -> frozenset[str]:
+    """The `Content-Encoding`s aiohttp decodes here: gzip and deflate always, br and zstd
+    with their libraries (read as its parser reads them, when it meets one)."""
+    from aiohttp import http_parser
+
+    codings = {"", "identity", "gzip", "deflate"}
+    if http_parser.HAS_BROTLI:
+        codings.add("br")
+    if http_parser.HAS_ZSTD:
+        codings.add("zstd")
+    return frozenset(codings)
+
+
+def undecoded_coding(given: str | None = None) -> ApiProblem:
+    """The 415 for a body in a content coding this agent does not decode (RFC 9110
+    §15.5.16). `given` is quoted, clipped, when it came from the route's header; the
+    parser's refusal quotes nothing of the request."""
+    said = f" ({given[:64]!r})" if given is not None else ""
+    usable = ", ".join(sorted(decoded_codings() - {"", "identity"}))
+    return ApiProblem(
+        415,
+        f"the body's Content-Encoding{said} is not one this agent decodes; send it"
+        f" uncompressed, or as one of: {usable}",
+        slug="unsupported-content-encoding",
+    )
+
+
 CHUNKED_DETAIL = (
     "Transfer-Encoding must end in chunked, and each chunk be its size in hex, CRLF, "
     "that many bytes, CRLF; a 0-size chunk ends the body"

@@ -36,7 +36,14 @@ from agent.api.models import (
     encode_list_cursor,
     shown_state,
 )
-from agent.api.problems import ApiProblem, invalid_fields, unreadable_body, validation_errors
+from agent.api.problems import (
+    ApiProblem,
+    decoded_codings,
+    invalid_fields,
+    undecoded_coding,
+    unreadable_body,
+    validation_errors,
+)
 from agent.appkeys import (
     FORESIGHT,
     LOOPS,
@@ -143,6 +150,10 @@ async def read_json_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> A
     if not _is_json(request.content_type):
         sent = request.content_type if hdrs.CONTENT_TYPE in request.headers else "none"
         raise ApiProblem(415, f"send the body as Content-Type: application/json (got {sent})")
+    coding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
+    if coding not in decoded_codings():
+        # aiohttp hands a coding it does not know on undecoded, as if there were none
+        raise undecoded_coding(request.headers[hdrs.CONTENT_ENCODING])
     try:
         async with asyncio.timeout(BODY_READ_TIMEOUT_S):
             raw = await _read_limited(request, limit)

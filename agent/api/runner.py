@@ -43,6 +43,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import (
     BadHttpMethod,
     BadStatusLine,
+    ContentEncodingError,
     HttpProcessingError,
     InvalidHeader,
     InvalidURLError,
@@ -51,7 +52,13 @@ from aiohttp.http_exceptions import (
 )
 
 from agent.api.framing import HeadTimeout, NoHttpVersion, RequestFraming
-from agent.api.problems import CHUNKED_DETAIL, ApiProblem, from_http_exception, status_title
+from agent.api.problems import (
+    CHUNKED_DETAIL,
+    ApiProblem,
+    from_http_exception,
+    status_title,
+    undecoded_coding,
+)
 from agent.api.server_log import ServerLog
 
 MAX_LINE_BYTES = 8190
@@ -120,6 +127,9 @@ def parser_problem(
             "send it shorter or leave it out: large cookies or tokens are the usual cause",
             slug=_HEADERS,
         ), False
+    if isinstance(exc, ContentEncodingError):  # raised with the headers: br or zstd
+        # without their libraries (a body that does not decode is the route's 400)
+        return undecoded_coding(), False
     reason = (exc.message or "").partition("\n")[0].lower()
     if isinstance(exc, BadHttpMethod):
         if "https" in reason:

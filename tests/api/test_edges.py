@@ -268,6 +268,43 @@ async def test_a_body_that_does_not_decode_is_a_400_and_no_error_log(
     assert "Traceback" not in caplog.text
 
 
+@pytest.mark.parametrize("coding", ["br", "zstd", "compress", "gzip, gzip"])
+async def test_a_content_encoding_the_agent_does_not_decode_is_a_415_naming_it(
+    daemon: tuple[int, Metrics], monkeypatch: pytest.MonkeyPatch, coding: str
+) -> None:
+    """RFC 9110 §15.5.16: a content coding the server cannot decode is a 415. One aiohttp
+    knows but cannot decode here (br, zstd without their libraries: refused as the
+    headers are parsed) was a 400 'not valid HTTP/1.1: check its request line, headers
+    and body framing'; one it does not know (`compress`, two codings) reached the route
+    as if not encoded, and a plain body under it was registered (live audit)."""
+    from aiohttp import http_parser
+
+    monkeypatch.setattr(http_parser, "HAS_BROTLI", False)
+    monkeypatch.setattr(http_parser, "HAS_ZSTD", False)
+    port, _ = daemon
+    document = json.dumps({"environment": "production", "version": "v1"}).encode()
+    answer = await raw(
+        port,
+        request(
+            b"POST /v1/deploys HTTP/1.1",
+            [
+                f"Authorization: {AUTH['Authorization']}".encode(),
+                b"Content-Type: application/json",
+                b"Content-Encoding: " + coding.encode(),
+                b"Content-Length: %d" % len(document),
+                b"Connection: close",
+            ],
+            document,
+        ),
+    )
+    code, headers, body = problem(answer)
+    assert code == 415 and headers["content-type"].startswith("application/problem+json"), body
+    assert "Content-Encoding" in body["detail"] and "gzip" in body["detail"], body
+    url = f"http://127.0.0.1:{port}/v1/deploys"
+    async with aiohttp.ClientSession() as http, http.get(url, headers=AUTH) as listed:
+        assert (await listed.json())["items"] == []
+
+
 async def test_a_bug_past_the_middlewares_is_a_500_problem_and_still_an_error_log(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -125,9 +125,9 @@ def decoded_codings() -> frozenset[str]:
     from aiohttp import http_parser
 
     codings = {"", "identity", "gzip", "deflate"}
-    if http_parser.HAS_BROTLI:
+    if getattr(http_parser, "HAS_BROTLI", False):  # imported there, not exported
         codings.add("br")
-    if http_parser.HAS_ZSTD:
+    if getattr(http_parser, "HAS_ZSTD", False):
         codings.add("zstd")
     return frozenset(codings)
 

@@ -88,6 +88,26 @@ async def test_unknown_environment_exits_2(
     assert err.startswith("postflight check: unknown environment 'nope' (known: "), err
 
 
+async def test_an_environment_without_checks_says_nothing_ran(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It printed an empty table and '0 passed, 0 failed', exit 0: a CI smoke step that
+    ran nothing read as one that passed (live audit). It says so instead, naming the key
+    to add; exit 0 still (nothing failed: the contract's 0 is 'all pass')."""
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        "server: {api_tokens: [tok-1234567890abcdef]}\n"
+        "environments: {bare: {base_url: 'http://127.0.0.1:9'}}\n"
+    )
+    assert await run_cli("check", "--config", str(config), "--env", "bare") == 0
+    captured = capsys.readouterr()
+    assert "CHECK" not in captured.out and "0 passed" not in captured.out, captured.out
+    assert (
+        "postflight check: bare has no checks: nothing ran (add them under"
+        " environments.bare.checks)" in captured.err
+    ), captured.err
+
+
 @pytest.fixture
 def stalled_agent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The agent's loop read as stalled 10 s during the first `stalls[0]` runs and not at

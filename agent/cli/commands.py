@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.api.models import Deploy, DeployRequest
+from agent.api.models import LIST_LIMIT_MAX, Deploy, DeployRequest
 from agent.cli.exits import (
     EXIT_FAILED,
     EXIT_INCONCLUSIVE,
@@ -425,4 +425,11 @@ async def _status(
         print(what + (f" in {args.env}" if args.env else ""))
     else:
         print(deploys_table(page.items, style))
+        if page.next is not None:  # else the list looks whole; stdout stays the table
+            more = (
+                f"more with --limit {min(2 * limit, LIST_LIMIT_MAX)}"
+                if limit < LIST_LIMIT_MAX
+                else "narrow it with --env or --state"
+            )
+            print(f"(the {limit} newest shown; {more})", file=sys.stderr)
     return EXIT_PASSED

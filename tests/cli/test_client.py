@@ -661,6 +661,22 @@ def test_status_limit_is_honoured(agent: AgentThread, capsys: pytest.CaptureFixt
     assert len(capsys.readouterr().out.split()) == 2
 
 
+def test_status_says_when_more_windows_follow_than_the_limit_shows(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The table of the `--limit` newest said nothing of those past it: the list looked
+    whole (live audit). Said on stderr, so stdout stays the table; nothing when none follow."""
+    for _ in range(3):
+        assert register_command(register_args(agent, "--quiet")) == 0
+    capsys.readouterr()
+    assert status_command(status_args(agent, "--limit", "2")) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 3  # the header and two windows
+    assert "the 2 newest shown; more with --limit 4" in captured.err, captured.err
+    assert status_command(status_args(agent, "--limit", "3")) == 0
+    assert "more with" not in capsys.readouterr().err
+
+
 def test_register_wait_on_a_scheduled_window_waits_like_watching(
     agent: AgentThread, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -106,8 +106,29 @@ def snippet(body: bytes, redactor: Redactor, limit: int = 200) -> str:
             pass
         else:
             text = json.dumps(redactor.value(parsed), ensure_ascii=False, separators=(",", ":"))
-    text = " ".join(redactor.text(text).split())
+    text = visible(" ".join(redactor.text(text).split()))
     return truncate(text, limit)
+
+
+def visible(text: str) -> str:
+    """`text` with every character that is not printable written as its escape (`\\x1b`,
+    `\\u202e`): a target's body quoted in a failure reaches terminals (`check`, `status`),
+    alerts and logs, where an escape sequence could clear the screen or retitle the
+    terminal, and a bidirectional override reorder what follows."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escaped(c) for c in text)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    return (
+        f"\\x{code:02x}"
+        if code <= 0xFF
+        else f"\\u{code:04x}"
+        if code <= 0xFFFF
+        else f"\\U{code:08x}"
+    )
 
 
 def sensitive_values(value: Any) -> list[str]:

@@ -108,6 +108,37 @@ async def test_an_environment_without_checks_says_nothing_ran(
     ), captured.err
 
 
+async def test_a_response_body_cannot_write_terminal_controls_through_the_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failing step quotes the start of the target's body; its escape sequences (clear
+    the screen, retitle the terminal) and a bidirectional override reached the terminal
+    raw through the table (live audit), as they did `status` and `register --wait` (the
+    rule's detail). Shown escaped instead; the rest of the body as it was."""
+
+    async def hostile(request: web.Request) -> web.Response:
+        return web.Response(status=500, text="\x1b[2J\x1b]0;pwned\x07boom \u202eevil \u00e9t\u00e9")
+
+    app = web.Application()
+    app.router.add_get("/x", hostile)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        config = tmp_path / "postflight.yaml"
+        url = str(server.make_url("")).rstrip("/")
+        config.write_text(
+            "server: {api_tokens: [tok-1234567890abcdef]}\n"
+            f"environments: {{e: {{base_url: '{url}', checks: [{{name: s, type: smoke,"
+            " steps: [{name: one, path: /x, expect: {status: 200}}]}]}}\n"
+        )
+        assert await run_cli("check", "--config", str(config), "--env", "e") == 1
+    finally:
+        await server.close()
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out, repr(out)
+    assert "body: \\x1b[2J\\x1b]0;pwned\\x07boom \\u202eevil \u00e9t\u00e9" in out, out
+
+
 @pytest.fixture
 def stalled_agent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The agent's loop read as stalled 10 s during the first `stalls[0]` runs and not at

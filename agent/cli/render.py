@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from agent.api.models import Deploy, RuleResult
 from agent.client import OPEN_STATES, ClientError, rollback_pending
 from common.durations import format_duration
+from common.redaction import visible
 from common.times import rfc3339
 from common.words import counted
 
@@ -122,7 +123,8 @@ def table(
     `paint(column, value, padded)` may style a cell after padding, so colour codes
     never upset the alignment.
     """
-    cells = [[_truncate(c, w) for c, w in zip(row, widths, strict=True)] for row in rows]
+    # a cell's text may come from a target or a provider: its controls shown escaped
+    cells = [[_truncate(visible(c), w) for c, w in zip(row, widths, strict=True)] for row in rows]
     sizes = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
     lines = ["  ".join(h.upper().ljust(s) for h, s in zip(headers, sizes, strict=True)).rstrip()]
     for row in cells:
@@ -181,7 +183,7 @@ def details(deploy: Deploy, style: Style) -> str:
         v = deploy.verdict
         lines.append(
             f"  verdict   {style.outcome(v.outcome)} at {hms(v.decided_at)}"
-            + (f": {v.reason}" if v.reason else "")
+            + (f": {visible(v.reason)}" if v.reason else "")
         )
     elif deploy.state not in OPEN_STATES:
         # superseded or cancelled: it ended with none, where `pending` (or `none yet`)
@@ -190,7 +192,7 @@ def details(deploy: Deploy, style: Style) -> str:
         lines.append(
             f"  verdict   {style.dim('none')}: {deploy.state} before a verdict"
             + (
-                _figures_of(deploy) + (f": {progress.reason}" if progress.reason else "")
+                _figures_of(deploy) + (f": {visible(progress.reason)}" if progress.reason else "")
                 if progress is not None
                 else ""
             )
@@ -199,7 +201,7 @@ def details(deploy: Deploy, style: Style) -> str:
         lines.append(
             f"  verdict   {style.dim('pending')}"
             + _figures_of(deploy)
-            + (f": {deploy.progress.reason}" if deploy.progress.reason else "")
+            + (f": {visible(deploy.progress.reason)}" if deploy.progress.reason else "")
         )
     else:
         lines.append(f"  verdict   {style.dim('none yet')}")
@@ -212,7 +214,7 @@ def details(deploy: Deploy, style: Style) -> str:
         status = f", last HTTP {rb.last_status}" if rb.last_status is not None else ""
         lines.append("")
         if rb.state == "skipped":  # dry run: no attempt was made, the reason says so
-            why = rb.last_error or "dry run"
+            why = visible(rb.last_error or "dry run")
             lines.append(f"  rollback  skipped ({why}); requested {hms(rb.requested_at)}")
             return "\n".join(lines)
         lines.append(
@@ -220,7 +222,7 @@ def details(deploy: Deploy, style: Style) -> str:
             f"{status}; requested {hms(rb.requested_at)}"
         )
         if rb.last_error:  # why it is still pending, or failed: on-call's next step
-            lines.append(f"            last attempt: {rb.last_error}")
+            lines.append(f"            last attempt: {visible(rb.last_error)}")
     return "\n".join(lines)
 
 

@@ -1049,3 +1049,41 @@ def test_status_of_a_window_that_ended_without_a_verdict_says_none_will_come(
     if rounds:
         assert "(figures of round 3)" in verdict_line, shown
         assert "probe-errors" in shown  # the rules' last figures, still shown
+
+
+def test_status_shows_text_from_outside_with_its_controls_escaped() -> None:
+    """A rule's detail and a verdict's reason carry words from targets and providers (an
+    error message, a body's start); `status` and `register --wait` printed them raw, so an
+    escape sequence in them reached the terminal. Escaped, whatever the agent sent."""
+    from agent.api.models import Deploy
+    from agent.cli.render import details, summary
+
+    deploy = Deploy.model_validate(
+        {
+            "id": "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ",
+            "environment": "production",
+            "version": "v1",
+            "state": "rolled_back",
+            "deployed_at": "2026-11-26T14:00:00Z",
+            "ends_at": "2026-11-26T14:10:00Z",
+            "rounds": 3,
+            "verdict": {
+                "outcome": "fail",
+                "decided_at": "2026-11-26T14:01:30Z",
+                "reason": "sentry: \x1b]0;pwned\x07 failed",
+                "rules": [rule("probe-errors", "fail", detail="body: \x1b[2Jboom")],
+            },
+            "rollback": {
+                "state": "delivered",
+                "attempts": 2,
+                "last_status": 200,
+                "requested_at": "2026-11-26T14:01:30Z",
+                "last_error": "HTTP 503: \x1b[31mdown",
+            },
+            "links": {"self": "/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"},
+        }
+    )
+    for shown in (details(deploy, Style()), summary(deploy, Style())):
+        assert "\x1b" not in shown and "\x07" not in shown, repr(shown)
+        assert "\\x1b]0;pwned\\x07 failed" in shown and "\\x1b[2Jboom" in shown, shown
+        assert "\\x1b[31mdown" in shown, shown

@@ -206,6 +206,8 @@ def check_command(args: argparse.Namespace) -> int:
             await sessions.aclose()
         return results
 
+    from common.redaction import visible
+
     results = asyncio.run(run_all())
     width = max([len(r.check) for r in results] + [5])
     print(f"{'CHECK':<{width}}  {'TYPE':<6}  {'RESULT':<7}  {'TIME':>8}  DETAIL")
@@ -213,7 +215,7 @@ def check_command(args: argparse.Namespace) -> int:
         shown = "dropped" if _dropped(r) else "pass" if r.ok else "FAIL"
         print(
             f"{r.check:<{width}}  {r.type:<6}  {shown:<7}  {r.duration_s * 1000:>6.0f}ms"
-            f"  {r.message}"
+            f"  {visible(r.message)}"  # a target's words, its controls escaped
         )
     failed = sum(1 for r in results if not r.ok)
     dropped = sum(1 for r in results if _dropped(r))

@@ -139,6 +139,35 @@ async def test_a_response_body_cannot_write_terminal_controls_through_the_table(
     assert "body: \\x1b[2J\\x1b]0;pwned\\x07boom \\u202eevil \u00e9t\u00e9" in out, out
 
 
+async def test_a_json_field_cannot_write_terminal_controls_through_the_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A field's value quoted in a mismatch is JSON, whose escapes leave C1 controls (an
+    8-bit CSI) and bidirectional overrides raw: the table shows them escaped too."""
+
+    async def hostile(request: web.Request) -> web.Response:
+        return web.json_response({"status": "\u009b2J\u202edown"})
+
+    app = web.Application()
+    app.router.add_get("/h", hostile)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        config = tmp_path / "postflight.yaml"
+        url = str(server.make_url("")).rstrip("/")
+        config.write_text(
+            "server: {api_tokens: [tok-1234567890abcdef]}\n"
+            f"environments: {{e: {{base_url: '{url}', checks: [{{name: h, type: http,"
+            " path: /h, expect: {status: 200, json: {status: ok}}}]}}\n"
+        )
+        assert await run_cli("check", "--config", str(config), "--env", "e") == 1
+    finally:
+        await server.close()
+    out = capsys.readouterr().out
+    assert "\u009b" not in out and "\u202e" not in out, repr(out)
+    assert "\\x9b2J\\u202edown" in out, out
+
+
 @pytest.fixture
 def stalled_agent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The agent's loop read as stalled 10 s during the first `stalls[0]` runs and not at

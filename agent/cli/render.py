@@ -42,11 +42,11 @@ class Style:
 
     @staticmethod
     def outcome_code(outcome: str) -> str:
-        return {"pass": "32", "fail": "31", "inconclusive": "33"}.get(outcome, "2")
+        return {"pass": "32", "fail": "31", "inconclusive": "33", "breach": "33"}.get(outcome, "2")
 
     def outcome(self, outcome: str, *, color: bool = True) -> str:
         """`✓ pass`, `✗ fail`, `? inconclusive`: readable without colour too."""
-        symbol = {"pass": "✓", "fail": "✗", "inconclusive": "?"}.get(outcome, "·")
+        symbol = {"pass": "✓", "fail": "✗", "inconclusive": "?", "breach": "!"}.get(outcome, "·")
         text = f"{symbol} {outcome}"
         return self.paint(text, self.outcome_code(outcome)) if color else text
 
@@ -99,6 +99,28 @@ def _rules(deploy: Deploy) -> list[RuleResult]:
     return []
 
 
+def _breaching(rule: RuleResult) -> tuple[int, int] | None:
+    """(rounds past its bound, `failure_limit`) of a threshold rule breaching short of its
+    limit: `pass` in the agent's progress (the verdict would pass if the window ended
+    now), which read `✓ pass probe-errors 1 (max 0.05)` at 100% errors. None otherwise."""
+    evidence = rule.evidence or {}
+    if rule.outcome != "pass" or evidence.get("policy") != "threshold":
+        return None
+    streak, limit = evidence.get("streak"), evidence.get("failure_limit")
+    if isinstance(streak, int) and isinstance(limit, int) and streak > 0:
+        return streak, limit
+    return None
+
+
+def _shown(rule: RuleResult, pending: bool) -> tuple[str, str]:
+    """The outcome and threshold a rule is shown with: a breach short of its limit, while
+    the window is pending, as `breach` with how far along it is."""
+    breach = _breaching(rule) if pending else None
+    if breach is None:
+        return rule.outcome, rule.threshold
+    return "breach", f"{rule.threshold}, {breach[0]} of {breach[1]} rounds"
+
+
 def _figures_of(deploy: Deploy) -> str:
     """Which round the progress's figures are of (`progress.round`): they are refreshed
     every few rounds, so without it a table read as round `rounds`'s may be older."""
@@ -135,19 +157,21 @@ def table(
     return "\n".join(lines)
 
 
-def rules_table(rules: Sequence[RuleResult], style: Style) -> str:
+def rules_table(rules: Sequence[RuleResult], style: Style, *, pending: bool = False) -> str:
+    """`pending`: the rules are the progress's, not a decided verdict's (`_shown`)."""
+    shown = [_shown(r, pending) for r in rules]
     rows = [
         [
             r.name,
-            style.outcome(r.outcome, color=False),
+            style.outcome(outcome, color=False),
             _value(r.metric, r.observed),
             _value(r.metric, r.baseline),
-            r.threshold,
+            threshold,
             r.detail,
         ]
-        for r in rules
+        for r, (outcome, threshold) in zip(rules, shown, strict=True)
     ]
-    outcomes = [r.outcome for r in rules]
+    outcomes = [outcome for outcome, _ in shown]
     row_of = iter(range(len(rules)))
     current = [0]
 
@@ -208,7 +232,8 @@ def details(deploy: Deploy, style: Style) -> str:
     rules = _rules(deploy)
     if rules:
         lines.append("")
-        lines.extend("  " + line for line in rules_table(rules, style).splitlines())
+        table_lines = rules_table(rules, style, pending=deploy.verdict is None).splitlines()
+        lines.extend("  " + line for line in table_lines)
     if deploy.rollback is not None:
         rb = deploy.rollback
         status = f", last HTTP {rb.last_status}" if rb.last_status is not None else ""
@@ -275,7 +300,8 @@ class Progress:
             self._print("  agent reachable again")
             self.unreachable = False
         rules = _rules(deploy)
-        outcomes: dict[str, str] = {r.name: r.outcome for r in rules}
+        pending = deploy.verdict is None  # a breach starting or clearing is a change too
+        outcomes: dict[str, str] = {r.name: _shown(r, pending)[0] for r in rules}
         new_round = deploy.rounds != self.rounds
         changed = outcomes != self.outcomes or deploy.state != self.state
         quiet_too_long = time.monotonic() - self.last_line_at >= HEARTBEAT_S
@@ -303,11 +329,13 @@ class Progress:
             head += _figures_of(deploy)
         if not rules:
             return f"{head}  {self.style.dim('no rules judged yet')}"
-        parts = [
-            f"{self.style.outcome(r.outcome)} {r.name} {_value(r.metric, r.observed)}"
-            + (f" ({r.threshold})" if r.threshold else "")
-            for r in rules
-        ]
+        parts = []
+        for r in rules:
+            outcome, threshold = _shown(r, deploy.verdict is None)
+            parts.append(
+                f"{self.style.outcome(outcome)} {r.name} {_value(r.metric, r.observed)}"
+                + (f" ({threshold})" if threshold else "")
+            )
         if len(parts) <= 3:
             return f"{head}  " + "   ".join(parts)
         return head + "".join(f"\n      {p}" for p in parts)

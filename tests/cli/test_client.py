@@ -1087,3 +1087,75 @@ def test_status_shows_text_from_outside_with_its_controls_escaped() -> None:
         assert "\x1b" not in shown and "\x07" not in shown, repr(shown)
         assert "\\x1b]0;pwned\\x07 failed" in shown and "\\x1b[2Jboom" in shown, shown
         assert "\\x1b[31mdown" in shown, shown
+
+
+def test_a_rule_breaching_short_of_its_failure_limit_is_not_shown_as_a_pass() -> None:
+    """Under the threshold policy a rule past its bound for fewer rounds than
+    `failure_limit` is `pass` in the agent's progress (the verdict would pass if the
+    window ended now); `register --wait` printed it `✓ pass probe-errors 1 (max 0.05)`
+    at 100% errors, and `status` the same in its table (live audit). Shown as a breach
+    with how far along the limit it is; the API's outcome is unchanged, and a decided
+    verdict's rules are shown as decided."""
+    from agent.api.models import Deploy
+    from agent.cli.render import details
+
+    streak = {
+        "policy": "threshold",
+        "streak": 3,
+        "failure_limit": 4,
+        "failing_rounds": [0, 1, 2],
+        "breaches": ["max 0.05"],
+    }
+    breaching = rule("probe-errors", "pass", observed=1.0, evidence=streak)
+    calm = rule("latency", "pass", evidence={**streak, "streak": 0, "breaches": []})
+    deploy = _deploy(3)
+    deploy = Deploy.model_validate(
+        {
+            **deploy.model_dump(mode="json"),
+            "progress": {**pending(breaching, calm), "round": 3},
+        }
+    )
+    out = io.StringIO()
+    Progress(out=out, style=Style(), live=False).update(deploy)
+    line = out.getvalue()
+    assert "! breach probe-errors 1 (max 0.05, 3 of 4 rounds)" in line, line
+    assert "✓ pass latency" in line, line
+    shown = details(deploy, Style())
+    assert "probe-errors  ! breach" in shown, shown
+    decided = Deploy.model_validate(
+        {
+            **deploy.model_dump(mode="json"),
+            "state": "passed",
+            "progress": None,
+            "verdict": {
+                "outcome": "pass",
+                "decided_at": "2026-11-26T14:10:00Z",
+                "reason": "passed",
+                "rules": [breaching],
+            },
+        }
+    )
+    assert "probe-errors  ✓ pass" in details(decided, Style())
+
+
+def test_a_breach_starting_short_of_the_limit_is_a_line_in_a_ci_log() -> None:
+    """Without a terminal a round line is printed when an outcome changes: a breach that
+    starts (still `pass` in the API) is one, where the log stayed silent until it failed."""
+    from agent.api.models import Deploy
+
+    out = io.StringIO()
+    progress = Progress(out=out, style=Style(), live=False)
+    for rounds, streak in ((1, 0), (2, 0), (3, 1), (4, 2)):
+        evidence = {"policy": "threshold", "streak": streak, "failure_limit": 3}
+        deploy = _deploy(rounds)
+        progress.update(
+            Deploy.model_validate(
+                {
+                    **deploy.model_dump(mode="json"),
+                    "progress": pending(rule("probe-errors", "pass", evidence=evidence)),
+                }
+            )
+        )
+    lines = out.getvalue().splitlines()
+    assert [line.split()[1] for line in lines] == ["1", "3"], lines
+    assert "! breach probe-errors" in lines[1] and "1 of 3 rounds" in lines[1], lines

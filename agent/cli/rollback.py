@@ -13,6 +13,7 @@ import sys
 from agent.cli.commands import UsageError, _connection
 from agent.cli.exits import EXIT_USAGE
 from agent.client import ApiError, ClientError, PostflightClient
+from common.redaction import visible
 
 EXIT_ACCEPTED, EXIT_REFUSED = 0, 1
 
@@ -31,8 +32,8 @@ def rollback_command(args: argparse.Namespace) -> int:
             deploy = await api.request_rollback(args.id, args.reason)
         rollback: str = deploy.rollback.state if deploy.rollback is not None else "?"
         if deploy.rollback is not None and deploy.rollback.state == "skipped":
-            # a dry run: "accepted: skipped" alone left it to guess whether anything went out
-            rollback += f" ({deploy.rollback.last_error or 'dry run'})"
+            # a dry run: 'skipped' alone read as a rollback under way
+            rollback += f" ({visible(deploy.rollback.last_error or 'dry run')})"
         print(
             f"rollback of {deploy.id} ({deploy.environment} {deploy.version}) accepted: {rollback}"
         )

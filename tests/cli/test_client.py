@@ -1159,3 +1159,60 @@ def test_a_breach_starting_short_of_the_limit_is_a_line_in_a_ci_log() -> None:
     lines = out.getvalue().splitlines()
     assert [line.split()[1] for line in lines] == ["1", "3"], lines
     assert "! breach probe-errors" in lines[1] and "1 of 3 rounds" in lines[1], lines
+
+
+def test_rollback_of_a_dry_run_environment_says_the_webhook_was_not_called(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It said 'accepted: skipped', which an on-call could take for a rollback under way:
+    the environment's rollback.dry_run kept the webhook from being called (live audit)."""
+    deploy = {
+        "id": "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ",
+        "environment": "staging",
+        "version": "v1",
+        "state": "failed",
+        "deployed_at": "2026-11-26T14:00:00Z",
+        "ends_at": "2026-11-26T14:10:00Z",
+        "rounds": 2,
+        "verdict": {
+            "outcome": "fail",
+            "decided_at": "2026-11-26T14:01:30Z",
+            "reason": "by hand",
+            "rules": [],
+        },
+        "rollback": {
+            "state": "skipped",
+            "attempts": 0,
+            "last_status": None,
+            "requested_at": "2026-11-26T14:01:30Z",
+            "last_error": "dry run: the webhook was not called",
+        },
+        "links": {"self": "/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"},
+    }
+
+    class Agent(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            body = json.dumps(deploy).encode()
+            self.send_response(202)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Agent)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        parser = argparse.ArgumentParser()
+        add_rollback_arguments(parser)
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        args = parser.parse_args(["--url", url, "--token", TOKEN, deploy["id"], "--reason", "r"])
+        assert rollback_command(args) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    out = capsys.readouterr().out
+    assert "accepted: skipped (dry run: the webhook was not called)" in out, out

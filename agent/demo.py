@@ -26,6 +26,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from agent.settings_file import load_settings_text
 
@@ -199,6 +200,8 @@ async def _ship(
         if response.status != 201:
             raise RuntimeError(f"registering failed: {response.status} {deploy}")
     say(f"→ 201 {deploy['id']}, state {deploy['state']}, ends {deploy['ends_at']}", indent=2)
+    for warning in deploy.get("warnings") or ():  # e.g. a rule with no baseline yet
+        say(f"⚠ {warning}", indent=2)
     rounds: list[dict[str, Any]] = []
     follow = asyncio.ensure_future(
         _follow_rounds(http, f"{base}/v1/deploys/{deploy['id']}/events", headers, rounds)
@@ -330,6 +333,52 @@ async def agent_ready(
     return False
 
 
+BASELINE_LATENCIES = 120
+"""Latencies of the service the demo waits for its agent to keep in the background before
+the first deploy (three background runs' worth): the baseline its latency rule compares
+with. A fixed two seconds was enough for an agent sharing the demo's warm process; one
+just started (imports, its first runs) on a busy machine drops its first runs' latencies
+as its own lag, and the good deploy then had no baseline ("health-latency: no baseline")."""
+BASELINE_WAIT_S = (2.0, 60.0)
+"""The least and the most the demo waits for them (past the most, it goes on: the rounds
+and the final words then say why the good deploy could not pass)."""
+
+
+async def baseline_learnt(http: aiohttp.ClientSession, base: str) -> tuple[int, int]:
+    """Wait until the agent kept `BASELINE_LATENCIES` latencies of the service's background
+    probes (`BASELINE_WAIT_S`); the latencies it kept and dropped as its own lag, read from
+    its `/metrics` (`postflight_check_runs_total`, `postflight_samples_dropped_total`)."""
+    least, most = BASELINE_WAIT_S
+    started = time.monotonic()
+    kept = dropped = 0
+    while True:
+        await asyncio.sleep(0.25)
+        async with http.get(f"{base}/metrics") as response:
+            kept, dropped = kept_latencies(await response.text())
+        waited = time.monotonic() - started
+        if waited >= most or (waited >= least and kept >= BASELINE_LATENCIES):
+            return kept, dropped
+
+
+def kept_latencies(exposition: str, environment: str = "demo") -> tuple[int, int]:
+    """(latencies kept, latencies dropped) of `environment`'s probes, from the agent's
+    metrics: its check runs (a run dropped whole is not one) less the answers whose latency
+    was dropped as the agent's own lag (`checks.lag`)."""
+    runs = dropped = 0.0
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.labels.get("environment") != environment:
+                continue
+            if sample.name == "postflight_check_runs_total":
+                runs += sample.value
+            elif (
+                sample.name == "postflight_samples_dropped_total"
+                and sample.labels.get("reason") == "agent_lag_latency"
+            ):
+                dropped += sample.value
+    return int(runs - dropped), int(dropped)
+
+
 def overload_advice(good: dict[str, Any], load: float | None, cpus: int | None) -> str | None:
     """What to tell a newcomer whose good deploy the agent could not judge because the
     machine was too busy for it to keep time (None: that was not why). The agent dropped
@@ -390,7 +439,11 @@ async def demo() -> bool:
                     f" (its own process, pid {agent.pid})"
                 )
                 say("  The agent probes the service in the background to learn its normal latency…")
-                await asyncio.sleep(2.0)
+                kept, dropped = await baseline_learnt(http, base)
+                say(
+                    f"  {kept} latencies kept"
+                    + (f", {dropped} dropped: agent overloaded" if dropped else "")
+                )
                 metrics = {r.name: r.metric or "" for r in settings.environments["demo"].rules}
                 good = await _ship(http, base, service, receivers, "v1.1.0", "v1.0.0", metrics)
                 bad = await _ship(http, base, service, receivers, "v1.2.0-bad", "v1.1.0", metrics)

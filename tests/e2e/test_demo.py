@@ -67,6 +67,7 @@ def test_the_demo_passes_the_good_deploy_and_rolls_back_the_bad_one_once(
     assert "v1.2.0-bad: ROLLED_BACK" in out
     assert "the bad one was rolled back once" in out
     assert "(its own process, pid " in out
+    assert "latencies kept" in out  # the baseline learnt before the first deploy
     # nothing written where the overrides point, nor said
     assert sorted(p.name for p in elsewhere.iterdir()) == ["postflight.yaml"]
     assert str(elsewhere) not in out

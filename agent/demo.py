@@ -444,6 +444,12 @@ async def demo() -> bool:
                     f"  {kept} latencies kept"
                     + (f", {dropped} dropped: agent overloaded" if dropped else "")
                 )
+                if kept < BASELINE_LATENCIES:
+                    say(
+                        f"  (fewer than the {BASELINE_LATENCIES} it should have within"
+                        f" {BASELINE_WAIT_S[1]:.0f} s: this machine is too busy for the agent"
+                        " to keep time, and the good deploy may end inconclusive)"
+                    )
                 metrics = {r.name: r.metric or "" for r in settings.environments["demo"].rules}
                 good = await _ship(http, base, service, receivers, "v1.1.0", "v1.0.0", metrics)
                 bad = await _ship(http, base, service, receivers, "v1.2.0-bad", "v1.1.0", metrics)

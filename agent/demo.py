@@ -402,9 +402,10 @@ def overload_advice(good: dict[str, Any], load: float | None, cpus: int | None) 
 
 
 def _load() -> tuple[float | None, int | None]:
+    """The 1-minute load average (None where the system has none) and the CPUs."""
     try:
-        load = os.getloadavg()[0]
-    except OSError:
+        load: float | None = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average on Windows
         load = None
     return load, os.cpu_count()
 

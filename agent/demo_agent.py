@@ -30,7 +30,7 @@ second to each of the demo's 12 s windows)."""
 
 
 def main(argv: Sequence[str]) -> int:
-    from agent.cli.config_commands import _run_daemon
+    from agent.cli.config_commands import run_daemon
     from agent.settings_file import load_settings_text
 
     if len(argv) != 1:
@@ -67,7 +67,7 @@ def main(argv: Sequence[str]) -> int:
             if watching:
                 loop.remove_reader(stdin)
 
-    _run_daemon(serve_until_stopped())
+    run_daemon(serve_until_stopped())
     return 0
 
 

@@ -118,7 +118,7 @@ def run_command(args: argparse.Namespace) -> int:
         await serve(settings, stop)
 
     try:
-        _run_daemon(main_loop())
+        run_daemon(main_loop())
     except StoreError as exc:
         print(f"postflight: store error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -136,7 +136,7 @@ LEFT_BEHIND_S = 0.2
 """How long the event loop's end waits for tasks a stop left running (cancelled once more)."""
 
 
-def _run_daemon(main: Coroutine[Any, Any, None]) -> None:
+def run_daemon(main: Coroutine[Any, Any, None]) -> None:
     """`asyncio.run(main)`, on uvloop when installed (the `fast` extra: cheaper timers and
     sockets), except that its end gives the tasks still running a moment, then names them
     and leaves them (`StopBudget.settle`): the stop already gave its parts their share of

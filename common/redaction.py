@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 REDACTED = MASK = "***"
 
@@ -85,6 +86,16 @@ def _assigned(match: re.Match[str]) -> str:
     if ":" in separator and not with_scheme and value.isalpha() and len(value) < 16:
         return match.group(0)
     return f"{key}{separator}{REDACTED}"
+
+
+def without_credentials(url: str) -> str:
+    """`url` without its `user:password@`: a link for people to open (the deploy page, an
+    alert) to a service the agent reaches with credentials in its URL (a Prometheus behind
+    basic auth). Masking them (`***@`) would leave a link that cannot be opened."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def truncate(text: str, limit: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.redaction import MASK, Redactor
+from common.redaction import MASK, Redactor, without_credentials
 
 
 @pytest.mark.parametrize(
@@ -45,3 +45,19 @@ def test_one_redactor_serves_checks_and_the_agent() -> None:
         "capture token: expected $.access_token"
     )
     assert redact("password: hunter2") == f"password: {MASK}"
+
+
+@pytest.mark.parametrize(
+    ("url", "link"),
+    [
+        (
+            "http://pf:pw@prom.local:9090/graph?g0.expr=up",
+            "http://prom.local:9090/graph?g0.expr=up",
+        ),
+        ("https://token@[::1]:9090/graph", "https://[::1]:9090/graph"),
+        ("https://a:b@c@sentry.local/x", "https://sentry.local/x"),
+        ("https://sentry.io/organizations/acme/", "https://sentry.io/organizations/acme/"),
+    ],
+)
+def test_a_link_for_people_drops_the_urls_credentials(url: str, link: str) -> None:
+    assert without_credentials(url) == link

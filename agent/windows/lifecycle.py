@@ -64,6 +64,7 @@ from agent.windows.schedule import RoundSchedule, overrun_s, round_timing, store
 from agent.windows.unread import UnreadBaselines
 from alerting.events import Alert, AlertEvent, breach_key, provider_key, resolved_key
 from checks.base import CheckResult, Sample
+from common.redaction import without_credentials
 from common.times import rfc3339
 from common.tracebacks import drop_cancellation
 
@@ -625,8 +626,8 @@ class WindowWatch:
             url = provider.link(rule, self.scope, period, release=release)
         except Exception:  # a link is a nicety, never a reason to fail a round
             url = None
-        if url:
-            self.links[rule.name] = url
+        if url:  # shown on the page and in alerts: never with the URL's credentials
+            self.links[rule.name] = without_credentials(url)
         return observation
 
     # one round -------------------------------------------------------------

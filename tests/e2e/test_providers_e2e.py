@@ -57,6 +57,7 @@ from tests.receivers import JsonSink, RollbackReceiver, alert_titled, titled
 pytestmark = pytest.mark.e2e
 
 PREVIOUS, VERSION = "v2.4.0", "v2.4.1"
+PROMETHEUS_PASSWORD = "prom-basic-auth-pw"
 NRQL = "SELECT percentile(duration, 95) FROM Transaction WHERE appName = 'web (production)'"
 
 SENTRY_RULE = """\
@@ -603,7 +604,9 @@ async def test_promql_5xx_ratio_past_its_bound_is_rolled_back(
             newrelic=False,
         ),
         alerting_yaml(json_sink.url()),
-        providers_yaml(prometheus_url=stack.url),
+        # Prometheus behind basic auth, its credentials in the URL (as Prometheus' own
+        # clients take them): they are sent to it, and never shown
+        providers_yaml(prometheus_url=stack.url.replace("://", f"://pf:{PROMETHEUS_PASSWORD}@")),
     )
     t0 = deploy_second()
     stack.set_rates(lane, BAD_RATES)  # the new release: 20% 5xx
@@ -616,9 +619,14 @@ async def test_promql_5xx_ratio_past_its_bound_is_rolled_back(
     assert 0 < rule["baseline"] < 0.05  # ~1% before the deploy, from the real Prometheus
     assert rule["observed"] > 0.05
     assert rule["threshold"] == "max 0.05"
-    assert rule["link"].startswith(f"{stack.url}/graph?")
+    assert rule["link"].startswith(f"{stack.url}/graph?")  # a link to open, without them
     requested = await alert_titled(json_sink, "rollback requested")
     assert "http-5xx" in requested.message
+    async with agent.http.get(f"{agent.url}/deploys/{deploy['id']}", headers=agent.headers) as r:
+        page = await r.text()
+    assert f"{stack.url}/graph?" in page
+    shown = {"API": json.dumps(final), "alert": requested.message, "page": page}
+    assert not [where for where, text in shown.items() if PROMETHEUS_PASSWORD in text]
     assert requests(agent, "prometheus", "error") == 0
 
     assert await assert_query_shown(agent, final, "http-5xx") == query

@@ -71,14 +71,40 @@ def parse_duration(value: Any) -> float:
             try:
                 seconds = float(text)
             except ValueError:
-                raise ValueError(
-                    f"{value!r} is not a duration; write it like 250ms, 30s, 10m or 1h"
-                ) from None
+                raise ValueError(_not_a_duration(value, text)) from None
     else:
         raise ValueError("expected a duration like 250ms, 30s, 10m or 1h")
     if not math.isfinite(seconds) or seconds < 0:  # `inf` parses as a float
         raise ValueError("a duration must be a finite number, zero or more")
     return seconds
+
+
+_CLOCK = re.compile(r"\d+(?::[0-5]?\d){1,2}")
+"""`1:30`, `0:05:00`: a clock reading, which YAML 1.1 would read as a number in base 60."""
+
+
+def _not_a_duration(value: str, text: str) -> str:
+    """Why `value` is not a duration, and what to write: a negative one or a clock reading
+    said as such (`1:30` is 1m30s or 1h30m: the writer knows which)."""
+    if text.startswith("-") and (_WHOLE.fullmatch(text[1:]) or _CLOCK.fullmatch(text[1:])):
+        return f"{value!r} is negative: a duration is zero or more"
+    if _CLOCK.fullmatch(text):
+        numbers = [int(part) for part in text.split(":")]
+        if len(numbers) == 3:
+            hours, minutes, secs = numbers
+            return f"{value!r} is not a duration: write {_written(hours, minutes, secs)}"
+        first, second = numbers
+        return (
+            f"{value!r} is not a duration: write {_written(0, first, second)},"
+            f" or {_written(first, second, 0)} for hours and minutes"
+        )
+    return f"{value!r} is not a duration; write it like 250ms, 30s, 10m or 1h"
+
+
+def _written(hours: int, minutes: int, seconds: int) -> str:
+    """`1h2m3s` as written (no carrying: `0:90` is not a clock reading anyway)."""
+    parts = [f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (seconds, "s")) if n]
+    return "".join(parts) or "0s"
 
 
 def format_duration(seconds: float) -> str:

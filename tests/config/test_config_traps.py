@@ -84,6 +84,11 @@ def test_a_load_checks_error_rate_bound_is_a_percentage_too(
         ("1m1h", "'1m1h' has its units out of order: write 1h1m (each unit once, largest first)"),
         ("500ms1s", "'500ms1s' has its units out of order: write 1.5s"),
         ("1m30m", "'1m30m' gives m twice: write 31m"),
+        # YAML 1.1 reads 1:30 as the number 90 (base 60): silently 90 s, or 1h30m meant?
+        ("1:30", "'1:30' is not a duration: write 1m30s, or 1h30m for hours and minutes"),
+        ("0:05:00", "'0:05:00' is not a duration: write 5m"),
+        ("1:02:03", "'1:02:03' is not a duration: write 1h2m3s"),
+        ("-5m", "'-5m' is negative: a duration is zero or more"),
     ],
 )
 def test_a_duration_with_a_unit_twice_or_out_of_order_is_refused(
@@ -92,6 +97,13 @@ def test_a_duration_with_a_unit_twice_or_out_of_order_is_refused(
     code, out = run_validate(tmp_path, MINIMAL.replace("window: 10m", f"window: {written}"), capsys)
     assert code == 2, out
     assert f"environments.production.window (line 7): {expected}" in out
+
+
+def test_a_clock_reading_in_a_text_value_stays_the_text_written() -> None:
+    """YAML 1.1 reads `10:30` as 37800 (base 60); the header is the text 10:30."""
+    text = MINIMAL.replace("path: /health\n", "path: /health\n        headers: {X-At: 10:30}\n")
+    check = load_settings_text(text).environments["production"].checks[0]
+    assert check.model_dump()["headers"] == {"X-At": "10:30"}
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,27 @@ HttpUrl = Annotated[
 ]
 
 
+TOKEN_BESIDE_CREDENTIALS = (
+    "a user:password in this URL cannot be sent beside the token"
+    " (both are the Authorization header): remove it"
+)
+
+
+def has_credentials(url: str) -> bool:
+    """Whether `url` carries a `user:password@` (or a user alone)."""
+    parsed = URL(url)
+    return parsed.raw_user is not None or parsed.raw_password is not None
+
+
+def without_credentials_beside_a_token(value: str) -> str:
+    """A URL a client sends a bearer token to: aiohttp refuses a request with both an
+    Authorization header and credentials in its URL (a ValueError at every request, the
+    provider "unreachable" each round, while validate-config had said "valid")."""
+    if has_credentials(value):
+        raise ValueError(TOKEN_BESIDE_CREDENTIALS)
+    return value
+
+
 class StrictModel(BaseModel):
     """Unknown keys are errors: a typo must never be silently ignored."""
 

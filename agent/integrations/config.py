@@ -12,7 +12,12 @@ from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
 
-from agent.config_models import HttpUrl, StrictModel, optional_non_empty_secret
+from agent.config_models import (
+    HttpUrl,
+    StrictModel,
+    optional_non_empty_secret,
+    without_credentials_beside_a_token,
+)
 from common.durations import Duration
 
 Repository = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", max_length=200)]
@@ -30,6 +35,7 @@ class GithubIntegration(StrictModel):
     """One call to the GitHub API."""
 
     _token = field_validator("token", "webhook_secret")(optional_non_empty_secret)
+    _api_url = field_validator("api_url")(without_credentials_beside_a_token)
 
 
 class VercelIntegration(StrictModel):
@@ -43,6 +49,7 @@ class VercelIntegration(StrictModel):
     timeout: Duration = 10.0
 
     _token = field_validator("token", "webhook_secret")(optional_non_empty_secret)
+    _api_url = field_validator("api_url")(without_credentials_beside_a_token)
 
     @field_validator("team_id")
     @classmethod

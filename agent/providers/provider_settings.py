@@ -26,7 +26,15 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from agent.analysis.types import Rule
-from agent.config_models import FieldError, HttpUrl, StrictModel, non_empty_secret
+from agent.config_models import (
+    TOKEN_BESIDE_CREDENTIALS,
+    FieldError,
+    HttpUrl,
+    StrictModel,
+    has_credentials,
+    non_empty_secret,
+    without_credentials_beside_a_token,
+)
 from agent.providers.plugins import config_model_for, plugin_names
 from common.durations import Duration, PositiveDuration
 
@@ -100,6 +108,7 @@ class SentrySettings(HttpProviderSettings):
     judge can rank-test the distribution; 0 fetches only the aggregate."""
 
     _token = field_validator("token")(non_empty_secret)
+    _base_url = field_validator("base_url")(without_credentials_beside_a_token)
 
     @model_validator(mode="before")
     @classmethod
@@ -160,6 +169,15 @@ class PrometheusSettings(HttpProviderSettings):
     step: Duration | None = None
     """query_range resolution (default: the period / max_points, at least 1s)."""
     max_points: int = Field(default=60, ge=1, le=11000)
+
+    @model_validator(mode="after")
+    def _one_authorization(self) -> PrometheusSettings:
+        """A user:password in `url` is basic auth, unless a bearer token is sent too."""
+        if self.bearer_token is not None and has_credentials(self.url):
+            error = PydanticCustomError("value_error", TOKEN_BESIDE_CREDENTIALS)
+            details = InitErrorDetails(type=error, loc=("url",), input=self.url)
+            raise ValidationError.from_exception_data(type(self).__name__, [details])
+        return self
 
     @classmethod
     def check_rule(cls, rule: Rule, baseline: BaselineSettings) -> None:

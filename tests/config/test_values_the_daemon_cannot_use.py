@@ -308,3 +308,46 @@ def test_a_url_without_http_and_a_section_that_is_not_a_mapping_are_said_in_word
     assert "http:// or https://" in url and "pattern" not in url, url
     rollback = found["environments.production.rollback"]
     assert "a mapping" in rollback and "RollbackSettings" not in rollback, rollback
+
+
+TOKEN_BESIDE_URL_CREDENTIALS = [
+    (
+        "providers:\n  sentry: {base_url: 'https://u:pw-in-url@sentry.local', org: acme,"
+        " token: sntry-token}\n",
+        "providers.sentry.base_url",
+    ),
+    (
+        "providers:\n  prometheus: {url: 'http://u:pw-in-url@prom.local:9090',"
+        " bearer_token: prom-token}\n",
+        "providers.prometheus.url",
+    ),
+    (
+        "integrations:\n  github: {api_url: 'https://u:pw-in-url@github.local', token: gh-token}\n",
+        "integrations.github.api_url",
+    ),
+    (
+        "integrations:\n  vercel: {api_url: 'https://u:pw-in-url@vercel.local', token: v-token}\n",
+        "integrations.vercel.api_url",
+    ),
+]
+
+
+@pytest.mark.parametrize(("section", "path"), TOKEN_BESIDE_URL_CREDENTIALS)
+def test_a_url_with_a_password_beside_a_token_is_refused_at_the_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], section: str, path: str
+) -> None:
+    """The client sends the token as `Authorization: Bearer`; aiohttp then refuses the
+    URL's user:password (ValueError) at every request, which the daemon said as "unexpected
+    failure talking to Sentry" each round while validate-config had said "valid"."""
+    code, out = run_validate(tmp_path, MINIMAL + section, capsys)
+    assert code == 2, out
+    assert (
+        f"{path} (line {len(MINIMAL.splitlines()) + 2}): a user:password in this URL"
+        " cannot be sent beside the token (both are the Authorization header): remove it"
+    ) in out
+    assert "pw-in-url" not in out
+
+
+def test_a_prometheus_url_with_a_password_and_no_bearer_token_is_basic_auth() -> None:
+    text = MINIMAL + "providers:\n  prometheus: {url: 'http://u:pw@prom.local:9090'}\n"
+    assert load_settings_text(text).providers.prometheus is not None

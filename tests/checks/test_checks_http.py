@@ -395,6 +395,28 @@ async def test_request_method_headers_and_json_body_are_sent(
     assert result.ok, result.message
 
 
+@pytest.mark.parametrize(
+    ("headers", "sent"),
+    [
+        ({}, "Basic Ym9iOnB3"),  # bob:pw
+        ({"authorization": "Bearer own-token"}, "Bearer own-token"),
+    ],
+)
+async def test_a_checks_own_authorization_header_wins_over_the_base_urls_user(
+    make_ctx: MakeContext, target: URL, headers: dict[str, str], sent: str
+) -> None:
+    """A base_url's user:password is basic auth for the checks that send none of their
+    own, as curl's -H over -u; the check crashed (aiohttp refuses both) at every probe."""
+    result = await probe(
+        make_ctx,
+        target.with_user("bob").with_password("pw"),
+        path="/echo",
+        headers=headers,
+        expect={"json": {"$.headers.Authorization": sent}},
+    )
+    assert result.ok, result.message
+
+
 async def test_raw_body_is_sent(make_ctx: MakeContext, target: URL) -> None:
     result = await probe(
         make_ctx,

@@ -324,7 +324,20 @@ def _expand(
     def report(message: str) -> None:
         problems.append(ConfigProblem(loc, message, lines.get(loc)))
 
+    bare = _BARE_NAME.fullmatch(node.strip())
+    if bare is not None:  # `token: $SENTRY_AUTH_TOKEN`: meant as the variable, a shell's way
+        name = bare.group(1)
+        report(
+            f"${name} is not read from the environment: write ${{{name}}}"
+            f" (or $${name} for the text itself)"
+        )
+        return node
     return _interpolate(node, environ, report)
+
+
+_BARE_NAME = re.compile(r"\$([A-Z_][A-Z0-9_]+)")
+"""A whole value that is a shell's `$NAME`: never a secret as written, nearly always a
+reference without its braces (a literal `$` elsewhere in a value stays text)."""
 
 
 _NOT_A_REFERENCE = "`${` starts no ${NAME} reference (write $${ for a literal ${)"

@@ -81,3 +81,24 @@ def test_a_literal_dollar_brace_in_a_key_is_written_with_two_dollars() -> None:
     settings = load_settings_text(text, env={})
     check = settings.environments["production"].checks[0]
     assert check.json_body == {"price${raw}": "v"}  # type: ignore[attr-defined]
+
+
+def test_a_whole_value_written_as_dollar_name_says_to_write_braces() -> None:
+    """`token: $SENTRY_AUTH_TOKEN` (a shell's form) was the literal text, a token that
+    validated and then was refused (401) at every request."""
+    text = MINIMAL.replace("secret: shh-secret", "secret: $PF_ROLLBACK_SECRET")
+    found = problems(text, {"PF_ROLLBACK_SECRET": "from-the-environment"})
+    assert found == {
+        "environments.production.rollback.secret": (
+            "$PF_ROLLBACK_SECRET is not read from the environment: write ${PF_ROLLBACK_SECRET}"
+            " (or $$PF_ROLLBACK_SECRET for the text itself)"
+        )
+    }
+
+
+@pytest.mark.parametrize("value", ["pa$word", "$$PF_SECRET", "a $PF_SECRET b", "$lower"])
+def test_a_dollar_inside_other_text_is_that_text(value: str) -> None:
+    text = MINIMAL.replace("secret: shh-secret", f'secret: "{value}"')
+    rollback = load_settings_text(text, env={}).environments["production"].rollback
+    assert rollback is not None and rollback.secret is not None
+    assert rollback.secret.get_secret_value() == value.replace("$$", "$")

@@ -183,11 +183,17 @@ def load_config_text(
         data = yaml.load(text, Loader=ConfigLoader)  # a SafeLoader: no Python objects
     except yaml.YAMLError as exc:
         raise ConfigError(source, [_yaml_problem(exc, text)]) from None
+    looped = _alias_inside_itself(node, text) if node is not None else None
+    if looped is not None:
+        raise ConfigError(source, [looped])
     lines = _line_index(node) if node is not None else {}
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(source, [ConfigProblem((), "the file must hold a mapping of sections")])
+    # `1:`, `null:`, `true:` are keys YAML reads as other things than text: unknown keys,
+    # said as written (as keywords of the settings they were a TypeError)
+    data = {key if isinstance(key, str) else _as_written(key): v for key, v in data.items()}
     # the YAML loader keeps the last of two equal keys; a config that says one thing
     # twice is reported, with the rest of its errors, instead of silently using one
     duplicates = _duplicate_keys(node) if node is not None else []
@@ -536,6 +542,54 @@ def _duplicate_keys(root: yaml.Node) -> list[ConfigProblem]:
 
     walk(root, ())
     return problems
+
+
+def _as_written(key: Any) -> str:
+    """A key YAML read as a number, a boolean or null, as it is written (`null`, `true`)."""
+    try:
+        return json.dumps(key)
+    except TypeError:  # a date
+        return str(key)
+
+
+def _alias_inside_itself(root: yaml.Node, text: str) -> ConfigProblem | None:
+    """The first alias within the anchor it names (`server: &s {x: *s}`): a value that
+    contains itself, which every walk of the document followed for ever (RecursionError)."""
+    inside: set[int] = set()
+    lines = text.splitlines()
+
+    def walk(node: yaml.Node, loc: Loc, mark: Any) -> ConfigProblem | None:
+        if id(node) in inside:
+            line = lines[mark.line] if 0 <= mark.line < len(lines) else ""
+            alias = re.search(r"\*([^\s,\]}]+)", line[mark.column :])
+            said = (
+                f"*{alias.group(1)} is inside the &{alias.group(1)} it names"
+                if alias
+                else ("an alias is inside the anchor it names")
+            )
+            message = (
+                f"{said}: a value that contains itself never ends (copy what is meant instead)"
+            )
+            return ConfigProblem(loc, message, mark.line + 1)
+        if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            return None
+        inside.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                for key_node, value_node in node.value:
+                    found = walk(value_node, (*loc, str(key_node.value)), key_node.end_mark)
+                    if found is not None:
+                        return found
+            else:
+                for i, item in enumerate(node.value):
+                    found = walk(item, (*loc, i), node.start_mark)
+                    if found is not None:
+                        return found
+        finally:
+            inside.discard(id(node))
+        return None
+
+    return walk(root, (), root.start_mark)
 
 
 def _line_index(root: yaml.Node) -> dict[Loc, int]:

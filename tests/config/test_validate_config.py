@@ -489,6 +489,30 @@ def test_a_broken_config_never_prints_a_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        # an alias inside its own anchor: a mapping that contains itself (RecursionError)
+        (
+            MINIMAL.replace(
+                "  listen: 127.0.0.1:8787\n", "  listen: 127.0.0.1:8787\n  x: *srv\n"
+            ).replace("server:\n", "server: &srv\n"),
+            "server.x (line 3): *srv is inside the &srv it names: a value that contains"
+            " itself never ends (copy what is meant instead)",
+        ),
+        # keys YAML reads as a number, null or true at the top level (TypeError)
+        (MINIMAL + "1: a\nnull: b\n", "null (line 22): unknown key"),
+    ],
+    ids=["recursive-alias", "keys-not-text"],
+)
+def test_a_config_python_cannot_take_as_keywords_is_said_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, said: str
+) -> None:
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 2, out
+    assert said in out, out
+
+
 def test_spec_example_validates_with_its_variables_set(example_env: dict[str, str]) -> None:
     spec = Path(__file__).resolve().parents[2] / "config" / "postflight.example.yaml"
     settings = load_settings(spec)

@@ -200,6 +200,7 @@ def load_config_text(
     problems: list[ConfigProblem] = []
     expanded = _expand(data, (), environ, problems, lines)
     overrides, origins = _overrides(environ, problems)
+    _replacing_values(expanded, origins)
     document = _merged(expanded, overrides)
     try:
         settings = settings_from_document(document)
@@ -497,6 +498,20 @@ def _overrides(
             continue
         readable[name] = value
     return environment_overrides(readable), origins
+
+
+def _replacing_values(document: dict[str, Any], origins: _Origins) -> None:
+    """A map from a variable where the file has a list or a value (`…__API_TOKENS='{}'`,
+    `…__LISTEN__PORT=1`) replaces it, not merges into it: an error there is the
+    variable's, not the file line's."""
+    for loc, name in origins.sections.items():
+        node: Any = document
+        for part in loc:  # variable names are case-blind, as in `_merged`
+            if not isinstance(node, dict):
+                break
+            node = next((v for k, v in node.items() if str(k).lower() == part), None)
+        if node is not None and not isinstance(node, dict) and loc not in origins.values:
+            origins.values[loc] = name
 
 
 def _merged(document: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -91,6 +91,16 @@ def test_an_override_that_is_not_json_is_a_config_error_naming_it(
             "127.0.0.1:1",
             "server.listn (from $POSTFLIGHT__SERVER__LISTN): unknown key",
         ),
+        (  # a map where the file has a list: it replaces the list, and is the error
+            "POSTFLIGHT__SERVER__API_TOKENS",
+            "{}",
+            "server.api_tokens (from $POSTFLIGHT__SERVER__API_TOKENS): should be a list",
+        ),
+        (  # a key below a value: the value became a map
+            "POSTFLIGHT__SERVER__LISTEN__PORT",
+            "1",
+            "server.listen (from $POSTFLIGHT__SERVER__LISTEN__PORT): ",
+        ),
         (  # an environment the file does not have
             "POSTFLIGHT__ENVIRONMENTS__STAGING__WINDOW",
             "5m",

@@ -408,9 +408,14 @@ else:
     CheckSettings = _check_settings()
 
 
+MAX_WINDOW_S = 7 * 86400.0
+"""The longest window, as the API's `window` (agent.api.models): a registration without
+its own took the environment's, and one of 99999999999999d answered 500."""
+
+
 class EnvironmentSettings(StrictModel):
     base_url: HttpUrl
-    window: Duration = 900.0
+    window: Annotated[Duration, at_most(MAX_WINDOW_S)] = 900.0
     interval: PositiveDuration = 30.0
     lookback: Duration = 3600.0
     background_interval: PositiveDuration = 30.0

@@ -351,3 +351,18 @@ def test_a_url_with_a_password_beside_a_token_is_refused_at_the_url(
 def test_a_prometheus_url_with_a_password_and_no_bearer_token_is_basic_auth() -> None:
     text = MINIMAL + "providers:\n  prometheus: {url: 'http://u:pw@prom.local:9090'}\n"
     assert load_settings_text(text).providers.prometheus is not None
+
+
+def test_a_window_longer_than_the_api_takes_is_refused_at_the_window() -> None:
+    """A window of 99999999999999d validated, and each registration without its own
+    `window` then answered 500 (its end cannot be a date); the API refuses a `window`
+    over 7d (422), and the configured default is bound alike."""
+    from agent.api.models import MAX_WINDOW_S
+
+    found = problems(MINIMAL.replace("window: 10m", "window: 99999999999999d"))
+    assert found == {
+        "environments.production.window": "must be at most 168h (got 2399999999999976h)"
+    }
+    assert MAX_WINDOW_S == 7 * 86400
+    text = MINIMAL.replace("window: 10m", "window: 7d")
+    assert load_settings_text(text).environments["production"].window == MAX_WINDOW_S

@@ -253,6 +253,15 @@ _YAML_HINTS = (
 
 def _yaml_problem(exc: yaml.YAMLError, text: str = "") -> ConfigProblem:
     """Where the YAML broke (line and column, 1-based) and a hint at the usual cause."""
+    if isinstance(exc, yaml.reader.ReaderError) and isinstance(exc.character, int):
+        # PyYAML says these in two lines, at a `position` in the text
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        message = (
+            f"invalid YAML: a control character (#x{exc.character:04x}) YAML does not allow;"
+            " remove it"
+        )
+        return ConfigProblem((), message, line, column)
     mark = getattr(exc, "problem_mark", None)
     problem = str(getattr(exc, "problem", None) or exc).strip()
     context = getattr(exc, "context", None)

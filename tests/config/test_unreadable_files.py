@@ -46,3 +46,20 @@ def test_an_unreadable_file_says_so_in_words(
     err = capsys.readouterr().err
     assert f"cannot read {path}: permission denied" in err, err
     assert "Errno" not in err, err
+
+
+@pytest.mark.parametrize(("character", "named"), [("\x00", "#x0000"), ("\x07", "#x0007")])
+def test_a_control_character_is_one_line_with_its_line_and_column(
+    tmp_path: Path, character: str, named: str
+) -> None:
+    """PyYAML's own words spanned two lines and said a `position` in the text."""
+    path = tmp_path / "postflight.yaml"
+    path.write_text(MINIMAL.replace("shh-secret", f"shh{character}secret"))
+    problem = only_problem(path)
+    lines = MINIMAL.splitlines()
+    line = lines.index("      secret: shh-secret") + 1
+    column = lines[line - 1].index("shh-secret") + len("shh") + 1
+    assert problem == (
+        f"(top level) (line {line}, column {column}): invalid YAML: a control character"
+        f" ({named}) YAML does not allow; remove it"
+    )

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     Field,
     SecretStr,
     TypeAdapter,
@@ -204,12 +205,47 @@ def _policy_enum(schema: dict[str, Any]) -> None:
     schema["enum"] = list(policies.names())
 
 
+def _percent(value: Any) -> Any:
+    """`99%` is 0.99: a confidence is as often written as a percentage."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            return float(value.strip()[:-1]) / 100
+        except ValueError:
+            return value
+    return value
+
+
+def _probability(value: float) -> float:
+    if not 0.5 < value < 1:
+        raise ValueError(
+            f"must be more than 0.5 and less than 1 (got {value:g}): a probability,"
+            " such as 0.99 or 99%"
+        )
+    return value
+
+
+Confidence = Annotated[
+    float,
+    BeforeValidator(_percent),
+    AfterValidator(_probability),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0.5, "exclusiveMaximum": 1},
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?%\s*$"},
+            ],
+            "description": "a probability above 0.5 and below 1: 0.99, or 99%",
+        }
+    ),
+]
+
+
 class AnalysisSettings(StrictModel):
     policy: PolicyName = Field(default="sequential", json_schema_extra=_policy_enum)
     """A registered policy (`agent.analysis.policies`)."""
     failure_limit: int = Field(default=3, ge=1, le=1000)
     """threshold policy: consecutive failing rounds that fail the window."""
-    confidence: float = Field(default=0.99, gt=0.5, lt=1.0)
+    confidence: Confidence = 0.99
     pass_on: Literal["evidence", "no_failure"] = "evidence"
     """sequential policy: `evidence` passes a rule only when its confidence sequence lies
     within its bounds (else `inconclusive` at the end); `no_failure` passes what did not fail."""

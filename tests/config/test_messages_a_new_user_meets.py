@@ -303,3 +303,18 @@ def test_a_url_of_another_scheme_is_said_by_its_scheme(url: str, said: str) -> N
     assert list(found) == ["environments.production.rollback.url"], found
     assert found["environments.production.rollback.url"].startswith(said)
     assert "9998" not in found["environments.production.rollback.url"]  # never the URL itself
+
+
+@pytest.mark.parametrize(("written", "confidence"), [("99%", 0.99), ("95.5%", 0.955), ("0.9", 0.9)])
+def test_a_confidence_may_be_written_as_a_percentage(written: str, confidence: float) -> None:
+    analysis = f"    analysis: {{confidence: {written}}}\n"
+    text = MINIMAL.replace("    rollback:\n", analysis + "    rollback:\n")
+    settings = load_settings_text(text, env={}).environments["production"].analysis
+    assert settings.confidence == pytest.approx(confidence)
+
+
+def test_a_confidence_of_99_says_it_is_a_probability() -> None:
+    text = MINIMAL.replace("    rollback:\n", "    analysis: {confidence: 99}\n    rollback:\n")
+    assert problems(text)["environments.production.analysis.confidence"] == (
+        "must be more than 0.5 and less than 1 (got 99): a probability, such as 0.99 or 99%"
+    )

@@ -61,6 +61,7 @@ from common.durations import (
     Duration,
     Fraction,
     PositiveDuration,
+    at_least,
     at_most,
     format_duration,
     parse_duration,
@@ -160,8 +161,9 @@ class RetentionSettings(StrictModel):
 class StoreSettings(StrictModel):
     url: str = "sqlite:///./postflight.db"
     """`sqlite:///path` (embedded) or `postgresql://…` (several replicas)."""
-    lease: Duration = 30.0
-    """How long a replica's claim on a window lasts without renewal."""
+    lease: Annotated[Duration, at_least(1.0)] = 30.0
+    """How long a replica's claim on a window lasts without renewal. At least 1s: a
+    scheduled window renews it every third of it, and `lease: 0` did so without a pause."""
     retention: RetentionSettings = RetentionSettings()
 
     @field_validator("url")

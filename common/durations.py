@@ -210,6 +210,19 @@ def at_most(limit: float) -> AfterValidator:
     return AfterValidator(check)
 
 
+def at_least(limit: float) -> AfterValidator:
+    """A duration's lower bound, said as a duration (`at least 1s`)."""
+
+    def check(seconds: float) -> float:
+        if seconds < limit:
+            raise ValueError(
+                f"must be at least {format_duration(limit)} (got {format_duration(seconds)})"
+            )
+        return seconds
+
+    return AfterValidator(check)
+
+
 def _at_most_all(fraction: float) -> float:
     if fraction > 1:
         raise ValueError(f"must be at most 100% (got {fraction * 100:g}%)")

@@ -120,8 +120,8 @@ def test_a_clock_reading_in_a_text_value_stays_the_text_written() -> None:
     ],
 )
 def test_durations_as_documented_are_accepted(written: str, seconds: float) -> None:
-    settings = load_settings_text(f"store:\n  lease: {written}\n" + MINIMAL)
-    assert settings.store.lease == pytest.approx(seconds)
+    settings = load_settings_text(f"alerting:\n  timeout: {written}\n" + MINIMAL)
+    assert settings.alerting.timeout == pytest.approx(seconds)
 
 
 def test_a_latency_bound_that_is_not_a_duration_is_reported_at_its_key(

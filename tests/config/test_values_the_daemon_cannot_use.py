@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.settings_file import ConfigError, load_settings_text
+from common.durations import format_duration, parse_duration
 from tests.config.test_validate_config import MINIMAL, run_validate
 
 
@@ -366,3 +367,14 @@ def test_a_window_longer_than_the_api_takes_is_refused_at_the_window() -> None:
     assert MAX_WINDOW_S == 7 * 86400
     text = MINIMAL.replace("window: 10m", "window: 7d")
     assert load_settings_text(text).environments["production"].window == MAX_WINDOW_S
+
+
+@pytest.mark.parametrize("lease", ["0", "0s", "500ms"])
+def test_a_store_lease_under_a_second_is_refused(lease: str) -> None:
+    """`lease: 0` validated; a scheduled window then renewed its lease in a loop without
+    a pause (a third of a core, the SQLite WAL growing 1 MB a second), and every claim
+    lapsed as it was made."""
+    found = problems(f"store:\n  lease: {lease}\n" + MINIMAL)
+    assert found == {
+        "store.lease": f"must be at least 1s (got {format_duration(parse_duration(lease))})"
+    }

@@ -184,7 +184,7 @@ class AlertChannel(StrictModel):
 
 class AlertingSettings(StrictModel):
     channels: list[AlertChannel] = Field(default_factory=list)
-    timeout: Duration = 5.0
+    timeout: PositiveDuration = 5.0
     """Bound on one notification across its channels (keep it under the 10 s stop budget)."""
 
     @model_validator(mode="after")
@@ -397,7 +397,8 @@ class RollbackSettings(StrictModel):
     dry_run: bool = False
     """true: watch and alert, never call the webhook."""
     max_attempts: int = Field(default=8, ge=1, le=100)
-    timeout: Duration = 10.0
+    timeout: PositiveDuration = 10.0
+    """One attempt (aiohttp read a total of 0 as none: a hung webhook held the rollback)."""
     backoff: Duration = 1.0
     """First retry delay; doubles each attempt (with jitter), capped at max_backoff."""
     max_backoff: Duration = 60.0

@@ -23,7 +23,7 @@ from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
 from checks.exchange import ProbeFailed, Reply, exchange
 from checks.expect import Body, Expect, Expectation, Mismatch, compile_path
 from checks.request import ClientOptions, RequestSpec, join_url, sent_with
-from common.durations import Duration
+from common.durations import PositiveDuration
 from common.redaction import SENSITIVE_KEY, Redactor, sensitive_values, snippet
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -44,7 +44,9 @@ class SmokeStep(RequestSpec):
         default_factory=dict,
         description="Variables for later steps: name → JSONPath (`$.token`) or top-level key.",
     )
-    timeout: Duration | None = Field(None, description="This step's timeout; default the check's.")
+    timeout: PositiveDuration | None = Field(
+        None, description="This step's timeout; default the check's."
+    )
 
     @field_validator("capture")
     @classmethod

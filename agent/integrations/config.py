@@ -18,7 +18,7 @@ from agent.config_models import (
     optional_non_empty_secret,
     without_credentials_beside_a_token,
 )
-from common.durations import Duration
+from common.durations import Duration, PositiveDuration
 
 Repository = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", max_length=200)]
 Slug = Annotated[str, Field(min_length=1, max_length=200)]
@@ -31,7 +31,7 @@ class GithubIntegration(StrictModel):
     """Deployment statuses, workflow dispatches, protection-rule answers."""
     webhook_secret: SecretStr | None = None
     """Needed for `POST /v1/hooks/github`; without it every delivery is refused (401)."""
-    timeout: Duration = 10.0
+    timeout: PositiveDuration = 10.0
     """One call to the GitHub API."""
 
     _token = field_validator("token", "webhook_secret")(optional_non_empty_secret)
@@ -46,7 +46,7 @@ class VercelIntegration(StrictModel):
     """Sent as `?teamId=` when set (an empty value means unset)."""
     webhook_secret: SecretStr | None = None
     """Needed for `POST /v1/hooks/vercel` (for an integration: its client secret)."""
-    timeout: Duration = 10.0
+    timeout: PositiveDuration = 10.0
 
     _token = field_validator("token", "webhook_secret")(optional_non_empty_secret)
     _api_url = field_validator("api_url")(without_credentials_beside_a_token)

@@ -166,6 +166,38 @@ def test_a_check_timeout_of_zero_is_refused() -> None:
     assert "more than 0s" in problems(text)["environments.production.checks[0].timeout"]
 
 
+ZERO_TIMEOUTS = [
+    # aiohttp reads a total of 0 as no timeout at all: a hung webhook held the rollback
+    (
+        MINIMAL.replace("secret: shh-secret", "secret: shh-secret\n      timeout: 0"),
+        "environments.production.rollback.timeout",
+    ),
+    # validate-config said valid, and the notifier refused 0s as run started
+    (MINIMAL + "alerting:\n  timeout: 0s\n", "alerting.timeout"),
+    (
+        MINIMAL + "integrations:\n  github: {token: gh-token, timeout: 0}\n",
+        "integrations.github.timeout",
+    ),
+    (
+        MINIMAL + "integrations:\n  vercel: {token: v-token, timeout: 0}\n",
+        "integrations.vercel.timeout",
+    ),
+    (
+        MINIMAL.replace(
+            "      - name: api-health\n        type: http\n        path: /health\n",
+            "      - name: api-health\n        type: smoke\n"
+            "        steps: [{name: one, path: /health, timeout: 0s}]\n",
+        ),
+        "environments.production.checks[0].steps[0].timeout",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "path"), ZERO_TIMEOUTS)
+def test_a_timeout_of_zero_is_refused_wherever_it_is(text: str, path: str) -> None:
+    assert problems(text).get(path) == "must be more than 0s", problems(text)
+
+
 @pytest.mark.parametrize("value", ["1h", "11s", "0s"])
 def test_a_stop_may_take_no_longer_than_the_contracts_ten_seconds(value: str) -> None:
     text = MINIMAL.replace(

@@ -744,7 +744,8 @@ def _naming_empty_variables(
 ) -> list[ConfigProblem]:
     """`must not be empty` of a value that is one `${VAR}` the environment sets to "":
     which variable, since the file shows a reference, not an empty value (an exported
-    `POSTFLIGHT_API_TOKEN=` read as "must not be empty" of `["${POSTFLIGHT_API_TOKEN}"]`)."""
+    `POSTFLIGHT_API_TOKEN=` read as "must not be empty" of `["${POSTFLIGHT_API_TOKEN}"]`);
+    any other error of a value one set variable gave names that variable too."""
     out = []
     for problem in found:
         written = _value_at(data, problem.loc)
@@ -760,6 +761,10 @@ def _naming_empty_variables(
                 "is set, to nothing" if name in environ else "is not set, and its default is empty"
             )
             message = f"must not be empty (${name} {why})"
+            problem = ConfigProblem(problem.loc, message, problem.line, problem.column)
+        elif match is not None and environ.get(match.group(1)) and problem.variable is None:
+            # the file shows `${PF_WINDOW}`, the message a value it does not
+            message = f"{problem.message} (from ${match.group(1)})"
             problem = ConfigProblem(problem.loc, message, problem.line, problem.column)
         out.append(problem)
     return out

@@ -102,3 +102,16 @@ def test_a_dollar_inside_other_text_is_that_text(value: str) -> None:
     rollback = load_settings_text(text, env={}).environments["production"].rollback
     assert rollback is not None and rollback.secret is not None
     assert rollback.secret.get_secret_value() == value.replace("$$", "$")
+
+
+def test_an_error_in_a_value_from_a_variable_names_the_variable() -> None:
+    """The file shows `${PF_WINDOW}`, the error a value it does not: say where it came from."""
+    text = MINIMAL.replace("window: 10m", "window: ${PF_WINDOW}").replace(
+        "interval: 30s", "interval: ${PF_INTERVAL:-soon}"
+    )
+    found = problems(text, {"PF_WINDOW": "ten minutes"})
+    assert found["environments.production.window"] == (
+        "'ten minutes' is not a duration; write it like 250ms, 30s, 10m or 1h (from $PF_WINDOW)"
+    )
+    # the default is written in the file: nothing to add
+    assert found["environments.production.interval"].endswith("10m or 1h")

@@ -112,7 +112,12 @@ class ServerSettings(StrictModel):
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
+        scheme, found, rest = value.partition("://")
+        if found and scheme.isalpha():  # validated, with `http://127.0.0.1` as the host
+            raise ValueError(f"{value!r} is a URL: write {rest.rstrip('/')}")
         host, sep, port = value.rpartition(":")
+        if any(c.isspace() for c in host):
+            raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8787)")
         if not sep and value.isdigit():
             raise ValueError(f"{value!r} is not HOST:PORT: write 127.0.0.1:{value}")
         if not sep or not host or not port.isdigit():

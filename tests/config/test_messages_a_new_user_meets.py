@@ -134,6 +134,20 @@ def test_a_port_alone_as_listen_says_the_host_port_to_write() -> None:
     assert found == {"server.listen": "'8787' is not HOST:PORT: write 127.0.0.1:8787"}
 
 
+@pytest.mark.parametrize(
+    ("listen", "said"),
+    [
+        # validated, with `http://127.0.0.1` as the host: run could not bind it
+        ("http://127.0.0.1:8787", "'http://127.0.0.1:8787' is a URL: write 127.0.0.1:8787"),
+        ("https://0.0.0.0:443/", "'https://0.0.0.0:443/' is a URL: write 0.0.0.0:443"),
+        ("my host:80", "'my host:80' is not HOST:PORT (e.g. 127.0.0.1:8787)"),
+    ],
+)
+def test_a_url_or_a_host_with_a_space_as_listen_is_refused(listen: str, said: str) -> None:
+    found = problems(MINIMAL.replace("listen: 127.0.0.1:8787", f"listen: {listen}"))
+    assert found == {"server.listen": said}
+
+
 def test_validate_config_counts_one_check_and_one_rule_in_the_singular(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -216,14 +217,14 @@ class SqliteStore(SqlStore):
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            self._db = await _connected(self.path)
             busy = f"busy_timeout={self.busy_timeout_ms}"
             for pragma in ("journal_mode=WAL", "synchronous=FULL", busy):
                 await self._db.execute(f"PRAGMA {pragma}")
             await self._db.execute("PRAGMA foreign_keys=ON")
             await self._migrate()
             if self.path != ":memory:":  # another connection to :memory: is another store
-                self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+                self._reader = await _connected(self.path)
                 await self._reader.execute(f"PRAGMA {busy}")
         except (sqlite3.Error, StoreError) as exc:
             await self.close()
@@ -408,3 +409,17 @@ async def _record_all(db: _Connection, batch: list[_QueuedRound]) -> list[bool]:
     except Conflict as exc:  # a round already stored: which one is told one at a time
         raise _NotAll from exc
     return [True] * len(rows)
+
+
+async def _connected(path: str) -> aiosqlite.Connection:
+    """`aiosqlite.connect`, and after a failed connect its thread ended before this returns:
+    aiosqlite stops it without waiting, and the thread then told a loop `run` had closed
+    meanwhile (a traceback, `Event loop is closed`, before the store error)."""
+    connection = aiosqlite.connect(path, isolation_level=None)
+    try:
+        return await connection
+    except BaseException:
+        thread = getattr(connection, "_thread", None)  # aiosqlite's worker (0.20 on)
+        if isinstance(thread, threading.Thread) and thread.is_alive():
+            await asyncio.to_thread(thread.join, 5.0)
+        raise

@@ -185,3 +185,20 @@ async def test_a_database_found_unknown_once_the_server_answers_is_still_exit_2(
         if proxy.server is not None:
             await proxy.stop()
     assert 'database "no_such_db" does not exist' in shown(log)
+
+
+async def test_a_sqlite_store_that_cannot_be_opened_is_exit_2_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """A directory as the store printed aiosqlite's thread traceback (`Event loop is
+    closed`: it stops its thread after a failed connect without waiting) before the
+    store error, one run in two (deterministically: tests/store/test_sqlite_store.py)."""
+    path = tmp_path / "store"
+    path.mkdir()
+    agent, _, log = start(tmp_path / "agent", f"sqlite:///{path}")
+    try:
+        assert await asyncio.to_thread(agent.wait, 30) == 2
+    finally:
+        killed(agent)
+    assert f"postflight: store error: cannot open SQLite store {path}" in shown(log)
+    assert "Traceback" not in shown(log), shown(log)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -48,6 +49,16 @@ async def test_a_refused_open_leaves_the_store_closed(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="newer"):
         await refused.open()
     assert not await refused.ping()
+
+
+async def test_a_store_that_cannot_be_opened_leaves_no_thread_behind(tmp_path: Path) -> None:
+    """aiosqlite stops its thread after a failed connect without waiting for it: the
+    thread then told a loop `run` had closed meanwhile, and its traceback (`Event loop is
+    closed`) came before the store error on stderr, one exit 2 in two."""
+    with pytest.raises(StoreError, match="cannot open SQLite store"):
+        await SqliteStore(tmp_path).open()  # a directory
+    workers = [t for t in threading.enumerate() if "_connection_worker_thread" in t.name]
+    assert workers == []
 
 
 async def test_a_store_from_before_fingerprints_keeps_its_runs_unmatched(tmp_path: Path) -> None:

@@ -33,7 +33,6 @@ def init_sentry(redact: Redactor, environ: dict[str, str] | None = None) -> bool
     if not dsn:
         return False
     import sentry_sdk
-    from sentry_sdk.integrations.asyncio import AsyncioIntegration
 
     def before_send(event: Any, hint: Any) -> Any:
         return _scrub(event, redact)
@@ -42,7 +41,6 @@ def init_sentry(redact: Redactor, environ: dict[str, str] | None = None) -> bool
         dsn=dsn,
         release=f"postflight@{__version__}",
         environment=env.get("SENTRY_ENVIRONMENT", "production"),
-        integrations=[AsyncioIntegration()],
         before_send=before_send,
         send_default_pii=False,
     )

@@ -201,3 +201,51 @@ def test_an_app_given_no_environment_reports_to_no_sentry(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == str(active)
+
+
+async def test_sentry_hears_the_agents_errors_not_a_targets_refused_connection() -> None:
+    """A probe's refused connection is the target's failure, handled where it is awaited;
+    sentry's asyncio integration reported each one as an unhandled error of the agent (a
+    live run: 4 events in 4 s from an idle agent whose targets were down), burying the
+    agent's own errors. An ERROR log, the agent's own, still goes out."""
+    import asyncio
+    import sys
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    received: list[bytes] = []
+
+    async def envelope(request: web.Request) -> web.Response:
+        received.append(await request.read())
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/api/1/envelope/", envelope)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        dsn = f"http://publickey@127.0.0.1:{server.port}/1"
+        script = (
+            "import asyncio, logging, sentry_sdk\n"
+            "from agent.observability import init_sentry\n"
+            "from common.redaction import Redactor\n"
+            "async def dial():\n"
+            "    raise ConnectionRefusedError(111, 'Connection refused')\n"
+            "async def main():\n"
+            f"    assert init_sentry(Redactor(), {{'SENTRY_DSN': '{dsn}'}})\n"
+            "    try:\n"
+            "        await asyncio.create_task(dial())\n"
+            "    except ConnectionRefusedError:\n"
+            "        pass  # the probe's outcome: a connection error of the target\n"
+            "    logging.getLogger('postflight').error('watcher stopped on a bug')\n"
+            "    sentry_sdk.flush(5)\n"
+            "asyncio.run(main())\n"
+        )
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        await server.close()
+    text = b"".join(received).decode("utf-8", "replace")
+    assert "watcher stopped on a bug" in text
+    assert "ConnectionRefusedError" not in text

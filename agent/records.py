@@ -5,6 +5,7 @@ Pure data: no I/O. Times are UNIX seconds (floats); the API formats them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -132,6 +133,16 @@ class RollbackIntent:
     @property
     def fence(self) -> Fence:
         return Fence(self.lease_owner or "", self.lease_epoch)
+
+    @property
+    def reason(self) -> str | None:
+        """The reason its body gives (a manual one's, as the person gave it)."""
+        try:
+            body = json.loads(self.body)
+        except ValueError:
+            return None
+        reason = body.get("reason") if isinstance(body, dict) else None
+        return reason if isinstance(reason, str) and reason else None
 
 
 @dataclass(slots=True)

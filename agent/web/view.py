@@ -8,7 +8,6 @@ new ones alike, showing what exists and skipping what does not.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -357,19 +356,8 @@ def deploy_view(
         ends_at=iso(window.ends_at),
         failing_rules=failing,
         broken_steps=_broken_steps(failing, configured, failures),
-        rollback_reason=_rollback_reason(rollback),
+        rollback_reason=rollback.reason if rollback is not None else None,
     )
-
-
-def _rollback_reason(rollback: RollbackIntent | None) -> str | None:
-    if rollback is None:
-        return None
-    try:
-        body = json.loads(rollback.body)
-    except ValueError:
-        return None
-    reason = body.get("reason") if isinstance(body, dict) else None
-    return reason if isinstance(reason, str) and reason else None
 
 
 def _broken_steps(

@@ -82,16 +82,6 @@ GATE_CLAIM_S = 300.0
 another may; only a replica killed mid-answer ever hits it."""
 
 
-def _rollback_reason(rollback: RollbackIntent) -> str | None:
-    """The reason a rollback's body gives (a manual one's, as the person gave it)."""
-    try:
-        body = json.loads(rollback.body)
-    except ValueError:
-        return None
-    reason = body.get("reason") if isinstance(body, dict) else None
-    return reason if isinstance(reason, str) and reason else None
-
-
 def follow_up_lease(rollback: RollbackSettings) -> float:
     """How long one sender holds a `rollback.then` follow-up: its call's worst case (every
     attempt timing out after the longest backoff) and a margin. A claim older than this
@@ -488,7 +478,7 @@ class Integrations:
         verdict = fresh.verdict or {}
         if fresh.state == "rolled_back" and verdict.get("outcome") != "fail":
             rollback = await self.s.store.get_rollback(window.id)
-            reason = _rollback_reason(rollback) if rollback is not None else None
+            reason = rollback.reason if rollback is not None else None
             if reason:
                 return f"rolled back by hand: {reason}"
         return NO_VERDICT.get(fresh.state) or str(verdict.get("reason") or state)

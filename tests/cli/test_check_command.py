@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -119,22 +120,12 @@ async def test_a_response_body_cannot_write_terminal_controls_through_the_table(
     async def hostile(request: web.Request) -> web.Response:
         return web.Response(status=500, text="\x1b[2J\x1b]0;pwned\x07boom \u202eevil \u00e9t\u00e9")
 
-    app = web.Application()
-    app.router.add_get("/x", hostile)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        config = tmp_path / "postflight.yaml"
-        url = str(server.make_url("")).rstrip("/")
-        config.write_text(
-            "server: {api_tokens: [tok-1234567890abcdef]}\n"
-            f"environments: {{e: {{base_url: '{url}', checks: [{{name: s, type: smoke,"
-            " steps: [{name: one, path: /x, expect: {status: 200}}]}]}}\n"
-        )
-        assert await run_cli("check", "--config", str(config), "--env", "e") == 1
-    finally:
-        await server.close()
-    out = capsys.readouterr().out
+    out = await failed_check_of(
+        tmp_path,
+        capsys,
+        ("/x", hostile),
+        "{name: s, type: smoke, steps: [{name: one, path: /x, expect: {status: 200}}]}",
+    )
     assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out, repr(out)
     assert "body: \\x1b[2J\\x1b]0;pwned\\x07boom \\u202eevil \u00e9t\u00e9" in out, out
 
@@ -148,22 +139,12 @@ async def test_a_json_field_cannot_write_terminal_controls_through_the_table(
     async def hostile(request: web.Request) -> web.Response:
         return web.json_response({"status": "\u009b2J\u202edown"})
 
-    app = web.Application()
-    app.router.add_get("/h", hostile)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        config = tmp_path / "postflight.yaml"
-        url = str(server.make_url("")).rstrip("/")
-        config.write_text(
-            "server: {api_tokens: [tok-1234567890abcdef]}\n"
-            f"environments: {{e: {{base_url: '{url}', checks: [{{name: h, type: http,"
-            " path: /h, expect: {status: 200, json: {status: ok}}}]}}\n"
-        )
-        assert await run_cli("check", "--config", str(config), "--env", "e") == 1
-    finally:
-        await server.close()
-    out = capsys.readouterr().out
+    out = await failed_check_of(
+        tmp_path,
+        capsys,
+        ("/h", hostile),
+        "{name: h, type: http, path: /h, expect: {status: 200, json: {status: ok}}}",
+    )
     assert "\u009b" not in out and "\u202e" not in out, repr(out)
     assert "\\x9b2J\\u202edown" in out, out
 
@@ -241,3 +222,28 @@ async def test_a_run_the_agent_could_not_judge_twice_is_shown_as_such_and_is_no_
     row = next(line for line in out.splitlines() if line.startswith("hang"))
     assert "dropped" in row and "pass" not in row
     assert "0 passed, 0 failed, 1 not judged (the agent itself was stalled" in out
+
+
+async def failed_check_of(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    route: tuple[str, Callable[[web.Request], Awaitable[web.Response]]],
+    check: str,
+) -> str:
+    """`postflight check`'s output for one check (YAML flow text) against a target that
+    answers `route`, which must fail it (exit 1)."""
+    app = web.Application()
+    app.router.add_get(*route)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        config = tmp_path / "postflight.yaml"
+        url = str(server.make_url("")).rstrip("/")
+        config.write_text(
+            "server: {api_tokens: [tok-1234567890abcdef]}\n"
+            f"environments: {{e: {{base_url: '{url}', checks: [{check}]}}}}\n"
+        )
+        assert await run_cli("check", "--config", str(config), "--env", "e") == 1
+    finally:
+        await server.close()
+    return capsys.readouterr().out

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -136,24 +137,10 @@ async def test_a_restart_with_an_unrecorded_attempt_asks_vercel_before_sending_a
 async def test_github_target_after_a_restart_finds_the_dispatched_run_by_its_name(
     store: SqliteStore, ran: bool
 ) -> None:
-    from tests.fakes.github import REPOSITORY, FakeGitHub
+    from tests.fakes.github import FakeGitHub
 
     async with FakeGitHub(token="gh") as github:
-        config = Settings(
-            server={"api_tokens": ["tok-1234567890abcdef"]},
-            integrations={"github": {"api_url": github.url, "token": "gh"}},
-            environments={
-                "production": {
-                    "base_url": "http://127.0.0.1:9",
-                    "sources": {"github": {"repository": REPOSITORY, "environment": "P"}},
-                    "rollback": {
-                        "target": "github",
-                        "github": {"workflow": "rollback.yml"},
-                        "backoff": "10ms",
-                    },
-                }
-            },
-        )
+        config = github_rollback_config(github.url)
         window = await failed_window(store, {})
         intent = rollback_intent(window, "bad", [], time.time())
         await store.finish_window(window.id, "failed", None, time.time(), intent)
@@ -191,26 +178,10 @@ async def test_a_github_rate_limit_403_is_waited_out_and_other_403s_fail_at_once
     out as a 429 would be, where every 403 failed the rollback at once (ROLLBACK FAILED,
     roll back by hand) while the token only had to wait. A 403 that is not a rate limit
     (a permission the token lacks) still fails at once."""
-    from tests.fakes.github import REPOSITORY, FakeGitHub
+    from tests.fakes.github import FakeGitHub
 
     async with FakeGitHub(token="gh") as github:
-        config = Settings(
-            server={"api_tokens": ["tok-1234567890abcdef"]},
-            integrations={"github": {"api_url": github.url, "token": "gh"}},
-            environments={
-                "production": {
-                    "base_url": "http://127.0.0.1:9",
-                    "sources": {"github": {"repository": REPOSITORY, "environment": "P"}},
-                    "rollback": {
-                        "target": "github",
-                        "github": {"workflow": "rollback.yml"},
-                        "backoff": "10ms",
-                        "max_backoff": "10ms",
-                        "max_attempts": 3,
-                    },
-                }
-            },
-        )
+        config = github_rollback_config(github.url, max_backoff="10ms", max_attempts=3)
         window = await failed_window(store, {})
         intent = rollback_intent(window, "bad", [], time.time())
         await store.finish_window(window.id, "failed", None, time.time(), intent)
@@ -228,3 +199,26 @@ async def test_a_github_rate_limit_403_is_waited_out_and_other_403s_fail_at_once
         else:
             assert (done.state, done.last_status, len(sent)) == ("failed", 403, 1)
             assert "Resource not accessible" in (done.last_error or "")
+
+
+def github_rollback_config(api_url: str, **rollback: Any) -> Settings:
+    """Production rolled back through the GitHub workflow `rollback.yml` at `api_url`
+    (backoff 10ms), with these more rollback settings."""
+    from tests.fakes.github import REPOSITORY
+
+    return Settings(
+        server={"api_tokens": ["tok-1234567890abcdef"]},
+        integrations={"github": {"api_url": api_url, "token": "gh"}},
+        environments={
+            "production": {
+                "base_url": "http://127.0.0.1:9",
+                "sources": {"github": {"repository": REPOSITORY, "environment": "P"}},
+                "rollback": {
+                    "target": "github",
+                    "github": {"workflow": "rollback.yml"},
+                    "backoff": "10ms",
+                    **rollback,
+                },
+            }
+        },
+    )

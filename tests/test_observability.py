@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -131,25 +132,8 @@ def test_json_formatter_includes_exceptions() -> None:
 
 async def test_sentry_reports_reach_a_real_endpoint_scrubbed(tmp_path: Any) -> None:
     """With SENTRY_DSN set, events go out (to a local Sentry stand-in) without secrets."""
-    import asyncio
-    import sys
-
-    from aiohttp import web
-    from aiohttp.test_utils import TestServer
-
-    received: list[bytes] = []
-
-    async def envelope(request: web.Request) -> web.Response:
-        received.append(await request.read())  # aiohttp undoes the gzip itself
-        return web.json_response({})
-
-    app = web.Application()
-    app.router.add_post("/api/1/envelope/", envelope)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        dsn = f"http://publickey@127.0.0.1:{server.port}/1"
-        script = (
+    text = await sentry_received(
+        lambda dsn: (
             "import asyncio, sentry_sdk\n"
             "from agent.observability import init_sentry\n"
             "from common.redaction import Redactor\n"
@@ -159,12 +143,8 @@ async def test_sentry_reports_reach_a_real_endpoint_scrubbed(tmp_path: Any) -> N
             "    sentry_sdk.flush(5)\n"
             "asyncio.run(main())\n"
         )
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script)
-        assert await asyncio.wait_for(proc.wait(), 30) == 0
-    finally:
-        await server.close()
-    assert received, "no event reached the Sentry endpoint"
-    text = b"".join(received).decode("utf-8", "replace")
+    )
+    assert text, "no event reached the Sentry endpoint"
     assert "webhook refused" in text
     assert "supersecret-value" not in text
 
@@ -208,25 +188,8 @@ async def test_sentry_hears_the_agents_errors_not_a_targets_refused_connection()
     sentry's asyncio integration reported each one as an unhandled error of the agent (a
     live run: 4 events in 4 s from an idle agent whose targets were down), burying the
     agent's own errors. An ERROR log, the agent's own, still goes out."""
-    import asyncio
-    import sys
-
-    from aiohttp import web
-    from aiohttp.test_utils import TestServer
-
-    received: list[bytes] = []
-
-    async def envelope(request: web.Request) -> web.Response:
-        received.append(await request.read())
-        return web.json_response({})
-
-    app = web.Application()
-    app.router.add_post("/api/1/envelope/", envelope)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        dsn = f"http://publickey@127.0.0.1:{server.port}/1"
-        script = (
+    text = await sentry_received(
+        lambda dsn: (
             "import asyncio, logging, sentry_sdk\n"
             "from agent.observability import init_sentry\n"
             "from common.redaction import Redactor\n"
@@ -242,10 +205,33 @@ async def test_sentry_hears_the_agents_errors_not_a_targets_refused_connection()
             "    sentry_sdk.flush(5)\n"
             "asyncio.run(main())\n"
         )
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script)
+    )
+    assert "watcher stopped on a bug" in text
+    assert "ConnectionRefusedError" not in text
+
+
+async def sentry_received(script: Callable[[str], str]) -> str:
+    """What a local Sentry stand-in received from `script(dsn)` run as its own process
+    (its exit must be 0): the envelopes' text."""
+    import sys
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    received: list[bytes] = []
+
+    async def envelope(request: web.Request) -> web.Response:
+        received.append(await request.read())  # aiohttp undoes the gzip itself
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/api/1/envelope/", envelope)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        dsn = f"http://publickey@127.0.0.1:{server.port}/1"
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script(dsn))
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     finally:
         await server.close()
-    text = b"".join(received).decode("utf-8", "replace")
-    assert "watcher stopped on a bug" in text
-    assert "ConnectionRefusedError" not in text
+    return b"".join(received).decode("utf-8", "replace")

@@ -169,11 +169,10 @@ async def run_check(check: Check, ctx: CheckContext) -> CheckResult:
                 task.uncancel()
         finally:
             net.over = True
-        if not isinstance(result, CheckResult):
-            raise TypeError(f"run() returned {type(result).__name__}, not a CheckResult")
+        _check_shape(result, "run()")
     except asyncio.CancelledError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a plugin's sys.exit() must not stop the daemon
         duration = time.perf_counter() - started
         # a run our net cut is a timeout, not a crash: the traceback would only show where
         # the check was waiting, and formatting it costs more than the probe did
@@ -196,7 +195,7 @@ def start_check(
     run = Started(check, ctx, done, redactor, started, allowed, cut)
     try:
         running = check.start(ctx, run.finish)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         run.finish(exc)
         return run
     if running is None:
@@ -205,6 +204,17 @@ def start_check(
         run.running = running
         ticks().at(now + allowed, _started_due, run)
     return run
+
+
+def _check_shape(result: object, by: str) -> None:
+    """Raise TypeError unless `result` is a CheckResult whose samples are Samples: a plugin's
+    malformed result must end as its own error result here, not crash the window that
+    reads its samples later."""
+    if not isinstance(result, CheckResult):
+        raise TypeError(f"{by} returned {type(result).__name__}, not a CheckResult")
+    samples = result.samples
+    if not isinstance(samples, tuple) or not all(isinstance(s, Sample) for s in samples):
+        raise TypeError(f"{by} returned a CheckResult whose samples are not a tuple of Samples")
 
 
 def _allowed(check: Check, ctx: CheckContext, now: float) -> tuple[float, bool]:
@@ -274,6 +284,11 @@ class Started:
         self.over = True
         self.running = None  # (it holds this run's `finish`: no cycle for the collector)
         duration = time.perf_counter() - self.started
+        if isinstance(outcome, CheckResult):
+            try:
+                _check_shape(outcome, "start()")
+            except TypeError as exc:
+                outcome = exc
         if isinstance(outcome, CheckResult):
             result = _finished(outcome, duration, self.redactor)
         else:
@@ -364,7 +379,7 @@ def _scrubbed(redactor: Redactor, details: dict[str, Any]) -> dict[str, Any]:
 def _crashed(
     check: Check,
     ctx: CheckContext,
-    exc: Exception,
+    exc: Exception | SystemExit,
     duration: float,
     allowed: float,
     redactor: Redactor,

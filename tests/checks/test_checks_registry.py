@@ -216,6 +216,36 @@ async def test_a_check_returning_garbage_is_an_error(make_ctx: MakeContext, targ
     assert "returned dict, not a CheckResult" in result.message
 
 
+async def test_a_result_whose_samples_are_not_samples_is_an_error(
+    make_ctx: MakeContext, target: URL
+) -> None:
+    """A plugin's malformed samples end as its own error result, not as an AttributeError in
+    the window that reads them a round later (which stalled the window, round after round)."""
+
+    async def bad_samples(ctx: CheckContext) -> CheckResult:
+        return CheckResult("scripted", "script", True, ("x",), "fine")  # type: ignore[arg-type]
+
+    async def list_of_samples(ctx: CheckContext) -> CheckResult:
+        samples: Any = [Sample(check="scripted", ok=True, latency_s=0.01)]
+        return CheckResult("scripted", "script", True, samples, "fine")
+
+    for behaviour in (bad_samples, list_of_samples):
+        result = await run_check(ScriptedCheck(behaviour), scripted_ctx(make_ctx, target))
+        assert result.result == "error"
+        assert "samples are not a tuple of Samples" in result.message
+        assert result.samples == (Sample(check="scripted", ok=False, error="crash"),)
+
+
+async def test_a_plugin_calling_sys_exit_is_contained(make_ctx: MakeContext, target: URL) -> None:
+    """SystemExit from a check's run is its crash, not the daemon's exit."""
+
+    async def leave(ctx: CheckContext) -> CheckResult:
+        raise SystemExit(3)
+
+    result = await run_check(ScriptedCheck(leave), scripted_ctx(make_ctx, target))
+    assert result.result == "error" and result.message == "check crashed: SystemExit: 3"
+
+
 async def test_results_are_timed_and_redacted(make_ctx: MakeContext, target: URL) -> None:
     async def leaky(ctx: CheckContext) -> CheckResult:
         await asyncio.sleep(0.01)
@@ -376,6 +406,20 @@ async def test_a_started_run_is_timed_redacted_and_contained(
     result = await crashed
     assert result.result == "error" and result.message == "check crashed: ValueError: password ***"
     assert result.samples == (Sample(check="scripted", ok=False, error="crash"),)
+
+
+async def test_a_started_run_with_malformed_samples_is_an_error(
+    make_ctx: MakeContext, target: URL
+) -> None:
+    check = StartedCheck()
+    answer = await started(check, scripted_ctx(make_ctx, target))
+    check.runs[0].done(CheckResult("scripted", "script", True, ("x",)))  # type: ignore[arg-type]
+    result = await answer
+    assert result.result == "error"
+    assert result.message == (
+        "check crashed: TypeError: start() returned a CheckResult whose samples are not a"
+        " tuple of Samples"
+    )
 
 
 async def test_a_check_that_cannot_start_from_callbacks_is_left_to_run_check(

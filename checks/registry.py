@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import time
 import traceback
 import typing
@@ -156,7 +157,10 @@ async def run_check(check: Check, ctx: CheckContext) -> CheckResult:
     ticks().at(now + allowed, _net_due, net)
     try:
         try:
-            result = await check.run(ctx)
+            if _BUILT_IN.match(type(check).__module__):
+                result = await check.run(ctx)
+            else:
+                result = await _contained(check, ctx)
         except asyncio.CancelledError:
             if net.cut:
                 net.cut = False
@@ -204,6 +208,61 @@ def start_check(
         run.running = running
         ticks().at(now + allowed, _started_due, run)
     return run
+
+
+_BUILT_IN = re.compile(r"checks\.(http|smoke|load)\Z")
+"""Where the built-in check types live: they stop when cancelled, so they run in the
+caller's task; a plugin's run gets a task of its own (`_contained`)."""
+
+_abandoned: set[asyncio.Task[Any]] = set()
+"""Plugin runs that ignored their cancellation: held here until they end (a pending task
+nobody references is destroyed mid-run, with an error logged)."""
+
+
+async def _contained(check: Check, ctx: CheckContext) -> CheckResult:
+    """A plugin's `run`, in its own task: when the caller is cancelled (our limit, the
+    round's end, shutdown), the caller stops at once and the run is cancelled; a run that
+    swallows that cancellation is left to finish on its own, so it holds up neither the
+    round nor the daemon's stop (awaited in the caller's task, it held both forever)."""
+    inner = asyncio.ensure_future(plugin_run(check, ctx))
+    try:
+        result = await asyncio.shield(inner)
+    except asyncio.CancelledError:
+        if not inner.done():
+            inner.cancel()
+            _abandoned.add(inner)
+            inner.add_done_callback(_abandoned.discard)
+            asyncio.get_running_loop().call_later(STUBBORN_AFTER_S, _name_stubborn, check, inner)
+        raise
+    if isinstance(result, SystemExit):
+        raise result  # in the caller's frame, where `run_check` contains it
+    return result
+
+
+async def plugin_run(check: Check, ctx: CheckContext) -> CheckResult | SystemExit:
+    """`check.run`, with a SystemExit returned: raised in a task, the loop itself re-raises
+    it and the daemon stops."""
+    try:
+        return await check.run(ctx)
+    except SystemExit as exc:
+        return exc
+
+
+STUBBORN_AFTER_S = 1.0
+"""How long a cancelled plugin run may take to stop before a warning names its check."""
+
+_stubborn: set[str] = set()
+"""Checks already named in a warning for ignoring their cancellation (one line each)."""
+
+
+def _name_stubborn(check: Check, inner: asyncio.Task[Any]) -> None:
+    if not inner.done() and check.name not in _stubborn:
+        _stubborn.add(check.name)
+        log.warning(
+            "check %s (%s) goes on after it was cancelled; such runs are left behind",
+            check.name,
+            check.type,
+        )
 
 
 def _check_shape(result: object, by: str) -> None:

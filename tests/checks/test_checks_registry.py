@@ -192,6 +192,50 @@ async def test_a_check_that_hangs_is_timed_out_quietly(
     assert [r.levelno for r in caplog.records if "scripted" in r.getMessage()] == [logging.DEBUG]
 
 
+async def test_a_check_that_swallows_its_cancellation_is_cut_all_the_same(
+    make_ctx: MakeContext,
+    target: URL,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A plugin that catches CancelledError and waits on still gets its timeout result at
+    the limit, and a cancelled `run_check` (shutdown) returns at once: awaited in the
+    caller's task, such a run held its round, and so its window, forever."""
+    cancelled: list[int] = []
+    released = asyncio.Event()
+
+    async def stubborn(ctx: CheckContext) -> CheckResult:
+        while not released.is_set():
+            try:
+                await released.wait()
+            except asyncio.CancelledError:
+                cancelled.append(1)
+        raise AssertionError("released by the test")
+
+    monkeypatch.setattr(registry, "TIMEOUT_MARGIN_S", 0.05)
+    monkeypatch.setattr(registry, "STUBBORN_AFTER_S", 0.05)
+    check = ScriptedCheck(stubborn, timeout=0.05)
+    with caplog.at_level(logging.WARNING, logger="checks.registry"):
+        result = await asyncio.wait_for(run_check(check, scripted_ctx(make_ctx, target)), 2)
+        assert result.samples == (Sample(check="scripted", ok=False, error="timeout"),)
+        assert cancelled == [1]
+
+        long = ScriptedCheck(stubborn, timeout=60)
+        task = asyncio.create_task(run_check(long, scripted_ctx(make_ctx, target)))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 2)
+        assert cancelled == [1, 1]
+        await asyncio.sleep(0.1)
+    assert caplog.text.count("goes on after it was cancelled") == 1
+    left = list(registry._abandoned)
+    assert len(left) == 2
+    released.set()  # what the test left behind ends, unobserved
+    await asyncio.wait(left, timeout=2)
+    assert not registry._abandoned
+
+
 async def test_cancellation_is_not_swallowed(make_ctx: MakeContext, target: URL) -> None:
     started = asyncio.Event()
 

@@ -176,7 +176,7 @@ def records(log: Path) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(
     ("part", "left"),
     [
-        ("check", "stopping: EnvironmentProbe.run_once"),
+        ("check", "stopping: plugin_run"),
         ("provider", "stopping: closing provider hangclose did not finish within"),
         ("thread", f"stopping: still running {SHUTDOWN_TIMEOUT_S} s after the signal"),
     ],

@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from agent.logs import log_context
 from agent.metrics import Metrics
 from agent.retention import StorePruner
 from agent.settings_file import load_settings_text
@@ -495,3 +496,34 @@ async def test_the_replica_whose_window_probes_an_environment_takes_its_backgrou
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await store.close()
+
+
+async def test_a_background_runs_log_lines_name_its_environment(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between windows a check's crash or a target's failure is logged from the background
+    run's task: its JSON lines carry `environment` as a window's do (they had none)."""
+    env = settings().environments["production"]
+    sessions = TargetSessions()
+    probe = EnvironmentProbe("production", env, sessions, Metrics())
+    prober = BackgroundProber({"production": probe}, store, busy=lambda _: False)
+    seen: list[dict[str, str] | None] = []
+    ran = asyncio.Event()
+
+    async def run_round(*args: Any, **kwargs: Any) -> list[CheckResult]:
+        seen.append(log_context.get())
+        ran.set()
+        return []
+
+    monkeypatch.setattr(probe, "run_round", run_round)
+    health = next(c for c in probe.checks if c.type == "http")
+    task = asyncio.create_task(prober._probe_forever("production", probe, health, every=0.01))
+    try:
+        await asyncio.wait_for(ran.wait(), 5)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await sessions.aclose()
+    assert seen[0] == {"environment": "production"}
+    assert log_context.get() is None  # the background task's, not its caller's

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from agent.logs import log_context
 from agent.metrics import Metrics
 from agent.settings import EnvironmentSettings
 from agent.store.base import Store, StoredProbes
@@ -489,6 +490,8 @@ class BackgroundProber:
         overran its slot is followed at once by the latest slot passed, never by a burst
         of the missed ones (as rounds: `agent.windows.schedule`). The grid starts at the
         first run, `first` seconds from now: the second comes a whole period after it."""
+        # this task's (and its probes') log lines name their environment, as a window's do
+        log_context.set({"environment": name})
         if first > 0:
             await self.sleep(first)
         start, slot = self.monotonic(), 0

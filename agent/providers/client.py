@@ -522,6 +522,7 @@ class HttpProvider:
             try:
                 async with asyncio.timeout(self.timeout):
                     observation = await plan.run(asyncio.get_running_loop().time() + self.timeout)
+                _check_shape(observation)
                 if observation.seconds is None and plan.seconds is not None:
                     observation = dataclasses.replace(observation, seconds=plan.seconds)
                 result = "ok"
@@ -622,3 +623,20 @@ def _describe(exc: aiohttp.ClientError) -> str:
     if isinstance(exc, aiohttp.ClientPayloadError):
         return "answer cut short"
     return type(exc).__name__
+
+
+def _check_shape(observation: object) -> None:
+    """Raise TypeError unless `observation` is an Observation of numbers: a provider
+    plugin's malformed answer must fail soft here, as an error observation, not in the
+    judge a moment later."""
+    if not isinstance(observation, Observation):
+        raise TypeError(f"the plan returned {type(observation).__name__}, not an Observation")
+    value, values = observation.value, observation.values
+    if not (value is None or _is_number(value)) or not (
+        isinstance(values, tuple) and all(_is_number(v) for v in values)
+    ):
+        raise TypeError("the plan returned an Observation whose value or values are not numbers")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import logging
+import typing
 from collections.abc import Iterator
 from importlib.metadata import EntryPoint, EntryPoints
 from pathlib import Path
@@ -130,6 +131,29 @@ def test_a_plugin_validates_its_own_rules_as_built_ins_do(echo_plugin: None) -> 
     document["providers"] = {"sentry": {"org": "acme", "token": "sntrys_x1234"}}
     with pytest.raises(ValidationError, match=r"metric must be one of .* for source sentry"):
         settings_from_document(document)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [Observation(value="0.5"), Observation(value=0.5, values=("0.1",)), Observation(value=True)],  # type: ignore[arg-type]
+    ids=["a text value", "text values", "a bool value"],
+)
+async def test_a_malformed_observation_becomes_an_error_observation(
+    sentry: SentryProvider, metrics: Metrics, monkeypatch: pytest.MonkeyPatch, answer: Any
+) -> None:
+    """A plugin's plan that answers with something other than numbers fails soft here,
+    where it was passed on to the judge as it was."""
+
+    async def malformed(deadline: float) -> Observation:
+        return typing.cast(Observation, answer)
+
+    monkeypatch.setattr(sentry, "plan", lambda *a: Plan(key="k", query="q", run=malformed))
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="error_rate", max=1), scope(), AFTER, "v1"
+    )
+    assert obs.value is None
+    assert obs.error == "unexpected failure talking to Sentry (TypeError)"
+    assert requests_counted(metrics, "sentry", "error") == 1
 
 
 async def test_an_unexpected_exception_becomes_an_error_observation(

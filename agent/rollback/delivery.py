@@ -381,6 +381,8 @@ class RollbackDelivery:
             if number is None:
                 return await self._lost(intent, context)
             intent.attempts, intent.next_attempt_at = number, None
+            if not await self._lease_outlasts_the_request(intent, settings, until):
+                return await self._lost(intent, context)
             outcome = await self._attempt(request, settings)
             intent.last_status = outcome.status
             intent.last_error = outcome.error
@@ -442,6 +444,27 @@ class RollbackDelivery:
             )
             if not await self._hold(intent, delay, attempt):
                 return await self._lost(intent, context)
+
+    async def _lease_outlasts_the_request(
+        self, intent: RollbackIntent, settings: RollbackSettings, until: float
+    ) -> bool:
+        """Whether the lease, as `begin_attempt` stored it (to `until`), still covers the
+        whole request; if not (this process was paused, or the store slow, between the
+        clock read and the commit's answer), it is taken again first, under a new epoch,
+        and False if another sender took it meanwhile and began an attempt of its own, or
+        ended the rollback. Sending anyway, a sender paused past its lease right after
+        storing its attempt sent it on waking, after a survivor had taken the lapsed
+        lease, waited its grace and delivered: the receiver took the rollback twice."""
+        while self._clock() + settings.timeout > until:
+            now = self._clock()
+            until = now + max(self.lease_s, settings.timeout + 1.0)
+            taken = await self._store.take_rollback(
+                intent.window_id, self.owner, now, until, intent.fence
+            )
+            if taken is None or taken.attempts != intent.attempts:
+                return False
+            intent.lease_epoch, intent.lease_until = taken.lease_epoch, taken.lease_until
+        return True
 
     async def _replaced_by(self, intent: RollbackIntent, environment: str) -> DeployWindow | None:
         """A newer deploy of the environment that took effect after this rollback was

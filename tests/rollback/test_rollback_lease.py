@@ -168,3 +168,52 @@ async def test_a_sender_that_lost_its_lease_neither_counts_nor_follows_up_the_ro
     assert stored is not None
     await deliver_rollback(window, stored, env, services_b)
     assert ran_b == ["b:dep_01JDTEST"] and counted(metrics_b, "rolled_back") == 1.0
+
+
+class PausedInBeginAttempt(SqliteStore):
+    """Sender "a" is paused (SIGSTOP) while its attempt's number is being stored: the
+    commit lands, then the clock runs past the lease before "a" goes on; `meanwhile`
+    plays the survivor's sweep."""
+
+    paused_owner = "a"
+    meanwhile: Any = None
+
+    async def begin_attempt(self, window_id: str, fence: Any, now: float, until: float) -> Any:
+        number = await super().begin_attempt(window_id, fence, now, until)
+        if fence.owner == self.paused_owner and self.meanwhile is not None:
+            meanwhile, self.meanwhile = self.meanwhile, None
+            await meanwhile()
+        return number
+
+
+async def test_a_sender_paused_as_its_attempt_is_stored_does_not_send_it_after_a_takeover(
+    tmp_path: Any, rollback_receiver: Any
+) -> None:
+    """The attempt is stored and the lease lapses before it goes out (a pause between
+    the commit and the request): "b" takes over, waits its grace and delivers; "a" wakes
+    and must not send the attempt it had stored, or the receiver takes it twice."""
+    store = PausedInBeginAttempt(tmp_path / "paused.db")
+    await store.open()
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(200, 200))
+    clock = Clock()
+    conf = settings(receiver.url)
+    survivor = sender(store, "b", clock)
+    results: list[RollbackIntent] = []
+
+    async def survivor_delivers() -> None:
+        clock.now += LEASE_S + conf.timeout + 60
+        [pending] = await store.pending_rollbacks()
+        results.append(await survivor.deliver(pending, conf, "production"))
+
+    store.meanwhile = survivor_delivers
+    first = sender(store, "a", clock)
+    try:
+        done = await first.deliver(await stored_intent(store), conf, "production")
+    finally:
+        await first.aclose()
+        await survivor.aclose()
+        await store.close()
+
+    assert [r.state for r in results] == ["delivered"]
+    assert done.state == "delivered"
+    assert sum(a.accepted for a in receiver.attempts) == 1

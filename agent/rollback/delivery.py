@@ -685,14 +685,15 @@ def _as_written(url: str) -> URL | str:
 def _unsettled_from_another(given: RollbackIntent, taken: RollbackIntent, owner: str) -> bool:
     """Taken over from another sender (`given` is how the sweep found it) while its last
     attempt went out, or was about to, and no outcome followed: no wait is stored
-    (`_hold` stores one with every outcome but the last)."""
+    (`_hold` stores one with every outcome but the last). Found under this owner's own
+    lapsed lease, it was another's all the same if the epoch moved on more than this take
+    did: another sender took it between the read and the take (and let it lapse, maybe
+    holding a 2xx through a store outage); without the grace this one sent at once."""
     previous = given.lease_owner
-    return (
-        previous is not None
-        and previous != owner
-        and taken.attempts > 0
-        and taken.next_attempt_at is None
+    handed_on = (previous is not None and previous != owner) or (
+        taken.lease_epoch > given.lease_epoch + 1
     )
+    return handed_on and taken.attempts > 0 and taken.next_attempt_at is None
 
 
 def _unanswered(exc: BaseException) -> str:

@@ -7,10 +7,11 @@ receiver is the judge: it counts every 2xx it answered, duplicates included.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from agent.metrics import Metrics
-from agent.records import DeployWindow, RollbackIntent
+from agent.records import DeliveryAttempt, DeployWindow, Fence, RollbackIntent
 from agent.rollback.delivery import RollbackDelivery
 from agent.settings import EnvironmentSettings
 from agent.store.sqlite import SqliteStore
@@ -217,3 +218,46 @@ async def test_a_sender_paused_as_its_attempt_is_stored_does_not_send_it_after_a
     assert [r.state for r in results] == ["delivered"]
     assert done.state == "delivered"
     assert sum(a.accepted for a in receiver.attempts) == 1
+
+
+async def test_a_sweep_that_read_its_own_lapsed_lease_waits_the_grace_if_another_took_it_since(
+    store: SqliteStore, rollback_receiver: Any
+) -> None:
+    """Sender "a"'s sweep read the rollback under its own (lapsed) lease; before it takes it,
+    "b" took it, sent an attempt and, its 2xx held through a store outage, let its lease
+    lapse too. The read says "a's own", but the epoch moved on twice: "a" waits the
+    grace as for any takeover, "b" records its 2xx meanwhile, and "a" sends nothing
+    (it sent at once: the receiver took the rollback twice)."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(200,))
+    clock = Clock()
+    conf = settings(receiver.url)
+    await stored_intent(store)
+    read = await store.take_rollback("dep_01JDTEST", "a", clock.now, clock.now + LEASE_S)
+    assert read is not None
+    clock.now += LEASE_S + 1
+    taken = await store.take_rollback("dep_01JDTEST", "b", clock.now, clock.now + LEASE_S)
+    assert taken is not None
+    fence = Fence("b", taken.lease_epoch)
+    number = await store.begin_attempt("dep_01JDTEST", fence, clock.now, clock.now + LEASE_S)
+    assert number == 1
+    sent_at = clock.now
+    clock.now += LEASE_S + 1
+    waits: list[float] = []
+
+    async def b_records_its_2xx(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 1:
+            taken.attempts = 1
+            done = dataclasses.replace(taken, state="delivered", finished_at=clock.now)
+            accepted = DeliveryAttempt("dep_01JDTEST", 1, sent_at, 200, None, 0.1)
+            assert await store.settle_rollback(done, accepted)
+
+    first = sender(store, "a", clock, sleep=b_records_its_2xx)
+    try:
+        done = await first.deliver(read, conf, "production")
+    finally:
+        await first.aclose()
+
+    assert waits  # the grace was waited
+    assert done.state == "delivered"
+    assert receiver.attempts == []  # b's 2xx was the one; "a" sent nothing

@@ -1179,13 +1179,17 @@ def settled_alert(
     *,
     unconfigured: bool = False,
 ) -> Alert:
-    """What on-call hears of a settled rollback: delivered, or NOT and why. `unconfigured`:
-    given up because the environment (`env` None) or its `rollback` left the configuration."""
+    """What on-call hears of a settled rollback: delivered, or NOT and why (skipped: a
+    `dry_run` turned on before it was sent). `unconfigured`: given up because the
+    environment (`env` None) or its `rollback` left the configuration."""
     assert unconfigured or (env is not None and env.rollback is not None)
     target = env.rollback.target if env is not None and env.rollback is not None else "webhook"
     if done.state == "delivered":
         event: AlertEvent = "rollback_delivered"
         reason = f"rollback delivered after {done.attempts} attempt(s)"
+    elif done.state == "skipped":  # `rollback.dry_run` turned on before it was sent
+        event = "rollback_skipped"
+        reason = f"rollback NOT sent: {done.last_error}"
     else:
         event = "rollback_failed"
         reason = (
@@ -1303,16 +1307,7 @@ async def _give_up_unconfigured(
         finished_at=now,
         lease_until=None,
     )
-    if dry_run:
-        body = json.loads(done.body)
-        alert = Alert.for_window(
-            window,
-            "rollback_skipped",
-            reason=f"rollback NOT sent: {done.last_error}. Cause: {body.get('reason', '')}",
-            rules=body.get("breaches", []),
-        )
-    else:
-        alert = settled_alert(window, env, done, unconfigured=True)
+    alert = settled_alert(window, env, done, unconfigured=not dry_run)
     tags = env.alerts.tags if env is not None else []
     if not await s.store.settle_rollback(done, alerts=[alert_claim(alert, tags)]):
         return

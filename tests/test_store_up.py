@@ -78,6 +78,20 @@ def idle_agent(path: Path, metrics: Metrics, poll_interval: float) -> web.Applic
     )
 
 
+def claims_seen(app: web.Application) -> asyncio.Event:
+    """Set once the watcher's claim has gone through, its `store_up` set just after, in
+    the same step of the loop (a claim in flight can set it 1 at any later moment)."""
+    watcher, seen = app[WATCHER], asyncio.Event()
+    claim = watcher._claim
+
+    async def counted() -> None:
+        await claim()
+        seen.set()
+
+    watcher._claim = counted  # type: ignore[method-assign]
+    return seen
+
+
 async def test_an_idle_agent_says_the_store_down_and_up_again_from_its_claims(
     tmp_path: Path,
 ) -> None:
@@ -114,7 +128,11 @@ async def test_an_api_write_refused_says_the_store_down_until_the_next_claim(
     path = tmp_path / "postflight.db"
     metrics = Metrics()
     app = idle_agent(path, metrics, poll_interval=3600)
+    first_claim = claims_seen(app)
     async with TestClient(TestServer(app)) as client:
+        # the first claim's own "up" lands after it, not inside the outage below: on a
+        # loaded machine it was still under way when the lock was taken (CI, one run)
+        await asyncio.wait_for(first_claim.wait(), 10)
         await becomes(client, 1)
         async with held_by_another_process(path):
             async with client.post(

@@ -227,7 +227,7 @@ def build_app(
         )
         app[LOOPS] = {loop.get_name(): loop for loop in (task, side, recovery)}
         for what, loop in app[LOOPS].items():
-            up = app[METRICS].loop_up.labels(what)
+            up = app[METRICS].loops_up[what]
             up.set(1)
             loop.add_done_callback(functools.partial(_loop_ended, what, up))
         yield
@@ -266,7 +266,7 @@ def build_app(
 def _loop_ended(what: str, up: Gauge, task: asyncio.Task[None]) -> None:
     """A background loop ends only when a stop cancels it. One that ended otherwise (a bug
     outside its retries) leaves windows unwatched or alerts unsent while the API answers:
-    said at once, `postflight_loop_up` 0 (`PostflightLoopStopped` pages), and /readyz fails
+    said at once, `postflight_<loop>_up` 0 (`PostflightLoopStopped` pages), and /readyz fails
     until a restart."""
     if task.cancelled():
         return

@@ -373,7 +373,7 @@ def kept_latencies(exposition: str, environment: str = "demo") -> tuple[int, int
                 runs += sample.value
             elif (
                 sample.name == "postflight_samples_dropped_total"
-                and sample.labels.get("reason") == "agent_lag_latency"
+                and sample.labels.get("result") == "agent_lag_latency"
             ):
                 dropped += sample.value
     return int(runs - dropped), int(dropped)

@@ -76,6 +76,17 @@ class LoopHistogram(Histogram):
         self._buckets[bisect_left(self._upper_bounds, amount)]._value += 1
 
 
+_GC_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+LOOPS = {
+    "watcher": "claims and watches windows",
+    "integrations": "GitHub and Vercel follow-ups and gates",
+    "alert-recovery": "alert retries",
+}
+"""The daemon's background loops, each with a gauge of its own (`postflight_watcher_up`,
+…): §5 allows labels environment, check, rule, provider and outcome/result only, so a
+`loop` label is not one."""
+
+
 class Metrics:
     """One set of metrics per agent process (tests make their own)."""
 
@@ -176,23 +187,29 @@ class Metrics:
         )
         self.samples_dropped_total = LoopCounter(
             "postflight_samples_dropped_total",
-            "Probe samples not counted against the target, by reason: agent_lag (a timeout"
+            "Probe samples not counted against the target, by result: agent_lag (a timeout"
             " the agent's own stalled event loop caused: dropped), agent_lag_latency (an"
             " answer counted, its latency inflated by the stall dropped).",
-            ["environment", "reason"],
+            ["environment", "result"],
             registry=r,
         )
         self.gc_pause_seconds = Histogram(
             "postflight_gc_pause_seconds",
-            "How long the agent's garbage collections paused it, by generation (2: full).",
-            ["generation"],
-            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            "How long the agent's garbage collections paused it, every one (full ones too).",
+            buckets=_GC_BUCKETS,
+            registry=r,
+        )
+        self.gc_full_pause_seconds = Histogram(
+            "postflight_gc_full_pause_seconds",
+            "How long the agent's full garbage collections (the oldest generation's) paused"
+            " it: the long ones.",
+            buckets=_GC_BUCKETS,
             registry=r,
         )
         self.api_requests_total = Counter(
             "postflight_api_requests_total",
-            "API requests, by status class.",
-            ["status"],
+            "API requests, by result: the status class (2xx, 4xx, 5xx).",
+            ["result"],
             registry=r,
         )
         self.malformed_requests_total = Counter(
@@ -211,15 +228,15 @@ class Metrics:
             ["provider", "result"],
             registry=r,
         )
-        self.loop_up = Gauge(
-            "postflight_loop_up",
-            "1 while a background loop of the daemon runs (watcher: claims and watches"
-            " windows; integrations: GitHub and Vercel follow-ups and gates; alert-recovery:"
-            " alert retries), 0 once it stopped on a bug: deploys go unwatched until a"
-            " restart (/readyz fails too).",
-            ["loop"],
-            registry=r,
-        )
+        self.loops_up = {
+            loop: Gauge(
+                f"postflight_{loop.replace('-', '_')}_up",
+                f"1 while the daemon's {loop} loop runs ({what}), 0 once it stopped on a bug:"
+                " deploys go unwatched until a restart (/readyz fails too).",
+                registry=r,
+            )
+            for loop, what in LOOPS.items()
+        }
         self.waiting_for_store = Gauge(
             "postflight_waiting_for_store",
             "1 while `postflight run` waits at start for a store that gives no answer:"
@@ -238,7 +255,8 @@ class Metrics:
             registry=r,
         )
         # last: it writes the families above by hand (`agent.exposition`)
-        self.exposition = Exposition(r, [m for m in vars(self).values() if isinstance(m, Family)])
+        own = [m for m in vars(self).values() if isinstance(m, Family)]
+        self.exposition = Exposition(r, [*own, *self.loops_up.values()])
 
     def expect(
         self,

@@ -47,6 +47,11 @@ TOKEN = "soak-api-token-0123456789"
 HOST = "127.0.0.1"
 KINDS = ("refused", "hang", "p500", "slow", "reset")
 DEPLOY_EVERY_S = 300.0
+GC_AND_ALERT_COUNTS = (
+    "postflight_gc_pause_seconds_count",
+    "postflight_gc_full_pause_seconds_count",
+    "postflight_alerts_total",
+)
 
 
 # ------------------------------------------------------------- the watcher
@@ -327,7 +332,7 @@ def report(out: Path) -> None:
     metrics = out / "metrics.txt"
     if metrics.exists():
         for line in metrics.read_text().splitlines():
-            if line.startswith(("postflight_gc_pause_seconds_count", "postflight_alerts_total")):
+            if line.startswith(GC_AND_ALERT_COUNTS):
                 print(f"  {line}")
     if (out / "peers.json").exists():
         print("peers:", (out / "peers.json").read_text())

@@ -223,23 +223,24 @@ def agent_metrics(port: int) -> dict[str, float]:
     collections (how many full ones, how many paused it more than 50 ms, their seconds)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
         text = resp.read().decode()
-    out = {"overruns": 0.0, "gc_full": 0.0, "gc_over_50ms": 0.0, "gc_count": 0.0, "gc_s": 0.0}
-    out |= {f"gc_over_50ms_gen{g}": 0.0 for g in range(3)}
+    out = dict.fromkeys(
+        ("overruns", "gc_full", "gc_full_over_50ms", "gc_over_50ms", "gc_count", "gc_s"), 0.0
+    )
     for line in text.splitlines():
         name, _, value = line.rpartition(" ")
-        slow = "gc_over_50ms_gen" + name.partition('generation="')[2][:1]
         if name.startswith("postflight_round_overruns_total{"):
             out["overruns"] += float(value)
-        elif name.startswith("postflight_gc_pause_seconds_count{"):
+        elif name == "postflight_gc_pause_seconds_count":
             out["gc_count"] += float(value)
-            out[slow] += float(value)
-            if 'generation="2"' in name:
-                out["gc_full"] += float(value)
-        elif name.startswith("postflight_gc_pause_seconds_sum{"):
+        elif name == "postflight_gc_full_pause_seconds_count":
+            out["gc_full"] += float(value)
+            out["gc_full_over_50ms"] += float(value)
+        elif name == "postflight_gc_pause_seconds_sum":
             out["gc_s"] += float(value)
-        elif name.startswith("postflight_gc_pause_seconds_bucket{") and 'le="0.05"' in name:
+        elif name == 'postflight_gc_pause_seconds_bucket{le="0.05"}':
             out["gc_over_50ms"] -= float(value)
-            out[slow] -= float(value)
+        elif name == 'postflight_gc_full_pause_seconds_bucket{le="0.05"}':
+            out["gc_full_over_50ms"] -= float(value)
     out["gc_over_50ms"] += out["gc_count"]
     return out
 
@@ -592,9 +593,7 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
         "gc_share_of_cpu": round(
             (counted["gc_s"] - gc_before) / max(1e-9, samples[-1].cpu - samples[0].cpu), 3
         ),
-        "gc_pauses_over_50ms_by_generation": [
-            int(counted[f"gc_over_50ms_gen{g}"]) for g in range(3)
-        ],
+        "gc_full_pauses_over_50ms": int(counted["gc_full_over_50ms"]),
         "round_phase_busiest_tenth": round(busiest_tenth(rounds.phases), 3),
         **scraper.figures(),
         "loadavg_1m_start": round(load_start, 2),

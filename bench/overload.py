@@ -75,7 +75,7 @@ def probe_counts(port: int) -> dict[str, float]:
             if name.startswith("postflight_check_runs_total{"):
                 out["runs_" + name.split('result="')[1].split('"')[0]] += float(value)
             elif name.startswith("postflight_samples_dropped_total{"):
-                out["dropped_" + name.split('reason="')[1].split('"')[0]] += float(value)
+                out["dropped_" + name.split('result="')[1].split('"')[0]] += float(value)
     return out
 
 

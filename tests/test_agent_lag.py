@@ -59,7 +59,7 @@ def _probe(
 
 def _dropped(metrics: Metrics, reason: str) -> float:
     value = metrics.registry.get_sample_value(
-        "postflight_samples_dropped_total", {"environment": "production", "reason": reason}
+        "postflight_samples_dropped_total", {"environment": "production", "result": reason}
     )
     return value or 0.0
 

@@ -239,5 +239,5 @@ async def test_a_loop_that_stops_on_a_bug_is_said_at_once_and_fails_readiness(
     assert said.exc_info is not None and said.exc_info[0] is KeyError
     # and on a dashboard: `PostflightLoopStopped` pages on it (tests/config/alert_rules_test)
     up = app[METRICS].registry.get_sample_value
-    assert up("postflight_loop_up", {"loop": "watcher"}) == 0
-    assert up("postflight_loop_up", {"loop": "integrations"}) == 1
+    assert up("postflight_watcher_up", {}) == 0
+    assert up("postflight_integrations_up", {}) == 1

@@ -13,12 +13,12 @@ from agent.metrics import Metrics
 
 def exposition(runs: dict[tuple[str, str], int], dropped: dict[tuple[str, str], int]) -> str:
     """The agent's own metrics, as its `/metrics` exposes them, with these counts:
-    check runs by (environment, result), samples dropped by (environment, reason)."""
+    check runs by (environment, result), samples dropped by (environment, result)."""
     metrics = Metrics(CollectorRegistry())
     for (environment, result), count in runs.items():
         metrics.check_runs_total.labels(environment, "api-health", result).inc(count)
-    for (environment, reason), count in dropped.items():
-        metrics.samples_dropped_total.labels(environment, reason).inc(count)
+    for (environment, result), count in dropped.items():
+        metrics.samples_dropped_total.labels(environment, result).inc(count)
     return generate_latest(metrics.registry).decode()
 
 

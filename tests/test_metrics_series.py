@@ -45,7 +45,7 @@ def test_a_started_agent_exposes_every_possible_series_at_zero(tmp_path: Path) -
         'postflight_alerts_total{result="failed"} 0.0',
         'postflight_provider_requests_total{provider="prometheus",result="error"} 0.0',
         'postflight_round_overruns_total{environment="production"} 0.0',
-        'postflight_samples_dropped_total{environment="production",reason="agent_lag"} 0.0',
+        'postflight_samples_dropped_total{environment="production",result="agent_lag"} 0.0',
         'postflight_deploy_events_total{provider="github",result="rejected"} 0.0',
     ):
         assert line in exposed, line

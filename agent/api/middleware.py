@@ -40,7 +40,7 @@ class StoreRefusals:
     then at most one a minute, which counts those in between. Each such request logged a
     line of its own: a PostgreSQL restart of 3 s under one polling client and a pipeline's
     `register --wait` made 25 (a live audit), the background loops' one line each lost
-    among them; `postflight_api_requests_total{status="5xx"}` still counts every one.
+    among them; `postflight_api_requests_total{result="5xx"}` still counts every one.
     A request the store answered (`answered`) ends the outage, said in one INFO line: the
     next refusal is another outage and said at once, where one within a minute of the
     last line was silent."""

@@ -67,18 +67,22 @@ def tune_collector() -> None:
 
 
 class GcPauses:
-    """`postflight_gc_pause_seconds{generation}`: every collection's pause, from
-    `gc.callbacks` (two calls a collection: a few microseconds)."""
+    """`postflight_gc_pause_seconds`: every collection's pause, and the full ones' in
+    `postflight_gc_full_pause_seconds` too, from `gc.callbacks` (two calls a collection:
+    a few microseconds)."""
 
     def __init__(self, metrics: Metrics) -> None:
-        self.pauses = [metrics.gc_pause_seconds.labels(str(g)) for g in range(3)]
+        self.every, self.full = metrics.gc_pause_seconds, metrics.gc_full_pause_seconds
         self.started = 0.0
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self.started = time.perf_counter()
-        else:
-            self.pauses[info["generation"]].observe(time.perf_counter() - self.started)
+            return
+        pause = time.perf_counter() - self.started
+        self.every.observe(pause)
+        if info["generation"] == 2:  # the oldest: a full collection
+            self.full.observe(pause)
 
     def install(self) -> None:
         if self not in gc.callbacks:

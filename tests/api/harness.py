@@ -113,7 +113,7 @@ class LoopApi:
 
     def five_hundreds(self) -> float:
         value = self.metrics.registry.get_sample_value(
-            "postflight_api_requests_total", {"status": "5xx"}
+            "postflight_api_requests_total", {"result": "5xx"}
         )
         return value or 0.0
 

@@ -415,10 +415,10 @@ async def test_requests_are_counted_by_status_class(client: Client, metrics: Met
     await client.get("/v1/deploys/dep_nope", headers=AUTH)
     await client.get("/healthz")
     assert (
-        metrics.registry.get_sample_value("postflight_api_requests_total", {"status": "2xx"}) == 2
+        metrics.registry.get_sample_value("postflight_api_requests_total", {"result": "2xx"}) == 2
     )
     assert (
-        metrics.registry.get_sample_value("postflight_api_requests_total", {"status": "4xx"}) == 1
+        metrics.registry.get_sample_value("postflight_api_requests_total", {"result": "4xx"}) == 1
     )
 
 
@@ -480,7 +480,7 @@ async def test_a_bug_answers_a_clean_500_problem_and_logs_it_redacted(
     assert body["status"] == 500 and TOKEN not in json.dumps(body)
     assert "database said no" in caplog.text and TOKEN not in caplog.text
     assert (
-        metrics.registry.get_sample_value("postflight_api_requests_total", {"status": "5xx"}) == 1
+        metrics.registry.get_sample_value("postflight_api_requests_total", {"result": "5xx"}) == 1
     )
 
 

@@ -43,7 +43,7 @@ def busy(metrics: Metrics, environments: int) -> None:
         metrics.rule_evaluations_total.labels(environment=env, rule="errors", outcome="pass").inc()
         metrics.round_overruns_total.labels(environment=env).inc()
         metrics.round_lag_seconds.observe(math.inf if i == 3 else 1e-4)
-        metrics.samples_dropped_total.labels(environment=env, reason="agent_lag").inc(0.5)
+        metrics.samples_dropped_total.labels(environment=env, result="agent_lag").inc(0.5)
     metrics.windows_total.labels(environment="e", outcome="passed").inc()
     metrics.rollbacks_total.labels(environment="e", result="delivered").inc()
     metrics.provider_request_duration_seconds.labels(provider="sentry").observe(0.3)

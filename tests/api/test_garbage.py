@@ -2,7 +2,7 @@
 
 Hypothesis drives a real server (aiohttp on a SqliteStore) through its test
 client and through a raw socket. The error middleware's 500 branch exists for
-bugs; `postflight_api_requests_total{status="5xx"}` staying unset shows that no
+bugs; `postflight_api_requests_total{result="5xx"}` staying unset shows that no
 garbage ever reached it. Hypothesis runs synchronously, so each test owns an
 event loop and runs the server on it.
 """

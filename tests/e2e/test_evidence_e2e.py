@@ -248,7 +248,7 @@ async def latency_doubles(
     finally:
         await agent.stop()
     dropped = sum(
-        agent.metric("postflight_samples_dropped_total", environment="production", reason=r)
+        agent.metric("postflight_samples_dropped_total", environment="production", result=r)
         for r in ("agent_lag", "agent_lag_latency")
     )
     return final, dropped

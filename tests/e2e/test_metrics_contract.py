@@ -49,6 +49,10 @@ VALUES: dict[tuple[str, str], set[str]] = {
 }  # fmt: skip
 """The label values the table lists, and the known extras."""
 
+BOUNDED = {"environment", "check", "rule", "provider", "outcome", "result"}
+"""§5: "carry only bounded labels: environment, check, rule, provider, outcome/result"
+(besides `le`, a histogram's, and `postflight_build_info`'s own `version`)."""
+
 
 class FakePrometheus(LocalTarget):
     """`/api/v1/query_range` answering one series at 0: the provider's fetches are `ok`."""
@@ -136,7 +140,13 @@ async def test_the_metrics_table_as_a_scraper_reads_it(
                 allowed = VALUES.get((name, label))
                 assert allowed is None or given in allowed, (name, label, given)
     for family in exposed.values():
+        assert family.name.startswith("postflight_"), family.name
         for sample in family.samples:
+            extra = set(sample.labels) - BOUNDED - {"le"}
+            assert not extra or (family.name, extra) == ("postflight_build_info", {"version"}), (
+                family.name,
+                extra,
+            )
             for given in sample.labels.values():
                 assert deploy["id"] not in given and "://" not in given, (family.name, sample)
                 assert given not in ("v2.4.1", "v2.4.0"), (family.name, sample)

@@ -88,7 +88,7 @@ async def test_a_stalled_agent_never_rolls_back_a_healthy_deploy(
     assert {r["outcome"] for r in final["verdict"]["rules"]} <= {"pass", "inconclusive"}
     assert final["rollback"] is None
     dropped = sum(
-        agent.metric("postflight_samples_dropped_total", environment="production", reason=r)
+        agent.metric("postflight_samples_dropped_total", environment="production", result=r)
         for r in ("agent_lag", "agent_lag_latency")
     )
     assert dropped >= stalls / 2

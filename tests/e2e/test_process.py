@@ -98,7 +98,7 @@ def test_sigterm_stops_within_ten_seconds_and_keeps_the_window(tmp_path: Path) -
         full = [
             float(line.rsplit(" ", 1)[1])
             for line in metrics.splitlines()
-            if line.startswith('postflight_gc_pause_seconds_count{generation="2"}')
+            if line.startswith("postflight_gc_full_pause_seconds_count ")
         ]
         assert full and full[0] >= 1
     finally:

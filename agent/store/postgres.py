@@ -49,6 +49,10 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     # in that state: "cannot switch to state 11; another operation (2) is in progress"
     # reached GET /v1/deploys as a 500 in a live audit; the pool replaces it
     asyncpg.exceptions.InternalClientError,
+    # a server that takes no writes now (a primary stepping down in a failover, reached
+    # again as a standby), as SQLite's read-only file: a rollback's 2xx whose record it
+    # refused was left pending as a bug's, and sent again once resumed
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
 
 

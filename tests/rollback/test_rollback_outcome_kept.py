@@ -1,0 +1,116 @@
+"""A receiver's answer is stored however the store or the process falters as it is: a 2xx
+whose record is lost is sent again once the rollback is resumed (by this replica after a
+restart, or by another after the lease), a second rollback at the receiver.
+
+The receiver is the judge: it counts every request it accepted, duplicates included.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+
+from agent.metrics import Metrics
+from agent.rollback.delivery import RollbackDelivery
+from agent.store.postgres import PostgresStore
+from tests.pg import PgCluster
+from tests.receivers import RollbackAttempt, RollbackReceiver
+from tests.rollback.support import REQUESTED_AT, SECRET, settings, stored_intent
+
+
+async def resumed(sender: RollbackDelivery, store: Any, conf: Any) -> None:
+    """What a sweep does once the lease is out: every pending rollback delivered again."""
+    for pending in await store.pending_rollbacks():
+        await sender.deliver(pending, conf, "production")
+
+
+class Failover:
+    """A database of its own whose primary steps down: its sessions are cut and the ones
+    opened next are read-only (a managed PostgreSQL failing over, a client reconnecting to
+    the old primary, now a standby), until `back()`."""
+
+    def __init__(self, cluster: PgCluster) -> None:
+        self.cluster = cluster
+        self.name = f"t_{uuid.uuid4().hex[:16]}"
+        self.url = cluster.url(self.name)
+
+    async def create(self) -> None:
+        await self._admin(f'CREATE DATABASE "{self.name}"')
+
+    async def read_only(self) -> None:
+        await self._admin(f'ALTER DATABASE "{self.name}" SET default_transaction_read_only = on')
+        await self._cut()
+
+    async def back(self) -> None:
+        await self._admin(f'ALTER DATABASE "{self.name}" RESET default_transaction_read_only')
+        await self._cut()
+
+    @staticmethod
+    async def reconnected(store: PostgresStore) -> None:
+        """The pool's cut connections dropped: each fails its first use, then is replaced."""
+        for _ in range(20):
+            if await store.ping():
+                return
+        raise AssertionError("the store does not answer after the failover")
+
+    async def _cut(self) -> None:
+        await self._admin(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            f" WHERE datname = '{self.name}' AND pid <> pg_backend_pid()"
+        )
+
+    async def _admin(self, sql: str) -> None:
+        conn = await asyncpg.connect(self.cluster.url(), timeout=10)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+
+async def test_a_2xx_answered_as_postgresql_fails_over_read_only_is_stored_once_it_can_be(
+    pg_cluster: PgCluster, rollback_receiver: Any, metrics: Metrics
+) -> None:
+    """The store answered the 2xx's record with "cannot execute UPDATE in a read-only
+    transaction": not taken for an outage, the delivery ended "interrupted, left pending"
+    and the rollback was sent again once resumed, though the receiver had accepted it."""
+    failover = Failover(pg_cluster)
+    await failover.create()
+
+    async def steps_down_as_it_answers(attempt: RollbackAttempt) -> None:
+        if attempt.n == 1:
+            await failover.read_only()
+
+    receiver: RollbackReceiver = await rollback_receiver(
+        SECRET, on_attempt=steps_down_as_it_answers
+    )
+    waits: list[float] = []
+
+    async def new_primary_after_a_few_tries(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 3:
+            await failover.back()
+
+    store = PostgresStore(failover.url)
+    await store.open()
+    now = [REQUESTED_AT]
+    sender = RollbackDelivery(
+        store, metrics, clock=lambda: now[0], sleep=new_primary_after_a_few_tries
+    )
+    conf = settings(receiver.url)
+    try:
+        intent = await stored_intent(store)  # type: ignore[arg-type]
+        done = await sender.deliver(intent, conf, "production")
+        await failover.back()  # over by now in any case
+        await failover.reconnected(store)
+        now[0] += 2 * sender.lease_s + conf.timeout
+        await resumed(sender, store, conf)
+        stored = await store.get_rollback(intent.window_id)
+    finally:
+        await sender.aclose()
+        await store.close()
+
+    assert sum(a.accepted for a in receiver.attempts) == 1
+    assert done.state == "delivered" and len(waits) >= 3  # held through the read-only tries
+    assert stored is not None and (stored.state, stored.attempts) == ("delivered", 1)

@@ -555,7 +555,8 @@ class RollbackDelivery:
         The outcome of an answered `attempt` is held here until the store takes it: a
         2xx left unstored when the store did not answer for a moment (a PostgreSQL
         restart) was sent again once it came back, by this very process or a replica,
-        though nothing had crashed. A stop (cancel) still leaves it pending, as a kill."""
+        though nothing had crashed. A stop (cancel) lets a write of it under way end
+        (`_settle`), but leaves one the store does not take pending, as a kill."""
         final = dataclasses.replace(
             intent, state=state, next_attempt_at=None, finished_at=self._clock(), lease_until=None
         )
@@ -563,7 +564,7 @@ class RollbackDelivery:
         said = False
         while True:
             try:
-                settled = await self._store.settle_rollback(final, attempt, _claimed(claims, final))
+                settled = await self._settle(final, attempt, claims)
                 break
             except Exception as exc:
                 if attempt is None or not store_outage(exc):
@@ -586,6 +587,26 @@ class RollbackDelivery:
             return await self._lost(intent, context)
         self._metrics.rollbacks_total.labels(environment=environment, result=state).inc()
         return final
+
+    async def _settle(
+        self, final: RollbackIntent, attempt: DeliveryAttempt | None, claims: SettleClaims | None
+    ) -> bool:
+        """`Store.settle_rollback`; the record of an answered `attempt` goes on to its end
+        when a stop cancels the delivery meanwhile, then the cancellation goes on. Cut
+        there, a receiver's 2xx was lost (asyncpg rolls the transaction back; SQLite's
+        change had not reached the connection) and the restart, taking its own lease at
+        once, sent the rollback again."""
+        alerts = _claimed(claims, final)
+        if attempt is None:
+            return await self._store.settle_rollback(final, None, alerts)
+        write = asyncio.ensure_future(self._store.settle_rollback(final, attempt, alerts))
+        try:
+            return await asyncio.shield(write)
+        except asyncio.CancelledError:
+            await asyncio.wait({write})  # not cancelled with this task
+            if not write.cancelled():
+                write.exception()  # seen: one that failed leaves it pending, as a kill
+            raise
 
     def _prepare(
         self, body: bytes, intent: RollbackIntent, settings: RollbackSettings, environment: str

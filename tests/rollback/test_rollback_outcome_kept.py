@@ -7,14 +7,17 @@ The receiver is the judge: it counts every request it accepted, duplicates inclu
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
 from agent.metrics import Metrics
+from agent.records import DeliveryAttempt, RollbackIntent
 from agent.rollback.delivery import RollbackDelivery
 from agent.store.postgres import PostgresStore
+from agent.store.sqlite import SqliteStore
 from tests.pg import PgCluster
 from tests.receivers import RollbackAttempt, RollbackReceiver
 from tests.rollback.support import REQUESTED_AT, SECRET, settings, stored_intent
@@ -113,4 +116,55 @@ async def test_a_2xx_answered_as_postgresql_fails_over_read_only_is_stored_once_
 
     assert sum(a.accepted for a in receiver.attempts) == 1
     assert done.state == "delivered" and len(waits) >= 3  # held through the read-only tries
+    assert stored is not None and (stored.state, stored.attempts) == ("delivered", 1)
+
+
+class SlowToSettle(SqliteStore):
+    """A store whose record of an answered attempt takes a moment (a commit behind
+    another's fsync, a PostgreSQL round trip): `settling` is set as it begins."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.settling = asyncio.Event()
+
+    async def settle_rollback(
+        self,
+        intent: RollbackIntent,
+        attempt: DeliveryAttempt | None = None,
+        alerts: Any = (),
+    ) -> bool:
+        if attempt is not None and intent.state == "delivered":
+            self.settling.set()
+            await asyncio.sleep(0.05)
+        return await super().settle_rollback(intent, attempt, alerts)
+
+
+async def test_a_stop_as_a_2xx_is_being_stored_lets_the_write_finish(
+    tmp_path: Any, rollback_receiver: Any, metrics: Metrics
+) -> None:
+    """A stop cancels deliveries still going after its grace; one cancelled as its 2xx was
+    being stored lost the write (asyncpg rolls the transaction back, SQLite's change waits
+    for the connection), and the restart sent the rollback again (same owner, at once)."""
+    store = SlowToSettle(tmp_path / "slow.db")
+    await store.open()
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    conf = settings(receiver.url)
+    sender = RollbackDelivery(store, metrics)
+    try:
+        intent = await stored_intent(store)
+        sending = asyncio.create_task(sender.deliver(intent, conf, "production"))
+        await store.settling.wait()
+        sending.cancel()
+        await asyncio.gather(sending, return_exceptions=True)
+        restarted = RollbackDelivery(store, Metrics())  # same owner: takes its own at once
+        try:
+            await resumed(restarted, store, conf)
+        finally:
+            await restarted.aclose()
+        stored = await store.get_rollback(intent.window_id)
+    finally:
+        await sender.aclose()
+        await store.close()
+
+    assert sum(a.accepted for a in receiver.attempts) == 1
     assert stored is not None and (stored.state, stored.attempts) == ("delivered", 1)

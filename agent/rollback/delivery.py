@@ -334,11 +334,7 @@ class RollbackDelivery:
             intent.last_error = "the last attempt's outcome is unknown (agent restarted)"
             intent.last_status = None
             return await self._finish(intent, "failed", environment, context, claims=claims)
-        if (
-            intent.attempts
-            and self._targets is not None
-            and await self._targets.already_done(self._client(), intent, settings, environment)
-        ):
+        if intent.attempts and await self._took_effect(intent, settings, environment):
             log.info(
                 "rollback for %s already took effect before the restart; not sent again",
                 intent.window_id,
@@ -444,6 +440,27 @@ class RollbackDelivery:
             )
             if not await self._hold(intent, delay, attempt):
                 return await self._lost(intent, context)
+            if outcome.status is None and await self._took_effect(intent, settings, environment):
+                log.info(
+                    "rollback for %s took effect though attempt %d got no answer; not sent again",
+                    intent.window_id,
+                    intent.attempts,
+                    extra=context,
+                )
+                intent.last_error = None
+                return await self._finish(intent, "delivered", environment, context, claims=claims)
+
+    async def _took_effect(
+        self, intent: RollbackIntent, settings: RollbackSettings, environment: str
+    ) -> bool:
+        """Whether a rollback whose last attempt may have gone through unanswered (a
+        restart, a timeout, a connection cut) already took effect at a target that does
+        not dedupe (Vercel, a GitHub workflow run: `RollbackTargets.already_done`). A
+        GitHub dispatch whose 204 came after the timeout was dispatched again on the
+        retry: a second rollback run. A webhook's receiver dedupes by Idempotency-Key."""
+        if self._targets is None:
+            return False
+        return await self._targets.already_done(self._client(), intent, settings, environment)
 
     async def _lease_outlasts_the_request(
         self, intent: RollbackIntent, settings: RollbackSettings, until: float

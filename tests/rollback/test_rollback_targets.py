@@ -5,6 +5,7 @@ recorded)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -199,6 +200,37 @@ async def test_a_github_rate_limit_403_is_waited_out_and_other_403s_fail_at_once
         else:
             assert (done.state, done.last_status, len(sent)) == ("failed", 403, 1)
             assert "Resource not accessible" in (done.last_error or "")
+
+
+async def test_a_github_dispatch_whose_answer_never_came_is_not_dispatched_again_once_it_ran(
+    store: SqliteStore,
+) -> None:
+    """GitHub created the run but its 204 came after the attempt's timeout: the retry
+    dispatched the workflow again, a second rollback run (a dispatch has no idempotency
+    key). An attempt that got no answer is as one a crash cut off: its run is looked
+    for by name first, as after a restart."""
+    from tests.fakes.github import FakeGitHub
+
+    class SlowToAnswer(FakeGitHub):
+        async def dispatch(self, request: Any) -> Any:
+            answer = await super().dispatch(request)  # the run is created
+            if len(self.dispatches) == 1:
+                await asyncio.sleep(1.0)  # past the attempt's timeout
+            return answer
+
+    async with SlowToAnswer(token="gh") as github:
+        config = github_rollback_config(github.url, timeout="200ms", max_attempts=3)
+        window = await failed_window(store, {})
+        intent = rollback_intent(window, "bad", [], time.time())
+        await store.finish_window(window.id, "failed", None, time.time(), intent)
+        rollback = config.environments["production"].rollback
+        assert rollback is not None
+        delivery = RollbackDelivery(store, Metrics(), targets=RollbackTargets(config))
+        done = await delivery.deliver(intent, rollback, "production")
+        await delivery.aclose()
+
+    assert len(github.dispatches) == 1
+    assert (done.state, done.attempts) == ("delivered", 1)
 
 
 def github_rollback_config(api_url: str, **rollback: Any) -> Settings:

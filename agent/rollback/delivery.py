@@ -145,6 +145,7 @@ class RollbackDelivery:
         *,
         user_agent: str = USER_AGENT,
         clock: Clock = time.time,
+        monotonic: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         random: Callable[[], float] = _random.random,
         redact: Callable[[str], str] | None = None,
@@ -160,6 +161,7 @@ class RollbackDelivery:
         self._metrics = metrics
         self._user_agent = user_agent
         self._clock = clock
+        self._monotonic = monotonic
         self._sleep = sleep
         self._random = random
         self._redact = redact or Redactor()
@@ -368,7 +370,7 @@ class RollbackDelivery:
             if request.problem is not None:
                 problem = request.problem
                 return await self._unsendable(intent, problem, environment, context, claims)
-            now = self._clock()
+            now, read_at = self._clock(), self._monotonic()
             # stored before it goes out, and only while the lease is still ours: a
             # sender that wakes from a pause finds it taken and stops here. The lease
             # outlasts the request's timeout, so a live sender is never replaced mid-way.
@@ -377,7 +379,7 @@ class RollbackDelivery:
             if number is None:
                 return await self._lost(intent, context)
             intent.attempts, intent.next_attempt_at = number, None
-            if not await self._lease_outlasts_the_request(intent, settings, until):
+            if not await self._lease_outlasts_the_request(intent, settings, now, until, read_at):
                 return await self._lost(intent, context)
             outcome = await self._attempt(request, settings)
             intent.last_status = outcome.status
@@ -463,7 +465,12 @@ class RollbackDelivery:
         return await self._targets.already_done(self._client(), intent, settings, environment)
 
     async def _lease_outlasts_the_request(
-        self, intent: RollbackIntent, settings: RollbackSettings, until: float
+        self,
+        intent: RollbackIntent,
+        settings: RollbackSettings,
+        now: float,
+        until: float,
+        read_at: float,
     ) -> bool:
         """Whether the lease, as `begin_attempt` stored it (to `until`), still covers the
         whole request; if not (this process was paused, or the store slow, between the
@@ -472,8 +479,8 @@ class RollbackDelivery:
         ended the rollback. Sending anyway, a sender paused past its lease right after
         storing its attempt sent it on waking, after a survivor had taken the lapsed
         lease, waited its grace and delivered: the receiver took the rollback twice."""
-        while self._clock() + settings.timeout > until:
-            now = self._clock()
+        while self._lease_left(now, until, read_at) < settings.timeout:
+            now, read_at = self._clock(), self._monotonic()
             until = now + max(self.lease_s, settings.timeout + 1.0)
             taken = await self._store.take_rollback(
                 intent.window_id, self.owner, now, until, intent.fence
@@ -482,6 +489,14 @@ class RollbackDelivery:
                 return False
             intent.lease_epoch, intent.lease_until = taken.lease_epoch, taken.lease_until
         return True
+
+    def _lease_left(self, now: float, until: float, read_at: float) -> float:
+        """What is left of a lease asked for at `now` until `until` (wall clock, as the
+        store and the other replicas compare it), `read_at` on this process's monotonic
+        clock: the less of what each clock says. By the wall clock alone, one stepped back
+        (NTP) while this process was paused or the store slow made a lapsed lease look
+        held, and the attempt went out after a survivor had delivered."""
+        return min(until - self._clock(), until - now - (self._monotonic() - read_at))
 
     async def _replaced_by(self, intent: RollbackIntent, environment: str) -> DeployWindow | None:
         """A newer deploy of the environment that took effect after this rollback was

@@ -220,6 +220,43 @@ async def test_a_sender_paused_as_its_attempt_is_stored_does_not_send_it_after_a
     assert sum(a.accepted for a in receiver.attempts) == 1
 
 
+async def test_a_sender_whose_wall_clock_was_stepped_back_in_a_pause_does_not_send_after_a_takeover(
+    tmp_path: Any, rollback_receiver: Any
+) -> None:
+    """As above, but "a"'s wall clock was stepped back (NTP, on its host only) by as much as
+    it was paused: by that clock its lease still covered the request, and it sent it after
+    "b" had delivered, twice at the receiver. Its monotonic clock saw the pause."""
+    store = PausedInBeginAttempt(tmp_path / "stepped.db")
+    await store.open()
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(200, 200))
+    wall_a, monotonic_a, wall_b = Clock(), Clock(), Clock()
+    conf = settings(receiver.url)
+    survivor = sender(store, "b", wall_b)
+    results: list[RollbackIntent] = []
+
+    async def paused_and_stepped_back() -> None:
+        pause = LEASE_S + conf.timeout + 60
+        wall_b.now += pause
+        monotonic_a.now += pause  # "a"'s wall clock reads as before the pause
+        [pending] = await store.pending_rollbacks()
+        results.append(await survivor.deliver(pending, conf, "production"))
+
+    store.meanwhile = paused_and_stepped_back
+    first = RollbackDelivery(
+        store, Metrics(), clock=wall_a, monotonic=monotonic_a, owner="a", lease_s=LEASE_S
+    )
+    try:
+        done = await first.deliver(await stored_intent(store), conf, "production")
+    finally:
+        await first.aclose()
+        await survivor.aclose()
+        await store.close()
+
+    assert [r.state for r in results] == ["delivered"]
+    assert done.state == "delivered"
+    assert sum(a.accepted for a in receiver.attempts) == 1
+
+
 async def test_a_sweep_that_read_its_own_lapsed_lease_waits_the_grace_if_another_took_it_since(
     store: SqliteStore, rollback_receiver: Any
 ) -> None:

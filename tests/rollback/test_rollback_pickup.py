@@ -1,5 +1,5 @@
 """A rollback whose sender died is picked up by a survivor's sweep as its lease lapses, not
-at the sweep's next poll after that: the poll here is a minute, the lease half a second.
+at the sweep's next poll after that: the poll here is a minute, the lease two seconds.
 
 Counted at the receiver: the survivor's watcher loop, run as the daemon runs it, sends it.
 """
@@ -23,7 +23,7 @@ from tests.receivers import RollbackReceiver
 from tests.rollback.support import BREACH, REQUESTED_AT, SECRET, make_window
 
 POLL_S = 60.0
-LEASE_LEFT_S = 0.5
+LEASE_LEFT_S = 2.0
 
 
 def survivor(store: SqliteStore, url: str) -> Watcher:

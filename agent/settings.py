@@ -96,7 +96,8 @@ class ServerSettings(StrictModel):
     public_url: HttpUrl | None = None
     """Base of the links in alerts and `register --wait` (default `http://<listen>`)."""
     ui: bool = True
-    """Serve the deploy pages (`/deploys`); false answers them 404."""
+    """Serve the deploy pages (`/deploys`); false answers them 404, and their event
+    stream (an API route) takes API tokens only."""
     view_secret: SecretStr | None = None
     """Signs the read-only `?view=` links; default: derived from the first api token."""
     view_ttl: Duration = 7 * 86400.0

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.api.auth import CHALLENGE
+from agent.api.auth import CHALLENGE, require_token
 from agent.api.models import deploy_object
 from agent.api.problems import ApiProblem
 from agent.appkeys import SETTINGS, STORE
@@ -61,6 +61,10 @@ async def deploy_events(request: web.Request) -> web.StreamResponse:
     store = request.config_dict[STORE]
     window_id = request.match_info["id"]
     now = request_now(request)
+    if not settings.server.ui:
+        # the pages are off (`server.ui: false`): the stream stays, as the API route it
+        # is, for API tokens; a view token or a session is the pages' way in, refused
+        require_token(request, settings.server.accepted_tokens())
     allowed, until = admitted(request, settings.server, window_id, now)
     if allowed == "unauthenticated":
         raise ApiProblem(

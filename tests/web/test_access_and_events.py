@@ -204,6 +204,18 @@ async def test_pages_are_off_with_ui_false(
     assert await status(agent, "/deploys/static/page.css") == 404
     assert await status(agent, "/deploys/", **bearer) == 404
     assert await status(agent, f"/deploys/{deploy['id']}/", **bearer) == 404
+    # the event stream is API v1 and stays for API tokens; a view token and a session are
+    # the pages' ways in, and open nothing with the pages off (an alert's link sent before
+    # the switch opened the stream, and all of the deploy object, for a week)
+    stream = f"/v1/deploys/{deploy['id']}/events"
+    assert await status(agent, stream, **bearer) == 200
+    key = signing_key(agent.app[SETTINGS].server)
+    view = sign(key, deploy["id"], time.time() + 600)
+    session = f"postflight_session={sign(key, 'session', time.time() + 600)}"
+    for refused in ({"path": f"{stream}?view={view}"}, {"path": stream, "Cookie": session}):
+        async with agent.http.get(f"{agent.url}{refused.pop('path')}", headers=refused) as r:
+            assert r.status == 401 and r.headers["WWW-Authenticate"] == "Bearer"
+            assert r.content_type == "application/problem+json"
 
 
 async def test_a_page_typed_with_a_trailing_slash_redirects_to_the_page(

@@ -85,6 +85,9 @@ async def deploy_events(request: web.Request) -> web.StreamResponse:
             }
         )
         await response.prepare(request)
+        if request.method == "HEAD":
+            await response.write_eof()  # the headers alone: a HEAD answer has no body
+            return response
         try:
             await _follow(_Stream(request, response, window), news, until)
         except ConnectionResetError:

@@ -218,6 +218,38 @@ async def test_pages_are_off_with_ui_false(
             assert r.content_type == "application/problem+json"
 
 
+async def test_head_of_an_event_stream_is_its_headers_alone(
+    journey_agent: JourneyAgent,
+) -> None:
+    """HEAD answered the stream's headers, then its events as a body (which a HEAD
+    response never has) until the window ended: the next request on that connection read
+    them as its answer."""
+    agent = await journey_agent()
+    deploy = await agent.register("production", "v1")
+    path = f"/v1/deploys/{deploy['id']}/events"
+    reader, writer = await asyncio.open_connection("127.0.0.1", urlsplit(agent.url).port)
+    try:
+        # HEAD, then another request on the same connection, as a keep-alive client sends
+        writer.write(
+            f"HEAD {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        )
+        async with asyncio.timeout(10):  # the window runs 30 s: a stream would outlast it
+            answer = (await reader.read()).decode()
+    finally:
+        writer.close()
+    head, _, rest = answer.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 200 ") and "Content-Type: text/event-stream" in head
+    assert "Cache-Control: no-store" in head
+    assert rest.startswith("HTTP/1.1 200 "), rest[:200]  # no body between the two answers
+    assert rest.endswith('{"status": "ok"}'), rest[-200:]
+    async with agent.http.head(f"{agent.url}{path}") as r:
+        assert r.status == 401
+    missing = "/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ/events"
+    async with agent.http.head(f"{agent.url}{missing}", headers=agent.headers) as r:
+        assert r.status == 404
+
+
 async def test_a_page_typed_with_a_trailing_slash_redirects_to_the_page(
     journey_agent: JourneyAgent,
 ) -> None:

@@ -14,20 +14,24 @@ import aiohttp
 class Event:
     name: str
     data: Any
+    id: str | None = None
 
 
 async def events(response: aiohttp.ClientResponse) -> AsyncIterator[Event]:
     """Each event of the stream, until the server ends it."""
     name, data = "message", []
+    last_id: str | None = None
     async for raw in response.content:
         line = raw.decode().rstrip("\r\n")
         if not line:
             if data:
-                yield Event(name, json.loads("\n".join(data)))
+                yield Event(name, json.loads("\n".join(data)), last_id)
             name, data = "message", []
         elif line.startswith(":"):
             continue
         elif line.startswith("event:"):
             name = line[6:].strip()
+        elif line.startswith("id:"):
+            last_id = line[3:].strip()  # kept for the events after it, as EventSource does
         elif line.startswith("data:"):
             data.append(line[5:].lstrip())

@@ -15,6 +15,8 @@ import aiohttp
 import pytest
 
 from agent.appkeys import SETTINGS
+from agent.web import events as events_module
+from agent.web.feed import FEED
 from agent.web.links import sign, signing_key
 from tests.e2e.conftest import SECRET, TOKEN, AgentFactory
 from tests.receivers import JsonSink
@@ -298,6 +300,54 @@ async def test_event_stream_starts_with_state_sends_each_round_and_ends_with_the
     assert late[0].data["state"] == "rolled_back"
 
 
+async def test_a_reconnect_with_last_event_id_loses_and_repeats_nothing(
+    journey_agent: JourneyAgent, journey: JourneyTarget
+) -> None:
+    """An EventSource reconnects (a proxy's timeout, a laptop's sleep, the agent's restart)
+    with the id of the last event it had as `Last-Event-ID`. The events had no ids, so it
+    started over: the `state` event again, and no `round` event for the rounds stored
+    while it was away. Now it goes on from there, from the store; once it has every event
+    of an ended window, a reconnect is told to stop (204)."""
+    agent = await journey_agent()
+    deploy = await agent.register("production", "v1")
+    url = f"{agent.url}/v1/deploys/{deploy['id']}/events"
+    first = []
+    async with agent.http.get(url, headers=agent.headers) as r:
+        async for event in events(r):
+            first.append(event)
+            if event.name == "round" and event.data["round"] == 2:
+                break  # the connection drops here
+    await agent.wait_until(deploy["id"], lambda d: d["rounds"] >= 4)  # stored while away
+    journey.bad = True
+    resumed = {**agent.headers, "Last-Event-ID": first[-1].id or ""}
+    async with agent.http.get(url, headers=resumed) as r:
+        assert r.status == 200
+        second = [e async for e in events(r)]
+    assert all(e.id for e in first + second)
+    assert second[0].name == "round" and second[0].data["round"] == 3  # nothing said twice
+    rounds = [e.data["round"] for e in first + second if e.name == "round"]
+    assert rounds == list(range(1, len(rounds) + 1))  # nothing lost
+    states = [e.data["state"] for e in first + second if e.name == "state"]
+    assert states[0] == "watching" and states[-1] == "rolled_back"
+    assert all(a != b for a, b in itertools.pairwise(states))
+    assert second[-1].data["rollback"]["state"] == "delivered"
+
+    # every event of the ended window had: told to stop reconnecting, with nothing sent
+    done = {**agent.headers, "Last-Event-ID": second[-1].id or ""}
+    async with agent.http.get(url, headers=done) as r:
+        assert r.status == 204 and await r.read() == b""
+    # an id of one round before the end: that round, then the end
+    async with agent.http.get(url, headers=resumed) as r:
+        again = [e async for e in events(r)]
+    assert [e.data["round"] for e in again if e.name == "round"] == rounds[2:]
+    # an id the stream cannot go on from (not one of its ids, or ahead of the store):
+    # the start of a new client, the current deploy object as a `state` event
+    for unknown in ("nonsense", f"999.watching.{'0' * 12}", f"1.wandering.{'0' * 12}"):
+        async with agent.http.get(url, headers={**agent.headers, "Last-Event-ID": unknown}) as r:
+            fresh = [e async for e in events(r)]
+        assert [(e.name, e.data["state"]) for e in fresh] == [("state", "rolled_back")]
+
+
 async def test_a_stream_opened_with_a_view_token_ends_when_the_token_expires(
     journey_agent: JourneyAgent,
 ) -> None:
@@ -409,6 +459,29 @@ async def test_a_stop_ends_the_live_streams_at_once_rather_than_waiting_on_them(
     assert seen[0] == "state" and "round" in seen and seen[-1] != "cut", seen
     assert ended < 1.0, ended
     assert stopped < 1.5, stopped
+
+
+async def test_a_stream_whose_client_left_ends_with_nothing_to_send(
+    journey_agent: JourneyAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiohttp does not cancel a handler whose client left (the daemon's runner, unlike
+    aiohttp's test server): a stream with nothing to send noticed only at its next write,
+    for a scheduled window its heartbeat 15 s on, reading the store all the while."""
+    monkeypatch.setattr(events_module, "HEARTBEAT_S", 3600.0)
+    agent = await journey_agent()
+    ahead = datetime.now(UTC) + timedelta(minutes=30)
+    deploy = await agent.register("production", "v1", deployed_at=ahead.isoformat())
+    url = f"{agent.url}/v1/deploys/{deploy['id']}/events"
+    feed = agent.app[FEED]
+    async with agent.http.get(url, headers=agent.headers) as r:
+        assert (await anext(events(r))).data["state"] == "scheduled"
+        assert feed.subscribers == 1
+        r.connection.transport.abort()  # type: ignore[union-attr]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10  # nothing is written for 30 min: only a look ends it
+    while feed.subscribers:
+        assert loop.time() < deadline, "the stream of a client gone is still open"
+        await asyncio.sleep(0.05)
 
 
 async def test_a_client_that_leaves_a_live_stream_is_no_error(

@@ -1,21 +1,32 @@
-"""The event stream's deploy object is one the store held: a rollback delivered between
-the stream's two reads (the rollback, then the window) shows `rolled_back` with its
-rollback `delivered`, never `rolled_back` with the rollback still `pending`."""
+"""The event stream against a store and a feed driven by the test: the deploy object is
+one the store held (a rollback delivered between the stream's two reads, the rollback then
+the window, shows `rolled_back` with its rollback `delivered`, never `rolled_back` with the
+rollback still `pending`); a store outage, a client that reads nothing, and an idle
+stream's keep-alive comments."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from agent.appkeys import SETTINGS, STORE
-from agent.records import RollbackIntent
+from agent.records import DeployWindow, RollbackIntent, RoundRecord
 from agent.settings_file import load_settings_text
+from agent.store.base import StoreError
 from agent.store.sqlite import SqliteStore
+from agent.web import events as events_module
 from agent.web.events import deploy_events
+from agent.web.feed import FEED, DeployFeed
 from tests.config.test_validate_config import MINIMAL
-from tests.rollback.support import stored_intent
+from tests.rollback.support import REQUESTED_AT, stored_intent
 from tests.web.sse import events
 
 WINDOW = "dep_01JDSNAPSH0T0000000000000A"
@@ -62,5 +73,131 @@ async def test_a_rollback_delivered_between_the_streams_reads_shows_delivered(
         assert store.delivered
         said = (first.name, first.data["state"], first.data["rollback"]["state"])
         assert said == ("state", "rolled_back", "delivered")
+    finally:
+        await store.close()
+
+
+class FlakyStore(SqliteStore):
+    """A store that stops answering while `down` is set, as PostgreSQL restarting."""
+
+    down = False
+    refused = 0
+
+    async def get_window(self, window_id: str) -> DeployWindow | None:
+        if self.down:
+            self.refused += 1
+            raise StoreError("connection refused")
+        return await super().get_window(window_id)
+
+
+@contextlib.asynccontextmanager
+async def stream_app(store: SqliteStore) -> AsyncIterator[tuple[TestClient[Any, Any], DeployFeed]]:
+    """The event stream of a window whose rollback is pending (so it stays open), its
+    feed told of changes by the test."""
+    await stored_intent(store, WINDOW)
+    settings = load_settings_text(MINIMAL)
+    feed = DeployFeed()
+    app = web.Application()
+    app[SETTINGS], app[STORE], app[FEED] = settings, store, feed
+    app.router.add_get("/v1/deploys/{id}/events", deploy_events)
+    async with TestClient(TestServer(app)) as client:
+        yield client, feed
+
+
+def bearer() -> dict[str, str]:
+    token = load_settings_text(MINIMAL).server.api_tokens[0].get_secret_value()
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def until(done: Callable[[], bool], within: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not done():
+        assert loop.time() < deadline, "gave up waiting"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_stream_stays_open_through_a_store_outage_and_goes_on_after_it(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store that did not answer a stream's re-read ended the stream with a traceback
+    (an error in the log); a browser reconnecting then got the 503 an EventSource gives
+    up on. The stream now stays open, and says what changed once the store answers."""
+    store = FlakyStore(tmp_path / "postflight.db")
+    await store.open()
+    try:
+        async with stream_app(store) as (client, feed):
+            response = await client.get(f"/v1/deploys/{WINDOW}/events", headers=bearer())
+            stream = events(response)
+            first = await anext(stream)
+            assert (first.name, first.data["rollback"]["state"]) == ("state", "pending")
+            store.down = True
+            feed.publish(WINDOW)  # news the stream cannot read
+            await until(lambda: store.refused > 0)
+            store.down = False
+            intent = await store.get_rollback(WINDOW)
+            assert intent is not None
+            done = RollbackIntent(WINDOW, "delivered", intent.body, intent.requested_at)
+            done.last_status, done.finished_at = 200, intent.requested_at + 1.0
+            assert await store.settle_rollback(done)
+            feed.publish(WINDOW)
+            async with asyncio.timeout(10):
+                rest = [e async for e in stream]
+        assert [(e.name, e.data["state"]) for e in rest] == [("state", "rolled_back")]
+        assert feed.subscribers == 0
+    finally:
+        await store.close()
+    errors = [rec for rec in caplog.records if rec.levelname == "ERROR"]
+    assert errors == [], [rec.getMessage()[:300] for rec in errors]
+
+
+async def test_a_client_that_reads_nothing_is_dropped_and_its_stream_ends(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that stops reading (a frozen tab, a stuck proxy) held its stream, with the
+    rounds stored meanwhile, for as long as its connection stayed open: the stream waited
+    on a full socket forever. It is dropped after `WRITE_TIMEOUT_S` now."""
+    monkeypatch.setattr(events_module, "WRITE_TIMEOUT_S", 0.5)
+    caplog.set_level(logging.INFO, "postflight.api")
+    store = SqliteStore(tmp_path / "postflight.db")
+    await store.open()
+    try:
+        async with stream_app(store) as (client, feed):
+            _, writer = await asyncio.open_connection(client.host, client.port)
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            headers = "".join(f"{k}: {v}\r\n" for k, v in bearer().items())
+            writer.write(
+                f"GET /v1/deploys/{WINDOW}/events HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode()
+            )
+            await until(lambda: feed.subscribers == 1)
+            big = {"checks": {"journey": {"failure": {"got": "x" * 256 * 1024}}}}
+            for number in range(1, 65):  # 16 MiB, more than any socket's buffers hold
+                feed.publish(WINDOW, RoundRecord(WINDOW, number, REQUESTED_AT, big))
+            await until(lambda: feed.subscribers == 0)  # read nothing: dropped
+            assert "the client read nothing for" in caplog.text
+            writer.close()
+    finally:
+        await store.close()
+
+
+async def test_an_idle_stream_sends_a_comment_to_keep_proxies_from_closing_it(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events_module, "HEARTBEAT_S", 0.2)
+    store = SqliteStore(tmp_path / "postflight.db")
+    await store.open()
+    try:
+        async with stream_app(store) as (client, _):
+            response = await client.get(f"/v1/deploys/{WINDOW}/events", headers=bearer())
+            assert response.headers["Content-Type"] == "text/event-stream"
+            assert response.headers["Cache-Control"] == "no-store"
+            lines = []
+            async with asyncio.timeout(10):
+                async for raw in response.content:
+                    lines.append(raw)
+                    if raw.startswith(b":"):
+                        break
+            assert lines[0] == b"event: state\n" and lines[-1] == b": keep-alive\n"
     finally:
         await store.close()

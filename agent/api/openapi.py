@@ -244,16 +244,33 @@ def _document() -> dict[str, Any]:
                 "summary": "Live events of one deploy window (Server-Sent Events)",
                 "description": "First the current deploy object as a `state` event; then a"
                 " `round` event after each stored round (`data`: the round summary and the"
-                " window's `progress`) and a `state` event (`data`: the deploy object) on each"
-                " change of state, verdict or rollback. The stream ends once the window has"
-                " ended and no rollback delivery is pending.",
+                " window's `progress`), a `state` event (`data`: the deploy object) on each"
+                " change of state, and a `rollback` event (the same `data`) when only its"
+                " verdict or rollback changed. The stream ends once the window has ended and"
+                " no rollback delivery is pending. Every event has an `id`: a reconnect with"
+                " it as `Last-Event-ID` gets what it missed, and nothing twice.",
                 "security": [{"bearer": []}, {"view": []}],
-                "parameters": [deploy_id],
+                "parameters": [
+                    deploy_id,
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "The `id` of the last event a reconnecting client had"
+                        " (an EventSource sends it): the stream goes on after it. An id it"
+                        " cannot go on from starts over, with the current deploy object.",
+                    },
+                ],
                 "responses": {
                     "200": {
                         "description": "The event stream.",
                         # the schema of one event, as SSE clients (and schemathesis) read it
                         "content": {"text/event-stream": {"schema": _SSE_EVENT}},
+                    },
+                    "204": {
+                        "description": "A reconnect that has every event of an ended window:"
+                        " nothing more will come (an EventSource stops reconnecting)."
                     },
                     **errors(
                         403,

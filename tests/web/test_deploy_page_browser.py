@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agent.appkeys import SETTINGS
+from agent.web import events as events_module
+from agent.web.links import sign, signing_key
 from tests.e2e.conftest import TOKEN
 from tests.receivers import JsonSink
 from tests.web.conftest import BrowserFactory, JourneyAgent, screenshot
@@ -220,4 +224,56 @@ async def test_signed_view_link_opens_the_page_in_the_browser(
     assert deploy["id"] in (await page.locator("main").inner_text())
     await page.goto(f"{agent.url}/deploys")
     assert await page.locator(f'a[href="/deploys/{deploy["id"]}"]').count() == 1
+    await agent.cancel(deploy["id"])
+
+
+async def test_the_page_reconnects_after_a_dropped_stream_from_its_last_event(
+    journey_agent: JourneyAgent, browser: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dropped connection (a proxy's timeout, a network change): Chromium's EventSource
+    reconnects with the last event's id as `Last-Event-ID`, the stream goes on from it, and
+    the page keeps updating."""
+    asked: list[str | None] = []
+    resume = events_module._resume
+
+    def recorded(request: Any, window: Any) -> Any:
+        asked.append(request.headers.get("Last-Event-ID"))
+        return resume(request, window)
+
+    monkeypatch.setattr(events_module, "_resume", recorded)
+    agent = await journey_agent(window="30s")
+    deploy = await agent.register("production", "v5")
+    page = await browser.new_page()
+    await page.goto(deploy["links"]["page"])
+    await page.wait_for_selector('tr[data-round="2"]', timeout=10_000)
+    assert asked == [None]
+    assert agent.runner is not None and agent.runner.server is not None
+    for connection in agent.runner.server.connections:  # the stream's among them
+        if connection.transport is not None:
+            connection.transport.abort()
+    rounds = (await agent.get(deploy["id"]))["rounds"]
+    await page.wait_for_selector(f'tr[data-round="{rounds + 2}"]', timeout=15_000)
+    assert len(asked) == 2 and asked[1] is not None, asked
+    done, state = asked[1].split(".")[:2]
+    assert state == "watching" and int(done) >= 2  # it went on from where it was
+    await agent.cancel(deploy["id"])
+
+
+async def test_the_page_says_its_live_updates_stopped_when_its_link_expires(
+    journey_agent: JourneyAgent, browser: Any
+) -> None:
+    """The stream ends when the view token it was opened with expires, and the browser's
+    reconnect is a 403, which an EventSource does not retry: the page said "retrying…"
+    for good. It says why now (the stream's HEAD answers the status)."""
+    agent = await journey_agent(window="30s")
+    deploy = await agent.register("production", "v6")
+    key = signing_key(agent.app[SETTINGS].server)
+    link = f"{agent.url}/deploys/{deploy['id']}?view={sign(key, deploy['id'], time.time() + 4)}"
+    page = await browser.new_page()
+    await page.goto(link)
+    await page.wait_for_selector('tr[data-round="1"]', timeout=10_000)
+    status = page.locator("#live-status")
+    await page.wait_for_selector('#live-status:has-text("stopped")', timeout=15_000)
+    assert "link has expired" in (await status.text_content() or "")
+    assert (await agent.get(deploy["id"]))["state"] == "watching"
     await agent.cancel(deploy["id"])

@@ -23,13 +23,8 @@
       .catch(function (e) { say("Could not refresh (" + e + "); showing the last snapshot."); })
       .then(function () { busy = false; if (again) { again = false; refresh(); } });
   }
-  var source = new EventSource(root.getAttribute("data-events"), { withCredentials: true });
-  source.addEventListener("open", function () { if (!done) say("Live: updates as each round is stored."); });
-  source.addEventListener("round", function (e) {
-    var data = JSON.parse(e.data);
-    say("Round " + data.round + " stored.");
-    refresh();
-  });
+  var url = root.getAttribute("data-events");
+  var source = null, wait = 1000;
   function changed(e) {
     var deploy = JSON.parse(e.data);
     var pending = deploy.rollback && deploy.rollback.state === "pending";
@@ -44,10 +39,51 @@
       say("The window has ended: " + deploy.state.replace("_", " ") + ".");
     }
   }
-  // `state`: the deploy's state changed; `rollback`: its rollback moved, same state
-  source.addEventListener("state", changed);
-  source.addEventListener("rollback", changed);
-  source.addEventListener("error", function () {
-    if (!done) say("Live updates interrupted; retrying…");
-  });
+  // The browser reconnects by itself after a dropped connection (with the last event's
+  // id, so nothing is missed), but not after an answer other than 200: a HEAD of the
+  // stream then says why, and only an agent not ready yet (503, or no answer) is retried.
+  function refused() {
+    fetch(url, { method: "HEAD", credentials: "same-origin", cache: "no-store" })
+      .then(function (r) {
+        if (r.status === 401 || r.status === 403) {
+          done = true;
+          say("Live updates stopped: the link has expired or the session ended. Reload to sign in.");
+        } else if (r.status === 404) {
+          done = true;
+          say("Live updates stopped: this deploy is no longer stored.");
+        } else if (r.status === 204) {
+          done = true;
+          say("The window has ended.");
+          refresh();
+        } else {
+          retry();
+        }
+      }, retry);
+  }
+  function retry() {
+    say("Live updates interrupted; retrying…");
+    setTimeout(connect, wait);
+    wait = Math.min(wait * 2, 30000);
+  }
+  function connect() {
+    source = new EventSource(url, { withCredentials: true });
+    source.addEventListener("open", function () {
+      wait = 1000;
+      if (!done) say("Live: updates as each round is stored.");
+    });
+    source.addEventListener("round", function (e) {
+      var data = JSON.parse(e.data);
+      say("Round " + data.round + " stored.");
+      refresh();
+    });
+    // `state`: the deploy's state changed; `rollback`: its rollback moved, same state
+    source.addEventListener("state", changed);
+    source.addEventListener("rollback", changed);
+    source.addEventListener("error", function () {
+      if (done) return;
+      if (source.readyState === EventSource.CLOSED) refused();
+      else say("Live updates interrupted; retrying…");
+    });
+  }
+  connect();
 })();

@@ -348,6 +348,31 @@ async def test_a_reconnect_with_last_event_id_loses_and_repeats_nothing(
         assert [(e.name, e.data["state"]) for e in fresh] == [("state", "rolled_back")]
 
 
+async def test_many_clients_at_once_each_get_every_event_and_leave_nothing_open(
+    journey_agent: JourneyAgent,
+) -> None:
+    """Twenty streams of one window (a team watching a release): each gets every round
+    once, in order, and the end; none is left subscribed."""
+    agent = await journey_agent(window="4s", interval="500ms")
+    deploy = await agent.register("production", "v1")
+    url = f"{agent.url}/v1/deploys/{deploy['id']}/events"
+
+    async def watch() -> list[tuple[str, Any]]:
+        async with agent.http.get(url, headers=agent.headers) as r:
+            return [
+                (e.name, e.data["round"] if e.name == "round" else e.data["state"])
+                async for e in events(r)
+            ]
+
+    seen = await asyncio.gather(*(watch() for _ in range(20)))
+    final = await agent.get(deploy["id"])
+    for said in seen:
+        rounds = [value for name, value in said if name == "round"]
+        assert rounds and rounds == list(range(rounds[0], final["rounds"] + 1))  # once each
+        assert said[-1] == ("state", final["state"]) and final["state"] == "passed"
+    assert agent.app[FEED].subscribers == 0
+
+
 async def test_a_stream_opened_with_a_view_token_ends_when_the_token_expires(
     journey_agent: JourneyAgent,
 ) -> None:

@@ -9,6 +9,12 @@ deploy object. The stream ends once the window has ended and no rollback deliver
 pending. Everything sent is read from the store:
 the feed only says when to look (of another replica's writes too, on PostgreSQL), and
 a periodic re-read catches what no news told.
+
+Event ids are the stream's position, not a counter of this process: the rounds sent, and
+the state and a digest of the deploy object sent last. So a reconnect's `Last-Event-ID`
+goes on from the store, on any replica and after any restart, with no buffer to outgrow
+(the rounds are kept with their window); only the states a window went through while the
+client was away are not replayed one by one, as the store keeps the last one alone.
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ This module owns everything that must be the same for all of them:
 - single flight: rules sharing a query over the same period share one request;
 - fail soft: `fetch` never raises (except cancellation); any failure becomes
   `Observation(value=None, error=<short reason>)` and counts
-  `postflight_provider_requests_total{result="error"}`;
+  `postflight_provider_requests_total{result="error"}`; fetches that keep failing are
+  logged when they start, once a minute, and when the provider answers again
+  (`agent.providers.outages`), not at every round;
 - a fetch that ran out of time while the agent's own event loop was stalled is the
   agent's (`agent.providers.agent_lag`): `Observation(agent_lag=True)`, counted as
   `result="agent_lag"`, never the provider's error.
@@ -57,6 +59,7 @@ from agent.analysis.types import Observation, Rule
 from agent.metrics import Metrics
 from agent.providers.agent_lag import WATCHING, FetchLag, Span, agent_words, watching
 from agent.providers.base import DeployScope, Period
+from agent.providers.outages import FailingFetches
 from agent.providers.provider_settings import HttpProviderSettings
 from common.durations import format_duration
 from common.redaction import MASK, Redactor
@@ -211,6 +214,8 @@ class HttpProvider:
         does not send what is sure to be refused again."""
         self.http_requests = 0
         """HTTP attempts sent so far (for benchmarks and tests)."""
+        self.failing = FailingFetches(self.name, log)
+        """The log of fetches that keep failing (`agent.providers.outages`)."""
 
     # -- to be provided by each provider -------------------------------------------
 
@@ -242,15 +247,22 @@ class HttpProvider:
         except ProviderError as exc:
             self._count("error", None)
             message = self.mask_secrets(str(exc))
-            log.warning("%s: rule %s cannot be fetched: %s", self.name, rule.name, message)
+            self.failing.failed((scope.environment, rule.name), rule.name, message)
             return Observation(value=None, error=message, answered=exc.answered)
         # the baseline's fetch and the round's fail together when a provider is down: the
         # log says which is which
         what = "baseline" if period.end <= scope.deployed_at else "since the deploy"
-        observation = await self._single_flight(plan, f"{rule.name} ({what})")
-        return self._on_scale(rule, observation, what)
+        label = f"{rule.name} ({what})"
+        observation = self._on_scale(rule, await self._single_flight(plan))
+        if observation.agent_lag:  # the agent's own stall: says nothing of the provider
+            log.warning("%s: rule %s: %s", self.name, label, observation.error)
+        elif observation.error:
+            self.failing.failed((scope.environment, rule.name), label, observation.error)
+        else:
+            self.failing.answered((scope.environment, rule.name), label)
+        return observation
 
-    def _on_scale(self, rule: Rule, observation: Observation, what: str) -> Observation:
+    def _on_scale(self, rule: Rule, observation: Observation) -> Observation:
         """A rate rule's figure must be a fraction: 1.2 for `error_rate` is a percentage
         (NRQL's `percentage()`, `100 * …` in PromQL) read as 120%, and judged so it rolls
         back a release at 1.2% errors against `max: 0.05`. Such an answer cannot be read
@@ -264,7 +276,6 @@ class HttpProvider:
             f"{self.title} answered {value:g} for {rule.metric}, which is a fraction from 0 to"
             " 1: a query answering a percentage (0-100) must divide it by 100"
         )
-        log.warning("%s: rule %s (%s): %s", self.name, rule.name, what, message)
         return dataclasses.replace(
             observation, value=None, count=None, total=None, error=message, answered=True
         )
@@ -489,7 +500,7 @@ class HttpProvider:
         ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))
         return random.uniform(ceiling / 2, ceiling)
 
-    async def _single_flight(self, plan: Plan, label: str) -> Observation:
+    async def _single_flight(self, plan: Plan) -> Observation:
         loop = asyncio.get_running_loop()
         now = loop.time()
         for key, (started, task) in list(self._flights.items()):
@@ -511,8 +522,6 @@ class HttpProvider:
                     value=None, error=f"{self.title} fetch cancelled", query=plan.query
                 )
             raise
-        if observation.error:
-            log.warning("%s: rule %s: %s", self.name, label, observation.error)
         return observation
 
     async def _observe(self, plan: Plan) -> Observation:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from collections.abc import AsyncIterator
@@ -682,6 +683,7 @@ class World:
     receiver: RollbackReceiver
     sink: JsonSink
     start_agent: AgentFactory
+    caplog: pytest.LogCaptureFixture
 
 
 @pytest.fixture
@@ -692,8 +694,12 @@ def world(
     receiver: RollbackReceiver,
     json_sink: JsonSink,
     start_agent: AgentFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> World:
-    return World(prometheus_stack, sentry_fake, newrelic_fake, receiver, json_sink, start_agent)
+    caplog.set_level(logging.INFO, logger="agent.providers.client")
+    return World(
+        prometheus_stack, sentry_fake, newrelic_fake, receiver, json_sink, start_agent, caplog
+    )
 
 
 async def healthy_deploy_during_outage(world: World, failing: list[str], kind: str) -> Outage:
@@ -797,6 +803,19 @@ async def assert_fail_soft(outage: Outage, world: World, failing: list[str], kin
         assert RULES[provider] in alert.message
         reason = REJECTED[provider] if kind == "401" else REASONS[kind]
         assert reason in alert.message, alert.message
+
+    # the provider's log: one line when its fetches began to fail, not one per fetch (the
+    # outage lasts seconds, under the minute between reminders); a fetch the agent's own
+    # stall cut is the agent's, logged as such
+    for provider in PROVIDERS:
+        said = [
+            r.getMessage()
+            for r in world.caplog.records
+            if r.name == "agent.providers.client"
+            and r.getMessage().startswith(f"{provider}: ")
+            and "agent overloaded" not in r.getMessage()
+        ]
+        assert len(said) == (1 if provider in failing else 0), said
 
     # every fetch of a failing provider (the baseline, then each round's, and the baseline
     # again each round, as it never came) is an error, but one the agent's own stall ran

@@ -235,6 +235,14 @@ class NewRelicProvider(HttpProvider):
 
         return Plan(key=("nrql", nrql), query=nrql, run=run, seconds=period_seconds(period))
 
+    def _key_rejected(self, why: str) -> KeyRejected:
+        """Which setting to fix, by name: the key (never shown) and the account it must reach."""
+        return KeyRejected(
+            f"New Relic API key rejected ({why}): providers.newrelic.api_key must be a User"
+            f" key (NRAK-…) with access to account {self.config.account_id}"
+            " (providers.newrelic.account_id)"
+        )
+
     async def _graphql(
         self, query: str, variables: dict[str, Any], deadline: float, *, what: str = "NRQL"
     ) -> Any:
@@ -245,7 +253,7 @@ class NewRelicProvider(HttpProvider):
             json_body={"query": query, "variables": variables},
         )
         if answer.status in (401, 403):
-            raise KeyRejected(f"New Relic API key rejected ({answer.status})")
+            raise self._key_rejected(str(answer.status))
         body = answer.json(self.title)
         if not 200 <= answer.status < 300:
             first = self.redact(_first_error(body))
@@ -262,7 +270,7 @@ class NewRelicProvider(HttpProvider):
         if errors:
             error = errors[0]
             if error.error_class in ("BAD_API_KEY", "UNAUTHENTICATED", "FORBIDDEN"):
-                raise KeyRejected(f"New Relic API key rejected ({error.error_class})")
+                raise self._key_rejected(error.error_class)
             if error.error_class in RETRIED_ERROR_CLASSES:
                 raise ProviderUnreachable(f"New Relic answered {error.error_class}")
             message = self.redact(shorten(error.message)) or "no message"

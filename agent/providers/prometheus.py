@@ -38,6 +38,7 @@ from urllib.parse import urlencode
 from pydantic import BaseModel, ConfigDict
 
 from agent.analysis.types import Observation, Rule
+from agent.config_models import has_credentials
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period
 from agent.providers.client import (
@@ -166,6 +167,17 @@ class PrometheusProvider(HttpProvider):
             return {}
         return {"Authorization": f"Bearer {self.config.bearer_token.get_secret_value()}"}
 
+    def _credentials(self) -> str:
+        """The setting a rejected request's credentials came from (never their value)."""
+        if self.config.bearer_token is not None:
+            return "check providers.prometheus.bearer_token"
+        if has_credentials(self.config.url):
+            return "check the user and password in providers.prometheus.url"
+        return (
+            "none were sent; set providers.prometheus.bearer_token (or a user:password in"
+            " providers.prometheus.url)"
+        )
+
     def plan(self, rule: Rule, scope: DeployScope, period: Period, release: str | None) -> Plan:
         """`release` is not used: PromQL compares periods (put labels in the query)."""
         if not rule.query:
@@ -200,7 +212,9 @@ class PrometheusProvider(HttpProvider):
 
     def _data(self, answer: Answer) -> _Data:
         if answer.status in (401, 403):
-            raise ProviderError(f"Prometheus rejected the credentials ({answer.status})")
+            raise ProviderError(
+                f"Prometheus rejected the credentials ({answer.status}): {self._credentials()}"
+            )
         body = answer.json(self.title)
         parsed = parse_model(PrometheusAnswer, body, self.title)
         if parsed.status != "success":

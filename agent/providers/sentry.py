@@ -825,11 +825,14 @@ class SentryProvider(HttpProvider):
         if 200 <= status < 300:
             return
         if status == 401:
-            raise ProviderError("Sentry token rejected (401)")
+            raise ProviderError(
+                "Sentry token rejected (401): set providers.sentry.token to a valid auth token"
+                f" of organization {self.config.org!r}"
+            )
         if status == 403:
             raise ProviderError(
                 "Sentry token lacks access (403): reads need the project:read scope"
-                " (and org:read) on the project"
+                " (and org:read) on the project; give providers.sentry.token those scopes"
             )
         detail = self.redact(error_detail(answer))
         if status == 404:
@@ -941,7 +944,10 @@ class SentryProvider(HttpProvider):
         status = answer.status
         if 200 <= status < 300:
             return
-        scope = "the project:releases scope (or project:write, project:admin, org:ci)"
+        scope = (
+            "the project:releases scope (or project:write, project:admin, org:ci) on"
+            " providers.sentry.token"
+        )
         if status == 403:
             raise ProviderError(f"Sentry refused the {what} (403): the token needs {scope}")
         if status == 404:

@@ -651,10 +651,12 @@ def outage_title(provider: str, kind: str) -> str:
 
 
 REJECTED = {
-    "sentry": "Sentry token rejected",
-    "newrelic": "New Relic API key rejected",
-    "prometheus": "Prometheus rejected the credentials",
+    "sentry": "Sentry token rejected (401): set providers.sentry.token",
+    "newrelic": "New Relic API key rejected (401): providers.newrelic.api_key must be",
+    "prometheus": "Prometheus rejected the credentials (401): none were sent; set"
+    " providers.prometheus.bearer_token",
 }
+"""What the alert of a rejected key says: the setting to fix, by name."""
 
 
 WATCH_FOR = {"hang": 2.0, "500": 2.5, "429": 2.5}

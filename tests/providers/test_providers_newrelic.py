@@ -213,7 +213,12 @@ async def test_a_rejected_key_is_named_and_never_shown(
         AFTER,
         None,
     )
-    assert obs.error == "New Relic API key rejected (401)"
+    # names the settings to fix, never the key
+    assert obs.error == (
+        "New Relic API key rejected (401): providers.newrelic.api_key must be a User key"
+        f" (NRAK-…) with access to account {newrelic_fake.account_id}"
+        " (providers.newrelic.account_id)"
+    )
     assert NEWRELIC_KEY not in repr(obs)
     assert len(newrelic_fake.requests) == 1
 

@@ -85,6 +85,35 @@ async def test_failures_are_error_observations(
     assert requests_counted(metrics, "prometheus", "error") == 1
 
 
+@pytest.mark.parametrize(
+    ("auth", "named"),
+    [
+        ({"bearer_token": "prom-bearer-0123456789"}, "check providers.prometheus.bearer_token"),
+        ({"user": "pf:prom-pass-0123456789"}, "check the user and password in providers."),
+        ({}, "none were sent; set providers.prometheus.bearer_token"),
+    ],
+)
+async def test_rejected_credentials_name_the_setting_to_fix_never_its_value(
+    prometheus_fake: FakePrometheus, metrics: Metrics, auth: dict[str, str], named: str
+) -> None:
+    url = prometheus_fake.url
+    if "user" in auth:
+        url = url.replace("://", f"://{auth.pop('user')}@")
+    settings = PrometheusSettings.model_validate({"url": url, **auth, **FAST})
+    provider = PrometheusProvider(settings, metrics=metrics)
+    prometheus_fake.fail("401")
+    try:
+        obs = await provider.fetch(
+            rule(source="prometheus", query="up", max=2), scope(), AFTER, None
+        )
+    finally:
+        await provider.aclose()
+    assert obs.error is not None and obs.error.startswith("Prometheus rejected the credentials")
+    assert named in obs.error
+    assert "0123456789" not in obs.error
+    assert len(prometheus_fake.requests) == 1  # not retried: waiting will not fix it
+
+
 async def test_bad_promql_is_a_configuration_error(
     prometheus: PrometheusProvider, prometheus_fake: FakePrometheus
 ) -> None:

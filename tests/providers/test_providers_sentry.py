@@ -249,7 +249,11 @@ async def test_a_rejected_token_says_so_once_without_retrying(
     obs = await sentry.fetch(
         rule(source="sentry", metric="error_rate", max=0.1), scope(), AFTER, "v1"
     )
-    assert obs.error == "Sentry token rejected (401)"
+    # names the setting to fix, never its value
+    assert obs.error == (
+        "Sentry token rejected (401): set providers.sentry.token to a valid auth token of"
+        f" organization {sentry_fake.org!r}"
+    )
     assert len(sentry_fake.requests) == 1
     assert SENTRY_TOKEN not in repr(obs)
 
@@ -575,6 +579,7 @@ async def test_a_token_without_project_read_is_told_so(metrics: Metrics) -> None
         finally:
             await provider.aclose()
     assert obs.error is not None and "403" in obs.error and "project:read" in obs.error
+    assert "providers.sentry.token" in obs.error and SENTRY_TOKEN not in obs.error
 
 
 # ------------------------------------------------------------- bucketed baselines

@@ -191,6 +191,8 @@ class NewRelicProvider(HttpProvider):
         # NerdGraph's own query timeout, 5-120 s: a little under our attempt budget,
         # so New Relic gives up (and says so) before we stop listening.
         self._nrql_timeout = max(5, min(120, int(self.attempt_timeout)))
+        self._warned: set[str] = set()
+        """NerdGraph's deprecation notices already logged: each once, not at every fetch."""
 
     def default_headers(self) -> dict[str, str]:
         return {
@@ -265,7 +267,10 @@ class NewRelicProvider(HttpProvider):
         warnings = [e for e in errors if e.message.startswith(DEPRECATION_PREFIX)]
         if warnings and len(warnings) == len(errors) and parsed.data is not None:
             for warning in warnings:
-                log.warning("newrelic: NerdGraph warns: %s", self.redact(shorten(warning.message)))
+                said = self.redact(shorten(warning.message))
+                if said not in self._warned:
+                    self._warned.add(said)
+                    log.warning("newrelic: NerdGraph warns (logged once): %s", said)
             errors = []
         if errors:
             error = errors[0]

@@ -625,6 +625,8 @@ def _failed(task: asyncio.Task[Observation]) -> bool:
 
 
 def _describe(exc: aiohttp.ClientError) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):  # a typo in the URL, most often
+        return f"the name {exc.host} did not resolve (DNS)"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"connection to {exc.host}:{exc.port} failed"  # host from our own config
     if isinstance(exc, aiohttp.ServerDisconnectedError):

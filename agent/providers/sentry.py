@@ -797,7 +797,13 @@ class SentryProvider(HttpProvider):
         async with self._project_lock:
             if project not in self._projects:
                 path = f"/projects/{self._org}/{quote(project, safe='')}/"
-                data, _ = await self._get_json(path, None, deadline, what=f"project {project!r}")
+                data, _ = await self._get_json(
+                    path,
+                    None,
+                    deadline,
+                    what=f"project {project!r} in organization {self.config.org!r}",
+                    fix="check baseline.sentry.project, providers.sentry.org and base_url",
+                )
                 found = parse_model(_Project, data, self.title)
                 self._projects[project] = ProjectRef(str(found.id), found.slug)
         return self._projects[project]
@@ -809,6 +815,7 @@ class SentryProvider(HttpProvider):
         deadline: float,
         *,
         what: str | None = None,
+        fix: str | None = None,
         environment: str | None = None,
     ) -> tuple[Any, Answer]:
         answer = await self.send("GET", self._api_root + path, deadline=deadline, params=params)
@@ -817,10 +824,13 @@ class SentryProvider(HttpProvider):
             raise ProviderError(
                 f"no data yet for environment {environment!r}: Sentry has seen no event there (404)"
             )
-        self._raise_for_status(answer, what)
+        self._raise_for_status(answer, what, fix)
         return answer.json(self.title), answer
 
-    def _raise_for_status(self, answer: Answer, what: str | None = None) -> None:
+    def _raise_for_status(
+        self, answer: Answer, what: str | None = None, fix: str | None = None
+    ) -> None:
+        """A failed answer as one message; `fix`: the settings a 404 points at."""
         status = answer.status
         if 200 <= status < 300:
             return
@@ -836,9 +846,10 @@ class SentryProvider(HttpProvider):
             )
         detail = self.redact(error_detail(answer))
         if status == 404:
-            raise ProviderError(
-                f"Sentry has no {what or f'organization {self.config.org!r}'} (404)"
-            )
+            if what is None:
+                what = f"organization {self.config.org!r}"
+                fix = fix or "check providers.sentry.org and base_url"
+            raise ProviderError(f"Sentry has no {what} (404)" + (f": {fix}" if fix else ""))
         if status == 400:
             raise ProviderError(f"Sentry rejected the query: {detail or 'HTTP 400'}")
         raise ProviderError(f"Sentry answered {status}" + (f": {detail}" if detail else ""))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -27,6 +28,7 @@ from tests.fakes.sentry import FakeSentry, SentryStats
 from tests.providers.support import (
     AFTER,
     BEFORE,
+    FAST,
     SENTRY_TOKEN,
     T0,
     requests_counted,
@@ -242,6 +244,36 @@ async def test_a_persistent_outage_is_an_error_observation(
     assert requests_counted(metrics, "sentry", "error") == 1
 
 
+async def test_a_host_name_that_does_not_resolve_is_named_as_a_dns_failure(
+    metrics: Metrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A typo in `base_url` said so, not as a refused connection (which sends one looking
+    at Sentry's status page). The resolver is made to fail: no DNS here, nor in CI."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
+        if host == "sentry.example.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    settings = SentrySettings.model_validate(
+        {"base_url": "http://sentry.example.invalid", "org": "acme", "token": SENTRY_TOKEN, **FAST}
+    )
+    provider = SentryProvider(settings, metrics=metrics)
+    try:
+        obs = await provider.fetch(
+            rule(source="sentry", metric="error_rate", max=0.1), scope(), AFTER, "v1"
+        )
+    finally:
+        await provider.aclose()
+    assert obs.error is not None
+    assert obs.error.startswith(
+        "could not reach Sentry (the name sentry.example.invalid did not resolve (DNS))"
+    ), obs.error
+    assert not obs.answered
+
+
 async def test_a_rejected_token_says_so_once_without_retrying(
     sentry: SentryProvider, sentry_fake: FakeSentry
 ) -> None:
@@ -287,11 +319,14 @@ async def test_a_garbled_answer_is_an_error_observation(
 
 
 async def test_an_unknown_project_is_named_in_the_error(
-    sentry: SentryProvider,
+    sentry: SentryProvider, sentry_fake: FakeSentry
 ) -> None:
     s = sentry_scope("nope", "production")
     obs = await sentry.fetch(rule(source="sentry", metric="error_rate", max=0.1), s, AFTER, "v1")
-    assert obs.error == "Sentry has no project 'nope' (404)"
+    assert obs.error == (
+        f"Sentry has no project 'nope' in organization {sentry_fake.org!r} (404): check"
+        " baseline.sentry.project, providers.sentry.org and base_url"
+    )
 
 
 async def test_an_environment_without_baseline_sentry_fails_without_a_request(

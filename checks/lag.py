@@ -109,6 +109,27 @@ def stall_explains(waited: float, stalled: float) -> bool:
     return stalled > max(AGENT_SHARE * waited, SLACK_S)
 
 
+def unread_answer_explains(waited: float, stalled: float, unattended: float) -> bool:
+    """Whether a wait for a provider's answer (a baseline source, not the target) that
+    ended without one is the agent's: the probes' rule (`stall_explains`) on the stall in
+    all, and on the stall still under way as the wait ended (`LoopLag.unattended`), the
+    only one that can have left an answer unread (one that came in an earlier stall was
+    read once the loop kept time again).
+
+    Why it is stricter than a probe's (`verdict_on`): the two mistakes cost differently. A
+    probe's timeout charged to the target is evidence against the deploy and can roll it
+    back, so a probe drops any timeout a stall past a tenth of its wait could have caused,
+    wherever the stall fell (before the request went out it left the target less time). A
+    provider's timeout charged to the provider costs an alert and an inconclusive round,
+    never a rollback; charged to the agent, it silences a provider that hangs: on a machine
+    that starves the agent a little in every wait (load 12-16), the probes' rule made every
+    fetch of a hung provider the agent's, and on-call was never told. Where a user would
+    compare them they agree: the same heartbeat, the same share, a stall still under way as
+    the wait ended is the agent's, and a wait with no stall past a tenth is the other
+    side's."""
+    return stall_explains(waited, min(stalled, unattended))
+
+
 def verdict_on(
     ok: bool, error: str | None, latency: float | None, waited: float, stalled: float, late: float
 ) -> Dropped | None:

@@ -26,7 +26,15 @@ from agent.web.view import round_event
 from agent.windows.overload import DropTally
 from agent.windows.probing import EnvironmentProbe
 from checks.base import CheckResult, Sample
-from checks.lag import AGENT_SHARE, BEAT_S, SLACK_S, LoopLag, attributed
+from checks.lag import (
+    AGENT_SHARE,
+    BEAT_S,
+    SLACK_S,
+    LoopLag,
+    attributed,
+    unread_answer_explains,
+    verdict_on,
+)
 from checks.sessions import TargetSessions
 from tests.thread_target import ThreadTarget, thread_target
 from tests.web.test_links_and_view import ID, NOW, window
@@ -219,6 +227,28 @@ def test_a_timed_failure_is_dropped_only_past_the_agents_share(error: str) -> No
     out, dropped = attributed(failed, AGENT_SHARE * 2.0 * 1.01)
     assert dropped == "agent_lag" and out.samples == () and out.ok
     assert out.details["dropped"] == "agent_lag" and out.details["target"] == "deploy"
+
+
+@pytest.mark.parametrize(
+    ("stalled", "unattended", "probe", "provider"),
+    [
+        (0.0, 0.0, None, False),  # the agent kept up: both the other side's
+        (0.05, 0.05, None, False),  # a stall within a tenth of the wait: both the other side's
+        (0.3, 0.3, "agent_lag", True),  # a stall under way at the deadline: both the agent's
+        (0.3, 0.0, "agent_lag", False),  # one the agent got over before the deadline: differ
+        (0.3, 0.05, "agent_lag", False),
+    ],
+)
+def test_a_probes_and_a_providers_timeout_agree_but_on_a_stall_the_agent_got_over(
+    stalled: float, unattended: float, probe: str | None, provider: bool
+) -> None:
+    """The two stall rules side by side, over a 1 s wait that ended without an answer. A
+    stall the agent got over before the deadline drops a probe's timeout (charged to the
+    target it could roll back a good deploy) but leaves a provider's with the provider (an
+    alert, never a rollback; the agent's, a hung provider on a starved machine was never
+    told): `checks.lag.unread_answer_explains` says why. Anywhere else they agree."""
+    assert verdict_on(False, "timeout", None, 1.0, stalled, unattended) == probe
+    assert unread_answer_explains(1.0, stalled, unattended) is provider
 
 
 def test_an_answer_keeps_its_status_whatever_the_stall() -> None:

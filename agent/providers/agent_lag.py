@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from checks.lag import LoopLag, stall_explains
+from checks.lag import LoopLag, unread_answer_explains
 from checks.ticks import ticks
 
 
@@ -48,12 +48,12 @@ class Span:
 
     def stall(self) -> tuple[float, float] | None:
         """(stalled, waited) when the loop's stall since `begin` explains a wait that ended
-        now without an answer (`checks.lag.stall_explains`), the stall under way as it
-        ended too (see the module docstring); else None."""
+        now without an answer (`checks.lag.unread_answer_explains`: the stall under way as
+        it ended too, and why a probe's rule differs); else None."""
         stalled = self.lag.total() - self.mark
         waited = asyncio.get_running_loop().time() - self.started
-        last = min(stalled, self.lag.unattended())
-        return (stalled, waited) if stall_explains(waited, last) else None
+        explains = unread_answer_explains(waited, stalled, self.lag.unattended())
+        return (stalled, waited) if explains else None
 
 
 @dataclass(slots=True)

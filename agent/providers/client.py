@@ -52,7 +52,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import aiohttp
 from multidict import CIMultiDictProxy
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from agent.analysis.describe import is_rate
 from agent.analysis.types import Observation, Rule
@@ -157,13 +157,18 @@ def period_seconds(period: Period) -> float:
 
 
 def parse_model(model: type[M], data: Any, title: str) -> M:
-    """Validate an answer's shape; a mismatch is a short, human error."""
+    """Validate an answer's shape; a mismatch is a short, human error: where in the answer
+    and what was wrong (`data: Field required`), never the answer's own text (an echo of
+    the request, a proxy's page), which pydantic's message quotes."""
     try:
         return model.model_validate(data)
-    except ValueError as exc:
-        first = str(exc).splitlines()
-        detail = first[1].strip() if len(first) > 1 else type(exc).__name__
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the answer"
+        detail = f"{where}: {first['msg']}"
         raise ProviderError(f"unexpected answer from {title} ({detail})") from None
+    except ValueError as exc:
+        raise ProviderError(f"unexpected answer from {title} ({type(exc).__name__})") from None
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:

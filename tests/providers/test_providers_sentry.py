@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from agent.metrics import Metrics
@@ -316,6 +318,42 @@ async def test_a_garbled_answer_is_an_error_observation(
         rule(source="sentry", metric="error_rate", max=0.1), scope(), AFTER, "v1"
     )
     assert obs.value is None and obs.error is not None and message in obs.error
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        ({"detail": "an echo: Bearer " + SENTRY_TOKEN}, "unexpected answer from Sentry (data:"),
+        ([SENTRY_TOKEN, "sntrys_other-token-0123456789"], "(the answer: Input should be"),
+        ({"data": ["sntrys_other-token-0123456789"]}, "unexpected answer from Sentry (data.0:"),
+    ],
+)
+async def test_an_answer_of_the_wrong_shape_says_where_never_quoting_it(
+    metrics: Metrics, aiohttp_server: Any, answer: object, said: str
+) -> None:
+    """Where the shape broke and how, not the answer's text: one that echoes the request
+    (a misconfigured URL) or a stranger's tokens is never quoted in the alert."""
+
+    async def handle(request: web.Request) -> web.Response:
+        if request.path.startswith("/api/0/projects/"):
+            return web.json_response({"id": "42", "slug": "web"})
+        return web.json_response(answer)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    server = await aiohttp_server(app)
+    settings = SentrySettings.model_validate(
+        {"base_url": str(server.make_url("")), "org": "acme", "token": SENTRY_TOKEN, **FAST}
+    )
+    provider = SentryProvider(settings, metrics=metrics)
+    try:
+        obs = await provider.fetch(
+            rule(source="sentry", metric="error_rate", max=0.1), scope(), AFTER, "v1"
+        )
+    finally:
+        await provider.aclose()
+    assert obs.error is not None and said in obs.error, obs.error
+    assert "sntrys_" not in obs.error and "Bearer" not in obs.error and "input" not in obs.error
 
 
 async def test_an_unknown_project_is_named_in_the_error(

@@ -319,6 +319,11 @@ class HttpProvider:
         text = self._own_redact(text)
         return self._outer_redact(text) if self._outer_redact else text
 
+    def quoted(self, text: str) -> str:
+        """Text from outside as a message quotes it: scrubbed (`redact`), then shortened; the
+        other way round, a secret cut at the limit would show its start, unmatched."""
+        return shorten(self.redact(text))
+
     def mask_secrets(self, message: str) -> str:
         """Last line of defence on every outgoing message: our own secrets, exactly."""
         for secret in self._secrets:

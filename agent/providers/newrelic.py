@@ -57,7 +57,6 @@ from agent.providers.client import (
     parse_model,
     period_seconds,
     retry_after_seconds,
-    shorten,
 )
 from agent.providers.provider_settings import NewRelicSettings
 
@@ -258,7 +257,7 @@ class NewRelicProvider(HttpProvider):
             raise self._key_rejected(str(answer.status))
         body = answer.json(self.title)
         if not 200 <= answer.status < 300:
-            first = self.redact(_first_error(body))
+            first = self.quoted(_first_error(body))
             raise ProviderError(
                 f"New Relic answered {answer.status}" + (f": {first}" if first else "")
             )
@@ -267,7 +266,7 @@ class NewRelicProvider(HttpProvider):
         warnings = [e for e in errors if e.message.startswith(DEPRECATION_PREFIX)]
         if warnings and len(warnings) == len(errors) and parsed.data is not None:
             for warning in warnings:
-                said = self.redact(shorten(warning.message))
+                said = self.quoted(warning.message)
                 if said not in self._warned:
                     self._warned.add(said)
                     log.warning("newrelic: NerdGraph warns (logged once): %s", said)
@@ -278,7 +277,7 @@ class NewRelicProvider(HttpProvider):
                 raise self._key_rejected(error.error_class)
             if error.error_class in RETRIED_ERROR_CLASSES:
                 raise ProviderUnreachable(f"New Relic answered {error.error_class}")
-            message = self.redact(shorten(error.message)) or "no message"
+            message = self.quoted(error.message) or "no message"
             raise ProviderError(f"{what} rejected: {message}")
         if parsed.data is None:
             raise ProviderError("unexpected answer from New Relic (no data)")
@@ -390,5 +389,5 @@ def _first_error(body: Any) -> str:
     if isinstance(body, dict) and isinstance(body.get("errors"), list) and body["errors"]:
         first = body["errors"][0]
         if isinstance(first, dict) and isinstance(first.get("message"), str):
-            return shorten(first["message"])
+            return str(first["message"])
     return ""

@@ -49,7 +49,6 @@ from agent.providers.client import (
     Redact,
     parse_model,
     period_seconds,
-    shorten,
 )
 from agent.providers.provider_settings import PrometheusSettings
 from common.durations import format_duration
@@ -218,7 +217,7 @@ class PrometheusProvider(HttpProvider):
         body = answer.json(self.title)
         parsed = parse_model(PrometheusAnswer, body, self.title)
         if parsed.status != "success":
-            reason = self.redact(shorten(parsed.error or "no reason given"))
+            reason = self.quoted(parsed.error or "no reason given")
             if parsed.errorType in ("bad_data", "execution"):
                 raise ProviderError(f"PromQL rejected: {reason}")
             raise ProviderError(f"Prometheus answered {answer.status}: {reason}")

@@ -105,7 +105,6 @@ from agent.providers.client import (
     parse_model,
     period_seconds,
     retry_after_seconds,
-    shorten,
 )
 from agent.providers.provider_settings import SentryScope, SentrySettings
 from common.times import rfc3339
@@ -844,7 +843,7 @@ class SentryProvider(HttpProvider):
                 "Sentry token lacks access (403): reads need the project:read scope"
                 " (and org:read) on the project; give providers.sentry.token those scopes"
             )
-        detail = self.redact(error_detail(answer))
+        detail = self.quoted(error_detail(answer))
         if status == 404:
             if what is None:
                 what = f"organization {self.config.org!r}"
@@ -968,13 +967,14 @@ class SentryProvider(HttpProvider):
                 " project, or the organization is wrong"
             )
         if status == 400:
-            detail = self.redact(error_detail(answer)) or "HTTP 400"
+            detail = self.quoted(error_detail(answer)) or "HTTP 400"
             raise ProviderError(f"Sentry refused the {what}: {detail}")
         self._raise_for_status(answer, what)
 
 
 def error_detail(answer: Answer) -> str:
-    """Sentry's error body, shortened; never the raw body of a stranger.
+    """Sentry's error body, as text to quote (`HttpProvider.quoted`); never the raw body
+    of a stranger.
 
     Three shapes (src/sentry/api/exceptions.py, DRF serializers): `{"detail": "…"}`,
     `{"detail": {"code", "message", "extra"}}` (e.g. 400 "Invalid projects (web) for
@@ -988,12 +988,12 @@ def error_detail(answer: Answer) -> str:
         return ""
     detail = data.get("detail")
     if isinstance(detail, str):
-        return shorten(detail)
+        return detail
     if isinstance(detail, dict) and isinstance(detail.get("message"), str):
-        return shorten(detail["message"])
+        return str(detail["message"])
     fields = [
         f"{key}: {'; '.join(str(v) for v in value)}"
         for key, value in data.items()
         if isinstance(value, list) and value
     ]
-    return shorten(", ".join(fields))
+    return ", ".join(fields)

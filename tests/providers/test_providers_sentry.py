@@ -356,6 +356,28 @@ async def test_an_answer_of_the_wrong_shape_says_where_never_quoting_it(
     assert "sntrys_" not in obs.error and "Bearer" not in obs.error and "input" not in obs.error
 
 
+async def test_a_long_error_that_quotes_the_token_never_shows_its_start(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    """An error detail is scrubbed before it is cut to length: cut first, a token across
+    the cut lost its end, and its start no longer matched the mask."""
+    detail = "x" * 270 + f" unknown credential {SENTRY_TOKEN} (an echo of the request)"
+
+    def echo(request: web.Request) -> None:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"detail": detail}), content_type="application/json"
+        )
+
+    sentry_fake.before_answer = lambda request: (
+        echo(request) if "/events/" in request.path else None
+    )
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="error_rate", max=0.1), scope(), AFTER, "v1"
+    )
+    assert obs.error is not None and obs.error.startswith("Sentry rejected the query: xxx")
+    assert "sntrys" not in obs.error, obs.error
+
+
 async def test_an_unknown_project_is_named_in_the_error(
     sentry: SentryProvider, sentry_fake: FakeSentry
 ) -> None:

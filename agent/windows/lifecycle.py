@@ -58,6 +58,7 @@ from agent.windows.foresight import (
     no_background_baseline,
     policy_of,
 )
+from agent.windows.no_data import EmptyAnswers
 from agent.windows.overload import DropTally
 from agent.windows.probing import EnvironmentProbe, samples_of, summarize, unsummarize
 from agent.windows.schedule import RoundSchedule, overrun_s, round_timing, stored_overrun_s
@@ -212,6 +213,7 @@ class WindowWatch:
         self.first_baselines: set[str] = set()
         """Rules whose first baseline fetch is still under way: a failure then is alerted."""
         self.unread = UnreadBaselines()
+        self.empty = EmptyAnswers()
         """Baselines the agent's own stall left unread: an inconclusive rule says so."""
         self.links: dict[str, str] = {}
         self.what_broke = WhatBroke()
@@ -381,7 +383,9 @@ class WindowWatch:
             return None
         assert self.compiled is not None and self.judge_state is not None
         self.worded_at = now
-        verdict = self.unread.said(self.compiled.verdict(self.judge_state, final=final))
+        verdict = self.empty.said(
+            self.unread.said(self.compiled.verdict(self.judge_state, final=final))
+        )
         return name_what_broke(
             verdict,
             self.judge_rules,
@@ -604,6 +608,13 @@ class WindowWatch:
                 provider=name,
             )
 
+    def _release_named(self, rule: Rule) -> str | None:
+        """The new release as `rule`'s provider names it (Sentry: `baseline.sentry.release`)."""
+        target = self.scope.baseline.sentry
+        if rule.source == "sentry" and target is not None:
+            return target.release_name(self.window.version)
+        return None
+
     def _lookback(self) -> Period:
         """The baseline's period: `lookback` before the deploy."""
         t0 = self.window.deployed_at
@@ -731,6 +742,7 @@ class WindowWatch:
                 observations[rule.name] = Observation(value=None)
             else:
                 current, asked = fetched[rule.name]
+                self.empty.note(judged, current, self._release_named(judged))
                 before = self.answered_until.get(rule.name)
                 self.answered_until[rule.name] = asked.end
                 if before is not None and asked.end <= before and rule.name not in self.arrived:

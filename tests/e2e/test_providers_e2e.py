@@ -51,7 +51,7 @@ from tests.e2e.providers_support import (
     ratio_query,
 )
 from tests.fakes.newrelic import FakeNewRelic
-from tests.fakes.sentry import SentryStats
+from tests.fakes.sentry import EMPTY, SentryStats
 from tests.prometheus import ONE_PROMETHEUS, LaneFactory, PrometheusStack
 from tests.receivers import JsonSink, RollbackReceiver, alert_titled, titled
 
@@ -437,6 +437,53 @@ async def test_a_canary_whose_previous_release_errs_while_the_new_has_no_event_p
     counts, grouped = error_count_queries(sentry_fake)
     assert grouped == counts.count(VERSION) > 0  # the new release's 0s only
     assert sentry_fake.seen("/releases/") == []
+
+
+async def test_a_release_the_providers_have_nothing_of_is_inconclusive_saying_why(
+    sentry_fake: GrowingSentry,
+    newrelic_fake: FakeNewRelic,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+) -> None:
+    """The providers answer, with nothing to measure since the deploy (no transactions
+    of the new release in Sentry, no NRQL row): inconclusive, never a pass or a
+    rollback, and each rule says why and what to check, where they said "no data (no
+    data)" (a live audit)."""
+    t0 = deploy_second()
+    sentry_fake.set_stats(SentryStats(transactions=20_000, failure_rate=0.01), release=PREVIOUS)
+    sentry_fake.set_stats(EMPTY, release=VERSION)
+    newrelic_fake.answer(NRQL, [{"percentile.duration": {"95": 0.2}}])
+    newrelic_fake.answer(NRQL, [], since=t0)
+    agent = await start_agent(
+        environment_yaml(
+            SENTRY_RULE + NEWRELIC_RULE,
+            rollback_url=receiver.url,
+            secret=SECRET,
+            window="2s",
+            interval="250ms",
+            lookback="5s",
+        ),
+        alerting_yaml(json_sink.url()),
+        providers_yaml(sentry=sentry_fake, newrelic=newrelic_fake),
+    )
+    deploy = await register(agent, t0, watch_for=1.5)
+    final = await agent.settled(deploy["id"], within=20)
+    assert final["state"] == "inconclusive", final
+    assert final["rollback"] is None and receiver.attempts == []
+    sentry_rule, apm = rule_of(final, "sentry-errors"), rule_of(final, "apm-latency")
+    assert sentry_rule["outcome"] == apm["outcome"] == "inconclusive"
+    assert sentry_rule["detail"] == (
+        f'no data (sentry answered with nothing to measure for release "{VERSION}" since the'
+        " deploy: no traffic of it yet, or Sentry names it otherwise (baseline.sentry.release))"
+    )
+    assert apm["detail"] == (
+        "no data (newrelic answered with nothing to measure since the deploy (an empty result))"
+    )
+    assert "no data (no data)" not in final["verdict"]["reason"], final["verdict"]["reason"]
+    assert f"sentry-errors: {sentry_rule['detail']}" in final["verdict"]["reason"]
+    # the providers answered: no outage to alert
+    assert titled(json_sink, "provider ") == []
 
 
 # ------------------------------------------------------ 2. New Relic 0.2 → 0.9 s

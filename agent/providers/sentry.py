@@ -222,6 +222,32 @@ def release_filter(release: str | None) -> str:
     return f'release:"{escaped}"'
 
 
+BAD_RELEASE_CHARS = "\r\n\f\t/\\"
+"""What a Sentry release name may not contain (getsentry/sentry src/sentry/constants.py,
+with `MAX_VERSION_LENGTH = 200` and `Release.is_valid_version`)."""
+MAX_RELEASE_LENGTH = 200
+
+
+def release_refused(name: str) -> str | None:
+    """Why Sentry can have no release named `name` (it refuses it, and an SDK's event
+    with it is dropped), None when it can: then no query can match it, and a marker
+    would be refused with a 404 that reads as a missing scope. Pure."""
+    bad = sorted({repr(c) for c in name if c in BAD_RELEASE_CHARS})
+    if bad:
+        why = f"it contains {', '.join(bad)}"
+    elif len(name) > MAX_RELEASE_LENGTH:
+        why = f"it is {len(name)} characters long, over {MAX_RELEASE_LENGTH}"
+    elif name.strip() in ("", ".", "..") or name.strip().lower() == "latest":
+        why = f"Sentry reserves {name.strip()!r}"
+    else:
+        return None
+    return (
+        f"Sentry can have no release named {name!r} ({why}; release names may not contain"
+        " / or \\, tabs or newlines, nor pass 200 characters): the app's SDK names its"
+        " release otherwise; register the version it sends, or set baseline.sentry.release"
+    )
+
+
 def errors_elsewhere(counts: dict[str, int], expected: Iterable[str]) -> dict[str, int]:
     """The errors of release names other than `expected` (the window's own two): what
     a 0 for one of them may have missed. Pure."""
@@ -404,6 +430,9 @@ class SentryProvider(HttpProvider):
         target = self._scope(scope)
         metric = rule.metric
         version, release = release, None if release is None else target.release_name(release)
+        refused = None if release is None else release_refused(release)
+        if refused is not None:
+            raise ProviderError(refused)
         key = (metric, target.project, target.environment, release, period.start, period.end)
         where = release_filter(release)
         baseline = period.end <= scope.deployed_at + 1e-6  # the lookback, before the deploy
@@ -916,6 +945,9 @@ class SentryProvider(HttpProvider):
         if not version:
             return self._marker_skipped(event, "the deploy names no previous version")
         version = target.release_name(version)
+        refused = release_refused(version)
+        if refused is not None:
+            return self._marker_skipped(event, refused)
         name = (
             f"postflight {scope.deploy_id}"
             if event == "deploy"

@@ -23,6 +23,7 @@ from agent.providers.sentry import (
     errors_elsewhere,
     parse_link_header,
     release_filter,
+    release_refused,
     release_template,
 )
 from tests.fakes._server import Seen
@@ -518,6 +519,43 @@ async def test_markers_are_off_unless_enabled_and_never_raise(
     finally:
         await provider.aclose()
     assert requests_counted(metrics, "sentry", "error") == 1
+
+
+@pytest.mark.parametrize(
+    ("version", "why"),
+    [
+        ("v2.4.1+build/7", "it contains '/'"),
+        ("release\\v2", "it contains '\\\\'"),
+        ("latest", "Sentry reserves 'latest'"),
+        ("v" * 201, "it is 201 characters long, over 200"),
+    ],
+)
+async def test_a_release_name_sentry_refuses_is_said_so_without_asking(
+    sentry_fake: FakeSentry, metrics: Metrics, version: str, why: str
+) -> None:
+    """Sentry can have no such release (its `BAD_RELEASE_CHARS`, 200 characters,
+    `latest`): no query can match it, and its marker was refused with a 404 that named a
+    missing scope (a live audit, release "v2.0.0+b/7 …")."""
+    provider = SentryProvider(sentry_settings(sentry_fake, markers=True), metrics=metrics)
+    s = scope(version=version)
+    try:
+        obs = await provider.fetch(
+            rule(source="sentry", metric="error_rate", max=0.1), s, AFTER, version
+        )
+        marker = await provider.mark(s, "deploy")
+    finally:
+        await provider.aclose()
+    assert obs.error is not None and obs.error.startswith(
+        f"Sentry can have no release named {version!r} ({why};"
+    ), obs.error
+    assert obs.answered  # a fix to make, not an outage to wait out
+    assert marker is not None and f"no release named {version!r} ({why};" in marker
+    assert sentry_fake.requests == []
+
+
+def test_release_names_sentry_accepts_are_not_refused() -> None:
+    for name in ("v2.4.1", "web@2.4.1+b7", 'v2 #x&y="q" é%20', "v" * 200, "latest-2"):
+        assert release_refused(name) is None, name
 
 
 async def test_links_open_the_page_that_shows_the_rule(

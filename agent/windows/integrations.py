@@ -53,6 +53,8 @@ COMMIT_STATE = {
 """A commit status has no `inactive`: a window ended without a verdict is `error`, with
 why (`NO_VERDICT`), rather than `pending` for good."""
 SHA = re.compile(r"^[0-9a-fA-F]{7,40}$")
+FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+"""What a commit status goes on: GitHub refuses a short SHA there (422)."""
 STATUS_OF_STATE = {
     "watching": "in_progress",
     "passed": "success",
@@ -118,6 +120,8 @@ class Integrations:
         self._later: set[asyncio.Task[None]] = set()
         """Follow-ups held by another sender, to take over if its claim lapses."""
         self._seen: set[str] = set()
+        self._full_shas: dict[tuple[str, str], str] = {}
+        """(repository, short commit) → its full SHA, as the commits API answered."""
         """The newest page's windows at the last scan (`_new_windows` stops at them): only
         those, so that a process that runs for months does not keep every id it read."""
         self._owing: set[str] = set()
@@ -457,7 +461,11 @@ class Integrations:
                 "description": description[:140],
                 "context": f"postflight/{window.environment}",
             }
-            url = f"{github.api_url.rstrip('/')}/repos/{repository}/statuses/{window.commit}"
+            sha = await self._full_sha(repository, window.commit or "")
+            if not sha.ok:
+                self._record(window, key, sha, f"commit status {state}")
+                return
+            url = f"{github.api_url.rstrip('/')}/repos/{repository}/statuses/{sha.data}"
             result = await call(
                 self._client(),
                 "POST",
@@ -469,6 +477,36 @@ class Integrations:
                 rate_limit=github_rate_limit_wait,
             )
         self._record(window, key, result, f"commit status {state}")
+
+    async def _full_sha(self, repository: str, commit: str) -> CallResult:
+        """The full SHA (in `data`) a commit names: a commit status goes on a full one only,
+        and a pipeline's `--commit` is often short (`9fceb02`, the contract's example), so a
+        short one is resolved through `GET /repos/{repository}/commits/{ref}`."""
+        if FULL_SHA.match(commit.lower()):
+            return CallResult(True, None, None, commit.lower())
+        known = self._full_shas.get((repository, commit))
+        if known is not None:
+            return CallResult(True, None, None, known)
+        github = self.settings.integrations.github
+        assert github is not None
+        headers = {k: v for k, v in self._github_headers().items() if k != "Content-Type"}
+        result = await call(
+            self._client(),
+            "GET",
+            f"{github.api_url.rstrip('/')}/repos/{repository}/commits/{quote(commit, safe='')}",
+            headers=headers,
+            timeout_s=github.timeout,
+            redact=self.redact,
+            rate_limit=github_rate_limit_wait,
+        )
+        sha = result.data.get("sha") if result.ok and isinstance(result.data, dict) else None
+        if not isinstance(sha, str) or not FULL_SHA.match(sha):
+            why = result.error if not result.ok else "no full SHA in GitHub's answer"
+            return CallResult(False, result.status, f"commit {commit} in {repository}: {why}")
+        if len(self._full_shas) >= 1024:  # a long-running agent's windows: keep it bounded
+            self._full_shas.clear()
+        self._full_shas[(repository, commit)] = sha
+        return CallResult(True, result.status, None, sha)
 
     async def _verdict_words(self, window: DeployWindow, state: str) -> str:
         """A final status's description: the verdict's reason, or why there is none; for

@@ -705,6 +705,39 @@ async def test_commit_status_on_the_sha_pending_then_success(
     assert [s["target_url"] for s in fake_github.commit_statuses] == [page, page]
 
 
+async def test_a_short_commit_gets_its_status_on_the_full_sha(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`--commit 9fceb02` (the contract's own example) posted to `statuses/9fceb02`, which
+    GitHub refuses (a commit status needs the full SHA): the commit never got one. The
+    short SHA is resolved through the commits API first; one GitHub does not know is said
+    in the log and the window goes on."""
+    env = environment(
+        "staging",
+        flip_target.url,
+        extra=f"sources: {{github: {{repository: {gh.REPOSITORY}, environment: Staging,"
+        " commit_status: true}}",
+    )
+    caplog.set_level("WARNING", logger="postflight.integrations")
+    agent = await start_agent(env, extra=integrations(fake_github, fake_vercel))
+    deploy = await agent.register("staging", "v8", commit=gh.COMMIT[:7])
+    assert (await agent.settled(deploy["id"]))["state"] == "passed"
+    await eventually(lambda: len(fake_github.commit_statuses) >= 2)
+    assert [(s["sha"], s["state"]) for s in fake_github.commit_statuses] == [
+        (gh.COMMIT, "pending"),
+        (gh.COMMIT, "success"),
+    ]
+    unknown = await agent.register("staging", "v9", commit="abcdef0")
+    assert (await agent.settled(unknown["id"]))["state"] == "passed"
+    said = "No commit found for SHA: abcdef0"
+    await eventually(lambda: any(said in r.getMessage() for r in caplog.records))
+    assert len(fake_github.commit_statuses) == 2
+
+
 async def test_a_manual_rollback_after_a_pass_does_not_count_the_window_twice(
     start_agent: AgentFactory,
     flip_target: FlipTarget,

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 import sys
 import time
 from typing import Any
@@ -23,6 +24,9 @@ from tests.fakes._server import BODY, Failure, FakeServer, serve_main
 
 REPOSITORY = "acme/web"
 DEPLOYMENT_ID = 42
+COMMIT = "9fceb02d0ae598e95dc970b74767f19372d61af8"
+"""A commit of REPOSITORY: `GET /repos/{owner}/{repo}/commits/{ref}` resolves a prefix of it."""
+FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 STATUS_STATES = {"error", "failure", "inactive", "in_progress", "queued", "pending", "success"}
 
 
@@ -48,6 +52,8 @@ class FakeGitHub(FakeServer):
         self.gate_answers: list[dict[str, Any]] = []
         self.runs: list[dict[str, Any]] = []
         self.commit_statuses: list[dict[str, Any]] = []
+        self.commits = {COMMIT}
+        """Full SHAs the commits endpoint knows (a commit status takes any full SHA)."""
         self.run_name = "rollback {deploy_id}"
         """The dispatched workflow's `run-name`, filled from its inputs."""
 
@@ -86,6 +92,7 @@ class FakeGitHub(FakeServer):
         )
         app.router.add_get("/repos/{owner}/{repo}/actions/workflows/{workflow}/runs", self.runs_of)
         app.router.add_post("/repos/{owner}/{repo}/statuses/{sha}", self.commit_status)
+        app.router.add_get("/repos/{owner}/{repo}/commits/{ref}", self.commit)
         app.router.add_get("/_fake/gate_answers", self._control_gate_answers)
 
     async def _control_gate_answers(self, request: web.Request) -> web.Response:
@@ -124,9 +131,14 @@ class FakeGitHub(FakeServer):
         return web.json_response(status, status=201)
 
     async def commit_status(self, request: web.Request) -> web.Response:
+        """A commit status goes on a full SHA: GitHub refuses a short one (422, `sha must
+        be a 40 character SHA1`, renovatebot/renovate#7180) or takes it and shows nothing
+        (engram-app/Engram#21); either way the commit gets no status."""
         denied = self._denied(request)
         if denied is not None:
             return denied
+        if not FULL_SHA.match(request.match_info["sha"]):
+            return _message(422, "sha must be a 40 character SHA1")
         body = request[BODY]
         if not isinstance(body, dict) or body.get("state") not in (
             "error",
@@ -143,6 +155,17 @@ class FakeGitHub(FakeServer):
         status = {"id": len(self.commit_statuses) + 1, "sha": request.match_info["sha"], **body}
         self.commit_statuses.append(status)
         return web.json_response(status, status=201)
+
+    async def commit(self, request: web.Request) -> web.Response:
+        """`GET /repos/{owner}/{repo}/commits/{ref}`: the commit a SHA or its prefix names."""
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        ref = request.match_info["ref"].lower()
+        found = [sha for sha in self.commits if sha.startswith(ref)] if len(ref) >= 4 else []
+        if len(found) != 1:
+            return _message(422, f"No commit found for SHA: {request.match_info['ref']}")
+        return web.json_response({"sha": found[0], "commit": {"message": "a commit"}})
 
     async def dispatch(self, request: web.Request) -> web.Response:
         denied = self._denied(request)

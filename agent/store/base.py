@@ -7,6 +7,7 @@ on, so a process killed at any instant restarts into the same decisions.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple, Protocol
 
@@ -144,6 +145,18 @@ def same_deploy(active: DeployWindow, same: SameDeployment) -> bool:
     )
 
 
+SHA_HEX = re.compile(r"^[0-9a-f]{8,64}$")
+
+
+def sha_and_abbreviations(sha: str) -> list[str]:
+    """`sha` and its abbreviations down to git's default 7 hex digits: a window
+    registered with `--commit 9fceb02` is a window of 9fceb02d0a…. Anything not a hex
+    SHA stands for itself alone."""
+    if not SHA_HEX.match(sha):
+        return [sha]
+    return [sha[:n] for n in range(7, len(sha) + 1)]
+
+
 class StoreError(Exception):
     """The store cannot answer (down, locked, corrupt)."""
 
@@ -202,8 +215,9 @@ class Store(Protocol):
     ) -> Page: ...
 
     async def newest_window_of(self, environment: str, sha: str) -> DeployWindow | None:
-        """The environment's newest window whose version or commit is `sha` (a gate's
-        staging window), by index, however many windows came since."""
+        """The environment's newest window whose version or commit is `sha` or an
+        abbreviation of it (`sha_and_abbreviations`: a gate's staging window), by index,
+        however many windows came since."""
         ...
 
     async def claim_windows(

@@ -50,6 +50,7 @@ from agent.store.base import (
     StoreError,
     UnsettledAlert,
     same_deploy,
+    sha_and_abbreviations,
 )
 from agent.store.cursor import decode_cursor, encode_cursor
 
@@ -592,14 +593,17 @@ class SqlStore(ABC):
 
     async def newest_window_of(self, environment: str, sha: str) -> DeployWindow | None:
         # a union, so that each half is one index's range (an OR may scan the environment)
+        names = sha_and_abbreviations(sha)
+        marks = ", ".join("?" * len(names))
         rows = await self._fetchall(
-            f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE environment = ? AND version = ?"
+            f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE environment = ?"
+            f" AND version IN ({marks})"
             f" UNION SELECT {_WINDOW_COLUMNS} FROM windows WHERE environment = ?"
-            " AND commit_sha = ? ORDER BY created_at DESC, id DESC LIMIT 1",
+            f" AND commit_sha IN ({marks}) ORDER BY created_at DESC, id DESC LIMIT 1",
             environment,
-            sha,
+            *names,
             environment,
-            sha,
+            *names,
         )
         return _window(rows[0]) if rows else None
 

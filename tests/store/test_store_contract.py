@@ -674,6 +674,23 @@ async def test_the_newest_window_of_a_commit_is_found_by_version_or_commit(
     assert older is not None and older.id == "dep_3"
 
 
+async def test_a_window_of_a_short_commit_is_a_window_of_its_sha(store: Store) -> None:
+    """`register --commit 9fceb02` (the contract's example): the protection rule of
+    9fceb02d0a… found no staging window, waited its whole timeout and rejected."""
+    sha = "9fceb02d0ae598e95dc970b74767f19372d61af8"
+    short = dataclasses.replace(window("dep_1", env="staging", created=1.0), commit=sha[:7])
+    by_version = dataclasses.replace(window("dep_2", env="staging", created=2.0), version=sha[:10])
+    other = dataclasses.replace(window("dep_3", env="staging", created=3.0), commit="9fceb03")
+    for w in (short, other):
+        await store.create_window(w)
+    found = await store.newest_window_of("staging", sha)
+    assert found is not None and found.id == "dep_1"
+    await store.create_window(by_version)
+    found = await store.newest_window_of("staging", sha)
+    assert found is not None and found.id == "dep_2"
+    assert await store.newest_window_of("staging", sha[:6] + "0" * 34) is None
+
+
 async def test_alert_results_are_recorded_per_event(store: Store) -> None:
     await store.create_window(window("dep_1"))
     await store.claim_alert("dep_1", "passed", 1.0)

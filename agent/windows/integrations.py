@@ -55,6 +55,16 @@ why (`NO_VERDICT`), rather than `pending` for good."""
 SHA = re.compile(r"^[0-9a-fA-F]{7,40}$")
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 """What a commit status goes on: GitHub refuses a short SHA there (422)."""
+
+
+def same_commit(one: str | None, other: str | None) -> bool:
+    """Whether two commits are one, written in full or abbreviated (`9fceb02`)."""
+    if not one or not other or not SHA.match(one) or not SHA.match(other):
+        return False
+    one, other = one.lower(), other.lower()
+    return one.startswith(other) or other.startswith(one)
+
+
 STATUS_OF_STATE = {
     "watching": "in_progress",
     "passed": "success",
@@ -527,7 +537,11 @@ class Integrations:
         `pending` or verdict would stand on the commit)."""
         page = await self.s.store.list_windows(environment=window.environment, limit=1)
         newest = page.items[0] if page.items else None
-        return newest is not None and newest.id != window.id and newest.commit == window.commit
+        return (
+            newest is not None
+            and newest.id != window.id
+            and (newest.commit == window.commit or same_commit(newest.commit, window.commit))
+        )
 
     def _github_headers(self) -> dict[str, str]:
         github = self.settings.integrations.github

@@ -738,6 +738,34 @@ async def test_a_short_commit_gets_its_status_on_the_full_sha(
     assert len(fake_github.commit_statuses) == 2
 
 
+async def test_a_window_superseded_by_one_of_its_full_sha_leaves_the_commit_to_it(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    """`--commit 9fceb02` then the same commit in full: one commit, so the superseded
+    window's `error` would stand on it beside (or after) the newer window's `pending`."""
+    env = environment(
+        "staging",
+        flip_target.url,
+        window="30s",
+        extra=f"sources: {{github: {{repository: {gh.REPOSITORY}, environment: Staging,"
+        " commit_status: true}}",
+    )
+    agent = await start_agent(env, extra=integrations(fake_github, fake_vercel))
+    await agent.register("staging", "v1", commit=gh.COMMIT[:7])
+    await eventually(lambda: len(fake_github.commit_statuses) >= 1)
+    await agent.register("staging", "v2", commit=gh.COMMIT)
+    await eventually(lambda: len(fake_github.commit_statuses) >= 2)
+    await asyncio.sleep(1.5)  # nothing for the window superseded on the same commit
+    seen = [(s["sha"], s["state"], s["description"]) for s in fake_github.commit_statuses]
+    assert seen == [
+        (gh.COMMIT, "pending", "Postflight is watching v1"),
+        (gh.COMMIT, "pending", "Postflight is watching v2"),
+    ]
+
+
 async def test_a_manual_rollback_after_a_pass_does_not_count_the_window_twice(
     start_agent: AgentFactory,
     flip_target: FlipTarget,

@@ -348,7 +348,7 @@ def summary(deploy: Deploy, style: Style) -> str:
     headline = {
         "passed": "passed: the verdict passed (its reason says on what evidence)",
         "failed": "failed: the verdict failed and no rollback was delivered",
-        "rolled_back": "rolled back: the rollback webhook accepted the request",
+        "rolled_back": "rolled back: the rollback target accepted the request",
         "inconclusive": "inconclusive: neither passed nor failed (the rules below say why)",
         "cancelled": "cancelled: no verdict (exit 3)",
         "superseded": "superseded by a newer deploy: no verdict (exit 3)",

@@ -317,7 +317,7 @@ def test_register_wait_follows_a_rollback_still_being_delivered(
     captured = capsys.readouterr()
     no_traceback(captured)
     assert "no rollback was delivered" not in captured.out
-    assert "rolled back: the rollback webhook accepted the request" in captured.out
+    assert "rolled back: the rollback target accepted the request" in captured.out
     assert "rollback  delivered after 1 attempt" in captured.out
 
 

@@ -20,7 +20,7 @@ def _connection_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--token",
         metavar="TOKEN",
-        help="an API token, one of server.api_tokens"
+        help="an API token: one of the agent's server.api_tokens or server.named_tokens"
         " (default: $POSTFLIGHT_TOKEN, else $POSTFLIGHT_API_TOKEN)",
     )
     group.add_argument(

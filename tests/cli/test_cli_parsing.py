@@ -64,3 +64,16 @@ def test_the_help_of_the_commands_that_read_a_config_says_the_default(
         main(command)
     out = " ".join(capsys.readouterr().out.split())
     assert "(default $POSTFLIGHT_CONFIG or ./postflight.yaml)" in out, out
+
+
+@pytest.mark.parametrize("command", ["register", "status", "rollback"])
+def test_the_token_help_names_every_kind_of_token_the_agent_accepts(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A named token (`server.named_tokens`, recorded with a manual rollback) is accepted
+    wherever an API token is; the help said only `one of server.api_tokens`."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "server.api_tokens or server.named_tokens" in out, out

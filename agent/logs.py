@@ -13,6 +13,9 @@ from typing import Any
 from common.redaction import Redactor
 
 _CONTEXT_FIELDS = ("deploy_id", "environment", "check", "rule", "provider")
+_CONFIG_FIELDS = ("config", "field", "line", "variable")
+"""Where a configuration error is (`extra=` of its record): the file, the field's path,
+the file's line, the overriding variable; in JSON for a log shipper to key on."""
 
 log_context: ContextVar[dict[str, str] | None] = ContextVar("postflight_log_context", default=None)
 """Fields for every record logged in this task and the tasks it starts (a window's watch
@@ -54,7 +57,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for name in _CONTEXT_FIELDS:
+        for name in _CONTEXT_FIELDS + _CONFIG_FIELDS:
             value = getattr(record, name, None)
             if value is not None:
                 data[name] = value

@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from agent.cli.exits import EXIT_CRASHED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from agent.cli.stop_signals import stop_cleanly_while_nothing_is_held
 from agent.settings_file import ConfigError, LoadedConfig, load_config
 from agent.stopping import StopBudget, exit_if_still_running
@@ -54,17 +54,52 @@ def _load(path: str, unnamed: str | None = None) -> Settings | None:
     return None if loaded is None else loaded.settings
 
 
-def _load_config(path: str, unnamed: str | None = None) -> LoadedConfig | None:
+def _load_config(
+    path: str, unnamed: str | None = None, as_logs: bool = False
+) -> LoadedConfig | None:
     """The settings and their warnings, or None after printing every configuration error
-    (a file not found with `unnamed`, where it came from)."""
+    (a file not found with `unnamed`, where it came from); with `as_logs`, each error is a
+    log record of its own (`_log_config_errors`)."""
     try:
         return load_config(path)
     except ConfigError as exc:
-        text = exc.render()
+        said = ""
         if unnamed and [p.message for p in exc.problems] == [f"file not found: {path}"]:
-            text += f" ({unnamed})"
-        print(text, file=sys.stderr)
+            said = f" ({unnamed})"
+        if as_logs:
+            _log_config_errors(exc, said)
+        else:
+            print(exc.render() + said, file=sys.stderr)
         return None
+
+
+def _log_config_errors(exc: ConfigError, said: str) -> None:
+    """Each error as one log record, with its file, field path, line and variable as
+    fields: `run --log-format json` printed them as text, the only lines of its output a
+    log shipper could not read, and those that say why the agent is not running."""
+    for problem in exc.problems:
+        log.error(
+            "configuration error in %s: %s%s",
+            exc.source,
+            problem,
+            said,
+            extra={
+                "config": exc.source,
+                "field": problem.path or None,
+                "line": problem.line,
+                "variable": problem.variable,
+            },
+        )
+
+
+def _fail_to_start(message: str, as_logs: bool) -> int:
+    """`run` cannot start (its store, its port): one line, a log record with
+    `--log-format json`; exit 2."""
+    if as_logs:
+        log.error("%s", message)
+    else:
+        print(f"postflight: {message}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def validate_command(args: argparse.Namespace) -> int:
@@ -90,7 +125,10 @@ def run_command(args: argparse.Namespace) -> int:
     from common.redaction import Redactor
 
     path = _config_path(args.config)
-    loaded = _load_config(path, _unnamed(args.config, "--config PATH"))
+    as_logs = args.log_format == "json"  # text: the errors as validate-config prints them
+    # before the configuration, so that its errors are said in the format asked for
+    setup_logging(args.log_format, args.log_level)
+    loaded = _load_config(path, _unnamed(args.config, "--config PATH"), as_logs)
     if loaded is None:
         return EXIT_USAGE
     settings = loaded.settings
@@ -120,11 +158,12 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         run_daemon(main_loop())
     except StoreError as exc:
-        print(f"postflight: store error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail_to_start(f"store error: {exc}", as_logs)
     except OSError as exc:
-        print(f"postflight: cannot listen on {settings.server.listen}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail_to_start(f"cannot listen on {settings.server.listen}: {exc}", as_logs)
+    except Exception:  # a bug: its traceback in the log's format, not beside it
+        log.critical("postflight stopped on an unexpected error", exc_info=True)
+        return EXIT_CRASHED
     finally:
         # the closed loop left SIGTERM at its default (killed, -15): the state is kept,
         # so a second stop while the process ends is clean too

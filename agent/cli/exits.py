@@ -5,6 +5,8 @@ from __future__ import annotations
 EXIT_OK = EXIT_PASSED = 0
 EXIT_FAILED = 1
 """The verdict failed or the deploy was rolled back (or `check` found a failing check)."""
+EXIT_CRASHED = 1
+"""`run` ended by an unexpected error (a bug): said as a log record, exit 1 as Python's own."""
 EXIT_USAGE = 2
 """Bad flags, configuration, connection or auth: one line on stderr says which."""
 EXIT_INCONCLUSIVE = 3

@@ -149,8 +149,17 @@ def _main(argv: Sequence[str] | None) -> int:
         if not isinstance(exc, CheckPluginError):
             raise
         # a broken installation, found when the settings' check types are built: one line
-        # naming the plugin and what to do, exit 2 as for a bad configuration
-        print(f"postflight: {exc}", file=sys.stderr)
+        # naming the plugin and what to do, exit 2 as for a bad configuration; a record
+        # for `run --log-format json`, whose every line a log shipper reads
+        if args.command == "run" and args.log_format == "json":
+            import logging
+
+            from agent.logs import setup_logging
+
+            setup_logging("json", args.log_level)
+            logging.getLogger("postflight").error("%s", exc)
+        else:
+            print(f"postflight: {exc}", file=sys.stderr)
         return EXIT_USAGE
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE

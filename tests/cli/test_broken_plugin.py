@@ -3,6 +3,7 @@ that builds the settings, never a traceback (a broken installation is a start-up
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -39,7 +40,11 @@ def broken_plugin(tmp_path: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize(
     "command",
-    [["validate-config", "{config}"], ["check", "--config", "{config}", "--env", "staging"]],
+    [
+        ["validate-config", "{config}"],
+        ["check", "--config", "{config}", "--env", "staging"],
+        ["run", "--config", "{config}"],
+    ],
 )
 def test_a_broken_check_plugin_is_one_line_and_exit_2(
     command: list[str], broken_plugin: dict[str, str], tmp_path: Path
@@ -59,3 +64,23 @@ def test_a_broken_check_plugin_is_one_line_and_exit_2(
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("postflight: check plugin 'brokenimp'")
     assert "broken_check_missing" in line and "Reinstall or uninstall that package" in line
+
+
+def test_with_json_logs_a_broken_check_plugin_at_run_is_one_json_record(
+    broken_plugin: dict[str, str], tmp_path: Path
+) -> None:
+    """`run --log-format json`: the line a log shipper reads is JSON too."""
+    config = tmp_path / "postflight.yaml"
+    config.write_text(CONFIG)
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "run", "--config", str(config), "--log-format", "json"],
+        env=broken_plugin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    record = json.loads(line)
+    assert record["level"] == "error", record
+    assert record["msg"].startswith("check plugin 'brokenimp'"), record

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import os
 import signal
 import socket
@@ -131,3 +134,120 @@ def test_a_stop_while_the_config_is_still_being_read_exits_0_at_once(
             agent.wait()
     assert agent.returncode == 0, err
     assert "Traceback" not in err, err
+
+
+def json_lines(text: str) -> list[dict[str, object]]:
+    """Every line of `text` as a JSON object (fails on a line that is not one)."""
+    records = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            pytest.fail(f"not a JSON line: {line!r} in\n{text}")
+        assert isinstance(record, dict), line
+        records.append(record)
+    return records
+
+
+def run_once(config: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "run", "--config", str(config), *flags],
+        env=agent_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.timeout(120)
+def test_with_json_logs_each_configuration_error_is_one_json_record(tmp_path: Path) -> None:
+    """`run --log-format json` printed its configuration errors as text (the heading and
+    one indented line each): the only lines of its output a log shipper could not read,
+    and those saying why the agent is not running. Now one record per error, with its
+    field path and line as fields; exit 2 as before. Text logs keep validate-config's
+    form."""
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        f"server: {{listen: 127.0.0.1:{free_port()}, api_tokens: [{TOKEN}]}}\n"
+        "environments:\n"
+        "  production:\n"
+        "    base_url: http://127.0.0.1:9\n"
+        "    window: abc\n"
+        "    interval: 0s\n"
+    )
+    proc = run_once(config, "--log-format", "json")
+    assert proc.returncode == 2, proc.stderr
+    records = json_lines(proc.stderr)
+    assert [(r["level"], r["field"], r["line"]) for r in records] == [
+        ("error", "environments.production.window", 5),
+        ("error", "environments.production.interval", 6),
+    ], records
+    assert all(r["config"] == str(config) for r in records), records
+    assert "must be more than 0s" in str(records[1]["msg"]), records
+
+    text = run_once(config)  # text logs: as validate-config says them
+    assert text.returncode == 2, text.stderr
+    assert text.stderr.splitlines() == [
+        f"{config}: 2 configuration errors",
+        "  environments.production.window (line 5): 'abc' is not a duration;"
+        " write it like 250ms, 30s, 10m or 1h",
+        "  environments.production.interval (line 6): must be more than 0s",
+    ], text.stderr
+
+
+@pytest.mark.timeout(120)
+def test_with_json_logs_a_file_not_found_and_a_port_in_use_are_json_too(tmp_path: Path) -> None:
+    missing = run_once(tmp_path / "nope.yaml", "--log-format", "json")
+    assert missing.returncode == 2, missing.stderr
+    [record] = json_lines(missing.stderr)
+    assert record["level"] == "error" and "file not found" in str(record["msg"]), record
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "postflight.yaml"
+        config.write_text(
+            f"server: {{listen: 127.0.0.1:{port}, api_tokens: [{TOKEN}]}}\n"
+            f"store: {{url: 'sqlite:///{tmp_path}/pf.db'}}\n"
+            "environments:\n"
+            "  production:\n"
+            "    base_url: http://127.0.0.1:9\n"
+        )
+        busy = run_once(config, "--log-format", "json")
+    assert busy.returncode == 2, busy.stderr
+    records = json_lines(busy.stderr)
+    assert records[-1]["level"] == "error", records
+    assert str(records[-1]["msg"]).startswith(f"cannot listen on 127.0.0.1:{port}: "), records
+
+
+def test_with_json_logs_an_unexpected_error_is_one_record_with_its_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug that ends the daemon printed Python's traceback, many lines of text, after
+    its JSON logs: now one critical record carrying it, exit 1 as before."""
+    import agent.app
+    from agent.cli.main import main
+
+    async def serve(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(agent.app, "serve", serve)
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        f"server: {{listen: 127.0.0.1:{free_port()}, api_tokens: [{TOKEN}]}}\n"
+        "environments: {production: {base_url: 'http://127.0.0.1:9'}}\n"
+    )
+    # `run` makes SIGTERM/SIGINT exit 0 for its process: this one is pytest's
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        assert main(["run", "--config", str(config), "--log-format", "json"]) == 1
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        logging.getLogger().handlers.clear()
+    last = json_lines(stream.getvalue())[-1]
+    assert last["level"] == "critical", last
+    assert "RuntimeError: a bug" in str(last["exc"]), last

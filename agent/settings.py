@@ -453,6 +453,27 @@ else:
     CheckSettings = _check_settings()
 
 
+MIN_INTERVAL_S = 0.1
+"""The shortest round and background period: each runs its checks and stores what they
+found, and nothing bounded them from below (`interval: 1ms` ran a thousand rounds a
+second for each window, a store write each, keeping a core busy for no better judgement).
+The tests' fastest windows use 200ms rounds."""
+
+
+def _period_floor(seconds: float) -> float:
+    if seconds < MIN_INTERVAL_S:
+        got = format_duration(seconds) if seconds == 0 or seconds >= 0.001 else f"{seconds:f}s"
+        raise ValueError(
+            f"must be at least {format_duration(MIN_INTERVAL_S)} (got {got}): a shorter"
+            " period only keeps the agent busy running checks and storing what they found"
+        )
+    return seconds
+
+
+Interval = Annotated[Duration, AfterValidator(_period_floor)]
+"""A round's `interval` or the `background_interval`: at least `MIN_INTERVAL_S`."""
+
+
 MAX_WINDOW_S = 7 * 86400.0
 """The longest window, as the API's `window` (agent.api.models): a registration without
 its own took the environment's, and one of 99999999999999d answered 500."""
@@ -461,9 +482,9 @@ its own took the environment's, and one of 99999999999999d answered 500."""
 class EnvironmentSettings(StrictModel):
     base_url: HttpUrl
     window: Annotated[Duration, at_most(MAX_WINDOW_S)] = 900.0
-    interval: PositiveDuration = 30.0
+    interval: Interval = 30.0
     lookback: Duration = 3600.0
-    background_interval: PositiveDuration = 30.0
+    background_interval: Interval = 30.0
     """Between windows, http checks keep probing at this pace (the pre-deploy baseline)."""
     baseline_url: HttpUrl | None = None
     """A canary's stable side: the same checks run against it during a window."""
@@ -1048,7 +1069,7 @@ def _list_items_in_document(
     if isinstance(checks, list):
         said += [("checks", e) for e in _second_names("check", _names(checks))]
         default = EnvironmentSettings.model_fields["interval"].default
-        interval = _valid(TypeAdapter(PositiveDuration), env.get("interval", default))
+        interval = _valid(TypeAdapter(Interval), env.get("interval", default))
         if interval is not None:
             valid = _valid_items(TypeAdapter(CheckSettings), checks)
             said += [("checks", e) for e in _checks_beyond(valid, interval)]

@@ -222,6 +222,25 @@ def test_run_logs_the_warning_once_at_start(
     assert said == ["configuration: " + UNROUTED_WARNING.removeprefix("warning: ")]
 
 
+def test_the_shortest_interval_and_background_interval_are_accepted() -> None:
+    text = MINIMAL.replace("interval: 30s", "interval: 100ms\n    background_interval: 100ms")
+    env = load_settings_text(text).environments["production"]
+    assert (env.interval, env.background_interval) == (0.1, 0.1)
+
+
+def test_an_interval_below_the_floor_from_a_variable_names_the_variable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POSTFLIGHT__ENVIRONMENTS__PRODUCTION__BACKGROUND_INTERVAL", "1ms")
+    code, out = run_validate(tmp_path, MINIMAL, capsys)
+    assert code == 2, out
+    assert (
+        "  environments.production.background_interval (from"
+        " $POSTFLIGHT__ENVIRONMENTS__PRODUCTION__BACKGROUND_INTERVAL): must be at least 100ms"
+        " (got 1ms)"
+    ) in out, out
+
+
 @pytest.mark.parametrize(
     ("before", "after", "expected"),
     [
@@ -233,7 +252,24 @@ def test_run_logs_the_warning_once_at_start(
         (
             "interval: 30s",
             "interval: 0s",
-            "environments.production.interval (line 8): must be more than 0s",
+            "environments.production.interval (line 8): must be at least 100ms (got 0s): a"
+            " shorter period only keeps the agent busy running checks and storing what they"
+            " found",
+        ),
+        # no floor before: a round every millisecond, each window's, each stored
+        (
+            "interval: 30s",
+            "interval: 0.001s",
+            "environments.production.interval (line 8): must be at least 100ms (got 1ms): a"
+            " shorter period only keeps the agent busy running checks and storing what they"
+            " found",
+        ),
+        (
+            "interval: 30s",
+            "interval: 30s\n    background_interval: 0.00001",
+            "environments.production.background_interval (line 9): must be at least 100ms"
+            " (got 0.000010s): a shorter period only keeps the agent busy running checks and"
+            " storing what they found",
         ),
         (
             "interval: 30s",

@@ -151,7 +151,7 @@ async def test_a_sequential_window_shows_its_evidence_live_in_the_api_and_in_the
             flip_target.url,
             window=f"{WINDOW_S}s",
             interval="500ms",
-            background_interval="50ms",
+            background_interval="100ms",
             probes=20,
             analysis="{policy: sequential, confidence: 0.99}",
             extra=f"rollback: {{url: {receiver.url}, secret: {SECRET}, backoff: 100ms}}",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.cli.exits import EXIT_CRASHED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from agent.cli.stop_signals import stop_cleanly_while_nothing_is_held
+from agent.cli.stop_signals import STOP_SIGNALS, stop_cleanly_while_nothing_is_held
 from agent.settings_file import ConfigError, LoadedConfig, load_config
 from agent.stopping import StopBudget, exit_if_still_running
 from common.words import counted
@@ -146,13 +146,17 @@ def run_command(args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
 
-        def on_stop() -> None:
+        def on_stop(sig: signal.Signals) -> None:
             if not stop.is_set():  # the first signal starts the bound
                 exit_if_still_running(settings.server.shutdown_timeout, EXIT_OK)
+                if sig == signal.SIGHUP:  # many daemons reload on it: said, as a warning
+                    log.warning("SIGHUP: stopping%s", _NO_RELOAD)
+                else:
+                    log.info("%s: stopping", sig.name)
             stop.set()
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_stop)
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, on_stop, sig)
         await serve(settings, stop)
 
     try:
@@ -169,6 +173,13 @@ def run_command(args: argparse.Namespace) -> int:
         # so a second stop while the process ends is clean too
         stop_cleanly_while_nothing_is_held()
     return EXIT_OK
+
+
+_NO_RELOAD = (
+    " (postflight does not reload its configuration on SIGHUP; start it again to apply a"
+    " change: its windows resume from the store)"
+)
+"""Said with a stop by SIGHUP, the signal many daemons reload on."""
 
 
 LEFT_BEHIND_S = 0.2

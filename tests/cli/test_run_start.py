@@ -15,10 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from agent.cli.stop_signals import STOP_SIGNALS
 from agent.store.location import store_location
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "tok-1234567890abcdef"
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+"""What stops `run` cleanly: the contract's two, and SIGHUP."""
 
 
 def free_port() -> int:
@@ -97,7 +100,7 @@ def test_a_store_is_named_by_where_it_is_never_by_its_password(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("sig", SIGNALS, ids=[s.name for s in SIGNALS])
 def test_a_stop_while_the_config_is_still_being_read_exits_0_at_once(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
@@ -134,6 +137,48 @@ def test_a_stop_while_the_config_is_still_being_read_exits_0_at_once(
             agent.wait()
     assert agent.returncode == 0, err
     assert "Traceback" not in err, err
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("sig", SIGNALS, ids=[s.name for s in SIGNALS])
+def test_each_stop_signal_is_a_clean_stop_named_in_the_log(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """SIGTERM and SIGINT (contract §1), and SIGHUP, which killed the serving daemon
+    (exit 129, no `stopped`, deliveries in flight cut off): an operator's `kill -HUP` for a
+    reload, or a terminal that closed. Now a clean stop, exit 0, its log line saying there
+    is no reload."""
+    port = free_port()
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        f"server: {{listen: 127.0.0.1:{port}, api_tokens: [{TOKEN}]}}\n"
+        f"store: {{url: 'sqlite:///{tmp_path}/pf.db'}}\n"
+        "environments: {production: {base_url: 'http://127.0.0.1:9'}}\n"
+    )
+    log = tmp_path / "agent.log"
+    with log.open("wb") as out:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", str(config)],
+            env=agent_env(),
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while "listening on" not in log.read_text() and time.monotonic() < deadline:
+            assert agent.poll() is None, log.read_text()
+            time.sleep(0.1)
+        agent.send_signal(sig)
+        assert agent.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    text = log.read_text()
+    assert f"{sig.name}: stopping" in text, text
+    assert text.rstrip().endswith("postflight: stopped"), text
+    no_reload = "postflight does not reload its configuration on SIGHUP" in text
+    assert no_reload == (sig == signal.SIGHUP), text
 
 
 def json_lines(text: str) -> list[dict[str, object]]:
@@ -241,8 +286,8 @@ def test_with_json_logs_an_unexpected_error_is_one_record_with_its_traceback(
         f"server: {{listen: 127.0.0.1:{free_port()}, api_tokens: [{TOKEN}]}}\n"
         "environments: {production: {base_url: 'http://127.0.0.1:9'}}\n"
     )
-    # `run` makes SIGTERM/SIGINT exit 0 for its process: this one is pytest's
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # `run` makes SIGTERM/SIGINT/SIGHUP exit 0 for its process: this one is pytest's
+    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     try:
         assert main(["run", "--config", str(config), "--log-format", "json"]) == 1
     finally:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.cli.stop_signals import STOP_SIGNALS
 from agent.settings_file import load_settings_text
 from tests.config.test_validate_config import MINIMAL, run_validate
 
@@ -210,8 +211,8 @@ def test_run_logs_the_warning_once_at_start(
     monkeypatch.setattr(agent.logs, "setup_logging", lambda *args: None)  # keep caplog's
     path = tmp_path / "postflight.yaml"
     path.write_text(UNROUTED)
-    # `run` makes SIGTERM/SIGINT exit 0 for its process: this one is pytest's
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # `run` makes SIGTERM/SIGINT/SIGHUP exit 0 for its process: this one is pytest's
+    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     try:
         with caplog.at_level("WARNING"):
             assert main(["run", "--config", str(path)]) == 0

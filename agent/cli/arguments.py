@@ -77,7 +77,7 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", metavar="ENV", help="only this environment's windows")
     parser.add_argument("--state", choices=DEPLOY_STATES, help="only windows in this state")
     parser.add_argument(
-        "--limit", type=int, default=20, metavar="N", help="how many windows (default: 20)"
+        "--limit", type=int, default=20, metavar="N", help="how many windows, 1-200 (default: 20)"
     )
     _connection_arguments(parser)
     _output_arguments(parser)
@@ -91,6 +91,6 @@ def _output_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_rollback_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `postflight rollback ID --reason TEXT`."""
-    parser.add_argument("id", help="the deploy id (dep_…)")
+    parser.add_argument("id", metavar="ID", help="the deploy id (dep_…)")
     parser.add_argument("--reason", required=True, help="why: recorded, alerted and sent on")
     _connection_arguments(parser)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Sequence
+from typing import Any
 
 from agent import __version__
 from agent.cli.arguments import (
@@ -32,48 +34,165 @@ class _Parser(argparse.ArgumentParser):
 CONFIG_HELP = "config file (default $POSTFLIGHT_CONFIG or ./postflight.yaml)"
 """`run`, `validate-config` and `check` read the same one (`config_commands._config_path`)."""
 
+LOG_FORMAT_HELP = "run's logs: text, or one JSON object a line (default: text)"
+LOG_LEVEL_HELP = "run's least severe log level (default: info)"
+AGENT_EXITS = "2 usage, connection or auth error (said in one line on stderr)"
+
+VARIABLES = """environment:
+  $POSTFLIGHT_CONFIG              the config file of run, check and validate-config
+  $POSTFLIGHT__<SECTION>__<KEY>   overrides a config value (POSTFLIGHT__SERVER__LISTEN)
+  $POSTFLIGHT_URL                 the agent's URL for register, status and rollback
+  $POSTFLIGHT_TOKEN               their API token (else $POSTFLIGHT_API_TOKEN)
+  $NO_COLOR                       no colours on a terminal (none off a terminal anyway)
+
+Run `postflight COMMAND --help` for a command's flags and exit codes."""
+
+COMMANDS: dict[str, tuple[str, str, list[str]]] = {
+    # name: (summary in the list of commands, what it does, its exit codes: contract §1)
+    "run": (
+        "run the daemon",
+        "Run the agent: its HTTP API, the deploy windows, alerts and rollbacks. SIGTERM,"
+        " SIGINT or SIGHUP stops it (no new work, rounds checkpointed, deliveries in flight"
+        " finished within server.shutdown_timeout) and keeps its state in the store; it"
+        " does not reload its configuration.",
+        [
+            "0 clean stop",
+            "1 an unexpected error (logged with its traceback)",
+            "2 bad configuration, or a store or port it cannot use",
+        ],
+    ),
+    "validate-config": (
+        "check a configuration file",
+        "Load and validate a configuration: every error with its field path and file line;"
+        " warnings (valid all the same) on stderr.",
+        ["0 valid", "2 invalid (every error said)"],
+    ),
+    "register": (
+        "open a deploy window (for pipelines)",
+        "Register a deploy with the agent, which watches it for the environment's window."
+        " With --wait, show its progress until the window ends; the exit code is then the"
+        " verdict.",
+        [
+            "0 registered (with --wait: passed)",
+            "1 failed or rolled back (--wait)",
+            AGENT_EXITS,
+            "3 no verdict (--wait): inconclusive, cancelled, superseded, or still open at"
+            " --timeout",
+            "130 interrupted (CTRL-C), 143 terminated (SIGTERM): the agent keeps watching"
+            " a window it registered (the message names it)",
+        ],
+    ),
+    "status": (
+        "show one window or the recent ones",
+        "Show one deploy window in detail, or the recent ones as a table, newest first.",
+        ["0 shown", AGENT_EXITS + "; an unknown id or environment"],
+    ),
+    "check": (
+        "run every check of an environment once",
+        "Run every check of one environment once, here, with no agent, and print a table"
+        " (a smoke-test step for CI).",
+        [
+            "0 all pass (or the environment has no checks)",
+            "1 any fail, or could not be judged",
+            "2 bad configuration or unknown environment",
+        ],
+    ),
+    "rollback": (
+        "ask the agent to roll a deploy back",
+        "Ask the agent for a rollback of one deploy, sent to its environment's rollback"
+        " target with the same guarantees as an automatic one.",
+        [
+            "0 accepted",
+            "1 refused (the deploy already has a rollback, or was cancelled or superseded)",
+            AGENT_EXITS,
+        ],
+    ),
+    "demo": (
+        "a self-contained demo: a good deploy, then a bad one",
+        "Start a local demo service and an agent on a SQLite store in a temp dir, ship a"
+        " good deploy (it passes) then a bad one (rolled back), printing what happens. Needs"
+        " no network and no accounts.",
+        ["0 both outcomes as expected", "1 otherwise"],
+    ),
+    "schema": (
+        "print the configuration's JSON Schema",
+        "Print the configuration's JSON Schema (for an editor's YAML language server).",
+        ["0 printed (or written)", "2 cannot write --output"],
+    ),
+}
+
+
+def _command(sub: Any, name: str) -> argparse.ArgumentParser:
+    """The command's parser, its `--help` saying what it does and its exit codes."""
+    summary, does, exits = COMMANDS[name]
+    codes = [textwrap.fill(c, 79, initial_indent="  ", subsequent_indent="      ") for c in exits]
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=summary,
+        description=textwrap.fill(does, 79),
+        epilog="\n".join(["exit codes:", *codes]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="postflight",
         description="Post-deployment validation: watch a deploy, judge it, alert, roll back.",
+        epilog=VARIABLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"postflight {__version__}")
-    parser.add_argument("--log-format", choices=("text", "json"), default="text")
     parser.add_argument(
-        "--log-level", choices=("debug", "info", "warning", "error"), default="info"
+        "--version",
+        action="version",
+        version=f"postflight {__version__}",
+        help="print postflight's version and exit",
+    )
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help=LOG_FORMAT_HELP
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help=LOG_LEVEL_HELP,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    run = sub.add_parser("run", help="run the daemon")
+    run = _command(sub, "run")
     # accepted after the command too (`postflight run --log-format json`)
-    run.add_argument("--log-format", choices=("text", "json"), default=argparse.SUPPRESS)
     run.add_argument(
-        "--log-level", choices=("debug", "info", "warning", "error"), default=argparse.SUPPRESS
+        "--log-format", choices=("text", "json"), default=argparse.SUPPRESS, help=LOG_FORMAT_HELP
     )
-    run.add_argument("--config", help=CONFIG_HELP)
+    run.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default=argparse.SUPPRESS,
+        help=LOG_LEVEL_HELP,
+    )
+    run.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
 
-    validate = sub.add_parser("validate-config", help="check a configuration file")
-    validate.add_argument("path", nargs="?", help=CONFIG_HELP)
+    validate = _command(sub, "validate-config")
+    validate.add_argument("path", nargs="?", metavar="PATH", help=CONFIG_HELP)
 
-    register = sub.add_parser("register", help="open a deploy window (for pipelines)")
-    add_register_arguments(register)
+    add_register_arguments(_command(sub, "register"))
+    add_status_arguments(_command(sub, "status"))
 
-    status = sub.add_parser("status", help="show one window or the recent ones")
-    add_status_arguments(status)
+    check = _command(sub, "check")
+    check.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
+    check.add_argument(
+        "--env", required=True, metavar="ENV", help="a configured environment (required)"
+    )
 
-    check = sub.add_parser("check", help="run every check of an environment once")
-    check.add_argument("--config", help=CONFIG_HELP)
-    check.add_argument("--env", required=True, help="environment name")
+    add_rollback_arguments(_command(sub, "rollback"))
+    _command(sub, "demo")
 
-    rollback = sub.add_parser("rollback", help="ask the agent to roll a deploy back")
-    add_rollback_arguments(rollback)
-
-    sub.add_parser("demo", help="a self-contained demo: a good deploy, then a bad one")
-
-    schema = sub.add_parser("schema", help="print the configuration's JSON Schema")
-    schema.add_argument("--output", "-o", help="write to this file")
+    schema = _command(sub, "schema")
+    schema.add_argument(
+        "--output", "-o", metavar="PATH", help="write it to this file (default: stdout)"
+    )
     return parser
 
 

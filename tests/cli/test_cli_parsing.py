@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,79 @@ def test_the_token_help_names_every_kind_of_token_the_agent_accepts(
     assert exit_info.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "server.api_tokens or server.named_tokens" in out, out
+
+
+EXIT_CODES_OF = {
+    "run": ["0 clean stop", "2 bad configuration"],
+    "validate-config": ["0 valid", "2 invalid"],
+    "register": [
+        "0 registered",
+        "1 failed or rolled back",
+        "3 no verdict",
+        "2 usage, connection or auth error",
+        "130 interrupted",
+        "143 terminated",
+    ],
+    "status": ["0 shown", "2 usage, connection or auth error"],
+    "check": ["0 all pass", "1 any fail", "2 bad configuration"],
+    "rollback": ["0 accepted", "1 refused", "2 usage, connection or auth error"],
+    "demo": ["0 both outcomes as expected"],
+    "schema": ["0 printed", "2 cannot write"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(EXIT_CODES_OF))
+def test_every_commands_help_says_what_it_does_and_its_exit_codes(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Contract §1 gives each command its exit codes; `--help` said none of them (but
+    register's --wait), and `run --help` not even what the command does."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    rest = out.partition("\n\n")[2]  # after the usage
+    assert rest and not rest.startswith(("options:", "positional arguments:")), out
+    codes = " ".join(out.partition("exit codes:")[2].split())
+    for said in EXIT_CODES_OF[command]:
+        assert said in codes, (said, out)
+
+
+def _every_action(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.Action]]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                found += [(f"{name} {flag}", a) for flag, a in _every_action(child)]
+        else:
+            found.append(("/".join(action.option_strings) or action.dest, action))
+    return found
+
+
+def test_every_option_says_what_it_does_and_its_default() -> None:
+    """`--log-format {text,json}` and `--log-level` had no help at all; a default not
+    said in `--help` is one the user has to find in the README."""
+    for name, action in _every_action(build_parser()):
+        if isinstance(action, argparse._HelpAction | argparse._VersionAction):
+            continue
+        assert action.help, f"{name} has no help"
+        default = action.default
+        if default in (None, False, [], argparse.SUPPRESS):
+            continue
+        assert f"default: {default}" in action.help, f"{name}: {action.help!r}"
+
+
+def test_the_top_level_help_names_the_variables_postflight_reads(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for variable in (
+        "$POSTFLIGHT_CONFIG",
+        "$POSTFLIGHT_URL",
+        "$POSTFLIGHT_TOKEN",
+        "$POSTFLIGHT__<SECTION>__<KEY>",
+        "$NO_COLOR",
+    ):
+        assert variable in out, (variable, out)

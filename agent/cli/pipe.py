@@ -53,8 +53,13 @@ class PipeGuard:
 
 def guard_streams() -> None:
     """Put `PipeGuard` in front of `sys.stdout` and `sys.stderr` (once each): an error
-    whose reader has gone (`… 2>&1 | head -1`) must not turn exit 2 into Python's 1."""
+    whose reader has gone (`… 2>&1 | head -1`) must not turn exit 2 into Python's 1.
+    A character stdout's encoding lacks (`…` on `PYTHONIOENCODING=ascii` or a latin-1
+    locale) is written `?`, as stderr already escapes it, not a UnicodeEncodeError."""
     if not isinstance(sys.stdout, PipeGuard) and sys.stdout is not None:
+        reconfigure = getattr(sys.stdout, "reconfigure", None)  # not on a test's StringIO
+        if reconfigure is not None:
+            reconfigure(errors="replace")
         sys.stdout = PipeGuard(sys.stdout)
     if not isinstance(sys.stderr, PipeGuard) and sys.stderr is not None:
         sys.stderr = PipeGuard(sys.stderr)

@@ -4,6 +4,7 @@ command's own exit code, not Python's 1 or 120."""
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +65,25 @@ def test_a_closed_error_stream_keeps_the_commands_own_exit_code(tmp_path: Path) 
     assert process.stderr is not None
     process.stderr.close()  # the reader leaves before the first error
     assert process.wait(timeout=30) == 2
+
+
+def test_an_output_that_cannot_encode_a_character_keeps_the_commands_own_exit_code(
+    tmp_path: Path,
+) -> None:
+    """Tables and summaries use `…`, `—`, `✓`; on a stdout whose encoding lacks them
+    (`PYTHONIOENCODING=ascii`, a latin-1 locale) `validate-config` ended in a
+    UnicodeEncodeError traceback and exit 1 instead of saying `valid`, exit 0."""
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        "server: {api_tokens: [tok-1234567890abcdef]}\n"
+        "environments: {production: {base_url: 'http://127.0.0.1:9'}}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "validate-config", str(config)],
+        env={**os.environ, "PYTHONIOENCODING": "ascii"},
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert b"Traceback" not in done.stderr, done.stderr.decode()
+    assert done.stdout.startswith(f"{config}: valid ? environments: production".encode())

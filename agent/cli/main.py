@@ -25,10 +25,51 @@ from agent.cli.pipe import guard_streams
 
 
 class _Parser(argparse.ArgumentParser):
+    json_errors = False
+    """Say a usage error as one JSON log record (`run --log-format json`: `_main` sets it)."""
+
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        print(f"postflight: error: {message}", file=sys.stderr)
+        if _Parser.json_errors:
+            _log_error(f"usage error: {message} (see {self.prog} --help)")
+        else:
+            self.print_usage(sys.stderr)
+            print(f"postflight: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
+
+
+def _asks_for_json_logs(argv: Sequence[str]) -> bool:
+    """`run … --log-format json` (or `=json`, before or after `run`), read before parsing:
+    a container's command with a typo (`--confg`) printed its usage as text, the one part
+    of the daemon's output a log shipper could not read."""
+    words = list(argv)
+    asked = any(
+        word == "--log-format=json" or (word, after) == ("--log-format", "json")
+        for word, after in zip(words, [*words[1:], ""], strict=True)
+    )
+    return asked and _command_word(words) == "run"
+
+
+def _command_word(words: Sequence[str]) -> str | None:
+    """The first word that is neither a top-level flag nor its value."""
+    value_next = False
+    for word in words:
+        if value_next:
+            value_next = False
+        elif word in ("--log-format", "--log-level"):
+            value_next = True
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def _log_error(message: str, level: str = "info") -> None:
+    """`message` as one JSON log record on stderr, before `run` has set up its logging."""
+    import logging
+
+    from agent.logs import setup_logging
+
+    setup_logging("json", level)
+    logging.getLogger("postflight").error("%s", message)
 
 
 CONFIG_HELP = "config file (default $POSTFLIGHT_CONFIG or ./postflight.yaml)"
@@ -209,11 +250,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
     finally:
+        _Parser.json_errors = False
         sys.stdout.flush()  # here, through the guards, not at exit past them
         sys.stderr.flush()
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    _Parser.json_errors = _asks_for_json_logs(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # said with the command's own usage (`register … --window 10 minutes`), not
@@ -271,12 +314,7 @@ def _main(argv: Sequence[str] | None) -> int:
         # naming the plugin and what to do, exit 2 as for a bad configuration; a record
         # for `run --log-format json`, whose every line a log shipper reads
         if args.command == "run" and args.log_format == "json":
-            import logging
-
-            from agent.logs import setup_logging
-
-            setup_logging("json", args.log_level)
-            logging.getLogger("postflight").error("%s", exc)
+            _log_error(str(exc), args.log_level)
         else:
             print(f"postflight: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -154,3 +156,43 @@ def test_the_top_level_help_names_the_variables_postflight_reads(
         "$NO_COLOR",
     ):
         assert variable in out, (variable, out)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--log-format", "json", "--confg", "x.yaml"],
+        ["--log-format=json", "run", "--log-level", "loud"],
+    ],
+)
+def test_a_usage_error_of_run_with_json_logs_is_one_json_record(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A container's command with a typo printed `run`'s usage as text, the one part of the
+    daemon's output a log shipper could not read; still exit 2."""
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+    finally:
+        logging.getLogger().handlers.clear()
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    record = json.loads(line)
+    assert record["level"] == "error", record
+    assert record["msg"].startswith("usage error: ") and "postflight run --help" in record["msg"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--confg", "x.yaml"],  # text logs
+        ["register", "--version", "run", "--log-format", "json"],  # not run
+        ["--log-level", "run", "--log-format", "json", "status", "--bad"],
+    ],
+)
+def test_other_usage_errors_stay_text(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: postflight") and "postflight: error: " in err, err

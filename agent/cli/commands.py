@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from agent.api.models import LIST_LIMIT_MAX, Deploy, DeployRequest
 from agent.cli.exits import (
     EXIT_FAILED,
+    EXIT_HUNG_UP,
     EXIT_INCONCLUSIVE,
     EXIT_INTERRUPTED,
     EXIT_PASSED,
@@ -185,9 +186,9 @@ def register_command(args: argparse.Namespace) -> int:
                 "the agent may or may not have registered the deploy; to be sure, run it again"
                 f" with --idempotency-key {key}"
             )
-        terminated = isinstance(exc, _Terminated)
-        print(f"\n{'terminated' if terminated else 'interrupted'}; {said}", file=sys.stderr)
-        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+        word, code = _STOPPED[exc.signum if isinstance(exc, _Terminated) else signal.SIGINT]
+        print(f"\n{word}; {said}", file=sys.stderr)
+        return code
     except ApiError as exc:
         return _fail("register", _in_flags(exc))
     except ClientError as exc:
@@ -197,25 +198,39 @@ def register_command(args: argparse.Namespace) -> int:
 class _Terminated(KeyboardInterrupt):
     """SIGTERM: a pipeline's job cancelled (GitHub Actions, GitLab and Kubernetes send it,
     some after a SIGINT), which ended `register --wait` silently (-15), its log saying
-    nothing of the window the agent goes on watching. Said as CTRL-C is."""
+    nothing of the window the agent goes on watching; SIGHUP, the session closed (a
+    `register --wait … >> deploy.log` left running), as silently (-1). Said as CTRL-C is."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__()
+        self.signum = signum
+
+
+_STOPPED: dict[int, tuple[str, int]] = {
+    signal.SIGINT: ("interrupted", EXIT_INTERRUPTED),
+    signal.SIGTERM: ("terminated", EXIT_TERMINATED),
+    signal.SIGHUP: ("hung up", EXIT_HUNG_UP),
+}
+"""What `register` says and exits with for each signal that stops it."""
 
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises `_Terminated` while the block runs (the main thread only: a
-    handler can be set nowhere else)."""
+    """SIGTERM and SIGHUP raise `_Terminated` while the block runs (the main thread only:
+    a handler can be set nowhere else)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def terminated(signum: int, frame: Any) -> None:
-        raise _Terminated
+        raise _Terminated(signum)
 
-    previous = signal.signal(signal.SIGTERM, terminated)
+    previous = {sig: signal.signal(sig, terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 async def _watching(api: PostflightClient, environment: str) -> list[Deploy]:

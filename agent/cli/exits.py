@@ -11,6 +11,8 @@ EXIT_USAGE = 2
 """Bad flags, configuration, connection or auth: one line on stderr says which."""
 EXIT_INCONCLUSIVE = 3
 """No verdict: inconclusive, cancelled, superseded, or `--wait` gave up."""
+EXIT_HUNG_UP = 129
+"""SIGHUP (the session closed): 128 + 1; `register --wait` says so first."""
 EXIT_INTERRUPTED = 130
 """CTRL-C (SIGINT): 128 + 2, as a shell reports it."""
 EXIT_TERMINATED = 143

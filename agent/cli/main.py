@@ -119,8 +119,8 @@ COMMANDS: dict[str, tuple[str, str, list[str]]] = {
             AGENT_EXITS,
             "3 no verdict (--wait): inconclusive, cancelled, superseded, or still open at"
             " --timeout",
-            "130 interrupted (CTRL-C), 143 terminated (SIGTERM): the agent keeps watching"
-            " a window it registered (the message names it)",
+            "129 hung up (SIGHUP), 130 interrupted (CTRL-C), 143 terminated (SIGTERM): the"
+            " agent keeps watching a window it registered (the message names it)",
         ],
     ),
     "status": (

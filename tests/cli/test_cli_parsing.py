@@ -90,6 +90,7 @@ EXIT_CODES_OF = {
         "1 failed or rolled back",
         "3 no verdict",
         "2 usage, connection or auth error",
+        "129 hung up",
         "130 interrupted",
         "143 terminated",
     ],

@@ -823,15 +823,20 @@ def test_the_agents_422_names_the_flag_not_the_apis_field(
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     ("sig", "word", "code"),
-    [(signal.SIGINT, "interrupted", 130), (signal.SIGTERM, "terminated", 143)],
-    ids=["SIGINT", "SIGTERM"],
+    [
+        (signal.SIGINT, "interrupted", 130),
+        (signal.SIGTERM, "terminated", 143),
+        (signal.SIGHUP, "hung up", 129),
+    ],
+    ids=["SIGINT", "SIGTERM", "SIGHUP"],
 )
 def test_ctrl_c_during_register_wait_names_the_deploy_the_agent_keeps_watching(
     agent: AgentThread, sig: signal.Signals, word: str, code: int
 ) -> None:
     """It said `interrupted; the agent keeps watching the deploy`: which one, the on-call
     had to find up the scrollback (or nowhere, in a pipeline's log cut at the signal).
-    SIGTERM (a pipeline's job cancelled) ended it silently, -15."""
+    SIGTERM (a pipeline's job cancelled) ended it silently, -15, and SIGHUP (the session
+    closed, `register --wait … >> deploy.log` left running) as silently, -1."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSTFLIGHT")}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     command = [sys.executable, "-m", "agent", "register", "--url", agent.url, "--token", TOKEN]

@@ -91,6 +91,9 @@ def setup_logging(fmt: str = "text", level: str = "info", redact: Redactor | Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # a library's warning (`warnings.warn`) as a record of the logs' format, not text
+    # printed among JSON lines (logger `py.warnings`)
+    logging.captureWarnings(True)
     # urllib3 carries apprise's requests: at DEBUG it logs each request line, a json://
     # channel's path and query (its tokens) included
     for noisy in ("aiohttp.access", "apprise", "urllib3"):

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -235,3 +236,25 @@ async def sentry_received(script: Callable[[str], str]) -> str:
     finally:
         await server.close()
     return b"".join(received).decode("utf-8", "replace")
+
+
+def test_a_python_warning_is_a_log_record_in_the_logs_format(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A library's warning (apprise's `imghdr` DeprecationWarning, shown with
+    PYTHONWARNINGS=default) was printed as two lines of text among the JSON logs."""
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    logging.captureWarnings(False)  # from scratch: an earlier test's setup took the hook
+    setup_logging("json", "info")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("a library's warning", UserWarning, stacklevel=1)
+    finally:
+        logging.captureWarnings(False)
+        logging.getLogger().handlers.clear()
+    (line,) = stream.getvalue().splitlines()
+    record = json.loads(line)
+    assert record["level"] == "warning" and record["logger"] == "py.warnings", record
+    assert "UserWarning: a library's warning" in record["msg"], record

@@ -453,11 +453,12 @@ else:
     CheckSettings = _check_settings()
 
 
-MIN_INTERVAL_S = 0.1
+MIN_INTERVAL_S = 0.01
 """The shortest round and background period: each runs its checks and stores what they
 found, and nothing bounded them from below (`interval: 1ms` ran a thousand rounds a
 second for each window, a store write each, keeping a core busy for no better judgement).
-The tests' fastest windows use 200ms rounds."""
+Low enough for a test's window of seconds (ours use 100–200ms rounds, 50ms background
+probing); a floor of 100ms refused such configurations outright."""
 
 
 def _period_floor(seconds: float) -> float:

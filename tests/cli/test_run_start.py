@@ -228,7 +228,7 @@ def test_with_json_logs_each_configuration_error_is_one_json_record(tmp_path: Pa
         ("error", "environments.production.interval", 6),
     ], records
     assert all(r["config"] == str(config) for r in records), records
-    assert "must be at least 100ms (got 0s)" in str(records[1]["msg"]), records
+    assert "must be at least 10ms (got 0s)" in str(records[1]["msg"]), records
 
     text = run_once(config)  # text logs: as validate-config says them
     assert text.returncode == 2, text.stderr
@@ -236,7 +236,7 @@ def test_with_json_logs_each_configuration_error_is_one_json_record(tmp_path: Pa
         f"{config}: 2 configuration errors",
         "  environments.production.window (line 5): 'abc' is not a duration;"
         " write it like 250ms, 30s, 10m or 1h",
-        "  environments.production.interval (line 6): must be at least 100ms (got 0s): a shorter"
+        "  environments.production.interval (line 6): must be at least 10ms (got 0s): a shorter"
         " period only keeps the agent busy running checks and storing what they found",
     ], text.stderr
 

@@ -237,7 +237,7 @@ def test_an_interval_below_the_floor_from_a_variable_names_the_variable(
     assert code == 2, out
     assert (
         "  environments.production.background_interval (from"
-        " $POSTFLIGHT__ENVIRONMENTS__PRODUCTION__BACKGROUND_INTERVAL): must be at least 100ms"
+        " $POSTFLIGHT__ENVIRONMENTS__PRODUCTION__BACKGROUND_INTERVAL): must be at least 10ms"
         " (got 1ms)"
     ) in out, out
 
@@ -253,7 +253,7 @@ def test_an_interval_below_the_floor_from_a_variable_names_the_variable(
         (
             "interval: 30s",
             "interval: 0s",
-            "environments.production.interval (line 8): must be at least 100ms (got 0s): a"
+            "environments.production.interval (line 8): must be at least 10ms (got 0s): a"
             " shorter period only keeps the agent busy running checks and storing what they"
             " found",
         ),
@@ -261,14 +261,14 @@ def test_an_interval_below_the_floor_from_a_variable_names_the_variable(
         (
             "interval: 30s",
             "interval: 0.001s",
-            "environments.production.interval (line 8): must be at least 100ms (got 1ms): a"
+            "environments.production.interval (line 8): must be at least 10ms (got 1ms): a"
             " shorter period only keeps the agent busy running checks and storing what they"
             " found",
         ),
         (
             "interval: 30s",
             "interval: 30s\n    background_interval: 0.00001",
-            "environments.production.background_interval (line 9): must be at least 100ms"
+            "environments.production.background_interval (line 9): must be at least 10ms"
             " (got 0.000010s): a shorter period only keeps the agent busy running checks and"
             " storing what they found",
         ),

@@ -443,7 +443,7 @@ def test_a_zero_interval_and_an_empty_token_are_named_by_their_own_paths(
     assert code == 2
     assert "server.api_tokens[0] (line " in out and "): must not be empty" in out, out
     assert ".interval (line " in out and ".background_interval (line " in out, out
-    assert out.count("must be at least 100ms (got 0s)") == 2, out
+    assert out.count("must be at least 10ms (got 0s)") == 2, out
 
 
 def test_variables_expand_with_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

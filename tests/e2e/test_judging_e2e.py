@@ -54,7 +54,7 @@ machine later; one that passes ends at the window's end, and fails the test then
 
 
 def latency_env(
-    base_url: str, receiver: str, *, extra: str = "", background_interval: str = "100ms"
+    base_url: str, receiver: str, *, extra: str = "", background_interval: str = "50ms"
 ) -> str:
     return environment(
         "production",

@@ -130,10 +130,10 @@ class Integrations:
         self._later: set[asyncio.Task[None]] = set()
         """Follow-ups held by another sender, to take over if its claim lapses."""
         self._seen: set[str] = set()
-        self._full_shas: dict[tuple[str, str], str] = {}
-        """(repository, short commit) → its full SHA, as the commits API answered."""
         """The newest page's windows at the last scan (`_new_windows` stops at them): only
         those, so that a process that runs for months does not keep every id it read."""
+        self._full_shas: dict[tuple[str, str], str] = {}
+        """(repository, short commit) → its full SHA, as the commits API answered."""
         self._owing: set[str] = set()
         """Windows read again by id each scan until their actions are done."""
         services.after_rollback = self.after_rollback

@@ -213,8 +213,9 @@ class WindowWatch:
         self.first_baselines: set[str] = set()
         """Rules whose first baseline fetch is still under way: a failure then is alerted."""
         self.unread = UnreadBaselines()
-        self.empty = EmptyAnswers()
         """Baselines the agent's own stall left unread: an inconclusive rule says so."""
+        self.empty = EmptyAnswers()
+        """Rules whose latest answer had nothing to measure: an inconclusive one says why."""
         self.links: dict[str, str] = {}
         self.what_broke = WhatBroke()
         self.queries: dict[str, str] = {

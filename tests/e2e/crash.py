@@ -195,9 +195,15 @@ def stop(agent: subprocess.Popen[bytes] | None, helper: subprocess.Popen[bytes])
 
 
 def read_attempts(path: Path) -> list[dict[str, Any]]:
+    """The receiver's log as far as it has written it: its whole lines only. The receiver
+    (another process) appends a line while the trial reads, and a line that crosses a
+    page of the file shows up cut where the page ends until the write completes (a
+    trial's read at that instant failed on half a line: JSONDecodeError, a loaded CI run)."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    written = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in written.splitlines() if line.strip()]
 
 
 @dataclass

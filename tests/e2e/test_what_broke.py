@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.e2e.conftest import SECRET, AgentFactory
-from tests.receivers import JsonSink, RollbackReceiver
+from tests.e2e.conftest import SECRET, AgentFactory, RunningAgent
+from tests.receivers import JsonNotification, JsonSink, RollbackReceiver
 
 STEP = "step 'profile' (2/2) GET /api/me: status: expected 200, got 500"
 
@@ -107,13 +107,41 @@ def alerting(sink: JsonSink) -> str:
     """
 
 
+TRIES = 3
+"""Windows a test may register before one judges the load run (`judged_window`)."""
+
+
+def dropped(agent: RunningAgent) -> float:
+    """Probe samples and latencies the agent dropped as its own stall's (`checks.lag`)."""
+    return sum(
+        agent.metric("postflight_samples_dropped_total", environment="production", reason=r)
+        for r in ("agent_lag", "agent_lag_latency")
+    )
+
+
+async def judged_window(agent: RunningAgent) -> dict[str, Any]:
+    """A deploy's final state once a window has judged the load run. The smoke check fails
+    the first round and ends the window (failure_limit 1), so the load rule has that one
+    round's latencies: when the agent's own loop was stalled while they ran (a busy
+    machine: a 10 ms stall in a 100 ms answer), they are dropped, by design, and the rule
+    says "no data" (a full run at load 6 ended so). A window like that is the machine's,
+    known by the drops the agent counted: another deploy is registered."""
+    for n in range(TRIES):
+        before = dropped(agent)
+        deploy = await agent.register("production", f"v{7 + n}")
+        final = await agent.settled(deploy["id"], within=20)
+        load = next(r for r in final["verdict"]["rules"] if r["name"] == "feed-p95")
+        if load["outcome"] != "inconclusive" or dropped(agent) == before:
+            break
+    return final
+
+
 async def test_a_failed_verdict_names_the_step_and_the_load_figures(
     start_agent: AgentFactory, shop: str, rollback_receiver: Any, json_sink: JsonSink
 ) -> None:
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     agent = await start_agent(environment(shop, receiver.url), alerting(json_sink))
-    deploy = await agent.register("production", "v7")
-    final = await agent.settled(deploy["id"], within=20)
+    final = await judged_window(agent)
     assert final["state"] == "rolled_back"
     rules = {r["name"]: r for r in final["verdict"]["rules"]}
     smoke, load = rules["smoke-errors"], rules["feed-p95"]
@@ -122,11 +150,23 @@ async def test_a_failed_verdict_names_the_step_and_the_load_figures(
     assert load["outcome"] == "fail", load["detail"]
     assert "requests at 20/s over 500ms: p50" in load["detail"], load
 
-    [attempt] = await receiver.wait_for_attempts(1)
+    # the judged window's own rollback (delivered: settled) and alerts (an earlier
+    # window rolled back too)
+    [attempt] = [a for a in receiver.attempts if a.idempotency_key == final["id"]]
     breaches = {b["rule"]: b for b in json.loads(attempt.body)["breaches"]}
     assert STEP in breaches["smoke-errors"]["detail"]
     assert "requests at 20/s" in breaches["feed-p95"]["detail"]
 
-    alerts = await json_sink.wait_for(2, within=10)
+    alerts = await alerts_about(json_sink, final["id"], 2)
     requested = [a for a in alerts if "rollback" in a.title.lower()]
     assert requested and STEP in requested[0].message, [a.title for a in alerts]
+
+
+async def alerts_about(sink: JsonSink, deploy_id: str, n: int) -> list[JsonNotification]:
+    """The first `n` alerts that name `deploy_id` (10 s at most), in arrival order."""
+    for _ in range(100):
+        alerts = [a for a in sink.notifications if deploy_id in a.message]
+        if len(alerts) >= n:
+            return alerts
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{n} alerts about {deploy_id} did not arrive: {alerts}")

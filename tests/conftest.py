@@ -42,10 +42,11 @@ SUITE_WORKERS = 4
 machine two workers kept the cores 40% busy (303 s of CPU in 375 s); three took 349 s with
 the cores 57% busy (402 s of CPU), and four take 289 s with them 69% busy (all 2180 tests
 passing, the same code, each run alone on the machine). Two workers more than the cores,
-never more than four: each worker starts its own PostgreSQL and browser (session and
-module fixtures are per process; the tests of a real Prometheus share one worker and one
-Prometheus, `tests/prometheus.py`), and the timing tests of the `heavy` group
-(`tests/heavy.py`) share the cores with the other three."""
+never more than four: each worker starts its own PostgreSQL (session and module fixtures
+are per process; the tests of a real Prometheus share one worker and one Prometheus,
+`tests/prometheus.py`, those of a browser one worker and one Chromium, `tests/web`), and
+the timing tests of the `heavy` group (`tests/heavy.py`) share the cores with the other
+three."""
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:

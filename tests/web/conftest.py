@@ -1,8 +1,9 @@
 """Deploy-page tests: a real agent (the e2e harness) and a real headless Chromium.
 
 The browser is the system's Debian `chromium`, one process per module
-(`tests.web.chromium`), driven through Playwright's Python API over the DevTools protocol
-(`playwright install` is never run); each test gets fresh browser contexts. Without it
+(`tests.web.chromium`) on the one worker the browser tests share (`ONE_CHROMIUM`),
+driven through Playwright's Python API over the DevTools protocol (`playwright install`
+is never run); each test gets fresh browser contexts. Without it
 the browser tests skip and say why; with POSTFLIGHT_REQUIRE_ALL=1 (CI) such a skip is a failure.
 """
 
@@ -48,6 +49,10 @@ CHROMIUM_ARGS = [
     "--disable-renderer-backgrounding",
 ]
 HAVE_CHROMIUM = Path(CHROMIUM).exists()
+ONE_CHROMIUM = pytest.mark.xdist_group("chromium")
+"""The browser tests run on one pytest-xdist worker (`--dist loadgroup`), which starts the
+one Chromium they share (`chromium_process`); spread over the workers, as they were, two
+or three workers each started their own (a start, 5-8 s at load 5, and its stop)."""
 SCREENS = os.environ.get("POSTFLIGHT_SCREENS")
 """When set (manual runs), screenshots are also copied into this directory."""
 

@@ -16,10 +16,10 @@ from agent.web import events as events_module
 from agent.web.links import sign, signing_key
 from tests.e2e.conftest import TOKEN
 from tests.receivers import JsonSink
-from tests.web.conftest import BrowserFactory, JourneyAgent, screenshot
+from tests.web.conftest import ONE_CHROMIUM, BrowserFactory, JourneyAgent, screenshot
 from tests.web.target import JourneyTarget
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, ONE_CHROMIUM]
 
 
 async def rolled_back(

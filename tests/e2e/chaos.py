@@ -283,6 +283,18 @@ class Monitor:
             with contextlib.suppress(*UNANSWERED):
                 await self.poll()
 
+    async def snapshot(self, *queries: str) -> list[list[Any]]:
+        """The rows of each query, all read from one snapshot of the store (a read-only
+        REPEATABLE READ transaction): read one after another, a rollback recorded between
+        the windows' read and the rollbacks' showed `delivered` beside its window still
+        `failed` (one transaction in the store moves both), and a run settling at that
+        instant found it unrecorded (store_outage, a loaded full run)."""
+        async with self._lock:
+            if self.conn.is_closed():  # PostgreSQL was stopped (`store_outage`)
+                self.conn = await asyncpg.connect(self.url, timeout=2)
+            async with self.conn.transaction(isolation="repeatable_read", readonly=True):
+                return [list(await self.conn.fetch(sql)) for sql in queries]
+
     async def poll(self) -> None:
         windows, rounds, rollbacks, deliveries = await self.snapshot(
             "SELECT id, state, rounds, lease_owner, lease_epoch, ends_at FROM windows",

@@ -253,17 +253,6 @@ class Monitor:
                 self.conn = await asyncpg.connect(self.url, timeout=2)
             return list(await self.conn.fetch(sql, *args))
 
-    async def snapshot(self, *queries: str) -> list[list[Any]]:
-        """`queries`' rows as of one instant (one REPEATABLE READ transaction): read one
-        after the other, a rollback settled between the windows' read and its own showed
-        "window failed, rollback delivered", which the agent stores in one transaction
-        (`unrecorded` in 2 of 9 runs on a machine at load 12)."""
-        async with self._lock:
-            if self.conn.is_closed():
-                self.conn = await asyncpg.connect(self.url, timeout=2)
-            async with self.conn.transaction(isolation="repeatable_read", readonly=True):
-                return [list(await self.conn.fetch(sql)) for sql in queries]
-
     async def start(self) -> None:
         self.conn = await asyncpg.connect(self.url)
         await self.poll()

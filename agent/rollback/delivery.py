@@ -63,11 +63,12 @@ AttemptResult = Literal["delivered", "retryable", "rejected"]
 RECORD_RETRY_S = (0.2, 0.5, 1.0)
 """The waits (then the last, again) between tries to reach a store that does not answer
 in the middle of a delivery: to store an answered attempt's outcome
-(`RollbackDelivery._finish`), or to go on with the attempts (`_retake`). At most a
-second: a replica that takes the rollback over waits `TAKEOVER_GRACE_S` for it."""
+(`RollbackDelivery._finish`, a `rollback.then` follow-up's too), or to go on with the
+attempts (`_retake`). At most a second: a replica that takes the rollback over waits
+`TAKEOVER_GRACE_S` for it."""
 
 
-def _record_waits() -> Iterator[float]:
+def record_waits() -> Iterator[float]:
     """`RECORD_RETRY_S`, then its last wait for good."""
     return itertools.chain(RECORD_RETRY_S, itertools.repeat(RECORD_RETRY_S[-1]))
 
@@ -305,7 +306,7 @@ class RollbackDelivery:
         (or lapsed, and nobody took it), else None. A delivery the store interrupted was
         left pending until its lease lapsed and a sweep resumed it: a PostgreSQL restart
         of a few seconds held a rollback in its retries back by a whole lease (30 s)."""
-        waits = _record_waits()
+        waits = record_waits()
         while True:
             await self._sleep(next(waits))
             now = self._clock()
@@ -592,7 +593,7 @@ class RollbackDelivery:
         final = dataclasses.replace(
             intent, state=state, next_attempt_at=None, finished_at=self._clock(), lease_until=None
         )
-        waits = _record_waits()
+        waits = record_waits()
         said = False
         while True:
             try:

@@ -30,9 +30,10 @@ from agent.integrations.events import Gate
 from agent.integrations.targets import GITHUB_HEADERS, github_rate_limit_wait, vercel_url
 from agent.records import DeployWindow, PendingGate, RollbackIntent, decided_verdict
 from agent.rollback import rollback_intent, sign
+from agent.rollback.delivery import record_waits
 from agent.settings import EnvironmentSettings, RollbackSettings, Settings
 from agent.store.base import Conflict
-from agent.store.outages import StoreOutageLog, unless_outage
+from agent.store.outages import StoreOutageLog, store_outage, unless_outage
 from agent.web.links import deploy_page_url
 from agent.windows.alert_once import alert_claim
 from agent.windows.lifecycle import FOLLOW_UPS, WatchServices, deliver_rollback
@@ -855,11 +856,48 @@ class Integrations:
                     rollback_target="then",
                 )
                 self.s.spawn(self.s.alerts.emit(window, alert, env.alerts.tags, key=f"alert:{key}"))
-            await self.s.store.record_alert(
-                window.id, key, "delivered" if result.ok else "failed", detail
+            await self._record_follow_up(
+                window, key, "delivered" if result.ok else "failed", detail
             )
         finally:
             self._busy.discard(mark)
+
+    async def _record_follow_up(
+        self, window: DeployWindow, key: str, result: str, detail: str
+    ) -> None:
+        """A follow-up's outcome, held until the store takes it (as the rollback's own,
+        `RollbackDelivery._finish`): a 2xx left unstored when the store did not answer for
+        a moment was sent again once the claim lapsed (`follow_up_lease`), by a restart
+        or another replica, though the receiver had taken it."""
+        waits = record_waits()
+        said = False
+        while True:
+            try:
+                await self.s.store.record_alert(window.id, key, result, detail)
+                break
+            except Exception as exc:
+                if not store_outage(exc):
+                    raise
+                if not said:
+                    said = True
+                    log.warning(
+                        "follow-up %s of %s %s (%s); the store does not answer (%s):"
+                        " recording it as soon as it does, not sending it again",
+                        key.removeprefix("then:"),
+                        window.id,
+                        result,
+                        detail,
+                        self.redact(str(exc)),
+                        extra={"deploy_id": window.id, "environment": window.environment},
+                    )
+                await asyncio.sleep(next(waits))
+        if said:
+            log.info(
+                "follow-up %s of %s: its outcome is stored",
+                key.removeprefix("then:"),
+                window.id,
+                extra={"deploy_id": window.id, "environment": window.environment},
+            )
 
     async def _follow_up_later(
         self,

@@ -8,6 +8,8 @@ The receiver is the judge: it counts every request it accepted, duplicates inclu
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 import uuid
 from typing import Any
 
@@ -16,11 +18,21 @@ import asyncpg  # type: ignore[import-untyped]
 from agent.metrics import Metrics
 from agent.records import DeliveryAttempt, RollbackIntent
 from agent.rollback.delivery import RollbackDelivery
+from agent.settings_file import load_settings_text
+from agent.store.base import AlertClaim
 from agent.store.postgres import PostgresStore
 from agent.store.sqlite import SqliteStore
+from agent.windows.alert_once import WindowAlerts
+from agent.windows.integrations import Integrations, follow_up_lease
+from agent.windows.lifecycle import FOLLOW_UPS
+from agent.windows.supervisor import Watcher
+from alerting.notifier import Notifier
+from checks.sessions import TargetSessions
+from common.redaction import Redactor
 from tests.pg import PgCluster
 from tests.receivers import RollbackAttempt, RollbackReceiver
 from tests.rollback.support import REQUESTED_AT, SECRET, settings, stored_intent
+from tests.test_store_outage_logs import Restarting
 
 
 async def resumed(sender: RollbackDelivery, store: Any, conf: Any) -> None:
@@ -168,3 +180,87 @@ async def test_a_stop_as_a_2xx_is_being_stored_lets_the_write_finish(
 
     assert sum(a.accepted for a in receiver.attempts) == 1
     assert stored is not None and (stored.state, stored.attempts) == ("delivered", 1)
+
+
+FOLLOW_SECRET = "follow-up-secret"
+
+
+def replica(store: SqliteStore, follow_url: str, owner: str, clock: Any) -> Integrations:
+    """A replica's integrations: production rolls back to a webhook (not called here)
+    followed up by `migrations` at `follow_url`; no alert channels."""
+    config = f"""
+server: {{api_tokens: [tok-1234567890abcdef]}}
+environments:
+  production:
+    base_url: http://127.0.0.1:9
+    checks: [{{name: health, type: http, path: /health}}]
+    rollback:
+      url: http://127.0.0.1:9/rollback
+      secret: {SECRET}
+      then: [{{name: migrations, url: '{follow_url}', secret: {FOLLOW_SECRET}}}]
+"""
+    metrics = Metrics()
+    watcher = Watcher(
+        load_settings_text(config),
+        store,
+        metrics,
+        alerts=WindowAlerts(store, Notifier([], timeout=1, redact=Redactor(), metrics=metrics)),
+        delivery=RollbackDelivery(store, metrics, clock=clock, owner=owner),
+        providers={},
+        sessions=TargetSessions(),
+        owner=owner,
+        clock=clock,
+    )
+    return Integrations(
+        watcher.settings,
+        watcher.services,
+        watcher,
+        public_url="http://127.0.0.1:8080",
+        redact=str,
+        clock=clock,
+    )
+
+
+async def test_a_follow_ups_2xx_answered_as_the_store_goes_away_is_stored_once_it_answers(
+    tmp_path: Any, rollback_receiver: Any
+) -> None:
+    """The follow-up's receiver took it, and the store did not answer its record for a
+    moment: the record was given up (the error ended the follow-ups), its claim stayed
+    without an outcome, and once that lapsed (`follow_up_lease`) a restart or another
+    replica sent the follow-up again. Held until the store takes it, as the rollback's own
+    2xx is, the one sent is the one recorded."""
+    store = Restarting(tmp_path / "postflight.db")
+    await store.open()
+
+    async def store_away_as_it_answers(attempt: RollbackAttempt) -> None:
+        if attempt.n == 1:
+            store.down = True
+            asyncio.get_running_loop().call_later(0.3, setattr, store, "down", False)
+
+    follow: RollbackReceiver = await rollback_receiver(
+        FOLLOW_SECRET, on_attempt=store_away_as_it_answers
+    )
+    intent = await stored_intent(store)
+    delivered = dataclasses.replace(intent, state="delivered", finished_at=REQUESTED_AT)
+    assert await store.settle_rollback(delivered, None, [AlertClaim(FOLLOW_UPS)])
+    window = await store.get_window(intent.window_id)
+    assert window is not None
+    now = [time.time()]
+    first = replica(store, follow.url, "a", lambda: now[0])
+    second = replica(store, follow.url, "b", lambda: now[0])
+    try:
+        # the rollback's sender follows it up (a spawned task: an error there is logged)
+        await asyncio.gather(first.after_rollback(window, delivered), return_exceptions=True)
+        store.down = False
+        rollback = first.settings.environments["production"].rollback
+        assert rollback is not None
+        now[0] += follow_up_lease(rollback) + 1  # the claim lapsed: another replica resumes
+        await second.after_rollback(window, delivered)
+        events = await store.alert_events(intent.window_id)
+    finally:
+        await first.aclose()
+        await second.aclose()
+        await store.close()
+
+    assert sum(a.accepted for a in follow.attempts) == 1, [a.status for a in follow.attempts]
+    assert events["then:migrations"] == "delivered"

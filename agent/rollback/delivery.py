@@ -90,6 +90,19 @@ of rate limit) is asked again after ten minutes: a rollback must not sit out the
 short by it (contract section 3: honouring `Retry-After`)."""
 
 
+FOUND_DONE = {
+    "github": "GitHub lists a run of the rollback workflow for this deploy",
+    "vercel": "Vercel's production is already the deployment rolled back to",
+}
+FOUND_NOT_DONE = {
+    "github": "GitHub lists no run of the rollback workflow for this deploy",
+    "vercel": "Vercel's production is not the deployment rolled back to",
+}
+"""What the already-done check (`RollbackTargets.already_done`) found after a last attempt
+that got no answer, by `rollback.target`: said in the log, and in a failed rollback's
+`last_error` (a webhook's receiver dedupes: nothing is asked)."""
+
+
 def backoff_delay(
     attempt: int,
     settings: RollbackSettings,
@@ -327,16 +340,6 @@ class RollbackDelivery:
         claims: SettleClaims | None,
     ) -> RollbackIntent:
         body = intent.body.encode()
-        # A resumed intent's last attempt went out (or was about to) and its answer was
-        # never recorded: an answered failure is recorded as `failed` at once. So even
-        # the last allowed attempt is sent once more, with the same key and body: a
-        # receiver that accepted it says so again, and the rollback is not reported
-        # failed while the pipeline did roll back. That resend's own answer lost too:
-        # failed, unknown.
-        if intent.attempts > settings.max_attempts:
-            intent.last_error = "the last attempt's outcome is unknown (agent restarted)"
-            intent.last_status = None
-            return await self._finish(intent, "failed", environment, context, claims=claims)
         if intent.attempts and await self._took_effect(intent, settings, environment):
             log.info(
                 "rollback for %s already took effect before the restart; not sent again",
@@ -344,6 +347,17 @@ class RollbackDelivery:
                 extra=context,
             )
             return await self._finish(intent, "delivered", environment, context, claims=claims)
+        # A resumed intent's last attempt went out (or was about to) and its answer was
+        # never recorded: an answered failure is recorded as `failed` at once. So even
+        # the last allowed attempt is sent once more, with the same key and body: a
+        # receiver that accepted it says so again, and the rollback is not reported
+        # failed while the pipeline did roll back. That resend's own answer lost too,
+        # and not found done by a target that is asked (above): failed, unknown.
+        if intent.attempts > settings.max_attempts:
+            unknown = "the last attempt's outcome is unknown (agent restarted)"
+            intent.last_error = self._not_found(unknown, settings)
+            intent.last_status = None
+            return await self._finish(intent, "failed", environment, context, claims=claims)
         # A resumed delivery keeps its schedule: wait out what is left of the backoff.
         if intent.next_attempt_at is not None:
             longest = max(settings.max_backoff, RETRY_AFTER_MAX_S)  # a clock that jumped
@@ -422,6 +436,23 @@ class RollbackDelivery:
                 )
                 return await self._finish(intent, "failed", environment, context, attempt, claims)
             if intent.attempts >= settings.max_attempts:
+                if outcome.status is None and await self._took_effect(
+                    intent, settings, environment
+                ):
+                    log.info(
+                        "rollback for %s took effect though its last attempt (%d) got no"
+                        " answer: %s",
+                        intent.window_id,
+                        intent.attempts,
+                        FOUND_DONE.get(settings.target, "it took effect"),
+                        extra=context,
+                    )
+                    intent.last_error = None
+                    return await self._finish(
+                        intent, "delivered", environment, context, attempt, claims
+                    )
+                if outcome.status is None:
+                    intent.last_error = what = self._not_found(outcome.error, settings)
                 log.error(
                     "rollback for %s failed: %d attempt(s), the last %s",
                     intent.window_id,
@@ -452,6 +483,11 @@ class RollbackDelivery:
                 )
                 intent.last_error = None
                 return await self._finish(intent, "delivered", environment, context, claims=claims)
+
+    def _not_found(self, error: str | None, settings: RollbackSettings) -> str | None:
+        """`error` and, for a target `_took_effect` asked, that it found nothing."""
+        found = FOUND_NOT_DONE.get(settings.target) if self._targets is not None else None
+        return f"{error}; {found}" if found else error
 
     async def _took_effect(
         self, intent: RollbackIntent, settings: RollbackSettings, environment: str

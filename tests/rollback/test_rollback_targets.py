@@ -134,6 +134,34 @@ async def test_a_restart_with_an_unrecorded_attempt_asks_vercel_before_sending_a
     assert (await store.get_window(window.id)).state == "rolled_back"  # type: ignore[union-attr]
 
 
+async def test_a_vercel_rollback_whose_last_attempt_got_no_answer_is_looked_for_before_failing(
+    store: SqliteStore,
+) -> None:
+    """Vercel rolled production back but its 201 came after the last attempt's timeout: the
+    rollback was reported failed. Production is asked first, as before a next attempt."""
+
+    class SlowToAnswer(FakeVercel):
+        async def rollback(self, request: Any) -> Any:
+            answer = await super().rollback(request)  # production is rolled back
+            await asyncio.sleep(1.0)  # past the attempt's timeout
+            return answer
+
+    async with SlowToAnswer(token=TOKEN, team_id="team_1") as fake:
+        config = settings(fake)
+        window = await failed_window(store, {"vercel.deployment": NEW, "vercel.previous": OLD})
+        intent = rollback_intent(window, "bad", [], time.time())
+        await store.finish_window(window.id, "failed", None, time.time(), intent)
+        rollback = config.environments["production"].rollback
+        assert rollback is not None
+        last = rollback.model_copy(update={"max_attempts": 1, "timeout": 0.2})
+        delivery = RollbackDelivery(store, Metrics(), targets=RollbackTargets(config))
+        done = await delivery.deliver(intent, last, "production")
+        await delivery.aclose()
+
+    assert (done.state, done.attempts) == ("delivered", 1)
+    assert [a["deployment"] for a in fake.accepted] == [OLD]
+
+
 @pytest.mark.parametrize("ran", [True, False])
 async def test_github_target_after_a_restart_finds_the_dispatched_run_by_its_name(
     store: SqliteStore, ran: bool
@@ -231,6 +259,46 @@ async def test_a_github_dispatch_whose_answer_never_came_is_not_dispatched_again
 
     assert len(github.dispatches) == 1
     assert (done.state, done.attempts) == ("delivered", 1)
+
+
+@pytest.mark.parametrize("ran", [True, False], ids=["run-created", "no-run"])
+async def test_a_github_dispatch_whose_last_attempt_got_no_answer_is_looked_for_before_failing(
+    store: SqliteStore, ran: bool
+) -> None:
+    """The last allowed attempt timed out, GitHub having created the run: the rollback was
+    reported failed (ROLLBACK FAILED, a false page: the rollback ran). Its run is looked
+    for before giving up, as before a next attempt; what was found is said."""
+    from tests.fakes.github import FakeGitHub
+
+    class SlowToAnswer(FakeGitHub):
+        async def dispatch(self, request: Any) -> Any:
+            if not ran:
+                await asyncio.sleep(1.0)  # past the attempt's timeout, before any run
+            answer = await super().dispatch(request)
+            await asyncio.sleep(1.0)  # the run is created; its 204 comes too late
+            return answer
+
+    async with SlowToAnswer(token="gh") as github:
+        config = github_rollback_config(github.url, timeout="200ms", max_attempts=1)
+        window = await failed_window(store, {})
+        intent = rollback_intent(window, "bad", [], time.time())
+        await store.finish_window(window.id, "failed", None, time.time(), intent)
+        rollback = config.environments["production"].rollback
+        assert rollback is not None
+        delivery = RollbackDelivery(store, Metrics(), targets=RollbackTargets(config))
+        done = await delivery.deliver(intent, rollback, "production")
+        await delivery.aclose()
+        stored = await store.get_rollback(window.id)
+
+    assert stored is not None and stored.attempts == 1
+    if ran:
+        assert len(github.dispatches) == 1
+        assert (done.state, stored.state) == ("delivered", "delivered")
+    else:
+        assert (done.state, stored.state) == ("failed", "failed")
+        assert stored.last_error == (
+            "timed out after 0.2s; GitHub lists no run of the rollback workflow for this deploy"
+        )
 
 
 def github_rollback_config(api_url: str, **rollback: Any) -> Settings:

@@ -39,7 +39,7 @@ from agent.metrics import Metrics
 from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent
 from agent.rollback.contract import sign
 from agent.settings import RollbackSettings
-from agent.store.base import AlertClaim, Store
+from agent.store.base import IN_FLIGHT, AlertClaim, Store
 from agent.store.outages import store_outage
 from common.redaction import Redactor
 from common.retry_after import RETRYABLE_STATUSES, retry_after_seconds
@@ -261,27 +261,31 @@ class RollbackDelivery:
             return given
         if taken is None:
             return stored  # ended, or another sender holds it: not ours to send
-        if _unsettled_from_another(given, taken, self.owner):
-            log.info(
-                "rollback for %s: attempt %d by %s has no recorded outcome; waiting %gs for"
-                " it to be recorded before sending again",
-                taken.window_id,
-                taken.attempts,
-                given.lease_owner,
-                TAKEOVER_GRACE_S,
-                extra=context,
-            )
-            try:
-                if not await self._hold(taken, TAKEOVER_GRACE_S):
-                    return await self._lost(taken, context)
-            except Exception as exc:  # resumed once this lease lapses, its wait long over
-                log.warning(
-                    "rollback for %s left pending: the store does not answer (%s)",
+        try:
+            unsettled = _unsettled_from_another(
+                given, taken, self.owner
+            ) or await self._grace_cut_short(taken)
+            if unsettled:
+                log.info(
+                    "rollback for %s: attempt %d has no recorded outcome (taken over from %s);"
+                    " waiting %gs for it to be recorded before sending again",
                     taken.window_id,
-                    self._redact(str(exc)),
+                    taken.attempts,
+                    given.lease_owner,
+                    TAKEOVER_GRACE_S,
                     extra=context,
                 )
-                return given
+                if not await self._hold(taken, TAKEOVER_GRACE_S):
+                    return await self._lost(taken, context)
+        except Exception as exc:  # resumed once this lease lapses, its wait long over
+            log.warning(
+                "rollback for %s left pending: the store does not answer (%s)",
+                taken.window_id,
+                self._redact(str(exc)),
+                extra=context,
+            )
+            return given
+        if unsettled:
             taken.next_attempt_at = None  # waited out here, not again in `_attempts`
         intent: RollbackIntent | None = dataclasses.replace(taken)
         while intent is not None:
@@ -309,10 +313,29 @@ class RollbackDelivery:
                 )
                 try:
                     intent = await self._retake(intent)
+                    # a grace cut short by the outage (this sender's, if it took the
+                    # rollback over) is waited again: the attempt's sender records on
+                    # the store's return too
+                    if intent is not None and await self._grace_cut_short(intent):
+                        if not await self._hold(intent, TAKEOVER_GRACE_S):
+                            return await self._lost(intent, context)
+                        intent.next_attempt_at = None
                 except Exception:
                     log.exception("rollback for %s left pending", given.window_id, extra=context)
                     return given
         return await self._lost(given, context)
+
+    async def _grace_cut_short(self, taken: RollbackIntent) -> bool:
+        """Whether a sender that took this rollback over stored its grace (`_hold`, a
+        wait and no outcome) for an attempt that still has none, and let its lease lapse
+        (it died in the grace, or the store went away again): the wait stored looks like
+        a backoff's, and the next taker sent at once, while the attempt's sender, alive,
+        held its 2xx through the store's outage and records it on its return."""
+        if not taken.attempts or taken.next_attempt_at is None:
+            return False
+        attempts = await self._store.deliveries(taken.window_id)
+        last = attempts[-1] if attempts else None
+        return last is not None and last.status is None and last.error == IN_FLIGHT
 
     async def _retake(self, intent: RollbackIntent) -> RollbackIntent | None:
         """The rollback again, as stored, once the store answers: still this sender's

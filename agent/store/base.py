@@ -83,6 +83,10 @@ class ProbeRun(NamedTuple):
     fingerprint: str | None
 
 
+IN_FLIGHT = "in flight: no outcome recorded (the sender stopped mid-attempt)"
+"""A delivery row's error until its attempt's outcome is stored (`Store.deliveries`)."""
+
+
 class AlertClaim(NamedTuple):
     """An alert claimed in the transaction of the change that calls for it (a window's
     end, a settled rollback): a crash after that commit leaves the claim, so the alert

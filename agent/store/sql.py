@@ -39,6 +39,7 @@ from agent.records import (
     WindowState,
 )
 from agent.store.base import (
+    IN_FLIGHT,
     JOINED_LABELS,
     AlertClaim,
     AlertRetry,
@@ -206,8 +207,6 @@ _ROLLBACK_COLUMNS = (
     "window_id, state, body, requested_at, attempts, last_status, last_error,"
     " next_attempt_at, finished_at, lease_owner, lease_epoch, lease_until"
 )
-IN_FLIGHT = "in flight: no outcome recorded (the sender stopped mid-attempt)"
-"""A delivery row's error until its attempt's outcome is stored."""
 
 
 _FENCED = "state = 'watching' AND lease_owner = ? AND lease_epoch = ?"

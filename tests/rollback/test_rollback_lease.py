@@ -7,8 +7,11 @@ receiver is the judge: it counts every 2xx it answered, duplicates included.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
+
+import pytest
 
 from agent.metrics import Metrics
 from agent.records import DeliveryAttempt, DeployWindow, Fence, RollbackIntent
@@ -21,6 +24,7 @@ from alerting.notifier import Notifier
 from tests.receivers import RollbackAttempt, RollbackReceiver
 from tests.rollback.support import SECRET, make_window, settings, stored_intent
 from tests.store.peek import deliveries
+from tests.test_store_outage_logs import Restarting
 
 LEASE_S = 10.0
 
@@ -298,3 +302,102 @@ async def test_a_sweep_that_read_its_own_lapsed_lease_waits_the_grace_if_another
     assert waits  # the grace was waited
     assert done.state == "delivered"
     assert receiver.attempts == []  # b's 2xx was the one; "a" sent nothing
+
+
+async def test_a_third_sender_waits_the_grace_a_taker_that_died_in_it_stored(
+    store: SqliteStore, rollback_receiver: Any
+) -> None:
+    """ "a" sent attempt 1 and holds its 2xx through a store outage; "b" took the lapsed
+    lease and stored its grace as the next attempt's time, then died in it. "c", taking
+    "b"'s lapsed lease, read that as a backoff already waited out and sent at once, just
+    as "a" recorded its 2xx on the store's return: the receiver took the rollback twice.
+    The grace stored for an attempt still without an outcome is waited again."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(200,))
+    clock = Clock()
+    conf = settings(receiver.url)
+    await stored_intent(store)
+    first = await store.take_rollback("dep_01JDTEST", "a", clock.now, clock.now + LEASE_S)
+    assert first is not None
+    fence = Fence("a", first.lease_epoch)
+    assert await store.begin_attempt("dep_01JDTEST", fence, clock.now, clock.now + LEASE_S) == 1
+    sent_at = clock.now
+    clock.now += LEASE_S + 1
+
+    async def dies_in_its_grace(seconds: float) -> None:
+        raise asyncio.CancelledError  # killed as it waits
+
+    [pending] = await store.pending_rollbacks()
+    second = sender(store, "b", clock, sleep=dies_in_its_grace)
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await second.deliver(pending, conf, "production")
+    finally:
+        await second.aclose()
+    held = await store.get_rollback("dep_01JDTEST")
+    assert held is not None and held.lease_owner == "b" and held.next_attempt_at is not None
+    clock.now = (held.lease_until or clock.now) + 1  # "b"'s lease lapsed too
+    waits: list[float] = []
+
+    async def a_records_its_2xx(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 1:
+            first.attempts = 1
+            done = dataclasses.replace(first, state="delivered", finished_at=clock.now)
+            accepted = DeliveryAttempt("dep_01JDTEST", 1, sent_at, 200, None, 0.1)
+            assert await store.settle_rollback(done, accepted)
+
+    [pending] = await store.pending_rollbacks()
+    third = sender(store, "c", clock, sleep=a_records_its_2xx)
+    try:
+        done = await third.deliver(pending, conf, "production")
+    finally:
+        await third.aclose()
+
+    assert waits  # the grace was waited
+    assert done.state == "delivered"
+    assert receiver.attempts == []  # "a"'s 2xx was the one; "c" sent nothing
+
+
+async def test_a_taker_whose_grace_the_store_cut_short_waits_it_again_once_the_store_answers(
+    tmp_path: Any, rollback_receiver: Any
+) -> None:
+    """ "b" took over "a"'s attempt without an outcome and waited its grace, but the store
+    went away as it ended; "a" holds its 2xx meanwhile. "b", going on as soon as the store
+    answered, sent at once, just as "a" recorded its 2xx there: twice at the receiver."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(200,))
+    store = Restarting(tmp_path / "postflight.db")
+    await store.open()
+    clock = Clock()
+    conf = settings(receiver.url)
+    await stored_intent(store)
+    first = await store.take_rollback("dep_01JDTEST", "a", clock.now, clock.now + LEASE_S)
+    assert first is not None
+    fence = Fence("a", first.lease_epoch)
+    assert await store.begin_attempt("dep_01JDTEST", fence, clock.now, clock.now + LEASE_S) == 1
+    sent_at = clock.now
+    clock.now += LEASE_S + 1
+    waits: list[float] = []
+
+    async def the_store_flaps(seconds: float) -> None:
+        waits.append(seconds)
+        clock.now += seconds
+        if len(waits) == 1:  # "b"'s grace ends as the store goes away
+            store.down = True
+        elif len(waits) == 2:  # "b" asks again: the store is back
+            store.down = False
+        elif len(waits) == 3:  # "a" records its 2xx on its return
+            first.attempts = 1
+            done = dataclasses.replace(first, state="delivered", finished_at=clock.now)
+            accepted = DeliveryAttempt("dep_01JDTEST", 1, sent_at, 200, None, 0.1)
+            assert await store.settle_rollback(done, accepted)
+
+    [pending] = await store.pending_rollbacks()
+    second = sender(store, "b", clock, sleep=the_store_flaps)
+    try:
+        done = await second.deliver(pending, conf, "production")
+    finally:
+        await second.aclose()
+        await store.close()
+
+    assert done.state == "delivered"
+    assert receiver.attempts == []  # "a"'s 2xx was the one; "b" sent nothing

@@ -868,13 +868,20 @@ class Integrations:
         """A follow-up's outcome, held until the store takes it (as the rollback's own,
         `RollbackDelivery._finish`): a 2xx left unstored when the store did not answer for
         a moment was sent again once the claim lapsed (`follow_up_lease`), by a restart
-        or another replica, though the receiver had taken it."""
+        or another replica, though the receiver had taken it. A stop (cancel) lets a
+        write under way end, as `RollbackDelivery._settle` does."""
         waits = record_waits()
         said = False
         while True:
+            write = asyncio.ensure_future(self.s.store.record_alert(window.id, key, result, detail))
             try:
-                await self.s.store.record_alert(window.id, key, result, detail)
+                await asyncio.shield(write)
                 break
+            except asyncio.CancelledError:
+                await asyncio.wait({write})  # not cancelled with this task
+                if not write.cancelled():
+                    write.exception()  # seen: one that failed leaves the claim, as a kill
+                raise
             except Exception as exc:
                 if not store_outage(exc):
                     raise

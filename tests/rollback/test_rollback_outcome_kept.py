@@ -264,3 +264,54 @@ async def test_a_follow_ups_2xx_answered_as_the_store_goes_away_is_stored_once_i
 
     assert sum(a.accepted for a in follow.attempts) == 1, [a.status for a in follow.attempts]
     assert events["then:migrations"] == "delivered"
+
+
+class SlowToRecord(SqliteStore):
+    """A store whose record of a follow-up's outcome takes a moment: `recording` is set
+    as it begins."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.recording = asyncio.Event()
+
+    async def record_alert(self, window_id: str, event: str, *args: Any, **kwargs: Any) -> None:
+        if event.startswith("then:"):
+            self.recording.set()
+            await asyncio.sleep(0.05)
+        await super().record_alert(window_id, event, *args, **kwargs)
+
+
+async def test_a_stop_as_a_follow_ups_2xx_is_being_stored_lets_the_write_finish(
+    tmp_path: Any, rollback_receiver: Any
+) -> None:
+    """A stop cancels what is still going after its grace; a follow-up cancelled as its
+    2xx was being stored lost the write, and once its claim lapsed the restart (or
+    another replica) sent it again."""
+    store = SlowToRecord(tmp_path / "slow.db")
+    await store.open()
+    follow: RollbackReceiver = await rollback_receiver(FOLLOW_SECRET)
+    intent = await stored_intent(store)
+    delivered = dataclasses.replace(intent, state="delivered", finished_at=REQUESTED_AT)
+    assert await store.settle_rollback(delivered, None, [AlertClaim(FOLLOW_UPS)])
+    window = await store.get_window(intent.window_id)
+    assert window is not None
+    now = [time.time()]
+    first = replica(store, follow.url, "a", lambda: now[0])
+    second = replica(store, follow.url, "b", lambda: now[0])
+    try:
+        following = asyncio.create_task(first.after_rollback(window, delivered))
+        await store.recording.wait()
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
+        rollback = first.settings.environments["production"].rollback
+        assert rollback is not None
+        now[0] += follow_up_lease(rollback) + 1  # the claim lapsed: another replica resumes
+        await second.after_rollback(window, delivered)
+        events = await store.alert_events(intent.window_id)
+    finally:
+        await first.aclose()
+        await second.aclose()
+        await store.close()
+
+    assert sum(a.accepted for a in follow.attempts) == 1, [a.status for a in follow.attempts]
+    assert events["then:migrations"] == "delivered"

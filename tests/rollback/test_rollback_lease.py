@@ -46,6 +46,14 @@ def sender(store: SqliteStore, owner: str, clock: Clock, sleep: Any = None) -> R
     )
 
 
+async def records_its_2xx(store: Any, intent: RollbackIntent, sent_at: float, now: float) -> None:
+    """The first sender, alive, records the 2xx its attempt 1 got (held through an outage)."""
+    intent.attempts = 1
+    done = dataclasses.replace(intent, state="delivered", finished_at=now)
+    accepted = DeliveryAttempt("dep_01JDTEST", 1, sent_at, 200, None, 0.1)
+    assert await store.settle_rollback(done, accepted)
+
+
 async def test_a_sender_that_wakes_after_a_takeover_does_not_retry(
     store: SqliteStore, rollback_receiver: Any
 ) -> None:
@@ -288,10 +296,7 @@ async def test_a_sweep_that_read_its_own_lapsed_lease_waits_the_grace_if_another
     async def b_records_its_2xx(seconds: float) -> None:
         waits.append(seconds)
         if len(waits) == 1:
-            taken.attempts = 1
-            done = dataclasses.replace(taken, state="delivered", finished_at=clock.now)
-            accepted = DeliveryAttempt("dep_01JDTEST", 1, sent_at, 200, None, 0.1)
-            assert await store.settle_rollback(done, accepted)
+            await records_its_2xx(store, taken, sent_at, clock.now)
 
     first = sender(store, "a", clock, sleep=b_records_its_2xx)
     try:
@@ -341,10 +346,7 @@ async def test_a_third_sender_waits_the_grace_a_taker_that_died_in_it_stored(
     async def a_records_its_2xx(seconds: float) -> None:
         waits.append(seconds)
         if len(waits) == 1:
-            first.attempts = 1
-            done = dataclasses.replace(first, state="delivered", finished_at=clock.now)
-            accepted = DeliveryAttempt("dep_01JDTEST", 1, sent_at, 200, None, 0.1)
-            assert await store.settle_rollback(done, accepted)
+            await records_its_2xx(store, first, sent_at, clock.now)
 
     [pending] = await store.pending_rollbacks()
     third = sender(store, "c", clock, sleep=a_records_its_2xx)
@@ -386,10 +388,7 @@ async def test_a_taker_whose_grace_the_store_cut_short_waits_it_again_once_the_s
         elif len(waits) == 2:  # "b" asks again: the store is back
             store.down = False
         elif len(waits) == 3:  # "a" records its 2xx on its return
-            first.attempts = 1
-            done = dataclasses.replace(first, state="delivered", finished_at=clock.now)
-            accepted = DeliveryAttempt("dep_01JDTEST", 1, sent_at, 200, None, 0.1)
-            assert await store.settle_rollback(done, accepted)
+            await records_its_2xx(store, first, sent_at, clock.now)
 
     [pending] = await store.pending_rollbacks()
     second = sender(store, "b", clock, sleep=the_store_flaps)

@@ -28,7 +28,7 @@ import random as _random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aiohttp
 from yarl import URL
@@ -54,6 +54,7 @@ _ERROR_SNIPPET = 200
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
+T = TypeVar("T")
 SettleClaims = Callable[[RollbackIntent], Sequence[AlertClaim]]
 """The alerts a rollback's outcome calls for, claimed in the transaction that stores it
 (`Store.settle_rollback`): a crash just after that commit cannot lose them."""
@@ -71,6 +72,39 @@ attempts (`_retake`). At most a second: a replica that takes the rollback over w
 def record_waits() -> Iterator[float]:
     """`RECORD_RETRY_S`, then its last wait for good."""
     return itertools.chain(RECORD_RETRY_S, itertools.repeat(RECORD_RETRY_S[-1]))
+
+
+async def held_until_stored(
+    write: Callable[[], Awaitable[T]],
+    outage_begins: Callable[[Exception], None],
+    sleep: Sleep = asyncio.sleep,
+) -> tuple[T, bool]:
+    """The outcome of an answered request, written by `write()` until the store takes it
+    (tried again after `record_waits` while it does not answer; `outage_begins` at the
+    first such failure), and whether it had to wait. Each try goes on to its end when a
+    stop cancels the caller meanwhile, then the cancellation goes on: cut there, the
+    receiver's 2xx was lost (asyncpg rolls the transaction back; SQLite's change had not
+    reached the connection) and the restart, or a replica once the claim lapsed, sent it
+    again. A stop leaves one the store does not take unstored, as a kill: for a rollback
+    (`RollbackDelivery._finish`) and a `rollback.then` follow-up alike."""
+    waits = record_waits()
+    waited = False
+    while True:
+        attempt = asyncio.ensure_future(write())
+        try:
+            return await asyncio.shield(attempt), waited
+        except asyncio.CancelledError:
+            await asyncio.wait({attempt})  # not cancelled with this task
+            if not attempt.cancelled():
+                attempt.exception()  # seen: one that failed leaves it unstored, as a kill
+            raise
+        except Exception as exc:
+            if not store_outage(exc):
+                raise
+            if not waited:
+                waited = True
+                outage_begins(exc)
+            await sleep(next(waits))
 
 
 TAKEOVER_GRACE_S = 3 * RECORD_RETRY_S[-1]
@@ -644,61 +678,41 @@ class RollbackDelivery:
     ) -> RollbackIntent:
         """Store the outcome, with the alerts it calls for (`claims`) in one transaction.
 
-        The outcome of an answered `attempt` is held here until the store takes it: a
-        2xx left unstored when the store did not answer for a moment (a PostgreSQL
-        restart) was sent again once it came back, by this very process or a replica,
-        though nothing had crashed. A stop (cancel) lets a write of it under way end
-        (`_settle`), but leaves one the store does not take pending, as a kill."""
+        The outcome of an answered `attempt` is held here until the store takes it
+        (`held_until_stored`): a 2xx left unstored when the store did not answer for a
+        moment (a PostgreSQL restart) was sent again once it came back, by this very
+        process or a replica, though nothing had crashed."""
         final = dataclasses.replace(
             intent, state=state, next_attempt_at=None, finished_at=self._clock(), lease_until=None
         )
-        waits = record_waits()
-        said = False
-        while True:
-            try:
-                settled = await self._settle(final, attempt, claims)
-                break
-            except Exception as exc:
-                if attempt is None or not store_outage(exc):
-                    raise
-                if not said:
-                    said = True
-                    log.warning(
-                        "rollback for %s %s on attempt %d; the store does not answer (%s):"
-                        " recording it as soon as it does, not sending it again",
-                        intent.window_id,
-                        "accepted" if state == "delivered" else "answered",
-                        attempt.attempt,
-                        self._redact(str(exc)),
-                        extra=context,
-                    )
-                await self._sleep(next(waits))
-        if said:
-            log.info("rollback for %s: its outcome is stored", intent.window_id, extra=context)
+        alerts = _claimed(claims, final)
+        if attempt is None:
+            settled = await self._store.settle_rollback(final, None, alerts)
+        else:
+            answered = attempt
+
+            def outage_begins(exc: Exception) -> None:
+                log.warning(
+                    "rollback for %s %s on attempt %d; the store does not answer (%s):"
+                    " recording it as soon as it does, not sending it again",
+                    intent.window_id,
+                    "accepted" if state == "delivered" else "answered",
+                    answered.attempt,
+                    self._redact(str(exc)),
+                    extra=context,
+                )
+
+            settled, waited = await held_until_stored(
+                lambda: self._store.settle_rollback(final, answered, alerts),
+                outage_begins,
+                self._sleep,
+            )
+            if waited:
+                log.info("rollback for %s: its outcome is stored", intent.window_id, extra=context)
         if not settled:
             return await self._lost(intent, context)
         self._metrics.rollbacks_total.labels(environment=environment, result=state).inc()
         return final
-
-    async def _settle(
-        self, final: RollbackIntent, attempt: DeliveryAttempt | None, claims: SettleClaims | None
-    ) -> bool:
-        """`Store.settle_rollback`; the record of an answered `attempt` goes on to its end
-        when a stop cancels the delivery meanwhile, then the cancellation goes on. Cut
-        there, a receiver's 2xx was lost (asyncpg rolls the transaction back; SQLite's
-        change had not reached the connection) and the restart, taking its own lease at
-        once, sent the rollback again."""
-        alerts = _claimed(claims, final)
-        if attempt is None:
-            return await self._store.settle_rollback(final, None, alerts)
-        write = asyncio.ensure_future(self._store.settle_rollback(final, attempt, alerts))
-        try:
-            return await asyncio.shield(write)
-        except asyncio.CancelledError:
-            await asyncio.wait({write})  # not cancelled with this task
-            if not write.cancelled():
-                write.exception()  # seen: one that failed leaves it pending, as a kill
-            raise
 
     def _prepare(
         self, body: bytes, intent: RollbackIntent, settings: RollbackSettings, environment: str

@@ -30,10 +30,10 @@ from agent.integrations.events import Gate
 from agent.integrations.targets import GITHUB_HEADERS, github_rate_limit_wait, vercel_url
 from agent.records import DeployWindow, PendingGate, RollbackIntent, decided_verdict
 from agent.rollback import rollback_intent, sign
-from agent.rollback.delivery import record_waits
+from agent.rollback.delivery import held_until_stored
 from agent.settings import EnvironmentSettings, RollbackSettings, Settings
 from agent.store.base import Conflict
-from agent.store.outages import StoreOutageLog, store_outage, unless_outage
+from agent.store.outages import StoreOutageLog, unless_outage
 from agent.web.links import deploy_page_url
 from agent.windows.alert_once import alert_claim
 from agent.windows.lifecycle import FOLLOW_UPS, WatchServices, deliver_rollback
@@ -868,37 +868,24 @@ class Integrations:
         """A follow-up's outcome, held until the store takes it (as the rollback's own,
         `RollbackDelivery._finish`): a 2xx left unstored when the store did not answer for
         a moment was sent again once the claim lapsed (`follow_up_lease`), by a restart
-        or another replica, though the receiver had taken it. A stop (cancel) lets a
-        write under way end, as `RollbackDelivery._settle` does."""
-        waits = record_waits()
-        said = False
-        while True:
-            write = asyncio.ensure_future(self.s.store.record_alert(window.id, key, result, detail))
-            try:
-                await asyncio.shield(write)
-                break
-            except asyncio.CancelledError:
-                await asyncio.wait({write})  # not cancelled with this task
-                if not write.cancelled():
-                    write.exception()  # seen: one that failed leaves the claim, as a kill
-                raise
-            except Exception as exc:
-                if not store_outage(exc):
-                    raise
-                if not said:
-                    said = True
-                    log.warning(
-                        "follow-up %s of %s %s (%s); the store does not answer (%s):"
-                        " recording it as soon as it does, not sending it again",
-                        key.removeprefix("then:"),
-                        window.id,
-                        result,
-                        detail,
-                        self.redact(str(exc)),
-                        extra={"deploy_id": window.id, "environment": window.environment},
-                    )
-                await asyncio.sleep(next(waits))
-        if said:
+        or another replica, though the receiver had taken it (`held_until_stored`)."""
+
+        def outage_begins(exc: Exception) -> None:
+            log.warning(
+                "follow-up %s of %s %s (%s); the store does not answer (%s):"
+                " recording it as soon as it does, not sending it again",
+                key.removeprefix("then:"),
+                window.id,
+                result,
+                detail,
+                self.redact(str(exc)),
+                extra={"deploy_id": window.id, "environment": window.environment},
+            )
+
+        _, waited = await held_until_stored(
+            lambda: self.s.store.record_alert(window.id, key, result, detail), outage_begins
+        )
+        if waited:
             log.info(
                 "follow-up %s of %s: its outcome is stored",
                 key.removeprefix("then:"),

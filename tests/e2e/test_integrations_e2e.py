@@ -679,18 +679,21 @@ async def test_a_window_can_probe_the_url_its_deploy_event_names(
     assert (flip_target.requests > 0) == use_event_url
 
 
+def commit_status_staging(target: FlipTarget, **options: str) -> str:
+    """Staging, whose windows put a commit status on their commit (`commit_status`)."""
+    source = (
+        f"{{github: {{repository: {gh.REPOSITORY}, environment: Staging, commit_status: true}}}}"
+    )
+    return environment("staging", target.url, extra=f"sources: {source}", **options)
+
+
 async def test_commit_status_on_the_sha_pending_then_success(
     start_agent: AgentFactory,
     flip_target: FlipTarget,
     fake_vercel: FakeVercel,
     fake_github: FakeGitHub,
 ) -> None:
-    env = environment(
-        "staging",
-        flip_target.url,
-        extra=f"sources: {{github: {{repository: {gh.REPOSITORY}, environment: Staging,"
-        " commit_status: true}}",
-    )
+    env = commit_status_staging(flip_target)
     agent = await start_agent(env, extra=integrations(fake_github, fake_vercel))
     deploy = await agent.register("staging", "v8", commit=SHA)
     assert (await agent.settled(deploy["id"]))["state"] == "passed"
@@ -716,12 +719,7 @@ async def test_a_short_commit_gets_its_status_on_the_full_sha(
     GitHub refuses (a commit status needs the full SHA): the commit never got one. The
     short SHA is resolved through the commits API first; one GitHub does not know is said
     in the log and the window goes on."""
-    env = environment(
-        "staging",
-        flip_target.url,
-        extra=f"sources: {{github: {{repository: {gh.REPOSITORY}, environment: Staging,"
-        " commit_status: true}}",
-    )
+    env = commit_status_staging(flip_target)
     caplog.set_level("WARNING", logger="postflight.integrations")
     agent = await start_agent(env, extra=integrations(fake_github, fake_vercel))
     deploy = await agent.register("staging", "v8", commit=gh.COMMIT[:7])
@@ -746,13 +744,7 @@ async def test_a_window_superseded_by_one_of_its_full_sha_leaves_the_commit_to_i
 ) -> None:
     """`--commit 9fceb02` then the same commit in full: one commit, so the superseded
     window's `error` would stand on it beside (or after) the newer window's `pending`."""
-    env = environment(
-        "staging",
-        flip_target.url,
-        window="30s",
-        extra=f"sources: {{github: {{repository: {gh.REPOSITORY}, environment: Staging,"
-        " commit_status: true}}",
-    )
+    env = commit_status_staging(flip_target, window="30s")
     agent = await start_agent(env, extra=integrations(fake_github, fake_vercel))
     await agent.register("staging", "v1", commit=gh.COMMIT[:7])
     await eventually(lambda: len(fake_github.commit_statuses) >= 1)
@@ -980,13 +972,7 @@ async def test_a_cancelled_or_superseded_window_ends_its_commit_status(
 ) -> None:
     """Its commit status stayed `pending`; now `error` with why. A window superseded by
     one of the same commit leaves the commit to the newer window's status."""
-    env = environment(
-        "staging",
-        flip_target.url,
-        window="30s",
-        extra=f"sources: {{github: {{repository: {gh.REPOSITORY}, environment: Staging,"
-        " commit_status: true}}",
-    )
+    env = commit_status_staging(flip_target, window="30s")
     agent = await start_agent(env, extra=integrations(fake_github, fake_vercel))
     other = "b" * 40
     await agent.register("staging", "v1", commit=other)

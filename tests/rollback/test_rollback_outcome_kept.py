@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 
 from agent.metrics import Metrics
-from agent.records import DeliveryAttempt, RollbackIntent
+from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent
 from agent.rollback.delivery import RollbackDelivery
 from agent.settings_file import load_settings_text
 from agent.store.base import AlertClaim
@@ -221,6 +221,33 @@ environments:
     )
 
 
+async def delivered_with_follow_ups(store: SqliteStore) -> tuple[RollbackIntent, DeployWindow]:
+    """A rollback delivered, its follow-ups claimed with it (as `settle_rollback` does)."""
+    intent = await stored_intent(store)
+    delivered = dataclasses.replace(intent, state="delivered", finished_at=REQUESTED_AT)
+    assert await store.settle_rollback(delivered, None, [AlertClaim(FOLLOW_UPS)])
+    window = await store.get_window(intent.window_id)
+    assert window is not None
+    return delivered, window
+
+
+async def resumed_by_another(
+    store: SqliteStore,
+    replicas: tuple[Integrations, Integrations],
+    window: DeployWindow,
+    delivered: RollbackIntent,
+    now: list[float],
+) -> dict[str, str]:
+    """The first replica's follow-up claim lapses and the second resumes the follow-ups:
+    the outcomes then stored, by event."""
+    first, second = replicas
+    rollback = first.settings.environments["production"].rollback
+    assert rollback is not None
+    now[0] += follow_up_lease(rollback) + 1
+    await second.after_rollback(window, delivered)
+    return await store.alert_events(window.id)
+
+
 async def test_a_follow_ups_2xx_answered_as_the_store_goes_away_is_stored_once_it_answers(
     tmp_path: Any, rollback_receiver: Any
 ) -> None:
@@ -240,11 +267,7 @@ async def test_a_follow_ups_2xx_answered_as_the_store_goes_away_is_stored_once_i
     follow: RollbackReceiver = await rollback_receiver(
         FOLLOW_SECRET, on_attempt=store_away_as_it_answers
     )
-    intent = await stored_intent(store)
-    delivered = dataclasses.replace(intent, state="delivered", finished_at=REQUESTED_AT)
-    assert await store.settle_rollback(delivered, None, [AlertClaim(FOLLOW_UPS)])
-    window = await store.get_window(intent.window_id)
-    assert window is not None
+    delivered, window = await delivered_with_follow_ups(store)
     now = [time.time()]
     first = replica(store, follow.url, "a", lambda: now[0])
     second = replica(store, follow.url, "b", lambda: now[0])
@@ -252,11 +275,7 @@ async def test_a_follow_ups_2xx_answered_as_the_store_goes_away_is_stored_once_i
         # the rollback's sender follows it up (a spawned task: an error there is logged)
         await asyncio.gather(first.after_rollback(window, delivered), return_exceptions=True)
         store.down = False
-        rollback = first.settings.environments["production"].rollback
-        assert rollback is not None
-        now[0] += follow_up_lease(rollback) + 1  # the claim lapsed: another replica resumes
-        await second.after_rollback(window, delivered)
-        events = await store.alert_events(intent.window_id)
+        events = await resumed_by_another(store, (first, second), window, delivered, now)
     finally:
         await first.aclose()
         await second.aclose()
@@ -290,11 +309,7 @@ async def test_a_stop_as_a_follow_ups_2xx_is_being_stored_lets_the_write_finish(
     store = SlowToRecord(tmp_path / "slow.db")
     await store.open()
     follow: RollbackReceiver = await rollback_receiver(FOLLOW_SECRET)
-    intent = await stored_intent(store)
-    delivered = dataclasses.replace(intent, state="delivered", finished_at=REQUESTED_AT)
-    assert await store.settle_rollback(delivered, None, [AlertClaim(FOLLOW_UPS)])
-    window = await store.get_window(intent.window_id)
-    assert window is not None
+    delivered, window = await delivered_with_follow_ups(store)
     now = [time.time()]
     first = replica(store, follow.url, "a", lambda: now[0])
     second = replica(store, follow.url, "b", lambda: now[0])
@@ -303,11 +318,7 @@ async def test_a_stop_as_a_follow_ups_2xx_is_being_stored_lets_the_write_finish(
         await store.recording.wait()
         following.cancel()
         await asyncio.gather(following, return_exceptions=True)
-        rollback = first.settings.environments["production"].rollback
-        assert rollback is not None
-        now[0] += follow_up_lease(rollback) + 1  # the claim lapsed: another replica resumes
-        await second.after_rollback(window, delivered)
-        events = await store.alert_events(intent.window_id)
+        events = await resumed_by_another(store, (first, second), window, delivered, now)
     finally:
         await first.aclose()
         await second.aclose()

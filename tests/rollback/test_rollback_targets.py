@@ -15,9 +15,9 @@ import pytest
 
 from agent.integrations.targets import RollbackTargets
 from agent.metrics import Metrics
-from agent.records import DeployWindow
+from agent.records import DeployWindow, RollbackIntent
 from agent.rollback import RollbackDelivery, rollback_intent
-from agent.settings import Settings
+from agent.settings import RollbackSettings, Settings
 from agent.store.sqlite import SqliteStore
 from tests.fakes.vercel import NEW, OLD, PROJECT, FakeVercel
 from tests.store.peek import set_rollback
@@ -71,18 +71,37 @@ async def failed_window(store: SqliteStore, labels: dict[str, str]) -> DeployWin
     return window
 
 
+async def rollback_requested(
+    store: SqliteStore, labels: dict[str, str], reason: str = "bad"
+) -> RollbackIntent:
+    """The intent of a failed window's rollback, stored with the window's end."""
+    window = await failed_window(store, labels)
+    intent = rollback_intent(window, reason, [], time.time())
+    await store.finish_window(window.id, "failed", None, time.time(), intent)
+    return intent
+
+
+async def delivered_to_target(
+    store: SqliteStore, config: Settings, intent: RollbackIntent, rollback: RollbackSettings
+) -> RollbackIntent:
+    """`intent` delivered, as the agent does, to the rollback target `config` names."""
+    delivery = RollbackDelivery(store, Metrics(), targets=RollbackTargets(config))
+    try:
+        return await delivery.deliver(intent, rollback, "production")
+    finally:
+        await delivery.aclose()
+
+
 async def test_it_rolls_back_to_the_previous_deployment_with_team_and_token(
     fake: FakeVercel, store: SqliteStore
 ) -> None:
     config = settings(fake)
-    window = await failed_window(store, {"vercel.deployment": NEW, "vercel.previous": OLD})
-    intent = rollback_intent(window, "probe-errors failed", [], time.time())
-    await store.finish_window(window.id, "failed", None, time.time(), intent)
-    delivery = RollbackDelivery(store, Metrics(), targets=RollbackTargets(config))
+    intent = await rollback_requested(
+        store, {"vercel.deployment": NEW, "vercel.previous": OLD}, reason="probe-errors failed"
+    )
     env = config.environments["production"]
     assert env.rollback is not None
-    done = await delivery.deliver(intent, env.rollback, "production")
-    await delivery.aclose()
+    done = await delivered_to_target(store, config, intent, env.rollback)
     assert (done.state, done.last_status) == ("delivered", 201)
     (seen,) = fake.seen("/rollback/")
     assert seen.path == f"/v1/projects/{PROJECT}/rollback/{OLD}"
@@ -99,13 +118,11 @@ async def test_no_previous_deployment_fails_at_once_without_a_request(
     fake: FakeVercel, store: SqliteStore
 ) -> None:
     config = settings(fake)
-    window = await failed_window(store, {"vercel.deployment": NEW})
-    intent = rollback_intent(window, "bad", [], time.time())
-    await store.finish_window(window.id, "failed", None, time.time(), intent)
-    delivery = RollbackDelivery(store, Metrics(), targets=RollbackTargets(config))
+    intent = await rollback_requested(store, {"vercel.deployment": NEW})
     assert config.environments["production"].rollback is not None
-    done = await delivery.deliver(intent, config.environments["production"].rollback, "production")
-    await delivery.aclose()
+    done = await delivered_to_target(
+        store, config, intent, config.environments["production"].rollback
+    )
     assert done.state == "failed"
     assert "vercel.previous" in (done.last_error or "")
     assert fake.requests == []
@@ -116,22 +133,20 @@ async def test_a_restart_with_an_unrecorded_attempt_asks_vercel_before_sending_a
     fake: FakeVercel, store: SqliteStore, took_effect: bool
 ) -> None:
     config = settings(fake)
-    window = await failed_window(store, {"vercel.deployment": NEW, "vercel.previous": OLD})
-    intent = rollback_intent(window, "bad", [], time.time())
-    await store.finish_window(window.id, "failed", None, time.time(), intent)
+    intent = await rollback_requested(store, {"vercel.deployment": NEW, "vercel.previous": OLD})
     # the previous process stored attempt 1, sent it, and died before recording the answer
     intent.attempts = 1
     await set_rollback(store, intent)
     if took_effect:
         fake.production[PROJECT] = OLD  # Vercel had acted on it
-    delivery = RollbackDelivery(store, Metrics(), targets=RollbackTargets(config))
     assert config.environments["production"].rollback is not None
-    done = await delivery.deliver(intent, config.environments["production"].rollback, "production")
-    await delivery.aclose()
+    done = await delivered_to_target(
+        store, config, intent, config.environments["production"].rollback
+    )
     assert done.state == "delivered"
     assert len(fake.seen(f"/v9/projects/{PROJECT}")) == 1
     assert len(fake.accepted) == (0 if took_effect else 1)
-    assert (await store.get_window(window.id)).state == "rolled_back"  # type: ignore[union-attr]
+    assert (await store.get_window(intent.window_id)).state == "rolled_back"  # type: ignore[union-attr]
 
 
 async def test_a_vercel_rollback_whose_last_attempt_got_no_answer_is_looked_for_before_failing(
@@ -148,15 +163,11 @@ async def test_a_vercel_rollback_whose_last_attempt_got_no_answer_is_looked_for_
 
     async with SlowToAnswer(token=TOKEN, team_id="team_1") as fake:
         config = settings(fake)
-        window = await failed_window(store, {"vercel.deployment": NEW, "vercel.previous": OLD})
-        intent = rollback_intent(window, "bad", [], time.time())
-        await store.finish_window(window.id, "failed", None, time.time(), intent)
+        intent = await rollback_requested(store, {"vercel.deployment": NEW, "vercel.previous": OLD})
         rollback = config.environments["production"].rollback
         assert rollback is not None
         last = rollback.model_copy(update={"max_attempts": 1, "timeout": 0.2})
-        delivery = RollbackDelivery(store, Metrics(), targets=RollbackTargets(config))
-        done = await delivery.deliver(intent, last, "production")
-        await delivery.aclose()
+        done = await delivered_to_target(store, config, intent, last)
 
     assert (done.state, done.attempts) == ("delivered", 1)
     assert [a["deployment"] for a in fake.accepted] == [OLD]
@@ -170,16 +181,14 @@ async def test_github_target_after_a_restart_finds_the_dispatched_run_by_its_nam
 
     async with FakeGitHub(token="gh") as github:
         config = github_rollback_config(github.url)
-        window = await failed_window(store, {})
-        intent = rollback_intent(window, "bad", [], time.time())
-        await store.finish_window(window.id, "failed", None, time.time(), intent)
+        intent = await rollback_requested(store, {})
         intent.attempts = 1  # sent before the crash, answer never recorded
         await set_rollback(store, intent)
         if ran:
             github.runs.append(
                 {
                     "id": 1,
-                    "display_title": f"rollback {window.id}",
+                    "display_title": f"rollback {intent.window_id}",
                     "event": "workflow_dispatch",
                     "workflow": "rollback.yml",
                     "name": "rollback.yml",
@@ -188,9 +197,7 @@ async def test_github_target_after_a_restart_finds_the_dispatched_run_by_its_nam
             )
         rollback = config.environments["production"].rollback
         assert rollback is not None
-        delivery = RollbackDelivery(store, Metrics(), targets=RollbackTargets(config))
-        done = await delivery.deliver(intent, rollback, "production")
-        await delivery.aclose()
+        done = await delivered_to_target(store, config, intent, rollback)
         assert done.state == "delivered"
         assert len(github.dispatches) == (0 if ran else 1)
 
@@ -211,15 +218,11 @@ async def test_a_github_rate_limit_403_is_waited_out_and_other_403s_fail_at_once
 
     async with FakeGitHub(token="gh") as github:
         config = github_rollback_config(github.url, max_backoff="10ms", max_attempts=3)
-        window = await failed_window(store, {})
-        intent = rollback_intent(window, "bad", [], time.time())
-        await store.finish_window(window.id, "failed", None, time.time(), intent)
+        intent = await rollback_requested(store, {})
         github.fail(kind, times=1, reset_in=1.0, match="/dispatches")
         rollback = config.environments["production"].rollback
         assert rollback is not None
-        delivery = RollbackDelivery(store, Metrics(), targets=RollbackTargets(config))
-        done = await delivery.deliver(intent, rollback, "production")
-        await delivery.aclose()
+        done = await delivered_to_target(store, config, intent, rollback)
         sent = github.seen("/dispatches")
         if delivered:
             assert (done.state, done.attempts, len(github.dispatches)) == ("delivered", 2, 1)
@@ -248,14 +251,10 @@ async def test_a_github_dispatch_whose_answer_never_came_is_not_dispatched_again
 
     async with SlowToAnswer(token="gh") as github:
         config = github_rollback_config(github.url, timeout="200ms", max_attempts=3)
-        window = await failed_window(store, {})
-        intent = rollback_intent(window, "bad", [], time.time())
-        await store.finish_window(window.id, "failed", None, time.time(), intent)
+        intent = await rollback_requested(store, {})
         rollback = config.environments["production"].rollback
         assert rollback is not None
-        delivery = RollbackDelivery(store, Metrics(), targets=RollbackTargets(config))
-        done = await delivery.deliver(intent, rollback, "production")
-        await delivery.aclose()
+        done = await delivered_to_target(store, config, intent, rollback)
 
     assert len(github.dispatches) == 1
     assert (done.state, done.attempts) == ("delivered", 1)
@@ -280,15 +279,11 @@ async def test_a_github_dispatch_whose_last_attempt_got_no_answer_is_looked_for_
 
     async with SlowToAnswer(token="gh") as github:
         config = github_rollback_config(github.url, timeout="200ms", max_attempts=1)
-        window = await failed_window(store, {})
-        intent = rollback_intent(window, "bad", [], time.time())
-        await store.finish_window(window.id, "failed", None, time.time(), intent)
+        intent = await rollback_requested(store, {})
         rollback = config.environments["production"].rollback
         assert rollback is not None
-        delivery = RollbackDelivery(store, Metrics(), targets=RollbackTargets(config))
-        done = await delivery.deliver(intent, rollback, "production")
-        await delivery.aclose()
-        stored = await store.get_rollback(window.id)
+        done = await delivered_to_target(store, config, intent, rollback)
+        stored = await store.get_rollback(intent.window_id)
 
     assert stored is not None and stored.attempts == 1
     if ran:

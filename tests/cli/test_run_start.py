@@ -38,6 +38,33 @@ def agent_env() -> dict[str, str]:
     return env
 
 
+def stopped_once_listening(
+    config: str, log: Path, sig: signal.Signals, cwd: Path | None = None
+) -> str:
+    """`postflight run --config CONFIG` (in `cwd`) until it listens, then stopped by
+    `sig`, which must end it with exit 0: its output."""
+    with log.open("wb") as out:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", config],
+            cwd=cwd,
+            env=agent_env(),
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while "listening on" not in log.read_text() and time.monotonic() < deadline:
+            assert agent.poll() is None, log.read_text()
+            time.sleep(0.1)
+        agent.send_signal(sig)
+        assert agent.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    return log.read_text()
+
+
 @pytest.mark.timeout(120)
 def test_the_start_log_names_the_config_file_and_the_stores_absolute_path(
     tmp_path: Path,
@@ -57,28 +84,9 @@ def test_the_start_log_names_the_config_file_and_the_stores_absolute_path(
         f"    base_url: http://127.0.0.1:{free_port()}\n"
         "    checks: [{name: health, type: http, path: /health}]\n"
     )
-    log = tmp_path / "agent.log"
-    env = agent_env()
-    with log.open("wb") as out:
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", "../conf/postflight.yaml"],
-            cwd=elsewhere,
-            env=env,
-            stdout=out,
-            stderr=out,
-        )
-    try:
-        deadline = time.monotonic() + 90
-        while "listening on" not in log.read_text() and time.monotonic() < deadline:
-            assert agent.poll() is None, log.read_text()
-            time.sleep(0.1)
-        agent.send_signal(signal.SIGTERM)
-        assert agent.wait(timeout=30) == 0, log.read_text()
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-            agent.wait()
-    text = log.read_text()
+    text = stopped_once_listening(
+        "../conf/postflight.yaml", tmp_path / "agent.log", signal.SIGTERM, cwd=elsewhere
+    )
     assert f"config {config_dir / 'postflight.yaml'}" in text, text
     assert f"store SQLite file {elsewhere / 'postflight.db'}" in text, text
     assert (elsewhere / "postflight.db").exists()  # relative to the working directory
@@ -155,26 +163,7 @@ def test_each_stop_signal_is_a_clean_stop_named_in_the_log(
         f"store: {{url: 'sqlite:///{tmp_path}/pf.db'}}\n"
         "environments: {production: {base_url: 'http://127.0.0.1:9'}}\n"
     )
-    log = tmp_path / "agent.log"
-    with log.open("wb") as out:
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(config)],
-            env=agent_env(),
-            stdout=out,
-            stderr=out,
-        )
-    try:
-        deadline = time.monotonic() + 90
-        while "listening on" not in log.read_text() and time.monotonic() < deadline:
-            assert agent.poll() is None, log.read_text()
-            time.sleep(0.1)
-        agent.send_signal(sig)
-        assert agent.wait(timeout=30) == 0, log.read_text()
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-            agent.wait()
-    text = log.read_text()
+    text = stopped_once_listening(str(config), tmp_path / "agent.log", sig)
     assert f"{sig.name}: stopping" in text, text
     assert text.rstrip().endswith("postflight: stopped"), text
     no_reload = "postflight does not reload its configuration on SIGHUP" in text

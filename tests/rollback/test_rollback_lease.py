@@ -199,6 +199,25 @@ class PausedInBeginAttempt(SqliteStore):
         return number
 
 
+async def woken_after_the_survivor_delivered(
+    store: SqliteStore,
+    first: RollbackDelivery,
+    survivor: RollbackDelivery,
+    conf: Any,
+    results: list[RollbackIntent],
+) -> None:
+    """ "a" (`first`) delivers a stored intent; paused as it stored its attempt, it wakes
+    after "b" (`survivor`) took the lapsed lease over and delivered: both end delivered."""
+    try:
+        done = await first.deliver(await stored_intent(store), conf, "production")
+    finally:
+        await first.aclose()
+        await survivor.aclose()
+        await store.close()
+    assert [r.state for r in results] == ["delivered"]
+    assert done.state == "delivered"
+
+
 async def test_a_sender_paused_as_its_attempt_is_stored_does_not_send_it_after_a_takeover(
     tmp_path: Any, rollback_receiver: Any
 ) -> None:
@@ -220,15 +239,7 @@ async def test_a_sender_paused_as_its_attempt_is_stored_does_not_send_it_after_a
 
     store.meanwhile = survivor_delivers
     first = sender(store, "a", clock)
-    try:
-        done = await first.deliver(await stored_intent(store), conf, "production")
-    finally:
-        await first.aclose()
-        await survivor.aclose()
-        await store.close()
-
-    assert [r.state for r in results] == ["delivered"]
-    assert done.state == "delivered"
+    await woken_after_the_survivor_delivered(store, first, survivor, conf, results)
     assert sum(a.accepted for a in receiver.attempts) == 1
 
 
@@ -257,15 +268,7 @@ async def test_a_sender_whose_wall_clock_was_stepped_back_in_a_pause_does_not_se
     first = RollbackDelivery(
         store, Metrics(), clock=wall_a, monotonic=monotonic_a, owner="a", lease_s=LEASE_S
     )
-    try:
-        done = await first.deliver(await stored_intent(store), conf, "production")
-    finally:
-        await first.aclose()
-        await survivor.aclose()
-        await store.close()
-
-    assert [r.state for r in results] == ["delivered"]
-    assert done.state == "delivered"
+    await woken_after_the_survivor_delivered(store, first, survivor, conf, results)
     assert sum(a.accepted for a in receiver.attempts) == 1
 
 

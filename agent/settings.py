@@ -946,12 +946,15 @@ def _cross_sections_in_document(
     if integrations is not None:
         errors = integration_errors(integrations, parts, names=list(environments))
         found += _located(errors, list(environments))
-    try:
-        store = StoreSettings.model_validate(document.get("store") or {})
+    store = document.get("store") or {}
+    try:  # the retention alone: a bad `lease` or `url` beside it has its own error
+        retention = RetentionSettings.model_validate(
+            store.get("retention") or {} if isinstance(store, Mapping) else {}
+        )
     except ValidationError:
         return found
     if lookbacks is not None:
-        found += _summaries_gone_before_lookback(store.retention.probe_summaries, lookbacks)
+        found += _summaries_gone_before_lookback(retention.probe_summaries, lookbacks)
     return found
 
 

@@ -281,6 +281,23 @@ def test_cross_section_problems_are_reported_beside_field_errors() -> None:
     assert set(problems(valid_fields)) == set(found) - {at + "interval"}
 
 
+def test_a_store_key_error_does_not_hide_the_retention_check_beside_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README: checks of two keys (probe summaries kept shorter than a lookback) are
+    listed in the same pass as the errors of single keys. A `store.lease` below 1s hid the
+    retention's: the check read the whole `store` section, which did not validate."""
+    text = MINIMAL.replace(
+        "environments:\n", "store: {lease: 0.5s, retention: {probe_summaries: 1m}}\nenvironments:\n"
+    )
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 2, out
+    assert "store.lease (line " in out and "must be at least 1s (got 500ms)" in out, out
+    assert "store.retention.probe_summaries (line " in out, out
+    assert "would be gone before environments.production.lookback (1h)" in out, out
+    assert "2 configuration errors" in out, out
+
+
 def test_an_environment_part_that_is_itself_invalid_raises_no_cross_section_guess() -> None:
     """A gate beside sources that do not validate (a repository not owner/name) is not
     said to need sources.github: only the sources' own error is."""

@@ -677,6 +677,20 @@ def test_status_says_when_more_windows_follow_than_the_limit_shows(
     assert "more with" not in capsys.readouterr().err
 
 
+def test_status_shows_the_20_newest_by_default_as_the_readme_says(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README: `--limit` defaults to 20, and the line on stderr reads
+    `(the 20 newest shown; more with --limit 40)`."""
+    for _ in range(21):
+        assert register_command(register_args(agent, "--quiet")) == 0
+    capsys.readouterr()
+    assert status_command(status_args(agent)) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 21  # the header and 20 windows
+    assert "(the 20 newest shown; more with --limit 40)" in captured.err, captured.err
+
+
 def test_register_wait_on_a_scheduled_window_waits_like_watching(
     agent: AgentThread, capsys: pytest.CaptureFixture[str]
 ) -> None:

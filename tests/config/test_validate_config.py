@@ -903,3 +903,144 @@ def test_the_checks_across_a_lists_items_are_said_beside_another_items_error(
     for path, words in expected.items():
         assert words in found[path], found
     assert len(info.value.problems) == len(expected)
+
+
+BARE = """\
+server: {api_tokens: ["tok-1234567890abcdef"]}
+providers: {sentry: {org: acme, token: sntrys-token-value}}
+environments:
+  production:
+    base_url: http://127.0.0.1:9
+    checks: [{name: api-health, type: http, path: /health}]
+    rules: [{name: probe-errors, source: checks, metric: error_rate, max: 0.05}]
+    baseline: {sentry: {project: web}}
+    rollback: {url: http://127.0.0.1:9998/rollback, secret: shh-secret}
+"""
+"""A configuration that leaves every setting the README gives a default for unset."""
+
+README_DEFAULTS: list[tuple[str, str, object]] = [
+    ("`listen` (HOST:PORT, default `127.0.0.1:8787`)", "server.listen", "127.0.0.1:8787"),
+    ("default `http://<listen>`", "server.base_url", "http://127.0.0.1:8787"),
+    ("`ui` (default true", "server.ui", True),
+    ("`view_ttl` (how long a link stays valid, default 168h)", "server.view_ttl", 168 * 3600.0),
+    ("send what is due: default 8s, at most 10s", "server.shutdown_timeout", 8.0),
+    ("`sqlite:///path` (embedded, WAL; the default)", "store.url", "sqlite:///./postflight.db"),
+    ("a lease of `lease`, default 30s, at least 1s", "store.lease", 30.0),
+    ("`rounds` (default `7d`)", "store.retention.rounds", 7 * 86400.0),
+    ("`alerting.timeout` (default 5s)", "alerting.timeout", 5.0),
+    ("`window` (default 15m", "environments.production.window", 900.0),
+    ("`interval` (30s;", "environments.production.interval", 30.0),
+    ("`lookback` (1h)", "environments.production.lookback", 3600.0),
+    ("`background_interval` (30s;", "environments.production.background_interval", 30.0),
+    ("`probes_per_round` (10)", "environments.production.probes_per_round", 10),
+    ('default `"{version}"`', "environments.production.baseline.sentry.release", "{version}"),
+    (
+        "(`follow_redirects`, default true",
+        "environments.production.checks.0.follow_redirects",
+        True,
+    ),
+    ("`max_redirects`, default 10", "environments.production.checks.0.max_redirects", 10),
+    ("`sequential` (the default)", "environments.production.analysis.policy", "sequential"),
+    ("consecutive rounds, default 3", "environments.production.analysis.failure_limit", 3),
+    ("`evidence` (the default", "environments.production.analysis.pass_on", "evidence"),
+    ("`max_attempts` (default 8)", "environments.production.rollback.max_attempts", 8),
+    ("`timeout` (default 10s)", "environments.production.rollback.timeout", 10.0),
+    ("`backoff` (default 1s;", "environments.production.rollback.backoff", 1.0),
+    ("`max_backoff` (default 60s;", "environments.production.rollback.max_backoff", 60.0),
+]
+"""(what the README's configuration walkthrough says, where the setting is, its value)."""
+
+
+@pytest.mark.parametrize(
+    ("said", "path", "value"), README_DEFAULTS, ids=[p for _, p, _ in README_DEFAULTS]
+)
+def test_the_defaults_the_readme_states_are_the_codes(
+    tmp_path: Path, said: str, path: str, value: object
+) -> None:
+    """Each default the README's walkthrough states, read from a file that leaves it unset
+    by the loader `postflight run` uses: a default changed on one side only fails here."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    walkthrough = " ".join(readme.split("## How Postflight decides")[0].split())
+    assert said in walkthrough, said  # as the README words it, line breaks aside
+    config = tmp_path / "postflight.yaml"
+    config.write_text(BARE)
+    node: Any = load_settings(config)
+    for part in path.split("."):
+        if isinstance(node, dict):
+            node = node[part]
+        elif isinstance(node, list):
+            node = node[int(part)]
+        else:
+            node = getattr(node, part)
+    assert node == value
+
+
+EVERY_README_KEY = """\
+server:
+  listen: 127.0.0.1:8787
+  api_tokens: [abcdefghijklmnopqrstu]
+  named_tokens: {alice: abcdefghijklmnopqrstuvw}
+  public_url: https://postflight.internal
+  ui: true
+  view_secret: another-secret-value
+  view_ttl: 168h
+  shutdown_timeout: 8s
+store:
+  url: sqlite:///./postflight.db
+  lease: 30s
+  retention: {rounds: 7d, probe_summaries: 2h}
+providers:
+  sentry: {base_url: http://127.0.0.1:9000, org: acme, token: sntrys-abc, markers: true}
+  newrelic:
+    {api_url: http://127.0.0.1:9001/graphql, account_id: 1, api_key: NRAK-abc, markers: true}
+  prometheus: {url: http://127.0.0.1:9090}
+alerting:
+  timeout: 5s
+  channels:
+    - {url: "json://127.0.0.1:9/x", tags: [oncall]}
+environments:
+  production:
+    base_url: http://127.0.0.1:9
+    window: 15m
+    interval: 30s
+    lookback: 1h
+    background_interval: 30s
+    baseline_url: http://127.0.0.1:10
+    probes_per_round: 10
+    checks:
+      - name: api-health
+        type: http
+        path: /health
+        follow_redirects: true
+        max_redirects: 10
+        timeout: 2s
+        expect: {max_latency: 500ms}
+    baseline:
+      sentry: {project: web, environment: production, release: "web@{version}"}
+      newrelic: {app_name: web, entity_guid: abc}
+    analysis: {policy: threshold, failure_limit: 3, pass_on: no_failure}
+    rules:
+      - {name: e, source: checks, metric: error_rate, max: 0.05}
+      - {name: l, source: checks, metric: latency_p95, max_increase: 50%}
+      - {name: s, source: sentry, metric: error_rate, max: 0.05}
+      - {name: p, source: prometheus, query: up, max: 1}
+    rollback:
+      url: http://127.0.0.1:9/rb
+      secret: s3cret
+      dry_run: false
+      max_attempts: 8
+      timeout: 10s
+      backoff: 1s
+      max_backoff: 60s
+    alerts: {tags: [oncall]}
+"""
+"""Every key the README's configuration walkthrough names, each set to a valid value."""
+
+
+def test_every_key_the_readme_walkthrough_names_is_accepted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = run_validate(tmp_path, EVERY_README_KEY, capsys)
+    assert code == 0, out
+    assert "valid — environments: production (1 check, 4 rules, threshold)" in out, out
+    assert "warning" not in out, out

@@ -6,6 +6,8 @@ import io
 import json
 import logging
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -286,3 +288,66 @@ def test_with_json_logs_an_unexpected_error_is_one_record_with_its_traceback(
     last = json_lines(stream.getvalue())[-1]
     assert last["level"] == "critical", last
     assert "RuntimeError: a bug" in str(last["exc"]), last
+
+
+def readme_blocks(section: str) -> list[str]:
+    """The `sh` blocks of the README's section `section`, as written."""
+    text = (ROOT / "README.md").read_text()
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sh\n(.*?)```", body, re.S)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(
+    shutil.which("openssl") is None, reason="the README makes the token with openssl"
+)
+def test_the_readme_running_the_daemon_commands_run_as_written(tmp_path: Path) -> None:
+    """The two blocks of "Running the daemon", run by bash in a directory holding the
+    example as `config/postflight.example.yaml`, with the venv's commands on the PATH
+    (the README's `. .venv/bin/activate`). Changed only where a test must: a free port
+    (`POSTFLIGHT_LISTEN`, which the example reads, and the block's 8787), and the run,
+    which the README leaves in the foreground, backgrounded until it listens, then stopped
+    with SIGTERM. The four variables are the only ones set, `…` as their value."""
+    start, talk = readme_blocks("Running the daemon")
+    *prepare, run = start.strip().splitlines()
+    assert run.startswith("postflight run "), run
+    port = free_port()
+    assert "127.0.0.1:8787" in talk
+    (tmp_path / "config").mkdir()
+    shutil.copy(ROOT / "config" / "postflight.example.yaml", tmp_path / "config")
+    script = "\n".join(
+        [
+            "set -eu",
+            *prepare,
+            f"{run} > agent.log 2>&1 &",
+            "pid=$!",
+            "for _ in $(seq 600); do grep -q 'listening on' agent.log && break; sleep 0.1; done",
+            talk.replace("127.0.0.1:8787", f"127.0.0.1:{port}"),
+            "kill -TERM $pid",
+            'set +e; wait $pid; echo "run exit $?"',
+        ]
+    )
+    env = {
+        k: v
+        for k, v in agent_env().items()
+        if not k.startswith("POSTFLIGHT") and not k.endswith("_URL") and k != "ROLLBACK_SECRET"
+    }
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["POSTFLIGHT_LISTEN"] = f"127.0.0.1:{port}"
+    done = subprocess.run(
+        ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=100
+    )
+    said = done.stdout + done.stderr
+    log = (tmp_path / "agent.log").read_text()
+    assert done.returncode == 0, said + log
+    assert (
+        "config/postflight.example.yaml: valid — environments: production (3 checks, 6 rules,"
+        " sequential), staging (1 check, 1 rule, threshold)"
+    ) in said, said
+    assert "no deploy windows yet" in said, said  # `postflight status`, with the daemon's token
+    assert said.rstrip().endswith("run exit 0"), said + log
+    records = [json.loads(line) for line in log.splitlines()]  # `--log-format json`
+    config, store = tmp_path / "config" / "postflight.example.yaml", tmp_path / "postflight.db"
+    assert records[0]["msg"] == f"config {config}; store SQLite file {store}", records[0]
+    assert any(r["msg"] == "SIGTERM: stopping" for r in records), log
+    assert not [r for r in records if r["level"] in ("error", "critical")], log

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from typing import Any
 
 from agent.appkeys import STORE
@@ -292,3 +293,46 @@ async def test_a_manual_rollback_sends_the_reason_as_given_and_its_alert_names_w
     assert why in requested[0].message, requested[0].message
     # asked for by hand, of a window still watching: not headed "Deploy failed"
     assert requested[0].message.startswith("**Rollback requested by hand** from the pipeline")
+
+
+async def test_postflight_rollback_exits_0_accepted_1_refused_2_unknown(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+) -> None:
+    """The README: `postflight rollback ID --reason TEXT` exits 0 accepted, 1 refused (the
+    deploy already has one, or was cancelled or superseded), 2 usage or connection error.
+    The CLI as a pipeline runs it, against the daemon's app; the webhook counts one."""
+    from tests.e2e.conftest import TOKEN
+
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    agent = await start_agent(environment(flip_target, receiver.url, window="1m"))
+    superseded = await agent.register("production", "v1")
+    cancelled = await agent.register("production", "v2")
+    await agent.cancel(cancelled["id"])
+    live = await agent.register("production", "v3")
+
+    async def rollback(deploy_id: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "agent", "rollback", deploy_id, "--reason", "by hand"),
+            *("--url", agent.url, "--token", TOKEN),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        assert proc.returncode is not None
+        return proc.returncode, out.decode()
+
+    code, out = await rollback(live["id"])
+    assert code == 0, out
+    code, out = await rollback(live["id"])
+    said = f"postflight rollback: deploy {live['id']} already has a rollback (HTTP 409)"
+    assert (code, out.strip()) == (1, said)
+    for deploy, state in ((superseded, "superseded"), (cancelled, "cancelled")):
+        code, out = await rollback(deploy["id"])
+        assert code == 1, out
+        assert f"deploy {deploy['id']} was {state}: nothing to roll back (HTTP 409)" in out, out
+    code, out = await rollback("dep_none")
+    assert code == 2 and "no deploy 'dep_none' (HTTP 404)" in out, out
+    final = await agent.settled(live["id"], within=20)
+    assert final["state"] == "rolled_back" and len(receiver.attempts) == 1

@@ -4,6 +4,7 @@ wrong one is a configuration error naming its variable (exit 2), never a traceba
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -190,3 +191,44 @@ def test_the_overrides_apply_beside_an_unset_variable(
         "environments.production.rollback.secret (line 19):"
         " environment variable PF_UNSET_SECRET is not set"
     ]
+
+
+def test_a_section_set_as_json_is_merged_key_by_key_and_its_value_taken_as_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The README: a map or section written as JSON is merged into the file's key by key,
+    and an override's value is used as is, with no `${VAR}` expansion."""
+    monkeypatch.setenv("POSTFLIGHT__STORE", '{"url": "sqlite:///var/lib/postflight.db"}')
+    monkeypatch.setenv("POSTFLIGHT__ENVIRONMENTS__PRODUCTION__ROLLBACK__URL", "http://h/${HOME}")
+    store = "store: {url: 'sqlite:///x.db', lease: 12s}\n"
+    settings = load_settings_text(MINIMAL.replace("environments:\n", store + "environments:\n"))
+    assert settings.store.url == "sqlite:///var/lib/postflight.db"
+    assert settings.store.lease == 12.0  # the file's, beside the section's override
+    rollback = settings.environments["production"].rollback
+    assert rollback is not None and rollback.url == "http://h/${HOME}"
+    assert rollback.secret.get_secret_value() == "shh-secret"  # the file's
+
+
+@pytest.mark.timeout(120)
+def test_run_listens_and_stores_where_the_readmes_overrides_say(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`postflight run` itself, with the README's two forms: a key
+    (`POSTFLIGHT__SERVER__LISTEN=…`) and a section as JSON (`POSTFLIGHT__STORE='{"url": …}'`)
+    over a file that sets both otherwise: it listens and stores where the variables say."""
+    from tests.cli.test_run_start import free_port, stopped_once_listening
+
+    port = free_port()
+    store = tmp_path / "from-the-environment.db"
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        MINIMAL.replace(
+            "environments:\n", f"store: {{url: 'sqlite:///{tmp_path}/file.db'}}\nenvironments:\n", 1
+        )
+    )
+    monkeypatch.setenv("POSTFLIGHT__SERVER__LISTEN", f"127.0.0.1:{port}")
+    monkeypatch.setenv("POSTFLIGHT__STORE", f'{{"url": "sqlite:///{store}"}}')
+    text = stopped_once_listening(str(config), tmp_path / "agent.log", signal.SIGTERM)
+    assert f"store SQLite file {store}" in text, text
+    assert f"listening on http://127.0.0.1:{port}" in text, text
+    assert store.exists() and not (tmp_path / "file.db").exists()

@@ -8,15 +8,26 @@ COPY lines (`common/`, which holds the version) fails the build, as it would in 
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def build_stage_copies(dockerfile: str) -> list[str]:
@@ -59,3 +70,95 @@ def test_the_build_stage_copies_everything_the_wheel_needs(tmp_path: Path) -> No
     for package in ("agent", "checks", "alerting", "common"):
         assert f"{package}/__init__.py" in names, package
     assert any(n.startswith("agent/web/templates/") and n.endswith(".html") for n in names)
+
+
+def final_stage(dockerfile: str) -> dict[str, list[str]]:
+    """The last stage's instructions (continuation lines joined), each keyword's lines."""
+    joined = dockerfile.replace("\\\n", " ")
+    stage = joined.rsplit("\nFROM ", 1)[1]
+    found: dict[str, list[str]] = {"FROM": [stage.splitlines()[0]]}
+    for line in stage.splitlines()[1:]:
+        keyword, _, rest = line.strip().partition(" ")
+        if keyword and not keyword.startswith("#"):
+            found.setdefault(keyword, []).append(" ".join(rest.split()))
+    return found
+
+
+def image_env(stage: dict[str, list[str]]) -> dict[str, str]:
+    """The image's `ENV NAME=value …` settings."""
+    return dict(pair.split("=", 1) for line in stage["ENV"] for pair in line.split())
+
+
+@pytest.mark.timeout(120)
+def test_the_image_runs_as_the_readme_says_and_its_healthcheck_passes(
+    tmp_path: Path,
+) -> None:
+    """Docker is not run here; what the image runs is. The README: slim base, non-root
+    user, `ENTRYPOINT ["postflight", "run"]`, the config mounted at
+    /etc/postflight/postflight.yaml, `HEALTHCHECK` on /healthz, and `server.public_url` or
+    `POSTFLIGHT__SERVER__PUBLIC_URL` for the links. With the image's ENV (its paths moved
+    under tmp_path) and the example configuration as the mount: the links warning of its
+    every-interface listen is said, and gone once the variable is set; `postflight run`
+    with no argument (on 127.0.0.1 here: tests bind nothing else) starts, its HEALTHCHECK
+    command exits 0, and SIGTERM stops it with exit 0."""
+    stage = final_stage((ROOT / "Dockerfile").read_text())
+    assert stage["FROM"][0].startswith("python:3.11-slim"), stage["FROM"]
+    assert stage["ENTRYPOINT"] == ['["postflight", "run"]']
+    assert stage["USER"] == ["postflight"] and "useradd" in " ".join(stage["RUN"])
+    env = image_env(stage)
+    assert env["POSTFLIGHT_CONFIG"] == "/etc/postflight/postflight.yaml"
+    assert env["POSTFLIGHT_LISTEN"] == "0.0.0.0:8787"
+    [check] = stage["HEALTHCHECK"]
+    command = check.split(" CMD ", 1)[1]
+    assert "/healthz" in command and command.startswith("python -c ")
+    mount = tmp_path / "postflight.yaml"
+    shutil.copy(ROOT / "config" / "postflight.example.yaml", mount)
+    run_env = {k: v for k, v in os.environ.items() if not k.startswith("POSTFLIGHT")}
+    run_env |= env | {
+        "POSTFLIGHT_CONFIG": str(mount),
+        "POSTFLIGHT_STORE": f"sqlite:///{tmp_path}/postflight.db",
+        "POSTFLIGHT_API_TOKEN": "tok-1234567890abcdef",
+        "PYTHONPATH": str(ROOT),
+    }
+    run_env |= {name: "x" for name in ("ROLLBACK_SECRET", "SENTRY_AUTH_TOKEN", "NEW_RELIC_API_KEY")}
+    postflight = str(Path(sys.executable).parent / "postflight")
+    warning = "links in alerts, pages and deployment statuses would read http://0.0.0.0:8787/"
+    for public_url in (None, "https://postflight.example.net"):
+        public = {} if public_url is None else {"POSTFLIGHT__SERVER__PUBLIC_URL": public_url}
+        said = subprocess.run(
+            [postflight, "validate-config", str(mount)],
+            env=run_env | public,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert said.returncode == 0, said.stderr
+        assert (warning in said.stderr) == (public_url is None), said.stderr
+    port = str(free_port())
+    run_env["POSTFLIGHT_LISTEN"] = f"127.0.0.1:{port}"
+    log = tmp_path / "agent.log"
+    with log.open("wb") as out:
+        agent = subprocess.Popen([postflight, "run"], env=run_env, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 60
+        while "listening on" not in log.read_text() and time.monotonic() < deadline:
+            assert agent.poll() is None, log.read_text()
+            time.sleep(0.1)
+        healthcheck = subprocess.run(
+            ["bash", "-c", command.replace("8787", port)],
+            env=run_env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert healthcheck.returncode == 0, healthcheck.stderr + log.read_text()
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    text = log.read_text()
+    assert f"config {mount}; store SQLite file {tmp_path}/postflight.db" in text, text

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -74,3 +76,57 @@ def test_checking_the_contracts_leaves_the_loggers_working(
         logger.error("still heard")
     assert not logger.disabled
     assert "still heard" in caplog.text
+
+
+def layout_rows() -> list[tuple[str, list[str]]]:
+    """The README's Layout table: (room, the backticked names of its row)."""
+    text = (ROOT / "README.md").read_text()
+    table = text.split("\n## Layout\n", 1)[1].split("\n### ", 1)[0]
+    rows = []
+    for line in table.splitlines():
+        cells = line.split(" | ")
+        if line.startswith("| `") and len(cells) == 2:
+            rows.append((cells[0], re.findall(r"`([^`]+)`", line)))
+    return rows
+
+
+def test_every_file_and_folder_the_readme_layout_names_exists() -> None:
+    """A module renamed or moved left the map pointing nowhere. A name is from the root
+    or, bare, in the row's room (`main.py` of `agent/cli/`)."""
+    rows = layout_rows()
+    assert len(rows) >= 15, rows
+    missing = []
+    for room, names in rows:
+        home = ROOT / re.findall(r"`([^`]+)`", room)[0]
+        home = home if home.is_dir() else home.parent
+        for name in names:
+            path = name.split(":", 1)[0]
+            if not re.fullmatch(r"[\w./]+(\.py|\.yml|\.toml|/)", path):
+                continue  # a command, a flag, a phrase
+            if not ((ROOT / path).exists() or (home / path).exists()):
+                missing.append(f"{name} (in {room})")
+    assert not missing, missing
+
+
+def test_the_names_where_to_add_points_at_are_there() -> None:
+    """The README's "Where to add…": each name it tells a contributor to follow."""
+    from agent.analysis.policies import register
+    from agent.analysis.policies.base import RulePolicy
+    from agent.config_models import FieldError
+    from agent.providers import provider_settings
+    from alerting.events import EVENTS, AlertEvent, EventSpec
+    from checks.base import Check, CheckContext
+
+    for name in ("type", "Config"):
+        assert name in Check.__annotations__, name
+    for name in ("run", "background", "once_per_round", "fits_deadline"):
+        assert hasattr(Check, name), name
+    assert "deadline" in CheckContext.__dataclass_fields__
+    assert issubclass(FieldError, ValueError)
+    assert set(EVENTS) == set(typing.get_args(AlertEvent))
+    assert all(isinstance(spec, EventSpec) for spec in EVENTS.values())
+    assert {"step", "judge"} <= set(dir(RulePolicy)) and callable(register)
+    assert hasattr(provider_settings.ProviderSettings, "check_rule")
+    groups = (ROOT / "pyproject.toml").read_text()
+    for group in ("postflight.checks", "postflight.providers"):
+        assert f'[project.entry-points."{group}"]' in groups, group

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 from agent.appkeys import STORE
@@ -336,3 +340,54 @@ async def test_postflight_rollback_exits_0_accepted_1_refused_2_unknown(
     assert code == 2 and "no deploy 'dep_none' (HTTP 404)" in out, out
     final = await agent.settled(live["id"], within=20)
     assert final["state"] == "rolled_back" and len(receiver.attempts) == 1
+
+
+def readme_register_command() -> list[str]:
+    """The words of the `sh` block of the README's "How a pipeline uses it"."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("\n## How a pipeline uses it\n", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block is not None
+    return shlex.split(block.group(1).replace("\\\n", " "))
+
+
+async def test_the_readmes_register_command_runs_as_written_and_exits_by_the_verdict(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+) -> None:
+    """ "How a pipeline uses it": its `postflight register … --wait --timeout 30m`, word for
+    word but for the agent's address (`--url`), with `$POSTFLIGHT_TOKEN` and `$GIT_SHA` set
+    as a pipeline sets them: it registers, prints the page, follows the window and exits 0
+    on the pass; the window carries the README's previous version, commit and label."""
+    from tests.e2e.conftest import TOKEN
+
+    words = readme_register_command()
+    words[words.index("--url") + 1] = "{agent}"  # the README's host is no one's here
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    agent = await start_agent(environment(flip_target, receiver.url, window="3s", interval="1s"))
+    args = [w.replace("{agent}", agent.url) for w in words[2:]]
+    env = dict(
+        os.environ, POSTFLIGHT_TOKEN=TOKEN, GIT_SHA="9fceb02d0ae598e95dc970b74767f19372d61af8"
+    )
+    # the README's "$POSTFLIGHT_TOKEN" and "$GIT_SHA", expanded as the shell would
+    args = [env.get(w[1:], w) if w.startswith("$") else w for w in args]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent",
+        "register",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+    said = out.decode()
+    assert proc.returncode == 0, said
+    assert re.search(r"page: http://127\.0\.0\.1:\d+/deploys/dep_\w+\?view=", said), said
+    [deploy_id] = set(re.findall(r"dep_\w+", said))
+    final = await agent.get(deploy_id)
+    assert final["state"] == "passed", final
+    assert (final["version"], final["previous_version"]) == ("v2.4.1", "v2.4.0")
+    assert final["commit"] == env["GIT_SHA"] and final["labels"] == {"pipeline": "run-1234"}

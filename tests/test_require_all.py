@@ -6,6 +6,11 @@ without the variable, through the same plugin CI uses (`tests.require_all`).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 PLUGIN = [
@@ -103,3 +108,50 @@ def test_with_the_variable_a_passing_test_still_passes(
     pytester.makepyfile(test_ok="def test_it():\n    assert 1 + 1 == 2\n")
     result = pytester.runpytest(*PLUGIN)
     result.assert_outcomes(passed=1)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ci_run_is_the_readmes_test_command_with_what_the_readme_says_it_adds() -> None:
+    """The README's quick start: `.ci/run` runs its test command word for word, installs
+    prometheus, chromium and postgresql, sets POSTFLIGHT_REQUIRE_ALL=1 and
+    HYPOTHESIS_PROFILE=ci, and unsets PYTHONDONTWRITEBYTECODE."""
+    readme = (ROOT / "README.md").read_text().split("\n## Running the daemon\n", 1)[0]
+    [command] = [line for line in readme.splitlines() if line.endswith("-m pytest")]
+    script = (ROOT / ".ci" / "run").read_text()
+    lines = [line.strip() for line in script.splitlines()]
+    assert command in lines, command
+    before = lines[: lines.index(command)]
+    for setting in (
+        "export POSTFLIGHT_REQUIRE_ALL=1",
+        "export HYPOTHESIS_PROFILE=ci",
+        "unset PYTHONDONTWRITEBYTECODE",
+    ):
+        assert setting in before, setting
+    for package in ("prometheus", "chromium", "postgresql"):
+        assert f"need+=({package})" in script, package
+
+
+@pytest.mark.parametrize(
+    ("variables", "derandomized"),
+    [({"HYPOTHESIS_PROFILE": "ci"}, True), ({"CI": "true"}, True), ({}, False)],
+    ids=["HYPOTHESIS_PROFILE=ci", "CI=true", "neither"],
+)
+def test_ci_or_its_profile_runs_hypothesis_derandomised(
+    variables: dict[str, str], derandomized: bool
+) -> None:
+    """The README: `HYPOTHESIS_PROFILE=ci` runs hypothesis derandomised, and `CI=true`
+    selects it too; the suite's settings as its conftest loads them, in a fresh process."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "HYPOTHESIS_PROFILE")}
+    code = "import tests.conftest, hypothesis; print(hypothesis.settings.default.derandomize)"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env | variables,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.strip() == str(derandomized), done.stdout + done.stderr

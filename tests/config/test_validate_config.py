@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -1044,3 +1045,60 @@ def test_every_key_the_readme_walkthrough_names_is_accepted(
     assert code == 0, out
     assert "valid — environments: production (1 check, 4 rules, threshold)" in out, out
     assert "warning" not in out, out
+
+
+README_EXAMPLE_FILES = [
+    """\
+server:
+  listen: 127.0.0.1:8787
+  api_tokens: ["tok-1234567890abcdef"]
+environments:
+  production:
+    base_url: http://127.0.0.1:9
+    window: 10m
+    lookback: 1h
+    interval: 30 sec
+    checks:
+      - name: api-health
+        type: http
+        path: /health
+    rules:
+      - name: probe-errors
+        source: checks
+        max: lots
+        metric: error_rate
+    rollback: {url: http://127.0.0.1:9998/rollback, secret: shh-secret}
+""",
+    "server:\n\tlisten: 127.0.0.1:8787\n",
+]
+"""Files that hold the mistakes of the README's two example outputs, at their lines."""
+
+
+def readme_error_examples() -> list[str]:
+    """The walkthrough's example outputs of validate-config (its unlabelled blocks)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    walkthrough = readme.split("\n## Configuration walkthrough\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"\n *```\n(.*?)\n *```", walkthrough, re.S)
+    return [textwrap.dedent(block) for block in blocks]
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["two-errors", "broken-yaml"])
+def test_the_readmes_example_error_outputs_are_what_validate_config_prints(
+    tmp_path: Path, index: int
+) -> None:
+    """Each as the README shows it, line for line, from `postflight validate-config
+    postflight.yaml` on a file with those mistakes; exit 2."""
+    examples = readme_error_examples()
+    assert len(examples) == 2, examples
+    (tmp_path / "postflight.yaml").write_text(README_EXAMPLE_FILES[index])
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "validate-config", "postflight.yaml"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stdout + done.stderr == examples[index] + "\n"

@@ -618,6 +618,21 @@ def test_json_schema_is_generated_and_current() -> None:
     )
 
 
+def test_postflight_schema_writes_the_stored_schema_byte_for_byte(tmp_path: Path) -> None:
+    """The README: the schema is "generated from the settings models by `postflight
+    schema`"; the command the message above names, run as a user runs it."""
+    root = Path(__file__).resolve().parents[2]
+    written = tmp_path / "schema.json"
+    subprocess.run(
+        [sys.executable, "-m", "agent", "schema", "-o", str(written)],
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    assert written.read_bytes() == (root / "config" / "postflight.schema.json").read_bytes()
+
+
 def test_the_example_validates_against_the_json_schema(example_env: dict[str, str]) -> None:
     import json
 

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +25,7 @@ import pytest
 from agent.logs import JsonFormatter, log_context, setup_logging
 from agent.observability import _scrub, init_newrelic, init_sentry
 from common.redaction import Redactor
+from tests.cli.test_run_start import ROOT, free_port
 
 
 def test_sentry_stays_off_without_a_dsn() -> None:
@@ -258,3 +269,67 @@ def test_a_python_warning_is_a_log_record_in_the_logs_format(
     record = json.loads(line)
     assert record["level"] == "warning" and record["logger"] == "py.warnings", record
     assert "UserWarning: a library's warning" in record["msg"], record
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("key", ["", "0123456789abcdef0123456789abcdef01234567"], ids=["off", "on"])
+def test_the_daemon_runs_the_new_relic_agent_only_with_a_license_key(
+    tmp_path: Path, key: str
+) -> None:
+    """The README: `postflight run` runs the New Relic agent only when
+    NEW_RELIC_LICENSE_KEY is set. Counted at the collector's address (NEW_RELIC_HOST, a
+    local socket that takes connections and never answers): with the key the agent
+    connects once the daemon has served a request; without it nothing does. Either way
+    SIGTERM is a clean stop, exit 0: with the agent's session thread in OpenSSL (its
+    connection to a stalled collector) the interpreter's exit was a segfault, -11."""
+    collector = socket.socket()
+    collector.bind(("127.0.0.1", 0))
+    collector.listen()
+    collector.settimeout(0.2)
+    port = free_port()
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        f"server: {{listen: 127.0.0.1:{port}, api_tokens: [tok-1234567890abcdef]}}\n"
+        f"store: {{url: 'sqlite:///{tmp_path}/pf.db'}}\n"
+        "environments: {production: {base_url: 'http://127.0.0.1:9'}}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEW_RELIC", "SENTRY_DSN"))}
+    env |= {"PYTHONPATH": str(ROOT), "NEW_RELIC_LICENSE_KEY": key, "NEW_RELIC_HOST": "127.0.0.1"}
+    env["NEW_RELIC_PORT"] = str(collector.getsockname()[1])
+    # certificates that take the agent a while to load (each connection loads them after
+    # its TCP connect): the stop comes while its session thread is inside OpenSSL
+    system = Path(ssl.get_default_verify_paths().openssl_cafile)
+    if key and system.is_file():
+        (tmp_path / "ca.pem").write_bytes(system.read_bytes() * 10)
+        env["SSL_CERT_FILE"] = str(tmp_path / "ca.pem")
+    log = tmp_path / "agent.log"
+    with log.open("wb") as out:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", str(config)],
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
+    held: list[socket.socket] = []  # accepted and never answered, as a stalled collector
+    try:
+        deadline = time.monotonic() + 60
+        while "listening on" not in log.read_text() and time.monotonic() < deadline:
+            assert agent.poll() is None, log.read_text()
+            time.sleep(0.1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as answer:
+            assert answer.status == 200
+        deadline = time.monotonic() + (30 if key else 3)
+        while time.monotonic() < deadline and not held:
+            with contextlib.suppress(TimeoutError):
+                held.append(collector.accept()[0])
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=30) == 0, log.read_text()
+    finally:
+        for connection in held:
+            connection.close()
+        collector.close()
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    assert bool(held) == bool(key), log.read_text()
+    assert ("New Relic agent enabled" in log.read_text()) == bool(key)

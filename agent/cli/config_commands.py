@@ -120,7 +120,7 @@ def validate_command(args: argparse.Namespace) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     from agent.logs import setup_logging
-    from agent.observability import init_newrelic
+    from agent.observability import end_process_running_newrelic, init_newrelic
     from agent.store.location import store_location
     from common.redaction import Redactor
 
@@ -138,7 +138,7 @@ def run_command(args: argparse.Namespace) -> int:
     log.info("config %s; store %s", os.path.abspath(path), store_location(settings.store.url))
     for warning in loaded.warnings:  # once, at start: the daemon runs all the same
         log.warning("configuration: %s", warning)
-    init_newrelic()
+    newrelic_on = init_newrelic()
     from agent.app import serve
     from agent.store.base import StoreError
 
@@ -161,18 +161,21 @@ def run_command(args: argparse.Namespace) -> int:
 
     try:
         run_daemon(main_loop())
+        code = EXIT_OK
     except StoreError as exc:
-        return _fail_to_start(f"store error: {exc}", as_logs)
+        code = _fail_to_start(f"store error: {exc}", as_logs)
     except OSError as exc:
-        return _fail_to_start(f"cannot listen on {settings.server.listen}: {exc}", as_logs)
+        code = _fail_to_start(f"cannot listen on {settings.server.listen}: {exc}", as_logs)
     except Exception:  # a bug: its traceback in the log's format, not beside it
         log.critical("postflight stopped on an unexpected error", exc_info=True)
-        return EXIT_CRASHED
+        code = EXIT_CRASHED
     finally:
         # the closed loop left SIGTERM at its default (killed, -15): the state is kept,
         # so a second stop while the process ends is clean too
         stop_cleanly_while_nothing_is_held()
-    return EXIT_OK
+    if newrelic_on:
+        end_process_running_newrelic(code)
+    return code
 
 
 _NO_RELOAD = (

@@ -433,15 +433,21 @@ async def windows_shown(
 ) -> tuple[list[DeployWindow], bool]:
     """A page of windows in a state as the API shows it (`shown_state`), and whether more
     follow; `cursor` in the store's form. `scheduled` and `watching` are both stored as
-    `watching` and told apart by the clock: active windows are at most one per
-    environment, so one store page holds them all. The list route and the list page
+    `watching` and told apart by the clock, so the store's pages of active windows (one
+    per environment: thousands on one agent) are read until `limit` of the one asked for
+    are found or none are left; one page alone left a scheduled window behind 200
+    watching ones out, with no `next` to find it by. The list route and the list page
     filter alike."""
     if state in ("scheduled", "watching"):
-        page = await store.list_windows(
-            environment=environment, state="watching", limit=LIST_LIMIT_MAX, cursor=cursor
-        )
-        wanted = [w for w in page.items if shown_state(w, now) == state]
-        return wanted[:limit], len(wanted) > limit or page.next_cursor is not None
+        wanted: list[DeployWindow] = []
+        while True:
+            page = await store.list_windows(
+                environment=environment, state="watching", limit=LIST_LIMIT_MAX, cursor=cursor
+            )
+            wanted += [w for w in page.items if shown_state(w, now) == state]
+            if len(wanted) > limit or page.next_cursor is None:
+                return wanted[:limit], len(wanted) > limit
+            cursor = page.next_cursor
     page = await store.list_windows(
         environment=environment,
         state=cast(WindowState | None, state),  # not `scheduled`: handled above

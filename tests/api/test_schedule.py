@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from agent.api.models import LIST_LIMIT_MAX
+from agent.records import DeployWindow
 from agent.store.sqlite import SqliteStore
 from common.times import rfc3339
 from tests.api.conftest import NOW, Client
@@ -140,6 +142,44 @@ async def test_a_few_seconds_of_clock_skew_are_tolerated(timed: Client) -> None:
     assert status == 201
     status, _ = await post(timed, 3600 + 3)  # 1h ahead by the pipeline's clock
     assert status == 201
+
+
+async def test_a_scheduled_window_is_listed_behind_more_watching_windows_than_a_store_page(
+    timed: Client, store: SqliteStore
+) -> None:
+    """`?state=scheduled` (and `watching`) read one store page of active windows and
+    filtered it by the clock: with more watching windows than that page holds (one per
+    environment; an agent watches thousands), a scheduled window behind them was left
+    out and the list said `next: null`, as if there were none (live audit)."""
+    _, scheduled = await post(timed, 1800)
+    watching = [
+        DeployWindow(
+            id=f"dep_01JDW{i:021d}",
+            environment=f"env-{i}",
+            version="v1",
+            previous_version=None,
+            commit=None,
+            labels={},
+            state="watching",
+            deployed_at=NOW - 60,
+            ends_at=NOW + 600,
+            created_at=NOW + 1 + i,  # registered after the scheduled one: listed before it
+        )
+        for i in range(LIST_LIMIT_MAX + 5)
+    ]
+    for window in watching:
+        await store.create_window(window)
+    assert await states(timed, "scheduled") == [scheduled["id"]]
+    seen: list[str] = []
+    cursor = ""
+    while True:
+        response = await timed.get(f"/v1/deploys?state=watching&limit=150{cursor}", headers=AUTH)
+        page = await response.json()
+        seen += [item["id"] for item in page["items"]]
+        if page["next"] is None:
+            break
+        cursor = f"&cursor={page['next']}"
+    assert seen == [window.id for window in reversed(watching)]
 
 
 async def test_a_scheduled_window_can_be_cancelled(timed: Client) -> None:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import email.utils
 import math
+import re
 from datetime import UTC
 
 RETRYABLE_STATUSES = frozenset({408, 429})
 """Plus every 5xx: answers worth retrying. Any other non-2xx will not change."""
+
+_DELAY_SECONDS = re.compile(r"[0-9]+(\.[0-9]+)?")
+"""The RFC's delay-seconds is digits; a fraction is taken too, as plainly meant."""
 
 
 def retry_after_seconds(value: str | None, now: float) -> float | None:
@@ -16,9 +20,11 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
     if not value:
         return None
     text = value.strip()
-    try:
+    if _DELAY_SECONDS.fullmatch(text):
         seconds = float(text)
-    except ValueError:
+    else:
+        # not a number in another form (`-1`, `1e3`, `+3`) either: read by `float`, `-1`
+        # was 0 s and had every remaining attempt sent at once
         try:
             when = email.utils.parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):

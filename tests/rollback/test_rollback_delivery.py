@@ -131,6 +131,30 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert retry_after_seconds(None, now) is None
 
 
+def test_a_retry_after_not_in_the_rfcs_forms_is_unreadable_not_now() -> None:
+    """`Retry-After` is delay-seconds (digits) or an HTTP-date (RFC 9110 §10.2.3).
+    `-1` was read as 0 s, so a receiver answering `503` with it got every remaining
+    attempt at once, with no backoff (live audit: 4 attempts within 10 ms); `1e3` was
+    a thousand seconds. Unreadable, our own backoff applies, as for `soon`."""
+    now = 1795701690.0
+    for value in ("-1", "-0", "+3", "1e3", "inf", "nan", "0x10", "3 s", "1_0"):
+        assert retry_after_seconds(value, now) is None, value
+    assert retry_after_seconds(" 3 ", now) == 3.0
+    assert retry_after_seconds("0", now) == 0.0
+    assert retry_after_seconds("2.5", now) == 2.5  # not the RFC's, but plainly meant
+
+
+async def test_a_negative_retry_after_leaves_the_backoff_as_it_is(
+    store: SqliteStore, delivery: RollbackDelivery, sleep: FakeSleep, rollback_receiver: Any
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(
+        SECRET, script=("503:retry-after=-1", "503:retry-after=-1", 200)
+    )
+    done = await delivery.deliver(await stored_intent(store), settings(receiver.url), "prod")
+    assert done.state == "delivered" and len(receiver.attempts) == 3
+    assert sleep.waits == [0.5, 1.0]  # full jitter (random 0.5) of 1s, then 2s
+
+
 # ------------------------------------------------------------------ delivery
 
 

@@ -101,7 +101,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             _count(request, exc.status)
             raise
-        response = from_http_exception(exc)
+        response = from_http_exception(exc, meant=await _meant_without_the_slash(request, exc))
     except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
         raise
     except Conflict as exc:  # a StoreError, but a handler that let it out has a bug
@@ -123,6 +123,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             outage.answered()
     _count(request, response.status)
     return response
+
+
+async def _meant_without_the_slash(request: web.Request, exc: web.HTTPException) -> str | None:
+    """The route a 404's path names once its trailing slashes are gone (`/v1/deploys/`, as
+    a pipeline writes `$URL/v1/deploys/`), whatever methods it takes; None for any other
+    404. The router's own matching decides, as it does for the request."""
+    path = request.rel_url.path
+    if exc.status != 404 or not path.endswith("/") or not path.strip("/"):
+        return None
+    bare = path.rstrip("/")
+    match = await request.app.router.resolve(request.clone(rel_url=bare))
+    error = match.http_exception
+    return bare if error is None or error.status == 405 else None
 
 
 def store_unavailable(request: web.Request, detail: str) -> web.Response:

@@ -101,11 +101,13 @@ def problem_response(
     )
 
 
-def from_http_exception(exc: web.HTTPException) -> web.Response:
-    """aiohttp's own 404/405/413… re-dressed as problems, keeping headers such as `Allow`."""
+def from_http_exception(exc: web.HTTPException, *, meant: str | None = None) -> web.Response:
+    """aiohttp's own 404/405/413… re-dressed as problems, keeping headers such as `Allow`;
+    `meant`: the route a 404's path names without its trailing slash."""
     status = exc.status
+    hint = f" (did you mean {meant} without the trailing slash?)" if meant else ""
     detail = {
-        404: "no such route; see /v1/openapi.json",
+        404: f"no such route{hint}; see /v1/openapi.json",
         405: f"method not allowed; allowed: {exc.headers.get('Allow', '')}".rstrip("; "),
         413: "the request body is larger than the API accepts",
         417: "the only Expect this server takes is 100-continue",

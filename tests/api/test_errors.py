@@ -187,6 +187,37 @@ async def test_unknown_route_is_a_404_problem(client: Client) -> None:
     await problem(await client.get("/nope"), 404)
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "meant"),
+    [
+        ("GET", "/v1/deploys/", "/v1/deploys"),
+        ("POST", "/v1/deploys/", "/v1/deploys"),
+        (
+            "GET",
+            "/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ/",
+            "/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ",
+        ),
+        (
+            "POST",
+            "/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ/cancel//",
+            "/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ/cancel",
+        ),
+        ("GET", "/healthz/", "/healthz"),
+    ],
+)
+async def test_a_route_with_a_trailing_slash_is_a_404_naming_the_route(
+    client: Client, method: str, path: str, meant: str
+) -> None:
+    """`POST /v1/deploys/` (a pipeline's `$URL/v1/deploys/`) answered "no such route;
+    see /v1/openapi.json", as a path that is nothing like a route does: the 404 says
+    which route was meant, and still opens nothing (live audit)."""
+    response = await client.request(method, path, headers=AUTH, json={})
+    body = await problem(response, 404)
+    assert f"did you mean {meant} " in body["detail"], body
+    nothing = await problem(await client.get("/v1/nothing/", headers=AUTH), 404)
+    assert "did you mean" not in nothing["detail"], nothing
+
+
 async def test_wrong_method_is_a_405_problem(client: Client) -> None:
     response = await client.delete("/v1/deploys", headers=AUTH)
     await problem(response, 405)

@@ -101,6 +101,27 @@ def test_signature_is_hmac_sha256_over_timestamp_dot_body() -> None:
     assert not verify("other", "1795701690", body, signature)
 
 
+def test_verify_takes_the_timestamp_header_as_written_and_any_signature_header() -> None:
+    """The contract's MAC is over `"<timestamp>.<raw body>"`, the header's text: `verify`
+    read the timestamp as an int and signed that, so `+1795701690`, ` 1795701690` or
+    `1_795_701_690` verified a signature made over `1795701690.` (which no receiver
+    following the contract accepts), and a non-ASCII signature header raised TypeError
+    out of `compare_digest` instead of answering False."""
+    body = b'{"event":"rollback"}'
+    signature = sign("key", 1795701690, body)
+    for written in (
+        "+1795701690",
+        " 1795701690",
+        "1_795_701_690",
+        "01795701690",
+        "１７９５７０１６９０",
+    ):
+        assert not verify("key", written, body, signature), written
+    assert verify("key", "1795701690", body, signature)
+    assert not verify("key", "1795701690", body, "sha256=é")
+    assert not verify("key", "", body, signature)
+
+
 def test_dry_run_intent_is_skipped_and_never_pending() -> None:
     intent = rollback_intent(make_window(), "r", [BREACH], REQUESTED_AT, dry_run=True)
     assert intent.state == "skipped"

@@ -355,6 +355,19 @@ def _known_environment(request: web.Request, name: str) -> EnvironmentSettings:
     return environment
 
 
+async def _seen_environment(
+    request: web.Request, store: Store, name: str, *, filtered: bool
+) -> None:
+    """The list's 404: an environment neither configured nor stored. One removed from the
+    config keeps its history, also under a state filter none of its windows are in (that
+    list answered 404 as if it had never been seen, where unfiltered it showed them)."""
+    if name in request.config_dict[SETTINGS].environments:
+        return
+    if filtered and (await store.list_windows(environment=name, limit=1)).items:
+        return
+    _known_environment(request, name)
+
+
 def _deployed_at(body: DeployRequest, window_s: float, now: float) -> float:
     """When the window starts. Ahead of now (at most `MAX_SCHEDULE_AHEAD_S`) it stays
     `scheduled` until then; a window already over is recorded as it is
@@ -471,7 +484,7 @@ async def list_deploys(request: web.Request) -> web.Response:
         now=now,
     )
     if query.environment is not None and not windows and query.cursor is None:
-        _known_environment(request, query.environment)
+        await _seen_environment(request, store, query.environment, filtered=query.state is not None)
     items = [await _render(request, window) for window in windows]
     last = windows[-1] if windows and more else None
     next_cursor = encode_list_cursor(last.created_at, last.id) if last is not None else None

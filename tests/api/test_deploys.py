@@ -16,10 +16,10 @@ from jsonschema import Draft202012Validator
 from agent.analysis.types import Verdict
 from agent.api.openapi import openapi_document
 from agent.metrics import Metrics
-from agent.records import RollbackIntent, decided_verdict
+from agent.records import DeployWindow, RollbackIntent, decided_verdict
 from agent.store.sqlite import SqliteStore
 from agent.windows.evidence import verdict_to_dict
-from tests.api.conftest import Client
+from tests.api.conftest import NOW, Client
 from tests.api.harness import AUTH, OTHER_TOKEN, RecordingEvents, make_app, rule
 from tests.store.peek import set_rollback
 
@@ -281,6 +281,28 @@ async def test_list_filters_by_environment_and_state(client: Client) -> None:
         await client.get("/v1/deploys?environment=production&state=superseded", headers=AUTH)
     ).json()
     assert [i["id"] for i in both["items"]] == [p1["id"]]
+
+
+async def test_an_environment_removed_from_the_config_is_listed_under_any_state_filter(
+    client: Client, store: SqliteStore
+) -> None:
+    """One removed from the config keeps its history (the list's 404 is for one neither
+    configured nor stored), but under a state filter that matched none of its windows
+    the list answered 404 "unknown environment", as if it had never been seen, where the
+    same list without the filter showed them (live audit)."""
+    retired = DeployWindow(
+        "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WR", "retired", "v0", None, None, {}, "passed",
+        NOW - 900, NOW - 300, NOW - 900,
+    )  # fmt: skip
+    await store.create_window(retired)
+    listed = await client.get("/v1/deploys?environment=retired", headers=AUTH)
+    assert [i["id"] for i in (await listed.json())["items"]] == [retired.id]
+    for state in ("watching", "scheduled", "failed"):
+        response = await client.get(f"/v1/deploys?environment=retired&state={state}", headers=AUTH)
+        assert response.status == 200, await response.text()
+        assert await response.json() == {"items": [], "next": None}
+    never = await client.get("/v1/deploys?environment=prodction&state=passed", headers=AUTH)
+    assert never.status == 404
 
 
 async def test_list_of_an_empty_store(client: Client) -> None:

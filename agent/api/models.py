@@ -282,6 +282,17 @@ EMPTY_MEANS_NOT_GIVEN = frozenset({"environment", "state", "cursor"})
 spells the route) is the parameter left out. `limit=` stays an error: a page size."""
 
 
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _page_size(value: Any) -> Any:
+    """`limit` as written in a query: digits. pydantic read `1_0` as 10 and `5.0`, `+5`
+    and ` 5` as 5, where the document says an integer; its own bounds check follows."""
+    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+        raise ValueError(f"must be a whole number from 1 to {LIST_LIMIT_MAX}, in digits")
+    return value
+
+
 class ListQuery(BaseModel):
     """`GET /v1/deploys` query parameters."""
 
@@ -300,7 +311,7 @@ class ListQuery(BaseModel):
         | None
     ) = None
     state: DeployState | None = Field(default=None, description="Only windows in this state.")
-    limit: int = Field(
+    limit: Annotated[int, BeforeValidator(_page_size)] = Field(
         default=LIST_LIMIT_DEFAULT,
         ge=1,
         le=LIST_LIMIT_MAX,

@@ -387,6 +387,12 @@ async def test_bad_idempotency_key_is_422(client: Client) -> None:
         ("cursor=" + "A" * 600, ["cursor"]),
         ("colour=blue", ["colour"]),
         ("limit=1&limit=2", ["limit"]),
+        # read as 10, 5, 5, 5 and 5: a page size is written in digits
+        ("limit=1_0", ["limit"]),
+        ("limit=5.0", ["limit"]),
+        ("limit=%2B5", ["limit"]),
+        ("limit=%205", ["limit"]),
+        ("limit=%EF%BC%95", ["limit"]),
     ],
 )
 async def test_bad_list_parameters_are_422_with_their_loc(

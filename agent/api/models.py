@@ -107,13 +107,16 @@ Timestamp = Annotated[
 
 # One regular expression is both the document's `pattern` and the server's check, so the
 # two cannot disagree: no control characters (C0, DEL, C1), no invisible format characters
-# (zero-width, bidirectional overrides, BOM), no line separators, and not only spaces.
+# (zero-width spaces, bidirectional marks and overrides, BOM), no line separators, and not
+# only spaces. The zero-width joiners (ZWNJ, ZWJ) are how Persian, Indic scripts and emoji
+# sequences (👩‍💻) are written, so they are taken beside other characters, never alone.
 # Spaces are listed, not `\\s`, which means other things in ECMA and Python regexes.
 # (Lone surrogates cannot be in a pattern either; `read_json_body` refuses them.)
-_HIDDEN = r"\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff"
+_HIDDEN = r"\x00-\x1f\x7f-\x9f\u00ad\u200b\u200e\u200f\u2028-\u202e\u2060-\u206f\ufeff"
+_JOINERS = r"\u200c\u200d"
 _SPACES = r" \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"
 _VISIBLE = f"[^{_HIDDEN}]"
-_VISIBLE_NOT_SPACE = f"[^{_SPACES}{_HIDDEN}]"
+_VISIBLE_NOT_SPACE = f"[^{_SPACES}{_JOINERS}{_HIDDEN}]"
 TEXT_PATTERN = f"^{_VISIBLE}*{_VISIBLE_NOT_SPACE}{_VISIBLE}*$"
 TEXT_OR_EMPTY_PATTERN = f"^({_VISIBLE}*{_VISIBLE_NOT_SPACE}{_VISIBLE}*)?$"
 NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
+from jsonschema import Draft202012Validator
 
 from agent.api.middleware import StoreRefusals
+from agent.api.openapi import openapi_document
 from agent.appkeys import FORESIGHT
 from agent.metrics import Metrics
 from agent.store.base import Store
@@ -340,6 +342,29 @@ async def test_invalid_fields_are_422_with_their_loc(
     assert loc in [e["loc"] for e in problem_body["errors"]], problem_body
     assert all(isinstance(e["msg"], str) and e["msg"] for e in problem_body["errors"])
     assert (await store.list_windows()).items == []
+
+
+async def test_text_with_joiners_between_letters_is_taken_and_joiners_alone_are_not(
+    client: Client,
+) -> None:
+    """Zero-width joiners are how text is written: Persian puts a ZWNJ inside words
+    (`می‌خواهم`), Indic scripts use both, and an emoji sequence (👩‍💻) is joined by a
+    ZWJ. They were refused with zero-width spaces and bidirectional overrides as
+    "invisible", so such a label or version was a 422 (live audit); a field of nothing
+    but joiners and spaces stays refused, and so does every other invisible character."""
+    labels = {"owner": "می‌خواهم", "team": "👩‍💻 platform"}
+    body = {**VALID, "version": "v1-क्‍ष", "labels": labels}
+    response = await post_raw(client, json.dumps(body))
+    assert response.status == 201, await response.text()
+    created = await response.json()
+    assert created["labels"] == labels and created["version"] == body["version"]
+    components = openapi_document()["components"]
+    schema = {"$ref": "#/components/schemas/DeployRequest", "components": components}
+    assert Draft202012Validator(schema).is_valid(body)
+    for refused in ("‍", " ‌ ", "a​b", "a⁠b"):
+        response = await post_raw(client, json.dumps({**VALID, "version": refused}))
+        assert (await problem(response, 422))["errors"][0]["loc"] == ["version"], refused
+        assert not Draft202012Validator(schema).is_valid({**VALID, "version": refused})
 
 
 async def test_too_many_labels_is_said_as_labels(client: Client) -> None:

@@ -47,9 +47,18 @@ def token_name(presented: str, named: Iterable[tuple[str, SecretStr]]) -> str | 
     return found
 
 
+def _authorizations(request: web.Request) -> list[str]:
+    return request.headers.getall("Authorization", [])
+
+
 def bearer_token(request: web.Request) -> str | None:
-    """The token of `Authorization: Bearer <token>`, or None when absent or another scheme."""
-    header = request.headers.get("Authorization", "")
+    """The token of `Authorization: Bearer <token>`, or None when absent, another scheme,
+    or given twice: Authorization is one value (RFC 9110 §11.6.2), and with two the first
+    was read, so whether a second (a proxy's) came before or after decided access."""
+    given = _authorizations(request)
+    if len(given) != 1:
+        return None
+    header = given[0]
     scheme, _, token = header.strip().partition(" ")
     if scheme.lower() != "bearer":
         return None
@@ -91,6 +100,10 @@ async def wrong_method_on_a_public_route(request: web.Request) -> bool:
 
 def require_token(request: web.Request, accepted: Iterable[SecretStr]) -> None:
     token = bearer_token(request)
+    if len(_authorizations(request)) > 1:
+        raise ApiProblem(
+            401, "send one Authorization header: this request has several", headers=CHALLENGE
+        )
     if token is None:
         raise ApiProblem(
             401,

@@ -87,6 +87,22 @@ async def test_wrong_token_is_401_with_a_bearer_challenge(
     assert (await store.list_windows()).items == []
 
 
+@pytest.mark.parametrize("other", [f"Bearer {TOKEN}", "Bearer wrong-token", f"Basic {TOKEN}"])
+async def test_two_authorization_headers_are_401_whichever_comes_first(
+    client: Client, store: SqliteStore, other: str
+) -> None:
+    """Authorization is one value, not a list (RFC 9110 §11.6.2). With two, the first was
+    read and the second ignored: a valid token then a wrong one was let in, the other way
+    round refused, so what a proxy that adds its own did decided access (live audit)."""
+    headers = [("Authorization", f"Bearer {TOKEN}"), ("Authorization", other)]
+    for both in (headers, headers[::-1]):
+        response = await client.post("/v1/deploys", json=VALID, headers=both)
+        body = await problem(response, 401)
+        assert "one Authorization header" in body["detail"], body
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert (await store.list_windows()).items == []
+
+
 async def test_the_scheme_is_case_insensitive(client: Client) -> None:
     response = await client.post(
         "/v1/deploys", json=VALID, headers={"Authorization": f"bearer {TOKEN}"}

@@ -178,9 +178,14 @@ def canonical_hash(document: Any) -> str:
 
 
 def _idempotency_key(request: web.Request) -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
+    given = request.headers.getall("Idempotency-Key", [])
+    if not given:
         return None
+    if len(given) > 1:  # the first was taken: sent the other way round, another window
+        raise invalid_fields(
+            [{"loc": ["header", "Idempotency-Key"], "msg": "give this header at most once"}]
+        )
+    key = given[0]
     if not _IDEMPOTENCY_KEY.match(key):
         raise invalid_fields(
             [

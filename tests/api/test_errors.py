@@ -414,6 +414,20 @@ async def test_bad_idempotency_key_is_422(client: Client) -> None:
     assert body["errors"][0]["loc"] == ["header", "Idempotency-Key"]
 
 
+async def test_two_idempotency_keys_are_422_and_open_nothing(
+    client: Client, store: SqliteStore
+) -> None:
+    """The first of two was taken and the second ignored: a retry that sent them the
+    other way round opened a second window instead of replaying the first (live audit)."""
+    keys = [("Idempotency-Key", "run-1"), ("Idempotency-Key", "run-2")]
+    response = await client.post("/v1/deploys", json=VALID, headers=[*AUTH.items(), *keys])
+    body = await problem(response, 422)
+    assert body["errors"] == [
+        {"loc": ["header", "Idempotency-Key"], "msg": "give this header at most once"}
+    ]
+    assert (await store.list_windows()).items == []
+
+
 @pytest.mark.parametrize(
     ("query", "loc"),
     [

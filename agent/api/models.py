@@ -109,7 +109,7 @@ Timestamp = Annotated[
 # two cannot disagree: no control characters (C0, DEL, C1), no invisible format characters
 # (zero-width spaces, bidirectional marks and overrides, BOM), no line separators, and not
 # only spaces. The zero-width joiners (ZWNJ, ZWJ) are how Persian, Indic scripts and emoji
-# sequences (👩‍💻) are written, so they are taken beside other characters, never alone.
+# sequences (woman, ZWJ, laptop) are written: taken beside other characters, never alone.
 # Spaces are listed, not `\\s`, which means other things in ECMA and Python regexes.
 # (Lone surrogates cannot be in a pattern either; `read_json_body` refuses them.)
 _HIDDEN = r"\x00-\x1f\x7f-\x9f\u00ad\u200b\u200e\u200f\u2028-\u202e\u2060-\u206f\ufeff"

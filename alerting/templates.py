@@ -122,14 +122,30 @@ def _one_line(text: Any) -> str:
     return " ".join(str(text).split())
 
 
-_MARKUP = re.compile(r"[\\`\[\]<]")
-"""What lets text open a link, an HTML tag or a code span in markdown (and the escape)."""
+_MARKUP = re.compile(r"[\\`\[\]<]|\*+|_+")
+"""What lets text open a link, an HTML tag, a code span or emphasis in markdown (and the
+escape)."""
+
+
+def _escaped(match: re.Match[str]) -> str:
+    """A backslash before each markup character; but stars between spaces (the redaction
+    mask `***`) and underscores inside a word (`feature_flag`), which open no emphasis,
+    stay as they are: a chat that shows markdown raw shows them without backslashes."""
+    run, text = match.group(0), match.string
+    before = text[match.start() - 1] if match.start() else " "
+    after = text[match.end()] if match.end() < len(text) else " "
+    if run[0] == "*" and before.isspace() and after.isspace():
+        return run
+    if run[0] == "_" and before.isalnum() and after.isalnum():
+        return run
+    return "".join("\\" + c for c in run)
 
 
 def _text(text: Any) -> str:
     """Text on one line, shown as it is: its markup characters escaped (apprise's
-    markdown takes a backslash before any ASCII punctuation)."""
-    return _MARKUP.sub(lambda m: "\\" + m.group(0), _one_line(text))
+    markdown takes a backslash before any ASCII punctuation). `*hotfix*` in a version
+    and a traceback's `__init__.py` came out italic and bold, the characters gone."""
+    return _MARKUP.sub(_escaped, _one_line(text))
 
 
 def _code(text: Any) -> str:

@@ -144,6 +144,31 @@ async def test_what_a_target_answered_is_text_in_the_e_mail_not_markup(
     assert "<h1>Bad Gateway</h1>" in text and "[approve](https://evil.example/md)" in text
 
 
+async def test_a_versions_or_answers_stars_and_underscores_reach_the_e_mail_as_written(
+    smtp_sink: SmtpSink, metrics: Metrics
+) -> None:
+    """Markdown emphasis in text the agent did not write: a version `v2.4.0 *hotfix*` and a
+    target's Python traceback naming `__init__.py` came out as "v2.4.0 hotfix" (italic)
+    and a bold "init.py", the characters gone from the text part. An underscore inside a
+    word (`feature_flag`) and the redaction mask `***` stay unescaped: they are no
+    emphasis, and raw-markdown chats show them as they are."""
+    rule = {**RULE, "detail": 'api-health: body: File "/app/__init__.py", line 3 (2*3*4)'}
+    notify = notifier([(smtp_sink.url(), [])], metrics)
+
+    await notify.send(
+        alert(rules=[rule], previous_version="v2.4.0 *hotfix*", version="v2.4.1_rc_1"), []
+    )
+
+    [mail] = smtp_sink.messages
+    html = str(mail.get_body(preferencelist=("html",)).get_content())  # type: ignore[union-attr]
+    assert "<em>" not in html and "<strong>init</strong>" not in html
+    text = text_of(mail)
+    assert "v2.4.0 *hotfix* → v2.4.1_rc_1" in text
+    assert 'File "/app/__init__.py", line 3 (2*3*4)' in text
+    raw = render(alert(reason="login failed with *** for feature_flag"))[1]
+    assert "login failed with *** for feature_flag" in raw
+
+
 async def test_e_mails_one_after_another_are_each_sent_and_counted_sent(
     smtp_sink: SmtpSink, metrics: Metrics
 ) -> None:

@@ -44,7 +44,22 @@ timeout. Waited out inside the send, 5.5 s ran past a 5 s timeout: a second e-ma
 within 5.5 s of the first was counted and logged as failed, then delivered. Our
 alerts are few (one per deploy and event), so a short courtesy pause is enough."""
 
+START_SHARE = 0.5
+"""A channel's send is handed to apprise only while this share of the timeout is left:
+one started later would have too little time to answer and be reported failed though it
+may still deliver from its thread (then again on its retry)."""
+
 NotifyResultName = Literal["sent", "partial", "failed", "unrouted"]
+
+
+def _apprise_workers() -> int:
+    """The worker threads of apprise's shared pool (where every channel's blocking send
+    runs). A send waiting there for a thread past the timeout was reported failed and
+    delivered all the same once one was free, then again by its retry."""
+    from apprise.apprise import get_shared_executor
+
+    workers = getattr(get_shared_executor(), "_max_workers", None)
+    return workers if isinstance(workers, int) and workers > 0 else 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +202,8 @@ class Notifier:
         self._metrics = metrics
         self._tags = [frozenset(c.tags) for c in channels]
         self._tasks: set[asyncio.Task[ChannelResult]] = set()
+        self._slots: asyncio.Semaphore | None = None
+        """As many channel sends at once as apprise has threads (`_apprise_workers`)."""
         _guard_apprise_logs(redact)
         # apprise quotes URLs piece by piece (a Slack token alone): hide every piece
         self._pieces = piece_redactor(c.url.get_secret_value() for c in channels)
@@ -203,6 +220,7 @@ class Notifier:
         reuse_markdown()
         inline_code_in_text()  # an e-mail's text part (`alerting.mail_text`)
         asset = apprise.AppriseAsset(app_id="Postflight", async_mode=True)
+        self._slots = asyncio.Semaphore(_apprise_workers())
         for index, channel in enumerate(channels):
             ap = apprise.Apprise(asset=asset)
             if ap.add(channel.url.get_secret_value()):
@@ -282,8 +300,11 @@ class Notifier:
             before = [ChannelResult(i, self._urls[i], True, SENT_BEFORE) for i in indexes]
             before = [c for c in before if c.key in skip]
             skipped = {c.index for c in before}
+            deadline = asyncio.get_running_loop().time() + self._timeout
             tasks = {
-                i: asyncio.ensure_future(self._send_one(i, title, body, alert.notify_type, retry))
+                i: asyncio.ensure_future(
+                    self._send_one(i, title, body, alert.notify_type, retry, deadline)
+                )
                 for i in indexes
                 if i not in skipped
             }
@@ -369,13 +390,38 @@ class Notifier:
                     await on_sent(task.result().key)
 
     async def _send_one(
-        self, index: int, title: str, body: str, notify_type: str, retry: int
+        self, index: int, title: str, body: str, notify_type: str, retry: int, deadline: float
     ) -> ChannelResult:
         url = self._urls[index]
         ap = self._channels[index]
-        if ap is None:
+        if ap is None or self._slots is None:
             return ChannelResult(index, url, False, "apprise cannot use this channel's URL")
+        try:
+            async with asyncio.timeout_at(deadline - START_SHARE * self._timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            waited = START_SHARE * self._timeout
+            busy = f"not started within {waited:g}s: all {_apprise_workers()} of apprise's"
+            return ChannelResult(index, url, False, busy + " senders were busy with other alerts")
+        try:
+            return await self._notify(ap, index, title, body, notify_type, retry, deadline)
+        finally:
+            self._slots.release()
+
+    async def _notify(
+        self,
+        ap: apprise.Apprise,
+        index: int,
+        title: str,
+        body: str,
+        notify_type: str,
+        retry: int,
+        deadline: float,
+    ) -> ChannelResult:
+        """One channel's send through apprise, within what is left of the timeout."""
         from apprise import NotifyFormat  # loaded already: this channel has its `Apprise`
+
+        url = self._urls[index]
 
         how: dict[str, Any] = {}
         if retry:  # this task's own context: apprise's lines about it become info…
@@ -388,7 +434,7 @@ class Notifier:
                     title=title,
                     notify_type=notify_type,
                     body_format=NotifyFormat.MARKDOWN,
-                    timeout=self._timeout,
+                    timeout=max(0.1, deadline - asyncio.get_running_loop().time()),
                     **how,
                 )
         except Exception as exc:  # apprise promises not to, but a plugin may

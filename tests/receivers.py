@@ -370,6 +370,10 @@ class JsonSink(_HttpServer):
         """Answer 200 again after `fail_always` or `hang_always` (an outage ends)."""
         self._script.default = Reply()
 
+    def answer_after(self, delay: float) -> None:
+        """Answer 200 only after `delay` seconds, every time (a slow chat service)."""
+        self._script.default = Reply(delay=delay)
+
     def url(self, path: str = "alerts", **params: str) -> str:
         """The apprise URL of this sink (`json://127.0.0.1:PORT/alerts`)."""
         assert self.port is not None, "start() the sink first"

@@ -247,6 +247,32 @@ async def test_a_failing_channel_is_counted_and_does_not_stop_the_others(
     assert "failed" in outcome.describe()
 
 
+async def test_an_alert_reported_failed_in_a_burst_is_not_delivered_late(
+    json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """More alerts at once than apprise has worker threads (30 rules breaching in one
+    round, two channels each): the sends past them waited in apprise's queue, were
+    reported failed at the timeout, and were delivered anyway once a thread was free,
+    then again by their retry. A send reported failed is one the channel never got."""
+    from apprise.apprise import get_shared_executor
+
+    json_sink.answer_after(0.5)
+    notify = notifier([(json_sink.url(), [])], metrics, timeout=2.0)
+    workers = get_shared_executor()._max_workers
+    burst = [alert("breach", deploy_id=f"dep_{i}") for i in range(4 * workers)]
+
+    outcomes = await asyncio.gather(*(notify.send(a, []) for a in burst))
+
+    reported = sum(o.sent for o in outcomes)
+    assert 0 < reported < len(burst)  # the burst was more than one timeout could carry
+    await asyncio.sleep(3.0)  # any send left in apprise's queue would have landed by now
+    assert len(json_sink.notifications) == reported
+    assert sent(metrics, "sent") == reported
+    assert sent(metrics, "failed") == len(burst) - reported
+    late = [c.detail for o in outcomes for c in o.channels if not c.sent]
+    assert all("not started" in d for d in late), late
+
+
 async def test_a_hung_smtp_server_neither_blocks_the_loop_nor_delays_a_rollback(
     hanging_server: HangingServer,
     json_sink: JsonSink,

@@ -232,7 +232,7 @@ EVENTS: dict[AlertEvent, EventSpec] = {
         lambda a: (
             "rollback by hand skipped (dry run)"
             if a.reason.startswith(MANUAL_ROLLBACK_PREFIX)
-            else "deploy failed, rollback skipped (dry run)"
+            else _with_rules("deploy failed")(a) + ", rollback skipped (dry run)"
         ),
     ),
     "rollback_delivered": EventSpec(

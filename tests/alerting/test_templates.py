@@ -96,6 +96,19 @@ def test_single_breach_title_names_the_rule() -> None:
     assert title(alert) == "[postflight] production v2.4.1: p95 breached"
 
 
+def test_every_failed_deploys_title_names_the_failing_rules() -> None:
+    """A dry run's failure named no rule in its subject line, where a requested rollback
+    and a failure without a webhook did: on-call saw which rules only in the body."""
+    for event in ("failed", "rollback_requested", "rollback_skipped"):
+        named = title(Alert.for_window(window(), event, rules=RULES))  # type: ignore[arg-type]
+        assert "(probe-errors, p95)" in named, named
+    skipped = title(Alert.for_window(window(), "rollback_skipped", rules=RULES))
+    assert skipped.endswith(": deploy failed (probe-errors, p95), rollback skipped (dry run)")
+    assert title(Alert.for_window(window(), "rollback_skipped")).endswith(
+        ": deploy failed, rollback skipped (dry run)"
+    )
+
+
 def test_a_rule_breaching_short_of_its_failure_limit_is_not_called_a_pass() -> None:
     """Under the threshold policy a breaching round short of `failure_limit` leaves the
     rule's outcome `pass` (nothing failed yet); its breach alert says `breaching`."""

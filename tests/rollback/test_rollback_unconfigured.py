@@ -263,7 +263,9 @@ async def test_a_rollback_owed_when_dry_run_was_turned_on_is_skipped_not_sent(
     shown = deploy_object(window, stored)
     assert shown["state"] == "failed" and shown["rollback"]["state"] == "skipped"
     [page] = json_sink.notifications
-    assert page.title == "[postflight] staging v2.4.1: deploy failed, rollback skipped (dry run)"
+    assert page.title == (
+        "[postflight] staging v2.4.1: deploy failed (probe-errors), rollback skipped (dry run)"
+    )
     assert page.message.startswith("**Deploy failed.** No rollback was sent: `rollback.dry_run`")
     assert "rollback NOT sent: rollback.dry_run was turned on" in page.message
     sample = metrics.registry.get_sample_value

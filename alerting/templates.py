@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from alerting.events import EVENTS, Alert, headline, rule_name
@@ -219,13 +219,30 @@ def rule_line(rule: Mapping[str, Any]) -> str:
     return line
 
 
+RULES_IN_FULL = 10
+"""Rules an alert shows in full; past these (and two more) the rest are named on one
+line: 30 rules failing alike made a 12 KB body of one line repeated, past a chat
+service's message limit, and on-call reads the first few. The deploy page has them all."""
+
+
+def _rule_lines(rules: Sequence[Mapping[str, Any]]) -> list[str]:
+    if len(rules) <= RULES_IN_FULL + 2:
+        return [rule_line(r) for r in rules]
+    rest = rules[RULES_IN_FULL:]
+    names = ", ".join(_code(rule_name(r)) for r in rest)
+    return [
+        *(rule_line(r) for r in rules[:RULES_IN_FULL]),
+        f"- and {len(rest)} more rules: {names} (all on the deploy page)",
+    ]
+
+
 def body(alert: Alert) -> str:
     """The markdown body: headline, reason, rules, event detail, then the deploy's identity."""
     parts = [headline(alert, _text)]
     if alert.reason:
         parts.append(f"**Why:** {_text(alert.reason)}")
     if alert.rules:
-        parts.append("\n".join(["**Rules**", "", *(rule_line(r) for r in alert.rules)]))
+        parts.append("\n".join(["**Rules**", "", *_rule_lines(alert.rules)]))
     if alert.provider and alert.event == "provider_unreachable":
         parts.append(f"**Provider:** `{alert.provider}`")
     if alert.detail:

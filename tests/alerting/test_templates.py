@@ -91,6 +91,21 @@ def test_rollback_body_names_rules_observed_baseline_threshold_in_human_units() 
     assert "v2.4.0 → v2.4.1" in text and "commit `9fceb02`" in text
 
 
+def test_a_long_rule_list_shows_ten_rules_in_full_and_names_the_rest() -> None:
+    """30 rules failing alike made a 12 KB body, one repeated line a rule (past a chat
+    service's message limit): the first ten in full, the others by name on one line, so
+    every rule is still named and the deploy page has the rest."""
+    many = [{**RULES[0], "name": f"rule-{i:02d}"} for i in range(30)]
+    text = body(Alert.for_window(window(), "rollback_requested", rules=many))
+    lines = text.splitlines()
+    assert sum(line.startswith("- `rule-") for line in lines) == 10
+    rest = ", ".join(f"`rule-{i:02d}`" for i in range(10, 30))
+    assert f"- and 20 more rules: {rest} (all on the deploy page)" in lines
+    assert len(text) < 3000
+    twelve = body(Alert.for_window(window(), "rollback_requested", rules=many[:12]))
+    assert sum(line.startswith("- `rule-") for line in twelve.splitlines()) == 12
+
+
 def test_single_breach_title_names_the_rule() -> None:
     alert = Alert.for_window(window(), "breach", rules=RULES[1:])
     assert title(alert) == "[postflight] production v2.4.1: p95 breached"

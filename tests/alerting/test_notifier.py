@@ -256,10 +256,10 @@ async def test_an_alert_reported_failed_in_a_burst_is_not_delivered_late(
     then again by their retry. A send reported failed is one the channel never got."""
     from apprise.apprise import get_shared_executor
 
-    json_sink.answer_after(0.5)
-    notify = notifier([(json_sink.url(), [])], metrics, timeout=2.0)
+    json_sink.answer_after(0.3)  # a send started with half of the 3 s left has 5× its time
+    notify = notifier([(json_sink.url(), [])], metrics, timeout=3.0)
     workers = get_shared_executor()._max_workers
-    burst = [alert("breach", deploy_id=f"dep_{i}") for i in range(4 * workers)]
+    burst = [alert("breach", deploy_id=f"dep_{i}") for i in range(10 * workers)]
 
     outcomes = await asyncio.gather(*(notify.send(a, []) for a in burst))
 

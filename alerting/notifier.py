@@ -27,7 +27,7 @@ from agent.settings import AlertChannel
 from alerting.cycles import drop_request_tracebacks, reuse_markdown, sending
 from alerting.events import Alert
 from alerting.mail_text import inline_code_in_text
-from alerting.templates import render
+from alerting.templates import late_note, render
 
 if TYPE_CHECKING:
     import apprise
@@ -297,6 +297,8 @@ class Notifier:
                 )
                 return NotifyOutcome(())
             title, body = render(alert, self._redact)
+            if retry:
+                body += "\n" + late_note(retry)
             before = [ChannelResult(i, self._urls[i], True, SENT_BEFORE) for i in indexes]
             before = [c for c in before if c.key in skip]
             skipped = {c.index for c in before}

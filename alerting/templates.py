@@ -260,6 +260,16 @@ def body(alert: Alert) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def late_note(retry: int) -> str:
+    """The paragraph a retry's alert ends with: it reaches on-call up to 3 minutes after
+    the event ("rollback requested" read as news when the rollback had been delivered
+    meanwhile), so it says it is late and where to look now."""
+    return (
+        f"_Sent late, on retry {retry}: this channel did not take the first attempt. The"
+        " deploy page shows where the deploy is now._\n"
+    )
+
+
 def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
     if isinstance(value, str):
         return redact(value)

@@ -461,6 +461,30 @@ async def test_a_retry_counts_its_delivery_and_not_its_repeated_failure(
     assert len(json_sink.notifications) == 1
 
 
+async def test_an_alert_delivered_on_a_retry_says_it_comes_late(
+    json_sink: JsonSink, smtp_sink: SmtpSink, metrics: Metrics
+) -> None:
+    """A retry's alert reaches on-call up to 3 minutes after the event: "rollback
+    requested" read then as news, when the rollback had been delivered meanwhile. It
+    says it is late and where to look now; a first attempt says nothing of the kind."""
+    notify = notifier([(json_sink.url(), []), (smtp_sink.url(), [])], metrics)
+    page = "https://postflight.example.com/deploys/dep_01JDTEST?view=v1.9.abc"
+
+    await notify.send(alert(link=page), [])
+    await notify.send(alert(link=page), [], retry=3)
+
+    first, late = json_sink.notifications
+    assert "late" not in first.message and first.title == late.title
+    assert late.message.startswith(first.message.rstrip("\n"))
+    note = (
+        "Sent late, on retry 3: this channel did not take the first attempt. The deploy"
+        " page shows where the deploy is now."
+    )
+    assert late.message.rstrip().endswith(f"_{note}_")
+    mail = text_of(smtp_sink.messages[1]).rstrip()
+    assert mail.endswith(note)  # the e-mail's text part: no markup around it
+
+
 async def test_a_channel_down_leaves_no_exceptions_for_the_collector(metrics: Metrics) -> None:
     """A refused json:// send's exceptions are freed with it, without a collection:
     urllib3 keeps each in a frame its own traceback holds (`alerting.cycles`), ~165

@@ -137,6 +137,20 @@ that got no answer, by `rollback.target`: said in the log, and in a failed rollb
 `last_error` (a webhook's receiver dedupes: nothing is asked)."""
 
 
+FINAL_LOOKS = 4
+"""How many more times the already-done check asks, after a first look at once, when the
+last attempt got no answer: GitHub lists a dispatched run only seconds after it took the
+dispatch (Vercel's production may switch as late), and one look at once reported
+ROLLBACK FAILED for a rollback that ran. Nothing is sent again meanwhile."""
+
+
+def final_look_waits(settings: RollbackSettings) -> list[float]:
+    """The waits before each further look: the backoff schedule from its start
+    (`backoff`, doubling, capped by `max_backoff`; no jitter), so with the defaults
+    1 + 2 + 4 + 8 = 15 s in all."""
+    return [min(settings.max_backoff, settings.backoff * 2.0**k) for k in range(FINAL_LOOKS)]
+
+
 def backoff_delay(
     attempt: int,
     settings: RollbackSettings,
@@ -371,6 +385,18 @@ class RollbackDelivery:
         last = attempts[-1] if attempts else None
         return last is not None and last.status is None and last.error == IN_FLIGHT
 
+    async def _last_recorded(self, intent: RollbackIntent) -> bool:
+        """Whether the outcome of the rollback's last attempt is stored (not in flight)."""
+        if not intent.attempts:
+            return False
+        attempts = await self._store.deliveries(intent.window_id)
+        last = attempts[-1] if attempts else None
+        return (
+            last is not None
+            and last.attempt == intent.attempts
+            and not (last.status is None and last.error == IN_FLIGHT)
+        )
+
     async def _retake(self, intent: RollbackIntent) -> RollbackIntent | None:
         """The rollback again, as stored, once the store answers: still this sender's
         (or lapsed, and nobody took it), else None. A delivery the store interrupted was
@@ -397,6 +423,12 @@ class RollbackDelivery:
         claims: SettleClaims | None,
     ) -> RollbackIntent:
         body = intent.body.encode()
+        if intent.attempts >= settings.max_attempts and await self._last_recorded(intent):
+            # stopped while it looked whether its last attempt, unanswered, took effect:
+            # it looks again, and sends nothing more
+            return await self._look_before_failing(
+                intent, settings, environment, context, claims, None
+            )
         if intent.attempts and await self._took_effect(intent, settings, environment):
             log.info(
                 "rollback for %s already took effect before the restart; not sent again",
@@ -493,23 +525,10 @@ class RollbackDelivery:
                 )
                 return await self._finish(intent, "failed", environment, context, attempt, claims)
             if intent.attempts >= settings.max_attempts:
-                if outcome.status is None and await self._took_effect(
-                    intent, settings, environment
-                ):
-                    log.info(
-                        "rollback for %s took effect though its last attempt (%d) got no"
-                        " answer: %s",
-                        intent.window_id,
-                        intent.attempts,
-                        FOUND_DONE.get(settings.target, "it took effect"),
-                        extra=context,
-                    )
-                    intent.last_error = None
-                    return await self._finish(
-                        intent, "delivered", environment, context, attempt, claims
-                    )
                 if outcome.status is None:
-                    intent.last_error = what = self._not_found(outcome.error, settings)
+                    return await self._look_before_failing(
+                        intent, settings, environment, context, claims, attempt
+                    )
                 log.error(
                     "rollback for %s failed: %d attempt(s), the last %s",
                     intent.window_id,
@@ -541,10 +560,61 @@ class RollbackDelivery:
                 intent.last_error = None
                 return await self._finish(intent, "delivered", environment, context, claims=claims)
 
-    def _not_found(self, error: str | None, settings: RollbackSettings) -> str | None:
+    def _not_found(
+        self, error: str | None, settings: RollbackSettings, looked: str = ""
+    ) -> str | None:
         """`error` and, for a target `_took_effect` asked, that it found nothing."""
         found = FOUND_NOT_DONE.get(settings.target) if self._targets is not None else None
-        return f"{error}; {found}" if found else error
+        return f"{error}; {found}{looked}" if found else error
+
+    async def _look_before_failing(
+        self,
+        intent: RollbackIntent,
+        settings: RollbackSettings,
+        environment: str,
+        context: dict[str, Any],
+        claims: SettleClaims | None,
+        attempt: DeliveryAttempt | None,
+    ) -> RollbackIntent:
+        """The last allowed attempt got no answer (`attempt`, None when it was recorded
+        before a restart): did the rollback take effect all the same? Asked at once, then
+        again after each of `final_look_waits` (the attempt's outcome stored with the
+        lease held through each wait), for a target that does not dedupe: delivered if
+        it did, else failed, saying what was looked for. Nothing is sent again: a run
+        GitHub lists late was dispatched twice by a retry."""
+        error = intent.last_error
+        looks, waited = 1, 0.0
+        found = await self._took_effect(intent, settings, environment)
+        asked = self._targets is not None and settings.target in FOUND_NOT_DONE
+        for wait in final_look_waits(settings) if asked else []:
+            if found:
+                break
+            if not await self._hold(intent, wait, attempt):
+                return await self._lost(intent, context)
+            attempt = None  # stored with the first wait
+            looks, waited = looks + 1, waited + wait
+            found = await self._took_effect(intent, settings, environment)
+        intent.next_attempt_at = None
+        if found:
+            log.info(
+                "rollback for %s took effect though its last attempt (%d) got no answer: %s",
+                intent.window_id,
+                intent.attempts,
+                FOUND_DONE.get(settings.target, "it took effect"),
+                extra=context,
+            )
+            intent.last_error = None
+            return await self._finish(intent, "delivered", environment, context, attempt, claims)
+        looked = f" (asked {looks} times over {waited:g}s)" if looks > 1 else ""
+        intent.last_error = self._not_found(error, settings, looked)
+        log.error(
+            "rollback for %s failed: %d attempt(s), the last %s",
+            intent.window_id,
+            intent.attempts,
+            intent.last_error,
+            extra=context,
+        )
+        return await self._finish(intent, "failed", environment, context, attempt, claims)
 
     async def _took_effect(
         self, intent: RollbackIntent, settings: RollbackSettings, environment: str

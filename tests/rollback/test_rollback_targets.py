@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from agent.integrations.targets import RollbackTargets
 from agent.metrics import Metrics
@@ -19,8 +20,9 @@ from agent.records import DeployWindow, RollbackIntent
 from agent.rollback import RollbackDelivery, rollback_intent
 from agent.settings import RollbackSettings, Settings
 from agent.store.sqlite import SqliteStore
+from tests.fakes.github import FakeGitHub
 from tests.fakes.vercel import NEW, OLD, PROJECT, FakeVercel
-from tests.store.peek import set_rollback
+from tests.store.peek import deliveries, rows, set_rollback
 
 TOKEN = "vercel-token"
 
@@ -272,7 +274,8 @@ async def test_a_github_dispatch_whose_last_attempt_got_no_answer_is_looked_for_
     class SlowToAnswer(FakeGitHub):
         async def dispatch(self, request: Any) -> Any:
             if not ran:
-                await asyncio.sleep(1.0)  # past the attempt's timeout, before any run
+                await asyncio.sleep(1.0)  # past the attempt's timeout: no run, ever
+                return web.Response(status=503)
             answer = await super().dispatch(request)
             await asyncio.sleep(1.0)  # the run is created; its 204 comes too late
             return answer
@@ -291,8 +294,115 @@ async def test_a_github_dispatch_whose_last_attempt_got_no_answer_is_looked_for_
         assert (done.state, stored.state) == ("delivered", "delivered")
     else:
         assert (done.state, stored.state) == ("failed", "failed")
+        # asked at once, then after each wait of the backoff schedule (10, 20, 40, 80 ms)
         assert stored.last_error == (
-            "timed out after 0.2s; GitHub lists no run of the rollback workflow for this deploy"
+            "timed out after 0.2s; GitHub lists no run of the rollback workflow for this"
+            " deploy (asked 5 times over 0.15s)"
+        )
+        assert len(github.seen("/runs")) == 5
+
+
+class ListsRunsLate(FakeGitHub):
+    """GitHub as it is: a dispatched run is listed only a while after the dispatch was
+    taken (`listed_after` seconds), and the dispatch's 204 comes after the attempt's
+    timeout."""
+
+    listed_after = 0.5
+
+    def __init__(self, token: str) -> None:
+        super().__init__(token=token)
+        self.created: dict[int, float] = {}
+
+    async def dispatch(self, request: Any) -> Any:
+        answer = await super().dispatch(request)
+        self.created[self.runs[0]["id"]] = time.monotonic()
+        await asyncio.sleep(1.0)  # past the attempt's timeout
+        return answer
+
+    async def runs_of(self, request: Any) -> Any:
+        everything, now = self.runs, time.monotonic()
+        self.runs = [
+            r for r in everything if now - self.created.get(r["id"], 0.0) >= self.listed_after
+        ]
+        try:
+            return await super().runs_of(request)
+        finally:
+            self.runs = everything
+
+
+async def test_a_run_github_lists_only_after_the_last_dispatch_timed_out_is_waited_for(
+    store: SqliteStore,
+) -> None:
+    """The last dispatch timed out and GitHub, which had created the run, listed it only
+    half a second later: the one look at once found nothing and the rollback was reported
+    failed (ROLLBACK FAILED, a false page: the rollback ran). The look is asked again
+    after each wait of the backoff schedule, and nothing is dispatched again."""
+    async with ListsRunsLate(token="gh") as github:
+        config = github_rollback_config(
+            github.url, timeout="200ms", max_attempts=1, backoff="100ms"
+        )
+        intent = await rollback_requested(store, {})
+        rollback = config.environments["production"].rollback
+        assert rollback is not None
+        done = await delivered_to_target(store, config, intent, rollback)
+        stored = await store.get_rollback(intent.window_id)
+        attempts = await deliveries(store, intent.window_id)
+
+    assert len(github.dispatches) == 1
+    assert stored is not None and (done.state, stored.state) == ("delivered", "delivered")
+    assert len(github.seen("/runs")) >= 2  # not found at once
+    assert [(a.attempt, a.status, a.error) for a in attempts] == [(1, None, "timed out after 0.2s")]
+    assert (await store.get_window(intent.window_id)).state == "rolled_back"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("ran", [True, False], ids=["run-listed", "no-run"])
+async def test_a_restart_while_looking_for_the_last_attempts_run_looks_again_and_never_dispatches(
+    store: SqliteStore, ran: bool
+) -> None:
+    """The agent stopped while it looked whether its last dispatch, which timed out, had
+    run (its outcome stored, the wait between looks stored as the next attempt's time):
+    the restart took it for a retry still owed and dispatched the workflow again. It
+    looks again instead, and reports what it found."""
+    from tests.fakes.github import FakeGitHub
+
+    async with FakeGitHub(token="gh") as github:
+        config = github_rollback_config(github.url, max_attempts=2)
+        intent = await rollback_requested(store, {})
+        await rows(
+            store,
+            "INSERT INTO deliveries (window_id, attempt, at, status, error, duration_s)"
+            " VALUES (?, 1, ?, NULL, 'HTTP 503', 0), (?, 2, ?, NULL, ?, 10)",
+            intent.window_id,
+            time.time() - 20,
+            intent.window_id,
+            time.time() - 10,
+            "timed out after 10s",
+        )
+        intent.attempts, intent.last_error = 2, "timed out after 10s"
+        intent.next_attempt_at = time.time() - 1  # a look's wait, stored; its lease lapsed
+        await set_rollback(store, intent)
+        if ran:
+            github.runs.append(
+                {
+                    "id": 1,
+                    "display_title": f"rollback {intent.window_id}",
+                    "event": "workflow_dispatch",
+                    "workflow": "rollback.yml",
+                    "name": "rollback.yml",
+                    "status": "completed",
+                }
+            )
+        rollback = config.environments["production"].rollback
+        assert rollback is not None
+        done = await delivered_to_target(store, config, intent, rollback)
+
+    assert github.dispatches == []
+    if ran:
+        assert done.state == "delivered"
+    else:
+        assert (done.state, done.attempts) == ("failed", 2)
+        assert (done.last_error or "").startswith(
+            "timed out after 10s; GitHub lists no run of the rollback workflow for this deploy"
         )
 
 

@@ -84,6 +84,22 @@ def _unsigned(provider: str, header: str, configured: bool) -> ApiProblem:
     return ApiProblem(401, detail, slug="bad-signature")
 
 
+def _presented(request: web.Request, header: str, provider: str) -> str | None:
+    """The delivery's one signature header, None when it has none. Sent more than once
+    (or folded into one comma list by a proxy), which one counted was the first: a
+    delivery signed right and wrong was taken or refused by the headers' order. A
+    provider signs each delivery once: any more is not its delivery, 401."""
+    values = request.headers.getall(header, [])
+    if len(values) > 1 or any("," in value for value in values):
+        count = max(len(values), sum(value.count(",") + 1 for value in values))
+        raise ApiProblem(
+            401,
+            f"{header} was sent {count} times: a {provider} delivery carries one signature",
+            slug="bad-signature",
+        )
+    return values[0] if values else None
+
+
 def _document(raw: bytes, request: web.Request) -> dict[str, Any]:
     if request.content_type == "application/x-www-form-urlencoded":
         # GitHub's default content type for a new webhook: the JSON is in a form field
@@ -133,7 +149,7 @@ async def github_hook(request: web.Request) -> web.StreamResponse:
     github = settings.integrations.github
     raw = await _raw_body(request)
     secret = github.webhook_secret if github is not None else None
-    presented = request.headers.get(ev.GITHUB_SIGNATURE)
+    presented = _presented(request, ev.GITHUB_SIGNATURE, "GitHub")
     if secret is None or not ev.signature_ok(
         ev.github_signature(secret.get_secret_value(), raw), presented
     ):
@@ -170,7 +186,7 @@ async def vercel_hook(request: web.Request) -> web.StreamResponse:
     vercel = settings.integrations.vercel
     raw = await _raw_body(request)
     secret = vercel.webhook_secret if vercel is not None else None
-    presented = request.headers.get(ev.VERCEL_SIGNATURE)
+    presented = _presented(request, ev.VERCEL_SIGNATURE, "Vercel")
     if secret is None or not ev.signature_ok(
         ev.vercel_signature(secret.get_secret_value(), raw), presented
     ):

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from multidict import CIMultiDict
 
 from agent.api import create_api_app
 from agent.metrics import Metrics
@@ -210,3 +211,40 @@ async def test_a_deployment_status_with_what_the_contract_names_opens_a_window(
     deploy = (await response.json())["deploy"]
     assert deploy["version"] == "9fceb02"
     assert deploy["labels"].get("github.deployment") == label
+
+
+@pytest.mark.parametrize("provider", ["vercel", "github"])
+@pytest.mark.parametrize("order", ["wrong-first", "right-first", "both-right", "folded"])
+async def test_a_delivery_with_more_than_one_signature_is_refused_whatever_their_order(
+    app_client: AppClient, store: SqliteStore, provider: str, order: str
+) -> None:
+    """A delivery carrying its signature header twice, one right and one wrong, was taken
+    or refused by the headers' order (the first counted): a provider signs a delivery
+    once, so any more is 401, whichever came first, and nothing is stored."""
+    body = vc.event() if provider == "vercel" else gh.deployment_status()
+    if provider == "vercel":
+        name, right, wrong = "x-vercel-signature", vc.signature(VC_SECRET, body), "0" * 40
+    else:
+        name, right = "X-Hub-Signature-256", gh.signature(GH_SECRET, body)
+        wrong = gh.signature("wrong", body)
+    values = {
+        "wrong-first": [wrong, right],
+        "right-first": [right, wrong],
+        "both-right": [right, right],
+        "folded": [f"{right}, {right}"],  # a proxy that joins repeated headers
+    }[order]
+    headers = CIMultiDict(
+        [
+            ("Content-Type", "application/json"),
+            ("X-GitHub-Event", "deployment_status"),
+            ("X-GitHub-Delivery", "d-twice"),
+            *((name, value) for value in values),
+        ]
+    )
+    client = await app_client()
+    response = await client.post(f"/v1/hooks/{provider}", data=body, headers=headers)
+    assert f"{name} was sent 2 times" in await problem(response, 401)
+    assert (await store.list_windows()).items == []
+    once = {**{k: v for k, v in headers.items() if k != name}, name: right}
+    response = await client.post(f"/v1/hooks/{provider}", data=body, headers=once)
+    assert response.status == 202, await response.text()

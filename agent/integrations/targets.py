@@ -87,6 +87,30 @@ def github_rate_limit_wait(
     return None
 
 
+def vercel_rate_limit_wait(
+    status: int, headers: Mapping[str, str], text: str, now: float
+) -> float | None:
+    """Seconds to wait when Vercel's answer is a rate limit, else None.
+
+    Vercel answers one with 429 and `X-RateLimit-Reset` (epoch seconds of the window's
+    end; its REST docs; `Retry-After` is not promised): a `Retry-After` wins, else the
+    reset is waited for, where our own backoff (1 s, 2 s, …) spent every attempt inside
+    a rate-limit window and reported the rollback failed. A reset below 10^9 is read as
+    seconds from now."""
+    if status != 429:
+        return None
+    retry_after = retry_after_seconds(headers.get("Retry-After"), now)
+    if retry_after is not None:
+        return retry_after
+    try:
+        reset = float(headers.get("X-RateLimit-Reset", ""))
+    except ValueError:
+        return None
+    if reset != reset or reset < 0:  # NaN, or nonsense: our own backoff
+        return None
+    return max(0.0, reset - now) if reset >= 1e9 else reset
+
+
 def vercel_url(api_url: str, path: str, team_id: str | None, **query: str) -> str:
     params = dict(query)
     if team_id:

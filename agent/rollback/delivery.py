@@ -34,7 +34,12 @@ import aiohttp
 from yarl import URL
 
 from agent import __version__
-from agent.integrations.targets import PreparedRequest, RollbackTargets, github_rate_limit_wait
+from agent.integrations.targets import (
+    PreparedRequest,
+    RollbackTargets,
+    github_rate_limit_wait,
+    vercel_rate_limit_wait,
+)
 from agent.metrics import Metrics
 from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent
 from agent.rollback.contract import sign
@@ -515,6 +520,23 @@ class RollbackDelivery:
                     extra=context,
                 )
                 return final
+            if (
+                outcome.result == "rejected"
+                and outcome.status == 409
+                and await self._took_effect(intent, settings, environment)
+            ):
+                # a conflict with the target's state: the state rolled back to already
+                # (an earlier attempt's answer lost, a rollback by hand), not a refusal
+                log.info(
+                    "rollback for %s: the target answered HTTP 409, and %s; delivered",
+                    intent.window_id,
+                    FOUND_DONE.get(settings.target, "it took effect"),
+                    extra=context,
+                )
+                intent.last_error = None
+                return await self._finish(
+                    intent, "delivered", environment, context, attempt, claims
+                )
             if outcome.result == "rejected":
                 log.error(
                     "rollback for %s refused on attempt %d (%s); not retried",
@@ -828,8 +850,9 @@ class RollbackDelivery:
                 retry_after = retry_after_seconds(
                     response.headers.get("Retry-After"), self._clock()
                 )
-                if request.who == "GitHub":  # its rate limits are 403s as often as 429s
-                    limited = github_rate_limit_wait(status, response.headers, text, self._clock())
+                rate_limit = RATE_LIMITS.get(request.who)
+                if rate_limit is not None:  # GitHub's are 403s as often as 429s
+                    limited = rate_limit(status, response.headers, text, self._clock())
                     if limited is not None:
                         rate_limited, retry_after = True, limited
         except TimeoutError as exc:
@@ -862,6 +885,10 @@ class RollbackDelivery:
                 " replayed elsewhere); set rollback.url to the final address"
             )
         return _Outcome("rejected", status, error, None, duration)
+
+
+RATE_LIMITS = {"GitHub": github_rate_limit_wait, "Vercel": vercel_rate_limit_wait}
+"""How each provider target says it is rate limited, and for how long."""
 
 
 _URL_CHARS = frozenset(

@@ -27,7 +27,12 @@ from agent.api.models import deploy_path
 from agent.appkeys import WindowEvents
 from agent.integrations.clients import CallResult, call
 from agent.integrations.events import Gate
-from agent.integrations.targets import GITHUB_HEADERS, github_rate_limit_wait, vercel_url
+from agent.integrations.targets import (
+    GITHUB_HEADERS,
+    github_rate_limit_wait,
+    vercel_rate_limit_wait,
+    vercel_url,
+)
 from agent.records import DeployWindow, PendingGate, RollbackIntent, decided_verdict
 from agent.rollback import rollback_intent, sign
 from agent.rollback.delivery import held_until_stored
@@ -602,6 +607,7 @@ class Integrations:
             headers=headers,
             timeout_s=vercel.timeout,
             redact=self.redact,
+            rate_limit=vercel_rate_limit_wait,
         )
         release = (current.data or {}).get("rollingRelease") if current.ok else None
         canary = window.labels.get("vercel.deployment")
@@ -631,6 +637,7 @@ class Integrations:
             body=json.dumps(body).encode(),
             timeout_s=vercel.timeout,
             redact=self.redact,
+            rate_limit=vercel_rate_limit_wait,
         )
         self._record(window, "vercel:approve-stage", result, "Rolling Release approval")
 

@@ -16,13 +16,14 @@ import asyncio
 import hashlib
 import hmac
 import json
+import math
 import sys
 import time
 from typing import Any
 
 from aiohttp import web
 
-from tests.fakes._server import BODY, FakeServer, serve_main
+from tests.fakes._server import BODY, Failure, FakeServer, serve_main
 
 PROJECT = "prj_web123"
 OLD = "dpl_old111"
@@ -60,6 +61,33 @@ class FakeVercel(FakeServer):
                 :stages
             ],
         }
+
+    def failure_response(self, failure: Failure, request: web.Request) -> web.StreamResponse:
+        """Vercel's error shape (`{"error": {"code", "message"}}`) for any status; its rate
+        limit is a 429 with `X-RateLimit-Limit`/`-Remaining: 0`/`-Reset` (epoch seconds,
+        `reset_in` from now) and `error.limit`: `429` adds `Retry-After`, `rate_limit`
+        does not (Vercel's docs promise only the `X-RateLimit-*` headers)."""
+        if failure.kind in ("429", "rate_limit"):
+            reset = math.ceil(time.time() + failure.reset_in)
+            response = web.json_response(
+                {
+                    "error": {
+                        "code": "rate_limited",
+                        "message": "Rate limit exceeded",
+                        "limit": {"remaining": 0, "reset": reset, "total": 100},
+                    }
+                },
+                status=429,
+            )
+            response.headers["X-RateLimit-Limit"] = "100"
+            response.headers["X-RateLimit-Remaining"] = "0"
+            response.headers["X-RateLimit-Reset"] = str(reset)
+            if failure.kind == "429":
+                response.headers["Retry-After"] = str(math.ceil(failure.reset_in))
+            return response
+        if failure.kind.isdigit():
+            return _error(int(failure.kind), "fake_failure", f"fake failure {failure.kind}")
+        return super().failure_response(failure, request)
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/projects/{project}/rollback/{deployment}", self.rollback)

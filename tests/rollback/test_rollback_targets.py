@@ -175,6 +175,52 @@ async def test_a_vercel_rollback_whose_last_attempt_got_no_answer_is_looked_for_
     assert [a["deployment"] for a in fake.accepted] == [OLD]
 
 
+@pytest.mark.parametrize("kind", ["429", "rate_limit"], ids=["retry-after", "ratelimit-reset"])
+async def test_a_vercel_rate_limit_is_waited_out_as_it_asks(
+    fake: FakeVercel, store: SqliteStore, kind: str
+) -> None:
+    """Vercel's 429 names its window's end in `X-RateLimit-Reset` (epoch seconds), with or
+    without a `Retry-After`: without one, our own backoff (10 ms here, 1 s, 2 s, … by
+    default) spent the attempts inside the window and the rollback was reported failed.
+    Either is waited for, then the rollback goes out once."""
+    config = settings(fake)
+    rollback = config.environments["production"].rollback
+    assert rollback is not None
+    rollback = rollback.model_copy(update={"max_backoff": 0.01})
+    intent = await rollback_requested(store, {"vercel.deployment": NEW, "vercel.previous": OLD})
+    fake.fail(kind, times=1, reset_in=1.0, match="/rollback/")
+    done = await delivered_to_target(store, config, intent, rollback)
+    sent = fake.seen("/rollback/")
+    assert (done.state, done.attempts, len(sent)) == ("delivered", 2, 2)
+    assert sent[1].at - sent[0].at >= 0.9  # the wait Vercel asked for, not 10 ms
+    assert [a["deployment"] for a in fake.accepted] == [OLD]
+
+
+@pytest.mark.parametrize("rolled_back", [True, False], ids=["already-there", "elsewhere"])
+async def test_a_vercel_409_asks_where_production_is_before_failing(
+    fake: FakeVercel, store: SqliteStore, rolled_back: bool
+) -> None:
+    """Vercel refuses a rollback that conflicts with the project's state (409) when
+    production already is that deployment (an earlier attempt's answer lost, a rollback
+    by hand): it was reported failed (ROLLBACK FAILED, roll back by hand) while production
+    was where it had to be. A 409 asks Vercel first; otherwise it still fails at once."""
+    config = settings(fake)
+    rollback = config.environments["production"].rollback
+    assert rollback is not None
+    intent = await rollback_requested(store, {"vercel.deployment": NEW, "vercel.previous": OLD})
+    if rolled_back:
+        fake.production[PROJECT] = OLD
+    fake.fail("409", match="/rollback/")
+    done = await delivered_to_target(store, config, intent, rollback)
+    assert len(fake.seen("/rollback/")) == 1  # not retried either way
+    if rolled_back:
+        assert (done.state, done.last_status, done.last_error) == ("delivered", 409, None)
+        assert (await store.get_window(intent.window_id)).state == "rolled_back"  # type: ignore[union-attr]
+    else:
+        assert (done.state, done.last_status) == ("failed", 409)
+        assert "Vercel answered HTTP 409" in (done.last_error or "")
+
+
 @pytest.mark.parametrize("ran", [True, False])
 async def test_github_target_after_a_restart_finds_the_dispatched_run_by_its_name(
     store: SqliteStore, ran: bool

@@ -79,7 +79,14 @@ def test_the_readme_walkthrough_runs_as_shown() -> None:
     # as its comment shows it (round 6 of a 6 s window of 1 s rounds, unless one was late)
     assert re.search(r"round\s+[56]\s+✓ pass probe-errors 0 \(max 0\.1\)", steps), steps[-4000:]
     assert '"state": "approved"' in steps or '"state":"approved"' in steps, steps[-4000:]  # 4.
+    assert '"comment": "Postflight: staging window passed \\u2014 http://' in steps  # as shown
     assert "dpl_old111" in steps and "\n401\n" in steps, steps[-4000:]  # 5. window; bad sig
-    assert re.search(r"production\s+9fceb02\S*\s+rolled_back", steps), steps[-4000:]  # 6.
+    assert re.search(  # 5., its labels in the order the comment shows them
+        r'"labels": \{"vercel.deployment": "dpl_new222", "vercel.project": "prj_web123",'
+        r' "vercel.previous": "dpl_old111", .*\}, "state": "watching"',
+        steps,
+    ), steps[-4000:]
+    # 6., with the rounds its comment shows: every probe of production fails from round 1
+    assert re.search(r"production\s+9fceb02\S*\s+rolled_back\s+3\s", steps), steps[-4000:]
     assert '"deployment": "dpl_old111"' in steps or '"deployment":"dpl_old111"' in steps
     assert "(HTTP 409)" in steps and "exit 1" in steps, steps[-4000:]  # 7. refused

@@ -434,7 +434,16 @@ class RollbackDelivery:
             return await self._look_before_failing(
                 intent, settings, environment, context, claims, None
             )
-        if intent.attempts and await self._took_effect(intent, settings, environment):
+        if intent.attempts and not await self._last_recorded(intent):
+            # its last attempt went out, or was about to, and no answer was recorded: GitHub
+            # lists the run of a dispatch it took only seconds later, so one look at once
+            # after a quick restart dispatched the workflow again
+            found, _, _ = await self._looked_for(intent, settings, environment)
+            if found is None:
+                return await self._lost(intent, context)
+        else:
+            found = bool(intent.attempts) and await self._took_effect(intent, settings, environment)
+        if found:
             log.info(
                 "rollback for %s already took effect before the restart; not sent again",
                 intent.window_id,
@@ -605,18 +614,11 @@ class RollbackDelivery:
         it did, else failed, saying what was looked for. Nothing is sent again: a run
         GitHub lists late was dispatched twice by a retry."""
         error = intent.last_error
-        looks, waited = 1, 0.0
-        found = await self._took_effect(intent, settings, environment)
-        asked = self._targets is not None and settings.target in FOUND_NOT_DONE
-        for wait in final_look_waits(settings) if asked else []:
-            if found:
-                break
-            if not await self._hold(intent, wait, attempt):
-                return await self._lost(intent, context)
+        found, looks, waited = await self._looked_for(intent, settings, environment, attempt)
+        if found is None:
+            return await self._lost(intent, context)
+        if looks > 1:
             attempt = None  # stored with the first wait
-            looks, waited = looks + 1, waited + wait
-            found = await self._took_effect(intent, settings, environment)
-        intent.next_attempt_at = None
         if found:
             log.info(
                 "rollback for %s took effect though its last attempt (%d) got no answer: %s",
@@ -637,6 +639,33 @@ class RollbackDelivery:
             extra=context,
         )
         return await self._finish(intent, "failed", environment, context, attempt, claims)
+
+    async def _looked_for(
+        self,
+        intent: RollbackIntent,
+        settings: RollbackSettings,
+        environment: str,
+        attempt: DeliveryAttempt | None = None,
+    ) -> tuple[bool | None, int, float]:
+        """Whether an attempt that got no answer took effect all the same (`_took_effect`):
+        asked at once, then again after each of `final_look_waits` while not found, for a
+        target that is asked, with the lease held through each wait (`_hold`, which
+        stores `attempt`'s outcome with the first). Also how many looks, over how long.
+        None when the lease was lost in a wait."""
+        looks, waited = 1, 0.0
+        found = await self._took_effect(intent, settings, environment)
+        asked = self._targets is not None and settings.target in FOUND_NOT_DONE
+        for wait in final_look_waits(settings) if asked else []:
+            if found:
+                break
+            if not await self._hold(intent, wait, attempt):
+                return None, looks, waited
+            attempt = None
+            looks, waited = looks + 1, waited + wait
+            found = await self._took_effect(intent, settings, environment)
+        if looks > 1:
+            intent.next_attempt_at = None  # waited out here: not again before the next attempt
+        return found, looks, waited
 
     async def _took_effect(
         self, intent: RollbackIntent, settings: RollbackSettings, environment: str

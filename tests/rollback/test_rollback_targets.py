@@ -18,7 +18,9 @@ from agent.integrations.targets import RollbackTargets
 from agent.metrics import Metrics
 from agent.records import DeployWindow, RollbackIntent
 from agent.rollback import RollbackDelivery, rollback_intent
+from agent.rollback.delivery import FINAL_LOOKS
 from agent.settings import RollbackSettings, Settings
+from agent.store.base import IN_FLIGHT
 from agent.store.sqlite import SqliteStore
 from tests.fakes.github import FakeGitHub
 from tests.fakes.vercel import NEW, OLD, PROJECT, FakeVercel
@@ -146,7 +148,9 @@ async def test_a_restart_with_an_unrecorded_attempt_asks_vercel_before_sending_a
         store, config, intent, config.environments["production"].rollback
     )
     assert done.state == "delivered"
-    assert len(fake.seen(f"/v9/projects/{PROJECT}")) == 1
+    # asked at once, and while not found again after each wait of the backoff schedule
+    looks = 1 if took_effect else 1 + FINAL_LOOKS
+    assert len(fake.seen(f"/v9/projects/{PROJECT}")) == looks
     assert len(fake.accepted) == (0 if took_effect else 1)
     assert (await store.get_window(intent.window_id)).state == "rolled_back"  # type: ignore[union-attr]
 
@@ -399,6 +403,47 @@ async def test_a_run_github_lists_only_after_the_last_dispatch_timed_out_is_wait
     assert len(github.seen("/runs")) >= 2  # not found at once
     assert [(a.attempt, a.status, a.error) for a in attempts] == [(1, None, "timed out after 0.2s")]
     assert (await store.get_window(intent.window_id)).state == "rolled_back"  # type: ignore[union-attr]
+
+
+async def test_a_quick_restart_after_a_dispatch_waits_for_github_to_list_its_run(
+    store: SqliteStore,
+) -> None:
+    """The agent stopped just after GitHub took a dispatch, before its 204 was recorded,
+    and came back at once: the one look at once found no run (GitHub lists it only
+    seconds later) and the workflow was dispatched again, a second rollback run. The
+    restart looks again after each wait of the backoff schedule before sending."""
+    async with ListsRunsLate(token="gh") as github:
+        config = github_rollback_config(github.url, backoff="100ms", max_attempts=3)
+        intent = await rollback_requested(store, {})
+        github.runs.insert(
+            0,
+            {
+                "id": 1,
+                "display_title": f"rollback {intent.window_id}",
+                "event": "workflow_dispatch",
+                "workflow": "rollback.yml",
+                "name": "rollback.yml",
+                "status": "queued",
+            },
+        )
+        github.created[1] = time.monotonic()  # taken just now, listed half a second later
+        await rows(
+            store,
+            "INSERT INTO deliveries (window_id, attempt, at, status, error, duration_s)"
+            " VALUES (?, 1, ?, NULL, ?, 0)",
+            intent.window_id,
+            time.time(),
+            IN_FLIGHT,
+        )
+        intent.attempts = 1  # sent before the stop, its answer never recorded
+        await set_rollback(store, intent)
+        rollback = config.environments["production"].rollback
+        assert rollback is not None
+        done = await delivered_to_target(store, config, intent, rollback)
+
+    assert github.dispatches == []
+    assert (done.state, done.attempts) == ("delivered", 1)
+    assert len(github.seen("/runs")) >= 2  # not found at once
 
 
 @pytest.mark.parametrize("ran", [True, False], ids=["run-listed", "no-run"])

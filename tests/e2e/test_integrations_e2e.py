@@ -382,6 +382,30 @@ async def test_rolling_release_stage_is_approved_on_pass_and_aborted_on_fail(
     assert len(fake_vercel.approvals) == 1
 
 
+async def test_a_rate_limited_rolling_release_approval_waits_for_vercels_reset(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    """Vercel's 429 names its window's end in `X-RateLimit-Reset` only: the approval was
+    retried after our own backoff (under a second), inside the window, up to four times,
+    and the stage was left unapproved. It waits for the reset."""
+    agent = await start_agent(
+        environments(flip_target, window="1500ms", rolling_release=True),
+        extra=integrations(fake_github, fake_vercel),
+    )
+    fake_vercel.start_rolling_release(vc.PROJECT, canary=vc.NEW)
+    fake_vercel.fail("rate_limit", times=1, reset_in=2.0, match="approve-stage")
+    status, opened = await vercel_hook(agent, vc.event(event_id="rr-limit", deployment=vc.NEW))
+    assert status == 202
+    assert (await agent.settled(opened["deploy"]["id"]))["state"] == "passed"
+    await eventually(lambda: len(fake_vercel.approvals) == 1)
+    sent = fake_vercel.seen("/approve-stage")
+    assert len(sent) == 2
+    assert sent[1].at - sent[0].at >= 1.5  # the reset: 2 to 3 s away, in whole seconds
+
+
 async def test_manual_rollback_is_delivered_once_and_its_follow_ups_run_after_it(
     start_agent: AgentFactory,
     flip_target: FlipTarget,

@@ -66,7 +66,8 @@ class VercelSource(StrictModel):
     project: Slug
     """The project id (`prj_…`) as Vercel's events carry it (`payload.project.id`)."""
     target: Slug = "production"
-    """`production`, `preview` (events whose target is null), or a custom environment."""
+    """`production`, `preview` (events whose target is null), or a custom environment;
+    compared case-insensitively."""
     rolling_release: bool = False
     """true: when this environment's window passes, approve the Rolling Release's next stage."""
     use_deployment_url: bool = False

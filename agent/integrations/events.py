@@ -230,7 +230,11 @@ def vercel_event(settings: Settings, document: dict[str, Any]) -> OpenWindow | I
     name = None
     for env_name, env in settings.environments.items():
         source = env.sources.vercel
-        if source is not None and source.project == project_id and source.target == target:
+        if (
+            source is not None
+            and source.project == project_id
+            and source.target.lower() == target.lower()  # `Production`, as GitHub's
+        ):
             name = env_name
             break
     if name is None:

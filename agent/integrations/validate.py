@@ -43,7 +43,7 @@ def integration_errors(
         if env.sources.vercel is not None:
             if vercel is None:
                 errors.append(f"{at}.sources.vercel: needs integrations.vercel")
-            key = (env.sources.vercel.project, env.sources.vercel.target)
+            key = (env.sources.vercel.project, env.sources.vercel.target.lower())
             if key in seen_vercel:
                 errors.append(
                     f"{at}.sources.vercel: {key[0]}/{key[1]} is already mapped to"

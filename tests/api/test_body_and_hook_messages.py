@@ -248,3 +248,35 @@ async def test_a_delivery_with_more_than_one_signature_is_refused_whatever_their
     once = {**{k: v for k, v in headers.items() if k != name}, name: right}
     response = await client.post(f"/v1/hooks/{provider}", data=body, headers=once)
     assert response.status == 202, await response.text()
+
+
+@pytest.mark.parametrize("configured", ["Production", "PRODUCTION", "production"])
+async def test_a_vercel_target_written_capitalised_still_maps_its_events(
+    aiohttp_client: Callable[[web.Application], Awaitable[Client]],
+    store: SqliteStore,
+    configured: str,
+) -> None:
+    """Vercel's events say `"target": "production"`; `sources.vercel.target: Production`
+    (written as GitHub's environment beside it is) matched none, and every deploy of the
+    environment was answered 200 ignored, watched by nobody. Compared case-insensitively,
+    as `sources.github.environment` is."""
+    config = Settings(
+        server={"api_tokens": [TOKEN]},
+        integrations={"vercel": {"token": "t", "webhook_secret": VC_SECRET}},
+        environments={
+            "production": {
+                "base_url": "http://127.0.0.1:9",
+                "sources": {"vercel": {"project": vc.PROJECT, "target": configured}},
+            }
+        },
+    )
+    client = await aiohttp_client(create_api_app(config, store, Metrics()))
+    body = vc.event(target="production")
+    response = await client.post("/v1/hooks/vercel", data=body, headers=vercel_headers(body))
+    assert response.status == 202, await response.text()
+    body = vc.event(event_id="evt_preview", deployment="dpl_p", target=None)
+    response = await client.post("/v1/hooks/vercel", data=body, headers=vercel_headers(body))
+    assert (response.status, await response.json()) == (
+        200,
+        {"ignored": f"project {vc.PROJECT} target 'preview' is not mapped to an environment"},
+    )

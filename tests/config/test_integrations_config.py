@@ -161,13 +161,16 @@ def test_each_broken_combination_is_one_error_at_its_path(
     assert problem.line is not None
 
 
-def test_two_environments_cannot_claim_the_same_events() -> None:
-    text = """
-server: {api_tokens: [tok-1234567890abcdef]}
-integrations: {vercel: {token: x}}
+@pytest.mark.parametrize("second", ["production", "Production"])
+def test_two_environments_cannot_claim_the_same_events(second: str) -> None:
+    """A Vercel target is compared case-insensitively: `Production` claims the same
+    events as `production`, and the second would never see one."""
+    text = f"""
+server: {{api_tokens: [tok-1234567890abcdef]}}
+integrations: {{vercel: {{token: x}}}}
 environments:
-  a: {base_url: 'http://x', sources: {vercel: {project: p, target: production}}}
-  b: {base_url: 'http://x', sources: {vercel: {project: p, target: production}}}
+  a: {{base_url: 'http://x', sources: {{vercel: {{project: p, target: production}}}}}}
+  b: {{base_url: 'http://x', sources: {{vercel: {{project: p, target: {second}}}}}}}
 """
     with pytest.raises(ConfigError) as caught:
         load_settings_text(text)

@@ -428,13 +428,14 @@ class RollbackDelivery:
         claims: SettleClaims | None,
     ) -> RollbackIntent:
         body = intent.body.encode()
-        if intent.attempts >= settings.max_attempts and await self._last_recorded(intent):
+        recorded = await self._last_recorded(intent)
+        if intent.attempts >= settings.max_attempts and recorded:
             # stopped while it looked whether its last attempt, unanswered, took effect:
             # it looks again, and sends nothing more
             return await self._look_before_failing(
                 intent, settings, environment, context, claims, None
             )
-        if intent.attempts and not await self._last_recorded(intent):
+        if intent.attempts and not recorded:
             # its last attempt went out, or was about to, and no answer was recorded: GitHub
             # lists the run of a dispatch it took only seconds later, so one look at once
             # after a quick restart dispatched the workflow again

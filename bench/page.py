@@ -3,6 +3,7 @@ SSE `round` events (round stored → event received), with N windows running, pl
 page's weight (HTML and every asset it loads).
 
     python bench/page.py [--windows 200] [--seconds 75] [--interval 30s] [--json]
+    python bench/page.py --store-reads [--clients 1,10,50] [--idle 12] [--json]
 
 The agent runs in its own process (`serve` below: the daemon's `agent.app.serve` with
 the configured store, wrapped only to note the wall-clock time each round is stored,
@@ -10,6 +11,10 @@ in a file this process reads). Every window gets an event stream open for the wh
 run, so the figures are for N windows *and* N live pages. Defaults are a user's:
 interval 30s, 10 probes per round, a 15m window; `--interval 1s` is the harsh variant.
 The target is nginx when installed, else a small aiohttp server (see footprint.py).
+
+`--store-reads` counts what the event streams of one deploy cost the store instead: the
+SELECTs SQLite ran (its trace callback) while 1, 10 and 50 clients connect, sit idle,
+and follow rounds and state changes, less those of the same writes with no client.
 """
 
 from __future__ import annotations
@@ -157,11 +162,26 @@ def main() -> int:
     parser.add_argument("--interval", default="30s", help="environment interval (default 30s)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
+        "--store-reads",
+        action="store_true",
+        help="instead: count the store reads of 1, 10 and 50 streams of one deploy",
+    )
+    parser.add_argument("--clients", default="1,10,50", help="with --store-reads")
+    parser.add_argument("--idle", type=float, default=12.0, help="with --store-reads (s)")
+    parser.add_argument(
         "--serve", nargs=2, metavar=("CONFIG", "STORED_LOG"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
     if args.serve:
         serve(*args.serve)
+        return 0
+    if args.store_reads:
+        counts = [0, *(int(n) for n in args.clients.split(","))]
+        results = asyncio.run(store_reads(counts, rounds=5, attempts=2, idle=args.idle))
+        if args.json:
+            print(json.dumps(results))
+        else:
+            print_store_reads(results, args.idle)
         return 0
     with tempfile.TemporaryDirectory(prefix="postflight-page-") as tmp:
         workdir = Path(tmp)
@@ -234,6 +254,196 @@ def main() -> int:
             f" css {w.get('page.css')}, js {w.get('page.js')}; goal ≤ 153600)"
         )
     return 0
+
+
+# --- store reads of the event streams (`--store-reads`) --------------------------------
+
+READS_CONFIG = f"""\
+server:
+  listen: 127.0.0.1:8787
+  api_tokens: [{TOKEN}]
+environments:
+  production:
+    base_url: http://127.0.0.1:9
+    checks:
+      - {{name: health, type: http, path: /health}}
+    rules:
+      - {{name: errors, source: checks, metric: error_rate, max: 0.05}}
+    rollback:
+      url: http://127.0.0.1:9/rollback
+      secret: bench-rollback-secret
+"""
+READS_WINDOW = "dep_01JDBENCHREADS00000000000A"
+
+
+class Statements:
+    """Every SQL statement the store's SQLite connections run (their trace callback, set
+    on each connection the store opens): counted below the store, not by the stream."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def selects(self) -> int:
+        return sum(1 for sql in self.seen if sql.lstrip().upper().startswith("SELECT"))
+
+    def install(self) -> None:
+        import agent.store.sqlite as sqlite_store
+
+        connect = sqlite_store._connected
+
+        async def traced(path: str) -> Any:
+            connection = await connect(path)
+            await connection.set_trace_callback(self.seen.append)
+            return connection
+
+        sqlite_store._connected = traced
+
+
+async def _reads_with(clients: int, rounds: int, attempts: int, idle: float) -> dict[str, Any]:
+    """One window watched by `clients` streams over HTTP, on the daemon's routes and store
+    wrapper (`agent.web.routes.mount`, `agent.web.feed.feed_store`) and a real SQLite
+    store; the writes the engine makes (rounds, the failed verdict with its rollback,
+    attempts refused, then delivered) are made here one at a time, each once every
+    client has the event of the one before. The SELECTs the store ran in each phase."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from agent.appkeys import SETTINGS, STORE
+    from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent, RoundRecord
+    from agent.rollback.contract import rollback_intent
+    from agent.settings_file import load_settings_text
+    from agent.store.sqlite import SqliteStore
+    from agent.web.feed import FEED, DeployFeed, feed_store
+    from agent.web.routes import mount
+
+    statements = STATEMENTS
+    figures: dict[str, Any] = {"clients": clients}
+    with tempfile.TemporaryDirectory(prefix="postflight-reads-") as tmp:
+        raw = SqliteStore(Path(tmp) / "postflight.db")
+        await raw.open()
+        feed = DeployFeed()
+        store = feed_store(raw, feed)
+        app = web.Application()
+        app[SETTINGS], app[FEED], app[STORE] = load_settings_text(READS_CONFIG), feed, store
+        mount(app)
+        now = time.time()
+        window = DeployWindow(
+            READS_WINDOW, "production", "v2", "v1", None, {}, "watching", now - 1, now + 600, now
+        )
+        await store.create_window(window)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        url = f"http://127.0.0.1:{server.port}/v1/deploys/{READS_WINDOW}/events"
+        seen: list[list[str]] = [[] for _ in range(clients)]
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        async with aiohttp.ClientSession(
+            timeout=timeout, connector=aiohttp.TCPConnector(limit=0)
+        ) as http:
+
+            async def watch(mine: list[str]) -> None:
+                headers = {"Authorization": f"Bearer {TOKEN}"}
+                async with http.get(url, headers=headers) as response:
+                    assert response.status == 200, response.status
+                    async for line in response.content:
+                        if line.startswith(b"event:"):
+                            mine.append(line[6:].strip().decode())
+
+            async def everyone_has(count: int) -> None:
+                deadline = time.monotonic() + 20
+                while any(len(mine) < count for mine in seen):
+                    assert time.monotonic() < deadline, [len(m) for m in seen]
+                    await asyncio.sleep(0.005)
+
+            def phase(name: str, since: int) -> int:
+                figures[name] = statements.selects() - since
+                return statements.selects()
+
+            mark = statements.selects()
+            tasks = [asyncio.create_task(watch(mine)) for mine in seen]
+            await everyone_has(1)
+            mark = phase("connect", mark)
+            await asyncio.sleep(idle)  # nothing happens: what the streams read meanwhile
+            mark = phase("idle", mark)
+            events = 1
+            for number in range(1, rounds + 1):
+                record = RoundRecord(READS_WINDOW, number, time.time(), {"decision": "continue"})
+                await store.record_round(record, {"outcome": "pending"})
+                events += 1
+                await everyone_has(events)
+            mark = phase("rounds", mark)
+            intent = rollback_intent(window, "errors failed", [], time.time())
+            verdict = {"outcome": "fail", "reason": "errors failed"}
+            await store.finish_window(READS_WINDOW, "failed", verdict, time.time(), intent)
+            events += 1
+            await everyone_has(events)
+            owner, changes, held = "bench", 1, None
+            for attempt in range(1, attempts + 2):
+                taken = await raw.take_rollback(
+                    READS_WINDOW, owner, time.time(), time.time() + 60, held
+                )
+                assert taken is not None
+                held = taken.fence
+                number = await store.begin_attempt(
+                    READS_WINDOW, taken.fence, time.time(), time.time() + 60
+                )
+                assert number == attempt
+                events, changes = events + 1, changes + 1
+                await everyone_has(events)
+                delivered = attempt > attempts
+                done = RollbackIntent(
+                    READS_WINDOW,
+                    "delivered" if delivered else "pending",
+                    taken.body,
+                    taken.requested_at,
+                    attempts=number,
+                    last_status=200 if delivered else 502 + attempt,  # each a change
+                    lease_owner=owner,
+                    lease_epoch=taken.lease_epoch,
+                    finished_at=time.time() if delivered else None,
+                )
+                status = done.last_status
+                tried = DeliveryAttempt(READS_WINDOW, number, time.time(), status, None, 0.01)
+                assert await store.settle_rollback(done, tried)
+                events, changes = events + 1, changes + 1
+                await everyone_has(events)
+            phase("changes", mark)
+            figures["state_changes"] = changes
+            async with asyncio.timeout(20):
+                await asyncio.gather(*tasks)  # each stream ends with the window's end
+            figures["events_per_client"] = sorted({len(mine) for mine in seen})
+        await server.close()
+        await raw.close()
+    return figures
+
+
+STATEMENTS = Statements()
+
+
+async def store_reads(
+    counts: list[int], rounds: int, attempts: int, idle: float
+) -> list[dict[str, Any]]:
+    STATEMENTS.install()
+    return [await _reads_with(clients, rounds, attempts, idle) for clients in counts]
+
+
+def print_store_reads(results: list[dict[str, Any]], idle: float) -> None:
+    base = next(r for r in results if r["clients"] == 0)
+    print(
+        "event streams' store reads (SQLite trace: SELECTs the store ran, less those of"
+        " the same writes with no client)"
+    )
+    for r in results:
+        if r["clients"] == 0:
+            continue
+        changes = r["state_changes"]
+        per_change = (r["changes"] - base["changes"]) / changes
+        print(
+            f"  {r['clients']:3d} clients: connect {r['connect'] - base['connect']:4d},"
+            f" idle {idle:g}s {r['idle'] - base['idle']:4d},"
+            f" rounds {r['rounds'] - base['rounds']:3d},"
+            f" {changes} state changes {r['changes'] - base['changes']:4d}"
+            f" ({per_change:.1f} a change); events per client {r['events_per_client']}"
+        )
 
 
 async def _ids(base: str, n: int) -> list[str]:

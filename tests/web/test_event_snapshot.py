@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -23,10 +24,12 @@ from agent.settings_file import load_settings_text
 from agent.store.base import StoreError
 from agent.store.sqlite import SqliteStore
 from agent.web import events as events_module
+from agent.web import reader as reader_module
 from agent.web.events import deploy_events
 from agent.web.feed import FEED, DeployFeed
+from agent.web.reader import readers_of
 from tests.config.test_validate_config import MINIMAL
-from tests.rollback.support import REQUESTED_AT, stored_intent
+from tests.rollback.support import REQUESTED_AT, make_window, stored_intent
 from tests.web.sse import events
 
 WINDOW = "dep_01JDSNAPSH0T0000000000000A"
@@ -91,10 +94,15 @@ class FlakyStore(SqliteStore):
 
 
 @contextlib.asynccontextmanager
-async def stream_app(store: SqliteStore) -> AsyncIterator[tuple[TestClient[Any, Any], DeployFeed]]:
-    """The event stream of a window whose rollback is pending (so it stays open), its
-    feed told of changes by the test."""
-    await stored_intent(store, WINDOW)
+async def stream_app(
+    store: SqliteStore, watching: bool = False
+) -> AsyncIterator[tuple[TestClient[Any, Any], DeployFeed]]:
+    """The event stream of a window whose rollback is pending (so it stays open), or
+    `watching`, its feed told of changes by the test."""
+    if watching:
+        await store.create_window(make_window(WINDOW))
+    else:
+        await stored_intent(store, WINDOW)
     settings = load_settings_text(MINIMAL)
     feed = DeployFeed()
     app = web.Application()
@@ -198,6 +206,107 @@ async def test_an_idle_stream_sends_a_comment_to_keep_proxies_from_closing_it(
                     lines.append(raw)
                     if raw.startswith(b":"):
                         break
-            assert lines[0] == b"event: state\n" and lines[-1] == b": keep-alive\n"
+            assert lines[0].startswith(b"retry: ") and lines[1] == b"\n"
+            assert lines[2] == b"event: state\n" and lines[-1] == b": keep-alive\n"
     finally:
         await store.close()
+
+
+class CountingStore(SqliteStore):
+    """Counts the reads an event stream makes, at the store."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reads: Counter[str] = Counter()
+
+    async def get_window(self, window_id: str) -> DeployWindow | None:
+        self.reads["get_window"] += 1
+        return await super().get_window(window_id)
+
+    async def get_rollback(self, window_id: str) -> RollbackIntent | None:
+        self.reads["get_rollback"] += 1
+        return await super().get_rollback(window_id)
+
+    async def rounds(self, window_id: str) -> list[RoundRecord]:
+        self.reads["rounds"] += 1
+        return await super().rounds(window_id)
+
+
+async def watched_by(
+    clients: int,
+    tmp_path: Any,
+    change: Callable[[CountingStore, DeployFeed], Awaitable[int]],
+    watching: bool = False,
+) -> tuple[Counter[str], list[list[str]]]:
+    """`clients` streams of one window; the store's reads while `change` changes it (it
+    returns how many events each client is owed), and what each client was sent."""
+    store = CountingStore(tmp_path / f"{clients}.db")
+    await store.open()
+    try:
+        async with stream_app(store, watching) as (client, feed):
+            responses = [
+                await client.get(f"/v1/deploys/{WINDOW}/events", headers=bearer())
+                for _ in range(clients)
+            ]
+            streams = [events(r) for r in responses]
+            said: list[list[str]] = [[(await anext(s)).name] for s in streams]
+            store.reads.clear()
+            owed = await change(store, feed)
+            async with asyncio.timeout(10):
+                for stream, mine in zip(streams, said, strict=True):
+                    while len(mine) < 1 + owed:
+                        event = await anext(stream)
+                        mine.append(f"{event.name} {event.id}")
+            reads = Counter(store.reads)
+            for response in responses:
+                response.close()
+            await until(lambda: feed.subscribers == 0)
+            assert readers_of(feed) == {}  # the last stream to leave closed the reader
+    finally:
+        await store.close()
+    return reads, said
+
+
+async def test_store_reads_per_change_do_not_grow_with_the_clients(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each stream read the store on each change (the window, its rollback, the window
+    again): fifty tabs open on a deploy in an incident made fifty times the reads. One
+    reader per deploy reads it once for all of its streams now."""
+    monkeypatch.setattr(reader_module, "RECHECK_S", 3600.0)  # the changes' reads alone
+
+    async def three_attempts(store: CountingStore, feed: DeployFeed) -> int:
+        taken = await store.take_rollback(WINDOW, "sender", REQUESTED_AT, REQUESTED_AT + 60)
+        assert taken is not None
+        for attempt in (1, 2, 3):
+            assert await store.begin_attempt(WINDOW, taken.fence, REQUESTED_AT, 2e9) == attempt
+            feed.publish(WINDOW)
+            await until(lambda n=attempt: store.reads["get_window"] >= 2 * n)
+        return 3
+
+    alone, one = await watched_by(1, tmp_path, three_attempts)
+    crowd, many = await watched_by(20, tmp_path, three_attempts)
+    assert alone["get_window"] == 6 and crowd == alone, (alone, crowd)
+    assert [e.split()[0] for e in one[0]] == ["state", "rollback", "rollback", "rollback"]
+    assert all(mine == one[0] for mine in many)  # the same events, the same ids
+
+
+async def test_rounds_no_news_brought_are_read_once_for_every_stream(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rounds stored by another replica come with news of a change only (PostgreSQL's
+    NOTIFY carries no round): each stream read every round of the window again."""
+    monkeypatch.setattr(reader_module, "RECHECK_S", 3600.0)
+
+    async def two_rounds_elsewhere(store: CountingStore, feed: DeployFeed) -> int:
+        for number in (1, 2):
+            record = RoundRecord(WINDOW, number, REQUESTED_AT, {"decision": "continue"})
+            assert await store.record_round(record, None)
+        feed.publish(WINDOW, remote=True)
+        return 2
+
+    reads, said = await watched_by(20, tmp_path, two_rounds_elsewhere, watching=True)
+    assert reads["rounds"] == 1, reads
+    for mine in said:
+        assert [e.split()[0] for e in mine] == ["state", "round", "round"]
+        assert mine[-1].split()[1].startswith("2.watching.")

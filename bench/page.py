@@ -3,7 +3,7 @@ SSE `round` events (round stored → event received), with N windows running, pl
 page's weight (HTML and every asset it loads).
 
     python bench/page.py [--windows 200] [--seconds 75] [--interval 30s] [--json]
-    python bench/page.py --store-reads [--clients 1,10,50] [--idle 12] [--json]
+    python bench/page.py --store-reads [--clients 1,10,50] [--idle 12] [--as-page] [--json]
 
 The agent runs in its own process (`serve` below: the daemon's `agent.app.serve` with
 the configured store, wrapped only to note the wall-clock time each round is stored,
@@ -169,6 +169,11 @@ def main() -> int:
     parser.add_argument("--clients", default="1,10,50", help="with --store-reads")
     parser.add_argument("--idle", type=float, default=12.0, help="with --store-reads (s)")
     parser.add_argument(
+        "--as-page",
+        action="store_true",
+        help="with --store-reads: each client also fetches the page's live part per event",
+    )
+    parser.add_argument(
         "--serve", nargs=2, metavar=("CONFIG", "STORED_LOG"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
@@ -177,11 +182,13 @@ def main() -> int:
         return 0
     if args.store_reads:
         counts = [0, *(int(n) for n in args.clients.split(","))]
-        results = asyncio.run(store_reads(counts, rounds=5, attempts=2, idle=args.idle))
+        results = asyncio.run(
+            store_reads(counts, rounds=5, attempts=2, idle=args.idle, as_page=args.as_page)
+        )
         if args.json:
             print(json.dumps(results))
         else:
-            print_store_reads(results, args.idle)
+            print_store_reads(results, args.idle, args.as_page)
         return 0
     with tempfile.TemporaryDirectory(prefix="postflight-page-") as tmp:
         workdir = Path(tmp)
@@ -299,12 +306,16 @@ class Statements:
         sqlite_store._connected = traced
 
 
-async def _reads_with(clients: int, rounds: int, attempts: int, idle: float) -> dict[str, Any]:
+async def _reads_with(
+    clients: int, rounds: int, attempts: int, idle: float, as_page: bool
+) -> dict[str, Any]:
     """One window watched by `clients` streams over HTTP, on the daemon's routes and store
     wrapper (`agent.web.routes.mount`, `agent.web.feed.feed_store`) and a real SQLite
     store; the writes the engine makes (rounds, the failed verdict with its rollback,
     attempts refused, then delivered) are made here one at a time, each once every
-    client has the event of the one before. The SELECTs the store ran in each phase."""
+    client has the event of the one before. The SELECTs the store ran in each phase.
+    `as_page`: each client also fetches the page's live part on each event, as the
+    page's script does (`agent/web/static/page.js`)."""
     from aiohttp import web
     from aiohttp.test_utils import TestServer
 
@@ -334,6 +345,7 @@ async def _reads_with(clients: int, rounds: int, attempts: int, idle: float) -> 
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
         url = f"http://127.0.0.1:{server.port}/v1/deploys/{READS_WINDOW}/events"
+        fragment = f"http://127.0.0.1:{server.port}/deploys/{READS_WINDOW}?fragment=1"
         seen: list[list[str]] = [[] for _ in range(clients)]
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
         async with aiohttp.ClientSession(
@@ -346,6 +358,10 @@ async def _reads_with(clients: int, rounds: int, attempts: int, idle: float) -> 
                     assert response.status == 200, response.status
                     async for line in response.content:
                         if line.startswith(b"event:"):
+                            if as_page:
+                                async with http.get(fragment, headers=headers) as page:
+                                    assert page.status == 200, page.status
+                                    await page.read()
                             mine.append(line[6:].strip().decode())
 
             async def everyone_has(count: int) -> None:
@@ -420,17 +436,18 @@ STATEMENTS = Statements()
 
 
 async def store_reads(
-    counts: list[int], rounds: int, attempts: int, idle: float
+    counts: list[int], rounds: int, attempts: int, idle: float, as_page: bool
 ) -> list[dict[str, Any]]:
     STATEMENTS.install()
-    return [await _reads_with(clients, rounds, attempts, idle) for clients in counts]
+    return [await _reads_with(clients, rounds, attempts, idle, as_page) for clients in counts]
 
 
-def print_store_reads(results: list[dict[str, Any]], idle: float) -> None:
+def print_store_reads(results: list[dict[str, Any]], idle: float, as_page: bool) -> None:
     base = next(r for r in results if r["clients"] == 0)
     print(
         "event streams' store reads (SQLite trace: SELECTs the store ran, less those of"
         " the same writes with no client)"
+        + (", each client fetching the page's live part on each event" if as_page else "")
     )
     for r in results:
         if r["clients"] == 0:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote, urlencode
@@ -22,8 +24,17 @@ from agent.api.auth import bearer_token, token_matches
 from agent.api.models import LIST_LIMIT_DEFAULT, shown_state
 from agent.api.routes import windows_shown
 from agent.appkeys import SETTINGS, STORE, UnavailablePage
-from agent.records import DEPLOY_ID_PATTERN, DEPLOY_STATES, DeployState, DeployWindow
+from agent.records import (
+    DEPLOY_ID_PATTERN,
+    DEPLOY_STATES,
+    DeliveryAttempt,
+    DeployState,
+    DeployWindow,
+    RollbackIntent,
+    RoundRecord,
+)
 from agent.settings import ServerSettings
+from agent.store.base import Store
 from agent.store.cursor import encode_cursor
 from agent.web.access import (
     SESSION_COOKIE,
@@ -33,6 +44,7 @@ from agent.web.access import (
     view_admits,
 )
 from agent.web.links import sign, signing_key
+from agent.web.shared_reads import SharedReads
 from agent.web.times import iso, request_now
 from agent.web.view import alert_words, deploy_view
 from common.version import __version__
@@ -138,6 +150,38 @@ async def without_slash(request: web.Request) -> web.Response:
     raise web.HTTPPermanentRedirect(location=path + query, headers=SECURITY_HEADERS)
 
 
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """What a deploy's page shows, as one read of the store found it."""
+
+    window: DeployWindow
+    rollback: RollbackIntent | None
+    rounds: list[RoundRecord]
+    attempts: list[DeliveryAttempt]
+    alerts: dict[str, str]
+
+
+_PAGE_READS: SharedReads[_Stored | None] = SharedReads()
+"""A deploy's pages fetched at once (every open tab on each live event) share a read."""
+
+
+def _reading(store: Store, window_id: str) -> Callable[[], Awaitable[_Stored | None]]:
+    async def read() -> _Stored | None:
+        window = await store.get_window(window_id)
+        if window is None:
+            return None
+        rollback = await store.get_rollback(window_id)
+        return _Stored(
+            window,
+            rollback,
+            await store.rounds(window_id),
+            await store.deliveries(window_id) if rollback is not None else [],
+            await store.alert_events(window_id),
+        )
+
+    return read
+
+
 async def deploy_page(request: web.Request) -> web.Response:
     _ui_on(request)
     settings = request.config_dict[SETTINGS]
@@ -148,18 +192,20 @@ async def deploy_page(request: web.Request) -> web.Response:
     if verdict != "ok":
         return _denied(request, verdict)
     known = _DEPLOY_ID.match(window_id)
-    window = await store.get_window(window_id) if known else None
-    if window is None:
+    stored = None
+    if known:
+        stored = await _PAGE_READS.read((store, window_id), _reading(store, window_id))
+    if stored is None:
         return html("message.html", 404, title="Not found", message=f"No deploy {window_id}.")
-    rollback = await store.get_rollback(window_id)
+    window = stored.window
     env = settings.environments.get(window.environment)
     view = deploy_view(
         window,
-        await store.rounds(window_id),
+        stored.rounds,
         rules=[r.to_rule() for r in env.rules] if env is not None else [],
-        rollback=rollback,
-        attempts=await store.deliveries(window_id) if rollback is not None else [],
-        alerts=await store.alert_events(window_id),
+        rollback=stored.rollback,
+        attempts=stored.attempts,
+        alerts=stored.alerts,
         now=now,
     )
     view_token = request.query.get("view")

@@ -8,7 +8,7 @@ the store as always, so a notification only says when to look.
 
 What it must not do: delay or fail a write (sending runs in its own task, on its own
 connection) or be needed for correctness: a notification lost while the connection is
-down only means the stream's periodic re-read (`agent.web.events.RECHECK_S`) catches up.
+down only means the stream's periodic re-read (`agent.web.reader.RECHECK_S`) catches up.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from agent.web.events import RECHECK_S
+from agent.web.reader import RECHECK_S
 from agent.windows.probing import BACKGROUND_LEASE_MIN_S
 from tests.e2e.conftest import AgentFactory, FlipTarget, LocalTarget, environment
 from tests.web.sse import events

@@ -236,9 +236,9 @@ async def test_the_page_reconnects_after_a_dropped_stream_from_its_last_event(
     asked: list[str | None] = []
     resume = events_module._resume
 
-    def recorded(request: Any, window: Any) -> Any:
+    def recorded(request: Any) -> Any:
         asked.append(request.headers.get("Last-Event-ID"))
-        return resume(request, window)
+        return resume(request)
 
     monkeypatch.setattr(events_module, "_resume", recorded)
     agent = await journey_agent(window="30s")

@@ -3,6 +3,7 @@ links, links that are not web links, security headers, and the list's filters.""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -224,3 +225,49 @@ async def test_the_rollback_section_says_why_it_was_asked_for_and_why_it_was_not
     section = html[html.index('id="rollback-title"') :]
     assert "Reason: checkout &lt;b&gt;broken&lt;/b&gt;" in section
     assert "Not delivered: no previous production deployment is known" in section
+
+
+class CountingStore(SqliteStore):
+    """Counts the reads of every round, the page's costliest, at the store."""
+
+    round_reads = 0
+
+    async def rounds(self, window_id: str) -> list[RoundRecord]:
+        self.round_reads += 1
+        return await super().rounds(window_id)
+
+
+async def test_tabs_fetching_the_live_part_at_once_share_a_read_that_follows_the_event(
+    aiohttp_client: Any, tmp_path: Any
+) -> None:
+    """Each live event makes every open page fetch its live part (page.js): each fetch
+    read the window, its rollback, every round, the attempts and the alerts, so fifty
+    tabs in an incident read the store fifty times per event. Fetches arriving together
+    share one read now, and each still shows what was stored before it asked."""
+    store = CountingStore(tmp_path / "postflight.db")
+    await store.open()
+    try:
+        now = time.time()
+        window = DeployWindow(
+            ID, "production", "v2", "v1", "abc123", {}, "watching", now - 60, now + 540, now - 60
+        )
+        await store.create_window(window)
+        client: TestClient = await aiohttp_client(make_app(store, RecordingEvents()))
+
+        async def live_part() -> str:
+            response = await client.get(f"/deploys/{ID}?fragment=1", headers=AUTH)
+            assert response.status == 200
+            return await response.text()
+
+        for number in (1, 2):  # a round stored, its event, twenty tabs fetching at once
+            record = RoundRecord(ID, number, now - 30, {"observations": {}, "decision": "go"})
+            assert await store.record_round(record, {"outcome": "pending", "reason": ""})
+            before = store.round_reads
+            pages = await asyncio.gather(*(live_part() for _ in range(20)))
+            assert all(f'data-rounds="{number}"' in page for page in pages)
+            # one read here; a few on a loaded machine, where the fetches arrive spread
+            assert store.round_reads - before <= 4, store.round_reads - before
+        response = await client.get("/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WA", headers=AUTH)
+        assert response.status == 404
+    finally:
+        await store.close()

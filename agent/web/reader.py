@@ -122,12 +122,27 @@ class DeployReader:
         """Resolved by the next read to start (with its error, if it failed)."""
         self.reads = 0
         """Reads of the store made (each one or a few queries): for tests and benches."""
+        self._stopped = False
         self._task = asyncio.create_task(self._run(), name=f"deploy reader {window_id}")
+        self._task.add_done_callback(self._ended)
 
     @property
     def closed(self) -> bool:
-        """The agent is stopping: every stream ends now."""
-        return self._news.closed
+        """The agent is stopping (or this reader stopped): every stream ends now."""
+        return self._news.closed or self._stopped
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A reader that stopped by a bug ends its streams (a client reconnects to a new
+        reader) and fails the joins waiting on it, where they would wait for good."""
+        if task.cancelled():
+            return
+        error = task.exception() or RuntimeError("the deploy's reader stopped")
+        log.error("event streams of %s: their reader stopped: %r", self.window_id, error)
+        self._stopped = True
+        if not self._next.done():
+            self._next.set_result(error)
+        for follower in self.followers:
+            follower.wake.set()
 
     def round(self, number: int) -> RoundRecord | None:
         return self._rounds.get(number)

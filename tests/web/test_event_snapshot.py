@@ -206,7 +206,11 @@ async def test_an_idle_stream_sends_a_comment_to_keep_proxies_from_closing_it(
                     lines.append(raw)
                     if raw.startswith(b":"):
                         break
+            # a reconnect delay drawn per stream: the tabs of a stopped replica come back
+            # spread over RETRY_MS, not all in the same instant
+            low, high = events_module.RETRY_MS
             assert lines[0].startswith(b"retry: ") and lines[1] == b"\n"
+            assert low <= int(lines[0][7:]) <= high
             assert lines[2] == b"event: state\n" and lines[-1] == b": keep-alive\n"
     finally:
         await store.close()
@@ -310,3 +314,26 @@ async def test_rounds_no_news_brought_are_read_once_for_every_stream(
     for mine in said:
         assert [e.split()[0] for e in mine] == ["state", "round", "round"]
         assert mine[-1].split()[1].startswith("2.watching.")
+
+
+async def test_a_reader_stopped_by_a_bug_fails_its_join_rather_than_hanging_it(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The streams of a deploy wait on its one reader: one that stopped by a bug would
+    leave them, and every join, waiting for good. They are answered and logged."""
+
+    def broken(self: Any) -> bool:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(reader_module.DeployReader, "_went_live", broken)
+    store = SqliteStore(tmp_path / "postflight.db")
+    await store.open()
+    try:
+        async with stream_app(store) as (client, feed):
+            async with asyncio.timeout(10):
+                response = await client.get(f"/v1/deploys/{WINDOW}/events", headers=bearer())
+            assert response.status == 500
+            await until(lambda: feed.subscribers == 0 and readers_of(feed) == {})
+    finally:
+        await store.close()
+    assert "their reader stopped: RuntimeError('a bug')" in caplog.text

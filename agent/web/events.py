@@ -126,16 +126,17 @@ async def deploy_events(request: web.Request) -> web.StreamResponse:
         if snapshot is None or snapshot.window is None:
             raise ApiProblem(404, f"no deploy {window_id[:64]}", slug="unknown-deploy")
         response = web.StreamResponse(headers=STREAM_HEADERS)
-        if request.method == "HEAD":
-            await response.prepare(request)
-            await response.write_eof()  # the headers alone: a HEAD answer has no body
-            return response
         stream = _Stream(request, response, reader, follower, resume)
         await stream.catch_up()
         if resume is not None and stream.finished and not stream.unsent:
             # a reconnect that has every event of an ended window: 204 tells an
             # EventSource to stop reconnecting, where it would read the end again and again
             return web.Response(status=204, headers={"Cache-Control": "no-store"})
+        if request.method == "HEAD":
+            # the headers alone (a HEAD answer has no body), and the status a GET gets
+            await response.prepare(request)
+            await response.write_eof()
+            return response
         try:
             await stream.start()
             await _follow(stream, until)

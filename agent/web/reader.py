@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -110,7 +111,8 @@ class DeployReader:
         self.followers: set[Follower] = set()
         self.snapshot: Snapshot | None = None
         self.window: DeployWindow | None = None
-        """The latest window read, its `rounds` moved on by the rounds the feed brought."""
+        """The latest window read, its `rounds` moved on by the rounds the feed brought
+        since (the round events' progress)."""
         self._rounds: dict[int, RoundRecord] = {}
         """Stored rounds some stream has not been sent yet (by number)."""
         self.known = 0
@@ -272,13 +274,16 @@ class DeployReader:
                     if record.number >= wanted:
                         kept[record.number] = record
             known = max(known, window.rounds)
-            window.rounds = known
         now = self._clock()
         page = deploy_page_url(self._server, window_id, now=now) if window else None
+        # the deploy object as stored; a stream that starts from it gets the rounds the
+        # feed brought since as `round` events
         current = deploy_object(window, rollback, page=page, now=now) if window else {}
         said = fingerprint(window_id, current)
-        self.window, self._rounds, self.known = window, kept, known
-        self.snapshot = Snapshot(window, rollback, current, said, known)
+        stored = window.rounds if window is not None else 0
+        self.snapshot = Snapshot(window, rollback, current, said, stored)
+        self.window = dataclasses.replace(window, rounds=known) if window else None
+        self._rounds, self.known = kept, known
 
     def _lowest_wanted(self, default: int) -> int:
         """The fewest rounds any stream has had (one that has had none yet starts at the

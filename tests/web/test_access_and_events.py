@@ -336,6 +336,8 @@ async def test_a_reconnect_with_last_event_id_loses_and_repeats_nothing(
     done = {**agent.headers, "Last-Event-ID": second[-1].id or ""}
     async with agent.http.get(url, headers=done) as r:
         assert r.status == 204 and await r.read() == b""
+    async with agent.http.head(url, headers=done) as r:
+        assert r.status == 204  # as the GET: it was 200, a stream a GET would not open
     # an id of one round before the end: that round, then the end
     async with agent.http.get(url, headers=resumed) as r:
         again = [e async for e in events(r)]

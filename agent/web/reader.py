@@ -122,8 +122,6 @@ class DeployReader:
             asyncio.get_running_loop().create_future()
         )
         """Resolved by the next read to start (with its error, if it failed)."""
-        self.reads = 0
-        """Reads of the store made (each one or a few queries): for tests and benches."""
         self._stopped = False
         self._task = asyncio.create_task(self._run(), name=f"deploy reader {window_id}")
         self._task.add_done_callback(self._ended)
@@ -153,8 +151,7 @@ class DeployReader:
         """Wait for a read that starts after this call (a joining stream's first look);
         raise what it raised (a store that does not answer: `StoreError`)."""
         answer = self._next
-        self._asked = True
-        self._news.wake.set()
+        self.ask()
         error = await asyncio.shield(answer)
         if error is not None:
             raise error
@@ -224,7 +221,6 @@ class DeployReader:
         """Read the deploy once for every stream: the window, its rollback if it has or
         may have one, and the rounds some stream lacks."""
         answer, self._next = self._next, asyncio.get_running_loop().create_future()
-        self.reads += 1
         try:
             await self._look(rounds)
         except StoreError as exc:

@@ -84,6 +84,16 @@ class RequestFraming:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.parser, name)
 
+    def release(self) -> None:
+        """Let go of the connection once it is lost: the parser and the body's reader each
+        hold its protocol, and `body_error` is the protocol's own method, so each was a
+        cycle through it (~25 objects a connection, the protocol's buffers and transport
+        among them), left for a young collection that the daemon runs rarely
+        (`agent.windows.heap`). `broken_body` stays: a handler still running reads it."""
+        self.parser = None
+        self.body_error = _told_nobody
+        self._body = None
+
     def _body_done(self) -> bool:
         return self._body is None or self._body.is_eof()
 
@@ -165,3 +175,7 @@ class RequestFraming:
         else:
             self.failed = True
             raise exc
+
+
+def _told_nobody(exc: HttpProcessingError) -> None:
+    """`RequestFraming.body_error` once its connection is gone."""

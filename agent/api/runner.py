@@ -204,7 +204,8 @@ class ProblemRequestHandler(web.RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._stop_head_timer()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # drops aiohttp's own references to the parser
+        self._framing.release()
 
     def data_received(self, data: bytes) -> None:
         framing = self._framing

@@ -24,6 +24,10 @@ log = logging.getLogger("postflight.retention")
 PRUNE_EVERY_S = 60.0
 BATCH = 5000
 """Rows per delete: one short transaction each, so rounds being recorded wait little."""
+RESWEEP_S = 3600.0
+"""How far back before the previous pass's cutoff a pass looks again for ended windows'
+rounds: a window's end is stamped with the clock of the replica that ended it, which may
+run behind ours (the first pass of a process sweeps all of them)."""
 LEASE_GRACE_S = 60.0
 """How long past its end a background lease stays before it is deleted: a replica's clock
 running this much ahead of its holder's still deletes no live lease (a lapsed one is as
@@ -55,6 +59,9 @@ class StorePruner:
         self.probe_summaries_s = probe_summaries_s
         self.clock = clock
         self.every = every
+        self.swept_before: float | None = None
+        """Every round of a window that ended before this is deleted (a pass went through
+        them all): the next pass starts `RESWEEP_S` before it, not at the first window."""
 
     @classmethod
     def from_settings(
@@ -75,12 +82,16 @@ class StorePruner:
         before a clean stop gave it up) lapses and goes."""
         now = self.clock()
         rounds = 0
+        since = None if self.swept_before is None else self.swept_before - RESWEEP_S
         while True:
-            deleted = await self.store.prune_rounds(now - self.rounds_s, limit=BATCH)
+            deleted = await self.store.prune_rounds(
+                now - self.rounds_s, limit=BATCH, ended_after=since
+            )
             rounds += deleted
             if deleted < BATCH:
                 break
             await asyncio.sleep(0)  # let rounds waiting on the store go first
+        self.swept_before = now - self.rounds_s
         probes = await self.store.prune_probe_summaries(now - self.probe_summaries_s)
         leases = await self.store.prune_background_leases(now - LEASE_GRACE_S)
         if rounds or probes:

@@ -269,9 +269,12 @@ class Store(Protocol):
 
     async def rounds(self, window_id: str) -> list[RoundRecord]: ...
 
-    async def prune_rounds(self, ended_before: float, limit: int = 5000) -> int:
-        """Delete up to `limit` rounds of windows that ended before `ended_before` (the
-        window, its verdict and its rollback stay); how many were deleted."""
+    async def prune_rounds(
+        self, ended_before: float, limit: int = 5000, ended_after: float | None = None
+    ) -> int:
+        """Delete up to `limit` rounds of windows that ended before `ended_before` (and,
+        given `ended_after`, not before it: those an earlier pass swept); the window, its
+        verdict and its rollback stay. How many were deleted."""
         ...
 
     async def finish_window(

@@ -182,6 +182,9 @@ MIGRATIONS: tuple[str, ...] = (
         lease_until DOUBLE PRECISION NOT NULL
     )
     """,
+    # retention finds the rounds to delete through the windows that ended (`prune_rounds`),
+    # where each pass read the key of every round stored
+    "CREATE INDEX IF NOT EXISTS windows_ended ON windows (ended_at) WHERE ended_at IS NOT NULL",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -720,13 +723,21 @@ class SqlStore(ABC):
         )
         return [RoundRecord(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
 
-    async def prune_rounds(self, ended_before: float, limit: int = 5000) -> int:
+    async def prune_rounds(
+        self, ended_before: float, limit: int = 5000, ended_after: float | None = None
+    ) -> int:
+        # from the windows that ended (by `windows_ended`) to their rounds (by the key):
+        # driven from the rounds, each pass read every stored round's key, live windows'
+        # included, in the write transaction every round's store waits behind
+        since = "" if ended_after is None else " AND w.ended_at >= ?"
+        bounds = () if ended_after is None else (ended_after,)
         async with self._tx() as db:
             return await db.execute(
                 "DELETE FROM rounds WHERE (window_id, number) IN"
-                " (SELECT r.window_id, r.number FROM rounds r JOIN windows w ON w.id = r.window_id"
-                " WHERE w.ended_at IS NOT NULL AND w.ended_at < ? LIMIT ?)",
+                " (SELECT r.window_id, r.number FROM windows w CROSS JOIN rounds r"
+                f" WHERE r.window_id = w.id AND w.ended_at < ?{since} LIMIT ?)",
                 ended_before,
+                *bounds,
                 limit,
             )
 

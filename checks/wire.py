@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import traceback
 import zlib
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -32,6 +33,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from checks.ticks import ticks
+from common.tracebacks import drop_cancellation, without_tracebacks
 
 KEEP_BODY_BYTES = 1 << 20
 """The most of a body kept for assertions (as `checks.exchange` keeps)."""
@@ -659,6 +661,17 @@ class Sending:
         self.connecting = None
         conn = self.conn
         assert conn is not None
+        if task.cancelled():
+            drop_cancellation(task)
+        elif (error := task.exception()) is not None:
+            # a connect that ran out of time left a cycle: the TimeoutError, its context's
+            # tracebacks and their frames (asyncio's `Timeout.__aexit__`, the dialling one
+            # with this connection), one per connect, for a rare collection to find
+            # (`common.tracebacks`); nothing reads them: the answer is the error's kind
+            for chained in (error, error.__context__):
+                if chained is not None and chained.__traceback__ is not None:
+                    traceback.clear_frames(chained.__traceback__)
+            without_tracebacks(error)
         failed = task.cancelled() or task.exception() is not None
         if failed:
             conn.close()  # (a task cancelled before it ran never got to close it)

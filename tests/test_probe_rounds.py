@@ -376,3 +376,43 @@ async def test_a_cancelled_round_stops_its_probes_as_cancelled_tasks_would() -> 
     finally:
         server.close()
     assert seen[1] >= 4
+
+
+async def test_a_cancelled_round_leaves_its_probes_tasks_to_no_collection(
+    silent_target: tuple[str, list[float]],
+) -> None:
+    """A probe's task cancelled with its round keeps its CancelledError, whose traceback
+    holds the frames that ran the check, `run_check`'s among them with the task in a local:
+    a cycle per probe (a load run's with its samples and HDR histograms, ~0.3 MB), for a
+    collection the daemon runs rarely (a failing soak's census: 32 tasks, 481 samples)."""
+    import gc
+
+    url, arrivals = silent_target
+    env = load_settings_text(CONFIG.format(url=url)).environments["production"]
+    smoke = lambda c: c.type == "smoke"  # noqa: E731  (smoke runs in a task of its own)
+    async with TargetSessions() as sessions:
+        probe = EnvironmentProbe("production", env, sessions, Metrics())
+
+        async def cancelled_round() -> None:
+            arrivals.clear()
+            round_ = asyncio.create_task(probe.run_round(4.0, probes=2, kinds=smoke))
+            for _ in range(200):
+                if len(arrivals) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            round_.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await round_
+            await asyncio.sleep(0.05)  # the probes' tasks end
+
+        await cancelled_round()  # warm
+        gc.collect()
+        gc.disable()
+        try:
+            before = sum(1 for o in gc.get_objects() if isinstance(o, BaseException))
+            for _ in range(3):
+                await cancelled_round()
+            alive = sum(1 for o in gc.get_objects() if isinstance(o, BaseException)) - before
+        finally:
+            gc.enable()
+    assert alive == 0

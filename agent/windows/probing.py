@@ -32,6 +32,7 @@ from checks.sessions import TargetSessions
 from checks.ticks import ticks
 from common.durations import format_duration
 from common.redaction import Redactor, truncate
+from common.tracebacks import drop_cancellation
 
 log = logging.getLogger("postflight.probing")
 
@@ -268,10 +269,14 @@ class EnvironmentProbe:
         def finished(index: int, task: asyncio.Task[CheckResult]) -> None:
             nonlocal left
             tasks.discard(task)
-            if done.done():
-                return
             if task.cancelled():
-                done.cancel()
+                # its CancelledError's traceback holds the frames that ran the check,
+                # `run_check`'s with the task in a local: freed now, not by a collection
+                drop_cancellation(task)
+                if not done.done():
+                    done.cancel()
+                return
+            if done.done():
                 return
             exc = task.exception()
             if exc is not None:

@@ -237,16 +237,7 @@ async def test_github_target_after_a_restart_finds_the_dispatched_run_by_its_nam
         intent.attempts = 1  # sent before the crash, answer never recorded
         await set_rollback(store, intent)
         if ran:
-            github.runs.append(
-                {
-                    "id": 1,
-                    "display_title": f"rollback {intent.window_id}",
-                    "event": "workflow_dispatch",
-                    "workflow": "rollback.yml",
-                    "name": "rollback.yml",
-                    "status": "completed",
-                }
-            )
+            github.runs.append(rollback_run(intent.window_id))
         rollback = config.environments["production"].rollback
         assert rollback is not None
         done = await delivered_to_target(store, config, intent, rollback)
@@ -415,17 +406,7 @@ async def test_a_quick_restart_after_a_dispatch_waits_for_github_to_list_its_run
     async with ListsRunsLate(token="gh") as github:
         config = github_rollback_config(github.url, backoff="100ms", max_attempts=3)
         intent = await rollback_requested(store, {})
-        github.runs.insert(
-            0,
-            {
-                "id": 1,
-                "display_title": f"rollback {intent.window_id}",
-                "event": "workflow_dispatch",
-                "workflow": "rollback.yml",
-                "name": "rollback.yml",
-                "status": "queued",
-            },
-        )
+        github.runs.insert(0, rollback_run(intent.window_id, status="queued"))
         github.created[1] = time.monotonic()  # taken just now, listed half a second later
         await rows(
             store,
@@ -473,16 +454,7 @@ async def test_a_restart_while_looking_for_the_last_attempts_run_looks_again_and
         intent.next_attempt_at = time.time() - 1  # a look's wait, stored; its lease lapsed
         await set_rollback(store, intent)
         if ran:
-            github.runs.append(
-                {
-                    "id": 1,
-                    "display_title": f"rollback {intent.window_id}",
-                    "event": "workflow_dispatch",
-                    "workflow": "rollback.yml",
-                    "name": "rollback.yml",
-                    "status": "completed",
-                }
-            )
+            github.runs.append(rollback_run(intent.window_id))
         rollback = config.environments["production"].rollback
         assert rollback is not None
         done = await delivered_to_target(store, config, intent, rollback)
@@ -495,6 +467,18 @@ async def test_a_restart_while_looking_for_the_last_attempts_run_looks_again_and
         assert (done.last_error or "").startswith(
             "timed out after 10s; GitHub lists no run of the rollback workflow for this deploy"
         )
+
+
+def rollback_run(window_id: str, status: str = "completed") -> dict[str, Any]:
+    """Run 1 of the rollback workflow as GitHub lists it, named for `window_id`'s rollback."""
+    return {
+        "id": 1,
+        "display_title": f"rollback {window_id}",
+        "event": "workflow_dispatch",
+        "workflow": "rollback.yml",
+        "name": "rollback.yml",
+        "status": status,
+    }
 
 
 def github_rollback_config(api_url: str, **rollback: Any) -> Settings:

@@ -354,11 +354,14 @@ class Store(Protocol):
         at: float,
         fence: Fence | None = None,
         payload: str | None = None,
+        also: Sequence[str] = (),
     ) -> bool:
         """True the first time (window, event) is claimed: one notification per deploy
         and event, across restarts (with `fence`: only while it holds the window).
         `payload`: what to send, kept so that a claim its sender never finished can be
-        sent by another (`unsettled_alerts`)."""
+        sent by another (`unsettled_alerts`). `also`: more events the same alert is
+        about (a round's breaches, sent as one), claimed with it as marks, all or none:
+        False, claiming nothing, if any of them was claimed already."""
         ...
 
     async def take_alert(self, window_id: str, event: str, at: float, lapsed_before: float) -> bool:
@@ -374,9 +377,11 @@ class Store(Protocol):
         result: str,
         detail: str,
         retry_at: float | None = None,
+        also: Sequence[str] = (),
     ) -> None:
         """Store an alert's outcome; `retry_at`: when its failed channels are to be tried
-        again (`alert_retries_due`; only for a claim with a payload), None for never."""
+        again (`alert_retries_due`; only for a claim with a payload), None for never.
+        `also`: the marks claimed with it (`claim_alert`) take the same outcome."""
         ...
 
     async def note_alert_channel(self, window_id: str, event: str, channel: str) -> None:
@@ -403,10 +408,16 @@ class Store(Protocol):
         ...
 
     async def settle_alert_retry(
-        self, retry: AlertRetry, result: str, detail: str, retry_at: float | None
+        self,
+        retry: AlertRetry,
+        result: str,
+        detail: str,
+        retry_at: float | None,
+        also: Sequence[str] = (),
     ) -> bool:
         """Store a retry's outcome and when the next is due (None: no more), only while
-        `retry` still holds it; False if its lease lapsed and another took it."""
+        `retry` still holds it; False if its lease lapsed and another took it. `also`:
+        the marks claimed with it take the same outcome (`record_alert`)."""
         ...
 
     async def unsettled_alerts(

@@ -331,6 +331,27 @@ async def claim_alerts_in(
         )
 
 
+class _ClaimedAlready(Exception):
+    """One of a group's alert keys was claimed already: the group's claim is undone."""
+
+
+async def _record_grouped(
+    db: Connection, window_id: str, events: Sequence[str], result: str, detail: str
+) -> None:
+    """The keys claimed with a grouped alert (`claim_alert`'s `also`, rows without a
+    payload) take its outcome: a resolve of each is owed as of the group's."""
+    if events:
+        marks = ", ".join("?" * len(events))
+        await db.execute(
+            "UPDATE alerts SET result = ?, detail = ?"
+            f" WHERE window_id = ? AND payload IS NULL AND event IN ({marks})",
+            result,
+            _text(detail[:2000]),
+            window_id,
+            *events,
+        )
+
+
 class Connection(Protocol):
     """A backend's connection, inside or outside a transaction; SQL uses `?`."""
 
@@ -954,19 +975,29 @@ class SqlStore(ABC):
         at: float,
         fence: Fence | None = None,
         payload: str | None = None,
+        also: Sequence[str] = (),
     ) -> bool:
         """With `fence`, only while that claim holds the window, or it ended under that
-        claim: a task whose lease was taken over never alerts."""
+        claim: a task whose lease was taken over never alerts. `also` are claimed in the
+        same transaction, all or none; rows are written in key order, so two replicas
+        claiming overlapping groups wait on each other rather than deadlock."""
         sql = "INSERT INTO alerts (window_id, event, claimed_at, payload) SELECT ?, ?, ?, ?"
-        args: tuple[Any, ...] = (window_id, event, at, _text(payload))
+        fenced: tuple[Any, ...] = ()
         if fence is not None:
             sql += f" WHERE EXISTS ({_HELD_BY})"
-            args += (window_id, fence.owner, fence.epoch, window_id, fence.epoch)
+            fenced = (window_id, fence.owner, fence.epoch, window_id, fence.epoch)
         else:
             sql += " WHERE TRUE"  # SQLite: an upsert's SELECT needs a WHERE to parse
-        async with self._tx() as db:
-            claimed = await db.execute(sql + " ON CONFLICT (window_id, event) DO NOTHING", *args)
-        return claimed == 1
+        sql += " ON CONFLICT (window_id, event) DO NOTHING"
+        rows = sorted([(event, payload), *((member, None) for member in also)])
+        try:
+            async with self._tx() as db:
+                for key, text in rows:
+                    if await db.execute(sql, window_id, key, at, _text(text), *fenced) != 1:
+                        raise _ClaimedAlready
+        except _ClaimedAlready:
+            return False
+        return True
 
     async def take_alert(self, window_id: str, event: str, at: float, lapsed_before: float) -> bool:
         """A first claim, or a claim without an outcome made before `lapsed_before` taken
@@ -990,6 +1021,7 @@ class SqlStore(ABC):
         result: str,
         detail: str,
         retry_at: float | None = None,
+        also: Sequence[str] = (),
     ) -> None:
         async with self._tx() as db:
             await db.execute(
@@ -1002,6 +1034,7 @@ class SqlStore(ABC):
                 window_id,
                 event,
             )
+            await _record_grouped(db, window_id, also, result, detail)
 
     async def note_alert_channel(self, window_id: str, event: str, channel: str) -> None:
         async with self._tx() as db:
@@ -1068,7 +1101,12 @@ class SqlStore(ABC):
         )
 
     async def settle_alert_retry(
-        self, retry: AlertRetry, result: str, detail: str, retry_at: float | None
+        self,
+        retry: AlertRetry,
+        result: str,
+        detail: str,
+        retry_at: float | None,
+        also: Sequence[str] = (),
     ) -> bool:
         async with self._tx() as db:
             changed = await db.execute(
@@ -1082,6 +1120,8 @@ class SqlStore(ABC):
                 retry.lease_until,
                 retry.retries,
             )
+            if changed == 1:
+                await _record_grouped(db, retry.window_id, also, result, detail)
         return changed == 1
 
     async def claims_without_outcome(self, event: str, limit: int | None = None) -> list[str]:

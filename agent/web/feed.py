@@ -202,14 +202,20 @@ class FeedStore:
         result: str,
         detail: str,
         retry_at: float | None = None,
+        also: Sequence[str] = (),
     ) -> None:
-        await self._store.record_alert(window_id, event, result, detail, retry_at)
+        await self._store.record_alert(window_id, event, result, detail, retry_at, also)
         self._feed.publish(window_id)
 
     async def settle_alert_retry(
-        self, retry: AlertRetry, result: str, detail: str, retry_at: float | None
+        self,
+        retry: AlertRetry,
+        result: str,
+        detail: str,
+        retry_at: float | None,
+        also: Sequence[str] = (),
     ) -> bool:
-        settled = await self._store.settle_alert_retry(retry, result, detail, retry_at)
+        settled = await self._store.settle_alert_retry(retry, result, detail, retry_at, also)
         self._feed.publish(retry.window_id)
         return settled
 

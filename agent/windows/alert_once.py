@@ -28,6 +28,11 @@ resolve first waits for this process's sends of that breach: a breach that clear
 within those seconds still gets its resolve. One that reached no channel gets no
 resolve, even if a retry delivers it later.
 
+A round's new breaches are one alert, not a page per rule (`emit_group`; its resolves
+likewise): every rule's key is claimed with it, all or none, the first carrying the
+alert (sent, retried and taken over as any other), the rest marks that take its
+outcome. So each rule is still told once a window, by one replica, and none twice.
+
 What it must not do: raise into a round, or make a rollback wait. `emit` never
 raises (but `CancelledError`); the window runs it through `WatchServices.spawn`
 (`agent.windows.lifecycle`), off the round's hot path, and the watcher's `drain`
@@ -43,7 +48,15 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterator, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import Any
 
 from agent.records import DeployWindow, Fence
@@ -83,9 +96,19 @@ def alert_lease(notifier: Notifier) -> float:
     return 2 * notifier.worst_case_s + 1.0
 
 
-def dump_payload(alert: Alert, tags: Sequence[str]) -> str:
-    """An alert and its tags as stored with its claim."""
-    return json.dumps({"alert": dataclasses.asdict(alert), "tags": list(tags)}, default=str)
+def dump_payload(alert: Alert, tags: Sequence[str], also: Sequence[str] = ()) -> str:
+    """An alert and its tags as stored with its claim, and the keys claimed with it
+    (`grouped_with`)."""
+    data: dict[str, Any] = {"alert": dataclasses.asdict(alert), "tags": list(tags)}
+    if also:
+        data["also"] = list(also)
+    return json.dumps(data, default=str)
+
+
+def grouped_with(text: str) -> list[str]:
+    """The keys a stored alert was claimed with (`WindowAlerts.emit_group`): they take
+    its outcome, and a resolve of one waits while it is being sent."""
+    return [str(k) for k in json.loads(text).get("also") or ()]
 
 
 def alert_claim(alert: Alert, tags: Sequence[str], key: str | None = None) -> AlertClaim:
@@ -152,6 +175,60 @@ class WindowAlerts:
         with self._flight(window.id, key):
             return await self._emit(window, alert, tags, key, fence)
 
+    async def emit_group(
+        self,
+        window: DeployWindow,
+        keys: Sequence[str],
+        make: Callable[[list[str]], Alert],
+        tags: Sequence[str],
+        *,
+        fence: Fence | None = None,
+    ) -> bool:
+        """One alert, `make(owed)`, for those of `keys` this deploy has not had yet: a
+        round's new breaches (`breach:<rule>`), or its resolves (`resolved:<rule>`, each
+        owed only if its breach reached a channel), told at once, not a page per rule.
+        Every key is claimed with the alert, all or none, so each still goes out once
+        across rounds, replicas and restarts; the alert's retries and take-overs are
+        the first key's, and the others take its outcome. A key claimed meanwhile (an
+        overlapping round, another replica) is left out and the rest claimed again.
+        True if this call sent it to at least one channel. Never raises, except
+        `CancelledError`."""
+        keys = list(dict.fromkeys(keys))
+        with self._flights(window.id, keys):
+            try:
+                return await self._emit_group(window, keys, make, tags, fence)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                context = {"deploy_id": window.id, "environment": window.environment}
+                log.exception("alert %s for %s not sent", ", ".join(keys), window.id, extra=context)
+                return False
+
+    async def _emit_group(
+        self,
+        window: DeployWindow,
+        keys: list[str],
+        make: Callable[[list[str]], Alert],
+        tags: Sequence[str],
+        fence: Fence | None,
+    ) -> bool:
+        for key in keys:
+            if key.startswith("resolved:"):
+                await self._breach_sent(window.id, key)
+        owed, tried = keys, False
+        while True:
+            events = await self._store.alert_events(window.id)
+            left = [k for k in owed if k not in events and _owed(k, events)]
+            if not left or (tried and len(left) == len(owed)):
+                return False  # all had theirs, or the fence no longer holds
+            owed, tried = left, True
+            alert = make(owed)
+            lead, *also = owed
+            payload = dump_payload(alert, tags, also)
+            now = self._clock()
+            if await self._store.claim_alert(window.id, lead, now, fence, payload, also=also):
+                return await self._send(window, alert, tags, lead, also=also)
+
     async def send_claimed(
         self,
         window: DeployWindow,
@@ -183,20 +260,26 @@ class WindowAlerts:
                 log.exception("alert %s for %s not sent", key, window.id, extra=context)
                 return False
 
+    def _flight(self, window_id: str, key: str) -> contextlib.AbstractContextManager[None]:
+        return self._flights(window_id, [key])
+
     @contextlib.contextmanager
-    def _flight(self, window_id: str, key: str) -> Iterator[None]:
-        """Registers a send, before its first await: a resolve spawned a round later
-        finds it and waits."""
-        slot, done = (window_id, key), asyncio.Event()
-        self._sending.setdefault(slot, []).append(done)
+    def _flights(self, window_id: str, keys: Sequence[str]) -> Iterator[None]:
+        """Registers a send (of one alert under all its `keys`), before its first await:
+        a resolve spawned a round later finds it and waits."""
+        done = asyncio.Event()
+        slots = [(window_id, key) for key in keys]
+        for slot in slots:
+            self._sending.setdefault(slot, []).append(done)
         try:
             yield
         finally:
             done.set()
-            flights = self._sending[slot]
-            flights.remove(done)
-            if not flights:
-                del self._sending[slot]
+            for slot in slots:
+                flights = self._sending[slot]
+                flights.remove(done)
+                if not flights:
+                    del self._sending[slot]
 
     async def _emit(
         self,
@@ -222,12 +305,15 @@ class WindowAlerts:
 
     async def _breach_reached(self, window_id: str, resolved: str) -> bool:
         """Whether the breach a `resolved:<rule>` key answers reached a channel."""
-        breach = breach_key(resolved.removeprefix("resolved:"))
+        await self._breach_sent(window_id, resolved)
+        return _owed(resolved, await self._store.alert_events(window_id))
+
+    async def _breach_sent(self, window_id: str, resolved: str) -> None:
+        """Until this process's sends of the breach a `resolved:<rule>` answers are done."""
+        breach = _breach_of(resolved)
         # each send is bounded by the notifier's timeout, so this wait is too
         for sending in list(self._sending.get((window_id, breach), ())):
             await sending.wait()
-        events = await self._store.alert_events(window_id)
-        return events.get(breach) in DELIVERED_RESULTS
 
     async def _send(
         self,
@@ -236,9 +322,11 @@ class WindowAlerts:
         tags: Sequence[str],
         key: str,
         sent_to: Collection[str] = (),
+        also: Sequence[str] = (),
     ) -> bool:
         """Send a claimed alert (but to `sent_to`), noting each channel that takes it,
-        then store the outcome, with when to retry the channels that failed."""
+        then store the outcome (its `also` keys' too), with when to retry the channels
+        that failed."""
         outcome = await self._notifier.send(
             self._linked(window, alert), tags, skip=sent_to, on_sent=self._noter(window, key)
         )
@@ -246,7 +334,9 @@ class WindowAlerts:
         if outcome.failed and self.retry_delays:
             retry_at = self._clock() + self.retry_delays[0]
             detail += f"; retrying in {self.retry_delays[0]:g}s"
-        await self._store.record_alert(window.id, key, outcome.result, detail, retry_at=retry_at)
+        await self._store.record_alert(
+            window.id, key, outcome.result, detail, retry_at=retry_at, also=also
+        )
         if retry_at is not None:
             self._wake.set()
         return outcome.delivered
@@ -319,13 +409,18 @@ class WindowAlerts:
     async def _resend(self, claim: UnsettledAlert) -> None:
         """A taken-over claim: its stored alert to the channels that did not take it."""
         context = {"deploy_id": claim.window_id, "event": claim.event}
-        with self._flight(claim.window_id, claim.event):
+        also = grouped_with(claim.payload)
+        with self._flights(claim.window_id, [claim.event, *also]):
             try:
                 window = await self._store.get_window(claim.window_id)
                 if window is None or window.state in DROPPED_STATES:
                     state = window.state if window else "gone"
                     await self._store.record_alert(
-                        claim.window_id, claim.event, "dropped", f"cut off; window {state}"
+                        claim.window_id,
+                        claim.event,
+                        "dropped",
+                        f"cut off; window {state}",
+                        also=also,
                     )
                     return
                 alert, tags = load_payload(claim.payload)
@@ -335,7 +430,7 @@ class WindowAlerts:
                     claim.window_id,
                     extra={**context, "environment": window.environment},
                 )
-                await self._send(window, alert, tags, claim.event, claim.sent_to)
+                await self._send(window, alert, tags, claim.event, claim.sent_to, also)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -366,8 +461,9 @@ class WindowAlerts:
         context = {"deploy_id": retry.window_id, "event": retry.event}
         self._retrying += 1
         try:
-            with self._flight(retry.window_id, retry.event):
-                await self._retry_once(retry, context)
+            also = grouped_with(retry.payload)
+            with self._flights(retry.window_id, [retry.event, *also]):
+                await self._retry_once(retry, context, also)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -382,7 +478,9 @@ class WindowAlerts:
             self._retrying -= 1
             self._wake.set()
 
-    async def _retry_once(self, retry: AlertRetry, context: dict[str, Any]) -> None:
+    async def _retry_once(
+        self, retry: AlertRetry, context: dict[str, Any], also: Sequence[str]
+    ) -> None:
         window = await self._store.get_window(retry.window_id)
         if window is None or window.state in DROPPED_STATES:
             state = window.state if window else "gone"
@@ -391,14 +489,14 @@ class WindowAlerts:
                 extra=context,
             )  # fmt: skip
             await self._store.settle_alert_retry(
-                retry, retry.result, f"{retry.detail}; not retried: window {state}", None
+                retry, retry.result, f"{retry.detail}; not retried: window {state}", None, also
             )
             return
         n = retry.retries
         if n > len(self.retry_delays):  # takers died mid-retry: their attempts count
             self._gave_up(retry, n - 1, context)
             await self._store.settle_alert_retry(
-                retry, retry.result, f"{retry.detail}; gave up after {n - 1} retries", None
+                retry, retry.result, f"{retry.detail}; gave up after {n - 1} retries", None, also
             )
             return
         alert, tags = load_payload(retry.payload)
@@ -410,7 +508,7 @@ class WindowAlerts:
             retry=n,
         )
         detail, next_at = self._after_retry(retry, outcome, context)
-        if not await self._store.settle_alert_retry(retry, outcome.result, detail, next_at):
+        if not await self._store.settle_alert_retry(retry, outcome.result, detail, next_at, also):
             log.warning(
                 "alert %s for %s: retry %d outlived its lease; another agent has taken it",
                 retry.event,
@@ -452,6 +550,17 @@ class WindowAlerts:
             retries,
             extra=context,
         )
+
+
+def _breach_of(resolved: str) -> str:
+    """The breach key a `resolved:<rule>` key answers."""
+    return breach_key(resolved.removeprefix("resolved:"))
+
+
+def _owed(key: str, events: Mapping[str, str]) -> bool:
+    """Whether `key` may go out as far as its breach goes: a `resolved:<rule>` only
+    after its breach reached a channel, any other key always."""
+    return not key.startswith("resolved:") or events.get(_breach_of(key)) in DELIVERED_RESULTS
 
 
 async def _start(work: Coroutine[Any, Any, None], spawn: Callable[[Any], object] | None) -> None:

@@ -1028,32 +1028,48 @@ class WindowWatch:
             self.s.alerts.emit(self.window, alert, self.env.alerts.tags, key=key, fence=self.fence)
         )
 
+    def _alert_group(self, event: AlertEvent, by_key: dict[str, RuleVerdict]) -> None:
+        """One `breach` or `resolved` alert for the rules of `by_key` not told yet
+        (`WindowAlerts.emit_group` picks them): a round's thirty new breaches page once
+        per channel, not thirty times."""
+
+        def make(keys: list[str]) -> Alert:
+            # each rule's dict only for an alert: most rounds of most windows send none
+            rules = [by_key[k] for k in keys]
+            return self._alert_of(
+                event,
+                reason=_group_reason(event, rules),
+                rules=[rule_to_dict(r, self.links) for r in rules],
+            )
+
+        self.s.spawn(
+            self.s.alerts.emit_group(
+                self.window, list(by_key), make, self.env.alerts.tags, fence=self.fence
+            )
+        )
+
     def _send_end_alert(self, alert: Alert, ended_at: float) -> None:
         """The end alert claimed with the window's end (`_end_claim`): sent at once."""
         tags = self.env.alerts.tags
         self.s.spawn(self.s.alerts.send_claimed(self.window, alert, tags, claimed_at=ended_at))
 
     def _alert_rules(self, verdict: Verdict) -> None:
-        """Per round: a breach once per rule, a resolve when it clears, and one
+        """Per round: one alert naming the rules newly breached, one naming those that
+        cleared (each rule's breach and resolve still once a window), and one
         `provider_unreachable` per provider per window."""
         previous = self.last_outcomes
         self.last_outcomes = {r.name: _state(r) for r in verdict.rules}
+        breached = {breach_key(r.name): r for r in verdict.rules if _state(r) == "breached"}
+        if breached:
+            self._alert_group("breach", breached)
+        cleared = {
+            resolved_key(r.name): r
+            for r in verdict.rules
+            if r.outcome == "pass" and previous.get(r.name) == "breached"
+        }
+        if cleared:
+            self._alert_group("resolved", cleared)
         for rule in verdict.rules:
-            # each rule's dict only for an alert: most rounds of most windows send none
-            if _state(rule) == "breached":
-                self._alert(
-                    "breach",
-                    key=breach_key(rule.name),
-                    reason=f"{rule.name}: {rule.detail}",
-                    rules=[rule_to_dict(rule, self.links)],
-                )
-            elif rule.outcome == "pass" and previous.get(rule.name) == "breached":
-                self._alert(
-                    "resolved",
-                    key=resolved_key(rule.name),
-                    reason=f"{rule.name} is back within {rule.threshold}",
-                    rules=[rule_to_dict(rule, self.links)],
-                )
             observed = self._providers_error(rule.name, rule.source)
             if observed is not None:
                 self._alert(
@@ -1165,6 +1181,18 @@ def _state_of(outcome: str, evidence: dict[str, Any]) -> str:
 
 def _state(rule: RuleVerdict) -> str:
     return _state_of(rule.outcome, rule.evidence)
+
+
+def _group_reason(event: AlertEvent, rules: list[RuleVerdict]) -> str:
+    """A grouped alert's "why": one rule's own words, or how many (the body lists them,
+    each with its detail)."""
+    if event == "breach":
+        if len(rules) == 1:
+            return f"{rules[0].name}: {rules[0].detail}"
+        return f"{len(rules)} rules breached in the same round"
+    if len(rules) == 1:
+        return f"{rules[0].name} is back within {rules[0].threshold}"
+    return f"{len(rules)} rules are back within their bounds"
 
 
 ROLLBACK_SETTLED = "rollback:settled"

@@ -250,7 +250,7 @@ async def test_a_failing_channel_is_counted_and_does_not_stop_the_others(
 async def test_an_alert_reported_failed_in_a_burst_is_not_delivered_late(
     json_sink: JsonSink, metrics: Metrics
 ) -> None:
-    """More alerts at once than apprise has worker threads (30 rules breaching in one
+    """More alerts at once than apprise has worker threads (30 deploys breaching in one
     round, two channels each): the sends past them waited in apprise's queue, were
     reported failed at the timeout, and were delivered anyway once a thread was free,
     then again by their retry. A send reported failed is one the channel never got."""

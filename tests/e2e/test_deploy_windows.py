@@ -74,6 +74,39 @@ async def titles(sink: JsonSink, n: int) -> list[str]:
     return [a.title for a in await sink.wait_for(n, within=10)]
 
 
+async def test_rules_breaching_in_one_round_page_once_per_channel(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+    smtp_sink: SmtpSink,
+) -> None:
+    """Contract §4, no repeats per round: three rules breach in the same round, and each
+    channel gets one breach alert naming the three, where it got one per rule."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    more = "".join(
+        f"        - {{name: {name}, source: checks, metric: error_rate, max: {bound}}}\n"
+        for name, bound in (("probe-errors-b", 0.04), ("probe-errors-c", 0.03))
+    )
+    config = environment(flip_target, receiver.url).replace(
+        "      rollback:\n", more + "      rollback:\n", 1
+    )
+    agent = await start_agent(config, alerting(json_sink, smtp_sink))
+    deploy = await agent.register("production", "v2.4.1", previous_version="v2.4.0")
+    flip_target.bad = True
+    final = await agent.settled(deploy["id"], within=20)
+    assert final["state"] == "rolled_back", final["state"]
+    assert [r["outcome"] for r in final["verdict"]["rules"]] == ["fail"] * 3
+
+    await json_sink.wait_for(3, within=10)  # breach, rollback requested, delivered
+    await smtp_sink.wait_for(3, within=10)
+    await asyncio.sleep(0.5)  # a late page per rule would have come by now
+    breached = "[postflight] production v2.4.1: 3 rules breached: probe-errors, probe-errors-b"
+    chat = [n.title for n in json_sink.notifications if "breached" in n.title]
+    mail = [str(m["Subject"]) for m in smtp_sink.messages if "breached" in str(m["Subject"])]
+    assert chat == [f"{breached}, probe-errors-c"] and mail == chat, (chat, mail)
+
+
 async def test_forty_percent_5xx_is_rolled_back_within_three_rounds(
     start_agent: AgentFactory,
     flip_target: FlipTarget,

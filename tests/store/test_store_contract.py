@@ -643,6 +643,37 @@ async def test_only_a_claim_with_its_payload_can_be_retried(store: Store) -> Non
     assert await store.take_alert_retry("dep_1", "then:db", 99.0, until=120.0) is None
 
 
+async def test_a_grouped_alert_claims_all_its_keys_or_none(store: Store) -> None:
+    """A round's breaches go out as one alert (`claim_alert`'s `also`): all its keys are
+    claimed with it or none is (one taken already: the group claims nothing, and is
+    claimed again without it); the marks take the alert's outcome, a retry's too, and
+    only the alert itself is listed, retried or taken over."""
+    await store.create_window(window("dep_1"))
+    assert await store.claim_alert("dep_1", "breach:b", 5.0)
+    group = ("breach:a", ["breach:b", "breach:c"])
+    assert not await store.claim_alert("dep_1", group[0], 10.0, payload="{}", also=group[1])
+    assert await store.alert_events("dep_1") == {"breach:b": "claimed"}
+    also = ["breach:c"]
+    assert await store.claim_alert("dep_1", "breach:a", 10.0, payload="{}", also=also)
+    assert not await store.claim_alert("dep_1", "breach:d", 11.0, payload="{}", also=also)
+    assert [c.event for c in await store.unsettled_alerts(claimed_before=99.0)] == ["breach:a"]
+
+    await store.record_alert("dep_1", "breach:a", "failed", "HTTP 503", retry_at=15.0, also=also)
+    assert await store.alert_events("dep_1") == {
+        "breach:a": "failed",
+        "breach:b": "claimed",
+        "breach:c": "failed",
+    }
+    assert await store.alert_retries_due(99.0) == [("dep_1", "breach:a")]
+    retry = await store.take_alert_retry("dep_1", "breach:a", 16.0, until=30.0)
+    assert retry is not None
+    assert await store.settle_alert_retry(retry, "sent", "delivered", None, also)
+    lapsed = retry._replace(lease_until=29.0)
+    assert not await store.settle_alert_retry(lapsed, "failed", "late", None, ["breach:b"])
+    events = await store.alert_events("dep_1")
+    assert events == {"breach:a": "sent", "breach:b": "claimed", "breach:c": "sent"}
+
+
 async def test_claims_without_outcome_lists_one_event_oldest_first(store: Store) -> None:
     await store.create_window(window("dep_1"))
     await store.create_window(window("dep_2", env="staging"))

@@ -194,6 +194,11 @@ PASSED_ON_NO_FAILURE_HEADLINE = (
     " does not ask for evidence of a pass): a rule without the data or the evidence to"
     " show it within its bound counted as passing; the rules below say which."
 )
+GROUP_HEADLINES: dict[AlertEvent, str] = {
+    "breach": "**Rules breached.** The window keeps watching; the policy decides on a rollback.",
+    "resolved": "**Resolved.** The rules are back within their bounds.",
+}
+"""A round's breaches (or resolves) told together (`agent.windows.alert_once`)."""
 _FAILED_REQUESTED = "**Deploy failed: rollback requested**"
 """How a verdict's rollback request is headed (whatever its target); a manual one swaps
 it for `_BY_HAND_REQUESTED` (`headline`)."""
@@ -346,6 +351,8 @@ def _headline(alert: Alert, quote: Callable[[str], str]) -> str:
         return UNCONFIGURED_HEADLINE
     if alert.event == "passed" and not alert.on_evidence:
         return PASSED_ON_NO_FAILURE_HEADLINE
+    if len(alert.rules) > 1 and alert.event in GROUP_HEADLINES:
+        return GROUP_HEADLINES[alert.event]
     spec = EVENTS[alert.event].headline
     return TARGET_HEADLINES.get((alert.event, alert.rollback_target), spec)
 

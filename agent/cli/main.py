@@ -9,6 +9,7 @@ an agent, `config_commands` reads a configuration file (`run`, `check`,
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -43,7 +44,7 @@ def _asks_for_json_logs(argv: Sequence[str]) -> bool:
     words = list(argv)
     asked = any(
         word == "--log-format=json" or (word, after) == ("--log-format", "json")
-        for word, after in zip(words, [*words[1:], ""], strict=True)
+        for word, after in itertools.pairwise([*words, ""])
     )
     return asked and _command_word(words) == "run"
 

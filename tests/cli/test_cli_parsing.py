@@ -35,6 +35,20 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "postflight: error" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv", [[], ["--log-level", "debug"]])
+def test_no_command_is_a_usage_error_not_a_traceback(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`postflight` alone, a new user's first try, raised a ValueError from the
+    `--log-format json` look-ahead (zip of no words with one) before argparse could say
+    that a command is needed."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "postflight: error: the following arguments are required: COMMAND" in err, err
+
+
 def test_an_extra_word_is_said_with_the_commands_own_usage(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

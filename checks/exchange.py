@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import socket
 import ssl
 import time
 from collections.abc import Callable, Coroutine
@@ -102,10 +103,20 @@ def classify(exc: BaseException, timeout_s: float | None) -> tuple[ErrorKind, st
     if isinstance(exc, aiohttp.ClientPayloadError):
         return "protocol", "malformed response body: " + " ".join(str(exc).split())[:200]
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return "connect", f"cannot connect to {exc.host}:{exc.port}: {os_reason(exc.os_error)}"
+        return "connect", cannot_connect(exc.host, exc.port, exc.os_error)
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "connect", "the server closed the connection without a response"
     return "connect", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def cannot_connect(host: str | None, port: int | None, exc: OSError) -> str:
+    """`cannot connect to host:port: why`; a name that did not resolve said so: a resolver's
+    code is no errno (`os.strerror(-2)` is "Unknown error -2", a typo in `base_url`)."""
+    if isinstance(exc, socket.gaierror):
+        why = f"the name {host} did not resolve (DNS: {exc.strerror or exc})"
+    else:
+        why = os_reason(exc)
+    return f"cannot connect to {host}:{port}: {why}"
 
 
 def os_reason(exc: OSError) -> str:
@@ -449,7 +460,7 @@ def _lean_failure(exc: BaseException, url: URL, timeout_s: float | None) -> tupl
     if isinstance(exc, httptools.HttpParserError):
         return "protocol", "malformed response: " + " ".join(str(exc).split())[:200]
     assert isinstance(exc, OSError)
-    return "connect", f"cannot connect to {url.host}:{url.port}: {os_reason(exc)}"
+    return "connect", cannot_connect(url.host, url.port, exc)
 
 
 async def _stream(resp: aiohttp.ClientResponse, keep: int) -> tuple[bytes, int]:

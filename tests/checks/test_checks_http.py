@@ -389,6 +389,28 @@ async def test_refused_connection_is_a_connect_error(make_ctx: MakeContext) -> N
     assert "cannot connect to 127.0.0.1" in result.message
 
 
+async def test_a_host_name_that_does_not_resolve_says_so(
+    make_ctx: MakeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A typo in `base_url` (`postflight check` with a new config) read `cannot connect to
+    app.example.invalid:8080: Unknown error -2`, the system's words for an errno, which a
+    resolver's error code is not. The resolver is made to fail: no DNS here, nor in CI."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
+        if host == "app.example.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    result = await probe(make_ctx, "http://app.example.invalid:8080", path="/ok")
+    assert result.samples[0].error == "connect"
+    assert result.message == (
+        "GET /ok: cannot connect to app.example.invalid:8080: the name app.example.invalid"
+        " did not resolve (DNS: Name or service not known)"
+    ), result.message
+
+
 async def test_connection_closed_without_response(make_ctx: MakeContext, target: URL) -> None:
     result = await probe(make_ctx, target, path="/close")
     assert result.samples[0].error == "connect"

@@ -448,13 +448,24 @@ class _Origins:
 
     values: dict[Loc, str]  # a value (not a section) from a variable, all of it below too
     sections: dict[Loc, str]  # a section or map a variable added keys to
+    # both keyed by the variable's words, lower case: `…__PROD__…` set the file's `Prod`
+    # (`_merged`), and an error there is said at `environments.Prod`
 
     def variable(self, loc: Loc) -> str | None:
         """The variable that set the value at `loc`, if one did."""
-        for cut in range(1, len(loc) + 1):
-            if loc[:cut] in self.values:
-                return self.values[loc[:cut]]
+        blind = _case_blind(loc)
+        for cut in range(1, len(blind) + 1):
+            if blind[:cut] in self.values:
+                return self.values[blind[:cut]]
         return None
+
+    def section(self, loc: Loc) -> str | None:
+        """The variable that added keys to the section or map at `loc`, if one did."""
+        return self.sections.get(_case_blind(loc))
+
+
+def _case_blind(loc: Loc) -> Loc:
+    return tuple(part.lower() if isinstance(part, str) else part for part in loc)
 
 
 def _origins(name: str, node: Any, loc: Loc, origins: _Origins) -> None:
@@ -710,8 +721,8 @@ def _located(loc: Loc, message: str, lines: dict[Loc, int], origins: _Origins) -
         for cut in range(len(loc), 0 if loc else -1, -1):
             if loc[:cut] in lines:
                 return ConfigProblem(loc, message, lines[loc[:cut]])
-            if loc[:cut] in origins.sections:
-                variable = origins.sections[loc[:cut]]
+            variable = origins.section(loc[:cut])
+            if variable is not None:
                 break
     if variable is not None and message == "unknown key (check its spelling and indentation)":
         message = "unknown key (check the variable's spelling)"

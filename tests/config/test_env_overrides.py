@@ -161,6 +161,21 @@ def test_an_override_reaches_a_key_the_file_writes_in_capitals(
     assert settings.environments["Prod"].window == 900.0
 
 
+def test_an_error_in_an_override_of_a_key_written_in_capitals_names_its_variable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`…__PROD__WINDOW=1s` over the file's `Prod` was said at the file's `window: 10m`
+    line (`environments.Prod.window (line 7): window (1s) …`), a line that holds no 1s."""
+    monkeypatch.setenv("POSTFLIGHT__ENVIRONMENTS__PROD__WINDOW", "1s")
+    code, out = run_validate(tmp_path, MINIMAL.replace("  production:", "  Prod:"), capsys)
+    assert code == 2, out
+    assert (
+        "environments.Prod.window (from $POSTFLIGHT__ENVIRONMENTS__PROD__WINDOW): window (1s)"
+        " must be at least one interval (30s)"
+    ) in out, out
+    assert "(line " not in out, out
+
+
 def test_an_override_that_cannot_be_read_is_said_beside_every_other_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

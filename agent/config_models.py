@@ -22,6 +22,8 @@ def _parsed_url(value: str) -> str:
         raise ValueError(f"not a valid URL: {exc}") from None
     if not url.host:
         raise ValueError("not a valid URL: it has no host")
+    if any(char.isspace() for char in url.host):  # a name no resolver finds
+        raise ValueError("not a valid URL: its host has a space")
     if port == 0:
         raise ValueError("not a valid URL: port 0")
     return value

@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -177,7 +178,26 @@ class StoreSettings(StrictModel):
     def _scheme(cls, value: str) -> str:
         if not re.match(r"^(sqlite:///|postgres(ql)?://)", value):
             raise ValueError("must start with sqlite:/// or postgresql://")
+        for port in _postgres_ports(value):  # else "valid", and `run` failed on an int()
+            if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+                # not quoted back: with a `/` unencoded in a password, what is read here
+                # as a port may be the password's start
+                raise ValueError("a port in it is not a number from 1 to 65535")
         return value
+
+
+def _postgres_ports(url: str) -> list[str]:
+    """The ports written in a PostgreSQL URL's hosts (`host:port`, `[::1]:port`, several
+    split by commas), as the driver reads them (`urlsplit`)."""
+    if url.startswith("sqlite:"):
+        return []
+    hosts = urlsplit(url).netloc.rpartition("@")[2]
+    ports = []
+    for host in hosts.split(","):
+        after = host.rpartition("]")[2] if host.startswith("[") else host
+        if ":" in after:
+            ports.append(after.rpartition(":")[2])
+    return [port for port in ports if port]
 
 
 class AlertChannel(StrictModel):

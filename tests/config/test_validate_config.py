@@ -184,6 +184,24 @@ BROKEN = [
         "sqlite:///",
         id="bad-store-url",
     ),
+    pytest.param(  # was "valid", and `run` said "invalid literal for int() with base 10"
+        MINIMAL + "store:\n  url: postgresql://pf:pw@db.internal:5432x/postflight\n",
+        "store.url (line 22)",
+        "a port in it is not a number from 1 to 65535",
+        id="store-url-port-not-a-number",
+    ),
+    pytest.param(
+        MINIMAL + "store:\n  url: postgresql://pf:pw@db1:5432,db2:99999/postflight\n",
+        "store.url",
+        "a port in it is not a number from 1 to 65535",
+        id="store-url-port-out-of-range",
+    ),
+    pytest.param(  # was "valid": every probe then failed, the name not resolving
+        MINIMAL.replace("base_url: http://127.0.0.1:9\n", 'base_url: "http://127.0.0 .1:9"\n'),
+        "environments.production.base_url",
+        "not a valid URL: its host has a space",
+        id="base-url-host-with-a-space",
+    ),
     pytest.param(
         MINIMAL.replace("max: 0.05", "max: lots"),
         "environments.production.rules[0].max",

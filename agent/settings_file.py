@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,16 +132,21 @@ class LoadedConfig:
     warnings: tuple[ConfigProblem, ...] = ()
 
 
+STDIN_SOURCE = "(standard input)"
+"""What a configuration read from `-` is called in messages."""
+
+
 def load_settings(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Settings:
     """Read, expand and validate a configuration file; raise `ConfigError`."""
     return load_config(path, env).settings
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> LoadedConfig:
-    """`load_settings` with the configuration's warnings."""
-    source = str(path)
+    """`load_settings` with the configuration's warnings. A path `-` is standard input,
+    as most tools read it (`envsubst < t.yaml | postflight validate-config -`)."""
+    source = STDIN_SOURCE if str(path) == "-" else str(path)
     try:
-        data = Path(path).read_bytes()
+        data = sys.stdin.buffer.read() if str(path) == "-" else Path(path).read_bytes()
     except FileNotFoundError:
         raise ConfigError(source, [ConfigProblem((), f"file not found: {source}")]) from None
     except IsADirectoryError:

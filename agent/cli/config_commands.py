@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.cli.exits import EXIT_CRASHED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from agent.cli.stop_signals import STOP_SIGNALS, stop_cleanly_while_nothing_is_held
-from agent.settings_file import ConfigError, LoadedConfig, load_config
+from agent.settings_file import STDIN_SOURCE, ConfigError, LoadedConfig, load_config
 from agent.stopping import StopBudget, exit_if_still_running
 from common.words import counted
 
@@ -112,7 +112,7 @@ def validate_command(args: argparse.Namespace) -> int:
         f" {env.analysis.policy})"
         for name, env in loaded.settings.environments.items()
     )
-    print(f"{path}: valid — environments: {envs}")
+    print(f"{STDIN_SOURCE if path == '-' else path}: valid — environments: {envs}")
     for warning in loaded.warnings:  # valid all the same: exit 0
         print(f"  warning: {warning}", file=sys.stderr)
     return EXIT_OK
@@ -135,7 +135,8 @@ def run_command(args: argparse.Namespace) -> int:
     setup_logging(args.log_format, args.log_level, Redactor(settings.secret_values()))
     # both as absolute paths: a relative store path resolves against the working
     # directory, so a start from another directory opens (or creates) another store
-    log.info("config %s; store %s", os.path.abspath(path), store_location(settings.store.url))
+    shown = STDIN_SOURCE if path == "-" else os.path.abspath(path)
+    log.info("config %s; store %s", shown, store_location(settings.store.url))
     for warning in loaded.warnings:  # once, at start: the daemon runs all the same
         log.warning("configuration: %s", warning)
     newrelic_on = init_newrelic()

@@ -72,7 +72,7 @@ def _log_error(message: str, level: str = "info") -> None:
     logging.getLogger("postflight").error("%s", message)
 
 
-CONFIG_HELP = "config file (default $POSTFLIGHT_CONFIG or ./postflight.yaml)"
+CONFIG_HELP = "config file, - for standard input (default $POSTFLIGHT_CONFIG or ./postflight.yaml)"
 """`run`, `validate-config` and `check` read the same one (`config_commands._config_path`)."""
 
 LOG_FORMAT_HELP = "run's logs: text, or one JSON object a line (default: text)"

@@ -351,6 +351,23 @@ def test_missing_file_is_an_error_not_an_empty_config(
     assert "file not found" in err
 
 
+@pytest.mark.parametrize(("text", "said"), [(MINIMAL, "valid"), ("server: [\n", "invalid YAML")])
+def test_a_dash_reads_the_configuration_from_standard_input(text: str, said: str) -> None:
+    """`envsubst < t.yaml | postflight validate-config -`, as most tools read a `-`: it
+    said `file not found: -`."""
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "validate-config", "-"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == (0 if said == "valid" else 2), out
+    assert out.startswith(f"(standard input): {'valid' if said == 'valid' else '1 configuration'}")
+    assert said in out, out
+
+
 @pytest.mark.parametrize(
     ("text", "where", "hint"),
     [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
@@ -121,6 +122,15 @@ class WaitTimeout(ClientError):
 def _segment(value: str) -> str:
     """`value` as one path segment: an id such as `../../metrics` cannot reach another route."""
     return quote(value, safe="")
+
+
+def _os_reason(error: OSError) -> str:
+    """The system's words for a socket error ("Connection refused"), whichever loop raised
+    it: asyncio words a refused connect "Connect call failed ('127.0.0.1', 8787)"; a name
+    that did not resolve (a resolver's code, no errno) in the resolver's own."""
+    if isinstance(error, OSError) and isinstance(error.errno, int) and error.errno > 0:
+        return os.strerror(error.errno)
+    return error.strerror or str(error) or type(error).__name__
 
 
 def _one_line(text: str, limit: int = 200) -> str:
@@ -362,7 +372,7 @@ class PostflightClient:
         except aiohttp.InvalidURL:
             raise ClientError(f"{self.base_url!r} is not a valid URL") from None
         except aiohttp.ClientConnectorError as exc:
-            reason = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
+            reason = _os_reason(exc.os_error)
             raise Unreachable(f"cannot reach the agent at {self.base_url}: {reason}") from None
         except aiohttp.ClientError as exc:
             reason = _one_line(str(exc)) or type(exc).__name__

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
@@ -124,6 +125,11 @@ def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
+def without_password(url: str) -> str:
+    """`url` with a `user:password@` shown as `***@`, for quoting it back in a message."""
+    return re.sub(r"^([A-Za-z][\w+.-]*://)?[^/@]*@", r"\1***@", url)
+
+
 def _os_reason(error: OSError) -> str:
     """The system's words for a socket error ("Connection refused"), whichever loop raised
     it: asyncio words a refused connect "Connect call failed ('127.0.0.1', 8787)"; a name
@@ -153,7 +159,8 @@ class PostflightClient:
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ClientError(
-                f"the agent URL must start with http:// or https:// (got {base_url!r})"
+                "the agent URL must start with http:// or https://"
+                f" (got {without_password(base_url)!r})"
             )
         if "@" in base_url.split("://", 1)[1].split("/", 1)[0]:
             # aiohttp refuses URL credentials beside the Authorization header, and they would

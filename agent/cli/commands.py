@@ -48,7 +48,7 @@ from agent.cli.render import (
     print_json,
     summary,
 )
-from agent.client import ApiError, ClientError, PostflightClient, WaitTimeout
+from agent.client import ApiError, ClientError, PostflightClient, WaitTimeout, without_password
 from agent.records import WindowState
 from common.durations import format_duration, parse_duration
 from common.words import counted
@@ -92,7 +92,9 @@ def _connection(args: argparse.Namespace) -> tuple[str, str, float]:
     if not url.strip():
         raise UsageError("no agent URL: pass --url or set $POSTFLIGHT_URL")
     if not url.startswith(("http://", "https://")):
-        raise UsageError(f"--url must start with http:// or https:// (got {url!r})")
+        raise UsageError(
+            f"--url must start with http:// or https:// (got {without_password(url)!r})"
+        )
     if not token.strip():
         raise UsageError(
             "no API token: pass --token or set $POSTFLIGHT_TOKEN (or $POSTFLIGHT_API_TOKEN)"

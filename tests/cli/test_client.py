@@ -39,7 +39,7 @@ from agent.cli.arguments import (
 from agent.cli.commands import register_command, status_command
 from agent.cli.render import Progress, Style
 from agent.cli.rollback import rollback_command
-from agent.client import ApiError, BadResponse, PostflightClient, Unreachable
+from agent.client import ApiError, BadResponse, ClientError, PostflightClient, Unreachable
 from agent.records import DeployWindow, RollbackIntent, RoundRecord
 from agent.store.sqlite import SqliteStore
 from common.times import rfc3339
@@ -574,6 +574,23 @@ def test_an_unreachable_agent_exits_2(
     said = f"postflight register: cannot reach the agent at http://127.0.0.1:{port}:"
     assert captured.err.strip() == f"{said} Connection refused", captured.err
     no_traceback(captured)
+
+
+@pytest.mark.parametrize("url", ["ftp://pf:pa55word@agent:8787", "agent:pa55word@host:8787"])
+def test_a_url_of_the_wrong_scheme_is_said_without_its_password(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--url ftp://user:password@…` was quoted back whole, password and all, into a
+    pipeline's log."""
+    parser = argparse.ArgumentParser()
+    add_status_arguments(parser)
+    assert status_command(parser.parse_args(["--url", url, "--token", "t"])) == 2
+    err = capsys.readouterr().err
+    assert "--url must start with http:// or https://" in err, err
+    assert "pa55word" not in err, err
+    with pytest.raises(ClientError) as info:
+        PostflightClient(url, "t")
+    assert "pa55word" not in str(info.value), info.value
 
 
 def _fast_retries(init: Callable[..., None]) -> Callable[..., None]:

@@ -730,9 +730,29 @@ def _located(loc: Loc, message: str, lines: dict[Loc, int], origins: _Origins) -
             variable = origins.section(loc[:cut])
             if variable is not None:
                 break
-    if variable is not None and message == "unknown key (check its spelling and indentation)":
-        message = "unknown key (check the variable's spelling)"
+    if variable is not None:
+        message = _in_json_words(message)
     return ConfigProblem(loc, message, variable=variable)
+
+
+_JSON_WORDS = {  # a value from a variable is JSON: YAML's advice would mislead
+    "unknown key (check its spelling and indentation)": (
+        "unknown key (check the variable's spelling)"
+    ),
+    "should be a list: [a, b], or one `- item` a line": 'should be a JSON list (["a", "b"])',
+    "should be a mapping (key: value pairs), not a single value or a list": (
+        'should be a JSON object ({"key": "value"}), not a single value or a list'
+    ),
+}
+_YAML_SCALAR = re.compile(r"should be text, but YAML reads this unquoted value as (.+): quote it")
+
+
+def _in_json_words(message: str) -> str:
+    """A message about a value from a `POSTFLIGHT__…` variable, in JSON's words."""
+    scalar = _YAML_SCALAR.fullmatch(message)
+    if scalar is not None:
+        return f"should be text, but the JSON has {scalar.group(1)} here: quote it"
+    return _JSON_WORDS.get(message, message)
 
 
 def _split_cross_section(loc: Loc, message: str) -> list[tuple[Loc, str]]:

@@ -92,10 +92,24 @@ def test_an_override_that_is_not_json_is_a_config_error_naming_it(
             "127.0.0.1:1",
             "server.listn (from $POSTFLIGHT__SERVER__LISTN): unknown key",
         ),
-        (  # a map where the file has a list: it replaces the list, and is the error
+        (  # a map where the file has a list: it replaces the list, and is the error; said
+            # in JSON's words, not YAML's ("[a, b], or one `- item` a line")
             "POSTFLIGHT__SERVER__API_TOKENS",
             "{}",
-            "server.api_tokens (from $POSTFLIGHT__SERVER__API_TOKENS): should be a list",
+            "server.api_tokens (from $POSTFLIGHT__SERVER__API_TOKENS): should be a JSON list"
+            ' (["a", "b"])',
+        ),
+        (  # not "YAML reads this unquoted value as a number"
+            "POSTFLIGHT__SERVER__API_TOKENS",
+            '["tok-1234567890abcdef", 5]',
+            "server.api_tokens[1] (from $POSTFLIGHT__SERVER__API_TOKENS): should be text, but"
+            " the JSON has a number here: quote it",
+        ),
+        (
+            "POSTFLIGHT__STORE",
+            "[]",
+            "store (from $POSTFLIGHT__STORE): should be a JSON object"
+            ' ({"key": "value"}), not a single value or a list',
         ),
         (  # a key below a value: the value became a map
             "POSTFLIGHT__SERVER__LISTEN__PORT",

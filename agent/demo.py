@@ -16,6 +16,7 @@ import hmac
 import json
 import os
 import random
+import signal
 import socket
 import sys
 import tempfile
@@ -411,6 +412,7 @@ def _load() -> tuple[float | None, int | None]:
 
 
 async def demo() -> bool:
+    _stop_on_terminate()
     ports = free_ports()
     with tempfile.TemporaryDirectory(prefix="postflight-demo-") as tmp:
         text = demo_config(ports, Path(tmp) / "postflight.db")
@@ -483,11 +485,35 @@ async def demo() -> bool:
         return ok
 
 
+def _stop_on_terminate() -> None:
+    """SIGTERM or SIGHUP (a terminal closed, `timeout 10 postflight demo`) stops the demo as
+    CTRL-C does: its agent stopped and its temp dir removed (the default action killed it
+    there, its store left in /tmp), then exit 143 or 129."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, _terminated, task, sig)
+
+
+_TERMINATED_BY: list[signal.Signals] = []
+
+
+def _terminated(task: asyncio.Task[bool], sig: signal.Signals) -> None:
+    _TERMINATED_BY.append(sig)
+    task.cancel()
+
+
 def run_demo() -> int:
     import logging
 
     logging.basicConfig(level=logging.ERROR, format="  log: %(message)s")
     started = time.monotonic()
-    ok = asyncio.run(demo())
+    try:
+        ok = asyncio.run(demo())
+    except asyncio.CancelledError:
+        if not _TERMINATED_BY:
+            raise
+        return 128 + _TERMINATED_BY[0]
     print(f"(demo took {time.monotonic() - started:.1f}s)", file=sys.stderr)
     return 0 if ok else 1

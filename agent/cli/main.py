@@ -153,7 +153,12 @@ COMMANDS: dict[str, tuple[str, str, list[str]]] = {
         "Start a local demo service and an agent on a SQLite store in a temp dir, ship a"
         " good deploy (it passes) then a bad one (rolled back), printing what happens. Needs"
         " no network and no accounts.",
-        ["0 both outcomes as expected", "1 otherwise"],
+        [
+            "0 both outcomes as expected",
+            "1 otherwise",
+            "130 interrupted (CTRL-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP): its"
+            " agent stopped and its temp dir removed",
+        ],
     ),
     "schema": (
         "print the configuration's JSON Schema",

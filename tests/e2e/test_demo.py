@@ -4,6 +4,7 @@ one back exactly once, on the default (sequential, pass on evidence) policy."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,34 @@ def test_the_demo_passes_the_good_deploy_and_rolls_back_the_bad_one_once(
     # nothing written where the overrides point, nor said
     assert sorted(p.name for p in elsewhere.iterdir()) == ["postflight.yaml"]
     assert str(elsewhere) not in out
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_demo_stopped_midway_stops_its_agent_and_removes_its_temp_dir(
+    tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    """CTRL-C, or a SIGTERM (a terminal closed, `timeout 10 postflight demo`), once its
+    agent runs: exit 130 or 143, no traceback, its agent stopped and its temp dir (store,
+    config) gone. A SIGTERM killed the demo outright (exit -15), its temp dir left behind."""
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "agent", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    assert demo.stdout is not None
+    started = ""
+    for line in demo.stdout:
+        if "(its own process, pid " in line:
+            started = line
+            break
+    assert started, demo.communicate(timeout=60)
+    demo.send_signal(sig)
+    out, err = demo.communicate(timeout=60)
+    assert demo.returncode == code, (out, err)
+    assert "Traceback" not in err, err
+    assert not list(tmp_path.glob("postflight-demo-*")), list(tmp_path.iterdir())
+    agent_pid = int(started.rsplit("pid ", 1)[1].split(")")[0])
+    stat = Path(f"/proc/{agent_pid}/stat")
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] in "ZX"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -29,12 +30,45 @@ class _Parser(argparse.ArgumentParser):
     """Say a usage error as one JSON log record (`run --log-format json`: `_main` sets it)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        message = _with_the_one_meant(self, message)
         if _Parser.json_errors:
             _log_error(f"usage error: {message} (see {self.prog} --help)")
         else:
             self.print_usage(sys.stderr)
             print(f"postflight: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
+
+
+def _with_the_one_meant(parser: argparse.ArgumentParser, message: str) -> str:
+    """`message` with the command or flag a typo most likely meant (`did you mean
+    register?`), as a configuration's unknown key says it."""
+    import difflib
+
+    choice = re.match(r"argument COMMAND: invalid choice: '([^']*)'", message)
+    if choice is not None:
+        typed = choice.group(1)
+        known = [
+            name
+            for action in parser._actions
+            if isinstance(action, argparse._SubParsersAction)
+            for name in action.choices
+        ]
+        meant = difflib.get_close_matches(typed, known, n=1, cutoff=0.6)
+        if not meant:  # `validate` for validate-config
+            meant = [name for name in known if name.startswith(typed)][:1]
+        if meant:
+            hint = f"did you mean {meant[0]}? commands: {', '.join(known)}"
+            return f"argument COMMAND: invalid choice: {typed!r} ({hint})"
+        return message
+    if message.startswith("unrecognized arguments: "):
+        flags = [f for f in parser._option_string_actions if f.startswith("--")]
+        words = message.removeprefix("unrecognized arguments: ").split()
+        for word in words:
+            if word.startswith("--"):
+                meant = difflib.get_close_matches(word.partition("=")[0], flags, n=1, cutoff=0.6)
+                if meant:
+                    return f"{message} (did you mean {meant[0]}?)"
+    return message
 
 
 def _asks_for_json_logs(argv: Sequence[str]) -> bool:

@@ -49,6 +49,29 @@ def test_no_command_is_a_usage_error_not_a_traceback(
     assert "postflight: error: the following arguments are required: COMMAND" in err, err
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["regster"], "invalid choice: 'regster' (did you mean register?"),
+        (["validate", "x.yaml"], "invalid choice: 'validate' (did you mean validate-config?"),
+        (["status", "--evn", "prod"], "unrecognized arguments: --evn (did you mean --env?)"),
+        (["check", "--env", "prod", "--confg", "x"], "(did you mean --config?)"),
+        (["register", "--env", "p", "--version", "v", "--wiat"], "(did you mean --wait?)"),
+    ],
+)
+def test_a_typo_in_a_command_or_flag_names_the_one_meant(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`postflight regster`, `status --evn prod`: argparse listed every command, or said
+    only `unrecognized arguments`, as config keys say `did you mean interval?`."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err, err
+    assert len(err.strip().splitlines()[-1:]) == 1
+
+
 def test_an_extra_word_is_said_with_the_commands_own_usage(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

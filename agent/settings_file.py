@@ -471,17 +471,23 @@ class _Origins:
 
 
 def _case_blind(loc: Loc) -> Loc:
-    return tuple(part.lower() if isinstance(part, str) else part for part in loc)
+    return tuple(_blind(part) if isinstance(part, str) else part for part in loc)
+
+
+def _blind(key: object) -> str:
+    """A key as a variable's name can write it: case-blind, and `_` for a `-` (a shell
+    variable's name cannot hold a `-`: `…__EU_WEST__…` sets the file's `eu-west`)."""
+    return str(key).lower().replace("-", "_")
 
 
 def _origins(name: str, node: Any, loc: Loc, origins: _Origins) -> None:
     if isinstance(node, dict):
         if loc:
-            origins.sections.setdefault(loc, name)
+            origins.sections.setdefault(_case_blind(loc), name)
         for key, value in node.items():
             _origins(name, value, (*loc, str(key)), origins)
-    elif len(name) > len(origins.values.get(loc, "")):  # the most specific variable wins
-        origins.values[loc] = name
+    elif len(name) > len(origins.values.get(_case_blind(loc), "")):  # the most specific wins
+        origins.values[_case_blind(loc)] = name
 
 
 def _overrides(
@@ -535,7 +541,7 @@ def _replacing_values(document: dict[str, Any], origins: _Origins) -> None:
         for part in loc:  # variable names are case-blind, as in `_merged`
             if not isinstance(node, dict):
                 break
-            node = next((v for k, v in node.items() if str(k).lower() == part), None)
+            node = next((v for k, v in node.items() if _blind(k) == part), None)
         if node is not None and not isinstance(node, dict) and loc not in origins.values:
             origins.values[loc] = name
 
@@ -544,8 +550,11 @@ def _merged(document: dict[str, Any], overrides: dict[str, Any]) -> dict[str, An
     """`document` with `overrides` on top: maps merge key by key, anything else is replaced."""
     merged = dict(document)
     for key, value in overrides.items():
-        if key not in merged:  # variable names are case-blind: `…__PROD__…` sets `Prod`
+        if key not in merged:  # variable names are case-blind: `…__PROD__…` sets `Prod`,
+            # `…__EU_WEST__…` sets `eu-west`
             key = next((k for k in merged if str(k).lower() == key.lower()), key)
+        if key not in merged:
+            key = next((k for k in merged if _blind(k) == _blind(key)), key)
         below = merged.get(key)
         if isinstance(value, dict) and isinstance(below, dict):
             merged[key] = _merged(below, value)

@@ -175,6 +175,26 @@ def test_an_override_reaches_a_key_the_file_writes_in_capitals(
     assert settings.environments["Prod"].window == 900.0
 
 
+def test_an_override_reaches_an_environment_whose_name_has_a_dash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shell variable's name cannot hold a `-` (`export POSTFLIGHT__ENVIRONMENTS__EU-WEST__…`
+    is refused), so `…__EU_WEST__…` sets the file's `eu-west`: it added an `eu_west`
+    environment, `environments.eu_west.base_url: required, but missing`."""
+    text = MINIMAL.replace("  production:", "  eu-west:")
+    monkeypatch.setenv("POSTFLIGHT__ENVIRONMENTS__EU_WEST__WINDOW", "15m")
+    settings = load_settings_text(text)
+    assert list(settings.environments) == ["eu-west"]
+    assert settings.environments["eu-west"].window == 900.0
+    monkeypatch.setenv("POSTFLIGHT__ENVIRONMENTS__EU_WEST__WINDOW", "1s")
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 2, out
+    assert (
+        "environments.eu-west.window (from $POSTFLIGHT__ENVIRONMENTS__EU_WEST__WINDOW):"
+        " window (1s) must be at least one interval (30s)"
+    ) in out, out
+
+
 def test_an_error_in_an_override_of_a_key_written_in_capitals_names_its_variable(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -75,7 +75,6 @@ Redact = Callable[[str], str]
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 """A provider answer larger than this is refused (a misconfigured query, not data)."""
-RETRY_STATUSES = frozenset({500, 502, 503, 504})
 BACKOFF_BASE = 0.25
 BACKOFF_CAP = 4.0
 SUCCESS_CACHE_SECONDS = 60.0
@@ -171,6 +170,14 @@ def parse_model(model: type[M], data: Any, title: str) -> M:
         raise ProviderError(f"unexpected answer from {title} ({type(exc).__name__})") from None
 
 
+def retryable_status(status: int) -> bool:
+    """A 5xx worth another attempt: 500 and 502 on, as New Relic's own Go client retries
+    (internal/http/retry.go), gateways' outage codes included (Cloudflare's 520-524 and
+    the like, with a page of HTML: the provider's side is down, not our configuration);
+    only 501, Not Implemented, will not change."""
+    return status == 500 or 502 <= status <= 599
+
+
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """`Retry-After` as seconds from now (delta-seconds or an HTTP date)."""
     return parse_retry_after(headers.get("Retry-After"), time.time())
@@ -237,7 +244,7 @@ class HttpProvider:
             return Retry(
                 f"{self.title} is rate limiting (429)", retry_after_seconds(answer.headers)
             )
-        if answer.status in RETRY_STATUSES:
+        if retryable_status(answer.status):
             return Retry(f"{self.title} answered {answer.status}")
         return None
 

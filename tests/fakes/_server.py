@@ -6,6 +6,8 @@ its control routes, to misbehave the way real providers do:
 - `fail("500")`, `fail("503")`, any status: an error answer;
 - `fail("429", reset_in=1.0)`: rate limited (the fake adds its own rate-limit headers);
 - `fail("401")`: the credentials are rejected with the provider's documented body;
+- `fail("html:522")`: a gateway's own error page (HTML, not the provider's JSON), as a
+  CDN or proxy in front of the provider answers when the provider is down;
 - `fail("hang")`: the request is held until the fake stops (a timeout for the client);
 - `fail("malformed")`: a truncated JSON body with a JSON content type;
 - `fail("bad_shape")`: valid JSON of the wrong shape;
@@ -151,6 +153,10 @@ class FakeServer:
 
     def failure_response(self, failure: Failure, request: web.Request) -> web.StreamResponse:
         kind = failure.kind
+        if kind.startswith("html:"):
+            status = int(kind.removeprefix("html:"))
+            page = f"<html><body><h1>Error {status}</h1><p>origin unreachable</p></body></html>"
+            return web.Response(text=page, status=status, content_type="text/html")
         if kind.isdigit():
             return web.json_response({"detail": f"fake failure {kind}"}, status=int(kind))
         if kind == "malformed":

@@ -123,7 +123,13 @@ async def test_a_bad_nrql_is_rejected_once_without_retrying(
 
 @pytest.mark.parametrize(
     ("kind", "failed_as"),
-    [("too_many_requests", "2xx"), ("timeout", "2xx"), ("429", "4xx"), ("500", "5xx")],
+    [
+        ("too_many_requests", "2xx"),
+        ("timeout", "2xx"),
+        ("429", "4xx"),
+        ("500", "5xx"),
+        ("html:522", "5xx"),  # a gateway's page: was "malformed answer", not retried
+    ],
 )
 async def test_throttling_and_server_errors_are_retried(
     newrelic: NewRelicProvider,

@@ -53,10 +53,11 @@ async def test_only_nan_points_is_no_data(
     assert obs.value is None and obs.error is None
 
 
+@pytest.mark.parametrize("kind", ["503", "html:522"])  # 522: a gateway's page, was not retried
 async def test_unavailable_is_retried(
-    prometheus: PrometheusProvider, prometheus_fake: FakePrometheus
+    prometheus: PrometheusProvider, prometheus_fake: FakePrometheus, kind: str
 ) -> None:
-    prometheus_fake.fail("503", times=1)
+    prometheus_fake.fail(kind, times=1)
     prometheus_fake.set("up", 1.0)
     obs = await prometheus.fetch(rule(source="prometheus", query="up", max=2), scope(), AFTER, None)
     assert obs.value == 1.0

@@ -224,10 +224,14 @@ async def test_a_known_rate_limit_is_not_asked_again_by_the_next_fetch(
     assert requests_counted(metrics, "sentry", "error") == 2
 
 
+@pytest.mark.parametrize("kind", ["500", "502", "507", "html:520", "html:524"])
 async def test_server_errors_are_retried_with_backoff(
-    sentry: SentryProvider, sentry_fake: FakeSentry
+    sentry: SentryProvider, sentry_fake: FakeSentry, kind: str
 ) -> None:
-    sentry_fake.fail("500", times=2, match="/events/")
+    """Every 5xx but 501, as New Relic's Go client retries (reference §10): a gateway's
+    520-524 page (Cloudflare's "origin unreachable") was taken for Sentry's own answer, not
+    retried, and alerted as "answered, but not usably: fix the configuration"."""
+    sentry_fake.fail(kind, times=2, match="/events/")
     obs = await sentry.fetch(
         rule(source="sentry", metric="error_rate", max=0.1), scope(), AFTER, "v1"
     )
@@ -235,15 +239,18 @@ async def test_server_errors_are_retried_with_backoff(
     assert len(sentry_fake.seen("/events/")) == 3
 
 
+@pytest.mark.parametrize("kind", ["503", "html:522"])
 async def test_a_persistent_outage_is_an_error_observation(
-    sentry: SentryProvider, sentry_fake: FakeSentry, metrics: Metrics
+    sentry: SentryProvider, sentry_fake: FakeSentry, metrics: Metrics, kind: str
 ) -> None:
-    sentry_fake.fail("503")
+    sentry_fake.fail(kind)
     obs = await sentry.fetch(
         rule(source="sentry", metric="error_rate", max=0.1), scope(), AFTER, "v1"
     )
     assert obs.value is None
-    assert obs.error is not None and "503" in obs.error
+    status = kind.removeprefix("html:")
+    assert obs.error is not None and f"Sentry answered {status}" in obs.error, obs.error
+    assert not obs.answered  # an outage that passes, not a configuration to fix
     assert requests_counted(metrics, "sentry", "error") == 1
 
 

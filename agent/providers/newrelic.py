@@ -102,9 +102,11 @@ class GraphQLAnswer(_Loose):
 
 
 def nrql_for(nrql: str, period: Period) -> str:
-    """The user's NRQL with the period appended in epoch milliseconds."""
+    """The user's NRQL with the period appended in epoch milliseconds, both rounded down
+    (`SINCE` inclusive, `UNTIL` exclusive), so that the baseline, which ends at the deploy,
+    and the period since it meet and never share a millisecond."""
     start_ms = math.floor(period.start * 1000)
-    end_ms = math.ceil(period.end * 1000)
+    end_ms = max(math.floor(period.end * 1000), start_ms + 1)
     return f"{nrql.strip().rstrip(';').strip()} SINCE {start_ms} UNTIL {end_ms}"
 
 

@@ -267,8 +267,14 @@ def release_template(version: str, names: Iterable[str]) -> str | None:
 
 
 def _span(period: Period) -> tuple[str, str]:
-    """Whole seconds covering [start, end): Sentry's time filters are per second."""
-    return rfc3339(math.floor(period.start)), rfc3339(math.ceil(period.end))
+    """[start, end) in whole seconds, both rounded down: Sentry's filters are per second
+    (`start <= timestamp < end`), and periods that meet must meet there too. The baseline
+    ends at the deploy and the period since the deploy starts there; a deploy registered
+    without `deployed_at` is at a fraction of a second, and an end rounded up put that
+    second in both (without a previous release to tell them apart, the new release's first
+    events counted in its own baseline). A period within one second keeps that second."""
+    start = math.floor(period.start)
+    return rfc3339(start), rfc3339(max(math.floor(period.end), start + 1))
 
 
 def _number(row: dict[str, Any], key: str) -> float | None:

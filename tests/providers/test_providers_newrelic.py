@@ -108,6 +108,16 @@ def test_the_period_goes_in_epoch_milliseconds() -> None:
     )
 
 
+def test_the_periods_before_and_after_a_deploy_meet_without_sharing_a_millisecond() -> None:
+    """`UNTIL` is exclusive: the baseline's end at a deploy made at a fraction of a
+    millisecond was rounded up, so the deploy's millisecond was in both periods."""
+    t0 = 1_795_000_000.0004
+    before = nrql_for("SELECT count(*) FROM Transaction", Period(t0 - 3600, t0))
+    after = nrql_for("SELECT count(*) FROM Transaction", Period(t0, t0 + 0.0002))
+    assert before.endswith("SINCE 1794996400000 UNTIL 1795000000000")
+    assert after.endswith("SINCE 1795000000000 UNTIL 1795000000001")
+
+
 async def test_a_bad_nrql_is_rejected_once_without_retrying(
     newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic, metrics: Metrics
 ) -> None:

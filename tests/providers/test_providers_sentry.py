@@ -181,6 +181,25 @@ async def test_without_a_release_the_periods_separate_before_from_after(
     assert sentry_fake.seen("/events/")[1].param("query") == "is_transaction:true"
 
 
+@pytest.mark.parametrize("fraction", [0.0, 0.25, 0.999])
+async def test_the_periods_before_and_after_a_deploy_meet_without_sharing_a_second(
+    sentry: SentryProvider, sentry_fake: FakeSentry, fraction: float
+) -> None:
+    """A deploy registered without `deployed_at` is at a fraction of a second. The
+    baseline's end was rounded up and the period since the deploy rounded down, so the
+    deploy's second was asked in both: without a previous release to tell them apart, the
+    new release's first events counted in its own baseline."""
+    t0 = T0 + fraction
+    deploy = scope(previous_version=None, deployed_at=t0)
+    r = rule(source="sentry", metric="error_rate", max=0.05)
+    await sentry.fetch(r, deploy, Period(t0 - 3600, t0), None)
+    await sentry.fetch(r, deploy, Period(t0, t0 + 0.5), None)  # a first round within a second
+    before, after = sentry_fake.seen("/events/")
+    assert before.param("end") == after.param("start") == "2026-11-18T11:06:40Z"
+    assert before.param("start") == "2026-11-18T10:06:40Z"
+    assert after.param("end") == "2026-11-18T11:06:41Z"  # the deploy's second, not none
+
+
 async def test_rate_limit_waits_for_the_reset_then_succeeds(
     sentry: SentryProvider, sentry_fake: FakeSentry, metrics: Metrics
 ) -> None:

@@ -21,6 +21,7 @@ rule needs one number):
 Failures: GraphQL `errors` inside an HTTP 200 are a bad query ("NRQL rejected: …",
 not retried) unless their `errorClass` is TIMEOUT, INTERNAL_SERVER_ERROR,
 SERVER_ERROR or TOO_MANY_REQUESTS (retried, as New Relic's own Go client does).
+An HTTP 404 is a wrong `api_url` (NerdGraph answers errors with 200), said so.
 Deprecation notices ("This field is deprecated! …") that come with data are
 warnings, logged, and the data is used (the Go client's `IsDeprecated`,
 internal/http/graphql.go). At most 25 requests are in flight: NerdGraph's per-user
@@ -257,6 +258,12 @@ class NewRelicProvider(HttpProvider):
         )
         if answer.status in (401, 403):
             raise self._key_rejected(str(answer.status))
+        if answer.status == 404:  # NerdGraph answers 200 even for errors: a wrong path
+            raise ProviderError(
+                "New Relic answered 404: check providers.newrelic.api_url (NerdGraph's"
+                " endpoint ends in /graphql: https://api.newrelic.com/graphql, or the"
+                " region's)"
+            )
         body = answer.json(self.title)
         if not 200 <= answer.status < 300:
             first = self.quoted(_first_error(body))

@@ -24,8 +24,9 @@ Answers: a matrix (or vector/scalar from API-compatible servers) with exactly on
 series; none means no data (`value=None`, no error), several is a configuration
 error ("aggregate it"). A series of native histograms only (`histograms` instead of
 `values`, docs/querying/api.md) is refused with what to wrap it in: a rule needs a
-number. `errorType` bad_data/execution → "PromQL rejected: …" (not retried); 503 and
-other 5xx, 429 and timeouts are retried.
+number. `errorType` bad_data/execution → "PromQL rejected: …" (not retried); 404 names
+`providers.prometheus.url` (a wrong root or route prefix); 503 and other 5xx, 429
+and timeouts are retried.
 """
 
 from __future__ import annotations
@@ -213,6 +214,12 @@ class PrometheusProvider(HttpProvider):
         if answer.status in (401, 403):
             raise ProviderError(
                 f"Prometheus rejected the credentials ({answer.status}): {self._credentials()}"
+            )
+        if answer.status == 404:  # every Prometheus serves the API: a wrong root or prefix
+            raise ProviderError(
+                "Prometheus answered 404 for /api/v1/query_range: check providers.prometheus"
+                ".url (the server's root, with its route prefix if it has one: http://host:9090,"
+                " or …/prometheus behind a path; not the API's own path)"
             )
         body = answer.json(self.title)
         parsed = parse_model(PrometheusAnswer, body, self.title)

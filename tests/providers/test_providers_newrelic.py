@@ -239,6 +239,30 @@ async def test_a_rejected_key_is_named_and_never_shown(
     assert len(newrelic_fake.requests) == 1
 
 
+@pytest.mark.parametrize("path", ["/", "/v2/graphql"])
+async def test_a_wrong_api_url_is_named_not_called_a_malformed_answer(
+    newrelic_fake: FakeNewRelic, metrics: Metrics, path: str
+) -> None:
+    """NerdGraph answers its errors with HTTP 200: a 404 is a wrong `api_url` (the host
+    alone, a path of another API), which said "malformed answer from New Relic (HTTP 404,
+    not JSON)" and left the user to guess which setting."""
+    settings = newrelic_settings(newrelic_fake, api_url=newrelic_fake.url + path)
+    provider = NewRelicProvider(settings, metrics=metrics)
+    try:
+        obs = await provider.fetch(
+            rule(source="newrelic", nrql="SELECT count(*) FROM Transaction", max=1),
+            scope(),
+            AFTER,
+            None,
+        )
+    finally:
+        await provider.aclose()
+    assert obs.error is not None
+    assert obs.error.startswith("New Relic answered 404: check providers.newrelic.api_url")
+    assert obs.answered  # a configuration to fix, not an outage
+    assert len(newrelic_fake.requests) == 1
+
+
 @pytest.mark.parametrize(
     ("kind", "message"),
     [

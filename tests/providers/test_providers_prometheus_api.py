@@ -115,6 +115,29 @@ async def test_rejected_credentials_name_the_setting_to_fix_never_its_value(
     assert len(prometheus_fake.requests) == 1  # not retried: waiting will not fix it
 
 
+@pytest.mark.parametrize("path", ["/prometheus", "/api/v1"])
+async def test_a_wrong_url_is_named_not_called_a_malformed_answer(
+    prometheus_fake: FakePrometheus, metrics: Metrics, path: str
+) -> None:
+    """Every Prometheus serves /api/v1/query_range: a 404 is a wrong `url` (a route prefix
+    left out or added, the API's own path pasted in), which said "malformed answer from
+    Prometheus (HTTP 404, not JSON)"."""
+    settings = PrometheusSettings.model_validate({"url": prometheus_fake.url + path, **FAST})
+    provider = PrometheusProvider(settings, metrics=metrics)
+    try:
+        obs = await provider.fetch(
+            rule(source="prometheus", query="up", max=2), scope(), AFTER, None
+        )
+    finally:
+        await provider.aclose()
+    assert obs.error is not None
+    assert obs.error.startswith(
+        "Prometheus answered 404 for /api/v1/query_range: check providers.prometheus.url"
+    )
+    assert obs.answered
+    assert len(prometheus_fake.requests) == 1
+
+
 async def test_bad_promql_is_a_configuration_error(
     prometheus: PrometheusProvider, prometheus_fake: FakePrometheus
 ) -> None:

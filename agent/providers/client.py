@@ -49,6 +49,7 @@ import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -330,6 +331,21 @@ class HttpProvider:
         """Text from outside as a message quotes it: scrubbed (`redact`), then shortened; the
         other way round, a secret cut at the limit would show its start, unmatched."""
         return shorten(self.redact(text))
+
+    def refuse_redirect(self, answer: Answer, setting: str) -> None:
+        """Raise for a 3xx, saying where it points: redirects are not followed (the
+        credentials would go where an answer sends them), and where it points is most
+        often the URL to configure (https:// for http://, a moved path)."""
+        if not 300 <= answer.status < 400:
+            return
+        parts = urlsplit(answer.headers.get("Location", ""))
+        shown = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+        where = f" to {self.quoted(shown)}" if shown else ""
+        raise ProviderError(
+            f"{self.title} answered {answer.status}, a redirect{where}: set {setting} to"
+            " where it points (redirects are not followed, so that the credentials never go"
+            " where an answer sends them)"
+        )
 
     def mask_secrets(self, message: str) -> str:
         """Last line of defence on every outgoing message: our own secrets, exactly."""

@@ -258,6 +258,7 @@ class NewRelicProvider(HttpProvider):
         )
         if answer.status in (401, 403):
             raise self._key_rejected(str(answer.status))
+        self.refuse_redirect(answer, "providers.newrelic.api_url")
         if answer.status == 404:  # NerdGraph answers 200 even for errors: a wrong path
             raise ProviderError(
                 "New Relic answered 404: check providers.newrelic.api_url (NerdGraph's"

@@ -215,6 +215,7 @@ class PrometheusProvider(HttpProvider):
             raise ProviderError(
                 f"Prometheus rejected the credentials ({answer.status}): {self._credentials()}"
             )
+        self.refuse_redirect(answer, "providers.prometheus.url")
         if answer.status == 404:  # every Prometheus serves the API: a wrong root or prefix
             raise ProviderError(
                 "Prometheus answered 404 for /api/v1/query_range: check providers.prometheus"

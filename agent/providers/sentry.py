@@ -868,6 +868,7 @@ class SentryProvider(HttpProvider):
         status = answer.status
         if 200 <= status < 300:
             return
+        self.refuse_redirect(answer, "providers.sentry.base_url")
         if status == 401:
             raise ProviderError(
                 "Sentry token rejected (401): set providers.sentry.token to a valid auth token"

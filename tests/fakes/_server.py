@@ -8,6 +8,7 @@ its control routes, to misbehave the way real providers do:
 - `fail("401")`: the credentials are rejected with the provider's documented body;
 - `fail("html:522")`: a gateway's own error page (HTML, not the provider's JSON), as a
   CDN or proxy in front of the provider answers when the provider is down;
+- `fail("moved")`: 301 to the same path on https://, as a load balancer redirects http://;
 - `fail("hang")`: the request is held until the fake stops (a timeout for the client);
 - `fail("malformed")`: a truncated JSON body with a JSON content type;
 - `fail("bad_shape")`: valid JSON of the wrong shape;
@@ -157,6 +158,9 @@ class FakeServer:
             status = int(kind.removeprefix("html:"))
             page = f"<html><body><h1>Error {status}</h1><p>origin unreachable</p></body></html>"
             return web.Response(text=page, status=status, content_type="text/html")
+        if kind == "moved":
+            location = f"https://{request.host}{request.path_qs}"
+            return web.Response(status=301, headers={"Location": location})
         if kind.isdigit():
             return web.json_response({"detail": f"fake failure {kind}"}, status=int(kind))
         if kind == "malformed":

@@ -239,6 +239,24 @@ async def test_a_rejected_key_is_named_and_never_shown(
     assert len(newrelic_fake.requests) == 1
 
 
+async def test_a_redirect_says_where_it_points_and_is_not_followed(
+    newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic
+) -> None:
+    newrelic_fake.fail("moved")
+    obs = await newrelic.fetch(
+        rule(source="newrelic", nrql="SELECT count(*) FROM Transaction", max=1),
+        scope(),
+        AFTER,
+        None,
+    )
+    assert obs.error == (
+        f"New Relic answered 301, a redirect to https://127.0.0.1:{newrelic_fake.port}/graphql:"
+        " set providers.newrelic.api_url to where it points (redirects are not followed, so"
+        " that the credentials never go where an answer sends them)"
+    ), obs.error  # was "malformed answer from New Relic (HTTP 301, not JSON)"
+    assert len(newrelic_fake.requests) == 1
+
+
 @pytest.mark.parametrize("path", ["/", "/v2/graphql"])
 async def test_a_wrong_api_url_is_named_not_called_a_malformed_answer(
     newrelic_fake: FakeNewRelic, metrics: Metrics, path: str

@@ -115,6 +115,19 @@ async def test_rejected_credentials_name_the_setting_to_fix_never_its_value(
     assert len(prometheus_fake.requests) == 1  # not retried: waiting will not fix it
 
 
+async def test_a_redirect_says_where_it_points_and_is_not_followed(
+    prometheus: PrometheusProvider, prometheus_fake: FakePrometheus
+) -> None:
+    prometheus_fake.fail("moved")
+    obs = await prometheus.fetch(rule(source="prometheus", query="up", max=2), scope(), AFTER, None)
+    assert obs.error is not None
+    assert obs.error.startswith(
+        f"Prometheus answered 301, a redirect to https://127.0.0.1:{prometheus_fake.port}"
+        "/api/v1/query_range: set providers.prometheus.url to where it points"
+    ), obs.error  # was "malformed answer from Prometheus (HTTP 301, not JSON)"
+    assert len(prometheus_fake.requests) == 1
+
+
 @pytest.mark.parametrize("path", ["/prometheus", "/api/v1"])
 async def test_a_wrong_url_is_named_not_called_a_malformed_answer(
     prometheus_fake: FakePrometheus, metrics: Metrics, path: str

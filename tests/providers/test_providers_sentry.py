@@ -319,6 +319,24 @@ async def test_a_rejected_token_says_so_once_without_retrying(
     assert SENTRY_TOKEN not in repr(obs)
 
 
+async def test_a_redirect_says_where_it_points_and_is_not_followed(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    """`base_url: http://…` for an https-only host: the 301 said "Sentry answered 301"
+    and nothing of where to; it is still not followed (the token would go along)."""
+    sentry_fake.fail("moved")
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="error_rate", max=0.1), scope(), AFTER, "v1"
+    )
+    assert obs.error is not None
+    assert obs.error.startswith(
+        f"Sentry answered 301, a redirect to https://127.0.0.1:{sentry_fake.port}/api/0/"
+    ), obs.error
+    assert "set providers.sentry.base_url to where it points" in obs.error
+    assert "?" not in obs.error  # the query is not quoted
+    assert len(sentry_fake.requests) == 1
+
+
 async def test_a_hanging_sentry_ends_within_the_budget(
     sentry: SentryProvider, sentry_fake: FakeSentry
 ) -> None:

@@ -160,6 +160,16 @@ class NewRelicSettings(HttpProviderSettings):
             raise FieldError(
                 "nrql", "nrql must not contain SINCE or UNTIL: the agent adds the periods"
             )
+        # outside string literals and `quoted` names, which may say anything
+        plain = re.sub(r"'(?:[^'\\]|\\.)*'|`[^`]*`", "''", rule.query)
+        shaped = re.search(r"\b(FACET|TIMESERIES|COMPARE\s+WITH)\b", plain, re.IGNORECASE)
+        if shaped:
+            clause = " ".join(shaped.group(1).upper().split())
+            raise FieldError(
+                "nrql",
+                f"nrql must not use {clause}: a rule needs one number per period (one"
+                " row of results), and the agent compares the periods itself",
+            )
 
 
 class PrometheusSettings(HttpProviderSettings):

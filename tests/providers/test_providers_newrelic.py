@@ -13,6 +13,7 @@ from agent.providers.base import Period
 from agent.providers.client import ProviderError
 from agent.providers.newrelic import NewRelicProvider, nrql_for, observation_from_rows
 from agent.providers.provider_settings import BaselineSettings, NewRelicSettings
+from agent.settings_file import ConfigError, load_settings_text
 from tests.fakes.newrelic import FakeNewRelic
 from tests.providers.support import (
     AFTER,
@@ -100,6 +101,46 @@ def test_result_rows_become_observations(
 def test_several_rows_are_refused_because_a_rule_needs_one_number() -> None:
     with pytest.raises(ProviderError, match="2 rows"):
         observation_from_rows([{"appName": "a", "count": 1}, {"appName": "b", "count": 2}], "q")
+
+
+NRQL_CONFIG = """\
+server: {listen: "127.0.0.1:8787", api_tokens: ["tok-1234567890abcdef"]}
+providers:
+  newrelic: {account_id: 1, api_key: k3y-value}
+environments:
+  production:
+    base_url: http://127.0.0.1:9
+    rules:
+      - name: apm
+        source: newrelic
+        nrql: "%s"
+        max: 5
+    rollback: {url: "http://127.0.0.1:9998/rollback", secret: shh-secret}
+"""
+
+
+@pytest.mark.parametrize(
+    ("nrql", "clause"),
+    [
+        ("SELECT count(*) FROM Transaction FACET appName", "FACET"),
+        ("SELECT count(*) FROM Transaction TIMESERIES 1 minute", "TIMESERIES"),
+        ("SELECT count(*) FROM Transaction compare  with 1 week ago", "COMPARE WITH"),
+    ],
+)
+def test_nrql_that_answers_several_rows_is_refused_by_the_config(nrql: str, clause: str) -> None:
+    """Each gave a valid config, then at every window "NRQL returned 12 rows", "unexpected
+    value in NRQL result (str)" (a FACET of one row) or "no nrql results" (COMPARE WITH)."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings_text(NRQL_CONFIG % nrql)
+    (problem,) = caught.value.problems
+    assert "environments.production.rules[0].nrql" in str(problem)
+    assert f"nrql must not use {clause}: a rule needs one number per period" in str(problem)
+
+
+def test_the_words_inside_a_string_or_a_quoted_name_are_not_clauses() -> None:
+    nrql = "SELECT count(*) AS `facet` FROM Transaction WHERE name = 'TIMESERIES job'"
+    rule = load_settings_text(NRQL_CONFIG % nrql).environments["production"].rules[0]
+    assert rule.to_rule().query == nrql
 
 
 def test_the_period_goes_in_epoch_milliseconds() -> None:

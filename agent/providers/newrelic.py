@@ -90,11 +90,18 @@ class GraphQLError(_Loose):
 
     @property
     def error_class(self) -> str | None:
-        ext = self.extensions
-        for key in ("errorClass", "error_code", "code"):
-            if isinstance(ext.get(key), str):
-                return str(ext[key])
+        return error_class_of(self.extensions)
+
+
+def error_class_of(extensions: Any) -> str | None:
+    """A GraphQL error's class: `extensions.errorClass`, else `error_code`, else `code`
+    (NerdGraph uses each). Whether to retry and how to word the failure read the same."""
+    if not isinstance(extensions, dict):
         return None
+    for key in ("errorClass", "error_code", "code"):
+        if isinstance(extensions.get(key), str):
+            return str(extensions[key])
+    return None
 
 
 class GraphQLAnswer(_Loose):
@@ -210,8 +217,7 @@ class NewRelicProvider(HttpProvider):
                 return None
             errors = body.get("errors") if isinstance(body, dict) else None
             for error in errors if isinstance(errors, list) else []:
-                ext = error.get("extensions") if isinstance(error, dict) else None
-                cls = ext.get("errorClass") if isinstance(ext, dict) else None
+                cls = error_class_of(error.get("extensions")) if isinstance(error, dict) else None
                 if cls in RETRIED_ERROR_CLASSES:
                     return Retry(f"New Relic answered {cls}", retry_after_seconds(answer.headers))
             return None

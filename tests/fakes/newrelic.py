@@ -119,6 +119,10 @@ class FakeNewRelic(FakeServer):
             )
         if failure.kind == "too_many_requests":
             return web.json_response(_error("Too many concurrent requests", "TOO_MANY_REQUESTS"))
+        if failure.kind == "too_many_requests_code":  # the class under `code` (reference §7)
+            body = _error("Too many concurrent requests")
+            body["errors"][0]["extensions"] = {"code": "TOO_MANY_REQUESTS"}
+            return web.json_response(body)
         if failure.kind == "timeout":
             return web.json_response(_error("NRDB query timed out", "TIMEOUT"))
         if failure.kind == "429":

@@ -176,6 +176,7 @@ async def test_a_bad_nrql_is_rejected_once_without_retrying(
     ("kind", "failed_as"),
     [
         ("too_many_requests", "2xx"),
+        ("too_many_requests_code", "2xx"),  # under `code`: was failed at once, not retried
         ("timeout", "2xx"),
         ("429", "4xx"),
         ("500", "5xx"),

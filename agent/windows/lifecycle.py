@@ -597,13 +597,15 @@ class WindowWatch:
     async def _mark(
         self, name: str, provider: Provider, event: Literal["deploy", "rollback"]
     ) -> None:
-        """A provider's deploy marker; one that could not be recorded is one alert
-        saying why (the provider names the missing permission)."""
+        """A provider's deploy marker; one that could not be recorded is an alert saying
+        why (the provider names the missing permission): the provider's one
+        `provider_unreachable` of the window, shared with its fetches' failures, so a
+        provider down pages once, not once for the marker and again for its rules."""
         problem = await provider.mark(self.scope, event)
         if problem:
             self._alert(
                 "provider_unreachable",
-                key=f"marker:{name}:{event}",
+                key=provider_key(name),
                 reason=f"{name}: {problem}",
                 rules=[],
                 provider=name,

@@ -751,10 +751,12 @@ def world(
     )
 
 
-async def healthy_deploy_during_outage(world: World, failing: list[str], kind: str) -> Outage:
+async def healthy_deploy_during_outage(
+    world: World, failing: list[str], kind: str, *, markers: bool = False
+) -> Outage:
     """All three providers healthy (Sentry 1% → 1%, New Relic p95 0.2 s → 0.2 s,
     Prometheus ~1% 5xx), except `failing`, which fail with `kind` for the whole
-    window, baseline included."""
+    window, baseline included (`markers`: Sentry's and New Relic's deploy markers on)."""
     stack, sentry_fake, newrelic_fake = world.stack, world.sentry, world.newrelic
     receiver, json_sink, start_agent = world.receiver, world.sink, world.start_agent
     t0 = deploy_second()
@@ -789,6 +791,7 @@ async def healthy_deploy_during_outage(world: World, failing: list[str], kind: s
                 timeout="600ms",
                 request_timeout="300ms",
                 max_attempts=2,
+                markers=markers,
                 # a healthy provider gets the default budget: on a busy machine a healthy
                 # Prometheus once took longer than 300 ms and was counted as an error; so
                 # does one answering at once but unusably (malformed, 401), whose answer
@@ -908,6 +911,25 @@ async def test_every_provider_down_is_inconclusive_with_one_alert_per_provider(
     assert outage.final["state"] == "inconclusive", outage.final
     assert outage.final["verdict"]["outcome"] == "inconclusive"
     await assert_fail_soft(outage, world, PROVIDERS, "500")
+
+
+@ONE_PROMETHEUS
+async def test_a_provider_down_with_markers_on_is_still_one_alert_per_provider(
+    world: World,
+) -> None:
+    """With markers on, the deploy marker that could not be written was an alert of its
+    own beside the fetches': "provider sentry unreachable" twice in the window (and New
+    Relic's twice). A provider down is one alert, whichever of its parts failed first."""
+    down = ["sentry", "newrelic"]
+    outage = await healthy_deploy_during_outage(world, down, "500", markers=True)
+    assert outage.final["rollback"] is None and world.receiver.attempts == []
+    assert outage.final["state"] == "passed", outage.final  # on Prometheus' rule alone
+    # the markers were tried (Sentry's stops at its project's lookup, a read as well)
+    assert any("changeTrackingCreateEvent" in str(r.body) for r in world.newrelic.requests)
+    await alert_titled(world.sink, "deploy passed")
+    for provider in PROVIDERS:
+        alerts = titled(world.sink, f"provider {provider} ")
+        assert len(alerts) == (1 if provider in down else 0), [a.title for a in alerts]
 
 
 # ----------------------------------- 5. a slow or hung provider keeps the schedule

@@ -112,6 +112,39 @@ async def held_until_stored(
             await sleep(next(waits))
 
 
+LATE_S = 0.25
+"""How late a deadline may be met before it says this process was stopped (SIGSTOP, a
+VM paused) or its loop stalled: an attempt's answer may have come meanwhile."""
+WOKEN_LOOK_S = 0.5
+"""How long such an attempt is given to read what is already in its socket."""
+
+
+async def answered_within(work: Awaitable[T], seconds: float) -> T:
+    """`work`'s result, or `TimeoutError` after `seconds` (the loop's clock).
+
+    A deadline found `LATE_S` late gives `work` `WOKEN_LOOK_S` more, once: a sender
+    stopped while its attempt was out resumed with the timeout due and the receiver's 2xx
+    read into its socket meanwhile, and the timeout, run first, took it for no answer:
+    the rollback was sent again, and accepted twice (`tests/rollback/
+    test_rollback_paused_answer.py`; `bench/ha_faults.py`'s pauses)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    deadline = loop.time() + seconds
+    looked = False
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+            if done:
+                return task.result()
+            if looked or loop.time() - deadline < LATE_S:
+                raise TimeoutError
+            looked, deadline = True, loop.time() + WOKEN_LOOK_S
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})  # the request's connection let go before going on
+
+
 TAKEOVER_GRACE_S = 3 * RECORD_RETRY_S[-1]
 """How long a sender that takes over another's rollback, whose last attempt has no
 recorded outcome, waits before sending it again. That sender may be alive, its 2xx held
@@ -855,36 +888,12 @@ class RollbackDelivery:
         return self._targets.prepare(intent, settings, environment, headers)
 
     async def _attempt(self, request: PreparedRequest, settings: RollbackSettings) -> _Outcome:
-        """One POST under the per-attempt timeout; classifies the answer, never raises
-        (except CancelledError)."""
+        """One POST under the per-attempt timeout (`answered_within`); classifies the
+        answer, never raises (except CancelledError)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        rate_limited = False
         try:
-            async with self._client().post(
-                _as_written(request.url),
-                data=request.body,
-                headers=request.headers,
-                # no body (Vercel's rollback): no content type, as curl sends it, where
-                # aiohttp made one up (octet-stream) for a POST without one
-                skip_auto_headers=() if request.body else ("Content-Type",),
-                timeout=aiohttp.ClientTimeout(total=settings.timeout),
-                allow_redirects=False,
-            ) as response:
-                status = response.status
-                if 200 <= status < 300:
-                    # delivered on the status line: its body is not waited for, so the
-                    # record of it follows the receiver's 2xx as closely as it can
-                    return _Outcome("delivered", status, None, None, loop.time() - started)
-                text = (await response.content.read(_ERROR_SNIPPET)).decode("utf-8", "replace")
-                retry_after = retry_after_seconds(
-                    response.headers.get("Retry-After"), self._clock()
-                )
-                rate_limit = RATE_LIMITS.get(request.who)
-                if rate_limit is not None:  # GitHub's are 403s as often as 429s
-                    limited = rate_limit(status, response.headers, text, self._clock())
-                    if limited is not None:
-                        rate_limited, retry_after = True, limited
+            answer = await answered_within(self._exchange(request), settings.timeout)
         except TimeoutError as exc:
             without_tracebacks(exc)
             return _Outcome(
@@ -900,6 +909,9 @@ class RollbackDelivery:
             without_tracebacks(exc)
             error = self._redact(_unanswered(exc))[:_ERROR_SNIPPET]
             return _Outcome("retryable", None, error, None, loop.time() - started)
+        status, text, retry_after, rate_limited = answer
+        if 200 <= status < 300:
+            return _Outcome("delivered", status, None, None, loop.time() - started)
         duration = loop.time() - started
         snippet = " ".join(text.split())
         error = self._redact(
@@ -915,6 +927,32 @@ class RollbackDelivery:
                 " replayed elsewhere); set rollback.url to the final address"
             )
         return _Outcome("rejected", status, error, None, duration)
+
+    async def _exchange(self, request: PreparedRequest) -> tuple[int, str, float | None, bool]:
+        """The POST and its answer: status, the start of a non-2xx body, the wait it asks
+        for, and whether it says rate limited. No timeout of its own (the caller's)."""
+        async with self._client().post(
+            _as_written(request.url),
+            data=request.body,
+            headers=request.headers,
+            # no body (Vercel's rollback): no content type, as curl sends it, where
+            # aiohttp made one up (octet-stream) for a POST without one
+            skip_auto_headers=() if request.body else ("Content-Type",),
+            allow_redirects=False,
+        ) as response:
+            status = response.status
+            if 200 <= status < 300:
+                # delivered on the status line: its body is not waited for, so the
+                # record of it follows the receiver's 2xx as closely as it can
+                return status, "", None, False
+            text = (await response.content.read(_ERROR_SNIPPET)).decode("utf-8", "replace")
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"), self._clock())
+            rate_limit = RATE_LIMITS.get(request.who)
+            if rate_limit is not None:  # GitHub's are 403s as often as 429s
+                limited = rate_limit(status, response.headers, text, self._clock())
+                if limited is not None:
+                    return status, text, limited, True
+            return status, text, retry_after, False
 
 
 RATE_LIMITS = {"GitHub": github_rate_limit_wait, "Vercel": vercel_rate_limit_wait}

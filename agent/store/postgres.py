@@ -63,8 +63,16 @@ _NO_ANSWER: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
 )
-"""Of those, the server not answering at all (`StoreUnreachable`): not a refused login or
-an unknown database."""
+"""Of those, the server not answering at all: not a refused login or an unknown database."""
+
+_WAIT_FOR: tuple[type[BaseException], ...] = (
+    *_NO_ANSWER,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+)
+"""What is worth waiting for at start (`StoreUnreachable`): no answer, or a server that
+takes no writes now (the old primary in a failover, now a standby), which the schema
+check at open needs. An agent restarted then exited 2, a configuration to fix, and
+stayed down (`tests/store/test_open_read_only.py`)."""
 
 
 def _password(url: str) -> str | None:
@@ -143,7 +151,7 @@ class PostgresStore(SqlStore):
             if secret in message:
                 message = message.replace(secret, "***")
                 leaked = True
-        kind = StoreUnreachable if isinstance(exc, _NO_ANSWER) else StoreError
+        kind = StoreUnreachable if isinstance(exc, _WAIT_FOR) else StoreError
         error = kind(f"{doing} PostgreSQL store at {self.where}: {message}")
         if leaked:
             raise error from None

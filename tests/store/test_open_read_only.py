@@ -1,0 +1,45 @@
+"""An agent (re)started while its PostgreSQL takes no writes (a failover reaching the old
+primary, now a standby) waits for it, as for one that does not answer: it exited 2 at
+once ("cannot execute CREATE TABLE in a read-only transaction", the schema check's),
+the code of a configuration to fix. Seen in `bench/ha_faults.py` (seed 302): a replica
+killed and restarted during a read-only spell stayed down, its windows and any rollback
+it was sending left to the others; a single agent's to nobody."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agent.app import open_when_it_answers
+from agent.store.postgres import PostgresStore
+from tests.pg import PgCluster
+from tests.rollback.test_rollback_outcome_kept import Failover
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_a_start_while_postgresql_is_read_only_waits_and_opens_once_it_takes_writes(
+    pg_cluster: PgCluster,
+) -> None:
+    failover = Failover(pg_cluster)
+    await failover.create()
+    first = PostgresStore(failover.url)
+    await first.open()  # the schema is there: a restart, not a first start
+    await first.close()
+    await failover.read_only()
+
+    store = PostgresStore(failover.url)
+    stopping = asyncio.Event()
+    opening = asyncio.create_task(open_when_it_answers(store, stopping))
+    try:
+        await asyncio.sleep(1.5)
+        assert not opening.done(), opening.exception()  # waiting, not failed
+        await failover.back()
+        await asyncio.wait_for(opening, 20)
+        assert await store.ping()
+    finally:
+        stopping.set()
+        opening.cancel()
+        await asyncio.gather(opening, return_exceptions=True)
+        await store.close()

@@ -1,0 +1,388 @@
+"""Replicas on one PostgreSQL under fault kinds `bench/ha_chaos.py` lacks, at random
+instants, with the rollbacks and the alerts counted at their receivers.
+
+    python bench/ha_faults.py [--runs 3] [--duration 45] [--seed 1] [--replicas 3]
+        [--faults kill,pause,pg_restart,pg_readonly,clock_step]
+        [--answers ok,5xx,slow,drop,late] [--rollback-timeout 2] [--pause LOW-HIGH]
+        [--sink-delay S] [--keep DIR] [--json]
+
+Each run: `--replicas` agents (tests/e2e/chaos.py's processes and config, plus an
+apprise `json://` alert channel), 10 deploys (5 regressed). A fault every 3-7 s, of a
+kind drawn from `--faults`: kill -9 (restarted 0.5-3 s later); SIGSTOP past the lease
+(lease + 0.5-4 s), then SIGCONT; PostgreSQL stopped 1-6 s and started again;
+PostgreSQL read-only 1-6 s (`default_transaction_read_only`, reloaded into every
+session); a replica's wall clock stepped by ±(lease + 1 to 4 × lease + 5) s for 2-8 s
+(`bench/clock_offset.py`: no faketime here). The rollback receiver answers each request
+one of `--answers` at random: `ok` 200; `5xx` 503; `slow` 200 only after the attempt's
+timeout (the sender has gone); `drop` reads the body and drops the connection; `late`
+200 after 0.7 × the timeout.
+
+Counted at the receivers, never from the agents' bookkeeping:
+- `heard_twice`: a 2xx answered to a connected sender for a key already answered 2xx
+  to one (a rollback delivered twice; one whose first 2xx went to a sender stopped or
+  killed before it could record it is the gap no webhook closes);
+- `acted_twice`: keys the receiver took (read the body and did not answer 5xx) more
+  than once: what a receiver that does not dedupe would roll back twice (`slow` and
+  `drop` make these unavoidable: the sender cannot know);
+- alerts: notifications at the sink with the same title (one deploy, one event) more
+  than once.
+- `passed_short`: a regressed deploy whose window passed with fewer rounds than its
+  `failure_limit` (rounds lost to the faults, or a clock stepped past its end): a
+  judging matter, counted apart from `unrecorded` (a rollback lost).
+
+Goals: heard_twice 0, alert duplicates 0, every regressed deploy's rollback heard 2xx
+once, `delivered` and its window `rolled_back` (unrecorded 0), nothing stuck. A run
+directory (`--keep`) holds each replica's log and config, the alerts and the rollback
+requests, for a run that missed a goal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import re
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import subprocess
+
+import asyncpg  # type: ignore[import-untyped]
+from aiohttp import web
+
+import tests.e2e.chaos as chaos_module
+from tests.e2e.chaos import UNANSWERED, Chaos, Plan, Replica, _env
+from tests.e2e.crash import ROOT
+from tests.pg import PgCluster, running_cluster, server_bindir
+from tests.receivers import JsonSink
+
+FAULTS = ("kill", "pause", "pg_restart", "pg_readonly", "clock_step")
+ANSWERS = ("ok", "5xx", "slow", "drop", "late")
+SHIM = Path(__file__).with_name("clock_offset.py")
+
+
+class FaultyReceiver:
+    """The rollback webhook, answering each request one of `ANSWERS` at random."""
+
+    def __init__(self, rng: random.Random, timeout_s: float, answers: list[str]) -> None:
+        self.rng = rng
+        self.timeout_s = timeout_s
+        self.answers = answers
+        self.requests: list[dict[str, Any]] = []
+        self.heard: Counter[str] = Counter()
+        self.acted: Counter[str] = Counter()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/rollback", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}/rollback"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        key = request.headers.get("Idempotency-Key", "?")
+        answer = self.rng.choice(self.answers)
+        record = {"key": key, "answer": answer, "at": time.time(), "heard": False}
+        self.requests.append(record)
+        if answer == "5xx":
+            return web.Response(status=503)
+        self.acted[key] += 1
+        if answer == "drop":
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response(status=200)  # written to nobody
+        if answer == "slow":
+            await asyncio.sleep(self.timeout_s + 0.5)
+        elif answer == "late":
+            await asyncio.sleep(0.7 * self.timeout_s)
+        if request.transport is None or request.transport.is_closing():
+            return web.Response(status=200)  # nobody hears it
+        record["heard"] = True
+        self.heard[key] += 1
+        return web.json_response({"status": "accepted"})
+
+
+class SteppedReplica(Replica):
+    """A replica whose wall clock is stepped by the seconds in `offset` (bench/clock_offset.py)."""
+
+    def __init__(self, name: str, workdir: Path, config_text: str) -> None:
+        super().__init__(name, workdir, config_text)
+        self.offset = workdir / f"{name}.offset"
+        self.offset.write_text("0")
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        env = _env(self.name)
+        env["POSTFLIGHT_CLOCK_OFFSET_FILE"] = str(self.offset)
+        with self.log.open("ab") as out:
+            return subprocess.Popen(
+                [sys.executable, str(SHIM), "run", "--config", str(self.config)],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=out,
+            )
+
+
+class FaultChaos(Chaos):
+    """tests/e2e/chaos.py's run with an alert channel and the faulty receiver."""
+
+    def __init__(
+        self, plan: Plan, pg_url: str, workdir: Path, receiver: FaultyReceiver, sink: JsonSink
+    ) -> None:
+        super().__init__(plan, pg_url, workdir)
+        self.faulty = receiver
+        self.sink = sink
+        self.env_of: dict[str, str] = {}
+
+    async def register(self, index: int) -> str:
+        deploy = await super().register(index)
+        self.env_of[deploy] = f"env{index}"
+        return deploy
+
+    async def _start(self) -> Chaos:
+        # the parent spawns its own receiver: start it, then point the config at ours
+        self.receiver_url_override = self.faulty.url
+        return await super()._start()
+
+    def _config(self) -> str:
+        text = super()._config().replace(self.receiver_url, self.receiver_url_override)
+        text = text.replace(
+            "      max_attempts: 100\n",
+            "      max_attempts: 100\n    alerts:\n      tags: [oncall]\n",
+        )
+        channel = f"alerting:\n  channels:\n    - url: {self.sink.url()}\n      tags: [oncall]\n"
+        return text.replace("environments:\n", channel + "environments:\n")
+
+
+def failure_limits(run: FaultChaos) -> dict[str, int]:
+    """Deploy id → its environment's `failure_limit` (failed rounds that fail it)."""
+    config = run.replicas[0].config.read_text()
+    pattern = r"^  (env\d+):\n(?:    .*\n)*?.*failure_limit: (\d+)"
+    limits = {env: int(limit) for env, limit in re.findall(pattern, config, re.M)}
+    return {deploy: limits.get(env, 0) for deploy, env in run.env_of.items()}
+
+
+async def read_only(url: str, on: bool) -> None:
+    conn = await asyncpg.connect(url, timeout=3)
+    try:
+        await conn.execute(
+            f"ALTER SYSTEM SET default_transaction_read_only = {'on' if on else 'off'}"
+        )
+        await conn.execute("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
+
+
+async def faults(
+    run: FaultChaos,
+    cluster: PgCluster,
+    kinds: list[str],
+    duration: float,
+    pause_s: tuple[float, float],
+) -> Counter[str]:
+    p, rng = run.plan, run.rng
+    done: Counter[str] = Counter()
+    end = time.monotonic() + duration
+    spacing = max(0.5, (duration - p.window_s) / max(1, p.windows))
+    registering = asyncio.create_task(run._register_all(spacing))
+    admin = cluster.url()
+    try:
+        while time.monotonic() < end:
+            await asyncio.sleep(rng.uniform(3.0, 7.0))
+            kind = rng.choice(kinds)
+            live: list[Replica] = [r for r in run.replicas if r.up]
+            if kind in ("kill", "pause") and len(live) < 2:
+                continue
+            if kind == "kill":
+                run.kill(rng.choice(live), rng.uniform(0.5, 3.0))
+            elif kind == "pause":
+                await run.pause(rng.choice(live), rng.uniform(*pause_s))
+            elif kind == "pg_restart":
+                down = rng.uniform(1.0, 6.0)
+                run.log(f"PostgreSQL stopped for {down:.1f}s")
+                await asyncio.to_thread(cluster.stop)
+                await asyncio.sleep(down)
+                await asyncio.to_thread(cluster.start)
+                run.log("PostgreSQL started")
+            elif kind == "clock_step":
+                replica = rng.choice(run.replicas)
+                assert isinstance(replica, SteppedReplica)
+                step = rng.choice((-1, 1)) * rng.uniform(p.lease_s + 1.0, 4 * p.lease_s + 5.0)
+                held = rng.uniform(2.0, 8.0)
+                run.log(f"{replica.name}'s clock stepped {step:+.1f}s for {held:.1f}s")
+                replica.offset.write_text(f"{step}")
+                await asyncio.sleep(held)
+                replica.offset.write_text("0")
+                run.log(f"{replica.name}'s clock stepped back")
+            elif kind == "pg_readonly":
+                down = rng.uniform(1.0, 6.0)
+                run.log(f"PostgreSQL read-only for {down:.1f}s")
+                await read_only(admin, True)
+                await asyncio.sleep(down)
+                await read_only(admin, False)
+                run.log("PostgreSQL writable")
+            done[kind] += 1
+    finally:
+        with contextlib.suppress(Exception):
+            await read_only(admin, False)
+        await registering
+    return done
+
+
+async def one_run(
+    args: argparse.Namespace, cluster: PgCluster, seed: int, workdir: Path
+) -> dict[str, Any]:
+    plan = Plan(
+        seed=seed,
+        duration_s=args.duration,
+        lease_s=args.lease,
+        replicas=args.replicas,
+        rollback_timeout_s=args.rollback_timeout,
+    )
+    rng = random.Random(seed * 7919)
+    receiver = FaultyReceiver(rng, plan.rollback_timeout_s, args.answers.split(","))
+    await receiver.start()
+    sink = JsonSink(log=workdir / "alerts.jsonl")
+    if args.sink_delay:
+        sink.answer_after(args.sink_delay)
+    await sink.start()
+    url = await cluster.create_database()
+    started = time.monotonic()
+    run = FaultChaos(plan, url, workdir, receiver, sink)
+    try:
+        async with run:
+            pause_s = (plan.lease_s + 0.5, plan.lease_s + 4.0)
+            if args.pause:
+                low, _, high = args.pause.partition("-")
+                pause_s = (float(low), float(high or low))
+            done = await faults(run, cluster, args.faults.split(","), args.duration, pause_s)
+            await run.settle(within=plan.window_s + 4 * plan.lease_s + 30)
+            await asyncio.sleep(5.0)  # late sends (a resumed alert, a taken-over rollback)
+            with contextlib.suppress(*UNANSWERED):
+                await run.monitor.poll()
+            run.f.unrecorded = run._unrecorded()
+            limits = failure_limits(run)
+            short = [
+                u
+                for u in run.f.unrecorded
+                if run.monitor.windows.get(u.split(":")[0], {}).get("state") == "passed"
+                and run.monitor.windows[u.split(":")[0]]["rounds"] < limits[u.split(":")[0]]
+            ]
+    finally:
+        await receiver.stop()
+        await sink.stop()
+    with (workdir / "rollback_requests.jsonl").open("w") as out:
+        out.writelines(json.dumps(r) + "\n" for r in receiver.requests)
+    titles = Counter(n.title for n in sink.notifications)
+    bad = [d for d, r in run.deploys.items() if r]
+    row = {
+        "seed": seed,
+        "faults": dict(done),
+        "requests": len(receiver.requests),
+        "answers": dict(Counter(r["answer"] for r in receiver.requests)),
+        "keys": len({r["key"] for r in receiver.requests}),
+        "heard_once": sum(receiver.heard[d] == 1 for d in bad),
+        "heard_twice": sum(n - 1 for n in receiver.heard.values() if n > 1),
+        "acted_twice": sum(n - 1 for n in receiver.acted.values() if n > 1),
+        "alerts": len(sink.notifications),
+        "alert_duplicates": sum(n - 1 for n in titles.values() if n > 1),
+        "duplicate_titles": [t for t, n in titles.items() if n > 1],
+        "unrecorded": [u for u in run.f.unrecorded if u not in short],
+        "passed_short": short,
+        "stuck": run.f.stuck,
+        "overwritten": run.f.overwritten_rounds
+        + run.f.overwritten_deliveries
+        + run.f.backward_counters,
+        "regressed": len(bad),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    row["ok"] = (
+        row["heard_twice"] == 0
+        and row["alert_duplicates"] == 0
+        and row["heard_once"] == len(bad)
+        and not row["unrecorded"]
+        and not row["stuck"]
+        and not row["overwritten"]
+    )
+    if not row["ok"] or args.verbose:
+        row["events"] = run.f.events
+        for r in run.replicas:
+            (workdir / "keep").mkdir(exist_ok=True)
+            (workdir / "keep" / f"{r.name}.log").write_bytes(r.log.read_bytes())
+    return row
+
+
+async def run_all(args: argparse.Namespace, cluster: PgCluster) -> list[dict[str, Any]]:
+    rows = []
+    base = Path(args.keep)
+    for i in range(args.runs):
+        workdir = base / f"run{args.seed + i}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        row = await one_run(args, cluster, args.seed + i, workdir)
+        rows.append(row)
+        if not args.json:
+            print(json.dumps({k: v for k, v in row.items() if k != "events"}), flush=True)
+            if not row["ok"]:
+                for e in row.get("events", []):
+                    print("   ", e, flush=True)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=45.0)
+    parser.add_argument("--lease", type=float, default=3.0)
+    parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rollback-timeout", type=float, default=2.0, help="rollback.timeout, s")
+    parser.add_argument("--faults", default=",".join(FAULTS))
+    parser.add_argument("--answers", default=",".join(ANSWERS))
+    parser.add_argument("--keep", default="/tmp/postflight-ha-faults", help="run directories")
+    parser.add_argument("--pause", help="SIGSTOP seconds, LOW-HIGH (default lease+0.5-lease+4)")
+    parser.add_argument("--sink-delay", type=float, default=0.0, help="alert sink answers after")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args()
+    bindir = server_bindir()
+    if bindir is None:
+        print("PostgreSQL server binaries not found (see tests/pg.py)", file=sys.stderr)
+        return 2
+    chaos_module.Replica = SteppedReplica  # type: ignore[misc]  # every replica steppable
+    with running_cluster(bindir) as cluster:
+        rows = asyncio.run(run_all(args, cluster))
+    summary = {
+        "runs": len(rows),
+        "ok": sum(r["ok"] for r in rows),
+        "faults": dict(sum((Counter(r["faults"]) for r in rows), Counter())),
+        "requests": sum(r["requests"] for r in rows),
+        "heard_twice": sum(r["heard_twice"] for r in rows),
+        "acted_twice": sum(r["acted_twice"] for r in rows),
+        "alerts": sum(r["alerts"] for r in rows),
+        "alert_duplicates": sum(r["alert_duplicates"] for r in rows),
+        "unrecorded": sum(len(r["unrecorded"]) for r in rows),
+        "passed_short": sum(len(r["passed_short"]) for r in rows),
+    }
+    print(json.dumps(summary) if args.json else f"\n{json.dumps(summary)}")
+    return 0 if summary["ok"] == summary["runs"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

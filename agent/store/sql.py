@@ -185,6 +185,10 @@ MIGRATIONS: tuple[str, ...] = (
     # retention finds the rounds to delete through the windows that ended (`prune_rounds`),
     # where each pass read the key of every round stored
     "CREATE INDEX IF NOT EXISTS windows_ended ON windows (ended_at) WHERE ended_at IS NOT NULL",
+    # the survivor's sweep reads the unfinished rollbacks only (`PENDING_ROLLBACKS`), where
+    # each, about once a second, read every rollback ever stored
+    "CREATE INDEX IF NOT EXISTS rollbacks_pending ON rollbacks (requested_at)"
+    " WHERE state = 'pending'",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -211,6 +215,11 @@ _ROLLBACK_COLUMNS = (
     " next_attempt_at, finished_at, lease_owner, lease_epoch, lease_until"
 )
 
+PENDING_ROLLBACKS = (
+    f"SELECT {_ROLLBACK_COLUMNS} FROM rollbacks WHERE state = 'pending' ORDER BY requested_at"
+)
+"""The survivor's sweep, each supervisor turn: through `rollbacks_pending`, it reads the
+unfinished rollbacks only, however many finished ones their windows keep."""
 
 _FENCED = "state = 'watching' AND lease_owner = ? AND lease_epoch = ?"
 _HELD_BY = (
@@ -960,10 +969,7 @@ class SqlStore(ABC):
         return changed == 1
 
     async def pending_rollbacks(self) -> list[RollbackIntent]:
-        rows = await self._fetchall(
-            f"SELECT {_ROLLBACK_COLUMNS} FROM rollbacks WHERE state = 'pending'"
-            " ORDER BY requested_at"
-        )
+        rows = await self._fetchall(PENDING_ROLLBACKS)
         return [_rollback(r) for r in rows]
 
     # alerts ----------------------------------------------------------------

@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,7 @@ async def test_a_store_from_before_fingerprints_keeps_its_runs_unmatched(tmp_pat
     await s.open()
     await s.close()
     db = sqlite3.connect(tmp_path / "pf.db")
-    # the store as it was before the fingerprint's migration (and the four after it)
+    # the store as it was before the fingerprint's migration (and the five after it)
     before = next(i for i, m in enumerate(MIGRATIONS) if "fingerprint" in m)
     db.execute("ALTER TABLE probe_summaries DROP COLUMN fingerprint")
     db.execute("DROP INDEX windows_by_env_version")
@@ -78,7 +79,8 @@ async def test_a_store_from_before_fingerprints_keeps_its_runs_unmatched(tmp_pat
     db.execute("ALTER TABLE alerts DROP COLUMN retries")
     db.execute("DROP TABLE background_leases")
     db.execute("DROP INDEX windows_ended")
-    assert before == SCHEMA_VERSION - 5, "a migration after these five: undo it here too"
+    db.execute("DROP INDEX rollbacks_pending")
+    assert before == SCHEMA_VERSION - 6, "a migration after these six: undo it here too"
     db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (before,))
     db.execute(
         "INSERT INTO probe_summaries (environment, check_name, at, summary)"
@@ -91,6 +93,9 @@ async def test_a_store_from_before_fingerprints_keeps_its_runs_unmatched(tmp_pat
     try:
         assert await upgraded.probe_summaries("production", 0, 100) == [("api", 10.0, {"ok": [0]})]
         assert await upgraded.probe_summaries("production", 0, 100, ["fp"]) == []
+        with closing(sqlite3.connect(tmp_path / "pf.db")) as db:
+            indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+        assert {"windows_ended", "rollbacks_pending"} <= indexes  # the later ones, again
     finally:
         await upgraded.close()
 

@@ -346,6 +346,12 @@ class LeanClient:
         self.sent = 0
         """Requests sent (a retry counts again): which path a probe took, for tests."""
 
+    def busy(self) -> bool:
+        """Whether a connection is in use, or a request waits for one (`TargetSessions`
+        closes no pool that is)."""
+        idle = sum(len(conns) for conns in self._idle.values())
+        return len(self._open) > idle or any(not w.done() for w in self._waiters)
+
     def supports(self, method: str, url: URL, headers: Mapping[str, str] | None) -> bool:
         """Whether this request may take the lean path (else: aiohttp)."""
         if (

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import aiohttp
 import pytest
 from yarl import URL
 
-from checks.sessions import TargetSessions
+from checks.sessions import TargetSessions, lean_client
 
 
 async def test_one_session_per_origin_and_tls_mode() -> None:
@@ -77,4 +80,134 @@ async def test_without_keepalive_every_request_opens_its_own_connection() -> Non
                         assert resp.status == 200
             assert len(set(ports)) == (1 if keepalive else 3)
     finally:
+        await server.close()
+
+
+class Receiver:
+    """One target server listening on many ports (a preview host per deploy: a new origin
+    each), counting at its end the connections clients opened and those still open."""
+
+    def __init__(self) -> None:
+        self.peers: dict[int, set[int]] = {}  # our port -> the client ports seen
+
+    async def start(self, ports: int) -> list[str]:
+        from aiohttp import web
+
+        async def peer(request: web.Request) -> web.Response:
+            assert request.transport is not None
+            ours = request.transport.get_extra_info("sockname")[1]
+            self.peers.setdefault(ours, set()).add(request.transport.get_extra_info("peername")[1])
+            return web.Response(text="ok")
+
+        app = web.Application()
+        app.router.add_get("/", peer)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        urls = []
+        for _ in range(ports):
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            await site.start()
+            server = site._server
+            assert server is not None and server.sockets
+            urls.append(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/")
+        return urls
+
+    def open_connections(self) -> int:
+        server = self.runner.server
+        assert server is not None
+        return len(server.connections)
+
+
+async def probe(session: aiohttp.ClientSession, url: str) -> None:
+    """One request the way a check sends it: the lean client where it takes it, else aiohttp."""
+    lean = lean_client(session)
+    if lean is not None:
+        parsed, _ = await lean.request(lean.head("GET", URL(url), None, None), URL(url), 5, False)
+        assert parsed.status == 200
+    else:
+        async with session.get(url) as resp:
+            assert resp.status == 200
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "aiohttp"])
+async def test_a_preview_host_per_deploy_leaves_no_session_behind(lean: bool) -> None:
+    """A deploy a minute for 40 minutes, each probed at its own preview host (a new origin)
+    for its minute, and production, probed every 10 s throughout through a session kept
+    (as `EnvironmentProbe` keeps it). Before, every preview's pool stayed open for good,
+    with its lean client's idle socket: 41 sessions and 41 connections at the target."""
+    receiver = Receiver()
+    production, *previews = await receiver.start(41)
+    clock = [0.0]
+    sessions = TargetSessions(lean=lean, idle_s=300.0, clock=lambda: clock[0])
+    handed: list[aiohttp.ClientSession] = []
+    try:
+        kept = sessions.get(production)
+        for preview in previews:
+            session = sessions.get(preview)
+            handed.append(session)
+            for _ in range(6):  # a round every 10 s for the deploy's minute
+                await probe(session, preview)
+                await probe(kept, production)
+                clock[0] += 10.0
+        await asyncio.gather(*sessions._closing)
+        # production and the previews of the last `idle_s` and a sweep or two (one a
+        # minute, at a `get`), however many deploys came before
+        assert len(sessions) <= 9, len(sessions)
+        assert sum(not s.closed for s in handed) <= 8
+        assert sum(s.connector is not None and not s.connector.closed for s in handed) <= 8
+        await asyncio.sleep(0.05)  # the target sees the closed sockets
+        assert receiver.open_connections() <= 9, receiver.open_connections()
+        # production's session and its one connection stayed the whole time
+        assert sessions.get(production) is kept and not kept.closed
+        production_port = int(URL(production).port or 0)
+        assert len(receiver.peers[production_port]) == 1, receiver.peers[production_port]
+        assert all(len(receiver.peers[int(URL(p).port or 0)]) == 1 for p in previews)
+    finally:
+        await sessions.aclose()
+        await receiver.runner.cleanup()
+    assert all(s.closed for s in handed)
+
+
+async def test_a_session_in_flight_or_used_lately_is_not_closed() -> None:
+    """A request in flight past `idle_s` keeps its session, and so does one used since
+    the last sweep; it goes once unused for `idle_s`, and `get` opens a new one."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", slow)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    clock = [0.0]
+    url = str(server.make_url("/"))
+    try:
+        for lean in (True, False):
+            sessions = TargetSessions(lean=lean, idle_s=300.0, clock=lambda: clock[0])
+            session = sessions.get(url)
+            flight = asyncio.create_task(probe(session, url))
+            await asyncio.sleep(0.05)
+            clock[0] += 1000.0
+            assert sessions.close_idle() == 0 and not session.closed  # in flight
+            release.set()
+            await flight
+            clock[0] += 1000.0
+            await probe(session, url)  # used since: stays
+            assert sessions.close_idle() == 0 and not session.closed
+            clock[0] += 299.0
+            assert sessions.close_idle() == 0 and not session.closed
+            clock[0] += 2.0
+            assert sessions.close_idle() == 1
+            await asyncio.gather(*sessions._closing)
+            assert session.closed and len(sessions) == 0
+            assert sessions.get(url) is not session  # a new one, on demand
+            await sessions.aclose()
+            release.clear()
+    finally:
+        release.set()
         await server.close()

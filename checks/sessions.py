@@ -20,6 +20,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -59,6 +60,18 @@ def _connector_mark(connector: aiohttp.BaseConnector | None) -> float:
         return 0.0
     pooled = getattr(connector, "_conns", {}).values()
     return max((stamp for conns in pooled for _, stamp in conns), default=0.0)
+
+
+def _close_now(session: aiohttp.ClientSession) -> asyncio.Future[Any] | None:
+    """Close `session` before this returns (what `session.close()` does but its wait):
+    a caller holding it sees it `closed` at once and asks `get` for another, where a task
+    running `close()` later cut off a request begun on it meanwhile. The wait for its
+    transports to close, if any, is returned."""
+    connector = session.connector
+    if connector is None or connector.closed:
+        return None
+    waiters = connector._close()  # the synchronous part of `close()`, as `LoadPool` does
+    return asyncio.gather(*waiters, return_exceptions=True) if waiters else None
 
 
 @dataclass
@@ -111,7 +124,7 @@ class TargetSessions:
         self._clock = clock
         self._seen: dict[tuple[str, bool], _Seen] = {}
         self._swept_at = clock()
-        self._closing: set[asyncio.Task[None]] = set()
+        self._closing: set[asyncio.Future[Any]] = set()
 
     def get(self, base_url: str, verify_tls: bool = True) -> aiohttp.ClientSession:
         """The session for the target at `base_url` (only its origin matters).
@@ -176,10 +189,10 @@ class TargetSessions:
             lean = _LEAN.pop(session, None)
             if lean is not None:
                 lean.close()
-            if not session.closed:
-                task = asyncio.get_running_loop().create_task(session.close())
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
+            closing = _close_now(session)
+            if closing is not None:
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
         return len(idle)
 
     def _open(self, verify_tls: bool) -> aiohttp.ClientSession:

@@ -279,6 +279,34 @@ async def test_environments_on_one_origin_share_its_connections() -> None:
     assert len(peers) == 4 and len(set(peers)) == 1
 
 
+async def test_a_probe_whose_session_was_closed_as_idle_probes_on() -> None:
+    """An environment's probe keeps its session; one closed meanwhile as idle (no probe for
+    `idle_s`: a background check run seldom) is replaced at the next probe, by `get`, and
+    the probe goes out (counted at the target), through the lean path and aiohttp's."""
+    peers: list[object] = []
+    server, url = await _ok_target(peers.append)
+    env = load_settings_text(CONFIG.format(url=url)).environments["production"]
+    clock = [0.0]
+    try:
+        async with TargetSessions(idle_s=300.0, clock=lambda: clock[0]) as sessions:
+            probe = EnvironmentProbe("production", env, sessions, Metrics())
+            for check in probe.checks:  # http (lean), smoke (aiohttp)
+                assert (await probe.run_once(check)).ok
+            first = sessions.get(url)
+            clock[0] += 1000.0
+            assert sessions.close_idle() == 0  # handed out just now, by the `get` above
+            clock[0] += 1000.0
+            assert sessions.close_idle() == 1 and first.closed
+            for check in probe.checks:
+                result = await probe.run_once(check)
+                assert result.ok, result.message
+            assert sessions.get(url) is not first and len(sessions) == 1
+    finally:
+        server.close()
+    # the lean client's connection and aiohttp's, then a new one each after the close
+    assert len(peers) == 4 and len(set(peers)) == 4
+
+
 async def _sampled_round(probe: EnvironmentProbe) -> tuple[list[CheckResult], list[int]]:
     """A round of 8 http probes, and the tasks alive at every turn of the loop through it.
     A 1 s round leaves the last probe half a second to be answered: in a 0.4 s one, a busy

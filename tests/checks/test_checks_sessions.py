@@ -203,8 +203,8 @@ async def test_a_session_in_flight_or_used_lately_is_not_closed() -> None:
             assert sessions.close_idle() == 0 and not session.closed
             clock[0] += 2.0
             assert sessions.close_idle() == 1
+            assert session.closed and len(sessions) == 0  # at once: a holder asks `get` again
             await asyncio.gather(*sessions._closing)
-            assert session.closed and len(sessions) == 0
             assert sessions.get(url) is not session  # a new one, on demand
             await sessions.aclose()
             release.clear()

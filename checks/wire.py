@@ -344,7 +344,8 @@ class LeanClient:
         self._declined: set[tuple[str, URL]] = set()
         self.closed = False
         self.sent = 0
-        """Requests sent (a retry counts again): which path a probe took, for tests."""
+        """Requests sent (a retry counts again): which path a probe took (tests), and
+        whether the pool was used since `TargetSessions` last looked."""
 
     def busy(self) -> bool:
         """Whether a connection is in use, or a request waits for one (`TargetSessions`

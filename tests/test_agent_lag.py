@@ -290,7 +290,7 @@ def test_an_overloaded_window_never_fails_on_its_probes() -> None:
     glance, verdict = _verdict("fail", "fail")
     held_glance, held = _tally(10, 6).guard(glance, verdict, ERRORS)
     assert held is not None and held.decision == "inconclusive"
-    assert held.reason.startswith("agent overloaded: 6 samples dropped")
+    assert held.reason.startswith("agent overloaded: 6 of 10 probes dropped")
     assert held.rules[0].outcome == "inconclusive" and "streak" not in held.rules[0].evidence
     assert held_glance.decision == "inconclusive"
     assert held_glance.rules[0].outcome == "inconclusive"
@@ -531,12 +531,34 @@ def test_a_latency_fail_within_the_agents_own_delay_is_not_a_rollback() -> None:
     )
     assert held_glance.decision == "inconclusive" and held is not None
     assert held.decision == "inconclusive" and held.reason.startswith("agent overloaded:")
-    said = "probe-latency's latency_p95 6ms is within 1ms once the 20ms its own delay"
+    said = "probe-latency's latency_p95 6ms may be as little as 0s at the target"
     assert said in held.reason
     assert held.rules[0].outcome == "inconclusive"
     # an absolute bound: 310 ms against max 300 ms is within the agent's delay too
     glance, verdict = _latency_fail(0.31)
     assert _tally(100, 3).guard(glance, verdict, [LATENCY_MAX])[0].decision == "inconclusive"
+
+
+def test_a_held_latency_fail_says_the_figures_on_call_can_check() -> None:
+    """Issue 10's live re-run: latency ×2 of a 40 ms service (p95 119 ms against a baseline
+    p95 of 73 ms, `max_increase: 50%`), 14 of 300 latencies dropped on a busy host. The hold
+    stands, and its words say what each figure is: the old ones read "119ms is within 109ms"
+    (false as written) and "14 samples dropped: agent overloaded" right after "agent
+    overloaded:"."""
+    glance, verdict = _latency_fail(0.119)
+    tally = _tally(300, 0, latencies=14)
+    rule = Rule("probe-latency", "checks", "latency_p95", max_increase=0.5)
+    _, held = tally.guard(glance, verdict, [rule], _baseline(0.073))
+    assert held is not None and held.decision == "inconclusive"
+    assert held.reason.startswith(
+        "agent overloaded: 14 of 300 probes dropped (0 timeouts, 14 latencies) — its own"
+    ), held.reason
+    said = (
+        "probe-latency's latency_p95 119ms may be as little as 92ms at the target (the agent's"
+        " own delay can add up to 27ms to a reading it kept), not past its limit 109ms"
+    )
+    assert said in held.reason, held.reason
+    assert "is within" not in held.reason and held.reason.count("agent overloaded") == 1
 
 
 def test_a_held_fail_before_the_last_round_keeps_the_window_watching() -> None:

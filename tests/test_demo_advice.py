@@ -9,8 +9,8 @@ from typing import Any
 from agent.demo import overload_advice
 
 OVERLOADED = (
-    "agent overloaded: 203 samples dropped: agent overloaded (0 timeouts, 203 latencies) of"
-    " 360 probes — its own event loop was stalled while they ran, so health-latency cannot"
+    "agent overloaded: 203 of 360 probes dropped (0 timeouts, 203 latencies) — its own"
+    " event loop was stalled while they ran, so health-latency cannot"
     " be judged and nothing is rolled back (the judge alone said: inconclusive: …)"
 )
 

@@ -202,8 +202,8 @@ class DropTally:
         late = "".join(f"; {why}" for _, why in sorted(limited.items()))
         then = "held while the window goes on" if holding else "nothing is rolled back"
         reason = (
-            f"agent overloaded: {self.words(self.samples + self.latency)} ({self.samples} "
-            f"timeouts, {self.latency} latencies) of {self.runs} probes — its own event loop"
+            f"agent overloaded: {self.samples + self.latency} of {self.runs} probes dropped"
+            f" ({self.samples} timeouts, {self.latency} latencies) — its own event loop"
             f" was stalled while they ran{late}, so {', '.join(sorted(held))} cannot be judged"
             f" and {then} (the judge alone said: {verdict.decision}: {verdict.reason})"
         )
@@ -255,11 +255,13 @@ def agent_limited(rule: Rule, observed: float | None, base: Observation | None) 
         limits.append(base.value * (1.0 + rule.max_increase))
     if not limits or least_latency(observed) > min(limits):
         return None
+    least = least_latency(observed)
     figure, limit = format_value(rule.metric, observed), format_value(rule.metric, min(limits))
-    margin = format_value(rule.metric, observed - least_latency(observed))
+    margin = format_value(rule.metric, observed - least)
     return (
-        f"{rule.name}'s {rule.metric} {figure} is within {limit} once the {margin} its own"
-        " delay can add to a reading it kept is taken off"
+        f"{rule.name}'s {rule.metric} {figure} may be as little as"
+        f" {format_value(rule.metric, max(0.0, least))} at the target (the agent's own delay can"
+        f" add up to {margin} to a reading it kept), not past its limit {limit}"
     )
 
 

@@ -265,7 +265,11 @@ EVENTS: dict[AlertEvent, EventSpec] = {
         "warning",
         "**Inconclusive.** No rule failed, but not every rule had the data or the evidence"
         " to pass (the reason names them); the deploy was neither passed nor rolled back.",
-        lambda a: "inconclusive, not shown within bounds",
+        lambda a: (
+            f"inconclusive, {', '.join(held)} past its bound but not judged (agent overloaded)"
+            if (held := held_regressions(a))
+            else "inconclusive, not shown within bounds"
+        ),
     ),
     "provider_unreachable": EventSpec(
         "warning",
@@ -342,7 +346,31 @@ def headline(alert: Alert, quote: Callable[[str], str] = str) -> str:
     return text
 
 
+HELD_HEADLINE = (
+    "**Inconclusive: a regression may be hidden.** The judge found {rules} past its bound,"
+    " but the agent's own event loop was stalled while it probed (a busy host), so it"
+    " cannot tell the service's fault from its own delay, and nothing was rolled back."
+    " Check the service yourself; the reason gives the figures."
+)
+"""`inconclusive`'s headline when a rule the judge failed was held as the agent's own delay
+(`agent.windows.overload`): "No rule failed" would tell on-call to look no further."""
+
+
+def held_regressions(alert: Alert) -> list[str]:
+    """The rules of an `inconclusive` alert the judge failed and the agent held as within
+    its own delay (their evidence says `agent_overloaded`: only a held fail is so marked)."""
+    if alert.event != "inconclusive":
+        return []
+    return [
+        str(rule_name(r))
+        for r in alert.rules
+        if isinstance(r.get("evidence"), Mapping) and r["evidence"].get("agent_overloaded")
+    ]
+
+
 def _headline(alert: Alert, quote: Callable[[str], str]) -> str:
+    if held := held_regressions(alert):
+        return HELD_HEADLINE.format(rules=", ".join(f"`{name}`" for name in held))
     if alert.event == "provider_unreachable" and alert.provider_answered:
         return PROVIDER_ANSWERED_HEADLINE
     if alert.event == "rollback_failed" and alert.replaced_by is not None:

@@ -314,3 +314,37 @@ def test_a_pass_says_whether_every_rule_was_shown_within_its_bound() -> None:
     no_failure = body(Alert.for_window(window(), "passed", on_evidence=False))
     assert no_failure.startswith("**Deploy passed.** No rule failed through the window")
     assert "counted as passing" in no_failure and "shown within its bound;" not in no_failure
+
+
+def test_an_inconclusive_whose_fail_was_held_as_the_agents_delay_says_a_regression_may_hide() -> (
+    None
+):
+    """Issue 10's live re-run: latency ×2 of a 40 ms service, failed by the judge (p = 3e-07)
+    and held as within the busy agent's own delay. The alert read "inconclusive, not shown
+    within bounds" and "No rule failed", so on-call had no cause to look; it now names the
+    rule and says a regression may be hidden. A plain inconclusive reads as before."""
+    held = {
+        "name": "health-p95",
+        "source": "checks",
+        "metric": "latency_p95",
+        "outcome": "inconclusive",
+        "observed": 0.119,
+        "baseline": 0.073,
+        "threshold": "max_increase 50%",
+        "detail": "latency_p95 119ms over 286 samples (not judged: agent overloaded)",
+        "evidence": {"test": "rank test", "agent_overloaded": True},
+    }
+    lacking = {**RULES[0], "outcome": "inconclusive", "evidence": {"test": "e-process"}}
+    alert = Alert.for_window(
+        window(), "inconclusive", reason="agent overloaded: 14 of 300 probes dropped …"
+    )
+    alert = dataclasses.replace(alert, rules=[lacking, held])
+    assert title(alert).endswith(
+        ": inconclusive, health-p95 past its bound but not judged (agent overloaded)"
+    )
+    said = body(alert)
+    assert said.startswith("**Inconclusive: a regression may be hidden.** The judge found")
+    assert "`health-p95` past its bound" in said and "No rule failed" not in said
+    plain = dataclasses.replace(alert, rules=[lacking])
+    assert title(plain).endswith(": inconclusive, not shown within bounds")
+    assert body(plain).startswith("**Inconclusive.** No rule failed")

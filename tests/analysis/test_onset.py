@@ -54,12 +54,14 @@ def _rounds_to_fail(seed: int, onset: int, horizon: int = 900) -> int | None:
     rule = SequentialRule(
         LATENCY, BaselineData.from_observation(base), "distribution", 0.005, horizon=horizon
     )
+    # the window's rounds drawn at once (the same numbers as a draw a round) and their p95s
+    # in one call (numpy's, row by row, to the last bit): a call a round was a third of the time
+    window = rng.lognormal(-2.5, 0.6, (horizon, 10))
+    window[onset:] *= 2.0
+    tops = np.percentile(window, 95, axis=1).tolist()
     state = rule.start()
-    for i in range(horizon):
-        x = rng.lognormal(-2.5, 0.6, 10) * (2.0 if i >= onset else 1.0)
-        rule.step(
-            state, Observation(float(np.percentile(x, 95)), values=tuple(x), quantile=0.95), i
-        )
+    for i, (top, x) in enumerate(zip(tops, window.tolist(), strict=True)):
+        rule.step(state, Observation(top, values=tuple(x), quantile=0.95), i)
         at, _ = rule.failed_at(state)
         if at is not None:
             return at + 1 - onset if at >= onset else -1

@@ -12,8 +12,9 @@ Beside the judge's own stages (`total`: observe, advance, verdict), what the dae
 per round around them: `glance` (the decision and the figures a stored round keeps),
 `snapshot` (those figures as the round's JSON) and `wording` (the worded verdict as the
 API's JSON, serialised for the store). `daemon_every_round` words the verdict every round
-(as the daemon did); `daemon` words it once per `VERDICT_REFRESH_S` (as it does now, when
-no rule changes its state).
+(as the daemon did); `daemon` words it once per `VERDICT_REFRESH_S` or
+`VERDICT_REFRESH_ROUNDS` rounds of 1 s, whichever comes first (as it does now, when no rule
+changes its state).
 
     python bench/judge_cost.py [--rounds 600] [--fresh] [--count] [--json]
     python bench/judge_cost.py --against /path/to/older/checkout [--turns 3] [--fresh] [--count]
@@ -54,12 +55,14 @@ from agent.analysis.judge import Judge
 from agent.analysis.observe import merge, observe
 from agent.analysis.types import Policy, Rule
 from agent.windows.evidence import rule_snapshot, verdict_to_dict
-from agent.windows.lifecycle import VERDICT_REFRESH_S
+from agent.windows.lifecycle import VERDICT_REFRESH_ROUNDS, VERDICT_REFRESH_S
 from checks.base import Sample
 
 CODE = "JUDGE_COST_CODE"
 """Environment variable: the checkout whose judge is measured (default: this one)."""
 PROBES = 10
+WORDED_EVERY = min(VERDICT_REFRESH_S, VERDICT_REFRESH_ROUNDS)
+"""Rounds of 1 s between two wordings of the verdict (the daemon's bounds)."""
 LOOKBACK_S = 3600
 BACKGROUND_S = 30
 HORIZON = 3600
@@ -134,7 +137,7 @@ def main() -> int:
         | {
             "total": total,
             "daemon_every_round": round(fold + words, 1),
-            "daemon": round(fold + per_round["glance"] + words / VERDICT_REFRESH_S, 1),
+            "daemon": round(fold + per_round["glance"] + words / WORDED_EVERY, 1),
         },
         "baselines": not args.fresh,
         "count_rule": args.count,
@@ -152,7 +155,7 @@ def main() -> int:
             f"{per_round['advance']}, verdict {per_round['verdict']}); the daemon's judging "
             f"{report['us_per_window_round']['daemon']} us (glance {per_round['glance']}, "
             f"snapshot {per_round['snapshot']}, wording {per_round['wording']} once per "
-            f"{VERDICT_REFRESH_S:g} s), "
+            f"{WORDED_EVERY:g} rounds of 1 s), "
             f"{report['us_per_window_round']['daemon_every_round']} us wording every round; "
             f"compile "
             f"{report['compile_ms']} ms; 200 windows at 1 s: "

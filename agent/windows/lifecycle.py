@@ -81,6 +81,11 @@ rule's state changes or a provider fails (so its outcomes are always the latest;
 figures may be this old). At 5 s every round of a 10 s interval was worded: an eighth of the
 agent's CPU at 5,000 windows (py-spy), for figures a round old at most."""
 
+VERDICT_REFRESH_ROUNDS = 5
+"""...and at least every this many rounds: a time bound alone let a short `interval` leave
+the figures dozens of rounds behind (`progress.round` 1 at round 22 at 1 s), where wording
+every fifth round costs a fifth of wording each."""
+
 CANARY_SAMPLES = 20_000
 """A canary's stable side: the most recent samples kept as its baseline (bounded memory)."""
 
@@ -230,6 +235,8 @@ class WindowWatch:
         """Each rule's state after the latest round judged (`_word` words a change)."""
         self.worded_at: float | None = None
         """When the verdict was last worded (None: not yet by this watch)."""
+        self.worded_round = 0
+        """The round the verdict was last worded at (by this watch)."""
         self.warned: set[str] = _warned_in(window.verdict)
         """Rules already warned about (a bound below what they can detect), by this watch
         or, before a restart or a takeover, by the one that stored the verdict."""
@@ -334,7 +341,7 @@ class WindowWatch:
             self.judge_state, glance = self._judge(observations, final=final)
             self.what_broke.note(results)
             self.latest = observations
-            verdict = self._word(glance, final=final)
+            verdict = self._word(glance, number, final=final)
             glance, verdict = self.overload.guard(
                 glance, verdict, self.judge_rules, self.baselines, final=final
             )
@@ -350,7 +357,7 @@ class WindowWatch:
                 verdict_json = verdict_to_dict(verdict, decided_at=decided_at, links=self.links)
                 if not decided:
                     # the API's `progress.round`: words are refreshed every few rounds
-                    # (`VERDICT_REFRESH_S`), so say which round these figures are of
+                    # (`VERDICT_REFRESH_S`, `_ROUNDS`), so say which round these figures are of
                     verdict_json["round"] = number
                 self._with_queries(verdict_json["rules"])
                 worded = verdict, verdict_json
@@ -363,12 +370,13 @@ class WindowWatch:
                 await self.settling
                 return
 
-    def _word(self, glance: Glance, *, final: bool) -> Verdict | None:
-        """The verdict in words, when this round needs them: the window is decided, a rule
-        is breached or changed its state (an alert), a provider failed (an alert), or the
-        stored words are `VERDICT_REFRESH_S` old (the API's `progress`). Else None: the
-        round is stored with the glance's figures, and the window keeps its latest words
-        (wording every rule's evidence each round cost as much as judging it)."""
+    def _word(self, glance: Glance, number: int, *, final: bool) -> Verdict | None:
+        """The verdict in words, when round `number` needs them: the window is decided, a
+        rule is breached or changed its state (an alert), a provider failed (an alert), or
+        the stored words are `VERDICT_REFRESH_S` or `VERDICT_REFRESH_ROUNDS` old (the API's
+        `progress`). Else None: the round is stored with the glance's figures, and the
+        window keeps its latest words (wording every rule's evidence each round cost as
+        much as judging it)."""
         states = {g.name: _state_of(g.outcome, g.evidence) for g in glance.rules}
         changed, self.glanced = states != self.glanced, states
         now = self.s.clock()
@@ -378,12 +386,13 @@ class WindowWatch:
             or "breached" in states.values()
             or self.worded_at is None
             or now - self.worded_at >= VERDICT_REFRESH_S
+            or number - self.worded_round >= VERDICT_REFRESH_ROUNDS
             or self._provider_failed()
         )
         if not due:
             return None
         assert self.compiled is not None and self.judge_state is not None
-        self.worded_at = now
+        self.worded_at, self.worded_round = now, number
         verdict = self.empty.said(
             self.unread.said(self.compiled.verdict(self.judge_state, final=final))
         )

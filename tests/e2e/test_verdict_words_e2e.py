@@ -38,8 +38,11 @@ LATE_ERRORS = "{name: errors, source: checks, metric: error_rate, max: 0.05, min
     [
         (REFRESH_S, ERRORS_MAX, ""),  # the words are refreshed every second
         (100.0, LATE_ERRORS, "  analysis: {policy: sequential, pass_on: no_failure}\n"),
+        # no time bound within the window: refreshed every `VERDICT_REFRESH_ROUNDS` rounds
+        # (by time alone, a short interval left `progress.round` 1 at round 22)
+        (100.0, ERRORS_MAX, ""),
     ],
-    ids=["refreshed", "on-change"],
+    ids=["refreshed", "on-change", "by-rounds"],
 )
 async def test_progress_has_the_latest_outcomes_and_is_a_few_rounds_old_at_most(
     start_agent: AgentFactory,
@@ -81,9 +84,11 @@ async def test_progress_has_the_latest_outcomes_and_is_a_few_rounds_old_at_most(
         assert worded is not None, progress["reason"]
         behind = number - int(worded.group(1))
         assert behind <= refresh_s / INTERVAL_S + 3, (number, progress["reason"])  # late rounds
-        # `progress.round`: the round the figures are of, at most the rounds stored
+        # `progress.round`: the round the figures are of, at most the rounds stored, and
+        # at most `VERDICT_REFRESH_ROUNDS` behind them (1: the next round's write)
         of = progress["round"]
         assert of is not None and 1 <= of <= number, (number, of)
+        assert number - of <= lifecycle.VERDICT_REFRESH_ROUNDS, (number, of)
         figures = {r["name"]: r["observed"] for r in progress["rules"]}
         assert figures == {n: r["observed"] for n, r in rounds[of]["rules"].items()}, of
     if errors_rule == LATE_ERRORS:  # the change was worded the round it happened

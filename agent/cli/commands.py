@@ -41,6 +41,7 @@ from agent.cli.exits import (
 from agent.cli.render import (
     Progress,
     Style,
+    deploy_json,
     deploys_table,
     details,
     hms,
@@ -430,7 +431,7 @@ async def _status(
     if as_json:
         print_json(
             {
-                "items": [d.model_dump(mode="json", by_alias=True) for d in page.items],
+                "items": [deploy_json(d) for d in page.items],
                 "next": page.next,
             }
         )

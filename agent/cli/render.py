@@ -358,11 +358,20 @@ def summary(deploy: Deploy, style: Style) -> str:
     return f"\n{style.state(deploy.state, headline)}\n\n{details(deploy, style)}"
 
 
+def deploy_json(deploy: Deploy) -> dict[str, Any]:
+    """The deploy object as the API sends it: `warnings` only when there are some (a
+    registration's answer), where the CLI printed `"warnings": null` the API leaves out."""
+    data: dict[str, Any] = deploy.model_dump(mode="json", by_alias=True)
+    if data.get("warnings") is None:
+        data.pop("warnings", None)
+    return data
+
+
 def print_json(data: Deploy | list[Deploy] | dict[str, Any]) -> None:
     if isinstance(data, Deploy):
-        payload: Any = data.model_dump(mode="json", by_alias=True)
+        payload: Any = deploy_json(data)
     elif isinstance(data, list):
-        payload = [d.model_dump(mode="json", by_alias=True) for d in data]
+        payload = [deploy_json(d) for d in data]
     else:
         payload = data
     print(json.dumps(payload, indent=2, ensure_ascii=False), flush=True)

@@ -351,6 +351,45 @@ def test_register_wait_json_prints_the_final_object(
     assert "registered" in captured.err  # progress goes to stderr with --json
 
 
+def _api(agent: AgentThread, path: str) -> Any:
+    """What the agent's API answers on `path` (with the token)."""
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{agent.url}{path}", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def _without_view_token(deploy: dict[str, Any]) -> dict[str, Any]:
+    """The object with its page link cut before `?view=` (a fresh token each read)."""
+    page = deploy["links"].get("page")
+    links = {**deploy["links"], "page": page and page.split("?view=")[0]}
+    return {**deploy, "links": links}
+
+
+@pytest.mark.parametrize("state", ["passed", "rolled_back", "cancelled"])
+def test_the_cli_json_objects_are_the_apis(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str], state: str
+) -> None:
+    """`register --wait --json`, `status ID --json` and `status --json` print the deploy
+    object the API answers, key for key: they printed `"warnings": null`, a key the API
+    leaves out when there are none (only a registration's answer has it)."""
+    agent.watcher.script = ends_in(state)
+    register_command(register_args(agent, "--wait", "--json"))
+    final = json.loads(capsys.readouterr().out)
+    served = _api(agent, f"/v1/deploys/{final['id']}")
+    assert served["state"] == state
+    assert _without_view_token(final) == _without_view_token(served)
+    assert status_command(status_args(agent, final["id"], "--json")) == 0
+    assert _without_view_token(json.loads(capsys.readouterr().out)) == _without_view_token(served)
+    status_command(status_args(agent, "--json"))
+    (item,) = json.loads(capsys.readouterr().out)["items"]
+    (listed,) = _api(agent, "/v1/deploys")["items"]
+    assert _without_view_token(item) == _without_view_token(listed)
+
+
 def test_register_wait_gives_up_at_the_timeout_with_3(
     agent: AgentThread, capsys: pytest.CaptureFixture[str]
 ) -> None:

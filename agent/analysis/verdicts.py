@@ -55,6 +55,12 @@ class Glance:
     rules: tuple[RuleGlance, ...]
 
 
+def round_number(index: int | None) -> int | None:
+    """A round's number as the deploy object counts them (`rounds`, `progress.round`, the
+    round events: the first is 1) from the judge's 0-based index, for the evidence."""
+    return None if index is None else int(index) + 1
+
+
 def and_more(more: int) -> str:
     """What follows the first failing rule in a verdict's reason: ` (and 2 more rules)`."""
     return f" (and {more} more rule{'s' if more > 1 else ''})" if more else ""

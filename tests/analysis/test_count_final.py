@@ -155,7 +155,7 @@ def test_the_judge_looks_only_at_the_last_round_and_says_so() -> None:
     (rule_verdict,) = verdict.rules
     (component,) = rule_verdict.evidence["components"]
     assert component["final_p_value"] <= component["final_alpha"]
-    assert component["failed_at_round"] == 899
+    assert component["failed_at_round"] == 900  # the last of 900 rounds
 
 
 def test_no_look_at_the_end_without_a_known_end_or_for_a_decrease() -> None:

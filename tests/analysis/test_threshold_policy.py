@@ -25,7 +25,7 @@ def test_three_breaching_rounds_fail_with_the_contract_reason() -> None:
     rule = verdict.rules[0]
     assert (rule.outcome, rule.observed, rule.threshold) == ("fail", 0.31, "max 0.05")
     assert rule.detail == "31 of 100 probes failed"
-    assert rule.evidence["failing_rounds"] == [0, 1, 2]
+    assert rule.evidence["failing_rounds"] == [1, 2, 3]  # round numbers, as `rounds` counts
 
 
 def test_a_passing_round_breaks_the_streak() -> None:
@@ -41,7 +41,7 @@ def test_rounds_without_data_neither_break_nor_extend_a_streak() -> None:
     rounds = rounds_of(ERRORS, rate(31), gap, rate(31), gap, rate(31))
     verdict = judge([ERRORS], {}, rounds, THRESHOLD, final=False)
     assert verdict.decision == "fail"
-    assert verdict.rules[0].evidence["failed_at_round"] == 4
+    assert verdict.rules[0].evidence["failed_at_round"] == 5  # the fifth round
     assert judge([ERRORS], {}, rounds[:4], THRESHOLD, final=False).decision == "continue"
 
 
@@ -55,7 +55,7 @@ def test_a_percentile_round_without_fresh_samples_is_still_judged_on_its_figure(
     rounds = rounds_of(p95, first, *[later] * 5)
     verdict = judge([p95], {}, rounds, THRESHOLD, final=True)
     assert verdict.decision == "fail"
-    assert verdict.rules[0].evidence["failed_at_round"] == 2
+    assert verdict.rules[0].evidence["failed_at_round"] == 3  # the third round
 
 
 def test_no_data_is_inconclusive_never_a_failure() -> None:

@@ -33,6 +33,7 @@ from agent.analysis.verdicts import (
     needs_baseline,
     no_baseline,
     ratio,
+    round_number,
     rule_glance,
     rule_verdict,
     summary,
@@ -253,7 +254,7 @@ class SequentialPolicy(BasePolicy):
             "effect": effect(observed, base),
             "samples": seq["samples"],
             "rounds_with_data": st["with_data"],
-            "failed_at_round": failed_at,
+            "failed_at_round": round_number(failed_at),
             "evidence": [
                 {
                     "bound": r.test.bound,
@@ -293,7 +294,7 @@ class SequentialPolicy(BasePolicy):
                 "likelihood_ratio": to_json(ratio(log_e)),
                 "likelihood_ratio_needed": to_json(ratio(log_needed)),
                 "baseline_bound": to_json(c.baseline_bound),
-                "failed_at_round": seq["tests"][c.key]["crossed"],
+                "failed_at_round": round_number(seq["tests"][c.key]["crossed"]),
             }
             | _final_figures(c, seq["tests"][c.key])
             for c, (log_e, log_needed) in zip(tests.components, logs, strict=True)

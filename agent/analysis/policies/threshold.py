@@ -22,6 +22,7 @@ from agent.analysis.verdicts import (
     effect,
     needs_baseline,
     no_baseline,
+    round_number,
     rule_verdict,
 )
 from common.words import counted
@@ -72,8 +73,9 @@ class ThresholdPolicy(BasePolicy):
             "rounds_with_data": st["streak_rounds"],
             "streak": len(streak),
             "failure_limit": limit,
-            "failing_rounds": list(streak),
-            "failed_at_round": st["failed_at"],
+            # round numbers, as the deploy object's `rounds` counts them (the first is 1)
+            "failing_rounds": [round_number(index) for index in streak],
+            "failed_at_round": round_number(st["failed_at"]),
             "breaches": [text for _, text in st["breaches"]],
             "effect": effect(last_value, base),
         }

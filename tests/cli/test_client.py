@@ -1181,7 +1181,7 @@ def test_a_rule_breaching_short_of_its_failure_limit_is_not_shown_as_a_pass() ->
         "policy": "threshold",
         "streak": 3,
         "failure_limit": 4,
-        "failing_rounds": [0, 1, 2],
+        "failing_rounds": [1, 2, 3],
         "breaches": ["max 0.05"],
     }
     breaching = rule("probe-errors", "pass", observed=1.0, evidence=streak)

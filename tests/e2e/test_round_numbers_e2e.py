@@ -9,9 +9,6 @@ import pytest
 
 from agent.appkeys import STORE
 from tests.e2e.conftest import THRESHOLD, AgentFactory, FlipTarget, environment
-from tests.heavy import HEAVY
-
-pytestmark = HEAVY
 
 
 @pytest.mark.parametrize("analysis", [THRESHOLD, "{policy: sequential}"])

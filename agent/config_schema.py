@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.settings import Settings
+from agent.settings_file import EXTENSION_PREFIX
 from checks.registry import config_models
 
 
@@ -37,4 +38,6 @@ def config_schema() -> dict[str, Any]:
         return node
 
     pruned: dict[str, Any] = prune(schema)
+    # top-level `x-…` keys hold the file's YAML anchors (`settings_file.EXTENSION_PREFIX`)
+    pruned["patternProperties"] = {f"^{EXTENSION_PREFIX}": {}}
     return pruned

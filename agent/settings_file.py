@@ -174,6 +174,10 @@ def _not_utf8(data: bytes, exc: UnicodeDecodeError) -> ConfigProblem:
     return ConfigProblem((), message, line, column)
 
 
+EXTENSION_PREFIX = "x-"
+"""A top-level key starting with it is the file's own (anchors to share), not a section."""
+
+
 def load_settings_text(
     text: str, *, source: str = "<config>", env: Mapping[str, str] | None = None
 ) -> Settings:
@@ -200,6 +204,10 @@ def load_config_text(
     # `1:`, `null:`, `true:` are keys YAML reads as other things than text: unknown keys,
     # said as written (as keywords of the settings they were a TypeError)
     data = {key if isinstance(key, str) else _as_written(key): v for key, v in data.items()}
+    # docker-compose's extension keys: a top-level `x-…` holds what YAML anchors share
+    # (`x-http: &http {type: http}`, merged in with `<<: *http`), read only through them;
+    # it was an unknown key, which made a file with anchors unusable
+    data = {key: v for key, v in data.items() if not key.startswith(EXTENSION_PREFIX)}
     # the YAML loader keeps the last of two equal keys; a config that says one thing
     # twice is reported, with the rest of its errors, instead of silently using one
     duplicates = _duplicate_keys(node) if node is not None else []

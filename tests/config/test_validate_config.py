@@ -440,6 +440,46 @@ def test_a_duplicate_key_makes_an_otherwise_valid_config_invalid() -> None:
     ]
 
 
+ANCHORED = (
+    "x-http-check: &http-check\n"
+    "  type: http\n"
+    "  expect: {status: 200}\n"
+    "x-unused: ${NEVER_SET}\n"
+    + MINIMAL.replace(
+        "      - name: api-health\n        type: http\n",
+        "      - <<: *http-check\n        name: api-health\n",
+    )
+)
+
+
+def test_top_level_x_keys_hold_anchors_as_in_docker_compose(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`x-common: &common {…}` at the top level, merged in with `<<: *common`, was two
+    errors, "x-common (line 1): unknown key": a file sharing its checks' fields through
+    anchors (docker-compose's `x-` convention) could not be used. An `x-` key is the
+    file's own: validate-config and run read it only through its anchors, and the JSON
+    Schema an editor checks the file with allows it too."""
+    import json
+
+    import jsonschema
+    import yaml
+
+    code, out = run_validate(tmp_path, ANCHORED, capsys)
+    assert code == 0, out
+    assert "x-" not in out, out  # nothing said of them, an unset ${VAR} there included
+    check = load_settings_text(ANCHORED).environments["production"].checks[0]
+    assert (check.name, check.type, check.expect.status) == ("api-health", "http", 200)
+    root = Path(__file__).resolve().parents[2]
+    schema = json.loads((root / "config" / "postflight.schema.json").read_text())
+    jsonschema.validate(yaml.safe_load(ANCHORED), schema)
+    # a section's own `x-` key is still an unknown key: only the top level is the file's
+    nested = MINIMAL.replace("    window: 10m", "    x-window: 10m")
+    assert error_lines(tmp_path, nested, capsys) == [
+        "environments.production.x-window (line 7): unknown key (did you mean window?)"
+    ]
+
+
 def test_a_short_api_token_is_a_warning_without_printing_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

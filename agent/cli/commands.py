@@ -105,10 +105,18 @@ def _connection(args: argparse.Namespace) -> tuple[str, str, float]:
 
 
 def _duration(text: str, flag: str) -> float:
+    """A bound on waiting (`--timeout`, `--request-timeout`): more than nothing. `0s` was
+    taken (a request bound of 0.1 s, or `--wait` giving up at once), where a reader may
+    have meant "no bound"."""
+    if text.lstrip().startswith("-"):  # `-1` said "a duration must be a finite number"
+        raise UsageError(f"{flag}: {text!r} is negative: give it more than 0s (like 30s or 10m)")
     try:
-        return parse_duration(text)
+        seconds = parse_duration(text)
     except ValueError as exc:
         raise UsageError(f"{flag}: {exc}") from None
+    if seconds == 0:
+        raise UsageError(f"{flag}: {text!r} is no time: give it more than 0s (like 30s or 10m)")
+    return seconds
 
 
 def _labels(pairs: Sequence[str]) -> dict[str, str]:

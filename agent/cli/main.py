@@ -96,6 +96,25 @@ def _command_word(words: Sequence[str]) -> str | None:
     return None
 
 
+DURATION_FLAGS = ("--timeout", "--request-timeout", "--window")
+"""The flags whose value is a duration (`agent.cli.arguments`)."""
+_NEGATIVE = re.compile(r"-[\d.]")
+
+
+def _negative_values_joined(argv: Sequence[str] | None) -> list[str]:
+    """`--timeout -1s` as `--timeout=-1s`: argparse took `-1s` for a flag and said only
+    "argument --timeout: expected one argument"; joined, the value is refused as any
+    other ("--timeout: '-1s' is negative"), naming what is wrong with it."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    joined: list[str] = []
+    for word in words:
+        if joined and joined[-1] in DURATION_FLAGS and _NEGATIVE.match(word):
+            joined[-1] = f"{joined[-1]}={word}"
+        else:
+            joined.append(word)
+    return joined
+
+
 def _log_error(message: str, level: str = "info") -> None:
     """`message` as one JSON log record on stderr, before `run` has set up its logging."""
     import logging
@@ -317,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     _Parser.json_errors = _asks_for_json_logs(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(_negative_values_joined(argv))
     if extra:  # said with the command's own usage (`register … --window 10 minutes`), not
         # the top level's, which lists only the commands
         _command_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")

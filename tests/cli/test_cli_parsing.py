@@ -85,6 +85,64 @@ def test_an_extra_word_is_said_with_the_commands_own_usage(
     assert err.rstrip().endswith("postflight: error: unrecognized arguments: minutes")
 
 
+DURATION_FLAGS = [
+    (["register", "--env", "p", "--version", "v", "--wait"], "--timeout"),
+    (["register", "--env", "p", "--version", "v"], "--request-timeout"),
+    (["status"], "--request-timeout"),
+    (["rollback", "dep_x", "--reason", "r"], "--request-timeout"),
+]
+
+
+@pytest.mark.parametrize(("command", "flag"), DURATION_FLAGS)
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (["-1s"], "'-1s' is negative: give it more than 0s"),  # two words: argparse's flag
+        (["-1"], "'-1' is negative: give it more than 0s"),
+        (["=-0.5s"], "'-0.5s' is negative: give it more than 0s"),
+        (["0s"], "'0s' is no time: give it more than 0s"),
+        (["0"], "'0' is no time: give it more than 0s"),
+        (["soon"], "'soon' is not a duration"),
+    ],
+)
+def test_a_duration_flag_refuses_zero_negative_and_garbage_naming_itself(
+    command: list[str],
+    flag: str,
+    value: list[str],
+    said: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`--timeout -1s` said only "argument --timeout: expected one argument" (argparse
+    reads `-1s` as a flag), and `--request-timeout 0s` was taken (as 0.1 s), as was
+    `--wait --timeout 0s` (giving up at once): each is one line naming the flag, exit 2,
+    before anything is sent."""
+    monkeypatch.setenv("POSTFLIGHT_URL", "http://127.0.0.1:9")  # never reached
+    monkeypatch.setenv("POSTFLIGHT_TOKEN", "tok-1234567890abcdef")
+    given = [flag + value[0]] if value[0].startswith("=") else [flag, *value]
+    assert main([*command, *given]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"postflight {command[0]}: {flag}: {said}"), err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_window_refuses_zero_negative_and_garbage_naming_itself(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POSTFLIGHT_URL", "http://127.0.0.1:9")  # never reached
+    monkeypatch.setenv("POSTFLIGHT_TOKEN", "tok-1234567890abcdef")
+    register = ["register", "--env", "p", "--version", "v", "--window"]
+    for value, said in [
+        ("0s", "the window must be longer than 0s"),
+        ("-5m", "'-5m' is not a duration"),  # two words
+        ("forever", "'forever' is not a duration"),
+    ]:
+        assert main([*register, value]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"postflight register: --window: {said}"), err
+        assert len(err.strip().splitlines()) == 1, err
+
+
 @pytest.mark.parametrize("where", ["missing-dir/schema.json", "."])
 def test_schema_to_a_path_it_cannot_write_is_one_line_and_exit_2(
     where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import signal
 import sys
-import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -31,11 +28,9 @@ from pydantic import ValidationError
 from agent.api.models import LIST_LIMIT_MAX, Deploy, DeployRequest
 from agent.cli.exits import (
     EXIT_FAILED,
-    EXIT_HUNG_UP,
     EXIT_INCONCLUSIVE,
     EXIT_INTERRUPTED,
     EXIT_PASSED,
-    EXIT_TERMINATED,
     EXIT_USAGE,
 )
 from agent.cli.render import (
@@ -49,6 +44,7 @@ from agent.cli.render import (
     print_json,
     summary,
 )
+from agent.cli.stop_signals import stopped_by, stops_as_interrupt
 from agent.client import ApiError, ClientError, PostflightClient, WaitTimeout, without_password
 from agent.records import WindowState
 from common.durations import format_duration, parse_duration
@@ -183,7 +179,7 @@ def register_command(args: argparse.Namespace) -> int:
         return _fail("register", str(exc))
     registered: list[str] = []  # the deploy's id, once the agent has answered
     try:
-        with _sigterm_as_interrupt():
+        with stops_as_interrupt():
             return asyncio.run(
                 _register(args, url, token, request_timeout, request, key, wait_s, registered)
             )
@@ -197,51 +193,13 @@ def register_command(args: argparse.Namespace) -> int:
                 "the agent may or may not have registered the deploy; to be sure, run it again"
                 f" with --idempotency-key {key}"
             )
-        word, code = _STOPPED[exc.signum if isinstance(exc, _Terminated) else signal.SIGINT]
+        word, code = stopped_by(exc)
         print(f"\n{word}; {said}", file=sys.stderr)
         return code
     except ApiError as exc:
         return _fail("register", _in_flags(exc))
     except ClientError as exc:
         return _fail("register", str(exc))
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM: a pipeline's job cancelled (GitHub Actions, GitLab and Kubernetes send it,
-    some after a SIGINT), which ended `register --wait` silently (-15), its log saying
-    nothing of the window the agent goes on watching; SIGHUP, the session closed (a
-    `register --wait … >> deploy.log` left running), as silently (-1). Said as CTRL-C is."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__()
-        self.signum = signum
-
-
-_STOPPED: dict[int, tuple[str, int]] = {
-    signal.SIGINT: ("interrupted", EXIT_INTERRUPTED),
-    signal.SIGTERM: ("terminated", EXIT_TERMINATED),
-    signal.SIGHUP: ("hung up", EXIT_HUNG_UP),
-}
-"""What `register` says and exits with for each signal that stops it."""
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise `_Terminated` while the block runs (the main thread only:
-    a handler can be set nowhere else)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def terminated(signum: int, frame: Any) -> None:
-        raise _Terminated(signum)
-
-    previous = {sig: signal.signal(sig, terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 async def _watching(api: PostflightClient, environment: str) -> list[Deploy]:

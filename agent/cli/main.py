@@ -189,6 +189,8 @@ COMMANDS: dict[str, tuple[str, str, list[str]]] = {
             "0 all pass (or the environment has no checks)",
             "1 any fail, or could not be judged",
             "2 bad configuration or unknown environment",
+            "130 interrupted (CTRL-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP): said"
+            " on stderr, nothing judged",
         ],
     ),
     "rollback": (
@@ -370,9 +372,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
             return run_command(args)
         if args.command == "check":
-            from agent.cli.config_commands import check_command
-
-            return check_command(args)
+            return _check_saying_a_stop(args)
         if args.command == "schema":
             from agent.cli.config_commands import schema_command
 
@@ -398,6 +398,25 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_USAGE
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
+
+
+def _check_saying_a_stop(args: argparse.Namespace) -> int:
+    """`postflight check`; SIGTERM (a CI job cancelled), SIGHUP or CTRL-C is said, exit 143,
+    129 or 130: SIGTERM ended it silently (-15), the CI log saying nothing of the step.
+    Set before the imports, a second of the command's time."""
+    from agent.cli.stop_signals import stopped_by, stops_as_interrupt
+
+    try:
+        with stops_as_interrupt():
+            from agent.cli.config_commands import check_command
+
+            return check_command(args)
+    except KeyboardInterrupt as exc:
+        word, code = stopped_by(exc)
+        print(
+            f"\npostflight check: {word} before its checks ended: nothing judged", file=sys.stderr
+        )
+        return code
 
 
 if __name__ == "__main__":

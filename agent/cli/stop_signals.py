@@ -1,5 +1,5 @@
 """SIGTERM, SIGINT and SIGHUP to `postflight run` outside its event loop: a clean stop,
-exit 0.
+exit 0; and to `register` and `check`, said and exit 128 + the signal.
 
 The contract (§1) gives `run` one answer to SIGTERM/SIGINT: stop, keep state, exit 0.
 SIGHUP gets the same: the agent does not reload its configuration (a supervisor's restart
@@ -16,8 +16,13 @@ ended it with a traceback or 130.
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import threading
+from collections.abc import Iterator
 from types import FrameType
+
+from agent.cli.exits import EXIT_HUNG_UP, EXIT_INTERRUPTED, EXIT_TERMINATED
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -32,3 +37,46 @@ def stop_cleanly_while_nothing_is_held() -> None:
     at their defaults."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, _exit_cleanly)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: a pipeline's job cancelled (GitHub Actions, GitLab and Kubernetes send it,
+    some after a SIGINT), which ended `register --wait` and `check` silently (-15), their
+    logs saying nothing of what was left; SIGHUP, the session closed (a
+    `register --wait … >> deploy.log` left running), as silently (-1). Said as CTRL-C is."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__()
+        self.signum = signum
+
+
+_STOPPED: dict[int, tuple[str, int]] = {
+    signal.SIGINT: ("interrupted", EXIT_INTERRUPTED),
+    signal.SIGTERM: ("terminated", EXIT_TERMINATED),
+    signal.SIGHUP: ("hung up", EXIT_HUNG_UP),
+}
+
+
+def stopped_by(exc: KeyboardInterrupt) -> tuple[str, int]:
+    """What a command the signal behind `exc` stopped says ("terminated") and exits with
+    (143): CTRL-C's KeyboardInterrupt is SIGINT's."""
+    return _STOPPED[exc.signum if isinstance(exc, Terminated) else signal.SIGINT]
+
+
+@contextlib.contextmanager
+def stops_as_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise `Terminated` while the block runs (the main thread only:
+    a handler can be set nowhere else)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum: int, frame: FrameType | None) -> None:
+        raise Terminated(signum)
+
+    previous = {sig: signal.signal(sig, terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

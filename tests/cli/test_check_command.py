@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -11,6 +14,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from agent.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[2]
 
 CONFIG = """\
 server:
@@ -247,3 +252,58 @@ async def failed_check_of(
     finally:
         await server.close()
     return capsys.readouterr().out
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("sig", "word", "code"),
+    [
+        (signal.SIGTERM, "terminated", 143),
+        (signal.SIGHUP, "hung up", 129),
+        (signal.SIGINT, "interrupted", 130),
+    ],
+    ids=["SIGTERM", "SIGHUP", "SIGINT"],
+)
+async def test_a_check_stopped_by_a_signal_says_so(
+    tmp_path: Path, sig: signal.Signals, word: str, code: int
+) -> None:
+    """A CI job cancelled (SIGTERM) while a check waited on a slow target ended `check`
+    silently, exit -15: the step's log said nothing. It says it was stopped and exits
+    128 + the signal, as `register --wait` and the demo do."""
+    asked = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        asked.set()
+        await asyncio.sleep(30)
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/health", slow)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    config = tmp_path / "postflight.yaml"
+    url = str(server.make_url("")).rstrip("/")
+    config.write_text(CONFIG.format(url=url, second="other", second_path="/health"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTFLIGHT")}
+    env["PYTHONPATH"] = str(ROOT)
+    # SIGINT at its default in the CLI, whatever this process inherited (see test_client)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        cli = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agent", "check", "--config", str(config), "--env", "staging",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+    try:
+        await asyncio.wait_for(asked.wait(), 30)  # a check is waiting on the target
+        cli.send_signal(sig)
+        out, err = await asyncio.wait_for(cli.communicate(), 30)
+    finally:
+        if cli.returncode is None:
+            cli.kill()
+        await server.close()
+    said = err.decode()
+    assert cli.returncode == code, said
+    assert said.strip() == f"postflight check: {word} before its checks ended: nothing judged"
+    assert out == b""

@@ -120,6 +120,7 @@ class Metrics:
             "How long one check run took.",
             ["environment", "check"],
             buckets=_LATENCY_BUCKETS,
+            unit="seconds",
             registry=r,
         )
         self.rule_evaluations_total = LoopCounter(
@@ -168,6 +169,7 @@ class Metrics:
             "How long one provider fetch took, its retries and pages included.",
             ["provider"],
             buckets=_LATENCY_BUCKETS,
+            unit="seconds",
             registry=r,
         )
         self.round_lag_seconds = LoopHistogram(
@@ -176,6 +178,7 @@ class Metrics:
             " (deployed_at + k × interval): the agent's own lateness, so a watch's first"
             " round counts from when its baseline was in hand.",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+            unit="seconds",
             registry=r,
         )
         self.round_overruns_total = LoopCounter(
@@ -197,6 +200,7 @@ class Metrics:
             "postflight_gc_pause_seconds",
             "How long the agent's garbage collections paused it, every one (full ones too).",
             buckets=_GC_BUCKETS,
+            unit="seconds",
             registry=r,
         )
         self.gc_full_pause_seconds = Histogram(
@@ -204,6 +208,7 @@ class Metrics:
             "How long the agent's full garbage collections (the oldest generation's) paused"
             " it: the long ones.",
             buckets=_GC_BUCKETS,
+            unit="seconds",
             registry=r,
         )
         self.api_requests_total = Counter(

@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, LocalTarget
+from tests.fakes.prometheus import PrometheusProcess, prometheus_binary
 from tests.receivers import JsonSink, RollbackReceiver
 
 pytestmark = pytest.mark.e2e
@@ -57,13 +58,22 @@ BOUNDED = {"environment", "check", "rule", "provider", "outcome", "result"}
 class FakePrometheus(LocalTarget):
     """`/api/v1/query_range` answering one series at 0: the provider's fetches are `ok`."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests = 0
+
     async def query_range(self, request: web.Request) -> web.Response:
+        self.requests += 1
         start = float(request.query.get("start", "0"))
         data = {"resultType": "matrix", "result": [{"metric": {}, "values": [[start, "0"]]}]}
         return web.json_response({"status": "success", "data": data})
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v1/query_range", self.query_range)
+
+
+DURATIONS = ("postflight_check_duration_seconds", "postflight_provider_request_duration_seconds")
+"""§5's histograms: "`_seconds` durations", in seconds, said as their unit."""
 
 
 def families(text: str) -> dict[str, Any]:
@@ -185,3 +195,125 @@ async def test_the_metrics_table_as_a_scraper_reads_it(
     )
     said, _ = await asyncio.wait_for(lint.communicate(text.encode()), 30)
     assert lint.returncode == 0, said.decode()
+
+
+async def test_a_real_prometheus_scrapes_the_table_as_the_receivers_counted_it(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+) -> None:
+    """Prometheus itself (it asks for OpenMetrics first) scraping a live agent after a
+    deploy rolled back: the target up with no scrape error, each family of §5's table
+    of its type, the two `_seconds` histograms of unit `seconds` (they had none: a
+    Grafana or Prometheus reading the metadata did not know their unit), and the values
+    it stored as the rollback webhook, the alert sink and the provider counted them."""
+    binary = prometheus_binary()
+    if binary is None:
+        pytest.skip("prometheus (Debian package prometheus) is not installed")
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    provider = FakePrometheus()
+    await provider.start()
+    scraper: PrometheusProcess | None = None
+    try:
+        agent = await start_agent(
+            f"""
+            production:
+              base_url: {flip_target.url}
+              window: 3s
+              interval: 300ms
+              background_interval: 200ms
+              probes_per_round: 5
+              checks:
+                - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
+              analysis: {{policy: threshold, failure_limit: 2}}
+              rules:
+                - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
+                - {{name: http-5xx, source: prometheus, query: 'sum(up)', max: 5}}
+              rollback: {{url: "{receiver.url}", secret: {SECRET}, backoff: 100ms}}
+              alerts: {{tags: [oncall]}}
+            """,
+            f"""
+            alerting:
+              channels:
+                - {{url: "{json_sink.url()}", tags: [oncall]}}
+            """,
+            f"""
+            providers:
+              prometheus: {{url: "{provider.url}"}}
+            """,
+        )
+        flip_target.bad = True
+        deploy = await agent.register("production", "v2.4.1", previous_version="v2.4.0")
+        assert (await agent.settled(deploy["id"], within=20))["state"] == "rolled_back"
+        await json_sink.wait_for(3, within=10)  # breach, requested, delivered
+        scraper = PrometheusProcess(
+            [agent.url.removeprefix("http://")], job="postflight", scrape_interval="500ms"
+        )
+        await scraper.start()
+        stored = await _stored_once_counted(agent, scraper, json_sink)
+        async with agent.http.get(f"{scraper.url}/api/v1/targets") as r:
+            (target,) = (await r.json())["data"]["activeTargets"]
+        async with agent.http.get(f"{scraper.url}/api/v1/metadata") as r:
+            metadata = (await r.json())["data"]
+    finally:
+        if scraper is not None:
+            await scraper.stop()
+        await provider.stop()
+
+    assert (target["health"], target["lastError"]) == ("up", ""), target
+    for name, (kind, _) in TABLE.items():
+        (said,) = metadata[name]
+        assert said["type"] == kind, (name, said)
+        assert said["unit"] == ("seconds" if name in DURATIONS else ""), (name, said)
+        assert said["help"], name
+    delivered = [a for a in receiver.attempts if a.accepted]
+    assert stored['postflight_rollbacks_total{result="delivered"}'] == len(delivered) == 1
+    assert stored['postflight_rollbacks_total{result="failed"}'] == 0
+    assert stored['postflight_alerts_total{result="sent"}'] == len(json_sink.notifications)
+    assert stored['postflight_alerts_total{result="failed"}'] == 0
+    assert stored['postflight_windows_total{outcome="rolled_back"}'] == 1
+    assert stored["postflight_windows_total"] == 1
+    assert stored["postflight_windows_active"] == 0
+    assert stored['postflight_provider_requests_total{result="ok"}'] == provider.requests
+    assert stored["postflight_provider_request_duration_seconds_count"] == provider.requests
+    assert stored["postflight_build_info"] == 1
+
+
+STORED = (
+    'postflight_rollbacks_total{result="delivered"}',
+    'postflight_rollbacks_total{result="failed"}',
+    'postflight_alerts_total{result="sent"}',
+    'postflight_alerts_total{result="failed"}',
+    'postflight_windows_total{outcome="rolled_back"}',
+    "postflight_windows_total",
+    "postflight_windows_active",
+    'postflight_provider_requests_total{result="ok"}',
+    "postflight_provider_request_duration_seconds_count",
+    "postflight_build_info",
+)
+"""What the Prometheus test reads back from Prometheus, each summed over its series."""
+
+
+async def _stored_once_counted(
+    agent: Any, scraper: PrometheusProcess, json_sink: JsonSink
+) -> dict[str, float]:
+    """Each of `STORED` as Prometheus holds it, once it holds every alert the sink took
+    (a send is counted once its channel answered)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while True:
+        stored: dict[str, float] = {}
+        for query in STORED:
+            async with agent.http.get(
+                f"{scraper.url}/api/v1/query", params={"query": f"sum({query})"}
+            ) as r:
+                result = (await r.json())["data"]["result"]
+            if result:
+                stored[query] = float(result[0]["value"][1])
+        sent = stored.get('postflight_alerts_total{result="sent"}', -1)
+        if (len(stored) == len(STORED) and sent >= len(json_sink.notifications)) or (
+            loop.time() > deadline
+        ):
+            return stored
+        await asyncio.sleep(0.2)

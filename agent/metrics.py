@@ -78,13 +78,21 @@ class LoopHistogram(Histogram):
 
 _GC_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 LOOPS = {
-    "watcher": "claims and watches windows",
-    "integrations": "GitHub and Vercel follow-ups and gates",
-    "alert-recovery": "alert retries",
+    "watcher": ("claims and watches windows", "deploys go unwatched"),
+    "integrations": (
+        "GitHub and Vercel follow-ups and gates",
+        "GitHub deployment statuses, gates and Vercel follow-ups wait",
+    ),
+    "alert-recovery": (
+        "alert retries",
+        "alerts a channel failed or a crash cut off are not sent again",
+    ),
 }
 """The daemon's background loops, each with a gauge of its own (`postflight_watcher_up`,
-…): §5 allows labels environment, check, rule, provider and outcome/result only, so a
-`loop` label is not one."""
+…): what it does, and what stops with it (the HELP said "deploys go unwatched" of each,
+the on-call's first reading of an alert-recovery loop stopped). §5 allows labels
+environment, check, rule, provider and outcome/result only, so a `loop` label is not
+one."""
 
 
 class Metrics:
@@ -105,13 +113,16 @@ class Metrics:
         )
         self.windows_total = Counter(
             "postflight_windows_total",
-            "Deploy windows ended, by outcome.",
+            "Deploy windows ended, by outcome: passed, failed, rolled_back, inconclusive,"
+            " cancelled, superseded.",
             ["environment", "outcome"],
             registry=r,
         )
         self.check_runs_total = LoopCounter(
             "postflight_check_runs_total",
-            "Check runs, by result.",
+            "Check runs against the deployed service (the background baseline's included), by"
+            " result: pass, fail (the target failed the check or did not answer in time),"
+            " error (the check itself broke: a plugin's bug, not the target's).",
             ["environment", "check", "result"],
             registry=r,
         )
@@ -133,19 +144,22 @@ class Metrics:
         )
         self.rollbacks_total = Counter(
             "postflight_rollbacks_total",
-            "Rollback requests finished, by result.",
+            "Rollback requests finished, by result: delivered (the webhook took one), failed"
+            " (its attempts ran out or were refused).",
             ["environment", "result"],
             registry=r,
         )
         self.rollback_attempts_total = Counter(
             "postflight_rollback_attempts_total",
-            "Rollback webhook attempts, by result.",
+            "Rollback webhook attempts, by result: delivered (a 2xx), retryable (no answer, a"
+            " 5xx or 429: tried again), rejected (another 4xx or a redirect: not tried again).",
             ["environment", "result"],
             registry=r,
         )
         self.alerts_total = Counter(
             "postflight_alerts_total",
-            "Alert notifications, by result.",
+            "Alert notifications, one an alert a channel, by result: sent (the channel took it,"
+            " at once or on a retry), failed (the channel failed it the first time).",
             ["result"],
             registry=r,
         )
@@ -237,10 +251,10 @@ class Metrics:
             loop: Gauge(
                 f"postflight_{loop.replace('-', '_')}_up",
                 f"1 while the daemon's {loop} loop runs ({what}), 0 once it stopped on a bug:"
-                " deploys go unwatched until a restart (/readyz fails too).",
+                f" {stops} until a restart (/readyz fails too).",
                 registry=r,
             )
-            for loop, what in LOOPS.items()
+            for loop, (what, stops) in LOOPS.items()
         }
         self.waiting_for_store = Gauge(
             "postflight_waiting_for_store",

@@ -4,6 +4,7 @@ failed rollbacks missed the first after every start)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import get_args
 
@@ -59,3 +60,46 @@ def test_the_expected_label_values_are_the_ones_the_code_counts() -> None:
     assert set(m.DROP_REASONS) == set(get_args(Dropped))
     ended = set(get_args(WindowState)) - {"watching", "scheduled"}
     assert set(m.WINDOW_OUTCOMES) == ended
+
+
+HELP_NAMES = {
+    "postflight_windows_total": m.WINDOW_OUTCOMES,
+    "postflight_check_runs_total": ("pass", "fail", "error"),
+    "postflight_rule_evaluations_total": ("pass", "fail", "inconclusive", "breaching"),
+    "postflight_rollbacks_total": m.ROLLBACK_RESULTS,
+    "postflight_rollback_attempts_total": m.ATTEMPT_RESULTS,
+    "postflight_alerts_total": m.ALERT_RESULTS,
+    "postflight_provider_requests_total": m.PROVIDER_RESULTS,
+}
+"""Contract §5's labelled counters (and the attempts beside the rollbacks) with the
+values of their outcome or result label."""
+
+
+def test_each_counters_help_names_every_value_of_its_outcome_or_result() -> None:
+    """What an on-call reads in `/metrics` (and Prometheus' metadata) for each series:
+    `Deploy windows ended, by outcome.`, `Alert notifications, by result.` named no value
+    and said nothing of what `error` or `failed` counts (a failed alert is one a channel
+    failed the first time, though a retry may deliver it)."""
+    helps = {
+        line.split(" ")[2]: line.split(" ", 3)[3]
+        for line in generate_latest(m.Metrics().registry).decode().splitlines()
+        if line.startswith("# HELP ")
+    }
+    for name, values in HELP_NAMES.items():
+        for value in values:
+            assert re.search(rf"\b{value}\b", helps[name]), (name, value, helps[name])
+
+
+def test_each_loops_gauge_says_what_stops_with_it() -> None:
+    """Every loop's gauge said "deploys go unwatched until a restart", the alert-recovery
+    loop's too, whose stop leaves deploys watched and failed alerts unsent."""
+    helps = {
+        line.split(" ")[2]: line
+        for line in generate_latest(m.Metrics().registry).decode().splitlines()
+        if line.startswith("# HELP postflight_") and line.split(" ")[2].endswith("_up")
+    }
+    assert "deploys go unwatched until a restart" in helps["postflight_watcher_up"]
+    for name in ("postflight_integrations_up", "postflight_alert_recovery_up"):
+        assert "deploys go unwatched" not in helps[name], helps[name]
+    assert "not sent again until a restart" in helps["postflight_alert_recovery_up"]
+    assert "GitHub deployment statuses" in helps["postflight_integrations_up"]

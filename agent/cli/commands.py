@@ -134,6 +134,10 @@ def _given(text: str | None) -> str | None:
 
 
 def _deploy_request(args: argparse.Namespace) -> DeployRequest:
+    if args.window is not None and args.window.lstrip().startswith("-"):  # said "not a duration"
+        raise UsageError(
+            f"--window: {args.window!r} is negative: give it more than 0s (like 10m or 1h)"
+        )
     fields: dict[str, Any] = {
         "environment": args.env,
         "version": args.version,

@@ -134,7 +134,7 @@ def test_window_refuses_zero_negative_and_garbage_naming_itself(
     register = ["register", "--env", "p", "--version", "v", "--window"]
     for value, said in [
         ("0s", "the window must be longer than 0s"),
-        ("-5m", "'-5m' is not a duration"),  # two words
+        ("-5m", "'-5m' is negative: give it more than 0s"),  # two words
         ("forever", "'forever' is not a duration"),
     ]:
         assert main([*register, value]) == 2

@@ -107,7 +107,8 @@ class Metrics:
         self.build_info.labels(version=__version__).set(1)
         self.windows_active = Gauge(
             "postflight_windows_active",
-            "Deploy windows being watched.",
+            "Deploy windows this agent watches, a scheduled one (deployed_at ahead) included:"
+            " each replica counts those it holds, so sum them.",
             ["environment"],
             registry=r,
         )

@@ -85,6 +85,8 @@ def test_each_counters_help_names_every_value_of_its_outcome_or_result() -> None
         for line in generate_latest(m.Metrics().registry).decode().splitlines()
         if line.startswith("# HELP ")
     }
+    # a window registered with deployed_at ahead is counted active at once (live audit)
+    assert "scheduled" in helps["postflight_windows_active"], helps["postflight_windows_active"]
     for name, values in HELP_NAMES.items():
         for value in values:
             assert re.search(rf"\b{value}\b", helps[name]), (name, value, helps[name])

@@ -504,6 +504,23 @@ def _terminated(task: asyncio.Task[bool], sig: signal.Signals) -> None:
     task.cancel()
 
 
+_STOPPED_WORDS = {
+    signal.SIGINT: "interrupted",
+    signal.SIGTERM: "terminated",
+    signal.SIGHUP: "hung up",
+}
+
+
+def _stopped(sig: signal.Signals) -> int:
+    """Says the demo was stopped (it ended silently, 143 or 130, its output cut off
+    mid-story) once its agent has stopped and its temp dir is gone; 128 + the signal."""
+    print(
+        f"\npostflight demo: {_STOPPED_WORDS[sig]}; its agent stopped and its temp dir removed",
+        file=sys.stderr,
+    )
+    return 128 + sig
+
+
 def run_demo() -> int:
     import logging
 
@@ -514,6 +531,8 @@ def run_demo() -> int:
     except asyncio.CancelledError:
         if not _TERMINATED_BY:
             raise
-        return 128 + _TERMINATED_BY[0]
+        return _stopped(_TERMINATED_BY[0])
+    except KeyboardInterrupt:  # CTRL-C: asyncio.run cancelled the demo, then raised
+        return _stopped(signal.SIGINT)
     print(f"(demo took {time.monotonic() - started:.1f}s)", file=sys.stderr)
     return 0 if ok else 1

@@ -224,6 +224,12 @@ class Store(Protocol):
         however many windows came since."""
         ...
 
+    async def store_time(self) -> float | None:
+        """The store's own clock, one every replica reads (PostgreSQL's), in Unix seconds;
+        None when it has none apart from this machine's (SQLite). Rounds are paced by it
+        (`agent.windows.pace`), so a replica whose clock is off judges no window early."""
+        ...
+
     async def claim_windows(
         self, owner: str, now: float, lease_s: float, *, fresh: bool = False
     ) -> list[DeployWindow]:

@@ -221,6 +221,11 @@ class PostgresStore(SqlStore):
         # the lock is the server's, so it holds across replicas; it ends with the transaction
         await db.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", namespace, key)
 
+    async def store_time(self) -> float | None:
+        # the server's clock now, not the transaction's start (`now()`)
+        row = await self._fetchone("SELECT extract(epoch FROM clock_timestamp())")
+        return None if row is None else float(row[0])
+
     async def ping(self) -> bool:
         """True when a query round-trips; False (never an exception) otherwise."""
         try:

@@ -485,6 +485,9 @@ class SqlStore(ABC):
         rows = await self._fetchall(sql, *args)
         return rows[0] if rows else None
 
+    async def store_time(self) -> float | None:
+        return None  # an embedded store's clock is this machine's
+
     async def _migrate(self) -> None:
         async with self._tx() as db:
             await self._lock(db, LOCK_MIGRATE, "")  # replicas starting together take turns

@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ from agent.windows.foresight import (
 )
 from agent.windows.no_data import EmptyAnswers
 from agent.windows.overload import DropTally
+from agent.windows.pace import SteadyClock
 from agent.windows.probing import EnvironmentProbe, samples_of, summarize, unsummarize
 from agent.windows.schedule import RoundSchedule, overrun_s, round_timing, stored_overrun_s
 from agent.windows.unread import UnreadBaselines
@@ -102,6 +104,10 @@ class WatchServices:
     owner: str
     lease_s: float
     clock: Callable[[], float]
+    monotonic: Callable[[], float] = time.monotonic
+    pace: SteadyClock = field(init=False)
+    """What rounds are paced by (`agent.windows.pace`): `clock` read once, moved on by
+    `monotonic`. One for the process, so a watch started again keeps it."""
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     after_rollback: Callable[[DeployWindow, RollbackIntent], Awaitable[None]] | None = None
     """Runs once a rollback is delivered (§7: window state, `rollback.then` follow-ups)."""
@@ -111,6 +117,9 @@ class WatchServices:
     owed_runs: Callable[[str, float], list[str]] | None = None
     """The background runs a window's round stands in for (`BackgroundProber.owed_runs`);
     None when there is no background probing."""
+
+    def __post_init__(self) -> None:
+        self.pace = SteadyClock(self.clock, self.monotonic)
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Work in the background (alerts, rollback delivery, provider markers): the
@@ -310,15 +319,16 @@ class WindowWatch:
         number = self.window.rounds
         schedule = self._schedule()
         slot = self.last_slot
-        ready: float | None = self.s.clock()
+        pace = self.s.pace  # slots are instants, the time between them is measured
+        ready: float | None = pace()
         while True:
             number += 1
-            slot = schedule.next_slot(slot, self.s.clock())
+            slot = schedule.next_slot(slot, pace())
             due = schedule.due(slot)
-            now = self.s.clock()
+            now = pace()
             if now < due:
                 await asyncio.sleep(due - now)
-                now = self.s.clock()
+                now = pace()
             lag = max(0.0, now - due)
             # the metric is the agent's own lateness (`PostflightRoundsLate`: overloaded), so
             # this watch's first round counts from when the watch was ready: what came before
@@ -329,10 +339,11 @@ class WindowWatch:
             )
             ready = None
             started = now
-            if not await self._hold_lease(now, schedule.length(slot, now)):
+            # a lease is compared with the other replicas' wall clocks
+            if not await self._hold_lease(self.s.clock(), schedule.length(slot, now)):
                 self.log.info("window no longer ours (ended or taken over); stop watching")
                 return
-            length = schedule.length(slot, self.s.clock())  # what the lease left of the slot
+            length = schedule.length(slot, pace())  # what the lease left of the slot
             final = schedule.is_last(slot)
             # providers may take until the judging's half of the reserve; a later answer
             # counts in a later round (the last round waits for it)
@@ -350,7 +361,7 @@ class WindowWatch:
                 number, observations, moving_baseline=bool(self.env.baseline_url), decided=decided
             )
             summary = self._round_summary(observations, results, glance, with_state=with_state)
-            summary.update(round_timing(schedule, slot, started, lag, self.s.clock()))
+            summary.update(round_timing(schedule, slot, started, lag, pace()))
             worded: tuple[Verdict, dict[str, Any]] | None = None
             if verdict is not None:
                 decided_at = self.s.clock() if decided else None
@@ -379,7 +390,7 @@ class WindowWatch:
         much as judging it)."""
         states = {g.name: _state_of(g.outcome, g.evidence) for g in glance.rules}
         changed, self.glanced = states != self.glanced, states
-        now = self.s.clock()
+        now = self.s.pace()
         due = (
             glance.decision != "continue"
             or changed
@@ -450,12 +461,12 @@ class WindowWatch:
         """A window registered ahead of its `deployed_at` (shown `scheduled`) takes no
         baseline and runs no round before then: until that moment the old version is
         what answers. The lease is renewed meanwhile, so no other replica takes it."""
-        if self.window.deployed_at > self.s.clock():
+        if self.window.deployed_at > self.s.pace():
             self.log.info(
                 "scheduled: the first round starts at %s",
                 rfc3339(self.window.deployed_at, millis=False),
             )
-        while (wait := self.window.deployed_at - self.s.clock()) > 0:
+        while (wait := self.window.deployed_at - self.s.pace()) > 0:
             step = min(wait, self.s.lease_s / 3)
             until = self.s.clock() + self.s.lease_s + step
             if not await self._renew_lease(until):
@@ -664,7 +675,7 @@ class WindowWatch:
         it, run late. Its answer, when it comes, counts in the round that finds it."""
         targets: tuple[Any, ...] = ("deploy", "baseline") if self.env.baseline_url else ("deploy",)
         results: list[CheckResult] = []
-        if self.s.clock() < self.window.ends_at:
+        if self.s.pace() < self.window.ends_at:
             results = await self.probe.run_round(
                 length, probes=self.env.probes_per_round, targets=targets
             )
@@ -672,7 +683,7 @@ class WindowWatch:
         # that overran the last slot whole) probes nothing: what it would sample came after
         # the window, perhaps from a version deployed meanwhile (the providers' figures are
         # cut at the end too); the window is judged on the rounds it had
-        now = self.s.clock()
+        now = self.s.pace()
         # never past the window's end: a round run late (an agent restarted after the
         # window ended) judges the window's events, not what came after it
         upto = min(now, self.window.ends_at)
@@ -732,7 +743,7 @@ class WindowWatch:
             self.baselines[name] = self.late_baselines[name] = baseline
             self.compiled = None
         self.overload.note(results, self.log)
-        self._stand_in(results, now)
+        self._stand_in(results, self.s.clock())  # beside the background's runs, by wall
         samples = samples_of(results)
         deploy_samples = [s for s in samples if s.target == "deploy"]
         canary = [s for s in samples if s.target == "baseline"]
@@ -935,7 +946,7 @@ class WindowWatch:
     def _note_overrun(self, schedule: RoundSchedule, slot: int, number: int) -> None:
         """Count a round whose checks and judging finished after its slot ended (the next
         one starts late or is passed over); log the first of each window."""
-        over = overrun_s(schedule, slot, self.s.clock())
+        over = overrun_s(schedule, slot, self.s.pace())
         if over <= 0 or self.held_last_round:
             return
         self.s.metrics.round_overruns_total.labels(self.window.environment).inc()

@@ -54,6 +54,11 @@ LAPSE_MARGIN_S = 0.05
 """How long after a rollback's lease lapses the sweep looks again (a lease is lapsed once
 `lease_until < now`: at the instant itself it is still held)."""
 
+STORE_CLOCK_EVERY_S = 10.0
+"""How often the claim passes read the store's clock, which rounds are paced by when it
+has one (`agent.windows.pace`): a step of it, or this machine's drift from it, is followed
+within this long."""
+
 RELEASE_TIMEOUT_S = 1.0
 """How long a stop waits for the store to give up this replica's background leases."""
 
@@ -115,6 +120,8 @@ class Watcher:
         watch moves on each lease renewal the store accepted)."""
         self._claimed_once = False
         self._full_claim_at = -math.inf
+        self._store_clock_at = -math.inf
+        """When the store's clock was last read (monotonic: see `_follow_store_clock`)."""
         """When the latest claim pass read every lease held (see `_claim`)."""
         self.resuming: set[str] = set()
         """Rollbacks this process took over and is sending."""
@@ -221,7 +228,27 @@ class Watcher:
         lapse = self.next_lapse + LAPSE_MARGIN_S - self.clock()
         return max(0.0, min(self.poll_interval, lapse))
 
+    async def _follow_store_clock(self) -> None:
+        """Pace the rounds by the store's clock, when it has one, read every
+        `STORE_CLOCK_EVERY_S`: every replica then agrees on which slot is due and when a
+        window ends, whatever its own clock says."""
+        monotonic = self.services.monotonic
+        if monotonic() - self._store_clock_at < STORE_CLOCK_EVERY_S:
+            return
+        sent = monotonic()
+        reference = await self.store.store_time()
+        answered = self._store_clock_at = monotonic()
+        if reference is None:
+            self._store_clock_at = math.inf  # none to follow: the process's own pace
+            return
+        if self.services.pace.anchor(reference, sent, answered):
+            log.info(
+                "rounds are paced by the store's clock, %+.3fs from this replica's",
+                self.services.pace() - self.clock(),
+            )
+
     async def _claim(self) -> None:
+        await self._follow_store_clock()
         now = self.clock()
         # Before claiming anything: stop every watch whose claim may have lapsed (this
         # process was paused, or the store unreachable). Its writes would be refused

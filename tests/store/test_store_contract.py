@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import time
 
 import pytest
 
@@ -68,6 +69,18 @@ async def test_reopening_keeps_data_and_does_not_migrate_twice(backend: Backend)
     again = await s.get_window("dep_1")
     assert again is not None and again == window("dep_1")
     await s.close()
+
+
+async def test_the_store_tells_its_own_clock_where_it_has_one(
+    store: Store, backend: Backend
+) -> None:
+    # PostgreSQL's clock is the one every replica reads to pace rounds; SQLite has none
+    # apart from this machine's
+    told = await store.store_time()
+    if backend.name == "sqlite":
+        assert told is None
+    else:
+        assert told is not None and abs(told - time.time()) < 5
 
 
 async def test_new_window_supersedes_the_active_one(store: Store) -> None:

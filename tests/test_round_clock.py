@@ -1,0 +1,192 @@
+"""A window's rounds are paced by the monotonic clock within a process: a wall clock stepped
+forward (an NTP step) neither runs rounds early nor ends the window with fewer rounds than
+it promised.
+
+The agent's wall clock is a fake one (the real one plus an offset the test steps, as
+`bench/clock_offset.py` does to a daemon); rounds are counted in the store and at the
+target, not from the agent's own bookkeeping."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from agent.app import build_app
+from agent.records import DeployWindow, RoundRecord
+from agent.settings_file import load_settings_text
+from agent.store.base import Store
+from agent.store.sqlite import SqliteStore
+from tests.e2e.conftest import LocalTarget
+
+WINDOW_S = 3.0
+INTERVAL_S = 0.3
+SLOTS = 10
+
+
+class CountingTarget(LocalTarget):
+    """Counts the probes that reach it (the truth from outside the agent)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.probes = 0
+        self.before_restart = 0
+
+    async def health(self, request: web.Request) -> web.Response:
+        self.probes += 1
+        return web.json_response({"status": "ok"})
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/health", self.health)
+
+
+@pytest.fixture
+async def target() -> AsyncIterator[CountingTarget]:
+    t = CountingTarget()
+    await t.start()
+    yield t
+    await t.stop()
+
+
+class SteppedClock:
+    """The wall clock plus `offset`: `step` moves it as an NTP step does (the monotonic
+    clock, which asyncio's sleeps follow, is left alone)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def step(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+def settings_for(target: CountingTarget, db: Path | str, window_s: float = WINDOW_S) -> str:
+    url = db if isinstance(db, str) else f"sqlite:///{db}"
+    return f"""
+server: {{api_tokens: [tok-1234567890abcdef]}}
+store: {{url: "{url}"}}
+environments:
+  production:
+    base_url: {target.url}
+    window: {window_s}s
+    interval: {INTERVAL_S}s
+    background_interval: 1h
+    probes_per_round: 1
+    analysis: {{policy: threshold, failure_limit: 2}}
+    checks:
+      - {{name: health, type: http, path: /health, timeout: 1s}}
+    rules:
+      - {{name: errors, source: checks, metric: error_rate, max: 0.05}}
+"""
+
+
+async def run_agent(
+    config: str, clock: Callable[[], float], until: Callable[[], Awaitable[bool]]
+) -> None:
+    """Run the agent (watcher and store, no HTTP listener) until `until()` is true."""
+    app = build_app(
+        load_settings_text(config), clock=clock, poll_interval=0.05, background_probing=False
+    )
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        async with asyncio.timeout(30):
+            while True:  # the store is read, as a user would, not the agent's own state
+                if await until():
+                    break
+                await asyncio.sleep(0.02)
+    finally:
+        await runner.cleanup()
+
+
+def new_window(at: float, window_s: float = WINDOW_S) -> DeployWindow:
+    return DeployWindow(
+        "dep_clock", "production", "v2", "v1", None, {}, "watching", at, at + window_s, at
+    )
+
+
+async def stored(db: Path | str) -> tuple[DeployWindow | None, list[RoundRecord]]:
+    store = open_store(db)
+    await store.open()
+    try:
+        return await store.get_window("dep_clock"), await store.rounds("dep_clock")
+    finally:
+        await store.close()
+
+
+async def test_a_wall_clock_stepped_forward_neither_skips_rounds_nor_ends_the_window_early(
+    tmp_path: Path, target: CountingTarget
+) -> None:
+    db = tmp_path / "postflight.db"
+    clock = SteppedClock()
+    store = SqliteStore(db)
+    await store.open()
+    await store.create_window(new_window(clock()))
+    await store.close()
+    checked = SqliteStore(db)
+    await checked.open()
+    stepped = False
+
+    async def ended() -> bool:
+        nonlocal stepped
+        window = await checked.get_window("dep_clock")
+        assert window is not None
+        if not stepped and window.rounds >= 2:
+            clock.step(2.0)  # an NTP step two thirds of the window ahead
+            stepped = True
+        return window.state != "watching"
+
+    try:
+        await run_agent(settings_for(target, db), clock, ended)
+    finally:
+        await checked.close()
+    window, rounds = await stored(db)
+    assert window is not None and window.state == "passed", window
+    slots = [r.summary["slot"] for r in rounds]
+    # every slot ran, one after the other (a busy machine may pass one over now and then);
+    # before, the step jumped to the slots 2 s ahead and the window ended at once, on 5
+    # rounds of its 10 (slots 0, 1, 2, 8, 9)
+    assert len(rounds) >= SLOTS - 1 and slots[-1] == SLOTS - 1, slots
+    assert slots == sorted(set(slots))
+    assert target.probes == len(rounds)  # one probe a round, counted at the target
+
+
+def open_store(db: Path | str) -> Store:
+    if isinstance(db, Path):
+        return SqliteStore(db)
+    from agent.store.postgres import PostgresStore
+
+    return PostgresStore(db)
+
+
+async def test_a_replica_whose_clock_is_ahead_paces_the_rounds_by_the_stores_clock(
+    pg_url: str, target: CountingTarget
+) -> None:
+    # a replica 2 s ahead of the others (and of PostgreSQL) takes a window just registered
+    # by another: by its own clock, 2 s of the window's 3 had passed
+    store = open_store(pg_url)
+    await store.open()
+    await store.create_window(new_window(time.time()))
+    clock = SteppedClock()
+    clock.step(2.0)
+
+    async def ended() -> bool:
+        window = await store.get_window("dep_clock")
+        return window is not None and window.state != "watching"
+
+    try:
+        await run_agent(settings_for(target, pg_url), clock, ended)
+    finally:
+        await store.close()
+    window, rounds = await stored(pg_url)
+    assert window is not None and window.state == "passed", window
+    slots = [r.summary["slot"] for r in rounds]
+    # before, its first round was a slot 2 s on and the window ended on 3 rounds of its 10
+    assert len(rounds) >= SLOTS - 1 and slots[0] <= 1 and slots[-1] == SLOTS - 1, slots
+    assert target.probes == len(rounds)

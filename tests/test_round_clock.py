@@ -1,6 +1,7 @@
 """A window's rounds are paced by the monotonic clock within a process: a wall clock stepped
 forward (an NTP step) neither runs rounds early nor ends the window with fewer rounds than
-it promised.
+it promised. A restarted agent says its first round resumed after its downtime, not that
+the round overran its slot by it; a round really slower than its slot is still logged.
 
 The agent's wall clock is a fake one (the real one plus an offset the test steps, as
 `bench/clock_offset.py` does to a daemon); rounds are counted in the store and at the
@@ -9,6 +10,8 @@ target, not from the agent's own bookkeeping."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -21,7 +24,7 @@ from agent.records import DeployWindow, RoundRecord
 from agent.settings_file import load_settings_text
 from agent.store.base import Store
 from agent.store.sqlite import SqliteStore
-from tests.e2e.conftest import LocalTarget
+from tests.e2e.conftest import LocalTarget, slow_rounds
 
 WINDOW_S = 3.0
 INTERVAL_S = 0.3
@@ -190,3 +193,113 @@ async def test_a_replica_whose_clock_is_ahead_paces_the_rounds_by_the_stores_clo
     # before, its first round was a slot 2 s on and the window ended on 3 rounds of its 10
     assert len(rounds) >= SLOTS - 1 and slots[0] <= 1 and slots[-1] == SLOTS - 1, slots
     assert target.probes == len(rounds)
+
+
+async def restart_after(
+    tmp_path: Path, target: CountingTarget, caplog: pytest.LogCaptureFixture, down_s: float
+) -> list[str]:
+    """Run a window for 2 rounds, stop the agent, let `down_s` pass (by its wall clock),
+    and start it again until the window ends: what the watch logged after the restart."""
+    db = tmp_path / "postflight.db"
+    clock = SteppedClock()
+    store = SqliteStore(db)
+    await store.open()
+    await store.create_window(new_window(clock()))
+    await store.close()
+    checked = SqliteStore(db)
+    await checked.open()
+    config = settings_for(target, db)
+
+    async def two_rounds() -> bool:
+        window = await checked.get_window("dep_clock")
+        return window is not None and window.rounds >= 2
+
+    async def ended() -> bool:
+        window = await checked.get_window("dep_clock")
+        return window is not None and window.state != "watching"
+
+    try:
+        await run_agent(config, clock, two_rounds)
+        clock.step(down_s)  # the agent was down this long
+        caplog.clear()
+        target.before_restart = target.probes
+        await run_agent(config, clock, ended)
+    finally:
+        await checked.close()
+    return [r.getMessage() for r in caplog.records if r.name == "postflight.window"]
+
+
+@pytest.fixture
+def window_log(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    caplog.set_level(logging.INFO, logger="postflight.window")
+    # enabled: an earlier test may have run a tool that disables existing loggers
+    monkeypatch.setattr(logging.getLogger("postflight.window"), "disabled", False)
+
+
+@pytest.mark.usefixtures("window_log")
+async def test_a_restart_after_the_windows_end_logs_its_downtime_not_an_overrun(
+    tmp_path: Path, target: CountingTarget, caplog: pytest.LogCaptureFixture
+) -> None:
+    said = await restart_after(tmp_path, target, caplog, down_s=600.0)
+    # before: "round 3 overran its 0.3s slot by 597.800s"
+    assert not [m for m in said if "overran" in m], said
+    resumed = [m for m in said if "resumed after" in m]
+    assert len(resumed) == 1, said
+    down = re.search(r"round 3 resumed after ([0-9.]+)s down", resumed[0])
+    assert down is not None and 595 <= float(down.group(1)) <= 610, resumed
+    assert "the window ended meanwhile" in resumed[0]
+    window, rounds = await stored(tmp_path / "postflight.db")
+    assert window is not None and window.state != "watching" and len(rounds) == 3
+    # the late last round probed nothing: the window is judged on what happened within it
+    assert target.probes == target.before_restart
+
+
+@pytest.mark.usefixtures("window_log")
+async def test_a_restart_within_the_window_logs_its_downtime(
+    tmp_path: Path, target: CountingTarget, caplog: pytest.LogCaptureFixture
+) -> None:
+    # restarted at once, within the window: the rounds go on at the slot of now
+    db = tmp_path / "postflight.db"
+    said = await restart_after(tmp_path, target, caplog, down_s=0.0)
+    assert not [m for m in said if "overran" in m], said
+    assert [m for m in said if "round 3 resumed after" in m], said
+    _, rounds = await stored(db)
+    assert len(rounds) >= 3
+
+
+@pytest.mark.usefixtures("window_log")
+async def test_a_slow_round_after_a_restart_is_still_logged_as_an_overrun(
+    tmp_path: Path,
+    target: CountingTarget,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    db = tmp_path / "postflight.db"
+    clock = SteppedClock()
+    store = SqliteStore(db)
+    await store.open()
+    await store.create_window(new_window(clock()))
+    await store.close()
+    checked = SqliteStore(db)
+    await checked.open()
+    config = settings_for(target, db)
+
+    async def two_rounds() -> bool:
+        window = await checked.get_window("dep_clock")
+        return window is not None and window.rounds >= 2
+
+    async def ended() -> bool:
+        window = await checked.get_window("dep_clock")
+        return window is not None and window.state != "watching"
+
+    try:
+        await run_agent(config, clock, two_rounds)
+        caplog.clear()
+        slow_rounds(monkeypatch, 0.5)  # each round's checks now take 0.5 s past a 0.3 s slot
+        await run_agent(config, clock, ended)
+    finally:
+        await checked.close()
+    said = [r.getMessage() for r in caplog.records if r.name == "postflight.window"]
+    overran = [m for m in said if "overran" in m]
+    assert len(overran) == 1, said
+    assert "overran its 0.3s slot by 0." in overran[0], overran

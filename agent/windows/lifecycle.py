@@ -254,6 +254,9 @@ class WindowWatch:
         )
         self.last_slot: int | None = None
         """The slot of the latest stored round: a restart goes on with the slot after it."""
+        self.resumed_after: float | None = None
+        """When the latest stored round ended (None: none stored): a resumed watch says
+        how long the window went unwatched (`_say_resumed`)."""
         self.overran = False
         """An overrun is logged once per window (each is counted in the metrics); a watch
         that resumes it reads from the stored rounds whether one was."""
@@ -329,6 +332,8 @@ class WindowWatch:
             if now < due:
                 await asyncio.sleep(due - now)
                 now = pace()
+            if ready is not None:
+                self._say_resumed(slot, number, now)
             lag = max(0.0, now - due)
             # the metric is the agent's own lateness (`PostflightRoundsLate`: overloaded), so
             # this watch's first round counts from when the watch was ready: what came before
@@ -372,7 +377,7 @@ class WindowWatch:
                     verdict_json["round"] = number
                 self._with_queries(verdict_json["rules"])
                 worded = verdict, verdict_json
-            self._note_overrun(schedule, slot, number)
+            self._note_overrun(schedule, slot, number, started)
             if self.settling is not None and not await self.settling:
                 return
             record = RoundRecord(self.window.id, number, started, summary)
@@ -491,6 +496,11 @@ class WindowWatch:
             self.judge_state, self.replay = state, replay
         else:
             self.replay.extend(replay)
+        if records:
+            last = records[-1].summary
+            took = last.get("duration_s")
+            started = last.get("started_at", records[-1].started_at)
+            self.resumed_after = float(started) + float(took or 0.0)
         for record in records:
             self.last_slot = record.summary.get("slot")
             for name, data in record.summary.get("late_baselines", {}).items():
@@ -943,10 +953,29 @@ class WindowWatch:
         self.window.lease_until = max(until, self.window.lease_until or 0.0)
         return True
 
-    def _note_overrun(self, schedule: RoundSchedule, slot: int, number: int) -> None:
+    def _say_resumed(self, slot: int, number: int, now: float) -> None:
+        """A watch that goes on with stored rounds (a restart, a takeover) says how long the
+        window went unwatched, once, as its first round starts: the gap is downtime, not a
+        slow round (it was logged as "round 3 overran its slot by 602s")."""
+        if self.resumed_after is None:
+            return
+        down = max(0.0, now - self.resumed_after)
+        passed = slot - (self.last_slot if self.last_slot is not None else -1) - 1
+        self.log.info(
+            "round %d resumed after %.1fs down (a restart or a takeover, not a slow round): %s",
+            number,
+            down,
+            "the window ended meanwhile, judged on the rounds it had"
+            if now >= self.window.ends_at
+            else f"{passed} slot{'s' if passed != 1 else ''} passed over",
+        )
+
+    def _note_overrun(
+        self, schedule: RoundSchedule, slot: int, number: int, started: float
+    ) -> None:
         """Count a round whose checks and judging finished after its slot ended (the next
         one starts late or is passed over); log the first of each window."""
-        over = overrun_s(schedule, slot, self.s.pace())
+        over = overrun_s(schedule, slot, self.s.pace(), started=started)
         if over <= 0 or self.held_last_round:
             return
         self.s.metrics.round_overruns_total.labels(self.window.environment).inc()

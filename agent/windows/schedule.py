@@ -81,9 +81,17 @@ def round_timing(
     }
 
 
-def overrun_s(schedule: RoundSchedule, slot: int, finished: float) -> float:
-    """How far past its slot a round finished (0 when it fit)."""
-    return max(0.0, finished - schedule.ends(slot))
+def overrun_s(
+    schedule: RoundSchedule, slot: int, finished: float, *, started: float | None = None
+) -> float:
+    """How far past its slot a round finished (0 when it fit). A round `started` after its
+    slot had ended (the last one, run by an agent restarted after the window's end) is
+    given the shortest round and its reserve from its start: the time before is downtime,
+    which was logged as that round overrunning its slot by it."""
+    deadline = schedule.ends(slot)
+    if started is not None and started > deadline:
+        deadline = started + MIN_ROUND_S + schedule.reserve
+    return max(0.0, finished - deadline)
 
 
 def stored_overrun_s(schedule: RoundSchedule, summary: dict[str, Any]) -> float:
@@ -92,4 +100,4 @@ def stored_overrun_s(schedule: RoundSchedule, summary: dict[str, Any]) -> float:
     slot, started, took = (summary.get(k) for k in ("slot", "started_at", "duration_s"))
     if not isinstance(slot, int) or started is None or took is None or schedule.is_last(slot):
         return 0.0  # the last round may wait past its slot on purpose (`held_last_round`)
-    return overrun_s(schedule, slot, float(started) + float(took))
+    return overrun_s(schedule, slot, float(started) + float(took), started=float(started))

@@ -24,6 +24,7 @@ from agent.records import DeployWindow, RoundRecord
 from agent.settings_file import load_settings_text
 from agent.store.base import Store
 from agent.store.sqlite import SqliteStore
+from agent.windows.pace import SteadyClock
 from tests.e2e.conftest import LocalTarget, slow_rounds
 
 WINDOW_S = 3.0
@@ -158,6 +159,36 @@ async def test_a_wall_clock_stepped_forward_neither_skips_rounds_nor_ends_the_wi
     assert len(rounds) >= SLOTS - 1 and slots[-1] == SLOTS - 1, slots
     assert slots == sorted(set(slots))
     assert target.probes == len(rounds)  # one probe a round, counted at the target
+
+
+async def test_a_window_registered_after_a_step_runs_on_the_stepped_clock(
+    tmp_path: Path, target: CountingTarget
+) -> None:
+    # a clock stepped 2 minutes forward while the agent idles (an NTP step correcting a
+    # slow clock, a VM resumed): a window registered then, by that clock, runs at once,
+    # where a pace read once a process would hold it 2 minutes as if scheduled ahead
+    db = tmp_path / "postflight.db"
+    clock = SteppedClock()
+    checked = SqliteStore(db)
+    await checked.open()
+    created = False
+
+    async def ended() -> bool:
+        nonlocal created
+        if not created:
+            clock.step(120.0)
+            await checked.create_window(new_window(clock()))
+            created = True
+        window = await checked.get_window("dep_clock")
+        return window is not None and window.state != "watching"
+
+    try:
+        await run_agent(settings_for(target, db), clock, ended)
+    finally:
+        await checked.close()
+    window, rounds = await stored(db)
+    assert window is not None and window.state == "passed", window
+    assert len(rounds) >= SLOTS - 1 and target.probes == len(rounds)
 
 
 def open_store(db: Path | str) -> Store:
@@ -303,3 +334,19 @@ async def test_a_slow_round_after_a_restart_is_still_logged_as_an_overrun(
     overran = [m for m in said if "overran" in m]
     assert len(overran) == 1, said
     assert "overran its 0.3s slot by 0." in overran[0], overran
+
+
+def test_the_pace_follows_the_stores_clock_only_on_a_reading_it_can_trust() -> None:
+    mono = [100.0]
+    pace = SteadyClock(lambda: 5000.0, lambda: mono[0])
+    assert pace() == 5000.0 and not pace.anchored
+    mono[0] = 101.0
+    assert pace() == 5001.0  # moved on by the monotonic clock alone
+    # a slow round trip (a busy pool) says too little: not followed
+    assert not pace.anchor(5003.0, sent=100.5, answered=101.0) and not pace.anchored
+    # within the tolerance: followed in name (watches share it), not moved back and forth
+    assert not pace.anchor(5001.05, sent=100.99, answered=101.01) and pace.anchored
+    assert pace() == 5001.0
+    # the store is 2 s ahead of this machine's clock: the pace goes by the store's
+    assert pace.anchor(5003.0, sent=100.99, answered=101.01)
+    assert pace() == pytest.approx(5003.0)

@@ -106,8 +106,8 @@ class WatchServices:
     clock: Callable[[], float]
     monotonic: Callable[[], float] = time.monotonic
     pace: SteadyClock = field(init=False)
-    """What rounds are paced by (`agent.windows.pace`): `clock` read once, moved on by
-    `monotonic`. One for the process, so a watch started again keeps it."""
+    """The store's clock, once the watcher reads one (`agent.windows.pace`): what every
+    watch paces its rounds by then; until then each watch has its own (`WindowWatch.pace`)."""
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     after_rollback: Callable[[DeployWindow, RollbackIntent], Awaitable[None]] | None = None
     """Runs once a rollback is delivered (§7: window state, `rollback.then` follow-ups)."""
@@ -185,6 +185,13 @@ class WindowWatch:
         self.env = env
         self.probe = probe
         self.s = services
+        self.pace = (
+            services.pace
+            if services.pace.anchored
+            else SteadyClock(services.clock, services.monotonic)
+        )
+        """What its rounds are paced by: the store's clock, or this machine's as the watch
+        started, moved on by the monotonic clock (`agent.windows.pace`)."""
         self.rules: list[RuleSettings] = list(env.rules)
         self.judge_rules: list[Rule] = [r.to_rule() for r in self.rules]
         self.policy = policy_of(env)
@@ -322,7 +329,7 @@ class WindowWatch:
         number = self.window.rounds
         schedule = self._schedule()
         slot = self.last_slot
-        pace = self.s.pace  # slots are instants, the time between them is measured
+        pace = self.pace  # slots are instants, the time between them is measured
         ready: float | None = pace()
         while True:
             number += 1
@@ -395,7 +402,7 @@ class WindowWatch:
         much as judging it)."""
         states = {g.name: _state_of(g.outcome, g.evidence) for g in glance.rules}
         changed, self.glanced = states != self.glanced, states
-        now = self.s.pace()
+        now = self.pace()
         due = (
             glance.decision != "continue"
             or changed
@@ -466,12 +473,12 @@ class WindowWatch:
         """A window registered ahead of its `deployed_at` (shown `scheduled`) takes no
         baseline and runs no round before then: until that moment the old version is
         what answers. The lease is renewed meanwhile, so no other replica takes it."""
-        if self.window.deployed_at > self.s.pace():
+        if self.window.deployed_at > self.pace():
             self.log.info(
                 "scheduled: the first round starts at %s",
                 rfc3339(self.window.deployed_at, millis=False),
             )
-        while (wait := self.window.deployed_at - self.s.pace()) > 0:
+        while (wait := self.window.deployed_at - self.pace()) > 0:
             step = min(wait, self.s.lease_s / 3)
             until = self.s.clock() + self.s.lease_s + step
             if not await self._renew_lease(until):
@@ -685,7 +692,7 @@ class WindowWatch:
         it, run late. Its answer, when it comes, counts in the round that finds it."""
         targets: tuple[Any, ...] = ("deploy", "baseline") if self.env.baseline_url else ("deploy",)
         results: list[CheckResult] = []
-        if self.s.pace() < self.window.ends_at:
+        if self.pace() < self.window.ends_at:
             results = await self.probe.run_round(
                 length, probes=self.env.probes_per_round, targets=targets
             )
@@ -693,7 +700,7 @@ class WindowWatch:
         # that overran the last slot whole) probes nothing: what it would sample came after
         # the window, perhaps from a version deployed meanwhile (the providers' figures are
         # cut at the end too); the window is judged on the rounds it had
-        now = self.s.pace()
+        now = self.pace()
         # never past the window's end: a round run late (an agent restarted after the
         # window ended) judges the window's events, not what came after it
         upto = min(now, self.window.ends_at)
@@ -975,7 +982,7 @@ class WindowWatch:
     ) -> None:
         """Count a round whose checks and judging finished after its slot ended (the next
         one starts late or is passed over); log the first of each window."""
-        over = overrun_s(schedule, slot, self.s.pace(), started=started)
+        over = overrun_s(schedule, slot, self.pace(), started=started)
         if over <= 0 or self.held_last_round:
             return
         self.s.metrics.round_overruns_total.labels(self.window.environment).inc()

@@ -1,17 +1,20 @@
-"""The clock a window's rounds are paced by: the wall clock as read when the watcher
-started, moved on by the monotonic clock since.
+"""The clock a window's rounds are paced by: the wall clock as read when its watch started,
+moved on by the monotonic clock since; or the store's, when it has one.
 
 A window's slots are wall-clock instants (`deployed_at + k × interval`, `ends_at`), but
-within a process the time between them is measured, not read: a wall clock stepped
+within a watch the time between them is measured, not read: a wall clock stepped
 forward (an NTP step) made a watch pass over every slot up to the stepped time and end
 the window at once, on a few of the rounds it promised (10 slots, step of 2 s: slots
 0, 1, 2, 8, 9), and one stepped back held every round back by the step. Read once a
-process, a step is seen by the next process only (a restart reads the wall clock again:
-it cannot tell a step from the time it was down). With a store that has a clock of its
-own (PostgreSQL), the pace follows the store's instead (`anchor`, every few seconds), so
-every replica judges a window's slots and end by one clock: a replica whose clock is off,
-or steps, neither runs a window's rounds early nor ends it before its time. Leases stay
-on the wall clock (`store.lease`: keep the replicas' clocks within it of each other).
+watch, not once a process: a window registered after a step, by the stepped clock, runs
+at once (read once a process, a step of 2 minutes held every new window 2 minutes, and
+a resumed VM's by its whole sleep). A watch started again (a restart, a takeover, a
+pause past its lease) reads the wall clock again: it cannot tell a step from the time it
+was down. With a store that has a clock of its own (PostgreSQL), every watch follows the
+store's instead (`anchor`, every few seconds), so every replica judges a window's slots
+and end by one clock: a replica whose clock is off, or steps, neither runs a window's
+rounds early nor ends it before its time. Leases stay on the wall clock (`store.lease`:
+keep the replicas' clocks within it of each other).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ class SteadyClock:
     ) -> None:
         self._monotonic = monotonic
         self._offset = wall() - monotonic()
+        self.anchored = False
+        """Whether it follows another clock (`anchor`): watches share it then."""
 
     def __call__(self) -> float:
         return self._offset + self._monotonic()
@@ -45,6 +50,7 @@ class SteadyClock:
         jitter; a reading whose round trip was slow says too little. True when it moved."""
         if answered - sent > MAX_ROUND_TRIP_S:
             return False
+        self.anchored = True
         offset = reference - (sent + answered) / 2
         if abs(offset - self._offset) <= TOLERANCE_S:
             return False

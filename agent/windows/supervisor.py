@@ -59,6 +59,9 @@ STORE_CLOCK_EVERY_S = 10.0
 has one (`agent.windows.pace`): a step of it, or this machine's drift from it, is followed
 within this long."""
 
+STORE_CLOCK_TRIES = 3
+"""Readings of the store's clock a claim pass makes until one is good enough to follow."""
+
 RELEASE_TIMEOUT_S = 1.0
 """How long a stop waits for the store to give up this replica's background leases."""
 
@@ -232,20 +235,25 @@ class Watcher:
         """Pace the rounds by the store's clock, when it has one, read every
         `STORE_CLOCK_EVERY_S`: every replica then agrees on which slot is due and when a
         window ends, whatever its own clock says."""
-        monotonic = self.services.monotonic
+        monotonic, pace = self.services.monotonic, self.services.pace
         if monotonic() - self._store_clock_at < STORE_CLOCK_EVERY_S:
             return
-        sent = monotonic()
-        reference = await self.store.store_time()
-        answered = self._store_clock_at = monotonic()
-        if reference is None:
-            self._store_clock_at = math.inf  # none to follow: the process's own pace
-            return
-        if self.services.pace.anchor(reference, sent, answered):
-            log.info(
-                "rounds are paced by the store's clock, %+.3fs from this replica's",
-                self.services.pace() - self.clock(),
-            )
+        # until a reading is good enough to follow, a few at once (a busy pool's is slow):
+        # a watch started meanwhile would go by this replica's clock
+        for _ in range(1 if pace.anchored else STORE_CLOCK_TRIES):
+            sent = monotonic()
+            reference = await self.store.store_time()
+            answered = self._store_clock_at = monotonic()
+            if reference is None:
+                self._store_clock_at = math.inf  # none to follow: each watch its own pace
+                return
+            if pace.anchor(reference, sent, answered):
+                log.info(
+                    "rounds are paced by the store's clock, %+.3fs from this replica's",
+                    pace() - self.clock(),
+                )
+            if pace.anchored:
+                return
 
     async def _claim(self) -> None:
         await self._follow_store_clock()

@@ -14,8 +14,10 @@ a channel failed, as before there were retries.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
+import threading
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -48,6 +50,17 @@ START_SHARE = 0.5
 """A channel's send is handed to apprise only while this share of the timeout is left:
 one started later would have too little time to answer and be reported failed though it
 may still deliver from its thread (then again on its retry)."""
+
+LATE_S = 0.25
+"""A deadline found this late was not missed by the channel: the agent was stopped
+(SIGSTOP, a frozen VM) or its loop stalled, and every timer fired at once on waking."""
+
+WOKEN_LOOK_S = 0.5
+"""How long a channel's send whose deadline was found `LATE_S` late is given, once, to
+report what its worker thread heard: a 2xx that came while the agent was stopped sits in
+the socket, read within milliseconds of waking, where apprise's deadline, run first,
+reported the send timed out and the channel got the alert again on its retry (as the
+rollback's `agent.rollback.delivery.answered_within`)."""
 
 NotifyResultName = Literal["sent", "partial", "failed", "unrouted"]
 
@@ -125,6 +138,59 @@ _RETRYING: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "postflight_alert_retrying", default=False
 )
 """Set in a retry's channel sends; apprise runs its plugins in a copy of that context."""
+
+
+class _Sends:
+    """What one channel's worker threads did with an alert, whatever apprise reports:
+    `Notifier._record_sends` tells it of each blocking send (a piece of the message) as it
+    starts and ends, even after apprise stopped waiting for it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._running = 0
+        self._results: list[bool] = []
+        self._changed = asyncio.Event()
+
+    def started(self) -> None:
+        with self._lock:
+            self._running += 1
+
+    def ended(self, ok: bool) -> None:
+        with self._lock:
+            self._running -= 1
+            self._results.append(ok)
+        with contextlib.suppress(RuntimeError):  # the loop closed: no one is waiting
+            self._loop.call_soon_threadsafe(self._changed.set)
+
+    def delivered(self) -> bool:
+        """Every send started has ended, and each was accepted."""
+        with self._lock:
+            return self._running == 0 and bool(self._results) and all(self._results)
+
+    def busy(self) -> bool:
+        with self._lock:
+            return self._running > 0
+
+    async def settled(self, within: float) -> bool:
+        """Whether every send started ends within `within` seconds accepted."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + within
+        while self.busy() and (left := until - loop.time()) > 0:
+            self._changed.clear()
+            if not self.busy():
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._changed.wait()
+        return self.delivered()
+
+
+_SENDS: contextvars.ContextVar[_Sends | None] = contextvars.ContextVar(
+    "postflight_alert_sends", default=None
+)
+"""Set in each channel send's task; apprise runs its worker threads in a copy of that
+context, so the thread finds the `_Sends` to tell."""
 
 
 class _AppriseLogGuard(logging.Filter):
@@ -226,6 +292,7 @@ class Notifier:
             if ap.add(channel.url.get_secret_value()):
                 for service in ap:
                     self._bound_socket_timeouts(service)
+                    self._record_sends(service)
                 masked: str = ap[0].url(privacy=True)  # type: ignore[no-untyped-call]
                 self._urls.append(self._redact(channel_label(masked)))
                 self._channels.append(ap)
@@ -250,6 +317,30 @@ class Notifier:
         pause = getattr(service, "request_rate_per_sec", None)
         if isinstance(pause, int | float) and pause > THROTTLE_SHARE * self._timeout:
             service.request_rate_per_sec = THROTTLE_SHARE * self._timeout  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _record_sends(service: object) -> None:
+        """Each blocking send of `service` (apprise's `_timed_send`, in a worker thread)
+        tells the `_Sends` of its task how it ended: apprise abandons a thread at its
+        deadline, and a send it reported timed out may have been accepted all the same."""
+        timed_send = getattr(service, "_timed_send", None)
+        if not callable(timed_send):
+            return
+
+        def recorded_send(**kwargs: Any) -> Any:
+            sends = _SENDS.get()
+            if sends is None:
+                return timed_send(**kwargs)
+            sends.started()
+            ok = False
+            try:
+                result = timed_send(**kwargs)
+                ok = bool(result)
+                return result
+            finally:
+                sends.ended(ok)
+
+        service._timed_send = recorded_send  # type: ignore[attr-defined]
 
     @property
     def worst_case_s(self) -> float:
@@ -380,8 +471,15 @@ class Notifier:
         it as it does (the deadline does not move for `on_sent`'s awaits)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout + GRACE_S
-        pending = set(tasks)
-        while pending and (left := deadline - loop.time()) > 0:
+        pending, looked = set(tasks), False
+        while pending:
+            left = deadline - loop.time()
+            if left <= 0:
+                # found late (the agent was stopped): the sends' own look goes first
+                if looked or -left < LATE_S:
+                    return
+                looked, deadline = True, loop.time() + WOKEN_LOOK_S + GRACE_S
+                continue
             done, pending = await asyncio.wait(
                 pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
             )
@@ -429,6 +527,9 @@ class Notifier:
         if retry:  # this task's own context: apprise's lines about it become info…
             _RETRYING.set(True)
             how["log_level"] = logging.INFO  # …and are still captured for `_explain`
+        loop = asyncio.get_running_loop()
+        sends = _Sends(loop)
+        _SENDS.set(sends)  # this task's own context, copied into apprise's threads
         try:
             with sending():
                 res = await ap.async_notify(
@@ -445,6 +546,9 @@ class Notifier:
             )
         if res:
             return ChannelResult(index, url, True, "sent")
+        if loop.time() - deadline >= LATE_S and await sends.settled(WOKEN_LOOK_S):
+            # apprise's deadline fired on waking, before its thread read the 2xx
+            return ChannelResult(index, url, True, "sent (answered while the agent was paused)")
         return ChannelResult(index, url, False, self._explain(res, demoted=bool(retry)))
 
     def _explain(self, res: apprise.AppriseResult, demoted: bool = False) -> str:

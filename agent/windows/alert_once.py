@@ -398,6 +398,8 @@ class WindowAlerts:
         now = self._clock()
         taken = 0
         for claim in await self._store.unsettled_alerts(claimed_before=now - self.lease_s):
+            if self._in_flight(claim.window_id, claim.event):
+                continue  # this process's own send, its lease lapsed while it was stopped
             if not await self._store.take_alert(
                 claim.window_id, claim.event, now, lapsed_before=now - self.lease_s
             ):
@@ -405,6 +407,13 @@ class WindowAlerts:
             taken += 1
             await _start(self._resend(claim), spawn)
         return taken
+
+    def _in_flight(self, window_id: str, key: str) -> bool:
+        """Whether this process is sending `key` of the window right now. Its claim (or a
+        retry's lease) looks a dead sender's once the process was stopped past the lease
+        (SIGSTOP, a frozen VM): on waking, its own scan took it over and sent the alert
+        again while the send it was in the middle of delivered it."""
+        return bool(self._sending.get((window_id, key)))
 
     async def _resend(self, claim: UnsettledAlert) -> None:
         """A taken-over claim: its stored alert to the channels that did not take it."""
@@ -449,6 +458,8 @@ class WindowAlerts:
         now = self._clock()
         taken = 0
         for window_id, event in await self._store.alert_retries_due(now, limit=free):
+            if self._in_flight(window_id, event):
+                continue  # this process's own retry, its lease lapsed while it was stopped
             retry = await self._store.take_alert_retry(window_id, event, now, now + self.lease_s)
             if retry is None:
                 continue  # another replica took it a moment ago

@@ -16,10 +16,12 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from agent.metrics import Metrics
+from agent.store.base import Store
+from agent.store.postgres import PostgresStore
 from agent.store.sqlite import SqliteStore
 from agent.windows.alert_once import WindowAlerts
 from alerting.events import Alert
-from tests.alerting.test_window_alerts import make_notifier, window
+from tests.alerting.test_window_alerts import make_notifier, retrying, services, window
 from tests.receivers import JsonSink
 
 TIMEOUT_S = 1.0
@@ -81,12 +83,49 @@ async def test_a_2xx_answered_while_the_sender_was_stopped_counts_as_sent(
         notifier = make_notifier([sink.url()], metrics, timeout=TIMEOUT_S)
         alerts = WindowAlerts(store, notifier, retry_delays=(0.2,))
         w = window()
-        assert await alerts.emit(w, Alert.for_window(w, "passed"), ["oncall"]) is True
-        assert await alerts.retry() == 0
+        await store.create_window(w)
+        sent = await alerts.emit(w, Alert.for_window(w, "passed"), ["oncall"])
         await asyncio.sleep(0.5)  # a retry would be due by now
-        assert await alerts.retry() == 0
-        assert await store.alert_events(w.id) == {"passed": "sent"}
+        await alerts.retry()
+        await asyncio.sleep(0.5)
         assert sink.arrived == 1
+        assert await store.alert_events(w.id) == {"passed": "sent"}
+        assert sent is True
+
+
+async def test_replicas_on_postgresql_send_it_once_when_the_sender_was_stopped(
+    pg_url: str, metrics: Metrics
+) -> None:
+    """Two agents on one PostgreSQL, each with its retry loop: the stopped sender's
+    alert, answered 2xx meanwhile, was stored failed and retried by one of them."""
+    stores: list[Store] = [PostgresStore(pg_url) for _ in range(2)]
+    for each in stores:
+        await each.open()
+    w = window()
+    await stores[0].create_window(w)
+    try:
+        with stalling_sink() as sink:
+            replicas = [
+                WindowAlerts(
+                    each,
+                    make_notifier([sink.url()], metrics, timeout=TIMEOUT_S),
+                    retry_delays=(0.2,),
+                )
+                for each in stores
+            ]
+            loops = [
+                retrying(r, services(st, r, metrics))
+                for r, st in zip(replicas, stores, strict=True)
+            ]
+            async with loops[0], loops[1]:
+                sent = await replicas[0].emit(w, Alert.for_window(w, "passed"), ["oncall"])
+                await asyncio.sleep(1.0)  # five times the retry's delay
+            assert sink.arrived == 1
+            assert await stores[1].alert_events(w.id) == {"passed": "sent"}
+            assert sent is True
+    finally:
+        for each in stores:
+            await each.close()
 
 
 class Clock:

@@ -12,7 +12,8 @@ and the outcome is stored last. A claim still without an outcome after `lease_s`
 than the notifier's worst case, so never a live sender's) belongs to a dead sender:
 `recover` (run every few seconds by every replica, `run`) takes it over through
 `Store.take_alert`, which one caller wins, and sends the stored alert to the channels
-not noted, with a fresh deploy-page link. Alerts are thus at least once, and a
+not noted, with a fresh deploy-page link. A process's own scans leave alone what it is
+sending itself (`_in_flight`): stopped past the lease (SIGSTOP), it is not dead. Alerts are thus at least once, and a
 duplicate needs the process to die between a channel accepting the alert and that
 being noted (milliseconds); a window cancelled or superseded meanwhile drops it.
 

@@ -31,10 +31,11 @@ STOP_S = 2.5
 
 class StallingSink:
     """A `json://` target on its own threads: the first request stops `loop` for
-    `STOP_S` and is answered 200 0.3 s into the stop; any other, 200 at once."""
+    `STOP_S` and is answered `first` 0.3 s into the stop; any other, 200 at once."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, first: int = 200) -> None:
         self.loop = loop
+        self.first = first
         self.arrived = 0
         self.lock = threading.Lock()
         sink = self
@@ -48,7 +49,7 @@ class StallingSink:
                 if first:
                     sink.loop.call_soon_threadsafe(time.sleep, STOP_S)
                     time.sleep(0.3)
-                self.send_response(200)
+                self.send_response(sink.first if first else 200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -63,8 +64,8 @@ class StallingSink:
 
 
 @contextmanager
-def stalling_sink() -> Iterator[StallingSink]:
-    sink = StallingSink(asyncio.get_running_loop())
+def stalling_sink(first: int = 200) -> Iterator[StallingSink]:
+    sink = StallingSink(asyncio.get_running_loop(), first)
     thread = threading.Thread(target=sink.server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -91,6 +92,23 @@ async def test_a_2xx_answered_while_the_sender_was_stopped_counts_as_sent(
         assert sink.arrived == 1
         assert await store.alert_events(w.id) == {"passed": "sent"}
         assert sent is True
+
+
+async def test_a_5xx_answered_while_the_sender_was_stopped_is_retried(
+    store: SqliteStore, metrics: Metrics
+) -> None:
+    """The look on waking takes only what the channel accepted: a refusal heard then is
+    a failure, retried as any other."""
+    with stalling_sink(first=503) as sink:
+        notifier = make_notifier([sink.url()], metrics, timeout=TIMEOUT_S)
+        alerts = WindowAlerts(store, notifier, retry_delays=(0.2,))
+        w = window()
+        await store.create_window(w)
+        assert await alerts.emit(w, Alert.for_window(w, "passed"), ["oncall"]) is False
+        await asyncio.sleep(0.5)
+        assert await alerts.retry() == 1
+        assert sink.arrived == 2
+        assert await store.alert_events(w.id) == {"passed": "sent"}
 
 
 async def test_replicas_on_postgresql_send_it_once_when_the_sender_was_stopped(

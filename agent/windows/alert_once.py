@@ -13,9 +13,10 @@ than the notifier's worst case, so never a live sender's) belongs to a dead send
 `recover` (run every few seconds by every replica, `run`) takes it over through
 `Store.take_alert`, which one caller wins, and sends the stored alert to the channels
 not noted, with a fresh deploy-page link. A process's own scans leave alone what it is
-sending itself (`_in_flight`): stopped past the lease (SIGSTOP), it is not dead. Alerts are thus at least once, and a
-duplicate needs the process to die between a channel accepting the alert and that
-being noted (milliseconds); a window cancelled or superseded meanwhile drops it.
+sending itself (`_in_flight`): stopped past the lease (SIGSTOP), it is not dead. Alerts
+are thus at least once, and a duplicate needs the process to die between a channel
+accepting the alert and that being noted (milliseconds), or to be stopped past the lease
+while another replica takes it over; a window cancelled or superseded meanwhile drops it.
 
 A channel that fails an alert is retried (`ALERT_RETRY_DELAYS_S`), to the failed
 channels only, by the same means: the outcome is stored with when the next retry is

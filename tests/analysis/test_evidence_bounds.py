@@ -58,14 +58,40 @@ def test_a_relative_latency_bound_shows_arithmetic_that_adds_up() -> None:
     detail = judge([rule], base, rounds, Policy(), final=True, horizon=30).rules[0].detail
 
     found = re.search(
-        r"share of samples above (\d+)ms \(\+100% of (\d+)ms: the baseline's p95 is (\d+)ms,"
-        r" at least \2ms on its 60 samples\)",
+        r"latency_p95 <= (\d+)ms \(baseline (\d+)ms \+100%\), shown with room for the"
+        r" baseline's own error: share of samples above (\d+)ms \(\+100% of (\d+)ms, the"
+        r" least the baseline's p95 may be on its 60 samples\)",
         detail,
     )
     assert found, detail
-    cutoff, least, p95 = (int(found.group(i)) for i in (1, 2, 3))
-    assert abs(cutoff - 2 * least) <= 1  # whole milliseconds, each rounded
+    bound, p95, cutoff, least = (int(found.group(i)) for i in (1, 2, 3, 4))
+    assert abs(bound - 2 * p95) <= 1 and abs(cutoff - 2 * least) <= 1  # whole ms, rounded
     assert least < p95
+
+
+def test_a_relative_latency_bound_is_one_figure_in_its_evidence_and_its_null() -> None:
+    """An on-call engineer read "limit 83ms" in a rule's evidence beside "null: latency_p95
+    <= 92ms": two limits for one `max_increase` rule. The evidence's limit is now the
+    bound the failing test's null names (the baseline's p95 +delta); the nearer cutoff the
+    pass side counts from (the baseline's p95 at its least on its samples) is said as such,
+    in `counted_from`, and the reason names the bound first."""
+    rng = np.random.default_rng(3)
+    rule = Rule("items-p95", "checks", "latency_p95", max_increase=0.5)
+    base = {"items-p95": merge([latency_obs(rng.lognormal(-4.1, 0.25, 10)) for _ in range(6)])}
+    rounds = [{"items-p95": latency_obs(rng.lognormal(-4.1, 0.25, 10))} for _ in range(5)]
+
+    verdict = judge([rule], base, rounds, Policy(), final=False, horizon=30).rules[0]
+
+    evidence = verdict.evidence
+    (item,) = evidence["evidence"]
+    bound = re.fullmatch(r"(\d+)ms \(baseline \d+ms \+50%\)", item["limit"])
+    assert bound, item
+    assert evidence["null"].startswith(f"latency_p95 <= {bound.group(1)}ms "), evidence
+    nulls = {c["null"] for c in evidence["components"] if "<=" in c["null"]}
+    assert all(n.startswith(f"latency_p95 <= {bound.group(1)}ms ") for n in nulls), nulls
+    cutoff = re.match(r"(\d+)ms \(\+50% of \d+ms, the least", item["counted_from"])
+    assert cutoff and int(cutoff.group(1)) < int(bound.group(1)), item
+    assert f"latency_p95 <= {item['limit']}, shown with room" in verdict.detail, verdict.detail
 
 
 def test_a_proportions_upper_bound_is_never_worded_past_one() -> None:

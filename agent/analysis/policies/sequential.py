@@ -262,6 +262,7 @@ class SequentialPolicy(BasePolicy):
                     "reached": to_json(r.value),
                     "holds": r.holds,
                 }
+                | ({"counted_from": r.test.counted_from} if r.test.counted_from else {})
                 for r in reached
             ],
         }
@@ -432,7 +433,8 @@ def _blind(tolerance: float | None, effect: float) -> bool:
 
 
 def _reached_text(rule: Rule, reached: Reached) -> str:
-    """`error_rate upper bound 3.1% vs max 2%`, `share above 412ms upper bound 7% vs 5%`."""
+    """`error_rate upper bound 3.1% vs max 2%`, `share above 412ms upper bound 7% vs 5%`; a
+    relative latency bound names its one bound, then the nearer cutoff passing counts from."""
     test = reached.test
     end = "upper" if test.upper else "lower"
     reached_value = reached.value
@@ -442,6 +444,14 @@ def _reached_text(rule: Rule, reached: Reached) -> str:
     if test.statistic == "share":
         side = "below" if test.below else "above"
         value = "n/a" if reached_value is None else f"{reached_value:.3g}"
+        if test.counted_from:
+            # the rule's one bound first, then the nearer cutoff passing counts from and why
+            return (
+                f"{rule.metric} {'>=' if test.below else '<='} {test.text}, shown with room"
+                f" for the baseline's own error: share of"
+                f" samples {side} {test.counted_from} {end} bound {value} vs"
+                f" {test.limit:.3g} allowed"
+            )
         return (
             f"share of samples {side} {test.text} {end} bound {value} vs {test.limit:.3g} allowed"
         )

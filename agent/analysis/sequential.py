@@ -335,9 +335,9 @@ class PassTest:
     text: str = ""
     """What the limit is, for humans: `max 2%`, `p95 share above 412ms`."""
     counted_from: str = ""
-    """Why a relative latency bound's samples are counted past `cutoff`, not past the bound
-    `text` names (the one its failing test uses): the baseline's percentile at its least
-    (most, for a decrease) on its samples, as `123ms (+10% of 112ms, ...)`; empty when
+    """A relative bound's nearer limit passing is shown against, not the bound `text` names
+    (the one its failing test uses): the baseline's percentile or rate at its least (most,
+    for a decrease) on its samples or counts, as `123ms (+10% of 112ms, ...)`; empty when
     both figures read the same."""
 
     @property
@@ -747,15 +747,19 @@ class SequentialRule:
             rate, a = base.value, share
         limit = rate * (1.0 + delta) if up else rate * (1.0 - delta)
         statistic2: Literal["rate", "value"] = "rate" if self.kind == "proportion" else "value"
-        text = f"{limit:.3g} (baseline {base.value:.3g} {change})"
-        if f"{rate:.3g}" != f"{base.value:.3g}":
-            # as for latencies: passing needs the baseline's rate at its least (most, for a
-            # decrease) on its counts; "0.0047 (baseline 0.01 +2%)" read as false arithmetic
-            text = (
-                f"{limit:.3g} ({change} of {rate:.3g}: the baseline's rate is"
-                f" {base.value:.3g}, at {'least' if up else 'most'} {rate:.3g} on its counts)"
+        # as for latencies: one bound, the failing test's; passing needs the baseline's rate
+        # at its least (most, for a decrease) on its counts, a nearer limit said as such
+        rule_bound = base.value * (1.0 + delta) if up else base.value * (1.0 - delta)
+        text = f"{rule_bound:.3g} (baseline {base.value:.3g} {change})"
+        counted_from = ""
+        if f"{limit:.3g}" != f"{rule_bound:.3g}":
+            counted_from = (
+                f"{limit:.3g} ({change} of {rate:.3g}, the {'least' if up else 'most'} the"
+                " baseline's rate may be on its counts)"
             )
-        return PassTest("max_increase", statistic2, limit, up, a, text=text)
+        return PassTest(
+            "max_increase", statistic2, limit, up, a, text=text, counted_from=counted_from
+        )
 
     # -- the fold -------------------------------------------------------------------------
 

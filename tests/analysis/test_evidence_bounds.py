@@ -112,3 +112,43 @@ def test_a_proportions_upper_bound_is_never_worded_past_one() -> None:
     for detail in (share, rate):
         for bound in re.findall(r"upper bound ([\d.e+-]+)", detail):
             assert float(bound) <= 1.0, detail
+
+
+def test_a_relative_error_bound_is_one_figure_in_its_evidence_and_its_null() -> None:
+    """As for latencies: an error rate's `max_increase` evidence said "limit 0.0152 (+100%
+    of 0.00758: ...)" beside "null: error_rate <= 0.02 (baseline 0.01 +100%, two-sample)".
+    The limit is the null's bound; passing's nearer limit is `counted_from`."""
+    rule = Rule("errors", "checks", "error_rate", max_increase=1.0)
+    base = {"errors": merge([Observation(0.01, count=20, total=2000) for _ in range(10)])}
+    rounds = [{"errors": Observation(0.01, count=2, total=200)} for _ in range(5)]
+
+    verdict = judge([rule], base, rounds, Policy(), final=False, horizon=30).rules[0]
+
+    (item,) = verdict.evidence["evidence"]
+    assert item["limit"] == "0.02 (baseline 0.01 +100%)", item
+    assert verdict.evidence["null"].startswith("error_rate <= 0.02 (baseline 0.01 +100%"), (
+        verdict.evidence
+    )
+    assert re.fullmatch(
+        r"0\.0\d+ \(\+100% of 0\.00\d+, the least the baseline's rate may be on its counts\)",
+        item["counted_from"],
+    ), item
+    assert "error_rate <= 0.02 (baseline 0.01 +100%), shown with room" in verdict.detail
+
+
+def test_one_round_of_events_says_why_it_decides_nothing() -> None:
+    """A provider's counts that stop growing after the first round (3,000 events at 15%
+    against a 5% bound, then none): the rule ends inconclusive, by design (each round is one
+    e-value factor, so that a round's correlated failures count once), and says so, where
+    it said only "upper bound n/a ... not enough evidence" beside 450 of 3000 failed."""
+    rule = Rule("errors", "sentry", "error_rate", max=0.05)
+    rounds = [{"errors": Observation(0.15, count=450, total=3000, seconds=30)}]
+    rounds += [{"errors": Observation(None, count=0, total=0, seconds=30)} for _ in range(9)]
+
+    verdict = judge([rule], {}, rounds, Policy(), final=True, horizon=10)
+
+    (judged,) = verdict.rules
+    assert judged.outcome == "inconclusive"
+    assert judged.evidence["rounds_with_data"] == 1 and judged.evidence["samples"] == 3000
+    assert "only 1 round had new events: the judge weighs each round as one" in judged.detail
+    assert "only 1 round had new events" in verdict.reason

@@ -486,6 +486,37 @@ async def test_a_release_the_providers_have_nothing_of_is_inconclusive_saying_wh
     assert titled(json_sink, "provider ") == []
 
 
+async def test_sentry_counts_that_stop_growing_end_inconclusive_and_say_why(
+    sentry_fake: GrowingSentry,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+) -> None:
+    """3,000 events at 15% (the previous release's 1%: a 2% bound) in the first round's
+    answer, then Sentry's counts since the deploy stop growing: each later round has no new
+    events. Each round's evidence is the growth of the cumulative counts, so the window
+    judged the first round's 3,000 events once (no round counted them again) and ended
+    inconclusive: one round is one e-value factor, however many events it holds (a round's
+    events can fail together), and one is far from enough (likelihood ratio 2.3 of 155).
+    The reason now says so; it said only "upper bound n/a ... not enough evidence"."""
+    t0 = deploy_second()
+    sentry_fake.set_stats(SentryStats(transactions=20_000, failure_rate=0.01), release=PREVIOUS)
+    sentry_fake.set_stats(SentryStats(transactions=3_000, failure_rate=0.15), release=VERSION)
+    agent = await sentry_agent(start_agent, "sequential", receiver, json_sink, sentry_fake)
+    deploy = await register(agent, t0)
+
+    final = await agent.settled(deploy["id"], within=40)
+
+    assert final["state"] == "inconclusive", json.dumps(final["verdict"])
+    assert receiver.attempts == []
+    rule = rule_of(final, "sentry-errors")
+    assert failed_of(rule) == (450, 3000)
+    evidence = rule["evidence"]
+    assert (evidence["samples"], evidence["rounds_with_data"]) == (3000, 1), evidence
+    assert len(sentry_fake.seen("/events/")) >= 4  # asked every round; nothing new came
+    assert "only 1 round had new events" in final["verdict"]["reason"], final["verdict"]
+
+
 # ------------------------------------------------------ 2. New Relic 0.2 → 0.9 s
 
 

@@ -68,7 +68,7 @@ environments:
       - name: probe-errors
         source: checks
         metric: error_rate
-        max: 0.2   # above what 40 probes a round over 12 rounds can tell from 0 (0.114)
+        max: 0.1   # the bad version's 40% fails it alone by round 6 of 12
       - name: health-latency
         source: checks
         check: api-health

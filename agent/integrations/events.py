@@ -260,7 +260,8 @@ def _previous_deployment(payload: Mapping[str, Any]) -> str | None:
 
     Vercel's documented payload does not always carry it; pipelines can add it as
     `meta.previousDeploymentId` (or the label `vercel.previous` on register). Without
-    it a Vercel rollback fails with one clear alert rather than guess.
+    it (and no earlier window of ours), the rollback asks Vercel's list of production
+    deployments (`agent.integrations.targets.look_up_previous`).
     """
     deployment = payload.get("deployment")
     meta = deployment.get("meta") if isinstance(deployment, dict) else None

@@ -23,10 +23,12 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 
+from agent.integrations.clients import call
 from agent.records import RollbackIntent
 from common.retry_after import retry_after_seconds
 
 if TYPE_CHECKING:
+    from agent.integrations.config import VercelIntegration
     from agent.settings import RollbackSettings, Settings
 
 log = logging.getLogger("postflight.rollback")
@@ -119,12 +121,138 @@ def vercel_url(api_url: str, path: str, team_id: str | None, **query: str) -> st
     return url + ("?" + urlencode(params) if params else "")
 
 
+PRODUCTION_LISTED = 20
+"""How many of the project's newest production deployments a look-up reads: the deploy's
+own is among them unless that many were made since, and the one before it too."""
+
+
+def previous_in_list(deployments: Any, own: str) -> str | None:
+    """The production deployment before `own` in Vercel's list (newest first): the first
+    older one that is READY and that Vercel would roll back to (`isRollbackCandidate`,
+    when the list says). None when `own` is not listed (nothing says what came before)."""
+    if not isinstance(deployments, list):
+        return None
+    listed = [d for d in deployments if isinstance(d, dict)]
+    ids = [d.get("uid") or d.get("id") for d in listed]
+    if own not in ids:
+        return None
+    for entry in listed[ids.index(own) + 1 :]:
+        uid = entry.get("uid") or entry.get("id")
+        state = entry.get("readyState") or entry.get("state")
+        if (
+            isinstance(uid, str)
+            and uid
+            and uid != own
+            and state == "READY"
+            and entry.get("isRollbackCandidate") is not False
+        ):
+            return uid
+    return None
+
+
+async def look_up_previous(
+    session: aiohttp.ClientSession,
+    vercel: VercelIntegration,
+    project: str,
+    deployment: str,
+    redact: Any = lambda s: s,
+) -> tuple[str | None, str]:
+    """The production deployment `deployment` replaced, asked of Vercel (`GET
+    /v6/deployments?projectId=&target=production&state=READY`), where no event named it
+    and no earlier window of ours knew it (a fresh agent): (its id, "") or (None, why)."""
+    assert vercel.token is not None
+    url = vercel_url(
+        vercel.api_url,
+        "/v6/deployments",
+        vercel.team_id,
+        projectId=project,
+        target="production",
+        state="READY",
+        limit=str(PRODUCTION_LISTED),
+    )
+    result = await call(
+        session,
+        "GET",
+        url,
+        headers={"Authorization": f"Bearer {vercel.token.get_secret_value()}"},
+        timeout_s=vercel.timeout,
+        attempts=2,  # within the rollback's lease: two timeouts and a short wait
+        max_backoff=2.0,
+        redact=redact,
+        rate_limit=vercel_rate_limit_wait,
+    )
+    if not result.ok:
+        return None, f"Vercel's list of production deployments: {result.error}"
+    listed = result.data.get("deployments") if isinstance(result.data, dict) else None
+    previous = previous_in_list(listed, deployment)
+    if previous is None:
+        return None, (
+            f"Vercel lists no READY production deployment before {deployment} among the"
+            f" project's {PRODUCTION_LISTED} newest"
+        )
+    return previous, ""
+
+
+def labelled_previous(intent: RollbackIntent) -> str | None:
+    labels = _deploy(intent).get("labels") or {}
+    previous = labels.get("vercel.previous") if isinstance(labels, dict) else None
+    return previous if isinstance(previous, str) and previous else None
+
+
 class RollbackTargets:
     """Builds each attempt's request from the whole configuration (integrations,
     the environment's sources) and the stored intent."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._looked_up: dict[str, tuple[str | None, str]] = {}
+        """window id → the previous production deployment Vercel named (or why none),
+        for a deploy whose labels name none: asked once per delivery in this process."""
+
+    async def look_up(
+        self,
+        session: aiohttp.ClientSession,
+        intent: RollbackIntent,
+        rollback: RollbackSettings,
+        environment: str,
+        redact: Any = lambda s: s,
+    ) -> None:
+        """Before a Vercel rollback's first look or attempt: a deploy without
+        `vercel.previous` (a fresh agent's first window, an event that named none) asks
+        Vercel which production deployment came before its own, where it failed with
+        "nothing to roll back to" though Vercel knew."""
+        vercel = self._settings.integrations.vercel
+        env = self._settings.environments.get(environment)
+        source = env.sources.vercel if env is not None else None
+        labels = _deploy(intent).get("labels") or {}
+        own = labels.get("vercel.deployment") if isinstance(labels, dict) else None
+        if (
+            rollback.target != "vercel"
+            or vercel is None
+            or vercel.token is None
+            or source is None
+            or not isinstance(own, str)
+            or not own
+            or labelled_previous(intent) is not None
+            or (self._looked_up.get(intent.window_id) or (None,))[0] is not None
+        ):
+            return
+        found = await look_up_previous(session, vercel, source.project, own, redact)
+        if len(self._looked_up) >= 1024:  # a long-running agent's rollbacks: kept bounded
+            self._looked_up.clear()
+        self._looked_up[intent.window_id] = found
+        if found[0] is not None:
+            log.info(
+                "rollback for %s: no vercel.previous label; Vercel lists %s as the"
+                " production deployment before %s",
+                intent.window_id,
+                found[0],
+                own,
+                extra={"deploy_id": intent.window_id, "environment": environment},
+            )
+
+    def _previous(self, intent: RollbackIntent) -> str | None:
+        return labelled_previous(intent) or (self._looked_up.get(intent.window_id) or (None,))[0]
 
     def prepare(
         self,
@@ -146,20 +274,20 @@ class RollbackTargets:
         env = self._settings.environments.get(environment)
         source = env.sources.vercel if env is not None else None
         deploy = _deploy(intent)
-        labels = deploy.get("labels") or {}
-        previous = labels.get("vercel.previous") if isinstance(labels, dict) else None
+        previous = self._previous(intent)
         if vercel is None or vercel.token is None or source is None:
             return PreparedRequest("", {}, b"", "Vercel", "integrations.vercel is not configured")
         # no body, so no content type: an empty body declared JSON is malformed JSON
         headers = {"Authorization": f"Bearer {vercel.token.get_secret_value()}"}
         if not previous:
+            why = (self._looked_up.get(intent.window_id) or (None, ""))[1]
             return PreparedRequest(
                 "",
                 headers,
                 b"",
                 "Vercel",
                 "no previous production deployment is known for this deploy (label"
-                " vercel.previous): nothing to roll back to",
+                " vercel.previous): nothing to roll back to" + (f" ({why})" if why else ""),
             )
         path = f"/v1/projects/{quote(source.project, safe='')}/rollback/{quote(previous, safe='')}"
         description = f"postflight {deploy.get('id', '')}: {deploy.get('reason', '')}"[:200]
@@ -213,8 +341,7 @@ class RollbackTargets:
         vercel = self._settings.integrations.vercel
         env = self._settings.environments.get(environment)
         source = env.sources.vercel if env is not None else None
-        labels = _deploy(intent).get("labels") or {}
-        previous = labels.get("vercel.previous") if isinstance(labels, dict) else None
+        previous = self._previous(intent)
         if vercel is None or vercel.token is None or source is None or not previous:
             return False
         url = vercel_url(

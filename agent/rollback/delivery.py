@@ -461,6 +461,10 @@ class RollbackDelivery:
         claims: SettleClaims | None,
     ) -> RollbackIntent:
         body = intent.body.encode()
+        if self._targets is not None:
+            # a Vercel deploy that names no previous deployment: Vercel is asked which
+            # one it replaced, before anything is looked for or sent
+            await self._targets.look_up(self._client(), intent, settings, environment, self._redact)
         recorded = await self._last_recorded(intent)
         if intent.attempts >= settings.max_attempts and recorded:
             # stopped while it looked whether its last attempt, unanswered, took effect:

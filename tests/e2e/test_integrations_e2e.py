@@ -191,6 +191,32 @@ async def test_signed_vercel_event_opens_a_window_and_a_regression_rolls_back_on
     assert len([w for w in await windows(agent) if w["version"] == SHA]) == 1
 
 
+async def test_a_fresh_agents_first_vercel_window_rolls_back_to_what_vercel_lists_before_it(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    """A fresh agent (no earlier window of the environment) hears NEW's event, which
+    names no previous deployment: its rollback went nowhere ("nothing to roll back to")
+    though Vercel lists OLD as production's deployment before NEW."""
+    agent = await start_agent(
+        environments(flip_target), extra=integrations(fake_github, fake_vercel)
+    )
+    status, opened = await vercel_hook(agent, vc.event(event_id="evt_first", deployment=vc.NEW))
+    assert status == 202, opened
+    assert "vercel.previous" not in opened["deploy"]["labels"]
+    flip_target.bad = True
+    final = await agent.settled(opened["deploy"]["id"])
+    assert (final["state"], final["rollback"]["state"]) == ("rolled_back", "delivered"), final
+    assert [a["deployment"] for a in fake_vercel.accepted] == [vc.OLD]
+    assert fake_vercel.production[vc.PROJECT] == vc.OLD
+    listed = fake_vercel.seen("/v6/deployments")
+    assert len(listed) == 1
+    assert ("projectId", vc.PROJECT) in listed[0].query
+    assert ("target", "production") in listed[0].query
+
+
 async def test_bad_signatures_are_401_and_store_nothing(
     start_agent: AgentFactory,
     flip_target: FlipTarget,
@@ -1034,6 +1060,7 @@ async def test_a_rollback_failed_alert_names_its_target_and_counts_only_sent_att
     agent = await start_agent(
         environments(flip_target), alerting=alerting, extra=integrations(fake_github, fake_vercel)
     )
+    fake_vercel.listed[vc.PROJECT] = [vc.listed_deployment(vc.NEW, 1764460800000)]
     deploy = await agent.register("production", "v6", labels={"vercel.deployment": vc.NEW})
     flip_target.bad = True
     final = await agent.settled(deploy["id"])
@@ -1049,6 +1076,7 @@ async def test_a_rollback_failed_alert_names_its_target_and_counts_only_sent_att
     assert "Vercel did not accept it, or it could not be sent" in text
     assert "webhook" not in text
     assert "rollback NOT sent: no previous production deployment" in text
+    assert f"Vercel lists no READY production deployment before {vc.NEW}" in text
     assert "attempt(s)" not in text
 
 

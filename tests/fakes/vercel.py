@@ -50,6 +50,11 @@ class FakeVercel(FakeServer):
         """Every rollback acted on (201), duplicates included."""
         self.approvals: list[dict[str, Any]] = []
         self.rolling: dict[str, dict[str, Any]] = {}
+        self.listed: dict[str, list[dict[str, Any]]] = {
+            PROJECT: [listed_deployment(NEW, 1764460800000), listed_deployment(OLD, 1764374400000)]
+        }
+        """Each project's production deployments, newest first, as `GET /v6/deployments`
+        lists them."""
 
     def start_rolling_release(self, project: str, canary: str, stages: int = 3) -> None:
         self.rolling[project] = {
@@ -92,6 +97,7 @@ class FakeVercel(FakeServer):
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/projects/{project}/rollback/{deployment}", self.rollback)
         app.router.add_get("/v9/projects/{project}", self.project)
+        app.router.add_get("/v6/deployments", self.list_deployments)
         app.router.add_get("/v1/projects/{project}/rolling-release", self.rolling_release)
         app.router.add_post("/v1/projects/{project}/rolling-release/approve-stage", self.approve)
         app.router.add_get("/_fake/accepted", self._control_accepted)
@@ -130,6 +136,40 @@ class FakeVercel(FakeServer):
         if self.rollback_delay:
             await asyncio.sleep(self.rollback_delay / 2)
         return web.json_response({}, status=201)
+
+    async def list_deployments(self, request: web.Request) -> web.Response:
+        """`GET /v6/deployments`: newest first, filtered by `projectId`, `target` and
+        `state` (a comma list), at most `limit` (Vercel's default 20)."""
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return _error(403, "forbidden", "Not authorized")
+        if self.team_id is not None and request.query.get("teamId") != self.team_id:
+            return _error(403, "forbidden", "You don't have permission to access this team")
+        project = request.query.get("projectId")
+        if project is not None and project not in self.production:
+            return _error(404, "not_found", "Project not found")
+        try:
+            limit = int(request.query.get("limit", "20"))
+        except ValueError:
+            return _error(400, "bad_request", "Invalid query parameter limit")
+        states = set(filter(None, request.query.get("state", "").split(",")))
+        target = request.query.get("target")
+        listed = [
+            d
+            for name, deployments in self.listed.items()
+            if project in (None, name)
+            for d in deployments
+            if (not states or d["state"] in states) and target in (None, d["target"])
+        ][:limit]
+        return web.json_response(
+            {
+                "deployments": listed,
+                "pagination": {
+                    "count": len(listed),
+                    "next": listed[-1]["created"] if listed else None,
+                    "prev": listed[0]["created"] if listed else None,
+                },
+            }
+        )
 
     async def project(self, request: web.Request) -> web.Response:
         denied = self._denied(request)
@@ -176,6 +216,23 @@ class FakeVercel(FakeServer):
 
     async def _control_accepted(self, request: web.Request) -> web.Response:
         return web.json_response(self.accepted)
+
+
+def listed_deployment(
+    deployment: str, created: int, *, state: str = "READY", candidate: bool = True
+) -> dict[str, Any]:
+    """One deployment as `GET /v6/deployments` lists it."""
+    return {
+        "uid": deployment,
+        "name": "web",
+        "url": f"web-{deployment}.vercel.app",
+        "created": created,
+        "state": state,
+        "readyState": state,
+        "target": "production",
+        "isRollbackCandidate": candidate,
+        "meta": {},
+    }
 
 
 # --- Vercel's webhooks (what Vercel sends to Postflight) ------------------------------

@@ -23,7 +23,7 @@ from agent.settings import RollbackSettings, Settings
 from agent.store.base import IN_FLIGHT
 from agent.store.sqlite import SqliteStore
 from tests.fakes.github import FakeGitHub
-from tests.fakes.vercel import NEW, OLD, PROJECT, FakeVercel
+from tests.fakes.vercel import NEW, OLD, PROJECT, FakeVercel, listed_deployment
 from tests.store.peek import deliveries, rows, set_rollback
 
 TOKEN = "vercel-token"
@@ -118,9 +118,43 @@ async def test_it_rolls_back_to_the_previous_deployment_with_team_and_token(
     assert [a["deployment"] for a in fake.accepted] == [OLD]
 
 
-async def test_no_previous_deployment_fails_at_once_without_a_request(
+async def test_no_previous_deployment_label_asks_vercel_which_production_came_before(
     fake: FakeVercel, store: SqliteStore
 ) -> None:
+    """A deploy whose labels name no previous deployment (a fresh agent's first window):
+    Vercel's list of production deployments says, where it failed at once."""
+    newer = "dpl_newer333"
+    fake.deployments.add(newer)
+    fake.listed[PROJECT] = [
+        listed_deployment(newer, 1764547200000),
+        listed_deployment(NEW, 1764460800000),
+        listed_deployment("dpl_err", 1764420000000, state="ERROR"),
+        listed_deployment("dpl_staged", 1764410000000, candidate=False),
+        listed_deployment(OLD, 1764374400000),
+    ]
+    config = settings(fake)
+    intent = await rollback_requested(store, {"vercel.deployment": NEW})
+    assert config.environments["production"].rollback is not None
+    done = await delivered_to_target(
+        store, config, intent, config.environments["production"].rollback
+    )
+    assert (done.state, done.last_status) == ("delivered", 201)
+    (listed,) = fake.seen("/v6/deployments")
+    assert listed.param("teamId") == "team_1"
+    assert (listed.param("projectId"), listed.param("target")) == (PROJECT, "production")
+    assert [a["deployment"] for a in fake.accepted] == [OLD]
+
+
+@pytest.mark.parametrize("listed", ["only_its_own", "not_its_own", "vercel_refuses"])
+async def test_no_previous_deployment_anywhere_fails_at_once_saying_why(
+    fake: FakeVercel, store: SqliteStore, listed: str
+) -> None:
+    if listed == "only_its_own":
+        fake.listed[PROJECT] = [listed_deployment(NEW, 1764460800000)]
+    elif listed == "not_its_own":  # more than a page of deployments since: no guess
+        fake.listed[PROJECT] = [listed_deployment(OLD, 1764374400000)]
+    else:
+        fake.token = "another-token"
     config = settings(fake)
     intent = await rollback_requested(store, {"vercel.deployment": NEW})
     assert config.environments["production"].rollback is not None
@@ -128,8 +162,13 @@ async def test_no_previous_deployment_fails_at_once_without_a_request(
         store, config, intent, config.environments["production"].rollback
     )
     assert done.state == "failed"
-    assert "vercel.previous" in (done.last_error or "")
-    assert fake.requests == []
+    error = done.last_error or ""
+    assert "vercel.previous" in error
+    if listed == "vercel_refuses":
+        assert "Vercel's list of production deployments: HTTP 403" in error
+    else:
+        assert f"Vercel lists no READY production deployment before {NEW}" in error
+    assert fake.seen("/rollback/") == [] and fake.accepted == []
 
 
 @pytest.mark.parametrize("took_effect", [True, False])

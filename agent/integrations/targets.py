@@ -216,11 +216,11 @@ class RollbackTargets:
         rollback: RollbackSettings,
         environment: str,
         redact: Any = lambda s: s,
-    ) -> None:
+    ) -> str | None:
         """Before a Vercel rollback's first look or attempt: a deploy without
         `vercel.previous` (a fresh agent's first window, an event that named none) asks
         Vercel which production deployment came before its own, where it failed with
-        "nothing to roll back to" though Vercel knew."""
+        "nothing to roll back to" though Vercel knew. The one found, when asked now."""
         vercel = self._settings.integrations.vercel
         env = self._settings.environments.get(environment)
         source = env.sources.vercel if env is not None else None
@@ -236,7 +236,7 @@ class RollbackTargets:
             or labelled_previous(intent) is not None
             or (self._looked_up.get(intent.window_id) or (None,))[0] is not None
         ):
-            return
+            return None
         found = await look_up_previous(session, vercel, source.project, own, redact)
         if len(self._looked_up) >= 1024:  # a long-running agent's rollbacks: kept bounded
             self._looked_up.clear()
@@ -250,6 +250,7 @@ class RollbackTargets:
                 own,
                 extra={"deploy_id": intent.window_id, "environment": environment},
             )
+        return found[0]
 
     def _previous(self, intent: RollbackIntent) -> str | None:
         return labelled_previous(intent) or (self._looked_up.get(intent.window_id) or (None,))[0]

@@ -464,7 +464,14 @@ class RollbackDelivery:
         if self._targets is not None:
             # a Vercel deploy that names no previous deployment: Vercel is asked which
             # one it replaced, before anything is looked for or sent
-            await self._targets.look_up(self._client(), intent, settings, environment, self._redact)
+            previous = await self._targets.look_up(
+                self._client(), intent, settings, environment, self._redact
+            )
+            if previous is not None:  # on the window's labels too, as if its event named it
+                try:
+                    await self._store.add_labels(intent.window_id, {"vercel.previous": previous})
+                except Exception as exc:  # the rollback goes on; only the label is missing
+                    log.warning("vercel.previous of %s not stored: %s", intent.window_id, exc)
         recorded = await self._last_recorded(intent)
         if intent.attempts >= settings.max_attempts and recorded:
             # stopped while it looked whether its last attempt, unanswered, took effect:

@@ -299,6 +299,12 @@ class Store(Protocol):
         the same transaction); False if it had already ended."""
         ...
 
+    async def add_labels(self, window_id: str, labels: Mapping[str, str]) -> bool:
+        """Add the `labels` a window lacks (one it has keeps its value): what the agent
+        learnt about its deploy since it opened (Vercel's previous production deployment).
+        False when the window is unknown or lacked none of them."""
+        ...
+
     async def set_state(self, window_id: str, state: WindowState, expected: WindowState) -> bool:
         """Compare-and-set a window's state (a delivered manual rollback moves `passed`
         or `inconclusive` to `rolled_back`)."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Protocol
 
@@ -812,6 +812,24 @@ class SqlStore(ABC):
                 return False
             await claim_alerts_in(db, intent.window_id, at, alerts)
             return True
+
+    async def add_labels(self, window_id: str, labels: Mapping[str, str]) -> bool:
+        async with self._tx() as db:
+            rows = await db.fetch(
+                f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE id = ?{self.ROW_LOCK}", window_id
+            )
+            if not rows:
+                return False
+            window = _window(rows[0])
+            added = {k: v for k, v in labels.items() if k not in window.labels}
+            if not added:
+                return False
+            await db.execute(
+                "UPDATE windows SET labels = ? WHERE id = ?",
+                json.dumps({**window.labels, **added}),
+                window_id,
+            )
+        return True
 
     async def set_state(self, window_id: str, state: WindowState, expected: WindowState) -> bool:
         async with self._tx() as db:

@@ -30,6 +30,7 @@ from agent.integrations.events import Gate
 from agent.integrations.targets import (
     GITHUB_HEADERS,
     github_rate_limit_wait,
+    look_up_previous,
     vercel_rate_limit_wait,
     vercel_url,
 )
@@ -89,6 +90,8 @@ NO_VERDICT = {
 }
 """The description of a status for a window that ended unjudged (its verdict, if any, is
 a round's, not a decision)."""
+PREVIOUS_KEY = "vercel:previous"
+"""The once-key of a window's look-up of its previous production deployment."""
 GATE_ANSWERS = {"passed": "approved", "failed": "rejected", "rolled_back": "rejected"}
 SCAN_LIMIT = 50
 SWEEP_LIMIT = 500
@@ -284,6 +287,8 @@ class Integrations:
                 )
 
     def _act(self, window: DeployWindow) -> None:
+        if self._owes_previous(window):
+            self._once(window, PREVIOUS_KEY, lambda: self._look_up_previous(window))
         if "github.deployment" in window.labels:
             self._github_statuses(window)
         self._commit_status(window)
@@ -301,6 +306,8 @@ class Integrations:
             keys.append(f"github:commit:{commit[0]}")
         if window.state == "passed" and self._rolls_out(window):
             keys.append("vercel:approve-stage")
+        if self._owes_previous(window):
+            keys.append(PREVIOUS_KEY)
         return keys
 
     def _owes(self, window: DeployWindow) -> bool:
@@ -569,6 +576,50 @@ class Integrations:
                 extra={"deploy_id": window.id, "environment": window.environment},
             )
         self.s.spawn(self.s.store.record_alert(window.id, key, outcome, detail))
+
+    # Vercel: the previous production deployment ------------------------------------
+
+    def _owes_previous(self, window: DeployWindow) -> bool:
+        """Whether a watched window of a Vercel production deployment lacks
+        `vercel.previous` (a fresh agent's first window: no earlier window of ours, and
+        the event named none), which contract section 7 keeps on its labels."""
+        env = self.settings.environments.get(window.environment)
+        source = env.sources.vercel if env is not None else None
+        vercel = self.settings.integrations.vercel
+        return (
+            window.state == "watching"
+            and bool(window.labels.get("vercel.deployment"))
+            and "vercel.previous" not in window.labels
+            and source is not None
+            and source.target.lower() == "production"
+            and vercel is not None
+            and vercel.token is not None
+        )
+
+    async def _look_up_previous(self, window: DeployWindow) -> None:
+        """Ask Vercel which production deployment came before the window's, and keep it
+        as `vercel.previous`: the deploy object and page show what a rollback goes back
+        to, and the rollback reads it. Not found: the rollback asks again itself."""
+        vercel = self.settings.integrations.vercel
+        env = self.settings.environments[window.environment]
+        assert vercel is not None and env.sources.vercel is not None
+        own = window.labels["vercel.deployment"]
+        found, why = await look_up_previous(
+            self._client(), vercel, env.sources.vercel.project, own, self.redact
+        )
+        context = {"deploy_id": window.id, "environment": window.environment}
+        if found is None:
+            log.warning("no vercel.previous for %s: %s", own, why, extra=context)
+            await self.s.store.record_alert(window.id, PREVIOUS_KEY, "failed", why)
+            return
+        await self.s.store.add_labels(window.id, {"vercel.previous": found})
+        await self.s.store.record_alert(window.id, PREVIOUS_KEY, "sent", found)
+        log.info(
+            "vercel.previous of %s is %s, the production deployment Vercel lists before it",
+            own,
+            found,
+            extra=context,
+        )
 
     # Vercel Rolling Releases ---------------------------------------------------
 

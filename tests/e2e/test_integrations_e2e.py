@@ -206,6 +206,19 @@ async def test_a_fresh_agents_first_vercel_window_rolls_back_to_what_vercel_list
     status, opened = await vercel_hook(agent, vc.event(event_id="evt_first", deployment=vc.NEW))
     assert status == 202, opened
     assert "vercel.previous" not in opened["deploy"]["labels"]
+    # kept on the window's labels (contract section 7), asked of Vercel once it opened:
+    # the deploy object shows what a rollback goes back to before there is one
+    labels: dict[str, str] = {}
+
+    async def look() -> None:
+        labels.update((await agent.get(opened["deploy"]["id"]))["labels"])
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while "vercel.previous" not in labels and loop.time() < deadline:
+        await look()
+        await asyncio.sleep(0.1)
+    assert labels.get("vercel.previous") == vc.OLD, labels
     flip_target.bad = True
     final = await agent.settled(opened["deploy"]["id"])
     assert (final["state"], final["rollback"]["state"]) == ("rolled_back", "delivered"), final

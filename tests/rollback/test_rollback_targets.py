@@ -143,6 +143,8 @@ async def test_no_previous_deployment_label_asks_vercel_which_production_came_be
     assert listed.param("teamId") == "team_1"
     assert (listed.param("projectId"), listed.param("target")) == (PROJECT, "production")
     assert [a["deployment"] for a in fake.accepted] == [OLD]
+    window = await store.get_window(intent.window_id)
+    assert window is not None and window.labels["vercel.previous"] == OLD
 
 
 @pytest.mark.parametrize("listed", ["only_its_own", "not_its_own", "vercel_refuses"])

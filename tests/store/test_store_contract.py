@@ -859,6 +859,20 @@ async def test_set_state_is_a_compare_and_set(store: Store) -> None:
     assert got is not None and got.state == "rolled_back"
 
 
+async def test_add_labels_adds_only_what_a_window_lacks(store: Store) -> None:
+    """Vercel's previous production deployment, learnt after the window opened: added to
+    its labels, never over one it has (an event's, a registration's)."""
+    first = window("dep_1")
+    first.labels = {"vercel.deployment": "dpl_new"}
+    await store.create_window(first)
+    assert await store.add_labels("dep_1", {"vercel.previous": "dpl_old"})
+    assert not await store.add_labels("dep_1", {"vercel.previous": "dpl_other"})
+    assert not await store.add_labels("dep_unknown", {"vercel.previous": "dpl_old"})
+    got = await store.get_window("dep_1")
+    assert got is not None
+    assert got.labels == {"vercel.deployment": "dpl_new", "vercel.previous": "dpl_old"}
+
+
 async def test_claiming_leases_holds_what_claiming_windows_does(store: Store) -> None:
     await store.create_window(window("dep_1", env="e1", created=101))
     await store.create_window(window("dep_2", env="e2", created=102))

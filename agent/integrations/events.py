@@ -47,10 +47,14 @@ def vercel_signature(secret: str, body: bytes) -> str:
 
 
 def signature_ok(expected: str, presented: str | None) -> bool:
-    """Constant-time compare; a missing header never matches."""
+    """Constant-time compare; a missing header never matches. Hex is hex in either case
+    (`sha256=9F…` from a sender whose digest prints upper case is the same signature):
+    `expected` is lower case, as the providers send it."""
     if presented is None:
         return False
-    return hmac.compare_digest(expected.encode(), presented.strip().encode("utf-8", "replace"))
+    return hmac.compare_digest(
+        expected.encode(), presented.strip().lower().encode("utf-8", "replace")
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -250,6 +250,35 @@ async def test_a_delivery_with_more_than_one_signature_is_refused_whatever_their
     assert response.status == 202, await response.text()
 
 
+@pytest.mark.parametrize("provider", ["vercel", "github"])
+async def test_a_signature_written_in_upper_case_hex_is_the_same_signature(
+    app_client: AppClient, store: SqliteStore, provider: str
+) -> None:
+    """A hex HMAC printed upper case (a sender's digest library) was refused 401, though
+    it is the same signature; a wrong one in upper case still is."""
+    body = vc.event() if provider == "vercel" else gh.deployment_status()
+    if provider == "vercel":
+        name, right = "x-vercel-signature", vc.signature(VC_SECRET, body)
+    else:
+        name, right = "X-Hub-Signature-256", gh.signature(GH_SECRET, body)
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "deployment_status",
+        "X-GitHub-Delivery": "d-upper",
+    }
+    client = await app_client()
+    wrong = right[:-4] + ("0000" if not right.endswith("0000") else "1111")
+    response = await client.post(
+        f"/v1/hooks/{provider}", data=body, headers={**headers, name: wrong.upper()}
+    )
+    await problem(response, 401)
+    assert (await store.list_windows()).items == []
+    response = await client.post(
+        f"/v1/hooks/{provider}", data=body, headers={**headers, name: right.upper()}
+    )
+    assert response.status == 202, await response.text()
+
+
 @pytest.mark.parametrize("configured", ["Production", "PRODUCTION", "production"])
 async def test_a_vercel_target_written_capitalised_still_maps_its_events(
     aiohttp_client: Callable[[web.Application], Awaitable[Client]],

@@ -90,6 +90,11 @@ NO_VERDICT = {
 }
 """The description of a status for a window that ended unjudged (its verdict, if any, is
 a round's, not a decision)."""
+STAGE_KEY = "vercel:rolling-stage"
+"""The once-key of noting which Rolling Release stage a window watches (`STAGE_LABEL`)."""
+STAGE_LABEL = "vercel.rolling_stage"
+"""The index of the Rolling Release stage active when the window began watching its
+canary: a pass approves that stage only."""
 PREVIOUS_KEY = "vercel:previous"
 """The once-key of a window's look-up of its previous production deployment."""
 GATE_ANSWERS = {"passed": "approved", "failed": "rejected", "rolled_back": "rejected"}
@@ -289,6 +294,8 @@ class Integrations:
     def _act(self, window: DeployWindow) -> None:
         if self._owes_previous(window):
             self._once(window, PREVIOUS_KEY, lambda: self._look_up_previous(window))
+        if self._owes_stage(window):
+            self._once(window, STAGE_KEY, lambda: self._note_stage(window))
         if "github.deployment" in window.labels:
             self._github_statuses(window)
         self._commit_status(window)
@@ -308,6 +315,8 @@ class Integrations:
             keys.append("vercel:approve-stage")
         if self._owes_previous(window):
             keys.append(PREVIOUS_KEY)
+        if self._owes_stage(window):
+            keys.append(STAGE_KEY)
         return keys
 
     def _owes(self, window: DeployWindow) -> bool:
@@ -641,21 +650,35 @@ class Integrations:
             return
         self._once(window, "vercel:approve-stage", lambda: self._approve_stage(window))
 
-    async def _approve_stage(self, window: DeployWindow) -> None:
+    def _owes_stage(self, window: DeployWindow) -> bool:
+        """Whether a watched window of a Rolling Release's canary has not yet noted the
+        stage it watches (`STAGE_LABEL`)."""
+        return (
+            window.state == "watching"
+            and STAGE_LABEL not in window.labels
+            and self._rolls_out(window)
+        )
+
+    def _rolling_headers(self) -> dict[str, str]:
         vercel = self.settings.integrations.vercel
-        env = self.settings.environments[window.environment]
-        assert vercel is not None and vercel.token is not None and env.sources.vercel
-        project = quote(env.sources.vercel.project, safe="")
-        headers = {
+        assert vercel is not None and vercel.token is not None
+        return {
             "Authorization": f"Bearer {vercel.token.get_secret_value()}",
             "Content-Type": "application/json",
         }
-        base = f"/v1/projects/{project}/rolling-release"
+
+    async def _rolling_release_now(self, window: DeployWindow) -> tuple[int | None, str]:
+        """The active stage's index of the project's Rolling Release of the window's
+        canary, or (None, why not)."""
+        vercel = self.settings.integrations.vercel
+        env = self.settings.environments[window.environment]
+        assert vercel is not None and env.sources.vercel
+        project = quote(env.sources.vercel.project, safe="")
         current = await call(
             self._client(),
             "GET",
-            vercel_url(vercel.api_url, base, vercel.team_id),
-            headers=headers,
+            vercel_url(vercel.api_url, f"/v1/projects/{project}/rolling-release", vercel.team_id),
+            headers=self._rolling_headers(),
             timeout_s=vercel.timeout,
             redact=self.redact,
             rate_limit=vercel_rate_limit_wait,
@@ -663,18 +686,52 @@ class Integrations:
         release = (current.data or {}).get("rollingRelease") if current.ok else None
         canary = window.labels.get("vercel.deployment")
         if not isinstance(release, dict) or release.get("state") != "ACTIVE":
-            why = current.error if not current.ok else "no active rolling release"
-            self._record(window, "vercel:approve-stage", CallResult(False, None, why), "approval")
-            return
+            return None, (
+                current.error or "failed"
+            ) if not current.ok else "no active rolling release"
         canary_id = (release.get("canaryDeployment") or {}).get("id")
         if canary_id != canary:
-            why = f"the active rolling release is for {canary_id}, not {canary}"
-            self._record(window, "vercel:approve-stage", CallResult(False, None, why), "approval")
-            return
+            return None, f"the active rolling release is for {canary_id}, not {canary}"
         active = release.get("activeStage") or {}
         index = active.get("index") if isinstance(active, dict) else None
         if not isinstance(index, int):
             index = release.get("activeStageIndex", 0)
+        if not isinstance(index, int) or isinstance(index, bool):
+            return None, f"the rolling release names no active stage ({index!r})"
+        return index, ""
+
+    async def _note_stage(self, window: DeployWindow) -> None:
+        """Keep the stage the window watches on its labels, in the store: whichever
+        replica ends the window (a takeover's too) approves that stage only."""
+        index, why = await self._rolling_release_now(window)
+        if index is None:  # approved as the stage then active, as before
+            await self.s.store.record_alert(window.id, STAGE_KEY, "failed", why)
+            return
+        await self.s.store.add_labels(window.id, {STAGE_LABEL: str(index)})
+        await self.s.store.record_alert(window.id, STAGE_KEY, "sent", str(index))
+
+    async def _approve_stage(self, window: DeployWindow) -> None:
+        vercel = self.settings.integrations.vercel
+        env = self.settings.environments[window.environment]
+        assert vercel is not None and vercel.token is not None and env.sources.vercel
+        project = quote(env.sources.vercel.project, safe="")
+        base = f"/v1/projects/{project}/rolling-release"
+        canary = window.labels.get("vercel.deployment")
+        index, why = await self._rolling_release_now(window)
+        if index is None:
+            self._record(window, "vercel:approve-stage", CallResult(False, None, why), "approval")
+            return
+        fresh = await self.s.store.get_window(window.id) or window
+        watched = fresh.labels.get(STAGE_LABEL)
+        if watched is not None and watched != str(index):
+            # approved, or moved on by hand or on its own, while the window watched: its
+            # pass is evidence for stage `watched` only, and a second stage is a person's
+            why = (
+                f"the rolling release moved on from stage {watched} to stage {index} while"
+                f" the window watched stage {watched}: not approved (approve by hand)"
+            )
+            self._record(window, "vercel:approve-stage", CallResult(False, None, why), "approval")
+            return
         body = {
             "activeStageIndex": index,
             "nextStageIndex": index + 1,
@@ -684,7 +741,7 @@ class Integrations:
             self._client(),
             "POST",
             vercel_url(vercel.api_url, f"{base}/approve-stage", vercel.team_id),
-            headers=headers,
+            headers=self._rolling_headers(),
             body=json.dumps(body).encode(),
             timeout_s=vercel.timeout,
             redact=self.redact,

@@ -421,6 +421,41 @@ async def test_rolling_release_stage_is_approved_on_pass_and_aborted_on_fail(
     assert len(fake_vercel.approvals) == 1
 
 
+async def test_a_pass_approves_only_the_rolling_release_stage_its_window_watched(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    """The window watched stage 0 (10%); the release moved on to stage 1 meanwhile (a
+    person approved it, or a replica's approval went out before it died and another took
+    the window over): the pass approved stage 1 -> 2 too, a stage no window watched. The
+    stage watched is kept on the window's labels, in the store, for whichever replica
+    ends it."""
+    agent = await start_agent(
+        environments(flip_target, window="3s", rolling_release=True),
+        extra=integrations(fake_github, fake_vercel),
+    )
+    fake_vercel.start_rolling_release(vc.PROJECT, canary=vc.NEW)
+    status, opened = await vercel_hook(agent, vc.event(event_id="rr-moved", deployment=vc.NEW))
+    assert status == 202
+    deploy_id = opened["deploy"]["id"]
+    labels: dict[str, str] = {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while "vercel.rolling_stage" not in labels and loop.time() < deadline:
+        labels = (await agent.get(deploy_id))["labels"]
+        await asyncio.sleep(0.05)
+    assert labels.get("vercel.rolling_stage") == "0", labels
+    fake_vercel.rolling[vc.PROJECT]["activeStage"] = {"index": 1, "targetPercentage": 50}
+    assert (await agent.settled(deploy_id))["state"] == "passed"
+    # the approval's own look at the release, after the one that noted the stage
+    await eventually(lambda: len(fake_vercel.seen("/rolling-release")) >= 2)
+    await asyncio.sleep(0.5)
+    assert fake_vercel.approvals == []
+    assert fake_vercel.rolling[vc.PROJECT]["activeStage"]["index"] == 1
+
+
 async def test_a_rate_limited_rolling_release_approval_waits_for_vercels_reset(
     start_agent: AgentFactory,
     flip_target: FlipTarget,

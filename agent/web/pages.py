@@ -46,7 +46,7 @@ from agent.web.access import (
 from agent.web.links import sign, signing_key
 from agent.web.shared_reads import SharedReads
 from agent.web.times import iso, request_now
-from agent.web.view import alert_words, deploy_view
+from agent.web.view import alert_words, deploy_view, rollback_target_words
 from common.version import __version__
 
 if TYPE_CHECKING:
@@ -207,6 +207,15 @@ async def deploy_page(request: web.Request) -> web.Response:
         attempts=stored.attempts,
         alerts=stored.alerts,
         now=now,
+        rollback_target=(
+            rollback_target_words(
+                env.rollback.target,
+                window.labels,
+                env.rollback.github.workflow if env.rollback.github else None,
+            )
+            if env is not None and env.rollback is not None
+            else None
+        ),
     )
     view_token = request.query.get("view")
     if not view_admits(settings.server, view_token, window_id, now):

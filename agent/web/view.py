@@ -76,6 +76,9 @@ class DeployView:
     rollback_reason: str | None = None
     """Why the rollback was asked for, as its body says (a manual one's, after a pass,
     is nowhere else on the page)."""
+    rollback_target: str | None = None
+    """Where the environment's rollback goes, in words (`rollback_target_words`): for
+    Vercel, the deployment production goes back to."""
 
 
 def _num(value: Any) -> float | None:
@@ -288,6 +291,20 @@ def alert_words(key: str) -> str:
     return words.format(rest) if words is not None else key
 
 
+def rollback_target_words(
+    target: str, labels: Mapping[str, str], workflow: str | None = None
+) -> str:
+    """What on-call reads as the rollback's target: which deployment Vercel's production
+    goes back to (`vercel.previous`), which GitHub workflow is dispatched, or the webhook."""
+    if target == "vercel":
+        previous = labels.get("vercel.previous")
+        back = f"deployment {previous}" if previous else "a previous production deployment"
+        return f"Vercel's instant rollback, back to {back}"
+    if target == "github":
+        return f"the GitHub workflow {workflow or '(not configured)'}, dispatched"
+    return "the pipeline's rollback webhook"
+
+
 def deploy_view(
     window: DeployWindow,
     rounds: Sequence[RoundRecord],
@@ -297,6 +314,7 @@ def deploy_view(
     attempts: Sequence[DeliveryAttempt],
     alerts: Mapping[str, str],
     now: float,
+    rollback_target: str | None = None,
 ) -> DeployView:
     # the rounds as of `window`, read before them: a round stored between the two reads
     # (its window row counted it in the same transaction) waits for the next read, so the
@@ -357,6 +375,7 @@ def deploy_view(
         failing_rules=failing,
         broken_steps=_broken_steps(failing, configured, failures),
         rollback_reason=rollback.reason if rollback is not None else None,
+        rollback_target=rollback_target,
     )
 
 

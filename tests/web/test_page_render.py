@@ -9,10 +9,14 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from agent.api import create_api_app
+from agent.metrics import Metrics
 from agent.records import DeployWindow, RollbackIntent, RoundRecord
 from agent.rollback import rollback_intent
+from agent.settings import Settings
 from agent.store.sqlite import SqliteStore
-from tests.api.harness import AUTH, RecordingEvents, make_app, rule
+from agent.web.routes import mount as mount_pages
+from tests.api.harness import AUTH, TOKEN, RecordingEvents, make_app, rule
 from tests.store.peek import set_rollback
 
 ID = "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"
@@ -225,6 +229,37 @@ async def test_the_rollback_section_says_why_it_was_asked_for_and_why_it_was_not
     section = html[html.index('id="rollback-title"') :]
     assert "Reason: checkout &lt;b&gt;broken&lt;/b&gt;" in section
     assert "Not delivered: no previous production deployment is known" in section
+
+
+async def test_the_rollback_section_names_the_deployment_vercel_goes_back_to(
+    aiohttp_client: Any, store: SqliteStore
+) -> None:
+    """On-call read "delivered after 1 attempt(s), last status 201" and not where
+    production went: the Vercel deployment (`vercel.previous`) is named in the section."""
+    now = time.time()
+    labels = {"vercel.deployment": "dpl_new<b>", "vercel.previous": "dpl_old<i>"}
+    window = DeployWindow(
+        ID, "production", "v2", "v1", "abc123", labels, "watching", now - 60, now + 540, now - 60
+    )
+    await store.create_window(window)
+    intent: RollbackIntent = rollback_intent(window, "bad", [], now - 10)
+    await store.finish_window(ID, "failed", {"outcome": "fail", "reason": "x"}, now - 10, intent)
+    env = {
+        "base_url": "http://127.0.0.1:9",
+        "sources": {"vercel": {"project": "prj_1"}},
+        "rollback": {"target": "vercel"},
+    }
+    settings = Settings(
+        server={"api_tokens": [TOKEN]},
+        integrations={"vercel": {"token": "t"}},
+        environments={"production": env},
+    )
+    app = create_api_app(settings, store, Metrics(), RecordingEvents())
+    mount_pages(app)
+    client: TestClient = await aiohttp_client(app)
+    html = await (await client.get(f"/deploys/{ID}", headers=AUTH)).text()
+    section = html[html.index('id="rollback-title"') :]
+    assert "Target: Vercel&#39;s instant rollback, back to deployment dpl_old&lt;i&gt;." in section
 
 
 class CountingStore(SqliteStore):

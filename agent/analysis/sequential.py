@@ -28,6 +28,7 @@ bursts are not read as independent.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Callable
@@ -407,6 +408,13 @@ class SequentialRule:
         every round while the traffic per round holds (it usually does), so done once."""
         self._inputs_key: tuple[Any, ...] | None = None
         """`_inputs`, made once."""
+        self._placed: dict[tuple[str, float], float] = {}
+        """The rank test's mean placement of the baseline moved by a scale (`_mean_placement`):
+        the look's search and the e-process's try the same scales (2, 4, 8 first, then the
+        halvings between), at every traffic."""
+        self._exceeding: dict[tuple[str, float, int, float], FloatArray] = {}
+        """`_exceedance_rounds` by test, traffic, rounds and scale: the look's search and the
+        e-process's share their first scales (both bisect the same bracket)."""
 
     # -- construction ---------------------------------------------------------------------
 
@@ -1425,7 +1433,10 @@ class SequentialRule:
         def short(shares: FloatArray) -> float:
             """What the likely evidence by the end lacks of the threshold (none: caught),
             the rounds' samples past the quantile with these shares (a group's mean each)."""
-            mean, var = stats.round_log_factor_moments(lambdas, n, shares, level)
+            if comp.conformal:
+                mean, var = stats.round_log_factor_moments(lambdas, n, shares, level)
+            else:
+                mean, var = _moments_alike(lambdas, n, shares, level)
             gain, spread = mean @ weights, var @ weights
             if quantile_var:  # d gain / d share of the baseline's quantile, every round alike
                 slope = (
@@ -1464,6 +1475,19 @@ class SequentialRule:
         own samples fill that top share its excess is gone. Not the rank test's linear
         dilution: the baseline's tail holds only level x m samples, so with a small
         baseline a large shift is seen in a few dozen samples and then no more."""
+        key = (comp.key, per_round, rounds, scale)
+        kept = self._exceeding.get(key)
+        if kept is None:
+            if len(self._exceeding) >= 1024:  # traffic that varies: keep the memo small
+                self._exceeding.clear()
+            kept = self._exceeding[key] = self._exceedance_path(comp, per_round, rounds, scale)
+            kept.flags.writeable = False
+        return kept
+
+    def _exceedance_path(
+        self, comp: Component, per_round: float, rounds: int, scale: float
+    ) -> FloatArray:
+        """`_exceedance_rounds`, worked out."""
         a = self._oriented_logs(comp.flip)
         m, total = a.size, per_round * rounds
         if not m or total <= 0:
@@ -1473,7 +1497,7 @@ class SequentialRule:
         xs = np.sort(np.concatenate([grid, grid + shift]))
         above_base = m - np.searchsorted(a, xs, "right")  # of the baseline, above each x
         above_deploy = 1.0 - np.searchsorted(a, xs - shift, "right") / m
-        t = np.unique(np.concatenate([[0.0], np.geomspace(1.0, max(total, 1.0), 96)]))
+        t = _reference_sizes(total)
         room = comp.level * (m + t + 1.0)
         # per t, the first x whose reference above it fits in the level's share: both
         # counts fall in x, so one binary search over xs for every t at once (the last x,
@@ -1571,8 +1595,13 @@ class SequentialRule:
         dilution = _dilution(horizon * per_round, sv.size)
 
         def mean_placement(scale: float) -> float:
-            moved = grid * scale / comp.scale if not comp.flip else grid / scale / comp.scale
-            u = float(np.mean(stats.placements(sv, moved)))
+            u = self._placed.get((comp.key, scale))
+            if u is None:
+                moved = grid * scale / comp.scale if not comp.flip else grid / scale / comp.scale
+                u = float(np.mean(stats.placements(sv, moved)))
+                if len(self._placed) >= 4096:  # many traffics: keep the memo small
+                    self._placed.clear()
+                self._placed[comp.key, scale] = u
             return 0.5 + ((1.0 - u if comp.flip else u) - 0.5) * dilution
 
         return mean_placement
@@ -1709,6 +1738,31 @@ def _smallest_within(p_value: Callable[[float], float], level: float, within: fl
     return _smallest(p_value, level, 1.0, 1e3, grow=True, steps=10)
 
 
+def _moments_alike(
+    lambdas: FloatArray, n: int, shares: FloatArray, level: float
+) -> tuple[FloatArray, FloatArray]:
+    """`stats.round_log_factor_moments` for rounds that share one share (a count test
+    against a fixed level), kept by its inputs: every search at a traffic that rounds to the
+    same samples a round, in this window or another with a rule alike, tries the same
+    shares. Kept as the column every round repeats, only when each does, and given back
+    repeated: the very arrays worked out the first time."""
+    key = (n, level, lambdas.tobytes(), shares.size, float(shares[0]))
+    kept = _ALIKE.get(key)
+    if kept is not None:
+        return np.repeat(kept[0], shares.size, axis=1), np.repeat(kept[1], shares.size, axis=1)
+    mean, var = stats.round_log_factor_moments(lambdas, n, shares, level)
+    if bool(np.all(mean == mean[:, :1])) and bool(np.all(var == var[:, :1])):
+        if len(_ALIKE) >= _ALIKE_SIZE:  # traffic that varies: keep the memo small
+            _ALIKE.clear()
+        _ALIKE[key] = (mean[:, :1].copy(), var[:, :1].copy())
+    return mean, var
+
+
+_ALIKE: dict[tuple[Any, ...], tuple[FloatArray, FloatArray]] = {}
+"""`_moments_alike`'s answers (two columns of a dozen floats each)."""
+_ALIKE_SIZE = 4096
+
+
 def _dilution(samples: float, base: int) -> float:
     """How much of a conformal test's excess its placements keep, on average over a window
     of `samples` against a baseline of `base`: the t-th sample's excess is the baseline's
@@ -1731,10 +1785,23 @@ def _round_shares(per_round: float, rounds: int, base: int) -> FloatArray:
     return shares
 
 
+@functools.lru_cache(maxsize=256)
 def _round_groups(rounds: int) -> np.ndarray:
     """Edges of the window's rounds in at most 32 groups, growing geometrically: what a
-    round sees changes fastest in the first rounds (a conformal reference's baseline share)."""
-    return np.unique(np.round(np.geomspace(1, rounds + 1, 33)).astype(int)) - 1
+    round sees changes fastest in the first rounds (a conformal reference's baseline share).
+    Kept by `rounds` (read-only): every `detectable` search of a window asks for them."""
+    edges = np.unique(np.round(np.geomspace(1, rounds + 1, 33)).astype(int)) - 1
+    edges.flags.writeable = False
+    return edges
+
+
+@functools.lru_cache(maxsize=256)
+def _reference_sizes(total: float) -> FloatArray:
+    """The deploy samples a conformal reference holds at which `_exceedance_rounds` reads
+    its path, 0 to `total` (read-only, kept: each scale tried reads the same)."""
+    t = np.unique(np.concatenate([[0.0], np.geomspace(1.0, max(total, 1.0), 96)]))
+    t.flags.writeable = False
+    return t
 
 
 def _group_means(values: FloatArray, edges: np.ndarray) -> FloatArray:

@@ -121,9 +121,16 @@ def inflation_limit(
     if periods < 2 or events < 2:
         return top
     q = 1.0 - min(max(alpha, 1e-12), 0.49)  # at 0.5 both deviates are 0: use the nearest
-    special = _special()
-    ratio = float(special.stdtrit(periods - 1.0, q) / special.ndtri(q))
+    ratio = _student_ratio(periods, q)
     return min(max(inflation, 1.0) * ratio * ratio, top)
+
+
+@functools.lru_cache(maxsize=1024)
+def _student_ratio(periods: float, q: float) -> float:
+    """Student's deviate with `periods` - 1 degrees of freedom over the normal one at `q`:
+    `detectable`'s searches ask it of the same window and level at every scale they try."""
+    special = _special()
+    return float(special.stdtrit(periods - 1.0, q) / special.ndtri(q))
 
 
 def rate_upper_bound(count: float, total: float, alpha: float) -> float:
@@ -219,8 +226,10 @@ def placements(sorted_base: FloatArray, values: npt.ArrayLike) -> FloatArray:
     n = len(sorted_base)
     if n == 0 or x.size == 0:
         return np.full(x.shape, 0.5)
-    order = np.argsort(x)
-    xs = x[order]
+    order: npt.NDArray[np.intp] | None = None
+    if x.ndim != 1 or not np.all(x[1:] >= x[:-1]):  # a sorted grid (`detectable`'s): as it is
+        order = np.argsort(x)
+    xs = x if order is None else x[order]
     left = np.searchsorted(sorted_base, xs, "left")
     ranks = left.astype(np.float64) * 2.0
     at = np.minimum(left, n - 1)
@@ -228,6 +237,9 @@ def placements(sorted_base: FloatArray, values: npt.ArrayLike) -> FloatArray:
     if tied.any():
         right = np.searchsorted(sorted_base, xs[tied], "right")
         ranks[tied] += right - left[tied]
+    if order is None:  # in order already: an argsort only swaps ties, which place alike
+        placed: FloatArray = ranks / (2.0 * n)
+        return placed
     out = np.empty_like(ranks)
     out[order] = ranks / (2.0 * n)
     return out
@@ -465,6 +477,25 @@ def round_log_factor_moments(
     gain, and how much that varies, where heavy rounds cap it: lambda <= `MAX_BET`, so a
     round gains at most log(1 + lambda (y - 1)) however many samples it holds."""
     p = np.clip(np.asarray(shares, dtype=np.float64), 0.0, 1.0)
+    # rounds alike (a fixed level's test: every share the same) are worked out once and
+    # copied: each row's figures are its own share's alone, element by element, so the
+    # sums below read the very numbers they did row by row
+    if p.size > 1 and bool(np.all(p == p[0])):
+        rows, alike = _factor_rows(lambdas, n, p[:1], level), np.zeros(p.size, dtype=np.intp)
+        pmf, log_f = (np.take(a, alike, axis=a.ndim - 2) for a in rows)
+    else:
+        pmf, log_f = _factor_rows(lambdas, n, p, level)
+    mean = np.einsum("brc,rc->br", log_f, pmf)
+    square = np.einsum("brc,rc->br", log_f * log_f, pmf)
+    out: tuple[FloatArray, FloatArray] = (mean, np.maximum(square - mean * mean, 0.0))
+    return out
+
+
+def _factor_rows(
+    lambdas: FloatArray, n: int, p: FloatArray, level: float
+) -> tuple[FloatArray, FloatArray]:
+    """`round_log_factor_moments`' binomial weights (rounds x counts) and log factors (bets x
+    rounds x counts), one row per share in `p`."""
     sd = np.sqrt(n * p * (1.0 - p))
     lo = np.maximum(np.floor(n * p - 8.0 * sd - 1.0), 0.0)
     span = int(np.max(np.minimum(np.ceil(n * p + 8.0 * sd + 1.0), n) - lo)) + 1
@@ -482,11 +513,8 @@ def round_log_factor_moments(
     pmf = np.where(inside, np.exp(log_pmf), 0.0)
     y = counts / (n * level)
     lam = np.asarray(lambdas, dtype=np.float64)[:, None, None]
-    log_f = np.log1p(lam * (y[None, :, :] - 1.0))  # bets x rounds x counts
-    mean = np.einsum("brc,rc->br", log_f, pmf)
-    square = np.einsum("brc,rc->br", log_f * log_f, pmf)
-    out: tuple[FloatArray, FloatArray] = (mean, np.maximum(square - mean * mean, 0.0))
-    return out
+    log_f: FloatArray = np.log1p(lam * (y[None, :, :] - 1.0))  # bets x rounds x counts
+    return pmf, log_f
 
 
 def log_mix(log_wealth: Iterable[float], kind: str) -> float:

@@ -1552,17 +1552,17 @@ class SequentialRule:
         var_y = 1.0 / (12.0 * per_round * comp.level**2)
         stake = self._aimed_stake(comp, per_round * horizon, int(horizon) - 1)
         lambdas = np.minimum(RANK_MULTIPLES * stake * per_round, stats.MAX_BET)
-        log_weights = stats.BET_LOG_WEIGHTS[comp.bets]
+        # what does not move with the scale, worked out once for the search's calls
+        penalty, prior = lambdas**2 * var_y / 2.0, stats.BET_LOG_WEIGHTS[comp.bets] / horizon
 
         def growth(scale: float) -> float:
             """Evidence by the end, per round (the threshold's share of it)."""
             excess = mean_placement(scale) / comp.level - 1.0
             if excess <= 0.0:
                 return 0.0
-            per_bet = np.minimum(
-                lambdas * excess - lambdas**2 * var_y / 2.0, np.log1p(lambdas * excess)
-            )
-            return float(np.max(per_bet + log_weights / horizon))
+            gained = lambdas * excess
+            per_bet = np.minimum(gained - penalty, np.log1p(gained))
+            return float(np.max(per_bet + prior))
 
         def short(scale: float) -> float:
             """What the evidence by the end lacks of the threshold (none: caught)."""

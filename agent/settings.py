@@ -356,6 +356,12 @@ class RuleSettings(StrictModel):
         if self.max is not None and self.min is not None and self.min > self.max:
             problems.append(_problem(("min",), f"min {self.min} is above max {self.max}", self.min))
         problems.extend(self._rate_bounds_beyond_one())
+        if self.bad_direction == "decrease" and (self.max_increase or 0) >= 1:
+            message = (
+                f"a decrease rule's max_increase is the fall it allows: {self.max_increase:.0%}"
+                " leaves a bound of zero or below, which never fails; give less than 100%"
+            )
+            problems.append(_problem(("max_increase",), message, self.max_increase))
         if self.source == "checks" and self.metric not in CHECK_METRICS:
             problems.append(_problem(("metric",), not_a_check_metric(self.metric), self.metric))
         if self.source != "checks" and self.check:

@@ -405,3 +405,18 @@ def test_a_relative_rule_no_background_check_feeds_is_a_warning(
     )
     code, out = run_validate(tmp_path, http, capsys)
     assert code == 0 and "max_increase (line" not in out, out
+
+
+@pytest.mark.parametrize("bound", ["max_increase: 100%", "max_increase: 1.5"])
+def test_a_fall_of_all_or_more_is_refused_on_a_decrease_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bound: str
+) -> None:
+    """A `direction: decrease` rule's max_increase is the fall it allows: 100% or more
+    leaves a bound of zero or below, one the rule can never cross (and the judge's
+    scale would be log 0)."""
+    text = with_rule_bound(f"{bound}\n        direction: decrease")
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 2, out
+    assert "1 configuration error\n" in out
+    assert "environments.production.rules[0].max_increase (line 17): " in out
+    assert "a decrease rule's max_increase is the fall it allows" in out

@@ -59,6 +59,9 @@ class Reply:
     latency_s: float
     """From just before the request was sent to the last byte of the body."""
     url: URL
+    agent_delay_s: float | None = None
+    """The most of `latency_s` the agent's own loop can have added reading the answer, as
+    it measured (`checks.lag.LoopLag.read_delay`); None: not measured (through aiohttp)."""
 
 
 class ProbeFailed(Exception):
@@ -295,7 +298,9 @@ def _lean_reply(parsed: Parsed, url: URL, allow_redirects: bool, since: float) -
     # from when the request could go out (a wait for the pool's own limit is not the
     # target's) to when its last byte was parsed (not when this task got the loop back)
     latency = parsed.done_at - since
-    return Reply(parsed.status, parsed.headers, parsed.body, parsed.size, latency, url)
+    return Reply(
+        parsed.status, parsed.headers, parsed.body, parsed.size, latency, url, parsed.agent_delay
+    )
 
 
 def _redirect(status: int, url: URL, raw: str) -> Exception:

@@ -28,6 +28,7 @@ from checks.exchange import (
     peer_certificate,
 )
 from checks.expect import Body, Expect, Expectation
+from checks.lag import AGENT_DELAY
 from checks.request import ClientOptions, RequestSpec, prepared, target_url
 from common.redaction import Redactor
 
@@ -135,6 +136,8 @@ class HttpCheck(Check):
             "status": reply.status,
             "latency_ms": round(reply.latency_s * 1000, 3),
         }
+        if reply.agent_delay_s is not None:  # the overload guard's measure (`checks.lag`)
+            details[AGENT_DELAY] = round(reply.agent_delay_s, 4)
         if not mismatches:
             return f"{self._label}: {reply.status} in {reply.latency_s * 1000:.0f}ms", details, None
         error = details["error"] = mismatches[0].kind

@@ -10,6 +10,7 @@ A/A window could be rolled back by the agent's own overload.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Literal
 
 from checks.base import CheckResult, Sample
@@ -34,6 +35,10 @@ Dropped = Literal["agent_lag", "agent_lag_latency"]
 agent's stall could have caused); `agent_lag_latency`: the answer counts, its latency
 (inflated by the stall) does not."""
 
+AGENT_DELAY = "agent_delay_s"
+"""A kept latency's details key: the most the agent measured its reading late by
+(`LoopLag.read_delay`); the overload guard's measure of its own delay."""
+
 _TIMED = frozenset({"timeout", "latency"})
 """Error classes that say something about time (no answer in time, an answer too slow):
 an agent that was not listening cannot vouch for them."""
@@ -48,10 +53,25 @@ class LoopLag:
     difference of two reads is the stall between them, whichever ran first.
     """
 
-    __slots__ = ("_due", "_loop", "_ok_at", "_read_at", "_recovering", "stalled")
+    __slots__ = (
+        "_due",
+        "_last_due",
+        "_loop",
+        "_ok_at",
+        "_read_at",
+        "_recovering",
+        "_unseen",
+        "stalled",
+    )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, io_first: bool | None = None) -> None:
         self._loop = loop
+        if io_first is None:  # asyncio's own loops run a turn's I/O callbacks before timers
+            io_first = isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
+        self._unseen = 0.0 if io_first else BEAT_S
+        """What `read_delay` adds on a loop that runs a turn's timers first (uvloop): the
+        heartbeat of the turn that reads an answer may have run after it came."""
+        self._last_due = 0.0  # when the last heartbeat that ran was due
         self._due = 0.0  # when the heartbeat is next due; 0: not beating
         self._read_at = 0.0
         self._ok_at = 0.0  # when the heartbeat last ran on time (after a stall: the second)
@@ -65,7 +85,7 @@ class LoopLag:
         self._read_at = now
         due = self._due
         if not due:
-            self._ok_at = now
+            self._ok_at = self._last_due = now
             self._due = now + BEAT_S
             self._loop.call_at(self._due, self._beat)
             return self.stalled
@@ -82,9 +102,30 @@ class LoopLag:
         late = self._loop.time() - self._ok_at - BEAT_S
         return late if late > 0.0 else 0.0
 
+    def read_delay(self) -> float | None:
+        """The most an answer parsed now (in its I/O callback) can have waited for the
+        agent, as measured: the time since the last heartbeat that ran was due. An answer
+        that came before then was read in that heartbeat's turn of the loop, before it
+        (asyncio runs a turn's I/O callbacks first; on a loop that runs timers first,
+        uvloop, the turn before: `BEAT_S` more). A loop that keeps time gives a few ms
+        (the time since its last beat); one that stalled, the stall. Measured reading by
+        reading (`checks.http` keeps it in a result's details as `agent_delay_s`), it is
+        what the overload guard weighs a kept latency by: the fixed worst case (10% +
+        15 ms) held a fast service's latency x2 on a mildly busy host, where issue 10's
+        live re-run measured 1-6 ms of added delay. None when the heartbeat is not beating
+        (nobody read it for `IDLE_S`)."""
+        if not self._due:
+            return None
+        now = self._loop.time()
+        if self._unseen:  # uvloop's clock stands still through a turn: the system's does not
+            now = max(now, time.monotonic())
+        delay = now - self._last_due + self._unseen
+        return delay if delay > 0.0 else 0.0
+
     def _beat(self) -> None:
         now = self._loop.time()
         late = now - self._due
+        self._last_due = self._due
         if late > SLACK_S:
             self.stalled += late - SLACK_S
             self._recovering = True
@@ -143,13 +184,20 @@ def verdict_on(
     return "agent_lag_latency"
 
 
-def least_latency(latency: float) -> float:
+def least_latency(latency: float, delay: float | None = None) -> float:
     """The least the target can have taken for a latency the agent kept while its loop
-    was falling behind (`verdict_on`): the agent's reading may be late by its allowed
-    share (`AGENT_SHARE`, at least `SLACK_S`) plus what the heartbeat cannot see, a
-    loop turn shorter than a late beat (`BEAT_S + SLACK_S`). A saturated loop's turns
-    are that long; a target answering in under a millisecond then looks ten times
-    slower, so a relative latency rule can only be judged past this margin."""
+    was falling behind (`verdict_on`): less `delay`, the most the agent measured its
+    own delay to add (`LoopLag.read_delay`, by reading: the guard's window figure is
+    `agent.windows.overload.DelayTally.margin`). None, where no measure was kept (a
+    load run's requests, an answer read through aiohttp, a window resumed from its
+    stored rounds): the worst case, the
+    agent's reading late by its allowed share (`AGENT_SHARE`, at least `SLACK_S`) plus
+    what the heartbeat cannot see, a loop turn shorter than a late beat (`BEAT_S +
+    SLACK_S`). A saturated loop's turns are that long; a target answering in under a
+    millisecond then looks ten times slower, so a relative latency rule can only be
+    judged past this margin."""
+    if delay is not None:
+        return latency - delay
     return latency - max(AGENT_SHARE * latency, SLACK_S) - BEAT_S - SLACK_S
 
 

@@ -63,10 +63,16 @@ class PayloadIncomplete(Exception):
 class Parsed:
     """One response as it was parsed: what `checks.exchange.Reply` is built from."""
 
-    __slots__ = ("body", "done_at", "headers", "size", "status")
+    __slots__ = ("agent_delay", "body", "done_at", "headers", "size", "status")
 
     def __init__(
-        self, status: int, headers: CIMultiDictProxy[str], body: bytes, size: int, done_at: float
+        self,
+        status: int,
+        headers: CIMultiDictProxy[str],
+        body: bytes,
+        size: int,
+        done_at: float,
+        agent_delay: float | None = None,
     ):
         self.status = status
         self.headers = headers
@@ -75,6 +81,9 @@ class Parsed:
         self.done_at = done_at
         """`time.perf_counter()` when the last byte was parsed: a latency ends here, not
         when the waiting task next gets the loop (after whatever else was ready)."""
+        self.agent_delay = agent_delay
+        """The most the last byte can have waited for the agent's loop before it was
+        parsed (`checks.lag.LoopLag.read_delay`, measured then); None: not measured."""
 
 
 class Waiter(Protocol):
@@ -246,7 +255,9 @@ class _Conn(asyncio.Protocol):
             self.close(graceful=True)
         headers = CIMultiDictProxy(CIMultiDict(self.raw_headers))
         body = b"".join(self.kept) if self.keep else b""
-        waiter.set_result(Parsed(self.status, headers, body, self.size, time.perf_counter()))
+        delay = self.client._ticks.lag.read_delay()
+        parsed = Parsed(self.status, headers, body, self.size, time.perf_counter(), delay)
+        waiter.set_result(parsed)
 
     def _decode(self, chunk: bytes) -> bytes:
         if not chunk:

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from agent.analysis.describe import format_value
+from agent.analysis.describe import format_value, quantile_of
+from agent.analysis.stats import percentile
 from agent.analysis.types import Observation, Rule, RuleVerdict, Verdict, WindowDecision
 from agent.analysis.verdicts import Glance, RuleGlance, and_more
 from checks.base import CheckResult
-from checks.lag import least_latency
+from checks.lag import AGENT_DELAY, least_latency
 from common.words import counted
 
 OVERLOADED_SHARE = 0.5
@@ -35,9 +37,11 @@ class DropTally:
     by check, so a rule is judged lost on the drops of the checks it reads (a load check's
     200 requests a round losing their latencies say nothing of a health check's 10)."""
 
-    __slots__ = ("by_check", "round_by_check")
+    __slots__ = ("by_check", "delays", "round_by_check")
 
     def __init__(self) -> None:
+        self.delays = DelayTally()
+        """The latencies kept, each with the delay the agent measured its reading late by."""
         self.by_check: dict[str | None, list[int]] = {}
         """Check -> [samples, latency, runs] dropped and run in all; None: rounds stored
         before drops were kept by check (they count against every rule)."""
@@ -71,6 +75,7 @@ class DropTally:
                 for k in range(3):
                     mine[k] += counts[k]
         earlier = self.samples + self.latency
+        self.delays.note(results)
         self._add(by_check)
         self.round_by_check = by_check
         dropped = _total(by_check, 0) + _total(by_check, 1)
@@ -113,6 +118,7 @@ class DropTally:
         """A stored round (a restart resumes the window's counts)."""
         checks = summary.get("checks") or {}
         dropped = summary.get("dropped") or {}
+        self.delays.resumed = True
         if "by_check" in dropped:
             self._add(dropped["by_check"])
             return
@@ -184,7 +190,8 @@ class DropTally:
             for r in glance.rules:
                 rule = by_name.get(r.name)
                 if r.outcome == "fail" and rule is not None and r.name not in held:
-                    why = agent_limited(rule, r.observed, (baselines or {}).get(r.name))
+                    base = (baselines or {}).get(r.name)
+                    why = agent_limited(rule, r.observed, base, self.delays.margin(rule))
                     if why is not None:
                         limited[r.name] = why
         held |= limited.keys()
@@ -238,14 +245,17 @@ def _dropped(result: CheckResult) -> tuple[int, int, int] | None:
     return 0, 0, 1
 
 
-def agent_limited(rule: Rule, observed: float | None, base: Observation | None) -> str | None:
+def agent_limited(
+    rule: Rule, observed: float | None, base: Observation | None, delay: float | None = None
+) -> str | None:
     """Why a failed probe latency rule may be the agent's own delay (None: it is not), on
-    a window whose loop fell behind: the latencies it kept may each be late by up to
-    `checks.lag.least_latency`'s margin, so the window's figure less that margin must
-    still be past the rule's limit (a bound, or the baseline's figure plus the allowed
-    increase) for the fail to be the target's. A real slowdown of a service that answers
-    in tens of milliseconds or more is past it; a sub-millisecond target's few
-    milliseconds of agent delay are not."""
+    a window whose loop fell behind: the latencies it kept may each be late, so the
+    window's figure less what that can add (`delay`, as the agent measured it:
+    `DelayTally.margin`; None: `checks.lag.least_latency`'s worst case) must still be past
+    the rule's limit (a bound, or the baseline's figure plus the allowed increase) for the
+    fail to be the target's. A real slowdown of a service that answers in tens of
+    milliseconds is past it; a sub-millisecond target's few milliseconds of agent delay
+    are not."""
     if rule.source != CHECKS or not rule.metric.startswith("latency_") or observed is None:
         return None
     if rule.direction != "increase":
@@ -253,16 +263,93 @@ def agent_limited(rule: Rule, observed: float | None, base: Observation | None) 
     limits = [] if rule.max is None else [rule.max]
     if rule.max_increase is not None and base is not None and base.value is not None:
         limits.append(base.value * (1.0 + rule.max_increase))
-    if not limits or least_latency(observed) > min(limits):
+    least = least_latency(observed, delay)
+    if not limits or least > min(limits):
         return None
-    least = least_latency(observed)
     figure, limit = format_value(rule.metric, observed), format_value(rule.metric, min(limits))
     margin = format_value(rule.metric, observed - least)
+    adds = (
+        f"the agent's own delay can add up to {margin} to a reading it kept"
+        if delay is None
+        else f"the agent measured its own delay adding up to {margin} to this figure"
+    )
     return (
         f"{rule.name}'s {rule.metric} {figure} may be as little as"
-        f" {format_value(rule.metric, max(0.0, least))} at the target (the agent's own delay can"
-        f" add up to {margin} to a reading it kept), not past its limit {limit}"
+        f" {format_value(rule.metric, max(0.0, least))} at the target ({adds}),"
+        f" not past its limit {limit}"
     )
+
+
+class DelayTally:
+    """A window's kept deploy latencies by check, each with the most the agent measured
+    its own reading of it late by (`checks.lag.LoopLag.read_delay`): what the overload
+    guard weighs a latency fail by, in place of a worst case. Why: the fixed margin
+    (10% + 15 ms) held a fast service's latency x2 on a mildly busy host as the agent's,
+    where its readings were measured 1-6 ms late (issue 10).
+
+    Two float32 arrays a check (a few KB for a window of hundreds of readings). A check
+    whose readings came without a measure (a load run's requests, each attributed in
+    `checks.load`) is `unmeasured`, as is every check of a window resumed from its stored
+    rounds: their rules keep the worst case."""
+
+    __slots__ = ("read", "resumed", "unmeasured")
+
+    def __init__(self) -> None:
+        self.read: dict[str, tuple[array[float], array[float]]] = {}
+        """Check -> (latencies kept, each less its measured delay)."""
+        self.unmeasured: set[str] = set()
+        self.resumed = False
+
+    def note(self, results: Sequence[CheckResult]) -> None:
+        """A round's results: the deploy's kept latencies, and what the agent measured."""
+        for result in results:
+            samples = result.samples
+            if len(samples) != 1:
+                if len(samples) > 1 and samples[0].target == "deploy":
+                    self.unmeasured.add(result.check)
+                continue
+            sample = samples[0]
+            latency = sample.latency_s
+            if latency is None or sample.target != "deploy":
+                continue
+            delay = result.details.get(AGENT_DELAY)
+            if delay is None:
+                self.unmeasured.add(result.check)
+                continue
+            read = self.read.get(result.check)
+            if read is None:
+                read = self.read[result.check] = (array("f"), array("f"))
+            read[0].append(latency)
+            # the answer came after the request went out: it waited no longer than that
+            read[1].append(latency - min(delay, latency))
+
+    def margin(self, rule: Rule) -> float | None:
+        """The most the agent's measured delay can add to the window's figure of `rule`
+        (a latency quantile) over its checks; None: not measured (the worst case holds).
+
+        With each reading's delay `d` measured, the target's latency is at least `x - d`,
+        so its quantile is at least the quantile of `x - d` (each order statistic is, and
+        the judge's quantile interpolates between two, `agent.analysis.stats.percentile`):
+        the margin is the window's quantile of
+        `x` less that of `x - d`, which the window's figure, less the margin, never
+        overstates."""
+        q = quantile_of(rule.metric)
+        if q is None or self.resumed:
+            return None
+        if rule.check is None:
+            if self.unmeasured:
+                return None
+            chosen = list(self.read.values())
+        else:
+            if rule.check in self.unmeasured:
+                return None
+            found = self.read.get(rule.check)
+            chosen = [] if found is None else [found]
+        latencies = [x for read, _ in chosen for x in read]
+        if not latencies:
+            return None
+        least = [x for _, read in chosen for x in read]
+        return max(0.0, percentile(latencies, q) - percentile(least, q))
 
 
 def _standing(

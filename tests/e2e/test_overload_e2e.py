@@ -157,3 +157,68 @@ async def test_a_fast_targets_latency_read_late_by_a_busy_agent_is_no_rollback(
     assert final["rollback"] is None
     await asyncio.sleep(0.3)
     assert receiver.attempts == []
+
+
+def regression_environment(target: ThreadTarget, receiver_url: str) -> str:
+    """Issue 10's rule, `latency_p95 max_increase 50%`, on a service answering in 20 ms."""
+    return f"""
+    production:
+      base_url: {target.url}
+      window: 4s
+      interval: 500ms
+      background_interval: 100ms
+      probes_per_round: 3
+      checks:
+        - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
+      analysis: {{policy: threshold, failure_limit: 2}}
+      rules:
+        - {{name: probe-latency, source: checks, metric: latency_p95, max_increase: 50%}}
+      rollback: {{url: {receiver_url}, secret: {SECRET}, backoff: 100ms}}
+    """
+
+
+@pytest.mark.parametrize("slower", [2.0, 1.0], ids=["latency-x2", "a-a"])
+async def test_a_fast_services_latency_x2_on_a_mildly_busy_agent_is_rolled_back(
+    start_agent: AgentFactory,
+    target: ThreadTarget,
+    rollback_receiver: Any,
+    slower: float,
+) -> None:
+    """Issue 10's hidden regression: a 20 ms service goes to 40 ms while the agent's loop
+    is now and then blocked (every fourth request the target gets stalls it 60 ms while
+    the answer is on its way: that reading is dropped as the agent's). The other readings
+    were read a few ms late at most, as the agent measured: the x2 is past that, so it is
+    judged and rolled back (the old guard assumed 10% + 15 ms on every reading and held
+    it as "agent overloaded"). The same agent on an unchanged service rolls nothing back.
+    Counted at the rollback receiver."""
+    target.delay_s = 0.02
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    agent = await start_agent(regression_environment(target, receiver.url))
+    await asyncio.sleep(3.0)  # a baseline of some 30 probes, by a free loop
+    target.delay_s = 0.02 * slower
+    deploy = await agent.register("production", "v2.4.2")
+    loop = asyncio.get_running_loop()
+    requests = 0
+
+    def request() -> None:
+        nonlocal requests
+        requests += 1
+        if requests % 4 == 0:
+            loop.call_soon_threadsafe(time.sleep, 0.06)
+
+    target.on_request = request
+    try:
+        final = await agent.settled(deploy["id"], within=60)
+    finally:
+        target.on_request = None
+    dropped = agent.metric(
+        "postflight_samples_dropped_total", environment="production", result="agent_lag_latency"
+    )
+    assert dropped >= 1  # the guard's case: the window lost probes to the agent's stalls
+    await asyncio.sleep(0.3)
+    if slower > 1:
+        assert final["state"] == "rolled_back", final["verdict"]["reason"]
+        assert len(receiver.attempts) >= 1
+    else:
+        assert final["state"] in ("passed", "inconclusive"), final["verdict"]["reason"]
+        assert receiver.attempts == []

@@ -54,13 +54,16 @@ class LoopLag:
     """
 
     __slots__ = (
+        "_beats",
         "_due",
+        "_fresh",
+        "_io_first",
         "_last_due",
         "_loop",
         "_ok_at",
+        "_prev_due",
         "_read_at",
         "_recovering",
-        "_unseen",
         "stalled",
     )
 
@@ -68,10 +71,13 @@ class LoopLag:
         self._loop = loop
         if io_first is None:  # asyncio's own loops run a turn's I/O callbacks before timers
             io_first = isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
-        self._unseen = 0.0 if io_first else BEAT_S
-        """What `read_delay` adds on a loop that runs a turn's timers first (uvloop): the
-        heartbeat of the turn that reads an answer may have run after it came."""
+        self._io_first = io_first
         self._last_due = 0.0  # when the last heartbeat that ran was due
+        self._prev_due = 0.0  # and the one before it
+        self._beats = 0
+        self._fresh = False
+        """On a loop that runs a turn's timers before its I/O (uvloop): the last heartbeat
+        ran in this turn, so an answer read in it may have come before that beat was due."""
         self._due = 0.0  # when the heartbeat is next due; 0: not beating
         self._read_at = 0.0
         self._ok_at = 0.0  # when the heartbeat last ran on time (after a stall: the second)
@@ -85,7 +91,7 @@ class LoopLag:
         self._read_at = now
         due = self._due
         if not due:
-            self._ok_at = self._last_due = now
+            self._ok_at = self._last_due = self._prev_due = now
             self._due = now + BEAT_S
             self._loop.call_at(self._due, self._beat)
             return self.stalled
@@ -107,7 +113,8 @@ class LoopLag:
         agent, as measured: the time since the last heartbeat that ran was due. An answer
         that came before then was read in that heartbeat's turn of the loop, before it
         (asyncio runs a turn's I/O callbacks first; on a loop that runs timers first,
-        uvloop, the turn before: `BEAT_S` more). A loop that keeps time gives a few ms
+        uvloop, an answer read in the beat's own turn is measured from the beat before,
+        `_fresh`). A loop that keeps time gives a few ms
         (the time since its last beat); one that stalled, the stall. Measured reading by
         reading (`checks.http` keeps it in a result's details as `agent_delay_s`), it is
         what the overload guard weighs a kept latency by: the fixed worst case (10% +
@@ -117,15 +124,31 @@ class LoopLag:
         if not self._due:
             return None
         now = self._loop.time()
-        if self._unseen:  # uvloop's clock stands still through a turn: the system's does not
+        if self._io_first:
+            since = self._last_due
+        else:  # uvloop's clock counts whole milliseconds: the system's, the same clock, not
             now = max(now, time.monotonic())
-        delay = now - self._last_due + self._unseen
+            since = self._prev_due if self._fresh else self._last_due
+        delay = now - since
         return delay if delay > 0.0 else 0.0
+
+    def _turn_begun(self, beat: int) -> None:
+        """A heartbeat's turn of a timers-first loop is over once the next turn's
+        `call_soon` callbacks run (before its I/O): called there, `_fresh` ends."""
+        self._loop.call_soon(self._turn_over, beat)
+
+    def _turn_over(self, beat: int) -> None:
+        if beat == self._beats:
+            self._fresh = False
 
     def _beat(self) -> None:
         now = self._loop.time()
         late = now - self._due
-        self._last_due = self._due
+        self._prev_due, self._last_due = self._last_due, self._due
+        if not self._io_first:
+            self._beats += 1
+            self._fresh = True
+            self._loop.call_soon(self._turn_begun, self._beats)
         if late > SLACK_S:
             self.stalled += late - SLACK_S
             self._recovering = True

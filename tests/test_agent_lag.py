@@ -199,7 +199,7 @@ def test_an_answer_read_just_after_a_stall_is_still_the_agents_to_have_read_late
             self.due = (when, callback)
 
     clock = Clock()
-    lag = LoopLag(clock)  # type: ignore[arg-type]
+    lag = LoopLag(clock, io_first=True)  # type: ignore[arg-type]
 
     def beat_at(t: float) -> None:
         clock.now = t
@@ -657,8 +657,8 @@ def test_the_delay_an_answer_read_now_waited_is_measured_from_the_last_beat() ->
     """`read_delay`: the most an answer parsed now waited for the agent, measured from
     when the last heartbeat that ran was due: a few ms on a loop that keeps time, the
     whole stall on one that stalled; on a loop that runs a turn's timers before its I/O
-    (uvloop), a beat's interval more. What the overload guard weighs a kept latency by,
-    in place of a worst case of 10% + 15 ms."""
+    (uvloop), from the beat before when read in the last beat's own turn. What the
+    overload guard weighs a kept latency by, in place of a worst case of 10% + 15 ms."""
 
     class Clock:
         now = 0.0
@@ -669,7 +669,11 @@ def test_the_delay_an_answer_read_now_waited_is_measured_from_the_last_beat() ->
         def call_at(self, when: float, callback: Callable[[], None]) -> None:
             self.due = (when, callback)
 
+        def call_soon(self, callback: Callable[[int], None], arg: int) -> None:
+            self.soon.append((callback, arg))
+
     clock = Clock()
+    clock.soon = []
     lag = LoopLag(clock, io_first=True)  # type: ignore[arg-type]
     assert lag.read_delay() is None  # not beating: it knows nothing
 
@@ -692,8 +696,13 @@ def test_the_delay_an_answer_read_now_waited_is_measured_from_the_last_beat() ->
     timers_first = LoopLag(clock, io_first=False)  # type: ignore[arg-type]
     timers_first.total()
     beat_at(later + 0.01)
-    clock.now = later + 0.011
-    assert timers_first.read_delay() == pytest.approx(0.001 + BEAT_S)
+    beat_at(later + 0.02)
+    clock.now = later + 0.021  # read in the beat's own turn: from the beat before
+    assert timers_first.read_delay() == pytest.approx(0.011)
+    for _ in range(2):  # the next turn's call_soon callbacks: the beat's turn is over
+        for callback, arg in clock.soon[-1:]:
+            callback(arg)
+    assert timers_first.read_delay() == pytest.approx(0.001)
 
 
 def _reading(latency: float, delay: float | None) -> CheckResult:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -751,3 +753,67 @@ def test_a_fast_services_latency_x2_read_a_few_ms_late_is_judged() -> None:
     resumed = _live_tally(readings, dropped=11)
     resumed.note_summary({"checks": {"health": {"runs": 3}}})
     assert resumed.guard(glance, verdict, [rule], _baseline(0.021))[0].decision == ("inconclusive")
+
+
+@pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
+def test_the_measured_delay_is_never_less_than_an_answers_real_wait(kind: str) -> None:
+    """`read_delay` as an answer is parsed (in its I/O callback) is at least how long that
+    answer really waited for the loop: the loop is blocked 20 ms again and again while a
+    thread writes the answer at a moment in the block, on asyncio (a turn's I/O before its
+    timers) and on uvloop (timers first: a heartbeat due in the block runs in the very turn
+    that reads the answer, and must not be what the wait is counted from)."""
+    if kind == "uvloop":
+        uvloop = pytest.importorskip("uvloop", reason="uvloop is the `fast` extra")
+        loop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    try:
+        waits = loop.run_until_complete(_waits_and_bounds())
+    finally:
+        loop.close()
+    assert len(waits) >= 30
+    short = [(round(w, 4), round(b, 4)) for w, b in waits if b < w - 0.0015]
+    assert not short, short  # (real wait, measured), with uvloop's 1 ms clock
+
+
+async def _waits_and_bounds() -> list[tuple[float, float]]:
+    loop = asyncio.get_running_loop()
+    lag = LoopLag(loop)
+    ours, theirs = socket.socketpair()
+    knock, knocked = socket.socketpair()
+    written: list[float] = []
+    out: list[tuple[float, float]] = []
+    offsets = [(i % 10) * 0.002 for i in range(40)]
+
+    class Reader(asyncio.Protocol):
+        def data_received(self, data: bytes) -> None:
+            bound = lag.read_delay()
+            assert bound is not None
+            out.append((time.monotonic() - written[-1], bound))
+
+    def write(offset: float) -> None:
+        time.sleep(offset)
+        written.append(time.monotonic())
+        theirs.send(b"x")
+
+    class Blocker(asyncio.Protocol):
+        """Blocks the loop in an I/O callback (a turn's last phase on uvloop): the answer
+        written meanwhile is read in the next turn, after that turn's timers."""
+
+        def data_received(self, data: bytes) -> None:
+            threading.Thread(target=write, args=(offsets[len(written)],)).start()
+            time.sleep(0.02)
+
+    reading, _ = await loop.connect_accepted_socket(Reader, ours)
+    blocking, _ = await loop.connect_accepted_socket(Blocker, knocked)
+    try:
+        for i in range(40):
+            lag.total()
+            knock.send(b"k")
+            await asyncio.sleep(0.03 + (i % 7) * 0.0013)
+    finally:
+        reading.close()
+        blocking.close()
+        theirs.close()
+        knock.close()
+    return out

@@ -123,9 +123,9 @@ class Watcher:
         watch moves on each lease renewal the store accepted)."""
         self._claimed_once = False
         self._full_claim_at = -math.inf
+        """When the latest claim pass read every lease held (see `_claim`)."""
         self._store_clock_at = -math.inf
         """When the store's clock was last read (monotonic: see `_follow_store_clock`)."""
-        """When the latest claim pass read every lease held (see `_claim`)."""
         self.resuming: set[str] = set()
         """Rollbacks this process took over and is sending."""
         self.next_lapse = math.inf

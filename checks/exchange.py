@@ -26,7 +26,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from checks.request import Request
-from checks.sessions import lean_client
+from checks.sessions import in_use, lean_client
 from checks.wire import (
     Disconnected,
     LeanClient,
@@ -201,35 +201,36 @@ async def _through_aiohttp(
 ) -> Reply:
     """One exchange by aiohttp, following up to `redirects` redirects when the request
     follows any; its latency from `t0`; a timeout said as `stated` seconds."""
-    try:
-        async with session.request(
-            method,
-            url,
-            headers=headers or None,  # an empty dict still costs aiohttp a header merge
-            data=data,
-            timeout=client_timeout,
-            allow_redirects=request.allow_redirects,
-            max_redirects=_aiohttp_limit(redirects),
-            ssl=request.verify_tls,
-        ) as resp:
-            length = resp.content_length
-            if length is not None and length <= _READ_WHOLE_BYTES:
-                raw = await resp.read()
-                size = len(raw)
-                body = raw if request.keep_body else b""
-            else:
-                body, size = await _stream(resp, KEEP_BODY_BYTES if request.keep_body else 0)
-            latency = time.perf_counter() - t0
-            return Reply(resp.status, resp.headers, body, size, latency, resp.url)
-    except aiohttp.TooManyRedirects as exc:
-        raise ProbeFailed("status", _too_many(request), time.perf_counter() - t0) from (
-            without_tracebacks(exc)
-        )
-    except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
-        kind, message = classify(exc, stated)
-        raise ProbeFailed.timed(kind, message, time.perf_counter() - t0, stated) from (
-            without_tracebacks(exc)
-        )
+    with in_use(session):  # the pool stays open until the body is read
+        try:
+            async with session.request(
+                method,
+                url,
+                headers=headers or None,  # an empty dict still costs aiohttp a header merge
+                data=data,
+                timeout=client_timeout,
+                allow_redirects=request.allow_redirects,
+                max_redirects=_aiohttp_limit(redirects),
+                ssl=request.verify_tls,
+            ) as resp:
+                length = resp.content_length
+                if length is not None and length <= _READ_WHOLE_BYTES:
+                    raw = await resp.read()
+                    size = len(raw)
+                    body = raw if request.keep_body else b""
+                else:
+                    body, size = await _stream(resp, KEEP_BODY_BYTES if request.keep_body else 0)
+                latency = time.perf_counter() - t0
+                return Reply(resp.status, resp.headers, body, size, latency, resp.url)
+        except aiohttp.TooManyRedirects as exc:
+            raise ProbeFailed("status", _too_many(request), time.perf_counter() - t0) from (
+                without_tracebacks(exc)
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
+            kind, message = classify(exc, stated)
+            raise ProbeFailed.timed(kind, message, time.perf_counter() - t0, stated) from (
+                without_tracebacks(exc)
+            )
 
 
 def _aiohttp_limit(max_redirects: int) -> int:

@@ -14,13 +14,13 @@ a target probed often enough to keep its connection is never idle, and keeps it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -42,46 +42,72 @@ def lean_client(session: aiohttp.ClientSession) -> LeanClient | None:
     return _LEAN.get(session)
 
 
-def _connector_busy(connector: aiohttp.BaseConnector | None) -> bool:
-    """Whether aiohttp's pool has a connection in use, or a request waiting for one.
-    aiohttp has no public count: these are its own fields (were they renamed, nothing is
-    idle, and `tests/checks/test_checks_sessions.py` fails)."""
-    if connector is None or connector.closed:
-        return False
-    return bool(
-        getattr(connector, "_acquired", True) or any(getattr(connector, "_waiters", {}).values())
-    )
+class InUse:
+    """Requests sent by aiohttp over one pooled session's connections, counted where
+    checks send them (`checks.exchange`): from before the request until its body is read
+    and its connection given back. Ours, not aiohttp's pool fields: aiohttp has no public
+    count, and its private one renamed would have made no session idle, ever."""
+
+    __slots__ = ("_drained", "in_flight", "started")
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.started = 0
+        self._drained: asyncio.Future[None] | None = None
+
+    def __enter__(self) -> None:
+        self.in_flight += 1
+        self.started += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.in_flight -= 1
+        drained = self._drained
+        if not self.in_flight and drained is not None:
+            self._drained = None
+            if not drained.done():
+                drained.set_result(None)
+
+    async def drained(self) -> None:
+        """Return once no request is in flight (at once when none is)."""
+        while self.in_flight:
+            if self._drained is None:
+                self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
 
 
-def _connector_mark(connector: aiohttp.BaseConnector | None) -> float:
-    """When aiohttp's pool last took back a connection kept alive (its own stamp): one
-    that moved since the last sweep means the session was used meanwhile."""
-    if connector is None or connector.closed:
-        return 0.0
-    pooled = getattr(connector, "_conns", {}).values()
-    return max((stamp for conns in pooled for _, stamp in conns), default=0.0)
+_UNTRACKED = contextlib.nullcontext()
+
+# By connector, not session: a smoke check sends over the shared pool from a session of its own.
+_IN_USE: weakref.WeakKeyDictionary[aiohttp.BaseConnector, InUse] = weakref.WeakKeyDictionary()
 
 
-def _close_now(session: aiohttp.ClientSession) -> asyncio.Future[Any] | None:
-    """Close `session` before this returns (what `session.close()` does but its wait):
-    a caller holding it sees it `closed` at once and asks `get` for another, where a task
-    running `close()` later cut off a request begun on it meanwhile. The wait for its
-    transports to close, if any, is returned."""
+def in_use(session: aiohttp.ClientSession) -> contextlib.AbstractContextManager[None]:
+    """Hold around a request sent by aiohttp through `session`, its body read included:
+    `TargetSessions` closes no pool with one in flight (a no-op for other sessions)."""
     connector = session.connector
-    if connector is None or connector.closed:
-        return None
-    waiters = connector._close()  # the synchronous part of `close()`, as `LoadPool` does
-    return asyncio.gather(*waiters, return_exceptions=True) if waiters else None
+    count = _IN_USE.get(connector) if connector is not None else None
+    return count if count is not None else _UNTRACKED
+
+
+async def _close_when_drained(session: aiohttp.ClientSession, count: InUse | None) -> None:
+    """Close `session` once no request sent on it is in flight. A holder that took it
+    before the sweep may still send on it until it sees it `closed`: the tasks already
+    created get a step first (`sleep(0)`), and their requests end, not cut off. No await
+    of ours between the wait and the close, so none starts in between."""
+    await asyncio.sleep(0)
+    if count is not None:
+        await count.drained()
+    await session.close()
 
 
 @dataclass
 class _Seen:
-    """When a session was last handed out or found in use, and what said it was used
-    then: its lean client's count of requests sent, its aiohttp pool's newest stamp."""
+    """When a session was last handed out or found in use, and how many requests it had
+    sent by then: by its lean client, and by aiohttp (`InUse.started`)."""
 
     at: float
     sent: int = 0
-    mark: float = 0.0
+    started: int = 0
 
 
 class TargetSessions:
@@ -124,7 +150,7 @@ class TargetSessions:
         self._clock = clock
         self._seen: dict[tuple[str, bool], _Seen] = {}
         self._swept_at = clock()
-        self._closing: set[asyncio.Future[Any]] = set()
+        self._closing: dict[asyncio.Future[None], aiohttp.ClientSession] = {}
 
     def get(self, base_url: str, verify_tls: bool = True) -> aiohttp.ClientSession:
         """The session for the target at `base_url` (only its origin matters).
@@ -156,14 +182,17 @@ class TargetSessions:
                     force_close=self._force_close,
                     default_headers=self._headers,
                 )
+            if session.connector is not None:
+                _IN_USE[session.connector] = InUse()
             self._seen[key] = _Seen(now)
         return session
 
     def close_idle(self, now: float | None = None) -> int:
-        """Close the sessions unused for `idle_s`: not handed out, no connection in use
-        and no request sent (by the lean client or aiohttp) since the last sweep that
-        found one. Returns how many. Callers that keep a session find it `closed`
-        and ask `get` again (`agent.windows.probing.EnvironmentProbe`)."""
+        """Close the sessions unused for `idle_s`: not handed out, no request in flight
+        and none sent (by the lean client or aiohttp, as `in_use` counts) since the last
+        sweep that found one. Returns how many. `get` and `len` forget them at once; callers
+        that keep one find it `closed` once its requests in flight end, and ask `get` again
+        (`agent.windows.probing.EnvironmentProbe`)."""
         now = self._clock() if now is None else now
         self._swept_at = now
         idle: list[tuple[str, bool]] = []
@@ -171,16 +200,17 @@ class TargetSessions:
             seen = self._seen[key]
             lean = _LEAN.get(session)
             sent = lean.sent if lean is not None else 0
-            mark = _connector_mark(session.connector)
+            count = _IN_USE.get(session.connector) if session.connector is not None else None
+            started = count.started if count is not None else 0
             if session.closed:
                 idle.append(key)
             elif (
                 sent != seen.sent
-                or mark != seen.mark
-                or _connector_busy(session.connector)
+                or started != seen.started
+                or (count is not None and count.in_flight > 0)
                 or (lean is not None and lean.busy())
             ):
-                seen.at, seen.sent, seen.mark = now, sent, mark
+                seen.at, seen.sent, seen.started = now, sent, started
             elif now - seen.at > self._idle_s:
                 idle.append(key)
         for key in idle:
@@ -189,11 +219,14 @@ class TargetSessions:
             lean = _LEAN.pop(session, None)
             if lean is not None:
                 lean.close()
-            closing = _close_now(session)
-            if closing is not None:
-                self._closing.add(closing)
-                closing.add_done_callback(self._closing.discard)
+            count = _IN_USE.get(session.connector) if session.connector is not None else None
+            closing = asyncio.ensure_future(_close_when_drained(session, count))
+            self._closing[closing] = session
+            closing.add_done_callback(self._forget_closed)
         return len(idle)
+
+    def _forget_closed(self, closing: asyncio.Future[None]) -> None:
+        self._closing.pop(closing, None)
 
     def _open(self, verify_tls: bool) -> aiohttp.ClientSession:
         tls: ssl.SSLContext | bool = (
@@ -229,8 +262,11 @@ class TargetSessions:
             if lean is not None:
                 lean.close()
             await session.close()
-        if self._closing:  # idle ones still closing: done before the loop ends
-            await asyncio.gather(*self._closing, return_exceptions=True)
+        if self._closing:  # idle ones still closing: done before the loop ends, and now
+            closing = list(self._closing)  # (a request in flight on one is cut, as on the rest)
+            for session in list(self._closing.values()):
+                await session.close()
+            await asyncio.gather(*closing, return_exceptions=True)
 
     async def __aenter__(self) -> TargetSessions:
         return self

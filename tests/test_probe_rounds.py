@@ -296,7 +296,9 @@ async def test_a_probe_whose_session_was_closed_as_idle_probes_on() -> None:
             clock[0] += 1000.0
             assert sessions.close_idle() == 0  # handed out just now, by the `get` above
             clock[0] += 1000.0
-            assert sessions.close_idle() == 1 and first.closed
+            assert sessions.close_idle() == 1
+            await asyncio.gather(*sessions._closing)  # closed once none is in flight
+            assert first.closed
             for check in probe.checks:
                 result = await probe.run_once(check)
                 assert result.ok, result.message

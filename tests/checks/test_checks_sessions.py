@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
+from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from checks.sessions import TargetSessions, lean_client
+from checks.exchange import ProbeFailed, exchange
+from checks.request import Request
+from checks.sessions import TargetSessions
 
 
 async def test_one_session_per_origin_and_tls_mode() -> None:
@@ -87,8 +92,9 @@ class Receiver:
     """One target server listening on many ports (a preview host per deploy: a new origin
     each), counting at its end the connections clients opened and those still open."""
 
-    def __init__(self) -> None:
+    def __init__(self, close_each: bool = False) -> None:
         self.peers: dict[int, set[int]] = {}  # our port -> the client ports seen
+        self.close_each = close_each  # `Connection: close` on every response
 
     async def start(self, ports: int) -> list[str]:
         from aiohttp import web
@@ -97,7 +103,9 @@ class Receiver:
             assert request.transport is not None
             ours = request.transport.get_extra_info("sockname")[1]
             self.peers.setdefault(ours, set()).add(request.transport.get_extra_info("peername")[1])
-            return web.Response(text="ok")
+            return web.Response(
+                text="ok", headers={"Connection": "close"} if self.close_each else None
+            )
 
         app = web.Application()
         app.router.add_get("/", peer)
@@ -119,14 +127,10 @@ class Receiver:
 
 
 async def probe(session: aiohttp.ClientSession, url: str) -> None:
-    """One request the way a check sends it: the lean client where it takes it, else aiohttp."""
-    lean = lean_client(session)
-    if lean is not None:
-        parsed, _ = await lean.request(lean.head("GET", URL(url), None, None), URL(url), 5, False)
-        assert parsed.status == 200
-    else:
-        async with session.get(url) as resp:
-            assert resp.status == 200
+    """One request the way a check sends it (`checks.exchange`): the lean client where it
+    takes it, else aiohttp."""
+    reply = await exchange(session, Request("GET", {}, None), URL(url), client_timeout=5.0)
+    assert reply.status == 200
 
 
 @pytest.mark.parametrize("lean", [True, False], ids=["lean", "aiohttp"])
@@ -202,12 +206,203 @@ async def test_a_session_in_flight_or_used_lately_is_not_closed() -> None:
             clock[0] += 299.0
             assert sessions.close_idle() == 0 and not session.closed
             clock[0] += 2.0
-            assert sessions.close_idle() == 1
-            assert session.closed and len(sessions) == 0  # at once: a holder asks `get` again
+            assert sessions.close_idle() == 1 and len(sessions) == 0  # forgotten at once
             await asyncio.gather(*sessions._closing)
+            assert session.closed  # a holder asks `get` again
             assert sessions.get(url) is not session  # a new one, on demand
             await sessions.aclose()
             release.clear()
+    finally:
+        release.set()
+        await server.close()
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "aiohttp"])
+async def test_a_session_kept_stays_while_used_over_connections_not_kept_alive(
+    lean: bool,
+) -> None:
+    """Production probed every 10 s for 20 minutes through a session kept, its target
+    closing every connection after its response (`Connection: close`). Before, a session
+    sent by aiohttp counted as used only when a connection went back to its pool: none
+    did, so production's session was closed every 5 minutes while in use."""
+    receiver = Receiver(close_each=True)
+    production = (await receiver.start(1))[0]
+    clock = [0.0]
+    sessions = TargetSessions(lean=lean, idle_s=300.0, clock=lambda: clock[0])
+    try:
+        kept = sessions.get(production)
+        for round_ in range(120):
+            await probe(kept, production)
+            clock[0] += 10.0
+            if round_ % 6 == 5:  # a sweep a minute, as `get` does
+                assert sessions.close_idle() == 0 and not kept.closed, clock[0]
+        assert sessions.get(production) is kept
+        # at the target: a connection per request, so none went back to a pool
+        assert len(receiver.peers[int(URL(production).port or 0)]) == 120
+    finally:
+        await sessions.aclose()
+        await receiver.runner.cleanup()
+
+
+async def test_a_request_begun_as_the_sweep_closes_its_session_is_not_cut_off() -> None:
+    """A holder (`EnvironmentProbe`) that took the session before the sweep found it idle
+    sends one more request on it, started in the sweep's step: it gets its response, and
+    then the pool closes and its socket goes (counted at the target). Before, the sweep
+    closed the pool at once and that request failed ("Session is closed")."""
+    from aiohttp import web
+
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        arrived.set()
+        await release.wait()
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    assert runner.server is not None and runner.addresses
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    clock = [0.0]
+    sessions = TargetSessions(idle_s=300.0, clock=lambda: clock[0])
+    try:
+        session = sessions.get(url)
+        clock[0] += 1000.0
+        assert sessions.close_idle() == 1
+        flight = asyncio.create_task(probe(session, url))
+        await asyncio.wait_for(arrived.wait(), 5)
+        await asyncio.sleep(0.05)
+        assert not session.closed and len(runner.server.connections) == 1
+        release.set()
+        await flight  # answered, not cut off
+        await asyncio.gather(*sessions._closing)
+        assert session.closed
+        await asyncio.sleep(0.05)  # the target sees the closed socket
+        assert len(runner.server.connections) == 0
+    finally:
+        release.set()
+        await sessions.aclose()
+        await runner.cleanup()
+
+
+def test_sessions_reads_no_private_aiohttp_field() -> None:
+    """`checks/sessions.py` tells idle from used by its own counts and public aiohttp
+    calls: a private field renamed in an aiohttp release would make no session idle,
+    silently (`getattr` with a default) or close none (a method gone)."""
+    import checks.sessions
+
+    tree = ast.parse(Path(checks.sessions.__file__).read_text())
+    private = [
+        f"line {node.lineno}: {ast.unparse(node)}"
+        for node in ast.walk(tree)
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and not (isinstance(node.value, ast.Name) and node.value.id == "self")
+        )
+        or (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr")
+            and any(isinstance(a, ast.Constant) and str(a.value).startswith("_") for a in node.args)
+        )
+    ]
+    assert private == []
+
+
+async def test_a_smoke_session_reading_a_body_over_the_shared_pool_keeps_it_open() -> None:
+    """A smoke check sends from a session of its own over the shared pool's connector: its
+    request, body still arriving past `idle_s`, keeps the pool open (counted by connector,
+    until the body is read), and the target sees its connection stay to the end."""
+    from aiohttp import web
+
+    headers_sent, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_body(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        await resp.write(b"first half, ")
+        headers_sent.set()
+        await release.wait()
+        await resp.write(b"second half")
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/", slow_body)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    assert runner.server is not None and runner.addresses
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    clock = [0.0]
+    sessions = TargetSessions(idle_s=300.0, clock=lambda: clock[0])
+    try:
+        shared = sessions.get(url)
+        async with aiohttp.ClientSession(
+            connector=shared.connector, connector_owner=False, trust_env=False
+        ) as own:
+            flight = asyncio.create_task(
+                exchange(own, Request("GET", {}, None, keep_body=True), URL(url), client_timeout=5)
+            )
+            await asyncio.wait_for(headers_sent.wait(), 5)
+            await asyncio.sleep(0.05)
+            clock[0] += 1000.0
+            assert sessions.close_idle() == 0 and not shared.closed
+            release.set()
+            reply = await flight
+            assert reply.status == 200 and reply.body == b"first half, second half"
+        assert len(runner.server.connections) == 1  # kept alive in the pool, not cut
+        clock[0] += 299.0
+        assert sessions.close_idle() == 0  # found in use by the last sweep, 299 s ago
+        clock[0] += 2.0
+        assert sessions.close_idle() == 1
+        await asyncio.gather(*sessions._closing)
+        assert shared.closed
+        await asyncio.sleep(0.05)
+        assert len(runner.server.connections) == 0  # its socket released, at the target
+    finally:
+        release.set()
+        await sessions.aclose()
+        await runner.cleanup()
+
+
+async def test_shutdown_does_not_wait_for_a_request_on_a_session_closing_as_idle() -> None:
+    """A session swept as idle waits for a request begun on it before it closes; shutdown
+    (`aclose`) does not: it closes that pool too, and the request ends at once."""
+    from aiohttp import web
+
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def hung(request: web.Request) -> web.Response:
+        arrived.set()
+        await release.wait()
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", hung)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    url = str(server.make_url("/"))
+    clock = [0.0]
+    sessions = TargetSessions(idle_s=300.0, clock=lambda: clock[0])
+    try:
+        session = sessions.get(url)
+        clock[0] += 1000.0
+        assert sessions.close_idle() == 1
+        flight = asyncio.create_task(
+            exchange(session, Request("GET", {}, None), URL(url), client_timeout=60.0)
+        )
+        await asyncio.wait_for(arrived.wait(), 5)
+        await asyncio.wait_for(sessions.aclose(), 5)  # not the request's 60 s
+        assert session.closed and not release.is_set()
+        with pytest.raises(ProbeFailed):
+            await flight
     finally:
         release.set()
         await server.close()

@@ -1014,12 +1014,15 @@ class WindowWatch:
             can = rule.evidence.get("detectable") or {}
             if can.get("bound_below_detectable") and rule.name not in self.warned:
                 self.warned.add(rule.name)
-                self.log.warning(
-                    "rule %s: %s is below what it %s at this traffic",
-                    rule.name,
-                    rule.threshold,
-                    can.get("text", "can detect"),
+                value = can.get("value")
+                # none by the window's end ("no regression of any size"): "is below what
+                # it can detect no regression ..." read as a bound below nothing
+                shape = (
+                    "rule %s: %s is below what it %s at this traffic"
+                    if isinstance(value, int | float) and math.isfinite(value)
+                    else "rule %s: %s: it %s at this traffic"
                 )
+                self.log.warning(shape, rule.name, rule.threshold, can.get("text", "can detect"))
 
     def _count_rules(self, glance: Glance) -> None:
         """One evaluation per rule per round: a rule past its bound this round but short of

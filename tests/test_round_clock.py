@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import asyncpg
 import pytest
 from aiohttp import web
 
@@ -91,11 +92,18 @@ environments:
 
 
 async def run_agent(
-    config: str, clock: Callable[[], float], until: Callable[[], Awaitable[bool]]
+    config: str,
+    clock: Callable[[], float],
+    until: Callable[[], Awaitable[bool]],
+    *,
+    background_probing: bool = False,
 ) -> None:
     """Run the agent (watcher and store, no HTTP listener) until `until()` is true."""
     app = build_app(
-        load_settings_text(config), clock=clock, poll_interval=0.05, background_probing=False
+        load_settings_text(config),
+        clock=clock,
+        poll_interval=0.05,
+        background_probing=background_probing,
     )
     runner = web.AppRunner(app)
     await runner.setup()
@@ -350,3 +358,40 @@ def test_the_pace_follows_the_stores_clock_only_on_a_reading_it_can_trust() -> N
     # the store is 2 s ahead of this machine's clock: the pace goes by the store's
     assert pace.anchor(5003.0, sent=100.99, answered=101.01)
     assert pace() == pytest.approx(5003.0)
+
+
+async def test_a_replica_whose_clock_is_behind_stops_background_runs_when_the_window_opens(
+    pg_url: str, target: CountingTarget
+) -> None:
+    """A window's rounds begin at its `deployed_at` by the store's clock; the background
+    runs, the baseline of later windows, stop then too (`busy`). By a replica's own clock
+    3 s behind, they went on probing the new release for 3 s beside its rounds, stored as
+    runs before its deploy: pooled into the next window's baseline, never left out as a
+    failed release's."""
+
+    config = settings_for(target, pg_url).replace(
+        "background_interval: 1h", "background_interval: 200ms"
+    )
+    store = open_store(pg_url)
+    await store.open()
+    deployed_at = time.time() + 1.0
+    await store.create_window(new_window(deployed_at))
+    clock = SteppedClock()
+    clock.step(-3.0)
+    conn = await asyncpg.connect(pg_url)
+    marks = [deployed_at + 0.5, deployed_at + 2.5]  # the window's rounds, then 2 s more
+    counts: list[int] = []
+
+    async def counted() -> bool:
+        """The background runs stored, as each mark passes (by the real clock)."""
+        if len(counts) < len(marks) and time.time() >= marks[len(counts)]:
+            counts.append(await conn.fetchval("SELECT count(*) FROM probe_summaries"))
+        return len(counts) == len(marks)
+
+    try:
+        await run_agent(config, clock, counted, background_probing=True)
+    finally:
+        await conn.close()
+        await store.close()
+    assert counts[0] > 0, "no background run before the window opened"
+    assert counts[1] - counts[0] <= 1, counts

@@ -150,8 +150,12 @@ class Watcher:
 
     def busy(self, environment: str) -> bool:
         """An environment with a live window is probed by it; before a scheduled window's
-        `deployed_at` the background probes go on, since they are its baseline."""
-        now = self.clock()
+        `deployed_at` the background probes go on, since they are its baseline. Read by
+        the clock the window's rounds are paced by (the store's, when followed): by this
+        replica's own, 3 s behind, background runs probed the new release 3 s beside its
+        rounds, stored as runs before its deploy."""
+        pace = self.services.pace
+        now = pace() if pace.anchored else self.clock()
         return any(
             self.deployed_at.get(window_id, now) <= now
             for window_id in self._by_environment.get(environment, ())

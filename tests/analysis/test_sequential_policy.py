@@ -139,6 +139,9 @@ def test_bare_values_get_a_sequential_test_of_their_mean() -> None:
     assert verdict.decision == "fail"
     assert verdict.reason.startswith("http-5xx: error_rate 0.2 > max 0.01, likelihood ratio ")
     assert verdict.reason.endswith(" after 3 rounds")
+    # the rule's detail (a breach alert's "why") names the bound it crossed, as the reason
+    # does: it read "...; likelihood ratio 1.2e+03 reached 526", no bound in sight
+    assert "; error_rate > max 0.01: likelihood ratio " in verdict.rules[0].detail
     one_spike = rounds_of(rule, [Observation(0.2)] + [Observation(0.002)] * 29)
     assert judge([rule], {}, one_spike, SEQUENTIAL, final=True).decision != "fail"
 

@@ -192,7 +192,8 @@ class SequentialPolicy(BasePolicy):
                 f"after {samples:g} {units(rule, kind)}"
             )
             detail = (
-                f"{said}; {_FINAL_TESTS[comp.test]} gave p = {p:.2g}, at most {level:.2g} needed"
+                f"{said}; {rule.metric} {comp.claim}: {_FINAL_TESTS[comp.test]} gave"
+                f" p = {p:.2g}, at most {level:.2g} needed"
             )
             verdict = rule_verdict(rule, "fail", observed, base, detail, evidence)
             return Judged(verdict, failed_at, reason)
@@ -204,7 +205,11 @@ class SequentialPolicy(BasePolicy):
                 f"{comp.claim}, likelihood ratio {lr:.3g} >= {needed:.3g} "
                 f"after {samples:g} {units(rule, kind)}"
             )
-            detail = f"{said}; likelihood ratio {lr:.3g} reached {needed:.3g}"
+            # the bound it crossed, as the reason says: a breach alert's "why" is this detail
+            detail = (
+                f"{said}; {rule.metric} {comp.claim}: likelihood ratio {lr:.3g}"
+                f" reached {needed:.3g}"
+            )
             verdict = rule_verdict(rule, "fail", observed, base, detail, evidence)
             return Judged(verdict, failed_at, reason)
         strongest = ""

@@ -157,18 +157,20 @@ async def sentry_agent(
     receiver: RollbackReceiver,
     json_sink: JsonSink,
     sentry_fake: GrowingSentry,
+    window: str = "12s",
 ) -> RunningAgent:
     """An agent judging SENTRY_RULE alone over a 12 s window: the rollback ends it at its
     fourth round or so (a few rounds after a baseline asked again); the rest is for a busy
     machine, whose slow start and late baseline (or a first round spent on a failing
     baseline query's retries) left 2 rounds with data of a 6 s window: too few to tell,
-    inconclusive (likelihood ratio 10 of 155)."""
+    inconclusive (likelihood ratio 10 of 155). A window that runs to its end takes a
+    shorter `window`."""
     return await start_agent(
         environment_yaml(
             SENTRY_RULE,
             rollback_url=receiver.url,
             secret=SECRET,
-            window="12s",
+            window=window,
             policy=policy,
             newrelic=False,
         ),
@@ -502,7 +504,11 @@ async def test_sentry_counts_that_stop_growing_end_inconclusive_and_say_why(
     t0 = deploy_second()
     sentry_fake.set_stats(SentryStats(transactions=20_000, failure_rate=0.01), release=PREVIOUS)
     sentry_fake.set_stats(SentryStats(transactions=3_000, failure_rate=0.15), release=VERSION)
-    agent = await sentry_agent(start_agent, "sequential", receiver, json_sink, sentry_fake)
+    # a 6 s window (12 rounds) ends inconclusive at its end: long enough for the 3,000
+    # events counted again each round to fail it (2.3 a round passes 155 at round 7)
+    agent = await sentry_agent(
+        start_agent, "sequential", receiver, json_sink, sentry_fake, window="6s"
+    )
     deploy = await register(agent, t0)
 
     final = await agent.settled(deploy["id"], within=40)

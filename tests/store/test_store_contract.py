@@ -322,8 +322,13 @@ async def test_claims_return_held_windows_oldest_first_and_skip_ended(store: Sto
 async def test_windows_are_read_many_at_once_and_unknown_ids_are_skipped(store: Store) -> None:
     """More ids than one query binds (`WINDOWS_PER_QUERY`): the watcher starting thousands."""
     ids = [f"dep_{i}" for i in range(1, 1202)]
-    for i, wid in enumerate(ids):
-        await store.create_window(window(wid, env=f"e{i}", created=100 + i))
+    # made side by side (each its own environment): PostgreSQL's on the pool's connections
+    await asyncio.gather(
+        *(
+            store.create_window(window(wid, env=f"e{i}", created=100 + i))
+            for i, wid in enumerate(ids)
+        )
+    )
     found = await store.get_windows([*ids, "dep_unknown"])
     assert sorted(w.id for w in found) == sorted(ids)
     assert {w.id: w.environment for w in found}["dep_7"] == "e6"

@@ -205,7 +205,7 @@ async def test_a_vercel_rollback_whose_last_attempt_got_no_answer_is_looked_for_
     class SlowToAnswer(FakeVercel):
         async def rollback(self, request: Any) -> Any:
             answer = await super().rollback(request)  # production is rolled back
-            await asyncio.sleep(1.0)  # past the attempt's timeout
+            await asyncio.sleep(0.5)  # past the attempt's 0.2 s timeout
             return answer
 
     async with SlowToAnswer(token=TOKEN, team_id="team_1") as fake:
@@ -330,7 +330,7 @@ async def test_a_github_dispatch_whose_answer_never_came_is_not_dispatched_again
         async def dispatch(self, request: Any) -> Any:
             answer = await super().dispatch(request)  # the run is created
             if len(self.dispatches) == 1:
-                await asyncio.sleep(1.0)  # past the attempt's timeout
+                await asyncio.sleep(0.5)  # past the attempt's 0.2 s timeout
             return answer
 
     async with SlowToAnswer(token="gh") as github:
@@ -356,10 +356,10 @@ async def test_a_github_dispatch_whose_last_attempt_got_no_answer_is_looked_for_
     class SlowToAnswer(FakeGitHub):
         async def dispatch(self, request: Any) -> Any:
             if not ran:
-                await asyncio.sleep(1.0)  # past the attempt's timeout: no run, ever
+                await asyncio.sleep(0.5)  # past the attempt's timeout: no run, ever
                 return web.Response(status=503)
             answer = await super().dispatch(request)
-            await asyncio.sleep(1.0)  # the run is created; its 204 comes too late
+            await asyncio.sleep(0.5)  # the run is created; its 204 comes too late
             return answer
 
     async with SlowToAnswer(token="gh") as github:

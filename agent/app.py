@@ -28,6 +28,7 @@ from agent import __version__
 from agent.api import add_routes
 from agent.api.hooks import INTEGRATIONS
 from agent.api.listener import Listener
+from agent.api.routes import CLOCK
 from agent.api.runner import ApiRunner
 from agent.api.server_log import ServerLog
 from agent.api.starting import starting_app
@@ -202,6 +203,11 @@ def build_app(
         background_probing=background_probing,
     )
     app[WATCHER] = watcher
+    pace = watcher.services.pace
+    # registrations (`deployed_at`, a cancel's end) are stamped by the clock rounds are
+    # paced by: the store's once this replica follows it, so a replica whose clock is off
+    # neither holds a new window back by its offset nor cuts it short
+    app[CLOCK] = lambda: pace() if pace.anchored else time.time()
     app[WINDOW_EVENTS] = watcher
     app[FORESIGHT] = registration_warnings
     integrations = Integrations(

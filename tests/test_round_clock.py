@@ -14,13 +14,15 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
-from agent.app import build_app
+from agent.app import WATCHER, build_app
 from agent.records import DeployWindow, RoundRecord
 from agent.settings_file import load_settings_text
 from agent.store.base import Store
@@ -395,3 +397,34 @@ async def test_a_replica_whose_clock_is_behind_stops_background_runs_when_the_wi
         await store.close()
     assert counts[0] > 0, "no background run before the window opened"
     assert counts[1] - counts[0] <= 1, counts
+
+
+async def test_a_replica_whose_clock_is_ahead_stamps_a_registration_by_the_stores_clock(
+    pg_url: str, target: CountingTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API stamps `deployed_at` by the clock the rounds are paced by. By a replica's
+    own clock 3 s ahead of PostgreSQL's (and of the other replicas'), a window registered
+    there began 3 s late by the clock its rounds follow: its first 3 s went unwatched."""
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3.0)  # this replica's wall clock
+    config = load_settings_text(settings_for(target, pg_url, window_s=60.0))
+    app = build_app(config, clock=time.time, poll_interval=0.05, background_probing=False)
+    async with TestClient(TestServer(app)) as client:
+        pace = app[WATCHER].services.pace
+        async with asyncio.timeout(10):
+            while True:  # the watcher's first claim pass reads the store's clock
+                if pace.anchored:
+                    break
+                await asyncio.sleep(0.02)
+        sent = real()
+        answer = await client.post(
+            "/v1/deploys",
+            json={"environment": "production", "version": "v2"},
+            headers={"Authorization": "Bearer tok-1234567890abcdef"},
+        )
+        body = await answer.json()
+        answered = real()
+    assert answer.status == 201, body
+    deployed_at = datetime.fromisoformat(body["deployed_at"]).timestamp()
+    # PostgreSQL runs on this machine: its clock is the real one (before, sent + 3 s)
+    assert sent - 1.0 <= deployed_at <= answered + 0.5, (sent, deployed_at, answered)

@@ -1745,7 +1745,10 @@ def _moments_alike(
     against a fixed level), kept by its inputs: every search at a traffic that rounds to the
     same samples a round, in this window or another with a rule alike, tries the same
     shares. Kept as the column every round repeats, only when each does, and given back
-    repeated: the very arrays worked out the first time."""
+    repeated: the very arrays worked out the first time. Rounds whose shares differ are
+    worked out as they are (the key names one share for all)."""
+    if not bool(np.all(shares == shares[0])):
+        return stats.round_log_factor_moments(lambdas, n, shares, level)
     key = (n, level, lambdas.tobytes(), shares.size, float(shares[0]))
     kept = _ALIKE.get(key)
     if kept is not None:

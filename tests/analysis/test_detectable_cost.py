@@ -74,3 +74,17 @@ def test_the_rank_test_places_each_scale_once(monkeypatch: pytest.MonkeyPatch) -
         tests._easiest(per_round)
     assert len(placed) >= 30
     assert len(placed) == len(set(placed))
+
+
+def test_the_kept_moments_of_rounds_alike_are_not_given_for_rounds_that_differ() -> None:
+    """`_moments_alike` keeps one share's figures for rounds that all have it; rounds whose
+    shares differ, first share and number alike, are worked out, not given those."""
+    lambdas = np.array([0.1, 0.3, 0.6])
+    alike = np.full(4, 0.02)
+    differ = np.array([0.02, 0.05, 0.08, 0.11])
+    sequential._ALIKE.clear()
+    sequential._moments_alike(lambdas, 50, alike, 0.02)  # kept
+    mean, var = sequential._moments_alike(lambdas, 50, differ, 0.02)
+    want_mean, want_var = stats.round_log_factor_moments(lambdas, 50, differ, 0.02)
+    assert np.array_equal(mean, want_mean) and np.array_equal(var, want_var)
+    sequential._ALIKE.clear()

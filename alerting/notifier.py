@@ -30,6 +30,7 @@ from alerting.cycles import drop_request_tracebacks, reuse_markdown, sending
 from alerting.events import Alert
 from alerting.mail_text import inline_code_in_text
 from alerting.templates import late_note, render
+from common.woken import LATE_S, WOKEN_LOOK_S
 
 if TYPE_CHECKING:
     import apprise
@@ -50,17 +51,6 @@ START_SHARE = 0.5
 """A channel's send is handed to apprise only while this share of the timeout is left:
 one started later would have too little time to answer and be reported failed though it
 may still deliver from its thread (then again on its retry)."""
-
-LATE_S = 0.25
-"""A deadline found this late was not missed by the channel: the agent was stopped
-(SIGSTOP, a frozen VM) or its loop stalled, and every timer fired at once on waking."""
-
-WOKEN_LOOK_S = 0.5
-"""How long a channel's send whose deadline was found `LATE_S` late is given, once, to
-report what its worker thread heard: a 2xx that came while the agent was stopped sits in
-the socket, read within milliseconds of waking, where apprise's deadline, run first,
-reported the send timed out and the channel got the alert again on its retry (as the
-rollback's `agent.rollback.delivery.answered_within`)."""
 
 NotifyResultName = Literal["sent", "partial", "failed", "unrouted"]
 

@@ -50,6 +50,7 @@ from common.redaction import Redactor
 from common.retry_after import RETRYABLE_STATUSES, retry_after_seconds
 from common.times import rfc3339
 from common.tracebacks import without_tracebacks
+from common.woken import LATE_S, WOKEN_LOOK_S
 
 log = logging.getLogger("postflight.rollback")
 
@@ -110,13 +111,6 @@ async def held_until_stored(
                 waited = True
                 outage_begins(exc)
             await sleep(next(waits))
-
-
-LATE_S = 0.25
-"""How late a deadline may be met before it says this process was stopped (SIGSTOP, a
-VM paused) or its loop stalled: an attempt's answer may have come meanwhile."""
-WOKEN_LOOK_S = 0.5
-"""How long such an attempt is given to read what is already in its socket."""
 
 
 async def answered_within(work: Awaitable[T], seconds: float) -> T:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -24,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from agent import __version__
 from agent.api.models import Deploy, DeployList, DeployRequest
 from agent.records import WindowState
+from common.os_words import os_reason
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -128,15 +128,6 @@ def _segment(value: str) -> str:
 def without_password(url: str) -> str:
     """`url` with a `user:password@` shown as `***@`, for quoting it back in a message."""
     return re.sub(r"^([A-Za-z][\w+.-]*://)?[^/@]*@", r"\1***@", url)
-
-
-def _os_reason(error: OSError) -> str:
-    """The system's words for a socket error ("Connection refused"), whichever loop raised
-    it: asyncio words a refused connect "Connect call failed ('127.0.0.1', 8787)"; a name
-    that did not resolve (a resolver's code, no errno) in the resolver's own."""
-    if isinstance(error, OSError) and isinstance(error.errno, int) and error.errno > 0:
-        return os.strerror(error.errno)
-    return error.strerror or str(error) or type(error).__name__
 
 
 def _one_line(text: str, limit: int = 200) -> str:
@@ -379,7 +370,7 @@ class PostflightClient:
         except aiohttp.InvalidURL:
             raise ClientError(f"{self.base_url!r} is not a valid URL") from None
         except aiohttp.ClientConnectorError as exc:
-            reason = _os_reason(exc.os_error)
+            reason = os_reason(exc.os_error)
             raise Unreachable(f"cannot reach the agent at {self.base_url}: {reason}") from None
         except aiohttp.ClientError as exc:
             reason = _one_line(str(exc)) or type(exc).__name__

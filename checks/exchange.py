@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 import socket
 import ssl
 import time
@@ -36,6 +35,7 @@ from checks.wire import (
     Unsupported,
 )
 from common.durations import format_duration
+from common.os_words import os_reason
 from common.samples import Sample, Target
 from common.tracebacks import without_tracebacks
 
@@ -120,13 +120,6 @@ def cannot_connect(host: str | None, port: int | None, exc: OSError) -> str:
     else:
         why = os_reason(exc)
     return f"cannot connect to {host}:{port}: {why}"
-
-
-def os_reason(exc: OSError) -> str:
-    """The system's words for a socket error ("Connection refused"): the same whichever loop
-    and client raised it (asyncio words a refused connect "Connect call failed (address)",
-    uvloop with the system's words)."""
-    return os.strerror(exc.errno) if exc.errno else exc.strerror or str(exc)
 
 
 async def exchange(

@@ -104,8 +104,7 @@ def _duration(text: str, flag: str) -> float:
     """A bound on waiting (`--timeout`, `--request-timeout`): more than nothing. `0s` was
     taken (a request bound of 0.1 s, or `--wait` giving up at once), where a reader may
     have meant "no bound"."""
-    if text.lstrip().startswith("-"):  # `-1` said "a duration must be a finite number"
-        raise UsageError(f"{flag}: {text!r} is negative: give it more than 0s (like 30s or 10m)")
+    _refuse_negative(text, flag, "30s or 10m")  # `-1` said "a duration must be a finite number"
     try:
         seconds = parse_duration(text)
     except ValueError as exc:
@@ -113,6 +112,12 @@ def _duration(text: str, flag: str) -> float:
     if seconds == 0:
         raise UsageError(f"{flag}: {text!r} is no time: give it more than 0s (like 30s or 10m)")
     return seconds
+
+
+def _refuse_negative(text: str, flag: str, like: str) -> None:
+    """A duration flag's value written negative, said as such (`like`: examples to give)."""
+    if text.lstrip().startswith("-"):
+        raise UsageError(f"{flag}: {text!r} is negative: give it more than 0s (like {like})")
 
 
 def _labels(pairs: Sequence[str]) -> dict[str, str]:
@@ -134,10 +139,8 @@ def _given(text: str | None) -> str | None:
 
 
 def _deploy_request(args: argparse.Namespace) -> DeployRequest:
-    if args.window is not None and args.window.lstrip().startswith("-"):  # said "not a duration"
-        raise UsageError(
-            f"--window: {args.window!r} is negative: give it more than 0s (like 10m or 1h)"
-        )
+    if args.window is not None:  # a negative one said "not a duration"
+        _refuse_negative(args.window, "--window", "10m or 1h")
     fields: dict[str, Any] = {
         "environment": args.env,
         "version": args.version,

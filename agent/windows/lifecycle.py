@@ -70,6 +70,7 @@ from checks.base import CheckResult, Sample
 from common.redaction import without_credentials
 from common.times import rfc3339
 from common.tracebacks import drop_cancellation
+from common.words import counted
 
 log = logging.getLogger("postflight.window")
 
@@ -974,7 +975,7 @@ class WindowWatch:
             down,
             "the window ended meanwhile, judged on the rounds it had"
             if now >= self.window.ends_at
-            else f"{passed} slot{'s' if passed != 1 else ''} passed over",
+            else f"{counted(passed, 'slot')} passed over",
         )
 
     def _note_overrun(

@@ -75,6 +75,23 @@ check at open needs. An agent restarted then exited 2, a configuration to fix, a
 stayed down (`tests/store/test_open_read_only.py`)."""
 
 
+def _cut(exc: BaseException) -> bool:
+    """True when `exc` arose from the server giving no answer: a server that cut the
+    connection mid-transaction (a failover, a restart) fails the transaction's exit with
+    asyncpg's InterfaceError ("the underlying connection is closed"), which hides the
+    cut in its context (the cut itself, or asyncpg's "cannot switch to state 11", a
+    pooled connection the server dropped); still an outage to wait out at open, not a
+    configuration to fix."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a chain is short; a cycle must not loop
+        if seen is None:
+            return False
+        if isinstance(seen, (*_NO_ANSWER, asyncpg.exceptions.InternalClientError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _password(url: str) -> str | None:
     try:
         return urlsplit(url).password
@@ -141,8 +158,10 @@ class PostgresStore(SqlStore):
 
     # connection handling -------------------------------------------------------
 
-    def _unavailable(self, exc: BaseException, doing: str) -> NoReturn:
-        """Raise StoreError for `exc`, naming the server and scrubbing the password."""
+    def _unavailable(self, exc: BaseException, doing: str, *, lost: bool = False) -> NoReturn:
+        """Raise StoreError for `exc`, naming the server and scrubbing the password;
+        `StoreUnreachable` (worth waiting for) when the server gave no answer or cut the
+        connection in use (`lost`)."""
         message = str(exc) or type(exc).__name__
         password = _password(self.url)
         leaked = False
@@ -151,7 +170,7 @@ class PostgresStore(SqlStore):
             if secret in message:
                 message = message.replace(secret, "***")
                 leaked = True
-        kind = StoreUnreachable if isinstance(exc, _WAIT_FOR) else StoreError
+        kind = StoreUnreachable if lost or isinstance(exc, _WAIT_FOR) else StoreError
         error = kind(f"{doing} PostgreSQL store at {self.where}: {message}")
         if leaked:
             raise error from None
@@ -205,7 +224,7 @@ class PostgresStore(SqlStore):
             # InterfaceError too, but it is a bug, not an outage: let it show as one
             raise
         except _UNAVAILABLE as exc:
-            self._unavailable(exc, "cannot reach")
+            self._unavailable(exc, "cannot reach", lost=_cut(exc))
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[Connection]:

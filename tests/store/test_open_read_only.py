@@ -43,3 +43,33 @@ async def test_a_start_while_postgresql_is_read_only_waits_and_opens_once_it_tak
         opening.cancel()
         await asyncio.gather(opening, return_exceptions=True)
         await store.close()
+
+
+class _CutDuringSchemaCheck(PostgresStore):
+    """A store whose first schema check loses its connection mid-transaction, as when a
+    failover's `back()` cut the sessions while `open()` ran (CI, stop 43: the agent
+    failed with "cannot call Transaction.__aexit__(): the underlying connection is
+    closed", a StoreError, where it should have waited and opened)."""
+
+    cuts = 1
+
+    async def _migrate(self) -> None:
+        if self.cuts:
+            self.cuts -= 1
+            async with self._tx() as db:
+                await db.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        await super()._migrate()
+
+
+async def test_a_connection_cut_during_the_schema_check_is_waited_out(
+    pg_cluster: PgCluster,
+) -> None:
+    failover = Failover(pg_cluster)
+    await failover.create()
+    store = _CutDuringSchemaCheck(failover.url)
+    try:
+        await asyncio.wait_for(open_when_it_answers(store, asyncio.Event()), 20)
+        assert store.cuts == 0  # the cut happened, and was waited out
+        assert await store.ping()
+    finally:
+        await store.close()

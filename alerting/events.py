@@ -97,7 +97,7 @@ class Alert:
     """For `passed`: every rule was shown within its bound (the sequential policy's default
     `pass_on: evidence`). False (the threshold policy, or `pass_on: no_failure`): it passed
     because no rule failed, and its headline says so, where on-call would read "within
-    bounds" into a rule that had no data."""
+    bounds" into a rule that lacked the evidence."""
 
     @property
     def notify_type(self) -> NotifyType:
@@ -191,8 +191,9 @@ class EventSpec:
 
 PASSED_ON_NO_FAILURE_HEADLINE = (
     "**Deploy passed.** No rule failed through the window (this environment's analysis"
-    " does not ask for evidence of a pass): a rule without the data or the evidence to"
-    " show it within its bound counted as passing; the rules below say which."
+    " does not ask for evidence of a pass): a rule without the evidence to show it within"
+    " its bound counted as passing (one with no data at all would have left the window"
+    " inconclusive); the rules below say which."
 )
 GROUP_HEADLINES: dict[AlertEvent, str] = {
     "breach": "**Rules breached.** The window keeps watching; the policy decides on a rollback.",

@@ -18,7 +18,10 @@ How a rule's evidence is read depends on what its observations carry:
 The judge keeps what every policy shares (a rule's kind, rounds with data, pooled counts, a
 quantile sketch) and hands each usable round to the window's policy, found by name in
 `agent.analysis.policies` (`threshold`, `sequential`, `fixed`, or any registered one). No
-data, NaN or a missing baseline make a rule `inconclusive`; they never fail it.
+data, NaN or a missing baseline make a rule `inconclusive`; they never fail it. A rule with
+no data in any round (its provider down throughout) leaves the window `inconclusive` at its
+end under every policy, `threshold`, `fixed` and `pass_on: no_failure` included: it was not
+judged at all, which is not a pass.
 """
 
 from __future__ import annotations
@@ -210,7 +213,9 @@ class Judge:
         rules = tuple(self._glance_rule(r, state["rules"][r.name], final) for r in self.rules)
         failed = any(g.failed_at is not None for g in rules)
         outcomes = [g.outcome for g in rules]
-        return Glance(_decision(outcomes, failed, final, self.rule_policy.on_evidence), rules)
+        silent = any(g.without_data for g in rules)
+        on_evidence = self.rule_policy.on_evidence
+        return Glance(_decision(outcomes, failed, final, on_evidence, silent), rules)
 
     def _glance_rule(self, rule: Rule, st: State, final: bool) -> RuleGlance:
         if st["with_data"] == 0:
@@ -300,9 +305,14 @@ def _has_counts(obs: Observation) -> bool:
 
 
 def _decision(
-    outcomes: Sequence[RuleOutcome], failed: bool, final: bool, on_evidence: bool
+    outcomes: Sequence[RuleOutcome],
+    failed: bool,
+    final: bool,
+    on_evidence: bool,
+    without_data: bool,
 ) -> WindowDecision:
-    """`_decide`'s decision alone, from the rules' outcomes."""
+    """`_decide`'s decision alone, from the rules' outcomes (`without_data`: a rule had no
+    data in any round)."""
     if failed:
         return "fail"
     if not final:
@@ -310,6 +320,8 @@ def _decision(
     inconclusive = sum(1 for o in outcomes if o == "inconclusive")
     if on_evidence:
         return "pass" if outcomes and not inconclusive else "inconclusive"
+    if without_data:
+        return "inconclusive"
     return "pass" if len(outcomes) > inconclusive else "inconclusive"
 
 
@@ -343,6 +355,16 @@ def _decide(judged: list[Judged], rounds: int, final: bool, on_evidence: bool) -
             f"lacked evidence of a pass: {lacking}",
             verdicts,
         )
+    silent = [j for j in judged if j.without_data]
+    if judgeable and silent:
+        # what did not fail passes, but a rule that never had data (its provider down
+        # throughout) was not judged at all: the contract's inconclusive, never a pass
+        return Verdict(
+            "inconclusive",
+            f"no rule failed over {of_rounds}, but {len(silent)} of {len(verdicts)} had no "
+            f"data in any round: {'; '.join(j.lacking for j in silent)}",
+            verdicts,
+        )
     if judgeable:
         extra = f", {inconclusive} inconclusive" if inconclusive else ""
         return Verdict(
@@ -350,7 +372,8 @@ def _decide(judged: list[Judged], rounds: int, final: bool, on_evidence: bool) -
             f"{judgeable} of {counted(len(verdicts), 'rule')} passed over {of_rounds}{extra}",
             verdicts,
         )
-    return Verdict("inconclusive", f"no rule had data to judge over {of_rounds}", verdicts)
+    named = f": {'; '.join(j.lacking for j in silent)}" if silent else ""
+    return Verdict("inconclusive", f"no rule had data to judge over {of_rounds}{named}", verdicts)
 
 
 def _all_rules(count: int) -> str:

@@ -29,8 +29,11 @@ class Judged:
     failed_at: int | None = None
     reason: str = ""
     lacking: str = ""
-    """Why a rule has no evidence of a pass (pass_on evidence)."""
+    """Why a rule has no evidence of a pass (pass_on evidence), or had no data."""
     at_end: bool = False
+    without_data: bool = False
+    """The rule had no data in any round so far (its provider down throughout, say): at the
+    window's end that leaves the window `inconclusive` under every policy."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,8 @@ class RuleGlance:
     observed: float | None
     evidence: dict[str, Any]
     failed_at: int | None = None
+    without_data: bool = False
+    """As `Judged.without_data`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +74,9 @@ def and_more(more: int) -> str:
 def glance_of(judged: Judged) -> RuleGlance:
     """A worded verdict's glance (policies with no cheaper way to tell their outcome)."""
     v = judged.verdict
-    return RuleGlance(v.name, v.outcome, v.observed, v.evidence, judged.failed_at)
+    return RuleGlance(
+        v.name, v.outcome, v.observed, v.evidence, judged.failed_at, judged.without_data
+    )
 
 
 def rule_glance(
@@ -116,6 +123,7 @@ def no_data(rule: Rule, base: BaselineData | None, st: State) -> Judged:
     return Judged(
         rule_verdict(rule, "inconclusive", None, base, detail, {"reason": why}),
         lacking=f"{rule.name}: no data ({why})",
+        without_data=True,
     )
 
 

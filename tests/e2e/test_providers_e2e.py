@@ -10,9 +10,11 @@ one, `tests.prometheus`) scraping local counters the tests drive, a lane of each
 - a New Relic p95 going 0.2 s → 0.9 s is rolled back;
 - a PromQL 5xx ratio crossing its bound is rolled back;
 - a healthy deploy during which one provider fails (500, 429, hang past the timeout,
-  malformed JSON, 401) passes: no rollback, that provider's rule inconclusive, one
-  `provider_unreachable` alert for that provider in the window, and its failures
-  counted in `postflight_provider_requests_total{result="error"}`.
+  malformed JSON, 401) for the whole window ends `inconclusive` (its rule had no data in
+  any round; it passed on the other rules, under `pass_on: no_failure`): no rollback, that
+  provider's rule inconclusive and named in the end alert, one `provider_unreachable`
+  alert for that provider in the window, and its failures counted in
+  `postflight_provider_requests_total{result="error"}`.
 
 Without the Prometheus binary the tests that need it are skipped with the reason
 (and fail under POSTFLIGHT_REQUIRE_ALL=1, see tests/conftest.py).
@@ -852,12 +854,14 @@ async def assert_fail_soft(outage: Outage, world: World, failing: list[str], kin
     receiver, json_sink = world.receiver, world.sink
     # a provider outage is never a reason to roll back
     assert final["rollback"] is None, final
-    # the window's last alert says how it ended, with the inconclusive rules
-    ending = "deploy passed" if final["state"] == "passed" else "inconclusive"
-    last = (await alert_titled(json_sink, ending)).message
-    assert "inconclusive" in last
-    if final["state"] == "passed":  # on `pass_on: no_failure`, and its headline says so
-        assert last.startswith("**Deploy passed.** No rule failed through the window"), last
+    # a rule without data in any round leaves the window inconclusive, under `pass_on:
+    # no_failure` too (it passed on the other providers' rules), and its last alert names
+    # that rule and why it had none
+    assert final["state"] == "inconclusive", final
+    last = (await alert_titled(json_sink, "inconclusive")).message
+    for provider in failing:
+        assert f"{RULES[provider]}: no data (" in last, last
+    assert titled(json_sink, "deploy passed") == []
     assert receiver.attempts == []
     assert (
         agent.metric("postflight_rollbacks_total", environment="production", result="delivered")
@@ -933,9 +937,11 @@ async def test_a_failing_provider_never_rolls_back_a_healthy_deploy(
     failing: str, kind: str, world: World
 ) -> None:
     outage = await healthy_deploy_during_outage(world, [failing], kind)
-    # the other providers' rules still judge the deploy: it passes
-    assert outage.final["state"] == "passed", outage.final
-    assert outage.final["verdict"]["outcome"] == "pass"
+    # the other providers' rules judged the deploy and did not fail it, but the failing
+    # one's had no data at all: neither passed nor rolled back (it passed, 1 of 3
+    # inconclusive, where the contract says a provider down is inconclusive)
+    assert outage.final["state"] == "inconclusive", outage.final
+    assert outage.final["verdict"]["outcome"] == "inconclusive"
     await assert_fail_soft(outage, world, [failing], kind)
 
 
@@ -960,10 +966,11 @@ async def test_a_provider_down_with_markers_on_is_still_one_alert_per_provider(
     down = ["sentry", "newrelic"]
     outage = await healthy_deploy_during_outage(world, down, "500", markers=True)
     assert outage.final["rollback"] is None and world.receiver.attempts == []
-    assert outage.final["state"] == "passed", outage.final  # on Prometheus' rule alone
+    # Prometheus' rule passed, but two had no data: inconclusive
+    assert outage.final["state"] == "inconclusive", outage.final
     # the markers were tried (Sentry's stops at its project's lookup, a read as well)
     assert any("changeTrackingCreateEvent" in str(r.body) for r in world.newrelic.requests)
-    await alert_titled(world.sink, "deploy passed")
+    await alert_titled(world.sink, "inconclusive")
     for provider in PROVIDERS:
         alerts = titled(world.sink, f"provider {provider} ")
         assert len(alerts) == (1 if provider in down else 0), [a.title for a in alerts]

@@ -5,19 +5,28 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from pathlib import Path
 
 import pytest
 
+from agent.analysis.judge import Judge
+from agent.analysis.observe import observe
 from agent.analysis.types import Observation
 from agent.records import DeployWindow
 from agent.settings_file import load_settings, load_settings_text
 from agent.store.sqlite import SqliteStore
 from agent.windows.evidence import observation_to_dict
 from agent.windows.fingerprint import check_fingerprints
-from agent.windows.foresight import registration_warnings
+from agent.windows.foresight import (
+    background_baseline,
+    baseline_runs,
+    policy_of,
+    registration_warnings,
+)
 from agent.windows.probing import background_burst, background_every
 from checks.registry import build_check
+from common.samples import Sample
 from tests.config.test_validate_config import MINIMAL, with_load_check
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "postflight.example.yaml"
@@ -122,9 +131,9 @@ async def test_the_example_configurations_checks_rules_see_their_bounds(
     production environment can detect its own bound, and show it holds, by the window's end:
     no warning. A 5-minute window gives `health-latency` (p95 max 300ms) 100 latencies, where
     passing on evidence takes about 250: warned that it would end inconclusive; and
-    `probe-errors` (max 5%) ten rounds of 210 probes, which catch an error rate of about
-    10.5%, twice its bound (a round's bet is capped, so ten heavy rounds are ten bets, not
-    2,100 samples' worth): warned."""
+    `probe-errors` (max 5%) ten rounds of 230 samples (210 probes and the login scenario's
+    2 steps 10 times), which catch an error rate of about 10.4%, twice its bound (a round's
+    bet is capped, so ten heavy rounds are ten bets, not 2,300 samples' worth): warned."""
     settings = load_settings(EXAMPLE)
     env = settings.environments["production"]
     prints = check_fingerprints(env)
@@ -156,7 +165,8 @@ async def test_the_example_configurations_checks_rules_see_their_bounds(
     assert [s.split(":")[0] for s in said] == warned, said
     if warned:
         errors, latency = said
-        assert "error_rate 0.105 or more" in errors, errors  # twice its bound of 0.05
+        assert "(230 samples a round)" in errors, errors  # the round's, scenario included
+        assert "error_rate 0.104 or more" in errors, errors  # twice its bound of 0.05
         assert "cannot pass on evidence by the window's end" in latency
         assert "it needs about 250 samples" in latency, said
 
@@ -175,3 +185,57 @@ async def test_the_example_sentry_rule_sees_its_bound_from_about_six_transaction
     await store.create_window(window("dep_1", now - 7200, {"sentry-errors": baseline}), None)
     said = await registration_warnings(store, sentry_only, "production", now, now + env.window)
     assert bool(said) is warned, said
+
+
+SMOKE = """\
+      - name: login-flow
+        type: smoke
+        steps:
+          - {name: login, method: POST, path: /login, expect: {status: 200}}
+          - {name: me, method: GET, path: /me, expect: {status: 200}}
+"""
+
+
+async def test_registration_and_the_windows_progress_say_the_same_can_detect(
+    store: SqliteStore,
+) -> None:
+    """A rule over every check, one of them a smoke scenario (never run between windows):
+    registration sized a round at the background runs' traffic alone (5 health probes)
+    and warned `error_rate 0.0931 or more`, while the window's own round (5 probes and 5
+    runs of the scenario's 2 steps, 15 samples) had its `progress`, and the log at its
+    first round, say `error_rate 0.0516 or more` of the same rule (on a daemon: 5 and 10
+    a round, 0.147 and 0.0999). Registration now counts the scenario's samples as a
+    round runs them, and says the same figure the window does."""
+    text = (
+        MINIMAL.replace("        path: /health\n", "        path: /health\n" + SMOKE)
+        .replace("    interval: 30s\n", "    interval: 30s\n    probes_per_round: 5\n")
+        .replace("        max: 0.05\n", "        max: 0.01\n")
+    )
+    env = load_settings_text(text).environments["production"]
+    prints = check_fingerprints(env)
+    now = 1_800_000_000.0
+    for run in range(120):  # the health check every 30 s for the lookback, all ok
+        summary = {"ok": [1] * 5, "latency": [0.03] * 5}
+        at = now - 3600 + run * 30
+        await store.add_probe_summary("production", "api-health", at, summary, prints["api-health"])
+    ends = now + env.window
+    (said,) = await registration_warnings(store, env, "production", now, ends)
+    registered = re.search(r"\(([\d.]+) samples a round\): (error_rate [\d.]+ or more)", said)
+    assert registered is not None, said
+
+    # the window as the daemon opens it: the same background runs pooled as its baseline,
+    # and a round of every check (5 health probes, 5 scenario runs of 2 steps)
+    rule = env.rules[0].to_rule()
+    periods = (await baseline_runs(store, "production", env, now - env.lookback, now)).periods
+    baseline = background_baseline(rule, periods, env)
+    horizon = math.ceil(env.window / env.interval)
+    judge = Judge([rule], {rule.name: baseline}, policy_of(env), horizon=horizon)
+    round_ = [Sample("api-health", True, 0.03)] * 5 + [Sample("login-flow", True, 0.05)] * 10
+    state = judge.advance(judge.start(), {rule.name: observe(rule, round_, env.interval)})
+    (progress,) = judge.verdict(state, final=False).rules
+    detectable = progress.evidence["detectable"]
+    assert detectable["text"] == f"can detect {registered[2]} by the window's end", (
+        said,
+        detectable,
+    )
+    assert float(registered[1]) == len(round_)

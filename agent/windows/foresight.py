@@ -16,7 +16,7 @@ from agent.analysis.judge import Judge
 from agent.analysis.observe import merge, observe
 from agent.analysis.types import Observation, Policy, Rule
 from agent.records import DeployWindow
-from agent.settings import EnvironmentSettings, RuleSettings
+from agent.settings import CheckSettings, EnvironmentSettings, RuleSettings
 from agent.store.base import Store
 from agent.windows.evidence import observation_from_dict
 from agent.windows.fingerprint import check_fingerprints
@@ -178,12 +178,18 @@ def background_baseline(
 
 
 def round_traffic(rule: Rule, periods: list[list[Sample]], env: EnvironmentSettings) -> float:
-    """Samples a window's round gives a checks rule, from its background runs: each check's
-    mean run, summed over the checks the rule reads. A round runs every check at once (an
-    http check `probes_per_round` times, a load check its whole rate × duration), while a
-    background run is one check: the pooled baseline's samples per period would count a
-    rule over all checks at about one check's traffic. Checks with no background runs
-    (smoke) are not counted, so the figure errs low: a warning too many, never one missed."""
+    """Samples a window's round gives a checks rule: each check's mean background run,
+    summed over the checks the rule reads, and for a smoke scenario (never run between
+    windows) its steps `probes_per_round` times, as a round runs it. A round runs every
+    check at once (an http check `probes_per_round` times, a load check its whole rate ×
+    duration), while a background run is one check: the pooled baseline's samples per
+    period would count a rule over all checks at about one check's traffic. Why the
+    scenarios: left out, registration said what a rule over them can detect at a smaller
+    traffic than the window's rounds give it, and so another figure than the window's
+    `progress` and its log said of the same rule. A check of another kind with no
+    background runs (a plugin's) is not counted, so the figure errs low there: a
+    warning too many, never one missed."""
+    traffic = sum(scenario_traffic(check, env) for check in env.background_checks_of(rule)[0])
     by_check: dict[str, list[list[Sample]]] = {}
     for period in periods:
         split: dict[str, list[Sample]] = {}
@@ -191,12 +197,20 @@ def round_traffic(rule: Rule, periods: list[list[Sample]], env: EnvironmentSetti
             split.setdefault(sample.check, []).append(sample)
         for check, samples in split.items():
             by_check.setdefault(check, []).append(samples)
-    traffic = 0.0
     for runs in by_check.values():
         obs = background_baseline(rule, runs, env)
         if obs.has_data:
             traffic += _size(obs) / max(1, obs.periods)
     return traffic
+
+
+def scenario_traffic(check: CheckSettings, env: EnvironmentSettings) -> float:
+    """Samples a round gives from a smoke scenario: one per step, `probes_per_round` runs
+    (0 for any other check: its traffic is its background runs')."""
+    steps = getattr(check, "steps", None)
+    if check.type != "smoke" or not isinstance(steps, list):
+        return 0.0
+    return float(len(steps) * env.probes_per_round)
 
 
 def policy_of(env: EnvironmentSettings) -> Policy:

@@ -976,6 +976,63 @@ async def test_a_provider_down_with_markers_on_is_still_one_alert_per_provider(
         assert len(alerts) == (1 if provider in down else 0), [a.title for a in alerts]
 
 
+@pytest.mark.parametrize(
+    ("policy", "pass_on"),
+    [("threshold", "evidence"), ("fixed", "evidence"), ("sequential", "evidence")],
+)
+async def test_a_provider_down_the_whole_window_is_inconclusive_under_every_policy(
+    policy: str,
+    pass_on: str,
+    sentry_fake: GrowingSentry,
+    newrelic_fake: FakeNewRelic,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+) -> None:
+    """Sentry answers 500 to everything (baseline and rounds) while New Relic's p95 is
+    healthy. `threshold` and `fixed`, which pass what did not fail, passed the window on
+    New Relic's rule ("1 of 2 rules passed over N rounds, 1 inconclusive"): now the rule
+    that never had data leaves it inconclusive, as the default policy (`sequential`,
+    `pass_on: evidence`) does; counted at the receivers: no rollback, and the end alert
+    names the rule without data and why."""
+    t0 = deploy_second()
+    sentry_fake.fail("500")
+    newrelic_fake.answer(NRQL, [{"percentile.duration": {"95": 0.2}}])
+    agent = await start_agent(
+        environment_yaml(
+            SENTRY_RULE + NEWRELIC_RULE,
+            rollback_url=receiver.url,
+            secret=SECRET,
+            window="3s",
+            interval="250ms",
+            lookback="5s",
+            policy=policy,
+            pass_on=pass_on,
+        ),
+        alerting_yaml(json_sink.url()),
+        providers_yaml(
+            sentry=sentry_fake,
+            newrelic=newrelic_fake,
+            max_attempts=2,
+            budgets={"sentry": ("600ms", "300ms")},
+        ),
+    )
+    deploy = await register(agent, t0, watch_for=2.5)
+    final = await agent.settled(deploy["id"], within=20)
+    assert final["state"] == "inconclusive", final
+    assert final["rollback"] is None and receiver.attempts == []
+    assert (
+        agent.metric("postflight_rollbacks_total", environment="production", result="delivered")
+        == 0
+    )
+    assert rule_of(final, "sentry-errors")["outcome"] == "inconclusive"
+    assert final["verdict"]["reason"].count("sentry-errors: no data (") == 1, final["verdict"]
+    ended = (await alert_titled(json_sink, "inconclusive")).message
+    assert "sentry-errors: no data (" in ended, ended
+    assert titled(json_sink, "deploy passed") == []
+    await alert_titled(json_sink, "provider sentry unreachable")
+
+
 # ----------------------------------- 5. a slow or hung provider keeps the schedule
 
 

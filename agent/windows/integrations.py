@@ -108,6 +108,29 @@ GATE_CLAIM_S = 300.0
 another may; only a replica killed mid-answer ever hits it."""
 
 
+def finishes(release: dict[str, Any], index: int) -> bool:
+    """Whether a pass of stage `index` finishes the Rolling Release: the stage is the
+    final one, or the next is (the last stage is always the full 100%), or Vercel names
+    no stage after it. Read from `activeStage`/`nextStage` (`isFinalStage`), else from
+    `stages`; a release that says neither is advanced, as before."""
+    active = release.get("activeStage")
+    if isinstance(active, dict) and active.get("isFinalStage") is True:
+        return True
+    following = release.get("nextStage")
+    if isinstance(following, dict):
+        return following.get("isFinalStage") is True
+    stages = release.get("stages")
+    if not isinstance(stages, list) or not stages:
+        return "nextStage" in release  # named, and null: there is no next stage
+    after = [s for s in stages if isinstance(s, dict) and s.get("index") == index + 1]
+    if not after:
+        return True
+    indexes = [
+        s["index"] for s in stages if isinstance(s, dict) and isinstance(s.get("index"), int)
+    ]
+    return after[0].get("isFinalStage") is True or after[0]["index"] == max(indexes)
+
+
 def follow_up_lease(rollback: RollbackSettings) -> float:
     """How long one sender holds a `rollback.then` follow-up: its call's worst case (every
     attempt timing out after the longest backoff) and a margin. A claim older than this
@@ -667,9 +690,10 @@ class Integrations:
             "Content-Type": "application/json",
         }
 
-    async def _rolling_release_now(self, window: DeployWindow) -> tuple[int | None, str]:
+    async def _rolling_release_now(self, window: DeployWindow) -> tuple[int | None, bool, str]:
         """The active stage's index of the project's Rolling Release of the window's
-        canary, or (None, why not)."""
+        canary and whether approving it finishes the release (`finishes`), or (None,
+        False, why not)."""
         vercel = self.settings.integrations.vercel
         env = self.settings.environments[window.environment]
         assert vercel is not None and env.sources.vercel
@@ -686,24 +710,26 @@ class Integrations:
         release = (current.data or {}).get("rollingRelease") if current.ok else None
         canary = window.labels.get("vercel.deployment")
         if not isinstance(release, dict) or release.get("state") != "ACTIVE":
-            return None, (
-                current.error or "failed"
-            ) if not current.ok else "no active rolling release"
+            return (
+                None,
+                False,
+                (current.error or "failed") if not current.ok else "no active rolling release",
+            )
         canary_id = (release.get("canaryDeployment") or {}).get("id")
         if canary_id != canary:
-            return None, f"the active rolling release is for {canary_id}, not {canary}"
+            return None, False, f"the active rolling release is for {canary_id}, not {canary}"
         active = release.get("activeStage") or {}
         index = active.get("index") if isinstance(active, dict) else None
         if not isinstance(index, int):
             index = release.get("activeStageIndex", 0)
         if not isinstance(index, int) or isinstance(index, bool):
-            return None, f"the rolling release names no active stage ({index!r})"
-        return index, ""
+            return None, False, f"the rolling release names no active stage ({index!r})"
+        return index, finishes(release, index), ""
 
     async def _note_stage(self, window: DeployWindow) -> None:
         """Keep the stage the window watches on its labels, in the store: whichever
         replica ends the window (a takeover's too) approves that stage only."""
-        index, why = await self._rolling_release_now(window)
+        index, _, why = await self._rolling_release_now(window)
         if index is None:  # approved as the stage then active, as before
             await self.s.store.record_alert(window.id, STAGE_KEY, "failed", why)
             return
@@ -717,7 +743,7 @@ class Integrations:
         project = quote(env.sources.vercel.project, safe="")
         base = f"/v1/projects/{project}/rolling-release"
         canary = window.labels.get("vercel.deployment")
-        index, why = await self._rolling_release_now(window)
+        index, finishing, why = await self._rolling_release_now(window)
         if index is None:
             self._record(window, "vercel:approve-stage", CallResult(False, None, why), "approval")
             return
@@ -732,22 +758,29 @@ class Integrations:
             )
             self._record(window, "vercel:approve-stage", CallResult(False, None, why), "approval")
             return
-        body = {
-            "activeStageIndex": index,
-            "nextStageIndex": index + 1,
-            "canaryDeploymentId": canary,
-        }
+        if finishing:
+            # the stage watched was the last before the full 100%: `complete` finishes
+            # the release (approve-stage only advances it to a stage that exists)
+            path, what = f"{base}/complete", "Rolling Release completion"
+            body: dict[str, Any] = {"canaryDeploymentId": canary}
+        else:
+            path, what = f"{base}/approve-stage", "Rolling Release approval"
+            body = {
+                "activeStageIndex": index,
+                "nextStageIndex": index + 1,
+                "canaryDeploymentId": canary,
+            }
         result = await call(
             self._client(),
             "POST",
-            vercel_url(vercel.api_url, f"{base}/approve-stage", vercel.team_id),
+            vercel_url(vercel.api_url, path, vercel.team_id),
             headers=self._rolling_headers(),
             body=json.dumps(body).encode(),
             timeout_s=vercel.timeout,
             redact=self.redact,
             rate_limit=vercel_rate_limit_wait,
         )
-        self._record(window, "vercel:approve-stage", result, "Rolling Release approval")
+        self._record(window, "vercel:approve-stage", result, what)
 
     # GitHub deployment protection rules ------------------------------------------
 

@@ -20,6 +20,7 @@ from agent.records import DeployWindow, WindowState
 from agent.rollback import rollback_intent
 from agent.store import store_from_url
 from agent.store.base import AlertClaim, Store
+from agent.windows.integrations import finishes
 from agent.windows.lifecycle import FOLLOW_UPS
 from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, RunningAgent, environment
 from tests.e2e.crash import free_port
@@ -447,13 +448,62 @@ async def test_a_pass_approves_only_the_rolling_release_stage_its_window_watched
         labels = (await agent.get(deploy_id))["labels"]
         await asyncio.sleep(0.05)
     assert labels.get("vercel.rolling_stage") == "0", labels
-    fake_vercel.rolling[vc.PROJECT]["activeStage"] = {"index": 1, "targetPercentage": 50}
+    fake_vercel.move_stage(vc.PROJECT, 1)
     assert (await agent.settled(deploy_id))["state"] == "passed"
     # the approval's own look at the release, after the one that noted the stage
     await eventually(lambda: len(fake_vercel.seen("/rolling-release")) >= 2)
     await asyncio.sleep(0.5)
     assert fake_vercel.approvals == []
+    assert fake_vercel.completions == []
     assert fake_vercel.rolling[vc.PROJECT]["activeStage"]["index"] == 1
+
+
+async def test_a_pass_at_the_last_stage_before_100_percent_completes_the_rolling_release(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    """The window watched the last stage that waits for approval (50%; the next one is
+    the final 100%): its pass finishes the release with `rolling-release/complete`
+    (`{"canaryDeploymentId"}`), as the reference has it ("complete finishes it"), where
+    it sent `approve-stage` towards the final stage."""
+    agent = await start_agent(
+        environments(flip_target, window="1500ms", rolling_release=True),
+        extra=integrations(fake_github, fake_vercel),
+    )
+    fake_vercel.start_rolling_release(vc.PROJECT, canary=vc.NEW, stages=2)
+    status, opened = await vercel_hook(agent, vc.event(event_id="rr-last", deployment=vc.NEW))
+    assert status == 202
+    assert (await agent.settled(opened["deploy"]["id"]))["state"] == "passed"
+    await eventually(lambda: len(fake_vercel.completions) == 1)
+    assert fake_vercel.completions == [{"canaryDeploymentId": vc.NEW}]
+    assert fake_vercel.approvals == []
+    assert fake_vercel.rolling[vc.PROJECT]["state"] == "COMPLETE"
+
+
+@pytest.mark.parametrize(
+    ("release", "index", "expected"),
+    [
+        # Vercel's document: activeStage / nextStage with isFinalStage
+        ({"activeStage": {"index": 0}, "nextStage": {"index": 1, "isFinalStage": False}}, 0, False),
+        ({"activeStage": {"index": 1}, "nextStage": {"index": 2, "isFinalStage": True}}, 1, True),
+        ({"activeStage": {"index": 2, "isFinalStage": True}, "nextStage": None}, 2, True),
+        ({"activeStage": {"index": 1}, "nextStage": None}, 1, True),
+        # stages alone: the last one is the final 100%
+        ({"stages": [{"index": 0}, {"index": 1}, {"index": 2}]}, 0, False),
+        ({"stages": [{"index": 0}, {"index": 1}, {"index": 2}]}, 1, True),
+        ({"stages": [{"index": 0}, {"index": 1}]}, 1, True),
+        # says nothing of its stages: advanced, as before
+        ({"activeStageIndex": 0}, 0, False),
+    ],
+)
+def test_which_rolling_release_stage_a_pass_finishes(
+    release: dict[str, Any], index: int, expected: bool
+) -> None:
+    """A pass of the last stage before 100% (or of a stage with none after it) calls
+    `complete`; approve-stage with `nextStageIndex` past the last stage names no stage."""
+    assert finishes(release, index) is expected
 
 
 async def test_a_rate_limited_rolling_release_approval_waits_for_vercels_reset(

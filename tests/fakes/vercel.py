@@ -2,7 +2,7 @@
 
 Checks what Vercel checks: `Authorization: Bearer <token>` (403 with Vercel's error
 shape otherwise), `?teamId=` when the fake is a team's, the path, the known project
-and deployment (404), and the approve-stage body. Answers with the documented shapes
+and deployment (404), and the approve-stage and complete bodies. Answers with the documented shapes
 (reference/seed-stack-apis.md): instant rollback → 201, project → `targets.production`,
 rolling release → `{"rollingRelease": …}`. `accepted` lists every rollback it acted on,
 duplicates included: the truth a test counts. Misbehaves on demand (see `_server`).
@@ -49,6 +49,8 @@ class FakeVercel(FakeServer):
         self.accepted: list[dict[str, Any]] = []
         """Every rollback acted on (201), duplicates included."""
         self.approvals: list[dict[str, Any]] = []
+        self.completions: list[dict[str, Any]] = []
+        """Every `rolling-release/complete` acted on."""
         self.rolling: dict[str, dict[str, Any]] = {}
         self.listed: dict[str, list[dict[str, Any]]] = {
             PROJECT: [listed_deployment(NEW, 1764460800000), listed_deployment(OLD, 1764374400000)]
@@ -56,16 +58,40 @@ class FakeVercel(FakeServer):
         """Each project's production deployments, newest first, as `GET /v6/deployments`
         lists them."""
 
-    def start_rolling_release(self, project: str, canary: str, stages: int = 3) -> None:
+    def start_rolling_release(
+        self, project: str, canary: str, stages: int = 3, *, active: int = 0
+    ) -> None:
+        """An ACTIVE release of `canary` at stage `active`, in Vercel's document shape:
+        `stages` (the last one 100%, `isFinalStage`), `activeStage`, `nextStage`."""
+        percentages = (10, 50, 100)[-stages:]
         self.rolling[project] = {
             "state": "ACTIVE",
             "currentDeployment": {"id": self.production.get(project)},
             "canaryDeployment": {"id": canary},
-            "activeStage": {"index": 0, "targetPercentage": 10},
-            "stages": [{"index": i, "targetPercentage": p} for i, p in enumerate((10, 50, 100))][
-                :stages
+            "advancementType": "manual-approval",
+            "stages": [
+                {
+                    "index": i,
+                    "isFinalStage": i == len(percentages) - 1,
+                    "targetPercentage": p,
+                    "requireApproval": i < len(percentages) - 1,
+                    "duration": None,
+                }
+                for i, p in enumerate(percentages)
             ],
         }
+        self.move_stage(project, active)
+
+    def move_stage(self, project: str, index: int) -> None:
+        """The release's active stage becomes `index` (by hand, or on its own); reaching
+        the final stage completes it, as Vercel does."""
+        release = self.rolling[project]
+        stages = release["stages"]
+        release["activeStageIndex"] = index
+        release["activeStage"] = dict(stages[index])
+        release["nextStage"] = dict(stages[index + 1]) if index + 1 < len(stages) else None
+        if stages[index]["isFinalStage"]:
+            release["state"] = "COMPLETE"
 
     def failure_response(self, failure: Failure, request: web.Request) -> web.StreamResponse:
         """Vercel's error shape (`{"error": {"code", "message"}}`) for any status; its rate
@@ -100,6 +126,7 @@ class FakeVercel(FakeServer):
         app.router.add_get("/v6/deployments", self.list_deployments)
         app.router.add_get("/v1/projects/{project}/rolling-release", self.rolling_release)
         app.router.add_post("/v1/projects/{project}/rolling-release/approve-stage", self.approve)
+        app.router.add_post("/v1/projects/{project}/rolling-release/complete", self.complete)
         app.router.add_get("/_fake/accepted", self._control_accepted)
 
     def _denied(self, request: web.Request) -> web.Response | None:
@@ -193,11 +220,15 @@ class FakeVercel(FakeServer):
         )
 
     async def approve(self, request: web.Request) -> web.Response:
+        """`approve-stage` advances an ACTIVE release of that canary from its active stage
+        to the next one that exists: `activeStageIndex` (when sent) must be the active
+        stage, `nextStageIndex` the one after it; past the last stage there is none."""
         denied = self._denied(request)
         if denied is not None:
             return denied
         body = request[BODY]
-        release = self.rolling.get(request.match_info["project"])
+        project = request.match_info["project"]
+        release = self.rolling.get(project)
         if (
             not isinstance(body, dict)
             or not isinstance(body.get("nextStageIndex"), int)
@@ -208,10 +239,31 @@ class FakeVercel(FakeServer):
             return _error(400, "bad_request", "No active rolling release")
         if body["canaryDeploymentId"] != release["canaryDeployment"]["id"]:
             return _error(400, "bad_request", "canaryDeploymentId does not match")
-        if body["nextStageIndex"] != release["activeStage"]["index"] + 1:
+        active = release["activeStage"]["index"]
+        if "activeStageIndex" in body and body["activeStageIndex"] != active:
+            return _error(400, "bad_request", "activeStageIndex is not the active stage")
+        if body["nextStageIndex"] != active + 1 or active + 1 >= len(release["stages"]):
             return _error(400, "bad_request", "nextStageIndex must be the next stage")
-        release["activeStage"] = {"index": body["nextStageIndex"]}
+        self.move_stage(project, body["nextStageIndex"])
         self.approvals.append(body)
+        return web.json_response({"rollingRelease": release})
+
+    async def complete(self, request: web.Request) -> web.Response:
+        """`complete` finishes an ACTIVE release of that canary: 100% of traffic to it."""
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        body = request[BODY]
+        release = self.rolling.get(request.match_info["project"])
+        if not isinstance(body, dict) or not isinstance(body.get("canaryDeploymentId"), str):
+            return _error(400, "bad_request", "canaryDeploymentId is required")
+        if release is None or release["state"] != "ACTIVE":
+            return _error(400, "bad_request", "No active rolling release")
+        if body["canaryDeploymentId"] != release["canaryDeployment"]["id"]:
+            return _error(400, "bad_request", "canaryDeploymentId does not match")
+        release["state"] = "COMPLETE"
+        self.production[request.match_info["project"]] = body["canaryDeploymentId"]
+        self.completions.append(body)
         return web.json_response({"rollingRelease": release})
 
     async def _control_accepted(self, request: web.Request) -> web.Response:

@@ -121,6 +121,13 @@ def vercel_url(api_url: str, path: str, team_id: str | None, **query: str) -> st
     return url + ("?" + urlencode(params) if params else "")
 
 
+FALLBACK = (
+    "; asked as a fallback (GET /v6/deployments, outside the API the reference documents)"
+    " since neither the deploy event (meta.previousDeploymentId) nor an earlier window of"
+    " the environment named it: name it with the label vercel.previous"
+)
+"""Why a look-up failure came from the list at all, and the way round it: an on-call
+reading "HTTP 403" from an endpoint they never configured learns where it came from."""
 PRODUCTION_LISTED = 20
 """How many of the project's newest production deployments a look-up reads: the deploy's
 own is among them unless that many were made since, and the one before it too."""
@@ -182,13 +189,13 @@ async def look_up_previous(
         rate_limit=vercel_rate_limit_wait,
     )
     if not result.ok:
-        return None, f"Vercel's list of production deployments: {result.error}"
+        return None, f"Vercel's list of production deployments: {result.error}{FALLBACK}"
     listed = result.data.get("deployments") if isinstance(result.data, dict) else None
     previous = previous_in_list(listed, deployment)
     if previous is None:
         return None, (
             f"Vercel lists no READY production deployment before {deployment} among the"
-            f" project's {PRODUCTION_LISTED} newest"
+            f" project's {PRODUCTION_LISTED} newest{FALLBACK}"
         )
     return previous, ""
 

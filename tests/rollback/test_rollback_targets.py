@@ -166,6 +166,9 @@ async def test_no_previous_deployment_anywhere_fails_at_once_saying_why(
     assert done.state == "failed"
     error = done.last_error or ""
     assert "vercel.previous" in error
+    # where the look-up came from, that it is a fallback, and the way round it
+    assert "asked as a fallback (GET /v6/deployments" in error, error
+    assert "meta.previousDeploymentId" in error and "label vercel.previous" in error, error
     if listed == "vercel_refuses":
         assert "Vercel's list of production deployments: HTTP 403" in error
     else:

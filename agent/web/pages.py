@@ -62,7 +62,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 _DEPLOY_ID = re.compile(DEPLOY_ID_PATTERN)
-ASSETS = {"page.css": "text/css", "page.js": "text/javascript"}
+ASSETS = {"page.css": "text/css", "page.js": "text/javascript", "favicon.svg": "image/svg+xml"}
 
 
 @functools.cache

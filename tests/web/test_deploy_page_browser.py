@@ -227,6 +227,27 @@ async def test_signed_view_link_opens_the_page_in_the_browser(
     await agent.cancel(deploy["id"])
 
 
+async def test_a_browser_viewing_the_page_logs_no_error(
+    journey_agent: JourneyAgent,
+    browser: Any,
+) -> None:
+    """A browser asks for the site's icon by itself: `/favicon.ico` answered 404, an
+    error in the console of every page view. The pages name their icon, served beside
+    the page's other assets (the CSP allows no `data:` image)."""
+    agent = await journey_agent()
+    deploy = await agent.register("production", "v9")
+    page = await browser.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await page.goto(deploy["links"]["page"])
+    await page.wait_for_load_state("networkidle")
+    assert errors == []
+    icon = await page.goto(f"{agent.url}/deploys/static/favicon.svg")
+    assert icon.status == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    await agent.cancel(deploy["id"])
+
+
 async def test_the_page_reconnects_after_a_dropped_stream_from_its_last_event(
     journey_agent: JourneyAgent, browser: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -177,6 +177,8 @@ async def github_hook(request: web.Request) -> web.StreamResponse:
         return web.json_response(
             {"gate": "pending", "environment": decision.environment}, status=202
         )
+    if isinstance(decision, ev.OpenWindow) and decision.event_key is not None:
+        delivery = decision.event_key  # signed, where the GUID is not: a replay is one
     return await _act(request, "github", decision, f"{KEY_PREFIX}github:{delivery}")
 
 

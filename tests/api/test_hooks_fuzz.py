@@ -263,6 +263,34 @@ def test_a_github_delivery_without_its_guid_opens_one_window_keyed_by_its_body(
         assert api.windows() == 2
 
 
+def test_a_github_event_replayed_under_a_new_guid_opens_no_second_window(
+    tmp_path: Path,
+) -> None:
+    """GitHub signs the body, not `X-GitHub-Delivery`: a captured `success` resent under
+    a fresh GUID passed as a new event, and once its window had ended opened another on
+    the old sha (superseding whatever was watched). The status's own id, in the signed
+    body, keys it: the same status is one event, however its GUID reads; another status
+    of the deployment (a re-run) is another event."""
+    with hook_api(tmp_path) as api:
+        body = gh.deployment_status()
+        headers = {
+            "X-Hub-Signature-256": gh.signature(GH_SECRET, body),
+            "X-GitHub-Event": "deployment_status",
+            "X-GitHub-Delivery": "guid-1",
+        }
+        assert api.post("/v1/hooks/github", body, headers) == 202
+        (window,) = api.run(api.store.list_windows(limit=10)).items
+        api.run(api.store.cancel_window(window.id, window.deployed_at + 1))
+        assert api.post("/v1/hooks/github", body, {**headers, "X-GitHub-Delivery": "guid-2"}) == 202
+        assert api.windows() == 1
+        rerun = json.loads(body)
+        rerun["deployment_status"]["id"] += 1
+        other = json.dumps(rerun).encode()
+        headers = {**headers, "X-Hub-Signature-256": gh.signature(GH_SECRET, other)}
+        assert api.post("/v1/hooks/github", other, {**headers, "X-GitHub-Delivery": "g3"}) == 202
+        assert api.windows() == 2
+
+
 def test_a_vercel_event_without_its_id_opens_one_window_keyed_by_its_body(
     tmp_path: Path,
 ) -> None:

@@ -232,12 +232,19 @@ def deployment_status(
     environment: str = "Production",
     repository: str = REPOSITORY,
     deployment_id: int = DEPLOYMENT_ID,
+    status_id: int | None = None,
 ) -> bytes:
+    """A `deployment_status` delivery's body. Its status `id` is GitHub's for each status
+    created, so one per (deployment, state, sha, environment, repository) unless given:
+    the same call is the same event (its redelivery), another call another status."""
+    if status_id is None:
+        named = f"{repository}|{deployment_id}|{environment}|{sha}|{state}".encode()
+        status_id = int(hashlib.sha256(named).hexdigest()[:10], 16)
     return json.dumps(
         {
             "action": "created",
             "deployment_status": {
-                "id": 7,
+                "id": status_id,
                 "state": state,
                 "environment": environment,
                 "environment_url": "https://web-new.vercel.app",

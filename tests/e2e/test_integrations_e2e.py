@@ -190,6 +190,9 @@ async def test_signed_vercel_event_opens_a_window_and_a_regression_rolls_back_on
     assert [a["deployment"] for a in fake_vercel.accepted] == [vc.OLD]
     assert fake_vercel.production[vc.PROJECT] == vc.OLD
     assert len([w for w in await windows(agent) if w["version"] == SHA]) == 1
+    # Vercel's list (GET /v6/deployments, outside the reference) is a fallback only: NEW's
+    # previous came from the earlier window; at most OLD's own window asked it
+    assert len(fake_vercel.seen("/v6/deployments")) <= 1
 
 
 async def test_a_fresh_agents_first_vercel_window_rolls_back_to_what_vercel_lists_before_it(

@@ -177,8 +177,12 @@ async def github_hook(request: web.Request) -> web.StreamResponse:
         return web.json_response(
             {"gate": "pending", "environment": decision.environment}, status=202
         )
-    if isinstance(decision, ev.OpenWindow) and decision.event_key is not None:
-        delivery = decision.event_key  # signed, where the GUID is not: a replay is one
+    if isinstance(decision, ev.OpenWindow):
+        # GitHub signs the body, not the GUID: a captured delivery resent under a fresh
+        # GUID is the same signed bytes, one window; any other status (another id, sha,
+        # environment, a re-run's) is another body, another event, even where a script
+        # reuses one status id
+        delivery = _body_key(raw)
     return await _act(request, "github", decision, f"{KEY_PREFIX}github:{delivery}")
 
 

@@ -69,10 +69,6 @@ class OpenWindow:
     """The label naming the provider's deployment: while a window of the environment
     carrying it is watched, the event answers with that window and opens nothing (Vercel
     sends `deployment.succeeded` then `deployment.promoted` for one production deploy)."""
-    event_key: str | None = None
-    """What keys the event when its signed body names it (a GitHub deployment status's
-    own `id`): GitHub signs the body, not `X-GitHub-Delivery`, so a captured delivery
-    resent under a fresh GUID is still the same event (one window)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,18 +159,12 @@ def _github_deployment_status(settings: Settings, document: dict[str, Any]) -> O
     url = status.get("environment_url") or status.get("target_url")
     if isinstance(url, str) and url:
         labels["github.environment_url"] = url[:256]
-    status_id = status.get("id")
     return OpenWindow(
         environment=name,
         version=sha,
         commit=sha,
         labels=labels,
         deployment_label="github.deployment" if deployment_id is not None else None,
-        event_key=(
-            f"status:{status_id}"
-            if isinstance(status_id, int) and not isinstance(status_id, bool)
-            else None
-        ),
     )
 
 

@@ -268,9 +268,10 @@ def test_a_github_event_replayed_under_a_new_guid_opens_no_second_window(
 ) -> None:
     """GitHub signs the body, not `X-GitHub-Delivery`: a captured `success` resent under
     a fresh GUID passed as a new event, and once its window had ended opened another on
-    the old sha (superseding whatever was watched). The status's own id, in the signed
-    body, keys it: the same status is one event, however its GUID reads; another status
-    of the deployment (a re-run) is another event."""
+    the old sha (superseding whatever was watched). The signed body keys it: the same
+    status is one event, however its GUID reads; another status of the deployment (a
+    re-run) is another event, and so is another deployment under a reused status id (a
+    script's fixture), which a key of the status id alone took for a replay."""
     with hook_api(tmp_path) as api:
         body = gh.deployment_status()
         headers = {
@@ -289,6 +290,13 @@ def test_a_github_event_replayed_under_a_new_guid_opens_no_second_window(
         headers = {**headers, "X-Hub-Signature-256": gh.signature(GH_SECRET, other)}
         assert api.post("/v1/hooks/github", other, {**headers, "X-GitHub-Delivery": "g3"}) == 202
         assert api.windows() == 2
+        reused = json.loads(body)
+        reused["deployment"]["sha"] = "f" * 40
+        reused["deployment"]["id"] += 1
+        third = json.dumps(reused).encode()
+        headers = {**headers, "X-Hub-Signature-256": gh.signature(GH_SECRET, third)}
+        assert api.post("/v1/hooks/github", third, {**headers, "X-GitHub-Delivery": "g4"}) == 202
+        assert api.windows() == 3
 
 
 def test_a_vercel_event_without_its_id_opens_one_window_keyed_by_its_body(

@@ -29,7 +29,6 @@ from agent.api.models import LIST_LIMIT_MAX, Deploy, DeployRequest
 from agent.cli.exits import (
     EXIT_FAILED,
     EXIT_INCONCLUSIVE,
-    EXIT_INTERRUPTED,
     EXIT_PASSED,
     EXIT_USAGE,
 )
@@ -165,6 +164,15 @@ def _deploy_request(args: argparse.Namespace) -> DeployRequest:
 def _fail(command: str, message: str) -> int:
     print(f"postflight {command}: {message}", file=sys.stderr)
     return EXIT_USAGE
+
+
+def said_stopped(exc: KeyboardInterrupt, command: str, left: str) -> int:
+    """A client command a signal stopped while it waited on the agent says so, with what was
+    `left`, and exits 143, 129 or 130: SIGTERM (a pipeline's job cancelled) and SIGHUP ended
+    it silently (-15, -1), the log saying nothing of what was asked."""
+    word, code = stopped_by(exc)
+    print(f"\npostflight {command}: {word} before the agent answered: {left}", file=sys.stderr)
+    return code
 
 
 def _exit_for(state: str) -> int:
@@ -366,9 +374,10 @@ def status_command(args: argparse.Namespace) -> int:
     except UsageError as exc:
         return _fail("status", str(exc))
     try:
-        return asyncio.run(_status(args, url, token, request_timeout, limit))
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        with stops_as_interrupt():
+            return asyncio.run(_status(args, url, token, request_timeout, limit))
+    except KeyboardInterrupt as exc:
+        return said_stopped(exc, "status", "nothing shown")
     except ApiError as exc:
         if exc.status == 404 and args.id and exc.from_agent and not exc.field_errors:
             return _fail("status", f"no deploy {args.id}")

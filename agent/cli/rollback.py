@@ -10,8 +10,9 @@ import argparse
 import asyncio
 import sys
 
-from agent.cli.commands import UsageError, _connection
+from agent.cli.commands import UsageError, _connection, said_stopped
 from agent.cli.exits import EXIT_USAGE
+from agent.cli.stop_signals import stops_as_interrupt
 from agent.client import ApiError, ClientError, PostflightClient
 from common.redaction import visible
 
@@ -40,7 +41,14 @@ def rollback_command(args: argparse.Namespace) -> int:
         return EXIT_ACCEPTED
 
     try:
-        return asyncio.run(ask())
+        with stops_as_interrupt():
+            return asyncio.run(ask())
+    except KeyboardInterrupt as exc:  # the request may have reached the agent: said
+        left = (
+            f"the rollback of {args.id} may or may not have been requested"
+            f" (postflight status {args.id} says)"
+        )
+        return said_stopped(exc, "rollback", left)
     except ApiError as exc:
         print(f"postflight rollback: {exc}", file=sys.stderr)
         return EXIT_REFUSED if exc.status == 409 else EXIT_USAGE

@@ -1294,3 +1294,58 @@ def test_rollback_of_a_dry_run_environment_says_the_webhook_was_not_called(
         server.server_close()
     out = capsys.readouterr().out
     assert "accepted: skipped (dry run: the webhook was not called)" in out, out
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("sig", "word", "code"),
+    [
+        (signal.SIGTERM, "terminated", 143),
+        (signal.SIGHUP, "hung up", 129),
+        (signal.SIGINT, "interrupted", 130),
+    ],
+    ids=["SIGTERM", "SIGHUP", "SIGINT"],
+)
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (["status"], "postflight status: {word} before the agent answered: nothing shown"),
+        (
+            ["rollback", "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ", "--reason", "bad"],
+            "postflight rollback: {word} before the agent answered: the rollback of"
+            " dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ may or may not have been requested"
+            " (postflight status dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ says)",
+        ),
+    ],
+    ids=["status", "rollback"],
+)
+def test_status_and_rollback_stopped_by_a_signal_say_so(
+    command: list[str], said: str, sig: signal.Signals, word: str, code: int
+) -> None:
+    """`status` and `rollback` waiting on a slow agent, stopped by SIGTERM (a pipeline's job
+    cancelled) or SIGHUP (the session closed), ended silently, -15 or -1, and CTRL-C with a
+    bare 130: a rollback's log said nothing of whether it was asked. Each says it was
+    stopped and exits 128 + the signal, as `register --wait` and `check` do."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # answers nothing
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("POSTFLIGHT")}
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+        argv = [sys.executable, "-m", "agent", *command, "--url", url, "--token", TOKEN]
+        inherited = signal.signal(signal.SIGINT, signal.default_int_handler)  # see above
+        try:
+            cli = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        finally:
+            signal.signal(signal.SIGINT, inherited)
+        try:
+            listener.settimeout(30)
+            connection, _ = listener.accept()
+            with connection:
+                connection.settimeout(30)
+                assert connection.recv(65536)  # the request is out: the CLI waits on us
+                cli.send_signal(sig)
+                out, err = cli.communicate(timeout=30)
+        finally:
+            cli.kill()
+    assert cli.returncode == code, err
+    assert err.decode().strip() == said.format(word=word)
+    assert out == b""

@@ -20,6 +20,7 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 from aiohttp import web
 from prometheus_client import Gauge
@@ -118,8 +119,18 @@ async def open_when_it_answers(
 def replica_id() -> str:
     """Who holds a window's lease. Stable across restarts on one host, so a restarted
     agent resumes its windows at once; set POSTFLIGHT_REPLICA_ID for several replicas
-    on one host."""
+    on one host (a second agent under a live one's id is refused at start: see
+    `HoldsReplicaId`)."""
     return os.environ.get("POSTFLIGHT_REPLICA_ID") or socket.gethostname()
+
+
+@runtime_checkable
+class HoldsReplicaId(Protocol):
+    """A store shared by replicas (PostgreSQL): the agent holds its replica id there for
+    its life, and its start fails (`postflight run` exits 2, saying which agent holds it)
+    while another live agent holds the same id."""
+
+    async def hold_replica_id(self, replica_id: str) -> None: ...
 
 
 def build_app(
@@ -143,7 +154,9 @@ def build_app(
     app[SETTINGS] = settings
     feed = DeployFeed()
     app[FEED] = feed
-    app[STORE] = feed_store(store or store_from_url(settings.store.url), feed)
+    shared = store or store_from_url(settings.store.url)
+    owner = owner or replica_id()
+    app[STORE] = feed_store(shared, feed)
     app[METRICS] = metrics or Metrics()
     app[METRICS].expect(
         settings.environments,
@@ -159,6 +172,12 @@ def build_app(
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         init_sentry(redact, environ)
         await open_when_it_answers(app[STORE], app.get(STOPPING), app.get(WAITING))
+        if isinstance(shared, HoldsReplicaId):  # else one agent has the store
+            try:
+                await shared.hold_replica_id(owner)
+            except BaseException:
+                await app[STORE].close()
+                raise
         app[METRICS].store_up.set(1)  # 0 until now, the wait at start included
         yield
         closing = asyncio.create_task(app[STORE].close(), name="closing the store")
@@ -171,7 +190,6 @@ def build_app(
         redact=redact,
         metrics=app[METRICS],
     )
-    owner = owner or replica_id()
     delivery = RollbackDelivery(
         app[STORE],
         app[METRICS],

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import os
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -29,7 +30,7 @@ import asyncpg  # type: ignore[import-untyped]
 
 from agent.store.base import Conflict, StoreError, StoreUnreachable
 from agent.store.location import describe_url
-from agent.store.sql import SCHEMA_VERSION, Connection, SqlStore
+from agent.store.sql import LOCK_REPLICA, SCHEMA_VERSION, Connection, SqlStore
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore", "describe_url"]
 
@@ -54,6 +55,20 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     # refused was left pending as a bug's, and sent again once resumed
     asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
+
+
+class ReplicaIdInUse(StoreError):
+    """Another live agent holds this agent's replica id on the shared store."""
+
+
+_HOLDER = """
+SELECT a.application_name, a.client_addr, a.backend_start
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+  AND l.classid = $1::bigint AND l.objid = hashtext($2)::bigint & 4294967295
+LIMIT 1
+"""
+"""Who holds a replica id's lock (`pg_locks` gives a two-key lock's keys as oids)."""
 
 
 _NO_ANSWER: tuple[type[BaseException], ...] = (
@@ -151,6 +166,7 @@ class PostgresStore(SqlStore):
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
         self._pool: Any = None  # asyncpg.Pool (asyncpg ships no type information)
+        self._replica: Any = None  # asyncpg.Connection holding our replica id's lock
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -195,7 +211,57 @@ class PostgresStore(SqlStore):
             await self.close()
             self._unavailable(exc, "cannot open")
 
+    async def hold_replica_id(self, replica_id: str) -> None:
+        """Hold `replica_id` for this process's life (until `close`), or raise
+        `ReplicaIdInUse` naming the live agent that holds it: two agents under one id (two
+        on a host, neither given POSTFLIGHT_REPLICA_ID, both named by the hostname) each
+        took the other's leases as its own, and both watched a window or sent its
+        rollback. A session advisory lock on a connection of its own: it ends with the
+        holder's session, at once when its process dies; the server's keepalives end the
+        session of a holder whose host went down within about 25 s."""
+        if self._replica is not None:
+            return
+        where = f"{replica_id} pid {os.getpid()}"
+        try:
+            conn = await asyncpg.connect(
+                self.url,
+                timeout=self.connect_timeout,
+                server_settings={
+                    "application_name": f"postflight {where}"[:63],
+                    "tcp_keepalives_idle": "10",
+                    "tcp_keepalives_interval": "5",
+                    "tcp_keepalives_count": "3",
+                },
+            )
+        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+            self._unavailable(exc, "cannot reach")
+        try:
+            held = await conn.fetchval(
+                "SELECT pg_try_advisory_lock($1, hashtext($2))", LOCK_REPLICA, replica_id
+            )
+            holder = None if held else await conn.fetchrow(_HOLDER, LOCK_REPLICA, replica_id)
+        except BaseException:
+            conn.terminate()
+            raise
+        if held:
+            self._replica = conn
+            return
+        await conn.close()
+        by = ""
+        if holder is not None:
+            by = f" ({holder['application_name'] or 'a session'}"
+            by += f" from {holder['client_addr']}" if holder["client_addr"] else ""
+            by += f", since {holder['backend_start']:%Y-%m-%d %H:%M:%S %Z})"
+        raise ReplicaIdInUse(
+            f"replica id {replica_id!r} is held by another live agent on the PostgreSQL"
+            f" store at {self.where}{by}: give each agent on one host a name of its own"
+            " with POSTFLIGHT_REPLICA_ID"
+        )
+
     async def close(self) -> None:
+        replica, self._replica = self._replica, None
+        if replica is not None:
+            replica.terminate()  # the lock ends with the session
         pool, self._pool = self._pool, None
         if pool is None:
             return

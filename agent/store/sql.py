@@ -196,6 +196,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # with another application's on a shared server.
 LOCK_MIGRATE = 0x5046_0001  # "PF" 1: one replica migrates at a time
 LOCK_ENVIRONMENT = 0x5046_0002  # "PF" 2: create_window per environment
+LOCK_REPLICA = 0x5046_0003  # "PF" 3: a replica id, held by one live agent at a time
 
 WINDOWS_PER_QUERY = 500
 """Ids bound in one `get_windows` query (SQLite allows 32,766 variables, PostgreSQL 65,535)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -170,3 +172,29 @@ async def test_replicas_probe_an_environment_between_windows_once_not_once_each(
     )
     assert probes["replica-a"] == stopped, probes
     await second.stop()
+
+
+async def test_a_second_agent_under_a_live_agents_replica_id_is_refused_at_start(
+    start_agent: AgentFactory, flip_target: FlipTarget, pg_url: str
+) -> None:
+    """Two agents on one host, neither given POSTFLIGHT_REPLICA_ID, were both named by the
+    hostname: each took the other's leases as its own, so both watched a window (and could
+    both send its rollback). The second is refused at start, saying who holds the id and
+    what to set; once the first has stopped, an agent under its id (its restart) starts."""
+    from agent.store.postgres import ReplicaIdInUse
+
+    store = f"url: {pg_url}\n  lease: 1s"
+    env = environment("production", flip_target.url, window="6s", background_interval="1h")
+    first = await start_agent(env, store=store)  # no owner: the hostname, as by default
+    with pytest.raises(ReplicaIdInUse) as refused:
+        await start_agent(env, store=store)
+    said = str(refused.value)
+    assert f"replica id {socket.gethostname()!r} is held by another live agent" in said
+    assert f"postflight {socket.gethostname()} pid {os.getpid()}" in said  # the holder
+    assert "POSTFLIGHT_REPLICA_ID" in said
+    other = await start_agent(env, store=store, owner="replica-b")  # a name of its own
+    await first.stop()
+    restarted = await start_agent(env, store=store)
+    deploy = await restarted.register("production", "v-after")
+    assert deploy["state"] == "watching"
+    await other.stop()

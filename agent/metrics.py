@@ -145,15 +145,18 @@ class Metrics:
         )
         self.rollbacks_total = Counter(
             "postflight_rollbacks_total",
-            "Rollback requests finished, by result: delivered (the webhook took one), failed"
+            "Rollback requests finished, to the environment's target (its webhook, Vercel or"
+            " a GitHub workflow dispatch), by result: delivered (the target took one), failed"
             " (its attempts ran out or were refused).",
             ["environment", "result"],
             registry=r,
         )
         self.rollback_attempts_total = Counter(
             "postflight_rollback_attempts_total",
-            "Rollback webhook attempts, by result: delivered (a 2xx), retryable (no answer, a"
-            " 5xx or 429: tried again), rejected (another 4xx or a redirect: not tried again).",
+            "Rollback attempts to the environment's target (its webhook, Vercel or a GitHub"
+            " workflow dispatch), by result: delivered (a 2xx), retryable (no answer, a 5xx,"
+            " 408, 429 or a rate limit: tried again), rejected (another 4xx or a redirect: not"
+            " tried again).",
             ["environment", "result"],
             registry=r,
         )

@@ -105,3 +105,19 @@ def test_each_loops_gauge_says_what_stops_with_it() -> None:
         assert "deploys go unwatched" not in helps[name], helps[name]
     assert "not sent again until a restart" in helps["postflight_alert_recovery_up"]
     assert "GitHub deployment statuses" in helps["postflight_integrations_up"]
+
+
+def test_the_rollback_counters_help_names_every_target_not_the_webhook_alone() -> None:
+    """A rollback goes to the environment's webhook, to Vercel (a promote of the previous
+    deployment) or to GitHub (a workflow dispatch), each counted in the same two series;
+    their help said "the webhook took one", "Rollback webhook attempts", and an on-call
+    whose environments roll back through Vercel read them as not theirs."""
+    helps = {
+        line.split(" ")[2]: line.split(" ", 3)[3]
+        for line in generate_latest(m.Metrics().registry).decode().splitlines()
+        if line.startswith("# HELP postflight_rollback")
+    }
+    for name in ("postflight_rollbacks_total", "postflight_rollback_attempts_total"):
+        assert "webhook" in helps[name] and "Vercel" in helps[name], helps[name]
+        assert "GitHub" in helps[name], helps[name]
+        assert not helps[name].startswith("Rollback webhook"), helps[name]

@@ -126,9 +126,9 @@ def replica_id() -> str:
 
 @runtime_checkable
 class HoldsReplicaId(Protocol):
-    """A store shared by replicas (PostgreSQL): the agent holds its replica id there for
-    its life, and its start fails (`postflight run` exits 2, saying which agent holds it)
-    while another live agent holds the same id."""
+    """A store the agent holds for its life: its replica id on PostgreSQL, the file on
+    SQLite (one agent each). Its start fails (`postflight run` exits 2, saying which agent
+    holds it) while another live agent holds the same."""
 
     async def hold_replica_id(self, replica_id: str) -> None: ...
 
@@ -172,7 +172,7 @@ def build_app(
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         init_sentry(redact, environ)
         await open_when_it_answers(app[STORE], app.get(STOPPING), app.get(WAITING))
-        if isinstance(shared, HoldsReplicaId):  # else one agent has the store
+        if isinstance(shared, HoldsReplicaId):
             try:
                 await shared.hold_replica_id(owner)
             except BaseException:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -188,6 +190,10 @@ class _QueuedRenewal:
     until: float
 
 
+class StoreInUse(StoreError):
+    """Another live agent holds this SQLite store."""
+
+
 class SqliteStore(SqlStore):
     """`Store` on one SQLite file (WAL: readers never block the writer)."""
 
@@ -206,6 +212,8 @@ class SqliteStore(SqlStore):
         self.busy_timeout_ms = BUSY_TIMEOUT_MS
         self._held_elsewhere = False
         """The latest change found the file held by another process (`HELD_BUSY_TIMEOUT_MS`)."""
+        self._agent_lock: int | None = None
+        """The descriptor holding this agent's `flock` on the file (`hold_replica_id`)."""
         self._rounds = _Batched(self, _record_all, _record_one)
         self._renewals = _Batched(self, _renew_all, _renew_one)
 
@@ -232,7 +240,49 @@ class SqliteStore(SqlStore):
                 raise
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
 
+    async def hold_replica_id(self, replica_id: str) -> None:
+        """Hold the file for this agent's life (until `close`), or raise `StoreInUse`
+        naming the process that holds it: one agent per SQLite file. A second agent on
+        the file (a second `postflight run` on the same host, its config copied with
+        another port) was named as the first, by the hostname, and took its live windows
+        over as its own: both watched each window. An exclusive `flock` on a lock file
+        beside the store (SQLite's own locks are `fcntl`'s, and some file systems tie the
+        two), released by the kernel when the holder's process ends, however it ends."""
+        if self.path == ":memory:" or self._agent_lock is not None:
+            return
+        lock_path = f"{self.path}-agent.lock"
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot open {lock_path}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            by = f" ({holder})" if holder else ""
+            raise StoreInUse(
+                f"the SQLite store {self.path} is in use by another agent{by}: one agent per"
+                " SQLite file (stop the other one, give this one a store of its own, or share"
+                " a PostgreSQL store between replicas, each with its own"
+                " POSTFLIGHT_REPLICA_ID)"
+            ) from None
+        except OSError:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{replica_id} pid {os.getpid()}\n".encode(), 0)
+        self._agent_lock = fd
+
     async def close(self) -> None:
+        try:
+            await self._close()
+        finally:  # last: a successor starts only once our writes are in
+            lock, self._agent_lock = self._agent_lock, None
+            if lock is not None:
+                os.close(lock)  # ends the flock
+
+    async def _close(self) -> None:
         flushing = self._rounds.flushing | self._renewals.flushing
         if flushing:
             await asyncio.gather(*flushing, return_exceptions=True)

@@ -7,6 +7,7 @@ import os
 import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -198,3 +199,27 @@ async def test_a_second_agent_under_a_live_agents_replica_id_is_refused_at_start
     deploy = await restarted.register("production", "v-after")
     assert deploy["state"] == "watching"
     await other.stop()
+
+
+async def test_a_second_agent_on_one_sqlite_store_is_refused_at_start(
+    start_agent: AgentFactory, flip_target: FlipTarget, tmp_path: Path
+) -> None:
+    """A second `postflight run` on the same SQLite file (a config copied with another
+    port) was named as the first, by the hostname, and took the first's live windows over
+    as its own ("round N resumed after 0.9s down (a restart or a takeover …)"): both
+    watched them. It is refused at start, naming the holder; once the first has stopped,
+    an agent on the file (its restart) starts."""
+    from agent.store.sqlite import StoreInUse
+
+    store = f"url: sqlite:///{tmp_path / 'one.db'}"
+    env = environment("production", flip_target.url, window="6s", background_interval="1h")
+    first = await start_agent(env, store=store)
+    deploy = await first.register("production", "v-one")
+    with pytest.raises(StoreInUse) as refused:
+        await start_agent(env, store=store)
+    said = str(refused.value)
+    assert f"the SQLite store {tmp_path / 'one.db'} is in use by another agent" in said
+    assert f"({socket.gethostname()} pid {os.getpid()})" in said
+    await first.stop()
+    restarted = await start_agent(env, store=store)
+    assert (await restarted.get(deploy["id"]))["state"] == "watching"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import logging
 import os
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -55,6 +56,12 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     # refused was left pending as a bug's, and sent again once resumed
     asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
+
+
+log = logging.getLogger("postflight.store")
+
+REPLICA_LOOK_S = 5.0
+"""How often an agent looks that the session holding its replica id is still there."""
 
 
 class ReplicaIdInUse(StoreError):
@@ -167,6 +174,7 @@ class PostgresStore(SqlStore):
         self.command_timeout = command_timeout
         self._pool: Any = None  # asyncpg.Pool (asyncpg ships no type information)
         self._replica: Any = None  # asyncpg.Connection holding our replica id's lock
+        self._replica_keeper: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -218,9 +226,17 @@ class PostgresStore(SqlStore):
         took the other's leases as its own, and both watched a window or sent its
         rollback. A session advisory lock on a connection of its own: it ends with the
         holder's session, at once when its process dies; the server's keepalives end the
-        session of a holder whose host went down within about 25 s."""
-        if self._replica is not None:
+        session of a holder whose host went down within about 25 s. A session the store
+        cut (a restart, a failover) is taken again once the store answers; an agent that
+        finds its id taken meanwhile says so (it cannot be refused any more)."""
+        if self._replica_keeper is not None:
             return
+        await self._take_replica_id(replica_id)
+        self._replica_keeper = asyncio.create_task(
+            self._keep_replica_id(replica_id), name="replica-id"
+        )
+
+    async def _take_replica_id(self, replica_id: str) -> None:
         where = f"{replica_id} pid {os.getpid()}"
         try:
             conn = await asyncpg.connect(
@@ -240,8 +256,10 @@ class PostgresStore(SqlStore):
                 "SELECT pg_try_advisory_lock($1, hashtext($2))", LOCK_REPLICA, replica_id
             )
             holder = None if held else await conn.fetchrow(_HOLDER, LOCK_REPLICA, replica_id)
-        except BaseException:
+        except BaseException as exc:
             conn.terminate()
+            if isinstance(exc, (*_UNAVAILABLE, asyncpg.PostgresError)):
+                self._unavailable(exc, "cannot reach", lost=True)
             raise
         if held:
             self._replica = conn
@@ -258,7 +276,41 @@ class PostgresStore(SqlStore):
             " with POSTFLIGHT_REPLICA_ID"
         )
 
+    async def _keep_replica_id(self, replica_id: str) -> None:
+        """Looks at the held session every `REPLICA_LOOK_S`; takes the id again once the
+        store cut it."""
+        taken_by_another = False
+        while True:
+            await asyncio.sleep(REPLICA_LOOK_S)
+            conn = self._replica
+            if conn is not None:
+                try:
+                    async with asyncio.timeout(self.connect_timeout):
+                        await conn.fetchval("SELECT 1")
+                    continue
+                except (*_UNAVAILABLE, asyncpg.PostgresError):
+                    conn.terminate()
+                    self._replica = None
+            try:
+                await self._take_replica_id(replica_id)
+            except ReplicaIdInUse as exc:
+                if not taken_by_another:
+                    taken_by_another = True
+                    log.error(
+                        "%s; it was taken while the store had cut this agent's session:"
+                        " both now take each other's leases as their own, stop one of them",
+                        exc,
+                    )
+            except StoreError:
+                continue  # the store is away: looked at again
+            else:
+                taken_by_another = False
+
     async def close(self) -> None:
+        keeper, self._replica_keeper = self._replica_keeper, None
+        if keeper is not None:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
         replica, self._replica = self._replica, None
         if replica is not None:
             replica.terminate()  # the lock ends with the session

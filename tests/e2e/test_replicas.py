@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from agent.store.sql import LOCK_REPLICA
 from agent.web.reader import RECHECK_S
 from agent.windows.probing import BACKGROUND_LEASE_MIN_S
 from tests.e2e.conftest import AgentFactory, FlipTarget, LocalTarget, environment
@@ -223,3 +224,50 @@ async def test_a_second_agent_on_one_sqlite_store_is_refused_at_start(
     await first.stop()
     restarted = await start_agent(env, store=store)
     assert (await restarted.get(deploy["id"]))["state"] == "watching"
+
+
+async def replica_id_holder(pg_url: str) -> Any:
+    """The pid of the session holding a replica id's lock, None when none holds one."""
+    conn = await asyncpg.connect(pg_url)
+    try:
+        return await conn.fetchval(
+            "SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted"
+            " AND l.classid = $1::bigint AND l.database = (SELECT oid FROM pg_database"
+            " WHERE datname = current_database())",
+            LOCK_REPLICA,
+        )
+    finally:
+        await conn.close()
+
+
+async def test_a_replica_id_whose_session_the_store_cut_is_held_again(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A store restart or failover cuts the session holding an agent's replica id: the
+    id was free from then on, and a second agent under it started. The agent takes it
+    again once the store answers, so a twin is still refused."""
+    from agent.store import postgres
+    from agent.store.postgres import ReplicaIdInUse
+
+    monkeypatch.setattr(postgres, "REPLICA_LOOK_S", 0.1)
+    store = f"url: {pg_url}\n  lease: 1s"
+    env = environment("production", flip_target.url, window="6s", background_interval="1h")
+    await start_agent(env, store=store, owner="replica-a")
+    first = await replica_id_holder(pg_url)
+    assert first is not None
+    conn = await asyncpg.connect(pg_url)
+    try:
+        assert await conn.fetchval("SELECT pg_terminate_backend($1)", first)
+    finally:
+        await conn.close()
+    for _ in range(150):  # 15 s at most
+        again = await replica_id_holder(pg_url)
+        if again not in (None, first):
+            break
+        await asyncio.sleep(0.1)
+    assert again not in (None, first), "the replica id was not held again"
+    with pytest.raises(ReplicaIdInUse):
+        await start_agent(env, store=store, owner="replica-a")

@@ -16,7 +16,6 @@ only the deploy object and progress moves to stderr.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import uuid
@@ -43,7 +42,7 @@ from agent.cli.render import (
     print_json,
     summary,
 )
-from agent.cli.stop_signals import stopped_by, stops_as_interrupt
+from agent.cli.stop_signals import run_said_stopped, stopped_by, stops_as_interrupt
 from agent.client import ApiError, ClientError, PostflightClient, WaitTimeout, without_password
 from agent.records import WindowState
 from common.durations import format_duration, parse_duration
@@ -195,7 +194,7 @@ def register_command(args: argparse.Namespace) -> int:
     registered: list[str] = []  # the deploy's id, once the agent has answered
     try:
         with stops_as_interrupt():
-            return asyncio.run(
+            return run_said_stopped(
                 _register(args, url, token, request_timeout, request, key, wait_s, registered)
             )
     except KeyboardInterrupt as exc:
@@ -375,7 +374,7 @@ def status_command(args: argparse.Namespace) -> int:
         return _fail("status", str(exc))
     try:
         with stops_as_interrupt():
-            return asyncio.run(_status(args, url, token, request_timeout, limit))
+            return run_said_stopped(_status(args, url, token, request_timeout, limit))
     except KeyboardInterrupt as exc:
         return said_stopped(exc, "status", "nothing shown")
     except ApiError as exc:

@@ -7,12 +7,11 @@ only through `PostflightClient`; never decides anything itself.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
 from agent.cli.commands import UsageError, _connection, said_stopped
 from agent.cli.exits import EXIT_USAGE
-from agent.cli.stop_signals import stops_as_interrupt
+from agent.cli.stop_signals import run_said_stopped, stops_as_interrupt
 from agent.client import ApiError, ClientError, PostflightClient
 from common.redaction import visible
 
@@ -42,7 +41,7 @@ def rollback_command(args: argparse.Namespace) -> int:
 
     try:
         with stops_as_interrupt():
-            return asyncio.run(ask())
+            return run_said_stopped(ask())
     except KeyboardInterrupt as exc:  # the request may have reached the agent: said
         left = (
             f"the rollback of {args.id} may or may not have been requested"

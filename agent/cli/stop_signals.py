@@ -16,15 +16,18 @@ ended it with a traceback or 130.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from types import FrameType
+from typing import Any, TypeVar
 
 from agent.cli.exits import EXIT_HUNG_UP, EXIT_INTERRUPTED, EXIT_TERMINATED
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+T = TypeVar("T")
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -71,12 +74,56 @@ def stops_as_interrupt() -> Iterator[None]:
         yield
         return
 
-    def terminated(signum: int, frame: FrameType | None) -> None:
-        raise Terminated(signum)
-
-    previous = {sig: signal.signal(sig, terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {
+        sig: signal.signal(sig, _raise_terminated) for sig in (signal.SIGTERM, signal.SIGHUP)
+    }
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def run_said_stopped(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(main)`, where SIGTERM and SIGHUP while the loop runs cancel `main`, as
+    asyncio does CTRL-C, and raise `Terminated` once it has unwound. Raised from the
+    handler instead (`stops_as_interrupt`, still there before and after the loop), the
+    signal hit whichever task ran at that instant: one of aiohttp's sending a request body
+    printed `Task exception was never retrieved` and its traceback after the command's
+    one line."""
+
+    if threading.current_thread() is not threading.main_thread():
+        return asyncio.run(main)  # no handler can be set there
+
+    async def cancelled_by_a_signal() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        caught: list[int] = []
+
+        def stop(sig: signal.Signals) -> None:
+            if not caught:
+                caught.append(sig)
+                task.cancel()
+
+        # `remove_signal_handler` leaves the defaults (killed, silent): what was there
+        # before (`stops_as_interrupt`'s) is put back for the loop's last steps
+        before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+        for sig in before:
+            loop.add_signal_handler(sig, stop, sig)
+        try:
+            return await main
+        except asyncio.CancelledError:
+            if caught:
+                raise Terminated(caught[0]) from None
+            raise
+        finally:
+            for sig, handler in before.items():
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+    return asyncio.run(cancelled_by_a_signal())
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(signum)

@@ -124,6 +124,15 @@ def replica_id() -> str:
     return os.environ.get("POSTFLIGHT_REPLICA_ID") or socket.gethostname()
 
 
+def _named_how(owner: str) -> str:
+    """How the replica id was chosen, when the operator did not name it."""
+    if os.environ.get("POSTFLIGHT_REPLICA_ID") == owner:
+        return ""
+    if owner == socket.gethostname():
+        return " (the hostname: name each agent on one host with POSTFLIGHT_REPLICA_ID)"
+    return ""
+
+
 @runtime_checkable
 class HoldsReplicaId(Protocol):
     """A store the agent holds for its life: its replica id on PostgreSQL, the file on
@@ -178,6 +187,8 @@ def build_app(
             except BaseException:
                 await app[STORE].close()
                 raise
+            if settings.store.url.startswith(("postgresql://", "postgres://")):
+                log.info("replica id %s%s", owner, _named_how(owner))
         app[METRICS].store_up.set(1)  # 0 until now, the wait at start included
         yield
         closing = asyncio.create_task(app[STORE].close(), name="closing the store")

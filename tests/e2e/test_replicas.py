@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from collections import Counter
@@ -177,7 +178,11 @@ async def test_replicas_probe_an_environment_between_windows_once_not_once_each(
 
 
 async def test_a_second_agent_under_a_live_agents_replica_id_is_refused_at_start(
-    start_agent: AgentFactory, flip_target: FlipTarget, pg_url: str
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    pg_url: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Two agents on one host, neither given POSTFLIGHT_REPLICA_ID, were both named by the
     hostname: each took the other's leases as its own, so both watched a window (and could
@@ -187,7 +192,13 @@ async def test_a_second_agent_under_a_live_agents_replica_id_is_refused_at_start
 
     store = f"url: {pg_url}\n  lease: 1s"
     env = environment("production", flip_target.url, window="6s", background_interval="1h")
+    monkeypatch.delenv("POSTFLIGHT_REPLICA_ID", raising=False)
+    caplog.set_level(logging.INFO, logger="postflight")
     first = await start_agent(env, store=store)  # no owner: the hostname, as by default
+    assert (
+        f"replica id {socket.gethostname()} (the hostname: name each agent on one host with"
+        " POSTFLIGHT_REPLICA_ID)" in caplog.messages
+    ), caplog.messages
     with pytest.raises(ReplicaIdInUse) as refused:
         await start_agent(env, store=store)
     said = str(refused.value)

@@ -93,7 +93,11 @@ async def test_ten_probes_and_a_load_check_per_sub_second_round_keep_the_round_c
     assert final["state"] in ("passed", "inconclusive"), final
     assert 7 <= final["rounds"] <= 9
     rounds = await agent.app[STORE].rounds(deploy["id"])
-    assert [r.summary["slot"] for r in rounds] == list(range(len(rounds)))
+    # one after the other; the first may be slot 1 when the loaded machine stalled the
+    # agent's pick-up of the window past slot 0's 500 ms (2 of 5 runs at load 7-9 beside
+    # other tests: slots 1, 2, 3, ...), as in the test below
+    slots = [r.summary["slot"] for r in rounds]
+    assert slots[0] <= 1 and slots == list(range(slots[0], slots[0] + len(slots))), slots
     assert all(r.started_at >= r.summary["due_at"] for r in rounds)
     # counted at the target: 10 probes per round, and 9 load requests per round on time
     # (a round that starts late gives its load run only what is left of its slot)

@@ -114,6 +114,17 @@ def _cut(exc: BaseException) -> bool:
     return False
 
 
+def _gone(conn: Any) -> bool:
+    """True when the server closed `conn` (a pooled connection still checked out) under
+    its user: asyncpg has detached it from the pool, and a query on it raised a bare
+    InterfaceError ("cannot call Connection.fetch(): connection has been released back
+    to the pool"), the cut itself (a failover's, as `open()` ran) not in its chain."""
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:
+        return True
+
+
 def _password(url: str) -> str | None:
     try:
         return urlsplit(url).password
@@ -330,9 +341,14 @@ class PostgresStore(SqlStore):
         pool = self._pool
         if pool is None:
             raise StoreError("the store is not open")
+        lost = False
         try:
             async with pool.acquire(timeout=self.connect_timeout) as conn:
-                yield conn
+                try:
+                    yield conn
+                except _UNAVAILABLE:
+                    lost = _gone(conn)
+                    raise
         except asyncpg.UniqueViolationError as exc:
             # SQLite raises IntegrityError here (e.g. two requests racing on one
             # idempotency key); Conflict is a StoreError the API already understands.
@@ -342,7 +358,7 @@ class PostgresStore(SqlStore):
             # InterfaceError too, but it is a bug, not an outage: let it show as one
             raise
         except _UNAVAILABLE as exc:
-            self._unavailable(exc, "cannot reach", lost=_cut(exc))
+            self._unavailable(exc, "cannot reach", lost=lost or _cut(exc))
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[Connection]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 
 from agent.app import open_when_it_answers
@@ -67,6 +68,46 @@ async def test_a_connection_cut_during_the_schema_check_is_waited_out(
     failover = Failover(pg_cluster)
     await failover.create()
     store = _CutDuringSchemaCheck(failover.url)
+    try:
+        await asyncio.wait_for(open_when_it_answers(store, asyncio.Event()), 20)
+        assert store.cuts == 0  # the cut happened, and was waited out
+        assert await store.ping()
+    finally:
+        await store.close()
+
+
+class _CutBeforeSchemaCheck(PostgresStore):
+    """A store whose first schema check runs on a connection the server cut after it was
+    handed out, the cut already seen by asyncpg (a failover's sessions cut as `open()`
+    took its connection): asyncpg refuses the query with a bare InterfaceError ("cannot
+    call Connection.fetchval(): connection has been released back to the pool"), with no
+    cut in its chain."""
+
+    cuts = 1
+
+    async def _migrate(self) -> None:
+        if self.cuts:
+            self.cuts -= 1
+            async with self._connection() as conn:
+                pid = await conn.fetchval("SELECT pg_backend_pid()")
+                closed = asyncio.Event()
+                conn.add_termination_listener(lambda _: closed.set())
+                admin = await asyncpg.connect(self.url, timeout=10)
+                try:
+                    await admin.execute("SELECT pg_terminate_backend($1)", pid)
+                finally:
+                    await admin.close()
+                await asyncio.wait_for(closed.wait(), 10)  # asyncpg has seen the cut
+                await conn.fetchval("SELECT 1")
+        await super()._migrate()
+
+
+async def test_a_connection_cut_before_the_schema_check_is_waited_out(
+    pg_cluster: PgCluster,
+) -> None:
+    failover = Failover(pg_cluster)
+    await failover.create()
+    store = _CutBeforeSchemaCheck(failover.url)
     try:
         await asyncio.wait_for(open_when_it_answers(store, asyncio.Event()), 20)
         assert store.cuts == 0  # the cut happened, and was waited out

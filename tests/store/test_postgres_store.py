@@ -271,6 +271,9 @@ class LeftMidOperation:
     async def acquire(self, **_: object) -> AsyncIterator[object]:
         yield self
 
+    def is_closed(self) -> bool:
+        return False  # asyncpg has not seen the drop: it says so only by this error
+
     async def fetch(self, *args: object) -> list[object]:
         raise asyncpg.exceptions.InternalClientError(
             "cannot switch to state 11; another operation (2) is in progress"

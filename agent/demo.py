@@ -30,6 +30,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.settings_file import load_settings_text
+from common.stop_words import STOPPED_WORDS
 
 TOKEN = "demo-token-please-change"
 SECRET = "demo-webhook-secret"
@@ -504,18 +505,11 @@ def _terminated(task: asyncio.Task[bool], sig: signal.Signals) -> None:
     task.cancel()
 
 
-_STOPPED_WORDS = {
-    signal.SIGINT: "interrupted",
-    signal.SIGTERM: "terminated",
-    signal.SIGHUP: "hung up",
-}
-
-
 def _stopped(sig: signal.Signals) -> int:
     """Says the demo was stopped (it ended silently, 143 or 130, its output cut off
     mid-story) once its agent has stopped and its temp dir is gone; 128 + the signal."""
     print(
-        f"\npostflight demo: {_STOPPED_WORDS[sig]}; its agent stopped and its temp dir removed",
+        f"\npostflight demo: {STOPPED_WORDS[sig]}; its agent stopped and its temp dir removed",
         file=sys.stderr,
     )
     return 128 + sig

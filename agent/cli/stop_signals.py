@@ -25,6 +25,7 @@ from types import FrameType
 from typing import Any, TypeVar
 
 from agent.cli.exits import EXIT_HUNG_UP, EXIT_INTERRUPTED, EXIT_TERMINATED
+from common.stop_words import STOPPED_WORDS
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 T = TypeVar("T")
@@ -54,9 +55,12 @@ class Terminated(KeyboardInterrupt):
 
 
 _STOPPED: dict[int, tuple[str, int]] = {
-    signal.SIGINT: ("interrupted", EXIT_INTERRUPTED),
-    signal.SIGTERM: ("terminated", EXIT_TERMINATED),
-    signal.SIGHUP: ("hung up", EXIT_HUNG_UP),
+    sig: (STOPPED_WORDS[sig], code)
+    for sig, code in (
+        (signal.SIGINT, EXIT_INTERRUPTED),
+        (signal.SIGTERM, EXIT_TERMINATED),
+        (signal.SIGHUP, EXIT_HUNG_UP),
+    )
 }
 
 

@@ -367,6 +367,23 @@ def test_the_pace_follows_the_stores_clock_only_on_a_reading_it_can_trust() -> N
     assert pace() == pytest.approx(5003.0)
 
 
+def test_a_reading_and_a_watchs_pace_go_by_the_stores_clock_once_it_is_followed() -> None:
+    """`now_or` (a registration's stamp, `busy`) and `for_a_watch` (a watch's rounds):
+    this replica's own clock until the store's is followed, the store's from then on."""
+    mono = [100.0]
+    wall = [5000.0]
+    pace = SteadyClock(lambda: wall[0], lambda: mono[0])
+    wall[0] = 7000.0  # this replica's clock stepped since the pace was read
+    assert pace.now_or(lambda: wall[0]) == 7000.0
+    own = pace.for_a_watch(lambda: wall[0], lambda: mono[0])
+    assert own is not pace and own() == 7000.0
+    assert pace.anchor(6000.0, sent=100.0, answered=100.0) and pace.anchored
+    mono[0] = 101.0
+    assert pace.now_or(lambda: wall[0]) == 6001.0
+    assert pace.for_a_watch(lambda: wall[0], lambda: mono[0]) is pace
+    assert own() == 7001.0  # a watch started before keeps its own
+
+
 async def test_a_replica_whose_clock_is_behind_stops_background_runs_when_the_window_opens(
     pg_url: str, target: CountingTarget
 ) -> None:

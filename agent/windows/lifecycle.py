@@ -186,11 +186,7 @@ class WindowWatch:
         self.env = env
         self.probe = probe
         self.s = services
-        self.pace = (
-            services.pace
-            if services.pace.anchored
-            else SteadyClock(services.clock, services.monotonic)
-        )
+        self.pace = services.pace.for_a_watch(services.clock, services.monotonic)
         """What its rounds are paced by: the store's clock, or this machine's as the watch
         started, moved on by the monotonic clock (`agent.windows.pace`)."""
         self.rules: list[RuleSettings] = list(env.rules)

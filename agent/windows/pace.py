@@ -44,6 +44,17 @@ class SteadyClock:
     def __call__(self) -> float:
         return self._offset + self._monotonic()
 
+    def now_or(self, own: Callable[[], float]) -> float:
+        """The time by the store's clock once this one follows it (`anchored`), else by
+        `own`, this replica's: what instants are stamped and compared with a window's
+        slots by, so a replica whose clock is off agrees with the others all the same."""
+        return self() if self.anchored else own()
+
+    def for_a_watch(self, wall: Callable[[], float], monotonic: Callable[[], float]) -> SteadyClock:
+        """What a watch starting now paces its rounds by: this clock once it follows the
+        store's (`anchored`), else one of the watch's own, `wall` read now."""
+        return self if self.anchored else SteadyClock(wall, monotonic)
+
     def anchor(self, reference: float, sent: float, answered: float) -> bool:
         """Follow `reference`, another clock (the store's) read between the monotonic
         instants `sent` and `answered`, when this one is off it by more than a round trip's

@@ -154,8 +154,7 @@ class Watcher:
         the clock the window's rounds are paced by (the store's, when followed): by this
         replica's own, 3 s behind, background runs probed the new release 3 s beside its
         rounds, stored as runs before its deploy."""
-        pace = self.services.pace
-        now = pace() if pace.anchored else self.clock()
+        now = self.services.pace.now_or(self.clock)
         return any(
             self.deployed_at.get(window_id, now) <= now
             for window_id in self._by_environment.get(environment, ())

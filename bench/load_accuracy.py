@@ -79,9 +79,13 @@ async def agent_run(base_url: str, rate: float, duration: float, warmup: float) 
         max_in_flight=1000,
         timeout=5.0,
     )
+    check = LoadCheck(config)
     async with TargetSessions() as sessions:
         ctx = CheckContext(base_url, sessions.get(base_url), "bench")
-        result = await run_check(LoadCheck(config), ctx)
+        try:
+            result = await run_check(check, ctx)
+        finally:
+            await check.aclose()  # its own connections (`checks.load.LoadPool`)
     if result.details.get("crashed"):
         raise SystemExit(f"load check crashed: {result.message}")
     return result.details

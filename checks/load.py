@@ -92,7 +92,9 @@ class LoadPool:
     minute for a dozen 1 s load checks at the daemon's young-GC threshold).
 
     It lives in the check's config (`LoadCheckConfig`), so the copies a round fits to
-    its length (`fit_to_round`) and every window's `EnvironmentProbe` share it.
+    its length (`fit_to_round`) and every window's `EnvironmentProbe` share it. Its
+    owner closes it (the agent at its stop, `postflight check` on its way out, a script
+    when done): aiohttp has no public way to close a session from a finalizer.
     """
 
     __slots__ = ("_loop", "_sessions")
@@ -125,15 +127,6 @@ class LoadPool:
         sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
             await session.close()
-
-    def __del__(self) -> None:
-        """A pool dropped unclosed (its check gone without `aclose`, as a script running
-        a load check once may leave it) closes its connections now: without the warnings
-        aiohttp gives an unclosed session, and without waiting for a loop to do it."""
-        for session in self._sessions.values():
-            connector = session.connector
-            if connector is not None and not connector.closed:
-                connector._close()  # the synchronous part of `close()`: transports closed
 
     # Not part of what a config is: settings compare, copy and pickle as if it were absent.
     def __eq__(self, other: object) -> bool:

@@ -246,16 +246,18 @@ def check_command(args: argparse.Namespace) -> int:
         sessions = TargetSessions()
         try:
             probe = EnvironmentProbe(args.env, env, sessions, Metrics(), settings.secret_values())
-            results = list(await asyncio.gather(*(probe.run_once(c) for c in probe.checks)))
-            # A run the agent's own stall made unreadable (`checks.lag`) says nothing of the
-            # target: run it once more, alone
-            for i, check in enumerate(probe.checks):
-                if _dropped(results[i]):
-                    results[i] = await probe.run_once(check)
-            for check in probe.checks:  # a load check's own connections
-                aclose = getattr(check, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+            try:
+                results = list(await asyncio.gather(*(probe.run_once(c) for c in probe.checks)))
+                # A run the agent's own stall made unreadable (`checks.lag`) says nothing of
+                # the target: run it once more, alone
+                for i, check in enumerate(probe.checks):
+                    if _dropped(results[i]):
+                        results[i] = await probe.run_once(check)
+            finally:  # a load check's own connections, on a stop too (`checks.load.LoadPool`)
+                for check in probe.checks:
+                    aclose = getattr(check, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
         finally:
             await sessions.aclose()
         return results

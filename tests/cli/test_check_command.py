@@ -307,3 +307,47 @@ async def test_a_check_stopped_by_a_signal_says_so(
     assert cli.returncode == code, said
     assert said.strip() == f"postflight check: {word} before its checks ended: nothing judged"
     assert out == b""
+
+
+@pytest.mark.timeout(60)
+async def test_a_load_check_stopped_mid_run_closes_its_connections(tmp_path: Path) -> None:
+    """A load check's connections (its own pool, `checks.load.LoadPool`) are closed by
+    `check` on every way out, a stop mid-run too: no unclosed-session warning or log on
+    stderr."""
+    asked = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        asked.set()
+        await asyncio.sleep(30)
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    url = str(server.make_url("")).rstrip("/")
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        "server: {api_tokens: [tok-1234567890abcdef]}\n"
+        f"environments: {{e: {{base_url: '{url}', checks: [{{name: feed, type: load,"
+        " path: /slow, rate: 20/s, duration: 5s, warmup: 0s, timeout: 20s}]}}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTFLIGHT")}
+    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONWARNINGS"] = "always::ResourceWarning"
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent", "check", "--config", str(config), "--env", "e",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await asyncio.wait_for(asked.wait(), 30)  # requests are in flight
+        await asyncio.sleep(0.3)
+        cli.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(cli.communicate(), 30)
+    finally:
+        if cli.returncode is None:
+            cli.kill()
+        await server.close()
+    said = err.decode()
+    assert cli.returncode == 143, said
+    assert "Unclosed" not in said and "ResourceWarning" not in said, said

@@ -310,27 +310,29 @@ class Notifier:
 
     @staticmethod
     def _record_sends(service: object) -> None:
-        """Each blocking send of `service` (apprise's `_timed_send`, in a worker thread)
-        tells the `_Sends` of its task how it ended: apprise abandons a thread at its
-        deadline, and a send it reported timed out may have been accepted all the same."""
-        timed_send = getattr(service, "_timed_send", None)
-        if not callable(timed_send):
+        """Each blocking send of `service` (its plugin's `send()`, apprise's public method
+        for one piece of a message, run in a worker thread) tells the `_Sends` of its task
+        how it ended: apprise abandons a thread at its deadline, and a send it reported
+        timed out may have been accepted all the same. (apprise 2.x has no public hook
+        for a send's late outcome: its results stop at the deadline.)"""
+        send = getattr(service, "send", None)
+        if not callable(send):
             return
 
-        def recorded_send(**kwargs: Any) -> Any:
+        def recorded_send(*args: Any, **kwargs: Any) -> Any:
             sends = _SENDS.get()
             if sends is None:
-                return timed_send(**kwargs)
+                return send(*args, **kwargs)
             sends.started()
             ok = False
             try:
-                result = timed_send(**kwargs)
+                result = send(*args, **kwargs)
                 ok = bool(result)
                 return result
             finally:
                 sends.ended(ok)
 
-        service._timed_send = recorded_send  # type: ignore[attr-defined]
+        service.send = recorded_send  # type: ignore[attr-defined]
 
     @property
     def worst_case_s(self) -> float:

@@ -63,6 +63,18 @@ class Reply:
     """The most of `latency_s` the agent's own loop can have added reading the answer, as
     it measured (`checks.lag.LoopLag.read_delay`); None: not measured (through aiohttp)."""
 
+    def sample(self, check: str, error: str | None, target: Target) -> Sample:
+        """The answer as evidence: passed unless `error` (an expectation it failed)."""
+        return Sample(
+            check=check,
+            ok=error is None,
+            latency_s=self.latency_s,
+            status=self.status,
+            error=error,
+            bytes=self.size,
+            target=target,
+        )
+
 
 class ProbeFailed(Exception):
     """No usable response: the error class for the sample and a message for a human."""

@@ -18,7 +18,7 @@ import aiohttp
 from pydantic import Field
 from yarl import URL
 
-from checks.base import Check, CheckConfig, CheckContext, CheckResult, Running, Sample
+from checks.base import Check, CheckConfig, CheckContext, CheckResult, Running
 from checks.exchange import (
     ProbeFailed,
     Reply,
@@ -153,15 +153,7 @@ class HttpCheck(Check):
         details: dict[str, object],
     ) -> CheckResult:
         name = self.config.name
-        sample = Sample(
-            check=name,
-            ok=error is None,
-            latency_s=reply.latency_s,
-            status=reply.status,
-            error=error,
-            bytes=reply.size,
-            target=ctx.target,
-        )
+        sample = reply.sample(name, error, ctx.target)
         return CheckResult(
             check=name,
             type=self.type,

@@ -323,15 +323,7 @@ class _LoadRun:
             reply.status, reply.headers, Body(reply.body), reply.latency_s, self.redactor
         )
         error = mismatches[0].kind if mismatches else None
-        sample = Sample(
-            check=cfg.name,
-            ok=error is None,
-            latency_s=reply.latency_s,
-            status=reply.status,
-            error=error,
-            bytes=reply.size,
-            target=self.ctx.target,
-        )
+        sample = reply.sample(cfg.name, error, self.ctx.target)
         dropped = self._agents(sample.ok, error, reply.latency_s, sent, due, mark)
         if dropped == "agent_lag":  # too slow (`max_latency`) by the agent's stall
             self.agent_lag += 1

@@ -193,7 +193,7 @@ class SmokeCheck(Check):
                 except _StepFailed as failed:
                     first = failed.mismatches[0]
                     samples.append(
-                        _sample(cfg.name, failed.reply, first.kind, ctx)
+                        failed.reply.sample(cfg.name, first.kind, ctx.target)
                         if failed.reply is not None
                         else Sample(check=cfg.name, ok=False, error=first.kind, target=ctx.target)
                     )
@@ -208,7 +208,7 @@ class SmokeCheck(Check):
                         expected=first.expected,
                         got=first.got,
                     )
-                samples.append(_sample(cfg.name, reply, None, ctx))
+                samples.append(reply.sample(cfg.name, None, ctx.target))
                 done.append(_step_summary(step.name, reply))
         total_ms = sum(s["latency_ms"] for s in done)
         return CheckResult(
@@ -257,18 +257,6 @@ class SmokeCheck(Check):
             message=redactor.text(message),
             details=redactor.value(details),
         )
-
-
-def _sample(check: str, reply: Reply, error: str | None, ctx: CheckContext) -> Sample:
-    return Sample(
-        check=check,
-        ok=error is None,
-        latency_s=reply.latency_s,
-        status=reply.status,
-        error=error,
-        bytes=reply.size,
-        target=ctx.target,
-    )
 
 
 def _step_summary(name: str, reply: Reply) -> dict[str, Any]:

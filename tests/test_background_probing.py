@@ -87,14 +87,6 @@ async def serving(handler: Callable[[web.Request], Awaitable[web.Response]]) -> 
     return server
 
 
-async def closed(probe: EnvironmentProbe) -> None:
-    """Close `probe`'s load checks' own connections, as the agent does at its stop."""
-    for check in probe.checks:
-        aclose = getattr(check, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
 async def test_a_background_run_is_stored_and_pruned_once_past_the_lookback(
     store: SqliteStore,
 ) -> None:
@@ -113,7 +105,7 @@ async def test_a_background_run_is_stored_and_pruned_once_past_the_lookback(
         await prober.probe_once("production", probe, load)
         await prober.probe_once("production", probe, health_check)
     finally:
-        await closed(probe)
+        await probe.close_checks()
         await sessions.aclose()
         await server.close()
     rows = await store.probe_summaries("production", 0, 30_000)
@@ -266,7 +258,7 @@ async def test_a_load_run_over_its_error_share_is_not_a_target_that_fails(
         assert stored[0][2]["ok"].count(0) == 1  # the run failed: 1 of its requests
         assert not [r for r in caplog.records if "failing" in r.getMessage()], caplog.text
     finally:
-        await closed(probe)
+        await probe.close_checks()
         await sessions.aclose()
         await server.close()
     dead = settings(f"http://127.0.0.1:{free_port()}").environments["production"]
@@ -278,7 +270,7 @@ async def test_a_load_run_over_its_error_share_is_not_a_target_that_fails(
             load = next(c for c in probe.checks if c.once_per_round)
             await prober.probe_once("production", probe, load)
     finally:
-        await closed(probe)
+        await probe.close_checks()
         await sessions.aclose()
     assert len([r for r in caplog.records if "failing" in r.getMessage()]) == 1
 

@@ -253,11 +253,8 @@ def check_command(args: argparse.Namespace) -> int:
                 for i, check in enumerate(probe.checks):
                     if _dropped(results[i]):
                         results[i] = await probe.run_once(check)
-            finally:  # a load check's own connections, on a stop too (`checks.load.LoadPool`)
-                for check in probe.checks:
-                    aclose = getattr(check, "aclose", None)
-                    if aclose is not None:
-                        await aclose()
+            finally:  # a load check's own connections, on a stop too
+                await probe.close_checks()
         finally:
             await sessions.aclose()
         return results

@@ -62,6 +62,19 @@ class EnvironmentProbe:
         self._contexts: dict[tuple[Check, Target], CheckContext] = {}
         self._dropped: dict[Dropped, Any] = {}
 
+    async def close_checks(self) -> None:
+        """Close what its checks keep across runs (a load check's own connections,
+        `checks.load.LoadPool`), once nothing runs them: their owner closes them, the agent
+        at its stop and `postflight check` on its way out. A check whose close fails is
+        logged and the rest are closed all the same."""
+        for check in self.checks:
+            aclose = getattr(check, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception:
+                    log.exception("closing check %s failed", check.name)
+
     def _context(self, check: Check, target: Target, deadline: float | None = None) -> CheckContext:
         base_url = self.env.baseline_url if target == "baseline" else self.env.base_url
         assert base_url is not None

@@ -218,13 +218,7 @@ class Watcher:
         runs them. Every window's probe shares its environment's check configs, and with
         them these pools."""
         for probe in self.probes.values():
-            for check in probe.checks:
-                aclose = getattr(check, "aclose", None)
-                if aclose is not None:
-                    try:
-                        await aclose()
-                    except Exception:
-                        log.exception("closing check %s failed", check.name)
+            await probe.close_checks()
 
     def _turn_wait(self) -> float:
         """Until the loop's next turn: `poll_interval`, or less when a rollback's lease

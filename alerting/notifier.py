@@ -61,6 +61,8 @@ def _apprise_workers() -> int:
     delivered all the same once one was free, then again by its retry."""
     from apprise.apprise import get_shared_executor
 
+    # ThreadPoolExecutor keeps its size only in `_max_workers` (no public reader); apprise
+    # 2.3 makes it with the default, but reading it follows a size apprise may set later
     workers = getattr(get_shared_executor(), "_max_workers", None)
     return workers if isinstance(workers, int) and workers > 0 else 4
 

@@ -254,6 +254,40 @@ async def failed_check_of(
     return capsys.readouterr().out
 
 
+async def slow_target(path: str) -> tuple[TestServer, asyncio.Event]:
+    """A target that answers `path` only after 30 s, and the event set when it is asked."""
+    asked = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        asked.set()
+        await asyncio.sleep(30)
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get(path, slow)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server, asked
+
+
+async def start_check(
+    config: Path, environment: str, **env_vars: str
+) -> asyncio.subprocess.Process:
+    """`postflight check` in a process of its own (a signal's default is its own)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTFLIGHT")}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(env_vars)
+    # SIGINT at its default in the CLI, whatever this process inherited (see test_client)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agent", "check", "--config", str(config), "--env", environment,
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     ("sig", "word", "code"),
@@ -270,31 +304,11 @@ async def test_a_check_stopped_by_a_signal_says_so(
     """A CI job cancelled (SIGTERM) while a check waited on a slow target ended `check`
     silently, exit -15: the step's log said nothing. It says it was stopped and exits
     128 + the signal, as `register --wait` and the demo do."""
-    asked = asyncio.Event()
-
-    async def slow(request: web.Request) -> web.Response:
-        asked.set()
-        await asyncio.sleep(30)
-        return web.json_response({"status": "ok"})
-
-    app = web.Application()
-    app.router.add_get("/health", slow)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
+    server, asked = await slow_target("/health")
     config = tmp_path / "postflight.yaml"
     url = str(server.make_url("")).rstrip("/")
     config.write_text(CONFIG.format(url=url, second="other", second_path="/health"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTFLIGHT")}
-    env["PYTHONPATH"] = str(ROOT)
-    # SIGINT at its default in the CLI, whatever this process inherited (see test_client)
-    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        cli = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "agent", "check", "--config", str(config), "--env", "staging",
-            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-    finally:
-        signal.signal(signal.SIGINT, inherited)
+    cli = await start_check(config, "staging")
     try:
         await asyncio.wait_for(asked.wait(), 30)  # a check is waiting on the target
         cli.send_signal(sig)
@@ -314,17 +328,7 @@ async def test_a_load_check_stopped_mid_run_closes_its_connections(tmp_path: Pat
     """A load check's connections (its own pool, `checks.load.LoadPool`) are closed by
     `check` on every way out, a stop mid-run too: no unclosed-session warning or log on
     stderr."""
-    asked = asyncio.Event()
-
-    async def slow(request: web.Request) -> web.Response:
-        asked.set()
-        await asyncio.sleep(30)
-        return web.json_response({"status": "ok"})
-
-    app = web.Application()
-    app.router.add_get("/slow", slow)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
+    server, asked = await slow_target("/slow")
     url = str(server.make_url("")).rstrip("/")
     config = tmp_path / "postflight.yaml"
     config.write_text(
@@ -332,13 +336,7 @@ async def test_a_load_check_stopped_mid_run_closes_its_connections(tmp_path: Pat
         f"environments: {{e: {{base_url: '{url}', checks: [{{name: feed, type: load,"
         " path: /slow, rate: 20/s, duration: 5s, warmup: 0s, timeout: 20s}]}}\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTFLIGHT")}
-    env["PYTHONPATH"] = str(ROOT)
-    env["PYTHONWARNINGS"] = "always::ResourceWarning"
-    cli = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent", "check", "--config", str(config), "--env", "e",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    cli = await start_check(config, "e", PYTHONWARNINGS="always::ResourceWarning")
     try:
         await asyncio.wait_for(asked.wait(), 30)  # requests are in flight
         await asyncio.sleep(0.3)

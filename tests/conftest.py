@@ -58,7 +58,14 @@ never more than four: each worker starts its own PostgreSQL (session and module 
 are per process; the tests of a real Prometheus share one worker and one Prometheus,
 `tests/prometheus.py`, those of a browser one worker and one Chromium, `tests/web`), and
 the timing tests of the `heavy` group (`tests/heavy.py`) share the cores with the other
-three."""
+three. Five, tried again in session 34 on a machine other work kept 99-100% busy (so no
+wall-clock comparison): the workers took 250 s of CPU and the processes they started 166 s,
+where four took 227 s and 147 s, and four timing tests failed on a starved agent loop
+(probes dropped as the agent's), where four workers had one (the other work took 1,252 s
+of CPU during the five-worker run, 747 s during the four-worker one). The workers end
+within 7-13 s of each other: the pinned groups (heavy 265 s of its worker's 541 s in that
+run, Prometheus 70 s, Chromium 56 s) are not the last to finish, and ordering the longest
+tests first would save 1-8 s by a replay of the measured durations."""
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:

@@ -116,30 +116,53 @@ async def open_when_it_answers(
         return
 
 
-def replica_id() -> str:
-    """Who holds a window's lease. Stable across restarts on one host, so a restarted
-    agent resumes its windows at once; set POSTFLIGHT_REPLICA_ID for several replicas
-    on one host (a second agent under a live one's id is refused at start: see
-    `HoldsReplicaId`)."""
-    return os.environ.get("POSTFLIGHT_REPLICA_ID") or socket.gethostname()
+REPLICA_ID_SPARES = 16
+"""How many ids an agent not named by POSTFLIGHT_REPLICA_ID tries: the hostname, then
+`<hostname>-2` … `-16`."""
 
 
-def _named_how(owner: str) -> str:
-    """How the replica id was chosen, when the operator did not name it."""
-    if os.environ.get("POSTFLIGHT_REPLICA_ID") == owner:
-        return ""
-    if owner == socket.gethostname():
-        return " (the hostname: name each agent on one host with POSTFLIGHT_REPLICA_ID)"
-    return ""
+def replica_ids() -> tuple[str, ...]:
+    """Who holds a window's lease: the first of these no live agent holds (see
+    `HoldsReplicaId`). POSTFLIGHT_REPLICA_ID alone when set: an agent under a live one's
+    id is refused at start, a configuration to fix. Else the hostname, then the next
+    free `<hostname>-N`: a second agent on one host takes `-2`, and each, restarted
+    while the same agents run, takes its id again and resumes its windows at once."""
+    named = os.environ.get("POSTFLIGHT_REPLICA_ID")
+    if named:
+        return (named,)
+    host = socket.gethostname()
+    return (host, *(f"{host}-{n}" for n in range(2, REPLICA_ID_SPARES + 1)))
+
+
+def _say_replica_id(held: str, tried: tuple[str, ...]) -> None:
+    """The replica id, and how it was chosen when the operator did not name it."""
+    if len(tried) == 1:
+        log.info("replica id %s", held)
+    elif held == tried[0]:
+        log.info(
+            "replica id %s (the hostname; another agent on this host takes the next free"
+            " id, %s, unless POSTFLIGHT_REPLICA_ID names each)",
+            held,
+            tried[1],
+        )
+    else:
+        log.warning(
+            "replica id %s: the hostname %s is held by another live agent on the store,"
+            " so this agent took the next free id (name each agent on one host with"
+            " POSTFLIGHT_REPLICA_ID)",
+            held,
+            tried[0],
+        )
 
 
 @runtime_checkable
 class HoldsReplicaId(Protocol):
     """A store the agent holds for its life: its replica id on PostgreSQL, the file on
     SQLite (one agent each). Its start fails (`postflight run` exits 2, saying which agent
-    holds it) while another live agent holds the same."""
+    holds it) while other live agents hold every id it may take."""
 
-    async def hold_replica_id(self, replica_id: str) -> None: ...
+    async def hold_replica_id(self, *replica_ids: str) -> str:
+        """Hold the first of `replica_ids` free and return it."""
 
 
 def build_app(
@@ -155,16 +178,18 @@ def build_app(
     alert_retry_delays: Sequence[float] = ALERT_RETRY_DELAYS_S,
 ) -> web.Application:
     """The agent as an aiohttp application; `owner` names this replica in window leases
-    (default: `replica_id()`); `environ` is where `SENTRY_DSN` is read (default: the
-    process's; the demo gives none, so nothing leaves the machine); `alert_retry_delays`:
-    the backoff of a channel that failed an alert (tests shorten it)."""
+    (default: the first free of `replica_ids()`, taken at start); `environ` is where
+    `SENTRY_DSN` is read (default: the process's; the demo gives none, so nothing leaves
+    the machine); `alert_retry_delays`: the backoff of a channel that failed an alert
+    (tests shorten it)."""
     redact = Redactor(settings.secret_values())
     app = web.Application(client_max_size=64 * 1024)
     app[SETTINGS] = settings
     feed = DeployFeed()
     app[FEED] = feed
     shared = store or store_from_url(settings.store.url)
-    owner = owner or replica_id()
+    owners = (owner,) if owner else replica_ids()
+    owner = owners[0]
     app[STORE] = feed_store(shared, feed)
     app[METRICS] = metrics or Metrics()
     app[METRICS].expect(
@@ -183,12 +208,13 @@ def build_app(
         await open_when_it_answers(app[STORE], app.get(STOPPING), app.get(WAITING))
         if isinstance(shared, HoldsReplicaId):
             try:
-                await shared.hold_replica_id(owner)
+                held = await shared.hold_replica_id(*owners)
             except BaseException:
                 await app[STORE].close()
                 raise
+            watcher.name_replica(held)  # before any loop that leases runs
             if settings.store.url.startswith(("postgresql://", "postgres://")):
-                log.info("replica id %s%s", owner, _named_how(owner))
+                _say_replica_id(held, owners)
         app[METRICS].store_up.set(1)  # 0 until now, the wait at start included
         yield
         closing = asyncio.create_task(app[STORE].close(), name="closing the store")

@@ -186,6 +186,8 @@ class PostgresStore(SqlStore):
         self._pool: Any = None  # asyncpg.Pool (asyncpg ships no type information)
         self._replica: Any = None  # asyncpg.Connection holding our replica id's lock
         self._replica_keeper: asyncio.Task[None] | None = None
+        self._replica_id = ""
+        """The replica id held (`hold_replica_id`)."""
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -230,22 +232,36 @@ class PostgresStore(SqlStore):
             await self.close()
             self._unavailable(exc, "cannot open")
 
-    async def hold_replica_id(self, replica_id: str) -> None:
-        """Hold `replica_id` for this process's life (until `close`), or raise
-        `ReplicaIdInUse` naming the live agent that holds it: two agents under one id (two
-        on a host, neither given POSTFLIGHT_REPLICA_ID, both named by the hostname) each
-        took the other's leases as its own, and both watched a window or sent its
-        rollback. A session advisory lock on a connection of its own: it ends with the
-        holder's session, at once when its process dies; the server's keepalives end the
-        session of a holder whose host went down within about 25 s. A session the store
-        cut (a restart, a failover) is taken again once the store answers; an agent that
-        finds its id taken meanwhile says so (it cannot be refused any more)."""
+    async def hold_replica_id(self, *replica_ids: str) -> str:
+        """Hold the first of `replica_ids` no live agent holds, for this process's life
+        (until `close`), and return it; raise `ReplicaIdInUse` naming the live agent that
+        holds the first when every one is held: two agents under one id (two on a host,
+        both named by the hostname) each took the other's leases as its own, and both
+        watched a window or sent its rollback. A session advisory lock on a connection of
+        its own: it ends with the holder's session, at once when its process dies; the
+        server's keepalives end the session of a holder whose host went down within about
+        25 s. A session the store cut (a restart, a failover) is taken again once the
+        store answers; an agent that finds its id taken meanwhile says so (it cannot be
+        refused any more)."""
         if self._replica_keeper is not None:
-            return
-        await self._take_replica_id(replica_id)
-        self._replica_keeper = asyncio.create_task(
-            self._keep_replica_id(replica_id), name="replica-id"
-        )
+            return self._replica_id
+        refused: ReplicaIdInUse | None = None
+        for replica_id in replica_ids:
+            try:
+                await self._take_replica_id(replica_id)
+            except ReplicaIdInUse as exc:
+                refused = refused or exc
+                continue
+            self._replica_id = replica_id
+            self._replica_keeper = asyncio.create_task(
+                self._keep_replica_id(replica_id), name="replica-id"
+            )
+            return replica_id
+        if refused is None:
+            raise ValueError("no replica id to hold")
+        if len(replica_ids) > 1:
+            raise ReplicaIdInUse(f"{refused} (so is every id up to {replica_ids[-1]!r})")
+        raise refused
 
     async def _take_replica_id(self, replica_id: str) -> None:
         where = f"{replica_id} pid {os.getpid()}"

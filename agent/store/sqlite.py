@@ -240,16 +240,17 @@ class SqliteStore(SqlStore):
                 raise
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
 
-    async def hold_replica_id(self, replica_id: str) -> None:
+    async def hold_replica_id(self, *replica_ids: str) -> str:
         """Hold the file for this agent's life (until `close`), or raise `StoreInUse`
-        naming the process that holds it: one agent per SQLite file. A second agent on
-        the file (a second `postflight run` on the same host, its config copied with
-        another port) was named as the first, by the hostname, and took its live windows
-        over as its own: both watched each window. An exclusive `flock` on a lock file
-        beside the store (SQLite's own locks are `fcntl`'s, and some file systems tie the
-        two), released by the kernel when the holder's process ends, however it ends."""
+        naming the process that holds it: one agent per SQLite file, named by the first of
+        `replica_ids` (returned). A second agent on the file (a second `postflight run` on
+        the same host, its config copied with another port) was named as the first, by the
+        hostname, and took its live windows over as its own: both watched each window. An
+        exclusive `flock` on a lock file beside the store (SQLite's own locks are `fcntl`'s,
+        and some file systems tie the two), released by the kernel when the holder's
+        process ends, however it ends."""
         if self.path == ":memory:" or self._agent_lock is not None:
-            return
+            return replica_ids[0]
         lock_path = f"{self.path}-agent.lock"
         try:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -271,8 +272,9 @@ class SqliteStore(SqlStore):
             os.close(fd)
             raise
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{replica_id} pid {os.getpid()}\n".encode(), 0)
+        os.pwrite(fd, f"{replica_ids[0]} pid {os.getpid()}\n".encode(), 0)
         self._agent_lock = fd
+        return replica_ids[0]
 
     async def close(self) -> None:
         try:

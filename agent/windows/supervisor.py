@@ -138,6 +138,13 @@ class Watcher:
             self.services.owed_runs = self.prober.owed_runs
             self.services.take_background = self.prober.take_for_window
 
+    def name_replica(self, owner: str) -> None:
+        """Name this replica `owner` in every lease it takes: the id the store let it
+        hold at start, decided before any of its loops run."""
+        self.services.owner = owner
+        self.services.delivery.owner = owner
+        self.prober.owner = owner
+
     # WindowEvents ----------------------------------------------------------
 
     def window_opened(self, window_id: str) -> None:

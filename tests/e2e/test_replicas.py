@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
+import subprocess
+import sys
+import textwrap
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
@@ -18,7 +23,16 @@ from aiohttp import web
 from agent.store.sql import LOCK_REPLICA
 from agent.web.reader import RECHECK_S
 from agent.windows.probing import BACKGROUND_LEASE_MIN_S
-from tests.e2e.conftest import AgentFactory, FlipTarget, LocalTarget, environment
+from tests.e2e.conftest import (
+    SECRET,
+    TOKEN,
+    AgentFactory,
+    FlipTarget,
+    LocalTarget,
+    environment,
+)
+from tests.e2e.crash import ROOT, free_port
+from tests.receivers import RollbackReceiver
 from tests.web.sse import events
 
 
@@ -177,7 +191,7 @@ async def test_replicas_probe_an_environment_between_windows_once_not_once_each(
     await second.stop()
 
 
-async def test_a_second_agent_under_a_live_agents_replica_id_is_refused_at_start(
+async def test_a_second_agent_on_one_host_takes_the_next_free_replica_id(
     start_agent: AgentFactory,
     flip_target: FlipTarget,
     pg_url: str,
@@ -186,31 +200,49 @@ async def test_a_second_agent_under_a_live_agents_replica_id_is_refused_at_start
 ) -> None:
     """Two agents on one host, neither given POSTFLIGHT_REPLICA_ID, were both named by the
     hostname: each took the other's leases as its own, so both watched a window (and could
-    both send its rollback). The second is refused at start, saying who holds the id and
-    what to set; once the first has stopped, an agent under its id (its restart) starts."""
+    both send its rollback); then the second was refused at start. It takes the next free
+    id, `<hostname>-2`, saying so; each restarted while the other runs takes its own id
+    again. An id named by POSTFLIGHT_REPLICA_ID is refused when a live agent holds it,
+    saying who holds it and what to set."""
     from agent.store.postgres import ReplicaIdInUse
 
+    host = socket.gethostname()
     store = f"url: {pg_url}\n  lease: 1s"
     env = environment("production", flip_target.url, window="6s", background_interval="1h")
     monkeypatch.delenv("POSTFLIGHT_REPLICA_ID", raising=False)
     caplog.set_level(logging.INFO, logger="postflight")
     first = await start_agent(env, store=store)  # no owner: the hostname, as by default
     assert (
-        f"replica id {socket.gethostname()} (the hostname: name each agent on one host with"
-        " POSTFLIGHT_REPLICA_ID)" in caplog.messages
+        f"replica id {host} (the hostname; another agent on this host takes the next free"
+        f" id, {host}-2, unless POSTFLIGHT_REPLICA_ID names each)" in caplog.messages
     ), caplog.messages
+    caplog.clear()
+    second = await start_agent(env, store=store)
+    said = (
+        f"replica id {host}-2: the hostname {host} is held by another live agent on the"
+        " store, so this agent took the next free id (name each agent on one host with"
+        " POSTFLIGHT_REPLICA_ID)"
+    )
+    assert [r.levelname for r in caplog.records if r.getMessage() == said] == ["WARNING"]
+    deploy = await second.register("production", "v-second")
+    await second.wait_until(deploy["id"], lambda d: d["rounds"] >= 1, within=10)
+    assert await lease_owner(pg_url, deploy["id"]) in (host, f"{host}-2")
+    monkeypatch.setenv("POSTFLIGHT_REPLICA_ID", host)
     with pytest.raises(ReplicaIdInUse) as refused:
         await start_agent(env, store=store)
     said = str(refused.value)
-    assert f"replica id {socket.gethostname()!r} is held by another live agent" in said
-    assert f"postflight {socket.gethostname()} pid {os.getpid()}" in said  # the holder
+    assert f"replica id {host!r} is held by another live agent" in said
+    assert f"postflight {host} pid {os.getpid()}" in said  # the holder
     assert "POSTFLIGHT_REPLICA_ID" in said
-    other = await start_agent(env, store=store, owner="replica-b")  # a name of its own
+    monkeypatch.delenv("POSTFLIGHT_REPLICA_ID")
+    await second.stop()
+    caplog.clear()
+    await start_agent(env, store=store)  # the second's restart: its own id again
+    assert f"replica id {host}-2" in caplog.text, caplog.text
     await first.stop()
-    restarted = await start_agent(env, store=store)
-    deploy = await restarted.register("production", "v-after")
-    assert deploy["state"] == "watching"
-    await other.stop()
+    caplog.clear()
+    await start_agent(env, store=store)  # the first's restart, the second running
+    assert f"replica id {host} (the hostname" in caplog.text, caplog.text
 
 
 async def test_a_second_agent_on_one_sqlite_store_is_refused_at_start(
@@ -282,3 +314,165 @@ async def test_a_replica_id_whose_session_the_store_cut_is_held_again(
     assert again not in (None, first), "the replica id was not held again"
     with pytest.raises(ReplicaIdInUse):
         await start_agent(env, store=store, owner="replica-a")
+
+
+class Daemon:
+    """`postflight run` as its own process, named by POSTFLIGHT_REPLICA_ID only when given
+    `replica_id` (else, as on a host by default, by the hostname)."""
+
+    def __init__(self, workdir: Path, name: str, config: str, replica_id: str | None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = workdir / f"{name}.yaml"
+        self.config.write_text(config.replace("{port}", str(self.port)))
+        self.log = workdir / f"{name}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTRY", "NEW_RELIC"))}
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        env.pop("POSTFLIGHT_REPLICA_ID", None)
+        if replica_id is not None:
+            env["POSTFLIGHT_REPLICA_ID"] = replica_id
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "agent", "run", "--config", str(self.config)],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=out,
+            )
+
+    def said(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    async def ready(self, http: aiohttp.ClientSession, within: float = 30.0) -> None:
+        deadline = asyncio.get_running_loop().time() + within
+        while asyncio.get_running_loop().time() < deadline:
+            assert self.proc.poll() is None, f"exited {self.proc.returncode}:\n{self.said()}"
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with http.get(f"{self.url}/readyz") as r:
+                    if r.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"not ready within {within} s:\n{self.said()}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+async def daemons(tmp_path: Path) -> AsyncIterator[Callable[[str, str, str | None], Daemon]]:
+    started: list[Daemon] = []
+
+    def start(name: str, config: str, replica_id: str | None) -> Daemon:
+        started.append(Daemon(tmp_path, name, config, replica_id))
+        return started[-1]
+
+    yield start
+    for daemon in started:
+        daemon.kill()
+
+
+async def test_two_daemons_on_one_host_sharing_postgresql_each_take_their_own_id(
+    daemons: Callable[[str, str, str | None], Daemon], flip_target: FlipTarget, pg_url: str
+) -> None:
+    """Two `postflight run` on one host and one PostgreSQL, neither given
+    POSTFLIGHT_REPLICA_ID, as the example config invites: the second exited 2 (the
+    hostname, its id, was held by the first). Both start under ids of their own, a bad
+    deploy is rolled back once and a good one not at all (counted at the receiver), and
+    the other takes over the window of one killed (-9)."""
+    host = socket.gethostname()
+    receiver = RollbackReceiver(SECRET)
+    await receiver.start()
+    rollback = f"rollback: {{url: {receiver.url}, secret: {SECRET}, backoff: 100ms}}"
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: every probe fails
+    config = (
+        f"server:\n  listen: 127.0.0.1:{{port}}\n  api_tokens: [{TOKEN}]\n"
+        f"store:\n  url: {pg_url}\n  lease: 1s\n"
+        "environments:\n"
+        + textwrap.indent(
+            environment("bad", dead, window="10s", background_interval="1h", extra=rollback)
+            + environment(
+                "good", flip_target.url, window="3s", background_interval="1h", extra=rollback
+            )
+            + environment("long", flip_target.url, window="60s", background_interval="1h"),
+            "  ",
+        )
+    )
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        async with aiohttp.ClientSession(headers=headers) as http:
+            first = daemons("first", config, None)
+            await first.ready(http)
+            second = daemons("second", config, None)
+            await second.ready(http)  # it exited 2: the hostname was held
+            assert f"replica id {host} (the hostname" in first.said()
+            said = f"WARNING postflight: replica id {host}-2: the hostname {host} is held"
+            assert said in second.said()
+
+            async def register(daemon: Daemon, environment: str) -> str:
+                body = {"environment": environment, "version": f"v-{environment}"}
+                async with http.post(f"{daemon.url}/v1/deploys", json=body) as r:
+                    assert r.status == 201, await r.text()
+                    deploy_id: str = (await r.json())["id"]
+                    return deploy_id
+
+            async def state(daemon: Daemon, deploy_id: str) -> dict[str, Any]:
+                async with http.get(f"{daemon.url}/v1/deploys/{deploy_id}") as r:
+                    assert r.status == 200, await r.text()
+                    found: dict[str, Any] = await r.json()
+                    return found
+
+            async def until(daemon: Daemon, deploy_id: str, done: Callable[[Any], bool]) -> Any:
+                for _ in range(300):  # 30 s at most
+                    found = await state(daemon, deploy_id)
+                    if done(found):
+                        return found
+                    await asyncio.sleep(0.1)
+                raise AssertionError(f"gave up waiting: {found}")
+
+            bad = await register(first, "bad")
+            good = await register(second, "good")
+            ended = ("passed", "failed", "rolled_back", "inconclusive", "cancelled")
+            assert (await until(second, bad, lambda d: d["state"] in ended))["state"] == (
+                "rolled_back"
+            )
+            assert (await until(first, good, lambda d: d["state"] in ended))["state"] == "passed"
+            await asyncio.sleep(2.0)  # twice the lease: a second sender has had its chance
+            accepted = Counter(a.idempotency_key for a in receiver.attempts if a.accepted)
+            assert accepted == {bad: 1}, receiver.attempts
+
+            long = await register(first, "long")
+            await until(first, long, lambda d: d["rounds"] >= 2)
+            holder = await lease_owner(pg_url, long)
+            victim, survivor = (first, second) if holder == host else (second, first)
+            assert holder == (host if victim is first else f"{host}-2")
+            victim.kill()
+            rounds = (await state(survivor, long))["rounds"]
+            await until(survivor, long, lambda d: d["rounds"] >= rounds + 3)
+            taken = f"{host}-2" if victim is first else host
+            assert await lease_owner(pg_url, long) == taken
+            numbers = await round_numbers(pg_url, long)
+            assert numbers == list(range(1, len(numbers) + 1)), "rounds skipped or twice"
+    finally:
+        await receiver.stop()
+
+
+async def test_a_daemon_named_as_a_live_one_by_postflight_replica_id_is_refused(
+    daemons: Callable[[str, str, str | None], Daemon], pg_url: str
+) -> None:
+    """POSTFLIGHT_REPLICA_ID names each replica: one named as a live one is a
+    configuration to fix, refused at start (exit 2), not renamed."""
+    config = (
+        f"server:\n  listen: 127.0.0.1:{{port}}\n  api_tokens: [{TOKEN}]\n"
+        f"store:\n  url: {pg_url}\n"
+        "environments:\n"
+        + textwrap.indent(environment("production", f"http://127.0.0.1:{free_port()}"), "  ")
+    )
+    async with aiohttp.ClientSession() as http:
+        first = daemons("first", config, "web-1")
+        await first.ready(http)
+        second = daemons("second", config, "web-1")
+        assert await asyncio.to_thread(second.proc.wait, 30) == 2, second.said()
+    assert "replica id 'web-1' is held by another live agent" in second.said()
+    assert first.proc.poll() is None

@@ -328,3 +328,27 @@ def test_store_from_url_builds_a_postgres_store() -> None:
     store = store_from_url("postgresql://u:pw@db.example/pf")
     assert isinstance(store, PostgresStore)
     assert store.where == "db.example/pf"
+
+
+async def test_a_replica_id_is_the_first_of_those_given_that_no_live_agent_holds(
+    pg_url: str,
+) -> None:
+    """An agent not named by POSTFLIGHT_REPLICA_ID is given the hostname and its spares:
+    it holds the first free one; every one held refuses it, naming the first's holder."""
+    from agent.store.postgres import ReplicaIdInUse
+
+    stores = [PostgresStore(pg_url) for _ in range(3)]
+    try:
+        assert await stores[0].hold_replica_id("web-1", "web-1-2") == "web-1"
+        assert await stores[1].hold_replica_id("web-1", "web-1-2") == "web-1-2"
+        assert await stores[1].hold_replica_id("web-1", "web-1-2") == "web-1-2"  # kept
+        with pytest.raises(ReplicaIdInUse) as refused:
+            await stores[2].hold_replica_id("web-1", "web-1-2")
+        said = str(refused.value)
+        assert "replica id 'web-1' is held by another live agent" in said
+        assert said.endswith("(so is every id up to 'web-1-2')"), said
+        await stores[0].close()
+        assert await stores[2].hold_replica_id("web-1", "web-1-2") == "web-1"
+    finally:
+        for store in stores:
+            await store.close()

@@ -755,6 +755,32 @@ def test_a_fast_services_latency_x2_read_a_few_ms_late_is_judged() -> None:
     assert resumed.guard(glance, verdict, [rule], _baseline(0.021))[0].decision == ("inconclusive")
 
 
+def test_a_rule_whose_fail_was_held_never_ends_the_window_passed() -> None:
+    """The e2e run of a 20 -> 40 ms service on a busy agent (threshold policy, two
+    breached rounds): the fail was held as the agent's delay, a later round's p95 broke
+    the streak, and the window ended `passed` ("1 of 1 rule passed"), a latency x2 called
+    a pass. A rule whose fail was held is judged by nobody at the end: `inconclusive`,
+    saying why, never a rollback."""
+    glance, verdict = _latency_fail(6 * MS)
+    tally, rules, base = _tally(100, 3, latencies=10), [LATENCY_UP], _baseline(1 * MS)
+    assert tally.guard(glance, verdict, rules, base, final=False)[0].decision == "continue"
+    passing = RuleVerdict(
+        "probe-latency", "checks", "latency_p95", "pass", MS, MS, "max_increase 20%", "ok"
+    )
+    ended = Glance("pass", (RuleGlance("probe-latency", "pass", MS, {}),))
+    said = Verdict("pass", "1 of 1 rule passed over 8 rounds", (passing,))
+    out_glance, out = tally.guard(ended, said, rules, base, final=True)
+    assert out_glance.decision == "inconclusive" and out is not None
+    assert out.decision == "inconclusive" and out.reason.startswith("agent overloaded:")
+    assert "probe-latency's latency_p95 6ms may be as little as" in out.reason
+    assert "nothing is rolled back (the judge alone said: pass:" in out.reason
+    assert [r.outcome for r in out.rules] == ["inconclusive"]
+    assert [r.outcome for r in out_glance.rules] == ["inconclusive"]
+    assert "its fail in an earlier round was within the agent's own delay" in out.rules[0].detail
+    # a window that never held a fail passes as the judge said
+    assert _tally(100, 3, latencies=10).guard(ended, said, rules, base) == (ended, said)
+
+
 @pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
 def test_the_measured_delay_is_never_less_than_an_answers_real_wait(kind: str) -> None:
     """`read_delay` as an answer is parsed (in its I/O callback) is at least how long that

@@ -37,7 +37,7 @@ class DropTally:
     by check, so a rule is judged lost on the drops of the checks it reads (a load check's
     200 requests a round losing their latencies say nothing of a health check's 10)."""
 
-    __slots__ = ("by_check", "delays", "round_by_check")
+    __slots__ = ("by_check", "delays", "held_fails", "round_by_check")
 
     def __init__(self) -> None:
         self.delays = DelayTally()
@@ -47,6 +47,10 @@ class DropTally:
         before drops were kept by check (they count against every rule)."""
         self.round_by_check: dict[str, list[int]] = {}
         """The same for this round's checks."""
+        self.held_fails: dict[str, str] = {}
+        """Rule -> why its fail was held as the agent's own delay in an earlier round: such
+        a rule never ends `pass` (a threshold policy's streak that a later round broke
+        passed a latency x2 whose fail the guard had held)."""
 
     @property
     def samples(self) -> int:
@@ -194,6 +198,12 @@ class DropTally:
                     why = agent_limited(rule, r.observed, base, self.delays.margin(rule))
                     if why is not None:
                         limited[r.name] = why
+        if glance.decision == "fail":
+            self.held_fails.update(limited)
+        elif glance.decision == "pass":
+            # a rule held earlier, that did not fail again: judged by nobody, not passed
+            limited = {n: why for n, why in self.held_fails.items() if n not in held}
+        again = set(limited) if glance.decision == "pass" else set()
         held |= limited.keys()
         if not held:
             return glance, verdict
@@ -203,7 +213,7 @@ class DropTally:
             return _standing(glance, verdict, held)
         holding = glance.decision == "fail" and not final
         decision: WindowDecision = "continue" if holding else "inconclusive"
-        glance = Glance(decision, tuple(_held_glance(r, held) for r in glance.rules))
+        glance = Glance(decision, tuple(_held_glance(r, held, again) for r in glance.rules))
         if verdict is None:
             return glance, None
         late = "".join(f"; {why}" for _, why in sorted(limited.items()))
@@ -214,7 +224,8 @@ class DropTally:
             f" was stalled while they ran{late}, so {', '.join(sorted(held))} cannot be judged"
             f" and {then} (the judge alone said: {verdict.decision}: {verdict.reason})"
         )
-        return glance, Verdict(decision, reason, tuple(_held(r, held) for r in verdict.rules))
+        rules_said = tuple(_held(r, held, again) for r in verdict.rules)
+        return glance, Verdict(decision, reason, rules_said)
 
 
 def _total(by_check: Mapping[Any, Sequence[int]], k: int) -> int:
@@ -373,22 +384,34 @@ def _standing(
     return glance, Verdict(verdict.decision, verdict.reason, rules)
 
 
-def _held_glance(rule: RuleGlance, probed: Iterable[str]) -> RuleGlance:
-    if rule.outcome != "fail" or rule.name not in probed:
+def _held_glance(rule: RuleGlance, probed: Iterable[str], again: Iterable[str] = ()) -> RuleGlance:
+    """`rule` not judged: a fail in `probed`, or a pass in `again` (held earlier)."""
+    if rule.name not in (again if rule.outcome == "pass" else probed) or rule.outcome not in (
+        "fail",
+        "pass",
+    ):
         return rule
     return dataclasses.replace(rule, outcome="inconclusive", evidence=_calm(rule.evidence))
 
 
-def _held(rule: RuleVerdict, probed: Iterable[str]) -> RuleVerdict:
-    """A probe rule's verdict when the agent was overloaded: a fail is not the target's."""
-    if rule.outcome != "fail" or rule.name not in probed:
+def _held(rule: RuleVerdict, probed: Iterable[str], again: Iterable[str] = ()) -> RuleVerdict:
+    """A probe rule's verdict when the agent was overloaded: a fail is not the target's,
+    nor a pass after a fail held earlier (`again`)."""
+    if rule.name not in (again if rule.outcome == "pass" else probed) or rule.outcome not in (
+        "fail",
+        "pass",
+    ):
         return rule
+    earlier = _EARLIER if rule.outcome == "pass" else ""
     return dataclasses.replace(
         rule,
         outcome="inconclusive",
-        detail=f"{rule.detail} (not judged: agent overloaded)",
+        detail=f"{rule.detail} (not judged: agent overloaded{earlier})",
         evidence=_calm(rule.evidence),
     )
+
+
+_EARLIER = "; its fail in an earlier round was within the agent's own delay"
 
 
 def _calm(evidence: dict[str, Any]) -> dict[str, Any]:

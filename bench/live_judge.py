@@ -1,0 +1,343 @@
+"""Issue 10's live goals on the real daemon (`postflight run`), as a new user runs it.
+
+Not a test; it prints one line per deploy and a table. A config in a temp dir (SQLite
+store, default policy, the example configuration's shapes: an http check, rules
+`error_rate max 0.05` and `latency_p95 max_increase 50%`, a rollback webhook, an apprise
+json:// channel), one environment per local aiohttp target, a background baseline from
+`--pre` seconds of pre-deploy probes, then every environment's deploy at once:
+
+- `mixed`: per `--speeds` entry (fast: 4 ms, mid: 50 ms, slow: 300 ms, lognormal; 2%
+  errors), errors x5, latency x2, two A/A, and the same two regressions starting
+  `--onset` seconds into the window;
+- `bursty`: 10 A/A environments, `--repeats` windows each, errors in bursts (a
+  `--slot`-long stretch is bad with probability 0.1, then 20% of its requests fail).
+
+Truth from outside: rollbacks counted at the receiver (by deploy), alerts at the sink.
+`--burn N` runs N CPU burners beside the daemon.
+
+    python bench/live_judge.py mixed --speeds mid,mid --probes 40
+    python bench/live_judge.py mixed --speeds fast,slow --probes 40 --burn 1
+    python bench/live_judge.py bursty --probes 40 --window 1m --repeats 2 --slot 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.receivers import JsonSink, RollbackReceiver  # noqa: E402
+
+SLOT = 0.5
+TOKEN = "live-token-0123456789abcdef"
+SECRET = "rb-secret-live"
+
+
+class Target:
+    def __init__(self, seed: int, latency: float, error_rate: float, burst: float = 0.0):
+        self.rng = random.Random(seed)
+        self.latency = latency
+        self.error_rate = error_rate
+        self.burst = burst
+        self.slot = SLOT
+        self.bad_slots: dict[int, bool] = {}
+        self.requests = 0
+        self.failures = 0
+        self.port = 0
+
+    def fails(self) -> bool:
+        if not self.burst:
+            return self.rng.random() < self.error_rate
+        slot = int(time.monotonic() / self.slot)
+        if slot not in self.bad_slots:
+            self.bad_slots[slot] = self.rng.random() < self.burst
+        return self.bad_slots[slot] and self.rng.random() < self.error_rate / self.burst
+
+    async def health(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        if self.latency:
+            await asyncio.sleep(self.latency * math.exp(0.3 * self.rng.gauss(0.0, 1.0)))
+        if self.fails():
+            self.failures += 1
+            return web.json_response({"status": "error"}, status=503)
+        return web.json_response({"status": "ok"})
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/api/health", self.health)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def env_yaml(name: str, url: str, receiver: str, a: argparse.Namespace) -> str:
+    return f"""
+  {name}:
+    base_url: {url}
+    window: {a.window}
+    interval: {a.interval}
+    lookback: 1h
+    background_interval: {a.background}
+    probes_per_round: {a.probes}
+    checks:
+      - name: api-health
+        type: http
+        path: /api/health
+        timeout: 2s
+        expect:
+          status: 200
+          json: {{status: ok}}
+    rules:
+      - name: probe-errors
+        source: checks
+        metric: error_rate
+        max: 0.05
+      - name: health-p95
+        source: checks
+        check: api-health
+        metric: latency_p95
+        max_increase: 50%
+    rollback:
+      url: {receiver}
+      secret: {SECRET}
+      dry_run: false
+      max_attempts: 8
+    alerts:
+      tags: [oncall]
+"""
+
+
+def plan(a: argparse.Namespace) -> list[dict]:
+    """Each environment: base latency, base errors, and what the deploy does."""
+    envs = []
+    if a.scenario == "mixed":
+        lat = {"fast": 0.004, "mid": 0.05, "slow": 0.3}
+        kinds = ["errors_x5", "latency_x2", "aa", "aa", "onset_errors_x5", "onset_latency_x2"]
+        speeds = a.speeds.split(",")
+        i = 0
+        for speed in speeds:
+            for kind in kinds:
+                envs.append(
+                    {
+                        "name": f"e{i:02d}-{speed}-{kind}",
+                        "latency": lat[speed],
+                        "errors": 0.02,
+                        "kind": kind,
+                        "burst": 0.0,
+                    }
+                )
+                i += 1
+    else:  # bursty: 10 envs, 2 windows each
+        for i in range(10):
+            envs.append(
+                {"name": f"b{i:02d}", "latency": 0.05, "errors": 0.02, "kind": "aa", "burst": 0.1}
+            )
+    return envs
+
+
+async def main(a: argparse.Namespace) -> None:
+    envs = plan(a)
+    receiver = RollbackReceiver(SECRET)
+    await receiver.start()
+    sink = JsonSink()
+    await sink.start()
+    targets = []
+    for k, e in enumerate(envs):
+        t = Target(a.seed * 1000 + k, e["latency"], e["errors"], e["burst"])
+        await t.start()
+        targets.append(t)
+    tmp = Path(tempfile.mkdtemp(prefix="pf-live-"))
+    port = 18000 + random.randrange(1000)
+    cfg = f"""server:
+  listen: 127.0.0.1:{port}
+  api_tokens: ["{TOKEN}"]
+store:
+  url: sqlite:///{tmp / "postflight.db"}
+alerting:
+  channels:
+    - url: {sink.url()}
+      tags: [oncall]
+environments:""" + "".join(
+        env_yaml(e["name"], t.url, receiver.url, a) for e, t in zip(envs, targets, strict=True)
+    )
+    (tmp / "postflight.yaml").write_text(cfg)
+    proc, burners = start_processes(tmp, a.burn)
+    print(f"tmp={tmp} daemon pid={proc.pid} burners={[b.pid for b in burners]}", flush=True)
+    base = f"http://127.0.0.1:{port}"
+    hdr = {"Authorization": f"Bearer {TOKEN}"}
+    results = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):
+                try:
+                    async with http.get(f"{base}/healthz") as r:
+                        if r.status < 500:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(a.pre)  # the pre-deploy background baseline
+
+            async def one(e: dict, t: Target, n: int) -> dict:
+                kind = e["kind"]
+                onset = kind.startswith("onset")
+                if n == 0 and a.stagger:  # deploys spread over `stagger` seconds
+                    await asyncio.sleep(random.Random(e["name"]).uniform(0.0, a.stagger))
+                if not onset:
+                    apply(kind, e, t)
+                t0 = time.monotonic()
+                async with http.post(
+                    f"{base}/v1/deploys",
+                    headers=hdr,
+                    json={"environment": e["name"], "version": f"v{n}"},
+                ) as r:
+                    d = await r.json()
+                    assert r.status == 201, d
+                warnings = d.get("warnings")
+                onset_at = None
+                while True:
+                    now = time.monotonic()
+                    if onset and onset_at is None and now - t0 >= a.onset:
+                        apply(kind, e, t)
+                        onset_at = now
+                    async with http.get(f"{base}/v1/deploys/{d['id']}", headers=hdr) as r:
+                        d = await r.json()
+                    pending = (d.get("rollback") or {}).get("state") == "pending"
+                    if d["state"] not in ("watching", "scheduled") and not pending:
+                        break
+                    await asyncio.sleep(0.5)
+                end = time.monotonic()
+                t.latency, t.error_rate = e["latency"], e["errors"]  # back to the old version
+                return {
+                    "env": e["name"],
+                    "kind": kind,
+                    "version": f"v{n}",
+                    "state": d["state"],
+                    "rounds": d.get("rounds"),
+                    "t_verdict": round(end - t0, 1),
+                    "t_from_onset": round(end - onset_at, 1) if onset_at else None,
+                    "verdict": d.get("verdict"),
+                    "warnings": warnings,
+                }
+
+            async def windows(e: dict, t: Target) -> list[dict]:
+                out = []
+                for n in range(a.repeats):
+                    out.append(await one(e, t, n))
+                    await asyncio.sleep(a.gap)
+                return out
+
+            groups = await asyncio.gather(
+                *(windows(e, t) for e, t in zip(envs, targets, strict=True))
+            )
+            results = [r for g in groups for r in g]
+            await asyncio.sleep(5)
+    finally:
+        for b in burners:
+            b.terminate()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    by_deploy: dict[tuple[str, str], list[int | None]] = {}
+    for attempt in receiver.attempts:
+        deploy = json.loads(attempt.body)["deploy"]
+        by_deploy.setdefault((deploy["environment"], deploy["version"]), []).append(attempt.status)
+    print("\nenvironment kind state rounds verdict_s from_onset_s receiver rules")
+    for r in results:
+        r["receiver"] = by_deploy.get((r["env"], r["version"]), [])
+        rules = " ".join(f"{x['name']}={x['outcome']}" for x in (r["verdict"] or {})["rules"])
+        print(
+            r["env"],
+            r["kind"],
+            r["state"],
+            r["rounds"],
+            r["t_verdict"],
+            r["t_from_onset"],
+            r["receiver"],
+            rules,
+        )
+    (tmp / "results.json").write_text(json.dumps(results, indent=1))
+    told = [{"title": n.title, "message": n.message} for n in sink.notifications]
+    (tmp / "alerts.json").write_text(json.dumps(told, indent=1))
+    print(f"\nreceiver: {len(receiver.attempts)} requests; sink: {len(told)} alerts; in {tmp}")
+    table(results)
+
+
+def table(results: list[dict]) -> None:
+    """By target speed and scenario: deploys, rolled back (at the receiver), passed,
+    inconclusive, and the seconds to a rollback (from the onset for onset scenarios)."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in results:
+        speed = r["env"].split("-")[1] if r["env"].count("-") >= 2 else "mid"
+        groups.setdefault((speed, r["kind"]), []).append(r)
+    print("\n| target | scenario | deploys | rolled back | passed | inconclusive | s to rollback |")
+    print("|---|---|---|---|---|---|---|")
+    for (speed, kind), g in sorted(groups.items()):
+        back = sum(1 for r in g if r["receiver"])
+        passed = sum(r["state"] == "passed" for r in g)
+        unsure = sum(r["state"] == "inconclusive" for r in g)
+        seconds = sorted(r["t_from_onset"] or r["t_verdict"] for r in g if r["receiver"])
+        print(f"| {speed} | {kind} | {len(g)} | {back} | {passed} | {unsure} | {seconds} |")
+
+
+def start_processes(
+    tmp: Path, burn: int
+) -> tuple[subprocess.Popen[bytes], list[subprocess.Popen[bytes]]]:
+    """The daemon on `tmp`'s config (its output in daemon.log), and `burn` CPU burners."""
+    with open(tmp / "daemon.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", str(tmp / "postflight.yaml")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp,
+            env={**os.environ, "POSTFLIGHT_API_TOKEN": TOKEN},
+        )
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(burn)]
+    return proc, burners
+
+
+def apply(kind: str, e: dict, t: Target) -> None:
+    if "errors" in kind:
+        t.error_rate = e["errors"] * 5
+    elif "latency" in kind:
+        t.latency = e["latency"] * 2
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("scenario", choices=["mixed", "bursty"])
+    p.add_argument("--burn", type=int, default=0)
+    p.add_argument("--window", default="2m")
+    p.add_argument("--interval", default="5s")
+    p.add_argument("--background", default="5s")
+    p.add_argument("--pre", type=float, default=40.0)
+    p.add_argument("--onset", type=float, default=30.0)
+    p.add_argument("--speeds", default="mid,mid")
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--gap", type=float, default=3.0)
+    p.add_argument("--stagger", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--probes", type=int, default=10)
+    p.add_argument("--slot", type=float, default=0.5)
+    args = p.parse_args()
+    SLOT = args.slot
+    asyncio.run(main(args))

@@ -446,3 +446,35 @@ async def test_a_cancelled_round_leaves_its_probes_tasks_to_no_collection(
         finally:
             gc.enable()
     assert alive == 0
+
+
+async def test_windows_of_environments_deployed_together_probe_at_different_instants() -> None:
+    """A dozen deploys registered at once run their rounds in step: their probes, all at
+    the round's start plus the same steps, were read by the agent in bursts, a fast
+    service's latencies a few ms late (issue 10's live re-run: a 7 ms service's A/A
+    windows read +22-38% against its background baseline; deploys registered a few
+    seconds apart, +0%). Each environment's probes now sit at a phase of their step
+    fixed by its name, and every probe still has its room before the round's end."""
+    env = load_settings_text(CONFIG.format(url="http://127.0.0.1:9")).environments["production"]
+    plans: dict[str, list[float]] = {}
+    async with TargetSessions() as sessions:
+        for name in ("e00-fast-aa", "e01-fast-aa", "e02-fast-latency", "production"):
+            probe = EnvironmentProbe(name, env, sessions, Metrics())
+
+            async def planned(
+                loop: object,
+                plan: list[tuple[float, Check, str, float]],
+                end: float | None,
+                name: str = name,
+            ) -> list[CheckResult]:
+                start = asyncio.get_running_loop().time()
+                assert end is not None
+                assert all(at + room <= end + 1e-6 for at, _, _, room in plan)
+                plans[name] = [at - start for at, _, _, _ in plan]
+                return []
+
+            probe._launch = planned  # type: ignore[method-assign]
+            await probe.run_round(2.0, probes=4)
+    firsts = {name: round(times[0], 3) for name, times in plans.items()}
+    assert len(set(firsts.values())) == len(firsts), firsts
+    assert all(0.0 <= first < 0.25 for first in firsts.values()), firsts  # within one step

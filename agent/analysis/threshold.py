@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from agent.analysis.describe import change_floor, format_percent, format_value
+from agent.analysis.describe import change_floor, format_limit, format_percent, format_value
 from agent.analysis.types import Rule
 
 
@@ -53,7 +53,7 @@ def breaches(rule: Rule, value: float, baseline: float | None) -> list[Breach]:
             if (value > limit) if up else (value < limit):
                 sign = "+" if up else "-"
                 text = (
-                    f"{'max' if up else 'min'} {format_value(fmt, limit)} "
+                    f"{'max' if up else 'min'} {format_limit(fmt, limit, value)} "
                     f"(baseline {format_value(fmt, baseline)} {sign}"
                     f"{format_percent(rule.max_increase)})"
                 )

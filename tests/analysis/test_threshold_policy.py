@@ -112,6 +112,18 @@ def test_a_value_just_past_its_bound_reads_past_it() -> None:
     )
 
 
+def test_a_computed_bound_rounded_up_still_reads_below_the_value() -> None:
+    """Seen at a real daemon (session 34): `latency_p95 4.7ms > max 5ms (baseline 3ms
+    +50%)`, the value given its digits and the computed bound (4.6 ms) rounded up to whole
+    milliseconds, so the breach read as no breach; both now keep the digits that part them."""
+    rule = Rule("fast", "checks", "latency_p95", max_increase=0.5)
+    rounds = rounds_of(rule, *[Observation(0.0047, total=50)] * 3)
+    verdict = judge([rule], {rule.name: Observation(0.0031)}, rounds, THRESHOLD, final=False)
+    assert verdict.reason == (
+        "fast: latency_p95 4.7ms > max 4.6ms (baseline 3ms +50%) for 3 rounds"
+    )
+
+
 def test_direction_decrease_fails_on_a_drop() -> None:
     rule = Rule("crash-free", "sentry", "crash_free_rate", max_increase=0.01, direction="decrease")
     base = {rule.name: Observation(0.999)}

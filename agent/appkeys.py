@@ -38,6 +38,14 @@ class UnavailablePage(Protocol):
     def __call__(self, request: web.Request, retry_after_s: int) -> web.Response | None: ...
 
 
+class BrowserPage(Protocol):
+    """Where a browser that asked an API route for a page and sent no token goes instead
+    of the API's 401 (`agent.web` mounts one): the path of the page showing the same
+    thing, which offers sign-in; None for any other request."""
+
+    def __call__(self, request: web.Request) -> str | None: ...
+
+
 class Foresight(Protocol):
     """Warnings for a deploy being registered (`agent.windows.foresight`: rules whose
     bounds are below what they can detect at the baseline's traffic)."""
@@ -61,6 +69,7 @@ REDACT = web.AppKey("redact", Redactor)
 WINDOW_EVENTS = web.AppKey("window_events", WindowEvents)
 PAGE_LINK = web.AppKey("page_link", PageLink)
 UNAVAILABLE_PAGE = web.AppKey("unavailable_page", UnavailablePage)
+BROWSER_PAGE = web.AppKey("browser_page", BrowserPage)
 FORESIGHT = web.AppKey("foresight", Foresight)
 LOOPS = web.AppKey("loops", dict[str, "asyncio.Task[Any]"])
 """The daemon's background loops by name (the watcher's, the integrations', the alert

@@ -47,7 +47,7 @@ def token_name(presented: str, named: Iterable[tuple[str, SecretStr]]) -> str | 
     return found
 
 
-def _authorizations(request: web.Request) -> list[str]:
+def authorizations(request: web.Request) -> list[str]:
     return request.headers.getall("Authorization", [])
 
 
@@ -55,7 +55,7 @@ def bearer_token(request: web.Request) -> str | None:
     """The token of `Authorization: Bearer <token>`, or None when absent, another scheme,
     or given twice: Authorization is one value (RFC 9110 §11.6.2), and with two the first
     was read, so whether a second (a proxy's) came before or after decided access."""
-    given = _authorizations(request)
+    given = authorizations(request)
     if len(given) != 1:
         return None
     header = given[0]
@@ -100,7 +100,7 @@ async def wrong_method_on_a_public_route(request: web.Request) -> bool:
 
 def require_token(request: web.Request, accepted: Iterable[SecretStr]) -> None:
     token = bearer_token(request)
-    if len(_authorizations(request)) > 1:
+    if len(authorizations(request)) > 1:
         raise ApiProblem(
             401, "send one Authorization header: this request has several", headers=CHALLENGE
         )

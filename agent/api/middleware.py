@@ -19,9 +19,14 @@ from collections.abc import Callable
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from agent.api.auth import needs_auth, require_token, wrong_method_on_a_public_route
+from agent.api.auth import (
+    authorizations,
+    needs_auth,
+    require_token,
+    wrong_method_on_a_public_route,
+)
 from agent.api.problems import ApiProblem, from_http_exception
-from agent.appkeys import METRICS, REDACT, SETTINGS, UNAVAILABLE_PAGE
+from agent.appkeys import BROWSER_PAGE, METRICS, REDACT, SETTINGS, UNAVAILABLE_PAGE
 from agent.store.base import Conflict, StoreError
 
 log = logging.getLogger("postflight.api")
@@ -175,7 +180,22 @@ def _unexpected(request: web.Request, exc: Exception) -> web.Response:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if needs_auth(request) and not await wrong_method_on_a_public_route(request):
+        _to_the_page(request)
         settings = request.config_dict.get(SETTINGS)
         tokens = settings.server.accepted_tokens() if settings is not None else []
         require_token(request, tokens)
     return await handler(request)
+
+
+def _to_the_page(request: web.Request) -> None:
+    """A browser sent to an API route without a token (a GitHub deployment status's
+    `log_url` is the deploy object, opened from GitHub's page) is redirected (303) to the
+    page that shows it and offers sign-in, where it got a 401 JSON with no way in. An API
+    client (no `Accept`, `*/*`, JSON) or any request with an `Authorization` gets the
+    API's answer as before; so does every request when the pages are off."""
+    page = request.config_dict.get(BROWSER_PAGE)
+    if page is None or request.method not in ("GET", "HEAD") or authorizations(request):
+        return
+    location = page(request)
+    if location is not None:
+        raise web.HTTPSeeOther(location=location)

@@ -23,7 +23,7 @@ from aiohttp import web
 from agent.api.auth import bearer_token, token_matches
 from agent.api.models import LIST_LIMIT_DEFAULT, shown_state
 from agent.api.routes import windows_shown
-from agent.appkeys import SETTINGS, STORE, UnavailablePage
+from agent.appkeys import SETTINGS, STORE, BrowserPage, UnavailablePage
 from agent.records import (
     DEPLOY_ID_PATTERN,
     DEPLOY_STATES,
@@ -134,6 +134,54 @@ def unavailable_page(server: ServerSettings) -> UnavailablePage:
         return response
 
     return page
+
+
+def page_for_browser(server: ServerSettings) -> BrowserPage:
+    """The deploy's page for a browser that opened its API object without a token (a
+    GitHub deployment status's `log_url`): the page offers sign-in and comes back to it.
+    Any query goes along (a `?view=` opens the page). None when the pages are off, for
+    any other route, and for a client that does not prefer HTML to JSON."""
+
+    def page(request: web.Request) -> str | None:
+        route = request.match_info.route
+        if not server.ui or route.name != "get_deploy":
+            return None
+        if not prefers_html(request.headers.get("Accept", "")):
+            return None
+        query = f"?{request.query_string}" if request.query_string else ""
+        return f"/deploys/{quote(request.match_info['id'])}{query}"
+
+    return page
+
+
+def prefers_html(accept: str) -> bool:
+    """Whether an `Accept` header ranks text/html above application/json (a browser's
+    `text/html,...,*/*;q=0.8` does; none, `*/*` and `application/json` do not), by each
+    type's most specific matching range (RFC 9110 section 12.5.1)."""
+    ranges: list[tuple[str, float]] = []
+    for part in accept.split(","):
+        media, *params = (piece.strip() for piece in part.split(";"))
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if media:
+            ranges.append((media.lower(), quality))
+
+    def quality_of(kind: str) -> float:
+        major = kind.split("/")[0]
+        for wanted in (kind, f"{major}/*", "*/*"):
+            found = [q for media, q in ranges if media == wanted]
+            if found:
+                return max(found)
+        return 0.0
+
+    html_q = quality_of("text/html")
+    return html_q > 0 and html_q > quality_of("application/json")
 
 
 def _ui_on(request: web.Request) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from agent.appkeys import PAGE_LINK, SETTINGS, UNAVAILABLE_PAGE
+from agent.appkeys import BROWSER_PAGE, PAGE_LINK, SETTINGS, UNAVAILABLE_PAGE
 from agent.web.events import deploy_events
 from agent.web.feed import FEED
 from agent.web.links import deploy_page_url
@@ -15,6 +15,7 @@ from agent.web.pages import (
     deploy_page,
     login,
     login_form,
+    page_for_browser,
     unavailable_page,
     without_slash,
 )
@@ -41,6 +42,7 @@ def mount(app: web.Application) -> None:
 
     app[PAGE_LINK] = page_link
     app[UNAVAILABLE_PAGE] = unavailable_page(app[SETTINGS].server)
+    app[BROWSER_PAGE] = page_for_browser(app[SETTINGS].server)
     app.on_shutdown.append(end_streams)
     r = app.router
     r.add_get("/deploys", deploy_list, name="deploy_list_page")

@@ -18,6 +18,7 @@ from agent.appkeys import SETTINGS
 from agent.web import events as events_module
 from agent.web.feed import FEED
 from agent.web.links import sign, signing_key
+from agent.web.pages import prefers_html
 from tests.e2e.conftest import SECRET, TOKEN, AgentFactory
 from tests.receivers import JsonSink
 from tests.web.conftest import ALERTING, JourneyAgent
@@ -265,6 +266,81 @@ async def test_a_page_typed_with_a_trailing_slash_redirects_to_the_page(
     ):
         async with agent.http.get(f"{agent.url}{typed}", allow_redirects=False) as r:
             assert (r.status, r.headers["Location"]) == (308, page), typed
+
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+async def test_a_browser_opening_a_deploy_object_without_a_token_is_sent_to_its_page(
+    journey_agent: JourneyAgent,
+) -> None:
+    """A GitHub deployment status's `log_url` is the deploy object (contract section 7):
+    opened from GitHub's page, the browser got a 401 JSON with no way in. It goes to the
+    deploy page (303), whose sign-in comes back to it; API clients get the 401 as before."""
+    agent = await journey_agent()
+    deploy = await agent.register("production", "v1")
+    api, page = f"/v1/deploys/{deploy['id']}", f"/deploys/{deploy['id']}"
+    browser = {"Accept": BROWSER_ACCEPT}
+    async with agent.http.get(f"{agent.url}{api}", headers=browser, allow_redirects=False) as r:
+        assert (r.status, r.headers["Location"]) == (303, page)
+    async with agent.http.head(f"{agent.url}{api}", headers=browser, allow_redirects=False) as r:
+        assert (r.status, r.headers["Location"]) == (303, page)
+    async with agent.http.get(f"{agent.url}{api}", headers=browser) as r:
+        assert r.status == 401 and r.content_type == "text/html"  # the page's sign-in
+        assert f'value="{page}"' in await r.text()
+    form = {"token": TOKEN, "next": page}
+    async with agent.http.post(f"{agent.url}/login", data=form, allow_redirects=False) as r:
+        assert (r.status, r.headers["Location"]) == (303, page)
+    # API clients, and any request with a token, get the API's answer as before
+    for accept in (None, "*/*", "application/json", "application/json, text/html;q=0.5"):
+        headers = {"Accept": accept} if accept else {}
+        async with agent.http.get(
+            f"{agent.url}{api}", headers=headers, skip_auto_headers=["Accept"]
+        ) as r:
+            assert r.status == 401 and r.headers["WWW-Authenticate"] == "Bearer", accept
+            assert r.content_type == "application/problem+json", accept
+    bearer = {**browser, "Authorization": f"Bearer {TOKEN}"}
+    async with agent.http.get(f"{agent.url}{api}", headers=bearer) as r:
+        assert r.status == 200 and (await r.json())["id"] == deploy["id"]
+    nope = {**browser, "Authorization": "Bearer nope"}
+    async with agent.http.get(f"{agent.url}{api}", headers=nope, allow_redirects=False) as r:
+        assert r.status == 401
+    # only the deploy object has a page to go to: the list and the actions stay the API's
+    async with agent.http.get(f"{agent.url}/v1/deploys", headers=browser) as r:
+        assert r.status == 401
+    async with agent.http.post(f"{agent.url}{api}/cancel", headers=browser) as r:
+        assert r.status == 401
+
+
+async def test_with_the_pages_off_a_browser_gets_the_deploy_objects_401(
+    journey_agent: JourneyAgent,
+) -> None:
+    agent = await journey_agent(server="ui: false")
+    deploy = await agent.register("production", "v1")
+    api = f"{agent.url}/v1/deploys/{deploy['id']}"
+    async with agent.http.get(api, headers={"Accept": BROWSER_ACCEPT}, allow_redirects=False) as r:
+        assert r.status == 401 and r.content_type == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    ("accept", "html"),
+    [
+        (BROWSER_ACCEPT, True),
+        ("text/html", True),
+        ("text/*", True),
+        ("", False),
+        ("*/*", False),
+        ("application/json", False),
+        ("text/html;q=0.5, application/json", False),
+        ("text/html;q=0, */*", False),
+        ("application/*;q=0.2, text/html;q=0.3", True),
+        ("text/html;q=oops", False),
+    ],
+)
+def test_prefers_html_ranks_html_over_json_by_the_most_specific_range(
+    accept: str, html: bool
+) -> None:
+    assert prefers_html(accept) is html
 
 
 async def test_event_stream_starts_with_state_sends_each_round_and_ends_with_the_window(

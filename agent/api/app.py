@@ -49,6 +49,11 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/v1/deploys/{id}/rollback", hooks.rollback_deploy, name="rollback_deploy")
     r.add_post("/v1/hooks/github", hooks.github_hook, name="github_hook")
     r.add_post("/v1/hooks/vercel", hooks.vercel_hook, name="vercel_hook")
+    # a hook URL pasted with a trailing slash is served too: the provider follows no
+    # redirect and its delivery log showed a 401 "needs Bearer", read as a signature
+    # problem; the signature checked by the handler is what authenticates either way
+    r.add_post("/v1/hooks/github/", hooks.github_hook, name="github_hook_slash")
+    r.add_post("/v1/hooks/vercel/", hooks.vercel_hook, name="vercel_hook_slash")
     r.add_get("/v1/openapi.json", routes.openapi_json, name="openapi")
     r.add_get("/healthz", routes.healthz, name="healthz")
     r.add_get("/readyz", routes.readyz, name="readyz")

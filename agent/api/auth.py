@@ -16,8 +16,17 @@ from pydantic import SecretStr
 
 from agent.api.problems import ApiProblem
 
-PUBLIC_V1_PATHS = frozenset({"/v1/openapi.json", "/v1/hooks/github", "/v1/hooks/vercel"})
-"""The hooks authenticate with the provider's signature instead (contract §7)."""
+PUBLIC_V1_PATHS = frozenset(
+    {
+        "/v1/openapi.json",
+        "/v1/hooks/github",
+        "/v1/hooks/vercel",
+        "/v1/hooks/github/",
+        "/v1/hooks/vercel/",
+    }
+)
+"""The hooks authenticate with the provider's signature instead (contract §7); a hook
+URL typed with a trailing slash is the same hook."""
 SELF_AUTHENTICATED_PATHS = frozenset({"/v1/deploys/{id}/events"})
 """Routes that check access themselves (a bearer token, or a deploy's view token)."""
 CHALLENGE = {"WWW-Authenticate": "Bearer"}

@@ -309,3 +309,34 @@ async def test_a_vercel_target_written_capitalised_still_maps_its_events(
         200,
         {"ignored": f"project {vc.PROJECT} target 'preview' is not mapped to an environment"},
     )
+
+
+@pytest.mark.parametrize("provider", ["vercel", "github"])
+async def test_a_hook_url_with_a_trailing_slash_is_the_same_hook(
+    app_client: AppClient, store: SqliteStore, provider: str
+) -> None:
+    """`/v1/hooks/vercel/`, as an operator pastes it into the provider's form, answered
+    401 "needs Bearer" (the rule for unknown /v1 routes), read as a signature problem;
+    the provider follows no redirect. It is served: signed, a window; unsigned, the
+    hook's own 401 naming the signature."""
+    client = await app_client()
+    body = vc.event() if provider == "vercel" else gh.deployment_status()
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "deployment_status",
+        "X-GitHub-Delivery": "d-slash",
+        "x-vercel-signature": vc.signature(VC_SECRET, body),
+        "X-Hub-Signature-256": gh.signature(GH_SECRET, body),
+    }
+    wrong = {**headers, "x-vercel-signature": "0" * 40, "X-Hub-Signature-256": "sha256=00"}
+    refused = await client.post(f"/v1/hooks/{provider}/", data=body, headers=wrong)
+    assert "signature" in (await problem(refused, 401)).lower()
+    assert "Bearer" not in refused.headers.get("WWW-Authenticate", "")
+    response = await client.post(f"/v1/hooks/{provider}/", data=body, headers=headers)
+    assert response.status == 202, await response.text()
+    assert len((await store.list_windows()).items) == 1
+    again = await client.post(f"/v1/hooks/{provider}", data=body, headers=headers)
+    assert again.status == 202  # the same delivery without the slash: a redelivery
+    assert len((await store.list_windows()).items) == 1
+    wrong_method = await client.get(f"/v1/hooks/{provider}/")
+    assert wrong_method.status == 405

@@ -206,6 +206,23 @@ def labelled_previous(intent: RollbackIntent) -> str | None:
     return previous if isinstance(previous, str) and previous else None
 
 
+def _unlabelled(deploy: dict[str, Any]) -> str:
+    """Why Vercel was not asked: a deploy registered by a pipeline (`POST /v1/deploys`)
+    has no `vercel.deployment` label, which a Vercel event sets, and Vercel's list can
+    say what came before a deployment only once it knows which one is this deploy's.
+    Empty when it has one (the look-up said why it found none)."""
+    labels = deploy.get("labels") or {}
+    if isinstance(labels, dict) and labels.get("vercel.deployment"):
+        return ""
+    return (
+        "this deploy has no label vercel.deployment, which a Vercel event sets and a"
+        " registration (POST /v1/deploys) must send, so Vercel could not be asked which"
+        " production deployment came before it: register it with the label"
+        " vercel.deployment=<its Vercel deployment id> (`postflight register --label"
+        " vercel.deployment=dpl_...`), or vercel.previous=<the deployment to go back to>"
+    )
+
+
 class RollbackTargets:
     """Builds each attempt's request from the whole configuration (integrations,
     the environment's sources) and the stored intent."""
@@ -288,7 +305,7 @@ class RollbackTargets:
         # no body, so no content type: an empty body declared JSON is malformed JSON
         headers = {"Authorization": f"Bearer {vercel.token.get_secret_value()}"}
         if not previous:
-            why = (self._looked_up.get(intent.window_id) or (None, ""))[1]
+            why = (self._looked_up.get(intent.window_id) or (None, ""))[1] or _unlabelled(deploy)
             return PreparedRequest(
                 "",
                 headers,

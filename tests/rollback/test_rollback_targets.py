@@ -176,6 +176,27 @@ async def test_no_previous_deployment_anywhere_fails_at_once_saying_why(
     assert fake.seen("/rollback/") == [] and fake.accepted == []
 
 
+async def test_a_pipeline_registered_deploy_without_a_vercel_label_says_which_label_to_send(
+    fake: FakeVercel, store: SqliteStore
+) -> None:
+    """A deploy registered by the pipeline (`POST /v1/deploys`, no Vercel event) has no
+    `vercel.deployment` label: its rollback failed with only "nothing to roll back to".
+    It says what is missing and how to send it; Vercel is not asked for a guess."""
+    fake.listed[PROJECT] = [listed_deployment(NEW, 1764460800000)]
+    config = settings(fake)
+    intent = await rollback_requested(store, {"team": "web"})
+    assert config.environments["production"].rollback is not None
+    done = await delivered_to_target(
+        store, config, intent, config.environments["production"].rollback
+    )
+    assert done.state == "failed"
+    error = done.last_error or ""
+    assert "nothing to roll back to" in error
+    assert "no label vercel.deployment" in error and "POST /v1/deploys" in error, error
+    assert "--label vercel.deployment=" in error and "vercel.previous=" in error, error
+    assert fake.seen("/v6/deployments") == [] and fake.accepted == []
+
+
 @pytest.mark.parametrize("took_effect", [True, False])
 async def test_a_restart_with_an_unrecorded_attempt_asks_vercel_before_sending_again(
     fake: FakeVercel, store: SqliteStore, took_effect: bool

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 from ulid import ULID
 
 from agent.api.auth import bearer_token, token_name
@@ -100,6 +100,21 @@ def _presented(request: web.Request, header: str, provider: str) -> str | None:
     return values[0] if values else None
 
 
+def _check_signature(
+    request: web.Request,
+    raw: bytes,
+    secret: SecretStr | None,
+    provider: str,
+    header: str,
+    sign: Callable[[str, bytes], str],
+) -> None:
+    """A 401 unless the delivery carries one `header` that is `sign` of its raw body with
+    the configured `secret` (none configured: every delivery fails, saying so)."""
+    presented = _presented(request, header, provider)
+    if secret is None or not ev.signature_ok(sign(secret.get_secret_value(), raw), presented):
+        raise _unsigned(provider, header, configured=secret is not None)
+
+
 def _document(raw: bytes, request: web.Request) -> dict[str, Any]:
     if request.content_type == "application/x-www-form-urlencoded":
         # GitHub's default content type for a new webhook: the JSON is in a form field
@@ -149,11 +164,7 @@ async def github_hook(request: web.Request) -> web.StreamResponse:
     github = settings.integrations.github
     raw = await _raw_body(request)
     secret = github.webhook_secret if github is not None else None
-    presented = _presented(request, ev.GITHUB_SIGNATURE, "GitHub")
-    if secret is None or not ev.signature_ok(
-        ev.github_signature(secret.get_secret_value(), raw), presented
-    ):
-        raise _unsigned("GitHub", ev.GITHUB_SIGNATURE, configured=secret is not None)
+    _check_signature(request, raw, secret, "GitHub", ev.GITHUB_SIGNATURE, ev.github_signature)
     event = request.headers.get(ev.GITHUB_EVENT, "")
     if not event:
         raise ApiProblem(400, f"{ev.GITHUB_EVENT} is required")
@@ -192,11 +203,7 @@ async def vercel_hook(request: web.Request) -> web.StreamResponse:
     vercel = settings.integrations.vercel
     raw = await _raw_body(request)
     secret = vercel.webhook_secret if vercel is not None else None
-    presented = _presented(request, ev.VERCEL_SIGNATURE, "Vercel")
-    if secret is None or not ev.signature_ok(
-        ev.vercel_signature(secret.get_secret_value(), raw), presented
-    ):
-        raise _unsigned("Vercel", ev.VERCEL_SIGNATURE, configured=secret is not None)
+    _check_signature(request, raw, secret, "Vercel", ev.VERCEL_SIGNATURE, ev.vercel_signature)
     document = _document(raw, request)
     try:
         decision = ev.vercel_event(settings, document)

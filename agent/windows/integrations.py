@@ -440,10 +440,7 @@ class Integrations:
         assert github is not None and github.token is not None
         repository = window.labels.get("github.repository", "")
         deployment = window.labels.get("github.deployment", "")
-        if state == "in_progress":
-            description = f"Postflight is watching {window.version[:40]}"
-        else:
-            description = await self._verdict_words(window, state)
+        description = await self._status_words(window, state, watching=state == "in_progress")
         body: dict[str, Any] = {
             "state": state,
             "log_url": self.object_url(window.id),
@@ -456,16 +453,7 @@ class Integrations:
             f"{github.api_url.rstrip('/')}/repos/{repository}/deployments/"
             f"{quote(deployment, safe='')}/statuses"
         )
-        result = await call(
-            self._client(),
-            "POST",
-            url,
-            headers=self._github_headers(),
-            body=json.dumps(body).encode(),
-            timeout_s=github.timeout,
-            redact=self.redact,
-            rate_limit=github_rate_limit_wait,
-        )
+        result = await self._github_post(url, body)
         self._record(window, f"github:{state}", result, f"GitHub deployment status {state}")
 
     def _commit_state(self, window: DeployWindow) -> tuple[str, str] | None:
@@ -506,10 +494,7 @@ class Integrations:
             return
         lock = self._locks.setdefault(f"commit:{window.id}", asyncio.Lock())
         async with lock:
-            if state != "pending":
-                description = await self._verdict_words(window, state)
-            else:
-                description = f"Postflight is watching {window.version[:40]}"
+            description = await self._status_words(window, state, watching=state == "pending")
             body = {
                 "state": state,
                 "target_url": self.deploy_url(window.id),
@@ -521,17 +506,29 @@ class Integrations:
                 self._record(window, key, sha, f"commit status {state}")
                 return
             url = f"{github.api_url.rstrip('/')}/repos/{repository}/statuses/{sha.data}"
-            result = await call(
-                self._client(),
-                "POST",
-                url,
-                headers=self._github_headers(),
-                body=json.dumps(body).encode(),
-                timeout_s=github.timeout,
-                redact=self.redact,
-                rate_limit=github_rate_limit_wait,
-            )
+            result = await self._github_post(url, body)
         self._record(window, key, result, f"commit status {state}")
+
+    async def _github_post(self, url: str, body: dict[str, Any]) -> CallResult:
+        """One status (a deployment's or a commit's) posted to GitHub."""
+        github = self.settings.integrations.github
+        assert github is not None
+        return await call(
+            self._client(),
+            "POST",
+            url,
+            headers=self._github_headers(),
+            body=json.dumps(body).encode(),
+            timeout_s=github.timeout,
+            redact=self.redact,
+            rate_limit=github_rate_limit_wait,
+        )
+
+    async def _status_words(self, window: DeployWindow, state: str, *, watching: bool) -> str:
+        """A status's description: the watch while it runs, else the verdict's words."""
+        if watching:
+            return f"Postflight is watching {window.version[:40]}"
+        return await self._verdict_words(window, state)
 
     async def _full_sha(self, repository: str, commit: str) -> CallResult:
         """The full SHA (in `data`) a commit names: a commit status goes on a full one only,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -124,6 +125,21 @@ class Receiver:
         server = self.runner.server
         assert server is not None
         return len(server.connections)
+
+
+async def serve(handler: Any) -> tuple[Any, str]:
+    """A target answering GET / with `handler` on a free port: its runner (to see its
+    connections and clean it up) and its URL."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    assert runner.server is not None and runner.addresses
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/"
 
 
 async def probe(session: aiohttp.ClientSession, url: str) -> None:
@@ -258,14 +274,7 @@ async def test_a_request_begun_as_the_sweep_closes_its_session_is_not_cut_off() 
         await release.wait()
         return web.Response(text="ok")
 
-    app = web.Application()
-    app.router.add_get("/", slow)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    assert runner.server is not None and runner.addresses
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    runner, url = await serve(slow)
     clock = [0.0]
     sessions = TargetSessions(idle_s=300.0, clock=lambda: clock[0])
     try:
@@ -332,14 +341,7 @@ async def test_a_smoke_session_reading_a_body_over_the_shared_pool_keeps_it_open
         await resp.write_eof()
         return resp
 
-    app = web.Application()
-    app.router.add_get("/", slow_body)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    assert runner.server is not None and runner.addresses
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    runner, url = await serve(slow_body)
     clock = [0.0]
     sessions = TargetSessions(idle_s=300.0, clock=lambda: clock[0])
     try:

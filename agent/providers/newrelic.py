@@ -115,7 +115,13 @@ def nrql_for(nrql: str, period: Period) -> str:
     and the period since it meet and never share a millisecond."""
     start_ms = math.floor(period.start * 1000)
     end_ms = max(math.floor(period.end * 1000), start_ms + 1)
-    return f"{nrql.strip().rstrip(';').strip()} SINCE {start_ms} UNTIL {end_ms}"
+    text = nrql.strip().rstrip(";").strip()
+    # NRQL ignores `--` and `//` to the end of the line: on a line of its own, the period
+    # is never read as part of a trailing comment (New Relic would answer its default,
+    # the last hour, for every period)
+    last_line = text.rpartition("\n")[2]
+    joint = "\n" if "--" in last_line or "//" in last_line else " "
+    return f"{text}{joint}SINCE {start_ms} UNTIL {end_ms}"
 
 
 def _number(value: Any) -> float | None:

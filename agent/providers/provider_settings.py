@@ -156,12 +156,11 @@ class NewRelicSettings(HttpProviderSettings):
             raise FieldError("query", "source newrelic takes nrql (NRQL), not query")
         if not rule.query:
             raise ValueError("source newrelic needs nrql (without SINCE/UNTIL)")
-        if re.search(r"\b(SINCE|UNTIL)\b", rule.query, re.IGNORECASE):
+        plain = nrql_clauses(rule.query)
+        if re.search(r"\b(SINCE|UNTIL)\b", plain, re.IGNORECASE):
             raise FieldError(
                 "nrql", "nrql must not contain SINCE or UNTIL: the agent adds the periods"
             )
-        # outside string literals and `quoted` names, which may say anything
-        plain = re.sub(r"'(?:[^'\\]|\\.)*'|`[^`]*`", "''", rule.query)
         shaped = re.search(r"\b(FACET|TIMESERIES|COMPARE\s+WITH)\b", plain, re.IGNORECASE)
         if shaped:
             clause = " ".join(shaped.group(1).upper().split())
@@ -170,6 +169,16 @@ class NewRelicSettings(HttpProviderSettings):
                 f"nrql must not use {clause}: a rule needs one number per period (one"
                 " row of results), and the agent compares the periods itself",
             )
+
+
+_NRQL_UNREAD = re.compile(r"'(?:[^'\\]|\\.)*'|`[^`]*`|(?:--|//)[^\n]*|/\*.*?(?:\*/|$)", re.S)
+
+
+def nrql_clauses(nrql: str) -> str:
+    """`nrql` with what may say anything blanked: string literals, `quoted` names and
+    comments (`--` or `//` to the end of the line, `/* … */`), which NRQL does not read
+    as clauses. Pure."""
+    return _NRQL_UNREAD.sub(" '' ", nrql)
 
 
 class PrometheusSettings(HttpProviderSettings):

@@ -19,9 +19,12 @@ As strict as NerdGraph where Postflight can go wrong:
 
 NRQL must end in `SINCE <ms> UNTIL <ms>` (epoch milliseconds), as Postflight sends
 it; anything else is answered with an NRQL error, so a client that forgets the
-period fails loudly. Rows are set per NRQL (without the period) and, optionally,
-per period start: `answer(nrql, rows, since=T0)` serves `rows` for periods starting
-at or after T0. A query containing `FORM` is a syntax error, as in the docs' example.
+period fails loudly. Comments are ignored first, as NRQL does (`--` or `//` to the end
+of the line, `/* … */`; docs whats-new 2023-04-12 "NRQL queries now support
+comments"): a period written inside a comment is no period. Rows are set per NRQL
+(without the period) and, optionally, per period start: `answer(nrql, rows,
+since=T0)` serves `rows` for periods starting at or after T0. A query containing
+`FORM` is a syntax error, as in the docs' example.
 
     async with FakeNewRelic(api_key="k") as nr:
         nr.answer("SELECT percentile(duration, 95) FROM Transaction",
@@ -48,7 +51,18 @@ from tests.fakes._server import BODY, Failure, FakeServer, serve_main
 Rows = list[dict[str, Any]]
 _ENTITY_SEARCH = re.compile(r'entitySearch:\s*\{\s*query:\s*("(?:[^"\\]|\\.)*")')
 _CONDITION = re.compile(r"^(?P<key>\w+)\s*=\s*(?:'(?P<text>(?:[^'\\]|\\.)*)'|(?P<number>\d+))$")
+_COMMENT = re.compile(r"'(?:[^'\\]|\\.)*'|`[^`]*`|(--|//)[^\n]*|/\*.*?\*/", re.S)
 _PERIOD = re.compile(r"^(?P<nrql>.*\S)\s+SINCE\s+(?P<since>\d+)\s+UNTIL\s+(?P<until>\d+)\s*$", re.S)
+
+
+def without_comments(nrql: str) -> str:
+    """`nrql` as New Relic reads it: comments out, string literals and `names` kept."""
+
+    def blank(match: re.Match[str]) -> str:
+        comment = match.group(1) is not None or match.group(0).startswith("/*")
+        return " " if comment else match.group(0)
+
+    return _COMMENT.sub(blank, nrql)
 
 
 def _error(message: str, error_class: str | None = None) -> dict[str, Any]:
@@ -186,7 +200,7 @@ class FakeNewRelic(FakeServer):
                 _error("Variable $nrql of required type Nrql! was not provided.")
             )
         match = _PERIOD.match(nrql)
-        if match is None:
+        if match is None or _PERIOD.match(without_comments(nrql)) is None:
             return web.json_response(
                 _error("this fake requires SINCE <ms> UNTIL <ms> at the end of the NRQL")
             )

@@ -143,10 +143,54 @@ def test_the_words_inside_a_string_or_a_quoted_name_are_not_clauses() -> None:
     assert rule.to_rule().query == nrql
 
 
+@pytest.mark.parametrize(
+    "nrql",
+    [
+        "SELECT count(*) FROM Transaction WHERE name = 'since v2 UNTIL v3'",
+        "SELECT count(*) FROM Transaction -- errors since the deploy, FACET-free",
+        "SELECT count(*) FROM Transaction /* until it TIMESERIES */ WHERE error IS true",
+    ],
+)
+def test_clauses_inside_a_string_or_a_comment_are_not_refused(nrql: str) -> None:
+    """`validate-config` refused NRQL New Relic reads as one row over the agent's period:
+    the words were in a string literal or a comment, which NRQL does not read."""
+    rule = load_settings_text(NRQL_CONFIG % nrql).environments["production"].rules[0]
+    assert rule.to_rule().query == nrql
+
+
+def test_a_clause_after_a_comment_is_still_refused() -> None:
+    nrql = "SELECT count(*) FROM Transaction -- the last day\\n SINCE 1 day ago"
+    with pytest.raises(ConfigError, match="nrql must not contain SINCE or UNTIL"):
+        load_settings_text(NRQL_CONFIG % nrql)
+
+
 def test_the_period_goes_in_epoch_milliseconds() -> None:
     assert nrql_for("SELECT count(*) FROM Transaction ;", Period(1.0005, 2.5)) == (
         "SELECT count(*) FROM Transaction SINCE 1000 UNTIL 2500"
     )
+
+
+@pytest.mark.parametrize("comment", ["// 5xx only", "-- 5xx only"])
+async def test_a_trailing_comment_never_swallows_the_period(
+    newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic, comment: str
+) -> None:
+    """NRQL ignores `--` and `//` to the end of the line: the period appended on the
+    comment's line was read as part of it, so New Relic answered its default, the last
+    hour, for the baseline and the current period alike."""
+    nrql = f"SELECT count(*) FROM Transaction WHERE httpResponseCode LIKE '5%' {comment}"
+    newrelic_fake.answer(nrql, [{"count": 3}])
+    newrelic_fake.answer(nrql, [{"count": 40}], since=T0)
+    r = rule(source="newrelic", nrql=nrql, max_increase="50%")
+
+    baseline = await newrelic.fetch(r, scope(), BEFORE, None)
+    current = await newrelic.fetch(r, scope(), AFTER, None)
+
+    assert (baseline.error, current.error) == (None, None)
+    assert (baseline.value, current.value) == (3, 40)
+    assert [(since, until) for _, since, until in newrelic_fake.queries] == [
+        (int(BEFORE.start * 1000), int(BEFORE.end * 1000)),
+        (int(AFTER.start * 1000), int(AFTER.end * 1000)),
+    ]
 
 
 def test_the_periods_before_and_after_a_deploy_meet_without_sharing_a_millisecond() -> None:

@@ -67,7 +67,6 @@ import time
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -521,7 +520,7 @@ class FakeSentry(FakeServer):
             return problem
         if not self.scopes & RELEASE_READERS:
             return self._json(FORBIDDEN, 403)
-        version = unquote(request.match_info["version"])
+        version = request.match_info["version"]  # decoded once, as Django does
         projects = self.release_projects(version)
         if projects is None:
             return self._json(NOT_FOUND, 404)
@@ -568,7 +567,7 @@ class FakeSentry(FakeServer):
     async def _create_deploy(self, request: web.Request) -> web.Response:
         if (problem := self._check(request, "project:releases")) is not None:
             return problem
-        version = unquote(request.match_info["version"])
+        version = request.match_info["version"]  # decoded once, as Django does
         release = self.releases.get(version)
         if release is None:
             return self._json(NOT_FOUND, 404)

@@ -17,6 +17,7 @@ from agent.providers.base import Period
 from agent.providers.client import Answer
 from agent.providers.provider_settings import BaselineSettings, SentrySettings
 from agent.providers.sentry import (
+    ProjectRef,
     SentryProvider,
     bucket_seconds,
     error_detail,
@@ -485,6 +486,26 @@ async def test_deploy_marker_creates_the_missing_release_then_the_deploy(
     assert sentry_fake.deploys[0]["projects"] == ["web"]
     assert "rollback of v2.4.2" in sentry_fake.deploys[2]["name"]
     assert requests_counted(metrics, "sentry", "ok") == 3
+
+
+async def test_a_marker_lands_on_a_release_named_with_any_characters_sentry_accepts(
+    sentry_fake: FakeSentry, metrics: Metrics
+) -> None:
+    """The version is one path segment, percent-encoded once and decoded once by Sentry:
+    `%41` stays `%41` (a fake that decoded it twice read "A", 404), `#`, `?`, `+`, spaces
+    and non-ASCII letters included; the release Sentry finds is the one created."""
+    version = "v2 #7?x=1&y+z %41 é"
+    provider = SentryProvider(sentry_settings(sentry_fake, markers=True), metrics=metrics)
+    try:
+        assert await provider.mark(scope(version=version), "deploy") is None
+        lookup = await provider._release_missing(
+            version, ProjectRef("42", "web"), asyncio.get_running_loop().time() + 2
+        )
+    finally:
+        await provider.aclose()
+    assert list(sentry_fake.releases) == [version]
+    assert [d["version"] for d in sentry_fake.deploys] == [version]
+    assert lookup == "a release Sentry has had no event of"  # found, by its exact name
 
 
 async def test_a_deploy_into_an_existing_release_adds_the_project_first(

@@ -10,10 +10,10 @@ This module owns everything that must be the same for all of them:
 - a budget: `timeout` bounds one whole fetch, every attempt, backoff and page
   included; `request_timeout` bounds one attempt;
 - retries for 5xx, timeouts, connection errors and 429, with exponential backoff and
-  jitter, honouring the provider's rate-limit hint, but never sleeping past the
-  budget: a reset 40 s away fails the fetch now ("rate limited … retry in 40s")
-  instead of holding the round, and the fetches after it (the next rounds') send
-  nothing to that URL until the reset;
+  jitter, honouring the provider's hint (a 429's reset, a Retry-After on a 429 or a
+  503), but never sleeping past the budget: a reset 40 s away fails the fetch now
+  ("rate limited … retry in 40s") instead of holding the round, and the fetches after
+  it (the next rounds') send nothing to that URL until the reset;
 - single flight: rules sharing a query over the same period share one request;
 - fail soft: `fetch` never raises (except cancellation); any failure becomes
   `Observation(value=None, error=<short reason>)` and counts
@@ -221,9 +221,9 @@ class HttpProvider:
         self._semaphore: asyncio.Semaphore | None = None
         self._flights: dict[Hashable, tuple[float, asyncio.Task[Observation]]] = {}
         self._closed = False
-        self._quiet_until: dict[str, float] = {}
-        """Per URL (loop time): the provider asked us not to come back before then (the
-        reset of a 429, a Retry-After). Kept across fetches, so the next round's fetch
+        self._quiet_until: dict[str, tuple[float, str]] = {}
+        """Per URL: (loop time, why) the provider asked us not to come back before then
+        (the reset of a 429, a Retry-After). Kept across fetches, so the next round's fetch
         does not send what is sure to be refused again."""
         self.http_requests = 0
         """HTTP attempts sent so far (for benchmarks and tests)."""
@@ -246,7 +246,11 @@ class HttpProvider:
                 f"{self.title} is rate limiting (429)", retry_after_seconds(answer.headers)
             )
         if retryable_status(answer.status):
-            return Retry(f"{self.title} answered {answer.status}")
+            # a 503's Retry-After says how long the server expects to be down (RFC 9110
+            # §10.2.3): not asked again before then, as after a 429
+            return Retry(
+                f"{self.title} answered {answer.status}", retry_after_seconds(answer.headers)
+            )
         return None
 
     # -- the Provider protocol ------------------------------------------------------
@@ -401,9 +405,9 @@ class HttpProvider:
                     retry.reason if attempt == 1 else f"{retry.reason} (after {attempt} attempts)",
                 )
             if retry.after is not None and retry.after > 0:
-                self._quiet_until[url] = max(
-                    self._quiet_until.get(url, 0.0), loop.time() + retry.after
-                )
+                until = loop.time() + retry.after
+                if until > self._quiet_until.get(url, (0.0, ""))[0]:
+                    self._quiet_until[url] = (until, retry.reason)
             delay = self._backoff(attempt) if retry.after is None else max(0.05, retry.after)
             if loop.time() + delay >= deadline:
                 if retry.after is not None and retry.after > 0:
@@ -453,16 +457,17 @@ class HttpProvider:
         """Wait out a rate limit the provider announced for `url` (in an earlier fetch
         too); raise, sending nothing, when it lasts past this fetch's deadline."""
         loop = asyncio.get_running_loop()
-        until = self._quiet_until.get(url)
-        if until is None:
+        quiet = self._quiet_until.get(url)
+        if quiet is None:
             return
+        until, why = quiet
         wait = until - loop.time()
         if wait <= 0:
             del self._quiet_until[url]
             return
         if loop.time() + wait >= deadline:
             raise ProviderUnreachable(
-                f"{self.title} is rate limiting; retry in {format_duration(wait)}, past this"
+                f"{why}; retry in {format_duration(wait)}, past this"
                 f" fetch's {format_duration(self.timeout)} budget (not asked again before then)"
             )
         await asyncio.sleep(wait)

@@ -8,6 +8,8 @@ its control routes, to misbehave the way real providers do:
 - `fail("401")`: the credentials are rejected with the provider's documented body;
 - `fail("html:522")`: a gateway's own error page (HTML, not the provider's JSON), as a
   CDN or proxy in front of the provider answers when the provider is down;
+- `fail("unavailable", reset_in=30)`: 503 with `Retry-After: 30`, as a provider in
+  maintenance or a proxy in front of one says how long it expects to be down;
 - `fail("moved")`: 301 to the same path on https://, as a load balancer redirects http://;
 - `fail("hang")`: the request is held until the fake stops (a timeout for the client);
 - `fail("malformed")`: a truncated JSON body with a JSON content type;
@@ -27,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import signal
 import sys
 import time
@@ -158,6 +161,12 @@ class FakeServer:
             status = int(kind.removeprefix("html:"))
             page = f"<html><body><h1>Error {status}</h1><p>origin unreachable</p></body></html>"
             return web.Response(text=page, status=status, content_type="text/html")
+        if kind == "unavailable":
+            return web.json_response(
+                {"detail": "service unavailable"},
+                status=503,
+                headers={"Retry-After": str(math.ceil(failure.reset_in))},
+            )
         if kind == "moved":
             location = f"https://{request.host}{request.path_qs}"
             return web.Response(status=301, headers={"Location": location})

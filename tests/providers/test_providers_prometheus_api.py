@@ -64,6 +64,35 @@ async def test_unavailable_is_retried(
     assert len(prometheus_fake.requests) == 2
 
 
+async def test_a_503_with_retry_after_is_not_asked_again_before_then(
+    prometheus: PrometheusProvider, prometheus_fake: FakePrometheus
+) -> None:
+    """RFC 9110 §10.2.3: a 503's `Retry-After` says how long the server expects to be
+    down (a provider in maintenance, a proxy in front of one). It was ignored: every
+    fetch spent its attempts on it, a quarter of a second apart, round after round."""
+    prometheus_fake.fail("unavailable", reset_in=30)
+    r = rule(source="prometheus", query="up", max=2)
+    first = await prometheus.fetch(r, scope(), AFTER, None)
+    second = await prometheus.fetch(r, scope(), AFTER, None)
+    assert first.value is None and first.error is not None
+    assert first.error.startswith("Prometheus answered 503; retry in 30s, past this fetch's")
+    assert second.value is None and second.error is not None
+    assert second.error.startswith("Prometheus answered 503; retry in "), second.error
+    assert "not asked again before then" in second.error
+    assert len(prometheus_fake.requests) == 1
+
+
+async def test_a_503_with_a_short_retry_after_is_retried_after_it(
+    prometheus: PrometheusProvider, prometheus_fake: FakePrometheus
+) -> None:
+    prometheus_fake.fail("unavailable", times=1, reset_in=1)
+    prometheus_fake.set("up", 1.0)
+    obs = await prometheus.fetch(rule(source="prometheus", query="up", max=2), scope(), AFTER, None)
+    assert obs.value == 1.0
+    first, second = prometheus_fake.requests
+    assert second.at - first.at >= 0.9  # waited as asked (a backoff was a quarter second)
+
+
 @pytest.mark.parametrize(
     ("kind", "message"),
     [

@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from agent.analysis.describe import is_rate
 from agent.analysis.types import Rule
 from agent.config_models import (
     TOKEN_BESIDE_CREDENTIALS,
@@ -169,8 +170,18 @@ class NewRelicSettings(HttpProviderSettings):
                 f"nrql must not use {clause}: a rule needs one number per period (one"
                 " row of results), and the agent compares the periods itself",
             )
+        if is_rate(rule.metric) and _PERCENTAGE.search(plain) and not _HUNDREDTH.search(plain):
+            raise FieldError(
+                "nrql",
+                f"percentage() answers 0-100, and metric {rule.metric} is a fraction from 0"
+                " to 1 (0.5% errors would read as 50%): divide it by 100, e.g."
+                " SELECT percentage(count(*), WHERE error IS true) / 100 FROM Transaction",
+            )
 
 
+_PERCENTAGE = re.compile(r"\bpercentage\s*\(", re.IGNORECASE)
+_HUNDREDTH = re.compile(r"/\s*100(?:\.0*)?(?![\d.])|(?<![\d.])0?\.01\s*\*|\*\s*0?\.01(?![\d.])")
+"""A division by 100 (or a product with 0.01): what turns a percentage into a fraction."""
 _NRQL_UNREAD = re.compile(r"'(?:[^'\\]|\\.)*'|`[^`]*`|(?:--|//)[^\n]*|/\*.*?(?:\*/|$)", re.S)
 
 

@@ -137,6 +137,38 @@ def test_nrql_that_answers_several_rows_is_refused_by_the_config(nrql: str, clau
     assert f"nrql must not use {clause}: a rule needs one number per period" in str(problem)
 
 
+NRQL_RATE_CONFIG = NRQL_CONFIG.replace(
+    "        max: 5", "        metric: error_rate\n        max: 0.05"
+)
+
+
+def test_a_rate_rule_on_percentage_is_refused_unless_divided_by_100() -> None:
+    """`percentage()` answers 0-100: 0.5% errors came back as 0.5, in range for a rate,
+    and was judged as 50% against `max: 0.05`, a healthy release rolled back (only an
+    answer over 1 was caught, at fetch time)."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings_text(NRQL_RATE_CONFIG % ERR_PCT)
+    (problem,) = caught.value.problems
+    assert "environments.production.rules[0].nrql" in str(problem)
+    assert "percentage() answers 0-100" in str(problem)
+    assert "/ 100" in str(problem)
+
+
+@pytest.mark.parametrize(
+    "nrql",
+    [
+        "SELECT percentage(count(*), WHERE error IS true) / 100 AS 'rate' FROM Transaction",
+        "SELECT percentage(count(*), WHERE error IS true)/100.0 FROM Transaction",
+        "SELECT 0.01 * percentage(count(*), WHERE error IS true) FROM Transaction",
+        "SELECT filter(count(*), WHERE error IS true) / count(*) FROM Transaction",
+        "SELECT count(*) FROM Transaction WHERE name = 'percentage(x)' // percentage(",
+    ],
+)
+def test_a_rate_rule_on_a_fraction_is_taken(nrql: str) -> None:
+    rule = load_settings_text(NRQL_RATE_CONFIG % nrql).environments["production"].rules[0]
+    assert rule.to_rule().query == nrql
+
+
 def test_the_words_inside_a_string_or_a_quoted_name_are_not_clauses() -> None:
     nrql = "SELECT count(*) AS `facet` FROM Transaction WHERE name = 'TIMESERIES job'"
     rule = load_settings_text(NRQL_CONFIG % nrql).environments["production"].rules[0]

@@ -182,6 +182,9 @@ class NewRelicSettings(HttpProviderSettings):
 _PERCENTAGE = re.compile(r"\bpercentage\s*\(", re.IGNORECASE)
 _HUNDREDTH = re.compile(r"/\s*100(?:\.0*)?(?![\d.])|(?<![\d.])0?\.01\s*\*|\*\s*0?\.01(?![\d.])")
 """A division by 100 (or a product with 0.01): what turns a percentage into a fraction."""
+_TIMES_100 = re.compile(r"(?<![\d.])100(?:\.0*)?\s*\*|\*\s*100(?:\.0*)?(?![\d.])")
+_PROMQL_UNREAD = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`|#[^\n]*')
+"""PromQL's string literals and comments: what may say anything."""
 _NRQL_UNREAD = re.compile(r"'(?:[^'\\]|\\.)*'|`[^`]*`|(?:--|//)[^\n]*|/\*.*?(?:\*/|$)", re.S)
 
 
@@ -215,6 +218,14 @@ class PrometheusSettings(HttpProviderSettings):
             raise FieldError("nrql", "source prometheus takes query (PromQL), not nrql")
         if not rule.query:
             raise ValueError("source prometheus needs query (PromQL)")
+        plain = _PROMQL_UNREAD.sub(' "" ', rule.query)
+        if is_rate(rule.metric) and _TIMES_100.search(plain) and not _HUNDREDTH.search(plain):
+            raise FieldError(
+                "query",
+                f"the query answers a percentage (0-100): it multiplies by 100, and metric"
+                f" {rule.metric} is a fraction from 0 to 1 (0.5% errors would read as 50%);"
+                " drop the * 100",
+            )
 
 
 class ProvidersSettings(BaseModel):

@@ -12,6 +12,7 @@ from agent.metrics import Metrics
 from agent.providers.base import Period
 from agent.providers.prometheus import PrometheusProvider, range_for
 from agent.providers.provider_settings import PrometheusSettings
+from agent.settings_file import ConfigError, load_settings_text
 from tests.fakes.prometheus import FakePrometheus
 from tests.providers.support import AFTER, FAST, T0, requests_counted, rule, scope
 
@@ -287,3 +288,46 @@ async def test_the_fake_refuses_ranges_over_11000_points_as_prometheus_does(
                 assert r.status == status, body
     assert body["errorType"] == "bad_data"
     assert body["error"].startswith("exceeded maximum resolution of 11,000 points")
+
+
+PROMQL_RATE_CONFIG = """\
+server: {listen: "127.0.0.1:8787", api_tokens: ["tok-1234567890abcdef"]}
+providers:
+  prometheus: {url: "http://127.0.0.1:9090"}
+environments:
+  production:
+    base_url: http://127.0.0.1:9
+    rules:
+      - name: http-5xx
+        source: prometheus
+        query: '%s'
+        metric: error_rate
+        max: 0.05
+    rollback: {url: "http://127.0.0.1:9998/rollback", secret: shh-secret}
+"""
+RATIO = 'sum(rate(http_requests_total{code=~"5.."}[1m])) / sum(rate(http_requests_total[1m]))'
+
+
+@pytest.mark.parametrize("query", [f"100 * {RATIO}", f"({RATIO}) * 100", f"({RATIO})*100.0"])
+def test_a_rate_rule_on_a_percentage_is_refused(query: str) -> None:
+    """A 5xx share times 100 answers 0-100: 0.5% errors came back as 0.5, in range for a
+    rate, and was judged as 50% against `max: 0.05` (only an answer over 1 was caught)."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings_text(PROMQL_RATE_CONFIG % query)
+    (problem,) = caught.value.problems
+    assert "environments.production.rules[0].query" in str(problem)
+    assert "a percentage (0-100)" in str(problem)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        RATIO,
+        'sum(rate(http_requests_total{code=~"5.."}[100s])) / sum(rate(x[100s]))',
+        'sum(rate(x{path="/a*100"}[1m])) / sum(rate(x[1m]))',
+        "(100 * sum(rate(errors_total[1m])) / sum(rate(requests_total[1m]))) / 100",
+    ],
+)
+def test_a_rate_rule_on_a_fraction_is_taken(query: str) -> None:
+    rule = load_settings_text(PROMQL_RATE_CONFIG % query).environments["production"].rules[0]
+    assert rule.to_rule().query == query

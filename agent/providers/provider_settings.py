@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from agent.analysis.describe import is_rate
+from agent.analysis.describe import is_duration, is_rate
 from agent.analysis.types import Rule
 from agent.config_models import (
     TOKEN_BESIDE_CREDENTIALS,
@@ -183,6 +183,9 @@ _PERCENTAGE = re.compile(r"\bpercentage\s*\(", re.IGNORECASE)
 _HUNDREDTH = re.compile(r"/\s*100(?:\.0*)?(?![\d.])|(?<![\d.])0?\.01\s*\*|\*\s*0?\.01(?![\d.])")
 """A division by 100 (or a product with 0.01): what turns a percentage into a fraction."""
 _TIMES_100 = re.compile(r"(?<![\d.])100(?:\.0*)?\s*\*|\*\s*100(?:\.0*)?(?![\d.])")
+_MILLISECONDS = re.compile(r"[a-zA-Z0-9]_(?:milliseconds|ms)(?:_bucket|_sum|_count|_total)?\b")
+"""A metric name in milliseconds (Prometheus' convention is base units: seconds)."""
+_THOUSANDTH = re.compile(r"/\s*1000(?:\.0*)?(?![\d.])|(?<![\d.])0?\.001\s*\*|\*\s*0?\.001(?![\d.])")
 _PROMQL_UNREAD = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`|#[^\n]*')
 """PromQL's string literals and comments: what may say anything."""
 _NRQL_UNREAD = re.compile(r"'(?:[^'\\]|\\.)*'|`[^`]*`|(?:--|//)[^\n]*|/\*.*?(?:\*/|$)", re.S)
@@ -225,6 +228,17 @@ class PrometheusSettings(HttpProviderSettings):
                 f"the query answers a percentage (0-100): it multiplies by 100, and metric"
                 f" {rule.metric} is a fraction from 0 to 1 (0.5% errors would read as 50%);"
                 " drop the * 100",
+            )
+        if (
+            is_duration(rule.metric)
+            and _MILLISECONDS.search(plain)
+            and not _THOUSANDTH.search(plain)
+        ):
+            raise FieldError(
+                "query",
+                f"the query reads a metric in milliseconds, and metric {rule.metric} is in"
+                " seconds (650 ms would read as 650 s): divide it by 1000, e.g."
+                " histogram_quantile(0.95, …) / 1000",
             )
 
 

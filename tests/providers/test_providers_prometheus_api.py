@@ -331,3 +331,38 @@ def test_a_rate_rule_on_a_percentage_is_refused(query: str) -> None:
 def test_a_rate_rule_on_a_fraction_is_taken(query: str) -> None:
     rule = load_settings_text(PROMQL_RATE_CONFIG % query).environments["production"].rules[0]
     assert rule.to_rule().query == query
+
+
+PROMQL_LATENCY_CONFIG = PROMQL_RATE_CONFIG.replace(
+    "metric: error_rate\n        max: 0.05", "metric: latency_p95\n        max: 800ms"
+)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "histogram_quantile(0.95, sum by (le) (rate(http_request_duration_ms_bucket[1m])))",
+        "histogram_quantile(0.95, sum by (le) (rate(rpc_latency_milliseconds_bucket[1m])))",
+    ],
+)
+def test_a_latency_rule_on_milliseconds_is_refused(query: str) -> None:
+    """A latency rule's figure is seconds (`max: 800ms` is 0.8): a histogram in
+    milliseconds answered 650 for 650 ms, judged as 650 s and rolled back."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings_text(PROMQL_LATENCY_CONFIG % query)
+    (problem,) = caught.value.problems
+    assert "environments.production.rules[0].query" in str(problem)
+    assert "milliseconds" in str(problem) and "/ 1000" in str(problem)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket[1m])))",
+        "histogram_quantile(0.95, sum by (le) (rate(rpc_latency_ms_bucket[1m]))) / 1000",
+        'histogram_quantile(0.95, sum by (le) (rate(x_seconds_bucket{unit="_ms"}[1m])))',
+    ],
+)
+def test_a_latency_rule_in_seconds_is_taken(query: str) -> None:
+    rule = load_settings_text(PROMQL_LATENCY_CONFIG % query).environments["production"].rules[0]
+    assert rule.to_rule().query == query

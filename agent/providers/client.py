@@ -9,7 +9,7 @@ This module owns everything that must be the same for all of them:
 - a semaphore bounding requests in flight (`max_in_flight`);
 - a budget: `timeout` bounds one whole fetch, every attempt, backoff and page
   included; `request_timeout` bounds one attempt;
-- retries for 5xx, timeouts, connection errors and 429, with exponential backoff and
+- retries for 5xx, 408, timeouts, connection errors and 429, with exponential backoff and
   jitter, honouring the provider's hint (a 429's reset, a Retry-After on a 429 or a
   503), but never sleeping past the budget: a reset 40 s away fails the fetch now
   ("rate limited … retry in 40s") instead of holding the round, and the fetches after
@@ -175,8 +175,9 @@ def retryable_status(status: int) -> bool:
     """A 5xx worth another attempt: 500 and 502 on, as New Relic's own Go client retries
     (internal/http/retry.go), gateways' outage codes included (Cloudflare's 520-524 and
     the like, with a page of HTML: the provider's side is down, not our configuration);
-    only 501, Not Implemented, will not change."""
-    return status == 500 or 502 <= status <= 599
+    only 501, Not Implemented, will not change. And 408: a proxy in front of the provider
+    timed the request out (RFC 9110 §15.5.9 says it may be repeated)."""
+    return status in (408, 500) or 502 <= status <= 599
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:

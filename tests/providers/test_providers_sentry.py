@@ -244,13 +244,14 @@ async def test_a_known_rate_limit_is_not_asked_again_by_the_next_fetch(
     assert requests_counted(metrics, "sentry", "error") == 2
 
 
-@pytest.mark.parametrize("kind", ["500", "502", "507", "html:520", "html:524"])
+@pytest.mark.parametrize("kind", ["500", "502", "507", "html:520", "html:524", "html:408"])
 async def test_server_errors_are_retried_with_backoff(
     sentry: SentryProvider, sentry_fake: FakeSentry, kind: str
 ) -> None:
     """Every 5xx but 501, as New Relic's Go client retries (reference §10): a gateway's
     520-524 page (Cloudflare's "origin unreachable") was taken for Sentry's own answer, not
-    retried, and alerted as "answered, but not usably: fix the configuration"."""
+    retried, and alerted as "answered, but not usably: fix the configuration". A 408 (a
+    proxy that timed the request out, RFC 9110 §15.5.9) was too."""
     sentry_fake.fail(kind, times=2, match="/events/")
     obs = await sentry.fetch(
         rule(source="sentry", metric="error_rate", max=0.1), scope(), AFTER, "v1"

@@ -26,11 +26,14 @@ error ("aggregate it"). A series of native histograms only (`histograms` instead
 `values`, docs/querying/api.md) is refused with what to wrap it in: a rule needs a
 number. `errorType` bad_data/execution → "PromQL rejected: …" (not retried); 404 names
 `providers.prometheus.url` (a wrong root or route prefix); 503 and other 5xx, 429
-and timeouts are retried.
+and timeouts are retried. `warnings` beside the data (it may be partial: a remote-read
+source failed, a Thanos store did not answer) are said in the query the evidence shows
+and logged, each text once; the figure is used.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -54,6 +57,9 @@ from agent.providers.client import (
 from agent.providers.provider_settings import PrometheusSettings
 from common.durations import format_duration
 
+log = logging.getLogger(__name__)
+
+WARNINGS_REMEMBERED = 64
 MIN_STEP = 1.0
 MAX_POINTS = 11_000
 """Prometheus' limit on (end - start) / step for one query_range (web/api/v1/api.go)."""
@@ -73,6 +79,9 @@ class PrometheusAnswer(_Loose):
     data: _Data | None = None
     errorType: str | None = None
     error: str | None = None
+    warnings: list[Any] | None = None
+    """With `success`: the data may be partial (a remote-read source failed; Thanos: a
+    store did not answer). Said in the evidence and logged, each text once."""
 
 
 def range_for(period: Period, step: float | None, max_points: int) -> tuple[float, float, float]:
@@ -161,6 +170,8 @@ class PrometheusProvider(HttpProvider):
         super().__init__(config, metrics=metrics, redact=redact)
         self.config = config
         self._url = config.url.rstrip("/")
+        self._warned: set[str] = set()
+        """Warnings already logged: each once, not at every fetch."""
 
     def default_headers(self) -> dict[str, str]:
         if self.config.bearer_token is None:
@@ -197,11 +208,12 @@ class PrometheusProvider(HttpProvider):
             answer = await self.send(
                 "GET", f"{self._url}/api/v1/query_range", deadline=deadline, params=params
             )
-            data = self._data(answer)
+            data, warned = self._data(answer)
+            shown = f"{query} (Prometheus warned: {warned})" if warned else query
             points = points_of(data)
             if not points:
-                return Observation(value=None, query=query)
-            return Observation(value=sum(points) / len(points), query=query)
+                return Observation(value=None, query=shown)
+            return Observation(value=sum(points) / len(points), query=shown)
 
         return Plan(
             key=("range", query, start, end, step),
@@ -210,7 +222,8 @@ class PrometheusProvider(HttpProvider):
             seconds=period_seconds(period),
         )
 
-    def _data(self, answer: Answer) -> _Data:
+    def _data(self, answer: Answer) -> tuple[_Data, str]:
+        """The answer's data, and its warnings as one text ("" without)."""
         if answer.status in (401, 403):
             raise ProviderError(
                 f"Prometheus rejected the credentials ({answer.status}): {self._credentials()}"
@@ -231,7 +244,13 @@ class PrometheusProvider(HttpProvider):
             raise ProviderError(f"Prometheus answered {answer.status}: {reason}")
         if parsed.data is None:
             raise ProviderError("unexpected answer from Prometheus (no data)")
-        return parsed.data
+        warned = self.quoted("; ".join(w for w in parsed.warnings or () if isinstance(w, str)))
+        if warned and warned not in self._warned:
+            if len(self._warned) >= WARNINGS_REMEMBERED:  # texts that vary: bounded memory
+                self._warned.clear()
+            self._warned.add(warned)
+            log.warning("prometheus: answered with a warning (logged once): %s", warned)
+        return parsed.data, warned
 
     def link(
         self,

@@ -243,6 +243,10 @@ class FakePrometheus(FakeServer):
         self.values: dict[str, tuple[float, int]] = {}
         self.histograms: set[str] = set()
         self.default = (0.0, 1)
+        self.warnings: list[str] = []
+        """Sent with every answer's data (`warnings`, docs/querying/api.md), as Prometheus
+        does when a remote-read source failed or Thanos when a store did not answer: the
+        data is partial."""
 
     def set(self, query: str, value: float, *, series: int = 1, histogram: bool = False) -> None:
         self.values[query] = (value, series)
@@ -321,9 +325,13 @@ class FakePrometheus(FakeServer):
             }
             for i in range(series)
         ]
-        return web.json_response(
-            {"status": "success", "data": {"resultType": "matrix", "result": result}}
-        )
+        answer: dict[str, Any] = {
+            "status": "success",
+            "data": {"resultType": "matrix", "result": result},
+        }
+        if self.warnings:
+            answer["warnings"] = list(self.warnings)
+        return web.json_response(answer)
 
     async def _instant(self, request: web.Request) -> web.Response:
         found = self._lookup(request)

@@ -94,6 +94,27 @@ async def test_a_503_with_a_short_retry_after_is_retried_after_it(
     assert second.at - first.at >= 0.9  # waited as asked (a backoff was a quarter second)
 
 
+async def test_a_partial_answer_says_so_in_the_evidence_and_the_log_once(
+    prometheus: PrometheusProvider,
+    prometheus_fake: FakePrometheus,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Prometheus answers `success` with `warnings` when part of the data is missing (a
+    remote-read source failed; Thanos: a store did not answer): the figure was used with
+    no word of it, in the evidence or the log."""
+    warning = "partial response: store 10.0.0.7:10901 did not answer"
+    prometheus_fake.warnings = [warning]
+    prometheus_fake.set("up", 0.5)
+    r = rule(source="prometheus", query="up", max=2)
+    with caplog.at_level("WARNING", logger="agent.providers.prometheus"):
+        first = await prometheus.fetch(r, scope(), AFTER, None)
+        second = await prometheus.fetch(r, scope(), Period(T0, T0 + 125), None)
+    assert (first.value, second.value) == (0.5, 0.5)
+    assert first.query == f"up (Prometheus warned: {warning})"
+    logged = [m.getMessage() for m in caplog.records if warning in m.getMessage()]
+    assert len(logged) == 1, logged
+
+
 @pytest.mark.parametrize(
     ("kind", "message"),
     [

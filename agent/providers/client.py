@@ -399,16 +399,17 @@ class HttpProvider:
                 retry = maybe
             if fetch is not None and retry.stall is None:
                 fetch.said = retry.reason
+            if retry.after is not None and retry.after > 0:
+                # kept on the last attempt too: the next fetch must not ask before then
+                until = loop.time() + retry.after
+                if until > self._quiet_until.get(url, (0.0, ""))[0]:
+                    self._quiet_until[url] = (until, retry.reason)
             if attempt >= self.max_attempts:
                 raise self._out_of_time(
                     fetch,
                     retry.stall,
                     retry.reason if attempt == 1 else f"{retry.reason} (after {attempt} attempts)",
                 )
-            if retry.after is not None and retry.after > 0:
-                until = loop.time() + retry.after
-                if until > self._quiet_until.get(url, (0.0, ""))[0]:
-                    self._quiet_until[url] = (until, retry.reason)
             delay = self._backoff(attempt) if retry.after is None else max(0.05, retry.after)
             if loop.time() + delay >= deadline:
                 if retry.after is not None and retry.after > 0:

@@ -244,6 +244,24 @@ async def test_a_known_rate_limit_is_not_asked_again_by_the_next_fetch(
     assert requests_counted(metrics, "sentry", "error") == 2
 
 
+async def test_a_rate_limit_on_the_last_attempt_is_kept_for_the_next_fetch(
+    sentry_fake: FakeSentry, metrics: Metrics
+) -> None:
+    """With `max_attempts: 1` the reset of a 429 was forgotten (it was kept only when an
+    attempt remained): each round sent its request into the limit again."""
+    sentry_fake.fail("429", reset_in=45, match="/events/")
+    provider = SentryProvider(sentry_settings(sentry_fake, max_attempts=1), metrics=metrics)
+    r = rule(source="sentry", metric="error_count", max=5)
+    try:
+        first = await provider.fetch(r, scope(), AFTER, "v1")
+        second = await provider.fetch(r, scope(), Period(AFTER.start, AFTER.end + 30), "v1")
+    finally:
+        await provider.aclose()
+    assert first.error is not None and second.error is not None
+    assert "not asked again before then" in second.error
+    assert len(sentry_fake.seen("/events/")) == 1
+
+
 @pytest.mark.parametrize("kind", ["500", "502", "507", "html:520", "html:524", "html:408"])
 async def test_server_errors_are_retried_with_backoff(
     sentry: SentryProvider, sentry_fake: FakeSentry, kind: str

@@ -116,7 +116,8 @@ async def one_round(
     started = time.perf_counter()
     async with asyncio.TaskGroup() as tg:
         tasks = [
-            tg.create_task(providers[r.source].fetch(r, scope, period, release)) for r in rule_list
+            tg.create_task(providers[r.source].fetch(r.to_rule(), scope, period, release))
+            for r in rule_list
         ]
     wall = time.perf_counter() - started
     observations: list[Observation] = [t.result() for t in tasks]

@@ -26,6 +26,7 @@ pytest_plugins = [
     "tests.receivers",
     "tests.pg",
     "tests.prometheus",
+    "tests.one_directory_node",  # each folder's conftest fixtures, in any order of paths
 ]
 
 # No deadline: hypothesis' default (200 ms an example) is a wall-clock assertion, and on a

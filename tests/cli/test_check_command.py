@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -14,8 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from agent.cli.main import main
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.cli_process import cli_env, sigint_at_default
 
 CONFIG = """\
 server:
@@ -274,18 +272,11 @@ async def start_check(
     config: Path, environment: str, **env_vars: str
 ) -> asyncio.subprocess.Process:
     """`postflight check` in a process of its own (a signal's default is its own)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTFLIGHT")}
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(env_vars)
-    # SIGINT at its default in the CLI, whatever this process inherited (see test_client)
-    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
+    with sigint_at_default():
         return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "agent", "check", "--config", str(config), "--env", environment,
-            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=cli_env(**env_vars), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
-    finally:
-        signal.signal(signal.SIGINT, inherited)
 
 
 @pytest.mark.timeout(60)

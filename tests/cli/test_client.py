@@ -12,12 +12,9 @@ import asyncio
 import http.server
 import io
 import json
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
@@ -44,6 +41,7 @@ from agent.records import DeployWindow, RollbackIntent, RoundRecord
 from agent.store.sqlite import SqliteStore
 from common.times import rfc3339
 from tests.api.harness import TOKEN, ScriptedWatcher, make_app, rule
+from tests.cli_process import start_cli
 from tests.store.peek import set_rollback
 
 T = TypeVar("T")
@@ -910,18 +908,10 @@ def test_ctrl_c_during_register_wait_names_the_deploy_the_agent_keeps_watching(
     had to find up the scrollback (or nowhere, in a pipeline's log cut at the signal).
     SIGTERM (a pipeline's job cancelled) ended it silently, -15, and SIGHUP (the session
     closed, `register --wait … >> deploy.log` left running) as silently, -1."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTFLIGHT")}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-    command = [sys.executable, "-m", "agent", "register", "--url", agent.url, "--token", TOKEN]
-    command += ["--env", "production", "--version", "v2.4.1", "--wait", "--quiet"]
-    # SIGINT at its default in the CLI, whatever this process inherited: a suite started in
-    # the background of a script (`pytest &`, nohup) ignores it, and so did each process it
-    # started (exec keeps an ignored signal), the CLI too, which then waited out the window
-    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        cli = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    finally:
-        signal.signal(signal.SIGINT, inherited)
+    cli = start_cli(
+        *("register", "--url", agent.url, "--token", TOKEN),
+        *("--env", "production", "--version", "v2.4.1", "--wait", "--quiet"),
+    )
     try:
         assert cli.stdout is not None
         deploy_id = cli.stdout.readline().decode().strip()  # --quiet: the id, once registered
@@ -1328,14 +1318,7 @@ def test_status_and_rollback_stopped_by_a_signal_say_so(
     stopped and exits 128 + the signal, as `register --wait` and `check` do."""
     with socket.create_server(("127.0.0.1", 0)) as listener:  # answers nothing
         url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("POSTFLIGHT")}
-        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-        argv = [sys.executable, "-m", "agent", *command, "--url", url, "--token", TOKEN]
-        inherited = signal.signal(signal.SIGINT, signal.default_int_handler)  # see above
-        try:
-            cli = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        finally:
-            signal.signal(signal.SIGINT, inherited)
+        cli = start_cli(*command, "--url", url, "--token", TOKEN)
         try:
             listener.settimeout(30)
             connection, _ = listener.accept()

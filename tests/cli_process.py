@@ -1,0 +1,47 @@
+"""The `postflight` CLI in a process of its own, for the tests that stop it with a
+signal (tests/cli): a signal's default action is the process's own, never pytest's."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """This environment without the POSTFLIGHT_* settings of the suite's own run, the
+    checkout importable, and `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTFLIGHT")}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def sigint_at_default() -> Iterator[None]:
+    """SIGINT at its default in a process started inside, whatever this process inherited:
+    a suite started in the background of a script (`pytest &`, nohup) ignores it, and so
+    did each process it started (exec keeps an ignored signal), the CLI too, which then
+    waited out the window."""
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+
+
+def start_cli(*argv: str) -> subprocess.Popen[bytes]:
+    """`postflight *argv`, its output piped, SIGINT at its default."""
+    with sigint_at_default():
+        return subprocess.Popen(
+            [sys.executable, "-m", "agent", *argv],
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )

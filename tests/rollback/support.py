@@ -1,9 +1,14 @@
-"""Shared pieces of the rollback tests: a deploy window, its stored intent, a fake sleep."""
+"""Shared pieces of the rollback tests: a deploy window, its stored intent, a fake sleep,
+a one-off rollback target."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
+
+from aiohttp import web
 
 from agent.records import DeployWindow, RollbackIntent
 from agent.rollback.contract import rollback_intent
@@ -73,3 +78,22 @@ def settings(url: str, **kw: Any) -> RollbackSettings:
     }
     values.update(kw)
     return RollbackSettings(**values)
+
+
+@asynccontextmanager
+async def rollback_target(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]], route: str
+) -> AsyncIterator[str]:
+    """A rollback target of a test's own, answering POST `route` with `handler` on a free
+    port: its URL without a path (`http://127.0.0.1:PORT`), stopped on leaving."""
+    app = web.Application()
+    app.router.add_post(route, handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()

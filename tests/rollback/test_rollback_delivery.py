@@ -32,6 +32,7 @@ from tests.rollback.support import (
     SECRET,
     FakeSleep,
     make_window,
+    rollback_target,
     settings,
     stored_intent,
 )
@@ -225,22 +226,14 @@ async def test_a_2xx_is_recorded_on_its_status_line_without_waiting_for_the_body
         await response.write_eof()
         return response
 
-    app = web.Application()
-    app.router.add_post("/rollback", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        intent = await stored_intent(store)
-        conf = settings(f"http://127.0.0.1:{port}/rollback", timeout=2.0)
-        done = await asyncio.wait_for(delivery.deliver(intent, conf, "production"), 10)
-        stored = await store.get_rollback("dep_01JDTEST")
-        release.set()
-    finally:
-        release.set()
-        await runner.cleanup()
+    async with rollback_target(handle, "/rollback") as url:
+        try:
+            intent = await stored_intent(store)
+            conf = settings(f"{url}/rollback", timeout=2.0)
+            done = await asyncio.wait_for(delivery.deliver(intent, conf, "production"), 10)
+            stored = await store.get_rollback("dep_01JDTEST")
+        finally:
+            release.set()
 
     assert done.state == "delivered" and done.attempts == 1 and done.last_status == 200
     assert stored is not None and stored.state == "delivered"
@@ -259,21 +252,10 @@ async def test_the_webhook_is_posted_to_rollback_url_exactly_as_written(
         seen.append(request.raw_path)
         return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     written = "/hooks/roll%2Fback?sig=Ab%2Fc%2Bd%3D&sv=2026-01-01&name=%C3%A9t%C3%A9+x"
-    try:
+    async with rollback_target(handle, "/{tail:.*}") as url:
         intent = await stored_intent(store)
-        done = await delivery.deliver(
-            intent, settings(f"http://127.0.0.1:{port}{written}"), "production"
-        )
-    finally:
-        await runner.cleanup()
+        done = await delivery.deliver(intent, settings(f"{url}{written}"), "production")
 
     assert done.state == "delivered"
     assert seen == [written]

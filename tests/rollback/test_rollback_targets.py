@@ -19,7 +19,7 @@ from agent.metrics import Metrics
 from agent.records import DeployWindow, RollbackIntent
 from agent.rollback import RollbackDelivery, rollback_intent
 from agent.rollback.delivery import FINAL_LOOKS
-from agent.settings import RollbackSettings, Settings
+from agent.settings import Settings
 from agent.store.base import IN_FLIGHT
 from agent.store.sqlite import SqliteStore
 from tests.fakes.github import FakeGitHub
@@ -86,9 +86,13 @@ async def rollback_requested(
 
 
 async def delivered_to_target(
-    store: SqliteStore, config: Settings, intent: RollbackIntent, rollback: RollbackSettings
+    store: SqliteStore, config: Settings, intent: RollbackIntent, **changes: Any
 ) -> RollbackIntent:
-    """`intent` delivered, as the agent does, to the rollback target `config` names."""
+    """`intent` delivered, as the agent does, to the rollback target `config` names for
+    production, with these `changes` to its rollback settings."""
+    rollback = config.environments["production"].rollback
+    assert rollback is not None
+    rollback = rollback.model_copy(update=changes)
     delivery = RollbackDelivery(store, Metrics(), targets=RollbackTargets(config))
     try:
         return await delivery.deliver(intent, rollback, "production")
@@ -103,9 +107,7 @@ async def test_it_rolls_back_to_the_previous_deployment_with_team_and_token(
     intent = await rollback_requested(
         store, {"vercel.deployment": NEW, "vercel.previous": OLD}, reason="probe-errors failed"
     )
-    env = config.environments["production"]
-    assert env.rollback is not None
-    done = await delivered_to_target(store, config, intent, env.rollback)
+    done = await delivered_to_target(store, config, intent)
     assert (done.state, done.last_status) == ("delivered", 201)
     (seen,) = fake.seen("/rollback/")
     assert seen.path == f"/v1/projects/{PROJECT}/rollback/{OLD}"
@@ -134,10 +136,7 @@ async def test_no_previous_deployment_label_asks_vercel_which_production_came_be
     ]
     config = settings(fake)
     intent = await rollback_requested(store, {"vercel.deployment": NEW})
-    assert config.environments["production"].rollback is not None
-    done = await delivered_to_target(
-        store, config, intent, config.environments["production"].rollback
-    )
+    done = await delivered_to_target(store, config, intent)
     assert (done.state, done.last_status) == ("delivered", 201)
     (listed,) = fake.seen("/v6/deployments")
     assert listed.param("teamId") == "team_1"
@@ -159,10 +158,7 @@ async def test_no_previous_deployment_anywhere_fails_at_once_saying_why(
         fake.token = "another-token"
     config = settings(fake)
     intent = await rollback_requested(store, {"vercel.deployment": NEW})
-    assert config.environments["production"].rollback is not None
-    done = await delivered_to_target(
-        store, config, intent, config.environments["production"].rollback
-    )
+    done = await delivered_to_target(store, config, intent)
     assert done.state == "failed"
     error = done.last_error or ""
     assert "vercel.previous" in error
@@ -185,10 +181,7 @@ async def test_a_pipeline_registered_deploy_without_a_vercel_label_says_which_la
     fake.listed[PROJECT] = [listed_deployment(NEW, 1764460800000)]
     config = settings(fake)
     intent = await rollback_requested(store, {"team": "web"})
-    assert config.environments["production"].rollback is not None
-    done = await delivered_to_target(
-        store, config, intent, config.environments["production"].rollback
-    )
+    done = await delivered_to_target(store, config, intent)
     assert done.state == "failed"
     error = done.last_error or ""
     assert "nothing to roll back to" in error
@@ -208,10 +201,7 @@ async def test_a_restart_with_an_unrecorded_attempt_asks_vercel_before_sending_a
     await set_rollback(store, intent)
     if took_effect:
         fake.production[PROJECT] = OLD  # Vercel had acted on it
-    assert config.environments["production"].rollback is not None
-    done = await delivered_to_target(
-        store, config, intent, config.environments["production"].rollback
-    )
+    done = await delivered_to_target(store, config, intent)
     assert done.state == "delivered"
     # asked at once, and while not found again after each wait of the backoff schedule
     looks = 1 if took_effect else 1 + FINAL_LOOKS
@@ -235,10 +225,7 @@ async def test_a_vercel_rollback_whose_last_attempt_got_no_answer_is_looked_for_
     async with SlowToAnswer(token=TOKEN, team_id="team_1") as fake:
         config = settings(fake)
         intent = await rollback_requested(store, {"vercel.deployment": NEW, "vercel.previous": OLD})
-        rollback = config.environments["production"].rollback
-        assert rollback is not None
-        last = rollback.model_copy(update={"max_attempts": 1, "timeout": 0.2})
-        done = await delivered_to_target(store, config, intent, last)
+        done = await delivered_to_target(store, config, intent, max_attempts=1, timeout=0.2)
 
     assert (done.state, done.attempts) == ("delivered", 1)
     assert [a["deployment"] for a in fake.accepted] == [OLD]
@@ -253,12 +240,9 @@ async def test_a_vercel_rate_limit_is_waited_out_as_it_asks(
     default) spent the attempts inside the window and the rollback was reported failed.
     Either is waited for, then the rollback goes out once."""
     config = settings(fake)
-    rollback = config.environments["production"].rollback
-    assert rollback is not None
-    rollback = rollback.model_copy(update={"max_backoff": 0.01})
     intent = await rollback_requested(store, {"vercel.deployment": NEW, "vercel.previous": OLD})
     fake.fail(kind, times=1, reset_in=1.0, match="/rollback/")
-    done = await delivered_to_target(store, config, intent, rollback)
+    done = await delivered_to_target(store, config, intent, max_backoff=0.01)
     sent = fake.seen("/rollback/")
     assert (done.state, done.attempts, len(sent)) == ("delivered", 2, 2)
     assert sent[1].at - sent[0].at >= 0.9  # the wait Vercel asked for, not 10 ms
@@ -274,13 +258,11 @@ async def test_a_vercel_409_asks_where_production_is_before_failing(
     by hand): it was reported failed (ROLLBACK FAILED, roll back by hand) while production
     was where it had to be. A 409 asks Vercel first; otherwise it still fails at once."""
     config = settings(fake)
-    rollback = config.environments["production"].rollback
-    assert rollback is not None
     intent = await rollback_requested(store, {"vercel.deployment": NEW, "vercel.previous": OLD})
     if rolled_back:
         fake.production[PROJECT] = OLD
     fake.fail("409", match="/rollback/")
-    done = await delivered_to_target(store, config, intent, rollback)
+    done = await delivered_to_target(store, config, intent)
     assert len(fake.seen("/rollback/")) == 1  # not retried either way
     if rolled_back:
         assert (done.state, done.last_status, done.last_error) == ("delivered", 409, None)
@@ -294,8 +276,6 @@ async def test_a_vercel_409_asks_where_production_is_before_failing(
 async def test_github_target_after_a_restart_finds_the_dispatched_run_by_its_name(
     store: SqliteStore, ran: bool
 ) -> None:
-    from tests.fakes.github import FakeGitHub
-
     async with FakeGitHub(token="gh") as github:
         config = github_rollback_config(github.url)
         intent = await rollback_requested(store, {})
@@ -303,9 +283,7 @@ async def test_github_target_after_a_restart_finds_the_dispatched_run_by_its_nam
         await set_rollback(store, intent)
         if ran:
             github.runs.append(rollback_run(intent.window_id))
-        rollback = config.environments["production"].rollback
-        assert rollback is not None
-        done = await delivered_to_target(store, config, intent, rollback)
+        done = await delivered_to_target(store, config, intent)
         assert done.state == "delivered"
         assert len(github.dispatches) == (0 if ran else 1)
 
@@ -322,15 +300,11 @@ async def test_a_github_rate_limit_403_is_waited_out_and_other_403s_fail_at_once
     out as a 429 would be, where every 403 failed the rollback at once (ROLLBACK FAILED,
     roll back by hand) while the token only had to wait. A 403 that is not a rate limit
     (a permission the token lacks) still fails at once."""
-    from tests.fakes.github import FakeGitHub
-
     async with FakeGitHub(token="gh") as github:
         config = github_rollback_config(github.url, max_backoff="10ms", max_attempts=3)
         intent = await rollback_requested(store, {})
         github.fail(kind, times=1, reset_in=1.0, match="/dispatches")
-        rollback = config.environments["production"].rollback
-        assert rollback is not None
-        done = await delivered_to_target(store, config, intent, rollback)
+        done = await delivered_to_target(store, config, intent)
         sent = github.seen("/dispatches")
         if delivered:
             assert (done.state, done.attempts, len(github.dispatches)) == ("delivered", 2, 1)
@@ -348,7 +322,6 @@ async def test_a_github_dispatch_whose_answer_never_came_is_not_dispatched_again
     dispatched the workflow again, a second rollback run (a dispatch has no idempotency
     key). An attempt that got no answer is as one a crash cut off: its run is looked
     for by name first, as after a restart."""
-    from tests.fakes.github import FakeGitHub
 
     class SlowToAnswer(FakeGitHub):
         async def dispatch(self, request: Any) -> Any:
@@ -360,9 +333,7 @@ async def test_a_github_dispatch_whose_answer_never_came_is_not_dispatched_again
     async with SlowToAnswer(token="gh") as github:
         config = github_rollback_config(github.url, timeout="200ms", max_attempts=3)
         intent = await rollback_requested(store, {})
-        rollback = config.environments["production"].rollback
-        assert rollback is not None
-        done = await delivered_to_target(store, config, intent, rollback)
+        done = await delivered_to_target(store, config, intent)
 
     assert len(github.dispatches) == 1
     assert (done.state, done.attempts) == ("delivered", 1)
@@ -375,7 +346,6 @@ async def test_a_github_dispatch_whose_last_attempt_got_no_answer_is_looked_for_
     """The last allowed attempt timed out, GitHub having created the run: the rollback was
     reported failed (ROLLBACK FAILED, a false page: the rollback ran). Its run is looked
     for before giving up, as before a next attempt; what was found is said."""
-    from tests.fakes.github import FakeGitHub
 
     class SlowToAnswer(FakeGitHub):
         async def dispatch(self, request: Any) -> Any:
@@ -389,9 +359,7 @@ async def test_a_github_dispatch_whose_last_attempt_got_no_answer_is_looked_for_
     async with SlowToAnswer(token="gh") as github:
         config = github_rollback_config(github.url, timeout="200ms", max_attempts=1)
         intent = await rollback_requested(store, {})
-        rollback = config.environments["production"].rollback
-        assert rollback is not None
-        done = await delivered_to_target(store, config, intent, rollback)
+        done = await delivered_to_target(store, config, intent)
         stored = await store.get_rollback(intent.window_id)
 
     assert stored is not None and stored.attempts == 1
@@ -448,9 +416,7 @@ async def test_a_run_github_lists_only_after_the_last_dispatch_timed_out_is_wait
             github.url, timeout="200ms", max_attempts=1, backoff="100ms"
         )
         intent = await rollback_requested(store, {})
-        rollback = config.environments["production"].rollback
-        assert rollback is not None
-        done = await delivered_to_target(store, config, intent, rollback)
+        done = await delivered_to_target(store, config, intent)
         stored = await store.get_rollback(intent.window_id)
         attempts = await deliveries(store, intent.window_id)
 
@@ -483,9 +449,7 @@ async def test_a_quick_restart_after_a_dispatch_waits_for_github_to_list_its_run
         )
         intent.attempts = 1  # sent before the stop, its answer never recorded
         await set_rollback(store, intent)
-        rollback = config.environments["production"].rollback
-        assert rollback is not None
-        done = await delivered_to_target(store, config, intent, rollback)
+        done = await delivered_to_target(store, config, intent)
 
     assert github.dispatches == []
     assert (done.state, done.attempts) == ("delivered", 1)
@@ -500,8 +464,6 @@ async def test_a_restart_while_looking_for_the_last_attempts_run_looks_again_and
     run (its outcome stored, the wait between looks stored as the next attempt's time):
     the restart took it for a retry still owed and dispatched the workflow again. It
     looks again instead, and reports what it found."""
-    from tests.fakes.github import FakeGitHub
-
     async with FakeGitHub(token="gh") as github:
         config = github_rollback_config(github.url, max_attempts=2)
         intent = await rollback_requested(store, {})
@@ -520,9 +482,7 @@ async def test_a_restart_while_looking_for_the_last_attempts_run_looks_again_and
         await set_rollback(store, intent)
         if ran:
             github.runs.append(rollback_run(intent.window_id))
-        rollback = config.environments["production"].rollback
-        assert rollback is not None
-        done = await delivered_to_target(store, config, intent, rollback)
+        done = await delivered_to_target(store, config, intent)
 
     assert github.dispatches == []
     if ran:

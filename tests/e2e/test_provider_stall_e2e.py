@@ -25,10 +25,9 @@ from tests.e2e.providers_support import (
     alerting_yaml,
     deploy_second,
     environment_yaml,
-    iso_z,
     providers_yaml,
 )
-from tests.e2e.test_providers_e2e import NRQL, PREVIOUS, SENTRY_RULE, VERSION, rule_of
+from tests.e2e.test_providers_e2e import NRQL, PREVIOUS, SENTRY_RULE, VERSION, judged, rule_of
 from tests.fakes.newrelic import FakeNewRelic
 from tests.fakes.sentry import SentryStats
 from tests.receivers import JsonSink, RollbackReceiver, alert_titled, titled
@@ -122,11 +121,7 @@ async def test_a_baseline_the_agents_stall_cut_is_asked_again_and_its_provider_n
             max_attempts=2,
         ),
     )
-    window = round(3.0 + time.time() - t0, 3)
-    deploy = await agent.register(
-        "production", VERSION, previous_version=PREVIOUS, deployed_at=iso_z(t0), window=window
-    )
-    final = await agent.settled(deploy["id"], within=20)
+    final = await judged(agent, t0, 3.0)
     await alert_titled(json_sink, "deploy passed")  # the window's last alert has come
 
     assert by_name[stalled].stalled_at is not None, "the stall never came"
@@ -181,11 +176,7 @@ async def test_a_rule_whose_baseline_the_agents_stall_never_let_it_read_says_so(
         alerting_yaml(json_sink.url()),
         providers_yaml(sentry=sentry_fake, timeout="600ms", request_timeout="300ms"),
     )
-    window = round(2.0 + time.time() - t0, 3)
-    deploy = await agent.register(
-        "production", VERSION, previous_version=PREVIOUS, deployed_at=iso_z(t0), window=window
-    )
-    final = await agent.settled(deploy["id"], within=20)
+    final = await judged(agent, t0, 2.0)
     ended = await alert_titled(json_sink, "inconclusive")
 
     assert final["state"] == "inconclusive" and final["rollback"] is None, final

@@ -126,6 +126,12 @@ async def register(agent: RunningAgent, t0: int, watch_for: float | None = None)
     return await agent.register("production", VERSION, **extra)
 
 
+async def judged(agent: RunningAgent, t0: int, watch_for: float) -> dict[str, Any]:
+    """The deploy `register(agent, t0, watch_for)` registers, once its window ended."""
+    deploy = await register(agent, t0, watch_for=watch_for)
+    return await agent.settled(deploy["id"], within=20)
+
+
 def requests(agent: RunningAgent, provider: str, result: str) -> float:
     return agent.metric("postflight_provider_requests_total", provider=provider, result=result)
 
@@ -471,8 +477,7 @@ async def test_a_release_the_providers_have_nothing_of_is_inconclusive_saying_wh
         alerting_yaml(json_sink.url()),
         providers_yaml(sentry=sentry_fake, newrelic=newrelic_fake),
     )
-    deploy = await register(agent, t0, watch_for=1.5)
-    final = await agent.settled(deploy["id"], within=20)
+    final = await judged(agent, t0, 1.5)
     assert final["state"] == "inconclusive", final
     assert final["rollback"] is None and receiver.attempts == []
     sentry_rule, apm = rule_of(final, "sentry-errors"), rule_of(final, "apm-latency")
@@ -559,8 +564,7 @@ async def test_sampled_sentry_data_is_judged_on_its_sample_and_says_so(
         alerting_yaml(json_sink.url()),
         providers_yaml(sentry=sentry_fake, markers=True),
     )
-    deploy = await register(agent, t0, watch_for=1.5)
-    final = await agent.settled(deploy["id"], within=20)
+    final = await judged(agent, t0, 1.5)
     assert final["state"] == "passed", final
     query = await assert_query_shown(agent, final, "sentry-errors")
     assert "sampled: 400 stored transactions stand for ~4,000, 10.0%" in query
@@ -844,8 +848,7 @@ async def healthy_deploy_during_outage(
                 },
             ),
         )
-        deploy = await register(agent, t0, watch_for=WATCH_FOR.get(kind, 1.5))
-        final = await agent.settled(deploy["id"], within=20)
+        final = await judged(agent, t0, WATCH_FOR.get(kind, 1.5))
     return Outage(agent, final)
 
 
@@ -1017,8 +1020,7 @@ async def test_a_provider_down_the_whole_window_is_inconclusive_under_every_poli
             budgets={"sentry": ("600ms", "300ms")},
         ),
     )
-    deploy = await register(agent, t0, watch_for=2.5)
-    final = await agent.settled(deploy["id"], within=20)
+    final = await judged(agent, t0, 2.5)
     assert final["state"] == "inconclusive", final
     assert final["rollback"] is None and receiver.attempts == []
     assert (
@@ -1115,13 +1117,12 @@ async def test_a_hung_provider_costs_no_round(
     agent = await start_agent(
         *newrelic_only(newrelic_fake, receiver, json_sink, interval="250ms", budgets=budgets)
     )
-    deploy = await register(agent, t0, watch_for=3.0)
-    final = await agent.settled(deploy["id"], within=20)
+    final = await judged(agent, t0, 3.0)
     assert final["rollback"] is None and rule_of(final, "apm-latency")["outcome"] == (
         "inconclusive"
     )
     assert final["rounds"] >= 8, final["rounds"]  # of about 12 slots, on a loaded machine
-    rounds = await agent.app[STORE].rounds(deploy["id"])
+    rounds = await agent.app[STORE].rounds(final["id"])
     # the last round waited for the fetch under way (to its 3 s budget's end): on purpose,
     # holding no later round, so no overrun; another round only when the machine stalled
     # (the fetch began near round 1 and ends with its 3 s budget, some 0.25-0.5 s into the
@@ -1154,9 +1155,8 @@ async def test_a_hung_provider_does_not_make_the_agent_look_overloaded(
     asked = time.time()
     # three slots (0, 2 s, 4 s): a registration late in its second waits into the 2 s
     # slot, and a second round still follows (with 3 s it was the last: one round, CI)
-    deploy = await register(agent, t0, watch_for=5.0)
-    await agent.settled(deploy["id"], within=20)
-    rounds = await agent.app[STORE].rounds(deploy["id"])
+    final = await judged(agent, t0, 5.0)
+    rounds = await agent.app[STORE].rounds(final["id"])
     # it did wait. Its first round is the deploy's slot, late by that second (`lag_s`), or,
     # on a busy machine whose registration and claim took another second, the next slot
     assert rounds[0].started_at >= asked + 0.95, (rounds[0].started_at - asked, rounds[0])

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from agent.analysis.types import Observation
 from agent.metrics import Metrics
 from agent.providers.base import Period
 from agent.providers.client import Answer
@@ -41,6 +42,17 @@ from tests.providers.support import (
     sentry_scope,
     sentry_settings,
 )
+
+
+async def error_rate_of_v1(settings: SentrySettings, metrics: Metrics) -> Observation:
+    """One error-rate fetch of release v1 by a Sentry provider of `settings`, closed after."""
+    provider = SentryProvider(settings, metrics=metrics)
+    try:
+        return await provider.fetch(
+            rule(source="sentry", metric="error_rate", max=0.1), scope(), AFTER, "v1"
+        )
+    finally:
+        await provider.aclose()
 
 
 async def test_error_rate_goes_from_previous_release_to_new_one(
@@ -309,13 +321,7 @@ async def test_a_host_name_that_does_not_resolve_is_named_as_a_dns_failure(
     settings = SentrySettings.model_validate(
         {"base_url": "http://sentry.example.invalid", "org": "acme", "token": SENTRY_TOKEN, **FAST}
     )
-    provider = SentryProvider(settings, metrics=metrics)
-    try:
-        obs = await provider.fetch(
-            rule(source="sentry", metric="error_rate", max=0.1), scope(), AFTER, "v1"
-        )
-    finally:
-        await provider.aclose()
+    obs = await error_rate_of_v1(settings, metrics)
     assert obs.error is not None
     assert obs.error.startswith(
         "could not reach Sentry (the name sentry.example.invalid did not resolve (DNS))"
@@ -410,13 +416,7 @@ async def test_an_answer_of_the_wrong_shape_says_where_never_quoting_it(
     settings = SentrySettings.model_validate(
         {"base_url": str(server.make_url("")), "org": "acme", "token": SENTRY_TOKEN, **FAST}
     )
-    provider = SentryProvider(settings, metrics=metrics)
-    try:
-        obs = await provider.fetch(
-            rule(source="sentry", metric="error_rate", max=0.1), scope(), AFTER, "v1"
-        )
-    finally:
-        await provider.aclose()
+    obs = await error_rate_of_v1(settings, metrics)
     assert obs.error is not None and said in obs.error, obs.error
     assert "sntrys_" not in obs.error and "Bearer" not in obs.error and "input" not in obs.error
 

@@ -54,6 +54,21 @@ async def records_its_2xx(store: Any, intent: RollbackIntent, sent_at: float, no
     assert await store.settle_rollback(done, accepted)
 
 
+async def sent_by_a_whose_lease_lapsed(
+    store: SqliteStore, clock: Clock
+) -> tuple[RollbackIntent, float]:
+    """The stored rollback, taken by "a", which began its attempt 1 (the 2xx it gets is
+    not recorded yet) and whose lease then lapsed: what "a" took, and when it sent."""
+    await stored_intent(store)
+    first = await store.take_rollback("dep_01JDTEST", "a", clock.now, clock.now + LEASE_S)
+    assert first is not None
+    fence = Fence("a", first.lease_epoch)
+    assert await store.begin_attempt("dep_01JDTEST", fence, clock.now, clock.now + LEASE_S) == 1
+    sent_at = clock.now
+    clock.now += LEASE_S + 1
+    return first, sent_at
+
+
 async def test_a_sender_that_wakes_after_a_takeover_does_not_retry(
     store: SqliteStore, rollback_receiver: Any
 ) -> None:
@@ -323,13 +338,7 @@ async def test_a_third_sender_waits_the_grace_a_taker_that_died_in_it_stored(
     receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(200,))
     clock = Clock()
     conf = settings(receiver.url)
-    await stored_intent(store)
-    first = await store.take_rollback("dep_01JDTEST", "a", clock.now, clock.now + LEASE_S)
-    assert first is not None
-    fence = Fence("a", first.lease_epoch)
-    assert await store.begin_attempt("dep_01JDTEST", fence, clock.now, clock.now + LEASE_S) == 1
-    sent_at = clock.now
-    clock.now += LEASE_S + 1
+    first, sent_at = await sent_by_a_whose_lease_lapsed(store, clock)
 
     async def dies_in_its_grace(seconds: float) -> None:
         raise asyncio.CancelledError  # killed as it waits
@@ -374,13 +383,7 @@ async def test_a_taker_whose_grace_the_store_cut_short_waits_it_again_once_the_s
     await store.open()
     clock = Clock()
     conf = settings(receiver.url)
-    await stored_intent(store)
-    first = await store.take_rollback("dep_01JDTEST", "a", clock.now, clock.now + LEASE_S)
-    assert first is not None
-    fence = Fence("a", first.lease_epoch)
-    assert await store.begin_attempt("dep_01JDTEST", fence, clock.now, clock.now + LEASE_S) == 1
-    sent_at = clock.now
-    clock.now += LEASE_S + 1
+    first, sent_at = await sent_by_a_whose_lease_lapsed(store, clock)
     waits: list[float] = []
 
     async def the_store_flaps(seconds: float) -> None:

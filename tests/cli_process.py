@@ -11,7 +11,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+
+stopped_by_each_signal = pytest.mark.parametrize(
+    ("sig", "word", "code"),
+    [
+        (signal.SIGTERM, "terminated", 143),
+        (signal.SIGHUP, "hung up", 129),
+        (signal.SIGINT, "interrupted", 130),
+    ],
+    ids=["SIGTERM", "SIGHUP", "SIGINT"],
+)
+"""A test run once for each signal that stops the CLI: what it says it was, and its exit
+code (128 + the signal)."""
 
 
 def cli_env(**extra: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from agent.cli.main import main
-from tests.cli_process import cli_env, sigint_at_default
+from tests.cli_process import cli_env, sigint_at_default, stopped_by_each_signal
 
 CONFIG = """\
 server:
@@ -280,15 +280,7 @@ async def start_check(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize(
-    ("sig", "word", "code"),
-    [
-        (signal.SIGTERM, "terminated", 143),
-        (signal.SIGHUP, "hung up", 129),
-        (signal.SIGINT, "interrupted", 130),
-    ],
-    ids=["SIGTERM", "SIGHUP", "SIGINT"],
-)
+@stopped_by_each_signal
 async def test_a_check_stopped_by_a_signal_says_so(
     tmp_path: Path, sig: signal.Signals, word: str, code: int
 ) -> None:

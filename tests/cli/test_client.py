@@ -41,7 +41,7 @@ from agent.records import DeployWindow, RollbackIntent, RoundRecord
 from agent.store.sqlite import SqliteStore
 from common.times import rfc3339
 from tests.api.harness import TOKEN, ScriptedWatcher, make_app, rule
-from tests.cli_process import start_cli
+from tests.cli_process import start_cli, stopped_by_each_signal
 from tests.store.peek import set_rollback
 
 T = TypeVar("T")
@@ -892,15 +892,7 @@ def test_the_agents_422_names_the_flag_not_the_apis_field(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize(
-    ("sig", "word", "code"),
-    [
-        (signal.SIGINT, "interrupted", 130),
-        (signal.SIGTERM, "terminated", 143),
-        (signal.SIGHUP, "hung up", 129),
-    ],
-    ids=["SIGINT", "SIGTERM", "SIGHUP"],
-)
+@stopped_by_each_signal
 def test_ctrl_c_during_register_wait_names_the_deploy_the_agent_keeps_watching(
     agent: AgentThread, sig: signal.Signals, word: str, code: int
 ) -> None:
@@ -1287,15 +1279,7 @@ def test_rollback_of_a_dry_run_environment_says_the_webhook_was_not_called(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize(
-    ("sig", "word", "code"),
-    [
-        (signal.SIGTERM, "terminated", 143),
-        (signal.SIGHUP, "hung up", 129),
-        (signal.SIGINT, "interrupted", 130),
-    ],
-    ids=["SIGTERM", "SIGHUP", "SIGINT"],
-)
+@stopped_by_each_signal
 @pytest.mark.parametrize(
     ("command", "said"),
     [

@@ -11,6 +11,8 @@ import asyncio
 import dataclasses
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -221,6 +223,23 @@ environments:
     )
 
 
+@asynccontextmanager
+async def two_replicas(
+    store: SqliteStore, follow_url: str
+) -> AsyncIterator[tuple[Integrations, Integrations, list[float]]]:
+    """Replicas "a" and "b" (`replica`) on `store` and one clock, `now[0]`; they and the
+    store are closed on leaving."""
+    now = [time.time()]
+    first = replica(store, follow_url, "a", lambda: now[0])
+    second = replica(store, follow_url, "b", lambda: now[0])
+    try:
+        yield first, second, now
+    finally:
+        await first.aclose()
+        await second.aclose()
+        await store.close()
+
+
 async def delivered_with_follow_ups(store: SqliteStore) -> tuple[RollbackIntent, DeployWindow]:
     """A rollback delivered, its follow-ups claimed with it (as `settle_rollback` does)."""
     intent = await stored_intent(store)
@@ -268,18 +287,11 @@ async def test_a_follow_ups_2xx_answered_as_the_store_goes_away_is_stored_once_i
         FOLLOW_SECRET, on_attempt=store_away_as_it_answers
     )
     delivered, window = await delivered_with_follow_ups(store)
-    now = [time.time()]
-    first = replica(store, follow.url, "a", lambda: now[0])
-    second = replica(store, follow.url, "b", lambda: now[0])
-    try:
+    async with two_replicas(store, follow.url) as (first, second, now):
         # the rollback's sender follows it up (a spawned task: an error there is logged)
         await asyncio.gather(first.after_rollback(window, delivered), return_exceptions=True)
         store.down = False
         events = await resumed_by_another(store, (first, second), window, delivered, now)
-    finally:
-        await first.aclose()
-        await second.aclose()
-        await store.close()
 
     assert sum(a.accepted for a in follow.attempts) == 1, [a.status for a in follow.attempts]
     assert events["then:migrations"] == "delivered"
@@ -310,19 +322,12 @@ async def test_a_stop_as_a_follow_ups_2xx_is_being_stored_lets_the_write_finish(
     await store.open()
     follow: RollbackReceiver = await rollback_receiver(FOLLOW_SECRET)
     delivered, window = await delivered_with_follow_ups(store)
-    now = [time.time()]
-    first = replica(store, follow.url, "a", lambda: now[0])
-    second = replica(store, follow.url, "b", lambda: now[0])
-    try:
+    async with two_replicas(store, follow.url) as (first, second, now):
         following = asyncio.create_task(first.after_rollback(window, delivered))
         await store.recording.wait()
         following.cancel()
         await asyncio.gather(following, return_exceptions=True)
         events = await resumed_by_another(store, (first, second), window, delivered, now)
-    finally:
-        await first.aclose()
-        await second.aclose()
-        await store.close()
 
     assert sum(a.accepted for a in follow.attempts) == 1, [a.status for a in follow.attempts]
     assert events["then:migrations"] == "delivered"

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -37,11 +38,15 @@ class ThreadTarget:
             response.force_close()
         return response
 
+    def routes(self, app: web.Application) -> None:
+        """What the target answers (a subclass answers otherwise)."""
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/api/health", self.health)
+
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         app = web.Application()
-        app.router.add_get("/health", self.health)
-        app.router.add_get("/api/health", self.health)
+        self.routes(app)
         # a test's slow answers (`delay_s` of seconds) still in flight at its end are cut
         # at stop, not waited out: the test has read what it needs by then
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
@@ -75,13 +80,20 @@ class ThreadTarget:
         self.thread.join(10)
 
 
+T = TypeVar("T", bound=ThreadTarget)
+
+
 @contextlib.contextmanager
-def thread_target() -> Iterator[ThreadTarget]:
-    """A started `ThreadTarget`, stopped on the way out."""
-    target = ThreadTarget()
+def running(target: T) -> Iterator[T]:
+    """`target` started, and stopped on the way out."""
     target.thread.start()
     assert target.started.wait(10)
     try:
         yield target
     finally:
         target.stop()
+
+
+def thread_target() -> contextlib.AbstractContextManager[ThreadTarget]:
+    """A started `ThreadTarget`, stopped on the way out."""
+    return running(ThreadTarget())

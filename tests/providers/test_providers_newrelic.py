@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from agent.analysis.types import Observation
 from agent.metrics import Metrics
 from agent.providers.base import Period
 from agent.providers.client import ProviderError
@@ -27,6 +28,16 @@ from tests.providers.support import (
 )
 
 P95 = "SELECT percentile(duration, 95) FROM Transaction WHERE appName = 'web (production)'"
+
+
+async def count_since_the_deploy(provider: NewRelicProvider) -> Observation:
+    """`provider`'s answer to `SELECT count(*) FROM Transaction` since the deploy."""
+    return await provider.fetch(
+        rule(source="newrelic", nrql="SELECT count(*) FROM Transaction", max=1),
+        scope(),
+        AFTER,
+        None,
+    )
 
 
 async def test_p95_before_and_after_the_deploy_with_the_periods_appended(
@@ -267,12 +278,7 @@ async def test_throttling_and_server_errors_are_retried(
     failed_as: str,
 ) -> None:
     newrelic_fake.fail(kind, times=2)
-    obs = await newrelic.fetch(
-        rule(source="newrelic", nrql="SELECT count(*) FROM Transaction", max=1),
-        scope(),
-        AFTER,
-        None,
-    )
+    obs = await count_since_the_deploy(newrelic)
     assert obs.error is None and obs.value == 1000.0
     assert len(newrelic_fake.requests) == 3
     # one fetch, ok; its three HTTP requests are counted as the fake answered them
@@ -328,12 +334,7 @@ async def test_throttling_that_does_not_stop_is_an_error_observation(
     newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic
 ) -> None:
     newrelic_fake.fail("too_many_requests")
-    obs = await newrelic.fetch(
-        rule(source="newrelic", nrql="SELECT count(*) FROM Transaction", max=1),
-        scope(),
-        AFTER,
-        None,
-    )
+    obs = await count_since_the_deploy(newrelic)
     assert obs.error == "New Relic answered TOO_MANY_REQUESTS (after 3 attempts)"
 
 
@@ -341,12 +342,7 @@ async def test_a_rejected_key_is_named_and_never_shown(
     newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic
 ) -> None:
     newrelic_fake.fail("401")
-    obs = await newrelic.fetch(
-        rule(source="newrelic", nrql="SELECT count(*) FROM Transaction", max=1),
-        scope(),
-        AFTER,
-        None,
-    )
+    obs = await count_since_the_deploy(newrelic)
     # names the settings to fix, never the key
     assert obs.error == (
         "New Relic API key rejected (401): providers.newrelic.api_key must be a User key"
@@ -361,12 +357,7 @@ async def test_a_redirect_says_where_it_points_and_is_not_followed(
     newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic
 ) -> None:
     newrelic_fake.fail("moved")
-    obs = await newrelic.fetch(
-        rule(source="newrelic", nrql="SELECT count(*) FROM Transaction", max=1),
-        scope(),
-        AFTER,
-        None,
-    )
+    obs = await count_since_the_deploy(newrelic)
     assert obs.error == (
         f"New Relic answered 301, a redirect to https://127.0.0.1:{newrelic_fake.port}/graphql:"
         " set providers.newrelic.api_url to where it points (redirects are not followed, so"
@@ -385,12 +376,7 @@ async def test_a_wrong_api_url_is_named_not_called_a_malformed_answer(
     settings = newrelic_settings(newrelic_fake, api_url=newrelic_fake.url + path)
     provider = NewRelicProvider(settings, metrics=metrics)
     try:
-        obs = await provider.fetch(
-            rule(source="newrelic", nrql="SELECT count(*) FROM Transaction", max=1),
-            scope(),
-            AFTER,
-            None,
-        )
+        obs = await count_since_the_deploy(provider)
     finally:
         await provider.aclose()
     assert obs.error is not None
@@ -411,12 +397,7 @@ async def test_hangs_and_garbled_answers_are_error_observations(
     newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic, kind: str, message: str
 ) -> None:
     newrelic_fake.fail(kind)
-    obs = await newrelic.fetch(
-        rule(source="newrelic", nrql="SELECT count(*) FROM Transaction", max=1),
-        scope(),
-        AFTER,
-        None,
-    )
+    obs = await count_since_the_deploy(newrelic)
     assert obs.value is None and obs.error is not None and message in obs.error
 
 

@@ -2,25 +2,38 @@
 instants, with the rollbacks and the alerts counted at their receivers.
 
     python bench/ha_faults.py [--runs 3] [--duration 45] [--seed 1] [--replicas 3]
-        [--faults kill,pause,pg_restart,pg_readonly,clock_step]
-        [--answers ok,5xx,slow,drop,late] [--rollback-timeout 2] [--pause LOW-HIGH]
+        [--faults kill,term,pause,pg_restart,pg_cut,pg_readonly,clock_step]
+        [--answers ok,5xx,slow,drop,late,kill_during,kill_after] [--rollback-timeout 2]
+        [--pause LOW-HIGH]
         [--sink-delay S] [--keep DIR] [--json]
 
 Each run: `--replicas` agents (tests/e2e/chaos.py's processes and config, plus an
 apprise `json://` alert channel), 10 deploys (5 regressed). A fault every 3-7 s, of a
-kind drawn from `--faults`: kill -9 (restarted 0.5-3 s later); SIGSTOP past the lease
-(lease + 0.5-4 s), then SIGCONT; PostgreSQL stopped 1-6 s and started again;
+kind drawn from `--faults`: kill -9 (restarted 0.5-3 s later); SIGTERM (restarted
+0.5-3 s later); SIGSTOP past the lease (lease + 0.5-4 s), then SIGCONT; PostgreSQL
+stopped 1-6 s and started again; every session on the run's database cut
+(`pg_terminate_backend`, as tests/store/ cuts);
 PostgreSQL read-only 1-6 s (`default_transaction_read_only`, reloaded into every
 session); a replica's wall clock stepped by ±(lease + 1 to 4 × lease + 5) s for 2-8 s
 (`bench/clock_offset.py`: no faketime here). The rollback receiver answers each request
 one of `--answers` at random: `ok` 200; `5xx` 503; `slow` 200 only after the attempt's
 timeout (the sender has gone); `drop` reads the body and drops the connection; `late`
-200 after 0.7 × the timeout.
+200 after 0.7 × the timeout; `kill_during` kill -9 of the replica holding the rollback's
+lease once the body is read, before any answer (if none is up to kill: `ok`);
+`kill_after` 200 written out, then that kill (the gap between the 2xx and its record).
 
 Counted at the receivers, never from the agents' bookkeeping:
 - `heard_twice`: a 2xx answered to a connected sender for a key already answered 2xx
-  to one (a rollback delivered twice; one whose first 2xx went to a sender stopped or
-  killed before it could record it is the gap no webhook closes);
+  to one, the previous 2xx not followed by `kill_after`: a rollback delivered twice, what
+  contract §3 forbids ("at most one rollback is requested per deploy");
+- `resent_after_kill`: the same after `kill_after` (the gap no webhook closes: the
+  contract's "an unfinished delivery resumes after a restart", same key and body);
+- `lost`: a regressed deploy whose rollback the store holds and that no sender heard a
+  2xx for; `not_decided`: one with no rollback at all (its window passed or was
+  inconclusive: rounds lost to the faults, a judging matter);
+- `good_requested`, `unknown_keys`, `bodies_per_key_max`: requests for a deploy that
+  passed, keys that are no deploy's id, and distinct bodies under one key (each must be
+  1: every attempt carries the same body);
 - `acted_twice`: keys the receiver took (read the body and did not answer 5xx) more
   than once: what a receiver that does not dedupe would roll back twice (`slow` and
   `drop` make these unavoidable: the sender cannot know);
@@ -30,8 +43,9 @@ Counted at the receivers, never from the agents' bookkeeping:
   `failure_limit` (rounds lost to the faults, or a clock stepped past its end): a
   judging matter, counted apart from `unrecorded` (a rollback lost).
 
-Goals: heard_twice 0, alert duplicates 0, every regressed deploy's rollback heard 2xx
-once, `delivered` and its window `rolled_back` (unrecorded 0), nothing stuck. A run
+Goals: heard_twice 0, lost 0, good_requested 0, one body a key, alert duplicates 0, every
+regressed deploy's rollback heard 2xx once (plus its resends after a kill), `delivered`
+and its window `rolled_back` (unrecorded 0), nothing stuck. A run
 directory (`--keep`) holds each replica's log and config, the alerts and the rollback
 requests, for a run that missed a goal.
 """
@@ -41,12 +55,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import random
 import re
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +79,8 @@ from tests.e2e.crash import ROOT
 from tests.pg import PgCluster, running_cluster, server_bindir
 from tests.receivers import JsonSink
 
-FAULTS = ("kill", "pause", "pg_restart", "pg_readonly", "clock_step")
-ANSWERS = ("ok", "5xx", "slow", "drop", "late")
+FAULTS = ("kill", "term", "pause", "pg_restart", "pg_cut", "pg_readonly", "clock_step")
+ANSWERS = ("ok", "5xx", "slow", "drop", "late", "kill_during", "kill_after")
 SHIM = Path(__file__).with_name("clock_offset.py")
 
 
@@ -78,6 +94,18 @@ class FaultyReceiver:
         self.requests: list[dict[str, Any]] = []
         self.heard: Counter[str] = Counter()
         self.acted: Counter[str] = Counter()
+        self.bodies: dict[str, set[str]] = {}
+        """Key → digests of the bodies heard under it (the contract: one body a key)."""
+        self.forbidden_twice: Counter[str] = Counter()
+        """2xx heard for a key already heard 2xx, with no kill of its sender after that
+        first 2xx (by `kill_after`): a second rollback the contract forbids."""
+        self.resent_after_kill: Counter[str] = Counter()
+        """The same, after `kill_after` killed the sender that heard the previous 2xx: the
+        contract's "an unfinished delivery resumes after a restart" (same key and body)."""
+        self.killed_after: set[str] = set()
+        """Keys whose last 2xx heard was followed by `kill_after`'s kill of its sender."""
+        self.kill_sender: Callable[[str], Awaitable[str | None]] | None = None
+        """Set by the run: kill -9 the replica holding `key`'s rollback (its name, or None)."""
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -96,14 +124,30 @@ class FaultyReceiver:
             await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        await request.read()
+        body = await request.read()
         key = request.headers.get("Idempotency-Key", "?")
+        digest = hashlib.sha256(body).hexdigest()[:16]
+        self.bodies.setdefault(key, set()).add(digest)
         answer = self.rng.choice(self.answers)
         record = {"key": key, "answer": answer, "at": time.time(), "heard": False}
+        record["body"] = digest
         self.requests.append(record)
         if answer == "5xx":
             return web.Response(status=503)
         self.acted[key] += 1
+        if answer == "kill_during" and self.kill_sender is not None:
+            record["killed"] = await self.kill_sender(key)  # body read, no answer yet
+            if record["killed"]:
+                return web.Response(status=200)  # to a dead sender
+        if answer == "kill_after" and self.kill_sender is not None:
+            response = web.json_response({"status": "accepted"})
+            await response.prepare(request)
+            await response.write_eof()
+            self._heard(key, record)
+            record["killed"] = await self.kill_sender(key)  # 2xx out, maybe not recorded
+            if record["killed"]:
+                self.killed_after.add(key)
+            return response
         if answer == "drop":
             assert request.transport is not None
             request.transport.abort()
@@ -114,9 +158,16 @@ class FaultyReceiver:
             await asyncio.sleep(0.7 * self.timeout_s)
         if request.transport is None or request.transport.is_closing():
             return web.Response(status=200)  # nobody hears it
-        record["heard"] = True
-        self.heard[key] += 1
+        self._heard(key, record)
         return web.json_response({"status": "accepted"})
+
+    def _heard(self, key: str, record: dict[str, Any]) -> None:
+        record["heard"] = True
+        if self.heard[key]:
+            target = self.resent_after_kill if key in self.killed_after else self.forbidden_twice
+            target[key] += 1
+        self.killed_after.discard(key)  # a 2xx heard again: a kill must follow this one
+        self.heard[key] += 1
 
 
 class SteppedReplica(Replica):
@@ -159,7 +210,32 @@ class FaultChaos(Chaos):
     async def _start(self) -> Chaos:
         # the parent spawns its own receiver: start it, then point the config at ours
         self.receiver_url_override = self.faulty.url
+        self.faulty.kill_sender = self.kill_sender
         return await super()._start()
+
+    async def kill_sender(self, key: str) -> str | None:
+        """kill -9 the replica holding `key`'s rollback lease (restarted 0.5-3 s later)."""
+        with contextlib.suppress(*UNANSWERED):
+            rows = await self.monitor.fetch(
+                "SELECT lease_owner FROM rollbacks WHERE window_id = $1", key
+            )
+            owner = rows[0]["lease_owner"] if rows else None
+            live = [r for r in self.replicas if r.up]
+            victim = next((r for r in live if r.name == owner), None)
+            if victim is not None:  # the last one up too: its restart resumes
+                self.log(f"receiver: {key} taken, kill -9 of its sender {owner}")
+                self.kill(victim, self.rng.uniform(0.5, 3.0))
+                return victim.name
+        return None
+
+    async def term(self, replica: Replica, down_s: float) -> None:
+        """SIGTERM (a graceful stop, as a rolling restart), restarted after `down_s`."""
+        held, sending = self.monitor.held_by(replica.name), self.monitor.sending(replica.name)
+        self.log(f"SIGTERM {replica.name} (held {len(held)}, sending {len(sending)})")
+        await replica.stop()
+        replica.ready = False
+        self._watch_takeover(replica.name, held, sending)
+        self._restarts.append(asyncio.create_task(self._restart_later(replica, down_s)))
 
     def _config(self) -> str:
         text = super()._config().replace(self.receiver_url, self.receiver_url_override)
@@ -190,6 +266,21 @@ async def read_only(url: str, on: bool) -> None:
         await conn.close()
 
 
+async def cut_connections(admin: str, database: str) -> int:
+    """pg_terminate_backend of every session on `database` (tests/store/'s cuts): the
+    replicas' pools meet dead connections mid-query."""
+    conn = await asyncpg.connect(admin, timeout=3)
+    try:
+        rows = await conn.fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> pg_backend_pid()",
+            database,
+        )
+        return len(rows)
+    finally:
+        await conn.close()
+
+
 async def faults(
     run: FaultChaos,
     cluster: PgCluster,
@@ -208,10 +299,15 @@ async def faults(
             await asyncio.sleep(rng.uniform(3.0, 7.0))
             kind = rng.choice(kinds)
             live: list[Replica] = [r for r in run.replicas if r.up]
-            if kind in ("kill", "pause") and len(live) < 2:
+            if kind in ("kill", "term", "pause") and len(live) < 2:
                 continue
             if kind == "kill":
                 run.kill(rng.choice(live), rng.uniform(0.5, 3.0))
+            elif kind == "term":
+                await run.term(rng.choice(live), rng.uniform(0.5, 3.0))
+            elif kind == "pg_cut":
+                cut = await cut_connections(admin, run.pg_url.rsplit("/", 1)[-1].split("?")[0])
+                run.log(f"PostgreSQL: {cut} connections cut")
             elif kind == "pause":
                 await run.pause(rng.choice(live), rng.uniform(*pause_s))
             elif kind == "pg_restart":
@@ -292,14 +388,29 @@ async def one_run(
         out.writelines(json.dumps(r) + "\n" for r in receiver.requests)
     titles = Counter(n.title for n in sink.notifications)
     bad = [d for d, r in run.deploys.items() if r]
-    row = {
+    row: dict[str, Any] = {
         "seed": seed,
         "faults": dict(done),
         "requests": len(receiver.requests),
         "answers": dict(Counter(r["answer"] for r in receiver.requests)),
         "keys": len({r["key"] for r in receiver.requests}),
-        "heard_once": sum(receiver.heard[d] == 1 for d in bad),
-        "heard_twice": sum(n - 1 for n in receiver.heard.values() if n > 1),
+        "heard_once": sum(receiver.heard[d] == 1 + receiver.resent_after_kill[d] for d in bad),
+        "heard_twice": sum(receiver.forbidden_twice.values()),
+        "resent_after_kill": sum(receiver.resent_after_kill.values()),
+        "lost": [d for d in bad if d in run.monitor.rollbacks and not receiver.heard[d]],
+        "not_decided": [
+            f"{d}: window {run.monitor.windows.get(d, {}).get('state')}"
+            for d in bad
+            if d not in run.monitor.rollbacks
+        ],
+        "good_requested": [k for k in receiver.bodies if k in run.deploys and not run.deploys[k]],
+        "unknown_keys": [k for k in receiver.bodies if k not in run.deploys],
+        "bodies_per_key_max": max((len(b) for b in receiver.bodies.values()), default=0),
+        "per_deploy": {
+            d: f"{sum(r['key'] == d for r in receiver.requests)} req"
+            f" {receiver.acted[d]} taken {receiver.heard[d]} heard"
+            for d in bad
+        },
         "acted_twice": sum(n - 1 for n in receiver.acted.values() if n > 1),
         "alerts": len(sink.notifications),
         "alert_duplicates": sum(n - 1 for n in titles.values() if n > 1),
@@ -315,6 +426,10 @@ async def one_run(
     }
     row["ok"] = (
         row["heard_twice"] == 0
+        and not row["lost"]
+        and not row["good_requested"]
+        and not row["unknown_keys"]
+        and row["bodies_per_key_max"] <= 1
         and row["alert_duplicates"] == 0
         and row["heard_once"] == len(bad)
         and not row["unrecorded"]
@@ -374,6 +489,10 @@ def main() -> int:
         "faults": dict(sum((Counter(r["faults"]) for r in rows), Counter())),
         "requests": sum(r["requests"] for r in rows),
         "heard_twice": sum(r["heard_twice"] for r in rows),
+        "resent_after_kill": sum(r["resent_after_kill"] for r in rows),
+        "lost": sum(len(r["lost"]) for r in rows),
+        "good_requested": sum(len(r["good_requested"]) for r in rows),
+        "bodies_per_key_max": max((r["bodies_per_key_max"] for r in rows), default=0),
         "acted_twice": sum(r["acted_twice"] for r in rows),
         "alerts": sum(r["alerts"] for r in rows),
         "alert_duplicates": sum(r["alert_duplicates"] for r in rows),

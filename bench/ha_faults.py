@@ -68,20 +68,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import subprocess
-
 import asyncpg  # type: ignore[import-untyped]
 from aiohttp import web
 
-import tests.e2e.chaos as chaos_module
-from tests.e2e.chaos import UNANSWERED, Chaos, Plan, Replica, _env
-from tests.e2e.crash import ROOT
+from tests.e2e.chaos import UNANSWERED, Chaos, Plan, Replica, SteppedReplica
 from tests.pg import PgCluster, running_cluster, server_bindir
 from tests.receivers import JsonSink
 
 FAULTS = ("kill", "term", "pause", "pg_restart", "pg_cut", "pg_readonly", "clock_step")
 ANSWERS = ("ok", "5xx", "slow", "drop", "late", "kill_during", "kill_after")
-SHIM = Path(__file__).with_name("clock_offset.py")
 
 
 class FaultyReceiver:
@@ -170,29 +165,10 @@ class FaultyReceiver:
         self.heard[key] += 1
 
 
-class SteppedReplica(Replica):
-    """A replica whose wall clock is stepped by the seconds in `offset` (bench/clock_offset.py)."""
-
-    def __init__(self, name: str, workdir: Path, config_text: str) -> None:
-        super().__init__(name, workdir, config_text)
-        self.offset = workdir / f"{name}.offset"
-        self.offset.write_text("0")
-
-    def _launch(self) -> subprocess.Popen[bytes]:
-        env = _env(self.name)
-        env["POSTFLIGHT_CLOCK_OFFSET_FILE"] = str(self.offset)
-        with self.log.open("ab") as out:
-            return subprocess.Popen(
-                [sys.executable, str(SHIM), "run", "--config", str(self.config)],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=out,
-            )
-
-
 class FaultChaos(Chaos):
     """tests/e2e/chaos.py's run with an alert channel and the faulty receiver."""
+
+    replica_type = SteppedReplica
 
     def __init__(
         self, plan: Plan, pg_url: str, workdir: Path, receiver: FaultyReceiver, sink: JsonSink
@@ -201,6 +177,7 @@ class FaultChaos(Chaos):
         self.faulty = receiver
         self.sink = sink
         self.env_of: dict[str, str] = {}
+        self.closing = False
 
     async def register(self, index: int) -> str:
         deploy = await super().register(index)
@@ -213,8 +190,23 @@ class FaultChaos(Chaos):
         self.faulty.kill_sender = self.kill_sender
         return await super()._start()
 
+    async def __aexit__(self, *exc: object) -> None:
+        self.closing = True  # the receiver kills no more: no restart after the replicas' end
+        await super().__aexit__(*exc)
+
+    async def _restart_later(self, replica: Replica, down_s: float) -> None:
+        """Restarted unless started meanwhile: by `settle`, or by another fault's restart
+        (a `kill_after` during a SIGTERM), where a second process ran under its name."""
+        await asyncio.sleep(down_s)
+        if self.closing or (replica.proc is not None and replica.proc.poll() is None):
+            return
+        await replica.start()
+        self.log(f"restarted {replica.name}")
+
     async def kill_sender(self, key: str) -> str | None:
         """kill -9 the replica holding `key`'s rollback lease (restarted 0.5-3 s later)."""
+        if self.closing:
+            return None
         with contextlib.suppress(*UNANSWERED):
             rows = await self.monitor.fetch(
                 "SELECT lease_owner FROM rollbacks WHERE window_id = $1", key
@@ -232,8 +224,8 @@ class FaultChaos(Chaos):
         """SIGTERM (a graceful stop, as a rolling restart), restarted after `down_s`."""
         held, sending = self.monitor.held_by(replica.name), self.monitor.sending(replica.name)
         self.log(f"SIGTERM {replica.name} (held {len(held)}, sending {len(sending)})")
+        replica.ready = False  # not `up`: the receiver's kills leave it alone
         await replica.stop()
-        replica.ready = False
         self._watch_takeover(replica.name, held, sending)
         self._restarts.append(asyncio.create_task(self._restart_later(replica, down_s)))
 
@@ -480,7 +472,6 @@ def main() -> int:
     if bindir is None:
         print("PostgreSQL server binaries not found (see tests/pg.py)", file=sys.stderr)
         return 2
-    chaos_module.Replica = SteppedReplica  # type: ignore[misc]  # every replica steppable
     with running_cluster(bindir) as cluster:
         rows = asyncio.run(run_all(args, cluster))
     summary = {

@@ -232,6 +232,31 @@ class Replica:
         self.paused = False
 
 
+CLOCK_SHIM = ROOT / "bench" / "clock_offset.py"
+
+
+class SteppedReplica(Replica):
+    """A replica whose wall clock is stepped by the seconds in `offset` (bench/clock_offset.py:
+    no faketime here); the monotonic clock is left alone, as a step leaves it."""
+
+    def __init__(self, name: str, workdir: Path, config_text: str) -> None:
+        super().__init__(name, workdir, config_text)
+        self.offset = workdir / f"{name}.offset"
+        self.offset.write_text("0")
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        env = _env(self.name)
+        env["POSTFLIGHT_CLOCK_OFFSET_FILE"] = str(self.offset)
+        with self.log.open("ab") as out:
+            return subprocess.Popen(
+                [sys.executable, str(CLOCK_SHIM), "run", "--config", str(self.config)],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=out,
+            )
+
+
 class Monitor:
     """Reads the store's tables every `POLL_S`: overwrites, counters going back, owners."""
 
@@ -337,6 +362,8 @@ OnAttempt = Callable[[RollbackAttempt], Awaitable[None]]
 class Chaos:
     """The processes of one run: PostgreSQL database, receiver, target, replicas."""
 
+    replica_type: type[Replica] = Replica
+
     def __init__(
         self, plan: Plan, pg_url: str, workdir: Path, on_attempt: OnAttempt | None = None
     ) -> None:
@@ -401,7 +428,9 @@ class Chaos:
         self.target_url = f"http://127.0.0.1:{target_port}"
         self.dead_url = f"http://127.0.0.1:{free_port()}"  # nothing listens: every probe fails
         config = self._config()
-        self.replicas = [Replica(f"r{i}", self.workdir, config) for i in range(self.plan.replicas)]
+        self.replicas = [
+            self.replica_type(f"r{i}", self.workdir, config) for i in range(self.plan.replicas)
+        ]
         await asyncio.gather(*(r.start() for r in self.replicas))
         await self.monitor.start()
         return self

@@ -8,7 +8,7 @@ attempt's number is allocated and stored *before* it goes out and its outcome
 after, and every step is refused once the lease is another's. A sender killed at
 any instant leaves a pending intent whose lease lapses, and any replica's sweep
 (`Store.take_rollback`) resumes it where it stopped, counting the attempts
-already made (after `TAKEOVER_GRACE_S` if the last one's outcome is unknown).
+already made (after `takeover_wait_s` if the last one's outcome is unknown).
 Receivers dedupe by `Idempotency-Key` (the deploy id); every attempt carries the same
 body bytes, with a fresh timestamp and signature.
 
@@ -145,8 +145,20 @@ recorded outcome, waits before sending it again. That sender may be alive, its 2
 (`RollbackDelivery._finish`) through a store outage longer than its lease: it records
 it within `RECORD_RETRY_S[-1]` of the store's return, and this wait lets it, where a
 replica that took the lapsed lease at once sent a second rollback. A sender that died
-costs its rollback this much more than the lease (`bench/ha_chaos.py`'s sender_killed
-case: picked up within one lease + 10 s)."""
+costs its rollback this much more than the lease and `takeover_wait_s`'s timeout."""
+
+
+def takeover_wait_s(settings: RollbackSettings) -> float:
+    """How long a sender that takes over an attempt with no recorded outcome waits before
+    sending again, on its own monotonic clock: the attempt's `timeout` (it went out before
+    the take, so its answer comes within that), then `TAKEOVER_GRACE_S` for its sender to
+    record it. The lapse of the attempt's lease is read on the taker's wall clock: one
+    ahead of the sender's by less than the lease (what the README asks) took it over with
+    the request still out to a slow receiver, and sent it again after the grace alone,
+    both answered 2xx (`tests/e2e/test_chaos.py`'s clock ahead). A sender that died costs
+    its rollback this much more than the attempt's lease (`bench/ha_chaos.py`'s
+    sender_killed case: picked up within one lease + the timeout + 10 s)."""
+    return settings.timeout + TAKEOVER_GRACE_S
 
 
 RETRY_AFTER_MAX_S = 600.0
@@ -352,10 +364,10 @@ class RollbackDelivery:
                     taken.window_id,
                     taken.attempts,
                     given.lease_owner,
-                    TAKEOVER_GRACE_S,
+                    takeover_wait_s(settings),
                     extra=context,
                 )
-                if not await self._hold(taken, TAKEOVER_GRACE_S):
+                if not await self._hold(taken, takeover_wait_s(settings)):
                     return await self._lost(taken, context)
         except Exception as exc:  # resumed once this lease lapses, its wait long over
             log.warning(
@@ -397,7 +409,7 @@ class RollbackDelivery:
                     # rollback over) is waited again: the attempt's sender records on
                     # the store's return too
                     if intent is not None and await self._grace_cut_short(intent):
-                        if not await self._hold(intent, TAKEOVER_GRACE_S):
+                        if not await self._hold(intent, takeover_wait_s(settings)):
                             return await self._lost(intent, context)
                         intent.next_attempt_at = None
                 except Exception:

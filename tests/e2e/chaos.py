@@ -753,8 +753,9 @@ async def sender_killed(plan: Plan, url: str, down_s: float = 40.0) -> Findings:
 OUTAGE_PAST_LEASE_S = 0.5
 """How much longer than the rollback attempt's lease `store_outage` keeps PostgreSQL away."""
 RESEND_WITHIN_S = 3.0
-"""By when, after the store's return and the takeover grace, a replica that took the
-rollback over has sent it again if it does: its sweep runs every second."""
+"""By when, after the store's return and the takeover wait (`takeover_wait_s`: the
+rollback timeout, then the grace), a replica that took the rollback over has sent it again
+if it does: its sweep runs every second."""
 
 
 async def store_outage(plan: Plan, url: str, cluster: PgCluster) -> Findings:
@@ -791,7 +792,8 @@ async def store_outage(plan: Plan, url: str, cluster: PgCluster) -> Findings:
         await run.settle(within=plan.window_s + 30)
         # a replica that took the lapsed lease over sends (if it does) after its grace,
         # maybe after the sender recorded the 2xx: the receiver is counted once it is out
-        await asyncio.sleep(back + TAKEOVER_GRACE_S + RESEND_WITHIN_S - time.monotonic())
+        resend_by = plan.rollback_timeout_s + TAKEOVER_GRACE_S + RESEND_WITHIN_S
+        await asyncio.sleep(back + resend_by - time.monotonic())
         await run.monitor.poll()
         run.count_deliveries()
         b = run.monitor.rollbacks.get(deploy, {})
@@ -806,6 +808,39 @@ async def store_outage(plan: Plan, url: str, cluster: PgCluster) -> Findings:
                 if words in said:
                     run.log(f"{replica.name} said '{words}'")
         return run.f
+
+
+class SkewedChaos(Chaos):
+    replica_type = SteppedReplica
+
+
+async def skewed_takeover(plan: Plan, url: str, ahead_s: float, answer_after_s: float) -> Findings:
+    """Two replicas; once the rollback's first attempt is out, the replica not sending it
+    has its wall clock `ahead_s` ahead (less than the lease: within what the README asks),
+    and the receiver answers every request 200 after `answer_after_s` (within the
+    rollback's timeout). The one ahead sees the attempt's lease lapse early and takes the
+    rollback over while the attempt is still out: it must not send it again before that
+    attempt's answer has come and been recorded."""
+    plan.replicas, plan.windows, plan.regressed, plan.sigstop = 2, 1, 1, False
+    plan.receiver_script = ",".join([f"200:delay={answer_after_s}"] * 4)
+    with tempfile.TemporaryDirectory(prefix="postflight-chaos-") as tmp:
+        async with SkewedChaos(plan, url, Path(tmp)) as run:
+            deploy = await run.register(0)
+            sender = await _sender_of(run, deploy, in_flight=True)
+            other = next(r for r in run.replicas if r.name != sender)
+            assert isinstance(other, SteppedReplica)
+            other.offset.write_text(f"{ahead_s}")
+            run.log(f"{sender} sends; {other.name}'s clock {ahead_s:+g}s")
+            await run.settle(within=plan.window_s + plan.rollback_timeout_s + 30)
+            await asyncio.sleep(plan.rollback_timeout_s + TAKEOVER_GRACE_S + RESEND_WITHIN_S)
+            await run.monitor.poll()
+            run.count_deliveries()
+            for replica in run.replicas:
+                said = replica.log.read_text(errors="replace")
+                for words in ("has no recorded outcome", f"{deploy} delivered on attempt"):
+                    if words in said:
+                        run.log(f"{replica.name} said '{words}'")
+            return run.f
 
 
 async def _sender_of(run: Chaos, deploy: str, *, in_flight: bool = False) -> str:

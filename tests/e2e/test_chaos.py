@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.chaos import Plan, random_chaos, sender_killed, store_outage
+from tests.e2e.chaos import Plan, random_chaos, sender_killed, skewed_takeover, store_outage
 from tests.heavy import HEAVY
 from tests.pg import PgCluster
 
@@ -43,7 +43,8 @@ async def test_a_sender_killed_mid_attempt_is_replaced_by_a_survivor(pg_url: str
     found = await sender_killed(plan, pg_url, down_s=20.0)
     assert found.delivered and all(n == 1 for n in found.delivered.values()), found.delivered
     assert len(found.orphan_pickup_s) == 1, found.events  # by a survivor, not the restart
-    assert found.orphan_pickup_s[0] <= plan.lease_s + plan.rollback_timeout_s + 10
+    # the attempt's lease (timeout + 1 here), then the takeover wait (timeout + grace)
+    assert found.orphan_pickup_s[0] <= plan.lease_s + 2 * plan.rollback_timeout_s + 10
     assert found.stuck == [], found.events
 
 
@@ -64,3 +65,18 @@ async def test_a_store_outage_past_the_lease_under_a_held_2xx_sends_the_rollback
     assert found.stuck == [] and found.unready == [], found.events
     assert found.overwritten_rounds == [] and found.backward_counters == []
     assert found.overwritten_deliveries == []
+
+
+@pytest.mark.timeout(150)
+async def test_a_replica_whose_clock_is_ahead_waits_out_the_attempt_it_takes_over(
+    pg_url: str,
+) -> None:
+    """The replica not sending has its clock 7.5 s ahead (less than the 8 s lease, as the
+    README asks): it sees the attempt's lease (max(lease, timeout + 1) = 11 s) lapse after
+    3.5 s, while the receiver takes 9.5 s to answer within the 10 s timeout. Before, it
+    sent the rollback again after its 3 s grace, with the first attempt still out: two
+    requests answered 2xx (2 seeds of 2 by bench script, and this test)."""
+    plan = Plan(lease_s=8.0, window_s=8.0, interval_s=0.4, rollback_timeout_s=10.0, seed=5)
+    found = await skewed_takeover(plan, pg_url, ahead_s=7.5, answer_after_s=9.5)
+    assert found.delivered and all(n == 1 for n in found.delivered.values()), found.events
+    assert found.unrecorded == [] and found.stuck == [], found.events

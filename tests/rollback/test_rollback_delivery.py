@@ -21,7 +21,7 @@ from agent.cli.render import Style, details
 from agent.metrics import Metrics
 from agent.records import DeployWindow
 from agent.rollback.contract import rollback_body, rollback_intent, sign, verify
-from agent.rollback.delivery import TAKEOVER_GRACE_S, RollbackDelivery, backoff_delay
+from agent.rollback.delivery import RollbackDelivery, backoff_delay, takeover_wait_s
 from agent.store.base import StoreError
 from agent.store.sqlite import SqliteStore
 from common.retry_after import retry_after_seconds
@@ -814,7 +814,7 @@ async def test_a_replica_taking_over_after_a_long_outage_lets_the_live_sender_re
     await b.aclose()
 
     assert len(receiver.attempts) == 1
-    assert b_waits == [TAKEOVER_GRACE_S]
+    assert b_waits == [takeover_wait_s(conf)]
     assert by_a.state == by_b.state == "delivered"
     stored = await store.get_rollback(intent.window_id)
     assert stored is not None and stored.state == "delivered" and stored.attempts == 1
@@ -835,10 +835,11 @@ async def test_a_rollback_whose_sender_died_mid_attempt_is_sent_again_after_the_
     [swept] = await store.pending_rollbacks()
 
     b = RollbackDelivery(store, metrics, owner="replica-b", clock=lambda: later, sleep=sleep)
-    done = await b.deliver(swept, settings(receiver.url), "production")
+    conf = settings(receiver.url)
+    done = await b.deliver(swept, conf, "production")
     await b.aclose()
 
-    assert sleep.waits == [TAKEOVER_GRACE_S]
+    assert sleep.waits == [takeover_wait_s(conf)]
     assert done.state == "delivered" and done.attempts == 2
     (resent,) = receiver.attempts
     assert resent.headers["Idempotency-Key"] == intent.window_id

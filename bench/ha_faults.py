@@ -198,10 +198,17 @@ class FaultChaos(Chaos):
         """Restarted unless started meanwhile: by `settle`, or by another fault's restart
         (a `kill_after` during a SIGTERM), where a second process ran under its name."""
         await asyncio.sleep(down_s)
-        if self.closing or (replica.proc is not None and replica.proc.poll() is None):
+        for _ in range(3):
+            if self.closing or (replica.proc is not None and replica.proc.poll() is None):
+                return
+            try:
+                await replica.start()
+            except RuntimeError as exc:  # its store connection cut as it started (pg_cut)
+                self.log(f"{replica.name} did not start: {str(exc).splitlines()[-1][:200]}")
+                await asyncio.sleep(1.0)
+                continue
+            self.log(f"restarted {replica.name}")
             return
-        await replica.start()
-        self.log(f"restarted {replica.name}")
 
     async def kill_sender(self, key: str) -> str | None:
         """kill -9 the replica holding `key`'s rollback lease (restarted 0.5-3 s later)."""

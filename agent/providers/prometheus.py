@@ -20,15 +20,17 @@ Prometheus refuses a range of more than 11,000 points per series (400 bad_data,
 is refused here, before any request, with the smallest step that fits. `step` is sent
 as exact decimal seconds (milliseconds at most), never in exponent notation.
 
-Answers: a matrix (or vector/scalar from API-compatible servers) with exactly one
-series; none means no data (`value=None`, no error), several is a configuration
-error ("aggregate it"). A series of native histograms only (`histograms` instead of
-`values`, docs/querying/api.md) is refused with what to wrap it in: a rule needs a
-number. `errorType` bad_data/execution → "PromQL rejected: …" (not retried); 404 names
-`providers.prometheus.url` (a wrong root or route prefix); 503 and other 5xx, 429
-and timeouts are retried. `warnings` beside the data (it may be partial: a remote-read
-source failed, a Thanos store did not answer) are said in the query the evidence shows
-and logged, each text once; the figure is used.
+Answers: a matrix (or vector/scalar from API-compatible servers) with exactly one series;
+several is a configuration error ("aggregate it"). None (an empty vector) is looked into
+(`_empty`): a part of the query that only filters another part with series (no 5xx series
+beside the job's) is taken as 0 and the query asked again; otherwise no data, saying which
+selector matched nothing where the series API tells. A series of native histograms only
+(`histograms` instead of `values`, docs/querying/api.md) is refused with what to wrap it
+in: a rule needs a number. `errorType` bad_data/execution → "PromQL rejected: …" (not
+retried); 404 names `providers.prometheus.url` (a wrong root or route prefix); 503 and
+other 5xx, 429 and timeouts are retried. `warnings` beside the data (it may be partial: a
+remote-read source failed, a Thanos store did not answer) are said in the query the
+evidence shows and logged, each text once; the figure is used.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from pydantic import BaseModel, ConfigDict
 from agent.analysis.types import Observation, Rule
 from agent.config_models import has_credentials
 from agent.metrics import Metrics
+from agent.providers import promql_parts
 from agent.providers.base import DeployScope, Period
 from agent.providers.client import (
     Answer,
@@ -197,20 +200,10 @@ class PrometheusProvider(HttpProvider):
         start, end, step = range_for(period, self.config.step, self.config.max_points)
 
         async def run(deadline: float) -> Observation:
-            params = [
-                ("query", query),
-                ("start", f"{start:.3f}"),
-                ("end", f"{end:.3f}"),
-                ("step", step_text(step)),
-                # Prometheus durations take whole units: 2500ms, never 2.5s
-                ("timeout", f"{max(1, round(self.attempt_timeout * 1000))}ms"),
-            ]
-            answer = await self.send(
-                "GET", f"{self._url}/api/v1/query_range", deadline=deadline, params=params
-            )
-            data, warned = self._data(answer)
+            points, warned = await self._range(query, (start, end, step), deadline)
             shown = f"{query} (Prometheus warned: {warned})" if warned else query
-            points = points_of(data)
+            if points is None:
+                return await self._empty(query, (start, end, step), deadline)
             if not points:
                 return Observation(value=None, query=shown)
             return Observation(value=sum(points) / len(points), query=shown)
@@ -220,6 +213,126 @@ class PrometheusProvider(HttpProvider):
             query=query,
             run=run,
             seconds=period_seconds(period),
+        )
+
+    async def _range(
+        self, query: str, span: tuple[float, float, float], deadline: float
+    ) -> tuple[list[float] | None, str]:
+        """The query's finite points over `span` (None: an empty answer) and its warnings."""
+        start, end, step = span
+        params = [
+            ("query", query),
+            ("start", f"{start:.3f}"),
+            ("end", f"{end:.3f}"),
+            ("step", step_text(step)),
+            # Prometheus durations take whole units: 2500ms, never 2.5s
+            ("timeout", f"{max(1, round(self.attempt_timeout * 1000))}ms"),
+        ]
+        answer = await self.send(
+            "GET", f"{self._url}/api/v1/query_range", deadline=deadline, params=params
+        )
+        data, warned = self._data(answer)
+        return points_of(data), warned
+
+    async def _empty(
+        self, query: str, span: tuple[float, float, float], deadline: float
+    ) -> Observation:
+        """An empty answer: its parts that only filter a part with series (no 5xx beside
+        the job's traffic) are taken as 0 and the query asked again; a part nothing
+        explains (a metric misspelt, a job not scraped, no traffic) is no data, saying so
+        (`agent.providers.promql_parts`). Unexplained where the query cannot be read or
+        Prometheus' other endpoints do not answer: no data, as before."""
+        expr = promql_parts.parse(query)
+        selectors = None if expr is None else promql_parts.selectors_of(expr)
+        if expr is None or not selectors:
+            return Observation(value=None, query=query)
+        try:
+            counts = {s.text: await self._series(s, span, deadline) for s in selectors}
+            empty = [s for s in selectors if counts[s.text] == 0]
+            wider = {
+                e.text: next((w for w in selectors if counts[w.text] and w.widens(e)), None)
+                for e in empty
+            }
+            unexplained = [e for e in empty if wider[e.text] is None]
+            if unexplained:  # said for those no other empty selector widens
+                roots = [e for e in unexplained if not any(o.widens(e) for o in empty)]
+                said = [await self._no_series(e, span, deadline) for e in roots]
+                return Observation(value=None, query=query, error="; ".join(said), answered=True)
+        except ProviderError as exc:
+            log.debug("prometheus: an empty answer not explained: %s", exc)
+            return Observation(value=None, query=query)
+        if not empty:  # every part has series, yet their combination none (labels differ)
+            return Observation(value=None, query=query)
+        taken = "; ".join(
+            f"{e.text} matched no series while {w.text} matched {counts[w.text]} series"
+            for e in empty
+            if (w := wider[e.text]) is not None
+        )
+        rewritten = promql_parts.with_zeros(expr, {e.text for e in empty})
+        if rewritten is None:
+            return Observation(
+                value=None,
+                query=query,
+                error=f"{taken}; it is 0 only inside a sum(…) or count(…) without `by`:"
+                " aggregate it so",
+                answered=True,
+            )
+        points, warned = await self._range(rewritten, span, deadline)
+        shown = f"{query} (taken as 0: {taken}" + (
+            f"; Prometheus warned: {warned})" if warned else ")"
+        )
+        if not points:
+            return Observation(
+                value=None,
+                query=shown,
+                error=f"no value even with {taken}, taken as 0 (a 0/0: no requests?)",
+                answered=True,
+            )
+        return Observation(value=sum(points) / len(points), query=shown)
+
+    async def _listing(
+        self, path: str, params: list[tuple[str, str]], deadline: float
+    ) -> list[Any]:
+        """The `data` list of a metadata endpoint (`/api/v1/series`, label values)."""
+        answer = await self.send("GET", f"{self._url}{path}", deadline=deadline, params=params)
+        body = answer.json(self.title)
+        if (
+            answer.status != 200
+            or not isinstance(body, dict)
+            or body.get("status") != "success"
+            or not isinstance(body.get("data"), list)
+        ):
+            raise ProviderError(f"Prometheus answered {answer.status} for {path}")
+        data: list[Any] = body["data"]
+        return data
+
+    async def _series(
+        self, selector: promql_parts.Selector, span: tuple[float, float, float], deadline: float
+    ) -> int:
+        """How many series `selector` matches over the span."""
+        start, end, _ = span
+        params = [("match[]", selector.text), ("start", f"{start:.3f}"), ("end", f"{end:.3f}")]
+        return len(await self._listing("/api/v1/series", params, deadline))
+
+    async def _no_series(
+        self, selector: promql_parts.Selector, span: tuple[float, float, float], deadline: float
+    ) -> str:
+        """Why `selector` matched nothing: its metric is not in Prometheus at all (asked
+        as a label value list: one name, not every series of the metric), or not with
+        these labels."""
+        if selector.name is None:
+            return f"no series match {selector.text} in Prometheus over the period"
+        start, end, _ = span
+        params = [("match[]", selector.name), ("start", f"{start:.3f}"), ("end", f"{end:.3f}")]
+        if not await self._listing("/api/v1/label/__name__/values", params, deadline):
+            return (
+                f"no metric named {selector.name} in Prometheus over the period (misspelt,"
+                " or not scraped)"
+            )
+        return (
+            f"no series match {selector.text} over the period: {selector.name} exists, but"
+            " not with these labels (a job Prometheus does not scrape, a label misspelt, or"
+            " a service with no requests yet)"
         )
 
     def _data(self, answer: Answer) -> tuple[_Data, str]:

@@ -723,6 +723,85 @@ async def test_promql_5xx_ratio_past_its_bound_is_rolled_back(
     assert await assert_query_shown(agent, final, "http-5xx") == query
 
 
+@ONE_PROMETHEUS
+async def test_the_example_5xx_ratio_of_a_service_that_never_served_a_5xx_passes(
+    prometheus_stack: PrometheusStack,
+    prometheus_lane: LaneFactory,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+) -> None:
+    """The contract's example rule `http-5xx` (max 0.01) on a service with traffic and no
+    5xx series: Prometheus answers its ratio with an empty vector, every round. It is
+    judged a ratio of 0 (the traffic as evidence, said in the query shown), not `no data`
+    all window (which ended the window `inconclusive`)."""
+    stack, lane = prometheus_stack, prometheus_lane({"200": 200.0})
+    query = ratio_query(lane.selector)
+    await stack.wait_for_samples(lane, 5)
+    agent = await start_agent(
+        environment_yaml(
+            prometheus_rule(query).replace("max: 0.05", "max: 0.01"),
+            rollback_url=receiver.url,
+            secret=SECRET,
+            window="5s",
+            lookback="5s",
+            sentry=False,
+            newrelic=False,
+        ),
+        alerting_yaml(json_sink.url()),
+        providers_yaml(prometheus_url=stack.url),
+    )
+    deploy = await register(agent, deploy_second())
+    final = await agent.settled(deploy["id"], within=20)
+    assert final["state"] == "passed", json.dumps(final["verdict"])
+    rule = rule_of(final, "http-5xx")
+    assert rule["outcome"] == "pass" and rule["observed"] == 0, rule
+    assert rule["baseline"] == 0, rule
+    shown = await assert_query_shown(agent, final, "http-5xx")
+    assert shown.startswith(query)
+    assert f'taken as 0: http_requests_total{{{lane.selector},code=~"5.."}}' in shown, shown
+    assert titled(json_sink, "provider prometheus") == []
+    assert requests(agent, "prometheus", "error") == 0
+    assert receiver.attempts == []
+
+
+@ONE_PROMETHEUS
+async def test_the_example_5xx_ratio_on_a_misspelt_metric_is_inconclusive_saying_so(
+    prometheus_stack: PrometheusStack,
+    prometheus_lane: LaneFactory,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+) -> None:
+    """No series of the metric at all: nothing is taken as 0, the window ends
+    `inconclusive` naming the metric Prometheus does not have, with one alert."""
+    stack, lane = prometheus_stack, prometheus_lane({"200": 200.0})
+    query = ratio_query(lane.selector).replace("http_requests_total", "http_request_total")
+    await stack.wait_for_samples(lane, 5)
+    agent = await start_agent(
+        environment_yaml(
+            prometheus_rule(query).replace("max: 0.05", "max: 0.01"),
+            rollback_url=receiver.url,
+            secret=SECRET,
+            window="4s",
+            lookback="5s",
+            sentry=False,
+            newrelic=False,
+        ),
+        alerting_yaml(json_sink.url()),
+        providers_yaml(prometheus_url=stack.url),
+    )
+    deploy = await register(agent, deploy_second())
+    final = await agent.settled(deploy["id"], within=20)
+    assert final["state"] == "inconclusive", json.dumps(final["verdict"])
+    rule = rule_of(final, "http-5xx")
+    assert "no metric named http_request_total" in rule["detail"], rule
+    assert "no metric named http_request_total" in final["verdict"]["reason"]
+    alerts = await alert_titled(json_sink, "provider prometheus answered, but not usably")
+    assert "no metric named http_request_total" in alerts.message
+    assert receiver.attempts == []
+
+
 # ----------------------------------- 4. fail soft: each provider failing in turn
 
 FAILURES = ["500", "429", "hang", "malformed", "401"]

@@ -13,6 +13,7 @@ import time
 import aiohttp
 import pytest
 
+from agent.analysis.types import Observation
 from agent.metrics import Metrics
 from agent.providers.base import Period
 from agent.providers.prometheus import PrometheusProvider
@@ -67,7 +68,7 @@ async def test_5xx_ratio_before_and_after_a_bad_deploy(
     assert current.seconds == pytest.approx(now - t0)
 
 
-async def test_a_metric_with_no_series_is_no_data_not_an_error(
+async def test_a_metric_with_no_series_is_no_data_naming_it(
     prometheus_stack: PrometheusStack,
 ) -> None:
     provider = provider_for(prometheus_stack)
@@ -80,7 +81,9 @@ async def test_a_metric_with_no_series_is_no_data_not_an_error(
         )
     finally:
         await provider.aclose()
-    assert obs.value is None and obs.error is None
+    assert obs.value is None
+    assert obs.error is not None and "no metric named no_such_metric_total" in obs.error
+    assert obs.answered  # a fix in the configuration, not an outage
 
 
 async def test_several_series_must_be_aggregated(
@@ -171,3 +174,90 @@ async def test_a_long_step_is_read_exactly_by_prometheus(prometheus_stack: Prome
         await provider.aclose()
     assert obs.error is None
     assert obs.value == pytest.approx(end - 1.5 * 1234.567, abs=1e-3)
+
+
+# ---------------------------------------------- empty parts of a query (no 5xx series)
+
+NO_5XX = {"200": 200.0}
+"""A healthy service that never answered a 5xx: no `code=~"5.."` series at all."""
+
+
+def example_ratio(selector: str) -> str:
+    """The contract's example rule `http-5xx` (postflight.example.yaml), on a lane."""
+    return (
+        f'sum(rate(http_requests_total{{{selector},code=~"5.."}}[2s]))'
+        f" / sum(rate(http_requests_total{{{selector}}}[2s]))"
+    )
+
+
+async def fetch_ratio(stack: PrometheusStack, query: str) -> tuple[Observation, int]:
+    """The rule's observation over the last 3 s, and the requests it took."""
+    provider = provider_for(stack)
+    try:
+        now = time.time()
+        obs = await provider.fetch(
+            rule(name="http-5xx", source="prometheus", query=query, max=0.01),
+            scope(),
+            Period(now - 3, now),
+            None,
+        )
+    finally:
+        await provider.aclose()
+    return obs, provider.http_requests
+
+
+async def test_a_service_with_traffic_and_no_5xx_series_is_a_ratio_of_0_saying_so(
+    prometheus_stack: PrometheusStack, prometheus_lane: LaneFactory
+) -> None:
+    lane = prometheus_lane(NO_5XX)
+    await prometheus_stack.wait_for_samples(lane, 4)
+    query = example_ratio(lane.selector)
+    obs, fetches = await fetch_ratio(prometheus_stack, query)
+    assert obs.error is None, obs.error
+    assert obs.value == 0.0
+    empty = f'http_requests_total{{{lane.selector},code=~"5.."}}'
+    assert obs.query is not None and obs.query.startswith(query)
+    assert f"taken as 0: {empty} matched no series" in obs.query, obs.query
+    assert f"http_requests_total{{{lane.selector}}} matched 1 series" in obs.query, obs.query
+    # the query (empty), the series of each of its 2 selectors, the query with the 0
+    assert fetches == 4
+
+
+async def test_a_job_prometheus_has_no_series_of_stays_no_data_saying_which(
+    prometheus_stack: PrometheusStack,
+) -> None:
+    """No traffic at all (the denominator empty too), or a job Prometheus does not
+    scrape: nothing to divide by, never a ratio of 0."""
+    obs, fetches = await fetch_ratio(prometheus_stack, example_ratio('job="not-scraped"'))
+    assert obs.value is None
+    assert obs.error is not None
+    assert 'no series match http_requests_total{job="not-scraped"}' in obs.error, obs.error
+    assert "http_requests_total exists" in obs.error, obs.error
+    # the query, the series of its 2 selectors, whether the metric exists at all
+    assert fetches == 4
+
+
+async def test_a_misspelt_metric_stays_no_data_saying_so(
+    prometheus_stack: PrometheusStack, prometheus_lane: LaneFactory
+) -> None:
+    lane = prometheus_lane(NO_5XX)
+    await prometheus_stack.wait_for_samples(lane, 4)
+    query = example_ratio(lane.selector).replace("http_requests_total", "http_request_total")
+    obs, fetches = await fetch_ratio(prometheus_stack, query)
+    assert obs.value is None
+    assert obs.error is not None
+    assert "no metric named http_request_total" in obs.error, obs.error
+    assert fetches == 4
+
+
+async def test_counters_standing_still_are_no_data_even_with_no_5xx_taken_as_0(
+    prometheus_stack: PrometheusStack, prometheus_lane: LaneFactory
+) -> None:
+    """Series, but no request in the period: 0 / 0, no ratio to judge."""
+    lane = prometheus_lane({"200": 0.0})
+    await prometheus_stack.wait_for_samples(lane, 4)
+    obs, fetches = await fetch_ratio(prometheus_stack, example_ratio(lane.selector))
+    assert obs.value is None
+    assert obs.error is not None and "(a 0/0: no requests?)" in obs.error, obs.error
+    assert f'http_requests_total{{{lane.selector},code=~"5.."}} matched no series' in obs.error
+    assert fetches == 4

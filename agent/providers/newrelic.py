@@ -31,7 +31,11 @@ Markers: `changeTrackingCreateEvent` (the docs call `changeTrackingCreateDeploym
 legacy) on the entity `baseline.newrelic.entity_guid`, else the APM app named
 `baseline.newrelic.app_name` in the configured account (`accountId` is part of the
 entity search: the same app name in two accounts would match two entities, and the
-mutation would fail). A failure is one message for an alert.
+mutation would fail). That mutation takes no time (none is shown for it), so a deploy
+registered late was marked at its registration: on an entity GUID the deploy marker is
+`changeTrackingCreateDeployment` with `timestamp` = `deployed_at` (epoch ms, accepted
+within 24 h of now); by app name its description says when the deploy was. A failure is
+one message for an alert.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlencode, urlsplit
 
@@ -357,18 +363,34 @@ class NewRelicProvider(HttpProvider):
                 f"Postflight rolled back {scope.version}"
                 f" to {scope.previous_version or 'the previous version'} ({scope.deploy_id})"
             )
-        fields = f"{{deployment: {{version: {json.dumps(version)}}}}}"
         kind = "canary" if scope.canary else "basic"  # deploymentType CANARY | BASIC
-        event_input = (
-            f"categoryAndTypeData: {{categoryFields: {fields},"
-            f' kind: {{category: "deployment", type: "{kind}"}}}},'
-            f" entitySearch: {{query: {json.dumps(search)}}},"
-            f' description: {json.dumps(description)}, user: "postflight"'
-        )
-        mutation = (
-            f"mutation {{ changeTrackingCreateEvent(changeTrackingEvent: {{ {event_input} }})"
-            " { changeTrackingEvent { changeTrackingId } messages } }"
-        )
+        if event == "deploy" and target.entity_guid and _within_a_day(scope.deployed_at):
+            # the one marker mutation shown taking a time: at the deploy, not at its
+            # registration (the docs call it legacy; changeTrackingCreateEvent takes none)
+            deployment = (
+                f"entityGuid: {json.dumps(target.entity_guid)}, version: {json.dumps(version)},"
+                f" timestamp: {round(scope.deployed_at * 1000)}, deploymentType: {kind.upper()},"
+                f' description: {json.dumps(description)}, user: "postflight"'
+            )
+            mutation = (
+                f"mutation {{ changeTrackingCreateDeployment(deployment: {{ {deployment} }})"
+                " { deploymentId } }"
+            )
+        else:
+            if event == "deploy":  # recorded now: the description says when the deploy was
+                at = datetime.fromtimestamp(scope.deployed_at, UTC)
+                description += f", deployed at {at.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+            fields = f"{{deployment: {{version: {json.dumps(version)}}}}}"
+            event_input = (
+                f"categoryAndTypeData: {{categoryFields: {fields},"
+                f' kind: {{category: "deployment", type: "{kind}"}}}},'
+                f" entitySearch: {{query: {json.dumps(search)}}},"
+                f' description: {json.dumps(description)}, user: "postflight"'
+            )
+            mutation = (
+                f"mutation {{ changeTrackingCreateEvent(changeTrackingEvent: {{ {event_input} }})"
+                " { changeTrackingEvent { changeTrackingId } messages } }"
+            )
 
         async def work(deadline: float) -> None:
             try:
@@ -382,6 +404,15 @@ class NewRelicProvider(HttpProvider):
                 raise ProviderError(f"{exc} (entity search: {search})") from None
 
         return await self._guarded_mark(event, work)
+
+
+MARKER_TIME_LIMIT_S = 86_400 - 60
+"""`changeTrackingCreateDeployment` rejects a `timestamp` more than 24 h from now (a
+minute's margin for the two clocks)."""
+
+
+def _within_a_day(deployed_at: float) -> bool:
+    return abs(time.time() - deployed_at) < MARKER_TIME_LIMIT_S
 
 
 def entity_search(entity_guid: str | None, app_name: str | None, account_id: int) -> str:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -50,6 +51,8 @@ from tests.fakes._server import BODY, Failure, FakeServer, serve_main
 
 Rows = list[dict[str, Any]]
 _ENTITY_SEARCH = re.compile(r'entitySearch:\s*\{\s*query:\s*("(?:[^"\\]|\\.)*")')
+_ENTITY_GUID = re.compile(r'entityGuid:\s*("(?:[^"\\]|\\.)*")')
+_TIMESTAMP = re.compile(r"timestamp:\s*(\d+)")
 _CONDITION = re.compile(r"^(?P<key>\w+)\s*=\s*(?:'(?P<text>(?:[^'\\]|\\.)*)'|(?P<number>\d+))$")
 _COMMENT = re.compile(r"'(?:[^'\\]|\\.)*'|`[^`]*`|(--|//)[^\n]*|/\*.*?\*/", re.S)
 _PERIOD = re.compile(r"^(?P<nrql>.*\S)\s+SINCE\s+(?P<since>\d+)\s+UNTIL\s+(?P<until>\d+)\s*$", re.S)
@@ -163,6 +166,8 @@ class FakeNewRelic(FakeServer):
             )
         query: str = body["query"]
         variables = body.get("variables") or {}
+        if "changeTrackingCreateDeployment" in query:
+            return self._legacy_marker(query)
         if "changeTrackingCreateEvent" in query:
             search = _ENTITY_SEARCH.search(query)
             found = self.search_entities(json.loads(search.group(1))) if search else []
@@ -215,6 +220,28 @@ class FakeNewRelic(FakeServer):
         if self.deprecation:
             answer["errors"] = [{"message": self.deprecation, "path": ["actor", "account", "nrql"]}]
         return web.json_response(answer)
+
+    def _legacy_marker(self, query: str) -> web.Response:
+        """`changeTrackingCreateDeployment`: `entityGuid` of a known entity, `timestamp`
+        (epoch ms) within 24 h of now, or an error (the reference, section 9)."""
+        guid = _ENTITY_GUID.search(query)
+        stamp = _TIMESTAMP.search(query)
+        problem = None
+        if guid is None or not self.search_entities(f"id = '{json.loads(guid.group(1))}'"):
+            problem = "Entity not found"
+        elif stamp is not None and abs(int(stamp.group(1)) - time.time() * 1000) > 86_400_000:
+            problem = "timestamp must be within 24 hours of now"
+        if problem is not None:
+            return web.json_response(
+                {
+                    "data": {"changeTrackingCreateDeployment": None},
+                    "errors": [{"message": problem, "path": ["changeTrackingCreateDeployment"]}],
+                }
+            )
+        self.markers.append(query)
+        return web.json_response(
+            {"data": {"changeTrackingCreateDeployment": {"deploymentId": str(uuid.uuid4())}}}
+        )
 
     def search_entities(self, query: str) -> list[dict[str, Any]]:
         """Entities matching `key = 'text' AND key = 123 …` (the subset Postflight

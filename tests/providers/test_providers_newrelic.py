@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
+from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -473,6 +475,31 @@ async def test_change_tracking_markers_at_deploy_and_rollback(
     assert 'version: "v2.4.0"' in rollback and "rolled back v2.4.1" in rollback
     assert "id = 'MXxBUE18'" in by_guid
     assert requests_counted(metrics, "newrelic", "ok") == 4
+
+
+async def test_a_deploy_marker_is_placed_when_the_deploy_was_not_when_it_was_registered(
+    newrelic_fake: FakeNewRelic, metrics: Metrics
+) -> None:
+    """A deploy registered 10 minutes late: `changeTrackingCreateEvent` takes no time (as
+    the reference shows it), so its marker landed 10 minutes after the deploy. On an
+    entity GUID it is `changeTrackingCreateDeployment` at `deployed_at` (epoch ms, within
+    24 h); by app name the marker's description says when the deploy was."""
+    provider = NewRelicProvider(newrelic_settings(newrelic_fake, markers=True), metrics=metrics)
+    deployed_at = round(time.time()) - 600.25
+    guid = BaselineSettings.model_validate({"newrelic": {"entity_guid": "MXxBUE18"}})
+    try:
+        assert await provider.mark(scope(baseline=guid, deployed_at=deployed_at), "deploy") is None
+        assert await provider.mark(scope(deployed_at=deployed_at), "deploy") is None
+    finally:
+        await provider.aclose()
+    by_guid, by_name = newrelic_fake.markers
+    assert "changeTrackingCreateDeployment" in by_guid
+    assert f"timestamp: {round(deployed_at * 1000)}" in by_guid
+    assert 'entityGuid: "MXxBUE18"' in by_guid and "deploymentType: BASIC" in by_guid
+    assert "changeTrackingCreateEvent" in by_name
+    at = datetime.fromtimestamp(deployed_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert f"deployed at {at}" in by_name
+    assert requests_counted(metrics, "newrelic", "ok") == 2
 
 
 async def test_markers_are_off_by_default_and_failures_never_raise(

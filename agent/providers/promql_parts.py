@@ -44,8 +44,9 @@ OPERATORS = {"Equal": "=", "NotEqual": "!=", "Re": "=~", "NotRe": "!~"}
 
 
 def _selector(node: promql.VectorSelector) -> Selector | None:
-    """None for what the series API cannot be asked exactly (`{a="1" or b="2"}`)."""
-    if node.matchers.or_matchers:
+    """None for what the series API cannot be asked exactly: `{a="1" or b="2"}`, or a
+    selector of another time (`offset`, `@`), whose series the period's do not tell."""
+    if node.matchers.or_matchers or node.offset is not None or node.at is not None:
         return None
     name = node.name
     matchers: list[tuple[str, str, str]] = []  # in the query's order, which the text keeps

@@ -221,6 +221,12 @@ async def test_a_service_with_traffic_and_no_5xx_series_is_a_ratio_of_0_saying_s
     assert f"http_requests_total{{{lane.selector}}} matched 1 series" in obs.query, obs.query
     # the query (empty), the series of each of its 2 selectors, the query with the 0
     assert fetches == 4
+    lane = prometheus_lane()  # ~1% 5xx: the query answers, and that is all it asks
+    await prometheus_stack.wait_for_samples(lane, 4)
+    obs, fetches = await fetch_ratio(prometheus_stack, example_ratio(lane.selector))
+    assert obs.value is not None and 0 < obs.value < 0.05
+    assert obs.query == example_ratio(lane.selector)
+    assert fetches == 1
 
 
 async def test_a_job_prometheus_has_no_series_of_stays_no_data_saying_which(

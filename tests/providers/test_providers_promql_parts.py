@@ -60,5 +60,6 @@ def test_no_0_where_it_would_not_be_the_queries_own(query: str) -> None:
 
 def test_what_the_parser_refuses_is_left_unexplained() -> None:
     assert promql_parts.parse("sum(rate(x[1m]") is None
-    expr = promql_parts.parse('x{a="1" or b="2"}')
-    assert expr is not None and promql_parts.selectors_of(expr) is None
+    for query in ('x{a="1" or b="2"}', "sum(rate(x[5m] offset 1w))", "sum(x @ 100)"):
+        expr = promql_parts.parse(query)
+        assert expr is not None and promql_parts.selectors_of(expr) is None, query

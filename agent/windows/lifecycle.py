@@ -1123,7 +1123,8 @@ class WindowWatch:
         cleared = {
             resolved_key(r.name): r
             for r in verdict.rules
-            if r.outcome == "pass" and previous.get(r.name) == "breached"
+            # `pass` with a threshold streak is still past its bound (`_state`): not cleared
+            if _state(r) == "pass" and previous.get(r.name) == "breached"
         }
         if cleared:
             self._alert_group("resolved", cleared)

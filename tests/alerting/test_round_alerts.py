@@ -135,6 +135,58 @@ async def test_a_round_of_thirty_breaches_pages_once_per_channel(
     }
 
 
+def streak_verdict(streak: int) -> Verdict:
+    """One error-rate rule under the threshold policy, past its bound for `streak`
+    rounds in a row short of `failure_limit`: outcome `pass` with the streak in its
+    evidence (0: back within its bound)."""
+    return Verdict(
+        "continue",
+        "watching",
+        (
+            RuleVerdict(
+                name="errors",
+                source="checks",
+                metric="error_rate",
+                outcome="pass",
+                observed=0.2 if streak else 0.0,
+                baseline=0.01,
+                threshold="max 0.05",
+                detail="past max 0.05" if streak else "within bounds",
+                evidence={"streak": streak, "failure_limit": 3} if streak else {},
+            ),
+        ),
+    )
+
+
+async def test_a_threshold_streak_still_breaching_sends_no_resolve(
+    tmp_path: Path, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """A rule past its bound in rounds 1 and 2 (a threshold streak short of
+    failure_limit), back within it in round 3: the breach at round 1, the resolve at
+    round 3. Before, round 2's outcome `pass` (a streak of 2) read as cleared: on-call got
+    "resolved. The rule is back within its bounds" naming the rule [breaching], seen at a
+    real daemon one round before its rollback."""
+    store = SqliteStore(tmp_path / "alerts.db")
+    await store.open()
+    try:
+        await store.create_window(window())
+        alerts = WindowAlerts(store, make_notifier([json_sink.url()], metrics))
+        watch = await watch_of(store, alerts, metrics)
+        titles_by_round = []
+        for streak in (1, 2, 0):
+            watch._alert_rules(streak_verdict(streak))
+            await round_done(watch.s)
+            titles_by_round.append([n.title for n in json_sink.notifications])
+    finally:
+        await store.close()
+
+    assert titles_by_round == [
+        [TITLE + "errors breached"],
+        [TITLE + "errors breached"],
+        [TITLE + "errors breached", TITLE + "errors resolved"],
+    ]
+
+
 def breach_of(w: DeployWindow) -> Callable[[list[str]], Alert]:
     def make(keys: list[str]) -> Alert:
         rules = [rule(k.partition(":")[2]) for k in keys]

@@ -71,6 +71,8 @@ from common.durations import (
 CHECK_METRICS = ("error_rate", "latency_p50", "latency_p95", "latency_p99", "throughput")
 LATENCY_METRICS = ("latency_p50", "latency_p95", "latency_p99", "p95_duration")
 DECREASE_IS_BAD = ("crash_free_rate", "throughput")
+NEVER_NEGATIVE = ("error_rate", "crash_free_rate", "throughput", "error_count")
+"""Metrics that are 0 or more (latencies are durations, refused below 0 as such)."""
 
 MIN_API_TOKEN_LENGTH = 16
 """Bearer tokens guard rollbacks and cancels; shorter ones are guessable (a warning)."""
@@ -356,6 +358,7 @@ class RuleSettings(StrictModel):
         if self.max is not None and self.min is not None and self.min > self.max:
             problems.append(_problem(("min",), f"min {self.min} is above max {self.max}", self.min))
         problems.extend(self._rate_bounds_beyond_one())
+        problems.extend(self._bounds_below_zero())
         if self.bad_direction == "decrease" and (self.max_increase or 0) >= 1:
             message = (
                 f"a decrease rule's max_increase is the fall it allows: {self.max_increase:.0%}"
@@ -384,6 +387,23 @@ class RuleSettings(StrictModel):
                     f"{self.metric} is a fraction from 0 to 1: {key} {bound:g} is {bound * 100:g}%;"
                     f" write {bound / 100:g} for {bound:g} percent"
                 )
+                problems.append(_problem((key,), message, bound))
+        return problems
+
+    def _bounds_below_zero(self) -> list[InitErrorDetails]:
+        """A metric that is never negative (a rate, a throughput, a count) bounded below 0:
+        `max: -1` fails every round, so every deploy is rolled back; `min: -0.5` never
+        fails."""
+        if self.metric not in NEVER_NEGATIVE:
+            return []
+        problems = []
+        for key, effect in (
+            ("max", "fails every round (every deploy rolled back)"),
+            ("min", "never fails"),
+        ):
+            bound = getattr(self, key)
+            if bound is not None and bound < 0:
+                message = f"{self.metric} is never below 0: {key} {bound:g} {effect}"
                 problems.append(_problem((key,), message, bound))
         return problems
 

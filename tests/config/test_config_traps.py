@@ -49,6 +49,39 @@ def test_a_percentage_missing_its_percent_sign_is_refused(
 
 
 @pytest.mark.parametrize(
+    ("metric", "bound", "expected"),
+    [
+        (
+            "error_rate",
+            "max: -1",
+            "rules[0].max (line 17): error_rate is never below 0: max -1 fails every round"
+            " (every deploy rolled back)",
+        ),
+        (
+            "error_rate",
+            "min: -0.5",
+            "rules[0].min (line 17): error_rate is never below 0: min -0.5 never fails",
+        ),
+        (
+            "throughput",
+            "min: -5",
+            "rules[0].min (line 17): throughput is never below 0: min -5 never fails",
+        ),
+    ],
+)
+def test_a_negative_bound_of_a_metric_never_below_zero_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], metric: str, bound: str, expected: str
+) -> None:
+    """A rate or a throughput is 0 or more: `max: -1` validated and failed every round of
+    every deploy (each one rolled back), `min: -0.5` judged nothing."""
+    text = with_rule_bound(bound).replace("metric: error_rate", f"metric: {metric}")
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 2, out
+    assert "1 configuration error\n" in out
+    assert f"environments.production.{expected}\n" in out
+
+
+@pytest.mark.parametrize(
     ("bound", "fraction"),
     [
         ("max_increase: 0.5", 0.5),

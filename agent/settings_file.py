@@ -724,6 +724,9 @@ def _problems(
             elif named:  # `ftp://…` is a URL, of a kind not called here; only the scheme
                 # is said back (the rest may hold a token)
                 message = f"not a URL to call: {named}:// is not http:// or https://"
+        elif error["type"] in _PYDANTIC_WORDS and _value_at(document, loc) is not None:
+            # "Input should be a valid boolean, …": in words, with the value
+            message = _PYDANTIC_WORDS[error["type"]](_value_at(document, loc), error.get("ctx"))
         elif error["type"] == "list_type":  # `tags: oncall` ("Input should be a valid list")
             message = "should be a list: [a, b], or one `- item` a line"
         elif error["type"] in ("model_type", "model_attributes_type", "dict_type"):
@@ -731,6 +734,32 @@ def _problems(
         for part_loc, part_message in _split_cross_section(loc, message):
             problems.append(_located(part_loc, part_message, lines, origins))
     return problems
+
+
+def _said(value: Any) -> str:
+    """A value as the file wrote it: text quoted, a number as is."""
+    return repr(value) if isinstance(value, str) else f"{value}"
+
+
+def _limit(ctx: Any, key: str) -> str:
+    return f"{(ctx or {}).get(key)}"
+
+
+_PYDANTIC_WORDS: dict[str, Callable[[Any, Any], str]] = {
+    # pydantic's own words ("Input should be a valid boolean, unable to interpret input")
+    # said with the value, for a yes/no or a number written wrong
+    "bool_parsing": lambda value, _: f"{_said(value)} is not true or false",
+    "bool_type": lambda value, _: f"{_said(value)} is not true or false",
+    "int_parsing": lambda value, _: f"{_said(value)} is not a whole number",
+    "int_from_float": lambda value, _: f"{_said(value)} is not a whole number",
+    "int_type": lambda value, _: f"{_said(value)} is not a whole number",
+    "float_parsing": lambda value, _: f"{_said(value)} is not a number",
+    "float_type": lambda value, _: f"{_said(value)} is not a number",
+    "greater_than_equal": lambda v, ctx: f"must be at least {_limit(ctx, 'ge')} (got {v})",
+    "greater_than": lambda v, ctx: f"must be more than {_limit(ctx, 'gt')} (got {v})",
+    "less_than_equal": lambda v, ctx: f"must be at most {_limit(ctx, 'le')} (got {v})",
+    "less_than": lambda v, ctx: f"must be less than {_limit(ctx, 'lt')} (got {v})",
+}
 
 
 def _located(loc: Loc, message: str, lines: dict[Loc, int], origins: _Origins) -> ConfigProblem:

@@ -122,6 +122,70 @@ def test_a_percentage_as_a_rules_absolute_bound_says_the_fraction_to_write(
     assert "% is for max_increase" in message
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "path", "said"),
+    [
+        (
+            "      secret: shh-secret",
+            "      secret: shh-secret\n      dry_run: maybe",
+            "environments.production.rollback.dry_run",
+            "'maybe' is not true or false",
+        ),
+        (
+            "  api_tokens:",
+            "  ui: sometimes\n  api_tokens:",
+            "server.ui",
+            "'sometimes' is not true or false",
+        ),
+        (
+            "      secret: shh-secret",
+            "      secret: shh-secret\n      max_attempts: 0",
+            "environments.production.rollback.max_attempts",
+            "must be at least 1 (got 0)",
+        ),
+        (
+            "      secret: shh-secret",
+            "      secret: shh-secret\n      max_attempts: many",
+            "environments.production.rollback.max_attempts",
+            "'many' is not a whole number",
+        ),
+        (
+            "    interval: 30s",
+            "    interval: 30s\n    analysis: {failure_limit: 1.5}",
+            "environments.production.analysis.failure_limit",
+            "1.5 is not a whole number",
+        ),
+        (
+            "    interval: 30s",
+            "    interval: 30s\n    probes_per_round: 0",
+            "environments.production.probes_per_round",
+            "must be at least 1 (got 0)",
+        ),
+        (
+            "    interval: 30s",
+            "    interval: 30s\n    analysis: {confidence: high}",
+            "environments.production.analysis.confidence",
+            "'high' is not a number",
+        ),
+        (
+            "max: 0.05",
+            "max: high",
+            "environments.production.rules[0].max",
+            "'high' is not a number",
+        ),
+    ],
+    ids=["bool", "ui", "at-least", "int", "fraction", "probes", "confidence", "bound"],
+)
+def test_a_number_or_a_yes_no_written_wrong_is_said_in_words_with_the_value(
+    old: str, new: str, path: str, said: str
+) -> None:
+    """Where pydantic's own words reached the user: "Input should be a valid boolean,
+    unable to interpret input", "Input should be greater than or equal to 1"."""
+    text = MINIMAL.replace(old, new, 1)
+    assert text != MINIMAL
+    assert problems(text) == {path: said}
+
+
 def test_an_unknown_check_type_is_said_at_its_type_with_the_types_there_are() -> None:
     found = problems(MINIMAL.replace("type: http", "type: htp"))
     message = found["environments.production.checks[0].type"]

@@ -205,7 +205,7 @@ BROKEN = [
     pytest.param(
         MINIMAL.replace("max: 0.05", "max: lots"),
         "environments.production.rules[0].max",
-        "valid number",
+        "'lots' is not a number",
         id="bound-not-a-number",
     ),
     pytest.param(
@@ -855,11 +855,14 @@ def test_the_check_of_a_rollback_s_keys_is_said_once_when_nothing_else_is_wrong(
     [
         (
             "        metric: error_ratez\n        max: lots\n",
-            {"rules[0].metric": "metric must be one of error_rate", "rules[0].max": "valid number"},
+            {
+                "rules[0].metric": "metric must be one of error_rate",
+                "rules[0].max": "is not a number",
+            },
         ),
         (
             "        metric: error_rate\n        min_samples: 0\n",
-            {"rules[0]": "give at least one bound", "rules[0].min_samples": "greater than"},
+            {"rules[0]": "give at least one bound", "rules[0].min_samples": "must be at least 1"},
         ),
     ],
     ids=["metric-beside-a-bad-bound", "no-bound-beside-a-bad-key"],

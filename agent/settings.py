@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     Field,
+    PrivateAttr,
     SecretStr,
     TypeAdapter,
     ValidationInfo,
@@ -712,6 +713,13 @@ class Settings(BaseSettings):
     alerting: AlertingSettings = AlertingSettings()
     integrations: IntegrationsSettings = IntegrationsSettings()
     environments: dict[Name, EnvironmentSettings] = Field(min_length=1)
+    _variable_secrets: tuple[str, ...] = PrivateAttr(default=())
+    """Values the file read from a `${VAR}` named as a secret (`agent.settings_file`)."""
+
+    def with_variable_secrets(self, values: Iterable[str]) -> Settings:
+        """These settings, also hiding `values` wherever they hide a SecretStr's."""
+        self._variable_secrets = tuple(values)
+        return self
 
     @model_validator(mode="after")
     def _coherent(self) -> Settings:
@@ -906,6 +914,7 @@ class Settings(BaseSettings):
                     walk(item)
 
         walk(self)
+        found.extend(self._variable_secrets)
         return tuple(sorted(set(found), key=len, reverse=True))
 
 

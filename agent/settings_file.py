@@ -245,7 +245,43 @@ def load_config_text(
             *bare_millisecond_warnings(document),
         ]
     ]
+    settings = settings.with_variable_secrets(_secret_variables(data, environ))
     return LoadedConfig(settings, tuple(sorted(warnings, key=_file_order)))
+
+
+_ANY_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+_SECRET_NAME_PART = re.compile(r"(TOKEN|SECRET|PASS|PASSWD|PASSWORD|PASSPHRASE|KEY|CREDENTIAL)S?")
+MIN_VARIABLE_SECRET = 8
+"""A shorter value read from a secret-named variable is not hidden: every run of those
+characters in every message would be (`smoke` in "type smoke")."""
+
+
+def _secret_variables(data: Any, environ: Mapping[str, str]) -> list[str]:
+    """The values of the variables the file reads that are named as secrets
+    (`HEALTH_TOKEN`, `SMOKE_PASSWORD`, `API_KEY`: a part of the name between `_`s): a
+    `${HEALTH_TOKEN}` in a check's path or body is no SecretStr, and a failure quoted it
+    (`GET /health?key=…`) in `check`, alerts and the API."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(key)
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, str) and "${" in node:
+            for name in _ANY_REFERENCE.findall(node):
+                value = environ.get(name, "")
+                parts = name.upper().split("_")
+                if len(value) >= MIN_VARIABLE_SECRET and any(
+                    _SECRET_NAME_PART.fullmatch(part) for part in parts
+                ):
+                    found.append(value)
+
+    walk(data)
+    return found
 
 
 _YAML_HINTS = (

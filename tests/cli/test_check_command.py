@@ -82,6 +82,25 @@ async def test_a_failing_check_exits_1_and_says_why(
     assert "FAIL" in out and "503" in out and "1 passed, 1 failed" in out
 
 
+async def test_a_secret_read_from_a_variable_into_a_path_is_never_printed(
+    tmp_path: Path,
+    target: TestServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`path: /broken?key=${PF_HEALTH_TOKEN}` (a target that takes its key in the query):
+    the failure printed the key, and the same detail reached alerts and the API. A value
+    read from a variable named as a secret (…_TOKEN, …_SECRET, …_PASSWORD, …_KEY) is
+    redacted as the SecretStr settings are."""
+    monkeypatch.setenv("PF_HEALTH_TOKEN", "hk-0123456789abcdef")
+    config = write(tmp_path, target, "/broken?key=${PF_HEALTH_TOKEN}")
+    assert await run_cli("check", "--config", str(config), "--env", "staging") == 1
+    captured = capsys.readouterr()
+    assert "FAIL" in captured.out and "503" in captured.out
+    assert "GET /broken?key=***: status" in captured.out
+    assert "0123456789abcdef" not in captured.out + captured.err
+
+
 async def test_unknown_environment_exits_2(
     tmp_path: Path, target: TestServer, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -115,3 +115,27 @@ def test_an_error_in_a_value_from_a_variable_names_the_variable() -> None:
     )
     # the default is written in the file: nothing to add
     assert found["environments.production.interval"].endswith("10m or 1h")
+
+
+def test_values_read_from_variables_named_as_secrets_are_redacted_like_secret_settings() -> None:
+    """A `${VAR}` named as a secret (a part of its name between `_`s is TOKEN, SECRET,
+    PASSWORD, PASS, KEY…) is hidden wherever the SecretStr settings are; other variables
+    (a URL) and values too short to hide without garbling every message are not."""
+    text = MINIMAL.replace(URL, 'base_url: "${PF_PROD_URL}"').replace(
+        "        path: /health\n",
+        '        path: "/health?a=${HEALTH_TOKEN}&b=${SMOKE_PASSWORD}&c=${NEW_RELIC_API_KEY}'
+        '&d=${PF_TOKENS}&e=${SHORT_TOKEN}&f=${MONKEY_BUSINESS}&g=${PF_SECRETARY}"\n',
+    )
+    env = {
+        "PF_PROD_URL": "http://127.0.0.1:9",
+        "HEALTH_TOKEN": "ht-0123456789",
+        "SMOKE_PASSWORD": "pw-0123456789",
+        "NEW_RELIC_API_KEY": "NRAK-0123456789",
+        "PF_TOKENS": "many-0123456789",
+        "SHORT_TOKEN": "smoke",
+        "MONKEY_BUSINESS": "not-a-secret-0",
+        "PF_SECRETARY": "not-a-secret-1",
+    }
+    secrets = load_settings_text(text, env=env).secret_values()
+    assert {"ht-0123456789", "pw-0123456789", "NRAK-0123456789", "many-0123456789"} <= set(secrets)
+    assert not {"http://127.0.0.1:9", "smoke", "not-a-secret-0", "not-a-secret-1"} & set(secrets)

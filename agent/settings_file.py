@@ -6,6 +6,7 @@ error become `ConfigProblem`s with a field path and, where known, the file line.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -231,6 +232,7 @@ def load_config_text(
         unread = [p.loc for p in problems]
         found = [p for p in found if not any(p.loc[: len(u)] == u for u in unread)]
         found = _naming_empty_variables(found, data, document, environ)
+        found = _environments_added_by_a_variable(found, expanded, overrides, origins)
         raise ConfigError(source, [*duplicates, *problems, *found]) from None
     if duplicates or problems:
         raise ConfigError(source, [*duplicates, *problems])
@@ -247,6 +249,46 @@ def load_config_text(
     ]
     settings = settings.with_variable_secrets(_secret_variables(data, environ))
     return LoadedConfig(settings, tuple(sorted(warnings, key=_file_order)))
+
+
+def _environments_added_by_a_variable(
+    found: list[ConfigProblem], expanded: Any, overrides: dict[str, Any], origins: _Origins
+) -> list[ConfigProblem]:
+    """The keys an environment lacks, said once at it, when the file has no such
+    environment and a variable's key in it added one (`…__PROD__WINDOW` beside the file's
+    `production`): "environments.prod.base_url: required, but missing" blamed the variable
+    for a key it never named. An environment a variable sets whole (JSON) is meant."""
+    added = overrides.get("environments")
+    in_file = expanded.get("environments") if isinstance(expanded, dict) else None
+    if not isinstance(added, dict) or not isinstance(in_file, dict):
+        return found
+    names = [str(key) for key in in_file]
+    out = list(found)
+    for name in added:
+        loc: Loc = ("environments", name)
+        variable = origins.section(loc)
+        if _blind(name) in {_blind(n) for n in names} or variable is None:
+            continue
+        if origins.variable(loc) is not None:  # set whole, as JSON
+            continue
+        missing = [
+            p
+            for p in found
+            if len(p.loc) == 3 and p.loc[:2] == loc and p.message.startswith("required, but")
+        ]
+        if not missing:
+            continue
+        meant = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+        hint = f"did you mean {meant[0]}?" if meant else f"its environments: {', '.join(names)}"
+        keys = ", ".join(str(p.loc[2]) for p in missing)
+        message = (
+            f"the file has no environment {name!r} ({hint}), so this variable adds one,"
+            f" which lacks {keys}; check the variable's spelling"
+        )
+        # its other errors (a rollback without its url) follow from the same slip
+        out = [p for p in out if p.loc[:2] != loc]
+        out.append(ConfigProblem(loc, message, variable=variable))
+    return out
 
 
 _ANY_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")

@@ -119,8 +119,9 @@ def test_an_override_that_is_not_json_is_a_config_error_naming_it(
         (  # an environment the file does not have
             "POSTFLIGHT__ENVIRONMENTS__STAGING__WINDOW",
             "5m",
-            "environments.staging.base_url (from $POSTFLIGHT__ENVIRONMENTS__STAGING__WINDOW):"
-            " required, but missing",
+            "environments.staging (from $POSTFLIGHT__ENVIRONMENTS__STAGING__WINDOW): the file"
+            " has no environment 'staging' (its environments: production), so this variable"
+            " adds one, which lacks base_url",
         ),
     ],
 )
@@ -193,6 +194,28 @@ def test_an_override_reaches_an_environment_whose_name_has_a_dash(
         "environments.eu-west.window (from $POSTFLIGHT__ENVIRONMENTS__EU_WEST__WINDOW):"
         " window (1s) must be at least one interval (30s)"
     ) in out, out
+
+
+def test_an_override_of_an_environment_the_file_lacks_names_the_ones_it_has(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`…__PROD__WINDOW` beside a file's `production`: it added a `prod` environment, and
+    the one error was `environments.prod.base_url (from $…__PROD__WINDOW): required, but
+    missing`, read as the variable's fault for a key it never named."""
+    monkeypatch.setenv("POSTFLIGHT__ENVIRONMENTS__PROD__WINDOW", "15m")
+    assert error_lines(tmp_path, MINIMAL, capsys) == [
+        "environments.prod (from $POSTFLIGHT__ENVIRONMENTS__PROD__WINDOW): the file has no"
+        " environment 'prod' (did you mean production?), so this variable adds one, which"
+        " lacks base_url; check the variable's spelling"
+    ]
+
+
+def test_an_environment_added_whole_by_variables_still_loads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("POSTFLIGHT__ENVIRONMENTS__CANARY__BASE_URL", "http://127.0.0.1:7")
+    settings = load_settings_text(MINIMAL)
+    assert list(settings.environments) == ["production", "canary"]
 
 
 def test_an_error_in_an_override_of_a_key_written_in_capitals_names_its_variable(

@@ -52,6 +52,11 @@ START_SHARE = 0.5
 one started later would have too little time to answer and be reported failed though it
 may still deliver from its thread (then again on its retry)."""
 
+HUNG_SHARE = 0.9
+"""A channel that failed only after this share of its time to answer had passed gave no
+answer (a server that took the connection and said nothing, or a dropped SYN): said as
+such, not as apprise's "Connection error"."""
+
 NotifyResultName = Literal["sent", "partial", "failed", "unrouted"]
 
 
@@ -522,6 +527,7 @@ class Notifier:
             _RETRYING.set(True)
             how["log_level"] = logging.INFO  # …and are still captured for `_explain`
         loop = asyncio.get_running_loop()
+        started = loop.time()
         sends = _Sends(loop)
         _SENDS.set(sends)  # this task's own context, copied into apprise's threads
         try:
@@ -543,7 +549,12 @@ class Notifier:
         if loop.time() - deadline >= LATE_S and await sends.settled(WOKEN_LOOK_S):
             # apprise's deadline fired on waking, before its thread read the 2xx
             return ChannelResult(index, url, True, "sent (answered while the agent was paused)")
-        return ChannelResult(index, url, False, self._explain(res, demoted=bool(retry)))
+        why = self._explain(res, demoted=bool(retry))
+        if loop.time() - started >= HUNG_SHARE * min(self._timeout, deadline - started):
+            # a server that took the connection and said nothing: apprise calls it "a
+            # Connection error", which sends on-call looking for one that is down
+            why = f"no answer within {self._timeout:g}s (alerting.timeout); apprise: {why}"
+        return ChannelResult(index, url, False, why[:500])
 
     def _explain(self, res: apprise.AppriseResult, demoted: bool = False) -> str:
         """Why a channel failed, from apprise's status and captured log lines (`demoted`:

@@ -331,6 +331,25 @@ async def test_a_hung_smtp_server_neither_blocks_the_loop_nor_delays_a_rollback(
     assert sent(metrics, "failed") == 1
 
 
+async def test_a_channel_that_never_answers_is_said_to_have_given_no_answer(
+    hanging_server: HangingServer, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """A chat webhook and a mail server that take the connection and say nothing: the
+    log and the store said apprise's "A Connection error occurred sending JSON
+    notification", which sends on-call to look for a server that is down; it is up and
+    hung."""
+    hung_json = f"json://127.0.0.1:{hanging_server.port}/alerts"
+    notify = notifier(
+        [(hung_json, []), (hanging_server.smtp_url(), []), (json_sink.url(), [])],
+        metrics,
+        timeout=1.0,
+    )
+    outcome = await notify.send(alert(), [])
+    assert [c.sent for c in outcome.channels] == [False, False, True]
+    for channel in outcome.channels[:2]:
+        assert channel.detail.startswith("no answer within 1s"), channel.detail
+
+
 async def test_an_invalid_channel_url_counts_as_failed_and_is_reported(
     json_sink: JsonSink, metrics: Metrics
 ) -> None:

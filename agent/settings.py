@@ -834,8 +834,8 @@ class Settings(BaseSettings):
         return [
             (
                 loc,
-                f"has {length} characters; an API token shorter than {MIN_API_TOKEN_LENGTH}"
-                " is guessable (make one with `openssl rand -hex 24`)",
+                f"has {length} character{'' if length == 1 else 's'}; an API token shorter"
+                f" than {MIN_API_TOKEN_LENGTH} is guessable (make one with `openssl rand -hex 24`)",
             )
             for loc, token in tokens
             if (length := len(token.get_secret_value())) < MIN_API_TOKEN_LENGTH

@@ -491,6 +491,10 @@ def test_a_short_api_token_is_a_warning_without_printing_it(
     assert "warning: server.api_tokens[1] (line " in out  # the token's own path
     assert "): has 10 characters; an API token shorter than 16 is guessable" in out
     assert "hunter2-pw" not in out
+    one = MINIMAL.replace('["tok-1234567890abcdef"]', '["tok-1234567890abcdef", "x"]')
+    code, out = run_validate(tmp_path, one, capsys)
+    assert code == 0, out
+    assert "): has 1 character; an API token shorter than 16 is guessable" in out
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "[::]"])

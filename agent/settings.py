@@ -655,6 +655,17 @@ def _checks_beyond(
             )
             problems.append(_problem((i, "duration"), message, duration))
             continue
+        rate = getattr(check, "rate", None)
+        if isinstance(rate, int | float) and 0 < rate * duration < 1:
+            message = (
+                f"load check {check.name!r} at {_rate_text(rate)} sends one request every"
+                f" {format_duration(1 / rate)}, longer than its duration"
+                f" ({format_duration(duration)}), so a run never ends: raise rate to at least"
+                f" 1/{format_duration(duration)} ({_rate_text(1 / duration)}) or lengthen"
+                " duration"
+            )
+            problems.append(_problem((i, "rate"), message, rate))
+            continue
         warmup = getattr(check, "warmup", None)
         if warmup and "warmup" in check.model_fields_set and duration + warmup > interval:
             message = (
@@ -665,6 +676,15 @@ def _checks_beyond(
             )
             problems.append(_problem((i, "warmup"), message, warmup))
     return problems
+
+
+def _rate_text(per_second: float) -> str:
+    """A rate as a load check's `rate` is written, in the first unit where it is 1 or
+    more: 20/h, 6/m, 5/s."""
+    for unit, seconds in (("s", 1), ("m", 60)):
+        if per_second * seconds >= 1:
+            return f"{per_second * seconds:.3g}/{unit}"
+    return f"{per_second * 3600:.3g}/h"
 
 
 OVERRIDE_PREFIX = "POSTFLIGHT__"

@@ -241,6 +241,24 @@ def test_a_load_check_as_long_as_the_interval_is_valid(
     assert code == 0, out
 
 
+def test_a_load_check_too_slow_to_send_one_request_in_its_duration_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`rate: 20/h` over `duration: 10s`: its first request is due after 3m, so it sent
+    none and `postflight check` said "check did not finish within 9s" (in a round, every
+    run was a failure of the target); validate-config said valid."""
+    text = with_load_check("duration: 10s").replace("rate: 5/s", "rate: 20/h")
+    assert error_lines(tmp_path, text, capsys) == [
+        "environments.production.checks[1].rate (line 13): load check 'feed' at 20/h sends"
+        " one request every 3m, longer than its duration (10s), so a run never ends: raise"
+        " rate to at least 1/10s (6/m) or lengthen duration"
+    ]
+    code, out = run_validate(
+        tmp_path, with_load_check("duration: 10s").replace("5/s", "6/m"), capsys
+    )
+    assert code == 0, out  # one request in 10s: enough to run
+
+
 @pytest.mark.parametrize(("text", "path", "message"), BROKEN)
 def test_broken_config_exits_2_naming_the_field(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, path: str, message: str

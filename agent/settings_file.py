@@ -807,6 +807,16 @@ def _problems(
             message = _PYDANTIC_WORDS[error["type"]](_value_at(document, loc), error.get("ctx"))
         elif error["type"] == "list_type":  # `tags: oncall` ("Input should be a valid list")
             message = "should be a list: [a, b], or one `- item` a line"
+        elif (
+            error["type"] == "model_type"
+            and loc[:2] == ("alerting", "channels")
+            and len(loc) == 3
+            and isinstance(_value_at(document, loc), str)
+        ):  # `- json://…`, as apprise's own configs list them; never quoted (tokens)
+            message = (
+                "a channel is written `- url: <apprise URL>` with its `tags: [...]` on the"
+                " next line, not the URL alone"
+            )
         elif error["type"] in ("model_type", "model_attributes_type", "dict_type"):
             message = "should be a mapping (key: value pairs), not a single value or a list"
         for part_loc, part_message in _split_cross_section(loc, message):

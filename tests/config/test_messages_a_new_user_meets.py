@@ -186,6 +186,21 @@ def test_a_number_or_a_yes_no_written_wrong_is_said_in_words_with_the_value(
     assert problems(text) == {path: said}
 
 
+def test_an_alert_channel_written_as_its_url_alone_says_how_to_write_one() -> None:
+    """`channels: [- json://…]` (apprise's own configs list bare URLs) was "should be a
+    mapping (key: value pairs), not a single value or a list"; the URL is never quoted
+    (it holds tokens)."""
+    text = MINIMAL.replace(
+        "environments:", "alerting:\n  channels:\n    - json://127.0.0.1:9/a-secret\nenvironments:"
+    )
+    assert problems(text) == {
+        "alerting.channels[0]": (
+            "a channel is written `- url: <apprise URL>` with its `tags: [...]` on the next"
+            " line, not the URL alone"
+        )
+    }
+
+
 def test_an_unknown_check_type_is_said_at_its_type_with_the_types_there_are() -> None:
     found = problems(MINIMAL.replace("type: http", "type: htp"))
     message = found["environments.production.checks[0].type"]

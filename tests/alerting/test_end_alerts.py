@@ -178,7 +178,7 @@ async def test_a_crash_right_after_a_rollback_failed_does_not_lose_its_page(
     assert await recovered(path, json_sink, metrics) == 1
     assert await recovered(path, json_sink, metrics) == 0
     assert [n.title for n in json_sink.notifications] == [FAILED_TITLE]
-    assert "rollback NOT delivered after 1 attempt(s)" in json_sink.notifications[0].message
+    assert "rollback NOT delivered after 1 attempt: HTTP 400" in json_sink.notifications[0].message
 
 
 async def test_a_failed_rollback_pages_once(

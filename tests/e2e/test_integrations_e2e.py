@@ -1203,7 +1203,7 @@ async def test_a_refused_github_dispatch_alert_names_the_workflow_dispatch(
     text = next(n.message for n in json_sink.notifications if "ROLLBACK FAILED" in n.title)
     assert "The GitHub workflow dispatch was not accepted" in text
     assert "webhook" not in text
-    assert "rollback NOT delivered after 1 attempt(s): GitHub answered HTTP 401" in text
+    assert "rollback NOT delivered after 1 attempt: GitHub answered HTTP 401" in text
 
 
 def ended_window(environment: str, version: str, at: float, state: WindowState) -> DeployWindow:

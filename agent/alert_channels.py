@@ -97,12 +97,32 @@ def unusable_channel(url: str) -> str | None:
     """Why apprise cannot use `url` (None: it can), never quoting the URL: only its scheme."""
     import apprise  # loading its plugins takes a moment: only when there are channels
 
+    said = _Said()
+    logger = logging.getLogger("apprise")
     with apprise_logs_redacted([url]):
-        usable = apprise.Apprise.instantiate(url) is not None
+        logger.addHandler(said)  # after the redacting filter: it sees the redacted text
+        try:
+            usable = apprise.Apprise.instantiate(url) is not None
+        finally:
+            logger.removeHandler(said)
     if usable:
         return None
     scheme = url.partition("://")[0] if "://" in url else "?"
+    if said.warnings:  # apprise's own reason ("Invalid ~From~ email specified: ***")
+        return f"apprise cannot use this {scheme}:// URL: {said.warnings[0]}"[:300]
     return (
         f"apprise cannot use this {scheme}:// URL (unknown scheme or missing parts; see the"
         " apprise documentation)"
     )
+
+
+class _Said(logging.Handler):
+    """apprise's warnings while it parses one URL (its errors only repeat the URL)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.warnings: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno == logging.WARNING:
+            self.warnings.append(" ".join(record.getMessage().split()))

@@ -61,6 +61,20 @@ def test_an_apprise_url_apprise_cannot_use_is_a_config_error(bad: str) -> None:
     assert "apprise cannot use this" in found["alerting.channels[1].url"]
 
 
+def test_an_apprise_url_error_gives_apprise_s_reason_without_the_urls_pieces() -> None:
+    """`from=not-an-address`: "unknown scheme or missing parts" alone left the user to guess which
+    part; apprise's own reason (logged, but validate-config configures no logging) is
+    said, with every piece of the URL hidden."""
+    bad = "mailto://127.0.0.1:8025?from=not-an-address&to=oncall@example.com"
+    message = problems(MINIMAL + CHANNELS.format(bad=bad))["alerting.channels[1].url"]
+    assert message.startswith("apprise cannot use this mailto:// URL: Invalid ~From~ email")
+    slack = "slack://T0000SECRET/B0000SECRET/SECRETXOXB-abc_def"
+    message = problems(MINIMAL + CHANNELS.format(bad=slack))["alerting.channels[1].url"]
+    assert "Token" in message, message
+    for piece in ("T0000SECRET", "B0000SECRET", "SECRETXOXB-abc_def", "not-an-address"):
+        assert piece not in message
+
+
 def test_apprise_never_logs_a_piece_of_a_channel_url(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -95,6 +95,28 @@ def routed(channel_tags: Sequence[Collection[str]], wanted: Collection[str]) -> 
 
 def unusable_channel(url: str) -> str | None:
     """Why apprise cannot use `url` (None: it can), never quoting the URL: only its scheme."""
+    usable, warnings = _parsed(url)
+    if usable:
+        return None
+    scheme = url.partition("://")[0] if "://" in url else "?"
+    if warnings:  # apprise's own reason ("Invalid ~From~ email specified: ***")
+        return f"apprise cannot use this {scheme}:// URL: {warnings[0]}"[:300]
+    return (
+        f"apprise cannot use this {scheme}:// URL (unknown scheme or missing parts; see the"
+        " apprise documentation)"
+    )
+
+
+def channel_warnings(url: str) -> tuple[str, ...]:
+    """What apprise warned of while it took `url` (a part it dropped: `to=oncall-team`,
+    not an address, leaves the mail to go to its sender), the URL's pieces hidden; none
+    for a URL it cannot use (that is an error, `unusable_channel`)."""
+    usable, warnings = _parsed(url)
+    return warnings if usable else ()
+
+
+def _parsed(url: str) -> tuple[bool, tuple[str, ...]]:
+    """Whether apprise can use `url`, and its warnings while it parsed it (redacted)."""
     import apprise  # loading its plugins takes a moment: only when there are channels
 
     said = _Said()
@@ -105,15 +127,7 @@ def unusable_channel(url: str) -> str | None:
             usable = apprise.Apprise.instantiate(url) is not None
         finally:
             logger.removeHandler(said)
-    if usable:
-        return None
-    scheme = url.partition("://")[0] if "://" in url else "?"
-    if said.warnings:  # apprise's own reason ("Invalid ~From~ email specified: ***")
-        return f"apprise cannot use this {scheme}:// URL: {said.warnings[0]}"[:300]
-    return (
-        f"apprise cannot use this {scheme}:// URL (unknown scheme or missing parts; see the"
-        " apprise documentation)"
-    )
+    return usable, tuple(said.warnings)
 
 
 class _Said(logging.Handler):

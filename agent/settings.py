@@ -812,6 +812,17 @@ class Settings(BaseSettings):
             warnings.append((("environments", name, "alerts", "tags"), message))
         return warnings
 
+    def channel_warnings(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(loc, message) of each alert channel whose URL apprise took with a part
+        dropped (a `to=` that is no address: the mail goes to its sender)."""
+        from agent.alert_channels import channel_warnings
+
+        return [
+            (("alerting", "channels", i, "url"), f"apprise: {warning}")
+            for i, channel in enumerate(self.alerting.channels)
+            for warning in channel_warnings(channel.url.get_secret_value())[:1]
+        ]
+
     def baseline_warnings(self) -> list[tuple[tuple[str | int, ...], str]]:
         """(loc, message) of each rule over checks bounded by `max_increase` alone that can
         never have a baseline: no check it reads probes between windows (smoke scenarios,

@@ -242,6 +242,7 @@ def load_config_text(
             *settings.token_warnings(),
             *settings.link_warnings(),
             *settings.alert_routing_warnings(),
+            *settings.channel_warnings(),
             *settings.baseline_warnings(),
             *settings.rule_warnings(),
             *bare_millisecond_warnings(document),

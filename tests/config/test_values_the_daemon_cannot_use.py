@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.settings_file import ConfigError, load_settings_text
+from agent.settings_file import ConfigError, load_config_text, load_settings_text
 from common.durations import format_duration, parse_duration
 from tests.config.test_validate_config import MINIMAL, run_validate
 
@@ -73,6 +73,18 @@ def test_an_apprise_url_error_gives_apprise_s_reason_without_the_urls_pieces() -
     assert "Token" in message, message
     for piece in ("T0000SECRET", "B0000SECRET", "SECRETXOXB-abc_def", "not-an-address"):
         assert piece not in message
+
+
+def test_a_channel_url_apprise_takes_with_a_part_dropped_is_a_warning() -> None:
+    """`to=oncall` (no domain): apprise drops the recipient, takes the URL and mails the
+    sender instead, so on-call got nothing and validate-config said valid alone."""
+    bad = "mailto://127.0.0.1:8025?from=pf@example.com&to=oncall-team"
+    loaded = load_config_text(MINIMAL + CHANNELS.format(bad=bad), env={})
+    said = {w.path: w.message for w in loaded.warnings}
+    assert said["alerting.channels[1].url"] == (
+        "apprise: Dropped invalid To email (***) specified."
+    ), said
+    assert "alerting.channels[0].url" not in said
 
 
 def test_apprise_never_logs_a_piece_of_a_channel_url(

@@ -211,9 +211,30 @@ class AlertChannel(StrictModel):
     _url = field_validator("url")(non_empty_secret)
 
 
+MIN_ALERT_TIMEOUT_S = 1.0
+MAX_ALERT_TIMEOUT_S = 60.0
+
+
+def _alert_timeout(seconds: float) -> float:
+    """An alert's bound that a channel can meet, and that on-call does not wait on."""
+    if seconds < MIN_ALERT_TIMEOUT_S:
+        raise ValueError(
+            f"must be at least {format_duration(MIN_ALERT_TIMEOUT_S)} (got"
+            f" {format_duration(seconds)}): no channel answers sooner (a chat webhook, a mail"
+            " server's exchange), so every alert would fail"
+        )
+    if seconds > MAX_ALERT_TIMEOUT_S:
+        raise ValueError(
+            f"must be at most {format_duration(MAX_ALERT_TIMEOUT_S)} (got"
+            f" {format_duration(seconds)}): a hung channel would hold each alert that long,"
+            " and an alert its crashed sender left is taken over only after twice it"
+        )
+    return seconds
+
+
 class AlertingSettings(StrictModel):
     channels: list[AlertChannel] = Field(default_factory=list)
-    timeout: PositiveDuration = 5.0
+    timeout: Annotated[PositiveDuration, AfterValidator(_alert_timeout)] = 5.0
     """Bound on one notification across its channels (keep it under the 10 s stop budget)."""
 
     @model_validator(mode="after")

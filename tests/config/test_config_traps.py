@@ -154,8 +154,8 @@ def test_a_clock_reading_in_a_text_value_stays_the_text_written() -> None:
     ],
 )
 def test_durations_as_documented_are_accepted(written: str, seconds: float) -> None:
-    settings = load_settings_text(f"alerting:\n  timeout: {written}\n" + MINIMAL)
-    assert settings.alerting.timeout == pytest.approx(seconds)
+    settings = load_settings_text(f"store:\n  retention:\n    rounds: {written}\n" + MINIMAL)
+    assert settings.store.retention.rounds == pytest.approx(seconds)
 
 
 def test_a_latency_bound_that_is_not_a_duration_is_reported_at_its_key(
@@ -453,3 +453,34 @@ def test_a_fall_of_all_or_more_is_refused_on_a_decrease_rule(
     assert "1 configuration error\n" in out
     assert "environments.production.rules[0].max_increase (line 17): " in out
     assert "a decrease rule's max_increase is the fall it allows" in out
+
+
+@pytest.mark.parametrize(
+    ("timeout", "expected"),
+    [
+        (
+            "1ms",
+            "alerting.timeout (line 6): must be at least 1s (got 1ms): no channel answers"
+            " sooner (a chat webhook, a mail server's exchange), so every alert would fail",
+        ),
+        (
+            "5000",
+            "alerting.timeout (line 6): must be at most 1m (got 1h23m20s): a hung channel"
+            " would hold each alert that long, and an alert its crashed sender left is taken"
+            " over only after twice it",
+        ),
+    ],
+)
+def test_an_alert_timeout_no_channel_can_meet_or_on_call_would_wait_on_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], timeout: str, expected: str
+) -> None:
+    """`alerting.timeout: 1ms` validated and failed every alert on every channel;
+    `timeout: 5000` (meant as ms) held a hung channel's alert 83 minutes."""
+    text = MINIMAL.replace(
+        "environments:",
+        f"alerting:\n  channels: [{{url: 'json://127.0.0.1:9/a'}}]\n  timeout: {timeout}\n"
+        "environments:",
+    )
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 2, out
+    assert f"  {expected}\n" in out, out

@@ -1,6 +1,7 @@
 """Store retention: deletes, in the background, what no window will read again.
 
-Rounds of windows that ended more than `store.retention.rounds` ago, background probe
+Rounds of windows that ended more than `store.retention.rounds` ago (and what their
+settled alerts would be sent again with), background probe
 summaries older than the longest `lookback` (or `store.retention.probe_summaries`), and
 background leases that lapsed more than `LEASE_GRACE_S` ago (an environment removed from
 the config keeps none for good).
@@ -40,6 +41,7 @@ class Pruned(NamedTuple):
     rounds: int
     probe_summaries: int
     background_leases: int
+    alert_payloads: int = 0
 
 
 class StorePruner:
@@ -91,6 +93,15 @@ class StorePruner:
             if deleted < BATCH:
                 break
             await asyncio.sleep(0)  # let rounds waiting on the store go first
+        payloads = 0
+        while True:
+            forgotten = await self.store.prune_alert_payloads(
+                now - self.rounds_s, limit=BATCH, ended_after=since
+            )
+            payloads += forgotten
+            if forgotten < BATCH:
+                break
+            await asyncio.sleep(0)
         self.swept_before = now - self.rounds_s
         probes = await self.store.prune_probe_summaries(now - self.probe_summaries_s)
         leases = await self.store.prune_background_leases(now - LEASE_GRACE_S)
@@ -98,7 +109,9 @@ class StorePruner:
             log.info("retention: deleted %d rounds and %d probe summaries", rounds, probes)
         if leases:
             log.info("retention: deleted %d lapsed background lease(s)", leases)
-        return Pruned(rounds, probes, leases)
+        if payloads:
+            log.info("retention: forgot the payloads of %d settled alert(s)", payloads)
+        return Pruned(rounds, probes, leases, payloads)
 
     async def run(self) -> None:
         while True:

@@ -161,8 +161,9 @@ class RetentionSettings(StrictModel):
     the background (`agent.retention`)."""
 
     rounds: PositiveDuration = 7 * 86400.0
-    """Round summaries of windows that ended longer ago than this are deleted; the
-    window, its verdict and its rollback are kept."""
+    """Round summaries of windows that ended longer ago than this are deleted, and the
+    message of each of their settled alerts; the window, its verdict, its rollback and
+    its alerts' outcomes are kept."""
     probe_summaries: Duration | None = None
     """Background probe summaries older than this are deleted. Default: the longest
     `lookback` of any environment (what baselines read); it cannot be shorter."""

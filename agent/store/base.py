@@ -283,6 +283,14 @@ class Store(Protocol):
         verdict and its rollback stay. How many were deleted."""
         ...
 
+    async def prune_alert_payloads(
+        self, ended_before: float, limit: int = 5000, ended_after: float | None = None
+    ) -> int:
+        """Forget what up to `limit` settled alerts (an outcome, no retry owed) of windows
+        that ended before `ended_before` (and, given `ended_after`, not before it) would
+        be sent again with; their event and outcome stay. How many were forgotten."""
+        ...
+
     async def finish_window(
         self,
         window_id: str,

@@ -1,7 +1,7 @@
 """Store retention: deletes, in the background, what no window will read again.
 
 Rounds of windows that ended more than `store.retention.rounds` ago (and what their
-settled alerts would be sent again with), background probe
+settled alerts would be sent again with), idempotency keys older than that, background probe
 summaries older than the longest `lookback` (or `store.retention.probe_summaries`), and
 background leases that lapsed more than `LEASE_GRACE_S` ago (an environment removed from
 the config keeps none for good).
@@ -42,6 +42,7 @@ class Pruned(NamedTuple):
     probe_summaries: int
     background_leases: int
     alert_payloads: int = 0
+    idempotency_keys: int = 0
 
 
 class StorePruner:
@@ -103,15 +104,25 @@ class StorePruner:
                 break
             await asyncio.sleep(0)
         self.swept_before = now - self.rounds_s
+        keys = 0
+        while (forgotten := await self.store.prune_idempotency(now - self.rounds_s, BATCH)) > 0:
+            keys += forgotten
+            if forgotten < BATCH:
+                break
+            await asyncio.sleep(0)
         probes = await self.store.prune_probe_summaries(now - self.probe_summaries_s)
         leases = await self.store.prune_background_leases(now - LEASE_GRACE_S)
         if rounds or probes:
             log.info("retention: deleted %d rounds and %d probe summaries", rounds, probes)
         if leases:
             log.info("retention: deleted %d lapsed background lease(s)", leases)
-        if payloads:
-            log.info("retention: forgot the payloads of %d settled alert(s)", payloads)
-        return Pruned(rounds, probes, leases, payloads)
+        if payloads or keys:
+            log.info(
+                "retention: forgot the payloads of %d settled alert(s) and %d idempotency key(s)",
+                payloads,
+                keys,
+            )
+        return Pruned(rounds, probes, leases, payloads, keys)
 
     async def run(self) -> None:
         while True:

@@ -162,8 +162,8 @@ class RetentionSettings(StrictModel):
 
     rounds: PositiveDuration = 7 * 86400.0
     """Round summaries of windows that ended longer ago than this are deleted, and the
-    message of each of their settled alerts; the window, its verdict, its rollback and
-    its alerts' outcomes are kept."""
+    message of each of their settled alerts, and idempotency keys older than this; the
+    window, its verdict, its rollback and its alerts' outcomes are kept."""
     probe_summaries: Duration | None = None
     """Background probe summaries older than this are deleted. Default: the longest
     `lookback` of any environment (what baselines read); it cannot be shorter."""

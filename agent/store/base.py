@@ -291,6 +291,11 @@ class Store(Protocol):
         be sent again with; their event and outcome stay. How many were forgotten."""
         ...
 
+    async def prune_idempotency(self, before: float, limit: int = 5000) -> int:
+        """Forget up to `limit` idempotency keys (`Idempotency-Key`, a hook's delivery)
+        first answered before `before`: a repeat after that is a new request. How many."""
+        ...
+
     async def finish_window(
         self,
         window_id: str,

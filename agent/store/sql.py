@@ -794,6 +794,15 @@ class SqlStore(ABC):
                 limit,
             )
 
+    async def prune_idempotency(self, before: float, limit: int = 5000) -> int:
+        async with self._tx() as db:
+            return await db.execute(
+                "DELETE FROM idempotency WHERE key IN"
+                " (SELECT key FROM idempotency WHERE created_at < ? LIMIT ?)",
+                before,
+                limit,
+            )
+
     async def finish_window(
         self,
         window_id: str,

@@ -1,13 +1,15 @@
 """What a settled alert would be sent again with is forgotten once its window ended
-longer ago than `store.retention.rounds`; its event and outcome stay for the page.
+longer ago than `store.retention.rounds`, and so are idempotency keys older than that;
+an alert's event and outcome stay for the page.
 
-Every alert's payload (its whole message, ~2 KB) was kept beside every window ever
-opened: in a soak of a dozen environments (`bench/soak.py`) the alerts table held as
-many bytes as the windows themselves, long after the rounds were gone."""
+Every alert's payload (its whole message, ~2 KB) and every registration's idempotency
+row (its whole answer, ~1 KB) were kept for good: in a soak of a dozen environments
+(`bench/soak.py`) they held more bytes than the windows themselves, long after the
+rounds were gone."""
 
 from __future__ import annotations
 
-from agent.records import DeployWindow
+from agent.records import DeployWindow, IdempotentResponse
 from agent.retention import StorePruner
 from agent.store.base import Store
 from tests.store.peek import rows
@@ -16,7 +18,7 @@ DAY = 86400.0
 NOW = 30 * DAY
 
 
-def window(wid: str) -> DeployWindow:
+def window(wid: str, created: float = 1000.0) -> DeployWindow:
     return DeployWindow(
         id=wid,
         environment=wid.removeprefix("dep_"),  # one each: none supersedes another
@@ -25,9 +27,9 @@ def window(wid: str) -> DeployWindow:
         commit=None,
         labels={},
         state="watching",
-        deployed_at=1000.0,
-        ends_at=1060.0,
-        created_at=1000.0,
+        deployed_at=created,
+        ends_at=created + 60,
+        created_at=created,
     )
 
 
@@ -67,3 +69,16 @@ async def test_settled_alerts_of_old_windows_lose_their_payload_and_keep_their_o
         "passed": "failed",
     }
     assert (await pruner.prune_once()).alert_payloads == 0  # each forgotten once
+
+
+async def test_idempotency_keys_older_than_the_retention_are_forgotten(store: Store) -> None:
+    for wid, created in (("dep_old", NOW - 8 * DAY), ("dep_recent", NOW - DAY)):
+        answer = IdempotentResponse(f"key-{wid}", "hash", 201, {"id": wid})
+        await store.create_window(window(wid, created), answer)
+    pruner = StorePruner(store, rounds_s=7 * DAY, probe_summaries_s=1e9, clock=lambda: NOW)
+    pruned = await pruner.prune_once()
+
+    assert await store.idempotent_response("key-dep_old") is None
+    kept = await store.idempotent_response("key-dep_recent")
+    assert kept is not None and kept.body == {"id": "dep_recent"}
+    assert pruned.idempotency_keys == 1

@@ -22,7 +22,8 @@ At the end: start/end of each series, the growth over the second half, bytes per
 windows, and the object types that grew most between the first census after warm-up and
 the last.
 
-    python bench/soak.py [--seconds 1800] [--window 2m] [--interval 30s] [--out DIR]
+    python bench/soak.py [--seconds 1800] [--window 2m] [--interval 30s] [--retention 2m]
+                         [--out DIR] [--json]
 """
 
 from __future__ import annotations
@@ -207,7 +208,12 @@ def free_port() -> int:
 
 
 def configuration(
-    out: Path, ports: dict[str, Any], agent_port: int, window: float, interval: float
+    out: Path,
+    ports: dict[str, Any],
+    agent_port: int,
+    window: float,
+    interval: float,
+    retention: float | None = None,
 ) -> str:
     """The example's environments with check rules only; the defaults everywhere else."""
     receivers = f"http://{HOST}:{ports['receivers']}"
@@ -217,6 +223,7 @@ def configuration(
         f"  api_tokens: [{TOKEN}]",
         "store:",
         f"  url: sqlite:///{out / 'postflight.db'}",
+        *([f"  retention: {{rounds: {format_duration(retention)}}}"] if retention else []),
         "alerting:",
         "  channels:",
         f"    - {{url: 'json://{HOST}:{ports['receivers']}/alerts', tags: [oncall]}}",
@@ -406,21 +413,34 @@ def store_figures(db_path: Path) -> dict[str, Any]:
     return out
 
 
-def lateness(db_path: Path, interval: float, since: float) -> dict[str, Any]:
-    """Stored rounds' start against their slot `deployed_at + k × interval` (ms), by
-    tenth of the run, and rounds whose start passed the next slot."""
+def lateness(db_path: Path, since: float) -> dict[str, Any]:
+    """Each stored round's lag behind its slot (`deployed_at + k × interval`, as its
+    summary says), by start: the first round apart (it is due when the deploy is
+    registered, so it also waits for the registration and the claim)."""
     with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10) as db:
         rows = db.execute(
-            "SELECT w.deployed_at, r.number, r.started_at FROM rounds r"
-            " JOIN windows w ON w.id = r.window_id WHERE r.started_at >= ?",
-            (since,),
+            "SELECT started_at, summary FROM rounds WHERE started_at >= ?", (since,)
         ).fetchall()
-    lags = []
-    for deployed, number, started in rows:
-        slot = deployed + round((started - deployed) / interval) * interval
-        lags.append((started, (started - slot) * 1000, number))
-    lags.sort()
-    return {"rounds": len(lags), "lags": [(s, lag) for s, lag, _ in lags]}
+    first: list[tuple[float, float]] = []
+    later: list[tuple[float, float]] = []
+    for started, summary in sorted(rows):
+        timing = json.loads(summary)
+        (first if timing.get("slot") == 0 else later).append((started, timing["lag_s"] * 1e3))
+    return {"rounds": len(rows), "first": first, "later": later}
+
+
+def table_bytes(db_path: Path) -> dict[str, int]:
+    """Bytes stored per table and its indexes (the cells' payload in SQLite's `dbstat`: what
+    a deleted row or a forgotten column frees, though the file keeps its pages), at the end."""
+    try:
+        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10) as db:
+            found = db.execute(
+                "SELECT coalesce(m.tbl_name, d.name), sum(d.payload) FROM dbstat d"
+                " LEFT JOIN sqlite_master m ON m.name = d.name GROUP BY 1 ORDER BY 2 DESC"
+            ).fetchall()
+    except sqlite3.Error:
+        return {}
+    return {name: int(size) for name, size in found}
 
 
 def slope_per_hour(points: list[tuple[float, float]]) -> float:
@@ -453,7 +473,9 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     ports = json.loads(peer.stdout.readline())
     agent_port = free_port()
     config = out / "postflight.yaml"
-    config.write_text(configuration(out, ports, agent_port, args.window, args.interval))
+    config.write_text(
+        configuration(out, ports, agent_port, args.window, args.interval, args.retention)
+    )
     heap = out / "heap.jsonl"
     watched = [*me, "--watch", str(heap), str(args.sample), str(args.census), "--"]
     with (out / "agent.log").open("wb") as log:
@@ -504,7 +526,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         peer.terminate()
         peer.wait()
     (out / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
-    late = lateness(out / "postflight.db", args.interval, t0)
+    late = lateness(out / "postflight.db", t0)
     return report(out, samples, late, drivers, args)
 
 
@@ -528,6 +550,11 @@ def report(
     r["fds"] = [first["fds"], last["fds"], max(s["fds"] for s in samples)]
     censuses = [h for h in heap if "census" in h]
     r["objects"] = [c["objects"] for c in censuses]
+    r["objects_per_h_2nd_half"] = (
+        round(slope_per_hour([(c["t"], c["objects"]) for c in censuses if c["t"] >= half]))
+        if len([c for c in censuses if c["t"] >= half]) >= 2
+        else None
+    )
     if len(censuses) >= 3:
         a, b = censuses[1], censuses[-1]  # after warm-up, the last
         grew = {k: b["census"].get(k, 0) - a["census"].get(k, 0) for k in b["census"]}
@@ -542,20 +569,30 @@ def report(
         r["db_bytes_per_1000_windows"] = round((last["db_bytes"] - first["db_bytes"]) * per)
     r["overruns"] = last["overruns"]
     r["metrics_series"] = [first["metrics_series"], last["metrics_series"]]
-    lags = late["lags"]
-    t0 = lags[0][0] if lags else 0.0
-    tenths = []
-    for k in range(10):
-        part = [
-            lag for s, lag in lags if k * args.seconds / 10 <= s - t0 < (k + 1) * args.seconds / 10
-        ]
-        tenths.append(round(percentile(part, 0.99), 1) if part else None)
     r["rounds"] = late["rounds"]
-    r["lag_ms_p50_p99_max"] = [
-        round(percentile([x for _, x in lags], q), 1) for q in (0.5, 0.99, 1.0)
-    ]
-    r["lag_ms_p99_by_tenth"] = tenths
-    r["late_past_next_slot"] = sum(1 for _, x in lags if x > args.interval * 1000)
+    for part in ("first", "later"):
+        lags = late[part]
+        t0 = lags[0][0] if lags else 0.0
+        tenth = args.seconds / 10
+        by_tenth = [
+            [lag for s, lag in lags if k * tenth <= s - t0 < (k + 1) * tenth] for k in range(10)
+        ]
+        r[f"lag_ms_{part}_rounds_p50_p99_max"] = [
+            round(percentile([x for _, x in lags], q), 1) for q in (0.5, 0.99, 1.0)
+        ]
+        r[f"lag_ms_{part}_rounds_p99_by_tenth"] = [
+            round(percentile(t, 0.99), 1) if t else None for t in by_tenth
+        ]
+    r["late_past_next_slot"] = sum(
+        1 for part in ("first", "later") for _, x in late[part] if x > args.interval * 1000
+    )
+    sizes = table_bytes(out / "postflight.db")
+    r["table_bytes_end"] = sizes
+    if windows:
+        kept = ("windows", "alerts", "rollbacks", "deliveries", "idempotency")
+        r["kept_bytes_per_1000_windows"] = {
+            t: round(sizes.get(t, 0) * 1000 / windows) for t in kept
+        }
     kinds: collections.Counter[str] = collections.Counter()
     errors: collections.Counter[str] = collections.Counter()
     for d in drivers:
@@ -580,12 +617,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1800.0)
     parser.add_argument("--window", type=parse_duration, default=120.0)
     parser.add_argument("--interval", type=parse_duration, default=30.0)
+    parser.add_argument(
+        "--retention",
+        type=parse_duration,
+        help="store.retention.rounds (default: the default, 7d): short, the run shows what"
+        " stays for good",
+    )
     parser.add_argument("--sample", type=float, default=30.0)
     parser.add_argument("--census", type=float, default=300.0)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     args.out = args.out or Path(tempfile.mkdtemp(prefix="soak-"))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stops the agent and peers
     print(f"soak in {args.out}", flush=True)
     result = soak(args)
     print(json.dumps(result, indent=None if args.json else 1))

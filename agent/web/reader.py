@@ -123,7 +123,9 @@ class DeployReader:
         )
         """Resolved by the next read to start (with its error, if it failed)."""
         self._stopped = False
-        self._task = asyncio.create_task(self._run(), name=f"deploy reader {window_id}")
+        self._task: asyncio.Task[None] | None = asyncio.create_task(
+            self._run(), name=f"deploy reader {window_id}"
+        )
         self._task.add_done_callback(self._ended)
 
     @property
@@ -133,7 +135,11 @@ class DeployReader:
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         """A reader that stopped by a bug ends its streams (a client reconnects to a new
-        reader) and fails the joins waiting on it, where they would wait for good."""
+        reader) and fails the joins waiting on it, where they would wait for good.
+        Either way the reader lets go of its task: a task's end (its `CancelledError`, the
+        traceback) holds `_run`'s frame, which holds the reader: a cycle only a full
+        collection freed, a reader and its snapshot per stream (the daemon's are rare)."""
+        self._task = None
         if task.cancelled():
             return
         error = task.exception() or RuntimeError("the deploy's reader stopped")
@@ -163,7 +169,8 @@ class DeployReader:
 
     def close(self) -> None:
         self._subscribing.__exit__(None, None, None)
-        self._task.cancel()
+        if self._task is not None:
+            self._task.cancel()
         if not self._next.done():
             self._next.set_result(None)
 

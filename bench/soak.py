@@ -15,9 +15,11 @@ client reads `/deploys/{id}` and follows each window's event stream (SSE).
 The agent runs under a watcher (`--watch`, in its process, outside its bookkeeping) that
 writes, every `--sample` seconds, its asyncio task count and RSS, and, every
 `--census` seconds, after a full collection (one pause of the agent), the count of live
-objects per type and of tasks per coroutine. From outside: open fds
-(`/proc`), the SQLite store's bytes and rows per table, `postflight_round_overruns_total`
-and the stored rounds' lateness against their slots (`deployed_at + k × interval`).
+objects per type and of tasks per coroutine (that collection frees what cycles kept for
+the agent's own rare ones: with a `--census` longer than the run, RSS shows that too).
+From outside: open fds (`/proc`), the SQLite store's bytes and rows per table,
+`postflight_round_overruns_total` and the stored rounds' lateness against their slots
+(`deployed_at + k × interval`).
 At the end: start/end of each series, the growth over the second half, bytes per 1000
 windows, and the object types that grew most between the first census after warm-up and
 the last.

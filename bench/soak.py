@@ -415,20 +415,34 @@ def store_figures(db_path: Path) -> dict[str, Any]:
     return out
 
 
-def lateness(db_path: Path, since: float) -> dict[str, Any]:
-    """Each stored round's lag behind its slot (`deployed_at + k × interval`, as its
-    summary says), by start: the first round apart (it is due when the deploy is
+def read_lags(
+    db_path: Path, since: float, into: dict[tuple[str, int], tuple[float, int, float]]
+) -> None:
+    """Each stored round started since `since` not read yet: its start, slot and lag behind
+    its slot (`deployed_at + k × interval`, as its summary says). Read at every sample, so
+    that rounds a short `--retention` deletes are counted too."""
+    try:
+        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10) as db:
+            rows = db.execute(
+                "SELECT window_id, number, started_at, summary FROM rounds WHERE started_at >= ?",
+                (since,),
+            ).fetchall()
+    except sqlite3.Error:
+        return
+    for window_id, number, started, summary in rows:
+        if (window_id, number) not in into:
+            timing = json.loads(summary)
+            into[window_id, number] = (started, timing.get("slot", -1), timing["lag_s"] * 1e3)
+
+
+def lateness(lags: dict[tuple[str, int], tuple[float, int, float]]) -> dict[str, Any]:
+    """The rounds' lags by start, the first round apart (it is due when the deploy is
     registered, so it also waits for the registration and the claim)."""
-    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10) as db:
-        rows = db.execute(
-            "SELECT started_at, summary FROM rounds WHERE started_at >= ?", (since,)
-        ).fetchall()
     first: list[tuple[float, float]] = []
     later: list[tuple[float, float]] = []
-    for started, summary in sorted(rows):
-        timing = json.loads(summary)
-        (first if timing.get("slot") == 0 else later).append((started, timing["lag_s"] * 1e3))
-    return {"rounds": len(rows), "first": first, "later": later}
+    for started, slot, lag in sorted(lags.values()):
+        (first if slot == 0 else later).append((started, lag))
+    return {"rounds": len(lags), "first": first, "later": later}
 
 
 def table_bytes(db_path: Path) -> dict[str, int]:
@@ -490,6 +504,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         )
     drivers: list[Driver] = []
     samples: list[dict[str, Any]] = []
+    lags: dict[tuple[str, int], tuple[float, int, float]] = {}
+    t0 = time.time()
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -514,6 +530,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             row["metrics_series"] = sum(1 for x in text.splitlines() if x[:1] not in ("#", ""))
             row |= store_figures(out / "postflight.db")
             samples.append(row)
+            read_lags(out / "postflight.db", t0, lags)
             if not args.json:
                 print(json.dumps(row), flush=True)
     finally:
@@ -528,7 +545,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         peer.terminate()
         peer.wait()
     (out / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
-    late = lateness(out / "postflight.db", t0)
+    read_lags(out / "postflight.db", t0, lags)
+    late = lateness(lags)
     return report(out, samples, late, drivers, args)
 
 

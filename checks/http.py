@@ -12,25 +12,20 @@ import asyncio
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import aiohttp
 from pydantic import Field
 from yarl import URL
 
 from checks.base import Check, CheckConfig, CheckContext, CheckResult, Running
-from checks.exchange import (
-    ProbeFailed,
-    Reply,
-    cert_not_after,
-    exchange,
-    exchange_now,
-    peer_certificate,
-)
 from checks.expect import Body, Expect, Expectation
 from checks.lag import AGENT_DELAY
 from checks.request import ClientOptions, RequestSpec, prepared, target_url
 from common.redaction import Redactor
+
+if TYPE_CHECKING:  # aiohttp's client (checks.exchange) is imported where a check runs: the
+    # settings import this module for its Config alone (validate-config, schema)
+    from checks.exchange import ProbeFailed, Reply
 
 CERT_RECHECK_S = 3600.0
 """How long a certificate's expiry is trusted before it is read again."""
@@ -59,6 +54,12 @@ class HttpCheck(Check):
     config: HttpCheckConfig
 
     def __init__(self, config: HttpCheckConfig) -> None:
+        # aiohttp's client only for a check built to run (see the imports), all of it loaded
+        # here, before a run: the first probe's clock or the loop-lag count must not see it
+        import aiohttp
+
+        import checks.exchange  # noqa: F401
+
         super().__init__(config)
         self._expect = Expectation(config.expect)
         self._request = prepared(config, config, keep_body=self._expect.needs_body)
@@ -69,6 +70,8 @@ class HttpCheck(Check):
         self._label = f"{config.method} {config.url or config.path}"
 
     async def run(self, ctx: CheckContext) -> CheckResult:
+        from checks.exchange import ProbeFailed, exchange  # aiohttp's client: see the imports
+
         cfg = self.config
         url, timeout = self._prepare(ctx)
         try:
@@ -92,6 +95,8 @@ class HttpCheck(Check):
     ) -> Running | None:
         """`run` from callbacks (`exchange_now`) when the lean client takes the request
         (plain http): what a probe of a healthy target does, round after round."""
+        from checks.exchange import exchange_now  # aiohttp's client: see the imports
+
         url, timeout = self._prepare(ctx)
         if url.scheme != "http":
             return None  # (the certificate's expiry is read in `run`)
@@ -173,6 +178,8 @@ class HttpCheck(Check):
 
     async def _tls_warning(self, url: URL, details: dict[str, object]) -> str | None:
         """Days left on the certificate into `details`; a warning text when they are few."""
+        from checks.exchange import cert_not_after, peer_certificate  # see the imports
+
         threshold = self.config.tls_expiry_warning_days
         assert threshold is not None and url.host is not None and url.port is not None
         key = (url.host, url.port)
@@ -210,6 +217,8 @@ class _Started:
         self.done = done
 
     def outcome(self, reply: Reply | BaseException) -> None:
+        from checks.exchange import ProbeFailed, Reply  # aiohttp's client: see the imports
+
         check, ctx = self.check, self.ctx
         try:
             if isinstance(reply, Reply):

@@ -18,21 +18,22 @@ import math
 import re
 import time
 from collections import Counter
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import aiohttp
-from hdrh.histogram import HdrHistogram
 from pydantic import BeforeValidator, Field, PlainSerializer, PrivateAttr, WithJsonSchema
 from yarl import URL
 
 from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
-from checks.exchange import ProbeFailed, exchange
 from checks.expect import Body, Expect, Expectation
 from checks.lag import SLACK_S, Dropped, LoopLag, verdict_on, without_latency
 from checks.request import ClientOptions, RequestSpec, prepared, target_url
 from checks.ticks import ticks
 from common.durations import Duration, PositiveDuration, Share, format_duration
 from common.redaction import Redactor
+
+if TYPE_CHECKING:  # aiohttp's client (checks.exchange) and hdrh are imported where a check
+    # runs: the settings import this module for its Config alone (validate-config, schema)
+    import aiohttp
 
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)\s*(?:/\s*(ms|s|sec|second|m|min|minute|h|hour))?$")
 _PER_SECOND = {"ms": 1000.0, "s": 1.0, "sec": 1.0, "second": 1.0}
@@ -105,6 +106,8 @@ class LoadPool:
 
     def session(self, verify_tls: bool, headers: Any) -> aiohttp.ClientSession:
         """The pool's session for this TLS mode, opened on first use in this loop."""
+        import aiohttp  # the client only where a check runs: see the imports
+
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a new agent in this process: its own connections
             self._loop, self._sessions = loop, {}
@@ -180,6 +183,13 @@ class LoadCheck(Check):
     config: LoadCheckConfig
 
     def __init__(self, config: LoadCheckConfig) -> None:
+        # aiohttp's client only for a check built to run (see the imports), all of it loaded
+        # here, before a run: the first probe's clock or the loop-lag count must not see it
+        import aiohttp
+        import hdrh.histogram  # noqa: F401
+
+        import checks.exchange  # noqa: F401
+
         super().__init__(config)
         warm, measured = config.requests()
         if warm + measured > MAX_REQUESTS:
@@ -220,6 +230,8 @@ class _LoadRun:
     def __init__(
         self, check: LoadCheck, session: aiohttp.ClientSession, url: URL, ctx: CheckContext
     ) -> None:
+        from hdrh.histogram import HdrHistogram  # loaded by LoadCheck.__init__: see the imports
+
         self.check = check
         self.cfg = check.config
         self.session = session
@@ -285,6 +297,8 @@ class _LoadRun:
         )
 
     async def _one(self, due: float, counted: bool) -> None:
+        from checks.exchange import ProbeFailed, exchange  # aiohttp's client: see the imports
+
         cfg = self.cfg
         sent = time.perf_counter()
         if counted:

@@ -12,19 +12,23 @@ import asyncio
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
-import aiohttp
 from jsonpath_ng import JSONPath
 from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
 from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
-from checks.exchange import ProbeFailed, Reply, exchange
 from checks.expect import Body, Expect, Expectation, Mismatch, compile_path
 from checks.request import ClientOptions, RequestSpec, join_url, sent_with
 from common.durations import PositiveDuration
 from common.redaction import SENSITIVE_KEY, Redactor, sensitive_values, snippet
+
+if TYPE_CHECKING:  # aiohttp's client (checks.exchange) is imported where a check runs: the
+    # settings import this module for its Config alone (validate-config, schema)
+    import aiohttp
+
+    from checks.exchange import Reply
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _PLACEHOLDER = re.compile(r"\{\{(" + _NAME + r")\}\}|\{(" + _NAME + r")\}")
@@ -117,6 +121,12 @@ class SmokeCheck(Check):
     config: SmokeCheckConfig
 
     def __init__(self, config: SmokeCheckConfig) -> None:
+        # aiohttp's client only for a check built to run (see the imports), all of it loaded
+        # here, before a run: the first probe's clock or the loop-lag count must not see it
+        import aiohttp
+
+        import checks.exchange  # noqa: F401
+
         super().__init__(config)
         self._steps = tuple(
             _CompiledStep(
@@ -147,6 +157,10 @@ class SmokeCheck(Check):
         return sum(s.timeout.total or 0.0 for s in self._steps)
 
     async def run(self, ctx: CheckContext) -> CheckResult:
+        import aiohttp  # the client only where a check runs: see the imports
+
+        from checks.exchange import ProbeFailed, exchange  # (the same)
+
         cfg = self.config
         connector = ctx.session.connector
         if connector is None:

@@ -48,10 +48,9 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import aiohttp
 from multidict import CIMultiDictProxy
 from pydantic import BaseModel, SecretStr, ValidationError
 
@@ -66,6 +65,10 @@ from common.durations import format_duration
 from common.redaction import MASK, Redactor
 from common.retry_after import retry_after_seconds as parse_retry_after
 from common.tracebacks import without_tracebacks
+
+if TYPE_CHECKING:  # aiohttp's client is imported where a request is made: the settings load
+    # the provider plugins for their config models alone (validate-config, schema)
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -368,6 +371,8 @@ class HttpProvider:
         json_body: Any = None,
     ) -> Answer:
         """One request with retries, within `deadline` (loop time). Raises ProviderError."""
+        import aiohttp  # only where a request is made: see the imports
+
         loop = asyncio.get_running_loop()
         fetch = WATCHING.get()
         attempt = 0
@@ -475,6 +480,8 @@ class HttpProvider:
         await asyncio.sleep(wait)
 
     def _ensure_session(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
+        import aiohttp  # only where a request is made: see the imports
+
         if self._closed:
             raise ProviderUnreachable(f"the {self.title} provider is closed")
         if self._session is None or self._semaphore is None:
@@ -492,6 +499,8 @@ class HttpProvider:
     ) -> Answer:
         """One attempt. The attempt's clock starts once a slot is free, and never runs
         past the fetch's deadline."""
+        import aiohttp  # only where a request is made: see the imports
+
         session, semaphore = self._ensure_session()
         async with semaphore:
             budget = min(deadline - asyncio.get_running_loop().time(), self.attempt_timeout)
@@ -665,6 +674,8 @@ def _failed(task: asyncio.Task[Observation]) -> bool:
 
 
 def _describe(exc: aiohttp.ClientError) -> str:
+    import aiohttp  # only where a request is made: see the imports
+
     if isinstance(exc, aiohttp.ClientConnectorDNSError):  # a typo in the URL, most often
         return f"the name {exc.host} did not resolve (DNS)"
     if isinstance(exc, aiohttp.ClientConnectorError):

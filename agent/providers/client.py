@@ -56,7 +56,6 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from agent.analysis.describe import is_rate
 from agent.analysis.types import Observation, Rule
-from agent.metrics import Metrics
 from agent.providers.agent_lag import WATCHING, FetchLag, Span, agent_words, watching
 from agent.providers.base import DeployScope, Period
 from agent.providers.outages import FailingFetches
@@ -69,6 +68,8 @@ from common.tracebacks import without_tracebacks
 if TYPE_CHECKING:  # aiohttp's client is imported where a request is made: the settings load
     # the provider plugins for their config models alone (validate-config, schema)
     import aiohttp
+
+    from agent.metrics import Metrics  # prometheus_client: the daemon's, not the settings'
 
 log = logging.getLogger(__name__)
 

@@ -45,13 +45,12 @@ import logging
 import math
 import time
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
 from agent.analysis.types import Observation, Rule
-from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period
 from agent.providers.client import (
     Answer,
@@ -66,6 +65,10 @@ from agent.providers.client import (
     retry_after_seconds,
 )
 from agent.providers.provider_settings import NewRelicSettings
+
+if TYPE_CHECKING:  # prometheus_client: the daemon's metrics, not the settings' (which load
+    # this plugin for its config model alone: validate-config, schema)
+    from agent.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

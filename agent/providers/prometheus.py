@@ -38,14 +38,13 @@ from __future__ import annotations
 import logging
 import math
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict
 
 from agent.analysis.types import Observation, Rule
 from agent.config_models import has_credentials
-from agent.metrics import Metrics
 from agent.providers import promql_parts
 from agent.providers.base import DeployScope, Period
 from agent.providers.client import (
@@ -59,6 +58,10 @@ from agent.providers.client import (
 )
 from agent.providers.provider_settings import PrometheusSettings
 from common.durations import format_duration
+
+if TYPE_CHECKING:  # prometheus_client: the daemon's metrics, not the settings' (which load
+    # this plugin for its config model alone: validate-config, schema)
+    from agent.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

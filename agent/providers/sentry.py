@@ -86,13 +86,12 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
 from agent.analysis.types import Observation, Rule
-from agent.metrics import Metrics
 from agent.providers.base import DeployScope, Period
 from agent.providers.client import (
     Answer,
@@ -108,6 +107,10 @@ from agent.providers.client import (
 )
 from agent.providers.provider_settings import SentryScope, SentrySettings
 from common.times import rfc3339
+
+if TYPE_CHECKING:  # prometheus_client: the daemon's metrics, not the settings' (which load
+    # this plugin for its config model alone: validate-config, schema)
+    from agent.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

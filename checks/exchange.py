@@ -62,6 +62,8 @@ class Reply:
     agent_delay_s: float | None = None
     """The most of `latency_s` the agent's own loop can have added reading the answer, as
     it measured (`checks.lag.LoopLag.read_delay`); None: not measured (through aiohttp)."""
+    agent_delay_stamped: bool = False
+    """`agent_delay_s` is the kernel's receive stamp's (`checks.stamps`): to a few µs."""
 
     def sample(self, check: str, error: str | None, target: Target) -> Sample:
         """The answer as evidence: passed unless `error` (an expectation it failed)."""
@@ -305,7 +307,14 @@ def _lean_reply(parsed: Parsed, url: URL, allow_redirects: bool, since: float) -
     # target's) to when its last byte was parsed (not when this task got the loop back)
     latency = parsed.done_at - since
     return Reply(
-        parsed.status, parsed.headers, parsed.body, parsed.size, latency, url, parsed.agent_delay
+        parsed.status,
+        parsed.headers,
+        parsed.body,
+        parsed.size,
+        latency,
+        url,
+        parsed.agent_delay,
+        parsed.delay_stamped,
     )
 
 

@@ -32,6 +32,7 @@ from aiohttp import ClientRequest, hdrs
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from checks.stamps import StampedSocket, connect_stamped, stamps_on
 from checks.ticks import ticks
 from common.tracebacks import drop_cancellation, without_tracebacks
 
@@ -63,7 +64,7 @@ class PayloadIncomplete(Exception):
 class Parsed:
     """One response as it was parsed: what `checks.exchange.Reply` is built from."""
 
-    __slots__ = ("agent_delay", "body", "done_at", "headers", "size", "status")
+    __slots__ = ("agent_delay", "body", "delay_stamped", "done_at", "headers", "size", "status")
 
     def __init__(
         self,
@@ -73,6 +74,7 @@ class Parsed:
         size: int,
         done_at: float,
         agent_delay: float | None = None,
+        delay_stamped: bool = False,
     ):
         self.status = status
         self.headers = headers
@@ -84,6 +86,9 @@ class Parsed:
         self.agent_delay = agent_delay
         """The most the last byte can have waited for the agent's loop before it was
         parsed (`checks.lag.LoopLag.read_delay`, measured then); None: not measured."""
+        self.delay_stamped = delay_stamped
+        """`agent_delay` is the kernel's receive stamp's (`checks.stamps`), not the
+        heartbeat's bound: to a few microseconds."""
 
 
 class Waiter(Protocol):
@@ -112,6 +117,8 @@ class _Conn(asyncio.Protocol):
         """Holds this connection's callbacks (a reference cycle): dropped once the connection
         is over (`_over`), so a closed connection is freed at once, not by the collector."""
         self.waiter: Waiter | None = None
+        self.stamped: StampedSocket | None = None
+        """The socket, when its reads keep kernel receive stamps (`checks.stamps`)."""
         self.closed = False
         self.reused = False
         self.idle_since = 0.0
@@ -255,8 +262,17 @@ class _Conn(asyncio.Protocol):
             self.close(graceful=True)
         headers = CIMultiDictProxy(CIMultiDict(self.raw_headers))
         body = b"".join(self.kept) if self.keep else b""
-        delay = self.client._ticks.lag.read_delay()
-        parsed = Parsed(self.status, headers, body, self.size, time.perf_counter(), delay)
+        done_at = time.perf_counter()
+        delay = self.client._ticks.lag.read_delay()  # None: the agent is not probing
+        stamped = self.stamped
+        if delay is not None and stamped is not None and stamped.arrived:
+            # the last bytes' own wait, as the kernel stamped their arrival: a few µs, where
+            # the heartbeat's bound is up to its beat (an earlier read's stamp, if the last
+            # came without one, only makes the wait longer: still a bound)
+            delay = max(0.0, done_at - stamped.arrived)
+            parsed = Parsed(self.status, headers, body, self.size, done_at, delay, True)
+        else:
+            parsed = Parsed(self.status, headers, body, self.size, done_at, delay)
         waiter.set_result(parsed)
 
     def _decode(self, chunk: bytes) -> bytes:
@@ -288,6 +304,8 @@ class _Conn(asyncio.Protocol):
         assert self.transport is not None
         self._reset(keep)  # the parser itself is ready for the next message once one completes
         self.waiter = waiter
+        if self.stamped is not None:
+            self.stamped.forget()
         self.transport.write(request)
 
     def drain(self) -> None:
@@ -297,9 +315,10 @@ class _Conn(asyncio.Protocol):
         sock = self.transport.get_extra_info("socket")
         if sock is None:
             return
+        stamped = self.stamped
         try:
             while self.waiter is not None and not self.waiter.done():
-                data = os.read(sock.fileno(), 1 << 16)
+                data = stamped.recv(1 << 16) if stamped else os.read(sock.fileno(), 1 << 16)
                 if not data:
                     return  # the end of the stream: the transport reports it
                 self.data_received(data)
@@ -344,6 +363,7 @@ class LeanClient:
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self._ticks = ticks()
+        self._stamps = stamps_on(self.loop)
         self.limit = limit
         self.keepalive_s = keepalive_s
         self.force_close = force_close
@@ -543,12 +563,25 @@ class LeanClient:
     async def _dial(self, conn: _Conn, deadline: float) -> _Conn:
         try:
             async with asyncio.timeout_at(deadline):
-                await self.loop.create_connection(lambda: conn, conn.key[0], conn.key[1])
+                if self._stamps:
+                    await self._dial_stamped(conn)
+                else:
+                    await self.loop.create_connection(lambda: conn, conn.key[0], conn.key[1])
         except BaseException:
             conn.close()
             conn._over()  # never connected: no `connection_lost` will come
             raise
         return conn
+
+    async def _dial_stamped(self, conn: _Conn) -> None:
+        """Connect `conn` on a socket that keeps kernel receive stamps (`checks.stamps`)."""
+        sock = await connect_stamped(self.loop, conn.key[0], conn.key[1])
+        try:
+            await self.loop.create_connection(lambda: conn, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        conn.stamped = sock
 
     def _close_one_idle(self) -> bool:
         for idle in self._idle.values():

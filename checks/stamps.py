@@ -1,0 +1,100 @@
+"""When an answer's bytes reached this machine, as the kernel stamped them: how long they
+then waited for the agent's loop, to a few microseconds.
+
+Why: the heartbeat (`checks.lag.LoopLag.read_delay`) bounds that wait only to its beat
+(10 ms), and a service answering in 2 ms cannot be told apart, by that bound, from a loop
+blocked a few ms at each answer (an A/A to hold as the agent's) and the same service at
+4 ms (a latency x2 to roll back). Linux stamps each received packet when asked
+(`SO_TIMESTAMPNS`) and hands the stamp of the last one a `recvmsg` consumed with the
+bytes. asyncio's selector transports read with `sock.recv` on the socket they were given,
+so a socket whose `recv` is a `recvmsg` keeps that stamp; uvloop reads the descriptor
+itself (no stamp: the heartbeat's bound stays), and `SIOCGSTAMPNS` is not filled for TCP
+(ENOENT), nor is `TCP_INFO`'s last receive finer than a jiffy (4 ms here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import sys
+import time
+
+SO_TIMESTAMPNS = 35
+"""Linux's (asm-generic, x86, arm): a `struct timespec` of the receive time with each read."""
+
+_ANCILLARY = socket.CMSG_SPACE(16) if hasattr(socket, "CMSG_SPACE") else 0
+
+
+def stamps_on(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether a connection of `loop` can keep kernel receive stamps: Linux, and a loop
+    whose transports read with `sock.recv` (asyncio's selector loops; not uvloop)."""
+    return (
+        sys.platform == "linux"
+        and _ANCILLARY > 0
+        and isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
+    )
+
+
+class StampedSocket(socket.socket):
+    """A TCP socket whose `recv` keeps when the last byte it returned reached the machine
+    (`arrived`, on `time.perf_counter()`'s clock; 0.0: not known since `forget`)."""
+
+    __slots__ = ("arrived",)
+
+    def __init__(self, family: int, kind: int, proto: int, fileno: int | None = None) -> None:
+        super().__init__(family, kind, proto, fileno)
+        self.arrived = 0.0
+        self.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+
+    def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
+        data, ancillary, _, _ = self.recvmsg(bufsize, _ANCILLARY, flags)
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                self._stamp(value)
+        return data
+
+    def _stamp(self, value: bytes) -> None:
+        if len(value) >= 16:
+            sec, ns = struct.unpack_from("qq", value)
+        elif len(value) >= 8:  # a 32-bit system's timespec
+            sec, ns = struct.unpack_from("ii", value)
+        else:
+            return
+        if not sec:
+            return  # no stamp (the packet came before stamping was on)
+        # the stamp is on the system clock: how long ago, now, on the monotonic one
+        ago = time.time() - (sec + ns * 1e-9)
+        if ago < 0.0:
+            return  # the system clock was set back since: no measure, not a short one
+        self.arrived = time.perf_counter() - ago
+
+    def forget(self) -> None:
+        """A new request: the next answer's stamp is its own."""
+        self.arrived = 0.0
+
+
+async def connect_stamped(loop: asyncio.AbstractEventLoop, host: str, port: int) -> StampedSocket:
+    """A connected non-blocking `StampedSocket` to `host:port`: each address the name
+    resolves to in turn, as `loop.create_connection` tries them, and the same error when
+    none answers (one address's own, else "Multiple exceptions: ...")."""
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    errors: list[OSError] = []
+    for family, kind, proto, _, address in infos:
+        sock = StampedSocket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            errors.append(exc)
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    if not errors:
+        raise OSError("getaddrinfo() returned empty list")
+    if len(errors) == 1 or len({str(exc) for exc in errors}) == 1:
+        raise errors[0]
+    raise OSError(f"Multiple exceptions: {', '.join(str(exc) for exc in errors)}")

@@ -22,7 +22,7 @@ from agent.analysis.stats import percentile
 from agent.analysis.types import Observation, Rule, RuleVerdict, Verdict, WindowDecision
 from agent.analysis.verdicts import Glance, RuleGlance, and_more
 from checks.base import CheckResult
-from checks.lag import AGENT_DELAY, least_latency
+from checks.lag import AGENT_DELAY, AGENT_DELAY_STAMPED, least_latency
 from common.words import counted
 
 OVERLOADED_SHARE = 0.5
@@ -189,11 +189,14 @@ class DropTally:
             return glance, Verdict(verdict.decision, said, verdict.rules)
         held = {rule.name for rule in rules if self.lost(rule)}
         limited: dict[str, str] = {}
-        if glance.decision == "fail" and (self.samples or self.latency):
+        dropped = self.samples or self.latency
+        if glance.decision == "fail":
             by_name = {rule.name: rule for rule in rules}
             for r in glance.rules:
                 rule = by_name.get(r.name)
-                if r.outcome == "fail" and rule is not None and r.name not in held:
+                if rule is None or not (dropped or self.delays.stamped(rule)):
+                    continue  # a quiet loop's bound (the heartbeat's beat) would hold a x2
+                if r.outcome == "fail" and r.name not in held:
                     base = (baselines or {}).get(r.name)
                     why = agent_limited(rule, r.observed, base, self.delays.margin(rule))
                     if why is not None:
@@ -218,10 +221,15 @@ class DropTally:
             return glance, None
         late = "".join(f"; {why}" for _, why in sorted(limited.items()))
         then = "held while the window goes on" if holding else "nothing is rolled back"
+        what = (
+            f"{self.samples + self.latency} of {self.runs} probes dropped ({self.samples}"
+            f" timeouts, {self.latency} latencies) — its own event loop was stalled while"
+            " they ran"
+            if dropped
+            else "none of its probes dropped, but its own event loop read their answers late"
+        )
         reason = (
-            f"agent overloaded: {self.samples + self.latency} of {self.runs} probes dropped"
-            f" ({self.samples} timeouts, {self.latency} latencies) — its own event loop"
-            f" was stalled while they ran{late}, so {', '.join(sorted(held))} cannot be judged"
+            f"agent overloaded: {what}{late}, so {', '.join(sorted(held))} cannot be judged"
             f" and {then} (the judge alone said: {verdict.decision}: {verdict.reason})"
         )
         rules_said = tuple(_held(r, held, again) for r in verdict.rules)
@@ -303,12 +311,15 @@ class DelayTally:
     `checks.load`) is `unmeasured`, as is every check of a window resumed from its stored
     rounds: their rules keep the worst case."""
 
-    __slots__ = ("read", "resumed", "unmeasured")
+    __slots__ = ("read", "resumed", "unmeasured", "unstamped")
 
     def __init__(self) -> None:
         self.read: dict[str, tuple[array[float], array[float]]] = {}
         """Check -> (latencies kept, each less its measured delay)."""
         self.unmeasured: set[str] = set()
+        self.unstamped: set[str] = set()
+        """Checks with a reading whose delay is the heartbeat's bound, not the kernel's
+        measure (`checks.stamps`): read on uvloop, or through aiohttp."""
         self.resumed = False
 
     def note(self, results: Sequence[CheckResult]) -> None:
@@ -327,12 +338,27 @@ class DelayTally:
             if delay is None:
                 self.unmeasured.add(result.check)
                 continue
+            if not result.details.get(AGENT_DELAY_STAMPED):
+                self.unstamped.add(result.check)
             read = self.read.get(result.check)
             if read is None:
                 read = self.read[result.check] = (array("f"), array("f"))
             read[0].append(latency)
             # the answer came after the request went out: it waited no longer than that
             read[1].append(latency - min(delay, latency))
+
+    def stamped(self, rule: Rule) -> bool:
+        """Whether every latency `rule` reads was measured to the kernel's stamp: then its
+        margin (`margin`) is the agent's real delay to a few µs, and a fail within it is
+        held even when nothing was dropped (a loop blocked a few ms at each answer, under
+        the drop rule's `SLACK_S`). The heartbeat's bound is up to its beat (10 ms) on a
+        quiet loop: weighed without drops, it held a 2 ms service's latency x2."""
+        if self.resumed or quantile_of(rule.metric) is None:
+            return False
+        if rule.check is None:
+            return bool(self.read) and not (self.unmeasured or self.unstamped)
+        check = rule.check
+        return check in self.read and check not in self.unmeasured and check not in self.unstamped
 
     def margin(self, rule: Rule) -> float | None:
         """The most the agent's measured delay can add to the window's figure of `rule`

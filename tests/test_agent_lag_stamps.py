@@ -1,0 +1,223 @@
+"""The lean client's measure of how long each answer waited for the agent's loop: on
+asyncio, the kernel's receive stamp (`checks.stamps`), exact to a few µs; on uvloop (it
+reads the socket itself), the heartbeat's bound. Either way never less than the real
+wait; and the overload guard weighs a fail by a precise measure even when nothing was
+dropped, by the heartbeat's bound only when something was.
+
+The target is a raw socket server in a thread that notes, on the same clock, when it
+handed each answer to the kernel and when the answer was in the agent's socket (`FIONREAD`
+on it: a loaded machine's kernel may deliver a loopback packet well after `send`
+returned): the answer's real wait for the loop is at least the time from when it was seen
+there to when it was parsed, and at most from just before it was sent."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import socket
+import struct
+import termios
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from yarl import URL
+
+from agent.analysis.types import Observation, Rule, RuleVerdict, Verdict
+from agent.analysis.verdicts import Glance, RuleGlance
+from agent.windows.overload import DropTally
+from checks.base import CheckResult, Sample
+from checks.lag import AGENT_DELAY, AGENT_DELAY_STAMPED
+from checks.ticks import ticks
+from checks.wire import LeanClient
+
+ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+BLOCK_S = 0.004
+SERVICES_S = [0.0, 0.001, 0.002, 0.003, 0.006]
+"""When the answer is written after the request came: in the agent's 4 ms block, or after."""
+
+
+class RawTarget:
+    """Answers each request on one keep-alive connection after `service_s`, first asking
+    the agent's loop to block `BLOCK_S` (`on_request`); notes when each answer went to the
+    kernel, and when it was then seen in the agent's socket `peer` (None: not seen, the
+    agent had read it first), on `time.perf_counter`'s clock."""
+
+    def __init__(self, on_request: Callable[[], None]) -> None:
+        self.on_request = on_request
+        self.service_s = 0.0
+        self.sent: list[tuple[float, float | None]] = []
+        self.peer = -1
+        self.parsed = 0
+        """Answers the agent has parsed (set by the test): no use looking for them."""
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.server.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with conn:
+            while True:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    request += chunk
+                self.on_request()
+                time.sleep(self.service_s)
+                before = time.perf_counter()
+                conn.sendall(ANSWER)
+                self.sent.append((before, self._seen()))
+
+    def _seen(self) -> float | None:
+        """When the answer was first seen waiting in the agent's socket, if it was."""
+        answer = len(self.sent) + 1
+        while True:
+            if self.peer < 0 or self.parsed >= answer:
+                return None
+            queued = fcntl.ioctl(self.peer, termios.FIONREAD, b"\0\0\0\0")
+            at = time.perf_counter()
+            if struct.unpack("i", queued)[0] >= len(ANSWER):
+                return at
+            time.sleep(0.00005)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+async def _waits(block: bool) -> list[tuple[float | None, float, float, bool]]:
+    """(least real wait (None: not known), most real wait, measured, stamped) of 40
+    answers."""
+    loop = asyncio.get_running_loop()
+    lag = ticks().lag
+    target = RawTarget(lambda: loop.call_soon_threadsafe(time.sleep, BLOCK_S) if block else None)
+    client = LeanClient(limit=1, keepalive_s=30.0, force_close=False, default_headers={})
+    url = URL(f"http://127.0.0.1:{target.port}/health")
+    head = client.head("GET", url, None, None)
+    out: list[tuple[float | None, float, float, bool]] = []
+    try:
+        await client.request(head, url, 2.0, False)  # the connection, kept alive
+        target.parsed = 1
+        (conn,) = client._open
+        assert conn.transport is not None
+        target.peer = conn.transport.get_extra_info("socket").fileno()
+        for i in range(40):
+            lag.total()  # the heartbeat beats while probes run
+            target.service_s = SERVICES_S[i % len(SERVICES_S)]
+            parsed, _ = await client.request(head, url, 2.0, False)
+            target.parsed += 1
+            while len(target.sent) < target.parsed:  # noqa: ASYNC110 - a thread's notes
+                await asyncio.sleep(0.0005)
+            before, seen = target.sent[target.parsed - 1]
+            assert parsed.agent_delay is not None
+            least = None if seen is None else parsed.done_at - seen
+            most = parsed.done_at - before
+            out.append((least, most, parsed.agent_delay, parsed.delay_stamped))
+            await asyncio.sleep(0.013 + (i % 7) * 0.0017)
+    finally:
+        target.peer = -1
+        client.close()
+        target.close()
+    return out
+
+
+def _loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind == "uvloop":
+        uvloop = pytest.importorskip("uvloop", reason="uvloop is the `fast` extra")
+        return uvloop.new_event_loop()  # type: ignore[no-any-return]
+    return asyncio.new_event_loop()
+
+
+@pytest.mark.parametrize("block", [True, False], ids=["blocked", "quiet"])
+@pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
+def test_an_answers_measured_wait_is_a_bound_and_on_asyncio_the_kernels_own(
+    kind: str, block: bool
+) -> None:
+    """Each measure is at least the answer's real wait (the loop blocked 4 ms as each
+    request came, the answer written 0-6 ms later, or a quiet loop); on asyncio it is the
+    kernel's, within 0.2 ms of the most the answer can have waited (the heartbeat's bound
+    is up to its 10 ms beat over it, which is what held a fast service's x2); on uvloop
+    the heartbeat's bound (with uvloop's 1 ms clock)."""
+    loop = _loop(kind)
+    try:
+        waits = loop.run_until_complete(_waits(block))
+    finally:
+        loop.close()
+    slack = 0.0 if kind == "asyncio" else 0.0015
+    known = [(lo, d) for lo, _, d, _ in waits if lo is not None]
+    short = [(round(lo, 5), round(d, 5)) for lo, d in known if d < lo - slack]
+    assert not short, short  # (least real wait, measured)
+    if block:  # the loop blocked as answers came: most were seen waiting for it
+        assert len(known) >= 10, len(known)
+    assert {stamped for *_, stamped in waits} == {kind == "asyncio"}
+    if kind == "asyncio":
+        over = [(round(hi, 5), round(d, 5)) for _, hi, d, _ in waits if d > hi + 0.0002]
+        assert not over, over  # (most real wait, measured)
+    if block:  # the blocks were seen: answers written in them waited
+        assert max(d for *_, d, _ in waits) >= 0.002
+
+
+MS = 0.001
+RULE = Rule("probe-latency", "checks", "latency_p50", max_increase=0.5)
+
+
+def _fail(observed: float) -> tuple[Glance, Verdict]:
+    detail = f"latency_p50 {observed * 1000:.1f}ms > max 3ms (baseline 2ms +50%) for 2 rounds"
+    verdict = RuleVerdict(
+        "probe-latency",
+        "checks",
+        "latency_p50",
+        "fail",
+        observed,
+        2 * MS,
+        "max_increase 50%",
+        detail,
+    )
+    glance = Glance("fail", (RuleGlance("probe-latency", "fail", observed, {}),))
+    return glance, Verdict("fail", f"probe-latency: {detail}", (verdict,))
+
+
+def _tally(readings: list[tuple[float, float]], stamped: bool) -> DropTally:
+    """A window of kept deploy latencies (none dropped), each with its measured delay."""
+    results = []
+    for latency, delay in readings:
+        details: dict[str, Any] = {AGENT_DELAY: delay}
+        if stamped:
+            details[AGENT_DELAY_STAMPED] = True
+        sample = Sample("health", ok=True, status=200, latency_s=latency)
+        results.append(CheckResult("health", "http", True, (sample,), "m", latency, details))
+    tally = DropTally()
+    tally.note(results, logging.LoggerAdapter(logging.getLogger("test"), {}))
+    return tally
+
+
+def test_a_fail_within_a_kernel_measured_delay_is_held_though_nothing_was_dropped() -> None:
+    """A 2 ms service read 2-4 ms late by a loop blocked under the drop floor (nothing
+    dropped): the window's p50 of 5 ms against a limit of 3 ms is within the delay the
+    kernel measured, inconclusive (the old guard weighed no window without drops, and it
+    was rolled back). The same service at 4 ms, read 0.05 ms late: the fail stands. And a
+    delay that is only the heartbeat's bound (uvloop) is not weighed without drops: on a
+    quiet loop it is up to 10 ms, and held a real x2."""
+    base = {"probe-latency": Observation(2 * MS)}
+    late = [(2 * MS + d, d) for d in (2 * MS, 3 * MS, 4 * MS) * 8]
+    glance, verdict = _fail(5 * MS)
+    held_glance, held = _tally(late, stamped=True).guard(glance, verdict, [RULE], base)
+    assert held_glance.decision == "inconclusive" and held is not None
+    assert held.decision == "inconclusive", held.reason
+    assert held.reason.startswith(
+        "agent overloaded: none of its probes dropped, but its own event loop read their"
+        " answers late; probe-latency's latency_p50 5ms may be as little as 2ms at the target"
+    ), held.reason
+    assert held.rules[0].outcome == "inconclusive"
+    quiet = [(4 * MS + 0.05 * MS, 0.05 * MS)] * 24
+    glance, verdict = _fail(4 * MS)
+    assert _tally(quiet, stamped=True).guard(glance, verdict, [RULE], base) == (glance, verdict)
+    beat = [(4 * MS + d, d) for d in (1 * MS, 5 * MS, 9 * MS) * 8]
+    glance, verdict = _fail(9 * MS)
+    assert _tally(beat, stamped=False).guard(glance, verdict, [RULE], base) == (glance, verdict)

@@ -8,8 +8,9 @@ blocked a few ms at each answer (an A/A to hold as the agent's) and the same ser
 (`SO_TIMESTAMPNS`) and hands the stamp of the last one a `recvmsg` consumed with the
 bytes. asyncio's selector transports read with `sock.recv` on the socket they were given,
 so a socket whose `recv` is a `recvmsg` keeps that stamp; uvloop reads the descriptor
-itself (no stamp: the heartbeat's bound stays), and `SIOCGSTAMPNS` is not filled for TCP
-(ENOENT), nor is `TCP_INFO`'s last receive finer than a jiffy (4 ms here).
+itself, so the lean client reads a duplicate of it instead (`checks.wire._Conn.read_own`).
+`SIOCGSTAMPNS` is not filled for TCP (ENOENT), nor is `TCP_INFO`'s last receive finer
+than a jiffy (4 ms here). Elsewhere (not Linux) the heartbeat's bound stays.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ import time
 SO_TIMESTAMPNS = 35
 """Linux's (asm-generic, x86, arm): a `struct timespec` of the receive time with each read."""
 
+PAD_S = 0.00005
+"""Added to each wait measured: the system clock the stamp is on and the monotonic one
+the agent times with are two reads, and may run apart by NTP's slew (500 ppm at most):
+some µs, and a measure must never be short (the agent's delay taken for the target's)."""
+
 _ANCILLARY = socket.CMSG_SPACE(16) if hasattr(socket, "CMSG_SPACE") else 0
 
 
@@ -34,6 +40,13 @@ def stamps_on(loop: asyncio.AbstractEventLoop) -> bool:
         and _ANCILLARY > 0
         and isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
     )
+
+
+def own_stamps_on(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether a connection of `loop` can keep kernel receive stamps by reading a duplicate
+    of its socket itself (`checks.wire._Conn.read_own`): Linux, and any other loop with
+    readers (uvloop, whose transports read the descriptor themselves)."""
+    return sys.platform == "linux" and _ANCILLARY > 0 and not stamps_on(loop)
 
 
 class StampedSocket(socket.socket):
@@ -63,11 +76,13 @@ class StampedSocket(socket.socket):
             return
         if not sec:
             return  # no stamp (the packet came before stamping was on)
-        # the stamp is on the system clock: how long ago, now, on the monotonic one
+        # the stamp is on the system clock: how long ago, now, on the monotonic one (read
+        # first: the system clock's later read only makes it longer ago)
+        now = time.perf_counter()
         ago = time.time() - (sec + ns * 1e-9)
         if ago < 0.0:
             return  # the system clock was set back since: no measure, not a short one
-        self.arrived = time.perf_counter() - ago
+        self.arrived = now - ago - PAD_S
 
     def forget(self) -> None:
         """A new request: the next answer's stamp is its own."""

@@ -32,7 +32,7 @@ from aiohttp import ClientRequest, hdrs
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from checks.stamps import StampedSocket, connect_stamped, stamps_on
+from checks.stamps import StampedSocket, connect_stamped, own_stamps_on, stamps_on
 from checks.ticks import ticks
 from common.tracebacks import drop_cancellation, without_tracebacks
 
@@ -119,6 +119,10 @@ class _Conn(asyncio.Protocol):
         self.waiter: Waiter | None = None
         self.stamped: StampedSocket | None = None
         """The socket, when its reads keep kernel receive stamps (`checks.stamps`)."""
+        self.own_reader = False
+        """`stamped` is a duplicate of the transport's socket, read here (`read_stamped`)
+        while the transport's own reading is paused: on a loop that reads the descriptor
+        itself (uvloop), the only way to see the stamps."""
         self.closed = False
         self.reused = False
         self.idle_since = 0.0
@@ -166,6 +170,7 @@ class _Conn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.client._forget(self)
+        self._stop_reading()
         waiter = self.waiter
         try:
             if waiter is None or waiter.done():
@@ -332,11 +337,60 @@ class _Conn(asyncio.Protocol):
             self.waiter.set_exception(exc)
         self.close()
 
+    def read_stamped(self) -> None:
+        """The loop's reader of `stamped` (`own_reader`): what the transport would do."""
+        assert self.stamped is not None
+        try:
+            data = self.stamped.recv(1 << 18)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()  # a reset: the connection is over, its waiter fails in connection_lost
+            return
+        if data:
+            self.data_received(data)
+        elif not self.closed:
+            self.eof_received()
+            self.close(graceful=True)
+
+    def read_own(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Read this connection's answers here, with their kernel stamps (`own_reader`),
+        on a loop whose transports read the descriptor themselves; on any failure the
+        transport goes on reading (the heartbeat's bound)."""
+        assert self.transport is not None
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return
+        try:
+            fd = os.dup(sock.fileno())
+        except OSError:
+            return
+        try:
+            stamped = StampedSocket(sock.family, sock.type, sock.proto, fd)
+        except OSError:
+            os.close(fd)
+            return
+        try:
+            loop.add_reader(fd, self.read_stamped)
+        except (OSError, RuntimeError):
+            stamped.close()
+            return
+        self.transport.pause_reading()
+        self.stamped = stamped
+        self.own_reader = True
+
+    def _stop_reading(self) -> None:
+        if self.own_reader and self.stamped is not None:
+            self.own_reader = False
+            self.client.loop.remove_reader(self.stamped.fileno())
+            self.stamped.close()  # the duplicate: the transport closes its own
+
     def close(self, graceful: bool = False) -> None:
         """Close now: gracefully after a whole response, else abort (nothing left to read)."""
         if not self.closed:
             self.closed = True
             self.client._forget(self)
+            self._stop_reading()
             if self.transport is not None:
                 if graceful:
                     self.transport.close()
@@ -364,6 +418,7 @@ class LeanClient:
         self.loop = asyncio.get_running_loop()
         self._ticks = ticks()
         self._stamps = stamps_on(self.loop)
+        self._own_reads = not self._stamps and own_stamps_on(self.loop)
         self.limit = limit
         self.keepalive_s = keepalive_s
         self.force_close = force_close
@@ -567,6 +622,8 @@ class LeanClient:
                     await self._dial_stamped(conn)
                 else:
                     await self.loop.create_connection(lambda: conn, conn.key[0], conn.key[1])
+                    if self._own_reads:
+                        conn.read_own(self.loop)
         except BaseException:
             conn.close()
             conn._over()  # never connected: no `connection_lost` will come

@@ -19,6 +19,7 @@ uvicorn; parsing HTTP by hand is where clients get smuggling bugs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import traceback
@@ -341,7 +342,7 @@ class _Conn(asyncio.Protocol):
         """The loop's reader of `stamped` (`own_reader`): what the transport would do."""
         assert self.stamped is not None
         try:
-            data = self.stamped.recv(1 << 18)
+            data = self.stamped.recv(1 << 16)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -382,7 +383,8 @@ class _Conn(asyncio.Protocol):
     def _stop_reading(self) -> None:
         if self.own_reader and self.stamped is not None:
             self.own_reader = False
-            self.client.loop.remove_reader(self.stamped.fileno())
+            with contextlib.suppress(RuntimeError, OSError, ValueError):  # a closed loop
+                self.client.loop.remove_reader(self.stamped.fileno())
             self.stamped.close()  # the duplicate: the transport closes its own
 
     def close(self, graceful: bool = False) -> None:

@@ -120,6 +120,10 @@ class _Conn(asyncio.Protocol):
         self.waiter: Waiter | None = None
         self.stamped: StampedSocket | None = None
         """The socket, when its reads keep kernel receive stamps (`checks.stamps`)."""
+        self.connect_delay: float | None = None
+        """Until its first answer: the most the agent's loop can have delayed this connection's
+        connect (`checks.lag.LoopLag.read_delay` as it was made), which the first latency
+        includes and no receive stamp sees."""
         self.own_reader = False
         """`stamped` is a duplicate of the transport's socket, read here (`read_stamped`)
         while the transport's own reading is paused: on a loop that reads the descriptor
@@ -150,6 +154,7 @@ class _Conn(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # a cast, not an isinstance check: uvloop's transports do not derive from asyncio's
         self.transport = cast(asyncio.Transport, transport)
+        self.connect_delay = self.client._ticks.lag.read_delay()
 
     def data_received(self, data: bytes) -> None:
         parser = self.parser
@@ -270,13 +275,17 @@ class _Conn(asyncio.Protocol):
         body = b"".join(self.kept) if self.keep else b""
         done_at = time.perf_counter()
         delay = self.client._ticks.lag.read_delay()  # None: the agent is not probing
-        stamped = self.stamped
+        stamped, connected, self.connect_delay = self.stamped, self.connect_delay, None
         if delay is not None and stamped is not None and stamped.arrived:
             # the last bytes' own wait, as the kernel stamped their arrival: a few µs, where
             # the heartbeat's bound is up to its beat (an earlier read's stamp, if the last
             # came without one, only makes the wait longer: still a bound)
-            delay = max(0.0, done_at - stamped.arrived)
-            parsed = Parsed(self.status, headers, body, self.size, done_at, delay, True)
+            waited = max(0.0, done_at - stamped.arrived)
+            if connected is None:
+                parsed = Parsed(self.status, headers, body, self.size, done_at, waited, True)
+            else:  # a new connection's first answer: its connect may have waited too
+                delay = waited + connected
+                parsed = Parsed(self.status, headers, body, self.size, done_at, delay)
         else:
             parsed = Parsed(self.status, headers, body, self.size, done_at, delay)
         waiter.set_result(parsed)

@@ -46,7 +46,7 @@ class RawTarget:
     kernel, and when it was then seen in the agent's socket `peer` (None: not seen, the
     agent had read it first), on `time.perf_counter`'s clock."""
 
-    def __init__(self, on_request: Callable[[], None]) -> None:
+    def __init__(self, on_request: Callable[[], object]) -> None:
         self.on_request = on_request
         self.service_s = 0.0
         self.sent: list[tuple[float, float | None]] = []
@@ -218,3 +218,60 @@ def test_a_fail_within_a_kernel_measured_delay_is_held_though_nothing_was_droppe
     beat = [(4 * MS + d, d) for d in (1 * MS, 5 * MS, 9 * MS) * 8]
     glance, verdict = _fail(9 * MS)
     assert _tally(beat, stamped=False).guard(glance, verdict, [RULE], base) == (glance, verdict)
+
+
+async def _fresh_answers() -> list[tuple[float | None, bool]]:
+    """(measured, stamped) of answers each on a new connection (`force_close`)."""
+    lag = ticks().lag
+    target = RawTarget(lambda: None)
+    client = LeanClient(limit=1, keepalive_s=30.0, force_close=True, default_headers={})
+    url = URL(f"http://127.0.0.1:{target.port}/health")
+    head = client.head("GET", url, None, None)
+    out = []
+    try:
+        lag.total()
+        parsed, _ = await client.request(head, url, 2.0, False)
+        out.append((parsed.agent_delay, parsed.delay_stamped))
+    finally:
+        client.close()
+        target.close()
+    return out
+
+
+@pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
+def test_a_new_connections_first_answer_is_not_taken_as_the_kernels_measure(kind: str) -> None:
+    """A latency on a new connection includes its connect, whose wait for the loop no
+    receive stamp sees: its measure adds the heartbeat's bound as it connected, and it is
+    not counted as the kernel's (the guard weighs a window without drops only on those)."""
+    loop = _loop(kind)
+    try:
+        answers = loop.run_until_complete(_fresh_answers())
+    finally:
+        loop.close()
+    assert [stamped for _, stamped in answers] == [False]
+    assert all(delay is not None for delay, _ in answers)
+
+
+def test_a_few_readings_on_the_heartbeats_bound_leave_the_kernels_measure_weighed() -> None:
+    """A window's first answer came on a new connection (the heartbeat's bound, 9 ms on a
+    quiet loop); the other 23 carry the kernel's measure: the fail within the agent's
+    measured delay is still held. With more than a tenth on the heartbeat's bound, it is
+    not weighed without drops."""
+    base = {"probe-latency": Observation(2 * MS)}
+    late = [(2 * MS + d, d) for d in (2 * MS, 3 * MS, 4 * MS) * 8]
+    glance, verdict = _fail(5 * MS)
+    stamped = _tally(late[1:], stamped=True)
+    stamped.note(
+        [_tally_reading(late[0][0], 9 * MS)], logging.LoggerAdapter(logging.getLogger("t"), {})
+    )
+    assert stamped.guard(glance, verdict, [RULE], base)[0].decision == "inconclusive"
+    mixed = _tally(late[3:], stamped=True)
+    log = logging.LoggerAdapter(logging.getLogger("t"), {})
+    mixed.note([_tally_reading(x, 9 * MS) for x, _ in late[:3]], log)
+    assert mixed.guard(glance, verdict, [RULE], base) == (glance, verdict)
+
+
+def _tally_reading(latency: float, delay: float) -> CheckResult:
+    """A kept deploy latency whose delay is the heartbeat's bound."""
+    sample = Sample("health", ok=True, status=200, latency_s=latency)
+    return CheckResult("health", "http", True, (sample,), "m", latency, {AGENT_DELAY: delay})

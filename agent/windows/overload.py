@@ -31,6 +31,10 @@ latencies) is judged by nobody: the window's decision becomes `inconclusive`."""
 
 CHECKS = "checks"
 
+STAMPED_SHARE = 0.9
+"""The least share of a rule's latencies measured to the kernel's stamp for the guard to
+weigh its fail when nothing was dropped (`DelayTally.stamped`)."""
+
 
 class DropTally:
     """What `checks.lag` dropped from one window's deploy probes: this round and in all, and
@@ -311,15 +315,16 @@ class DelayTally:
     `checks.load`) is `unmeasured`, as is every check of a window resumed from its stored
     rounds: their rules keep the worst case."""
 
-    __slots__ = ("read", "resumed", "unmeasured", "unstamped")
+    __slots__ = ("read", "resumed", "stamps", "unmeasured")
 
     def __init__(self) -> None:
         self.read: dict[str, tuple[array[float], array[float]]] = {}
         """Check -> (latencies kept, each less its measured delay)."""
         self.unmeasured: set[str] = set()
-        self.unstamped: set[str] = set()
-        """Checks with a reading whose delay is the heartbeat's bound, not the kernel's
-        measure (`checks.stamps`): read on uvloop, or through aiohttp."""
+        self.stamps: dict[str, list[int]] = {}
+        """Check -> [readings whose delay is the kernel's measure (`checks.stamps`),
+        readings measured]: the others carry the heartbeat's bound (not on Linux; a new
+        connection's first answer, whose connect no stamp sees)."""
         self.resumed = False
 
     def note(self, results: Sequence[CheckResult]) -> None:
@@ -338,8 +343,9 @@ class DelayTally:
             if delay is None:
                 self.unmeasured.add(result.check)
                 continue
-            if not result.details.get(AGENT_DELAY_STAMPED):
-                self.unstamped.add(result.check)
+            counts = self.stamps.setdefault(result.check, [0, 0])
+            counts[0] += bool(result.details.get(AGENT_DELAY_STAMPED))
+            counts[1] += 1
             read = self.read.get(result.check)
             if read is None:
                 read = self.read[result.check] = (array("f"), array("f"))
@@ -348,17 +354,25 @@ class DelayTally:
             read[1].append(latency - min(delay, latency))
 
     def stamped(self, rule: Rule) -> bool:
-        """Whether every latency `rule` reads was measured to the kernel's stamp: then its
-        margin (`margin`) is the agent's real delay to a few µs, and a fail within it is
-        held even when nothing was dropped (a loop blocked a few ms at each answer, under
-        the drop rule's `SLACK_S`). The heartbeat's bound is up to its beat (10 ms) on a
-        quiet loop: weighed without drops, it held a 2 ms service's latency x2."""
+        """Whether the latencies `rule` reads were measured to the kernel's stamp, all
+        but a few (`STAMPED_SHARE`: a new connection's first answer): then its margin
+        (`margin`) is the agent's real delay, and a fail within it is held even when
+        nothing was dropped (a loop blocked a few ms at each answer, under the drop
+        rule's `SLACK_S`). The heartbeat's bound is up to its beat (10 ms) on a quiet
+        loop: weighed without drops on every reading, it held a 2 ms service's x2."""
         if self.resumed or quantile_of(rule.metric) is None:
             return False
         if rule.check is None:
-            return bool(self.read) and not (self.unmeasured or self.unstamped)
-        check = rule.check
-        return check in self.read and check not in self.unmeasured and check not in self.unstamped
+            if self.unmeasured:
+                return False
+            checks = list(self.read)
+        else:
+            if rule.check in self.unmeasured:
+                return False
+            checks = [rule.check]
+        counts = [self.stamps.get(c, [0, 0]) for c in checks]
+        measured = sum(c[1] for c in counts)
+        return measured > 0 and sum(c[0] for c in counts) >= STAMPED_SHARE * measured
 
     def margin(self, rule: Rule) -> float | None:
         """The most the agent's measured delay can add to the window's figure of `rule`

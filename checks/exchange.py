@@ -62,8 +62,9 @@ class Reply:
     agent_delay_s: float | None = None
     """The most of `latency_s` the agent's own loop can have added reading the answer, as
     it measured (`checks.lag.LoopLag.read_delay`); None: not measured (through aiohttp)."""
-    agent_delay_stamped: bool = False
-    """`agent_delay_s` is the kernel's receive stamp's (`checks.stamps`): to a few µs."""
+    agent_kernel_delay_s: float | None = None
+    """How long the answer really waited for the agent, from the kernel's receive stamp
+    (`checks.stamps`); None: not measured."""
 
     def sample(self, check: str, error: str | None, target: Target) -> Sample:
         """The answer as evidence: passed unless `error` (an expectation it failed)."""
@@ -314,7 +315,7 @@ def _lean_reply(parsed: Parsed, url: URL, allow_redirects: bool, since: float) -
         latency,
         url,
         parsed.agent_delay,
-        parsed.delay_stamped,
+        parsed.kernel_delay,
     )
 
 

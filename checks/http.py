@@ -20,7 +20,7 @@ from yarl import URL
 
 from checks.base import Check, CheckConfig, CheckContext, CheckResult, Running
 from checks.expect import Body, Expect, Expectation
-from checks.lag import AGENT_DELAY, AGENT_DELAY_STAMPED
+from checks.lag import AGENT_DELAY, AGENT_KERNEL_DELAY
 from checks.request import ClientOptions, RequestSpec, prepared, target_url
 from common.redaction import Redactor
 
@@ -142,12 +142,11 @@ class HttpCheck(Check):
             "status": reply.status,
             "latency_ms": round(reply.latency_s * 1000, 3),
         }
-        if reply.agent_delay_stamped and reply.agent_delay_s is not None:
-            # the kernel's measure (`checks.stamps`), kept to 10 µs, rounded up: a bound
-            details[AGENT_DELAY] = math.ceil(reply.agent_delay_s * 1e5) / 1e5
-            details[AGENT_DELAY_STAMPED] = True
-        elif reply.agent_delay_s is not None:  # the overload guard's measure (`checks.lag`)
+        if reply.agent_delay_s is not None:  # the overload guard's measure (`checks.lag`)
             details[AGENT_DELAY] = round(reply.agent_delay_s, 4)
+        if reply.agent_kernel_delay_s is not None:
+            # the kernel's measure (`checks.stamps`), kept to 10 µs, rounded up: a bound
+            details[AGENT_KERNEL_DELAY] = math.ceil(reply.agent_kernel_delay_s * 1e5) / 1e5
         if not mismatches:
             return f"{self._label}: {reply.status} in {reply.latency_s * 1000:.0f}ms", details, None
         error = details["error"] = mismatches[0].kind

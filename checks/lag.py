@@ -38,9 +38,10 @@ agent's stall could have caused); `agent_lag_latency`: the answer counts, its la
 AGENT_DELAY = "agent_delay_s"
 """A kept latency's details key: the most the agent measured its reading late by
 (`LoopLag.read_delay`); the overload guard's measure of its own delay."""
-AGENT_DELAY_STAMPED = "agent_delay_stamped"
-"""Set (True) beside `AGENT_DELAY` when that is the kernel's measure (`checks.stamps`:
-when the answer's last bytes arrived, to a few µs) rather than the heartbeat's bound."""
+AGENT_KERNEL_DELAY = "agent_delay_kernel_s"
+"""Beside `AGENT_DELAY`, when measured: how long the answer's last bytes really waited for
+the agent, from the kernel's receive stamp (`checks.stamps`, to some 50 µs); the guard
+weighs a window's fail by it when nothing was dropped (`agent.windows.overload`)."""
 
 _TIMED = frozenset({"timeout", "latency"})
 """Error classes that say something about time (no answer in time, an answer too slow):

@@ -65,7 +65,7 @@ class PayloadIncomplete(Exception):
 class Parsed:
     """One response as it was parsed: what `checks.exchange.Reply` is built from."""
 
-    __slots__ = ("agent_delay", "body", "delay_stamped", "done_at", "headers", "size", "status")
+    __slots__ = ("agent_delay", "body", "done_at", "headers", "kernel_delay", "size", "status")
 
     def __init__(
         self,
@@ -75,7 +75,7 @@ class Parsed:
         size: int,
         done_at: float,
         agent_delay: float | None = None,
-        delay_stamped: bool = False,
+        kernel_delay: float | None = None,
     ):
         self.status = status
         self.headers = headers
@@ -87,9 +87,10 @@ class Parsed:
         self.agent_delay = agent_delay
         """The most the last byte can have waited for the agent's loop before it was
         parsed (`checks.lag.LoopLag.read_delay`, measured then); None: not measured."""
-        self.delay_stamped = delay_stamped
-        """`agent_delay` is the kernel's receive stamp's (`checks.stamps`), not the
-        heartbeat's bound: to a few microseconds."""
+        self.kernel_delay = kernel_delay
+        """How long the last bytes really waited, from the kernel's receive stamp
+        (`checks.stamps`); None: not measured (a new connection's first answer, whose
+        connect no stamp sees, or no stamps here)."""
 
 
 class Waiter(Protocol):
@@ -276,18 +277,14 @@ class _Conn(asyncio.Protocol):
         done_at = time.perf_counter()
         delay = self.client._ticks.lag.read_delay()  # None: the agent is not probing
         stamped, connected, self.connect_delay = self.stamped, self.connect_delay, None
-        if delay is not None and stamped is not None and stamped.arrived:
+        kernel = None
+        if delay is not None and stamped is not None and stamped.arrived and connected is None:
             # the last bytes' own wait, as the kernel stamped their arrival: a few µs, where
             # the heartbeat's bound is up to its beat (an earlier read's stamp, if the last
-            # came without one, only makes the wait longer: still a bound)
-            waited = max(0.0, done_at - stamped.arrived)
-            if connected is None:
-                parsed = Parsed(self.status, headers, body, self.size, done_at, waited, True)
-            else:  # a new connection's first answer: its connect may have waited too
-                delay = waited + connected
-                parsed = Parsed(self.status, headers, body, self.size, done_at, delay)
-        else:
-            parsed = Parsed(self.status, headers, body, self.size, done_at, delay)
+            # came without one, only makes the wait longer: still a bound); not on a new
+            # connection's first answer, whose connect may have waited too
+            kernel = max(0.0, done_at - stamped.arrived)
+        parsed = Parsed(self.status, headers, body, self.size, done_at, delay, kernel)
         waiter.set_result(parsed)
 
     def _decode(self, chunk: bytes) -> bytes:

@@ -22,7 +22,7 @@ from agent.analysis.stats import percentile
 from agent.analysis.types import Observation, Rule, RuleVerdict, Verdict, WindowDecision
 from agent.analysis.verdicts import Glance, RuleGlance, and_more
 from checks.base import CheckResult
-from checks.lag import AGENT_DELAY, AGENT_DELAY_STAMPED, least_latency
+from checks.lag import AGENT_DELAY, AGENT_KERNEL_DELAY, least_latency
 from common.words import counted
 
 OVERLOADED_SHARE = 0.5
@@ -202,7 +202,8 @@ class DropTally:
                     continue  # a quiet loop's bound (the heartbeat's beat) would hold a x2
                 if r.outcome == "fail" and r.name not in held:
                     base = (baselines or {}).get(r.name)
-                    why = agent_limited(rule, r.observed, base, self.delays.margin(rule))
+                    margin = self.delays.margin(rule, kernel=not dropped)
+                    why = agent_limited(rule, r.observed, base, margin)
                     if why is not None:
                         limited[r.name] = why
         if glance.decision == "fail":
@@ -318,8 +319,9 @@ class DelayTally:
     __slots__ = ("read", "resumed", "stamps", "unmeasured")
 
     def __init__(self) -> None:
-        self.read: dict[str, tuple[array[float], array[float]]] = {}
-        """Check -> (latencies kept, each less its measured delay)."""
+        self.read: dict[str, tuple[array[float], array[float], array[float]]] = {}
+        """Check -> (latencies kept, each less its measured delay (the heartbeat's bound),
+        each less the kernel's measure where kept, else that bound)."""
         self.unmeasured: set[str] = set()
         self.stamps: dict[str, list[int]] = {}
         """Check -> [readings whose delay is the kernel's measure (`checks.stamps`),
@@ -344,14 +346,16 @@ class DelayTally:
                 self.unmeasured.add(result.check)
                 continue
             counts = self.stamps.setdefault(result.check, [0, 0])
-            counts[0] += bool(result.details.get(AGENT_DELAY_STAMPED))
+            kernel = result.details.get(AGENT_KERNEL_DELAY)
+            counts[0] += kernel is not None
             counts[1] += 1
             read = self.read.get(result.check)
             if read is None:
-                read = self.read[result.check] = (array("f"), array("f"))
+                read = self.read[result.check] = (array("f"), array("f"), array("f"))
             read[0].append(latency)
             # the answer came after the request went out: it waited no longer than that
             read[1].append(latency - min(delay, latency))
+            read[2].append(latency - min(delay if kernel is None else kernel, latency))
 
     def stamped(self, rule: Rule) -> bool:
         """Whether the latencies `rule` reads were measured to the kernel's stamp, all
@@ -374,9 +378,14 @@ class DelayTally:
         measured = sum(c[1] for c in counts)
         return measured > 0 and sum(c[0] for c in counts) >= STAMPED_SHARE * measured
 
-    def margin(self, rule: Rule) -> float | None:
+    def margin(self, rule: Rule, *, kernel: bool = False) -> float | None:
         """The most the agent's measured delay can add to the window's figure of `rule`
         (a latency quantile) over its checks; None: not measured (the worst case holds).
+        By the kernel's measure where kept (`kernel`: a window where nothing was dropped),
+        else by the heartbeat's bound: a loop that fell behind runs on a machine that may
+        be starved too, whose answers can reach the socket late for it (seen in the e2e
+        A/A, the target a thread of the agent's process), and the heartbeat's bound,
+        from before the stall, takes that in.
 
         With each reading's delay `d` measured, the target's latency is at least `x - d`,
         so its quantile is at least the quantile of `x - d` (each order statistic is, and
@@ -396,10 +405,10 @@ class DelayTally:
                 return None
             found = self.read.get(rule.check)
             chosen = [] if found is None else [found]
-        latencies = [x for read, _ in chosen for x in read]
+        latencies = [x for read in chosen for x in read[0]]
         if not latencies:
             return None
-        least = [x for _, read in chosen for x in read]
+        least = [x for read in chosen for x in read[2 if kernel else 1]]
         return max(0.0, percentile(latencies, q) - percentile(least, q))
 
 

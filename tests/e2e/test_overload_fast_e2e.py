@@ -25,7 +25,8 @@ latency is kept, some 2-4 ms late."""
 
 
 def environment(target: ThreadTarget, receiver_url: str) -> str:
-    """The median: a 2 ms service's p95 on this shared machine is its scheduler's (5-9 ms)."""
+    """The median, breached 3 rounds in a row: a 2 ms service's p95, and a round or two,
+    on this shared machine are its scheduler's (5-9 ms)."""
     return f"""
     production:
       base_url: {target.url}
@@ -35,7 +36,7 @@ def environment(target: ThreadTarget, receiver_url: str) -> str:
       probes_per_round: 3
       checks:
         - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
-      analysis: {{policy: threshold, failure_limit: 2}}
+      analysis: {{policy: threshold, failure_limit: 3}}
       rules:
         - {{name: probe-latency, source: checks, metric: latency_p50, max_increase: 50%}}
       rollback: {{url: {receiver_url}, secret: {SECRET}, backoff: 100ms}}

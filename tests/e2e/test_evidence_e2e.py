@@ -346,12 +346,18 @@ async def test_a_window_too_short_for_evidence_ends_inconclusive_naming_the_rule
     rollback_receiver: Any,
     json_sink: JsonSink,
 ) -> None:
-    """Nothing failed, but one round cannot show a rule holds: `inconclusive`, and the
-    verdict, the alert and `register --wait`'s summary say which rule lacked evidence."""
+    """Nothing failed, but a few rounds cannot show a rule holds: `inconclusive`, and the
+    verdict, the alert and `register --wait`'s summary say which rule lacked evidence.
+
+    A second, not less: a round begun after the window's end probes nothing (by design,
+    `lifecycle._gather_round`), and a loaded machine (load 10-15) began a 300 ms window's
+    first round after its end, "errors: no data (no samples)" (6 of 8 runs beside CPU
+    hogs). Five rounds of 20 clean probes still lack evidence (upper bound 0.078 vs 0.05);
+    ten nearly have it (0.055)."""
     target = targets[0]
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     env = evidence_environment(
-        "production", target.url, receiver.url, window="300ms", rules=[ERRORS_MAX]
+        "production", target.url, receiver.url, window="1s", rules=[ERRORS_MAX]
     )
     alerting = f"""
     alerting:

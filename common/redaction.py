@@ -25,8 +25,10 @@ SENSITIVE_KEY = re.compile(
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/\s:@]+(?::[^/\s@]*)?@", re.I)
 _ASSIGNED = re.compile(
     r"(?i)\b(authorization|api[-_]?key|x-api-key|token|secret|password)(\s*[=:]\s*)"
-    r"(?:(?:bearer|basic|token)\s+)?([^\s,;\"'&]+)"
+    r"((?:bearer|basic|token)\s+)?([^\s,;\"'&]+?)(?=[:.)\]}>]*(?:[\s,;\"'&]|$))"
 )
+"""`key=value`: the value stops before trailing punctuation (`token=…: status 500`,
+`(api_key=…)`), which stays, as does a `Bearer` before it: only the secret is hidden."""
 _SCHEME = re.compile(r"(?i)\b(bearer|basic)(\s+)([A-Za-z0-9._~+/=-]{4,})")
 _SNIPPET_SCAN = 8192
 """How much of a body is decoded and scrubbed before the snippet is cut to size."""
@@ -81,11 +83,10 @@ def _assigned(match: re.Match[str]) -> str:
     """`token=…` is always masked; `token: word` only when the word looks like a
     credential (digits or symbols, or long), so prose such as `capture token: expected`
     stays readable."""
-    key, separator, value = match.group(1), match.group(2), match.group(3)
-    with_scheme = len(match.group(0)) > len(key) + len(separator) + len(value)  # `Bearer x`
-    if ":" in separator and not with_scheme and value.isalpha() and len(value) < 16:
+    key, separator, scheme, value = match.group(1, 2, 3, 4)
+    if ":" in separator and not scheme and value.isalpha() and len(value) < 16:
         return match.group(0)
-    return f"{key}{separator}{REDACTED}"
+    return f"{key}{separator}{scheme or ''}{REDACTED}"
 
 
 def without_credentials(url: str) -> str:

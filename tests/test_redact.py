@@ -61,3 +61,25 @@ def test_one_redactor_serves_checks_and_the_agent() -> None:
 )
 def test_a_link_for_people_drops_the_urls_credentials(url: str, link: str) -> None:
     assert without_credentials(url) == link
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        # A configured secret in a query, then the assignment rule: the colon after
+        # the masked value went with it ("token=*** status 500").
+        ("GET /broken?token=tk-0123456789: status 500", "GET /broken?token=***: status 500"),
+        ("token=zzzz9999: rejected", "token=***: rejected"),
+        ("(api_key=abcd1234)", "(api_key=***)"),
+        ("sent password=hunter2.", "sent password=***."),
+        (
+            "header Authorization: Bearer eyJhbGciOi.abc: refused",
+            "header Authorization: Bearer ***: refused",
+        ),
+        ("secret=a:b:c rest", "secret=*** rest"),
+    ],
+)
+def test_a_masked_value_keeps_everything_around_it(text: str, redacted: str) -> None:
+    """Only the secret goes: the separator after it, a closing bracket, the sentence's
+    full stop and the `Bearer` before it stay, so the message still reads."""
+    assert Redactor(["tk-0123456789"])(text) == redacted

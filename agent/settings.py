@@ -65,6 +65,7 @@ from common.durations import (
     PositiveDuration,
     at_least,
     at_most,
+    format_bound,
     format_duration,
     parse_duration,
 )
@@ -220,13 +221,13 @@ def _alert_timeout(seconds: float) -> float:
     """An alert's bound that a channel can meet, and that on-call does not wait on."""
     if seconds < MIN_ALERT_TIMEOUT_S:
         raise ValueError(
-            f"must be at least {format_duration(MIN_ALERT_TIMEOUT_S)} (got"
+            f"must be at least {format_bound(MIN_ALERT_TIMEOUT_S)} (got"
             f" {format_duration(seconds)}): no channel answers sooner (a chat webhook, a mail"
             " server's exchange), so every alert would fail"
         )
     if seconds > MAX_ALERT_TIMEOUT_S:
         raise ValueError(
-            f"must be at most {format_duration(MAX_ALERT_TIMEOUT_S)} (got"
+            f"must be at most {format_bound(MAX_ALERT_TIMEOUT_S)} (got"
             f" {format_duration(seconds)}): a hung channel would hold each alert that long,"
             " and an alert its crashed sender left is taken over only after twice it"
         )
@@ -534,7 +535,7 @@ def _period_floor(seconds: float) -> float:
     if seconds < MIN_INTERVAL_S:
         got = format_duration(seconds) if seconds == 0 or seconds >= 0.001 else f"{seconds:f}s"
         raise ValueError(
-            f"must be at least {format_duration(MIN_INTERVAL_S)} (got {got}): a shorter"
+            f"must be at least {format_bound(MIN_INTERVAL_S)} (got {got}): a shorter"
             " period only keeps the agent busy running checks and storing what they found"
         )
     return seconds

@@ -123,6 +123,26 @@ def format_duration(seconds: float) -> str:
     return "".join(parts)
 
 
+def format_bound(seconds: float) -> str:
+    """A limit as users write it: its largest unit that divides it exactly (7 days →
+    `7d`, where `format_duration` says `168h`; 36 hours → `36h`; 1.5s → `1500ms`), so it
+    reads as the README and the configuration speak of it."""
+    for unit in _UNITS:
+        count = seconds / _UNIT_SECONDS[unit]
+        if count >= 1 and count.is_integer():
+            return f"{int(count)}{unit}"
+    return format_duration(seconds)
+
+
+def _beside(seconds: float, limit: float) -> str:
+    """A value said next to its limit: in whole days when it is some, as a limit in days is
+    (`at most 7d (got 8d)`, not `got 192h`); otherwise as `format_duration` says it."""
+    days = seconds / _UNIT_SECONDS["d"]
+    if limit >= _UNIT_SECONDS["d"] and days >= 1 and days.is_integer():
+        return f"{int(days)}d"
+    return format_duration(seconds)
+
+
 MAX_BARE_FRACTION = 10.0
 """A bare number is a fraction (0.5 = 50%); above this one (+1000%) it is almost surely a
 percentage missing its `%` (`max_increase: 50` would allow ×51, not +50%)."""
@@ -197,13 +217,13 @@ def _more_than_zero(seconds: float) -> float:
 
 
 def at_most(limit: float) -> AfterValidator:
-    """A duration's upper bound, said as a duration (`at most 10s`): pydantic's `le`
-    would say `less than or equal to 10`, a number of no unit."""
+    """A duration's upper bound, said as a duration (`at most 10s`, `at most 7d`): pydantic's
+    `le` would say `less than or equal to 10`, a number of no unit."""
 
     def check(seconds: float) -> float:
         if seconds > limit:
             raise ValueError(
-                f"must be at most {format_duration(limit)} (got {format_duration(seconds)})"
+                f"must be at most {format_bound(limit)} (got {_beside(seconds, limit)})"
             )
         return seconds
 
@@ -216,7 +236,7 @@ def at_least(limit: float) -> AfterValidator:
     def check(seconds: float) -> float:
         if seconds < limit:
             raise ValueError(
-                f"must be at least {format_duration(limit)} (got {format_duration(seconds)})"
+                f"must be at least {format_bound(limit)} (got {_beside(seconds, limit)})"
             )
         return seconds
 

@@ -66,7 +66,7 @@ from agent.settings import EnvironmentSettings
 from agent.store.base import Conflict, Store
 from agent.store.cursor import encode_cursor
 from agent.store.outages import store_outage
-from common.durations import format_duration
+from common.durations import format_bound, format_duration
 from common.json_text import JsonTextError, parse_json_text
 from common.times import rfc3339
 
@@ -388,7 +388,7 @@ def _deployed_at(body: DeployRequest, window_s: float, now: float) -> float:
                 {
                     "loc": ["deployed_at"],
                     "msg": f"is {format_duration(round(ahead))} ahead; at most"
-                    f" {format_duration(MAX_SCHEDULE_AHEAD_S)} ahead is accepted",
+                    f" {format_bound(MAX_SCHEDULE_AHEAD_S)} ahead is accepted",
                 }
             ]
         )

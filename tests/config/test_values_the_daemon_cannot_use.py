@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.settings_file import ConfigError, load_config_text, load_settings_text
-from common.durations import format_duration, parse_duration
+from common.durations import format_bound, format_duration, parse_duration
 from tests.config.test_validate_config import MINIMAL, run_validate
 
 
@@ -436,9 +436,7 @@ def test_a_window_longer_than_the_api_takes_is_refused_at_the_window() -> None:
     from agent.api.models import MAX_WINDOW_S
 
     found = problems(MINIMAL.replace("window: 10m", "window: 99999999999999d"))
-    assert found == {
-        "environments.production.window": "must be at most 168h (got 2399999999999976h)"
-    }
+    assert found == {"environments.production.window": "must be at most 7d (got 99999999999999d)"}
     assert MAX_WINDOW_S == 7 * 86400
     text = MINIMAL.replace("window: 10m", "window: 7d")
     assert load_settings_text(text).environments["production"].window == MAX_WINDOW_S
@@ -453,3 +451,36 @@ def test_a_store_lease_under_a_second_is_refused(lease: str) -> None:
     assert found == {
         "store.lease": f"must be at least 1s (got {format_duration(parse_duration(lease))})"
     }
+
+
+@pytest.mark.parametrize(
+    ("window", "said"),
+    [
+        ("99999999999999d", "must be at most 7d (got 99999999999999d)"),
+        ("8d", "must be at most 7d (got 8d)"),
+        ("170h", "must be at most 7d (got 170h)"),
+    ],
+)
+def test_a_limit_is_said_in_the_unit_the_user_writes(window: str, said: str) -> None:
+    """The README and the API speak of a 7d window; the limit read `at most 168h` (and
+    `got 192h` for 8d), numbers to convert before they can be compared."""
+    assert problems(MINIMAL.replace("window: 10m", f"window: {window}")) == {
+        "environments.production.window": said
+    }
+
+
+@pytest.mark.parametrize(
+    ("seconds", "written"),
+    [
+        (7 * 86400, "7d"),
+        (86400 * 1.5, "36h"),
+        (3600, "1h"),
+        (90, "90s"),
+        (60, "1m"),
+        (0.01, "10ms"),
+        (1.5, "1500ms"),
+        (0, "0s"),
+    ],
+)
+def test_a_bound_is_written_in_its_largest_whole_unit(seconds: float, written: str) -> None:
+    assert format_bound(seconds) == written

@@ -30,6 +30,7 @@ from checks.request import ClientOptions, RequestSpec, prepared, target_url
 from checks.ticks import ticks
 from common.durations import Duration, PositiveDuration, Share, format_duration
 from common.redaction import Redactor
+from common.words import counted
 
 if TYPE_CHECKING:  # aiohttp's client (checks.exchange) and hdrh are imported where a check
     # runs: the settings import this module for its Config alone (validate-config, schema)
@@ -422,15 +423,16 @@ class _LoadRun:
             details["target"] = self.ctx.target
         self._release()
         ok = error_rate <= cfg.max_error_rate
+        sent = f"{counted(scheduled, 'request')} at {cfg.rate:g}/s"
         summary = (
-            f"{scheduled} requests at {cfg.rate:g}/s over {format_duration(cfg.duration)}: "
+            f"{sent} over {format_duration(cfg.duration)}: "
             f"p50 {latency['p50']:.1f}ms p99 {latency['p99']:.1f}ms, "
             f"{error_rate:.1%} errors ({self.dropped} dropped)"
             if measured
-            else f"{scheduled} requests at {cfg.rate:g}/s: {completed} answers, none timed by"
+            else f"{sent}: {counted(completed, 'answer')}, none timed by"
             f" the agent (agent overloaded), {self.dropped} dropped"
             if completed
-            else f"{scheduled} requests at {cfg.rate:g}/s: no response, {self.dropped} dropped"
+            else f"{sent}: no response, {self.dropped} dropped"
         )
         if not ok:
             summary += f", above the {cfg.max_error_rate:.1%} allowed"

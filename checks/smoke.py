@@ -23,6 +23,7 @@ from checks.expect import Body, Expect, Expectation, Mismatch, compile_path
 from checks.request import ClientOptions, RequestSpec, join_url, sent_with
 from common.durations import PositiveDuration
 from common.redaction import SENSITIVE_KEY, Redactor, sensitive_values, snippet
+from common.words import counted
 
 if TYPE_CHECKING:  # aiohttp's client (checks.exchange) is imported where a check runs: the
     # settings import this module for its Config alone (validate-config, schema)
@@ -230,7 +231,7 @@ class SmokeCheck(Check):
             type=self.type,
             ok=True,
             samples=tuple(samples),
-            message=f"{len(done)} steps passed in {total_ms:.0f}ms",
+            message=f"{counted(len(done), 'step')} passed in {total_ms:.0f}ms",
             details={"steps": done},
         )
 

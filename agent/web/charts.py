@@ -13,6 +13,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from common.words import counted
+
 WIDTH = 640
 HEIGHT = 200
 LEFT = 64
@@ -174,8 +176,9 @@ def rounds_chart(
     refs_text = ", ".join(line.label for line in chart.lines) or "no baseline or bound"
     breaches = sum(p.breach for p in points)
     chart.description = (
-        f"{title}: {len(points)} rounds with data ({seen}). Reference lines: {refs_text}."
-        + (f" {breaches} rounds past the bound." if breaches else "")
+        f"{title}: {counted(len(points), 'round')} with data ({seen})."
+        f" Reference lines: {refs_text}."
+        + (f" {counted(breaches, 'round')} past the bound." if breaches else "")
     )
     return chart
 
@@ -299,7 +302,7 @@ def distribution_chart(
         return str(format_value(min(curve, key=lambda vq: abs(vq[1] - q))[0]))
 
     chart.description = f"{title}: " + "; ".join(
-        f"{kind} ({len(values)} samples) p50 {pct(curves[kind], 0.5)}, "
+        f"{kind} ({counted(len(values), 'sample')}) p50 {pct(curves[kind], 0.5)}, "
         f"p95 {pct(curves[kind], 0.95)}"
         for kind, values in (("new", new), ("baseline", baseline))
     )

@@ -450,3 +450,19 @@ async def test_a_failing_run_leaves_no_exceptions_for_the_collector(
             server.close()
     assert {s.error for s in result.samples} == {"connect" if failure == "refused" else "protocol"}
     assert alive == 0
+
+
+async def test_one_request_is_said_in_the_singular(
+    aiohttp_server: AiohttpServer, make_ctx: MakeContext
+) -> None:
+    """A run of one request (2/s for 500ms, a smoke-sized load) read `1 requests at 2/s`;
+    a target that does not answer, `1 requests ...: no response`."""
+    base = await Target().start(aiohttp_server)
+    result = await run(load(rate="2/s", duration="500ms"), make_ctx, base)
+    assert result.details["requests"] == 1
+    assert result.message.startswith("1 request at 2/s"), result.message
+    assert "1 answers" not in result.message
+    down = await run(
+        load(rate="2/s", duration="500ms"), make_ctx, f"http://127.0.0.1:{free_port()}"
+    )
+    assert down.message.startswith("1 request at 2/s: no response"), down.message

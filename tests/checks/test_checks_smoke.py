@@ -220,3 +220,10 @@ def test_example_config_validates() -> None:
     )
     assert [s.name for s in config.steps] == ["login", "profile"]
     assert config.steps[1].placeholders() == {"token"}
+
+
+async def test_one_step_is_said_in_the_singular(make_ctx: MakeContext, target: URL) -> None:
+    """A smoke check of one step read `1 steps passed`."""
+    result = await run(smoke(LOGIN), make_ctx, target)
+    assert result.ok, result.message
+    assert result.message.startswith("1 step passed in "), result.message

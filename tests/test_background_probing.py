@@ -296,7 +296,7 @@ async def test_the_start_says_which_environments_are_probed_between_windows(
         with contextlib.suppress(asyncio.CancelledError):
             await task
     [line] = [r.getMessage() for r in caplog.records if "between windows" in r.getMessage()]
-    assert "1 environment(s)" in line
+    assert "background probing 1 environment between windows" in line, line
     assert "production at http://***@127.0.0.1:9" in line
     assert "health every 30s" in line and "feed every 10m" in line
     assert "flow" not in line  # a smoke check runs only in windows

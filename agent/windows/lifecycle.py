@@ -1015,7 +1015,7 @@ class WindowWatch:
                 # none by the window's end ("no regression of any size"): "is below what
                 # it can detect no regression ..." read as a bound below nothing
                 shape = (
-                    "rule %s: %s is below what it %s at this traffic"
+                    "rule %s: %s is below what it can detect: it %s at this traffic"
                     if isinstance(value, int | float) and math.isfinite(value)
                     else "rule %s: %s: it %s at this traffic"
                 )
@@ -1301,14 +1301,14 @@ def settled_alert(
             f"rollback NOT delivered after {_attempts(done.attempts)}:"
             if done.attempts
             else "rollback NOT sent:"  # it could not be (no previous Vercel deployment)
-        ) + f" {done.last_error or done.last_status}"
+        ) + f" {done.last_error or f'HTTP {done.last_status}'}"
     body = json.loads(done.body)
     return Alert.for_window(
         window,
         event,
         reason=f"{reason}. Cause: {body.get('reason', '')}",
         rules=body.get("breaches", []),
-        detail=f"last status {done.last_status}" if done.last_status else "",
+        detail=f"The last answer was HTTP {done.last_status}." if done.last_status else "",
         rollback_target=target,
         replaced_by=done.replaced_by if done.state == "failed" else None,
         unconfigured=unconfigured,

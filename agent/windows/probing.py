@@ -33,6 +33,7 @@ from checks.ticks import ticks
 from common.durations import format_duration
 from common.redaction import Redactor, truncate
 from common.tracebacks import drop_cancellation
+from common.words import counted
 
 log = logging.getLogger("postflight.probing")
 
@@ -680,8 +681,8 @@ def announce_probing(planned: Sequence[tuple[str, EnvironmentProbe, Check, float
     ]
     more = len(names) - len(shown)
     log.info(
-        "background probing %d environment(s) between windows: %s%s",
-        len(names),
+        "background probing %s between windows: %s%s",
+        counted(len(names), "environment"),
         "; ".join(shown),
         f"; and {more} more" if more else "",
     )

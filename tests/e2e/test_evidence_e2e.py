@@ -407,5 +407,5 @@ async def test_a_bound_below_what_the_rule_can_detect_is_logged_once(
     assert (rule["evidence"].get("detectable") or {}).get("bound_below_detectable"), str(rule)
     warned = [r for r in caplog.records if r.getMessage().startswith("rule p95:")]
     assert len(warned) == 1, [r.getMessage() for r in caplog.records]
-    assert "is below what it can detect" in warned[0].getMessage()
+    assert "is below what it can detect: it can detect " in warned[0].getMessage()
     assert "max_increase 1%" in warned[0].getMessage()

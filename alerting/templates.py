@@ -175,7 +175,7 @@ def evidence_text(evidence: Any) -> str:
         parts.append(f"likelihood ratio {ratio:.3g}")
     p_value = evidence.get("p_value")
     if isinstance(p_value, int | float):
-        parts.append(f"p {p_value:.2g}")
+        parts.append(f"p-value {p_value:.2g}")
     effect = evidence.get("effect")
     if isinstance(effect, int | float):
         parts.append(f"effect {effect:+.0%}")

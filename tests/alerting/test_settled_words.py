@@ -30,3 +30,11 @@ def test_a_rollbacks_last_answer_is_said_as_an_http_status() -> None:
     assert "The last answer was HTTP 200." in settled("delivered", 200)
     failed = settled("failed", 503)
     assert "after 3 attempts: HTTP 503." in failed, failed
+
+
+def test_the_evidence_names_its_p_value() -> None:
+    """`likelihood ratio 294, p 0.0068`: a bare `p` on-call has to guess at."""
+    from alerting.templates import evidence_text
+
+    text = evidence_text({"test": "t", "likelihood_ratio": 294.0, "p_value": 0.0068})
+    assert text == "t, likelihood ratio 294, p-value 0.0068"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from agent.records import RollbackIntent
+from agent.records import RollbackIntent, RollbackState
 from agent.windows.lifecycle import settled_alert
 from alerting.templates import body
 from tests.alerting.test_templates import window
@@ -12,12 +12,12 @@ from tests.alerting.test_templates import window
 BODY = json.dumps({"reason": "probe-errors: error_rate 0.475 > max 0.1", "breaches": []})
 
 
-def settled(state: str, status: int) -> str:
+def settled(state: RollbackState, status: int) -> str:
     done = RollbackIntent(
         window_id="dep_1",
         state=state,
         body=BODY,
-        requested_at=0.0,  # type: ignore[arg-type]
+        requested_at=0.0,
         attempts=3 if state == "failed" else 1,
         last_status=status,
     )

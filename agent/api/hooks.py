@@ -4,7 +4,8 @@ the provider, no bearer token) and `POST /v1/deploys/{id}/rollback` (bearer toke
 A hook's signature is checked over the raw body before anything else, so a request
 that fails it stores nothing. A redelivery (same `X-GitHub-Delivery` / Vercel event
 `id`; a GitHub delivery without its GUID: the same body) answers the first 202 again
-from the store: one window per event. An event of a provider deployment (Vercel
+from the store: one window per event; once retention forgot it, the event's own time,
+older than the deliveries forgotten, answers it ignored (`_forgotten_before`). An event of a provider deployment (Vercel
 deployment id, GitHub deployment id) whose window of the environment is still watched
 answers with that window and opens nothing (`SameDeployment`): one window per deployment
 while it is watched; once it ended, a new event of it opens another. So does an event of
@@ -20,6 +21,7 @@ import functools
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -231,6 +233,18 @@ async def _act(
     if stored is not None:
         _count(request, provider, "redelivered")
         return _answered_again(stored)
+    forgotten = await _forgotten_before(store, decision)
+    if forgotten is not None:
+        reason = (
+            f"the event of {_iso(decision.occurred_at)} is older than the deliveries this"
+            f" agent remembers (since {_iso(forgotten)}, store.retention.rounds):"
+            " a replay opens nothing"
+        )
+        log.warning(
+            "%s deploy event ignored: %s (%s)", provider, reason, key.removeprefix(KEY_PREFIX)
+        )
+        _count(request, provider, "ignored")
+        return web.json_response({"ignored": reason}, status=200)
     labels = dict(decision.labels)
     recent = (await store.list_windows(environment=decision.environment, limit=20)).items
     if "vercel.deployment" in labels and "vercel.previous" not in labels:
@@ -253,6 +267,22 @@ async def _act(
             400, f"the event cannot open a window: {detail}", slug="bad-payload"
         ) from None
     return await _open(request, provider, store, body, key, decision.deployment_label)
+
+
+async def _forgotten_before(store: Store, decision: ev.OpenWindow) -> float | None:
+    """When retention forgot the deliveries of before the event's own time, that time;
+    None for an event that may open a window. Neither provider signs a time, so a
+    captured delivery resent once its key is deleted would open a window on an old sha
+    again. A store that never forgot a key (a new agent, a test's fixed `createdAt`)
+    ignores nothing: only a key that is gone makes a replay possible."""
+    if decision.occurred_at is None:
+        return None
+    forgotten = await store.keys_forgotten_before()
+    return forgotten if forgotten is not None and decision.occurred_at < forgotten else None
+
+
+def _iso(at: float | None) -> str:
+    return "?" if at is None else datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _answered_again(stored: IdempotentResponse) -> web.Response:

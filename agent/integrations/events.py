@@ -12,6 +12,7 @@ import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from agent.records import DEPLOY_ID_PATTERN
@@ -69,6 +70,10 @@ class OpenWindow:
     """The label naming the provider's deployment: while a window of the environment
     carrying it is watched, the event answers with that window and opens nothing (Vercel
     sends `deployment.succeeded` then `deployment.promoted` for one production deploy)."""
+    occurred_at: float | None = None
+    """When the provider says the event happened (epoch seconds), None when it does not:
+    neither signature carries a time, so this is what tells a replay of a delivery whose
+    key retention forgot from a new event."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +170,27 @@ def _github_deployment_status(settings: Settings, document: dict[str, Any]) -> O
         commit=sha,
         labels=labels,
         deployment_label="github.deployment" if deployment_id is not None else None,
+        occurred_at=_iso_time(status.get("created_at")) or _iso_time(deployment.get("created_at")),
     )
+
+
+def _iso_time(value: Any) -> float | None:
+    """GitHub's `created_at` (ISO 8601, `2026-12-04T09:00:00Z`) in epoch seconds; None
+    when absent or not a time (the event is then not aged, as before)."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+        return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+    except (ValueError, OverflowError):
+        return None
+
+
+def _epoch_ms(value: Any) -> float | None:
+    """Vercel's `createdAt` (ms since the epoch) in seconds; None when absent or not one."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e14:
+        return None  # NaN and huge numbers too: not a time
+    return value / 1000
 
 
 _DECIMAL = re.compile(r"^[0-9]{1,20}$")
@@ -256,6 +281,7 @@ def vercel_event(settings: Settings, document: dict[str, Any]) -> OpenWindow | I
         commit=sha,
         labels=labels,
         deployment_label="vercel.deployment",
+        occurred_at=_epoch_ms(document.get("createdAt")),
     )
 
 

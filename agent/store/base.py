@@ -293,7 +293,14 @@ class Store(Protocol):
 
     async def prune_idempotency(self, before: float, limit: int = 5000) -> int:
         """Forget up to `limit` idempotency keys (`Idempotency-Key`, a hook's delivery)
-        first answered before `before`: a repeat after that is a new request. How many."""
+        first answered before `before`: a repeat after that is a new request. How many.
+        Deleting any also marks the store: `keys_forgotten_before`."""
+        ...
+
+    async def keys_forgotten_before(self) -> float | None:
+        """The latest `before` of a `prune_idempotency` that deleted a key; None when none
+        ever did. A deploy event of before it may be a replay whose delivery is forgotten
+        (`agent.api.hooks`); one of a store that never forgot a key is not."""
         ...
 
     async def finish_window(

@@ -191,6 +191,8 @@ MIGRATIONS: tuple[str, ...] = (
     " WHERE state = 'pending'",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+KEYS_FORGOTTEN = "idempotency_forgotten_before"
+"""`meta` key: the latest cutoff below which retention deleted idempotency keys."""
 
 # Keys of `SqlStore._lock` (advisory locks on PostgreSQL), so our locks cannot collide
 # with another application's on a shared server.
@@ -796,12 +798,26 @@ class SqlStore(ABC):
 
     async def prune_idempotency(self, before: float, limit: int = 5000) -> int:
         async with self._tx() as db:
-            return await db.execute(
+            deleted = await db.execute(
                 "DELETE FROM idempotency WHERE key IN"
                 " (SELECT key FROM idempotency WHERE created_at < ? LIMIT ?)",
                 before,
                 limit,
             )
+            if deleted:  # in the same transaction: no key is gone before the mark says so
+                rows = await db.fetch("SELECT value FROM meta WHERE key = ?", KEYS_FORGOTTEN)
+                marked = max(before, float(rows[0][0])) if rows else before
+                await db.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    KEYS_FORGOTTEN,
+                    repr(marked),
+                )
+            return deleted
+
+    async def keys_forgotten_before(self) -> float | None:
+        row = await self._fetchone("SELECT value FROM meta WHERE key = ?", KEYS_FORGOTTEN)
+        return None if row is None else float(row[0])
 
     async def finish_window(
         self,

@@ -118,6 +118,21 @@ async def test_idempotency_is_stored_with_the_window(store: Store) -> None:
     assert await store.idempotent_response("other") is None
 
 
+async def test_the_store_marks_how_far_back_it_forgot_idempotency_keys(store: Store) -> None:
+    """`keys_forgotten_before`: the newest cutoff of a prune that deleted a key (a deploy
+    event of before it may be a replay of a forgotten delivery); None until one did."""
+    await store.create_window(window("dep_1", created=100), IdempotentResponse("k1", "h", 202, {}))
+    await store.create_window(window("dep_2", created=300), IdempotentResponse("k2", "h", 202, {}))
+    assert await store.prune_idempotency(50) == 0
+    assert await store.keys_forgotten_before() is None  # nothing forgotten yet
+    assert await store.prune_idempotency(200) == 1
+    assert await store.keys_forgotten_before() == 200.0
+    assert await store.prune_idempotency(150) == 0  # a replica whose clock runs behind
+    assert await store.keys_forgotten_before() == 200.0
+    assert await store.prune_idempotency(400) == 1
+    assert await store.keys_forgotten_before() == 400.0
+
+
 async def test_a_reused_idempotency_key_undoes_the_whole_insert(store: Store) -> None:
     """The idempotency row shares the window's transaction: both or neither."""
     await store.create_window(window("dep_1"), IdempotentResponse("key-1", "h", 201, {}))

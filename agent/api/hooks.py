@@ -5,13 +5,14 @@ A hook's signature is checked over the raw body before anything else, so a reque
 that fails it stores nothing. A redelivery (same `X-GitHub-Delivery` / Vercel event
 `id`; a GitHub delivery without its GUID: the same body) answers the first 202 again
 from the store: one window per event; once retention forgot it, the event's own time,
-older than the deliveries forgotten, answers it ignored (`_forgotten_before`). An event of a provider deployment (Vercel
-deployment id, GitHub deployment id) whose window of the environment is still watched
-answers with that window and opens nothing (`SameDeployment`): one window per deployment
-while it is watched; once it ended, a new event of it opens another. So does an event of
-the other provider for the same commit (Vercel's GitHub integration reports each Vercel
-deployment to GitHub too), adding its deployment's labels to the window. Must not judge
-or deliver anything itself: the watcher and `Integrations` do.
+older than the deliveries forgotten, answers it ignored (`_forgotten_before`). An event
+of a provider deployment (Vercel deployment id, GitHub deployment id) whose window of
+the environment is still watched answers with that window and opens nothing
+(`SameDeployment`): one window per deployment while it is watched; once it ended, a new
+event of it opens another. So does an event of the other provider for the same commit
+(Vercel's GitHub integration reports each Vercel deployment to GitHub too), adding its
+deployment's labels to the window. Must not judge or deliver anything itself: the
+watcher and `Integrations` do.
 """
 
 from __future__ import annotations

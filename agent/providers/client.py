@@ -229,7 +229,8 @@ class HttpProvider:
         self._quiet_until: dict[str, tuple[float, str]] = {}
         """Per URL: (loop time, why) the provider asked us not to come back before then
         (the reset of a 429, a Retry-After). Kept across fetches, so the next round's fetch
-        does not send what is sure to be refused again."""
+        does not send what is sure to be refused again; those that passed go when one is
+        added (`_hold_off_from`)."""
         self.http_requests = 0
         """HTTP attempts sent so far (for benchmarks and tests)."""
         self.failing = FailingFetches(self.name, log)
@@ -407,9 +408,7 @@ class HttpProvider:
                 fetch.said = retry.reason
             if retry.after is not None and retry.after > 0:
                 # kept on the last attempt too: the next fetch must not ask before then
-                until = loop.time() + retry.after
-                if until > self._quiet_until.get(url, (0.0, ""))[0]:
-                    self._quiet_until[url] = (until, retry.reason)
+                self._hold_off_from(url, loop.time(), retry)
             if attempt >= self.max_attempts:
                 raise self._out_of_time(
                     fetch,
@@ -460,6 +459,18 @@ class HttpProvider:
                 " stalled (agent overloaded)"
             )
         return AgentLagged(agent_words(self.title, *stall))
+
+    def _hold_off_from(self, url: str, now: float, retry: Retry) -> None:
+        """Keep the provider's `retry.after` for `url`, dropping every hold-off that has
+        passed: a URL names its release (`…/releases/{version}/`), and a past release's is
+        not asked again to remove its own, so the map kept one more per release that was
+        ever rate-limited. It now holds only the limits still running."""
+        assert retry.after is not None
+        until = now + retry.after
+        if until > self._quiet_until.get(url, (0.0, ""))[0]:
+            for passed in [key for key, (end, _) in self._quiet_until.items() if end <= now]:
+                del self._quiet_until[passed]
+            self._quiet_until[url] = (until, retry.reason)
 
     async def _hold_off(self, url: str, deadline: float) -> None:
         """Wait out a rate limit the provider announced for `url` (in an earlier fetch

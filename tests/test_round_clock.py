@@ -42,9 +42,12 @@ class CountingTarget(LocalTarget):
         super().__init__()
         self.probes = 0
         self.before_restart = 0
+        self.failing = False
 
     async def health(self, request: web.Request) -> web.Response:
         self.probes += 1
+        if self.failing:  # a bad deploy: every check fails
+            return web.json_response({"status": "down"}, status=500)
         return web.json_response({"status": "ok"})
 
     def routes(self, app: web.Application) -> None:
@@ -242,7 +245,11 @@ async def test_a_replica_whose_clock_is_ahead_paces_the_rounds_by_the_stores_clo
 
 
 async def restart_after(
-    tmp_path: Path, target: CountingTarget, caplog: pytest.LogCaptureFixture, down_s: float
+    tmp_path: Path,
+    target: CountingTarget,
+    caplog: pytest.LogCaptureFixture,
+    down_s: float,
+    failure_limit: int = 2,
 ) -> list[str]:
     """Run a window for 2 rounds, stop the agent, let `down_s` pass (by its wall clock),
     and start it again until the window ends: what the watch logged after the restart."""
@@ -254,7 +261,7 @@ async def restart_after(
     await store.close()
     checked = SqliteStore(db)
     await checked.open()
-    config = settings_for(target, db)
+    config = settings_for(target, db).replace("failure_limit: 2", f"failure_limit: {failure_limit}")
 
     async def two_rounds() -> bool:
         window = await checked.get_window("dep_clock")
@@ -298,6 +305,31 @@ async def test_a_restart_after_the_windows_end_logs_its_downtime_not_an_overrun(
     assert window is not None and window.state != "watching" and len(rounds) == 3
     # the late last round probed nothing: the window is judged on what happened within it
     assert target.probes == target.before_restart
+
+
+@pytest.mark.usefixtures("window_log")
+@pytest.mark.parametrize("failing", [True, False], ids=["bad-deploy", "good-deploy"])
+async def test_a_window_that_ended_unwatched_passes_no_rule_still_past_its_bound(
+    tmp_path: Path, target: CountingTarget, caplog: pytest.LogCaptureFixture, failing: bool
+) -> None:
+    """Every probe of a bad deploy fails for 2 rounds (a streak short of `failure_limit`
+    5), then the agent is down until past the window's end: it is inconclusive, not
+    passed (missing rounds are missing evidence); a good deploy still passes. Before, the
+    bad one passed "on the rounds it had" (`bench/ha_faults.py` seed 704: 2 deploys, each
+    all failures, passed after a replica holding them was killed)."""
+    target.failing = failing
+    said = await restart_after(tmp_path, target, caplog, down_s=600.0, failure_limit=5)
+    window, rounds = await stored(tmp_path / "postflight.db")
+    assert window is not None and len(rounds) == 3, said
+    assert target.before_restart == 2 and target.probes == 2  # counted at the target
+    if not failing:
+        assert window.state == "passed", window.verdict
+        return
+    assert window.state == "inconclusive", window.verdict
+    assert window.verdict is not None
+    assert "went unwatched" in window.verdict["reason"], window.verdict["reason"]
+    [rule] = window.verdict["rules"]
+    assert rule["outcome"] == "inconclusive" and rule["evidence"]["unwatched_slots"] > 0, rule
 
 
 @pytest.mark.usefixtures("window_log")

@@ -65,6 +65,7 @@ from agent.windows.pace import SteadyClock
 from agent.windows.probing import EnvironmentProbe, samples_of, summarize, unsummarize
 from agent.windows.schedule import RoundSchedule, overrun_s, round_timing, stored_overrun_s
 from agent.windows.unread import UnreadBaselines
+from agent.windows.unwatched import unwatched_end
 from alerting.events import Alert, AlertEvent, breach_key, provider_key, resolved_key
 from checks.base import CheckResult, Sample
 from common.redaction import without_credentials
@@ -244,6 +245,9 @@ class WindowWatch:
             r["name"]: _state_of(r["outcome"], r.get("evidence") or {})
             for r in (window.verdict or {}).get("rules", [])
         }
+        self.unwatched = 0
+        """Slots of the window passed over while no watch ran (a takeover, a restart),
+        counted in the rounds stored since: `unwatched_end`."""
         self.glanced: dict[str, str] = dict(self.last_outcomes)
         """Each rule's state after the latest round judged (`_word` words a change)."""
         self.worded_at: float | None = None
@@ -365,12 +369,15 @@ class WindowWatch:
             glance, verdict = self.overload.guard(
                 glance, verdict, self.judge_rules, self.baselines, final=final
             )
+            glance, verdict = unwatched_end(glance, verdict, self.unwatched)
             decided = glance.decision != "continue"  # a fail the guard holds goes on
             with_state = bool(self.arrived) or stores_state(
                 number, observations, moving_baseline=bool(self.env.baseline_url), decided=decided
             )
             summary = self._round_summary(observations, results, glance, with_state=with_state)
             summary.update(round_timing(schedule, slot, started, lag, pace()))
+            if self.unwatched:
+                summary["unwatched_slots"] = self.unwatched
             worded: tuple[Verdict, dict[str, Any]] | None = None
             if verdict is not None:
                 decided_at = self.s.clock() if decided else None
@@ -502,6 +509,7 @@ class WindowWatch:
             self.replay.extend(replay)
         if records:
             last = records[-1].summary
+            self.unwatched = int(last.get("unwatched_slots") or 0)
             took = last.get("duration_s")
             started = last.get("started_at", records[-1].started_at)
             self.resumed_after = float(started) + float(took or 0.0)
@@ -965,6 +973,7 @@ class WindowWatch:
             return
         down = max(0.0, now - self.resumed_after)
         passed = slot - (self.last_slot if self.last_slot is not None else -1) - 1
+        self.unwatched += max(0, passed)  # missing evidence for the window's end
         self.log.info(
             "round %d resumed after %.1fs down (a restart or a takeover, not a slow round): %s",
             number,

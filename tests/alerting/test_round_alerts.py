@@ -307,3 +307,49 @@ async def test_a_retried_group_is_the_same_alert_and_its_rules_then_resolve(
         TITLE + "errors, p95 resolved",
     ]
     assert "Sent late, on retry 1" in json_sink.notifications[0].message
+
+
+def breaching(streak: int) -> Verdict:
+    """A threshold rule's round: past its bound for `streak` rounds short of the policy's
+    `failure_limit` (the judge's outcome is `pass`, its state `breached`), or within it."""
+    return Verdict(
+        "continue",
+        "watching",
+        (
+            RuleVerdict(
+                name="r00",
+                source="checks",
+                metric="error_rate",
+                outcome="pass",
+                observed=1.0 if streak else 0.0,
+                baseline=0.0,
+                threshold="max 0.5",
+                detail=f"past max 0.5 for {streak} of 21 rounds" if streak else "",
+                evidence={"policy": "threshold", "streak": streak, "failure_limit": 21},
+            ),
+        ),
+    )
+
+
+async def test_a_rule_still_breaching_short_of_its_failure_limit_is_not_resolved(
+    tmp_path: Path, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """Rounds 1-3 past the bound (a streak below `failure_limit`), round 4 back within it:
+    one breach, and the resolve only at round 4, where round 2 resolved the rule while its
+    error rate was still 100% (`bench/ha_faults.py` seeds 700-705: every bad deploy)."""
+    store = SqliteStore(tmp_path / "alerts.db")
+    await store.open()
+    sent: list[list[str]] = []
+    try:
+        await store.create_window(window())
+        alerts = WindowAlerts(store, make_notifier([json_sink.url()], metrics))
+        watch = await watch_of(store, alerts, metrics)
+        for streak in (1, 2, 3, 0):
+            watch._alert_rules(breaching(streak))
+            await round_done(watch.s)
+            sent.append([n.title for n in json_sink.notifications])
+    finally:
+        await store.close()
+    breached, resolved = TITLE + "r00 breached", TITLE + "r00 resolved"
+    assert sent[:3] == [[breached]] * 3, sent
+    assert sent[3] == [breached, resolved], sent

@@ -87,17 +87,27 @@ async def open_when_it_answers(
     store: Store,
     stopping: asyncio.Event | None = None,
     waiting: Callable[[], Awaitable[None]] | None = None,
+    then: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Open the store, waiting while its server gives no answer at all (PostgreSQL still
     starting beside the agent, restarting, unreachable for a moment): `run` exited 2 at
     once, the code of a configuration to fix, so systemd gave up after a few quick
     restarts and Kubernetes backed off for minutes. Said once (WARNING), and once when it
     answers; `waiting` is called once, as it is said (`serve` listens then); a refused
-    login, an unknown database or a bad file still fails at once."""
+    login, an unknown database or a bad file still fails at once. `then` runs once the
+    store is open (the replica id's hold): a cut there closes the store and is waited
+    out the same way, where `run` exited 2 ("terminating connection due to administrator
+    command", `bench/ha_faults.py` with connection cuts)."""
     delay, said = 0.5, False
     while True:
         try:
             await store.open()
+            if then is not None:
+                try:
+                    await then()
+                except StoreUnreachable:
+                    await store.close()
+                    raise
         except StoreUnreachable as exc:
             if not said:
                 said = True
@@ -205,16 +215,25 @@ def build_app(
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         init_sentry(redact, environ)
-        await open_when_it_answers(app[STORE], app.get(STOPPING), app.get(WAITING))
-        if isinstance(shared, HoldsReplicaId):
-            try:
-                held = await shared.hold_replica_id(*owners)
-            except BaseException:
-                await app[STORE].close()
-                raise
-            watcher.name_replica(held)  # before any loop that leases runs
+        held: list[str] = []
+
+        async def hold_replica_id() -> None:
+            if isinstance(shared, HoldsReplicaId):
+                try:
+                    held.append(await shared.hold_replica_id(*owners))
+                except StoreUnreachable:
+                    raise  # closed and waited out by `open_when_it_answers`
+                except BaseException:
+                    await app[STORE].close()
+                    raise
+
+        await open_when_it_answers(
+            app[STORE], app.get(STOPPING), app.get(WAITING), then=hold_replica_id
+        )
+        if held:
+            watcher.name_replica(held[0])  # before any loop that leases runs
             if settings.store.url.startswith(("postgresql://", "postgres://")):
-                _say_replica_id(held, owners)
+                _say_replica_id(held[0], owners)
         app[METRICS].store_up.set(1)  # 0 until now, the wait at start included
         yield
         closing = asyncio.create_task(app[STORE].close(), name="closing the store")

@@ -11,9 +11,11 @@ import asyncio
 
 import asyncpg
 import pytest
+from aiohttp import web
 
-from agent.app import open_when_it_answers
-from agent.store.postgres import PostgresStore
+from agent.app import build_app, open_when_it_answers
+from agent.settings_file import load_settings_text
+from agent.store.postgres import PostgresStore, ReplicaIdInUse
 from tests.pg import PgCluster
 from tests.rollback.test_rollback_outcome_kept import Failover
 
@@ -101,3 +103,55 @@ async def test_a_connection_cut_at_the_schema_check_is_waited_out(
         assert await store.ping()
     finally:
         await store.close()
+
+
+class _CutWhileHoldingReplicaId(PostgresStore):
+    """A store whose first hold of the replica id loses its session to the server, as a
+    connection cut (`pg_terminate_backend`, a failover) just after `open()` did: the
+    agent exited 2 ("cannot reach PostgreSQL store …: terminating connection due to
+    administrator command"; `bench/ha_faults.py`, a replica restarted during a cut)."""
+
+    cuts = 1
+
+    async def _take_replica_id(self, replica_id: str) -> None:
+        if self.cuts:
+            self.cuts -= 1
+            conn = await asyncpg.connect(self.url, timeout=10)
+            try:
+                await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+            except asyncpg.PostgresError as exc:
+                conn.terminate()
+                self._unavailable(exc, "cannot reach", lost=True)
+        await super()._take_replica_id(replica_id)
+
+
+async def test_a_connection_cut_while_the_agent_takes_its_replica_id_is_waited_out(
+    pg_cluster: PgCluster,
+) -> None:
+    """The agent's start (its store's set-up, as `postflight run` runs it) waits the cut
+    out and holds its id, where it raised the StoreUnreachable that exits 2."""
+    failover = Failover(pg_cluster)
+    await failover.create()
+    store = _CutWhileHoldingReplicaId(failover.url)
+    config = f"""
+server: {{api_tokens: [tok-1234567890abcdef]}}
+store: {{url: "{failover.url}"}}
+environments:
+  production: {{base_url: "http://127.0.0.1:9", background_interval: 1h}}
+"""
+    app = build_app(load_settings_text(config), store=store, owner="web-1")
+    runner = web.AppRunner(app)
+    try:
+        await asyncio.wait_for(runner.setup(), 20)
+        assert store.cuts == 0  # cut, and waited out
+        assert await store.ping()
+        # held on the server: a second agent under the id is refused
+        other = PostgresStore(failover.url)
+        await other.open()
+        try:
+            with pytest.raises(ReplicaIdInUse):
+                await other.hold_replica_id("web-1")
+        finally:
+            await other.close()
+    finally:
+        await runner.cleanup()

@@ -62,7 +62,7 @@ from collections.abc import (
 from typing import Any
 
 from agent.records import DeployWindow, Fence
-from agent.store.base import AlertClaim, AlertRetry, Store, UnsettledAlert
+from agent.store.base import AlertClaim, AlertRetry, Store, StoreUnreachable, UnsettledAlert
 from agent.store.outages import StoreOutageLog
 from alerting.events import Alert, breach_key
 from alerting.notifier import Notifier, NotifyOutcome
@@ -85,6 +85,11 @@ a deploy window (minutes long) is stale, and the failure has been counted
 
 MIN_PAUSE_S = 0.05
 """The least `run` waits between two looks, whatever is due (no busy loop)."""
+
+HOLD_FIRST_S = 0.2
+HOLD_MAX_S = 2.0
+"""How often a sent alert's held outcome is offered to a store that does not answer
+(`WindowAlerts._hold`): doubling from the first, up to the most."""
 
 RETRIES_IN_FLIGHT = 2
 """Alerts one agent retries at once: a hung channel's retries hold at most these of
@@ -328,31 +333,85 @@ class WindowAlerts:
     ) -> bool:
         """Send a claimed alert (but to `sent_to`), noting each channel that takes it,
         then store the outcome (its `also` keys' too), with when to retry the channels
-        that failed."""
+        that failed. An outcome (or a channel's note) the store could not take is held
+        and stored once it answers (`_hold`)."""
+        unnoted: list[str] = []
         outcome = await self._notifier.send(
-            self._linked(window, alert), tags, skip=sent_to, on_sent=self._noter(window, key)
+            self._linked(window, alert),
+            tags,
+            skip=sent_to,
+            on_sent=self._noter(window, key, unnoted),
         )
         detail, retry_at = outcome.describe(), None
         if outcome.failed and self.retry_delays:
             retry_at = self._clock() + self.retry_delays[0]
             detail += f"; retrying in {self.retry_delays[0]:g}s"
-        await self._store.record_alert(
-            window.id, key, outcome.result, detail, retry_at=retry_at, also=also
-        )
+
+        async def record() -> None:
+            while unnoted:  # first: a retry or a take-over skips who took it
+                await self._store.note_alert_channel(window.id, key, unnoted[0])
+                unnoted.pop(0)
+            await self._store.record_alert(
+                window.id, key, outcome.result, detail, retry_at=retry_at, also=also
+            )
+
+        await self._hold(window, key, record)
         if retry_at is not None:
             self._wake.set()
         return outcome.delivered
+
+    async def _hold(
+        self, window: DeployWindow, key: str, record: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Store what a send did, waiting while the store does not answer (a restart, a
+        failover's read-only spell): the sender knows the channels took it, and a claim
+        left without its outcome is taken over once its lease lapses and sent again, where
+        a live sender gave up at once ("not sent") and a replica resent it (the sink got
+        "deploy passed" twice; `bench/ha_faults.py` seed 704). The send stays in flight
+        meanwhile, so this process's own scans leave it alone; a stop's drain bounds it.
+        Only a store that comes back past the lease, after a replica took the claim over,
+        leaves a duplicate."""
+        context = {"deploy_id": window.id, "environment": window.environment, "event": key}
+        delay, said = HOLD_FIRST_S, False
+        while True:
+            try:
+                await record()
+            except StoreUnreachable as exc:
+                if not said:
+                    said = True
+                    log.warning(
+                        "alert %s for %s: sent, but the store does not answer (%s): its"
+                        " outcome is held until it does",
+                        key,
+                        window.id,
+                        exc,
+                        extra=context,
+                    )
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, HOLD_MAX_S)
+                continue
+            if said:
+                log.info("alert %s for %s: its outcome recorded", key, window.id, extra=context)
+            return
 
     def _linked(self, window: DeployWindow, alert: Alert) -> Alert:
         if alert.link is None and self._link is not None:
             return dataclasses.replace(alert, link=self._link(window))
         return alert
 
-    def _noter(self, window: DeployWindow, key: str) -> Callable[[str], Awaitable[None]]:
+    def _noter(
+        self, window: DeployWindow, key: str, unnoted: list[str] | None = None
+    ) -> Callable[[str], Awaitable[None]]:
+        """What notes that a channel took the alert; one the store could not take goes to
+        `unnoted`, stored with the outcome (`_send`)."""
+
         async def note(channel: str) -> None:
             try:
                 await self._store.note_alert_channel(window.id, key, channel)
-            except Exception:  # only a duplicate after a crash is at stake: send on
+            except Exception as exc:  # only a duplicate after a crash is at stake: send on
+                if unnoted is not None and isinstance(exc, StoreUnreachable):
+                    unnoted.append(channel)
+                    return
                 log.warning(
                     "alert %s for %s: could not note that %s took it",
                     key,

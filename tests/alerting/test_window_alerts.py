@@ -14,7 +14,7 @@ from agent.metrics import Metrics
 from agent.records import DeployWindow
 from agent.rollback.delivery import RollbackDelivery
 from agent.settings import AlertChannel
-from agent.store.base import Store
+from agent.store.base import Store, StoreUnreachable
 from agent.store.postgres import PostgresStore
 from agent.store.sqlite import SqliteStore
 from agent.windows.alert_once import WindowAlerts
@@ -298,6 +298,53 @@ async def test_an_alert_cut_off_by_a_crash_is_sent_once_after_the_restart(
     ]
     async with opened(path) as store:
         assert await store.alert_events(w.id) == {"passed": "sent"}
+
+
+class ReadOnlyAfterTheClaim(SqliteStore):
+    """A store that takes the alert's claim, then no write while `away` (a PostgreSQL
+    failover's read-only spell, a restart) as the channel takes the alert."""
+
+    away = False
+
+    async def note_alert_channel(self, window_id: str, event: str, channel: str) -> None:
+        if self.away:
+            raise StoreUnreachable("cannot reach the store: read-only")
+        await super().note_alert_channel(window_id, event, channel)
+
+    async def record_alert(self, *args: Any, **kwargs: Any) -> None:
+        if self.away:
+            raise StoreUnreachable("cannot reach the store: read-only")
+        await super().record_alert(*args, **kwargs)
+
+
+async def test_a_sent_alert_whose_outcome_the_store_could_not_take_is_not_sent_again(
+    tmp_path: Path, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """The channel took the alert while the store took no writes: the live sender holds
+    its outcome and stores it once the store answers, so a replica looking after the
+    lease finds nothing to take over. Counted at the sink: 1, where the sender gave up
+    ("not sent") and the replica sent it again (2; `bench/ha_faults.py` seed 704)."""
+    path, w = tmp_path / "alerts.db", window()
+    store = ReadOnlyAfterTheClaim(path)
+    await store.open()
+    try:
+        await store.create_window(w)
+        alerts = WindowAlerts(store, make_notifier([json_sink.url()], metrics), lease_s=LEASE_S)
+        store.away = True
+        sending = asyncio.ensure_future(alerts.emit(w, Alert.for_window(w, "passed"), ["oncall"]))
+        await json_sink.wait_arrived(1)
+        await asyncio.sleep(0.5)  # the store away a while after the send
+        store.away = False
+        delivered = await asyncio.wait_for(sending, 10)
+        # a replica (or this agent restarted) looks once the claim's lease lapsed
+        taken = await restarted(path, [json_sink], metrics, after=LEASE_S + 1)
+        events = await store.alert_events(w.id)
+    finally:
+        await store.close()
+    assert [n.title for n in json_sink.notifications] == [
+        "[postflight] production v2.4.1: deploy passed"
+    ]
+    assert (delivered, taken, events) == (True, 0, {"passed": "sent"})
 
 
 async def test_a_claim_younger_than_its_lease_is_not_taken_over(

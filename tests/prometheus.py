@@ -154,9 +154,11 @@ class PrometheusStack:
             return self._warm.pop(0)
         return self.open_lane(HEALTHY_RATES)
 
-    def open_lane(self, rates: dict[str, float]) -> Lane:
-        """A new lane counting at `rates` from the next scrape on."""
-        lane = Lane(f"lane-{next(self._numbers)}", tuple(rates))
+    def open_lane(self, rates: dict[str, float], job: str | None = None) -> Lane:
+        """A new lane counting at `rates` from the next scrape on (`job`: a name a test's
+        verbatim query selects, e.g. the example's `job="web"`; one test's at a time)."""
+        lane = Lane(job or f"lane-{next(self._numbers)}", tuple(rates))
+        assert lane.job not in self._lanes, f"lane {lane.job} is already open"
 
         async def add() -> None:
             self._lanes[lane.job] = self._counters(lane.job, rates)

@@ -377,5 +377,7 @@ def _decide(judged: list[Judged], rounds: int, final: bool, on_evidence: bool) -
 
 
 def _all_rules(count: int) -> str:
-    """`all 3 rules`, and `1 of 1 rule` where "all 1 rules" read as a slip."""
-    return f"all {count} rules" if count != 1 else "1 of 1 rule"
+    """`all 3 rules`, `both rules`, and `1 of 1 rule` where "all 1 rules" read as a slip."""
+    if count == 1:
+        return "1 of 1 rule"
+    return "both rules" if count == 2 else f"all {count} rules"

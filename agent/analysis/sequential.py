@@ -523,7 +523,7 @@ class SequentialRule:
                 # before it: "112ms above baseline 102ms +50%" read as false arithmetic
                 f"(baseline {self._fmt(base.value)}): its latencies run "
                 f"{'slower' if up else 'faster'} than the baseline's {change} "
-                "(rank test over every latency, conformal)",
+                "(compared latency by latency)",
                 alpha_final=final,
                 level=0.5,
                 flip=not up,
@@ -533,10 +533,7 @@ class SequentialRule:
         if plan == "exceedance":
             a, d, final = self._split_distribution(share, "exceedance")
             scale = 1.0 + delta if up else 1.0 - delta
-            rest = (
-                f"{self._fmt(base.value * scale)} (baseline {self._fmt(base.value)} {change}, "
-                "conformal)"
-            )
+            rest = f"{self._fmt(base.value * scale)} (baseline {self._fmt(base.value)} {change})"
             return Component(
                 "max_increase",
                 "exceedance",
@@ -664,7 +661,7 @@ class SequentialRule:
         a, d, final = a * kept, d * kept, share * final
         mean = base.value * (1.0 + delta) if up else base.value * (1.0 - delta)
         sign, past = ("<=", ">") if up else (">=", "<")
-        rest = f"{mean:.3g} (baseline {base.value:.3g} {change}, two-sample)"
+        rest = f"{mean:.3g} (baseline {base.value:.3g} {change})"
         return Component(
             "max_increase",
             "proportion",

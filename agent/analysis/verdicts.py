@@ -16,6 +16,7 @@ from agent.analysis import sketch
 from agent.analysis.describe import format_value, quantile_of, threshold_text, unit_noun
 from agent.analysis.sequential import BaselineData, Kind
 from agent.analysis.types import Rule, RuleOutcome, RuleVerdict, WindowDecision
+from common.words import counted
 
 State = dict[str, Any]
 """A judge's state: JSON-able, the same size after round 10 and round 10,000."""
@@ -128,7 +129,7 @@ def no_data(rule: Rule, base: BaselineData | None, st: State) -> Judged:
 
 
 def no_baseline(rule: Rule, observed: float | None, st: State) -> Judged:
-    detail = f"no baseline to compare with ({st['with_data']} rounds with data)"
+    detail = f"no baseline to compare with ({counted(st['with_data'], 'round')} with data)"
     return Judged(
         rule_verdict(rule, "inconclusive", observed, None, detail, {"reason": "no baseline"}),
         lacking=f"{rule.name}: no baseline",
@@ -166,14 +167,45 @@ def count_detail(rule: Rule, st: State, *, pooled: bool) -> str | None:
 def summary(rule: Rule, st: State, observed: float | None, samples: float) -> str:
     """`31 of 100 probes failed`, or `latency_p95 120ms over 400 samples`."""
     return count_detail(rule, st, pooled=True) or (
-        f"{rule.metric} {format_value(rule.metric, observed)} over {samples:g} samples"
+        f"{rule.metric} {format_value(rule.metric, observed)} over {amount(samples, 'sample')}"
     )
+
+
+def amount(count: float, noun: str) -> str:
+    """A count that may be fractional with its noun: `1 sample`, `2.5 samples`, where
+    `1 samples so far` read as a slip."""
+    return f"{count:g} {noun}{'' if count == 1 else 's'}"
 
 
 def units(rule: Rule, kind: Kind) -> str:
     if kind == "proportion":
         return unit_noun(rule)
     return "rounds" if kind == "value" else "samples"
+
+
+def units_of(rule: Rule, kind: Kind, count: float) -> str:
+    """`100 probes`, `1 probe`: what the rule's tests counted, with their number."""
+    return amount(count, units(rule, kind).removesuffix("s"))
+
+
+def odds(ratio: float) -> str:
+    """A likelihood ratio as odds an operator reads: `2,340 to 1` (not `2.34e+03`), `741
+    million to 1`, `more than a billion to 1` (the exact figure is in the evidence's
+    `likelihood_ratio`); below 1 the other way round
+    (`1 to 20`: the data favour no regression), where `0.05 to 1` read as a slip."""
+    if 0 < ratio < 1:
+        return f"1 to {odds_number(1.0 / ratio)}"
+    return f"{odds_number(ratio)} to 1"
+
+
+def odds_number(ratio: float) -> str:
+    if ratio < 1e3:
+        return f"{ratio:.3g}"
+    if ratio < 1e6:
+        return f"{ratio:,.0f}"
+    if ratio < 1e9:
+        return f"{ratio / 1e6:.3g} million"
+    return "more than a billion"
 
 
 def effect(observed: float | None, base: BaselineData | None) -> float | None:

@@ -5,6 +5,8 @@ round, leave short of their threshold."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -151,7 +153,10 @@ def test_the_judge_looks_only_at_the_last_round_and_says_so() -> None:
     assert not_yet.decision == "continue"
     verdict = judge([RULE], {"errors": baseline}, rounds, policy, final=True, horizon=900)
     assert verdict.decision == "fail"
-    assert "at the window's end" in verdict.reason
+    # the README's words: `at the window's end after …: p-value …, at most … needed`
+    assert re.search(
+        r"at the window's end after [\d,]+ probes: p-value \S+, at most \S+ needed$", verdict.reason
+    ), verdict.reason
     (rule_verdict,) = verdict.rules
     (component,) = rule_verdict.evidence["components"]
     assert component["final_p_value"] <= component["final_alpha"]

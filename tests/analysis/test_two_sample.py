@@ -142,7 +142,7 @@ def test_the_decrease_side_is_two_sample_too() -> None:
         0.01,
         horizon=60,
     ).components[0]
-    assert component.ladder and "two-sample" in component.null
+    assert component.ladder and component.bets == "two_sample"  # not only its words
     # at the boundary: crash-free exactly 1% lower than the baseline's (the failure share x ~3)
     at_bound = 1.0 + 0.01 * 0.995 / 0.005
     fails = sum(_crash_window(rng, 0.1, at_bound) for _ in range(200))

@@ -15,6 +15,7 @@ from agent.analysis.types import Observation, Rule
 from agent.analysis.verdicts import (
     Judged,
     State,
+    amount,
     needs_baseline,
     no_baseline,
     rule_verdict,
@@ -61,7 +62,7 @@ class FixedPolicy(BasePolicy):
             samples = float(st["with_data"])
         said = summary(rule, st, observed, samples)
         if samples < max(1, rule.min_samples):
-            detail = f"{samples:g} samples so far, {rule.min_samples} needed"
+            detail = f"{amount(samples, 'sample')} so far, {rule.min_samples} needed"
             return Judged(rule_verdict(rule, "inconclusive", observed, base, detail, {}))
         if not final:
             detail = f"{said}; judged when the window ends"
@@ -85,11 +86,13 @@ class FixedPolicy(BasePolicy):
             "bound": result.bound,
             "failed_at_round": None,
         }
-        p_text = f"p={result.p_value:.2g}" if result.p_value is not None else "no test"
+        p_text = f"p-value {result.p_value:.2g}" if result.p_value is not None else "no test"
         if result.failed:
+            # `(two-proportion z test, p-value 0.0068)`: `z p=0.0068` read as one word
+            how = f"{result.test} test, {p_text}" if result.p_value is not None else result.test
             reason = (
                 f"{rule.name}: {rule.metric} {format_value(rule.metric, result.observed)} "
-                f"past {result.bound} at the end of the window ({result.test} {p_text})"
+                f"past {result.bound} at the end of the window ({how})"
             )
             verdict = rule_verdict(
                 rule, "fail", result.observed, base, f"{said}; {p_text}", evidence

@@ -28,10 +28,13 @@ from agent.analysis.verdicts import (
     Judged,
     RuleGlance,
     State,
+    amount,
     clean,
     effect,
     needs_baseline,
     no_baseline,
+    odds,
+    odds_number,
     ratio,
     round_number,
     rule_glance,
@@ -39,6 +42,7 @@ from agent.analysis.verdicts import (
     summary,
     to_json,
     units,
+    units_of,
 )
 
 _TEST_NAMES = {
@@ -127,7 +131,7 @@ class SequentialPolicy(BasePolicy):
         if why == "bound":
             detail = "no bound this data can be tested against"
         else:
-            detail = f"{_samples(st):g} samples so far, {rule.min_samples} needed"
+            detail = f"{amount(_samples(st), 'sample')} so far, {rule.min_samples} needed"
         return Judged(rule_verdict(rule, "inconclusive", observed, base, detail, {}))
 
     def glance(self, rule: Rule, st: State, kind: Kind, final: bool) -> RuleGlance:
@@ -188,12 +192,12 @@ class SequentialPolicy(BasePolicy):
             p, level = seq["tests"][comp.key]["final_p"], comp.alpha_final
             reason = (
                 f"{rule.name}: {rule.metric} {format_value(rule.metric, observed)} "
-                f"{comp.claim}, p = {p:.2g} <= {level:.2g} at the window's end "
-                f"after {samples:g} {units(rule, kind)}"
+                f"{comp.claim} at the window's end after {units_of(rule, kind, samples)}: "
+                f"p-value {p:.2g}, at most {level:.2g} needed"
             )
             detail = (
                 f"{said}; {rule.metric} {comp.claim}: {_FINAL_TESTS[comp.test]} gave"
-                f" p = {p:.2g}, at most {level:.2g} needed"
+                f" p-value {p:.2g}, at most {level:.2g} needed"
             )
             verdict = rule_verdict(rule, "fail", observed, base, detail, evidence)
             return Judged(verdict, failed_at, reason)
@@ -202,13 +206,13 @@ class SequentialPolicy(BasePolicy):
             lr, needed = ratio(log_e), ratio(log_needed)
             reason = (
                 f"{rule.name}: {rule.metric} {format_value(rule.metric, observed)} "
-                f"{comp.claim}, likelihood ratio {lr:.3g} >= {needed:.3g} "
-                f"after {samples:g} {units(rule, kind)}"
+                f"{comp.claim} after {units_of(rule, kind, samples)}: evidence {odds(lr)},"
+                f" {odds_number(needed)} needed"
             )
             # the bound it crossed, as the reason says: a breach alert's "why" is this detail
             detail = (
-                f"{said}; {rule.metric} {comp.claim}: likelihood ratio {lr:.3g}"
-                f" reached {needed:.3g}"
+                f"{said}; {rule.metric} {comp.claim}: evidence {odds(lr)} of a regression,"
+                f" {odds_number(needed)} needed"
             )
             verdict = rule_verdict(rule, "fail", observed, base, detail, evidence)
             return Judged(verdict, failed_at, reason)
@@ -216,8 +220,8 @@ class SequentialPolicy(BasePolicy):
         if decisive is not None:  # no test failed: the one closest to failing
             _, log_e, log_needed = decisive
             strongest = (
-                f"; strongest evidence of a regression: likelihood ratio "
-                f"{ratio(log_e):.3g} of {ratio(log_needed):.3g} needed"
+                f"; strongest evidence of a regression: {odds(ratio(log_e))}, "
+                f"{odds_number(ratio(log_needed))} needed"
             )
         lacking = [r for r in reached if not r.holds]
         if reached and not lacking and not tests.unpassable:

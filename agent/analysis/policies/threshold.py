@@ -81,7 +81,7 @@ class ThresholdPolicy(BasePolicy):
         }
         counts = count_detail(rule, st, pooled=False)
         if st["streak_rounds"] == 0:
-            detail = f"no round with at least {rule.min_samples} samples"
+            detail = f"no round with at least {counted(rule.min_samples, 'sample')}"
             return Judged(rule_verdict(rule, "inconclusive", None, base, detail, evidence))
         metric = rule.metric
         value = format_value(metric, last_value)
@@ -98,7 +98,7 @@ class ThresholdPolicy(BasePolicy):
             verdict = rule_verdict(rule, "fail", last_value, base, detail, evidence)
             return Judged(verdict, st["failed_at"], reason)
         if st["breaches"]:
-            state = f"past {st['breaches'][0][1]} for {len(streak)} of {limit} rounds"
+            state = f"past {st['breaches'][0][1]} for {len(streak)} of {counted(limit, 'round')}"
         else:
             state = "within bounds"
         detail = f"{counts}; {state}" if counts else f"{metric} {value}, {state}"

@@ -1,0 +1,52 @@
+"""The verdict's words on-call reads: counts of one said in the singular, two rules as both,
+and a sequential test's evidence as odds against what it needed, not a bare likelihood ratio."""
+
+from __future__ import annotations
+
+from agent.analysis import Observation, Policy, Rule
+from agent.analysis.judge import judge
+from agent.analysis.verdicts import odds
+
+SEQUENTIAL = Policy("sequential", confidence=0.99)
+
+
+def rate(failed: int, total: int) -> Observation:
+    return Observation(failed / total, count=failed, total=total)
+
+
+def test_counts_of_one_are_singular() -> None:
+    latency = Rule("p95", "checks", "latency_p95", max=0.3, min_samples=5)
+    one = [{"p95": Observation(0.1, values=(0.1,), total=1)}]
+    verdict = judge([latency], {}, one, SEQUENTIAL, final=False)
+    assert verdict.rules[0].detail == "1 sample so far, 5 needed"  # was "1 samples so far"
+    fixed = judge([latency], {}, one, Policy("fixed"), final=False)
+    assert fixed.rules[0].detail == "1 sample so far, 5 needed"
+    relative = Rule("errors", "sentry", "error_rate", max_increase=0.2)
+    alone = judge([relative], {}, [{"errors": Observation(0.01)}], SEQUENTIAL, final=False)
+    # was "1 rounds with data"
+    assert alone.rules[0].detail == "no baseline to compare with (1 round with data)"
+    gap = Rule("gap", "checks", "latency_p95", max=0.05, min_samples=1)
+    empty = [{"gap": Observation(0.1, total=0)}]  # a round that answered without a sample
+    none = judge([gap], {}, empty, Policy("threshold"), final=False)
+    assert none.rules[0].detail == "no round with at least 1 sample"  # was "1 samples"
+
+
+def test_two_rules_within_bounds_are_both_rules() -> None:
+    rules = [
+        Rule("errors", "checks", "error_rate", max_increase=0.2),
+        Rule("errors-again", "checks", "error_rate", max_increase=0.2),
+    ]
+    base = {r.name: rate(10_000, 1_000_000) for r in rules}
+    rounds = [{r.name: rate(1_000, 100_000) for r in rules}] * 30
+    verdict = judge(rules, base, rounds, SEQUENTIAL, final=True)
+    assert verdict.decision == "pass"
+    # was "all 2 rules within bounds on evidence over 30 rounds"
+    assert verdict.reason == "both rules within bounds on evidence over 30 rounds"
+
+
+def test_a_likelihood_ratio_reads_as_odds() -> None:
+    assert odds(2343.7) == "2,344 to 1"  # was "2.34e+03"
+    assert odds(526.3) == "526 to 1"
+    assert odds(0.05) == "1 to 20"  # the data favour no regression: not "0.05 to 1"
+    assert odds(740_630_521.0) == "741 million to 1"  # not a nine-digit false precision
+    assert odds(3e12) == "more than a billion to 1"  # was "3e+12"

@@ -601,7 +601,8 @@ class SentryProvider(HttpProvider):
         shown = f"at least {total}" if partial else str(total)
         template = release_template(version, elsewhere)  # the most errors first
         raise ProviderError(
-            f'Sentry has {shown} errors in this period, none of release "{release}" ({why}):'
+            f"Sentry has {shown} error{'' if total == 1 else 's'} in this"
+            f' period, none of release "{release}" ({why}):'
             " name it as your SDK does with baseline.sentry.release"
             f" ({self._release_hint(target, template)})"
         )

@@ -229,9 +229,10 @@ class DropTally:
         late = "".join(f"; {why}" for _, why in sorted(limited.items()))
         then = "held while the window goes on" if holding else "nothing is rolled back"
         what = (
-            f"{self.samples + self.latency} of {self.runs} probes dropped ({self.samples}"
-            f" timeouts, {self.latency} latencies) — its own event loop was stalled while"
-            " they ran"
+            f"{self.samples + self.latency} of {counted(self.runs, 'probe')} dropped"
+            f" ({counted(self.samples, 'timeout')}, {self.latency}"
+            f" {'latency' if self.latency == 1 else 'latencies'}) — its own event loop was"
+            " stalled while they ran"
             if dropped
             else "none of its probes dropped, but its own event loop read their answers late"
         )

@@ -26,8 +26,30 @@ SO_TIMESTAMPNS = 35
 
 PAD_S = 0.00005
 """Added to each wait measured: the system clock the stamp is on and the monotonic one
-the agent times with are two reads, and may run apart by NTP's slew (500 ppm at most):
-some µs, and a measure must never be short (the agent's delay taken for the target's)."""
+the agent times with are two reads, some µs apart at worst (NTP's slew moves both alike;
+only a step moves one), and a measure must never be short (the agent's delay taken for
+the target's)."""
+
+STEP_S = 0.00002
+"""A fall of the system clock against the monotonic one by more than this, between two
+reads of both, is taken for a step back (an NTP step, a VM resumed, a leap second): under
+`PAD_S`, so a smaller step unseen still leaves no measure short."""
+
+
+class _Clocks:
+    """The system clock's offset from the monotonic one as last read, and when it was last
+    seen to step back (`time.perf_counter()`; -inf: never)."""
+
+    offset: float | None = None
+    stepped_at = float("-inf")
+
+
+def stepped_since(since: float) -> bool:
+    """Whether the system clock was seen to step back after `since` (`time.perf_counter()`):
+    a receive stamp taken before that step and read after it would give a wait too short,
+    by as much as the step, so no stamp read since `since` is to be trusted."""
+    return _Clocks.stepped_at > since
+
 
 _ANCILLARY = socket.CMSG_SPACE(16) if hasattr(socket, "CMSG_SPACE") else 0
 
@@ -79,10 +101,15 @@ class StampedSocket(socket.socket):
         # the stamp is on the system clock: how long ago, now, on the monotonic one (read
         # first: the system clock's later read only makes it longer ago)
         now = time.perf_counter()
-        ago = time.time() - (sec + ns * 1e-9)
-        if ago < 0.0:
-            return  # the system clock was set back since: no measure, not a short one
-        self.arrived = now - ago - PAD_S
+        wall = time.time()
+        offset = wall - now
+        last = _Clocks.offset
+        if last is not None and offset < last - STEP_S:
+            _Clocks.stepped_at = now  # (the reader weighs it: `stepped_since`)
+        _Clocks.offset = offset
+        # (after a step, back or forth, this is wrong, even in the future: the reader
+        # takes the heartbeat's bound instead, `checks.wire._Conn.on_message_complete`)
+        self.arrived = now - (wall - (sec + ns * 1e-9)) - PAD_S
 
     def forget(self) -> None:
         """A new request: the next answer's stamp is its own."""

@@ -33,7 +33,13 @@ from aiohttp import ClientRequest, hdrs
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from checks.stamps import StampedSocket, connect_stamped, own_stamps_on, stamps_on
+from checks.stamps import (
+    StampedSocket,
+    connect_stamped,
+    own_stamps_on,
+    stamps_on,
+    stepped_since,
+)
 from checks.ticks import ticks
 from common.tracebacks import drop_cancellation, without_tracebacks
 
@@ -283,7 +289,12 @@ class _Conn(asyncio.Protocol):
             # the heartbeat's bound is up to its beat (an earlier read's stamp, if the last
             # came without one, only makes the wait longer: still a bound); not on a new
             # connection's first answer, whose connect may have waited too
-            kernel = max(0.0, done_at - stamped.arrived)
+            kernel = done_at - stamped.arrived
+            if not 0.0 <= kernel <= delay or stepped_since(done_at - delay):
+                # the stamp is on the system clock: one stepped since (forward: too long;
+                # back: short, or under 0) leaves the heartbeat's bound, never short (the
+                # answer came at most `delay` ago, so a step seen since then may be in it)
+                kernel = delay
         parsed = Parsed(self.status, headers, body, self.size, done_at, delay, kernel)
         waiter.set_result(parsed)
 

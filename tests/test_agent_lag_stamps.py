@@ -20,6 +20,7 @@ import struct
 import termios
 import threading
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -305,3 +306,82 @@ def _dropped() -> CheckResult:
     sample = Sample("health", ok=True, status=200, latency_s=None)
     details = {"latency_dropped": "agent_lag"}
     return CheckResult("health", "http", True, (sample,), "m", 0.1, details)
+
+
+async def _stepped_answers(offset: list[float], step_s: float) -> list[Any]:
+    """(least real wait, heartbeat's bound, kernel's measure) of 12 answers on one
+    keep-alive connection; the 7th is written while the loop is blocked 4 ms, at the end
+    of which the system clock (`offset[0]`) steps by `step_s`, before the answer is read."""
+    loop = asyncio.get_running_loop()
+    lag = ticks().lag
+    asked = [0]
+
+    def block_then_step() -> None:
+        time.sleep(BLOCK_S)
+        offset[0] = step_s
+
+    def on_request() -> None:
+        asked[0] += 1
+        if asked[0] == 8:  # (the first request opened the connection)
+            loop.call_soon_threadsafe(block_then_step)
+
+    target = RawTarget(on_request)
+    client = LeanClient(limit=1, keepalive_s=30.0, force_close=False, default_headers={})
+    url = URL(f"http://127.0.0.1:{target.port}/health")
+    head = client.head("GET", url, None, None)
+    out: list[Any] = []
+    try:
+        await client.request(head, url, 2.0, False)
+        target.parsed = 1
+        (conn,) = client._open
+        assert conn.transport is not None
+        target.peer = conn.transport.get_extra_info("socket").fileno()
+        for _ in range(12):
+            lag.total()
+            parsed, _ = await client.request(head, url, 2.0, False)
+            target.parsed += 1
+            while len(target.sent) < target.parsed:  # noqa: ASYNC110 - a thread's notes
+                await asyncio.sleep(0.0005)
+            _, seen = target.sent[target.parsed - 1]
+            least = None if seen is None else parsed.done_at - seen
+            out.append((least, parsed.agent_delay, parsed.kernel_delay))
+            await asyncio.sleep(0.013)
+    finally:
+        target.peer = -1
+        client.close()
+        target.close()
+    return out
+
+
+@pytest.mark.parametrize("step_s", [1.0, -1.0, -0.002], ids=["forward", "back", "back-2ms"])
+@pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
+def test_a_system_clock_step_leaves_the_heartbeats_bound_never_a_short_measure(
+    kind: str, step_s: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel stamps on the system clock, which an NTP step or a resumed VM moves: an
+    answer that came before a step and was read after it would measure a wait too long
+    (forward), under 0 or short by the step (back; a short one turns the agent's own delay
+    into the target's, and a rollback). That answer's measure is the heartbeat's bound
+    (not under its real 2-4 ms wait), and the answers after it the kernel's again."""
+    import checks.stamps as stamps
+
+    real_time = time.time
+    offset = [0.0]
+    clock = types.SimpleNamespace(
+        perf_counter=time.perf_counter, time=lambda: real_time() + offset[0]
+    )
+    monkeypatch.setattr(stamps, "time", clock)
+    # the clocks as first read (no step seen yet), restored after
+    fresh = type("_Clocks", (), {"offset": None, "stepped_at": float("-inf")})
+    monkeypatch.setattr(stamps, "_Clocks", fresh, raising=False)
+    loop = _loop(kind)
+    try:
+        answers = loop.run_until_complete(_stepped_answers(offset, step_s))
+    finally:
+        loop.close()
+    least, bound, measure = answers[6]
+    assert least is not None and least >= 0.001, answers[6]  # it waited in the block
+    assert measure is not None and measure == bound, answers[6]  # never short, nor 1 s
+    steady = answers[:6] + answers[7:]
+    assert all(k is not None and b is not None and k <= b for _, b, k in steady), steady
+    assert all(lo is None or k >= lo for lo, _, k in steady), steady

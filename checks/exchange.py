@@ -475,6 +475,8 @@ def _lean_failure(exc: BaseException, url: URL, timeout_s: float | None) -> tupl
     if isinstance(exc, TimeoutError):
         return classify(exc, timeout_s)
     if isinstance(exc, Disconnected):
+        if exc.args and isinstance(exc.args[0], OSError):  # aiohttp's ClientOSError, reworded
+            return "connect", f"ClientOSError: {exc.args[0]}"
         return "connect", "the server closed the connection without a response"
     if isinstance(exc, PayloadIncomplete):
         return "protocol", "malformed response body: " + " ".join(str(exc).split())[:200]

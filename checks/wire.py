@@ -61,7 +61,9 @@ class Unsupported(Exception):
 
 
 class Disconnected(Exception):
-    """The connection closed before any byte of a response."""
+    """The connection closed before any byte of a response; its argument, if any, the
+    `OSError` that ended it (a reset: aiohttp's `ClientOSError`, else its
+    `ServerDisconnectedError`)."""
 
 
 class PayloadIncomplete(Exception):
@@ -135,6 +137,9 @@ class _Conn(asyncio.Protocol):
         """`stamped` is a duplicate of the transport's socket, read here (`read_stamped`)
         while the transport's own reading is paused: on a loop that reads the descriptor
         itself (uvloop), the only way to see the stamps."""
+        self.reset: OSError | None = None
+        """What ended the connection, when `read_stamped` read it (the transport, whose
+        reading is paused, hands `connection_lost` none)."""
         self.closed = False
         self.reused = False
         self.idle_since = 0.0
@@ -190,10 +195,15 @@ class _Conn(asyncio.Protocol):
                 return
             if self.headers_done and self.until_eof:
                 self.on_message_complete()  # a body delimited by the connection's end
-            elif not self.got_bytes:
-                waiter.set_exception(Disconnected())
+                return
+            reset = exc if exc is not None else self.reset
+            if not self.got_bytes:
+                waiter.set_exception(Disconnected(reset) if reset is not None else Disconnected())
             else:
-                waiter.set_exception(PayloadIncomplete(self._incomplete()))
+                text = self._incomplete()
+                if reset is not None:  # as aiohttp words a connection that did not end cleanly
+                    text = f"{text}. {reset!r}"
+                waiter.set_exception(PayloadIncomplete(text))
         finally:
             self._over()
 
@@ -362,7 +372,8 @@ class _Conn(asyncio.Protocol):
             data = self.stamped.recv(1 << 16)
         except (BlockingIOError, InterruptedError):
             return
-        except OSError:
+        except OSError as exc:
+            self.reset = exc
             self.close()  # a reset: the connection is over, its waiter fails in connection_lost
             return
         if data:

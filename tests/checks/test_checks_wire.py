@@ -10,7 +10,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import gzip
+import os
+import random
 import re
+import socket
+import struct
 import sys
 import weakref
 import zlib
@@ -44,13 +48,25 @@ def raw(head: str, body: bytes = b"") -> bytes:
     return head.replace("\n", "\r\n").encode() + b"\r\n\r\n" + body
 
 
-def chunked(body: bytes) -> bytes:
-    return b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in (body[:5], body[5:])) + (
-        b"0\r\n\r\n"
-    )
+def chunked(body: bytes, size: int | None = None) -> bytes:
+    """`body` in chunks of `size` bytes (None: two, split after its 5th byte)."""
+    if size is None:
+        parts = [body[:5], body[5:]]
+    else:
+        parts = [body[i : i + size] for i in range(0, len(body), size)]
+    return b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in parts) + b"0\r\n\r\n"
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a reset (RST), as a crashed or restarted server's kernel does."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
 
 
 GZIPPED = gzip.compress(JSON)
+NOISE = random.Random(1).randbytes(200_000)
+"""Incompressible: its gzip is over 64 KiB too (the lean client reads 64 KiB at a time)."""
 RESPONSES: dict[str, bytes] = {
     "/plain": raw(
         "HTTP/1.1 200 OK\nContent-Type: application/json\nX-Version: 2.4.1\n"
@@ -71,9 +87,17 @@ RESPONSES: dict[str, bytes] = {
     "/short": raw("HTTP/1.1 200 OK\nContent-Length: 100", b"only a few bytes"),
     "/garbage": b"NOT HTTP AT ALL\r\n\r\n",
     "/moved": raw("HTTP/1.1 302 Found\nLocation: /plain\nContent-Length: 0"),
+    "/big-gzip-chunked": raw(
+        "HTTP/1.1 200 OK\nContent-Encoding: gzip\nTransfer-Encoding: chunked",
+        chunked(gzip.compress(NOISE), 7000),
+    ),
+    "/close-length": raw("HTTP/1.1 200 OK\nConnection: close\nContent-Length: 2", b"ok"),
 }
-"""Canned answers by path; `/until-close`, `/short` and `/garbage` close the connection."""
-CLOSES = {"/until-close", "/short", "/garbage"}
+"""Canned answers by path; `/until-close`, `/short`, `/garbage` and `/close-length` close
+the connection. Not canned: `/slow-body` comes in 10 parts 20 ms apart, `/reset` resets
+the connection after 70 of 100 kB, `/reset-now` as the request comes, `/reset-idle` 30 ms
+after a whole answer, `/idle-close` closes it 30 ms after a whole answer."""
+CLOSES = {"/until-close", "/short", "/garbage", "/close-length"}
 
 
 @dataclass
@@ -84,6 +108,8 @@ class RawServer:
 
     url: str = ""
     requests: list[bytes] = field(default_factory=list)
+    ended: int = 0
+    """Connections it has closed or reset."""
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         served = 0
@@ -97,13 +123,36 @@ class RawServer:
                 if path == "/retry" and served:
                     break
                 served += 1
+                if path == "/reset-now":
+                    reset(writer)
+                    return
+                if path in ("/slow-body", "/reset"):
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                    for _ in range(7 if path == "/reset" else 10):
+                        await writer.drain()
+                        await asyncio.sleep(0.02)
+                        writer.write(b"x" * 10000)
+                    await writer.drain()
+                    if path == "/reset":
+                        await asyncio.sleep(0.02)
+                        reset(writer)
+                        return
+                    continue
                 writer.write(RESPONSES.get(path, RESPONSES["/plain"]))
                 await writer.drain()
                 if path in CLOSES:
                     break
+                if path in ("/reset-idle", "/idle-close"):
+                    await asyncio.sleep(0.03)
+                    if path == "/reset-idle":
+                        reset(writer)
+                        self.ended += 1
+                        return
+                    break
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         writer.close()
+        self.ended += 1
 
 
 @pytest.fixture
@@ -171,6 +220,11 @@ def recorded(result: CheckResult) -> dict[str, Any]:
         ("/bad-gzip", {}),
         ("/short", {}),
         ("/garbage", {}),
+        ("/big-gzip-chunked", {"body_regex": "."}),
+        ("/close-length", {"status": 200}),
+        ("/slow-body", {"status": 200}),
+        ("/reset", {}),
+        ("/reset-now", {}),
     ],
 )
 async def test_lean_and_aiohttp_record_the_same(
@@ -246,6 +300,40 @@ async def test_a_dropped_keepalive_connection_is_retried_once(
             results = [await run_check(check, ctx) for _ in range(2)]
         assert all(r.ok for r in results), [r.message for r in results]
         assert len(raw_server.requests) == 3  # the second probe's first try was dropped
+
+
+@pytest.mark.parametrize("path", ["/idle-close", "/reset-idle"])
+async def test_a_connection_the_target_ends_while_idle_is_not_reused(
+    raw_server: RawServer, path: str
+) -> None:
+    """A keep-alive connection the target closed or reset while idle (its idle timeout, a
+    restart): the next probe goes on a new one, recorded as aiohttp records it; and every
+    descriptor the lean client opened (on uvloop, a duplicate of each socket it reads
+    itself, `checks.wire._Conn.read_own`) is closed with the pool."""
+    check = HttpCheck(HttpCheckConfig(name="p", path=path, expect={"status": 200}))
+    before = len(os.listdir("/proc/self/fd"))
+    recorded_by = []
+    for lean in (True, False):
+        raw_server.requests.clear()
+        async with TargetSessions(lean=lean) as sessions:
+            ctx = CheckContext(raw_server.url, sessions.get(raw_server.url), "test")
+            results = []
+            ended = raw_server.ended
+            for _ in range(3):
+                results.append(await run_check(check, ctx))
+                ended += 1
+                for _ in range(200):  # until the target has ended it (30 ms, or later: load)
+                    await asyncio.sleep(0.01)
+                    if raw_server.ended >= ended:
+                        break
+                await asyncio.sleep(0.02)  # the end's packet, to the client's socket
+            client = lean_client(ctx.session)
+            assert client is None or client.sent == 3  # each once: no retry needed
+        recorded_by.append([recorded(r) for r in results])
+        assert len(raw_server.requests) == 3 and all(r.ok for r in results)
+    assert recorded_by[0] == recorded_by[1]
+    await asyncio.sleep(0.05)
+    assert len(os.listdir("/proc/self/fd")) <= before
 
 
 @pytest.fixture

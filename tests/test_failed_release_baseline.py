@@ -13,8 +13,10 @@ from agent.store.sqlite import SqliteStore
 from agent.windows.fingerprint import check_fingerprints
 from agent.windows.foresight import (
     ROLLBACK_SETTLE_S,
+    FailedRelease,
     background_baseline,
     baseline_runs,
+    left_out_words,
     registration_warnings,
 )
 from tests.config.test_validate_config import MINIMAL
@@ -128,4 +130,14 @@ async def test_a_cancelled_deploy_ends_the_span_and_a_manual_rollback_is_said_as
         " whose window failed and which was not rolled back; 10 background runs left out"
         " of the baseline: they probed v4 (dep_v4), which was rolled back on request (its"
         " window: pass)"
+    )
+
+
+def test_one_run_left_out_is_said_in_the_singular() -> None:
+    """A first run on the example config: one background run of a failed staging release
+    was `1 background run left out of the baseline: they probed v2.4.1`."""
+    release = FailedRelease("v2.4.1", "dep_v241", T0, T0 + 40, rolled_back=False)
+    assert left_out_words([(release, 1)]) == (
+        "1 background run left out of the baseline: it probed v2.4.1 (dep_v241),"
+        " whose window failed and which was not rolled back"
     )

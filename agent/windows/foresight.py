@@ -162,7 +162,8 @@ def left_out_words(left_out: list[tuple[FailedRelease, int]]) -> str:
             )
         said.append(
             f"{counted(count, 'background run')} left out of the baseline:"
-            f" they probed {release.version} ({release.window_id}), {fate}"
+            f" {'it' if count == 1 else 'they'} probed {release.version} ({release.window_id}),"
+            f" {fate}"
         )
     return "; ".join(said)
 

@@ -86,7 +86,7 @@ def summary_markdown(deploy: Mapping[str, Any], url: str) -> str:
         f"### Postflight: {deploy.get('environment')} {deploy.get('version')} —"
         f" **{deploy.get('state')}**",
         "",
-        f"{verdict.get('reason') or 'no verdict'} ([deploy]({url}))",
+        f"{verdict.get('reason') or 'no verdict'} ([deploy page]({url}))",
         "",
         "| rule | outcome | observed | baseline | threshold | detail |",
         "|---|---|---|---|---|---|",
@@ -147,7 +147,10 @@ def main(env: Mapping[str, str] | None = None) -> int:
         "url": deploy_url,
     }
     _append(env.get("GITHUB_OUTPUT"), "".join(f"{k}={v}\n" for k, v in outputs.items()))
-    _append(env.get("GITHUB_STEP_SUMMARY"), summary_markdown(deploy, deploy_url))
+    # people read the summary in GitHub: it links the deploy page (its sign-in form asks
+    # for a token; a view token would be readable by anyone who can read the job)
+    page_url = f"{env[INPUTS['url']].rstrip('/')}/deploys/{deploy.get('id')}"
+    _append(env.get("GITHUB_STEP_SUMMARY"), summary_markdown(deploy, page_url))
     state = deploy.get("state")
     if state == "passed":
         print(f"postflight: {deploy.get('environment')} {deploy.get('version')} passed", flush=True)

@@ -77,6 +77,9 @@ async def test_a_passing_deploy_passes_the_step_and_reports_it(
     assert deploy["labels"]["github.run"] == "https://github.com/acme/web/actions/runs/1234"
     summary = (tmp_path / "summary.md").read_text()
     assert "**passed**" in summary and "| probe-errors | ✅ pass |" in summary
+    # the summary is read by people in GitHub's UI: its link opens the deploy page (its
+    # sign-in form, no view token in the job's log), not the API's JSON, a 401 in a tab
+    assert f"([deploy page]({agent.url}/deploys/{out['deploy-id']}))" in summary
 
 
 async def test_a_failing_deploy_fails_the_step(

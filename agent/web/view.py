@@ -280,6 +280,19 @@ _ALERT_WORDS = {
 }
 
 
+_ALERT_RESULT_WORDS = {
+    "partial": "sent to some channels, failed on others",
+    "claimed": "sending",
+    "unrouted": "no channel takes it",
+}
+"""The store's alert results that are not plain words (`sent` and `failed` are)."""
+
+
+def alert_result_words(result: str) -> str:
+    """A stored alert result (`partial`) as the page says it."""
+    return _ALERT_RESULT_WORDS.get(result, result)
+
+
 def alert_words(key: str) -> str:
     """A stored alert key (`breach:errors`) as the page says it (`errors breached`)."""
     head, _, rest = key.partition(":")

@@ -169,6 +169,11 @@ async def test_alerts_sent_are_named_in_words_not_store_keys(
         "rollback_delivered": "sent",
         "marker:sentry:deploy": "failed",
         "alert:then:page-db-team": "sent",
+        # a first run of the example config: chat took it, the mail server was down; the
+        # page said `sentry unreachable: partial`, a store word on-call cannot read
+        "provider_unreachable:sentry": "partial",
+        "provider_unreachable:newrelic": "claimed",
+        "rollback_requested": "unrouted",
     }
     html = await page_of(
         aiohttp_client, store, {"outcome": "pending", "reason": "", "rules": []}, alerts
@@ -178,6 +183,9 @@ async def test_alerts_sent_are_named_in_words_not_store_keys(
         "rollback delivered: sent",
         "sentry deploy marker not recorded: failed",
         "follow-up page-db-team failed: sent",
+        "sentry unreachable: sent to some channels, failed on others",
+        "newrelic unreachable: sending",
+        "rollback requested: no channel takes it",
     ):
         assert said in html
     assert 'title="breach:errors"' in html  # the key, for whoever greps the store

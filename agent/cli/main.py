@@ -367,7 +367,7 @@ def _main(argv: Sequence[str] | None) -> int:
             # first, before the imports: a stop while the daemon starts is a clean one
             from agent.cli.stop_signals import stop_cleanly_while_nothing_is_held
 
-            stop_cleanly_while_nothing_is_held()
+            stop_cleanly_while_nothing_is_held(starting=True)
             from agent.cli.config_commands import run_command
 
             return run_command(args)

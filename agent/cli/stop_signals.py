@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import threading
 from collections.abc import Coroutine, Iterator
@@ -31,14 +32,26 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 T = TypeVar("T")
 
 
+_STARTING: list[bool] = [False]
+"""Whether a stop now is one before the daemon started (said), not after it stopped."""
+
+
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    # said in the log once it is set up (a slow `--config <(…)`): a stop that ended the
+    # process without a line read, to whoever ran it, as a start that never happened
+    if _STARTING[0] and logging.getLogger().handlers:
+        logging.getLogger("postflight").info(
+            "%s: stopping before it started (nothing held yet)", signal.Signals(signum).name
+        )
     raise SystemExit(0)
 
 
-def stop_cleanly_while_nothing_is_held() -> None:
+def stop_cleanly_while_nothing_is_held(starting: bool = False) -> None:
     """Make SIGTERM, SIGINT and SIGHUP exit 0 from here on, until the event loop takes them over
     (`loop.add_signal_handler`); call again once the loop has closed, which leaves them
-    at their defaults."""
+    at their defaults. `starting`: a stop from here on is before the daemon started, and
+    says so in the log once the log is set up."""
+    _STARTING[0] = starting
     for sig in STOP_SIGNALS:
         signal.signal(sig, _exit_cleanly)
 

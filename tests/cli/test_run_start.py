@@ -147,6 +147,8 @@ def test_a_stop_while_the_config_is_still_being_read_exits_0_at_once(
             agent.wait()
     assert agent.returncode == 0, err
     assert "Traceback" not in err, err
+    # said, where it exited without a line: to whoever ran it, a start that never happened
+    assert f"{sig.name}: stopping before it started (nothing held yet)" in err, err
 
 
 @pytest.mark.timeout(120)

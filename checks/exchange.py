@@ -32,6 +32,7 @@ from checks.wire import (
     Parsed,
     PayloadIncomplete,
     Sending,
+    Unanswered,
     Unsupported,
 )
 from common.durations import format_duration
@@ -87,17 +88,28 @@ class ProbeFailed(Exception):
         self.kind: ErrorKind = kind
         self.message = message
         self.latency_s = latency_s
+        self.silent_s: float | None = None
+        """A timeout's: how long the target had the request with no byte of an answer
+        when the agent looked, at least the timeout (`checks.wire.Unanswered`); the
+        target's, however the agent's loop stalled. None: not known."""
 
     @classmethod
     def timed(
-        cls, kind: ErrorKind, message: str, elapsed: float, timeout_s: float | None
+        cls,
+        kind: ErrorKind,
+        message: str,
+        elapsed: float,
+        timeout_s: float | None,
+        silent_s: float | None = None,
     ) -> ProbeFailed:
         """A failure after `elapsed` seconds; a timeout's latency is at least the timeout
         it waited out (a loop's timer may fire a few microseconds early: uvloop rounds to
         the millisecond, and a 200 ms timeout was read as 0.19995 s)."""
         if kind == "timeout" and timeout_s is not None:
             elapsed = max(elapsed, timeout_s)
-        return cls(kind, message, elapsed)
+        failed = cls(kind, message, elapsed)
+        failed.silent_s = silent_s
+        return failed
 
     def sample(self, check: str, target: Target) -> Sample:
         """The failure as evidence. A timeout is also a latency: the time it waited, a lower
@@ -277,7 +289,8 @@ async def _lean_exchange(
         kind, message = _lean_failure(exc, url, timeout_s)
         # the waiter future a timed-out or cut-off exchange awaited holds its exception in
         # `LeanClient.request`'s frame, which that exception's traceback holds: a cycle
-        raise ProbeFailed.timed(kind, message, time.perf_counter() - t0, timeout_s) from (
+        elapsed = time.perf_counter() - t0
+        raise ProbeFailed.timed(kind, message, elapsed, timeout_s, _silence(exc)) from (
             without_tracebacks(exc)
         )
     return _lean_reply(parsed, url, request.allow_redirects, t0 if started is not None else sent)
@@ -443,7 +456,7 @@ class _Now:
         elif isinstance(exc, (*_LEAN_FAILURES, httptools.HttpParserError)):
             kind, message = _lean_failure(exc, self.url, self.timeout_s)
             elapsed = time.perf_counter() - self.t0
-            failed = ProbeFailed.timed(kind, message, elapsed, self.timeout_s)
+            failed = ProbeFailed.timed(kind, message, elapsed, self.timeout_s, _silence(exc))
             failed.__cause__ = exc
             self.outcome(failed)
         else:
@@ -468,6 +481,11 @@ def _later_done(outcome: Outcome, task: asyncio.Task[Reply]) -> None:
     else:
         exc = task.exception()
         outcome(exc if exc is not None else task.result())
+
+
+def _silence(exc: BaseException) -> float | None:
+    """A lean timeout's proof of the target's silence (`checks.wire.Unanswered`), if any."""
+    return exc.silent_s if isinstance(exc, Unanswered) else None
 
 
 def _lean_failure(exc: BaseException, url: URL, timeout_s: float | None) -> tuple[ErrorKind, str]:

@@ -20,7 +20,7 @@ from yarl import URL
 
 from checks.base import Check, CheckConfig, CheckContext, CheckResult, Running
 from checks.expect import Body, Expect, Expectation
-from checks.lag import AGENT_DELAY, AGENT_KERNEL_DELAY
+from checks.lag import AGENT_DELAY, AGENT_KERNEL_DELAY, UNANSWERED
 from checks.request import ClientOptions, RequestSpec, prepared, target_url
 from common.redaction import Redactor
 
@@ -123,13 +123,16 @@ class HttpCheck(Check):
     def _failed(self, ctx: CheckContext, failed: ProbeFailed) -> CheckResult:
         name = self.config.name
         sample = failed.sample(name, ctx.target)
+        details: dict[str, object] = {"error": failed.kind}
+        if failed.silent_s is not None:  # the target's silence (`checks.lag`), rounded down
+            details[UNANSWERED] = math.floor(failed.silent_s * 1e4) / 1e4
         return CheckResult(
             check=name,
             type=self.type,
             ok=False,
             samples=(sample,),
             message=f"{self._label}: {failed.message}",
-            details={"error": failed.kind},
+            details=details,
         )
 
     def _judged(self, ctx: CheckContext, reply: Reply) -> tuple[str, dict[str, object], str | None]:

@@ -43,6 +43,12 @@ AGENT_KERNEL_DELAY = "agent_delay_kernel_s"
 the agent, from the kernel's receive stamp (`checks.stamps`, to some 50 µs); the guard
 weighs a window's fail by it when nothing was dropped (`agent.windows.overload`)."""
 
+UNANSWERED = "unanswered_s"
+"""A timeout's details key: how long the target had the whole request with no byte of an
+answer in the agent's socket when the agent looked, at least the timeout
+(`checks.wire.Unanswered`). Such a timeout is the target's however the agent's loop
+stalled (`attributed`): a stall delays the agent's reading, never the target's answer."""
+
 _TIMED = frozenset({"timeout", "latency"})
 """Error classes that say something about time (no answer in time, an answer too slow):
 an agent that was not listening cannot vouch for them."""
@@ -101,6 +107,12 @@ class LoopLag:
             return self.stalled
         late = now - due - SLACK_S
         return self.stalled + late if late > 0 else self.stalled
+
+    def beating(self) -> float | None:
+        """`total()`, where the heartbeat is beating (a probe read it at its start); None,
+        and not started, where it is not: a request outside probing (`postflight check`)
+        measures no stall and gets no heartbeat."""
+        return self.total() if self._due else None
 
     def unattended(self) -> float:
         """How long the loop had not been keeping time when this callback ran: since the
@@ -239,7 +251,9 @@ def attributed(
     of the time it rests on (and the agent's resolution, `SLACK_S`). A timeout (or a failed
     latency assertion) rests on the run's whole wait: an agent stalled for more than a
     tenth of it cannot say the target did not answer in time, so the sample is dropped
-    (neither ok nor an error). A latency is inflated only by the stall under way when the
+    (neither ok nor an error), unless the agent saw the target's silence for itself
+    (`UNANSWERED`: no byte of an answer in its socket, the timeout after the request went
+    out). A latency is inflated only by the stall under way when the
     answer came, at most `unattended` (a stall earlier in the wait delays nothing: the
     answer was not there yet); a larger share than a tenth of it is dropped. A kept one
     may still overstate the target's by the heartbeat's blind spot (`least_latency`).
@@ -250,6 +264,8 @@ def attributed(
     if stalled <= SLACK_S or len(result.samples) != 1:
         return result, None
     sample = result.samples[0]
+    if sample.error == "timeout" and UNANSWERED in result.details:
+        return result, None  # the target's silence, seen in the socket: no stall explains it
     latency = sample.latency_s
     waited = result.duration_s
     dropped = verdict_on(

@@ -33,6 +33,7 @@ from aiohttp import ClientRequest, hdrs
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from checks.lag import SLACK_S
 from checks.stamps import (
     StampedSocket,
     connect_stamped,
@@ -58,6 +59,16 @@ _CACHE_LIMIT = 4096
 
 class Unsupported(Exception):
     """The response needs something the lean path does not do; send it through aiohttp."""
+
+
+class Unanswered(TimeoutError):
+    """A timeout the target's silence proves, however late the agent's loop looked: its
+    request was in the kernel's hands `silent_s` seconds (at least the timeout) before
+    the agent found no byte of an answer in the socket (`_expire`)."""
+
+    def __init__(self, silent_s: float) -> None:
+        super().__init__()
+        self.silent_s = silent_s
 
 
 class Disconnected(Exception):
@@ -143,6 +154,10 @@ class _Conn(asyncio.Protocol):
         self.closed = False
         self.reused = False
         self.idle_since = 0.0
+        self.written_at = 0.0
+        """`time.monotonic()` when the request in flight was all handed to the kernel (0.0:
+        not known, part of it still in the transport's buffer): what a timeout's silence
+        counts from (`_expire`), not when the probe meant to start."""
         self._reset(False)
 
     def _reset(self, keep: bool) -> None:
@@ -340,25 +355,32 @@ class _Conn(asyncio.Protocol):
         if self.stamped is not None:
             self.stamped.forget()
         self.transport.write(request)
+        # (the loop's clock is the same one, but uvloop's is cached per turn: it can be early)
+        self.written_at = time.monotonic() if not self.transport.get_write_buffer_size() else 0.0
 
-    def drain(self) -> None:
-        """Parse whatever the kernel holds for this connection now, ahead of the loop."""
+    def drain(self) -> int | None:
+        """Parse whatever the kernel holds for this connection now, ahead of the loop; the
+        bytes read until the socket had none left (0: it held none), or None when it could
+        not be read to its end (no socket, the stream's end, a reset)."""
         if self.transport is None or self.closed:
-            return
+            return None
         sock = self.transport.get_extra_info("socket")
         if sock is None:
-            return
+            return None
         stamped = self.stamped
+        read = 0
         try:
             while self.waiter is not None and not self.waiter.done():
                 data = stamped.recv(1 << 16) if stamped else os.read(sock.fileno(), 1 << 16)
                 if not data:
-                    return  # the end of the stream: the transport reports it
+                    return None  # the end of the stream: the transport reports it
+                read += len(data)
                 self.data_received(data)
         except (BlockingIOError, InterruptedError):
-            return
+            return read
         except OSError:
-            return  # a reset: the transport reports it
+            return None  # a reset: the transport reports it
+        return read
 
     def _fail(self, exc: BaseException) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -550,6 +572,7 @@ class LeanClient:
         key = (url.raw_host or "", url.port or 80)
         started = 0.0
         deadline = 0.0
+        mark: float | None = None
         retried = False
         while True:
             self.sent += 1
@@ -559,12 +582,14 @@ class LeanClient:
             if not started:
                 started = time.perf_counter()
                 deadline = self.loop.time() + (timeout_s if timeout_s else 86400.0)
+                mark = self._ticks.lag.beating()
             if conn is None:
                 conn = await self._connect(key, deadline)
             waiter: asyncio.Future[Parsed] = self.loop.create_future()
             conn.send(request, keep_body, waiter)
             if timeout_s:
-                self._ticks.at(deadline, _expire, (conn, waiter))  # no timer to cancel after
+                # no timer to cancel after
+                self._ticks.at(deadline, _expire, (conn, waiter, timeout_s, mark))
             try:
                 parsed = await waiter
             except Disconnected:
@@ -718,6 +743,7 @@ class Sending:
         "deadline",
         "keep",
         "key",
+        "mark",
         "over",
         "request",
         "retried",
@@ -747,6 +773,7 @@ class Sending:
         self.retried = False
         self.started = 0.0
         self.deadline = 0.0
+        self.mark: float | None = None
         self.conn: _Conn | None = None
         self.turn: _Turn | None = None
         self.connecting: asyncio.Task[_Conn] | None = None
@@ -784,6 +811,7 @@ class Sending:
         if not self.started:
             self.started = time.perf_counter()
             self.deadline = client.loop.time() + self.timeout_s
+            self.mark = client._ticks.lag.beating()
         if conn is None:
             self.conn = dialled = client._reserve(self.key)
             self.connecting = client.loop.create_task(client._dial(dialled, self.deadline))
@@ -792,7 +820,8 @@ class Sending:
             return
         self.conn = conn
         conn.send(self.request, self.keep, self)
-        client._ticks.at(self.deadline, _expire, (conn, self))  # no timer to cancel after
+        # no timer to cancel after
+        client._ticks.at(self.deadline, _expire, (conn, self, self.timeout_s, self.mark))
 
     def _connected(self, task: asyncio.Task[_Conn]) -> None:
         _CONNECTING.discard(task)
@@ -896,13 +925,39 @@ _CONNECTING: set[asyncio.Task[_Conn]] = set()
 """Connections `Sending`s are opening (the loop keeps only weak references to tasks)."""
 
 
-def _expire(item: tuple[_Conn, Waiter]) -> None:
+def _expire(item: tuple[_Conn, Waiter, float, float | None]) -> None:
     """A request's deadline: a timeout, unless its answer is already in the kernel's
     buffer (a busy loop got here before reading it: the lateness is the agent's, and the
-    answer is read now instead of being recorded as the target's timeout)."""
-    conn, waiter = item
+    answer is read now instead of being recorded as the target's timeout).
+
+    A timeout is `Unanswered`, the target's however long the loop stalled, when the socket
+    held no byte of an answer, none came before, and the request was all written at least
+    `timeout_s` before the look: the target was silent that long, whatever the agent's
+    loop did meanwhile (a stall delays reading, never the target's sending). A request
+    written after its deadline was set (its connect came first), on a loop that stalled
+    since (`checks.lag.LoopLag.total` grew past `SLACK_S` from `mark`, read as the
+    deadline was set; None: no heartbeat, no stall judged), is looked at again once it
+    has had its `timeout_s` from the write:
+    the target gets its whole time, as a probe the agent starts late does, where the
+    stall would otherwise make its timeout the agent's. On a loop that kept time the
+    deadline stands as ever, a connect counted in it."""
+    conn, waiter, timeout_s, mark = item
     if conn.waiter is not waiter or waiter.done():
         return  # answered, failed or given up since
-    conn.drain()
-    if not waiter.done():
-        conn._fail(TimeoutError())
+    looked = time.monotonic()  # before the look: the silence is at least from the write to here
+    read = conn.drain()
+    if waiter.done():
+        return
+    written = conn.written_at
+    if read == 0 and not conn.got_bytes and written:
+        silent = looked - written
+        if silent >= timeout_s:
+            conn._fail(Unanswered(silent))
+            return
+        now = conn.client._ticks.lag.beating()
+        if mark is not None and now is not None and now - mark > SLACK_S:
+            # its whole time from the write (uvloop's clock is whole milliseconds: one more)
+            due = conn.client.loop.time() + (written + timeout_s - looked) + 0.001
+            conn.client._ticks.at(due, _expire, item)
+            return
+    conn._fail(TimeoutError())

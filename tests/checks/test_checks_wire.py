@@ -30,6 +30,7 @@ from yarl import URL
 
 from checks.base import CheckContext, CheckResult
 from checks.http import HttpCheck, HttpCheckConfig
+from checks.lag import UNANSWERED
 from checks.registry import run_check
 from checks.sessions import TargetSessions, lean_client
 
@@ -191,9 +192,10 @@ def both() -> Probe:
 
 
 def recorded(result: CheckResult) -> dict[str, Any]:
-    """What a probe records, less the latency figures (the two runs differ there)."""
+    """What a probe records, less the latency figures (the two runs differ there) and the
+    target's silence only the lean client sees (`checks.lag.UNANSWERED`, in its socket)."""
     (sample,) = result.samples
-    details = {k: v for k, v in result.details.items() if k != "latency_ms"}
+    details = {k: v for k, v in result.details.items() if k not in ("latency_ms", UNANSWERED)}
     message = re.sub(r"\d+ms", "Nms", result.message)
     return {
         "ok": result.ok,

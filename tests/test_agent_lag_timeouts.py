@@ -1,0 +1,145 @@
+"""A probe's timeout on a stalled agent: the target's when the agent saw its silence in the
+socket (no byte of an answer, the timeout after the request was written), the agent's
+(dropped, as before) when an answer was there to read late.
+
+Why: on a loaded machine the agent's loop stalls past a tenth of most 0.5 s waits, and
+every timeout of a target that had stopped answering was dropped as the agent's: the
+window ended "agent overloaded" where it had to roll back. A stall delays the agent's
+reading, never the target's answer: an empty socket the timeout after the write is proof.
+
+The target runs on its own loop in a thread (`tests.thread_target`): stalling the agent's
+loop (`time.sleep` in a callback) leaves it answering on time, or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from agent.metrics import Metrics
+from agent.settings_file import load_settings_text
+from agent.windows.probing import EnvironmentProbe
+from checks.base import CheckResult, Sample
+from checks.lag import AGENT_SHARE, UNANSWERED, attributed
+from checks.sessions import TargetSessions
+from checks.wire import LeanClient
+from tests.thread_target import ThreadTarget, thread_target
+
+CONFIG = """
+server: {{api_tokens: [tok-1234567890abcdef]}}
+environments:
+  production:
+    base_url: {url}
+    interval: 2s
+    probes_per_round: 1
+    checks:
+      - {{name: health, type: http, path: /health, timeout: {timeout}}}
+"""
+
+
+@pytest.fixture
+def target() -> Iterator[ThreadTarget]:
+    with thread_target() as started:
+        yield started
+
+
+def _loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind == "uvloop":
+        uvloop = pytest.importorskip("uvloop", reason="uvloop is the `fast` extra")
+        return uvloop.new_event_loop()  # type: ignore[no-any-return]
+    return asyncio.new_event_loop()
+
+
+async def _probed(
+    target: ThreadTarget, limit: str, delay_s: float, stall_at: float | None, stall_s: float
+) -> CheckResult:
+    """One probe (timeout `limit`) of `target` answering after `delay_s`, the agent's loop
+    blocked `stall_s` from `stall_at` seconds after the probe began (None: no stall here,
+    `connect_stalled` blocks it in the connect)."""
+    env = load_settings_text(CONFIG.format(url=target.url, timeout=limit))
+    loop = asyncio.get_running_loop()
+    async with TargetSessions() as sessions:
+        probe = EnvironmentProbe("production", env.environments["production"], sessions, Metrics())
+        if stall_at is not None:
+            await probe.run_round(2.0, probes=1)  # kept alive: the next request goes at once
+            loop.call_later(stall_at, time.sleep, stall_s)
+        target.delay_s = delay_s
+        results = await probe.run_round(2.0, probes=1)
+    assert len(results) == 1, results
+    return results[0]
+
+
+@pytest.fixture
+def connect_stalled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent's loop blocked 0.15 s (three times its share of a 0.5 s wait) as a new
+    connection is dialled: after the probe's deadline was set, before its request was
+    written (the dial keeps the rest of the timeout: a loaded machine's own stalls)."""
+    dial = LeanClient._dial
+
+    async def stalled(self: LeanClient, conn: Any, deadline: float) -> Any:
+        time.sleep(0.15)  # noqa: ASYNC251 (the point: the loop blocked, as a stall does)
+        return await dial(self, conn, deadline)
+
+    monkeypatch.setattr(LeanClient, "_dial", stalled)
+
+
+@pytest.mark.parametrize("stall_at", [0.05, None], ids=["in-the-wait", "in-the-connect"])
+@pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
+def test_a_target_that_never_answers_is_timed_out_whatever_the_agents_stall(
+    target: ThreadTarget, kind: str, stall_at: float | None, request: pytest.FixtureRequest
+) -> None:
+    """The loop blocked 0.3 s of a 0.5 s wait (three times the agent's share): the old code
+    dropped the timeout as the agent's. The socket held nothing the timeout after the
+    request was written: the target's timeout, kept. A stall in the connect (0.15 s,
+    before the write) leaves the target its whole timeout from the write, not from the
+    probe's start (the old code dropped that timeout too)."""
+    if stall_at is None:
+        request.getfixturevalue("connect_stalled")
+    loop = _loop(kind)
+    try:
+        result = loop.run_until_complete(_probed(target, "500ms", 5.0, stall_at, 0.3))
+    finally:
+        loop.close()
+    assert result.details.get("dropped") is None, result.message
+    [sample] = result.samples
+    assert sample.error == "timeout" and not sample.ok
+    assert sample.latency_s is not None and sample.latency_s >= 0.5
+    assert result.details[UNANSWERED] >= 0.5  # silent that long after the write
+
+
+@pytest.mark.parametrize("answer_s", [0.02, 0.15], ids=["in-time", "after-the-timeout"])
+@pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
+def test_an_answer_that_came_while_the_agent_stalled_is_read_late_as_before(
+    target: ThreadTarget, kind: str, answer_s: float
+) -> None:
+    """The loop blocked past the 100 ms timeout while the answer came (in time, or after
+    it): the answer was in the socket when the agent looked, so no silence is vouched for;
+    the answer counts, its latency (the stall's) is dropped, as before."""
+    loop = _loop(kind)
+    try:
+        result = loop.run_until_complete(_probed(target, "100ms", answer_s, 0.005, 0.4))
+    finally:
+        loop.close()
+    assert UNANSWERED not in result.details
+    [sample] = result.samples
+    assert sample.ok and sample.status == 200 and sample.latency_s is None
+    assert result.details["latency_dropped"] == "agent_lag"
+
+
+def test_only_a_timeout_the_agent_saw_unanswered_survives_its_stall() -> None:
+    """`attributed`: the same stalled timeout is dropped without the socket's word, kept
+    with it; the word vouches for a timeout only."""
+    stalled = 0.3
+    assert stalled > AGENT_SHARE * 0.5
+    timeout = Sample("health", ok=False, latency_s=0.5, error="timeout")
+    plain = CheckResult("health", "http", False, (timeout,), "no response", 0.5, {})
+    seen = CheckResult("health", "http", False, (timeout,), "no response", 0.5, {UNANSWERED: 0.5})
+    assert attributed(plain, stalled)[1] == "agent_lag"
+    assert attributed(seen, stalled) == (seen, None)
+    slow = Sample("health", ok=False, latency_s=0.5, status=200, error="latency")
+    latency = CheckResult("health", "http", False, (slow,), "slow", 0.5, {UNANSWERED: 0.5})
+    assert attributed(latency, stalled)[1] == "agent_lag"

@@ -143,3 +143,17 @@ def test_only_a_timeout_the_agent_saw_unanswered_survives_its_stall() -> None:
     slow = Sample("health", ok=False, latency_s=0.5, status=200, error="latency")
     latency = CheckResult("health", "http", False, (slow,), "slow", 0.5, {UNANSWERED: 0.5})
     assert attributed(latency, stalled)[1] == "agent_lag"
+
+
+def test_a_round_mostly_dropped_keeps_the_latency_of_a_timeout_the_agent_saw_unanswered() -> None:
+    """A round where most probes were caught in a stall loses the latencies the rest kept
+    (a late read each); a timeout the socket proved is no read: it keeps its latency, or
+    a target that stopped answering on a busy agent passed its latency rule on the good
+    rounds alone (seen under load 14: '1 of 1 rule passed')."""
+    env = load_settings_text(CONFIG.format(url="http://127.0.0.1:9", timeout="500ms"))
+    probe = EnvironmentProbe("production", env.environments["production"], None, Metrics())  # type: ignore[arg-type]
+    dropped = CheckResult("health", "http", True, (), "dropped", 0.5, {"dropped": "agent_lag"})
+    timeout = Sample("health", ok=False, latency_s=0.5, error="timeout")
+    seen = CheckResult("health", "http", False, (timeout,), "no response", 0.5, {UNANSWERED: 0.5})
+    out = probe._stalled_round([dropped, dropped, seen])
+    assert out[2].samples[0].latency_s == 0.5 and "latency_dropped" not in out[2].details

@@ -26,7 +26,7 @@ from agent.store.base import Store, StoredProbes
 from agent.store.outages import StoreOutageLog
 from agent.windows.fingerprint import check_fingerprints
 from checks.base import Check, CheckContext, CheckResult, Sample, Target
-from checks.lag import SLACK_S, Dropped, LoopLag, attributed, without_latency
+from checks.lag import SLACK_S, UNANSWERED, Dropped, LoopLag, attributed, without_latency
 from checks.registry import Started, build_check, run_check, start_check
 from checks.sessions import TargetSessions
 from checks.ticks import ticks
@@ -263,7 +263,11 @@ class EnvironmentProbe:
             return results
         out = []
         for result in results:
-            if len(result.samples) != 1 or result.samples[0].latency_s is None:
+            if (
+                len(result.samples) != 1
+                or result.samples[0].latency_s is None
+                or UNANSWERED in result.details  # the target's silence, seen: no late read
+            ):
                 out.append(result)
                 continue
             details = {**result.details, "latency_dropped": "agent_lag_round"}

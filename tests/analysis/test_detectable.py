@@ -108,8 +108,9 @@ def test_a_latency_rule_catches_what_it_says_it_can() -> None:
 def test_heavy_traffic_against_a_small_baseline_is_caught_as_said(
     base_n: int, caught: tuple[float, float]
 ) -> None:
-    """The example configuration's feed rule (p95 `max_increase: 50%`, three rules at
-    confidence 0.99) on its load check's traffic: 200 samples a round for 30 rounds.
+    """A feed rule like the example configuration's (p95 `max_increase: 50%`, on its load
+    check's traffic: 200 samples a round for 30 rounds), one of three rules at confidence
+    0.99 (the example has six: its alpha per rule is half this one's).
 
     Against the 1,200 of six background runs, the window's own samples soon outnumber the
     baseline in the conformal reference, which dilutes the tests' excess: the figure

@@ -34,6 +34,7 @@ from agent.windows.lifecycle import (
 )
 from agent.windows.probing import BackgroundProber, EnvironmentProbe
 from checks.sessions import TargetSessions
+from common.words import counted
 
 log = logging.getLogger("postflight.watcher")
 
@@ -265,7 +266,19 @@ class Watcher:
         # Before claiming anything: stop every watch whose claim may have lapsed (this
         # process was paused, or the store unreachable). Its writes would be refused
         # anyway; a window still ours is claimed again below and watched afresh.
-        await self._stop(wid for wid in self.claims if self._held(wid) < now)
+        lapsed = [wid for wid in self.claims if self._held(wid) < now]
+        if lapsed:
+            # said: on-call otherwise sees only the resumed watch's "slots passed over"
+            log.warning(
+                "stopped watching %s (%s): %s lease may have lapsed %.1fs ago (this agent was"
+                " paused or could not reach the store); one still this agent's is claimed and"
+                " watched again at once, its slots meanwhile counted as passed over",
+                counted(len(lapsed), "window"),
+                ", ".join(sorted(lapsed)[:5]) + (", …" if len(lapsed) > 5 else ""),
+                "its" if len(lapsed) == 1 else "their",
+                now - min(self._held(wid) for wid in lapsed),
+            )
+        await self._stop(lapsed)
         if not self._claimed_once:
             windows = await self.store.claim_windows(
                 self.services.owner, now, self.services.lease_s, fresh=True

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
 from agent.settings import Settings
@@ -84,32 +84,16 @@ class StorePruner:
         live; one no replica renews any more (its environment removed, its holder crashed
         before a clean stop gave it up) lapses and goes."""
         now = self.clock()
-        rounds = 0
+        before = now - self.rounds_s
         since = None if self.swept_before is None else self.swept_before - RESWEEP_S
-        while True:
-            deleted = await self.store.prune_rounds(
-                now - self.rounds_s, limit=BATCH, ended_after=since
-            )
-            rounds += deleted
-            if deleted < BATCH:
-                break
-            await asyncio.sleep(0)  # let rounds waiting on the store go first
-        payloads = 0
-        while True:
-            forgotten = await self.store.prune_alert_payloads(
-                now - self.rounds_s, limit=BATCH, ended_after=since
-            )
-            payloads += forgotten
-            if forgotten < BATCH:
-                break
-            await asyncio.sleep(0)
-        self.swept_before = now - self.rounds_s
-        keys = 0
-        while (forgotten := await self.store.prune_idempotency(now - self.rounds_s, BATCH)) > 0:
-            keys += forgotten
-            if forgotten < BATCH:
-                break
-            await asyncio.sleep(0)
+        rounds = await _in_batches(
+            lambda: self.store.prune_rounds(before, limit=BATCH, ended_after=since)
+        )
+        payloads = await _in_batches(
+            lambda: self.store.prune_alert_payloads(before, limit=BATCH, ended_after=since)
+        )
+        self.swept_before = before
+        keys = await _in_batches(lambda: self.store.prune_idempotency(before, BATCH))
         probes = await self.store.prune_probe_summaries(now - self.probe_summaries_s)
         leases = await self.store.prune_background_leases(now - LEASE_GRACE_S)
         if rounds or probes:
@@ -133,3 +117,15 @@ class StorePruner:
             except Exception:  # the store may be briefly unavailable: next pass
                 log.exception("retention pass failed; retrying in %gs", self.every)
             await asyncio.sleep(self.every)
+
+
+async def _in_batches(prune: Callable[[], Awaitable[int]]) -> int:
+    """Call `prune` (deleting at most `BATCH`) until a call deletes fewer; how many in all.
+    Between batches the rounds waiting on the store go first."""
+    total = 0
+    while True:
+        deleted = await prune()
+        total += deleted
+        if deleted < BATCH:
+            return total
+        await asyncio.sleep(0)

@@ -22,7 +22,6 @@ import functools
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -47,6 +46,7 @@ from agent.integrations import events as ev
 from agent.metrics import DeployEventResult
 from agent.records import DeployWindow, IdempotentResponse
 from agent.store.base import Conflict, SameDeployment, Store
+from common.times import rfc3339
 
 log = logging.getLogger("postflight.api")
 
@@ -283,7 +283,7 @@ async def _forgotten_before(store: Store, decision: ev.OpenWindow) -> float | No
 
 
 def _iso(at: float | None) -> str:
-    return "?" if at is None else datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return "?" if at is None else rfc3339(at, millis=False)
 
 
 def _answered_again(stored: IdempotentResponse) -> web.Response:

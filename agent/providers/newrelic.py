@@ -44,7 +44,6 @@ import json
 import logging
 import math
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlencode, urlsplit
 
@@ -65,6 +64,7 @@ from agent.providers.client import (
     retry_after_seconds,
 )
 from agent.providers.provider_settings import NewRelicSettings
+from common.times import rfc3339
 
 if TYPE_CHECKING:  # prometheus_client: the daemon's metrics, not the settings' (which load
     # this plugin for its config model alone: validate-config, schema)
@@ -381,8 +381,7 @@ class NewRelicProvider(HttpProvider):
             )
         else:
             if event == "deploy":  # recorded now: the description says when the deploy was
-                at = datetime.fromtimestamp(scope.deployed_at, UTC)
-                description += f", deployed at {at.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+                description += f", deployed at {rfc3339(scope.deployed_at, millis=False)}"
             fields = f"{{deployment: {{version: {json.dumps(version)}}}}}"
             event_input = (
                 f"categoryAndTypeData: {{categoryFields: {fields},"

@@ -23,7 +23,8 @@ as exact decimal seconds (milliseconds at most), never in exponent notation.
 Answers: a matrix (or vector/scalar from API-compatible servers) with exactly one series;
 several is a configuration error ("aggregate it"). None (an empty vector) is looked into
 (`_empty`): a part of the query that only filters another part with series (no 5xx series
-beside the job's) is taken as 0 and the query asked again; otherwise no data, saying which
+beside the job's) is taken as 0 and the query asked again; a selector with series in the
+hour before the period is late data (no data, no alert); otherwise no data, saying which
 selector matched nothing where the series API tells. A series of native histograms only
 (`histograms` instead of `values`, docs/querying/api.md) is refused with what to wrap it
 in: a rule needs a number. `errorType` bad_data/execution → "PromQL rejected: …" (not
@@ -69,6 +70,10 @@ WARNINGS_REMEMBERED = 64
 MIN_STEP = 1.0
 MAX_POINTS = 11_000
 """Prometheus' limit on (end - start) / step for one query_range (web/api/v1/api.go)."""
+EARLIER_S = 3600.0
+"""How long before an empty period the series API is asked about a selector too: series
+there mean the period's samples are not in yet (or the target stopped), not a misspelt
+name or label."""
 
 
 class _Loose(BaseModel):
@@ -259,7 +264,16 @@ class PrometheusProvider(HttpProvider):
             unexplained = [e for e in empty if wider[e.text] is None]
             if unexplained:  # said for those no other empty selector widens
                 roots = [e for e in unexplained if not any(o.widens(e) for o in empty)]
-                said = [await self._no_series(e, span, deadline) for e in roots]
+                earlier = (span[0] - EARLIER_S, span[1], span[2])
+                if all([await self._series(e, earlier, deadline) for e in roots]):
+                    # series until shortly before: the period's samples are not in yet
+                    # (a scrape behind the round) or the target stopped: no data, not a
+                    # configuration to fix (no provider alert)
+                    behind = ", ".join(e.text for e in roots)
+                    return Observation(
+                        value=None, query=f"{query} (no samples of {behind} in the period yet)"
+                    )
+                said = [await self._no_series(e, earlier, deadline) for e in roots]
                 return Observation(value=None, query=query, error="; ".join(said), answered=True)
         except ProviderError as exc:
             log.debug("prometheus: an empty answer not explained: %s", exc)
@@ -324,16 +338,16 @@ class PrometheusProvider(HttpProvider):
         as a label value list: one name, not every series of the metric), or not with
         these labels."""
         if selector.name is None:
-            return f"no series match {selector.text} in Prometheus over the period"
+            return f"no series match {selector.text} in Prometheus in the last hour"
         start, end, _ = span
         params = [("match[]", selector.name), ("start", f"{start:.3f}"), ("end", f"{end:.3f}")]
         if not await self._listing("/api/v1/label/__name__/values", params, deadline):
             return (
-                f"no metric named {selector.name} in Prometheus over the period (misspelt,"
+                f"no metric named {selector.name} in Prometheus in the last hour (misspelt,"
                 " or not scraped)"
             )
         return (
-            f"no series match {selector.text} over the period: {selector.name} exists, but"
+            f"no series match {selector.text} in the last hour: {selector.name} exists, but"
             " not with these labels (a job Prometheus does not scrape, a label misspelt, or"
             " a service with no requests yet)"
         )

@@ -32,6 +32,10 @@ class CallResult:
     error: str | None
     data: Any = None
     attempts: int = 1
+    gave_up: bool = False
+    """Every attempt met an answer worth retrying (a 5xx, 408, 429, a rate limit, a
+    timeout, no connection): the provider may take the call later, where a 4xx that will
+    not change would refuse it again."""
 
 
 async def call(
@@ -99,4 +103,4 @@ async def call(
             if delay is None:
                 delay = random.random() * backoff * 2**attempt
             await asyncio.sleep(min(max_backoff, delay))
-    return CallResult(False, status, error, None, attempts)
+    return CallResult(False, status, error, None, attempts, gave_up=True)

@@ -103,6 +103,13 @@ SWEEP_LIMIT = 500
 """Page size past the newest page: a burst of registrations, or the first scan."""
 DONE_RESULTS = ("delivered", "failed", "sent", "rejected", "approved")
 MANUAL_STATES = ("watching", "passed", "failed", "inconclusive")
+STATUS_RETRY_S = 60.0
+"""How long a status waits before it is tried again after one call's every attempt met
+an answer worth retrying (GitHub down, rate limited): a few seconds of 503s at a verdict
+left the deployment `in_progress` for good."""
+STATUS_RETRY_FOR_S = 3600.0
+"""How long after its window ended (began, for `in_progress`) a status is still tried
+again; past it the status is recorded failed, as a refusal that will not change is."""
 GATE_CLAIM_S = 300.0
 """How long one replica may take to answer a gate (the call's retries included) before
 another may; only a replica killed mid-answer ever hits it."""
@@ -173,6 +180,9 @@ class Integrations:
         """(repository, short commit) → its full SHA, as the commits API answered."""
         self._owing: set[str] = set()
         """Windows read again by id each scan until their actions are done."""
+        self._retry_at: dict[tuple[str, str], float] = {}
+        """(window, key) of a status GitHub could not take yet → when to try it again; its
+        claim stays open meanwhile (`_record`), so a restart tries it too."""
         services.after_rollback = self.after_rollback
 
     def _client(self) -> aiohttp.ClientSession:
@@ -269,6 +279,7 @@ class Integrations:
         # what is done matters only for the windows still followed (the store's claims
         # guard the rest): the set stays as small as the work in hand
         self._done = {mark for mark in self._done if mark[0] in self._owing}
+        self._retry_at = {m: at for m, at in self._retry_at.items() if m[0] in self._owing}
 
     async def _new_windows(self) -> tuple[list[DeployWindow], list[DeployWindow]]:
         """Windows not seen before, newest first, on the newest page and past it: pages
@@ -359,6 +370,8 @@ class Integrations:
         lease: float | None = None,
     ) -> None:
         """Start `work` for (window, key) unless done or running; `work` claims `key`.
+        A `work` that returns False left it to a later try (`_record`): not done, and its
+        own claim, still open, is taken back once `_retry_at` has come.
 
         With `lease` (a status, which GitHub takes twice without harm), a claim still
         without an outcome after `lease` seconds is a sender's that died mid-call (kill -9
@@ -366,6 +379,9 @@ class Integrations:
         posted. Without it (a stage approval, which must not go twice), a claim is final."""
         mark = (window.id, key)
         if mark in self._done or mark in self._busy:
+            return
+        retry_at = self._retry_at.get(mark)
+        if retry_at is not None and self.clock() < retry_at:
             return
         self._busy.add(mark)
 
@@ -376,11 +392,14 @@ class Integrations:
                 if lease is None:
                     claimed = await self.s.store.claim_alert(window.id, key, now)
                 else:
+                    # a claim this process left open for a later try is its own to take
+                    lapsed = now if retry_at is not None else now - lease
                     claimed = await self.s.store.take_alert(
-                        window.id, key, now, lapsed_before=now - lease
+                        window.id, key, now, lapsed_before=lapsed
                     )
+                self._retry_at.pop(mark, None)
                 if claimed:
-                    await work()
+                    done = await work() is not False
                 elif lease is not None:
                     # held by a live sender, or by a dead one whose claim has not lapsed
                     # yet: looked at again on a later scan until it has an outcome
@@ -423,19 +442,20 @@ class Integrations:
                 window, f"github:{state}", lambda: self._final_status(window, state), lease=lease
             )
 
-    async def _final_status(self, window: DeployWindow, state: str) -> None:
-        """`in_progress` first (a window can end before the first scan saw it open)."""
+    async def _final_status(self, window: DeployWindow, state: str) -> bool:
+        """`in_progress` first (a window can end before the first scan saw it open); it
+        is not tried again later, when it would come after the verdict's."""
         if await self.s.store.claim_alert(window.id, "github:in_progress", self.clock()):
-            await self._status(window, "in_progress")
-        await self._status(window, state)
+            await self._status(window, "in_progress", retry=False)
+        return await self._status(window, state)
 
-    async def _status(self, window: DeployWindow, state: str) -> None:
+    async def _status(self, window: DeployWindow, state: str, *, retry: bool = True) -> bool:
         """Statuses of one deployment go out one after the other, in order."""
         lock = self._locks.setdefault(f"status:{window.id}", asyncio.Lock())
         async with lock:
-            await self._post_status(window, state)
+            return await self._post_status(window, state, retry=retry)
 
-    async def _post_status(self, window: DeployWindow, state: str) -> None:
+    async def _post_status(self, window: DeployWindow, state: str, *, retry: bool) -> bool:
         github = self.settings.integrations.github
         assert github is not None and github.token is not None
         repository = window.labels.get("github.repository", "")
@@ -454,7 +474,9 @@ class Integrations:
             f"{quote(deployment, safe='')}/statuses"
         )
         result = await self._github_post(url, body)
-        self._record(window, f"github:{state}", result, f"GitHub deployment status {state}")
+        return self._record(
+            window, f"github:{state}", result, f"GitHub deployment status {state}", retry=retry
+        )
 
     def _commit_state(self, window: DeployWindow) -> tuple[str, str] | None:
         """The commit status the window's state calls for, and the repository."""
@@ -485,13 +507,13 @@ class Integrations:
             lease=self._status_lease(),
         )
 
-    async def _post_commit_status(self, window: DeployWindow, state: str, repository: str) -> None:
+    async def _post_commit_status(self, window: DeployWindow, state: str, repository: str) -> bool:
         github = self.settings.integrations.github
         assert github is not None
         key = f"github:commit:{state}"
         if window.state == "superseded" and await self._same_commit_newer(window):
             await self.s.store.record_alert(window.id, key, "skipped", "a newer window's commit")
-            return
+            return True
         lock = self._locks.setdefault(f"commit:{window.id}", asyncio.Lock())
         async with lock:
             description = await self._status_words(window, state, watching=state == "pending")
@@ -503,11 +525,10 @@ class Integrations:
             }
             sha = await self._full_sha(repository, window.commit or "")
             if not sha.ok:
-                self._record(window, key, sha, f"commit status {state}")
-                return
+                return self._record(window, key, sha, f"commit status {state}", retry=True)
             url = f"{github.api_url.rstrip('/')}/repos/{repository}/statuses/{sha.data}"
             result = await self._github_post(url, body)
-        self._record(window, key, result, f"commit status {state}")
+        return self._record(window, key, result, f"commit status {state}", retry=True)
 
     async def _github_post(self, url: str, body: dict[str, Any]) -> CallResult:
         """One status (a deployment's or a commit's) posted to GitHub."""
@@ -554,7 +575,12 @@ class Integrations:
         sha = result.data.get("sha") if result.ok and isinstance(result.data, dict) else None
         if not isinstance(sha, str) or not FULL_SHA.match(sha):
             why = result.error if not result.ok else "no full SHA in GitHub's answer"
-            return CallResult(False, result.status, f"commit {commit} in {repository}: {why}")
+            return CallResult(
+                False,
+                result.status,
+                f"commit {commit} in {repository}: {why}",
+                gave_up=result.gave_up,
+            )
         if len(self._full_shas) >= 1024:  # a long-running agent's windows: keep it bounded
             self._full_shas.clear()
         self._full_shas[(repository, commit)] = sha
@@ -594,7 +620,24 @@ class Integrations:
             "Content-Type": "application/json",
         }
 
-    def _record(self, window: DeployWindow, key: str, result: CallResult, what: str) -> None:
+    def _record(
+        self, window: DeployWindow, key: str, result: CallResult, what: str, *, retry: bool = False
+    ) -> bool:
+        """Store how a call went; with `retry` (a status, which GitHub takes twice without
+        harm), a call that gave up on answers worth retrying is instead left to a later try
+        (`STATUS_RETRY_S`) within `STATUS_RETRY_FOR_S`: False, its claim kept open."""
+        now = self.clock()
+        since = window.ended_at or window.deployed_at
+        if retry and result.gave_up and now - since < STATUS_RETRY_FOR_S:
+            self._retry_at[(window.id, key)] = now + STATUS_RETRY_S
+            log.warning(
+                "%s not posted yet: %s (tried again in %g s)",
+                what,
+                result.error,
+                STATUS_RETRY_S,
+                extra={"deploy_id": window.id, "environment": window.environment},
+            )
+            return False
         outcome = "sent" if result.ok else "failed"
         detail = f"HTTP {result.status}" if result.ok else (result.error or "failed")
         if not result.ok:
@@ -605,6 +648,7 @@ class Integrations:
                 extra={"deploy_id": window.id, "environment": window.environment},
             )
         self.s.spawn(self.s.store.record_alert(window.id, key, outcome, detail))
+        return True
 
     # Vercel: the previous production deployment ------------------------------------
 

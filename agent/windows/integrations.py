@@ -109,10 +109,12 @@ an answer worth retrying (GitHub down, rate limited): a few seconds of 503s at a
 left the deployment `in_progress` for good."""
 STATUS_RETRY_FOR_S = 3600.0
 """How long after its window ended (began, for `in_progress`) a status is still tried
-again; past it the status is recorded failed, as a refusal that will not change is."""
+again, and a gate's answer after its `gate.timeout`; past it the status is recorded
+failed, the gate answered with the error, as a refusal that will not change is."""
 GATE_CLAIM_S = 300.0
 """How long one replica may take to answer a gate (the call's retries included) before
-another may; only a replica killed mid-answer ever hits it."""
+another may: a replica killed mid-answer, or one whose answer GitHub could not take yet
+(down, rate limited), which is so tried again."""
 
 
 def finishes(release: dict[str, Any], index: int) -> bool:
@@ -882,6 +884,18 @@ class Integrations:
             redact=self.redact,
             rate_limit=github_rate_limit_wait,
         )
+        if result.gave_up and self.clock() < gate.deadline + STATUS_RETRY_FOR_S:
+            # GitHub down or rate limited: left pending, so answered again once this claim
+            # lapses (`GATE_CLAIM_S`), where marked answered it was never sent and the
+            # production job waited on its protection rule for GitHub's 30 days
+            log.warning(
+                "protection rule for %s %s not answered yet: %s (tried again in %g s)",
+                gate.github_environment,
+                gate.sha[:12],
+                result.error,
+                GATE_CLAIM_S,
+            )
+            return
         outcome = f"HTTP {result.status}" if result.ok else (result.error or "failed")
         await self.s.store.answer_gate(gate.callback_url, answer, outcome, self.clock())
         log.info(

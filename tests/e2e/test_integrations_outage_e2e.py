@@ -9,18 +9,21 @@ import asyncio
 import pytest
 
 from agent.windows import integrations as daemon_side
-from tests.e2e.conftest import FlipTarget
+from tests.e2e.conftest import AgentFactory, FlipTarget
 from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
     WebhookAgent,
+    environments,
     eventually,
     fake_github,
     fake_vercel,
     github_hook,
+    integrations,
     start_agent,
     webhook_agent,
 )
 from tests.fakes import github as gh
 from tests.fakes.github import FakeGitHub
+from tests.fakes.vercel import FakeVercel
 
 
 async def test_a_verdicts_status_refused_while_github_was_down_is_posted_once_it_is_back(
@@ -77,3 +80,32 @@ async def test_a_status_is_not_tried_again_once_a_retry_cannot_help(
     await asyncio.sleep(1.5)  # several retry periods: nothing more
     assert len(fake_github.seen("statuses")) == 1 + attempts
     assert [s["state"] for s in fake_github.statuses] == ["in_progress"]
+
+
+async def test_a_gate_answer_refused_while_github_was_down_is_sent_once_it_is_back(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,  # noqa: F811
+    fake_github: FakeGitHub,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GitHub answering 503 through one call's retries when staging had passed: the gate
+    was marked answered all the same, and production's job waited on a protection rule
+    nobody would answer (GitHub gives up after 30 days)."""
+    monkeypatch.setattr(daemon_side, "GATE_CLAIM_S", 0.5)
+    agent = await start_agent(
+        environments(flip_target, staging_window="1500ms"),
+        extra=integrations(fake_github, fake_vercel),
+    )
+    good = "b" * 40
+    staging = await agent.register("staging", good)
+    fake_github.fail("503", match="deployment_protection_rule")
+    rule = gh.protection_rule(fake_github.url, sha=good, run_id=1)
+    status, answer = await github_hook(agent, "deployment_protection_rule", rule, "gate-1")
+    assert status == 202, answer
+    await agent.settled(staging["id"])
+    await eventually(lambda: len(fake_github.seen("deployment_protection_rule")) >= 5, within=30)
+    fake_github.heal()
+    await eventually(lambda: len(fake_github.gate_answers) >= 1, within=15.0)
+    await asyncio.sleep(1.5)  # and not again
+    assert [(a["run"], a["state"]) for a in fake_github.gate_answers] == [("1", "approved")]

@@ -187,7 +187,11 @@ def _iso_time(value: Any) -> float | None:
 
 
 def _epoch_ms(value: Any) -> float | None:
-    """Vercel's `createdAt` (ms since the epoch) in seconds; None when absent or not one."""
+    """Vercel's `createdAt` (ms since the epoch) in seconds; None when absent or not one.
+    Vercel's reference types it Number in one version and Date in another: a date
+    (ISO 8601) is read as one, where it left a replay unaged."""
+    if isinstance(value, str):
+        return _iso_time(value)
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e14:
         return None  # NaN and huge numbers too: not a time
     return value / 1000

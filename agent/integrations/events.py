@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from agent.records import DEPLOY_ID_PATTERN
 from common.json_text import JsonTextError, parse_json_text
@@ -162,8 +162,8 @@ def _github_deployment_status(settings: Settings, document: dict[str, Any]) -> O
         labels["github.deployment"] = str(deployment_id)
     labels["github.environment"] = environment
     url = status.get("environment_url") or status.get("target_url")
-    if isinstance(url, str) and url:
-        labels["github.environment_url"] = url[:256]
+    if _fits_a_label(url):
+        labels["github.environment_url"] = url
     return OpenWindow(
         environment=name,
         version=sha,
@@ -172,6 +172,17 @@ def _github_deployment_status(settings: Settings, document: dict[str, Any]) -> O
         deployment_label="github.deployment" if deployment_id is not None else None,
         occurred_at=_iso_time(status.get("created_at")) or _iso_time(deployment.get("created_at")),
     )
+
+
+MAX_LABEL_VALUE = 256
+"""A label's value holds this many characters (`agent.api.models`)."""
+
+
+def _fits_a_label(url: Any) -> TypeGuard[str]:
+    """Whether an event's URL is kept as a label: whole, or not at all. Cut at 256 it was
+    a URL of nothing, which a GitHub status posted as the deployment's `environment_url`
+    and `use_environment_url` probed (404s: a rollback)."""
+    return isinstance(url, str) and 0 < len(url) <= MAX_LABEL_VALUE
 
 
 def _iso_time(value: Any) -> float | None:
@@ -277,8 +288,8 @@ def vercel_event(settings: Settings, document: dict[str, Any]) -> OpenWindow | I
     if previous:
         labels["vercel.previous"] = previous
     url = deployment.get("url")
-    if isinstance(url, str) and url:
-        labels["vercel.url"] = url[:256]
+    if _fits_a_label(url):
+        labels["vercel.url"] = url
     return OpenWindow(
         environment=name,
         version=sha or deployment_id,

@@ -340,3 +340,44 @@ async def test_a_hook_url_with_a_trailing_slash_is_the_same_hook(
     assert len((await store.list_windows()).items) == 1
     wrong_method = await client.get(f"/v1/hooks/{provider}/")
     assert wrong_method.status == 405
+
+
+@pytest.mark.parametrize("provider", ["vercel", "github"])
+async def test_an_event_url_longer_than_a_label_is_not_kept_cut_short(
+    app_client: AppClient, provider: str
+) -> None:
+    """A label holds 256 characters: an event's URL longer than that was kept cut at 256,
+    a URL of nothing, which each GitHub status then posted as the deployment's
+    `environment_url` (its "View deployment" link) and `use_environment_url` probed (a
+    window of 404s: a rollback). Not kept, it is neither; a URL that fits is kept whole."""
+    client = await app_client()
+    long_url = "https://web-git-" + "a" * 300 + ".vercel.app"
+    short_url = "https://web-git-main.vercel.app"
+    for n, url in enumerate((long_url, short_url)):
+        if provider == "vercel":
+            document = json.loads(vc.event(event_id=f"evt_url_{n}", deployment=f"dpl_url{n}"))
+            document["payload"]["deployment"]["url"] = url.removeprefix("https://")
+            body = json.dumps(document).encode()
+            headers = {"x-vercel-signature": vc.signature(VC_SECRET, body)}
+            label = "vercel.url"
+        else:
+            document = json.loads(gh.deployment_status(deployment_id=100 + n))
+            document["deployment_status"]["environment_url"] = url
+            body = json.dumps(document).encode()
+            headers = {
+                "X-GitHub-Event": "deployment_status",
+                "X-GitHub-Delivery": f"d-url-{n}",
+                "X-Hub-Signature-256": gh.signature(GH_SECRET, body),
+            }
+            label = "github.environment_url"
+        response = await client.post(
+            f"/v1/hooks/{provider}",
+            data=body,
+            headers={"Content-Type": "application/json", **headers},
+        )
+        assert response.status == 202, await response.text()
+        kept = (await response.json())["deploy"]["labels"].get(label)
+        if url == long_url:
+            assert kept is None
+        else:
+            assert kept == (url if provider == "github" else url.removeprefix("https://"))

@@ -56,6 +56,10 @@ class FakeGitHub(FakeServer):
         """Full SHAs the commits endpoint knows (a commit status takes any full SHA)."""
         self.run_name = "rollback {deploy_id}"
         """The dispatched workflow's `run-name`, filled from its inputs."""
+        self.declared_inputs: dict[str, bool] | None = None
+        """The dispatched workflow's `workflow_dispatch` inputs (name → required), when
+        given: GitHub refuses a dispatch with an undeclared input or without a required
+        one (422). None: any inputs."""
 
     def failure_response(self, failure: Failure, request: web.Request) -> web.StreamResponse:
         """GitHub's rate limits answer 403 (or 429), as its REST docs say: `rate_limit`
@@ -179,6 +183,13 @@ class FakeGitHub(FakeServer):
             return _invalid("inputs")
         if not all(isinstance(v, str) for v in inputs.values()):
             return _invalid("inputs")
+        if self.declared_inputs is not None:
+            unexpected = sorted(set(inputs) - set(self.declared_inputs))
+            if unexpected:
+                return _message(422, f"Unexpected inputs provided: {json.dumps(unexpected)}")
+            for name, required in self.declared_inputs.items():
+                if required and not inputs.get(name):
+                    return _message(422, f"Required input '{name}' not provided")
         self.dispatches.append({"workflow": request.match_info["workflow"], **body})
         try:
             title = self.run_name.format(**inputs)

@@ -391,13 +391,14 @@ class Integrations:
             done = True
             try:
                 now = self.clock()
-                if lease is None:
+                if retry_at is not None:
+                    # a claim this process left open for a later try is its own to take
+                    claimed = await self.s.store.take_alert(window.id, key, now, lapsed_before=now)
+                elif lease is None:
                     claimed = await self.s.store.claim_alert(window.id, key, now)
                 else:
-                    # a claim this process left open for a later try is its own to take
-                    lapsed = now if retry_at is not None else now - lease
                     claimed = await self.s.store.take_alert(
-                        window.id, key, now, lapsed_before=lapsed
+                        window.id, key, now, lapsed_before=now - lease
                     )
                 self._retry_at.pop(mark, None)
                 if claimed:
@@ -733,10 +734,12 @@ class Integrations:
             "Content-Type": "application/json",
         }
 
-    async def _rolling_release_now(self, window: DeployWindow) -> tuple[int | None, bool, str]:
+    async def _rolling_release_now(
+        self, window: DeployWindow
+    ) -> tuple[int | None, bool, str, bool]:
         """The active stage's index of the project's Rolling Release of the window's
         canary and whether approving it finishes the release (`finishes`), or (None,
-        False, why not)."""
+        False, why not); last, whether Vercel could not be asked (`CallResult.gave_up`)."""
         vercel = self.settings.integrations.vercel
         env = self.settings.environments[window.environment]
         assert vercel is not None and env.sources.vercel
@@ -757,39 +760,48 @@ class Integrations:
                 None,
                 False,
                 (current.error or "failed") if not current.ok else "no active rolling release",
+                current.gave_up,
             )
         canary_id = (release.get("canaryDeployment") or {}).get("id")
         if canary_id != canary:
-            return None, False, f"the active rolling release is for {canary_id}, not {canary}"
+            return (
+                None,
+                False,
+                f"the active rolling release is for {canary_id}, not {canary}",
+                False,
+            )
         active = release.get("activeStage") or {}
         index = active.get("index") if isinstance(active, dict) else None
         if not isinstance(index, int):
             index = release.get("activeStageIndex", 0)
         if not isinstance(index, int) or isinstance(index, bool):
-            return None, False, f"the rolling release names no active stage ({index!r})"
-        return index, finishes(release, index), ""
+            return None, False, f"the rolling release names no active stage ({index!r})", False
+        return index, finishes(release, index), "", False
 
     async def _note_stage(self, window: DeployWindow) -> None:
         """Keep the stage the window watches on its labels, in the store: whichever
         replica ends the window (a takeover's too) approves that stage only."""
-        index, _, why = await self._rolling_release_now(window)
+        index, _, why, _ = await self._rolling_release_now(window)
         if index is None:  # approved as the stage then active, as before
             await self.s.store.record_alert(window.id, STAGE_KEY, "failed", why)
             return
         await self.s.store.add_labels(window.id, {STAGE_LABEL: str(index)})
         await self.s.store.record_alert(window.id, STAGE_KEY, "sent", str(index))
 
-    async def _approve_stage(self, window: DeployWindow) -> None:
+    async def _approve_stage(self, window: DeployWindow) -> bool:
+        """Approve (or complete) the stage the window watched; False when Vercel could not
+        take it yet (`_record`): tried again, the stage read afresh first, so an approval
+        that took effect though its answer was lost is not sent twice."""
         vercel = self.settings.integrations.vercel
         env = self.settings.environments[window.environment]
         assert vercel is not None and vercel.token is not None and env.sources.vercel
         project = quote(env.sources.vercel.project, safe="")
         base = f"/v1/projects/{project}/rolling-release"
         canary = window.labels.get("vercel.deployment")
-        index, finishing, why = await self._rolling_release_now(window)
+        index, finishing, why, gave_up = await self._rolling_release_now(window)
         if index is None:
-            self._record(window, "vercel:approve-stage", CallResult(False, None, why), "approval")
-            return
+            asked = CallResult(False, None, why, gave_up=gave_up)
+            return self._record(window, "vercel:approve-stage", asked, "approval", retry=True)
         fresh = await self.s.store.get_window(window.id) or window
         watched = fresh.labels.get(STAGE_LABEL)
         if watched is not None and watched != str(index):
@@ -799,8 +811,9 @@ class Integrations:
                 f"the rolling release moved on from stage {watched} to stage {index} while"
                 f" the window watched stage {watched}: not approved (approve by hand)"
             )
-            self._record(window, "vercel:approve-stage", CallResult(False, None, why), "approval")
-            return
+            return self._record(
+                window, "vercel:approve-stage", CallResult(False, None, why), "approval"
+            )
         if finishing:
             # the stage watched was the last before the full 100%: `complete` finishes
             # the release (approve-stage only advances it to a stage that exists)
@@ -823,7 +836,7 @@ class Integrations:
             redact=self.redact,
             rate_limit=vercel_rate_limit_wait,
         )
-        self._record(window, "vercel:approve-stage", result, what)
+        return self._record(window, "vercel:approve-stage", result, what, retry=True)
 
     # GitHub deployment protection rules ------------------------------------------
 

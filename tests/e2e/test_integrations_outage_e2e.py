@@ -19,9 +19,11 @@ from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
     github_hook,
     integrations,
     start_agent,
+    vercel_hook,
     webhook_agent,
 )
 from tests.fakes import github as gh
+from tests.fakes import vercel as vc
 from tests.fakes.github import FakeGitHub
 from tests.fakes.vercel import FakeVercel
 
@@ -109,3 +111,33 @@ async def test_a_gate_answer_refused_while_github_was_down_is_sent_once_it_is_ba
     await eventually(lambda: len(fake_github.gate_answers) >= 1, within=15.0)
     await asyncio.sleep(1.5)  # and not again
     assert [(a["run"], a["state"]) for a in fake_github.gate_answers] == [("1", "approved")]
+
+
+async def test_a_stage_approval_refused_while_vercel_was_down_is_sent_once_it_is_back(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,  # noqa: F811
+    fake_github: FakeGitHub,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Vercel answering 503 through one call's retries when the canary's window passed:
+    the approval was recorded failed for good, and the Rolling Release waited at its
+    stage for a person though Postflight had the evidence to advance it."""
+    monkeypatch.setattr(daemon_side, "STATUS_RETRY_S", 0.5)
+    agent = await start_agent(
+        environments(flip_target, window="1500ms", rolling_release=True),
+        extra=integrations(fake_github, fake_vercel),
+    )
+    fake_vercel.start_rolling_release(vc.PROJECT, canary=vc.NEW)
+    fake_vercel.fail("503", match="rolling-release")  # the release's state and its approval
+    status, opened = await vercel_hook(agent, vc.event(event_id="rr-1", deployment=vc.NEW))
+    assert status == 202, opened
+    assert (await agent.settled(opened["deploy"]["id"]))["state"] == "passed"
+    # the stage noted at the open (4 tries), the approval's look (4), then a try again
+    await eventually(lambda: len(fake_vercel.seen("rolling-release")) >= 4 + 4 + 1, within=30)
+    fake_vercel.heal()
+    await eventually(lambda: len(fake_vercel.approvals) >= 1, within=15.0)
+    await asyncio.sleep(1.5)  # and not again
+    assert fake_vercel.approvals == [
+        {"activeStageIndex": 0, "nextStageIndex": 1, "canaryDeploymentId": vc.NEW}
+    ]

@@ -144,10 +144,13 @@ class WindowAlerts:
         link: Callable[[DeployWindow], str | None] | None = None,
         lease_s: float | None = None,
         retry_delays: Sequence[float] = ALERT_RETRY_DELAYS_S,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
         self._store = store
         self._notifier = notifier
         self._clock = clock
+        self._sleep = sleep
+        """The wait between tries to store a held outcome (`_hold`)."""
         self._link = link
         """The deploy's page, for every alert body (`agent.web.links.deploy_page_url`)."""
         self.lease_s = alert_lease(notifier) if lease_s is None else lease_s
@@ -387,7 +390,7 @@ class WindowAlerts:
                         exc,
                         extra=context,
                     )
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
                 delay = min(2 * delay, HOLD_MAX_S)
                 continue
             if said:

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
 import logging
 import os
 import random as _random
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -45,7 +44,7 @@ from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent
 from agent.rollback.contract import sign
 from agent.settings import RollbackSettings
 from agent.store.base import IN_FLIGHT, AlertClaim, Store
-from agent.store.outages import store_outage
+from agent.store.outages import HELD_RETRY_S, held_until_stored, held_waits, store_outage
 from common.redaction import Redactor
 from common.retry_after import RETRYABLE_STATUSES, retry_after_seconds
 from common.times import rfc3339
@@ -65,52 +64,6 @@ SettleClaims = Callable[[RollbackIntent], Sequence[AlertClaim]]
 """The alerts a rollback's outcome calls for, claimed in the transaction that stores it
 (`Store.settle_rollback`): a crash just after that commit cannot lose them."""
 AttemptResult = Literal["delivered", "retryable", "rejected"]
-
-
-RECORD_RETRY_S = (0.2, 0.5, 1.0)
-"""The waits (then the last, again) between tries to reach a store that does not answer
-in the middle of a delivery: to store an answered attempt's outcome
-(`RollbackDelivery._finish`, a `rollback.then` follow-up's too), or to go on with the
-attempts (`_retake`). At most a second: a replica that takes the rollback over waits
-`TAKEOVER_GRACE_S` for it."""
-
-
-def record_waits() -> Iterator[float]:
-    """`RECORD_RETRY_S`, then its last wait for good."""
-    return itertools.chain(RECORD_RETRY_S, itertools.repeat(RECORD_RETRY_S[-1]))
-
-
-async def held_until_stored(
-    write: Callable[[], Awaitable[T]],
-    outage_begins: Callable[[Exception], None],
-    sleep: Sleep = asyncio.sleep,
-) -> tuple[T, bool]:
-    """The outcome of an answered request, written by `write()` until the store takes it
-    (tried again after `record_waits` while it does not answer; `outage_begins` at the
-    first such failure), and whether it had to wait. Each try goes on to its end when a
-    stop cancels the caller meanwhile, then the cancellation goes on: cut there, the
-    receiver's 2xx was lost (asyncpg rolls the transaction back; SQLite's change had not
-    reached the connection) and the restart, or a replica once the claim lapsed, sent it
-    again. A stop leaves one the store does not take unstored, as a kill: for a rollback
-    (`RollbackDelivery._finish`) and a `rollback.then` follow-up alike."""
-    waits = record_waits()
-    waited = False
-    while True:
-        attempt = asyncio.ensure_future(write())
-        try:
-            return await asyncio.shield(attempt), waited
-        except asyncio.CancelledError:
-            await asyncio.wait({attempt})  # not cancelled with this task
-            if not attempt.cancelled():
-                attempt.exception()  # seen: one that failed leaves it unstored, as a kill
-            raise
-        except Exception as exc:
-            if not store_outage(exc):
-                raise
-            if not waited:
-                waited = True
-                outage_begins(exc)
-            await sleep(next(waits))
 
 
 async def answered_within(work: Awaitable[T], seconds: float) -> T:
@@ -139,11 +92,11 @@ async def answered_within(work: Awaitable[T], seconds: float) -> T:
             await asyncio.wait({task})  # the request's connection let go before going on
 
 
-TAKEOVER_GRACE_S = 3 * RECORD_RETRY_S[-1]
+TAKEOVER_GRACE_S = 3 * HELD_RETRY_S[-1]
 """How long a sender that takes over another's rollback, whose last attempt has no
 recorded outcome, waits before sending it again. That sender may be alive, its 2xx held
 (`RollbackDelivery._finish`) through a store outage longer than its lease: it records
-it within `RECORD_RETRY_S[-1]` of the store's return, and this wait lets it, where a
+it within `HELD_RETRY_S[-1]` of the store's return, and this wait lets it, where a
 replica that took the lapsed lease at once sent a second rollback. A sender that died
 costs its rollback this much more than the lease and `takeover_wait_s`'s timeout."""
 
@@ -446,7 +399,7 @@ class RollbackDelivery:
         (or lapsed, and nobody took it), else None. A delivery the store interrupted was
         left pending until its lease lapsed and a sweep resumed it: a PostgreSQL restart
         of a few seconds held a rollback in its retries back by a whole lease (30 s)."""
-        waits = record_waits()
+        waits = held_waits()
         while True:
             await self._sleep(next(waits))
             now = self._clock()

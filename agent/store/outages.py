@@ -1,4 +1,5 @@
-"""How a background loop that polls the store logs a store that does not answer.
+"""A store that does not answer: how a background loop that polls it logs it, and how an
+outcome that must not be lost is held until it answers (`held_until_stored`).
 
 A PostgreSQL restart made every loop (windows claimed every second, the integrations'
 scan, the alert retries) log an ERROR with a 20-line traceback at each turn: ~160
@@ -10,11 +11,15 @@ with its traceback at every turn, as a bug should be.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
-from collections.abc import Awaitable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 from agent.store.base import Conflict, StoreError
+
+T = TypeVar("T")
 
 
 def store_outage(exc: BaseException) -> bool:
@@ -57,3 +62,59 @@ class StoreOutageLog:
         if self._down:
             self._down = False
             self._log.info("%s: the store answers again", self._what)
+
+
+HELD_RETRY_S = (0.2, 0.5, 1.0)
+"""The waits (then the last, again) between tries to store a held outcome
+(`held_until_stored`), or to reach the store again in the middle of a rollback's delivery.
+At most a second: a replica that takes a rollback over waits three of these for its
+sender to record it (`agent.rollback.delivery.TAKEOVER_GRACE_S`), and an alert's outcome
+written up to 2 s after the store's return (as its own doubling once did) left that much
+longer for a replica's scan to find its lapsed claim and send it again."""
+
+
+def held_waits() -> Iterator[float]:
+    """`HELD_RETRY_S`, then its last wait for good."""
+    return itertools.chain(HELD_RETRY_S, itertools.repeat(HELD_RETRY_S[-1]))
+
+
+async def held_until_stored(
+    write: Callable[[], Awaitable[T]],
+    outage_begins: Callable[[Exception], None],
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+) -> tuple[T, bool]:
+    """What an answered send did (a rollback's 2xx, a follow-up's, an alert a channel
+    took), written by `write()` until the store takes it, and whether it had to wait: a
+    live sender that gave up at the first failure left it unstored, and the restart, or a
+    replica once the claim lapsed, sent it again. Tried again after `held_waits` while the
+    store does not answer (`store_outage`: a restart, a failover's read-only spell,
+    SQLite's locked or read-only file; `outage_begins` at the first such failure).
+
+    A stop's cancellation does not cut a try: it goes on to its end (asyncpg rolls a cut
+    transaction back; SQLite's change had not reached the connection), then the
+    cancellation goes on. A stop leaves one the store does not take unstored, as a kill
+    leaves it."""
+    waits = held_waits()
+    waited = False
+    while True:
+        try:
+            return await _to_its_end(write), waited
+        except Exception as exc:
+            if not store_outage(exc):
+                raise
+            if not waited:
+                waited = True
+                outage_begins(exc)
+        await sleep(next(waits))
+
+
+async def _to_its_end(write: Callable[[], Awaitable[T]]) -> T:
+    """`write()`'s result; a cancellation meanwhile lets it finish, then goes on."""
+    attempt = asyncio.ensure_future(write())
+    try:
+        return await asyncio.shield(attempt)
+    except asyncio.CancelledError:
+        await asyncio.wait({attempt})  # not cancelled with this task
+        if not attempt.cancelled():
+            attempt.exception()  # seen: one that failed leaves it unstored, as a kill
+        raise

@@ -62,8 +62,8 @@ from collections.abc import (
 from typing import Any
 
 from agent.records import DeployWindow, Fence
-from agent.store.base import AlertClaim, AlertRetry, Store, StoreUnreachable, UnsettledAlert
-from agent.store.outages import StoreOutageLog
+from agent.store.base import AlertClaim, AlertRetry, Store, UnsettledAlert
+from agent.store.outages import StoreOutageLog, held_until_stored, store_outage
 from alerting.events import Alert, breach_key
 from alerting.notifier import Notifier, NotifyOutcome
 
@@ -85,11 +85,6 @@ a deploy window (minutes long) is stale, and the failure has been counted
 
 MIN_PAUSE_S = 0.05
 """The least `run` waits between two looks, whatever is due (no busy loop)."""
-
-HOLD_FIRST_S = 0.2
-HOLD_MAX_S = 2.0
-"""How often a sent alert's held outcome is offered to a store that does not answer
-(`WindowAlerts._hold`): doubling from the first, up to the most."""
 
 RETRIES_IN_FLIGHT = 2
 """Alerts one agent retries at once: a hung channel's retries hold at most these of
@@ -366,36 +361,29 @@ class WindowAlerts:
     async def _hold(
         self, window: DeployWindow, key: str, record: Callable[[], Awaitable[None]]
     ) -> None:
-        """Store what a send did, waiting while the store does not answer (a restart, a
-        failover's read-only spell): the sender knows the channels took it, and a claim
-        left without its outcome is taken over once its lease lapses and sent again, where
-        a live sender gave up at once ("not sent") and a replica resent it (the sink got
+        """Store what a send did, held while the store does not answer
+        (`held_until_stored`): the sender knows the channels took it, and a claim left
+        without its outcome is taken over once its lease lapses and sent again, where a
+        live sender gave up at once ("not sent") and a replica resent it (the sink got
         "deploy passed" twice; `bench/ha_faults.py` seed 704). The send stays in flight
         meanwhile, so this process's own scans leave it alone; a stop's drain bounds it.
         Only a store that comes back past the lease, after a replica took the claim over,
-        leaves a duplicate."""
+        or not before the stop ends, leaves a duplicate."""
         context = {"deploy_id": window.id, "environment": window.environment, "event": key}
-        delay, said = HOLD_FIRST_S, False
-        while True:
-            try:
-                await record()
-            except StoreUnreachable as exc:
-                if not said:
-                    said = True
-                    log.warning(
-                        "alert %s for %s: sent, but the store does not answer (%s): its"
-                        " outcome is held until it does",
-                        key,
-                        window.id,
-                        exc,
-                        extra=context,
-                    )
-                await self._sleep(delay)
-                delay = min(2 * delay, HOLD_MAX_S)
-                continue
-            if said:
-                log.info("alert %s for %s: its outcome recorded", key, window.id, extra=context)
-            return
+
+        def outage_begins(exc: Exception) -> None:
+            log.warning(
+                "alert %s for %s: sent, but the store does not answer (%s): its outcome is"
+                " held until it does",
+                key,
+                window.id,
+                exc,
+                extra=context,
+            )
+
+        _, waited = await held_until_stored(record, outage_begins, self._sleep)
+        if waited:
+            log.info("alert %s for %s: its outcome recorded", key, window.id, extra=context)
 
     def _linked(self, window: DeployWindow, alert: Alert) -> Alert:
         if alert.link is None and self._link is not None:
@@ -412,7 +400,7 @@ class WindowAlerts:
             try:
                 await self._store.note_alert_channel(window.id, key, channel)
             except Exception as exc:  # only a duplicate after a crash is at stake: send on
-                if unnoted is not None and isinstance(exc, StoreUnreachable):
+                if unnoted is not None and store_outage(exc):
                     unnoted.append(channel)
                     return
                 log.warning(

@@ -36,10 +36,9 @@ from agent.integrations.targets import (
 )
 from agent.records import DeployWindow, PendingGate, RollbackIntent, decided_verdict
 from agent.rollback import rollback_intent, sign
-from agent.rollback.delivery import held_until_stored
 from agent.settings import EnvironmentSettings, RollbackSettings, Settings
 from agent.store.base import Conflict
-from agent.store.outages import StoreOutageLog, unless_outage
+from agent.store.outages import StoreOutageLog, held_until_stored, unless_outage
 from agent.web.links import deploy_page_url
 from agent.windows.alert_once import alert_claim
 from agent.windows.lifecycle import FOLLOW_UPS, WatchServices, deliver_rollback

@@ -1,0 +1,203 @@
+"""A sent alert's outcome is held until the store takes it (`held_until_stored`, shared
+with the rollback's 2xx): whatever outage the store is in, and however a stop falls
+during it, the alert is not sent twice (a claim left without its outcome is taken over
+once its lease lapses and sent again).
+
+The sink is the judge: it counts every notification it took, duplicates included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from agent.metrics import Metrics
+from agent.store.base import StoreError, StoreUnreachable
+from agent.store.outages import HELD_RETRY_S
+from agent.store.sqlite import SqliteStore
+from agent.windows.alert_once import WindowAlerts
+from alerting.events import Alert
+from tests.alerting.test_window_alerts import (
+    LEASE_S,
+    ReadOnlyAfterTheClaim,
+    make_notifier,
+    restarted,
+    window,
+)
+from tests.receivers import JsonSink
+
+PASSED = ["[postflight] production v2.4.1: deploy passed"]
+
+
+class LockedAsTheChannelTakesIt(SqliteStore):
+    """A store whose file another process takes (an operator's `sqlite3` left in `BEGIN
+    EXCLUSIVE`, a backup) as the channel takes the alert, and lets go after `failures`
+    writes failed on it: SQLite's "database is locked", a `StoreError` but not a
+    `StoreUnreachable`, which the alert's hold alone did not wait through."""
+
+    def __init__(self, path: Path, failures: int = 2) -> None:
+        super().__init__(path)
+        self.busy_timeout_ms = 50
+        self.failures = failures
+        self.failed = 0
+        self._holder: sqlite3.Connection | None = None
+        self._taken = False
+
+    async def _while_held(self, write: Callable[[], Awaitable[None]]) -> None:
+        if not self._taken:
+            self._taken = True
+            self._holder = sqlite3.connect(self.path, isolation_level=None)
+            self._holder.execute("BEGIN EXCLUSIVE")
+        try:
+            await write()
+        except StoreError:
+            self.failed += 1
+            if self.failed == self.failures:
+                self.let_go()
+            raise
+
+    def let_go(self) -> None:
+        if self._holder is not None:
+            self._holder.execute("ROLLBACK")
+            self._holder.close()
+            self._holder = None
+
+    async def note_alert_channel(self, window_id: str, event: str, channel: str) -> None:
+        await self._while_held(
+            lambda: SqliteStore.note_alert_channel(self, window_id, event, channel)
+        )
+
+    async def record_alert(self, *args: Any, **kwargs: Any) -> None:
+        await self._while_held(lambda: SqliteStore.record_alert(self, *args, **kwargs))
+
+
+async def test_an_alert_sent_as_the_sqlite_file_is_locked_is_not_sent_again(
+    tmp_path: Path, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """Its outcome is held through "database is locked" as through a PostgreSQL restart:
+    the hold knew only `StoreUnreachable` (which SQLite never raises), so the sender gave
+    up ("not sent") and the restart took the claim over and sent the alert again."""
+    path, w = tmp_path / "alerts.db", window()
+    store = LockedAsTheChannelTakesIt(path)
+    await store.open()
+    try:
+        await store.create_window(w)
+        alerts = WindowAlerts(store, make_notifier([json_sink.url()], metrics), lease_s=LEASE_S)
+        delivered = await alerts.emit(w, Alert.for_window(w, "passed"), ["oncall"])
+        events = await store.alert_events(w.id)
+    finally:
+        store.let_go()
+        await store.close()
+    taken = await restarted(path, [json_sink], metrics, after=LEASE_S + 1)
+    assert [n.title for n in json_sink.notifications] == PASSED
+    assert (delivered, events, taken, store.failed) == (True, {"passed": "sent"}, 0, 2)
+
+
+async def test_a_channel_that_took_it_as_the_sqlite_file_is_locked_is_not_retried(
+    tmp_path: Path, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """Chat took the alert, the mail server failed it, as the file was locked: chat's
+    acceptance is held with the outcome, so the retry goes to the mail server alone. The
+    note that chat took it was dropped (only `StoreUnreachable` was held), and the retry
+    sent chat the alert again."""
+    path, w = tmp_path / "alerts.db", window()
+    failing = JsonSink([503])
+    await failing.start()
+    store = LockedAsTheChannelTakesIt(path)
+    await store.open()
+    try:
+        await store.create_window(w)
+        sinks = [json_sink.url(), failing.url()]
+        delays = (5.0,)
+        alerts = WindowAlerts(store, make_notifier(sinks, metrics), retry_delays=delays)
+        assert await alerts.emit(w, Alert.for_window(w, "passed"), ["oncall"]) is True
+        later = lambda: time.time() + 6.0  # noqa: E731
+        again = WindowAlerts(store, make_notifier(sinks, metrics), clock=later, retry_delays=delays)
+        taken = await again.retry()
+        events = await store.alert_events(w.id)
+    finally:
+        store.let_go()
+        await store.close()
+        await failing.stop()
+    assert (taken, events, store.failed) == (1, {"passed": "sent"}, 2)
+    assert [n.title for n in json_sink.notifications] == PASSED
+    assert [n.title for n in failing.notifications] == PASSED
+
+
+async def test_a_held_outcome_is_offered_to_the_store_at_most_a_second_apart(
+    tmp_path: Path, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """The waits between tries are the rollback's (`HELD_RETRY_S`): stored within a
+    second of the store's return, where a doubling up to 2 s left a replica's scan a
+    second longer to find the claim lapsed and send it again."""
+    waits: list[float] = []
+    flaky = ReadOnlyAfterTheClaim(tmp_path / "alerts.db")
+    await flaky.open()
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        flaky.away = len(waits) < 6
+
+    try:
+        w = window()
+        await flaky.create_window(w)
+        notifier = make_notifier([json_sink.url()], metrics)
+        alerts = WindowAlerts(flaky, notifier, lease_s=LEASE_S, sleep=sleep)
+        flaky.away = True
+        assert await alerts.emit(w, Alert.for_window(w, "passed"), ["oncall"]) is True
+        assert await flaky.alert_events(w.id) == {"passed": "sent"}
+    finally:
+        await flaky.close()
+    assert waits == [*HELD_RETRY_S, HELD_RETRY_S[-1], HELD_RETRY_S[-1], HELD_RETRY_S[-1]]
+
+
+class SlowToRecord(SqliteStore):
+    """A store that takes no outcome while `away` (read-only, as in a failover); once
+    back, the write takes a moment (a commit behind another's fsync, a round trip).
+    `failed` is set as a try fails, `recording` as one begins on the store back."""
+
+    away = False
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.failed = asyncio.Event()
+        self.recording = asyncio.Event()
+
+    async def record_alert(self, *args: Any, **kwargs: Any) -> None:
+        if self.away:
+            self.failed.set()
+            raise StoreUnreachable("cannot reach the store: read-only")
+        self.recording.set()
+        await asyncio.sleep(0.05)
+        await super().record_alert(*args, **kwargs)
+
+
+async def test_a_stop_as_a_held_outcome_is_being_stored_lets_the_write_finish(
+    tmp_path: Path, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """The store answers again during the agent's stop, which cancels the alert's send as
+    its outcome is being written: the write goes on to its end (as a rollback's does).
+    Cut, the claim was left without its outcome and the restart sent the alert again."""
+    path, w = tmp_path / "alerts.db", window()
+    store = SlowToRecord(path)
+    await store.open()
+    try:
+        await store.create_window(w)
+        alerts = WindowAlerts(store, make_notifier([json_sink.url()], metrics), lease_s=LEASE_S)
+        store.away = True
+        sending = asyncio.create_task(alerts.emit(w, Alert.for_window(w, "passed"), ["oncall"]))
+        await asyncio.wait_for(store.failed.wait(), 10)
+        store.away = False  # the store answers again: the next try is the stop's to cut
+        await asyncio.wait_for(store.recording.wait(), 10)
+        sending.cancel()  # the stop's drain, past its grace
+        await asyncio.gather(sending, return_exceptions=True)
+        events = await store.alert_events(w.id)
+    finally:
+        await store.close()
+    taken = await restarted(path, [json_sink], metrics, after=LEASE_S + 1)
+    assert [n.title for n in json_sink.notifications] == PASSED
+    assert (events, taken) == ({"passed": "sent"}, 0)

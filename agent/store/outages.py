@@ -12,6 +12,7 @@ with its traceback at every turn, as a bug should be.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -92,8 +93,9 @@ async def held_until_stored(
 
     A stop's cancellation does not cut a try: it goes on to its end (asyncpg rolls a cut
     transaction back; SQLite's change had not reached the connection), then the
-    cancellation goes on. A stop leaves one the store does not take unstored, as a kill
-    leaves it."""
+    cancellation goes on. One that comes between tries gets one try more, the store
+    having maybe come back during the stop. One the store still does not take is left
+    unstored, as a kill leaves it."""
     waits = held_waits()
     waited = False
     while True:
@@ -105,7 +107,12 @@ async def held_until_stored(
             if not waited:
                 waited = True
                 outage_begins(exc)
-        await sleep(next(waits))
+        try:
+            await sleep(next(waits))
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):  # still away, or worse: as a kill
+                await _to_its_end(write)
+            raise
 
 
 async def _to_its_end(write: Callable[[], Awaitable[T]]) -> T:

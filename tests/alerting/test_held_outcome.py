@@ -201,3 +201,32 @@ async def test_a_stop_as_a_held_outcome_is_being_stored_lets_the_write_finish(
     taken = await restarted(path, [json_sink], metrics, after=LEASE_S + 1)
     assert [n.title for n in json_sink.notifications] == PASSED
     assert (events, taken) == ({"passed": "sent"}, 0)
+
+
+async def test_a_stop_between_tries_gives_a_held_outcome_one_try_more(
+    tmp_path: Path, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """The store came back during the stop, while the held outcome waited for its next
+    try: the stop's cancellation gives it that try before going on. Without it, the
+    outcome was left unstored as at a kill, and the restart sent the alert again."""
+    path, w = tmp_path / "alerts.db", window()
+    store = SlowToRecord(path)
+    await store.open()
+    try:
+        await store.create_window(w)
+        alerts = WindowAlerts(store, make_notifier([json_sink.url()], metrics), lease_s=LEASE_S)
+        store.away = True
+        sending = asyncio.create_task(alerts.emit(w, Alert.for_window(w, "passed"), ["oncall"]))
+        await asyncio.wait_for(store.failed.wait(), 10)
+        # the held outcome waits HELD_RETRY_S[0] for its next try: the store answers
+        # again and the stop cuts the wait short, well within it (timers fire in order)
+        await asyncio.sleep(HELD_RETRY_S[0] / 4)
+        store.away = False
+        sending.cancel()
+        await asyncio.gather(sending, return_exceptions=True)
+        events = await store.alert_events(w.id)
+    finally:
+        await store.close()
+    taken = await restarted(path, [json_sink], metrics, after=LEASE_S + 1)
+    assert [n.title for n in json_sink.notifications] == PASSED
+    assert (events, taken) == ({"passed": "sent"}, 0)

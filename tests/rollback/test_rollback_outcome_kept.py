@@ -21,7 +21,7 @@ from agent.metrics import Metrics
 from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent
 from agent.rollback.delivery import RollbackDelivery
 from agent.settings_file import load_settings_text
-from agent.store.base import AlertClaim
+from agent.store.base import AlertClaim, StoreUnreachable
 from agent.store.postgres import PostgresStore
 from agent.store.sqlite import SqliteStore
 from agent.windows.alert_once import WindowAlerts
@@ -168,6 +168,64 @@ async def test_a_stop_as_a_2xx_is_being_stored_lets_the_write_finish(
         intent = await stored_intent(store)
         sending = asyncio.create_task(sender.deliver(intent, conf, "production"))
         await store.settling.wait()
+        sending.cancel()
+        await asyncio.gather(sending, return_exceptions=True)
+        restarted = RollbackDelivery(store, Metrics())  # same owner: takes its own at once
+        try:
+            await resumed(restarted, store, conf)
+        finally:
+            await restarted.aclose()
+        stored = await store.get_rollback(intent.window_id)
+    finally:
+        await sender.aclose()
+        await store.close()
+
+    assert sum(a.accepted for a in receiver.attempts) == 1
+    assert stored is not None and (stored.state, stored.attempts) == ("delivered", 1)
+
+
+class AwayAsItAnswers(SqliteStore):
+    """A store that takes no answered attempt's outcome while `away` (a PostgreSQL
+    restart, a failover's read-only spell)."""
+
+    away = False
+
+    async def settle_rollback(
+        self,
+        intent: RollbackIntent,
+        attempt: DeliveryAttempt | None = None,
+        alerts: Any = (),
+    ) -> bool:
+        if self.away and attempt is not None and intent.state == "delivered":
+            raise StoreUnreachable("cannot reach the store: read-only")
+        return await super().settle_rollback(intent, attempt, alerts)
+
+
+async def test_a_stop_as_a_held_2xx_waits_for_its_next_try_gives_it_one_try_more(
+    tmp_path: Any, rollback_receiver: Any, metrics: Metrics
+) -> None:
+    """The store came back during the agent's stop, while the held 2xx waited for its
+    next try: the stop's cancellation gives it that try before going on. Without it the
+    2xx was left unstored, as at a kill, and the restart sent the rollback again."""
+    store = AwayAsItAnswers(tmp_path / "away.db")
+    await store.open()
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    conf = settings(receiver.url)
+    waiting = asyncio.Event()
+
+    async def store_back_during_the_stop(seconds: float) -> None:
+        if store.away:  # the held 2xx's wait: the stop cuts it short
+            store.away = False
+            waiting.set()
+            await asyncio.Event().wait()
+        await asyncio.sleep(seconds)
+
+    sender = RollbackDelivery(store, metrics, sleep=store_back_during_the_stop)
+    try:
+        intent = await stored_intent(store)
+        store.away = True
+        sending = asyncio.create_task(sender.deliver(intent, conf, "production"))
+        await asyncio.wait_for(waiting.wait(), 10)
         sending.cancel()
         await asyncio.gather(sending, return_exceptions=True)
         restarted = RollbackDelivery(store, Metrics())  # same owner: takes its own at once

@@ -23,9 +23,11 @@ from agent.windows.alert_once import WindowAlerts
 from alerting.events import Alert
 from tests.alerting.test_window_alerts import (
     LEASE_S,
+    AwayStore,
     ReadOnlyAfterTheClaim,
     make_notifier,
     restarted,
+    sending_while_away,
     window,
 )
 from tests.receivers import JsonSink
@@ -155,12 +157,10 @@ async def test_a_held_outcome_is_offered_to_the_store_at_most_a_second_apart(
     assert waits == [*HELD_RETRY_S, HELD_RETRY_S[-1], HELD_RETRY_S[-1], HELD_RETRY_S[-1]]
 
 
-class SlowToRecord(SqliteStore):
+class SlowToRecord(AwayStore):
     """A store that takes no outcome while `away` (read-only, as in a failover); once
     back, the write takes a moment (a commit behind another's fsync, a round trip).
     `failed` is set as a try fails, `recording` as one begins on the store back."""
-
-    away = False
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
@@ -176,29 +176,35 @@ class SlowToRecord(SqliteStore):
         await super().record_alert(*args, **kwargs)
 
 
+async def stopped_while_held(
+    path: Path, sink: JsonSink, metrics: Metrics, stop: Callable[[SlowToRecord], Awaitable[None]]
+) -> tuple[dict[str, str], int]:
+    """A `passed` alert sent as the store is away, its send cancelled (the stop's drain,
+    past its grace) once `stop(store)` returns: what the store says of it, and how many
+    alerts a restart took over once the claim's lease lapsed."""
+    store = SlowToRecord(path)
+    async with sending_while_away(store, sink, metrics) as sending:
+        await asyncio.wait_for(store.failed.wait(), 10)
+        await stop(store)
+        sending.cancel()
+        await asyncio.gather(sending, return_exceptions=True)
+        events = await store.alert_events(window().id)
+    return events, await restarted(path, [sink], metrics, after=LEASE_S + 1)
+
+
 async def test_a_stop_as_a_held_outcome_is_being_stored_lets_the_write_finish(
     tmp_path: Path, json_sink: JsonSink, metrics: Metrics
 ) -> None:
     """The store answers again during the agent's stop, which cancels the alert's send as
     its outcome is being written: the write goes on to its end (as a rollback's does).
     Cut, the claim was left without its outcome and the restart sent the alert again."""
-    path, w = tmp_path / "alerts.db", window()
-    store = SlowToRecord(path)
-    await store.open()
-    try:
-        await store.create_window(w)
-        alerts = WindowAlerts(store, make_notifier([json_sink.url()], metrics), lease_s=LEASE_S)
-        store.away = True
-        sending = asyncio.create_task(alerts.emit(w, Alert.for_window(w, "passed"), ["oncall"]))
-        await asyncio.wait_for(store.failed.wait(), 10)
+
+    async def as_it_is_written(store: SlowToRecord) -> None:
         store.away = False  # the store answers again: the next try is the stop's to cut
         await asyncio.wait_for(store.recording.wait(), 10)
-        sending.cancel()  # the stop's drain, past its grace
-        await asyncio.gather(sending, return_exceptions=True)
-        events = await store.alert_events(w.id)
-    finally:
-        await store.close()
-    taken = await restarted(path, [json_sink], metrics, after=LEASE_S + 1)
+
+    path = tmp_path / "alerts.db"
+    events, taken = await stopped_while_held(path, json_sink, metrics, as_it_is_written)
     assert [n.title for n in json_sink.notifications] == PASSED
     assert (events, taken) == ({"passed": "sent"}, 0)
 
@@ -209,24 +215,14 @@ async def test_a_stop_between_tries_gives_a_held_outcome_one_try_more(
     """The store came back during the stop, while the held outcome waited for its next
     try: the stop's cancellation gives it that try before going on. Without it, the
     outcome was left unstored as at a kill, and the restart sent the alert again."""
-    path, w = tmp_path / "alerts.db", window()
-    store = SlowToRecord(path)
-    await store.open()
-    try:
-        await store.create_window(w)
-        alerts = WindowAlerts(store, make_notifier([json_sink.url()], metrics), lease_s=LEASE_S)
-        store.away = True
-        sending = asyncio.create_task(alerts.emit(w, Alert.for_window(w, "passed"), ["oncall"]))
-        await asyncio.wait_for(store.failed.wait(), 10)
+
+    async def as_it_waits(store: SlowToRecord) -> None:
         # the held outcome waits HELD_RETRY_S[0] for its next try: the store answers
         # again and the stop cuts the wait short, well within it (timers fire in order)
         await asyncio.sleep(HELD_RETRY_S[0] / 4)
         store.away = False
-        sending.cancel()
-        await asyncio.gather(sending, return_exceptions=True)
-        events = await store.alert_events(w.id)
-    finally:
-        await store.close()
-    taken = await restarted(path, [json_sink], metrics, after=LEASE_S + 1)
+
+    path = tmp_path / "alerts.db"
+    events, taken = await stopped_while_held(path, json_sink, metrics, as_it_waits)
     assert [n.title for n in json_sink.notifications] == PASSED
     assert (events, taken) == ({"passed": "sent"}, 0)

@@ -300,11 +300,32 @@ async def test_an_alert_cut_off_by_a_crash_is_sent_once_after_the_restart(
         assert await store.alert_events(w.id) == {"passed": "sent"}
 
 
-class ReadOnlyAfterTheClaim(SqliteStore):
-    """A store that takes the alert's claim, then no write while `away` (a PostgreSQL
-    failover's read-only spell, a restart) as the channel takes the alert."""
+class AwayStore(SqliteStore):
+    """A store that some writes fail while `away` (which, says the subclass)."""
 
     away = False
+
+
+@contextlib.asynccontextmanager
+async def sending_while_away(
+    store: AwayStore, sink: JsonSink, metrics: Metrics
+) -> AsyncIterator[asyncio.Future[bool]]:
+    """`window()`'s `passed` alert being sent to `sink`, `store` (opened here, closed
+    after) away from its claim on."""
+    await store.open()
+    try:
+        w = window()
+        await store.create_window(w)
+        alerts = WindowAlerts(store, make_notifier([sink.url()], metrics), lease_s=LEASE_S)
+        store.away = True
+        yield asyncio.ensure_future(alerts.emit(w, Alert.for_window(w, "passed"), ["oncall"]))
+    finally:
+        await store.close()
+
+
+class ReadOnlyAfterTheClaim(AwayStore):
+    """A store that takes the alert's claim, then no write while `away` (a PostgreSQL
+    failover's read-only spell, a restart) as the channel takes the alert."""
 
     async def note_alert_channel(self, window_id: str, event: str, channel: str) -> None:
         if self.away:
@@ -324,23 +345,16 @@ async def test_a_sent_alert_whose_outcome_the_store_could_not_take_is_not_sent_a
     its outcome and stores it once the store answers, so a replica looking after the
     lease finds nothing to take over. Counted at the sink: 1, where the sender gave up
     ("not sent") and the replica sent it again (2; `bench/ha_faults.py` seed 704)."""
-    path, w = tmp_path / "alerts.db", window()
+    path = tmp_path / "alerts.db"
     store = ReadOnlyAfterTheClaim(path)
-    await store.open()
-    try:
-        await store.create_window(w)
-        alerts = WindowAlerts(store, make_notifier([json_sink.url()], metrics), lease_s=LEASE_S)
-        store.away = True
-        sending = asyncio.ensure_future(alerts.emit(w, Alert.for_window(w, "passed"), ["oncall"]))
+    async with sending_while_away(store, json_sink, metrics) as sending:
         await json_sink.wait_arrived(1)
         await asyncio.sleep(0.5)  # the store away a while after the send
         store.away = False
         delivered = await asyncio.wait_for(sending, 10)
         # a replica (or this agent restarted) looks once the claim's lease lapsed
         taken = await restarted(path, [json_sink], metrics, after=LEASE_S + 1)
-        events = await store.alert_events(w.id)
-    finally:
-        await store.close()
+        events = await store.alert_events(window().id)
     assert [n.title for n in json_sink.notifications] == [
         "[postflight] production v2.4.1: deploy passed"
     ]

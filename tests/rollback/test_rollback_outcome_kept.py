@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -153,6 +153,27 @@ class SlowToSettle(SqliteStore):
         return await super().settle_rollback(intent, attempt, alerts)
 
 
+async def stopped_then_restarted(
+    sender: RollbackDelivery, store: SqliteStore, conf: Any, until: Awaitable[Any]
+) -> RollbackIntent | None:
+    """A stored rollback delivered by `sender`, cancelled (a stop past its grace) once
+    `until` is done, then resumed by the restarted agent: the rollback as stored after."""
+    try:
+        intent = await stored_intent(store)
+        sending = asyncio.create_task(sender.deliver(intent, conf, "production"))
+        await asyncio.wait_for(until, 10)
+        sending.cancel()
+        await asyncio.gather(sending, return_exceptions=True)
+        restarted = RollbackDelivery(store, Metrics())  # same owner: takes its own at once
+        try:
+            await resumed(restarted, store, conf)
+        finally:
+            await restarted.aclose()
+        return await store.get_rollback(intent.window_id)
+    finally:
+        await sender.aclose()
+
+
 async def test_a_stop_as_a_2xx_is_being_stored_lets_the_write_finish(
     tmp_path: Any, rollback_receiver: Any, metrics: Metrics
 ) -> None:
@@ -163,21 +184,11 @@ async def test_a_stop_as_a_2xx_is_being_stored_lets_the_write_finish(
     await store.open()
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     conf = settings(receiver.url)
-    sender = RollbackDelivery(store, metrics)
     try:
-        intent = await stored_intent(store)
-        sending = asyncio.create_task(sender.deliver(intent, conf, "production"))
-        await store.settling.wait()
-        sending.cancel()
-        await asyncio.gather(sending, return_exceptions=True)
-        restarted = RollbackDelivery(store, Metrics())  # same owner: takes its own at once
-        try:
-            await resumed(restarted, store, conf)
-        finally:
-            await restarted.aclose()
-        stored = await store.get_rollback(intent.window_id)
+        stored = await stopped_then_restarted(
+            RollbackDelivery(store, metrics), store, conf, store.settling.wait()
+        )
     finally:
-        await sender.aclose()
         await store.close()
 
     assert sum(a.accepted for a in receiver.attempts) == 1
@@ -221,21 +232,10 @@ async def test_a_stop_as_a_held_2xx_waits_for_its_next_try_gives_it_one_try_more
         await asyncio.sleep(seconds)
 
     sender = RollbackDelivery(store, metrics, sleep=store_back_during_the_stop)
+    store.away = True
     try:
-        intent = await stored_intent(store)
-        store.away = True
-        sending = asyncio.create_task(sender.deliver(intent, conf, "production"))
-        await asyncio.wait_for(waiting.wait(), 10)
-        sending.cancel()
-        await asyncio.gather(sending, return_exceptions=True)
-        restarted = RollbackDelivery(store, Metrics())  # same owner: takes its own at once
-        try:
-            await resumed(restarted, store, conf)
-        finally:
-            await restarted.aclose()
-        stored = await store.get_rollback(intent.window_id)
+        stored = await stopped_then_restarted(sender, store, conf, waiting.wait())
     finally:
-        await sender.aclose()
         await store.close()
 
     assert sum(a.accepted for a in receiver.attempts) == 1

@@ -59,7 +59,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import Any
+from typing import Any, TypeVar
 
 from agent.records import DeployWindow, Fence
 from agent.store.base import AlertClaim, AlertRetry, Store, UnsettledAlert
@@ -68,6 +68,7 @@ from alerting.events import Alert, breach_key
 from alerting.notifier import Notifier, NotifyOutcome
 
 log = logging.getLogger("postflight.alerting")
+T = TypeVar("T")
 
 DELIVERED_RESULTS = frozenset({"sent", "partial"})
 """Stored results meaning someone was told (a resolve is owed for such a breach)."""
@@ -346,9 +347,7 @@ class WindowAlerts:
             detail += f"; retrying in {self.retry_delays[0]:g}s"
 
         async def record() -> None:
-            while unnoted:  # first: a retry or a take-over skips who took it
-                await self._store.note_alert_channel(window.id, key, unnoted[0])
-                unnoted.pop(0)
+            await self._note(window.id, key, unnoted)
             await self._store.record_alert(
                 window.id, key, outcome.result, detail, retry_at=retry_at, also=also
             )
@@ -358,17 +357,22 @@ class WindowAlerts:
             self._wake.set()
         return outcome.delivered
 
-    async def _hold(
-        self, window: DeployWindow, key: str, record: Callable[[], Awaitable[None]]
-    ) -> None:
-        """Store what a send did, held while the store does not answer
-        (`held_until_stored`): the sender knows the channels took it, and a claim left
-        without its outcome is taken over once its lease lapses and sent again, where a
-        live sender gave up at once ("not sent") and a replica resent it (the sink got
-        "deploy passed" twice; `bench/ha_faults.py` seed 704). The send stays in flight
-        meanwhile, so this process's own scans leave it alone; a stop's drain bounds it.
-        Only a store that comes back past the lease, after a replica took the claim over,
-        or not before the stop ends, leaves a duplicate."""
+    async def _note(self, window_id: str, key: str, unnoted: list[str]) -> None:
+        """The channels that took the alert as the store did not answer (`_noter`),
+        stored first: a retry or a take-over skips who took it."""
+        while unnoted:
+            await self._store.note_alert_channel(window_id, key, unnoted[0])
+            unnoted.pop(0)
+
+    async def _hold(self, window: DeployWindow, key: str, record: Callable[[], Awaitable[T]]) -> T:
+        """Store what a send or a retry did, held while the store does not answer
+        (`held_until_stored`): the sender knows the channels took it, and a claim (or a
+        retry's lease) left without its outcome is taken over once its lease lapses and
+        sent again, where a live sender gave up at once ("not sent") and a replica resent
+        it (the sink got "deploy passed" twice; `bench/ha_faults.py` seed 704). The send
+        stays in flight meanwhile, so this process's own scans leave it alone; a stop's
+        drain bounds it. Only a store that comes back past the lease, after a replica took
+        the claim over, or not before the stop ends, leaves a duplicate."""
         context = {"deploy_id": window.id, "environment": window.environment, "event": key}
 
         def outage_begins(exc: Exception) -> None:
@@ -381,9 +385,10 @@ class WindowAlerts:
                 extra=context,
             )
 
-        _, waited = await held_until_stored(record, outage_begins, self._sleep)
+        stored, waited = await held_until_stored(record, outage_begins, self._sleep)
         if waited:
             log.info("alert %s for %s: its outcome recorded", key, window.id, extra=context)
+        return stored
 
     def _linked(self, window: DeployWindow, alert: Alert) -> Alert:
         if alert.link is None and self._link is not None:
@@ -391,16 +396,16 @@ class WindowAlerts:
         return alert
 
     def _noter(
-        self, window: DeployWindow, key: str, unnoted: list[str] | None = None
+        self, window: DeployWindow, key: str, unnoted: list[str]
     ) -> Callable[[str], Awaitable[None]]:
         """What notes that a channel took the alert; one the store could not take goes to
-        `unnoted`, stored with the outcome (`_send`)."""
+        `unnoted`, stored with the outcome (`_send`, `_retry_once`)."""
 
         async def note(channel: str) -> None:
             try:
                 await self._store.note_alert_channel(window.id, key, channel)
             except Exception as exc:  # only a duplicate after a crash is at stake: send on
-                if unnoted is not None and store_outage(exc):
+                if store_outage(exc):
                     unnoted.append(channel)
                     return
                 log.warning(
@@ -563,15 +568,23 @@ class WindowAlerts:
             )
             return
         alert, tags = load_payload(retry.payload)
+        unnoted: list[str] = []
         outcome = await self._notifier.send(
             self._linked(window, alert),
             tags,
             skip=retry.sent_to,
-            on_sent=self._noter(window, retry.event),
+            on_sent=self._noter(window, retry.event, unnoted),
             retry=n,
         )
         detail, next_at = self._after_retry(retry, outcome, context)
-        if not await self._store.settle_alert_retry(retry, outcome.result, detail, next_at, also):
+
+        async def settle() -> bool:
+            await self._note(window.id, retry.event, unnoted)
+            return await self._store.settle_alert_retry(
+                retry, outcome.result, detail, next_at, also
+            )
+
+        if not await self._hold(window, retry.event, settle):
             log.warning(
                 "alert %s for %s: retry %d outlived its lease; another agent has taken it",
                 retry.event,

@@ -226,3 +226,49 @@ async def test_a_stop_between_tries_gives_a_held_outcome_one_try_more(
     events, taken = await stopped_while_held(path, json_sink, metrics, as_it_waits)
     assert [n.title for n in json_sink.notifications] == PASSED
     assert (events, taken) == ({"passed": "sent"}, 0)
+
+
+class AwayAsARetryIsSent(ReadOnlyAfterTheClaim):
+    """A store that goes away (a restart, a failover) as a retry is taken: neither the
+    channel's acceptance nor the retry's outcome can be stored until it answers."""
+
+    async def take_alert_retry(self, *args: Any) -> Any:
+        taken = await super().take_alert_retry(*args)
+        self.away = taken is not None
+        return taken
+
+    async def settle_alert_retry(self, *args: Any) -> bool:
+        if self.away:
+            raise StoreUnreachable("cannot reach the store: read-only")
+        return await super().settle_alert_retry(*args)
+
+
+async def test_a_retry_delivered_as_the_store_goes_away_is_not_sent_again(
+    tmp_path: Path, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """A retry's outcome is held as a first send's is: the retry that delivered the alert
+    gave up ("retry 1 not sent") when the store did not answer, its lease lapsed and the
+    next retry sent the channel the alert again."""
+    w, delays = window(), (5.0, 5.0)
+    json_sink.script(503)
+    store = AwayAsARetryIsSent(tmp_path / "alerts.db")
+    await store.open()
+
+    def agent(later: float, **kwargs: Any) -> WindowAlerts:
+        notifier = make_notifier([json_sink.url()], metrics)
+        clock = lambda: time.time() + later  # noqa: E731
+        return WindowAlerts(store, notifier, clock=clock, retry_delays=delays, **kwargs)
+
+    async def store_back(seconds: float) -> None:
+        store.away = False
+
+    try:
+        await store.create_window(w)
+        assert await agent(0.0).emit(w, Alert.for_window(w, "passed"), ["oncall"]) is False
+        retried = await agent(6.0, lease_s=LEASE_S, sleep=store_back).retry()
+        again = await agent(6.0 + LEASE_S + 1, lease_s=LEASE_S).retry()
+        events = await store.alert_events(w.id)
+    finally:
+        await store.close()
+    assert [n.title for n in json_sink.notifications] == PASSED
+    assert (retried, again, events) == (1, 0, {"passed": "sent"})

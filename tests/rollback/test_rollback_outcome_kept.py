@@ -135,7 +135,10 @@ async def test_a_2xx_answered_as_postgresql_fails_over_read_only_is_stored_once_
 
 class SlowToSettle(SqliteStore):
     """A store whose record of an answered attempt takes a moment (a commit behind
-    another's fsync, a PostgreSQL round trip): `settling` is set as it begins."""
+    another's fsync, a PostgreSQL round trip): `settling` is set as it begins. While
+    `away` (a restart, a failover's read-only spell), it takes none."""
+
+    away = False
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -148,6 +151,8 @@ class SlowToSettle(SqliteStore):
         alerts: Any = (),
     ) -> bool:
         if attempt is not None and intent.state == "delivered":
+            if self.away:
+                raise StoreUnreachable("cannot reach the store: read-only")
             self.settling.set()
             await asyncio.sleep(0.05)
         return await super().settle_rollback(intent, attempt, alerts)
@@ -195,30 +200,13 @@ async def test_a_stop_as_a_2xx_is_being_stored_lets_the_write_finish(
     assert stored is not None and (stored.state, stored.attempts) == ("delivered", 1)
 
 
-class AwayAsItAnswers(SqliteStore):
-    """A store that takes no answered attempt's outcome while `away` (a PostgreSQL
-    restart, a failover's read-only spell)."""
-
-    away = False
-
-    async def settle_rollback(
-        self,
-        intent: RollbackIntent,
-        attempt: DeliveryAttempt | None = None,
-        alerts: Any = (),
-    ) -> bool:
-        if self.away and attempt is not None and intent.state == "delivered":
-            raise StoreUnreachable("cannot reach the store: read-only")
-        return await super().settle_rollback(intent, attempt, alerts)
-
-
 async def test_a_stop_as_a_held_2xx_waits_for_its_next_try_gives_it_one_try_more(
     tmp_path: Any, rollback_receiver: Any, metrics: Metrics
 ) -> None:
     """The store came back during the agent's stop, while the held 2xx waited for its
     next try: the stop's cancellation gives it that try before going on. Without it the
     2xx was left unstored, as at a kill, and the restart sent the rollback again."""
-    store = AwayAsItAnswers(tmp_path / "away.db")
+    store = SlowToSettle(tmp_path / "away.db")
     await store.open()
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     conf = settings(receiver.url)

@@ -58,7 +58,9 @@ class Reply:
     size: int
     """Body bytes received (after decompression)."""
     latency_s: float
-    """From just before the request was sent to the last byte of the body."""
+    """From just before the request was sent to the last byte of the body: as the kernel
+    stamped its arrival where the lean client kept the stamp (`checks.wire.Parsed.done_at`),
+    else as it was read."""
     url: URL
     agent_delay_s: float | None = None
     """The most of `latency_s` the agent's own loop can have added reading the answer, as
@@ -318,7 +320,8 @@ def _lean_reply(parsed: Parsed, url: URL, allow_redirects: bool, since: float) -
         if raw is not None:
             raise _redirect(parsed.status, url, raw)
     # from when the request could go out (a wait for the pool's own limit is not the
-    # target's) to when its last byte was parsed (not when this task got the loop back)
+    # target's) to when its last byte came (`Parsed.done_at`: not when this task got the
+    # loop back, nor, where the kernel stamped it, when the loop got to it)
     latency = parsed.done_at - since
     return Reply(
         parsed.status,

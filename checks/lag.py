@@ -39,9 +39,12 @@ AGENT_DELAY = "agent_delay_s"
 """A kept latency's details key: the most the agent measured its reading late by
 (`LoopLag.read_delay`); the overload guard's measure of its own delay."""
 AGENT_KERNEL_DELAY = "agent_delay_kernel_s"
-"""Beside `AGENT_DELAY`, when measured: how long the answer's last bytes really waited for
-the agent, from the kernel's receive stamp (`checks.stamps`, to some 50 µs); the guard
-weighs a window's fail by it when nothing was dropped (`agent.windows.overload`)."""
+"""Beside `AGENT_DELAY`, when measured: the agent's part of the latency kept, from the
+kernel's receive stamp of the answer's last bytes (`checks.stamps`, to some 50 µs): where
+the latency ends at that stamp (a kept-alive connection's answer), only the clocks' reading
+(both keys say so); else how long those bytes waited for the agent. `attributed` drops no
+latency it shows free of a stall, and the guard weighs a window's fail by it when nothing
+was dropped (`agent.windows.overload`)."""
 
 UNANSWERED = "unanswered_s"
 """A timeout's details key: how long the target had the whole request with no byte of an
@@ -255,7 +258,9 @@ def attributed(
     (`UNANSWERED`: no byte of an answer in its socket, the timeout after the request went
     out). A latency is inflated only by the stall under way when the
     answer came, at most `unattended` (a stall earlier in the wait delays nothing: the
-    answer was not there yet); a larger share than a tenth of it is dropped. A kept one
+    answer was not there yet), or what the kernel's stamp measured (`AGENT_KERNEL_DELAY`:
+    a latency that ends at the answer's arrival holds none of the stall, only the clocks'
+    reading); a larger share than a tenth of it is dropped. A kept one
     may still overstate the target's by the heartbeat's blind spot (`least_latency`).
     An answer's status and body are facts whatever the agent's lateness: they still
     count. Results of several samples (a load check) attribute each request themselves
@@ -268,9 +273,11 @@ def attributed(
         return result, None  # the target's silence, seen in the socket: no stall explains it
     latency = sample.latency_s
     waited = result.duration_s
-    dropped = verdict_on(
-        sample.ok, sample.error, latency, waited, stalled, min(unattended, stalled)
-    )
+    late = min(unattended, stalled)
+    kernel = result.details.get(AGENT_KERNEL_DELAY)
+    if isinstance(kernel, int | float):
+        late = min(late, kernel)  # the agent's part of the latency, by the kernel's stamp
+    dropped = verdict_on(sample.ok, sample.error, latency, waited, stalled, late)
     if dropped is None:
         return result, None
     if dropped == "agent_lag":
@@ -290,7 +297,7 @@ def attributed(
     details = {
         **result.details,
         "latency_dropped": "agent_lag",
-        "stalled_s": round(min(unattended, stalled), 4),
+        "stalled_s": round(late, 4),
     }
     out = CheckResult(
         result.check, result.type, result.ok, (kept,), result.message, result.duration_s, details

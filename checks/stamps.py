@@ -1,5 +1,6 @@
-"""When an answer's bytes reached this machine, as the kernel stamped them: how long they
-then waited for the agent's loop, to a few microseconds.
+"""When an answer's bytes reached this machine, as the kernel stamped them: where a probe's
+latency ends (`checks.wire.Parsed.done_at`: not when the agent's loop got to them), and
+how long they then waited for that loop, to a few microseconds.
 
 Why: the heartbeat (`checks.lag.LoopLag.read_delay`) bounds that wait only to its beat
 (10 ms), and a service answering in 2 ms cannot be told apart, by that bound, from a loop
@@ -25,29 +26,49 @@ SO_TIMESTAMPNS = 35
 """Linux's (asm-generic, x86, arm): a `struct timespec` of the receive time with each read."""
 
 PAD_S = 0.00005
-"""Added to each wait measured: the system clock the stamp is on and the monotonic one
-the agent times with are two reads, some µs apart at worst (NTP's slew moves both alike;
-only a step moves one), and a measure must never be short (the agent's delay taken for
-the target's)."""
+"""Added to each wait measured, and to each arrival a latency ends at: the system clock
+the stamp is on and the monotonic one the agent times with are read apart (NTP's slew
+moves both alike; only a step moves one), and a measure must never be short (the agent's
+delay taken for the target's, or the target's time cut)."""
 
 STEP_S = 0.00002
-"""A fall of the system clock against the monotonic one by more than this, between two
-reads of both, is taken for a step back (an NTP step, a VM resumed, a leap second): under
+"""A move of the system clock against the monotonic one by more than this, between two
+reads of both, is taken for a step (an NTP step, a VM resumed, a leap second): under
 `PAD_S`, so a smaller step unseen still leaves no measure short."""
 
 
 class _Clocks:
-    """The system clock's offset from the monotonic one as last read, and when it was last
-    seen to step back (`time.perf_counter()`; -inf: never)."""
+    """The system clock's offset from the monotonic one as last read (the least and the
+    most it can be: `time.time()` read between two `time.perf_counter()`), and when it was
+    last seen to step, back or forth (`time.perf_counter()`; -inf: never)."""
 
-    offset: float | None = None
+    offset: tuple[float, float] | None = None
     stepped_at = float("-inf")
+
+    @classmethod
+    def look(cls) -> tuple[float, float, float]:
+        """(monotonic before, system, monotonic after), read now; a step since the last
+        look is noted (`stepped_since`). The two monotonic reads bound when the system
+        clock was read: a thread preempted between reads (milliseconds) widens the bounds,
+        never moves an arrival to the wrong side of the truth."""
+        before = time.perf_counter()
+        wall = time.time()
+        after = time.perf_counter()
+        least, most = wall - after, wall - before
+        last = cls.offset
+        if last is not None and (most < last[0] - STEP_S or least > last[1] + STEP_S):
+            cls.stepped_at = before
+        cls.offset = (least, most)
+        return before, wall, after
 
 
 def stepped_since(since: float) -> bool:
-    """Whether the system clock was seen to step back after `since` (`time.perf_counter()`):
-    a receive stamp taken before that step and read after it would give a wait too short,
-    by as much as the step, so no stamp read since `since` is to be trusted."""
+    """Whether the system clock was seen to step (back or forth) after `since`
+    (`time.perf_counter()`): a receive stamp taken before that step and read after it is
+    off by as much as the step (a wait, or a latency, too short), so no stamp read since
+    `since` is to be trusted. A step is seen at the first look after it, and each socket
+    looks as it is made (`StampedSocket`): one between a request's write and its answer's
+    read is seen by the time the answer is read."""
     return _Clocks.stepped_at > since
 
 
@@ -72,18 +93,24 @@ def own_stamps_on(loop: asyncio.AbstractEventLoop) -> bool:
 
 
 class StampedSocket(socket.socket):
-    """A TCP socket whose `recv` keeps when the last byte it returned reached the machine
-    (`arrived`, on `time.perf_counter()`'s clock; 0.0: not known since `forget`)."""
+    """A TCP socket whose `recv` keeps when the last byte it returned reached the machine,
+    on `time.perf_counter()`'s clock: `arrived`, the earliest it can have been (a wait
+    measured from it is never short), and `landed`, the latest (a latency ended at it is
+    never short); 0.0: not known (`arrived`: since `forget`; `landed`: the last read came
+    with no stamp)."""
 
-    __slots__ = ("arrived",)
+    __slots__ = ("arrived", "landed")
 
     def __init__(self, family: int, kind: int, proto: int, fileno: int | None = None) -> None:
         super().__init__(family, kind, proto, fileno)
         self.arrived = 0.0
+        self.landed = 0.0
         self.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        _Clocks.look()  # a step from now on is seen at the first stamp read (`stepped_since`)
 
     def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
         data, ancillary, _, _ = self.recvmsg(bufsize, _ANCILLARY, flags)
+        self.landed = 0.0  # this read's own stamp, or none
         for level, kind, value in ancillary:
             if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
                 self._stamp(value)
@@ -98,22 +125,19 @@ class StampedSocket(socket.socket):
             return
         if not sec:
             return  # no stamp (the packet came before stamping was on)
-        # the stamp is on the system clock: how long ago, now, on the monotonic one (read
-        # first: the system clock's later read only makes it longer ago)
-        now = time.perf_counter()
-        wall = time.time()
-        offset = wall - now
-        last = _Clocks.offset
-        if last is not None and offset < last - STEP_S:
-            _Clocks.stepped_at = now  # (the reader weighs it: `stepped_since`)
-        _Clocks.offset = offset
-        # (after a step, back or forth, this is wrong, even in the future: the reader
-        # takes the heartbeat's bound instead, `checks.wire._Conn.on_message_complete`)
-        self.arrived = now - (wall - (sec + ns * 1e-9)) - PAD_S
+        # the stamp is on the system clock: how long ago, on the monotonic one, whose reads
+        # before and after the system's bound it (after a step, back or forth, this is
+        # wrong, even in the future: the reader takes the read time or the heartbeat's
+        # bound instead, `checks.wire._Conn.on_message_complete`)
+        before, wall, after = _Clocks.look()
+        ago = wall - (sec + ns * 1e-9)
+        self.arrived = before - ago - PAD_S
+        self.landed = after - ago + PAD_S
 
     def forget(self) -> None:
-        """A new request: the next answer's stamp is its own."""
+        """A new request: the next answer's stamps are its own."""
         self.arrived = 0.0
+        self.landed = 0.0
 
 
 async def connect_stamped(loop: asyncio.AbstractEventLoop, host: str, port: int) -> StampedSocket:

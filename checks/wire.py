@@ -84,7 +84,16 @@ class PayloadIncomplete(Exception):
 class Parsed:
     """One response as it was parsed: what `checks.exchange.Reply` is built from."""
 
-    __slots__ = ("agent_delay", "body", "done_at", "headers", "kernel_delay", "size", "status")
+    __slots__ = (
+        "agent_delay",
+        "body",
+        "done_at",
+        "headers",
+        "kernel_delay",
+        "read_at",
+        "size",
+        "status",
+    )
 
     def __init__(
         self,
@@ -95,21 +104,29 @@ class Parsed:
         done_at: float,
         agent_delay: float | None = None,
         kernel_delay: float | None = None,
+        read_at: float | None = None,
     ):
         self.status = status
         self.headers = headers
         self.body = body
         self.size = size
         self.done_at = done_at
-        """`time.perf_counter()` when the last byte was parsed: a latency ends here, not
-        when the waiting task next gets the loop (after whatever else was ready)."""
+        """`time.perf_counter()` where a latency ends: when the last byte reached the
+        machine, as the kernel stamped it (the latest it can have been), on a kept-alive
+        connection where stamps are kept (`checks.stamps`); else when it was parsed. Not
+        when the agent's loop got to it, nor when the waiting task next gets the loop."""
         self.agent_delay = agent_delay
-        """The most the last byte can have waited for the agent's loop before it was
-        parsed (`checks.lag.LoopLag.read_delay`, measured then); None: not measured."""
+        """The most the agent's loop can have added to the latency ending at `done_at`:
+        the clocks' reading where it is the kernel's stamp, else the most the last byte
+        can have waited for the loop before it was parsed (`checks.lag.LoopLag.read_delay`,
+        measured then); None: not measured (the heartbeat is not beating)."""
         self.kernel_delay = kernel_delay
-        """How long the last bytes really waited, from the kernel's receive stamp
-        (`checks.stamps`); None: not measured (a new connection's first answer, whose
+        """The agent's part of that latency by the kernel's receive stamp (`checks.stamps`):
+        the clocks' reading where `done_at` is the stamp, else how long the last bytes
+        waited for the loop; None: not measured (a new connection's first answer, whose
         connect no stamp sees, or no stamps here)."""
+        self.read_at = done_at if read_at is None else read_at
+        """`time.perf_counter()` when the last byte was parsed."""
 
 
 class Waiter(Protocol):
@@ -154,6 +171,11 @@ class _Conn(asyncio.Protocol):
         self.closed = False
         self.reused = False
         self.idle_since = 0.0
+        self.first = True
+        """No answer came on this connection yet (its first latency counts its connect)."""
+        self.sent_at = 0.0
+        """`time.perf_counter()` just before the request in flight was handed to the
+        transport: an answer's kernel stamp before it is not this answer's (a clock step)."""
         self.written_at = 0.0
         """`time.monotonic()` when the request in flight was all handed to the kernel (0.0:
         not known, part of it still in the transport's buffer): what a timeout's silence
@@ -305,22 +327,35 @@ class _Conn(asyncio.Protocol):
             self.close(graceful=True)
         headers = CIMultiDictProxy(CIMultiDict(self.raw_headers))
         body = b"".join(self.kept) if self.keep else b""
-        done_at = time.perf_counter()
+        read_at = done_at = time.perf_counter()
         delay = self.client._ticks.lag.read_delay()  # None: the agent is not probing
         stamped, connected, self.connect_delay = self.stamped, self.connect_delay, None
+        first, self.first = self.first, False
         kernel = None
-        if delay is not None and stamped is not None and stamped.arrived and connected is None:
-            # the last bytes' own wait, as the kernel stamped their arrival: a few µs, where
-            # the heartbeat's bound is up to its beat (an earlier read's stamp, if the last
-            # came without one, only makes the wait longer: still a bound); not on a new
-            # connection's first answer, whose connect may have waited too
-            kernel = done_at - stamped.arrived
-            if not 0.0 <= kernel <= delay or stepped_since(done_at - delay):
+        if stamped is not None and stamped.landed and not first:
+            # the latency ends when the answer's last bytes reached the machine, as the
+            # kernel stamped them (the latest that can have been: never short), not when
+            # the agent's loop got to them: the agent's part left in it is the clocks'
+            # reading (`checks.stamps.PAD_S`). Not on a new connection's first answer,
+            # whose connect, counted in its latency, no stamp sees (the read time, and the
+            # heartbeat's bound, stand there); nor where the system clock stepped since the
+            # write, or the stamp is not between the write and the read (the read time)
+            # (the read is a bound too: the bytes were there)
+            landed, arrived = min(stamped.landed, read_at), stamped.arrived
+            if self.sent_at <= arrived <= landed and not stepped_since(self.sent_at):
+                done_at = landed
+                kernel = landed - arrived
+                delay = kernel if delay is not None else None
+        elif delay is not None and stamped is not None and stamped.arrived and connected is None:
+            # an answer whose last read came with no stamp: an earlier read's still bounds
+            # its wait (it only makes the wait longer)
+            kernel = read_at - stamped.arrived
+            if not 0.0 <= kernel <= delay or stepped_since(read_at - delay):
                 # the stamp is on the system clock: one stepped since (forward: too long;
                 # back: short, or under 0) leaves the heartbeat's bound, never short (the
                 # answer came at most `delay` ago, so a step seen since then may be in it)
                 kernel = delay
-        parsed = Parsed(self.status, headers, body, self.size, done_at, delay, kernel)
+        parsed = Parsed(self.status, headers, body, self.size, done_at, delay, kernel, read_at)
         waiter.set_result(parsed)
 
     def _decode(self, chunk: bytes) -> bytes:
@@ -354,6 +389,7 @@ class _Conn(asyncio.Protocol):
         self.waiter = waiter
         if self.stamped is not None:
             self.stamped.forget()
+        self.sent_at = time.perf_counter()
         self.transport.write(request)
         # (the loop's clock is the same one, but uvloop's is cached per turn: it can be early)
         self.written_at = time.monotonic() if not self.transport.get_write_buffer_size() else 0.0

@@ -30,6 +30,7 @@ from agent.windows.probing import EnvironmentProbe
 from checks.base import CheckResult, Sample
 from checks.lag import (
     AGENT_DELAY,
+    AGENT_KERNEL_DELAY,
     AGENT_SHARE,
     BEAT_S,
     SLACK_S,
@@ -135,11 +136,13 @@ async def test_a_slow_target_still_times_out_when_the_agent_keeps_up(
     assert [s.error for r in kept for s in r.samples] == ["timeout"] * len(kept)
 
 
-async def test_an_answer_read_late_keeps_its_status_and_loses_its_latency(
+async def test_an_answer_read_late_keeps_its_status_and_its_latency_at_its_arrival(
     target: ThreadTarget,
 ) -> None:
-    """A stall while a request is in flight: the answer counts (ok), the latency the stall
-    inflated (~0.3 s for a 20 ms answer) does not."""
+    """A stall while a request is in flight: the answer counts (ok), and its latency is the
+    target's 20 ms, ended where the kernel stamped the answer's arrival on the kept-alive
+    connection, not the ~0.3 s the stall made of it when read (which the old code had to
+    drop); nothing is dropped."""
     target.delay_s = 0.02
     metrics = Metrics()
     loop = asyncio.get_running_loop()
@@ -150,9 +153,30 @@ async def test_an_answer_read_late_keeps_its_status_and_loses_its_latency(
         loop.call_later(0.005, time.sleep, 0.3)
         results = await probe.run_round(0.4, probes=1)
     [sample] = [s for r in results for s in r.samples]
+    assert sample.ok and sample.latency_s is not None
+    assert 0.02 <= sample.latency_s < 0.3, sample  # the target's, not the stall's
+    assert "latency_dropped" not in results[0].details
+    assert results[0].details[AGENT_KERNEL_DELAY] < 0.001  # the clocks' reading only
+    assert _dropped(metrics, "agent_lag_latency") - before == 0
+
+
+async def test_an_answer_read_late_on_a_new_connection_loses_its_latency(
+    target: ThreadTarget,
+) -> None:
+    """A new connection's first answer, whose connect no stamp sees, keeps the read time:
+    read late by a stall, its latency (the stall's) is dropped, its answer counts."""
+    target.delay_s = 0.02
+    target.close = True  # every probe dials anew
+    metrics = Metrics()
+    loop = asyncio.get_running_loop()
+    async with TargetSessions() as sessions:
+        probe = _probe(target.url, sessions, metrics, probes=1)
+        loop.call_later(0.005, time.sleep, 0.3)
+        results = await probe.run_round(0.4, probes=1)
+    [sample] = [s for r in results for s in r.samples]
     assert sample.ok and sample.latency_s is None
     assert results[0].details["latency_dropped"] == "agent_lag"
-    assert _dropped(metrics, "agent_lag_latency") - before == 1
+    assert _dropped(metrics, "agent_lag_latency") == 1
 
 
 async def test_a_slow_answer_keeps_its_latency_when_the_agent_keeps_up(

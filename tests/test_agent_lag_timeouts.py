@@ -116,9 +116,12 @@ def test_a_target_that_never_answers_is_timed_out_whatever_the_agents_stall(
 def test_an_answer_that_came_while_the_agent_stalled_is_read_late_as_before(
     target: ThreadTarget, kind: str, answer_s: float
 ) -> None:
-    """The loop blocked past the 100 ms timeout while the answer came (in time, or after
-    it): the answer was in the socket when the agent looked, so no silence is vouched for;
-    the answer counts, its latency (the stall's) is dropped, as before."""
+    """The loop blocked 0.4 s, past the 100 ms timeout, while the answer came (in time, or
+    after it): the answer was in the socket when the agent looked, so no silence is
+    vouched for; the answer counts, and its latency is the target's, ended where the
+    kernel stamped its arrival (not the stall's 0.4 s, which the old code kept and the
+    guard dropped): 20 ms in time, 150 ms after the timeout (slower than the timeout, as
+    the target was)."""
     loop = _loop(kind)
     try:
         result = loop.run_until_complete(_probed(target, "100ms", answer_s, 0.005, 0.4))
@@ -126,8 +129,9 @@ def test_an_answer_that_came_while_the_agent_stalled_is_read_late_as_before(
         loop.close()
     assert UNANSWERED not in result.details
     [sample] = result.samples
-    assert sample.ok and sample.status == 200 and sample.latency_s is None
-    assert result.details["latency_dropped"] == "agent_lag"
+    assert sample.ok and sample.status == 200
+    assert "latency_dropped" not in result.details, result.details
+    assert sample.latency_s is not None and answer_s <= sample.latency_s < 0.4, sample
 
 
 def test_only_a_timeout_the_agent_saw_unanswered_survives_its_stall() -> None:

@@ -22,6 +22,9 @@ from agent.web.times import iso
 from alerting.events import AlertEvent
 from alerting.templates import evidence_text, format_value
 
+DECIDED = ("pass", "fail", "inconclusive")
+"""A verdict's outcomes once decided (a window's progress is `pending` until then)."""
+
 MAX_DISTRIBUTION_SAMPLES = 5000
 """Latency samples pooled for the distribution chart (its quantiles barely move past this)."""
 
@@ -339,8 +342,9 @@ def deploy_view(
         r for r in verdict.get("rules") or [] if isinstance(r, Mapping)
     ]
     named = {str(r.get("name")) for r in items}
+    unjudged = "pending" if window.active else "not-judged"
     items += [
-        {"name": r.name, "source": r.source, "metric": r.metric, "outcome": "pending"}
+        {"name": r.name, "source": r.source, "metric": r.metric, "outcome": unjudged}
         for r in rules
         if r.name not in named
     ]
@@ -355,7 +359,7 @@ def deploy_view(
                 name=name,
                 source=str(item.get("source") or ""),
                 metric=metric,
-                outcome=str(item.get("outcome") or "pending"),
+                outcome=str(item.get("outcome") or unjudged),
                 observed=format_value(metric, item.get("observed")),
                 baseline=format_value(metric, item.get("baseline")),
                 threshold=str(item.get("threshold") or ""),
@@ -368,11 +372,12 @@ def deploy_view(
         )
     failures = _last_failures(rounds)
     failing = [v.name for v in views if v.outcome == "fail"]
+    outcome, reason = verdict_words(window, verdict)
     return DeployView(
         window=window,
         state=shown_state(window, now),
-        verdict_outcome=str(verdict.get("outcome") or "pending"),
-        reason=str(verdict.get("reason") or ""),
+        verdict_outcome=outcome,
+        reason=reason,
         progress=progress(window, now),
         rules=views,
         failures=failures,
@@ -390,6 +395,21 @@ def deploy_view(
         rollback_reason=rollback.reason if rollback is not None else None,
         rollback_target=rollback_target,
     )
+
+
+def verdict_words(window: DeployWindow, verdict: Mapping[str, Any]) -> tuple[str, str]:
+    """The verdict's outcome and reason as the page says them. A window that ended with
+    none (cancelled, superseded) says so, as `status ID` does, with the last figures
+    stored and their round: `pending` promised a verdict that will never come."""
+    outcome = str(verdict.get("outcome") or "pending")
+    reason = str(verdict.get("reason") or "")
+    if window.active or outcome in DECIDED:
+        return outcome, reason
+    said = f"{window.state} before a verdict"
+    figures = _num(verdict.get("round"))
+    if figures is not None:
+        said += f" (figures of round {int(figures)})"
+    return "none", said + (f": {reason}" if reason else "")
 
 
 def _broken_steps(

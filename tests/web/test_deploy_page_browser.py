@@ -297,3 +297,37 @@ async def test_the_page_says_its_live_updates_stopped_when_its_link_expires(
     assert "link has expired" in (await status.text_content() or "")
     assert (await agent.get(deploy["id"]))["state"] == "watching"
     await agent.cancel(deploy["id"])
+
+
+async def test_a_window_cancelled_before_a_verdict_says_it_has_none_live_and_on_reload(
+    journey_agent: JourneyAgent, chromium: BrowserFactory, tmp_path: Path
+) -> None:
+    """A cancelled window ends without a verdict and will never get one: its page said
+    `verdict: pending` (live and reloaded) under a `cancelled` badge, where `status ID`
+    says `none: cancelled before a verdict (figures of round N)`."""
+    agent = await journey_agent(window="60s")
+    ahead = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 600))
+    scheduled = await agent.register("production", "v6", deployed_at=ahead)
+    await agent.cancel(scheduled["id"])  # never ran a round: its rules were never judged
+    bare = await (await chromium(javascript=False)).new_page()
+    await bare.goto(scheduled["links"]["page"])
+    assert "none" in await bare.locator(".verdict").inner_text()
+    assert await bare.locator("#verdict-reason").inner_text() == "cancelled before a verdict"
+    assert await bare.locator("article.rule .outcome").all_inner_texts() == ["not judged"]
+
+    deploy = await agent.register("production", "v7")
+    page = await (await chromium()).new_page()
+    await page.goto(deploy["links"]["page"])
+    await page.wait_for_selector('tr[data-round="1"]', timeout=10_000)
+    await agent.cancel(deploy["id"])
+    await page.wait_for_selector('[data-state="cancelled"]', timeout=10_000)
+    for shown in (page, await (await chromium(javascript=False)).new_page()):
+        if shown is not page:
+            await shown.goto(deploy["links"]["page"])
+        verdict = await shown.locator(".verdict").inner_text()
+        assert "pending" not in verdict and "none" in verdict, verdict
+        reason = await shown.locator("#verdict-reason").inner_text()
+        assert reason.startswith("cancelled before a verdict (figures of round "), reason
+        outcomes = await shown.locator("article.rule .outcome").all_inner_texts()
+        assert outcomes and "pending" not in outcomes, outcomes
+    await screenshot(page, tmp_path, "deploy-cancelled")

@@ -331,3 +331,28 @@ async def test_a_window_cancelled_before_a_verdict_says_it_has_none_live_and_on_
         outcomes = await shown.locator("article.rule .outcome").all_inner_texts()
         assert outcomes and "pending" not in outcomes, outcomes
     await screenshot(page, tmp_path, "deploy-cancelled")
+
+
+async def test_the_list_on_a_phone_shows_each_window_s_state_without_scrolling_sideways(
+    journey_agent: JourneyAgent, browser: Any, tmp_path: Path
+) -> None:
+    """On a 390 px screen the list's table scrolled within its box: a phone showed a column
+    of deploy ids, each window's environment, version and state out of sight."""
+    agent = await journey_agent()
+    first = await agent.register("production", "v1")
+    second = await agent.register("production", "v2-with-a-rather-long-version-name")
+    page = await browser.new_page()
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.set_extra_http_headers({"Authorization": f"Bearer {TOKEN}"})
+    await page.goto(f"{agent.url}/deploys")
+    for deploy, state in ((first, "superseded"), (second, "watching")):
+        row = page.locator("table.deploys tbody tr").filter(
+            has=page.locator(f'a[href="/deploys/{deploy["id"]}"]')
+        )
+        for cell in (row.locator(".state"), row.get_by_text(deploy["version"], exact=True)):
+            box = await cell.bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+        assert await row.locator(".state").inner_text() == state
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+    await screenshot(page, tmp_path, "list-phone")
+    await agent.cancel(second["id"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from common.words import counted
 
@@ -21,6 +21,8 @@ LEFT = 64
 RIGHT = 16
 TOP = 14
 BOTTOM = 30
+LABEL_HEIGHT = 13.0
+"""Vertical room a reference line's label takes (11 px text, 13 px on a phone)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,9 @@ class Line:
     kind: str
     """`baseline`, `bound` or `threshold`: the template's stroke style, never colour alone."""
     label: str
+    label_y: float = 0.0
+    """Where its label's text sits: just above the line, unless another line's label is
+    there (`_spread_labels`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +132,24 @@ def _round_ticks(rounds: Sequence[int], x: Scale) -> list[Tick]:
     return [Tick(x(n), str(n)) for n in rounds[::stride]]
 
 
+def _spread_labels(lines: list[Line], top: float, bottom: float) -> list[Line]:
+    """Each horizontal line's label just above it, moved apart where two lines lie within
+    a label's height of each other (a baseline of 9.89% under a bound of 10% wrote both
+    labels on one spot), and kept inside the plot."""
+    flat = sorted((line for line in lines if line.kind != "zero"), key=lambda line: line.y)
+    rows = [line.y - 4 for line in flat]
+    for i in range(1, len(rows)):  # downwards: each label at least a label below the last
+        rows[i] = max(rows[i], rows[i - 1] + LABEL_HEIGHT)
+    if rows:
+        rows[-1] = min(rows[-1], bottom - 2)
+    for i in range(len(rows) - 2, -1, -1):  # then up from the plot's bottom edge
+        rows[i] = min(rows[i], rows[i + 1] - LABEL_HEIGHT)
+    placed = {
+        id(line): max(row, top + LABEL_HEIGHT - 4) for line, row in zip(flat, rows, strict=True)
+    }
+    return [replace(line, label_y=placed.get(id(line), line.y - 4)) for line in lines]
+
+
 def rounds_chart(
     title: str,
     observed: Sequence[tuple[int, float | None]],
@@ -163,6 +186,7 @@ def rounds_chart(
         chart.lines.append(Line(y(baseline), "baseline", f"baseline {format_value(baseline)}"))
     for label, value in bounds:
         chart.lines.append(Line(y(value), "bound", f"{label} {format_value(value)}"))
+    chart.lines = _spread_labels(chart.lines, top, bottom)
     chart.x_ticks = _round_ticks(numbers, x)
     chart.y_ticks = [Tick(y(t), str(format_value(t))) for t in nice_ticks(lo, hi)]
     chart.legend = [("observed", "observed per round")]
@@ -208,6 +232,7 @@ def evidence_chart(
     chart.lines.append(Line(y(1.0), "baseline", "no evidence (1)"))
     if needed:
         chart.lines.append(Line(y(needed), "threshold", f"threshold {needed:.3g}"))
+    chart.lines = _spread_labels(chart.lines, top, bottom)
     chart.x_ticks = _round_ticks(numbers, x)
     chart.legend = [("evidence", "e-value per round"), ("baseline", "1: no evidence (dashed)")]
     if needed:

@@ -349,20 +349,26 @@ def deploy_view(
         if r.name not in named
     ]
     baselines = window.baseline or {}
+    decided = str(verdict.get("outcome")) in DECIDED
     views = []
     for item in items:
         name = str(item.get("name") or "?")
         metric = str(item.get("metric") or "")
         evidence = item.get("evidence")
+        outcome = str(item.get("outcome") or unjudged)
+        threshold = str(item.get("threshold") or "")
+        breach = None if decided else breaching(outcome, evidence)
+        if breach is not None:
+            outcome, threshold = "breach", f"{threshold}, {breach[0]} of {breach[1]} rounds past it"
         views.append(
             RuleView(
                 name=name,
                 source=str(item.get("source") or ""),
                 metric=metric,
-                outcome=str(item.get("outcome") or unjudged),
+                outcome=outcome,
                 observed=format_value(metric, item.get("observed")),
                 baseline=format_value(metric, item.get("baseline")),
-                threshold=str(item.get("threshold") or ""),
+                threshold=threshold,
                 detail=str(item.get("detail") or ""),
                 evidence=evidence_text(evidence),
                 link=_text(item.get("link")),
@@ -395,6 +401,20 @@ def deploy_view(
         rollback_reason=rollback.reason if rollback is not None else None,
         rollback_target=rollback_target,
     )
+
+
+def breaching(outcome: str, evidence: Any) -> tuple[int, int] | None:
+    """(rounds past its bound, `failure_limit`) of a threshold rule past its bound short of
+    its limit: `pass` in the window's progress (the verdict if it ended now), which the
+    page showed as `✔ pass` beside 100% errors. None otherwise."""
+    if outcome != "pass" or not isinstance(evidence, Mapping):
+        return None
+    if evidence.get("policy") != "threshold":
+        return None
+    streak, limit = evidence.get("streak"), evidence.get("failure_limit")
+    if isinstance(streak, int) and isinstance(limit, int) and streak > 0:
+        return streak, limit
+    return None
 
 
 def verdict_words(window: DeployWindow, verdict: Mapping[str, Any]) -> tuple[str, str]:

@@ -4,6 +4,7 @@ a watching one updating live over SSE, view links, and escaping of hostile value
 from __future__ import annotations
 
 import asyncio
+import re
 import textwrap
 import time
 from pathlib import Path
@@ -356,3 +357,31 @@ async def test_the_list_on_a_phone_shows_each_window_s_state_without_scrolling_s
     assert await page.evaluate("document.documentElement.scrollWidth") <= 390
     await screenshot(page, tmp_path, "list-phone")
     await agent.cancel(second["id"])
+
+
+async def test_a_threshold_rule_past_its_bound_short_of_its_limit_shows_a_breach_not_a_pass(
+    journey_agent: JourneyAgent, journey: JourneyTarget, chromium: BrowserFactory
+) -> None:
+    """Past its bound for fewer rounds than `failure_limit`, a threshold rule is `pass` in
+    the API's progress (the verdict if the window ended now): the page showed `✔ pass`
+    beside 100% errors, where `status ID` and `register --wait` say `! breach … N of M
+    rounds`."""
+    agent = await journey_agent(window="60s", failure_limit="50")
+    journey.bad = True
+    deploy = await agent.register("production", "v8")
+
+    def breaching(d: dict[str, Any]) -> bool:
+        rules = (d.get("progress") or {}).get("rules") or []
+        return any((r.get("evidence") or {}).get("streak", 0) >= 1 for r in rules)
+
+    await agent.wait_until(deploy["id"], breaching, within=20)
+    for javascript in (True, False):
+        page = await (await chromium(javascript=javascript)).new_page()
+        await page.goto(deploy["links"]["page"])
+        rule = page.locator('article[data-rule="journey-errors"]')
+        assert await rule.get_attribute("data-outcome") == "breach"
+        shown = await rule.locator(".outcome").inner_text()
+        assert shown == "! breach" and "pass" not in await rule.inner_text(), shown
+        facts = await rule.locator(".rule-facts").inner_text()
+        assert re.search(r"bound max 0\.05, \d+ of 50 rounds past it", facts), facts
+    await agent.cancel(deploy["id"])

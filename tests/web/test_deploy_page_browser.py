@@ -385,3 +385,24 @@ async def test_a_threshold_rule_past_its_bound_short_of_its_limit_shows_a_breach
         facts = await rule.locator(".rule-facts").inner_text()
         assert re.search(r"bound max 0\.05, \d+ of 50 rounds past it", facts), facts
     await agent.cancel(deploy["id"])
+
+
+async def test_the_tab_s_title_follows_the_window_s_state_live(
+    journey_agent: JourneyAgent, browser: Any
+) -> None:
+    """The live part updated in place while the tab kept the title it loaded with
+    (`production v4: watching · Postflight`) after the window had ended: a tab among
+    others still said watching."""
+    agent = await journey_agent(window="60s")
+    deploy = await agent.register("production", "v4")
+    page = await browser.new_page()
+    await page.goto(deploy["links"]["page"])
+    assert await page.title() == "production v4: watching · Postflight"
+    await page.wait_for_selector('tr[data-round="1"]', timeout=10_000)
+    await agent.cancel(deploy["id"])
+    await page.wait_for_selector('[data-state="cancelled"]', timeout=10_000)
+    for _ in range(50):  # the title changes with the event (CSP: no wait_for_function)
+        if "watching" not in await page.title():
+            break
+        await asyncio.sleep(0.1)
+    assert await page.title() == "production v4: cancelled · Postflight"

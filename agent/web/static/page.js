@@ -30,6 +30,8 @@
     var pending = deploy.rollback && deploy.rollback.state === "pending";
     if (root.getAttribute("data-state") !== deploy.state) {
       root.setAttribute("data-state", deploy.state);
+      // the tab's title too: among other tabs it is what says the window ended
+      document.title = root.getAttribute("data-title") + ": " + deploy.state + " · Postflight";
       say("State: " + deploy.state.replace("_", " ") + ".");
     }
     refresh();

@@ -237,6 +237,14 @@ async def test_the_rollback_section_says_why_it_was_asked_for_and_why_it_was_not
     section = html[html.index('id="rollback-title"') :]
     assert "Reason: checkout &lt;b&gt;broken&lt;/b&gt;" in section
     assert "Not delivered: no previous production deployment is known" in section
+    assert '<strong class="rollback-state">failed</strong> before any attempt.' in section
+
+    # counted in words that read: "after 1 attempt(s)" was the section's own plural
+    intent.attempts, intent.last_status = 1, 400
+    await set_rollback(store, intent)
+    html = await (await client.get(f"/deploys/{ID}", headers=AUTH)).text()
+    section = html[html.index('id="rollback-title"') :]
+    assert "</strong> after 1 attempt, last status 400." in section
 
 
 async def test_the_rollback_section_names_the_deployment_vercel_goes_back_to(

@@ -43,6 +43,11 @@ class RuleView:
     link: str | None
     query: str | None
     charts: list[Chart] = field(default_factory=list)
+    per_round: dict[int, str] = field(default_factory=dict)
+    """Its value in each round, in words (`100% (past the bound)`): the rounds table's
+    column, what the charts draw."""
+    bounds: str = ""
+    """Its bounds as the charts label them (`max 5%`, `baseline +50% 22 ms`)."""
 
 
 @dataclass(slots=True)
@@ -174,12 +179,21 @@ def _interval(evidence: Mapping[str, Any]) -> tuple[float, float] | None:
     return None
 
 
+@dataclass(slots=True)
+class Drawn:
+    """A rule's charts, and the figures they draw in words."""
+
+    charts: list[Chart]
+    per_round: dict[int, str]
+    bounds: str
+
+
 def _rule_charts(
     item: Mapping[str, Any],
     rule: Rule | None,
     rounds: Sequence[RoundRecord],
     baseline_obs: Mapping[str, Any] | None,
-) -> list[Chart]:
+) -> Drawn:
     name = str(item.get("name") or "?")
     metric = str(item.get("metric") or (rule.metric if rule else ""))
 
@@ -201,6 +215,7 @@ def _rule_charts(
         baseline = _num(baseline_obs.get("value"))
     lines = bounds(rule, baseline)
     direction = rule.direction if rule else "increase"
+    past = [_past(v, lines, direction) for _, v in observed]
     charts = [
         rounds_chart(
             f"{name}: {metric} per round",
@@ -208,10 +223,15 @@ def _rule_charts(
             fmt=fmt,
             baseline=baseline,
             bounds=lines,
-            breach=[_past(v, lines, direction) for _, v in observed],
+            breach=past,
             y_label=metric,
         )
     ]
+    per_round = {
+        n: "no data" if v is None else fmt(v) + (" (past the bound)" if beyond else "")
+        for (n, v), beyond in zip(observed, past, strict=True)
+    }
+    said = ", ".join(f"{label} {fmt(value)}" for label, value in lines)
     evidence = item.get("evidence") if isinstance(item.get("evidence"), Mapping) else {}
     assert isinstance(evidence, Mapping)
     if evidence.get("policy") == "sequential" or any(v is not None for _, v in ratios):
@@ -236,7 +256,7 @@ def _rule_charts(
         charts.append(
             distribution_chart(f"{name}: latency, new vs baseline", samples, base_values, fmt)
         )
-    return charts
+    return Drawn(charts, per_round, said)
 
 
 def _last_failures(rounds: Sequence[RoundRecord]) -> list[CheckFailure]:
@@ -360,6 +380,7 @@ def deploy_view(
         breach = None if decided else breaching(outcome, evidence)
         if breach is not None:
             outcome, threshold = "breach", f"{threshold}, {breach[0]} of {breach[1]} rounds past it"
+        drawn = _rule_charts(item, configured.get(name), rounds, baselines.get(name))
         views.append(
             RuleView(
                 name=name,
@@ -373,7 +394,9 @@ def deploy_view(
                 evidence=evidence_text(evidence),
                 link=_text(item.get("link")),
                 query=_text(item.get("query")),
-                charts=_rule_charts(item, configured.get(name), rounds, baselines.get(name)),
+                charts=drawn.charts,
+                per_round=drawn.per_round,
+                bounds=drawn.bounds,
             )
         )
     failures = _last_failures(rounds)

@@ -406,3 +406,22 @@ async def test_the_tab_s_title_follows_the_window_s_state_live(
             break
         await asyncio.sleep(0.1)
     assert await page.title() == "production v4: cancelled · Postflight"
+
+
+async def test_each_rule_s_value_in_every_round_is_in_the_rounds_table_not_only_drawn(
+    journey_agent: JourneyAgent, journey: JourneyTarget, chromium: BrowserFactory
+) -> None:
+    """A rule's value per round was drawn (an SVG, `role=img`, whose text alternative
+    names the last 12 rounds) and written nowhere: a screen reader, a text browser or a
+    copy-paste of the page had no figure of the rounds before. The rounds table has a
+    column per rule: its value that round, and whether it was past the bound, in words."""
+    _, final = await rolled_back(journey_agent, journey)
+    page = await (await chromium(javascript=False)).new_page()
+    await page.goto(final["links"]["page"])
+    table = page.locator("table.rounds")
+    header = await table.locator("thead th").all_inner_texts()
+    assert header[-1] == "journey-errors (max 5%)", header
+    cells = table.locator('tbody td[data-rule="journey-errors"]')
+    assert await cells.count() == final["rounds"]
+    last = await table.locator('tr[data-round] td[data-rule="journey-errors"]').first.inner_text()
+    assert re.fullmatch(r"\d+(\.\d+)?% \(past the bound\)", last), last

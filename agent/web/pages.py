@@ -47,6 +47,7 @@ from agent.web.links import sign, signing_key
 from agent.web.shared_reads import SharedReads
 from agent.web.times import iso, request_now
 from agent.web.view import alert_result_words, alert_words, deploy_view, rollback_target_words
+from common.durations import format_duration
 from common.version import __version__
 from common.words import counted
 
@@ -81,6 +82,7 @@ def _templates() -> jinja2.Environment:
     env.globals["version"] = __version__
     env.filters["alert_words"] = alert_words
     env.filters["counted"] = counted
+    env.filters["duration"] = lambda seconds: format_duration(round(seconds))
     env.filters["alert_result_words"] = alert_result_words
     env.tests["web_link"] = lambda value: (
         isinstance(value, str) and value.startswith(("https://", "http://"))

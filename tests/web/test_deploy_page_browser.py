@@ -331,6 +331,10 @@ async def test_a_window_cancelled_before_a_verdict_says_it_has_none_live_and_on_
         assert reason.startswith("cancelled before a verdict (figures of round "), reason
         outcomes = await shown.locator("article.rule .outcome").all_inner_texts()
         assert outcomes and "pending" not in outcomes, outcomes
+        # how far it got, not a full progress bar ("Window progress 100%" after one round)
+        assert await shown.locator("progress").count() == 0
+        ended = await shown.locator("#window-ended").inner_text()
+        assert re.fullmatch(r"Window ended after \S+ of its 1m\.", ended), ended
     await screenshot(page, tmp_path, "deploy-cancelled")
 
 

@@ -429,3 +429,28 @@ async def test_each_rule_s_value_in_every_round_is_in_the_rounds_table_not_only_
     assert await cells.count() == final["rounds"]
     last = await table.locator('tr[data-round] td[data-rule="journey-errors"]').first.inner_text()
     assert re.fullmatch(r"\d+(\.\d+)?% \(past the bound\)", last), last
+
+
+async def test_on_a_phone_the_charts_open_at_the_latest_round_and_each_round_is_one_line(
+    journey_agent: JourneyAgent, journey: JourneyTarget, browser: Any, tmp_path: Path
+) -> None:
+    """On a 390 px screen a chart (540 px at least, to keep its text readable) scrolled
+    sideways from its first round: the latest rounds and the bounds' labels were out of
+    sight until scrolled to; and the rounds table squeezed each row into four lines
+    (`50% / (past / the / bound)`)."""
+    _, final = await rolled_back(journey_agent, journey)
+    page = await browser.new_page()
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.goto(final["links"]["page"])
+    chart = page.locator('article[data-rule="journey-errors"] svg[data-kind="rounds"]')
+    for element in (
+        chart.locator('[data-series="observed"]').last,  # the latest round's point
+        chart.locator("text.ref-label-bound"),
+    ):
+        box = await element.bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+    row = page.locator("table.rounds tr[data-round]").first
+    cell = await row.locator("td").first.bounding_box()
+    line = await page.evaluate("parseFloat(getComputedStyle(document.body).lineHeight)")
+    assert cell is not None and cell["height"] < 2 * line, (cell, line)
+    await screenshot(page, tmp_path, "deploy-phone")

@@ -303,6 +303,11 @@ _ALERT_WORDS = {
 }
 
 
+_ALERT_ORDER = {head: at for at, head in enumerate(_ALERT_WORDS)}
+"""The page lists the alerts in the order a window sends them (`_ALERT_WORDS`' order):
+sorted by key, "rollback delivered" came above "rollback requested"."""
+
+
 _ALERT_RESULT_WORDS = {
     "partial": "sent to some channels, failed on others",
     "claimed": "sending",
@@ -412,7 +417,10 @@ def deploy_view(
         failures=failures,
         rollback=rollback,
         attempts=list(attempts),
-        alerts=sorted((k, v) for k, v in alerts.items() if k.split(":", 1)[0] in ALERT_KEYS),
+        alerts=sorted(
+            ((k, v) for k, v in alerts.items() if k.split(":", 1)[0] in ALERT_KEYS),
+            key=lambda kv: (_ALERT_ORDER.get(kv[0].split(":", 1)[0], len(_ALERT_ORDER)), kv[0]),
+        ),
         rounds=[
             {"number": r.number, "at": iso(r.started_at), "decision": r.summary.get("decision")}
             for r in rounds

@@ -164,13 +164,13 @@ def test_alerts_sent_lists_alerts_not_the_marks_stored_beside_them() -> None:
     view = deploy_view(
         window(), rounds(), rules=[], rollback=None, attempts=[], alerts=stored, now=NOW
     )
-    assert view.alerts == [
-        ("alert:then:purge", "sent"),
+    assert view.alerts == [  # in the order a window sends them
         ("breach:errors", "sent"),
-        ("marker:sentry:deploy", "sent"),
         ("provider_unreachable:sentry", "failed"),
-        ("rollback_delivered", "sent"),
         ("rollback_requested", "sent"),
+        ("rollback_delivered", "sent"),
+        ("marker:sentry:deploy", "sent"),
+        ("alert:then:purge", "sent"),
     ]
 
 

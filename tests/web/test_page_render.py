@@ -189,6 +189,11 @@ async def test_alerts_sent_are_named_in_words_not_store_keys(
     ):
         assert said in html
     assert 'title="breach:errors"' in html  # the key, for whoever greps the store
+    # in the order a window sends them, not the keys' alphabet ("rollback delivered"
+    # above "rollback requested", "ROLLBACK FAILED" above both)
+    shown = html[html.index('<ul class="alerts">') :]
+    order = ["errors breached", "rollback requested", "rollback delivered", "follow-up"]
+    assert sorted(order, key=shown.index) == order, shown[:600]
 
 
 async def test_a_round_stored_while_the_page_reads_waits_for_the_next_read(

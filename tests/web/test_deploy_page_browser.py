@@ -55,6 +55,7 @@ async def test_rolled_back_page_shows_the_failing_rule_its_step_and_the_rollback
     await page.wait_for_load_state("networkidle")
     assert requested and all(url.startswith(f"{agent.url}/") for url in requested), requested
 
+    assert await page.title() == "production v2.4.1: rolled back · Postflight"  # in words
     rule = page.locator('article[data-rule="journey-errors"]')
     assert await rule.get_attribute("data-outcome") == "fail"
     chart = rule.locator('svg[data-kind="rounds"]')

@@ -31,7 +31,7 @@
     if (root.getAttribute("data-state") !== deploy.state) {
       root.setAttribute("data-state", deploy.state);
       // the tab's title too: among other tabs it is what says the window ended
-      document.title = root.getAttribute("data-title") + ": " + deploy.state + " · Postflight";
+      document.title = root.getAttribute("data-title") + ": " + deploy.state.replace("_", " ") + " · Postflight";
       say("State: " + deploy.state.replace("_", " ") + ".");
     }
     refresh();

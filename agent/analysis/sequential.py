@@ -823,6 +823,8 @@ class SequentialRule:
                 weight *= self._aimed_stake(comp, state["samples"], index)
             elif comp.conformal:  # exceedance: its aimed bets, then the count bets
                 log_f = self._exceedance_factors(comp, y, weight, state["samples"], index)
+            elif comp.test == "proportion":  # from the count: y overflows at a tiny `max`
+                log_f = stats.count_log_factors(comp.bets, self._bad(comp, obs), weight)
             self._bet(state["tests"][comp.key], comp, y, weight, index, eligible, log_f)
         for test in self.passes:
             x = self._pass_statistic(test, obs)
@@ -845,13 +847,17 @@ class SequentialRule:
             self._last_values, self._last_finite = values, _finite(values)
         return self._last_finite
 
+    @staticmethod
+    def _bad(comp: Component, obs: Observation) -> float:
+        """A proportion test's bad events in the round (its successes, for a `min`)."""
+        n = float(obs.total or 0)
+        count = min(max(float(obs.count or 0), 0.0), n)
+        return n - count if comp.flip else count
+
     def _statistic(self, comp: Component, obs: Observation) -> tuple[float, float] | None:
         """(y, weight) of one round: y's mean is at most 1 under the component's null."""
         if comp.test == "proportion":
-            n = float(obs.total or 0)
-            count = min(max(float(obs.count or 0), 0.0), n)
-            bad = n - count if comp.flip else count
-            expected = n * comp.level
+            bad, expected = self._bad(comp, obs), float(obs.total or 0) * comp.level
             return bad / expected, expected
         if comp.test == "value":
             assert obs.value is not None
@@ -1711,18 +1717,19 @@ def _smallest(
 ) -> float:
     """The smallest x in (lo, hi] with p_value(x) <= level, p_value falling in x (bisection;
     `grow`: hi is doubled from 2 x lo up to it first); infinite when hi is not enough.
-    30 `steps` are 1e-9 of the range; 10 are 1e-3 of it (for a p_value that costs more)."""
+    30 `steps` are 1e-9 of the range; 10 are 1e-3 of it (for a p_value that costs more).
+    A NaN p-value is not reached: never a change the test is said to see."""
     if grow:
         top, hi = hi, 2.0 * lo
-        while p_value(hi) > level:
+        while not p_value(hi) <= level:
             hi *= 2.0
             if hi > top:
                 return math.inf
-    elif p_value(hi) > level:
+    elif not p_value(hi) <= level:
         return math.inf
     for _ in range(steps):  # far finer than the two digits it is said in
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if p_value(mid) > level else (lo, mid)
+        lo, hi = (mid, hi) if not p_value(mid) <= level else (lo, mid)
     return hi
 
 

@@ -467,6 +467,23 @@ def bet_log_factors(kind: str, y: float, size: float) -> list[float]:
     return [math.log1p(min(b * size, MAX_BET) * excess) for b in _BET_LISTS[kind]]
 
 
+def count_log_factors(kind: str, bad: float, expected: float) -> list[float]:
+    """`bet_log_factors` for a round of `bad` events where `expected` were allowed, y = bad /
+    expected, worked out without that ratio: an uncapped bet's lambda (y - 1) is b (bad -
+    expected), whatever the level. A bound whose share of the round underflows (a `max` of
+    1e-309: expected 1e-307) made y infinite, and a bet that underflowed to 0 then gave a
+    NaN factor (0 x inf), so 25 rounds all errors never failed; one that did not, an
+    infinite one (a fail on the first error)."""
+    expected = max(expected, 0.0)
+    excess = max(bad, 0.0) - expected
+    out = []
+    for b in _BET_LISTS[kind]:
+        stake = b * expected
+        lam_excess = b * excess if stake < MAX_BET else MAX_BET * (max(bad, 0.0) / expected - 1.0)
+        out.append(math.log1p(lam_excess))
+    return out
+
+
 def round_log_factor_moments(
     lambdas: FloatArray, n: int, shares: FloatArray, level: float
 ) -> tuple[FloatArray, FloatArray]:
@@ -511,9 +528,11 @@ def _factor_rows(
         + special.xlog1py(n - counts, -p[:, None])
     )
     pmf = np.where(inside, np.exp(log_pmf), 0.0)
-    y = counts / (n * level)
     lam = np.asarray(lambdas, dtype=np.float64)[:, None, None]
-    log_f: FloatArray = np.log1p(lam * (y[None, :, :] - 1.0))  # bets x rounds x counts
+    # lambda (y - 1) as (lambda / expected) count - lambda: y = count / expected itself
+    # overflows where the level is tiny (a `max` of 1e-309), and 0 x inf was a NaN
+    per_event = lam / (n * level)
+    log_f: FloatArray = np.log1p(per_event * counts[None, :, :] - lam)  # bets x rounds x counts
     return pmf, log_f
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from agent.analysis import Observation, Policy, Rule
@@ -124,6 +124,24 @@ def test_no_data_never_fails(
     assert all(r.outcome == "inconclusive" for r in verdict.rules)
 
 
+# a `max` whose share of a round underflows (the overflow in the "can detect" search and the
+# NaN and infinite bets it gave: pyproject's filterwarnings make numpy's warnings errors)
+@example(
+    baseline=Observation(0.0, count=0, total=1),
+    rounds=[Observation(0.0, count=0, total=1)],
+    extra=[1] * 25,
+    tolerance=0.0,
+    bound=2.225073858507203e-309,
+    policy=Policy("sequential", confidence=0.99, failure_limit=3),
+)
+@example(
+    baseline=Observation(0.0, count=0, total=1),
+    rounds=[Observation(0.0, count=0, total=1)] * 25,
+    extra=[1] * 25,
+    tolerance=0.0,
+    bound=5e-324,
+    policy=Policy("sequential", confidence=0.99),
+)
 @FAST
 @given(
     baseline=count_observations(),

@@ -1666,7 +1666,13 @@ def _record(
         st["crossed"] = index
 
 
-NOTHING = "no regression of any size (too little data by then)"
+NOTHING = (
+    "no regression of any size four times in five (too little data by then: a large one may"
+    " still be caught at times)"
+)
+"""A figure is the change caught four times in five (`LOOK_POWER`); against a one-run
+baseline (10 samples) none is, but the look at the window's end still fails a x5-x10
+latency regression in 10-40% of windows: "no regression of any size" alone read as never."""
 UNBOUNDED = (
     "no regression of any size (the baseline's rate is too uncertain: too few errors in too"
     " few periods)"

@@ -1339,6 +1339,15 @@ def settle_claims(
     return claims
 
 
+def _named_for_a_stop(what: str) -> None:
+    """Name the running task for a stop that cuts it off (`StopBudget.settle` names it):
+    "deliver_rollback … cut off" read as a rollback cut mid-way and sent again, where
+    it was mostly cut in the alert after the outcome was stored (a channel hanging)."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.set_name(what)
+
+
 async def deliver_rollback(
     window: DeployWindow, intent: RollbackIntent, env: EnvironmentSettings, s: WatchServices
 ) -> None:
@@ -1348,10 +1357,18 @@ async def deliver_rollback(
     FAILED" page for good): `WindowAlerts.recover` sends it if this process dies
     before it does."""
     assert env.rollback is not None
+    _named_for_a_stop(
+        f"rollback delivery of {window.id} (unless stored as settled, sent again at the"
+        " next start, with its Idempotency-Key)"
+    )
     claims = settle_claims(window, env, follow_ups=s.after_rollback is not None)
     done = await s.delivery.deliver(intent, env.rollback, window.environment, claims)
     if done.state not in ("delivered", "failed") or done.lease_owner != s.delivery.owner:
         return  # not settled, or settled by another replica's sender: it follows up
+    _named_for_a_stop(
+        f"the alert and follow-ups of rollback {window.id} (its outcome, {done.state}, is"
+        " stored: not sent again; they go out at the next start)"
+    )
     # Followed up once per settled rollback (a second caller here finds it claimed).
     if not await s.store.claim_alert(window.id, ROLLBACK_SETTLED, s.clock()):
         return

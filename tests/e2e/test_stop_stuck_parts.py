@@ -267,7 +267,7 @@ async def test_a_rollback_delivery_left_at_a_stop_is_sent_again_with_its_key_on_
             done, _ = await asyncio.wait({stopping}, timeout=SHUTDOWN_TIMEOUT_S + 1.0)
             assert stopping in done
         agent.runner = None
-        left = [r.getMessage() for r in caplog.records if "deliver_rollback" in r.getMessage()]
+        left = [r.getMessage() for r in caplog.records if "rollback delivery of" in r.getMessage()]
         assert [m for m in left if m.endswith("; leaving it")], left
 
         restarted = await start_agent(env, server=server, owner="replica-a")

@@ -1,0 +1,68 @@
+"""A stop just after a rollback was delivered (the receiver's 2xx), through the real
+daemon: the outcome is in the store before anything after it (the "rollback delivered"
+alert, a `rollback.then` follow-up) is sent, so what the stop cuts off there is only that
+alert, sent at the next start; the rollback itself is never sent again. The stop's warning
+says so, where it said "deliver_rollback did not finish within 5.0 s; cut off", which read
+as a rollback cut off mid-delivery (and sent again)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, environment
+from tests.receivers import JsonSink, RollbackReceiver, alert_titled
+
+pytestmark = pytest.mark.e2e
+
+SHUTDOWN_TIMEOUT_S = 2.0
+"""Its drain's grace: max(1 s, 2 s - 3 s) = 1 s, less than the hung alert's 3 s."""
+
+
+@pytest.mark.timeout(90)
+async def test_a_stop_while_the_delivered_rollbacks_alert_hangs_cuts_only_the_alert(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    env = environment(
+        "production",
+        flip_target.url,
+        extra=f"rollback: {{url: {receiver.url}, secret: {SECRET}}}",
+    )
+    alerting = f"alerting:\n  timeout: 3s\n  channels:\n    - url: {json_sink.url()}\n"
+    server = f"shutdown_timeout: {SHUTDOWN_TIMEOUT_S}s"
+    agent = await start_agent(env, alerting, server=server, owner="replica-a")
+    deploy = await agent.register("production", "v2")
+    json_sink.hang_always()  # every alert hangs: the rollback's is in flight at the stop
+    flip_target.bad = True
+    await receiver.wait_for_attempts(1, within=20)
+    # the instant that matters: the 2xx is recorded, and the task goes on to its alert
+    await agent.wait_until(
+        deploy["id"], lambda d: (d.get("rollback") or {}).get("state") == "delivered"
+    )
+    await json_sink._wait_until(lambda: json_sink.arrived >= 1, 10)
+    with caplog.at_level(logging.WARNING, logger="postflight"):
+        await agent.stop()
+    cut = [r.getMessage() for r in caplog.records if "cut off" in r.getMessage()]
+    said = [m for m in cut if deploy["id"] in m]
+    assert said, cut
+    assert "delivered" in said[0] and "not sent again" in said[0], said
+    assert not [m for m in cut if "deliver_rollback" in m], cut
+
+    # the next start: the rollback stays delivered, its alert goes out, nothing is resent
+    json_sink.come_back()
+    restarted = await start_agent(env, alerting, server=server, owner="replica-a")
+    final = await restarted.settled(deploy["id"], within=30)
+    assert final["state"] == "rolled_back"
+    assert final["rollback"]["state"] == "delivered"
+    await alert_titled(json_sink, "rollback delivered", within=30)
+    await asyncio.sleep(0.5)  # a resend would have gone out with the restart's sweep
+    assert len(receiver.attempts) == 1, receiver.attempts
+    assert [a.accepted for a in receiver.attempts] == [True]

@@ -66,3 +66,42 @@ async def test_a_stop_while_the_delivered_rollbacks_alert_hangs_cuts_only_the_al
     await asyncio.sleep(0.5)  # a resend would have gone out with the restart's sweep
     assert len(receiver.attempts) == 1, receiver.attempts
     assert [a.accepted for a in receiver.attempts] == [True]
+
+
+@pytest.mark.timeout(90)
+async def test_a_stop_while_the_delivered_rollbacks_follow_up_hangs_cuts_only_the_follow_up(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A `rollback.then` follow-up runs in the rollback's task after its outcome is stored:
+    one hanging at the stop is cut, and sent at the next start once its claim lapses
+    (`follow_up_lease`); the rollback is not sent again."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    follow: RollbackReceiver = await rollback_receiver(SECRET, script=["hang"], path="/then")
+    rollback = (
+        f"rollback: {{url: {receiver.url}, secret: {SECRET}, timeout: 3s, max_attempts: 1,"
+        f" backoff: 100ms, max_backoff: 100ms, then: [{{name: migrations, url: '{follow.url}'}}]}}"
+    )
+    env = environment("production", flip_target.url, extra=rollback)
+    server = f"shutdown_timeout: {SHUTDOWN_TIMEOUT_S}s"
+    agent = await start_agent(env, server=server, owner="replica-a")
+    deploy = await agent.register("production", "v2")
+    flip_target.bad = True
+    await receiver.wait_for_attempts(1, within=20)
+    await follow.wait_for_attempts(1, within=10)  # the instant: the follow-up hangs
+    with caplog.at_level(logging.WARNING, logger="postflight"):
+        await agent.stop()
+    cut = [r.getMessage() for r in caplog.records if "cut off" in r.getMessage()]
+    said = [m for m in cut if deploy["id"] in m]
+    assert said and "delivered" in said[0] and "not sent again" in said[0], cut
+
+    restarted = await start_agent(env, server=server, owner="replica-a")
+    final = await restarted.settled(deploy["id"], within=30)
+    assert final["state"] == "rolled_back"
+    assert final["rollback"]["state"] == "delivered"
+    again = await follow.wait_for_attempts(2, within=30)
+    assert again[1].accepted  # the follow-up, cut at the stop, went out after it
+    await asyncio.sleep(0.5)
+    assert [a.accepted for a in receiver.attempts] == [True], receiver.attempts

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from agent.records import DeliveryAttempt, RollbackIntent
+from agent.store.sqlite import SqliteStore
 from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, environment
 from tests.receivers import JsonSink, RollbackReceiver, alert_titled
 
@@ -104,4 +106,54 @@ async def test_a_stop_while_the_delivered_rollbacks_follow_up_hangs_cuts_only_th
     again = await follow.wait_for_attempts(2, within=30)
     assert again[1].accepted  # the follow-up, cut at the stop, went out after it
     await asyncio.sleep(0.5)
+    assert [a.accepted for a in receiver.attempts] == [True], receiver.attempts
+
+
+@pytest.mark.timeout(90)
+async def test_a_stop_as_the_2xx_is_being_stored_waits_for_the_write_and_it_is_not_resent(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The instant a stop must not cut: the receiver answered 2xx and the store is slow to
+    take the outcome (a commit behind another's fsync), past the drain's 1 s grace. The
+    stop cancels the delivery at the grace's end, and the write still goes on to its end
+    (`held_until_stored`) within the stop's bound: the restart finds it delivered and
+    sends nothing."""
+    settle = SqliteStore.settle_rollback
+    settling = asyncio.Event()
+
+    async def slow_to_settle(
+        self: SqliteStore,
+        intent: RollbackIntent,
+        attempt: DeliveryAttempt | None = None,
+        alerts: Any = (),
+    ) -> bool:
+        if attempt is not None and intent.state == "delivered" and not settling.is_set():
+            settling.set()
+            await asyncio.sleep(1.3)  # past the grace (1 s), within the stop (1.6 s)
+        return await settle(self, intent, attempt, alerts)
+
+    monkeypatch.setattr(SqliteStore, "settle_rollback", slow_to_settle)
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    env = environment(
+        "production", flip_target.url, extra=f"rollback: {{url: {receiver.url}, secret: {SECRET}}}"
+    )
+    server = f"shutdown_timeout: {SHUTDOWN_TIMEOUT_S}s"
+    agent = await start_agent(env, server=server, owner="replica-a")
+    deploy = await agent.register("production", "v2")
+    flip_target.bad = True
+    await asyncio.wait_for(settling.wait(), 20)  # the 2xx is in, its record under way
+    with caplog.at_level(logging.WARNING, logger="postflight"):
+        await agent.stop()
+    said = [r.getMessage() for r in caplog.records if deploy["id"] in r.getMessage()]
+    assert not [m for m in said if m.endswith("leaving it")], said
+
+    restarted = await start_agent(env, server=server, owner="replica-a")
+    final = await restarted.settled(deploy["id"], within=30)
+    assert final["rollback"]["state"] == "delivered"
+    assert final["rollback"]["attempts"] == 1
+    await asyncio.sleep(0.5)  # a resend would have gone out with the restart's sweep
     assert [a.accepted for a in receiver.attempts] == [True], receiver.attempts

@@ -16,6 +16,7 @@ import pytest
 from agent.records import DeliveryAttempt, RollbackIntent
 from agent.store.sqlite import SqliteStore
 from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, environment
+from tests.e2e.crash import free_port
 from tests.receivers import JsonSink, RollbackReceiver, alert_titled
 
 pytestmark = pytest.mark.e2e
@@ -70,21 +71,25 @@ async def test_a_stop_while_the_delivered_rollbacks_alert_hangs_cuts_only_the_al
     assert [a.accepted for a in receiver.attempts] == [True]
 
 
-@pytest.mark.timeout(90)
-async def test_a_stop_while_the_delivered_rollbacks_follow_up_hangs_cuts_only_the_follow_up(
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("follow_up", ["hangs", "refused"])
+async def test_a_stop_while_the_delivered_rollbacks_follow_up_runs_cuts_only_the_follow_up(
     start_agent: AgentFactory,
     flip_target: FlipTarget,
     rollback_receiver: Any,
     caplog: pytest.LogCaptureFixture,
+    follow_up: str,
 ) -> None:
     """A `rollback.then` follow-up runs in the rollback's task after its outcome is stored:
-    one hanging at the stop is cut, and sent at the next start once its claim lapses
-    (`follow_up_lease`); the rollback is not sent again."""
+    one in flight at the stop (its receiver hanging, or nothing listening and its retries
+    under way, as the example configuration's at 127.0.0.1:9997) is cut, and sent at the
+    next start once its claim lapses (`follow_up_lease`); the rollback is not sent again."""
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     follow: RollbackReceiver = await rollback_receiver(SECRET, script=["hang"], path="/then")
+    follow_url = follow.url if follow_up == "hangs" else f"http://127.0.0.1:{free_port()}/then"
     rollback = (
-        f"rollback: {{url: {receiver.url}, secret: {SECRET}, timeout: 3s, max_attempts: 1,"
-        f" backoff: 100ms, max_backoff: 100ms, then: [{{name: migrations, url: '{follow.url}'}}]}}"
+        f"rollback: {{url: {receiver.url}, secret: {SECRET}, timeout: 2s, max_attempts: 3,"
+        f" backoff: 1s, max_backoff: 1s, then: [{{name: migrations, url: '{follow_url}'}}]}}"
     )
     env = environment("production", flip_target.url, extra=rollback)
     server = f"shutdown_timeout: {SHUTDOWN_TIMEOUT_S}s"
@@ -92,7 +97,10 @@ async def test_a_stop_while_the_delivered_rollbacks_follow_up_hangs_cuts_only_th
     deploy = await agent.register("production", "v2")
     flip_target.bad = True
     await receiver.wait_for_attempts(1, within=20)
-    await follow.wait_for_attempts(1, within=10)  # the instant: the follow-up hangs
+    if follow_up == "hangs":
+        await follow.wait_for_attempts(1, within=10)  # the instant: the follow-up hangs
+    else:  # the instant: refused once, its retries under way (2 s more at least)
+        await agent.wait_until(deploy["id"], lambda d: d["state"] == "rolled_back")
     with caplog.at_level(logging.WARNING, logger="postflight"):
         await agent.stop()
     cut = [r.getMessage() for r in caplog.records if "cut off" in r.getMessage()]
@@ -103,9 +111,13 @@ async def test_a_stop_while_the_delivered_rollbacks_follow_up_hangs_cuts_only_th
     final = await restarted.settled(deploy["id"], within=30)
     assert final["state"] == "rolled_back"
     assert final["rollback"]["state"] == "delivered"
-    again = await follow.wait_for_attempts(2, within=30)
-    assert again[1].accepted  # the follow-up, cut at the stop, went out after it
-    await asyncio.sleep(0.5)
+    # the follow-up, cut at the stop, goes out after it
+    expected = "delivered" if follow_up == "hangs" else "failed"
+    await restarted.wait_until(
+        deploy["id"],
+        lambda d: d["rollback"].get("then") == [{"name": "migrations", "state": expected}],
+        40,
+    )
     assert [a.accepted for a in receiver.attempts] == [True], receiver.attempts
 
 

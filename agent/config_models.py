@@ -5,6 +5,7 @@ nothing of agent, so settings, providers and integrations can all build on it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
@@ -53,6 +54,24 @@ def without_credentials_beside_a_token(value: str) -> str:
     if has_credentials(value):
         raise ValueError(TOKEN_BESIDE_CREDENTIALS)
     return value
+
+
+def a_base(advice: str) -> Callable[[str | None], str | None]:
+    """A validator for a URL the agent adds paths to (`{url}/api/v1/query_range`, a
+    page's `{public_url}/deploys/…`): a query string or a fragment there went before
+    every path (`?token=abc/api/v1/…`), so no call could work while validate-config said
+    "valid", and a token in it showed in every link built from it. `advice` says where
+    what was put there belongs. The value is not quoted back: it may carry a token."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None and ("?" in value or "#" in value):
+            raise ValueError(
+                "a query string (?…) or fragment (#…) cannot be in this URL: the agent adds"
+                f" paths after it, so every call and link would miss; {advice}"
+            )
+        return value
+
+    return check
 
 
 class StrictModel(BaseModel):

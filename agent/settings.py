@@ -44,6 +44,7 @@ from agent.config_models import (
     FieldError,
     HttpUrl,
     StrictModel,
+    a_base,
     non_empty_secret,
     optional_non_empty_secret,
 )
@@ -107,6 +108,8 @@ class ServerSettings(StrictModel):
     """Signs the read-only `?view=` links; default: derived from the first api token."""
     view_ttl: Duration = 7 * 86400.0
     """How long a `?view=` link stays valid."""
+
+    _public_base = field_validator("public_url")(a_base("remove it"))
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -574,6 +577,10 @@ class EnvironmentSettings(StrictModel):
     """Which GitHub / Vercel deploy events open this environment's windows (§7)."""
     gate: GateSettings | None = None
     """A GitHub deployment protection rule for this environment waits on another's window."""
+
+    _base = field_validator("base_url", "baseline_url")(
+        a_base("remove it (a check's own query goes in its path: path: /health?x=1)")
+    )
 
     @field_validator("checks")
     @classmethod

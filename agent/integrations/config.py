@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator
 from agent.config_models import (
     HttpUrl,
     StrictModel,
+    a_base,
     optional_non_empty_secret,
     without_credentials_beside_a_token,
 )
@@ -36,6 +37,9 @@ class GithubIntegration(StrictModel):
 
     _token = field_validator("token", "webhook_secret")(optional_non_empty_secret)
     _api_url = field_validator("api_url")(without_credentials_beside_a_token)
+    _base = field_validator("api_url")(
+        a_base("remove it (a token goes in integrations.github.token)")
+    )
 
 
 class VercelIntegration(StrictModel):
@@ -50,6 +54,12 @@ class VercelIntegration(StrictModel):
 
     _token = field_validator("token", "webhook_secret")(optional_non_empty_secret)
     _api_url = field_validator("api_url")(without_credentials_beside_a_token)
+    _base = field_validator("api_url")(
+        a_base(
+            "remove it (a token goes in integrations.vercel.token, a team in"
+            " integrations.vercel.team_id)"
+        )
+    )
 
     @field_validator("team_id")
     @classmethod

@@ -32,6 +32,7 @@ from agent.config_models import (
     FieldError,
     HttpUrl,
     StrictModel,
+    a_base,
     has_credentials,
     non_empty_secret,
     without_credentials_beside_a_token,
@@ -110,6 +111,10 @@ class SentrySettings(HttpProviderSettings):
 
     _token = field_validator("token")(non_empty_secret)
     _base_url = field_validator("base_url")(without_credentials_beside_a_token)
+    _base = field_validator("base_url")(
+        a_base("remove it (a token goes in providers.sentry.token)")
+    )
+    _web_base = field_validator("web_url")(a_base("remove it"))
 
     @model_validator(mode="before")
     @classmethod
@@ -145,6 +150,7 @@ class NewRelicSettings(HttpProviderSettings):
     """Where the New Relic UI is, for links (default: one.newrelic.com or one.eu…)."""
 
     _key = field_validator("api_key")(non_empty_secret)
+    _web_base = field_validator("web_url")(a_base("remove it"))
 
     @model_validator(mode="before")
     @classmethod
@@ -205,6 +211,10 @@ class PrometheusSettings(HttpProviderSettings):
     step: Duration | None = None
     """query_range resolution (default: the period / max_points, at least 1s)."""
     max_points: int = Field(default=60, ge=1, le=11000)
+
+    _base = field_validator("url")(
+        a_base("remove it (a token goes in providers.prometheus.bearer_token)")
+    )
 
     @model_validator(mode="after")
     def _one_authorization(self) -> PrometheusSettings:

@@ -1,0 +1,98 @@
+"""A base URL the agent adds paths to (a provider's, an integration's API, the server's
+`public_url`, an environment's `base_url`) with a query string or a #fragment: every
+call appended its path after the query (`https://prom.example/?token=abc/api/v1/query`),
+so the provider never worked, and a token there showed in every link built from it (the
+deploy page's and the API's Prometheus graph link), while validate-config said "valid".
+Run as a user runs it: `postflight validate-config` in a process of its own."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.cli_process import cli_env
+from tests.config.test_validate_config import MINIMAL
+
+SECRET = "tok-s3cr3t-in-query"
+
+BASES = f"""\
+providers:
+  prometheus: {{url: 'https://prom.example/?token={SECRET}'}}
+  sentry:
+    base_url: 'https://sentry.example/?auth={SECRET}'
+    web_url: 'https://sentry.example/#{SECRET}'
+    org: acme
+    token: sentry-token
+  newrelic:
+    api_url: 'https://api.newrelic.com/graphql'
+    web_url: 'https://one.newrelic.com/?key={SECRET}'
+    account_id: 1
+    api_key: nr-key
+integrations:
+  github: {{api_url: 'https://github.example/api/v3?access_token={SECRET}'}}
+  vercel: {{api_url: 'https://api.vercel.example/#{SECRET}'}}
+"""
+
+TEXT = (
+    MINIMAL.replace(
+        "  listen: 127.0.0.1:8787\n",
+        f"  listen: 127.0.0.1:8787\n  public_url: 'https://pf.example/?k={SECRET}'\n",
+    ).replace(
+        "base_url: http://127.0.0.1:9\n",
+        f"base_url: 'http://127.0.0.1:9/?x-bypass={SECRET}'\n    baseline_url: 'http://127.0.0.1:8/#{SECRET}'\n",
+    )
+    + BASES
+)
+
+ADVICE = {
+    "server.public_url": "remove it",
+    "environments.production.base_url": "a check's own query goes in its path",
+    "environments.production.baseline_url": "a check's own query goes in its path",
+    "providers.prometheus.url": "a token goes in providers.prometheus.bearer_token",
+    "providers.sentry.base_url": "a token goes in providers.sentry.token",
+    "providers.sentry.web_url": "remove it",
+    "providers.newrelic.web_url": "remove it",
+    "integrations.github.api_url": "a token goes in integrations.github.token",
+    "integrations.vercel.api_url": "a token goes in integrations.vercel.token",
+}
+
+
+def validate(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "postflight.yaml"
+    path.write_text(text)
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "validate-config", str(path)],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_query_or_fragment_in_a_base_url_is_refused_at_each_field(tmp_path: Path) -> None:
+    done = validate(tmp_path, TEXT)
+    out = done.stdout + done.stderr
+    assert done.returncode == 2, out
+    lines = [line.strip() for line in out.splitlines() if line.startswith("  ")]
+    for path, advice in ADVICE.items():
+        said = [line for line in lines if line.startswith(f"{path} (line ")]
+        assert len(said) == 1, (path, out)
+        assert "a query string (?…) or fragment (#…) cannot be in this URL" in said[0], said
+        assert advice in said[0], said
+    assert len(lines) == len(ADVICE), out
+    assert SECRET not in out
+
+
+def test_a_base_url_with_a_path_and_a_webhook_with_a_query_stay_valid(tmp_path: Path) -> None:
+    """A path prefix is a base (`/api/v3`, a proxy's `/prometheus`); a rollback webhook or
+    follow-up is called as written, so its query (a signing token) is kept; New Relic's
+    api_url is posted to as written (no path added)."""
+    text = (
+        MINIMAL.replace("/rollback", "/rollback?sig=abc")
+        + "providers:\n  prometheus: {url: 'http://127.0.0.1:9090/prometheus/', bearer_token: t}\n"
+        + "  newrelic: {api_url: 'https://nr-proxy.example/graphql?tenant=a', account_id: 1,"
+        " api_key: k}\n" + "integrations:\n  github: {api_url: 'https://github.example/api/v3'}\n"
+    )
+    done = validate(tmp_path, text)
+    assert done.returncode == 0, done.stdout + done.stderr

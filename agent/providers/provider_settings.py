@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import string
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -24,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
+from yarl import URL
 
 from agent.analysis.describe import is_duration, is_rate
 from agent.analysis.types import Rule
@@ -59,8 +59,17 @@ def _region_url(data: Any, field: str, regions: dict[str, str], default: str) ->
     given = data.get(field)
     if given is None or given == default:
         return {**data, field: regions[region]}
-    if urlsplit(str(given)).netloc != urlsplit(regions[region]).netloc:
-        raise ValueError(f"region {region!r} and {field} {given!r} disagree; give one of them")
+    ours = URL(regions[region])
+    try:
+        theirs = URL(str(given))
+        theirs_port = theirs.port
+    except ValueError:
+        return data  # the field's own check says what is wrong with it
+    if (ours.host, ours.port) != (theirs.host, theirs_port):  # the URL is not quoted:
+        raise ValueError(  # a user:password or a query's token may be in it
+            f"region {region!r} is {ours.host}, and {field}'s host is {theirs.host}:"
+            " they disagree; give one of them"
+        )
     return data
 
 

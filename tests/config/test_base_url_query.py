@@ -96,3 +96,37 @@ def test_a_base_url_with_a_path_and_a_webhook_with_a_query_stay_valid(tmp_path: 
     )
     done = validate(tmp_path, text)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_region_beside_another_host_is_said_by_host_without_the_url(tmp_path: Path) -> None:
+    """`region` and a URL of another host: the message quoted the whole URL, its
+    user:password (and New Relic's query, kept there) with it."""
+    text = MINIMAL + (
+        "providers:\n"
+        f"  newrelic: {{region: eu, api_url: 'https://u:{SECRET}@nr.example/graphql?k={SECRET}',"
+        " account_id: 1, api_key: k}\n"
+        f"  sentry: {{region: de, base_url: 'https://u:{SECRET}@sentry.example',"
+        " org: a, token: t}\n"
+    )
+    done = validate(tmp_path, text)
+    out = done.stdout + done.stderr
+    assert done.returncode == 2, out
+    assert (
+        "providers.newrelic (line 22): region 'eu' is api.eu.newrelic.com, and api_url's host"
+        " is nr.example: they disagree; give one of them"
+    ) in out
+    assert (
+        "providers.sentry (line 23): region 'de' is de.sentry.io, and base_url's host"
+        " is sentry.example: they disagree; give one of them"
+    ) in out
+    assert SECRET not in out
+
+
+def test_a_region_beside_its_own_host_and_port_written_out_is_valid(tmp_path: Path) -> None:
+    """The host and port are compared, not the text before the path (`:443` disagreed)."""
+    text = MINIMAL + (
+        "providers:\n  newrelic: {region: eu, api_url: 'https://api.eu.newrelic.com:443/graphql',"
+        " account_id: 1, api_key: k}\n"
+    )
+    done = validate(tmp_path, text)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -156,6 +156,13 @@ class ServerSettings(StrictModel):
         return (self.public_url or f"http://{self.listen}").rstrip("/")
 
     @property
+    def base_path(self) -> str:
+        """The path `public_url` has (`/postflight` for `https://ops.example/postflight/`,
+        else empty): a reverse proxy serves the agent under it, so the pages' own links,
+        forms and redirects start with it."""
+        return urlsplit(self.base_url).path.rstrip("/")
+
+    @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
 

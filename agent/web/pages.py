@@ -93,8 +93,20 @@ def _templates() -> jinja2.Environment:
 _assets = {name: (resources.files("agent.web") / "static" / name).read_bytes() for name in ASSETS}
 
 
-def html(template: str, status: int = 200, **context: Any) -> web.Response:
-    body = _templates().get_template(template).render(**context)
+def html(
+    request: web.Request,
+    template: str,
+    status: int = 200,
+    *,
+    root: str | None = None,
+    **context: Any,
+) -> web.Response:
+    """`template` rendered; its links start with `root`, `server.public_url`'s path (a
+    reverse proxy's prefix: `/deploys/static/…` alone would miss the agent there), the
+    request's settings' unless given (a page served before the app has them)."""
+    if root is None:
+        root = request.config_dict[SETTINGS].server.base_path
+    body = _templates().get_template(template).render(root=root, **context)
     return web.Response(
         text=body, status=status, content_type="text/html", headers=SECURITY_HEADERS
     )
@@ -105,6 +117,7 @@ def _denied(request: web.Request, verdict: str) -> web.Response:
         # the sign-in form it advises, back to this page without the link's token: signed
         # in, the page opens whatever the token in an old alert's link says
         return html(
+            request,
             "login.html",
             403,
             next=_safe_next(request.path),
@@ -114,7 +127,7 @@ def _denied(request: web.Request, verdict: str) -> web.Response:
     # a bearer token the server does not accept (a tool's, a proxy's) is said so, not
     # shown the sign-in form as if none had been sent
     refused = "That token is not accepted." if bearer_token(request) is not None else None
-    return html("login.html", 401, next=request.path_qs, error=refused)
+    return html(request, "login.html", 401, next=request.path_qs, error=refused)
 
 
 def unavailable_page(server: ServerSettings) -> UnavailablePage:
@@ -128,12 +141,14 @@ def unavailable_page(server: ServerSettings) -> UnavailablePage:
         if not server.ui or not (path in ("/deploys", "/login") or path.startswith("/deploys/")):
             return None
         response = html(
+            request,
             "message.html",
             503,
             title="Unavailable for a moment",
             message="Postflight's store does not answer just now (a database restarting, or"
             " the agent starting). This page loads again by itself once it does.",
             refresh_s=max(retry_after_s, 5),
+            root=server.base_path,
         )
         response.headers["Retry-After"] = str(retry_after_s)
         return response
@@ -154,7 +169,7 @@ def page_for_browser(server: ServerSettings) -> BrowserPage:
         if not prefers_html(request.headers.get("Accept", "")):
             return None
         query = f"?{request.query_string}" if request.query_string else ""
-        return f"/deploys/{quote(request.match_info['id'])}{query}"
+        return f"{server.base_path}/deploys/{quote(request.match_info['id'])}{query}"
 
     return page
 
@@ -198,7 +213,7 @@ async def without_slash(request: web.Request) -> web.Response:
     """`/deploys/` and `/deploys/<id>/`, as people type or paste them: a redirect to the
     page, where they were the API's JSON 404 in the browser."""
     _ui_on(request)
-    path = request.path.rstrip("/")
+    path = request.config_dict[SETTINGS].server.base_path + request.path.rstrip("/")
     query = f"?{request.query_string}" if request.query_string else ""
     raise web.HTTPPermanentRedirect(location=path + query, headers=SECURITY_HEADERS)
 
@@ -249,7 +264,9 @@ async def deploy_page(request: web.Request) -> web.Response:
     if known:
         stored = await _PAGE_READS.read((store, window_id), _reading(store, window_id))
     if stored is None:
-        return html("message.html", 404, title="Not found", message=f"No deploy {window_id}.")
+        return html(
+            request, "message.html", 404, title="Not found", message=f"No deploy {window_id}."
+        )
     window = stored.window
     env = settings.environments.get(window.environment)
     view = deploy_view(
@@ -274,15 +291,16 @@ async def deploy_page(request: web.Request) -> web.Response:
     if not view_admits(settings.server, view_token, window_id, now):
         view_token = None  # let in by a session or a bearer token: the whole UI is theirs
     query = f"?{urlencode({'view': view_token})}" if view_token else ""
+    root = settings.server.base_path
     context: dict[str, Any] = {
         "d": view,
         "iso": iso,
-        "events_url": f"/v1/deploys/{quote(window_id)}/events{query}",
-        "list_url": None if view_token else "/deploys",
+        "events_url": f"{root}/v1/deploys/{quote(window_id)}/events{query}",
+        "list_url": None if view_token else f"{root}/deploys",
     }
     if request.query.get("fragment"):
-        return html("live.html", **context)
-    return html("deploy.html", **context)
+        return html(request, "live.html", **context)
+    return html(request, "deploy.html", **context)
 
 
 async def deploy_list(request: web.Request) -> web.Response:
@@ -314,6 +332,7 @@ async def deploy_list(request: web.Request) -> web.Response:
     if unknown:
         assert environment is not None
         return html(
+            request,
             "list.html",
             400,
             **context | {"environment": None},
@@ -328,6 +347,7 @@ async def deploy_list(request: web.Request) -> web.Response:
         # as the API's list refuses it (422): a 400 naming the states, never every
         # window under a filter that looks applied
         return html(
+            request,
             "list.html",
             400,
             **context,
@@ -352,8 +372,10 @@ async def deploy_list(request: web.Request) -> web.Response:
     if more and items:
         params = {k: v for k, v in (("environment", environment), ("state", state)) if v}
         cursor = encode_cursor(items[-1].created_at, items[-1].id)
-        next_url = "/deploys?" + urlencode({**params, "cursor": cursor})
-    return html("list.html", **context, state=state, items=items, next_url=next_url, error=None)
+        next_url = f"{settings.server.base_path}/deploys?" + urlencode({**params, "cursor": cursor})
+    return html(
+        request, "list.html", **context, state=state, items=items, next_url=next_url, error=None
+    )
 
 
 _NEXT = re.compile(r"/[!-~]*")
@@ -370,7 +392,7 @@ def _safe_next(target: str | None) -> str:
 
 async def login_form(request: web.Request) -> web.Response:
     _ui_on(request)
-    return html("login.html", next=_safe_next(request.query.get("next")), error=None)
+    return html(request, "login.html", next=_safe_next(request.query.get("next")), error=None)
 
 
 async def login(request: web.Request) -> web.Response:
@@ -380,14 +402,16 @@ async def login(request: web.Request) -> web.Response:
         form = await request.post()
     except ValueError:  # UnicodeDecodeError: a form in another charset; a broken multipart
         unread = "The form could not be read: send it as UTF-8."
-        return html("login.html", 400, next="/deploys", error=unread)
+        return html(request, "login.html", 400, next="/deploys", error=unread)
     token = str(form.get("token") or "")
     target = _safe_next(str(form.get("next") or ""))
     if not token or not token_matches(token, settings.server.accepted_tokens()):
-        return html("login.html", 401, next=target, error="That token is not accepted.")
+        return html(request, "login.html", 401, next=target, error="That token is not accepted.")
     now = request_now(request)
     session = sign(signing_key(settings.server), SESSION_SUBJECT, now + SESSION_TTL_S)
-    response = web.Response(status=303, headers={**SECURITY_HEADERS, "Location": target})
+    # `next` is a path of the agent's; the browser goes there through the proxy's prefix
+    location = settings.server.base_path + target
+    response = web.Response(status=303, headers={**SECURITY_HEADERS, "Location": location})
     response.set_cookie(
         SESSION_COOKIE,
         session,

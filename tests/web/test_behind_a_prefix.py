@@ -1,0 +1,101 @@
+"""The deploy pages behind a reverse proxy that serves the agent under a path prefix
+(`server.public_url: https://ops.example/postflight/`): every link, asset, form, redirect
+and the event stream stay under the prefix, in a real browser through a real proxy
+(`tests.web.prefix_proxy`, the stripping nginx's `proxy_pass http://agent/;` does)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import TOKEN
+from tests.receivers import JsonSink
+from tests.web.conftest import ONE_CHROMIUM, JourneyAgent
+from tests.web.prefix_proxy import PrefixProxy
+from tests.web.target import JourneyTarget
+
+pytestmark = [pytest.mark.e2e, ONE_CHROMIUM]
+
+PREFIX = "/postflight"
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[PrefixProxy]:
+    proxy = PrefixProxy(PREFIX)
+    await proxy.start()
+    yield proxy
+    await proxy.stop()
+
+
+async def _links(page: Any) -> list[str]:
+    """Every address the page holds: links, assets, forms and its event stream's."""
+    found: list[str] = await page.evaluate(
+        """() => [
+          ...[...document.querySelectorAll('a[href], link[href]')].map(e => e.getAttribute('href')),
+          ...[...document.querySelectorAll('script[src]')].map(e => e.getAttribute('src')),
+          ...[...document.querySelectorAll('form')].map(e => e.getAttribute('action')),
+          ...[...document.querySelectorAll('[data-events]')].map(e => e.dataset.events),
+        ]"""
+    )
+    return [link for link in found if not link.startswith(("http://", "https://", "#"))]
+
+
+async def test_the_pages_work_under_the_public_url_s_path(
+    journey_agent: JourneyAgent,
+    journey: JourneyTarget,
+    proxy: PrefixProxy,
+    browser: Any,
+    json_sink: JsonSink,
+) -> None:
+    base = f"{proxy.url}{PREFIX}"
+    agent = await journey_agent(server=f"public_url: {base}/", window="20s", interval="1s")
+    proxy.upstream = agent.url
+    deploy = await agent.register("production", "v9")
+    assert deploy["links"]["page"].startswith(f"{base}/deploys/{deploy['id']}?view=")
+    page = await browser.new_page()
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(r.url) if r.status == 404 else None)
+    # the alert-style link: page, stylesheet, script and the live event stream
+    assert (await page.goto(deploy["links"]["page"])).status == 200
+    from playwright.async_api import expect  # installed, or `browser` skipped the test
+
+    await expect(page.locator("#live-status")).to_have_text(
+        re.compile(r"^(Live:|Round \d+ stored)"), timeout=10000
+    )
+    assert await page.evaluate("document.styleSheets[0].cssRules.length") > 0
+    for link in await _links(page):
+        assert link.startswith(f"{PREFIX}/"), link
+    # no token: the sign-in form, which comes back to the page under the prefix
+    assert (await page.goto(f"{base}/deploys/{deploy['id']}")).status == 401
+    for link in await _links(page):
+        assert link.startswith(f"{PREFIX}/"), link
+    await page.fill("#token", TOKEN)
+    await page.click("button[type=submit]")
+    await page.wait_for_url(f"{base}/deploys/{deploy['id']}")
+    # the header's link to the list, and the list's to the page
+    await page.click("header a.brand")
+    await page.wait_for_url(f"{base}/deploys")
+    for link in await _links(page):
+        assert link.startswith(f"{PREFIX}/"), link
+    await page.click(f'a[href="{PREFIX}/deploys/{deploy["id"]}"]')
+    await page.wait_for_url(f"{base}/deploys/{deploy['id']}")
+    # the list's filter form
+    await page.goto(f"{base}/deploys")
+    await page.click("form.filters button[type=submit]")
+    await page.wait_for_url(f"{base}/deploys?**")
+    # a path typed with a slash, and the API object opened in a browser, redirect in it
+    await page.goto(f"{base}/deploys/")
+    assert page.url == f"{base}/deploys"
+    await page.context.clear_cookies()
+    await page.goto(f"{base}/v1/deploys/{deploy['id']}")
+    assert page.url == f"{base}/deploys/{deploy['id']}"
+    # the alert of a failed window links under the prefix too
+    journey.bad = True
+    final = await agent.settled(deploy["id"], within=20)
+    assert final["state"] == "rolled_back", final
+    alerts = await json_sink.wait_for(1, within=10)
+    assert any(f"{base}/deploys/{deploy['id']}?view=" in a.message for a in alerts)
+    assert proxy.outside == [] and failed == []

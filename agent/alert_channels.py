@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from urllib.parse import unquote, urlsplit
 
+from agent.apprise_plugins import load_plugins_for
+
 _DELIMITERS = re.compile(r"[/:@?&=#,;+\s]+")
 MIN_PIECE = 4
 """Shorter pieces (a port's digits, `api`) are left alone: they are not secrets, and
@@ -119,6 +121,7 @@ def _parsed(url: str) -> tuple[bool, tuple[str, ...]]:
     """Whether apprise can use `url`, and its warnings while it parsed it (redacted)."""
     import apprise  # loading its plugins takes a moment: only when there are channels
 
+    load_plugins_for([url])
     said = _Said()
     logger = logging.getLogger("apprise")
     with apprise_logs_redacted([url]):

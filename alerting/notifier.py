@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from agent.alert_channels import channel_label, piece_redactor, routed, unusable_channel
+from agent.apprise_plugins import load_plugins_for
 from agent.metrics import Metrics
 from agent.settings import AlertChannel
 from alerting.cycles import drop_request_tracebacks, reuse_markdown, sending
@@ -282,6 +283,7 @@ class Notifier:
         drop_request_tracebacks()  # no cycle left per alert (`alerting.cycles`)
         reuse_markdown()
         inline_code_in_text()  # an e-mail's text part (`alerting.mail_text`)
+        load_plugins_for(c.url.get_secret_value() for c in channels)
         asset = apprise.AppriseAsset(app_id="Postflight", async_mode=True)
         self._slots = asyncio.Semaphore(_apprise_workers())
         for index, channel in enumerate(channels):

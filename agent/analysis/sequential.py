@@ -981,6 +981,8 @@ class SequentialRule:
         stored_sr = st["sr"] if comp.alpha_detector else None
         last = self._held.get(comp.key)
         held = last[2] if last and last[0] is st["w"] and last[1] is stored_sr else None
+        if held is None and stored_sr is not None:  # read as `_to_json` stored it
+            held = np.array((st["w"], [_from_json(row) for row in stored_sr]), dtype=np.float64)
         rows, log_e, log_d = stats.ladder_round(
             comp.bets, log_f, st["w"], stored_sr, self._ladder_of(comp).bases, held=held
         )
@@ -990,7 +992,8 @@ class SequentialRule:
         if stored_sr is not None:
             st["sr"] = as_lists[1] if finite else [_to_json(row) for row in as_lists[1]]
         # the lists just stored are never changed in place: next round reads `rows` again
-        # while they are still the state's (a stored NaN or infinity reads back otherwise)
+        # while they are still the state's (an e-detector with an infinity or NaN is read
+        # from the lists, `_from_json`: the same numbers)
         self._held[comp.key] = (st["w"], stored_sr and st["sr"], rows) if finite else None
         _record(st, comp, log_e, log_d, index, eligible, self)
 
@@ -1920,13 +1923,20 @@ def _count_ladder(
     return [(v, 0.0, float(log_e[k])) for k, v in enumerate(limits)]
 
 
-def _from_json(log_values: list[float | None]) -> list[float]:
-    """A stored e-detector (None for log 0, which JSON cannot hold) as floats."""
-    return [-math.inf if v is None else v for v in log_values]
+def _from_json(log_values: list[float | str | None]) -> list[float]:
+    """A stored e-detector as floats: None is log 0, "inf" and "nan" themselves
+    (`_to_json`)."""
+    return [-math.inf if v is None else float(v) for v in log_values]
 
 
-def _to_json(log_values: list[float]) -> list[float | None]:
-    return [v if math.isfinite(v) else None for v in log_values]
+def _to_json(log_values: list[float]) -> list[float | str | None]:
+    """An e-detector as strict JSON, which holds no infinity or NaN: log 0 as None (as
+    states have always stored it), +inf and NaN as "inf" and "nan", so each reads back as
+    itself (both were None, read back as log 0: a +inf detector restarted from 0)."""
+    return [
+        v if math.isfinite(v) else None if v == -math.inf else "nan" if v != v else "inf"
+        for v in log_values
+    ]
 
 
 def _welford(st: dict[str, Any], x: float, size: float) -> None:

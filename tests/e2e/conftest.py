@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.api.runner import ApiRunner
 from agent.app import build_app
+from agent.appkeys import STORE
 from agent.metrics import Metrics
 from agent.settings_file import load_settings_text
 from agent.windows.alert_once import ALERT_RETRY_DELAYS_S
@@ -181,6 +183,36 @@ class RunningAgent:
             return d["state"] not in ("watching", "scheduled") and not pending
 
         return await self.wait_until(deploy_id, final, within)
+
+    async def stored_runs(
+        self, environment: str, at_least: int, *, check: str | None = None, within: float = 30.0
+    ) -> int:
+        """Wait until the store holds `at_least` check runs of `environment` (of `check`
+        only, if given): a baseline that is there, where a fixed sleep before the deploy
+        held a loaded machine's few or none. Returns how many it holds."""
+        store = self.app[STORE]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            rows = await store.probe_summaries(environment, 0.0, time.time() + 3600.0)
+            held = sum(1 for name, _at, _summary in rows if check in (None, name))
+            if held >= at_least:
+                return held
+            assert loop.time() < deadline, f"{held} runs stored, not {at_least}"
+            await asyncio.sleep(0.05)
+
+    async def rounds(self, deploy_id: str, at_least: int, within: float = 30.0) -> int:
+        """Wait until the window of `deploy_id` has stored `at_least` rounds, where a fixed
+        sleep counted on a quiet machine's pace. Returns how many it has."""
+        store = self.app[STORE]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            held = len(await store.rounds(deploy_id))
+            if held >= at_least:
+                return held
+            assert loop.time() < deadline, f"{held} rounds stored, not {at_least}"
+            await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
         """Stop this agent as SIGTERM would (its leases stay until they lapse)."""

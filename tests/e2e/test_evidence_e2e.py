@@ -395,7 +395,9 @@ async def test_a_bound_below_what_the_rule_can_detect_is_logged_once(
     agent = await start_agent(
         evidence_environment("production", target.url, receiver.url, window="1s", rules=[tight])
     )
-    await asyncio.sleep(2.0)
+    # a background baseline (2 s of runs on a quiet machine), waited for: a fixed 2 s held
+    # none on a loaded one, and the registration said "no baseline" instead
+    await agent.stored_runs("production", 10)
     caplog.set_level("WARNING", logger="postflight.window")
     deploy = await agent.register("production", "v-tight")
     # said at registration too, in the answer, from the background baseline; logged
@@ -407,5 +409,11 @@ async def test_a_bound_below_what_the_rule_can_detect_is_logged_once(
     assert (rule["evidence"].get("detectable") or {}).get("bound_below_detectable"), str(rule)
     warned = [r for r in caplog.records if r.getMessage().startswith("rule p95:")]
     assert len(warned) == 1, [r.getMessage() for r in caplog.records]
-    assert "is below what it can detect: it can detect " in warned[0].getMessage()
     assert "max_increase 1%" in warned[0].getMessage()
+    # worded as the evidence says: a change it can detect, or none by the window's end (a
+    # loaded machine's window kept too few probes: the 1 s window is no timing bound here)
+    value = rule["evidence"]["detectable"].get("value")
+    if isinstance(value, int | float) and math.isfinite(value):
+        assert "is below what it can detect: it can detect " in warned[0].getMessage()
+    else:
+        assert ": it can detect no regression of any size" in warned[0].getMessage()

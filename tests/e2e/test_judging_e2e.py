@@ -49,6 +49,10 @@ async def slow_targets() -> AsyncIterator[tuple[SlowTarget, SlowTarget]]:
     await stable.stop()
 
 
+BASELINE_RUNS = 10
+"""Background runs stored before the deploy (1.5 s of them on a quiet machine): waited
+for, where a fixed 1.5 s held however few a loaded machine had made by then."""
+
 WINDOW_S = 20
 """The windows' length: a rollback usually ends them in a few rounds, and on a loaded
 machine later; one that passes ends at the window's end, and fails the test then."""
@@ -85,11 +89,11 @@ async def test_max_increase_on_probe_latency_uses_the_background_baseline(
     deploy_target, _ = slow_targets
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     agent = await start_agent(latency_env(deploy_target.url, receiver.url))
-    await asyncio.sleep(1.5)  # background probing learns the pre-deploy latency
+    await agent.stored_runs("production", BASELINE_RUNS)  # the pre-deploy latency
     deploy_target.delay = SlowTarget.SLOW  # the new version is 200 ms slower
     deploy = await agent.register("production", "v-slow")
     final = await agent.settled(deploy["id"], within=WINDOW_S + 10)
-    assert final["state"] == "rolled_back"
+    assert final["state"] == "rolled_back", final["verdict"]
     rule = final["verdict"]["rules"][0]
     assert rule["outcome"] == "fail"
     assert rule["baseline"] is not None, "no pre-deploy baseline from background probing"
@@ -132,7 +136,7 @@ async def test_a_canary_is_judged_against_its_stable_side_probed_side_by_side(
     canary.delay = SlowTarget.SLOW
     deploy = await agent.register("production", "v-canary")
     final = await agent.settled(deploy["id"], within=WINDOW_S + 10)
-    assert final["state"] == "rolled_back"
+    assert final["state"] == "rolled_back", final["verdict"]
     rule = final["verdict"]["rules"][0]
     # no background probing happened: the baseline can only be the stable side
     assert rule["baseline"] is not None
@@ -174,7 +178,7 @@ async def test_a_sequential_window_shows_its_evidence_live_in_the_api_and_in_the
 
     flip_target.bad = True
     final = await agent.settled(deploy["id"], within=WINDOW_S + 10)
-    assert final["state"] == "rolled_back"
+    assert final["state"] == "rolled_back", final["verdict"]
     rule = final["verdict"]["rules"][0]
     assert rule["outcome"] == "fail"
     assert rule["evidence"]["likelihood_ratio"] >= rule["evidence"]["likelihood_ratio_needed"]
@@ -224,9 +228,9 @@ async def hangs_mid_window(
     target.delay = SlowTarget.FAST
     agent = await start_agent(latency_env(target.url, receiver), store=store)
     try:
-        await asyncio.sleep(1.5)  # background probing learns the pre-deploy latency
+        await agent.stored_runs("production", BASELINE_RUNS)  # the pre-deploy latency
         deploy = await agent.register("production", "v-hangs")
-        await asyncio.sleep(4)  # a few good rounds: the same latency as before the deploy
+        await agent.rounds(deploy["id"], 3)  # a few good rounds: the latency as before
         # then no answer within the probes' wait (half the 1 s round)
         target.delay = 2.0
         final: dict[str, Any] = await agent.settled(deploy["id"], within=25)

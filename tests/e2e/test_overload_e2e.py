@@ -180,7 +180,7 @@ async def test_a_fast_targets_latency_read_late_by_a_busy_agent_is_no_rollback(
     target.delay_s = 0.02
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     agent = await start_agent(regression_environment(target, receiver.url))
-    await asyncio.sleep(3.0)  # a baseline, probed by a free loop
+    await agent.stored_runs("production", 15)  # a baseline, probed by a free loop
     deploy = await agent.register("production", "v2.4.2")
     requests = 0
 
@@ -277,7 +277,9 @@ async def test_a_fast_services_latency_x2_on_a_mildly_busy_agent_is_rolled_back(
     target.delay_s = 0.02
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     agent = await start_agent(regression_environment(target, receiver.url))
-    await asyncio.sleep(3.0)  # a baseline of some 30 probes, by a free loop
+    # a baseline of some 30 probes, by a free loop (waited for: a fixed 3 s held however
+    # few a loaded machine had made)
+    await agent.stored_runs("production", 10)
     target.delay_s = 0.02 * slower
     deploy = await agent.register("production", "v2.4.2")
     requests = 0
@@ -354,7 +356,9 @@ async def test_a_2ms_services_answers_read_late_by_a_blocked_loop_are_no_latency
     target.delay_s = SERVICE_S
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     agent = await start_agent(fast_environment(target, receiver.url))
-    await asyncio.sleep(3.0)  # a baseline of some 30 probes, by a free loop
+    # a baseline of some 30 probes, by a free loop (waited for: a fixed 3 s held however
+    # few a loaded machine had made)
+    await agent.stored_runs("production", 10)
     target.delay_s = SERVICE_S * slower
     deploy = await agent.register("production", "v2.4.2")
     with monkeypatch.context() as blocked:

@@ -10,6 +10,7 @@ Read as the next deploy's baseline reads them (`baseline_runs`) from the agent's
 from __future__ import annotations
 
 import asyncio
+import time
 
 from agent.appkeys import SETTINGS, STORE
 from agent.records import DeployWindow
@@ -18,6 +19,8 @@ from tests.e2e.conftest import AgentFactory, FlipTarget, RunningAgent, environme
 
 BACKGROUND_S = 0.2
 PROBES = 5
+STOOD_IN = 3
+"""Stand-ins stored before a restart, waited for."""
 
 
 def setup() -> str:
@@ -51,6 +54,31 @@ async def stored_within(agent: RunningAgent, window_id: str) -> list[str]:
     """The runs stored in the window's span, pooled or not, by check."""
     rows = await agent.app[STORE].probe_summaries("production", *await span(agent, window_id))
     return [check for check, _at, _summary in rows]
+
+
+async def rounds_stood_in(agent: RunningAgent, window_id: str) -> float:
+    """Wait until the window's rounds have stored `STOOD_IN` stand-ins past `span`'s start
+    (each with its round), and return the wall time then: what this agent made before a
+    stop, whatever the machine's pace (a fixed 1.2 s held fewer on a loaded one, whose
+    rounds came late or dropped their samples as the agent's lag: no stand-in)."""
+    store = agent.app[STORE]
+    window = await store.get_window(window_id)
+    assert isinstance(window, DeployWindow)
+    since = window.deployed_at + BACKGROUND_S + 0.05
+    deadline = time.monotonic() + 30
+    while True:
+        made = [
+            item["at"]
+            for record in await store.rounds(window_id)
+            for item in record.summary.get("stand_ins", [])
+            if item["at"] >= since
+        ]
+        if len(made) >= STOOD_IN:
+            seen = await store.get_window(window_id)
+            assert isinstance(seen, DeployWindow) and seen.ended_at is None, "no restart mid-window"
+            return time.time()
+        assert time.monotonic() < deadline, f"{len(made)} stand-ins stored with the rounds"
+        await asyncio.sleep(0.05)
 
 
 async def test_a_passed_windows_rounds_stand_in_for_the_runs_it_paused(
@@ -126,9 +154,9 @@ async def test_stand_ins_made_before_a_restart_are_kept_by_the_watch_that_resume
     text = setup().replace("{url}", flip_target.url).replace("window: 2s", "window: 3s")
     assert "window: 3s" in text, text
     first = await start_agent(text)
-    await asyncio.sleep(1.0)
+    await first.stored_runs("production", 3)
     deploy = await first.register("production", "v2")
-    await asyncio.sleep(1.2)  # about six rounds stood in for runs
+    stopped_at = await rounds_stood_in(first, deploy["id"])
     await first.stop()
     second = await start_agent(text)
     final = await second.settled(deploy["id"], within=20)
@@ -141,10 +169,10 @@ async def test_stand_ins_made_before_a_restart_are_kept_by_the_watch_that_resume
         "production",
         env,
         window.deployed_at + BACKGROUND_S + 0.05,
-        window.deployed_at + 1.0,
+        stopped_at,
     )
     sizes = [len(run) for run in before_stop.periods]
-    assert len(sizes) >= 3, sizes  # the first agent's rounds, kept by the second
+    assert len(sizes) >= STOOD_IN, sizes  # the first agent's rounds, kept by the second
     assert set(sizes) == {PROBES}, sizes
 
 
@@ -159,9 +187,9 @@ async def test_stand_ins_made_before_a_restart_keep_the_fingerprint_they_probed_
     changed = text.replace("timeout: 1s", "timeout: 2s")
     assert "window: 3s" in text and changed != text, text
     first = await start_agent(text)
-    await asyncio.sleep(1.0)
+    await first.stored_runs("production", 3)
     deploy = await first.register("production", "v2")
-    await asyncio.sleep(1.2)  # about six rounds stood in for runs
+    stopped_at = await rounds_stood_in(first, deploy["id"])
     old_env = first.app[SETTINGS].environments["production"]
     await first.stop()
     second = await start_agent(changed)
@@ -169,11 +197,11 @@ async def test_stand_ins_made_before_a_restart_keep_the_fingerprint_they_probed_
     assert final["state"] == "passed", final["verdict"]
     window = await second.app[STORE].get_window(deploy["id"])
     assert isinstance(window, DeployWindow)
-    before_stop = (window.deployed_at + BACKGROUND_S + 0.05, window.deployed_at + 1.0)
+    before_stop = (window.deployed_at + BACKGROUND_S + 0.05, stopped_at)
     new_env = second.app[SETTINGS].environments["production"]
     as_changed = await baseline_runs(second.app[STORE], "production", new_env, *before_stop)
     assert as_changed.periods == [], [len(run) for run in as_changed.periods]
     as_probed = await baseline_runs(second.app[STORE], "production", old_env, *before_stop)
     sizes = [len(run) for run in as_probed.periods]
-    assert len(sizes) >= 3, sizes  # the first agent's rounds, kept as what they probed
+    assert len(sizes) >= STOOD_IN, sizes  # the first agent's rounds, kept as probed
     assert set(sizes) == {PROBES}, sizes

@@ -239,6 +239,13 @@ class RunningAgent:
 AgentFactory = Callable[[str], Awaitable[RunningAgent]]
 
 
+def held_as_overloaded(final: dict[str, Any]) -> bool:
+    """The overload guard's hold: the agent's own loop stalled past what it can judge (a
+    loaded machine's, not the target's), so nothing is rolled back, by design."""
+    reason = str((final.get("verdict") or {}).get("reason") or "")
+    return final["state"] == "inconclusive" and reason.startswith("agent overloaded:")
+
+
 @pytest.fixture
 async def flip_target() -> AsyncIterator[FlipTarget]:
     target = FlipTarget()

@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, LocalTarget, environment
+from tests.e2e.conftest import (
+    SECRET,
+    AgentFactory,
+    FlipTarget,
+    LocalTarget,
+    environment,
+    held_as_overloaded,
+)
 from tests.e2e.crash import free_port
 from tests.heavy import HEAVY
 from tests.receivers import JsonSink, RollbackReceiver
@@ -79,13 +86,6 @@ def latency_env(
         rollback: {{url: {receiver}, secret: {SECRET}, backoff: 100ms}}
         """,
     )
-
-
-def held_as_overloaded(final: dict[str, Any]) -> bool:
-    """The overload guard's hold: the agent's own loop stalled past what it can judge (a
-    loaded machine's, not the target's), so nothing is rolled back, by design."""
-    reason = str((final.get("verdict") or {}).get("reason") or "")
-    return final["state"] == "inconclusive" and reason.startswith("agent overloaded:")
 
 
 async def test_max_increase_on_probe_latency_uses_the_background_baseline(
@@ -273,7 +273,7 @@ async def hangs_mid_window(
     finally:
         await agent.stop()
     dropped = sum(
-        agent.metric("postflight_samples_dropped_total", environment="production", reason=r)
+        agent.metric("postflight_samples_dropped_total", environment="production", result=r)
         for r in ("agent_lag", "agent_lag_latency")
     )
     return final, dropped

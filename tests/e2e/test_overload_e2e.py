@@ -13,12 +13,13 @@ import select
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import checks.wire as wire
-from tests.e2e.conftest import SECRET, AgentFactory
+from tests.e2e.conftest import SECRET, AgentFactory, held_as_overloaded
 from tests.heavy import HEAVY
 from tests.receivers import JsonSink, RollbackReceiver
 from tests.thread_target import ThreadTarget, thread_target
@@ -265,6 +266,7 @@ async def test_a_fast_services_latency_x2_on_a_mildly_busy_agent_is_rolled_back(
     rollback_receiver: Any,
     monkeypatch: pytest.MonkeyPatch,
     slower: float,
+    tmp_path: Path,
 ) -> None:
     """Issue 10's hidden regression: a 20 ms service goes to 40 ms while the agent's loop
     is now and then blocked (every fourth request it sends the target stalls it from the
@@ -273,10 +275,38 @@ async def test_a_fast_services_latency_x2_on_a_mildly_busy_agent_is_rolled_back(
     those read in a stall as the agent's), and the x2 is judged and rolled back (an older
     one assumed 10% + 15 ms on every reading and held it as "agent overloaded"). The same
     agent on an unchanged service rolls nothing back. Counted at the rollback receiver.
-    Why from the agent's send, not the target's `on_request`: see `reads_late`."""
-    target.delay_s = 0.02
+    Why from the agent's send, not the target's `on_request`: see `reads_late`.
+
+    A x2 window the guard held all the same (inconclusive "agent overloaded", nothing
+    rolled back: a machine at load 20 dropped 22 of 24 probes as the agent's stalls, on top
+    of the test's) is the machine's: one more is made, by a new agent on a store of its
+    own, which must roll back."""
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
-    agent = await start_agent(regression_environment(target, receiver.url))
+    final = await busy_window(start_agent, target, receiver, monkeypatch, slower)
+    if slower > 1 and held_as_overloaded(final):
+        assert receiver.attempts == [], final["verdict"]
+        store = f"url: sqlite:///{tmp_path / 'again.db'}"
+        final = await busy_window(start_agent, target, receiver, monkeypatch, slower, store)
+    if slower > 1:
+        assert final["state"] == "rolled_back", final["verdict"]["reason"]
+        assert len(receiver.attempts) >= 1
+    else:
+        assert final["state"] in ("passed", "inconclusive"), final["verdict"]["reason"]
+        assert receiver.attempts == []
+
+
+async def busy_window(
+    start_agent: AgentFactory,
+    target: ThreadTarget,
+    receiver: RollbackReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    slower: float,
+    store: str | None = None,
+) -> dict[str, Any]:
+    """A new agent learns the 20 ms service with a free loop; the deploy makes it `slower`
+    while every fourth request blocks the agent's loop: the final deploy."""
+    target.delay_s = 0.02
+    agent = await start_agent(regression_environment(target, receiver.url), store=store)
     # a baseline of some 30 probes, by a free loop (waited for: a fixed 3 s held however
     # few a loaded machine had made)
     await agent.stored_runs("production", 10)
@@ -301,12 +331,8 @@ async def test_a_fast_services_latency_x2_on_a_mildly_busy_agent_is_rolled_back(
     # be a new connection's first answer, whose connect no stamp sees
     assert dropped <= 1, dropped
     await asyncio.sleep(0.3)
-    if slower > 1:
-        assert final["state"] == "rolled_back", final["verdict"]["reason"]
-        assert len(receiver.attempts) >= 1
-    else:
-        assert final["state"] in ("passed", "inconclusive"), final["verdict"]["reason"]
-        assert receiver.attempts == []
+    await agent.stop()
+    return final
 
 
 SERVICE_S = 0.002

@@ -372,26 +372,33 @@ async def test_a_2ms_services_answers_read_late_by_a_blocked_loop_are_no_latency
     monkeypatch: pytest.MonkeyPatch,
     slower: float,
     late_s: float,
+    tmp_path: Path,
 ) -> None:
     """A/A: each request the agent sends its target blocks its loop some 4 ms, while the
     2 ms answer is on its way and 2 ms more (read some 2 ms late, 4 ms against a 2 ms
     baseline: a "x2" the old guard never weighed, as nothing was dropped, and rolled
     back). Each latency ends at the kernel's stamp of its answer's arrival (the wait out
     of it): nothing rolled back. The control: the service really at 4 ms on a quiet loop is
-    rolled back."""
-    target.delay_s = SERVICE_S
+    rolled back; a control the guard held all the same (the machine's own stalls, at load
+    20: 7 of 18 probes dropped) is made once more, as in the test above."""
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
-    agent = await start_agent(fast_environment(target, receiver.url))
-    # a baseline of some 30 probes, by a free loop (waited for: a fixed 3 s held however
-    # few a loaded machine had made)
-    await agent.stored_runs("production", 10)
-    target.delay_s = SERVICE_S * slower
-    deploy = await agent.register("production", "v2.4.2")
-    with monkeypatch.context() as blocked:
-        if late_s:
-            reads_late(blocked, target, lambda: late_s)
-        final = await agent.settled(deploy["id"], within=60)
-    await asyncio.sleep(0.3)
+    for store in (None, f"url: sqlite:///{tmp_path / 'again.db'}"):
+        target.delay_s = SERVICE_S
+        agent = await start_agent(fast_environment(target, receiver.url), store=store)
+        # a baseline of some 30 probes, by a free loop (waited for: a fixed 3 s held
+        # however few a loaded machine had made)
+        await agent.stored_runs("production", 10)
+        target.delay_s = SERVICE_S * slower
+        deploy = await agent.register("production", "v2.4.2")
+        with monkeypatch.context() as blocked:
+            if late_s:
+                reads_late(blocked, target, lambda: late_s)
+            final = await agent.settled(deploy["id"], within=60)
+        await asyncio.sleep(0.3)
+        await agent.stop()
+        if late_s or not held_as_overloaded(final):
+            break
+        assert receiver.attempts == [], final["verdict"]
     reason = final["verdict"]["reason"]
     if slower > 1:
         assert final["state"] == "rolled_back", reason

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from agent.api.models import Deploy
 from agent.cli.render import Style, details, summary
-from tests.e2e.conftest import SECRET, AgentFactory, LocalTarget, environment
+from tests.e2e.conftest import SECRET, AgentFactory, LocalTarget, environment, held_as_overloaded
 from tests.e2e.providers_support import alerting_yaml
 from tests.heavy import HEAVY
 from tests.receivers import JsonSink, RollbackReceiver, alert_titled, titled
@@ -260,6 +260,7 @@ async def test_an_aa_deploy_passes_on_evidence(
     targets: list[NoisyTarget],
     rollback_receiver: Any,
     json_sink: JsonSink,
+    tmp_path: Path,
 ) -> None:
     """1 s rounds: a probe has half a round (500 ms) to answer before it counts as a failed
     one, far above what this 50 ms target takes on a loaded machine (150-190 ms at load
@@ -268,7 +269,11 @@ async def test_an_aa_deploy_passes_on_evidence(
     lies near 3.5% against max 5%, at this target's 1%). The latency bound is relative but
     wide (+200%): on a loaded machine the agent's own lag moves a window's p95 against its
     background baseline's by up to 2x either way (173 ms vs 86 ms, and 88 ms vs 154 ms, at
-    load average 8-9), which a +50% bound reads as too little evidence of a pass."""
+    load average 8-9), which a +50% bound reads as too little evidence of a pass.
+
+    A window the overload guard held (inconclusive "agent overloaded": 1360 and 1577 of
+    1600 probes dropped at load ~20, 2 of 2 full e2e runs beside CPU hogs) is the
+    machine's, nothing rolled back: one more is made, by a new agent on its own store."""
     target = targets[0]
     target.error_rate = 0.01
     target.latency_s = 0.05
@@ -284,10 +289,15 @@ async def test_an_aa_deploy_passes_on_evidence(
         interval="1s",
         background_interval="1s",
     )
-    agent = await start_agent(env, alerting_yaml(json_sink.url()))
-    await asyncio.sleep(6.0)  # six background runs of 40 probes: the baseline
-    deploy = await agent.register("production", "v-same")
-    final = await agent.settled(deploy["id"], within=60)
+    for store in (None, f"url: sqlite:///{tmp_path / 'again.db'}"):
+        agent = await start_agent(env, alerting_yaml(json_sink.url()), store=store)
+        await agent.stored_runs("production", 6)  # six background runs of 40 probes
+        deploy = await agent.register("production", "v-same")
+        final = await agent.settled(deploy["id"], within=60)
+        if not held_as_overloaded(final):
+            break
+        await agent.stop()  # the machine's run: one more, on a store of its own
+        assert receiver.attempts == [], final["verdict"]
     assert final["state"] == "passed", final["verdict"]
     for rule in final["verdict"]["rules"]:
         assert rule["outcome"] == "pass"

@@ -267,6 +267,7 @@ async def test_a_fast_services_latency_x2_on_a_mildly_busy_agent_is_rolled_back(
     monkeypatch: pytest.MonkeyPatch,
     slower: float,
     tmp_path: Path,
+    prompt_gil: None,
 ) -> None:
     """Issue 10's hidden regression: a 20 ms service goes to 40 ms while the agent's loop
     is now and then blocked (every fourth request it sends the target stalls it from the
@@ -373,6 +374,7 @@ async def test_a_2ms_services_answers_read_late_by_a_blocked_loop_are_no_latency
     slower: float,
     late_s: float,
     tmp_path: Path,
+    prompt_gil: None,
 ) -> None:
     """A/A: each request the agent sends its target blocks its loop some 4 ms, while the
     2 ms answer is on its way and 2 ms more (read some 2 ms late, 4 ms against a 2 ms

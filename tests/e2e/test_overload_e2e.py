@@ -9,6 +9,7 @@ was told, the target what it answered."""
 from __future__ import annotations
 
 import asyncio
+import json
 import select
 import sys
 import time
@@ -150,6 +151,17 @@ def reads_late(
     monkeypatch.setattr(wire._Conn, "send", busy_sending)
 
 
+class EveryFifthStalled:
+    """`reads_late`'s lateness: 8 ms after each answer, `STALL_S` after every fifth."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    def __call__(self) -> float:
+        self.requests += 1
+        return STALL_S if self.requests % 5 == 0 else 0.008
+
+
 @pytest.fixture
 def prompt_gil() -> Iterator[None]:
     """The target is a thread of the agent's process: with Python's 5 ms switch interval
@@ -183,16 +195,11 @@ async def test_a_fast_targets_latency_read_late_by_a_busy_agent_is_no_rollback(
     agent = await start_agent(regression_environment(target, receiver.url))
     await agent.stored_runs("production", 15)  # a baseline, probed by a free loop
     deploy = await agent.register("production", "v2.4.2")
-    requests = 0
-
-    def late_s() -> float:
-        nonlocal requests
-        requests += 1
-        return STALL_S if requests % 5 == 0 else 0.008
-
+    late_s = EveryFifthStalled()
     with monkeypatch.context() as busy:
         reads_late(busy, target, late_s)
         final = await agent.settled(deploy["id"], within=60)
+    requests = late_s.requests
     assert requests >= 10 and target.answered >= requests
     reason = final["verdict"]["reason"]
     assert final["state"] == "passed", reason
@@ -219,19 +226,14 @@ async def test_a_slow_target_read_by_a_busy_agent_still_reads_slow(
     target's own time. Its latencies read 150 ms or more, and it is rolled back."""
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     agent = await start_agent(relative_environment(target, receiver.url))
-    await asyncio.sleep(1.5)  # a baseline, probed by a free loop
+    await agent.stored_runs("production", 7)  # a baseline, probed by a free loop
     target.delay_s = 0.15
     deploy = await agent.register("production", "v2.4.2")
-    requests = 0
-
-    def late_s() -> float:
-        nonlocal requests
-        requests += 1
-        return STALL_S if requests % 5 == 0 else 0.008
-
+    late_s = EveryFifthStalled()
     with monkeypatch.context() as busy:
         reads_late(busy, target, late_s)
         final = await agent.settled(deploy["id"], within=60)
+    requests = late_s.requests
     assert requests >= 5
     reason = final["verdict"]["reason"]
     assert final["state"] == "rolled_back", reason
@@ -242,7 +244,7 @@ async def test_a_slow_target_read_by_a_busy_agent_still_reads_slow(
 
 
 def regression_environment(target: ThreadTarget, receiver_url: str) -> str:
-    """Issue 10's rule, `latency_p95 max_increase 50%`, on a service answering in 20 ms."""
+    """Issue 10's rule, `latency_p95 max_increase 50%`, on a service answering in tens of ms."""
     return f"""
     production:
       base_url: {target.url}
@@ -269,7 +271,7 @@ async def test_a_fast_services_latency_x2_on_a_mildly_busy_agent_is_rolled_back(
     tmp_path: Path,
     prompt_gil: None,
 ) -> None:
-    """Issue 10's hidden regression: a 20 ms service goes to 40 ms while the agent's loop
+    """Issue 10's hidden regression: a 50 ms service goes to 100 ms while the agent's loop
     is now and then blocked (every fourth request it sends the target stalls it from the
     send until the answer is in its socket and 60 ms more, `reads_late`): each latency ends
     where the kernel stamped its answer's arrival, none is dropped (an older guard dropped
@@ -289,7 +291,7 @@ async def test_a_fast_services_latency_x2_on_a_mildly_busy_agent_is_rolled_back(
         store = f"url: sqlite:///{tmp_path / 'again.db'}"
         final = await busy_window(start_agent, target, receiver, monkeypatch, slower, store)
     if slower > 1:
-        assert final["state"] == "rolled_back", final["verdict"]["reason"]
+        assert final["state"] == "rolled_back", json.dumps(final["verdict"])[:3000]
         assert len(receiver.attempts) >= 1
     else:
         assert final["state"] in ("passed", "inconclusive"), final["verdict"]["reason"]
@@ -304,14 +306,14 @@ async def busy_window(
     slower: float,
     store: str | None = None,
 ) -> dict[str, Any]:
-    """A new agent learns the 20 ms service with a free loop; the deploy makes it `slower`
+    """A new agent learns the 50 ms service with a free loop; the deploy makes it `slower`
     while every fourth request blocks the agent's loop: the final deploy."""
-    target.delay_s = 0.02
+    target.delay_s = SERVICE_50MS_S
     agent = await start_agent(regression_environment(target, receiver.url), store=store)
     # a baseline of some 30 probes, by a free loop (waited for: a fixed 3 s held however
     # few a loaded machine had made)
     await agent.stored_runs("production", 10)
-    target.delay_s = 0.02 * slower
+    target.delay_s = SERVICE_50MS_S * slower
     deploy = await agent.register("production", "v2.4.2")
     requests = 0
 
@@ -336,6 +338,10 @@ async def busy_window(
     return final
 
 
+SERVICE_50MS_S = 0.05
+"""The x2 test's service: a 20 ms one's background p95 read 31 ms on a machine at load 4.5
+(its scheduler's jitter, 10 ms and more), so its bound (+50%) was 47 ms and the x2 (42 ms)
+passed, 2 runs in 7; 10 ms of jitter on 50 ms leaves the x2 past the bound."""
 SERVICE_S = 0.002
 LATE_S = 0.002
 """How long after each answer is in the agent's socket its loop is still blocked: the loop

@@ -443,6 +443,10 @@ async def test_on_a_phone_the_charts_open_at_the_latest_round_and_each_round_is_
     page = await browser.new_page()
     await page.set_viewport_size({"width": 390, "height": 844})
     await page.goto(final["links"]["page"])
+    # the live script's catch-up: the stream's state, then the figures fetched again and
+    # put in place of the page's (a chart measured as it was replaced had no box)
+    await page.wait_for_selector('#live-status:has-text("The window has ended")')
+    await page.wait_for_load_state("networkidle")
     chart = page.locator('article[data-rule="journey-errors"] svg[data-kind="rounds"]')
     for element in (
         chart.locator('[data-series="observed"]').last,  # the latest round's point

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import checks.wire as wire
-from tests.e2e.conftest import SECRET, AgentFactory, held_as_overloaded
+from tests.e2e.conftest import SECRET, AgentFactory, RunningAgent, held_as_overloaded
 from tests.heavy import HEAVY
 from tests.receivers import JsonSink, RollbackReceiver
 from tests.thread_target import ThreadTarget, thread_target
@@ -151,15 +151,25 @@ def reads_late(
     monkeypatch.setattr(wire._Conn, "send", busy_sending)
 
 
-class EveryFifthStalled:
-    """`reads_late`'s lateness: 8 ms after each answer, `STALL_S` after every fifth."""
+async def settled_every_fifth_stalled(
+    agent: RunningAgent,
+    deploy: dict[str, Any],
+    target: ThreadTarget,
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[dict[str, Any], int]:
+    """The deploy's final state, its answers read late (`reads_late`) 8 ms after each and
+    `STALL_S` after every fifth, and how many requests were sent the target meanwhile."""
+    requests = 0
 
-    def __init__(self) -> None:
-        self.requests = 0
+    def late_s() -> float:
+        nonlocal requests
+        requests += 1
+        return STALL_S if requests % 5 == 0 else 0.008
 
-    def __call__(self) -> float:
-        self.requests += 1
-        return STALL_S if self.requests % 5 == 0 else 0.008
+    with monkeypatch.context() as busy:
+        reads_late(busy, target, late_s)
+        final = await agent.settled(deploy["id"], within=60)
+    return final, requests
 
 
 @pytest.fixture
@@ -195,11 +205,7 @@ async def test_a_fast_targets_latency_read_late_by_a_busy_agent_is_no_rollback(
     agent = await start_agent(regression_environment(target, receiver.url))
     await agent.stored_runs("production", 15)  # a baseline, probed by a free loop
     deploy = await agent.register("production", "v2.4.2")
-    late_s = EveryFifthStalled()
-    with monkeypatch.context() as busy:
-        reads_late(busy, target, late_s)
-        final = await agent.settled(deploy["id"], within=60)
-    requests = late_s.requests
+    final, requests = await settled_every_fifth_stalled(agent, deploy, target, monkeypatch)
     assert requests >= 10 and target.answered >= requests
     reason = final["verdict"]["reason"]
     assert final["state"] == "passed", reason
@@ -229,11 +235,7 @@ async def test_a_slow_target_read_by_a_busy_agent_still_reads_slow(
     await agent.stored_runs("production", 7)  # a baseline, probed by a free loop
     target.delay_s = 0.15
     deploy = await agent.register("production", "v2.4.2")
-    late_s = EveryFifthStalled()
-    with monkeypatch.context() as busy:
-        reads_late(busy, target, late_s)
-        final = await agent.settled(deploy["id"], within=60)
-    requests = late_s.requests
+    final, requests = await settled_every_fifth_stalled(agent, deploy, target, monkeypatch)
     assert requests >= 5
     reason = final["verdict"]["reason"]
     assert final["state"] == "rolled_back", reason

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+import types
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -55,18 +56,23 @@ def _loop(kind: str) -> asyncio.AbstractEventLoop:
 
 
 async def _probed(
-    target: ThreadTarget, limit: str, delay_s: float, stall_at: float | None, stall_s: float
+    target: ThreadTarget,
+    limit: str,
+    delay_s: float,
+    stall_at: float | None,
+    stall_s: float,
+    stall: Callable[[float], object] = time.sleep,
 ) -> CheckResult:
     """One probe (timeout `limit`) of `target` answering after `delay_s`, the agent's loop
-    blocked `stall_s` from `stall_at` seconds after the probe began (None: no stall here,
-    `connect_stalled` blocks it in the connect)."""
+    blocked `stall_s` (by `stall`) from `stall_at` seconds after the probe began (None: no
+    stall here, `connect_stalled` blocks it in the connect)."""
     env = load_settings_text(CONFIG.format(url=target.url, timeout=limit))
     loop = asyncio.get_running_loop()
     async with TargetSessions() as sessions:
         probe = EnvironmentProbe("production", env.environments["production"], sessions, Metrics())
         if stall_at is not None:
             await probe.run_round(2.0, probes=1)  # kept alive: the next request goes at once
-            loop.call_later(stall_at, time.sleep, stall_s)
+            loop.call_later(stall_at, stall, stall_s)
         target.delay_s = delay_s
         results = await probe.run_round(2.0, probes=1)
     assert len(results) == 1, results
@@ -132,6 +138,46 @@ def test_an_answer_that_came_while_the_agent_stalled_is_read_late_as_before(
     assert sample.ok and sample.status == 200
     assert "latency_dropped" not in result.details, result.details
     assert sample.latency_s is not None and answer_s <= sample.latency_s < 0.4, sample
+
+
+@pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
+def test_a_stalled_answer_keeps_its_stamp_though_the_clocks_read_was_preempted(
+    target: ThreadTarget, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer's stamp is put on the agent's clock by reading the system clock between
+    two reads of the monotonic one; on a loaded machine the thread can lose the CPU (or
+    the GIL) between them for longer than the answer took (30 ms here, a 20 ms target).
+    That bracket put the arrival before the request was written, the stamp was refused,
+    and the stalled loop's read time (0.4 s) was dropped as the agent's (CI, uvloop: "{...
+    'latency_ms': 405.662, 'latency_dropped': 'agent_lag'}"). A wide bracket is read
+    again: the answer keeps its 20 ms."""
+    import checks.stamps as stamps
+
+    real_time, preempt = time.time, [False]
+
+    def preempted() -> float:
+        if preempt[0]:
+            preempt[0] = False
+            time.sleep(0.03)  # the thread lost the CPU between its reads of the clocks
+        return real_time()
+
+    monkeypatch.setattr(
+        stamps, "time", types.SimpleNamespace(perf_counter=time.perf_counter, time=preempted)
+    )
+
+    def stall(seconds: float) -> None:
+        time.sleep(seconds)
+        preempt[0] = True  # the next read of the clocks is the answer's stamp's
+
+    loop = _loop(kind)
+    try:
+        result = loop.run_until_complete(_probed(target, "100ms", 0.02, 0.005, 0.4, stall))
+    finally:
+        loop.close()
+    assert not preempt[0], "the answer's stamp was never read"
+    [sample] = result.samples
+    assert sample.ok and "latency_dropped" not in result.details, result.details
+    assert sample.latency_s is not None and 0.02 <= sample.latency_s < 0.4, sample
 
 
 def test_only_a_timeout_the_agent_saw_unanswered_survives_its_stall() -> None:

@@ -60,11 +60,19 @@ class Ranker:
     def __init__(self, base: FloatArray, scale: float) -> None:
         """`base`: the baseline's samples; `scale`: the deploy's samples are divided by it
         (1 + delta for an increase), i.e. the baseline is multiplied by it."""
-        scaled = np.asarray(base, dtype=np.float64) * scale
-        scaled = scaled[np.isfinite(scaled)]
+        values = np.asarray(base, dtype=np.float64)
+        values = values[np.isfinite(values)]
+        with np.errstate(over="ignore", under="ignore"):
+            scaled = values * scale
         buckets = np.full(scaled.shape, ZERO_BUCKET, dtype=np.int64)
-        positive = scaled > 0
+        positive = (scaled > 0) & np.isfinite(scaled)
         buckets[positive] = np.ceil(np.log(scaled[positive]) / _LOG_GAMMA)
+        # a sample whose product overflowed (near 1.8e308) or underflowed to 0 is bucketed
+        # by its logs' sum: it was dropped, or put below every other, which moved the ranks
+        lost = ~positive & (values > 0)
+        if lost.any():
+            logs = np.log(values[lost]) + math.log(scale)
+            buckets[lost] = np.ceil(logs / _LOG_GAMMA)
         self.base = np.sort(buckets).tolist()
         self.size = len(self.base)
 

@@ -6,9 +6,13 @@ Simulated with fixed seeds (derandomised), lognormal latencies as the decision b
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import numpy as np
 
-from agent.analysis.conformal import Ranker
+from agent.analysis.conformal import Ranker, bucket
+from agent.analysis.sketch import GAMMA
 from agent.analysis.types import Observation
 from tests.analysis.latency_rules import lognormal_rule
 
@@ -79,3 +83,28 @@ def test_a_small_shift_against_a_finite_baseline_is_found() -> None:
         _latency_window(rng, 0.005, 1.2, base_n=1800, rounds=900, per=1)[0] for _ in range(30)
     )
     assert found >= 7
+
+
+def test_a_baseline_near_the_largest_float_keeps_every_sample() -> None:
+    """The baseline x the tolerance overflowed to infinity near 1.8e308 and that sample was
+    dropped: 1.7e308 / 1.5 lies between the two samples (mid-rank 1.5 of 3), but read as
+    above the one left (1.5 of 2). An underflow to 0 put a tiny sample in the bucket of 0."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        high = Ranker(np.array([1e308, 1.5e308]), 1.5)
+        low = Ranker(np.array([5e-324]), 0.4)
+    assert high.size == 2
+    assert high.place([[], []], [1.7e308])[0] == [0.5]
+    # x 0.4 is 46.3 buckets of 2% down (it was the bucket of 0, below every value)
+    assert bucket(5e-324) - 47 <= low.base[0] <= bucket(5e-324) - 46
+
+
+def test_ordinary_baselines_are_bucketed_as_before() -> None:
+    """The overflow's fix takes another path only where the product is not a positive
+    finite number: every other bucket is the very product's, bit for bit."""
+    rng = np.random.default_rng(7)
+    base = rng.lognormal(-2.5, 1.5, 2000)
+    for scale in (1.0, 1.1, 1.5, 2.0, 0.5, 0.25):
+        scaled = base * scale
+        want = np.sort(np.ceil(np.log(scaled) / math.log(GAMMA)).astype(np.int64)).tolist()
+        assert Ranker(base, scale).base == want

@@ -1662,7 +1662,7 @@ def _record(
     crossed = eligible and log_e >= comp.log_threshold
     if eligible:
         st["peak"] = max(st["peak"], log_e)
-    if log_d is not None and eligible and math.isfinite(log_d):
+    if log_d is not None and eligible and not math.isnan(log_d):  # +inf crosses
         st["peak_d"] = log_d if st["peak_d"] is None else max(st["peak_d"], log_d)
         crossed = crossed or log_d >= comp.detector_log_threshold(rule.horizon)
     if crossed and st["crossed"] is None:

@@ -570,7 +570,10 @@ def log_mix_rows(
     log_wealth: FloatArray, kind: str, log_weights: FloatArray | None = None
 ) -> FloatArray:
     """`log_mix` of each row (with `log_weights`, one row of weights per row, instead)."""
-    terms = log_wealth + (BET_LOG_WEIGHTS[kind] if log_weights is None else log_weights)
+    weights = BET_LOG_WEIGHTS[kind] if log_weights is None else log_weights
+    if not math.isfinite(np.add.reduce(log_wealth, axis=None)):  # a stored +inf, say
+        return _log_mix_rows_unbounded(log_wealth, weights)
+    terms = log_wealth + weights
     top = np.maximum.reduce(terms, axis=1)  # ufuncs, not methods: numpy's wrappers cost more
     if math.isfinite(np.add.reduce(top)):  # every row finite, as usual (or a rare overflow)
         mixed: FloatArray = top + np.log(np.add.reduce(np.exp(terms - top[:, None]), axis=1))
@@ -580,6 +583,20 @@ def log_mix_rows(
     out: FloatArray = np.where(
         finite, safe + np.log(np.exp(terms - safe[:, None]).sum(axis=1)), top
     )
+    return out
+
+
+def _log_mix_rows_unbounded(log_wealth: FloatArray, log_weights: FloatArray) -> FloatArray:
+    """`log_mix_rows` where some wealth is infinite or NaN: a bet the mixture does not
+    weigh (log weight -inf: a ladder's e-detector mixes its large bets only) is left out,
+    where -inf + inf made the row's mixture NaN, so an e-detector at +inf was skipped."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        terms = np.where(np.isneginf(log_weights), -math.inf, log_wealth + log_weights)
+        top = np.maximum.reduce(terms, axis=1)
+        finite = np.isfinite(top)
+        safe = np.where(finite, top, 0.0)
+        mixed = safe + np.log(np.exp(terms - safe[:, None]).sum(axis=1))
+    out: FloatArray = np.where(finite, mixed, top)
     return out
 
 

@@ -96,3 +96,39 @@ def test_a_ladder_reads_a_stored_infinite_detector_as_itself() -> None:
     assert after[0][-3:] == [math.inf] * 3, after[0]
     assert all(math.isfinite(v) for v in after[0][:-3]), after[0]
     assert all(math.isfinite(v) for v in after[1]), after[1]
+
+
+def _ladder_after_a_stored_detector(fill: list[float], at: slice) -> tuple[dict[str, Any], Any]:
+    """A two-sample count test whose stored e-detector rows hold `fill` at bets `at`,
+    read back from strict JSON by a new rule and stepped one round."""
+    rule = Rule("errors", "checks", "error_rate", max_increase=0.5)
+    base = BaselineData(value=0.01, count=100.0, total=10000.0, periods=10)
+    seq = SequentialRule(rule, base, "proportion", 0.01, horizon=30)
+    (comp,) = [c for c in seq.components if c.ladder]
+    obs = Observation(0.01, count=10, total=1000)
+    state = seq.start()
+    seq.step(state, obs, 0)
+    st = state["tests"][comp.key]
+    rows = [list(r) for r in st["sr"]]
+    for row in rows:
+        row[at] = fill
+    st["sr"] = [_to_json(r) for r in rows]
+    state = json.loads(json.dumps(state, allow_nan=False))
+    SequentialRule(rule, base, "proportion", 0.01, horizon=30).step(state, obs, 1)
+    return state["tests"][comp.key], comp
+
+
+def test_a_ladder_detector_at_infinity_fails_the_rule() -> None:
+    """Every row +inf: the e-detector's mixture was NaN (its unweighted small bets: -inf
+    weight + inf wealth), so it was skipped and never crossed; now +inf, which crosses."""
+    st, _ = _ladder_after_a_stored_detector([math.inf] * 10, slice(0, 10))
+    assert st["crossed"] == 1 and st["peak_d"] == math.inf, st
+
+
+def test_a_ladder_detector_infinite_where_it_weighs_nothing_reads_as_the_rest() -> None:
+    """The detector mixes only its large bets (`stats.TWO_SAMPLE_DETECTOR_LEAST`): a +inf
+    at a small one weighs nothing, as any other number there (it gave NaN)."""
+    inf, _ = _ladder_after_a_stored_detector([math.inf] * 3, slice(0, 3))
+    zero, _ = _ladder_after_a_stored_detector([0.0] * 3, slice(0, 3))
+    assert inf["peak_d"] == zero["peak_d"] and math.isfinite(zero["peak_d"]), (inf, zero)
+    assert inf["crossed"] is None

@@ -39,6 +39,7 @@ from pydantic_settings import (
 from pydantic_settings.sources.utils import parse_env_vars
 
 from agent.analysis import policies
+from agent.analysis.describe import exact_rate_bounds
 from agent.analysis.types import PolicyName, Rule
 from agent.config_models import (
     FieldError,
@@ -925,18 +926,26 @@ class Settings(BaseSettings):
 
     def rule_warnings(self) -> list[tuple[tuple[str | int, ...], str]]:
         """(loc, message) of each environment without rules: nothing judges its windows,
-        so each ends `inconclusive` and nothing is rolled back but by hand. A warning: its
-        checks still run, and a window's page still shows them."""
+        so each ends `inconclusive` and nothing is rolled back but by hand. And of each rate
+        bound at its very end (`max: 0`, `min: 1`) where windows pass on evidence: it can
+        only fail (`exact_rate_bounds`). Warnings: the rest works."""
         message = (
             "no rules: nothing judges this environment's windows, so each ends inconclusive"
             " whatever the release does and nothing is rolled back automatically; add rules"
             " over its checks or providers"
         )
-        return [
+        out: list[tuple[tuple[str | int, ...], str]] = [
             (("environments", name, "rules"), message)
             for name, env in self.environments.items()
             if not env.rules
         ]
+        for name, env in self.environments.items():
+            if env.analysis.policy != "sequential" or env.analysis.pass_on != "evidence":
+                continue
+            for index, rule in enumerate(env.rules):
+                for key, sentence in exact_rate_bounds(rule.to_rule()):
+                    out.append((("environments", name, "rules", index, key), sentence))
+        return out
 
     @property
     def longest_lookback(self) -> float:

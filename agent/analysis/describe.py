@@ -106,3 +106,27 @@ def threshold_text(rule: Rule) -> str:
 def unit_noun(rule: Rule) -> str:
     """What one counted event is, for details like `31 of 100 probes failed`."""
     return "probes" if rule.source == "checks" else "events"
+
+
+def exact_rate_bounds(rule: Rule) -> list[tuple[str, str]]:
+    """(key, sentence) for each bound of a rate at its very end, `max: 0` or `min: 1`: the
+    sequential policy fails it at the first bad event (none can happen under it), but no
+    number of samples shows a rate of exactly 0, so passing on evidence never comes."""
+    if not is_rate(rule.metric):
+        return []
+    out = []
+    for key, bound, rate, instead in (
+        ("max", rule.max, 0, "max 0.001"),
+        ("min", rule.min, 1, "min 0.999"),
+    ):
+        if bound is not None and bound == rate:
+            out.append(
+                (
+                    key,
+                    f"{rule.metric} {key} {rate} can only fail: no number of {unit_noun(rule)}"
+                    f" shows a rate of exactly {rate}, so with pass_on: evidence every window"
+                    " it does not fail ends inconclusive, however good the release; use a"
+                    f" bound such as {instead}, or pass_on: no_failure",
+                )
+            )
+    return out

@@ -151,6 +151,9 @@ a cell on three seed sets apart from its own: rare errors x5 at 10 req/s 96-99% 
 e-processes keep the rest for what must be caught within seconds: errors x5 at 10 req/s
 lose about a round (0.2 of the share is 0.22 nats)."""
 
+FOUR_IN_FIVE = 0.8
+"""The chance of a catch a "can detect" figure stands for (`LOOK_POWER` is its z)."""
+
 LOOK_POWER = 0.84
 """What a rule can detect by the look at the window's end is the effect it catches four
 times in five (the z of 0.8; the usual power of a minimum detectable effect). Sized at its
@@ -499,9 +502,13 @@ class SequentialRule:
             level = bound if is_max else 1.0 - bound
             if self.kind == "value" and not is_max and not _is_share(rule):
                 return None
+            test = "proportion" if self.kind == "proportion" else "value"
+            if level == 0.0 and (self.kind == "proportion" or _is_share(rule)):
+                # a rate's `max: 0` (`min: 1`): no bad event can happen under the null
+                # (`_refuted`), so the first one fails the rule, and no detector is needed
+                return Component(which, test, share, 0.0, null, claim, level=0.0, flip=not is_max)
             if level >= 1.0 or level <= 0.0:
                 return None
-            test = "proportion" if self.kind == "proportion" else "value"
             return Component(which, test, a, d, null, claim, level=level, flip=not is_max)
         assert base is not None and rule.max_increase is not None
         delta = rule.max_increase
@@ -797,6 +804,10 @@ class SequentialRule:
         eligible = state["samples"] >= max(1, self.rule.min_samples)
         ranks = self._conformal_ranks(state, obs) if self._conformal_scale else None
         for comp in self.components:
+            if comp.level == 0.0:
+                refuted = self._refuted(comp, obs)
+                self._bet(state["tests"][comp.key], comp, 0.0, 0.0, index, eligible, refuted)
+                continue
             if comp.ladder:
                 st = state["tests"][comp.key]
                 self._bet_ladder(st, comp, obs, index, eligible)
@@ -853,6 +864,20 @@ class SequentialRule:
         n = float(obs.total or 0)
         count = min(max(float(obs.count or 0), 0.0), n)
         return n - count if comp.flip else count
+
+    def _refuted(self, comp: Component, obs: Observation) -> list[float]:
+        """The round's log factors of a rate's test against a level of 0 (`max: 0`, `min:
+        1`): +inf with a bad event, else 0. Valid: under its null (a rate of 0, or of 1)
+        no bad event ever happens, so the factor is 1 almost surely, and the e-process's
+        mean stays 1. Its limit as the level falls to 0 is the likelihood ratio of one bad
+        event, infinite (a tiny level's bets are sized per expected event, so they stay
+        finite: `stats.count_log_factors`)."""
+        if comp.test == "proportion":
+            bad = self._bad(comp, obs) > 0.0
+        else:
+            assert obs.value is not None
+            bad = (1.0 - obs.value if comp.flip else obs.value) > 0.0
+        return [math.inf if bad else 0.0] * len(stats.BETS[comp.bets])
 
     def _statistic(self, comp: Component, obs: Observation) -> tuple[float, float] | None:
         """(y, weight) of one round: y's mean is at most 1 under the component's null."""
@@ -1308,12 +1333,23 @@ class SequentialRule:
                 rank = self._detectable_shift(comp, per_round, horizon, comp.log_threshold)
                 if rank is not None:
                     found.append(rank)
+            elif comp.level == 0.0:
+                if comp.test == "proportion":
+                    found.append(self._detectable_first(comp, per_round * horizon))
             elif comp.test == "proportion" and comp.ladder:
                 needed = comp.log_threshold + MIXTURE_OVERHEAD
                 found.append(self._detectable_two_sample(comp, per_round * horizon, needed))
             elif comp.test in ("proportion", "exceedance"):
                 found.append(self._detectable_counts(comp, per_round, horizon, within))
         return min(found, key=lambda d: d.effect) if found else None
+
+    def _detectable_first(self, comp: Component, samples: float) -> Detectable:
+        """A test against a level of 0 fails at the first bad event: it catches a rate r
+        four times in five (`FOUR_IN_FIVE`) when 1 - (1 - r)^samples reaches it."""
+        share = -math.expm1(math.log1p(-FOUR_IN_FIVE) / max(samples, 1.0))
+        value = 1.0 - share if comp.flip else share
+        side = "or less" if comp.flip else "or more"
+        return Detectable(comp.bound, value, math.inf, f"{self.rule.metric} {value:.3g} {side}")
 
     def _detectable_look(
         self, comp: Component, per_round: float, rounds: int, within: float = math.inf

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from agent.analysis.describe import exact_rate_bounds
 from agent.analysis.judge import Judge
 from agent.analysis.observe import merge, observe
 from agent.analysis.types import Observation, Policy, Rule
@@ -282,10 +283,19 @@ async def registration_warnings(
             if rule.source != "checks" and stored is not None and stored.has_data:
                 baselines[rule.name] = stored
                 per_round[rule.name] = _size(stored) * env.interval / env.lookback
-    if not baselines:
+    if not baselines and not any(exact_rate_bounds(rule) for rule in judged):
         return said
     horizon = max(1, math.ceil((ends_at - deployed_at) / env.interval))
     return said + Judge(judged, baselines, policy_of(env), horizon=horizon).blind_spots(per_round)
+
+
+def exact_bound_warnings(rules: list[Rule], env: EnvironmentSettings) -> list[str]:
+    """Each rate rule bounded at its very end (`max: 0`, `min: 1`) where windows pass on
+    evidence: it can only fail (`exact_rate_bounds`). Registration answers it (through
+    `Judge.blind_spots`); the window logs it once as it opens."""
+    if env.analysis.policy != "sequential" or env.analysis.pass_on != "evidence":
+        return []
+    return [f"rule {r.name}: {sentence}" for r in rules for _, sentence in exact_rate_bounds(r)]
 
 
 def no_background_baseline(rule: Rule, env: EnvironmentSettings) -> str:

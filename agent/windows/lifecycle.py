@@ -55,6 +55,7 @@ from agent.windows.foresight import (
     FailedRelease,
     background_baseline,
     baseline_runs,
+    exact_bound_warnings,
     left_out_words,
     no_background_baseline,
     policy_of,
@@ -586,9 +587,12 @@ class WindowWatch:
         return True
 
     def _warn_baseline(self, left_out: list[tuple[FailedRelease, int]]) -> None:
-        """What the checks rules' baseline lacks, logged once per window: here, where it is
-        taken and stored (a resumed watch reuses it), not at registration, whose `warnings`
-        foresee the same from the runs stored then."""
+        """What the checks rules' baseline lacks, and each rate bound that can only fail
+        (`exact_bound_warnings`), logged once per window: here, where it is taken and stored
+        (a resumed watch reuses it), not at registration, whose `warnings` foresee the same
+        from the runs stored then."""
+        for sentence in exact_bound_warnings(self.judge_rules, self.env):
+            self.log.warning("%s", sentence)
         checks_rules = [r for r in self.judge_rules if r.source == "checks"]
         if left_out and checks_rules:
             self.log.warning("baseline: %s", left_out_words(left_out))

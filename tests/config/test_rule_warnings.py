@@ -37,3 +37,36 @@ def test_a_window_without_rules_ends_inconclusive_saying_why() -> None:
     verdict = judge.verdict(state, final=True)
     assert verdict.decision == judge.glance(state, final=True).decision == "inconclusive"
     assert verdict.reason == "no rules to judge: this environment has none"
+
+
+@pytest.mark.parametrize(
+    ("bound", "analysis", "warned"),
+    [
+        ("max: 0", "", "environments.production.rules[0].max"),
+        ("max: 0.0", "    analysis: {policy: sequential, pass_on: evidence}\n", "rules[0].max"),
+        ("max: 0", "    analysis: {pass_on: no_failure}\n", None),
+        ("max: 0", "    analysis: {policy: threshold}\n", None),
+        ("max: 0.001", "", None),
+    ],
+)
+def test_a_rate_bound_that_can_only_fail_is_warned_on_evidence(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    bound: str,
+    analysis: str,
+    warned: str | None,
+) -> None:
+    """`max: 0` fails at the first error and never passes on evidence: said, exit 0."""
+    text = MINIMAL.replace("        max: 0.05\n", f"        {bound}\n")
+    text = text.replace("    rules:\n", f"{analysis}    rules:\n")
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 0, out
+    if warned is None:
+        assert "can only fail" not in out, out
+        return
+    assert f"{warned} (line " in out, out
+    assert (
+        "error_rate max 0 can only fail: no number of probes shows a rate of exactly 0, so with"
+        " pass_on: evidence every window it does not fail ends inconclusive, however good the"
+        " release; use a bound such as max 0.001, or pass_on: no_failure"
+    ) in out, out

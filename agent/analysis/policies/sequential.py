@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from agent.analysis.describe import format_value, is_rate, quantile_of
+from agent.analysis.describe import exact_rate_bounds, format_value, is_rate, quantile_of
 from agent.analysis.policies.base import BasePolicy, Window
 from agent.analysis.policies.threshold import ThresholdPolicy
 from agent.analysis.sequential import (
@@ -316,9 +316,14 @@ class SequentialPolicy(BasePolicy):
     def blind_spots(self, per_round: Mapping[str, float]) -> list[str]:
         """Each rule whose bound is tighter than the smallest change it can detect by the
         window's end, at `per_round` samples a round (the traffic its baseline period saw),
-        as one sentence per rule."""
+        as one sentence per rule; passing on evidence, each rate bounded at its very end
+        (`max: 0`, `min: 1`), which can only fail, at any traffic (none: those alone)."""
         out = []
         for rule in self.window.rules:
+            if self.on_evidence and (exact := exact_rate_bounds(rule)):
+                # at any traffic, with a baseline or without: one sentence a rule
+                out += [f"rule {rule.name}: {sentence}" for _, sentence in exact]
+                continue
             base, size = self.window.base[rule.name], per_round.get(rule.name, 0.0)
             if base is None or size <= 0:
                 continue
@@ -384,6 +389,8 @@ class SequentialPolicy(BasePolicy):
         rate, which is 0 when the background runs saw no error: then the bound's distance
         from 0 is what it allows (`max 0.03` that can only catch 0.078 warned only in the
         environments whose background runs happened to fail a probe: 3 of 12)."""
+        if any(key == can.bound for key, _ in exact_rate_bounds(rule)):
+            return False  # it fails at the first bad event: no test sees more
         tolerance = self._tolerance(rule, can.bound)
         base = self.window.base[rule.name]
         if (

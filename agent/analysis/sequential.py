@@ -39,7 +39,7 @@ import numpy as np
 
 from agent.analysis import stats
 from agent.analysis.conformal import Ranker
-from agent.analysis.describe import format_percent, format_value, quantile_of
+from agent.analysis.describe import change_floor, format_percent, format_value, quantile_of
 from agent.analysis.stats import FloatArray
 from agent.analysis.types import Observation, Rule
 
@@ -581,6 +581,8 @@ class SequentialRule:
             a, d = self._split(share, False)
             rate, baseline_bound = base.value, None
         mean = rate * (1.0 + delta) if up else rate * (1.0 - delta)
+        if baseline_bound is None:
+            mean = _bare_floor(metric, rate, mean, up)
         level = mean if up else 1.0 - mean
         if level >= 1.0 or level <= 0.0:
             return None
@@ -753,15 +755,16 @@ class SequentialRule:
                 text=text,
                 counted_from=counted_from,
             )
+        rule_bound = base.value * (1.0 + delta) if up else base.value * (1.0 - delta)
         if base.has_counts and self.kind == "proportion":
             rate = base.rate_limit(b_alpha, upper=not up)
+            limit = rate * (1.0 + delta) if up else rate * (1.0 - delta)
         else:
             rate, a = base.value, share
-        limit = rate * (1.0 + delta) if up else rate * (1.0 - delta)
+            limit = rule_bound = _bare_floor(rule.metric, rate, rule_bound, up)
         statistic2: Literal["rate", "value"] = "rate" if self.kind == "proportion" else "value"
         # as for latencies: one bound, the failing test's; passing needs the baseline's rate
         # at its least (most, for a decrease) on its counts, a nearer limit said as such
-        rule_bound = base.value * (1.0 + delta) if up else base.value * (1.0 - delta)
         text = f"{rule_bound:.3g} (baseline {base.value:.3g} {change})"
         counted_from = ""
         if f"{limit:.3g}" != f"{rule_bound:.3g}":
@@ -1957,6 +1960,16 @@ def _count_ladder(
     log_e = np.log(np.cumsum([w / b for w, b in zip(weights, betas, strict=True)]))
     limits = [limit(b) for b in [*betas[1:], tail]]
     return [(v, 0.0, float(log_e[k])) for k, v in enumerate(limits)]
+
+
+def _bare_floor(metric: str, rate: float, bound: float, up: bool) -> float:
+    """A relative bound on a bare baseline figure (no counts) taken at face value: where
+    it works out to 0 (an increase on a figure of 0), the threshold policy's, max(baseline x
+    (1 + delta), baseline + floor) (`change_floor`), so a zero baseline does not leave the
+    test a level of 0 (it had none: nothing failed it, where threshold and fixed did)."""
+    if up and bound <= 0.0:
+        return max(bound, rate + change_floor(metric))
+    return bound
 
 
 def _from_json(log_values: list[float | str | None]) -> list[float]:

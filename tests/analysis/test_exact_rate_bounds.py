@@ -138,3 +138,29 @@ def test_a_tiny_bound_is_still_judged_as_a_small_one() -> None:
     one = [{"errors": Observation(1.0, count=1, total=1)}]
     assert judge([tiny], {}, one, SEQUENTIAL, final=True).decision == "inconclusive"
     assert judge([ERRORS], {}, one, SEQUENTIAL, final=True).decision == "fail"
+
+
+@pytest.mark.parametrize("counted", [True, False])
+def test_a_relative_bound_on_a_bare_zero_baseline_takes_the_threshold_policys_floor(
+    counted: bool,
+) -> None:
+    """A provider's rate figure of exactly 0 without counts, `max_increase: 50%`: 0 x 1.5
+    left the sequential test a level of 0, so it had none (can detect "no regression of
+    any size") and a deploy failing 10% ended inconclusive, where threshold and fixed fail
+    it past the floor they share, max(baseline x 1.5, baseline + 0.001). Now it is that
+    bound's test; a deploy within it is not failed and passes on evidence in time."""
+    rule = Rule("errors", "newrelic", "error_rate", max_increase=0.5)
+    base = {"errors": Observation(0.0)}
+
+    def rounds(rate: float, n: int = 30) -> list[dict[str, Observation]]:
+        if counted:
+            return [{"errors": Observation(rate, count=round(rate * 1000), total=1000)}] * n
+        return [{"errors": Observation(rate)}] * n
+
+    for policy in ("sequential", "threshold", "fixed"):
+        verdict = judge([rule], base, rounds(0.1), Policy(policy), final=True, horizon=30)  # type: ignore[arg-type]
+        assert verdict.decision == "fail", (policy, verdict.reason)
+    verdict = judge([rule], base, rounds(0.1), SEQUENTIAL, final=True, horizon=30)
+    assert "0.001 (baseline 0 +50%)" in verdict.reason, verdict.reason
+    clean = judge([rule], base, rounds(0.0, 300), SEQUENTIAL, final=True, horizon=300)
+    assert clean.decision == "pass", clean.reason

@@ -1210,7 +1210,10 @@ class SequentialRule:
         variance = st["m2"] / (t - 1)
         mean_size = st["size"] / t
         if test.statistic == "value":
-            floor = (VALUE_FLOOR * abs(test.limit)) ** 2
+            try:
+                floor = (VALUE_FLOOR * abs(test.limit)) ** 2
+            except OverflowError:  # a bound near float's end (a latency `max` of 1e300 s)
+                floor = math.inf
         else:
             p = min(max(test.limit, 1e-6), 1 - 1e-6)
             floor = p * (1.0 - p) / max(mean_size, 1.0)
@@ -1642,7 +1645,10 @@ class SequentialRule:
         def mean_placement(scale: float) -> float:
             u = self._placed.get((comp.key, scale))
             if u is None:
-                moved = grid * scale / comp.scale if not comp.flip else grid / scale / comp.scale
+                with np.errstate(over="ignore"):  # past float's end: above every sample
+                    moved = (
+                        grid * scale / comp.scale if not comp.flip else grid / scale / comp.scale
+                    )
                 u = float(np.mean(stats.placements(sv, moved)))
                 if len(self._placed) >= 4096:  # many traffics: keep the memo small
                     self._placed.clear()

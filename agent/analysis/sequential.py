@@ -538,6 +538,8 @@ class SequentialRule:
                 conformal=True,
             )
         if plan == "exceedance":
+            if not up and delta >= 1.0:  # as the rank test: a bound of 0, nothing below it
+                return None
             a, d, final = self._split_distribution(share, "exceedance")
             scale = 1.0 + delta if up else 1.0 - delta
             rest = f"{self._fmt(base.value * scale)} (baseline {self._fmt(base.value)} {change})"

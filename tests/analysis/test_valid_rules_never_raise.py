@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from agent.analysis import Observation, Policy
-from agent.analysis.judge import Judge
+from agent.analysis import Observation, Policy, Rule
+from agent.analysis.judge import Judge, judge
 from agent.settings import RuleSettings
 from agent.windows.evidence import verdict_to_dict
 
@@ -137,3 +137,15 @@ def test_a_valid_rule_is_judged_without_a_raise(
         verdict = judge.verdict(state, final=final)
         json.dumps(verdict_to_dict(verdict, decided_at=None), allow_nan=False)
     assert verdict.decision in ("pass", "fail", "inconclusive"), verdict
+
+
+def test_a_decrease_of_100_percent_is_judged_without_a_raise_where_config_refuses_it() -> None:
+    """The configuration refuses it (a fall of 100% leaves a bound of 0, which nothing falls
+    below), but the judge is built from `Rule`s by the benchmark and tests too: its
+    exceedance test divided by log(1 - 1) (`ValueError: math domain error`); now, like the
+    rank test beside it, it has no test (it cannot fail), and says so."""
+    rule = Rule("p95", "checks", "latency_p95", max_increase=1.0, direction="decrease")
+    base = {"p95": Observation(0.1, values=(0.05, 0.1, 0.2) * 10, quantile=0.95)}
+    fast = [{"p95": Observation(0.001, values=(0.001,) * 10, quantile=0.95)}] * 5
+    verdict = judge([rule], base, fast, Policy("sequential"), final=True, horizon=5)
+    assert verdict.decision != "fail", verdict.reason

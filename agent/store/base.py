@@ -402,6 +402,13 @@ class Store(Protocol):
         sending whose sender may die mid-call (`rollback.then` follow-ups)."""
         ...
 
+    async def release_alert(self, window_id: str, event: str, claimed_at: float) -> bool:
+        """Hand back a claim `take_alert` took at `claimed_at`, still without an outcome:
+        the next `take_alert` takes it at once, where it waited for the claim to lapse (a
+        clean stop cut its sender mid-call). False if it has an outcome, or another
+        caller took it over since."""
+        ...
+
     async def record_alert(
         self,
         window_id: str,

@@ -115,6 +115,14 @@ async def held_until_stored(
             raise
 
 
+async def handed_back(write: Callable[[], Awaitable[object]]) -> None:
+    """`write()` (a claim given back as a stop cuts its sender) run to its end however the
+    task is cancelled meanwhile; one that fails is let go: the claim lapses, as after a
+    kill."""
+    with contextlib.suppress(Exception):
+        await _to_its_end(write)
+
+
 async def _to_its_end(write: Callable[[], Awaitable[T]]) -> T:
     """`write()`'s result; a cancellation meanwhile lets it finish, then goes on."""
     attempt = asyncio.ensure_future(write())

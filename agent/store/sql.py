@@ -200,6 +200,10 @@ LOCK_MIGRATE = 0x5046_0001  # "PF" 1: one replica migrates at a time
 LOCK_ENVIRONMENT = 0x5046_0002  # "PF" 2: create_window per environment
 LOCK_REPLICA = 0x5046_0003  # "PF" 3: a replica id, held by one live agent at a time
 
+RELEASED_AT = 0.0
+"""A claim handed back (`release_alert`) reads as taken at the epoch: lapsed under any
+lease, so the next `take_alert` takes it at once."""
+
 WINDOWS_PER_QUERY = 500
 """Ids bound in one `get_windows` query (SQLite allows 32,766 variables, PostgreSQL 65,535)."""
 
@@ -1085,6 +1089,20 @@ class SqlStore(ABC):
                 lapsed_before,
             )
         return taken == 1
+
+    async def release_alert(self, window_id: str, event: str, claimed_at: float) -> bool:
+        """Its claim time set to `RELEASED_AT`, before any lease's lapse: fenced by the
+        time it was taken at, so a taker that came since keeps it."""
+        async with self._tx() as db:
+            released = await db.execute(
+                "UPDATE alerts SET claimed_at = ? WHERE window_id = ? AND event = ?"
+                " AND result = 'claimed' AND claimed_at = ?",
+                RELEASED_AT,
+                window_id,
+                event,
+                claimed_at,
+            )
+        return released == 1
 
     async def record_alert(
         self,

@@ -38,10 +38,10 @@ from agent.records import DeployWindow, PendingGate, RollbackIntent, decided_ver
 from agent.rollback import rollback_intent, sign
 from agent.settings import EnvironmentSettings, RollbackSettings, Settings
 from agent.store.base import Conflict
-from agent.store.outages import StoreOutageLog, held_until_stored, unless_outage
+from agent.store.outages import StoreOutageLog, handed_back, held_until_stored, unless_outage
 from agent.web.links import deploy_page_url
 from agent.windows.alert_once import alert_claim
-from agent.windows.lifecycle import FOLLOW_UPS, WatchServices, deliver_rollback
+from agent.windows.lifecycle import FOLLOW_UPS, WatchServices, deliver_rollback, named_for_a_stop
 from alerting.events import MANUAL_ROLLBACK_PREFIX, Alert, AlertEvent
 from common.times import rfc3339
 
@@ -1044,22 +1044,38 @@ class Integrations:
                     "X-Postflight-Signature": sign(secret.get_secret_value(), timestamp, body),
                 }
 
-            result = await call(
-                self._client(),
-                "POST",
-                follow.url,
-                headers={
-                    "Content-Type": "application/json",
-                    "Idempotency-Key": f"{window.id}:{name}",
-                    "X-Postflight-Event": "rollback.then",
-                },
-                body=body,
-                headers_per_attempt=signed,
-                timeout_s=env.rollback.timeout,
-                attempts=env.rollback.max_attempts,
-                backoff=env.rollback.backoff,
-                max_backoff=env.rollback.max_backoff,
-                redact=self.redact,
+            named_for_a_stop(
+                f"follow-up {name!r} of rollback {window.id} (the rollback is stored as"
+                " delivered: not sent again; the follow-up is handed back, sent at the"
+                " next start)"
+            )
+            try:
+                result = await call(
+                    self._client(),
+                    "POST",
+                    follow.url,
+                    headers={
+                        "Content-Type": "application/json",
+                        "Idempotency-Key": f"{window.id}:{name}",
+                        "X-Postflight-Event": "rollback.then",
+                    },
+                    body=body,
+                    headers_per_attempt=signed,
+                    timeout_s=env.rollback.timeout,
+                    attempts=env.rollback.max_attempts,
+                    backoff=env.rollback.backoff,
+                    max_backoff=env.rollback.max_backoff,
+                    redact=self.redact,
+                )
+            except asyncio.CancelledError:
+                # a stop cut it (its request out, or a retry's wait): its claim is given
+                # back, where the next agent waited for it to lapse (`follow_up_lease`,
+                # 565 s with the defaults); sent again with its Idempotency-Key
+                await handed_back(lambda: self.s.store.release_alert(window.id, key, now))
+                raise
+            named_for_a_stop(
+                f"the record of follow-up {name!r} of rollback {window.id} (answered: held"
+                " until the store takes it, not sent again)"
             )
             detail = f"HTTP {result.status} after {result.attempts} attempt(s)"
             if not result.ok:

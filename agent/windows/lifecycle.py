@@ -1343,7 +1343,7 @@ def settle_claims(
     return claims
 
 
-def _named_for_a_stop(what: str) -> None:
+def named_for_a_stop(what: str) -> None:
     """Name the running task for a stop that cuts it off (`StopBudget.settle` names it):
     "deliver_rollback … cut off" read as a rollback cut mid-way and sent again, where
     it was mostly cut in the alert after the outcome was stored (a channel hanging)."""
@@ -1361,7 +1361,7 @@ async def deliver_rollback(
     FAILED" page for good): `WindowAlerts.recover` sends it if this process dies
     before it does."""
     assert env.rollback is not None
-    _named_for_a_stop(
+    named_for_a_stop(
         f"rollback delivery of {window.id} (unless stored as settled, sent again at the"
         " next start, with its Idempotency-Key)"
     )
@@ -1369,7 +1369,7 @@ async def deliver_rollback(
     done = await s.delivery.deliver(intent, env.rollback, window.environment, claims)
     if done.state not in ("delivered", "failed") or done.lease_owner != s.delivery.owner:
         return  # not settled, or settled by another replica's sender: it follows up
-    _named_for_a_stop(
+    named_for_a_stop(
         f"the alert and follow-ups of rollback {window.id} (its outcome, {done.state}, is"
         " stored: not sent again; they go out at the next start)"
     )

@@ -83,7 +83,7 @@ async def test_a_stop_while_the_delivered_rollbacks_follow_up_runs_cuts_only_the
     """A `rollback.then` follow-up runs in the rollback's task after its outcome is stored:
     one in flight at the stop (its receiver hanging, or nothing listening and its retries
     under way, as the example configuration's at 127.0.0.1:9997) is cut, and sent at the
-    next start once its claim lapses (`follow_up_lease`); the rollback is not sent again."""
+    next start (its claim handed back); the rollback is not sent again."""
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     follow: RollbackReceiver = await rollback_receiver(SECRET, script=["hang"], path="/then")
     follow_url = follow.url if follow_up == "hangs" else f"http://127.0.0.1:{free_port()}/then"

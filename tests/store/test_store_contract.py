@@ -598,6 +598,23 @@ async def test_a_claim_without_an_outcome_is_taken_over_once_after_it_lapses(
         await second.close()
 
 
+async def test_a_claim_handed_back_is_taken_at_once_and_only_by_its_taker(store: Store) -> None:
+    """A follow-up a stop cut: its sender gives its claim back, and the next taker takes it
+    within the lease, where it waited for the claim to lapse; a sender whose claim was
+    taken over since, or that has an outcome, gives nothing back."""
+    await store.create_window(window("dep_1"))
+    assert await store.take_alert("dep_1", "then:db", 100.0, lapsed_before=1.0)
+    assert not await store.take_alert("dep_1", "then:db", 110.0, lapsed_before=50.0)
+    assert not await store.release_alert("dep_1", "then:db", 99.0)  # not its claim's time
+    assert await store.release_alert("dep_1", "then:db", 100.0)
+    assert await store.take_alert("dep_1", "then:db", 110.0, lapsed_before=50.0)
+    assert not await store.release_alert("dep_1", "then:db", 100.0)  # taken since
+    await store.record_alert("dep_1", "then:db", "delivered", "HTTP 200")
+    assert not await store.release_alert("dep_1", "then:db", 110.0)  # it has an outcome
+    assert not await store.take_alert("dep_1", "then:db", 120.0, lapsed_before=115.0)
+    assert await store.alert_events("dep_1") == {"then:db": "delivered"}
+
+
 async def test_an_alert_claimed_with_its_payload_is_listed_until_it_has_an_outcome(
     store: Store,
 ) -> None:

@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -84,6 +85,28 @@ class StopBudget:
         for task in given:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 log.error("stopping: %s failed", _name(task), exc_info=task.exception())
+
+
+_NAMED_BY: weakref.WeakKeyDictionary[asyncio.Task[Any], str] = weakref.WeakKeyDictionary()
+"""Which part named a task (`named_for_a_stop`'s `part`)."""
+
+
+def named_for_a_stop(what: str, part: str | None = None) -> None:
+    """Name the running task for a stop that cuts it off (`StopBudget.settle` names it):
+    what it was doing, and what of it the next agent does. With `part`, only a task the
+    part runs alone (unnamed, or named by that part before): an alert sent inside a
+    settled rollback's task leaves that task its name, which says more."""
+    task = asyncio.current_task()
+    if task is None:
+        return
+    theirs = not task.get_name().startswith("Task-") and _NAMED_BY.get(task) != part
+    if part is not None and theirs:
+        return
+    task.set_name(what)
+    if part is not None:
+        _NAMED_BY[task] = part
+    else:
+        _NAMED_BY.pop(task, None)
 
 
 def named(tasks: Iterable[asyncio.Task[Any]]) -> list[str]:

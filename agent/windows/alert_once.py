@@ -62,6 +62,7 @@ from collections.abc import (
 from typing import Any, TypeVar
 
 from agent.records import DeployWindow, Fence
+from agent.stopping import named_for_a_stop
 from agent.store.base import AlertClaim, AlertRetry, Store, UnsettledAlert
 from agent.store.outages import StoreOutageLog, held_until_stored, store_outage
 from alerting.events import Alert, breach_key
@@ -178,6 +179,7 @@ class WindowAlerts:
         Never raises, except `CancelledError`.
         """
         key = key or alert.event
+        _named_unclaimed(window, [key])
         with self._flight(window.id, key):
             return await self._emit(window, alert, tags, key, fence)
 
@@ -200,6 +202,7 @@ class WindowAlerts:
         True if this call sent it to at least one channel. Never raises, except
         `CancelledError`."""
         keys = list(dict.fromkeys(keys))
+        _named_unclaimed(window, keys)
         with self._flights(window.id, keys):
             try:
                 return await self._emit_group(window, keys, make, tags, fence)
@@ -334,6 +337,12 @@ class WindowAlerts:
         then store the outcome (its `also` keys' too), with when to retry the channels
         that failed. An outcome (or a channel's note) the store could not take is held
         and stored once it answers (`_hold`)."""
+        named_for_a_stop(
+            f"alert {_keys(key, also)} of {window.id} (claimed: the next start sends it once"
+            f" the claim lapses, {self.lease_s:g} s after it was made, to the channels that"
+            " have not taken it, unless the deploy is cancelled or superseded first)",
+            ALERTS,
+        )
         unnoted: list[str] = []
         outcome = await self._notifier.send(
             self._linked(window, alert),
@@ -568,6 +577,12 @@ class WindowAlerts:
             )
             return
         alert, tags = load_payload(retry.payload)
+        named_for_a_stop(
+            f"retry {n} of alert {_keys(retry.event, also)} of {window.id} (the next start"
+            f" takes it again once its lease lapses, {self.lease_s:g} s after it was taken,"
+            " to the channels that have not taken it)",
+            ALERTS,
+        )
         unnoted: list[str] = []
         outcome = await self._notifier.send(
             self._linked(window, alert),
@@ -626,6 +641,24 @@ class WindowAlerts:
             retries,
             extra=context,
         )
+
+
+ALERTS = "alerts"
+"""The part that names the tasks it runs alone (`named_for_a_stop`)."""
+
+
+def _keys(lead: str, also: Sequence[str]) -> str:
+    """An alert's keys as a stop's warning names them: the first, and how many more."""
+    return lead + (f" (+{len(also)})" if also else "")
+
+
+def _named_unclaimed(window: DeployWindow, keys: Sequence[str]) -> None:
+    """An alert's task as a stop cuts it before its claim: nothing of it is stored."""
+    named_for_a_stop(
+        f"alert {_keys(keys[0], keys[1:])} of {window.id} (cut before it was claimed: not"
+        " sent, and sent by the next agent only if the deploy calls for it again)",
+        ALERTS,
+    )
 
 
 def _breach_of(resolved: str) -> str:

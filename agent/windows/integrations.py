@@ -37,11 +37,12 @@ from agent.integrations.targets import (
 from agent.records import DeployWindow, PendingGate, RollbackIntent, decided_verdict
 from agent.rollback import rollback_intent, sign
 from agent.settings import EnvironmentSettings, RollbackSettings, Settings
+from agent.stopping import named_for_a_stop
 from agent.store.base import Conflict
 from agent.store.outages import StoreOutageLog, handed_back, held_until_stored, unless_outage
 from agent.web.links import deploy_page_url
 from agent.windows.alert_once import alert_claim
-from agent.windows.lifecycle import FOLLOW_UPS, WatchServices, deliver_rollback, named_for_a_stop
+from agent.windows.lifecycle import FOLLOW_UPS, WatchServices, deliver_rollback
 from alerting.events import MANUAL_ROLLBACK_PREFIX, Alert, AlertEvent
 from common.times import rfc3339
 

@@ -33,7 +33,7 @@ from agent.records import DeployWindow, RollbackIntent, RoundRecord, WindowState
 from agent.rollback.contract import rollback_intent
 from agent.rollback.delivery import RollbackDelivery, SettleClaims
 from agent.settings import EnvironmentSettings, RuleSettings
-from agent.stopping import StopBudget
+from agent.stopping import StopBudget, named_for_a_stop
 from agent.store.base import AlertClaim, ProbeRun, Store
 from agent.store.outages import store_outage
 from agent.windows.alert_once import WindowAlerts, alert_claim
@@ -1341,15 +1341,6 @@ def settle_claims(
         return claimed
 
     return claims
-
-
-def named_for_a_stop(what: str) -> None:
-    """Name the running task for a stop that cuts it off (`StopBudget.settle` names it):
-    "deliver_rollback … cut off" read as a rollback cut mid-way and sent again, where
-    it was mostly cut in the alert after the outcome was stored (a channel hanging)."""
-    task = asyncio.current_task()
-    if task is not None:
-        task.set_name(what)
 
 
 async def deliver_rollback(

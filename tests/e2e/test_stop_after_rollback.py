@@ -54,7 +54,7 @@ async def test_a_stop_while_the_delivered_rollbacks_alert_hangs_cuts_only_the_al
     with caplog.at_level(logging.WARNING, logger="postflight"):
         await agent.stop()
     cut = [r.getMessage() for r in caplog.records if "cut off" in r.getMessage()]
-    said = [m for m in cut if deploy["id"] in m]
+    said = [m for m in cut if f"rollback {deploy['id']}" in m]  # the alerts are named too
     assert said, cut
     assert "delivered" in said[0] and "not sent again" in said[0], said
     assert not [m for m in cut if "deliver_rollback" in m], cut

@@ -4,13 +4,14 @@ held for a claim's whole lapse when the agent that held it said it let go."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, environment
-from tests.receivers import RollbackReceiver
+from tests.receivers import JsonSink, RollbackReceiver, alert_titled
 
 pytestmark = pytest.mark.e2e
 
@@ -61,3 +62,43 @@ async def test_a_follow_up_cut_by_a_stop_is_sent_at_once_by_the_next_agent(
     assert [a.accepted for a in receiver.attempts] == [True], receiver.attempts
     assert [a.accepted for a in follow.attempts][-1] is True, follow.attempts
     assert len(follow.attempts) == 2, follow.attempts
+
+
+@pytest.mark.timeout(90)
+async def test_alerts_cut_by_a_stop_are_named_and_sent_once_by_the_next_agent(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    json_sink: JsonSink,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A stop while a window's alerts hang at their channel (a round's breach, the failed
+    window's end) names each alert it cuts and what the next agent does with it, where
+    it said "WindowAlerts.emit_group did not finish within 1.0 s; cut off"; the next
+    agent sends each once, when its claim lapses (2 × 3.5 s + 1 s here)."""
+    env = environment("production", flip_target.url)  # no rollback: the deploy fails
+    alerting = f"alerting:\n  timeout: 3s\n  channels:\n    - url: {json_sink.url()}\n"
+    server = f"shutdown_timeout: {SHUTDOWN_TIMEOUT_S}s"
+    agent = await start_agent(env, alerting, server=server, owner="replica-a")
+    deploy = await agent.register("production", "v2")
+    json_sink.hang_always()
+    flip_target.bad = True
+    await agent.wait_until(deploy["id"], lambda d: d["state"] == "failed")
+    await json_sink.wait_arrived(2, within=10)  # the breach and the failed alerts hang
+    with caplog.at_level(logging.WARNING, logger="postflight"):
+        await agent.stop()
+    cut = [r.getMessage() for r in caplog.records if "cut off" in r.getMessage()]
+    assert not [m for m in cut if "WindowAlerts" in m], cut
+    said = sorted(m for m in cut if deploy["id"] in m)
+    assert len(said) == 2, cut
+    assert "alert breach:probe-errors of" in said[0] and "next start sends it" in said[0]
+    assert "alert failed of" in said[1] and "next start sends it" in said[1]
+
+    json_sink.come_back()
+    await start_agent(env, alerting, server=server, owner="replica-a")
+    await alert_titled(json_sink, "breach", within=30)
+    await alert_titled(json_sink, "failed", within=30)
+    await asyncio.sleep(0.5)  # a second copy would come with the first
+    types = sorted(n.payload.get("type", "") for n in json_sink.notifications)
+    titles = [n.title for n in json_sink.notifications]
+    assert len(titles) == 2, titles
+    assert types == ["failure", "warning"], titles

@@ -254,6 +254,7 @@ def build_app(
         owner=owner,
         lease_s=settings.store.lease,
         targets=RollbackTargets(settings),
+        stop=stop,
     )
     providers = build_providers(settings.providers, app[METRICS], redact)
     alerts = WindowAlerts(
@@ -261,6 +262,7 @@ def build_app(
         notifier,
         link=lambda window: deploy_page_url(settings.server, window.id, now=clock()),
         retry_delays=alert_retry_delays,
+        stop=stop,
     )
     watcher = Watcher(
         settings,
@@ -276,6 +278,7 @@ def build_app(
         poll_interval=poll_interval,
         background_probing=background_probing,
     )
+    watcher.services.stop = stop
     app[WATCHER] = watcher
     pace = watcher.services.pace
     # registrations (`deployed_at`, a cancel's end) are stamped by the clock rounds are

@@ -38,6 +38,9 @@ CLOSING_SHARE = 1 / 8
 """For closing the resources, the store among them (1 s)."""
 CUT_SHARE = 1 / 16
 """For work cut off at the end of its grace to end (0.5 s)."""
+UNWIND_SHARE = 1 / 64
+"""For a task whose held store write the stop cut to end before its step stops waiting
+for it (0.125 s; `StopBudget.held_write_left`)."""
 
 
 class StopBudget:
@@ -57,6 +60,16 @@ class StopBudget:
         self.start()
         assert self._deadline is not None
         return max(0.0, self._deadline - self.total * keep - time.monotonic())
+
+    def held_write_left(self) -> float | None:
+        """How long a store write held through a cancellation (`held_until_stored`: a
+        rollback's 2xx, an alert's or a follow-up's outcome) may still take: until the
+        drain of deliveries and alerts stops waiting for its task (`CLOSING_SHARE` kept),
+        less a moment for the task to end. None before a stop has begun: no bound but
+        the write's own (the store's timeouts)."""
+        if self._deadline is None:
+            return None
+        return self.left(CLOSING_SHARE + UNWIND_SHARE)
 
     async def settle(
         self, tasks: Iterable[asyncio.Task[Any]], *, grace: float = 0.0, keep: float = 0.0

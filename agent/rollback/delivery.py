@@ -43,6 +43,7 @@ from agent.metrics import Metrics
 from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent
 from agent.rollback.contract import sign
 from agent.settings import RollbackSettings
+from agent.stopping import StopBudget
 from agent.store.base import IN_FLIGHT, AlertClaim, Store
 from agent.store.outages import HELD_RETRY_S, held_until_stored, held_waits, store_outage
 from common.redaction import Redactor
@@ -211,8 +212,11 @@ class RollbackDelivery:
         owner: str = "local",
         lease_s: float = 30.0,
         targets: RollbackTargets | None = None,
+        stop: StopBudget | None = None,
     ) -> None:
         self._targets = targets
+        self.stop = stop
+        """The daemon's stop: a 2xx held for the store is waited for within it."""
         """Vercel and GitHub targets (§7); without it only the webhook is known."""
         self._store = store
         self.owner = owner
@@ -831,6 +835,7 @@ class RollbackDelivery:
                 lambda: self._store.settle_rollback(final, answered, alerts),
                 outage_begins,
                 self._sleep,
+                self.stop,
             )
             if waited:
                 log.info("rollback for %s: its outcome is stored", intent.window_id, extra=context)

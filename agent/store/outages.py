@@ -18,6 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
+from agent.stopping import StopBudget
 from agent.store.base import Conflict, StoreError
 
 T = TypeVar("T")
@@ -83,6 +84,7 @@ async def held_until_stored(
     write: Callable[[], Awaitable[T]],
     outage_begins: Callable[[Exception], None],
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    stop: StopBudget | None = None,
 ) -> tuple[T, bool]:
     """What an answered send did (a rollback's 2xx, a follow-up's, an alert a channel
     took), written by `write()` until the store takes it, and whether it had to wait: a
@@ -95,12 +97,16 @@ async def held_until_stored(
     transaction back; SQLite's change had not reached the connection), then the
     cancellation goes on. One that comes between tries gets one try more, the store
     having maybe come back during the stop. One the store still does not take is left
-    unstored, as a kill leaves it."""
+    unstored, as a kill leaves it; so is one that has not ended by the end of `stop`
+    (`StopBudget.held_write_left`), cut then: with no bound but the write's own (a
+    PostgreSQL that stopped answering: its 30 s command timeout), the stop left its task
+    running and closed the resources after it with no time left, and a cancellation
+    between tries, cancelled again, waited as long once more."""
     waits = held_waits()
     waited = False
     while True:
         try:
-            return await _to_its_end(write), waited
+            return await _to_its_end(write, stop), waited
         except Exception as exc:
             if not store_outage(exc):
                 raise
@@ -111,25 +117,43 @@ async def held_until_stored(
             await sleep(next(waits))
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):  # still away, or worse: as a kill
-                await _to_its_end(write)
+                await _to_its_end(write, stop, cancelled=True)
             raise
 
 
-async def handed_back(write: Callable[[], Awaitable[object]]) -> None:
-    """`write()` (a claim given back as a stop cuts its sender) run to its end however the
-    task is cancelled meanwhile; one that fails is let go: the claim lapses, as after a
-    kill."""
+async def handed_back(
+    write: Callable[[], Awaitable[object]], stop: StopBudget | None = None
+) -> None:
+    """`write()` (a claim given back as a stop cuts its sender) run to its end, within
+    `stop`, however the task is cancelled meanwhile; one that fails is let go: the claim
+    lapses, as after a kill."""
     with contextlib.suppress(Exception):
-        await _to_its_end(write)
+        await _to_its_end(write, stop)
 
 
-async def _to_its_end(write: Callable[[], Awaitable[T]]) -> T:
-    """`write()`'s result; a cancellation meanwhile lets it finish, then goes on."""
+async def _to_its_end(
+    write: Callable[[], Awaitable[T]], stop: StopBudget | None = None, *, cancelled: bool = False
+) -> T:
+    """`write()`'s result; a cancellation meanwhile (or before, `cancelled`) lets it
+    finish within what `stop` leaves it, else it is cut, as a kill cuts it, and goes on."""
     attempt = asyncio.ensure_future(write())
+    if cancelled:
+        await _within(attempt, stop)
+        return attempt.result()
     try:
         return await asyncio.shield(attempt)
     except asyncio.CancelledError:
-        await asyncio.wait({attempt})  # not cancelled with this task
+        await _within(attempt, stop)
         if not attempt.cancelled():
             attempt.exception()  # seen: one that failed leaves it unstored, as a kill
         raise
+
+
+async def _within(attempt: asyncio.Future[T], stop: StopBudget | None) -> None:
+    """Until `attempt` ends (not cancelled with the task that waits), or the stop's end
+    (`StopBudget.held_write_left`) cuts it."""
+    left = stop.held_write_left() if stop is not None else None
+    done, _ = await asyncio.wait({attempt}, timeout=left)
+    if not done and stop is not None:
+        attempt.cancel()
+        await asyncio.wait({attempt}, timeout=stop.left())

@@ -62,7 +62,7 @@ from collections.abc import (
 from typing import Any, TypeVar
 
 from agent.records import DeployWindow, Fence
-from agent.stopping import named_for_a_stop
+from agent.stopping import StopBudget, named_for_a_stop
 from agent.store.base import AlertClaim, AlertRetry, Store, UnsettledAlert
 from agent.store.outages import StoreOutageLog, held_until_stored, store_outage
 from alerting.events import Alert, breach_key
@@ -142,8 +142,11 @@ class WindowAlerts:
         lease_s: float | None = None,
         retry_delays: Sequence[float] = ALERT_RETRY_DELAYS_S,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        stop: StopBudget | None = None,
     ) -> None:
         self._store = store
+        self.stop = stop
+        """The daemon's stop: an outcome held for the store is waited for within it."""
         self._notifier = notifier
         self._clock = clock
         self._sleep = sleep
@@ -394,7 +397,7 @@ class WindowAlerts:
                 extra=context,
             )
 
-        stored, waited = await held_until_stored(record, outage_begins, self._sleep)
+        stored, waited = await held_until_stored(record, outage_begins, self._sleep, self.stop)
         if waited:
             log.info("alert %s for %s: its outcome recorded", key, window.id, extra=context)
         return stored

@@ -1072,7 +1072,8 @@ class Integrations:
                 # a stop cut it (its request out, or a retry's wait): its claim is given
                 # back, where the next agent waited for it to lapse (`follow_up_lease`,
                 # 565 s with the defaults); sent again with its Idempotency-Key
-                await handed_back(lambda: self.s.store.release_alert(window.id, key, now))
+                release = self.s.store.release_alert
+                await handed_back(lambda: release(window.id, key, now), self.s.stop)
                 raise
             named_for_a_stop(
                 f"the record of follow-up {name!r} of rollback {window.id} (answered: held"
@@ -1115,7 +1116,9 @@ class Integrations:
             )
 
         _, waited = await held_until_stored(
-            lambda: self.s.store.record_alert(window.id, key, result, detail), outage_begins
+            lambda: self.s.store.record_alert(window.id, key, result, detail),
+            outage_begins,
+            stop=self.s.stop,
         )
         if waited:
             log.info(

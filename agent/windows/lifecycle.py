@@ -117,6 +117,8 @@ class WatchServices:
     take_background: Callable[[str], Awaitable[None]] | None = None
     """Takes the environment's background lease for a window starting to probe it
     (`BackgroundProber.take_for_window`); None when there is no background probing."""
+    stop: StopBudget | None = None
+    """The daemon's stop: what a follow-up's record or hand-back may wait for is within it."""
     owed_runs: Callable[[str, float], list[str]] | None = None
     """The background runs a window's round stands in for (`BackgroundProber.owed_runs`);
     None when there is no background probing."""

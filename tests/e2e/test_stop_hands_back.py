@@ -10,6 +10,10 @@ from typing import Any
 
 import pytest
 
+from agent.records import DeliveryAttempt, RollbackIntent
+from agent.store import outages
+from agent.store.base import StoreUnreachable
+from agent.store.sqlite import SqliteStore
 from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, environment
 from tests.receivers import JsonSink, RollbackReceiver, alert_titled
 
@@ -102,3 +106,61 @@ async def test_alerts_cut_by_a_stop_are_named_and_sent_once_by_the_next_agent(
     titles = [n.title for n in json_sink.notifications]
     assert len(titles) == 2, titles
     assert types == ["failure", "warning"], titles
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("store", ["hangs", "away, then hangs"])
+async def test_a_stop_while_a_rollbacks_2xx_is_held_for_the_store_ends_within_the_stop(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    store: str,
+) -> None:
+    """The receiver took the rollback, and the store does not take its outcome: the write
+    hangs (a PostgreSQL that stopped answering: up to its 30 s command timeout), at once
+    or after a first refusal (its retry under way, `held_until_stored`). The stop's
+    cancellation let the held write go on with no bound but the write's own, and with
+    the retry, a second cancellation (the loop's end) was held as long again: the stop
+    left the task running ('… did not stop within …; leaving it'). The write now has
+    until the stop's end, then is cut as a kill would cut it."""
+    settle = SqliteStore.settle_rollback
+    held = asyncio.Event()
+    tries: list[int] = []
+
+    async def stalled(
+        self: SqliteStore,
+        intent: RollbackIntent,
+        attempt: DeliveryAttempt | None = None,
+        alerts: Any = (),
+    ) -> bool:
+        if attempt is not None and intent.state == "delivered":
+            tries.append(1)
+            if store == "away, then hangs" and len(tries) == 1:
+                raise StoreUnreachable("cannot reach the store: read-only")
+            held.set()
+            await asyncio.Event().wait()  # no answer
+        return await settle(self, intent, attempt, alerts)
+
+    monkeypatch.setattr(SqliteStore, "settle_rollback", stalled)
+    monkeypatch.setattr(outages, "HELD_RETRY_S", (30.0,))  # the stop comes in the wait
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    env = environment(
+        "production", flip_target.url, extra=f"rollback: {{url: {receiver.url}, secret: {SECRET}}}"
+    )
+    server = f"shutdown_timeout: {SHUTDOWN_TIMEOUT_S}s"
+    agent = await start_agent(env, server=server, owner="replica-a")
+    deploy = await agent.register("production", "v2")
+    flip_target.bad = True
+    if store == "hangs":
+        await asyncio.wait_for(held.wait(), 20)  # the 2xx is in, its record hangs
+    else:  # refused once: the stop comes in the wait before its next try
+        await receiver.wait_for_attempts(1, within=20)
+        await agent.wait_until(deploy["id"], lambda d: len(tries) == 1, 10)
+    with caplog.at_level(logging.WARNING, logger="postflight"):
+        await agent.stop()
+    assert len(tries) == (1 if store == "hangs" else 2)  # "away": one try more at the stop
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stopping:")]
+    assert not [m for m in said if m.endswith("leaving it")], said
+    assert [m for m in said if f"rollback delivery of {deploy['id']}" in m], said

@@ -87,9 +87,16 @@ async def test_a_stop_while_the_delivered_rollbacks_follow_up_runs_cuts_only_the
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     follow: RollbackReceiver = await rollback_receiver(SECRET, script=["hang"], path="/then")
     follow_url = follow.url if follow_up == "hangs" else f"http://127.0.0.1:{free_port()}/then"
+    # refused: 4 waits of up to 5 s (jittered), so that its retries are still under way
+    # at the stop's 1 s grace; 3 of up to 1 s were over within it in 1 run of 4 (nothing cut)
+    retries = (
+        "max_attempts: 3, backoff: 1s, max_backoff: 1s"
+        if follow_up == "hangs"
+        else "max_attempts: 5, backoff: 5s, max_backoff: 5s"
+    )
     rollback = (
-        f"rollback: {{url: {receiver.url}, secret: {SECRET}, timeout: 2s, max_attempts: 3,"
-        f" backoff: 1s, max_backoff: 1s, then: [{{name: migrations, url: '{follow_url}'}}]}}"
+        f"rollback: {{url: {receiver.url}, secret: {SECRET}, timeout: 2s, {retries},"
+        f" then: [{{name: migrations, url: '{follow_url}'}}]}}"
     )
     env = environment("production", flip_target.url, extra=rollback)
     server = f"shutdown_timeout: {SHUTDOWN_TIMEOUT_S}s"

@@ -76,7 +76,10 @@ class StopBudget:
     ) -> None:
         """Let `tasks` finish within `grace` seconds, cancel those still going, and wait for
         them; all within what is left less `keep`. One cut off at its grace is named in a
-        warning; one still going after its cancellation is named and left."""
+        warning; one still going after its cancellation is named and left. `tasks` a live
+        set (the watcher's background work): those it gains in the grace are waited for
+        too, where a rollback that a verdict stored in the grace spawned was neither waited
+        for nor cancelled, and ran on past the stop."""
         started = time.monotonic()
         given = list(tasks)  # a copy: a task leaves `background` as it ends
         pending = {task for task in given if not task.done()}
@@ -84,7 +87,20 @@ class StopBudget:
         within = 0.0
         if grace > 0 and pending:
             within = min(grace, self.left(keep + CUT_SHARE))
-            _, pending = await asyncio.wait(pending, timeout=within)
+            until, seen = time.monotonic() + within, set(given)
+            while pending:
+                _, pending = await asyncio.wait(
+                    pending,
+                    timeout=max(0.0, until - time.monotonic()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if isinstance(tasks, set):
+                    new = [task for task in tasks if task not in seen]
+                    seen.update(new)
+                    given += new
+                    pending |= {task for task in new if not task.done()}
+                if time.monotonic() >= until:
+                    break
             cut = set(pending)
         for task in pending:
             task.cancel()

@@ -392,12 +392,15 @@ class WindowWatch:
                 self._with_queries(verdict_json["rules"])
                 worded = verdict, verdict_json
             self._note_overrun(schedule, slot, number, started)
-            if self.settling is not None and not await self.settling:
+            # shielded: a stop (or a lost lease, a cancel) ends the watch, not the round's
+            # write and what it acts on, which the drain lets finish in its grace; cut with
+            # the watch, a failed verdict's rollback was left to the next start, unnamed
+            if self.settling is not None and not await asyncio.shield(self.settling):
                 return
             record = RoundRecord(self.window.id, number, started, summary)
             self.settling = self.s.spawn(self._settle(record, glance, worded))
             if decided:
-                await self.settling
+                await asyncio.shield(self.settling)
                 return
 
     def _word(self, glance: Glance, number: int, *, final: bool) -> Verdict | None:
@@ -457,6 +460,10 @@ class WindowWatch:
         disk) never delays the schedule, rounds are still stored in order (the next is
         stored only after this one), and nothing is acted on before it is stored. A round
         without words (`_word`) keeps the stored verdict and has nothing to alert."""
+        named_for_a_stop(
+            f"round {record.number} of {self.window.id} and what it calls for (a round not"
+            " stored is made again by the next start; a verdict stored is acted on by it)"
+        )
         if not await self.s.store.record_round(record, worded[1] if worded else None, self.fence):
             self.log.info("window ended or taken over meanwhile; stop watching")
             return False

@@ -164,3 +164,48 @@ async def test_a_stop_while_a_rollbacks_2xx_is_held_for_the_store_ends_within_th
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stopping:")]
     assert not [m for m in said if m.endswith("leaving it")], said
     assert [m for m in said if f"rollback delivery of {deploy['id']}" in m], said
+
+
+@pytest.mark.timeout(90)
+async def test_a_stop_as_a_failed_verdict_is_stored_lets_its_rollback_go_out_once(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The stop comes as the failing round's verdict and rollback intent are being stored
+    (a slow commit). The watch's cancellation cut that write with it, at once and unnamed,
+    where the drain gives what is in flight its grace: the rollback was left to the next
+    start (or, stored, to a sweep after its lease). Now the verdict's write finishes in
+    the grace, its rollback is delivered then, once, and the restart sends nothing."""
+    finish = SqliteStore.finish_window
+    storing = asyncio.Event()
+
+    async def slow_to_fail(self: SqliteStore, window_id: str, state: str, *a: Any, **k: Any) -> Any:
+        if state == "failed" and not storing.is_set():
+            storing.set()
+            await asyncio.sleep(0.8)  # within the drain's grace (2 s)
+        return await finish(self, window_id, state, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SqliteStore, "finish_window", slow_to_fail)
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    env = environment(
+        "production", flip_target.url, extra=f"rollback: {{url: {receiver.url}, secret: {SECRET}}}"
+    )
+    server = "shutdown_timeout: 5s"
+    agent = await start_agent(env, server=server, owner="replica-a")
+    deploy = await agent.register("production", "v2")
+    flip_target.bad = True
+    await asyncio.wait_for(storing.wait(), 20)  # the verdict is being stored
+    with caplog.at_level(logging.WARNING, logger="postflight"):
+        await agent.stop()
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stopping:")]
+    assert [a.accepted for a in receiver.attempts] == [True], (receiver.attempts, said)
+
+    restarted = await start_agent(env, server=server, owner="replica-a")
+    final = await restarted.settled(deploy["id"], within=30)
+    assert final["state"] == "rolled_back"
+    assert final["rollback"]["attempts"] == 1
+    await asyncio.sleep(0.5)  # a resend would have gone out with the restart's sweep
+    assert [a.accepted for a in receiver.attempts] == [True], receiver.attempts

@@ -251,6 +251,16 @@ class Metrics:
             ["provider", "result"],
             registry=r,
         )
+        self.integration_calls_total = Counter(
+            "postflight_integration_calls_total",
+            "Calls to GitHub and Vercel a deploy calls for, rollbacks aside (deployment and"
+            " commit statuses, protection-rule answers, Rolling Release approvals), by"
+            " provider (github, vercel) and result: sent, failed (refused, or not taken"
+            " through an hour of retries: given up, so an integration_failed alert asks"
+            " on-call to do it by hand).",
+            ["provider", "result"],
+            registry=r,
+        )
         self.loops_up = {
             loop: Gauge(
                 f"postflight_{loop.replace('-', '_')}_up",
@@ -304,6 +314,8 @@ class Metrics:
         for hook in hooks:
             for result in DEPLOY_EVENT_RESULTS:
                 self.deploy_events_total.labels(hook, result)
+            for result in INTEGRATION_RESULTS:
+                self.integration_calls_total.labels(hook, result)
         for env in environments:
             for outcome in WINDOW_OUTCOMES:
                 self.windows_total.labels(env, outcome)
@@ -320,6 +332,7 @@ WINDOW_OUTCOMES = ("passed", "failed", "rolled_back", "inconclusive", "cancelled
 ROLLBACK_RESULTS = ("delivered", "failed")
 ATTEMPT_RESULTS = ("delivered", "retryable", "rejected")
 ALERT_RESULTS = ("sent", "failed")
+INTEGRATION_RESULTS = ("sent", "failed")
 PROVIDER_RESULTS = ("ok", "error", "agent_lag")
 HTTP_RESULTS = ("2xx", "3xx", "4xx", "5xx", "timeout", "error")
 DROP_REASONS = ("agent_lag", "agent_lag_latency")

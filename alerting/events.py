@@ -27,9 +27,16 @@ AlertEvent = Literal[
     "passed",
     "inconclusive",
     "provider_unreachable",
+    "integration_failed",
 ]
 """`failed`: the verdict failed and no rollback webhook is configured.
-`rollback_skipped`: the verdict failed and the environment's `rollback.dry_run` is on."""
+`rollback_skipped`: the verdict failed and the environment's `rollback.dry_run` is on.
+`integration_failed`: a call to GitHub or Vercel the deploy called for (a deployment or
+commit status, a protection rule's answer, a Rolling Release approval) was given up
+(`Alert.call` says which): whoever waits on it must be told by hand."""
+
+IntegrationCall = Literal["status", "commit_status", "gate", "approval"]
+"""Which given-up call an `integration_failed` alert is about (`INTEGRATION_HEADLINES`)."""
 
 RollbackTarget = Literal["webhook", "vercel", "github", "then"]
 """Who a rollback event is about: `rollback.target`, or `then` for a `rollback.then`
@@ -98,6 +105,9 @@ class Alert:
     `pass_on: evidence`). False (the threshold policy, or `pass_on: no_failure`): it passed
     because no rule failed, and its headline says so, where on-call would read "within
     bounds" into a rule that lacked the evidence."""
+    call: IntegrationCall | None = None
+    """For `integration_failed`: which call was given up; its headline says what now
+    waits on it and what to do by hand."""
 
     @property
     def notify_type(self) -> NotifyType:
@@ -119,6 +129,7 @@ class Alert:
         replaced_by: DeployWindow | None = None,
         unconfigured: bool = False,
         on_evidence: bool = True,
+        call: IntegrationCall | None = None,
     ) -> Alert:
         """An alert about `window`, carrying its identity (id, environment, versions, commit)."""
         return cls(
@@ -139,6 +150,7 @@ class Alert:
             replaced_by_id=replaced_by.id if replaced_by is not None else None,
             unconfigured=unconfigured,
             on_evidence=on_evidence,
+            call=call,
         )
 
 
@@ -281,7 +293,40 @@ EVENTS: dict[AlertEvent, EventSpec] = {
             + ("answered, but not usably" if a.provider_answered else "unreachable")
         ),
     ),
+    "integration_failed": EventSpec(
+        "failure",
+        "**A call to GitHub or Vercel was given up.** It was refused, or could not be sent"
+        " through an hour of retries (the reason says which): do by hand what it did.",
+        lambda a: INTEGRATION_SUMMARIES.get(a.call or "", "GitHub/Vercel call given up"),
+    ),
 }
+
+INTEGRATION_SUMMARIES: dict[str, str] = {
+    "status": "GitHub deployment status NOT posted",
+    "commit_status": "GitHub commit status NOT set",
+    "gate": "protection rule NOT answered, answer it by hand",
+    "approval": "Rolling Release stage NOT approved, approve it by hand",
+}
+"""`integration_failed`'s title, by `Alert.call`."""
+_GIVEN_UP = (
+    "Postflight was refused, or could not send it through an hour of retries (the reason"
+    " says which), and will not try again"
+)
+INTEGRATION_HEADLINES: dict[str, str] = {
+    "status": "**GitHub deployment status NOT posted.** " + _GIVEN_UP + ": the deployment"
+    " still shows its last status, and a workflow or an environment's page that waits"
+    " on it waits for good. Post the status by hand (the verdict is on the deploy page).",
+    "commit_status": "**GitHub commit status NOT set.** " + _GIVEN_UP + ": the commit's"
+    " `postflight/<environment>` status keeps its last state, and a branch protection"
+    " that requires it blocks merging. Set it by hand (the verdict is on the deploy page).",
+    "gate": "**GitHub protection rule NOT answered.** " + _GIVEN_UP + ": the job waiting"
+    " on the environment's protection rule waits until GitHub's own timeout (30 days)."
+    " Approve or reject the deployment by hand in GitHub (the run's Review deployments).",
+    "approval": "**Vercel Rolling Release stage NOT approved.** " + _GIVEN_UP + ": the"
+    " window passed, but the release waits at its stage. Approve the stage (or complete"
+    " the release) by hand in Vercel.",
+}
+"""`integration_failed`'s headline, by `Alert.call`: what now waits, and what to do."""
 
 PROVIDER_ANSWERED_HEADLINE = (
     "**Provider answered, but not usably.** A rejected key or query, or an answer that"
@@ -380,6 +425,8 @@ def _headline(alert: Alert, quote: Callable[[str], str]) -> str:
         return UNCONFIGURED_HEADLINE
     if alert.event == "passed" and not alert.on_evidence:
         return PASSED_ON_NO_FAILURE_HEADLINE
+    if alert.event == "integration_failed" and alert.call in INTEGRATION_HEADLINES:
+        return INTEGRATION_HEADLINES[alert.call]
     if len(alert.rules) > 1 and alert.event in GROUP_HEADLINES:
         return GROUP_HEADLINES[alert.event]
     spec = EVENTS[alert.event].headline

@@ -48,6 +48,7 @@ def test_a_started_agent_exposes_every_possible_series_at_zero(tmp_path: Path) -
         'postflight_round_overruns_total{environment="production"} 0.0',
         'postflight_samples_dropped_total{environment="production",result="agent_lag"} 0.0',
         'postflight_deploy_events_total{provider="github",result="rejected"} 0.0',
+        'postflight_integration_calls_total{provider="github",result="failed"} 0.0',
     ):
         assert line in exposed, line
     assert 'provider="checks"' not in exposed
@@ -70,6 +71,7 @@ HELP_NAMES = {
     "postflight_rollback_attempts_total": m.ATTEMPT_RESULTS,
     "postflight_alerts_total": m.ALERT_RESULTS,
     "postflight_provider_requests_total": m.PROVIDER_RESULTS,
+    "postflight_integration_calls_total": m.INTEGRATION_RESULTS,
 }
 """Contract §5's labelled counters (and the attempts beside the rollbacks) with the
 values of their outcome or result label."""

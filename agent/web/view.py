@@ -282,7 +282,8 @@ def _last_failures(rounds: Sequence[RoundRecord]) -> list[CheckFailure]:
 
 ALERT_KEYS = frozenset(get_args(AlertEvent)) | {"marker", "alert"}
 """The heads of the store's alert keys that are alerts (`breach:<rule>`, `passed`, a
-marker's `marker:<provider>:<event>`, a follow-up's `alert:then:<name>`): the page's
+marker's `marker:<provider>:<event>`, a follow-up's `alert:then:<name>`, a GitHub or
+Vercel call given up, `integration_failed:<its mark>`): the page's
 "Alerts sent" leaves out the other marks kept beside them (`rollback:settled`,
 `rollback:follow-ups`, `github:*`, `vercel:*`, `then:*`), which are no alert."""
 
@@ -298,6 +299,7 @@ _ALERT_WORDS = {
     "rollback_failed": "ROLLBACK FAILED",
     "passed": "deploy passed",
     "inconclusive": "inconclusive",
+    "integration_failed": "{} given up (do it by hand)",
     "marker": "{} marker not recorded",
     "alert": "follow-up {} failed",
 }

@@ -272,6 +272,18 @@ class WindowAlerts:
                 log.exception("alert %s for %s not sent", key, window.id, extra=context)
                 return False
 
+    async def notify(self, alert: Alert, tags: Sequence[str]) -> bool:
+        """Send an alert about no window (a gate answered with none to answer from): its
+        caller's own once-mark (the gate's answer) keeps it to one; nothing is claimed,
+        retried or taken over here. Never raises, except `CancelledError`."""
+        try:
+            return (await self._notifier.send(alert, tags)).delivered
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("alert %s about %s not sent", alert.event, alert.environment)
+            return False
+
     def _flight(self, window_id: str, key: str) -> contextlib.AbstractContextManager[None]:
         return self._flights(window_id, [key])
 

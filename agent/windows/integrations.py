@@ -43,7 +43,7 @@ from agent.store.outages import StoreOutageLog, handed_back, held_until_stored, 
 from agent.web.links import deploy_page_url
 from agent.windows.alert_once import alert_claim
 from agent.windows.lifecycle import FOLLOW_UPS, WatchServices, deliver_rollback
-from alerting.events import MANUAL_ROLLBACK_PREFIX, Alert, AlertEvent
+from alerting.events import MANUAL_ROLLBACK_PREFIX, Alert, AlertEvent, IntegrationCall
 from common.times import rfc3339
 
 log = logging.getLogger("postflight.integrations")
@@ -477,9 +477,8 @@ class Integrations:
             f"{quote(deployment, safe='')}/statuses"
         )
         result = await self._github_post(url, body)
-        return self._record(
-            window, f"github:{state}", result, f"GitHub deployment status {state}", retry=retry
-        )
+        what = f"GitHub deployment status {state}"
+        return self._record(window, f"github:{state}", result, what, retry=retry, call="status")
 
     def _commit_state(self, window: DeployWindow) -> tuple[str, str] | None:
         """The commit status the window's state calls for, and the repository."""
@@ -528,10 +527,13 @@ class Integrations:
             }
             sha = await self._full_sha(repository, window.commit or "")
             if not sha.ok:
-                return self._record(window, key, sha, f"commit status {state}", retry=True)
+                return self._record(
+                    window, key, sha, f"commit status {state}", retry=True, call="commit_status"
+                )
             url = f"{github.api_url.rstrip('/')}/repos/{repository}/statuses/{sha.data}"
             result = await self._github_post(url, body)
-        return self._record(window, key, result, f"commit status {state}", retry=True)
+        what = f"GitHub commit status {state}"
+        return self._record(window, key, result, what, retry=True, call="commit_status")
 
     async def _github_post(self, url: str, body: dict[str, Any]) -> CallResult:
         """One status (a deployment's or a commit's) posted to GitHub."""
@@ -624,11 +626,21 @@ class Integrations:
         }
 
     def _record(
-        self, window: DeployWindow, key: str, result: CallResult, what: str, *, retry: bool = False
+        self,
+        window: DeployWindow,
+        key: str,
+        result: CallResult,
+        what: str,
+        *,
+        retry: bool = False,
+        call: IntegrationCall | None = None,
     ) -> bool:
         """Store how a call went; with `retry` (a status, which GitHub takes twice without
         harm), a call that gave up on answers worth retrying is instead left to a later try
-        (`STATUS_RETRY_S`) within `STATUS_RETRY_FOR_S`: False, its claim kept open."""
+        (`STATUS_RETRY_S`) within `STATUS_RETRY_FOR_S`: False, its claim kept open.
+
+        With `call`, a call given up for good (refused, or past the retries) is counted and
+        told to on-call (`_given_up`); one not made (nothing to approve) is neither."""
         now = self.clock()
         since = window.ended_at or window.deployed_at
         if retry and result.gave_up and now - since < STATUS_RETRY_FOR_S:
@@ -651,7 +663,40 @@ class Integrations:
                 extra={"deploy_id": window.id, "environment": window.environment},
             )
         self.s.spawn(self.s.store.record_alert(window.id, key, outcome, detail))
+        if call is not None and (result.ok or result.status is not None or result.gave_up):
+            self._count(key, outcome)
+            # a watch's own `in_progress`/`pending` is told no one: its verdict's is
+            if not result.ok and not key.endswith((":in_progress", ":pending")):
+                why = f"{what} for {window.id}: {detail}"
+                if result.gave_up:
+                    why += " (not taken through an hour of retries)"
+                self._given_up(window, window.environment, call, key, why)
         return True
+
+    def _count(self, key: str, outcome: str) -> None:
+        """`postflight_integration_calls_total`, by the provider that `key` begins with."""
+        provider = key.partition(":")[0]
+        self.s.metrics.integration_calls_total.labels(provider, outcome).inc()
+
+    def _given_up(
+        self,
+        window: DeployWindow,
+        environment: str,
+        call: IntegrationCall,
+        key: str,
+        why: str,
+    ) -> None:
+        """Tell `environment`'s channels that a call the deploy called for was given up
+        (once per window and call, `integration_failed:<key>`): a log line alone left a
+        production job waiting on a protection rule, or a release at its stage, with no
+        one told."""
+        env = self.settings.environments.get(environment)
+        if env is None:
+            return
+        alert = Alert.for_window(window, "integration_failed", reason=why, call=call)
+        self.s.spawn(
+            self.s.alerts.emit(window, alert, env.alerts.tags, key=f"integration_failed:{key}")
+        )
 
     # Vercel: the previous production deployment ------------------------------------
 
@@ -736,10 +781,11 @@ class Integrations:
 
     async def _rolling_release_now(
         self, window: DeployWindow
-    ) -> tuple[int | None, bool, str, bool]:
+    ) -> tuple[int | None, bool, str, CallResult | None]:
         """The active stage's index of the project's Rolling Release of the window's
         canary and whether approving it finishes the release (`finishes`), or (None,
-        False, why not); last, whether Vercel could not be asked (`CallResult.gave_up`)."""
+        False, why not); last, Vercel's failed answer when asking it failed (refused, or
+        `CallResult.gave_up`), None when it answered."""
         vercel = self.settings.integrations.vercel
         env = self.settings.environments[window.environment]
         assert vercel is not None and env.sources.vercel
@@ -760,7 +806,7 @@ class Integrations:
                 None,
                 False,
                 (current.error or "failed") if not current.ok else "no active rolling release",
-                current.gave_up,
+                None if current.ok else current,
             )
         canary_id = (release.get("canaryDeployment") or {}).get("id")
         if canary_id != canary:
@@ -768,15 +814,15 @@ class Integrations:
                 None,
                 False,
                 f"the active rolling release is for {canary_id}, not {canary}",
-                False,
+                None,
             )
         active = release.get("activeStage") or {}
         index = active.get("index") if isinstance(active, dict) else None
         if not isinstance(index, int):
             index = release.get("activeStageIndex", 0)
         if not isinstance(index, int) or isinstance(index, bool):
-            return None, False, f"the rolling release names no active stage ({index!r})", False
-        return index, finishes(release, index), "", False
+            return None, False, f"the rolling release names no active stage ({index!r})", None
+        return index, finishes(release, index), "", None
 
     async def _note_stage(self, window: DeployWindow) -> None:
         """Keep the stage the window watches on its labels, in the store: whichever
@@ -798,10 +844,13 @@ class Integrations:
         project = quote(env.sources.vercel.project, safe="")
         base = f"/v1/projects/{project}/rolling-release"
         canary = window.labels.get("vercel.deployment")
-        index, finishing, why, gave_up = await self._rolling_release_now(window)
+        index, finishing, why, failed = await self._rolling_release_now(window)
         if index is None:
-            asked = CallResult(False, None, why, gave_up=gave_up)
-            return self._record(window, "vercel:approve-stage", asked, "approval", retry=True)
+            asked = failed or CallResult(False, None, why)
+            what = "Rolling Release approval (reading the release)"
+            return self._record(
+                window, "vercel:approve-stage", asked, what, retry=True, call="approval"
+            )
         fresh = await self.s.store.get_window(window.id) or window
         watched = fresh.labels.get(STAGE_LABEL)
         if watched is not None and watched != str(index):
@@ -836,7 +885,9 @@ class Integrations:
             redact=self.redact,
             rate_limit=vercel_rate_limit_wait,
         )
-        return self._record(window, "vercel:approve-stage", result, what, retry=True)
+        return self._record(
+            window, "vercel:approve-stage", result, what, retry=True, call="approval"
+        )
 
     # GitHub deployment protection rules ------------------------------------------
 
@@ -884,6 +935,8 @@ class Integrations:
                 "protection rule callback %s is not under integrations.github.api_url",
                 gate.callback_url,
             )
+            why = "its callback URL is not under integrations.github.api_url: not sent"
+            await self._gate_given_up(gate, window, answer, why)
             await self.s.store.answer_gate(gate.callback_url, answer, "not sent", now)
             return
         body = {"environment_name": gate.github_environment, "state": answer, "comment": comment}
@@ -910,6 +963,13 @@ class Integrations:
             )
             return
         outcome = f"HTTP {result.status}" if result.ok else (result.error or "failed")
+        if result.ok:
+            self._count("github:gate", "sent")
+        else:
+            # told before the gate is marked answered: a crash between the two tells
+            # again (at least once), where the other way round it told no one
+            why = outcome + (" (not taken through an hour of retries)" if result.gave_up else "")
+            await self._gate_given_up(gate, window, answer, why)
         await self.s.store.answer_gate(gate.callback_url, answer, outcome, self.clock())
         log.info(
             "protection rule for %s %s: %s (%s)",
@@ -918,6 +978,36 @@ class Integrations:
             answer,
             "answered" if result.ok else result.error,
         )
+
+    async def _gate_given_up(
+        self, gate: PendingGate, window: DeployWindow | None, answer: str, why: str
+    ) -> None:
+        """Count and tell the gate's environment that its answer will not be sent: the
+        job behind the protection rule waits for a person. About the window it answers
+        from (deduplicated with its alerts), else (none ended in time) about the sha."""
+        self._count("github:gate", "failed")
+        env = self.settings.environments.get(gate.environment)
+        if env is None:
+            return
+        reason = (
+            f"{gate.environment}'s protection rule for {gate.sha[:12]} (GitHub environment"
+            f" {gate.github_environment!r}) was to be {answer}: {why}"
+        )
+        if window is not None:
+            run = re.search(r"/runs/([^/]+)/", gate.callback_url)
+            mark = f"gate:{run.group(1) if run else gate.sha[:12]}"
+            self._given_up(window, gate.environment, "gate", mark, reason)
+            return
+        alert = Alert(
+            event="integration_failed",
+            environment=gate.environment,
+            version=gate.sha,
+            deploy_id=f"none ({env.gate.after if env.gate else 'no'} window ended in time)",
+            reason=reason,
+            commit=gate.sha,
+            call="gate",
+        )
+        self.s.spawn(self.s.alerts.notify(alert, env.alerts.tags))
 
     # manual rollback ----------------------------------------------------------------
 

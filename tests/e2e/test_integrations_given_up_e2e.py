@@ -1,0 +1,176 @@
+"""Contract §7's calls the agent gives up on, through the real daemon and fakes of GitHub
+and Vercel that refuse: each is an alert through the window's channels and a count
+(`postflight_integration_calls_total`), where it was a log line and on-call never learnt
+that production's job, or a Rolling Release, waited on an answer nobody would send."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agent.windows import integrations as daemon_side
+from tests.e2e.conftest import AgentFactory, FlipTarget, RunningAgent
+from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
+    alerts_to,
+    environments,
+    eventually,
+    fake_github,
+    fake_vercel,
+    github_hook,
+    integrations,
+    start_agent,
+    vercel_hook,
+)
+from tests.fakes import github as gh
+from tests.fakes import vercel as vc
+from tests.fakes.github import FakeGitHub
+from tests.fakes.vercel import FakeVercel
+from tests.receivers import JsonNotification, JsonSink
+
+
+def given_up(sink: JsonSink) -> list[JsonNotification]:
+    return [n for n in sink.notifications if "NOT" in n.title]
+
+
+async def failed_calls(agent: RunningAgent, provider: str) -> float:
+    return await agent.scraped(
+        "postflight_integration_calls_total", provider=provider, result="failed"
+    )
+
+
+async def told_once(sink: JsonSink) -> JsonNotification:
+    """The one given-up alert, and no second one after a few scans."""
+    await eventually(lambda: len(given_up(sink)) >= 1)
+    await asyncio.sleep(1.0)
+    told = given_up(sink)
+    assert len(told) == 1, [n.title for n in told]
+    return told[0]
+
+
+async def test_a_refused_verdict_status_is_an_alert_naming_the_deploy_and_what_to_do(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_github: FakeGitHub,  # noqa: F811
+    fake_vercel: FakeVercel,  # noqa: F811
+    json_sink: JsonSink,
+) -> None:
+    """GitHub refusing the verdict's deployment status (422, which will not change): the
+    deployment stayed `in_progress` and only the log said so."""
+    agent = await start_agent(
+        environments(flip_target, window="1500ms"),
+        alerting=alerts_to(json_sink),
+        extra=integrations(fake_github, fake_vercel),
+    )
+    status, opened = await github_hook(agent, "deployment_status", gh.deployment_status(), "d-1")
+    assert status == 202, opened
+    deploy = opened["deploy"]["id"]
+    await eventually(lambda: len(fake_github.statuses) >= 1)
+    fake_github.fail("422", match="statuses")
+    assert (await agent.settled(deploy))["state"] == "passed"
+    told = await told_once(json_sink)
+    assert told.title.startswith(f"[postflight] production {deploy_version(opened)}: ")
+    assert "GitHub deployment status NOT posted" in told.title
+    assert deploy in told.message and "HTTP 422" in told.message
+    assert "Post the status by hand" in told.message
+    assert told.type == "failure"
+    assert await failed_calls(agent, "github") == 1
+    sent = await agent.scraped(
+        "postflight_integration_calls_total", provider="github", result="sent"
+    )
+    assert sent == 1  # its in_progress
+
+
+def deploy_version(opened: dict[str, object]) -> str:
+    deploy = opened["deploy"]
+    assert isinstance(deploy, dict)
+    return str(deploy["version"])
+
+
+@pytest.mark.parametrize("failure", ["403", "503"], ids=["refused", "past-the-retries"])
+async def test_a_rolling_release_approval_given_up_is_an_alert(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_github: FakeGitHub,  # noqa: F811
+    fake_vercel: FakeVercel,  # noqa: F811
+    json_sink: JsonSink,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: str,
+) -> None:
+    """Vercel refusing the approval (403), or not taking it through the retries (503,
+    the hour made 0 here): the release waited at its stage and no one was told."""
+    monkeypatch.setattr(daemon_side, "STATUS_RETRY_FOR_S", 0.0)
+    agent = await start_agent(
+        environments(flip_target, window="1500ms", rolling_release=True),
+        alerting=alerts_to(json_sink),
+        extra=integrations(fake_github, fake_vercel),
+    )
+    fake_vercel.start_rolling_release(vc.PROJECT, canary=vc.NEW)
+    fake_vercel.fail(failure, match="approve-stage")
+    status, opened = await vercel_hook(agent, vc.event(event_id="rr-up", deployment=vc.NEW))
+    assert status == 202, opened
+    deploy = opened["deploy"]["id"]
+    assert (await agent.settled(deploy))["state"] == "passed"
+    told = await told_once(json_sink)
+    assert "Rolling Release stage NOT approved, approve it by hand" in told.title
+    assert deploy in told.message and f"HTTP {failure}" in told.message
+    assert "Approve the stage (or complete the release) by hand in Vercel" in told.message
+    if failure == "503":
+        assert "not taken through an hour of retries" in told.message
+    assert fake_vercel.approvals == []
+    assert await failed_calls(agent, "vercel") == 1
+
+
+async def test_a_gate_answer_github_refuses_is_an_alert_to_the_gated_environment(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_github: FakeGitHub,  # noqa: F811
+    fake_vercel: FakeVercel,  # noqa: F811
+    json_sink: JsonSink,
+) -> None:
+    """Staging passed, and GitHub refused the approval (422: the token cannot answer the
+    rule): production's job waited on its protection rule for GitHub's 30 days."""
+    agent = await start_agent(
+        environments(flip_target, staging_window="1500ms"),
+        alerting=alerts_to(json_sink),
+        extra=integrations(fake_github, fake_vercel),
+    )
+    good = "b" * 40
+    staging = await agent.register("staging", good)
+    fake_github.fail("422", match="deployment_protection_rule")
+    rule = gh.protection_rule(fake_github.url, sha=good, run_id=7)
+    status, answer = await github_hook(agent, "deployment_protection_rule", rule, "gate-7")
+    assert status == 202, answer
+    await agent.settled(staging["id"])
+    told = await told_once(json_sink)
+    assert "protection rule NOT answered, answer it by hand" in told.title
+    assert "production's protection rule for bbbbbbbbbbbb" in told.message
+    assert "approved" in told.message and "HTTP 422" in told.message
+    assert staging["id"] in told.message  # the window it answers from
+    assert "Review deployments" in told.message
+    assert await failed_calls(agent, "github") == 1
+
+
+async def test_a_gate_with_no_staging_window_whose_rejection_is_refused_is_an_alert(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_github: FakeGitHub,  # noqa: F811
+    fake_vercel: FakeVercel,  # noqa: F811
+    json_sink: JsonSink,
+) -> None:
+    """No staging window of the sha ended in time, and GitHub refused the rejection: an
+    alert about the sha, there being no window to tell it on."""
+    agent = await start_agent(
+        environments(flip_target, gate_timeout="1s"),
+        alerting=alerts_to(json_sink),
+        extra=integrations(fake_github, fake_vercel),
+    )
+    fake_github.fail("404", match="deployment_protection_rule")
+    rule = gh.protection_rule(fake_github.url, sha="e" * 40, run_id=3)
+    status, _ = await github_hook(agent, "deployment_protection_rule", rule, "gate-3")
+    assert status == 202
+    told = await told_once(json_sink)
+    assert told.title.startswith(f"[postflight] production {'e' * 40}: protection rule NOT")
+    assert "rejected" in told.message and "HTTP 404" in told.message
+    assert "none (staging window ended in time)" in told.message
+    assert await failed_calls(agent, "github") == 1

@@ -111,6 +111,9 @@ STATUS_RETRY_FOR_S = 3600.0
 """How long after its window ended (began, for `in_progress`) a status is still tried
 again, and a gate's answer after its `gate.timeout`; past it the status is recorded
 failed, the gate answered with the error, as a refusal that will not change is."""
+OWN_STAMP_S = 0.001
+"""How far past this process's own claim stamp a later try of its own still takes it back
+(the store keeps the stamp as written: a float's round trip, not a clock's skew)."""
 GATE_CLAIM_S = 300.0
 """How long one replica may take to answer a gate (the call's retries included) before
 another may: a replica killed mid-answer, or one whose answer GitHub could not take yet
@@ -182,6 +185,8 @@ class Integrations:
         """(repository, short commit) → its full SHA, as the commits API answered."""
         self._owing: set[str] = set()
         """Windows read again by id each scan until their actions are done."""
+        self._stamps: dict[tuple[str, str], float] = {}
+        """(window, key) → when this process last took its claim (`_once`)."""
         self._retry_at: dict[tuple[str, str], float] = {}
         """(window, key) of a status GitHub could not take yet → when to try it again; its
         claim stays open meanwhile (`_record`), so a restart tries it too."""
@@ -282,6 +287,7 @@ class Integrations:
         # guard the rest): the set stays as small as the work in hand
         self._done = {mark for mark in self._done if mark[0] in self._owing}
         self._retry_at = {m: at for m, at in self._retry_at.items() if m[0] in self._owing}
+        self._stamps = {m: at for m, at in self._stamps.items() if m[0] in self._owing}
 
     async def _new_windows(self) -> tuple[list[DeployWindow], list[DeployWindow]]:
         """Windows not seen before, newest first, on the newest page and past it: pages
@@ -375,10 +381,12 @@ class Integrations:
         A `work` that returns False left it to a later try (`_record`): not done, and its
         own claim, still open, is taken back once `_retry_at` has come.
 
-        With `lease` (a status, which GitHub takes twice without harm), a claim still
-        without an outcome after `lease` seconds is a sender's that died mid-call (kill -9
-        while GitHub answered 503): it is taken over, else the verdict's status is never
-        posted. Without it (a stage approval, which must not go twice), a claim is final."""
+        With `lease` (a status, which GitHub takes twice without harm; a stage approval,
+        which reads the release afresh first), a claim still without an outcome after
+        `lease` seconds is a sender's that died mid-call or between two tries (kill -9, a
+        stop while GitHub answered 503): it is taken over, else the verdict's status is
+        never posted. Without it, a claim is final. A later try of this process's takes
+        back only its own claim (`_stamps`), not one another replica took over since."""
         mark = (window.id, key)
         if mark in self._done or mark in self._busy:
             return
@@ -392,8 +400,12 @@ class Integrations:
             try:
                 now = self.clock()
                 if retry_at is not None:
-                    # a claim this process left open for a later try is its own to take
-                    claimed = await self.s.store.take_alert(window.id, key, now, lapsed_before=now)
+                    # a claim this process left open for a later try is its own to take,
+                    # unless another replica took it over since (a stamp newer than ours)
+                    mine = self._stamps.get(mark, now)
+                    claimed = await self.s.store.take_alert(
+                        window.id, key, now, lapsed_before=min(now, mine + OWN_STAMP_S)
+                    )
                 elif lease is None:
                     claimed = await self.s.store.claim_alert(window.id, key, now)
                 else:
@@ -402,6 +414,7 @@ class Integrations:
                     )
                 self._retry_at.pop(mark, None)
                 if claimed:
+                    self._stamps[mark] = now
                     done = await work() is not False
                 elif lease is not None:
                     # held by a live sender, or by a dead one whose claim has not lapsed
@@ -412,8 +425,20 @@ class Integrations:
                 self._busy.discard(mark)
                 if done:
                     self._done.add(mark)
+                    self._stamps.pop(mark, None)
 
         self.s.spawn(run())
+
+    def _approval_lease(self) -> float:
+        """How long one sender holds a Rolling Release approval: its two calls' worst case
+        (the release's state, then the approval), the wait before its next try
+        (`STATUS_RETRY_S`) and a margin. A claim older than this without an outcome is a
+        stopped or dead sender's: a restart takes it over, where the approval a stop cut
+        off between two tries was never sent. The approval reads the release afresh, so
+        one that took effect is not sent again (`_approve_stage`)."""
+        vercel = self.settings.integrations.vercel
+        timeout = vercel.timeout if vercel is not None else 10.0
+        return 2 * (4 * timeout + 3 * 30.0) + STATUS_RETRY_S + 5.0
 
     def _status_lease(self) -> float:
         """How long one sender holds a GitHub status: `call`'s worst case (4 attempts
@@ -760,7 +785,12 @@ class Integrations:
     def _rolling_release(self, window: DeployWindow) -> None:
         if not self._rolls_out(window):
             return
-        self._once(window, "vercel:approve-stage", lambda: self._approve_stage(window))
+        self._once(
+            window,
+            "vercel:approve-stage",
+            lambda: self._approve_stage(window),
+            lease=self._approval_lease(),
+        )
 
     def _owes_stage(self, window: DeployWindow) -> bool:
         """Whether a watched window of a Rolling Release's canary has not yet noted the
@@ -828,7 +858,7 @@ class Integrations:
         """Keep the stage the window watches on its labels, in the store: whichever
         replica ends the window (a takeover's too) approves that stage only."""
         index, _, why, _ = await self._rolling_release_now(window)
-        if index is None:  # approved as the stage then active, as before
+        if index is None:  # the approval notes the stage it approves (`_approve_stage`)
             await self.s.store.record_alert(window.id, STAGE_KEY, "failed", why)
             return
         await self.s.store.add_labels(window.id, {STAGE_LABEL: str(index)})
@@ -837,7 +867,10 @@ class Integrations:
     async def _approve_stage(self, window: DeployWindow) -> bool:
         """Approve (or complete) the stage the window watched; False when Vercel could not
         take it yet (`_record`): tried again, the stage read afresh first, so an approval
-        that took effect though its answer was lost is not sent twice."""
+        that took effect though its answer was lost is not sent twice. The stage is on the
+        window's labels in the store before the approval goes (when `_note_stage` could not
+        note it), so a restart that takes the approval over finds the release moved on
+        from it, if it did, and does not approve the next stage too."""
         vercel = self.settings.integrations.vercel
         env = self.settings.environments[window.environment]
         assert vercel is not None and vercel.token is not None and env.sources.vercel
@@ -852,6 +885,9 @@ class Integrations:
                 window, "vercel:approve-stage", asked, what, retry=True, call="approval"
             )
         fresh = await self.s.store.get_window(window.id) or window
+        if STAGE_LABEL not in fresh.labels:
+            await self.s.store.add_labels(window.id, {STAGE_LABEL: str(index)})
+            fresh = await self.s.store.get_window(window.id) or fresh
         watched = fresh.labels.get(STAGE_LABEL)
         if watched is not None and watched != str(index):
             # approved, or moved on by hand or on its own, while the window watched: its

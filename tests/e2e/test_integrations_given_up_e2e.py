@@ -1,11 +1,14 @@
 """Contract §7's calls the agent gives up on, through the real daemon and fakes of GitHub
 and Vercel that refuse: each is an alert through the window's channels and a count
 (`postflight_integration_calls_total`), where it was a log line and on-call never learnt
-that production's job, or a Rolling Release, waited on an answer nobody would send."""
+that production's job, or a Rolling Release, waited on an answer nobody would send. And a
+Rolling Release approval a stop cut off between two tries is sent by the restarted agent,
+once."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -174,3 +177,92 @@ async def test_a_gate_with_no_staging_window_whose_rejection_is_refused_is_an_al
     assert "rejected" in told.message and "HTTP 404" in told.message
     assert "none (staging window ended in time)" in told.message
     assert await failed_calls(agent, "github") == 1
+
+
+async def restarted_after_a_cut_off_approval(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_github: FakeGitHub,  # noqa: F811
+    fake_vercel: FakeVercel,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    match: str,
+    looks: int,
+    meanwhile: Callable[[], object] = lambda: None,
+) -> tuple[RunningAgent, str]:
+    """An agent whose window passed while Vercel answered 503 to `match` (`looks`
+    requests to the release's paths by then), stopped while its approval waits for its
+    next try; Vercel back, `meanwhile` done; a new agent on the same store."""
+    monkeypatch.setattr(daemon_side, "STATUS_RETRY_S", 3600.0)  # no try before the stop
+    monkeypatch.setattr(daemon_side.Integrations, "_approval_lease", lambda self: 1.0)
+    config = environments(flip_target, window="1500ms", rolling_release=True)
+    extra = integrations(fake_github, fake_vercel)
+    agent = await start_agent(config, extra=extra)
+    fake_vercel.start_rolling_release(vc.PROJECT, canary=vc.NEW)
+    fake_vercel.fail("503", match=match)
+    status, opened = await vercel_hook(agent, vc.event(event_id="rr-stop", deployment=vc.NEW))
+    assert status == 202, opened
+    deploy = opened["deploy"]["id"]
+    assert (await agent.settled(deploy))["state"] == "passed"
+    await eventually(lambda: len(fake_vercel.seen("rolling-release")) >= looks, within=30)
+    await agent.stop()
+    fake_vercel.heal()
+    meanwhile()
+    return await start_agent(config, extra=extra), deploy
+
+
+async def test_an_approval_a_stop_cut_off_between_two_tries_is_sent_after_the_restart_once(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_github: FakeGitHub,  # noqa: F811
+    fake_vercel: FakeVercel,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The approval's claim stayed open for its next try, in memory only: the restarted
+    agent took the claim for final, and the release waited at its stage for a person."""
+    await restarted_after_a_cut_off_approval(
+        start_agent,
+        flip_target,
+        fake_github,
+        fake_vercel,
+        monkeypatch,
+        match="rolling-release",
+        looks=4 + 4,  # the stage's note at the open, the approval's look
+    )
+    await eventually(lambda: len(fake_vercel.approvals) >= 1, within=15.0)
+    await asyncio.sleep(1.5)  # several scans and leases: not again
+    assert fake_vercel.approvals == [
+        {"activeStageIndex": 0, "nextStageIndex": 1, "canaryDeploymentId": vc.NEW}
+    ]
+
+
+async def test_an_approval_that_took_effect_before_the_restart_is_not_sent_again(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_github: FakeGitHub,  # noqa: F811
+    fake_vercel: FakeVercel,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The release moved on from the stage the window watched while no agent ran (the
+    approval took effect though its answer was lost, or a person approved it): the
+    restarted agent reads the release afresh and approves no second stage."""
+    looks: list[int] = []
+    agent, deploy = await restarted_after_a_cut_off_approval(
+        start_agent,
+        flip_target,
+        fake_github,
+        fake_vercel,
+        monkeypatch,
+        match="approve-stage",
+        looks=1 + 1 + 4,  # the note, the approval's look, its 4 attempts
+        meanwhile=lambda: (
+            fake_vercel.move_stage(vc.PROJECT, 1),
+            looks.append(len(fake_vercel.seen("/rolling-release"))),
+        ),
+    )
+    # the restarted agent's look at the release (it took the approval over)
+    await eventually(lambda: len(fake_vercel.seen("/rolling-release")) > looks[0], within=15.0)
+    await asyncio.sleep(1.5)
+    assert fake_vercel.approvals == []
+    assert fake_vercel.rolling[vc.PROJECT]["activeStage"]["index"] == 1
+    assert (await agent.get(deploy))["labels"]["vercel.rolling_stage"] == "0"

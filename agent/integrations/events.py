@@ -318,20 +318,45 @@ def _previous_deployment(payload: Mapping[str, Any]) -> str | None:
     return None
 
 
-_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
+_URL = re.compile(r"^https?://[^\s/?#]+[^\s?#]*$")
+
+
+def event_url(labels: Mapping[str, str], sources: SourcesSettings) -> str | None:
+    """The deploy event's URL its source asks the window to probe (`use_environment_url`,
+    `use_deployment_url`), as the event gave it; None when it asks for none."""
+    github_url = labels.get("github.environment_url")
+    vercel_url = labels.get("vercel.url")
+    if sources.github is not None and sources.github.use_environment_url and github_url:
+        return github_url
+    if sources.vercel is not None and sources.vercel.use_deployment_url and vercel_url:
+        return vercel_url if "://" in vercel_url else f"https://{vercel_url}"
+    return None
+
+
+def event_url_refused(url: str) -> str | None:
+    """Why an event's URL is not a base to put check paths after (None: it is).
+
+    A query string is refused, as configuration refuses one in `base_url` (`a_base`):
+    each check's path went after it (`https://preview/?share=t/api/health`, the site's
+    root asked for, a healthy deploy failed), and it may be a share token the redactor
+    does not know, which a probe's error would show. A fragment is not: no client sends
+    it, and `window_base_url` drops it."""
+    if len(url) > 2048:
+        return "longer than 2048 characters"
+    bare = url.split("#", 1)[0]
+    if "?" in bare:
+        return "it has a query string (?…), which check paths cannot follow"
+    if not _URL.match(bare):
+        return "not an http(s) URL"
+    return None
 
 
 def window_base_url(labels: Mapping[str, str], sources: SourcesSettings) -> str | None:
     """The URL a window opened by a deploy event probes instead of the environment's
-    `base_url`, when its source says so (`use_environment_url`, `use_deployment_url`);
-    None otherwise, or when the event's URL is not an http(s) URL."""
-    url: str | None = None
-    github_url = labels.get("github.environment_url")
-    vercel_url = labels.get("vercel.url")
-    if sources.github is not None and sources.github.use_environment_url and github_url:
-        url = github_url
-    elif sources.vercel is not None and sources.vercel.use_deployment_url and vercel_url:
-        url = vercel_url if "://" in vercel_url else f"https://{vercel_url}"
-    if url is None or len(url) > 2048 or not _URL.match(url):
+    `base_url`, when its source says so (`use_environment_url`, `use_deployment_url`),
+    its #fragment dropped; None otherwise, or when the event's URL is refused
+    (`event_url_refused`: a query string, not an http(s) URL)."""
+    url = event_url(labels, sources)
+    if url is None or event_url_refused(url) is not None:
         return None
-    return url
+    return url.split("#", 1)[0]

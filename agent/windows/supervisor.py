@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from agent.integrations.events import window_base_url
+from agent.integrations.events import event_url, event_url_refused, window_base_url
 from agent.metrics import Metrics
 from agent.providers.base import Provider
 from agent.records import DeployWindow, decided_verdict
@@ -403,6 +403,14 @@ class Watcher:
         event gave one and the environment's source asks for it (§7)."""
         url = window_base_url(window.labels, env.sources)
         if url is None:
+            given = event_url(window.labels, env.sources)
+            why = event_url_refused(given) if given is not None else None
+            if why is not None:  # once a watch: a window's each claim
+                log.warning(
+                    "the deploy event's URL is not probed (%s): probing base_url instead",
+                    why,
+                    extra={"deploy_id": window.id, "environment": window.environment},
+                )
             return self.probes[window.environment]
         aimed = env.model_copy(update={"base_url": url})
         return EnvironmentProbe(

@@ -186,11 +186,18 @@ async def github_hook(request: web.Request) -> web.StreamResponse:
         if integrations is None:
             _count(request, "github", "ignored")
             return web.json_response({"ignored": "gates need the daemon"}, status=200)
-        await integrations.add_gate(decision)
+        key = f"{KEY_PREFIX}github:{delivery}"
+        stored = await request.config_dict[STORE].idempotent_response(key)
+        if stored is not None:
+            _count(request, "github", "redelivered")
+            return _answered_again(stored)
+        # by its GUID, not its body: the run's next job into the environment, or a re-run,
+        # asks on the same callback URL, maybe in the same bytes, and is asked again
+        pending = {"gate": "pending", "environment": decision.environment}
+        answer = IdempotentResponse(key=key, request_hash=key, status=202, body=pending)
+        await integrations.add_gate(decision, answer)
         _count(request, "github", "gate")
-        return web.json_response(
-            {"gate": "pending", "environment": decision.environment}, status=202
-        )
+        return web.json_response(pending, status=202)
     if isinstance(decision, ev.OpenWindow):
         # GitHub signs the body, not the GUID: a captured delivery resent under a fresh
         # GUID is the same signed bytes, one window; any other status (another id, sha,

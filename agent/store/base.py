@@ -482,8 +482,13 @@ class Store(Protocol):
         ...
 
     # GitHub deployment protection rules (contract §7)
-    async def add_gate(self, gate: PendingGate) -> bool:
-        """Store a gate to answer; False if that callback is stored already."""
+    async def add_gate(self, gate: PendingGate, delivery: IdempotentResponse | None = None) -> bool:
+        """Store a gate to answer; False if that callback is stored already and still
+        pending, or `delivery` (the request's key and answer) was stored already: a
+        redelivery. With `delivery`, a gate answered already is opened again, and the
+        delivery remembered with it: GitHub asks again on the same callback URL (one a
+        run and environment) for a re-run and for the run's next job into that
+        environment, and that job waited for an answer nobody would send."""
         ...
 
     async def pending_gates(self) -> list[PendingGate]:

@@ -1245,12 +1245,30 @@ class SqlStore(ABC):
 
     # protection-rule gates ---------------------------------------------------
 
-    async def add_gate(self, gate: PendingGate) -> bool:
+    async def add_gate(self, gate: PendingGate, delivery: IdempotentResponse | None = None) -> bool:
+        again = (
+            " DO UPDATE SET environment = excluded.environment, sha = excluded.sha,"
+            " github_environment = excluded.github_environment, deadline = excluded.deadline,"
+            " created_at = excluded.created_at, claimed_until = NULL, answer = NULL,"
+            " result = NULL, answered_at = NULL WHERE gates.answered_at IS NOT NULL"
+        )
         async with self._tx() as db:
+            if delivery is not None:
+                remembered = await db.execute(
+                    "INSERT INTO idempotency (key, request_hash, status, body, created_at)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                    delivery.key,
+                    delivery.request_hash,
+                    delivery.status,
+                    json.dumps(delivery.body),
+                    gate.created_at,
+                )
+                if remembered != 1:
+                    return False  # a redelivery: the gate stays as it is
             added = await db.execute(
                 "INSERT INTO gates (callback_url, environment, sha, github_environment,"
                 " deadline, created_at) VALUES (?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (callback_url) DO NOTHING",
+                " ON CONFLICT (callback_url)" + (again if delivery is not None else " DO NOTHING"),
                 gate.callback_url,
                 gate.environment,
                 gate.sha,

@@ -34,7 +34,13 @@ from agent.integrations.targets import (
     vercel_rate_limit_wait,
     vercel_url,
 )
-from agent.records import DeployWindow, PendingGate, RollbackIntent, decided_verdict
+from agent.records import (
+    DeployWindow,
+    IdempotentResponse,
+    PendingGate,
+    RollbackIntent,
+    decided_verdict,
+)
 from agent.rollback import rollback_intent, sign
 from agent.settings import EnvironmentSettings, RollbackSettings, Settings
 from agent.stopping import named_for_a_stop
@@ -927,12 +933,14 @@ class Integrations:
 
     # GitHub deployment protection rules ------------------------------------------
 
-    async def add_gate(self, gate: Gate) -> None:
-        """Store the gate (before the hook is acknowledged), so a restart answers it."""
+    async def add_gate(self, gate: Gate, delivery: IdempotentResponse | None = None) -> bool:
+        """Store the gate (before the hook is acknowledged), so a restart answers it; with
+        `delivery`, one answered already is asked again (`Store.add_gate`). False: a
+        redelivery, or the gate is pending already."""
         env = self.settings.environments[gate.environment]
         assert env.gate is not None
         now = self.clock()
-        await self.s.store.add_gate(
+        added = await self.s.store.add_gate(
             PendingGate(
                 callback_url=gate.callback_url,
                 environment=gate.environment,
@@ -940,9 +948,11 @@ class Integrations:
                 github_environment=gate.github_environment,
                 deadline=now + env.gate.timeout,
                 created_at=now,
-            )
+            ),
+            delivery,
         )
         self.wake()
+        return added
 
     async def _gate(self, gate: PendingGate) -> None:
         env = self.settings.environments.get(gate.environment)

@@ -3,7 +3,7 @@ PostgreSQL: a pending gate survives a restart, and only one claimer answers it."
 
 from __future__ import annotations
 
-from agent.records import PendingGate
+from agent.records import IdempotentResponse, PendingGate
 from agent.store.base import Store
 from tests.store.conftest import Backend
 
@@ -46,3 +46,28 @@ async def test_a_pending_gate_survives_a_restart(backend: Backend) -> None:
         assert await second.pending_gates() == [gate(1)]
     finally:
         await second.close()
+
+
+def delivery(guid: str) -> IdempotentResponse:
+    key = f"hook:github:{guid}"
+    return IdempotentResponse(key, key, 202, {"gate": "pending", "environment": "production"})
+
+
+async def test_an_answered_gate_asked_again_by_a_new_delivery_is_pending_again(
+    store: Store,
+) -> None:
+    """The run's next job into the environment (or a re-run) asks on the same callback
+    URL: stored once and answered, the second request was dropped (DO NOTHING) and that
+    job waited for GitHub's 30 days. A redelivery of either request changes nothing."""
+    assert await store.add_gate(gate(1), delivery("guid-a"))
+    assert not await store.add_gate(gate(1, created_at=110.0), delivery("guid-a"))
+    assert not await store.add_gate(gate(1, created_at=120.0), delivery("guid-b"))  # pending
+    assert await store.claim_gate(URL.format(1), 200.0, 230.0)
+    await store.answer_gate(URL.format(1), "approved", "HTTP 204", 210.0)
+    assert not await store.add_gate(gate(1, created_at=300.0), delivery("guid-a"))
+    assert not await store.add_gate(gate(1, created_at=300.0), delivery("guid-b"))
+    assert await store.pending_gates() == []
+    assert await store.add_gate(gate(1, created_at=400.0), delivery("guid-c"))
+    assert await store.pending_gates() == [gate(1, created_at=400.0)]
+    assert await store.claim_gate(URL.format(1), 401.0, 430.0)
+    assert await store.idempotent_response("hook:github:guid-c") == delivery("guid-c")

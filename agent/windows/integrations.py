@@ -1040,8 +1040,9 @@ class Integrations:
             f" {gate.github_environment!r}) was to be {answer}: {why}"
         )
         if window is not None:
+            # one a request: the run's next job asks on the same callback URL again
             run = re.search(r"/runs/([^/]+)/", gate.callback_url)
-            mark = f"gate:{run.group(1) if run else gate.sha[:12]}"
+            mark = f"gate:{run.group(1) if run else gate.sha[:12]}@{gate.created_at:.0f}"
             self._given_up(window, gate.environment, "gate", mark, reason)
             return
         alert = Alert(

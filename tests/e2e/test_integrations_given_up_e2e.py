@@ -266,3 +266,29 @@ async def test_an_approval_that_took_effect_before_the_restart_is_not_sent_again
     assert fake_vercel.approvals == []
     assert fake_vercel.rolling[vc.PROJECT]["activeStage"]["index"] == 1
     assert (await agent.get(deploy))["labels"]["vercel.rolling_stage"] == "0"
+
+
+async def test_the_runs_next_job_whose_answer_is_refused_too_is_told_again(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_github: FakeGitHub,  # noqa: F811
+    fake_vercel: FakeVercel,  # noqa: F811
+    json_sink: JsonSink,
+) -> None:
+    """GitHub asks again on the same callback URL for the run's next job into the
+    environment: its answer refused too is a job waiting too, told as the first was."""
+    agent = await start_agent(
+        environments(flip_target, staging_window="1500ms"),
+        alerting=alerts_to(json_sink),
+        extra=integrations(fake_github, fake_vercel),
+    )
+    good = "b" * 40
+    await agent.settled((await agent.register("staging", good))["id"])
+    fake_github.fail("422", match="deployment_protection_rule")
+    rule = gh.protection_rule(fake_github.url, sha=good, run_id=8)
+    assert (await github_hook(agent, "deployment_protection_rule", rule, "job-a"))[0] == 202
+    await eventually(lambda: len(given_up(json_sink)) >= 1)
+    await asyncio.sleep(1.0)  # a second in the request's time
+    assert (await github_hook(agent, "deployment_protection_rule", rule, "job-b"))[0] == 202
+    await eventually(lambda: len(given_up(json_sink)) >= 2)
+    assert await failed_calls(agent, "github") == 2

@@ -161,7 +161,9 @@ def _github_deployment_status(settings: Settings, document: dict[str, Any]) -> O
     if deployment_id is not None:  # without it the window opens, and no status is posted
         labels["github.deployment"] = str(deployment_id)
     labels["github.environment"] = environment
-    url = status.get("environment_url") or status.get("target_url")
+    # not `target_url`: GitHub's log URL (`log_url` replaces it), an Actions run's page
+    # when a job names its environment without a `url`, which was probed and posted back
+    url = status.get("environment_url")
     if _fits_a_label(url):
         labels["github.environment_url"] = url
     return OpenWindow(

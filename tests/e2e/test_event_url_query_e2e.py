@@ -74,3 +74,36 @@ async def test_an_event_url_with_a_query_or_fragment_is_probed_as_documented(
         assert fake_github.statuses[-1]["environment_url"] == flip_target.url + tail
     finally:
         await base.stop()
+
+
+async def test_a_success_status_without_environment_url_does_not_probe_its_log_url(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,  # noqa: F811
+    fake_github: FakeGitHub,  # noqa: F811
+) -> None:
+    """An Actions job with `environment: Preview` and no `url` posts `success` with an
+    empty `environment_url` and its run's page as `target_url`, which GitHub documents as
+    the log URL (`log_url` replaces it). The window probed the run's page (404 at each
+    check path: a healthy deploy failed) and every status set it as the deployment's
+    `environment_url`. Now there is no event URL: `base_url` is probed."""
+    logs = f"http://127.0.0.1:{free_port()}/acme/web/actions/runs/1"  # nothing answers
+    env = environment(
+        "preview",
+        flip_target.url,
+        background_interval="10s",
+        extra=f"sources: {{github: {{repository: {gh.REPOSITORY}, environment: Preview,"
+        " use_environment_url: true}}",
+    )
+    agent = await start_agent(env, extra=integrations(fake_github, fake_vercel))
+    body = (
+        gh.deployment_status(environment="Preview")
+        .replace(b'"https://web-new.vercel.app"', b'""')
+        .replace(b"https://vercel.com/acme/web/dpl_new222", logs.encode())
+    )
+    status, opened = await github_hook(agent, "deployment_status", body, "preview-logs")
+    assert status == 202, opened
+    assert "github.environment_url" not in opened["deploy"]["labels"]
+    final = await agent.settled(opened["deploy"]["id"])
+    assert final["state"] == "passed", final["verdict"]
+    assert fake_github.statuses and all("environment_url" not in s for s in fake_github.statuses)

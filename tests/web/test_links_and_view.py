@@ -11,7 +11,7 @@ from agent.records import DeployWindow, RoundRecord
 from agent.settings import ServerSettings
 from agent.web.charts import nice_ticks
 from agent.web.links import deploy_page_url, sign, signing_key, verify
-from agent.web.view import bounds, deploy_view, round_event
+from agent.web.view import alert_words, bounds, deploy_view, round_event
 
 NOW = 1_800_000_000.0
 ID = "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"
@@ -154,6 +154,7 @@ def test_alerts_sent_lists_alerts_not_the_marks_stored_beside_them() -> None:
         "provider_unreachable:sentry": "failed",
         "marker:sentry:deploy": "sent",
         "alert:then:purge": "sent",
+        "integration_failed:vercel:approve-stage": "sent",
         "rollback:settled": "delivered",
         "rollback:follow-ups": "done",
         "github:success": "delivered",
@@ -169,9 +170,12 @@ def test_alerts_sent_lists_alerts_not_the_marks_stored_beside_them() -> None:
         ("provider_unreachable:sentry", "failed"),
         ("rollback_requested", "sent"),
         ("rollback_delivered", "sent"),
+        ("integration_failed:vercel:approve-stage", "sent"),
         ("marker:sentry:deploy", "sent"),
         ("alert:then:purge", "sent"),
     ]
+    words = alert_words("integration_failed:vercel:approve-stage")
+    assert words == "vercel:approve-stage given up (do it by hand)"
 
 
 def test_a_round_event_carries_no_raw_samples_and_the_progress() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -258,14 +259,20 @@ async def test_an_alert_reported_failed_in_a_burst_is_not_delivered_late(
 
     json_sink.answer_after(0.3)  # a send started with half of the 3 s left has 5× its time
     notify = notifier([(json_sink.url(), [])], metrics, timeout=3.0)
-    workers = get_shared_executor()._max_workers
+    pool = get_shared_executor()
+    workers = pool._max_workers
     burst = [alert("breach", deploy_id=f"dep_{i}") for i in range(10 * workers)]
 
     outcomes = await asyncio.gather(*(notify.send(a, []) for a in burst))
 
     reported = sum(o.sent for o in outcomes)
     assert 0 < reported < len(burst)  # the burst was more than one timeout could carry
-    await asyncio.sleep(3.0)  # any send left in apprise's queue would have landed by now
+    # any send left in apprise's queue has landed once every one of its threads has taken
+    # a task queued after it (the queue is first in, first out; a thread takes one at a
+    # time): where a fixed 3 s sleep waited, as long on a quiet machine as on a busy one
+    after = threading.Barrier(workers, timeout=30)
+    loop = asyncio.get_running_loop()
+    await asyncio.gather(*(loop.run_in_executor(pool, after.wait) for _ in range(workers)))
     assert len(json_sink.notifications) == reported
     assert sent(metrics, "sent") == reported
     assert sent(metrics, "failed") == len(burst) - reported

@@ -68,6 +68,10 @@ class Reply:
     agent_kernel_delay_s: float | None = None
     """How long the answer really waited for the agent, from the kernel's receive stamp
     (`checks.stamps`); None: not measured."""
+    agent_held_s: float = 0.0
+    """How long the agent's stalled loop held the request back before it went out (a new
+    connection's connect waiting for the loop, `checks.wire.Parsed.held`), all of it in
+    `latency_s` (and in `agent_delay_s`); 0.0 through aiohttp (not measured)."""
 
     def sample(self, check: str, error: str | None, target: Target) -> Sample:
         """The answer as evidence: passed unless `error` (an expectation it failed)."""
@@ -332,6 +336,7 @@ def _lean_reply(parsed: Parsed, url: URL, allow_redirects: bool, since: float) -
         url,
         parsed.agent_delay,
         parsed.kernel_delay,
+        parsed.held,
     )
 
 

@@ -20,7 +20,7 @@ from yarl import URL
 
 from checks.base import Check, CheckConfig, CheckContext, CheckResult, Running
 from checks.expect import Body, Expect, Expectation
-from checks.lag import AGENT_DELAY, AGENT_KERNEL_DELAY, UNANSWERED
+from checks.lag import AGENT_DELAY, AGENT_HELD, AGENT_KERNEL_DELAY, UNANSWERED
 from checks.request import ClientOptions, RequestSpec, prepared, target_url
 from common.redaction import Redactor
 
@@ -150,6 +150,8 @@ class HttpCheck(Check):
         if reply.agent_kernel_delay_s is not None:
             # the kernel's measure (`checks.stamps`), kept to 10 µs, rounded up: a bound
             details[AGENT_KERNEL_DELAY] = math.ceil(reply.agent_kernel_delay_s * 1e5) / 1e5
+        if reply.agent_held_s:  # the request went out late (`checks.lag`), rounded up
+            details[AGENT_HELD] = math.ceil(reply.agent_held_s * 1e4) / 1e4
         if not mismatches:
             return f"{self._label}: {reply.status} in {reply.latency_s * 1000:.0f}ms", details, None
         error = details["error"] = mismatches[0].kind

@@ -46,6 +46,13 @@ the latency ends at that stamp (a kept-alive connection's answer), only the cloc
 latency it shows free of a stall, and the guard weighs a window's fail by it when nothing
 was dropped (`agent.windows.overload`)."""
 
+AGENT_HELD = "agent_held_s"
+"""A latency's details key, when not 0: how long the agent's stalled loop held the request
+back before it was written (a new connection's connect waiting for the loop,
+`checks.wire._Conn.held`). The latency counts from the probe's start, so all of it is the
+agent's, though the answer was read on time: `attributed` adds it to the read's lateness
+(a stall in the connect kept a 0.33 s latency of a 20 ms target under load)."""
+
 UNANSWERED = "unanswered_s"
 """A timeout's details key: how long the target had the whole request with no byte of an
 answer in the agent's socket when the agent looked, at least the timeout
@@ -256,11 +263,12 @@ def attributed(
     tenth of it cannot say the target did not answer in time, so the sample is dropped
     (neither ok nor an error), unless the agent saw the target's silence for itself
     (`UNANSWERED`: no byte of an answer in its socket, the timeout after the request went
-    out). A latency is inflated only by the stall under way when the
+    out). A latency is inflated by the stall under way when the
     answer came, at most `unattended` (a stall earlier in the wait delays nothing: the
     answer was not there yet), or what the kernel's stamp measured (`AGENT_KERNEL_DELAY`:
     a latency that ends at the answer's arrival holds none of the stall, only the clocks'
-    reading); a larger share than a tenth of it is dropped. A kept one
+    reading), and by a stall before the request went out (`AGENT_HELD`: all of it); a
+    larger share than a tenth of it is dropped. A kept one
     may still overstate the target's by the heartbeat's blind spot (`least_latency`).
     An answer's status and body are facts whatever the agent's lateness: they still
     count. Results of several samples (a load check) attribute each request themselves
@@ -277,6 +285,9 @@ def attributed(
     kernel = result.details.get(AGENT_KERNEL_DELAY)
     if isinstance(kernel, int | float):
         late = min(late, kernel)  # the agent's part of the latency, by the kernel's stamp
+    held = result.details.get(AGENT_HELD)
+    if isinstance(held, int | float):
+        late = min(late + held, stalled)  # the request went out late: all of it the agent's
     dropped = verdict_on(sample.ok, sample.error, latency, waited, stalled, late)
     if dropped is None:
         return result, None

@@ -89,6 +89,7 @@ class Parsed:
         "body",
         "done_at",
         "headers",
+        "held",
         "kernel_delay",
         "read_at",
         "size",
@@ -105,6 +106,7 @@ class Parsed:
         agent_delay: float | None = None,
         kernel_delay: float | None = None,
         read_at: float | None = None,
+        held: float = 0.0,
     ):
         self.status = status
         self.headers = headers
@@ -127,6 +129,9 @@ class Parsed:
         connect no stamp sees, or no stamps here)."""
         self.read_at = done_at if read_at is None else read_at
         """`time.perf_counter()` when the last byte was parsed."""
+        self.held = held
+        """How long the agent's stalled loop held the request back before it was written
+        (`_Conn.held`), all of it in the latency; in `agent_delay` too."""
 
 
 class Waiter(Protocol):
@@ -180,6 +185,12 @@ class _Conn(asyncio.Protocol):
         """`time.monotonic()` when the request in flight was all handed to the kernel (0.0:
         not known, part of it still in the transport's buffer): what a timeout's silence
         counts from (`_expire`), not when the probe meant to start."""
+        self.held = 0.0
+        """How long the agent's loop was stalled between the request's start and its write
+        (`checks.lag.LoopLag.total` grown from the start's `mark`): a new connection's
+        connect waiting for a stalled loop. The latency counts from the start, so all of it
+        is the agent's, though the answer was read on time (no read delay, no stamp, sees
+        it: the request itself went out late)."""
         self._reset(False)
 
     def _reset(self, keep: bool) -> None:
@@ -329,6 +340,7 @@ class _Conn(asyncio.Protocol):
         body = b"".join(self.kept) if self.keep else b""
         read_at = done_at = time.perf_counter()
         delay = self.client._ticks.lag.read_delay()  # None: the agent is not probing
+        held = self.held
         stamped, connected, self.connect_delay = self.stamped, self.connect_delay, None
         first, self.first = self.first, False
         kernel = None
@@ -355,7 +367,11 @@ class _Conn(asyncio.Protocol):
                 # back: short, or under 0) leaves the heartbeat's bound, never short (the
                 # answer came at most `delay` ago, so a step seen since then may be in it)
                 kernel = delay
-        parsed = Parsed(self.status, headers, body, self.size, done_at, delay, kernel, read_at)
+        if held and delay is not None:
+            delay += held  # the request went out late: the agent's too
+        parsed = Parsed(
+            self.status, headers, body, self.size, done_at, delay, kernel, read_at, held
+        )
         waiter.set_result(parsed)
 
     def _decode(self, chunk: bytes) -> bytes:
@@ -383,8 +399,12 @@ class _Conn(asyncio.Protocol):
 
     # used by LeanClient
 
-    def send(self, request: bytes, keep: bool, waiter: Waiter) -> None:
+    def send(self, request: bytes, keep: bool, waiter: Waiter, mark: float | None) -> None:
+        """Write `request`; `mark`: `LoopLag.beating()` as the request started (None: no
+        heartbeat), against which the stall before this write is measured (`held`)."""
         assert self.transport is not None
+        now = self.client._ticks.lag.beating() if mark is not None else None
+        self.held = now - mark if now is not None and mark is not None and now > mark else 0.0
         self._reset(keep)  # the parser itself is ready for the next message once one completes
         self.waiter = waiter
         if self.stamped is not None:
@@ -622,7 +642,7 @@ class LeanClient:
             if conn is None:
                 conn = await self._connect(key, deadline)
             waiter: asyncio.Future[Parsed] = self.loop.create_future()
-            conn.send(request, keep_body, waiter)
+            conn.send(request, keep_body, waiter, mark)
             if timeout_s:
                 # no timer to cancel after
                 self._ticks.at(deadline, _expire, (conn, waiter, timeout_s, mark))
@@ -855,7 +875,7 @@ class Sending:
             self.connecting.add_done_callback(self._connected)
             return
         self.conn = conn
-        conn.send(self.request, self.keep, self)
+        conn.send(self.request, self.keep, self, self.mark)
         # no timer to cancel after
         client._ticks.at(self.deadline, _expire, (conn, self, self.timeout_s, self.mark))
 

@@ -30,6 +30,7 @@ from agent.windows.probing import EnvironmentProbe
 from checks.base import CheckResult, Sample
 from checks.lag import (
     AGENT_DELAY,
+    AGENT_HELD,
     AGENT_KERNEL_DELAY,
     AGENT_SHARE,
     BEAT_S,
@@ -40,6 +41,7 @@ from checks.lag import (
     verdict_on,
 )
 from checks.sessions import TargetSessions
+from checks.wire import _Conn
 from tests.thread_target import ThreadTarget, thread_target
 from tests.web.test_links_and_view import ID, NOW, window
 
@@ -164,18 +166,49 @@ async def test_an_answer_read_late_on_a_new_connection_loses_its_latency(
     target: ThreadTarget,
 ) -> None:
     """A new connection's first answer, whose connect no stamp sees, keeps the read time:
-    read late by a stall, its latency (the stall's) is dropped, its answer counts."""
+    read late by a stall, its latency (the stall's) is dropped, its answer counts. (The
+    stall as the target has the request: one 5 ms after the round's start came before
+    the write under load, the next test's case.)"""
     target.delay_s = 0.02
     target.close = True  # every probe dials anew
     metrics = Metrics()
     loop = asyncio.get_running_loop()
+    target.on_request = lambda: loop.call_soon_threadsafe(time.sleep, 0.3)
     async with TargetSessions() as sessions:
         probe = _probe(target.url, sessions, metrics, probes=1)
-        loop.call_later(0.005, time.sleep, 0.3)
-        results = await probe.run_round(0.4, probes=1)
+        # a round with room past the stall: one of 0.4 s had a connect on a machine at
+        # load 11 stalled past its end (a timeout, dropped as the agent's: no answer)
+        results = await probe.run_round(1.0, probes=1)
     [sample] = [s for r in results for s in r.samples]
-    assert sample.ok and sample.latency_s is None
+    assert sample.ok and sample.latency_s is None, results[0].details
     assert results[0].details["latency_dropped"] == "agent_lag"
+    assert _dropped(metrics, "agent_lag_latency") == 1
+
+
+async def test_a_stall_while_a_new_connection_connects_drops_its_latency(
+    target: ThreadTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stall after the connect and before the request is written (what a loaded machine
+    did to the test above: the stall came before the write, not in the wait): the answer
+    is read on time (the heartbeat kept time again long before), but its latency counts
+    the stall, so it is dropped. The old code kept a 100 ms target's 0.4 s."""
+    target.delay_s = 0.1
+    target.close = True  # every probe dials anew
+    metrics = Metrics()
+    made = _Conn.connection_made
+
+    def stalled(conn: _Conn, transport: asyncio.BaseTransport) -> None:
+        made(conn, transport)
+        time.sleep(0.3)  # the agent's loop, between the connect and the write
+
+    monkeypatch.setattr(_Conn, "connection_made", stalled)
+    async with TargetSessions() as sessions:
+        probe = _probe(target.url, sessions, metrics, probes=1)
+        results = await probe.run_round(1.0, probes=1)
+    [sample] = [s for r in results for s in r.samples]
+    assert sample.ok and sample.latency_s is None, results[0].details
+    assert results[0].details["latency_dropped"] == "agent_lag"
+    assert results[0].details[AGENT_HELD] >= 0.25
     assert _dropped(metrics, "agent_lag_latency") == 1
 
 

@@ -139,8 +139,8 @@ def reads_late(
     rolled back ("latency_p95 13ms > max 2ms", about one run in six)."""
     send = wire._Conn.send
 
-    def busy_sending(conn: Any, request: bytes, keep: bool, waiter: Any) -> None:
-        send(conn, request, keep, waiter)
+    def busy_sending(conn: Any, request: bytes, keep: bool, waiter: Any, mark: Any) -> None:
+        send(conn, request, keep, waiter, mark)
         if conn.key[1] != target.port or conn.transport is None:
             return
         late = late_s()

@@ -216,6 +216,8 @@ def load_config_text(
     expanded = _expand(data, (), environ, problems, lines)
     overrides, origins = _overrides(environ, problems)
     _replacing_values(expanded, origins)
+    # the file's `${VAR}` an override replaces is never read: its variable need not be set
+    problems = [p for p in problems if p.variable is not None or origins.variable(p.loc) is None]
     document = _merged(expanded, overrides)
     try:
         settings = settings_from_document(document)

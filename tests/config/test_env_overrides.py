@@ -304,3 +304,39 @@ def test_run_listens_and_stores_where_the_readmes_overrides_say(
     assert f"store SQLite file {store}" in text, text
     assert f"listening on http://127.0.0.1:{port}" in text, text
     assert store.exists() and not (tmp_path / "file.db").exists()
+
+
+def test_an_override_stands_in_for_the_files_unset_variable(config: Path) -> None:
+    """The README: `POSTFLIGHT__…` overrides the file's values. A deployment that gives the
+    secret as an override (`…__ROLLBACK__SECRET`) over a file reading `${ROLLBACK_SECRET}`
+    needs no `ROLLBACK_SECRET` too: it was refused, exit 2, "environment variable
+    ROLLBACK_SECRET is not set", for a value the override replaces. One it does not replace
+    is still said."""
+    config.write_text(
+        MINIMAL.replace("shh-secret", "${PF_UNSET_SECRET}").replace(
+            '["tok-1234567890abcdef"]', '["${PF_UNSET_TOKEN}"]'
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PF_UNSET_SECRET", "PF_UNSET_TOKEN")}
+    env["POSTFLIGHT__ENVIRONMENTS__PRODUCTION__ROLLBACK__SECRET"] = "shh-from-the-environment"
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "validate-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines()[1:] == [
+        "  server.api_tokens[0] (line 3): environment variable PF_UNSET_TOKEN is not set"
+    ], proc.stderr
+    env["POSTFLIGHT__SERVER__API_TOKENS"] = '["tok-from-the-environment"]'
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "validate-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "valid — environments: production" in proc.stdout, proc.stdout

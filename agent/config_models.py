@@ -91,6 +91,29 @@ def optional_non_empty_secret(value: SecretStr | None) -> SecretStr | None:
     return None if value is None else non_empty_secret(value)
 
 
+def header_token(value: SecretStr) -> SecretStr:
+    """A token sent in an HTTP header: not empty, and one a header can carry as written. A
+    secret file's last newline, read into `${API_TOKEN}`, made an agent that refused every
+    request (401); a provider's, a call that could not be sent. Never quoted."""
+    text = non_empty_secret(value).get_secret_value()
+    if "\n" in text or "\r" in text:
+        problem = "has a line break"
+    elif any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        problem = "has a control character"
+    elif text != text.strip():
+        problem = "starts or ends with a space"
+    else:
+        return value
+    raise ValueError(
+        f"{problem}: no HTTP header can carry it as written (a secret read from a file with"
+        " its last newline?); remove it"
+    )
+
+
+def optional_header_token(value: SecretStr | None) -> SecretStr | None:
+    return None if value is None else header_token(value)
+
+
 class FieldError(ValueError):
     """A value error about one key of the model being checked (`field`), so the settings
     report it at that key's path (`…rules[0].query`) rather than at the model's."""

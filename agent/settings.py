@@ -46,6 +46,7 @@ from agent.config_models import (
     HttpUrl,
     StrictModel,
     a_base,
+    header_token,
     non_empty_secret,
     optional_non_empty_secret,
 )
@@ -87,9 +88,10 @@ NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=NAME_PATTERN)]
 
 
-ApiToken = Annotated[SecretStr, AfterValidator(non_empty_secret)]
-"""Not empty: an element's validator, so an error names the token's own path
-(`api_tokens[0]`). A short one is a warning (`Settings.token_warnings`), not an error."""
+ApiToken = Annotated[SecretStr, AfterValidator(header_token)]
+"""Not empty, and one a header can carry: an element's validator, so an error names the
+token's own path (`api_tokens[0]`). A short one is a warning (`Settings.token_warnings`),
+not an error."""
 
 
 class ServerSettings(StrictModel):

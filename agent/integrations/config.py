@@ -16,6 +16,7 @@ from agent.config_models import (
     HttpUrl,
     StrictModel,
     a_base,
+    optional_header_token,
     optional_non_empty_secret,
     without_credentials_beside_a_token,
 )
@@ -35,7 +36,8 @@ class GithubIntegration(StrictModel):
     timeout: PositiveDuration = 10.0
     """One call to the GitHub API."""
 
-    _token = field_validator("token", "webhook_secret")(optional_non_empty_secret)
+    _token = field_validator("token")(optional_header_token)
+    _hook_secret = field_validator("webhook_secret")(optional_non_empty_secret)
     _api_url = field_validator("api_url")(without_credentials_beside_a_token)
     _base = field_validator("api_url")(
         a_base("remove it (a token goes in integrations.github.token)")
@@ -52,7 +54,8 @@ class VercelIntegration(StrictModel):
     """Needed for `POST /v1/hooks/vercel` (for an integration: its client secret)."""
     timeout: PositiveDuration = 10.0
 
-    _token = field_validator("token", "webhook_secret")(optional_non_empty_secret)
+    _token = field_validator("token")(optional_header_token)
+    _hook_secret = field_validator("webhook_secret")(optional_non_empty_secret)
     _api_url = field_validator("api_url")(without_credentials_beside_a_token)
     _base = field_validator("api_url")(
         a_base(

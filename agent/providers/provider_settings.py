@@ -34,7 +34,8 @@ from agent.config_models import (
     StrictModel,
     a_base,
     has_credentials,
-    non_empty_secret,
+    header_token,
+    optional_header_token,
     without_credentials_beside_a_token,
 )
 from agent.providers.plugins import config_model_for, plugin_names
@@ -118,7 +119,7 @@ class SentrySettings(HttpProviderSettings):
     """p95_duration: transaction durations fetched (Link-header pages of 100) so the
     judge can rank-test the distribution; 0 fetches only the aggregate."""
 
-    _token = field_validator("token")(non_empty_secret)
+    _token = field_validator("token")(header_token)
     _base_url = field_validator("base_url")(without_credentials_beside_a_token)
     _base = field_validator("base_url")(
         a_base("remove it (a token goes in providers.sentry.token)")
@@ -158,7 +159,7 @@ class NewRelicSettings(HttpProviderSettings):
     web_url: HttpUrl | None = None
     """Where the New Relic UI is, for links (default: one.newrelic.com or one.eu…)."""
 
-    _key = field_validator("api_key")(non_empty_secret)
+    _key = field_validator("api_key")(header_token)
     _web_base = field_validator("web_url")(a_base("remove it"))
 
     @model_validator(mode="before")
@@ -224,6 +225,7 @@ class PrometheusSettings(HttpProviderSettings):
     _base = field_validator("url")(
         a_base("remove it (a token goes in providers.prometheus.bearer_token)")
     )
+    _bearer = field_validator("bearer_token")(optional_header_token)
 
     @model_validator(mode="after")
     def _one_authorization(self) -> PrometheusSettings:

@@ -747,6 +747,27 @@ def _second_names(kind: str, names: Sequence[object]) -> list[InitErrorDetails]:
     return errors
 
 
+def environments_named_alike(names: Iterable[object]) -> list[tuple[tuple[str, str], str]]:
+    """(loc, message) of each environment named as one before it to an override variable,
+    whose names are case-blind and read `_` as `-` (`production` and `Production`): a
+    `POSTFLIGHT__ENVIRONMENTS__PRODUCTION__…` set one of them, unsaid."""
+    seen: dict[str, str] = {}
+    found = []
+    for name in names:
+        if not isinstance(name, str):
+            continue
+        blind = name.lower().replace("-", "_")
+        if blind in seen:
+            message = (
+                f"environments {seen[blind]!r} and {name!r} differ only in case or - and _,"
+                f" which a {OVERRIDE_PREFIX}ENVIRONMENTS__{blind.upper()}__… variable cannot"
+                " tell apart; rename one"
+            )
+            found.append((("environments", name), message))
+        seen.setdefault(blind, name)
+    return found
+
+
 def _problem(loc: tuple[str | int, ...], message: str, value: Any) -> InitErrorDetails:
     """One validation error at `loc` below the model being validated."""
     return InitErrorDetails(type=PydanticCustomError("does_not_fit", message), loc=loc, input=value)
@@ -786,6 +807,7 @@ class Settings(BaseSettings):
         """Every problem across sections, all at once, each at its own key (one at a
         time, fixing each only showed the next)."""
         problems = [
+            *(_problem(loc, m, loc[-1]) for loc, m in environments_named_alike(self.environments)),
             *self._integration_problems(),
             *self._unconfigured_providers(),
             *self._probe_summaries_before_the_lookback(),
@@ -1149,6 +1171,7 @@ def cross_checks_in_document(
     if not isinstance(environments, dict):
         return channels
     found = channels + _cross_sections_in_document(document, environments)
+    found += environments_named_alike(environments)
     for env_name, env in environments.items():
         if not isinstance(env, dict):
             continue

@@ -340,3 +340,25 @@ def test_an_override_stands_in_for_the_files_unset_variable(config: Path) -> Non
     )
     assert proc.returncode == 0, proc.stderr
     assert "valid — environments: production" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("first", "second"), [("production", "Production"), ("eu_west", "eu-west")]
+)
+def test_two_environments_one_override_cannot_tell_apart_are_refused(
+    tmp_path: Path, first: str, second: str
+) -> None:
+    """Override names are case-blind and read `_` as `-`, so `POSTFLIGHT__ENVIRONMENTS__
+    PRODUCTION__WINDOW` over environments `production` and `Production` set one of them
+    unsaid: the file validated, two environments named alike as a duplicate is meant."""
+    staging = MINIMAL.split("environments:\n", 1)[1].replace("production:", f"{second}:", 1)
+    config = tmp_path / "postflight.yaml"
+    config.write_text(MINIMAL.replace("production:", f"{first}:", 1) + staging)
+    proc = postflight("validate-config", str(config), env={})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = MINIMAL.count("\n") + 1  # the second environment's name
+    assert proc.stderr.splitlines()[1:] == [
+        f"  environments.{second} (line {line}): environments {first!r} and {second!r} differ"
+        f" only in case or - and _, which a POSTFLIGHT__ENVIRONMENTS__{first.upper()}__…"
+        " variable cannot tell apart; rename one"
+    ], proc.stderr

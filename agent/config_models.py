@@ -91,6 +91,15 @@ def optional_non_empty_secret(value: SecretStr | None) -> SecretStr | None:
     return None if value is None else non_empty_secret(value)
 
 
+def query_read_by_none(key: str, source: str) -> str:
+    """A rule's `query`/`nrql` where its source reads none: the file validated, and the
+    user's PromQL judged nothing while the rule judged its `metric`."""
+    return (
+        f"{key} is read only by a provider's rule that takes one (prometheus: query,"
+        f" newrelic: nrql): a {source} rule judges its metric; remove it"
+    )
+
+
 def header_token(value: SecretStr) -> SecretStr:
     """A token sent in an HTTP header: not empty, and one a header can carry as written. A
     secret file's last newline, read into `${API_TOKEN}`, made an agent that refused every

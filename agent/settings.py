@@ -49,6 +49,7 @@ from agent.config_models import (
     header_token,
     non_empty_secret,
     optional_non_empty_secret,
+    query_read_by_none,
 )
 from agent.integrations.config import (
     FollowUp,
@@ -404,6 +405,10 @@ class RuleSettings(StrictModel):
             problems.append(_problem(("max_increase",), message, self.max_increase))
         if self.source == "checks" and self.metric not in CHECK_METRICS:
             problems.append(_problem(("metric",), not_a_check_metric(self.metric), self.metric))
+        for key in ("query", "nrql") if self.source == "checks" else ():
+            if getattr(self, key) is not None:
+                message = query_read_by_none(key, "checks")
+                problems.append(_problem((key,), message, getattr(self, key)))
         if self.source != "checks" and self.check:
             problems.append(_problem(("check",), "check applies only to source checks", self.check))
         if problems:

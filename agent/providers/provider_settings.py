@@ -36,6 +36,7 @@ from agent.config_models import (
     has_credentials,
     header_token,
     optional_header_token,
+    query_read_by_none,
     without_credentials_beside_a_token,
 )
 from agent.providers.plugins import config_model_for, plugin_names
@@ -133,6 +134,8 @@ class SentrySettings(HttpProviderSettings):
 
     @classmethod
     def check_rule(cls, rule: Rule, baseline: BaselineSettings) -> None:
+        if rule.query_key is not None:
+            raise FieldError(rule.query_key, query_read_by_none(rule.query_key, "sentry"))
         if rule.metric not in SENTRY_METRICS:  # at the rule's `metric`, as a checks rule's is
             raise FieldError(
                 "metric",

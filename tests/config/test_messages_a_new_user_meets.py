@@ -411,3 +411,45 @@ def test_a_confidence_of_99_says_it_is_a_probability() -> None:
     assert problems(text)["environments.production.analysis.confidence"] == (
         "must be more than 0.5 and less than 1 (got 99): a probability, such as 0.99 or 99%"
     )
+
+
+@pytest.mark.parametrize(
+    ("old", "key", "rule"),
+    [
+        ("        metric: error_rate   # error_rate | latency", "query", 0),
+        ("        metric: error_rate   # error_rate | latency", "nrql", 0),
+        ("        metric: error_rate   # error_count", "query", 3),
+        ("        metric: error_rate   # error_count", "nrql", 3),
+    ],
+    ids=["checks-query", "checks-nrql", "sentry-query", "sentry-nrql"],
+)
+def test_a_query_on_a_rule_whose_source_reads_none_is_refused_at_it(
+    tmp_path: Path, old: str, key: str, rule: int
+) -> None:
+    """The example's rules, run as `postflight validate-config`: a `query:` (or `nrql:`) on
+    a checks or Sentry rule was read by nothing, and the file validated; the user's PromQL
+    judged nothing while the rule judged its `metric`."""
+    example = Path(__file__).resolve().parents[2] / "config" / "postflight.example.yaml"
+    text = example.read_text()
+    assert text.count(old) == 1
+    config = tmp_path / "postflight.yaml"
+    config.write_text(text.replace(old, f"{old.split('#')[0].rstrip()}\n        {key}: up #", 1))
+    env = {
+        **os.environ,
+        "POSTFLIGHT_API_TOKEN": "tok-1234567890abcdef",
+        "ROLLBACK_SECRET": "shh",
+        "SENTRY_AUTH_TOKEN": "st",
+        "NEW_RELIC_API_KEY": "nk",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "validate-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    errors = proc.stderr.splitlines()[1:]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"  environments.production.rules[{rule}].{key} (line "), errors
+    assert f"{key} is read only by" in errors[0], errors

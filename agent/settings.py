@@ -563,6 +563,17 @@ Interval = Annotated[Duration, AfterValidator(_period_floor)]
 """A round's `interval` or the `background_interval`: at least `MIN_INTERVAL_S`."""
 
 
+def _some_lookback(seconds: float) -> float:
+    """`lookback: 0s` validated, and every relative rule then ended inconclusive, "no
+    baseline", with no word at start."""
+    if seconds <= 0:
+        raise ValueError(
+            "must be more than 0s: the baselines are read from the lookback before a deploy,"
+            " and one of 0s holds nothing to compare with"
+        )
+    return seconds
+
+
 MAX_WINDOW_S = 7 * 86400.0
 """The longest window, as the API's `window` (agent.api.models): a registration without
 its own took the environment's, and one of 99999999999999d answered 500."""
@@ -572,7 +583,7 @@ class EnvironmentSettings(StrictModel):
     base_url: HttpUrl
     window: Annotated[Duration, at_most(MAX_WINDOW_S)] = 900.0
     interval: Interval = 30.0
-    lookback: Duration = 3600.0
+    lookback: Annotated[Duration, AfterValidator(_some_lookback)] = 3600.0
     background_interval: Interval = 30.0
     """Between windows, http checks keep probing at this pace (the pre-deploy baseline)."""
     baseline_url: HttpUrl | None = None

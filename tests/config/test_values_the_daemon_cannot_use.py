@@ -484,3 +484,18 @@ def test_a_limit_is_said_in_the_unit_the_user_writes(window: str, said: str) -> 
 )
 def test_a_bound_is_written_in_its_largest_whole_unit(seconds: float, written: str) -> None:
     assert format_bound(seconds) == written
+
+
+@pytest.mark.parametrize("lookback", ["0s", "0"])
+def test_a_lookback_of_nothing_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], lookback: str
+) -> None:
+    """`lookback: 0s` validated, and every window's relative rules ended inconclusive, "no
+    baseline", with no word at start: the baseline period before a deploy held nothing."""
+    text = MINIMAL.replace("    interval: 30s\n", f"    interval: 30s\n    lookback: {lookback}\n")
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 2, out
+    assert (
+        "environments.production.lookback (line 9): must be more than 0s: the baselines are"
+        " read from the lookback before a deploy" in out
+    ), out

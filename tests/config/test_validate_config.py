@@ -1045,7 +1045,7 @@ README_DEFAULTS: list[tuple[str, str, object]] = [
     ("`alerting.timeout` (default 5s)", "alerting.timeout", 5.0),
     ("`window` (default 15m", "environments.production.window", 900.0),
     ("`interval` (30s;", "environments.production.interval", 30.0),
-    ("`lookback` (1h)", "environments.production.lookback", 3600.0),
+    ("`lookback` (1h; more than 0s)", "environments.production.lookback", 3600.0),
     ("`background_interval` (30s;", "environments.production.background_interval", 30.0),
     ("`probes_per_round` (10)", "environments.production.probes_per_round", 10),
     ('default `"{version}"`', "environments.production.baseline.sentry.release", "{version}"),

@@ -1146,6 +1146,8 @@ NO_BOUND = "give at least one bound: max, min or max_increase"
 
 
 def not_a_check_metric(metric: object) -> str:
+    if metric is None:
+        return f"required for source checks: one of {', '.join(CHECK_METRICS)}"
     return f"metric must be one of {', '.join(CHECK_METRICS)} for source checks (got {metric!r})"
 
 

@@ -137,11 +137,13 @@ class SentrySettings(HttpProviderSettings):
         if rule.query_key is not None:
             raise FieldError(rule.query_key, query_read_by_none(rule.query_key, "sentry"))
         if rule.metric not in SENTRY_METRICS:  # at the rule's `metric`, as a checks rule's is
-            raise FieldError(
-                "metric",
-                f"metric must be one of {', '.join(SENTRY_METRICS)} for source sentry"
-                f" (got {rule.metric!r})",
+            message = (
+                f"required for source sentry: one of {', '.join(SENTRY_METRICS)}"
+                if rule.query_key is None and rule.metric == "query"  # no metric written
+                else f"metric must be one of {', '.join(SENTRY_METRICS)} for source sentry"
+                f" (got {rule.metric!r})"
             )
+            raise FieldError("metric", message)
         if baseline.sentry is None:
             raise ValueError(
                 "source sentry: set baseline.sentry.project (which Sentry project to compare)"

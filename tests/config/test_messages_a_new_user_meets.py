@@ -453,3 +453,32 @@ def test_a_query_on_a_rule_whose_source_reads_none_is_refused_at_it(
     assert len(errors) == 1, errors
     assert errors[0].startswith(f"  environments.production.rules[{rule}].{key} (line "), errors
     assert f"{key} is read only by" in errors[0], errors
+
+
+def test_a_checks_rule_without_its_metric_says_it_is_required_not_none() -> None:
+    """It said "metric must be one of … (got None)": Python's word for a key not written."""
+    text = MINIMAL.replace("        metric: error_rate\n", "")
+    assert problems(text) == {
+        "environments.production.rules[0].metric": (
+            "required for source checks: one of error_rate, latency_p50, latency_p95,"
+            " latency_p99, throughput"
+        )
+    }
+
+
+def test_a_sentry_rule_without_its_metric_says_it_is_required() -> None:
+    """It said "… for source sentry (got 'query')", of a rule that wrote no query."""
+    text = MINIMAL.replace(
+        "    rollback:\n", "    baseline: {sentry: {project: web}}\n    rollback:\n"
+    ).replace(
+        "        metric: error_rate\n        max: 0.05\n",
+        "        metric: error_rate\n        max: 0.05\n"
+        "      - {name: sentry-errors, source: sentry, max_increase: 100%}\n",
+    )
+    text = "providers:\n  sentry: {org: acme, token: st}\n" + text
+    assert problems(text) == {
+        "environments.production.rules[1].metric": (
+            "rule 'sentry-errors': required for source sentry: one of error_count, error_rate,"
+            " crash_free_rate, p95_duration"
+        )
+    }

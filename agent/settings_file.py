@@ -770,6 +770,10 @@ def _problems(
             # value is not quoted back (it may be a secret)
             what = "true/false" if isinstance(_value_at(document, loc), bool) else "a number"
             message = f"should be text, but YAML reads this unquoted value as {what}: quote it"
+        elif error["type"] == "string_type" and isinstance(_value_at(document, loc), list | dict):
+            # `secret: [x]`, `api_tokens: [{ci: …}]`: "Input should be a valid string"
+            shape = "a list" if isinstance(_value_at(document, loc), list) else "a mapping"
+            message = f"should be text, not {shape}"
         elif error["type"] == "float_parsing" and _is_percent_bound(loc, document):
             message = _percent_bound(str(loc[-1]), str(_value_at(document, loc)))
         elif error["type"] == "union_tag_invalid":  # a check's `type` that no plugin has

@@ -482,3 +482,26 @@ def test_a_sentry_rule_without_its_metric_says_it_is_required() -> None:
             " crash_free_rate, p95_duration"
         )
     }
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "said"),
+    [
+        ("      secret: shh-secret", "      secret: [shh-secret]", "rollback.secret", "a list"),
+        ("      secret: shh-secret", "      secret: {a: shh}", "rollback.secret", "a mapping"),
+        (
+            '  api_tokens: ["tok-1234567890abcdef"]',
+            '  api_tokens: [{ci: "tok-1234567890abcdef"}]',
+            "server.api_tokens[0]",
+            "a mapping",
+        ),
+    ],
+)
+def test_a_list_or_a_mapping_where_text_goes_is_said_so(
+    old: str, new: str, path: str, said: str
+) -> None:
+    """It was pydantic's "Input should be a valid string"."""
+    assert MINIMAL.count(old) == 1
+    text = MINIMAL.replace(old, new)
+    found = {p.rpartition("production.")[2]: m for p, m in problems(text).items()}
+    assert found == {path: f"should be text, not {said}"}, found

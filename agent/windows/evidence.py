@@ -9,6 +9,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 from agent.analysis import sketch
+from agent.analysis.describe import threshold_text
 from agent.analysis.types import Observation, Rule, RuleVerdict, Verdict
 from agent.analysis.verdicts import RuleGlance
 from checks.base import CheckResult
@@ -72,6 +73,31 @@ def rule_to_dict(rule: RuleVerdict, links: dict[str, str] | None = None) -> dict
     if links and rule.name in links:
         data["link"] = links[rule.name]
     return data
+
+
+def rule_without_baseline(rule: Rule, *, fetching: bool = False) -> dict[str, Any]:
+    """A provider rule without its baseline (its fetch failed, or is still under way: a
+    provider's alert names both), as an alert's rule line shows it (contract §4: the
+    rules, observed vs baseline vs threshold): nothing observed yet, no baseline, its
+    bounds as written. A relative rule is inconclusive until its baseline comes; an
+    absolute one is judged on its bound meanwhile."""
+    relative = rule.max_increase is not None
+    if fetching:
+        detail = "its baseline is still being fetched"
+    elif relative:
+        detail = "no baseline yet: inconclusive until it comes"
+    else:
+        detail = "no baseline: judged on its own bound meanwhile"
+    return {
+        "name": rule.name,
+        "source": rule.source,
+        "metric": rule.metric,
+        "outcome": "inconclusive" if relative else None,
+        "observed": None,
+        "baseline": None,
+        "threshold": threshold_text(rule),
+        "detail": detail,
+    }
 
 
 def verdict_to_dict(

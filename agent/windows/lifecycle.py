@@ -48,6 +48,7 @@ from agent.windows.evidence import (
     observation_to_dict,
     rule_snapshot,
     rule_to_dict,
+    rule_without_baseline,
     verdict_to_dict,
 )
 from agent.windows.fingerprint import check_fingerprints
@@ -163,6 +164,20 @@ def _left_behind(
     if failed is None or failed is ended_on or store_outage(failed):
         return
     logger.error("a round's store or a lease renewal failed as the watch ended", exc_info=failed)
+
+
+def _without_baseline_words(rule: Rule) -> str:
+    """What a rule whose baseline a provider could not give does meanwhile, in the
+    provider's alert."""
+    if rule.max_increase is not None:  # judged against it: asked again (`_awaits_baseline`)
+        return (
+            f"rule {rule.name} has no baseline yet, so it is inconclusive until one comes"
+            " (asked again each round)"
+        )
+    return (
+        f"rule {rule.name} has no baseline to show beside it; it is judged on its own"
+        " bound meanwhile (an absolute rule's baseline is not asked again)"
+    )
 
 
 def _answer(task: asyncio.Task[Observation]) -> Observation:
@@ -583,6 +598,7 @@ class WindowWatch:
         for name, provider in self.s.providers.items():
             if any(r.source == name for r in self.rules):
                 self.s.spawn(self._mark(name, provider, "deploy"))
+        unfetched: list[tuple[Rule, Observation]] = []
         for judged in self.judge_rules:
             baseline = fetched.get(judged.name)
             if baseline is None or not baseline.error or judged.name in self.refetching:
@@ -592,7 +608,8 @@ class WindowWatch:
                 # (`_awaits_baseline`), and alerted only if the provider then fails itself
                 self.first_baselines.add(judged.name)
             else:
-                self._baseline_unreachable(judged, baseline)
+                unfetched.append((judged, baseline))
+        self._baselines_unreachable(unfetched)
         return True
 
     def _warn_baseline(self, left_out: list[tuple[FailedRelease, int]]) -> None:
@@ -611,29 +628,35 @@ class WindowWatch:
             if rule.only_relative and not self.baselines[rule.name].has_data:
                 self.log.warning("%s", no_background_baseline(rule, self.env))
 
-    def _baseline_unreachable(self, rule: Rule, baseline: Observation) -> None:
-        """A provider that could not give a rule's baseline: the provider's one alert of
-        the window; the baseline is asked for again each round (`_gather_round`)."""
-        if rule.max_increase is not None:  # judged against it: asked again (`_awaits_baseline`)
-            what = (
-                f"rule {rule.name} has no baseline yet, so it is inconclusive until one comes"
-                " (asked again each round)"
+    def _baselines_unreachable(self, unfetched: list[tuple[Rule, Observation]]) -> None:
+        """Providers that could not give rules' baselines: each provider's one alert of the
+        window, naming each of its rules here with its bounds (contract §4), where it named
+        the first rule only, in words; the baselines are asked for again each round
+        (`_gather_round`)."""
+        by_provider: dict[str, list[tuple[Rule, Observation]]] = {}
+        for rule, baseline in unfetched:
+            self.log.warning("rule %s: baseline not fetched: %s", rule.name, baseline.error)
+            by_provider.setdefault(rule.source, []).append((rule, baseline))
+        for provider, failed in by_provider.items():
+            whats = "; ".join(_without_baseline_words(rule) for rule, _ in failed)
+            first = failed[0][1]
+            names = {rule.name for rule, _ in failed}
+            # its other rules whose baselines are still being fetched: the one alert of the
+            # provider names them too, as they wait alike (`_awaits_baseline`)
+            rules = [
+                rule_without_baseline(rule, fetching=rule.name not in names)
+                for rule in self.judge_rules
+                if rule.source == provider and (rule.name in names or rule.name in self.refetching)
+            ]
+            self._alert(
+                "provider_unreachable",
+                key=provider_key(provider),
+                reason=f"{provider}: {first.error} — {whats}; a provider outage never causes"
+                " a rollback",
+                rules=rules,
+                provider=provider,
+                provider_answered=first.answered,
             )
-        else:
-            what = (
-                f"rule {rule.name} has no baseline to show beside it; it is judged on its own"
-                " bound meanwhile (an absolute rule's baseline is not asked again)"
-            )
-        self.log.warning("rule %s: baseline not fetched: %s", rule.name, baseline.error)
-        self._alert(
-            "provider_unreachable",
-            key=provider_key(rule.source),
-            reason=f"{rule.source}: {baseline.error} — {what}; a provider outage never causes"
-            " a rollback",
-            rules=[],
-            provider=rule.source,
-            provider_answered=baseline.answered,
-        )
 
     def _awaits_baseline(self, rule: Rule) -> bool:
         """A relative provider rule (`max_increase`: it is judged against its baseline)
@@ -749,6 +772,7 @@ class WindowWatch:
                 del self.fetching[name]
                 fetched[name] = (_answer(task), asked)
         self.arrived = {}
+        unfetched: list[tuple[Rule, Observation]] = []
         for judged in self.judge_rules:
             again = self.refetching.get(judged.name)
             if again is None or not again.done():
@@ -770,8 +794,9 @@ class WindowWatch:
                 if not relative:  # the provider's own failure: not asked again
                     self.baselines[judged.name] = baseline
                 if judged.name in self.first_baselines:
-                    self._baseline_unreachable(judged, baseline)
+                    unfetched.append((judged, baseline))
             self.first_baselines.discard(judged.name)
+        self._baselines_unreachable(unfetched)
         for name, baseline in self.arrived.items():
             # the rule is judged from now on, on everything since the deploy (`_judge`)
             self.log.info("rule %s: its baseline came, late", name)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 REDACTED = MASK = "***"
 
@@ -97,6 +98,37 @@ def without_credentials(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+_ADDRESS_DELIMITERS = re.compile(r"[/?&=#;,+\s]+")
+
+
+def _token_like(piece: str) -> bool:
+    """A piece of an address that may be its secret: long, or with a digit (a hook's id
+    or token: `T0123ABCD`, `a8Kq2Zr7Xw4L`), not a word of its route (`hooks`, `rollback`)."""
+    return len(piece) >= 16 or (len(piece) >= 6 and any(c.isdigit() for c in piece))
+
+
+@lru_cache(maxsize=64)
+def address_redactor(url: str) -> Callable[[str], str]:
+    """Text with the token-like pieces of `url`'s path, query and fragment replaced by
+    `***` where they stand whole: a webhook whose URL carries its token in the path (as
+    Zapier's, Make's and chat services' hooks do), quoted back by the receiver's refusal
+    ("Cannot POST /hooks/catch/1234/a8Kq…/"), shows its route, not its token. The host
+    and port stay: the agent's own words name them (`cannot connect to 10.0.3.7:8443`)."""
+    parts = urlsplit(url)
+    rest = "/".join((parts.path, parts.query, parts.fragment))
+    pieces = {
+        form
+        for piece in _ADDRESS_DELIMITERS.split(rest)
+        for form in (piece, unquote(piece))
+        if _token_like(form)
+    }
+    if not pieces:
+        return lambda text: text
+    alternatives = "|".join(re.escape(p) for p in sorted(pieces, key=len, reverse=True))
+    pattern = re.compile(f"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])")
+    return lambda text: pattern.sub(REDACTED, text)
 
 
 def truncate(text: str, limit: int) -> str:

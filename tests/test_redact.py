@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.redaction import MASK, Redactor, without_credentials
+from common.redaction import MASK, Redactor, address_redactor, without_credentials
 
 
 @pytest.mark.parametrize(
@@ -83,3 +83,17 @@ def test_a_masked_value_keeps_everything_around_it(text: str, redacted: str) -> 
     """Only the secret goes: the separator after it, a closing bracket, the sentence's
     full stop and the `Bearer` before it stay, so the message still reads."""
     assert Redactor(["tk-0123456789"])(text) == redacted
+
+
+def test_a_webhook_address_s_tokens_are_hidden_and_its_route_and_host_stay() -> None:
+    """A receiver's refusal quoting the hook's own URL (Express's `Cannot POST …`)."""
+    url = "https://hooks.example.com:8443/hooks/catch/1234567/a8Kq2Zr7/rollback?sig=Zx9Vb8Nm7Lk6"
+    hide = address_redactor(url)
+    path = "/hooks/catch/1234567/a8Kq2Zr7/rollback?sig=Zx9Vb8Nm7Lk6"
+    said = hide(f"Cannot POST {path} (hooks.example.com:8443)")
+    assert said == "Cannot POST /hooks/catch/***/***/rollback?sig=*** (hooks.example.com:8443)"
+    # a piece inside a longer word is not one of the address's: left alone
+    assert hide("a8Kq2Zr7x rollback refused") == "a8Kq2Zr7x rollback refused"
+    assert (
+        address_redactor("http://127.0.0.1:9998/rollback")("rollback refused") == "rollback refused"
+    )

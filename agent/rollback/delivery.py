@@ -46,7 +46,7 @@ from agent.settings import RollbackSettings
 from agent.stopping import StopBudget
 from agent.store.base import IN_FLIGHT, AlertClaim, Store
 from agent.store.outages import HELD_RETRY_S, held_until_stored, held_waits, store_outage
-from common.redaction import Redactor
+from common.redaction import Redactor, address_redactor
 from common.retry_after import RETRYABLE_STATUSES, retry_after_seconds
 from common.times import rfc3339
 from common.tracebacks import without_tracebacks
@@ -882,13 +882,13 @@ class RollbackDelivery:
             # kept as words only: aiohttp's exceptions sit in frames their own tracebacks
             # hold, a cycle per refused attempt left for the rare collection otherwise
             without_tracebacks(exc)
-            error = self._redact(_unanswered(exc))[:_ERROR_SNIPPET]
+            error = self._redact(_of_the_address(request, _unanswered(exc)))[:_ERROR_SNIPPET]
             return _Outcome("retryable", None, error, None, loop.time() - started)
         status, text, retry_after, rate_limited = answer
         if 200 <= status < 300:
             return _Outcome("delivered", status, None, None, loop.time() - started)
         duration = loop.time() - started
-        snippet = " ".join(text.split())
+        snippet = _of_the_address(request, " ".join(text.split()))
         error = self._redact(
             ("" if request.who == "the webhook" else f"{request.who} answered ")
             + f"HTTP {status}"
@@ -961,6 +961,16 @@ def _unsettled_from_another(given: RollbackIntent, taken: RollbackIntent, owner:
         taken.lease_epoch > given.lease_epoch + 1
     )
     return handed_on and taken.attempts > 0 and taken.next_attempt_at is None
+
+
+def _of_the_address(request: PreparedRequest, text: str) -> str:
+    """`text` (a webhook's answer, an error) without the token-like pieces of the
+    webhook's own URL, which a refusal often quotes back: a hook whose token is in its
+    path (`common.redaction.address_redactor`). Other targets' URLs are the agent's own
+    (Vercel's, GitHub's API), with no secret in them."""
+    if request.who != "the webhook":
+        return text
+    return address_redactor(str(request.url))(text)
 
 
 def _unanswered(exc: BaseException) -> str:

@@ -1,0 +1,73 @@
+"""Secrets never in logs or alerts (contract §3-§4, the house rule), for a rollback
+webhook whose URL carries its token in the path, as Zapier's, Make's and chat services'
+incoming hooks do. A receiver that refuses it echoes the path back, as Express's 404
+("Cannot POST /hooks/…") and most frameworks' do; the refusal's words are shown in the
+deploy object's `rollback.last_error`, the ROLLBACK FAILED alert and the log, and the
+token is not."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from aiohttp import web
+
+from tests.e2e.conftest import SECRET, AgentFactory, LocalTarget, environment
+from tests.e2e.crash import free_port
+from tests.receivers import JsonSink, alert_titled
+
+pytestmark = pytest.mark.e2e
+
+PATH_TOKEN = "a8Kq2Zr7Xw4Lm9Tb"
+QUERY_TOKEN = "q7Wn3Vc5Rt1Yp0Hs"
+
+
+class EchoingReceiver(LocalTarget):
+    """Refuses every POST with 404 and Express's words, quoting the path and query."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.posts = 0
+
+    async def refuse(self, request: web.Request) -> web.Response:
+        self.posts += 1
+        await request.read()
+        return web.Response(status=404, text=f"Cannot POST {request.path_qs}")
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/{tail:.*}", self.refuse)
+
+
+@pytest.mark.timeout(60)
+async def test_a_refusal_that_echoes_the_webhook_path_does_not_show_its_token(
+    start_agent: AgentFactory, json_sink: JsonSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    receiver = EchoingReceiver()
+    await receiver.start()
+    try:
+        url = f"{receiver.url}/hooks/catch/1234/{PATH_TOKEN}/?token={QUERY_TOKEN}"
+        agent = await start_agent(
+            environment(
+                "production",
+                f"http://127.0.0.1:{free_port()}",  # nothing listens: the deploy fails
+                window="30s",
+                extra=f"rollback: {{url: '{url}', secret: {SECRET}}}",
+            ),
+            f"alerting:\n  channels:\n    - url: {json_sink.url()}\n",
+        )
+        deploy = await agent.register("production", "v2")
+        final = await agent.settled(deploy["id"])
+    finally:
+        await receiver.stop()
+
+    assert receiver.posts == 1  # a 404 is not retried
+    assert final["state"] == "failed", final
+    error = final["rollback"]["last_error"]
+    assert error.startswith("HTTP 404: Cannot POST /hooks/catch/"), error
+    alert = await alert_titled(json_sink, "ROLLBACK FAILED")
+    assert "HTTP 404: Cannot POST /hooks/catch/" in alert.message, alert.message
+    for token in (PATH_TOKEN, QUERY_TOKEN):
+        assert token not in error
+        assert token not in alert.message, alert.message
+        assert token not in caplog.text

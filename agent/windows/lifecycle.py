@@ -1175,18 +1175,26 @@ class WindowWatch:
         }
         if cleared:
             self._alert_group("resolved", cleared)
+        # one alert a provider, naming each of its rules it failed this round (contract §4),
+        # where the first rule alone was named and the claim kept the others out
+        down: dict[str, list[tuple[RuleVerdict, Observation]]] = {}
         for rule in verdict.rules:
             observed = self._providers_error(rule.name, rule.source)
             if observed is not None:
-                self._alert(
-                    "provider_unreachable",
-                    key=provider_key(rule.source),
-                    reason=f"{rule.source}: {observed.error} — rule {rule.name} is inconclusive"
-                    " this round; a provider outage never causes a rollback",
-                    rules=[rule_to_dict(rule, self.links)],
-                    provider=rule.source,
-                    provider_answered=observed.answered,
-                )
+                down.setdefault(rule.source, []).append((rule, observed))
+        for provider, failed in down.items():
+            first = failed[0][1]
+            names = ", ".join(rule.name for rule, _ in failed)
+            self._alert(
+                "provider_unreachable",
+                key=provider_key(provider),
+                reason=f"{provider}: {first.error} — "
+                + (f"rule {names} is" if len(failed) == 1 else f"rules {names} are")
+                + " inconclusive this round; a provider outage never causes a rollback",
+                rules=[rule_to_dict(rule, self.links) for rule, _ in failed],
+                provider=provider,
+                provider_answered=first.answered,
+            )
 
     async def _fail(self, verdict: Verdict, verdict_json: dict[str, Any]) -> None:
         now = self.s.clock()

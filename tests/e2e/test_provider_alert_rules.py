@@ -1,14 +1,17 @@
-"""Contract §4 for a provider down from the deploy on: its one `provider_unreachable`
-alert, like every alert, "names the rules, observed vs baseline vs threshold, and the
-deploy id": each rule of that provider, not only the first whose baseline failed (which
-alone was named, in prose, without its threshold), driven through the daemon's API with
-a Prometheus URL nobody answers and an apprise json:// sink."""
+"""Contract §4 for a provider down from the deploy on, or from the window's first round:
+its one `provider_unreachable` alert, like every alert, "names the rules, observed vs
+baseline vs threshold, and the deploy id": each rule of that provider, where only the
+first one to fail was named (the alert is one a provider and window, so the others were
+never told), and from the deploy on in prose without its threshold. Driven through the
+daemon's API with a Prometheus nobody answers, or one answering 503, and an apprise
+json:// sink."""
 
 from __future__ import annotations
 
 import pytest
+from aiohttp import web
 
-from tests.e2e.conftest import PROBE_ERRORS, AgentFactory, FlipTarget, environment
+from tests.e2e.conftest import PROBE_ERRORS, AgentFactory, FlipTarget, LocalTarget, environment
 from tests.e2e.crash import free_port
 from tests.receivers import JsonSink, alert_titled, titled
 
@@ -59,3 +62,61 @@ async def test_a_provider_down_from_the_start_names_each_of_its_rules_with_their
     # the relative rule waits for its baseline; the absolute one is judged on its bound
     assert "[inconclusive]" in lines["p95-latency"], body
     assert "[inconclusive]" not in lines["http-5xx"], body
+
+
+class FailingAfterBaselines(LocalTarget):
+    """Prometheus answering the window's two baselines (a series at 0), then 503 to every
+    fetch: down from the window's first round on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests = 0
+
+    async def query_range(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        if self.requests > 2:
+            return web.Response(status=503, text="down for maintenance")
+        start = float(request.query.get("start", "0"))
+        data = {"resultType": "matrix", "result": [{"metric": {}, "values": [[start, "0"]]}]}
+        return web.json_response({"status": "success", "data": data})
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/api/v1/query_range", self.query_range)
+
+
+@pytest.mark.timeout(60)
+async def test_a_provider_down_in_the_window_names_each_of_its_rules_with_their_bounds(
+    start_agent: AgentFactory, flip_target: FlipTarget, json_sink: JsonSink
+) -> None:
+    prometheus = FailingAfterBaselines()
+    await prometheus.start()
+    try:
+        agent = await start_agent(
+            environment(
+                "production",
+                flip_target.url,
+                window="1s",
+                rules=(PROBE_ERRORS, ABSOLUTE, RELATIVE),
+                extra="alerts: {tags: [oncall]}",
+            ),
+            f"alerting:\n  channels:\n    - url: {json_sink.url()}\n      tags: [oncall]\n",
+            "providers:\n  prometheus:\n"
+            f"    url: {prometheus.url}\n    timeout: 1s\n    request_timeout: 200ms\n",
+        )
+        deploy = await agent.register("production", "v2")
+        final = await agent.settled(deploy["id"])
+    finally:
+        await prometheus.stop()
+    assert final["rollback"] is None, final
+
+    alert = await alert_titled(json_sink, "provider prometheus unreachable")
+    assert len(titled(json_sink, "provider prometheus")) == 1
+    body = alert.message
+    assert deploy["id"] in body
+    lines = {line.split("`")[1]: line for line in body.splitlines() if line.startswith("- `")}
+    assert set(lines) == {"http-5xx", "p95-latency"}, body
+    assert "threshold max 0.01" in lines["http-5xx"], body
+    assert "threshold max_increase 50%" in lines["p95-latency"], body
+    for line in lines.values():
+        assert "observed **n/a** vs baseline" in line, body
+    assert "down for maintenance" in body or "503" in body, body

@@ -419,7 +419,8 @@ async def login(request: web.Request) -> web.Response:
         httponly=True,
         samesite="Strict",
         secure=settings.server.base_url.startswith("https://"),
-        path="/",
+        # the proxy's prefix: the host's other applications never get the session
+        path=settings.server.base_path or "/",
     )
     return response
 

@@ -9,7 +9,9 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
+from yarl import URL
 
 from tests.e2e.conftest import TOKEN
 from tests.receivers import JsonSink
@@ -99,3 +101,38 @@ async def test_the_pages_work_under_the_public_url_s_path(
     alerts = await json_sink.wait_for(1, within=10)
     assert any(f"{base}/deploys/{deploy['id']}?view=" in a.message for a in alerts)
     assert proxy.outside == [] and failed == []
+
+
+async def test_the_session_cookie_is_kept_to_the_public_url_s_path(
+    journey_agent: JourneyAgent, proxy: PrefixProxy
+) -> None:
+    """Signed in through the proxy, the session cookie carries the prefix's path, so a
+    browser sends it to the agent's pages only, never to the host's other applications
+    (`/grafana/`, another agent under `/postflight-eu/`); it was set with `path=/`."""
+    base = f"{proxy.url}{PREFIX}"
+    agent = await journey_agent(server=f"public_url: {base}/", window="20s", interval="1s")
+    proxy.upstream = agent.url
+    deploy = await agent.register("production", "v9")
+    jar = aiohttp.CookieJar(unsafe=True)  # a browser's path rules, on 127.0.0.1
+    async with aiohttp.ClientSession(cookie_jar=jar) as http:
+        form = {"token": TOKEN, "next": f"/deploys/{deploy['id']}"}
+        async with http.post(f"{base}/login", data=form, allow_redirects=False) as r:
+            assert r.status == 303, await r.text()
+            assert r.headers["Location"] == f"{PREFIX}/deploys/{deploy['id']}"
+            assert r.cookies["postflight_session"]["path"] == PREFIX
+        for other in ("/", "/grafana/", f"{PREFIX}-eu/deploys"):
+            assert not jar.filter_cookies(URL(f"{proxy.url}{other}")), other
+        async with http.get(f"{base}/deploys/{deploy['id']}", allow_redirects=False) as r:
+            assert r.status == 200  # the cookie went with it
+        async with http.get(f"{base}/v1/deploys/{deploy['id']}/events") as r:
+            assert r.status == 200 and r.content_type == "text/event-stream"
+    assert proxy.outside == []
+
+
+async def test_without_a_prefix_the_session_cookie_is_the_whole_site_s(
+    journey_agent: JourneyAgent,
+) -> None:
+    agent = await journey_agent()
+    form = {"token": TOKEN, "next": "/deploys"}
+    async with agent.http.post(f"{agent.url}/login", data=form, allow_redirects=False) as r:
+        assert r.status == 303 and r.cookies["postflight_session"]["path"] == "/"

@@ -15,11 +15,16 @@ RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 COPY config/postflight.example.yaml /etc/postflight/postflight.example.yaml
 USER postflight
 WORKDIR /home/postflight
+# Any mounted config, not only the example: every interface at the port EXPOSEd and the
+# HEALTHCHECK asks (an override: 127.0.0.1 in a container is reachable by nothing else),
+# and the working directory is the volume, where the default `sqlite:///./postflight.db`
+# (and the example's `${POSTFLIGHT_STORE}`) keeps the store.
 ENV POSTFLIGHT_CONFIG=/etc/postflight/postflight.yaml \
-    POSTFLIGHT_LISTEN=0.0.0.0:8787 \
+    POSTFLIGHT__SERVER__LISTEN=0.0.0.0:8787 \
     POSTFLIGHT_STORE=sqlite:////home/postflight/data/postflight.db \
     PYTHONUNBUFFERED=1
 RUN mkdir -p /home/postflight/data
+WORKDIR /home/postflight/data
 VOLUME ["/home/postflight/data"]
 EXPOSE 8787
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \

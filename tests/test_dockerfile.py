@@ -8,7 +8,9 @@ COPY lines (`common/`, which holds the version) fails the build, as it would in 
 
 from __future__ import annotations
 
+import json
 import os
+import posixpath
 import shutil
 import signal
 import socket
@@ -19,6 +21,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
+from agent.settings_file import load_settings_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,7 +111,7 @@ def test_the_image_runs_as_the_readme_says_and_its_healthcheck_passes(
     assert stage["USER"] == ["postflight"] and "useradd" in " ".join(stage["RUN"])
     env = image_env(stage)
     assert env["POSTFLIGHT_CONFIG"] == "/etc/postflight/postflight.yaml"
-    assert env["POSTFLIGHT_LISTEN"] == "0.0.0.0:8787"
+    assert env["POSTFLIGHT__SERVER__LISTEN"] == "0.0.0.0:8787"
     [check] = stage["HEALTHCHECK"]
     command = check.split(" CMD ", 1)[1]
     assert "/healthz" in command and command.startswith("python -c ")
@@ -136,7 +140,7 @@ def test_the_image_runs_as_the_readme_says_and_its_healthcheck_passes(
         assert said.returncode == 0, said.stderr
         assert (warning in said.stderr) == (public_url is None), said.stderr
     port = str(free_port())
-    run_env["POSTFLIGHT_LISTEN"] = f"127.0.0.1:{port}"
+    run_env["POSTFLIGHT__SERVER__LISTEN"] = f"127.0.0.1:{port}"
     log = tmp_path / "agent.log"
     with log.open("wb") as out:
         agent = subprocess.Popen([postflight, "run"], env=run_env, stdout=out, stderr=out)
@@ -162,3 +166,40 @@ def test_the_image_runs_as_the_readme_says_and_its_healthcheck_passes(
             agent.wait()
     text = log.read_text()
     assert f"config {mount}; store SQLite file {tmp_path}/postflight.db" in text, text
+
+
+OWN_CONFIG = """\
+server:
+  api_tokens: ["${POSTFLIGHT_API_TOKEN}"]
+environments:
+  production:
+    base_url: http://127.0.0.1:9/
+    checks: [{name: health, type: http, path: /healthz}]
+    rules: [{name: errors, source: checks, metric: error_rate, max: 0.05}]
+"""
+"""A configuration of one's own, written from the README's walkthrough: it names neither
+`server.listen` nor `store`, nor reads the example's `${POSTFLIGHT_LISTEN}`."""
+
+
+def test_a_config_of_ones_own_listens_and_stores_where_the_image_says() -> None:
+    """The README: mount the config at /etc/postflight/postflight.yaml. Read with the
+    image's ENV, as `postflight run` reads it in the container, any such file listens on
+    every interface at the port the image EXPOSEs and its HEALTHCHECK asks (a port mapped
+    to 127.0.0.1 inside a container is reachable by nothing but the HEALTHCHECK, which
+    then reports an unreachable agent healthy), and keeps its SQLite store in the image's
+    VOLUME (in the container's own layer it was lost with the container, and with it
+    every window and each rollback's record of having been sent). Before, only the
+    example, which reads `${POSTFLIGHT_LISTEN}` and `${POSTFLIGHT_STORE}`, did either."""
+    stage = final_stage((ROOT / "Dockerfile").read_text())
+    env = image_env(stage) | {"POSTFLIGHT_API_TOKEN": "tok-1234567890abcdef"}
+    settings = load_settings_text(OWN_CONFIG, source="/etc/postflight/postflight.yaml", env=env)
+    [exposed] = stage["EXPOSE"]
+    [check] = stage["HEALTHCHECK"]
+    assert settings.server.listen == f"0.0.0.0:{exposed}", settings.server.listen
+    assert f"127.0.0.1:{exposed}/healthz" in check
+    [volume] = json.loads(stage["VOLUME"][0])
+    workdir = stage["WORKDIR"][-1]
+    path = settings.store.url.removeprefix("sqlite:///")
+    assert path != settings.store.url, settings.store.url
+    stored = posixpath.normpath(posixpath.join(workdir, path))
+    assert stored.startswith(volume.rstrip("/") + "/"), (stored, volume)

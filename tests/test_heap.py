@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import gc
+import signal
+import subprocess
+import sys
+import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +15,7 @@ import pytest
 
 from agent.metrics import Metrics
 from agent.windows import heap
+from tests.cli.test_run_start import agent_env, free_port
 
 
 @pytest.fixture
@@ -85,3 +90,73 @@ def test_growth_tracer_reads_its_directory_and_times(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv(heap.TRACEMALLOC_ENV, "/tmp/where")
     monkeypatch.setenv(heap.TRACEMALLOC_AT_ENV, "60,120")
     assert heap.growth_tracer() == (Path("/tmp/where"), (60.0, 120.0))
+
+
+def agent_config(tmp_path: Path) -> Path:
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        f"server: {{listen: '127.0.0.1:{free_port()}', api_tokens: [tok-1234567890abcdef]}}\n"
+        f"store: {{url: 'sqlite:///{tmp_path}/postflight.db'}}\n"
+        "environments: {production: {base_url: 'http://127.0.0.1:9/'}}\n"
+    )
+    return config
+
+
+@pytest.mark.timeout(120)
+def test_postflight_run_writes_the_traced_growth_where_and_when_asked(tmp_path: Path) -> None:
+    """The README: `POSTFLIGHT_TRACEMALLOC=dir` (with `POSTFLIGHT_TRACEMALLOC_AT`, seconds
+    after the start) writes the traced heap's growth to `dir/tracemalloc-diff.txt`."""
+    trace = tmp_path / "trace"
+    log = tmp_path / "agent.log"
+    env = agent_env() | {heap.TRACEMALLOC_ENV: str(trace), heap.TRACEMALLOC_AT_ENV: "0.2,0.5"}
+    with log.open("wb") as out:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", str(agent_config(tmp_path))],
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while "traced heap growth written" not in log.read_text():
+            assert agent.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    assert "from 0.2s to 0.5s after the start" in (trace / "tracemalloc-diff.txt").read_text()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        (heap.GC_THRESHOLDS_ENV, "500k"),
+        (heap.GC_THRESHOLDS_ENV, "1,2"),
+        (heap.TRACEMALLOC_AT_ENV, "300"),
+        (heap.TRACEMALLOC_AT_ENV, "600,300"),
+    ],
+)
+def test_a_diagnostic_variable_it_cannot_read_is_one_line_and_exit_2(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    """Mistyped, such a variable stopped the agent after it was listening with a
+    traceback (`ValueError: invalid literal for int()`, exit 1), or was used as it came
+    (two thresholds): now `postflight run` says which variable and what to write, and
+    exits 2 before it starts."""
+    env = agent_env() | {heap.TRACEMALLOC_ENV: str(tmp_path / "trace"), variable: value}
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "run", "--config", str(agent_config(tmp_path))],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    said = done.stdout + done.stderr
+    assert done.returncode == 2, said
+    assert f"postflight: {variable}={value!r}: " in said, said
+    assert "Traceback" not in said and "listening on" not in said, said

@@ -132,6 +132,12 @@ def run_command(args: argparse.Namespace) -> int:
     if loaded is None:
         return EXIT_USAGE
     settings = loaded.settings
+    from agent.windows.heap import diagnostic_problems
+
+    if problems := diagnostic_problems():  # read once it is up: said now, not as a crash
+        for problem in problems:
+            _fail_to_start(problem, as_logs)
+        return EXIT_USAGE
     setup_logging(args.log_format, args.log_level, Redactor(settings.secret_values()))
     # both as absolute paths: a relative store path resolves against the working
     # directory, so a start from another directory opens (or creates) another store

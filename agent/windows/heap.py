@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import os
 import time
 import tracemalloc
@@ -52,15 +53,45 @@ GC_THRESHOLDS_ENV = "POSTFLIGHT_GC_THRESHOLDS"
 frozen (for measuring; not a setting)."""
 
 
+def gc_thresholds() -> tuple[int, int, int] | None:
+    """`THRESHOLDS`, or those `POSTFLIGHT_GC_THRESHOLDS` gives (None for `off`); a value
+    it cannot use is a ValueError naming the variable (`run` says it and exits 2)."""
+    raw = os.environ.get(GC_THRESHOLDS_ENV)
+    if not raw:
+        return THRESHOLDS
+    if raw.strip() == "off":
+        return None
+    try:
+        values = tuple(int(x) for x in raw.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 0:
+        example = ",".join(str(t) for t in THRESHOLDS)
+        raise ValueError(
+            f"{GC_THRESHOLDS_ENV}={raw!r}: write `off` or three integers (default {example})"
+        )
+    return values[0], values[1], values[2]
+
+
+def diagnostic_problems() -> list[str]:
+    """What `run` cannot use of the heap's diagnostic variables, said before it starts:
+    read only once it was up, a mistyped one stopped it with a traceback, exit 1."""
+    problems = []
+    for read in (gc_thresholds, growth_tracer):
+        try:
+            read()
+        except ValueError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def tune_collector() -> None:
     """Once, when the agent has loaded its settings and built its parts: collect what
     start-up left behind, freeze the rest (it lives as long as the process, and a frozen
     object is never walked again), and raise the thresholds."""
-    thresholds = THRESHOLDS
-    if raw := os.environ.get(GC_THRESHOLDS_ENV):
-        if raw == "off":
-            return
-        thresholds = tuple(int(x) for x in raw.split(","))  # type: ignore[assignment]
+    thresholds = gc_thresholds()
+    if thresholds is None:
+        return
     gc.collect()
     gc.freeze()
     gc.set_threshold(*thresholds)
@@ -133,7 +164,16 @@ def growth_tracer() -> tuple[Path, tuple[float, float]] | None:
     directory = os.environ.get(TRACEMALLOC_ENV)
     if not directory:
         return None
-    first, second = (float(x) for x in os.environ.get(TRACEMALLOC_AT_ENV, "300,600").split(","))
+    raw = os.environ.get(TRACEMALLOC_AT_ENV, "300,600")
+    try:
+        first, second = (float(x) for x in raw.split(","))
+    except ValueError:
+        first = second = math.nan
+    if not 0 <= first < second < math.inf:
+        raise ValueError(
+            f"{TRACEMALLOC_AT_ENV}={raw!r}: write two times in seconds after the start,"
+            " the first before the second (default 300,600)"
+        )
     return Path(directory), (first, second)
 
 

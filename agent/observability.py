@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 from agent import __version__
 from common.redaction import Redactor
@@ -26,6 +27,29 @@ def _scrub(value: Any, redact: Redactor) -> Any:
     if isinstance(value, list):
         return [_scrub(v, redact) for v in value]
     return value
+
+
+def sentry_dsn_problem(environ: dict[str, str] | None = None) -> str | None:
+    """Why `SENTRY_DSN` cannot be used, if it cannot: said by `run` before it starts (exit
+    2), where sentry-sdk's `BadDsn` stopped the started agent with a traceback, exit 1.
+    Never the DSN's key (its user part)."""
+    dsn = (os.environ if environ is None else environ).get("SENTRY_DSN")
+    if not dsn:
+        return None
+    from sentry_sdk.utils import BadDsn, Dsn
+
+    try:
+        Dsn(dsn)
+    except BadDsn as exc:
+        why = str(exc)
+        key = urlsplit(dsn).username if "://" in dsn else None
+        if key:
+            why = why.replace(key, "…")
+        return (
+            f"SENTRY_DSN is not a Sentry DSN ({why}): write it as the project's settings"
+            " show it, https://<key>@<host>/<project id>"
+        )
+    return None
 
 
 def init_sentry(redact: Redactor, environ: dict[str, str] | None = None) -> bool:

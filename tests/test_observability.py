@@ -333,3 +333,33 @@ def test_the_daemon_runs_the_new_relic_agent_only_with_a_license_key(
             agent.wait()
     assert bool(held) == bool(key), log.read_text()
     assert ("New Relic agent enabled" in log.read_text()) == bool(key)
+
+
+@pytest.mark.parametrize(
+    "dsn", ["garbage", "https://public-key-0123456789@sentry.example/", "ftp://k@h/1"]
+)
+def test_a_sentry_dsn_sentry_cannot_use_is_one_line_and_exit_2(tmp_path: Path, dsn: str) -> None:
+    """`postflight run` with a mistyped SENTRY_DSN stopped with sentry-sdk's traceback
+    (`BadDsn: Unsupported scheme ''`, exit 1) once it had started; now it says so in one
+    line before it starts, exit 2, without the DSN's key."""
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        f"server: {{listen: 127.0.0.1:{free_port()}, api_tokens: [tok-1234567890abcdef]}}\n"
+        f"store: {{url: 'sqlite:///{tmp_path}/pf.db'}}\n"
+        "environments: {production: {base_url: 'http://127.0.0.1:9'}}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEW_RELIC", "SENTRY_DSN"))}
+    env |= {"PYTHONPATH": str(ROOT), "SENTRY_DSN": dsn}
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "run", "--config", str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    said = done.stdout + done.stderr
+    assert done.returncode == 2, said
+    assert "postflight: SENTRY_DSN is not a Sentry DSN (" in said, said
+    assert "Traceback" not in said and "listening on" not in said, said
+    assert "public-key-0123456789" not in said, said

@@ -132,9 +132,12 @@ def run_command(args: argparse.Namespace) -> int:
     if loaded is None:
         return EXIT_USAGE
     settings = loaded.settings
+    from agent.observability import sentry_dsn_problem
     from agent.windows.heap import diagnostic_problems
 
-    if problems := diagnostic_problems():  # read once it is up: said now, not as a crash
+    # variables read once it is up: said now, not as a crash
+    problems = [*diagnostic_problems(), *filter(None, [sentry_dsn_problem()])]
+    if problems:
         for problem in problems:
             _fail_to_start(problem, as_logs)
         return EXIT_USAGE

@@ -12,6 +12,7 @@ import asyncio
 import signal
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import aiohttp
@@ -202,3 +203,37 @@ async def test_a_sqlite_store_that_cannot_be_opened_is_exit_2_without_a_tracebac
         killed(agent)
     assert f"postflight: store error: cannot open SQLite store {path}" in shown(log)
     assert "Traceback" not in shown(log), shown(log)
+
+
+def test_a_postgresql_store_without_its_driver_says_the_extra_to_install(tmp_path: Path) -> None:
+    """The README: "Install `postflight-agent[postgres]` for the driver". An install without
+    it (asyncpg not importable) configured for PostgreSQL says that extra, exit 2, and
+    never the URL's password."""
+    hidden = tmp_path / "no-asyncpg" / "asyncpg"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('No module named asyncpg')\n")
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        f"server:\n  listen: 127.0.0.1:{free_port()}\n  api_tokens: [{TOKEN}]\n"
+        "store:\n  url: postgresql://pf:hunter2-secret@127.0.0.1:9/postflight\n"
+        "environments:\n  production:\n    base_url: http://127.0.0.1:9\n"
+    )
+    env = _env()
+    env["PYTHONPATH"] = f"{hidden.parent}:{env['PYTHONPATH']}"
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "run", "--config", str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    said = done.stdout + done.stderr
+    assert done.returncode == 2, said
+    assert "store error: the PostgreSQL store needs asyncpg: pip install" in said, said
+    assert "'postflight-agent[postgres]'" in said and "hunter2" not in said, said
+    assert "Traceback" not in said, said
+    # the extra it names is this package's, holding the driver
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["name"] == "postflight-agent"
+    assert any(d.startswith("asyncpg") for d in project["optional-dependencies"]["postgres"])

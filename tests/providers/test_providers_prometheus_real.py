@@ -280,6 +280,24 @@ async def test_a_misspelt_metric_stays_no_data_saying_so(
     assert fetches == 5
 
 
+async def test_a_job_prometheus_does_not_scrape_is_said_so_not_a_misspelt_metric(
+    prometheus_stack: PrometheusStack, prometheus_lane: LaneFactory
+) -> None:
+    """The README's words for a metric that exists but not with the query's labels: `no
+    series match http_requests_total{job="web"} in the last hour: http_requests_total
+    exists, but not with these labels (a job Prometheus does not scrape, …)`."""
+    lane = prometheus_lane(NO_5XX)  # http_requests_total is scraped, for another job
+    await prometheus_stack.wait_for_samples(lane, 4)
+    obs, _ = await fetch_ratio(prometheus_stack, example_ratio('job="no-such-web"'))
+    assert obs.value is None and obs.answered
+    assert obs.error is not None
+    assert (
+        'no series match http_requests_total{job="no-such-web"} in the last hour:'
+        " http_requests_total exists, but not with these labels (a job Prometheus does not"
+        " scrape, a label misspelt, or a service with no requests yet)"
+    ) in obs.error, obs.error
+
+
 async def test_counters_standing_still_are_no_data_even_with_no_5xx_taken_as_0(
     prometheus_stack: PrometheusStack, prometheus_lane: LaneFactory
 ) -> None:

@@ -160,3 +160,61 @@ def test_a_diagnostic_variable_it_cannot_read_is_one_line_and_exit_2(
     assert done.returncode == 2, said
     assert f"postflight: {variable}={value!r}: " in said, said
     assert "Traceback" not in said and "listening on" not in said, said
+
+
+@pytest.mark.timeout(120)
+def test_a_trace_directory_it_cannot_write_is_said_at_start_exit_2(tmp_path: Path) -> None:
+    """Read only when the snapshots were taken (300 s in, by default), a directory that
+    cannot be made was the traced task's OSError, raised at the stop and said as `cannot
+    listen on 127.0.0.1:…: [Errno 2] …`, exit 2 after a clean SIGTERM."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = agent_env() | {heap.TRACEMALLOC_ENV: str(blocker / "trace")}
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "run", "--config", str(agent_config(tmp_path))],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    said = done.stdout + done.stderr
+    assert done.returncode == 2, said
+    assert f"postflight: {heap.TRACEMALLOC_ENV}={str(blocker / 'trace')!r}: " in said, said
+    assert "listening on" not in said, said
+
+
+@pytest.mark.timeout(120)
+def test_a_trace_that_cannot_be_written_is_a_warning_and_the_stop_stays_clean(
+    tmp_path: Path,
+) -> None:
+    """The directory gone by the time the growth is written (a file in its place): one
+    warning, and SIGTERM still exits 0."""
+    trace = tmp_path / "trace"
+    log = tmp_path / "agent.log"
+    env = agent_env() | {heap.TRACEMALLOC_ENV: str(trace), heap.TRACEMALLOC_AT_ENV: "1,2"}
+    with log.open("wb") as out:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", str(agent_config(tmp_path))],
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while "listening on" not in log.read_text():
+            assert agent.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        if trace.is_dir():
+            trace.rmdir()
+        trace.write_text("not a directory")
+        while "traced heap growth not written" not in log.read_text():
+            assert agent.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    assert "cannot listen" not in log.read_text()

@@ -77,7 +77,7 @@ def diagnostic_problems() -> list[str]:
     """What `run` cannot use of the heap's diagnostic variables, said before it starts:
     read only once it was up, a mistyped one stopped it with a traceback, exit 1."""
     problems = []
-    for read in (gc_thresholds, growth_tracer):
+    for read in (gc_thresholds, lambda: growth_tracer(make=True)):
         try:
             read()
         except ValueError as exc:
@@ -133,7 +133,11 @@ async def trace_growth(directory: Path, at: tuple[float, float], frames: int = 8
     first = tracemalloc.take_snapshot()
     await asyncio.sleep(at[1] - at[0])
     second = tracemalloc.take_snapshot()
-    path = write_growth(directory, first, second, at, frames)
+    try:
+        path = write_growth(directory, first, second, at, frames)
+    except OSError as exc:  # a task's error would surface only at the stop, as the stop's
+        log.warning("traced heap growth not written to %s: %s", directory, exc)
+        return
     log.info("traced heap growth written to %s", path)
 
 
@@ -159,11 +163,20 @@ def write_growth(
     return path
 
 
-def growth_tracer() -> tuple[Path, tuple[float, float]] | None:
-    """Where and when `POSTFLIGHT_TRACEMALLOC` asks for the heap's growth, if it does."""
+def growth_tracer(*, make: bool = False) -> tuple[Path, tuple[float, float]] | None:
+    """Where and when `POSTFLIGHT_TRACEMALLOC` asks for the heap's growth, if it does;
+    with `make`, its directory made (at start: a path it cannot write is said then)."""
     directory = os.environ.get(TRACEMALLOC_ENV)
     if not directory:
         return None
+    if make:
+        try:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(
+                f"{TRACEMALLOC_ENV}={directory!r}: not a directory it can write"
+                f" ({exc.strerror or exc})"
+            ) from None
     raw = os.environ.get(TRACEMALLOC_AT_ENV, "300,600")
     try:
         first, second = (float(x) for x in raw.split(","))

@@ -18,6 +18,11 @@ import asyncio
 from aiohttp import web
 
 
+class CannotListen(OSError):
+    """The socket could not be bound (a port in use, an address not this host's): `run`
+    says so, exit 2; any other OSError out of the daemon is not that."""
+
+
 class Listener:
     """`host:port`, served by the runner last given to `serve`."""
 
@@ -43,9 +48,12 @@ class Listener:
             raise RuntimeError("set the runner up before serving with it")
         self._server = runner.server
         if self._sockets is None:
-            self._sockets = await asyncio.get_running_loop().create_server(
-                self, self._host, self._port, reuse_address=True, backlog=128
-            )
+            try:
+                self._sockets = await asyncio.get_running_loop().create_server(
+                    self, self._host, self._port, reuse_address=True, backlog=128
+                )
+            except OSError as exc:
+                raise CannotListen(*exc.args) from exc
 
     def close(self) -> None:
         """No new connections; those open are their runner's `cleanup` to end."""

@@ -149,6 +149,7 @@ def run_command(args: argparse.Namespace) -> int:
     for warning in loaded.warnings:  # once, at start: the daemon runs all the same
         log.warning("configuration: %s", warning)
     newrelic_on = init_newrelic()
+    from agent.api.listener import CannotListen
     from agent.app import serve
     from agent.store.base import StoreError
 
@@ -174,7 +175,7 @@ def run_command(args: argparse.Namespace) -> int:
         code = EXIT_OK
     except StoreError as exc:
         code = _fail_to_start(f"store error: {exc}", as_logs)
-    except OSError as exc:
+    except CannotListen as exc:
         code = _fail_to_start(f"cannot listen on {settings.server.listen}: {exc}", as_logs)
     except Exception:  # a bug: its traceback in the log's format, not beside it
         log.critical("postflight stopped on an unexpected error", exc_info=True)

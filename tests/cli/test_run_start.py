@@ -353,3 +353,36 @@ def test_the_readme_running_the_daemon_commands_run_as_written(tmp_path: Path) -
     assert records[0]["msg"] == f"config {config}; store SQLite file {store}", records[0]
     assert any(r["msg"] == "SIGTERM: stopping" for r in records), log
     assert not [r for r in records if r["level"] in ("error", "critical")], log
+
+
+def test_an_os_error_other_than_binding_is_not_said_as_cannot_listen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every OSError out of the running daemon was said as `cannot listen on HOST:PORT:
+    …`, exit 2: an unwritable POSTFLIGHT_TRACEMALLOC directory, raised at the stop, read
+    `cannot listen on 127.0.0.1:8787: [Errno 2] No such file or directory: '/proc/nope'`.
+    Only the bind is; another is an unexpected error, with its traceback, exit 1."""
+    import agent.app
+    from agent.cli.main import main
+
+    async def serve(*args: object) -> None:
+        raise FileNotFoundError(2, "No such file or directory", "/proc/nope")
+
+    monkeypatch.setattr(agent.app, "serve", serve)
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        f"server: {{listen: 127.0.0.1:{free_port()}, api_tokens: [{TOKEN}]}}\n"
+        "environments: {production: {base_url: 'http://127.0.0.1:9'}}\n"
+    )
+    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    try:
+        assert main(["run", "--config", str(config), "--log-format", "json"]) == 1
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        logging.getLogger().handlers.clear()
+    last = json_lines(stream.getvalue())[-1]
+    assert last["level"] == "critical" and "cannot listen" not in str(last["msg"]), last
+    assert "FileNotFoundError" in str(last["exc"]), last

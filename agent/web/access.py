@@ -9,6 +9,8 @@ beside it admits the request.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
 from typing import Literal
 
@@ -21,6 +23,24 @@ from agent.web.links import expiry, signing_key, verify
 SESSION_COOKIE = "postflight_session"
 SESSION_SUBJECT = "session"
 SESSION_TTL_S = 12 * 3600.0
+
+
+def session_subject(key: bytes, token: str) -> str:
+    """What a session made from API token `token` is signed for: a keyed digest of the
+    token (never the token), so that it ends when that token is no longer accepted (one
+    taken out of the configuration after a leak); every session was signed alike and
+    opened the pages for its 12 hours."""
+    digest = hmac.new(key, token.encode(), hashlib.sha256).hexdigest()[:32]
+    return f"{SESSION_SUBJECT}:{digest}"
+
+
+def session_admits(key: bytes, session: str, server: ServerSettings, now: float) -> bool:
+    """Whether `session` was made from a token accepted now, and has not expired."""
+    return any(
+        verify(key, session, session_subject(key, token.get_secret_value()), now)
+        for token in server.accepted_tokens()
+    )
+
 
 Access = Literal["ok", "unauthenticated", "forbidden"]
 
@@ -53,7 +73,7 @@ def admitted(
         return ("ok", expiry(view)) if view_ok and view is not None else (refused, now)
     held = [expiry(view)] if view_ok and view is not None else []
     session = request.cookies.get(SESSION_COOKIE)
-    if session is not None and verify(key, session, SESSION_SUBJECT, now):
+    if session is not None and session_admits(key, session, server, now):
         held.append(expiry(session))
     return ("ok", max(held)) if held else (refused, now)
 

@@ -38,9 +38,9 @@ from agent.store.base import Store
 from agent.store.cursor import encode_cursor
 from agent.web.access import (
     SESSION_COOKIE,
-    SESSION_SUBJECT,
     SESSION_TTL_S,
     access,
+    session_subject,
     view_admits,
 )
 from agent.web.links import sign, signing_key
@@ -408,7 +408,8 @@ async def login(request: web.Request) -> web.Response:
     if not token or not token_matches(token, settings.server.accepted_tokens()):
         return html(request, "login.html", 401, next=target, error="That token is not accepted.")
     now = request_now(request)
-    session = sign(signing_key(settings.server), SESSION_SUBJECT, now + SESSION_TTL_S)
+    key = signing_key(settings.server)
+    session = sign(key, session_subject(key, token), now + SESSION_TTL_S)
     # `next` is a path of the agent's; the browser goes there through the proxy's prefix
     location = settings.server.base_path + target
     response = web.Response(status=303, headers={**SECURITY_HEADERS, "Location": location})

@@ -120,6 +120,7 @@ async def test_the_session_cookie_is_kept_to_the_public_url_s_path(
             assert r.status == 303, await r.text()
             assert r.headers["Location"] == f"{PREFIX}/deploys/{deploy['id']}"
             assert r.cookies["postflight_session"]["path"] == PREFIX
+            assert r.cookies["postflight_session"]["max-age"] == str(12 * 3600)  # README
         for other in ("/", "/grafana/", f"{PREFIX}-eu/deploys"):
             assert not jar.filter_cookies(URL(f"{proxy.url}{other}")), other
         async with http.get(f"{base}/deploys/{deploy['id']}", allow_redirects=False) as r:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 import subprocess
 import sys
 import tomllib
@@ -18,6 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from agent.store.sql import MIGRATIONS, SCHEMA_VERSION
 from tests.e2e.crash import ROOT, TOKEN, _env, free_port
 from tests.pg import PgCluster
 from tests.store.test_postgres_store import Proxy
@@ -237,3 +239,43 @@ def test_a_postgresql_store_without_its_driver_says_the_extra_to_install(tmp_pat
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["name"] == "postflight-agent"
     assert any(d.startswith("asyncpg") for d in project["optional-dependencies"]["postgres"])
+
+
+def test_an_upgrade_migrates_the_store_and_an_older_postflight_refuses_it(
+    tmp_path: Path,
+) -> None:
+    """The README's upgrade: the store is migrated at start, by adding only (a column a
+    running agent of the version before does not write is nullable or has a default),
+    and an older Postflight refuses a store a newer one migrated, exit 2, saying so."""
+    for script in MIGRATIONS[1:]:
+        for statement in filter(str.strip, script.split(";")):
+            words = " ".join(statement.split())
+            assert words.startswith(("CREATE ", "ALTER TABLE ")), words
+            if words.startswith("ALTER TABLE "):
+                assert " ADD COLUMN " in words, words
+                assert "NOT NULL" not in words or " DEFAULT " in words, words
+    db = tmp_path / "postflight.db"
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        f"server:\n  listen: 127.0.0.1:{free_port()}\n  api_tokens: [{TOKEN}]\n"
+        f"store:\n  url: sqlite:///{db}\n"
+        "environments:\n  production:\n    base_url: http://127.0.0.1:9\n"
+    )
+    with sqlite3.connect(db) as made:  # a store of a Postflight one schema version ahead
+        made.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+        made.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION + 1),))
+    made.close()
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "run", "--config", str(config)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    said = done.stdout + done.stderr
+    assert done.returncode == 2, said
+    assert (
+        f"postflight: store error: the store's schema is version {SCHEMA_VERSION + 1}, newer"
+        f" than this Postflight understands ({SCHEMA_VERSION}); upgrade Postflight"
+    ) in said, said

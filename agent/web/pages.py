@@ -378,6 +378,10 @@ async def deploy_list(request: web.Request) -> web.Response:
     )
 
 
+_PATH_AS_SENT = "/%!$&'()*+,=:@~"
+"""What a browser leaves as it is in a URL's path, beside letters and digits (`quote`
+keeps `_.-` too); the rest it percent-encodes. `;` ends a cookie attribute: encoded."""
+
 _NEXT = re.compile(r"/[!-~]*")
 """Printable ASCII, no space: a browser drops tabs and newlines from a Location (so
 `/<TAB>/other.example` would be `//other.example`), and CR or LF cannot go in a header."""
@@ -420,8 +424,9 @@ async def login(request: web.Request) -> web.Response:
         httponly=True,
         samesite="Strict",
         secure=settings.server.base_url.startswith("https://"),
-        # the proxy's prefix: the host's other applications never get the session
-        path=settings.server.base_path or "/",
+        # the proxy's prefix: the host's other applications never get the session; as a
+        # browser sends it (`/ops%20eu`), the form it matches a cookie's path against
+        path=quote(settings.server.base_path, safe=_PATH_AS_SENT) or "/",
     )
     return response
 

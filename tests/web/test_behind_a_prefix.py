@@ -137,3 +137,18 @@ async def test_without_a_prefix_the_session_cookie_is_the_whole_site_s(
     form = {"token": TOKEN, "next": "/deploys"}
     async with agent.http.post(f"{agent.url}/login", data=form, allow_redirects=False) as r:
         assert r.status == 303 and r.cookies["postflight_session"]["path"] == "/"
+
+
+async def test_a_prefix_with_a_space_or_an_accent_is_the_cookie_path_a_browser_matches(
+    journey_agent: JourneyAgent,
+) -> None:
+    """A browser matches a cookie's path against the request's path as sent, percent-
+    encoded (`/ops%20eu/deploys`): a cookie path written `/ops eu` matched nothing, and
+    signing in came back to the sign-in form."""
+    for written, sent in (("/ops eu", "/ops%20eu"), ("/été", "/%C3%A9t%C3%A9")):
+        agent = await journey_agent(server=f"public_url: 'https://ops.example{written}/'")
+        form = {"token": TOKEN, "next": "/deploys"}
+        async with agent.http.post(f"{agent.url}/login", data=form, allow_redirects=False) as r:
+            assert r.status == 303
+            assert r.cookies["postflight_session"]["path"] == sent, written
+        await agent.stop()

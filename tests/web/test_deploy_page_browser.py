@@ -459,3 +459,49 @@ async def test_on_a_phone_the_charts_open_at_the_latest_round_and_each_round_is_
     line = await page.evaluate("parseFloat(getComputedStyle(document.body).lineHeight)")
     assert cell is not None and cell["height"] < 2 * line, (cell, line)
     await screenshot(page, tmp_path, "deploy-phone")
+
+
+async def test_the_page_retries_a_stream_answered_503_until_the_agent_is_ready(
+    journey_agent: JourneyAgent, browser: Any
+) -> None:
+    """The README: an agent not ready yet (`503`: restarted, its store not answering yet)
+    is retried, waiting 1 s, doubling; an EventSource gives up on a non-200 by itself. The
+    stream's connection is dropped, and its next four answers (reconnect and HEAD, twice)
+    are 503s: the page says it is retrying, then takes the rounds again."""
+    agent = await journey_agent(window="30s")
+    deploy = await agent.register("production", "v7")
+    page = await browser.new_page()
+    await page.goto(deploy["links"]["page"])
+    await page.wait_for_selector('tr[data-round="2"]', timeout=10_000)
+    served: list[str] = []
+
+    async def not_ready(route: Any) -> None:
+        if len(served) < 4:
+            served.append(route.request.method)
+            await route.fulfill(status=503, body="starting", headers={"Retry-After": "1"})
+        else:
+            await route.continue_()
+
+    await page.route(re.compile(r"/v1/deploys/[^/]+/events"), not_ready)
+    said: list[str] = []
+
+    def say(text: str) -> None:
+        said.append(text)
+
+    await page.expose_function("said", say)
+    await page.evaluate(
+        """() => new MutationObserver(() => window.said(
+             document.querySelector('#live-status').textContent))
+           .observe(document.querySelector('#live-status'),
+                    {childList: true, characterData: true, subtree: true})"""
+    )
+    assert agent.runner is not None and agent.runner.server is not None
+    for connection in agent.runner.server.connections:  # the stream's among them
+        if connection.transport is not None:
+            connection.transport.abort()
+    rounds = (await agent.get(deploy["id"]))["rounds"]
+    await page.wait_for_selector(f'tr[data-round="{rounds + 2}"]', timeout=20_000)
+    assert served == ["GET", "HEAD", "GET", "HEAD"], served
+    retrying = next(i for i, s in enumerate(said) if "retrying" in s)
+    assert any(s.startswith("Live:") for s in said[retrying:]), said  # open again
+    await agent.cancel(deploy["id"])

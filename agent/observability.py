@@ -73,13 +73,23 @@ def init_sentry(redact: Redactor, environ: dict[str, str] | None = None) -> bool
     return True
 
 
+class NewRelicUnusable(Exception):
+    """The New Relic agent refused its configuration (a NEW_RELIC_CONFIG_FILE it cannot
+    open or read): `run` says so, exit 2, where its traceback ended the process, exit 1."""
+
+
 def init_newrelic(environ: dict[str, str] | None = None) -> bool:
     env = os.environ if environ is None else environ
-    if not env.get("NEW_RELIC_LICENSE_KEY"):
+    key = env.get("NEW_RELIC_LICENSE_KEY")
+    if not key:
         return False
     import newrelic.agent
+    from newrelic.api.exceptions import ConfigurationError
 
-    newrelic.agent.initialize()
+    try:
+        newrelic.agent.initialize()
+    except ConfigurationError as exc:
+        raise NewRelicUnusable(str(exc).replace(key, "…")) from None
     log.info("New Relic agent enabled")
     return True
 

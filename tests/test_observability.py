@@ -363,3 +363,36 @@ def test_a_sentry_dsn_sentry_cannot_use_is_one_line_and_exit_2(tmp_path: Path, d
     assert "postflight: SENTRY_DSN is not a Sentry DSN (" in said, said
     assert "Traceback" not in said and "listening on" not in said, said
     assert "public-key-0123456789" not in said, said
+
+
+def test_a_new_relic_configuration_it_cannot_read_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """With NEW_RELIC_LICENSE_KEY set, a NEW_RELIC_CONFIG_FILE the New Relic agent cannot
+    open stopped `postflight run` with a bare traceback (outside its log's format), exit 1:
+    now one line before it starts, exit 2, the key never shown."""
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        f"server: {{listen: 127.0.0.1:{free_port()}, api_tokens: [tok-1234567890abcdef]}}\n"
+        f"store: {{url: 'sqlite:///{tmp_path}/pf.db'}}\n"
+        "environments: {production: {base_url: 'http://127.0.0.1:9'}}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEW_RELIC", "SENTRY_DSN"))}
+    env |= {
+        "PYTHONPATH": str(ROOT),
+        "NEW_RELIC_LICENSE_KEY": "nr-license-0123456789abcdef",
+        "NEW_RELIC_CONFIG_FILE": str(tmp_path / "missing.ini"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "run", "--config", str(config), "--log-format", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    said = done.stdout + done.stderr
+    assert done.returncode == 2, said
+    last = json.loads(said.strip().splitlines()[-1])
+    assert last["level"] == "error", last
+    assert str(last["msg"]).startswith("the New Relic agent cannot start: "), last
+    assert "missing.ini" in str(last["msg"]), last
+    assert "Traceback" not in said and "0123456789abcdef" not in said, said

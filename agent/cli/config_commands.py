@@ -120,7 +120,7 @@ def validate_command(args: argparse.Namespace) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     from agent.logs import setup_logging
-    from agent.observability import end_process_running_newrelic, init_newrelic
+    from agent.observability import NewRelicUnusable, end_process_running_newrelic, init_newrelic
     from agent.store.location import store_location
     from common.redaction import Redactor
 
@@ -148,7 +148,10 @@ def run_command(args: argparse.Namespace) -> int:
     log.info("config %s; store %s", shown, store_location(settings.store.url))
     for warning in loaded.warnings:  # once, at start: the daemon runs all the same
         log.warning("configuration: %s", warning)
-    newrelic_on = init_newrelic()
+    try:
+        newrelic_on = init_newrelic()
+    except NewRelicUnusable as exc:
+        return _fail_to_start(f"the New Relic agent cannot start: {exc}", as_logs)
     from agent.api.listener import CannotListen
     from agent.app import serve
     from agent.store.base import StoreError

@@ -46,8 +46,8 @@ def sentry_dsn_problem(environ: dict[str, str] | None = None) -> str | None:
         if key:
             why = why.replace(key, "…")
         return (
-            f"SENTRY_DSN is not a Sentry DSN ({why}): write it as the project's settings"
-            " show it, https://<key>@<host>/<project id>"
+            f"SENTRY_DSN is not a Sentry DSN ({why}): copy it from the project's settings,"
+            " Client Keys (DSN)"
         )
     return None
 

@@ -12,7 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from agent.analysis.describe import exact_rate_bounds, format_value, is_rate, quantile_of
+from agent.analysis.describe import (
+    exact_rate_bounds,
+    format_value,
+    is_rate,
+    quantile_of,
+    unit_noun,
+)
 from agent.analysis.policies.base import BasePolicy, Window
 from agent.analysis.policies.threshold import ThresholdPolicy
 from agent.analysis.sequential import (
@@ -228,8 +234,17 @@ class SequentialPolicy(BasePolicy):
             shown = "; ".join(_reached_text(rule, r) for r in reached)
             detail = f"{said}; within bounds on evidence: {shown}{strongest}"
             return Judged(rule_verdict(rule, "pass", observed, base, detail, evidence))
+        never = {key for key, _ in exact_rate_bounds(rule)}  # `max: 0`: it can only fail
         why = (
-            "; ".join(f"{_reached_text(rule, r)}: not enough evidence" for r in lacking)
+            "; ".join(
+                f"{_reached_text(rule, r)}: not enough evidence"
+                + (
+                    f" (no number of {unit_noun(rule)} shows a rate of exactly {r.test.limit:g})"
+                    if r.test.bound in never
+                    else ""
+                )
+                for r in lacking
+            )
             if lacking
             else "no baseline to show the relative bound holds"
         )

@@ -58,3 +58,25 @@ async def test_the_agent_answers_and_logs_it_once(
     assert final["state"] == "inconclusive", final
     logged = [r for r in caplog.records if r.getMessage() == SAID]
     assert [getattr(r, "deploy_id", None) for r in logged] == [deploy["id"]], caplog.text
+
+
+async def test_the_first_failed_probe_fails_the_window_at_its_round(
+    start_agent: AgentFactory, flip_target: FlipTarget
+) -> None:
+    """The daemon's path, its stored state holding the infinite evidence: a 30 s window
+    whose first round has a 5xx (two of every five probes) fails at that round."""
+    rules = ("{name: errors, source: checks, metric: error_rate, max: 0}",)
+    agent = await start_agent(
+        environment(
+            "production",
+            flip_target.url,
+            window="30s",
+            analysis="{policy: sequential}",
+            rules=rules,
+        )
+    )
+    flip_target.bad = True
+    deploy = await agent.register("production", "v2")
+    final = await agent.settled(deploy["id"], within=15)
+    assert final["state"] == "failed" and final["rounds"] == 1, final
+    assert final["verdict"]["reason"].startswith("errors: error_rate 0.4 > max 0"), final

@@ -120,13 +120,15 @@ def exact_rate_bounds(rule: Rule) -> list[tuple[str, str]]:
         ("min", rule.min, 1, "min 0.999"),
     ):
         if bound is not None and bound == rate:
+            # a provider's bare figures (no counts) of exactly the bound have no spread
+            bare = "" if rule.source == "checks" else ", unless its answers are bare figures"
             out.append(
                 (
                     key,
                     f"{rule.metric} {key} {rate} can only fail: no number of {unit_noun(rule)}"
                     f" shows a rate of exactly {rate}, so with pass_on: evidence every window"
-                    " it does not fail ends inconclusive, however good the release; use a"
-                    f" bound such as {instead}, or pass_on: no_failure",
+                    f" it does not fail ends inconclusive, however good the release{bare}; use"
+                    f" a bound such as {instead}, or pass_on: no_failure",
                 )
             )
     return out

@@ -503,9 +503,11 @@ class SequentialRule:
             if self.kind == "value" and not is_max and not _is_share(rule):
                 return None
             test = "proportion" if self.kind == "proportion" else "value"
-            if level == 0.0 and (self.kind == "proportion" or _is_share(rule)):
-                # a rate's `max: 0` (`min: 1`): no bad event can happen under the null
-                # (`_refuted`), so the first one fails the rule, and no detector is needed
+            if level == 0.0 and (self.kind == "proportion" or _is_share(rule) or is_max):
+                # a rate's `max: 0` (`min: 1`), a bare value's `max: 0`: no bad event (a
+                # value above 0: the value test reads values as never negative) can happen
+                # under the null (`_refuted`), so the first one fails the rule, and no
+                # detector is needed
                 return Component(which, test, share, 0.0, null, claim, level=0.0, flip=not is_max)
             if level >= 1.0 or level <= 0.0:
                 return None

@@ -131,6 +131,10 @@ def test_registration_names_the_bound_that_can_only_fail_at_any_traffic() -> Non
         [ERRORS], {"errors": Observation(0.0, count=0, total=200, periods=20)}, SEQUENTIAL
     )
     assert with_base.blind_spots({"errors": 10.0}) == said
+    sentry = Rule("errors", "sentry", "error_rate", max=0.0)
+    [provider] = Judge([sentry], {}, SEQUENTIAL, horizon=30).blind_spots({})
+    assert "no number of events shows a rate of exactly 0" in provider, provider
+    assert "however good the release, unless its answers are bare figures; use" in provider
     no_failure = Judge([ERRORS], {}, Policy("sequential", pass_on="no_failure"), horizon=30)
     assert no_failure.blind_spots({}) == []
 
@@ -168,3 +172,17 @@ def test_a_relative_bound_on_a_bare_zero_baseline_takes_the_threshold_policys_fl
     assert "0.001 (baseline 0 +50%)" in verdict.reason, verdict.reason
     clean = judge([rule], base, rounds(0.0, 300), SEQUENTIAL, final=True, horizon=300)
     assert clean.decision == "pass", clean.reason
+
+
+@pytest.mark.parametrize("metric", ["error_count", "cpu", "error_rate"])
+def test_a_bare_value_above_max_0_fails_and_zeros_pass_on_evidence(metric: str) -> None:
+    """A provider's bare figure (a Prometheus query): the value test reads values as never
+    negative, so under `max: 0` every one is 0 and the first above it fails the rule (it
+    had no test: 30 rounds of 5 ended inconclusive where threshold and fixed failed them).
+    Figures of exactly 0 have no spread, so they pass on evidence."""
+    rule = Rule("m", "prometheus", metric, max=0.0)
+    high = [{"m": Observation(v)} for v in (0.0, 0.0, 5.0)]
+    verdict = judge([rule], {}, high, SEQUENTIAL, final=False, horizon=30)
+    assert verdict.decision == "fail", verdict.reason
+    zeros = [{"m": Observation(0.0)}] * 30
+    assert judge([rule], {}, zeros, SEQUENTIAL, final=True, horizon=30).decision == "pass"

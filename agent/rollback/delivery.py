@@ -45,7 +45,13 @@ from agent.rollback.contract import sign
 from agent.settings import RollbackSettings
 from agent.stopping import StopBudget
 from agent.store.base import IN_FLIGHT, AlertClaim, Store
-from agent.store.outages import HELD_RETRY_S, held_until_stored, held_waits, store_outage
+from agent.store.outages import (
+    HELD_RETRY_S,
+    handed_back,
+    held_until_stored,
+    held_waits,
+    store_outage,
+)
 from common.redaction import Redactor, address_redactor
 from common.retry_after import RETRYABLE_STATUSES, retry_after_seconds
 from common.times import rfc3339
@@ -760,8 +766,23 @@ class RollbackDelivery:
         intent.lease_until = intent.next_attempt_at + self.lease_s
         if not await self._store.settle_rollback(intent, attempt):
             return False
-        await self._sleep(delay)
+        try:
+            await self._sleep(delay)
+        except asyncio.CancelledError:
+            await self._hand_back(intent)
+            raise
         return True
+
+    async def _hand_back(self, intent: RollbackIntent) -> None:
+        """A stop in a wait (a backoff, a take-over's grace): nothing of this sender's is
+        out, so its lease is handed back, the wait left as stored. The next agent under
+        another replica id (a new pod) takes the rollback at its first sweep and waits
+        what is left of it (a grace for an attempt without an outcome is waited again,
+        `_grace_cut_short`), where it waited for the lease, held through the wait and
+        `lease_s` more; one under this id took it at its start already. One the store
+        does not take lapses as before."""
+        released = dataclasses.replace(intent, lease_until=self._clock())
+        await handed_back(lambda: self._store.settle_rollback(released), self.stop)
 
     async def _unsendable(
         self,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -209,3 +210,35 @@ async def test_a_stop_as_a_failed_verdict_is_stored_lets_its_rollback_go_out_onc
     assert final["rollback"]["attempts"] == 1
     await asyncio.sleep(0.5)  # a resend would have gone out with the restart's sweep
     assert [a.accepted for a in receiver.attempts] == [True], receiver.attempts
+
+
+@pytest.mark.timeout(90)
+async def test_a_rollback_stopped_in_its_backoff_is_taken_at_once_by_an_agent_of_another_id(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    tmp_path: Path,
+) -> None:
+    """The rollback's receiver asked for a 4 s wait (503, Retry-After) and the agent stops
+    in it; the next agent on the store runs under another replica id (a new pod). The
+    stopped sender kept its lease through the wait and `store.lease` (60 s here) more, and
+    the next agent waited for it to lapse; it is handed back now, and the next agent sends
+    the rollback once the wait is over, once."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=["503:retry-after=4"])
+    env = environment(
+        "production", flip_target.url, extra=f"rollback: {{url: {receiver.url}, secret: {SECRET}}}"
+    )
+    store = f"url: sqlite:///{tmp_path / 'postflight.db'}\n  lease: 60s"
+    server = f"shutdown_timeout: {SHUTDOWN_TIMEOUT_S}s"
+    agent = await start_agent(env, store=store, server=server, owner="replica-a")
+    deploy = await agent.register("production", "v2")
+    flip_target.bad = True
+    await receiver.wait_for_attempts(1, within=20)
+    await agent.wait_until(deploy["id"], lambda d: d["rollback"]["attempts"] == 1)
+    await agent.stop()  # in the 4 s wait: cut at the drain's 1 s grace
+
+    other = await start_agent(env, store=store, server=server, owner="replica-b")
+    final = await other.settled(deploy["id"], within=20)  # well within the 60 s lease
+    assert final["rollback"]["state"] == "delivered", final
+    assert final["state"] == "rolled_back"
+    assert [a.accepted for a in receiver.attempts] == [False, True], receiver.attempts

@@ -831,8 +831,17 @@ async def skewed_takeover(plan: Plan, url: str, ahead_s: float, answer_after_s: 
             assert isinstance(other, SteppedReplica)
             other.offset.write_text(f"{ahead_s}")
             run.log(f"{sender} sends; {other.name}'s clock {ahead_s:+g}s")
+            taking = asyncio.create_task(_taken_by(run, deploy, other.name))
             await run.settle(within=plan.window_s + plan.rollback_timeout_s + 30)
-            await asyncio.sleep(plan.rollback_timeout_s + TAKEOVER_GRACE_S + RESEND_WITHIN_S)
+            # the taker sends again, if it does, after its takeover wait from the take (the
+            # attempt's timeout, then the grace), as store_outage's replica does from the
+            # store's return: counted from the take the store showed (or, if none was
+            # seen, the settle), where it was counted from the settle, ~6 s later
+            taken = taking.result() if taking.done() else time.monotonic()
+            taking.cancel()
+            run.log(f"{other.name} took it over {time.monotonic() - taken:.1f}s before")
+            resend_by = plan.rollback_timeout_s + TAKEOVER_GRACE_S + RESEND_WITHIN_S
+            await asyncio.sleep(taken + resend_by - time.monotonic())
             await run.monitor.poll()
             run.count_deliveries()
             for replica in run.replicas:
@@ -841,6 +850,15 @@ async def skewed_takeover(plan: Plan, url: str, ahead_s: float, answer_after_s: 
                     if words in said:
                         run.log(f"{replica.name} said '{words}'")
             return run.f
+
+
+async def _taken_by(run: Chaos, deploy: str, owner: str) -> float:
+    """When the monitor's polls first show `owner` holding `deploy`'s rollback (no sooner
+    than it took it: the polls come every `POLL_S`)."""
+    while True:
+        if (run.monitor.rollbacks.get(deploy) or {}).get("lease_owner") == owner:
+            return time.monotonic()
+        await asyncio.sleep(POLL_S / 2)
 
 
 async def _sender_of(run: Chaos, deploy: str, *, in_flight: bool = False) -> str:

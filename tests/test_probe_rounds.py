@@ -432,7 +432,9 @@ async def test_a_cancelled_round_leaves_its_probes_tasks_to_no_collection(
 
         async def cancelled_round() -> None:
             arrivals.clear()
-            round_ = asyncio.create_task(probe.run_round(4.0, probes=2, kinds=smoke))
+            # 2 s: both probes are out by ~0.9 s, a second before the round's end (a 4 s
+            # round's second probe went out at 1.8 s, and the test waited four times)
+            round_ = asyncio.create_task(probe.run_round(2.0, probes=2, kinds=smoke))
             for _ in range(200):
                 if len(arrivals) == 2:
                     break

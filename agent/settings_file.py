@@ -770,7 +770,11 @@ def _problems(
             # value is not quoted back (it may be a secret)
             what = "true/false" if isinstance(_value_at(document, loc), bool) else "a number"
             message = f"should be text, but YAML reads this unquoted value as {what}: quote it"
-        elif error["type"] == "string_type" and isinstance(_value_at(document, loc), list | dict):
+        elif (
+            error["type"] == "string_type"
+            and error["loc"][-1:] != ("[key]",)  # a name YAML read as a number: its own words
+            and isinstance(_value_at(document, loc), list | dict)
+        ):
             # `secret: [x]`, `api_tokens: [{ci: …}]`: "Input should be a valid string"
             shape = "a list" if isinstance(_value_at(document, loc), list) else "a mapping"
             message = f"should be text, not {shape}"

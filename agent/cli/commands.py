@@ -157,7 +157,23 @@ def _deploy_request(args: argparse.Namespace) -> DeployRequest:
         flag = _FLAG_OF_FIELD.get(loc[0], loc[0]) if loc else "arguments"
         detail = f" {loc[1]!r}" if len(loc) > 1 else ""
         msg = str(first["msg"]).removeprefix("Value error, ")
+        ctx = first.get("ctx") or {}
+        if first["type"] == "string_too_short" and ctx.get("min_length") == 1:
+            msg = "must not be empty"  # pydantic's "String should have at least 1 character"
+        elif first["type"] == "string_too_long":
+            where = first["loc"]
+            given = where[-2] if where[-1:] == ("[key]",) else _value_of(fields, list(where))
+            length = f"is {len(given)} characters; " if isinstance(given, str) else ""
+            msg = f"{length}at most {ctx.get('max_length')}"
         raise UsageError(f"{flag}{detail}: {msg}") from None
+
+
+def _value_of(fields: dict[str, Any], loc: list[Any]) -> Any:
+    """The value at `loc` of the request's fields, None where there is none."""
+    node: Any = fields
+    for part in loc:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def _fail(command: str, message: str) -> int:

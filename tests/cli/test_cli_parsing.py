@@ -143,6 +143,31 @@ def test_window_refuses_zero_negative_and_garbage_naming_itself(
         assert len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--env", "p", "--version", ""], "--version: must not be empty"),
+        (["--env", "", "--version", "v"], "--env: must not be empty"),
+        (["--env", "p", "--version", "v" * 129], "--version: is 129 characters; at most 128"),
+        (["--env", "p", "--version", "v", "--commit", "c" * 200], "--commit: is 200 characters"),
+        (["--env", "p", "--version", "v", "--label", "k" * 65 + "=v"], "is 65 characters; at"),
+    ],
+)
+def test_a_flag_empty_or_too_long_is_said_in_words(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    flags: list[str],
+    said: str,
+) -> None:
+    """It was pydantic's "String should have at least 1 character"."""
+    monkeypatch.setenv("POSTFLIGHT_URL", "http://127.0.0.1:9")  # never reached
+    monkeypatch.setenv("POSTFLIGHT_TOKEN", "tok-1234567890abcdef")
+    assert main(["register", *flags]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "String should" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
 @pytest.mark.parametrize("where", ["missing-dir/schema.json", "."])
 def test_schema_to_a_path_it_cannot_write_is_one_line_and_exit_2(
     where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -12,7 +12,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -235,9 +235,12 @@ def load_config_text(
         found = [p for p in found if not any(p.loc[: len(u)] == u for u in unread)]
         found = _naming_empty_variables(found, data, document, environ)
         found = _environments_added_by_a_variable(found, expanded, overrides, origins)
-        raise ConfigError(source, [*duplicates, *problems, *found]) from None
+        secrets = _secret_variables(data, environ)
+        raise ConfigError(source, _hidden([*duplicates, *problems, *found], secrets)) from None
     if duplicates or problems:
-        raise ConfigError(source, [*duplicates, *problems])
+        raise ConfigError(
+            source, _hidden([*duplicates, *problems], _secret_variables(data, environ))
+        )
     warnings = [
         _located(loc, message, lines, origins)
         for loc, message in [
@@ -299,6 +302,19 @@ _SECRET_NAME_PART = re.compile(r"(TOKEN|SECRET|PASS|PASSWD|PASSWORD|PASSPHRASE|K
 MIN_VARIABLE_SECRET = 8
 """A shorter value read from a secret-named variable is not hidden: every run of those
 characters in every message would be (`smoke` in "type smoke")."""
+
+
+def _hidden(problems: list[ConfigProblem], secrets: list[str]) -> list[ConfigProblem]:
+    """`problems` with no value of a secret-named variable quoted (`timeout: ${API_TOKEN}`
+    said "'…' is not a duration"), as a check's failure, an alert and the API hide it."""
+    longest_first = sorted(set(secrets), key=len, reverse=True)
+    out = []
+    for problem in problems:
+        message = problem.message
+        for secret in longest_first:
+            message = message.replace(secret, "***")
+        out.append(replace(problem, message=message))
+    return out
 
 
 def _secret_variables(data: Any, environ: Mapping[str, str]) -> list[str]:

@@ -139,3 +139,15 @@ def test_values_read_from_variables_named_as_secrets_are_redacted_like_secret_se
     secrets = load_settings_text(text, env=env).secret_values()
     assert {"ht-0123456789", "pw-0123456789", "NRAK-0123456789", "many-0123456789"} <= set(secrets)
     assert not {"http://127.0.0.1:9", "smoke", "not-a-secret-0", "not-a-secret-1"} & set(secrets)
+
+
+def test_a_value_from_a_variable_named_as_a_secret_is_not_quoted_by_its_error() -> None:
+    """validate-config quoted it back ("'…' is not a duration (from $HEALTH_TOKEN)"), where
+    a check's failure, an alert and the API hide it."""
+    text = MINIMAL.replace(
+        "        path: /health\n", '        path: /health\n        timeout: "${PF_HEALTH_TOKEN}"\n'
+    )
+    found = problems(text, {"PF_HEALTH_TOKEN": "sekrit-health-value"})
+    message = found["environments.production.checks[0].timeout"]
+    assert "sekrit-health-value" not in message, message
+    assert message.startswith("'***' is not a duration"), message

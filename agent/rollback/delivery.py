@@ -221,9 +221,9 @@ class RollbackDelivery:
         stop: StopBudget | None = None,
     ) -> None:
         self._targets = targets
+        """Vercel and GitHub targets (§7); without it only the webhook is known."""
         self.stop = stop
         """The daemon's stop: a 2xx held for the store is waited for within it."""
-        """Vercel and GitHub targets (§7); without it only the webhook is known."""
         self._store = store
         self.owner = owner
         self.lease_s = lease_s

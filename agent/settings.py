@@ -60,6 +60,7 @@ from agent.integrations.config import (
 )
 from agent.providers.plugins import ProviderPluginError, config_model_for, plugin_names
 from agent.providers.provider_settings import BaselineSettings, ProvidersSettings
+from agent.store.location import SQLITE_PREFIX
 from checks.base import CheckConfig
 from checks.registry import config_models
 from common.durations import (
@@ -744,6 +745,10 @@ def _rate_text(per_second: float) -> str:
 
 
 OVERRIDE_PREFIX = "POSTFLIGHT__"
+ROOT_DIRECTORIES = frozenset(
+    {"var", "tmp", "home", "etc", "opt", "srv", "mnt", "usr", "root", "run"}
+)
+"""A relative SQLite path starting with one of these was most likely meant from `/`."""
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "*"})
 """Listen hosts meaning every interface: no address to link to."""
 
@@ -963,6 +968,22 @@ class Settings(BaseSettings):
             " this agent at"
         )
         return [(("server", "listen"), message)]
+
+    def store_warnings(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(loc, message) of a SQLite URL whose three slashes make a relative path that
+        reads as a root one (`sqlite:///var/lib/postflight.db` is `./var/lib/…`, as
+        SQLAlchemy reads it): an agent started elsewhere made a new, empty store."""
+        url = self.store.url
+        if not url.startswith(SQLITE_PREFIX):
+            return []
+        relative = url.removeprefix(SQLITE_PREFIX)
+        if relative.split("/", 1)[0] not in ROOT_DIRECTORIES:
+            return []
+        message = (
+            f"{url} is the relative path {relative}, under the directory the agent starts"
+            f" in; for /{relative} write {SQLITE_PREFIX}/{relative}"
+        )
+        return [(("store", "url"), message)]
 
     def rule_warnings(self) -> list[tuple[tuple[str | int, ...], str]]:
         """(loc, message) of each environment without rules: nothing judges its windows,

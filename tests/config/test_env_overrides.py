@@ -270,11 +270,11 @@ def test_a_section_set_as_json_is_merged_key_by_key_and_its_value_taken_as_is(
 ) -> None:
     """The README: a map or section written as JSON is merged into the file's key by key,
     and an override's value is used as is, with no `${VAR}` expansion."""
-    monkeypatch.setenv("POSTFLIGHT__STORE", '{"url": "sqlite:///var/lib/postflight.db"}')
+    monkeypatch.setenv("POSTFLIGHT__STORE", '{"url": "sqlite:////var/lib/postflight.db"}')
     monkeypatch.setenv("POSTFLIGHT__ENVIRONMENTS__PRODUCTION__ROLLBACK__URL", "http://h/${HOME}")
     store = "store: {url: 'sqlite:///x.db', lease: 12s}\n"
     settings = load_settings_text(MINIMAL.replace("environments:\n", store + "environments:\n"))
-    assert settings.store.url == "sqlite:///var/lib/postflight.db"
+    assert settings.store.url == "sqlite:////var/lib/postflight.db"
     assert settings.store.lease == 12.0  # the file's, beside the section's override
     rollback = settings.environments["production"].rollback
     assert rollback is not None and rollback.url == "http://h/${HOME}"

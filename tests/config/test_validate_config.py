@@ -1039,7 +1039,7 @@ README_DEFAULTS: list[tuple[str, str, object]] = [
     ("`ui` (default true", "server.ui", True),
     ("`view_ttl` (how long a link stays valid, default 168h)", "server.view_ttl", 168 * 3600.0),
     ("send what is due: default 8s, at most 10s", "server.shutdown_timeout", 8.0),
-    ("`sqlite:///path` (embedded, WAL; the default)", "store.url", "sqlite:///./postflight.db"),
+    ("`sqlite:///path` (embedded, WAL; the default;", "store.url", "sqlite:///./postflight.db"),
     ("a lease of `lease`, default 30s, at least 1s", "store.lease", 30.0),
     ("`rounds` (default `7d`)", "store.retention.rounds", 7 * 86400.0),
     ("`alerting.timeout` (default 5s)", "alerting.timeout", 5.0),

@@ -499,3 +499,32 @@ def test_a_lookback_of_nothing_is_refused(
         "environments.production.lookback (line 9): must be more than 0s: the baselines are"
         " read from the lookback before a deploy" in out
     ), out
+
+
+@pytest.mark.parametrize(
+    ("url", "warned"),
+    [
+        ("sqlite:///var/lib/postflight.db", "sqlite:////var/lib/postflight.db"),
+        ("sqlite:///tmp/pf.db", "sqlite:////tmp/pf.db"),
+        ("sqlite:////var/lib/postflight.db", None),
+        ("sqlite:///./postflight.db", None),
+        ("sqlite:///data/postflight.db", None),
+    ],
+)
+def test_a_sqlite_url_relative_by_its_three_slashes_but_written_as_a_root_path_is_warned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, warned: str | None
+) -> None:
+    """`sqlite:///var/lib/postflight.db` is the relative path `var/lib/postflight.db`, as
+    SQLAlchemy reads three slashes: an agent started from another directory made a new,
+    empty store there, and its windows' history was not where it was looked for."""
+    text = MINIMAL.replace("environments:\n", f"store: {{url: '{url}'}}\nenvironments:\n", 1)
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 0, out
+    if warned is None:
+        assert "store.url" not in out, out
+    else:
+        relative = url.removeprefix("sqlite:///")
+        assert (
+            f"warning: store.url (line 4): {url} is the relative path {relative}, under the"
+            f" directory the agent starts in; for /{relative} write {warned}"
+        ) in out, out

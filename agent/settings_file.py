@@ -198,8 +198,8 @@ def load_config_text(
     if looped is not None:
         raise ConfigError(source, [looped])
     lines = _line_index(node) if node is not None else {}
-    if data is None:
-        data = {}
+    if data is None:  # empty, comments only, or `---`: no line holds anything
+        data, lines = {}, {}
     if not isinstance(data, dict):
         raise ConfigError(source, [ConfigProblem((), "the file must hold a mapping of sections")])
     # `1:`, `null:`, `true:` are keys YAML reads as other things than text: unknown keys,
@@ -805,7 +805,10 @@ def _problems(
         elif error["type"] == "missing":
             message = "required, but missing"
             if len(loc) == 1:  # no line holds it: say where it goes
-                message += f" (the file has no top-level `{loc[0]}:`)"
+                # no line at all: an empty file (or comments only), not one lacking a section
+                message += (
+                    f" (the file has no top-level `{loc[0]}:`)" if lines else " (the file is empty)"
+                )
         elif error["type"] == "union_tag_not_found":  # a check without its `type`
             key = str((error.get("ctx") or {}).get("discriminator", "")).strip("'")
             loc = (*loc, key)

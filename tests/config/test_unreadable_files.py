@@ -63,3 +63,17 @@ def test_a_control_character_is_one_line_with_its_line_and_column(
         f"(top level) (line {line}, column {column}): invalid YAML: a control character"
         f" ({named}) YAML does not allow; remove it"
     )
+
+
+@pytest.mark.parametrize("text", ["", "# nothing yet\n", "---\n"])
+def test_an_empty_file_says_it_is_empty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    """It said "the file has no top-level `server:`", as of a file that had other sections."""
+    path = tmp_path / "postflight.yaml"
+    path.write_text(text)
+    assert main(["validate-config", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines()[1:] == [
+        "  server: required, but missing (the file is empty)",
+        "  environments: required, but missing (the file is empty)",
+    ]

@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -203,7 +203,15 @@ class StoreSettings(StrictModel):
                 # not quoted back: with a `/` unencoded in a password, what is read here
                 # as a port may be the password's start
                 raise ValueError("a port in it is not a number from 1 to 65535")
+        if not value.startswith("sqlite:"):  # else `run` stopped on it, exit 2, once valid
+            for mode in parse_qs(urlsplit(value).query).get("sslmode", []):
+                if mode.replace("_", "-") not in SSL_MODES:  # asyncpg reads verify_full too
+                    raise ValueError(f"sslmode {mode!r} is not one of: {', '.join(SSL_MODES)}")
         return value
+
+
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+"""The `sslmode`s libpq and asyncpg take."""
 
 
 def _postgres_ports(url: str) -> list[str]:

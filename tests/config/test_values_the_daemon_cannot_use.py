@@ -528,3 +528,20 @@ def test_a_sqlite_url_relative_by_its_three_slashes_but_written_as_a_root_path_i
             f"warning: store.url (line 4): {url} is the relative path {relative}, under the"
             f" directory the agent starts in; for /{relative} write {warned}"
         ) in out, out
+
+
+@pytest.mark.parametrize("mode", ["bogus", "required", "Require"])
+def test_a_postgresql_sslmode_the_driver_refuses_is_refused_by_validate_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mode: str
+) -> None:
+    """`postflight run` stopped at once on it (`store error: … sslmode parameter must be
+    one of …`, exit 2) while `validate-config` said the file was valid."""
+    url = f"postgresql://pf:shh-pg-password@127.0.0.1:5432/pf?sslmode={mode}"
+    text = MINIMAL.replace("environments:\n", f"store: {{url: '{url}'}}\nenvironments:\n", 1)
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 2, out
+    assert (
+        f"store.url (line 4): sslmode {mode!r} is not one of: disable, allow, prefer, require,"
+        " verify-ca, verify-full"
+    ) in out, out
+    assert "shh-pg-password" not in out

@@ -394,9 +394,32 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
+_PAGE = re.compile(r"/deploys(?:/[^/?]+/?)?(?:\?.*)?")
+"""The agent's pages a sign-in comes back to: the list, a deploy's page, with a query."""
+
+
+def _next_on_agent(target: str | None, server: ServerSettings) -> str:
+    """`_safe_next`, as a path of the agent's: one that starts with the proxy's prefix
+    (the address the browser shows, typed into a sign-in link) loses it, since the
+    redirect puts it back; the prefix alone, or with anything but a page, is the list.
+    A page of the agent's own that starts like the prefix (`/deploys/…` under a prefix
+    `/deploys`) is kept."""
+    safe = _safe_next(target)
+    prefix = quote(server.base_path, safe=_PATH_AS_SENT)
+    if not prefix or _PAGE.fullmatch(safe):
+        return safe
+    rest = safe.removeprefix(prefix)
+    if rest == safe or rest[:1] not in ("", "/", "?"):
+        return safe  # not under the prefix (`/postflight-eu/…` is another path)
+    return rest if _PAGE.fullmatch(rest) else "/deploys"
+
+
 async def login_form(request: web.Request) -> web.Response:
     _ui_on(request)
-    return html(request, "login.html", next=_safe_next(request.query.get("next")), error=None)
+    server = request.config_dict[SETTINGS].server
+    return html(
+        request, "login.html", next=_next_on_agent(request.query.get("next"), server), error=None
+    )
 
 
 async def login(request: web.Request) -> web.Response:
@@ -408,7 +431,7 @@ async def login(request: web.Request) -> web.Response:
         unread = "The form could not be read: send it as UTF-8."
         return html(request, "login.html", 400, next="/deploys", error=unread)
     token = str(form.get("token") or "")
-    target = _safe_next(str(form.get("next") or ""))
+    target = _next_on_agent(str(form.get("next") or ""), settings.server)
     if not token or not token_matches(token, settings.server.accepted_tokens()):
         return html(request, "login.html", 401, next=target, error="That token is not accepted.")
     now = request_now(request)

@@ -152,3 +152,40 @@ async def test_a_prefix_with_a_space_or_an_accent_is_the_cookie_path_a_browser_m
             assert r.status == 303
             assert r.cookies["postflight_session"]["path"] == sent, written
         await agent.stop()
+
+
+async def test_a_next_that_already_has_the_prefix_goes_there_once(
+    journey_agent: JourneyAgent, proxy: PrefixProxy
+) -> None:
+    """A sign-in form opened by hand with the address the browser shows as `next`
+    (`/postflight/login?next=/postflight/deploys/dep_…`) comes back to that page, where
+    the prefix went before it a second time (`/postflight/postflight/deploys/…`, the
+    proxy's 404). The prefix alone is the list; what follows it stays on this agent."""
+    base = f"{proxy.url}{PREFIX}"
+    agent = await journey_agent(server=f"public_url: {base}/", window="20s", interval="1s")
+    proxy.upstream = agent.url
+    deploy = await agent.register("production", "v9")
+    page = f"/deploys/{deploy['id']}"
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        for typed, back in (
+            (f"{PREFIX}{page}", f"{PREFIX}{page}"),
+            (page, f"{PREFIX}{page}"),
+            (f"{PREFIX}/deploys?state=passed", f"{PREFIX}/deploys?state=passed"),
+            (f"{PREFIX}/deploys", f"{PREFIX}/deploys"),
+            (PREFIX, f"{PREFIX}/deploys"),
+            (f"{PREFIX}/", f"{PREFIX}/deploys"),
+            (f"{PREFIX}//evil.example/x", f"{PREFIX}/deploys"),
+            (f"{PREFIX}/\\evil.example", f"{PREFIX}/deploys"),
+        ):
+            async with http.get(f"{base}/login", params={"next": typed}) as r:
+                form = await r.text()
+            hidden = re.search(r'name="next" value="([^"]*)"', form)
+            assert hidden is not None and f"{PREFIX}{hidden[1]}" == back, (typed, hidden)
+            sent = {"token": TOKEN, "next": typed}
+            async with http.post(f"{base}/login", data=sent, allow_redirects=False) as r:
+                assert r.status == 303 and r.headers["Location"] == back, (typed, r.headers)
+        async with http.post(
+            f"{base}/login", data={"token": TOKEN, "next": f"{PREFIX}{page}"}
+        ) as r:
+            assert r.status == 200 and str(r.url) == f"{base}{page}"
+    assert proxy.outside == []

@@ -445,7 +445,12 @@ async def login(request: web.Request) -> web.Response:
         session,
         max_age=int(SESSION_TTL_S),
         httponly=True,
-        samesite="Strict",
+        # Lax, not Strict: a deploy page's link followed from chat or a ticket (a
+        # navigation from another site) opens it signed in, where a Strict cookie was not
+        # sent and the sign-in form came. The cookie admits GETs of pages and their event
+        # stream only (the API's writes take a bearer token), and Lax keeps it off other
+        # sites' POSTs and frames all the same.
+        samesite="Lax",
         secure=settings.server.base_url.startswith("https://"),
         # the proxy's prefix: the host's other applications never get the session; as a
         # browser sends it (`/ops%20eu`), the form it matches a cookie's path against

@@ -98,7 +98,7 @@ async def test_login_sets_a_session_cookie_that_is_not_the_api_token(
         assert r.headers["Location"] == f"/deploys/{deploy['id']}"
         cookie = r.cookies["postflight_session"]
         assert TOKEN not in cookie.value
-        assert cookie["httponly"] and cookie["samesite"] == "Strict"
+        assert cookie["httponly"] and cookie["samesite"] == "Lax"
     session = f"postflight_session={cookie.value}"
     assert await status(agent, f"/deploys/{deploy['id']}", Cookie=session) == 200
     assert await status(agent, f"/v1/deploys/{deploy['id']}/events", Cookie=session) == 200

@@ -133,9 +133,13 @@ async def deploy_events(request: web.Request) -> web.StreamResponse:
             # EventSource to stop reconnecting, where it would read the end again and again
             return web.Response(status=204, headers={"Cache-Control": "no-store"})
         if request.method == "HEAD":
-            # the headers alone (a HEAD answer has no body), and the status a GET gets
-            await response.prepare(request)
-            await response.write_eof()
+            # the headers alone (a HEAD answer has no body), and the status a GET gets;
+            # a page left while it asked (the browser drops the request) is no error
+            try:
+                await response.prepare(request)
+                await response.write_eof()
+            except ConnectionResetError:
+                log.debug("event stream of %s: the client left before the HEAD's answer", window_id)
             return response
         try:
             await stream.start()

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
+from yarl import URL
 
 from agent.appkeys import SETTINGS
 from agent.web import events as events_module
@@ -600,5 +601,51 @@ async def test_a_client_that_leaves_a_live_stream_is_no_error(
                 break
         r.connection.transport.abort()  # type: ignore[union-attr]
     await agent.wait_until(deploy["id"], lambda d: d["rounds"] >= 4)  # rounds went on
+    errors = [rec for rec in caplog.records if rec.levelname == "ERROR"]
+    assert errors == [], [rec.getMessage()[:300] for rec in errors]
+
+
+async def test_a_page_left_while_its_stream_s_head_is_asked_is_no_error(
+    journey_agent: JourneyAgent,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A page asks its stream's `HEAD` why a reconnect was refused (an ended session);
+    a browser leaving the page then drops that request, and the agent logged an ERROR
+    with a traceback ("unexpected error serving HEAD …", seen in a browser test) where a
+    client gone from a GET stream is no error."""
+    agent = await journey_agent()
+    deploy = await agent.register("production", "v1")
+    asked = asyncio.Event()
+    caught_up = events_module._Stream.catch_up
+
+    async def after_the_client_left(self: Any) -> None:
+        asked.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        transport = self.request.transport
+        while transport is not None and not transport.is_closing():
+            # the answer is written once the client has gone
+            assert loop.time() < deadline, "the agent never saw the client leave"
+            await asyncio.sleep(0.01)
+            transport = self.request.transport
+        await caught_up(self)
+
+    monkeypatch.setattr(events_module._Stream, "catch_up", after_the_client_left)
+    address = URL(agent.url)
+    _, writer = await asyncio.open_connection(address.host, address.port)
+    writer.write(
+        f"HEAD /v1/deploys/{deploy['id']}/events HTTP/1.1\r\nHost: agent\r\n"
+        f"Authorization: Bearer {TOKEN}\r\n\r\n".encode()
+    )
+    await writer.drain()
+    await asyncio.wait_for(asked.wait(), 10)
+    writer.transport.abort()
+    feed = agent.app[FEED]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while feed.subscribers:  # the HEAD's answer is done with
+        assert loop.time() < deadline, "the HEAD of a client gone is still open"
+        await asyncio.sleep(0.02)
     errors = [rec for rec in caplog.records if rec.levelname == "ERROR"]
     assert errors == [], [rec.getMessage()[:300] for rec in errors]

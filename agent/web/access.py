@@ -42,6 +42,13 @@ def session_admits(key: bytes, session: str, server: ServerSettings, now: float)
     )
 
 
+def signed_in(request: web.Request, server: ServerSettings, now: float) -> bool:
+    """Whether the request carries a session that admits it: a page then offers to sign
+    out (a view token or a bearer token has nothing to sign out of)."""
+    session = request.cookies.get(SESSION_COOKIE)
+    return session is not None and session_admits(signing_key(server), session, server, now)
+
+
 Access = Literal["ok", "unauthenticated", "forbidden"]
 
 

@@ -41,6 +41,7 @@ from agent.web.access import (
     SESSION_TTL_S,
     access,
     session_subject,
+    signed_in,
     view_admits,
 )
 from agent.web.links import sign, signing_key
@@ -106,6 +107,7 @@ def html(
     request's settings' unless given (a page served before the app has them)."""
     if root is None:
         root = request.config_dict[SETTINGS].server.base_path
+    context.setdefault("signed_in", False)
     body = _templates().get_template(template).render(root=root, **context)
     return web.Response(
         text=body, status=status, content_type="text/html", headers=SECURITY_HEADERS
@@ -138,7 +140,9 @@ def unavailable_page(server: ServerSettings) -> UnavailablePage:
 
     def page(request: web.Request, retry_after_s: int) -> web.Response | None:
         path = request.path
-        if not server.ui or not (path in ("/deploys", "/login") or path.startswith("/deploys/")):
+        if not server.ui or not (
+            path in ("/deploys", "/login", "/logout") or path.startswith("/deploys/")
+        ):
             return None
         response = html(
             request,
@@ -297,6 +301,7 @@ async def deploy_page(request: web.Request) -> web.Response:
         "iso": iso,
         "events_url": f"{root}/v1/deploys/{quote(window_id)}/events{query}",
         "list_url": None if view_token else f"{root}/deploys",
+        "signed_in": signed_in(request, settings.server, now),
     }
     if request.query.get("fragment"):
         return html(request, "live.html", **context)
@@ -328,6 +333,7 @@ async def deploy_list(request: web.Request) -> web.Response:
         "environment": environment,
         "iso": iso,
         "shown": lambda window: shown_state(window, now),
+        "signed_in": signed_in(request, settings.server, now),
     }
     if unknown:
         assert environment is not None
@@ -452,9 +458,41 @@ async def login(request: web.Request) -> web.Response:
         # sites' POSTs and frames all the same.
         samesite="Lax",
         secure=settings.server.base_url.startswith("https://"),
-        # the proxy's prefix: the host's other applications never get the session; as a
-        # browser sends it (`/ops%20eu`), the form it matches a cookie's path against
-        path=quote(settings.server.base_path, safe=_PATH_AS_SENT) or "/",
+        path=_cookie_path(settings.server),
+    )
+    return response
+
+
+def _cookie_path(server: ServerSettings) -> str:
+    """The proxy's prefix: the host's other applications never get the session; as a
+    browser sends it (`/ops%20eu`), the form it matches a cookie's path against. Signing
+    out deletes the cookie at the same path (a browser keeps one of another path)."""
+    return quote(server.base_path, safe=_PATH_AS_SENT) or "/"
+
+
+async def logout(request: web.Request) -> web.Response:
+    """Sign out: the session cookie deleted, back to the sign-in form. Another site's
+    form posting here (`Sec-Fetch-Site: cross-site`) is refused: it would sign the
+    browser out behind the engineer's back."""
+    _ui_on(request)
+    server = request.config_dict[SETTINGS].server
+    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+        return html(
+            request,
+            "message.html",
+            403,
+            title="Not signed out",
+            message="Another site asked to sign you out: sign out from Postflight's own page.",
+        )
+    response = web.Response(
+        status=303, headers={**SECURITY_HEADERS, "Location": f"{server.base_path}/login"}
+    )
+    response.del_cookie(
+        SESSION_COOKIE,
+        path=_cookie_path(server),
+        secure=server.base_url.startswith("https://"),
+        httponly=True,
+        samesite="Lax",
     )
     return response
 

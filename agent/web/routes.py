@@ -15,13 +15,22 @@ from agent.web.pages import (
     deploy_page,
     login,
     login_form,
+    logout,
     page_for_browser,
     unavailable_page,
     without_slash,
 )
 
 PAGE_PATHS = frozenset(
-    {"/deploys", "/deploys/", "/deploys/static/{name}", "/deploys/{id}", "/deploys/{id}/", "/login"}
+    {
+        "/deploys",
+        "/deploys/",
+        "/deploys/static/{name}",
+        "/deploys/{id}",
+        "/deploys/{id}/",
+        "/login",
+        "/logout",
+    }
 )
 """The HTML side (not API v1, so not in the OpenAPI document)."""
 
@@ -52,4 +61,5 @@ def mount(app: web.Application) -> None:
     r.add_get("/deploys/{id}/", without_slash, name="deploy_page_slash")
     r.add_get("/login", login_form, name="login_form")
     r.add_post("/login", login, name="login")
+    r.add_post("/logout", logout, name="logout")
     r.add_get("/v1/deploys/{id}/events", deploy_events, name="deploy_events")

@@ -189,3 +189,27 @@ async def test_a_next_that_already_has_the_prefix_goes_there_once(
         ) as r:
             assert r.status == 200 and str(r.url) == f"{base}{page}"
     assert proxy.outside == []
+
+
+async def test_sign_out_deletes_the_cookie_at_the_prefix_s_path(
+    journey_agent: JourneyAgent, proxy: PrefixProxy
+) -> None:
+    """A cookie is deleted only by one of the same name and path: signing out behind the
+    prefix deletes the one signing in set there, and comes back to the sign-in form."""
+    base = f"{proxy.url}{PREFIX}"
+    agent = await journey_agent(server=f"public_url: {base}/")
+    proxy.upstream = agent.url
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as http:
+        form = {"token": TOKEN, "next": "/deploys"}
+        async with http.post(f"{base}/login", data=form) as r:
+            assert r.status == 200 and str(r.url) == f"{base}/deploys"
+            assert 'class="signout"' in await r.text()
+        assert jar.filter_cookies(URL(f"{base}/deploys"))
+        async with http.post(f"{base}/logout", allow_redirects=False) as r:
+            assert r.status == 303 and r.headers["Location"] == f"{PREFIX}/login"
+            assert r.cookies["postflight_session"]["path"] == PREFIX
+        assert not jar.filter_cookies(URL(f"{base}/deploys"))
+        async with http.get(f"{base}/deploys") as r:
+            assert r.status == 401
+    assert proxy.outside == []

@@ -411,7 +411,7 @@ def _next_on_agent(target: str | None, server: ServerSettings) -> str:
     A page of the agent's own that starts like the prefix (`/deploys/…` under a prefix
     `/deploys`) is kept."""
     safe = _safe_next(target)
-    prefix = quote(server.base_path, safe=_PATH_AS_SENT)
+    prefix = _prefix_as_sent(server)
     if not prefix or _PAGE.fullmatch(safe):
         return safe
     rest = safe.removeprefix(prefix)
@@ -444,7 +444,7 @@ async def login(request: web.Request) -> web.Response:
     key = signing_key(settings.server)
     session = sign(key, session_subject(key, token), now + SESSION_TTL_S)
     # `next` is a path of the agent's; the browser goes there through the proxy's prefix
-    location = settings.server.base_path + target
+    location = _prefix_as_sent(settings.server) + target
     response = web.Response(status=303, headers={**SECURITY_HEADERS, "Location": location})
     response.set_cookie(
         SESSION_COOKIE,
@@ -463,11 +463,17 @@ async def login(request: web.Request) -> web.Response:
     return response
 
 
+def _prefix_as_sent(server: ServerSettings) -> str:
+    """`server.base_path` as a browser sends it (`/ops%20eu`, `/%C3%A9t%C3%A9`): the form
+    a cookie's path is matched against, and ASCII, as a `Location` header must be (it
+    carried `/été` as raw UTF-8 bytes)."""
+    return quote(server.base_path, safe=_PATH_AS_SENT)
+
+
 def _cookie_path(server: ServerSettings) -> str:
-    """The proxy's prefix: the host's other applications never get the session; as a
-    browser sends it (`/ops%20eu`), the form it matches a cookie's path against. Signing
+    """The proxy's prefix: the host's other applications never get the session. Signing
     out deletes the cookie at the same path (a browser keeps one of another path)."""
-    return quote(server.base_path, safe=_PATH_AS_SENT) or "/"
+    return _prefix_as_sent(server) or "/"
 
 
 async def logout(request: web.Request) -> web.Response:
@@ -485,7 +491,7 @@ async def logout(request: web.Request) -> web.Response:
             message="Another site asked to sign you out: sign out from Postflight's own page.",
         )
     response = web.Response(
-        status=303, headers={**SECURITY_HEADERS, "Location": f"{server.base_path}/login"}
+        status=303, headers={**SECURITY_HEADERS, "Location": f"{_prefix_as_sent(server)}/login"}
     )
     response.del_cookie(
         SESSION_COOKIE,

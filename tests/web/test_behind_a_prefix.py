@@ -213,3 +213,37 @@ async def test_sign_out_deletes_the_cookie_at_the_prefix_s_path(
         async with http.get(f"{base}/deploys") as r:
             assert r.status == 401
     assert proxy.outside == []
+
+
+async def test_signing_in_behind_a_prefix_with_an_accent_comes_back_in_the_browser(
+    journey_agent: JourneyAgent, browser: Any
+) -> None:
+    """`public_url: https://ops.example/été/`: the redirect after signing in names the
+    prefix as a browser sends it (percent-encoded: a header is ASCII; it was the raw UTF-8
+    bytes of `/été`), and the browser lands on the list signed in; signing out too."""
+    sent = "/%C3%A9t%C3%A9"
+    proxy = PrefixProxy(sent)
+    await proxy.start()
+    try:
+        agent = await journey_agent(server=f"public_url: '{proxy.url}/été/'")
+        proxy.upstream = agent.url
+        async with aiohttp.ClientSession() as http:
+            for typed in ("/deploys", f"{sent}/deploys"):  # with the prefix, as shown
+                form = {"token": TOKEN, "next": typed}
+                async with http.post(
+                    f"{proxy.url}{sent}/login", data=form, allow_redirects=False
+                ) as r:
+                    assert r.status == 303 and r.headers["Location"] == f"{sent}/deploys"
+        page = await browser.new_page()
+        assert (await page.goto(f"{proxy.url}{sent}/deploys")).status == 401
+        await page.fill("#token", TOKEN)
+        async with page.expect_navigation(url=f"{proxy.url}{sent}/deploys") as landed:
+            await page.click("button[type=submit]")
+        assert (await landed.value).status == 200
+        assert await page.locator("#token").count() == 0
+        async with page.expect_navigation(url=f"{proxy.url}{sent}/login") as left:
+            await page.click("form.signout button")
+        assert (await left.value).status == 200 and await browser.cookies() == []
+        assert proxy.outside == []
+    finally:
+        await proxy.stop()

@@ -1406,6 +1406,27 @@ async def deliver_rollback(
         f"the alert and follow-ups of rollback {window.id} (its outcome, {done.state}, is"
         " stored: not sent again; they go out at the next start)"
     )
+    try:
+        await _follow_up_settled(window, env, done, s)
+    except Exception as exc:
+        if not store_outage(exc):
+            raise
+        # spawned, awaited by nobody: raised, it was asyncio's "Task exception was never
+        # retrieved" traceback (a PostgreSQL restart, bench/ha_faults.py)
+        log.warning(
+            "rollback %s is stored; its alert and follow-ups wait: the store does not answer"
+            " (%s): the alert, claimed with the outcome, is sent by the alert recovery, the"
+            " follow-ups at the next start",
+            done.state,
+            exc,
+            extra={"deploy_id": window.id, "environment": window.environment},
+        )
+
+
+async def _follow_up_settled(
+    window: DeployWindow, env: EnvironmentSettings, done: RollbackIntent, s: WatchServices
+) -> None:
+    """Count, alert and follow up a rollback this sender settled."""
     # Followed up once per settled rollback (a second caller here finds it claimed).
     if not await s.store.claim_alert(window.id, ROLLBACK_SETTLED, s.clock()):
         return

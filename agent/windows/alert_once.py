@@ -267,8 +267,18 @@ class WindowAlerts:
                 return await self._send(window, alert, tags, key)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 context = {"deploy_id": window.id, "environment": window.environment}
+                if store_outage(exc):  # the claim is stored: `recover` takes it over
+                    log.warning(
+                        "alert %s for %s waits: the store does not answer (%s); the alert"
+                        " recovery sends it once the store answers and its claim lapses",
+                        key,
+                        window.id,
+                        exc,
+                        extra=context,
+                    )
+                    return False
                 log.exception("alert %s for %s not sent", key, window.id, extra=context)
                 return False
 

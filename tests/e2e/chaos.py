@@ -43,8 +43,15 @@ from tests.receivers import RollbackAttempt, RollbackReceiver, parse_script
 
 SECRET = "chaos-rollback-secret"
 POLL_S = 0.2
-UNANSWERED = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
-"""What the monitor's reads meet while PostgreSQL is away (`store_outage`)."""
+UNANSWERED = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+"""What the monitor's reads meet while PostgreSQL is away (`store_outage`), or its session
+is cut (`pg_terminate_backend`: a connection left mid-error until it is closed)."""
 
 
 @dataclass
@@ -273,10 +280,23 @@ class Monitor:
         self._lock = asyncio.Lock()  # one connection: one query at a time
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
-        async with self._lock:
+        async with self._lock, self._dropped_on_failure():
             if self.conn.is_closed():  # PostgreSQL was stopped (`store_outage`)
                 self.conn = await asyncpg.connect(self.url, timeout=2)
             return list(await self.conn.fetch(sql, *args))
+
+    @contextlib.asynccontextmanager
+    async def _dropped_on_failure(self) -> AsyncIterator[None]:
+        """A read that failed leaves its connection to be made again by the next: one cut
+        mid-read (`pg_cut`) answered every later read 'another operation is in progress'
+        (asyncpg's InternalClientError), which failed the receiver's handler in
+        `bench/ha_faults.py` (a 500 instead of its drawn answer) and ended the poll loop."""
+        try:
+            yield
+        except BaseException:
+            if self.conn is not None and not self.conn.is_closed():
+                self.conn.terminate()
+            raise
 
     async def start(self) -> None:
         self.conn = await asyncpg.connect(self.url)
@@ -303,7 +323,7 @@ class Monitor:
         the windows' read and the rollbacks' showed `delivered` beside its window still
         `failed` (one transaction in the store moves both), and a run settling at that
         instant found it unrecorded (store_outage, a loaded full run)."""
-        async with self._lock:
+        async with self._lock, self._dropped_on_failure():
             if self.conn.is_closed():  # PostgreSQL was stopped (`store_outage`)
                 self.conn = await asyncpg.connect(self.url, timeout=2)
             async with self.conn.transaction(isolation="repeatable_read", readonly=True):

@@ -261,6 +261,11 @@ class Store(Protocol):
 
     async def release_lease(self, window_id: str, fence: Fence) -> None: ...
 
+    async def release_leases(self, leases: Sequence[tuple[str, Fence]]) -> None:
+        """Hand back each (window, fence) lease still that fence's (a clean stop's windows):
+        another replica claims them at its next sweep, where it waited for them to lapse."""
+        ...
+
     async def set_baseline(
         self, window_id: str, baseline: dict[str, Any], fence: Fence | None = None
     ) -> bool: ...

@@ -742,6 +742,19 @@ class SqlStore(ABC):
                 fence.epoch,
             )
 
+    async def release_leases(self, leases: Sequence[tuple[str, Fence]]) -> None:
+        # a transaction per `WINDOWS_PER_QUERY`: a stop cut short still handed some back
+        for at in range(0, len(leases), WINDOWS_PER_QUERY):
+            async with self._tx() as db:
+                for window_id, fence in leases[at : at + WINDOWS_PER_QUERY]:
+                    await db.execute(
+                        "UPDATE windows SET lease_owner = NULL, lease_until = NULL"
+                        " WHERE id = ? AND lease_owner = ? AND lease_epoch = ?",
+                        window_id,
+                        fence.owner,
+                        fence.epoch,
+                    )
+
     async def set_baseline(
         self, window_id: str, baseline: dict[str, Any], fence: Fence | None = None
     ) -> bool:

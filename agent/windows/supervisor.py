@@ -19,10 +19,10 @@ from typing import Any
 from agent.integrations.events import event_url, event_url_refused, window_base_url
 from agent.metrics import Metrics
 from agent.providers.base import Provider
-from agent.records import DeployWindow, decided_verdict
+from agent.records import DeployWindow, Fence, decided_verdict
 from agent.rollback.delivery import RollbackDelivery
 from agent.settings import EnvironmentSettings, Settings
-from agent.stopping import StopBudget
+from agent.stopping import StopBudget, named_for_a_stop
 from agent.store.base import Lease, Store
 from agent.store.outages import StoreOutageLog, store_outage, unless_outage
 from agent.windows.alert_once import WindowAlerts
@@ -120,6 +120,9 @@ class Watcher:
         self.claims: dict[str, tuple[int, float]] = {}
         """Per window watched here: the epoch of our claim, and until when it holds."""
         self.watched: dict[str, DeployWindow] = {}
+        self._watches: dict[str, WindowWatch] = {}
+        """Per window watched here: its watch (whose round being stored a stop waits for
+        before it hands the window's lease back, `_hand_back`)."""
         """Per window watched here: the window its watch holds (whose `lease_until` the
         watch moves on each lease renewal the store accepted)."""
         self._claimed_once = False
@@ -212,7 +215,9 @@ class Watcher:
                 prober.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await prober
+            held = self._held_leases()
             await self._stop_windows()
+            await self._hand_back(held)
             if prober is not None:
                 # after the windows, and bounded: a store that cannot answer must not
                 # hold a stop past `shutdown_timeout` (else they lapse: a gap, no harm)
@@ -363,6 +368,7 @@ class Watcher:
                 self.deployed_at.pop(window.id, None)
                 self.claims.pop(window.id, None)
                 self.watched.pop(window.id, None)
+                self._watches.pop(window.id, None)
             self._wake.set()
 
         task.add_done_callback(done)
@@ -384,8 +390,10 @@ class Watcher:
             ):
                 self.metrics.windows_total.labels(window.environment, "inconclusive").inc()
             return
+        watch = WindowWatch(window, env, self._probe_for(window, env), self.services)
+        self._watches[window.id] = watch
         try:
-            await WindowWatch(window, env, self._probe_for(window, env), self.services).run()
+            await watch.run()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -457,6 +465,44 @@ class Watcher:
 
     def _resumed(self, window_id: str, _: asyncio.Task[Any]) -> None:
         self.resuming.discard(window_id)
+
+    def _held_leases(self) -> list[tuple[str, Fence, asyncio.Task[Any] | None]]:
+        """At a stop, before its watches are cancelled: each window's lease as this agent
+        holds it, and the write of its round in flight (or None)."""
+        held = []
+        for window_id, (epoch, _) in self.claims.items():
+            watch = self._watches.get(window_id)
+            settling = watch.settling if watch is not None else None
+            held.append((window_id, Fence(self.services.owner, epoch), settling))
+        return held
+
+    async def _hand_back(self, held: list[tuple[str, Fence, asyncio.Task[Any] | None]]) -> None:
+        """A clean stop gives its windows' leases back, each only while still this agent's
+        (fenced), so that an agent under another replica id (a rolling update's new pod)
+        claims them at its next sweep, where it waited `store.lease` for each. A window
+        whose round is being stored is handed back once that write (and what it acts on)
+        is done, in the drain's grace: a round stored after another agent took the window
+        would be refused, and made again by it. One the stop cuts is left to lapse."""
+        now = [(wid, fence) for wid, fence, settling in held if settling is None or settling.done()]
+        if now:
+            # bounded: a store that cannot answer must not hold a stop past its bound
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(RELEASE_TIMEOUT_S):
+                    await self.store.release_leases(now)
+        for wid, fence, settling in held:
+            if settling is not None and not settling.done():
+                self.services.spawn(self._hand_back_after(wid, fence, settling))
+
+    async def _hand_back_after(
+        self, window_id: str, fence: Fence, settling: asyncio.Task[Any]
+    ) -> None:
+        named_for_a_stop(
+            f"handing back the lease of {window_id} once its round is stored (left to lapse:"
+            " the next agent takes it after `store.lease`)"
+        )
+        await asyncio.wait({settling})
+        async with asyncio.timeout(RELEASE_TIMEOUT_S):
+            await self.store.release_leases([(window_id, fence)])
 
     async def _stop_windows(self) -> None:
         tasks = list(self.tasks.values())

@@ -215,7 +215,7 @@ class RunningAgent:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
-        """Stop this agent as SIGTERM would (its leases stay until they lapse)."""
+        """Stop this agent as SIGTERM would."""
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None

@@ -1,0 +1,38 @@
+"""A `rollback.then` follow-up's state in the deploy object is one of those the API
+documents (`FollowUpOutcome.state`): `pending`, `delivered` or `failed`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, environment
+from tests.receivers import RollbackReceiver
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.timeout(60)
+async def test_a_follow_up_under_way_is_shown_pending(
+    start_agent: AgentFactory, flip_target: FlipTarget, rollback_receiver: Any
+) -> None:
+    """The follow-up's receiver holds its request: the follow-up is claimed and has no
+    outcome yet, shown `pending` (it was shown `claimed`, the store's word), then
+    `delivered` once its retry is answered."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    follow: RollbackReceiver = await rollback_receiver(SECRET, script=["hang"], path="/then")
+    rollback = (
+        f"rollback: {{url: {receiver.url}, secret: {SECRET}, timeout: 3s, max_attempts: 2,"
+        f" backoff: 100ms, then: [{{name: migrations, url: '{follow.url}'}}]}}"
+    )
+    agent = await start_agent(environment("production", flip_target.url, extra=rollback))
+    deploy = await agent.register("production", "v2")
+    flip_target.bad = True
+    await follow.wait_for_attempts(1, within=30)  # held: claimed, no outcome
+    shown = await agent.get(deploy["id"])
+    assert shown["rollback"]["then"] == [{"name": "migrations", "state": "pending"}], shown
+    final = await agent.wait_until(
+        deploy["id"], lambda d: d["rollback"]["then"][0]["state"] != "pending", 20
+    )
+    assert final["rollback"]["then"] == [{"name": "migrations", "state": "delivered"}], final

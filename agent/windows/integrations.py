@@ -44,7 +44,7 @@ from agent.records import (
 from agent.rollback import rollback_intent, sign
 from agent.settings import EnvironmentSettings, RollbackSettings, Settings
 from agent.stopping import named_for_a_stop
-from agent.store.base import Conflict
+from agent.store.base import AlertClaim, Conflict
 from agent.store.outages import StoreOutageLog, handed_back, held_until_stored, unless_outage
 from agent.web.links import deploy_page_url
 from agent.windows.alert_once import alert_claim
@@ -1217,6 +1217,7 @@ class Integrations:
                 " until the store takes it, not sent again)"
             )
             detail = f"HTTP {result.status} after {result.attempts} attempt(s)"
+            alert: Alert | None = None
             if not result.ok:
                 detail = f"{result.error} after {result.attempts} attempt(s)"
                 alert = Alert.for_window(
@@ -1225,20 +1226,51 @@ class Integrations:
                     reason=f"follow-up {name!r} failed: {detail}",
                     rollback_target="then",
                 )
-                self.s.spawn(self.s.alerts.emit(window, alert, env.alerts.tags, key=f"alert:{key}"))
-            await self._record_follow_up(
-                window, key, "delivered" if result.ok else "failed", detail
+            page = alert_claim(alert, env.alerts.tags, f"alert:{key}") if alert else None
+            at = self.clock()
+            claimed = await self._record_follow_up(
+                window, key, "delivered" if result.ok else "failed", detail, page, at
             )
+            if alert is not None and claimed:
+                self.s.spawn(
+                    self.s.alerts.send_claimed(
+                        window, alert, env.alerts.tags, claimed_at=at, key=f"alert:{key}"
+                    )
+                )
         finally:
             self._busy.discard(mark)
 
     async def _record_follow_up(
-        self, window: DeployWindow, key: str, result: str, detail: str
-    ) -> None:
+        self,
+        window: DeployWindow,
+        key: str,
+        result: str,
+        detail: str,
+        page: AlertClaim | None = None,
+        at: float = 0.0,
+    ) -> bool:
         """A follow-up's outcome, held until the store takes it (as the rollback's own,
         `RollbackDelivery._finish`): a 2xx left unstored when the store did not answer for
         a moment was sent again once the claim lapsed (`follow_up_lease`), by a restart
-        or another replica, though the receiver had taken it (`held_until_stored`)."""
+        or another replica, though the receiver had taken it (`held_until_stored`).
+
+        `page` (a failed one's alert) is claimed at `at` before the outcome is stored, in
+        the same held write: the alert was a task started beside it, which a stop could
+        cut before its claim while the outcome was stored, and the page was lost for good
+        (the follow-up done). Stored, the claim is sent by the caller, or by the next
+        start (`WindowAlerts.recover`, once its claim lapses) if a stop cuts it now; cut
+        before, neither is stored and the follow-up goes out again. True if this call
+        claimed the page."""
+        claimed = False
+
+        async def write() -> None:
+            nonlocal claimed
+            if page is not None:
+                claimed = (
+                    await self.s.store.claim_alert(window.id, page.event, at, payload=page.payload)
+                    or claimed
+                )
+            await self.s.store.record_alert(window.id, key, result, detail)
 
         def outage_begins(exc: Exception) -> None:
             log.warning(
@@ -1252,11 +1284,7 @@ class Integrations:
                 extra={"deploy_id": window.id, "environment": window.environment},
             )
 
-        _, waited = await held_until_stored(
-            lambda: self.s.store.record_alert(window.id, key, result, detail),
-            outage_begins,
-            stop=self.s.stop,
-        )
+        _, waited = await held_until_stored(write, outage_begins, stop=self.s.stop)
         if waited:
             log.info(
                 "follow-up %s of %s: its outcome is stored",
@@ -1264,6 +1292,7 @@ class Integrations:
                 window.id,
                 extra={"deploy_id": window.id, "environment": window.environment},
             )
+        return claimed
 
     async def _follow_up_later(
         self,

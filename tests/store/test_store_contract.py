@@ -359,6 +359,20 @@ async def test_a_released_lease_is_free_at_once(store: Store) -> None:
     assert [w.id for w in await store.claim_windows("b", 1001, 30)] == ["dep_1"]
 
 
+async def test_a_stop_hands_back_only_the_leases_still_its_own(store: Store) -> None:
+    """`release_leases` (a clean stop's windows): a lease another replica took since, or
+    claimed afresh under a new epoch, stays with its holder."""
+    for n, wid in enumerate(("dep_1", "dep_2", "dep_3")):
+        await store.create_window(window(wid, env=f"env-{n}", created=100.0 + n))
+    held = {w.id: w.fence for w in await store.claim_windows("a", 1000, 30)}
+    assert [w.id for w in await store.claim_windows("b", 1031, 30)] == ["dep_1", "dep_2", "dep_3"]
+    assert [w.id for w in await store.claim_windows("a", 1062, 30)] == ["dep_1", "dep_2", "dep_3"]
+    retaken = {w.id: w.fence for w in await store.claim_windows("a", 1062, 30)}
+    await store.release_leases([("dep_1", retaken["dep_1"]), ("dep_2", held["dep_2"])])
+    assert [w.id for w in await store.claim_windows("c", 1063, 30)] == ["dep_1"]
+    assert (await store.get_window("dep_2")).lease_owner == "a"  # an old epoch: kept
+
+
 async def test_a_round_without_a_verdict_keeps_the_stored_one(store: Store) -> None:
     """The daemon words a window's verdict every few seconds, not every round."""
     await store.create_window(window("dep_1"))

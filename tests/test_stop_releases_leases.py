@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+from agent.records import Fence
 from agent.store.sqlite import SqliteStore
 from tests.rollback.support import make_window
 from tests.test_watcher_claims import quiet_watcher
@@ -28,6 +30,11 @@ class Partitioned(SqliteStore):
         if self.cut:
             await asyncio.Event().wait()
         await super().release_background(owner)
+
+    async def release_leases(self, leases: Sequence[tuple[str, Fence]]) -> None:
+        if self.cut:
+            await asyncio.Event().wait()
+        await super().release_leases(leases)
 
 
 async def test_a_store_that_cannot_answer_the_release_does_not_hold_the_windows_stop(
@@ -52,6 +59,11 @@ async def test_a_store_that_cannot_answer_the_release_does_not_hold_the_windows_
                 break
             await asyncio.sleep(0.01)
         assert watch.done(), "the window's watch still runs, behind the lease's release"
+        for _ in range(300):  # and the stop ends: the windows' leases are bounded too
+            if running.done():
+                break
+            await asyncio.sleep(0.01)
+        assert running.done(), "the stop is held by a release the store does not answer"
     finally:
         store.cut = False
         running.cancel()

@@ -217,14 +217,18 @@ class Watcher:
                     await prober
             held = self._held_leases()
             await self._stop_windows()
-            await self._hand_back(held)
+            # after the windows, both at once, and bounded: a store that cannot answer
+            # must not hold a stop past `shutdown_timeout` (else they lapse: a gap, no harm)
+            releases = [self._hand_back(held)]
             if prober is not None:
-                # after the windows, and bounded: a store that cannot answer must not
-                # hold a stop past `shutdown_timeout` (else they lapse: a gap, no harm)
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(RELEASE_TIMEOUT_S):
-                        await self.prober.release()
+                releases.append(self._release_background())
+            await asyncio.gather(*releases)
             await self._close_checks()
+
+    async def _release_background(self) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(RELEASE_TIMEOUT_S):
+                await self.prober.release()
 
     async def _close_checks(self) -> None:
         """Close what checks keep across runs (a load check's connections), once nothing

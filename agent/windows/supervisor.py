@@ -505,8 +505,9 @@ class Watcher:
             " the next agent takes it after `store.lease`)"
         )
         await asyncio.wait({settling})
-        async with asyncio.timeout(RELEASE_TIMEOUT_S):
-            await self.store.release_leases([(window_id, fence)])
+        with contextlib.suppress(Exception):  # a store away: the lease lapses, no harm
+            async with asyncio.timeout(RELEASE_TIMEOUT_S):
+                await self.store.release_leases([(window_id, fence)])
 
     async def _stop_windows(self) -> None:
         tasks = list(self.tasks.values())

@@ -2,7 +2,8 @@
 
 Style model: arq's worker. One small class owns the loop; each window runs as a
 bounded job that can never take the process down; stopping cancels the jobs,
-whose state is already in the store, and the next start resumes them.
+whose state is already in the store, and hands their leases back, so the next start
+(or another replica) resumes them at once.
 """
 
 from __future__ import annotations

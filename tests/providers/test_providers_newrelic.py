@@ -23,6 +23,7 @@ from tests.providers.support import (
     BEFORE,
     NEWRELIC_KEY,
     T0,
+    kept_up,
     newrelic_settings,
     requests_counted,
     rule,
@@ -399,7 +400,7 @@ async def test_hangs_and_garbled_answers_are_error_observations(
     newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic, kind: str, message: str
 ) -> None:
     newrelic_fake.fail(kind)
-    obs = await count_since_the_deploy(newrelic)
+    obs = await kept_up(lambda: count_since_the_deploy(newrelic))
     assert obs.value is None and obs.error is not None and message in obs.error
 
 

@@ -14,7 +14,7 @@ from agent.providers.prometheus import PrometheusProvider, range_for
 from agent.providers.provider_settings import PrometheusSettings
 from agent.settings_file import ConfigError, load_settings_text
 from tests.fakes.prometheus import FakePrometheus
-from tests.providers.support import AFTER, FAST, T0, requests_counted, rule, scope
+from tests.providers.support import AFTER, FAST, T0, kept_up, requests_counted, rule, scope
 
 
 def test_evaluations_end_exactly_at_the_period_end() -> None:
@@ -132,7 +132,8 @@ async def test_failures_are_error_observations(
     message: str,
 ) -> None:
     prometheus_fake.fail(kind)
-    obs = await prometheus.fetch(rule(source="prometheus", query="up", max=2), scope(), AFTER, None)
+    up = rule(source="prometheus", query="up", max=2)
+    obs = await kept_up(lambda: prometheus.fetch(up, scope(), AFTER, None))
     assert obs.value is None and obs.error is not None and message in obs.error
     assert requests_counted(metrics, "prometheus", "error") == 1
 

@@ -152,24 +152,33 @@ async def test_what_the_provider_said_before_the_agent_stalled_is_still_its_fail
 ) -> None:
     """Sentry answers the first attempt 429 (or 503); the agent's loop is held through the
     retry. That answer is Sentry's own: the fetch is its failure, and says so, where the
-    old code said only "Sentry did not answer within 600ms"."""
+    old code said only "Sentry did not answer within 600ms". (A loaded machine stalled the
+    loop 0.33 s in the first 300 ms attempt too, its answer unread: the whole fetch the
+    agent's, rightly, and no case; it is set up again, 3 times at most.)"""
     with source("sentry", metrics) as src:
-        src.fake.fail(status, times=1, reset_in=0.1, match="/events/")
         sentry = src.fake
-
-        def the_retry(request: web.Request) -> bool:
-            return "/events/" in request.path and len(sentry.seen("/events/")) == 2
-
-        stall_as_it_answers(sentry, 0.8, the_retry)
         try:
-            obs = await src.fetch()
+            for _ in range(3):
+                errors = requests_counted(metrics, "sentry", "error")
+                lagged = requests_counted(metrics, "sentry", "agent_lag")
+                sentry.heal()  # (a failure a stalled try left unused)
+                sentry.fail(status, times=1, reset_in=0.1, match="/events/")
+                retry = len(sentry.seen("/events/")) + 2
+
+                def the_retry(request: web.Request, retry: int = retry) -> bool:
+                    return "/events/" in request.path and len(sentry.seen("/events/")) == retry
+
+                stall_as_it_answers(sentry, 0.8, the_retry)
+                obs = await src.fetch()
+                if not obs.agent_lag:
+                    break
         finally:
             await src.provider.aclose()
     assert obs.error is not None and said in obs.error, obs.error
     assert "agent overloaded" in obs.error  # and what cut the retry
     assert obs.value is None and not obs.agent_lag, obs
-    assert requests_counted(metrics, "sentry", "error") == 1
-    assert requests_counted(metrics, "sentry", "agent_lag") == 0
+    assert requests_counted(metrics, "sentry", "error") - errors == 1
+    assert requests_counted(metrics, "sentry", "agent_lag") - lagged == 0
 
 
 @pytest.mark.parametrize("name", ["sentry", "newrelic"])

@@ -50,6 +50,7 @@ from agent.web.links import deploy_page_url
 from agent.windows.alert_once import alert_claim
 from agent.windows.lifecycle import FOLLOW_UPS, WatchServices, deliver_rollback
 from alerting.events import MANUAL_ROLLBACK_PREFIX, Alert, AlertEvent, IntegrationCall
+from common.keyed_locks import KeyedLocks
 from common.times import rfc3339
 
 log = logging.getLogger("postflight.integrations")
@@ -181,7 +182,8 @@ class Integrations:
         self._wake = asyncio.Event()
         self._done: set[tuple[str, str]] = set()
         self._busy: set[tuple[str, str]] = set()
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks = KeyedLocks()
+        """Per deploy: its statuses go out in order, a manual rollback is asked once."""
         self._later: set[asyncio.Task[None]] = set()
         """Follow-ups held by another sender, to take over if its claim lapses."""
         self._seen: set[str] = set()
@@ -485,8 +487,7 @@ class Integrations:
 
     async def _status(self, window: DeployWindow, state: str, *, retry: bool = True) -> bool:
         """Statuses of one deployment go out one after the other, in order."""
-        lock = self._locks.setdefault(f"status:{window.id}", asyncio.Lock())
-        async with lock:
+        async with self._locks.hold(f"status:{window.id}"):
             return await self._post_status(window, state, retry=retry)
 
     async def _post_status(self, window: DeployWindow, state: str, *, retry: bool) -> bool:
@@ -547,8 +548,7 @@ class Integrations:
         if window.state == "superseded" and await self._same_commit_newer(window):
             await self.s.store.record_alert(window.id, key, "skipped", "a newer window's commit")
             return True
-        lock = self._locks.setdefault(f"commit:{window.id}", asyncio.Lock())
-        async with lock:
+        async with self._locks.hold(f"commit:{window.id}"):
             description = await self._status_words(window, state, watching=state == "pending")
             body = {
                 "state": state,
@@ -1064,8 +1064,7 @@ class Integrations:
         KeyError: unknown deploy. Conflict: it has a rollback already, it was cancelled
         or superseded, or its environment has no rollback target.
         """
-        lock = self._locks.setdefault(window_id, asyncio.Lock())
-        async with lock:
+        async with self._locks.hold(window_id):
             window = await self.s.store.get_window(window_id)
             if window is None:
                 raise KeyError(window_id)

@@ -417,7 +417,12 @@ class SequentialRule:
         halvings between), at every traffic."""
         self._exceeding: dict[tuple[str, float, int, float], FloatArray] = {}
         """`_exceedance_rounds` by test, traffic, rounds and scale: the look's search and the
-        e-process's share their first scales (both bisect the same bracket)."""
+        e-process's share their first scales (both bisect the same bracket). Only one
+        search's (`_exceeding_for`): each path is a float a round of the window, and kept
+        for every traffic (it changes with each dropped or late probe) they grew to
+        tens of MB a rule."""
+        self._exceeding_for: tuple[float, int] | None = None
+        """The traffic and rounds of the search whose paths `_exceeding` keeps."""
 
     # -- construction ---------------------------------------------------------------------
 
@@ -1530,8 +1535,9 @@ class SequentialRule:
         key = (comp.key, per_round, rounds, scale)
         kept = self._exceeding.get(key)
         if kept is None:
-            if len(self._exceeding) >= 1024:  # traffic that varies: keep the memo small
-                self._exceeding.clear()
+            if self._exceeding_for != (per_round, rounds) or len(self._exceeding) >= 1024:
+                self._exceeding.clear()  # another search's: no search reads them again
+                self._exceeding_for = (per_round, rounds)
             kept = self._exceeding[key] = self._exceedance_path(comp, per_round, rounds, scale)
             kept.flags.writeable = False
         return kept

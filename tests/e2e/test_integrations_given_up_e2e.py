@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -42,6 +44,44 @@ async def failed_calls(agent: RunningAgent, provider: str) -> float:
     )
 
 
+@dataclass
+class Refusing:
+    """What every test here starts its agents with: production's target and the fakes."""
+
+    start: AgentFactory
+    target: FlipTarget
+    github: FakeGitHub
+    vercel: FakeVercel
+
+    async def alerting(self, sink: JsonSink, **options: Any) -> RunningAgent:
+        """An agent with both integrations whose environments (`options`) alert to `sink`."""
+        return await self.start(
+            environments(self.target, **options),
+            alerting=alerts_to(sink),
+            extra=integrations(self.github, self.vercel),
+        )
+
+
+@pytest.fixture
+def refusing(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_github: FakeGitHub,  # noqa: F811
+    fake_vercel: FakeVercel,  # noqa: F811
+) -> Refusing:
+    """The fixtures every test here asked for one by one, in the same order."""
+    return Refusing(start_agent, flip_target, fake_github, fake_vercel)
+
+
+async def passed_release_window(agent: RunningAgent, event_id: str) -> str:
+    """The deploy a Rolling Release's event opens, once its window has passed."""
+    status, opened = await vercel_hook(agent, vc.event(event_id=event_id, deployment=vc.NEW))
+    assert status == 202, opened
+    deploy: str = opened["deploy"]["id"]
+    assert (await agent.settled(deploy))["state"] == "passed"
+    return deploy
+
+
 async def told_once(sink: JsonSink) -> JsonNotification:
     """The one given-up alert, and no second one after a few scans."""
     await eventually(lambda: len(given_up(sink)) >= 1)
@@ -52,24 +92,16 @@ async def told_once(sink: JsonSink) -> JsonNotification:
 
 
 async def test_a_refused_verdict_status_is_an_alert_naming_the_deploy_and_what_to_do(
-    start_agent: AgentFactory,  # noqa: F811
-    flip_target: FlipTarget,
-    fake_github: FakeGitHub,  # noqa: F811
-    fake_vercel: FakeVercel,  # noqa: F811
-    json_sink: JsonSink,
+    refusing: Refusing, json_sink: JsonSink
 ) -> None:
     """GitHub refusing the verdict's deployment status (422, which will not change): the
     deployment stayed `in_progress` and only the log said so."""
-    agent = await start_agent(
-        environments(flip_target, window="1500ms"),
-        alerting=alerts_to(json_sink),
-        extra=integrations(fake_github, fake_vercel),
-    )
+    agent = await refusing.alerting(json_sink, window="1500ms")
     status, opened = await github_hook(agent, "deployment_status", gh.deployment_status(), "d-1")
     assert status == 202, opened
     deploy = opened["deploy"]["id"]
-    await eventually(lambda: len(fake_github.statuses) >= 1)
-    fake_github.fail("422", match="statuses")
+    await eventually(lambda: len(refusing.github.statuses) >= 1)
+    refusing.github.fail("422", match="statuses")
     assert (await agent.settled(deploy))["state"] == "passed"
     told = await told_once(json_sink)
     assert told.title.startswith(f"[postflight] production {deploy_version(opened)}: ")
@@ -92,56 +124,35 @@ def deploy_version(opened: dict[str, object]) -> str:
 
 @pytest.mark.parametrize("failure", ["403", "503"], ids=["refused", "past-the-retries"])
 async def test_a_rolling_release_approval_given_up_is_an_alert(
-    start_agent: AgentFactory,  # noqa: F811
-    flip_target: FlipTarget,
-    fake_github: FakeGitHub,  # noqa: F811
-    fake_vercel: FakeVercel,  # noqa: F811
-    json_sink: JsonSink,
-    monkeypatch: pytest.MonkeyPatch,
-    failure: str,
+    refusing: Refusing, json_sink: JsonSink, monkeypatch: pytest.MonkeyPatch, failure: str
 ) -> None:
     """Vercel refusing the approval (403), or not taking it through the retries (503,
     the hour made 0 here): the release waited at its stage and no one was told."""
     monkeypatch.setattr(daemon_side, "STATUS_RETRY_FOR_S", 0.0)
-    agent = await start_agent(
-        environments(flip_target, window="1500ms", rolling_release=True),
-        alerting=alerts_to(json_sink),
-        extra=integrations(fake_github, fake_vercel),
-    )
-    fake_vercel.start_rolling_release(vc.PROJECT, canary=vc.NEW)
-    fake_vercel.fail(failure, match="approve-stage")
-    status, opened = await vercel_hook(agent, vc.event(event_id="rr-up", deployment=vc.NEW))
-    assert status == 202, opened
-    deploy = opened["deploy"]["id"]
-    assert (await agent.settled(deploy))["state"] == "passed"
+    agent = await refusing.alerting(json_sink, window="1500ms", rolling_release=True)
+    refusing.vercel.start_rolling_release(vc.PROJECT, canary=vc.NEW)
+    refusing.vercel.fail(failure, match="approve-stage")
+    deploy = await passed_release_window(agent, "rr-up")
     told = await told_once(json_sink)
     assert "Rolling Release stage NOT approved, approve it by hand" in told.title
     assert deploy in told.message and f"HTTP {failure}" in told.message
     assert "Approve the stage (or complete the release) by hand in Vercel" in told.message
     if failure == "503":
         assert "not taken through an hour of retries" in told.message
-    assert fake_vercel.approvals == []
+    assert refusing.vercel.approvals == []
     assert await failed_calls(agent, "vercel") == 1
 
 
 async def test_a_gate_answer_github_refuses_is_an_alert_to_the_gated_environment(
-    start_agent: AgentFactory,  # noqa: F811
-    flip_target: FlipTarget,
-    fake_github: FakeGitHub,  # noqa: F811
-    fake_vercel: FakeVercel,  # noqa: F811
-    json_sink: JsonSink,
+    refusing: Refusing, json_sink: JsonSink
 ) -> None:
     """Staging passed, and GitHub refused the approval (422: the token cannot answer the
     rule): production's job waited on its protection rule for GitHub's 30 days."""
-    agent = await start_agent(
-        environments(flip_target, staging_window="1500ms"),
-        alerting=alerts_to(json_sink),
-        extra=integrations(fake_github, fake_vercel),
-    )
+    agent = await refusing.alerting(json_sink, staging_window="1500ms")
     good = "b" * 40
     staging = await agent.register("staging", good)
-    fake_github.fail("422", match="deployment_protection_rule")
-    rule = gh.protection_rule(fake_github.url, sha=good, run_id=7)
+    refusing.github.fail("422", match="deployment_protection_rule")
+    rule = gh.protection_rule(refusing.github.url, sha=good, run_id=7)
     status, answer = await github_hook(agent, "deployment_protection_rule", rule, "gate-7")
     assert status == 202, answer
     await agent.settled(staging["id"])
@@ -155,21 +166,13 @@ async def test_a_gate_answer_github_refuses_is_an_alert_to_the_gated_environment
 
 
 async def test_a_gate_with_no_staging_window_whose_rejection_is_refused_is_an_alert(
-    start_agent: AgentFactory,  # noqa: F811
-    flip_target: FlipTarget,
-    fake_github: FakeGitHub,  # noqa: F811
-    fake_vercel: FakeVercel,  # noqa: F811
-    json_sink: JsonSink,
+    refusing: Refusing, json_sink: JsonSink
 ) -> None:
     """No staging window of the sha ended in time, and GitHub refused the rejection: an
     alert about the sha, there being no window to tell it on."""
-    agent = await start_agent(
-        environments(flip_target, gate_timeout="1s"),
-        alerting=alerts_to(json_sink),
-        extra=integrations(fake_github, fake_vercel),
-    )
-    fake_github.fail("404", match="deployment_protection_rule")
-    rule = gh.protection_rule(fake_github.url, sha="e" * 40, run_id=3)
+    agent = await refusing.alerting(json_sink, gate_timeout="1s")
+    refusing.github.fail("404", match="deployment_protection_rule")
+    rule = gh.protection_rule(refusing.github.url, sha="e" * 40, run_id=3)
     status, _ = await github_hook(agent, "deployment_protection_rule", rule, "gate-3")
     assert status == 202
     told = await told_once(json_sink)
@@ -180,10 +183,7 @@ async def test_a_gate_with_no_staging_window_whose_rejection_is_refused_is_an_al
 
 
 async def restarted_after_a_cut_off_approval(
-    start_agent: AgentFactory,  # noqa: F811
-    flip_target: FlipTarget,
-    fake_github: FakeGitHub,  # noqa: F811
-    fake_vercel: FakeVercel,  # noqa: F811
+    refusing: Refusing,
     monkeypatch: pytest.MonkeyPatch,
     *,
     match: str,
@@ -195,97 +195,72 @@ async def restarted_after_a_cut_off_approval(
     next try; Vercel back, `meanwhile` done; a new agent on the same store."""
     monkeypatch.setattr(daemon_side, "STATUS_RETRY_S", 3600.0)  # no try before the stop
     monkeypatch.setattr(daemon_side.Integrations, "_approval_lease", lambda self: 1.0)
-    config = environments(flip_target, window="1500ms", rolling_release=True)
-    extra = integrations(fake_github, fake_vercel)
-    agent = await start_agent(config, extra=extra)
-    fake_vercel.start_rolling_release(vc.PROJECT, canary=vc.NEW)
-    fake_vercel.fail("503", match=match)
-    status, opened = await vercel_hook(agent, vc.event(event_id="rr-stop", deployment=vc.NEW))
-    assert status == 202, opened
-    deploy = opened["deploy"]["id"]
-    assert (await agent.settled(deploy))["state"] == "passed"
-    await eventually(lambda: len(fake_vercel.seen("rolling-release")) >= looks, within=30)
+    config = environments(refusing.target, window="1500ms", rolling_release=True)
+    extra = integrations(refusing.github, refusing.vercel)
+    agent = await refusing.start(config, extra=extra)
+    refusing.vercel.start_rolling_release(vc.PROJECT, canary=vc.NEW)
+    refusing.vercel.fail("503", match=match)
+    deploy = await passed_release_window(agent, "rr-stop")
+    await eventually(lambda: len(refusing.vercel.seen("rolling-release")) >= looks, within=30)
     await agent.stop()
-    fake_vercel.heal()
+    refusing.vercel.heal()
     meanwhile()
-    return await start_agent(config, extra=extra), deploy
+    return await refusing.start(config, extra=extra), deploy
 
 
 async def test_an_approval_a_stop_cut_off_between_two_tries_is_sent_after_the_restart_once(
-    start_agent: AgentFactory,  # noqa: F811
-    flip_target: FlipTarget,
-    fake_github: FakeGitHub,  # noqa: F811
-    fake_vercel: FakeVercel,  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
+    refusing: Refusing, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The approval's claim stayed open for its next try, in memory only: the restarted
     agent took the claim for final, and the release waited at its stage for a person."""
     await restarted_after_a_cut_off_approval(
-        start_agent,
-        flip_target,
-        fake_github,
-        fake_vercel,
+        refusing,
         monkeypatch,
         match="rolling-release",
         looks=4 + 4,  # the stage's note at the open, the approval's look
     )
-    await eventually(lambda: len(fake_vercel.approvals) >= 1, within=15.0)
+    await eventually(lambda: len(refusing.vercel.approvals) >= 1, within=15.0)
     await asyncio.sleep(1.5)  # several scans and leases: not again
-    assert fake_vercel.approvals == [
+    assert refusing.vercel.approvals == [
         {"activeStageIndex": 0, "nextStageIndex": 1, "canaryDeploymentId": vc.NEW}
     ]
 
 
 async def test_an_approval_that_took_effect_before_the_restart_is_not_sent_again(
-    start_agent: AgentFactory,  # noqa: F811
-    flip_target: FlipTarget,
-    fake_github: FakeGitHub,  # noqa: F811
-    fake_vercel: FakeVercel,  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
+    refusing: Refusing, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The release moved on from the stage the window watched while no agent ran (the
     approval took effect though its answer was lost, or a person approved it): the
     restarted agent reads the release afresh and approves no second stage."""
     looks: list[int] = []
     agent, deploy = await restarted_after_a_cut_off_approval(
-        start_agent,
-        flip_target,
-        fake_github,
-        fake_vercel,
+        refusing,
         monkeypatch,
         match="approve-stage",
         looks=1 + 1 + 4,  # the note, the approval's look, its 4 attempts
         meanwhile=lambda: (
-            fake_vercel.move_stage(vc.PROJECT, 1),
-            looks.append(len(fake_vercel.seen("/rolling-release"))),
+            refusing.vercel.move_stage(vc.PROJECT, 1),
+            looks.append(len(refusing.vercel.seen("/rolling-release"))),
         ),
     )
     # the restarted agent's look at the release (it took the approval over)
-    await eventually(lambda: len(fake_vercel.seen("/rolling-release")) > looks[0], within=15.0)
+    await eventually(lambda: len(refusing.vercel.seen("/rolling-release")) > looks[0], within=15.0)
     await asyncio.sleep(1.5)
-    assert fake_vercel.approvals == []
-    assert fake_vercel.rolling[vc.PROJECT]["activeStage"]["index"] == 1
+    assert refusing.vercel.approvals == []
+    assert refusing.vercel.rolling[vc.PROJECT]["activeStage"]["index"] == 1
     assert (await agent.get(deploy))["labels"]["vercel.rolling_stage"] == "0"
 
 
 async def test_the_runs_next_job_whose_answer_is_refused_too_is_told_again(
-    start_agent: AgentFactory,  # noqa: F811
-    flip_target: FlipTarget,
-    fake_github: FakeGitHub,  # noqa: F811
-    fake_vercel: FakeVercel,  # noqa: F811
-    json_sink: JsonSink,
+    refusing: Refusing, json_sink: JsonSink
 ) -> None:
     """GitHub asks again on the same callback URL for the run's next job into the
     environment: its answer refused too is a job waiting too, told as the first was."""
-    agent = await start_agent(
-        environments(flip_target, staging_window="1500ms"),
-        alerting=alerts_to(json_sink),
-        extra=integrations(fake_github, fake_vercel),
-    )
+    agent = await refusing.alerting(json_sink, staging_window="1500ms")
     good = "b" * 40
     await agent.settled((await agent.register("staging", good))["id"])
-    fake_github.fail("422", match="deployment_protection_rule")
-    rule = gh.protection_rule(fake_github.url, sha=good, run_id=8)
+    refusing.github.fail("422", match="deployment_protection_rule")
+    rule = gh.protection_rule(refusing.github.url, sha=good, run_id=8)
     assert (await github_hook(agent, "deployment_protection_rule", rule, "job-a"))[0] == 202
     await eventually(lambda: len(given_up(json_sink)) >= 1)
     await asyncio.sleep(1.0)  # a second in the request's time

@@ -9,6 +9,7 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -102,13 +103,21 @@ def agent_config(tmp_path: Path) -> Path:
     return config
 
 
-@pytest.mark.timeout(120)
-def test_postflight_run_writes_the_traced_growth_where_and_when_asked(tmp_path: Path) -> None:
-    """The README: `POSTFLIGHT_TRACEMALLOC=dir` (with `POSTFLIGHT_TRACEMALLOC_AT`, seconds
-    after the start) writes the traced heap's growth to `dir/tracemalloc-diff.txt`."""
-    trace = tmp_path / "trace"
-    log = tmp_path / "agent.log"
-    env = agent_env() | {heap.TRACEMALLOC_ENV: str(trace), heap.TRACEMALLOC_AT_ENV: "0.2,0.5"}
+def run_exit(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`postflight run` that is expected to exit on its own, with what it said."""
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "run", "--config", str(agent_config(tmp_path))],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@contextmanager
+def running(tmp_path: Path, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`postflight run` logging to `log`, killed if a test leaves it running."""
     with log.open("wb") as out:
         agent = subprocess.Popen(
             [sys.executable, "-m", "agent", "run", "--config", str(agent_config(tmp_path))],
@@ -117,16 +126,39 @@ def test_postflight_run_writes_the_traced_growth_where_and_when_asked(tmp_path: 
             stderr=out,
         )
     try:
-        deadline = time.monotonic() + 90
-        while "traced heap growth written" not in log.read_text():
-            assert agent.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        agent.send_signal(signal.SIGTERM)
-        assert agent.wait(timeout=30) == 0, log.read_text()
+        yield agent
     finally:
         if agent.poll() is None:
             agent.kill()
             agent.wait()
+
+
+def wait_for_log(
+    agent: subprocess.Popen[bytes], log: Path, line: str, deadline: float, every: float
+) -> None:
+    """Polls the log for `line`; fails with the log if the agent exits or time runs out."""
+    while line not in log.read_text():
+        assert agent.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(every)
+
+
+def stop_cleanly(agent: subprocess.Popen[bytes], log: Path) -> None:
+    """SIGTERM, and the agent exits 0 within 30 s."""
+    agent.send_signal(signal.SIGTERM)
+    assert agent.wait(timeout=30) == 0, log.read_text()
+
+
+@pytest.mark.timeout(120)
+def test_postflight_run_writes_the_traced_growth_where_and_when_asked(tmp_path: Path) -> None:
+    """The README: `POSTFLIGHT_TRACEMALLOC=dir` (with `POSTFLIGHT_TRACEMALLOC_AT`, seconds
+    after the start) writes the traced heap's growth to `dir/tracemalloc-diff.txt`."""
+    trace = tmp_path / "trace"
+    log = tmp_path / "agent.log"
+    env = agent_env() | {heap.TRACEMALLOC_ENV: str(trace), heap.TRACEMALLOC_AT_ENV: "0.2,0.5"}
+    with running(tmp_path, env, log) as agent:
+        deadline = time.monotonic() + 90
+        wait_for_log(agent, log, "traced heap growth written", deadline, every=0.1)
+        stop_cleanly(agent, log)
     assert "from 0.2s to 0.5s after the start" in (trace / "tracemalloc-diff.txt").read_text()
 
 
@@ -148,14 +180,7 @@ def test_a_diagnostic_variable_it_cannot_read_is_one_line_and_exit_2(
     (two thresholds): now `postflight run` says which variable and what to write, and
     exits 2 before it starts."""
     env = agent_env() | {heap.TRACEMALLOC_ENV: str(tmp_path / "trace"), variable: value}
-    done = subprocess.run(
-        [sys.executable, "-m", "agent", "run", "--config", str(agent_config(tmp_path))],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_exit(tmp_path, env)
     said = done.stdout + done.stderr
     assert done.returncode == 2, said
     assert f"postflight: {variable}={value!r}: " in said, said
@@ -170,14 +195,7 @@ def test_a_trace_directory_it_cannot_write_is_said_at_start_exit_2(tmp_path: Pat
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     env = agent_env() | {heap.TRACEMALLOC_ENV: str(blocker / "trace")}
-    done = subprocess.run(
-        [sys.executable, "-m", "agent", "run", "--config", str(agent_config(tmp_path))],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_exit(tmp_path, env)
     said = done.stdout + done.stderr
     assert done.returncode == 2, said
     assert f"postflight: {heap.TRACEMALLOC_ENV}={str(blocker / 'trace')!r}: " in said, said
@@ -193,28 +211,12 @@ def test_a_trace_that_cannot_be_written_is_a_warning_and_the_stop_stays_clean(
     trace = tmp_path / "trace"
     log = tmp_path / "agent.log"
     env = agent_env() | {heap.TRACEMALLOC_ENV: str(trace), heap.TRACEMALLOC_AT_ENV: "1,2"}
-    with log.open("wb") as out:
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(agent_config(tmp_path))],
-            env=env,
-            stdout=out,
-            stderr=out,
-        )
-    try:
+    with running(tmp_path, env, log) as agent:
         deadline = time.monotonic() + 90
-        while "listening on" not in log.read_text():
-            assert agent.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+        wait_for_log(agent, log, "listening on", deadline, every=0.05)
         if trace.is_dir():
             trace.rmdir()
         trace.write_text("not a directory")
-        while "traced heap growth not written" not in log.read_text():
-            assert agent.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        agent.send_signal(signal.SIGTERM)
-        assert agent.wait(timeout=30) == 0, log.read_text()
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-            agent.wait()
+        wait_for_log(agent, log, "traced heap growth not written", deadline, every=0.1)
+        stop_cleanly(agent, log)
     assert "cannot listen" not in log.read_text()

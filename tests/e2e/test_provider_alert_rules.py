@@ -8,6 +8,8 @@ json:// sink."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from aiohttp import web
 
@@ -25,38 +27,52 @@ RELATIVE = (
 )
 
 
-@pytest.mark.timeout(60)
-async def test_a_provider_down_from_the_start_names_each_of_its_rules_with_their_bounds(
-    start_agent: AgentFactory, flip_target: FlipTarget, json_sink: JsonSink
-) -> None:
+async def settled_with_prometheus_at(
+    start_agent: AgentFactory, target: FlipTarget, sink: JsonSink, prometheus_url: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A deploy of production (all three rules, alerting `sink`) and its settled window."""
     agent = await start_agent(
         environment(
             "production",
-            flip_target.url,
+            target.url,
             window="1s",
             rules=(PROBE_ERRORS, ABSOLUTE, RELATIVE),
             extra="alerts: {tags: [oncall]}",
         ),
-        f"alerting:\n  channels:\n    - url: {json_sink.url()}\n      tags: [oncall]\n",
-        # nothing listens there: every fetch, the baselines first, cannot connect
+        f"alerting:\n  channels:\n    - url: {sink.url()}\n      tags: [oncall]\n",
         "providers:\n  prometheus:\n"
-        f"    url: http://127.0.0.1:{free_port()}\n    timeout: 1s\n    request_timeout: 200ms\n",
+        f"    url: {prometheus_url}\n    timeout: 1s\n    request_timeout: 200ms\n",
     )
     deploy = await agent.register("production", "v2")
-    final = await agent.settled(deploy["id"])
-    assert final["rollback"] is None, final  # a provider outage never rolls back
+    return deploy, await agent.settled(deploy["id"])
 
-    alert = await alert_titled(json_sink, "provider prometheus unreachable")
-    assert len(titled(json_sink, "provider prometheus")) == 1
+
+async def rule_lines(sink: JsonSink, deploy: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """The one unreachable alert's body and its line per rule, both rules with thresholds."""
+    alert = await alert_titled(sink, "provider prometheus unreachable")
+    assert len(titled(sink, "provider prometheus")) == 1
     body = alert.message
     assert deploy["id"] in body
-    assert "**Rules**" in body, body
-    # each of the provider's rules on a line of its own, with its threshold as written,
-    # beside what it observed and its baseline (neither known yet)
     lines = {line.split("`")[1]: line for line in body.splitlines() if line.startswith("- `")}
     assert set(lines) == {"http-5xx", "p95-latency"}, body
     assert "threshold max 0.01" in lines["http-5xx"], body
     assert "threshold max_increase 50%" in lines["p95-latency"], body
+    return body, lines
+
+
+@pytest.mark.timeout(60)
+async def test_a_provider_down_from_the_start_names_each_of_its_rules_with_their_bounds(
+    start_agent: AgentFactory, flip_target: FlipTarget, json_sink: JsonSink
+) -> None:
+    # nothing listens there: every fetch, the baselines first, cannot connect
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    deploy, final = await settled_with_prometheus_at(start_agent, flip_target, json_sink, nowhere)
+    assert final["rollback"] is None, final  # a provider outage never rolls back
+
+    # each of the provider's rules on a line of its own, with its threshold as written,
+    # beside what it observed and its baseline (neither known yet)
+    body, lines = await rule_lines(json_sink, deploy)
+    assert "**Rules**" in body, body
     for line in lines.values():
         assert "observed **n/a** vs baseline n/a" in line, body
     # the relative rule waits for its baseline; the absolute one is judged on its bound
@@ -91,32 +107,14 @@ async def test_a_provider_down_in_the_window_names_each_of_its_rules_with_their_
     prometheus = FailingAfterBaselines()
     await prometheus.start()
     try:
-        agent = await start_agent(
-            environment(
-                "production",
-                flip_target.url,
-                window="1s",
-                rules=(PROBE_ERRORS, ABSOLUTE, RELATIVE),
-                extra="alerts: {tags: [oncall]}",
-            ),
-            f"alerting:\n  channels:\n    - url: {json_sink.url()}\n      tags: [oncall]\n",
-            "providers:\n  prometheus:\n"
-            f"    url: {prometheus.url}\n    timeout: 1s\n    request_timeout: 200ms\n",
+        deploy, final = await settled_with_prometheus_at(
+            start_agent, flip_target, json_sink, prometheus.url
         )
-        deploy = await agent.register("production", "v2")
-        final = await agent.settled(deploy["id"])
     finally:
         await prometheus.stop()
     assert final["rollback"] is None, final
 
-    alert = await alert_titled(json_sink, "provider prometheus unreachable")
-    assert len(titled(json_sink, "provider prometheus")) == 1
-    body = alert.message
-    assert deploy["id"] in body
-    lines = {line.split("`")[1]: line for line in body.splitlines() if line.startswith("- `")}
-    assert set(lines) == {"http-5xx", "p95-latency"}, body
-    assert "threshold max 0.01" in lines["http-5xx"], body
-    assert "threshold max_increase 50%" in lines["p95-latency"], body
+    body, lines = await rule_lines(json_sink, deploy)
     for line in lines.values():
         assert "observed **n/a** vs baseline" in line, body
     assert "down for maintenance" in body or "503" in body, body

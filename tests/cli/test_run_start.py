@@ -260,16 +260,16 @@ def test_with_json_logs_a_file_not_found_and_a_port_in_use_are_json_too(tmp_path
     assert str(records[-1]["msg"]).startswith(f"cannot listen on 127.0.0.1:{port}: "), records
 
 
-def test_with_json_logs_an_unexpected_error_is_one_record_with_its_traceback(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A bug that ends the daemon printed Python's traceback, many lines of text, after
-    its JSON logs: now one critical record carrying it, exit 1 as before."""
+def last_record_when_the_daemon_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> dict[str, object]:
+    """`postflight run --log-format json`, in this process, its daemon raising `error`:
+    exit 1 checked, and its last JSON record on stderr."""
     import agent.app
     from agent.cli.main import main
 
     async def serve(*args: object) -> None:
-        raise RuntimeError("a bug")
+        raise error
 
     monkeypatch.setattr(agent.app, "serve", serve)
     stream = io.StringIO()
@@ -287,7 +287,15 @@ def test_with_json_logs_an_unexpected_error_is_one_record_with_its_traceback(
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
         logging.getLogger().handlers.clear()
-    last = json_lines(stream.getvalue())[-1]
+    return json_lines(stream.getvalue())[-1]
+
+
+def test_with_json_logs_an_unexpected_error_is_one_record_with_its_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug that ends the daemon printed Python's traceback, many lines of text, after
+    its JSON logs: now one critical record carrying it, exit 1 as before."""
+    last = last_record_when_the_daemon_raises(tmp_path, monkeypatch, RuntimeError("a bug"))
     assert last["level"] == "critical", last
     assert "RuntimeError: a bug" in str(last["exc"]), last
 
@@ -362,27 +370,7 @@ def test_an_os_error_other_than_binding_is_not_said_as_cannot_listen(
     …`, exit 2: an unwritable POSTFLIGHT_TRACEMALLOC directory, raised at the stop, read
     `cannot listen on 127.0.0.1:8787: [Errno 2] No such file or directory: '/proc/nope'`.
     Only the bind is; another is an unexpected error, with its traceback, exit 1."""
-    import agent.app
-    from agent.cli.main import main
-
-    async def serve(*args: object) -> None:
-        raise FileNotFoundError(2, "No such file or directory", "/proc/nope")
-
-    monkeypatch.setattr(agent.app, "serve", serve)
-    stream = io.StringIO()
-    monkeypatch.setattr("sys.stderr", stream)
-    config = tmp_path / "postflight.yaml"
-    config.write_text(
-        f"server: {{listen: 127.0.0.1:{free_port()}, api_tokens: [{TOKEN}]}}\n"
-        "environments: {production: {base_url: 'http://127.0.0.1:9'}}\n"
-    )
-    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
-    try:
-        assert main(["run", "--config", str(config), "--log-format", "json"]) == 1
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-        logging.getLogger().handlers.clear()
-    last = json_lines(stream.getvalue())[-1]
+    error = FileNotFoundError(2, "No such file or directory", "/proc/nope")
+    last = last_record_when_the_daemon_raises(tmp_path, monkeypatch, error)
     assert last["level"] == "critical" and "cannot listen" not in str(last["msg"]), last
     assert "FileNotFoundError" in str(last["exc"]), last

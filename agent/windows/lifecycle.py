@@ -1185,13 +1185,20 @@ class WindowWatch:
         for provider, failed in down.items():
             first = failed[0][1]
             names = ", ".join(rule.name for rule, _ in failed)
+            # and its other rules, whose fetches had not failed by this round's verdict
+            # (still retrying): the alert is the provider's one a window, so a rule left
+            # out here was never named (a loaded CI run: p95-latency's third try came later)
+            named = {rule.name for rule, _ in failed}
+            others = [r for r in verdict.rules if r.source == provider and r.name not in named]
             self._alert(
                 "provider_unreachable",
                 key=provider_key(provider),
                 reason=f"{provider}: {first.error} — "
                 + (f"rule {names} is" if len(failed) == 1 else f"rules {names} are")
                 + " inconclusive this round; a provider outage never causes a rollback",
-                rules=[rule_to_dict(rule, self.links) for rule, _ in failed],
+                rules=[
+                    rule_to_dict(rule, self.links) for rule in [*(r for r, _ in failed), *others]
+                ],
                 provider=provider,
                 provider_answered=first.answered,
             )

@@ -265,6 +265,12 @@ def round_rows(
 
 
 LEASE_RENEWAL = f"UPDATE windows SET lease_until = ? WHERE id = ? AND {_FENCED}"
+LEASE_RELEASE = (
+    "UPDATE windows SET lease_owner = NULL, lease_until = NULL"
+    " WHERE id = ? AND lease_owner = ? AND lease_epoch = ?"
+)
+"""A window's lease handed back (`release_lease`, a stop's `release_leases`), whatever its
+state, by the fence that holds it only."""
 
 
 def renewal_args(window_id: str, fence: Fence, until: float) -> tuple[Any, ...]:
@@ -734,26 +740,14 @@ class SqlStore(ABC):
 
     async def release_lease(self, window_id: str, fence: Fence) -> None:
         async with self._tx() as db:
-            await db.execute(
-                "UPDATE windows SET lease_owner = NULL, lease_until = NULL"
-                " WHERE id = ? AND lease_owner = ? AND lease_epoch = ?",
-                window_id,
-                fence.owner,
-                fence.epoch,
-            )
+            await db.execute(LEASE_RELEASE, window_id, fence.owner, fence.epoch)
 
     async def release_leases(self, leases: Sequence[tuple[str, Fence]]) -> None:
         # a transaction per `WINDOWS_PER_QUERY`: a stop cut short still handed some back
         for at in range(0, len(leases), WINDOWS_PER_QUERY):
             async with self._tx() as db:
                 for window_id, fence in leases[at : at + WINDOWS_PER_QUERY]:
-                    await db.execute(
-                        "UPDATE windows SET lease_owner = NULL, lease_until = NULL"
-                        " WHERE id = ? AND lease_owner = ? AND lease_epoch = ?",
-                        window_id,
-                        fence.owner,
-                        fence.epoch,
-                    )
+                    await db.execute(LEASE_RELEASE, window_id, fence.owner, fence.epoch)
 
     async def set_baseline(
         self, window_id: str, baseline: dict[str, Any], fence: Fence | None = None

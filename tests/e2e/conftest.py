@@ -68,6 +68,16 @@ def environment(
     return text
 
 
+def rollback_then_migrations(receiver_url: str, secret: str, follow_url: str, delivery: str) -> str:
+    """An environment's `rollback` (for `environment(extra=...)`) to `receiver_url`, with
+    `delivery`'s keys (timeout, attempts, backoff) and one `rollback.then` follow-up,
+    `migrations`, to `follow_url`: the stop and follow-up tests' set-up."""
+    return (
+        f"rollback: {{url: {receiver_url}, secret: {secret}, {delivery},"
+        f" then: [{{name: migrations, url: '{follow_url}'}}]}}"
+    )
+
+
 def slow_rounds(monkeypatch: pytest.MonkeyPatch, extra_s: float) -> None:
     """Every round's checks take `extra_s` more than they do (a slow machine: a slow
     target cannot make a round overrun, its probes are cut at the slot)."""

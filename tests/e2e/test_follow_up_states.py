@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, environment
+from tests.e2e.conftest import (
+    SECRET,
+    AgentFactory,
+    FlipTarget,
+    environment,
+    rollback_then_migrations,
+)
 from tests.receivers import RollbackReceiver
 
 pytestmark = pytest.mark.e2e
@@ -22,10 +28,8 @@ async def test_a_follow_up_under_way_is_shown_pending(
     `delivered` once its retry is answered."""
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     follow: RollbackReceiver = await rollback_receiver(SECRET, script=["hang"], path="/then")
-    rollback = (
-        f"rollback: {{url: {receiver.url}, secret: {SECRET}, timeout: 3s, max_attempts: 2,"
-        f" backoff: 100ms, then: [{{name: migrations, url: '{follow.url}'}}]}}"
-    )
+    delivery = "timeout: 3s, max_attempts: 2, backoff: 100ms"
+    rollback = rollback_then_migrations(receiver.url, SECRET, follow.url, delivery)
     agent = await start_agent(environment("production", flip_target.url, extra=rollback))
     deploy = await agent.register("production", "v2")
     flip_target.bad = True

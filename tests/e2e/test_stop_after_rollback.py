@@ -15,7 +15,13 @@ import pytest
 
 from agent.records import DeliveryAttempt, RollbackIntent
 from agent.store.sqlite import SqliteStore
-from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, environment
+from tests.e2e.conftest import (
+    SECRET,
+    AgentFactory,
+    FlipTarget,
+    environment,
+    rollback_then_migrations,
+)
 from tests.e2e.crash import free_port
 from tests.receivers import JsonSink, RollbackReceiver, alert_titled
 
@@ -94,10 +100,7 @@ async def test_a_stop_while_the_delivered_rollbacks_follow_up_runs_cuts_only_the
         if follow_up == "hangs"
         else "max_attempts: 5, backoff: 5s, max_backoff: 5s"
     )
-    rollback = (
-        f"rollback: {{url: {receiver.url}, secret: {SECRET}, timeout: 2s, {retries},"
-        f" then: [{{name: migrations, url: '{follow_url}'}}]}}"
-    )
+    rollback = rollback_then_migrations(receiver.url, SECRET, follow_url, f"timeout: 2s, {retries}")
     env = environment("production", flip_target.url, extra=rollback)
     server = f"shutdown_timeout: {SHUTDOWN_TIMEOUT_S}s"
     agent = await start_agent(env, server=server, owner="replica-a")

@@ -12,7 +12,13 @@ import pytest
 
 from agent.store.sqlite import SqliteStore
 from agent.windows.alert_once import WindowAlerts
-from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, environment
+from tests.e2e.conftest import (
+    SECRET,
+    AgentFactory,
+    FlipTarget,
+    environment,
+    rollback_then_migrations,
+)
 from tests.receivers import JsonSink, RollbackReceiver, alert_titled
 
 pytestmark = pytest.mark.e2e
@@ -46,10 +52,8 @@ async def test_a_failed_follow_ups_alert_cut_by_a_stop_at_its_claim_is_sent_once
     monkeypatch.setattr(SqliteStore, "claim_alert", slow_claim)
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     follow: RollbackReceiver = await rollback_receiver(SECRET, script=[500, 500], path="/then")
-    rollback = (
-        f"rollback: {{url: {receiver.url}, secret: {SECRET}, timeout: 1s, max_attempts: 1,"
-        f" max_backoff: 1s, then: [{{name: migrations, url: '{follow.url}'}}]}}"
-    )
+    delivery = "timeout: 1s, max_attempts: 1, max_backoff: 1s"
+    rollback = rollback_then_migrations(receiver.url, SECRET, follow.url, delivery)
     env = environment("production", flip_target.url, extra=rollback)
     alerting = f"alerting:\n  channels:\n    - url: {json_sink.url()}\n"
     server = "shutdown_timeout: 2s"
@@ -94,10 +98,8 @@ async def test_a_failed_follow_ups_alert_claimed_as_a_stop_comes_is_sent_once(
     monkeypatch.setattr(WindowAlerts, "send_claimed", held)
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     follow: RollbackReceiver = await rollback_receiver(SECRET, script=[500, 500], path="/then")
-    rollback = (
-        f"rollback: {{url: {receiver.url}, secret: {SECRET}, timeout: 1s, max_attempts: 1,"
-        f" max_backoff: 1s, then: [{{name: migrations, url: '{follow.url}'}}]}}"
-    )
+    delivery = "timeout: 1s, max_attempts: 1, max_backoff: 1s"
+    rollback = rollback_then_migrations(receiver.url, SECRET, follow.url, delivery)
     env = environment("production", flip_target.url, extra=rollback)
     alerting = f"alerting:\n  timeout: 1s\n  channels:\n    - url: {json_sink.url()}\n"
     server = "shutdown_timeout: 2s"

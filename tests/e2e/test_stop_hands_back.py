@@ -15,7 +15,13 @@ from agent.records import DeliveryAttempt, RollbackIntent
 from agent.store import outages
 from agent.store.base import StoreUnreachable
 from agent.store.sqlite import SqliteStore
-from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, environment
+from tests.e2e.conftest import (
+    SECRET,
+    AgentFactory,
+    FlipTarget,
+    environment,
+    rollback_then_migrations,
+)
 from tests.receivers import JsonSink, RollbackReceiver, alert_titled
 
 pytestmark = pytest.mark.e2e
@@ -39,10 +45,8 @@ async def test_a_follow_up_cut_by_a_stop_is_sent_at_once_by_the_next_agent(
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     first = "503:retry-after=30" if cut == "retry" else "hang"
     follow: RollbackReceiver = await rollback_receiver(SECRET, script=[first], path="/then")
-    rollback = (
-        f"rollback: {{url: {receiver.url}, secret: {SECRET}, timeout: 2s, max_attempts: 8,"
-        f" backoff: 1s, max_backoff: 30s, then: [{{name: migrations, url: '{follow.url}'}}]}}"
-    )
+    delivery = "timeout: 2s, max_attempts: 8, backoff: 1s, max_backoff: 30s"
+    rollback = rollback_then_migrations(receiver.url, SECRET, follow.url, delivery)
     env = environment("production", flip_target.url, extra=rollback)
     server = f"shutdown_timeout: {SHUTDOWN_TIMEOUT_S}s"
     agent = await start_agent(env, server=server, owner="replica-a")

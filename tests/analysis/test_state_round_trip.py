@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -77,29 +78,22 @@ def test_a_ladder_reads_a_stored_infinite_detector_as_itself() -> None:
     """A two-sample count test's detector, one row per interval of the baseline: a row
     stored as +inf stays +inf, log 0 takes the round's factor (a NaN row, which only a bet
     that underflowed could make, is `agent.analysis.stats`' to avoid)."""
-    rule = Rule("errors", "checks", "error_rate", max_increase=0.5)
-    base = BaselineData(value=0.01, count=100.0, total=10000.0, periods=10)
-    seq = SequentialRule(rule, base, "proportion", 0.01, horizon=30)
-    (comp,) = [c for c in seq.components if c.ladder]
-    obs = Observation(0.01, count=10, total=1000)
-    state = seq.start()
-    seq.step(state, obs, 0)
-    st = state["tests"][comp.key]
-    rows = [list(r) for r in st["sr"]]
-    rows[0][-3:] = [math.inf] * 3  # the bets the detector mixes (`stats.DETECTOR_BETS`)
-    rows[1] = [-math.inf] * len(rows[1])
-    st["sr"] = [_to_json(r) for r in rows]
-    state = json.loads(json.dumps(state, allow_nan=False))
-    fresh = SequentialRule(rule, base, "proportion", 0.01, horizon=30)
-    fresh.step(state, obs, 1)
-    after = [_from_json(r) for r in state["tests"][comp.key]["sr"]]
+
+    def stored(rows: list[list[float]]) -> None:
+        rows[0][-3:] = [math.inf] * 3  # the bets the detector mixes (`stats.DETECTOR_BETS`)
+        rows[1] = [-math.inf] * len(rows[1])
+
+    st, _ = _ladder_after_stored_rows(stored)
+    after = [_from_json(r) for r in st["sr"]]
     assert after[0][-3:] == [math.inf] * 3, after[0]
     assert all(math.isfinite(v) for v in after[0][:-3]), after[0]
     assert all(math.isfinite(v) for v in after[1]), after[1]
 
 
-def _ladder_after_a_stored_detector(fill: list[float], at: slice) -> tuple[dict[str, Any], Any]:
-    """A two-sample count test whose stored e-detector rows hold `fill` at bets `at`,
+def _ladder_after_stored_rows(
+    edit: Callable[[list[list[float]]], None],
+) -> tuple[dict[str, Any], Any]:
+    """A two-sample count test whose stored e-detector rows `edit` changed after a round,
     read back from strict JSON by a new rule and stepped one round."""
     rule = Rule("errors", "checks", "error_rate", max_increase=0.5)
     base = BaselineData(value=0.01, count=100.0, total=10000.0, periods=10)
@@ -110,12 +104,21 @@ def _ladder_after_a_stored_detector(fill: list[float], at: slice) -> tuple[dict[
     seq.step(state, obs, 0)
     st = state["tests"][comp.key]
     rows = [list(r) for r in st["sr"]]
-    for row in rows:
-        row[at] = fill
+    edit(rows)
     st["sr"] = [_to_json(r) for r in rows]
     state = json.loads(json.dumps(state, allow_nan=False))
     SequentialRule(rule, base, "proportion", 0.01, horizon=30).step(state, obs, 1)
     return state["tests"][comp.key], comp
+
+
+def _ladder_after_a_stored_detector(fill: list[float], at: slice) -> tuple[dict[str, Any], Any]:
+    """`_ladder_after_stored_rows` with every row holding `fill` at bets `at`."""
+
+    def filled(rows: list[list[float]]) -> None:
+        for row in rows:
+            row[at] = fill
+
+    return _ladder_after_stored_rows(filled)
 
 
 def test_a_ladder_detector_at_infinity_fails_the_rule() -> None:

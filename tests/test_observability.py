@@ -271,6 +271,39 @@ def test_a_python_warning_is_a_log_record_in_the_logs_format(
     assert "UserWarning: a library's warning" in record["msg"], record
 
 
+def _daemon_config(tmp_path: Path, port: int) -> Path:
+    """`postflight run`'s configuration: one environment, listening on `port`, its SQLite
+    store in `tmp_path`."""
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        f"server: {{listen: 127.0.0.1:{port}, api_tokens: [tok-1234567890abcdef]}}\n"
+        f"store: {{url: 'sqlite:///{tmp_path}/pf.db'}}\n"
+        "environments: {production: {base_url: 'http://127.0.0.1:9'}}\n"
+    )
+    return config
+
+
+def _env_without_observability(**extra: str) -> dict[str, str]:
+    """This environment without New Relic's and Sentry's variables (a developer's own
+    must not decide the test), the checkout importable, and `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEW_RELIC", "SENTRY_DSN"))}
+    return env | {"PYTHONPATH": str(ROOT)} | extra
+
+
+def _run_to_its_end(
+    config: Path, env: dict[str, str], *flags: str
+) -> subprocess.CompletedProcess[str]:
+    """`postflight run` on `config` until it exits by itself (60 s at most)."""
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "run", "--config", str(config), *flags],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("key", ["", "0123456789abcdef0123456789abcdef01234567"], ids=["off", "on"])
 def test_the_daemon_runs_the_new_relic_agent_only_with_a_license_key(
@@ -287,14 +320,8 @@ def test_the_daemon_runs_the_new_relic_agent_only_with_a_license_key(
     collector.listen()
     collector.settimeout(0.2)
     port = free_port()
-    config = tmp_path / "postflight.yaml"
-    config.write_text(
-        f"server: {{listen: 127.0.0.1:{port}, api_tokens: [tok-1234567890abcdef]}}\n"
-        f"store: {{url: 'sqlite:///{tmp_path}/pf.db'}}\n"
-        "environments: {production: {base_url: 'http://127.0.0.1:9'}}\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEW_RELIC", "SENTRY_DSN"))}
-    env |= {"PYTHONPATH": str(ROOT), "NEW_RELIC_LICENSE_KEY": key, "NEW_RELIC_HOST": "127.0.0.1"}
+    config = _daemon_config(tmp_path, port)
+    env = _env_without_observability(NEW_RELIC_LICENSE_KEY=key, NEW_RELIC_HOST="127.0.0.1")
     env["NEW_RELIC_PORT"] = str(collector.getsockname()[1])
     # certificates that take the agent a while to load (each connection loads them after
     # its TCP connect): the stop comes while its session thread is inside OpenSSL
@@ -342,21 +369,8 @@ def test_a_sentry_dsn_sentry_cannot_use_is_one_line_and_exit_2(tmp_path: Path, d
     """`postflight run` with a mistyped SENTRY_DSN stopped with sentry-sdk's traceback
     (`BadDsn: Unsupported scheme ''`, exit 1) once it had started; now it says so in one
     line before it starts, exit 2, without the DSN's key."""
-    config = tmp_path / "postflight.yaml"
-    config.write_text(
-        f"server: {{listen: 127.0.0.1:{free_port()}, api_tokens: [tok-1234567890abcdef]}}\n"
-        f"store: {{url: 'sqlite:///{tmp_path}/pf.db'}}\n"
-        "environments: {production: {base_url: 'http://127.0.0.1:9'}}\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEW_RELIC", "SENTRY_DSN"))}
-    env |= {"PYTHONPATH": str(ROOT), "SENTRY_DSN": dsn}
-    done = subprocess.run(
-        [sys.executable, "-m", "agent", "run", "--config", str(config)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    done = _run_to_its_end(
+        _daemon_config(tmp_path, free_port()), _env_without_observability(SENTRY_DSN=dsn)
     )
     said = done.stdout + done.stderr
     assert done.returncode == 2, said
@@ -369,26 +383,11 @@ def test_a_new_relic_configuration_it_cannot_read_is_one_line_and_exit_2(tmp_pat
     """With NEW_RELIC_LICENSE_KEY set, a NEW_RELIC_CONFIG_FILE the New Relic agent cannot
     open stopped `postflight run` with a bare traceback (outside its log's format), exit 1:
     now one line before it starts, exit 2, the key never shown."""
-    config = tmp_path / "postflight.yaml"
-    config.write_text(
-        f"server: {{listen: 127.0.0.1:{free_port()}, api_tokens: [tok-1234567890abcdef]}}\n"
-        f"store: {{url: 'sqlite:///{tmp_path}/pf.db'}}\n"
-        "environments: {production: {base_url: 'http://127.0.0.1:9'}}\n"
+    env = _env_without_observability(
+        NEW_RELIC_LICENSE_KEY="nr-license-0123456789abcdef",
+        NEW_RELIC_CONFIG_FILE=str(tmp_path / "missing.ini"),
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEW_RELIC", "SENTRY_DSN"))}
-    env |= {
-        "PYTHONPATH": str(ROOT),
-        "NEW_RELIC_LICENSE_KEY": "nr-license-0123456789abcdef",
-        "NEW_RELIC_CONFIG_FILE": str(tmp_path / "missing.ini"),
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "agent", "run", "--config", str(config), "--log-format", "json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _run_to_its_end(_daemon_config(tmp_path, free_port()), env, "--log-format", "json")
     said = done.stdout + done.stderr
     assert done.returncode == 2, said
     last = json.loads(said.strip().splitlines()[-1])

@@ -37,6 +37,18 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def postflight(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python -m agent ARGS` run to its end, with `env` added to this process's
+    environment (the config tests' `validate-config`)."""
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
+
+
 @contextmanager
 def sigint_at_default() -> Iterator[None]:
     """SIGINT at its default in a process started inside, whatever this process inherited:

@@ -12,18 +12,8 @@ from pathlib import Path
 import pytest
 
 from agent.settings_file import load_settings_text
+from tests.cli_process import postflight
 from tests.config.test_validate_config import MINIMAL, error_lines, run_validate
-
-
-def postflight(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`python -m agent ARGS` with `env` added to this process's environment."""
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **env},
-    )
 
 
 @pytest.fixture

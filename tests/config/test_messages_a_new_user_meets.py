@@ -17,6 +17,7 @@ import pytest
 
 from agent.cli.main import main
 from agent.settings_file import ConfigError, load_config_text, load_settings_text
+from tests.cli_process import postflight
 
 MINIMAL = """\
 server:
@@ -435,19 +436,12 @@ def test_a_query_on_a_rule_whose_source_reads_none_is_refused_at_it(
     config = tmp_path / "postflight.yaml"
     config.write_text(text.replace(old, f"{old.split('#')[0].rstrip()}\n        {key}: up #", 1))
     env = {
-        **os.environ,
         "POSTFLIGHT_API_TOKEN": "tok-1234567890abcdef",
         "ROLLBACK_SECRET": "shh",
         "SENTRY_AUTH_TOKEN": "st",
         "NEW_RELIC_API_KEY": "nk",
     }
-    proc = subprocess.run(
-        [sys.executable, "-m", "agent", "validate-config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    proc = postflight("validate-config", str(config), env=env)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     errors = proc.stderr.splitlines()[1:]
     assert len(errors) == 1, errors

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_process import sigint_at_default
 from tests.heavy import HEAVY
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400), HEAVY]
@@ -85,13 +86,14 @@ def test_a_demo_stopped_midway_stops_its_agent_and_removes_its_temp_dir(
     """CTRL-C, or a SIGTERM (a terminal closed, `timeout 10 postflight demo`), once its
     agent runs: exit 130 or 143, no traceback, its agent stopped and its temp dir (store,
     config) gone. A SIGTERM killed the demo outright (exit -15), its temp dir left behind."""
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "agent", "demo"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "TMPDIR": str(tmp_path)},
-    )
+    with sigint_at_default():  # a suite run in the background ignores SIGINT, and the demo did
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "agent", "demo"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "TMPDIR": str(tmp_path)},
+        )
     assert demo.stdout is not None
     started = ""
     for line in demo.stdout:

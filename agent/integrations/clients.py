@@ -38,6 +38,16 @@ class CallResult:
     not change would refuse it again."""
 
 
+CALL_ATTEMPTS = 4
+CALL_MAX_BACKOFF_S = 30.0
+
+
+def call_worst_case_s(timeout_s: float) -> float:
+    """The longest one `call` with its default retries can take: every attempt timing out,
+    each wait between them at its most (a claim held through a call is held this long)."""
+    return CALL_ATTEMPTS * timeout_s + (CALL_ATTEMPTS - 1) * CALL_MAX_BACKOFF_S
+
+
 async def call(
     session: aiohttp.ClientSession,
     method: str,
@@ -47,9 +57,9 @@ async def call(
     body: bytes | None = None,
     headers_per_attempt: Callable[[], dict[str, str]] | None = None,
     timeout_s: float = 10.0,
-    attempts: int = 4,
+    attempts: int = CALL_ATTEMPTS,
     backoff: float = 0.5,
-    max_backoff: float = 30.0,
+    max_backoff: float = CALL_MAX_BACKOFF_S,
     redact: Callable[[str], str] = lambda s: s,
     rate_limit: RateLimit | None = None,
 ) -> CallResult:

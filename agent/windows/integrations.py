@@ -25,7 +25,7 @@ import aiohttp
 from agent import __version__
 from agent.api.models import deploy_path
 from agent.appkeys import WindowEvents
-from agent.integrations.clients import CallResult, call
+from agent.integrations.clients import CallResult, call, call_worst_case_s
 from agent.integrations.events import Gate
 from agent.integrations.targets import (
     GITHUB_HEADERS,
@@ -446,14 +446,14 @@ class Integrations:
         one that took effect is not sent again (`_approve_stage`)."""
         vercel = self.settings.integrations.vercel
         timeout = vercel.timeout if vercel is not None else 10.0
-        return 2 * (4 * timeout + 3 * 30.0) + STATUS_RETRY_S + 5.0
+        return 2 * call_worst_case_s(timeout) + STATUS_RETRY_S + 5.0
 
     def _status_lease(self) -> float:
-        """How long one sender holds a GitHub status: `call`'s worst case (4 attempts
-        timing out, 3 waits of at most 30 s) and a margin."""
+        """How long one sender holds a GitHub status: `call`'s worst case
+        (`call_worst_case_s`: 4 attempts timing out, 3 waits of at most 30 s) and a margin."""
         github = self.settings.integrations.github
         timeout = github.timeout if github is not None else 10.0
-        return 4 * timeout + 3 * 30.0 + 5.0
+        return call_worst_case_s(timeout) + 5.0
 
     # GitHub deployment statuses ----------------------------------------------
 

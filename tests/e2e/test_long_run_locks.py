@@ -72,4 +72,6 @@ async def test_a_github_deployments_statuses_leave_no_lock_behind(
     await agent.settled(opened["deploy"]["id"])
     await eventually(lambda: len(fake_github.statuses) >= 2)
     assert [s["state"] for s in fake_github.statuses] == ["in_progress", "failure"]
-    assert len(integrations._locks) == 0, f"{len(integrations._locks)} per-deploy locks kept"
+    # the status call still holds its lock while it stores GitHub's answer (a loaded run
+    # looked in between): dropped once that is done, or kept for good (the leak)
+    await eventually(lambda: len(integrations._locks) == 0, within=5)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -16,9 +17,11 @@ from aiohttp import web
 class ThreadTarget:
     """`/health` and `/api/health` answer `{"status": "ok"}` after `delay_s`; with `close`,
     each answer closes its connection (every probe dials anew). Counts what it answered;
-    `on_request` (if set) is called, in the target's thread, as each request comes."""
+    `on_request` (if set) is called, in the target's thread, as each request comes; with
+    `ssl_context`, it serves https."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.ssl_context = ssl_context
         self.delay_s = 0.0
         self.close = False
         self.answered = 0
@@ -51,7 +54,7 @@ class ThreadTarget:
         # at stop, not waited out: the test has read what it needs by then
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         self.loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         self.loop.run_until_complete(site.start())
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.started.set()
@@ -73,7 +76,8 @@ class ThreadTarget:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -94,6 +98,8 @@ def running(target: T) -> Iterator[T]:
         target.stop()
 
 
-def thread_target() -> contextlib.AbstractContextManager[ThreadTarget]:
-    """A started `ThreadTarget`, stopped on the way out."""
-    return running(ThreadTarget())
+def thread_target(
+    ssl_context: ssl.SSLContext | None = None,
+) -> contextlib.AbstractContextManager[ThreadTarget]:
+    """A started `ThreadTarget` (https with `ssl_context`), stopped on the way out."""
+    return running(ThreadTarget(ssl_context))

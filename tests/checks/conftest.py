@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from yarl import URL
 
 from checks.base import CheckContext
 from checks.sessions import TargetSessions
+from tests.self_signed import self_signed
 
 ON_BOTH_LOOPS = {"test_checks_wire.py", "test_checks_http.py"}
 """Modules whose tests run on asyncio's loop and on uvloop's (the Docker image's loop: its
@@ -62,28 +62,4 @@ def make_ctx(sessions: TargetSessions) -> MakeContext:
 @pytest.fixture(scope="session")
 def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 that expires in 5 days (cert, key)."""
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "5",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    return self_signed(tmp_path_factory.mktemp("tls"))

@@ -35,6 +35,7 @@ from checks.wire import (
     Unanswered,
     Unsupported,
 )
+from checks.written import Written
 from common.durations import format_duration
 from common.os_words import os_reason
 from common.samples import Sample, Target
@@ -70,8 +71,9 @@ class Reply:
     (`checks.stamps`); None: not measured."""
     agent_held_s: float = 0.0
     """How long the agent's stalled loop held the request back before it went out (a new
-    connection's connect waiting for the loop, `checks.wire.Parsed.held`), all of it in
-    `latency_s` (and in `agent_delay_s`); 0.0 through aiohttp (not measured)."""
+    connection's connect waiting for the loop), all of it in `latency_s`: the lean client's
+    `checks.wire.Parsed.held` (also in `agent_delay_s`), aiohttp's `checks.written.Written`
+    (each hop's, of a redirected request)."""
 
     def sample(self, check: str, error: str | None, target: Target) -> Sample:
         """The answer as evidence: passed unless `error` (an expectation it failed)."""
@@ -224,9 +226,13 @@ async def _through_aiohttp(
     redirects: int,
     t0: float,
     stated: float | None,
+    held: float = 0.0,
 ) -> Reply:
     """One exchange by aiohttp, following up to `redirects` redirects when the request
-    follows any; its latency from `t0`; a timeout said as `stated` seconds."""
+    follows any; its latency from `t0`; a timeout said as `stated` seconds. Its
+    `agent_held_s`: each hop's stall before it was written (`checks.written`, on a pool
+    with its trace), after `held` (the lean client's first hop's)."""
+    written = Written(held)
     with in_use(session):  # the pool stays open until the body is read
         try:
             async with session.request(
@@ -238,6 +244,7 @@ async def _through_aiohttp(
                 allow_redirects=request.allow_redirects,
                 max_redirects=_aiohttp_limit(redirects),
                 ssl=request.verify_tls,
+                trace_request_ctx=written,
             ) as resp:
                 length = resp.content_length
                 if length is not None and length <= _READ_WHOLE_BYTES:
@@ -247,7 +254,10 @@ async def _through_aiohttp(
                 else:
                     body, size = await _stream(resp, KEEP_BODY_BYTES if request.keep_body else 0)
                 latency = time.perf_counter() - t0
-                return Reply(resp.status, resp.headers, body, size, latency, resp.url)
+                held = written.held()
+                return Reply(
+                    resp.status, resp.headers, body, size, latency, resp.url, agent_held_s=held
+                )
         except aiohttp.TooManyRedirects as exc:
             raise ProbeFailed("status", _too_many(request), time.perf_counter() - t0) from (
                 without_tracebacks(exc)
@@ -314,6 +324,8 @@ class _Redirect(Exception):
         super().__init__(f"{status} to {location}")
         self.status = status
         self.location = location
+        self.held = 0.0
+        """The lean hop's stall before it was written (`checks.wire.Parsed.held`)."""
 
 
 def _lean_reply(parsed: Parsed, url: URL, allow_redirects: bool, since: float) -> Reply:
@@ -322,7 +334,10 @@ def _lean_reply(parsed: Parsed, url: URL, allow_redirects: bool, since: float) -
     if allow_redirects and parsed.status in _REDIRECTS:
         raw = parsed.headers.get("Location") or parsed.headers.get("URI")
         if raw is not None:
-            raise _redirect(parsed.status, url, raw)
+            redirect = _redirect(parsed.status, url, raw)
+            if isinstance(redirect, _Redirect):
+                redirect.held = parsed.held  # the first hop's: `_follow` adds the rest's
+            raise redirect
     # from when the request could go out (a wait for the pool's own limit is not the
     # target's) to when its last byte came (`Parsed.done_at`: not when this task got the
     # loop back, nor, where the kernel stamped it, when the loop got to it)
@@ -389,6 +404,7 @@ async def _follow(
         redirects=request.max_redirects - 1,
         t0=t0,
         stated=timeout_s,
+        held=redirect.held,
     )
 
 

@@ -8,7 +8,9 @@ as dropped rather than delayed. Latencies go into an HDR histogram (the
 `hdrhistogram` package) for the summary; every request is also a sample for
 the judge. What the agent's own stalled event loop made of a request (`checks.lag`) is
 the agent's, not the target's: a timeout it could not watch is dropped, a latency it
-read late loses its latency (its status counts), each counted in the result's details.
+read late, sent late or held back before the write (a connect waiting for the loop,
+`checks.written`) loses its latency (its status counts), each counted in the result's
+details.
 """
 
 from __future__ import annotations
@@ -109,6 +111,8 @@ class LoadPool:
         """The pool's session for this TLS mode, opened on first use in this loop."""
         import aiohttp  # the client only where a check runs: see the imports
 
+        from checks.written import TRACE  # (the same)
+
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a new agent in this process: its own connections
             self._loop, self._sessions = loop, {}
@@ -120,6 +124,7 @@ class LoadPool:
                 cookie_jar=aiohttp.DummyCookieJar(),
                 headers=headers,
                 trust_env=False,
+                trace_configs=[TRACE],  # each request's stall before its write: `_agents`
             )
         return session
 
@@ -322,7 +327,7 @@ class _LoadRun:
             )
         except ProbeFailed as failed:
             if counted:
-                if self._agents(False, failed.kind, None, sent, due, mark) == "agent_lag":
+                if self._agents(False, failed.kind, None, sent, due, mark, 0.0) == "agent_lag":
                     self.agent_lag += 1
                     return
                 self.errors[failed.kind] += 1
@@ -339,7 +344,9 @@ class _LoadRun:
         )
         error = mismatches[0].kind if mismatches else None
         sample = reply.sample(cfg.name, error, self.ctx.target)
-        dropped = self._agents(sample.ok, error, reply.latency_s, sent, due, mark)
+        dropped = self._agents(
+            sample.ok, error, reply.latency_s, sent, due, mark, reply.agent_held_s
+        )
         if dropped == "agent_lag":  # too slow (`max_latency`) by the agent's stall
             self.agent_lag += 1
             return
@@ -365,17 +372,20 @@ class _LoadRun:
         sent: float,
         due: float,
         mark: float,
+        held: float,
     ) -> Dropped | None:
         """What of this request's measurement the agent's loop caused (`checks.lag`):
         its stall while the request was out (since `mark`), and for a latency, which
         counts from when the request was due, also how late it went out (this open
-        model waits on nothing but the loop, so a late start is the agent's)."""
+        model waits on nothing but the loop, so a late start is the agent's) and the
+        stall that held it back once started, before it was written (`held`: a new
+        connection's connect waiting for the loop, `checks.written`)."""
         stalled = self.lag.total() - mark
         late_start = max(0.0, sent - due)
         if stalled <= SLACK_S and late_start <= SLACK_S:
             return None
         waited = time.perf_counter() - sent
-        late = min(self.lag.unattended(), stalled) + late_start
+        late = min(min(self.lag.unattended(), stalled) + held, stalled) + late_start
         return verdict_on(ok, error, latency, waited, stalled, late)
 
     def result(self) -> CheckResult:

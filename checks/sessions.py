@@ -26,6 +26,7 @@ import aiohttp
 from yarl import URL
 
 from checks.wire import LeanClient
+from checks.written import TRACE
 from common.version import __version__
 
 USER_AGENT = f"postflight/{__version__}"
@@ -247,6 +248,7 @@ class TargetSessions:
             # Checks pass their own timeout per request; this only backs up a caller that forgets.
             timeout=aiohttp.ClientTimeout(total=60),
             trust_env=False,
+            trace_configs=[TRACE],  # the stall before a request was written: the agent's
         )
 
     def __len__(self) -> int:

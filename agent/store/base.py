@@ -138,15 +138,30 @@ what it probed since it opened."""
 
 def same_deploy(active: DeployWindow, same: SameDeployment) -> bool:
     """Whether the event `same` describes is the deploy `active` watches: the same
-    deployment of its provider, or the same commit opened by the other provider."""
+    deployment of its provider, or the same commit opened by the other provider.
+
+    The same deployment naming another commit is not: a provider's deployment has one
+    commit, so it is a sender that reuses one id (a relay, a script, a fixed template),
+    and the contract opens a window of the event's commit. Joined, its 202 carried the
+    other commit's window and nothing watched its own."""
     if active.labels.get(same.label) == same.value:
-        return True
+        return not _other_commit(active.commit, same.version)
     return (
         same.version is not None
         and active.version == same.version
         and same.label not in active.labels
         and any(label in active.labels for label in PROVIDER_LABELS if label != same.label)
     )
+
+
+def _other_commit(watched: str | None, event: str | None) -> bool:
+    """Whether both commits are known and differ (one may abbreviate the other: a window
+    registered with `--commit 9fceb02`); an event or window without one differs from
+    nothing (Vercel names no commit for a deployment made outside git)."""
+    if not watched or not event:
+        return False
+    watched, event = watched.lower(), event.lower()
+    return not (watched.startswith(event) or event.startswith(watched))
 
 
 SHA_HEX = re.compile(r"^[0-9a-f]{8,64}$")

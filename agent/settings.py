@@ -977,6 +977,35 @@ class Settings(BaseSettings):
         )
         return [(("server", "listen"), message)]
 
+    def integration_warnings(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(loc, message) of an integration with no token where a source needs it to be
+        heard: GitHub's deployment statuses, a Rolling Release's approval (contract §7).
+        The windows open without it (the webhook secret checks the events) and nothing
+        was posted, with no word. Warnings: a hook that only opens windows is valid."""
+        github, vercel = self.integrations.github, self.integrations.vercel
+        warnings: list[tuple[tuple[str | int, ...], str]] = []
+        statuses = [n for n, env in self.environments.items() if env.sources.github is not None]
+        if github is not None and github.token is None and statuses:
+            mapped = ", ".join(f"environments.{n}.sources.github" for n in statuses)
+            message = (
+                f"no token: windows opened from GitHub deployments ({mapped}) get no"
+                " deployment statuses; set integrations.github.token"
+            )
+            warnings.append((("integrations", "github"), message))
+        rolling = [
+            n
+            for n, env in self.environments.items()
+            if env.sources.vercel is not None and env.sources.vercel.rolling_release
+        ]
+        if vercel is not None and vercel.token is None and rolling:
+            mapped = ", ".join(f"environments.{n}.sources.vercel.rolling_release" for n in rolling)
+            message = (
+                f"no token: {mapped} cannot approve a stage (nor complete the release);"
+                " set integrations.vercel.token"
+            )
+            warnings.append((("integrations", "vercel"), message))
+        return warnings
+
     def store_warnings(self) -> list[tuple[tuple[str | int, ...], str]]:
         """(loc, message) of a SQLite URL whose three slashes make a relative path that
         reads as a root one (`sqlite:///var/lib/postflight.db` is `./var/lib/…`, as

@@ -246,6 +246,7 @@ def load_config_text(
         for loc, message in [
             *settings.token_warnings(),
             *settings.link_warnings(),
+            *settings.integration_warnings(),
             *settings.store_warnings(),
             *settings.alert_routing_warnings(),
             *settings.channel_warnings(),

@@ -432,12 +432,11 @@ async def login(request: web.Request) -> web.Response:
     _ui_on(request)
     settings = request.config_dict[SETTINGS]
     try:
-        form = await request.post()
+        token, asked = await _login_fields(request)
     except ValueError:  # UnicodeDecodeError: a form in another charset; a broken multipart
-        unread = "The form could not be read: send it as UTF-8."
+        unread = "The form could not be read: send it as UTF-8 (or a JSON object)."
         return html(request, "login.html", 400, next="/deploys", error=unread)
-    token = str(form.get("token") or "")
-    target = _next_on_agent(str(form.get("next") or ""), settings.server)
+    target = _next_on_agent(asked, settings.server)
     if not token or not token_matches(token, settings.server.accepted_tokens()):
         return html(request, "login.html", 401, next=target, error="That token is not accepted.")
     now = request_now(request)
@@ -461,6 +460,24 @@ async def login(request: web.Request) -> web.Response:
         path=_cookie_path(settings.server),
     )
     return response
+
+
+async def _login_fields(request: web.Request) -> tuple[str, str]:
+    """The API token and the `next` path a sign-in sends: the form's fields, or a JSON
+    object's (`{"token": …, "next": …}`), else the request's bearer token and `?next=`.
+    A client that is no browser (a script, a test) sent JSON or its bearer token, and
+    was refused the token it uses on /v1. ValueError: a body that cannot be read."""
+    fields: Any
+    if request.content_type == "application/json":
+        fields = await request.json()
+        if not isinstance(fields, dict):
+            raise ValueError("not a JSON object")
+    else:
+        fields = await request.post()
+    token, asked = fields.get("token"), fields.get("next")
+    token = token if isinstance(token, str) else ""
+    asked = asked if isinstance(asked, str) else request.query.get("next", "")
+    return token or bearer_token(request) or "", asked
 
 
 def _prefix_as_sent(server: ServerSettings) -> str:

@@ -1,0 +1,44 @@
+"""Contract §8: the pages accept "a session cookie set from" an API token. The login
+form sets one from its `token` field; a client that is no browser (a script, a test, a
+CLI opening the page for its user) sends the token as JSON or as its bearer token, and
+got `401 That token is not accepted` for the token it had just used on /v1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.e2e.conftest import TOKEN
+from tests.web.conftest import JourneyAgent
+
+
+async def _login(agent: Any, **request: Any) -> tuple[int, str | None, str | None]:
+    async with agent.http.post(f"{agent.url}/login", allow_redirects=False, **request) as r:
+        cookie = r.cookies.get("postflight_session")
+        return r.status, r.headers.get("Location"), cookie.value if cookie else None
+
+
+async def test_a_client_sets_the_session_cookie_from_a_json_body_or_its_bearer_token(
+    journey_agent: JourneyAgent,
+) -> None:
+    agent = await journey_agent()
+    deploy = await agent.register("production", "v1")
+    page = f"/deploys/{deploy['id']}"
+    for request in (
+        {"json": {"token": TOKEN, "next": page}},
+        {"headers": {"Authorization": f"Bearer {TOKEN}"}, "params": {"next": page}},
+    ):
+        status, location, session = await _login(agent, **request)
+        assert (status, location) == (303, page), request
+        assert session is not None and TOKEN not in session
+        async with agent.http.get(
+            f"{agent.url}{page}", headers={"Cookie": f"postflight_session={session}"}
+        ) as r:
+            assert r.status == 200
+    # a wrong token is refused as the form's is; so is a body that is not a JSON object
+    for request in (
+        {"json": {"token": "wrong-token-0123456789"}},
+        {"headers": {"Authorization": "Bearer wrong-token-0123456789"}},
+    ):
+        assert (await _login(agent, **request))[0] == 401, request
+    bad = {"data": b"[1]", "headers": {"Content-Type": "application/json"}}
+    assert (await _login(agent, **bad))[0] == 400

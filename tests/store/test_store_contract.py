@@ -189,6 +189,23 @@ async def test_an_event_of_a_watched_deployment_joins_its_window(store: Store) -
     assert (created.joined, created.window.id, created.superseded) == (False, "dep_4", [])
 
 
+async def test_an_event_of_a_watched_deployment_naming_another_commit_supersedes_it(
+    store: Store,
+) -> None:
+    """A deployment has one commit: the same id with another commit is a sender reusing
+    ids, another deploy. One naming none, or an abbreviation of the commit, joins."""
+    first = of_deployment("dep_1", "dpl_a", 100)
+    first.commit = "9fceb02d0ae598e95dc970b74767f19372d61af8"
+    await store.create_window(first)
+    for commit in (None, "9fceb02", "9FCEB02D0AE598E95DC970B74767F19372D61AF8"):
+        event = same("dpl_a", f"k_{commit}")._replace(version=commit)
+        created = await store.create_window(of_deployment("dep_x", "dpl_a", 101), same=event)
+        assert (created.joined, created.window.id) == (True, "dep_1"), commit
+    other = same("dpl_a", "k_other")._replace(version="b" * 40)
+    created = await store.create_window(of_deployment("dep_2", "dpl_a", 102), same=other)
+    assert not created.joined and [w.id for w in created.superseded] == ["dep_1"]
+
+
 async def test_the_other_providers_event_of_the_same_commit_joins_and_adds_its_labels(
     store: Store,
 ) -> None:

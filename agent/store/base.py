@@ -422,11 +422,19 @@ class Store(Protocol):
         sending whose sender may die mid-call (`rollback.then` follow-ups)."""
         ...
 
-    async def release_alert(self, window_id: str, event: str, claimed_at: float) -> bool:
+    async def release_alert(
+        self, window_id: str, event: str, claimed_at: float, attempts: int = 0
+    ) -> bool:
         """Hand back a claim `take_alert` took at `claimed_at`, still without an outcome:
         the next `take_alert` takes it at once, where it waited for the claim to lapse (a
-        clean stop cut its sender mid-call). False if it has an outcome, or another
-        caller took it over since."""
+        clean stop cut its sender mid-call). `attempts`: the calls its sender made, added
+        to the claim's (`alert_attempts`). False if it has an outcome, or another caller
+        took it over since."""
+        ...
+
+    async def alert_attempts(self, window_id: str, event: str) -> int:
+        """The attempts the senders that handed back a claim made (`release_alert`), 0 for
+        none: a follow-up's count and budget go on from there."""
         ...
 
     async def record_alert(

@@ -189,6 +189,9 @@ MIGRATIONS: tuple[str, ...] = (
     # each, about once a second, read every rollback ever stored
     "CREATE INDEX IF NOT EXISTS rollbacks_pending ON rollbacks (requested_at)"
     " WHERE state = 'pending'",
+    # a `rollback.then` follow-up handed back keeps the attempts its sender made
+    # (`release_alert`): the next sender continues the count and the budget
+    "ALTER TABLE alerts ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 KEYS_FORGOTTEN = "idempotency_forgotten_before"
@@ -1097,19 +1100,28 @@ class SqlStore(ABC):
             )
         return taken == 1
 
-    async def release_alert(self, window_id: str, event: str, claimed_at: float) -> bool:
+    async def release_alert(
+        self, window_id: str, event: str, claimed_at: float, attempts: int = 0
+    ) -> bool:
         """Its claim time set to `RELEASED_AT`, before any lease's lapse: fenced by the
         time it was taken at, so a taker that came since keeps it."""
         async with self._tx() as db:
             released = await db.execute(
-                "UPDATE alerts SET claimed_at = ? WHERE window_id = ? AND event = ?"
-                " AND result = 'claimed' AND claimed_at = ?",
+                "UPDATE alerts SET claimed_at = ?, attempts = attempts + ?"
+                " WHERE window_id = ? AND event = ? AND result = 'claimed' AND claimed_at = ?",
                 RELEASED_AT,
+                attempts,
                 window_id,
                 event,
                 claimed_at,
             )
         return released == 1
+
+    async def alert_attempts(self, window_id: str, event: str) -> int:
+        row = await self._fetchone(
+            "SELECT attempts FROM alerts WHERE window_id = ? AND event = ?", window_id, event
+        )
+        return 0 if row is None else int(row[0])
 
     async def record_alert(
         self,

@@ -1173,8 +1173,11 @@ class Integrations:
             ).encode()
             secret = follow.secret or env.rollback.secret
             assert secret is not None
+            made = 0  # by this sender; handed back with the claim (`release_alert`)
 
-            def signed() -> dict[str, str]:
+            def signed() -> dict[str, str]:  # called once per attempt, as it goes out
+                nonlocal made
+                made += 1
                 timestamp = int(self.clock())
                 return {
                     "X-Postflight-Timestamp": str(timestamp),
@@ -1187,6 +1190,9 @@ class Integrations:
                 " next start)"
             )
             try:
+                # the attempts are the follow-up's, not the sender's: those made before a
+                # hand-back count, where each agent started again at 1 with a fresh budget
+                before = await self.s.store.alert_attempts(window.id, key)
                 result = await call(
                     self._client(),
                     "POST",
@@ -1199,7 +1205,9 @@ class Integrations:
                     body=body,
                     headers_per_attempt=signed,
                     timeout_s=env.rollback.timeout,
-                    attempts=env.rollback.max_attempts,
+                    # one at least: a last attempt cut in flight has no known answer (as a
+                    # rollback's, it is sent once more, with the same Idempotency-Key)
+                    attempts=max(1, env.rollback.max_attempts - before),
                     backoff=env.rollback.backoff,
                     max_backoff=env.rollback.max_backoff,
                     redact=self.redact,
@@ -1209,16 +1217,17 @@ class Integrations:
                 # back, where the next agent waited for it to lapse (`follow_up_lease`,
                 # 565 s with the defaults); sent again with its Idempotency-Key
                 release = self.s.store.release_alert
-                await handed_back(lambda: release(window.id, key, now), self.s.stop)
+                await handed_back(lambda: release(window.id, key, now, made), self.s.stop)
                 raise
             named_for_a_stop(
                 f"the record of follow-up {name!r} of rollback {window.id} (answered: held"
                 " until the store takes it, not sent again)"
             )
-            detail = f"HTTP {result.status} after {result.attempts} attempt(s)"
+            attempts = before + result.attempts
+            detail = f"HTTP {result.status} after {attempts} attempt(s)"
             alert: Alert | None = None
             if not result.ok:
-                detail = f"{result.error} after {result.attempts} attempt(s)"
+                detail = f"{result.error} after {attempts} attempt(s)"
                 alert = Alert.for_window(
                     window,
                     "rollback_failed",

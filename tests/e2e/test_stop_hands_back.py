@@ -74,6 +74,42 @@ async def test_a_follow_up_cut_by_a_stop_is_sent_at_once_by_the_next_agent(
 
 
 @pytest.mark.timeout(90)
+async def test_a_follow_up_handed_back_keeps_its_attempts_for_the_next_agent(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+) -> None:
+    """The attempts are the follow-up's, not the agent's: two made before a stop (cut in
+    the second one's 30 s wait) leave the next agent one of `max_attempts: 3`, and its
+    page counts all three, where the count started again at 1 after the hand-back (three
+    more sent, five in all, and the page said "after 3 attempt(s)" of the last three)."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    script = [503, "503:retry-after=30", 503, 503, 503]
+    follow: RollbackReceiver = await rollback_receiver(SECRET, script=script, path="/then")
+    delivery = "timeout: 2s, max_attempts: 3, backoff: 100ms, max_backoff: 30s"
+    rollback = rollback_then_migrations(receiver.url, SECRET, follow.url, delivery)
+    env = environment("production", flip_target.url, extra=rollback)
+    alerting = f"alerting:\n  channels:\n    - url: {json_sink.url()}\n"
+    server = f"shutdown_timeout: {SHUTDOWN_TIMEOUT_S}s"
+    agent = await start_agent(env, alerting, server=server, owner="replica-a")
+    deploy = await agent.register("production", "v2")
+    flip_target.bad = True
+    await follow.wait_for_attempts(2, within=30)  # the second asks for a 30 s wait
+    await agent.stop()
+
+    restarted = await start_agent(env, alerting, server=server, owner="replica-a")
+    final = await restarted.wait_until(
+        deploy["id"], lambda d: (d["rollback"].get("then") or [{}])[0].get("state") == "failed", 20
+    )
+    assert final["state"] == "rolled_back"
+    page = await alert_titled(json_sink, "ROLLBACK FAILED", within=20)
+    assert "HTTP 503 after 3 attempt(s)" in page.message, page.message
+    assert len(follow.attempts) == 3, follow.attempts
+    assert {a.idempotency_key for a in follow.attempts} == {f"{deploy['id']}:migrations"}
+
+
+@pytest.mark.timeout(90)
 async def test_alerts_cut_by_a_stop_are_named_and_sent_once_by_the_next_agent(
     start_agent: AgentFactory,
     flip_target: FlipTarget,

@@ -646,6 +646,21 @@ async def test_a_claim_handed_back_is_taken_at_once_and_only_by_its_taker(store:
     assert await store.alert_events("dep_1") == {"then:db": "delivered"}
 
 
+async def test_a_claim_handed_back_keeps_the_attempts_its_senders_made(store: Store) -> None:
+    """A follow-up's attempts are its own: each sender that hands it back adds the calls
+    it made, and the next taker reads them (a hand-back refused adds nothing)."""
+    await store.create_window(window("dep_1"))
+    assert await store.alert_attempts("dep_1", "then:db") == 0  # never claimed
+    assert await store.take_alert("dep_1", "then:db", 100.0, lapsed_before=1.0)
+    assert await store.alert_attempts("dep_1", "then:db") == 0
+    assert await store.release_alert("dep_1", "then:db", 100.0, attempts=2)
+    assert await store.take_alert("dep_1", "then:db", 110.0, lapsed_before=50.0)
+    assert await store.alert_attempts("dep_1", "then:db") == 2
+    assert not await store.release_alert("dep_1", "then:db", 100.0, attempts=5)  # not its
+    assert await store.release_alert("dep_1", "then:db", 110.0, attempts=3)
+    assert await store.alert_attempts("dep_1", "then:db") == 5
+
+
 async def test_an_alert_claimed_with_its_payload_is_listed_until_it_has_an_outcome(
     store: Store,
 ) -> None:

@@ -25,6 +25,8 @@ FINAL_STATES: tuple[WindowState, ...] = (
     "superseded",
 )
 RollbackState = Literal["pending", "delivered", "failed", "skipped"]
+FollowUpState = Literal["pending", "delivered", "failed"]
+"""A `rollback.then` follow-up as the API shows it (`agent.integrations.followups`)."""
 
 DeployState = Literal[WindowState, "scheduled"]
 """What the API shows. `scheduled`: stored as an active window whose `deployed_at` has

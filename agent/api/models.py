@@ -21,14 +21,18 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
-    SerializerFunctionWrapHandler,
     StringConstraints,
     ValidationError,
     WithJsonSchema,
-    model_serializer,
 )
 
-from agent.records import DEPLOY_ID_PATTERN, DeployState, DeployWindow, RollbackIntent
+from agent.records import (
+    DEPLOY_ID_PATTERN,
+    DeployState,
+    DeployWindow,
+    FollowUpState,
+    RollbackIntent,
+)
 from common.durations import parse_duration
 from common.jsonsafe import json_safe
 from common.times import rfc3339
@@ -403,10 +407,23 @@ class Progress(_Out):
 
 class FollowUpOutcome(_Out):
     name: str
-    state: str = Field(description="`pending`, `delivered` or `failed`.")
+    state: FollowUpState = Field(
+        description="`pending`: sent, or to be sent, with no answer stored yet."
+    )
+
+
+ROLLBACK_EXTENSIONS = ("last_error", "then")
+"""The rollback object's extensions that are left out when they have nothing to say."""
+
+
+def _extensions_optional(schema: dict[str, Any]) -> None:
+    """`last_error` and `then` are absent when empty (`deploy_object`): never required."""
+    schema["required"] = [n for n in schema.get("required", []) if n not in ROLLBACK_EXTENSIONS]
 
 
 class Rollback(_Out):
+    model_config = ConfigDict(json_schema_extra=_extensions_optional)
+
     state: RollbackStateName = Field(
         description="`skipped`: the environment's rollback.dry_run is true."
     )
@@ -424,14 +441,6 @@ class Rollback(_Out):
         description="Extension (§7): the `rollback.then` follow-ups and how each went"
         " (absent when there are none).",
     )
-
-    @model_serializer(mode="wrap")
-    def _without_empty_extensions(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        for extension in ("last_error", "then"):
-            if data.get(extension) is None:
-                data.pop(extension, None)
-        return data
 
 
 class Links(_Out):
@@ -590,7 +599,7 @@ def shown_state(window: DeployWindow, now: float | None) -> DeployState:
 def deploy_model(
     window: DeployWindow,
     rollback: RollbackIntent | None = None,
-    then: Mapping[str, str] | None = None,
+    then: Mapping[str, FollowUpState] | None = None,
     *,
     page: str | None = None,
     now: float | None = None,
@@ -632,16 +641,29 @@ def deploy_model(
 def deploy_object(
     window: DeployWindow,
     rollback: RollbackIntent | None = None,
-    then: Mapping[str, str] | None = None,
+    then: Mapping[str, FollowUpState] | None = None,
     *,
     page: str | None = None,
     now: float | None = None,
 ) -> dict[str, Any]:
     """`deploy_model` as the JSON-ready dict the API sends."""
-    data = deploy_model(window, rollback, then, page=page, now=now).model_dump(
-        mode="json", by_alias=True
-    )
+    data = deploy_json(deploy_model(window, rollback, then, page=page, now=now))
     data.pop("warnings", None)  # only the registration's answer carries them
+    return data
+
+
+def deploy_json(deploy: Deploy) -> dict[str, Any]:
+    """A deploy object as JSON, its extensions left out when empty (`warnings`, and the
+    rollback's `last_error` and `then`): the API's answers and the CLI's `--json` alike.
+    Here, not in a serializer on `Rollback`: one hid the rollback's fields from the
+    OpenAPI document (an open `object` in their place)."""
+    data: dict[str, Any] = deploy.model_dump(mode="json", by_alias=True)
+    if data.get("warnings") is None:
+        data.pop("warnings", None)
+    shown = data.get("rollback") or {}
+    for extension in ROLLBACK_EXTENSIONS:
+        if extension in shown and shown[extension] is None:
+            del shown[extension]
     return data
 
 

@@ -88,7 +88,13 @@ _HTTP_ERRORS = {
 _SSE_EVENT: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "event": {"type": "string", "examples": ["round", "state"]},
+        "event": {
+            "type": "string",
+            "enum": ["round", "state", "rollback"],
+            "description": "`round`: a stored round; `state`: the deploy object, its state"
+            " changed; `rollback`: the deploy object, its verdict or rollback changed (an"
+            " attempt) in the same state (`agent.web.events`).",
+        },
         "data": {"type": "string", "description": "JSON: a round summary, or the deploy object."},
         "id": {"type": "string"},
         "retry": {"type": "integer"},

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.api.models import LIST_LIMIT_MAX, Deploy, DeployRequest
+from agent.api.models import LIST_LIMIT_MAX, Deploy, DeployRequest, deploy_json
 from agent.cli.exits import (
     EXIT_FAILED,
     EXIT_INCONCLUSIVE,
@@ -34,7 +34,6 @@ from agent.cli.exits import (
 from agent.cli.render import (
     Progress,
     Style,
-    deploy_json,
     deploys_table,
     details,
     hms,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
 
-from agent.api.models import Deploy, RuleResult
+from agent.api.models import Deploy, RuleResult, deploy_json
 from agent.client import OPEN_STATES, ClientError, rollback_pending
 from common.durations import format_duration
 from common.redaction import visible
@@ -356,15 +356,6 @@ def summary(deploy: Deploy, style: Style) -> str:
     if rollback_pending(deploy):
         headline = "failed: a rollback was requested and is still being delivered"
     return f"\n{style.state(deploy.state, headline)}\n\n{details(deploy, style)}"
-
-
-def deploy_json(deploy: Deploy) -> dict[str, Any]:
-    """The deploy object as the API sends it: `warnings` only when there are some (a
-    registration's answer), where the CLI printed `"warnings": null` the API leaves out."""
-    data: dict[str, Any] = deploy.model_dump(mode="json", by_alias=True)
-    if data.get("warnings") is None:
-        data.pop("warnings", None)
-    return data
 
 
 def print_json(data: Deploy | list[Deploy] | dict[str, Any]) -> None:

@@ -5,19 +5,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from agent.records import FollowUpState
+
 PREFIX = "then:"
 
 
-OUTCOMES = frozenset({"delivered", "failed"})
-"""A follow-up's outcomes as stored (`record_alert`)."""
+OUTCOMES: dict[str | None, FollowUpState] = {"delivered": "delivered", "failed": "failed"}
+"""A follow-up's outcomes as stored (`record_alert`), as the API shows them."""
 
 
-def follow_up_states(events: Mapping[str, str | None]) -> dict[str, str]:
+def follow_up_states(events: Mapping[str, str | None]) -> dict[str, FollowUpState]:
     """name → `pending` (claimed, no outcome yet), `delivered` or `failed`: the states the
-    API documents (`FollowUpOutcome`). A claim without an outcome is stored as `claimed`,
-    the alerts' word, which the deploy object showed as it was."""
+    API documents (`FollowUpOutcome`, an enum of `FollowUpState`). A claim without an
+    outcome is stored as `claimed`, the alerts' word, which the deploy object showed as
+    it was."""
     return {
-        key.removeprefix(PREFIX): (result if result in OUTCOMES else "pending")
+        key.removeprefix(PREFIX): OUTCOMES.get(result, "pending")
         for key, result in events.items()
         if key.startswith(PREFIX)
     }

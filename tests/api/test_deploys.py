@@ -365,6 +365,46 @@ async def test_a_decided_window_shows_its_verdict_and_rollback(
     }
 
 
+async def test_a_rollback_and_its_follow_ups_match_the_served_document(
+    client: Client, store: SqliteStore
+) -> None:
+    """The served document describes the rollback object as it is sent, its states and its
+    follow-ups' states as enums of exactly what the code produces: the rollback was an
+    open `object` (its serializer hid its fields from the schema) and a follow-up's
+    `state` free text, so neither a client generator nor a schema check knew them."""
+    created = await register(client)
+    at = datetime.fromisoformat("2026-11-26T14:01:30+00:00").timestamp()
+    intent = RollbackIntent(window_id=created["id"], state="pending", body="{}", requested_at=at)
+    assert await store.finish_window(created["id"], "failed", None, at, intent)
+    intent.state, intent.attempts, intent.last_status = "delivered", 1, 200
+    await set_rollback(store, intent)
+    for name in ("db", "cdn", "cache"):
+        assert await store.take_alert(created["id"], f"then:{name}", at, lapsed_before=0.0)
+    await store.record_alert(created["id"], "then:db", "delivered", "HTTP 200 after 1 attempt(s)")
+    await store.record_alert(created["id"], "then:cdn", "failed", "HTTP 500 after 8 attempt(s)")
+
+    body = await (await client.get(f"/v1/deploys/{created['id']}", headers=AUTH)).json()
+    document = await (await client.get("/v1/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    deploy = Draft202012Validator({"$ref": "#/components/schemas/Deploy", **document})
+    assert sorted(body["rollback"]["then"], key=lambda f: f["name"]) == [
+        {"name": "cache", "state": "pending"},
+        {"name": "cdn", "state": "failed"},
+        {"name": "db", "state": "delivered"},
+    ]
+    assert list(deploy.iter_errors(body)) == []
+    follow_up = schemas["FollowUpOutcome"]["properties"]["state"]
+    assert sorted(follow_up["enum"]) == ["delivered", "failed", "pending"]
+    assert sorted(schemas["Rollback"]["properties"]["state"]["enum"]) == [
+        "delivered",
+        "failed",
+        "pending",
+        "skipped",
+    ]
+    body["rollback"]["then"][0]["state"] = "claimed"  # the store's word, never sent
+    assert not deploy.is_valid(body)
+
+
 @pytest.mark.parametrize("decided_by", ["judge", "outside-the-judge"])
 async def test_a_verdicts_decided_at_has_the_milliseconds_of_the_objects_other_times(
     client: Client, store: SqliteStore, decided_by: str

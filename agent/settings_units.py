@@ -9,6 +9,7 @@ unit (`300s`, or `5m`) says it is meant, and silences the warning.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -62,14 +63,29 @@ def _request_times(node: Any, loc: Loc) -> Iterator[tuple[Loc, float]]:
 
 
 def _bare(value: Any) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and value >= LIKELY_MILLISECONDS_S
-    )
+    seconds = _bare_seconds(value)
+    return seconds is not None and seconds >= LIKELY_MILLISECONDS_S
 
 
-def _message(value: float, what: str) -> str:
+def _bare_seconds(value: Any) -> float | None:
+    """The seconds of a duration written without a unit: a number, or text that is one
+    (`'300'`, or a `${VAR}`'s value, which is always text), read alike by
+    `parse_duration`; quoted, it was read as 300 s and said nothing. None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if not isinstance(value, str):
+        return None
+    try:  # as `parse_duration` reads text with no unit (`300ms` is no float)
+        seconds = float(value.strip().lower().replace(" ", ""))
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) else None
+
+
+def _message(value: float | str, what: str) -> str:
+    value = _bare_seconds(value) or 0.0
     return (
         f"{value:g} is a bare number, read as seconds: {format_duration(value)} for {what};"
         f" write {value:g}ms if you meant milliseconds, or {value:g}s to keep it"

@@ -274,6 +274,51 @@ def test_a_bare_number_of_a_minute_or_more_as_a_request_time_is_a_warning() -> N
 
 
 @pytest.mark.parametrize(
+    ("timeout", "bound", "env"),
+    [
+        ("'90'", "'300'", {}),
+        ('" 90 "', '" 300 "', {}),
+        ('"${API_TIMEOUT}"', '"${P95_MAX}"', {"API_TIMEOUT": "90", "P95_MAX": "300"}),
+    ],
+    ids=["quoted", "quoted-with-spaces", "variables"],
+)
+def test_a_bare_number_quoted_or_from_a_variable_is_the_same_warning(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    timeout: str,
+    bound: str,
+    env: dict[str, str],
+) -> None:
+    """`max: '300'` and `max: "${P95_MAX}"` (a variable's value is text) are read as 300 s,
+    as `max: 300` is, and validate-config said nothing of them where it warned of the
+    number unquoted."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    path = tmp_path / "postflight.yaml"
+    path.write_text(
+        MINIMAL + "  staging:\n"
+        "    base_url: http://127.0.0.1:9\n"
+        f"    checks: [{{name: api, type: http, path: /, timeout: {timeout}}}]\n"
+        "    rules:\n"
+        f"      - {{name: p95, source: checks, metric: latency_p95, max: {bound}}}\n"
+        "      - {name: p50, source: checks, metric: latency_p50, max: '300s'}\n"
+    )
+    assert main(["validate-config", str(path)]) == 0
+    said = capsys.readouterr().err
+    assert (
+        "environments.staging.checks[0].timeout (line 24): 90 is a bare number, read as"
+        " seconds: 1m30s for one request; write 90ms if you meant milliseconds, or 90s to"
+        " keep it"
+    ) in said, said
+    assert (
+        "environments.staging.rules[0].max (line 26): 300 is a bare number, read as seconds:"
+        " 5m for a latency bound; write 300ms if you meant milliseconds, or 300s to keep it"
+    ) in said, said
+    assert "rules[1]" not in said  # with its unit
+
+
+@pytest.mark.parametrize(
     ("command", "flag"),
     [
         (["run"], "--config PATH"),

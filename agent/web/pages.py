@@ -493,6 +493,15 @@ def _cookie_path(server: ServerSettings) -> str:
     return _prefix_as_sent(server) or "/"
 
 
+async def logout_form(request: web.Request) -> web.Response:
+    """`GET /logout`, as a browser user types it: a page whose button posts the sign-out
+    (signed in), or says there is nothing to sign out of. A GET signs no one out (a link or
+    an image on another site would); it answered the API's JSON 405."""
+    _ui_on(request)
+    server = request.config_dict[SETTINGS].server
+    return html(request, "logout.html", signed_in=signed_in(request, server, request_now(request)))
+
+
 async def logout(request: web.Request) -> web.Response:
     """Sign out: the session cookie deleted, back to the sign-in form. Another site's
     form posting here (`Sec-Fetch-Site: cross-site`) is refused: it would sign the

@@ -16,6 +16,7 @@ from agent.web.pages import (
     login,
     login_form,
     logout,
+    logout_form,
     page_for_browser,
     unavailable_page,
     without_slash,
@@ -61,5 +62,6 @@ def mount(app: web.Application) -> None:
     r.add_get("/deploys/{id}/", without_slash, name="deploy_page_slash")
     r.add_get("/login", login_form, name="login_form")
     r.add_post("/login", login, name="login")
+    r.add_get("/logout", logout_form, name="logout_form")
     r.add_post("/logout", logout, name="logout")
     r.add_get("/v1/deploys/{id}/events", deploy_events, name="deploy_events")

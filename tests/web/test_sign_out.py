@@ -54,3 +54,49 @@ async def test_another_site_cannot_sign_a_browser_out(journey_agent: JourneyAgen
             assert r.status == status, (site, r.status)
             deleted = "postflight_session" in r.cookies
             assert deleted == (status == 303), site
+
+
+async def test_a_browser_that_opens_logout_gets_a_sign_out_form(
+    journey_agent: JourneyAgent, browser: Any
+) -> None:
+    """Typing /logout (a GET) answered the API's JSON 405: the page's sign-out is a POST,
+    so that a link or an image on another site cannot sign anyone out. It is a page now,
+    whose button posts that form; opening it changes nothing, signed in or not."""
+    agent = await journey_agent()
+    page = await browser.new_page()
+    opened = await page.goto(f"{agent.url}/logout")
+    assert opened.status == 200 and "text/html" in opened.headers["content-type"]
+    assert await page.locator("form.signout button").count() == 0
+    assert "not signed in" in (await page.locator("main").inner_text())
+    async with page.expect_navigation(url=f"{agent.url}/login"):
+        await page.click("main a")  # the way to sign in
+
+    await page.fill("#token", TOKEN)
+    await page.click("button[type=submit]")
+    await page.wait_for_url(f"{agent.url}/deploys")
+    opened = await page.goto(f"{agent.url}/logout")
+    assert opened.status == 200
+    assert [c["name"] for c in await browser.cookies()] == ["postflight_session"]  # kept
+    async with page.expect_navigation(url=f"{agent.url}/login") as left:
+        await page.click("main form.signout button")
+    assert (await left.value).status == 200
+    assert await browser.cookies() == []
+
+
+async def test_logout_by_get_signs_no_one_out_and_other_clients_get_a_page_too(
+    journey_agent: JourneyAgent,
+) -> None:
+    """A GET never signs out (an `<img src=/logout>` on another site would): it answers
+    the page with its form, and the session cookie stays."""
+    agent = await journey_agent()
+    form = {"token": TOKEN, "next": "/deploys"}
+    async with agent.http.post(f"{agent.url}/login", data=form, allow_redirects=False) as r:
+        session = f"postflight_session={r.cookies['postflight_session'].value}"
+    for accept in ("text/html", "application/json", "*/*"):
+        headers = {"Cookie": session, "Accept": accept, "Sec-Fetch-Site": "cross-site"}
+        async with agent.http.get(f"{agent.url}/logout", headers=headers) as r:
+            assert r.status == 200, (accept, r.status)
+            assert r.content_type == "text/html"
+            assert "postflight_session" not in r.cookies
+            body = await r.text()
+        assert '<form method="post" action="/logout" class="signout">' in body

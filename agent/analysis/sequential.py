@@ -486,6 +486,13 @@ class SequentialRule:
     def _fmt(self, value: float) -> str:
         return format_value(self.rule.metric, value)
 
+    def _level_is_a_share(self) -> bool:
+        """Whether a test's level is a share (at 1 or more nothing is past it), as for a
+        proportion or a rate; a bare value's is its bound, of any scale: the value test
+        bets on value / bound. It was held to below 1 as a share, so a p95 of 3 s against
+        `max: 2s` (or a query's `max: 100`) had no test and never failed."""
+        return self.kind == "proportion" or _is_share(self.rule)
+
     def _component(self, plan: str, share: float) -> Component | None:
         """One planned test with its `share` of the rule's alpha; None if it cannot reject."""
         rule, base, metric, q = self.rule, self.baseline, self.rule.metric, self.quantile
@@ -514,7 +521,7 @@ class SequentialRule:
                 # under the null (`_refuted`), so the first one fails the rule, and no
                 # detector is needed
                 return Component(which, test, share, 0.0, null, claim, level=0.0, flip=not is_max)
-            if level >= 1.0 or level <= 0.0:
+            if level <= 0.0 or (level >= 1.0 and self._level_is_a_share()):
                 return None
             return Component(which, test, a, d, null, claim, level=level, flip=not is_max)
         assert base is not None and rule.max_increase is not None
@@ -593,7 +600,7 @@ class SequentialRule:
         if baseline_bound is None:
             mean = _bare_floor(metric, rate, mean, up)
         level = mean if up else 1.0 - mean
-        if level >= 1.0 or level <= 0.0:
+        if level <= 0.0 or (level >= 1.0 and self._level_is_a_share()):
             return None
         rest = f"{mean:.3g} (baseline {base.value:.3g} {change})"
         test = "proportion" if self.kind == "proportion" else "value"

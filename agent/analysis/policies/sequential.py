@@ -4,7 +4,7 @@ Pure: no I/O. The tests are `agent.analysis.sequential`; the chance of failing a
 deploy is at most 1 - confidence over the whole window. With `pass_on: evidence` a rule
 passes only when its confidence sequence lies inside its bounds, and is `inconclusive` at
 the end otherwise. A bare value with a `min` that is not a rate has no bounded bad side to
-test and keeps the threshold streak.
+test and keeps the threshold streak, as does one with a `max` below 0.
 """
 
 from __future__ import annotations
@@ -75,8 +75,12 @@ class SequentialPolicy(BasePolicy):
         self._compiled: dict[tuple[str, str], SequentialRule] = {}
 
     def _streak_only(self, rule: Rule, kind: Kind) -> bool:
-        """A bare value with a `min` that is not a rate keeps the threshold streak."""
-        return kind == "value" and rule.min is not None and not is_rate(rule.metric)
+        """A bare value that is not a rate keeps the threshold streak with a `min` (no
+        bounded bad side to test), or a `max` below 0 (a delta's: the value test bets on
+        value / bound, which needs a bound above 0; it had no test and never failed)."""
+        if kind != "value" or is_rate(rule.metric):
+            return False
+        return rule.min is not None or (rule.max is not None and rule.max < 0)
 
     def tests(self, rule: Rule, kind: Kind) -> SequentialRule:
         key = (rule.name, kind)

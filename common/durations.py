@@ -123,6 +123,20 @@ def format_duration(seconds: float) -> str:
     return "".join(parts)
 
 
+LONG_S = 2 * 86400.0
+"""From here on a span reads in days (`format_span`)."""
+
+
+def format_span(seconds: float) -> str:
+    """How long ago or ahead, as a reader takes it in: `format_duration` below two days,
+    whole days and the nearest hour from there (`2529d18h`, where `format_duration` says
+    `60713h40m`: a deploy time six years off, read as nobody reads hours)."""
+    if seconds < LONG_S:
+        return format_duration(round(seconds))
+    days, hours = divmod(round(seconds / 3600), 24)
+    return f"{days}d{hours}h" if hours else f"{days}d"
+
+
 def format_bound(seconds: float) -> str:
     """A limit as users write it: its largest unit that divides it exactly (7 days →
     `7d`, where `format_duration` says `168h`; 36 hours → `36h`; 1.5s → `1500ms`), so it

@@ -66,7 +66,7 @@ from agent.settings import EnvironmentSettings
 from agent.store.base import Conflict, Store
 from agent.store.cursor import encode_cursor
 from agent.store.outages import store_outage
-from common.durations import format_bound, format_duration
+from common.durations import format_bound, format_duration, format_span
 from common.json_text import JsonTextError, parse_json_text
 from common.times import rfc3339
 
@@ -387,7 +387,7 @@ def _deployed_at(body: DeployRequest, window_s: float, now: float) -> float:
             [
                 {
                     "loc": ["deployed_at"],
-                    "msg": f"is {format_duration(round(ahead))} ahead; at most"
+                    "msg": f"is {format_span(ahead)} ahead; at most"
                     f" {format_bound(MAX_SCHEDULE_AHEAD_S)} ahead is accepted",
                 }
             ]
@@ -403,7 +403,7 @@ def _ended_before_registered(window: DeployWindow, now: float) -> str | None:
     still to watch."""
     if window.ends_at >= now - CLOCK_SKEW_S:
         return None
-    late = format_duration(round(now - window.ends_at))
+    late = format_span(now - window.ends_at)
     return (
         f"registered {late} after its window ended (deployed_at"
         f" {rfc3339(window.deployed_at, millis=False)} +"

@@ -82,6 +82,33 @@ async def test_more_than_an_hour_ahead_is_a_422(timed: Client) -> None:
     assert "at most 1h ahead" in body["errors"][0]["msg"]
 
 
+@pytest.mark.parametrize(
+    ("offset_s", "said"),
+    [
+        (-(2529 * 86400 + 17 * 3600 + 50 * 60), "registered 2529d18h after its window ended"),
+        (-(3 * 86400 + 1800), "registered 3d after its window ended"),
+        (-(47 * 3600), "registered 46h50m after its window ended"),
+    ],
+)
+async def test_a_deploy_time_years_back_says_how_late_in_days(
+    timed: Client, offset_s: float, said: str
+) -> None:
+    """`--deployed-at 2020-01-01T00:00:00Z` (a wrong date, most likely): recorded with its
+    warning, which said `registered 60713h44m10s after its window ended`: a figure nobody
+    reads as six years. Days from two days on, to the hour."""
+    status, body = await post(timed, offset_s)
+    assert status == 201 and body["state"] == "inconclusive"
+    assert body["warnings"][0].startswith(f"production v2: {said} (deployed_at "), body
+
+
+async def test_a_deploy_time_years_ahead_is_refused_in_days(timed: Client) -> None:
+    status, body = await post(timed, 26325 * 86400 + 5 * 3600)
+    assert status == 422
+    assert body["errors"] == [
+        {"loc": ["deployed_at"], "msg": "is 26325d5h ahead; at most 1h ahead is accepted"}
+    ]
+
+
 async def test_a_window_over_before_it_was_registered_is_recorded_inconclusive(
     timed: Client, store: SqliteStore, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -36,6 +36,9 @@ class CallResult:
     """Every attempt met an answer worth retrying (a 5xx, 408, 429, a rate limit, a
     timeout, no connection): the provider may take the call later, where a 4xx that will
     not change would refuse it again."""
+    unanswered: int = 0
+    """Attempts that got no HTTP answer (a timeout, a connection lost): the provider may
+    have acted on any of them, though the call failed (its answer was lost)."""
 
 
 CALL_ATTEMPTS = 4
@@ -68,6 +71,7 @@ async def call(
     as often as 429s) and the wait it asks for: retried like a 429."""
     status: int | None = None
     error: str | None = None
+    unanswered = 0
     for attempt in range(1, attempts + 1):
         retry_after: float | None = None
         sent = dict(headers)
@@ -88,15 +92,17 @@ async def call(
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"), time.time())
         except TimeoutError:
             status, error = None, f"timed out after {timeout_s:g}s"
+            unanswered += 1
         except (aiohttp.ClientError, OSError) as exc:
             status, error = None, redact(f"{type(exc).__name__}: {exc}")[:_SNIPPET]
+            unanswered += 1
         else:
             if 200 <= status < 300:
                 try:
                     data = json.loads(raw) if raw.strip() else None
                 except ValueError:
                     data = None
-                return CallResult(True, status, None, data, attempt)
+                return CallResult(True, status, None, data, attempt, unanswered=unanswered)
             snippet = " ".join(raw.decode("utf-8", "replace").split())[:_SNIPPET]
             error = redact(f"HTTP {status}" + (f": {snippet}" if snippet else ""))
             limited = (
@@ -107,10 +113,10 @@ async def call(
             if limited is not None:
                 retry_after = limited
             elif not (status in RETRYABLE_STATUSES or 500 <= status < 600):
-                return CallResult(False, status, error, None, attempt)
+                return CallResult(False, status, error, None, attempt, unanswered=unanswered)
         if attempt < attempts:
             delay = retry_after
             if delay is None:
                 delay = random.random() * backoff * 2**attempt
             await asyncio.sleep(min(max_backoff, delay))
-    return CallResult(False, status, error, None, attempts, gave_up=True)
+    return CallResult(False, status, error, None, attempts, gave_up=True, unanswered=unanswered)

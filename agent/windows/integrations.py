@@ -17,6 +17,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -102,6 +103,13 @@ STAGE_KEY = "vercel:rolling-stage"
 STAGE_LABEL = "vercel.rolling_stage"
 """The index of the Rolling Release stage active when the window began watching its
 canary: a pass approves that stage only."""
+APPROVAL_KEY = "vercel:approve-stage"
+"""The once-key of a passing window's Rolling Release approval (or completion)."""
+SENT_KEY = "vercel:approve-sent"
+"""Marks the approval going out (`sending`, detail `<stage> -> <next stage|complete>`)
+before the call, then `refused` (Vercel answered every attempt, took none) or `taken`: a
+takeover finding `sending` and the release where that approval takes it (`_taken_to`)
+knows the approval took effect though its answer was lost."""
 PREVIOUS_KEY = "vercel:previous"
 """The once-key of a window's look-up of its previous production deployment."""
 GATE_ANSWERS = {"passed": "approved", "failed": "rejected", "rolled_back": "rejected"}
@@ -125,6 +133,22 @@ GATE_CLAIM_S = 300.0
 """How long one replica may take to answer a gate (the call's retries included) before
 another may: a replica killed mid-answer, or one whose answer GitHub could not take yet
 (down, rate limited), which is so tried again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """A project's Rolling Release as Vercel told it, read for a window's canary."""
+
+    index: int | None = None
+    """The active stage's index; None when there is none to approve (`why`)."""
+    finishing: bool = False
+    """Whether approving stage `index` finishes the release (`finishes`)."""
+    why: str = ""
+    failed: CallResult | None = None
+    """Vercel's failed answer when asking it failed (refused, or `CallResult.gave_up`)."""
+    state: str | None = None
+    ours: bool = False
+    """Whether the release is of the window's canary."""
 
 
 def finishes(release: dict[str, Any], index: int) -> bool:
@@ -198,6 +222,9 @@ class Integrations:
         self._retry_at: dict[tuple[str, str], float] = {}
         """(window, key) of a status GitHub could not take yet → when to try it again; its
         claim stays open meanwhile (`_record`), so a restart tries it too."""
+        self._sent: set[str] = set()
+        """Windows whose Rolling Release approval this process sent (`_approved` says
+        whether it took effect before a restart or on an earlier try of ours)."""
         services.after_rollback = self.after_rollback
 
     def _client(self) -> aiohttp.ClientSession:
@@ -296,6 +323,7 @@ class Integrations:
         self._done = {mark for mark in self._done if mark[0] in self._owing}
         self._retry_at = {m: at for m, at in self._retry_at.items() if m[0] in self._owing}
         self._stamps = {m: at for m, at in self._stamps.items() if m[0] in self._owing}
+        self._sent.intersection_update(self._owing)
 
     async def _new_windows(self) -> tuple[list[DeployWindow], list[DeployWindow]]:
         """Windows not seen before, newest first, on the newest page and past it: pages
@@ -362,7 +390,7 @@ class Integrations:
         if commit is not None:
             keys.append(f"github:commit:{commit[0]}")
         if window.state == "passed" and self._rolls_out(window):
-            keys.append("vercel:approve-stage")
+            keys.append(APPROVAL_KEY)
         if self._owes_previous(window):
             keys.append(PREVIOUS_KEY)
         if self._owes_stage(window):
@@ -793,7 +821,7 @@ class Integrations:
             return
         self._once(
             window,
-            "vercel:approve-stage",
+            APPROVAL_KEY,
             lambda: self._approve_stage(window),
             lease=self._approval_lease(),
         )
@@ -815,13 +843,9 @@ class Integrations:
             "Content-Type": "application/json",
         }
 
-    async def _rolling_release_now(
-        self, window: DeployWindow
-    ) -> tuple[int | None, bool, str, CallResult | None]:
-        """The active stage's index of the project's Rolling Release of the window's
-        canary and whether approving it finishes the release (`finishes`), or (None,
-        False, why not); last, Vercel's failed answer when asking it failed (refused, or
-        `CallResult.gave_up`), None when it answered."""
+    async def _rolling_release_now(self, window: DeployWindow) -> Release:
+        """The project's Rolling Release as Vercel tells it now, read for the window's
+        canary (`Release`)."""
         vercel = self.settings.integrations.vercel
         env = self.settings.environments[window.environment]
         assert vercel is not None and env.sources.vercel
@@ -835,40 +859,37 @@ class Integrations:
             redact=self.redact,
             rate_limit=vercel_rate_limit_wait,
         )
-        release = (current.data or {}).get("rollingRelease") if current.ok else None
+        if not current.ok:
+            return Release(why=current.error or "failed", failed=current)
+        release = (current.data or {}).get("rollingRelease")
+        if not isinstance(release, dict):
+            return Release(why="no rolling release")
+        state = str(release.get("state") or "?")
         canary = window.labels.get("vercel.deployment")
-        if not isinstance(release, dict) or release.get("state") != "ACTIVE":
-            return (
-                None,
-                False,
-                (current.error or "failed") if not current.ok else "no active rolling release",
-                None if current.ok else current,
-            )
         canary_id = (release.get("canaryDeployment") or {}).get("id")
         if canary_id != canary:
-            return (
-                None,
-                False,
-                f"the active rolling release is for {canary_id}, not {canary}",
-                None,
-            )
+            why = f"the rolling release is for {canary_id}, not {canary}"
+            return Release(why=why, state=state)
+        if state != "ACTIVE":
+            return Release(why=f"the rolling release is {state}", state=state, ours=True)
         active = release.get("activeStage") or {}
         index = active.get("index") if isinstance(active, dict) else None
         if not isinstance(index, int):
             index = release.get("activeStageIndex", 0)
         if not isinstance(index, int) or isinstance(index, bool):
-            return None, False, f"the rolling release names no active stage ({index!r})", None
-        return index, finishes(release, index), "", None
+            why = f"the rolling release names no active stage ({index!r})"
+            return Release(why=why, state=state, ours=True)
+        return Release(index, finishes(release, index), state=state, ours=True)
 
     async def _note_stage(self, window: DeployWindow) -> None:
         """Keep the stage the window watches on its labels, in the store: whichever
         replica ends the window (a takeover's too) approves that stage only."""
-        index, _, why, _ = await self._rolling_release_now(window)
-        if index is None:  # the approval notes the stage it approves (`_approve_stage`)
-            await self.s.store.record_alert(window.id, STAGE_KEY, "failed", why)
+        release = await self._rolling_release_now(window)
+        if release.index is None:  # the approval notes the stage it approves
+            await self.s.store.record_alert(window.id, STAGE_KEY, "failed", release.why)
             return
-        await self.s.store.add_labels(window.id, {STAGE_LABEL: str(index)})
-        await self.s.store.record_alert(window.id, STAGE_KEY, "sent", str(index))
+        await self.s.store.add_labels(window.id, {STAGE_LABEL: str(release.index)})
+        await self.s.store.record_alert(window.id, STAGE_KEY, "sent", str(release.index))
 
     async def _approve_stage(self, window: DeployWindow) -> bool:
         """Approve (or complete) the stage the window watched; False when Vercel could not
@@ -876,47 +897,47 @@ class Integrations:
         that took effect though its answer was lost is not sent twice. The stage is on the
         window's labels in the store before the approval goes (when `_note_stage` could not
         note it), so a restart that takes the approval over finds the release moved on
-        from it, if it did, and does not approve the next stage too."""
+        from it, if it did, and does not approve the next stage too; and what went out is
+        marked (`SENT_KEY`), so the restart tells our own approval that took effect (done)
+        from a release moved on without us (`_moved_on`)."""
         vercel = self.settings.integrations.vercel
         env = self.settings.environments[window.environment]
         assert vercel is not None and vercel.token is not None and env.sources.vercel
         project = quote(env.sources.vercel.project, safe="")
         base = f"/v1/projects/{project}/rolling-release"
         canary = window.labels.get("vercel.deployment")
-        index, finishing, why, failed = await self._rolling_release_now(window)
-        if index is None:
-            asked = failed or CallResult(False, None, why)
+        release = await self._rolling_release_now(window)
+        if release.failed is not None:
             what = "Rolling Release approval (reading the release)"
             return self._record(
-                window, "vercel:approve-stage", asked, what, retry=True, call="approval"
+                window, APPROVAL_KEY, release.failed, what, retry=True, call="approval"
             )
         fresh = await self.s.store.get_window(window.id) or window
-        if STAGE_LABEL not in fresh.labels:
-            await self.s.store.add_labels(window.id, {STAGE_LABEL: str(index)})
+        if release.index is not None and STAGE_LABEL not in fresh.labels:
+            await self.s.store.add_labels(window.id, {STAGE_LABEL: str(release.index)})
             fresh = await self.s.store.get_window(window.id) or fresh
         watched = fresh.labels.get(STAGE_LABEL)
-        if watched is not None and watched != str(index):
-            # approved, or moved on by hand or on its own, while the window watched: its
-            # pass is evidence for stage `watched` only, and a second stage is a person's
-            why = (
-                f"the rolling release moved on from stage {watched} to stage {index} while"
-                f" the window watched stage {watched}: not approved (approve by hand)"
-            )
-            return self._record(
-                window, "vercel:approve-stage", CallResult(False, None, why), "approval"
-            )
-        if finishing:
+        if release.index is None or (watched is not None and watched != str(release.index)):
+            await self._moved_on(window, release, watched)
+            return True
+        index = release.index
+        if release.finishing:
             # the stage watched was the last before the full 100%: `complete` finishes
             # the release (approve-stage only advances it to a stage that exists)
-            path, what = f"{base}/complete", "Rolling Release completion"
+            path, what, step = f"{base}/complete", "Rolling Release completion", "complete"
             body: dict[str, Any] = {"canaryDeploymentId": canary}
         else:
-            path, what = f"{base}/approve-stage", "Rolling Release approval"
+            path, what, step = f"{base}/approve-stage", "Rolling Release approval", str(index + 1)
             body = {
                 "activeStageIndex": index,
                 "nextStageIndex": index + 1,
                 "canaryDeploymentId": canary,
             }
+        # marked before it goes: a stop or a kill from here on leaves "sending", which the
+        # next try reads as an approval that may have taken effect
+        await self.s.store.claim_alert(window.id, SENT_KEY, self.clock())
+        await self.s.store.record_alert(window.id, SENT_KEY, "sending", f"{index} -> {step}")
+        self._sent.add(window.id)
         result = await call(
             self._client(),
             "POST",
@@ -927,9 +948,74 @@ class Integrations:
             redact=self.redact,
             rate_limit=vercel_rate_limit_wait,
         )
-        return self._record(
-            window, "vercel:approve-stage", result, what, retry=True, call="approval"
+        if not result.ok and not result.unanswered:
+            # Vercel answered every attempt, and took none: nothing of ours took effect
+            await self.s.store.record_alert(window.id, SENT_KEY, "refused", f"{index} -> {step}")
+        elif not result.ok and not result.gave_up:
+            # refused after an attempt whose answer was lost (refused, maybe, as already
+            # done): the release read afresh tells whether that attempt took effect
+            after = await self._rolling_release_now(window)
+            taken = self._taken_to(after, str(index)) if after.failed is None else None
+            if taken is not None:
+                await self._approved(window, str(index), taken)
+                return True
+        return self._record(window, APPROVAL_KEY, result, what, retry=True, call="approval")
+
+    @staticmethod
+    def _taken_to(release: Release, watched: str) -> str | None:
+        """Where our approval of stage `watched` took the release, if it is there: the next
+        stage's index (approve-stage), or `complete` (`complete`, or an approve-stage into
+        the final stage, which completes it); None if it is elsewhere."""
+        if not release.ours:
+            return None
+        if release.state == "COMPLETE":
+            return "complete"
+        if release.index is not None and watched.isdigit() and release.index == int(watched) + 1:
+            return str(release.index)
+        return None
+
+    async def _moved_on(self, window: DeployWindow, release: Release, watched: str | None) -> None:
+        """The release is not at the stage the window watched: our approval sent earlier
+        took it on (done, `approved`), or it moved on without us (by hand, on its own, an
+        abort, another canary's): nothing approved, said as such (`skipped`), where every
+        such case was recorded failed and sent on-call to approve by hand."""
+        events = await self.s.store.alert_events(window.id)
+        taken = self._taken_to(release, watched) if watched is not None else None
+        if events.get(SENT_KEY) == "sending" and watched is not None and taken is not None:
+            await self._approved(window, watched, taken)
+            return
+        if release.index is not None:
+            why = (
+                f"the rolling release moved on from stage {watched} to stage {release.index}"
+                " without Postflight (approved by someone else, or on its own) while the"
+                f" window watched stage {watched}: not approved by Postflight; stage"
+                f" {release.index} is not one a window of Postflight watched"
+            )
+        else:
+            why = f"{release.why}: no stage to approve"
+        log.warning(
+            "Rolling Release stage not approved: %s",
+            why,
+            extra={"deploy_id": window.id, "environment": window.environment},
         )
+        await self.s.store.record_alert(window.id, APPROVAL_KEY, "skipped", why)
+
+    async def _approved(self, window: DeployWindow, watched: str, step: str) -> None:
+        """Our approval took effect though its answer was lost: done, counted once."""
+        when = "earlier" if window.id in self._sent else "before the restart"
+        what = "completion" if step == "complete" else "approval"
+        detail = (
+            f"stage {watched} -> {step}: the {what} Postflight sent {when} took effect"
+            " (its answer was lost)"
+        )
+        log.info(
+            "Rolling Release %s",
+            detail,
+            extra={"deploy_id": window.id, "environment": window.environment},
+        )
+        self._count(APPROVAL_KEY, "sent")
+        await self.s.store.record_alert(window.id, SENT_KEY, "taken", f"{watched} -> {step}")
+        await self.s.store.record_alert(window.id, APPROVAL_KEY, "approved", detail)
 
     # GitHub deployment protection rules ------------------------------------------
 

@@ -5,7 +5,9 @@ A hook's signature is checked over the raw body before anything else, so a reque
 that fails it stores nothing. A redelivery (same `X-GitHub-Delivery` / Vercel event
 `id`; a GitHub delivery without its GUID: the same body) answers the first 202 again
 from the store: one window per event; once retention forgot it, the event's own time,
-older than the deliveries forgotten, answers it ignored (`_forgotten_before`). An event
+older than the deliveries forgotten, answers it ignored (`_forgotten_before`). A
+protection rule's request is keyed by what it asks (`_gate_request`), not its GUID, and
+kept past retention (`Store.add_gate`): a replay is never answered twice. An event
 of a provider deployment (Vercel deployment id, GitHub deployment id) whose window of
 the environment is still watched answers with that window and opens nothing
 (`SameDeployment`): one window per deployment while it is watched; once it ended, a new
@@ -186,16 +188,20 @@ async def github_hook(request: web.Request) -> web.StreamResponse:
         if integrations is None:
             _count(request, "github", "ignored")
             return web.json_response({"ignored": "gates need the daemon"}, status=200)
-        key = f"{KEY_PREFIX}github:{delivery}"
+        # by the request, not its delivery's GUID: the same request replayed under a
+        # fresh GUID (or once retention forgot it) is one answer, which GitHub takes once
+        key = f"{KEY_PREFIX}github:{_gate_request(decision, raw)}"
         stored = await request.config_dict[STORE].idempotent_response(key)
         if stored is not None:
             _count(request, "github", "redelivered")
             return _answered_again(stored)
-        # by its GUID, not its body: the run's next job into the environment, or a re-run,
-        # asks on the same callback URL, maybe in the same bytes, and is asked again
         pending = {"gate": "pending", "environment": decision.environment}
         answer = IdempotentResponse(key=key, request_hash=key, status=202, body=pending)
-        await integrations.add_gate(decision, answer)
+        if not await integrations.add_gate(decision, answer):
+            # asked before (a replay whose delivery retention forgot), or joining the
+            # environment's pending gate: answered with it, not asked again
+            _count(request, "github", "redelivered")
+            return web.json_response(pending, status=202)
         _count(request, "github", "gate")
         return web.json_response(pending, status=202)
     if isinstance(decision, ev.OpenWindow):
@@ -222,6 +228,16 @@ async def vercel_hook(request: web.Request) -> web.StreamResponse:
     event_id = document.get("id") or _body_key(raw)
     key = f"{KEY_PREFIX}vercel:{str(event_id)[:MAX_DELIVERY_ID]}"
     return await _act(request, "vercel", decision, key)
+
+
+def _gate_request(gate: ev.Gate, raw: bytes) -> str:
+    """What identifies a protection rule's request: its run's callback URL, the GitHub
+    environment and the deployment its job waits with (one per job: the run's next job
+    into the environment, a re-run, is another request on the same callback URL); without
+    a deployment, its signed body (the same body again is the same request)."""
+    job = f"deployment:{gate.deployment}" if gate.deployment else _body_key(raw)
+    named = "\n".join((gate.callback_url, gate.github_environment, job)).encode()
+    return "gate:" + hashlib.sha256(named).hexdigest()
 
 
 def _body_key(raw: bytes) -> str:

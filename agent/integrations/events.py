@@ -84,6 +84,10 @@ class Gate:
     sha: str
     callback_url: str
     github_environment: str
+    deployment: str | None = None
+    """The payload's `deployment.id`: the deployment the job waits with, one per job into
+    the environment (the run's next job, a re-run, is another), where the callback URL is
+    one per run. None when the payload names none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +253,16 @@ def _github_protection_rule(settings: Settings, document: dict[str, Any]) -> Gat
     name = _github_environment(settings, full_name, environment)
     if name is None or settings.environments[name].gate is None:
         return Ignored(f"{full_name} {environment!r} has no gate configured")
-    return Gate(environment=name, sha=sha, callback_url=callback, github_environment=environment)
+    deployment = document.get("deployment")
+    found = deployment.get("id") if isinstance(deployment, dict) else None
+    named = str(found) if isinstance(found, int | str) and not isinstance(found, bool) else None
+    return Gate(
+        environment=name,
+        sha=sha,
+        callback_url=callback,
+        github_environment=environment,
+        deployment=named or None,
+    )
 
 
 def vercel_event(settings: Settings, document: dict[str, Any]) -> OpenWindow | Ignored:

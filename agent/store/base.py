@@ -516,7 +516,9 @@ class Store(Protocol):
         redelivery. With `delivery`, a gate answered already is opened again, and the
         delivery remembered with it: GitHub asks again on the same callback URL (one a
         run and environment) for a re-run and for the run's next job into that
-        environment, and that job waited for an answer nobody would send."""
+        environment, and that job waited for an answer nobody would send. A delivery's
+        key is also kept for good (not pruned with the idempotency keys): a request
+        asked before is False, the gate as it is, however long ago it was forgotten."""
         ...
 
     async def pending_gates(self) -> list[PendingGate]:

@@ -192,6 +192,15 @@ MIGRATIONS: tuple[str, ...] = (
     # a `rollback.then` follow-up handed back keeps the attempts its sender made
     # (`release_alert`): the next sender continues the count and the budget
     "ALTER TABLE alerts ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+    # every protection rule's request a gate took (`add_gate`), kept past retention: one
+    # replayed once its delivery was forgotten opened its answered gate again
+    """
+    CREATE TABLE gate_requests (
+        request TEXT PRIMARY KEY,
+        callback_url TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL
+    )
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 KEYS_FORGOTTEN = "idempotency_forgotten_before"
@@ -1284,6 +1293,15 @@ class SqlStore(ABC):
                 )
                 if remembered != 1:
                     return False  # a redelivery: the gate stays as it is
+                asked = await db.execute(
+                    "INSERT INTO gate_requests (request, callback_url, created_at)"
+                    " VALUES (?, ?, ?) ON CONFLICT (request) DO NOTHING",
+                    delivery.key,
+                    gate.callback_url,
+                    gate.created_at,
+                )
+                if asked != 1:
+                    return False  # asked before, its delivery forgotten since: a replay
             added = await db.execute(
                 "INSERT INTO gates (callback_url, environment, sha, github_environment,"
                 " deadline, created_at) VALUES (?, ?, ?, ?, ?, ?)"

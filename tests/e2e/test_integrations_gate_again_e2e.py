@@ -42,7 +42,8 @@ async def test_the_runs_next_job_into_a_gated_environment_is_answered_too(
     await eventually(lambda: len(fake_github.gate_answers) == 1)
     # GitHub redelivers the first request: answered as it was, not asked again
     assert await github_hook(agent, "deployment_protection_rule", rule, "job-a") == first
-    # the run's next job into Production: the same callback URL, the same bytes
+    # the run's next job into Production: the same callback URL, its own deployment
+    rule = gh.protection_rule(fake_github.url, sha=good, run_id=5, deployment_id=502)
     assert await github_hook(agent, "deployment_protection_rule", rule, "job-b") == first
     await eventually(lambda: len(fake_github.gate_answers) == 2)
     await asyncio.sleep(1.0)  # and no third answer

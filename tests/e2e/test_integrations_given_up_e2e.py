@@ -264,6 +264,7 @@ async def test_the_runs_next_job_whose_answer_is_refused_too_is_told_again(
     assert (await github_hook(agent, "deployment_protection_rule", rule, "job-a"))[0] == 202
     await eventually(lambda: len(given_up(json_sink)) >= 1)
     await asyncio.sleep(1.0)  # a second in the request's time
+    rule = gh.protection_rule(refusing.github.url, sha=good, run_id=8, deployment_id=802)
     assert (await github_hook(agent, "deployment_protection_rule", rule, "job-b"))[0] == 202
     await eventually(lambda: len(given_up(json_sink)) >= 2)
     assert await failed_calls(agent, "github") == 2

@@ -50,6 +50,10 @@ class FakeGitHub(FakeServer):
         self.statuses: list[dict[str, Any]] = []
         self.dispatches: list[dict[str, Any]] = []
         self.gate_answers: list[dict[str, Any]] = []
+        self.waiting: dict[tuple[str, str], int] = {}
+        """(run, environment) → its deployment requests waiting for an answer, for the
+        runs a test asked through `ask_gate`: GitHub refuses an answer where none waits
+        (422; its wording unconfirmed). A run never asked so takes any answer."""
         self.runs: list[dict[str, Any]] = []
         self.commit_statuses: list[dict[str, Any]] = []
         self.commits = {COMMIT}
@@ -98,6 +102,22 @@ class FakeGitHub(FakeServer):
         app.router.add_post("/repos/{owner}/{repo}/statuses/{sha}", self.commit_status)
         app.router.add_get("/repos/{owner}/{repo}/commits/{ref}", self.commit)
         app.router.add_get("/_fake/gate_answers", self._control_gate_answers)
+
+    def ask_gate(
+        self,
+        *,
+        sha: str,
+        run_id: int,
+        environment: str = "Production",
+        deployment_id: int | None = None,
+    ) -> bytes:
+        """A protection rule's request GitHub makes of a job into `environment` (its
+        webhook body, `protection_rule`): one more answer for the run is then taken."""
+        waiting = (str(run_id), environment)
+        self.waiting[waiting] = self.waiting.get(waiting, 0) + 1
+        return protection_rule(
+            self.url, sha=sha, environment=environment, run_id=run_id, deployment_id=deployment_id
+        )
 
     async def _control_gate_answers(self, request: web.Request) -> web.Response:
         """As its own process (the kill -9 trials): every gate answer taken, repeats included."""
@@ -229,6 +249,11 @@ class FakeGitHub(FakeServer):
             return _invalid("state")
         if not isinstance(body.get("environment_name"), str):
             return _invalid("environment_name")
+        asked = (request.match_info["run"], body["environment_name"])
+        if asked in self.waiting:
+            if self.waiting[asked] == 0:
+                return _message(422, "No pending deployment requests to approve or reject")
+            self.waiting[asked] -= 1
         self.gate_answers.append({"run": request.match_info["run"], **body})
         return web.Response(status=204)
 
@@ -281,19 +306,34 @@ def protection_rule(
     environment: str = "Production",
     run_id: int = 1234,
     repository: str = REPOSITORY,
+    deployment_id: int | None = None,
+    deployment: bool = True,
 ) -> bytes:
-    return json.dumps(
-        {
-            "action": "requested",
-            "environment": environment,
-            "event": "push",
+    """A `deployment_protection_rule` delivery's body. GitHub names the deployment the
+    job waits with (one per job into the environment: the run's next job, a re-run, is
+    another); `deployment_id` is one per (run, environment, sha) unless given."""
+    document: dict[str, Any] = {
+        "action": "requested",
+        "environment": environment,
+        "event": "push",
+        "sha": sha,
+        "ref": "refs/heads/main",
+        "deployment_callback_url": f"{api_url}/repos/{repository}/actions/runs/{run_id}"
+        "/deployment_protection_rule",
+        "repository": {"full_name": repository, "id": 1},
+    }
+    if deployment:
+        if deployment_id is None:
+            named = f"{repository}|{run_id}|{environment}|{sha}".encode()
+            deployment_id = int(hashlib.sha256(named).hexdigest()[:10], 16)
+        document["deployment"] = {
+            "id": deployment_id,
             "sha": sha,
-            "ref": "refs/heads/main",
-            "deployment_callback_url": f"{api_url}/repos/{repository}/actions/runs/{run_id}"
-            "/deployment_protection_rule",
-            "repository": {"full_name": repository, "id": 1},
+            "ref": "main",
+            "environment": environment,
+            "task": "deploy",
         }
-    ).encode()
+    return json.dumps(document).encode()
 
 
 def signature(secret: str, body: bytes) -> str:

@@ -71,3 +71,22 @@ async def test_an_answered_gate_asked_again_by_a_new_delivery_is_pending_again(
     assert await store.pending_gates() == [gate(1, created_at=400.0)]
     assert await store.claim_gate(URL.format(1), 401.0, 430.0)
     assert await store.idempotent_response("hook:github:guid-c") == delivery("guid-c")
+
+
+async def test_a_request_asked_before_is_not_asked_again_once_its_delivery_is_forgotten(
+    store: Store,
+) -> None:
+    """Retention deletes a delivery's key after `store.retention`: the same request
+    replayed then opened its answered gate again, and GitHub refused the second answer
+    (an `integration_failed` page for a job that was not waiting)."""
+    assert await store.add_gate(gate(1), delivery("request-a"))
+    assert await store.claim_gate(URL.format(1), 200.0, 230.0)
+    await store.answer_gate(URL.format(1), "approved", "HTTP 204", 210.0)
+    assert await store.prune_idempotency(before=1e12) >= 1
+    assert await store.idempotent_response("hook:github:request-a") is None
+    assert not await store.add_gate(gate(1, created_at=500.0), delivery("request-a"))
+    assert await store.pending_gates() == []
+    assert not await store.claim_gate(URL.format(1), 501.0, 530.0)
+    # another request on the callback URL (the run's next job) is asked
+    assert await store.add_gate(gate(1, created_at=600.0), delivery("request-b"))
+    assert await store.pending_gates() == [gate(1, created_at=600.0)]

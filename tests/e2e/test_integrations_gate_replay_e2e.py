@@ -1,0 +1,65 @@
+"""Contract §7's gates replayed, through the real daemon and a fake GitHub that refuses an
+answer no request waits for: a protection rule's request answered once is not answered
+again when it comes back under a fresh `X-GitHub-Delivery`, before or after retention
+forgot its delivery. It was: the answered gate opened again, GitHub refused the second
+answer, and on-call was paged (`integration_failed`) for a job that was not waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from agent.appkeys import STORE
+from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
+    eventually,
+    fake_github,
+    fake_vercel,
+    github_hook,
+    start_agent,
+)
+from tests.e2e.test_integrations_given_up_e2e import (  # noqa: F401 (fixtures)
+    Refusing,
+    failed_calls,
+    given_up,
+    refusing,
+)
+from tests.receivers import JsonSink
+
+RULE = "deployment_protection_rule"
+
+
+async def test_an_answered_gate_replayed_under_a_fresh_delivery_is_not_answered_again(
+    refusing: Refusing,  # noqa: F811
+    json_sink: JsonSink,
+) -> None:
+    agent = await refusing.alerting(json_sink, staging_window="1500ms")
+    github = refusing.github
+    good = "b" * 40
+    await agent.settled((await agent.register("staging", good))["id"])
+    rule = github.ask_gate(sha=good, run_id=11)
+    first = await github_hook(agent, RULE, rule, "guid-1")
+    assert first == (202, {"gate": "pending", "environment": "production"})
+    await eventually(lambda: len(github.gate_answers) == 1)
+    store = agent.app[STORE]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while await store.pending_gates():  # answered, in the store
+        assert loop.time() < deadline
+        await asyncio.sleep(0.05)
+
+    # the same signed body under a fresh GUID: a replay, not a job asking
+    assert await github_hook(agent, RULE, rule, "guid-2") == first
+    # retention forgets the deliveries, and it comes again
+    assert await store.prune_idempotency(time.time() + 1) >= 1
+    assert await github_hook(agent, RULE, rule, "guid-3") == first
+    await asyncio.sleep(1.5)  # several scans
+    assert [(a["run"], a["state"]) for a in github.gate_answers] == [("11", "approved")]
+    assert given_up(json_sink) == []
+    assert await failed_calls(agent, "github") == 0
+    assert await store.pending_gates() == []
+
+    # the run's next job into Production (its own deployment) is asked, and answered
+    nxt = github.ask_gate(sha=good, run_id=11, deployment_id=9001)
+    assert await github_hook(agent, RULE, nxt, "guid-4") == first
+    await eventually(lambda: len(github.gate_answers) == 2)
+    assert given_up(json_sink) == []

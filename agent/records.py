@@ -187,7 +187,8 @@ class PendingGate:
     before the hook is acknowledged, so a restart answers it; answered once."""
 
     callback_url: str
-    """GitHub's `deployment_callback_url`: one per run and environment, the gate's key."""
+    """GitHub's `deployment_callback_url`: one per run; with `github_environment`, the
+    gate's key (a run into two gated environments asks on one URL for each)."""
     environment: str
     sha: str
     github_environment: str

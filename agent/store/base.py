@@ -511,26 +511,31 @@ class Store(Protocol):
 
     # GitHub deployment protection rules (contract §7)
     async def add_gate(self, gate: PendingGate, delivery: IdempotentResponse | None = None) -> bool:
-        """Store a gate to answer; False if that callback is stored already and still
+        """Store a gate to answer (one a callback URL and GitHub environment: a run asks
+        on one URL for each environment); False if that gate is stored already and still
         pending, or `delivery` (the request's key and answer) was stored already: a
         redelivery. With `delivery`, a gate answered already is opened again, and the
-        delivery remembered with it: GitHub asks again on the same callback URL (one a
-        run and environment) for a re-run and for the run's next job into that
-        environment, and that job waited for an answer nobody would send. A delivery's
-        key is also kept for good (not pruned with the idempotency keys): a request
-        asked before is False, the gate as it is, however long ago it was forgotten."""
+        delivery remembered with it: GitHub asks again on the same callback URL and
+        environment for a re-run and for the run's next job into that environment, and
+        that job waited for an answer nobody would send. A delivery's key is also kept
+        for good (not pruned with the idempotency keys): a request asked before is
+        False, the gate as it is, however long ago it was forgotten."""
         ...
 
     async def pending_gates(self) -> list[PendingGate]:
         """Gates not answered yet, oldest first (claimed ones included)."""
         ...
 
-    async def claim_gate(self, callback_url: str, at: float, until: float) -> bool:
+    async def claim_gate(
+        self, callback_url: str, github_environment: str, at: float, until: float
+    ) -> bool:
         """True if this caller may answer the gate now: it is unanswered and no other
         claim runs until `until` (a claimer killed mid-answer is replaced after it)."""
         ...
 
-    async def answer_gate(self, callback_url: str, answer: str, result: str, at: float) -> None:
+    async def answer_gate(
+        self, callback_url: str, github_environment: str, answer: str, result: str, at: float
+    ) -> None:
         """Mark the gate answered (`approved`/`rejected`; `result`: how the POST went)."""
         ...
 

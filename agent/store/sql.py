@@ -201,6 +201,30 @@ MIGRATIONS: tuple[str, ...] = (
         created_at DOUBLE PRECISION NOT NULL
     )
     """,
+    # a gate is one a run's callback URL and GitHub environment: a run into two gated
+    # environments asks on one URL, and the second, keyed by the URL alone, was dropped
+    """
+    CREATE TABLE gates_by_environment (
+        callback_url TEXT NOT NULL,
+        github_environment TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        sha TEXT NOT NULL,
+        deadline DOUBLE PRECISION NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        claimed_until DOUBLE PRECISION,
+        answer TEXT,
+        result TEXT,
+        answered_at DOUBLE PRECISION,
+        PRIMARY KEY (callback_url, github_environment)
+    );
+    INSERT INTO gates_by_environment (callback_url, github_environment, environment, sha,
+        deadline, created_at, claimed_until, answer, result, answered_at)
+        SELECT callback_url, github_environment, environment, sha, deadline, created_at,
+        claimed_until, answer, result, answered_at FROM gates;
+    DROP TABLE gates;
+    ALTER TABLE gates_by_environment RENAME TO gates;
+    CREATE INDEX gates_pending ON gates (created_at) WHERE answered_at IS NULL
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 KEYS_FORGOTTEN = "idempotency_forgotten_before"
@@ -1305,7 +1329,8 @@ class SqlStore(ABC):
             added = await db.execute(
                 "INSERT INTO gates (callback_url, environment, sha, github_environment,"
                 " deadline, created_at) VALUES (?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (callback_url)" + (again if delivery is not None else " DO NOTHING"),
+                " ON CONFLICT (callback_url, github_environment)"
+                + (again if delivery is not None else " DO NOTHING"),
                 gate.callback_url,
                 gate.environment,
                 gate.sha,
@@ -1318,30 +1343,38 @@ class SqlStore(ABC):
     async def pending_gates(self) -> list[PendingGate]:
         rows = await self._fetchall(
             "SELECT callback_url, environment, sha, github_environment, deadline, created_at"
-            " FROM gates WHERE answered_at IS NULL ORDER BY created_at, callback_url"
+            " FROM gates WHERE answered_at IS NULL"
+            " ORDER BY created_at, callback_url, github_environment"
         )
         return [PendingGate(*r) for r in rows]
 
-    async def claim_gate(self, callback_url: str, at: float, until: float) -> bool:
+    async def claim_gate(
+        self, callback_url: str, github_environment: str, at: float, until: float
+    ) -> bool:
         async with self._tx() as db:
             claimed = await db.execute(
                 "UPDATE gates SET claimed_until = ? WHERE callback_url = ?"
-                " AND answered_at IS NULL AND (claimed_until IS NULL OR claimed_until < ?)",
+                " AND github_environment = ? AND answered_at IS NULL"
+                " AND (claimed_until IS NULL OR claimed_until < ?)",
                 until,
                 callback_url,
+                github_environment,
                 at,
             )
         return claimed == 1
 
-    async def answer_gate(self, callback_url: str, answer: str, result: str, at: float) -> None:
+    async def answer_gate(
+        self, callback_url: str, github_environment: str, answer: str, result: str, at: float
+    ) -> None:
         async with self._tx() as db:
             await db.execute(
                 "UPDATE gates SET answer = ?, result = ?, answered_at = ?, claimed_until = NULL"
-                " WHERE callback_url = ? AND answered_at IS NULL",
+                " WHERE callback_url = ? AND github_environment = ? AND answered_at IS NULL",
                 answer,
                 _text(result[:2000]),
                 at,
                 callback_url,
+                github_environment,
             )
 
     # background probing ----------------------------------------------------

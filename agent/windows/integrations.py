@@ -1060,7 +1060,9 @@ class Integrations:
             answer = "rejected"
             comment = f"Postflight: {after} window {window.state}, not passed"
         # one answerer across replicas; a claimer killed mid-answer is replaced later
-        if not await self.s.store.claim_gate(gate.callback_url, now, now + GATE_CLAIM_S):
+        if not await self.s.store.claim_gate(
+            gate.callback_url, gate.github_environment, now, now + GATE_CLAIM_S
+        ):
             return
         if not gate.callback_url.startswith(github.api_url.rstrip("/") + "/"):
             log.error(
@@ -1069,7 +1071,9 @@ class Integrations:
             )
             why = "its callback URL is not under integrations.github.api_url: not sent"
             await self._gate_given_up(gate, window, answer, why)
-            await self.s.store.answer_gate(gate.callback_url, answer, "not sent", now)
+            await self.s.store.answer_gate(
+                gate.callback_url, gate.github_environment, answer, "not sent", now
+            )
             return
         body = {"environment_name": gate.github_environment, "state": answer, "comment": comment}
         result = await call(
@@ -1102,7 +1106,9 @@ class Integrations:
             # again (at least once), where the other way round it told no one
             why = outcome + (" (not taken through an hour of retries)" if result.gave_up else "")
             await self._gate_given_up(gate, window, answer, why)
-        await self.s.store.answer_gate(gate.callback_url, answer, outcome, self.clock())
+        await self.s.store.answer_gate(
+            gate.callback_url, gate.github_environment, answer, outcome, self.clock()
+        )
         log.info(
             "protection rule for %s %s: %s (%s)",
             gate.github_environment,
@@ -1128,7 +1134,8 @@ class Integrations:
         if window is not None:
             # one a request: the run's next job asks on the same callback URL again
             run = re.search(r"/runs/([^/]+)/", gate.callback_url)
-            mark = f"gate:{run.group(1) if run else gate.sha[:12]}@{gate.created_at:.0f}"
+            asked = f"{run.group(1) if run else gate.sha[:12]}:{gate.github_environment}"
+            mark = f"gate:{asked}@{gate.created_at:.0f}"
             self._given_up(window, gate.environment, "gate", mark, reason)
             return
         alert = Alert(

@@ -1,9 +1,9 @@
 """Contract §7's gates asked again on one callback URL, through the real daemon: GitHub
-scopes a protection rule's callback to the run and the environment (`…/actions/runs/
-{run_id}/deployment_protection_rule`), so the run's next job into that environment, and
-a re-run, ask on the URL already answered. The second request was stored as nothing
-(the gate existed) and answered `202 pending`, and its job waited for GitHub's 30 days.
-A redelivery (the same `X-GitHub-Delivery`) is still one answer."""
+scopes a protection rule's callback to the run (`…/actions/runs/{run_id}/deployment_
+protection_rule`; the answer names the environment), so the run's next job into that
+environment, and a re-run, ask on the URL already answered. The second request was
+stored as nothing (the gate existed) and answered `202 pending`, and its job waited for
+GitHub's 30 days. A redelivery (the same `X-GitHub-Delivery`) is still one answer."""
 
 from __future__ import annotations
 

@@ -10,11 +10,15 @@ import asyncio
 import time
 
 from agent.appkeys import STORE
+from tests.e2e.conftest import environment
 from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
+    alerts_to,
+    environments,
     eventually,
     fake_github,
     fake_vercel,
     github_hook,
+    integrations,
     start_agent,
 )
 from tests.e2e.test_integrations_given_up_e2e import (  # noqa: F401 (fixtures)
@@ -23,6 +27,7 @@ from tests.e2e.test_integrations_given_up_e2e import (  # noqa: F401 (fixtures)
     given_up,
     refusing,
 )
+from tests.fakes import github as gh
 from tests.receivers import JsonSink
 
 RULE = "deployment_protection_rule"
@@ -62,4 +67,41 @@ async def test_an_answered_gate_replayed_under_a_fresh_delivery_is_not_answered_
     nxt = github.ask_gate(sha=good, run_id=11, deployment_id=9001)
     assert await github_hook(agent, RULE, nxt, "guid-4") == first
     await eventually(lambda: len(github.gate_answers) == 2)
+    assert given_up(json_sink) == []
+
+
+async def test_one_runs_jobs_into_two_gated_environments_are_each_answered(
+    refusing: Refusing,  # noqa: F811
+    json_sink: JsonSink,
+) -> None:
+    """GitHub's callback URL is one per run (`…/actions/runs/{run_id}/deployment_protection_
+    rule`), the environment named in the answer: a run deploying to two gated
+    environments asks twice on one URL. The gate was stored by URL alone, so the second
+    environment's request, come while the first waited, was dropped and its job waited
+    for GitHub's 30 days."""
+    github = refusing.github
+    gated = f"""
+    sources:
+      github: {{repository: {gh.REPOSITORY}, environment: Production-EU}}
+    gate: {{after: staging, timeout: 30s}}
+    """
+    agent = await refusing.start(
+        environments(refusing.target, staging_window="3s")
+        + environment("production-eu", refusing.target.url, extra=gated),
+        alerting=alerts_to(json_sink),
+        extra=integrations(github, refusing.vercel),
+    )
+    good = "b" * 40
+    staging = await agent.register("staging", good)
+    # asked while staging still runs: both wait, on one callback URL
+    for name, guid in (("Production", "guid-us"), ("Production-EU", "guid-eu")):
+        rule = github.ask_gate(sha=good, run_id=21, environment=name)
+        assert (await github_hook(agent, RULE, rule, guid))[0] == 202
+    await agent.settled(staging["id"])
+    await eventually(lambda: len(github.gate_answers) == 2)
+    await asyncio.sleep(1.0)
+    assert sorted((a["environment_name"], a["state"]) for a in github.gate_answers) == [
+        ("Production", "approved"),
+        ("Production-EU", "approved"),
+    ]
     assert given_up(json_sink) == []

@@ -19,18 +19,20 @@ async def test_a_gate_is_stored_once_and_pending_until_answered(store: Store) ->
     assert not await store.add_gate(gate(1, created_at=150.0))  # GitHub's redelivery
     assert await store.add_gate(gate(2, created_at=120.0))
     assert await store.pending_gates() == [gate(1), gate(2, created_at=120.0)]
-    assert await store.claim_gate(URL.format(1), 200.0, 230.0)
-    await store.answer_gate(URL.format(1), "approved", "HTTP 204", 210.0)
+    assert await store.claim_gate(URL.format(1), "Production", 200.0, 230.0)
+    await store.answer_gate(URL.format(1), "Production", "approved", "HTTP 204", 210.0)
     assert await store.pending_gates() == [gate(2, created_at=120.0)]
-    assert not await store.claim_gate(URL.format(1), 300.0, 330.0)  # answered: never again
+    assert not await store.claim_gate(
+        URL.format(1), "Production", 300.0, 330.0
+    )  # answered: never again
 
 
 async def test_one_claimer_at_a_time_and_a_lapsed_claim_is_taken_over(store: Store) -> None:
     await store.add_gate(gate(1))
-    assert await store.claim_gate(URL.format(1), 200.0, 230.0)
-    assert not await store.claim_gate(URL.format(1), 210.0, 240.0)  # another replica
-    assert await store.claim_gate(URL.format(1), 231.0, 260.0)  # the first was killed
-    assert not await store.claim_gate(URL.format(9), 231.0, 260.0)  # unknown
+    assert await store.claim_gate(URL.format(1), "Production", 200.0, 230.0)
+    assert not await store.claim_gate(URL.format(1), "Production", 210.0, 240.0)  # another replica
+    assert await store.claim_gate(URL.format(1), "Production", 231.0, 260.0)  # the first was killed
+    assert not await store.claim_gate(URL.format(9), "Production", 231.0, 260.0)  # unknown
 
 
 async def test_a_pending_gate_survives_a_restart(backend: Backend) -> None:
@@ -62,14 +64,14 @@ async def test_an_answered_gate_asked_again_by_a_new_delivery_is_pending_again(
     assert await store.add_gate(gate(1), delivery("guid-a"))
     assert not await store.add_gate(gate(1, created_at=110.0), delivery("guid-a"))
     assert not await store.add_gate(gate(1, created_at=120.0), delivery("guid-b"))  # pending
-    assert await store.claim_gate(URL.format(1), 200.0, 230.0)
-    await store.answer_gate(URL.format(1), "approved", "HTTP 204", 210.0)
+    assert await store.claim_gate(URL.format(1), "Production", 200.0, 230.0)
+    await store.answer_gate(URL.format(1), "Production", "approved", "HTTP 204", 210.0)
     assert not await store.add_gate(gate(1, created_at=300.0), delivery("guid-a"))
     assert not await store.add_gate(gate(1, created_at=300.0), delivery("guid-b"))
     assert await store.pending_gates() == []
     assert await store.add_gate(gate(1, created_at=400.0), delivery("guid-c"))
     assert await store.pending_gates() == [gate(1, created_at=400.0)]
-    assert await store.claim_gate(URL.format(1), 401.0, 430.0)
+    assert await store.claim_gate(URL.format(1), "Production", 401.0, 430.0)
     assert await store.idempotent_response("hook:github:guid-c") == delivery("guid-c")
 
 
@@ -80,13 +82,27 @@ async def test_a_request_asked_before_is_not_asked_again_once_its_delivery_is_fo
     replayed then opened its answered gate again, and GitHub refused the second answer
     (an `integration_failed` page for a job that was not waiting)."""
     assert await store.add_gate(gate(1), delivery("request-a"))
-    assert await store.claim_gate(URL.format(1), 200.0, 230.0)
-    await store.answer_gate(URL.format(1), "approved", "HTTP 204", 210.0)
+    assert await store.claim_gate(URL.format(1), "Production", 200.0, 230.0)
+    await store.answer_gate(URL.format(1), "Production", "approved", "HTTP 204", 210.0)
     assert await store.prune_idempotency(before=1e12) >= 1
     assert await store.idempotent_response("hook:github:request-a") is None
     assert not await store.add_gate(gate(1, created_at=500.0), delivery("request-a"))
     assert await store.pending_gates() == []
-    assert not await store.claim_gate(URL.format(1), 501.0, 530.0)
+    assert not await store.claim_gate(URL.format(1), "Production", 501.0, 530.0)
     # another request on the callback URL (the run's next job) is asked
     assert await store.add_gate(gate(1, created_at=600.0), delivery("request-b"))
     assert await store.pending_gates() == [gate(1, created_at=600.0)]
+
+
+async def test_a_runs_gates_into_two_environments_are_two_gates(store: Store) -> None:
+    """GitHub's callback URL is one per run: a run into two gated environments asks on
+    one URL for each. Keyed by the URL alone, the second was dropped while the first
+    waited, and its job waited for GitHub's 30 days."""
+    eu = PendingGate(URL.format(1), "production-eu", "a" * 40, "Production-EU", 400.0, 101.0)
+    assert await store.add_gate(gate(1), delivery("request-us"))
+    assert await store.add_gate(eu, delivery("request-eu"))
+    assert await store.pending_gates() == [gate(1), eu]
+    assert await store.claim_gate(URL.format(1), "Production", 200.0, 230.0)
+    assert await store.claim_gate(URL.format(1), "Production-EU", 200.0, 230.0)
+    await store.answer_gate(URL.format(1), "Production", "approved", "HTTP 204", 210.0)
+    assert await store.pending_gates() == [eu]

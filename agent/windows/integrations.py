@@ -948,10 +948,12 @@ class Integrations:
             redact=self.redact,
             rate_limit=vercel_rate_limit_wait,
         )
-        if not result.ok and not result.unanswered:
+        if result.ok:
+            await self.s.store.record_alert(window.id, SENT_KEY, "taken", f"{index} -> {step}")
+        elif not result.unanswered:
             # Vercel answered every attempt, and took none: nothing of ours took effect
             await self.s.store.record_alert(window.id, SENT_KEY, "refused", f"{index} -> {step}")
-        elif not result.ok and not result.gave_up:
+        elif not result.gave_up:
             # refused after an attempt whose answer was lost (refused, maybe, as already
             # done): the release read afresh tells whether that attempt took effect
             after = await self._rolling_release_now(window)
@@ -981,7 +983,9 @@ class Integrations:
         such case was recorded failed and sent on-call to approve by hand."""
         events = await self.s.store.alert_events(window.id)
         taken = self._taken_to(release, watched) if watched is not None else None
-        if events.get(SENT_KEY) == "sending" and watched is not None and taken is not None:
+        # `taken`: Vercel's answer came, and a stop cut the approval's own record after it
+        ours = events.get(SENT_KEY) in ("sending", "taken")
+        if ours and watched is not None and taken is not None:
             await self._approved(window, watched, taken)
             return
         if release.index is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -187,3 +188,43 @@ async def test_our_approval_refused_as_done_after_its_lost_answer_is_recorded_ap
     await asyncio.sleep(1.0)
     assert given_up(json_sink) == []
     assert len(vercel.approvals) == 1
+
+
+async def test_our_approval_answered_but_not_recorded_before_a_stop_is_recorded_approved(
+    refusing: Refusing,  # noqa: F811
+    json_sink: JsonSink,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Vercel answered the approval, and a stop cut its record (the answer noted, the
+    approval's own outcome not): the restarted agent must not read the release moved on
+    by it as moved on without Postflight."""
+    monkeypatch.setattr(daemon_side.Integrations, "_approval_lease", lambda self: 1.0)
+    record = daemon_side.Integrations._record
+
+    def cut(self: daemon_side.Integrations, window: Any, key: str, *args: Any, **kw: Any) -> bool:
+        if key == KEY:
+            return True  # done, as far as this agent knows; nothing stored
+        return record(self, window, key, *args, **kw)
+
+    monkeypatch.setattr(daemon_side.Integrations, "_record", cut)
+    vercel = refusing.vercel
+    vercel.start_rolling_release(vc.PROJECT, canary=vc.NEW)
+    options = {"window": "1500ms", "rolling_release": True}
+    agent = await refusing.alerting(json_sink, **options)
+    deploy = await passed_release_window(agent, "rr-cut")
+    await eventually(lambda: len(vercel.approvals) == 1)
+    await asyncio.sleep(0.5)  # its answer noted
+    await agent.stop()
+    assert recorded(tmp_path, deploy) == ("claimed", "")
+    monkeypatch.setattr(daemon_side.Integrations, "_record", record)
+
+    agent = await refusing.alerting(json_sink, **options)
+    result, detail = await settled_record(tmp_path, deploy)
+    assert (result, detail) == (
+        "approved",
+        "stage 0 -> 1: the approval Postflight sent before the restart took effect"
+        " (its answer was lost)",
+    )
+    assert len(vercel.approvals) == 1
+    assert given_up(json_sink) == []

@@ -46,7 +46,13 @@ from agent.rollback import rollback_intent, sign
 from agent.settings import EnvironmentSettings, RollbackSettings, Settings
 from agent.stopping import named_for_a_stop
 from agent.store.base import AlertClaim, Conflict
-from agent.store.outages import StoreOutageLog, handed_back, held_until_stored, unless_outage
+from agent.store.outages import (
+    StoreOutageLog,
+    handed_back,
+    held_until_stored,
+    store_outage,
+    unless_outage,
+)
 from agent.web.links import deploy_page_url
 from agent.windows.alert_once import alert_claim
 from agent.windows.lifecycle import FOLLOW_UPS, WatchServices, deliver_rollback
@@ -222,6 +228,8 @@ class Integrations:
         self._retry_at: dict[tuple[str, str], float] = {}
         """(window, key) of a status GitHub could not take yet → when to try it again; its
         claim stays open meanwhile (`_record`), so a restart tries it too."""
+        self._gates_busy: set[tuple[str, str]] = set()
+        """Gates (callback URL, GitHub environment) being answered by a task of ours."""
         self._sent: set[str] = set()
         """Windows whose Rolling Release approval this process sent (`_approved` says
         whether it took effect before a restart or on an earlier try of ours)."""
@@ -293,7 +301,28 @@ class Integrations:
         if self._follows_windows():
             await self._follow_windows()
         for gate in await self.s.store.pending_gates():
+            # each in its own task: one whose answer hangs (GitHub slow for that run, a
+            # call's 4 attempts) held up every other gate, and the scans, all that time
+            asked = (gate.callback_url, gate.github_environment)
+            if asked not in self._gates_busy:
+                self._gates_busy.add(asked)
+                self.s.spawn(self._gate_in_turn(gate, asked))
+
+    async def _gate_in_turn(self, gate: PendingGate, asked: tuple[str, str]) -> None:
+        """`_gate`, once at a time per gate; a failure (the store not answering) is left
+        to the next scan, which finds the gate still pending."""
+        try:
             await self._gate(gate)
+        except Exception as exc:
+            log.warning(
+                "protection rule for %s %s: not answered this time (%s)",
+                gate.github_environment,
+                gate.sha[:12],
+                self.redact(str(exc)),
+                exc_info=not store_outage(exc),
+            )
+        finally:
+            self._gates_busy.discard(asked)
 
     async def _follow_windows(self) -> None:
         """Act on every window that still owes a status or an approval, at any scale.

@@ -105,3 +105,25 @@ async def test_one_runs_jobs_into_two_gated_environments_are_each_answered(
         ("Production-EU", "approved"),
     ]
     assert given_up(json_sink) == []
+
+
+async def test_a_gate_whose_answer_hangs_holds_up_no_other_gate(
+    refusing: Refusing,  # noqa: F811
+    json_sink: JsonSink,
+) -> None:
+    """Gates were answered one after another inside the scan: one whose callback hung
+    (GitHub slow for that run: each attempt waits out `integrations.github.timeout`)
+    held every other gate, and the next scan, for the whole call (4 attempts)."""
+    github = refusing.github
+    agent = await refusing.alerting(json_sink, staging_window="1500ms")
+    good = "b" * 40
+    await agent.settled((await agent.register("staging", good))["id"])
+    github.fail("hang", match="/runs/31/")
+    slow = github.ask_gate(sha=good, run_id=31)
+    assert (await github_hook(agent, RULE, slow, "guid-slow"))[0] == 202
+    await eventually(lambda: len(github.seen("/runs/31/")) == 1)
+    quick = github.ask_gate(sha=good, run_id=32)
+    assert (await github_hook(agent, RULE, quick, "guid-quick"))[0] == 202
+    await eventually(lambda: len(github.gate_answers) == 1)
+    assert github.gate_answers[0]["run"] == "32"
+    assert len(github.seen("/runs/31/")) == 1  # still waiting for its first answer

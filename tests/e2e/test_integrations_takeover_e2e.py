@@ -63,47 +63,61 @@ async def settled_record(tmp_path: Path, deploy: str) -> tuple[str, str]:
     return found[0]
 
 
+@pytest.mark.parametrize(
+    ("stages", "call", "detail"),
+    [
+        (3, "approve-stage", "stage 0 -> 1: the approval"),
+        (2, "complete", "stage 0 -> complete: the completion"),
+    ],
+    ids=["approve-stage", "complete"],
+)
 async def test_our_approval_that_took_effect_before_the_restart_is_recorded_approved(
     refusing: Refusing,  # noqa: F811
     json_sink: JsonSink,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    stages: int,
+    call: str,
+    detail: str,
 ) -> None:
-    """Vercel took the approval (stage 0 -> 1) and its answer was lost as the agent
-    stopped: the restarted agent found the release moved on from the stage its window
-    watched and recorded the approval failed, "moved on ... (approve by hand)", though the
-    release moved on because of it."""
+    """Vercel took the approval (stage 0 -> 1), or the completion of a release whose next
+    stage is the final 100%, and its answer was lost as the agent stopped: the restarted
+    agent found the release moved on from the stage its window watched (or COMPLETE,
+    which Vercel's GET still returns) and recorded it failed, "moved on ... (approve by
+    hand)" or "no active rolling release", though the release moved on because of it."""
     monkeypatch.setattr(daemon_side.Integrations, "_approval_lease", lambda self: 1.0)
     vercel = refusing.vercel
-    vercel.start_rolling_release(vc.PROJECT, canary=vc.NEW)
+    vercel.start_rolling_release(vc.PROJECT, canary=vc.NEW, stages=stages)
+    taken: list[object] = []
 
     def takes_it(request: web.Request) -> None:  # Vercel acts; its answer then hangs
         if request.path.endswith("/approve-stage"):
             vercel.move_stage(vc.PROJECT, request[BODY]["nextStageIndex"])
-            vercel.approvals.append(request[BODY])
+        elif request.path.endswith("/complete"):
+            vercel.rolling[vc.PROJECT]["state"] = "COMPLETE"
+        else:
+            return
+        taken.append(request[BODY])
 
     vercel.before_answer = takes_it
-    vercel.fail("hang", match="approve-stage")
+    vercel.fail("hang", match=f"rolling-release/{call}")
     options = {"window": "1500ms", "rolling_release": True}
     agent: RunningAgent = await refusing.alerting(json_sink, **options)
-    deploy = await passed_release_window(agent, "rr-ours")
-    await eventually(lambda: len(vercel.approvals) == 1)
+    deploy = await passed_release_window(agent, f"rr-ours-{call}")
+    await eventually(lambda: len(taken) == 1)
     await agent.stop()
     vercel.before_answer = None
     vercel.heal()
     assert recorded(tmp_path, deploy) == ("claimed", "")  # its answer never came
 
     agent = await refusing.alerting(json_sink, **options)
-    result, detail = await settled_record(tmp_path, deploy)
-    assert (result, detail) == (
+    assert await settled_record(tmp_path, deploy) == (
         "approved",
-        "stage 0 -> 1: the approval Postflight sent before the restart took effect"
-        " (its answer was lost)",
+        f"{detail} Postflight sent before the restart took effect (its answer was lost)",
     )
     await asyncio.sleep(1.0)  # several scans: nothing sent again, no one told
-    assert vercel.approvals == [
-        {"activeStageIndex": 0, "nextStageIndex": 1, "canaryDeploymentId": vc.NEW}
-    ]
+    assert len(vercel.seen(f"rolling-release/{call}")) == 1
+    assert vercel.approvals == vercel.completions == []  # (the fake's own records)
     assert given_up(json_sink) == []
 
 

@@ -3,9 +3,13 @@ PostgreSQL: a pending gate survives a restart, and only one claimer answers it."
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
+
 from agent.records import IdempotentResponse, PendingGate
 from agent.store.base import Store
-from tests.store.conftest import Backend
+from agent.store.sql import SCHEMA_VERSION
+from tests.store.conftest import Backend, PostgresBackend, SqliteBackend
 
 URL = "https://api.github.com/repos/acme/web/actions/runs/{}/deployment_protection_rule"
 
@@ -106,3 +110,55 @@ async def test_a_runs_gates_into_two_environments_are_two_gates(store: Store) ->
     assert await store.claim_gate(URL.format(1), "Production-EU", 200.0, 230.0)
     await store.answer_gate(URL.format(1), "Production", "approved", "HTTP 204", 210.0)
     assert await store.pending_gates() == [eu]
+
+
+OLD_GATES = [
+    "DROP TABLE gate_requests",
+    "DROP TABLE gates",
+    "CREATE TABLE gates (callback_url TEXT PRIMARY KEY, environment TEXT NOT NULL,"
+    " sha TEXT NOT NULL, github_environment TEXT NOT NULL, deadline DOUBLE PRECISION NOT NULL,"
+    " created_at DOUBLE PRECISION NOT NULL, claimed_until DOUBLE PRECISION, answer TEXT,"
+    " result TEXT, answered_at DOUBLE PRECISION)",
+    "CREATE INDEX gates_pending ON gates (created_at) WHERE answered_at IS NULL",
+    "INSERT INTO gates (callback_url, environment, sha, github_environment, deadline,"
+    f" created_at) VALUES ('{URL.format(1)}', 'production', '{'a' * 40}', 'Production',"
+    " 400.0, 100.0)",
+]
+"""The gates as they were before the two gate migrations, with one pending."""
+
+
+async def _run(backend: Backend, statements: list[str]) -> None:
+    if isinstance(backend, SqliteBackend):
+        with closing(sqlite3.connect(backend.path)) as db:
+            for sql in statements:
+                db.execute(sql)
+            db.commit()
+        return
+    import asyncpg
+
+    assert isinstance(backend, PostgresBackend)
+    conn = await asyncpg.connect(backend.url)
+    try:
+        for sql in statements:
+            await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def test_a_store_from_before_gates_by_environment_keeps_its_gates(
+    backend: Backend,
+) -> None:
+    first = backend.make()
+    await first.open()
+    await first.close()
+    await _run(backend, OLD_GATES)
+    await backend.set_schema_version(SCHEMA_VERSION - 2)
+    upgraded = backend.make()
+    await upgraded.open()
+    try:
+        assert await upgraded.pending_gates() == [gate(1)]
+        eu = PendingGate(URL.format(1), "production-eu", "a" * 40, "Production-EU", 400.0, 101.0)
+        assert await upgraded.add_gate(eu, delivery("request-eu"))
+        assert await upgraded.pending_gates() == [gate(1), eu]
+    finally:
+        await upgraded.close()

@@ -30,7 +30,7 @@ from agent.settings import AlertChannel
 from alerting.cycles import drop_request_tracebacks, reuse_markdown, sending
 from alerting.events import Alert
 from alerting.mail_text import inline_code_in_text
-from alerting.templates import late_note, render
+from alerting.templates import late_note, markdown_title, render
 from common.woken import LATE_S, WOKEN_LOOK_S
 
 if TYPE_CHECKING:
@@ -242,6 +242,14 @@ def channel_url_errors(channels: Sequence[AlertChannel]) -> list[str]:
     return errors
 
 
+def _title_in_body(service: object) -> bool:
+    """apprise puts a title atop the body, converted from the body's format as the body
+    is, for a plugin with no title of its own (`title_maxlen` 0: Mattermost, Rocket.Chat,
+    Telegram…); any other gets it apart, as text (an e-mail's subject, a json:// field)."""
+    length = getattr(service, "title_maxlen", None)
+    return isinstance(length, int) and length <= 0
+
+
 class Notifier:
     """Sends `Alert`s to the configured apprise channels, routed by tags.
 
@@ -274,6 +282,8 @@ class Notifier:
         _guard_apprise_logs(self._pieces)
         self._channels: list[apprise.Apprise | None] = []
         self._urls: list[str] = []
+        self._titles_in_body: list[bool] = []
+        """Per channel: its plugin puts the title atop the body, read as markdown."""
         if channels:  # without any, nothing is ever sent: apprise is not even loaded
             self._add_channels(channels)
 
@@ -295,6 +305,7 @@ class Notifier:
                 masked: str = ap[0].url(privacy=True)  # type: ignore[no-untyped-call]
                 self._urls.append(self._redact(channel_label(masked)))
                 self._channels.append(ap)
+                self._titles_in_body.append(any(_title_in_body(s) for s in ap))
             else:
                 log.error(
                     "alert channel %d has a URL apprise cannot use; it will count as failed",
@@ -303,6 +314,7 @@ class Notifier:
                 )
                 self._urls.append(f"channel {index} (invalid URL)")
                 self._channels.append(None)
+                self._titles_in_body.append(False)
 
     def _bound_socket_timeouts(self, service: object) -> None:
         """A plugin's socket waits (email: 15 s by default) outlive apprise's deadline
@@ -397,7 +409,9 @@ class Notifier:
             deadline = asyncio.get_running_loop().time() + self._timeout
             tasks = {
                 i: asyncio.ensure_future(
-                    self._send_one(i, title, body, alert.notify_type, retry, deadline)
+                    self._send_one(
+                        i, self._title(i, title), body, alert.notify_type, retry, deadline
+                    )
                 )
                 for i in indexes
                 if i not in skipped
@@ -462,6 +476,11 @@ class Notifier:
                     extra={**context, "channel": result.index},
                 )
         return NotifyOutcome(tuple(sorted([*before, *results], key=lambda c: c.index)))
+
+    def _title(self, index: int, title: str) -> str:
+        """The title as channel `index` takes it: escaped as markdown where apprise makes
+        it the body's first line (`alerting.templates.markdown_title`)."""
+        return markdown_title(title) if self._titles_in_body[index] else title
 
     async def _wait(
         self,

@@ -31,6 +31,7 @@ LATENCY_METRICS = frozenset({"latency_p50", "latency_p95", "latency_p99", "p95_d
 """Metrics whose values are durations in seconds."""
 RATE_METRICS = frozenset({"error_rate", "crash_free_rate"})
 """Metrics whose values are fractions (0.31 = 31%)."""
+TITLE_PREFIX = "[postflight] "
 
 
 def summary(alert: Alert) -> str:
@@ -47,7 +48,18 @@ def title(alert: Alert) -> str:
     did not begin with it; the summary's whitespace is squeezed. A line break a version
     from elsewhere (a provider's event) might hold is a space."""
     version = " ".join(alert.version.splitlines())
-    return f"[postflight] {alert.environment} {version}: {' '.join(summary(alert).split())}"
+    return f"{TITLE_PREFIX}{alert.environment} {version}: {' '.join(summary(alert).split())}"
+
+
+def markdown_title(title: str) -> str:
+    """`title` for a channel whose apprise plugin puts it atop the markdown body
+    (Mattermost, Rocket.Chat, Telegram, Google Chat: a title length of 0), where apprise
+    reads it as the body's markdown: what follows the prefix is escaped as the body's
+    quoted text is (`_text`). Elsewhere a title is text (an e-mail's subject, a json://
+    sink's `title`, read by a machine) and stays as `title` made it: `[notes](http://…)`
+    in a version was a link in chat, and `@channel` paged the channel."""
+    rest = title.removeprefix(TITLE_PREFIX)
+    return title[: len(title) - len(rest)] + _text(rest)
 
 
 def _number(value: float) -> str:
@@ -141,16 +153,27 @@ def _escaped(match: re.Match[str]) -> str:
     return "".join("\\" + c for c in run)
 
 
+_MENTION = re.compile(r"(?<![\w@])@(?=(?:channel|here|all|everyone)\b)", re.IGNORECASE)
+"""An `@` that pages a whole channel (Mattermost, Rocket.Chat, Discord, Teams; Slack's
+own `<!here>` is escaped as markup already)."""
+
+ZERO_WIDTH_SPACE = "\u200b"
+
+
 def _text(text: Any) -> str:
     """Text on one line, shown as it is: its markup characters escaped (apprise's
     markdown takes a backslash before any ASCII punctuation). `*hotfix*` in a version
-    and a traceback's `__init__.py` came out italic and bold, the characters gone."""
-    return _MARKUP.sub(_escaped, _one_line(text))
+    and a traceback's `__init__.py` came out italic and bold, the characters gone.
+    A channel-wide mention (`@channel`, `@here`, `@all`, `@everyone`) gets a zero-width
+    space after its `@`, which chat shows as it was and pages no one with: a version or a
+    webhook's refusal naming one paged a whole Mattermost channel."""
+    return _MENTION.sub("@" + ZERO_WIDTH_SPACE, _MARKUP.sub(_escaped, _one_line(text)))
 
 
 def _code(text: Any) -> str:
-    """Text on one line as a code span, whatever backticks it holds."""
-    value = _one_line(text)
+    """Text on one line as a code span, whatever backticks it holds; a channel-wide mention
+    broken as in `_text` (a chat may look for mentions in code spans too)."""
+    value = _MENTION.sub("@" + ZERO_WIDTH_SPACE, _one_line(text))
     fence = "`" * (max((len(run) for run in re.findall(r"`+", value)), default=0) + 1)
     pad = " " if value.startswith("`") or value.endswith("`") else ""
     return f"{fence}{pad}{value}{pad}{fence}"

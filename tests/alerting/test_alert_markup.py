@@ -1,0 +1,118 @@
+"""Text the agent did not write (a version, a reason, a provider's or a webhook's answer)
+reaches each channel as text, whatever apprise makes of it there: chat renders markdown
+(Mattermost and Rocket.Chat, whose apprise plugins put the title at the top of the
+markdown body), e-mail is HTML, a json:// sink is read by a machine. Real targets: an
+aiosmtpd server, and local HTTP sinks taking apprise's json://, mmost:// and rocket://
+posts."""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+from apprise.conversion import markdown_to_html
+
+from agent.metrics import Metrics
+from tests.alerting.test_notifier import alert, notifier
+from tests.receivers import JsonSink, SmtpSink, text_of
+
+CHAT_PATHS = ("/hooks/tok123", "/hooks/aaa/bbb")
+
+
+def chat_urls(sink: JsonSink) -> list[tuple[str, list[str]]]:
+    """A Mattermost and a Rocket.Chat channel, both posting to `sink`."""
+    return [
+        (f"mmost://127.0.0.1:{sink.port}/tok123", []),
+        (f"rocket://aaa/bbb@127.0.0.1:{sink.port}/%23alerts", []),
+    ]
+
+
+def chat_posts(sink: JsonSink) -> dict[str, str]:
+    """Each chat post's markdown text, by the path it was posted to."""
+    return {n.path: str(n.payload["text"]) for n in sink.notifications}
+
+
+def shown(markdown: str) -> tuple[str, str]:
+    """(HTML, visible text) of a chat's markdown as a renderer makes it."""
+    rendered = markdown_to_html(markdown)
+    return rendered, html.unescape(re.sub(r"<[^>]+>", "", rendered))
+
+
+MENTION = re.compile(r"(?<![\w@])@(channel|here|all|everyone)\b", re.IGNORECASE)
+"""What Mattermost, Rocket.Chat, Slack (as text), Discord and Teams take for paging a
+whole channel."""
+
+
+async def test_a_versions_markup_is_text_in_a_chat_title_and_as_written_in_json_and_mail(
+    json_sink: JsonSink, smtp_sink: SmtpSink, metrics: Metrics
+) -> None:
+    """Seen: the body escaped the version, but the title, which Mattermost and Rocket.Chat
+    show as the first line of the markdown post, did not: `[notes](http://…)` was a link
+    with words of the sender's choosing, `*hot*` italic, `\\` gone."""
+    chat = JsonSink()
+    await chat.start()
+    try:
+        version = r"v2 [notes](http://evil.example/x) *hot* <b>x</b> C:\dir"
+        notify = notifier([(json_sink.url(), []), (smtp_sink.url(), []), *chat_urls(chat)], metrics)
+
+        outcome = await notify.send(alert(version=version), [])
+
+        assert outcome.result == "sent", outcome.describe()
+        title = f"[postflight] production {version}: rollback requested (probe-errors)"
+        [note] = json_sink.notifications
+        assert note.title == title  # a machine reads it: as registered
+        [mail] = smtp_sink.messages
+        assert mail["Subject"] == title  # a header: text already
+        posts = chat_posts(chat)
+        assert set(posts) == set(CHAT_PATHS)
+        for path, text in posts.items():
+            first = text.splitlines()[0].removeprefix("# ")
+            rendered, visible = shown(first)
+            assert "<a " not in rendered and "<em>" not in rendered, (path, rendered)
+            assert "<b>" not in rendered, (path, rendered)
+            assert visible == title, (path, first)
+    finally:
+        await chat.stop()
+
+
+async def test_a_mention_in_text_from_elsewhere_pages_no_channel_and_reads_as_written(
+    json_sink: JsonSink, smtp_sink: SmtpSink, metrics: Metrics
+) -> None:
+    """A version `@channel` (or a webhook's refusal naming `@here`) paged everyone in a
+    Mattermost or Rocket.Chat channel, from the title and the body: each is broken with a
+    zero-width space there, invisible; the json:// title keeps it as registered."""
+    chat = JsonSink()
+    await chat.start()
+    try:
+        notify = notifier([(json_sink.url(), []), (smtp_sink.url(), []), *chat_urls(chat)], metrics)
+        refusal: Any = "webhook answered 403: ask @here or @ALL, cc @everyone"
+
+        outcome = await notify.send(
+            alert(
+                event="rollback_failed",
+                version="@channel",
+                previous_version="@all",
+                commit="@here",
+                reason=refusal,
+                rules=[{"name": "probe-errors", "detail": "answer: @channel"}],
+            ),
+            [],
+        )
+
+        assert outcome.result == "sent", outcome.describe()
+        [note] = json_sink.notifications
+        assert note.title == "[postflight] production @channel: ROLLBACK FAILED, act now"
+        posts = chat_posts(chat)
+        assert set(posts) == set(CHAT_PATHS)
+        for path, text in posts.items():
+            assert not MENTION.search(text), (path, MENTION.findall(text), text)
+            _, visible = shown(text)
+            visible = visible.replace("\u200b", "")
+            assert "production @channel: ROLLBACK FAILED" in visible, (path, visible)
+            assert refusal in visible and "@all → @channel" in visible, (path, visible)
+            assert "commit @here" in visible, (path, visible)
+        [mail] = smtp_sink.messages
+        assert "@all → @channel" in text_of(mail).replace("\u200b", "")
+    finally:
+        await chat.stop()

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from alerting.events import EVENTS, Alert, headline, rule_name
+from common.redaction import visible
 from common.words import counted
 
 LATENCY_METRICS = frozenset({"latency_p50", "latency_p95", "latency_p99", "p95_duration"})
@@ -130,8 +131,19 @@ def threshold_in_units(metric: Any, threshold: Any) -> str:
     )
 
 
+_JOINERS = frozenset("\u200c\u200d")
+"""Zero-width (non-)joiners: how emoji sequences and Persian are written, which the API
+takes in a version (`agent.api.models`); they reorder and hide nothing."""
+
+
 def _one_line(text: Any) -> str:
-    return " ".join(str(text).split())
+    """Text on one line, each character that is not printable but a joiner written as its
+    escape (`common.redaction.visible`): a webhook's refusal put a terminal's clear-screen
+    and a right-to-left override into the alert, raw in chat, e-mail and json:// alike."""
+    line = " ".join(str(text).split())
+    if line.isprintable():
+        return line
+    return "".join(c if c in _JOINERS else visible(c) for c in line)
 
 
 _MARKUP = re.compile(r"[\\`\[\]<]|\*+|_+")

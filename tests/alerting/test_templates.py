@@ -348,3 +348,23 @@ def test_an_inconclusive_whose_fail_was_held_as_the_agents_delay_says_a_regressi
     plain = dataclasses.replace(alert, rules=[lacking])
     assert title(plain).endswith(": inconclusive, not shown within bounds")
     assert body(plain).startswith("**Inconclusive.** No rule failed")
+
+
+def test_a_versions_joiners_stay_and_other_unprintables_show_as_escapes() -> None:
+    """The API takes a version with zero-width joiners beside other characters (how emoji
+    sequences and Persian are written): the body shows it as registered. A webhook's
+    refusal with a terminal escape or a right-to-left override shows them as escapes."""
+    version = "\U0001f469\u200d\U0001f4bb build \u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"
+    alert = Alert(
+        event="rollback_failed",
+        environment="production",
+        version=version,
+        deploy_id="dep_1",
+        reason="HTTP 403: \x1b[2Jdenied \u202eevil\u00ad",
+    )
+
+    text = body(alert)
+
+    assert f"production · {version}" in text
+    assert "\x1b" not in text and "\u202e" not in text and "\u00ad" not in text
+    assert "\\\\x1b\\[2Jdenied \\\\u202eevil\\\\xad" in text, text

@@ -245,9 +245,18 @@ def channel_url_errors(channels: Sequence[AlertChannel]) -> list[str]:
 def _title_in_body(service: object) -> bool:
     """apprise puts a title atop the body, converted from the body's format as the body
     is, for a plugin with no title of its own (`title_maxlen` 0: Mattermost, Rocket.Chat,
-    Telegram…); any other gets it apart, as text (an e-mail's subject, a json:// field)."""
+    Telegram…); and Discord's plugin puts it atop its message's markdown content unless
+    the URL asks for an embed (`format=markdown`), whose title is text. Any other gets it
+    apart, as text (an e-mail's subject, a json:// field, Slack's and Matrix's escaped)."""
     length = getattr(service, "title_maxlen", None)
-    return isinstance(length, int) and length <= 0
+    if isinstance(length, int) and length <= 0:
+        return True
+    if type(service).__name__ == "NotifyDiscord":
+        # apprise keeps the URL's `format=` only there (no public reader); unknown, the
+        # title is escaped: a backslash shown beats a link or an @everyone of the sender's
+        override = getattr(service, "_format_override", None)
+        return getattr(override, "value", override) != "markdown"
+    return False
 
 
 class Notifier:

@@ -54,8 +54,8 @@ def title(alert: Alert) -> str:
 
 def markdown_title(title: str) -> str:
     """`title` for a channel whose apprise plugin puts it atop the markdown body
-    (Mattermost, Rocket.Chat, Telegram, Google Chat: a title length of 0), where apprise
-    reads it as the body's markdown: what follows the prefix is escaped as the body's
+    (Mattermost, Rocket.Chat, Telegram, Google Chat: a title length of 0; Discord's
+    message), which reads as markdown: what follows the prefix is escaped as the body's
     quoted text is (`_text`). Elsewhere a title is text (an e-mail's subject, a json://
     sink's `title`, read by a machine) and stays as `title` made it: `[notes](http://…)`
     in a version was a link in chat, and `@channel` paged the channel."""

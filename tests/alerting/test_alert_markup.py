@@ -11,6 +11,7 @@ import html
 import re
 from typing import Any
 
+import pytest
 from apprise.conversion import markdown_to_html
 
 from agent.metrics import Metrics
@@ -116,3 +117,37 @@ async def test_a_mention_in_text_from_elsewhere_pages_no_channel_and_reads_as_wr
         assert "@all → @channel" in text_of(mail).replace("\u200b", "")
     finally:
         await chat.stop()
+
+
+async def test_discords_message_content_takes_the_title_as_text_and_its_embed_as_written(
+    metrics: Metrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """apprise's Discord plugin posts `title\\r\\nbody` as its message's markdown content
+    (its title length is not 0): the version's `[notes](http://…)` was a masked link there
+    and `@everyone` pinged the server. With `format=markdown` it sends an embed, whose title
+    is text and stays as written. The real plugin, its webhook address moved to a local
+    sink (apprise keeps it in the class's `notify_url`)."""
+    from apprise.plugins.discord import NotifyDiscord
+
+    sink = JsonSink()
+    await sink.start()
+    monkeypatch.setattr(NotifyDiscord, "notify_url", f"http://127.0.0.1:{sink.port}/api/webhooks")
+    try:
+        hook = "discord://4174216298/JHMHI8qBe7bk2ZwO5U711o3dV_js"
+        notify = notifier([(hook, []), (f"{hook}?format=markdown", [])], metrics)
+        version = "v2 [notes](http://evil.example/x) @everyone"
+
+        outcome = await notify.send(alert(version=version), [])
+
+        assert outcome.result == "sent", outcome.describe()
+        title = f"[postflight] production {version}: rollback requested (probe-errors)"
+        notes = [n.payload for n in sink.notifications]
+        [content] = [str(note["content"]) for note in notes if "content" in note]
+        first = content.splitlines()[0]
+        rendered, visible = shown(first)
+        assert "<a " not in rendered and not MENTION.search(content), content
+        assert visible.replace("\u200b", "") == title, first
+        [embed] = [note["embeds"][0] for note in notes if "embeds" in note]
+        assert embed["title"] == title
+    finally:
+        await sink.stop()

@@ -431,6 +431,9 @@ async def login_form(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     _ui_on(request)
     settings = request.config_dict[SETTINGS]
+    if _cross_site(request):  # login CSRF: another site's form signing in as it chose
+        refused = "Another site asked to sign you in: sign in from this page."
+        return html(request, "login.html", 403, next="/deploys", error=refused)
     try:
         token, asked = await _login_fields(request)
     except ValueError:  # UnicodeDecodeError: a form in another charset; a broken multipart
@@ -493,6 +496,13 @@ def _cookie_path(server: ServerSettings) -> str:
     return _prefix_as_sent(server) or "/"
 
 
+def _cross_site(request: web.Request) -> bool:
+    """A browser's request from another site's page (`Sec-Fetch-Site`): a form there
+    posting to `/login` or `/logout` acts for the browser's user behind their back. A
+    client that is no browser sends no such header, and a browser never lets a page set it."""
+    return request.headers.get("Sec-Fetch-Site") == "cross-site"
+
+
 async def logout_form(request: web.Request) -> web.Response:
     """`GET /logout`, as a browser user types it: a page whose button posts the sign-out
     (signed in), or says there is nothing to sign out of. A GET signs no one out (a link or
@@ -508,7 +518,7 @@ async def logout(request: web.Request) -> web.Response:
     browser out behind the engineer's back."""
     _ui_on(request)
     server = request.config_dict[SETTINGS].server
-    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+    if _cross_site(request):
         return html(
             request,
             "message.html",

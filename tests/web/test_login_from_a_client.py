@@ -42,3 +42,16 @@ async def test_a_client_sets_the_session_cookie_from_a_json_body_or_its_bearer_t
         assert (await _login(agent, **request))[0] == 401, request
     bad = {"data": b"[1]", "headers": {"Content-Type": "application/json"}}
     assert (await _login(agent, **bad))[0] == 400
+
+
+async def test_another_site_cannot_sign_a_browser_in(journey_agent: JourneyAgent) -> None:
+    """Login CSRF: another site's form posting a token of its own (`Sec-Fetch-Site:
+    cross-site`, as a browser sends it) got a 303 with its session's cookie, so the victim's
+    browser was signed in as the other site chose. It is refused, as `POST /logout` is; the
+    agent's own form (`same-origin`) and a client that sends no such header sign in."""
+    agent = await journey_agent()
+    form = {"token": TOKEN, "next": "/deploys"}
+    for site, status in (("cross-site", 403), ("same-origin", 303), ("none", 303), (None, 303)):
+        headers = {"Sec-Fetch-Site": site} if site else {}
+        status_, _, session = await _login(agent, data=form, headers=headers)
+        assert (status_, session is not None) == (status, status == 303), site

@@ -49,6 +49,7 @@ from agent.web.shared_reads import SharedReads
 from agent.web.times import iso, request_now
 from agent.web.view import alert_result_words, alert_words, deploy_view, rollback_target_words
 from common.durations import format_duration
+from common.json_text import parse_json_text
 from common.version import __version__
 from common.words import counted
 
@@ -472,7 +473,7 @@ async def _login_fields(request: web.Request) -> tuple[str, str]:
     was refused the token it uses on /v1. ValueError: a body that cannot be read."""
     fields: Any
     if request.content_type == "application/json":
-        fields = await request.json()
+        fields = parse_json_text(await request.read())  # JsonTextError: a ValueError
         if not isinstance(fields, dict):
             raise ValueError("not a JSON object")
     else:

@@ -55,3 +55,12 @@ async def test_another_site_cannot_sign_a_browser_in(journey_agent: JourneyAgent
         headers = {"Sec-Fetch-Site": site} if site else {}
         status_, _, session = await _login(agent, data=form, headers=headers)
         assert (status_, session is not None) == (status, status == 303), site
+
+
+async def test_a_json_body_nested_too_deeply_is_a_400(journey_agent: JourneyAgent) -> None:
+    """`request.json()` let a RecursionError through: a body of 5 000 `[` answered 500
+    with a traceback in the log, where the API's bodies are read by `parse_json_text`."""
+    agent = await journey_agent()
+    for raw in (b"[" * 5_000, b'{"token": ' * 5_000):
+        bad = {"data": raw, "headers": {"Content-Type": "application/json"}}
+        assert (await _login(agent, **bad))[0] == 400

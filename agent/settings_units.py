@@ -48,8 +48,9 @@ def bare_millisecond_warnings(document: Any) -> list[tuple[Loc, str]]:
     return out
 
 
-def _request_times(node: Any, loc: Loc) -> Iterator[tuple[Loc, float]]:
-    """Every `timeout` and `max_latency` below `node` (checks, their steps, their expect)."""
+def _request_times(node: Any, loc: Loc) -> Iterator[tuple[Loc, float | str]]:
+    """Every `timeout` and `max_latency` below `node` (checks, their steps, their expect)
+    written as a bare number of a minute or more, quoted or not (`_bare`)."""
     if isinstance(node, dict):
         for key, value in node.items():
             at = (*loc, str(key))

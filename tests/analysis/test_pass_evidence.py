@@ -70,14 +70,16 @@ def test_a_rule_needs_no_more_samples_to_pass_beside_other_rules() -> None:
 
 def test_a_deploy_at_one_bound_of_three_passes_at_most_one_percent_of_the_time() -> None:
     """The guarantee passing keeps: `probe-errors` exactly at its `max 0.05` (not within
-    it), the other two rules far inside theirs, 400 windows of 100 rounds of 40 probes.
+    it), the other two rules far inside theirs, 200 windows of 100 rounds of 40 probes.
     A window passes only on evidence that every rule holds, so it passes at most
-    1 - confidence (1%) of the time: none did (at 0.045 error rate, 1.25% pass). With 50
-    times the budget for passing, 3.25% of them passed, and this test fails."""
+    1 - confidence (1%) of the time: none did (at 0.045 error rate, 1.5% pass). With 50
+    times the budget for passing, 2.5% of them passed, and this test fails; with 20 or 30
+    times, 0.5%, and it does not: 400 windows told the same (3.25%, 0.5% and 0.75%) at
+    twice the cost."""
     rng = np.random.default_rng(11)
     rules = [HEALTH, ERRORS, FEED]
     judge = Judge(rules, baselines(rng), Policy(), horizon=100)
-    windows, passed = 400, 0
+    windows, passed = 200, 0
     health = latencies(np.full(PROBES, 0.03))
     feed = latencies(np.full(PROBES, 0.08))
     for _ in range(windows):

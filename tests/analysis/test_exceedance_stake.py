@@ -23,16 +23,23 @@ def _exceedance_window(
     base_n: int,
     rounds: int,
     per: float,
+    until_crossed: bool = False,
 ) -> dict[str, float | int | None]:
     """One window of `rounds` rounds of Poisson(`per`) samples from a lognormal baseline, a
     share `tail` of them (all by default) made `factor` times slower, at the decision
     benchmark's rule alpha: the exceedance test's state at the end (its peak log e-value,
-    the round it crossed)."""
+    the round it crossed).
+
+    `until_crossed`: no round is folded after the one the test crossed at, for a caller
+    that reads `crossed` alone (the first crossing is kept, so later rounds cannot change
+    it; the peak they could). Its samples are still drawn: the next window is the same."""
     rule = lognormal_rule(rng, base_n=base_n, rounds=rounds)
     state = rule.start()
     for i in range(rounds):
         x = rng.lognormal(-2.5, 0.6, rng.poisson(per))
         x[rng.uniform(size=x.size) < tail] *= factor
+        if until_crossed and state["tests"][EXCEEDANCE]["crossed"] is not None:
+            continue
         if x.size:
             obs = Observation(float(np.max(x)), values=tuple(x.tolist()), quantile=0.95)
             rule.step(state, obs, i)
@@ -47,7 +54,9 @@ def test_a_slower_tail_at_one_sample_a_round_is_found_more_often() -> None:
     found 17 of the same windows."""
     rng = np.random.default_rng(5)
     found = sum(
-        _exceedance_window(rng, 3.0, tail=0.1, base_n=1800, rounds=900, per=1.0)["crossed"]
+        _exceedance_window(
+            rng, 3.0, tail=0.1, base_n=1800, rounds=900, per=1.0, until_crossed=True
+        )["crossed"]
         is not None
         for _ in range(60)
     )

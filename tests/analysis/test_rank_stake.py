@@ -16,15 +16,27 @@ RANK = "max_increase:rank"
 
 
 def _rank_window(
-    rng: np.random.Generator, factor: float, *, base_n: int, rounds: int, per: float
+    rng: np.random.Generator,
+    factor: float,
+    *,
+    base_n: int,
+    rounds: int,
+    per: float,
+    until_crossed: bool = False,
 ) -> dict[str, float | int | None]:
     """One window of `rounds` rounds of Poisson(`per`) samples, the deploy = a fresh
     lognormal baseline x `factor`, at the decision benchmark's rule alpha: the rank test's
-    state at the end (its peak log e-value and the round it crossed)."""
+    state at the end (its peak log e-value and the round it crossed).
+
+    `until_crossed`: no round is folded after the one the test crossed at, for a caller
+    that reads `crossed` alone (the first crossing is kept, so later rounds cannot change
+    it; the peak they could). Its samples are still drawn: the next window is the same."""
     rule = lognormal_rule(rng, base_n=base_n, rounds=rounds)
     state = rule.start()
     for i in range(rounds):
         x = rng.lognormal(-2.5, 0.6, rng.poisson(per)) * factor
+        if until_crossed and state["tests"][RANK]["crossed"] is not None:
+            continue
         if x.size:
             obs = Observation(float(np.max(x)), values=tuple(x.tolist()), quantile=0.95)
             rule.step(state, obs, i)
@@ -38,7 +50,8 @@ def test_a_small_shift_at_one_sample_a_round_is_found_more_often() -> None:
     fifth of the weight) found 19 of the same windows."""
     rng = np.random.default_rng(11)
     found = sum(
-        _rank_window(rng, 1.2, base_n=1800, rounds=900, per=1.0)["crossed"] is not None
+        _rank_window(rng, 1.2, base_n=1800, rounds=900, per=1.0, until_crossed=True)["crossed"]
+        is not None
         for _ in range(60)
     )
     assert found >= 24

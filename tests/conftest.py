@@ -10,6 +10,7 @@ tries the same examples every time and cannot be flaky.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +27,7 @@ pytest_plugins = [
     "tests.receivers",
     "tests.pg",
     "tests.prometheus",
+    "tests.sqlite_template",
     "tests.one_directory_node",  # each folder's conftest fixtures, in any order of paths
 ]
 
@@ -161,9 +163,11 @@ def metrics() -> Metrics:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+async def store(tmp_path: Path, sqlite_template: Path) -> AsyncIterator[SqliteStore]:
     """An open SQLite store in the test's temporary directory."""
-    db = SqliteStore(tmp_path / "postflight.db")
+    path = tmp_path / "postflight.db"
+    shutil.copyfile(sqlite_template, path)  # migrated once (tests/sqlite_template.py)
+    db = SqliteStore(path)
     await db.open()
     yield db
     await db.close()

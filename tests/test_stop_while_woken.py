@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,14 +44,6 @@ async def cancelled_as_woken(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> Any:
-    store = SqliteStore(tmp_path / "postflight.db")
-    await store.open()
-    yield store
-    await store.close()
 
 
 def parts(store: SqliteStore) -> tuple[Watcher, WindowAlerts]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
@@ -19,8 +20,10 @@ Client = TestClient[web.Request, web.Application]
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    store = await open_store(tmp_path / "api.db")
+async def store(tmp_path: Path, sqlite_template: Path) -> AsyncIterator[SqliteStore]:
+    path = tmp_path / "api.db"
+    shutil.copyfile(sqlite_template, path)  # migrated once (tests/sqlite_template.py)
+    store = await open_store(path)
     yield store
     await store.close()
 

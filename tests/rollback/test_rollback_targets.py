@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,14 +32,6 @@ TOKEN = "vercel-token"
 async def fake() -> AsyncIterator[FakeVercel]:
     async with FakeVercel(token=TOKEN, team_id="team_1") as server:
         yield server
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    db = SqliteStore(tmp_path / "t.db")
-    await db.open()
-    yield db
-    await db.close()
 
 
 def settings(fake: FakeVercel) -> Settings:

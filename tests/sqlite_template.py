@@ -4,6 +4,7 @@ suite, `tests/conftest.py`'s `pytest_plugins`)."""
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -25,5 +26,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
         await db.open()
         await db.close()
 
-    asyncio.run(make())
+    # in a thread of its own: asyncio.run wherever the first test that asks for it runs
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, make()).result()
     return path

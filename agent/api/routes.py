@@ -44,6 +44,7 @@ from agent.api.problems import (
     unreadable_body,
     validation_errors,
 )
+from agent.api.shown import shown_deploy
 from agent.appkeys import (
     FORESIGHT,
     LOOPS,
@@ -215,12 +216,9 @@ async def _render(request: web.Request, window: DeployWindow) -> dict[str, Any]:
         # delivered in between our two reads: the same transaction made the window
         # rolled_back, so read it again rather than show a state that never was
         window = await store.get_window(window.id) or window
-    then = None
-    if rollback is not None and rollback.state == "delivered":
-        from agent.integrations.followups import follow_up_states
-
-        then = follow_up_states(await store.alert_events(window.id))
-    return deploy_object(window, rollback, then, page=_page(request, window.id), now=_now(request))
+    return await shown_deploy(
+        store, window, rollback, page=_page(request, window.id), now=_now(request)
+    )
 
 
 def _replay(stored: IdempotentResponse, request_hash: str, key: str) -> web.Response:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.api.models import deploy_object
+from agent.api.shown import shown_deploy
 from agent.records import DeployWindow, RollbackIntent, RoundRecord
 from agent.settings import ServerSettings
 from agent.store.base import Store, StoreError
@@ -281,7 +281,7 @@ class DeployReader:
         page = deploy_page_url(self._server, window_id, now=now) if window else None
         # the deploy object as stored; a stream that starts from it gets the rounds the
         # feed brought since as `round` events
-        current = deploy_object(window, rollback, page=page, now=now) if window else {}
+        current = await shown_deploy(store, window, rollback, page=page, now=now) if window else {}
         said = fingerprint(window_id, current)
         stored = window.rounds if window is not None else 0
         self.snapshot = Snapshot(window, rollback, current, said, stored)

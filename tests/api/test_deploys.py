@@ -22,6 +22,7 @@ from agent.windows.evidence import verdict_to_dict
 from tests.api.conftest import NOW, Client
 from tests.api.harness import AUTH, OTHER_TOKEN, RecordingEvents, make_app, rule
 from tests.store.peek import set_rollback
+from tests.web.sse import events as sse_events
 
 DEPLOY_KEYS = {
     "id",
@@ -403,6 +404,34 @@ async def test_a_rollback_and_its_follow_ups_match_the_served_document(
     ]
     body["rollback"]["then"][0]["state"] = "claimed"  # the store's word, never sent
     assert not deploy.is_valid(body)
+
+
+async def test_the_event_streams_deploy_object_is_the_apis_with_its_follow_ups(
+    client: Client, store: SqliteStore
+) -> None:
+    """Contract §8: a `state` event's data is the deploy object. The stream's lacked the
+    rollback's `then` (its reader rendered the object without the follow-ups), so a
+    client reading the stream never saw them where `GET /v1/deploys/{id}` showed them."""
+    created = await register(client)
+    at = datetime.fromisoformat("2026-11-26T14:01:30+00:00").timestamp()
+    intent = RollbackIntent(window_id=created["id"], state="pending", body="{}", requested_at=at)
+    assert await store.finish_window(created["id"], "failed", None, at, intent)
+    intent.state, intent.attempts, intent.last_status = "delivered", 1, 200
+    await set_rollback(store, intent)
+    for name in ("db", "cdn"):
+        assert await store.take_alert(created["id"], f"then:{name}", at, lapsed_before=0.0)
+    await store.record_alert(created["id"], "then:db", "delivered", "HTTP 200 after 1 attempt(s)")
+
+    got = await (await client.get(f"/v1/deploys/{created['id']}", headers=AUTH)).json()
+    response = await client.get(f"/v1/deploys/{created['id']}/events", headers=AUTH)
+    assert response.status == 200
+    sent = [event async for event in sse_events(response)]
+    assert [event.name for event in sent] == ["state"]
+    assert sorted(sent[0].data["rollback"]["then"], key=lambda f: f["name"]) == [
+        {"name": "cdn", "state": "pending"},
+        {"name": "db", "state": "delivered"},
+    ]
+    assert sent[0].data == got
 
 
 @pytest.mark.parametrize("decided_by", ["judge", "outside-the-judge"])

@@ -20,8 +20,9 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from agent.api.auth import bearer_token, token_matches
+from agent.api.auth import CHALLENGE, bearer_token, token_matches
 from agent.api.models import LIST_LIMIT_DEFAULT, shown_state
+from agent.api.problems import ApiProblem
 from agent.api.routes import windows_shown
 from agent.appkeys import SETTINGS, STORE, BrowserPage, UnavailablePage
 from agent.records import (
@@ -434,15 +435,15 @@ async def login(request: web.Request) -> web.Response:
     settings = request.config_dict[SETTINGS]
     if _cross_site(request):  # login CSRF: another site's form signing in as it chose
         refused = "Another site asked to sign you in: sign in from this page."
-        return html(request, "login.html", 403, next="/deploys", error=refused)
+        return _login_refused(request, 403, "/deploys", refused)
     try:
         token, asked = await _login_fields(request)
     except ValueError:  # UnicodeDecodeError: a form in another charset; a broken multipart
         unread = "The form could not be read: send it as UTF-8 (or a JSON object)."
-        return html(request, "login.html", 400, next="/deploys", error=unread)
+        return _login_refused(request, 400, "/deploys", unread)
     target = _next_on_agent(asked, settings.server)
     if not token or not token_matches(token, settings.server.accepted_tokens()):
-        return html(request, "login.html", 401, next=target, error="That token is not accepted.")
+        return _login_refused(request, 401, target, "That token is not accepted.")
     now = request_now(request)
     key = signing_key(settings.server)
     session = sign(key, session_subject(key, token), now + SESSION_TTL_S)
@@ -464,6 +465,22 @@ async def login(request: web.Request) -> web.Response:
         path=_cookie_path(settings.server),
     )
     return response
+
+
+def _login_refused(request: web.Request, status: int, target: str, why: str) -> web.Response:
+    """A refused sign-in: the form again with `why` for a browser; for a client that sent
+    JSON or its bearer token, or asks for JSON, `application/problem+json` as the API
+    answers (it read the form's HTML page)."""
+    accept = request.headers.get("Accept", "")
+    client = (
+        request.content_type == "application/json"
+        or bearer_token(request) is not None
+        or "json" in accept.lower()
+    )
+    if not client or prefers_html(accept):
+        return html(request, "login.html", status, next=target, error=why)
+    headers = {**SECURITY_HEADERS, **(CHALLENGE if status == 401 else {})}
+    return ApiProblem(status, why, headers=headers).response()
 
 
 async def _login_fields(request: web.Request) -> tuple[str, str]:

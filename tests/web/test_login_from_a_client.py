@@ -64,3 +64,32 @@ async def test_a_json_body_nested_too_deeply_is_a_400(journey_agent: JourneyAgen
     for raw in (b"[" * 5_000, b'{"token": ' * 5_000):
         bad = {"data": raw, "headers": {"Content-Type": "application/json"}}
         assert (await _login(agent, **bad))[0] == 400
+
+
+async def test_a_client_is_refused_in_problem_json_and_a_form_in_html(
+    journey_agent: JourneyAgent,
+) -> None:
+    """A JSON or bearer client's refusal was the sign-in form's HTML page (401, 400): the
+    client reads `application/problem+json`, as the API answers it, and the form's
+    refusal stays the page the browser shows."""
+    agent = await journey_agent()
+    wrong = "wrong-token-0123456789"
+    for request, status in (
+        ({"json": {"token": wrong}}, 401),
+        ({"headers": {"Authorization": f"Bearer {wrong}"}}, 401),
+        ({"data": {"token": wrong}, "headers": {"Accept": "application/json"}}, 401),
+        ({"data": b"[1]", "headers": {"Content-Type": "application/json"}}, 400),
+        ({"json": {"token": TOKEN}, "headers": {"Sec-Fetch-Site": "cross-site"}}, 403),
+    ):
+        async with agent.http.post(f"{agent.url}/login", allow_redirects=False, **request) as r:
+            assert (r.status, r.content_type) == (status, "application/problem+json"), request
+            body = await r.json(content_type=None)
+            assert body["status"] == status and body["type"].startswith("urn:postflight:")
+            if status == 401:
+                assert r.headers["WWW-Authenticate"] == "Bearer"
+    browser = "text/html,application/xhtml+xml,*/*;q=0.8"
+    for headers in ({}, {"Accept": browser}):
+        async with agent.http.post(
+            f"{agent.url}/login", data={"token": wrong}, headers=headers, allow_redirects=False
+        ) as r:
+            assert (r.status, r.content_type) == (401, "text/html"), headers

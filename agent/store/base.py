@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 from agent.records import (
@@ -43,6 +44,16 @@ class UnsettledAlert(NamedTuple):
     payload: str
     sent_to: frozenset[str]
     """The channels that took it already (`Store.note_alert_channel`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """A claim `Store.take_alert` took (always true, as the bool it was: `if not await
+    store.take_alert(...)` reads as before)."""
+
+    attempts: int
+    """The attempts the senders that handed it back made (`release_alert`), 0 for none:
+    a follow-up's count, budget and backoff go on from there."""
 
 
 class AlertRetry(NamedTuple):
@@ -416,10 +427,14 @@ class Store(Protocol):
         False, claiming nothing, if any of them was claimed already."""
         ...
 
-    async def take_alert(self, window_id: str, event: str, at: float, lapsed_before: float) -> bool:
-        """Like `claim_alert`, and True for the one caller that takes over a claim still
+    async def take_alert(
+        self, window_id: str, event: str, at: float, lapsed_before: float
+    ) -> Taken | None:
+        """Like `claim_alert`, and taken by the one caller that takes over a claim still
         without an outcome (`record_alert`) made before `lapsed_before`: a lease on one
-        sending whose sender may die mid-call (`rollback.then` follow-ups)."""
+        sending whose sender may die mid-call (`rollback.then` follow-ups). None: not
+        taken. The attempts handed back come with the take, in the same statement: read
+        after it, a store that failed between held the claim, unsent, for its lease."""
         ...
 
     async def release_alert(
@@ -428,13 +443,8 @@ class Store(Protocol):
         """Hand back a claim `take_alert` took at `claimed_at`, still without an outcome:
         the next `take_alert` takes it at once, where it waited for the claim to lapse (a
         clean stop cut its sender mid-call). `attempts`: the calls its sender made, added
-        to the claim's (`alert_attempts`). False if it has an outcome, or another caller
-        took it over since."""
-        ...
-
-    async def alert_attempts(self, window_id: str, event: str) -> int:
-        """The attempts the senders that handed back a claim made (`release_alert`), 0 for
-        none: a follow-up's count and budget go on from there."""
+        to the claim's (the next `take_alert`'s `Taken.attempts`). False if it has an
+        outcome, or another caller took it over since."""
         ...
 
     async def record_alert(

@@ -49,6 +49,7 @@ from agent.store.base import (
     SameDeployment,
     StoredProbes,
     StoreError,
+    Taken,
     UnsettledAlert,
     same_deploy,
     sha_and_abbreviations,
@@ -1118,20 +1119,24 @@ class SqlStore(ABC):
             return False
         return True
 
-    async def take_alert(self, window_id: str, event: str, at: float, lapsed_before: float) -> bool:
+    async def take_alert(
+        self, window_id: str, event: str, at: float, lapsed_before: float
+    ) -> Taken | None:
         """A first claim, or a claim without an outcome made before `lapsed_before` taken
-        over; the row stays locked to commit, so of two takers one wins."""
+        over, with its handed-back attempts; the row stays locked to commit, so of two
+        takers one wins."""
         async with self._tx() as db:
-            taken = await db.execute(
+            taken = await db.fetch(
                 "INSERT INTO alerts (window_id, event, claimed_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (window_id, event) DO UPDATE SET claimed_at = excluded.claimed_at"
-                " WHERE alerts.result = 'claimed' AND alerts.claimed_at < ?",
+                " WHERE alerts.result = 'claimed' AND alerts.claimed_at < ?"
+                " RETURNING attempts",
                 window_id,
                 event,
                 at,
                 lapsed_before,
             )
-        return taken == 1
+        return Taken(int(taken[0][0])) if taken else None
 
     async def release_alert(
         self, window_id: str, event: str, claimed_at: float, attempts: int = 0
@@ -1149,12 +1154,6 @@ class SqlStore(ABC):
                 claimed_at,
             )
         return released == 1
-
-    async def alert_attempts(self, window_id: str, event: str) -> int:
-        row = await self._fetchone(
-            "SELECT attempts FROM alerts WHERE window_id = ? AND event = ?", window_id, event
-        )
-        return 0 if row is None else int(row[0])
 
     async def record_alert(
         self,

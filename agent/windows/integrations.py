@@ -468,15 +468,12 @@ class Integrations:
                     # a claim this process left open for a later try is its own to take,
                     # unless another replica took it over since (a stamp newer than ours)
                     mine = self._stamps.get(mark, now)
-                    claimed = await self.s.store.take_alert(
-                        window.id, key, now, lapsed_before=min(now, mine + OWN_STAMP_S)
-                    )
+                    lapsed = min(now, mine + OWN_STAMP_S)
+                    claimed = await self._taken(window.id, key, now, lapsed)
                 elif lease is None:
                     claimed = await self.s.store.claim_alert(window.id, key, now)
                 else:
-                    claimed = await self.s.store.take_alert(
-                        window.id, key, now, lapsed_before=now - lease
-                    )
+                    claimed = await self._taken(window.id, key, now, now - lease)
                 self._retry_at.pop(mark, None)
                 if claimed:
                     self._stamps[mark] = now
@@ -493,6 +490,9 @@ class Integrations:
                     self._stamps.pop(mark, None)
 
         self.s.spawn(run())
+
+    async def _taken(self, window_id: str, key: str, now: float, lapsed_before: float) -> bool:
+        return await self.s.store.take_alert(window_id, key, now, lapsed_before) is not None
 
     def _approval_lease(self) -> float:
         """How long one sender holds a Rolling Release approval: its two calls' worst case
@@ -1274,7 +1274,8 @@ class Integrations:
             return
         lease = follow_up_lease(env.rollback)
         now = self.clock()
-        if not await self.s.store.take_alert(window.id, key, now, lapsed_before=now - lease):
+        taken = await self.s.store.take_alert(window.id, key, now, lapsed_before=now - lease)
+        if taken is None:
             # another sender holds it (another replica's resume, or the rollback's sender);
             # if that one dies mid-call, its claim lapses and we take it over then
             later = asyncio.create_task(self._follow_up_later(window, env, intent, name, lease))
@@ -1317,8 +1318,9 @@ class Integrations:
             )
             try:
                 # the attempts are the follow-up's, not the sender's: those made before a
-                # hand-back count, where each agent started again at 1 with a fresh budget
-                before = await self.s.store.alert_attempts(window.id, key)
+                # hand-back count (told by the take, no read between), where each agent
+                # started again at 1 with a fresh budget
+                before = taken.attempts
                 result = await call(
                     self._client(),
                     "POST",

@@ -377,3 +377,37 @@ async def test_a_stop_as_a_follow_ups_2xx_is_being_stored_lets_the_write_finish(
 
     assert sum(a.accepted for a in follow.attempts) == 1, [a.status for a in follow.attempts]
     assert events["then:migrations"] == "delivered"
+
+
+class DownAfterTheTake(Restarting):
+    """A store that stops answering as soon as a follow-up is taken (`take_alert`), and
+    answers again once the receiver has the follow-up, or the test says so."""
+
+    async def take_alert(self, *args: Any, **kwargs: Any) -> Any:
+        taken = await super().take_alert(*args, **kwargs)
+        self.down = True
+        return taken
+
+
+async def test_a_store_that_goes_away_after_the_take_does_not_hold_the_follow_up(
+    tmp_path: Any, rollback_receiver: Any
+) -> None:
+    """The follow-up's carried attempts were a second read after its take: a store that
+    failed between the two ended the follow-ups with its claim held, and it went out only
+    once the claim lapsed (`follow_up_lease`, 565 s at defaults). The take tells them: it
+    goes out at once, its outcome held until the store answers."""
+    store = DownAfterTheTake(tmp_path / "postflight.db")
+    await store.open()
+
+    async def store_back(attempt: RollbackAttempt) -> None:
+        asyncio.get_running_loop().call_later(0.2, setattr, store, "down", False)
+
+    follow: RollbackReceiver = await rollback_receiver(FOLLOW_SECRET, on_attempt=store_back)
+    delivered, window = await delivered_with_follow_ups(store)
+    async with two_replicas(store, follow.url) as (first, _, _):
+        await asyncio.gather(first.after_rollback(window, delivered), return_exceptions=True)
+        store.down = False
+        events = await store.alert_events(window.id)
+
+    assert [a.accepted for a in follow.attempts] == [True]
+    assert events["then:migrations"] == "delivered"

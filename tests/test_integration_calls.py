@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import email.utils
 import time
+import types
 
 import aiohttp
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from agent.integrations import clients
 from agent.integrations.clients import call
 
 
@@ -69,3 +72,38 @@ async def test_a_github_rate_limit_403_is_retried_and_a_permission_403_is_not() 
             assert (result.ok, result.attempts) == (ok, attempts), (kind, result)
             if not ok:
                 assert result.status == 403 and "not accessible" in (result.error or "")
+
+
+async def test_the_waits_go_on_from_the_attempts_earlier_senders_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A follow-up handed back by a stop keeps its attempt count (`made_before`); the next
+    sender's waits began again at the first attempt's (its count said 3, its wait was
+    attempt 1's). They grow from the count, as one sender's would have."""
+    waits: list[float] = []
+
+    async def sleep(delay: float) -> None:  # the waits asked for, not waited
+        waits.append(delay)
+
+    monkeypatch.setattr(clients, "asyncio", types.SimpleNamespace(sleep=sleep))
+    monkeypatch.setattr(clients, "random", types.SimpleNamespace(random=lambda: 1.0))
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=503)
+
+    app = web.Application()
+    app.router.add_post("/then", handler)
+    async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession() as session:
+        for made_before, expected in ((0, [2.0, 4.0]), (2, [8.0, 16.0])):
+            waits.clear()
+            result = await call(
+                session,
+                "POST",
+                str(server.make_url("/then")),
+                headers={},
+                attempts=3,
+                backoff=1.0,
+                max_backoff=100.0,
+                made_before=made_before,
+            )
+            assert (result.ok, result.attempts, waits) == (False, 3, expected), made_before

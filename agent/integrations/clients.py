@@ -63,12 +63,15 @@ async def call(
     attempts: int = CALL_ATTEMPTS,
     backoff: float = 0.5,
     max_backoff: float = CALL_MAX_BACKOFF_S,
+    made_before: int = 0,
     redact: Callable[[str], str] = lambda s: s,
     rate_limit: RateLimit | None = None,
 ) -> CallResult:
     """One logical call with bounded retries; the answer's JSON (if any) in `data`.
     `rate_limit` tells a provider's rate limit among its other answers (GitHub's are 403s
-    as often as 429s) and the wait it asks for: retried like a 429."""
+    as often as 429s) and the wait it asks for: retried like a 429. `made_before`: the
+    attempts earlier senders made (a follow-up handed back by a stop): the waits go on
+    growing from there, where the next sender's began again at the first's."""
     status: int | None = None
     error: str | None = None
     unanswered = 0
@@ -117,6 +120,6 @@ async def call(
         if attempt < attempts:
             delay = retry_after
             if delay is None:
-                delay = random.random() * backoff * 2**attempt
+                delay = random.random() * backoff * 2 ** (made_before + attempt)
             await asyncio.sleep(min(max_backoff, delay))
     return CallResult(False, status, error, None, attempts, gave_up=True, unanswered=unanswered)

@@ -1319,7 +1319,7 @@ class Integrations:
             try:
                 # the attempts are the follow-up's, not the sender's: those made before a
                 # hand-back count (told by the take, no read between), where each agent
-                # started again at 1 with a fresh budget
+                # started again at 1 with a fresh budget and backoff
                 before = taken.attempts
                 result = await call(
                     self._client(),
@@ -1338,6 +1338,7 @@ class Integrations:
                     attempts=max(1, env.rollback.max_attempts - before),
                     backoff=env.rollback.backoff,
                     max_backoff=env.rollback.max_backoff,
+                    made_before=before,
                     redact=self.redact,
                 )
             except asyncio.CancelledError:

@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+import types
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
+import pytest
 
+from agent.integrations import clients
 from agent.metrics import Metrics
 from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent
 from agent.rollback.delivery import RollbackDelivery
@@ -34,6 +37,7 @@ from common.redaction import Redactor
 from tests.pg import PgCluster
 from tests.receivers import RollbackAttempt, RollbackReceiver
 from tests.rollback.support import REQUESTED_AT, SECRET, settings, stored_intent
+from tests.store.peek import rows
 from tests.test_store_outage_logs import Restarting
 
 
@@ -411,3 +415,36 @@ async def test_a_store_that_goes_away_after_the_take_does_not_hold_the_follow_up
 
     assert [a.accepted for a in follow.attempts] == [True]
     assert events["then:migrations"] == "delivered"
+
+
+async def test_a_follow_up_handed_back_waits_as_its_attempt_count_says(
+    tmp_path: Any, rollback_receiver: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follow-up handed back after 2 attempts goes on at attempt 3, and its waits too:
+    the next agent's began again at attempt 1's (1 s, 2 s at the defaults), its count
+    and budget going on."""
+    waits: list[float] = []
+
+    async def sleep(delay: float) -> None:  # the waits asked for, not waited
+        waits.append(delay)
+
+    monkeypatch.setattr(clients, "asyncio", types.SimpleNamespace(sleep=sleep))
+    monkeypatch.setattr(clients, "random", types.SimpleNamespace(random=lambda: 0.5))
+    store = SqliteStore(tmp_path / "postflight.db")
+    await store.open()
+    follow: RollbackReceiver = await rollback_receiver(FOLLOW_SECRET, [503, 503])
+    delivered, window = await delivered_with_follow_ups(store)
+    key = "then:migrations"
+    assert await store.take_alert(window.id, key, 1.0, lapsed_before=0.0)
+    assert await store.release_alert(window.id, key, 1.0, attempts=2)
+    async with two_replicas(store, follow.url) as (first, _, _):
+        await first.after_rollback(window, delivered)
+        events = await store.alert_events(window.id)
+        details = await rows(
+            store, "SELECT detail FROM alerts WHERE window_id = ? AND event = ?", window.id, key
+        )
+
+    assert [a.status for a in follow.attempts] == [503, 503, 200]
+    assert waits == [0.5 * 2**3, 0.5 * 2**4]  # backoff 1 s: attempts 3 and 4's
+    assert events["then:migrations"] == "delivered"
+    assert details == [("HTTP 200 after 5 attempt(s)",)]

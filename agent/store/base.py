@@ -168,14 +168,21 @@ def same_deploy(active: DeployWindow, same: SameDeployment) -> bool:
 def _other_commit(watched: str | None, event: str | None) -> bool:
     """Whether both commits are known and differ (one may abbreviate the other: a window
     registered with `--commit 9fceb02`); an event or window without one differs from
-    nothing (Vercel names no commit for a deployment made outside git)."""
+    nothing (Vercel names no commit for a deployment made outside git). Only hex of 7
+    digits or more abbreviates (git's shortest): other texts compare whole, where any
+    prefix matched (`release-2` was `release-20`'s commit, `9fc` any SHA so begun)."""
     if not watched or not event:
         return False
     watched, event = watched.lower(), event.lower()
-    return not (watched.startswith(event) or event.startswith(watched))
+    if ABBREVIATED_SHA.match(watched) and ABBREVIATED_SHA.match(event):
+        return not (watched.startswith(event) or event.startswith(watched))
+    return watched != event
 
 
 SHA_HEX = re.compile(r"^[0-9a-f]{8,64}$")
+ABBREVIATED_SHA = re.compile(r"^[0-9a-f]{7,64}$")
+"""A SHA or its abbreviation as git writes it (7 hex digits at the least): a commit text
+that may name another by its start (`sha_and_abbreviations`)."""
 
 
 def sha_and_abbreviations(sha: str) -> list[str]:

@@ -206,6 +206,34 @@ async def test_an_event_of_a_watched_deployment_naming_another_commit_supersedes
     assert not created.joined and [w.id for w in created.superseded] == ["dep_1"]
 
 
+@pytest.mark.parametrize(
+    ("watched", "event", "joins"),
+    [
+        ("9fceb02", "9fceb02d0ae598e95dc970b74767f19372d61af8", True),  # git's abbreviation
+        ("9fceb02d0ae598e95dc970b74767f19372d61af8", "9FCEB02", True),
+        ("main", "main", True),
+        ("9fc", "9fceb02d0ae598e95dc970b74767f19372d61af8", False),  # too short to name it
+        ("release-2", "release-20", False),
+        ("v2", "v2.4.1", False),
+        ("main", "9fceb02d0ae598e95dc970b74767f19372d61af8", False),
+    ],
+)
+async def test_only_a_hex_abbreviation_of_seven_or_more_names_a_commit_by_its_start(
+    store: Store, watched: str, event: str, joins: bool
+) -> None:
+    """A commit as registered (`--commit`) is free text: a prefix of any text was taken
+    for the same commit, so `release-2` joined `release-20`'s event and `9fc` any SHA
+    starting so. Hex of 7 digits or more (git's abbreviations) matches by its start;
+    other texts compare whole."""
+    first = of_deployment("dep_1", "dpl_a", 100)
+    first.commit = watched
+    await store.create_window(first)
+    event_of = same("dpl_a", "k_event")._replace(version=event)
+    created = await store.create_window(of_deployment("dep_2", "dpl_a", 101), same=event_of)
+    assert created.joined is joins
+    assert [w.id for w in created.superseded] == ([] if joins else ["dep_1"])
+
+
 async def test_the_other_providers_event_of_the_same_commit_joins_and_adds_its_labels(
     store: Store,
 ) -> None:

@@ -26,6 +26,7 @@ from yarl import URL
 
 from checks.request import Request
 from checks.sessions import in_use, lean_client
+from checks.silence import HOP, Deadline
 from checks.wire import (
     Disconnected,
     LeanClient,
@@ -233,40 +234,56 @@ async def _through_aiohttp(
     `agent_held_s`: each hop's stall before it was written (`checks.written`, on a pool
     with its trace), after `held` (the lean client's first hop's)."""
     written = Written(held)
+    hop = HOP.set(written)  # the connector tells it each hop's connection
+    total = client_timeout.total
+    if total is not None:  # kept by `Deadline`, which looks for the target's silence at it
+        client_timeout = aiohttp.ClientTimeout(
+            connect=client_timeout.connect,
+            sock_read=client_timeout.sock_read,
+            sock_connect=client_timeout.sock_connect,
+            ceil_threshold=client_timeout.ceil_threshold,
+        )
     with in_use(session):  # the pool stays open until the body is read
         try:
-            async with session.request(
-                method,
-                url,
-                headers=headers or None,  # an empty dict still costs aiohttp a header merge
-                data=data,
-                timeout=client_timeout,
-                allow_redirects=request.allow_redirects,
-                max_redirects=_aiohttp_limit(redirects),
-                ssl=request.verify_tls,
-                trace_request_ctx=written,
-            ) as resp:
-                length = resp.content_length
-                if length is not None and length <= _READ_WHOLE_BYTES:
-                    raw = await resp.read()
-                    size = len(raw)
-                    body = raw if request.keep_body else b""
-                else:
-                    body, size = await _stream(resp, KEEP_BODY_BYTES if request.keep_body else 0)
-                latency = time.perf_counter() - t0
-                held = written.held()
-                return Reply(
-                    resp.status, resp.headers, body, size, latency, resp.url, agent_held_s=held
-                )
+            with Deadline(written, total):
+                async with session.request(
+                    method,
+                    url,
+                    headers=headers or None,  # an empty dict still costs aiohttp a header merge
+                    data=data,
+                    timeout=client_timeout,
+                    allow_redirects=request.allow_redirects,
+                    max_redirects=_aiohttp_limit(redirects),
+                    ssl=request.verify_tls,
+                    trace_request_ctx=written,
+                ) as resp:
+                    length = resp.content_length
+                    if length is not None and length <= _READ_WHOLE_BYTES:
+                        raw = await resp.read()
+                        size = len(raw)
+                        body = raw if request.keep_body else b""
+                    else:
+                        body, size = await _stream(
+                            resp, KEEP_BODY_BYTES if request.keep_body else 0
+                        )
+                    latency = time.perf_counter() - t0
+                    held = written.held()
+                    return Reply(
+                        resp.status, resp.headers, body, size, latency, resp.url, agent_held_s=held
+                    )
         except aiohttp.TooManyRedirects as exc:
             raise ProbeFailed("status", _too_many(request), time.perf_counter() - t0) from (
                 without_tracebacks(exc)
             )
         except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
             kind, message = classify(exc, stated)
-            raise ProbeFailed.timed(kind, message, time.perf_counter() - t0, stated) from (
+            silent = written.silent_s if kind == "timeout" else None
+            raise ProbeFailed.timed(kind, message, time.perf_counter() - t0, stated, silent) from (
                 without_tracebacks(exc)
             )
+        finally:
+            HOP.reset(hop)
+            written.over()
 
 
 def _aiohttp_limit(max_redirects: int) -> int:

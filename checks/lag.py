@@ -58,8 +58,9 @@ connect kept a 0.33 s latency of a 20 ms target under load, 0.43 s of a 100 ms h
 UNANSWERED = "unanswered_s"
 """A timeout's details key: how long the target had the whole request with no byte of an
 answer in the agent's socket when the agent looked, at least the timeout
-(`checks.wire.Unanswered`). Such a timeout is the target's however the agent's loop
-stalled (`attributed`): a stall delays the agent's reading, never the target's answer."""
+(`checks.wire.Unanswered`; through aiohttp, `checks.silence.Deadline`). Such a timeout is
+the target's however the agent's loop stalled (`attributed`): a stall delays the agent's
+reading, never the target's answer."""
 
 _TIMED = frozenset({"timeout", "latency"})
 """Error classes that say something about time (no answer in time, an answer too slow):

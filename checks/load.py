@@ -111,14 +111,15 @@ class LoadPool:
         """The pool's session for this TLS mode, opened on first use in this loop."""
         import aiohttp  # the client only where a check runs: see the imports
 
-        from checks.written import TRACE  # (the same)
+        from checks.silence import Connector  # (the same)
+        from checks.written import TRACE
 
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a new agent in this process: its own connections
             self._loop, self._sessions = loop, {}
         session = self._sessions.get(verify_tls)
         if session is None or session.closed:
-            connector = aiohttp.TCPConnector(limit=0, ssl=verify_tls)
+            connector = Connector(limit=0, ssl=verify_tls)  # its timeouts' silence
             session = self._sessions[verify_tls] = aiohttp.ClientSession(
                 connector=connector,
                 cookie_jar=aiohttp.DummyCookieJar(),
@@ -327,7 +328,12 @@ class _LoadRun:
             )
         except ProbeFailed as failed:
             if counted:
-                if self._agents(False, failed.kind, None, sent, due, mark, 0.0) == "agent_lag":
+                # a timeout the target's silence proves is its own (`checks.silence`)
+                own = failed.silent_s is None
+                if (
+                    own
+                    and self._agents(False, failed.kind, None, sent, due, mark, 0.0) == "agent_lag"
+                ):
                     self.agent_lag += 1
                     return
                 self.errors[failed.kind] += 1

@@ -25,6 +25,7 @@ from types import TracebackType
 import aiohttp
 from yarl import URL
 
+from checks.silence import Connector
 from checks.wire import LeanClient
 from checks.written import TRACE
 from common.version import __version__
@@ -233,7 +234,7 @@ class TargetSessions:
         tls: ssl.SSLContext | bool = (
             (self._ssl_context if self._ssl_context is not None else True) if verify_tls else False
         )
-        connector = aiohttp.TCPConnector(
+        connector = Connector(  # aiohttp's, telling a timeout the target's silence
             limit=self._limit,
             limit_per_host=self._limit,
             ssl=tls,

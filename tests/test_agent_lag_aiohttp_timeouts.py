@@ -115,7 +115,8 @@ def test_an_https_answer_that_came_while_the_agent_stalled_is_read_not_timed_out
     lean client reads it: a 200 that counts, its latency (the stall's) the agent's. The
     old code's timer came to the request before it took the answer, now and then: a
     timeout, dropped (the answer lost). (A control too: a look that missed the answer
-    would count a timeout against the target.)"""
+    would count a timeout against the target. A run the stall missed, a loaded machine's
+    target thread late to the request, is no control: another is made.)"""
     target.delay_s = answer_s
     target.close = False  # its answer leaves the connection open: only the answer tells
     metrics = Metrics()
@@ -127,14 +128,20 @@ def test_an_https_answer_that_came_while_the_agent_stalled_is_read_not_timed_out
             [result] = await _probe(text, sessions, metrics).run_round(2.0, probes=1)
         return result
 
-    for _ in range(3):  # one run passes by chance on the old code: three in a row do not
+    runs = 0
+    for _ in range(6):  # one run passes by chance on the old code: three in a row do not
         result = _run(new_loop, scenario())
+        if result.details.get("stalled_s", 0.4) < 0.3:
+            continue  # the stall came after the deadline (a loaded machine): no control
+        runs += 1
         assert UNANSWERED not in result.details, result.details
         assert result.details.get("dropped") is None, result.message
         [sample] = result.samples
         assert sample.ok and sample.status == 200, result.details
         assert sample.latency_s is None or sample.latency_s >= answer_s
-    assert _dropped(metrics, "agent_lag") == 0
+        if runs == 3:
+            break
+    assert runs == 3, "the stall never came in the wait"
 
 
 @pytest.mark.parametrize("new_loop", _loops())

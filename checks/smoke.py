@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Self
@@ -20,6 +21,7 @@ from yarl import URL
 
 from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
 from checks.expect import Body, Expect, Expectation, Mismatch, compile_path
+from checks.lag import AGENT_HELD, UNANSWERED
 from checks.request import ClientOptions, RequestSpec, join_url, sent_with
 from common.durations import PositiveDuration
 from common.redaction import SENSITIVE_KEY, Redactor, sensitive_values, snippet
@@ -161,6 +163,7 @@ class SmokeCheck(Check):
         import aiohttp  # the client only where a check runs: see the imports
 
         from checks.exchange import ProbeFailed, exchange  # (the same)
+        from checks.written import TRACE  # (the same)
 
         cfg = self.config
         connector = ctx.session.connector
@@ -177,6 +180,9 @@ class SmokeCheck(Check):
             cookie_jar=aiohttp.CookieJar(unsafe=True),
             headers=ctx.session.headers,
             trust_env=False,
+            # as the shared pool's: a stall before a step's write, a target's silence at its
+            # deadline (`checks.written`, `checks.silence`), judged on a one-step run
+            trace_configs=[TRACE],
         ) as session:
             for index, compiled in enumerate(self._steps):
                 step = compiled.step
@@ -203,7 +209,14 @@ class SmokeCheck(Check):
                 except ProbeFailed as failed:
                     samples.append(failed.sample(cfg.name, ctx.target))
                     return self._failed(
-                        index, failed.kind, failed.message, None, samples, done, redactor
+                        index,
+                        failed.kind,
+                        failed.message,
+                        None,
+                        samples,
+                        done,
+                        redactor,
+                        silent_s=failed.silent_s,
                     )
                 except _StepFailed as failed:
                     first = failed.mismatches[0]
@@ -232,7 +245,7 @@ class SmokeCheck(Check):
             ok=True,
             samples=tuple(samples),
             message=f"{counted(len(done), 'step')} passed in {total_ms:.0f}ms",
-            details={"steps": done},
+            details=_lag({"steps": done}, reply),
         )
 
     def _failed(
@@ -244,6 +257,7 @@ class SmokeCheck(Check):
         samples: list[Sample],
         done: list[dict[str, Any]],
         redactor: Redactor,
+        silent_s: float | None = None,
         **extra: str,
     ) -> CheckResult:
         """The result of a run stopped at step `index`: which step, what went wrong, the body."""
@@ -264,6 +278,7 @@ class SmokeCheck(Check):
             details["body"] = body
             if body:
                 message += f"; body: {body}"
+        _lag(details, reply, silent_s)
         return CheckResult(
             check=self.config.name,
             type=self.type,
@@ -272,6 +287,19 @@ class SmokeCheck(Check):
             message=redactor.text(message),
             details=redactor.value(details),
         )
+
+
+def _lag(
+    details: dict[str, Any], reply: Reply | None, silent_s: float | None = None
+) -> dict[str, Any]:
+    """`details` with what the agent's lag is judged by (`checks.lag.attributed`, on a run
+    of one sample: its last step's), as an http check keeps them: how long a stall held
+    the step's request back, the target's silence at its timeout."""
+    if reply is not None and reply.agent_held_s:  # rounded up, as `checks.http`
+        details[AGENT_HELD] = math.ceil(reply.agent_held_s * 1e4) / 1e4
+    if silent_s is not None:  # rounded down
+        details[UNANSWERED] = math.floor(silent_s * 1e4) / 1e4
+    return details
 
 
 def _step_summary(name: str, reply: Reply) -> dict[str, Any]:

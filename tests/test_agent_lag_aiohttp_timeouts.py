@@ -22,7 +22,7 @@ import pytest
 
 from agent.metrics import Metrics
 from checks.base import CheckResult
-from checks.lag import UNANSWERED
+from checks.lag import AGENT_HELD, UNANSWERED
 from checks.sessions import TargetSessions
 from tests.self_signed import self_signed
 from tests.test_agent_lag_aiohttp import (
@@ -176,3 +176,66 @@ def test_a_load_checks_timeouts_at_a_silent_https_target_count_whatever_the_agen
     assert len(result.samples) == 20
     assert all(s.error == "timeout" for s in result.samples), result.details
     assert _dropped(metrics, "agent_lag") == 0
+
+
+SMOKE = """
+server: {{api_tokens: [tok-1234567890abcdef]}}
+environments:
+  production:
+    base_url: {url}
+    interval: 400ms
+    probes_per_round: 1
+    checks:
+      - {{name: flow, type: smoke, timeout: {timeout}, verify_tls: false,
+          steps: [{{name: one, path: /health}}]}}
+"""
+
+
+@pytest.mark.parametrize("new_loop", _loops())
+def test_a_one_step_smoke_at_a_silent_https_target_times_out_whatever_the_agents_stall(
+    target: ThreadTarget, new_loop: Callable[[], asyncio.AbstractEventLoop]
+) -> None:
+    """A smoke check (its own session, for its cookies, over the shared connections) of one
+    step, the one result the agent's lag is judged on: a target that never answers, the
+    loop blocked 0.3 s of the 0.5 s wait. The old code's smoke session sent no trace: no
+    silence seen, the timeout dropped as the agent's."""
+    target.delay_s = 5.0
+    metrics = Metrics()
+
+    async def scenario() -> CheckResult:
+        _stall_at_request(target, 0.3)
+        async with TargetSessions() as sessions:
+            text = SMOKE.format(url=target.url, timeout="500ms")
+            [result] = await _probe(text, sessions, metrics).run_round(2.0, probes=1)
+        return result
+
+    result = _run(new_loop, scenario())
+    assert result.details.get("dropped") is None, result.message
+    [sample] = result.samples
+    assert sample.error == "timeout" and not sample.ok
+    assert result.details[UNANSWERED] >= 0.5
+    assert _dropped(metrics, "agent_lag") == 0
+
+
+def test_a_one_step_smoke_whose_https_connect_the_agent_stalled_drops_its_latency(
+    target: ThreadTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same smoke step on a new connection whose TLS handshake's end waited 0.3 s for
+    the stalled loop, before the request was written: its answer counts, its latency
+    (the stall's) is the agent's. The old code kept a 100 ms target's 0.4 s."""
+    target.delay_s = 0.1
+    metrics = Metrics()
+    made = _stall_connects(monkeypatch, 0.3)
+
+    async def scenario() -> CheckResult:
+        async with TargetSessions() as sessions:
+            text = SMOKE.format(url=target.url, timeout="1s")
+            [result] = await _probe(text, sessions, metrics).run_round(1.0, probes=1)
+        return result
+
+    result = _run(asyncio.new_event_loop, scenario())
+    assert made, "no connection was made through aiohttp"
+    [sample] = result.samples
+    assert sample.ok and sample.latency_s is None, result.details
+    assert result.details[AGENT_HELD] >= 0.25
+    assert _dropped(metrics, "agent_lag_latency") == 1

@@ -37,6 +37,17 @@ def is_rate(metric: Metric) -> bool:
     return metric.endswith("_rate")
 
 
+COUNTS = ("throughput", "error_count")
+"""Metrics counted from events: 0 or more, as rates and durations are."""
+
+
+def never_negative(metric: Metric) -> bool:
+    """Whether the metric's values are 0 or more (a rate, a duration, a count), so that a
+    bare value's mean at most 0 means every value is 0; a provider query's (a Prometheus
+    `deriv()`, a delta) may be of either sign."""
+    return is_rate(metric) or is_duration(metric) or metric in COUNTS
+
+
 def change_floor(metric: Metric) -> float:
     """Smallest absolute change that counts, so a zero baseline does not make every value a
     breach: 0.1 percentage point for rates, 1 ms for durations, nothing otherwise."""

@@ -39,7 +39,13 @@ import numpy as np
 
 from agent.analysis import stats
 from agent.analysis.conformal import Ranker
-from agent.analysis.describe import change_floor, format_percent, format_value, quantile_of
+from agent.analysis.describe import (
+    change_floor,
+    format_percent,
+    format_value,
+    never_negative,
+    quantile_of,
+)
 from agent.analysis.stats import FloatArray
 from agent.analysis.types import Observation, Rule
 
@@ -515,11 +521,13 @@ class SequentialRule:
             if self.kind == "value" and not is_max and not _is_share(rule):
                 return None
             test = "proportion" if self.kind == "proportion" else "value"
-            if level == 0.0 and (self.kind == "proportion" or _is_share(rule) or is_max):
-                # a rate's `max: 0` (`min: 1`), a bare value's `max: 0`: no bad event (a
-                # value above 0: the value test reads values as never negative) can happen
-                # under the null (`_refuted`), so the first one fails the rule, and no
-                # detector is needed
+            if level == 0.0 and (
+                self.kind == "proportion" or _is_share(rule) or (is_max and never_negative(metric))
+            ):
+                # a rate's `max: 0` (`min: 1`), a count's or a duration's `max: 0`: no bad
+                # event (a value above 0: none is below it) can happen under the null
+                # (`_refuted`), so the first one fails the rule, and no detector is needed;
+                # a value of either sign (a delta's) has no such test
                 return Component(which, test, share, 0.0, null, claim, level=0.0, flip=not is_max)
             if level <= 0.0 or (level >= 1.0 and self._level_is_a_share()):
                 return None

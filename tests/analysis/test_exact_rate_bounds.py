@@ -174,12 +174,13 @@ def test_a_relative_bound_on_a_bare_zero_baseline_takes_the_threshold_policys_fl
     assert clean.decision == "pass", clean.reason
 
 
-@pytest.mark.parametrize("metric", ["error_count", "cpu", "error_rate"])
+@pytest.mark.parametrize("metric", ["error_count", "p95_duration", "error_rate"])
 def test_a_bare_value_above_max_0_fails_and_zeros_pass_on_evidence(metric: str) -> None:
-    """A provider's bare figure (a Prometheus query): the value test reads values as never
-    negative, so under `max: 0` every one is 0 and the first above it fails the rule (it
-    had no test: 30 rounds of 5 ended inconclusive where threshold and fixed failed them).
-    Figures of exactly 0 have no spread, so they pass on evidence."""
+    """A provider's bare figure that is never negative (a count, a duration, a rate):
+    under `max: 0` every one is 0 and the first above it fails the rule (it had no test: 30
+    rounds of 5 ended inconclusive where threshold and fixed failed them). Figures of
+    exactly 0 have no spread, so they pass on evidence. A value of either sign (a query's
+    `cpu`, a delta) keeps the threshold streak: tests/analysis/test_signed_bare_values.py."""
     rule = Rule("m", "prometheus", metric, max=0.0)
     high = [{"m": Observation(v)} for v in (0.0, 0.0, 5.0)]
     verdict = judge([rule], {}, high, SEQUENTIAL, final=False, horizon=30)

@@ -4,7 +4,8 @@ Pure: no I/O. The tests are `agent.analysis.sequential`; the chance of failing a
 deploy is at most 1 - confidence over the whole window. With `pass_on: evidence` a rule
 passes only when its confidence sequence lies inside its bounds, and is `inconclusive` at
 the end otherwise. A bare value with a `min` that is not a rate has no bounded bad side to
-test and keeps the threshold streak, as does one with a `max` below 0.
+test and keeps the threshold streak, as does one with a `max` below 0, or at 0 for a value
+of either sign.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from agent.analysis.describe import (
     exact_rate_bounds,
     format_value,
     is_rate,
+    never_negative,
     quantile_of,
     unit_noun,
 )
@@ -77,10 +79,16 @@ class SequentialPolicy(BasePolicy):
     def _streak_only(self, rule: Rule, kind: Kind) -> bool:
         """A bare value that is not a rate keeps the threshold streak with a `min` (no
         bounded bad side to test), or a `max` below 0 (a delta's: the value test bets on
-        value / bound, which needs a bound above 0; it had no test and never failed)."""
+        value / bound, which needs a bound above 0; it had no test and never failed), or
+        at 0 unless no value is below 0 (a count's `max: 0` fails at its first value above
+        0; a delta's did too, however far below 0 its mean)."""
         if kind != "value" or is_rate(rule.metric):
             return False
-        return rule.min is not None or (rule.max is not None and rule.max < 0)
+        if rule.min is not None:
+            return True
+        if rule.max is None:
+            return False
+        return rule.max < 0 or (rule.max == 0 and not never_negative(rule.metric))
 
     def tests(self, rule: Rule, kind: Kind) -> SequentialRule:
         key = (rule.name, kind)

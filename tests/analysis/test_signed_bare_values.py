@@ -1,0 +1,59 @@
+"""A provider's bare figure of unknown sign (a Prometheus `deriv()` or delta, any query) is
+judged by the sequential policy as threshold and fixed judge it where no test of its mean
+is valid. `max: 0` failed at the first value above 0 (the test of a rate's `max: 0`, which
+holds only where no value is below 0): a delta alternating -0.2 and +0.1, its mean below
+0, was rolled back at its second round."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.analysis import Observation, Policy, Rule
+from agent.analysis.describe import never_negative
+from agent.analysis.judge import Judge, judge
+from agent.settings import LATENCY_METRICS, NEVER_NEGATIVE
+
+SEQUENTIAL = Policy("sequential")
+THRESHOLD = Policy("threshold")
+ROUNDS = 20
+
+
+def decide(
+    rule: Rule,
+    values: list[float],
+    baseline: float | None = None,
+    policy: Policy = SEQUENTIAL,
+    *,
+    final: bool = True,
+) -> str:
+    rounds = [{rule.name: Observation(v)} for v in values]
+    base = {rule.name: Observation(baseline)} if baseline is not None else {}
+    return judge([rule], base, rounds, policy, final=final, horizon=ROUNDS).decision
+
+
+def test_a_noisy_delta_below_0_on_average_is_not_rolled_back_by_max_0() -> None:
+    rule = Rule("drift", "prometheus", "query", max=0.0)
+    noisy = [-0.2, 0.1] * (ROUNDS // 2)
+    assert decide(rule, noisy, policy=THRESHOLD) == "pass"
+    assert decide(rule, noisy) == "pass"
+    # still failed as threshold fails it: `failure_limit` rounds in a row above 0
+    assert decide(rule, [0.0, 0.5, 0.5, 0.5], policy=THRESHOLD, final=False) == "fail"
+    assert decide(rule, [0.0, 0.5, 0.5, 0.5], final=False) == "fail"
+    assert decide(rule, [0.0, 0.5, 0.5], final=False) == "continue"
+    # nor is it warned as a rate's `max: 0` is (that can only fail on evidence): it passes
+    assert Judge([rule], {}, SEQUENTIAL, horizon=ROUNDS).blind_spots({}) == []
+    rate = Rule("drift", "prometheus", "error_rate", max=0.0)
+    assert "can only fail" in Judge([rate], {}, SEQUENTIAL, horizon=ROUNDS).blind_spots({})[0]
+
+
+@pytest.mark.parametrize("metric", ["error_rate", "error_count", "p95_duration", "throughput"])
+def test_a_value_never_below_0_still_fails_max_0_at_its_first_value_above_it(
+    metric: str,
+) -> None:
+    rule = Rule("m", "sentry", metric, max=0.0)
+    assert decide(rule, [0.0, 0.0, 5.0], final=False) == "fail"
+
+
+def test_the_judge_knows_every_metric_the_configuration_calls_never_negative() -> None:
+    assert all(never_negative(m) for m in (*NEVER_NEGATIVE, *LATENCY_METRICS))
+    assert not any(never_negative(m) for m in ("query", "nrql", "cpu", "queue_delta"))

@@ -53,7 +53,7 @@ __all__ = ["STATE_VERSION", "Glance", "Judge", "PassOn", "State", "judge"]
 
 PassOn = Literal["evidence", "no_failure"]
 
-STATE_VERSION = 11
+STATE_VERSION = 12
 """The shape of `State`; bump it when the shape changes (2: one row per confidence level
 in the rank and exceedance tests; 4: the two-sample count test's own ladder and bets, 12
 rows of 10; 5: the rank and exceedance tests bet on conformal placements and keep the
@@ -65,8 +65,10 @@ six fixed stakes were; 8: the two-sample count test's ladder has 37 rows, not 12
 relative latency bound's exceedance test bets multiples of an aimed stake before its eight
 count bets; 10: a test with a look at the window's end keeps its running sums, `fin`, and
 its p-value there, `final_p`; 11: a bare value's bound of 1 or more has a value test, so
-its rule's state has a test where it had none), so that a restart never reads a state it
-cannot."""
+its rule's state has a test where it had none; 12: a count's relative bound over a baseline
+of 0 has a test, and a relative bound over a baseline of 0 or less of a value that may be
+negative keeps the streak's fields instead: an older state lacked the test, a KeyError),
+so that a restart never reads a state it cannot."""
 
 
 def judge(

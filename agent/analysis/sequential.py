@@ -608,10 +608,15 @@ class SequentialRule:
         if baseline_bound is None:
             mean = _bare_floor(metric, rate, mean, up)
         level = mean if up else 1.0 - mean
-        if level <= 0.0 or (level >= 1.0 and self._level_is_a_share()):
-            return None
         rest = f"{mean:.3g} (baseline {base.value:.3g} {change})"
         test = "proportion" if self.kind == "proportion" else "value"
+        if level == 0.0 and up and self.kind == "value" and never_negative(metric):
+            # a count's bound over a baseline of 0 (its floor is 0) is its `max: 0`: the
+            # first count above 0 fails it (`_refuted`); it had no test
+            null, claim = f"{metric} {sign} {rest}", f"{past} {rest}"
+            return Component("max_increase", test, share, 0.0, null, claim, level=0.0)
+        if level <= 0.0 or (level >= 1.0 and self._level_is_a_share()):
+            return None
         return Component(
             "max_increase",
             test,

@@ -2,7 +2,8 @@
 judged by the sequential policy as threshold and fixed judge it where no test of its mean
 is valid. `max: 0` failed at the first value above 0 (the test of a rate's `max: 0`, which
 holds only where no value is below 0): a delta alternating -0.2 and +0.1, its mean below
-0, was rolled back at its second round."""
+0, was rolled back at its second round. And a relative bound over a negative baseline had
+no test: it ended `inconclusive` where threshold failed it."""
 
 from __future__ import annotations
 
@@ -54,6 +55,40 @@ def test_a_value_never_below_0_still_fails_max_0_at_its_first_value_above_it(
     assert decide(rule, [0.0, 0.0, 5.0], final=False) == "fail"
 
 
+@pytest.mark.parametrize("policy", [SEQUENTIAL, THRESHOLD], ids=["sequential", "threshold"])
+def test_a_relative_bound_over_a_negative_baseline_reads_as_threshold_reads_it(
+    policy: Policy,
+) -> None:
+    """Threshold's limit is max(baseline x (1 + max_increase), baseline + floor): over a
+    baseline of -1, +50% is -1.5, below the baseline itself, so the limit is the baseline:
+    any increase breaches. Rounds at 0 fail it; rounds at -2 (a decrease) pass."""
+    rule = Rule("drift", "prometheus", "query", max_increase=0.5)
+    assert decide(rule, [0.0] * ROUNDS, -1.0, policy) == "fail"
+    assert decide(rule, [-2.0] * ROUNDS, -1.0, policy) == "pass"
+
+
+def test_a_relative_bound_over_a_negative_baseline_is_said_at_registration() -> None:
+    rule = Rule("drift", "prometheus", "query", max_increase=0.5)
+    said = Judge([rule], {"drift": Observation(-1.0)}, SEQUENTIAL, horizon=ROUNDS).blind_spots(
+        {"drift": 1.0}
+    )
+    assert len(said) == 1, said
+    assert said[0].startswith("rule drift: max_increase 50% over a baseline of -1"), said
+    assert "any value above -1 breaches it" in said[0], said
+    assert "3 rounds in a row" in said[0], said
+    positive = Judge([rule], {"drift": Observation(1.0)}, SEQUENTIAL, horizon=ROUNDS)
+    assert positive.blind_spots({"drift": 1.0}) == []
+
+
 def test_the_judge_knows_every_metric_the_configuration_calls_never_negative() -> None:
     assert all(never_negative(m) for m in (*NEVER_NEGATIVE, *LATENCY_METRICS))
     assert not any(never_negative(m) for m in ("query", "nrql", "cpu", "queue_delta"))
+
+
+def test_a_count_over_a_baseline_of_0_fails_its_relative_bound_at_its_first_count() -> None:
+    """A count's relative bound over a baseline of 0 is its `max: 0` (its floor is 0):
+    none is below 0, so the first count above it fails the rule, as `max: 0` does (it had
+    no test: 20 rounds of 5 errors over a clean baseline ended `inconclusive`)."""
+    rule = Rule("m", "sentry", "error_count", max_increase=0.5)
+    assert decide(rule, [0.0, 5.0], 0.0, final=False) == "fail"
+    assert decide(rule, [0.0] * ROUNDS, 0.0) == "pass"

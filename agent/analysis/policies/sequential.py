@@ -5,7 +5,7 @@ deploy is at most 1 - confidence over the whole window. With `pass_on: evidence`
 passes only when its confidence sequence lies inside its bounds, and is `inconclusive` at
 the end otherwise. A bare value with a `min` that is not a rate has no bounded bad side to
 test and keeps the threshold streak, as does one with a `max` below 0, or at 0 for a value
-of either sign.
+of either sign, or a relative bound over a baseline that puts its limit there.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from agent.analysis.describe import (
     exact_rate_bounds,
+    format_percent,
     format_value,
     is_rate,
     never_negative,
@@ -31,6 +32,7 @@ from agent.analysis.sequential import (
     Reached,
     SequentialRule,
 )
+from agent.analysis.threshold import relative_limit
 from agent.analysis.types import Observation, Rule, RuleOutcome
 from agent.analysis.verdicts import (
     Judged,
@@ -81,14 +83,31 @@ class SequentialPolicy(BasePolicy):
         bounded bad side to test), or a `max` below 0 (a delta's: the value test bets on
         value / bound, which needs a bound above 0; it had no test and never failed), or
         at 0 unless no value is below 0 (a count's `max: 0` fails at its first value above
-        0; a delta's did too, however far below 0 its mean)."""
+        0; a delta's did too, however far below 0 its mean), or a relative bound whose
+        limit is there (`_relative_limit_not_above_0`)."""
         if kind != "value" or is_rate(rule.metric):
             return False
-        if rule.min is not None:
+        if rule.min is not None or self._relative_limit_not_above_0(rule) is not None:
             return True
         if rule.max is None:
             return False
         return rule.max < 0 or (rule.max == 0 and not never_negative(rule.metric))
+
+    def _relative_limit_not_above_0(self, rule: Rule) -> float | None:
+        """The limit of a value's relative bound over its bare baseline, where it is 0 or
+        below for a value of either sign: threshold's max(baseline x (1 + max_increase),
+        baseline + floor), over a baseline below 0 the baseline itself (its +50% is
+        below it), so any increase breaches. The value test has no such level (it had no
+        test: `inconclusive` where threshold failed). None otherwise."""
+        base = self.window.base[rule.name]
+        if rule.direction != "increase" or base is None or base.has_counts:
+            return None
+        if base.sorted_values.size:  # samples: a distribution's tests
+            return None
+        if never_negative(rule.metric):
+            return None
+        limit = relative_limit(rule, base.value)
+        return limit if limit is not None and limit <= 0.0 else None
 
     def tests(self, rule: Rule, kind: Kind) -> SequentialRule:
         key = (rule.name, kind)
@@ -347,6 +366,9 @@ class SequentialPolicy(BasePolicy):
         (`max: 0`, `min: 1`), which can only fail, at any traffic (none: those alone)."""
         out = []
         for rule in self.window.rules:
+            if (limit := self._relative_limit_not_above_0(rule)) is not None:
+                out.append(self._relative_streak(rule, limit))
+                continue
             if self.on_evidence and (exact := exact_rate_bounds(rule)):
                 # at any traffic, with a baseline or without: one sentence a rule
                 out += [f"rule {rule.name}: {sentence}" for _, sentence in exact]
@@ -378,6 +400,23 @@ class SequentialPolicy(BasePolicy):
                     f" rounds), so the window would end inconclusive: {'; '.join(short)}"
                 )
         return out
+
+    def _relative_streak(self, rule: Rule, limit: float) -> str:
+        """What a relative bound over a baseline of 0 or less means, and how it is judged
+        (`_relative_limit_not_above_0`): said as the window is registered."""
+        base = self.window.base[rule.name]
+        assert base is not None and rule.max_increase is not None
+        fmt = rule.metric
+        return (
+            f"rule {rule.name}: max_increase {format_percent(rule.max_increase)} over a"
+            f" baseline of {format_value(fmt, base.value)} is a limit of"
+            f" {format_value(fmt, limit)}, as threshold reads it (the greater of baseline x"
+            f" {1.0 + rule.max_increase:g} and the baseline): any value above"
+            f" {format_value(fmt, limit)} breaches it. {fmt} may be below 0, so no test of"
+            " its mean holds there: the rule is judged as the threshold policy judges it,"
+            f" {self.window.policy.failure_limit} rounds in a row past a bound fail it; for"
+            " room above such a baseline, give it an absolute max"
+        )
 
     def _cannot_pass(self, tests: SequentialRule, size: float) -> list[str]:
         """Each bound whose evidence a release just like its baseline could not show by the

@@ -92,3 +92,14 @@ def test_a_count_over_a_baseline_of_0_fails_its_relative_bound_at_its_first_coun
     rule = Rule("m", "sentry", "error_count", max_increase=0.5)
     assert decide(rule, [0.0, 5.0], 0.0, final=False) == "fail"
     assert decide(rule, [0.0] * ROUNDS, 0.0) == "pass"
+
+
+@pytest.mark.parametrize("policy", [SEQUENTIAL, THRESHOLD], ids=["sequential", "threshold"])
+def test_a_bare_values_relative_decrease_is_judged_as_its_min_is(policy: Policy) -> None:
+    """A provider's throughput (its bad side is a decrease) bounded `max_increase: 50%`
+    below a baseline of 100: rounds at 10 fail it, rounds at 90 pass. Under sequential it
+    had no test (a bare value's low side is not bounded, as for its `min`): 20 rounds at 10
+    ended `inconclusive` where threshold failed them."""
+    rule = Rule("rps", "prometheus", "throughput", max_increase=0.5, direction="decrease")
+    assert decide(rule, [10.0] * ROUNDS, 100.0, policy) == "fail"
+    assert decide(rule, [90.0] * ROUNDS, 100.0, policy) == "pass"

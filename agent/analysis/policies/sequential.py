@@ -4,8 +4,9 @@ Pure: no I/O. The tests are `agent.analysis.sequential`; the chance of failing a
 deploy is at most 1 - confidence over the whole window. With `pass_on: evidence` a rule
 passes only when its confidence sequence lies inside its bounds, and is `inconclusive` at
 the end otherwise. A bare value with a `min` that is not a rate has no bounded bad side to
-test and keeps the threshold streak, as does one with a `max` below 0, or at 0 for a value
-of either sign, or a relative bound over a baseline that puts its limit there.
+test and keeps the threshold streak, as does a relative decrease, one with a `max` below 0,
+or at 0 for a value of either sign, or a relative bound over a baseline that puts its limit
+there.
 """
 
 from __future__ import annotations
@@ -79,16 +80,19 @@ class SequentialPolicy(BasePolicy):
         self._compiled: dict[tuple[str, str], SequentialRule] = {}
 
     def _streak_only(self, rule: Rule, kind: Kind) -> bool:
-        """A bare value that is not a rate keeps the threshold streak with a `min` (no
-        bounded bad side to test), or a `max` below 0 (a delta's: the value test bets on
-        value / bound, which needs a bound above 0; it had no test and never failed), or
-        at 0 unless no value is below 0 (a count's `max: 0` fails at its first value above
-        0; a delta's did too, however far below 0 its mean), or a relative bound whose
-        limit is there (`_relative_limit_not_above_0`)."""
+        """A bare value that is not a rate keeps the threshold streak with a `min` or a
+        relative decrease (no bounded bad side to test: the decrease had no test and
+        never failed), or a `max` below 0 (a delta's: the value test bets on value /
+        bound, which needs a bound above 0; it had no test and never failed), or at 0
+        unless no value is below 0 (a count's `max: 0` fails at its first value above 0;
+        a delta's did too, however far below 0 its mean), or a relative bound whose limit
+        is there (`_relative_limit_not_above_0`)."""
         if kind != "value" or is_rate(rule.metric):
             return False
         if rule.min is not None or self._relative_limit_not_above_0(rule) is not None:
             return True
+        if rule.max_increase is not None and rule.direction == "decrease":
+            return True  # its low side, as a `min`'s (it had no test: `_planned`)
         if rule.max is None:
             return False
         return rule.max < 0 or (rule.max == 0 and not never_negative(rule.metric))

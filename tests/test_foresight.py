@@ -239,3 +239,23 @@ async def test_registration_and_the_windows_progress_say_the_same_can_detect(
         detectable,
     )
     assert float(registered[1]) == len(round_)
+
+
+async def test_a_relative_bound_over_a_negative_provider_baseline_is_warned_at_registration(
+    store: SqliteStore,
+) -> None:
+    """A Prometheus delta's `max_increase` over the latest window's baseline of -1: the
+    limit is the baseline itself, judged by the threshold streak, and registration says so."""
+    text = CONFIG.replace(
+        "providers:\n", "providers:\n  prometheus: {url: 'http://127.0.0.1:9'}\n"
+    ).replace(
+        "      - {name: sentry-errors",
+        "      - {name: drift, source: prometheus, query: 'deriv(queue[5m])',"
+        " max_increase: 50%}\n      - {name: sentry-errors",
+    )
+    env = load_settings_text(text).environments["production"]
+    now = 1_800_000_000.0
+    await store.create_window(window("dep_1", now - 7200, {"drift": Observation(-1.0)}), None)
+    said = await registration_warnings(store, env, "production", now, now + 600)
+    assert [s for s in said if s.startswith("rule drift: max_increase 50% over a baseline of -1")]
+    assert not [s for s in said if s.startswith("rule sentry-errors")], said

@@ -155,6 +155,23 @@ class Release:
     state: str | None = None
     ours: bool = False
     """Whether the release is of the window's canary."""
+    updated_at: float | None = None
+    """When the release last changed (Vercel's `updatedAt`, in seconds), if it says."""
+
+    def changed_since(self, started: float) -> str | None:
+        """Why stage `index` may not be the one active at `started` (a window's start),
+        or None when it was: stage 0 (stages only advance), or no change since then."""
+        if self.index is None or self.index == 0:
+            return None
+        if self.updated_at is not None and self.updated_at <= started:
+            return None
+        when = "at an instant Vercel does not say"
+        if self.updated_at is not None:
+            when = f"at {rfc3339(self.updated_at, millis=False)}"
+        return (
+            f"the rolling release, now at stage {self.index}, changed {when}, after the"
+            f" window began ({rfc3339(started, millis=False)})"
+        )
 
 
 def finishes(release: dict[str, Any], index: int) -> bool:
@@ -908,14 +925,23 @@ class Integrations:
         if not isinstance(index, int) or isinstance(index, bool):
             why = f"the rolling release names no active stage ({index!r})"
             return Release(why=why, state=state, ours=True)
-        return Release(index, finishes(release, index), state=state, ours=True)
+        updated = release.get("updatedAt")
+        updated_at = (
+            updated / 1000
+            if isinstance(updated, int | float) and not isinstance(updated, bool)
+            else None
+        )
+        return Release(
+            index, finishes(release, index), state=state, ours=True, updated_at=updated_at
+        )
 
     async def _note_stage(self, window: DeployWindow) -> None:
         """Keep the stage the window watches on its labels, in the store: whichever
         replica ends the window (a takeover's too) approves that stage only."""
         release = await self._rolling_release_now(window)
-        if release.index is None:  # the approval notes the stage it approves
-            await self.s.store.record_alert(window.id, STAGE_KEY, "failed", release.why)
+        why = release.why if release.index is None else release.changed_since(window.deployed_at)
+        if why:  # the approval notes the stage it approves, if it can tell it
+            await self.s.store.record_alert(window.id, STAGE_KEY, "failed", why)
             return
         await self.s.store.add_labels(window.id, {STAGE_LABEL: str(release.index)})
         await self.s.store.record_alert(window.id, STAGE_KEY, "sent", str(release.index))
@@ -928,7 +954,8 @@ class Integrations:
         note it), so a restart that takes the approval over finds the release moved on
         from it, if it did, and does not approve the next stage too; and what went out is
         marked (`SENT_KEY`), so the restart tells our own approval that took effect (done)
-        from a release moved on without us (`_moved_on`)."""
+        from a release moved on without us (`_moved_on`). A stage not noted at the open is
+        approved only if Vercel shows it active as the window began (`_unknown_stage`)."""
         vercel = self.settings.integrations.vercel
         env = self.settings.environments[window.environment]
         assert vercel is not None and vercel.token is not None and env.sources.vercel
@@ -943,6 +970,10 @@ class Integrations:
             )
         fresh = await self.s.store.get_window(window.id) or window
         if release.index is not None and STAGE_LABEL not in fresh.labels:
+            changed = release.changed_since(window.deployed_at)
+            if changed is not None:
+                await self._unknown_stage(window, release.index, changed)
+                return True
             await self.s.store.add_labels(window.id, {STAGE_LABEL: str(release.index)})
             fresh = await self.s.store.get_window(window.id) or fresh
         watched = fresh.labels.get(STAGE_LABEL)
@@ -1026,6 +1057,25 @@ class Integrations:
             )
         else:
             why = f"{release.why}: no stage to approve"
+        log.warning(
+            "Rolling Release stage not approved: %s",
+            why,
+            extra={"deploy_id": window.id, "environment": window.environment},
+        )
+        await self.s.store.record_alert(window.id, APPROVAL_KEY, "skipped", why)
+
+    async def _unknown_stage(self, window: DeployWindow, index: int, changed: str) -> None:
+        """The stage active as the window began was not noted (`_note_stage` could not
+        read it, or could not tell it), and the release changed since: stage `index` may
+        be one a person approved while the window watched, which its verdict is not about.
+        Nothing approved (`skipped`), where the pass approved stage `index` (or completed
+        the release) on a verdict about the stage before it."""
+        why = (
+            f"the stage active as the window began was not noted, and {changed}: it may"
+            " have moved on while the window watched (approved by someone else, or on its"
+            f" own), and the verdict is not known to be about stage {index}: not approved"
+            " by Postflight"
+        )
         log.warning(
             "Rolling Release stage not approved: %s",
             why,

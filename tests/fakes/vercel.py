@@ -59,12 +59,21 @@ class FakeVercel(FakeServer):
         lists them."""
 
     def start_rolling_release(
-        self, project: str, canary: str, stages: int = 3, *, active: int = 0
+        self,
+        project: str,
+        canary: str,
+        stages: int = 3,
+        *,
+        active: int = 0,
+        at: float | None = None,
     ) -> None:
         """An ACTIVE release of `canary` at stage `active`, in Vercel's document shape:
-        `stages` (the last one 100%, `isFinalStage`), `activeStage`, `nextStage`."""
+        `stages` (the last one 100%, `isFinalStage`), `activeStage`, `nextStage`,
+        `startedAt` and `updatedAt` (ms; `at`, in seconds, else now)."""
         percentages = (10, 50, 100)[-stages:]
+        started = round((time.time() if at is None else at) * 1000)
         self.rolling[project] = {
+            "startedAt": started,
             "state": "ACTIVE",
             "currentDeployment": {"id": self.production.get(project)},
             "canaryDeployment": {"id": canary},
@@ -80,12 +89,14 @@ class FakeVercel(FakeServer):
                 for i, p in enumerate(percentages)
             ],
         }
-        self.move_stage(project, active)
+        self.move_stage(project, active, at=at)
 
-    def move_stage(self, project: str, index: int) -> None:
-        """The release's active stage becomes `index` (by hand, or on its own); reaching
-        the final stage completes it, as Vercel does."""
+    def move_stage(self, project: str, index: int, *, at: float | None = None) -> None:
+        """The release's active stage becomes `index` (by hand, or on its own) at `at`
+        (seconds, else now: its `updatedAt`); reaching the final stage completes it, as
+        Vercel does."""
         release = self.rolling[project]
+        release["updatedAt"] = round((time.time() if at is None else at) * 1000)
         stages = release["stages"]
         release["activeStageIndex"] = index
         release["activeStage"] = dict(stages[index])
@@ -152,6 +163,7 @@ class FakeVercel(FakeServer):
         release = self.rolling.get(project)
         if release is not None and release["state"] == "ACTIVE":
             release["state"] = "ABORTED"  # aborting a rolling release is a rollback
+            release["updatedAt"] = round(time.time() * 1000)
         self.accepted.append(
             {
                 "project": project,
@@ -262,6 +274,7 @@ class FakeVercel(FakeServer):
         if body["canaryDeploymentId"] != release["canaryDeployment"]["id"]:
             return _error(400, "bad_request", "canaryDeploymentId does not match")
         release["state"] = "COMPLETE"
+        release["updatedAt"] = round(time.time() * 1000)
         self.production[request.match_info["project"]] = body["canaryDeploymentId"]
         self.completions.append(body)
         return web.json_response({"rollingRelease": release})

@@ -5,6 +5,7 @@ Pure data: no I/O. Times are UNIX seconds (floats); the API formats them.
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -195,3 +196,29 @@ class PendingGate:
     deadline: float
     """Rejected if the window it waits on has not ended by then."""
     created_at: float
+
+
+class GateAsk(enum.Enum):
+    """How a protection rule's request came to its gate (`Store.add_gate`). True only when
+    the gate was stored (or opened again) for it: the one case a new answer goes out."""
+
+    ADDED = "added"
+    """A gate stored for it, or an answered one opened again (a re-run, the next job)."""
+    JOINED = "joined"
+    """A new request joining its run's gate still waiting for its answer: answered with it."""
+    ASKED = "asked"
+    """Asked before (a redelivery, a replay): the gate as it is."""
+
+    def __bool__(self) -> bool:
+        return self is GateAsk.ADDED
+
+
+@dataclass(frozen=True, slots=True)
+class GateState:
+    """Where a protection rule's request stands (`Store.gate_state`): `pending`, its answer
+    (`approved`/`rejected`, with how the POST went, `result`), or `answered` when the gate
+    was opened again by a later request since and this one's answer is not kept."""
+
+    state: str
+    result: str | None = None
+    answered_at: float | None = None

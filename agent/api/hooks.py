@@ -46,7 +46,7 @@ from agent.api.routes import (
 from agent.appkeys import METRICS, SETTINGS, STORE
 from agent.integrations import events as ev
 from agent.metrics import DeployEventResult
-from agent.records import DeployWindow, IdempotentResponse
+from agent.records import DeployWindow, GateAsk, IdempotentResponse
 from agent.store.base import Conflict, SameDeployment, Store
 from common.times import rfc3339
 
@@ -191,18 +191,20 @@ async def github_hook(request: web.Request) -> web.StreamResponse:
         # by the request, not its delivery's GUID: the same request replayed under a
         # fresh GUID (or once retention forgot it) is one answer, which GitHub takes once
         key = f"{KEY_PREFIX}github:{_gate_request(decision, raw)}"
-        stored = await request.config_dict[STORE].idempotent_response(key)
-        if stored is not None:
-            _count(request, "github", "redelivered")
-            return _answered_again(stored)
+        store = request.config_dict[STORE]
         pending = {"gate": "pending", "environment": decision.environment}
-        answer = IdempotentResponse(key=key, request_hash=key, status=202, body=pending)
-        if not await integrations.add_gate(decision, answer):
-            # asked before (a replay whose delivery retention forgot), or joining the
-            # environment's pending gate: answered with it, not asked again
+        asked = GateAsk.ASKED
+        if await store.idempotent_response(key) is None:
+            answer = IdempotentResponse(key=key, request_hash=key, status=202, body=pending)
+            asked = await integrations.add_gate(decision, answer)
+        if asked is GateAsk.ASKED:
+            # asked before (a redelivery, a replay, once retention forgot its delivery):
+            # not asked again, and told where its gate stands, not "pending" once answered
             _count(request, "github", "redelivered")
-            return web.json_response(pending, status=202)
-        _count(request, "github", "gate")
+            return web.json_response(await _gate_now(store, key, decision), status=202)
+        # a new request: its gate stored, or joining the run's gate still waiting for its
+        # answer (the run's next job into the environment), answered with it
+        _count(request, "github", "gate" if asked is GateAsk.ADDED else "joined")
         return web.json_response(pending, status=202)
     if isinstance(decision, ev.OpenWindow):
         # GitHub signs the body, not the GUID: a captured delivery resent under a fresh
@@ -228,6 +230,17 @@ async def vercel_hook(request: web.Request) -> web.StreamResponse:
     event_id = document.get("id") or _body_key(raw)
     key = f"{KEY_PREFIX}vercel:{str(event_id)[:MAX_DELIVERY_ID]}"
     return await _act(request, "vercel", decision, key)
+
+
+async def _gate_now(store: Store, key: str, gate: ev.Gate) -> dict[str, Any]:
+    """A request asked before, told its gate's state: `pending`, its answer (and how its
+    POST went, `result`), or `answered` (a later request opened the gate again since)."""
+    now = await store.gate_state(key, gate.callback_url, gate.github_environment)
+    state = "answered" if now is None else now.state  # none kept: pruned once answered
+    body: dict[str, Any] = {"gate": state, "environment": gate.environment}
+    if now is not None and now.result is not None:
+        body["result"] = now.result
+    return body
 
 
 def _gate_request(gate: ev.Gate, raw: bytes) -> str:

@@ -103,6 +103,13 @@ _SSE_EVENT: dict[str, Any] = {
 }
 
 
+_GATE_ANSWER = (
+    " A protection rule's request: where its gate stands (a request asked before too),"
+    ' `{"gate": "pending" | "approved" | "rejected" | "answered", "environment": …,'
+    ' "result": how the answer\'s POST went, once answered}`.'
+)
+
+
 def _problem(description: str, ref: dict[str, str]) -> dict[str, Any]:
     return {"description": description, "content": {PROBLEM_CONTENT_TYPE: {"schema": ref}}}
 
@@ -344,7 +351,8 @@ def _document() -> dict[str, Any]:
                         "202": {
                             "description": "A window opened, or the one still watching the"
                             " event's deployment (a second event of it opens none), or a"
-                            ' redelivery of that event: `{"deploy": <deploy object>}`.',
+                            ' redelivery of that event: `{"deploy": <deploy object>}`.'
+                            + (_GATE_ANSWER if provider == "github" else ""),
                             "content": {"application/json": {"schema": {"type": "object"}}},
                         },
                         "200": {

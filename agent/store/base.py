@@ -16,6 +16,8 @@ from agent.records import (
     DeliveryAttempt,
     DeployWindow,
     Fence,
+    GateAsk,
+    GateState,
     IdempotentResponse,
     Page,
     PendingGate,
@@ -527,16 +529,27 @@ class Store(Protocol):
         ...
 
     # GitHub deployment protection rules (contract §7)
-    async def add_gate(self, gate: PendingGate, delivery: IdempotentResponse | None = None) -> bool:
+    async def add_gate(
+        self, gate: PendingGate, delivery: IdempotentResponse | None = None
+    ) -> GateAsk:
         """Store a gate to answer (one a callback URL and GitHub environment: a run asks
-        on one URL for each environment); False if that gate is stored already and still
-        pending, or `delivery` (the request's key and answer) was stored already: a
-        redelivery. With `delivery`, a gate answered already is opened again, and the
-        delivery remembered with it: GitHub asks again on the same callback URL and
-        environment for a re-run and for the run's next job into that environment, and
-        that job waited for an answer nobody would send. A delivery's key is also kept
-        for good (not pruned with the idempotency keys): a request asked before is
-        False, the gate as it is, however long ago it was forgotten."""
+        on one URL for each environment): `ADDED`; `JOINED` if that gate is stored already
+        and still pending (a new request waits with it); `ASKED` if `delivery` (the
+        request's key and answer) was stored already: a redelivery. With `delivery`, a
+        gate answered already is opened again, and the delivery remembered with it: GitHub
+        asks again on the same callback URL and environment for a re-run and for the
+        run's next job into that environment, and that job waited for an answer nobody
+        would send. A delivery's key is also kept for good (in `gate_requests`, not pruned
+        with the idempotency keys): a request asked before is `ASKED`, the gate as it is,
+        however long ago its delivery was forgotten."""
+        ...
+
+    async def gate_state(
+        self, request: str, callback_url: str, github_environment: str
+    ) -> GateState | None:
+        """Where the request keyed `request` (its `delivery.key`) stands on its gate: the
+        gate's answer if the gate is still the one it asked or joined, `answered` if a
+        later request opened the gate again since; None if no such gate is kept."""
         ...
 
     async def pending_gates(self) -> list[PendingGate]:

@@ -30,6 +30,8 @@ from agent.records import (
     DeliveryAttempt,
     DeployWindow,
     Fence,
+    GateAsk,
+    GateState,
     IdempotentResponse,
     Page,
     PendingGate,
@@ -1296,7 +1298,9 @@ class SqlStore(ABC):
 
     # protection-rule gates ---------------------------------------------------
 
-    async def add_gate(self, gate: PendingGate, delivery: IdempotentResponse | None = None) -> bool:
+    async def add_gate(
+        self, gate: PendingGate, delivery: IdempotentResponse | None = None
+    ) -> GateAsk:
         again = (
             " DO UPDATE SET environment = excluded.environment, sha = excluded.sha,"
             " github_environment = excluded.github_environment, deadline = excluded.deadline,"
@@ -1315,7 +1319,7 @@ class SqlStore(ABC):
                     gate.created_at,
                 )
                 if remembered != 1:
-                    return False  # a redelivery: the gate stays as it is
+                    return GateAsk.ASKED  # a redelivery: the gate stays as it is
                 asked = await db.execute(
                     "INSERT INTO gate_requests (request, callback_url, created_at)"
                     " VALUES (?, ?, ?) ON CONFLICT (request) DO NOTHING",
@@ -1324,7 +1328,7 @@ class SqlStore(ABC):
                     gate.created_at,
                 )
                 if asked != 1:
-                    return False  # asked before, its delivery forgotten since: a replay
+                    return GateAsk.ASKED  # asked before, its delivery forgotten since
             added = await db.execute(
                 "INSERT INTO gates (callback_url, environment, sha, github_environment,"
                 " deadline, created_at) VALUES (?, ?, ?, ?, ?, ?)"
@@ -1337,7 +1341,30 @@ class SqlStore(ABC):
                 gate.deadline,
                 gate.created_at,
             )
-        return added == 1
+        # not added: the gate is stored and still pending, and the request waits with it
+        return GateAsk.ADDED if added == 1 else GateAsk.JOINED
+
+    async def gate_state(
+        self, request: str, callback_url: str, github_environment: str
+    ) -> GateState | None:
+        row = await self._fetchone(
+            "SELECT g.answer, g.result, g.answered_at, g.created_at,"
+            " (SELECT r.created_at FROM gate_requests r WHERE r.request = ?)"
+            " FROM gates g WHERE g.callback_url = ? AND g.github_environment = ?",
+            request,
+            callback_url,
+            github_environment,
+        )
+        if row is None:
+            return None
+        answer, result, answered_at, opened_at, asked_at = row
+        if asked_at is not None and opened_at > asked_at:
+            # opened again by a later request, which only an answered gate is: this one
+            # was answered before, with an answer the gate no longer keeps
+            return GateState("answered")
+        if answered_at is None:
+            return GateState("pending")
+        return GateState(str(answer), None if result is None else str(result), answered_at)
 
     async def pending_gates(self) -> list[PendingGate]:
         rows = await self._fetchall(

@@ -37,6 +37,7 @@ from agent.integrations.targets import (
 )
 from agent.records import (
     DeployWindow,
+    GateAsk,
     IdempotentResponse,
     PendingGate,
     RollbackIntent,
@@ -1102,10 +1103,10 @@ class Integrations:
 
     # GitHub deployment protection rules ------------------------------------------
 
-    async def add_gate(self, gate: Gate, delivery: IdempotentResponse | None = None) -> bool:
+    async def add_gate(self, gate: Gate, delivery: IdempotentResponse | None = None) -> GateAsk:
         """Store the gate (before the hook is acknowledged), so a restart answers it; with
-        `delivery`, one answered already is asked again (`Store.add_gate`). False: a
-        redelivery, or the gate is pending already."""
+        `delivery`, one answered already is asked again (`Store.add_gate`): `ADDED`;
+        `JOINED`, the gate pending already; `ASKED`, a redelivery."""
         env = self.settings.environments[gate.environment]
         assert env.gate is not None
         now = self.clock()

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from agent.appkeys import STORE
-from tests.e2e.conftest import environment
+from tests.e2e.conftest import RunningAgent, environment
 from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
     alerts_to,
     environments,
@@ -33,6 +34,51 @@ from tests.receivers import JsonSink
 RULE = "deployment_protection_rule"
 
 
+async def events(agent: RunningAgent, result: str) -> float:
+    """`postflight_deploy_events_total` of the GitHub hook ending so."""
+    return await agent.scraped("postflight_deploy_events_total", provider="github", result=result)
+
+
+async def test_a_request_joining_its_runs_waiting_gate_is_counted_joined(
+    refusing: Refusing,  # noqa: F811
+    json_sink: JsonSink,
+) -> None:
+    """The run's next job into the environment asks while the gate still waits for staging:
+    it joins that gate (one answer for the run's environment), and was counted
+    `redelivered` though GitHub had never sent it before. Once answered, each request
+    replayed is told the answer."""
+    agent = await refusing.alerting(json_sink, staging_window="3s")
+    github = refusing.github
+    good = "b" * 40
+    staging = await agent.register("staging", good)
+    pending = (202, {"gate": "pending", "environment": "production"})
+    first = github.ask_gate(sha=good, run_id=41, deployment_id=9101)
+    assert await github_hook(agent, RULE, first, "guid-41a") == pending
+    nxt = github.ask_gate(sha=good, run_id=41, deployment_id=9102)
+    assert await github_hook(agent, RULE, nxt, "guid-41b") == pending
+    assert (await events(agent, "gate"), await events(agent, "joined")) == (1, 1)
+    assert await events(agent, "redelivered") == 0
+    await agent.settled(staging["id"])
+    await eventually(lambda: len(github.gate_answers) == 1)
+    store = agent.app[STORE]
+    await eventually_async(lambda: store.pending_gates(), [])
+    approved = (202, {"gate": "approved", "environment": "production", "result": "HTTP 204"})
+    assert await github_hook(agent, RULE, nxt, "guid-41c") == approved
+    assert await github_hook(agent, RULE, first, "guid-41d") == approved
+    assert await events(agent, "redelivered") == 2
+    await asyncio.sleep(1.0)
+    assert len(github.gate_answers) == 1
+    assert given_up(json_sink) == []
+
+
+async def eventually_async(read: Any, expected: object, within: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while await read() != expected:
+        assert loop.time() < deadline, "gave up waiting"
+        await asyncio.sleep(0.05)
+
+
 async def test_an_answered_gate_replayed_under_a_fresh_delivery_is_not_answered_again(
     refusing: Refusing,  # noqa: F811
     json_sink: JsonSink,
@@ -52,11 +98,14 @@ async def test_an_answered_gate_replayed_under_a_fresh_delivery_is_not_answered_
         assert loop.time() < deadline
         await asyncio.sleep(0.05)
 
-    # the same signed body under a fresh GUID: a replay, not a job asking
-    assert await github_hook(agent, RULE, rule, "guid-2") == first
+    # the same signed body under a fresh GUID: a replay, not a job asking; told its
+    # gate's answer (it was told "pending" again, its answer sent long since)
+    approved = (202, {"gate": "approved", "environment": "production", "result": "HTTP 204"})
+    assert await github_hook(agent, RULE, rule, "guid-2") == approved
     # retention forgets the deliveries, and it comes again
     assert await store.prune_idempotency(time.time() + 1) >= 1
-    assert await github_hook(agent, RULE, rule, "guid-3") == first
+    assert await github_hook(agent, RULE, rule, "guid-3") == approved
+    assert await events(agent, "redelivered") == 2
     await asyncio.sleep(1.5)  # several scans
     assert [(a["run"], a["state"]) for a in github.gate_answers] == [("11", "approved")]
     assert given_up(json_sink) == []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from contextlib import closing
 
-from agent.records import IdempotentResponse, PendingGate
+from agent.records import GateAsk, GateState, IdempotentResponse, PendingGate
 from agent.store.base import Store
 from agent.store.sql import SCHEMA_VERSION
 from tests.store.conftest import Backend, PostgresBackend, SqliteBackend
@@ -96,6 +96,38 @@ async def test_a_request_asked_before_is_not_asked_again_once_its_delivery_is_fo
     # another request on the callback URL (the run's next job) is asked
     assert await store.add_gate(gate(1, created_at=600.0), delivery("request-b"))
     assert await store.pending_gates() == [gate(1, created_at=600.0)]
+
+
+async def test_a_request_asked_again_is_told_its_own_gates_state(store: Store) -> None:
+    """A replayed request was answered `{"gate": "pending"}` whatever its gate's state,
+    and a new request joining the gate still waiting for its answer read as a redelivery:
+    `add_gate` says which it is, and `gate_state` the request's own answer."""
+    asked = await store.add_gate(gate(1), delivery("request-a"))
+    assert asked is GateAsk.ADDED
+    assert await store.gate_state("hook:github:request-a", URL.format(1), "Production") == (
+        GateState("pending")
+    )
+    # the run's next job into the environment, while the gate waits: it joins it
+    joined = await store.add_gate(gate(1, created_at=120.0), delivery("request-b"))
+    assert joined is GateAsk.JOINED
+    assert await store.add_gate(gate(1, created_at=130.0), delivery("request-b")) is (GateAsk.ASKED)
+    assert await store.claim_gate(URL.format(1), "Production", 200.0, 230.0)
+    await store.answer_gate(URL.format(1), "Production", "approved", "HTTP 204", 210.0)
+    answered = GateState("approved", "HTTP 204", 210.0)
+    for request in ("request-a", "request-b"):
+        key = f"hook:github:{request}"
+        assert await store.gate_state(key, URL.format(1), "Production") == answered
+    assert await store.prune_idempotency(before=1e12) >= 1  # forgotten: still asked before
+    assert await store.add_gate(gate(1, created_at=300.0), delivery("request-a")) is (GateAsk.ASKED)
+    # a re-run asks again: the gate is its own now, and request-a's answer is not kept
+    assert await store.add_gate(gate(1, created_at=400.0), delivery("request-c")) is (GateAsk.ADDED)
+    assert await store.gate_state("hook:github:request-c", URL.format(1), "Production") == (
+        GateState("pending")
+    )
+    assert await store.gate_state("hook:github:request-a", URL.format(1), "Production") == (
+        GateState("answered")
+    )
+    assert await store.gate_state("hook:github:request-z", URL.format(9), "Production") is None
 
 
 async def test_a_runs_gates_into_two_environments_are_two_gates(store: Store) -> None:

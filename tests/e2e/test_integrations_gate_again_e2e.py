@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
+from agent.appkeys import STORE
 from tests.e2e.conftest import AgentFactory, FlipTarget
 from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
     environments,
@@ -19,6 +20,7 @@ from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
     integrations,
     start_agent,
 )
+from tests.e2e.test_integrations_gate_replay_e2e import eventually_async
 from tests.fakes import github as gh
 from tests.fakes.github import FakeGitHub
 from tests.fakes.vercel import FakeVercel
@@ -40,8 +42,10 @@ async def test_the_runs_next_job_into_a_gated_environment_is_answered_too(
     first = await github_hook(agent, "deployment_protection_rule", rule, "job-a")
     assert first == (202, {"gate": "pending", "environment": "production"})
     await eventually(lambda: len(fake_github.gate_answers) == 1)
-    # GitHub redelivers the first request: answered as it was, not asked again
-    assert await github_hook(agent, "deployment_protection_rule", rule, "job-a") == first
+    await eventually_async(agent.app[STORE].pending_gates, [])  # its answer stored
+    # GitHub redelivers the first request: not asked again, told its answer
+    approved = (202, {"gate": "approved", "environment": "production", "result": "HTTP 204"})
+    assert await github_hook(agent, "deployment_protection_rule", rule, "job-a") == approved
     # the run's next job into Production: the same callback URL, its own deployment
     rule = gh.protection_rule(fake_github.url, sha=good, run_id=5, deployment_id=502)
     assert await github_hook(agent, "deployment_protection_rule", rule, "job-b") == first

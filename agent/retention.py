@@ -2,9 +2,10 @@
 
 Rounds of windows that ended more than `store.retention.rounds` ago (and what their
 settled alerts would be sent again with), idempotency keys older than that, background probe
-summaries older than the longest `lookback` (or `store.retention.probe_summaries`), and
+summaries older than the longest `lookback` (or `store.retention.probe_summaries`),
 background leases that lapsed more than `LEASE_GRACE_S` ago (an environment removed from
-the config keeps none for good).
+the config keeps none for good), and protection rules' requests and answered gates older
+than `GATES_KEPT_S`.
 Deletes in bounded batches so the store is never locked for long; it never touches an
 active window, and a failure is logged and retried on the next pass, never raised.
 """
@@ -29,6 +30,11 @@ RESWEEP_S = 3600.0
 """How far back before the previous pass's cutoff a pass looks again for ended windows'
 rounds: a window's end is stamped with the clock of the replica that ended it, which may
 run behind ours (the first pass of a process sweeps all of them)."""
+GATES_KEPT_S = 90 * 86400.0
+"""How long a protection rule's request (`gate_requests`: a replay of it is told its gate,
+not answered again) and an answered gate are kept, or `store.retention.rounds` if longer:
+three times GitHub's longest wait (a job waits 30 days for its answer), so no request
+still waited on is forgotten."""
 LEASE_GRACE_S = 60.0
 """How long past its end a background lease stays before it is deleted: a replica's clock
 running this much ahead of its holder's still deletes no live lease (a lapsed one is as
@@ -43,6 +49,8 @@ class Pruned(NamedTuple):
     background_leases: int
     alert_payloads: int = 0
     idempotency_keys: int = 0
+    gates: int = 0
+    """Protection rules' requests and answered gates (`GATES_KEPT_S`)."""
 
 
 class StorePruner:
@@ -96,6 +104,9 @@ class StorePruner:
         keys = await _in_batches(lambda: self.store.prune_idempotency(before, BATCH))
         probes = await self.store.prune_probe_summaries(now - self.probe_summaries_s)
         leases = await self.store.prune_background_leases(now - LEASE_GRACE_S)
+        gates = await self.store.prune_gates(now - max(GATES_KEPT_S, self.rounds_s))
+        if gates:
+            log.info("retention: forgot %d protection rule request(s) and answered gate(s)", gates)
         if rounds or probes:
             log.info("retention: deleted %d rounds and %d probe summaries", rounds, probes)
         if leases:
@@ -106,7 +117,7 @@ class StorePruner:
                 payloads,
                 keys,
             )
-        return Pruned(rounds, probes, leases, payloads, keys)
+        return Pruned(rounds, probes, leases, payloads, keys, gates)
 
     async def run(self) -> None:
         while True:

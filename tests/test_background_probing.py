@@ -115,7 +115,7 @@ async def test_a_background_run_is_stored_and_pruned_once_past_the_lookback(
     # retention, in the background: the first run (at 10,000 s) is older than the
     # lookback + 1 min at 20,000 s, so no baseline will read it again
     pruner = StorePruner.from_settings(settings(), store, clock=lambda: 20_000.0)
-    assert await pruner.prune_once() == (0, 1, 0, 0, 0)
+    assert await pruner.prune_once() == (0, 1, 0, 0, 0, 0)
     rows = await store.probe_summaries("production", 0, 30_000)
     assert [(name, at) for name, at, _ in rows] == [("health", 20_000.0)]
 

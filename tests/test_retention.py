@@ -10,8 +10,8 @@ from aiohttp import web
 
 from agent.app import build_app
 from agent.appkeys import STORE
-from agent.records import DeployWindow, RoundRecord
-from agent.retention import StorePruner
+from agent.records import DeployWindow, IdempotentResponse, PendingGate, RoundRecord
+from agent.retention import GATES_KEPT_S, StorePruner
 from agent.settings_file import ConfigError, load_settings_text
 from agent.store.sqlite import SqliteStore
 
@@ -88,3 +88,36 @@ async def test_a_failing_store_is_retried_on_the_next_pass(tmp_path: Path) -> No
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+@pytest.mark.parametrize("rounds_days", [1, 120])
+async def test_gate_requests_go_after_ninety_days_or_the_rounds_retention(
+    tmp_path: Path, rounds_days: int
+) -> None:
+    """A protection rule's requests (kept to tell a replay) and its answered gate were
+    kept for good: they go with the pass once older than 90 days (GitHub's job waits 30
+    at most), or `store.retention.rounds` if longer, as the idempotency keys beside them."""
+    store = SqliteStore(tmp_path / "postflight.db")
+    await store.open()
+    try:
+        url = "https://api.github.com/repos/acme/web/actions/runs/1/deployment_protection_rule"
+        key = "hook:github:gate:1"
+        ask = IdempotentResponse(key, key, 202, {"gate": "pending"})
+        await store.add_gate(PendingGate(url, "production", "a" * 40, "Production", 60.0, 0.0), ask)
+        assert await store.claim_gate(url, "Production", 10.0, 40.0)
+        await store.answer_gate(url, "Production", "approved", "HTTP 204", 10.0)
+        kept = max(GATES_KEPT_S, rounds_days * 86400.0)
+        assert GATES_KEPT_S == 90 * 86400.0
+
+        async def pass_at(now: float) -> int:
+            pruner = StorePruner(
+                store, rounds_s=rounds_days * 86400.0, probe_summaries_s=3600.0, clock=lambda: now
+            )
+            return (await pruner.prune_once()).gates
+
+        assert await pass_at(kept + 5.0) == 1  # the request, asked at 0; answered at 10
+        assert await store.gate_state(key, url, "Production") is not None
+        assert await pass_at(kept + 20.0) == 1
+        assert await store.gate_state(key, url, "Production") is None
+    finally:
+        await store.close()

@@ -7,7 +7,8 @@ that fails it stores nothing. A redelivery (same `X-GitHub-Delivery` / Vercel ev
 from the store: one window per event; once retention forgot it, the event's own time,
 older than the deliveries forgotten, answers it ignored (`_forgotten_before`). A
 protection rule's request is keyed by what it asks (`_gate_request`), not its GUID, and
-kept past retention (`Store.add_gate`): a replay is never answered twice. An event
+kept past the deliveries' retention (`Store.add_gate`, 90 days: `GATES_KEPT_S`): a replay
+is not answered twice, and is told its gate's state. An event
 of a provider deployment (Vercel deployment id, GitHub deployment id) whose window of
 the environment is still watched answers with that window and opens nothing
 (`SameDeployment`): one window per deployment while it is watched; once it ended, a new

@@ -539,9 +539,10 @@ class Store(Protocol):
         gate answered already is opened again, and the delivery remembered with it: GitHub
         asks again on the same callback URL and environment for a re-run and for the
         run's next job into that environment, and that job waited for an answer nobody
-        would send. A delivery's key is also kept for good (in `gate_requests`, not pruned
-        with the idempotency keys): a request asked before is `ASKED`, the gate as it is,
-        however long ago its delivery was forgotten."""
+        would send. A delivery's key is also kept (in `gate_requests`) past the
+        idempotency keys, until `prune_gates` (90 days: `agent.retention.GATES_KEPT_S`): a
+        request asked before is `ASKED`, the gate as it is, however long ago its delivery
+        was forgotten."""
         ...
 
     async def gate_state(
@@ -550,6 +551,11 @@ class Store(Protocol):
         """Where the request keyed `request` (its `delivery.key`) stands on its gate: the
         gate's answer if the gate is still the one it asked or joined, `answered` if a
         later request opened the gate again since; None if no such gate is kept."""
+        ...
+
+    async def prune_gates(self, before: float) -> int:
+        """Forget the requests asked before `before` and the gates answered before it
+        (how many rows in all); a pending gate is kept, however old."""
         ...
 
     async def pending_gates(self) -> list[PendingGate]:

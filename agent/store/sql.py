@@ -1366,6 +1366,14 @@ class SqlStore(ABC):
             return GateState("pending")
         return GateState(str(answer), None if result is None else str(result), answered_at)
 
+    async def prune_gates(self, before: float) -> int:
+        async with self._tx() as db:
+            requests = await db.execute("DELETE FROM gate_requests WHERE created_at < ?", before)
+            gates = await db.execute(
+                "DELETE FROM gates WHERE answered_at IS NOT NULL AND answered_at < ?", before
+            )
+        return requests + gates
+
     async def pending_gates(self) -> list[PendingGate]:
         rows = await self._fetchall(
             "SELECT callback_url, environment, sha, github_environment, deadline, created_at"

@@ -41,7 +41,7 @@ async def test_lapsed_leases_go_and_live_ones_stay_during_a_rolling_config_chang
     pruner = StorePruner(store, rounds_s=1e9, probe_summaries_s=1e9, clock=lambda: NOW)
     pruned = await pruner.prune_once()
     assert await leases(store) == [("production", "new"), ("staging", "old")]
-    assert pruned == (0, 0, 1, 0, 0)
+    assert pruned == (0, 0, 1, 0, 0, 0)
     # the live lease is still old's: new cannot take it, old renews it
     assert not await store.take_background("staging", "new", NOW, NOW + 60)
     assert await store.take_background("staging", "old", NOW + 20, NOW + 80)

@@ -130,6 +130,26 @@ async def test_a_request_asked_again_is_told_its_own_gates_state(store: Store) -
     assert await store.gate_state("hook:github:request-z", URL.format(9), "Production") is None
 
 
+async def test_requests_and_answered_gates_are_forgotten_a_pending_gate_kept(
+    store: Store,
+) -> None:
+    """`gate_requests` (a row per request, for replays) and answered gates were kept for
+    good; retention forgets those from before its bound, never a gate still pending."""
+    assert await store.add_gate(gate(1), delivery("request-a"))
+    assert await store.add_gate(gate(2, created_at=120.0), delivery("request-b"))
+    assert await store.claim_gate(URL.format(1), "Production", 200.0, 230.0)
+    await store.answer_gate(URL.format(1), "Production", "approved", "HTTP 204", 210.0)
+    assert await store.prune_gates(before=110.0) == 1  # request-a alone
+    assert await store.prune_gates(before=110.0) == 0
+    assert await store.gate_state("hook:github:request-a", URL.format(1), "Production") == (
+        GateState("approved", "HTTP 204", 210.0)  # the gate is kept till its answer's age
+    )
+    assert await store.prune_gates(before=1e12) == 2  # request-b, gate 1 answered
+    assert await store.gate_state("hook:github:request-a", URL.format(1), "Production") is None
+    assert await store.pending_gates() == [gate(2, created_at=120.0)]  # still waits
+    assert await store.claim_gate(URL.format(2), "Production", 300.0, 330.0)
+
+
 async def test_a_runs_gates_into_two_environments_are_two_gates(store: Store) -> None:
     """GitHub's callback URL is one per run: a run into two gated environments asks on
     one URL for each. Keyed by the URL alone, the second was dropped while the first

@@ -35,6 +35,14 @@ GATES_KEPT_S = 90 * 86400.0
 not answered again) and an answered gate are kept, or `store.retention.rounds` if longer:
 three times GitHub's longest wait (a job waits 30 days for its answer), so no request
 still waited on is forgotten."""
+
+
+def gates_kept_s(rounds_s: float) -> float:
+    """How long gates' requests are kept with `store.retention.rounds` at `rounds_s`: a
+    request older than this is a replay the store no longer tells (the hook ignores it)."""
+    return max(GATES_KEPT_S, rounds_s)
+
+
 LEASE_GRACE_S = 60.0
 """How long past its end a background lease stays before it is deleted: a replica's clock
 running this much ahead of its holder's still deletes no live lease (a lapsed one is as
@@ -104,7 +112,7 @@ class StorePruner:
         keys = await _in_batches(lambda: self.store.prune_idempotency(before, BATCH))
         probes = await self.store.prune_probe_summaries(now - self.probe_summaries_s)
         leases = await self.store.prune_background_leases(now - LEASE_GRACE_S)
-        gates = await self.store.prune_gates(now - max(GATES_KEPT_S, self.rounds_s))
+        gates = await self.store.prune_gates(now - gates_kept_s(self.rounds_s))
         if gates:
             log.info("retention: forgot %d protection rule request(s) and answered gate(s)", gates)
         if rounds or probes:

@@ -8,7 +8,8 @@ from the store: one window per event; once retention forgot it, the event's own 
 older than the deliveries forgotten, answers it ignored (`_forgotten_before`). A
 protection rule's request is keyed by what it asks (`_gate_request`), not its GUID, and
 kept past the deliveries' retention (`Store.add_gate`, 90 days: `GATES_KEPT_S`): a replay
-is not answered twice, and is told its gate's state. An event
+is not answered twice, and is told its gate's state; one whose deployment is older than
+that is ignored. An event
 of a provider deployment (Vercel deployment id, GitHub deployment id) whose window of
 the environment is still watched answers with that window and opens nothing
 (`SameDeployment`): one window per deployment while it is watched; once it ended, a new
@@ -48,6 +49,7 @@ from agent.appkeys import METRICS, SETTINGS, STORE
 from agent.integrations import events as ev
 from agent.metrics import DeployEventResult
 from agent.records import DeployWindow, GateAsk, IdempotentResponse
+from agent.retention import gates_kept_s
 from agent.store.base import Conflict, SameDeployment, Store
 from common.times import rfc3339
 
@@ -191,6 +193,18 @@ async def github_hook(request: web.Request) -> web.StreamResponse:
             return web.json_response({"ignored": "gates need the daemon"}, status=200)
         # by the request, not its delivery's GUID: the same request replayed under a
         # fresh GUID (or once retention forgot it) is one answer, which GitHub takes once
+        kept = gates_kept_s(settings.store.retention.rounds)
+        if decision.asked_at is not None and decision.asked_at < _now(request) - kept:
+            # older than the requests the store keeps (no job waits so long): a replay it
+            # may have forgotten, which an answer would only have GitHub refuse
+            reason = (
+                f"the protection rule's deployment of {_iso(decision.asked_at)} is older"
+                f" than the requests this agent keeps ({kept / 86400:g} days; GitHub waits"
+                " 30 at most): a replay is not answered"
+            )
+            log.warning("github protection rule ignored: %s", reason)
+            _count(request, "github", "ignored")
+            return web.json_response({"ignored": reason}, status=200)
         key = f"{KEY_PREFIX}github:{_gate_request(decision, raw)}"
         store = request.config_dict[STORE]
         pending = {"gate": "pending", "environment": decision.environment}

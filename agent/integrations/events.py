@@ -88,6 +88,9 @@ class Gate:
     """The payload's `deployment.id`: the deployment the job waits with, one per job into
     the environment (the run's next job, a re-run, is another), where the callback URL is
     one per run. None when the payload names none."""
+    asked_at: float | None = None
+    """The payload's `deployment.created_at`: when the job began to wait (GitHub waits 30
+    days at most); None when it names none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +265,7 @@ def _github_protection_rule(settings: Settings, document: dict[str, Any]) -> Gat
         callback_url=callback,
         github_environment=environment,
         deployment=named or None,
+        asked_at=_iso_time(deployment.get("created_at")) if isinstance(deployment, dict) else None,
     )
 
 

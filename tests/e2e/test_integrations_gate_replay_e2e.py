@@ -119,6 +119,39 @@ async def test_an_answered_gate_replayed_under_a_fresh_delivery_is_not_answered_
     assert given_up(json_sink) == []
 
 
+async def test_a_request_older_than_the_requests_kept_is_ignored(
+    refusing: Refusing,  # noqa: F811
+    json_sink: JsonSink,
+) -> None:
+    """Past the 90 days a request is kept (`GATES_KEPT_S`), its replay would open the
+    gate again and answer a job no longer waiting (GitHub waits 30 days): GitHub would
+    refuse the answer and page on-call. Its deployment's `created_at` tells it apart."""
+    agent = await refusing.alerting(json_sink, staging_window="1500ms")
+    github = refusing.github
+    good = "b" * 40
+    await agent.settled((await agent.register("staging", good))["id"])
+    old = github.ask_gate(sha=good, run_id=51, created_at=time.time() - 91 * 86400)
+    status, body = await github_hook(agent, RULE, old, "guid-51")
+    assert status == 200, body
+    assert body["ignored"].startswith("the protection rule's deployment of "), body
+    assert body["ignored"].endswith(
+        " is older than the requests this agent keeps (90 days; GitHub waits 30 at most):"
+        " a replay is not answered"
+    ), body
+    assert await events(agent, "ignored") == 1
+    # a job that began to wait a day ago is asked and answered
+    recent = github.ask_gate(sha=good, run_id=52, created_at=time.time() - 86400)
+    assert await github_hook(agent, RULE, recent, "guid-52") == (
+        202,
+        {"gate": "pending", "environment": "production"},
+    )
+    await eventually(lambda: len(github.gate_answers) == 1)
+    await asyncio.sleep(1.0)
+    assert [a["run"] for a in github.gate_answers] == ["52"]
+    await eventually_async(agent.app[STORE].pending_gates, [])
+    assert given_up(json_sink) == []
+
+
 async def test_one_runs_jobs_into_two_gated_environments_are_each_answered(
     refusing: Refusing,  # noqa: F811
     json_sink: JsonSink,

@@ -110,13 +110,19 @@ class FakeGitHub(FakeServer):
         run_id: int,
         environment: str = "Production",
         deployment_id: int | None = None,
+        created_at: float | None = None,
     ) -> bytes:
         """A protection rule's request GitHub makes of a job into `environment` (its
         webhook body, `protection_rule`): one more answer for the run is then taken."""
         waiting = (str(run_id), environment)
         self.waiting[waiting] = self.waiting.get(waiting, 0) + 1
         return protection_rule(
-            self.url, sha=sha, environment=environment, run_id=run_id, deployment_id=deployment_id
+            self.url,
+            sha=sha,
+            environment=environment,
+            run_id=run_id,
+            deployment_id=deployment_id,
+            created_at=created_at,
         )
 
     async def _control_gate_answers(self, request: web.Request) -> web.Response:
@@ -308,10 +314,12 @@ def protection_rule(
     repository: str = REPOSITORY,
     deployment_id: int | None = None,
     deployment: bool = True,
+    created_at: float | None = None,
 ) -> bytes:
     """A `deployment_protection_rule` delivery's body. GitHub names the deployment the
     job waits with (one per job into the environment: the run's next job, a re-run, is
-    another); `deployment_id` is one per (run, environment, sha) unless given."""
+    another); `deployment_id` is one per (run, environment, sha) unless given; its
+    `created_at` (ISO 8601, as GitHub writes it) when given."""
     document: dict[str, Any] = {
         "action": "requested",
         "environment": environment,
@@ -333,6 +341,9 @@ def protection_rule(
             "environment": environment,
             "task": "deploy",
         }
+        if created_at is not None:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created_at))
+            document["deployment"]["created_at"] = stamp
     return json.dumps(document).encode()
 
 

@@ -191,8 +191,6 @@ async def github_hook(request: web.Request) -> web.StreamResponse:
         if integrations is None:
             _count(request, "github", "ignored")
             return web.json_response({"ignored": "gates need the daemon"}, status=200)
-        # by the request, not its delivery's GUID: the same request replayed under a
-        # fresh GUID (or once retention forgot it) is one answer, which GitHub takes once
         kept = gates_kept_s(settings.store.retention.rounds)
         if decision.asked_at is not None and decision.asked_at < _now(request) - kept:
             # older than the requests the store keeps (no job waits so long): a replay it
@@ -205,6 +203,8 @@ async def github_hook(request: web.Request) -> web.StreamResponse:
             log.warning("github protection rule ignored: %s", reason)
             _count(request, "github", "ignored")
             return web.json_response({"ignored": reason}, status=200)
+        # by the request, not its delivery's GUID: the same request replayed under a
+        # fresh GUID (or once retention forgot it) is one answer, which GitHub takes once
         key = f"{KEY_PREFIX}github:{_gate_request(decision, raw)}"
         store = request.config_dict[STORE]
         pending = {"gate": "pending", "environment": decision.environment}

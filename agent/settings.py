@@ -54,9 +54,11 @@ from agent.config_models import (
 from agent.integrations.config import (
     FollowUp,
     GateSettings,
+    GithubIntegration,
     GithubRollback,
     IntegrationsSettings,
     SourcesSettings,
+    VercelIntegration,
 )
 from agent.providers.plugins import ProviderPluginError, config_model_for, plugin_names
 from agent.providers.provider_settings import BaselineSettings, ProvidersSettings
@@ -982,29 +984,27 @@ class Settings(BaseSettings):
         heard: GitHub's deployment statuses, a Rolling Release's approval (contract §7).
         The windows open without it (the webhook secret checks the events) and nothing
         was posted, with no word. Warnings: a hook that only opens windows is valid."""
-        github, vercel = self.integrations.github, self.integrations.vercel
-        warnings: list[tuple[tuple[str | int, ...], str]] = []
-        statuses = [n for n, env in self.environments.items() if env.sources.github is not None]
-        if github is not None and github.token is None and statuses:
-            mapped = ", ".join(f"environments.{n}.sources.github" for n in statuses)
-            message = (
-                f"no token: windows opened from GitHub deployments ({mapped}) get no"
-                " deployment statuses; set integrations.github.token"
-            )
-            warnings.append((("integrations", "github"), message))
+        envs = self.environments.items()
+        statuses = [n for n, env in envs if env.sources.github is not None]
         rolling = [
             n
-            for n, env in self.environments.items()
+            for n, env in envs
             if env.sources.vercel is not None and env.sources.vercel.rolling_release
         ]
-        if vercel is not None and vercel.token is None and rolling:
-            mapped = ", ".join(f"environments.{n}.sources.vercel.rolling_release" for n in rolling)
-            message = (
-                f"no token: {mapped} cannot approve a stage (nor complete the release);"
-                " set integrations.vercel.token"
-            )
-            warnings.append((("integrations", "vercel"), message))
-        return warnings
+        return [
+            *_tokenless(
+                "github",
+                self.integrations.github,
+                [f"environments.{n}.sources.github" for n in statuses],
+                "windows opened from GitHub deployments ({}) get no deployment statuses",
+            ),
+            *_tokenless(
+                "vercel",
+                self.integrations.vercel,
+                [f"environments.{n}.sources.vercel.rolling_release" for n in rolling],
+                "{} cannot approve a stage (nor complete the release)",
+            ),
+        ]
 
     def store_warnings(self) -> list[tuple[tuple[str | int, ...], str]]:
         """(loc, message) of a SQLite URL whose three slashes make a relative path that
@@ -1091,6 +1091,20 @@ class Settings(BaseSettings):
         walk(self)
         found.extend(self._variable_secrets)
         return tuple(sorted(set(found), key=len, reverse=True))
+
+
+def _tokenless(
+    name: str,
+    integration: GithubIntegration | VercelIntegration | None,
+    needing: list[str],
+    what: str,
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """`Settings.integration_warnings`' warning of integration `name` set up without a token
+    where the keys `needing` want one: `what`, formatted with their list, is never sent."""
+    if integration is None or integration.token is not None or not needing:
+        return []
+    message = f"no token: {what.format(', '.join(needing))}; set integrations.{name}.token"
+    return [(("integrations", name), message)]
 
 
 def _located(

@@ -366,6 +366,20 @@ async def test_a_decided_window_shows_its_verdict_and_rollback(
     }
 
 
+async def rolled_back_with_follow_ups(client: Client, store: SqliteStore, *names: str) -> Any:
+    """A registered window that failed, its rollback delivered, and its follow-ups `names`
+    taken, each pending till the test records its outcome: the window as registered."""
+    created = await register(client)
+    at = datetime.fromisoformat("2026-11-26T14:01:30+00:00").timestamp()
+    intent = RollbackIntent(window_id=created["id"], state="pending", body="{}", requested_at=at)
+    assert await store.finish_window(created["id"], "failed", None, at, intent)
+    intent.state, intent.attempts, intent.last_status = "delivered", 1, 200
+    await set_rollback(store, intent)
+    for name in names:
+        assert await store.take_alert(created["id"], f"then:{name}", at, lapsed_before=0.0)
+    return created
+
+
 async def test_a_rollback_and_its_follow_ups_match_the_served_document(
     client: Client, store: SqliteStore
 ) -> None:
@@ -373,14 +387,7 @@ async def test_a_rollback_and_its_follow_ups_match_the_served_document(
     follow-ups' states as enums of exactly what the code produces: the rollback was an
     open `object` (its serializer hid its fields from the schema) and a follow-up's
     `state` free text, so neither a client generator nor a schema check knew them."""
-    created = await register(client)
-    at = datetime.fromisoformat("2026-11-26T14:01:30+00:00").timestamp()
-    intent = RollbackIntent(window_id=created["id"], state="pending", body="{}", requested_at=at)
-    assert await store.finish_window(created["id"], "failed", None, at, intent)
-    intent.state, intent.attempts, intent.last_status = "delivered", 1, 200
-    await set_rollback(store, intent)
-    for name in ("db", "cdn", "cache"):
-        assert await store.take_alert(created["id"], f"then:{name}", at, lapsed_before=0.0)
+    created = await rolled_back_with_follow_ups(client, store, "db", "cdn", "cache")
     await store.record_alert(created["id"], "then:db", "delivered", "HTTP 200 after 1 attempt(s)")
     await store.record_alert(created["id"], "then:cdn", "failed", "HTTP 500 after 8 attempt(s)")
 
@@ -412,14 +419,7 @@ async def test_the_event_streams_deploy_object_is_the_apis_with_its_follow_ups(
     """Contract §8: a `state` event's data is the deploy object. The stream's lacked the
     rollback's `then` (its reader rendered the object without the follow-ups), so a
     client reading the stream never saw them where `GET /v1/deploys/{id}` showed them."""
-    created = await register(client)
-    at = datetime.fromisoformat("2026-11-26T14:01:30+00:00").timestamp()
-    intent = RollbackIntent(window_id=created["id"], state="pending", body="{}", requested_at=at)
-    assert await store.finish_window(created["id"], "failed", None, at, intent)
-    intent.state, intent.attempts, intent.last_status = "delivered", 1, 200
-    await set_rollback(store, intent)
-    for name in ("db", "cdn"):
-        assert await store.take_alert(created["id"], f"then:{name}", at, lapsed_before=0.0)
+    created = await rolled_back_with_follow_ups(client, store, "db", "cdn")
     await store.record_alert(created["id"], "then:db", "delivered", "HTTP 200 after 1 attempt(s)")
 
     got = await (await client.get(f"/v1/deploys/{created['id']}", headers=AUTH)).json()

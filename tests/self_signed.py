@@ -1,14 +1,19 @@
 """A self-signed certificate for 127.0.0.1, made by the `openssl` command: the https
-targets of the tests (a check's TLS, the agent's loop stalled in a TLS connect)."""
+targets of the tests (a check's TLS, the agent's loop stalled in a TLS connect), and a
+certificate whose expiry the checks read from its DER."""
 
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 
-def self_signed(directory: Path, days: int = 5) -> tuple[Path, Path]:
-    """(cert, key) in `directory`: a certificate for 127.0.0.1 that expires in `days`."""
+def self_signed(
+    directory: Path, days: int = 5, newkey: Sequence[str] = ("rsa:2048",)
+) -> tuple[Path, Path]:
+    """(cert, key) in `directory`: a certificate for 127.0.0.1 that expires in `days`, its
+    key made by `openssl req -newkey` with the arguments `newkey`."""
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
         [
@@ -16,7 +21,7 @@ def self_signed(directory: Path, days: int = 5) -> tuple[Path, Path]:
             "req",
             "-x509",
             "-newkey",
-            "rsa:2048",
+            *newkey,
             "-nodes",
             "-days",
             str(days),

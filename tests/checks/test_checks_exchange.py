@@ -11,32 +11,11 @@ import pytest
 
 from checks.exchange import cert_not_after
 from common.redaction import Redactor, sensitive_values, snippet
+from tests.self_signed import self_signed
 
 
 def der_and_enddate(tmp_path: Path, days: int) -> tuple[bytes, datetime]:
-    cert, key = tmp_path / f"c{days}.pem", tmp_path / f"k{days}.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            str(days),
-            "-subj",
-            "/CN=t",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, _ = self_signed(tmp_path, days, newkey=("ec", "-pkeyopt", "ec_paramgen_curve:P-256"))
     end = (
         subprocess.run(
             ["openssl", "x509", "-enddate", "-noout", "-in", str(cert)],

@@ -68,6 +68,17 @@ def environment(
     return text
 
 
+def failing_production(rollback_url: str) -> str:
+    """`production` on a port nothing listens on, so the deploy fails at its first round,
+    rolling back through the signed webhook at `rollback_url`: the rollback-refusal tests'."""
+    return environment(
+        "production",
+        f"http://127.0.0.1:{free_port()}",
+        window="30s",
+        extra=f"rollback: {{url: '{rollback_url}', secret: {SECRET}}}",
+    )
+
+
 def rollback_then_migrations(receiver_url: str, secret: str, follow_url: str, delivery: str) -> str:
     """An environment's `rollback` (for `environment(extra=...)`) to `receiver_url`, with
     `delivery`'s keys (timeout, attempts, backoff) and one `rollback.then` follow-up,
@@ -120,6 +131,24 @@ class LocalTarget:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+
+
+class RefusingReceiver(LocalTarget):
+    """A rollback webhook that refuses every POST with `status` and the words
+    `words(request)`; `posts` counts them."""
+
+    def __init__(self, status: int, words: Callable[[web.Request], str]) -> None:
+        super().__init__()
+        self.status, self.words = status, words
+        self.posts = 0
+
+    async def refuse(self, request: web.Request) -> web.Response:
+        self.posts += 1
+        await request.read()
+        return web.Response(status=self.status, text=self.words(request))
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/{tail:.*}", self.refuse)
 
 
 class FlipTarget(LocalTarget):

@@ -8,10 +8,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from aiohttp import web
 
-from tests.e2e.conftest import SECRET, AgentFactory, LocalTarget, environment
-from tests.e2e.crash import free_port
+from tests.e2e.conftest import AgentFactory, RefusingReceiver, failing_production
 from tests.receivers import JsonSink, SmtpSink, alert_titled, text_of
 
 pytestmark = pytest.mark.e2e
@@ -22,33 +20,17 @@ MENTION = re.compile(r"(?<![\w@])@(channel|here|all|everyone)\b", re.IGNORECASE)
 LINK = re.compile(r"(?<!\\)\[[^\]]*(?<!\\)\]\(")
 
 
-class RefusingReceiver(LocalTarget):
-    """Refuses every POST with 403 and words of its choosing."""
-
-    async def refuse(self, request: web.Request) -> web.Response:
-        await request.read()
-        return web.Response(status=403, text=REFUSAL)
-
-    def routes(self, app: web.Application) -> None:
-        app.router.add_post("/{tail:.*}", self.refuse)
-
-
 @pytest.mark.timeout(60)
 async def test_a_senders_version_and_a_webhooks_refusal_reach_every_channel_as_text(
     start_agent: AgentFactory, json_sink: JsonSink, smtp_sink: SmtpSink
 ) -> None:
     chat = JsonSink()
-    receiver = RefusingReceiver()
+    receiver = RefusingReceiver(403, lambda _: REFUSAL)
     await chat.start()
     await receiver.start()
     try:
         agent = await start_agent(
-            environment(
-                "production",
-                f"http://127.0.0.1:{free_port()}",  # nothing listens: the deploy fails
-                window="30s",
-                extra=f"rollback: {{url: '{receiver.url}/hook', secret: {SECRET}}}",
-            ),
+            failing_production(f"{receiver.url}/hook"),
             "alerting:\n  channels:\n"
             f"    - url: {json_sink.url()}\n"
             f"    - url: {smtp_sink.url()}\n"

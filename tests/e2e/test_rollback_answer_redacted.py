@@ -12,8 +12,7 @@ import logging
 import pytest
 from aiohttp import web
 
-from tests.e2e.conftest import SECRET, AgentFactory, LocalTarget, environment
-from tests.e2e.crash import free_port
+from tests.e2e.conftest import AgentFactory, RefusingReceiver, failing_production
 from tests.receivers import JsonSink, alert_titled
 
 pytestmark = pytest.mark.e2e
@@ -22,20 +21,9 @@ PATH_TOKEN = "a8Kq2Zr7Xw4Lm9Tb"
 QUERY_TOKEN = "q7Wn3Vc5Rt1Yp0Hs"
 
 
-class EchoingReceiver(LocalTarget):
-    """Refuses every POST with 404 and Express's words, quoting the path and query."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.posts = 0
-
-    async def refuse(self, request: web.Request) -> web.Response:
-        self.posts += 1
-        await request.read()
-        return web.Response(status=404, text=f"Cannot POST {request.path_qs}")
-
-    def routes(self, app: web.Application) -> None:
-        app.router.add_post("/{tail:.*}", self.refuse)
+def express_404(request: web.Request) -> str:
+    """Express's words refusing a POST, quoting the path and query."""
+    return f"Cannot POST {request.path_qs}"
 
 
 @pytest.mark.timeout(60)
@@ -43,17 +31,12 @@ async def test_a_refusal_that_echoes_the_webhook_path_does_not_show_its_token(
     start_agent: AgentFactory, json_sink: JsonSink, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    receiver = EchoingReceiver()
+    receiver = RefusingReceiver(404, express_404)
     await receiver.start()
     try:
         url = f"{receiver.url}/hooks/catch/1234/{PATH_TOKEN}/?token={QUERY_TOKEN}"
         agent = await start_agent(
-            environment(
-                "production",
-                f"http://127.0.0.1:{free_port()}",  # nothing listens: the deploy fails
-                window="30s",
-                extra=f"rollback: {{url: '{url}', secret: {SECRET}}}",
-            ),
+            failing_production(url),
             f"alerting:\n  channels:\n    - url: {json_sink.url()}\n",
         )
         deploy = await agent.register("production", "v2")

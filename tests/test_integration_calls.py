@@ -16,6 +16,19 @@ from agent.integrations import clients
 from agent.integrations.clients import call
 
 
+def waits_asked_for(monkeypatch: pytest.MonkeyPatch, jitter: float) -> list[float]:
+    """The waits `clients.call` asks for from now on, recorded and not waited, with its
+    random jitter draw fixed at `jitter`."""
+    waits: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        waits.append(delay)
+
+    monkeypatch.setattr(clients, "asyncio", types.SimpleNamespace(sleep=sleep))
+    monkeypatch.setattr(clients, "random", types.SimpleNamespace(random=lambda: jitter))
+    return waits
+
+
 async def test_a_retry_after_http_date_is_waited_out_as_given_not_as_max_backoff() -> None:
     """`Retry-After: <HTTP-date>` was read against the epoch (now = 0), so a date 2 s
     ahead meant 56 years and the call waited `max_backoff` (30 s by default)."""
@@ -80,13 +93,7 @@ async def test_the_waits_go_on_from_the_attempts_earlier_senders_made(
     """A follow-up handed back by a stop keeps its attempt count (`made_before`); the next
     sender's waits began again at the first attempt's (its count said 3, its wait was
     attempt 1's). They grow from the count, as one sender's would have."""
-    waits: list[float] = []
-
-    async def sleep(delay: float) -> None:  # the waits asked for, not waited
-        waits.append(delay)
-
-    monkeypatch.setattr(clients, "asyncio", types.SimpleNamespace(sleep=sleep))
-    monkeypatch.setattr(clients, "random", types.SimpleNamespace(random=lambda: 1.0))
+    waits = waits_asked_for(monkeypatch, jitter=1.0)
 
     async def handler(request: web.Request) -> web.Response:
         return web.Response(status=503)

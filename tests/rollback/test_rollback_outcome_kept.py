@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-import types
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
@@ -19,7 +18,6 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from agent.integrations import clients
 from agent.metrics import Metrics
 from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent
 from agent.rollback.delivery import RollbackDelivery
@@ -38,6 +36,7 @@ from tests.pg import PgCluster
 from tests.receivers import RollbackAttempt, RollbackReceiver
 from tests.rollback.support import REQUESTED_AT, SECRET, settings, stored_intent
 from tests.store.peek import rows
+from tests.test_integration_calls import waits_asked_for
 from tests.test_store_outage_logs import Restarting
 
 
@@ -423,13 +422,7 @@ async def test_a_follow_up_handed_back_waits_as_its_attempt_count_says(
     """A follow-up handed back after 2 attempts goes on at attempt 3, and its waits too:
     the next agent's began again at attempt 1's (1 s, 2 s at the defaults), its count
     and budget going on."""
-    waits: list[float] = []
-
-    async def sleep(delay: float) -> None:  # the waits asked for, not waited
-        waits.append(delay)
-
-    monkeypatch.setattr(clients, "asyncio", types.SimpleNamespace(sleep=sleep))
-    monkeypatch.setattr(clients, "random", types.SimpleNamespace(random=lambda: 0.5))
+    waits = waits_asked_for(monkeypatch, jitter=0.5)
     store = SqliteStore(tmp_path / "postflight.db")
     await store.open()
     follow: RollbackReceiver = await rollback_receiver(FOLLOW_SECRET, [503, 503])

@@ -215,6 +215,8 @@ class _Conn(asyncio.Protocol):
         # a cast, not an isinstance check: uvloop's transports do not derive from asyncio's
         self.transport = cast(asyncio.Transport, transport)
         self.connect_delay = self.client._ticks.lag.read_delay()
+        if self.closed:  # closed while it was connecting (`LeanClient.close`): no use now
+            self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         parser = self.parser
@@ -402,7 +404,12 @@ class _Conn(asyncio.Protocol):
     def send(self, request: bytes, keep: bool, waiter: Waiter, mark: float | None) -> None:
         """Write `request`; `mark`: `LoopLag.beating()` as the request started (None: no
         heartbeat), against which the stall before this write is measured (`held`)."""
-        assert self.transport is not None
+        if self.closed or self.transport is None:
+            # closed between its connect and this write (the pool closed, or the target
+            # hung up at once): what the target's hanging up before answering reads as
+            self.waiter = waiter
+            waiter.set_exception(Disconnected())
+            return
         now = self.client._ticks.lag.beating() if mark is not None else None
         self.held = now - mark if now is not None and mark is not None and now > mark else 0.0
         self._reset(keep)  # the parser itself is ready for the next message once one completes
@@ -733,7 +740,7 @@ class LeanClient:
                     await self._dial_stamped(conn)
                 else:
                     await self.loop.create_connection(lambda: conn, conn.key[0], conn.key[1])
-                    if self._own_reads:
+                    if self._own_reads and not conn.closed:
                         conn.read_own(self.loop)
         except BaseException:
             conn.close()

@@ -33,6 +33,7 @@ from checks.http import HttpCheck, HttpCheckConfig
 from checks.lag import UNANSWERED
 from checks.registry import run_check
 from checks.sessions import TargetSessions, lean_client
+from checks.wire import Disconnected
 
 
 @pytest.fixture(autouse=True, params=sorted(PROBE_PATHS))
@@ -492,3 +493,29 @@ async def test_a_closed_connection_is_freed_without_the_collector(
     finally:
         gc.enable()
     assert [r.ok for r in results] == [path == "/until-close"] * 3
+
+
+async def test_a_pool_closed_while_it_connects_leaves_no_socket_open(raw_server: RawServer) -> None:
+    """`LeanClient.close` during a connect: the connection, closed before it was made, is
+    aborted as it is made (it sent its request, and then stayed open, out of the pool, until
+    the target hung up), and the request reads as the connection's end before an answer."""
+    before = len(os.listdir("/proc/self/fd"))
+    answers: list[Any] = []
+    url = URL(raw_server.url).with_path("/plain")
+    async with TargetSessions() as sessions:
+        client = lean_client(sessions.get(raw_server.url))
+        assert client is not None
+        request = client.head("GET", url, None, None)
+        sending = client.send_now(request, url, 2.0, False, lambda p, _, e: answers.append(p or e))
+        assert sending is not None and sending.conn is not None
+        await asyncio.sleep(0)  # its connect under way
+        assert sending.conn.transport is None, "connected in one loop turn"
+        client.close()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if answers:
+                break
+    await asyncio.sleep(0.05)  # the target's end of it closed too
+    assert [type(a) for a in answers] == [Disconnected]
+    assert raw_server.requests == []
+    assert len(os.listdir("/proc/self/fd")) <= before

@@ -258,12 +258,16 @@ class _Conn(asyncio.Protocol):
             self._over()
 
     def _over(self) -> None:
-        """The transport's last word came (or it never had one): drop the parser, which holds
-        this connection's bound callbacks. Else every closed connection is a reference cycle
-        that only a collection frees; the agent's collections are rare (`agent.windows.heap`)
-        and connections close all the time (idle ones past `keepalive_s`, timeouts), so
-        their memory grew for as long as the agent ran."""
+        """The transport's last word came (or it never will): drop the parser, which holds
+        this connection's bound callbacks, and the transport, which may hold this connection
+        (uvloop keeps the protocol of a connection whose `create_connection` was cancelled
+        after `connection_made`, and never calls its `connection_lost`). Else every closed
+        connection is a reference cycle that only a collection frees; the agent's
+        collections are rare (`agent.windows.heap`) and connections close all the time
+        (idle ones past `keepalive_s`, timeouts, and an agent far behind cutting its
+        rounds' probes mid-connect), so their memory grew for as long as the agent ran."""
         self.parser = None
+        self.transport = None
 
     def _incomplete(self) -> str:
         """Why the body is short, worded as aiohttp's ClientPayloadError reads."""
@@ -506,11 +510,12 @@ class _Conn(asyncio.Protocol):
             self.closed = True
             self.client._forget(self)
             self._stop_reading()
-            if self.transport is not None:
-                if graceful:
-                    self.transport.close()
-                else:
-                    self.transport.abort()
+            if self.transport is None:
+                self._over()  # not connected (yet): no `connection_lost` will come to say so
+            elif graceful:
+                self.transport.close()
+            else:
+                self.transport.abort()
 
 
 class LeanClient:
@@ -744,7 +749,9 @@ class LeanClient:
                         conn.read_own(self.loop)
         except BaseException:
             conn.close()
-            conn._over()  # never connected: no `connection_lost` will come
+            # no `connection_lost` will come: never connected, or (uvloop) connected just
+            # before the cancel, which closes the transport without a word to its protocol
+            conn._over()
             raise
         return conn
 

@@ -32,11 +32,14 @@ AlertEvent = Literal[
 """`failed`: the verdict failed and no rollback webhook is configured.
 `rollback_skipped`: the verdict failed and the environment's `rollback.dry_run` is on.
 `integration_failed`: a call to GitHub or Vercel the deploy called for (a deployment or
-commit status, a protection rule's answer, a Rolling Release approval) was given up
+commit status, a protection rule's answer, a Rolling Release approval) was given up, or
+a Rolling Release approval declined with the release left waiting at its stage
 (`Alert.call` says which): whoever waits on it must be told by hand."""
 
-IntegrationCall = Literal["status", "commit_status", "gate", "approval"]
-"""Which given-up call an `integration_failed` alert is about (`INTEGRATION_HEADLINES`)."""
+IntegrationCall = Literal["status", "commit_status", "gate", "approval", "approval_declined"]
+"""Which given-up call an `integration_failed` alert is about (`INTEGRATION_HEADLINES`);
+`approval_declined`: a Rolling Release approval not sent, the window's verdict not known
+to be about the stage now active, the release left waiting at it."""
 
 RollbackTarget = Literal["webhook", "vercel", "github", "then"]
 """Who a rollback event is about: `rollback.target`, or `then` for a `rollback.then`
@@ -306,6 +309,8 @@ INTEGRATION_SUMMARIES: dict[str, str] = {
     "commit_status": "GitHub commit status NOT set",
     "gate": "protection rule NOT answered, answer it by hand",
     "approval": "Rolling Release stage NOT approved, approve it by hand",
+    "approval_declined": "Rolling Release stage NOT approved by Postflight: approve it by"
+    " hand if the window judged it",
 }
 """`integration_failed`'s title, by `Alert.call`."""
 _GIVEN_UP = (
@@ -325,6 +330,13 @@ INTEGRATION_HEADLINES: dict[str, str] = {
     "approval": "**Vercel Rolling Release stage NOT approved.** " + _GIVEN_UP + ": the"
     " window passed, but the release waits at its stage. Approve the stage (or complete"
     " the release) by hand in Vercel.",
+    "approval_declined": "**Vercel Rolling Release stage NOT approved by Postflight.** The"
+    " window passed, but the stage now active may not be the one it judged: the stage was"
+    " not noted as the window began, and the release changed since (the reason says how),"
+    " so a person may have approved the judged one meanwhile. Postflight did not approve"
+    " it, and the release waits at that stage. Approve the stage (or complete the release)"
+    " by hand in Vercel if it was the one active when the window began; otherwise it was"
+    " not judged.",
 }
 """`integration_failed`'s headline, by `Alert.call`: what now waits, and what to do."""
 

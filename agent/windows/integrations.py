@@ -1070,7 +1070,8 @@ class Integrations:
         read it, or could not tell it), and the release changed since: stage `index` may
         be one a person approved while the window watched, which its verdict is not about.
         Nothing approved (`skipped`), where the pass approved stage `index` (or completed
-        the release) on a verdict about the stage before it."""
+        the release) on a verdict about the stage before it. The release waits at stage
+        `index` for a person, who is told (`_declined`): it may be the stage judged."""
         why = (
             f"the stage active as the window began was not noted, and {changed}: it may"
             " have moved on while the window watched (approved by someone else, or on its"
@@ -1082,7 +1083,32 @@ class Integrations:
             why,
             extra={"deploy_id": window.id, "environment": window.environment},
         )
+        await self._declined(window, f"Rolling Release stage {index} of {window.id}: {why}", why)
+
+    async def _declined(self, window: DeployWindow, reason: str, why: str) -> None:
+        """Record the approval `skipped` (`why`) for a release left waiting at a stage
+        Postflight declined to approve, and tell the environment's channels, once a
+        window (`integration_failed:<APPROVAL_KEY>`, as a given-up approval's): where
+        nobody was told, and it waited for a person who did not know. The alert is
+        claimed first, in the write that stores the outcome (as a failed follow-up's,
+        `_record_follow_up`): a crash after both sends it by the alerts' recovery, one
+        before the outcome leaves the approval to a takeover, which finds the alert
+        claimed and does not send it twice."""
+        env = self.settings.environments.get(window.environment)
+        key = f"integration_failed:{APPROVAL_KEY}"
+        at = self.clock()
+        claimed = False
+        alert = Alert.for_window(
+            window, "integration_failed", reason=reason, call="approval_declined"
+        )
+        if env is not None:
+            page = alert_claim(alert, env.alerts.tags, key)
+            claimed = await self.s.store.claim_alert(window.id, key, at, payload=page.payload)
         await self.s.store.record_alert(window.id, APPROVAL_KEY, "skipped", why)
+        if claimed and env is not None:
+            self.s.spawn(
+                self.s.alerts.send_claimed(window, alert, env.alerts.tags, claimed_at=at, key=key)
+            )
 
     async def _approved(self, window: DeployWindow, watched: str, step: str) -> None:
         """Our approval took effect though its answer was lost: done, counted once."""

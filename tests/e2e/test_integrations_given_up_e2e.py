@@ -189,15 +189,18 @@ async def restarted_after_a_cut_off_approval(
     match: str,
     looks: int,
     meanwhile: Callable[[], object] = lambda: None,
+    sink: JsonSink | None = None,
 ) -> tuple[RunningAgent, str]:
     """An agent whose window passed while Vercel answered 503 to `match` (`looks`
     requests to the release's paths by then), stopped while its approval waits for its
-    next try; Vercel back, `meanwhile` done; a new agent on the same store."""
+    next try; Vercel back, `meanwhile` done; a new agent on the same store. Both alert
+    to `sink`, if given."""
     monkeypatch.setattr(daemon_side, "STATUS_RETRY_S", 3600.0)  # no try before the stop
     monkeypatch.setattr(daemon_side.Integrations, "_approval_lease", lambda self: 1.0)
     config = environments(refusing.target, window="1500ms", rolling_release=True)
     extra = integrations(refusing.github, refusing.vercel)
-    agent = await refusing.start(config, extra=extra)
+    alerting = alerts_to(sink) if sink is not None else ""
+    agent = await refusing.start(config, alerting=alerting, extra=extra)
     refusing.vercel.start_rolling_release(vc.PROJECT, canary=vc.NEW)
     refusing.vercel.fail("503", match=match)
     deploy = await passed_release_window(agent, "rr-stop")
@@ -205,7 +208,7 @@ async def restarted_after_a_cut_off_approval(
     await agent.stop()
     refusing.vercel.heal()
     meanwhile()
-    return await refusing.start(config, extra=extra), deploy
+    return await refusing.start(config, alerting=alerting, extra=extra), deploy
 
 
 async def test_an_approval_a_stop_cut_off_between_two_tries_is_sent_after_the_restart_once(

@@ -2,7 +2,8 @@
 through the real daemon and the fake Vercel, when the stage could not be noted as the
 window opened (the release's read refused, or no release yet): the pass reads the release
 then, and Vercel's `updatedAt` says whether its active stage was the one as the window
-began. A stage a person approved meanwhile is not advanced a second time."""
+began. A stage a person approved meanwhile is not advanced a second time; the release left
+waiting at a stage Postflight declined to approve is an alert, once."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from tests.e2e.conftest import RunningAgent
 from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
+    alerts_to,
     environments,
     eventually,
     fake_github,
@@ -22,8 +24,13 @@ from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
     start_agent,
     vercel_hook,
 )
-from tests.e2e.test_integrations_given_up_e2e import Refusing, refusing  # noqa: F401
+from tests.e2e.test_integrations_given_up_e2e import (  # noqa: F401 (fixtures)
+    Refusing,
+    refusing,
+    told_once,
+)
 from tests.fakes import vercel as vc
+from tests.receivers import JsonSink
 
 APPROVAL = "vercel:approve-stage"
 NOTE = "vercel:rolling-stage"
@@ -55,11 +62,16 @@ async def unnoted_window(
     refusing: Refusing,  # noqa: F811
     tmp_path: Path,
     why: str,
+    sink: JsonSink | None = None,
 ) -> tuple[RunningAgent, str]:
     """A release window whose stage the open could not note (`why`: the read refused, or
-    no release yet), its note's failure stored."""
+    no release yet), its note's failure stored; alerting to `sink`, if given."""
     config = environments(refusing.target, window="3s", rolling_release=True)
-    agent = await refusing.start(config, extra=integrations(refusing.github, refusing.vercel))
+    agent = await refusing.start(
+        config,
+        alerting=alerts_to(sink) if sink is not None else "",
+        extra=integrations(refusing.github, refusing.vercel),
+    )
     if why == "refused":
         refusing.vercel.fail("404", times=1, match="rolling-release")
     status, opened = await vercel_hook(agent, vc.event(event_id=f"rr-{why}", deployment=vc.NEW))
@@ -73,14 +85,17 @@ async def unnoted_window(
 @pytest.mark.parametrize("why", ["refused", "no-release-yet"])
 async def test_a_stage_approved_by_hand_while_the_window_watched_is_not_approved_again(
     refusing: Refusing,  # noqa: F811
+    json_sink: JsonSink,
     tmp_path: Path,
     why: str,
 ) -> None:
     """Not noted at the open, stage 0 approved by a person while the window watched: the
-    pass noted stage 1 and approved 1 -> 2, a stage its verdict was not about."""
+    pass noted stage 1 and approved 1 -> 2, a stage its verdict was not about. Not
+    approved now, the release waits at stage 1 for a person (it may be the stage the
+    window judged, active all along): on-call is told once, where nobody was."""
     if why == "refused":
         refusing.vercel.start_rolling_release(vc.PROJECT, canary=vc.NEW)
-    agent, deploy = await unnoted_window(refusing, tmp_path, why)
+    agent, deploy = await unnoted_window(refusing, tmp_path, why, json_sink)
     if why == "no-release-yet":
         refusing.vercel.start_rolling_release(vc.PROJECT, canary=vc.NEW)
     refusing.vercel.move_stage(vc.PROJECT, 1)  # by hand, in Vercel's dashboard
@@ -97,6 +112,16 @@ async def test_a_stage_approved_by_hand_while_the_window_watched_is_not_approved
         " Postflight"
     ), detail
     assert refusing.vercel.approvals == refusing.vercel.completions == []
+    told = await told_once(json_sink)
+    assert told.title.endswith(
+        ": Rolling Release stage NOT approved by Postflight: approve it by hand if the"
+        " window judged it"
+    ), told.title
+    assert told.type == "failure"
+    assert deploy in told.message and "stage 1" in told.message
+    assert "changed at" in told.message  # the reason: why Postflight did not approve it
+    assert "Approve the stage (or complete the release) by hand in Vercel if" in told.message
+    assert (await outcome(tmp_path, deploy, "integration_failed:" + APPROVAL))[0] == "sent"
 
 
 async def test_a_stage_active_since_before_the_window_is_approved_though_not_noted(

@@ -123,18 +123,21 @@ async def test_our_approval_that_took_effect_before_the_restart_is_recorded_appr
 
 async def test_a_release_someone_else_moved_on_is_not_called_our_approval(
     refusing: Refusing,  # noqa: F811
+    json_sink: JsonSink,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
     """Our approval was refused (503 through its retries: Vercel did not take it) and a
     person approved the stage while no agent ran: the restarted agent approves nothing and
-    says the release moved on without Postflight, not that Postflight approved it."""
+    says the release moved on without Postflight, not that Postflight approved it. Nothing
+    waits on Postflight (whoever moved it on drives it): no page."""
     _, deploy = await restarted_after_a_cut_off_approval(
         refusing,
         monkeypatch,
         match="approve-stage",
         looks=1 + 1 + 4,  # the note, the approval's look, its 4 attempts
         meanwhile=lambda: refusing.vercel.move_stage(vc.PROJECT, 1),
+        sink=json_sink,
     )
     result, detail = await settled_record(tmp_path, deploy)
     assert result == "skipped", detail
@@ -144,20 +147,25 @@ async def test_a_release_someone_else_moved_on_is_not_called_our_approval(
         " by Postflight; stage 1 is not one a window of Postflight watched"
     )
     assert refusing.vercel.approvals == []
+    await asyncio.sleep(1.0)  # several scans and the alerts' recovery: no one paged
+    assert given_up(json_sink) == []
 
 
 async def test_a_release_aborted_meanwhile_says_so(
     refusing: Refusing,  # noqa: F811
+    json_sink: JsonSink,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    """Aborted while no agent ran (a rollback, by hand): nothing to approve, said as such."""
+    """Aborted while no agent ran (a rollback, by hand): nothing to approve, said as such;
+    nothing waits, so no page."""
     _, deploy = await restarted_after_a_cut_off_approval(
         refusing,
         monkeypatch,
         match="approve-stage",
         looks=1 + 1 + 4,
         meanwhile=lambda: refusing.vercel.rolling[vc.PROJECT].update(state="ABORTED"),
+        sink=json_sink,
     )
     result, detail = await settled_record(tmp_path, deploy)
     assert (result, detail) == (
@@ -165,6 +173,8 @@ async def test_a_release_aborted_meanwhile_says_so(
         "the rolling release is ABORTED: no stage to approve",
     )
     assert refusing.vercel.approvals == []
+    await asyncio.sleep(1.0)  # several scans and the alerts' recovery: no one paged
+    assert given_up(json_sink) == []
 
 
 async def test_our_approval_refused_as_done_after_its_lost_answer_is_recorded_approved(

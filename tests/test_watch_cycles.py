@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import gc
 import time
+import weakref
 from pathlib import Path
 
 from agent.metrics import Metrics
@@ -79,18 +80,20 @@ async def test_a_watch_stopped_while_a_provider_hangs_leaves_no_cycle(
             assert w.refetching or w.fetching
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
+            # this watch, not every WindowWatch in the process: an earlier test's may be
+            # alive for good here (its app, in aiohttp's module-level middleware cache,
+            # keeps its cancelled watcher task, whose traceback's frames hold its watches)
+            watch = weakref.ref(w)
             del w, running
             # the cancelled fetches finish (50 ms on an idle machine; a loaded CI run's
-            # took longer and one watch was still theirs): with the collector off, a
-            # cycle keeps it however long this waits
+            # took longer): with the collector off, a cycle keeps it however long this waits
             for _ in range(100):
                 await asyncio.sleep(0.02)
-                alive = sum(1 for o in gc.get_objects() if isinstance(o, WindowWatch))
-                if not alive:
+                if watch() is None:
                     break
         finally:
             gc.enable()
-        assert alive == 0
+        assert watch() is None
     finally:
         await sentry.aclose()
         await store.close()

@@ -36,6 +36,7 @@ import hmac
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -179,6 +180,24 @@ class _HttpServer(_Waitable):
 # -------------------------------------------------------------------- rollback
 
 
+def _sender_gone(transport: asyncio.BaseTransport | None) -> bool:
+    """Whether the sender closed its end (a SIGKILL closes it at once), asked of the
+    kernel now: the loop alone said "connected" until it had read the FIN, and a loaded
+    receiver could decide first and count a killed sender's request as accepted."""
+    if transport is None or transport.is_closing():
+        return True
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        with socket.socket(fileno=os.dup(sock.fileno())) as peek:
+            return peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False  # nothing to read, and no FIN: still connected
+    except OSError:
+        return True  # reset
+
+
 def expected_signature(secret: str, timestamp: str, body: bytes) -> str:
     """Computed here independently of `agent.rollback`, as a pipeline would."""
     mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
@@ -207,6 +226,10 @@ class RollbackAttempt:
     duplicate: bool
     """Accepted again for an Idempotency-Key already accepted: a pipeline without
     deduplication would roll back twice. Tests count these as deliveries too."""
+    answered_at: float | None = None
+    """When the answer was decided, just before the sender was found still connected:
+    a sender that hears a 2xx is alive after this instant (`at` is when the request
+    was read, which a loaded receiver may do after its sender was killed)."""
 
 
 class RollbackReceiver(_HttpServer):
@@ -300,7 +323,8 @@ class RollbackReceiver(_HttpServer):
         if self.on_attempt is not None:
             await self.on_attempt(attempt)
         response = await self._serve(reply)
-        if request.transport is None or request.transport.is_closing():
+        attempt.answered_at = time.time()
+        if _sender_gone(request.transport):
             attempt.status = None  # the sender is gone: nobody hears an answer
         accepted = attempt.status is not None and 200 <= attempt.status < 300
         if accepted:

@@ -215,7 +215,8 @@ class TrialResult:
     final_state: str
     attempts: list[dict[str, Any]] = field(default_factory=list)
     killed_at: list[float] = field(default_factory=list)
-    """When each kill was sent (or, for the receiver's, seen), on the receiver's clock."""
+    """When each killed agent was seen dead (after its wait, or for the receiver's kill,
+    its exit seen), on the receiver's clock: after anything that agent did."""
 
     @property
     def accepted(self) -> int:
@@ -241,14 +242,17 @@ class TrialResult:
     @property
     def resent_only_after_a_kill(self) -> bool:
         """No agent sends a rollback again once it heard a 2xx: each request that arrives
-        after an accepted one comes after a kill that followed that acceptance."""
+        after an accepted one comes after a kill that followed that acceptance (its
+        answer, given to a sender still connected: one killed before it is not
+        accepted). Its arrival was the mark: a kill recorded just before it was sent
+        (the trial's process preempted between the two) then read as no kill at all."""
         accepted_at: float | None = None
         for attempt in sorted(self.attempts, key=lambda a: float(a["at"])):
             at = float(attempt["at"])
             if accepted_at is not None and not any(accepted_at < k < at for k in self.killed_at):
                 return False
             if attempt.get("accepted"):
-                accepted_at = at
+                accepted_at = float(attempt.get("answered_at") or at)
         return True
 
     @property
@@ -329,9 +333,9 @@ def run_trial(
                 time.sleep(rng.uniform(0.0, 0.35))
                 random_kills += 1
                 if agent.poll() is None:  # else the receiver's kill came first
-                    killed_at.append(time.time())
                     agent.send_signal(signal.SIGKILL)
                     agent.wait()
+                    killed_at.append(time.time())
                     started = time.monotonic()
                     agent = start_tracked(config, port, agent_log, pidfile)
                     deadline += time.monotonic() - started

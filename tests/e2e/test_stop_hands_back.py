@@ -120,7 +120,10 @@ async def test_alerts_cut_by_a_stop_are_named_and_sent_once_by_the_next_agent(
     window's end) names each alert it cuts and what the next agent does with it, where
     it said "WindowAlerts.emit_group did not finish within 1.0 s; cut off"; the next
     agent sends each once, when its claim lapses (2 × 3.5 s + 1 s here)."""
-    env = environment("production", flip_target.url)  # no rollback: the deploy fails
+    # no rollback: the deploy fails, at its second bad round (failure_limit 2); in a
+    # window long enough to have it on a loaded machine (in 1.5 s, one late round without
+    # samples, and the window ended inconclusive)
+    env = environment("production", flip_target.url, window="30s")
     alerting = f"alerting:\n  timeout: 3s\n  channels:\n    - url: {json_sink.url()}\n"
     server = f"shutdown_timeout: {SHUTDOWN_TIMEOUT_S}s"
     agent = await start_agent(env, alerting, server=server, owner="replica-a")

@@ -13,7 +13,8 @@ How a rule's evidence is read depends on what its observations carry:
   round;
 * a bare value (a provider's rate or percentile, throughput): a test of the mean of the
   rounds' values against the bound (`agent.analysis.sequential`), except a `min` bound on a
-  value that is not a rate, which has no bounded bad side and keeps the threshold streak.
+  value that is not a rate, which has no bounded bad side and keeps the threshold streak,
+  as does a value of either sign (a query) from its first value below 0.
 
 The judge keeps what every policy shares (a rule's kind, rounds with data, pooled counts, a
 quantile sketch) and hands each usable round to the window's policy, found by name in
@@ -67,8 +68,11 @@ count bets; 10: a test with a look at the window's end keeps its running sums, `
 its p-value there, `final_p`; 11: a bare value's bound of 1 or more has a value test, so
 its rule's state has a test where it had none; 12: a count's relative bound over a baseline
 of 0 has a test, and a relative bound over a baseline of 0 or less of a value that may be
-negative keeps the streak's fields instead: an older state lacked the test, a KeyError),
-so that a restart never reads a state it cannot."""
+negative keeps the streak's fields instead: an older state lacked the test, a KeyError;
+and a value of either sign's first value below 0 ends its value test, marked `below_0` from
+then on: added before 12 was released, and absent until such a value, so a 12 stored
+without it is this judge's state of any window whose value never went below 0), so that a
+restart never reads a state it cannot."""
 
 
 def judge(

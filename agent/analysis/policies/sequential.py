@@ -6,12 +6,14 @@ passes only when its confidence sequence lies inside its bounds, and is `inconcl
 the end otherwise. A bare value with a `min` that is not a rate has no bounded bad side to
 test and keeps the threshold streak, as does a relative decrease, one with a `max` below 0,
 or at 0 for a value of either sign, or a relative bound over a baseline that puts its limit
-there.
+there. The value test counts a value below 0 as 0, so it covers a value of either sign only
+while it stays at 0 or above: from its first value below 0 such a rule keeps the streak.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Literal
 
 from agent.analysis.describe import (
@@ -42,6 +44,7 @@ from agent.analysis.verdicts import (
     amount,
     clean,
     effect,
+    glance_of,
     needs_baseline,
     no_baseline,
     odds,
@@ -126,18 +129,42 @@ class SequentialPolicy(BasePolicy):
         return {"seq": None, **self.streak.start(rule)}
 
     def step(self, rule: Rule, st: State, obs: Observation, kind: Kind, index: int) -> None:
-        if self._streak_only(rule, kind):
+        if self._streak_only(rule, kind) or st.get(BELOW_0) is not None:
             self.streak.step(rule, st, obs, kind, index)
             return
         seq = self.tests(rule, kind)
         if st["seq"] is None:
             st["seq"] = seq.start()
+        if self._goes_below_0(rule, st, obs, seq):
+            st[BELOW_0] = [index, float(obs.value or 0.0)]
+            self.streak.step(rule, st, obs, kind, index)
+            return
         seq.step(st["seq"], obs, index)
+
+    def _goes_below_0(self, rule: Rule, st: State, obs: Observation, tests: SequentialRule) -> bool:
+        """Whether this round's value below 0 ends the value test of a rule whose values
+        may be negative (a `deriv()`, a delta): the test bets on each value over its bound,
+        a value below 0 counting as 0, which overstates such a value's mean (`max: 1` over
+        values alternating 6 and -7, mean -0.5, failed where threshold passed it). The
+        threshold streak judges it from this round on; the rounds before stay judged as
+        they were (a test that failed stands). A metric never below 0 (a rate, a
+        duration, a count) that reports a value below 0 (a provider's bug) keeps its test,
+        the value counted as 0."""
+        if obs.value is None or obs.value >= 0.0 or never_negative(rule.metric):
+            return False
+        if not any(c.test == "value" for c in tests.components):
+            return False
+        return tests.failed_at(st["seq"])[0] is None
 
     def finish(self, rule: Rule, st: State, index: int) -> None:
         """The fixed-horizon tests look once (`SequentialRule.finish`)."""
         kind = st["kind"]
-        if st["seq"] is not None and kind is not None and not self._streak_only(rule, kind):
+        if (
+            st["seq"] is not None
+            and kind is not None
+            and not self._streak_only(rule, kind)
+            and st.get(BELOW_0) is None
+        ):
             self.tests(rule, kind).finish(st["seq"], index)
 
     def failed_at(self, rule: Rule, st: State) -> int | None:
@@ -181,6 +208,8 @@ class SequentialPolicy(BasePolicy):
         bounds (unless `pass_on: evidence` needs them) or what the rule can detect."""
         if self._streak_only(rule, kind):
             return self.streak.glance(rule, st, kind, final)
+        if st.get(BELOW_0) is not None:
+            return glance_of(self.judge(rule, st, kind, final))
         tests = self.tests(rule, kind)
         observed = self.pooled(rule, st)
         why = self._why_untested(rule, st, tests)
@@ -215,6 +244,8 @@ class SequentialPolicy(BasePolicy):
     def judge(self, rule: Rule, st: State, kind: Kind, final: bool) -> Judged:
         if self._streak_only(rule, kind):
             return self.streak.judge(rule, st, kind, final)
+        if st.get(BELOW_0) is not None:
+            return _streak_from(rule, self.streak.judge(rule, st, kind, final), st[BELOW_0])
         base = self.window.base[rule.name]
         tests = self.tests(rule, kind)
         observed = self.pooled(rule, st)
@@ -503,6 +534,26 @@ def _decisive(
         if best is None or log_e - log_needed > best[1] - best[2]:
             best = (comp, log_e, log_needed)
     return best
+
+
+BELOW_0 = "below_0"
+"""A rule's state key: [round index, value] of the first value below 0 that ended its value
+test (`SequentialPolicy._goes_below_0`); absent before it."""
+
+
+def _streak_from(rule: Rule, judged: Judged, below: list[float]) -> Judged:
+    """The streak's verdict of a rule whose value went below 0, saying why the streak judges
+    it and from which round (its evidence: `streak_from_round`, `value_below_0`)."""
+    index, value = int(below[0]), float(below[1])
+    note = (
+        f"{rule.name} went below 0 ({format_value(rule.metric, value)}): the sequential bound"
+        f" covers values ≥ 0, threshold streak from round {round_number(index)}"
+    )
+    v = judged.verdict
+    evidence = v.evidence | {"streak_from_round": round_number(index), "value_below_0": value}
+    verdict = replace(v, detail=f"{v.detail} ({note})", evidence=evidence)
+    reason = f"{judged.reason} ({note})" if judged.reason else ""
+    return replace(judged, verdict=verdict, reason=reason)
 
 
 def _samples(st: State) -> float:

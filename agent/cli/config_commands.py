@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.cli.exits import EXIT_CRASHED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from agent.cli.stop_signals import STOP_SIGNALS, stop_cleanly_while_nothing_is_held
+from agent.cli.stop_signals import STOP_SIGNALS, ignore_stops_from_now
 from agent.settings_file import STDIN_SOURCE, ConfigError, LoadedConfig, load_config
 from agent.stopping import StopBudget, exit_if_still_running
 from common.words import counted
@@ -184,9 +184,8 @@ def run_command(args: argparse.Namespace) -> int:
         log.critical("postflight stopped on an unexpected error", exc_info=True)
         code = EXIT_CRASHED
     finally:
-        # the closed loop left SIGTERM at its default (killed, -15): the state is kept,
-        # so a second stop while the process ends is clean too
-        stop_cleanly_while_nothing_is_held()
+        # a second stop while the process ends is no crash (-15): the state is kept
+        ignore_stops_from_now()
     if newrelic_on:
         end_process_running_newrelic(code)
     return code
@@ -229,6 +228,7 @@ def run_daemon(main: Coroutine[Any, Any, None]) -> None:
             loop.run_until_complete(loop.shutdown_default_executor())
         finally:
             asyncio.set_event_loop(None)
+            ignore_stops_from_now(loop)  # before the close would leave them at SIG_DFL
             loop.close()
 
 

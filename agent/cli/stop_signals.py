@@ -9,9 +9,9 @@ terminal that closed.
 The event loop's own handlers give it while the daemon serves. Before the loop installs
 them (the second or two of imports and reading the configuration, which may block on a
 slow or FIFO-backed file) and after the loop has closed, nothing is held: no store open,
-no port bound, no round in flight. A stop there is simply an exit 0, at once; without
+no port bound, no round in flight. A stop before is simply an exit 0, at once; without
 these handlers SIGTERM killed the process (-15, read by supervisors as a crash) and SIGINT
-ended it with a traceback or 130.
+ended it with a traceback or 130. A stop after is ignored: the process is ending.
 """
 
 from __future__ import annotations
@@ -48,12 +48,26 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 
 def stop_cleanly_while_nothing_is_held(starting: bool = False) -> None:
     """Make SIGTERM, SIGINT and SIGHUP exit 0 from here on, until the event loop takes them over
-    (`loop.add_signal_handler`); call again once the loop has closed, which leaves them
-    at their defaults. `starting`: a stop from here on is before the daemon started, and
-    says so in the log once the log is set up."""
+    (`loop.add_signal_handler`); once it has stopped, `ignore_stops_from_now`. `starting`: a
+    stop from here on is before the daemon started, and says so in the log once the log is
+    set up."""
     _STARTING[0] = starting
     for sig in STOP_SIGNALS:
         signal.signal(sig, _exit_cleanly)
+
+
+def ignore_stops_from_now(loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Ignore SIGTERM, SIGINT and SIGHUP once the daemon has stopped (its loop about to
+    close, or closed): the process is already on its way out with its code (0 after a
+    stop) and the stop-deadline thread still bounds it. `loop`'s own handlers are taken
+    off first, as its close would leave them at their defaults. A Python handler cannot
+    cover the end: the interpreter's last steps reset those to the defaults, and there a
+    second SIGTERM from a supervisor killed the stopped daemon (-15, read as a crash), or
+    raised SystemExit inside an atexit callback (its traceback printed)."""
+    for sig in STOP_SIGNALS:
+        if loop is not None and not loop.is_closed():
+            loop.remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_IGN)
 
 
 class Terminated(KeyboardInterrupt):

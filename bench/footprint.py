@@ -182,7 +182,7 @@ def write_config(workdir: Path, agent_port: int, target_port: int, args: Run) ->
         f"  url: sqlite:///{workdir / 'postflight.db'}",
         "environments:",
     ]
-    window = max(3600.0, args.seconds + 300.0)
+    window = args.window if args.window is not None else max(3600.0, args.seconds + 300.0)
     for name in names(args.windows):
         lines.append(environment(name, target_port, args.interval, window, args.dozen))
     path = workdir / "postflight.yaml"
@@ -369,6 +369,9 @@ class Run:
     register_within: float | None = None
     """Give up (`RegisteringTooSlow`) when the windows are not all registered by then: a
     search trial far over capacity would otherwise crawl for many minutes."""
+    window: float | None = None
+    """Each window's length (default: an hour, or the run and 5 min more if longer); a
+    shorter one ends windows within the run, so memory held per window shows as freed."""
 
 
 class RegisteringTooSlow(Exception):
@@ -757,6 +760,12 @@ def main() -> int:
         default=SCRAPE_EVERY_S,
         help="GET /metrics this often, as a dashboard's Prometheus does (default 15s; 0: none)",
     )
+    parser.add_argument(
+        "--window",
+        type=parse_duration,
+        default=None,
+        help="each window's length (default 1h, or the run + 5m if longer)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.search:
@@ -795,6 +804,7 @@ def main() -> int:
             args.one_core,
             args.core,
             args.scrape_every,
+            window=args.window,
         )
     )
     if args.json:

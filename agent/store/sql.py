@@ -205,7 +205,9 @@ MIGRATIONS: tuple[str, ...] = (
     )
     """,
     # a gate is one a run's callback URL and GitHub environment: a run into two gated
-    # environments asks on one URL, and the second, keyed by the URL alone, was dropped
+    # environments asks on one URL, and the second, keyed by the URL alone, was dropped.
+    # A new table, `gates` kept as it is: an agent of the version before, still running
+    # in a rolling upgrade, writes there, and its gates are taken over (`_take_over_gates`)
     """
     CREATE TABLE gates_by_environment (
         callback_url TEXT NOT NULL,
@@ -220,13 +222,8 @@ MIGRATIONS: tuple[str, ...] = (
         answered_at DOUBLE PRECISION,
         PRIMARY KEY (callback_url, github_environment)
     );
-    INSERT INTO gates_by_environment (callback_url, github_environment, environment, sha,
-        deadline, created_at, claimed_until, answer, result, answered_at)
-        SELECT callback_url, github_environment, environment, sha, deadline, created_at,
-        claimed_until, answer, result, answered_at FROM gates;
-    DROP TABLE gates;
-    ALTER TABLE gates_by_environment RENAME TO gates;
-    CREATE INDEX gates_pending ON gates (created_at) WHERE answered_at IS NULL
+    CREATE INDEX gates_by_environment_pending ON gates_by_environment (created_at)
+        WHERE answered_at IS NULL
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -1305,7 +1302,7 @@ class SqlStore(ABC):
             " DO UPDATE SET environment = excluded.environment, sha = excluded.sha,"
             " github_environment = excluded.github_environment, deadline = excluded.deadline,"
             " created_at = excluded.created_at, claimed_until = NULL, answer = NULL,"
-            " result = NULL, answered_at = NULL WHERE gates.answered_at IS NOT NULL"
+            " result = NULL, answered_at = NULL WHERE gates_by_environment.answered_at IS NOT NULL"
         )
         async with self._tx() as db:
             if delivery is not None:
@@ -1330,8 +1327,8 @@ class SqlStore(ABC):
                 if asked != 1:
                     return GateAsk.ASKED  # asked before, its delivery forgotten since
             added = await db.execute(
-                "INSERT INTO gates (callback_url, environment, sha, github_environment,"
-                " deadline, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+                "INSERT INTO gates_by_environment (callback_url, environment, sha,"
+                " github_environment, deadline, created_at) VALUES (?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (callback_url, github_environment)"
                 + (again if delivery is not None else " DO NOTHING"),
                 gate.callback_url,
@@ -1347,10 +1344,11 @@ class SqlStore(ABC):
     async def gate_state(
         self, request: str, callback_url: str, github_environment: str
     ) -> GateState | None:
+        await self._take_over_gates()
         row = await self._fetchone(
             "SELECT g.answer, g.result, g.answered_at, g.created_at,"
             " (SELECT r.created_at FROM gate_requests r WHERE r.request = ?)"
-            " FROM gates g WHERE g.callback_url = ? AND g.github_environment = ?",
+            " FROM gates_by_environment g WHERE g.callback_url = ? AND g.github_environment = ?",
             request,
             callback_url,
             github_environment,
@@ -1369,15 +1367,19 @@ class SqlStore(ABC):
     async def prune_gates(self, before: float) -> int:
         async with self._tx() as db:
             requests = await db.execute("DELETE FROM gate_requests WHERE created_at < ?", before)
-            gates = await db.execute(
-                "DELETE FROM gates WHERE answered_at IS NOT NULL AND answered_at < ?", before
-            )
+            gates = 0
+            for table in ("gates_by_environment", "gates"):  # `gates`: an older agent's
+                gates += await db.execute(
+                    f"DELETE FROM {table} WHERE answered_at IS NOT NULL AND answered_at < ?",
+                    before,
+                )
         return requests + gates
 
     async def pending_gates(self) -> list[PendingGate]:
+        await self._take_over_gates()
         rows = await self._fetchall(
             "SELECT callback_url, environment, sha, github_environment, deadline, created_at"
-            " FROM gates WHERE answered_at IS NULL"
+            " FROM gates_by_environment WHERE answered_at IS NULL"
             " ORDER BY created_at, callback_url, github_environment"
         )
         return [PendingGate(*r) for r in rows]
@@ -1386,8 +1388,10 @@ class SqlStore(ABC):
         self, callback_url: str, github_environment: str, at: float, until: float
     ) -> bool:
         async with self._tx() as db:
+            if not await self._claim_older_gate(db, callback_url, github_environment, at, until):
+                return False
             claimed = await db.execute(
-                "UPDATE gates SET claimed_until = ? WHERE callback_url = ?"
+                "UPDATE gates_by_environment SET claimed_until = ? WHERE callback_url = ?"
                 " AND github_environment = ? AND answered_at IS NULL"
                 " AND (claimed_until IS NULL OR claimed_until < ?)",
                 until,
@@ -1401,15 +1405,83 @@ class SqlStore(ABC):
         self, callback_url: str, github_environment: str, answer: str, result: str, at: float
     ) -> None:
         async with self._tx() as db:
+            for table in ("gates_by_environment", "gates"):  # `gates`: an older agent's
+                await db.execute(
+                    f"UPDATE {table} SET answer = ?, result = ?, answered_at = ?,"
+                    " claimed_until = NULL WHERE callback_url = ? AND github_environment = ?"
+                    " AND answered_at IS NULL",
+                    answer,
+                    _text(result[:2000]),
+                    at,
+                    callback_url,
+                    github_environment,
+                )
+
+    async def _take_over_gates(self) -> None:
+        """Copy the gates an agent of the version before migration 14 left pending in
+        `gates` (keyed by the callback URL alone; asked before the upgrade, or by an older
+        replica during a rolling one) into `gates_by_environment`, so they are answered;
+        one that gate answered before and asked again since (later) is opened again.
+        A read first: the scan runs every second, and a write each time cost a commit."""
+        left = await self._fetchone(
+            "SELECT 1 FROM gates g WHERE g.answered_at IS NULL AND NOT EXISTS (SELECT 1"
+            " FROM gates_by_environment n WHERE n.callback_url = g.callback_url"
+            " AND n.github_environment = g.github_environment"
+            " AND (n.answered_at IS NULL OR n.created_at >= g.created_at)) LIMIT 1"
+        )
+        if left is None:
+            return
+        async with self._tx() as db:
             await db.execute(
-                "UPDATE gates SET answer = ?, result = ?, answered_at = ?, claimed_until = NULL"
-                " WHERE callback_url = ? AND github_environment = ? AND answered_at IS NULL",
-                answer,
-                _text(result[:2000]),
-                at,
-                callback_url,
-                github_environment,
+                "INSERT INTO gates_by_environment (callback_url, environment, sha,"
+                " github_environment, deadline, created_at) SELECT callback_url, environment,"
+                " sha, github_environment, deadline, created_at FROM gates"
+                " WHERE answered_at IS NULL ON CONFLICT (callback_url, github_environment)"
+                " DO UPDATE SET environment = excluded.environment, sha = excluded.sha,"
+                " deadline = excluded.deadline, created_at = excluded.created_at,"
+                " claimed_until = NULL, answer = NULL, result = NULL, answered_at = NULL"
+                " WHERE gates_by_environment.answered_at IS NOT NULL"
+                " AND gates_by_environment.created_at < excluded.created_at"
             )
+
+    async def _claim_older_gate(
+        self, db: Connection, callback_url: str, github_environment: str, at: float, until: float
+    ) -> bool:
+        """Claim the gate in `gates` too, where an older agent would claim it: False if one
+        holds it, or answered it since it was asked (its answer is then copied)."""
+        if await db.execute(
+            "UPDATE gates SET claimed_until = ? WHERE callback_url = ?"
+            " AND github_environment = ? AND answered_at IS NULL"
+            " AND (claimed_until IS NULL OR claimed_until < ?)",
+            until,
+            callback_url,
+            github_environment,
+            at,
+        ):
+            return True
+        rows = await db.fetch(
+            "SELECT answer, result, answered_at FROM gates WHERE callback_url = ?"
+            " AND github_environment = ?",
+            callback_url,
+            github_environment,
+        )
+        if not rows:
+            return True  # asked of this version only
+        answer, result, answered_at = rows[0]
+        if answered_at is None:
+            return False  # an older agent's claim runs
+        answered = await db.execute(
+            "UPDATE gates_by_environment SET answer = ?, result = ?, answered_at = ?,"
+            " claimed_until = NULL WHERE callback_url = ? AND github_environment = ?"
+            " AND answered_at IS NULL AND created_at <= ?",
+            answer,
+            result,
+            answered_at,
+            callback_url,
+            github_environment,
+            answered_at,
+        )
+        return answered == 0  # answered before it was asked again: this ask is not
 
     # background probing ----------------------------------------------------
 

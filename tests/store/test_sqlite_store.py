@@ -69,8 +69,7 @@ async def test_a_store_from_before_fingerprints_keeps_its_runs_unmatched(tmp_pat
     await s.open()
     await s.close()
     db = sqlite3.connect(tmp_path / "pf.db")
-    # the store as it was before the fingerprint's migration (and the eight after it; the
-    # gates' rebuild by environment runs again as it is)
+    # the store as it was before the fingerprint's migration (and the nine after it)
     before = next(i for i, m in enumerate(MIGRATIONS) if "fingerprint" in m)
     db.execute("ALTER TABLE probe_summaries DROP COLUMN fingerprint")
     db.execute("DROP INDEX windows_by_env_version")
@@ -83,6 +82,7 @@ async def test_a_store_from_before_fingerprints_keeps_its_runs_unmatched(tmp_pat
     db.execute("DROP INDEX rollbacks_pending")
     db.execute("ALTER TABLE alerts DROP COLUMN attempts")
     db.execute("DROP TABLE gate_requests")
+    db.execute("DROP TABLE gates_by_environment")
     assert before == SCHEMA_VERSION - 9, "a migration after these nine: undo it here too"
     db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (before,))
     db.execute(

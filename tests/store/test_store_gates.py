@@ -166,6 +166,7 @@ async def test_a_runs_gates_into_two_environments_are_two_gates(store: Store) ->
 
 OLD_GATES = [
     "DROP TABLE gate_requests",
+    "DROP TABLE gates_by_environment",
     "DROP TABLE gates",
     "CREATE TABLE gates (callback_url TEXT PRIMARY KEY, environment TEXT NOT NULL,"
     " sha TEXT NOT NULL, github_environment TEXT NOT NULL, deadline DOUBLE PRECISION NOT NULL,"
@@ -212,5 +213,58 @@ async def test_a_store_from_before_gates_by_environment_keeps_its_gates(
         eu = PendingGate(URL.format(1), "production-eu", "a" * 40, "Production-EU", 400.0, 101.0)
         assert await upgraded.add_gate(eu, delivery("request-eu"))
         assert await upgraded.pending_gates() == [gate(1), eu]
+        assert await upgraded.claim_gate(URL.format(1), "Production", 200.0, 230.0)
+        await upgraded.answer_gate(URL.format(1), "Production", "approved", "HTTP 204", 210.0)
+        assert await upgraded.pending_gates() == [eu]  # answered once, not taken over again
     finally:
         await upgraded.close()
+
+
+OLDER_ASKS = (
+    "INSERT INTO gates (callback_url, environment, sha, github_environment, deadline,"
+    " created_at) VALUES ('{}', 'production', '{}', 'Production', 400.0, 100.0)"
+)
+"""What an agent of the version before migration 14 (a replica not yet upgraded) writes."""
+
+
+async def test_an_older_replicas_gate_is_taken_over_and_answered_once(backend: Backend) -> None:
+    """Migration 14 adds `gates_by_environment` and leaves `gates` to an agent of the
+    version before, still running during a rolling upgrade (the README's upgrade: it
+    only adds). A gate that agent stores is answered by this one, its claim and answer
+    kept in `gates` too: each version claims the other's and none answers it twice."""
+    store = backend.make()
+    await store.open()
+    try:
+        await _run(
+            backend,
+            [
+                OLDER_ASKS.format(URL.format(1), "a" * 40),
+                OLDER_ASKS.format(URL.format(2), "a" * 40),
+                # the older agent holds gate 2's claim
+                f"UPDATE gates SET claimed_until = 500.0 WHERE callback_url = '{URL.format(2)}'",
+            ],
+        )
+        assert await store.pending_gates() == [gate(1), gate(2)]
+        assert await store.claim_gate(URL.format(1), "Production", 200.0, 230.0)
+        await store.answer_gate(URL.format(1), "Production", "approved", "HTTP 204", 210.0)
+        assert not await store.claim_gate(URL.format(2), "Production", 200.0, 230.0)
+        # the older agent answers gate 2 (its own statement, by the URL alone)
+        await _run(
+            backend,
+            [
+                "UPDATE gates SET answer = 'approved', result = 'HTTP 204', answered_at = 300.0,"
+                f" claimed_until = NULL WHERE callback_url = '{URL.format(2)}'"
+                " AND answered_at IS NULL"
+            ],
+        )
+        assert not await store.claim_gate(URL.format(2), "Production", 600.0, 630.0)
+        assert await store.pending_gates() == []  # both answered once
+        assert await store.gate_state("x", URL.format(2), "Production") == GateState(
+            "approved", "HTTP 204", 300.0
+        )
+        if isinstance(backend, SqliteBackend):  # the older agent's scan finds none left
+            with closing(sqlite3.connect(backend.path)) as db:
+                left = db.execute("SELECT callback_url FROM gates WHERE answered_at IS NULL")
+                assert left.fetchall() == []
+    finally:
+        await store.close()

@@ -1304,6 +1304,7 @@ class SqlStore(ABC):
             " created_at = excluded.created_at, claimed_until = NULL, answer = NULL,"
             " result = NULL, answered_at = NULL WHERE gates_by_environment.answered_at IS NOT NULL"
         )
+        await self._take_over_gates()  # one asked of an older agent is joined, not added
         async with self._tx() as db:
             if delivery is not None:
                 remembered = await db.execute(

@@ -209,6 +209,8 @@ async def test_a_store_from_before_gates_by_environment_keeps_its_gates(
     upgraded = backend.make()
     await upgraded.open()
     try:
+        # the run's next job, asked after the upgrade, joins the gate asked before it
+        assert await upgraded.add_gate(gate(1), delivery("request-next")) is GateAsk.JOINED
         assert await upgraded.pending_gates() == [gate(1)]
         eu = PendingGate(URL.format(1), "production-eu", "a" * 40, "Production-EU", 400.0, 101.0)
         assert await upgraded.add_gate(eu, delivery("request-eu"))

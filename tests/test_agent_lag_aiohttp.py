@@ -211,7 +211,10 @@ def test_a_slow_https_target_keeps_its_latency_past_a_stall_after_the_write(
     result, stalled = _run(new_loop, scenario())
     [sample] = result.samples
     assert sample.ok and sample.latency_s is not None and sample.latency_s >= 1.0, stalled
-    assert result.details.get(AGENT_HELD, 0.0) < AGENT_SHARE * 1.0, result.details
+    # what the machine held before the write, within the rule's share of the latency kept
+    # (a load of 24 held a connect 0.103 s, and kept 1.248 s): the stall after the write,
+    # counted as held, drops every round's latency
+    assert result.details.get(AGENT_HELD, 0.0) <= AGENT_SHARE * sample.latency_s, result.details
     assert _dropped(metrics, "agent_lag_latency") == len(stalled)
 
 

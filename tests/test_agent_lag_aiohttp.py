@@ -285,6 +285,33 @@ async def test_a_lean_first_hop_held_by_the_agent_is_held_past_its_redirect(
     assert result.details[AGENT_HELD] >= 0.25
 
 
+class TargetLate:
+    """The most the target's own loop ran late at once (beats due every 10 ms), from
+    `start()` to `stop()`: a loaded machine that starves the target's thread delays its
+    answers, which the agent rightly measures as the target's (at load 26 a request's
+    handler ran 0.19 s after its write, its 1.36 s latency kept). The worst, not the sum:
+    a latency holds one such delay, and a starved thread's every beat runs a little late."""
+
+    def __init__(self, target: ThreadTarget) -> None:
+        self._loop = target.loop
+        self._on = False
+        self.late = 0.0
+
+    def start(self) -> None:
+        self._on, self.late = True, 0.0
+        self._loop.call_soon_threadsafe(self._beat, None)
+
+    def stop(self) -> None:
+        self._on = False  # read after the run: the thread's last beat is within 10 ms
+
+    def _beat(self, due: float | None) -> None:
+        now = self._loop.time()
+        if due is not None:
+            self.late = max(self.late, now - due)
+        if self._on:
+            self._loop.call_at(now + 0.01, self._beat, now + 0.01)
+
+
 @pytest.mark.parametrize("new_loop", _loops())
 def test_a_load_requests_connect_stalled_by_the_agent_loses_its_latency(
     target: ThreadTarget,
@@ -299,7 +326,8 @@ def test_a_load_requests_connect_stalled_by_the_agent_loses_its_latency(
     request's 1.5 s (it went out on time, and its answer was read on time). (A 1 s target:
     at load 15-20 the machine stalled a 200 ms target's every connect by more than a tenth
     of it, three runs in a row, all its latencies dropped; and a 1 s one's, in a run now
-    and then: one that keeps none shows nothing, and another is made.)"""
+    and then: one that keeps none shows nothing, and another is made. What the target's
+    own thread ran late, the machine's, is the target's in a latency: it is allowed.)"""
     target.delay_s = 1.0
     made = _stall_connects(monkeypatch, 0.5, at=5)
 
@@ -313,16 +341,20 @@ def test_a_load_requests_connect_stalled_by_the_agent_loses_its_latency(
                     await check.aclose()
         return result
 
+    target_late = TargetLate(target)
     for _ in range(5):
         made.clear()
         metrics = Metrics()
+        target_late.start()
         result = _run(new_loop, scenario(metrics))
+        target_late.stop()
         assert len(made) >= 5, "the stall never came"
         kept = [s.latency_s for s in result.samples if s.latency_s is not None]
         if kept:
             break
     assert not [s for s in result.samples if not s.ok], (result.message, result.details)
-    assert kept and all(latency < 1.3 for latency in kept), sorted(kept)[-3:]
+    bound = 1.3 + target_late.late
+    assert kept and all(latency < bound for latency in kept), (sorted(kept)[-3:], bound)
     own = result.details["agent_lag"]
     assert own["agent_lag_latency"] >= 1
     assert len(result.samples) + own["agent_lag"] == 20

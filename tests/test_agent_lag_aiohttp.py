@@ -122,11 +122,11 @@ def _probe(text: str, sessions: TargetSessions, metrics: Metrics) -> Environment
 
 
 async def _kept_round(probe: EnvironmentProbe, budget_s: float) -> tuple[CheckResult, list[object]]:
-    """Rounds (3 at most) until one's latency was kept, and the details of those whose
+    """Rounds (5 at most) until one's latency was kept, and the details of those whose
     latency was dropped: a round a loaded machine's scheduler stalled for real is no
     control."""
     stalled: list[object] = []
-    for _ in range(3):
+    for _ in range(5):
         [result] = await probe.run_round(budget_s, probes=1)
         if "latency_dropped" not in result.details:
             break
@@ -195,7 +195,7 @@ def test_a_slow_https_target_keeps_its_latency_past_a_stall_after_the_write(
     before the answer): the latency is the target's 1 s, kept, and nothing of the stall
     is counted as held. (A loaded machine's scheduler stalls the agent for real: a round
     whose latency was dropped with such a stall on record is no control; rounds go on
-    until one kept it.)"""
+    until one kept it, 5 at most.)"""
     target.delay_s = 1.0
     metrics = Metrics()
 
@@ -245,7 +245,8 @@ async def test_a_stall_while_the_target_has_a_redirects_first_hop_is_not_held(
     on time. Nothing was held back before a write: the latency (over 1 s) is kept, the
     target's. (Counted from the request's start to the last hop's write, the stall was
     held, and the latency dropped. A round dropped with a stall the machine made for real
-    is no control; rounds go on until one kept it.)"""
+    is no control; rounds go on until one kept it, 5 at most: at load ~20 with two CPU hogs
+    3 in a row were dropped, 0.03-0.04 s held and read late.)"""
     redirecting.go_delay_s = 1.0
     loop = asyncio.get_running_loop()
     redirecting.on_go = lambda: loop.call_soon_threadsafe(time.sleep, 0.3)

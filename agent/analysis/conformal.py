@@ -33,6 +33,7 @@ bucket tie, and a tie counts half (theta's mean: the bet is linear in the placem
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 
 import numpy as np
@@ -75,6 +76,8 @@ class Ranker:
             buckets[lost] = np.ceil(logs / _LOG_GAMMA)
         self.base = np.sort(buckets).tolist()
         self.size = len(self.base)
+        self._in_base: dict[int, tuple[int, int]] = {}
+        """Per bucket, the baseline's samples below it and in it (`ranks`)."""
 
     def place(self, seen: Seen, values: list[float]) -> tuple[list[float], Seen]:
         """Each value's mid-rank placement in (0, 1) among the baseline and every earlier
@@ -86,24 +89,63 @@ class Ranker:
     def ranks(self, seen: Seen, values: list[float]) -> tuple[list[tuple[int, int, int]], Seen]:
         """`place`'s counts: per value (earlier samples below it, those tied with it plus
         itself, earlier samples plus itself); its smoothed rank is (below + theta ties) /
-        size."""
-        keys, counts = list(seen[0]), list(seen[1])
-        earlier = sum(counts)
-        base, out = self.base, []
+        size.
+
+        Counted in three parts, each exactly: the baseline's (`_in_base`, kept per bucket:
+        it never changes), the earlier rounds' (one running sum of `seen`'s counts, made
+        once a round, where summing its counts below each value cost a pass over the
+        histogram per sample: most of a 100 req/s round's judging) and this round's earlier
+        values (a sorted list of their buckets)."""
+        keys, counts = seen[0], seen[1]
+        below_keys = list(itertools.accumulate(counts, initial=0))
+        before = self.size + below_keys[-1]
+        in_base, known = self._in_base, self._in_base.get
+        left, right, log, ceil = bisect.bisect_left, bisect.bisect_right, math.log, math.ceil
+        n_keys = len(keys)
+        now: list[int] = []  # this round's buckets so far, sorted
+        out = []
         for value in values:
-            b = bucket(value)
-            base_lo = bisect.bisect_left(base, b)
-            base_at = bisect.bisect_right(base, b, base_lo) - base_lo
-            i = bisect.bisect_left(keys, b)
-            present = i < len(keys) and keys[i] == b
-            seen_at = counts[i] if present else 0
-            below = base_lo + sum(counts[:i])
-            tied = base_at + seen_at
-            out.append((below, tied + 1, self.size + earlier + 1))
-            if present:
-                counts[i] += 1
-            else:
-                keys.insert(i, b)
-                counts.insert(i, 1)
-            earlier += 1
-        return out, [keys, counts]
+            b = ceil(log(value) / _LOG_GAMMA) if value > 0 else ZERO_BUCKET  # `bucket`
+            base = known(b)
+            if base is None:
+                base = in_base[b] = self._count_in_base(b)
+            i = left(keys, b)
+            seen_at = counts[i] if i < n_keys and keys[i] == b else 0
+            now_lo = left(now, b)
+            now_hi = right(now, b, now_lo)
+            now.insert(now_hi, b)
+            out.append(
+                (
+                    base[0] + below_keys[i] + now_lo,
+                    base[1] + seen_at + now_hi - now_lo + 1,
+                    before + len(now),
+                )
+            )
+        return out, _joined(keys, counts, now)
+
+    def _count_in_base(self, b: int) -> tuple[int, int]:
+        """The baseline's samples below bucket `b` and in it."""
+        lo = bisect.bisect_left(self.base, b)
+        if len(self._in_base) >= _IN_BASE_SIZE:  # buckets far apart: keep it small
+            self._in_base.clear()
+        return lo, bisect.bisect_right(self.base, b, lo) - lo
+
+
+_IN_BASE_SIZE = 4096
+"""Buckets a `Ranker` keeps its baseline's counts of (a window's samples fall in a few
+hundred)."""
+
+
+def _joined(keys: list[int], counts: list[int], now: list[int]) -> Seen:
+    """The histogram (`keys`, `counts`) with the sorted buckets `now` counted in: new lists
+    (the state's are never changed in place)."""
+    keys, counts = list(keys), list(counts)
+    i = 0
+    for b in now:
+        i = bisect.bisect_left(keys, b, i)
+        if i < len(keys) and keys[i] == b:
+            counts[i] += 1
+        else:
+            keys.insert(i, b)
+            counts.insert(i, 1)
+    return [keys, counts]

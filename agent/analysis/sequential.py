@@ -305,24 +305,24 @@ class Component:
     """Rank and exceedance against raw baseline samples: the round's samples are placed
     among the baseline and the window's earlier samples (`agent.analysis.conformal`)."""
 
-    @property
-    def bets(self) -> str:
-        if self.test == "proportion" and self.ladder:
-            return "two_sample"  # the two-sample count test's own bets (`stats.TWO_SAMPLE_BETS`)
-        if self.test == "exceedance" and self.conformal:
-            return "conformal_exceedance"  # aimed stakes first (`EXCEEDANCE_MULTIPLES`)
-        return _BETS_OF.get(self.test, "value")
+    # worked out once from the fields above (every test reads them every round)
+    bets: str = field(init=False, repr=False, compare=False)
+    log_threshold: float = field(init=False, repr=False, compare=False)
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def log_threshold(self) -> float:
-        return math.log(1.0 / self.alpha)
+    def __post_init__(self) -> None:
+        if self.test == "proportion" and self.ladder:
+            bets = "two_sample"  # the two-sample count test's own bets (`stats.TWO_SAMPLE_BETS`)
+        elif self.test == "exceedance" and self.conformal:
+            bets = "conformal_exceedance"  # aimed stakes first (`EXCEEDANCE_MULTIPLES`)
+        else:
+            bets = _BETS_OF.get(self.test, "value")
+        object.__setattr__(self, "bets", bets)
+        object.__setattr__(self, "log_threshold", math.log(1.0 / self.alpha))
+        object.__setattr__(self, "key", f"{self.bound}:{self.test}")
 
     def detector_log_threshold(self, horizon: int) -> float:
         return math.log(max(horizon, 1) / self.alpha_detector) if self.alpha_detector else math.inf
-
-    @property
-    def key(self) -> str:
-        return f"{self.bound}:{self.test}"
 
 
 _BETS_OF = {"proportion": "count", "exceedance": "count", "rank": "conformal_rank"}
@@ -994,12 +994,13 @@ class SequentialRule:
         n = float(len(ranks))
         if comp.test == "exceedance":
             q = comp.level if comp.flip else 1.0 - comp.level
-            below_q = sum(
-                min(max((q * size - below) / ties, 0.0), 1.0) for below, ties, size in ranks
-            )
+            # each share is min(max(s, 0), 1), written out (a third of the sum's cost), and
+            # summed from a list in the same order: the same float, bit for bit
+            shares = [(q * size - below) / ties for below, ties, size in ranks]
+            below_q = sum([0.0 if s < 0.0 else 1.0 if s > 1.0 else s for s in shares])
             expected = n * comp.level
             return (below_q if comp.flip else n - below_q) / expected, expected
-        mean = sum((below + ties / 2.0) / size for below, ties, size in ranks) / n
+        mean = sum([(below + ties / 2.0) / size for below, ties, size in ranks]) / n
         return (1.0 - mean if comp.flip else mean) / comp.level, n
 
     def _bet(

@@ -1021,8 +1021,9 @@ class SequentialRule:
         st["w"] = wealth
         log_d: float | None = None
         if comp.alpha_detector:
-            sr = stats.sr_update(_from_json(st["sr"]), log_f)
-            st["sr"] = _to_json(sr)
+            sr = _sr_step(st["sr"], log_f)
+            # all finite (as usual: their sum is), it is its own JSON
+            st["sr"] = sr if math.isfinite(sum(sr)) else _to_json(sr)
             # conformal tests' detectors mix their largest bets (`DETECTOR_BETS`), as ladders'
             mix = stats.log_mix_large if comp.conformal else stats.log_mix
             log_d = mix(sr, comp.bets)
@@ -2013,6 +2014,16 @@ def _from_json(log_values: list[float | str | None]) -> list[float]:
     """A stored e-detector as floats: None is log 0, "inf" and "nan" themselves
     (`_to_json`)."""
     return [-math.inf if v is None else float(v) for v in log_values]
+
+
+def _sr_step(stored: list[float | str | None], log_f: list[float]) -> list[float]:
+    """`stats.sr_update(_from_json(stored), log_f)` in one pass, the same operations (each
+    test's e-detector, every round)."""
+    exp, log1p, out = math.exp, math.log1p, []
+    for v, f in zip(stored, log_f, strict=True):
+        m = -math.inf if v is None else float(v)
+        out.append(float(f) + (m + log1p(exp(-m)) if m > 0 else log1p(exp(m))))
+    return out
 
 
 def _to_json(log_values: list[float]) -> list[float | str | None]:

@@ -542,7 +542,7 @@ def log_mix(log_wealth: Iterable[float], kind: str) -> float:
     top = max(terms)
     if not math.isfinite(top):
         return top
-    return top + math.log(sum(math.exp(t - top) for t in terms))
+    return top + math.log(sum([math.exp(t - top) for t in terms]))  # a list: the same sum
 
 
 def sr_update(log_sr: Iterable[float], log_factor: Iterable[float]) -> list[float]:

@@ -14,12 +14,14 @@ loop (`time.sleep` in a callback) leaves it answering on time, or not at all.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from agent.metrics import Metrics
 from agent.settings_file import load_settings_text
@@ -28,7 +30,7 @@ from checks.base import CheckResult, Sample
 from checks.lag import AGENT_SHARE, UNANSWERED, attributed
 from checks.sessions import TargetSessions
 from checks.wire import LeanClient
-from tests.thread_target import ThreadTarget, thread_target
+from tests.thread_target import ThreadTarget, running, thread_target
 
 CONFIG = """
 server: {{api_tokens: [tok-1234567890abcdef]}}
@@ -65,10 +67,14 @@ async def _probed(
     stall_at: float | None,
     stall_s: float,
     stall: Callable[[float], object] = time.sleep,
+    written: threading.Event | None = None,
 ) -> CheckResult:
     """One probe (timeout `limit`) of `target` answering after `delay_s`, the agent's loop
     blocked `stall_s` (by `stall`) from `stall_at` seconds after the probe began (None: no
-    stall here, `connect_stalled` blocks it in the connect)."""
+    stall here, `connect_stalled` blocks it in the connect); with `written` (cleared
+    after the warm-up, for the measured answer to set), blocked as the target gets the
+    request instead (a loaded machine can run the loop's 5 ms timer before it wrote the
+    request: the probe timed out unsent, 1 of 40 loaded runs)."""
     env = load_settings_text(CONFIG.format(url=target.url, timeout=limit))
     loop = asyncio.get_running_loop()
     async with TargetSessions() as sessions:
@@ -76,13 +82,18 @@ async def _probed(
         if stall_at is not None:
             # kept alive: the next request goes at once, on a connection whose answers keep
             # their stamps (a new one's first answer keeps its read time); a loaded machine
-            # can time the warm-up out (100 ms), which closes it: warm up again
+            # can time the warm-up out (100 ms), which closes it: warm up again (a timeout
+            # dropped as the agent's is ok, with no sample: it warmed nothing)
             for _ in range(WARM_UPS):
                 [warm] = await probe.run_round(2.0, probes=1)
-                if warm.ok and "latency_dropped" not in warm.details:
+                if warm.ok and warm.samples and "latency_dropped" not in warm.details:
                     break
-            assert warm.ok, f"no warm connection in {WARM_UPS} rounds: {warm.details}"
-            loop.call_later(stall_at, stall, stall_s)
+            assert warm.ok and warm.samples, f"no warm connection in {WARM_UPS}: {warm.details}"
+            if written is None:
+                loop.call_later(stall_at, stall, stall_s)
+            else:  # stalled once the request is in, not at a time that may precede it
+                written.clear()
+                target.on_request = lambda: loop.call_soon_threadsafe(stall, stall_s)
         target.delay_s = delay_s
         results = await probe.run_round(2.0, probes=1)
     assert len(results) == 1, results
@@ -127,27 +138,67 @@ def test_a_target_that_never_answers_is_timed_out_whatever_the_agents_stall(
     assert result.details[UNANSWERED] >= 0.5  # silent that long after the write
 
 
+class WrittenTarget(ThreadTarget):
+    """Writes its answer itself and marks when (`perf_counter`, one clock for both
+    threads): when the request came, when the answer was in the agent's socket."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = threading.Event()
+        self.request_at = self.written_at = 0.0
+
+    async def health(self, request: web.Request) -> web.StreamResponse:
+        self.request_at = time.perf_counter()
+        if self.on_request is not None:
+            self.on_request()
+            self.on_request = None  # the measured request's only
+        await asyncio.sleep(self.delay_s)
+        response = web.json_response({"status": "ok"})
+        await response.prepare(request)
+        await response.write_eof()  # on the socket: a send() of a few bytes, not buffered
+        self.written_at = time.perf_counter()
+        self.written.set()
+        return response
+
+
 @pytest.mark.parametrize("answer_s", [0.02, 0.15], ids=["in-time", "after-the-timeout"])
 @pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
 def test_an_answer_that_came_while_the_agent_stalled_is_read_late_as_before(
-    target: ThreadTarget, kind: str, answer_s: float
+    kind: str, answer_s: float
 ) -> None:
     """The loop blocked 0.4 s, past the 100 ms timeout, while the answer came (in time, or
     after it): the answer was in the socket when the agent looked, so no silence is
     vouched for; the answer counts, and its latency is the target's, ended where the
-    kernel stamped its arrival (not the stall's 0.4 s, which the old code kept and the
+    kernel stamped its arrival (not the stall's end, which the old code kept and the
     guard dropped): 20 ms in time, 150 ms after the timeout (slower than the timeout, as
-    the target was)."""
-    loop = _loop(kind)
-    try:
-        result = loop.run_until_complete(_probed(target, "100ms", answer_s, 0.005, 0.4))
-    finally:
-        loop.close()
+    the target was). The stall begins as the target gets the request and lasts until its
+    answer is written and 0.1 s more, so the answer came in it: one timed from the
+    probe's start could fire before the request was written (a loaded machine's late
+    loop), or end before the target's thread wrote the answer."""
+    stall_ended = [0.0]
+
+    def stall(seconds: float) -> None:
+        time.sleep(seconds)
+        if target.written.wait(10):  # else the premise's assert below says so
+            time.sleep(max(0.0, target.written_at + 0.1 - time.perf_counter()))
+        stall_ended[0] = time.perf_counter()
+
+    with running(WrittenTarget()) as target:
+        loop = _loop(kind)
+        try:
+            result = loop.run_until_complete(
+                _probed(target, "100ms", answer_s, 0.005, 0.4, stall, written=target.written)
+            )
+        finally:
+            loop.close()
+    assert target.request_at < target.written_at < stall_ended[0] - 0.05  # came in the stall
+    read_late = stall_ended[0] - target.request_at  # what the old code kept
     assert UNANSWERED not in result.details
     [sample] = result.samples
     assert sample.ok and sample.status == 200
     assert "latency_dropped" not in result.details, result.details
-    assert sample.latency_s is not None and answer_s <= sample.latency_s < 0.4, sample
+    assert sample.latency_s is not None, sample
+    assert answer_s <= sample.latency_s < read_late - 0.05, (sample, read_late)
 
 
 @pytest.mark.parametrize("kind", ["asyncio", "uvloop"])

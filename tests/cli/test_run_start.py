@@ -376,7 +376,7 @@ def test_the_readme_running_the_daemon_commands_run_as_written(tmp_path: Path) -
             *prepare,
             f"{run} > agent.log 2>&1 &",
             "pid=$!",
-            "for _ in $(seq 600); do grep -q 'listening on' agent.log && break; sleep 0.1; done",
+            "for _ in $(seq 600); do grep -qs 'listening on' agent.log && break; sleep 0.1; done",
             talk.replace("127.0.0.1:8787", f"127.0.0.1:{port}"),
             "kill -TERM $pid",
             'set +e; wait $pid; echo "run exit $?"',

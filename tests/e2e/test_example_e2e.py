@@ -258,6 +258,15 @@ async def run_the_example(
             titles = [n.title for n in json_sink.notifications]
             assert any("rollback delivered" in t for t in titles), titles
             assert any("staging s2: deploy passed" in t for t in titles), titles
+            # each channel takes an alert on its own: on a loaded machine a mail's SMTP
+            # exchange can trail the JSON post (or wait for its retry, 5 s after a send not
+            # started in time), so the two are compared once the mails caught up, or 20 s on
+            loop = asyncio.get_running_loop()
+            caught_up_by = loop.time() + 20.0
+            while len(smtp_sink.messages) < len(json_sink.notifications):
+                if loop.time() > caught_up_by:
+                    break
+                await asyncio.sleep(0.1)
             assert len(smtp_sink.messages) == len(json_sink.notifications), titles
             headers = {"Authorization": f"Bearer {TOKEN}"}
             async with session.get(f"{url}/deploys/{deploys['v2']['id']}", headers=headers) as r:

@@ -41,11 +41,9 @@ def agent_env() -> dict[str, str]:
     return env
 
 
-def stopped_once_listening(
-    config: str, log: Path, sig: signal.Signals, cwd: Path | None = None
-) -> str:
-    """`postflight run --config CONFIG` (in `cwd`) until it listens, then stopped by
-    `sig`, which must end it with exit 0: its output."""
+def listening(config: str, log: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """`postflight run --config CONFIG` (in `cwd`, its output in `log`), once it says it
+    listens (90 s at most); killed if the wait is cut short."""
     with log.open("wb") as out:
         agent = subprocess.Popen(
             [sys.executable, "-m", "agent", "run", "--config", config],
@@ -58,7 +56,22 @@ def stopped_once_listening(
         deadline = time.monotonic() + 90
         while "listening on" not in log.read_text() and time.monotonic() < deadline:
             assert agent.poll() is None, log.read_text()
-            time.sleep(0.1)
+            time.sleep(0.05)
+    except BaseException:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+        raise
+    return agent
+
+
+def stopped_once_listening(
+    config: str, log: Path, sig: signal.Signals, cwd: Path | None = None
+) -> str:
+    """`postflight run --config CONFIG` (in `cwd`) until it listens, then stopped by
+    `sig`, which must end it with exit 0: its output."""
+    agent = listening(config, log, cwd)
+    try:
         agent.send_signal(sig)
         assert agent.wait(timeout=30) == 0, log.read_text()
     finally:
@@ -193,18 +206,8 @@ def test_stop_signals_repeated_until_the_process_is_gone_still_exit_0(tmp_path: 
     )
     log = tmp_path / "agent.log"
     for _ in range(3):
-        with log.open("wb") as out:
-            agent = subprocess.Popen(
-                [sys.executable, "-m", "agent", "run", "--config", str(config)],
-                env=agent_env(),
-                stdout=out,
-                stderr=out,
-            )
+        agent = listening(str(config), log)
         try:
-            deadline = time.monotonic() + 90
-            while "listening on" not in log.read_text() and time.monotonic() < deadline:
-                assert agent.poll() is None, log.read_text()
-                time.sleep(0.05)
             while agent.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     agent.send_signal(signal.SIGTERM)

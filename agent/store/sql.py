@@ -227,6 +227,14 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+
+_CLAIM_GATE = (
+    "UPDATE {table} SET claimed_until = ? WHERE callback_url = ?"
+    " AND github_environment = ? AND answered_at IS NULL"
+    " AND (claimed_until IS NULL OR claimed_until < ?)"
+)
+"""A pending gate's claim, one statement for `gates_by_environment` and for `gates`,
+where an agent of the version before migration 14 claims it (`_claim_older_gate`)."""
 KEYS_FORGOTTEN = "idempotency_forgotten_before"
 """`meta` key: the latest cutoff below which retention deleted idempotency keys."""
 
@@ -1392,9 +1400,7 @@ class SqlStore(ABC):
             if not await self._claim_older_gate(db, callback_url, github_environment, at, until):
                 return False
             claimed = await db.execute(
-                "UPDATE gates_by_environment SET claimed_until = ? WHERE callback_url = ?"
-                " AND github_environment = ? AND answered_at IS NULL"
-                " AND (claimed_until IS NULL OR claimed_until < ?)",
+                _CLAIM_GATE.format(table="gates_by_environment"),
                 until,
                 callback_url,
                 github_environment,
@@ -1451,9 +1457,7 @@ class SqlStore(ABC):
         """Claim the gate in `gates` too, where an older agent would claim it: False if one
         holds it, or answered it since it was asked (its answer is then copied)."""
         if await db.execute(
-            "UPDATE gates SET claimed_until = ? WHERE callback_url = ?"
-            " AND github_environment = ? AND answered_at IS NULL"
-            " AND (claimed_until IS NULL OR claimed_until < ?)",
+            _CLAIM_GATE.format(table="gates"),
             until,
             callback_url,
             github_environment,

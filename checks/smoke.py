@@ -12,6 +12,7 @@ import asyncio
 import json
 import math
 import re
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Self
 
@@ -21,8 +22,17 @@ from yarl import URL
 
 from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
 from checks.expect import Body, Expect, Expectation, Mismatch, compile_path
-from checks.lag import AGENT_HELD, UNANSWERED
+from checks.lag import (
+    AGENT_HELD,
+    SLACK_S,
+    UNANSWERED,
+    Dropped,
+    LoopLag,
+    verdict_on,
+    without_latency,
+)
 from checks.request import ClientOptions, RequestSpec, join_url, sent_with
+from checks.ticks import ticks
 from common.durations import PositiveDuration
 from common.redaction import SENSITIVE_KEY, Redactor, sensitive_values, snippet
 from common.words import counted
@@ -173,6 +183,7 @@ class SmokeCheck(Check):
         values: dict[str, Any] = {}
         samples: list[Sample] = []
         done: list[dict[str, Any]] = []
+        lag = _StepLag.of(len(self._steps), ctx.target)
         # A session of its own for the cookie jar, over the shared pool's connections.
         async with aiohttp.ClientSession(
             connector=connector,
@@ -191,6 +202,8 @@ class SmokeCheck(Check):
                     left = ctx.deadline - asyncio.get_running_loop().time()
                     if compiled.timeout.total is None or left < compiled.timeout.total:
                         timeout = max(round(left, 3), 0.001)
+                if lag is not None:
+                    lag.start()
                 try:
                     url, headers, data = _render(step, ctx.base_url, values)
                     request = sent_with(step.method, headers, data, cfg, keep_body=True)
@@ -207,6 +220,14 @@ class SmokeCheck(Check):
                         if secret or (isinstance(value, str) and len(value) >= _LIKELY_TOKEN_LEN):
                             redactor = redactor.with_secrets([_text(value)])
                 except ProbeFailed as failed:
+                    # a timeout the target's silence proves is its own (`checks.silence`)
+                    if (
+                        lag is not None
+                        and failed.silent_s is None
+                        and lag.verdict(False, failed.kind, None) == "agent_lag"
+                    ):
+                        where = self._step_label(index)
+                        return lag.dropped(cfg.name, where, failed.message, samples, redactor)
                     samples.append(failed.sample(cfg.name, ctx.target))
                     return self._failed(
                         index,
@@ -216,15 +237,24 @@ class SmokeCheck(Check):
                         samples,
                         done,
                         redactor,
+                        lag,
                         silent_s=failed.silent_s,
                     )
                 except _StepFailed as failed:
                     first = failed.mismatches[0]
-                    samples.append(
-                        failed.reply.sample(cfg.name, first.kind, ctx.target)
-                        if failed.reply is not None
-                        else Sample(check=cfg.name, ok=False, error=first.kind, target=ctx.target)
-                    )
+                    if failed.reply is not None:
+                        sample = failed.reply.sample(cfg.name, first.kind, ctx.target)
+                        if lag is not None:
+                            judged = lag.judged(sample, failed.reply.agent_held_s)
+                            if judged is None:  # too slow (`max_latency`) by the agent's stall
+                                where = self._step_label(index)
+                                return lag.dropped(cfg.name, where, str(failed), samples, redactor)
+                            sample = judged
+                    else:
+                        sample = Sample(
+                            check=cfg.name, ok=False, error=first.kind, target=ctx.target
+                        )
+                    samples.append(sample)
                     return self._failed(
                         index,
                         first.kind,
@@ -233,20 +263,31 @@ class SmokeCheck(Check):
                         samples,
                         done,
                         redactor,
+                        lag,
                         expected=first.expected,
                         got=first.got,
                     )
-                samples.append(reply.sample(cfg.name, None, ctx.target))
+                sample = reply.sample(cfg.name, None, ctx.target)
+                if lag is not None:
+                    sample = lag.judged(sample, reply.agent_held_s) or sample
+                samples.append(sample)
                 done.append(_step_summary(step.name, reply))
         total_ms = sum(s["latency_ms"] for s in done)
+        details = _lag({"steps": done}, reply)
+        if lag is not None:
+            lag.note(details)
         return CheckResult(
             check=cfg.name,
             type=self.type,
             ok=True,
             samples=tuple(samples),
             message=f"{counted(len(done), 'step')} passed in {total_ms:.0f}ms",
-            details=_lag({"steps": done}, reply),
+            details=details,
         )
+
+    def _step_label(self, index: int) -> str:
+        compiled = self._steps[index]
+        return f"step {compiled.step.name!r} ({index + 1}/{len(self._steps)}) {compiled.label}"
 
     def _failed(
         self,
@@ -257,14 +298,13 @@ class SmokeCheck(Check):
         samples: list[Sample],
         done: list[dict[str, Any]],
         redactor: Redactor,
+        lag: _StepLag | None,
         silent_s: float | None = None,
         **extra: str,
     ) -> CheckResult:
         """The result of a run stopped at step `index`: which step, what went wrong, the body."""
-        compiled = self._steps[index]
-        step = compiled.step
-        where = f"step {step.name!r} ({index + 1}/{len(self._steps)}) {compiled.label}"
-        message = f"{where}: {what}"
+        step = self._steps[index].step
+        message = f"{self._step_label(index)}: {what}"
         details: dict[str, Any] = {
             "step": step.name,
             "step_index": index,
@@ -279,6 +319,8 @@ class SmokeCheck(Check):
             if body:
                 message += f"; body: {body}"
         _lag(details, reply, silent_s)
+        if lag is not None:
+            lag.note(details)
         return CheckResult(
             check=self.config.name,
             type=self.type,
@@ -286,6 +328,79 @@ class SmokeCheck(Check):
             samples=tuple(samples),
             message=redactor.text(message),
             details=redactor.value(details),
+        )
+
+
+class _StepLag:
+    """Each step of a journey of several judged as a one-step run is (`checks.lag`): the
+    registry judges a run of one sample alone (`checks.lag.attributed`), so a second step's
+    answer read late by the agent's stalled loop was kept as the target's latency (0.3 s
+    for a 20 ms target), and a step's timeout during such a stall as its error. Only while
+    probing (the heartbeat beating): `postflight check` measures no stall."""
+
+    def __init__(self, lag: LoopLag, target: str) -> None:
+        self.lag = lag
+        self.target = target
+        self.mark = 0.0
+        self.started = 0.0
+        self.stalled = 0.0
+        self.counts: dict[Dropped, int] = {"agent_lag": 0, "agent_lag_latency": 0}
+
+    @classmethod
+    def of(cls, steps: int, target: str) -> _StepLag | None:
+        if steps < 2:
+            return None  # judged by the registry, as an http probe is
+        lag = ticks().lag
+        return cls(lag, target) if lag.beating() is not None else None
+
+    def start(self) -> None:
+        """A step starts: its stall is counted from here."""
+        self.mark = self.lag.total()
+        self.started = time.perf_counter()
+
+    def verdict(
+        self, ok: bool, error: str | None, latency: float | None, held: float = 0.0
+    ) -> Dropped | None:
+        """What of the step's measurement the agent's stall since `start` made (as
+        `checks.lag.attributed` judges a run's), counted."""
+        stalled = self.lag.total() - self.mark
+        if stalled <= SLACK_S:
+            return None
+        waited = time.perf_counter() - self.started
+        late = min(min(self.lag.unattended(), stalled) + held, stalled)
+        dropped = verdict_on(ok, error, latency, waited, stalled, late)
+        if dropped is not None:
+            self.counts[dropped] += 1
+            self.stalled = stalled
+        return dropped
+
+    def judged(self, sample: Sample, held: float) -> Sample | None:
+        """`sample` as evidence of the target: without its latency where that is the
+        agent's; None where the whole sample is (a `max_latency` missed by the stall)."""
+        dropped = self.verdict(sample.ok, sample.error, sample.latency_s, held)
+        if dropped == "agent_lag":
+            return None
+        return without_latency(sample) if dropped == "agent_lag_latency" else sample
+
+    def note(self, details: dict[str, Any]) -> None:
+        """The run's counts in its details, as a load run's (`agent_lag`): the registry
+        then leaves the run as it is and counts them (`agent.windows.probing`)."""
+        details["agent_lag"] = dict(self.counts)
+        details["target"] = self.target
+
+    def dropped(
+        self, check: str, where: str, was: str, samples: list[Sample], redactor: Redactor
+    ) -> CheckResult:
+        """The run ended by a step whose failure the agent's stall explains: neither ok nor
+        an error, as a one-step run's (`checks.lag.attributed`); the steps before it count."""
+        message = (
+            f"dropped: {where}: the agent's event loop was stalled {self.stalled:.3f}s while"
+            f" it waited (agent overloaded; was: {was})"
+        )
+        details: dict[str, Any] = {"dropped": "agent_lag", "stalled_s": round(self.stalled, 4)}
+        self.note(details)
+        return CheckResult(
+            check, "smoke", True, tuple(samples), redactor.text(message), 0.0, details
         )
 
 

@@ -319,6 +319,15 @@ def attributed(
     return out, "agent_lag_latency"
 
 
+def run_target(result: CheckResult) -> str:
+    """The target a run probed: its samples', or where it has none (a run dropped as the
+    agent's, `attributed`) what its details say, else `deploy`."""
+    if result.samples:
+        return result.samples[0].target
+    target = result.details.get("target", "deploy")
+    return target if isinstance(target, str) else "deploy"
+
+
 def without_latency(sample: Sample) -> Sample:
     """`sample` as an answer whose latency is the agent's: its status and body still count."""
     return Sample(

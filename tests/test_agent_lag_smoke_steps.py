@@ -141,3 +141,8 @@ def test_a_second_steps_max_latency_missed_by_a_stalled_agent_is_dropped_not_fai
     assert first.ok
     assert result.details["agent_lag"]["agent_lag"] == 1
     assert _dropped(metrics, "agent_lag") == 1
+    passed = metrics.registry.get_sample_value(  # a dropped run is no run of the target's
+        "postflight_check_runs_total",
+        {"environment": "production", "check": "flow", "result": "pass"},
+    )
+    assert not passed

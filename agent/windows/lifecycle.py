@@ -70,6 +70,7 @@ from agent.windows.unread import UnreadBaselines
 from agent.windows.unwatched import unwatched_end
 from alerting.events import Alert, AlertEvent, breach_key, provider_key, resolved_key
 from checks.base import CheckResult, Sample
+from checks.lag import run_target
 from common.redaction import without_credentials
 from common.times import rfc3339
 from common.tracebacks import drop_cancellation
@@ -926,12 +927,17 @@ class WindowWatch:
         (else the raw values unrounded, for a restart to replay: `checkpoint`)."""
         checks: dict[str, dict[str, Any]] = {}
         for result in results:
-            if any(s.target != "deploy" for s in result.samples):
+            if run_target(result) != "deploy":
                 continue
             entry = checks.setdefault(
                 result.check, {"runs": 0, "failed": 0, "message": "", "type": result.type}
             )
             entry["runs"] += 1
+            if result.details.get("dropped") == "agent_lag":
+                # the agent's own stall (`checks.lag`): neither a pass nor a fail of the
+                # target, where the run (ok, with no sample) read as one that passed
+                entry["dropped"] = entry.get("dropped", 0) + 1
+                continue
             if not result.ok:
                 entry["failed"] += 1
                 entry["message"] = result.message

@@ -186,7 +186,7 @@ class EnvironmentProbe:
     def _count(self, check: Check, target: Target, result: CheckResult) -> None:
         """A deploy run's metrics (runs by result, duration); a run dropped as the agent's
         (`checks.lag`) is counted in `postflight_samples_dropped_total` instead."""
-        if target != "deploy" or (not result.samples and result.details.get("dropped")):
+        if target != "deploy" or result.details.get("dropped") == "agent_lag":
             return
         runs = self._runs.get((check.name, result.result))
         if runs is None:

@@ -88,15 +88,18 @@ def format_loc(loc: Loc) -> str:
 
 
 class ConfigLoader(yaml.SafeLoader):
-    """PyYAML's safe loader without YAML 1.1's base-60 numbers: `window: 1:30` was the
-    number 90 (seconds, where the writer may have meant 1h30m), and a header value
-    `10:30` the number 37800. As in YAML 1.2, they are text: a duration written so is an
-    error saying what to write, and text stays the text written."""
+    """PyYAML's safe loader without YAML 1.1's base-60 numbers and timestamps: `window:
+    1:30` was the number 90 (seconds, where the writer may have meant 1h30m), a header
+    value `10:30` the number 37800, and `expect: {json: {released: 2024-01-01}}` a date,
+    which no JSON holds (every run of the check crashed, "Object of type date is not
+    JSON serializable"). As in YAML 1.2, they are text: a duration written so is an error
+    saying what to write, and text stays the text written."""
 
 
 _NUMBERS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+_DROPPED = (*_NUMBERS, "tag:yaml.org,2002:timestamp")
 ConfigLoader.yaml_implicit_resolvers = {
-    first: [(tag, pattern) for tag, pattern in resolvers if tag not in _NUMBERS]
+    first: [(tag, pattern) for tag, pattern in resolvers if tag not in _DROPPED]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 # PyYAML's own int and float patterns (resolver.py), less their base-60 alternatives

@@ -172,6 +172,49 @@ async def test_a_json_field_cannot_write_terminal_controls_through_the_table(
     assert "\\x9b2J\\u202edown" in out, out
 
 
+async def test_a_date_written_in_a_checks_json_is_the_text_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`expect: {json: {released: 2024-01-01}}`, a smoke step's `json: {when: 2024-01-01}`
+    and a header `X-Day: 2024-01-01`: YAML 1.1 read each as a date, which no JSON holds,
+    so the config validated and every run of both checks crashed, "TypeError: Object of
+    type date is not JSON serializable" (an error each probe, in the daemon too), and the
+    header was refused in pydantic's words ("Input should be a valid string"). As in YAML
+    1.2 (and as for base-60 numbers), they are the text written: the date a JSON API
+    sends, the body and header the target receives."""
+    received: list[tuple[object, str]] = []
+
+    async def version(request: web.Request) -> web.Response:
+        return web.json_response({"released": "2024-01-01"})
+
+    async def echo(request: web.Request) -> web.Response:
+        received.append((await request.json(), request.headers.get("X-Day", "")))
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/version", version)
+    app.router.add_post("/echo", echo)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        config = tmp_path / "postflight.yaml"
+        url = str(server.make_url("")).rstrip("/")
+        config.write_text(
+            "server: {api_tokens: [tok-1234567890abcdef]}\n"
+            f"environments: {{e: {{base_url: '{url}', checks: [\n"
+            "  {name: v, type: http, path: /version, expect: {json: {released: 2024-01-01}}},\n"
+            "  {name: s, type: smoke, steps: [{name: post, method: POST, path: /echo,\n"
+            "    headers: {X-Day: 2024-01-01}, json: {when: 2024-01-01 10:30:00}}]}]}}\n"
+        )
+        code = await run_cli("check", "--config", str(config), "--env", "e")
+    finally:
+        await server.close()
+    captured = capsys.readouterr()
+    assert code == 0, captured.out + captured.err
+    assert "2 passed, 0 failed" in captured.out
+    assert received and received[0] == ({"when": "2024-01-01 10:30:00"}, "2024-01-01")
+
+
 @pytest.fixture
 def stalled_agent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The agent's loop read as stalled 10 s during the first `stalls[0]` runs and not at

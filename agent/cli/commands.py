@@ -69,6 +69,8 @@ _FLAG_OF_FIELD = {
     "window": "--window",
     "deployed_at": "--deployed-at",
     "labels": "--label",
+    "state": "--state",  # status's query
+    "limit": "--limit",
 }
 
 
@@ -395,7 +397,7 @@ def status_command(args: argparse.Namespace) -> int:
     except ApiError as exc:
         if exc.status == 404 and args.id and exc.from_agent and not exc.field_errors:
             return _fail("status", f"no deploy {args.id}")
-        return _fail("status", str(exc))
+        return _fail("status", _in_flags(exc))
     except (ClientError, UsageError) as exc:
         return _fail("status", str(exc))
 

@@ -891,6 +891,18 @@ def test_the_agents_422_names_the_flag_not_the_apis_field(
     assert "at most 1h ahead is accepted (HTTP 422)" in err
 
 
+@pytest.mark.parametrize("env", ["prod env", "producci\u00f3n"])
+def test_status_names_the_env_flag_as_register_does(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str], env: str
+) -> None:
+    """`status --env 'prod env'` was refused as `environment: not an environment name …`
+    (the API's query field, a name the command line does not have), where register says
+    `--env: …`."""
+    assert status_command(status_args(agent, "--env", env)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("postflight status: --env: not an environment name"), err
+
+
 @pytest.mark.timeout(60)
 @stopped_by_each_signal
 def test_ctrl_c_during_register_wait_names_the_deploy_the_agent_keeps_watching(

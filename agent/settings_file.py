@@ -78,12 +78,16 @@ def _file_order(problem: ConfigProblem) -> tuple[bool, int]:
 
 
 def format_loc(loc: Loc) -> str:
+    """`environments.production.checks[0]`; a key with a character that does not print
+    (`"prod\\n"`, an escape sequence) quoted and escaped, so that an error stays one line
+    and writes nothing to the terminal but text."""
     text = ""
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
         else:
-            text += f".{part}" if text else str(part)
+            key = part if part.isprintable() else repr(part)
+            text += f".{key}" if text else key
     return text
 
 
@@ -819,7 +823,8 @@ def _problems(
             message = f"required, but missing (one of: {_check_types()})"
         elif error["type"] == "string_pattern_mismatch" and pattern == NAME_PATTERN:
             # an environment's, a check's or a rule's name: said in words, not as a regex
-            message = "a name takes only letters, digits and _ . : - (no spaces)"
+            keyed = error["loc"][-1:] == ("[key]",)
+            message = _name_refused(str(loc[-1] if keyed else _value_at(document, loc)))
         elif (
             error["type"] == "string_too_short" and (error.get("ctx") or {}).get("min_length") == 1
         ):
@@ -857,6 +862,19 @@ def _problems(
         for part_loc, part_message in _split_cross_section(loc, message):
             problems.append(_located(part_loc, part_message, lines, origins))
     return problems
+
+
+_NAME_CHARACTER = re.compile(r"[A-Za-z0-9_.:-]")
+
+
+def _name_refused(name: str) -> str:
+    """Why `name` is no name, naming the character refused: `producci\u00f3n` was told it
+    takes "only letters", which \u00f3 is."""
+    refused = next((c for c in name if not _NAME_CHARACTER.fullmatch(c)), " ")
+    if refused == " ":
+        return "a name takes only letters, digits and _ . : - (no spaces)"
+    letters = "the letters A-Z and a-z" if refused.isalnum() else "letters"
+    return f"a name takes only {letters}, digits and _ . : - (not {refused!r})"
 
 
 def _said(value: Any) -> str:

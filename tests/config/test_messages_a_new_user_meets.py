@@ -402,6 +402,46 @@ def test_names_and_empty_lists_are_said_in_words_not_as_pydantics_regex() -> Non
     assert problems(no_environment) == {"environments": "is empty; at least one is needed"}
 
 
+def test_a_name_refused_for_one_character_says_which() -> None:
+    """`producci\u00f3n` was told "a name takes only letters, digits and _ . : -", all of
+    which it is to its writer (\u00f3 is a letter): the character refused is said, and a
+    letter outside A-Z as such."""
+    text = MINIMAL.replace("  production:", "  producci\u00f3n:").replace(
+        "      - name: api-health", "      - name: api/health"
+    )
+    assert problems(text) == {
+        "environments.producci\u00f3n": (
+            "a name takes only the letters A-Z and a-z, digits and _ . : - (not '\u00f3')"
+        ),
+        "environments.producci\u00f3n.checks[0].name": (
+            "a name takes only letters, digits and _ . : - (not '/')"
+        ),
+    }
+
+
+def test_a_key_with_a_control_character_is_one_line_shown_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key written `"prod\\n"` or `"\\e[2Jwindow"` (YAML's escapes): its path was printed
+    raw, an error split over two lines and a terminal sequence run by validate-config's
+    output. Each error is one line, the key shown escaped."""
+    text = MINIMAL.replace("  production:", '  "prod\\n":').replace(
+        "    interval: 30s", '    "\\e[2Jinterval": 30s'
+    )
+    path = tmp_path / "postflight.yaml"
+    path.write_text(text)
+    assert main(["validate-config", str(path)]) == 2
+    out = capsys.readouterr()
+    lines = (out.out + out.err).splitlines()
+    assert "\x1b" not in out.out + out.err
+    assert lines[1:] == [
+        "  environments.'prod\\n' (line 5): a name takes only letters, digits and _ . : -"
+        " (not '\\n')",
+        "  environments.'prod\\n'.'\\x1b[2Jinterval' (line 8): unknown key (did you mean"
+        " interval?)",
+    ], lines
+
+
 def test_a_single_value_where_a_list_goes_says_how_to_write_a_list() -> None:
     """`tags: oncall` was "Input should be a valid list"."""
     text = MINIMAL + "    alerts:\n      tags: oncall\n"

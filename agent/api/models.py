@@ -94,7 +94,10 @@ def parse_rfc3339(value: Any) -> datetime:
             raise ValueError(f"{value!r} is not a valid date and time") from None
     else:
         raise ValueError("expected an RFC 3339 time string, e.g. 2026-11-26T14:00:00Z")
-    parsed = parsed.astimezone(UTC)
+    try:
+        parsed = parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+        raise ValueError("the time must be between 1970 and 9000") from None
     if not _EARLIEST <= parsed < _LATEST:
         raise ValueError("the time must be between 1970 and 9000")
     return parsed

@@ -338,6 +338,9 @@ async def test_json_content_types_are_accepted(client: Client, content_type: str
         ({**VALID, "deployed_at": 1795788000}, ["deployed_at"]),
         ({**VALID, "deployed_at": "2026-13-40T14:00:00Z"}, ["deployed_at"]),
         ({**VALID, "deployed_at": "9999-12-31T23:59:59Z"}, ["deployed_at"]),
+        # an offset that moves the time past datetime's years 1..9999 once in UTC
+        ({**VALID, "deployed_at": "0001-01-01T00:00:00+14:00"}, ["deployed_at"]),
+        ({**VALID, "deployed_at": "9999-12-31T23:59:59-12:00"}, ["deployed_at"]),
         ({**VALID, "labels": {f"k{i}": "v" for i in range(33)}}, ["labels"]),
         ({**VALID, "labels": {"nested": {"a": "b"}}}, ["labels", "nested"]),
         ({**VALID, "labels": {"n": 1}}, ["labels", "n"]),

@@ -250,6 +250,11 @@ class RollbackDelivery:
                 headers={"User-Agent": self._user_agent},
                 # Per-attempt timeouts are set on each request from the settings.
                 timeout=aiohttp.ClientTimeout(total=None),
+                # any 2xx is delivered, with whatever headers a gateway adds to it: a
+                # 12 KB Content-Security-Policy line past aiohttp's 8190 bytes made a 204
+                # no answer, sent again and paged ROLLBACK FAILED
+                max_line_size=ANSWER_LINE_BYTES,
+                max_field_size=ANSWER_LINE_BYTES,
             )
         return self._session
 
@@ -951,6 +956,10 @@ class RollbackDelivery:
             return status, text, retry_after, False
 
 
+ANSWER_LINE_BYTES = 64 * 1024
+"""The longest status or header line of an answer read (aiohttp's default: 8190)."""
+
+
 RATE_LIMITS = {"GitHub": github_rate_limit_wait, "Vercel": vercel_rate_limit_wait}
 """How each provider target says it is rate limited, and for how long."""
 
@@ -1006,4 +1015,9 @@ def _unanswered(exc: BaseException) -> str:
         return f"cannot connect to {exc.host}:{exc.port} ({reason})"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the receiver closed the connection without answering"
+    if type(exc) is aiohttp.ClientResponseError:
+        # no status is raised for (raise_for_status is not used): the answer's head did
+        # not parse, and aiohttp words that as a 400 (`ClientResponseError: 400,
+        # message="Bad status line: …"`), an HTTP 400 to on-call
+        return f"the answer is not readable HTTP: {' '.join(exc.message.split())}"
     return f"{type(exc).__name__}: {exc}"

@@ -240,6 +240,62 @@ async def test_a_2xx_is_recorded_on_its_status_line_without_waiting_for_the_body
     assert arrivals == [intent.body.encode()]
 
 
+async def test_a_2xx_with_a_long_header_line_is_delivered_once(
+    store: SqliteStore, delivery: RollbackDelivery
+) -> None:
+    """Any 2xx is delivered (contract §3), whatever headers come with it: a receiver
+    behind a gateway that adds a long Content-Security-Policy or Set-Cookie line (12 KB)
+    had its 204 read as no answer (aiohttp's 8190-byte line limit), was sent the rollback
+    again up to max_attempts and paged ROLLBACK FAILED for a rollback it had taken."""
+    posts: list[bytes] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        posts.append(await request.read())
+        policy = "default-src 'self'; " + "; ".join(
+            f"img-src cdn{i}.example.com" for i in range(500)
+        )
+        return web.Response(status=204, headers={"Content-Security-Policy": policy})
+
+    async with rollback_target(handle, "/rollback") as url:
+        intent = await stored_intent(store)
+        done = await delivery.deliver(intent, settings(f"{url}/rollback", max_attempts=3), "prod")
+
+    assert (done.state, done.attempts, done.last_status) == ("delivered", 1, 204)
+    assert posts == [intent.body.encode()]
+
+
+async def test_an_answer_that_is_not_http_is_said_so_not_as_a_400(
+    store: SqliteStore, delivery: RollbackDelivery
+) -> None:
+    """A receiver port that answers something else (an SMTP banner, a TLS-only proxy's
+    bytes) is retried as no answer, and its error says the answer was not readable HTTP, where it
+    read `ClientResponseError: 400, message="Bad status line: …"`: an HTTP 400 to
+    on-call, which the contract says fails at once, though the rollback was retried."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"220 mail.example.com ESMTP ready\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        done = await delivery.deliver(
+            await stored_intent(store),
+            settings(f"http://127.0.0.1:{port}/rollback", max_attempts=2),
+            "production",
+        )
+    finally:
+        server.close()
+
+    assert (done.state, done.attempts, done.last_status) == ("failed", 2, None)
+    assert done.last_error is not None
+    assert done.last_error.startswith("the answer is not readable HTTP: "), done.last_error
+    assert "400" not in done.last_error and "ClientResponseError" not in done.last_error
+    assert "220 mail.example.com" in done.last_error  # what came instead
+
+
 async def test_the_webhook_is_posted_to_rollback_url_exactly_as_written(
     store: SqliteStore, delivery: RollbackDelivery
 ) -> None:

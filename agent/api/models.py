@@ -114,14 +114,19 @@ Timestamp = Annotated[
 
 # One regular expression is both the document's `pattern` and the server's check, so the
 # two cannot disagree: no control characters (C0, DEL, C1), no invisible format characters
-# (zero-width spaces, bidirectional marks and overrides, BOM), no line separators, and not
-# only spaces. The zero-width joiners (ZWNJ, ZWJ) are how Persian, Indic scripts and emoji
+# (zero-width spaces, bidirectional marks and overrides with the Arabic letter mark, BOM,
+# the Mongolian vowel separator, interlinear annotation marks), no line separators, and
+# not only spaces (with the letters drawn as blanks: Hangul fillers, the blank braille
+# pattern). The zero-width joiners (ZWNJ, ZWJ) are how Persian, Indic scripts and emoji
 # sequences (woman, ZWJ, laptop) are written: taken beside other characters, never alone.
 # Spaces are listed, not `\\s`, which means other things in ECMA and Python regexes.
 # (Lone surrogates cannot be in a pattern either; `read_json_body` refuses them.)
-_HIDDEN = r"\x00-\x1f\x7f-\x9f\u00ad\u200b\u200e\u200f\u2028-\u202e\u2060-\u206f\ufeff"
+_HIDDEN = (
+    r"\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b\u200e\u200f\u2028-\u202e\u2060-\u206f"
+    r"\ufeff\ufff9-\ufffb"
+)
 _JOINERS = r"\u200c\u200d"
-_SPACES = r" \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"
+_SPACES = r" \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000\u115f\u1160\u2800\u3164\uffa0"
 _VISIBLE = f"[^{_HIDDEN}]"
 _VISIBLE_NOT_SPACE = f"[^{_SPACES}{_JOINERS}{_HIDDEN}]"
 TEXT_PATTERN = f"^{_VISIBLE}*{_VISIBLE_NOT_SPACE}{_VISIBLE}*$"

@@ -391,6 +391,36 @@ async def test_text_with_joiners_between_letters_is_taken_and_joiners_alone_are_
         assert not Draft202012Validator(schema).is_valid({**VALID, "version": refused})
 
 
+@pytest.mark.parametrize(
+    "version",
+    [
+        "v1\u061c",  # ARABIC LETTER MARK: a bidirectional mark, as RLM (U+200F) is
+        "v1\u180e",  # MONGOLIAN VOWEL SEPARATOR: a format character drawn as nothing
+        "v1\ufff9x\ufffb",  # interlinear annotation marks: invisible
+        "\u3164",  # HANGUL FILLER alone: a letter drawn as a blank
+        "\u3164\u115f \uffa0",  # fillers and a space: nothing to read
+        "\u2800",  # BRAILLE PATTERN BLANK alone
+    ],
+)
+async def test_an_invisible_mark_or_a_blank_letter_alone_is_422(
+    client: Client, version: str
+) -> None:
+    """Text fields take printable characters, no invisible or bidirectional ones and not
+    only blanks (README, HTTP API): the Arabic letter mark, the Mongolian vowel separator
+    and the interlinear annotation marks were taken (a version that reads 'v1' and is
+    not), and so was a version of nothing but Hangul fillers, drawn blank in an alert's
+    title and on the page. Beside other letters a filler stays a letter."""
+    response = await post_raw(client, json.dumps({**VALID, "version": version}))
+    assert (await problem(response, 422))["errors"][0]["loc"] == ["version"], version
+    components = openapi_document()["components"]
+    schema = {"$ref": "#/components/schemas/DeployRequest", "components": components}
+    assert not Draft202012Validator(schema).is_valid({**VALID, "version": version})
+    taken = {**VALID, "version": f"v1 {version}x"} if version[0] in "\u3164\u2800" else None
+    if taken is not None:
+        response = await post_raw(client, json.dumps(taken))
+        assert response.status == 201, await response.text()
+
+
 async def test_too_many_labels_is_said_as_labels(client: Client) -> None:
     """33 labels read "Dictionary should have at most 32 items after validation, not
     more", pydantic's words, to the API and `register --label` alike (live audit)."""

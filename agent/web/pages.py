@@ -48,7 +48,7 @@ from agent.web.access import (
 from agent.web.links import sign, signing_key
 from agent.web.shared_reads import SharedReads
 from agent.web.times import iso, request_now
-from agent.web.view import alert_result_words, alert_words, deploy_view, rollback_target_words
+from agent.web.view import alert_result_words, deploy_view, rollback_target_words
 from common.durations import format_duration
 from common.json_text import parse_json_text
 from common.version import __version__
@@ -83,7 +83,6 @@ def _templates() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.globals["version"] = __version__
-    env.filters["alert_words"] = alert_words
     env.filters["counted"] = counted
     env.filters["duration"] = lambda seconds: format_duration(round(seconds))
     env.filters["alert_result_words"] = alert_result_words

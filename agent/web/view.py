@@ -74,7 +74,8 @@ class DeployView:
     failures: list[CheckFailure]
     rollback: RollbackIntent | None
     attempts: list[DeliveryAttempt]
-    alerts: list[tuple[str, str]]
+    alerts: list[tuple[str, str, str]]
+    """(stored key, its words, its result), in the order a window sends them."""
     rounds: list[dict[str, Any]]
     deployed_at: str | None
     ends_at: str | None
@@ -299,7 +300,7 @@ _ALERT_WORDS = {
     "rollback_failed": "ROLLBACK FAILED",
     "passed": "deploy passed",
     "inconclusive": "inconclusive",
-    "integration_failed": "{} given up (do it by hand)",
+    "integration_failed": "{} given up (do it by hand)",  # `_integration_words` first
     "marker": "{} marker not recorded",
     "alert": "follow-up {} failed",
 }
@@ -323,9 +324,41 @@ def alert_result_words(result: str) -> str:
     return _ALERT_RESULT_WORDS.get(result, result)
 
 
-def alert_words(key: str) -> str:
-    """A stored alert key (`breach:errors`) as the page says it (`errors breached`)."""
+APPROVAL_MARK = "vercel:approve-stage"
+"""The window's Rolling Release approval mark (`agent.windows.integrations.APPROVAL_KEY`):
+`skipped` when Postflight declined to approve, `failed` when the approval was given up."""
+
+
+def _integration_words(mark: str, marks: Mapping[str, str]) -> str | None:
+    """What an `integration_failed:<mark>` alert was about, as on-call reads it: which
+    call was not made, and what to do. A declined approval (its mark `skipped`: the stage
+    now active not known to be the one judged) was no call given up, where the page said
+    `vercel:approve-stage given up (do it by hand)` for both."""
+    if mark == APPROVAL_MARK:
+        if marks.get(APPROVAL_MARK) == "skipped":
+            return (
+                "Rolling Release stage not approved by Postflight (approve it by hand if"
+                " the window judged it)"
+            )
+        return "Rolling Release stage approval given up (approve it by hand)"
+    provider, _, rest = mark.partition(":")
+    if provider == "github" and rest.startswith("commit:"):
+        return f"GitHub commit status {rest.removeprefix('commit:')} not set (set it by hand)"
+    if provider == "github" and rest:
+        return f"GitHub deployment status {rest} not posted (post it by hand)"
+    if provider == "gate":
+        return "protection rule not answered (answer it by hand in GitHub)"
+    return None
+
+
+def alert_words(key: str, marks: Mapping[str, str] | None = None) -> str:
+    """A stored alert key (`breach:errors`) as the page says it (`errors breached`);
+    `marks`, the window's stored marks, tell what an `integration_failed` was about."""
     head, _, rest = key.partition(":")
+    if head == "integration_failed":
+        words = _integration_words(rest, marks or {})
+        if words is not None:
+            return words
     if head == "alert":  # a follow-up's ROLLBACK FAILED, `alert:then:<name>`
         rest = rest.removeprefix("then:")
     elif head == "marker":  # a deploy marker that failed, `marker:<provider>:<event>`
@@ -419,10 +452,16 @@ def deploy_view(
         failures=failures,
         rollback=rollback,
         attempts=list(attempts),
-        alerts=sorted(
-            ((k, v) for k, v in alerts.items() if k.split(":", 1)[0] in ALERT_KEYS),
-            key=lambda kv: (_ALERT_ORDER.get(kv[0].split(":", 1)[0], len(_ALERT_ORDER)), kv[0]),
-        ),
+        alerts=[
+            (k, alert_words(k, alerts), v)
+            for k, v in sorted(
+                ((k, v) for k, v in alerts.items() if k.split(":", 1)[0] in ALERT_KEYS),
+                key=lambda kv: (
+                    _ALERT_ORDER.get(kv[0].split(":", 1)[0], len(_ALERT_ORDER)),
+                    kv[0],
+                ),
+            )
+        ],
         rounds=[
             {"number": r.number, "at": iso(r.started_at), "decision": r.summary.get("decision")}
             for r in rounds

@@ -122,6 +122,15 @@ async def test_a_stage_approved_by_hand_while_the_window_watched_is_not_approved
     assert "changed at" in told.message  # the reason: why Postflight did not approve it
     assert "Approve the stage (or complete the release) by hand in Vercel if" in told.message
     assert (await outcome(tmp_path, deploy, "integration_failed:" + APPROVAL))[0] == "sent"
+    # the page says what happened: declined, not a call given up
+    async with agent.http.get(f"{agent.url}/deploys/{deploy}", headers=agent.headers) as r:
+        page = await r.text()
+    assert r.status == 200, page
+    assert "given up" not in page
+    assert (
+        "Rolling Release stage not approved by Postflight (approve it by hand if the"
+        " window judged it): sent"
+    ) in page
 
 
 async def test_a_stage_active_since_before_the_window_is_approved_though_not_noted(

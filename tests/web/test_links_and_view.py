@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from pydantic import SecretStr
 
 from agent.analysis.types import Rule
@@ -12,6 +13,7 @@ from agent.settings import ServerSettings
 from agent.web.charts import nice_ticks
 from agent.web.links import deploy_page_url, sign, signing_key, verify
 from agent.web.view import alert_words, bounds, deploy_view, round_event
+from agent.windows.integrations import APPROVAL_KEY
 
 NOW = 1_800_000_000.0
 ID = "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"
@@ -165,7 +167,7 @@ def test_alerts_sent_lists_alerts_not_the_marks_stored_beside_them() -> None:
     view = deploy_view(
         window(), rounds(), rules=[], rollback=None, attempts=[], alerts=stored, now=NOW
     )
-    assert view.alerts == [  # in the order a window sends them
+    assert [(key, result) for key, _, result in view.alerts] == [  # as a window sends them
         ("breach:errors", "sent"),
         ("provider_unreachable:sentry", "failed"),
         ("rollback_requested", "sent"),
@@ -174,8 +176,51 @@ def test_alerts_sent_lists_alerts_not_the_marks_stored_beside_them() -> None:
         ("marker:sentry:deploy", "sent"),
         ("alert:then:purge", "sent"),
     ]
-    words = alert_words("integration_failed:vercel:approve-stage")
-    assert words == "vercel:approve-stage given up (do it by hand)"
+    assert [words for _, words, _ in view.alerts][:2] == [
+        "errors breached",
+        "sentry unreachable",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("mark", "result", "words"),
+    [
+        (
+            APPROVAL_KEY,
+            "skipped",  # declined: the stage now active not known to be the one judged
+            "Rolling Release stage not approved by Postflight (approve it by hand if the"
+            " window judged it)",
+        ),
+        (APPROVAL_KEY, "failed", "Rolling Release stage approval given up (approve it by hand)"),
+        (
+            "github:success",
+            "failed",
+            "GitHub deployment status success not posted (post it by hand)",
+        ),
+        (
+            "github:commit:failure",
+            "failed",
+            "GitHub commit status failure not set (set it by hand)",
+        ),
+        (
+            "gate:42:Production@1700000000",
+            None,
+            "protection rule not answered (answer it by hand in GitHub)",
+        ),
+    ],
+)
+def test_an_integration_alert_says_which_call_was_not_made(
+    mark: str, result: str | None, words: str
+) -> None:
+    """What on-call reads on the page for each call an `integration_failed` alert was
+    about: a declined approval is no call given up."""
+    key = f"integration_failed:{mark}"
+    marks = {key: "sent"} | ({mark: result} if result is not None else {})
+    assert alert_words(key, marks) == words
+    view = deploy_view(
+        window(), rounds(), rules=[], rollback=None, attempts=[], alerts=marks, now=NOW
+    )
+    assert view.alerts == [(key, words, "sent")]
 
 
 def test_a_round_event_carries_no_raw_samples_and_the_progress() -> None:

@@ -225,6 +225,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX gates_by_environment_pending ON gates_by_environment (created_at)
         WHERE answered_at IS NULL
     """,
+    # retention's sweep (`PRUNE_GATE_REQUESTS`, `PRUNE_ANSWERED_GATES`, `PRUNE_IDEMPOTENCY`,
+    # once a minute in a write transaction) reads what it deletes, where each pass read
+    # every request and answered gate kept (90 days) and every key (one per hook delivery)
+    """
+    CREATE INDEX IF NOT EXISTS gate_requests_by_created ON gate_requests (created_at);
+    CREATE INDEX IF NOT EXISTS gates_by_environment_answered ON gates_by_environment
+        (answered_at) WHERE answered_at IS NOT NULL;
+    CREATE INDEX IF NOT EXISTS idempotency_by_created ON idempotency (created_at)
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -271,6 +280,15 @@ PENDING_ROLLBACKS = (
 )
 """The survivor's sweep, each supervisor turn: through `rollbacks_pending`, it reads the
 unfinished rollbacks only, however many finished ones their windows keep."""
+
+PRUNE_GATE_REQUESTS = "DELETE FROM gate_requests WHERE created_at < ?"
+PRUNE_ANSWERED_GATES = "DELETE FROM {table} WHERE answered_at IS NOT NULL AND answered_at < ?"
+PRUNE_IDEMPOTENCY = (
+    "DELETE FROM idempotency WHERE created_at < ? AND key IN"
+    " (SELECT key FROM idempotency WHERE created_at < ? LIMIT ?)"
+)
+"""Retention's sweeps of protection rules' requests, answered gates and idempotency keys
+(`prune_gates`, `prune_idempotency`), once a minute in a write transaction."""
 
 _FENCED = "state = 'watching' AND lease_owner = ? AND lease_epoch = ?"
 _HELD_BY = (
@@ -853,12 +871,7 @@ class SqlStore(ABC):
 
     async def prune_idempotency(self, before: float, limit: int = 5000) -> int:
         async with self._tx() as db:
-            deleted = await db.execute(
-                "DELETE FROM idempotency WHERE key IN"
-                " (SELECT key FROM idempotency WHERE created_at < ? LIMIT ?)",
-                before,
-                limit,
-            )
+            deleted = await db.execute(PRUNE_IDEMPOTENCY, before, before, limit)
             if deleted:  # in the same transaction: no key is gone before the mark says so
                 rows = await db.fetch("SELECT value FROM meta WHERE key = ?", KEYS_FORGOTTEN)
                 marked = max(before, float(rows[0][0])) if rows else before
@@ -1375,13 +1388,10 @@ class SqlStore(ABC):
 
     async def prune_gates(self, before: float) -> int:
         async with self._tx() as db:
-            requests = await db.execute("DELETE FROM gate_requests WHERE created_at < ?", before)
+            requests = await db.execute(PRUNE_GATE_REQUESTS, before)
             gates = 0
             for table in ("gates_by_environment", "gates"):  # `gates`: an older agent's
-                gates += await db.execute(
-                    f"DELETE FROM {table} WHERE answered_at IS NOT NULL AND answered_at < ?",
-                    before,
-                )
+                gates += await db.execute(PRUNE_ANSWERED_GATES.format(table=table), before)
         return requests + gates
 
     async def pending_gates(self) -> list[PendingGate]:

@@ -8,7 +8,7 @@ from contextlib import closing
 
 from agent.records import GateAsk, GateState, IdempotentResponse, PendingGate
 from agent.store.base import Store
-from agent.store.sql import SCHEMA_VERSION
+from agent.store.sql import MIGRATIONS
 from tests.store.conftest import Backend, PostgresBackend, SqliteBackend
 
 URL = "https://api.github.com/repos/acme/web/actions/runs/{}/deployment_protection_rule"
@@ -178,6 +178,10 @@ OLD_GATES = [
     " 400.0, 100.0)",
 ]
 """The gates as they were before the two gate migrations, with one pending."""
+BEFORE_GATE_MIGRATIONS = next(
+    at for at, script in enumerate(MIGRATIONS) if "CREATE TABLE gate_requests" in script
+)
+"""The schema version of a store from before them (later migrations run again too)."""
 
 
 async def _run(backend: Backend, statements: list[str]) -> None:
@@ -205,7 +209,7 @@ async def test_a_store_from_before_gates_by_environment_keeps_its_gates(
     await first.open()
     await first.close()
     await _run(backend, OLD_GATES)
-    await backend.set_schema_version(SCHEMA_VERSION - 2)
+    await backend.set_schema_version(BEFORE_GATE_MIGRATIONS)
     upgraded = backend.make()
     await upgraded.open()
     try:

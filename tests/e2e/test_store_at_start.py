@@ -275,7 +275,12 @@ def test_an_upgrade_migrates_the_store_and_an_older_postflight_refuses_it(
     )
     said = done.stdout + done.stderr
     assert done.returncode == 2, said
-    assert (
-        f"postflight: store error: the store's schema is version {SCHEMA_VERSION + 1}, newer"
-        f" than this Postflight understands ({SCHEMA_VERSION}); upgrade Postflight"
-    ) in said, said
+    refused = (
+        "postflight: store error: the store's schema is version {}, newer"
+        " than this Postflight understands ({}); upgrade Postflight"
+    )
+    assert refused.format(SCHEMA_VERSION + 1, SCHEMA_VERSION) in said, said
+    # the README's example: this version's store, met by the Postflight of the version
+    # before it (going back a version), in the words this one printed
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert refused.format(SCHEMA_VERSION, SCHEMA_VERSION - 1) in readme

@@ -157,16 +157,36 @@ def previous_in_list(deployments: Any, own: str) -> str | None:
     return None
 
 
+def of_commit(deployments: Any, commit: str) -> str | None:
+    """The newest deployment in Vercel's list (newest first) of git commit `commit` (its
+    `meta.githubCommitSha`; a commit given shorter, as a pipeline may register it, is its
+    prefix): which one is a deploy's that no Vercel event named, as GitHub's
+    `deployment_status` from Vercel's GitHub integration does not."""
+    commit = commit.lower()
+    if len(commit) < 7 or not all(c in "0123456789abcdef" for c in commit):
+        return None
+    for entry in deployments if isinstance(deployments, list) else ():
+        meta = entry.get("meta") if isinstance(entry, dict) else None
+        sha = meta.get("githubCommitSha") if isinstance(meta, dict) else None
+        uid = entry.get("uid") or entry.get("id") if isinstance(entry, dict) else None
+        if isinstance(sha, str) and sha.lower().startswith(commit) and isinstance(uid, str):
+            return uid
+    return None
+
+
 async def look_up_previous(
     session: aiohttp.ClientSession,
     vercel: VercelIntegration,
     project: str,
-    deployment: str,
+    deployment: str | None,
     redact: Any = lambda s: s,
+    commit: str | None = None,
 ) -> tuple[str | None, str]:
     """The production deployment `deployment` replaced, asked of Vercel (`GET
     /v6/deployments?projectId=&target=production&state=READY`), where no event named it
-    and no earlier window of ours knew it (a fresh agent): (its id, "") or (None, why)."""
+    and no earlier window of ours knew it (a fresh agent): (its id, "") or (None, why).
+    No `deployment` (a window GitHub's event opened): the one of `commit` that Vercel
+    lists (`of_commit`)."""
     assert vercel.token is not None
     url = vercel_url(
         vercel.api_url,
@@ -191,6 +211,14 @@ async def look_up_previous(
     if not result.ok:
         return None, f"Vercel's list of production deployments: {result.error}{FALLBACK}"
     listed = result.data.get("deployments") if isinstance(result.data, dict) else None
+    if deployment is None:
+        deployment = of_commit(listed, commit or "")
+        if deployment is None:
+            return None, (
+                f"this deploy has no label vercel.deployment, and Vercel lists no production"
+                f" deployment of its commit {(commit or '(none)')[:12]} among the project's"
+                f" {PRODUCTION_LISTED} newest{FALLBACK}"
+            )
     previous = previous_in_list(listed, deployment)
     if previous is None:
         return None, (
@@ -248,20 +276,23 @@ class RollbackTargets:
         vercel = self._settings.integrations.vercel
         env = self._settings.environments.get(environment)
         source = env.sources.vercel if env is not None else None
-        labels = _deploy(intent).get("labels") or {}
+        deploy = _deploy(intent)
+        labels = deploy.get("labels") or {}
         own = labels.get("vercel.deployment") if isinstance(labels, dict) else None
+        own = own if isinstance(own, str) and own else None
+        commit = deploy.get("commit")  # no Vercel event named its deployment: by its commit
+        commit = commit if isinstance(commit, str) and commit else None
         if (
             rollback.target != "vercel"
             or vercel is None
             or vercel.token is None
             or source is None
-            or not isinstance(own, str)
-            or not own
+            or (own is None and commit is None)
             or labelled_previous(intent) is not None
             or (self._looked_up.get(intent.window_id) or (None,))[0] is not None
         ):
             return None
-        found = await look_up_previous(session, vercel, source.project, own, redact)
+        found = await look_up_previous(session, vercel, source.project, own, redact, commit=commit)
         if len(self._looked_up) >= 1024:  # a long-running agent's rollbacks: kept bounded
             self._looked_up.clear()
         self._looked_up[intent.window_id] = found
@@ -271,7 +302,7 @@ class RollbackTargets:
                 " production deployment before %s",
                 intent.window_id,
                 found[0],
-                own,
+                own or f"commit {commit}'s",
                 extra={"deploy_id": intent.window_id, "environment": environment},
             )
         return found[0]

@@ -284,9 +284,15 @@ class FakeVercel(FakeServer):
 
 
 def listed_deployment(
-    deployment: str, created: int, *, state: str = "READY", candidate: bool = True
+    deployment: str,
+    created: int,
+    *,
+    state: str = "READY",
+    candidate: bool = True,
+    sha: str | None = None,
 ) -> dict[str, Any]:
-    """One deployment as `GET /v6/deployments` lists it."""
+    """One deployment as `GET /v6/deployments` lists it; `sha`: a git deployment's
+    commit (`meta.githubCommitSha`, as Vercel's GitHub integration sets it)."""
     return {
         "uid": deployment,
         "name": "web",
@@ -296,7 +302,7 @@ def listed_deployment(
         "readyState": state,
         "target": "production",
         "isRollbackCandidate": candidate,
-        "meta": {},
+        "meta": {"githubCommitSha": sha, "githubCommitRef": "main"} if sha else {},
     }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from agent.integrations.targets import RollbackTargets
+from agent.integrations.targets import RollbackTargets, of_commit
 from agent.metrics import Metrics
 from agent.records import DeployWindow, RollbackIntent
 from agent.rollback import RollbackDelivery, rollback_intent
@@ -518,3 +518,22 @@ def github_rollback_config(api_url: str, **rollback: Any) -> Settings:
             }
         },
     )
+
+
+def test_which_listed_deployment_is_a_commits() -> None:
+    """The newest of the commit's, by its full sha or a pipeline's short one; none for a
+    commit Vercel does not list, or one too short (or not hex) to name one."""
+    sha = "9fceb02d0ae598e95dc970b74767f19372d61af8"
+    listed = [
+        listed_deployment(NEW, 3, sha=sha),
+        listed_deployment("dpl_again", 2, sha=sha),
+        listed_deployment(OLD, 1, sha="b" * 40),
+        listed_deployment("dpl_cli", 0),  # `vercel deploy` from a laptop: no git meta
+    ]
+    assert of_commit(listed, sha) == NEW
+    assert of_commit(listed, sha[:7].upper()) == NEW
+    assert of_commit(listed, "b" * 40) == OLD
+    assert of_commit(listed, "c" * 40) is None
+    assert of_commit(listed, "9fceb0") is None
+    assert of_commit(listed, "v2.4.1-x") is None
+    assert of_commit(None, sha) is None

@@ -210,6 +210,15 @@ PASSED_ON_NO_FAILURE_HEADLINE = (
     " its bound counted as passing (one with no data at all would have left the window"
     " inconclusive); the rules below say which."
 )
+PASSED_BY_STREAK_HEADLINE = (
+    "**Deploy passed.** Not every rule was shown within its bound: {rules} passed by the"
+    " threshold streak alone (no sequential test covers such a rule; too few rounds in a row"
+    " past its bound to fail), which is no evidence that it holds{others}. The rules below"
+    " say on what evidence."
+)
+"""`passed`'s headline, passing on evidence, when a rule passed by the streak (its evidence's
+`policy` is `threshold`: `agent.analysis.policies.sequential`, a bare value's `min` or one
+gone below 0): "Every rule was shown within its bound" claimed evidence it did not have."""
 GROUP_HEADLINES: dict[AlertEvent, str] = {
     "breach": "**Rules breached.** The window keeps watching; the policy decides on a rollback.",
     "resolved": "**Resolved.** The rules are back within their bounds.",
@@ -414,6 +423,17 @@ HELD_HEADLINE = (
 (`agent.windows.overload`): "No rule failed" would tell on-call to look no further."""
 
 
+def passed_by_streak(alert: Alert) -> list[str]:
+    """The rules of a `passed` alert on evidence that passed by the threshold streak."""
+    if alert.event != "passed" or not alert.on_evidence:
+        return []
+    return [
+        str(rule_name(r))
+        for r in alert.rules
+        if isinstance(r.get("evidence"), Mapping) and r["evidence"].get("policy") == "threshold"
+    ]
+
+
 def held_regressions(alert: Alert) -> list[str]:
     """The rules of an `inconclusive` alert the judge failed and the agent held as within
     its own delay (their evidence says `agent_overloaded`: only a held fail is so marked)."""
@@ -437,6 +457,12 @@ def _headline(alert: Alert, quote: Callable[[str], str]) -> str:
         return UNCONFIGURED_HEADLINE
     if alert.event == "passed" and not alert.on_evidence:
         return PASSED_ON_NO_FAILURE_HEADLINE
+    if streak := passed_by_streak(alert):
+        others = (
+            "; the others were shown within their bounds" if len(alert.rules) > len(streak) else ""
+        )
+        names = ", ".join(f"`{name}`" for name in streak)
+        return PASSED_BY_STREAK_HEADLINE.format(rules=names, others=others)
     if alert.event == "integration_failed" and alert.call in INTEGRATION_HEADLINES:
         return INTEGRATION_HEADLINES[alert.call]
     if len(alert.rules) > 1 and alert.event in GROUP_HEADLINES:

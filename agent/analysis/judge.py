@@ -38,7 +38,15 @@ from agent.analysis.policies.fixed import FixedPolicy
 from agent.analysis.policies.sequential import SequentialPolicy
 from agent.analysis.policies.threshold import ThresholdPolicy
 from agent.analysis.sequential import BaselineData, Kind
-from agent.analysis.types import Observation, Policy, Rule, RuleOutcome, Verdict, WindowDecision
+from agent.analysis.types import (
+    Observation,
+    Policy,
+    Rule,
+    RuleOutcome,
+    RuleVerdict,
+    Verdict,
+    WindowDecision,
+)
 from agent.analysis.verdicts import (
     Glance,
     Judged,
@@ -351,11 +359,7 @@ def _decide(judged: list[Judged], rounds: int, final: bool, on_evidence: bool) -
         )
     if on_evidence:
         if verdicts and not inconclusive:
-            return Verdict(
-                "pass",
-                f"{_all_rules(len(verdicts))} within bounds on evidence over {of_rounds}",
-                verdicts,
-            )
+            return Verdict("pass", _passed_on_evidence(verdicts, of_rounds), verdicts)
         lacking = "; ".join(j.lacking for j in judged if j.verdict.outcome == "inconclusive")
         return Verdict(
             "inconclusive",
@@ -382,6 +386,28 @@ def _decide(judged: list[Judged], rounds: int, final: bool, on_evidence: bool) -
         )
     named = f": {'; '.join(j.lacking for j in silent)}" if silent else ""
     return Verdict("inconclusive", f"no rule had data to judge over {of_rounds}{named}", verdicts)
+
+
+def _passed_on_evidence(verdicts: Sequence[RuleVerdict], of_rounds: str) -> str:
+    """A pass's reason where passing takes evidence. A rule no sequential test covers (a
+    bare value's `min`, one gone below 0: `SequentialPolicy._streak_only`) passed by the
+    threshold streak (its evidence's `policy`), which is no evidence that it holds; the
+    reason names those rules rather than call every rule shown within its bound."""
+    streak = [v.name for v in verdicts if v.evidence.get("policy") == "threshold"]
+    if not streak:
+        return f"{_all_rules(len(verdicts))} within bounds on evidence over {of_rounds}"
+    shown = [v.name for v in verdicts if v.name not in streak]
+    within = "they are within their bounds" if len(streak) > 1 else "it is within its bound"
+    alone = (
+        "by the threshold streak alone (too few rounds in a row past the bound to fail),"
+        f" which is no evidence that {within}: {', '.join(streak)}"
+    )
+    if not shown:
+        return f"{_all_rules(len(verdicts))} passed over {of_rounds} {alone}"
+    return (
+        f"{_all_rules(len(verdicts))} passed over {of_rounds}: {len(shown)} within bounds on"
+        f" evidence ({', '.join(shown)}), {len(streak)} {alone}"
+    )
 
 
 def _all_rules(count: int) -> str:

@@ -316,6 +316,25 @@ def test_a_pass_says_whether_every_rule_was_shown_within_its_bound() -> None:
     assert "counted as passing" in no_failure and "shown within its bound;" not in no_failure
 
 
+def test_a_pass_with_a_rule_judged_by_the_threshold_streak_does_not_say_every_rule_was_shown() -> (
+    None
+):
+    """Passing on evidence, a rule no sequential test covers (a bare value's `min`, one gone
+    below 0) keeps the threshold streak and passes where no streak failed it: the alert said
+    "Every rule was shown within its bound" all the same. It names that rule now."""
+    rules = [
+        {"name": "errors", "outcome": "pass", "evidence": {"policy": "sequential"}},
+        {"name": "tp", "outcome": "pass", "evidence": {"policy": "threshold", "streak": 0}},
+    ]
+    said = body(Alert.for_window(window(), "passed", rules=rules))
+    assert not said.startswith("**Deploy passed.** Every rule was shown"), said
+    assert said.startswith("**Deploy passed.** Not every rule was shown within its bound"), said
+    assert "`tp`" in said and "threshold streak" in said
+    alone = [{"name": "errors", "outcome": "pass", "evidence": {"policy": "sequential"}}]
+    every = body(Alert.for_window(window(), "passed", rules=alone))
+    assert every.startswith("**Deploy passed.** Every rule was shown within its bound")
+
+
 def test_an_inconclusive_whose_fail_was_held_as_the_agents_delay_says_a_regression_may_hide() -> (
     None
 ):

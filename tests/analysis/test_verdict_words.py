@@ -50,3 +50,36 @@ def test_a_likelihood_ratio_reads_as_odds() -> None:
     assert odds(0.05) == "1 to 20"  # the data favour no regression: not "0.05 to 1"
     assert odds(740_630_521.0) == "741 million to 1"  # not a nine-digit false precision
     assert odds(3e12) == "more than a billion to 1"  # was "3e+12"
+
+
+def test_a_pass_by_the_threshold_streak_is_not_said_to_be_on_evidence() -> None:
+    """Passing on evidence, a rule no sequential test covers (a bare value's `min`, one gone
+    below 0) keeps the threshold streak, and passes where no streak failed it. The window's
+    reason read "both rules within bounds on evidence over 20 rounds" when neither had been
+    shown within its bound: it now says which rules passed by the streak alone."""
+    drift = Rule("drift", "prometheus", "query", max=1.0)
+    throughput = Rule("tp", "prometheus", "throughput", min=5.0)
+    errors = Rule("errors", "checks", "error_rate", max_increase=0.2)
+    rounds = [
+        {"drift": Observation(v), "tp": Observation(10.0), "errors": rate(1_000, 100_000)}
+        for v in [0.5, -0.3] * 10
+    ]
+    base = {"errors": rate(10_000, 1_000_000)}
+    verdict = judge([drift, throughput], {}, rounds, SEQUENTIAL, final=True, horizon=20)
+    assert verdict.decision == "pass"
+    assert "on evidence" not in verdict.reason, verdict.reason
+    assert verdict.reason == (
+        "both rules passed over 20 rounds by the threshold streak alone (too few rounds in a"
+        " row past the bound to fail), which is no evidence that they are within their"
+        " bounds: drift, tp"
+    )
+    mixed = judge([errors, throughput], base, rounds, SEQUENTIAL, final=True, horizon=20)
+    assert mixed.decision == "pass"
+    assert mixed.reason == (
+        "both rules passed over 20 rounds: 1 within bounds on evidence (errors), 1 by the"
+        " threshold streak alone (too few rounds in a row past the bound to fail), which is"
+        " no evidence that it is within its bound: tp"
+    )
+    # all on evidence: as before
+    alone = judge([errors], base, rounds, SEQUENTIAL, final=True, horizon=20)
+    assert alone.reason == "1 of 1 rule within bounds on evidence over 20 rounds"

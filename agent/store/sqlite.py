@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 import aiosqlite
 
 from agent.records import Fence, RoundRecord
-from agent.store.base import Conflict, StoreError
+from agent.store.base import Conflict, StoreError, StoreUnreachable
 from agent.store.location import sqlite_path
 from agent.store.sql import (
     LEASE_RENEWAL,
@@ -69,6 +69,14 @@ def _busy(exc: BaseException) -> bool:
     """Whether `exc` (a `StoreError` from `_raise_if_unavailable`) is SQLITE_BUSY."""
     code = getattr(exc.__cause__, "sqlite_errorcode", None)
     return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
+
+
+def _held(exc: BaseException) -> bool:
+    """Whether `exc` (an sqlite3 error, or a `StoreError` raised from one) says the file
+    is locked by another process past `busy_timeout` (SQLITE_BUSY or SQLITE_LOCKED)."""
+    cause = exc if isinstance(exc, sqlite3.Error) else exc.__cause__
+    code = getattr(cause, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _raise_if_unavailable(exc: sqlite3.Error) -> None:
@@ -236,6 +244,13 @@ class SqliteStore(SqlStore):
                 await self._reader.execute(f"PRAGMA {busy}")
         except (sqlite3.Error, StoreError) as exc:
             await self.close()
+            if _held(exc):  # another process's lock (a `sqlite3` session, a VACUUM): it
+                # lets go, as a PostgreSQL starting up answers, so `run` waits for it where
+                # it exited 2, the code of a configuration to fix
+                said = exc if isinstance(exc, sqlite3.Error) else exc.__cause__
+                raise StoreUnreachable(
+                    f"the SQLite file {self.path} is locked by another process ({said})"
+                ) from exc
             if isinstance(exc, StoreError):
                 raise
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc

@@ -207,6 +207,46 @@ async def test_a_sqlite_store_that_cannot_be_opened_is_exit_2_without_a_tracebac
     assert "Traceback" not in shown(log), shown(log)
 
 
+async def test_run_waits_for_a_sqlite_file_another_process_holds_then_serves(
+    tmp_path: Path,
+) -> None:
+    """A SQLite file held by another process as `run` starts (an operator's `sqlite3`
+    session in `BEGIN EXCLUSIVE`, a `VACUUM`) ended it at once, `store error: SQLite:
+    database is locked`, exit 2: the code of a configuration to fix (contract §1), for a
+    store that answers once the other process lets go, as a PostgreSQL still starting
+    does, which `run` waits for. It waits for this one the same way: /healthz 200,
+    /readyz 503, then serves once the file is free, and stops cleanly, exit 0."""
+    path = tmp_path / "postflight.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("BEGIN EXCLUSIVE")
+    agent, api_port, log = start(tmp_path / "agent", f"sqlite:///{path}")
+    base = f"http://127.0.0.1:{api_port}"
+    try:
+        await said(log, agent, WAITING)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            assert await answers(http, f"{base}/healthz") == (200, {"status": "ok"})
+            async with http.get(f"{base}/readyz") as r:
+                assert r.status == 503, await r.text()
+            holder.execute("COMMIT")
+            holder.close()
+            for _ in range(600):  # 30 s at most: the next try of the open
+                async with http.get(f"{base}/readyz") as r:
+                    if r.status == 200:
+                        break
+                assert agent.poll() is None, shown(log)
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"never ready: {shown(log)}")
+        agent.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(agent.wait, 20) == 0
+    finally:
+        killed(agent)
+        holder.close()
+    text = shown(log)
+    assert "locked" in text and "the store answers; starting" in text, text
+
+
 def test_a_postgresql_store_without_its_driver_says_the_extra_to_install(tmp_path: Path) -> None:
     """The README: "Install `postflight-agent[postgres]` for the driver". An install without
     it (asyncpg not importable) configured for PostgreSQL says that extra, exit 2, and

@@ -65,7 +65,7 @@ def add_register_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout",
         metavar="DURATION",
-        default="30m",
+        default=None,  # 30m; None tells a --timeout given without --wait (refused)
         help="with --wait, give up after this long (default: 30m)",
     )
     _output_arguments(parser)

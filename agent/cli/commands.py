@@ -61,6 +61,9 @@ ROLLBACK_SETTLE_S = 30.0
 """How long `register --wait` follows a failed window's rollback still being delivered (a
 first attempt's timeout is 10 s by default), so it says how the rollback went."""
 
+WAIT_DEFAULT = "30m"
+"""How long `register --wait` waits for the verdict unless `--timeout` says."""
+
 _FLAG_OF_FIELD = {
     "environment": "--env",
     "version": "--version",
@@ -204,7 +207,14 @@ def register_command(args: argparse.Namespace) -> int:
     try:
         url, token, request_timeout = _connection(args)
         request = _deploy_request(args)
-        wait_s = _duration(args.timeout, "--timeout")
+        wait_s = _duration(args.timeout or WAIT_DEFAULT, "--timeout")
+        if args.timeout is not None and not args.wait:
+            # it exited 0 once registered, before any verdict: a pipeline that meant to
+            # wait passed every deploy
+            raise UsageError(
+                "--timeout is for --wait: without it register exits 0 once the deploy is"
+                " registered, before any verdict (add --wait to wait for it)"
+            )
         key = args.idempotency_key or f"cli-{uuid.uuid4()}"
     except UsageError as exc:
         return _fail("register", str(exc))

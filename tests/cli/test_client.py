@@ -451,6 +451,20 @@ def test_usage_errors_exit_2_with_one_line(
     assert agent.call(agent.store.list_windows()).items == []
 
 
+def test_timeout_without_wait_is_refused_not_taken_as_a_wait(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`register … --timeout 20m` without `--wait` exited 0 as soon as the deploy was
+    registered, before any verdict: a pipeline that meant to wait for the verdict (the
+    exit code the contract's 1 and 3 give) passed every deploy. A usage error instead,
+    nothing registered; `--wait --timeout` as before."""
+    assert register_command(register_args(agent, "--timeout", "20m")) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("postflight register: --timeout is for --wait"), captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+    assert agent.call(agent.store.list_windows()).items == []
+
+
 def test_missing_url_or_token_exit_2(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

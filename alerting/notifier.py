@@ -328,11 +328,16 @@ class Notifier:
     def _bound_socket_timeouts(self, service: object) -> None:
         """A plugin's socket waits (email: 15 s by default) outlive apprise's deadline
         in their worker thread; keep them within `timeout` so a hung server frees
-        the thread (and process exit) soon after. Its throttle too
+        the thread (and process exit) soon after. A plugin's default shorter than it
+        (apprise's 4 s) is raised to it: a channel answering in 4.5 s failed under a
+        10 s `alerting.timeout` and was sent the alert again by each retry. A URL's own
+        `cto`/`rto` (an attribute of the instance) is kept within it. Its throttle too
         (`THROTTLE_SHARE`)."""
         for name in ("socket_connect_timeout", "socket_read_timeout"):
             value = getattr(service, name, None)
-            if isinstance(value, int | float) and value > self._timeout:
+            if not isinstance(value, int | float):
+                continue
+            if name not in vars(service) or value > self._timeout:
                 setattr(service, name, self._timeout)
         pause = getattr(service, "request_rate_per_sec", None)
         if isinstance(pause, int | float) and pause > THROTTLE_SHARE * self._timeout:

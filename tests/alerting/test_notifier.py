@@ -357,6 +357,24 @@ async def test_a_channel_that_never_answers_is_said_to_have_given_no_answer(
         assert channel.detail.startswith("no answer within 1s"), channel.detail
 
 
+async def test_a_channel_answering_within_alerting_timeout_takes_the_alert_once(
+    json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """`alerting.timeout` bounds an alert's send: a chat service answering in 4.5 s with
+    the timeout set to 10 s failed at apprise's own 4 s read timeout ('A Connection error
+    occurred'), whatever the timeout said, and its retries sent it again each time (three
+    copies of one alert at a slow service). A URL's own `rto` stays as it asks."""
+    json_sink.answer_after(4.5)
+    own_rto = json_sink.url("short", rto="1")
+    notify = notifier([(json_sink.url(), []), (own_rto, [])], metrics, timeout=10.0)
+
+    outcome = await notify.send(alert(), [])
+
+    assert [c.sent for c in outcome.channels] == [True, False], outcome.describe()
+    assert [n.path for n in json_sink.notifications].count("/alerts") == 1
+    assert sent(metrics, "sent") == 1
+
+
 async def test_an_invalid_channel_url_counts_as_failed_and_is_reported(
     json_sink: JsonSink, metrics: Metrics
 ) -> None:

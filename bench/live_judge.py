@@ -12,12 +12,19 @@ json:// channel), one environment per local aiohttp target, a background baselin
 - `bursty`: 10 A/A environments, `--repeats` windows each, errors in bursts (a
   `--slot`-long stretch is bad with probability 0.1, then 20% of its requests fail).
 
+- `trial`: the new user's trial of issue 10 on the defaults (no `window`, `interval`,
+  `background_interval` or `probes_per_round` set: 15m windows of 30 s rounds of 10
+  probes, background runs every 30 s): `--envs` environments of a 50 ms, 2% errors
+  target, a quarter errors x5, a quarter latency x2, half A/A; with `--cli` each deploy is
+  `postflight register --wait` (its output kept beside the results).
+
 Truth from outside: rollbacks counted at the receiver (by deploy), alerts at the sink.
 `--burn N` runs N CPU burners beside the daemon.
 
     python bench/live_judge.py mixed --speeds mid,mid --probes 40
     python bench/live_judge.py mixed --speeds fast,slow --probes 40 --burn 1
     python bench/live_judge.py bursty --probes 40 --window 1m --repeats 2 --slot 5
+    python bench/live_judge.py trial --pre 180 --cli
 """
 
 from __future__ import annotations
@@ -91,14 +98,17 @@ class Target:
 
 
 def env_yaml(name: str, url: str, receiver: str, a: argparse.Namespace) -> str:
+    """One environment; a timing key left unset (the `trial` scenario's) is the default's."""
+    timing = {
+        "window": a.window,
+        "interval": a.interval,
+        "background_interval": a.background,
+        "probes_per_round": a.probes,
+    }
+    keys = "".join(f"\n    {k}: {v}" for k, v in timing.items() if v is not None)
     return f"""
   {name}:
-    base_url: {url}
-    window: {a.window}
-    interval: {a.interval}
-    lookback: 1h
-    background_interval: {a.background}
-    probes_per_round: {a.probes}
+    base_url: {url}{keys}
     checks:
       - name: api-health
         type: http
@@ -147,6 +157,12 @@ def plan(a: argparse.Namespace) -> list[dict]:
                     }
                 )
                 i += 1
+    elif a.scenario == "trial":  # the new user's: half regressed, half A/A, 50 ms, 2%
+        kinds = ["errors_x5", "aa", "latency_x2", "aa"]
+        for i in range(a.envs):
+            kind = kinds[i % len(kinds)]
+            envs.append({"name": f"t{i:02d}-{kind}", "latency": 0.05, "errors": 0.02, "kind": kind})
+            envs[-1]["burst"] = 0.0
     else:  # bursty: 10 envs, 2 windows each
         for i in range(10):
             envs.append(
@@ -206,6 +222,8 @@ environments:""" + "".join(
                 if not onset:
                     apply(kind, e, t)
                 t0 = time.monotonic()
+                if a.cli:
+                    return await registered_by_cli(e, t, n, t0, base, tmp)
                 async with http.post(
                     f"{base}/v1/deploys",
                     headers=hdr,
@@ -299,6 +317,58 @@ def table(results: list[dict]) -> None:
         print(f"| {speed} | {kind} | {len(g)} | {back} | {passed} | {unsure} | {seconds} |")
 
 
+async def registered_by_cli(e: dict, t: Target, n: int, t0: float, base: str, tmp: Path) -> dict:
+    """`postflight register --wait` as the user runs it: its output kept in `tmp`, then
+    the deploy read back as JSON (`postflight status --json`) for the table."""
+    env = {**os.environ, "POSTFLIGHT_URL": base, "POSTFLIGHT_TOKEN": TOKEN}
+    cmd = [sys.executable, "-m", "agent", "register", "--env", e["name"], "--version", f"v{n}"]
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, "--wait", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env
+    )
+    out, _ = await proc.communicate()
+    end = time.monotonic()
+    (tmp / f"{e['name']}-v{n}.out").write_bytes(out)
+    t.latency, t.error_rate = e["latency"], e["errors"]  # back to the old version
+    shown = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent",
+        "status",
+        "--env",
+        e["name"],
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    listed, _ = await shown.communicate()
+    parsed = json.loads(listed)
+    deploys = parsed if isinstance(parsed, list) else parsed.get("items", [])
+    d = next(x for x in deploys if x["version"] == f"v{n}")
+    one = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent",
+        "status",
+        d["id"],
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    d = json.loads((await one.communicate())[0])
+    return {
+        "env": e["name"],
+        "kind": e["kind"],
+        "version": f"v{n}",
+        "state": d["state"],
+        "rounds": d.get("rounds"),
+        "t_verdict": round(end - t0, 1),
+        "t_from_onset": None,
+        "verdict": d.get("verdict"),
+        "warnings": d.get("warnings"),
+        "exit": proc.returncode,
+    }
+
+
 def start_processes(
     tmp: Path, burn: int
 ) -> tuple[subprocess.Popen[bytes], list[subprocess.Popen[bytes]]]:
@@ -324,11 +394,11 @@ def apply(kind: str, e: dict, t: Target) -> None:
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
-    p.add_argument("scenario", choices=["mixed", "bursty"])
+    p.add_argument("scenario", choices=["mixed", "bursty", "trial"])
     p.add_argument("--burn", type=int, default=0)
-    p.add_argument("--window", default="2m")
-    p.add_argument("--interval", default="5s")
-    p.add_argument("--background", default="5s")
+    p.add_argument("--window")
+    p.add_argument("--interval")
+    p.add_argument("--background")
     p.add_argument("--pre", type=float, default=40.0)
     p.add_argument("--onset", type=float, default=30.0)
     p.add_argument("--speeds", default="mid,mid")
@@ -336,8 +406,14 @@ if __name__ == "__main__":
     p.add_argument("--gap", type=float, default=3.0)
     p.add_argument("--stagger", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--probes", type=int, default=10)
+    p.add_argument("--probes", type=int)
+    p.add_argument("--envs", type=int, default=12)
+    p.add_argument("--cli", action="store_true", help="register --wait, as the user runs it")
     p.add_argument("--slot", type=float, default=0.5)
     args = p.parse_args()
+    if args.scenario != "trial":  # the other scenarios' short windows
+        for key, value in (("window", "2m"), ("interval", "5s"), ("background", "5s")):
+            setattr(args, key, getattr(args, key) or value)
+        args.probes = args.probes or 10
     SLOT = args.slot
     asyncio.run(main(args))

@@ -434,6 +434,30 @@ def passed_by_streak(alert: Alert) -> list[str]:
     ]
 
 
+FAILED_BREACH_HEADLINE = (
+    "**{head}.** The window failed on {which}: its verdict, and the rollback if one is"
+    " asked, come in their own alert."
+)
+"""`breach`'s headline when a rule it names failed: a failing rule fails the window in that
+round under every policy, where "The window keeps watching" came beside (even after) the
+rollback already asked for."""
+
+
+def failed_breach(alert: Alert) -> str | None:
+    """The headline of a `breach` alert naming a rule that failed; None otherwise."""
+    if alert.event != "breach":
+        return None
+    failed = [str(rule_name(r)) for r in alert.rules if r.get("outcome") == "fail"]
+    if not failed:
+        return None
+    if len(failed) == len(alert.rules):
+        one = len(failed) == 1
+        head, which = ("Rule failed", "it") if one else ("Rules failed", "them")
+    else:
+        head, which = "Rules breached", ", ".join(f"`{name}`" for name in failed)
+    return FAILED_BREACH_HEADLINE.format(head=head, which=which)
+
+
 def held_regressions(alert: Alert) -> list[str]:
     """The rules of an `inconclusive` alert the judge failed and the agent held as within
     its own delay (their evidence says `agent_overloaded`: only a held fail is so marked)."""
@@ -457,6 +481,8 @@ def _headline(alert: Alert, quote: Callable[[str], str]) -> str:
         return UNCONFIGURED_HEADLINE
     if alert.event == "passed" and not alert.on_evidence:
         return PASSED_ON_NO_FAILURE_HEADLINE
+    if failed := failed_breach(alert):
+        return failed
     if streak := passed_by_streak(alert):
         others = (
             "; the others were shown within their bounds" if len(alert.rules) > len(streak) else ""

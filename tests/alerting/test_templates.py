@@ -139,6 +139,26 @@ def test_a_rule_breaching_short_of_its_failure_limit_is_not_called_a_pass() -> N
     assert "[pass]" in body(Alert.for_window(window(), "resolved", rules=[cleared]))
 
 
+def test_a_breach_whose_rules_failed_does_not_say_the_window_keeps_watching() -> None:
+    """A rule that fails fails the window in the same round (under every policy): issue
+    10's live trial on the defaults sent "probe-errors breached ... The window keeps
+    watching; the policy decides on a rollback" after (or before) the rollback it had
+    already asked for. A breach short of failing (a threshold streak) still says so."""
+    failed = body(Alert.for_window(window(), "breach", rules=RULES[:1]))
+    assert "keeps watching" not in failed, failed
+    assert failed.startswith("**Rule failed.** The window failed on it"), failed
+    both = body(Alert.for_window(window(), "breach", rules=RULES))
+    assert both.startswith("**Rules failed.** The window failed on them"), both
+    breaching = RULES[0] | {
+        "outcome": "pass",
+        "evidence": {"policy": "threshold", "streak": 1, "failure_limit": 3},
+    }
+    short = body(Alert.for_window(window(), "breach", rules=[breaching]))
+    assert short.startswith("**Rule breached.** The window keeps watching"), short
+    mixed = body(Alert.for_window(window(), "breach", rules=[breaching, RULES[1]]))
+    assert mixed.startswith("**Rules breached.** The window failed on `p95`"), mixed
+
+
 @pytest.mark.parametrize(
     ("metric", "value", "shown"),
     [

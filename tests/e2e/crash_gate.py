@@ -102,8 +102,9 @@ def _staging_rounds(url: str, rounds: int) -> None:
 
 
 def _answered(workdir: Path) -> bool:
-    """Whether the store holds the gate as answered (its outcome recorded)."""
-    found = store_rows(workdir, "SELECT answered_at FROM gates")
+    """Whether the store holds the gate as answered (its outcome recorded): in
+    `gates_by_environment`, where this version keeps its gates since migration 14."""
+    found = store_rows(workdir, "SELECT answered_at FROM gates_by_environment")
     return bool(found) and all(answered is not None for (answered,) in found)
 
 

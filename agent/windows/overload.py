@@ -102,6 +102,8 @@ class DropTally:
             mine = self.by_check.setdefault(check, [0, 0, 0])
             for k in range(3):
                 mine[k] += int(counts[k])
+        if self.delays.by_kernel and (self.samples or self.latency):
+            self.delays.heartbeat_only()  # `guard` weighs it by the heartbeat's bound from now
 
     def summary(self) -> dict[str, Any]:
         """The round summary's `dropped` entry, or when nothing was dropped each check's
@@ -126,7 +128,7 @@ class DropTally:
         """A stored round (a restart resumes the window's counts)."""
         checks = summary.get("checks") or {}
         dropped = summary.get("dropped") or {}
-        self.delays.resumed = True
+        self.delays.resume()
         if "by_check" in dropped:
             self._add(dropped["by_check"])
             return
@@ -329,39 +331,67 @@ class DelayTally:
     (10% + 15 ms) held a fast service's latency x2 on a mildly busy host as the agent's,
     where its readings were measured 1-6 ms late (issue 10).
 
-    Two float32 arrays a check (a few KB for a window of hundreds of readings). A check
-    whose readings came without a measure (a load run's requests, each attributed in
+    Float32 arrays a check, every reading of the window's in each: 432 KB a window-hour at
+    10 probes a second, so only what `margin` may still read is kept. A check whose
+    readings came without a measure (a load run's requests, each attributed in
     `checks.load`) is `unmeasured`, as is every check of a window resumed from its stored
-    rounds: their rules keep the worst case."""
+    rounds: their rules keep the worst case, and nothing of theirs is kept. Once the window
+    dropped a reading (`heartbeat_only`), the readings less the kernel's measure go: the
+    guard weighs such a window by the heartbeat's bound (`margin`'s `kernel`)."""
 
-    __slots__ = ("read", "resumed", "stamps", "unmeasured")
+    __slots__ = ("by_kernel", "read", "resumed", "stamps", "unmeasured")
 
     def __init__(self) -> None:
         self.read: dict[str, tuple[array[float], array[float], array[float]]] = {}
         """Check -> (latencies kept, each less its measured delay (the heartbeat's bound),
-        each less the kernel's measure where kept, else that bound)."""
+        each less the kernel's measure where kept, else that bound: only while `by_kernel`)."""
         self.unmeasured: set[str] = set()
         self.stamps: dict[str, list[int]] = {}
         """Check -> [readings whose delay is the kernel's measure (`checks.stamps`),
         readings measured]: the others carry the heartbeat's bound (not on Linux; a new
         connection's first answer, whose connect no stamp sees)."""
         self.resumed = False
+        self.by_kernel = True
+        """Whether the readings less the kernel's measure are kept (`heartbeat_only`)."""
+
+    def resume(self) -> None:
+        """A window resumed from its stored rounds, whose readings were not kept: its rules
+        keep the worst case, so none of its readings is kept from now on either."""
+        self.resumed = True
+        self.read.clear()
+
+    def heartbeat_only(self) -> None:
+        """The window dropped a reading (the drops only add up): `guard` weighs its
+        latencies by the heartbeat's bound from now on, never again by the kernel's measure,
+        whose readings go."""
+        self.by_kernel = False
+        for read in self.read.values():
+            del read[2][:]
+
+    def _unmeasured(self, check: str) -> None:
+        """`check` gave a reading without a measure: its rules keep the worst case, and
+        what it kept goes (neither `margin` nor `stamped` reads it again)."""
+        self.unmeasured.add(check)
+        self.read.pop(check, None)
+        self.stamps.pop(check, None)
 
     def note(self, results: Sequence[CheckResult]) -> None:
         """A round's results: the deploy's kept latencies, and what the agent measured."""
+        if self.resumed:
+            return  # its rules keep the worst case: nothing here is read again
         for result in results:
             samples = result.samples
             if len(samples) != 1:
                 if len(samples) > 1 and samples[0].target == "deploy":
-                    self.unmeasured.add(result.check)
+                    self._unmeasured(result.check)
                 continue
             sample = samples[0]
             latency = sample.latency_s
-            if latency is None or sample.target != "deploy":
+            if latency is None or sample.target != "deploy" or result.check in self.unmeasured:
                 continue
             delay = result.details.get(AGENT_DELAY)
             if delay is None:
-                self.unmeasured.add(result.check)
+                self._unmeasured(result.check)
                 continue
             counts = self.stamps.setdefault(result.check, [0, 0])
             kernel = result.details.get(AGENT_KERNEL_DELAY)
@@ -373,7 +403,8 @@ class DelayTally:
             read[0].append(latency)
             # the answer came after the request went out: it waited no longer than that
             read[1].append(latency - min(delay, latency))
-            read[2].append(latency - min(delay if kernel is None else kernel, latency))
+            if self.by_kernel:
+                read[2].append(latency - min(delay if kernel is None else kernel, latency))
 
     def stamped(self, rule: Rule) -> bool:
         """Whether the latencies `rule` reads were measured to the kernel's stamp, all
@@ -414,6 +445,7 @@ class DelayTally:
         q = quantile_of(rule.metric)
         if q is None or self.resumed:
             return None
+        assert self.by_kernel or not kernel, "the kernel's readings went with the first drop"
         if rule.check is None:
             if self.unmeasured:
                 return None

@@ -237,7 +237,10 @@ def build_app(
         app[METRICS].store_up.set(1)  # 0 until now, the wait at start included
         yield
         closing = asyncio.create_task(app[STORE].close(), name="closing the store")
-        await stop.settle([closing], grace=math.inf)
+        if getattr(shared, "closes_on_threads", False):
+            await _close_on_threads(closing, stop)
+        else:
+            await stop.settle([closing], grace=math.inf)
 
     sessions = TargetSessions()
     notifier = Notifier(
@@ -344,6 +347,24 @@ def build_app(
     app.cleanup_ctx.append(resources_ctx)
     app.cleanup_ctx.append(watcher_ctx)
     return app
+
+
+async def _close_on_threads(closing: asyncio.Task[None], stop: StopBudget) -> None:
+    """Wait for a store's close whose threads end only with it (SQLite's: aiosqlite's, one
+    per connection) to its end, past the stop's budget: the process waits for those
+    threads at its exit all the same, and a close left at the budget ran on under a loop
+    that had closed, which its thread then told (`RuntimeError: Event loop is closed`, a
+    traceback in the log). The hard bound (`stopping.exit_if_still_running`) still ends
+    the process at its time."""
+    done, _ = await asyncio.wait({closing}, timeout=stop.left())
+    if not done:
+        log.warning(
+            "stopping: closing the store is still running at the end of the stop's budget;"
+            " waiting for its threads (the process exits at shutdown_timeout at the latest)"
+        )
+        await asyncio.wait({closing})
+    if not closing.cancelled() and closing.exception() is not None:
+        log.error("stopping: closing the store failed", exc_info=closing.exception())
 
 
 def _loop_ended(what: str, up: Gauge, task: asyncio.Task[None]) -> None:

@@ -205,6 +205,10 @@ class StoreInUse(StoreError):
 class SqliteStore(SqlStore):
     """`Store` on one SQLite file (WAL: readers never block the writer)."""
 
+    closes_on_threads = True
+    """Its connections are threads (aiosqlite's) that end only with `close`: a stop waits
+    for it to its end (`agent.app`), as the process's exit does for the threads."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._db: aiosqlite.Connection | None = None

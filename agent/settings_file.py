@@ -629,6 +629,12 @@ def _overrides(
             message = f"unknown section (check the variable's spelling; sections: {sections})"
             problems.append(ConfigProblem((section,), message, variable=name))
             continue
+        repeated = _key_given_twice(value)
+        if repeated is not None:  # the file's is an error too; json.loads kept the last
+            loc = tuple(name[len(OVERRIDE_PREFIX) :].lower().split("__"))
+            message = f"the key {repeated!r} is given twice in one object; give it once"
+            problems.append(ConfigProblem(loc, message, variable=name))
+            continue
         try:
             _origins(name, environment_overrides({name: value}), (), origins)
         except SettingsError as exc:
@@ -644,6 +650,32 @@ def _overrides(
             continue
         readable[name] = value
     return environment_overrides(readable), origins
+
+
+class _GivenTwice(ValueError):
+    """A JSON object that gives its key `args[0]` twice."""
+
+
+def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _GivenTwice(key)
+        seen.add(key)
+    return dict(pairs)
+
+
+def _key_given_twice(value: str) -> str | None:
+    """The first key an object of `value`, read as JSON, gives twice (None when it is not
+    JSON or gives each once): an override's `{"listen": …, "listen": …}` was read as its
+    last, where the file's duplicate key is an error."""
+    try:
+        json.loads(value, object_pairs_hook=_once_each)
+    except _GivenTwice as exc:
+        return str(exc.args[0])
+    except (ValueError, RecursionError):
+        return None
+    return None
 
 
 def _replacing_values(document: dict[str, Any], origins: _Origins) -> None:

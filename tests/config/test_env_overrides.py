@@ -142,6 +142,34 @@ def test_an_override_of_no_section_is_an_error_not_silently_ignored(
     assert "servr (from $POSTFLIGHT__SERVR__LISTEN): unknown section (check the" in out, out
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "path"),
+    [
+        ("POSTFLIGHT__SERVER", '{"listen": "127.0.0.1:1", "listen": "127.0.0.1:2"}', "server"),
+        (
+            "POSTFLIGHT__ENVIRONMENTS__PRODUCTION__CHECKS",
+            '[{"name": "a", "type": "http", "path": "/a", "path": "/b"}]',
+            "environments.production.checks",
+        ),
+    ],
+)
+def test_a_key_given_twice_in_an_overrides_json_is_an_error_naming_it(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+    path: str,
+) -> None:
+    """A key given twice in the file is an error at its second line; in an override's
+    JSON it was taken silently as its last (`listen` 127.0.0.1:2, `path` /b), valid."""
+    monkeypatch.setenv(variable, value)
+    code, out = run_validate(tmp_path, MINIMAL, capsys)
+    assert code == 2, out
+    assert f"{path} (from ${variable}): " in out, out
+    assert "is given twice in one object; give it once" in out, out
+
+
 def test_a_list_item_set_by_its_index_is_an_error_saying_lists_are_set_whole(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

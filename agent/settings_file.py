@@ -623,11 +623,20 @@ def _overrides(
             )
             problems.append(ConfigProblem(tuple(parts[:index]), message, variable=name))
             continue
+        if "" in parts[1:]:  # `POSTFLIGHT__SERVER__=…`: was an unknown key `server.`
+            loc = tuple(parts[: parts.index("", 1)])
+            message = "a key's name is empty (one `_` too many between two names?)"
+            problems.append(ConfigProblem(loc, message, variable=name))
+            continue
         section = parts[0]
         if section not in Settings.model_fields:  # pydantic-settings would skip it unsaid
             sections = ", ".join(Settings.model_fields)
             message = f"unknown section (check the variable's spelling; sections: {sections})"
             problems.append(ConfigProblem((section,), message, variable=name))
+            continue
+        if len(parts) == 1 and value.strip() == "null":  # pydantic-settings dropped it unsaid
+            message = 'should be a JSON object ({"key": "value"}), not a single value or a list'
+            problems.append(ConfigProblem(tuple(parts), message, variable=name))
             continue
         repeated = _key_given_twice(value)
         if repeated is not None:  # the file's is an error too; json.loads kept the last

@@ -170,6 +170,40 @@ def test_a_key_given_twice_in_an_overrides_json_is_an_error_naming_it(
     assert "is given twice in one object; give it once" in out, out
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "path", "said"),
+    [
+        (
+            "POSTFLIGHT__STORE",
+            "null",
+            "store",
+            'should be a JSON object ({"key": "value"}), not a single value or a list',
+        ),
+        (
+            "POSTFLIGHT__SERVER__",
+            "127.0.0.1:1",
+            "server",
+            "a key's name is empty (one `_` too many between two names?)",
+        ),
+    ],
+)
+def test_a_section_set_to_null_or_an_empty_key_is_an_error_naming_it(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+    path: str,
+    said: str,
+) -> None:
+    """`POSTFLIGHT__STORE=null` validated and was ignored (the file's `store:` left empty
+    is an error), and `POSTFLIGHT__SERVER__=…` was said at `server.`, an unknown key."""
+    monkeypatch.setenv(variable, value)
+    code, out = run_validate(tmp_path, MINIMAL, capsys)
+    assert code == 2, out
+    assert f"  {path} (from ${variable}): {said}\n" in out, out
+
+
 def test_a_list_item_set_by_its_index_is_an_error_saying_lists_are_set_whole(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

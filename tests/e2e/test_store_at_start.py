@@ -247,6 +247,23 @@ async def test_run_waits_for_a_sqlite_file_another_process_holds_then_serves(
     assert "locked" in text and "the store answers; starting" in text, text
 
 
+async def test_a_stop_while_waiting_for_a_held_sqlite_file_exits_0(tmp_path: Path) -> None:
+    """The wait for a SQLite file another process holds is a stop's clean exit too."""
+    path = tmp_path / "postflight.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("BEGIN EXCLUSIVE")
+    agent, _, log = start(tmp_path / "agent", f"sqlite:///{path}")
+    try:
+        await said(log, agent, WAITING)
+        agent.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(agent.wait, 20) == 0
+    finally:
+        killed(agent)
+        holder.close()
+    assert "stopped while waiting for the store" in shown(log), shown(log)
+
+
 def test_a_postgresql_store_without_its_driver_says_the_extra_to_install(tmp_path: Path) -> None:
     """The README: "Install `postflight-agent[postgres]` for the driver". An install without
     it (asyncpg not importable) configured for PostgreSQL says that extra, exit 2, and

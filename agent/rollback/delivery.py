@@ -1008,6 +1008,9 @@ def _unanswered(exc: BaseException) -> str:
     refused connection (`Cannot connect to host 127.0.0.1:9 ssl:default [Connect call
     failed ('127.0.0.1', 9)]`) names TLS settings of a plain-http URL. A TLS failure
     keeps aiohttp's words (the certificate's fault is in them)."""
+    if type(exc) is aiohttp.ClientConnectorDNSError:  # a typo in the host, or DNS down
+        reason = exc.os_error.strerror or type(exc.os_error).__name__
+        return f"cannot resolve {exc.host} ({reason})"
     if type(exc) is aiohttp.ClientConnectorError:
         # asyncio words it "Connect call failed (host, port)": the errno says why
         code = exc.os_error.errno

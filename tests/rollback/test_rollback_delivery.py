@@ -437,6 +437,25 @@ async def test_connection_refused_is_retried_then_fails_without_raising(
     assert f"last attempt: {refused}" in details(deploy, Style(color=False))
 
 
+async def test_a_host_that_does_not_resolve_is_said_so_and_retried(
+    store: SqliteStore, delivery: RollbackDelivery
+) -> None:
+    """A typo in rollback.url's host (or a DNS outage) read as aiohttp words it,
+    `ClientConnectorDNSError: Cannot connect to host hooks.example.invalid:80 ssl:default
+    [Name or service not known]`, TLS settings of a plain-http URL included: said as a
+    refused connection is since aiohttp's DNS error became a class of its own."""
+    url = "http://hooks.example.invalid/rollback"  # RFC 6761: never resolves
+
+    done = await delivery.deliver(
+        await stored_intent(store), settings(url, max_attempts=2, timeout=5.0), "production"
+    )
+
+    assert done.state == "failed" and done.attempts == 2 and done.last_status is None
+    assert done.last_error is not None
+    assert done.last_error.startswith("cannot resolve hooks.example.invalid ("), done.last_error
+    assert "ssl:default" not in done.last_error and "ClientConnector" not in done.last_error
+
+
 async def test_refused_attempts_leave_no_exceptions_for_the_collector(
     store: SqliteStore, delivery: RollbackDelivery
 ) -> None:

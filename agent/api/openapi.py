@@ -60,6 +60,21 @@ _ERRORS = {
     ),
 }
 
+_CHALLENGE = {
+    "WWW-Authenticate": {
+        "description": "`Bearer`: send `Authorization: Bearer <token>` (contract §2).",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^Bearer"},
+    }
+}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    }
+}
+
 
 _HTTP_ERRORS = {
     400: (
@@ -138,10 +153,14 @@ def _document() -> dict[str, Any]:
     problem = ref(Problem)
 
     def errors(*codes: int, **special: str) -> dict[str, Any]:
-        return {
+        """A bearer operation's problems: 401 and 503 always, with their headers."""
+        out = {
             str(code): _problem(special.get(f"e{code}", _ERRORS[code]), problem)
             for code in sorted({*codes, 401, 503})
         }
+        out["401"]["headers"] = _CHALLENGE
+        out["503"]["headers"] = _RETRY_AFTER
+        return out
 
     # The query model's fields become the list route's parameters.
     query_schema = ListQuery.model_json_schema(ref_template=_REF)

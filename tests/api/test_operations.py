@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -136,6 +137,27 @@ def test_openapi_documents_every_route_and_error(app: web.Application) -> None:
             assert bool(op["security"]) == needs_auth, path
             if needs_auth:
                 assert "401" in op["responses"]
+
+
+async def test_the_document_declares_the_401_challenge_and_the_503_retry_after(
+    client: Client,
+) -> None:
+    """Contract §2: a 401 carries `WWW-Authenticate: Bearer`, and a store that does not
+    answer is a 503 with `Retry-After`. The document said so in words only, so a client
+    generated from it, or schemathesis' header check, could not see them: each bearer
+    operation declares both headers, and the served 401 matches the declaration."""
+    document = openapi_document()
+    for path, ops in document["paths"].items():
+        for method, op in ops.items():
+            if not op["security"]:
+                continue
+            challenge = op["responses"]["401"].get("headers", {}).get("WWW-Authenticate")
+            assert challenge is not None and challenge["required"], (method, path)
+            retry = op["responses"]["503"].get("headers", {}).get("Retry-After")
+            assert retry is not None and retry["required"], (method, path)
+            served = await client.request(method.upper(), path.replace("{id}", "dep_x"))
+            assert served.status == 401, (method, path)
+            assert re.fullmatch(challenge["schema"]["pattern"], served.headers["WWW-Authenticate"])
 
 
 def test_every_operation_documents_what_the_http_server_answers_before_any_route() -> None:

@@ -209,10 +209,14 @@ def validation_errors(
     return out
 
 
-def invalid_fields(errors: list[dict[str, Any]], detail: str | None = None) -> ApiProblem:
+def invalid_fields(
+    errors: list[dict[str, Any]], detail: str | None = None, *, whole: str = "body"
+) -> ApiProblem:
+    """A 422; its detail names the first error's field, or `whole` (what was read: the
+    body, a GET's query) for an error of no name."""
     if detail is None:
         first = errors[0] if errors else {"loc": [], "msg": "invalid"}
-        where = ".".join(str(p) for p in first["loc"]) or "body"
+        where = ".".join(str(p) for p in first["loc"]) or whole
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         detail = f"{where}: {first['msg']}{more}"
     return ApiProblem(422, detail, title="Invalid fields", errors=errors)

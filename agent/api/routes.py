@@ -420,7 +420,9 @@ def _list_query(request: web.Request) -> ListQuery:
     values: dict[str, str] = {}
     for name in dict.fromkeys(query):
         given = query.getall(name)
-        if len(given) > 1:
+        if name == "":  # `?=x`: a script's `?${NAME}=${VALUE}` with NAME unset
+            errors.append({"loc": [name], "msg": "a query parameter with no name; give name=value"})
+        elif len(given) > 1:
             errors.append({"loc": [name], "msg": "give this parameter at most once"})
         elif given[0] == "" and name in EMPTY_MEANS_NOT_GIVEN:
             continue
@@ -432,9 +434,9 @@ def _list_query(request: web.Request) -> ListQuery:
         parsed = ListQuery.model_validate(values)
     except ValidationError as exc:
         errors.extend(validation_errors(exc, known_fields=ListQuery.model_fields))
-        raise invalid_fields(errors) from None
+        raise invalid_fields(errors, whole="query") from None
     if errors:
-        raise invalid_fields(errors)
+        raise invalid_fields(errors, whole="query")
     return parsed
 
 

@@ -670,6 +670,19 @@ async def test_a_sqlite_file_another_process_holds_is_a_503_to_retry_not_a_500(
     assert created.status == 201, await created.text()
 
 
+@pytest.mark.parametrize("query", ["=", "=x", "limit=2&=x"])
+async def test_a_list_parameter_with_no_name_is_said_to_have_none(
+    client: Client, query: str
+) -> None:
+    """`?=x` (a script's `?${NAME}=${VALUE}` with NAME unset) was said to be the body's
+    ('body: unknown field; …'), and `?=` 'body: must not be empty': a GET has no body."""
+    body = await problem(await client.get(f"/v1/deploys?{query}", headers=AUTH), 422)
+    assert body["errors"] == [
+        {"loc": [""], "msg": "a query parameter with no name; give name=value"}
+    ]
+    assert body["detail"].startswith("query: a query parameter with no name"), body
+
+
 @pytest.mark.parametrize(
     ("query", "says"),
     [

@@ -12,7 +12,7 @@ import re
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, get_args
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import (
@@ -56,9 +56,12 @@ from agent.integrations.config import (
     GateSettings,
     GithubIntegration,
     GithubRollback,
+    GithubSource,
     IntegrationsSettings,
+    Slug,
     SourcesSettings,
     VercelIntegration,
+    VercelSource,
 )
 from agent.providers.plugins import ProviderPluginError, config_model_for, plugin_names
 from agent.providers.provider_settings import BaselineSettings, ProvidersSettings
@@ -487,8 +490,12 @@ class RuleSettings(StrictModel):
         )
 
 
+RollbackTarget = Literal["webhook", "vercel", "github"]
+ROLLBACK_TARGETS: tuple[str, ...] = get_args(RollbackTarget)
+
+
 class RollbackSettings(StrictModel):
-    target: Literal["webhook", "vercel", "github"] = "webhook"
+    target: RollbackTarget = "webhook"
     """Where a rollback goes: the signed webhook (§3), Vercel's instant rollback, or a
     GitHub workflow_dispatch (§7)."""
     url: HttpUrl | None = None
@@ -1144,28 +1151,84 @@ def _summaries_gone_before_lookback(
 
 
 @dataclass(frozen=True, slots=True)
+class _Gate:
+    after: str | None
+    """None: given, but not a name (its own error)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Rollback:
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
 class _ValidParts:
-    """The parts of an environment the integration checks read, each valid on its own."""
+    """The parts of an environment the integration checks read, each key valid on its own."""
 
     sources: SourcesSettings
-    gate: GateSettings | None
-    rollback: RollbackSettings | None
+    gate: _Gate | None
+    rollback: _Rollback | None
+
+
+def _readable(
+    section: Any, models: Mapping[str, type[BaseModel]], at: str, unread: set[str]
+) -> dict[str, Any]:
+    """Each of `models`' keys of `section` that validates on its own; the path of one given
+    that does not is added to `unread`, as is each of a section that is not a mapping, and
+    each one absent beside an unknown key (`githib:` may be it, misspelled)."""
+    found: dict[str, Any] = {}
+    mapping = isinstance(section, Mapping)
+    misspelled = mapping and any(key not in models for key in section)
+    for key, model in models.items():
+        value = section.get(key) if mapping else section
+        valid = None if value is None else _valid(TypeAdapter(model), value)
+        if valid is not None:
+            found[key] = valid
+        elif value is not None or misspelled:
+            unread.add(f"{at}.{key}")
+    return found
+
+
+def _environment_parts(name: str, env: Mapping[str, Any], unread: set[str]) -> _ValidParts:
+    """What the integration checks read of `env`, key by key: a part with an error of its
+    own (a rollback `target: github` without its `github:` workflow, a gate's `timeout`)
+    hid every other error of its environment's sources, gate and rollback."""
+    at = f"environments.{name}"
+    sources = _readable(
+        env.get("sources"),
+        {"vercel": VercelSource, "github": GithubSource},
+        f"{at}.sources",
+        unread,
+    )
+    gate, rollback = env.get("gate"), env.get("rollback")
+    after = _valid(TypeAdapter(Slug), gate.get("after")) if isinstance(gate, Mapping) else None
+    target = rollback.get("target", "webhook") if isinstance(rollback, Mapping) else None
+    return _ValidParts(
+        SourcesSettings(**sources),
+        None if gate is None else _Gate(after),
+        _Rollback(target) if rollback is not None and target in ROLLBACK_TARGETS else None,
+    )
 
 
 def _cross_sections_in_document(
     document: Mapping[str, Any], environments: Mapping[str, Any]
 ) -> list[tuple[tuple[str | int, ...], str]]:
     """`Settings`' own checks across sections (integrations, the retention of probe
-    summaries), on the sections and environment parts that validate on their own; an
-    environment with a part that does not is left out, as is every check when the
-    section it needs does not validate (its own errors say why)."""
+    summaries), on the keys that validate on their own; a check that reads one that does
+    not is left out, as is the retention's when a lookback does not validate (their own
+    errors say why)."""
     from agent.integrations.validate import integration_errors
 
     found: list[tuple[tuple[str | int, ...], str]] = []
-    try:
-        integrations = IntegrationsSettings.model_validate(document.get("integrations") or {})
-    except ValidationError:
-        integrations = None
+    unread: set[str] = set()
+    integrations = IntegrationsSettings(
+        **_readable(
+            document.get("integrations"),
+            {"github": GithubIntegration, "vercel": VercelIntegration},
+            "integrations",
+            unread,
+        )
+    )
     parts: dict[str, _ValidParts] = {}
     lookbacks: dict[str, float] | None = {}  # None: one is not readable, so no check
     default_lookback = EnvironmentSettings.model_fields["lookback"].default
@@ -1173,23 +1236,14 @@ def _cross_sections_in_document(
         if not isinstance(env, dict):
             lookbacks = None
             continue
-        try:
-            gate, rollback = env.get("gate"), env.get("rollback")
-            parts[name] = _ValidParts(
-                SourcesSettings.model_validate(env.get("sources", {})),
-                None if gate is None else GateSettings.model_validate(gate),
-                None if rollback is None else RollbackSettings.model_validate(rollback),
-            )
-        except ValidationError:
-            pass
+        parts[name] = _environment_parts(name, env, unread)
         try:
             if lookbacks is not None:
                 lookbacks[name] = parse_duration(env.get("lookback", default_lookback))
         except (TypeError, ValueError):
             lookbacks = None
-    if integrations is not None:
-        errors = integration_errors(integrations, parts, names=list(environments))
-        found += _located(errors, list(environments))
+    errors = integration_errors(integrations, parts, names=list(environments), unread=unread)
+    found += _located(errors, list(environments))
     store = document.get("store") or {}
     try:  # the retention alone: a bad `lease` or `url` beside it has its own error
         retention = RetentionSettings.model_validate(

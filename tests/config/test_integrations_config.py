@@ -235,3 +235,97 @@ environments:
     if its_path is not None:
         assert others == [its_path]
     assert all(problem.line is not None for problem in caught.value.problems)
+
+
+ONE_ENVIRONMENT = """\
+server: {api_tokens: [tok-1234567890abcdef]}
+environments:
+  production:
+    base_url: http://127.0.0.1:9
+    sources:
+      vercel: {project: prj_1, target: production}
+      github: {repository: acme/web, environment: Production}
+    rollback: {target: github}
+    gate: {after: staging}
+"""
+ITS_SIX_ERRORS = [
+    "environments.production.sources.vercel (line 6): needs integrations.vercel",
+    "environments.production.sources.github (line 7): needs integrations.github",
+    "environments.production.rollback (line 8): target github needs github:"
+    " {workflow: rollback.yml, ref: main}",
+    "environments.production.rollback.target (line 8): github needs integrations.github.token",
+    "environments.production.gate.after (line 9): no environment 'staging'",
+    "environments.production.gate (line 9): needs sources.github and"
+    " integrations.github.token (the protection rule is answered through the GitHub API)",
+]
+
+
+@pytest.mark.parametrize("command", [["validate-config"], ["run", "--config"]])
+def test_a_part_with_its_own_error_does_not_hide_its_environments_other_errors(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Contract §1/§6: every error at once. A rollback that failed on its own (target
+    github without its `github:` workflow) left its whole environment out of the checks
+    across sections: 1 error printed, and the five others (sources and gate lacking their
+    integrations, the gate after an unknown environment, the target's token) only once it
+    was fixed. As the daemon runs it: the command line, exit 2."""
+    config = tmp_path / "postflight.yaml"
+    config.write_text(ONE_ENVIRONMENT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", *command, str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0] == f"{config}: 6 configuration errors", proc.stderr
+    assert sorted(line.strip() for line in lines[1:]) == sorted(ITS_SIX_ERRORS), proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("broken", "its_error", "still_said"),
+    [
+        (  # the gate's own key: its `after` still names no environment
+            ("    gate: {after: staging}", "    gate: {after: staging, timeout: banana}"),
+            "environments.production.gate.timeout",
+            ["environments.production.gate.after", "environments.production.rollback.target"],
+        ),
+        (  # one source: the other still needs its integration
+            ("environment: Production}", "environment: Production, commit_status: maybe}"),
+            "environments.production.sources.github.commit_status",
+            ["environments.production.sources.vercel", "environments.production.gate.after"],
+        ),
+        (  # integrations.github given but broken: the vercel side still said
+            ("server:", "integrations: {github: {token: x, timeout: banana}}\nserver:"),
+            "integrations.github.timeout",
+            ["environments.production.sources.vercel", "environments.production.gate.after"],
+        ),
+        (  # a misspelled source may be the one a check would say is missing
+            ("      github: {repository", "      githib: {repository"),
+            "environments.production.sources.githib",
+            ["environments.production.sources.vercel", "environments.production.gate.after"],
+        ),
+    ],
+    ids=["gate-timeout", "github-source", "github-integration", "misspelled-source"],
+)
+def test_a_broken_part_leaves_the_checks_that_do_not_read_it(
+    broken: tuple[str, str], its_error: str, still_said: list[str]
+) -> None:
+    """A part that fails on its own hides only the checks that read it: what is said of
+    a part given but broken would be a guess (`needs sources.github` of one written)."""
+    fixed = ONE_ENVIRONMENT.replace("{target: github}", "{target: github, github: {workflow: r}}")
+    text = fixed.replace(*broken)
+    assert text != fixed
+    with pytest.raises(ConfigError) as caught:
+        load_settings_text(text, source="t.yaml")
+    paths = [problem.path for problem in caught.value.problems]
+    assert paths.count(its_error) == 1, paths
+    for path in still_said:
+        assert path in paths, paths
+    said = [str(problem) for problem in caught.value.problems]
+    if "github" in its_error or "githib" in its_error:  # no guess about the broken part
+        assert "environments.production.sources.github" not in paths, said
+        assert "environments.production.gate" not in paths, said  # it names both
+        assert not any("needs sources.github.repository" in line for line in said), said

@@ -151,6 +151,50 @@ def reads_late(
     monkeypatch.setattr(wire._Conn, "send", busy_sending)
 
 
+class TargetLateness:
+    """How late the target's own thread came to each request the agent wrote it (its
+    handler's start less the write, same clock): the machine's lateness, never the
+    agent's. The target shares the test's CPUs (and GIL), so outside load (two CPU hogs,
+    load 15-20) starves it too: in A/A windows rolled back under such load the target came
+    to requests 10-27 ms after their write while each latency kept was that plus its 2 ms
+    (the kernel's stamp of the answer, after the write: none of the agent's delay in it).
+    A window whose verdict the target's own lateness explains is the machine's, no
+    control: another is made (`one_more`)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, target: ThreadTarget) -> None:
+        self.written: list[float] = []
+        self.late: list[float] = []
+        send = wire._Conn.send
+
+        def sent(conn: Any, request: bytes, keep: bool, waiter: Any, mark: Any) -> None:
+            send(conn, request, keep, waiter, mark)
+            if conn.key[1] == target.port:
+                self.written.append(conn.sent_at)
+
+        monkeypatch.setattr(wire._Conn, "send", sent)
+        target.on_request = self._came
+
+    def _came(self) -> None:  # in the target's thread
+        now = time.perf_counter()
+        before = [w for w in self.written if w <= now]
+        if before:
+            self.late.append(now - before[-1])
+
+    def count(self, over_s: float, since: int = 0, until: int | None = None) -> int:
+        """Requests (of those since/until an index of `late`) the target came to late."""
+        return sum(1 for late in self.late[since:until] if late > over_s)
+
+
+def one_more(final: dict[str, Any], slower: float, late_in_window: int, late_before: int) -> bool:
+    """Whether `final` is the machine's (see `TargetLateness`), a window to make again: an
+    A/A rolled back while the target came late, past the rule's allowance, to at least a
+    round's worth of the deploy's requests, or a x2 not rolled back while it came so late
+    to as many of the baseline's (which then bounds the deploy above the x2)."""
+    if slower == 1:
+        return final["state"] == "rolled_back" and late_in_window >= 3
+    return final["state"] != "rolled_back" and late_before >= 3
+
+
 async def settled_every_fifth_stalled(
     agent: RunningAgent,
     deploy: dict[str, Any],
@@ -170,6 +214,21 @@ async def settled_every_fifth_stalled(
         reads_late(busy, target, late_s)
         final = await agent.settled(deploy["id"], within=60)
     return final, requests
+
+
+def new_connections(monkeypatch: pytest.MonkeyPatch, target: ThreadTarget) -> list[int]:
+    """From now on, one entry per answer of the target's that was a new connection's first
+    (no kernel stamp is used there: its connect, in its latency, no stamp sees)."""
+    firsts: list[int] = []
+    complete = wire._Conn.on_message_complete
+
+    def counted(conn: Any) -> None:
+        if conn.first and conn.key[1] == target.port:
+            firsts.append(1)
+        complete(conn)
+
+    monkeypatch.setattr(wire._Conn, "on_message_complete", counted)
+    return firsts
 
 
 @pytest.fixture
@@ -204,17 +263,21 @@ async def test_a_fast_targets_latency_read_late_by_a_busy_agent_is_no_rollback(
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     agent = await start_agent(regression_environment(target, receiver.url))
     await agent.stored_runs("production", 15)  # a baseline, probed by a free loop
+    labels = {"environment": "production", "result": "agent_lag_latency"}
+    # from the deploy on: a loaded machine's own stalls drop latencies of the free loop's
+    # baseline too (2-3 at load 15 with two CPU hogs), none of them the test's
+    before = agent.metric("postflight_samples_dropped_total", **labels)
     deploy = await agent.register("production", "v2.4.2")
+    firsts = new_connections(monkeypatch, target)
     final, requests = await settled_every_fifth_stalled(agent, deploy, target, monkeypatch)
     assert requests >= 10 and target.answered >= requests
     reason = final["verdict"]["reason"]
     assert final["state"] == "passed", reason
     (rule,) = final["verdict"]["rules"]
     assert rule["observed"] is not None and rule["observed"] < STALL_S, rule  # not a stall's
-    dropped = agent.metric(
-        "postflight_samples_dropped_total", environment="production", result="agent_lag_latency"
-    )
-    assert dropped <= 1, dropped  # the stalls were some requests / 5
+    dropped = agent.metric("postflight_samples_dropped_total", **labels) - before
+    # the stalls were some requests / 5; a new connection's first answer has no stamp
+    assert dropped <= max(1, len(firsts)), (dropped, len(firsts), requests)
     assert final["rollback"] is None
     await asyncio.sleep(0.3)
     assert receiver.attempts == []
@@ -287,11 +350,20 @@ async def test_a_fast_services_latency_x2_on_a_mildly_busy_agent_is_rolled_back(
     of the test's) is the machine's: one more is made, by a new agent on a store of its
     own, which must roll back."""
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
-    final = await busy_window(start_agent, target, receiver, monkeypatch, slower)
-    if slower > 1 and held_as_overloaded(final):
-        assert receiver.attempts == [], final["verdict"]
-        store = f"url: sqlite:///{tmp_path / 'again.db'}"
-        final = await busy_window(start_agent, target, receiver, monkeypatch, slower, store)
+    lateness = TargetLateness(monkeypatch, target)
+    for again in range(3):  # a window the machine spoilt (`one_more`): one more, 3 at most
+        store = f"url: sqlite:///{tmp_path / f'again{again}.db'}" if again else None
+        start = len(lateness.late)
+        final, registered = await busy_window(
+            start_agent, target, receiver, monkeypatch, slower, lateness, store
+        )
+        late = SERVICE_50MS_S / 2
+        late_in_window = lateness.count(late, registered)
+        if slower > 1 and held_as_overloaded(final):
+            assert receiver.attempts == [], final["verdict"]
+        elif not one_more(final, slower, late_in_window, lateness.count(late, start, registered)):
+            break
+        receiver.attempts.clear()
     if slower > 1:
         assert final["state"] == "rolled_back", json.dumps(final["verdict"])[:3000]
         assert len(receiver.attempts) >= 1
@@ -306,17 +378,23 @@ async def busy_window(
     receiver: RollbackReceiver,
     monkeypatch: pytest.MonkeyPatch,
     slower: float,
+    lateness: TargetLateness,
     store: str | None = None,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], int]:
     """A new agent learns the 50 ms service with a free loop; the deploy makes it `slower`
-    while every fourth request blocks the agent's loop: the final deploy."""
+    while every fourth request blocks the agent's loop: the final deploy, and how many
+    requests the target had come to before it was registered (`lateness.late`)."""
     target.delay_s = SERVICE_50MS_S
     agent = await start_agent(regression_environment(target, receiver.url), store=store)
     # a baseline of some 30 probes, by a free loop (waited for: a fixed 3 s held however
     # few a loaded machine had made)
     await agent.stored_runs("production", 10)
     target.delay_s = SERVICE_50MS_S * slower
+    registered = len(lateness.late)
+    labels = {"environment": "production", "result": "agent_lag_latency"}
+    before = agent.metric("postflight_samples_dropped_total", **labels)  # as above
     deploy = await agent.register("production", "v2.4.2")
+    firsts = new_connections(monkeypatch, target)
     requests = 0
 
     def late_s() -> float:
@@ -328,16 +406,14 @@ async def busy_window(
         reads_late(busy, target, late_s)
         final = await agent.settled(deploy["id"], within=60)
     assert requests >= 4 and target.answered >= requests
-    dropped = agent.metric(
-        "postflight_samples_dropped_total", environment="production", result="agent_lag_latency"
-    )
+    dropped = agent.metric("postflight_samples_dropped_total", **labels) - before
     # each latency ends at its answer's arrival: the stalled reads keep theirs, the
-    # target's (the old code dropped each as the agent's, and judged the rest); one may
-    # be a new connection's first answer, whose connect no stamp sees
-    assert dropped <= 1, dropped
+    # target's (the old code dropped each as the agent's, and judged the rest); a new
+    # connection's first answer may be dropped, its connect no stamp sees
+    assert dropped <= max(1, len(firsts)), (dropped, len(firsts), requests)
     await asyncio.sleep(0.3)
     await agent.stop()
-    return final
+    return final, registered
 
 
 SERVICE_50MS_S = 0.05
@@ -392,13 +468,17 @@ async def test_a_2ms_services_answers_read_late_by_a_blocked_loop_are_no_latency
     rolled back; a control the guard held all the same (the machine's own stalls, at load
     20: 7 of 18 probes dropped) is made once more, as in the test above."""
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
-    for store in (None, f"url: sqlite:///{tmp_path / 'again.db'}"):
+    lateness = TargetLateness(monkeypatch, target)
+    for again in range(3):  # a window the machine spoilt (`one_more`): one more, 3 at most
+        store = f"url: sqlite:///{tmp_path / f'again{again}.db'}" if again else None
+        start = len(lateness.late)
         target.delay_s = SERVICE_S
         agent = await start_agent(fast_environment(target, receiver.url), store=store)
         # a baseline of some 30 probes, by a free loop (waited for: a fixed 3 s held
         # however few a loaded machine had made)
         await agent.stored_runs("production", 10)
         target.delay_s = SERVICE_S * slower
+        registered = len(lateness.late)
         deploy = await agent.register("production", "v2.4.2")
         with monkeypatch.context() as blocked:
             if late_s:
@@ -406,9 +486,13 @@ async def test_a_2ms_services_answers_read_late_by_a_blocked_loop_are_no_latency
             final = await agent.settled(deploy["id"], within=60)
         await asyncio.sleep(0.3)
         await agent.stop()
-        if late_s or not held_as_overloaded(final):
+        late = SERVICE_S / 2
+        late_in_window = lateness.count(late, registered)
+        if not late_s and held_as_overloaded(final):
+            assert receiver.attempts == [], final["verdict"]
+        elif not one_more(final, slower, late_in_window, lateness.count(late, start, registered)):
             break
-        assert receiver.attempts == [], final["verdict"]
+        receiver.attempts.clear()
     reason = final["verdict"]["reason"]
     if slower > 1:
         assert final["state"] == "rolled_back", reason

@@ -110,13 +110,18 @@ def test_a_slow_second_step_past_a_stall_after_its_write_keeps_its_latency(
     target.delay_s = 0.6
     seen = []
     for _ in range(3):
-        result = _smoke_round(target, Metrics(), new_loop, 0.3)
+        metrics = Metrics()
+        result = _smoke_round(target, metrics, new_loop, 0.3)
         _, second = result.samples
         if second.latency_s is not None:
             break
         seen.append(result.details)
     assert result.ok, result.message
     assert second.latency_s is not None and second.latency_s >= 0.6, (result.details, seen)
+    if result.details["agent_lag"] == {"agent_lag": 0, "agent_lag_latency": 0}:
+        # judged, nothing dropped: no series of drops that never were
+        labels = {"environment": "production", "result": "agent_lag"}
+        assert metrics.registry.get_sample_value("postflight_samples_dropped_total", labels) is None
 
 
 @pytest.mark.parametrize("new_loop", _loops())

@@ -165,7 +165,8 @@ class EnvironmentProbe:
         own = result.details.get("agent_lag")
         if own:
             for reason, count in own.items():
-                self._count_dropped(reason, count)
+                if count:  # a smoke's steps, judged with nothing dropped, say 0
+                    self._count_dropped(reason, count)
             return result
         stalled = lag.total() - mark
         if stalled <= SLACK_S:

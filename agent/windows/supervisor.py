@@ -394,6 +394,12 @@ class Watcher:
                 window.id, "inconclusive", verdict, self.clock(), fence=window.fence
             ):
                 self.metrics.windows_total.labels(window.environment, "inconclusive").inc()
+                # the configuration changed since it was registered: said, as every end is
+                log.warning(
+                    "window inconclusive: %s (the configuration changed since it was registered)",
+                    reason,
+                    extra={"deploy_id": window.id, "environment": window.environment},
+                )
             return
         watch = WindowWatch(window, env, self._probe_for(window, env), self.services)
         self._watches[window.id] = watch

@@ -10,8 +10,11 @@ the outcome's commit.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from agent.api.models import deploy_object
 from agent.metrics import Metrics
@@ -228,6 +231,30 @@ async def test_a_watching_window_whose_environment_left_ends_inconclusive(
     assert window is not None and window.state == "inconclusive"
     shown = deploy_object(window, None)
     assert "'staging' is no longer configured" in shown["verdict"]["reason"]
+
+
+async def test_a_watching_window_whose_environment_left_is_said_in_the_log(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A configuration changed between two runs (the environment renamed or removed):
+    its watching window ended inconclusive with no line in the log, where every other
+    end of a window is logged; the operator who made the change had only `status` to
+    find it. A warning naming the window and why."""
+    await store.create_window(make_window(WINDOW_ID, environment="staging"))
+    w = watcher(store, "a", ONLY_PRODUCTION, [])
+    with caplog.at_level(logging.INFO, logger="postflight"):
+        try:
+            await w._claim()
+            await asyncio.gather(*w.tasks.values())
+        finally:
+            await w._stop_windows()
+            await w.services.delivery.aclose()
+    [said] = [r for r in caplog.records if "no longer configured" in r.getMessage()]
+    assert said.levelno == logging.WARNING
+    assert getattr(said, "deploy_id", None) == WINDOW_ID
+    assert said.getMessage().startswith(
+        "window inconclusive: environment 'staging' is no longer configured"
+    ), said.getMessage()
 
 
 async def test_a_rollback_owed_when_dry_run_was_turned_on_is_skipped_not_sent(

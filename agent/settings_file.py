@@ -153,6 +153,9 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     """`load_settings` with the configuration's warnings. A path `-` is standard input,
     as most tools read it (`envsubst < t.yaml | postflight validate-config -`)."""
     source = STDIN_SOURCE if str(path) == "-" else str(path)
+    if not source.strip():  # `--config "$PF_CONFIG"` with the variable unset
+        message = "the configuration's path is empty (is the variable that gives it unset?)"
+        raise ConfigError("(no path)", [ConfigProblem((), message)])
     try:
         data = sys.stdin.buffer.read() if str(path) == "-" else Path(path).read_bytes()
     except FileNotFoundError:

@@ -34,14 +34,18 @@ DEFAULT_CONFIG = "postflight.yaml"
 
 
 def _config_path(explicit: str | None) -> str:
-    return explicit or os.environ.get("POSTFLIGHT_CONFIG") or DEFAULT_CONFIG
+    # an empty one given (`--config "$PF_CONFIG"`, the variable unset) is refused by the
+    # loader: it read $POSTFLIGHT_CONFIG or ./postflight.yaml, another file than meant
+    if explicit is not None:
+        return explicit
+    return os.environ.get("POSTFLIGHT_CONFIG") or DEFAULT_CONFIG
 
 
 def _unnamed(explicit: str | None, flag: str) -> str | None:
     """Where a configuration nobody named on the command line came from, for a file not
     found: `file not found: postflight.yaml` alone left a first run (`postflight run` in
     another directory) guessing that a default was in play."""
-    if explicit:
+    if explicit is not None:
         return None
     if os.environ.get("POSTFLIGHT_CONFIG"):
         return "from $POSTFLIGHT_CONFIG"

@@ -366,6 +366,36 @@ def test_a_config_named_on_the_command_line_and_not_found_is_said_plainly(
 
 
 @pytest.mark.parametrize(
+    "command",
+    [
+        ["validate-config", ""],
+        ["check", "--config", "", "--env", "production"],
+        ["run", "--config", ""],
+    ],
+    ids=["validate-config", "check", "run"],
+)
+def test_an_empty_config_path_is_refused_not_read_as_the_default(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """`--config "$PF_CONFIG"` with the variable unset: the empty path fell through to
+    $POSTFLIGHT_CONFIG or ./postflight.yaml, another file than the one meant, which a CI
+    step then validated (exit 0) or checked. Exit 2, saying the path is empty."""
+    (tmp_path / "postflight.yaml").write_text(MINIMAL)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTFLIGHT")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", *command],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "the configuration's path is empty" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
     ("old", "new", "hint"),
     [
         ("    window: 10m", "\twindow: 10m", "indent with spaces; YAML does not allow tabs"),

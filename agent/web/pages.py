@@ -214,6 +214,17 @@ def _ui_on(request: web.Request) -> None:
         raise web.HTTPNotFound()
 
 
+async def home(request: web.Request) -> web.Response:
+    """The agent's own address (`listening on http://…` in its log), opened in a browser:
+    a redirect (303) to the deploy list, where it was the API's JSON 404. Any other client
+    or method, and everyone with the pages off, gets that 404 as before."""
+    server = request.config_dict[SETTINGS].server
+    browser = prefers_html(request.headers.get("Accept", ""))
+    if server.ui and browser and request.method in ("GET", "HEAD"):
+        raise web.HTTPSeeOther(location=f"{server.base_path}/deploys", headers=SECURITY_HEADERS)
+    raise web.HTTPNotFound()
+
+
 async def without_slash(request: web.Request) -> web.Response:
     """`/deploys/` and `/deploys/<id>/`, as people type or paste them: a redirect to the
     page, where they were the API's JSON 404 in the browser."""

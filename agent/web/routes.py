@@ -13,6 +13,7 @@ from agent.web.pages import (
     asset,
     deploy_list,
     deploy_page,
+    home,
     login,
     login_form,
     logout,
@@ -24,6 +25,7 @@ from agent.web.pages import (
 
 PAGE_PATHS = frozenset(
     {
+        "/",
         "/deploys",
         "/deploys/",
         "/deploys/static/{name}",
@@ -55,6 +57,7 @@ def mount(app: web.Application) -> None:
     app[BROWSER_PAGE] = page_for_browser(app[SETTINGS].server)
     app.on_shutdown.append(end_streams)
     r = app.router
+    r.add_route("*", "/", home, name="home")  # any other method: its 404, never a 405
     r.add_get("/deploys", deploy_list, name="deploy_list_page")
     r.add_get("/deploys/static/{name}", asset, name="page_asset")
     r.add_get("/deploys/{id}", deploy_page, name="deploy_page")

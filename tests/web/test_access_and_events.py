@@ -324,6 +324,39 @@ async def test_with_the_pages_off_a_browser_gets_the_deploy_objects_401(
 
 
 @pytest.mark.parametrize(
+    ("server", "home"),
+    [("", "/deploys"), ("public_url: https://ops.example/pf/", "/pf/deploys"), ("ui: false", None)],
+    ids=["default", "behind-a-prefix", "pages-off"],
+)
+async def test_a_browser_opening_the_agents_own_address_is_sent_to_the_deploy_list(
+    journey_agent: JourneyAgent, server: str, home: str | None
+) -> None:
+    """The address `postflight run` logs (`listening on http://127.0.0.1:8787`), opened in
+    a browser, was the API's JSON 404 ("no such route; see /v1/openapi.json"): a new user's
+    first look at the pages. A browser goes to the list (303), under `public_url`'s prefix;
+    an API client, another method, and everyone with the pages off keep the 404 problem."""
+    agent = await journey_agent(server=server)
+    browser = {"Accept": BROWSER_ACCEPT}
+    for method in ("GET", "HEAD"):
+        async with agent.http.request(
+            method, f"{agent.url}/", headers=browser, allow_redirects=False
+        ) as r:
+            assert (r.status, r.headers.get("Location")) == (303 if home else 404, home), method
+    if home == "/deploys":
+        async with agent.http.get(f"{agent.url}/", headers=browser) as r:
+            assert r.status == 401 and "Sign in" in await r.text()  # the list's sign-in form
+    for accept in (None, "*/*", "application/json"):
+        headers = {"Accept": accept} if accept else {}
+        async with agent.http.get(
+            f"{agent.url}/", headers=headers, skip_auto_headers=["Accept"]
+        ) as r:
+            assert r.status == 404 and r.content_type == "application/problem+json", accept
+            assert (await r.json())["detail"] == "no such route; see /v1/openapi.json"
+    async with agent.http.post(f"{agent.url}/", headers=browser) as r:
+        assert r.status == 404 and r.content_type == "application/problem+json"
+
+
+@pytest.mark.parametrize(
     ("accept", "html"),
     [
         (BROWSER_ACCEPT, True),

@@ -282,6 +282,15 @@ def _fmt(value: float, metric: str) -> str:
     return f"{value:.3g}"
 
 
+READING = (
+    "Each round shows every rule's outcome so far: inconclusive until the evidence shows it"
+    " within its bound (pass) or past it (fail: a rollback). A verdict's 'evidence N to 1,"
+    " M needed' is the odds the data give for a regression, and the odds that fail a rule."
+)
+"""How to read the rounds and verdicts below (a good deploy's first rounds are
+`inconclusive (0%)`), for a user who has not read the README's "How Postflight decides"."""
+
+
 AGENT_START_S = 60.0
 """How long the demo waits for its agent to answer `/readyz` (a busy machine's Python start
 and imports take seconds)."""
@@ -454,6 +463,7 @@ async def demo() -> bool:
                         f" {BASELINE_WAIT_S[1]:.0f} s: this machine is too busy for the agent"
                         " to keep time, and the good deploy may end inconclusive)"
                     )
+                say(textwrap.fill(READING, width=88, initial_indent="  ", subsequent_indent="  "))
                 metrics = {r.name: r.metric or "" for r in settings.environments["demo"].rules}
                 good = await _ship(http, base, service, receivers, "v1.1.0", "v1.0.0", metrics)
                 bad = await _ship(http, base, service, receivers, "v1.2.0-bad", "v1.1.0", metrics)

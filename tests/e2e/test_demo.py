@@ -70,6 +70,12 @@ def test_the_demo_passes_the_good_deploy_and_rolls_back_the_bad_one_once(
     assert "the bad one was rolled back once" in out
     assert "(its own process, pid " in out
     assert "latencies kept" in out  # the baseline learnt before the first deploy
+    # what its rounds and verdicts say, for a reader who has not read "How Postflight
+    # decides": a good deploy's first rounds read `probe-errors=inconclusive (0%)`, and the
+    # bad one's verdict `evidence 2,502 to 1, 526 needed`, both unexplained
+    said = " ".join(out.split())
+    assert "inconclusive until the evidence shows it within its bound (pass)" in said, out
+    assert "'evidence N to 1, M needed' is the odds the data give for a regression" in said
     # a new user's first run warns of nothing in the demo's own configuration: it said
     # "⚠ rule probe-errors: its max bound is tighter than the smallest change it can
     # detect … error_rate 0.114 or more" at each deploy (a max of 0.05 at 40 probes a round)

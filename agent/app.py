@@ -254,6 +254,7 @@ def build_app(
         app[METRICS],
         user_agent=f"postflight/{__version__}",
         clock=clock,
+        redact=redact,
         owner=owner,
         lease_s=settings.store.lease,
         targets=RollbackTargets(settings),

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import (
     AfterValidator,
+    AnyUrl,
     BaseModel,
     BeforeValidator,
     Field,
@@ -79,6 +80,7 @@ from common.durations import (
     format_duration,
     parse_duration,
 )
+from common.redaction import SHORTEST_SECRET, url_secrets
 
 CHECK_METRICS = ("error_rate", "latency_p50", "latency_p95", "latency_p99", "throughput")
 LATENCY_METRICS = ("latency_p50", "latency_p95", "latency_p99", "p95_duration")
@@ -1075,14 +1077,24 @@ class Settings(BaseSettings):
         return (init_settings, _DocumentSource(settings_cls))
 
     def secret_values(self) -> tuple[str, ...]:
-        """Every secret in the configuration, to redact from logs, alerts and errors."""
+        """Every secret in the configuration, to redact from logs, alerts and errors: each
+        `SecretStr`, and the secret-bearing parts of every URL (`url_secrets`: a userinfo
+        password, a query's `token=`), which a receiver, a provider or a check's target
+        may quote back on their own, where no URL is around them for the redactor to see."""
         found: list[str] = []
 
         def walk(node: Any) -> None:
             if isinstance(node, SecretStr):
                 value = node.get_secret_value()
-                if len(value) >= 4:
+                if len(value) >= SHORTEST_SECRET:
                     found.append(value)
+                if "://" in value:  # an apprise URL, say: secret as a whole
+                    found.extend(url_secrets(value, whole=True))
+            elif isinstance(node, AnyUrl):
+                found.extend(url_secrets(str(node)))
+            elif isinstance(node, str):
+                if "://" in node or (node.startswith("/") and "?" in node):  # a check's path
+                    found.extend(url_secrets(node))
             elif isinstance(node, BaseModel):
                 for name in type(node).model_fields:
                     walk(getattr(node, name))

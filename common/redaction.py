@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 REDACTED = MASK = "***"
 
@@ -129,6 +129,42 @@ def address_redactor(url: str) -> Callable[[str], str]:
     alternatives = "|".join(re.escape(p) for p in sorted(pieces, key=len, reverse=True))
     pattern = re.compile(f"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])")
     return lambda text: pattern.sub(REDACTED, text)
+
+
+_QUERY_SECRET = re.compile(r"^(?:key|code|sig|signature|x-amz-signature|x-goog-signature)$", re.I)
+"""Query names that carry a URL's secret without saying so: an Azure Function's `code`,
+a SAS's `sig`, a pre-signed URL's signature, Google's `key`."""
+SHORTEST_SECRET = 4
+"""A shorter configured secret is not hidden: it would mask every `a` or `id` in a text."""
+
+
+def url_secrets(url: str, *, whole: bool = False) -> set[str]:
+    """The secret-bearing parts of a configured URL, as written and percent-decoded, for a
+    `Redactor` to hide where they stand alone: a receiver's refusal that quotes back the
+    password it was sent, or a check target's that quotes its `?token=`. `_URL_CREDENTIALS`
+    hides `user:pass@` only in a whole URL. Found: the userinfo's password, its user when
+    it looks like a token (`https://ghp_…@host`), and query values under a sensitive name
+    (`token`, `api_key`, `sig`, …). `whole`: the URL is a secret as a whole (an apprise
+    URL, whose tokens are its path, as in `slack://T0123/B0456/XyZ…`), so every token-like
+    piece of its path, query and fragment is one too."""
+    try:
+        parts = urlsplit(url.strip())
+        password, username = parts.password, parts.username
+    except ValueError:  # an unparseable port: not a URL to take apart
+        return set()
+    found = [password or ""]
+    if username and (whole or (password is None and _token_like(unquote(username)))):
+        found.append(username)
+    for pair in re.split(r"[&;]", parts.query):
+        name, _, value = pair.partition("=")
+        name = unquote_plus(name)
+        if value and (SENSITIVE_KEY.search(name) or _QUERY_SECRET.match(name)):
+            found.extend((value, unquote_plus(value)))
+    if whole:
+        rest = "/".join((parts.path, parts.query, parts.fragment))
+        found.extend(p for p in _ADDRESS_DELIMITERS.split(rest) if _token_like(unquote(p)))
+    forms = {form for piece in found for form in (piece, unquote(piece))}
+    return {form for form in forms if len(form) >= SHORTEST_SECRET}
 
 
 def truncate(text: str, limit: int) -> str:

@@ -565,6 +565,31 @@ def test_secrets_are_secretstr_and_never_printed(tmp_path: Path) -> None:
     assert "shh-secret" in settings.secret_values()
 
 
+def test_the_secret_parts_of_every_configured_url_are_secrets() -> None:
+    """A receiver, a provider or a check's target may quote back a URL's password or
+    token on its own, with no URL around it for the redactor to see: each part is a
+    secret wherever the configuration's are hidden (a log, an alert, last_error)."""
+    text = (
+        MINIMAL.replace("path: /health\n", "path: /health?token=querytoken&page=onetwo\n").replace(
+            "url: http://127.0.0.1:9998/rollback",
+            "url: http://hook:hookpassword@127.0.0.1:9998/rollback?sig=signature%2Fpart",
+        )
+    ) + (
+        "store:\n  url: postgresql://pf:pgpassword@db/pf\n"
+        "providers:\n  prometheus:\n    url: http://prom:prompassword@127.0.0.1:9090\n"
+        "alerting:\n  channels:\n"
+        "    - url: json://alerts:channelpassword@127.0.0.1:8000/hooks/T0123ABCD/XyZ7wq\n"
+    )
+    secrets = set(load_settings_text(text).secret_values())
+    found = {
+        "pgpassword", "querytoken", "hookpassword", "signature%2Fpart", "signature/part",
+        "prompassword", "channelpassword", "T0123ABCD", "XyZ7wq",
+    }  # fmt: skip
+    assert found <= secrets, found - secrets
+    # the words around them are not: a URL's route, host and plain query values
+    assert not {"onetwo", "hook", "rollback", "127.0.0.1", "health", "hooks"} & secrets
+
+
 def test_a_broken_config_never_prints_a_traceback(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("server: 12\nenvironments: []\n")

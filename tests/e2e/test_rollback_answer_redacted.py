@@ -54,3 +54,42 @@ async def test_a_refusal_that_echoes_the_webhook_path_does_not_show_its_token(
         assert token not in error
         assert token not in alert.message, alert.message
         assert token not in caplog.text
+
+
+USER_PASSWORD = "correcthorse"
+"""A password of the webhook URL's userinfo: all letters, so no token-like heuristic
+hides it; only knowing it as a secret does."""
+
+
+def basic_auth_refusal(request: web.Request) -> str:
+    """A receiver that refuses the credentials it was sent, quoting them back."""
+    return f"unauthorized: user hook with password {USER_PASSWORD} is not allowed"
+
+
+@pytest.mark.timeout(60)
+async def test_a_refusal_that_echoes_the_webhook_urls_password_does_not_show_it(
+    start_agent: AgentFactory, json_sink: JsonSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    receiver = RefusingReceiver(401, basic_auth_refusal)
+    await receiver.start()
+    try:
+        host = receiver.url.removeprefix("http://")
+        url = f"http://hook:{USER_PASSWORD}@{host}/hooks/rollback"
+        agent = await start_agent(
+            failing_production(url),
+            f"alerting:\n  channels:\n    - url: {json_sink.url()}\n",
+        )
+        deploy = await agent.register("production", "v2")
+        final = await agent.settled(deploy["id"])
+    finally:
+        await receiver.stop()
+
+    assert receiver.posts == 1  # a 401 is not retried
+    error = final["rollback"]["last_error"]
+    assert error.startswith("HTTP 401: unauthorized: user hook with password ***"), error
+    alert = await alert_titled(json_sink, "ROLLBACK FAILED")
+    assert "unauthorized: user hook with password" in alert.message, alert.message
+    assert USER_PASSWORD not in error
+    assert USER_PASSWORD not in alert.message, alert.message
+    assert USER_PASSWORD not in caplog.text

@@ -9,7 +9,6 @@ the watcher's job) and never builds an error response itself (it raises
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import re
@@ -21,6 +20,7 @@ from aiohttp import hdrs, web
 from pydantic import ValidationError
 from ulid import ULID
 
+from agent.api.idempotency import request_hash, same_request_hashes
 from agent.api.models import (
     CLOCK_SKEW_S,
     EMPTY_MEANS_NOT_GIVEN,
@@ -172,12 +172,6 @@ async def read_json_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> A
         raise ApiProblem(400, f"malformed JSON: {exc}") from None
 
 
-def canonical_hash(document: Any) -> str:
-    """The same JSON document, however it was spelled (key order, spacing), hashes the same."""
-    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
-
-
 def _idempotency_key(request: web.Request) -> str | None:
     given = request.headers.getall("Idempotency-Key", [])
     if not given:
@@ -221,8 +215,8 @@ async def _render(request: web.Request, window: DeployWindow) -> dict[str, Any]:
     )
 
 
-def _replay(stored: IdempotentResponse, request_hash: str, key: str) -> web.Response:
-    if stored.request_hash != request_hash:
+def _replay(stored: IdempotentResponse, document: Any, key: str) -> web.Response:
+    if stored.request_hash not in same_request_hashes(document):
         raise ApiProblem(
             409,
             f"Idempotency-Key {key!r} was already used with a different request body",
@@ -264,11 +258,10 @@ async def create_deploy(request: web.Request) -> web.Response:
     store = request.config_dict[STORE]
     key = _idempotency_key(request)
     document = await read_json_body(request)
-    request_hash = canonical_hash(document)
     if key is not None:
         stored = await store.idempotent_response(key)
         if stored is not None:
-            return _replay(stored, request_hash, key)
+            return _replay(stored, document, key)
     try:
         body = DeployRequest.model_validate(document)
     except ValidationError as exc:
@@ -318,7 +311,7 @@ async def create_deploy(request: web.Request) -> web.Response:
     if warnings:
         payload["warnings"] = warnings
     idempotency = (
-        IdempotentResponse(key=key, request_hash=request_hash, status=201, body=payload)
+        IdempotentResponse(key=key, request_hash=request_hash(document), status=201, body=payload)
         if key is not None
         else None
     )
@@ -329,7 +322,7 @@ async def create_deploy(request: web.Request) -> web.Response:
             # A concurrent request with the same key won the race: answer as its replay.
             stored = await store.idempotent_response(key)
             if stored is not None:
-                return _replay(stored, request_hash, key)
+                return _replay(stored, document, key)
         raise
     _notify(request, window.id, [old.id for old in created.superseded])
     _count_ended(request, "superseded", created.superseded)

@@ -3,6 +3,7 @@ their contract-level edge cases (supersede, idempotency, paging, rendering)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -21,7 +22,7 @@ from agent.store.sqlite import SqliteStore
 from agent.windows.evidence import verdict_to_dict
 from tests.api.conftest import NOW, Client
 from tests.api.harness import AUTH, OTHER_TOKEN, RecordingEvents, make_app, rule
-from tests.store.peek import set_rollback
+from tests.store.peek import rows, set_rollback
 from tests.web.sse import events as sse_events
 
 DEPLOY_KEYS = {
@@ -235,6 +236,78 @@ async def test_same_idempotency_key_with_another_body_is_409(
     assert response.status == 409
     problem = await response.json()
     assert problem["type"].endswith("idempotency-key-reused")
+    assert len((await store.list_windows()).items) == 1
+
+
+@pytest.mark.parametrize(
+    ("first", "repeat"),
+    [
+        ({"labels": None}, {}),
+        ({}, {"labels": None}),
+        ({"labels": {}}, {"labels": None}),
+        ({"commit": None, "window": None}, {"previous_version": None, "deployed_at": None}),
+    ],
+)
+async def test_a_repeat_differing_only_in_a_null_for_a_field_left_out_is_the_same_request(
+    client: Client, store: SqliteStore, first: dict[str, Any], repeat: dict[str, Any]
+) -> None:
+    """The README: an optional field given as null is left out (`labels: null` is no
+    labels). A pipeline's template that writes `labels: null` one run and leaves it out
+    the next sends the same request: replayed, not 409."""
+    headers = {**AUTH, "Idempotency-Key": "k-null"}
+    base = {"environment": "production", "version": "v2.4.1"}
+    created = await client.post("/v1/deploys", json={**base, **first}, headers=headers)
+    assert created.status == 201, await created.text()
+    again = await client.post("/v1/deploys", json={**base, **repeat}, headers=headers)
+    assert again.status == 200, await again.text()
+    assert await again.json() == await created.json()
+    assert len((await store.list_windows()).items) == 1
+
+
+def _hash_before_null_was_left_out(document: Any) -> str:
+    """How the version before hashed a request for its `Idempotency-Key` (pinned here: a
+    store upgraded from it keeps these hashes)."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("stored", "repeat", "status"),
+    [
+        (FULL_REQUEST, FULL_REQUEST, 200),
+        ({**FULL_REQUEST, "labels": None}, {**FULL_REQUEST, "labels": None}, 200),
+        ({**FULL_REQUEST, "labels": None}, {**FULL_REQUEST, "labels": {}}, 200),
+        (
+            {**FULL_REQUEST, "commit": None, "labels": None},
+            {**{k: v for k, v in FULL_REQUEST.items() if k != "commit"}, "labels": {}},
+            200,
+        ),
+        (FULL_REQUEST, {**FULL_REQUEST, "version": "v2.4.2"}, 409),
+    ],
+)
+async def test_a_key_stored_by_the_version_before_still_answers_its_repeat(
+    client: Client,
+    store: SqliteStore,
+    stored: dict[str, Any],
+    repeat: dict[str, Any],
+    status: int,
+) -> None:
+    """After an upgrade, a key the previous version stored (with its hash of the raw
+    document) replays its repeat, a repeat differing in a null for a field left out
+    too, and still refuses another request."""
+    headers = {**AUTH, "Idempotency-Key": "k-upgraded"}
+    created = await client.post("/v1/deploys", json=stored, headers=headers)
+    assert created.status == 201, await created.text()
+    await rows(
+        store,
+        "UPDATE idempotency SET request_hash = ? WHERE key = ?",
+        _hash_before_null_was_left_out(stored),
+        "k-upgraded",
+    )
+    again = await client.post("/v1/deploys", json=repeat, headers=headers)
+    assert again.status == status, await again.text()
+    if status == 200:
+        assert await again.json() == await created.json()
     assert len((await store.list_windows()).items) == 1
 
 

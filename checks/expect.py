@@ -20,6 +20,7 @@ from jsonpath_ng import Child, Fields, JSONPath, Root
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from checks.request import json_value_problem
 from common.durations import Duration, format_duration
 from common.redaction import REDACTED, SENSITIVE_KEY, Redactor, snippet, truncate
 
@@ -94,6 +95,9 @@ class Expect(BaseModel):
     def _valid_paths(cls, value: dict[str, Any]) -> dict[str, Any]:
         for key in value:
             compile_path(key)
+        problem = json_value_problem(list(value.values()))
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("body_regex")

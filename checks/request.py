@@ -5,7 +5,9 @@ Pure: no I/O. Bodies are serialised once when a check is built, not per probe.
 
 from __future__ import annotations
 
+import datetime
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Self
@@ -15,6 +17,30 @@ from yarl import URL
 
 _METHOD = re.compile(r"^[A-Z][A-Z0-9_-]{0,31}$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def json_value_problem(value: Any) -> str | None:
+    """Why `value`, read from YAML, is no JSON value (None when it is one): NaN equals
+    nothing, so an expectation of it fails every probe, and a date, bytes or a set
+    (YAML's explicit tags) crashed every run, "Object of type date is not JSON
+    serializable"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        if math.isnan(value):
+            return "NaN is no JSON value (it equals nothing); write a number, or null"
+        return "infinity is no JSON value; write a number"
+    if value is None or isinstance(value, str | int | float | bool):
+        return None
+    if isinstance(value, dict):
+        return next(filter(None, map(json_value_problem, value.values())), None)
+    if isinstance(value, list):
+        return next(filter(None, map(json_value_problem, value)), None)
+    kind = {
+        datetime.date: "a date",
+        datetime.datetime: "a date",
+        bytes: "bytes",
+        set: "a set",
+    }.get(type(value), f"a {type(value).__name__}")
+    return f"{kind} is no JSON value; write text (quoted), a number, a list or a mapping"
 
 
 class RequestSpec(BaseModel):
@@ -33,6 +59,14 @@ class RequestSpec(BaseModel):
     json_body: Any = Field(
         None, alias="json", description="A JSON request body (sets Content-Type)."
     )
+
+    @field_validator("json_body")
+    @classmethod
+    def _json_body(cls, value: Any) -> Any:
+        problem = json_value_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("method")
     @classmethod

@@ -132,6 +132,36 @@ def test_infinity_and_nan_are_refused(old: str, new: str, path: str) -> None:
     assert "finite" in found[path]
 
 
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (".nan", "NaN"),
+        (".inf", "infinity"),
+        ("!!timestamp 2024-01-01", "a date"),
+        ("!!binary aGk=", "bytes"),
+        ("!!set {a}", "a set"),
+    ],
+)
+def test_a_value_no_json_holds_in_a_checks_json_is_refused(value: str, said: str) -> None:
+    """`expect: {json: {status: .nan}}` validated and failed every probe (NaN equals
+    nothing: a healthy deploy rolled back); a date, bytes or a set (YAML's explicit tags)
+    validated and crashed every run, "Object of type date is not JSON serializable", in a
+    response's expectation and in a smoke step's body alike."""
+    text = MINIMAL.replace(
+        "        path: /health\n",
+        f"        path: /health\n        expect: {{json: {{status: {value}}}}}\n"
+        "      - {name: flow, type: smoke, steps: [{name: s, method: POST, path: /x,"
+        f" json: {{a: [1, {value}]}}}}]}}\n",
+    )
+    found = problems(text)
+    assert set(found) == {
+        "environments.production.checks[0].expect.json",
+        "environments.production.checks[1].steps[0].json",
+    }, found
+    for message in found.values():
+        assert message.startswith(f"{said} is no JSON value"), message
+
+
 def test_a_view_ttl_of_infinity_is_refused() -> None:
     """It validated, then every registration answered 500 (OverflowError)."""
     text = MINIMAL.replace(

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import aiohttp
+from aiohttp.http_parser import RawResponseMessage
 from yarl import URL
 
 from agent import __version__
@@ -920,6 +921,10 @@ class RollbackDelivery:
             + f"HTTP {status}"
             + (f": {snippet}" if snippet else "")
         )
+        if not HTTP_STATUSES[0] <= status <= HTTP_STATUSES[1]:
+            # RFC 9110 §15: an invalid status is processed as a 5xx, which is retried
+            error += " (not an HTTP status: retried as a 5xx)"
+            return _Outcome("retryable", status, error, retry_after, duration)
         if status in RETRYABLE_STATUSES or 500 <= status < 600 or rate_limited:
             return _Outcome("retryable", status, error, retry_after, duration)
         if 300 <= status < 400:
@@ -954,6 +959,10 @@ class RollbackDelivery:
                 if limited is not None:
                     return status, text, limited, True
             return status, text, retry_after, False
+
+
+HTTP_STATUSES = (100, 599)
+"""The status codes HTTP has (RFC 9110 §15); aiohttp reads any three digits."""
 
 
 ANSWER_LINE_BYTES = 64 * 1024
@@ -1017,6 +1026,14 @@ def _unanswered(exc: BaseException) -> str:
         reason = os.strerror(code) if code else type(exc.os_error).__name__
         return f"cannot connect to {exc.host}:{exc.port} ({reason})"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
+        if isinstance(exc.message, RawResponseMessage):
+            # a head cut off before its empty line (aiohttp's C parser keeps what came):
+            # incomplete, even after a 2xx status line (RFC 9112 §8: the client may
+            # repeat the request), retried with the same Idempotency-Key
+            return (
+                "the receiver closed the connection in its answer's head, after its status"
+                f" line HTTP {exc.message.code} (incomplete: retried as no answer)"
+            )
         return "the receiver closed the connection without answering"
     if type(exc) is aiohttp.ClientResponseError:
         # no status is raised for (raise_for_status is not used): the answer's head did

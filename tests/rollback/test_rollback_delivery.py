@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.http_parser import HttpResponseParser
 
 from agent import __version__
 from agent.api.models import deploy_model
@@ -294,6 +295,76 @@ async def test_an_answer_that_is_not_http_is_said_so_not_as_a_400(
     assert done.last_error.startswith("the answer is not readable HTTP: "), done.last_error
     assert "400" not in done.last_error and "ClientResponseError" not in done.last_error
     assert "220 mail.example.com" in done.last_error  # what came instead
+
+
+async def _answering(
+    store: SqliteStore, delivery: RollbackDelivery, answers: list[bytes], max_attempts: int = 3
+) -> tuple[Any, int]:
+    """`delivery` of the stored intent to a receiver that writes `answers`, one per POST,
+    as raw bytes and closes: the rollback and the POSTs it got."""
+    posts = 0
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal posts
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        writer.write(answers[min(posts, len(answers) - 1)])
+        posts += 1
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        done = await delivery.deliver(
+            await stored_intent(store),
+            settings(f"http://127.0.0.1:{port}/rollback", max_attempts=max_attempts),
+            "production",
+        )
+    finally:
+        server.close()
+    return done, posts
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+
+@pytest.mark.parametrize("status", [600, 799, 999])
+async def test_a_status_outside_http_s_range_is_retried_as_a_5xx(
+    store: SqliteStore, delivery: RollbackDelivery, status: int
+) -> None:
+    """RFC 9110 §15: a status outside 100–599 is invalid, to be processed as a 5xx; the
+    contract retries 5xx. It failed at once, as if the receiver had refused the rollback."""
+    odd = f"HTTP/1.1 {status} Odd\r\nContent-Length: 4\r\n\r\nbusy".encode()
+    done, posts = await _answering(store, delivery, [odd, OK])
+
+    assert (done.state, done.attempts, done.last_status, posts) == ("delivered", 2, 200, 2)
+    (first, _) = await deliveries(store, "dep_01JDTEST")
+    assert first.status == status
+    assert first.error == f"HTTP {status}: busy (not an HTTP status: retried as a 5xx)"
+
+
+async def test_an_answer_cut_off_in_its_head_after_a_2xx_status_line_is_retried(
+    store: SqliteStore, delivery: RollbackDelivery
+) -> None:
+    """A 2xx is delivered once its head (status line and headers) is read: one cut off
+    before its headers end is incomplete (RFC 9112 §8: the client may repeat the
+    request), retried with the same Idempotency-Key, its error saying what came."""
+    cut = b"HTTP/1.1 200 OK\r\nContent-Ty"
+    done, posts = await _answering(store, delivery, [cut, OK])
+
+    assert (done.state, done.attempts, done.last_status, posts) == ("delivered", 2, 200, 2)
+    (first, _) = await deliveries(store, "dep_01JDTEST")
+    assert first.status is None
+    assert first.error is not None
+    if HttpResponseParser.__module__ == "aiohttp._http_parser":  # its C parser: what came
+        assert first.error == (
+            "the receiver closed the connection in its answer's head, after its status line"
+            " HTTP 200 (incomplete: retried as no answer)"
+        )
+    else:  # the pure-Python parser (AIOHTTP_NO_EXTENSIONS) keeps none of it
+        assert first.error == "the receiver closed the connection without answering"
 
 
 async def test_the_webhook_is_posted_to_rollback_url_exactly_as_written(

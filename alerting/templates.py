@@ -172,14 +172,23 @@ own `<!here>` is escaped as markup already)."""
 ZERO_WIDTH_SPACE = "\u200b"
 
 
+_REFERENCE = re.compile(r"&(?=#[0-9]+;|#[xX][0-9a-fA-F]+;|[A-Za-z][A-Za-z0-9]*;)")
+"""An `&` that begins a character reference (`&amp;`, `&#38;`, `&lt;`), which markdown
+decodes outside code spans, as HTML does; a bare `&` (`R&D`) is text already."""
+
+
 def _text(text: Any) -> str:
     """Text on one line, shown as it is: its markup characters escaped (apprise's
     markdown takes a backslash before any ASCII punctuation). `*hotfix*` in a version
     and a traceback's `__init__.py` came out italic and bold, the characters gone.
-    A channel-wide mention (`@channel`, `@here`, `@all`, `@everyone`) gets a zero-width
-    space after its `@`, which chat shows as it was and pages no one with: a version or a
-    webhook's refusal naming one paged a whole Mattermost channel."""
-    return _MENTION.sub("@" + ZERO_WIDTH_SPACE, _MARKUP.sub(_escaped, _one_line(text)))
+    An `&` that begins a character reference is written `&amp;` (a backslash does not
+    keep Python-Markdown from decoding `\\&amp;`): a version `v2 &amp; x` read `v2 & x`
+    in an e-mail's HTML and text and in chat. A channel-wide mention (`@channel`, `@here`,
+    `@all`, `@everyone`) gets a zero-width space after its `@`, which chat shows as it was
+    and pages no one with: a version or a webhook's refusal naming one paged a whole
+    Mattermost channel."""
+    escaped = _MARKUP.sub(_escaped, _one_line(text))
+    return _MENTION.sub("@" + ZERO_WIDTH_SPACE, _REFERENCE.sub("&amp;", escaped))
 
 
 def _code(text: Any) -> str:

@@ -77,6 +77,45 @@ async def test_a_versions_markup_is_text_in_a_chat_title_and_as_written_in_json_
         await chat.stop()
 
 
+async def test_a_character_reference_in_a_version_reads_as_registered_in_mail_and_chat(
+    json_sink: JsonSink, smtp_sink: SmtpSink, metrics: Metrics
+) -> None:
+    """A version or a reason holding `&amp;` (a character reference, as a pipeline that
+    HTML-escaped it once sends) read `&` in the e-mail's text and HTML and in chat:
+    markdown decodes references outside code spans. It is text: shown as registered, its
+    `&` escaped once for HTML, never unescaped; a bare `&` (`R&D`) stays as it is."""
+    chat = JsonSink()
+    await chat.start()
+    try:
+        version = "v2 &amp; R&D &#38; &lt;b&gt;"
+        reason: Any = "answer: Tom &amp; Jerry"
+        notify = notifier([(json_sink.url(), []), (smtp_sink.url(), []), *chat_urls(chat)], metrics)
+
+        outcome = await notify.send(alert(version=version, reason=reason), [])
+
+        assert outcome.result == "sent", outcome.describe()
+        title = f"[postflight] production {version}: rollback requested (probe-errors)"
+        [note] = json_sink.notifications
+        assert note.title == title
+        [mail] = smtp_sink.messages
+        assert mail["Subject"] == title
+        text = text_of(mail)
+        assert f"→ {version}" in text, text
+        assert reason in text, text
+        mail_html = mail.get_body(preferencelist=("html",))
+        assert mail_html is not None
+        page = str(mail_html.get_content())
+        assert f"→ {html.escape(version, quote=False)}" in page, page
+        assert html.escape(reason, quote=False) in page, page
+        for path, post in chat_posts(chat).items():
+            _, visible = shown(post)
+            assert f"production {version}: rollback" in visible, (path, visible)
+            assert f"→ {version}" in visible, (path, visible)
+            assert reason in visible, (path, visible)
+    finally:
+        await chat.stop()
+
+
 async def test_a_mention_in_text_from_elsewhere_pages_no_channel_and_reads_as_written(
     json_sink: JsonSink, smtp_sink: SmtpSink, metrics: Metrics
 ) -> None:

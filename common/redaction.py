@@ -143,17 +143,18 @@ def url_secrets(url: str, *, whole: bool = False) -> set[str]:
     `Redactor` to hide where they stand alone: a receiver's refusal that quotes back the
     password it was sent, or a check target's that quotes its `?token=`. `_URL_CREDENTIALS`
     hides `user:pass@` only in a whole URL. Found: the userinfo's password, its user when
-    it looks like a token (`https://ghp_…@host`), and query values under a sensitive name
-    (`token`, `api_key`, `sig`, …). `whole`: the URL is a secret as a whole (an apprise
-    URL, whose tokens are its path, as in `slack://T0123/B0456/XyZ…`), so every token-like
-    piece of its path, query and fragment is one too."""
+    it looks like a token and no password follows (`https://ghp_…@host`), and query values
+    under a sensitive name (`token`, `api_key`, `sig`, …). `whole`: the URL is a secret as
+    a whole (an apprise URL, whose tokens are its host and path, as in
+    `discord://{id}/{token}`, `slack://T0123/B0456/XyZ…`), so every token-like piece of
+    them is one too, but a host with a dot (a DNS name, an address)."""
     try:
         parts = urlsplit(url.strip())
         password, username = parts.password, parts.username
-    except ValueError:  # an unparseable port: not a URL to take apart
+    except ValueError:  # not a URL to take apart
         return set()
     found = [password or ""]
-    if username and (whole or (password is None and _token_like(unquote(username)))):
+    if username and password is None and _token_like(unquote(username)):
         found.append(username)
     for pair in re.split(r"[&;]", parts.query):
         name, _, value = pair.partition("=")
@@ -161,8 +162,13 @@ def url_secrets(url: str, *, whole: bool = False) -> set[str]:
         if value and (SENSITIVE_KEY.search(name) or _QUERY_SECRET.match(name)):
             found.extend((value, unquote_plus(value)))
     if whole:
-        rest = "/".join((parts.path, parts.query, parts.fragment))
-        found.extend(p for p in _ADDRESS_DELIMITERS.split(rest) if _token_like(unquote(p)))
+        host = parts.netloc.rpartition("@")[2]  # `tgram://{bot}:{token}/`: both pieces
+        rest = "/".join((*host.split(":"), parts.path, parts.query, parts.fragment))
+        found.extend(
+            piece
+            for piece in _ADDRESS_DELIMITERS.split(rest)
+            if "." not in piece and _token_like(unquote(piece))
+        )
     forms = {form for piece in found for form in (piece, unquote(piece))}
     return {form for form in forms if len(form) >= SHORTEST_SECRET}
 

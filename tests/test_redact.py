@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.redaction import MASK, Redactor, address_redactor, without_credentials
+from common.redaction import MASK, Redactor, address_redactor, url_secrets, without_credentials
 
 
 @pytest.mark.parametrize(
@@ -97,3 +97,29 @@ def test_a_webhook_address_s_tokens_are_hidden_and_its_route_and_host_stay() -> 
     assert (
         address_redactor("http://127.0.0.1:9998/rollback")("rollback refused") == "rollback refused"
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "whole", "secrets"),
+    [
+        ("http://hook:correct%20horse@h.example/x", False, {"correct%20horse", "correct horse"}),
+        ("https://ghp_a1B2c3D4e5F6g7H8@github.example/x", False, {"ghp_a1B2c3D4e5F6g7H8"}),
+        ("https://admin@h.example/x", False, set()),  # a user, not a token
+        ("/health?token=tk%2B1&page=2&sig=s1g+x", False, {"tk%2B1", "tk+1", "s1g+x", "s1g x"}),
+        ("https://h.example/x?code=abcd&api_key=k3yk3y", False, {"abcd", "k3yk3y"}),
+        ("discord://4174216298/JHMHI8qBe7bk2ZwO5U711o3dV_js", True,
+         {"4174216298", "JHMHI8qBe7bk2ZwO5U711o3dV_js"}),
+        ("tgram://123456789:AAHx9yzAbCdEf/", True, {"123456789", "AAHx9yzAbCdEf"}),
+        ("mailto://alerts:pw0rd@smtp.mail-2024.example.com:587?to=ops@example.com", True,
+         {"pw0rd"}),
+        ("json://127.0.0.1:8000/hooks", True, set()),
+        ("http://[::1", False, set()),  # not a URL to take apart
+    ],
+)  # fmt: skip
+def test_the_secret_parts_of_a_url_are_its_password_token_like_user_and_query_tokens(
+    url: str, whole: bool, secrets: set[str]
+) -> None:
+    """What a receiver may quote back on its own: the password it was sent, the token in
+    its query; an apprise URL's token-like host and path pieces. A host name, a port, a
+    route's words and a query's other values are not secrets."""
+    assert url_secrets(url, whole=whole) == secrets

@@ -587,7 +587,7 @@ def test_the_secret_parts_of_every_configured_url_are_secrets() -> None:
     }  # fmt: skip
     assert found <= secrets, found - secrets
     # the words around them are not: a URL's route, host and plain query values
-    assert not {"onetwo", "hook", "rollback", "127.0.0.1", "health", "hooks"} & secrets
+    assert not {"onetwo", "hook", "alerts", "rollback", "127.0.0.1", "health", "hooks"} & secrets
 
 
 def test_a_broken_config_never_prints_a_traceback(tmp_path: Path) -> None:

@@ -204,7 +204,9 @@ def _document() -> dict[str, Any]:
                         "required": False,
                         "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
                         "description": "A repeat with the same key and body returns the first"
-                        " response (status 200); the same key with another body is 409.",
+                        " response (status 200); the same key with another body is 409. The"
+                        " same body however spelled: key order, spacing, an optional field"
+                        " null or left out.",
                     }
                 ],
                 "requestBody": {

@@ -114,6 +114,36 @@ def test_action_yml_passes_every_input_the_script_reads() -> None:
     assert action["inputs"]["version"]["default"] == "${{ github.sha }}"
 
 
+def test_the_readmes_deploy_workflow_gives_the_action_the_inputs_it_declares() -> None:
+    """The README's `.github/workflows/deploy.yml`, copied by a new user: it is YAML (it
+    was not: `{run: npx vercel build --token "${{ … }}"}`, a `{` in a flow mapping's plain
+    value, and `run: echo "Postflight ${{ … }}: ${{ … }}"`, a `: ` in a plain value, which
+    GitHub refuses as an invalid workflow file); each step using the Action passes every
+    input `action.yml` requires and none it does not declare (GitHub warns of an unexpected
+    input and runs on without it), and a later step reads only outputs it declares (an
+    undeclared one reads empty)."""
+    import re
+
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    required = {name for name, spec in action["inputs"].items() if spec.get("required")}
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.S)
+    [workflow] = [yaml.safe_load(b) for b in blocks if b.startswith("# .github/workflows/deploy")]
+    gates = {}
+    for job in workflow["jobs"].values():
+        for step in job["steps"]:
+            if str(step.get("uses", "")).endswith("/postflight@v1"):
+                given = set(step.get("with") or {})
+                assert required <= given <= set(action["inputs"]), given
+                gates[step.get("id")] = step
+    assert len(gates) == 2, gates  # staging's gate and production's
+    read = re.findall(r"steps\.(\w+)\.outputs\.([\w-]+)", readme.split("deploy.yml", 1)[1])
+    assert read, "the README's workflow reads the gate's outputs"
+    for step_id, output in read:
+        if step_id in gates:
+            assert output in action["outputs"], output
+
+
 def test_the_command_line_is_what_a_user_would_type() -> None:
     command = register_command(
         {INPUTS["environment"]: "staging", "GITHUB_SHA": "abc", INPUTS["labels"]: "a=1, b=2"}

@@ -531,8 +531,9 @@ class RollbackSettings(StrictModel):
             "github": self.github,
             "then": [{"name": f.name, "secret": f.secret} for f in self.then],
         }
-        for message in rollback_needs_in_document(section):
-            raise ValueError(message)
+        problems = [_problem((), m, self.target) for m in rollback_needs_in_document(section)]
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
         return self
 
 
@@ -1442,10 +1443,11 @@ def _message(error: InitErrorDetails) -> str:
 
 
 def rollback_needs_in_document(rollback: Mapping[str, Any]) -> list[str]:
-    """What a rollback section lacks for its target (at most one message, as the model
-    raises it): `RollbackSettings._target_needs`, and on the raw section of one with a
-    field error (a `url` that is not a URL hid its missing `secret`). A key given counts
-    as given, whatever its value: that value's own error says what is wrong with it."""
+    """What a rollback section lacks for its target, else each follow-up lacking a secret
+    (one message each: only the first was said): `RollbackSettings._target_needs`, and on
+    the raw section of one with a field error (a `url` that is not a URL hid its missing
+    `secret`). A key given counts as given, whatever its value: that value's own error
+    says what is wrong with it."""
     target = rollback.get("target", "webhook")
     needs: list[str] = []
     if target == "webhook":
@@ -1454,16 +1456,16 @@ def rollback_needs_in_document(rollback: Mapping[str, Any]) -> list[str]:
             needs.append(f"target webhook needs {' and '.join(missing)}")
     elif target == "github" and rollback.get("github") is None:
         needs.append("target github needs github: {workflow: rollback.yml, ref: main}")
-    if needs:
-        return needs[:1]  # the model says one at a time; so does this
+    if needs:  # its follow-ups' secrets default to the one it lacks
+        return needs
     then = rollback.get("then")
     given = rollback.get("secret") is not None
     for i, follow in enumerate(then if isinstance(then, list) and not given else ()):
         if isinstance(follow, dict) and follow.get("secret") is None:
             name = follow.get("name")  # one without its own is said by its place
             which = f" {name!r}" if isinstance(name, str) else f"[{i}]"
-            return [f"then{which} needs a secret (or set rollback.secret)"]
-    return []
+            needs.append(f"then{which} needs a secret (or set rollback.secret)")
+    return needs
 
 
 def _configured(settings: Settings, provider: str) -> bool:

@@ -329,3 +329,36 @@ def test_a_broken_part_leaves_the_checks_that_do_not_read_it(
         assert "environments.production.sources.github" not in paths, said
         assert "environments.production.gate" not in paths, said  # it names both
         assert not any("needs sources.github.repository" in line for line in said), said
+
+
+def test_each_follow_up_without_a_secret_is_said(tmp_path: Path) -> None:
+    """Every error at once: of two follow-ups without a secret (a rollback target that
+    needs none of its own), only the first was said, the second once it had one."""
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        "server: {api_tokens: [tok-1234567890abcdef]}\n"
+        "integrations: {vercel: {token: x}}\n"
+        "environments:\n"
+        "  production:\n"
+        "    base_url: http://127.0.0.1:9\n"
+        "    sources: {vercel: {project: p}}\n"
+        "    rollback:\n"
+        "      target: vercel\n"
+        "      then:\n"
+        "        - {name: db, url: 'http://127.0.0.1:9/db'}\n"
+        "        - {name: cache, url: 'http://127.0.0.1:9/cache'}\n"
+        "        - {name: mail, url: 'http://127.0.0.1:9/mail', secret: s}\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "validate-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines()[1:] == [
+        f"  environments.production.rollback (line 7): then {name!r} needs a secret"
+        " (or set rollback.secret)"
+        for name in ("db", "cache")
+    ], proc.stderr

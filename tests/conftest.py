@@ -1,6 +1,6 @@
 """Shared test set-up.
 
-The whole suite runs on four pytest-xdist workers (`pytest_xdist_auto_num_workers`).
+The whole suite runs on five pytest-xdist workers (`pytest_xdist_auto_num_workers`).
 With POSTFLIGHT_REQUIRE_ALL=1 (set by .ci/run) a test that did not run is a failure
 (`tests.require_all`). Hypothesis runs derandomised under the `ci` profile, which CI
 selects (`HYPOTHESIS_PROFILE=ci`, or `CI=true` as CI services set it), so a CI run
@@ -52,23 +52,28 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.dont_write_bytecode = False
 
 
-SUITE_WORKERS = 4
+SUITE_WORKERS = 5
 """Most of the suite waits on sockets, subprocesses and seconds-long windows: on this 2-core
 machine two workers kept the cores 40% busy (303 s of CPU in 375 s); three took 349 s with
-the cores 57% busy (402 s of CPU), and four take 289 s with them 69% busy (all 2180 tests
+the cores 57% busy (402 s of CPU), and four took 289 s with them 69% busy (all 2180 tests
 passing, the same code, each run alone on the machine). Two workers more than the cores,
-never more than four: each worker starts its own PostgreSQL (session and module fixtures
-are per process; the tests of a real Prometheus share one worker and one Prometheus,
-`tests/prometheus.py`, those of a browser one worker and one Chromium, `tests/web`), and
-the timing tests of the `heavy` group (`tests/heavy.py`) share the cores with the other
-three. Five, tried again in session 34 on a machine other work kept 99-100% busy (so no
+plus one for the `CPU_GROUP`: each worker starts its own PostgreSQL (session and module
+fixtures are per process; the tests of a real Prometheus share one worker and one
+Prometheus, `tests/prometheus.py`, those of a browser one worker and one Chromium,
+`tests/web`), and the timing tests of the `heavy` group (`tests/heavy.py`) share the cores
+with the others. Session 39 measured the suite's CPU by part (3239 tests at -n 2, each
+test's own process and the processes it waited for): the e2e tests 144 s in 1,278 s of
+wall, the judge's simulations (`CPU_GROUP`) 74 s, the rest 159 s; the run's whole tree
+406 s. CI's 445 s on four workers so kept the two cores about half busy, and 412 of the
+tests (the simulations) took a worker's turn from the waiting ones: now they have a worker
+of their own, and the four others run the rest, where each spent about a sixth of its time
+on them. A replay of that run's durations on xdist's loadgroup order (groups first,
+largest first) puts five workers at 0.80 of four's wall, six at 0.66, before contention.
+Five plain workers, tried in session 34 on a machine other work kept 99-100% busy (so no
 wall-clock comparison): the workers took 250 s of CPU and the processes they started 166 s,
 where four took 227 s and 147 s, and four timing tests failed on a starved agent loop
-(probes dropped as the agent's), where four workers had one (the other work took 1,252 s
-of CPU during the five-worker run, 747 s during the four-worker one). The workers end
-within 7-13 s of each other: the pinned groups (heavy 265 s of its worker's 541 s in that
-run, Prometheus 70 s, Chromium 56 s) are not the last to finish, and ordering the longest
-tests first would save 1-8 s by a replay of the measured durations."""
+(probes dropped as the agent's), where four workers had one. The workers end within 7-13 s
+of each other (session 34): the pinned groups are not the last to finish."""
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
@@ -76,7 +81,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     paths, as the README and .ci/run run it), none for chosen tests, which would take
     longer to start workers than to run."""
     whole = config.args_source is pytest.Config.ArgsSource.TESTPATHS
-    return min(SUITE_WORKERS, (os.cpu_count() or 1) + 2) if whole else 0
+    return min(SUITE_WORKERS, (os.cpu_count() or 1) + 3) if whole else 0
 
 
 CPU_BOUND = ("tests/analysis/", "tests/test_judge_")
@@ -134,10 +139,23 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
             config.stash[_RENICE] = False
 
 
+CPU_GROUP = pytest.mark.xdist_group("cpu")
+"""The `CPU_BOUND` tests share one worker (`--dist loadgroup`), one test at a time, where
+they were spread over every worker: the other workers' timing tests so meet at most one
+simulation (at `CPU_BOUND_NICE`) on the cores, and never wait behind one on their own
+worker. A group of 412 tests, it is the largest and so starts first; it took 74 s of CPU
+(the simulations wait on nothing), so its worker then runs the other tests too."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which names each test by its group
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A `CPU_BOUND` test without a timeout of its own gets `CPU_BOUND_TIMEOUT_S`."""
+    """A `CPU_BOUND` test is in `CPU_GROUP`, and without a timeout of its own gets
+    `CPU_BOUND_TIMEOUT_S`."""
     for item in items:
-        if item.nodeid.startswith(CPU_BOUND) and item.get_closest_marker("timeout") is None:
+        if not item.nodeid.startswith(CPU_BOUND):
+            continue
+        item.add_marker(CPU_GROUP)
+        if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(CPU_BOUND_TIMEOUT_S))
 
 

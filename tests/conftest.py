@@ -80,8 +80,13 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto` (pyproject's addopts): workers for the whole suite (`pytest` with no
     paths, as the README and .ci/run run it), none for chosen tests, which would take
     longer to start workers than to run."""
-    whole = config.args_source is pytest.Config.ArgsSource.TESTPATHS
-    return min(SUITE_WORKERS, (os.cpu_count() or 1) + 3) if whole else 0
+    return min(SUITE_WORKERS, (os.cpu_count() or 1) + 3) if _whole_suite(config) else 0
+
+
+def _whole_suite(config: pytest.Config) -> bool:
+    """Whether this is `pytest` with no paths (the suite's testpaths), on the controller and
+    on each worker alike."""
+    return config.args_source is pytest.Config.ArgsSource.TESTPATHS
 
 
 CPU_BOUND = ("tests/analysis/", "tests/test_judge_")
@@ -144,17 +149,21 @@ CPU_GROUP = pytest.mark.xdist_group("cpu")
 they were spread over every worker: the other workers' timing tests so meet at most one
 simulation (at `CPU_BOUND_NICE`) on the cores, and never wait behind one on their own
 worker. A group of 412 tests, it is the largest and so starts first; it took 74 s of CPU
-(the simulations wait on nothing), so its worker then runs the other tests too."""
+(the simulations wait on nothing), so its worker then runs the other tests too. In the
+whole suite only (`_whole_suite`): chosen tests on `-n 2` (`pytest -n 2 tests/analysis`)
+are spread over both workers as before."""
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own, which names each test by its group
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A `CPU_BOUND` test is in `CPU_GROUP`, and without a timeout of its own gets
-    `CPU_BOUND_TIMEOUT_S`."""
+    """A `CPU_BOUND` test is in `CPU_GROUP` (in the whole suite), and without a timeout of
+    its own gets `CPU_BOUND_TIMEOUT_S`."""
+    whole = _whole_suite(config)
     for item in items:
         if not item.nodeid.startswith(CPU_BOUND):
             continue
-        item.add_marker(CPU_GROUP)
+        if whole:
+            item.add_marker(CPU_GROUP)
         if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(CPU_BOUND_TIMEOUT_S))
 

@@ -67,7 +67,10 @@ async def test_a_stop_while_the_delivered_rollbacks_alert_hangs_cuts_only_the_al
 
     # the next start: the rollback stays delivered, its alert goes out, nothing is resent
     json_sink.come_back()
-    restarted = await start_agent(env, alerting, server=server, owner="replica-a")
+    # the restart's channel answers: its 1 s timeout makes the cut claim's lease lapse in
+    # 2 x its worst case + 1 s, where the first agent's 3 s one held it some 8 s
+    answering = alerting.replace("timeout: 3s", "timeout: 1s")
+    restarted = await start_agent(env, answering, server=server, owner="replica-a")
     final = await restarted.settled(deploy["id"], within=30)
     assert final["state"] == "rolled_back"
     assert final["rollback"]["state"] == "delivered"

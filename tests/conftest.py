@@ -66,9 +66,10 @@ test's own process and the processes it waited for): the e2e tests 144 s in 1,27
 wall, the judge's simulations (`CPU_GROUP`) 74 s, the rest 159 s; the run's whole tree
 406 s. CI's 445 s on four workers so kept the two cores about half busy, and 412 of the
 tests (the simulations) took a worker's turn from the waiting ones: now they have a worker
-of their own, and the four others run the rest, where each spent about a sixth of its time
-on them. A replay of that run's durations on xdist's loadgroup order (groups first,
-largest first) puts five workers at 0.80 of four's wall, six at 0.66, before contention.
+of their own, and the four others run the rest, where each spent a sixth of its time on
+them in that run (at load 13-18, where the nice made them wait). A replay of that run's
+durations on xdist's loadgroup order (groups first, largest first) puts five workers at
+0.80 of four's wall, six at 0.66, before contention.
 Five plain workers, tried in session 34 on a machine other work kept 99-100% busy (so no
 wall-clock comparison): the workers took 250 s of CPU and the processes they started 166 s,
 where four took 227 s and 147 s, and four timing tests failed on a starved agent loop

@@ -341,6 +341,25 @@ def _decision(
     return "pass" if len(outcomes) > inconclusive else "inconclusive"
 
 
+def _standing(verdicts: tuple[RuleVerdict, ...]) -> str:
+    """How an open window's rules stand: `1 passing; 1 past its bound, short of
+    failure_limit`. A threshold rule past its bound for fewer rounds than its limit is
+    `pass` (the window would pass if it ended now) but is not said to be passing."""
+    streaking = sum(
+        1
+        for v in verdicts
+        if v.outcome == "pass"
+        and v.evidence.get("policy") == "threshold"
+        and isinstance(v.evidence.get("streak"), int)
+        and v.evidence["streak"] > 0
+    )
+    passing = sum(1 for v in verdicts if v.outcome != "inconclusive") - streaking
+    short = f"{streaking} past its bound, short of failure_limit"
+    if not streaking:
+        return f"{passing} passing"
+    return f"{passing} passing; {short}" if passing else short
+
+
 def _decide(judged: list[Judged], rounds: int, final: bool, on_evidence: bool) -> Verdict:
     verdicts = tuple(j.verdict for j in judged)
     failed = [j for j in judged if j.failed_at is not None]
@@ -355,7 +374,7 @@ def _decide(judged: list[Judged], rounds: int, final: bool, on_evidence: bool) -
         return Verdict(decision, "no rules to judge: this environment has none", verdicts)
     if not final:
         return Verdict(
-            "continue", f"no rule failed after {of_rounds} ({judgeable} passing)", verdicts
+            "continue", f"no rule failed after {of_rounds} ({_standing(verdicts)})", verdicts
         )
     if on_evidence:
         if verdicts and not inconclusive:

@@ -156,3 +156,24 @@ def test_failure_limit_one_fails_on_the_first_breach() -> None:
         final=False,
     )
     assert verdict.decision == "fail" and verdict.reason.endswith("for 1 round")
+
+
+def test_a_rule_past_its_bound_short_of_the_limit_is_not_counted_passing() -> None:
+    """An open window's reason (a superseded window's verdict, `register --wait`) said
+    `no rule failed after 2 rounds (1 passing)` beside that very rule shown `! breach 0.9
+    (max 0.1, 1 of 2 rounds)`: it is `pass` in the progress, as the window would pass if it
+    ended now, but it is past its bound, and says so."""
+    other = Rule("slow", "checks", "error_rate", max=0.5)
+    rounds = [
+        {ERRORS.name: rate(1), other.name: rate(1)},
+        {ERRORS.name: rate(90), other.name: rate(1)},
+    ]
+    verdict = judge([ERRORS, other], {}, rounds, THRESHOLD, final=False)
+    assert verdict.decision == "continue"
+    assert verdict.reason == (
+        "no rule failed after 2 rounds (1 passing; 1 past its bound, short of failure_limit)"
+    )
+    alone = judge([ERRORS], {}, rounds_of(ERRORS, rate(90)), THRESHOLD, final=False)
+    assert alone.reason == "no rule failed after 1 round (1 past its bound, short of failure_limit)"
+    calm = judge([ERRORS], {}, rounds_of(ERRORS, rate(1)), THRESHOLD, final=False)
+    assert calm.reason == "no rule failed after 1 round (1 passing)"  # as before

@@ -185,7 +185,7 @@ def rules_table(rules: Sequence[RuleResult], style: Style, *, pending: bool = Fa
     return table(
         ["rule", "outcome", "observed", "baseline", "threshold", "detail"],
         rows,
-        [32, 16, 12, 12, 20, 60],
+        [32, 16, 12, 12, 32, 60],  # a threshold with its streak: `max_increase 100%, 1 of 3 rounds`
         paint,
     )
 

@@ -1208,6 +1208,7 @@ def test_a_rule_breaching_short_of_its_failure_limit_is_not_shown_as_a_pass() ->
     assert "✓ pass latency" in line, line
     shown = details(deploy, Style())
     assert "probe-errors  ! breach" in shown, shown
+    assert "max 0.05, 3 of 4 rounds " in shown, shown  # was cut: `max 0.05, 3 of 4 ro…`
     decided = Deploy.model_validate(
         {
             **deploy.model_dump(mode="json"),

@@ -50,7 +50,7 @@ from agent.providers.registry import build_providers
 from agent.retention import StorePruner
 from agent.rollback.delivery import RollbackDelivery
 from agent.settings import Settings
-from agent.stopping import CLOSING_SHARE, STORE_SHARE, StopBudget
+from agent.stopping import CLOSING_SHARE, EXIT_SHARE, STORE_SHARE, StopBudget
 from agent.store import store_from_url
 from agent.store.base import Store, StoreUnreachable
 from agent.web import routes as web_routes
@@ -352,19 +352,22 @@ def build_app(
 
 async def _close_on_threads(closing: asyncio.Task[None], stop: StopBudget) -> None:
     """Wait for a store's close whose threads end only with it (SQLite's: aiosqlite's, one
-    per connection) to its end, past the stop's budget: the process waits for those
-    threads at its exit all the same, and a close left at the budget ran on under a loop
-    that had closed, which its thread then told (`RuntimeError: Event loop is closed`, a
-    traceback in the log). The hard bound (`stopping.exit_if_still_running`) still ends
-    the process at its time."""
+    per connection), never cancelling it, into the exit's share of the budget: the process
+    waits for those threads at its exit all the same. A close cut at its grace (as other
+    steps' work is) went on in its thread, which, done, told the loop that had closed
+    meanwhile (`RuntimeError: Event loop is closed`, a traceback in the log), and left the
+    connections open. Past half the exit's share it is left, named in a warning, for the
+    hard bound (`stopping.exit_if_still_running`)."""
     done, _ = await asyncio.wait({closing}, timeout=stop.left())
     if not done:
         log.warning(
             "stopping: closing the store is still running at the end of the stop's budget;"
-            " waiting for its threads (the process exits at shutdown_timeout at the latest)"
+            " waiting for it into the exit's share"
         )
-        await asyncio.wait({closing})
-    if not closing.cancelled() and closing.exception() is not None:
+        done, _ = await asyncio.wait({closing}, timeout=stop.left(-EXIT_SHARE / 2))
+    if not done:
+        log.warning("stopping: closing the store did not finish; leaving it")
+    elif not closing.cancelled() and closing.exception() is not None:
         log.error("stopping: closing the store failed", exc_info=closing.exception())
 
 

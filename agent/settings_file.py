@@ -30,7 +30,7 @@ from agent.settings import (
 )
 from agent.settings_keys import holds, suggestion
 from agent.settings_units import bare_millisecond_warnings
-from common.words import counted
+from common.words import counted, name_refused
 
 Loc = tuple[str | int, ...]
 
@@ -868,7 +868,7 @@ def _problems(
         elif error["type"] == "string_pattern_mismatch" and pattern == NAME_PATTERN:
             # an environment's, a check's or a rule's name: said in words, not as a regex
             keyed = error["loc"][-1:] == ("[key]",)
-            message = _name_refused(str(loc[-1] if keyed else _value_at(document, loc)))
+            message = name_refused(str(loc[-1] if keyed else _value_at(document, loc)))
         elif (
             error["type"] == "string_too_short" and (error.get("ctx") or {}).get("min_length") == 1
         ):
@@ -906,19 +906,6 @@ def _problems(
         for part_loc, part_message in _split_cross_section(loc, message):
             problems.append(_located(part_loc, part_message, lines, origins))
     return problems
-
-
-_NAME_CHARACTER = re.compile(r"[A-Za-z0-9_.:-]")
-
-
-def _name_refused(name: str) -> str:
-    """Why `name` is no name, naming the character refused: `producci\u00f3n` was told it
-    takes "only letters", which \u00f3 is."""
-    refused = next((c for c in name if not _NAME_CHARACTER.fullmatch(c)), " ")
-    if refused == " ":
-        return "a name takes only letters, digits and _ . : - (no spaces)"
-    letters = "the letters A-Z and a-z" if refused.isalnum() else "letters"
-    return f"a name takes only {letters}, digits and _ . : - (not {refused!r})"
 
 
 def _said(value: Any) -> str:

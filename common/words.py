@@ -1,8 +1,24 @@
-"""Counts said in words: `1 rule`, `2 rules`."""
+"""Counts said in words (`1 rule`, `2 rules`), and what a name may hold."""
 
 from __future__ import annotations
+
+import re
 
 
 def counted(count: int, noun: str) -> str:
     """`count` and `noun`, plural with an `s` unless it is one (`0 rounds`, `1 round`)."""
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+_NAME_CHARACTER = re.compile(r"[A-Za-z0-9_.:-]")
+
+
+def name_refused(name: str) -> str:
+    """Why `name` (an environment's, a check's) is no name, naming the character refused:
+    `producci\u00f3n` was told it takes "only letters", which \u00f3 is. The configuration
+    and the API say it alike."""
+    refused = next((c for c in name if not _NAME_CHARACTER.fullmatch(c)), " ")
+    if refused == " ":
+        return "a name takes only letters, digits and _ . : - (no spaces)"
+    letters = "the letters A-Z and a-z" if refused.isalnum() else "letters"
+    return f"a name takes only {letters}, digits and _ . : - (not {refused!r})"

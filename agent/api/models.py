@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 
@@ -36,6 +36,7 @@ from agent.records import (
 from common.durations import parse_duration
 from common.jsonsafe import json_safe
 from common.times import rfc3339
+from common.words import name_refused
 
 log = logging.getLogger("postflight.api")
 
@@ -135,18 +136,24 @@ NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 """How `postflight.yaml` names environments (`agent.settings.Name`)."""
 
 
-def _matching(pattern: str, message: str) -> AfterValidator:
+def _matching(pattern: str, message: str | Callable[[str], str]) -> AfterValidator:
+    """`pattern` checked, refused with `message` (or what it says of the value)."""
     compiled = re.compile(pattern)
 
     def check(value: str) -> str:
         if not compiled.fullmatch(value):
-            raise ValueError(message)
+            raise ValueError(message(value) if callable(message) else message)
         return value
 
     return AfterValidator(check)
 
 
-_NAME_MSG = "not an environment name (letters, digits and _ . : -)"
+def _name_msg(value: str) -> str:
+    """As the configuration says it (`common.words.name_refused`): `producción` was
+    'not an environment name (letters, …)', which ó is."""
+    return f"not an environment name: {name_refused(value)}"
+
+
 _PRINTABLE_MSG = "must be printable characters (no control or invisible ones), not only spaces"
 _PRINTABLE = _matching(TEXT_PATTERN, _PRINTABLE_MSG)
 _PRINTABLE_SCHEMA = Field(json_schema_extra={"pattern": TEXT_PATTERN})
@@ -157,7 +164,7 @@ _Text = Annotated[
 Environment = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64),
-    _matching(NAME_PATTERN, _NAME_MSG),
+    _matching(NAME_PATTERN, _name_msg),
     Field(
         json_schema_extra={"pattern": NAME_PATTERN},
         description="A configured environment (`environments` in postflight.yaml).",
@@ -317,7 +324,7 @@ class ListQuery(BaseModel):
         Annotated[
             str,
             StringConstraints(min_length=1, max_length=128),
-            _matching(NAME_PATTERN, _NAME_MSG),
+            _matching(NAME_PATTERN, _name_msg),
             Field(
                 json_schema_extra={"pattern": NAME_PATTERN},
                 description="Only this environment's windows.",

@@ -686,7 +686,7 @@ async def test_a_list_parameter_with_no_name_is_said_to_have_none(
 @pytest.mark.parametrize(
     ("query", "says"),
     [
-        ("environment=a%20b", "environment: not an environment name (letters, digits"),
+        ("environment=a%20b", "environment: not an environment name: a name takes only letters"),
         ("cursor=not-a-cursor", "cursor: not a cursor of this list: pass the previous page's"),
     ],
 )
@@ -721,3 +721,29 @@ async def test_a_label_key_that_is_refused_is_said_to_be_the_key(
     response = await client.post("/v1/deploys", json={**VALID, "labels": labels}, headers=AUTH)
     body = await problem(response, 422)
     assert says in body["detail"] and body["detail"].endswith(")") == says.endswith(")"), body
+
+
+@pytest.mark.parametrize(
+    ("send", "field"),
+    [
+        (lambda c, name: c.get(f"/v1/deploys?environment={name}", headers=AUTH), "environment"),
+        (
+            lambda c, name: c.post(
+                "/v1/deploys", json={"environment": name, "version": "v1"}, headers=AUTH
+            ),
+            "environment",
+        ),
+    ],
+)
+async def test_a_name_refused_for_a_letter_not_ascii_says_which_letters(
+    client: Client, send: Callable[[Client, str], Awaitable[Any]], field: str
+) -> None:
+    """`producción` was told 'not an environment name (letters, digits and _ . : -)',
+    which ó is: the configuration says which letters, and names the character refused."""
+    body = await problem(await send(client, "producci\u00f3n"), 422)
+    assert body["detail"] == (
+        f"{field}: not an environment name: a name takes only the letters A-Z and a-z,"
+        " digits and _ . : - (not '\u00f3')"
+    ), body
+    spaced = await problem(await send(client, "a b"), 422)
+    assert "(no spaces)" in spaced["detail"], spaced

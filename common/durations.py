@@ -1,7 +1,7 @@
 """Durations and percentages as users write them in the configuration and the API.
 
-Pure: no I/O. `250ms`, `30s`, `10m`, `1h`, `1h30m` (each unit once, largest first), `0.5s`
-or `.5s`, a bare number of seconds;
+Pure: no I/O. `250ms`, `30s`, `10m`, `1h`, `1h30m` or `1h 30m` (each unit once, largest
+first, in either case), `0.5s` or `.5s`, a bare number of seconds;
 `50%` or a fraction (0.5, at most 10: a bare 50 is a percentage missing its `%`) for
 relative bounds.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -24,14 +25,31 @@ from pydantic import (
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _UNITS = ("d", "h", "m", "s", "ms")
 """The order units are written in, largest first (`1h30m`, never `30m1h`)."""
-_NUMBER = r"(?:\d+(?:\.\d+)?|\.\d+)"  # `0.5` and `.5`
-_PART = re.compile(rf"({_NUMBER})(ms|s|m|h|d)")
-_WHOLE = re.compile(rf"(?:{_NUMBER}(?:ms|s|m|h|d))+")
+# One grammar for the validator and the JSON Schema an editor checks a file against: no
+# `\d` or `\s` (Python's take other scripts' digits and spaces, ECMA's not), units in
+# either case (`30S`), spaces between number, unit and part (`1h 30m`, `500 ms`), blanks
+# at the ends; a bare number as YAML 1.2 writes one, less its sign (`45`, `1e3`, `.5`).
+_NUMBER = r"(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)"  # `0.5` and `.5`
+_ENDS = r"[ \t\r\n]*"
+_UNIT_TEXT = {
+    "d": "[dD]",
+    "h": "[hH]",
+    "m": "[mM](?![sS])",
+    "s": "[sS]",
+    "ms": "[mM][sS]",
+}
+_BARE = r"(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
 DURATION_TEXT_PATTERN = (
-    rf"^\s*(?=[.\d])(?:{_NUMBER}d)?(?:{_NUMBER}h)?(?:{_NUMBER}m(?!s))?(?:{_NUMBER}s)?"
-    rf"(?:{_NUMBER}ms)?\s*$"
+    f"^{_ENDS}(?:(?=[.0-9])"
+    + "".join(f"(?:{_NUMBER} *{_UNIT_TEXT[unit]} *)?" for unit in _UNITS)
+    + f"|{_BARE}){_ENDS}$"
 )
-"""A duration as text for the JSON Schema: each unit at most once, largest first."""
+"""A duration as text, for the JSON Schema and `parse_duration` alike: each unit at most
+once, largest first, or a number of seconds."""
+_TEXT = re.compile(DURATION_TEXT_PATTERN)
+_PART = re.compile(rf"({_NUMBER}) *(ms|s|m|h|d)", re.IGNORECASE)
+_WHOLE = re.compile(rf"(?:{_NUMBER}(?:ms|s|m|h|d))+")
+"""Units in any order or twice, said so (`30s30s`), once spaces are out and case is low."""
 
 
 def _in_order(text: str, parts: list[tuple[str, str]], seconds: float) -> None:
@@ -62,16 +80,19 @@ def parse_duration(value: Any) -> float:
     elif isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, str):
-        text = value.strip().lower().replace(" ", "")
-        if _WHOLE.fullmatch(text):
-            parts = _PART.findall(text)
-            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
-            _in_order(value.strip(), parts, seconds)
+        if _TEXT.fullmatch(value):
+            parts = _PART.findall(value)
+            seconds = (
+                sum(float(n) * _UNIT_SECONDS[u.lower()] for n, u in parts)
+                if parts
+                else float(value)
+            )
         else:
-            try:
-                seconds = float(text)
-            except ValueError:
-                raise ValueError(_not_a_duration(value, text)) from None
+            text = value.strip().lower().replace(" ", "")
+            if _WHOLE.fullmatch(text):
+                parts = _PART.findall(text)
+                _in_order(value.strip(), parts, sum(float(n) * _UNIT_SECONDS[u] for n, u in parts))
+            raise ValueError(_not_a_duration(value, text))
     else:
         raise ValueError("expected a duration like 250ms, 30s, 10m or 1h")
     if not math.isfinite(seconds) or seconds < 0:  # `inf` parses as a float
@@ -86,8 +107,13 @@ _CLOCK = re.compile(r"\d+(?::[0-5]?\d){1,2}")
 def _not_a_duration(value: str, text: str) -> str:
     """Why `value` is not a duration, and what to write: a negative one or a clock reading
     said as such (`1:30` is 1m30s or 1h30m: the writer knows which)."""
-    if text.startswith("-") and (_WHOLE.fullmatch(text[1:]) or _CLOCK.fullmatch(text[1:])):
-        return f"{value!r} is negative: a duration is zero or more"
+    if text.lstrip("+-").lstrip(".") in ("inf", "infinity", "nan"):  # Python's float() words
+        return "a duration must be a finite number, zero or more"
+    if text.startswith("-") and (_TEXT.fullmatch(text[1:]) or _CLOCK.fullmatch(text[1:])):
+        if _CLOCK.fullmatch(text[1:]) or parse_duration(text[1:]) > 0:
+            return f"{value!r} is negative: a duration is zero or more"
+        zero = text[1:] if _TEXT.fullmatch(text[1:]) else "0s"  # `-0s` is not below 0
+        return f"{value!r} has a minus sign, which a duration does not take: write {zero}"
     if _CLOCK.fullmatch(text):
         numbers = [int(part) for part in text.split(":")]
         if len(numbers) == 3:
@@ -203,7 +229,8 @@ def _fraction_field(value: Any, info: ValidationInfo) -> float:
 _DURATION_SCHEMA = {
     "anyOf": [
         {"type": "string", "pattern": DURATION_TEXT_PATTERN},
-        {"type": "number", "minimum": 0},
+        # the largest double: `.inf` is no duration
+        {"type": "number", "minimum": 0, "maximum": sys.float_info.max},
     ],
     "description": "a duration: 250ms, 30s, 10m, 1h, 1h30m, or seconds",
 }

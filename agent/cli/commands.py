@@ -16,6 +16,7 @@ only the deploy object and progress moves to stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import uuid
@@ -117,8 +118,12 @@ def _duration(text: str, flag: str) -> float:
 
 
 def _refuse_negative(text: str, flag: str, like: str) -> None:
-    """A duration flag's value written negative, said as such (`like`: examples to give)."""
+    """A duration flag's value written negative, said as such (`like`: examples to give);
+    `-0s` is no time, not below it."""
     if text.lstrip().startswith("-"):
+        with contextlib.suppress(ValueError):
+            if parse_duration(text.lstrip()[1:]) == 0:
+                raise UsageError(f"{flag}: {text!r} is no time: give it more than 0s (like {like})")
         raise UsageError(f"{flag}: {text!r} is negative: give it more than 0s (like {like})")
 
 

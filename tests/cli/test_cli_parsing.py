@@ -102,6 +102,7 @@ DURATION_FLAGS = [
         (["=-0.5s"], "'-0.5s' is negative: give it more than 0s"),
         (["0s"], "'0s' is no time: give it more than 0s"),
         (["0"], "'0' is no time: give it more than 0s"),
+        (["=-0s"], "'-0s' is no time: give it more than 0s"),  # not "negative"
         (["soon"], "'soon' is not a duration"),
     ],
 )

@@ -123,6 +123,8 @@ def test_a_load_checks_error_rate_bound_is_a_percentage_too(
         ("0:05:00", "'0:05:00' is not a duration: write 5m"),
         ("1:02:03", "'1:02:03' is not a duration: write 1h2m3s"),
         ("-5m", "'-5m' is negative: a duration is zero or more"),
+        # 0s, not below it: "is negative" was wrong
+        ("-0s", "'-0s' has a minus sign, which a duration does not take: write 0s"),
     ],
 )
 def test_a_duration_with_a_unit_twice_or_out_of_order_is_refused(

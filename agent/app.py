@@ -404,6 +404,8 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> No
 
     async def listen_while_waiting() -> None:
         app[METRICS].waiting_for_store.set(1)
+        for environment in settings.environments:  # none watched yet; the series stay
+            app[METRICS].windows_active.labels(environment).set(0)
         await starting.setup()
         await listener.serve(starting)
         _say_listening(settings, "; /healthz answers, /readyz and the API 503 until the store does")

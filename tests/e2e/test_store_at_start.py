@@ -264,6 +264,32 @@ async def test_a_stop_while_waiting_for_a_held_sqlite_file_exits_0(tmp_path: Pat
     assert "stopped while waiting for the store" in shown(log), shown(log)
 
 
+async def test_the_contracts_gauges_are_served_while_waiting_for_the_store(
+    tmp_path: Path,
+) -> None:
+    """`postflight_windows_active` (contract §5) was missing from /metrics until the store
+    answered: a dashboard saw each environment's series vanish across a restart that
+    waited. It is 0 per configured environment meanwhile: nothing is watched yet."""
+    path = tmp_path / "postflight.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("BEGIN EXCLUSIVE")
+    agent, api_port, log = start(tmp_path / "agent", f"sqlite:///{path}")
+    try:
+        await said(log, agent, WAITING)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            assert (await answers(http, f"http://127.0.0.1:{api_port}/healthz"))[0] == 200
+            async with http.get(f"http://127.0.0.1:{api_port}/metrics") as r:
+                text = await r.text()
+        assert WAITING_GAUGE + " 1.0" in text, text
+        assert '\npostflight_windows_active{environment="production"} 0.0\n' in text, text
+        agent.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(agent.wait, 20) == 0
+    finally:
+        killed(agent)
+        holder.close()
+
+
 def test_a_postgresql_store_without_its_driver_says_the_extra_to_install(tmp_path: Path) -> None:
     """The README: "Install `postflight-agent[postgres]` for the driver". An install without
     it (asyncpg not importable) configured for PostgreSQL says that extra, exit 2, and

@@ -8,7 +8,23 @@ import re
 from datetime import UTC
 
 RETRYABLE_STATUSES = frozenset({408, 429})
-"""Plus every 5xx: answers worth retrying. Any other non-2xx will not change."""
+"""Plus every 5xx (and a status HTTP has not): answers worth retrying. Any other
+non-2xx will not change."""
+
+NOT_AN_HTTP_STATUS = " (not an HTTP status: retried as a 5xx)"
+"""Said after an error whose status is outside 100-599."""
+
+
+def is_http_status(status: int) -> bool:
+    """A status HTTP has (RFC 9110 §15: 100-599); aiohttp reads any three digits, and an
+    invalid one is to be processed as a 5xx: retried like one."""
+    return 100 <= status <= 599
+
+
+def worth_retrying(status: int) -> bool:
+    """408, 429, a 5xx or a status HTTP has not: the answer may change if asked again."""
+    return status in RETRYABLE_STATUSES or 500 <= status < 600 or not is_http_status(status)
+
 
 _DELAY_SECONDS = re.compile(r"[0-9]+(\.[0-9]+)?")
 """The RFC's delay-seconds is digits; a fraction is taken too, as plainly meant."""

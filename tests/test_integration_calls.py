@@ -3,6 +3,7 @@ answers, Rolling Releases approvals and `rollback.then` follow-ups."""
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
 import types
@@ -114,3 +115,52 @@ async def test_the_waits_go_on_from_the_attempts_earlier_senders_made(
                 made_before=made_before,
             )
             assert (result.ok, result.attempts, waits) == (False, 3, expected), made_before
+
+
+@pytest.mark.parametrize("status", [600, 799, 999])
+async def test_a_status_outside_http_s_range_is_retried_as_a_5xx(
+    monkeypatch: pytest.MonkeyPatch, status: int
+) -> None:
+    """RFC 9110 §15: a status outside 100-599 is invalid, to be processed as a 5xx (aiohttp
+    reads any three digits). A GitHub status or a follow-up answered 600 failed at once,
+    as a 4xx that will not change, where the rollback's own delivery retries it."""
+    waits_asked_for(monkeypatch, jitter=0.0)
+    posts, odd_ones = 0, 1
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal posts
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        posts += 1
+        if posts <= odd_ones:
+            odd = f"HTTP/1.1 {status} Odd\r\nConnection: close\r\nContent-Length: 4\r\n\r\n"
+            writer.write(odd.encode() + b"busy")
+        else:
+            writer.write(
+                b'HTTP/1.1 201 Created\r\nConnection: close\r\nContent-Length: 8\r\n\r\n{"id":1}'
+            )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            result = await call(
+                session, "POST", f"http://127.0.0.1:{port}/statuses", headers={}, body=b"{}"
+            )
+            assert (result.ok, result.attempts, result.data, posts) == (True, 2, {"id": 1}, 2)
+            posts, odd_ones = 0, 9  # every answer the odd status: given up as a 5xx is
+            result = await call(
+                session, "POST", f"http://127.0.0.1:{port}/statuses", headers={}, attempts=2
+            )
+    finally:
+        server.close()
+    assert (result.ok, result.status, result.attempts, result.gave_up) == (
+        False,
+        status,
+        2,
+        True,
+    )
+    assert result.error == f"HTTP {status}: busy (not an HTTP status: retried as a 5xx)"

@@ -1,8 +1,9 @@
 """Outbound calls to GitHub and Vercel that are not rollbacks: deployment statuses,
 protection-rule answers, Rolling Releases approvals, `rollback.then` follow-ups.
 
-Each call is retried a few times on 408/429/5xx/timeouts (honouring `Retry-After`);
-a 4xx that will not change is returned at once. Never raises except CancelledError;
+Each call is retried a few times on 408/429/5xx/timeouts (honouring `Retry-After`), a
+status outside HTTP's 100-599 as a 5xx (RFC 9110 §15); a 4xx that will not change is
+returned at once. Never raises except CancelledError;
 tokens never appear in the errors it returns.
 """
 
@@ -18,7 +19,12 @@ from typing import Any
 
 import aiohttp
 
-from common.retry_after import RETRYABLE_STATUSES, retry_after_seconds
+from common.retry_after import (
+    NOT_AN_HTTP_STATUS,
+    is_http_status,
+    retry_after_seconds,
+    worth_retrying,
+)
 
 _SNIPPET = 200
 RateLimit = Callable[[int, Mapping[str, str], str, float], float | None]
@@ -108,6 +114,8 @@ async def call(
                 return CallResult(True, status, None, data, attempt, unanswered=unanswered)
             snippet = " ".join(raw.decode("utf-8", "replace").split())[:_SNIPPET]
             error = redact(f"HTTP {status}" + (f": {snippet}" if snippet else ""))
+            if not is_http_status(status):
+                error += NOT_AN_HTTP_STATUS
             limited = (
                 rate_limit(status, response.headers, snippet, time.time())
                 if rate_limit is not None
@@ -115,7 +123,7 @@ async def call(
             )
             if limited is not None:
                 retry_after = limited
-            elif not (status in RETRYABLE_STATUSES or 500 <= status < 600):
+            elif not worth_retrying(status):
                 return CallResult(False, status, error, None, attempt, unanswered=unanswered)
         if attempt < attempts:
             delay = retry_after

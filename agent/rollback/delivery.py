@@ -54,7 +54,12 @@ from agent.store.outages import (
     store_outage,
 )
 from common.redaction import Redactor, address_redactor
-from common.retry_after import RETRYABLE_STATUSES, retry_after_seconds
+from common.retry_after import (
+    NOT_AN_HTTP_STATUS,
+    is_http_status,
+    retry_after_seconds,
+    worth_retrying,
+)
 from common.times import rfc3339
 from common.tracebacks import without_tracebacks
 from common.woken import LATE_S, WOKEN_LOOK_S
@@ -921,11 +926,10 @@ class RollbackDelivery:
             + f"HTTP {status}"
             + (f": {snippet}" if snippet else "")
         )
-        if not HTTP_STATUSES[0] <= status <= HTTP_STATUSES[1]:
+        if not is_http_status(status):
             # RFC 9110 §15: an invalid status is processed as a 5xx, which is retried
-            error += " (not an HTTP status: retried as a 5xx)"
-            return _Outcome("retryable", status, error, retry_after, duration)
-        if status in RETRYABLE_STATUSES or 500 <= status < 600 or rate_limited:
+            error += NOT_AN_HTTP_STATUS
+        if worth_retrying(status) or rate_limited:
             return _Outcome("retryable", status, error, retry_after, duration)
         if 300 <= status < 400:
             error = (
@@ -959,10 +963,6 @@ class RollbackDelivery:
                 if limited is not None:
                     return status, text, limited, True
             return status, text, retry_after, False
-
-
-HTTP_STATUSES = (100, 599)
-"""The status codes HTTP has (RFC 9110 §15); aiohttp reads any three digits."""
 
 
 ANSWER_LINE_BYTES = 64 * 1024

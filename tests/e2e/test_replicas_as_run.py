@@ -1,0 +1,337 @@
+"""Two `postflight run` processes on one PostgreSQL, driven as a user runs them (README's
+replicas paragraphs, contract §2-§4 and §8): no load balancer, the pipeline's
+`postflight register` on one replica and its `--wait` on the other, the page and the
+live events served by either, the rollback counted at the receiver and the alerts at a
+`json://` sink, a replica killed (-9) mid-window and one stopped (SIGTERM) while its
+rollback is at the receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+import textwrap
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from tests.e2e.conftest import SECRET, TOKEN, FlipTarget, environment
+from tests.e2e.crash import ROOT
+from tests.e2e.test_replicas import Daemon, lease_owner
+from tests.receivers import JsonSink, RollbackReceiver
+from tests.web.sse import events
+
+pytestmark = pytest.mark.e2e
+
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+ENDED = ("passed", "failed", "rolled_back", "inconclusive", "cancelled", "superseded")
+LEASE_S = 1.0
+Replicas = Callable[[aiohttp.ClientSession, str], Awaitable[list[Daemon]]]
+
+
+def config(pg_url: str, target: str, receiver: RollbackReceiver, sink: JsonSink) -> str:
+    """`production` on `target`, its rollback to `receiver`, its alerts to `sink`."""
+    rollback = f"rollback: {{url: {receiver.url}, secret: {SECRET}, backoff: 100ms}}"
+    return (
+        f"server:\n  listen: 127.0.0.1:{{port}}\n  api_tokens: [{TOKEN}]\n"
+        f"store:\n  url: {pg_url}\n  lease: {LEASE_S:g}s\n"
+        f"alerting:\n  channels:\n    - {{url: '{sink.url()}'}}\n"
+        "environments:\n"
+        + textwrap.indent(
+            environment(
+                "production", target, window="8s", background_interval="1h", extra=rollback
+            ),
+            "  ",
+        )
+    )
+
+
+async def cli(*args: str) -> tuple[int, str]:
+    """`postflight <args>` as a pipeline runs it (its own process; the test's servers go
+    on answering meanwhile): its exit code and what it printed."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), POSTFLIGHT_TOKEN=TOKEN)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent",
+        *args,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 90)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace")
+
+
+async def deploy(http: aiohttp.ClientSession, daemon: Daemon, deploy_id: str) -> Any:
+    async with http.get(f"{daemon.url}/v1/deploys/{deploy_id}") as r:
+        assert r.status == 200, await r.text()
+        return await r.json()
+
+
+async def until(
+    http: aiohttp.ClientSession, daemon: Daemon, deploy_id: str, done: Callable[[Any], bool]
+) -> Any:
+    for _ in range(400):  # 40 s at most
+        found = await deploy(http, daemon, deploy_id)
+        if done(found):
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"gave up waiting: {found}")
+
+
+def settled(d: Any) -> bool:
+    return d["state"] in ENDED and (d["rollback"] or {}).get("state") != "pending"
+
+
+async def each_once(receiver: RollbackReceiver, sink: JsonSink, deploy_id: str) -> None:
+    """After twice the lease (a second sender has had its chance): one rollback acted on
+    at the receiver, every request with its key and one body, and each alert once."""
+    await asyncio.sleep(2 * LEASE_S + 1)
+    accepted = Counter(a.idempotency_key for a in receiver.attempts if a.accepted)
+    assert accepted == {deploy_id: 1}, receiver.attempts
+    assert {a.body for a in receiver.attempts} == {receiver.delivered[deploy_id]}
+    titles = Counter(n.title for n in sink.notifications)
+    assert titles and max(titles.values()) == 1, titles
+    assert any(t.endswith("rollback delivered") for t in titles), titles
+
+
+@pytest.fixture
+async def replicas(tmp_path: Path) -> AsyncIterator[Replicas]:
+    """`await replicas(http, config)`: replica-a and replica-b, each a `postflight run`
+    of `config`, ready; killed after the test."""
+    started: list[Daemon] = []
+
+    async def start(http: aiohttp.ClientSession, text: str) -> list[Daemon]:
+        for name in ("a", "b"):
+            started.append(Daemon(tmp_path, name, text, f"replica-{name}"))
+            await started[-1].ready(http)
+        return started[-2:]
+
+    yield start
+    for daemon in started:
+        daemon.kill()
+
+
+async def test_a_pipeline_registers_on_one_replica_and_waits_on_the_other(
+    replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink
+) -> None:
+    """`postflight register` on replica A, the same registration (its Idempotency-Key)
+    with `--wait` on replica B: B replays it (the same deploy) and waits out its verdict,
+    exit 1 once rolled back. The page and the event stream of either replica show it;
+    the rollback reached the receiver once, and each alert the sink once."""
+    receiver = RollbackReceiver(SECRET)
+    await receiver.start()
+    flip_target.bad = True
+    try:
+        async with aiohttp.ClientSession(headers=HEADERS) as http:
+            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+            common = ("--env", "production", "--version", "v2", "--previous", "v1")
+            common += ("--idempotency-key", "ci-run-42")
+            code, out = await cli("register", "--url", a.url, *common, "--quiet")
+            assert code == 0, out
+            deploy_id = out.strip()
+            code, out = await cli("register", "--url", b.url, *common, "--wait")
+            assert code == 1, out
+            assert deploy_id in out and "rolled back" in out.replace("_", " "), out
+            code, out = await cli("status", "--url", b.url, deploy_id, "--json")
+            assert code == 0, out
+            assert '"rolled_back"' in out, out
+
+            await until(http, b, deploy_id, settled)
+            for daemon in (a, b):
+                async with http.get(f"{daemon.url}/deploys/{deploy_id}") as r:
+                    assert r.status == 200, await r.text()
+                    page = await r.text()
+                assert "v2" in page and deploy_id in page
+                url = f"{daemon.url}/v1/deploys/{deploy_id}/events"
+                async with http.get(url) as response:
+                    assert response.status == 200
+                    states = [e.data["state"] async for e in events(response) if e.name == "state"]
+                assert states and states[-1] == "rolled_back", (daemon.url, states)
+            await each_once(receiver, json_sink, deploy_id)
+
+            # an alert's link (signed, read-only) opens the page on either replica
+            (link,) = set(
+                re.findall(r"http://[^\s)>\]]+\?view=[^\s)>\]]+", last_message(json_sink))
+            )
+            for daemon in (a, b):
+                page = daemon.url + link[link.index("/deploys/") :]
+                async with aiohttp.ClientSession() as anonymous, anonymous.get(page) as r:
+                    assert r.status == 200, (page, await r.text())
+    finally:
+        await receiver.stop()
+
+
+def last_message(sink: JsonSink) -> str:
+    return sink.notifications[-1].message
+
+
+async def test_the_replica_holding_a_window_killed_mid_window_the_other_judges_it_once(
+    replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink
+) -> None:
+    """kill -9 of the replica watching a window, before the deploy regresses: the other
+    takes the window over, judges it failed and rolls it back, once; no verdict lost."""
+    receiver = RollbackReceiver(SECRET)
+    await receiver.start()
+    try:
+        async with aiohttp.ClientSession(headers=HEADERS) as http:
+            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+            async with http.post(
+                f"{a.url}/v1/deploys", json={"environment": "production", "version": "v2"}
+            ) as r:
+                assert r.status == 201, await r.text()
+                deploy_id = (await r.json())["id"]
+            await until(http, b, deploy_id, lambda d: d["rounds"] >= 2)
+            holder = await lease_owner(pg_url, deploy_id)
+            victim, survivor = (a, b) if holder == "replica-a" else (b, a)
+            victim.kill()
+            flip_target.bad = True
+            final = await until(http, survivor, deploy_id, settled)
+            assert final["state"] == "rolled_back", final
+            assert final["verdict"], final
+            await each_once(receiver, json_sink, deploy_id)
+            assert json_sink.notifications
+    finally:
+        await receiver.stop()
+
+
+async def test_a_replica_stopped_while_its_rollback_is_at_the_receiver_sends_it_once(
+    replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink
+) -> None:
+    """SIGTERM of the replica whose rollback the receiver is working on (answering in
+    1.5 s): the stop lets the delivery finish, exit 0, and the other replica, which reads
+    its outcome from the store, sends nothing; the alerts go out once between them."""
+    receiver = RollbackReceiver(SECRET, ["200:delay=1.5"])
+    await receiver.start()
+    flip_target.bad = True
+    try:
+        async with aiohttp.ClientSession(headers=HEADERS) as http:
+            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+            async with http.post(
+                f"{a.url}/v1/deploys", json={"environment": "production", "version": "v2"}
+            ) as r:
+                assert r.status == 201, await r.text()
+                deploy_id = (await r.json())["id"]
+            await receiver.wait_for_attempts(1, within=30)
+            sender = await rollback_sender(pg_url, deploy_id)
+            stopped, other = (a, b) if sender == "replica-a" else (b, a)
+            stopped.proc.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(stopped.proc.wait, 15)
+            assert code == 0, stopped.said()
+            final = await until(http, other, deploy_id, settled)
+            assert final["state"] == "rolled_back", final
+            await each_once(receiver, json_sink, deploy_id)
+            assert len(receiver.attempts) == 1, receiver.attempts
+    finally:
+        await receiver.stop()
+
+
+async def rollback_sender(pg_url: str, deploy_id: str) -> Any:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        return await conn.fetchval(
+            "SELECT lease_owner FROM rollbacks WHERE window_id = $1", deploy_id
+        )
+    finally:
+        await conn.close()
+
+
+async def test_writes_on_either_replica_act_on_the_window_the_other_watches(
+    replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink
+) -> None:
+    """One registration sent to both replicas at once (a pipeline's retry to the other
+    address) is one deploy; a newer deploy registered on the replica not watching the
+    window supersedes it and it fires nothing more; a cancel on the other replica ends
+    the window its holder watches."""
+    receiver = RollbackReceiver(SECRET)
+    await receiver.start()
+    try:
+        async with aiohttp.ClientSession(headers=HEADERS) as http:
+            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+
+            async def post(daemon: Daemon, version: str, key: str | None = None) -> Any:
+                headers = {"Idempotency-Key": key} if key else {}
+                body = {"environment": "production", "version": version}
+                async with http.post(f"{daemon.url}/v1/deploys", json=body, headers=headers) as r:
+                    return r.status, await r.json()
+
+            both = await asyncio.gather(post(a, "v2", "same"), post(b, "v2", "same"))
+            assert sorted(status for status, _ in both) == [200, 201], both
+            assert both[0][1]["id"] == both[1][1]["id"], both
+            first = both[0][1]["id"]
+            await until(http, a, first, lambda d: d["rounds"] >= 2)
+            holder = await lease_owner(pg_url, first)
+            watcher, other = (a, b) if holder == "replica-a" else (b, a)
+
+            status, second = await post(other, "v3")
+            assert status == 201, second
+            assert (await deploy(http, watcher, first))["state"] == "superseded"
+            rounds = (await deploy(http, other, first))["rounds"]
+            await until(http, watcher, second["id"], lambda d: d["rounds"] >= 2)
+            assert (await deploy(http, other, first))["rounds"] == rounds, "watched on"
+
+            holder = await lease_owner(pg_url, second["id"])
+            watcher, other = (a, b) if holder == "replica-a" else (b, a)
+            async with http.post(f"{other.url}/v1/deploys/{second['id']}/cancel") as r:
+                assert r.status == 200, await r.text()
+                assert (await r.json())["state"] == "cancelled"
+            await asyncio.sleep(2 * LEASE_S + 1)
+            ended = await deploy(http, watcher, second["id"])
+            assert ended["state"] == "cancelled", ended
+            rounds = ended["rounds"]
+            await asyncio.sleep(1.0)
+            assert (await deploy(http, other, second["id"]))["rounds"] == rounds, "watched on"
+            assert await lease_owner(pg_url, second["id"]) is None
+            assert not receiver.attempts and not json_sink.notifications, json_sink.notifications
+    finally:
+        await receiver.stop()
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill"])
+async def test_a_replica_stopped_past_its_grace_mid_rollback_leaves_it_to_the_other(
+    replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink, how: int
+) -> None:
+    """The receiver holds the rollback past the stop's grace (or the sender is killed -9
+    while it waits): the sender never hears an answer; the other replica takes the
+    rollback over once its lease lapses and sends it again, same key and body, acted on
+    once; each alert goes out once between them and a stream on the other replica,
+    opened before, follows it to the end."""
+    receiver = RollbackReceiver(SECRET, ["200:delay=20"])
+    await receiver.start()
+    flip_target.bad = True
+    try:
+        async with aiohttp.ClientSession(headers=HEADERS) as http:
+            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+            async with http.post(
+                f"{a.url}/v1/deploys", json={"environment": "production", "version": "v2"}
+            ) as r:
+                assert r.status == 201, await r.text()
+                deploy_id = (await r.json())["id"]
+            await receiver.wait_for_attempts(1, within=30)
+            sender = await rollback_sender(pg_url, deploy_id)
+            stopped, other = (a, b) if sender == "replica-a" else (b, a)
+            url = f"{other.url}/v1/deploys/{deploy_id}/events"
+            async with http.get(url) as response:
+                assert response.status == 200
+                stream = events(response)
+                assert (await anext(stream)).name == "state"
+                stopped.proc.send_signal(how)
+                code = await asyncio.to_thread(stopped.proc.wait, 15)
+                assert code == (0 if how == signal.SIGTERM else -signal.SIGKILL), stopped.said()
+                states = [e.data["state"] async for e in stream if e.name == "state"]
+            assert states and states[-1] == "rolled_back", states
+            await each_once(receiver, json_sink, deploy_id)
+            assert len(receiver.attempts) == 2, receiver.attempts
+            assert not receiver.attempts[0].accepted
+    finally:
+        await receiver.stop()

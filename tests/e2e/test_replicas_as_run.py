@@ -72,6 +72,24 @@ async def cli(*args: str) -> tuple[int, str]:
     return proc.returncode, out.decode(errors="replace")
 
 
+async def waiter(url: str, deploy_id: str) -> asyncio.subprocess.Process:
+    """`postflight register --wait` of a deploy registered already (its key), once it has
+    printed its first progress line (it registered and waits)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), POSTFLIGHT_TOKEN=TOKEN)
+    args = ("--env", "production", "--version", "v2", "--idempotency-key", "k", "--wait")
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "agent", "register", "--url", url, *args),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    assert deploy_id.encode() in line, line
+    return proc
+
+
 async def deploy(http: aiohttp.ClientSession, daemon: Daemon, deploy_id: str) -> Any:
     async with http.get(f"{daemon.url}/v1/deploys/{deploy_id}") as r:
         assert r.status == 200, await r.text()
@@ -333,5 +351,66 @@ async def test_a_replica_stopped_past_its_grace_mid_rollback_leaves_it_to_the_ot
             await each_once(receiver, json_sink, deploy_id)
             assert len(receiver.attempts) == 2, receiver.attempts
             assert not receiver.attempts[0].accepted
+    finally:
+        await receiver.stop()
+
+
+async def test_a_stream_cut_by_its_replicas_kill_goes_on_from_the_other_by_its_last_id(
+    replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink
+) -> None:
+    """An event stream on the replica watching the window, which is killed (-9): the
+    client reconnects to the other with `Last-Event-ID`, as an EventSource would behind an
+    address that moved, and goes on from the store: every round once, in order, to the
+    end; and a `register --wait` on the killed replica rides out its restart."""
+    receiver = RollbackReceiver(SECRET)
+    await receiver.start()
+    try:
+        async with aiohttp.ClientSession(headers=HEADERS) as http:
+            text = config(pg_url, flip_target.url, receiver, json_sink)
+            a, b = await replicas(http, text)
+            async with http.post(
+                f"{a.url}/v1/deploys",
+                json={"environment": "production", "version": "v2"},
+                headers={"Idempotency-Key": "k"},
+            ) as r:
+                assert r.status == 201, await r.text()
+                deploy_id = (await r.json())["id"]
+            await until(http, a, deploy_id, lambda d: d["rounds"] >= 1)
+            holder = await lease_owner(pg_url, deploy_id)
+            victim, survivor = (a, b) if holder == "replica-a" else (b, a)
+            waiting = await waiter(victim.url, deploy_id)
+            rounds: list[int] = []
+            last_id = None
+            async with http.get(f"{victim.url}/v1/deploys/{deploy_id}/events") as response:
+                async for event in events(response):
+                    last_id = event.id
+                    if event.name == "round":
+                        rounds.append(event.data["round"])
+                    if len(rounds) >= 2:
+                        break
+            victim.kill()
+            flip_target.bad = True
+            headers = {"Last-Event-ID": last_id or ""}
+            url = f"{survivor.url}/v1/deploys/{deploy_id}/events"
+            async with http.get(url, headers=headers) as response:
+                assert response.status == 200
+                states = []
+                async for event in events(response):
+                    if event.name == "round":
+                        rounds.append(event.data["round"])
+                    elif event.name == "state":
+                        states.append(event.data["state"])
+            assert rounds == list(range(rounds[0], rounds[0] + len(rounds))), rounds
+            assert states[-1] == "rolled_back", states
+            await asyncio.sleep(2.0)
+            again = Daemon(victim.config.parent, "again", victim.config.read_text(), holder)
+            again.url = victim.url  # its configuration is the killed one's: its address
+            try:
+                await again.ready(http)
+                out, _ = await asyncio.wait_for(waiting.communicate(), 60)
+                assert waiting.returncode == 1, out.decode()
+            finally:
+                again.kill()
+            await each_once(receiver, json_sink, deploy_id)
     finally:
         await receiver.stop()

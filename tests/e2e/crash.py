@@ -145,11 +145,12 @@ def start_fake(module: str, token: str) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def start_agent(
-    config: Path, port: int, log: Path, *, within: float = 120.0
+    config: Path, port: int, log: Path, *, within: float = 120.0, pidfile: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """`postflight run` on `config`, ready within `within` seconds (else killed): a start
     took 37 s on a 2-core machine at load 24 (imports and the store's opening), and a
-    30 s bound ended `bench/crash_resume.py` in a traceback at its 14th trial."""
+    30 s bound ended `bench/crash_resume.py` in a traceback at its 14th trial. Its pid is
+    in `pidfile` at once, whole (written aside, then renamed): it may send before ready."""
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "agent", "--log-format", "json", "run", "--config", str(config)],
@@ -158,6 +159,10 @@ def start_agent(
             stdout=out,
             stderr=out,
         )
+    if pidfile is not None:
+        aside = pidfile.with_name(pidfile.name + ".new")
+        aside.write_text(str(proc.pid))
+        os.replace(aside, pidfile)
     try:
         _wait_ready(port, proc, within)
     except BaseException:
@@ -179,9 +184,7 @@ def kill_and_restart(
 
 def start_tracked(config: Path, port: int, log: Path, pidfile: Path) -> subprocess.Popen[bytes]:
     """`start_agent`, its pid written to `pidfile` (for a receiver that kills it)."""
-    agent = start_agent(config, port, log)
-    pidfile.write_text(str(agent.pid))
-    return agent
+    return start_agent(config, port, log, pidfile=pidfile)
 
 
 def stop(agent: subprocess.Popen[bytes] | None, helper: subprocess.Popen[bytes]) -> None:

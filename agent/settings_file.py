@@ -131,6 +131,34 @@ ConfigLoader.add_implicit_resolver(
 )
 
 
+class FastConfigLoader(getattr(yaml, "CSafeLoader", ConfigLoader)):  # type: ignore[misc]
+    """`ConfigLoader`'s reading with libyaml's parser where PyYAML has it (`CSafeLoader`:
+    the same nodes and constructor), their implicit tags resolved by `ConfigLoader`'s
+    resolvers (no base 60, no dates). A file of 500 environments took 1.3 s of CPU to
+    parse in Python, and it was parsed twice (`bench/validate_config_size.py`)."""
+
+    yaml_implicit_resolvers = ConfigLoader.yaml_implicit_resolvers
+
+
+def _composed(text: str) -> tuple[yaml.Node | None, ConfigLoader]:
+    """The document's nodes, and the loader to build its values with: libyaml's parser,
+    or PyYAML's own for a text it refuses, whose errors the hints are written for (a tab
+    is "found character '\\t' that cannot start any token" there, with no character in
+    libyaml's words)."""
+    loader = FastConfigLoader(text)
+    try:
+        return loader.get_single_node(), loader
+    except yaml.YAMLError:
+        pass
+    finally:
+        loader.dispose()
+    python = ConfigLoader(text)
+    try:
+        return python.get_single_node(), python
+    finally:
+        python.dispose()
+
+
 @dataclass(frozen=True, slots=True)
 class LoadedConfig:
     """Valid settings and what in them is allowed but likely unmeant (alerts that reach
@@ -200,14 +228,19 @@ def load_config_text(
 ) -> LoadedConfig:
     environ = os.environ if env is None else env
     try:
-        node = yaml.compose(text, Loader=ConfigLoader)
-        data = yaml.load(text, Loader=ConfigLoader)  # a SafeLoader: no Python objects
+        node, loader = _composed(text)
     except yaml.YAMLError as exc:
         raise ConfigError(source, [_yaml_problem(exc, text)]) from None
     looped = _alias_inside_itself(node, text) if node is not None else None
     if looped is not None:
         raise ConfigError(source, [looped])
     lines = _line_index(node) if node is not None else {}
+    # the walks of the nodes come first: building the values merges `<<` keys into them
+    duplicates = _duplicate_keys(node) if node is not None else []
+    try:
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [_yaml_problem(exc, text)]) from None
     if data is None:  # empty, comments only, or `---`: no line holds anything
         data, lines = {}, {}
     if not isinstance(data, dict):
@@ -221,7 +254,6 @@ def load_config_text(
     data = {key: v for key, v in data.items() if not key.startswith(EXTENSION_PREFIX)}
     # the YAML loader keeps the last of two equal keys; a config that says one thing
     # twice is reported, with the rest of its errors, instead of silently using one
-    duplicates = _duplicate_keys(node) if node is not None else []
     problems: list[ConfigProblem] = []
     expanded = _expand(data, (), environ, problems, lines)
     overrides, origins = _overrides(environ, problems)

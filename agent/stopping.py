@@ -178,3 +178,20 @@ def exit_if_still_running(bound: float, code: int = 0) -> None:
     timer.name = "stop-deadline"
     timer.daemon = True
     timer.start()
+
+
+class StopDeadline:
+    """`exit_if_still_running`, armed once: at the stop signal's arrival (a Python-level
+    handler, which runs even while the event loop is blocked) or when the loop handles it,
+    whichever comes first. Armed by the loop alone, a loop blocked by a synchronous call (a
+    plugin's) held the bound's start until it came back: the exit landed past the bound."""
+
+    def __init__(self, bound: float, code: int = 0) -> None:
+        self.bound = bound
+        self.code = code
+        self.armed = False
+
+    def arm(self) -> None:
+        if not self.armed:  # the main thread alone arms it: a handler, or the loop's callback
+            self.armed = True
+            exit_if_still_running(self.bound, self.code)

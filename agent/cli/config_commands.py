@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.cli.exits import EXIT_CRASHED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from agent.cli.stop_signals import STOP_SIGNALS, ignore_stops_from_now
+from agent.cli.stop_signals import STOP_SIGNALS, also_at_arrival, ignore_stops_from_now
 from agent.settings_file import STDIN_SOURCE, ConfigError, LoadedConfig, load_config
-from agent.stopping import StopBudget, exit_if_still_running
+from agent.stopping import StopBudget, StopDeadline
 from common.words import counted
 
 if TYPE_CHECKING:
@@ -164,9 +164,11 @@ def run_command(args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
 
+        deadline = StopDeadline(settings.server.shutdown_timeout, EXIT_OK)
+
         def on_stop(sig: signal.Signals) -> None:
-            if not stop.is_set():  # the first signal starts the bound
-                exit_if_still_running(settings.server.shutdown_timeout, EXIT_OK)
+            if not stop.is_set():  # the first signal starts the bound, if its arrival did not
+                deadline.arm()
                 if sig == signal.SIGHUP:  # many daemons reload on it: said, as a warning
                     log.warning("SIGHUP: stopping%s", _NO_RELOAD)
                 else:
@@ -175,6 +177,7 @@ def run_command(args: argparse.Namespace) -> int:
 
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, on_stop, sig)
+            also_at_arrival(sig, deadline.arm)  # the bound counts from the signal's arrival
         await serve(settings, stop)
 
     try:

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -68,6 +68,22 @@ def ignore_stops_from_now(loop: asyncio.AbstractEventLoop | None = None) -> None
         if loop is not None and not loop.is_closed():
             loop.remove_signal_handler(sig)
         signal.signal(sig, signal.SIG_IGN)
+
+
+def also_at_arrival(sig: signal.Signals, arrived: Callable[[], None]) -> None:
+    """Call `arrived` from `sig`'s Python-level handler, as the signal arrives, and keep the
+    handler the event loop set (`add_signal_handler`: the loop learns of the signal from
+    its wakeup file, which the interpreter writes whatever the handler). That handler runs
+    in the main thread between two steps of its code, a blocking sleep or read included,
+    where the loop's callback waits until the loop runs again."""
+    previous = signal.getsignal(sig)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        arrived()
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(sig, handler)
 
 
 class Terminated(KeyboardInterrupt):

@@ -236,21 +236,28 @@ class SqliteStore(SqlStore):
     async def open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # a try after one that found the file held (`run` waiting for it) waits for its
+        # lock briefly: a stop is seen between two tries, and each waited the whole 5 s
+        opening_ms = HELD_BUSY_TIMEOUT_MS if self._held_elsewhere else self.busy_timeout_ms
         try:
-            self._db = await _connected(self.path)
-            busy = f"busy_timeout={self.busy_timeout_ms}"
-            for pragma in ("journal_mode=WAL", "synchronous=FULL", busy):
+            self._db = await _connected(self.path, opening_ms / 1000)
+            for pragma in ("journal_mode=WAL", "synchronous=FULL", f"busy_timeout={opening_ms}"):
                 await self._db.execute(f"PRAGMA {pragma}")
             await self._db.execute("PRAGMA foreign_keys=ON")
             await self._migrate()
+            busy = f"busy_timeout={self.busy_timeout_ms}"
+            await self._db.execute(f"PRAGMA {busy}")
+            self._held_elsewhere = False
             if self.path != ":memory:":  # another connection to :memory: is another store
                 self._reader = await _connected(self.path)
                 await self._reader.execute(f"PRAGMA {busy}")
         except (sqlite3.Error, StoreError) as exc:
             await self.close()
-            if _held(exc):  # another process's lock (a `sqlite3` session, a VACUUM): it
-                # lets go, as a PostgreSQL starting up answers, so `run` waits for it where
-                # it exited 2, the code of a configuration to fix
+            if _held(exc):
+                # another process's lock (a `sqlite3` session, a VACUUM): it lets go, as a
+                # PostgreSQL starting up answers, so `run` waits for it where it exited 2,
+                # the code of a configuration to fix; its next try waits for it briefly
+                self._held_elsewhere = True
                 said = exc if isinstance(exc, sqlite3.Error) else exc.__cause__
                 raise StoreUnreachable(
                     f"the SQLite file {self.path} is locked by another process ({said})"
@@ -482,11 +489,13 @@ async def _record_all(db: _Connection, batch: list[_QueuedRound]) -> list[bool]:
     return [True] * len(rows)
 
 
-async def _connected(path: str) -> aiosqlite.Connection:
+async def _connected(
+    path: str, busy_timeout_s: float = BUSY_TIMEOUT_MS / 1000
+) -> aiosqlite.Connection:
     """`aiosqlite.connect`, and after a failed connect its thread ended before this returns:
     aiosqlite stops it without waiting, and the thread then told a loop `run` had closed
     meanwhile (a traceback, `Event loop is closed`, before the store error)."""
-    connection = aiosqlite.connect(path, isolation_level=None)
+    connection = aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout_s)
     try:
         return await connection
     except BaseException:

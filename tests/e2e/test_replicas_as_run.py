@@ -414,3 +414,99 @@ async def test_a_stream_cut_by_its_replicas_kill_goes_on_from_the_other_by_its_l
             await each_once(receiver, json_sink, deploy_id)
     finally:
         await receiver.stop()
+
+
+async def test_a_rollback_asked_on_the_replica_not_watching_is_sent_once(
+    replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink
+) -> None:
+    """`postflight rollback ID` on the replica that does not watch the window, which then
+    regresses on the other: one rollback at the receiver, the window ends rolled back,
+    and a second ask (on either replica) is refused, exit 1."""
+    receiver = RollbackReceiver(SECRET)
+    await receiver.start()
+    try:
+        async with aiohttp.ClientSession(headers=HEADERS) as http:
+            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+            async with http.post(
+                f"{a.url}/v1/deploys", json={"environment": "production", "version": "v2"}
+            ) as r:
+                assert r.status == 201, await r.text()
+                deploy_id = (await r.json())["id"]
+            await until(http, a, deploy_id, lambda d: d["rounds"] >= 1)
+            holder = await lease_owner(pg_url, deploy_id)
+            watcher, other = (a, b) if holder == "replica-a" else (b, a)
+            code, out = await cli("rollback", "--url", other.url, deploy_id, "--reason", "oops")
+            assert code == 0, out
+            flip_target.bad = True
+            final = await until(http, watcher, deploy_id, settled)
+            assert final["state"] == "rolled_back", final
+            for daemon in (watcher, other):
+                code, out = await cli("rollback", "--url", daemon.url, deploy_id, "--reason", "x")
+                assert code == 1, out
+            await each_once(receiver, json_sink, deploy_id)
+            assert len(receiver.attempts) == 1, receiver.attempts
+    finally:
+        await receiver.stop()
+
+
+async def test_a_replica_stopped_while_its_alert_is_at_a_slow_channel_sends_it_once(
+    replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink
+) -> None:
+    """SIGTERM of the replica watching a failing window while its first alert is at a
+    channel answering in 1.5 s: the stop lets it finish, the other replica takes the
+    window's remaining work over; each alert once at the sink, the rollback once."""
+    receiver = RollbackReceiver(SECRET)
+    await receiver.start()
+    json_sink.answer_after(1.5)
+    flip_target.bad = True
+    try:
+        async with aiohttp.ClientSession(headers=HEADERS) as http:
+            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+            async with http.post(
+                f"{a.url}/v1/deploys", json={"environment": "production", "version": "v2"}
+            ) as r:
+                assert r.status == 201, await r.text()
+                deploy_id = (await r.json())["id"]
+            await json_sink.wait_arrived(1, within=30)
+            holder = await lease_owner(pg_url, deploy_id) or await rollback_sender(
+                pg_url, deploy_id
+            )
+            assert holder in ("replica-a", "replica-b")
+            stopped, other = (a, b) if holder == "replica-a" else (b, a)
+            stopped.proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(stopped.proc.wait, 15) == 0, stopped.said()
+            final = await until(http, other, deploy_id, settled)
+            assert final["state"] == "rolled_back", final
+            await asyncio.sleep(3.0)  # the slow channel's answers
+            await each_once(receiver, json_sink, deploy_id)
+    finally:
+        await receiver.stop()
+
+
+async def test_a_good_deploy_whose_replica_was_killed_passes_once_on_the_other(
+    replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink
+) -> None:
+    """kill -9 of the replica watching a healthy deploy: the other takes the window over
+    and passes it, its `passed` alert once, no rollback."""
+    receiver = RollbackReceiver(SECRET)
+    await receiver.start()
+    try:
+        async with aiohttp.ClientSession(headers=HEADERS) as http:
+            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+            async with http.post(
+                f"{a.url}/v1/deploys", json={"environment": "production", "version": "v2"}
+            ) as r:
+                assert r.status == 201, await r.text()
+                deploy_id = (await r.json())["id"]
+            await until(http, b, deploy_id, lambda d: d["rounds"] >= 2)
+            holder = await lease_owner(pg_url, deploy_id)
+            victim, survivor = (a, b) if holder == "replica-a" else (b, a)
+            victim.kill()
+            final = await until(http, survivor, deploy_id, settled)
+            assert (final["state"], final["rollback"]) == ("passed", None), final
+            await asyncio.sleep(2 * LEASE_S + 1)
+            titles = Counter(n.title for n in json_sink.notifications)
+            assert titles == {"[postflight] production v2: deploy passed": 1}, titles
+            assert not receiver.attempts
+    finally:
+        await receiver.stop()

@@ -510,3 +510,75 @@ async def test_a_good_deploy_whose_replica_was_killed_passes_once_on_the_other(
             assert not receiver.attempts
     finally:
         await receiver.stop()
+
+
+async def test_two_deploys_registered_at_once_on_two_replicas_leave_one_watching(
+    replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink
+) -> None:
+    """Two pipelines register a deploy of one environment at the same instant, one on
+    each replica: one supersedes the other, never two windows watching it."""
+    receiver = RollbackReceiver(SECRET)
+    await receiver.start()
+    try:
+        async with aiohttp.ClientSession(headers=HEADERS) as http:
+            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+
+            async def post(daemon: Daemon, version: str) -> Any:
+                body = {"environment": "production", "version": version}
+                async with http.post(f"{daemon.url}/v1/deploys", json=body) as r:
+                    assert r.status == 201, await r.text()
+                    return await r.json()
+
+            for n in range(8):
+                await asyncio.gather(post(a, f"v{n}a"), post(b, f"v{n}b"))
+                async with http.get(f"{a.url}/v1/deploys?state=watching") as r:
+                    watching = [d["version"] for d in (await r.json())["items"]]
+                assert len(watching) == 1, (n, watching)
+    finally:
+        await receiver.stop()
+
+
+async def test_alert_retries_owed_by_a_killed_replica_are_sent_once_by_the_other(
+    replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink
+) -> None:
+    """The channel fails the window's alerts (500) and the replica that sent them is
+    killed (-9) with their retries owed; the channel comes back: the other replica sends
+    each retry when due, once, and the alerts after them once."""
+    receiver = RollbackReceiver(SECRET)
+    await receiver.start()
+    json_sink.fail_always()
+    flip_target.bad = True
+    try:
+        async with aiohttp.ClientSession(headers=HEADERS) as http:
+            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+            async with http.post(
+                f"{a.url}/v1/deploys", json={"environment": "production", "version": "v2"}
+            ) as r:
+                assert r.status == 201, await r.text()
+                deploy_id = (await r.json())["id"]
+            final = await until(http, b, deploy_id, settled)
+            assert final["state"] == "rolled_back", final
+            await asyncio.sleep(0.5)
+            failed = json_sink.arrived
+            assert failed >= 1
+            # the window's alerts are its watcher's: the one whose log says they failed
+            (victim,) = [d for d in (a, b) if "alert" in d.said() and "failed" in d.said()]
+            victim.kill()
+            json_sink.come_back()
+            await json_sink._wait_until(
+                lambda: (
+                    any(n.title.endswith("rollback delivered") for n in json_sink.notifications)
+                    and len(json_sink.notifications) >= 3
+                ),
+                within=40,
+            )
+            await asyncio.sleep(6.0)  # a second retry round, had one been owed twice
+            titles = Counter(n.title for n in json_sink.notifications)
+            assert max(titles.values()) == 1, titles
+            assert len(titles) >= 3, titles
+            late = [n.title for n in json_sink.notifications if "on retry" in n.message]
+            assert late, "no retry sent"
+            accepted = Counter(x.idempotency_key for x in receiver.attempts if x.accepted)
+            assert accepted == {deploy_id: 1}, receiver.attempts
+    finally:
+        await receiver.stop()

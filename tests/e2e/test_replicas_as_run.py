@@ -24,7 +24,7 @@ import pytest
 
 from tests.e2e.conftest import SECRET, TOKEN, FlipTarget, environment
 from tests.e2e.crash import ROOT
-from tests.e2e.test_replicas import Daemon, lease_owner
+from tests.e2e.test_replicas import Daemon, lease_owner, round_numbers
 from tests.receivers import JsonSink, RollbackReceiver
 from tests.web.sse import events
 
@@ -36,12 +36,14 @@ LEASE_S = 1.0
 Replicas = Callable[[aiohttp.ClientSession, str], Awaitable[list[Daemon]]]
 
 
-def config(pg_url: str, target: str, receiver: RollbackReceiver, sink: JsonSink) -> str:
+def config(
+    pg_url: str, target: str, receiver: RollbackReceiver, sink: JsonSink, lease: str = "1s"
+) -> str:
     """`production` on `target`, its rollback to `receiver`, its alerts to `sink`."""
     rollback = f"rollback: {{url: {receiver.url}, secret: {SECRET}, backoff: 100ms}}"
     return (
         f"server:\n  listen: 127.0.0.1:{{port}}\n  api_tokens: [{TOKEN}]\n"
-        f"store:\n  url: {pg_url}\n  lease: {LEASE_S:g}s\n"
+        f"store:\n  url: {pg_url}\n  lease: {lease}\n"
         f"alerting:\n  channels:\n    - {{url: '{sink.url()}'}}\n"
         "environments:\n"
         + textwrap.indent(
@@ -287,6 +289,9 @@ async def test_writes_on_either_replica_act_on_the_window_the_other_watches(
             assert sorted(status for status, _ in both) == [200, 201], both
             assert both[0][1]["id"] == both[1][1]["id"], both
             first = both[0][1]["id"]
+            for daemon in (a, b):  # the same key with another body, on either: 409
+                status, problem = await post(daemon, "v9", "same")
+                assert status == 409, problem
             await until(http, a, first, lambda d: d["rounds"] >= 2)
             holder = await lease_owner(pg_url, first)
             watcher, other = (a, b) if holder == "replica-a" else (b, a)
@@ -516,7 +521,8 @@ async def test_two_deploys_registered_at_once_on_two_replicas_leave_one_watching
     replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink
 ) -> None:
     """Two pipelines register a deploy of one environment at the same instant, one on
-    each replica: one supersedes the other, never two windows watching it."""
+    each replica: one supersedes the other, never two windows watching it; one request
+    sent to both at once (its Idempotency-Key) is one deploy, 201 and 200."""
     receiver = RollbackReceiver(SECRET)
     await receiver.start()
     try:
@@ -534,6 +540,18 @@ async def test_two_deploys_registered_at_once_on_two_replicas_leave_one_watching
                 async with http.get(f"{a.url}/v1/deploys?state=watching") as r:
                     watching = [d["version"] for d in (await r.json())["items"]]
                 assert len(watching) == 1, (n, watching)
+
+            async def send(daemon: Daemon, n: int) -> tuple[int, str]:
+                body = {"environment": "production", "version": f"w{n}"}
+                headers = {"Idempotency-Key": f"run-{n}"}
+                async with http.post(f"{daemon.url}/v1/deploys", json=body, headers=headers) as r:
+                    assert r.status in (200, 201), await r.text()
+                    return r.status, (await r.json())["id"]
+
+            for n in range(8):  # one pipeline's request sent to both: one deploy
+                answers = await asyncio.gather(send(a, n), send(b, n))
+                assert sorted(status for status, _ in answers) == [200, 201], answers
+                assert len({deploy_id for _, deploy_id in answers}) == 1, answers
     finally:
         await receiver.stop()
 
@@ -580,5 +598,37 @@ async def test_alert_retries_owed_by_a_killed_replica_are_sent_once_by_the_other
             assert late, "no retry sent"
             accepted = Counter(x.idempotency_key for x in receiver.attempts if x.accepted)
             assert accepted == {deploy_id: 1}, receiver.attempts
+    finally:
+        await receiver.stop()
+
+
+async def test_a_replica_stopped_mid_window_hands_it_to_the_other_at_once(
+    replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink
+) -> None:
+    """SIGTERM of the replica watching a window, on the default 30 s lease: it hands the
+    lease back, so the other watches the window from its next sweep, every slot, and
+    passes it; waiting the lease out would have left slots unwatched (inconclusive)."""
+    receiver = RollbackReceiver(SECRET)
+    await receiver.start()
+    try:
+        async with aiohttp.ClientSession(headers=HEADERS) as http:
+            text = config(pg_url, flip_target.url, receiver, json_sink, lease="30s")
+            a, b = await replicas(http, text)
+            async with http.post(
+                f"{a.url}/v1/deploys", json={"environment": "production", "version": "v2"}
+            ) as r:
+                assert r.status == 201, await r.text()
+                deploy_id = (await r.json())["id"]
+            await until(http, b, deploy_id, lambda d: d["rounds"] >= 2)
+            holder = await lease_owner(pg_url, deploy_id)
+            stopped, other = (a, b) if holder == "replica-a" else (b, a)
+            stopped.proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(stopped.proc.wait, 15) == 0, stopped.said()
+            final = await until(http, other, deploy_id, settled)
+            assert final["state"] == "passed", (final["state"], final["verdict"])
+            numbers = await round_numbers(pg_url, deploy_id)
+            assert numbers == list(range(1, len(numbers) + 1)), numbers
+            titles = Counter(n.title for n in json_sink.notifications)
+            assert titles == {"[postflight] production v2: deploy passed": 1}, titles
     finally:
         await receiver.stop()

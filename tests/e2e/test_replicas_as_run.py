@@ -632,3 +632,46 @@ async def test_a_replica_stopped_mid_window_hands_it_to_the_other_at_once(
             assert titles == {"[postflight] production v2: deploy passed": 1}, titles
     finally:
         await receiver.stop()
+
+
+async def test_a_replica_stopped_in_its_rollbacks_backoff_hands_it_to_the_running_other(
+    replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink
+) -> None:
+    """The receiver asks for a 12 s wait (503, Retry-After), longer than a stop lasts
+    (`server.shutdown_timeout`, 8 s), and the sending replica is stopped (SIGTERM) in it,
+    on a 60 s lease: the stop cuts the wait and hands the rollback back; the other
+    replica, running, takes it over and sends it once the wait is over, once, where
+    waiting out the lease would have taken a minute. (A wait shorter than the stop is
+    waited out by the stopping replica, which sends it itself.)"""
+    receiver = RollbackReceiver(SECRET, ["503:retry-after=12"])
+    await receiver.start()
+    flip_target.bad = True
+    try:
+        async with aiohttp.ClientSession(headers=HEADERS) as http:
+            text = config(pg_url, flip_target.url, receiver, json_sink, lease="60s")
+            a, b = await replicas(http, text)
+            async with http.post(
+                f"{a.url}/v1/deploys", json={"environment": "production", "version": "v2"}
+            ) as r:
+                assert r.status == 201, await r.text()
+                deploy_id = (await r.json())["id"]
+            await receiver.wait_for_attempts(1, within=30)
+            await until(http, a, deploy_id, lambda d: (d["rollback"] or {}).get("attempts") == 1)
+            sender = await rollback_sender(pg_url, deploy_id)
+            stopped, other = (a, b) if sender == "replica-a" else (b, a)
+            stopped.proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(stopped.proc.wait, 15) == 0, stopped.said()
+            final = await until(http, other, deploy_id, settled)  # 40 s at most: < lease
+            assert "delivered on attempt 2" in other.said(), other.said()
+            assert final["state"] == "rolled_back", final
+            assert [x.accepted for x in receiver.attempts] == [False, True], receiver.attempts
+            assert await rollback_sender(pg_url, deploy_id) in (None, other_id(other, a))
+            await asyncio.sleep(1.0)
+            titles = Counter(n.title for n in json_sink.notifications)
+            assert titles and max(titles.values()) == 1, titles
+    finally:
+        await receiver.stop()
+
+
+def other_id(daemon: Daemon, a: Daemon) -> str:
+    return "replica-a" if daemon is a else "replica-b"

@@ -401,12 +401,16 @@ async def test_a_stream_cut_by_its_replicas_kill_goes_on_from_the_other_by_its_l
                 assert response.status == 200
                 states = []
                 async for event in events(response):
+                    last_id = event.id
                     if event.name == "round":
                         rounds.append(event.data["round"])
                     elif event.name == "state":
                         states.append(event.data["state"])
             assert rounds == list(range(rounds[0], rounds[0] + len(rounds))), rounds
             assert states[-1] == "rolled_back", states
+            # every event of the ended window had: 204 on either replica (EventSource stops)
+            async with http.get(url, headers={"Last-Event-ID": last_id or ""}) as response:
+                assert response.status == 204, await response.text()
             await asyncio.sleep(2.0)
             again = Daemon(victim.config.parent, "again", victim.config.read_text(), holder)
             again.url = victim.url  # its configuration is the killed one's: its address
@@ -414,6 +418,9 @@ async def test_a_stream_cut_by_its_replicas_kill_goes_on_from_the_other_by_its_l
                 await again.ready(http)
                 out, _ = await asyncio.wait_for(waiting.communicate(), 60)
                 assert waiting.returncode == 1, out.decode()
+                ended = f"{again.url}/v1/deploys/{deploy_id}/events"
+                async with http.get(ended, headers={"Last-Event-ID": last_id or ""}) as r:
+                    assert r.status == 204, await r.text()
             finally:
                 again.kill()
             await each_once(receiver, json_sink, deploy_id)

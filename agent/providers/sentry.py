@@ -122,6 +122,8 @@ BUCKET_SECONDS = (60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400)
 SESSION_INTERVAL = 3600.0
 """Release health's minimum (and our) interval: Sentry answers whole hours."""
 UNIT_SECONDS = {"nanosecond": 1e-9, "microsecond": 1e-6, "millisecond": 1e-3, "second": 1.0}
+FRACTION_DUST = 1e-9
+"""How far past 0 or 1 a rate may be and still be float rounding (then it is 0 or 1)."""
 TRANSACTIONS = "is_transaction:true"
 WINDOWS_REMEMBERED = 256
 """Windows whose release lookups are kept (the least recently asked go first)."""
@@ -291,6 +293,33 @@ def _number(row: dict[str, Any], key: str) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _fraction(row: dict[str, Any], key: str) -> float | None:
+    """A rate Sentry documents as 0..1 (`failure_rate()`, crash-free rates): anything
+    else is an answer not understood, never a rate (1.5, a percentage's 1.5 %, read as
+    150 % failed is a rollback). Float dust past either end is the end."""
+    value = _number(row, key)
+    if value is not None and not -FRACTION_DUST <= value <= 1 + FRACTION_DUST:
+        raise ProviderError(
+            f"unexpected answer from Sentry ({key!r} is {value:g}, not a fraction from 0 to 1)"
+        )
+    return None if value is None else min(max(value, 0.0), 1.0)
+
+
+def _in_unit(value: Any) -> bool:
+    """None, or a number from 0 to 1 (give or take float dust)."""
+    if value is None:
+        return True
+    return isinstance(value, int | float) and -FRACTION_DUST <= value <= 1 + FRACTION_DUST
+
+
+def _tally(row: dict[str, Any], key: str) -> float | None:
+    """A number of events, spans or sessions: a negative one is no count at all."""
+    value = _number(row, key)
+    if value is not None and value < 0:
+        raise ProviderError(f"unexpected answer from Sentry ({key!r} is {value:g}, not a count)")
+    return value
+
+
 def _to_seconds(value: float, unit: Any) -> float:
     return value * UNIT_SECONDS.get(str(unit), 1e-3)  # Sentry durations: milliseconds
 
@@ -301,8 +330,8 @@ def sample_size(row: dict[str, Any]) -> tuple[int, float]:
     `count()` is extrapolated from sampled traces; `count_sample()` is what was
     stored. An answer without `count_sample()` (an older Sentry) is taken as
     unsampled."""
-    estimate = _number(row, "count()") or 0.0
-    stored = _number(row, "count_sample()") if "count_sample()" in row else None
+    estimate = _tally(row, "count()") or 0.0
+    stored = _tally(row, "count_sample()") if "count_sample()" in row else None
     if stored is None:
         return round(estimate), estimate
     return round(stored), max(estimate, stored)
@@ -322,7 +351,7 @@ def rate_observation(row: dict[str, Any], shown: str) -> Observation:
     """`error_rate` from a `spans` row: the sample behind `failure_rate()`, not the
     extrapolated count (see the module docstring). Pure."""
     stored, estimate = sample_size(row)
-    rate = _number(row, "failure_rate()")
+    rate = _fraction(row, "failure_rate()")
     shown += sampled_note(stored, estimate)
     if stored == 0 or rate is None:
         return Observation(value=None, count=0, total=stored, query=shown)
@@ -341,6 +370,8 @@ def rate_buckets(answer: TimeseriesAnswer, seconds: float) -> list[Observation] 
     series = next((t for t in answer.timeSeries if t.yAxis == "failure_rate()"), None)
     if series is None or any(v.sampleCount is None for v in series.values):
         return None
+    if not all(_in_unit(v.value) for v in series.values):
+        return None  # not a rate as documented: the table's single figure stands
     buckets = []
     for point in series.values:
         n = round(point.sampleCount or 0)
@@ -371,6 +402,8 @@ def session_buckets(group: _SessionGroup) -> list[Observation]:
     baseline measure how bursty crashes are, as the spans' buckets do)."""
     rates = group.series.get("crash_free_rate(session)") or []
     counts = group.series.get("sum(session)") or []
+    if not all(_in_unit(rate) for rate in rates):
+        return []  # not a rate as documented: the single figure stands
     buckets = []
     for rate, n in zip(rates, counts, strict=False):
         total = round(n or 0)
@@ -486,7 +519,7 @@ class SentryProvider(HttpProvider):
             try:
                 row, units = await self._aggregate(target, period, dataset, fields, query, deadline)
                 if metric == "error_count":
-                    n_errors = int(_number(row, "count()") or 0)  # errors are not trace-sampled
+                    n_errors = int(_tally(row, "count()") or 0)  # errors are not trace-sampled
                     if n_errors == 0 and version is not None and release is not None:
                         await self._vouch_for_zero(target, scope, period, version, deadline)
                     return Observation(value=float(n_errors), count=n_errors, query=shown)
@@ -815,8 +848,8 @@ class SentryProvider(HttpProvider):
         if not answer.groups:
             return Observation(value=None, count=0, total=0, query=shown, seconds=seconds)
         totals = answer.groups[0].totals
-        rate = _number(totals, "crash_free_rate(session)")
-        sessions = int(_number(totals, "sum(session)") or 0)
+        rate = _fraction(totals, "crash_free_rate(session)")
+        sessions = int(_tally(totals, "sum(session)") or 0)
         if rate is None or sessions == 0:
             return Observation(value=None, count=0, total=sessions, query=shown, seconds=seconds)
         whole = Observation(

@@ -308,6 +308,39 @@ async def test_a_baseline_sentry_failed_at_the_start_is_asked_again_and_judged(
     assert len(titled(json_sink, "provider sentry unreachable")) == 1
 
 
+async def test_a_sentry_rate_past_1_is_inconclusive_with_one_alert_never_a_rollback(
+    sentry_fake: GrowingSentry,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+) -> None:
+    """Sentry answers the new release's `failure_rate()` as 1.5 (the documented 0..1
+    share, or a percentage's 1.5 %: not a share either way): a provider answering
+    unusably, inconclusive, one alert naming the column, no rollback (the judge alone
+    reads 1.5 as every transaction failed: a fail on evidence)."""
+    t0 = deploy_second()
+    sentry_fake.set_stats(SentryStats(transactions=20_000, failure_rate=0.01), release=PREVIOUS)
+    sentry_fake.grow(VERSION, per_second=400, failure_rate=1.5, since=t0)
+    agent = await sentry_agent(
+        start_agent, "sequential", receiver, json_sink, sentry_fake, window="3s"
+    )
+    deploy = await register(agent, t0)
+
+    final = await agent.settled(deploy["id"], within=20)
+
+    assert final["state"] == "inconclusive", json.dumps(final["verdict"])
+    assert final["rollback"] is None and receiver.attempts == []
+    assert rule_of(final, "sentry-errors")["outcome"] == "inconclusive"
+    assert final["rounds"] >= 2, final
+    (alert,) = titled(json_sink, "provider sentry ")
+    assert alert.title.endswith(outage_title("sentry", "malformed")), alert.title
+    # 1.5 of the stored transactions rounded (1.49919: 2,997 failed of 1,999)
+    assert re.search(r"'failure_rate\(\)' is 1\.\d+, not a fraction from 0 to 1", alert.message), (
+        alert.message
+    )
+    assert SENTRY_TOKEN not in alert.message
+
+
 ERROR_COUNT_RULE = """\
     - name: sentry-error-count
       source: sentry
@@ -367,6 +400,28 @@ async def test_an_error_count_of_the_release_named_as_the_sdk_does_is_rolled_bac
     rule = rule_of(final, "sentry-error-count")
     assert (rule["observed"], rule["baseline"]) == (3000, 10)
     assert f'release:"web@{VERSION}"' in parse_qs(urlsplit(rule["link"]).query)["query"][0]
+
+
+async def test_a_negative_sentry_error_count_is_inconclusive_with_one_alert_never_a_pass(
+    sentry_fake: GrowingSentry,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+) -> None:
+    """Sentry answers `count()` -5 for the new release's errors: no count at all, where
+    the window passed on it (-5 errors within `max: 100`)."""
+    sentry_fake.set_stats(SentryStats(errors=10), release=PREVIOUS)
+    sentry_fake.set_stats(SentryStats(errors=-5), release=VERSION)
+    agent, deploy = await watch_error_count(sentry_fake, receiver, json_sink, start_agent, None)
+
+    final = await agent.settled(deploy["id"], within=20)
+
+    assert final["state"] == "inconclusive", json.dumps(final["verdict"])
+    assert final["rollback"] is None and receiver.attempts == []
+    assert titled(json_sink, "deploy passed") == []
+    (alert,) = titled(json_sink, "provider sentry ")
+    assert alert.title.endswith(outage_title("sentry", "malformed")), alert.title
+    assert "'count()' is -5, not a count" in alert.message, alert.message
 
 
 def error_count_queries(sentry_fake: GrowingSentry) -> tuple[list[str | None], int]:

@@ -1124,3 +1124,68 @@ def test_release_template_reads_the_sdks_name_off_sentrys(
     version: str, names: list[str], template: str | None
 ) -> None:
     assert release_template(version, names) == template
+
+
+@pytest.mark.parametrize(
+    ("metric", "stats", "said"),
+    [
+        # a share Sentry documents as 0..1 (`percentage`, a fraction) answered as 1.5
+        (
+            "error_rate",
+            SentryStats(transactions=1000, failed_stored=1500),
+            "'failure_rate()' is 1.5, not a fraction from 0 to 1",
+        ),
+        (
+            "error_rate",
+            SentryStats(transactions=1000, failed_stored=-200),
+            "'failure_rate()' is -0.2, not a fraction from 0 to 1",
+        ),
+        (
+            "crash_free_rate",
+            SentryStats(sessions=1000, crash_free_rate=99.5),
+            "'crash_free_rate(session)' is 99.5, not a fraction from 0 to 1",
+        ),
+    ],
+)
+async def test_a_rate_outside_0_to_1_is_no_data_never_a_rate_of_150_percent(
+    sentry: SentryProvider, sentry_fake: FakeSentry, metric: str, stats: SentryStats, said: str
+) -> None:
+    """A rate Sentry answered outside 0..1 is an answer not understood (the rule
+    inconclusive, the provider alerted), named by its column: the generic check after the
+    fetch caught it too, but told the user "a query answering a percentage (0-100) must
+    divide it by 100", where a Sentry rule has no query of theirs to divide."""
+    sentry_fake.set_stats(stats, release="v2.4.1")
+    r = rule(source="sentry", metric=metric, max=0.5)
+    obs = await sentry.fetch(r, scope(), AFTER, "v2.4.1")
+    assert obs.value is None and obs.error is not None, obs
+    assert said in obs.error, obs.error
+
+
+async def test_a_negative_count_is_no_data_never_a_count(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    """A negative number of events or stored spans is no count at all (it was taken as
+    is: -5 errors passed any error_count bound)."""
+    sentry_fake.set_stats(SentryStats(errors=-5), release="v2.4.1")
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="error_count", max=3), scope(), AFTER, "v2.4.1"
+    )
+    assert obs.value is None and obs.error is not None, obs
+    assert "'count()' is -5, not a count" in obs.error, obs.error
+
+
+async def test_a_bucket_rate_outside_0_to_1_leaves_the_single_figure(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    """A baseline bucket whose `failure_rate()` is past 1 is not a rate as documented:
+    the table's figure stands alone (the bucket was pooled as 150 of 100 failed)."""
+    odd = ((100, 150), *((100, 0) for _ in range(59)))
+    sentry_fake.set_stats(
+        SentryStats(transactions=6000, failed_stored=150, buckets=odd), release="v2.4.0"
+    )
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="error_rate", max=0.05), scope(), BEFORE, "v2.4.0"
+    )
+    assert obs.error is None and (obs.count, obs.total) == (150, 6000)
+    assert sentry_fake.seen("/events-timeseries/")  # asked, and set aside
+    assert (obs.periods, obs.dispersion) == (1, None)

@@ -59,6 +59,7 @@ from agent.providers.client import (
 )
 from agent.providers.provider_settings import PrometheusSettings
 from common.durations import format_duration
+from common.times import rfc3339
 
 if TYPE_CHECKING:  # prometheus_client: the daemon's metrics, not the settings' (which load
     # this plugin for its config model alone: validate-config, schema)
@@ -70,6 +71,9 @@ WARNINGS_REMEMBERED = 64
 MIN_STEP = 1.0
 MAX_POINTS = 11_000
 """Prometheus' limit on (end - start) / step for one query_range (web/api/v1/api.go)."""
+STAMP_SLACK = 0.002
+"""Seconds a sample's time may lie past the asked start or end: the times go out with
+milliseconds (`start=1795000000.123`), and a server may round them."""
 EARLIER_S = 3600.0
 """How long before an empty period the series API is asked about a selector too: series
 there mean the period's samples are not in yet (or the target stopped), not a misspelt
@@ -129,8 +133,11 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def points_of(data: _Data) -> list[float] | None:
-    """The one series' finite values; None when the result is empty."""
+def points_of(data: _Data, within: tuple[float, float] | None = None) -> list[float] | None:
+    """The one series' finite values; None when the result is empty. A range query's
+    samples outside `within` (its start and end) are not the period's: a server in front
+    of Prometheus (a cache, a proxy) answering for another time range; those beside the
+    period's are left out, and with none of the period's the answer is not understood."""
     kind, result = data.resultType, data.result
     if kind == "scalar":
         value = _finite(result[1]) if isinstance(result, list) and len(result) == 2 else None
@@ -159,13 +166,37 @@ def points_of(data: _Data) -> list[float] | None:
     if not isinstance(raw, list):
         raise ProviderError("unexpected answer from Prometheus (no values)")
     points: list[float] = []
+    elsewhere: list[float] = []
     for pair in raw:
         if not isinstance(pair, list) or len(pair) != 2:
             raise ProviderError("unexpected answer from Prometheus (malformed sample)")
+        if within is not None and kind == "matrix" and not _inside(pair[0], within):
+            elsewhere.append(float(pair[0]))
+            continue
         value = _finite(pair[1])
         if value is not None:
             points.append(value)
+    if within is not None and elsewhere and len(elsewhere) == len(raw):
+        answered = f"{_when(min(elsewhere))}..{_when(max(elsewhere))}"
+        raise ProviderError(
+            f"unexpected answer from Prometheus (samples of another time range: {answered},"
+            f" asked for {_when(within[0])}..{_when(within[1])})"
+        )
     return points
+
+
+def _when(ts: float) -> str:
+    return rfc3339(ts, millis=False)
+
+
+def _inside(stamp: Any, within: tuple[float, float]) -> bool:
+    """Whether a sample's time is in [start, end], give or take the milliseconds the
+    query's times were written with."""
+    try:
+        at = float(stamp)
+    except (TypeError, ValueError):
+        raise ProviderError("unexpected answer from Prometheus (a sample has no time)") from None
+    return within[0] - STAMP_SLACK <= at <= within[1] + STAMP_SLACK
 
 
 class PrometheusProvider(HttpProvider):
@@ -240,7 +271,7 @@ class PrometheusProvider(HttpProvider):
             "GET", f"{self._url}/api/v1/query_range", deadline=deadline, params=params
         )
         data, warned = self._data(answer)
-        return points_of(data), warned
+        return points_of(data, (start, end)), warned
 
     async def _empty(
         self, query: str, span: tuple[float, float, float], deadline: float

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from agent.metrics import Metrics
 from agent.providers.base import Period
@@ -388,3 +390,39 @@ def test_a_latency_rule_on_milliseconds_is_refused(query: str) -> None:
 def test_a_latency_rule_in_seconds_is_taken(query: str) -> None:
     rule = load_settings_text(PROMQL_LATENCY_CONFIG % query).environments["production"].rules[0]
     assert rule.to_rule().query == query
+
+
+async def test_samples_outside_the_asked_range_are_not_the_periods(
+    metrics: Metrics, aiohttp_server: Any
+) -> None:
+    """A server in front of Prometheus (a cache, a proxy to another one) answering
+    samples of another time range: they are not the period's, so the rule has no data
+    saying so (they were averaged as the period's figure); samples within it count,
+    those beside them do not."""
+    served: list[list[Any]] = []
+
+    async def query_range(request: web.Request) -> web.Response:
+        result = [{"metric": {}, "values": served}]
+        return web.json_response(
+            {"status": "success", "data": {"resultType": "matrix", "result": result}}
+        )
+
+    app = web.Application()
+    app.router.add_get("/api/v1/query_range", query_range)
+    server = await aiohttp_server(app)
+    provider = PrometheusProvider(
+        PrometheusSettings.model_validate({"url": str(server.make_url("")), **FAST}),
+        metrics=metrics,
+    )
+    r = rule(source="prometheus", query="up", max=2)
+    try:
+        hour_before = [[AFTER.start - 3600 + 15 * i, "9"] for i in range(8)]
+        served[:] = hour_before
+        obs = await provider.fetch(r, scope(), AFTER, None)
+        assert obs.value is None and obs.error is not None, obs
+        assert "samples of another time range" in obs.error, obs.error
+        served[:] = [*hour_before, [AFTER.end - 15, "1"], [AFTER.end, "3"]]
+        obs = await provider.fetch(r, scope(), AFTER, None)
+        assert obs.error is None and obs.value == 2.0, obs
+    finally:
+        await provider.aclose()

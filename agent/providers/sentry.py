@@ -123,6 +123,8 @@ SESSION_INTERVAL = 3600.0
 """Release health's minimum (and our) interval: Sentry answers whole hours."""
 UNIT_SECONDS = {"nanosecond": 1e-9, "microsecond": 1e-6, "millisecond": 1e-3, "second": 1.0}
 FRACTION_DUST = 1e-9
+MOST_COUNTED = float(2**64)
+"""The most a count of Sentry's can be (ClickHouse's `count()` is a UInt64)."""
 """How far past 0 or 1 a rate may be and still be float rounding (then it is 0 or 1)."""
 TRANSACTIONS = "is_transaction:true"
 WINDOWS_REMEMBERED = 256
@@ -313,9 +315,10 @@ def _in_unit(value: Any) -> bool:
 
 
 def _tally(row: dict[str, Any], key: str) -> float | None:
-    """A number of events, spans or sessions: a negative one is no count at all."""
+    """A number of events, spans or sessions: a negative one, or one past what Sentry's
+    counts (ClickHouse's UInt64) can hold, is no count at all."""
     value = _number(row, key)
-    if value is not None and value < 0:
+    if value is not None and not 0 <= value <= MOST_COUNTED:
         raise ProviderError(f"unexpected answer from Sentry ({key!r} is {value:g}, not a count)")
     return value
 

@@ -1189,3 +1189,16 @@ async def test_a_bucket_rate_outside_0_to_1_leaves_the_single_figure(
     assert obs.error is None and (obs.count, obs.total) == (150, 6000)
     assert sentry_fake.seen("/events-timeseries/")  # asked, and set aside
     assert (obs.periods, obs.dispersion) == (1, None)
+
+
+async def test_a_count_past_what_sentry_can_hold_is_no_data(
+    sentry: SentryProvider, sentry_fake: FakeSentry
+) -> None:
+    """Sentry's counts are ClickHouse's UInt64: 1e300 stored spans is no count, and the
+    judge raised on it (ZeroDivisionError in the rate's bounds) where it was taken as is."""
+    sentry_fake.set_stats(SentryStats(transactions=10**300), release="v2.4.1")
+    obs = await sentry.fetch(
+        rule(source="sentry", metric="error_rate", max=0.5), scope(), AFTER, "v2.4.1"
+    )
+    assert obs.value is None and obs.error is not None, obs
+    assert "'count()' is 1e+300, not a count" in obs.error, obs.error

@@ -82,6 +82,9 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 """A provider answer larger than this is refused (a misconfigured query, not data)."""
 BACKOFF_BASE = 0.25
 BACKOFF_CAP = 4.0
+MOST_COUNTED = 2**64
+"""No count can be more (64-bit: ClickHouse's `count()` under Sentry, NRDB's): a figure past
+it is an answer not understood, which the judge's float maths cannot take either."""
 SUCCESS_CACHE_SECONDS = 60.0
 """How long a successful answer is reused for the same query and exact period.
 
@@ -289,7 +292,17 @@ class HttpProvider:
         """A rate rule's figure must be a fraction: 1.2 for `error_rate` is a percentage
         (NRQL's `percentage()`, `100 * …` in PromQL) read as 120%, and judged so it rolls
         back a release at 1.2% errors against `max: 0.05`. Such an answer cannot be read
-        as the rule says: no data, and the provider's alert says why."""
+        as the rule says: no data, and the provider's alert says why. So is a count past
+        any 64-bit count (MOST_COUNTED), whatever the rule."""
+        counted = [n for n in (observation.count, observation.total) if n is not None]
+        if any(n > MOST_COUNTED for n in counted):
+            # 64-bit counts at most (Sentry's ClickHouse, NRDB): the judge raised on 1e300
+            message = (
+                f"{self.title} answered a count of {max(counted):g}, more than any count can be"
+            )
+            return dataclasses.replace(
+                observation, value=None, count=None, total=None, error=message, answered=True
+            )
         value = observation.value
         if not is_rate(rule.metric) or not observation.has_data or value is None:
             return observation

@@ -94,6 +94,7 @@ from pydantic import BaseModel, ConfigDict
 from agent.analysis.types import Observation, Rule
 from agent.providers.base import DeployScope, Period
 from agent.providers.client import (
+    MOST_COUNTED,
     Answer,
     HttpProvider,
     Params,
@@ -123,8 +124,6 @@ SESSION_INTERVAL = 3600.0
 """Release health's minimum (and our) interval: Sentry answers whole hours."""
 UNIT_SECONDS = {"nanosecond": 1e-9, "microsecond": 1e-6, "millisecond": 1e-3, "second": 1.0}
 FRACTION_DUST = 1e-9
-MOST_COUNTED = float(2**64)
-"""The most a count of Sentry's can be (ClickHouse's `count()` is a UInt64)."""
 """How far past 0 or 1 a rate may be and still be float rounding (then it is 0 or 1)."""
 TRANSACTIONS = "is_transaction:true"
 WINDOWS_REMEMBERED = 256

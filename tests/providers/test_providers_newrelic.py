@@ -89,6 +89,23 @@ async def test_a_rate_rule_answered_as_a_percentage_is_no_data_not_a_rate_of_120
     assert plain.value == 1.2 and plain.error is None
 
 
+ERRORS_OF_TOTAL = (
+    "SELECT filter(count(*), WHERE error IS true) AS 'errors', count(*) AS 'total' FROM Transaction"
+)
+
+
+async def test_counts_past_what_any_count_can_be_are_no_data(
+    newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic
+) -> None:
+    """1e300 transactions is no count (NRDB's counts are 64-bit): a rate on it went to
+    the judge, which raised (ZeroDivisionError in the rate's bounds; 1e20 judged fine)."""
+    newrelic_fake.answer(ERRORS_OF_TOTAL, [{"errors": 1e299, "total": 1e300}])
+    r = rule(source="newrelic", nrql=ERRORS_OF_TOTAL, metric="error_rate", max=0.05)
+    obs = await newrelic.fetch(r, scope(), AFTER, None)
+    assert obs.value is None and obs.count is None and obs.total is None, obs
+    assert obs.error == "New Relic answered a count of 1e+300, more than any count can be", obs
+
+
 @pytest.mark.parametrize(
     ("rows", "expected"),
     [

@@ -26,6 +26,7 @@ from aiohttp import web
 from prometheus_client import Gauge
 
 from agent import __version__
+from agent.analysis.stats import load_distributions
 from agent.api import add_routes
 from agent.api.hooks import INTEGRATIONS
 from agent.api.listener import Listener
@@ -303,6 +304,8 @@ def build_app(
     app[INTEGRATIONS] = integrations
 
     async def watcher_ctx(app: web.Application) -> AsyncIterator[None]:
+        if any(e.analysis.policy != "threshold" for e in settings.environments.values()):
+            load_distributions()  # before the first registration asks the judge
         task = asyncio.create_task(watcher.run(), name="watcher")
         side = asyncio.create_task(integrations.run(), name="integrations")
         # alerts cut off by a crash (this process's last, or a dead replica's) and

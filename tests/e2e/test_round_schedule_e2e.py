@@ -119,18 +119,36 @@ SLOW_WINDOW = """
         """
 
 
+def cpu_waited_s() -> float:
+    """How long this thread (the event loop's: the agent's and the target's) has been
+    ready to run but kept waiting for a CPU, by the kernel's count (`run_delay`); 0 where
+    the kernel does not say."""
+    try:
+        return int(Path("/proc/thread-self/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 async def test_a_slow_target_never_makes_a_round_overrun(
     start_agent: AgentFactory, target: CountingTarget
 ) -> None:
     # every answer takes 600 ms, longer than the 300 ms slot: each probe is a timeout once
     # its round ends (its own 2 s timeout does not fit), and every slot runs on time
     agent = await start_agent(SLOW_WINDOW.format(url=target.url))
+    waited = cpu_waited_s()
     deploy = await agent.register("slow", "v1")
     final = await agent.settled(deploy["id"], within=20)
+    waited = cpu_waited_s() - waited
     rounds = await agent.app[STORE].rounds(deploy["id"])
-    # before, every round overran by its 600 ms probe; now none does (one may, when the
-    # machine running the suite stalls the agent itself)
-    assert agent.metric("postflight_round_overruns_total", environment="slow") <= 1
+    # before, every round overran by its 600 ms probe; now none does, past what the machine
+    # kept the agent waiting for a CPU: at load 13 (two CPU hogs beside the suite on 2
+    # cores) 2-3 rounds overran by 1-90 ms, each after 50-200 ms of its 300 ms ready and
+    # waiting, against 10 ms of CPU the round used (counted with the agent's own)
+    overran = [
+        max(0.0, r.summary["started_at"] + r.summary["duration_s"] - r.summary["due_at"] - 0.3)
+        for r in rounds
+    ]
+    assert sum(overran) <= waited, (overran, waited)
     # each slot on time, one after the other, until the timeouts fail the deploy; the first
     # may be slot 1 when the loaded machine stalled the agent's pick-up of the window past
     # slot 0's 300 ms (seen at load average 13: slots 1, 2, 3, 4)
@@ -138,7 +156,7 @@ async def test_a_slow_target_never_makes_a_round_overrun(
     assert len(slots) >= 2 and slots[0] <= 1, slots
     assert slots == list(range(slots[0], slots[0] + len(slots)))
     # no round waited for its probe's 600 ms answer (a busy machine may stretch a round a
-    # little past its 300 ms slot: the overrun count above allows one)
+    # little past its 300 ms slot: by what it kept the agent waiting, above)
     assert all(r.summary["duration_s"] < 0.6 for r in rounds), [r.summary for r in rounds]
     # the timeouts fail the deploy; on a busy machine, whose scheduler stalls the agent's
     # loop past a tenth of a probe's 300 ms wait now and then, those timeouts are the

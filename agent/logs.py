@@ -33,12 +33,20 @@ class _Context(logging.Filter):
         return True
 
 
+SAID_ELSEWHERE = "postflight_said_elsewhere"
+"""Set on a record another line of ours already says (apprise's warning of a channel send,
+quoted by `postflight.alerting`'s failure line): kept for the library's own capture, which
+reads it, and left out of the log, where it was a second line for each failure."""
+
+
 class _Redacting(logging.Filter):
     def __init__(self, redact: Redactor) -> None:
         super().__init__()
         self.redact = redact
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, SAID_ELSEWHERE, False):
+            return False
         message = record.getMessage()
         record.msg = self.redact(message)
         record.args = None

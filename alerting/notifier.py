@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from agent.alert_channels import channel_label, piece_redactor, routed, unusable_channel
 from agent.apprise_plugins import load_plugins_for
+from agent.logs import SAID_ELSEWHERE
 from agent.metrics import Metrics
 from agent.settings import AlertChannel
 from alerting.cycles import drop_request_tracebacks, reuse_markdown, sending
@@ -194,7 +195,10 @@ context, so the thread finds the `_Sends` to tell."""
 class _AppriseLogGuard(logging.Filter):
     """apprise logs full service URLs and payloads (tokens included) at DEBUG; keep
     only its warnings and errors, redacted. A retry's are info: its channel's first
-    failure was the warning, and a channel down for minutes is not one per attempt."""
+    failure was the warning, and a channel down for minutes is not one per attempt. Those
+    of a channel's send are captured for its result (`Notifier._explain`), which the
+    failure line of `postflight.alerting` quotes, and left out of the log
+    (`agent.logs.SAID_ELSEWHERE`): each failure was two lines."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -216,6 +220,8 @@ class _AppriseLogGuard(logging.Filter):
         for redact in [*self._weak, *self._strong]:
             text = redact(text)
         record.msg, record.args = text, None
+        if _SENDS.get() is not None:  # a channel's send: its failure line quotes this
+            setattr(record, SAID_ELSEWHERE, True)
         if _RETRYING.get():
             record.levelno, record.levelname = logging.INFO, "INFO"
         return True

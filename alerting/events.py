@@ -298,8 +298,8 @@ EVENTS: dict[AlertEvent, EventSpec] = {
     ),
     "provider_unreachable": EventSpec(
         "warning",
-        "**Provider unreachable.** Its rules are inconclusive meanwhile; that is never"
-        " a reason to roll back.",
+        "**Provider unreachable.** Its rules are inconclusive while it cannot be read (a"
+        " relative one until its baseline comes, too); that is never a reason to roll back.",
         lambda a: (
             f"provider {a.provider or '?'} "
             + ("answered, but not usably" if a.provider_answered else "unreachable")
@@ -352,7 +352,8 @@ INTEGRATION_HEADLINES: dict[str, str] = {
 PROVIDER_ANSWERED_HEADLINE = (
     "**Provider answered, but not usably.** A rejected key or query, or an answer that"
     " cannot be read: fix the configuration or the provider's side; waiting will not help."
-    " Its rules are inconclusive meanwhile; that is never a reason to roll back."
+    " Its rules are inconclusive while it cannot be read (a relative one until its"
+    " baseline comes, too); that is never a reason to roll back."
 )
 """`provider_unreachable`'s headline when the provider did answer (`Alert.provider_answered`)."""
 

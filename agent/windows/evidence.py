@@ -80,14 +80,18 @@ def rule_without_baseline(rule: Rule, *, fetching: bool = False) -> dict[str, An
     provider's alert names both), as an alert's rule line shows it (contract §4: the
     rules, observed vs baseline vs threshold): nothing observed yet, no baseline, its
     bounds as written. A relative rule is inconclusive until its baseline comes; an
-    absolute one is judged on its bound meanwhile."""
+    absolute one is judged on its bound at each round the provider answers."""
     relative = rule.max_increase is not None
     if fetching:
         detail = "its baseline is still being fetched"
     elif relative:
         detail = "no baseline yet: inconclusive until it comes"
     else:
-        detail = "no baseline: judged on its own bound meanwhile"
+        # none needed; but while the provider is down its rounds have no data either
+        detail = (
+            "no baseline (an absolute bound needs none): judged on that bound at each"
+            " round the provider answers"
+        )
     return {
         "name": rule.name,
         "source": rule.source,

@@ -176,8 +176,9 @@ def _without_baseline_words(rule: Rule) -> str:
             " (asked again each round)"
         )
     return (
-        f"rule {rule.name} has no baseline to show beside it; it is judged on its own"
-        " bound meanwhile (an absolute rule's baseline is not asked again)"
+        f"rule {rule.name} has no baseline to show beside it (its absolute bound needs"
+        " none): it is judged on that bound at each round the provider answers,"
+        " inconclusive at those it does not (an absolute rule's baseline is not asked again)"
     )
 
 

@@ -78,6 +78,13 @@ async def test_a_provider_down_from_the_start_names_each_of_its_rules_with_their
     # the relative rule waits for its baseline; the absolute one is judged on its bound
     assert "[inconclusive]" in lines["p95-latency"], body
     assert "[inconclusive]" not in lines["http-5xx"], body
+    # and the words agree: the headline said its rules were inconclusive meanwhile while
+    # the reason and the line said http-5xx was "judged on its own bound meanwhile",
+    # though meanwhile (the provider down) no round of it had data to judge
+    assert "judged on its own bound meanwhile" not in body, body
+    assert "on that bound at each round the provider answers" in lines["http-5xx"], body
+    assert "http-5xx has no baseline to show beside it" in body, body
+    assert "inconclusive at those it does not" in body, body
 
 
 BASELINE_PERIOD_S = 60.0

@@ -355,7 +355,20 @@ def summary(deploy: Deploy, style: Style) -> str:
     }.get(deploy.state, deploy.state)
     if rollback_pending(deploy):
         headline = "failed: a rollback was requested and is still being delivered"
+    elif deploy.state == "passed" and _threshold_pass(deploy):
+        headline = (
+            "passed: no rule failed (threshold policy: none past its bound failure_limit"
+            " rounds in a row; a pass takes no evidence)"
+        )
     return f"\n{style.state(deploy.state, headline)}\n\n{details(deploy, style)}"
+
+
+def _threshold_pass(deploy: Deploy) -> bool:
+    """A verdict every rule of which the threshold policy judged (its evidence's `policy`):
+    its pass rests on no evidence, where the headline said "its reason says on what
+    evidence", as a sequential pass on evidence does."""
+    rules = deploy.verdict.rules if deploy.verdict is not None else []
+    return bool(rules) and all(r.evidence.get("policy") == "threshold" for r in rules)
 
 
 def print_json(data: Deploy | list[Deploy] | dict[str, Any]) -> None:

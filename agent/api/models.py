@@ -33,7 +33,7 @@ from agent.records import (
     FollowUpState,
     RollbackIntent,
 )
-from common.durations import parse_duration
+from common.durations import DURATION_TEXT_PATTERN, parse_duration
 from common.jsonsafe import json_safe
 from common.times import rfc3339
 from common.words import name_refused
@@ -62,8 +62,6 @@ RollbackStateName = Literal["pending", "delivered", "failed", "skipped"]
 
 IDEMPOTENCY_KEY_PATTERN = r"^[ -~]{1,255}$"
 """1–255 printable ASCII characters (the header's value, as HTTP delivers it)."""
-DURATION_PATTERN = r"^ *([0-9]+(\.[0-9]+)?) *$|^ *([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+ *$"
-"""Seconds, or `250ms`, `30s`, `10m`, `1h30m`, `7d` (`common.durations.parse_duration`)."""
 
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
@@ -187,12 +185,9 @@ LabelValue = Annotated[
 ]
 
 
-_DURATION = re.compile(DURATION_PATTERN)
-
-
 def _window_seconds(value: Any) -> float:
-    if isinstance(value, str) and not _DURATION.fullmatch(value):
-        raise ValueError(f"{value!r} is not a duration; write it like 30s, 10m, 1h30m or 7d")
+    """A window as the configuration takes a duration (`parse_duration`, whose pattern
+    is the document's): `1h 30m` and `30S` too, where the API had a narrower one."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError("expected a duration like 10m, or a number of seconds")
     seconds = parse_duration(value)
@@ -210,9 +205,10 @@ WindowDuration = Annotated[
         {
             "anyOf": [
                 {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_WINDOW_S},
-                {"type": "string", "pattern": DURATION_PATTERN},
+                {"type": "string", "pattern": DURATION_TEXT_PATTERN},
             ],
-            "description": "How long to watch: `30s`, `10m`, `1h30m`, or seconds."
+            "description": "How long to watch: `30s`, `10m`, `1h30m` (or `1h 30m`), or"
+            " seconds, as the configuration writes a duration."
             " Defaults to the environment's `window`; more than 0s, at least one `interval`"
             " of the environment, at most 7d.",
             "examples": ["10m"],

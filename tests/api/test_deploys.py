@@ -20,6 +20,7 @@ from agent.metrics import Metrics
 from agent.records import DeployWindow, RollbackIntent, decided_verdict
 from agent.store.sqlite import SqliteStore
 from agent.windows.evidence import verdict_to_dict
+from common.durations import DURATION_TEXT_PATTERN
 from tests.api.conftest import NOW, Client
 from tests.api.harness import AUTH, OTHER_TOKEN, RecordingEvents, make_app, rule
 from tests.store.peek import rows, set_rollback
@@ -146,6 +147,41 @@ async def test_times_with_offsets_and_fractions_come_back_in_utc(client: Client)
     )
     assert body["deployed_at"] == "2026-11-26T14:00:00.250Z"
     assert body["ends_at"] == "2026-11-26T14:01:30.250Z"
+
+
+@pytest.mark.parametrize(
+    ("window", "ends_at"),
+    [
+        ("1h 30m", "2026-11-26T15:30:00Z"),
+        ("30S", "2026-11-26T14:00:30Z"),
+        ("1H30M", "2026-11-26T15:30:00Z"),
+        ("500 s", "2026-11-26T14:08:20Z"),
+        ("1e3", "2026-11-26T14:16:40Z"),
+    ],
+)
+async def test_a_window_is_taken_as_the_configuration_takes_a_duration(
+    client: Client, window: str, ends_at: str
+) -> None:
+    """`1h 30m` and `30S` validate in the configuration (common.durations): the API
+    refused them with a 422, its pattern narrower than the configuration's."""
+    body = {**FULL_REQUEST, "window": window, "deployed_at": "2026-11-26T14:00:00Z"}
+    response = await client.post("/v1/deploys", json=body, headers=AUTH)
+    assert response.status == 201, await response.text()
+    assert (await response.json())["ends_at"] == ends_at
+
+
+def test_the_openapi_window_pattern_is_the_configurations() -> None:
+    """One grammar: the document's pattern for `window` is the configuration schema's, and
+    its description says the bounds the pattern cannot."""
+    window = openapi_document()["components"]["schemas"]["DeployRequest"]["properties"]["window"]
+    text, number = (
+        next(s for s in window["anyOf"][0]["anyOf"] if s["type"] == kind)
+        for kind in ("string", "number")
+    )
+    assert text["pattern"] == DURATION_TEXT_PATTERN
+    assert number == {"type": "number", "exclusiveMinimum": 0, "maximum": 7 * 86400.0}
+    for bound in ("more than 0s", "`interval`", "at most 7d"):
+        assert bound in window["anyOf"][0]["description"]
 
 
 async def test_a_new_deploy_supersedes_the_active_window_of_its_environment(

@@ -328,6 +328,9 @@ async def test_json_content_types_are_accepted(client: Client, content_type: str
         ({**VALID, "previous_version": "x" * 200}, ["previous_version"]),
         ({**VALID, "commit": ""}, ["commit"]),
         ({**VALID, "window": "ten minutes"}, ["window"]),
+        ({**VALID, "window": "30s30s"}, ["window"]),  # a unit twice
+        ({**VALID, "window": "1h 30"}, ["window"]),  # a part with no unit
+        ({**VALID, "window": "1.h"}, ["window"]),
         ({**VALID, "window": "0s"}, ["window"]),
         ({**VALID, "window": "-5m"}, ["window"]),
         ({**VALID, "window": "8d"}, ["window"]),

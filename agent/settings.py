@@ -79,6 +79,7 @@ from common.durations import (
     format_bound,
     format_duration,
     parse_duration,
+    schema_bounds,
 )
 from common.redaction import SHORTEST_SECRET, url_secrets
 
@@ -266,7 +267,11 @@ def _alert_timeout(seconds: float) -> float:
 
 class AlertingSettings(StrictModel):
     channels: list[AlertChannel] = Field(default_factory=list)
-    timeout: Annotated[PositiveDuration, AfterValidator(_alert_timeout)] = 5.0
+    timeout: Annotated[
+        PositiveDuration,
+        AfterValidator(_alert_timeout),
+        schema_bounds(minimum=MIN_ALERT_TIMEOUT_S, maximum=MAX_ALERT_TIMEOUT_S),
+    ] = 5.0
     """Bound on one notification across its channels (keep it under the 10 s stop budget)."""
 
     @model_validator(mode="after")

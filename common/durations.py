@@ -11,16 +11,22 @@ from __future__ import annotations
 import math
 import re
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
     BeforeValidator,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     PlainSerializer,
     ValidationInfo,
     WithJsonSchema,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _UNITS = ("d", "h", "m", "s", "ms")
@@ -251,13 +257,62 @@ Duration = Annotated[
 """Seconds, written by users as `250ms`, `30s`, `10m` or `1h`."""
 
 
+@dataclass(frozen=True)
+class DurationBound:
+    """A duration's bounds: its check (if any), and the same bounds on the JSON Schema's
+    number form, exact there (`exclusiveMinimum`, `minimum`, `maximum`), and said in the
+    description for the text form, whose pattern cannot state them (a regular expression
+    for "at most 10s" over `10000ms`, `0.5m`, `1e1` is no schema a reader can check)."""
+
+    bounds: tuple[tuple[str, float], ...]
+    """(`exclusiveMinimum`, `minimum` or `maximum`, seconds)."""
+    check: Callable[[float], float] | None = None
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        schema = handler(source)
+        if self.check is None:
+            return schema
+        return core_schema.no_info_after_validator_function(self.check, schema)
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = {**handler(schema)}
+        branches = [{**branch} for branch in json_schema.get("anyOf", [])]
+        for branch in branches:
+            if branch.get("type") == "number":
+                for keyword, limit in self.bounds:
+                    tighter = min if keyword == "maximum" else max
+                    known = branch.get(keyword)
+                    branch[keyword] = limit if known is None else tighter(known, limit)
+        if branches:
+            json_schema["anyOf"] = branches
+        said = "; ".join(
+            _BOUND_WORDS[keyword] + format_bound(limit) for keyword, limit in self.bounds
+        )
+        described = json_schema.get("description")
+        json_schema["description"] = f"{described}; {said}" if described else said
+        return json_schema
+
+
+_BOUND_WORDS = {"exclusiveMinimum": "more than ", "minimum": "at least ", "maximum": "at most "}
+
+
+def schema_bounds(*, minimum: float, maximum: float) -> DurationBound:
+    """A check's bounds (both included) on the JSON Schema alone, for a field whose own
+    check words its errors (`alerting.timeout`)."""
+    return DurationBound((("minimum", minimum), ("maximum", maximum)))
+
+
 def _more_than_zero(seconds: float) -> float:
     if seconds <= 0:
         raise ValueError("must be more than 0s")
     return seconds
 
 
-def at_most(limit: float) -> AfterValidator:
+def at_most(limit: float) -> DurationBound:
     """A duration's upper bound, said as a duration (`at most 10s`, `at most 7d`): pydantic's
     `le` would say `less than or equal to 10`, a number of no unit."""
 
@@ -268,10 +323,10 @@ def at_most(limit: float) -> AfterValidator:
             )
         return seconds
 
-    return AfterValidator(check)
+    return DurationBound((("maximum", limit),), check)
 
 
-def at_least(limit: float) -> AfterValidator:
+def at_least(limit: float) -> DurationBound:
     """A duration's lower bound, said as a duration (`at least 1s`)."""
 
     def check(seconds: float) -> float:
@@ -281,7 +336,7 @@ def at_least(limit: float) -> AfterValidator:
             )
         return seconds
 
-    return AfterValidator(check)
+    return DurationBound((("minimum", limit),), check)
 
 
 def _at_most_all(fraction: float) -> float:
@@ -290,7 +345,7 @@ def _at_most_all(fraction: float) -> float:
     return fraction
 
 
-PositiveDuration = Annotated[Duration, AfterValidator(_more_than_zero)]
+PositiveDuration = Annotated[Duration, DurationBound((("exclusiveMinimum", 0.0),), _more_than_zero)]
 """A `Duration` that must be more than 0s (an interval, a timeout): the error names the
 field itself."""
 

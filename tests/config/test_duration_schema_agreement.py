@@ -85,3 +85,44 @@ def test_a_duration_with_capitals_or_spaces_is_valid_to_both(written: str) -> No
     code, out = validate_config(with_rounds(written))
     assert code == 0, out
     assert schema_takes(with_rounds(written)), written
+
+
+def with_number(path: tuple[str, ...], seconds: float) -> str:
+    """MINIMAL with the duration at `path` written as the bare number `seconds`."""
+    document = yaml.safe_load(MINIMAL)
+    node = document
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = seconds
+    return yaml.safe_dump(document)
+
+
+@pytest.mark.parametrize(
+    ("path", "seconds"),
+    [
+        (("server", "shutdown_timeout"), 0),  # more than 0s
+        (("server", "shutdown_timeout"), 0.001),
+        (("server", "shutdown_timeout"), 10),  # at most 10s
+        (("server", "shutdown_timeout"), 10.5),
+        (("store", "retention", "rounds"), 0),  # more than 0s
+        (("store", "retention", "rounds"), 1),
+        (("store", "lease"), 0.999),  # at least 1s
+        (("store", "lease"), 1),
+        (("alerting", "timeout"), 0.5),  # 1s to 1m
+        (("alerting", "timeout"), 1),
+        (("alerting", "timeout"), 60),
+        (("alerting", "timeout"), 61),
+        (("environments", "production", "window"), 7 * 86400),  # at most 7d
+        (("environments", "production", "window"), 7 * 86400 + 1),
+    ],
+)
+def test_a_duration_written_as_seconds_is_bounded_alike_by_both(
+    path: tuple[str, ...], seconds: float
+) -> None:
+    """A number's bounds are exact in a schema (`exclusiveMinimum`, `minimum`, `maximum`):
+    an editor flags `shutdown_timeout: 0` or `lease: 0.5` as validate-config does. (Text
+    keeps only its pattern: its bounds are in the field's description.)"""
+    text = with_number(path, seconds)
+    code, out = validate_config(text)
+    assert code in (0, 2), out
+    assert schema_takes(text) == (code == 0), (path, seconds, out)

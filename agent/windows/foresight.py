@@ -21,8 +21,9 @@ from agent.settings import CheckSettings, EnvironmentSettings, RuleSettings
 from agent.store.base import Store
 from agent.windows.evidence import observation_from_dict
 from agent.windows.fingerprint import check_fingerprints
-from agent.windows.probing import unsummarize
+from agent.windows.probing import background_every, unsummarize
 from checks.base import Sample
+from checks.registry import build_check
 from common.durations import format_duration
 from common.words import counted
 
@@ -286,7 +287,45 @@ async def registration_warnings(
     if not baselines and not any(exact_rate_bounds(rule) for rule in judged):
         return said
     horizon = max(1, math.ceil((ends_at - deployed_at) / env.interval))
-    return said + Judge(judged, baselines, policy_of(env), horizon=horizon).blind_spots(per_round)
+    spots = Judge(judged, baselines, policy_of(env), horizon=horizon).blind_spots(per_round)
+    if checks_rules and periods:
+        young = {
+            r.name: w for r in judged if r.source == "checks" and (w := young_runs(r, periods, env))
+        }
+        spots = [
+            f"{spot}; {young[name]}" if (name := spot[5:].partition(":")[0]) in young else spot
+            for spot in spots
+        ]
+    return said + spots
+
+
+def young_runs(rule: Rule, periods: list[list[Sample]], env: EnvironmentSettings) -> str | None:
+    """The background runs of `rule`'s checks that a full lookback would hold more of (an
+    agent started, or a check changed, within it), said beside a bound it cannot see yet:
+    a load check's runs come 10 minutes apart at the defaults, so an agent's first 10
+    minutes had one, and the example's `feed-p95` was warned of at each registration then
+    as if it could never see its bound (with the second run, it does). None: all full."""
+    runs: dict[str, int] = {}
+    for period in periods:
+        for name in {sample.check for sample in period}:
+            runs[name] = runs.get(name, 0) + 1
+    reads, background = env.background_checks_of(rule)
+    thin = []
+    for config in reads:
+        every = background_every(build_check(config), env) if config.name in background else None
+        if every is None:
+            continue
+        full = int(env.lookback // every)
+        if runs.get(config.name, 0) < full - 1:  # one short: the grid's phase
+            thin.append(
+                f"{runs.get(config.name, 0)} of the {full} background runs of {config.name}"
+            )
+    if not thin:
+        return None
+    return (
+        f"the lookback holds {', '.join(thin)} a full one holds (the agent or the check is"
+        " newer than the lookback, or runs were left out): it sees more as they come"
+    )
 
 
 def exact_bound_warnings(rules: list[Rule], env: EnvironmentSettings) -> list[str]:

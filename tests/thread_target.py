@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -25,6 +26,8 @@ class ThreadTarget:
         self.delay_s = 0.0
         self.close = False
         self.answered = 0
+        self.answered_at = 0.0
+        """When the latest answer was made (`time.monotonic`, in the target's thread)."""
         self.on_request: Callable[[], None] | None = None
         self.loop = asyncio.new_event_loop()
         self.started = threading.Event()
@@ -36,6 +39,7 @@ class ThreadTarget:
             self.on_request()
         await asyncio.sleep(self.delay_s)
         self.answered += 1
+        self.answered_at = time.monotonic()
         response = web.json_response({"status": "ok"})
         if self.close:
             response.force_close()

@@ -25,10 +25,14 @@ the 2xx and its record).
 
 Counted at the receivers, never from the agents' bookkeeping:
 - `heard_twice`: a 2xx answered to a connected sender for a key already answered 2xx
-  to one, the previous 2xx not followed by `kill_after`: a rollback delivered twice, what
+  to one, the previous 2xx's sender not killed -9 since: a rollback delivered twice, what
   contract §3 forbids ("at most one rollback is requested per deploy");
-- `resent_after_kill`: the same after `kill_after` (the gap no webhook closes: the
-  contract's "an unfinished delivery resumes after a restart", same key and body);
+- `resent_after_kill`: the same after a kill -9 of the sender of the previous 2xx (by
+  `kill_after`, a `kill` fault, another key's `kill_during`…), between that request's
+  arrival and this one's (the gap no webhook closes: the contract's "an unfinished
+  delivery resumes after a restart", same key and body). A request's sender is the
+  process owning its socket as it arrives (/proc), the kills the bench's own: neither is
+  the agents' bookkeeping;
 - `lost`: a regressed deploy whose rollback the store holds and that no sender heard a
   2xx for; `not_decided`: one with no rollback at all (its window passed or was
   inconclusive: rounds lost to the faults, a judging matter);
@@ -39,12 +43,16 @@ Counted at the receivers, never from the agents' bookkeeping:
   than once: what a receiver that does not dedupe would roll back twice (`slow` and
   `drop` make these unavoidable: the sender cannot know);
 - alerts: notifications at the sink with the same title (one deploy, one event) more
-  than once.
+  than once: `alert_duplicates` a repeat whose previous copy's sender (the process owning
+  its socket as it arrived, from /proc) was not killed -9 between that arrival and the
+  repeat's; `alerts_resent_after_kill` one whose was (the README's "it repeats one on a
+  channel only if the agent died between that channel accepting it and the agent
+  recording so"). Arrival and kill times are the sink's and the bench's, not the agents'.
 - `passed_short`: a regressed deploy whose window passed with fewer rounds than its
   `failure_limit` (rounds lost to the faults, or a clock stepped past its end): a
   judging matter, counted apart from `unrecorded` (a rollback lost).
 
-Goals: heard_twice 0, lost 0, good_requested 0, one body a key, alert duplicates 0, every
+Goals: heard_twice 0, lost 0, good_requested 0, one body a key, alert_duplicates 0, every
 regressed deploy's rollback heard 2xx once (plus its resends after a kill), `delivered`
 and its window `rolled_back` (unrecorded 0), nothing stuck. A run
 directory (`--keep`) holds each replica's log and config, the alerts and the rollback
@@ -57,7 +65,9 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import json
+import os
 import random
 import re
 import sys
@@ -83,6 +93,79 @@ and `kill_after` are asked for by name (`--faults kill,term,pg_cut,pg_restart --
 kill_during,kill_after,ok,5xx,slow,drop`)."""
 
 
+class KillLoggedReplica(SteppedReplica):
+    """A replica whose every kill -9 (a fault, the receiver's, a SIGTERM past its wait) is
+    logged with its time and the process killed: the alert sink's repeats are judged
+    against them."""
+
+    kills: list[tuple[float, int, str]] | None = None
+    """(time.time(), pid, name) of each kill -9; set by the run."""
+
+    def kill(self) -> None:
+        proc = self.proc
+        live = proc is not None and proc.poll() is None
+        super().kill()
+        if live and proc is not None and self.kills is not None:
+            self.kills.append((time.time(), proc.pid, self.name))
+
+
+def socket_owner(client_port: int, server_port: int, pids: dict[int, str]) -> str | None:
+    """`name:pid` of the process (among `pids`) owning the 127.0.0.1 connection from
+    `client_port` to `server_port`: its inode in /proc/net/tcp, then the process's fds."""
+    inode = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote = fields[1].split(":"), fields[2].split(":")
+            if int(local[1], 16) == client_port and int(remote[1], 16) == server_port:
+                inode = fields[9]
+                break
+    if inode is None:
+        return None
+    target = f"socket:[{inode}]"
+    for pid, name in pids.items():
+        fd_dir = Path(f"/proc/{pid}/fd")
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(fd_dir):
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd_dir / fd) == target:
+                        return f"{name}:{pid}"
+    return None
+
+
+DEAD_SENDER_S = 1.0
+"""A request whose sender owns no socket as it arrives: a replica killed this close to
+the arrival was its sender (the kill is logged once the process is gone)."""
+
+
+def repeats(
+    arrivals: list[tuple[str, float, str | None]], kills: list[tuple[float, int, str]]
+) -> tuple[list[str], list[str]]:
+    """(true duplicates, resends after a kill) among `arrivals` (key, time, sender
+    `name:pid`) taken by their receiver: each repeat of a key, in arrival order, is a
+    resend when the previous one's sender was killed -9 after it arrived and before this
+    one did; otherwise a duplicate. A sender unknown is one dead as its request arrived
+    (its socket orphaned, owned by no process): a replica killed within `DEAD_SENDER_S`
+    of that arrival, before the repeat's, makes the repeat a resend. Each is named
+    `key (sender time, sender time)`."""
+    by_key: dict[str, list[tuple[float, str | None]]] = {}
+    for key, at, sender in sorted(arrivals, key=lambda a: a[1]):
+        by_key.setdefault(key, []).append((at, sender))
+    duplicates: list[str] = []
+    resent: list[str] = []
+    for key, copies in by_key.items():
+        for (at, sender), (again, resender) in itertools.pairwise(copies):
+            if sender:
+                pid = int(sender.rsplit(":", 1)[1])
+                killed = any(p == pid and at < t < again for t, p, _ in kills)
+            else:
+                killed = any(abs(t - at) <= DEAD_SENDER_S and t < again for t, _, _ in kills)
+            (resent if killed else duplicates).append(
+                f"{key} ({sender} {at:.2f}, {resender} {again:.2f})"
+            )
+    return duplicates, resent
+
+
 class FaultyReceiver:
     """The rollback webhook, answering each request one of `answers` at random."""
 
@@ -95,14 +178,8 @@ class FaultyReceiver:
         self.acted: Counter[str] = Counter()
         self.bodies: dict[str, set[str]] = {}
         """Key → digests of the bodies heard under it (the contract: one body a key)."""
-        self.forbidden_twice: Counter[str] = Counter()
-        """2xx heard for a key already heard 2xx, with no kill of its sender after that
-        first 2xx (by `kill_after`): a second rollback the contract forbids."""
-        self.resent_after_kill: Counter[str] = Counter()
-        """The same, after `kill_after` killed the sender that heard the previous 2xx: the
-        contract's "an unfinished delivery resumes after a restart" (same key and body)."""
-        self.killed_after: set[str] = set()
-        """Keys whose last 2xx heard was followed by `kill_after`'s kill of its sender."""
+        self.sender_of: Callable[[web.Request], str | None] | None = None
+        """Names a request's sender as it arrives (`name:pid`, set by the run)."""
         self.kill_sender: Callable[[str], Awaitable[str | None]] | None = None
         """Set by the run: kill -9 the replica holding `key`'s rollback (its name, or None)."""
         self._runner: web.AppRunner | None = None
@@ -129,6 +206,7 @@ class FaultyReceiver:
         self.bodies.setdefault(key, set()).add(digest)
         answer = self.rng.choice(self.answers)
         record = {"key": key, "answer": answer, "at": time.time(), "heard": False}
+        record["sender"] = self.sender_of(request) if self.sender_of else None
         record["body"] = digest
         self.requests.append(record)
         if answer == "5xx":
@@ -144,8 +222,6 @@ class FaultyReceiver:
             await response.write_eof()
             self._heard(key, record)
             record["killed"] = await self.kill_sender(key)  # 2xx out, maybe not recorded
-            if record["killed"]:
-                self.killed_after.add(key)
             return response
         if answer == "drop":
             assert request.transport is not None
@@ -162,17 +238,13 @@ class FaultyReceiver:
 
     def _heard(self, key: str, record: dict[str, Any]) -> None:
         record["heard"] = True
-        if self.heard[key]:
-            target = self.resent_after_kill if key in self.killed_after else self.forbidden_twice
-            target[key] += 1
-        self.killed_after.discard(key)  # a 2xx heard again: a kill must follow this one
         self.heard[key] += 1
 
 
 class FaultChaos(Chaos):
     """tests/e2e/chaos.py's run with an alert channel and the faulty receiver."""
 
-    replica_type = SteppedReplica
+    replica_type = KillLoggedReplica
 
     def __init__(
         self, plan: Plan, pg_url: str, workdir: Path, receiver: FaultyReceiver, sink: JsonSink
@@ -183,6 +255,7 @@ class FaultChaos(Chaos):
         self.env_of: dict[str, str] = {}
         self.closing = False
         self.faults_over = False
+        self.kills: list[tuple[float, int, str]] = []
 
     async def register(self, index: int) -> str:
         deploy = await super().register(index)
@@ -193,7 +266,21 @@ class FaultChaos(Chaos):
         # the parent spawns its own receiver: start it, then point the config at ours
         self.receiver_url_override = self.faulty.url
         self.faulty.kill_sender = self.kill_sender
-        return await super()._start()
+        self.sink.sender_of = self.faulty.sender_of = self._sender
+        started = await super()._start()
+        for replica in self.replicas:
+            assert isinstance(replica, KillLoggedReplica)
+            replica.kills = self.kills
+        return started
+
+    def _sender(self, request: web.Request) -> str | None:
+        """The replica process that sent this request (an alert, a rollback), by its
+        socket: truth from outside the agents."""
+        transport = request.transport
+        peer = transport.get_extra_info("peername") if transport else None
+        local = transport.get_extra_info("sockname") if transport else None
+        pids = {r.proc.pid: r.name for r in self.replicas if r.proc and r.proc.poll() is None}
+        return socket_owner(peer[1], local[1], pids) if peer and local else None
 
     async def __aexit__(self, *exc: object) -> None:
         self.closing = True  # the receiver kills no more: no restart after the replicas' end
@@ -393,7 +480,12 @@ async def one_run(
         await sink.stop()
     with (workdir / "rollback_requests.jsonl").open("w") as out:
         out.writelines(json.dumps(r) + "\n" for r in receiver.requests)
-    titles = Counter(n.title for n in sink.notifications)
+    with (workdir / "kills.jsonl").open("w") as out:
+        out.writelines(json.dumps({"at": t, "pid": p, "name": n}) + "\n" for t, p, n in run.kills)
+    duplicates, resent = repeats([(n.title, n.at, n.sender) for n in sink.notifications], run.kills)
+    heard = [(r["key"], r["at"], r["sender"]) for r in receiver.requests if r["heard"]]
+    twice, after_kill = repeats(heard, run.kills)
+    resends = Counter(r.split(" ", 1)[0] for r in after_kill)
     bad = [d for d, r in run.deploys.items() if r]
     row: dict[str, Any] = {
         "seed": seed,
@@ -401,9 +493,11 @@ async def one_run(
         "requests": len(receiver.requests),
         "answers": dict(Counter(r["answer"] for r in receiver.requests)),
         "keys": len({r["key"] for r in receiver.requests}),
-        "heard_once": sum(receiver.heard[d] == 1 + receiver.resent_after_kill[d] for d in bad),
-        "heard_twice": sum(receiver.forbidden_twice.values()),
-        "resent_after_kill": sum(receiver.resent_after_kill.values()),
+        "heard_once": sum(receiver.heard[d] == 1 + resends[d] for d in bad),
+        "heard_twice": len(twice),
+        "heard_twice_keys": twice,
+        "resent_after_kill": len(after_kill),
+        "rollback_senders_unknown": sum(r["sender"] is None for r in receiver.requests),
         "lost": [d for d in bad if d in run.monitor.rollbacks and not receiver.heard[d]],
         "not_decided": [
             f"{d}: window {run.monitor.windows.get(d, {}).get('state')}"
@@ -420,8 +514,11 @@ async def one_run(
         },
         "acted_twice": sum(n - 1 for n in receiver.acted.values() if n > 1),
         "alerts": len(sink.notifications),
-        "alert_duplicates": sum(n - 1 for n in titles.values() if n > 1),
-        "duplicate_titles": [t for t, n in titles.items() if n > 1],
+        "alert_duplicates": len(duplicates),
+        "duplicate_titles": duplicates,
+        "alerts_resent_after_kill": len(resent),
+        "resent_titles": resent,
+        "alert_senders_unknown": sum(n.sender is None for n in sink.notifications),
         "unrecorded": [u for u in run.f.unrecorded if u not in short],
         "passed_short": short,
         "stuck": run.f.stuck,
@@ -502,6 +599,9 @@ def main() -> int:
         "acted_twice": sum(r["acted_twice"] for r in rows),
         "alerts": sum(r["alerts"] for r in rows),
         "alert_duplicates": sum(r["alert_duplicates"] for r in rows),
+        "alerts_resent_after_kill": sum(r["alerts_resent_after_kill"] for r in rows),
+        "alert_senders_unknown": sum(r["alert_senders_unknown"] for r in rows),
+        "rollback_senders_unknown": sum(r["rollback_senders_unknown"] for r in rows),
         "unrecorded": sum(len(r["unrecorded"]) for r in rows),
         "passed_short": sum(len(r["passed_short"]) for r in rows),
     }

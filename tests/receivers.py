@@ -352,6 +352,11 @@ class JsonNotification:
     path: str
     headers: dict[str, str]
     payload: dict[str, Any]
+    at: float = 0.0
+    """When its request arrived (`time.time()`), before any answer: from then on its
+    sender may die not knowing the channel took it."""
+    sender: str | None = None
+    """Who sent it, by the sink's `sender_of` (None without one)."""
 
     @property
     def title(self) -> str:
@@ -379,6 +384,8 @@ class JsonSink(_HttpServer):
         """Requests received, answered or not (a hung one counts at once)."""
         self._script = _Script(script)
         self._log = _JsonLog(log)
+        self.sender_of: Callable[[web.Request], str | None] | None = None
+        """Names a request's sender as it arrives (e.g. the process owning its socket)."""
 
     def script(self, *replies: Reply | int | str) -> None:
         """Queue replies (e.g. 500 to make a channel fail, `hang` to stall it)."""
@@ -427,6 +434,7 @@ class JsonSink(_HttpServer):
             # port it was given before this sink took it (a readiness poll of `/readyz`)
             return web.Response(status=404)
         reply = self._script.next()
+        at, sender = time.time(), self.sender_of(request) if self.sender_of else None
         self.arrived += 1
         await self._notify()
         response = await self._serve(reply)
@@ -437,7 +445,7 @@ class JsonSink(_HttpServer):
                 payload = json.loads(await request.read() or b"null")
             except ValueError:
                 payload = {"unparsed": True}
-            note = JsonNotification(request.path, dict(request.headers), payload)
+            note = JsonNotification(request.path, dict(request.headers), payload, at, sender)
             self.notifications.append(note)
             self._log.write(asdict(note))
             await self._notify()

@@ -99,8 +99,25 @@ import sys
 from aiohttp import web
 async def ok(request):
     return web.json_response({"status": "ok"})
+async def stalls(app):
+    # the target's own loop stalls (> 50 ms late), by wall time: a late answer the target
+    # itself gave late, apart from one the agent read late
+    import asyncio, time
+    async def beat():
+        with open(sys.argv[2], "a", buffering=1) as out:
+            while True:
+                due = time.monotonic() + 0.01
+                await asyncio.sleep(0.01)
+                late = time.monotonic() - due
+                if late > 0.05:
+                    out.write(f"{time.time() - late:.3f} {late:.3f}\\n")
+    task = asyncio.create_task(beat())
+    yield
+    task.cancel()
 app = web.Application()
 app.router.add_get("/{tail:.*}", ok)
+if len(sys.argv) > 2:
+    app.cleanup_ctx.append(stalls)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 """
 
@@ -138,7 +155,9 @@ def start_target(workdir: Path) -> tuple[subprocess.Popen[bytes], int, str]:
         proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(workdir)])
         kind = "nginx"
     else:
-        proc = subprocess.Popen([sys.executable, "-c", TARGET_PY, str(port)])
+        proc = subprocess.Popen(
+            [sys.executable, "-c", TARGET_PY, str(port), str(workdir / "target-stalls.txt")]
+        )
         kind = "aiohttp"
     for _ in range(100):
         try:
@@ -406,6 +425,10 @@ class Rounds:
     ended: dict[str, int] = field(default_factory=dict)
     """Windows that ended before the end of the run, by final state (a saturated agent's
     false rollbacks shrink the set it watches: said, not hidden)."""
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    """Each window that ended `failed` in the run, with its verdict's reason and its failed
+    rules' figures (`failed_windows`): an A/A window the agent failed is the figure a user
+    would hate most, so it is printed, never only counted."""
 
 
 def read_rounds(
@@ -431,8 +454,8 @@ def read_rounds(
                 out.overran += 1
         for series in starts.values():
             out.spacings_s += [b - a for a, b in itertools.pairwise(series)]
-        query = "SELECT deployed_at, state, ended_at FROM windows"
-        for deployed, state, ended in db.execute(query):
+        query = "SELECT deployed_at, state, ended_at, environment, verdict FROM windows"
+        for deployed, state, ended, env, verdict in db.execute(query):
             out.window_hours += max(0.0, stopped - deployed) / 3600  # the store's life
             out.phases.append((deployed % interval) / interval)
             stop = until if ended is None else min(until, ended)
@@ -442,9 +465,41 @@ def read_rounds(
                 out.watching_at_end += 1
             else:
                 out.ended[state] = out.ended.get(state, 0) + 1
+                if state == "failed":
+                    out.failed.append(failed_window(env, deployed, ended, verdict))
     finally:
         db.close()
     return out
+
+
+def failed_window(
+    env: str, deployed: float, ended: float | None, verdict: str | None
+) -> dict[str, Any]:
+    """A failed window as its stored verdict says: why, and each failed rule's figures."""
+    data = json.loads(verdict) if verdict else {}
+    rules = [
+        {k: rule.get(k) for k in ("name", "observed", "baseline", "threshold", "detail")}
+        for rule in data.get("rules", [])
+        if rule.get("outcome") == "fail"
+    ]
+    return {
+        "environment": env,
+        "after_s": None if ended is None else round(ended - deployed, 1),
+        "ended_at": ended,
+        "reason": data.get("reason"),
+        "rules": rules,
+    }
+
+
+def target_stalls(path: Path) -> list[tuple[float, float]]:
+    """The stand-in target's own loop stalls over 50 ms (wall time, seconds late): a probe
+    answered late then was answered late by the target, not read late by the agent."""
+    if not path.exists():
+        return []
+    return [
+        (float(a), float(b))
+        for a, b in (line.split() for line in path.read_text().split("\n") if line)
+    ]
 
 
 def busiest_tenth(phases: list[float]) -> float:
@@ -543,6 +598,14 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
                     proc.wait()
         rounds = read_rounds(workdir / "postflight.db", since, run.interval, until, stopped)
         loop = event_loop(workdir / "agent.log")
+        stalls = [
+            (at, late) for at, late in target_stalls(workdir / "target-stalls.txt") if at >= since
+        ]
+        for failure in rounds.failed:  # the target's own stalls in the half minute before
+            end = failure["ended_at"] or until
+            near = [late for at, late in stalls if end - 30 <= at <= end]
+            failure["target_stalls_30s_before"] = len(near)
+            failure["target_stall_max_s_30s_before"] = round(max(near, default=0.0), 3)
         size = store_bytes(workdir)
     minute = min(60.0, run.seconds / 3)
     half = [(s.t, s.rss) for s in samples if s.t >= run.seconds / 2]
@@ -559,6 +622,9 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
         "rounds_due": rounds.due,
         "windows_watching_at_end": rounds.watching_at_end,
         "windows_ended": rounds.ended,
+        "windows_failed": rounds.failed,
+        "target_stalls_over_50ms": len(stalls),
+        "target_stall_max_s": round(max((late for _, late in stalls), default=0.0), 3),
         "register_s": round(register_s, 1),
         "cpu_ms_per_window_round": round(
             (samples[-1].cpu - samples[0].cpu) * 1000 / rounds.count, 3
@@ -845,6 +911,22 @@ def main() -> int:
     print(f"  {'metric':<20}{'measured':>12}{'goal':>8}")
     for name, value, goal in rows:
         print(f"  {name:<20}{value!s:>12}{goal:>8}")
+    print(
+        f"  target's own loop stalls > 50 ms: {result['target_stalls_over_50ms']}"
+        f" (longest {result['target_stall_max_s']} s)"
+    )
+    for failure in result["windows_failed"]:
+        print(
+            f"  FAILED {failure['environment']} after {failure['after_s']}s:"
+            f" {failure['reason']}; target stalls in the 30 s before:"
+            f" {failure['target_stalls_30s_before']}"
+            f" (longest {failure['target_stall_max_s_30s_before']} s)"
+        )
+        for rule in failure["rules"]:
+            print(
+                f"    {rule['name']}: observed {rule['observed']}, baseline"
+                f" {rule['baseline']}, {rule['threshold']}: {rule['detail']}"
+            )
     missed = [k for k, v in result["goals_met"].items() if not v]
     print("  goals: " + ("all met" if not missed else "NOT met: " + ", ".join(missed)))
     return 0

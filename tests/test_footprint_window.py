@@ -37,3 +37,43 @@ def test_the_default_run_keeps_one_hour_windows_and_window_shortens_them(tmp_pat
     assert windows(longer) == {"2h5m"}
     short = bench.write_config(tmp_path, 1, 2, bench.Run(3, 1.0, 600.0, window=150.0))
     assert windows(short) == {"2m30s"}
+
+
+def test_a_failed_window_is_reported_with_its_reason_and_figures(tmp_path: Path) -> None:
+    """An A/A window the agent failed is printed with why (the verdict), not only counted."""
+    import json
+    import sqlite3
+
+    bench = footprint()
+    db = sqlite3.connect(tmp_path / "postflight.db")
+    db.execute("CREATE TABLE rounds (window_id, number, started_at, summary)")
+    db.execute("CREATE TABLE windows (deployed_at, state, ended_at, environment, verdict)")
+    rule = {"name": "errors", "outcome": "fail", "observed": 0.2, "baseline": None}
+    rule |= {"threshold": "max 0.05", "detail": "20 of 100 probes failed"}
+    verdict = {"reason": "errors failed at round 10", "rules": [rule, {"outcome": "pass"}]}
+    db.execute(
+        "INSERT INTO windows VALUES (100, 'failed', 110, 'env0001', ?)", (json.dumps(verdict),)
+    )
+    db.execute("INSERT INTO windows VALUES (100, 'watching', NULL, 'env0002', NULL)")
+    db.commit()
+    db.close()
+    rounds = bench.read_rounds(tmp_path / "postflight.db", 100.0, 1.0, 200.0, 205.0)
+    assert rounds.ended == {"failed": 1}
+    assert rounds.failed == [
+        {
+            "environment": "env0001",
+            "after_s": 10.0,
+            "ended_at": 110,
+            "reason": "errors failed at round 10",
+            "rules": [
+                {k: rule[k] for k in ("name", "observed", "baseline", "threshold", "detail")}
+            ],
+        }
+    ]
+
+
+def test_the_target_s_own_stalls_are_read_from_its_file(tmp_path: Path) -> None:
+    bench = footprint()
+    assert bench.target_stalls(tmp_path / "none.txt") == []
+    (tmp_path / "s.txt").write_text("100.5 0.080\n101.0 0.120\n")
+    assert bench.target_stalls(tmp_path / "s.txt") == [(100.5, 0.08), (101.0, 0.12)]

@@ -1944,6 +1944,8 @@ def _poisson_ratio(expected: float, log_threshold: float) -> float:
     if r > 1e9:
         return math.inf
     for _ in range(50):
+        if r <= 1.0:  # a huge expected count (c below ~1e-32): the root, 1 + sqrt(2c), is 1.0
+            return 1.0
         step = (r * math.log(r) - r + 1.0 - c) / math.log(r)
         r -= step
         if step < 1e-10 * r:

@@ -141,20 +141,34 @@ def _student_ratio(periods: float, q: float) -> float:
     return float(special.stdtrit(periods - 1.0, q) / special.ndtri(q))
 
 
+CP_LARGEST = 1e16
+"""The most events a Clopper-Pearson limit is computed on: past ~1e17 scipy's betaincinv
+returns NaN (a baseline of 1e18 requests, 1% failed), which made a ladder of NaN levels and
+the judge raise. Past it the counts are scaled down to this many, same rate: a wider limit,
+so still a valid one (fewer events can only widen it), and at 1e16 events the width is
+~1e-8 of the rate's own: what a rule could tell apart is unchanged."""
+
+
 def rate_upper_bound(count: float, total: float, alpha: float) -> float:
     """One-sided Clopper-Pearson upper limit of a rate at level alpha (counts may be effective)."""
     if total <= 0:
         return 1.0
     if count >= total:
         return 1.0
-    return float(_special().betaincinv(count + 1.0, total - count, 1.0 - alpha))
+    limit = float(_special().betaincinv(count + 1.0, total - count, 1.0 - alpha))
+    if limit != limit and total > CP_LARGEST:  # scipy's NaN past ~1e17 events: fewer, wider
+        return rate_upper_bound(count * CP_LARGEST / total, CP_LARGEST, alpha)
+    return limit
 
 
 def rate_lower_bound(count: float, total: float, alpha: float) -> float:
     """One-sided Clopper-Pearson lower limit of a rate at level alpha (counts may be effective)."""
     if total <= 0 or count <= 0:
         return 0.0
-    return float(_special().betaincinv(count, total - count + 1.0, alpha))
+    limit = float(_special().betaincinv(count, total - count + 1.0, alpha))
+    if limit != limit and total > CP_LARGEST:  # as `rate_upper_bound`
+        return rate_lower_bound(count * CP_LARGEST / total, CP_LARGEST, alpha)
+    return limit
 
 
 def _binom_ppf(prob: float, n: int, p: float) -> int:
@@ -288,6 +302,13 @@ def binomial_greater(bad: float, n: float, p0: float) -> float:
         return 1.0
     if p0 >= 1.0:
         return 1.0
+    if n > 1e8:  # bdtrc drifts past ~1e8 trials (0.597 for 0.500 at 1e9), 0 or NaN past 2^31,
+        # and a C long cannot hold a pooled 2^64: the same tail as a regularized beta, on
+        # scaled-down counts past `CP_LARGEST` (fewer trials, same rate: a larger p-value)
+        k, n = (
+            (max(math.ceil(bad), 0), n) if n <= CP_LARGEST else (bad * CP_LARGEST / n, CP_LARGEST)
+        )
+        return 1.0 if k <= 0 else float(_special().betainc(k, n - k + 1.0, p0)) if k <= n else 0.0
     return float(_special().bdtrc(math.ceil(bad) - 1, round(n), p0))
 
 
@@ -492,6 +513,10 @@ def count_log_factors(kind: str, bad: float, expected: float) -> list[float]:
     return out
 
 
+FACTOR_ROWS_LARGEST = 10**8
+"""The most samples a round's exact moments are summed over (`round_log_factor_moments`)."""
+
+
 def round_log_factor_moments(
     lambdas: FloatArray, n: int, shares: FloatArray, level: float
 ) -> tuple[FloatArray, FloatArray]:
@@ -502,6 +527,10 @@ def round_log_factor_moments(
     gain, and how much that varies, where heavy rounds cap it: lambda <= `MAX_BET`, so a
     round gains at most log(1 + lambda (y - 1)) however many samples it holds."""
     p = np.clip(np.asarray(shares, dtype=np.float64), 0.0, 1.0)
+    # past 1e8 samples a round Y is all but constant, and the exact sum would span billions of
+    # counts (a round of 2^63 requests: 59 GiB, a MemoryError); 1e8 samples, same level and
+    # share: the same moments to ~1e-8 (a sliver more spread, so never more power)
+    n = min(n, FACTOR_ROWS_LARGEST)
     # rounds alike (a fixed level's test: every share the same) are worked out once and
     # copied: each row's figures are its own share's alone, element by element, so the
     # sums below read the very numbers they did row by row

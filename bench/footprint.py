@@ -623,8 +623,11 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
         "windows_watching_at_end": rounds.watching_at_end,
         "windows_ended": rounds.ended,
         "windows_failed": rounds.failed,
-        "target_stalls_over_50ms": len(stalls),
-        "target_stall_max_s": round(max((late for _, late in stalls), default=0.0), 3),
+        # measured in the aiohttp stand-in only (None: nginx, whose stalls are not timed)
+        "target_stalls_over_50ms": len(stalls) if target_kind == "aiohttp" else None,
+        "target_stall_max_s": round(max((late for _, late in stalls), default=0.0), 3)
+        if target_kind == "aiohttp"
+        else None,
         "register_s": round(register_s, 1),
         "cpu_ms_per_window_round": round(
             (samples[-1].cpu - samples[0].cpu) * 1000 / rounds.count, 3

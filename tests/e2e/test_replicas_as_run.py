@@ -125,6 +125,26 @@ async def each_once(receiver: RollbackReceiver, sink: JsonSink, deploy_id: str) 
     assert any(t.endswith("rollback delivered") for t in titles), titles
 
 
+async def register(http: aiohttp.ClientSession, daemon: Daemon) -> str:
+    """Register `v2` on `production` through `daemon`'s API: its deploy id."""
+    async with http.post(
+        f"{daemon.url}/v1/deploys", json={"environment": "production", "version": "v2"}
+    ) as r:
+        assert r.status == 201, await r.text()
+        return str((await r.json())["id"])
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[RollbackReceiver]:
+    """A rollback receiver answering every attempt 200, stopped after the test."""
+    started = RollbackReceiver(SECRET)
+    await started.start()
+    try:
+        yield started
+    finally:
+        await started.stop()
+
+
 @pytest.fixture
 async def replicas(tmp_path: Path) -> AsyncIterator[Replicas]:
     """`await replicas(http, config)`: replica-a and replica-b, each a `postflight run`
@@ -143,53 +163,50 @@ async def replicas(tmp_path: Path) -> AsyncIterator[Replicas]:
 
 
 async def test_a_pipeline_registers_on_one_replica_and_waits_on_the_other(
-    replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink
+    replicas: Replicas,
+    flip_target: FlipTarget,
+    pg_url: str,
+    json_sink: JsonSink,
+    receiver: RollbackReceiver,
 ) -> None:
     """`postflight register` on replica A, the same registration (its Idempotency-Key)
     with `--wait` on replica B: B replays it (the same deploy) and waits out its verdict,
     exit 1 once rolled back. The page and the event stream of either replica show it;
     the rollback reached the receiver once, and each alert the sink once."""
-    receiver = RollbackReceiver(SECRET)
-    await receiver.start()
     flip_target.bad = True
-    try:
-        async with aiohttp.ClientSession(headers=HEADERS) as http:
-            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
-            common = ("--env", "production", "--version", "v2", "--previous", "v1")
-            common += ("--idempotency-key", "ci-run-42")
-            code, out = await cli("register", "--url", a.url, *common, "--quiet")
-            assert code == 0, out
-            deploy_id = out.strip()
-            code, out = await cli("register", "--url", b.url, *common, "--wait")
-            assert code == 1, out
-            assert deploy_id in out and "rolled back" in out.replace("_", " "), out
-            code, out = await cli("status", "--url", b.url, deploy_id, "--json")
-            assert code == 0, out
-            assert '"rolled_back"' in out, out
+    async with aiohttp.ClientSession(headers=HEADERS) as http:
+        a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+        common = ("--env", "production", "--version", "v2", "--previous", "v1")
+        common += ("--idempotency-key", "ci-run-42")
+        code, out = await cli("register", "--url", a.url, *common, "--quiet")
+        assert code == 0, out
+        deploy_id = out.strip()
+        code, out = await cli("register", "--url", b.url, *common, "--wait")
+        assert code == 1, out
+        assert deploy_id in out and "rolled back" in out.replace("_", " "), out
+        code, out = await cli("status", "--url", b.url, deploy_id, "--json")
+        assert code == 0, out
+        assert '"rolled_back"' in out, out
 
-            await until(http, b, deploy_id, settled)
-            for daemon in (a, b):
-                async with http.get(f"{daemon.url}/deploys/{deploy_id}") as r:
-                    assert r.status == 200, await r.text()
-                    page = await r.text()
-                assert "v2" in page and deploy_id in page
-                url = f"{daemon.url}/v1/deploys/{deploy_id}/events"
-                async with http.get(url) as response:
-                    assert response.status == 200
-                    states = [e.data["state"] async for e in events(response) if e.name == "state"]
-                assert states and states[-1] == "rolled_back", (daemon.url, states)
-            await each_once(receiver, json_sink, deploy_id)
+        await until(http, b, deploy_id, settled)
+        for daemon in (a, b):
+            async with http.get(f"{daemon.url}/deploys/{deploy_id}") as r:
+                assert r.status == 200, await r.text()
+                page = await r.text()
+            assert "v2" in page and deploy_id in page
+            url = f"{daemon.url}/v1/deploys/{deploy_id}/events"
+            async with http.get(url) as response:
+                assert response.status == 200
+                states = [e.data["state"] async for e in events(response) if e.name == "state"]
+            assert states and states[-1] == "rolled_back", (daemon.url, states)
+        await each_once(receiver, json_sink, deploy_id)
 
-            # an alert's link (signed, read-only) opens the page on either replica
-            (link,) = set(
-                re.findall(r"http://[^\s)>\]]+\?view=[^\s)>\]]+", last_message(json_sink))
-            )
-            for daemon in (a, b):
-                page = daemon.url + link[link.index("/deploys/") :]
-                async with aiohttp.ClientSession() as anonymous, anonymous.get(page) as r:
-                    assert r.status == 200, (page, await r.text())
-    finally:
-        await receiver.stop()
+        # an alert's link (signed, read-only) opens the page on either replica
+        (link,) = set(re.findall(r"http://[^\s)>\]]+\?view=[^\s)>\]]+", last_message(json_sink)))
+        for daemon in (a, b):
+            page = daemon.url + link[link.index("/deploys/") :]
+            async with aiohttp.ClientSession() as anonymous, anonymous.get(page) as r:
+                assert r.status == 200, (page, await r.text())
 
 
 def last_message(sink: JsonSink) -> str:
@@ -197,32 +214,27 @@ def last_message(sink: JsonSink) -> str:
 
 
 async def test_the_replica_holding_a_window_killed_mid_window_the_other_judges_it_once(
-    replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink
+    replicas: Replicas,
+    flip_target: FlipTarget,
+    pg_url: str,
+    json_sink: JsonSink,
+    receiver: RollbackReceiver,
 ) -> None:
     """kill -9 of the replica watching a window, before the deploy regresses: the other
     takes the window over, judges it failed and rolls it back, once; no verdict lost."""
-    receiver = RollbackReceiver(SECRET)
-    await receiver.start()
-    try:
-        async with aiohttp.ClientSession(headers=HEADERS) as http:
-            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
-            async with http.post(
-                f"{a.url}/v1/deploys", json={"environment": "production", "version": "v2"}
-            ) as r:
-                assert r.status == 201, await r.text()
-                deploy_id = (await r.json())["id"]
-            await until(http, b, deploy_id, lambda d: d["rounds"] >= 2)
-            holder = await lease_owner(pg_url, deploy_id)
-            victim, survivor = (a, b) if holder == "replica-a" else (b, a)
-            victim.kill()
-            flip_target.bad = True
-            final = await until(http, survivor, deploy_id, settled)
-            assert final["state"] == "rolled_back", final
-            assert final["verdict"], final
-            await each_once(receiver, json_sink, deploy_id)
-            assert json_sink.notifications
-    finally:
-        await receiver.stop()
+    async with aiohttp.ClientSession(headers=HEADERS) as http:
+        a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+        deploy_id = await register(http, a)
+        await until(http, b, deploy_id, lambda d: d["rounds"] >= 2)
+        holder = await lease_owner(pg_url, deploy_id)
+        victim, survivor = (a, b) if holder == "replica-a" else (b, a)
+        victim.kill()
+        flip_target.bad = True
+        final = await until(http, survivor, deploy_id, settled)
+        assert final["state"] == "rolled_back", final
+        assert final["verdict"], final
+        await each_once(receiver, json_sink, deploy_id)
+        assert json_sink.notifications
 
 
 async def test_a_replica_stopped_while_its_rollback_is_at_the_receiver_sends_it_once(
@@ -237,11 +249,7 @@ async def test_a_replica_stopped_while_its_rollback_is_at_the_receiver_sends_it_
     try:
         async with aiohttp.ClientSession(headers=HEADERS) as http:
             a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
-            async with http.post(
-                f"{a.url}/v1/deploys", json={"environment": "production", "version": "v2"}
-            ) as r:
-                assert r.status == 201, await r.text()
-                deploy_id = (await r.json())["id"]
+            deploy_id = await register(http, a)
             await receiver.wait_for_attempts(1, within=30)
             sender = await rollback_sender(pg_url, deploy_id)
             stopped, other = (a, b) if sender == "replica-a" else (b, a)
@@ -267,57 +275,56 @@ async def rollback_sender(pg_url: str, deploy_id: str) -> Any:
 
 
 async def test_writes_on_either_replica_act_on_the_window_the_other_watches(
-    replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink
+    replicas: Replicas,
+    flip_target: FlipTarget,
+    pg_url: str,
+    json_sink: JsonSink,
+    receiver: RollbackReceiver,
 ) -> None:
     """One registration sent to both replicas at once (a pipeline's retry to the other
     address) is one deploy; a newer deploy registered on the replica not watching the
     window supersedes it and it fires nothing more; a cancel on the other replica ends
     the window its holder watches."""
-    receiver = RollbackReceiver(SECRET)
-    await receiver.start()
-    try:
-        async with aiohttp.ClientSession(headers=HEADERS) as http:
-            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+    async with aiohttp.ClientSession(headers=HEADERS) as http:
+        a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
 
-            async def post(daemon: Daemon, version: str, key: str | None = None) -> Any:
-                headers = {"Idempotency-Key": key} if key else {}
-                body = {"environment": "production", "version": version}
-                async with http.post(f"{daemon.url}/v1/deploys", json=body, headers=headers) as r:
-                    return r.status, await r.json()
+        async def post(daemon: Daemon, version: str, key: str | None = None) -> Any:
+            headers = {"Idempotency-Key": key} if key else {}
+            body = {"environment": "production", "version": version}
+            async with http.post(f"{daemon.url}/v1/deploys", json=body, headers=headers) as r:
+                return r.status, await r.json()
 
-            both = await asyncio.gather(post(a, "v2", "same"), post(b, "v2", "same"))
-            assert sorted(status for status, _ in both) == [200, 201], both
-            assert both[0][1]["id"] == both[1][1]["id"], both
-            first = both[0][1]["id"]
-            for daemon in (a, b):  # the same key with another body, on either: 409
-                status, problem = await post(daemon, "v9", "same")
-                assert status == 409, problem
-            await until(http, a, first, lambda d: d["rounds"] >= 2)
-            holder = await lease_owner(pg_url, first)
-            watcher, other = (a, b) if holder == "replica-a" else (b, a)
+        both = await asyncio.gather(post(a, "v2", "same"), post(b, "v2", "same"))
+        assert sorted(status for status, _ in both) == [200, 201], both
+        assert both[0][1]["id"] == both[1][1]["id"], both
+        first = both[0][1]["id"]
+        for daemon in (a, b):  # the same key with another body, on either: 409
+            status, problem = await post(daemon, "v9", "same")
+            assert status == 409, problem
+        await until(http, a, first, lambda d: d["rounds"] >= 2)
+        holder = await lease_owner(pg_url, first)
+        watcher, other = (a, b) if holder == "replica-a" else (b, a)
 
-            status, second = await post(other, "v3")
-            assert status == 201, second
-            assert (await deploy(http, watcher, first))["state"] == "superseded"
-            rounds = (await deploy(http, other, first))["rounds"]
-            await until(http, watcher, second["id"], lambda d: d["rounds"] >= 2)
-            assert (await deploy(http, other, first))["rounds"] == rounds, "watched on"
+        status, second = await post(other, "v3")
+        assert status == 201, second
+        assert (await deploy(http, watcher, first))["state"] == "superseded"
+        rounds = (await deploy(http, other, first))["rounds"]
+        await until(http, watcher, second["id"], lambda d: d["rounds"] >= 2)
+        assert (await deploy(http, other, first))["rounds"] == rounds, "watched on"
 
-            holder = await lease_owner(pg_url, second["id"])
-            watcher, other = (a, b) if holder == "replica-a" else (b, a)
-            async with http.post(f"{other.url}/v1/deploys/{second['id']}/cancel") as r:
-                assert r.status == 200, await r.text()
-                assert (await r.json())["state"] == "cancelled"
-            await asyncio.sleep(2 * LEASE_S + 1)
-            ended = await deploy(http, watcher, second["id"])
-            assert ended["state"] == "cancelled", ended
-            rounds = ended["rounds"]
-            await asyncio.sleep(1.0)
-            assert (await deploy(http, other, second["id"]))["rounds"] == rounds, "watched on"
-            assert await lease_owner(pg_url, second["id"]) is None
-            assert not receiver.attempts and not json_sink.notifications, json_sink.notifications
-    finally:
-        await receiver.stop()
+        holder = await lease_owner(pg_url, second["id"])
+        watcher, other = (a, b) if holder == "replica-a" else (b, a)
+        async with http.post(f"{other.url}/v1/deploys/{second['id']}/cancel") as r:
+            assert r.status == 200, await r.text()
+            assert (await r.json())["state"] == "cancelled"
+        await asyncio.sleep(2 * LEASE_S + 1)
+        ended = await deploy(http, watcher, second["id"])
+        assert ended["state"] == "cancelled", ended
+        rounds = ended["rounds"]
+        await asyncio.sleep(1.0)
+        assert (await deploy(http, other, second["id"]))["rounds"] == rounds, "watched on"
+        assert await lease_owner(pg_url, second["id"]) is None
+        assert not receiver.attempts and not json_sink.notifications, json_sink.notifications
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill"])
@@ -335,11 +342,7 @@ async def test_a_replica_stopped_past_its_grace_mid_rollback_leaves_it_to_the_ot
     try:
         async with aiohttp.ClientSession(headers=HEADERS) as http:
             a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
-            async with http.post(
-                f"{a.url}/v1/deploys", json={"environment": "production", "version": "v2"}
-            ) as r:
-                assert r.status == 201, await r.text()
-                deploy_id = (await r.json())["id"]
+            deploy_id = await register(http, a)
             await receiver.wait_for_attempts(1, within=30)
             sender = await rollback_sender(pg_url, deploy_id)
             stopped, other = (a, b) if sender == "replica-a" else (b, a)
@@ -361,284 +364,255 @@ async def test_a_replica_stopped_past_its_grace_mid_rollback_leaves_it_to_the_ot
 
 
 async def test_a_stream_cut_by_its_replicas_kill_goes_on_from_the_other_by_its_last_id(
-    replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink
+    replicas: Replicas,
+    flip_target: FlipTarget,
+    pg_url: str,
+    json_sink: JsonSink,
+    receiver: RollbackReceiver,
 ) -> None:
     """An event stream on the replica watching the window, which is killed (-9): the
     client reconnects to the other with `Last-Event-ID`, as an EventSource would behind an
     address that moved, and goes on from the store: every round once, in order, to the
     end; and a `register --wait` on the killed replica rides out its restart."""
-    receiver = RollbackReceiver(SECRET)
-    await receiver.start()
-    try:
-        async with aiohttp.ClientSession(headers=HEADERS) as http:
-            text = config(pg_url, flip_target.url, receiver, json_sink)
-            a, b = await replicas(http, text)
-            async with http.post(
-                f"{a.url}/v1/deploys",
-                json={"environment": "production", "version": "v2"},
-                headers={"Idempotency-Key": "k"},
-            ) as r:
-                assert r.status == 201, await r.text()
-                deploy_id = (await r.json())["id"]
-            await until(http, a, deploy_id, lambda d: d["rounds"] >= 1)
-            holder = await lease_owner(pg_url, deploy_id)
-            victim, survivor = (a, b) if holder == "replica-a" else (b, a)
-            waiting = await waiter(victim.url, deploy_id)
-            rounds: list[int] = []
-            last_id = None
-            async with http.get(f"{victim.url}/v1/deploys/{deploy_id}/events") as response:
-                async for event in events(response):
-                    last_id = event.id
-                    if event.name == "round":
-                        rounds.append(event.data["round"])
-                    if len(rounds) >= 2:
-                        break
-            victim.kill()
-            flip_target.bad = True
-            headers = {"Last-Event-ID": last_id or ""}
-            url = f"{survivor.url}/v1/deploys/{deploy_id}/events"
-            async with http.get(url, headers=headers) as response:
-                assert response.status == 200
-                states = []
-                async for event in events(response):
-                    last_id = event.id
-                    if event.name == "round":
-                        rounds.append(event.data["round"])
-                    elif event.name == "state":
-                        states.append(event.data["state"])
-            assert rounds == list(range(rounds[0], rounds[0] + len(rounds))), rounds
-            assert states[-1] == "rolled_back", states
-            # every event of the ended window had: 204 on either replica (EventSource stops)
-            async with http.get(url, headers={"Last-Event-ID": last_id or ""}) as response:
-                assert response.status == 204, await response.text()
-            await asyncio.sleep(2.0)
-            again = Daemon(victim.config.parent, "again", victim.config.read_text(), holder)
-            again.url = victim.url  # its configuration is the killed one's: its address
-            try:
-                await again.ready(http)
-                out, _ = await asyncio.wait_for(waiting.communicate(), 60)
-                assert waiting.returncode == 1, out.decode()
-                ended = f"{again.url}/v1/deploys/{deploy_id}/events"
-                async with http.get(ended, headers={"Last-Event-ID": last_id or ""}) as r:
-                    assert r.status == 204, await r.text()
-            finally:
-                again.kill()
-            await each_once(receiver, json_sink, deploy_id)
-    finally:
-        await receiver.stop()
+    async with aiohttp.ClientSession(headers=HEADERS) as http:
+        text = config(pg_url, flip_target.url, receiver, json_sink)
+        a, b = await replicas(http, text)
+        async with http.post(
+            f"{a.url}/v1/deploys",
+            json={"environment": "production", "version": "v2"},
+            headers={"Idempotency-Key": "k"},
+        ) as r:
+            assert r.status == 201, await r.text()
+            deploy_id = (await r.json())["id"]
+        await until(http, a, deploy_id, lambda d: d["rounds"] >= 1)
+        holder = await lease_owner(pg_url, deploy_id)
+        victim, survivor = (a, b) if holder == "replica-a" else (b, a)
+        waiting = await waiter(victim.url, deploy_id)
+        rounds: list[int] = []
+        last_id = None
+        async with http.get(f"{victim.url}/v1/deploys/{deploy_id}/events") as response:
+            async for event in events(response):
+                last_id = event.id
+                if event.name == "round":
+                    rounds.append(event.data["round"])
+                if len(rounds) >= 2:
+                    break
+        victim.kill()
+        flip_target.bad = True
+        headers = {"Last-Event-ID": last_id or ""}
+        url = f"{survivor.url}/v1/deploys/{deploy_id}/events"
+        async with http.get(url, headers=headers) as response:
+            assert response.status == 200
+            states = []
+            async for event in events(response):
+                last_id = event.id
+                if event.name == "round":
+                    rounds.append(event.data["round"])
+                elif event.name == "state":
+                    states.append(event.data["state"])
+        assert rounds == list(range(rounds[0], rounds[0] + len(rounds))), rounds
+        assert states[-1] == "rolled_back", states
+        # every event of the ended window had: 204 on either replica (EventSource stops)
+        async with http.get(url, headers={"Last-Event-ID": last_id or ""}) as response:
+            assert response.status == 204, await response.text()
+        await asyncio.sleep(2.0)
+        again = Daemon(victim.config.parent, "again", victim.config.read_text(), holder)
+        again.url = victim.url  # its configuration is the killed one's: its address
+        try:
+            await again.ready(http)
+            out, _ = await asyncio.wait_for(waiting.communicate(), 60)
+            assert waiting.returncode == 1, out.decode()
+            ended = f"{again.url}/v1/deploys/{deploy_id}/events"
+            async with http.get(ended, headers={"Last-Event-ID": last_id or ""}) as r:
+                assert r.status == 204, await r.text()
+        finally:
+            again.kill()
+        await each_once(receiver, json_sink, deploy_id)
 
 
 async def test_a_rollback_asked_on_the_replica_not_watching_is_sent_once(
-    replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink
+    replicas: Replicas,
+    flip_target: FlipTarget,
+    pg_url: str,
+    json_sink: JsonSink,
+    receiver: RollbackReceiver,
 ) -> None:
     """`postflight rollback ID` on the replica that does not watch the window, which then
     regresses on the other: one rollback at the receiver, the window ends rolled back,
     and a second ask (on either replica) is refused, exit 1."""
-    receiver = RollbackReceiver(SECRET)
-    await receiver.start()
-    try:
-        async with aiohttp.ClientSession(headers=HEADERS) as http:
-            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
-            async with http.post(
-                f"{a.url}/v1/deploys", json={"environment": "production", "version": "v2"}
-            ) as r:
-                assert r.status == 201, await r.text()
-                deploy_id = (await r.json())["id"]
-            await until(http, a, deploy_id, lambda d: d["rounds"] >= 1)
-            holder = await lease_owner(pg_url, deploy_id)
-            watcher, other = (a, b) if holder == "replica-a" else (b, a)
-            code, out = await cli("rollback", "--url", other.url, deploy_id, "--reason", "oops")
-            assert code == 0, out
-            flip_target.bad = True
-            final = await until(http, watcher, deploy_id, settled)
-            assert final["state"] == "rolled_back", final
-            for daemon in (watcher, other):
-                code, out = await cli("rollback", "--url", daemon.url, deploy_id, "--reason", "x")
-                assert code == 1, out
-            await each_once(receiver, json_sink, deploy_id)
-            assert len(receiver.attempts) == 1, receiver.attempts
-    finally:
-        await receiver.stop()
+    async with aiohttp.ClientSession(headers=HEADERS) as http:
+        a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+        deploy_id = await register(http, a)
+        await until(http, a, deploy_id, lambda d: d["rounds"] >= 1)
+        holder = await lease_owner(pg_url, deploy_id)
+        watcher, other = (a, b) if holder == "replica-a" else (b, a)
+        code, out = await cli("rollback", "--url", other.url, deploy_id, "--reason", "oops")
+        assert code == 0, out
+        flip_target.bad = True
+        final = await until(http, watcher, deploy_id, settled)
+        assert final["state"] == "rolled_back", final
+        for daemon in (watcher, other):
+            code, out = await cli("rollback", "--url", daemon.url, deploy_id, "--reason", "x")
+            assert code == 1, out
+        await each_once(receiver, json_sink, deploy_id)
+        assert len(receiver.attempts) == 1, receiver.attempts
 
 
 async def test_a_replica_stopped_while_its_alert_is_at_a_slow_channel_sends_it_once(
-    replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink
+    replicas: Replicas,
+    flip_target: FlipTarget,
+    pg_url: str,
+    json_sink: JsonSink,
+    receiver: RollbackReceiver,
 ) -> None:
     """SIGTERM of the replica watching a failing window while its first alert is at a
     channel answering in 1.5 s: the stop lets it finish, the other replica takes the
     window's remaining work over; each alert once at the sink, the rollback once."""
-    receiver = RollbackReceiver(SECRET)
-    await receiver.start()
     json_sink.answer_after(1.5)
     flip_target.bad = True
-    try:
-        async with aiohttp.ClientSession(headers=HEADERS) as http:
-            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
-            async with http.post(
-                f"{a.url}/v1/deploys", json={"environment": "production", "version": "v2"}
-            ) as r:
-                assert r.status == 201, await r.text()
-                deploy_id = (await r.json())["id"]
-            await json_sink.wait_arrived(1, within=30)
-            holder = await lease_owner(pg_url, deploy_id) or await rollback_sender(
-                pg_url, deploy_id
-            )
-            assert holder in ("replica-a", "replica-b")
-            stopped, other = (a, b) if holder == "replica-a" else (b, a)
-            stopped.proc.send_signal(signal.SIGTERM)
-            assert await asyncio.to_thread(stopped.proc.wait, 15) == 0, stopped.said()
-            final = await until(http, other, deploy_id, settled)
-            assert final["state"] == "rolled_back", final
-            await asyncio.sleep(3.0)  # the slow channel's answers
-            await each_once(receiver, json_sink, deploy_id)
-    finally:
-        await receiver.stop()
+    async with aiohttp.ClientSession(headers=HEADERS) as http:
+        a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+        deploy_id = await register(http, a)
+        await json_sink.wait_arrived(1, within=30)
+        holder = await lease_owner(pg_url, deploy_id) or await rollback_sender(pg_url, deploy_id)
+        assert holder in ("replica-a", "replica-b")
+        stopped, other = (a, b) if holder == "replica-a" else (b, a)
+        stopped.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(stopped.proc.wait, 15) == 0, stopped.said()
+        final = await until(http, other, deploy_id, settled)
+        assert final["state"] == "rolled_back", final
+        await asyncio.sleep(3.0)  # the slow channel's answers
+        await each_once(receiver, json_sink, deploy_id)
 
 
 async def test_a_good_deploy_whose_replica_was_killed_passes_once_on_the_other(
-    replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink
+    replicas: Replicas,
+    flip_target: FlipTarget,
+    pg_url: str,
+    json_sink: JsonSink,
+    receiver: RollbackReceiver,
 ) -> None:
     """kill -9 of the replica watching a healthy deploy: the other takes the window over
     and passes it, its `passed` alert once, no rollback."""
-    receiver = RollbackReceiver(SECRET)
-    await receiver.start()
-    try:
-        async with aiohttp.ClientSession(headers=HEADERS) as http:
-            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
-            async with http.post(
-                f"{a.url}/v1/deploys", json={"environment": "production", "version": "v2"}
-            ) as r:
-                assert r.status == 201, await r.text()
-                deploy_id = (await r.json())["id"]
-            await until(http, b, deploy_id, lambda d: d["rounds"] >= 2)
-            holder = await lease_owner(pg_url, deploy_id)
-            victim, survivor = (a, b) if holder == "replica-a" else (b, a)
-            victim.kill()
-            final = await until(http, survivor, deploy_id, settled)
-            assert (final["state"], final["rollback"]) == ("passed", None), final
-            await asyncio.sleep(2 * LEASE_S + 1)
-            titles = Counter(n.title for n in json_sink.notifications)
-            assert titles == {"[postflight] production v2: deploy passed": 1}, titles
-            assert not receiver.attempts
-    finally:
-        await receiver.stop()
+    async with aiohttp.ClientSession(headers=HEADERS) as http:
+        a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+        deploy_id = await register(http, a)
+        await until(http, b, deploy_id, lambda d: d["rounds"] >= 2)
+        holder = await lease_owner(pg_url, deploy_id)
+        victim, survivor = (a, b) if holder == "replica-a" else (b, a)
+        victim.kill()
+        final = await until(http, survivor, deploy_id, settled)
+        assert (final["state"], final["rollback"]) == ("passed", None), final
+        await asyncio.sleep(2 * LEASE_S + 1)
+        titles = Counter(n.title for n in json_sink.notifications)
+        assert titles == {"[postflight] production v2: deploy passed": 1}, titles
+        assert not receiver.attempts
 
 
 async def test_two_deploys_registered_at_once_on_two_replicas_leave_one_watching(
-    replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink
+    replicas: Replicas,
+    flip_target: FlipTarget,
+    pg_url: str,
+    json_sink: JsonSink,
+    receiver: RollbackReceiver,
 ) -> None:
     """Two pipelines register a deploy of one environment at the same instant, one on
     each replica: one supersedes the other, never two windows watching it; one request
     sent to both at once (its Idempotency-Key) is one deploy, 201 and 200."""
-    receiver = RollbackReceiver(SECRET)
-    await receiver.start()
-    try:
-        async with aiohttp.ClientSession(headers=HEADERS) as http:
-            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+    async with aiohttp.ClientSession(headers=HEADERS) as http:
+        a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
 
-            async def post(daemon: Daemon, version: str) -> Any:
-                body = {"environment": "production", "version": version}
-                async with http.post(f"{daemon.url}/v1/deploys", json=body) as r:
-                    assert r.status == 201, await r.text()
-                    return await r.json()
+        async def post(daemon: Daemon, version: str) -> Any:
+            body = {"environment": "production", "version": version}
+            async with http.post(f"{daemon.url}/v1/deploys", json=body) as r:
+                assert r.status == 201, await r.text()
+                return await r.json()
 
-            for n in range(8):
-                await asyncio.gather(post(a, f"v{n}a"), post(b, f"v{n}b"))
-                async with http.get(f"{a.url}/v1/deploys?state=watching") as r:
-                    watching = [d["version"] for d in (await r.json())["items"]]
-                assert len(watching) == 1, (n, watching)
+        for n in range(8):
+            await asyncio.gather(post(a, f"v{n}a"), post(b, f"v{n}b"))
+            async with http.get(f"{a.url}/v1/deploys?state=watching") as r:
+                watching = [d["version"] for d in (await r.json())["items"]]
+            assert len(watching) == 1, (n, watching)
 
-            async def send(daemon: Daemon, n: int) -> tuple[int, str]:
-                body = {"environment": "production", "version": f"w{n}"}
-                headers = {"Idempotency-Key": f"run-{n}"}
-                async with http.post(f"{daemon.url}/v1/deploys", json=body, headers=headers) as r:
-                    assert r.status in (200, 201), await r.text()
-                    return r.status, (await r.json())["id"]
+        async def send(daemon: Daemon, n: int) -> tuple[int, str]:
+            body = {"environment": "production", "version": f"w{n}"}
+            headers = {"Idempotency-Key": f"run-{n}"}
+            async with http.post(f"{daemon.url}/v1/deploys", json=body, headers=headers) as r:
+                assert r.status in (200, 201), await r.text()
+                return r.status, (await r.json())["id"]
 
-            for n in range(8):  # one pipeline's request sent to both: one deploy
-                answers = await asyncio.gather(send(a, n), send(b, n))
-                assert sorted(status for status, _ in answers) == [200, 201], answers
-                assert len({deploy_id for _, deploy_id in answers}) == 1, answers
-    finally:
-        await receiver.stop()
+        for n in range(8):  # one pipeline's request sent to both: one deploy
+            answers = await asyncio.gather(send(a, n), send(b, n))
+            assert sorted(status for status, _ in answers) == [200, 201], answers
+            assert len({deploy_id for _, deploy_id in answers}) == 1, answers
 
 
 async def test_alert_retries_owed_by_a_killed_replica_are_sent_once_by_the_other(
-    replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink
+    replicas: Replicas,
+    flip_target: FlipTarget,
+    pg_url: str,
+    json_sink: JsonSink,
+    receiver: RollbackReceiver,
 ) -> None:
     """The channel fails the window's alerts (500) and the replica that sent them is
     killed (-9) with their retries owed; the channel comes back: the other replica sends
     each retry when due, once, and the alerts after them once."""
-    receiver = RollbackReceiver(SECRET)
-    await receiver.start()
     json_sink.fail_always()
     flip_target.bad = True
-    try:
-        async with aiohttp.ClientSession(headers=HEADERS) as http:
-            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
-            async with http.post(
-                f"{a.url}/v1/deploys", json={"environment": "production", "version": "v2"}
-            ) as r:
-                assert r.status == 201, await r.text()
-                deploy_id = (await r.json())["id"]
-            final = await until(http, b, deploy_id, settled)
-            assert final["state"] == "rolled_back", final
-            await asyncio.sleep(0.5)
-            failed = json_sink.arrived
-            assert failed >= 1
-            # the window's alerts are its watcher's: the one whose log says they failed
-            (victim,) = [d for d in (a, b) if "alert" in d.said() and "failed" in d.said()]
-            victim.kill()
-            json_sink.come_back()
-            await json_sink._wait_until(
-                lambda: (
-                    any(n.title.endswith("rollback delivered") for n in json_sink.notifications)
-                    and len(json_sink.notifications) >= 3
-                ),
-                within=40,
-            )
-            await asyncio.sleep(6.0)  # a second retry round, had one been owed twice
-            titles = Counter(n.title for n in json_sink.notifications)
-            assert max(titles.values()) == 1, titles
-            assert len(titles) >= 3, titles
-            late = [n.title for n in json_sink.notifications if "on retry" in n.message]
-            assert late, "no retry sent"
-            accepted = Counter(x.idempotency_key for x in receiver.attempts if x.accepted)
-            assert accepted == {deploy_id: 1}, receiver.attempts
-    finally:
-        await receiver.stop()
+    async with aiohttp.ClientSession(headers=HEADERS) as http:
+        a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+        deploy_id = await register(http, a)
+        final = await until(http, b, deploy_id, settled)
+        assert final["state"] == "rolled_back", final
+        await asyncio.sleep(0.5)
+        failed = json_sink.arrived
+        assert failed >= 1
+        # the window's alerts are its watcher's: the one whose log says they failed
+        (victim,) = [d for d in (a, b) if "alert" in d.said() and "failed" in d.said()]
+        victim.kill()
+        json_sink.come_back()
+        await json_sink._wait_until(
+            lambda: (
+                any(n.title.endswith("rollback delivered") for n in json_sink.notifications)
+                and len(json_sink.notifications) >= 3
+            ),
+            within=40,
+        )
+        await asyncio.sleep(6.0)  # a second retry round, had one been owed twice
+        titles = Counter(n.title for n in json_sink.notifications)
+        assert max(titles.values()) == 1, titles
+        assert len(titles) >= 3, titles
+        late = [n.title for n in json_sink.notifications if "on retry" in n.message]
+        assert late, "no retry sent"
+        accepted = Counter(x.idempotency_key for x in receiver.attempts if x.accepted)
+        assert accepted == {deploy_id: 1}, receiver.attempts
 
 
 async def test_a_replica_stopped_mid_window_hands_it_to_the_other_at_once(
-    replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink
+    replicas: Replicas,
+    flip_target: FlipTarget,
+    pg_url: str,
+    json_sink: JsonSink,
+    receiver: RollbackReceiver,
 ) -> None:
     """SIGTERM of the replica watching a window, on the default 30 s lease: it hands the
     lease back, so the other watches the window from its next sweep, every slot, and
     passes it; waiting the lease out would have left slots unwatched (inconclusive)."""
-    receiver = RollbackReceiver(SECRET)
-    await receiver.start()
-    try:
-        async with aiohttp.ClientSession(headers=HEADERS) as http:
-            text = config(pg_url, flip_target.url, receiver, json_sink, lease="30s")
-            a, b = await replicas(http, text)
-            async with http.post(
-                f"{a.url}/v1/deploys", json={"environment": "production", "version": "v2"}
-            ) as r:
-                assert r.status == 201, await r.text()
-                deploy_id = (await r.json())["id"]
-            await until(http, b, deploy_id, lambda d: d["rounds"] >= 2)
-            holder = await lease_owner(pg_url, deploy_id)
-            stopped, other = (a, b) if holder == "replica-a" else (b, a)
-            stopped.proc.send_signal(signal.SIGTERM)
-            assert await asyncio.to_thread(stopped.proc.wait, 15) == 0, stopped.said()
-            final = await until(http, other, deploy_id, settled)
-            assert final["state"] == "passed", (final["state"], final["verdict"])
-            numbers = await round_numbers(pg_url, deploy_id)
-            assert numbers == list(range(1, len(numbers) + 1)), numbers
-            titles = Counter(n.title for n in json_sink.notifications)
-            assert titles == {"[postflight] production v2: deploy passed": 1}, titles
-    finally:
-        await receiver.stop()
+    async with aiohttp.ClientSession(headers=HEADERS) as http:
+        text = config(pg_url, flip_target.url, receiver, json_sink, lease="30s")
+        a, b = await replicas(http, text)
+        deploy_id = await register(http, a)
+        await until(http, b, deploy_id, lambda d: d["rounds"] >= 2)
+        holder = await lease_owner(pg_url, deploy_id)
+        stopped, other = (a, b) if holder == "replica-a" else (b, a)
+        stopped.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(stopped.proc.wait, 15) == 0, stopped.said()
+        final = await until(http, other, deploy_id, settled)
+        assert final["state"] == "passed", (final["state"], final["verdict"])
+        numbers = await round_numbers(pg_url, deploy_id)
+        assert numbers == list(range(1, len(numbers) + 1)), numbers
+        titles = Counter(n.title for n in json_sink.notifications)
+        assert titles == {"[postflight] production v2: deploy passed": 1}, titles
 
 
 async def test_a_replica_stopped_in_its_rollbacks_backoff_hands_it_to_the_running_other(
@@ -657,11 +631,7 @@ async def test_a_replica_stopped_in_its_rollbacks_backoff_hands_it_to_the_runnin
         async with aiohttp.ClientSession(headers=HEADERS) as http:
             text = config(pg_url, flip_target.url, receiver, json_sink, lease="60s")
             a, b = await replicas(http, text)
-            async with http.post(
-                f"{a.url}/v1/deploys", json={"environment": "production", "version": "v2"}
-            ) as r:
-                assert r.status == 201, await r.text()
-                deploy_id = (await r.json())["id"]
+            deploy_id = await register(http, a)
             await receiver.wait_for_attempts(1, within=30)
             await until(http, a, deploy_id, lambda d: (d["rollback"] or {}).get("attempts") == 1)
             sender = await rollback_sender(pg_url, deploy_id)

@@ -299,7 +299,7 @@ def _fraction(row: dict[str, Any], key: str) -> float | None:
     else is an answer not understood, never a rate (1.5, a percentage's 1.5 %, read as
     150 % failed is a rollback). Float dust past either end is the end."""
     value = _number(row, key)
-    if value is not None and not -FRACTION_DUST <= value <= 1 + FRACTION_DUST:
+    if not _in_unit(value):
         raise ProviderError(
             f"unexpected answer from Sentry ({key!r} is {value:g}, not a fraction from 0 to 1)"
         )

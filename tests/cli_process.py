@@ -3,6 +3,7 @@ signal (tests/cli): a signal's default action is the process's own, never pytest
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -47,6 +48,27 @@ def postflight(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
         timeout=60,
         env={**os.environ, **env},
     )
+
+
+async def awaited_cli(
+    *argv: str, env: dict[str, str] | None = None, within: float = 60.0, cwd: Path | None = None
+) -> tuple[int, str]:
+    """`postflight *argv` in a process of its own, awaited, so the test's servers on this
+    loop go on answering meanwhile: its exit code, and its stdout and stderr as one text.
+    `env`: `cli_env()` unless given."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent",
+        *argv,
+        cwd=cwd,
+        env=cli_env() if env is None else env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), within)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace")
 
 
 @contextmanager

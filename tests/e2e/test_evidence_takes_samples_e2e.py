@@ -6,15 +6,13 @@ faster clock: 6 s of 200 ms rounds), `postflight register --wait` in a process o
 
 from __future__ import annotations
 
-import asyncio
 import re
-import sys
 
 import numpy as np
 
 from agent.analysis import Observation, Policy, Rule
 from agent.analysis.judge import Judge
-from tests.cli_process import cli_env
+from tests.cli_process import awaited_cli
 from tests.e2e.conftest import TOKEN, AgentFactory, FlipTarget, environment
 
 P99 = "{name: health-p99, source: checks, metric: latency_p99, max: 2s}"
@@ -35,20 +33,9 @@ async def test_a_one_minute_window_of_p99_latencies_ends_inconclusive_exit_3(
     )
     agent = await start_agent(env)
     await agent.stored_runs("production", 3)  # the background baseline registration reads
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agent",
-        "register",
-        *("--url", agent.url, "--token", TOKEN, "--env", "production", "--version", "v2"),
-        "--wait",
-        env=cli_env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
-    said = out.decode()
-    assert proc.returncode == 3, said
+    common = ("--url", agent.url, "--token", TOKEN, "--env", "production", "--version", "v2")
+    code, said = await awaited_cli("register", *common, "--wait")
+    assert code == 3, said
     # said before it opens (150 samples cannot even see a p99 past 2 s: "a rule already
     # warned that it cannot see its bound gets that one sentence")
     assert said.count("warning: rule health-p99: ") == 1, said

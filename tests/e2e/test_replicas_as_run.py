@@ -22,6 +22,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from tests.cli_process import awaited_cli
 from tests.e2e.conftest import SECRET, TOKEN, FlipTarget, environment
 from tests.e2e.crash import ROOT
 from tests.e2e.test_replicas import Daemon, lease_owner, round_numbers
@@ -59,19 +60,7 @@ async def cli(*args: str) -> tuple[int, str]:
     """`postflight <args>` as a pipeline runs it (its own process; the test's servers go
     on answering meanwhile): its exit code and what it printed."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), POSTFLIGHT_TOKEN=TOKEN)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agent",
-        *args,
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 90)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(errors="replace")
+    return await awaited_cli(*args, env=env, within=90, cwd=ROOT)
 
 
 async def waiter(url: str, deploy_id: str) -> asyncio.subprocess.Process:

@@ -5,32 +5,18 @@ pass on evidence does."""
 
 from __future__ import annotations
 
-import asyncio
-import sys
-
 import pytest
 
-from tests.cli_process import cli_env
+from tests.cli_process import awaited_cli
 from tests.e2e.conftest import TOKEN, AgentFactory, FlipTarget, environment
 
 pytestmark = pytest.mark.e2e
 
 
 async def register_wait(url: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agent",
-        "register",
-        *("--url", url, "--token", TOKEN, "--env", "production", "--version", "v2"),
-        "--wait",
-        env=cli_env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+    """`postflight register --wait` of v2 on production: its exit code and output."""
+    common = ("--url", url, "--token", TOKEN, "--env", "production", "--version", "v2")
+    return await awaited_cli("register", *common, "--wait")
 
 
 @pytest.mark.timeout(60)

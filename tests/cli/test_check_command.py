@@ -112,6 +112,25 @@ async def test_unknown_environment_exits_2(
     assert err.startswith("postflight check: unknown environment 'nope' (known: "), err
 
 
+async def test_a_dash_reads_the_configuration_from_standard_input(
+    tmp_path: Path, target: TestServer
+) -> None:
+    """The README: `-` is standard input for `check` too, as a CI step pipes a rendered
+    configuration in (`envsubst < t.yaml | postflight check --config - --env staging`)."""
+    text = write(tmp_path, target, "/broken").read_text()
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "agent", "check", "--config", "-", "--env", "staging"),
+        env=cli_env(),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(text.encode()), 60)
+    said = out.decode()
+    assert proc.returncode == 1, said  # /broken answers 503: one check failed
+    assert "1 passed, 1 failed" in said, said
+
+
 async def test_an_environment_without_checks_says_nothing_ran(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

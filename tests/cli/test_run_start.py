@@ -422,3 +422,65 @@ def test_an_os_error_other_than_binding_is_not_said_as_cannot_listen(
     last = last_record_when_the_daemon_raises(tmp_path, monkeypatch, error)
     assert last["level"] == "critical" and "cannot listen" not in str(last["msg"]), last
     assert "FileNotFoundError" in str(last["exc"]), last
+
+
+@pytest.mark.timeout(120)
+def test_run_reads_its_configuration_from_standard_input_given_a_dash(tmp_path: Path) -> None:
+    """The README: `-` is standard input for `run` too (`envsubst < t.yaml | postflight
+    run --config -`); its first log line names it as such, beside the store's absolute
+    path, and a SIGTERM still stops it cleanly, exit 0."""
+    log = tmp_path / "agent.log"
+    with log.open("wb") as out:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", "-"],
+            cwd=tmp_path,
+            env=agent_env(),
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        assert agent.stdin is not None
+        agent.stdin.write(
+            f"server: {{listen: 127.0.0.1:{free_port()}, api_tokens: [{TOKEN}]}}\n"
+            "store: {url: 'sqlite:///./from-stdin.db'}\n"
+            "environments:\n"
+            f"  production: {{base_url: 'http://127.0.0.1:{free_port()}'}}\n".encode()
+        )
+        agent.stdin.close()
+        deadline = time.monotonic() + 90
+        while "listening on" not in log.read_text() and time.monotonic() < deadline:
+            assert agent.poll() is None, log.read_text()
+            time.sleep(0.05)
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    first = log.read_text().splitlines()[0]
+    assert first.endswith(f"config (standard input); store SQLite file {tmp_path}/from-stdin.db")
+
+
+@pytest.mark.timeout(120)
+def test_with_json_logs_an_overrides_error_names_its_variable(tmp_path: Path) -> None:
+    """The README's "Own observability": a configuration error from an override is a record
+    with `variable` beside `config` and `field`, exit 2."""
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        f"server: {{listen: 127.0.0.1:{free_port()}, api_tokens: [{TOKEN}]}}\n"
+        "environments: {production: {base_url: 'http://127.0.0.1:9'}}\n"
+    )
+    env = agent_env() | {"POSTFLIGHT__SERVER__SHUTDOWN_TIMEOUT": "abc"}
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "run", "--config", str(config), "--log-format", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    [record] = json_lines(done.stderr)
+    assert record["level"] == "error", record
+    assert record["config"] == str(config) and record["field"] == "server.shutdown_timeout"
+    assert record["variable"] == "POSTFLIGHT__SERVER__SHUTDOWN_TIMEOUT", record

@@ -5,9 +5,13 @@ failed rollbacks missed the first after every start)."""
 from __future__ import annotations
 
 import re
+import signal
+import time
+import urllib.request
 from pathlib import Path
 from typing import get_args
 
+import pytest
 from prometheus_client import generate_latest
 
 from agent import metrics as m
@@ -123,3 +127,71 @@ def test_the_rollback_counters_help_names_every_target_not_the_webhook_alone() -
         assert "webhook" in helps[name] and "Vercel" in helps[name], helps[name]
         assert "GitHub" in helps[name], helps[name]
         assert not helps[name].startswith("Rollback webhook"), helps[name]
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+LABELS = {"environment", "check", "rule", "provider", "outcome", "result", "le"}
+"""The README's bounded labels (`le`: a histogram's bucket); `version` is build_info's own."""
+
+
+def _scrape(url: str, accept: str | None = None) -> str:
+    request = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        text: str = response.read().decode()
+        return text
+
+
+@pytest.mark.timeout(120)
+def test_postflight_run_exports_what_the_readmes_metrics_section_names(tmp_path: Path) -> None:
+    """The README's "Metrics", scraped from `postflight run` as Prometheus does: every
+    family it names is exported and every exported family is named there; labels are the
+    bounded ones; no `_created` series; in OpenMetrics each `_seconds` histogram says its
+    unit; and each environment's series at 0 from the start add 15 lines a scrape (the
+    README said 14: `postflight_windows_active` beside the 14 counters `Metrics.expect`
+    fills)."""
+    from tests.cli.test_run_start import TOKEN, free_port, listening
+
+    port = free_port()
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        f"server: {{listen: 127.0.0.1:{port}, api_tokens: [{TOKEN}]}}\n"
+        f"store: {{url: 'sqlite:///{tmp_path / 'x.db'}'}}\n"
+        "providers: {prometheus: {url: 'http://127.0.0.1:9'}}\n"
+        "environments:\n"
+        "  one: {base_url: 'http://127.0.0.1:9'}\n"
+        "  two: {base_url: 'http://127.0.0.1:9'}\n"
+    )
+    agent = listening(str(config), tmp_path / "agent.log")
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        deadline = time.monotonic() + 30
+        # the watcher's first claim pass, just after "listening on", sets the active gauge
+        while 'postflight_windows_active{environment="two"}' not in (text := _scrape(url)):
+            assert time.monotonic() < deadline, text
+            time.sleep(0.1)
+        openmetrics = _scrape(url, "application/openmetrics-text; version=1.0.0")
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=30) == 0, (tmp_path / "agent.log").read_text()
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    section = README.read_text().split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"\bpostflight_[a-z_]+[a-z]", section))
+    exported = set(re.findall(r"^# TYPE (postflight_\S+) ", text, re.M))
+    assert named == exported, (named - exported, exported - named)
+    series = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert not [line for line in series if "_created" in line]
+    for line in series:
+        labels = set(re.findall(r'(\w+)="', line))
+        assert labels <= LABELS or line.startswith("postflight_build_info{"), line
+    histograms = re.findall(r"^# TYPE (postflight_\w+_seconds) histogram$", openmetrics, re.M)
+    assert len(histograms) == 5, histograms
+    for family in histograms:
+        assert f"# UNIT {family} seconds" in openmetrics, family
+    per_environment = {
+        env: [line for line in series if f'environment="{env}"' in line] for env in ("one", "two")
+    }
+    assert {env: len(lines) for env, lines in per_environment.items()} == {"one": 15, "two": 15}
+    assert all(line.endswith(" 0.0") for line in per_environment["one"]), per_environment
+    assert "add 15 an environment" in " ".join(section.split())

@@ -484,3 +484,30 @@ def test_with_json_logs_an_overrides_error_names_its_variable(tmp_path: Path) ->
     assert record["level"] == "error", record
     assert record["config"] == str(config) and record["field"] == "server.shutdown_timeout"
     assert record["variable"] == "POSTFLIGHT__SERVER__SHUTDOWN_TIMEOUT", record
+
+
+@pytest.mark.timeout(120)
+def test_run_reads_config_then_the_variable_then_the_default(tmp_path: Path) -> None:
+    """The README: `postflight run` reads `--config`, else `$POSTFLIGHT_CONFIG`, else
+    `./postflight.yaml`. Each file here has an error of its own, so the exit-2 heading
+    says which one `run` read."""
+    for name in ("postflight.yaml", "from-variable.yaml", "from-flag.yaml"):
+        (tmp_path / name).write_text(f"server: {{api_tokens: [{TOKEN}]}}\nenvironments: {{}}\n")
+
+    def read(*flags: str, variable: str | None = None) -> str:
+        env = agent_env() | ({"POSTFLIGHT_CONFIG": variable} if variable else {})
+        done = subprocess.run(
+            [sys.executable, "-m", "agent", "run", *flags],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        return done.stderr.splitlines()[0]
+
+    assert read() == "postflight.yaml: 1 configuration error"
+    assert read(variable="from-variable.yaml") == "from-variable.yaml: 1 configuration error"
+    said = read("--config", "from-flag.yaml", variable="from-variable.yaml")
+    assert said == "from-flag.yaml: 1 configuration error"

@@ -37,6 +37,7 @@ from agent.stopping import StopBudget, named_for_a_stop
 from agent.store.base import AlertClaim, ProbeRun, Store
 from agent.store.outages import store_outage
 from agent.windows.alert_once import WindowAlerts, alert_claim
+from agent.windows.broken import bug_reason, end_broken
 from agent.windows.checkpoint import resume_point, stored_observations, stores_state
 from agent.windows.evidence import (
     WhatBroke,
@@ -71,7 +72,7 @@ from agent.windows.unwatched import unwatched_end
 from alerting.events import Alert, AlertEvent, breach_key, provider_key, resolved_key
 from checks.base import CheckResult, Sample
 from checks.lag import run_target
-from common.redaction import without_credentials
+from common.redaction import Redactor, without_credentials
 from common.times import rfc3339
 from common.tracebacks import drop_cancellation
 from common.words import counted
@@ -124,6 +125,9 @@ class WatchServices:
     owed_runs: Callable[[str, float], list[str]] | None = None
     """The background runs a window's round stands in for (`BackgroundProber.owed_runs`);
     None when there is no background probing."""
+    redact: Callable[[str], str] = field(default_factory=Redactor)
+    """Hides the configuration's secrets in what a watch stores and sends of a bug
+    (`agent.windows.broken`)."""
 
     def __post_init__(self) -> None:
         self.pace = SteadyClock(self.clock, self.monotonic)
@@ -390,10 +394,14 @@ class WindowWatch:
             # counts in a later round (the last round waits for it)
             until = schedule.ends(slot) - schedule.reserve / 2
             observations, results = await self._gather_round(length, until, final=final)
-            self.judge_state, glance = self._judge(observations, final=final)
             self.what_broke.note(results)
             self.latest = observations
-            verdict = self._word(glance, number, final=final)
+            try:
+                self.judge_state, glance = self._judge(observations, final=final)
+                verdict = self._word(glance, number, final=final)
+            except Exception as exc:  # pure: it raises again on this round, for ever
+                await self._broken("the judge", number, exc)
+                return
             glance, verdict = self.overload.guard(
                 glance, verdict, self.judge_rules, self.baselines, final=final
             )
@@ -427,6 +435,17 @@ class WindowWatch:
             if decided:
                 await asyncio.shield(self.settling)
                 return
+
+    async def _broken(self, part: str, number: int, exc: Exception) -> None:
+        """`part` raised at round `number`: a bug, so the window ends inconclusive naming
+        it, once the round before is stored (rounds are stored in order)."""
+        if self.settling is not None and not await asyncio.shield(self.settling):
+            return
+        reason = bug_reason(part, exc, self.s.redact, number)
+        if not await end_broken(
+            self.window, self.env, self.s, reason, exc, runs=self._kept_stand_ins()
+        ):
+            self.log.info("window ended or taken over meanwhile; stop watching")
 
     def _word(self, glance: Glance, number: int, *, final: bool) -> Verdict | None:
         """The verdict in words, when round `number` needs them: the window is decided, a

@@ -27,6 +27,7 @@ from agent.stopping import StopBudget, named_for_a_stop
 from agent.store.base import Lease, Store
 from agent.store.outages import StoreOutageLog, store_outage, unless_outage
 from agent.windows.alert_once import WindowAlerts
+from agent.windows.broken import BUG_REPEATS, bug_reason, end_broken, part_of
 from agent.windows.lifecycle import (
     WatchServices,
     WindowWatch,
@@ -35,6 +36,7 @@ from agent.windows.lifecycle import (
 )
 from agent.windows.probing import BackgroundProber, EnvironmentProbe
 from checks.sessions import TargetSessions
+from common.redaction import Redactor
 from common.words import counted
 
 log = logging.getLogger("postflight.watcher")
@@ -101,6 +103,7 @@ class Watcher:
             owner=owner,
             lease_s=settings.store.lease,
             clock=clock,
+            redact=Redactor(secrets),
         )
         self.probes = {
             name: EnvironmentProbe(name, env, sessions, metrics, secrets)
@@ -126,6 +129,9 @@ class Watcher:
         before it hands the window's lease back, `_hand_back`)."""
         """Per window watched here: the window its watch holds (whose `lease_until` the
         watch moves on each lease renewal the store accepted)."""
+        self._failed: dict[str, tuple[tuple[int, str, str], int]] = {}
+        """Per window whose watch failed (but for a store outage): how (the rounds stored,
+        the exception's type and message) and how many times in a row (`_watch`)."""
         self._claimed_once = False
         self._full_claim_at = -math.inf
         """When the latest claim pass read every lease held (see `_claim`)."""
@@ -406,16 +412,59 @@ class Watcher:
         try:
             await watch.run()
         except asyncio.CancelledError:
+            self._failed.pop(window.id, None)
             raise
         except Exception as exc:
-            # a bug or an outage of the store: the window is kept, and retried after a pause
-            where = {"deploy_id": window.id, "environment": window.environment}
-            StoreOutageLog(log, "watching the window").failed(exc, extra=where)
-            if store_outage(exc):
-                self.metrics.store_up.set(0)
+            # an outage of the store, or a bug: the window is kept, and retried after a
+            # pause; a bug that raises alike again at the same round ends it (`_bug_ends`)
+            if await self._bug_ends(window, env, watch, exc):
+                return
             await asyncio.sleep(min(env.interval, 5.0))
             with contextlib.suppress(Exception):
                 await self.store.release_lease(window.id, window.fence)
+        else:
+            self._failed.pop(window.id, None)
+
+    async def _bug_ends(
+        self, window: DeployWindow, env: EnvironmentSettings, watch: WindowWatch, exc: Exception
+    ) -> bool:
+        """Log a watch's failure; True once it ended the window as a bug: the
+        `BUG_REPEATS`th time in a row it failed alike (no round stored since, the same
+        exception and message). A store's outage is retried for as long as it lasts, said
+        once; a bug's traceback is logged once, at its first failure (each retry of it
+        is one line)."""
+        where = {"deploy_id": window.id, "environment": window.environment}
+        if store_outage(exc):
+            StoreOutageLog(log, "watching the window").failed(exc, extra=where)
+            self.metrics.store_up.set(0)
+            return False
+        how = (watch.window.rounds, type(exc).__name__, str(exc))
+        before, times = self._failed.get(window.id, (None, 0))
+        times = times + 1 if before == how else 1
+        self._failed[window.id] = how, times
+        if times == 1:
+            StoreOutageLog(log, "watching the window").failed(exc, extra=where)
+            return False
+        if times < BUG_REPEATS:
+            log.warning(
+                "watching the window failed again as before (%s: %s), %d times in a row at"
+                " round %d; retrying (at %d it ends inconclusive as a bug)",
+                type(exc).__name__,
+                exc,
+                times,
+                watch.window.rounds + 1,
+                BUG_REPEATS,
+                extra=where,
+            )
+            return False
+        reason = bug_reason(part_of(exc), exc, self.services.redact, watch.window.rounds + 1)
+        try:
+            await end_broken(window, env, self.services, reason, exc, traced=False)
+        except Exception:  # the end's own write failed: retried as any failure
+            log.exception("ending the window as a bug failed; retrying", extra=where)
+            return False
+        self._failed.pop(window.id, None)
+        return True
 
     def _probe_for(self, window: DeployWindow, env: EnvironmentSettings) -> EnvironmentProbe:
         """The environment's probe, or one aimed at the deployment's own URL when a deploy

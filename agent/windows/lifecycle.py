@@ -37,7 +37,7 @@ from agent.stopping import StopBudget, named_for_a_stop
 from agent.store.base import AlertClaim, ProbeRun, Store
 from agent.store.outages import store_outage
 from agent.windows.alert_once import WindowAlerts, alert_claim
-from agent.windows.broken import bug_reason, end_broken
+from agent.windows.broken import MESSAGE_LIMIT, bug_reason, end_broken
 from agent.windows.checkpoint import resume_point, stored_observations, stores_state
 from agent.windows.evidence import (
     WhatBroke,
@@ -72,7 +72,7 @@ from agent.windows.unwatched import unwatched_end
 from alerting.events import Alert, AlertEvent, breach_key, provider_key, resolved_key
 from checks.base import CheckResult, Sample
 from checks.lag import run_target
-from common.redaction import Redactor, without_credentials
+from common.redaction import Redactor, truncate, without_credentials
 from common.times import rfc3339
 from common.tracebacks import drop_cancellation
 from common.words import counted
@@ -313,6 +313,8 @@ class WindowWatch:
         10 probes (an hour at the default `background_interval`) held 104 KB a window."""
         self.new_stand_ins: list[tuple[str, float, dict[str, Any], str | None]] = []
         """This round's stand-ins, stored with the round so a restart keeps them."""
+        self.raised: set[str] = set()
+        """Providers whose fetch raised in this watch (its traceback is logged once)."""
         self.rule_counters: dict[tuple[str, str], Any] = {}
         """`postflight_rule_evaluations_total`'s children by (rule, outcome): looked up
         once, counted every round."""
@@ -740,7 +742,10 @@ class WindowWatch:
         provider = self.s.providers.get(rule.source)
         if provider is None:
             return Observation(value=None, error=f"provider {rule.source} is not configured")
-        observation = await provider.fetch(rule, self.scope, period, release)
+        try:
+            observation = await provider.fetch(rule, self.scope, period, release)
+        except Exception as exc:  # a plugin's bug (a provider never raises): an error
+            return self._fetch_raised(rule, exc)
         if observation.query:
             self.queries[rule.name] = observation.query
         try:
@@ -750,6 +755,26 @@ class WindowWatch:
         if url:  # shown on the page and in alerts: never with the URL's credentials
             self.links[rule.name] = without_credentials(url)
         return observation
+
+    def _fetch_raised(self, rule: Rule, exc: Exception) -> Observation:
+        """A provider whose fetch raised (a plugin's bug: the protocol says it never
+        raises): the rule's error for the round, as a provider failing soft gives one, so
+        it is inconclusive and the provider's one alert of the window names the exception;
+        its traceback logged once a watch. Raised out of the round, it ended the watch, and
+        the watcher met it again at each claim."""
+        if rule.source not in self.raised:
+            self.raised.add(rule.source)
+            self.log.error(
+                "provider %s raised fetching rule %s", rule.source, rule.name, exc_info=exc
+            )
+        said = truncate(self.s.redact(str(exc)), MESSAGE_LIMIT)
+        return Observation(
+            value=None,
+            error=f"raised {type(exc).__name__}"
+            + (f": {said}" if said else "")
+            + " (a bug in the provider, not an outage)",
+            answered=True,
+        )
 
     # one round -------------------------------------------------------------
 

@@ -5,7 +5,9 @@ exits 3 at once. Before, the watcher logged the error, claimed the window again 
 the same exception again, for ever: no verdict, no alert, `--wait` held to its timeout.
 
 The bug comes from a provider plugin, installed as pip would: an answer the judge cannot
-read (`judge`), or one the store cannot write (`store`)."""
+read (`judge`), or one the store cannot write (`store`). A provider whose fetch raises
+(`raise`) is a provider failing soft instead: its rule inconclusive, its one alert naming
+the exception, the window going on to its end."""
 
 from __future__ import annotations
 
@@ -39,14 +41,14 @@ fetch that raises, naming its key."""
 
 from typing import ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from agent.analysis.types import Observation
 
 
 class BuggySettings(BaseModel):
     mode: str
-    api_key: str
+    api_key: SecretStr
 
 
 class BuggyProvider:
@@ -63,7 +65,7 @@ class BuggyProvider:
             return Observation(value="n/a")
         if self.config.mode == "store":
             return Observation(value=None, error=b"connection reset")
-        raise RuntimeError(f"fetch exploded (key {self.config.api_key})")
+        raise RuntimeError(f"fetch exploded (key {self.config.api_key.get_secret_value()})")
 
     async def mark(self, scope, event):
         return None
@@ -83,7 +85,9 @@ def install_plugin(site: Path) -> None:
     (site / "buggy_provider.py").write_text(PLUGIN)
 
 
-def config(tmp_path: Path, port: int, mode: str, sink: str, receiver: str) -> Path:
+def config(
+    tmp_path: Path, port: int, mode: str, sink: str, receiver: str, window: str = "30s"
+) -> Path:
     path = tmp_path / "postflight.yaml"
     path.write_text(
         f"server:\n  listen: 127.0.0.1:{port}\n  api_tokens: [{TOKEN}]\n"
@@ -93,7 +97,7 @@ def config(tmp_path: Path, port: int, mode: str, sink: str, receiver: str) -> Pa
         "environments:\n"
         "  production:\n"
         f"    base_url: http://127.0.0.1:{free_port()}\n"
-        "    window: 30s\n"
+        f"    window: {window}\n"
         "    interval: 500ms\n"
         "    background_interval: 200ms\n"
         "    checks: [{name: health, type: http, path: /health, timeout: 200ms}]\n"
@@ -127,7 +131,7 @@ def records(log: Path) -> list[dict[str, Any]]:
 
 
 async def watched(
-    tmp_path: Path, mode: str
+    tmp_path: Path, mode: str, window: str = "30s"
 ) -> tuple[int, str, dict[str, Any], JsonSink, list[Any], Path]:
     """Register v2 with `--wait` on an agent whose provider has the bug `mode`, then stop
     the agent: the exit code and output, the deploy as the API shows it, the sink, the
@@ -139,7 +143,7 @@ async def watched(
     await receiver.start()
     port = free_port()
     log = tmp_path / "agent.log"
-    agent = start(config(tmp_path, port, mode, sink.url(), receiver.url), log, site)
+    agent = start(config(tmp_path, port, mode, sink.url(), receiver.url, window), log, site)
     try:
         url = f"http://127.0.0.1:{port}"
         common = ("--url", url, "--token", TOKEN, "--env", "production", "--version", "v2")
@@ -196,3 +200,30 @@ async def test_a_part_that_raises_on_every_try_ends_the_window_inconclusive_nami
     # the judge is pure: what it raised on it raises on again, so it is not tried again;
     # another part is, as a store's outage would be, until it failed alike three times
     assert len(retried) == (0 if mode == "judge" else 1), retried
+
+
+@pytest.mark.timeout(90)
+async def test_a_provider_whose_fetch_raises_fails_soft_naming_the_exception(
+    tmp_path: Path,
+) -> None:
+    """Before, the exception went out of the round: the watch ended, and the watcher met
+    it again at each claim (then, with the watcher's bug rule, ended the window at round 1
+    as a bug of "the window's watch", with no provider alert)."""
+    code, said, deploy, sink, rollbacks, log = await watched(tmp_path, "raise", window="3s")
+
+    assert code == 3, said
+    assert deploy["state"] == "inconclusive", deploy
+    assert deploy["rounds"] > 1, deploy  # went on to its end
+    assert "raised RuntimeError: fetch exploded (key ***)" in deploy["verdict"]["reason"], deploy
+    provider, end = sink.notifications  # the provider's one alert of the window, and the end
+    assert "provider buggy" in provider.title, provider.title
+    assert "raised RuntimeError: fetch exploded (key " in provider.message, provider.message
+    assert "inconclusive" in end.title, end.title
+    assert rollbacks == []
+    text = log.read_text()
+    assert API_KEY not in text and all(API_KEY not in n.message for n in sink.notifications)
+    assert API_KEY not in json.dumps(deploy)
+    logged = records(log)
+    traced = [r for r in logged if r["level"] == "error" and r.get("exc")]
+    assert len(traced) == 1 and "RuntimeError" in traced[0]["exc"], traced
+    assert not [r for r in logged if "watching the window failed" in r["msg"]]

@@ -177,9 +177,15 @@ def load_settings(path: str | os.PathLike[str], env: Mapping[str, str] | None = 
     return load_config(path, env).settings
 
 
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> LoadedConfig:
+def load_config(
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    checks_of: str | None = None,
+) -> LoadedConfig:
     """`load_settings` with the configuration's warnings. A path `-` is standard input,
-    as most tools read it (`envsubst < t.yaml | postflight validate-config -`)."""
+    as most tools read it (`envsubst < t.yaml | postflight validate-config -`).
+    `checks_of`: only what `postflight check` reads of that environment (`_checks_part`)."""
     source = STDIN_SOURCE if str(path) == "-" else str(path)
     if not source.strip():  # `--config "$PF_CONFIG"` with the variable unset
         message = "the configuration's path is empty (is the variable that gives it unset?)"
@@ -197,7 +203,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(source, [_not_utf8(data, exc)]) from None
-    return load_config_text(text, source=source, env=env)
+    return load_config_text(text, source=source, env=env, checks_of=checks_of)
 
 
 def _not_utf8(data: bytes, exc: UnicodeDecodeError) -> ConfigProblem:
@@ -224,7 +230,11 @@ def load_settings_text(
 
 
 def load_config_text(
-    text: str, *, source: str = "<config>", env: Mapping[str, str] | None = None
+    text: str,
+    *,
+    source: str = "<config>",
+    env: Mapping[str, str] | None = None,
+    checks_of: str | None = None,
 ) -> LoadedConfig:
     environ = os.environ if env is None else env
     try:
@@ -254,9 +264,14 @@ def load_config_text(
     data = {key: v for key, v in data.items() if not key.startswith(EXTENSION_PREFIX)}
     # the YAML loader keeps the last of two equal keys; a config that says one thing
     # twice is reported, with the rest of its errors, instead of silently using one
+    if checks_of is not None:
+        data = _checks_part(data, checks_of)
     problems: list[ConfigProblem] = []
     expanded = _expand(data, (), environ, problems, lines)
     overrides, origins = _overrides(environ, problems)
+    if checks_of is not None:
+        overrides = _checks_part(overrides, checks_of, known=False)
+        problems = [p for p in problems if _read_by_checks(p.loc, checks_of)]
     _replacing_values(expanded, origins)
     # the file's `${VAR}` an override replaces is never read: its variable need not be set
     problems = [p for p in problems if p.variable is not None or origins.variable(p.loc) is None]
@@ -299,6 +314,50 @@ def load_config_text(
     ]
     settings = settings.with_variable_secrets(_secret_variables(data, environ))
     return LoadedConfig(settings, tuple(sorted(warnings, key=_file_order)))
+
+
+class UnknownEnvironment(Exception):
+    """`checks_of` names no environment of the file; `args[1]`: those it has."""
+
+
+CHECKS_UNREAD = frozenset({"rules", "baseline", "rollback", "alerts", "sources", "gate"})
+"""An environment's keys `postflight check` does not read (it runs the checks alone, and
+`baseline` is where the providers' baselines are read from)."""
+_UNREAD_SERVER = {"api_tokens": ["postflight-check-reads-no-server"]}
+"""The server section `postflight check` stands in: it serves nothing, so the file's
+(its `${POSTFLIGHT_API_TOKEN}`) is not read."""
+
+
+def _checks_part(document: dict[str, Any], name: str, *, known: bool = True) -> dict[str, Any]:
+    """What `postflight check --env NAME` reads of a document: that environment's checks
+    and what runs them, not the other environments, its rules, rollback and alerts, nor
+    the server, store, providers, alerting and integrations: it demanded every `${VAR}` of
+    the file be set, a CI smoke step the whole daemon's secrets. `known`: the file's, so
+    an environment it lacks is `UnknownEnvironment` (an override's may lack it)."""
+    environments = document.get("environments")
+    if not isinstance(environments, dict):
+        return document  # an error of its own, said as the whole file's
+    found = next((key for key in environments if key == name), None)
+    if found is None and not known:
+        found = next((key for key in environments if _blind(key) == _blind(name)), None)
+    if found is None:
+        if known:
+            raise UnknownEnvironment(name, [str(key) for key in environments])
+        return {}
+    env = environments[found]
+    if isinstance(env, dict):
+        env = {key: value for key, value in env.items() if key not in CHECKS_UNREAD}
+    part: dict[str, Any] = {"environments": {found: env}}
+    return {"server": _UNREAD_SERVER, **part} if known else part
+
+
+def _read_by_checks(loc: Loc, name: str) -> bool:
+    """Whether a problem at `loc` is in what `postflight check --env NAME` reads."""
+    if not loc or loc[0] not in Settings.model_fields:
+        return True  # the file's as a whole, or a section that does not exist
+    if loc[0] != "environments" or len(loc) < 2:
+        return False
+    return _blind(loc[1]) == _blind(name) and (len(loc) < 3 or loc[2] not in CHECKS_UNREAD)
 
 
 def _environments_added_by_a_variable(

@@ -19,12 +19,17 @@ from typing import TYPE_CHECKING, Any
 
 from agent.cli.exits import EXIT_CRASHED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from agent.cli.stop_signals import STOP_SIGNALS, also_at_arrival, ignore_stops_from_now
-from agent.settings_file import STDIN_SOURCE, ConfigError, LoadedConfig, load_config
+from agent.settings_file import (
+    STDIN_SOURCE,
+    ConfigError,
+    LoadedConfig,
+    UnknownEnvironment,
+    load_config,
+)
 from agent.stopping import StopBudget, StopDeadline
 from common.words import counted
 
 if TYPE_CHECKING:
-    from agent.settings import Settings
     from checks.base import CheckResult
 
 log = logging.getLogger(__name__)
@@ -52,20 +57,14 @@ def _unnamed(explicit: str | None, flag: str) -> str | None:
     return f"the default, in {os.getcwd()}: name the file with {flag}, or set $POSTFLIGHT_CONFIG"
 
 
-def _load(path: str, unnamed: str | None = None) -> Settings | None:
-    """The settings, or None after printing every configuration error."""
-    loaded = _load_config(path, unnamed)
-    return None if loaded is None else loaded.settings
-
-
 def _load_config(
-    path: str, unnamed: str | None = None, as_logs: bool = False
+    path: str, unnamed: str | None = None, as_logs: bool = False, checks_of: str | None = None
 ) -> LoadedConfig | None:
     """The settings and their warnings, or None after printing every configuration error
     (a file not found with `unnamed`, where it came from); with `as_logs`, each error is a
-    log record of its own (`_log_config_errors`)."""
+    log record of its own (`_log_config_errors`). `checks_of`: only what `check` reads."""
     try:
-        return load_config(path)
+        return load_config(path, checks_of=checks_of)
     except ConfigError as exc:
         said = ""
         if unnamed and [p.message for p in exc.problems] == [f"file not found: {path}"]:
@@ -240,17 +239,23 @@ def run_daemon(main: Coroutine[Any, Any, None]) -> None:
 
 
 def check_command(args: argparse.Namespace) -> int:
-    settings = _load(_config_path(args.config), _unnamed(args.config, "--config PATH"))
-    if settings is None:
-        return EXIT_USAGE
-    env = settings.environments.get(args.env)
-    if env is None:
-        known = ", ".join(settings.environments)
+    # only what it runs: a `${VAR}` of the server, a provider or another environment
+    # need not be set (each was demanded of a CI step running one environment's checks)
+    try:
+        loaded = _load_config(
+            _config_path(args.config), _unnamed(args.config, "--config PATH"), checks_of=args.env
+        )
+    except UnknownEnvironment as exc:
+        known = ", ".join(exc.args[1])
         print(
             f"postflight check: unknown environment {args.env!r} (known: {known})",
             file=sys.stderr,
         )
         return EXIT_USAGE
+    if loaded is None:
+        return EXIT_USAGE
+    settings = loaded.settings
+    env = settings.environments[args.env]
     if not env.checks:  # an empty table and "0 passed" read as a smoke step that passed
         print(
             f"postflight check: {args.env} has no checks: nothing ran (add them under"

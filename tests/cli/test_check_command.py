@@ -131,6 +131,59 @@ async def test_a_dash_reads_the_configuration_from_standard_input(
     assert "1 passed, 1 failed" in said, said
 
 
+ELSEWHERE = """\
+server:
+  api_tokens: ["${PF_API_TOKEN}"]
+store: {url: "${PF_STORE}"}
+providers: {sentry: {token: "${PF_SENTRY_TOKEN}", org: acme}}
+alerting: {channels: [{url: "${PF_CHAT_URL}"}]}
+environments:
+  staging:
+    base_url: {url}
+    checks:
+      - {name: health, type: http, path: "/health?key=${PF_HEALTH_KEY}"}
+    baseline: {sentry: {project: web}}
+    rules:
+      - {name: errors, source: sentry, metric: error_rate, max: 0.05}
+    rollback: {url: http://127.0.0.1:9/rb, secret: "${PF_ROLLBACK_SECRET}"}
+  production:
+    base_url: ${PF_PRODUCTION_URL}
+"""
+
+
+async def test_only_the_variables_its_environments_checks_use_must_be_set(
+    tmp_path: Path,
+    target: TestServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A CI step running staging's checks was refused (exit 2, five errors) for the
+    server's token, the store, a provider, a channel, staging's rollback secret and
+    another environment's URL: none of which a check reads. Its check's own variable is
+    still demanded, named at its field, exit 2."""
+    for name in ("API_TOKEN", "STORE", "SENTRY_TOKEN", "CHAT_URL", "ROLLBACK_SECRET"):
+        monkeypatch.delenv(f"PF_{name}", raising=False)
+    for name in ("PF_PRODUCTION_URL", "PF_HEALTH_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    config = tmp_path / "postflight.yaml"
+    url = str(target.make_url("")).rstrip("/")
+    config.write_text(ELSEWHERE.replace("{url}", url))
+    argv = ("check", "--config", str(config), "--env", "staging")
+    assert await run_cli(*argv) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[1:] == [
+        "  environments.staging.checks[0].path (line 10):"
+        " environment variable PF_HEALTH_KEY is not set"
+    ], err
+    monkeypatch.setenv("PF_HEALTH_KEY", "k")
+    assert await run_cli(*argv) == 0
+    captured = capsys.readouterr()
+    assert "1 passed, 0 failed" in captured.out, captured.out + captured.err
+    assert await run_cli("check", "--config", str(config), "--env", "nope") == 2
+    err = capsys.readouterr().err
+    assert "unknown environment 'nope' (known: staging, production)" in err, err
+
+
 async def test_an_environment_without_checks_says_nothing_ran(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

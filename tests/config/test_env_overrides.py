@@ -40,7 +40,13 @@ def test_an_override_replaces_the_files_value(monkeypatch: pytest.MonkeyPatch) -
         ("validate-config", "POSTFLIGHT__SERVER__API_TOKENS", "sometoken", "server.api_tokens"),
         ("validate-config", "POSTFLIGHT__ENVIRONMENTS", "{bad", "environments"),
         ("validate-config", "POSTFLIGHT__SERVER", "listen: 1", "server"),
-        ("check", "POSTFLIGHT__SERVER__API_TOKENS", "sometoken", "server.api_tokens"),
+        # check reads no server section: its environment's checks
+        (
+            "check",
+            "POSTFLIGHT__ENVIRONMENTS__PRODUCTION__CHECKS",
+            "{bad",
+            "environments.production.checks",
+        ),
         ("run", "POSTFLIGHT__ENVIRONMENTS", "{bad", "environments"),
     ],
 )

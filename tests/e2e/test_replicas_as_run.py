@@ -14,18 +14,20 @@ import signal
 import sys
 import textwrap
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
+import pytest_asyncio
 
 from tests.cli_process import awaited_cli
 from tests.e2e.conftest import SECRET, TOKEN, FlipTarget, environment
 from tests.e2e.crash import ROOT
 from tests.e2e.test_replicas import Daemon, lease_owner, round_numbers
+from tests.pg import PgCluster
 from tests.receivers import JsonSink, RollbackReceiver
 from tests.web.sse import events
 
@@ -141,9 +143,8 @@ async def replicas(tmp_path: Path) -> AsyncIterator[Replicas]:
     started: list[Daemon] = []
 
     async def start(http: aiohttp.ClientSession, text: str) -> list[Daemon]:
-        for name in ("a", "b"):
-            started.append(Daemon(tmp_path, name, text, f"replica-{name}"))
-            await started[-1].ready(http)
+        started.extend(Daemon(tmp_path, name, text, f"replica-{name}") for name in "ab")
+        await asyncio.gather(*(daemon.ready(http) for daemon in started[-2:]))
         return started[-2:]
 
     yield start
@@ -151,55 +152,34 @@ async def replicas(tmp_path: Path) -> AsyncIterator[Replicas]:
         daemon.kill()
 
 
-async def test_a_pipeline_registers_on_one_replica_and_waits_on_the_other(
-    replicas: Replicas,
-    flip_target: FlipTarget,
-    pg_url: str,
-    json_sink: JsonSink,
-    receiver: RollbackReceiver,
-) -> None:
-    """`postflight register` on replica A, the same registration (its Idempotency-Key)
-    with `--wait` on replica B: B replays it (the same deploy) and waits out its verdict,
-    exit 1 once rolled back. The page and the event stream of either replica show it;
-    the rollback reached the receiver once, and each alert the sink once."""
-    flip_target.bad = True
-    async with aiohttp.ClientSession(headers=HEADERS) as http:
-        a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
-        common = ("--env", "production", "--version", "v2", "--previous", "v1")
-        common += ("--idempotency-key", "ci-run-42")
-        code, out = await cli("register", "--url", a.url, *common, "--quiet")
-        assert code == 0, out
-        deploy_id = out.strip()
-        code, out = await cli("register", "--url", b.url, *common, "--wait")
-        assert code == 1, out
-        assert deploy_id in out and "rolled back" in out.replace("_", " "), out
-        code, out = await cli("status", "--url", b.url, deploy_id, "--json")
-        assert code == 0, out
-        assert '"rolled_back"' in out, out
-
-        await until(http, b, deploy_id, settled)
-        for daemon in (a, b):
-            async with http.get(f"{daemon.url}/deploys/{deploy_id}") as r:
-                assert r.status == 200, await r.text()
-                page = await r.text()
-            assert "v2" in page and deploy_id in page
-            url = f"{daemon.url}/v1/deploys/{deploy_id}/events"
-            async with http.get(url) as response:
-                assert response.status == 200
-                states = [e.data["state"] async for e in events(response) if e.name == "state"]
-            assert states and states[-1] == "rolled_back", (daemon.url, states)
-        await each_once(receiver, json_sink, deploy_id)
-
-        # an alert's link (signed, read-only) opens the page on either replica
-        (link,) = set(re.findall(r"http://[^\s)>\]]+\?view=[^\s)>\]]+", last_message(json_sink)))
-        for daemon in (a, b):
-            page = daemon.url + link[link.index("/deploys/") :]
-            async with aiohttp.ClientSession() as anonymous, anonymous.get(page) as r:
-                assert r.status == 200, (page, await r.text())
-
-
 def last_message(sink: JsonSink) -> str:
     return sink.notifications[-1].message
+
+
+async def at_rest(daemon: Daemon, pg_url: str) -> None:
+    """Every deploy still watching cancelled through `daemon`, and its lease handed back,
+    as no rollback or alert is under way: the state a test of the shared pair leaves."""
+    async with aiohttp.ClientSession(headers=HEADERS) as http:
+        async with http.get(f"{daemon.url}/v1/deploys?state=watching") as r:
+            assert r.status == 200, await r.text()
+            watching = [d["id"] for d in (await r.json())["items"]]
+        for deploy_id in watching:
+            async with http.post(f"{daemon.url}/v1/deploys/{deploy_id}/cancel") as r:
+                assert r.status == 200, await r.text()
+    conn = await asyncpg.connect(pg_url)
+    try:
+        for _ in range(300):  # 30 s at most
+            busy = await conn.fetchval(
+                "SELECT (SELECT count(*) FROM windows WHERE lease_owner IS NOT NULL)"
+                " + (SELECT count(*) FROM rollbacks WHERE state = 'pending')"
+                " + (SELECT count(*) FROM alerts WHERE result = 'claimed')"
+            )
+            if not busy:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{busy} leases, rollbacks or alerts still under way")
+    finally:
+        await conn.close()
 
 
 async def test_the_replica_holding_a_window_killed_mid_window_the_other_judges_it_once(
@@ -261,59 +241,6 @@ async def rollback_sender(pg_url: str, deploy_id: str) -> Any:
         )
     finally:
         await conn.close()
-
-
-async def test_writes_on_either_replica_act_on_the_window_the_other_watches(
-    replicas: Replicas,
-    flip_target: FlipTarget,
-    pg_url: str,
-    json_sink: JsonSink,
-    receiver: RollbackReceiver,
-) -> None:
-    """One registration sent to both replicas at once (a pipeline's retry to the other
-    address) is one deploy; a newer deploy registered on the replica not watching the
-    window supersedes it and it fires nothing more; a cancel on the other replica ends
-    the window its holder watches."""
-    async with aiohttp.ClientSession(headers=HEADERS) as http:
-        a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
-
-        async def post(daemon: Daemon, version: str, key: str | None = None) -> Any:
-            headers = {"Idempotency-Key": key} if key else {}
-            body = {"environment": "production", "version": version}
-            async with http.post(f"{daemon.url}/v1/deploys", json=body, headers=headers) as r:
-                return r.status, await r.json()
-
-        both = await asyncio.gather(post(a, "v2", "same"), post(b, "v2", "same"))
-        assert sorted(status for status, _ in both) == [200, 201], both
-        assert both[0][1]["id"] == both[1][1]["id"], both
-        first = both[0][1]["id"]
-        for daemon in (a, b):  # the same key with another body, on either: 409
-            status, problem = await post(daemon, "v9", "same")
-            assert status == 409, problem
-        await until(http, a, first, lambda d: d["rounds"] >= 2)
-        holder = await lease_owner(pg_url, first)
-        watcher, other = (a, b) if holder == "replica-a" else (b, a)
-
-        status, second = await post(other, "v3")
-        assert status == 201, second
-        assert (await deploy(http, watcher, first))["state"] == "superseded"
-        rounds = (await deploy(http, other, first))["rounds"]
-        await until(http, watcher, second["id"], lambda d: d["rounds"] >= 2)
-        assert (await deploy(http, other, first))["rounds"] == rounds, "watched on"
-
-        holder = await lease_owner(pg_url, second["id"])
-        watcher, other = (a, b) if holder == "replica-a" else (b, a)
-        async with http.post(f"{other.url}/v1/deploys/{second['id']}/cancel") as r:
-            assert r.status == 200, await r.text()
-            assert (await r.json())["state"] == "cancelled"
-        await asyncio.sleep(2 * LEASE_S + 1)
-        ended = await deploy(http, watcher, second["id"])
-        assert ended["state"] == "cancelled", ended
-        rounds = ended["rounds"]
-        await asyncio.sleep(1.0)
-        assert (await deploy(http, other, second["id"]))["rounds"] == rounds, "watched on"
-        assert await lease_owner(pg_url, second["id"]) is None
-        assert not receiver.attempts and not json_sink.notifications, json_sink.notifications
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill"])
@@ -419,34 +346,6 @@ async def test_a_stream_cut_by_its_replicas_kill_goes_on_from_the_other_by_its_l
         await each_once(receiver, json_sink, deploy_id)
 
 
-async def test_a_rollback_asked_on_the_replica_not_watching_is_sent_once(
-    replicas: Replicas,
-    flip_target: FlipTarget,
-    pg_url: str,
-    json_sink: JsonSink,
-    receiver: RollbackReceiver,
-) -> None:
-    """`postflight rollback ID` on the replica that does not watch the window, which then
-    regresses on the other: one rollback at the receiver, the window ends rolled back,
-    and a second ask (on either replica) is refused, exit 1."""
-    async with aiohttp.ClientSession(headers=HEADERS) as http:
-        a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
-        deploy_id = await register(http, a)
-        await until(http, a, deploy_id, lambda d: d["rounds"] >= 1)
-        holder = await lease_owner(pg_url, deploy_id)
-        watcher, other = (a, b) if holder == "replica-a" else (b, a)
-        code, out = await cli("rollback", "--url", other.url, deploy_id, "--reason", "oops")
-        assert code == 0, out
-        flip_target.bad = True
-        final = await until(http, watcher, deploy_id, settled)
-        assert final["state"] == "rolled_back", final
-        for daemon in (watcher, other):
-            code, out = await cli("rollback", "--url", daemon.url, deploy_id, "--reason", "x")
-            assert code == 1, out
-        await each_once(receiver, json_sink, deploy_id)
-        assert len(receiver.attempts) == 1, receiver.attempts
-
-
 async def test_a_replica_stopped_while_its_alert_is_at_a_slow_channel_sends_it_once(
     replicas: Replicas,
     flip_target: FlipTarget,
@@ -496,44 +395,6 @@ async def test_a_good_deploy_whose_replica_was_killed_passes_once_on_the_other(
         titles = Counter(n.title for n in json_sink.notifications)
         assert titles == {"[postflight] production v2: deploy passed": 1}, titles
         assert not receiver.attempts
-
-
-async def test_two_deploys_registered_at_once_on_two_replicas_leave_one_watching(
-    replicas: Replicas,
-    flip_target: FlipTarget,
-    pg_url: str,
-    json_sink: JsonSink,
-    receiver: RollbackReceiver,
-) -> None:
-    """Two pipelines register a deploy of one environment at the same instant, one on
-    each replica: one supersedes the other, never two windows watching it; one request
-    sent to both at once (its Idempotency-Key) is one deploy, 201 and 200."""
-    async with aiohttp.ClientSession(headers=HEADERS) as http:
-        a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
-
-        async def post(daemon: Daemon, version: str) -> Any:
-            body = {"environment": "production", "version": version}
-            async with http.post(f"{daemon.url}/v1/deploys", json=body) as r:
-                assert r.status == 201, await r.text()
-                return await r.json()
-
-        for n in range(8):
-            await asyncio.gather(post(a, f"v{n}a"), post(b, f"v{n}b"))
-            async with http.get(f"{a.url}/v1/deploys?state=watching") as r:
-                watching = [d["version"] for d in (await r.json())["items"]]
-            assert len(watching) == 1, (n, watching)
-
-        async def send(daemon: Daemon, n: int) -> tuple[int, str]:
-            body = {"environment": "production", "version": f"w{n}"}
-            headers = {"Idempotency-Key": f"run-{n}"}
-            async with http.post(f"{daemon.url}/v1/deploys", json=body, headers=headers) as r:
-                assert r.status in (200, 201), await r.text()
-                return r.status, (await r.json())["id"]
-
-        for n in range(8):  # one pipeline's request sent to both: one deploy
-            answers = await asyncio.gather(send(a, n), send(b, n))
-            assert sorted(status for status, _ in answers) == [200, 201], answers
-            assert len({deploy_id for _, deploy_id in answers}) == 1, answers
 
 
 async def test_alert_retries_owed_by_a_killed_replica_are_sent_once_by_the_other(
@@ -641,3 +502,272 @@ async def test_a_replica_stopped_in_its_rollbacks_backoff_hands_it_to_the_runnin
 
 def other_id(daemon: Daemon, a: Daemon) -> str:
     return "replica-a" if daemon is a else "replica-b"
+
+
+@pytest_asyncio.fixture(scope="class", loop_scope="class")
+async def shared_target() -> AsyncIterator[FlipTarget]:
+    target = FlipTarget()
+    await target.start()
+    yield target
+    await target.stop()
+
+
+@pytest_asyncio.fixture(scope="class", loop_scope="class")
+async def shared_sink() -> AsyncIterator[JsonSink]:
+    sink = JsonSink()
+    await sink.start()
+    yield sink
+    await sink.stop()
+
+
+@pytest_asyncio.fixture(scope="class", loop_scope="class")
+async def shared_receiver() -> AsyncIterator[RollbackReceiver]:
+    started = RollbackReceiver(SECRET)
+    await started.start()
+    yield started
+    await started.stop()
+
+
+@pytest_asyncio.fixture(scope="class", loop_scope="class")
+async def shared_pg_url(pg_cluster: PgCluster) -> str:
+    return await pg_cluster.create_database()
+
+
+@pytest.fixture(scope="class")
+def shared_pair(
+    shared_target: FlipTarget, shared_sink: JsonSink, shared_receiver: RollbackReceiver
+) -> Iterator[list[Daemon]]:
+    """The running pair (empty until a test's `replicas` starts it), killed before the
+    servers its configuration names are stopped."""
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.kill()
+
+
+@pytest.mark.xdist_group("replicas-pair")
+@pytest.mark.asyncio(loop_scope="class")
+class TestOnOneRunningPair:
+    """The tests that stop no replica share one pair of `postflight run` (and the
+    PostgreSQL, target, receiver and sink its configuration names), where each started
+    its own two processes; after each test its windows still open are cancelled and their
+    leases waited out, and what the target, the receiver and the sink saw is forgotten.
+    One worker runs them all (`xdist_group`): the pair is started once."""
+
+    @pytest.fixture
+    def flip_target(self, shared_target: FlipTarget) -> FlipTarget:
+        return shared_target
+
+    @pytest.fixture
+    def json_sink(self, shared_sink: JsonSink) -> JsonSink:
+        return shared_sink
+
+    @pytest.fixture
+    def receiver(self, shared_receiver: RollbackReceiver) -> RollbackReceiver:
+        return shared_receiver
+
+    @pytest.fixture
+    def pg_url(self, shared_pg_url: str) -> str:
+        return shared_pg_url
+
+    @pytest_asyncio.fixture(loop_scope="class")
+    async def replicas(
+        self,
+        shared_pair: list[Daemon],
+        tmp_path_factory: pytest.TempPathFactory,
+        flip_target: FlipTarget,
+        pg_url: str,
+        json_sink: JsonSink,
+        receiver: RollbackReceiver,
+    ) -> AsyncIterator[Replicas]:
+        """`await replicas(http, config)`: the pair, running `config` (started by the first
+        test; each test's `config` is the same text), and after the test, back to rest."""
+
+        pair = shared_pair
+
+        async def running(http: aiohttp.ClientSession, text: str) -> list[Daemon]:
+            if not pair:
+                workdir = tmp_path_factory.mktemp("pair")
+                pair.extend(Daemon(workdir, name, text, f"replica-{name}") for name in "ab")
+                await asyncio.gather(*(daemon.ready(http) for daemon in pair))
+            for daemon in pair:
+                assert daemon.config.read_text() == text.replace("{port}", str(daemon.port))
+                assert daemon.proc.poll() is None, daemon.said()
+            return pair
+
+        yield running
+        if pair:
+            await at_rest(pair[0], pg_url)
+        flip_target.bad, flip_target.requests = False, 0
+        receiver.attempts.clear()
+        receiver.delivered.clear()
+        json_sink.notifications.clear()
+        json_sink.arrived = 0
+
+    async def test_a_pipeline_registers_on_one_replica_and_waits_on_the_other(
+        self,
+        replicas: Replicas,
+        flip_target: FlipTarget,
+        pg_url: str,
+        json_sink: JsonSink,
+        receiver: RollbackReceiver,
+    ) -> None:
+        """`postflight register` on replica A, the same registration (its Idempotency-Key)
+        with `--wait` on replica B: B replays it (the same deploy) and waits out its verdict,
+        exit 1 once rolled back. The page and the event stream of either replica show it;
+        the rollback reached the receiver once, and each alert the sink once."""
+        flip_target.bad = True
+        async with aiohttp.ClientSession(headers=HEADERS) as http:
+            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+            common = ("--env", "production", "--version", "v2", "--previous", "v1")
+            common += ("--idempotency-key", "ci-run-42")
+            code, out = await cli("register", "--url", a.url, *common, "--quiet")
+            assert code == 0, out
+            deploy_id = out.strip()
+            code, out = await cli("register", "--url", b.url, *common, "--wait")
+            assert code == 1, out
+            assert deploy_id in out and "rolled back" in out.replace("_", " "), out
+            code, out = await cli("status", "--url", b.url, deploy_id, "--json")
+            assert code == 0, out
+            assert '"rolled_back"' in out, out
+
+            await until(http, b, deploy_id, settled)
+            for daemon in (a, b):
+                async with http.get(f"{daemon.url}/deploys/{deploy_id}") as r:
+                    assert r.status == 200, await r.text()
+                    page = await r.text()
+                assert "v2" in page and deploy_id in page
+                url = f"{daemon.url}/v1/deploys/{deploy_id}/events"
+                async with http.get(url) as response:
+                    assert response.status == 200
+                    states = [e.data["state"] async for e in events(response) if e.name == "state"]
+                assert states and states[-1] == "rolled_back", (daemon.url, states)
+            await each_once(receiver, json_sink, deploy_id)
+
+            # an alert's link (signed, read-only) opens the page on either replica
+            (link,) = set(
+                re.findall(r"http://[^\s)>\]]+\?view=[^\s)>\]]+", last_message(json_sink))
+            )
+            for daemon in (a, b):
+                page = daemon.url + link[link.index("/deploys/") :]
+                async with aiohttp.ClientSession() as anonymous, anonymous.get(page) as r:
+                    assert r.status == 200, (page, await r.text())
+
+    async def test_writes_on_either_replica_act_on_the_window_the_other_watches(
+        self,
+        replicas: Replicas,
+        flip_target: FlipTarget,
+        pg_url: str,
+        json_sink: JsonSink,
+        receiver: RollbackReceiver,
+    ) -> None:
+        """One registration sent to both replicas at once (a pipeline's retry to the other
+        address) is one deploy; a newer deploy registered on the replica not watching the
+        window supersedes it and it fires nothing more; a cancel on the other replica ends
+        the window its holder watches."""
+        async with aiohttp.ClientSession(headers=HEADERS) as http:
+            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+
+            async def post(daemon: Daemon, version: str, key: str | None = None) -> Any:
+                headers = {"Idempotency-Key": key} if key else {}
+                body = {"environment": "production", "version": version}
+                async with http.post(f"{daemon.url}/v1/deploys", json=body, headers=headers) as r:
+                    return r.status, await r.json()
+
+            both = await asyncio.gather(post(a, "v2", "same"), post(b, "v2", "same"))
+            assert sorted(status for status, _ in both) == [200, 201], both
+            assert both[0][1]["id"] == both[1][1]["id"], both
+            first = both[0][1]["id"]
+            for daemon in (a, b):  # the same key with another body, on either: 409
+                status, problem = await post(daemon, "v9", "same")
+                assert status == 409, problem
+            await until(http, a, first, lambda d: d["rounds"] >= 2)
+            holder = await lease_owner(pg_url, first)
+            watcher, other = (a, b) if holder == "replica-a" else (b, a)
+
+            status, second = await post(other, "v3")
+            assert status == 201, second
+            assert (await deploy(http, watcher, first))["state"] == "superseded"
+            rounds = (await deploy(http, other, first))["rounds"]
+            await until(http, watcher, second["id"], lambda d: d["rounds"] >= 2)
+            assert (await deploy(http, other, first))["rounds"] == rounds, "watched on"
+
+            holder = await lease_owner(pg_url, second["id"])
+            watcher, other = (a, b) if holder == "replica-a" else (b, a)
+            async with http.post(f"{other.url}/v1/deploys/{second['id']}/cancel") as r:
+                assert r.status == 200, await r.text()
+                assert (await r.json())["state"] == "cancelled"
+            await asyncio.sleep(2 * LEASE_S + 1)
+            ended = await deploy(http, watcher, second["id"])
+            assert ended["state"] == "cancelled", ended
+            rounds = ended["rounds"]
+            await asyncio.sleep(1.0)
+            assert (await deploy(http, other, second["id"]))["rounds"] == rounds, "watched on"
+            assert await lease_owner(pg_url, second["id"]) is None
+            assert not receiver.attempts and not json_sink.notifications, json_sink.notifications
+
+    async def test_a_rollback_asked_on_the_replica_not_watching_is_sent_once(
+        self,
+        replicas: Replicas,
+        flip_target: FlipTarget,
+        pg_url: str,
+        json_sink: JsonSink,
+        receiver: RollbackReceiver,
+    ) -> None:
+        """`postflight rollback ID` on the replica that does not watch the window, which then
+        regresses on the other: one rollback at the receiver, the window ends rolled back,
+        and a second ask (on either replica) is refused, exit 1."""
+        async with aiohttp.ClientSession(headers=HEADERS) as http:
+            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+            deploy_id = await register(http, a)
+            await until(http, a, deploy_id, lambda d: d["rounds"] >= 1)
+            holder = await lease_owner(pg_url, deploy_id)
+            watcher, other = (a, b) if holder == "replica-a" else (b, a)
+            code, out = await cli("rollback", "--url", other.url, deploy_id, "--reason", "oops")
+            assert code == 0, out
+            flip_target.bad = True
+            final = await until(http, watcher, deploy_id, settled)
+            assert final["state"] == "rolled_back", final
+            for daemon in (watcher, other):
+                code, out = await cli("rollback", "--url", daemon.url, deploy_id, "--reason", "x")
+                assert code == 1, out
+            await each_once(receiver, json_sink, deploy_id)
+            assert len(receiver.attempts) == 1, receiver.attempts
+
+    async def test_two_deploys_registered_at_once_on_two_replicas_leave_one_watching(
+        self,
+        replicas: Replicas,
+        flip_target: FlipTarget,
+        pg_url: str,
+        json_sink: JsonSink,
+        receiver: RollbackReceiver,
+    ) -> None:
+        """Two pipelines register a deploy of one environment at the same instant, one on
+        each replica: one supersedes the other, never two windows watching it; one request
+        sent to both at once (its Idempotency-Key) is one deploy, 201 and 200."""
+        async with aiohttp.ClientSession(headers=HEADERS) as http:
+            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+
+            async def post(daemon: Daemon, version: str) -> Any:
+                body = {"environment": "production", "version": version}
+                async with http.post(f"{daemon.url}/v1/deploys", json=body) as r:
+                    assert r.status == 201, await r.text()
+                    return await r.json()
+
+            for n in range(8):
+                await asyncio.gather(post(a, f"v{n}a"), post(b, f"v{n}b"))
+                async with http.get(f"{a.url}/v1/deploys?state=watching") as r:
+                    watching = [d["version"] for d in (await r.json())["items"]]
+                assert len(watching) == 1, (n, watching)
+
+            async def send(daemon: Daemon, n: int) -> tuple[int, str]:
+                body = {"environment": "production", "version": f"w{n}"}
+                headers = {"Idempotency-Key": f"run-{n}"}
+                async with http.post(f"{daemon.url}/v1/deploys", json=body, headers=headers) as r:
+                    assert r.status in (200, 201), await r.text()
+                    return r.status, (await r.json())["id"]
+
+            for n in range(8):  # one pipeline's request sent to both: one deploy
+                answers = await asyncio.gather(send(a, n), send(b, n))
+                assert sorted(status for status, _ in answers) == [200, 201], answers
+                assert len({deploy_id for _, deploy_id in answers}) == 1, answers

@@ -424,3 +424,35 @@ async def test_the_readmes_register_command_runs_as_written_and_exits_by_the_ver
     assert final["state"] == "passed", final
     assert (final["version"], final["previous_version"]) == ("v2.4.1", "v2.4.0")
     assert final["commit"] == env["GIT_SHA"] and final["labels"] == {"pipeline": "run-1234"}
+
+
+async def test_a_breach_short_of_failure_limit_is_shown_as_the_readme_says_by_wait_and_status(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+) -> None:
+    """ "How a pipeline uses it": a threshold-policy rule past its bound for fewer rounds
+    than `failure_limit` (`pass` in the API's progress) is shown `! breach probe-errors 1
+    (max 0.05, N of M rounds)` by `register --wait`, as by `status ID`, from the daemon's
+    own progress (the renderer's tests build theirs by hand); a `--timeout` that runs out
+    while it still watches exits 3."""
+    from tests.cli_process import awaited_cli
+    from tests.e2e.conftest import TOKEN
+
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    agent = await start_agent(
+        environment(flip_target, receiver.url, window="2m", interval="500ms", failure_limit=50)
+    )
+    flip_target.bad = True
+    auth = ("--url", agent.url, "--token", TOKEN)
+    code, said = await awaited_cli(
+        "register", "--env", "production", "--version", "v2", "--wait", "--timeout", "6s", *auth
+    )
+    assert code == 3, said
+    assert re.search(r"! breach probe-errors [\d.]+ \(max 0\.05, \d+ of 50 rounds\)", said), said
+    [deploy_id] = set(re.findall(r"dep_\w+", said))
+    code, shown = await awaited_cli("status", deploy_id, *auth)
+    assert code == 0, shown
+    assert re.search(r"probe-errors +! breach .* max 0\.05, \d+ of 50 rounds", shown), shown
+    assert (await agent.get(deploy_id))["state"] == "watching"
+    await agent.cancel(deploy_id)

@@ -360,7 +360,42 @@ def summary(deploy: Deploy, style: Style) -> str:
             "passed: no rule failed (threshold policy: none past its bound failure_limit"
             " rounds in a row; a pass takes no evidence)"
         )
+    elif deploy.state == "passed" and (lacking := _lacking_evidence(deploy)):
+        rules = deploy.verdict.rules if deploy.verdict is not None else []
+        headline = (
+            "passed: no rule failed, not on evidence (pass_on: no_failure passes what did"
+            f" not fail; {lacking} of {counted(len(rules), 'rule')} lacked evidence of"
+            " being within bounds: DETAIL says how far each got)"
+        )
     return f"\n{style.state(deploy.state, headline)}\n\n{details(deploy, style)}"
+
+
+def _lacking_evidence(deploy: Deploy) -> int:
+    """How many rules of a pass lacked evidence of one: inconclusive, or passed by the
+    sequential policy with a bound its evidence did not show holding. Only a pass under
+    `pass_on: no_failure` has any (`evidence` passes every rule on evidence), whose
+    headline said "its reason says on what evidence" of a rule ending "not enough
+    evidence"."""
+    rules = deploy.verdict.rules if deploy.verdict is not None else []
+    return sum(
+        1
+        for r in rules
+        if r.outcome == "inconclusive"
+        or (
+            r.outcome == "pass"
+            and r.evidence.get("policy") == "sequential"
+            and not _held(r.evidence.get("evidence"))
+        )
+    )
+
+
+def _held(reached: Any) -> bool:
+    """A sequential rule's `evidence` entries, each of a bound it reached: all held."""
+    return (
+        isinstance(reached, list)
+        and bool(reached)
+        and all(isinstance(r, dict) and r.get("holds") is True for r in reached)
+    )
 
 
 def _threshold_pass(deploy: Deploy) -> bool:

@@ -1,7 +1,8 @@
 """`register --wait`'s headline says what a pass rested on: under the threshold policy a
 pass takes no evidence (no rule past its bound `failure_limit` rounds in a row), where it
 read "passed: the verdict passed (its reason says on what evidence)", as a sequential
-pass on evidence does."""
+pass on evidence does; nor is a sequential pass under `pass_on: no_failure` whose rules
+lacked that evidence."""
 
 from __future__ import annotations
 
@@ -28,3 +29,22 @@ async def test_a_threshold_pass_is_not_said_to_rest_on_evidence(
     assert code == 0, said
     assert "on what evidence" not in said, said
     assert "passed: no rule failed (threshold policy" in said, said
+
+
+@pytest.mark.timeout(60)
+async def test_a_no_failure_pass_is_said_to_rest_on_no_failure_not_evidence(
+    start_agent: AgentFactory, flip_target: FlipTarget
+) -> None:
+    """Sequential with `pass_on: no_failure`: 25 clean probes cannot show an error rate
+    within 0.05 (the rule ends "not enough evidence"), and the window passes as it did not
+    fail, where the headline said "its reason says on what evidence"."""
+    analysis = "{policy: sequential, pass_on: no_failure}"
+    agent = await start_agent(environment("production", flip_target.url, analysis=analysis))
+    code, said = await register_wait(agent.url)
+    assert code == 0, said
+    assert "on what evidence" not in said, said
+    assert (
+        "passed: no rule failed, not on evidence (pass_on: no_failure passes what did not"
+        " fail; 1 of 1 rule lacked evidence of being within bounds: DETAIL says how far"
+        " each got)" in said
+    ), said

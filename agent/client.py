@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
@@ -25,6 +24,7 @@ from agent import __version__
 from agent.api.models import Deploy, DeployList, DeployRequest
 from agent.records import WindowState
 from common.os_words import os_reason
+from common.tls_words import tls_reason
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -371,7 +371,7 @@ class PostflightClient:
         except aiohttp.InvalidURL:
             raise ClientError(f"{self.base_url!r} is not a valid URL") from None
         except aiohttp.ClientSSLError as exc:  # before its base, ClientConnectorError
-            reason = _tls_reason(exc)
+            reason = tls_reason(exc)
             raise Unreachable(f"cannot reach the agent at {self.base_url}: {reason}") from None
         except aiohttp.ClientConnectorError as exc:
             reason = os_reason(exc.os_error)
@@ -407,20 +407,3 @@ class PostflightClient:
                 " is the URL a Postflight agent?"
             )
         return status, data
-
-
-def _tls_reason(exc: aiohttp.ClientSSLError) -> str:
-    """Why a TLS handshake with the agent failed, in words a pipeline can act on. An SSL
-    error's code is OpenSSL's, not an errno: said by `os_reason`, a plain-http agent
-    and a self-signed one both read "Operation not permitted"."""
-    error = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None)
-    if isinstance(error, ssl.SSLCertVerificationError):
-        return (
-            f"TLS failed: its certificate was not verified ({error.verify_message});"
-            " $SSL_CERT_FILE names the CA bundle to verify it with"
-        )
-    if isinstance(error, ssl.SSLError) and error.reason == "WRONG_VERSION_NUMBER":
-        return "TLS failed: it did not answer in TLS (does it serve http://, not https://?)"
-    if isinstance(error, ssl.SSLError):
-        return f"TLS failed: {error.reason or error}"
-    return f"TLS failed: {_one_line(str(exc)) or type(exc).__name__}"

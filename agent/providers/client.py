@@ -63,6 +63,7 @@ from agent.providers.provider_settings import HttpProviderSettings
 from common.durations import format_duration
 from common.redaction import MASK, Redactor
 from common.retry_after import retry_after_seconds as parse_retry_after
+from common.tls_words import tls_reason
 from common.tracebacks import without_tracebacks
 
 if TYPE_CHECKING:  # aiohttp's client is imported where a request is made: the settings load
@@ -703,6 +704,8 @@ def _describe(exc: aiohttp.ClientError) -> str:
 
     if isinstance(exc, aiohttp.ClientConnectorDNSError):  # a typo in the URL, most often
         return f"the name {exc.host} did not resolve (DNS)"
+    if isinstance(exc, aiohttp.ClientSSLError):  # before its base: it was "connection failed"
+        return f"{exc.host}:{exc.port}: {tls_reason(exc)}"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"connection to {exc.host}:{exc.port} failed"  # host from our own config
     if isinstance(exc, aiohttp.ServerDisconnectedError):

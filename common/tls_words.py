@@ -1,0 +1,35 @@
+"""Why a TLS handshake failed, in words a person can act on: the agent's CLI (`--url`)
+and the providers' client say it alike. No I/O, no aiohttp import: the error is read by
+its attributes."""
+
+from __future__ import annotations
+
+import ssl
+
+_WRONG_HOST = frozenset({62, 64})
+"""OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH: a CA bundle
+($SSL_CERT_FILE) does not help there."""
+
+
+def tls_reason(exc: BaseException) -> str:
+    """`TLS failed: …` for an aiohttp `ClientSSLError` (or an `ssl.SSLError` itself). An
+    SSL error's code is OpenSSL's, not an errno: said by `os_reason`, a plain-http server
+    and a self-signed one both read "Operation not permitted", and as a failed connection
+    neither said TLS at all."""
+    error = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None) or exc
+    if isinstance(error, ssl.SSLCertVerificationError) and error.verify_code in _WRONG_HOST:
+        return (
+            f"TLS failed: its certificate is for another host ({error.verify_message}):"
+            " use a name the certificate is for"
+        )
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return (
+            f"TLS failed: its certificate was not verified ({error.verify_message});"
+            " $SSL_CERT_FILE names the CA bundle to verify it with"
+        )
+    if isinstance(error, ssl.SSLError) and error.reason == "WRONG_VERSION_NUMBER":
+        return "TLS failed: it did not answer in TLS (does it serve http://, not https://?)"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS failed: {error.reason or error}"
+    said = " ".join(str(exc).split())[:200]
+    return f"TLS failed: {said or type(exc).__name__}"

@@ -20,7 +20,8 @@ rule needs one number):
 
 Failures: GraphQL `errors` inside an HTTP 200 are a bad query ("NRQL rejected: …",
 not retried) unless their `errorClass` is TIMEOUT, INTERNAL_SERVER_ERROR,
-SERVER_ERROR or TOO_MANY_REQUESTS (retried, as New Relic's own Go client does).
+SERVER_ERROR or TOO_MANY_REQUESTS (retried, as New Relic's own Go client does), or
+they deny the account ("Access denied.": the account id or the key's user, said so).
 An HTTP 404 is a wrong `api_url` (NerdGraph answers errors with 200), said so.
 Deprecation notices ("This field is deprecated! …") that come with data are
 warnings, logged, and the data is used (the Go client's `IsDeprecated`,
@@ -96,10 +97,21 @@ class KeyRejected(ProviderError):
 class GraphQLError(_Loose):
     message: str = ""
     extensions: dict[str, Any] = {}
+    path: list[Any] | None = None
 
     @property
     def error_class(self) -> str | None:
         return error_class_of(self.extensions)
+
+    @property
+    def access_denied(self) -> bool:
+        """NerdGraph's "Access denied." (HTTP 200, no class) for an `account(id:)` the
+        key's user cannot read, or any error at the account itself: credentials or
+        account id to fix, not the NRQL (it said "NRQL rejected: Access denied.")."""
+        return self.message.strip().lower().startswith("access denied") or self.path == [
+            "actor",
+            "account",
+        ]
 
 
 def error_class_of(extensions: Any) -> str | None:
@@ -268,6 +280,14 @@ class NewRelicProvider(HttpProvider):
             " (providers.newrelic.account_id)"
         )
 
+    def _access_denied(self, said: str) -> KeyRejected:
+        """The account the key cannot read, by its id (the key never shown)."""
+        return KeyRejected(
+            f"New Relic denied access to account {self.config.account_id} ({said}):"
+            " check providers.newrelic.account_id, and that providers.newrelic.api_key is"
+            " a User key (NRAK-…) of a user with access to that account"
+        )
+
     async def _graphql(
         self, query: str, variables: dict[str, Any], deadline: float, *, what: str = "NRQL"
     ) -> Any:
@@ -309,6 +329,8 @@ class NewRelicProvider(HttpProvider):
             if error.error_class in RETRIED_ERROR_CLASSES:
                 raise ProviderUnreachable(f"New Relic answered {error.error_class}")
             message = self.quoted(error.message) or "no message"
+            if error.access_denied:
+                raise self._access_denied(message)
             raise ProviderError(f"{what} rejected: {message}")
         if parsed.data is None:
             raise ProviderError("unexpected answer from New Relic (no data)")

@@ -75,6 +75,15 @@ def _error(message: str, error_class: str | None = None) -> dict[str, Any]:
     return {"data": {"actor": {"account": {"nrql": None}}}, "errors": [err]}
 
 
+ACCESS_DENIED: dict[str, Any] = {
+    "data": {"actor": {"account": None}},
+    "errors": [{"message": "Access denied.", "path": ["actor", "account"]}],
+}
+"""NerdGraph's answer, HTTP 200, for an `account(id:)` the key's user has no access to
+(the brief's "Access denied" for a wrong account; its shape is not in the reference: no
+`extensions`, the error at the account, not at `nrql`)."""
+
+
 class FakeNewRelic(FakeServer):
     def __init__(self, *, api_key: str = "test-newrelic-key", account_id: int = 1234567) -> None:
         super().__init__()
@@ -197,8 +206,8 @@ class FakeNewRelic(FakeServer):
             )
         if "nrql(" not in query:
             return web.json_response({"errors": [{"message": "this fake serves nrql only"}]})
-        if variables.get("accountId") != self.account_id:
-            return web.json_response(_error("Account not found or not authorized", None))
+        if variables.get("accountId") != self.account_id:  # one the key's user cannot read
+            return web.json_response(ACCESS_DENIED)
         nrql = variables.get("nrql")
         if not isinstance(nrql, str):
             return web.json_response(

@@ -596,3 +596,25 @@ async def test_a_deprecation_warning_with_data_is_a_warning_not_a_failure(
         assert obs.error is None and obs.value == 0.25
     said = [r.getMessage() for r in caplog.records if "This field is deprecated!" in r.getMessage()]
     assert len(said) == 1, said
+
+
+async def test_access_denied_to_the_account_names_the_account_not_the_nrql(
+    newrelic_fake: FakeNewRelic, metrics: Metrics
+) -> None:
+    """NerdGraph's "Access denied." (HTTP 200) for an account id the key's user cannot
+    read read "NRQL rejected: Access denied.", sending one to the query; it is the
+    account id or the key, said by the id, never the key, and not retried."""
+    provider = NewRelicProvider(
+        newrelic_settings(newrelic_fake, account_id=7654321), metrics=metrics
+    )
+    try:
+        obs = await count_since_the_deploy(provider)
+    finally:
+        await provider.aclose()
+    assert obs.error == (
+        "New Relic denied access to account 7654321 (Access denied.): check"
+        " providers.newrelic.account_id, and that providers.newrelic.api_key is a User key"
+        " (NRAK-…) of a user with access to that account"
+    )
+    assert NEWRELIC_KEY not in repr(obs)
+    assert len(newrelic_fake.requests) == 1

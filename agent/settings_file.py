@@ -264,14 +264,17 @@ def load_config_text(
     data = {key: v for key, v in data.items() if not key.startswith(EXTENSION_PREFIX)}
     # the YAML loader keeps the last of two equal keys; a config that says one thing
     # twice is reported, with the rest of its errors, instead of silently using one
-    if checks_of is not None:
-        data = _checks_part(data, checks_of)
     problems: list[ConfigProblem] = []
-    expanded = _expand(data, (), environ, problems, lines)
-    overrides, origins = _overrides(environ, problems)
-    if checks_of is not None:
-        overrides = _checks_part(overrides, checks_of, known=False)
-        problems = [p for p in problems if _read_by_checks(p.loc, checks_of)]
+    if checks_of is None:
+        expanded = _expand(data, (), environ, problems, lines)
+        overrides, origins = _overrides(environ, problems)
+    else:  # the overrides first: one may add the environment the file lacks
+        from_variables: list[ConfigProblem] = []
+        overrides, origins = _overrides(environ, from_variables)
+        overrides = _overridden_checks_part(overrides, checks_of)
+        data = _checks_part(data, checks_of, overridden=bool(overrides))
+        expanded = _expand(data, (), environ, problems, lines)
+        problems += [p for p in from_variables if _read_by_checks(p.loc, checks_of)]
     _replacing_values(expanded, origins)
     # the file's `${VAR}` an override replaces is never read: its variable need not be set
     problems = [p for p in problems if p.variable is not None or origins.variable(p.loc) is None]
@@ -328,27 +331,37 @@ _UNREAD_SERVER = {"api_tokens": ["postflight-check-reads-no-server"]}
 (its `${POSTFLIGHT_API_TOKEN}`) is not read."""
 
 
-def _checks_part(document: dict[str, Any], name: str, *, known: bool = True) -> dict[str, Any]:
-    """What `postflight check --env NAME` reads of a document: that environment's checks
-    and what runs them, not the other environments, its rules, rollback and alerts, nor
-    the server, store, providers, alerting and integrations: it demanded every `${VAR}` of
-    the file be set, a CI smoke step the whole daemon's secrets. `known`: the file's, so
-    an environment it lacks is `UnknownEnvironment` (an override's may lack it)."""
+def _checks_part(document: dict[str, Any], name: str, *, overridden: bool) -> dict[str, Any]:
+    """What `postflight check --env NAME` reads of the file: that environment's checks and
+    what runs them, not the other environments, its rules, rollback and alerts, nor the
+    server, store, providers, alerting and integrations: it demanded every `${VAR}` of the
+    file be set, a CI smoke step the whole daemon's secrets. An environment neither the
+    file nor a variable (`overridden`) has is `UnknownEnvironment`."""
     environments = document.get("environments")
     if not isinstance(environments, dict):
         return document  # an error of its own, said as the whole file's
-    found = next((key for key in environments if key == name), None)
-    if found is None and not known:
-        found = next((key for key in environments if _blind(key) == _blind(name)), None)
-    if found is None:
-        if known:
-            raise UnknownEnvironment(name, [str(key) for key in environments])
+    part: dict[str, Any] = {"server": _UNREAD_SERVER, "environments": {}}
+    if name in environments:
+        env = environments[name]
+        if isinstance(env, dict):
+            env = {key: value for key, value in env.items() if key not in CHECKS_UNREAD}
+        part["environments"][name] = env
+    elif not overridden:
+        raise UnknownEnvironment(name, [str(key) for key in environments])
+    return part
+
+
+def _overridden_checks_part(overrides: dict[str, Any], name: str) -> dict[str, Any]:
+    """`_checks_part` of the `POSTFLIGHT__…` variables' document (their names case-blind)."""
+    environments = overrides.get("environments")
+    if not isinstance(environments, dict):
         return {}
-    env = environments[found]
-    if isinstance(env, dict):
-        env = {key: value for key, value in env.items() if key not in CHECKS_UNREAD}
-    part: dict[str, Any] = {"environments": {found: env}}
-    return {"server": _UNREAD_SERVER, **part} if known else part
+    for key, env in environments.items():
+        if _blind(key) == _blind(name):
+            if isinstance(env, dict):
+                env = {k: v for k, v in env.items() if k not in CHECKS_UNREAD}
+            return {"environments": {key: env}}
+    return {}
 
 
 def _read_by_checks(loc: Loc, name: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -182,6 +183,28 @@ async def test_only_the_variables_its_environments_checks_use_must_be_set(
     assert await run_cli("check", "--config", str(config), "--env", "nope") == 2
     err = capsys.readouterr().err
     assert "unknown environment 'nope' (known: staging, production)" in err, err
+
+
+async def test_an_environment_a_variable_adds_is_checked_as_the_files_are(
+    tmp_path: Path,
+    target: TestServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`POSTFLIGHT__ENVIRONMENTS__CANARY` set as JSON adds an environment the file lacks:
+    `check --env canary` runs its checks, the file's other variables unset all the same."""
+    monkeypatch.delenv("PF_API_TOKEN", raising=False)
+    url = str(target.make_url("")).rstrip("/")
+    canary = {"base_url": url, "checks": [{"name": "health", "type": "http", "path": "/health"}]}
+    monkeypatch.setenv("POSTFLIGHT__ENVIRONMENTS__CANARY", json.dumps(canary))
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        'server: {api_tokens: ["${PF_API_TOKEN}"]}\n'
+        "environments: {staging: {base_url: 'http://127.0.0.1:9'}}\n"
+    )
+    assert await run_cli("check", "--config", str(config), "--env", "canary") == 0
+    captured = capsys.readouterr()
+    assert "1 passed, 0 failed" in captured.out, captured.out + captured.err
 
 
 async def test_an_environment_without_checks_says_nothing_ran(

@@ -24,7 +24,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from agent.appkeys import STORE
+from alerting import notifier
 from tests.cli_process import awaited_cli
+from tests.e2e.conftest import SECRET as E2E_SECRET
+from tests.e2e.conftest import AgentFactory, failing_production
 from tests.e2e.crash import TOKEN, _env, free_port
 from tests.plugin_site import install_distribution
 from tests.receivers import JsonSink, RollbackReceiver
@@ -37,13 +41,14 @@ API_KEY = "round-bug-api-key-4242"
 PLUGIN = '''
 """A provider whose answers are buggy, by `mode` (the baseline, of the old release, is
 fine): `judge`, a value that is no number; `store`, an error that is no text; `raise`, a
-fetch that raises, naming its key."""
+fetch that raises, naming its key. And a check that raises in every run."""
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, SecretStr
 
 from agent.analysis.types import Observation
+from checks.base import Check, CheckConfig
 
 
 class BuggySettings(BaseModel):
@@ -75,19 +80,52 @@ class BuggyProvider:
 
     async def aclose(self):
         return None
+
+
+class CrashyConfig(CheckConfig):
+    type: Literal["crashy"] = "crashy"
+    secret: SecretStr
+
+
+class CrashyCheck(Check):
+    """Raises in every run, naming its secret."""
+
+    type = "crashy"
+    Config = CrashyConfig
+
+    async def run(self, ctx):
+        raise RuntimeError(f"boom (secret {self.config.secret.get_secret_value()})")
 '''
 
 
 def install_plugin(site: Path) -> None:
     install_distribution(
-        site, "postflight-buggy", "[postflight.providers]\nbuggy = buggy_provider:BuggyProvider\n"
+        site,
+        "postflight-buggy",
+        "[postflight.providers]\nbuggy = buggy_provider:BuggyProvider\n"
+        "[postflight.checks]\ncrashy = buggy_provider:CrashyCheck\n",
     )
     (site / "buggy_provider.py").write_text(PLUGIN)
 
 
 def config(
-    tmp_path: Path, port: int, mode: str, sink: str, receiver: str, window: str = "30s"
+    tmp_path: Path,
+    port: int,
+    mode: str,
+    sink: str,
+    receiver: str,
+    window: str = "30s",
 ) -> Path:
+    check = (
+        f"{{name: crashy, type: crashy, secret: {API_KEY}}}"
+        if mode == "check"
+        else "{name: health, type: http, path: /health, timeout: 200ms}"
+    )
+    rule = (
+        "{name: probe-errors, source: checks, metric: error_rate, max: 0.5}"
+        if mode == "check"
+        else "{name: bug-rate, source: buggy, metric: error_rate, max: 0.5}"
+    )
     path = tmp_path / "postflight.yaml"
     path.write_text(
         f"server:\n  listen: 127.0.0.1:{port}\n  api_tokens: [{TOKEN}]\n"
@@ -100,9 +138,9 @@ def config(
         f"    window: {window}\n"
         "    interval: 500ms\n"
         "    background_interval: 200ms\n"
-        "    checks: [{name: health, type: http, path: /health, timeout: 200ms}]\n"
+        f"    checks: [{check}]\n"
         "    analysis: {policy: threshold, failure_limit: 1}\n"
-        "    rules: [{name: bug-rate, source: buggy, metric: error_rate, max: 0.5}]\n"
+        f"    rules: [{rule}]\n"
         "    alerts: {tags: [oncall]}\n"
         f"    rollback: {{url: '{receiver}', secret: {SECRET}}}\n"
     )
@@ -227,3 +265,62 @@ async def test_a_provider_whose_fetch_raises_fails_soft_naming_the_exception(
     traced = [r for r in logged if r["level"] == "error" and r.get("exc")]
     assert len(traced) == 1 and "RuntimeError" in traced[0]["exc"], traced
     assert not [r for r in logged if "watching the window failed" in r["msg"]]
+
+
+@pytest.mark.timeout(90)
+async def test_a_check_that_raises_in_run_is_a_failed_probe(tmp_path: Path) -> None:
+    """Already so (the registry contains a plugin's run, `checks.registry.run_check`),
+    pinned from outside: each run a failed probe naming the exception, redacted, judged as
+    evidence at once (here: every probe failed, the window fails and asks for its rollback),
+    the window never retried."""
+    code, said, deploy, _, rollbacks, log = await watched(tmp_path, "check")
+
+    assert code == 1, said
+    assert deploy["state"] in ("failed", "rolled_back"), deploy
+    assert len(rollbacks) == 1
+    text = json.dumps(deploy)
+    assert "check crashed: RuntimeError: boom (secret ***)" in text, text
+    assert API_KEY not in text and API_KEY not in log.read_text()
+    logged = records(log)
+    assert [r for r in logged if "crashed" in r["msg"]], logged
+    assert not [r for r in logged if "watching the window failed" in r["msg"]]
+
+
+@pytest.mark.timeout(60)
+async def test_an_alert_whose_render_raises_holds_no_window_and_no_rollback_back(
+    start_agent: AgentFactory,
+    json_sink: JsonSink,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Already so (the notifier contains its render: the alert's outcome is `failed`,
+    naming the exception), pinned: a failing deploy whose every alert's rendering
+    raises still ends failed at its first round and its rollback is delivered, the
+    window never retried."""
+
+    def broken(alert: Any, redact: Any = None) -> tuple[str, str]:
+        raise ValueError(f"template broke on {alert.event}")
+
+    monkeypatch.setattr(notifier, "render", broken)
+    receiver = RollbackReceiver(E2E_SECRET)
+    await receiver.start()
+    try:
+        agent = await start_agent(
+            failing_production(receiver.url),
+            f"alerting:\n  channels:\n    - url: {json_sink.url()}\n",
+            alert_retry_delays=(),
+        )
+        deploy = await agent.register("production", "v2")
+        final = await agent.settled(deploy["id"])
+        store = agent.app[STORE]
+        events = await store.alert_events(deploy["id"])
+    finally:
+        await receiver.stop()
+
+    assert final["state"] == "rolled_back", final
+    assert len(receiver.delivered) == 1
+    assert json_sink.notifications == []
+    assert events.get("rollback_requested") == "failed", events
+    said = [r.getMessage() for r in caplog.records]
+    assert any("rollback_requested" in m and "not sent" in m for m in said), said
+    assert not [m for m in said if "watching the window failed" in m], said

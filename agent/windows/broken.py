@@ -6,7 +6,7 @@ and the same round raised again, for ever: no verdict, no alert, `register --wai
 to its timeout. What is a bug: anything the judge raises (it is pure: the same state and
 round raise again), and any other failure of a watch but the store's outage
 (`store_outage`, retried as before) that repeats alike at the same round
-(`Watcher._watch`).
+(`Watcher._bug_ends`).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ if TYPE_CHECKING:  # the watch imports this module
 log = logging.getLogger("postflight.window")
 
 BUG_REPEATS = 3
-"""Failures of a watch alike (same round, same exception type and message) that make the
-watcher end its window as a bug: a transient one passes before the third."""
+"""Failures of a watch alike (same round, same exception type raised by the same line) that
+make the watcher end its window as a bug: a transient one passes before the third."""
 
 MESSAGE_LIMIT = 300
 """The most of an exception's message a verdict's reason and its alert carry."""
@@ -43,22 +43,29 @@ _PARTS = (
     ("agent/providers/", "a provider"),
     ("alerting/", "alerting"),
     ("checks/", "a check"),
+    ("agent/", "the window's watch"),
 )
+"""The parts by where their code is; a frame elsewhere (`common`, a library, a plugin) is
+passed over for the part that called it."""
 
 
 def part_of(exc: BaseException) -> str:
-    """The part of the agent whose code raised `exc` (the innermost of its frames in this
-    distribution), in words: "the judge", "the store"…; "the window's watch" otherwise."""
+    """The part of the agent whose code raised `exc` (the innermost of its frames in one
+    of `_PARTS`), in words: "the judge", "the store"…; "the window's watch" otherwise."""
     for frame in reversed(traceback.extract_tb(exc.__traceback__)):
         path = Path(frame.filename)
-        if not path.is_relative_to(_ROOT):
-            continue
-        where = path.relative_to(_ROOT).as_posix()
-        for prefix, part in _PARTS:
-            if where.startswith(prefix):
-                return part
-        return "the window's watch"
+        if path.is_relative_to(_ROOT):
+            where = path.relative_to(_ROOT).as_posix()
+            for prefix, part in _PARTS:
+                if where.startswith(prefix):
+                    return part
     return "the window's watch"
+
+
+def raised_at(exc: BaseException) -> str:
+    """The line that raised `exc` (`file:line` of its innermost frame), "" without one."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
 
 
 def bug_reason(

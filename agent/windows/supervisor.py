@@ -27,7 +27,7 @@ from agent.stopping import StopBudget, named_for_a_stop
 from agent.store.base import Lease, Store
 from agent.store.outages import StoreOutageLog, store_outage, unless_outage
 from agent.windows.alert_once import WindowAlerts
-from agent.windows.broken import BUG_REPEATS, bug_reason, end_broken, part_of
+from agent.windows.broken import BUG_REPEATS, bug_reason, end_broken, part_of, raised_at
 from agent.windows.lifecycle import (
     WatchServices,
     WindowWatch,
@@ -131,7 +131,8 @@ class Watcher:
         watch moves on each lease renewal the store accepted)."""
         self._failed: dict[str, tuple[tuple[int, str, str], int]] = {}
         """Per window whose watch failed (but for a store outage): how (the rounds stored,
-        the exception's type and message) and how many times in a row (`_watch`)."""
+        the exception's type and the line that raised it) and how many times in a row
+        (`_bug_ends`)."""
         self._claimed_once = False
         self._full_claim_at = -math.inf
         """When the latest claim pass read every lease held (see `_claim`)."""
@@ -162,6 +163,7 @@ class Watcher:
         self._wake.set()
 
     def window_ended(self, window_id: str) -> None:
+        self._failed.pop(window_id, None)
         task = self.tasks.get(window_id)
         if task is not None:
             task.cancel()
@@ -430,7 +432,8 @@ class Watcher:
     ) -> bool:
         """Log a watch's failure; True once it ended the window as a bug: the
         `BUG_REPEATS`th time in a row it failed alike (no round stored since, the same
-        exception and message). A store's outage is retried for as long as it lasts, said
+        exception type raised by the same line: its message may differ, naming an object
+        or an instant). A store's outage is retried for as long as it lasts, said
         once; a bug's traceback is logged once, at its first failure (each retry of it
         is one line)."""
         where = {"deploy_id": window.id, "environment": window.environment}
@@ -438,7 +441,7 @@ class Watcher:
             StoreOutageLog(log, "watching the window").failed(exc, extra=where)
             self.metrics.store_up.set(0)
             return False
-        how = (watch.window.rounds, type(exc).__name__, str(exc))
+        how = (watch.window.rounds, type(exc).__name__, raised_at(exc))
         before, times = self._failed.get(window.id, (None, 0))
         times = times + 1 if before == how else 1
         self._failed[window.id] = how, times

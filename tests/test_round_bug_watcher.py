@@ -1,0 +1,117 @@
+"""The watcher's rule for a watch that fails (`Watcher._bug_ends`), on a real SQLite store
+whose round writes fail: alike three times in a row at a round (the same exception type
+from the same line, whatever its message says) the window ends `inconclusive` as a bug; a
+store that does not answer is waited for however many rounds it takes."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.metrics import Metrics
+from agent.rollback.delivery import RollbackDelivery
+from agent.settings_file import load_settings_text
+from agent.store.base import StoreError
+from agent.store.sqlite import SqliteStore
+from agent.windows.alert_once import WindowAlerts
+from agent.windows.supervisor import Watcher
+from alerting.notifier import Notifier
+from checks.sessions import TargetSessions
+from common.redaction import Redactor
+from tests.alerting.test_window_alerts import window
+
+pytestmark = pytest.mark.timeout(30)
+
+CONFIG = """
+server: {api_tokens: [tok-1234567890abcdef]}
+environments:
+  production:
+    base_url: http://127.0.0.1:9
+    interval: 100ms
+    checks: [{name: health, type: http, path: /health, timeout: 50ms}]
+    rules: [{name: errors, source: checks, metric: error_rate, max: 1.0}]
+"""
+
+
+class FailingRounds(SqliteStore):
+    """Every round's write raises `failure(n)` (n: the writes tried so far)."""
+
+    def __init__(self, path: Path, failure: Any) -> None:
+        super().__init__(path)
+        self.failure = failure
+        self.tried = 0
+
+    async def record_round(self, *args: Any, **kwargs: Any) -> bool:
+        self.tried += 1
+        raise self.failure(self.tried)
+
+
+async def watched(store: FailingRounds, until_tried: int) -> str:
+    """The window's state once it ended, or once `until_tried` round writes failed."""
+    metrics = Metrics()
+    sessions = TargetSessions()
+    watcher = Watcher(
+        load_settings_text(CONFIG),
+        store,
+        metrics,
+        alerts=WindowAlerts(store, Notifier([], timeout=1, redact=Redactor(), metrics=metrics)),
+        delivery=RollbackDelivery(store, metrics, owner="a"),
+        providers={},
+        sessions=sessions,
+        owner="a",
+        poll_interval=0.05,
+        background_probing=False,
+    )
+    now = time.time()
+    made = dataclasses.replace(window(), deployed_at=now, ends_at=now + 60, created_at=now)
+    await store.create_window(made)
+    task = asyncio.create_task(watcher.run())
+    try:
+        while True:
+            stored = await store.get_window(made.id)
+            assert stored is not None
+            if stored.state != "watching" or store.tried >= until_tried:
+                return stored.state
+            assert not task.done()
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sessions.aclose()
+
+
+async def test_a_bug_whose_message_changes_at_each_try_still_ends_the_window(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its message names what changes between tries (a count, an object, an instant):
+    compared by message, no two failures were alike and the window was retried for ever."""
+    store = FailingRounds(tmp_path / "postflight.db", lambda n: ValueError(f"row {n} refused"))
+    await store.open()
+    try:
+        with caplog.at_level(logging.INFO):
+            state = await watched(store, until_tried=10)
+        ended = await store.get_window(window().id)
+    finally:
+        await store.close()
+    assert state == "inconclusive", store.tried
+    assert store.tried == 3
+    assert ended is not None and ended.verdict is not None
+    assert " raised ValueError: row 3 refused at round 1: a bug" in ended.verdict["reason"]
+    traced = [r for r in caplog.records if r.exc_info]
+    assert len(traced) == 1, [r.getMessage() for r in traced]
+
+
+async def test_a_store_that_does_not_answer_is_waited_for_however_long(tmp_path: Path) -> None:
+    store = FailingRounds(tmp_path / "postflight.db", lambda n: StoreError("connection refused"))
+    await store.open()
+    try:
+        state = await watched(store, until_tried=6)
+    finally:
+        await store.close()
+    assert state == "watching"

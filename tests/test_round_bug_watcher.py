@@ -9,11 +9,13 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agent.analysis.judge import Judge
 from agent.metrics import Metrics
 from agent.rollback.delivery import RollbackDelivery
 from agent.settings_file import load_settings_text
@@ -52,8 +54,11 @@ class FailingRounds(SqliteStore):
         raise self.failure(self.tried)
 
 
-async def watched(store: FailingRounds, until_tried: int) -> str:
-    """The window's state once it ended, or once `until_tried` round writes failed."""
+async def watched(
+    store: SqliteStore, until_tried: int, done: Callable[[], bool] = lambda: False
+) -> str:
+    """The window's state once it ended, once `until_tried` round writes failed, or once
+    `done()`."""
     metrics = Metrics()
     sessions = TargetSessions()
     watcher = Watcher(
@@ -76,7 +81,8 @@ async def watched(store: FailingRounds, until_tried: int) -> str:
         while True:
             stored = await store.get_window(made.id)
             assert stored is not None
-            if stored.state != "watching" or store.tried >= until_tried:
+            tried = getattr(store, "tried", 0)
+            if stored.state != "watching" or tried >= until_tried or done():
                 return stored.state
             assert not task.done()
             await asyncio.sleep(0.05)
@@ -115,3 +121,37 @@ async def test_a_store_that_does_not_answer_is_waited_for_however_long(tmp_path:
     finally:
         await store.close()
     assert state == "watching"
+
+
+class EndedMeanwhile(SqliteStore):
+    """Refuses every window's end, as when it was cancelled or taken over meanwhile."""
+
+    async def finish_window(self, *args: Any, **kwargs: Any) -> bool:
+        return False
+
+
+async def test_a_bug_met_as_the_window_ended_meanwhile_is_still_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The judge raised, and the store refused the window's end (another end came first):
+    the bug was said nowhere, only "window ended or taken over meanwhile" at INFO."""
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("judge broke")
+
+    monkeypatch.setattr(Judge, "advance", broken)
+    store = EndedMeanwhile(tmp_path / "postflight.db")
+    await store.open()
+
+    def said() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "judge broke" in r.getMessage()]
+
+    try:
+        with caplog.at_level(logging.INFO):
+            await watched(store, until_tried=1, done=lambda: bool(said()))
+    finally:
+        await store.close()
+    first = said()[0]
+    assert first.levelno == logging.WARNING, first.getMessage()
+    assert "not ended as a bug" in first.getMessage()
+    assert "the judge raised RuntimeError: judge broke at round 1" in first.getMessage()

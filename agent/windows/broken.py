@@ -94,7 +94,7 @@ async def end_broken(
     """End `window` inconclusive for the bug `exc` (`reason`), its one alert claimed with
     the end (sent at once; `WindowAlerts.recover` sends it after a crash); logged as an
     ERROR, with the traceback when `traced`. False when it had ended or is no longer ours
-    (the store refused the end: nothing said, nothing sent)."""
+    (the store refused the end: nothing sent, the bug a warning)."""
     now = s.clock()
     alert = Alert.for_window(
         window,
@@ -115,6 +115,11 @@ async def end_broken(
         alerts=[alert_claim(alert, tags)],
         runs=runs,
     ):
+        log.warning(
+            "not ended as a bug, having ended or been taken over meanwhile: %s",
+            reason,
+            extra={"deploy_id": window.id, "environment": window.environment},
+        )
         return False
     s.metrics.windows_total.labels(window.environment, "inconclusive").inc()
     log.error(

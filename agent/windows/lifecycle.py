@@ -444,10 +444,7 @@ class WindowWatch:
         if self.settling is not None and not await asyncio.shield(self.settling):
             return
         reason = bug_reason(part, exc, self.s.redact, number)
-        if not await end_broken(
-            self.window, self.env, self.s, reason, exc, runs=self._kept_stand_ins()
-        ):
-            self.log.info("window ended or taken over meanwhile; stop watching")
+        await end_broken(self.window, self.env, self.s, reason, exc, runs=self._kept_stand_ins())
 
     def _word(self, glance: Glance, number: int, *, final: bool) -> Verdict | None:
         """The verdict in words, when round `number` needs them: the window is decided, a

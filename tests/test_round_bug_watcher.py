@@ -155,3 +155,31 @@ async def test_a_bug_met_as_the_window_ended_meanwhile_is_still_said(
     assert first.levelno == logging.WARNING, first.getMessage()
     assert "not ended as a bug" in first.getMessage()
     assert "the judge raised RuntimeError: judge broke at round 1" in first.getMessage()
+
+
+async def test_a_watch_that_cannot_even_be_made_ends_its_window_as_a_bug(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug before the watch's first round (its probe aimed from the deploy's labels, say)
+    raised out of the watcher's task: asyncio's 'Task exception was never retrieved', the
+    lease kept to its end, then claimed and raised again, for ever."""
+    made: list[str] = []
+
+    def broken(self: Watcher, window: Any, env: Any) -> Any:
+        made.append(window.id)
+        raise KeyError("vercel.url")
+
+    monkeypatch.setattr(Watcher, "_probe_for", broken)
+    store = SqliteStore(tmp_path / "postflight.db")
+    await store.open()
+    try:
+        with caplog.at_level(logging.INFO):
+            state = await watched(store, until_tried=1, done=lambda: len(made) > 5)
+        ended = await store.get_window(window().id)
+    finally:
+        await store.close()
+    assert state == "inconclusive", made
+    assert len(made) == 3
+    assert ended is not None and ended.verdict is not None
+    reason = ended.verdict["reason"]
+    assert reason.startswith("the window's watch raised KeyError: 'vercel.url' at round 1"), reason

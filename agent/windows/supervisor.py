@@ -409,9 +409,10 @@ class Watcher:
                     extra={"deploy_id": window.id, "environment": window.environment},
                 )
             return
-        watch = WindowWatch(window, env, self._probe_for(window, env), self.services)
-        self._watches[window.id] = watch
-        try:
+        watch: WindowWatch | None = None
+        try:  # its making too: a bug there raised out of this task, and came back at each claim
+            watch = WindowWatch(window, env, self._probe_for(window, env), self.services)
+            self._watches[window.id] = watch
             await watch.run()
         except asyncio.CancelledError:
             self._failed.pop(window.id, None)
@@ -428,7 +429,11 @@ class Watcher:
             self._failed.pop(window.id, None)
 
     async def _bug_ends(
-        self, window: DeployWindow, env: EnvironmentSettings, watch: WindowWatch, exc: Exception
+        self,
+        window: DeployWindow,
+        env: EnvironmentSettings,
+        watch: WindowWatch | None,
+        exc: Exception,
     ) -> bool:
         """Log a watch's failure; True once it ended the window as a bug: the
         `BUG_REPEATS`th time in a row it failed alike (no round stored since, the same
@@ -441,7 +446,8 @@ class Watcher:
             StoreOutageLog(log, "watching the window").failed(exc, extra=where)
             self.metrics.store_up.set(0)
             return False
-        how = (watch.window.rounds, type(exc).__name__, raised_at(exc))
+        rounds = (watch.window if watch is not None else window).rounds  # stored so far
+        how = (rounds, type(exc).__name__, raised_at(exc))
         before, times = self._failed.get(window.id, (None, 0))
         times = times + 1 if before == how else 1
         self._failed[window.id] = how, times
@@ -455,12 +461,12 @@ class Watcher:
                 type(exc).__name__,
                 exc,
                 times,
-                watch.window.rounds + 1,
+                rounds + 1,
                 BUG_REPEATS,
                 extra=where,
             )
             return False
-        reason = bug_reason(part_of(exc), exc, self.services.redact, watch.window.rounds + 1)
+        reason = bug_reason(part_of(exc), exc, self.services.redact, rounds + 1)
         try:
             await end_broken(window, env, self.services, reason, exc, traced=False)
         except Exception:  # the end's own write failed: retried as any failure

@@ -22,6 +22,7 @@ from agent.settings_file import load_settings_text
 from agent.store.base import StoreError
 from agent.store.sqlite import SqliteStore
 from agent.windows.alert_once import WindowAlerts
+from agent.windows.lifecycle import WindowWatch
 from agent.windows.supervisor import Watcher
 from alerting.notifier import Notifier
 from checks.sessions import TargetSessions
@@ -108,7 +109,9 @@ async def test_a_bug_whose_message_changes_at_each_try_still_ends_the_window(
     assert state == "inconclusive", store.tried
     assert store.tried == 3
     assert ended is not None and ended.verdict is not None
-    assert " raised ValueError: row 3 refused at round 1: a bug" in ended.verdict["reason"]
+    assert (
+        " raised ValueError: row 3 refused with 0 rounds stored: a bug" in ended.verdict["reason"]
+    )
     traced = [r for r in caplog.records if r.exc_info]
     assert len(traced) == 1, [r.getMessage() for r in traced]
 
@@ -182,4 +185,37 @@ async def test_a_watch_that_cannot_even_be_made_ends_its_window_as_a_bug(
     assert len(made) == 3
     assert ended is not None and ended.verdict is not None
     reason = ended.verdict["reason"]
-    assert reason.startswith("the window's watch raised KeyError: 'vercel.url' at round 1"), reason
+    assert reason.startswith("the window's watch raised KeyError: 'vercel.url' with 0 rounds"), (
+        reason
+    )
+
+
+async def test_a_bug_after_each_round_is_stored_still_ends_the_window(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in what a round calls for once it is stored (its alerts): each try stored one
+    round more before it raised, so no two failures were at the same round, and the window
+    was retried for ever, a round and a traceback a try."""
+    tries: list[int] = []
+
+    def broken(self: WindowWatch, verdict: Any) -> None:
+        tries.append(self.window.rounds)
+        raise AttributeError("'NoneType' object has no attribute 'name'")
+
+    monkeypatch.setattr(WindowWatch, "_alert_rules", broken)
+    store = SqliteStore(tmp_path / "postflight.db")
+    await store.open()
+    try:
+        with caplog.at_level(logging.INFO):
+            state = await watched(store, until_tried=1, done=lambda: len(tries) > 5)
+        ended = await store.get_window(window().id)
+    finally:
+        await store.close()
+    assert state == "inconclusive", tries
+    assert tries == [1, 2, 3]
+    assert ended is not None and ended.verdict is not None
+    reason = ended.verdict["reason"]
+    assert reason.startswith("the window's watch raised AttributeError: 'NoneType'"), reason
+    assert "with 3 rounds stored: a bug" in reason, reason
+    traced = [r for r in caplog.records if r.exc_info]
+    assert len(traced) == 1, [r.getMessage() for r in traced]

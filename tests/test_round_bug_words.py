@@ -27,7 +27,7 @@ def test_the_part_is_named_by_where_its_code_raised() -> None:
 def test_the_reason_names_the_exception_with_secrets_hidden_and_its_message_bounded() -> None:
     redact = Redactor(["hunter2-secret-value"])
     exc = RuntimeError("login as admin:hunter2-secret-value failed " + "x" * 1000)
-    reason = bug_reason("the store", exc, redact, 4)
+    reason = bug_reason("the store", exc, redact, "at round 4")
     assert reason.startswith("the store raised RuntimeError: login as admin:*** failed xxx")
     assert "hunter2" not in reason
     assert "… at round 4: a bug in the agent (or a plugin), not evidence" in reason

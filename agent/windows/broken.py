@@ -30,8 +30,9 @@ if TYPE_CHECKING:  # the watch imports this module
 log = logging.getLogger("postflight.window")
 
 BUG_REPEATS = 3
-"""Failures of a watch alike (same round, same exception type raised by the same line) that
-make the watcher end its window as a bug: a transient one passes before the third."""
+"""Failures of a watch alike (the same exception type raised by the same line, no more than
+the round under way stored between them) that make the watcher end its window as a bug: a
+transient one passes before the third."""
 
 MESSAGE_LIMIT = 300
 """The most of an exception's message a verdict's reason and its alert carry."""
@@ -68,15 +69,14 @@ def raised_at(exc: BaseException) -> str:
     return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
 
 
-def bug_reason(
-    part: str, exc: BaseException, redact: Callable[[str], str], number: int | None = None
-) -> str:
-    """The verdict's reason: which part raised what, at which round (secrets redacted)."""
+def bug_reason(part: str, exc: BaseException, redact: Callable[[str], str], when: str = "") -> str:
+    """The verdict's reason: which part raised what, `when` ("at round 3"), secrets
+    redacted."""
     said = truncate(redact(str(exc)), MESSAGE_LIMIT)
-    at = f" at round {number}" if number is not None else ""
     raised = f"{type(exc).__name__}: {said}" if said else type(exc).__name__
+    when = f" {when}" if when else ""
     return (
-        f"{part} raised {raised}{at}: a bug in the agent (or a plugin), not evidence about"
+        f"{part} raised {raised}{when}: a bug in the agent (or a plugin), not evidence about"
         " the deploy; the window ends inconclusive and is never rolled back on it"
     )
 

@@ -443,7 +443,7 @@ class WindowWatch:
         it, once the round before is stored (rounds are stored in order)."""
         if self.settling is not None and not await asyncio.shield(self.settling):
             return
-        reason = bug_reason(part, exc, self.s.redact, number)
+        reason = bug_reason(part, exc, self.s.redact, f"at round {number}")
         await end_broken(self.window, self.env, self.s, reason, exc, runs=self._kept_stand_ins())
 
     def _word(self, glance: Glance, number: int, *, final: bool) -> Verdict | None:

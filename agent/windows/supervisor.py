@@ -129,10 +129,10 @@ class Watcher:
         before it hands the window's lease back, `_hand_back`)."""
         """Per window watched here: the window its watch holds (whose `lease_until` the
         watch moves on each lease renewal the store accepted)."""
-        self._failed: dict[str, tuple[tuple[int, str, str], int]] = {}
-        """Per window whose watch failed (but for a store outage): how (the rounds stored,
-        the exception's type and the line that raised it) and how many times in a row
-        (`_bug_ends`)."""
+        self._failed: dict[str, tuple[tuple[str, str], int, int]] = {}
+        """Per window whose watch failed (but for a store outage): how (the exception's
+        type and the line that raised it), the rounds stored then, and how many times in a
+        row (`_bug_ends`)."""
         self._claimed_once = False
         self._full_claim_at = -math.inf
         """When the latest claim pass read every lease held (see `_claim`)."""
@@ -436,9 +436,9 @@ class Watcher:
         exc: Exception,
     ) -> bool:
         """Log a watch's failure; True once it ended the window as a bug: the
-        `BUG_REPEATS`th time in a row it failed alike (no round stored since, the same
-        exception type raised by the same line: its message may differ, naming an object
-        or an instant). A store's outage is retried for as long as it lasts, said
+        `BUG_REPEATS`th time in a row it failed alike (the same exception type raised by
+        the same line, its message maybe naming an object or an instant; no more than one
+        round stored since). A store's outage is retried for as long as it lasts, said
         once; a bug's traceback is logged once, at its first failure (each retry of it
         is one line)."""
         where = {"deploy_id": window.id, "environment": window.environment}
@@ -447,26 +447,29 @@ class Watcher:
             self.metrics.store_up.set(0)
             return False
         rounds = (watch.window if watch is not None else window).rounds  # stored so far
-        how = (rounds, type(exc).__name__, raised_at(exc))
-        before, times = self._failed.get(window.id, (None, 0))
-        times = times + 1 if before == how else 1
-        self._failed[window.id] = how, times
+        how = (type(exc).__name__, raised_at(exc))
+        before, at, times = self._failed.get(window.id, (None, 0, 0))
+        # a try may store the round under way before it raises (in what the round calls
+        # for: its alerts), so one round more between two tries is still no progress
+        times = times + 1 if before == how and rounds - at <= 1 else 1
+        self._failed[window.id] = how, rounds, times
         if times == 1:
             StoreOutageLog(log, "watching the window").failed(exc, extra=where)
             return False
         if times < BUG_REPEATS:
             log.warning(
-                "watching the window failed again as before (%s: %s), %d times in a row at"
-                " round %d; retrying (at %d it ends inconclusive as a bug)",
+                "watching the window failed again as before (%s: %s), %d times in a row"
+                " with %s stored; retrying (at %d it ends inconclusive as a bug)",
                 type(exc).__name__,
                 exc,
                 times,
-                rounds + 1,
+                counted(rounds, "round"),
                 BUG_REPEATS,
                 extra=where,
             )
             return False
-        reason = bug_reason(part_of(exc), exc, self.services.redact, rounds + 1)
+        when = f"with {counted(rounds, 'round')} stored"
+        reason = bug_reason(part_of(exc), exc, self.services.redact, when)
         try:
             await end_broken(window, env, self.services, reason, exc, traced=False)
         except Exception:  # the end's own write failed: retried as any failure

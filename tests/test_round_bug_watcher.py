@@ -219,3 +219,33 @@ async def test_a_bug_after_each_round_is_stored_still_ends_the_window(
     assert "with 3 rounds stored: a bug" in reason, reason
     traced = [r for r in caplog.records if r.exc_info]
     assert len(traced) == 1, [r.getMessage() for r in traced]
+
+
+class AwayAsTheBugEnds(FailingRounds):
+    """Round writes raise a bug; the first two ends of the window find the store away."""
+
+    ends = 0
+
+    async def finish_window(self, *args: Any, **kwargs: Any) -> bool:
+        self.ends += 1
+        if self.ends <= 2:
+            raise StoreError("connection refused")
+        return await super().finish_window(*args, **kwargs)
+
+
+async def test_a_store_away_as_a_bug_ends_its_window_is_said_as_an_outage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The end's write is tried again at the next failure, and the outage is a warning,
+    not a traceback at each try."""
+    store = AwayAsTheBugEnds(tmp_path / "postflight.db", lambda n: ValueError("row refused"))
+    await store.open()
+    try:
+        with caplog.at_level(logging.INFO):
+            state = await watched(store, until_tried=10)
+    finally:
+        await store.close()
+    assert state == "inconclusive" and store.ends == 3
+    traced = [r for r in caplog.records if r.exc_info]
+    assert [r.getMessage() for r in traced] == ["watching the window failed; retrying"]
+    assert any("the store does not answer" in r.getMessage() for r in caplog.records)

@@ -5,8 +5,8 @@ Before, the exception ended the watch; the watcher logged it, claimed the window
 and the same round raised again, for ever: no verdict, no alert, `register --wait` held
 to its timeout. What is a bug: anything the judge raises (it is pure: the same state and
 round raise again), and any other failure of a watch but the store's outage
-(`store_outage`, retried as before) that repeats alike at the same round
-(`Watcher._bug_ends`).
+(`store_outage`, retried as before) that repeats alike, making no progress
+(`BUG_REPEATS`, `Watcher._bug_ends`).
 """
 
 from __future__ import annotations

@@ -419,7 +419,7 @@ class Watcher:
             raise
         except Exception as exc:
             # an outage of the store, or a bug: the window is kept, and retried after a
-            # pause; a bug that raises alike again at the same round ends it (`_bug_ends`)
+            # pause; a bug that raises alike, making no progress, ends it (`_bug_ends`)
             if await self._bug_ends(window, env, watch, exc):
                 return
             await asyncio.sleep(min(env.interval, 5.0))
@@ -472,8 +472,8 @@ class Watcher:
         reason = bug_reason(part_of(exc), exc, self.services.redact, when)
         try:
             await end_broken(window, env, self.services, reason, exc, traced=False)
-        except Exception:  # the end's own write failed: retried as any failure
-            log.exception("ending the window as a bug failed; retrying", extra=where)
+        except Exception as failed:  # the end's own write: retried as any failure
+            StoreOutageLog(log, "ending the window as a bug").failed(failed, extra=where)
             return False
         self._failed.pop(window.id, None)
         return True

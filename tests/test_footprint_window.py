@@ -63,6 +63,7 @@ def test_a_failed_window_is_reported_with_its_reason_and_figures(tmp_path: Path)
         {
             "environment": "env0001",
             "after_s": 10.0,
+            "deployed_at": 100,
             "ended_at": 110,
             "reason": "errors failed at round 10",
             "rules": [
@@ -77,3 +78,51 @@ def test_the_target_s_own_stalls_are_read_from_its_file(tmp_path: Path) -> None:
     assert bench.target_stalls(tmp_path / "none.txt") == []
     (tmp_path / "s.txt").write_text("100.5 0.080\n101.0 0.120\n")
     assert bench.target_stalls(tmp_path / "s.txt") == [(100.5, 0.08), (101.0, 0.12)]
+
+
+def test_the_probes_kept_latencies_are_read_by_minute(tmp_path: Path) -> None:
+    """Beside the light client's, so a rise both share shows as the target's."""
+    import json
+    import sqlite3
+
+    bench = footprint()
+    db = sqlite3.connect(tmp_path / "postflight.db")
+    db.execute("CREATE TABLE rounds (window_id, number, started_at, summary)")
+    db.execute("CREATE TABLE windows (deployed_at, state, ended_at, environment, verdict)")
+    for n, (started, values) in enumerate([(100.5, [0.001, 0.002]), (161.0, [0.03]), (99, [9])]):
+        summary = {"observations": {"latency": {"values": values}}, "lag_s": 0.0}
+        db.execute("INSERT INTO rounds VALUES ('w', ?, ?, ?)", (n, started, json.dumps(summary)))
+    db.execute("INSERT INTO rounds VALUES ('w', 9, 130, ?)", (json.dumps({"lag_s": 0.0}),))
+    db.commit()
+    db.close()
+    rounds = bench.read_rounds(tmp_path / "postflight.db", 100.0, 1.0, 200.0, 205.0, 30.0)
+    assert rounds.latencies_by_minute == {0: [1.0, 2.0], 2: [30.0]}
+
+
+def test_the_target_and_its_light_client_run_at_a_raised_priority(tmp_path: Path) -> None:
+    """The target stands in for a service on a machine of its own: on the shared machine
+    at its default priority it answered slower as the others' load rose during a run, and
+    A/A windows failed on latency against their earlier baselines (session 40)."""
+    import os
+    import time
+
+    bench = footprint()
+    target, port, _ = bench.start_target(tmp_path)
+    light = bench.Reference(None, bench.LIGHT_CLIENT_PY, str(port), raise_nice=True)
+    light.start()
+    try:
+        expected = bench.TARGET_NICE if os.geteuid() == 0 else 0
+        assert bench.nice_of(target.pid) == expected
+        assert bench.nice_of(light.proc.pid) == expected
+        for _ in range(600):  # its timings are read as they come (ms each)
+            if len(light.timings) >= 3:
+                break
+            time.sleep(0.05)
+        assert len(light.timings) >= 3
+        assert all(ms > 0 for _, ms in light.timings)
+        at = [a for a, _ in light.timings]
+        assert light.between(at[0], at[-1], 0.95) == round(max(ms for _, ms in light.timings), 2)
+    finally:
+        light.stop()
+        target.terminate()
+        target.wait(timeout=10)

@@ -47,18 +47,27 @@ def test_a_failed_window_is_reported_with_its_reason_and_figures(tmp_path: Path)
     bench = footprint()
     db = sqlite3.connect(tmp_path / "postflight.db")
     db.execute("CREATE TABLE rounds (window_id, number, started_at, summary)")
-    db.execute("CREATE TABLE windows (deployed_at, state, ended_at, environment, verdict)")
+    db.execute(
+        "CREATE TABLE windows (deployed_at, state, ended_at, environment, verdict, baseline)"
+    )
     rule = {"name": "errors", "outcome": "fail", "observed": 0.2, "baseline": None}
     rule |= {"threshold": "max 0.05", "detail": "20 of 100 probes failed"}
     verdict = {"reason": "errors failed at round 10", "rules": [rule, {"outcome": "pass"}]}
+    baseline = {"latency": {"value": 0.002, "values": [0.001, 0.002]}}
     db.execute(
-        "INSERT INTO windows VALUES (100, 'failed', 110, 'env0001', ?)", (json.dumps(verdict),)
+        "INSERT INTO windows VALUES (100, 'failed', 110, 'env0001', ?, ?)",
+        (json.dumps(verdict), json.dumps(baseline)),
     )
-    db.execute("INSERT INTO windows VALUES (100, 'watching', NULL, 'env0002', NULL)")
+    none = {"latency": {"value": None, "error": "no samples"}}
+    db.execute(
+        "INSERT INTO windows VALUES (100, 'watching', NULL, 'env0002', NULL, ?)",
+        (json.dumps(none),),
+    )
     db.commit()
     db.close()
     rounds = bench.read_rounds(tmp_path / "postflight.db", 100.0, 1.0, 200.0, 205.0)
     assert rounds.ended == {"failed": 1}
+    assert rounds.with_baseline == 1  # what the failed count is out of
     assert rounds.failed == [
         {
             "environment": "env0001",
@@ -88,7 +97,9 @@ def test_the_probes_kept_latencies_are_read_by_minute(tmp_path: Path) -> None:
     bench = footprint()
     db = sqlite3.connect(tmp_path / "postflight.db")
     db.execute("CREATE TABLE rounds (window_id, number, started_at, summary)")
-    db.execute("CREATE TABLE windows (deployed_at, state, ended_at, environment, verdict)")
+    db.execute(
+        "CREATE TABLE windows (deployed_at, state, ended_at, environment, verdict, baseline)"
+    )
     for n, (started, values) in enumerate([(100.5, [0.001, 0.002]), (161.0, [0.03]), (99, [9])]):
         summary = {"observations": {"latency": {"values": values}}, "lag_s": 0.0}
         db.execute("INSERT INTO rounds VALUES ('w', ?, ?, ?)", (n, started, json.dumps(summary)))

@@ -206,6 +206,16 @@ class Metrics:
             ["environment"],
             registry=r,
         )
+        self.round_overrun_causes_total = LoopCounter(
+            "postflight_round_overrun_causes_total",
+            "The rounds of postflight_round_overruns_total by what held each most (cause):"
+            " checks (past the time the round gave them: a load check's last requests),"
+            " providers (waiting for their answers), store (a lease renewal, the previous"
+            " round's write) or host (the agent's loop late to run: a blocking call, a busy"
+            " thread, a machine that kept it waiting for a CPU).",
+            ["environment", "cause"],
+            registry=r,
+        )
         self.samples_dropped_total = LoopCounter(
             "postflight_samples_dropped_total",
             "Probe samples not counted against the target, by result: agent_lag (a timeout"
@@ -324,6 +334,8 @@ class Metrics:
             for result in ATTEMPT_RESULTS:
                 self.rollback_attempts_total.labels(env, result)
             self.round_overruns_total.labels(env)
+            for cause in OVERRUN_CAUSES:
+                self.round_overrun_causes_total.labels(env, cause)
             for reason in DROP_REASONS:
                 self.samples_dropped_total.labels(env, reason)
 
@@ -336,6 +348,7 @@ INTEGRATION_RESULTS = ("sent", "failed")
 PROVIDER_RESULTS = ("ok", "error", "agent_lag")
 HTTP_RESULTS = ("2xx", "3xx", "4xx", "5xx", "timeout", "error")
 DROP_REASONS = ("agent_lag", "agent_lag_latency")
+OVERRUN_CAUSES = ("checks", "providers", "store", "host")
 DeployEventResult = Literal[
     "opened", "joined", "redelivered", "gate", "ignored", "rejected", "invalid"
 ]

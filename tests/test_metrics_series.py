@@ -50,6 +50,7 @@ def test_a_started_agent_exposes_every_possible_series_at_zero(tmp_path: Path) -
         'postflight_alerts_total{result="failed"} 0.0',
         'postflight_provider_requests_total{provider="prometheus",result="error"} 0.0',
         'postflight_round_overruns_total{environment="production"} 0.0',
+        'postflight_round_overrun_causes_total{cause="host",environment="production"} 0.0',
         'postflight_samples_dropped_total{environment="production",result="agent_lag"} 0.0',
         'postflight_deploy_events_total{provider="github",result="rejected"} 0.0',
         'postflight_integration_calls_total{provider="github",result="failed"} 0.0',
@@ -76,9 +77,10 @@ HELP_NAMES = {
     "postflight_alerts_total": m.ALERT_RESULTS,
     "postflight_provider_requests_total": m.PROVIDER_RESULTS,
     "postflight_integration_calls_total": m.INTEGRATION_RESULTS,
+    "postflight_round_overrun_causes_total": m.OVERRUN_CAUSES,
 }
-"""Contract §5's labelled counters (and the attempts beside the rollbacks) with the
-values of their outcome or result label."""
+"""Contract §5's labelled counters (and the attempts beside the rollbacks, the overruns'
+causes) with the values of their outcome, result or cause label."""
 
 
 def test_each_counters_help_names_every_value_of_its_outcome_or_result() -> None:

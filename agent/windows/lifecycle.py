@@ -62,6 +62,7 @@ from agent.windows.foresight import (
     no_background_baseline,
     policy_of,
 )
+from agent.windows.late import RoundTimer, RoundWaits
 from agent.windows.no_data import EmptyAnswers
 from agent.windows.overload import DropTally
 from agent.windows.pace import SteadyClock
@@ -72,6 +73,7 @@ from agent.windows.unwatched import unwatched_end
 from alerting.events import Alert, AlertEvent, breach_key, provider_key, resolved_key
 from checks.base import CheckResult, Sample
 from checks.lag import run_target
+from checks.ticks import ticks
 from common.redaction import Redactor, truncate, without_credentials
 from common.times import rfc3339
 from common.tracebacks import drop_cancellation
@@ -298,6 +300,8 @@ class WindowWatch:
         self.overran = False
         """An overrun is logged once per window (each is counted in the metrics); a watch
         that resumes it reads from the stored rounds whether one was."""
+        self.timer = RoundTimer()
+        """What holds the round under way (`agent.windows.late`): an overrun names it."""
         self.settling: asyncio.Task[bool] | None = None
         """The latest round being stored and acted on (see `_settle`)."""
         self.renewing: asyncio.Task[bool] | None = None
@@ -366,6 +370,9 @@ class WindowWatch:
         slot = self.last_slot
         pace = self.pace  # slots are instants, the time between them is measured
         ready: float | None = pace()
+        # when the round before was done (the watch ready, before the first) and its write:
+        # a round held past its due time by the latter waited for the store (`late`)
+        finished, settled = ready, None
         while True:
             number += 1
             slot = schedule.next_slot(slot, pace())
@@ -386,10 +393,15 @@ class WindowWatch:
             )
             ready = None
             started = now
+            loop = asyncio.get_running_loop()
+            self.timer.start(
+                ticks().lag, loop.time(), now, due, settled_at=settled, finished_at=finished
+            )
             # a lease is compared with the other replicas' wall clocks
             if not await self._hold_lease(self.s.clock(), schedule.length(slot, now)):
                 self.log.info("window no longer ours (ended or taken over); stop watching")
                 return
+            self.timer.leased(pace())
             length = schedule.length(slot, pace())  # what the lease left of the slot
             final = schedule.is_last(slot)
             # providers may take until the judging's half of the reserve; a later answer
@@ -426,12 +438,15 @@ class WindowWatch:
                     verdict_json["round"] = number
                 self._with_queries(verdict_json["rules"])
                 worded = verdict, verdict_json
-            self._note_overrun(schedule, slot, number, started)
+            finished = pace()
+            waits = self.timer.finish(loop.time())
+            self._note_overrun(schedule, slot, number, started, waits, summary)
             # shielded: a stop (or a lost lease, a cancel) ends the watch, not the round's
             # write and what it acts on, which the drain lets finish in its grace; cut with
             # the watch, a failed verdict's rollback was left to the next start, unnamed
             if self.settling is not None and not await asyncio.shield(self.settling):
                 return
+            settled = pace()
             record = RoundRecord(self.window.id, number, started, summary)
             self.settling = self.s.spawn(self._settle(record, glance, worded))
             if decided:
@@ -788,6 +803,7 @@ class WindowWatch:
             results = await self.probe.run_round(
                 length, probes=self.env.probes_per_round, targets=targets
             )
+        self.timer.checked(self.pace(), length)
         # else a round begun after the window's end (an agent restarted after it, or one
         # that overran the last slot whole) probes nothing: what it would sample came after
         # the window, perhaps from a version deployed meanwhile (the providers' figures are
@@ -817,6 +833,7 @@ class WindowWatch:
                 # on purpose, and holding no later round, so it is no overrun
                 self.held_last_round = True
                 await asyncio.wait(pending, timeout=LAST_ROUND_WAIT_S)
+        self.timer.fetched(self.pace())
         fetched: dict[str, tuple[Observation, Period]] = {}
         for name, (task, asked) in list(self.fetching.items()):
             if task.done():
@@ -1078,23 +1095,34 @@ class WindowWatch:
         )
 
     def _note_overrun(
-        self, schedule: RoundSchedule, slot: int, number: int, started: float
+        self,
+        schedule: RoundSchedule,
+        slot: int,
+        number: int,
+        started: float,
+        waits: RoundWaits,
+        summary: dict[str, Any],
     ) -> None:
         """Count a round whose checks and judging finished after its slot ended (the next
-        one starts late or is passed over); log the first of each window."""
+        one starts late or is passed over), by what held it most (`agent.windows.late`),
+        which its stored summary keeps (`overrun`); log the first of each window."""
         over = overrun_s(schedule, slot, self.pace(), started=started)
         if over <= 0 or self.held_last_round:
             return
-        self.s.metrics.round_overruns_total.labels(self.window.environment).inc()
+        environment = self.window.environment
+        self.s.metrics.round_overruns_total.labels(environment).inc()
+        self.s.metrics.round_overrun_causes_total.labels(environment, waits.cause()).inc()
+        summary["overrun"] = waits.summary(over)
         if not self.overran:
             self.overran = True
             self.log.warning(
-                "round %d overran its %gs slot by %.3fs (checks, providers or the store were"
-                " slower than the interval); further overruns of this window are only counted"
-                " in postflight_round_overruns_total",
+                "round %d overran its %gs slot by %.3fs, %s; further overruns of this window"
+                " are only counted, in postflight_round_overruns_total and by cause in"
+                " postflight_round_overrun_causes_total",
                 number,
                 self.env.interval,
                 over,
+                waits.words(),
             )
 
     # outcomes --------------------------------------------------------------

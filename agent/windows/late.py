@@ -1,0 +1,221 @@
+"""Why a round overran its slot: its checks, its providers, the store or the host.
+
+An on-call who sees `postflight_round_overruns_total` rise needs to know what to fix: a
+slow target, a slow Sentry, a slow disk, or a machine that starves the agent. A round's
+time goes to four things the watch measures as it goes (`RoundTimer`):
+
+- `store`: waits on the store: a lease renewal the round had to await, and the previous
+  round's write still going at this round's due time (written beside the checks, it is
+  waited for before the next round starts);
+- `checks`: the checks' time past what the round gave them (probes are cut at the slot;
+  a load check's last requests and a check that does not keep to the round are not);
+- `providers`: the wait for provider answers after the checks (cut near the slot's end);
+- `host`: the agent's own loop late to run: its stall by `checks.lag.LoopLag`'s heartbeat
+  (a blocking call on the loop, a busy thread, the loop's other work, a machine that
+  gives it no CPU), and on Linux the loop thread's wait for a CPU by the kernel's count
+  (`/proc/thread-self/schedstat`'s `run_delay`), whichever is more. A stall during a
+  wait is the host's, not the waited-for part's.
+
+The largest names the cause. No clock of its own (the watch passes its pace's times);
+its only I/O is one `pread` of the schedstat file (kept open per thread) at a round's
+start and end, shared by the rounds that start or end within `SHARED_S`: no syscall per
+probe, a few hundred a second at most.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from checks.lag import LoopLag
+
+Cause = Literal["checks", "providers", "store", "host"]
+CAUSES: tuple[Cause, ...] = get_args(Cause)
+
+SCHEDSTAT = "/proc/thread-self/schedstat"
+SHARED_S = 0.005
+"""A CPU-wait reading serves every round read within this much loop time of it (the
+rounds of windows registered together start and end in the same loop turn)."""
+
+
+class _Schedstat:
+    """This thread's schedstat file, open (closed with the thread's local data)."""
+
+    __slots__ = ("at", "fd", "value")
+
+    def __init__(self) -> None:
+        self.at = float("-inf")
+        self.value: float | None = None
+        try:
+            self.fd = os.open(SCHEDSTAT, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:  # not Linux, or a kernel without schedstats
+            self.fd = -1
+
+    def read(self, now: float) -> float | None:
+        if now - self.at < SHARED_S:
+            return self.value
+        self.at = now
+        if self.fd < 0:
+            return None
+        try:  # "<run ns> <run_delay ns> <timeslices>"
+            self.value = int(os.pread(self.fd, 96, 0).split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            self.close()
+            self.value = None
+        return self.value
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class _PerThread(threading.local):
+    schedstat: _Schedstat | None = None
+
+
+_here = _PerThread()
+
+
+def cpu_waited_s(now: float) -> float | None:
+    """Seconds the calling thread has been ready to run but kept waiting for a CPU, by
+    the kernel's count (Linux), read at most once per `SHARED_S` of `now` (the loop's
+    time); None where the kernel does not say."""
+    reader = _here.schedstat
+    if reader is None:
+        reader = _here.schedstat = _Schedstat()
+    return reader.read(now)
+
+
+@dataclass(slots=True)
+class RoundWaits:
+    """What held one round, in seconds (the module's docstring says what each counts)."""
+
+    checks_s: float = 0.0
+    providers_s: float = 0.0
+    store_s: float = 0.0
+    stalled_s: float = 0.0
+    """The agent's loop late to run during the round (`LoopLag`), and to start it."""
+    cpu_wait_s: float | None = None
+    """The loop thread's wait for a CPU during the round (None: not measured here)."""
+
+    @property
+    def host_s(self) -> float:
+        return max(self.stalled_s, self.cpu_wait_s or 0.0)
+
+    def parts(self) -> dict[Cause, float]:
+        return {
+            "host": self.host_s,
+            "checks": self.checks_s,
+            "providers": self.providers_s,
+            "store": self.store_s,
+        }
+
+    def cause(self) -> Cause:
+        """The largest part; the host when nothing held the round but its own work (a
+        judging step too long for the round's reserve is the agent's CPU)."""
+        parts = self.parts()
+        return max(parts, key=parts.__getitem__)  # the first of equals: the host
+
+    def words(self) -> str:
+        """The cause and every part's figure, for the overrun's log line."""
+        cause = self.cause()
+        cpu = "" if self.cpu_wait_s is None else f" and waited {self.cpu_wait_s:.3f}s for a CPU"
+        said = {
+            "checks": f"its checks ran {self.checks_s:.3f}s past the time they were given"
+            " (a load check's last requests, or a check that does not keep to the round)",
+            "providers": f"it waited {self.providers_s:.3f}s for provider answers",
+            "store": f"it waited {self.store_s:.3f}s for the store (a lease renewal, or"
+            " the previous round's write)",
+            "host": f"the host: the agent's loop was {self.stalled_s:.3f}s late to run"
+            f" (a blocking call, a busy thread, its other work or a busy machine){cpu}",
+        }[cause]
+        others = ", ".join(
+            f"{name} {seconds:.3f}s" for name, seconds in self.parts().items() if name != cause
+        )
+        return f"cause {cause}: {said} (others: {others})"
+
+    def summary(self, over: float) -> dict[str, Any]:
+        """What the stored round keeps of its overrun (`overrun` in its summary)."""
+        out: dict[str, Any] = {"by_s": round(over, 6), "cause": self.cause()}
+        for name, seconds in self.parts().items():
+            out[f"{name}_s"] = round(seconds, 6)
+        if self.cpu_wait_s is not None:
+            out["cpu_wait_s"] = round(self.cpu_wait_s, 6)
+        out["stalled_s"] = round(self.stalled_s, 6)
+        return out
+
+
+class RoundTimer:
+    """A round's `RoundWaits`, marked as the watch goes through it: `start`, then
+    `leased`, `checked`, `fetched` (each once, in that order, or not at all), then
+    `finish`. Each mark is the watch's pace time; each also reads the loop's stall
+    (`LoopLag.total`: attributes, no syscall), so a stall during a wait is the host's."""
+
+    __slots__ = ("_at", "_cpu", "_first_stall", "_lag", "_stall", "waits")
+
+    def __init__(self) -> None:
+        self.waits = RoundWaits()
+        self._lag: LoopLag | None = None
+        self._at = self._stall = self._first_stall = 0.0
+        self._cpu: float | None = None
+
+    def start(
+        self,
+        lag: LoopLag,
+        loop_now: float,
+        at: float,
+        due: float,
+        *,
+        settled_at: float | None,
+        finished_at: float | None,
+    ) -> None:
+        """The round starts `at`, due at `due`. Before it, the watch finished the round
+        before at `finished_at` (a lateness carried from its overrun, counted there) and
+        waited for its predecessor's store write until `settled_at`: the store held
+        this round's start by what that wait ran past both; the rest of its lateness is
+        the loop's, late to wake it."""
+        self._lag = lag
+        self._at = at
+        self._stall = self._first_stall = lag.total()
+        self._cpu = cpu_waited_s(loop_now)
+        ready = due if finished_at is None else max(due, finished_at)
+        settled = ready if settled_at is None else max(ready, min(at, settled_at))
+        self.waits = RoundWaits(store_s=settled - ready, stalled_s=max(0.0, at - settled))
+
+    def _step(self, at: float) -> tuple[float, float]:
+        """Pace time and loop stall since the last mark."""
+        assert self._lag is not None, "a round's timer is started first"
+        stall = self._lag.total()
+        took, stalled = max(0.0, at - self._at), max(0.0, stall - self._stall)
+        self._at, self._stall = at, stall
+        return took, stalled
+
+    def leased(self, at: float) -> None:
+        """The lease is held (a renewal the round awaited is the store's)."""
+        took, stalled = self._step(at)
+        self.waits.store_s += max(0.0, took - stalled)
+
+    def checked(self, at: float, given: float) -> None:
+        """The checks are done; they were given `given` seconds."""
+        took, stalled = self._step(at)
+        self.waits.checks_s = max(0.0, took - given - stalled)
+
+    def fetched(self, at: float) -> None:
+        """The round no longer waits for provider answers."""
+        took, stalled = self._step(at)
+        self.waits.providers_s = max(0.0, took - stalled)
+
+    def finish(self, loop_now: float) -> RoundWaits:
+        """The round's work is done: its waits, with the loop's stall over all of it."""
+        assert self._lag is not None, "a round's timer is started first"
+        self.waits.stalled_s += max(0.0, self._lag.total() - self._first_stall)
+        cpu = cpu_waited_s(loop_now)
+        if cpu is not None and self._cpu is not None:
+            self.waits.cpu_wait_s = max(0.0, cpu - self._cpu)
+        return self.waits

@@ -1,0 +1,222 @@
+"""A round that overruns its slot says what held it, in the running daemon: its checks (a
+load check against a target that stalls), the store (a lease renewal on a slow store) or
+the host (the agent's loop blocked). Each is counted in
+`postflight_round_overrun_causes_total{environment,cause}`, kept in the stored round
+(`overrun`) and named in the window's one overrun log line; the contract's
+`postflight_round_overruns_total{environment}` counts them all, as before."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from agent.app import build_app
+from agent.appkeys import STORE
+from agent.metrics import OVERRUN_CAUSES, Metrics
+from agent.records import DeployWindow
+from agent.settings_file import load_settings_text
+from agent.store.base import Fence
+from agent.store.sqlite import SqliteStore
+from tests.e2e.conftest import AgentFactory, LocalTarget, RunningAgent
+
+
+class StallingTarget(LocalTarget):
+    """/stall answers after `stall_s`, anything else at once; the first request once
+    `armed` then blocks the loop it shares with the agent for `burn_s`, as a blocking
+    call on the agent's loop does."""
+
+    def __init__(self, stall_s: float = 0.0, burn_s: float = 0.0) -> None:
+        super().__init__()
+        self.stall_s = stall_s
+        self.burn_s = burn_s
+        self.armed = False
+        self.probed = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if request.path == "/stall":
+            await asyncio.sleep(self.stall_s)
+        elif self.armed:
+            self.armed = False
+            asyncio.get_running_loop().call_soon(self.burn)
+        self.probed.set()
+        return web.json_response({"status": "ok"})
+
+    def burn(self) -> None:
+        """Busy on the loop's thread: no callback, no timer of the agent runs meanwhile."""
+        until = time.perf_counter() + self.burn_s
+        while time.perf_counter() < until:
+            pass
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/{tail:.*}", self.handle)
+
+
+@pytest.fixture
+def window_log(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    caplog.set_level(logging.WARNING, logger="postflight.window")
+    # enabled: an earlier test may have run a tool that disables existing loggers
+    monkeypatch.setattr(logging.getLogger("postflight.window"), "disabled", False)
+
+
+def overrun_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "overran its" in r.getMessage()]
+
+
+def causes(agent: RunningAgent, environment: str) -> dict[str, float]:
+    """`postflight_round_overrun_causes_total`'s series of `environment`, by cause."""
+    name = "postflight_round_overrun_causes_total"
+    return {c: agent.metric(name, environment=environment, cause=c) for c in OVERRUN_CAUSES}
+
+
+WINDOW = """
+        {name}:
+          base_url: {url}
+          window: {window}
+          interval: 300ms
+          background_interval: 1h
+          probes_per_round: 2
+          checks:
+            - {check}
+          rules:
+            - {{name: errors, source: checks, metric: error_rate, max: 0.5}}
+        """
+
+
+@pytest.mark.usefixtures("window_log")
+async def test_a_load_check_waiting_on_a_stalled_target_is_the_checks_cause(
+    start_agent: AgentFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a load run's requests wait for their answers (1.2 s) past the 300 ms slot: probes are
+    # cut at the slot's end, a load run's last requests are not
+    target = StallingTarget(stall_s=1.2)
+    await target.start()
+    try:
+        check = "{name: feed, type: load, path: /stall, rate: 20/s, duration: 200ms, timeout: 5s}"
+        agent = await start_agent(
+            WINDOW.format(name="stalled", url=target.url, window="2100ms", check=check)
+        )
+        deploy = await agent.register("stalled", "v1")
+        await agent.settled(deploy["id"], within=30)
+        rounds = await agent.app[STORE].rounds(deploy["id"])
+    finally:
+        await target.stop()
+    overran = [r.summary["overrun"] for r in rounds if "overrun" in r.summary]
+    assert overran, [r.summary for r in rounds]
+    assert {o["cause"] for o in overran} == {"checks"}, overran
+    counted = causes(agent, "stalled")
+    total = agent.metric("postflight_round_overruns_total", environment="stalled")
+    assert counted["checks"] == total == len(overran), (counted, total)
+    [line] = overrun_lines(caplog)
+    assert "cause checks: its checks ran" in line, line
+
+
+class SlowLeaseStore(SqliteStore):
+    """A store on a slow disk for lease renewals: each takes `delay_s` to commit."""
+
+    def __init__(self, path: Path, delay_s: float) -> None:
+        super().__init__(path)
+        self.delay_s = delay_s
+        self.finished = asyncio.Event()
+
+    async def renew_lease(self, window_id: str, fence: Fence, until: float) -> bool:
+        await asyncio.sleep(self.delay_s)
+        return await super().renew_lease(window_id, fence, until)
+
+    async def finish_window(self, *args: Any, **kwargs: Any) -> bool:
+        ended = await super().finish_window(*args, **kwargs)
+        self.finished.set()
+        return ended
+
+
+@pytest.mark.usefixtures("window_log")
+async def test_a_lease_renewal_on_a_slow_store_is_the_stores_cause(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a 1 s lease is renewed at every round and, with less than the round and 5 s left,
+    # waited for: each renewal takes 600 ms of the 300 ms slot
+    target = StallingTarget()
+    await target.start()
+    settings = load_settings_text(
+        f"""
+server: {{api_tokens: [tok-1234567890abcdef]}}
+store: {{url: "sqlite:///{tmp_path / "unused.db"}", lease: 1s}}
+environments:
+  slowdisk:
+    base_url: {target.url}
+    window: 2100ms
+    interval: 300ms
+    background_interval: 1h
+    checks:
+      - {{name: health, type: http, path: /health, timeout: 1s}}
+    rules:
+      - {{name: errors, source: checks, metric: error_rate, max: 0.05}}
+"""
+    )
+    store = SlowLeaseStore(tmp_path / "slow.db", delay_s=0.6)
+    metrics = Metrics()
+    app = build_app(
+        settings, store=store, metrics=metrics, poll_interval=0.05, background_probing=False
+    )
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        now = time.time()
+        await store.create_window(
+            DeployWindow(
+                "dep_slowdisk", "slowdisk", "v1", None, None, {}, "watching", now, now + 2.1, now
+            )
+        )
+        async with asyncio.timeout(30):
+            await store.finished.wait()
+        rounds = await store.rounds("dep_slowdisk")
+    finally:
+        await runner.cleanup()
+        await target.stop()
+    overran = [r.summary["overrun"] for r in rounds if "overrun" in r.summary]
+    assert overran, [r.summary for r in rounds]
+    assert {o["cause"] for o in overran} == {"store"}, overran
+    counted = metrics.round_overrun_causes_total.labels("slowdisk", "store")._value.get()
+    assert counted == metrics.round_overruns_total.labels("slowdisk")._value.get() >= 1
+    [line] = overrun_lines(caplog)
+    assert "cause store: it waited" in line, line
+
+
+@pytest.mark.usefixtures("window_log")
+async def test_a_blocking_call_on_the_agents_loop_is_the_hosts_cause(
+    start_agent: AgentFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the window's first probe blocks the loop for 900 ms: its round's other probe, its
+    # judging and storing all wait for the loop, three slots long
+    target = StallingTarget(burn_s=0.9)
+    await target.start()
+    try:
+        check = "{name: health, type: http, path: /health, timeout: 1s}"
+        agent = await start_agent(
+            WINDOW.format(name="blocked", url=target.url, window="3s", check=check)
+        )
+        deploy = await agent.register("blocked", "v1")
+        target.probed.clear()
+        async with asyncio.timeout(10):
+            await target.probed.wait()  # the window probes: its next probe blocks the loop
+        target.armed = True
+        await agent.settled(deploy["id"], within=30)
+        rounds = await agent.app[STORE].rounds(deploy["id"])
+    finally:
+        await target.stop()
+    assert not target.armed  # it blocked the loop
+    overran = [r.summary["overrun"] for r in rounds if "overrun" in r.summary]
+    assert overran, [r.summary for r in rounds]
+    # the blocked round's (a loaded machine may make another overrun: the host's too)
+    assert {o["cause"] for o in overran} == {"host"}, overran
+    counted = agent.metric(
+        "postflight_round_overrun_causes_total", environment="blocked", cause="host"
+    )
+    assert counted == agent.metric("postflight_round_overruns_total", environment="blocked")
+    [line] = overrun_lines(caplog)
+    assert "cause host: the host: the agent's loop was" in line, line

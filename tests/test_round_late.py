@@ -1,0 +1,124 @@
+"""What held a round past its slot (`agent.windows.late`): each part measured as the
+watch marks the round's steps, the loop's stall the host's, the largest the cause."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from agent.metrics import OVERRUN_CAUSES
+from agent.windows.late import CAUSES, RoundTimer, RoundWaits, cpu_waited_s
+from checks.lag import LoopLag
+
+
+def timed(
+    *,
+    due: float = 100.0,
+    at: float = 100.0,
+    finished_at: float | None = None,
+    settled_at: float | None = None,
+    lease_s: float = 0.0,
+    given: float = 0.9,
+    checks_s: float | None = None,
+    providers_s: float = 0.0,
+) -> RoundWaits:
+    """A round marked with these pace times, back to back on this loop (no stall of its
+    own beyond what the machine makes in microseconds); the checks take the time they
+    were given unless `checks_s` says otherwise."""
+    checks_s = given if checks_s is None else checks_s
+    loop = asyncio.get_running_loop()
+    timer = RoundTimer()
+    timer.start(LoopLag(loop), loop.time(), at, due, settled_at=settled_at, finished_at=finished_at)
+    timer.leased(at + lease_s)
+    timer.checked(at + lease_s + checks_s, given)
+    timer.fetched(at + lease_s + checks_s + providers_s)
+    return timer.finish(loop.time())
+
+
+async def test_checks_past_the_time_they_were_given_are_the_checks_cause() -> None:
+    waits = timed(given=0.27, checks_s=1.47)
+    assert waits.checks_s == pytest.approx(1.2, abs=0.05)
+    assert waits.cause() == "checks"
+
+
+async def test_a_wait_for_provider_answers_is_the_providers_cause() -> None:
+    # the checks kept to their time, the providers were waited for until near the slot's
+    # end, and the round's own work then ran past it: without that wait it would have fit
+    waits = timed(given=0.9, checks_s=0.9, providers_s=0.5)
+    assert waits.providers_s == pytest.approx(0.5, abs=0.05)
+    assert waits.checks_s == pytest.approx(0.0, abs=1e-9)
+    assert waits.cause() == "providers"
+
+
+async def test_a_lease_renewal_awaited_is_the_stores_cause() -> None:
+    waits = timed(lease_s=0.6, given=0.05, checks_s=0.05)
+    assert waits.store_s == pytest.approx(0.6, abs=0.05)
+    assert waits.cause() == "store"
+
+
+async def test_the_previous_rounds_write_holding_the_start_is_the_stores_cause() -> None:
+    # the round before was done at 99.95, its write (awaited before this round starts)
+    # ended at 100.7, past this round's due time 100.0: held 0.7 s; it started at 100.72
+    waits = timed(due=100.0, at=100.72, finished_at=99.95, settled_at=100.7, given=0.05)
+    assert waits.store_s == pytest.approx(0.7, abs=0.01)
+    assert waits.stalled_s == pytest.approx(0.02, abs=0.01)  # woken late by the loop
+    assert waits.cause() == "store"
+
+
+async def test_lateness_carried_from_the_previous_overrun_is_not_counted_again() -> None:
+    # the round before ran to 100.5 (its own overrun, counted there): no part of this one's
+    waits = timed(due=100.0, at=100.5, finished_at=100.5, settled_at=100.5, given=0.05)
+    assert waits.store_s == 0.0
+    assert waits.stalled_s == pytest.approx(0.0, abs=0.01)
+
+
+async def test_a_blocked_loop_is_the_hosts_cause_not_the_checks() -> None:
+    """A blocking call on the loop during the checks: they end late, but by the loop's
+    stall, which is the host's (the heartbeat sees it: `checks.lag.LoopLag`)."""
+    loop = asyncio.get_running_loop()
+    lag = LoopLag(loop)
+    timer = RoundTimer()
+    timer.start(lag, loop.time(), 100.0, 100.0, settled_at=None, finished_at=100.0)
+    timer.leased(100.0)
+    time.sleep(0.3)  # noqa: ASYNC251 (the blocking call on the loop, on purpose)
+    timer.checked(100.3, 0.05)  # 0.25 s past their time, all of it the loop's
+    timer.fetched(100.3)
+    waits = timer.finish(loop.time())
+    assert waits.stalled_s >= 0.2, waits
+    assert waits.checks_s < 0.05, waits
+    assert waits.cause() == "host"
+
+
+def test_nothing_held_it_but_its_own_work_names_the_host() -> None:
+    assert RoundWaits().cause() == "host"
+    assert RoundWaits(cpu_wait_s=0.3, checks_s=0.2).cause() == "host"
+
+
+def test_the_words_and_the_stored_summary_name_the_cause_and_every_part() -> None:
+    waits = RoundWaits(checks_s=1.2, providers_s=0.01, store_s=0.0, stalled_s=0.1, cpu_wait_s=0.05)
+    said = waits.words()
+    assert said.startswith("cause checks: its checks ran 1.200s past"), said
+    assert "host 0.100s, providers 0.010s, store 0.000s" in said, said
+    host = RoundWaits(stalled_s=0.9, cpu_wait_s=0.6).words()
+    assert "loop was 0.900s late to run" in host and "waited 0.600s for a CPU" in host, host
+    assert "for a CPU" not in RoundWaits(stalled_s=0.9).words()  # not measured
+    kept = waits.summary(0.4)
+    assert kept["cause"] == "checks" and kept["by_s"] == 0.4
+    assert kept["checks_s"] == 1.2 and kept["host_s"] == 0.1 and kept["cpu_wait_s"] == 0.05
+
+
+def test_the_metrics_causes_are_the_ones_named() -> None:
+    assert set(OVERRUN_CAUSES) == set(CAUSES)
+
+
+def test_the_loop_threads_cpu_wait_is_read_once_per_shared_instant() -> None:
+    first = cpu_waited_s(1000.0)
+    if first is None:
+        pytest.skip("the kernel says nothing of a thread's CPU wait here")
+    assert first >= 0.0
+    sum(range(200_000))  # a little CPU between: the same instant gives the same reading
+    assert cpu_waited_s(1000.001) == first
+    later = cpu_waited_s(1001.0)
+    assert later is not None and later >= first

@@ -9,14 +9,17 @@ time goes to four things the watch measures as it goes (`RoundTimer`):
   waited for before the next round starts);
 - `checks`: the checks' time past what the round gave them (probes are cut at the slot;
   a load check's last requests and a check that does not keep to the round are not);
-- `providers`: the wait for provider answers after the checks (cut near the slot's end);
+- `providers`: the wait for provider answers after the checks. It is cut half the
+  reserve before the slot's end, so a slow provider alone never makes a round overrun:
+  it is the cause when it took what the round's own work then needed of the reserve;
 - `host`: the agent's own loop late to run: its stall by `checks.lag.LoopLag`'s heartbeat
-  (a blocking call on the loop, a busy thread, the loop's other work, a machine that
-  gives it no CPU), and on Linux the loop thread's wait for a CPU by the kernel's count
+  (a blocking call on the loop, the loop's other work, a machine that gives it no
+  CPU), and on Linux the loop thread's wait for a CPU by the kernel's count
   (`/proc/thread-self/schedstat`'s `run_delay`), whichever is more. A stall during a
   wait is the host's, not the waited-for part's.
 
-The largest names the cause. No clock of its own (the watch passes its pace's times);
+The largest names the cause (the host when none held the round: its own work took it).
+No clock of its own (the watch passes its pace's times);
 its only I/O is one `pread` of the schedstat file (kept open per thread) at a round's
 start and end, shared by the rounds that start or end within `SHARED_S`: no syscall per
 probe, a few hundred a second at most.
@@ -24,6 +27,7 @@ probe, a few hundred a second at most.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass
@@ -72,7 +76,8 @@ class _Schedstat:
             self.fd = -1
 
     def __del__(self) -> None:
-        self.close()
+        with contextlib.suppress(Exception):  # at the interpreter's exit too
+            self.close()
 
 
 class _PerThread(threading.local):
@@ -80,6 +85,8 @@ class _PerThread(threading.local):
 
 
 _here = _PerThread()
+# a child's thread is another task: its file is its own
+os.register_at_fork(after_in_child=lambda: setattr(_here, "schedstat", None))
 
 
 def cpu_waited_s(now: float) -> float | None:
@@ -127,18 +134,18 @@ class RoundWaits:
         cause = self.cause()
         cpu = "" if self.cpu_wait_s is None else f" and waited {self.cpu_wait_s:.3f}s for a CPU"
         said = {
-            "checks": f"its checks ran {self.checks_s:.3f}s past the time they were given"
-            " (a load check's last requests, or a check that does not keep to the round)",
-            "providers": f"it waited {self.providers_s:.3f}s for provider answers",
-            "store": f"it waited {self.store_s:.3f}s for the store (a lease renewal, or"
-            " the previous round's write)",
-            "host": f"the host: the agent's loop was {self.stalled_s:.3f}s late to run"
-            f" (a blocking call, a busy thread, its other work or a busy machine){cpu}",
+            "checks": f"they ran {self.checks_s:.3f}s past the time the round gave them (a"
+            " load check's last requests, or a check that does not keep to the round)",
+            "providers": f"the round waited {self.providers_s:.3f}s for their answers",
+            "store": f"the round waited {self.store_s:.3f}s for it (a lease renewal, or the"
+            " previous round's write)",
+            "host": f"the agent's loop was {self.stalled_s:.3f}s late to run (a blocking"
+            f" call on it, its other work or a busy machine){cpu}",
         }[cause]
         others = ", ".join(
             f"{name} {seconds:.3f}s" for name, seconds in self.parts().items() if name != cause
         )
-        return f"cause {cause}: {said} (others: {others})"
+        return f"cause {cause}: {said}; other parts: {others}"
 
     def summary(self, over: float) -> dict[str, Any]:
         """What the stored round keeps of its overrun (`overrun` in its summary)."""

@@ -113,7 +113,7 @@ async def test_a_load_check_waiting_on_a_stalled_target_is_the_checks_cause(
     total = agent.metric("postflight_round_overruns_total", environment="stalled")
     assert counted["checks"] == total == len(overran), (counted, total)
     [line] = overrun_lines(caplog)
-    assert "cause checks: its checks ran" in line, line
+    assert "cause checks: they ran" in line, line
 
 
 class SlowLeaseStore(SqliteStore):
@@ -184,7 +184,7 @@ environments:
     counted = metrics.round_overrun_causes_total.labels("slowdisk", "store")._value.get()
     assert counted == metrics.round_overruns_total.labels("slowdisk")._value.get() >= 1
     [line] = overrun_lines(caplog)
-    assert "cause store: it waited" in line, line
+    assert "cause store: the round waited" in line, line
 
 
 @pytest.mark.usefixtures("window_log")
@@ -219,4 +219,4 @@ async def test_a_blocking_call_on_the_agents_loop_is_the_hosts_cause(
     )
     assert counted == agent.metric("postflight_round_overruns_total", environment="blocked")
     [line] = overrun_lines(caplog)
-    assert "cause host: the host: the agent's loop was" in line, line
+    assert "cause host: the agent's loop was" in line, line

@@ -26,15 +26,22 @@ def timed(
 ) -> RoundWaits:
     """A round marked with these pace times, back to back on this loop (no stall of its
     own beyond what the machine makes in microseconds); the checks take the time they
-    were given unless `checks_s` says otherwise."""
+    were given unless `checks_s` says otherwise. With `settled_at`, a round before it
+    finished at `finished_at` and its write was done then."""
     checks_s = given if checks_s is None else checks_s
     loop = asyncio.get_running_loop()
-    timer = RoundTimer()
-    timer.start(LoopLag(loop), loop.time(), at, due, settled_at=settled_at, finished_at=finished_at)
+    lag = LoopLag(loop)
+    timer = RoundTimer(finished_at)
+    if settled_at is not None:
+        assert finished_at is not None
+        timer.start(lag, loop.time(), finished_at - 0.3, finished_at - 0.3)
+        timer.finish(loop.time(), finished_at)
+        timer.settled(settled_at)
+    timer.start(lag, loop.time(), at, due)
     timer.leased(at + lease_s)
     timer.checked(at + lease_s + checks_s, given)
     timer.fetched(at + lease_s + checks_s + providers_s)
-    return timer.finish(loop.time())
+    return timer.finish(loop.time(), at + lease_s + checks_s + providers_s)
 
 
 async def test_checks_past_the_time_they_were_given_are_the_checks_cause() -> None:
@@ -67,6 +74,23 @@ async def test_the_previous_rounds_write_holding_the_start_is_the_stores_cause()
     assert waits.cause() == "store"
 
 
+async def test_a_write_awaited_through_a_blocked_loop_is_the_hosts_not_the_stores() -> None:
+    """The round before's write was done, but the loop, blocked, saw it only 0.3 s later:
+    the held start is the loop's stall, not the store's."""
+    loop = asyncio.get_running_loop()
+    lag = LoopLag(loop)
+    timer = RoundTimer(99.0)
+    timer.start(lag, loop.time(), 99.7, 99.7)
+    timer.finish(loop.time(), 99.95)
+    time.sleep(0.3)  # noqa: ASYNC251 (the blocking call on the loop, on purpose)
+    timer.settled(100.25)
+    timer.start(lag, loop.time(), 100.25, 100.0)
+    waits = timer.finish(loop.time(), 100.3)
+    assert waits.store_s < 0.1, waits
+    assert waits.stalled_s >= 0.2, waits
+    assert waits.cause() == "host"
+
+
 async def test_lateness_carried_from_the_previous_overrun_is_not_counted_again() -> None:
     # the round before ran to 100.5 (its own overrun, counted there): no part of this one's
     waits = timed(due=100.0, at=100.5, finished_at=100.5, settled_at=100.5, given=0.05)
@@ -79,13 +103,13 @@ async def test_a_blocked_loop_is_the_hosts_cause_not_the_checks() -> None:
     stall, which is the host's (the heartbeat sees it: `checks.lag.LoopLag`)."""
     loop = asyncio.get_running_loop()
     lag = LoopLag(loop)
-    timer = RoundTimer()
-    timer.start(lag, loop.time(), 100.0, 100.0, settled_at=None, finished_at=100.0)
+    timer = RoundTimer(100.0)
+    timer.start(lag, loop.time(), 100.0, 100.0)
     timer.leased(100.0)
     time.sleep(0.3)  # noqa: ASYNC251 (the blocking call on the loop, on purpose)
     timer.checked(100.3, 0.05)  # 0.25 s past their time, all of it the loop's
     timer.fetched(100.3)
-    waits = timer.finish(loop.time())
+    waits = timer.finish(loop.time(), 100.3)
     assert waits.stalled_s >= 0.2, waits
     assert waits.checks_s < 0.05, waits
     assert waits.cause() == "host"

@@ -161,39 +161,52 @@ class RoundWaits:
 class RoundTimer:
     """A round's `RoundWaits`, marked as the watch goes through it: `start`, then
     `leased`, `checked`, `fetched` (each once, in that order, or not at all), then
-    `finish`. Each mark is the watch's pace time; each also reads the loop's stall
-    (`LoopLag.total`: attributes, no syscall), so a stall during a wait is the host's."""
+    `finish`, and `settled` once the round before's store write is done (the watch waits
+    for it before the next round). Each mark is the watch's pace time; each also reads the
+    loop's stall (`LoopLag.total`: attributes, no syscall), so a stall during a wait is
+    the host's."""
 
-    __slots__ = ("_at", "_cpu", "_first_stall", "_lag", "_stall", "waits")
+    __slots__ = (
+        "_at",
+        "_cpu",
+        "_finished_at",
+        "_first_stall",
+        "_lag",
+        "_settle_stall",
+        "_settled_at",
+        "_stall",
+        "waits",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, ready: float | None = None) -> None:
+        """`ready`: when the watch was ready for its first round (a lateness before then
+        is a late registration, a restart, a provider baseline's wait: none of its
+        rounds')."""
         self.waits = RoundWaits()
         self._lag: LoopLag | None = None
-        self._at = self._stall = self._first_stall = 0.0
+        self._at = self._stall = self._first_stall = self._settle_stall = 0.0
         self._cpu: float | None = None
+        self._finished_at = ready
+        self._settled_at: float | None = None
 
-    def start(
-        self,
-        lag: LoopLag,
-        loop_now: float,
-        at: float,
-        due: float,
-        *,
-        settled_at: float | None,
-        finished_at: float | None,
-    ) -> None:
-        """The round starts `at`, due at `due`. Before it, the watch finished the round
-        before at `finished_at` (a lateness carried from its overrun, counted there) and
-        waited for its predecessor's store write until `settled_at`: the store held
-        this round's start by what that wait ran past both; the rest of its lateness is
-        the loop's, late to wake it."""
+    def start(self, lag: LoopLag, loop_now: float, at: float, due: float) -> None:
+        """The round starts `at`, due at `due`. The round before was done at `finish`
+        (a lateness carried from its overrun is counted there) and its store write at
+        `settled`: the store held this round's start by what that wait ran past both,
+        less the loop's stall meanwhile; the rest of its lateness is the loop's, late to
+        wake it."""
         self._lag = lag
         self._at = at
         self._stall = self._first_stall = lag.total()
         self._cpu = cpu_waited_s(loop_now)
-        ready = due if finished_at is None else max(due, finished_at)
-        settled = ready if settled_at is None else max(ready, min(at, settled_at))
-        self.waits = RoundWaits(store_s=settled - ready, stalled_s=max(0.0, at - settled))
+        finished = self._finished_at
+        ready = due if finished is None else max(due, finished)
+        settled = ready if self._settled_at is None else max(ready, min(at, self._settled_at))
+        stalled = min(settled - ready, self._settle_stall)
+        self.waits = RoundWaits(
+            store_s=settled - ready - stalled, stalled_s=max(0.0, at - settled) + stalled
+        )
+        self._settled_at, self._settle_stall = None, 0.0
 
     def _step(self, at: float) -> tuple[float, float]:
         """Pace time and loop stall since the last mark."""
@@ -218,11 +231,19 @@ class RoundTimer:
         took, stalled = self._step(at)
         self.waits.providers_s = max(0.0, took - stalled)
 
-    def finish(self, loop_now: float) -> RoundWaits:
-        """The round's work is done: its waits, with the loop's stall over all of it."""
+    def finish(self, loop_now: float, at: float) -> RoundWaits:
+        """The round's work is done `at`: its waits, with the loop's stall over all of it."""
         assert self._lag is not None, "a round's timer is started first"
-        self.waits.stalled_s += max(0.0, self._lag.total() - self._first_stall)
+        self._stall = self._lag.total()
+        self.waits.stalled_s += max(0.0, self._stall - self._first_stall)
+        self._finished_at = at
         cpu = cpu_waited_s(loop_now)
         if cpu is not None and self._cpu is not None:
             self.waits.cpu_wait_s = max(0.0, cpu - self._cpu)
         return self.waits
+
+    def settled(self, at: float) -> None:
+        """The round before's store write is done `at` (awaited after `finish`)."""
+        assert self._lag is not None, "a round's timer is started first"
+        self._settled_at = at
+        self._settle_stall = max(0.0, self._lag.total() - self._stall)

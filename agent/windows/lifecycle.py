@@ -370,9 +370,7 @@ class WindowWatch:
         slot = self.last_slot
         pace = self.pace  # slots are instants, the time between them is measured
         ready: float | None = pace()
-        # when the round before was done (the watch ready, before the first) and its write:
-        # a round held past its due time by the latter waited for the store (`late`)
-        finished, settled = ready, None
+        self.timer = RoundTimer(ready)
         while True:
             number += 1
             slot = schedule.next_slot(slot, pace())
@@ -394,9 +392,7 @@ class WindowWatch:
             ready = None
             started = now
             loop = asyncio.get_running_loop()
-            self.timer.start(
-                ticks().lag, loop.time(), now, due, settled_at=settled, finished_at=finished
-            )
+            self.timer.start(ticks().lag, loop.time(), now, due)
             # a lease is compared with the other replicas' wall clocks
             if not await self._hold_lease(self.s.clock(), schedule.length(slot, now)):
                 self.log.info("window no longer ours (ended or taken over); stop watching")
@@ -438,15 +434,14 @@ class WindowWatch:
                     verdict_json["round"] = number
                 self._with_queries(verdict_json["rules"])
                 worded = verdict, verdict_json
-            finished = pace()
-            waits = self.timer.finish(loop.time())
+            waits = self.timer.finish(loop.time(), pace())
             self._note_overrun(schedule, slot, number, started, waits, summary)
             # shielded: a stop (or a lost lease, a cancel) ends the watch, not the round's
             # write and what it acts on, which the drain lets finish in its grace; cut with
             # the watch, a failed verdict's rollback was left to the next start, unnamed
             if self.settling is not None and not await asyncio.shield(self.settling):
                 return
-            settled = pace()
+            self.timer.settled(pace())  # held past the next round's due time: the store's
             record = RoundRecord(self.window.id, number, started, summary)
             self.settling = self.s.spawn(self._settle(record, glance, worded))
             if decided:

@@ -18,8 +18,9 @@ from aiohttp import web
 class ThreadTarget:
     """`/health` and `/api/health` answer `{"status": "ok"}` after `delay_s`; with `close`,
     each answer closes its connection (every probe dials anew). Counts what it answered;
-    `on_request` (if set) is called, in the target's thread, as each request comes; with
-    `ssl_context`, it serves https."""
+    `on_request` (if set) is called, in the target's thread, as each request comes, and
+    `on_answer` as its answer is ready, given when the request came (`time.perf_counter`)
+    and the `delay_s` it slept; with `ssl_context`, it serves https."""
 
     def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self.ssl_context = ssl_context
@@ -29,15 +30,20 @@ class ThreadTarget:
         self.answered_at = 0.0
         """When the latest answer was made (`time.monotonic`, in the target's thread)."""
         self.on_request: Callable[[], None] | None = None
+        self.on_answer: Callable[[float, float], None] | None = None
         self.loop = asyncio.new_event_loop()
         self.started = threading.Event()
         self.port = 0
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     async def health(self, request: web.Request) -> web.Response:
+        came = time.perf_counter()
         if self.on_request is not None:
             self.on_request()
-        await asyncio.sleep(self.delay_s)
+        delay = self.delay_s
+        await asyncio.sleep(delay)
+        if self.on_answer is not None:
+            self.on_answer(came, delay)
         self.answered += 1
         self.answered_at = time.monotonic()
         response = web.json_response({"status": "ok"})

@@ -40,6 +40,7 @@ from checks.written import Written
 from common.durations import format_duration
 from common.os_words import os_reason
 from common.samples import Sample, Target
+from common.tls_words import tls_reason
 from common.tracebacks import without_tracebacks
 
 ErrorKind = Literal["timeout", "connect", "tls", "protocol", "status"]
@@ -134,7 +135,7 @@ def classify(exc: BaseException, timeout_s: float | None) -> tuple[ErrorKind, st
         limit = f" within {format_duration(timeout_s)}" if timeout_s else ""
         return "timeout", f"no response{limit}"
     if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError | aiohttp.ServerFingerprintMismatch):
-        return "tls", f"TLS failed: {exc}"
+        return "tls", tls_reason(exc)  # which TLS problem, as a provider's says it
     if isinstance(exc, aiohttp.TooManyRedirects):
         return "status", f"too many redirects ({len(exc.history)})"
     if isinstance(exc, aiohttp.ClientResponseError):

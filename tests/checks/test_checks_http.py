@@ -562,6 +562,26 @@ async def test_untrusted_certificate_is_a_tls_error(make_ctx: MakeContext, tls_t
     assert "certificate" in result.message.lower()
 
 
+async def test_a_probes_tls_failure_says_which_tls_problem(
+    make_ctx: MakeContext, tls_target: URL, target: URL
+) -> None:
+    """As a provider's does (`common.tls_words`): the message was aiohttp's raw error,
+    'TLS failed: Cannot connect to host 127.0.0.1:PORT ssl:True [SSLCertVerificationError:
+    (1, '[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed
+    certificate (_ssl.c:1006)')]', naming neither the problem nor its fix."""
+    result = await probe(make_ctx, tls_target, path="/ok")
+    assert result.samples[0].error == "tls"
+    assert result.message == (
+        "GET /ok: TLS failed: its certificate was not verified (self-signed certificate);"
+        " $SSL_CERT_FILE names the CA bundle to verify it with"
+    ), result.message
+    plain = await probe(make_ctx, str(target).replace("http://", "https://"), path="/ok")
+    assert plain.samples[0].error == "tls"
+    assert plain.message == (
+        "GET /ok: TLS failed: it did not answer in TLS (does it serve http://, not https://?)"
+    ), plain.message
+
+
 async def test_verify_tls_false_still_reads_expiry(make_ctx: MakeContext, tls_target: URL) -> None:
     check = http_check(path="/ok", verify_tls=False)
     result = await run_check(check, make_ctx(tls_target, verify_tls=False))

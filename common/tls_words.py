@@ -11,6 +11,16 @@ _WRONG_HOST = frozenset({62, 64})
 ($SSL_CERT_FILE) does not help there."""
 
 
+def tls_lasting(exc: BaseException) -> bool:
+    """A TLS failure no retry mends: a certificate not verified, or for another host, or a
+    server that does not speak TLS there. Each asks for a change of configuration (a CA
+    bundle, a host name, an `http://`); a handshake cut short may be an outage."""
+    error = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None) or exc
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return True
+    return isinstance(error, ssl.SSLError) and error.reason == "WRONG_VERSION_NUMBER"
+
+
 def tls_reason(exc: BaseException) -> str:
     """`TLS failed: …` for an aiohttp `ClientSSLError` (or an `ssl.SSLError` itself). An
     SSL error's code is OpenSSL's, not an errno: said by `os_reason`, a plain-http server

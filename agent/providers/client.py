@@ -9,7 +9,8 @@ This module owns everything that must be the same for all of them:
 - a semaphore bounding requests in flight (`max_in_flight`);
 - a budget: `timeout` bounds one whole fetch, every attempt, backoff and page
   included; `request_timeout` bounds one attempt;
-- retries for 5xx, 408, timeouts, connection errors and 429, with exponential backoff and
+- retries for 5xx, 408, timeouts, connection errors and 429 (not a TLS failure no retry
+  mends: `common.tls_words.tls_lasting`), with exponential backoff and
   jitter, honouring the provider's hint (a 429's reset, a Retry-After on a 429 or a
   503), but never sleeping past the budget: a reset 40 s away fails the fetch now
   ("rate limited … retry in 40s") instead of holding the round, and the fetches after
@@ -63,7 +64,7 @@ from agent.providers.provider_settings import HttpProviderSettings
 from common.durations import format_duration
 from common.redaction import MASK, Redactor
 from common.retry_after import retry_after_seconds as parse_retry_after
-from common.tls_words import tls_reason
+from common.tls_words import tls_lasting, tls_reason
 from common.tracebacks import without_tracebacks
 
 if TYPE_CHECKING:  # aiohttp's client is imported where a request is made: the settings load
@@ -403,6 +404,7 @@ class HttpProvider:
                 )
             await self._hold_off(url, deadline)
             span = Span.begin() if fetch else None
+            lasting = False
             try:
                 answer = await self._attempt(method, url, deadline, params, json_body)
             except TimeoutError:
@@ -412,6 +414,9 @@ class HttpProvider:
                 )
             except aiohttp.ClientError as exc:
                 retry = Retry(f"could not reach {self.title} ({_describe(exc)})")
+                # a certificate no retry verifies: failed at once, an outage all the same
+                # (no data, inconclusive), where each was sent `max_attempts` times
+                lasting = isinstance(exc, aiohttp.ClientSSLError) and tls_lasting(exc)
                 without_tracebacks(exc)  # kept as words only: no cycle left for the collector
             else:
                 maybe = self.retry_for(answer)
@@ -423,7 +428,7 @@ class HttpProvider:
             if retry.after is not None and retry.after > 0:
                 # kept on the last attempt too: the next fetch must not ask before then
                 self._hold_off_from(url, loop.time(), retry)
-            if attempt >= self.max_attempts:
+            if attempt >= self.max_attempts or lasting:
                 raise self._out_of_time(
                     fetch,
                     retry.stall,

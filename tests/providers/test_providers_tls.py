@@ -93,3 +93,40 @@ async def test_a_certificate_for_another_host_is_said_as_such(
         "TLS failed: its certificate is for another host (Hostname mismatch, certificate is"
         " not valid for 'localhost'.): use a name the certificate is for"
     )
+
+
+class Accepts(asyncio.Protocol):
+    """A TLS server's connection as it is accepted, before its handshake: counted."""
+
+    def __init__(self, accepted: list[int]) -> None:
+        accepted.append(1)
+
+
+async def test_a_certificate_failure_is_not_retried_a_lost_connection_is(
+    tmp_path: Path, metrics: Metrics
+) -> None:
+    """No retry verifies a certificate: each was sent `max_attempts` (3) times, to fail
+    alike, the fetch's budget spent on backoffs. A connection refused, an outage that may
+    pass, is still retried. Both fail soft: no data, never a rollback (`error_of`)."""
+    cert, key = self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    accepted: list[int] = []
+    server = await asyncio.get_running_loop().create_server(
+        lambda: Accepts(accepted), "127.0.0.1", 0, ssl=context
+    )
+    port = server.sockets[0].getsockname()[1]
+    try:
+        error = await error_of(f"https://127.0.0.1:{port}", metrics)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert "its certificate was not verified" in error and "attempts" not in error, error
+    assert len(accepted) == 1
+    attempts = metrics.registry.get_sample_value(
+        "postflight_provider_http_requests_total", {"provider": "prometheus", "result": "error"}
+    )
+    assert attempts == 1
+
+    refused = await error_of(f"http://127.0.0.1:{free_port()}", metrics)
+    assert refused.endswith("failed) (after 3 attempts)"), refused

@@ -120,10 +120,21 @@ async def test_a_rule_over_every_check_is_sized_at_a_rounds_traffic(store: Sqlit
 
 
 @pytest.mark.parametrize(
-    ("window", "warned"), [(None, []), (300.0, ["rule probe-errors", "rule health-latency"])]
+    ("window", "warned", "late"),
+    [
+        (None, [], 0.0),
+        (300.0, ["rule probe-errors", "rule health-latency"], 0.0),
+        # registered 10 minutes into its 15: the 5 minutes that run (`next_slot`), as above;
+        # it was told the whole window's 30 rounds, and no warning
+        (None, ["rule probe-errors", "rule health-latency"], 600.0),
+    ],
 )
 async def test_the_example_configurations_checks_rules_see_their_bounds(
-    store: SqliteStore, example_env: dict[str, str], window: float | None, warned: list[str]
+    store: SqliteStore,
+    example_env: dict[str, str],
+    window: float | None,
+    warned: list[str],
+    late: float,
 ) -> None:
     """Issue 10's point 5, on the defaults a user gets: after one `lookback` of background
     runs as the prober makes them (`background_every`, `background_burst`) against a healthy
@@ -161,7 +172,8 @@ async def test_the_example_configurations_checks_rules_see_their_bounds(
     checks_only = env.model_copy(update={"rules": [r for r in env.rules if r.source == "checks"]})
     assert len(checks_only.rules) == 3
     ends = now + (env.window if window is None else window)
-    said = await registration_warnings(store, checks_only, "production", now, ends)
+    # as the API asks (`routes._foreseen`), registered `late` after `deployed_at` (`now`)
+    said = await registration_warnings(store, checks_only, "production", now, ends, now=now + late)
     assert [s.split(":")[0] for s in said] == warned, said
     if warned:
         errors, latency = said

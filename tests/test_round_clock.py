@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -27,6 +28,7 @@ from agent.records import DeployWindow, RoundRecord
 from agent.settings_file import load_settings_text
 from agent.store.base import Store
 from agent.store.sqlite import SqliteStore
+from agent.windows import lifecycle
 from agent.windows.pace import SteadyClock
 from tests.e2e.conftest import LocalTarget, slow_rounds
 
@@ -482,3 +484,51 @@ async def test_a_replica_whose_clock_is_ahead_stamps_a_registration_by_the_store
     deployed_at = datetime.fromisoformat(body["deployed_at"]).timestamp()
     # PostgreSQL runs on this machine: its clock is the real one (before, sent + 3 s)
     assert sent - 1.0 <= deployed_at <= answered + 0.5, (sent, deployed_at, answered)
+
+
+async def test_a_window_registered_after_its_start_is_judged_on_the_rounds_that_run(
+    tmp_path: Path, target: CountingTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Registered 4.35 s into its 9 s window of 0.3 s slots, a window runs slots 14 to 29
+    at most (`RoundSchedule.next_slot` passes over those already past): its judge was told
+    the whole window's 30 rounds, a detector threshold and a 'can detect' for rounds that
+    never run. It is told 16, and told 16 again by the agent that resumes the window after
+    a stop (worked out from the stored registration, not from when a watch starts)."""
+    horizons: list[int] = []
+
+    class Told(lifecycle.Judge):  # the real judge; what the watch tells it is kept
+        def __init__(self, *args: Any, horizon: int = 0, **kwargs: Any) -> None:
+            horizons.append(horizon)
+            super().__init__(*args, horizon=horizon, **kwargs)
+
+    monkeypatch.setattr(lifecycle, "Judge", Told)
+    db = tmp_path / "postflight.db"
+    clock = SteppedClock()
+    store = SqliteStore(db)
+    await store.open()
+    now = clock()
+    late = DeployWindow(
+        "dep_clock", "production", "v2", "v1", None, {}, "watching", now - 4.35, now + 4.65, now
+    )
+    await store.create_window(late)
+    config = settings_for(target, db, window_s=9.0)
+
+    async def two_rounds() -> bool:  # or ended: a loaded machine's start fails the test, no hang
+        window = await store.get_window("dep_clock")
+        return window is not None and (window.rounds >= 2 or window.state != "watching")
+
+    async def ended() -> bool:
+        window = await store.get_window("dep_clock")
+        return window is not None and window.state != "watching"
+
+    try:
+        await run_agent(config, clock, two_rounds)
+        told_first = list(horizons)
+        await run_agent(config, clock, ended)
+        rounds = await store.rounds("dep_clock")
+    finally:
+        await store.close()
+    assert told_first == [16], horizons
+    assert horizons == [16, 16], horizons  # the resumed watch's judge, told the same
+    slots = [r.summary.get("slot") for r in rounds]
+    assert 2 <= len(rounds) <= 16 and all(s >= 14 for s in slots), slots

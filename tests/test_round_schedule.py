@@ -49,6 +49,17 @@ def test_after_the_window_ends_the_final_round_runs_once_late() -> None:
     assert SCHEDULE.next_slot(None, 990.0) == 0  # deployed in the future: wait for it
 
 
+def test_a_window_registered_after_its_start_runs_the_slots_left() -> None:
+    """As many rounds as `next_slot` runs from its registration on: each figure said of
+    the window (its warnings, the judge's horizon) counts those, not the whole window."""
+    assert SCHEDULE.rounds_from(990.0) == 5  # registered ahead: all of them
+    assert SCHEDULE.rounds_from(1000.0) == 5
+    assert SCHEDULE.rounds_from(1003.9) == 4  # slot 1, run late, and slots 2 to 4
+    assert SCHEDULE.next_slot(None, 1003.9) == 1
+    assert SCHEDULE.rounds_from(1008.5) == 1  # only the last
+    assert SCHEDULE.rounds_from(1020.0) == 1  # after the end: the final round, late
+
+
 def test_a_window_shorter_than_an_interval_has_one_round() -> None:
     assert RoundSchedule(0.0, 30.0, 10.0).slots == 1
 

@@ -8,7 +8,6 @@ end. Must not decide anything: warnings only.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ from agent.store.base import Store
 from agent.windows.evidence import observation_from_dict
 from agent.windows.fingerprint import check_fingerprints
 from agent.windows.probing import background_every, unsummarize
+from agent.windows.schedule import RoundSchedule
 from checks.base import Sample
 from checks.registry import build_check
 from common.durations import format_duration
@@ -286,7 +286,9 @@ async def registration_warnings(
                 per_round[rule.name] = _size(stored) * env.interval / env.lookback
     if not baselines and not any(exact_rate_bounds(rule) for rule in judged):
         return said
-    horizon = max(1, math.ceil((ends_at - deployed_at) / env.interval))
+    # the rounds that run: one registered after its start passes over those already past
+    schedule = RoundSchedule(deployed_at, env.interval, ends_at)
+    horizon = schedule.rounds_from(deployed_at if now is None else now)
     spots = Judge(judged, baselines, policy_of(env), horizon=horizon).blind_spots(per_round)
     if checks_rules and periods:
         young = {

@@ -234,8 +234,12 @@ class WindowWatch:
             baseline=env.baseline,
             canary=env.baseline_url is not None,
         )
-        self.horizon = max(1, math.ceil((window.ends_at - window.deployed_at) / env.interval))
-        """Rounds the window is planned to last (the e-detector's false-alarm bound)."""
+        self.horizon = self._schedule().rounds_from(window.created_at)
+        """Rounds the window is planned to last (the e-detector's false-alarm bound): those
+        left when it was registered, which a watch resumed after a restart or a takeover
+        works out alike. A window registered half-way was told the whole window's, a
+        larger horizon: a valid but higher threshold, and a 'can detect' for rounds that
+        never run."""
         self.compiled: Judge | None = None
         """The judge compiled against the baselines (once; every round for a canary)."""
         self.judge_state: State | None = None

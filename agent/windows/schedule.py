@@ -50,6 +50,12 @@ class RoundSchedule:
         first = 0 if after is None else after + 1
         return max(first, min(self.slot_at(now), self.slots - 1))
 
+    def rounds_from(self, at: float) -> int:
+        """The rounds a window registered at `at` runs at most: the slot `at` falls in (run
+        late) to the last. One registered after its start passes over the slots already
+        past (`next_slot`): half-way into its window, it runs half its rounds."""
+        return self.slots - min(self.slot_at(at), self.slots - 1)
+
     def ends(self, slot: int) -> float:
         """When `slot`'s round must be done: the next slot's due time, or the window's end."""
         return min(self.due(slot + 1), self.end)

@@ -1,6 +1,7 @@
-"""A provider whose TLS certificate cannot be verified, in the daemon's form: its fetches
-fail at once, each one connection (no retry verifies a certificate), and the window ends
-as for any provider down: inconclusive, one alert saying which TLS problem, no rollback."""
+"""A TLS certificate that cannot be verified, in the daemon's form. A provider's: its
+fetches fail at once, each one connection (no retry verifies a certificate), and the
+window ends as for any provider down: inconclusive, one alert saying which TLS problem,
+no rollback. A target's: its probes say which TLS problem, in the same words."""
 
 from __future__ import annotations
 
@@ -99,3 +100,21 @@ async def test_a_provider_certificate_not_verified_is_one_connection_a_fetch_and
         "postflight_provider_requests_total", provider="prometheus", result="error"
     )
     assert fetches >= 1 and len(accepted) == fetches, (fetches, len(accepted))
+
+
+async def test_a_targets_certificate_not_verified_is_said_in_the_verdict(
+    start_agent: AgentFactory, self_signed_server: tuple[int, list[int]]
+) -> None:
+    """The checks' own TLS failure, as the window's verdict gives it: the same words as a
+    provider's (`common.tls_words`), where it quoted aiohttp's 'Cannot connect to host
+    127.0.0.1:PORT ssl:True [SSLCertVerificationError: (1, ...)]'. The target's failure
+    fails the deploy: its probes fail, as a user's would."""
+    port, _ = self_signed_server
+    agent = await start_agent(environment("production", f"https://127.0.0.1:{port}"))
+    deploy = await agent.register("production", "v2")
+    final = await agent.settled(deploy["id"], within=20)
+    (rule,) = final["verdict"]["rules"]
+    assert rule["detail"].endswith(
+        "api-health: GET /api/health: TLS failed: its certificate was not verified"
+        " (self-signed certificate); $SSL_CERT_FILE names the CA bundle to verify it with"
+    ), rule["detail"]

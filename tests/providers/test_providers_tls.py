@@ -75,6 +75,11 @@ async def test_https_to_a_plain_http_server_is_said_as_such(
     assert "TLS failed: it did not answer in TLS (does it serve http://, not https://?)" in (
         error
     ), error
+    # nor does a retry make it answer in TLS: asked once (`tls_lasting`)
+    attempts = metrics.registry.get_sample_value(
+        "postflight_provider_http_requests_total", {"provider": "prometheus", "result": "error"}
+    )
+    assert attempts == 1 and "attempts" not in error, (attempts, error)
 
 
 async def test_a_certificate_for_another_host_is_said_as_such(

@@ -31,7 +31,9 @@ def timed(
     checks_s = given if checks_s is None else checks_s
     loop = asyncio.get_running_loop()
     lag = LoopLag(loop)
-    timer = RoundTimer(finished_at)
+    timer = RoundTimer()
+    if finished_at is not None:
+        timer.ready(finished_at)
     if settled_at is not None:
         assert finished_at is not None
         timer.start(lag, loop.time(), finished_at - 0.3, finished_at - 0.3)
@@ -59,6 +61,43 @@ async def test_a_wait_for_provider_answers_is_the_providers_cause() -> None:
     assert waits.cause() == "providers"
 
 
+async def test_a_first_round_late_for_its_provider_baselines_names_the_providers() -> None:
+    """The watch began at the deploy (due 100.0) and waited 0.15 s of a 0.3 s slot for a
+    slow provider's baselines: its first round started late, its probes kept their room
+    (`EnvironmentProbe.longest_round`) and it overran. The baselines' wait is the cause."""
+    loop = asyncio.get_running_loop()
+    lag = LoopLag(loop)
+    timer = RoundTimer()
+    timer.began(lag, 100.0)
+    timer.ready(100.17, baselines_s=0.15)  # 0.02 s of the store's reads and writes
+    timer.start(lag, loop.time(), 100.17, 100.0)
+    timer.leased(100.17)
+    timer.checked(100.32, 0.15)  # the probes' room, past the 0.1 s the slot left
+    timer.fetched(100.32)
+    waits = timer.finish(loop.time(), 100.33)
+    assert waits.providers_s == pytest.approx(0.15, abs=0.01), waits
+    assert waits.store_s == pytest.approx(0.02, abs=0.01), waits
+    assert waits.checks_s == 0.0
+    assert waits.cause() == "providers"
+    # the next round owes nothing to the setting up
+    timer.settled(100.33)
+    timer.start(lag, loop.time(), 100.33, 100.3)
+    assert timer.waits.providers_s == 0.0 and timer.waits.store_s == 0.0
+
+
+async def test_setting_up_before_the_round_was_due_is_not_its_lateness() -> None:
+    # registered with a deployed_at 5 s back: the watch began at 105.0, in slot 16 (due
+    # 104.8): of its 0.2 s setting up, nothing came before that slot was due
+    loop = asyncio.get_running_loop()
+    lag = LoopLag(loop)
+    timer = RoundTimer()
+    timer.began(lag, 105.0)
+    timer.ready(105.2, baselines_s=0.15)
+    timer.start(lag, loop.time(), 105.2, 105.1)
+    assert timer.waits.providers_s == pytest.approx(0.075, abs=0.01)  # half of it past due
+    assert timer.waits.store_s == pytest.approx(0.025, abs=0.01)
+
+
 async def test_a_lease_renewal_awaited_is_the_stores_cause() -> None:
     waits = timed(lease_s=0.6, given=0.05, checks_s=0.05)
     assert waits.store_s == pytest.approx(0.6, abs=0.05)
@@ -79,7 +118,8 @@ async def test_a_write_awaited_through_a_blocked_loop_is_the_hosts_not_the_store
     the held start is the loop's stall, not the store's."""
     loop = asyncio.get_running_loop()
     lag = LoopLag(loop)
-    timer = RoundTimer(99.0)
+    timer = RoundTimer()
+    timer.ready(99.0)
     timer.start(lag, loop.time(), 99.7, 99.7)
     timer.finish(loop.time(), 99.95)
     time.sleep(0.3)  # noqa: ASYNC251 (the blocking call on the loop, on purpose)
@@ -103,7 +143,8 @@ async def test_a_blocked_loop_is_the_hosts_cause_not_the_checks() -> None:
     stall, which is the host's (the heartbeat sees it: `checks.lag.LoopLag`)."""
     loop = asyncio.get_running_loop()
     lag = LoopLag(loop)
-    timer = RoundTimer(100.0)
+    timer = RoundTimer()
+    timer.ready(100.0)
     timer.start(lag, loop.time(), 100.0, 100.0)
     timer.leased(100.0)
     time.sleep(0.3)  # noqa: ASYNC251 (the blocking call on the loop, on purpose)

@@ -4,14 +4,17 @@ An on-call who sees `postflight_round_overruns_total` rise needs to know what to
 slow target, a slow Sentry, a slow disk, or a machine that starves the agent. A round's
 time goes to four things the watch measures as it goes (`RoundTimer`):
 
-- `store`: waits on the store: a lease renewal the round had to await, and the previous
+- `store`: waits on the store: a lease renewal the round had to await, the previous
   round's write still going at this round's due time (written beside the checks, it is
-  waited for before the next round starts);
+  waited for before the next round starts), and a first round's reads and writes as its
+  watch began;
 - `checks`: the checks' time past what the round gave them (probes are cut at the slot;
   a load check's last requests and a check that does not keep to the round are not);
-- `providers`: the wait for provider answers after the checks. It is cut half the
-  reserve before the slot's end, so a slow provider alone never makes a round overrun:
-  it is the cause when it took what the round's own work then needed of the reserve;
+- `providers`: the wait for provider answers after the checks, cut half the reserve
+  before the slot's end (the cause when it took what the round's own work then needed
+  of the reserve), and a window's first round's wait for their baselines, up to half
+  its slot: the probes still get their room (`EnvironmentProbe.longest_round`), so a
+  slow target then makes that round overrun;
 - `host`: the agent's own loop late to run: its stall by `checks.lag.LoopLag`'s heartbeat
   (a blocking call on the loop, the loop's other work, a machine that gives it no
   CPU), and on Linux the loop thread's wait for a CPU by the kernel's count
@@ -33,10 +36,17 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from checks.lag import LoopLag
+from checks.lag import SLACK_S, LoopLag
+from checks.ticks import TICK_S
 
 Cause = Literal["checks", "providers", "store", "host"]
 CAUSES: tuple[Cause, ...] = get_args(Cause)
+
+ON_TIME_S = TICK_S + SLACK_S
+"""How late checks may end and still be on time: their deadlines fire on a 5 ms grid
+(`checks.ticks`), read by a loop whose lateness under `SLACK_S` is no stall. Without it
+a slow target's probes, cut at the slot's end as designed, named the checks for a round
+a busy machine made overrun by a few milliseconds."""
 
 SCHEDSTAT = "/proc/thread-self/schedstat"
 SHARED_S = 0.005
@@ -168,26 +178,44 @@ class RoundTimer:
 
     __slots__ = (
         "_at",
+        "_began",
         "_cpu",
         "_finished_at",
         "_first_stall",
         "_lag",
+        "_setting_up",
         "_settle_stall",
         "_settled_at",
         "_stall",
         "waits",
     )
 
-    def __init__(self, ready: float | None = None) -> None:
-        """`ready`: when the watch was ready for its first round (a lateness before then
-        is a late registration, a restart, a provider baseline's wait: none of its
-        rounds')."""
+    def __init__(self) -> None:
         self.waits = RoundWaits()
         self._lag: LoopLag | None = None
         self._at = self._stall = self._first_stall = self._settle_stall = 0.0
         self._cpu: float | None = None
-        self._finished_at = ready
+        self._began: float | None = None
+        self._finished_at: float | None = None
         self._settled_at: float | None = None
+        self._setting_up: RoundWaits | None = None
+
+    def began(self, lag: LoopLag, at: float) -> None:
+        """The watch begins `at` (the window claimed, due or past due): what it does until
+        `ready` (its store reads and writes, the providers' baselines) delays its first
+        round, past that round's due time, as the round's own waits do."""
+        self._lag, self._began, self._at, self._stall = lag, at, at, lag.total()
+
+    def ready(self, at: float, baselines_s: float = 0.0) -> None:
+        """The watch is ready for its first round `at`, having waited `baselines_s` of it
+        for provider baselines (the rest was the store's, less the loop's stall)."""
+        self._finished_at = at
+        if self._began is None:
+            return
+        took, stalled = self._step(at)
+        providers = max(0.0, baselines_s - stalled)
+        store = max(0.0, took - stalled - providers)
+        self._setting_up = RoundWaits(providers_s=providers, store_s=store, stalled_s=stalled)
 
     def start(self, lag: LoopLag, loop_now: float, at: float, due: float) -> None:
         """The round starts `at`, due at `due`. The round before was done at `finish`
@@ -207,6 +235,17 @@ class RoundTimer:
             store_s=settled - ready - stalled, stalled_s=max(0.0, at - settled) + stalled
         )
         self._settled_at, self._settle_stall = None, 0.0
+        if self._setting_up is not None and self._began is not None and finished is not None:
+            # the first round: the part of the watch's setting up past its due time, shared
+            # out as the setting up's own waits were
+            before, self._setting_up = self._setting_up, None
+            took = finished - self._began
+            late = max(0.0, min(at, finished) - max(due, self._began))
+            if took > 0 and late > 0:
+                share = min(1.0, late / took)
+                self.waits.providers_s += before.providers_s * share
+                self.waits.store_s += before.store_s * share
+                self.waits.stalled_s += before.stalled_s * share
 
     def _step(self, at: float) -> tuple[float, float]:
         """Pace time and loop stall since the last mark."""
@@ -224,12 +263,12 @@ class RoundTimer:
     def checked(self, at: float, given: float) -> None:
         """The checks are done; they were given `given` seconds."""
         took, stalled = self._step(at)
-        self.waits.checks_s = max(0.0, took - given - stalled)
+        self.waits.checks_s = max(0.0, took - given - stalled - ON_TIME_S)
 
     def fetched(self, at: float) -> None:
         """The round no longer waits for provider answers."""
         took, stalled = self._step(at)
-        self.waits.providers_s = max(0.0, took - stalled)
+        self.waits.providers_s += max(0.0, took - stalled)
 
     def finish(self, loop_now: float, at: float) -> RoundWaits:
         """The round's work is done `at`: its waits, with the loop's stall over all of it."""

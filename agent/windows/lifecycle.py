@@ -306,6 +306,8 @@ class WindowWatch:
         that resumes it reads from the stored rounds whether one was."""
         self.timer = RoundTimer()
         """What holds the round under way (`agent.windows.late`): an overrun names it."""
+        self.baselines_s = 0.0
+        """How long the watch waited for provider baselines before its first round."""
         self.settling: asyncio.Task[bool] | None = None
         """The latest round being stored and acted on (see `_settle`)."""
         self.renewing: asyncio.Task[bool] | None = None
@@ -351,6 +353,7 @@ class WindowWatch:
     async def _watch(self) -> None:
         if not await self._until_deployed():
             return
+        self.timer.began(ticks().lag, self.pace())
         if self.s.take_background is not None:  # no other replica probes it meanwhile
             # beside the rounds: a store slow to answer must not hold the first one
             self.s.spawn(self.s.take_background(self.window.environment))
@@ -373,8 +376,9 @@ class WindowWatch:
         schedule = self._schedule()
         slot = self.last_slot
         pace = self.pace  # slots are instants, the time between them is measured
-        ready: float | None = pace()
-        self.timer = RoundTimer(ready)
+        now = pace()
+        ready: float | None = now
+        self.timer.ready(now, self.baselines_s)
         while True:
             number += 1
             slot = schedule.next_slot(slot, pace())
@@ -613,9 +617,11 @@ class WindowWatch:
         }
         if fetches:
             # the first round is due at the deploy: a slow provider does not hold it long
+            asked = self.pace()
             await asyncio.wait(
                 fetches.values(), timeout=min(BASELINE_WAIT_S, self.env.interval / 2)
             )
+            self.baselines_s = self.pace() - asked
         fetched: dict[str, Observation] = {}
         for name, task in fetches.items():
             if task.done():
@@ -802,7 +808,7 @@ class WindowWatch:
             results = await self.probe.run_round(
                 length, probes=self.env.probes_per_round, targets=targets
             )
-        self.timer.checked(self.pace(), length)
+        self.timer.checked(self.pace(), self.probe.longest_round(length))
         # else a round begun after the window's end (an agent restarted after it, or one
         # that overran the last slot whole) probes nothing: what it would sample came after
         # the window, perhaps from a version deployed meanwhile (the providers' figures are

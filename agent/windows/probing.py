@@ -246,6 +246,19 @@ class EnvironmentProbe:
                 plan.extend((start + phase + i * step, fitted, target, room) for i in range(runs))
         return self._stalled_round(await self._launch(loop, plan, end if on_time else None))
 
+    def longest_round(self, interval: float) -> float:
+        """How long `run_round(interval)` may take by design, the agent on time: the
+        `interval`, or a probing check's room when longer (a round that starts late is
+        short, and its probes still get their timeout or half the environment's interval,
+        whichever is less). What held a round past it was not its checks' design
+        (`agent.windows.late`)."""
+        longest = interval
+        for check in self.checks:
+            if not check.once_per_round:
+                room = min(float(check.config.timeout), max(interval, self.env.interval) / 2)
+                longest = max(longest, room)
+        return longest
+
     def _stalled_round(self, results: list[CheckResult]) -> list[CheckResult]:
         """`results`, where most of the round's probes were caught in a stall of the
         agent's loop (`checks.lag` dropped them or their latency), without the latencies

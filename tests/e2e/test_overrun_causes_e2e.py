@@ -1,6 +1,7 @@
 """A round that overruns its slot says what held it, in the running daemon: its checks (a
-load check against a target that stalls), the store (a lease renewal on a slow store) or
-the host (the agent's loop blocked). Each is counted in
+load check against a target that stalls), its providers (a slow New Relic's baseline
+holding the first round), the store (a lease renewal on a slow store) or the host (the
+agent's loop blocked). Each is counted in
 `postflight_round_overrun_causes_total{environment,cause}`, kept in the stored round
 (`overrun`) and named in the window's one overrun log line; the contract's
 `postflight_round_overruns_total{environment}` counts them all, as before."""
@@ -24,6 +25,8 @@ from agent.settings_file import load_settings_text
 from agent.store.base import Fence
 from agent.store.sqlite import SqliteStore
 from tests.e2e.conftest import AgentFactory, LocalTarget, RunningAgent
+from tests.e2e.providers_support import NEWRELIC_KEY, providers_yaml
+from tests.fakes.newrelic import FakeNewRelic
 
 
 class StallingTarget(LocalTarget):
@@ -220,3 +223,50 @@ async def test_a_blocking_call_on_the_agents_loop_is_the_hosts_cause(
     assert counted == agent.metric("postflight_round_overruns_total", environment="blocked")
     [line] = overrun_lines(caplog)
     assert "cause host: the agent's loop was" in line, line
+
+
+NRQL = "SELECT percentile(duration, 95) FROM Transaction WHERE appName = 'web (production)'"
+
+
+@pytest.mark.usefixtures("window_log")
+async def test_a_slow_providers_baseline_holding_the_first_round_is_the_providers_cause(
+    start_agent: AgentFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """New Relic answers in 1.5 s. The first round waits for its baseline half its 2 s
+    slot (`BASELINE_WAIT_S`: 1 s), then probes a target that answers in 3 s: each probe
+    keeps its room (half the interval) though the round has less left, so the round ends
+    past its slot. Its checks kept to their design; the provider's wait took the slot."""
+    target = StallingTarget(stall_s=3.0)
+    await target.start()
+    async with FakeNewRelic(api_key=NEWRELIC_KEY) as newrelic:
+        newrelic.answer(NRQL, [{"percentile.duration": {"95": 0.2}}])
+        newrelic.delay = 1.5
+        environment = f"""
+            production:
+              base_url: {target.url}
+              window: 3s
+              interval: 2s
+              lookback: 1h
+              background_interval: 1h
+              probes_per_round: 2
+              baseline: {{newrelic: {{app_name: "web (production)"}}}}
+              checks:
+                - {{name: slow, type: http, path: /stall, timeout: 2s}}
+              rules:
+                - {{name: apm-latency, source: newrelic, nrql: "{NRQL}", max_increase: 50%}}
+            """
+        try:
+            budgets = {"newrelic": ("5s", "3s")}  # slow, not failing
+            providers = providers_yaml(newrelic=newrelic, budgets=budgets)
+            agent = await start_agent(environment, providers=providers)
+            deploy = await agent.register("production", "v1")
+            await agent.settled(deploy["id"], within=30)
+            rounds = await agent.app[STORE].rounds(deploy["id"])
+        finally:
+            await target.stop()
+    first = rounds[0].summary
+    assert first["slot"] == 0 and "overrun" in first, first
+    assert first["overrun"]["cause"] == "providers", first["overrun"]
+    assert causes(agent, "production")["providers"] >= 1
+    [line] = overrun_lines(caplog)
+    assert "round 1 overran" in line and "cause providers: the round waited" in line, line

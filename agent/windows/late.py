@@ -22,10 +22,10 @@ time goes to four things the watch measures as it goes (`RoundTimer`):
   wait is the host's, not the waited-for part's.
 
 The largest names the cause (the host when none held the round: its own work took it).
-No clock of its own (the watch passes its pace's times);
-its only I/O is one `pread` of the schedstat file (kept open per thread) at a round's
-start and end, shared by the rounds that start or end within `SHARED_S`: no syscall per
-probe, a few hundred a second at most.
+No clock of its own (the watch passes its pace's times); its only I/O is one `pread` of
+the schedstat file (kept open per thread) at a round's start and end, shared by the
+rounds that start or end within `SHARED_S`: no syscall per probe, a few hundred a second
+at most (the marks cost some 5 µs of CPU a round: `bench/round_marks.py`).
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ CAUSES: tuple[Cause, ...] = get_args(Cause)
 
 ON_TIME_S = TICK_S + SLACK_S
 """How late checks may end and still be on time: their deadlines fire on a 5 ms grid
-(`checks.ticks`), read by a loop whose lateness under `SLACK_S` is no stall. Without it
-a slow target's probes, cut at the slot's end as designed, named the checks for a round
-a busy machine made overrun by a few milliseconds."""
+(`checks.ticks`), read by a loop whose lateness under `SLACK_S` is no stall: a slow
+target's probes, cut at the slot's end as designed, are not the checks' few milliseconds
+past it when a busy machine makes the round overrun."""
 
 SCHEDSTAT = "/proc/thread-self/schedstat"
 SHARED_S = 0.005

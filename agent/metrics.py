@@ -212,7 +212,8 @@ class Metrics:
             " checks (past the time the round gave them: a load check's last requests),"
             " providers (waiting for their answers), store (a lease renewal, the previous"
             " round's write) or host (the agent's loop late to run: a blocking call on it,"
-            " its other work, a machine that kept it waiting for a CPU).",
+            " a thread holding the GIL, its other work, a machine that kept it waiting for"
+            " a CPU).",
             ["environment", "cause"],
             registry=r,
         )

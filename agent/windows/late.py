@@ -16,10 +16,11 @@ time goes to four things the watch measures as it goes (`RoundTimer`):
   its slot: the probes still get their room (`EnvironmentProbe.longest_round`), so a
   slow target then makes that round overrun;
 - `host`: the agent's own loop late to run: its stall by `checks.lag.LoopLag`'s heartbeat
-  (a blocking call on the loop, the loop's other work, a machine that gives it no
-  CPU), and on Linux the loop thread's wait for a CPU by the kernel's count
-  (`/proc/thread-self/schedstat`'s `run_delay`), whichever is more. A stall during a
-  wait is the host's, not the waited-for part's.
+  (a blocking call on the loop, another thread holding the GIL, the loop's other work,
+  a machine that gives it no CPU), and on Linux the loop thread's wait for a CPU by the
+  kernel's count (`/proc/thread-self/schedstat`'s `run_delay`), whichever is more (a
+  thread waiting for the GIL sleeps: only the heartbeat sees it). A stall during a wait
+  is the host's, not the waited-for part's.
 
 The largest names the cause (the host when none held the round: its own work took it).
 No clock of its own (the watch passes its pace's times); its only I/O is one `pread` of
@@ -150,7 +151,7 @@ class RoundWaits:
             "store": f"the round waited {self.store_s:.3f}s for it (a lease renewal, or the"
             " previous round's write)",
             "host": f"the agent's loop was {self.stalled_s:.3f}s late to run (a blocking"
-            f" call on it, its other work or a busy machine){cpu}",
+            f" call on it, a thread holding the GIL, its other work or a busy machine){cpu}",
         }[cause]
         others = ", ".join(
             f"{name} {seconds:.3f}s" for name, seconds in self.parts().items() if name != cause

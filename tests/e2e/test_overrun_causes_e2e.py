@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,21 +34,28 @@ from tests.fakes.newrelic import FakeNewRelic
 class StallingTarget(LocalTarget):
     """/stall answers after `stall_s`, anything else at once; the first request once
     `armed` then blocks the loop it shares with the agent for `burn_s`, as a blocking
-    call on the agent's loop does."""
+    call on the agent's loop does, or (`by_thread`) starts a thread that holds the GIL
+    as long, as a busy thread of the agent's process can."""
 
-    def __init__(self, stall_s: float = 0.0, burn_s: float = 0.0) -> None:
+    def __init__(self, stall_s: float = 0.0, burn_s: float = 0.0, by_thread: bool = False) -> None:
         super().__init__()
         self.stall_s = stall_s
         self.burn_s = burn_s
+        self.by_thread = by_thread
         self.armed = False
         self.probed = asyncio.Event()
+        self.threads: list[threading.Thread] = []
 
     async def handle(self, request: web.Request) -> web.Response:
         if request.path == "/stall":
             await asyncio.sleep(self.stall_s)
         elif self.armed:
             self.armed = False
-            asyncio.get_running_loop().call_soon(self.burn)
+            if self.by_thread:
+                self.threads.append(threading.Thread(target=self.hold_the_gil))
+                self.threads[-1].start()
+            else:
+                asyncio.get_running_loop().call_soon(self.burn)
         self.probed.set()
         return web.json_response({"status": "ok"})
 
@@ -55,6 +64,13 @@ class StallingTarget(LocalTarget):
         until = time.perf_counter() + self.burn_s
         while time.perf_counter() < until:
             pass
+
+    def hold_the_gil(self) -> None:
+        """C calls that keep the GIL until each returns (some 0.1 s each here), for
+        `burn_s` of CPU: the loop's thread, runnable, gets a turn only between them."""
+        started = time.thread_time()
+        while time.thread_time() - started < self.burn_s:
+            math.factorial(100_000)
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/{tail:.*}", self.handle)
@@ -191,12 +207,14 @@ environments:
 
 
 @pytest.mark.usefixtures("window_log")
-async def test_a_blocking_call_on_the_agents_loop_is_the_hosts_cause(
-    start_agent: AgentFactory, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("by_thread", [False, True], ids=["blocking-call", "busy-thread"])
+async def test_a_blocked_loop_is_the_hosts_cause(
+    start_agent: AgentFactory, caplog: pytest.LogCaptureFixture, by_thread: bool
 ) -> None:
-    # the window's first probe blocks the loop for 900 ms: its round's other probe, its
-    # judging and storing all wait for the loop, three slots long
-    target = StallingTarget(burn_s=0.9)
+    # the window's first probe blocks the loop for 900 ms or more (a call on it, or a
+    # thread holding the GIL): its round's other probe, its judging and storing all wait
+    # for the loop, three slots long
+    target = StallingTarget(burn_s=0.9, by_thread=by_thread)
     await target.start()
     try:
         check = "{name: health, type: http, path: /health, timeout: 1s}"
@@ -212,6 +230,8 @@ async def test_a_blocking_call_on_the_agents_loop_is_the_hosts_cause(
         rounds = await agent.app[STORE].rounds(deploy["id"])
     finally:
         await target.stop()
+        for thread in target.threads:
+            thread.join()
     assert not target.armed  # it blocked the loop
     overran = [r.summary["overrun"] for r in rounds if "overrun" in r.summary]
     assert overran, [r.summary for r in rounds]

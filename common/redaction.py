@@ -49,7 +49,7 @@ class Redactor:
         )
         # Longest first, so a secret that contains another is replaced whole.
         self._pattern = (
-            re.compile("|".join(re.escape(s) for s in self.secrets)) if self.secrets else None
+            re.compile("|".join(_standing(s) for s in self.secrets)) if self.secrets else None
         )
 
     def with_secrets(self, more: Iterable[str]) -> Redactor:
@@ -78,6 +78,33 @@ class Redactor:
         if isinstance(value, list | tuple):
             return [self.value(v) for v in value]
         return value
+
+
+LONG_SECRET = 16
+"""A configured secret this long is masked wherever it appears: no word contains it by
+chance, and a copy glued to other text (`prefixSECRET`) must not show."""
+_WORD = re.compile(r"\w")
+_ESCAPED_BEFORE = r"(?<=%[0-9A-Fa-f]{2})|(?<=\\[a-z])|(?<=\\u[0-9A-Fa-f]{4})"
+"""What may stand before a secret glued to it, yet is no part of its word: a
+percent-escape (`?next=%2F%3Ftoken%3Dguess`) or a JSON/C escape (`\\nguess`)."""
+
+
+def _standing(secret: str) -> str:
+    """The pattern of `secret` where it stands whole: not with a word character (a letter,
+    digit or `_`) on a side where its own end is one, but after an escape (`%3D`, `\\n`).
+    A shorter secret masked inside words gave itself away and spoiled the text: `guess`
+    made `guessable` read `***able`, `token` made `server.api_tokens[0]` read
+    `server.api_***s[0]`. What it shows now is only a secret glued to other word
+    characters (`guessable`), where no reader can tell it from the word; alone (`Bearer
+    guess`, `?key=guess&`, `"guess"`, `/guess/`) it is masked, though the words around it
+    may still betray a short or dictionary secret: hence the warnings for API tokens under
+    16 characters, and `LONG_SECRET`'s masking everywhere."""
+    escaped = re.escape(secret)
+    if len(secret) >= LONG_SECRET:
+        return escaped
+    before = f"(?:(?<!\\w)|{_ESCAPED_BEFORE})" if _WORD.match(secret[0]) else ""
+    after = "(?!\\w)" if _WORD.match(secret[-1]) else ""
+    return f"{before}{escaped}{after}"
 
 
 def _assigned(match: re.Match[str]) -> str:

@@ -123,3 +123,54 @@ def test_the_secret_parts_of_a_url_are_its_password_token_like_user_and_query_to
     its query; an apprise URL's token-like host and path pieces. A host name, a port, a
     route's words and a query's other values are not secrets."""
     assert url_secrets(url, whole=whole) == secrets
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        # inside words and identifiers: left alone (the mask's place spelled the secret);
+        # a secret that is a word is masked where that word stands: it is betrayed by its
+        # words around either way, which is why a short API token is warned about
+        ("an API token shorter than 16 is guessable", "an API *** shorter than 16 is guessable"),
+        ("warning: server.api_tokens[0] (line 3)", "warning: server.api_tokens[0] (line 3)"),
+        ("/tmp/test_api_token_is_0/x.yaml", "/tmp/test_api_token_is_0/x.yaml"),
+        ("misguessed", "misguessed"),
+        # standing whole: masked, in every form a log, a header or a receiver quotes it
+        ("guess", "***"),
+        ("Authorization: Bearer guess", "Authorization: Bearer ***"),
+        ("GET https://h.example/x?key=guess&page=2", "GET https://h.example/x?key=***&page=2"),
+        ("https://bot:guess@h.example/", "https://***@h.example/"),
+        ('{"error": "bad credential guess", "sent": "guess"}',
+         '{"error": "bad credential ***", "sent": "***"}'),
+        ("Cannot POST /hooks/guess/rollback", "Cannot POST /hooks/***/rollback"),
+        ("X-Token: guess, token rejected", "X-Token: ***, *** rejected"),
+        ("(guess).", "(***)."),
+        # after an escape it is glued to but not part of: percent-encoded, JSON-escaped
+        ("next=%2F%3Fk%3Dguess%26p%3D2", "next=%2F%3Fk%3D***%26p%3D2"),
+        ('"line\\nguess"', '"line\\n***"'),
+        ('"\\u0022guess\\u0022"', '"\\u0022***\\u0022"'),
+    ],
+)  # fmt: skip
+def test_a_short_secret_is_masked_where_it_stands_whole_not_inside_words(
+    text: str, redacted: str
+) -> None:
+    """`api_tokens: [guess, token]` made the daemon log 'shorter than 16 is ***able' and
+    'server.api_***s[0]': a secret under 16 characters is masked as a token of its own."""
+    assert Redactor(["guess", "token"])(text) == redacted
+
+
+def test_a_long_secret_is_masked_even_glued_to_other_text() -> None:
+    """16 characters and more: no word holds it by chance, and a copy glued to a prefix
+    or a suffix (an id, a concatenated header) must not show."""
+    secret = "a8Kq2Zr7Xw4Lm9Tb"
+    redact = Redactor([secret])
+    assert redact(f"id-{secret}x and pre{secret}") == "id-***x and pre***"
+    assert redact(f"Bearer {secret}") == "Bearer ***"
+
+
+def test_a_secret_edged_with_symbols_is_masked_whatever_touches_its_symbol_ends() -> None:
+    """The whole-token rule holds on an end that is a word character only: a secret
+    ending in a symbol has no word to be part of on that side."""
+    redact = Redactor(["pw1!", "-x9z"])
+    assert redact("a pw1!b and q-x9z") == "a ***b and q***"
+    assert redact("apw1! x") == "apw1! x"  # a word character before its word start

@@ -202,6 +202,16 @@ class _Outcome:
     duration_s: float
 
 
+class _LeftAtStop(BaseException):
+    """A stop met the rollback in a wait (`RollbackDelivery.leave_waits`): handed back as
+    stored. A BaseException, as a cancellation is, so the handlers of a failure mid-way
+    (a bug, the store's outage) let it through to `deliver`."""
+
+    def __init__(self, intent: RollbackIntent) -> None:
+        super().__init__(intent.window_id)
+        self.intent = intent
+
+
 class RollbackDelivery:
     """Delivers stored rollback intents to their webhooks, resuming after restarts.
 
@@ -243,6 +253,17 @@ class RollbackDelivery:
         self._session: aiohttp.ClientSession | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}
+        self._leaving = asyncio.Event()
+
+    def leave_waits(self) -> None:
+        """A stop: each rollback waiting to retry (a `Retry-After`, a backoff, a take-over's
+        grace, a look before failing) is handed back at once as stored, its wait with it,
+        and none waits or sends again in this process: the next start or another replica
+        takes it (`Store.take_rollback`, one sender) when its wait is over. An attempt
+        out finishes within the stop's grace. The stop waited out its grace for a
+        rollback between retries, sent the next attempt inside it when the wait was
+        shorter, and logged that it cut off one that had nothing out."""
+        self._leaving.set()
 
     async def aclose(self) -> None:
         """Close the HTTP session. In-flight `deliver` calls should be cancelled first."""
@@ -287,7 +308,10 @@ class RollbackDelivery:
         try:
             # A second caller waits, then finds the intent finished in the store.
             async with lock:
-                return await self._deliver(intent, settings, environment, claims)
+                try:
+                    return await self._deliver(intent, settings, environment, claims)
+                except _LeftAtStop as left:
+                    return self._left(left.intent, environment)
         finally:
             self._users[key] -= 1
             if not self._users[key]:
@@ -772,17 +796,51 @@ class RollbackDelivery:
         self, intent: RollbackIntent, delay: float, attempt: DeliveryAttempt | None = None
     ) -> bool:
         """Store the next attempt's time (and `attempt`'s outcome) with the lease held
-        through the wait, then wait; False if the lease is no longer ours."""
+        through the wait, then wait; False if the lease is no longer ours. A stop in the
+        wait (or before it) hands it back and raises `_LeftAtStop`."""
         intent.next_attempt_at = self._clock() + delay
         intent.lease_until = intent.next_attempt_at + self.lease_s
         if not await self._store.settle_rollback(intent, attempt):
             return False
         try:
-            await self._sleep(delay)
+            left = await self._wait_unless_leaving(delay)
         except asyncio.CancelledError:
             await self._hand_back(intent)
             raise
+        if left:
+            await self._hand_back(intent)
+            raise _LeftAtStop(intent)
         return True
+
+    async def _wait_unless_leaving(self, delay: float) -> bool:
+        """Wait `delay` seconds; True, at once, if a stop (`leave_waits`) comes first."""
+        if self._leaving.is_set():
+            return True
+        sleeping = asyncio.ensure_future(self._sleep(delay))
+        leaving = asyncio.ensure_future(self._leaving.wait())
+        try:
+            await asyncio.wait((sleeping, leaving), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeping.cancel()
+            leaving.cancel()
+        if self._leaving.is_set():
+            return True
+        sleeping.result()  # the sleep's own failure, if any
+        return False
+
+    def _left(self, intent: RollbackIntent, environment: str) -> RollbackIntent:
+        """Say what a stop did with a rollback it met in a wait (`leave_waits`)."""
+        due = (intent.next_attempt_at or self._clock()) - self._clock()
+        log.info(
+            "rollback for %s: stopping while it waits (%d attempt(s) made, the next due in"
+            " %.1f s): left pending to the next start or another replica, which send it"
+            " when the wait is over; nothing of it was in flight",
+            intent.window_id,
+            intent.attempts,
+            max(0.0, due),
+            extra={"deploy_id": intent.window_id, "environment": environment},
+        )
+        return intent
 
     async def _hand_back(self, intent: RollbackIntent) -> None:
         """A stop in a wait (a backoff, a take-over's grace): nothing of this sender's is

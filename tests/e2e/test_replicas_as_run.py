@@ -473,7 +473,7 @@ async def test_a_replica_stopped_in_its_rollbacks_backoff_hands_it_to_the_runnin
     on a 60 s lease: the stop cuts the wait and hands the rollback back; the other
     replica, running, takes it over and sends it once the wait is over, once, where
     waiting out the lease would have taken a minute. (A wait shorter than the stop is
-    waited out by the stopping replica, which sends it itself.)"""
+    left alike, at once: tests/e2e/test_stop_in_rollback_wait.py.)"""
     receiver = RollbackReceiver(SECRET, ["503:retry-after=12"])
     await receiver.start()
     flip_target.bad = True

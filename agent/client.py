@@ -31,6 +31,61 @@ M = TypeVar("M", bound=BaseModel)
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
 """What a proxy in front of a restarting agent answers; worth another try."""
 OPEN_STATES = frozenset({"scheduled", "watching"})
+FASTEST_POLL_S = 0.25
+"""The shortest wait between two polls of `wait`, however short the rounds are."""
+
+
+class PollPace:
+    """How long `PostflightClient.wait` waits before its next poll: half the window's round
+    interval, as measured from the rounds seen to pass, between `fastest` and `slowest`.
+    At a fixed 2 s a window of 500 ms rounds went by 4 rounds a poll: a breach short of
+    its `failure_limit` (`1 of 3 rounds`) began and failed between two polls, never shown.
+    Until two rounds have been seen to start, the wait starts at `fastest` and doubles
+    while nothing changes (starting again at each change), so a window of short rounds
+    is caught at once and one of long rounds costs a few polls more than before."""
+
+    def __init__(
+        self,
+        slowest: float,
+        fastest: float = FASTEST_POLL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.slowest = slowest
+        self.fastest = min(fastest, slowest)  # a `poll_interval` under it is kept as asked
+        self._clock = clock
+        self._guess = self.fastest
+        self._seen: tuple[int, str] | None = None  # (rounds, state) of the last answer
+        self._first: tuple[float, int] | None = None  # (when, rounds) of the first round seen
+        self.interval: float | None = None
+        """The rounds' interval as measured, once two rounds were seen to start."""
+
+    def seen(self, deploy: Deploy | None) -> None:
+        """A poll's answer (None: no answer); the rounds it has measure the interval."""
+        now = self._clock()
+        if deploy is None:
+            self._guess = min(self.slowest, self._guess * 2)
+            return
+        before, self._seen = self._seen, (deploy.rounds, deploy.state)
+        if before is None:
+            return
+        if self._seen == before:
+            self._guess = min(self.slowest, self._guess * 2)
+            return
+        self._guess = self.fastest
+        if deploy.rounds > before[0]:
+            if self._first is None:
+                self._first = (now, deploy.rounds)
+            elif deploy.rounds > self._first[1]:
+                self.interval = (now - self._first[0]) / (deploy.rounds - self._first[1])
+
+    def next(self) -> float:
+        """Seconds until the next poll: by the interval while the window watches; after it
+        (a rollback being delivered) or before a round, the doubling guess."""
+        if self.interval is None or self._seen is None or self._seen[1] not in OPEN_STATES:
+            return self._guess
+        return min(self.slowest, max(self.fastest, self.interval / 2))
+
+
 """A window in these states has no final outcome yet."""
 
 
@@ -258,7 +313,8 @@ class PostflightClient:
         settle_rollback: float = 0.0,
     ) -> Deploy:
         """Poll until the window ends (leaves `scheduled` and `watching`); `WaitTimeout`
-        after `give_up_after` s.
+        after `give_up_after` s. Polls every `poll_interval` s, or as often as the window's
+        rounds start when that is more often (`PollPace`), so each round is seen.
 
         A window is `failed` from its verdict until its rollback is delivered (then
         `rolled_back`): with `settle_rollback`, a `failed` window whose rollback is still
@@ -273,9 +329,11 @@ class PostflightClient:
         last: Deploy | None = None
         settle_until: float | None = None
         failing: ClientError | None = None  # the latest poll's, while the agent is away
+        pace = PollPace(poll_interval)
         while True:
+            answer: Deploy | None = None
             try:
-                last = await self.get_deploy(deploy_id)
+                last = answer = await self.get_deploy(deploy_id)
             except (Unreachable, BadResponse) as exc:
                 failing = exc
                 if on_unreachable is not None:
@@ -309,7 +367,8 @@ class PostflightClient:
                 if last is None:
                     raise Unreachable(f"the agent at {self.base_url} did not answer in time")
                 raise WaitTimeout(last, time.monotonic() - started, failing)
-            await asyncio.sleep(min(poll_interval, remaining))
+            pace.seen(answer)
+            await asyncio.sleep(min(pace.next(), remaining))
 
     # --- plumbing ---------------------------------------------------------------
 

@@ -62,7 +62,7 @@ class Redactor:
         if "://" in text:
             text = _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text)
         text = _ASSIGNED.sub(_assigned, text)
-        return _SCHEME.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+        return _SCHEME.sub(_scheme, text)
 
     __call__ = text
 
@@ -105,6 +105,17 @@ def _standing(secret: str) -> str:
     before = f"(?:(?<!\\w)|{_ESCAPED_BEFORE})" if _WORD.match(secret[0]) else ""
     after = "(?!\\w)" if _WORD.match(secret[-1]) else ""
     return f"{before}{escaped}{after}"
+
+
+def _scheme(match: re.Match[str]) -> str:
+    """`Bearer X`/`Basic X` masks X, but a lower-case word under 16 letters: prose (a
+    receiver's `Bearer token required`, `basic authentication failed`) read `Bearer ***
+    required`. No credential is one: a token has digits, symbols or capitals, and base64
+    (`Basic dXNlcjpwYXNz`) capitals; a configured secret is masked as such anyway."""
+    scheme, space, value = match.group(1, 2, 3)
+    if value.isalpha() and value.islower() and len(value) < LONG_SECRET:
+        return match.group(0)
+    return f"{scheme}{space}{REDACTED}"
 
 
 def _assigned(match: re.Match[str]) -> str:

@@ -174,3 +174,22 @@ def test_a_secret_edged_with_symbols_is_masked_whatever_touches_its_symbol_ends(
     redact = Redactor(["pw1!", "-x9z"])
     assert redact("a pw1!b and q-x9z") == "a ***b and q***"
     assert redact("apw1! x") == "apw1! x"  # a word character before its word start
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("401: Bearer token required", "401: Bearer token required"),
+        ("HTTP basic authentication failed", "HTTP basic authentication failed"),
+        ("sent Bearer eyJhbGciOiJIUzI1NiJ9.e30.x", "sent Bearer ***"),
+        ("sent Bearer abcd1234", "sent Bearer ***"),
+        ("sent Basic dXNlcjpwYXNz", "sent Basic ***"),
+        ("sent Bearer abcdefghijklmnopq", "sent Bearer ***"),  # long: a token
+        ("Authorization: Bearer lowercase", "Authorization: Bearer ***"),  # a header: always
+    ],
+)
+def test_bearer_and_basic_mask_a_credential_not_the_word_after_them(
+    text: str, redacted: str
+) -> None:
+    """A receiver's 'Bearer token required' read 'Bearer *** required'."""
+    assert Redactor()(text) == redacted

@@ -111,6 +111,11 @@ class Alert:
     call: IntegrationCall | None = None
     """For `integration_failed`: which call was given up; its headline says what now
     waits on it and what to do by hand."""
+    bug: bool = False
+    """For `inconclusive`: a part of the agent (or a plugin) raised, alike, until the
+    window was ended for it (`agent.windows.broken`): its title and headline say so, where
+    "not shown within bounds … not every rule had the data" sent on-call to the deploy's
+    evidence, the bug named only in the reason."""
 
     @property
     def notify_type(self) -> NotifyType:
@@ -133,6 +138,7 @@ class Alert:
         unconfigured: bool = False,
         on_evidence: bool = True,
         call: IntegrationCall | None = None,
+        bug: bool = False,
     ) -> Alert:
         """An alert about `window`, carrying its identity (id, environment, versions, commit)."""
         return cls(
@@ -154,6 +160,7 @@ class Alert:
             unconfigured=unconfigured,
             on_evidence=on_evidence,
             call=call,
+            bug=bug,
         )
 
 
@@ -291,7 +298,9 @@ EVENTS: dict[AlertEvent, EventSpec] = {
         "**Inconclusive.** No rule failed, but not every rule had the data or the evidence"
         " to pass (the reason names them); the deploy was neither passed nor rolled back.",
         lambda a: (
-            f"inconclusive, {', '.join(held)} past its bound but not judged (agent overloaded)"
+            "inconclusive, a bug in the agent ended the window"
+            if a.bug
+            else f"inconclusive, {', '.join(held)} past its bound but not judged (agent overloaded)"
             if (held := held_regressions(a))
             else "inconclusive, not shown within bounds"
         ),
@@ -424,6 +433,15 @@ HELD_HEADLINE = (
 (`agent.windows.overload`): "No rule failed" would tell on-call to look no further."""
 
 
+BUG_HEADLINE = (
+    "**Inconclusive: a bug in the agent ended the window.** A part of the agent (or a"
+    " plugin) raised, where trying again would not help (the reason names it and the"
+    " exception; the agent's log has its traceback): this says nothing about the deploy,"
+    " which was neither passed nor rolled back. Check the deploy yourself, and report the bug."
+)
+"""`inconclusive`'s headline for a window ended as a bug (`Alert.bug`)."""
+
+
 def passed_by_streak(alert: Alert) -> list[str]:
     """The rules of a `passed` alert on evidence that passed by the threshold streak."""
     if alert.event != "passed" or not alert.on_evidence:
@@ -472,6 +490,8 @@ def held_regressions(alert: Alert) -> list[str]:
 
 
 def _headline(alert: Alert, quote: Callable[[str], str]) -> str:
+    if alert.event == "inconclusive" and alert.bug:
+        return BUG_HEADLINE
     if held := held_regressions(alert):
         return HELD_HEADLINE.format(rules=", ".join(f"`{name}`" for name in held))
     if alert.event == "provider_unreachable" and alert.provider_answered:

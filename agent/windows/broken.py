@@ -102,6 +102,7 @@ async def end_broken(
         reason=reason,
         rollback_target=env.rollback.target if env.rollback else "webhook",
         on_evidence=False,
+        bug=True,
     )
     rules = (window.verdict or {}).get("rules") or []  # the evidence so far, as it was shown
     verdict = decided_verdict("inconclusive", reason, now, rules)

@@ -389,6 +389,22 @@ def test_an_inconclusive_whose_fail_was_held_as_the_agents_delay_says_a_regressi
     assert body(plain).startswith("**Inconclusive.** No rule failed")
 
 
+def test_a_window_ended_as_a_bug_says_so_in_its_title_and_headline() -> None:
+    """It was sent as any window short of evidence ("not shown within bounds … not every
+    rule had the data"), the bug named only in the reason; as stored with its claim (a
+    crash's resend) it says the same."""
+    reason = "the judge raised TypeError: must be real number, not str at round 1: a bug"
+    alert = Alert.for_window(window(), "inconclusive", reason=reason, on_evidence=False, bug=True)
+    for told in (alert, load_payload(dump_payload(alert, ["oncall"]))[0]):
+        assert title(told) == (
+            "[postflight] production v2.4.1: inconclusive, a bug in the agent ended the window"
+        )
+        said = body(told)
+        assert said.startswith("**Inconclusive: a bug in the agent ended the window.**")
+        assert "not every rule had the data" not in said and reason in said
+        assert told.notify_type == "warning"
+
+
 def test_a_versions_joiners_stay_and_other_unprintables_show_as_escapes() -> None:
     """The API takes a version with zero-width joiners beside other characters (how emoji
     sequences and Persian are written): the body shows it as registered. A webhook's

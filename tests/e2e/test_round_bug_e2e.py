@@ -31,7 +31,7 @@ from tests.e2e.conftest import SECRET as E2E_SECRET
 from tests.e2e.conftest import AgentFactory, failing_production
 from tests.e2e.crash import TOKEN, _env, free_port
 from tests.plugin_site import install_distribution
-from tests.receivers import JsonSink, RollbackReceiver
+from tests.receivers import JsonSink, RollbackReceiver, SmtpSink, text_of
 
 pytestmark = pytest.mark.e2e
 
@@ -115,6 +115,7 @@ def config(
     sink: str,
     receiver: str,
     window: str = "30s",
+    mail: str | None = None,
 ) -> Path:
     check = (
         f"{{name: crashy, type: crashy, secret: {API_KEY}}}"
@@ -131,7 +132,8 @@ def config(
         f"server:\n  listen: 127.0.0.1:{port}\n  api_tokens: [{TOKEN}]\n"
         f"store:\n  url: sqlite:///{tmp_path / 'postflight.db'}\n"
         f"alerting:\n  channels:\n    - {{url: '{sink}', tags: [oncall]}}\n"
-        f"providers:\n  buggy: {{mode: {mode}, api_key: {API_KEY}}}\n"
+        + (f"    - {{url: '{mail}', tags: [oncall]}}\n" if mail else "")
+        + f"providers:\n  buggy: {{mode: {mode}, api_key: {API_KEY}}}\n"
         "environments:\n"
         "  production:\n"
         f"    base_url: http://127.0.0.1:{free_port()}\n"
@@ -170,18 +172,20 @@ def records(log: Path) -> list[dict[str, Any]]:
 
 async def watched(
     tmp_path: Path, mode: str, window: str = "30s"
-) -> tuple[int, str, dict[str, Any], JsonSink, list[Any], Path]:
+) -> tuple[int, str, dict[str, Any], JsonSink, list[Any], Path, SmtpSink]:
     """Register v2 with `--wait` on an agent whose provider has the bug `mode`, then stop
     the agent: the exit code and output, the deploy as the API shows it, the sink, the
-    rollback requests and the agent's log."""
+    rollback requests, the agent's log and the mail channel's sink."""
     site = tmp_path / "site"
     install_plugin(site)
-    sink, receiver = JsonSink(), RollbackReceiver(SECRET)
+    sink, receiver, mail = JsonSink(), RollbackReceiver(SECRET), SmtpSink()
     await sink.start()
     await receiver.start()
+    await mail.start()
     port = free_port()
     log = tmp_path / "agent.log"
-    agent = start(config(tmp_path, port, mode, sink.url(), receiver.url, window), log, site)
+    made = config(tmp_path, port, mode, sink.url(), receiver.url, window, mail.url())
+    agent = start(made, log, site)
     try:
         url = f"http://127.0.0.1:{port}"
         common = ("--url", url, "--token", TOKEN, "--env", "production", "--version", "v2")
@@ -195,12 +199,14 @@ async def watched(
             deploy = await answer.json()
         with contextlib.suppress(TimeoutError):  # none (the old code's): said below
             await sink.wait_for(1)
+            await mail.wait_for(1)
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(30)
         await sink.stop()
         await receiver.stop()
-    return code, said, deploy, sink, receiver.attempts, log
+        await mail.stop()
+    return code, said, deploy, sink, receiver.attempts, log, mail
 
 
 @pytest.mark.timeout(90)
@@ -215,7 +221,7 @@ async def watched(
 async def test_a_part_that_raises_on_every_try_ends_the_window_inconclusive_naming_it(
     tmp_path: Path, mode: str, part: str, raised: str
 ) -> None:
-    code, said, deploy, sink, rollbacks, log = await watched(tmp_path, mode)
+    code, said, deploy, sink, rollbacks, log, mail = await watched(tmp_path, mode)
 
     assert code == 3, said
     assert deploy["state"] == "inconclusive", deploy
@@ -227,6 +233,17 @@ async def test_a_part_that_raises_on_every_try_ends_the_window_inconclusive_nami
         sink.notifications
     )
     assert raised in sink.notifications[0].message, sink.notifications[0].message
+    # on-call tells a bug from a deploy short of evidence at a glance, in every channel
+    title = "[postflight] production v2: inconclusive, a bug in the agent ended the window"
+    assert sink.notifications[0].title == title, sink.notifications[0].title
+    assert sink.notifications[0].message.startswith(
+        "**Inconclusive: a bug in the agent ended the window.**"
+    ), sink.notifications[0].message
+    assert "not every rule had the data" not in sink.notifications[0].message
+    [mailed] = mail.messages
+    assert mailed["Subject"] == title, mailed["Subject"]
+    assert "a bug in the agent ended the window" in text_of(mailed), text_of(mailed)
+    assert raised in text_of(mailed), text_of(mailed)
     assert rollbacks == []
     logged = records(log)
     traced = [r for r in logged if r["level"] == "error" and r.get("exc")]
@@ -247,7 +264,7 @@ async def test_a_provider_whose_fetch_raises_fails_soft_naming_the_exception(
     """Before, the exception went out of the round: the watch ended, and the watcher met
     it again at each claim (then, with the watcher's bug rule, ended the window at round 1
     as a bug of "the window's watch", with no provider alert)."""
-    code, said, deploy, sink, rollbacks, log = await watched(tmp_path, "raise", window="3s")
+    code, said, deploy, sink, rollbacks, log, _ = await watched(tmp_path, "raise", window="3s")
 
     assert code == 3, said
     assert deploy["state"] == "inconclusive", deploy
@@ -273,7 +290,7 @@ async def test_a_check_that_raises_in_run_is_a_failed_probe(tmp_path: Path) -> N
     pinned from outside: each run a failed probe naming the exception, redacted, judged as
     evidence at once (here: every probe failed, the window fails and asks for its rollback),
     the window never retried."""
-    code, said, deploy, _, rollbacks, log = await watched(tmp_path, "check")
+    code, said, deploy, _, rollbacks, log, _ = await watched(tmp_path, "check")
 
     assert code == 1, said
     assert deploy["state"] in ("failed", "rolled_back"), deploy

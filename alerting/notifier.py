@@ -459,8 +459,21 @@ class Notifier:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("alert %s for %s not sent", alert.event, alert.deploy_id, extra=context)
-            failed = ChannelResult(-1, "-", False, self._redact(f"{type(exc).__name__}: {exc}"))
+            said = self._redact(f"{type(exc).__name__}: {exc}")
+            if retry:  # its traceback was logged at its first send: 4 an alert, alike
+                log.warning(
+                    "alert %s for %s: retry %d not sent: %s",
+                    alert.event,
+                    alert.deploy_id,
+                    retry,
+                    said,
+                    extra=context,
+                )
+            else:
+                log.exception(
+                    "alert %s for %s not sent", alert.event, alert.deploy_id, extra=context
+                )
+            failed = ChannelResult(-1, "-", False, said)
             if not retry:
                 self._metrics.alerts_total.labels(result="failed").inc()
             return NotifyOutcome((failed,))

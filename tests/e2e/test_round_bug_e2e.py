@@ -11,8 +11,10 @@ the exception, the window going on to its end."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
 import re
 import signal
 import subprocess
@@ -341,3 +343,60 @@ async def test_an_alert_whose_render_raises_holds_no_window_and_no_rollback_back
     said = [r.getMessage() for r in caplog.records]
     assert any("rollback_requested" in m and "not sent" in m for m in said), said
     assert not [m for m in said if "watching the window failed" in m], said
+
+
+@pytest.mark.timeout(60)
+async def test_an_alert_whose_render_raises_logs_its_traceback_once_and_its_retries_in_a_line(
+    start_agent: AgentFactory,
+    json_sink: JsonSink,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each retry rendered it again and logged the same traceback again: four an alert
+    with the default three retries, the same 20 lines each time."""
+
+    def broken(alert: Any, redact: Any = None) -> tuple[str, str]:
+        raise ValueError(f"template broke on {alert.event}")
+
+    monkeypatch.setattr(notifier, "render", broken)
+    receiver = RollbackReceiver(E2E_SECRET)
+    await receiver.start()
+    try:
+        agent = await start_agent(
+            failing_production(receiver.url),
+            f"alerting:\n  channels:\n    - url: {json_sink.url()}\n",
+            alert_retry_delays=(0.05, 0.05, 0.05),
+        )
+        deploy = await agent.register("production", "v2")
+        await agent.settled(deploy["id"])
+        store = agent.app[STORE]
+        for _ in range(400):  # every retry given up
+            if (
+                await store.next_alert_retry() is None
+                and len(await store.alert_events(deploy["id"])) >= 2
+            ):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail(f"retries still due: {await store.alert_events(deploy['id'])}")
+        events = await store.alert_events(deploy["id"])
+    finally:
+        await receiver.stop()
+
+    alerts = [k for k in events if not k.startswith("rollback:")]  # those are no alerts
+    assert len(alerts) == 3 and all(events[k] == "failed" for k in alerts), events
+    for key in alerts:  # `breach:probe-errors`, `rollback_requested`…
+        event = key.split(":")[0]
+        about = [
+            r
+            for r in caplog.records
+            if r.module == "notifier" and r.getMessage().startswith(f"alert {event} for ")
+        ]
+        traced = [r for r in about if r.exc_info]
+        assert len(traced) == 1, (key, events, [r.getMessage() for r in about])
+        assert traced[0].levelno == logging.ERROR
+        retries = [r for r in about if "retry" in r.getMessage()]
+        assert len(retries) == 3, [r.getMessage() for r in about]
+        for record in retries:
+            assert record.levelno == logging.WARNING and record.exc_info is None
+            assert "ValueError: template broke on" in record.getMessage(), record.getMessage()

@@ -37,6 +37,7 @@ from agent.stopping import StopBudget, named_for_a_stop
 from agent.store.base import AlertClaim, ProbeRun, Store
 from agent.store.outages import store_outage
 from agent.windows.alert_once import WindowAlerts, alert_claim
+from agent.windows.answers import unreadable
 from agent.windows.broken import MESSAGE_LIMIT, bug_reason, end_broken
 from agent.windows.checkpoint import resume_point, stored_observations, stores_state
 from agent.windows.evidence import (
@@ -763,6 +764,8 @@ class WindowWatch:
             observation = await provider.fetch(rule, self.scope, period, release)
         except Exception as exc:  # a plugin's bug (a provider never raises): an error
             return self._fetch_raised(rule, exc)
+        if (wrong := unreadable(observation)) is not None:
+            return self._fetch_unreadable(rule, wrong)
         if observation.query:
             self.queries[rule.name] = observation.query
         try:
@@ -790,6 +793,26 @@ class WindowWatch:
             error=f"raised {type(exc).__name__}"
             + (f": {said}" if said else "")
             + " (a bug in the provider, not an outage)",
+            answered=True,
+        )
+
+    def _fetch_unreadable(self, rule: Rule, wrong: str) -> Observation:
+        """A provider's answer the judge cannot read (`agent.windows.answers`): the
+        rule's error for the round, the provider's one alert naming it (it answered, not
+        usably), one WARNING a watch; before, the judge raised on it and the window ended
+        as a bug of the agent."""
+        said = self.s.redact(wrong)
+        if rule.source not in self.raised:
+            self.raised.add(rule.source)
+            self.log.warning(
+                "provider %s answered rule %s with what cannot be judged: %s",
+                rule.source,
+                rule.name,
+                said,
+            )
+        return Observation(
+            value=None,
+            error=f"answered what cannot be judged: {said} (a bug in the provider)",
             answered=True,
         )
 

@@ -42,8 +42,10 @@ API_KEY = "round-bug-api-key-4242"
 
 PLUGIN = '''
 """A provider whose answers are buggy, by `mode` (the baseline, of the old release, is
-fine): `judge`, a value that is no number; `store`, an error that is no text; `raise`, a
-fetch that raises, naming its key. And a check that raises in every run."""
+fine): `text` and `nan`, a value that is no number; `store`, an error that is no text;
+`raise`, a fetch that raises, naming its key; `judge`, a judge that raises on every
+round, patched in as the plugin is loaded (a judge's own bug, in the daemon as it runs).
+And a check that raises in every run."""
 
 from typing import ClassVar, Literal
 
@@ -64,12 +66,21 @@ class BuggyProvider:
 
     def __init__(self, config, *, metrics, redact=None):
         self.config = config
+        if config.mode == "judge":
+            from agent.analysis.judge import Judge
+
+            def advance(self, *args, **kwargs):
+                raise TypeError("must be real number, not str")
+
+            Judge.advance = advance
 
     async def fetch(self, rule, scope, period, release):
         if release != scope.version:
             return Observation(value=0.01)
-        if self.config.mode == "judge":
+        if self.config.mode in ("text", "judge"):
             return Observation(value="n/a")
+        if self.config.mode == "nan":
+            return Observation(value=float("nan"))
         if self.config.mode == "store":
             return Observation(value=None, error=b"connection reset")
         raise RuntimeError(f"fetch exploded (key {self.config.api_key.get_secret_value()})")
@@ -283,6 +294,36 @@ async def test_a_provider_whose_fetch_raises_fails_soft_naming_the_exception(
     logged = records(log)
     traced = [r for r in logged if r["level"] == "error" and r.get("exc")]
     assert len(traced) == 1 and "RuntimeError" in traced[0]["exc"], traced
+    assert not [r for r in logged if "watching the window failed" in r["msg"]]
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(
+    ("mode", "said"),
+    [("text", "its value 'n/a' (str) is not a number"), ("nan", "its value nan is not a finite")],
+)
+async def test_a_provider_answering_no_number_makes_its_rule_inconclusive_not_the_window_a_bug(
+    tmp_path: Path, mode: str, said: str
+) -> None:
+    """The judge raised on it (or, NaN, took it for no data, unsaid), and the whole window
+    ended at round 1 as a bug of "the judge": the answer is the provider's fault, told as
+    an answer that cannot be read is."""
+    code, out, deploy, sink, rollbacks, log, _ = await watched(tmp_path, mode, window="3s")
+
+    assert code == 3, out
+    assert deploy["state"] == "inconclusive", deploy
+    assert deploy["rounds"] > 1, deploy  # went on to its end
+    reason = deploy["verdict"]["reason"]
+    assert "a bug in the agent" not in reason, reason
+    provider, end = sink.notifications  # the provider's one alert of the window, and the end
+    assert provider.title.endswith("provider buggy answered, but not usably"), provider.title
+    assert said in provider.message, provider.message
+    assert end.title.endswith("inconclusive, not shown within bounds"), end.title
+    assert rollbacks == []
+    logged = records(log)
+    assert not [r for r in logged if r.get("exc")], logged
+    warned = [r for r in logged if r["msg"].startswith("provider buggy answered")]
+    assert len(warned) == 1 and said in warned[0]["msg"], warned
     assert not [r for r in logged if "watching the window failed" in r["msg"]]
 
 

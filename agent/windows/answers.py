@@ -1,0 +1,55 @@
+"""A provider's answer checked before the judge reads it: a figure that is no number is
+the provider's error for that round, not a bug of the judge. No I/O.
+
+Why: a provider plugin that answered a value the judge cannot read (`"n/a"`, `None`'s
+place taken by NaN, a bool) made the judge raise, which ended the whole window as a bug
+of the agent; the answer is the provider's fault, so its rule is inconclusive that
+round and the provider's one alert says what it answered, as for any answer that cannot
+be read. Built-in providers never answer so (they say "no data" with `value=None`).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+from typing import Any
+
+from agent.analysis.types import Observation
+from common.redaction import truncate
+
+_FIGURES = ("value", "count", "total", "seconds", "quantile", "dispersion")
+"""The observation's figures that are each a number or None."""
+
+SHOWN_LIMIT = 60
+"""The most of a wrong figure's text an error shows."""
+
+
+def unreadable(answer: object) -> str | None:
+    """What is wrong with a fetch's `answer`, in words ("its value 'n/a' (str) is not a
+    number"), or None when the judge can read it."""
+    if not isinstance(answer, Observation):
+        return f"it answered {_shown(answer)}, not an Observation"
+    for name in _FIGURES:
+        if (why := _not_a_number(getattr(answer, name))) is not None:
+            return f"its {name} {why}"
+    if isinstance(answer.values, str | bytes) or not isinstance(answer.values, Iterable):
+        return f"its values {_shown(answer.values)} are not a sequence of numbers"
+    for i, sample in enumerate(answer.values):
+        if sample is None or (why := _not_a_number(sample)) is not None:
+            return f"its values[{i}] {why or 'None is not a number'}"
+    return None
+
+
+def _not_a_number(figure: Any) -> str | None:
+    if figure is None:
+        return None
+    if isinstance(figure, bool) or not isinstance(figure, numbers.Real):
+        return f"{_shown(figure)} is not a number"
+    if not math.isfinite(figure):
+        return f"{figure} is not a finite number"
+    return None
+
+
+def _shown(figure: object) -> str:
+    return f"{truncate(repr(figure), SHOWN_LIMIT)} ({type(figure).__name__})"

@@ -1,0 +1,54 @@
+"""`agent.windows.answers.unreadable`: which provider answers the judge cannot read (its
+rule is then inconclusive for the round, the provider's alert saying why; before, the
+judge raised on them and the window ended as a bug of the agent)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import pytest
+
+from agent.analysis.types import Observation
+from agent.windows.answers import unreadable
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (Observation(value="n/a"), "its value 'n/a' (str) is not a number"),  # type: ignore[arg-type]
+        (Observation(value=True), "its value True (bool) is not a number"),
+        (Observation(value=float("nan")), "its value nan is not a finite number"),
+        (Observation(value=float("-inf")), "its value -inf is not a finite number"),
+        (Observation(value=0.1, count=False, total=10), "its count False (bool) is not a number"),
+        (Observation(value=0.1, count=1, total="10"), "its total '10' (str) is not a number"),  # type: ignore[arg-type]
+        (Observation(value=0.2, values=(0.1, "x")), "its values[1] 'x' (str) is not a number"),  # type: ignore[arg-type]
+        (Observation(value=0.2, values=(0.1, None)), "its values[1] None is not a number"),  # type: ignore[arg-type]
+        (Observation(value=0.2, seconds=float("inf")), "its seconds inf is not a finite number"),
+        (
+            Observation(value=0.2, values="0.1"),
+            "its values '0.1' (str) are not a sequence of numbers",
+        ),  # type: ignore[arg-type]
+        ({"value": 0.1}, "it answered {'value': 0.1} (dict), not an Observation"),
+        (None, "it answered None (NoneType), not an Observation"),
+    ],
+)
+def test_an_answer_that_is_no_number_is_said(answer: Any, said: str) -> None:
+    assert unreadable(answer) == said
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        Observation(value=None),
+        Observation(value=None, error="timed out"),
+        Observation(value=0.05, count=5, total=100, seconds=60.0, values=(0.1, 0.2)),
+        Observation(value=np.float64(0.3), count=np.int64(3), total=10),  # type: ignore[arg-type]
+        Observation(value=Fraction(1, 3)),  # type: ignore[arg-type]
+        Observation(value=-2.5),
+        Observation(value=0.2, values=np.array([0.1, 0.2])),  # type: ignore[arg-type]
+    ],
+)
+def test_an_answer_the_judge_reads_passes(answer: Observation) -> None:
+    assert unreadable(answer) is None

@@ -62,15 +62,10 @@ class FailingRounds(SqliteStore):
         raise self.failure(self.tried)
 
 
-async def watched(
-    store: SqliteStore, until_tried: int, done: Callable[[], bool] = lambda: False
-) -> str:
-    """The window's state once it ended, once `until_tried` round writes failed, or once
-    `done()`."""
+def watcher_of(store: SqliteStore, sessions: TargetSessions, config: str = CONFIG) -> Watcher:
     metrics = Metrics()
-    sessions = TargetSessions()
-    watcher = Watcher(
-        load_settings_text(CONFIG),
+    return Watcher(
+        load_settings_text(config),
         store,
         metrics,
         alerts=WindowAlerts(store, Notifier([], timeout=1, redact=Redactor(), metrics=metrics)),
@@ -81,6 +76,15 @@ async def watched(
         poll_interval=0.05,
         background_probing=False,
     )
+
+
+async def watched(
+    store: SqliteStore, until_tried: int, done: Callable[[], bool] = lambda: False
+) -> str:
+    """The window's state once it ended, once `until_tried` round writes failed, or once
+    `done()`."""
+    sessions = TargetSessions()
+    watcher = watcher_of(store, sessions)
     now = time.time()
     made = dataclasses.replace(window(), deployed_at=now, ends_at=now + 60, created_at=now)
     await store.create_window(made)
@@ -256,3 +260,39 @@ async def test_a_store_away_as_a_bug_ends_its_window_is_said_as_an_outage(
     traced = tracebacks(caplog)
     assert [r.getMessage() for r in traced] == ["watching the window failed; retrying"]
     assert any("the store does not answer" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_failures_of_a_window_that_left_this_watcher_are_forgotten(
+    tmp_path: Path,
+) -> None:
+    """A window whose watch failed, then cancelled through another replica (or taken by
+    one) before this one claimed it again: its count of failures stayed in memory until
+    the agent's restart (a cancel through this replica's own API already dropped it)."""
+    store = FailingRounds(tmp_path / "postflight.db", lambda n: ValueError("row refused"))
+    await store.open()
+    sessions = TargetSessions()
+    # a 1 s lease: the claim pass that reads every lease held comes every 0.25 s
+    watcher = watcher_of(store, sessions, CONFIG + "store: {lease: 1s}\n")
+    now = time.time()
+    made = dataclasses.replace(window(), deployed_at=now, ends_at=now + 60, created_at=now)
+    await store.create_window(made)
+    task = asyncio.create_task(watcher.run())
+    try:
+        for _ in range(1000):  # its first failure counted
+            if made.id in watcher._failed:
+                break
+            await asyncio.sleep(0.01)
+        assert made.id in watcher._failed
+        await store.cancel_window(made.id, time.time())  # as another replica's API does
+        for _ in range(200):  # a second or so: the watch's pause, two claim passes
+            if made.id not in watcher._failed and made.id not in watcher.tasks:
+                break
+            assert not task.done()
+            await asyncio.sleep(0.05)
+        assert made.id not in watcher._failed, watcher._failed
+        assert store.tried == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sessions.aclose()
+        await store.close()

@@ -302,6 +302,7 @@ class Watcher:
                 self.services.owner, now, self.services.lease_s, fresh=True
             )
             self._claimed_once = True
+            full = True
             leases = [Lease(w.id, w.lease_epoch, self._held_until(w, now)) for w in windows]
             unwatched = {w.id: w for w in windows}
         else:
@@ -316,6 +317,11 @@ class Watcher:
             )
             unwatched = {}
         held = {lease.window_id: lease.epoch for lease in leases}
+        if full:  # every lease held was read: the failures of a window that
+            # left this watcher (cancelled or taken by another replica between its tries,
+            # its watch ended) are forgotten, where they stayed until a restart
+            for gone in [w for w in self._failed if w not in held and w not in self.tasks]:
+                del self._failed[gone]
         await self._stop(
             wid for wid, (epoch, _) in self.claims.items() if held.get(wid, epoch) != epoch
         )

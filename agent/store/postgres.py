@@ -10,7 +10,9 @@ Only what PostgreSQL does its own way lives here; the schema and every method ar
   advisory locks (per environment; one migrator at a time).
 - `$n` placeholders: the portable SQL's `?` are numbered on the way in.
 - Connection failures surface as `StoreError` naming the server (host, port, database),
-  never the password; a unique violation is a `Conflict`, as on SQLite.
+  never the password; a unique violation is a `Conflict`, as on SQLite; a transaction the
+  server refuses for now (a deadlock, a serialization failure, a lock or statement
+  timeout) is a `StoreError` too, retried as an outage, never counted as a bug.
 """
 
 from __future__ import annotations
@@ -57,6 +59,14 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
 
+_REFUSED_FOR_NOW: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.TransactionRollbackError,  # a serialization failure, a deadlock
+    asyncpg.exceptions.LockNotAvailableError,  # a lock wait past `lock_timeout`
+)
+"""A server that answered but refused the transaction for now, as PostgreSQL says to
+retry (its statement timeout's cancel is `OperatorInterventionError`'s, above): a
+`StoreError`, retried as an outage is. As asyncpg's own they were a bug's: a watch whose
+round write met a deadlock three times ended its window as a bug of the store."""
 
 log = logging.getLogger("postflight.store")
 
@@ -375,6 +385,8 @@ class PostgresStore(SqlStore):
             raise
         except _UNAVAILABLE as exc:
             self._unavailable(exc, "cannot reach", lost=lost or _cut(exc))
+        except _REFUSED_FOR_NOW as exc:
+            self._unavailable(exc, "transaction refused for now by the")
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[Connection]:

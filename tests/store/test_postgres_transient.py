@@ -1,0 +1,176 @@
+"""PostgreSQL's server-side errors that are not a bug in a query but the server refusing a
+statement for now (a statement timeout's cancel, a lock wait given up, a serialization
+failure, a deadlock), made on a real server: each is a `StoreError`, so every caller
+retries it as it retries the store's outage (`store_outage`). Before, all but the
+statement timeout came out as asyncpg's own exception: a watch whose round write met
+one counted it toward ending its window as a bug of the store."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from agent.records import DeployWindow, RoundRecord
+from agent.store.base import StoreError
+from agent.store.outages import store_outage
+from agent.store.postgres import PostgresStore
+from checks.sessions import TargetSessions
+from tests.test_round_bug_watcher import watcher_of
+
+asyncpg = pytest.importorskip("asyncpg")
+
+WINDOW = DeployWindow(
+    id="dep_transient",
+    environment="production",
+    version="v1",
+    previous_version="v0",
+    commit=None,
+    labels={},
+    state="watching",
+    deployed_at=100.0,
+    ends_at=160.0,
+    created_at=100.0,
+)
+ROUND = RoundRecord(WINDOW.id, 1, 101.0, {"decision": "continue"})
+
+
+async def opened(pg_url: str, **settings: str) -> PostgresStore:
+    """A store whose sessions run with `settings` (server settings in its URL, as a DBA's
+    `ALTER ROLE … SET` would give them; the test's database is the cluster's, shared),
+    holding `WINDOW`."""
+    store = PostgresStore(pg_url + "".join(f"&{key}={value}" for key, value in settings.items()))
+    await store.open()
+    await store.create_window(WINDOW)
+    return store
+
+
+@pytest.fixture
+async def other(pg_url: str) -> AsyncIterator[object]:
+    """Another session on the store's database (an operator's, another replica's)."""
+    conn = await asyncpg.connect(pg_url)
+    yield conn
+    await conn.close()
+
+
+def said_as_transient(exc: BaseException) -> None:
+    assert isinstance(exc, StoreError), repr(exc)
+    assert store_outage(exc), repr(exc)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "said"),
+    [
+        ("statement_timeout", "300ms", "statement timeout"),
+        ("lock_timeout", "200ms", "lock timeout"),
+    ],
+)
+async def test_a_statement_the_server_gave_up_waiting_on_is_retried_as_an_outage(
+    pg_url: str, other: object, setting: str, value: str, said: str
+) -> None:
+    """The window's row locked by another session past the server's timeout."""
+    store = await opened(pg_url, **{setting: value})
+    conn: object = other
+    try:
+        async with conn.transaction():  # type: ignore[attr-defined]
+            await conn.execute(  # type: ignore[attr-defined]
+                "SELECT id FROM windows WHERE id = $1 FOR UPDATE", WINDOW.id
+            )
+            with pytest.raises(Exception) as raised:
+                await store.record_round(ROUND, None)
+        said_as_transient(raised.value)
+        assert said in str(raised.value), raised.value
+        assert await store.record_round(ROUND, None)  # the lock gone: goes through
+    finally:
+        await store.close()
+
+
+async def test_a_serialization_failure_is_retried_as_an_outage(pg_url: str, other: object) -> None:
+    """Sessions at REPEATABLE READ (a DBA's default): another session's update of the
+    window committed while the round's waited on it."""
+    store = await opened(pg_url, default_transaction_isolation="repeatable%20read")
+    conn: object = other
+    try:
+        tx = conn.transaction()  # type: ignore[attr-defined]
+        await tx.start()
+        await conn.execute(  # type: ignore[attr-defined]
+            "UPDATE windows SET labels = labels WHERE id = $1", WINDOW.id
+        )
+        writing = asyncio.ensure_future(store.record_round(ROUND, None))
+        await asyncio.sleep(0.3)  # its UPDATE waits on the row
+        await tx.commit()
+        with pytest.raises(Exception) as raised:
+            await writing
+        said_as_transient(raised.value)
+        assert "could not serialize" in str(raised.value), raised.value
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    "errcode", ["deadlock_detected", "serialization_failure", "lock_not_available"]
+)
+async def test_a_transaction_the_server_rolled_back_is_retried_as_an_outage(
+    pg_url: str, other: object, errcode: str
+) -> None:
+    """A deadlock, told by the server as it tells one (its SQLSTATE, from a trigger: two
+    sessions locking in turn cannot be timed from here)."""
+    store = await opened(pg_url)
+    conn: object = other
+    await conn.execute(  # type: ignore[attr-defined]
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        f" RAISE EXCEPTION 'refused as a test' USING ERRCODE = '{errcode}'; END $$;"
+        " CREATE TRIGGER refuse BEFORE INSERT ON rounds FOR EACH ROW EXECUTE FUNCTION refuse()"
+    )
+    try:
+        with pytest.raises(Exception) as raised:
+            await store.record_round(ROUND, None)
+        said_as_transient(raised.value)
+        assert "refused as a test" in str(raised.value), raised.value
+        stored = await store.get_window(WINDOW.id)
+        assert stored is not None and stored.rounds == 0  # rolled back whole
+    finally:
+        await store.close()
+
+
+async def test_a_watch_whose_round_writes_meet_deadlocks_goes_on_once_they_pass(
+    pg_url: str, other: object
+) -> None:
+    """Four deadlocks in a row, each the same exception from the same line: the watcher
+    ended the window `inconclusive` as a bug of the store at the third."""
+    store = await opened(pg_url)
+    conn: object = other
+    await conn.execute(  # type: ignore[attr-defined]
+        "CREATE SEQUENCE refusals; CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql"
+        " AS $$ BEGIN IF nextval('refusals') <= 4 THEN RAISE EXCEPTION 'deadlock as a test'"
+        " USING ERRCODE = 'deadlock_detected'; END IF; RETURN NEW; END $$;"
+        " CREATE TRIGGER refuse BEFORE INSERT ON rounds FOR EACH ROW EXECUTE FUNCTION refuse()"
+    )
+    await store.cancel_window(WINDOW.id, 101.0)  # `opened`'s, of another time: not watched
+    sessions = TargetSessions()
+    watcher = watcher_of(store, sessions)
+    now = time.time()
+    made = dataclasses.replace(
+        WINDOW, id="dep_deadlocked", deployed_at=now, ends_at=now + 60, created_at=now
+    )
+    await store.create_window(made)
+    task = asyncio.create_task(watcher.run())
+    try:
+        for _ in range(600):
+            stored = await store.get_window(made.id)
+            assert stored is not None
+            if stored.state != "watching" or stored.rounds >= 1:
+                break
+            assert not task.done()
+            await asyncio.sleep(0.05)
+        refused = await conn.fetchval("SELECT last_value FROM refusals")  # type: ignore[attr-defined]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sessions.aclose()
+        await store.close()
+    assert stored.state == "watching", stored.verdict
+    assert stored.rounds >= 1 and refused > 4

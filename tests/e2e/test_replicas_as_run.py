@@ -40,12 +40,22 @@ Replicas = Callable[[aiohttp.ClientSession, str], Awaitable[list[Daemon]]]
 
 
 def config(
-    pg_url: str, target: str, receiver: RollbackReceiver, sink: JsonSink, lease: str = "1s"
+    pg_url: str,
+    target: str,
+    receiver: RollbackReceiver,
+    sink: JsonSink,
+    lease: str = "1s",
+    stop: str = "8s",
+    timeout: str = "10s",
 ) -> str:
-    """`production` on `target`, its rollback to `receiver`, its alerts to `sink`."""
-    rollback = f"rollback: {{url: {receiver.url}, secret: {SECRET}, backoff: 100ms}}"
+    """`production` on `target`, its rollback to `receiver` (each attempt's `timeout`), its
+    alerts to `sink`; a stop (SIGTERM) given `stop` (`server.shutdown_timeout`)."""
+    rollback = (
+        f"rollback: {{url: {receiver.url}, secret: {SECRET}, backoff: 100ms, timeout: {timeout}}}"
+    )
     return (
         f"server:\n  listen: 127.0.0.1:{{port}}\n  api_tokens: [{TOKEN}]\n"
+        f"  shutdown_timeout: {stop}\n"
         f"store:\n  url: {pg_url}\n  lease: {lease}\n"
         f"alerting:\n  channels:\n    - {{url: '{sink.url()}'}}\n"
         "environments:\n"
@@ -247,17 +257,20 @@ async def rollback_sender(pg_url: str, deploy_id: str) -> Any:
 async def test_a_replica_stopped_past_its_grace_mid_rollback_leaves_it_to_the_other(
     replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink, how: int
 ) -> None:
-    """The receiver holds the rollback past the stop's grace (or the sender is killed -9
-    while it waits): the sender never hears an answer; the other replica takes the
-    rollback over once its lease lapses and sends it again, same key and body, acted on
-    once; each alert goes out once between them and a stream on the other replica,
-    opened before, follows it to the end."""
-    receiver = RollbackReceiver(SECRET, ["200:delay=20"])
+    """The receiver holds the rollback past the stop's grace and the attempt's timeout (or
+    the sender is killed -9 while it waits): the sender never hears an answer; the other
+    replica takes the rollback over once its lease lapses and sends it again, same key and
+    body, acted on once; each alert goes out once between them and a stream on the other
+    replica, opened before, follows it to the end. (A 3 s stop and a 4 s timeout: the
+    other waits out the attempt's timeout and 3 s before sending again, where the default
+    8 s and 10 s made this test 30 s long.)"""
+    receiver = RollbackReceiver(SECRET, ["200:delay=6"])
     await receiver.start()
     flip_target.bad = True
     try:
         async with aiohttp.ClientSession(headers=HEADERS) as http:
-            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+            text = config(pg_url, flip_target.url, receiver, json_sink, stop="3s", timeout="4s")
+            a, b = await replicas(http, text)
             deploy_id = await register(http, a)
             await receiver.wait_for_attempts(1, within=30)
             sender = await rollback_sender(pg_url, deploy_id)
@@ -468,18 +481,18 @@ async def test_a_replica_stopped_mid_window_hands_it_to_the_other_at_once(
 async def test_a_replica_stopped_in_its_rollbacks_backoff_hands_it_to_the_running_other(
     replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink
 ) -> None:
-    """The receiver asks for a 12 s wait (503, Retry-After), longer than a stop lasts
-    (`server.shutdown_timeout`, 8 s), and the sending replica is stopped (SIGTERM) in it,
-    on a 60 s lease: the stop cuts the wait and hands the rollback back; the other
+    """The receiver asks for a 6 s wait (503, Retry-After), longer than a stop lasts
+    (`server.shutdown_timeout`, 3 s here), and the sending replica is stopped (SIGTERM) in
+    it, on a 60 s lease: the stop cuts the wait and hands the rollback back; the other
     replica, running, takes it over and sends it once the wait is over, once, where
     waiting out the lease would have taken a minute. (A wait shorter than the stop is
     left alike, at once: tests/e2e/test_stop_in_rollback_wait.py.)"""
-    receiver = RollbackReceiver(SECRET, ["503:retry-after=12"])
+    receiver = RollbackReceiver(SECRET, ["503:retry-after=6"])
     await receiver.start()
     flip_target.bad = True
     try:
         async with aiohttp.ClientSession(headers=HEADERS) as http:
-            text = config(pg_url, flip_target.url, receiver, json_sink, lease="60s")
+            text = config(pg_url, flip_target.url, receiver, json_sink, lease="60s", stop="3s")
             a, b = await replicas(http, text)
             deploy_id = await register(http, a)
             await receiver.wait_for_attempts(1, within=30)

@@ -20,8 +20,11 @@ from typing import Any
 
 import pytest
 
+import agent.windows.probing as probing
 import checks.wire as wire
+from checks.lag import SLACK_S
 from tests.e2e.conftest import SECRET, AgentFactory, RunningAgent, held_as_overloaded
+from tests.e2e.test_round_schedule_e2e import cpu_waited_s
 from tests.heavy import HEAVY
 from tests.receivers import JsonSink, RollbackReceiver
 from tests.thread_target import ThreadTarget, thread_target
@@ -127,7 +130,10 @@ def relative_environment(target: ThreadTarget, receiver_url: str) -> str:
 
 
 def reads_late(
-    monkeypatch: pytest.MonkeyPatch, target: ThreadTarget, late_s: Callable[[], float]
+    monkeypatch: pytest.MonkeyPatch,
+    target: ThreadTarget,
+    late_s: Callable[[], float],
+    stalled: set[float] | None = None,
 ) -> None:
     """From now on the agent's loop is busy from each request it sends `target` until the
     answer is in its socket's buffer and `late_s()` seconds more (`time.sleep` in the
@@ -137,7 +143,8 @@ def reads_late(
     machine the thread took it 10-70 ms after it was sent while the agent's loop kept time
     (a run with the suite on the cores, timestamps at each hop): the target itself answered
     late, a lateness the guard rightly counts as the target's, and the A/A window was
-    rolled back ("latency_p95 13ms > max 2ms", about one run in six)."""
+    rolled back ("latency_p95 13ms > max 2ms", about one run in six). `stalled` gets the
+    write (`sent_at`) of each request whose read it stalls."""
     send = wire._Conn.send
 
     def busy_sending(conn: Any, request: bytes, keep: bool, waiter: Any, mark: Any) -> None:
@@ -146,6 +153,8 @@ def reads_late(
             return
         late = late_s()
         if late:  # 0: this request is read as the loop comes to it
+            if stalled is not None:
+                stalled.add(conn.sent_at)
             select.select([conn.transport.get_extra_info("socket")], [], [], 1.0)
             time.sleep(late)
 
@@ -222,11 +231,59 @@ class TargetLateness:
         return sum(1 for late in self.late[since:until] if late > over_s)
 
 
+class LostLatencies:
+    """Each answer of the target's whose latency the agent dropped (`checks.lag.attributed`,
+    which the lean client's callbacks reach as the answer is parsed), as (whether the test
+    stalled its read, `reads_late`'s `stalled`; whether it was a new connection's first;
+    how long the agent's thread was kept waiting for a CPU, by the kernel's count, from the
+    write before its own to its parse: the machine's stall, not the test's)."""
+
+    def __init__(
+        self, monkeypatch: pytest.MonkeyPatch, target: ThreadTarget, stalled: set[float]
+    ) -> None:
+        self.lost: list[tuple[bool, bool, float]] = []
+        self._last_write = cpu_waited_s()
+        self._since: dict[float, float] = {}  # a write: the CPU wait counted at the one before
+        self._parsing: tuple[bool, bool, float] | None = None
+        send = wire._Conn.send
+        complete = wire._Conn.on_message_complete
+        attributed = probing.attributed
+
+        def sent(conn: Any, request: bytes, keep: bool, waiter: Any, mark: Any) -> None:
+            before = self._last_write
+            self._last_write = cpu_waited_s()
+            send(conn, request, keep, waiter, mark)
+            if conn.key[1] == target.port:
+                self._since[conn.sent_at] = before
+
+        def completed(conn: Any) -> None:
+            since = self._since.pop(conn.sent_at, None)
+            if conn.key[1] == target.port and since is not None:
+                waited = cpu_waited_s() - since
+                self._parsing = (conn.sent_at in stalled, bool(conn.first), waited)
+            try:
+                complete(conn)
+            finally:
+                self._parsing = None
+
+        def counted(result: Any, stalled_s: float, unattended: float = 0.0) -> Any:
+            out, dropped = attributed(result, stalled_s, unattended)
+            if dropped == "agent_lag_latency" and self._parsing is not None:
+                self.lost.append(self._parsing)
+            return out, dropped
+
+        monkeypatch.setattr(wire._Conn, "send", sent)
+        monkeypatch.setattr(wire._Conn, "on_message_complete", completed)
+        monkeypatch.setattr(probing, "attributed", counted)
+
+
 def one_more(final: dict[str, Any], slower: float, late_in_window: int, late_before: int) -> bool:
     """Whether `final` is the machine's (see `TargetLateness`), a window to make again: an
-    A/A rolled back while the target came late, past the rule's allowance, to at least a
-    round's worth of the deploy's requests, or a x2 not rolled back while it came so late
-    to as many of the baseline's (which then bounds the deploy above the x2)."""
+    A/A rolled back while the target answered late, past the rule's allowance, at least a
+    round's worth of the deploy's requests, or a x2 not rolled back while it answered so
+    late as many of the baseline's (which then bounds the deploy above the x2). Made 3
+    times at most: a third such window is no control of the agent, and its verdict is not
+    asserted; what the agent kept of each latency still is."""
     if slower == 1:
         return final["state"] == "rolled_back" and late_in_window >= 3
     return final["state"] != "rolled_back" and late_before >= 3
@@ -396,11 +453,17 @@ async def test_a_fast_services_latency_x2_on_a_mildly_busy_agent_is_rolled_back(
         )
         late = SERVICE_50MS_S / 2
         late_in_window = lateness.count(late, registered)
+        spoilt = one_more(final, slower, late_in_window, lateness.count(late, start, registered))
         if slower > 1 and held_as_overloaded(final):
             assert receiver.attempts == [], final["verdict"]
-        elif not one_more(final, slower, late_in_window, lateness.count(late, start, registered)):
+        elif not spoilt:
             break
         receiver.attempts.clear()
+    if spoilt:
+        # each window's verdict the target's own measured lateness explains (the machine
+        # starved it, `one_more`): no control of the agent; what the agent kept of each
+        # latency was asserted in `busy_window`, window by window
+        return
     if slower > 1:
         assert final["state"] == "rolled_back", json.dumps(final["verdict"])[:3000]
         assert len(receiver.attempts) >= 1
@@ -439,15 +502,21 @@ async def busy_window(
         requests += 1
         return 0.06 if requests % 4 == 0 else 0.0
 
+    stalled: set[float] = set()
     with monkeypatch.context() as busy:
-        reads_late(busy, target, late_s)
+        reads_late(busy, target, late_s, stalled)
+        lost = LostLatencies(busy, target, stalled)
         final = await agent.settled(deploy["id"], within=60)
-    assert requests >= 4 and target.answered >= requests
+    assert requests >= 4 and target.answered >= requests and stalled
     dropped = agent.metric("postflight_samples_dropped_total", **labels) - before
     # each latency ends at its answer's arrival: the stalled reads keep theirs, the
-    # target's (the old code dropped each as the agent's, and judged the rest); a new
-    # connection's first answer may be dropped, its connect no stamp sees
-    assert dropped <= max(1, len(firsts)), (dropped, len(firsts), requests)
+    # target's (the old code dropped each as the agent's, and judged the rest)
+    assert not [a for a in lost.lost if a[0] and not a[1]], lost.lost
+    # a new connection's first answer may be dropped, its connect no stamp sees; and one
+    # the machine kept the agent's thread from, waiting for a CPU past the drop rule's
+    # floor (under two CPU hogs, load 12-16: 3 dropped for 2 new connections, 2 runs in 8)
+    host = sum(1 for _, first, waited in lost.lost if not first and waited > SLACK_S)
+    assert dropped <= max(1, len(firsts)) + host, (dropped, len(firsts), host, requests)
     await asyncio.sleep(0.3)
     await agent.stop()
     return final, registered
@@ -538,13 +607,15 @@ async def test_a_2ms_services_answers_read_late_by_a_blocked_loop_are_no_latency
         elif not spoilt:
             break
         receiver.attempts.clear()
+    if spoilt:
+        # every window's verdict the target's own answer times explain, late past the
+        # rule's allowance by the machine's load (measured in its thread, `one_more`): no
+        # control of the agent; its part in them was asserted above, window by window
+        return
     reason = final["verdict"]["reason"]
     if slower > 1:
         assert final["state"] == "rolled_back", reason
         assert len(receiver.attempts) >= 1
-    elif not spoilt:
+    else:
         assert final["state"] in ("passed", "inconclusive"), reason
         assert receiver.attempts == []
-    # else every A/A window was rolled back on the target's own answer times, late past
-    # the rule's allowance by the machine's load (measured in its thread, `one_more`):
-    # the agent's part in them was asserted above, window by window

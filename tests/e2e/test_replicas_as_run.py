@@ -560,12 +560,15 @@ def shared_pair(
 
 @pytest.mark.xdist_group("replicas-pair")
 @pytest.mark.asyncio(loop_scope="class")
+@pytest.mark.timeout(120)
 class TestOnOneRunningPair:
     """The tests that stop no replica share one pair of `postflight run` (and the
     PostgreSQL, target, receiver and sink its configuration names), where each started
     its own two processes; after each test its windows still open are cancelled and their
     leases waited out, and what the target, the receiver and the sink saw is forgotten.
-    One worker runs them all (`xdist_group`): the pair is started once."""
+    One worker runs them all (`xdist_group`): the pair is started once, by whichever test
+    comes first, in its own time (120 s: at load 20 the worker's PostgreSQL took 23 s to
+    start and the first test 37 s, the pair's start in it)."""
 
     @pytest.fixture
     def flip_target(self, shared_target: FlipTarget) -> FlipTarget:

@@ -474,6 +474,8 @@ async def test_a_replica_stopped_mid_window_hands_it_to_the_other_at_once(
         assert final["state"] == "passed", (final["state"], final["verdict"])
         numbers = await round_numbers(pg_url, deploy_id)
         assert numbers == list(range(1, len(numbers) + 1)), numbers
+        # the verdict is stored before its alert is sent: none had come yet at load 15
+        await json_sink.wait_for(1, within=10)
         titles = Counter(n.title for n in json_sink.notifications)
         assert titles == {"[postflight] production v2: deploy passed": 1}, titles
 

@@ -69,11 +69,17 @@ def raised_at(exc: BaseException) -> str:
     return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
 
 
+def raised_words(exc: BaseException, redact: Callable[[str], str]) -> str:
+    """`exc` as a reason or an alert says it: its type and message, secrets redacted, at
+    most `MESSAGE_LIMIT` of it."""
+    said = truncate(redact(str(exc)), MESSAGE_LIMIT)
+    return f"{type(exc).__name__}: {said}" if said else type(exc).__name__
+
+
 def bug_reason(part: str, exc: BaseException, redact: Callable[[str], str], when: str = "") -> str:
     """The verdict's reason: which part raised what, `when` ("at round 3"), secrets
     redacted."""
-    said = truncate(redact(str(exc)), MESSAGE_LIMIT)
-    raised = f"{type(exc).__name__}: {said}" if said else type(exc).__name__
+    raised = raised_words(exc, redact)
     when = f" {when}" if when else ""
     return (
         f"{part} raised {raised}{when}: a bug in the agent (or a plugin), not evidence about"

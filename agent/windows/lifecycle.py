@@ -38,7 +38,7 @@ from agent.store.base import AlertClaim, ProbeRun, Store
 from agent.store.outages import store_outage
 from agent.windows.alert_once import WindowAlerts, alert_claim
 from agent.windows.answers import unreadable
-from agent.windows.broken import MESSAGE_LIMIT, bug_reason, end_broken
+from agent.windows.broken import bug_reason, end_broken, raised_words
 from agent.windows.checkpoint import resume_point, stored_observations, stores_state
 from agent.windows.evidence import (
     WhatBroke,
@@ -75,7 +75,7 @@ from alerting.events import Alert, AlertEvent, breach_key, provider_key, resolve
 from checks.base import CheckResult, Sample
 from checks.lag import run_target
 from checks.ticks import ticks
-from common.redaction import Redactor, truncate, without_credentials
+from common.redaction import Redactor, without_credentials
 from common.times import rfc3339
 from common.tracebacks import drop_cancellation
 from common.words import counted
@@ -787,12 +787,10 @@ class WindowWatch:
             self.log.error(
                 "provider %s raised fetching rule %s", rule.source, rule.name, exc_info=exc
             )
-        said = truncate(self.s.redact(str(exc)), MESSAGE_LIMIT)
+        raised = raised_words(exc, self.s.redact)
         return Observation(
             value=None,
-            error=f"raised {type(exc).__name__}"
-            + (f": {said}" if said else "")
-            + " (a bug in the provider, not an outage)",
+            error=f"raised {raised} (a bug in the provider, not an outage)",
             answered=True,
         )
 

@@ -342,10 +342,7 @@ def _checks_part(document: dict[str, Any], name: str, *, overridden: bool) -> di
         return document  # an error of its own, said as the whole file's
     part: dict[str, Any] = {"server": _UNREAD_SERVER, "environments": {}}
     if name in environments:
-        env = environments[name]
-        if isinstance(env, dict):
-            env = {key: value for key, value in env.items() if key not in CHECKS_UNREAD}
-        part["environments"][name] = env
+        part["environments"][name] = _checks_read(environments[name])
     elif not overridden:
         raise UnknownEnvironment(name, [str(key) for key in environments])
     return part
@@ -358,10 +355,16 @@ def _overridden_checks_part(overrides: dict[str, Any], name: str) -> dict[str, A
         return {}
     for key, env in environments.items():
         if _blind(key) == _blind(name):
-            if isinstance(env, dict):
-                env = {k: v for k, v in env.items() if k not in CHECKS_UNREAD}
-            return {"environments": {key: env}}
+            return {"environments": {key: _checks_read(env)}}
     return {}
+
+
+def _checks_read(env: Any) -> Any:
+    """An environment's table less what `postflight check` does not read (`CHECKS_UNREAD`);
+    a value that is no table is kept, for its own error."""
+    if not isinstance(env, dict):
+        return env
+    return {key: value for key, value in env.items() if key not in CHECKS_UNREAD}
 
 
 def _read_by_checks(loc: Loc, name: str) -> bool:

@@ -6,40 +6,20 @@ window's (the window's judge too: tests/test_round_clock.py)."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-
-import pytest
-from aiohttp import web
 
 from common.times import rfc3339
-from tests.e2e.conftest import AgentFactory, LocalTarget, environment
-
-
-class Healthy(LocalTarget):
-    def routes(self, app: web.Application) -> None:
-        async def health(request: web.Request) -> web.Response:
-            return web.json_response({"status": "ok"})
-
-        app.router.add_get("/api/health", health)
-
-
-@pytest.fixture
-async def healthy() -> AsyncIterator[Healthy]:
-    target = Healthy()
-    await target.start()
-    yield target
-    await target.stop()
+from tests.e2e.conftest import AgentFactory, FlipTarget, environment
 
 
 async def test_a_deploy_registered_late_is_told_what_the_rounds_left_can_detect(
-    start_agent: AgentFactory, healthy: Healthy
+    start_agent: AgentFactory, flip_target: FlipTarget
 ) -> None:
     """An 8 s window of 0.2 s rounds (20 probes each) registered 7.7 s after its start runs
     its last one or two rounds: too few for `error_rate max 0.05` to see its bound, which
     its 40 rounds on time can. It was told the whole window's 40 rounds, and no warning."""
     env = environment(
         "production",
-        healthy.url,
+        flip_target.url,  # healthy: never flipped
         window="8s",
         interval="200ms",
         probes=20,

@@ -5,63 +5,27 @@ no rollback. A target's: its probes say which TLS problem, in the same words."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
-import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
-from tests.e2e.conftest import SECRET, AgentFactory, LocalTarget, environment
+from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, environment
 from tests.e2e.providers_support import alerting_yaml, providers_yaml
 from tests.receivers import JsonSink, RollbackReceiver, alert_titled, titled
-from tests.self_signed import self_signed
+from tests.self_signed import counting_tls_server
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs `openssl`")
 
 
-class Healthy(LocalTarget):
-    """The checks' target, all well: the window's only trouble is its provider."""
-
-    def routes(self, app: web.Application) -> None:
-        async def health(request: web.Request) -> web.Response:
-            return web.json_response({"status": "ok"})
-
-        app.router.add_get("/api/health", health)
-
-
-@pytest.fixture
-async def healthy() -> AsyncIterator[Healthy]:
-    target = Healthy()
-    await target.start()
-    yield target
-    await target.stop()
-
-
-class Accepts(asyncio.Protocol):
-    """A connection to the TLS server as it is accepted, before its handshake: counted."""
-
-    def __init__(self, accepted: list[int]) -> None:
-        accepted.append(1)
-
-
 @pytest.fixture
 async def self_signed_server(tmp_path: Path) -> AsyncIterator[tuple[int, list[int]]]:
-    """An https server on 127.0.0.1 behind a self-signed certificate: its port, and the
-    connections it accepted (each handshake fails)."""
-    cert, key = self_signed(tmp_path)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    accepted: list[int] = []
-    server = await asyncio.get_running_loop().create_server(
-        lambda: Accepts(accepted), "127.0.0.1", 0, ssl=context
-    )
-    yield server.sockets[0].getsockname()[1], accepted
-    server.close()
-    await server.wait_closed()
+    """An https server behind a self-signed certificate: its port, and the connections it
+    accepted (each handshake fails)."""
+    async with counting_tls_server(tmp_path) as server:
+        yield server
 
 
 async def test_a_provider_certificate_not_verified_is_one_connection_a_fetch_and_one_alert(
@@ -69,7 +33,7 @@ async def test_a_provider_certificate_not_verified_is_one_connection_a_fetch_and
     self_signed_server: tuple[int, list[int]],
     rollback_receiver: Any,
     json_sink: JsonSink,
-    healthy: Healthy,
+    flip_target: FlipTarget,
 ) -> None:
     """Before, each fetch was sent `max_attempts` (3) times to fail alike, the alert
     saying '(after 3 attempts)'."""
@@ -77,7 +41,7 @@ async def test_a_provider_certificate_not_verified_is_one_connection_a_fetch_and
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     env = environment(
         "production",
-        healthy.url,
+        flip_target.url,  # healthy (never flipped): the window's only trouble is its provider
         rules=["{name: up, source: prometheus, query: 'up', max: 2}"],
         extra=f"rollback: {{url: {receiver.url}, secret: {SECRET}}}",
     )

@@ -20,7 +20,7 @@ from agent.providers.provider_settings import PrometheusSettings
 from common.tls_words import tls_reason
 from tests.fakes.prometheus import FakePrometheus, free_port
 from tests.providers.support import AFTER, FAST, rule, scope
-from tests.self_signed import self_signed
+from tests.self_signed import counting_tls_server, self_signed, server_context
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs `openssl`")
 
@@ -30,12 +30,10 @@ async def self_signed_prometheus(tmp_path: Path) -> AsyncIterator[tuple[int, Pat
     """An https server on 127.0.0.1 behind a self-signed certificate (its port, its cert):
     the handshake fails before any route is read."""
     cert, key = self_signed(tmp_path)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
     runner = web.AppRunner(web.Application())
     await runner.setup()
     port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_context(cert, key)).start()
     yield port, cert
     await runner.cleanup()
 
@@ -53,6 +51,13 @@ async def error_of(url: str, metrics: Metrics) -> str:
     assert obs.value is None and obs.error is not None
     assert not obs.answered  # fails soft: an outage's inconclusive, never a rollback
     return obs.error
+
+
+def failed_requests(metrics: Metrics) -> float | None:
+    """The requests sent to Prometheus that failed, each attempt of a fetch one."""
+    return metrics.registry.get_sample_value(
+        "postflight_provider_http_requests_total", {"provider": "prometheus", "result": "error"}
+    )
 
 
 async def test_a_self_signed_certificate_is_said_as_such(
@@ -76,9 +81,7 @@ async def test_https_to_a_plain_http_server_is_said_as_such(
         error
     ), error
     # nor does a retry make it answer in TLS: asked once (`tls_lasting`)
-    attempts = metrics.registry.get_sample_value(
-        "postflight_provider_http_requests_total", {"provider": "prometheus", "result": "error"}
-    )
+    attempts = failed_requests(metrics)
     assert attempts == 1 and "attempts" not in error, (attempts, error)
 
 
@@ -100,37 +103,17 @@ async def test_a_certificate_for_another_host_is_said_as_such(
     )
 
 
-class Accepts(asyncio.Protocol):
-    """A TLS server's connection as it is accepted, before its handshake: counted."""
-
-    def __init__(self, accepted: list[int]) -> None:
-        accepted.append(1)
-
-
 async def test_a_certificate_failure_is_not_retried_a_lost_connection_is(
     tmp_path: Path, metrics: Metrics
 ) -> None:
     """No retry verifies a certificate: each was sent `max_attempts` (3) times, to fail
     alike, the fetch's budget spent on backoffs. A connection refused, an outage that may
     pass, is still retried. Both fail soft: no data, never a rollback (`error_of`)."""
-    cert, key = self_signed(tmp_path)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    accepted: list[int] = []
-    server = await asyncio.get_running_loop().create_server(
-        lambda: Accepts(accepted), "127.0.0.1", 0, ssl=context
-    )
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with counting_tls_server(tmp_path) as (port, accepted):
         error = await error_of(f"https://127.0.0.1:{port}", metrics)
-    finally:
-        server.close()
-        await server.wait_closed()
     assert "its certificate was not verified" in error and "attempts" not in error, error
     assert len(accepted) == 1
-    attempts = metrics.registry.get_sample_value(
-        "postflight_provider_http_requests_total", {"provider": "prometheus", "result": "error"}
-    )
+    attempts = failed_requests(metrics)
     assert attempts == 1
 
     refused = await error_of(f"http://127.0.0.1:{free_port()}", metrics)

@@ -235,10 +235,19 @@ def json_lines(text: str) -> list[dict[str, object]]:
     return records
 
 
-def run_once(config: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+def run_once(
+    config: Path | None,
+    *flags: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`postflight run` (`--config CONFIG` unless None) to its exit, in `cwd`, with `env`
+    added to `agent_env()`."""
+    named = [] if config is None else ["--config", str(config)]
     return subprocess.run(
-        [sys.executable, "-m", "agent", "run", "--config", str(config), *flags],
-        env=agent_env(),
+        [sys.executable, "-m", "agent", "run", *named, *flags],
+        cwd=cwd,
+        env=agent_env() | (env or {}),
         capture_output=True,
         text=True,
         timeout=60,
@@ -471,13 +480,8 @@ def test_with_json_logs_an_overrides_error_names_its_variable(tmp_path: Path) ->
         f"server: {{listen: 127.0.0.1:{free_port()}, api_tokens: [{TOKEN}]}}\n"
         "environments: {production: {base_url: 'http://127.0.0.1:9'}}\n"
     )
-    env = agent_env() | {"POSTFLIGHT__SERVER__SHUTDOWN_TIMEOUT": "abc"}
-    done = subprocess.run(
-        [sys.executable, "-m", "agent", "run", "--config", str(config), "--log-format", "json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    done = run_once(
+        config, "--log-format", "json", env={"POSTFLIGHT__SERVER__SHUTDOWN_TIMEOUT": "abc"}
     )
     assert done.returncode == 2, done.stderr
     [record] = json_lines(done.stderr)
@@ -495,15 +499,8 @@ def test_run_reads_config_then_the_variable_then_the_default(tmp_path: Path) -> 
         (tmp_path / name).write_text(f"server: {{api_tokens: [{TOKEN}]}}\nenvironments: {{}}\n")
 
     def read(*flags: str, variable: str | None = None) -> str:
-        env = agent_env() | ({"POSTFLIGHT_CONFIG": variable} if variable else {})
-        done = subprocess.run(
-            [sys.executable, "-m", "agent", "run", *flags],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        env = {"POSTFLIGHT_CONFIG": variable} if variable else {}
+        done = run_once(None, *flags, env=env, cwd=tmp_path)
         assert done.returncode == 2, done.stderr
         return done.stderr.splitlines()[0]
 

@@ -320,7 +320,12 @@ def load_config_text(
 
 
 class UnknownEnvironment(Exception):
-    """`checks_of` names no environment of the file; `args[1]`: those it has."""
+    """`checks_of` names no environment of the file; `known`: those it has."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(name, known)
+        self.name = name
+        self.known = known
 
 
 CHECKS_UNREAD = frozenset({"rules", "baseline", "rollback", "alerts", "sources", "gate"})

@@ -246,7 +246,7 @@ def check_command(args: argparse.Namespace) -> int:
             _config_path(args.config), _unnamed(args.config, "--config PATH"), checks_of=args.env
         )
     except UnknownEnvironment as exc:
-        known = ", ".join(exc.args[1])
+        known = ", ".join(exc.known)
         print(
             f"postflight check: unknown environment {args.env!r} (known: {known})",
             file=sys.stderr,

@@ -77,8 +77,8 @@ def raised_words(exc: BaseException, redact: Callable[[str], str]) -> str:
 
 
 def bug_reason(part: str, exc: BaseException, redact: Callable[[str], str], when: str = "") -> str:
-    """The verdict's reason: which part raised what, `when` ("at round 3"), secrets
-    redacted."""
+    """The verdict's reason: which part raised what, `when` ("at round 3" from the watch,
+    "with 3 rounds stored" from the watcher), secrets redacted."""
     raised = raised_words(exc, redact)
     when = f" {when}" if when else ""
     return (

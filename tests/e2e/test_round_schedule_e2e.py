@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,13 +15,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from agent.app import build_app
 from agent.appkeys import STORE
-from agent.metrics import Metrics
-from agent.records import DeployWindow, RoundRecord
-from agent.settings_file import load_settings_text
-from agent.store.sqlite import SqliteStore
+from agent.records import RoundRecord
 from tests.e2e.conftest import AgentFactory, LocalTarget, slow_rounds
+from tests.e2e.slow_store import EndAwaited, watched_to_its_end
 
 
 class CountingTarget(LocalTarget):
@@ -199,13 +195,12 @@ async def test_a_round_that_overruns_its_slot_is_counted_and_logged_once(
     assert len(logged) == 1
 
 
-class SlowStore(SqliteStore):
+class SlowStore(EndAwaited):
     """A store on a slow disk: every round takes `delay_s` to write."""
 
     def __init__(self, path: Path, delay_s: float) -> None:
         super().__init__(path)
         self.delay_s = delay_s
-        self.finished = asyncio.Event()
 
     async def record_round(
         self, record: RoundRecord, verdict: dict[str, Any] | None, owner: str | None = None
@@ -213,53 +208,16 @@ class SlowStore(SqliteStore):
         await asyncio.sleep(self.delay_s)
         return await super().record_round(record, verdict, owner)
 
-    async def finish_window(self, *args: Any, **kwargs: Any) -> bool:
-        ended = await super().finish_window(*args, **kwargs)
-        self.finished.set()
-        return ended
-
 
 async def test_a_slow_store_write_never_delays_the_next_round(
     tmp_path: Path, target: CountingTarget
 ) -> None:
     # each write takes 400 ms of a 500 ms round: written before the next round's checks,
     # every round after the first would start about 350 ms late
-    settings = load_settings_text(
-        f"""
-server: {{api_tokens: [tok-1234567890abcdef]}}
-store: {{url: "sqlite:///{tmp_path / "unused.db"}"}}
-environments:
-  slowdisk:
-    base_url: {target.url}
-    window: 3s
-    interval: 500ms
-    background_interval: 1h
-    checks:
-      - {{name: health, type: http, path: /health, timeout: 1s}}
-    rules:
-      - {{name: errors, source: checks, metric: error_rate, max: 0.05}}
-"""
-    )
     store = SlowStore(tmp_path / "slow.db", delay_s=0.4)
-    metrics = Metrics()
-    app = build_app(
-        settings, store=store, metrics=metrics, poll_interval=0.05, background_probing=False
+    window, rounds, _ = await watched_to_its_end(
+        store, tmp_path, target.url, window_s=3.0, interval="500ms", within=20
     )
-    runner = web.AppRunner(app)
-    await runner.setup()  # the store opens and the watcher starts
-    try:
-        now = time.time()
-        await store.create_window(
-            DeployWindow(
-                "dep_slowdisk", "slowdisk", "v1", None, None, {}, "watching", now, now + 3.0, now
-            )
-        )
-        async with asyncio.timeout(20):
-            await store.finished.wait()
-        window = await store.get_window("dep_slowdisk")
-        rounds = await store.rounds("dep_slowdisk")
-    finally:
-        await runner.cleanup()
     assert window is not None and window.state in ("passed", "inconclusive")
     assert 5 <= len(rounds) <= 7
     assert [r.summary["slot"] for r in rounds] == list(range(len(rounds)))

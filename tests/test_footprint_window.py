@@ -5,6 +5,8 @@ data from a leak), while the default run keeps its one-hour windows."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import sqlite3
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -24,6 +26,17 @@ def footprint() -> ModuleType:
     return module
 
 
+def bench_db(directory: Path) -> sqlite3.Connection:
+    """A `postflight.db` in `directory` with the rounds' and windows' columns the bench
+    reads (`read_rounds`), empty."""
+    db = sqlite3.connect(directory / "postflight.db")
+    db.execute("CREATE TABLE rounds (window_id, number, started_at, summary)")
+    db.execute(
+        "CREATE TABLE windows (deployed_at, state, ended_at, environment, verdict, baseline)"
+    )
+    return db
+
+
 def windows(path: Path) -> set[str]:
     config = yaml.safe_load(path.read_text())
     return {env["window"] for env in config["environments"].values()}
@@ -41,15 +54,8 @@ def test_the_default_run_keeps_one_hour_windows_and_window_shortens_them(tmp_pat
 
 def test_a_failed_window_is_reported_with_its_reason_and_figures(tmp_path: Path) -> None:
     """An A/A window the agent failed is printed with why (the verdict), not only counted."""
-    import json
-    import sqlite3
-
     bench = footprint()
-    db = sqlite3.connect(tmp_path / "postflight.db")
-    db.execute("CREATE TABLE rounds (window_id, number, started_at, summary)")
-    db.execute(
-        "CREATE TABLE windows (deployed_at, state, ended_at, environment, verdict, baseline)"
-    )
+    db = bench_db(tmp_path)
     rule = {"name": "errors", "outcome": "fail", "observed": 0.2, "baseline": None}
     rule |= {"threshold": "max 0.05", "detail": "20 of 100 probes failed"}
     verdict = {"reason": "errors failed at round 10", "rules": [rule, {"outcome": "pass"}]}
@@ -91,15 +97,8 @@ def test_the_target_s_own_stalls_are_read_from_its_file(tmp_path: Path) -> None:
 
 def test_the_probes_kept_latencies_are_read_by_minute(tmp_path: Path) -> None:
     """Beside the light client's, so a rise both share shows as the target's."""
-    import json
-    import sqlite3
-
     bench = footprint()
-    db = sqlite3.connect(tmp_path / "postflight.db")
-    db.execute("CREATE TABLE rounds (window_id, number, started_at, summary)")
-    db.execute(
-        "CREATE TABLE windows (deployed_at, state, ended_at, environment, verdict, baseline)"
-    )
+    db = bench_db(tmp_path)
     for n, (started, values) in enumerate([(100.5, [0.001, 0.002]), (161.0, [0.03]), (99, [9])]):
         summary = {"observations": {"latency": {"values": values}}, "lag_s": 0.0}
         db.execute("INSERT INTO rounds VALUES ('w', ?, ?, ?)", (n, started, json.dumps(summary)))

@@ -361,11 +361,11 @@ def summary(deploy: Deploy, style: Style) -> str:
             " rounds in a row; a pass takes no evidence)"
         )
     elif deploy.state == "passed" and (lacking := _lacking_evidence(deploy)):
-        rules = deploy.verdict.rules if deploy.verdict is not None else []
+        judged = counted(len(_verdict_rules(deploy)), "rule")
         headline = (
             "passed: no rule failed, not on evidence (pass_on: no_failure passes what did"
-            f" not fail; {lacking} of {counted(len(rules), 'rule')} lacked evidence of"
-            " being within bounds: DETAIL says how far each got)"
+            f" not fail; {lacking} of {judged} lacked evidence of being within bounds: DETAIL"
+            " says how far each got)"
         )
     return f"\n{style.state(deploy.state, headline)}\n\n{details(deploy, style)}"
 
@@ -376,10 +376,9 @@ def _lacking_evidence(deploy: Deploy) -> int:
     `pass_on: no_failure` has any (`evidence` passes every rule on evidence), whose
     headline said "its reason says on what evidence" of a rule ending "not enough
     evidence"."""
-    rules = deploy.verdict.rules if deploy.verdict is not None else []
     return sum(
         1
-        for r in rules
+        for r in _verdict_rules(deploy)
         if r.outcome == "inconclusive"
         or (
             r.outcome == "pass"
@@ -398,11 +397,16 @@ def _held(reached: Any) -> bool:
     )
 
 
+def _verdict_rules(deploy: Deploy) -> list[RuleResult]:
+    """The rules of the deploy's verdict ([] before it has one)."""
+    return deploy.verdict.rules if deploy.verdict is not None else []
+
+
 def _threshold_pass(deploy: Deploy) -> bool:
     """A verdict every rule of which the threshold policy judged (its evidence's `policy`):
     its pass rests on no evidence, where the headline said "its reason says on what
     evidence", as a sequential pass on evidence does."""
-    rules = deploy.verdict.rules if deploy.verdict is not None else []
+    rules = _verdict_rules(deploy)
     return bool(rules) and all(r.evidence.get("policy") == "threshold" for r in rules)
 
 

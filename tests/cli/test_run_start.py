@@ -41,18 +41,26 @@ def agent_env() -> dict[str, str]:
     return env
 
 
-def listening(config: str, log: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
-    """`postflight run --config CONFIG` (in `cwd`, its output in `log`), once it says it
-    listens (90 s at most); killed if the wait is cut short."""
+def listening(
+    config: str, log: Path, cwd: Path | None = None, stdin: bytes | None = None
+) -> subprocess.Popen[bytes]:
+    """`postflight run --config CONFIG` (in `cwd`, its output in `log`, `stdin` written to
+    its standard input), once it says it listens (90 s at most); killed if the wait is
+    cut short."""
     with log.open("wb") as out:
         agent = subprocess.Popen(
             [sys.executable, "-m", "agent", "run", "--config", config],
             cwd=cwd,
             env=agent_env(),
+            stdin=None if stdin is None else subprocess.PIPE,
             stdout=out,
             stderr=out,
         )
     try:
+        if stdin is not None:
+            assert agent.stdin is not None
+            agent.stdin.write(stdin)
+            agent.stdin.close()
         deadline = time.monotonic() + 90
         while "listening on" not in log.read_text() and time.monotonic() < deadline:
             assert agent.poll() is None, log.read_text()
@@ -66,11 +74,15 @@ def listening(config: str, log: Path, cwd: Path | None = None) -> subprocess.Pop
 
 
 def stopped_once_listening(
-    config: str, log: Path, sig: signal.Signals, cwd: Path | None = None
+    config: str,
+    log: Path,
+    sig: signal.Signals,
+    cwd: Path | None = None,
+    stdin: bytes | None = None,
 ) -> str:
-    """`postflight run --config CONFIG` (in `cwd`) until it listens, then stopped by
-    `sig`, which must end it with exit 0: its output."""
-    agent = listening(config, log, cwd)
+    """`postflight run --config CONFIG` (in `cwd`, given `stdin`) until it listens, then
+    stopped by `sig`, which must end it with exit 0: its output."""
+    agent = listening(config, log, cwd, stdin)
     try:
         agent.send_signal(sig)
         assert agent.wait(timeout=30) == 0, log.read_text()
@@ -438,36 +450,15 @@ def test_run_reads_its_configuration_from_standard_input_given_a_dash(tmp_path: 
     """The README: `-` is standard input for `run` too (`envsubst < t.yaml | postflight
     run --config -`); its first log line names it as such, beside the store's absolute
     path, and a SIGTERM still stops it cleanly, exit 0."""
+    config = (
+        f"server: {{listen: 127.0.0.1:{free_port()}, api_tokens: [{TOKEN}]}}\n"
+        "store: {url: 'sqlite:///./from-stdin.db'}\n"
+        "environments:\n"
+        f"  production: {{base_url: 'http://127.0.0.1:{free_port()}'}}\n"
+    )
     log = tmp_path / "agent.log"
-    with log.open("wb") as out:
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", "-"],
-            cwd=tmp_path,
-            env=agent_env(),
-            stdin=subprocess.PIPE,
-            stdout=out,
-            stderr=out,
-        )
-    try:
-        assert agent.stdin is not None
-        agent.stdin.write(
-            f"server: {{listen: 127.0.0.1:{free_port()}, api_tokens: [{TOKEN}]}}\n"
-            "store: {url: 'sqlite:///./from-stdin.db'}\n"
-            "environments:\n"
-            f"  production: {{base_url: 'http://127.0.0.1:{free_port()}'}}\n".encode()
-        )
-        agent.stdin.close()
-        deadline = time.monotonic() + 90
-        while "listening on" not in log.read_text() and time.monotonic() < deadline:
-            assert agent.poll() is None, log.read_text()
-            time.sleep(0.05)
-        agent.send_signal(signal.SIGTERM)
-        assert agent.wait(timeout=30) == 0, log.read_text()
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-            agent.wait()
-    first = log.read_text().splitlines()[0]
+    said = stopped_once_listening("-", log, signal.SIGTERM, tmp_path, config.encode())
+    first = said.splitlines()[0]
     assert first.endswith(f"config (standard input); store SQLite file {tmp_path}/from-stdin.db")
 
 

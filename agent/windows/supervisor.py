@@ -114,21 +114,21 @@ class Watcher:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.environments: dict[str, str] = {}
         self._by_environment: dict[str, set[str]] = {}
+        """The windows watched per environment (`busy` is asked per environment)."""
         self._published: dict[str, int] = {}
         """`postflight_windows_active` as last set, per environment."""
         self._watching_changed: set[str] = set(settings.environments)
         """Environments where a watch started or ended since `postflight_windows_active`
         was last set (at first every one: each is published, 0 when nothing is watched)."""
-        """The windows watched per environment (`busy` is asked per environment)."""
         self.deployed_at: dict[str, float] = {}
         self.claims: dict[str, tuple[int, float]] = {}
         """Per window watched here: the epoch of our claim, and until when it holds."""
         self.watched: dict[str, DeployWindow] = {}
+        """Per window watched here: the window its watch holds (whose `lease_until` the
+        watch moves on each lease renewal the store accepted)."""
         self._watches: dict[str, WindowWatch] = {}
         """Per window watched here: its watch (whose round being stored a stop waits for
         before it hands the window's lease back, `_hand_back`)."""
-        """Per window watched here: the window its watch holds (whose `lease_until` the
-        watch moves on each lease renewal the store accepted)."""
         self._failed: dict[str, tuple[tuple[str, str], int, int]] = {}
         """Per window whose watch failed (but for a store outage): how (the exception's
         type and the line that raised it), the rounds stored then, and how many times in a

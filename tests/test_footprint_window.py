@@ -118,9 +118,10 @@ def test_the_target_and_its_light_client_run_at_a_raised_priority(tmp_path: Path
 
     bench = footprint()
     target, port, _ = bench.start_target(tmp_path)
-    light = bench.Reference(None, bench.LIGHT_CLIENT_PY, str(port), raise_nice=True)
-    light.start()
+    light = None
     try:
+        light = bench.Reference(None, bench.LIGHT_CLIENT_PY, str(port), raise_nice=True)
+        light.start()
         expected = bench.TARGET_NICE if os.geteuid() == 0 else 0
         assert bench.nice_of(target.pid) == expected
         assert bench.nice_of(light.proc.pid) == expected
@@ -132,7 +133,8 @@ def test_the_target_and_its_light_client_run_at_a_raised_priority(tmp_path: Path
         assert all(ms > 0 for _, ms in light.timings)
         at = [a for a, _ in light.timings]
         assert light.between(at[0], at[-1], 0.95) == round(max(ms for _, ms in light.timings), 2)
-    finally:
-        light.stop()
+    finally:  # the target stopped however the test ended
+        if light is not None:
+            light.stop()
         target.terminate()
         target.wait(timeout=10)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from aiohttp import web
 
 from agent.analysis.types import Observation
 from agent.metrics import Metrics
@@ -17,6 +18,7 @@ from agent.providers.client import ProviderError
 from agent.providers.newrelic import NewRelicProvider, nrql_for, observation_from_rows
 from agent.providers.provider_settings import BaselineSettings, NewRelicSettings
 from agent.settings_file import ConfigError, load_settings_text
+from tests.fakes._server import Failure
 from tests.fakes.newrelic import FakeNewRelic
 from tests.providers.support import (
     AFTER,
@@ -618,3 +620,41 @@ async def test_access_denied_to_the_account_names_the_account_not_the_nrql(
     )
     assert NEWRELIC_KEY not in repr(obs)
     assert len(newrelic_fake.requests) == 1
+
+
+async def test_a_503_with_retry_after_past_the_budget_fails_at_once_and_holds_later_fetches(
+    newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic
+) -> None:
+    """README, Baselines: a reset past the fetch's budget fails the fetch at once and
+    keeps every later fetch (the next rounds') from asking before it, "a `Retry-After`
+    from New Relic or Prometheus alike, on a 429 or a 503" (test-only: it held)."""
+    newrelic_fake.fail("unavailable", reset_in=30)
+    first = await count_since_the_deploy(newrelic)
+    second = await count_since_the_deploy(newrelic)
+    assert first.value is None and first.error is not None
+    assert first.error.startswith("New Relic answered 503; retry in 30s, past this fetch's")
+    assert second.value is None and second.error is not None
+    assert "not asked again before then" in second.error
+    assert len(newrelic_fake.requests) == 1
+
+
+async def test_a_429_with_a_short_retry_after_is_retried_after_it(
+    newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic
+) -> None:
+    """New Relic's 429 carries no documented Retry-After (reference §7); when one comes
+    (a proxy in front), it is waited as asked, not a backoff's quarter second."""
+    original = newrelic_fake.failure_response
+
+    def with_retry_after(failure: Failure, request: web.Request) -> web.StreamResponse:
+        answer = original(failure, request)
+        if failure.kind == "429":
+            answer.headers["Retry-After"] = "1"
+        return answer
+
+    newrelic_fake.failure_response = with_retry_after  # type: ignore[method-assign]
+    newrelic_fake.fail("429", times=1)
+    newrelic_fake.answer("SELECT count(*) FROM Transaction", [{"count": 7}], since=T0)
+    obs = await kept_up(lambda: count_since_the_deploy(newrelic))
+    assert obs.error is None and obs.value == 7
+    first, second = newrelic_fake.requests[:2]
+    assert second.at - first.at >= 0.9

@@ -207,9 +207,11 @@ class _LeftAtStop(BaseException):
     stored. A BaseException, as a cancellation is, so the handlers of a failure mid-way
     (a bug, the store's outage) let it through to `deliver`."""
 
-    def __init__(self, intent: RollbackIntent) -> None:
+    def __init__(self, intent: RollbackIntent, store_away: bool = False) -> None:
         super().__init__(intent.window_id)
         self.intent = intent
+        self.store_away = store_away
+        """Met waiting for the store (`_retake`): nothing could be handed back."""
 
 
 class RollbackDelivery:
@@ -311,7 +313,7 @@ class RollbackDelivery:
                 try:
                     return await self._deliver(intent, settings, environment, claims)
                 except _LeftAtStop as left:
-                    return self._left(left.intent, environment)
+                    return self._left(left.intent, environment, left.store_away)
         finally:
             self._users[key] -= 1
             if not self._users[key]:
@@ -443,10 +445,13 @@ class RollbackDelivery:
         """The rollback again, as stored, once the store answers: still this sender's
         (or lapsed, and nobody took it), else None. A delivery the store interrupted was
         left pending until its lease lapsed and a sweep resumed it: a PostgreSQL restart
-        of a few seconds held a rollback in its retries back by a whole lease (30 s)."""
+        of a few seconds held a rollback in its retries back by a whole lease (30 s).
+        A stop leaves at once (`_LeftAtStop`), where it waited out its grace for the
+        store, then cut the rollback off."""
         waits = held_waits()
         while True:
-            await self._sleep(next(waits))
+            if await self._wait_unless_leaving(next(waits)):
+                raise _LeftAtStop(intent, store_away=True)
             now = self._clock()
             try:
                 return await self._store.take_rollback(
@@ -828,8 +833,20 @@ class RollbackDelivery:
         sleeping.result()  # the sleep's own failure, if any
         return False
 
-    def _left(self, intent: RollbackIntent, environment: str) -> RollbackIntent:
+    def _left(
+        self, intent: RollbackIntent, environment: str, store_away: bool = False
+    ) -> RollbackIntent:
         """Say what a stop did with a rollback it met in a wait (`leave_waits`)."""
+        if store_away:
+            log.info(
+                "rollback for %s: stopping while the store does not answer (%d attempt(s)"
+                " made): left pending to the next start or another replica, which resume it"
+                " once its lease lapses",
+                intent.window_id,
+                intent.attempts,
+                extra={"deploy_id": intent.window_id, "environment": environment},
+            )
+            return intent
         due = (intent.next_attempt_at or self._clock()) - self._clock()
         log.info(
             "rollback for %s: stopping while it waits (%d attempt(s) made, the next due in"

@@ -14,8 +14,9 @@ import pytest
 from agent.metrics import Metrics
 from agent.rollback.delivery import RollbackDelivery
 from agent.store.sqlite import SqliteStore
-from tests.receivers import RollbackReceiver
+from tests.receivers import RollbackAttempt, RollbackReceiver
 from tests.rollback.support import SECRET, settings, stored_intent
+from tests.test_store_outage_logs import Restarting
 
 
 async def waiting(store: SqliteStore, window_id: str) -> bool:
@@ -80,3 +81,53 @@ async def test_a_stopping_sender_sends_no_attempt_still_to_wait_for(
         await resumed.aclose()
     assert (left.state, left.attempts) == ("pending", 1)
     assert len(receiver.attempts) == 1
+
+
+async def test_a_rollback_waiting_for_the_store_to_answer_is_left_at_once(
+    tmp_path: Any,
+    metrics: Metrics,
+    rollback_receiver: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The store went away mid-delivery (a PostgreSQL restart) and the sender waits to
+    take the rollback again (`_retake`): a stop leaves that wait at once too, where the
+    stop waited out its grace for the store and then cut the rollback off. Nothing is
+    sent meanwhile; its lease lapses as stored and the next start or a replica resumes."""
+    store = Restarting(tmp_path / "postflight.db")
+    await store.open()
+
+    async def store_away_as_it_answers(attempt: RollbackAttempt) -> None:
+        if attempt.n == 1:
+            store.down = True  # and it stays away until the sender has stopped
+
+    receiver: RollbackReceiver = await rollback_receiver(
+        SECRET, script=("503",), on_attempt=store_away_as_it_answers
+    )
+    store.down = False
+    intent = await stored_intent(store)
+    sender = RollbackDelivery(store, metrics, owner="replica-a")
+    caplog.set_level(logging.INFO, "postflight.rollback")
+    try:
+        sending = asyncio.create_task(sender.deliver(intent, settings(receiver.url), "production"))
+        await receiver.wait_for_attempts(1)
+        for _ in range(1000):  # until it waits for the store
+            if any("going on as soon as it does" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.01)
+        sender.leave_waits()
+        done, _ = await asyncio.wait({sending}, timeout=10)  # a bound for a hung test only
+        assert done, "the stop waited for the store to come back"
+        left = sending.result()
+        assert store.down  # left while the store was still away
+    finally:
+        sending.cancel()
+        await asyncio.gather(sending, return_exceptions=True)
+        store.down = False
+        await sender.aclose()
+    assert left.state == "pending"
+    assert len(receiver.attempts) == 1
+    said = [r.getMessage() for r in caplog.records if "stopping while" in r.getMessage()]
+    assert said and "left pending to the next start or another replica" in said[0], said
+    stored = await store.get_rollback(intent.window_id)
+    assert stored is not None and stored.state == "pending" and stored.attempts == 1
+    await store.close()

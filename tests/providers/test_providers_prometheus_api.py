@@ -15,6 +15,7 @@ from agent.providers.base import Period
 from agent.providers.prometheus import PrometheusProvider, range_for
 from agent.providers.provider_settings import PrometheusSettings
 from agent.settings_file import ConfigError, load_settings_text
+from tests.fakes._server import Failure
 from tests.fakes.prometheus import FakePrometheus
 from tests.providers.support import AFTER, FAST, T0, kept_up, requests_counted, rule, scope
 
@@ -81,6 +82,38 @@ async def test_a_503_with_retry_after_is_not_asked_again_before_then(
     assert first.error.startswith("Prometheus answered 503; retry in 30s, past this fetch's")
     assert second.value is None and second.error is not None
     assert second.error.startswith("Prometheus answered 503; retry in "), second.error
+    assert "not asked again before then" in second.error
+    assert len(prometheus_fake.requests) == 1
+
+
+def retry_after_on_429(fake: FakePrometheus, seconds: int) -> None:
+    """`fake`'s 429s carry `Retry-After: seconds`, as a proxy in front of Prometheus
+    (Mimir, Thanos, a gateway) that rate-limits says."""
+    original = fake.failure_response
+
+    def answer(failure: Failure, request: web.Request) -> web.StreamResponse:
+        response = original(failure, request)
+        if failure.kind == "429":
+            response.headers["Retry-After"] = str(seconds)
+        return response
+
+    fake.failure_response = answer  # type: ignore[method-assign]
+
+
+async def test_a_429_with_retry_after_past_the_budget_holds_later_fetches_too(
+    prometheus: PrometheusProvider, prometheus_fake: FakePrometheus
+) -> None:
+    """README, Baselines: "a `Retry-After` from New Relic or Prometheus alike, on a 429
+    or a 503": the fetch fails at once and the next one does not ask before it
+    (test-only: it held; only the 503's was tested)."""
+    retry_after_on_429(prometheus_fake, 30)
+    prometheus_fake.fail("429")
+    r = rule(source="prometheus", query="up", max=2)
+    first = await prometheus.fetch(r, scope(), AFTER, None)
+    second = await prometheus.fetch(r, scope(), AFTER, None)
+    assert first.value is None and first.error is not None
+    assert first.error.startswith("Prometheus is rate limiting (429); retry in 30s, past this")
+    assert second.value is None and second.error is not None
     assert "not asked again before then" in second.error
     assert len(prometheus_fake.requests) == 1
 

@@ -499,3 +499,35 @@ def test_run_reads_config_then_the_variable_then_the_default(tmp_path: Path) -> 
     assert read(variable="from-variable.yaml") == "from-variable.yaml: 1 configuration error"
     said = read("--config", "from-flag.yaml", variable="from-variable.yaml")
     assert said == "from-flag.yaml: 1 configuration error"
+
+
+@pytest.mark.timeout(120)
+def test_the_start_names_up_to_10_environments_probed_between_windows_on_one_line(
+    tmp_path: Path,
+) -> None:
+    """README, Configuration walkthrough: "At start the agent logs which environments it
+    probes between windows, at which `base_url` and how often (one line, naming up to 10
+    environments)"; a password in a base_url is not in it (test-only: it held)."""
+    port = free_port()
+    target = free_port()
+    envs = "".join(
+        f"  env{i:02d}:\n"
+        f"    base_url: http://probe:hunter2-secret@127.0.0.1:{target}/e{i}\n"
+        "    background_interval: 1h\n"
+        "    checks: [{name: health, type: http, path: /health}]\n"
+        for i in range(12)
+    )
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        f"server: {{listen: 127.0.0.1:{port}, api_tokens: [{TOKEN}]}}\n"
+        f"store: {{url: 'sqlite:///{tmp_path}/postflight.db'}}\n"
+        f"environments:\n{envs}"
+    )
+    text = stopped_once_listening(str(config), tmp_path / "agent.log", signal.SIGTERM)
+    [line] = [ln for ln in text.splitlines() if "between windows" in ln]
+    assert "background probing 12 environments between windows: " in line, line
+    for i in range(10):
+        assert f"env{i:02d} at http://***@127.0.0.1:{target}/e{i} (health every 1h)" in line
+    assert "env10" not in line and "env11" not in line
+    assert line.endswith("; and 2 more"), line
+    assert "hunter2" not in text

@@ -143,8 +143,10 @@ async def test_the_example_configurations_checks_rules_see_their_bounds(
     no warning. A 5-minute window gives `health-latency` (p95 max 300ms) 100 latencies, where
     passing on evidence takes about 250: warned that it would end inconclusive; and
     `probe-errors` (max 5%) ten rounds of 230 samples (210 probes and the login scenario's
-    2 steps 10 times), which catch an error rate of about 10.4%, twice its bound (a round's
-    bet is capped, so ten heavy rounds are ten bets, not 2,300 samples' worth): warned."""
+    2 steps 10 times), which catch an error rate of about 9.4%, near twice its bound (a
+    round's bet is capped, so ten heavy rounds are ten bets, not 2,300 samples' worth; the
+    look at the window's end reads them as bursty as the baseline's runs, Student-corrected
+    for ten rounds; 10.4% before absolute bounds had that look): warned."""
     settings = load_settings(EXAMPLE)
     env = settings.environments["production"]
     prints = check_fingerprints(env)
@@ -178,7 +180,7 @@ async def test_the_example_configurations_checks_rules_see_their_bounds(
     if warned:
         errors, latency = said
         assert "(230 samples a round)" in errors, errors  # the round's, scenario included
-        assert "error_rate 0.104 or more" in errors, errors  # twice its bound of 0.05
+        assert "error_rate 0.0938 or more" in errors, errors  # near twice its bound of 0.05
         assert "cannot pass on evidence by the window's end" in latency
         assert "it needs about 250 samples" in latency, said
 

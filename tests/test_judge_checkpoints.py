@@ -5,13 +5,15 @@ verdicts of the agent that never stopped."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.analysis import Observation, Policy
+from agent.analysis import Observation, Policy, Rule
 from agent.analysis.judge import Judge
 from agent.windows.checkpoint import (
     replays_exactly,
@@ -153,3 +155,57 @@ def test_replays_exactly_is_the_json_round_trip(
         error=error,
     )
     assert replays_exactly({"r": obs}) == _round_trips({"r": obs})
+
+
+V12_WINDOW = Path(__file__).with_name("judge_window_v12.json")
+"""A window's first 12 rounds as the store kept them, the judge's whole state stored with
+round 12, written by the judge of STATE_VERSION 12 (commit 93ee61b5): rules `error_rate
+max: 0.05` and `latency_p95 max: 0.3`, 10 requests a round, 30 rounds planned. Its
+absolute bounds' tests had no look at the window's end, so no `fin`."""
+V12_RULES = (
+    Rule("errors", "checks", "error_rate", max=0.05),
+    Rule("p95", "checks", "latency_p95", max=0.3),
+)
+
+
+def test_a_window_stored_by_the_judge_of_version_12_resumes_after_the_upgrade() -> None:
+    """An upgrade mid-window from 12: the restart replays the stored rounds and the window
+    ends as if the new judge had judged it from the start. Saw fail before the bump to 13:
+    the stored state was read, and the window's end raised KeyError 'fin'."""
+    stored = json.loads(V12_WINDOW.read_text())
+    assert stored[-1]["judge"]["v"] == 12
+    assert "fin" not in stored[-1]["judge"]["rules"]["errors"]["seq"]["tests"]["max:proportion"]
+    rng = np.random.default_rng(54)
+    rest = []
+    for _ in range(18):  # 25 errors in 180 requests (31 of 300 in all): caught at the end
+        lat = tuple(float(v) for v in rng.lognormal(-2.5, 0.5, 10))
+        c = int(rng.binomial(10, 0.14))
+        rest.append(
+            {
+                "errors": Observation(c / 10, count=c, total=10),
+                "p95": Observation(float(np.percentile(lat, 95)), values=lat, quantile=0.95),
+            }
+        )
+
+    def to_the_end(judge: Judge, state: Any) -> tuple[Any, Any]:
+        verdict = None
+        for i, round_ in enumerate(rest):
+            state, verdict = judge.step(state, round_, final=i == len(rest) - 1)
+        return state, verdict
+
+    resumed = Judge(V12_RULES, {}, Policy("sequential"), horizon=30)
+    latest, replay = resume_point(stored)  # as the window's lifecycle resumes
+    state = latest or resumed.start()
+    for old in replay:
+        state, _ = resumed.step(state, old, final=False)
+    state, verdict = to_the_end(resumed, state)
+    assert latest is None and len(replay) == 12
+
+    never_stopped = Judge(V12_RULES, {}, Policy("sequential"), horizon=30)
+    again = never_stopped.start()
+    for old in replay:
+        again, _ = never_stopped.step(again, old, final=False)
+    assert (state, verdict) == to_the_end(never_stopped, again)
+    test = state["rules"]["errors"]["seq"]["tests"]["max:proportion"]
+    assert (verdict.decision, test["crossed"]) == ("fail", 29)  # by the look at the end
+    assert test["final_p"] < 0.001

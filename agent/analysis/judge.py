@@ -62,7 +62,7 @@ __all__ = ["STATE_VERSION", "Glance", "Judge", "PassOn", "State", "judge"]
 
 PassOn = Literal["evidence", "no_failure"]
 
-STATE_VERSION = 12
+STATE_VERSION = 13
 """The shape of `State`; bump it when the shape changes (2: one row per confidence level
 in the rank and exceedance tests; 4: the two-sample count test's own ladder and bets, 12
 rows of 10; 5: the rank and exceedance tests bet on conformal placements and keep the
@@ -79,8 +79,11 @@ of 0 has a test, and a relative bound over a baseline of 0 or less of a value th
 negative keeps the streak's fields instead: an older state lacked the test, a KeyError;
 and a value of either sign's first value below 0 ends its value test, marked `below_0` from
 then on: added before 12 was released, and absent until such a value, so a 12 stored
-without it is this judge's state of any window whose value never went below 0), so that a
-restart never reads a state it cannot."""
+without it is this judge's state of any window whose value never went below 0; 13: an
+absolute `max`/`min` on a proportion or a distribution looks at the window's end too, so
+its test keeps `fin` and `final_p`, and its e-processes bet at four fifths of the alpha
+they had: a 12 lacks `fin`, a KeyError at the window's end), so that a restart never reads
+a state it cannot."""
 
 
 def judge(

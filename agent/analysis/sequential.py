@@ -18,8 +18,9 @@ face value, and the pass side spends `BASELINE_SHARE` on one confidence limit. T
 split between the e-process started at the deploy and the e-detector for a regression that
 starts later (when the window's length in rounds is known): halves for values, the deploy's
 `COUNT_START_SHARE` for a two-sample count test, `RANK_DETECTOR_SHARE` and `ONSET_RATIO` for
-the rank and exceedance tests, after a relative test on counts or samples has set aside
-`FINAL_SHARE` for one look at the whole window at its last round (`finish`). Union bound:
+the rank and exceedance tests, after a relative test on counts or samples, or an absolute
+`max`/`min` on a proportion or a distribution, has set aside `FINAL_SHARE` for one look at
+the whole window at its last round (`finish`). Union bound:
 the chance that any rule of a good deploy ever fails is at most alpha. A baseline's counts
 are pooled from periods (background runs, provider buckets): its confidence limits take the
 periods, not the requests, as the units (`BaselineData.rate_limit`), so errors that come in
@@ -283,7 +284,8 @@ class Component:
     """What a failure asserts about the metric: `> 0.0146 (baseline 0.0101 +20%)`."""
     alpha_final: float = 0.0
     """Level of the look at the whole window at its last round (0: none): a relative test
-    on counts or samples, in a window whose length is known (`FINAL_SHARE`, `finish`)."""
+    on counts or samples, or an absolute bound on a proportion or a distribution, in a
+    window whose length is known (`FINAL_SHARE`, `finish`)."""
     level: float = 0.5
     """The null's largest acceptable mean of the round statistic (share of bad events, mean
     placement, value)."""
@@ -508,13 +510,28 @@ class SequentialRule:
             bound = rule.max if is_max else rule.min
             assert bound is not None
             a, d = self._split(share, False)
+            final = 0.0
+            if d and self.kind in ("proportion", "distribution"):
+                # a look at the window's end, as the relative tests' (`FINAL_SHARE`): union
+                # bound share (1 - final) + share x final
+                final = share * FINAL_SHARE
+                a, d = a * (1.0 - FINAL_SHARE), d * (1.0 - FINAL_SHARE)
             null = f"{metric} {'<=' if is_max else '>='} {self._fmt(bound)}"
             claim = f"{'>' if is_max else '<'} {which} {self._fmt(bound)}"
             if self.kind == "distribution":
                 level = 1.0 - q if is_max else q
                 test: Test = "exceedance"
                 return Component(
-                    which, test, a, d, null, claim, level=level, flip=not is_max, cutoff=bound
+                    which,
+                    test,
+                    a,
+                    d,
+                    null,
+                    claim,
+                    alpha_final=final,
+                    level=level,
+                    flip=not is_max,
+                    cutoff=bound,
                 )
             level = bound if is_max else 1.0 - bound
             if self.kind == "value" and not is_max and not _is_share(rule):
@@ -530,7 +547,9 @@ class SequentialRule:
                 return Component(which, test, share, 0.0, null, claim, level=0.0, flip=not is_max)
             if level <= 0.0 or (level >= 1.0 and self._level_is_a_share()):
                 return None
-            return Component(which, test, a, d, null, claim, level=level, flip=not is_max)
+            return Component(
+                which, test, a, d, null, claim, alpha_final=final, level=level, flip=not is_max
+            )
         assert base is not None and rule.max_increase is not None
         delta = rule.max_increase
         change = f"{'+' if up else '-'}{format_percent(delta)}"
@@ -1134,7 +1153,10 @@ class SequentialRule:
         if comp.test == "rank":
             inflation = stats.inflation_of_sums(sums, comp.alpha_final, variance=1.0 / 12.0)
             return stats.sum_of_uniforms_greater(sums[1], sums[2], inflation)
-        if comp.test == "exceedance":
+        if comp.test == "exceedance" or not comp.ladder:
+            # samples past the quantile (conformal or against an absolute bound), or a
+            # rate's events against its absolute `max` (its successes against a `min`:
+            # the level is then the complement, `_bad`)
             inflation = stats.inflation_of_sums(sums, comp.alpha_final)
             return stats.share_greater(sums[1], sums[2], inflation, comp.level)
         base, delta = self.baseline, self.rule.max_increase
@@ -1409,7 +1431,7 @@ class SequentialRule:
         test's share past the quantile as `_exceedance_rounds` finds it; and their excess
         falling round by round is read as burstiness too (`_trend_inflation`)."""
         base, samples, level = self.baseline, per_round * rounds, comp.alpha_final
-        if base is None or samples <= 0:
+        if samples <= 0 or (base is None and comp.bound == "max_increase"):
             return None
 
         def inflation(rho: float, events: float, trend: float = 0.0) -> float:
@@ -1435,7 +1457,11 @@ class SequentialRule:
                 return stats.sum_of_uniforms_greater(total, samples, inflation(0.0, samples, trend))
 
             return self._scaled(comp, _smallest(rank_p, level, 1.0, 1e3, grow=True))
-        if comp.test == "exceedance":
+        if comp.test == "exceedance" or not comp.ladder:
+            # an absolute bound on a rate: its events read as bursty as the baseline's, if
+            # it has one (conformal placements, samples past a bound: independent, as before)
+            counted = self.kind == "proportion" and base is not None and base.has_counts
+            rho = base.dispersion if counted and base else 0.0
             m = self._base_size if comp.conformal else 0
             base_var = _baseline_noise(comp.level * (1.0 - comp.level), samples, m)
 
@@ -1445,9 +1471,9 @@ class SequentialRule:
                 seen = float(np.mean(shares))
                 events = seen * samples
                 fewer = min(events, samples - events)
-                sd = math.sqrt(inflation(0.0, fewer) * events * (1.0 - seen) + base_var)
+                sd = math.sqrt(inflation(rho, fewer) * events * (1.0 - seen) + base_var)
                 read = inflation(
-                    0.0, fewer, _trend_inflation(shares, seen * (1.0 - seen), per_round)
+                    rho, fewer, _trend_inflation(shares, seen * (1.0 - seen), per_round)
                 )
                 return stats.share_greater(events - LOOK_POWER * sd, samples, read, comp.level)
 
@@ -1461,7 +1487,7 @@ class SequentialRule:
             share = _smallest(lambda x: exceed_p(np.full(rounds, x)), level, comp.level, 1.0)
         else:
             delta = self.rule.max_increase
-            if not base.has_counts or delta is None:
+            if base is None or not base.has_counts or delta is None:
                 return None
             assert base.count is not None and base.total is not None
             base_spread = base.inflation_at(level)

@@ -4,7 +4,8 @@ and what `SequentialRule` says they can see at several traffics: the minimum det
 effect (`_easiest`) and each bound's reach (`pass_reach`), every float as its exact hex.
 
 The stored figures (`FIGURES`) were made by the judge before its searches were made cheaper
-(session 33): work on their cost must give them back to the last bit; a deliberate change
+(session 33; written again in session 40, when absolute bounds got the look at the
+window's end): work on their cost must give them back to the last bit; a deliberate change
 to the statistics writes them again (`python -m tests.analysis.detectable_corpus --write`)
 and says so."""
 

@@ -161,6 +161,10 @@ def test_the_judge_looks_only_at_the_last_round_and_says_so() -> None:
     (component,) = rule_verdict.evidence["components"]
     assert component["final_p_value"] <= component["final_alpha"]
     assert component["failed_at_round"] == 900  # the last of 900 rounds
+    # a relative bound's look is two-sample (it read "the count of bad events against the
+    # bound", an absolute bound's words, once absolute bounds looked too)
+    assert component["final_test"] == "the two-sample count test over the whole window"
+    assert "the two-sample count test over the whole window gave" in rule_verdict.detail
 
 
 def test_no_look_at_the_end_without_a_known_end_or_for_a_decrease() -> None:

@@ -68,11 +68,18 @@ _TEST_NAMES = {
 
 
 _FINAL_TESTS = {
-    "proportion": "the two-sample count test over the whole window",
+    "two_sample": "the two-sample count test over the whole window",
+    "proportion": "the count of bad events against the bound over the whole window",
     "rank": "the rank test over the whole window (its placements' sum)",
     "exceedance": "the count of samples past the bound over the whole window",
 }
 """The tests that look once, at the window's end (`SequentialRule.finish`)."""
+
+
+def _final_test(comp: Component) -> str:
+    """The look's words: a relative count test's is two-sample (it has a ladder), an
+    absolute bound's counts its bad events against the bound."""
+    return _FINAL_TESTS["two_sample" if comp.ladder else comp.test]
 
 
 class SequentialPolicy(BasePolicy):
@@ -268,7 +275,7 @@ class SequentialPolicy(BasePolicy):
                 f"p-value {p:.2g}, at most {level:.2g} needed"
             )
             detail = (
-                f"{said}; {rule.metric} {comp.claim}: {_FINAL_TESTS[comp.test]} gave"
+                f"{said}; {rule.metric} {comp.claim}: {_final_test(comp)} gave"
                 f" p-value {p:.2g}, at most {level:.2g} needed"
             )
             verdict = rule_verdict(rule, "fail", observed, base, detail, evidence)
@@ -634,7 +641,7 @@ def _final_figures(comp: Component, st: State) -> dict[str, Any]:
     if not comp.alpha_final or st.get("final_p") is None:
         return {}
     return {
-        "final_test": _FINAL_TESTS[comp.test],
+        "final_test": _final_test(comp),
         "final_p_value": st["final_p"],
         "final_alpha": comp.alpha_final,
     }

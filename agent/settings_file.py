@@ -271,8 +271,8 @@ def load_config_text(
     else:  # the overrides first: one may add the environment the file lacks
         from_variables: list[ConfigProblem] = []
         overrides, origins = _overrides(environ, from_variables)
+        data = _checks_part(data, checks_of, overrides)
         overrides = _overridden_checks_part(overrides, checks_of)
-        data = _checks_part(data, checks_of, overridden=bool(overrides))
         expanded = _expand(data, (), environ, problems, lines)
         problems += [p for p in from_variables if _read_by_checks(p.loc, checks_of)]
     _replacing_values(expanded, origins)
@@ -336,21 +336,36 @@ _UNREAD_SERVER = {"api_tokens": ["postflight-check-reads-no-server"]}
 (its `${POSTFLIGHT_API_TOKEN}`) is not read."""
 
 
-def _checks_part(document: dict[str, Any], name: str, *, overridden: bool) -> dict[str, Any]:
+def _checks_part(document: dict[str, Any], name: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """What `postflight check --env NAME` reads of the file: that environment's checks and
     what runs them, not the other environments, its rules, rollback and alerts, nor the
     server, store, providers, alerting and integrations: it demanded every `${VAR}` of the
-    file be set, a CI smoke step the whole daemon's secrets. An environment neither the
-    file nor a variable (`overridden`) has is `UnknownEnvironment`."""
-    environments = document.get("environments")
+    file be set, a CI smoke step the whole daemon's secrets. A NAME that is none of
+    `run`'s environments (`_environment_names`) is `UnknownEnvironment`."""
+    environments = document.get("environments", {})
     if not isinstance(environments, dict):
         return document  # an error of its own, said as the whole file's
     part: dict[str, Any] = {"server": _UNREAD_SERVER, "environments": {}}
+    known = _environment_names(environments, overrides)
+    if name not in known:
+        raise UnknownEnvironment(name, known)
     if name in environments:
         part["environments"][name] = _checks_read(environments[name])
-    elif not overridden:
-        raise UnknownEnvironment(name, [str(key) for key in environments])
     return part
+
+
+def _environment_names(in_file: dict[str, Any], overrides: dict[str, Any]) -> list[str]:
+    """The environments' names as `run` has them (`_merged`): the file's, then those the
+    `POSTFLIGHT__…` variables add, each as its variable wrote it (`…__EU_WEST__…` adds
+    `eu_west`); one a variable's name matches as the README says (case-blind, `_` for a
+    `-`) is the file's. `check --env STAGING` for the `staging` a variable added passed
+    this and then failed with a KeyError, exit 1."""
+    names = [str(key) for key in in_file]
+    added = overrides.get("environments")
+    if isinstance(added, dict):
+        blind = {_blind(n) for n in names}
+        names += [str(key) for key in added if _blind(key) not in blind]
+    return names
 
 
 def _overridden_checks_part(overrides: dict[str, Any], name: str) -> dict[str, Any]:

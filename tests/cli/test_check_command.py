@@ -207,6 +207,61 @@ async def test_an_environment_a_variable_adds_is_checked_as_the_files_are(
     assert "1 passed, 0 failed" in captured.out, captured.out + captured.err
 
 
+@pytest.mark.parametrize(("variable", "named"), [("STAGING", "STAGING"), ("EU_WEST", "eu-west")])
+async def test_an_environment_a_variable_adds_is_named_as_run_names_it(
+    tmp_path: Path,
+    target: TestServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    named: str,
+) -> None:
+    """`POSTFLIGHT__ENVIRONMENTS__STAGING__…` adds `staging` (`…__EU_WEST__…` adds
+    `eu_west`), the name `run` registers its deploys under: `check --env STAGING` (or
+    `eu-west`) crashed with a KeyError, exit 1. A name `run` does not have is unknown,
+    exit 2, with the names it has; the one it has runs the checks."""
+    url = str(target.make_url("")).rstrip("/")
+    monkeypatch.setenv(f"POSTFLIGHT__ENVIRONMENTS__{variable}__BASE_URL", url)
+    health = [{"name": "health", "type": "http", "path": "/health"}]
+    monkeypatch.setenv(f"POSTFLIGHT__ENVIRONMENTS__{variable}__CHECKS", json.dumps(health))
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        "server: {api_tokens: [tok-1234567890abcdef]}\n"
+        "environments: {production: {base_url: 'http://127.0.0.1:9'}}\n"
+    )
+    from agent.settings_file import load_config
+
+    run_names = list(load_config(config).settings.environments)
+    assert run_names == ["production", variable.lower()]
+    assert await run_cli("check", "--config", str(config), "--env", named) == 2
+    err = capsys.readouterr().err
+    known = f"(known: production, {variable.lower()})"
+    assert err == f"postflight check: unknown environment {named!r} {known}\n", err
+    assert await run_cli("check", "--config", str(config), "--env", variable.lower()) == 0
+    captured = capsys.readouterr()
+    assert "1 passed, 0 failed" in captured.out, captured.out + captured.err
+
+
+async def test_an_environment_only_variables_give_is_checked_without_the_files_section(
+    tmp_path: Path,
+    target: TestServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A file with no `environments` at all, its one environment from variables: the
+    same names (it read the whole file and crashed with a KeyError on `STAGING`)."""
+    url = str(target.make_url("")).rstrip("/")
+    canary = {"base_url": url, "checks": [{"name": "health", "type": "http", "path": "/health"}]}
+    monkeypatch.setenv("POSTFLIGHT__ENVIRONMENTS__STAGING", json.dumps(canary))
+    config = tmp_path / "postflight.yaml"
+    config.write_text("server: {api_tokens: [tok-1234567890abcdef]}\n")
+    assert await run_cli("check", "--config", str(config), "--env", "STAGING") == 2
+    err = capsys.readouterr().err
+    assert err == "postflight check: unknown environment 'STAGING' (known: staging)\n", err
+    assert await run_cli("check", "--config", str(config), "--env", "staging") == 0
+    assert "1 passed, 0 failed" in capsys.readouterr().out
+
+
 async def test_an_environment_without_checks_says_nothing_ran(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

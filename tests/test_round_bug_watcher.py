@@ -137,6 +137,59 @@ async def test_a_store_that_does_not_answer_is_waited_for_however_long(tmp_path:
     assert state == "watching"
 
 
+class AwayForRounds(SqliteStore):
+    """Its first `away` round writes find the store away; then it answers."""
+
+    def __init__(self, path: Path, away: int) -> None:
+        super().__init__(path)
+        self.away = away
+        self.tried = 0
+        self.stored = 0
+
+    async def record_round(self, *args: Any, **kwargs: Any) -> bool:
+        self.tried += 1
+        if self.tried <= self.away:
+            raise StoreError("connection refused")
+        stored = await super().record_round(*args, **kwargs)
+        self.stored += stored
+        return stored
+
+
+async def test_a_store_away_for_four_round_writes_is_said_once_and_its_return_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each retry of the window said the outage again (a new `StoreOutageLog` per
+    failure: 3 WARNINGs in 4 failed writes, and no word of its end): once, as every
+    other loop says it, and once that the store answers, when a round is stored again."""
+    store = AwayForRounds(tmp_path / "postflight.db", away=4)
+    await store.open()
+
+    def said(words: str) -> list[logging.LogRecord]:
+        mine = [r for r in caplog.records if r.name == "postflight.watcher"]
+        return [r for r in mine if words in r.getMessage()]
+
+    try:
+        with caplog.at_level(logging.INFO):
+            state = await watched(
+                store,
+                until_tried=1000,
+                done=lambda: bool(said("answers again")) or store.stored >= 10,
+            )
+    finally:
+        await store.close()
+    assert state == "watching" and store.tried > 4
+    away = said("the store does not answer")
+    assert [(r.levelno, r.getMessage()) for r in away] == [
+        (
+            logging.WARNING,
+            "watching the window: the store does not answer (connection refused); retrying",
+        )
+    ]
+    assert [r.getMessage() for r in said("answers again")] == [
+        "watching the window: the store answers again"
+    ]
+
+
 class EndedMeanwhile(SqliteStore):
     """Refuses every window's end, as when it was cancelled or taken over meanwhile."""
 

@@ -133,6 +133,10 @@ class Watcher:
         """Per window whose watch failed (but for a store outage): how (the exception's
         type and the line that raised it), the rounds stored then, and how many times in a
         row (`_bug_ends`)."""
+        self._watch_outage = StoreOutageLog(log, "watching the window")
+        self._away_at: dict[str, int] = {}
+        """Per window whose watch found the store away: the rounds stored then. One that
+        stored a round since ends the watches' outage (`_watches_answered`)."""
         self._claimed_once = False
         self._full_claim_at = -math.inf
         """When the latest claim pass read every lease held (see `_claim`)."""
@@ -209,6 +213,7 @@ class Watcher:
                     self.metrics.store_up.set(1)
                     await self._resume_rollbacks(startup=False)
                     outage.answered()
+                    self._watches_answered()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -322,6 +327,8 @@ class Watcher:
             # its watch ended) are forgotten, where they stayed until a restart
             for gone in [w for w in self._failed if w not in held and w not in self.tasks]:
                 del self._failed[gone]
+            for gone in [w for w in self._away_at if w not in held and w not in self.tasks]:
+                del self._away_at[gone]
         await self._stop(
             wid for wid, (epoch, _) in self.claims.items() if held.get(wid, epoch) != epoch
         )
@@ -433,6 +440,7 @@ class Watcher:
                 await self.store.release_lease(window.id, window.fence)
         else:
             self._failed.pop(window.id, None)
+            self._away_at.pop(window.id, None)
 
     async def _bug_ends(
         self,
@@ -448,11 +456,12 @@ class Watcher:
         once; a bug's traceback is logged once, at its first failure (each retry of it
         is one line)."""
         where = {"deploy_id": window.id, "environment": window.environment}
+        rounds = (watch.window if watch is not None else window).rounds  # stored so far
         if store_outage(exc):
-            StoreOutageLog(log, "watching the window").failed(exc, extra=where)
+            self._watch_outage.failed(exc, extra=where)
+            self._away_at[window.id] = rounds
             self.metrics.store_up.set(0)
             return False
-        rounds = (watch.window if watch is not None else window).rounds  # stored so far
         how = (type(exc).__name__, raised_at(exc))
         before, at, times = self._failed.get(window.id, (None, 0, 0))
         # a try may store the round under way before it raises (in what the round calls
@@ -483,6 +492,19 @@ class Watcher:
             return False
         self._failed.pop(window.id, None)
         return True
+
+    def _watches_answered(self) -> None:
+        """The watches' outage ended once one the store was away for stored a round since,
+        or none is left (ended, or gone from this replica): said once, as its start was (a
+        `StoreOutageLog` made at each failure said that again at each retry of each
+        window, and never its end)."""
+        if any(
+            (watch := self._watches.get(window_id)) is not None and watch.window.rounds > rounds
+            for window_id, rounds in self._away_at.items()
+        ):
+            self._away_at.clear()
+        if not self._away_at:
+            self._watch_outage.answered()
 
     def _probe_for(self, window: DeployWindow, env: EnvironmentSettings) -> EnvironmentProbe:
         """The environment's probe, or one aimed at the deployment's own URL when a deploy

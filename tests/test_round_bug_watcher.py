@@ -9,7 +9,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from alerting.notifier import Notifier
 from checks.sessions import TargetSessions
 from common.redaction import Redactor
 from tests.alerting.test_window_alerts import window
+from tests.test_store_outage_logs import Restarting
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -188,6 +189,69 @@ async def test_a_store_away_for_four_round_writes_is_said_once_and_its_return_on
     assert [r.getMessage() for r in said("answers again")] == [
         "watching the window: the store answers again"
     ]
+
+
+STAGING = """\
+  staging:
+    base_url: http://127.0.0.1:9
+    interval: 100ms
+    checks: [{name: health, type: http, path: /health, timeout: 50ms}]
+"""
+
+
+async def test_a_store_away_from_two_windows_is_said_once_and_its_return_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The whole store away (a PostgreSQL restart) under two watched windows: each
+    window's each retry said it (a new `StoreOutageLog` per failure)."""
+    store = Restarting(tmp_path / "postflight.db")
+    await store.open()
+    sessions = TargetSessions()
+    # a 1 s lease: the windows whose lease the outage kept are taken again within it
+    watcher = watcher_of(store, sessions, CONFIG + STAGING + "store: {lease: 1s}\n")
+    now = time.time()
+    ids = ("dep_01JDTEST1", "dep_01JDTEST2")
+    for window_id, environment in zip(ids, ("production", "staging"), strict=True):
+        made = dataclasses.replace(
+            window(window_id), environment=environment, deployed_at=now, ends_at=now + 60
+        )
+        await store.create_window(dataclasses.replace(made, created_at=now))
+
+    def said(words: str) -> list[logging.LogRecord]:
+        mine = [r for r in caplog.records if r.name == "postflight.watcher"]
+        return [r for r in mine if r.getMessage().startswith(f"watching the window: {words}")]
+
+    async def until(done: Callable[[], Awaitable[bool]]) -> None:
+        while not await done():
+            assert not task.done()
+            await asyncio.sleep(0.05)
+
+    async def stored_at_least(rounds: int) -> bool:
+        got = [await store.get_window(window_id) for window_id in ids]
+        return all(w is not None and w.rounds >= rounds for w in got)
+
+    async def both_watches_failed() -> bool:  # and, claims failing too, not taken again
+        return not any(window_id in watcher.tasks for window_id in ids)
+
+    async def stored_again() -> bool:  # its return said, or 5 rounds stored unsaid
+        return bool(said("the store answers again")) or await stored_at_least(rounds + 6)
+
+    task = asyncio.create_task(watcher.run())
+    try:
+        with caplog.at_level(logging.INFO):
+            await until(lambda: stored_at_least(1))
+            rounds = max(w.rounds for w in (await store.list_windows()).items)
+            store.down = True
+            await until(both_watches_failed)
+            store.down = False
+            await until(stored_again)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sessions.aclose()
+        await store.close()
+    assert len(said("the store does not answer")) == 1, [r.getMessage() for r in said("")]
+    assert len(said("the store answers again")) == 1
 
 
 class EndedMeanwhile(SqliteStore):

@@ -134,9 +134,10 @@ class Watcher:
         type and the line that raised it), the rounds stored then, and how many times in a
         row (`_bug_ends`)."""
         self._watch_outage = StoreOutageLog(log, "watching the window")
+        self._ending_outage = StoreOutageLog(log, "ending the window as a bug")
         self._away_at: dict[str, int] = {}
-        """Per window whose watch found the store away: the rounds stored then. One that
-        stored a round since ends the watches' outage (`_watches_answered`)."""
+        """Per window whose watch (or its end as a bug) found the store away: the rounds
+        stored then. One that stored a round since ends the outage (`_watches_answered`)."""
         self._claimed_once = False
         self._full_claim_at = -math.inf
         """When the latest claim pass read every lease held (see `_claim`)."""
@@ -488,9 +489,12 @@ class Watcher:
         try:
             await end_broken(window, env, self.services, reason, exc, traced=False)
         except Exception as failed:  # the end's own write: retried as any failure
-            StoreOutageLog(log, "ending the window as a bug").failed(failed, extra=where)
+            self._ending_outage.failed(failed, extra=where)
+            if store_outage(failed):
+                self._away_at[window.id] = rounds
             return False
         self._failed.pop(window.id, None)
+        self._away_at.pop(window.id, None)
         return True
 
     def _watches_answered(self) -> None:
@@ -505,6 +509,7 @@ class Watcher:
             self._away_at.clear()
         if not self._away_at:
             self._watch_outage.answered()
+            self._ending_outage.answered()
 
     def _probe_for(self, window: DeployWindow, env: EnvironmentSettings) -> EnvironmentProbe:
         """The environment's probe, or one aimed at the deployment's own URL when a deploy

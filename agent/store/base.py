@@ -206,6 +206,12 @@ class StoreUnreachable(StoreError):
     login or an unknown database is a configuration to fix."""
 
 
+class StoreBusy(StoreError):
+    """The store answered but refused one transaction for now (PostgreSQL's deadlock,
+    serialization failure, lock wait given up): retried as an outage is, yet the store is
+    up, so it is logged as busy and never said down (`postflight_store_up` stays 1)."""
+
+
 class Conflict(StoreError):
     """The change does not apply to the record's current state."""
 

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from agent.stopping import StopBudget
-from agent.store.base import Conflict, StoreError
+from agent.store.base import Conflict, StoreBusy, StoreError
 
 T = TypeVar("T")
 
@@ -27,6 +27,12 @@ T = TypeVar("T")
 def store_outage(exc: BaseException) -> bool:
     """Whether `exc` says the store did not answer (worth a retry), not that a call failed."""
     return isinstance(exc, StoreError) and not isinstance(exc, Conflict)
+
+
+def store_busy(exc: BaseException) -> bool:
+    """Whether `exc` is one transaction the store refused for now (`StoreBusy`): retried as
+    an outage is (`store_outage` holds), but the store is up: never said down."""
+    return isinstance(exc, StoreBusy)
 
 
 async def unless_outage(call: Awaitable[None], logger: logging.Logger, what: str) -> None:
@@ -49,8 +55,16 @@ class StoreOutageLog:
         self._log = logger
         self._what = what
         self._down = False
+        self._busy = False
 
     def failed(self, exc: BaseException, extra: Mapping[str, Any] | None = None) -> None:
+        if store_busy(exc):  # the store is up: no outage begins, none ends
+            if not self._busy:
+                self._busy = True
+                self._log.warning(
+                    "%s: the store is busy, retried (%s)", self._what, exc, extra=extra
+                )
+            return
         if store_outage(exc):
             if not self._down:
                 self._down = True
@@ -61,6 +75,7 @@ class StoreOutageLog:
         self._log.error("%s failed; retrying", self._what, exc_info=exc, extra=extra)
 
     def answered(self) -> None:
+        self._busy = False
         if self._down:
             self._down = False
             self._log.info("%s: the store answers again", self._what)

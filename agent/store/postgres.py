@@ -12,7 +12,8 @@ Only what PostgreSQL does its own way lives here; the schema and every method ar
 - Connection failures surface as `StoreError` naming the server (host, port, database),
   never the password; a unique violation is a `Conflict`, as on SQLite; a transaction the
   server refuses for now (a deadlock, a serialization failure, a lock or statement
-  timeout) is a `StoreError` too, retried as an outage, never counted as a bug.
+  timeout) is a `StoreError` too, retried as an outage, never counted as a bug (a
+  `StoreBusy` but for the statement timeout: the store is up, it refused one transaction).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from urllib.parse import unquote, urlsplit
 
 import asyncpg  # type: ignore[import-untyped]
 
-from agent.store.base import Conflict, StoreError, StoreUnreachable
+from agent.store.base import Conflict, StoreBusy, StoreError, StoreUnreachable
 from agent.store.location import describe_url
 from agent.store.sql import LOCK_REPLICA, SCHEMA_VERSION, Connection, SqlStore
 
@@ -65,8 +66,9 @@ _REFUSED_FOR_NOW: tuple[type[BaseException], ...] = (
 )
 """A server that answered but refused the transaction for now, as PostgreSQL says to
 retry (its statement timeout's cancel is `OperatorInterventionError`'s, above): a
-`StoreError`, retried as an outage is. As asyncpg's own they were a bug's: a watch whose
-round write met a deadlock three times ended its window as a bug of the store."""
+`StoreBusy`, retried as an outage is, the store still said up. As asyncpg's own they
+were a bug's: a watch whose round write met a deadlock three times ended its window as
+a bug of the store."""
 
 log = logging.getLogger("postflight.store")
 
@@ -205,10 +207,12 @@ class PostgresStore(SqlStore):
 
     # connection handling -------------------------------------------------------
 
-    def _unavailable(self, exc: BaseException, doing: str, *, lost: bool = False) -> NoReturn:
+    def _unavailable(
+        self, exc: BaseException, doing: str, *, lost: bool = False, busy: bool = False
+    ) -> NoReturn:
         """Raise StoreError for `exc`, naming the server and scrubbing the password;
         `StoreUnreachable` (worth waiting for) when the server gave no answer or cut the
-        connection in use (`lost`)."""
+        connection in use (`lost`); `StoreBusy` when it refused one transaction (`busy`)."""
         message = str(exc) or type(exc).__name__
         password = _password(self.url)
         leaked = False
@@ -217,7 +221,11 @@ class PostgresStore(SqlStore):
             if secret in message:
                 message = message.replace(secret, "***")
                 leaked = True
-        kind = StoreUnreachable if lost or isinstance(exc, _WAIT_FOR) else StoreError
+        kind: type[StoreError] = StoreError
+        if busy:
+            kind = StoreBusy
+        elif lost or isinstance(exc, _WAIT_FOR):
+            kind = StoreUnreachable
         error = kind(f"{doing} PostgreSQL store at {self.where}: {message}")
         if leaked:
             raise error from None
@@ -386,7 +394,7 @@ class PostgresStore(SqlStore):
         except _UNAVAILABLE as exc:
             self._unavailable(exc, "cannot reach", lost=lost or _cut(exc))
         except _REFUSED_FOR_NOW as exc:
-            self._unavailable(exc, "transaction refused for now by the")
+            self._unavailable(exc, "transaction refused for now by the", busy=True)
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[Connection]:

@@ -25,7 +25,7 @@ from agent.rollback.delivery import RollbackDelivery
 from agent.settings import EnvironmentSettings, Settings
 from agent.stopping import StopBudget, named_for_a_stop
 from agent.store.base import Lease, Store
-from agent.store.outages import StoreOutageLog, store_outage, unless_outage
+from agent.store.outages import StoreOutageLog, store_busy, store_outage, unless_outage
 from agent.windows.alert_once import WindowAlerts
 from agent.windows.broken import BUG_REPEATS, bug_reason, end_broken, part_of, raised_at
 from agent.windows.lifecycle import (
@@ -219,7 +219,7 @@ class Watcher:
                     raise
                 except Exception as exc:
                     outage.failed(exc)
-                    if store_outage(exc):
+                    if store_outage(exc) and not store_busy(exc):
                         self.metrics.store_up.set(0)
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -461,7 +461,8 @@ class Watcher:
         if store_outage(exc):
             self._watch_outage.failed(exc, extra=where)
             self._away_at[window.id] = rounds
-            self.metrics.store_up.set(0)
+            if not store_busy(exc):  # a refused transaction: the store is up
+                self.metrics.store_up.set(0)
             return False
         how = (type(exc).__name__, raised_at(exc))
         before, at, times = self._failed.get(window.id, (None, 0, 0))

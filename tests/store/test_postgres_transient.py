@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -16,7 +17,7 @@ import pytest
 
 from agent.records import DeployWindow, RoundRecord
 from agent.store.base import StoreError
-from agent.store.outages import store_outage
+from agent.store.outages import store_busy, store_outage
 from agent.store.postgres import PostgresStore
 from checks.sessions import TargetSessions
 from tests.test_round_bug_watcher import watcher_of
@@ -56,9 +57,12 @@ async def other(pg_url: str) -> AsyncIterator[object]:
     await conn.close()
 
 
-def said_as_transient(exc: BaseException) -> None:
+def said_as_transient(exc: BaseException, busy: bool = True) -> None:
+    """Retried as an outage; `busy` (`StoreBusy`: the store up, one transaction refused)
+    unless the server gave up on the statement itself."""
     assert isinstance(exc, StoreError), repr(exc)
     assert store_outage(exc), repr(exc)
+    assert store_busy(exc) == busy, repr(exc)
 
 
 @pytest.mark.parametrize(
@@ -81,7 +85,7 @@ async def test_a_statement_the_server_gave_up_waiting_on_is_retried_as_an_outage
             )
             with pytest.raises(Exception) as raised:
                 await store.record_round(ROUND, None)
-        said_as_transient(raised.value)
+        said_as_transient(raised.value, busy=setting == "lock_timeout")
         assert said in str(raised.value), raised.value
         assert await store.record_round(ROUND, None)  # the lock gone: goes through
     finally:
@@ -137,10 +141,13 @@ async def test_a_transaction_the_server_rolled_back_is_retried_as_an_outage(
 
 
 async def test_a_watch_whose_round_writes_meet_deadlocks_goes_on_once_they_pass(
-    pg_url: str, other: object
+    pg_url: str, other: object, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Four deadlocks in a row, each the same exception from the same line: the watcher
-    ended the window `inconclusive` as a bug of the store at the third."""
+    ended the window `inconclusive` as a bug of the store at the third. The store is up
+    all along (it refused four transactions): its log says busy, retried, never that it
+    does not answer, and `postflight_store_up` never goes to 0 (the shipped
+    PostflightStoreDown rule pages on it)."""
     store = await opened(pg_url)
     conn: object = other
     await conn.execute(  # type: ignore[attr-defined]
@@ -152,6 +159,11 @@ async def test_a_watch_whose_round_writes_meet_deadlocks_goes_on_once_they_pass(
     await store.cancel_window(WINDOW.id, 101.0)  # `opened`'s, of another time: not watched
     sessions = TargetSessions()
     watcher = watcher_of(store, sessions)
+    store_up: list[float] = []
+    gauge = watcher.metrics.store_up
+    set_up = gauge.set
+    gauge.set = lambda value: (store_up.append(value), set_up(value))[1]  # type: ignore[method-assign]
+    caplog.set_level(logging.INFO)
     now = time.time()
     made = dataclasses.replace(
         WINDOW, id="dep_deadlocked", deployed_at=now, ends_at=now + 60, created_at=now
@@ -174,3 +186,8 @@ async def test_a_watch_whose_round_writes_meet_deadlocks_goes_on_once_they_pass(
         await store.close()
     assert stored.state == "watching", stored.verdict
     assert stored.rounds >= 1 and refused > 4
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("postflight")]
+    assert not [line for line in said if "does not answer" in line], said
+    busy = [line for line in said if "busy, retried" in line]
+    assert busy and "deadlock as a test" in busy[0], said
+    assert store_up and 0 not in store_up, store_up

@@ -27,7 +27,7 @@ from agent.api.auth import (
 )
 from agent.api.problems import ApiProblem, from_http_exception
 from agent.appkeys import BROWSER_PAGE, METRICS, REDACT, SETTINGS, UNAVAILABLE_PAGE
-from agent.store.base import Conflict, StoreError
+from agent.store.base import Conflict, StoreBusy, StoreError
 
 log = logging.getLogger("postflight.api")
 
@@ -111,6 +111,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
     except Conflict as exc:  # a StoreError, but a handler that let it out has a bug
         response = _unexpected(request, exc)
+    except StoreBusy as exc:  # one transaction refused, the store up: retried as an outage
+        log.warning(
+            "store busy serving %s %s: %s; answered 503, to retry",
+            request.method,
+            request.rel_url.path,
+            _redacted(request, str(exc)),
+        )
+        response = store_unavailable(request, "the store is busy; retry shortly")
     except StoreError as exc:
         # the agent is briefly unavailable, not broken: a 503 clients retry
         # (`register --wait` rides it out), where a 500 ended a pipeline's wait

@@ -1,7 +1,8 @@
 """PostgreSQL's server-side errors that are not a bug in a query but the server refusing a
 statement for now (a statement timeout's cancel, a lock wait given up, a serialization
 failure, a deadlock), made on a real server: each is a `StoreError`, so every caller
-retries it as it retries the store's outage (`store_outage`). Before, all but the
+retries it as it retries the store's outage (`store_outage`), and all but the statement
+timeout is `StoreBusy`: said busy, never down. Before, all but the
 statement timeout came out as asyncpg's own exception: a watch whose round write met
 one counted it toward ending its window as a bug of the store."""
 
@@ -14,13 +15,18 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from agent.app import build_app
+from agent.metrics import Metrics
 from agent.records import DeployWindow, RoundRecord
+from agent.settings_file import load_settings_text
 from agent.store.base import StoreError
 from agent.store.outages import store_busy, store_outage
 from agent.store.postgres import PostgresStore
 from checks.sessions import TargetSessions
 from tests.test_round_bug_watcher import watcher_of
+from tests.test_watcher_claims import CONFIG
 
 asyncpg = pytest.importorskip("asyncpg")
 
@@ -191,3 +197,42 @@ async def test_a_watch_whose_round_writes_meet_deadlocks_goes_on_once_they_pass(
     busy = [line for line in said if "busy, retried" in line]
     assert busy and "deadlock as a test" in busy[0], said
     assert store_up and 0 not in store_up, store_up
+
+
+async def test_an_api_write_the_server_refused_is_a_503_with_the_store_still_up(
+    pg_url: str, other: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A registration whose insert met a deadlock: the client is told to retry (503 with
+    `Retry-After`, as for an outage), the log says the store is busy, and
+    `postflight_store_up` stays 1: the store answered."""
+    metrics = Metrics()
+    app = build_app(
+        load_settings_text(CONFIG),
+        store=PostgresStore(pg_url),
+        metrics=metrics,
+        poll_interval=3600,
+        background_probing=False,
+    )
+    caplog.set_level(logging.INFO)
+    conn: object = other
+    async with TestClient(TestServer(app)) as client:
+        await conn.execute(  # type: ignore[attr-defined]
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE"
+            " EXCEPTION 'deadlock as a test' USING ERRCODE = 'deadlock_detected'; END $$;"
+            " CREATE TRIGGER refuse BEFORE INSERT ON windows FOR EACH ROW"
+            " EXECUTE FUNCTION refuse()"
+        )
+        assert metrics.registry.get_sample_value("postflight_store_up") == 1
+        async with client.post(
+            "/v1/deploys",
+            json={"environment": "production", "version": "v2"},
+            headers={"Authorization": "Bearer tok-1234567890abcdef"},  # CONFIG's
+        ) as r:
+            assert r.status == 503, await r.text()
+            assert r.headers["Retry-After"].isdigit()
+            assert "busy" in (await r.json())["detail"]
+        assert metrics.registry.get_sample_value("postflight_store_up") == 1
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("postflight")]
+    busy = [line for line in said if "busy" in line and "POST /v1/deploys" in line]
+    assert busy and "deadlock as a test" in busy[0], said
+    assert not [line for line in said if "does not answer" in line or "unavailable" in line]

@@ -30,6 +30,18 @@ from agent.windows.answers import unreadable
             Observation(value=0.2, values="0.1"),
             "its values '0.1' (str) are not a sequence of numbers",
         ),  # type: ignore[arg-type]
+        (
+            Observation(value=None, error=b"reset"),  # type: ignore[arg-type]
+            "its error b'reset' (bytes) is not text",
+        ),
+        (
+            Observation(value=None, error={"code": 503}),  # type: ignore[arg-type]
+            "its error {'code': 503} (dict) is not text",
+        ),
+        (
+            Observation(value=0.1, query=["up"]),  # type: ignore[arg-type]
+            "its query ['up'] (list) is not text",
+        ),
         ({"value": 0.1}, "it answered {'value': 0.1} (dict), not an Observation"),
         (None, "it answered None (NoneType), not an Observation"),
     ],
@@ -43,6 +55,7 @@ def test_an_answer_that_is_no_number_is_said(answer: Any, said: str) -> None:
     [
         Observation(value=None),
         Observation(value=None, error="timed out"),
+        Observation(value=0.1, query="sum(rate(x[1m]))"),
         Observation(value=0.05, count=5, total=100, seconds=60.0, values=(0.1, 0.2)),
         Observation(value=np.float64(0.3), count=np.int64(3), total=10),  # type: ignore[arg-type]
         Observation(value=Fraction(1, 3)),  # type: ignore[arg-type]

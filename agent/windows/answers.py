@@ -6,6 +6,8 @@ place taken by NaN, a bool) made the judge raise, which ended the whole window a
 of the agent; the answer is the provider's fault, so its rule is inconclusive that
 round and the provider's one alert says what it answered, as for any answer that cannot
 be read. Built-in providers never answer so (they say "no data" with `value=None`).
+So too an error or a query that is no text (bytes, a dict): bytes made the round's
+store write raise, and the window ended as a bug of the store.
 """
 
 from __future__ import annotations
@@ -21,18 +23,25 @@ from common.redaction import truncate
 _FIGURES = ("value", "count", "total", "seconds", "quantile", "dispersion")
 """The observation's figures that are each a number or None."""
 
+_TEXTS = ("error", "query")
+"""The observation's words, each text or None (stored, shown, alerted as text)."""
+
 SHOWN_LIMIT = 60
 """The most of a wrong figure's text an error shows."""
 
 
 def unreadable(answer: object) -> str | None:
     """What is wrong with a fetch's `answer`, in words ("its value 'n/a' (str) is not a
-    number"), or None when the judge can read it."""
+    number", "its error b'reset' (bytes) is not text"), or None when the judge can read
+    it and the store can keep it."""
     if not isinstance(answer, Observation):
         return f"it answered {_shown(answer)}, not an Observation"
     for name in _FIGURES:
         if (why := _not_a_number(getattr(answer, name))) is not None:
             return f"its {name} {why}"
+    for name in _TEXTS:
+        if (text := getattr(answer, name)) is not None and not isinstance(text, str):
+            return f"its {name} {_shown(text)} is not text"
     if isinstance(answer.values, str | bytes) or not isinstance(answer.values, Iterable):
         return f"its values {_shown(answer.values)} are not a sequence of numbers"
     for i, sample in enumerate(answer.values):

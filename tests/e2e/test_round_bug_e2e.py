@@ -42,11 +42,13 @@ API_KEY = "round-bug-api-key-4242"
 
 PLUGIN = '''
 """A provider whose answers are buggy, by `mode` (the baseline, of the old release, is
-fine): `text` and `nan`, a value that is no number; `store`, an error that is no text;
-`raise`, a fetch that raises, naming its key; `judge`, a judge that raises on every
-round, patched in as the plugin is loaded (a judge's own bug, in the daemon as it runs).
+fine): `text` and `nan`, a value that is no number; `bytes` and `dict`, an error that is
+no text; `raise`, a fetch that raises, naming its key; `judge`, a judge that raises on
+every round, and `store`, a round's write that raises (a summary that is no JSON), each
+patched in as the plugin is loaded (a bug of the agent's own, in the daemon as it runs).
 And a check that raises in every run."""
 
+import dataclasses
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, SecretStr
@@ -73,6 +75,16 @@ class BuggyProvider:
                 raise TypeError("must be real number, not str")
 
             Judge.advance = advance
+        if config.mode == "store":
+            from agent.store import sql, sqlite
+
+            rows = sql.round_rows
+
+            def round_rows(record, verdict, fence):
+                summary = {**record.summary, "raw": b"connection reset"}
+                return rows(dataclasses.replace(record, summary=summary), verdict, fence)
+
+            sql.round_rows = sqlite.round_rows = round_rows
 
     async def fetch(self, rule, scope, period, release):
         if release != scope.version:
@@ -82,7 +94,11 @@ class BuggyProvider:
         if self.config.mode == "nan":
             return Observation(value=float("nan"))
         if self.config.mode == "store":
+            return Observation(value=0.01)
+        if self.config.mode == "bytes":
             return Observation(value=None, error=b"connection reset")
+        if self.config.mode == "dict":
+            return Observation(value=None, error={"code": 503, "detail": "overloaded"})
         raise RuntimeError(f"fetch exploded (key {self.config.api_key.get_secret_value()})")
 
     async def mark(self, scope, event):
@@ -300,14 +316,20 @@ async def test_a_provider_whose_fetch_raises_fails_soft_naming_the_exception(
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize(
     ("mode", "said"),
-    [("text", "its value 'n/a' (str) is not a number"), ("nan", "its value nan is not a finite")],
+    [
+        ("text", "its value 'n/a' (str) is not a number"),
+        ("nan", "its value nan is not a finite"),
+        ("bytes", "its error b'connection reset' (bytes) is not text"),
+        ("dict", "its error {'code': 503, 'detail': 'overloaded'} (dict) is not text"),
+    ],
 )
 async def test_a_provider_answering_no_number_makes_its_rule_inconclusive_not_the_window_a_bug(
     tmp_path: Path, mode: str, said: str
 ) -> None:
     """The judge raised on it (or, NaN, took it for no data, unsaid), and the whole window
-    ended at round 1 as a bug of "the judge": the answer is the provider's fault, told as
-    an answer that cannot be read is."""
+    ended at round 1 as a bug of "the judge"; an error that is no text made the round's
+    store write raise, three times, and the window ended as a bug of "the store": the
+    answer is the provider's fault, told as an answer that cannot be read is."""
     code, out, deploy, sink, rollbacks, log, _ = await watched(tmp_path, mode, window="3s")
 
     assert code == 3, out

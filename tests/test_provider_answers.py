@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from agent.analysis.types import Observation
-from agent.windows.answers import unreadable
+from agent.store.sql import _dumps
+from agent.windows.answers import plain, unreadable
+from agent.windows.evidence import bounded_observation_dict
 
 
 @pytest.mark.parametrize(
@@ -65,3 +67,32 @@ def test_an_answer_that_is_no_number_is_said(answer: Any, said: str) -> None:
 )
 def test_an_answer_the_judge_reads_passes(answer: Observation) -> None:
     assert unreadable(answer) is None
+
+
+def test_a_readable_answer_is_kept_in_python_numbers_the_store_writes() -> None:
+    """numpy's numbers (and a Fraction) read as numbers, but the round's store write
+    raised on them: `plain` gives Python's, the same figures."""
+    answer = Observation(
+        value=Fraction(3, 10),  # type: ignore[arg-type]
+        count=np.int64(3),  # type: ignore[arg-type]
+        total=np.uint16(10),  # type: ignore[arg-type]
+        seconds=np.float32(0.5),  # type: ignore[arg-type]
+        values=np.array([0.1, 0.2]),  # type: ignore[arg-type]
+        error="partial",
+    )
+    assert unreadable(answer) is None
+    made = plain(answer)
+    assert (made.value, made.count, made.total, made.seconds) == (0.3, 3, 10, 0.5)
+    assert [type(f) for f in (made.value, made.count, made.total, made.seconds)] == [
+        float,
+        int,
+        int,
+        float,
+    ]
+    assert made.values == (0.1, 0.2) and {type(v) for v in made.values} == {float}
+    assert made.error == "partial"
+    stored = _dumps(bounded_observation_dict(made))
+    assert (
+        stored
+        == '{"value":0.3,"count":3,"total":10,"values":[0.1,0.2],"error":"partial","seconds":0.5}'
+    )

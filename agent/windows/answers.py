@@ -12,6 +12,7 @@ store write raise, and the window ended as a bug of the store.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Iterable
@@ -48,6 +49,21 @@ def unreadable(answer: object) -> str | None:
         if sample is None or (why := _not_a_number(sample)) is not None:
             return f"its values[{i}] {why or 'None is not a number'}"
     return None
+
+
+def plain(answer: Observation) -> Observation:
+    """A readable `answer` (`unreadable` said None) with Python's numbers in place of a
+    plugin's own (numpy's `float64`, `int64`, arrays; a `Fraction`): the judge reads
+    those, but the round's store write raised on them ("Object of type int64 is not JSON
+    serializable") and the window ended as a bug of the store."""
+    figures: dict[str, Any] = {name: _plain(getattr(answer, name)) for name in _FIGURES}
+    return dataclasses.replace(answer, values=tuple(float(v) for v in answer.values), **figures)
+
+
+def _plain(figure: Any) -> int | float | None:
+    if figure is None or type(figure) in (int, float):
+        return figure  # type: ignore[no-any-return]
+    return int(figure) if isinstance(figure, numbers.Integral) else float(figure)
 
 
 def _not_a_number(figure: Any) -> str | None:

@@ -37,7 +37,7 @@ from agent.stopping import StopBudget, named_for_a_stop
 from agent.store.base import AlertClaim, ProbeRun, Store
 from agent.store.outages import store_outage
 from agent.windows.alert_once import WindowAlerts, alert_claim
-from agent.windows.answers import unreadable
+from agent.windows.answers import plain, unreadable
 from agent.windows.broken import bug_reason, end_broken, raised_words
 from agent.windows.checkpoint import resume_point, stored_observations, stores_state
 from agent.windows.evidence import (
@@ -766,6 +766,7 @@ class WindowWatch:
             return self._fetch_raised(rule, exc)
         if (wrong := unreadable(observation)) is not None:
             return self._fetch_unreadable(rule, wrong)
+        observation = plain(observation)  # the store keeps Python's numbers, not numpy's
         if observation.query:
             self.queries[rule.name] = observation.query
         try:

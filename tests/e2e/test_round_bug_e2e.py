@@ -43,9 +43,10 @@ API_KEY = "round-bug-api-key-4242"
 PLUGIN = '''
 """A provider whose answers are buggy, by `mode` (the baseline, of the old release, is
 fine): `text` and `nan`, a value that is no number; `bytes` and `dict`, an error that is
-no text; `raise`, a fetch that raises, naming its key; `judge`, a judge that raises on
-every round, and `store`, a round's write that raises (a summary that is no JSON), each
-patched in as the plugin is loaded (a bug of the agent's own, in the daemon as it runs).
+no text; `numpy`, figures the judge reads but JSON does not (numpy's); `raise`, a fetch
+that raises, naming its key; `judge`, a judge that raises on every round, and `store`, a
+round's write that raises (a summary that is no JSON), each patched in as the plugin is
+loaded (a bug of the agent's own, in the daemon as it runs).
 And a check that raises in every run."""
 
 import dataclasses
@@ -99,6 +100,16 @@ class BuggyProvider:
             return Observation(value=None, error=b"connection reset")
         if self.config.mode == "dict":
             return Observation(value=None, error={"code": 503, "detail": "overloaded"})
+        if self.config.mode == "numpy":
+            import numpy as np
+
+            return Observation(
+                value=np.float64(0.01),
+                count=np.int64(1),
+                total=np.int64(100),
+                seconds=np.float32(0.5),
+                values=np.array([0.01]),
+            )
         raise RuntimeError(f"fetch exploded (key {self.config.api_key.get_secret_value()})")
 
     async def mark(self, scope, event):
@@ -346,6 +357,22 @@ async def test_a_provider_answering_no_number_makes_its_rule_inconclusive_not_th
     assert not [r for r in logged if r.get("exc")], logged
     warned = [r for r in logged if r["msg"].startswith("provider buggy answered")]
     assert len(warned) == 1 and said in warned[0]["msg"], warned
+    assert not [r for r in logged if "watching the window failed" in r["msg"]]
+
+
+@pytest.mark.timeout(90)
+async def test_a_provider_answering_numpy_figures_is_judged_and_stored(tmp_path: Path) -> None:
+    """numpy's numbers are numbers to the judge, but not to JSON: the round's store write
+    raised on them (`Object of type int64 is not JSON serializable`), three times, and the
+    window ended at round 1 as a bug of the store. They are stored as Python's."""
+    code, out, deploy, sink, _, log, _ = await watched(tmp_path, "numpy", window="3s")
+
+    assert deploy["rounds"] > 1, (code, out, deploy)  # went on to its end
+    assert deploy["state"] in ("passed", "failed", "inconclusive"), deploy
+    assert "a bug in the agent" not in deploy["verdict"]["reason"], deploy
+    assert not [n for n in sink.notifications if "provider buggy" in n.title], sink.notifications
+    logged = records(log)
+    assert not [r for r in logged if r.get("exc")], logged
     assert not [r for r in logged if "watching the window failed" in r["msg"]]
 
 

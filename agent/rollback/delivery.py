@@ -51,6 +51,7 @@ from agent.store.outages import (
     handed_back,
     held_until_stored,
     held_waits,
+    not_taken,
     store_outage,
 )
 from common.redaction import Redactor, address_redactor
@@ -371,8 +372,9 @@ class RollbackDelivery:
                     return await self._lost(taken, context)
         except Exception as exc:  # resumed once this lease lapses, its wait long over
             log.warning(
-                "rollback for %s left pending: the store does not answer (%s)",
+                "rollback for %s left pending: %s (%s)",
                 taken.window_id,
+                not_taken(exc),
                 self._redact(str(exc)),
                 extra=context,
             )
@@ -396,9 +398,10 @@ class RollbackDelivery:
                     )
                     return intent
                 log.warning(
-                    "rollback for %s: the store does not answer after %d attempt(s) (%s);"
-                    " going on as soon as it does",
+                    "rollback for %s: %s after %d attempt(s) (%s);"
+                    " going on once the store takes it",
                     intent.window_id,
+                    not_taken(exc),
                     intent.attempts,
                     self._redact(str(exc)),
                     extra=context,
@@ -929,11 +932,12 @@ class RollbackDelivery:
 
             def outage_begins(exc: Exception) -> None:
                 log.warning(
-                    "rollback for %s %s on attempt %d; the store does not answer (%s):"
-                    " recording it as soon as it does, not sending it again",
+                    "rollback for %s %s on attempt %d; %s (%s):"
+                    " recording it once the store takes it, not sending it again",
                     intent.window_id,
                     "accepted" if state == "delivered" else "answered",
                     answered.attempt,
+                    not_taken(exc),
                     self._redact(str(exc)),
                     extra=context,
                 )

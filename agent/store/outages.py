@@ -35,6 +35,12 @@ def store_busy(exc: BaseException) -> bool:
     return isinstance(exc, StoreBusy)
 
 
+def not_taken(exc: BaseException) -> str:
+    """Why the store did not take a write, as a log line says it: busy (`store_busy`: one
+    transaction refused, the store up) or not answering (an outage)."""
+    return "the store is busy" if store_busy(exc) else "the store does not answer"
+
+
 async def unless_outage(call: Awaitable[None], logger: logging.Logger, what: str) -> None:
     """Await a loop's one-off step (a first look at startup): a store that does not answer
     is raised, for the loop to retry; anything else is logged with its traceback and passed

@@ -64,7 +64,7 @@ from typing import Any, TypeVar
 from agent.records import DeployWindow, Fence
 from agent.stopping import StopBudget, named_for_a_stop
 from agent.store.base import AlertClaim, AlertRetry, Store, UnsettledAlert
-from agent.store.outages import StoreOutageLog, held_until_stored, store_outage
+from agent.store.outages import StoreOutageLog, held_until_stored, not_taken, store_outage
 from alerting.events import Alert, breach_key
 from alerting.notifier import Notifier, NotifyOutcome
 
@@ -271,10 +271,11 @@ class WindowAlerts:
                 context = {"deploy_id": window.id, "environment": window.environment}
                 if store_outage(exc):  # the claim is stored: `recover` takes it over
                     log.warning(
-                        "alert %s for %s waits: the store does not answer (%s); the alert"
+                        "alert %s for %s waits: %s (%s); the alert"
                         " recovery sends it once the store answers and its claim lapses",
                         key,
                         window.id,
+                        not_taken(exc),
                         exc,
                         extra=context,
                     )
@@ -411,10 +412,10 @@ class WindowAlerts:
 
         def outage_begins(exc: Exception) -> None:
             log.warning(
-                "alert %s for %s: sent, but the store does not answer (%s): its outcome is"
-                " held until it does",
+                "alert %s for %s: sent, but %s (%s): its outcome is held until the store takes it",
                 key,
                 window.id,
+                not_taken(exc),
                 exc,
                 extra=context,
             )

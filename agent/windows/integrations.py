@@ -51,6 +51,7 @@ from agent.store.outages import (
     StoreOutageLog,
     handed_back,
     held_until_stored,
+    not_taken,
     store_outage,
     unless_outage,
 )
@@ -1488,12 +1489,13 @@ class Integrations:
 
         def outage_begins(exc: Exception) -> None:
             log.warning(
-                "follow-up %s of %s %s (%s); the store does not answer (%s):"
-                " recording it as soon as it does, not sending it again",
+                "follow-up %s of %s %s (%s); %s (%s):"
+                " recording it once the store takes it, not sending it again",
                 key.removeprefix("then:"),
                 window.id,
                 result,
                 detail,
+                not_taken(exc),
                 self.redact(str(exc)),
                 extra={"deploy_id": window.id, "environment": window.environment},
             )

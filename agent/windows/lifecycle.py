@@ -35,7 +35,7 @@ from agent.rollback.delivery import RollbackDelivery, SettleClaims
 from agent.settings import EnvironmentSettings, RuleSettings
 from agent.stopping import StopBudget, named_for_a_stop
 from agent.store.base import AlertClaim, ProbeRun, Store
-from agent.store.outages import store_outage
+from agent.store.outages import not_taken, store_outage
 from agent.windows.alert_once import WindowAlerts, alert_claim
 from agent.windows.answers import plain, unreadable
 from agent.windows.broken import bug_reason, end_broken, raised_words
@@ -1532,10 +1532,11 @@ async def deliver_rollback(
         # spawned, awaited by nobody: raised, it was asyncio's "Task exception was never
         # retrieved" traceback (a PostgreSQL restart, bench/ha_faults.py)
         log.warning(
-            "rollback %s is stored; its alert and follow-ups wait: the store does not answer"
+            "rollback %s is stored; its alert and follow-ups wait: %s"
             " (%s): the alert, claimed with the outcome, is sent by the alert recovery, the"
             " follow-ups at the next start",
             done.state,
+            not_taken(exc),
             exc,
             extra={"deploy_id": window.id, "environment": window.environment},
         )

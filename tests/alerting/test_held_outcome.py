@@ -9,15 +9,19 @@ The sink is the judge: it counts every notification it took, duplicates included
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agent.metrics import Metrics
 from agent.store.base import StoreError, StoreUnreachable
 from agent.store.outages import HELD_RETRY_S
+from agent.store.postgres import PostgresStore
 from agent.store.sqlite import SqliteStore
 from agent.windows.alert_once import WindowAlerts
 from alerting.events import Alert
@@ -272,3 +276,39 @@ async def test_a_retry_delivered_as_the_store_goes_away_is_not_sent_again(
         await store.close()
     assert [n.title for n in json_sink.notifications] == PASSED
     assert (retried, again, events) == (1, 0, {"passed": "sent"})
+
+
+async def test_an_outcome_the_postgres_store_refused_for_now_is_held_and_said_busy(
+    pg_url: str, json_sink: JsonSink, metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two deadlocks on the outcome's write (a trigger raising PostgreSQL's own SQLSTATE):
+    held and stored at the third try, sent once, and said as what it is, a busy store, not
+    one that does not answer."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    store, w = PostgresStore(pg_url), window()
+    await store.open()
+    other = await asyncpg.connect(pg_url)
+    try:
+        await store.create_window(w)
+        await other.execute(
+            "CREATE SEQUENCE refusals; CREATE FUNCTION refuse() RETURNS trigger LANGUAGE"
+            " plpgsql AS $$ BEGIN IF nextval('refusals') <= 2 THEN RAISE EXCEPTION"
+            " 'deadlock as a test' USING ERRCODE = 'deadlock_detected'; END IF; RETURN NEW;"
+            " END $$; CREATE TRIGGER refuse BEFORE UPDATE ON alerts FOR EACH ROW"
+            " WHEN (NEW.result IS NOT NULL) EXECUTE FUNCTION refuse()"
+        )
+        caplog.set_level(logging.INFO)
+        alerts = WindowAlerts(store, make_notifier([json_sink.url()], metrics), lease_s=LEASE_S)
+        delivered = await alerts.emit(w, Alert.for_window(w, "passed"), ["oncall"])
+        events = await store.alert_events(w.id)
+        refused = await other.fetchval("SELECT last_value FROM refusals")
+    finally:
+        await other.close()
+        await store.close()
+    assert [n.title for n in json_sink.notifications] == PASSED
+    assert (delivered, events) == (True, {"passed": "sent"}) and refused > 2, refused
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("postflight")]
+    held = [line for line in said if "sent, but the store" in line]
+    assert held and "the store is busy" in held[0] and "deadlock as a test" in held[0], said
+    assert not [line for line in said if "does not answer" in line], said

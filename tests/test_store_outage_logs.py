@@ -21,7 +21,8 @@ import pytest
 
 from agent.metrics import Metrics
 from agent.settings import EnvironmentSettings
-from agent.store.base import StoreError
+from agent.store.base import StoreBusy, StoreError
+from agent.store.outages import StoreOutageLog, not_taken, store_busy, store_outage
 from agent.store.sqlite import SqliteStore, _Connection
 from agent.windows.alert_once import WindowAlerts
 from agent.windows.lifecycle import WindowWatch
@@ -270,3 +271,27 @@ async def test_a_round_store_the_watch_left_behind_is_not_an_unretrieved_task_er
     finally:
         await sessions.aclose()
         await store.close()
+
+
+def test_a_busy_store_is_said_once_a_spell_and_never_as_an_outage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`StoreBusy` (a transaction PostgreSQL refused for now) twice: one WARNING, 'busy,
+    retried'; a turn that went through says nothing (no outage began, none ends); an
+    outage after it is said as an outage."""
+    outage = StoreOutageLog(logging.getLogger("postflight.test"), "claiming windows")
+    caplog.set_level(logging.INFO, logger="postflight.test")
+    busy = StoreBusy("transaction refused for now by the PostgreSQL store at db: deadlock")
+    outage.failed(busy)
+    outage.failed(busy)
+    outage.answered()
+    outage.failed(busy)
+    outage.failed(StoreError(DOWN))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"claiming windows: the store is busy, retried ({busy})",
+        f"claiming windows: the store is busy, retried ({busy})",
+        f"claiming windows: the store does not answer ({DOWN}); retrying",
+    ]
+    assert store_outage(busy) and store_busy(busy)
+    assert not_taken(busy) == "the store is busy"
+    assert not_taken(StoreError(DOWN)) == "the store does not answer"

@@ -96,3 +96,25 @@ def test_a_readable_answer_is_kept_in_python_numbers_the_store_writes() -> None:
         stored
         == '{"value":0.3,"count":3,"total":10,"values":[0.1,0.2],"error":"partial","seconds":0.5}'
     )
+
+
+def test_an_answers_count_of_periods_and_flags_are_kept_as_python_s() -> None:
+    """`periods`, `answered` and `agent_lag` are stored too: numpy's made the round's
+    store write raise as its figures did; a `periods` that is no count is unusable."""
+    made = plain(
+        Observation(
+            value=0.1,
+            periods=np.int64(2),  # type: ignore[arg-type]
+            answered=np.bool_(True),  # type: ignore[arg-type]
+            error="partial",
+        )
+    )
+    assert (type(made.periods), type(made.answered), type(made.agent_lag)) == (int, bool, bool)
+    assert _dumps(bounded_observation_dict(made)) == (
+        '{"value":0.1,"error":"partial","periods":2,"answered":true}'
+    )
+    assert unreadable(Observation(value=0.1, periods="2")) == (  # type: ignore[arg-type]
+        "its periods '2' (str) is not a count"
+    )
+    assert unreadable(Observation(value=0.1, periods=-1)) == "its periods -1 (int) is not a count"
+    assert unreadable(Observation(value=None, error="no data in any period", periods=0)) is None

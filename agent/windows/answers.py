@@ -40,6 +40,9 @@ def unreadable(answer: object) -> str | None:
     for name in _FIGURES:
         if (why := _not_a_number(getattr(answer, name))) is not None:
             return f"its {name} {why}"
+    periods = answer.periods
+    if isinstance(periods, bool) or not isinstance(periods, numbers.Integral) or periods < 0:
+        return f"its periods {_shown(periods)} is not a count"
     for name in _TEXTS:
         if (text := getattr(answer, name)) is not None and not isinstance(text, str):
             return f"its {name} {_shown(text)} is not text"
@@ -52,12 +55,20 @@ def unreadable(answer: object) -> str | None:
 
 
 def plain(answer: Observation) -> Observation:
-    """A readable `answer` (`unreadable` said None) with Python's numbers in place of a
-    plugin's own (numpy's `float64`, `int64`, arrays; a `Fraction`): the judge reads
-    those, but the round's store write raised on them ("Object of type int64 is not JSON
-    serializable") and the window ended as a bug of the store."""
+    """A readable `answer` (`unreadable` said None) with Python's numbers and bools in
+    place of a plugin's own (numpy's `float64`, `int64`, `bool_`, arrays; a `Fraction`),
+    its figures, `periods` and flags alike: the judge reads those, but the round's store
+    write raised on them ("Object of type int64 is not JSON serializable") and the
+    window ended as a bug of the store."""
     figures: dict[str, Any] = {name: _plain(getattr(answer, name)) for name in _FIGURES}
-    return dataclasses.replace(answer, values=tuple(float(v) for v in answer.values), **figures)
+    return dataclasses.replace(
+        answer,
+        values=tuple(float(v) for v in answer.values),
+        periods=int(answer.periods),
+        answered=bool(answer.answered),
+        agent_lag=bool(answer.agent_lag),
+        **figures,
+    )
 
 
 def _plain(figure: Any) -> int | float | None:

@@ -53,7 +53,8 @@ from agent.rollback.delivery import RollbackDelivery
 from agent.settings import Settings
 from agent.stopping import CLOSING_SHARE, EXIT_SHARE, STORE_SHARE, StopBudget
 from agent.store import store_from_url
-from agent.store.base import Store, StoreUnreachable
+from agent.store.base import Store, StoreBusy, StoreUnreachable
+from agent.store.outages import not_taken
 from agent.web import routes as web_routes
 from agent.web.feed import FEED, DeployFeed, feed_store
 from agent.web.links import deploy_page_url
@@ -95,7 +96,9 @@ async def open_when_it_answers(
     once, the code of a configuration to fix, so systemd gave up after a few quick
     restarts and Kubernetes backed off for minutes. Said once (WARNING), and once when it
     answers; `waiting` is called once, as it is said (`serve` listens then); a refused
-    login, an unknown database or a bad file still fails at once. `then` runs once the
+    login, an unknown database or a bad file still fails at once. A busy store
+    (`StoreBusy`: another replica's migration holding its lock past the role's
+    `lock_timeout`) is waited out too, said busy. `then` runs once the
     store is open (the replica id's hold): a cut there closes the store and is waited
     out the same way, where `run` exited 2 ("terminating connection due to administrator
     command", `bench/ha_faults.py` with connection cuts)."""
@@ -106,13 +109,13 @@ async def open_when_it_answers(
             if then is not None:
                 try:
                     await then()
-                except StoreUnreachable:
+                except (StoreUnreachable, StoreBusy):
                     await store.close()
                     raise
-        except StoreUnreachable as exc:
+        except (StoreUnreachable, StoreBusy) as exc:  # busy: a migration's lock held long
             if not said:
                 said = True
-                log.warning("the store does not answer (%s); waiting for it", exc)
+                log.warning("%s (%s); waiting for it", not_taken(exc), exc)
                 if waiting is not None:
                     await waiting()
             with contextlib.suppress(TimeoutError):

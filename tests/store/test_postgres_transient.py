@@ -17,13 +17,14 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from agent.app import build_app
+from agent.app import build_app, open_when_it_answers
 from agent.metrics import Metrics
 from agent.records import DeployWindow, RoundRecord
 from agent.settings_file import load_settings_text
 from agent.store.base import StoreError
 from agent.store.outages import store_busy, store_outage
 from agent.store.postgres import PostgresStore
+from agent.store.sql import LOCK_MIGRATE
 from checks.sessions import TargetSessions
 from tests.test_round_bug_watcher import watcher_of
 from tests.test_watcher_claims import CONFIG
@@ -236,3 +237,35 @@ async def test_an_api_write_the_server_refused_is_a_503_with_the_store_still_up(
     busy = [line for line in said if "busy" in line and "POST /v1/deploys" in line]
     assert busy and "deadlock as a test" in busy[0], said
     assert not [line for line in said if "does not answer" in line or "unavailable" in line]
+
+
+async def test_a_start_whose_schema_lock_waits_past_lock_timeout_waits_and_opens(
+    pg_url: str, other: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another replica holding the migration's lock (a long migration) past the role's
+    `lock_timeout` as this one starts: `run` exited 2, the code of a configuration to
+    fix; it waits, saying the store is busy, and opens once the lock is let go."""
+    conn: object = other
+    await conn.execute(  # type: ignore[attr-defined]
+        "SELECT pg_advisory_lock($1, hashtext(''))", LOCK_MIGRATE
+    )
+    store = PostgresStore(pg_url + "&lock_timeout=200ms")
+    stopping = asyncio.Event()
+    caplog.set_level(logging.INFO)
+    opening = asyncio.create_task(open_when_it_answers(store, stopping))
+    try:
+        await asyncio.sleep(1.5)
+        assert not opening.done(), opening.exception()  # waiting, not failed
+        await conn.execute(  # type: ignore[attr-defined]
+            "SELECT pg_advisory_unlock($1, hashtext(''))", LOCK_MIGRATE
+        )
+        await asyncio.wait_for(opening, 20)
+        assert await store.ping()
+    finally:
+        stopping.set()
+        opening.cancel()
+        await asyncio.gather(opening, return_exceptions=True)
+        await store.close()
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("postflight")]
+    assert [line for line in said if line.startswith("the store is busy (")], said
+    assert not [line for line in said if "does not answer" in line], said

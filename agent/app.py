@@ -225,7 +225,7 @@ def build_app(
             if isinstance(shared, HoldsReplicaId):
                 try:
                     held.append(await shared.hold_replica_id(*owners))
-                except StoreUnreachable:
+                except (StoreUnreachable, StoreBusy):
                     raise  # closed and waited out by `open_when_it_answers`
                 except BaseException:
                     await app[STORE].close()

@@ -269,3 +269,53 @@ async def test_a_start_whose_schema_lock_waits_past_lock_timeout_waits_and_opens
     said = [r.getMessage() for r in caplog.records if r.name.startswith("postflight")]
     assert [line for line in said if line.startswith("the store is busy (")], said
     assert not [line for line in said if "does not answer" in line], said
+
+
+async def test_a_claim_pass_the_server_refused_says_busy_and_keeps_the_store_up(
+    pg_url: str, other: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The watcher's claim (its write every turn) meeting deadlocks: said once, 'claiming
+    windows: the store is busy, retried', `postflight_store_up` never 0, and the window
+    claimed once they pass."""
+    store = await opened(pg_url)
+    conn: object = other
+    await conn.execute(  # type: ignore[attr-defined]
+        "CREATE SEQUENCE refusals; CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql"
+        " AS $$ BEGIN IF nextval('refusals') <= 3 THEN RAISE EXCEPTION 'deadlock as a test'"
+        " USING ERRCODE = 'deadlock_detected'; END IF; RETURN NEW; END $$;"
+        " CREATE TRIGGER refuse BEFORE UPDATE ON windows FOR EACH ROW"
+        " WHEN (NEW.lease_owner IS NOT NULL) EXECUTE FUNCTION refuse()"
+    )
+    await store.cancel_window(WINDOW.id, 101.0)  # `opened`'s, of another time: not watched
+    now = time.time()
+    made = dataclasses.replace(
+        WINDOW, id="dep_claimed", deployed_at=now, ends_at=now + 60, created_at=now
+    )
+    await store.create_window(made)
+    sessions = TargetSessions()
+    watcher = watcher_of(store, sessions)
+    store_up: list[float] = []
+    gauge = watcher.metrics.store_up
+    set_up = gauge.set
+    gauge.set = lambda value: (store_up.append(value), set_up(value))[1]  # type: ignore[method-assign]
+    caplog.set_level(logging.INFO)
+    task = asyncio.create_task(watcher.run())
+    try:
+        for _ in range(600):
+            refused = await conn.fetchval(  # type: ignore[attr-defined]
+                "SELECT last_value FROM refusals"
+            )
+            if refused > 3 and store_up:
+                break
+            assert not task.done()
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sessions.aclose()
+        await store.close()
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("postflight")]
+    busy = [line for line in said if line.startswith("claiming windows: the store is busy")]
+    assert len(busy) == 1 and "deadlock as a test" in busy[0], said
+    assert not [line for line in said if "does not answer" in line], said
+    assert store_up and 0 not in store_up, store_up

@@ -28,7 +28,10 @@ Cases:
 Goals: 0 duplicate delivered rollbacks, 0 overwritten rounds or backward counters,
 orphans delivered by a survivor within one lease + the rollback timeout + 10 s, no
 window stuck, each regressed deploy's rollback `delivered` and its window `rolled_back`
-in the store (unrecorded), every replica's /readyz 200 at the end (unready).
+in the store (unrecorded), every replica's /readyz 200 at the end (unready). A regressed
+deploy whose window ended `passed` or `inconclusive` on fewer rounds than its
+`failure_limit` (rounds lost to its holder's kills and pauses: the threshold policy
+cannot fail it) is counted apart as `ended_short`, a judging matter, not a rollback lost.
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ async def run_all(args: argparse.Namespace, cluster: PgCluster) -> list[dict[str
                     + findings.overwritten_deliveries
                     + findings.stuck
                     + findings.unrecorded
+                    + [f"{e} (ended short)" for e in findings.ended_short]
                     + [f"{name}: /readyz not 200" for name in findings.unready]
                     + [f"{k}: {n} deliveries" for k, n in findings.delivered.items() if n != 1]
                 )
@@ -108,6 +112,7 @@ def _line(row: dict[str, Any]) -> str:
         f" takeover_max={row['takeover_s_max']}s ({row['takeovers']})"
         f" orphan_pickup_max={row['orphan_pickup_s_max']}s ({row['orphans']})"
         f" stuck={row['stuck_windows']} unrecorded={row['unrecorded']}"
+        f" ended_short={row['ended_short']}"
         f" unready={row['unready']} kills={row['kills']} pauses={row['pauses']}"
         f" [{row['seconds']}s] {'ok' if row['ok'] else 'WRONG'}"
     )
@@ -140,6 +145,7 @@ def main() -> int:
         "overwritten_deliveries": sum(r["overwritten_deliveries"] for r in rows),
         "stuck_windows": sum(r["stuck_windows"] for r in rows),
         "unrecorded": sum(r["unrecorded"] for r in rows),
+        "ended_short": sum(r["ended_short"] for r in rows),
         "unready": sum(r["unready"] for r in rows),
         "takeover_s_max": max((r["takeover_s_max"] or 0 for r in rows), default=0),
         "orphan_pickup_s_max": max((r["orphan_pickup_s_max"] or 0 for r in rows), default=0),
@@ -154,7 +160,8 @@ def main() -> int:
             f" overwritten_rounds={summary['overwritten_rounds']}"
             f" backward_counters={summary['backward_counters']}"
             f" stuck={summary['stuck_windows']}"
-            f" unrecorded={summary['unrecorded']} unready={summary['unready']}"
+            f" unrecorded={summary['unrecorded']} ended_short={summary['ended_short']}"
+            f" unready={summary['unready']}"
             f" takeover_max={summary['takeover_s_max']}s"
             f" orphan_pickup_max={summary['orphan_pickup_s_max']}s"
         )

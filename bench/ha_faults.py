@@ -74,7 +74,6 @@ import itertools
 import json
 import os
 import random
-import re
 import sys
 import time
 from collections import Counter
@@ -257,15 +256,9 @@ class FaultChaos(Chaos):
         super().__init__(plan, pg_url, workdir)
         self.faulty = receiver
         self.sink = sink
-        self.env_of: dict[str, str] = {}
         self.closing = False
         self.faults_over = False
         self.kills: list[tuple[float, int, str]] = []
-
-    async def register(self, index: int) -> str:
-        deploy = await super().register(index)
-        self.env_of[deploy] = f"env{index}"
-        return deploy
 
     async def _start(self) -> Chaos:
         # the parent spawns its own receiver: start it, then point the config at ours
@@ -343,25 +336,6 @@ class FaultChaos(Chaos):
         )
         channel = f"alerting:\n  channels:\n    - url: {self.sink.url()}\n      tags: [oncall]\n"
         return text.replace("environments:\n", channel + "environments:\n")
-
-
-def failure_limits(run: FaultChaos) -> dict[str, int]:
-    """Deploy id → its environment's `failure_limit` (failed rounds that fail it)."""
-    config = run.replicas[0].config.read_text()
-    pattern = r"^  (env\d+):\n(?:    .*\n)*?.*failure_limit: (\d+)"
-    limits = {env: int(limit) for env, limit in re.findall(pattern, config, re.M)}
-    return {deploy: limits.get(env, 0) for deploy, env in run.env_of.items()}
-
-
-def ended_short(window: dict[str, Any], failure_limit: int) -> bool:
-    """Whether a regressed deploy's window (the monitor's row) ended without a fail on
-    fewer rounds than `failure_limit`: `failure_limit` breaching rounds fail it under the
-    threshold policy, so on fewer it cannot fail, and ends `passed` or, its lost slots
-    being missing evidence, `inconclusive`."""
-    return (
-        window.get("state") in ("passed", "inconclusive")
-        and int(window.get("rounds") or 0) < failure_limit
-    )
 
 
 async def _with_slots(run: FaultChaos, entry: str, failure_limit: int) -> str:
@@ -496,18 +470,10 @@ async def one_run(
             await asyncio.sleep(5.0)  # late sends (a resumed alert, a taken-over rollback)
             with contextlib.suppress(*UNANSWERED):
                 await run.monitor.poll()
-            run.f.unrecorded = run._unrecorded()
-            limits = failure_limits(run)
-            short = [
-                u
-                for u in run.f.unrecorded
-                if ended_short(
-                    run.monitor.windows.get(u.split(":")[0], {}), limits[u.split(":")[0]]
-                )
-            ]
+            run.f.unrecorded, short = run._unrecorded(), run._ended_short()
             short_said = list(short)
             with contextlib.suppress(*UNANSWERED):
-                short_said = [await _with_slots(run, u, limits[u.split(":")[0]]) for u in short]
+                short_said = [await _with_slots(run, u, run.limit_of(u)) for u in short]
     finally:
         await receiver.stop()
         await sink.stop()
@@ -552,7 +518,7 @@ async def one_run(
         "alerts_resent_after_kill": len(resent),
         "resent_titles": resent,
         "alert_senders_unknown": sum(n.sender is None for n in sink.notifications),
-        "unrecorded": [u for u in run.f.unrecorded if u not in short],
+        "unrecorded": run.f.unrecorded,
         "ended_short": short_said,
         "stuck": run.f.stuck,
         "overwritten": run.f.overwritten_rounds

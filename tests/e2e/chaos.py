@@ -13,7 +13,8 @@ the targeted cases). Everything is judged from outside the agents:
   victim was sending is delivered by another replica;
 - a stuck window is still watching (or its rollback still pending) well after its end;
 - at the end, each regressed deploy's rollback is `delivered` in the store and its window
-  `rolled_back`, and every replica's /readyz answers 200.
+  `rolled_back` (unless it ended short: see `ended_short`), and every replica's /readyz
+  answers 200.
 """
 
 from __future__ import annotations
@@ -90,7 +91,10 @@ class Findings:
     stuck: list[str] = field(default_factory=list)
     unrecorded: list[str] = field(default_factory=list)
     """Regressed deploys whose store, at the end, does not say rollback `delivered` and
-    window `rolled_back`."""
+    window `rolled_back`, and which did not end short: a rollback lost."""
+    ended_short: list[str] = field(default_factory=list)
+    """Regressed deploys whose window ended without a fail on fewer rounds than its
+    `failure_limit` (see `ended_short`): a judging matter, not a rollback lost."""
     unready: list[str] = field(default_factory=list)
     """Replicas whose /readyz did not answer 200 at the end."""
     kills: int = 0
@@ -103,7 +107,10 @@ class Findings:
 
     @property
     def undelivered(self) -> int:
-        return self.regressed - sum(1 for n in self.delivered.values() if n >= 1)
+        """Regressed deploys with no 2xx at the receiver, those that ended short aside
+        (their windows cannot fail, so nothing is sent)."""
+        delivered = sum(1 for n in self.delivered.values() if n >= 1)
+        return self.regressed - len(self.ended_short) - delivered
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -123,6 +130,7 @@ class Findings:
             "orphans": len(self.orphan_pickup_s),
             "stuck_windows": len(self.stuck),
             "unrecorded": len(self.unrecorded),
+            "ended_short": len(self.ended_short),
             "unready": len(self.unready),
             "kills": self.kills,
             "pauses": self.pauses,
@@ -140,6 +148,18 @@ class Findings:
             and not self.unrecorded
             and not self.unready
         )
+
+
+def ended_short(window: dict[str, Any], failure_limit: int) -> bool:
+    """Whether a regressed deploy's window (the monitor's row) ended without a fail on
+    fewer rounds than `failure_limit`: `failure_limit` breaching rounds fail it under the
+    threshold policy, so on fewer (rounds lost to its holder's kills and pauses, each
+    passing over a lease's slots, or a clock stepped past its end) it cannot fail, and
+    ends `passed` or, its lost slots being missing evidence, `inconclusive`."""
+    return (
+        window.get("state") in ("passed", "inconclusive")
+        and int(window.get("rounds") or 0) < failure_limit
+    )
 
 
 def _env(replica: str) -> dict[str, str]:
@@ -400,6 +420,10 @@ class Chaos:
         self.replicas: list[Replica] = []
         self.deploys: dict[str, bool] = {}
         """Deploy id → regressed."""
+        self.env_limits: dict[int, int] = {}
+        """Environment index → its `failure_limit` (drawn by `_config`)."""
+        self.failure_limit: dict[str, int] = {}
+        """Deploy id → its environment's `failure_limit`."""
         self.started = time.monotonic()
         self._procs: list[subprocess.Popen[bytes]] = []
         self._watches: list[asyncio.Task[None]] = []
@@ -487,6 +511,7 @@ class Chaos:
             regressed = i < p.regressed
             # a regressed deploy fails after a few rounds, so rollbacks spread over the run
             limit = self.rng.randint(2, max(3, int(p.window_s / p.interval_s / 2)))
+            self.env_limits[i] = limit
             envs.append(
                 f"""\
   env{i}:
@@ -533,6 +558,7 @@ class Chaos:
                     if r.status == 201:
                         deploy_id: str = (await r.json())["id"]
                         self.deploys[deploy_id] = index < self.plan.regressed
+                        self.failure_limit[deploy_id] = self.env_limits[index]
                         self.f.deploys += 1
                         self.f.regressed += index < self.plan.regressed
                         self.log(f"registered {deploy_id} (env{index}) via {replica.name}")
@@ -647,11 +673,28 @@ class Chaos:
                     break
             await asyncio.sleep(0.5)
         self.f.stuck = self._unsettled()
-        self.f.unrecorded = self._unrecorded()
+        self.f.unrecorded, self.f.ended_short = self._unrecorded(), self._ended_short()
         ready = await asyncio.gather(*(r.ready_within(5.0) for r in self.replicas))
         self.f.unready = [r.name for r, ok in zip(self.replicas, ready, strict=True) if not ok]
 
     def _unrecorded(self) -> list[str]:
+        """Regressed deploys not rolled back and delivered, those that ended short aside."""
+        return [e for e in self._not_rolled_back() if e not in self._ended_short()]
+
+    def _ended_short(self) -> list[str]:
+        """Regressed deploys not rolled back whose window ended short (`ended_short`):
+        before, one ended inconclusive this way was counted unrecorded, a rollback lost."""
+        return [
+            e
+            for e in self._not_rolled_back()
+            if ended_short(self.monitor.windows.get(e.split(":")[0], {}), self.limit_of(e))
+        ]
+
+    def limit_of(self, entry: str) -> int:
+        """The `failure_limit` of an entry's deploy (`deploy: ...`)."""
+        return self.failure_limit.get(entry.split(":")[0], 0)
+
+    def _not_rolled_back(self) -> list[str]:
         left = []
         for deploy in (d for d, bad in self.deploys.items() if bad):
             window = self.monitor.windows.get(deploy, {}).get("state")

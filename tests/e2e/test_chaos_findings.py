@@ -1,0 +1,47 @@
+"""tests/e2e/chaos.py's end-of-run count, from the monitor's rows alone (no processes):
+a regressed deploy not rolled back is a rollback lost (`unrecorded`) unless its window
+ended on fewer rounds than its `failure_limit` (`ended_short`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.e2e.chaos import Chaos, Plan
+
+
+def _run(tmp_path: Path, windows: dict[str, dict[str, object]]) -> Chaos:
+    run = Chaos(Plan(), "postgresql://127.0.0.1:1/none", tmp_path)
+    for deploy, window in windows.items():
+        run.deploys[deploy] = True
+        run.failure_limit[deploy] = 24
+        run.monitor.windows[deploy] = window
+    run.monitor.rollbacks["done"] = {"state": "delivered"}
+    return run
+
+
+def test_a_regressed_window_ended_inconclusive_short_of_its_failure_limit_is_counted_apart(
+    tmp_path: Path,
+) -> None:
+    run = _run(
+        tmp_path,
+        {
+            "short": {"state": "inconclusive", "rounds": 20},  # 20 < 24: it could not fail
+            "passed_short": {"state": "passed", "rounds": 5},
+            "lost": {"state": "inconclusive", "rounds": 24},  # could have failed: not short
+            "failed": {"state": "failed", "rounds": 3},  # failed, rollback not delivered
+            "done": {"state": "rolled_back", "rounds": 24},
+        },
+    )
+    run.f.regressed = 5
+    run.f.delivered = {"done": 1, "failed": 0, "lost": 0, "short": 0, "passed_short": 0}
+    assert run._ended_short() == [
+        "short: window inconclusive, rollback None",
+        "passed_short: window passed, rollback None",
+    ]
+    assert run._unrecorded() == [
+        "lost: window inconclusive, rollback None",
+        "failed: window failed, rollback None",
+    ]
+    run.f.unrecorded, run.f.ended_short = run._unrecorded(), run._ended_short()
+    assert run.f.undelivered == 2  # lost and failed; the short ones send nothing
+    assert run.f.summary()["ended_short"] == 2 and not run.f.ok

@@ -260,6 +260,12 @@ class RollbackReceiver(_HttpServer):
         self.attempts: list[RollbackAttempt] = []
         self.delivered: dict[str, str] = {}
         """Idempotency-Key → body of the first accepted request: what the pipeline acts on."""
+        self.strays: list[str] = []
+        """Requests no rollback sender makes (not a POST, elsewhere than `path`), answered
+        404 and kept out of `attempts` and the script: another process's agent probing a
+        target whose port this receiver was given after it closed (this machine's tests
+        share its ports: 30 GETs of /health, whose, none of the test's, made a TLS test's
+        'no rollback' fail)."""
         self._script = _Script(script)
         self._log = _JsonLog(log)
 
@@ -286,6 +292,9 @@ class RollbackReceiver(_HttpServer):
         return app
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.method != "POST" and request.path != self.path:
+            self.strays.append(f"{request.method} {request.path}")
+            return web.Response(status=404)
         body = await request.read()
         timestamp = request.headers.get("X-Postflight-Timestamp")
         signature = request.headers.get("X-Postflight-Signature")

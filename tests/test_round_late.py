@@ -9,7 +9,7 @@ import time
 import pytest
 
 from agent.metrics import OVERRUN_CAUSES
-from agent.windows.late import CAUSES, RoundTimer, RoundWaits, cpu_waited_s
+from agent.windows.late import CAUSES, RoundTimer, RoundWaits, cpu_waited_s, timed_wait
 from checks.lag import LoopLag
 
 
@@ -83,6 +83,38 @@ async def test_a_first_round_late_for_its_provider_baselines_names_the_providers
     timer.settled(100.33)
     timer.start(lag, loop.time(), 100.33, 100.3)
     assert timer.waits.providers_s == 0.0 and timer.waits.store_s == 0.0
+
+
+async def test_a_stall_in_a_baseline_wait_its_timer_ended_leaves_the_wait_the_providers() -> None:
+    """The watch began at the deploy (due 100.0) and waited for a slow provider's
+    baselines until its 1 s timeout cut the wait, the loop blocked 0.3 s meanwhile (a busy
+    machine's stalls, in one): the timer still fired at 1 s, so the wait was the
+    provider's, all of it, and that stall held nothing: not the host's. Before, the stall
+    was taken off the providers' 1 s and given to the host (a starved host then named for
+    a provider that held the round: `timed_wait`)."""
+    loop = asyncio.get_running_loop()
+    lag = LoopLag(loop)
+    timer = RoundTimer()
+    timer.began(lag, 100.0)
+    before = lag.total()
+    time.sleep(0.3)  # noqa: ASYNC251 (the stall, mid-wait, on purpose)
+    idle = timed_wait(1.0, lag.total() - before, 1.0)  # the timer fired on time
+    assert idle >= 0.2, idle
+    timer.ready(101.0, baselines_s=1.0, idle_stall_s=idle)
+    timer.start(lag, loop.time(), 101.0, 100.0)
+    timer.leased(101.0)
+    timer.checked(101.15, 0.15)
+    timer.fetched(101.15)
+    waits = timer.finish(loop.time(), 101.16)
+    assert waits.providers_s == pytest.approx(1.0, abs=0.01), waits
+    assert waits.stalled_s < 0.05, waits
+    assert waits.cause() == "providers"
+
+
+def test_a_timed_waits_lateness_past_its_timer_is_the_stall_that_lengthened_it() -> None:
+    assert timed_wait(1.4, 0.5, 1.0) == pytest.approx(0.1)  # 0.4 of the 0.5 held it
+    assert timed_wait(1.4, 0.3, 1.0) == 0.0  # all of it at the end: all lengthened it
+    assert timed_wait(1.0, 0.0, 1.0) == 0.0
 
 
 async def test_setting_up_before_the_round_was_due_is_not_its_lateness() -> None:

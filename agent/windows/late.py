@@ -20,7 +20,9 @@ time goes to four things the watch measures as it goes (`RoundTimer`):
   a machine that gives it no CPU), and on Linux the loop thread's wait for a CPU by the
   kernel's count (`/proc/thread-self/schedstat`'s `run_delay`), whichever is more (a
   thread waiting for the GIL sleeps: only the heartbeat sees it). A stall during a wait
-  is the host's, not the waited-for part's.
+  is the host's, not the waited-for part's, except in a wait its own timer ended (the
+  first round's wait for baselines, cut at its timeout: `timed_wait`), which a stall
+  before the timer was due lengthened by nothing.
 
 The largest names the cause (the host when none held the round: its own work took it).
 No clock of its own (the watch passes its pace's times); its only I/O is one `pread` of
@@ -108,6 +110,17 @@ def cpu_waited_s(now: float) -> float | None:
     if reader is None:
         reader = _here.schedstat = _Schedstat()
     return reader.read(now)
+
+
+def timed_wait(waited_s: float, stalled_s: float, timeout_s: float) -> float:
+    """Of a wait its timer ended after `waited_s`, the loop stalled `stalled_s` meanwhile,
+    the stall that lengthened nothing: all but the timer's lateness (the wait was the
+    waited-for part's up to its timeout, whatever the loop did before it was due).
+    Counted as the host's and taken off the providers', that stall named a starved host
+    for a provider's baselines that held the first round their full second (host 0.85 s,
+    providers 0.68 s, in the slow-baseline e2e under two CPU hogs)."""
+    lengthened = min(stalled_s, max(0.0, waited_s - timeout_s))
+    return max(0.0, stalled_s - lengthened)
 
 
 @dataclass(slots=True)
@@ -207,13 +220,15 @@ class RoundTimer:
         round, past that round's due time, as the round's own waits do."""
         self._lag, self._began, self._at, self._stall = lag, at, at, lag.total()
 
-    def ready(self, at: float, baselines_s: float = 0.0) -> None:
+    def ready(self, at: float, baselines_s: float = 0.0, idle_stall_s: float = 0.0) -> None:
         """The watch is ready for its first round `at`, having waited `baselines_s` of it
-        for provider baselines (the rest was the store's, less the loop's stall)."""
+        for provider baselines (the rest was the store's, less the loop's stall), of whose
+        stall `idle_stall_s` lengthened nothing (`timed_wait`)."""
         self._finished_at = at
         if self._began is None:
             return
         took, stalled = self._step(at)
+        stalled = max(0.0, stalled - idle_stall_s)
         providers = max(0.0, baselines_s - stalled)
         store = max(0.0, took - stalled - providers)
         self._setting_up = RoundWaits(providers_s=providers, store_s=store, stalled_s=stalled)

@@ -63,7 +63,7 @@ from agent.windows.foresight import (
     no_background_baseline,
     policy_of,
 )
-from agent.windows.late import RoundTimer, RoundWaits
+from agent.windows.late import RoundTimer, RoundWaits, timed_wait
 from agent.windows.no_data import EmptyAnswers
 from agent.windows.overload import DropTally
 from agent.windows.pace import SteadyClock
@@ -309,6 +309,8 @@ class WindowWatch:
         """What holds the round under way (`agent.windows.late`): an overrun names it."""
         self.baselines_s = 0.0
         """How long the watch waited for provider baselines before its first round."""
+        self.baselines_idle_stall_s = 0.0
+        """The loop's stall during that wait that lengthened nothing (`timed_wait`)."""
         self.settling: asyncio.Task[bool] | None = None
         """The latest round being stored and acted on (see `_settle`)."""
         self.renewing: asyncio.Task[bool] | None = None
@@ -379,7 +381,7 @@ class WindowWatch:
         pace = self.pace  # slots are instants, the time between them is measured
         now = pace()
         ready: float | None = now
-        self.timer.ready(now, self.baselines_s)
+        self.timer.ready(now, self.baselines_s, self.baselines_idle_stall_s)
         while True:
             number += 1
             slot = schedule.next_slot(slot, pace())
@@ -618,11 +620,13 @@ class WindowWatch:
         }
         if fetches:
             # the first round is due at the deploy: a slow provider does not hold it long
-            asked = self.pace()
-            await asyncio.wait(
-                fetches.values(), timeout=min(BASELINE_WAIT_S, self.env.interval / 2)
-            )
+            asked, stall = self.pace(), ticks().lag.total()
+            timeout = min(BASELINE_WAIT_S, self.env.interval / 2)
+            _, pending = await asyncio.wait(fetches.values(), timeout=timeout)
             self.baselines_s = self.pace() - asked
+            if pending:  # ended by its timer: a stall before it was due held nothing
+                stalled = ticks().lag.total() - stall
+                self.baselines_idle_stall_s = timed_wait(self.baselines_s, stalled, timeout)
         fetched: dict[str, Observation] = {}
         for name, task in fetches.items():
             if task.done():

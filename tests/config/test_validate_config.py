@@ -1072,7 +1072,7 @@ README_DEFAULTS: list[tuple[str, str, object]] = [
     ("`interval` (30s;", "environments.production.interval", 30.0),
     ("`lookback` (1h; more than 0s)", "environments.production.lookback", 3600.0),
     ("`background_interval` (30s;", "environments.production.background_interval", 30.0),
-    ("`probes_per_round` (10)", "environments.production.probes_per_round", 10),
+    ("`probes_per_round` (40)", "environments.production.probes_per_round", 40),
     ('default `"{version}"`', "environments.production.baseline.sentry.release", "{version}"),
     (
         "(`follow_redirects`, default true",

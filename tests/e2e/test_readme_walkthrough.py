@@ -87,6 +87,6 @@ def test_the_readme_walkthrough_runs_as_shown() -> None:
         steps,
     ), steps[-4000:]
     # 6., with the rounds its comment shows: every probe of production fails from round 1
-    assert re.search(r"production\s+9fceb02\S*\s+rolled_back\s+3\s", steps), steps[-4000:]
+    assert re.search(r"production\s+9fceb02\S*\s+rolled_back\s+2\s", steps), steps[-4000:]
     assert '"deployment": "dpl_old111"' in steps or '"deployment":"dpl_old111"' in steps
     assert "(HTTP 409)" in steps and "exit 1" in steps, steps[-4000:]  # 7. refused

@@ -40,7 +40,7 @@ CUT_SHARE = 1 / 16
 """For work cut off at the end of its grace to end (0.5 s)."""
 UNWIND_SHARE = 1 / 64
 """For a task whose held store write the stop cut to end before its step stops waiting
-for it (0.125 s; `StopBudget.held_write_left`)."""
+for it (0.125 s; `StopBudget.held_write_left`), counted from the cut (`StopBudget.settle`)."""
 
 
 class StopBudget:
@@ -49,6 +49,8 @@ class StopBudget:
     def __init__(self, total: float) -> None:
         self.total = total
         self._deadline: float | None = None
+        self._held: set[asyncio.Future[Any]] = set()
+        self._cut_at: float | None = None
 
     def start(self) -> None:
         """The stop begins: every step ends by `total` from now, less the exit's share."""
@@ -70,6 +72,36 @@ class StopBudget:
         if self._deadline is None:
             return None
         return self.left(CLOSING_SHARE + UNWIND_SHARE)
+
+    def hold(self, write: asyncio.Future[Any]) -> None:
+        """`write`, held through a cancellation, waits for `held_write_left`'s end."""
+        self._held.add(write)
+        write.add_done_callback(self._held.discard)
+
+    def cut(self, write: asyncio.Future[Any]) -> None:
+        """Cut a held write at `held_write_left`'s end: its task has `UNWIND_SHARE` from
+        now to end (`settle`)."""
+        write.cancel()
+        self._cut_at = time.monotonic()
+
+    async def _unwound(self, pending: set[asyncio.Task[Any]]) -> set[asyncio.Task[Any]]:
+        """`pending` once those a held write's cut lets end have: until `UNWIND_SHARE`
+        after the last cut; the writes due to be cut and not cut yet are cut now. The cut
+        came that share before the step stopped waiting, by its own timer: a loop that
+        ran nothing across both (the process not scheduled on a loaded host, a synchronous
+        call) had them due in one pass, and the step stopped waiting before the cut task
+        had a pass to end, or before the cut: it was left ('… did not stop within 1.7 s')."""
+        if not pending:
+            return pending
+        if self.held_write_left() == 0:
+            for write in list(self._held):
+                self.cut(write)
+        if self._cut_at is None:
+            return pending
+        unwind = self._cut_at + self.total * UNWIND_SHARE - time.monotonic()
+        if unwind > 0:
+            _, pending = await asyncio.wait(pending, timeout=unwind)
+        return pending
 
     async def settle(
         self, tasks: Iterable[asyncio.Task[Any]], *, grace: float = 0.0, keep: float = 0.0
@@ -106,6 +138,7 @@ class StopBudget:
             task.cancel()
         if pending:
             _, pending = await asyncio.wait(pending, timeout=self.left(keep))
+            pending = await self._unwound(pending)
         waited = time.monotonic() - started
         for what in named(pending):
             log.warning("stopping: %s did not stop within %.1f s; leaving it", what, waited)

@@ -173,8 +173,11 @@ async def _to_its_end(
 async def _within(attempt: asyncio.Future[T], stop: StopBudget | None) -> None:
     """Until `attempt` ends (not cancelled with the task that waits), or the stop's end
     (`StopBudget.held_write_left`) cuts it."""
-    left = stop.held_write_left() if stop is not None else None
-    done, _ = await asyncio.wait({attempt}, timeout=left)
-    if not done and stop is not None:
-        attempt.cancel()
+    if stop is None:
+        await asyncio.wait({attempt})
+        return
+    stop.hold(attempt)  # cut by the stop's step, if its own wait's end is late (a busy loop)
+    done, _ = await asyncio.wait({attempt}, timeout=stop.held_write_left())
+    if not done:
+        stop.cut(attempt)
         await asyncio.wait({attempt}, timeout=stop.left())

@@ -345,6 +345,7 @@ async def test_a_fast_targets_latency_read_late_by_a_busy_agent_is_no_rollback(
     target: ThreadTarget,
     rollback_receiver: Any,
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
     prompt_gil: None,
 ) -> None:
     """A 20 ms service's answers read ~8 ms late by an agent whose loop is busy, and every
@@ -352,29 +353,72 @@ async def test_a_fast_targets_latency_read_late_by_a_busy_agent_is_no_rollback(
     latency ends where the kernel stamped the answer's arrival, not where the loop read
     it, so the latencies recorded are the target's, no stall is in them, none is dropped
     but a new connection's first (its connect no stamp sees), and the window passes. The
-    old code dropped the stalled ones (the guard's case) and kept the others 8 ms long."""
-    target.delay_s = 0.02
+    old code dropped the stalled ones (the guard's case) and kept the others 8 ms long.
+
+    A window rolled back while the target itself answered late past the rule's allowance
+    (measured in its thread, `TargetLateness`; beside two CPU hogs, 1 run in 8: "latency_p95
+    68ms > max 60ms (baseline 40ms +50%)", the free loop's baseline of a 20 ms service
+    already 40 ms) is the machine's: one more is made, by a new agent on a store of its
+    own (`one_more`), as in the x2 tests below."""
+    target.delay_s = FAST_SERVICE_S
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
-    agent = await start_agent(regression_environment(target, receiver.url))
+    lateness = TargetLateness(monkeypatch, target)
+    for again in range(3):  # a window the machine spoilt (`one_more`): one more, 3 at most
+        store = f"url: sqlite:///{tmp_path / f'again{again}.db'}" if again else None
+        start = len(lateness.late)
+        final, registered = await stalled_window(
+            start_agent, target, receiver, monkeypatch, lateness, store
+        )
+        late = FAST_SERVICE_S / 2  # the rule's allowance: +50%
+        late_in_window = lateness.count(late, registered)
+        if not one_more(final, 1.0, late_in_window, lateness.count(late, start, registered)):
+            break
+        receiver.attempts.clear()
+    else:
+        # each window's verdict the target's own measured lateness explains: no control
+        # of the agent; what it kept of each latency was asserted in `stalled_window`
+        return
+    reason = final["verdict"]["reason"]
+    assert final["state"] == "passed", reason
+    assert final["rollback"] is None
+    assert receiver.attempts == []
+
+
+FAST_SERVICE_S = 0.02
+
+
+async def stalled_window(
+    start_agent: AgentFactory,
+    target: ThreadTarget,
+    receiver: RollbackReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    lateness: TargetLateness,
+    store: str | None = None,
+) -> tuple[dict[str, Any], int]:
+    """A new agent learns the service with a free loop, then the deploy's window with its
+    answers read late (`settled_every_fifth_stalled`): the final deploy, and how many
+    requests the target had come to before it was registered (`lateness.late`). The
+    agent's part is asserted here, window by window: no stall in the latency judged, none
+    dropped but a new connection's first."""
+    agent = await start_agent(regression_environment(target, receiver.url), store=store)
     await agent.stored_runs("production", 15)  # a baseline, probed by a free loop
     labels = {"environment": "production", "result": "agent_lag_latency"}
     # from the deploy on: a loaded machine's own stalls drop latencies of the free loop's
     # baseline too (2-3 at load 15 with two CPU hogs), none of them the test's
     before = agent.metric("postflight_samples_dropped_total", **labels)
+    registered = len(lateness.late)
     deploy = await agent.register("production", "v2.4.2")
     firsts = new_connections(monkeypatch, target)
     final, requests = await settled_every_fifth_stalled(agent, deploy, target, monkeypatch)
     assert requests >= 10 and target.answered >= requests
-    reason = final["verdict"]["reason"]
-    assert final["state"] == "passed", reason
     (rule,) = final["verdict"]["rules"]
     assert rule["observed"] is not None and rule["observed"] < STALL_S, rule  # not a stall's
     dropped = agent.metric("postflight_samples_dropped_total", **labels) - before
     # the stalls were some requests / 5; a new connection's first answer has no stamp
     assert dropped <= max(1, len(firsts)), (dropped, len(firsts), requests)
-    assert final["rollback"] is None
     await asyncio.sleep(0.3)
-    assert receiver.attempts == []
+    await agent.stop()
+    return final, registered
 
 
 async def test_a_slow_target_read_by_a_busy_agent_still_reads_slow(

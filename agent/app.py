@@ -325,6 +325,7 @@ def build_app(
             loop.add_done_callback(functools.partial(_loop_ended, what, up))
         yield
         delivery.leave_waits()  # nothing of a rollback between retries is out: at once
+        integrations.leave_waits()  # nor of a follow-up between retries
         await stop.settle((recovery, side, task), keep=CLOSING_SHARE)
         grace = max(1.0, settings.server.shutdown_timeout - 3.0)
         await watcher.drain(grace, stop, keep=CLOSING_SHARE)

@@ -25,7 +25,8 @@ def waits_asked_for(monkeypatch: pytest.MonkeyPatch, jitter: float) -> list[floa
     async def sleep(delay: float) -> None:
         waits.append(delay)
 
-    monkeypatch.setattr(clients, "asyncio", types.SimpleNamespace(sleep=sleep))
+    fake = {**{name: getattr(asyncio, name) for name in asyncio.__all__}, "sleep": sleep}
+    monkeypatch.setattr(clients, "asyncio", types.SimpleNamespace(**fake))
     monkeypatch.setattr(clients, "random", types.SimpleNamespace(random=lambda: jitter))
     return waits
 

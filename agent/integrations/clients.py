@@ -45,6 +45,9 @@ class CallResult:
     unanswered: int = 0
     """Attempts that got no HTTP answer (a timeout, a connection lost): the provider may
     have acted on any of them, though the call failed (its answer was lost)."""
+    left: bool = False
+    """A stop (`leaving`) came before an attempt or in a wait between two: no outcome,
+    nothing of it out; `attempts` says how many were made (0: none)."""
 
 
 CALL_ATTEMPTS = 4
@@ -72,16 +75,24 @@ async def call(
     made_before: int = 0,
     redact: Callable[[str], str] = lambda s: s,
     rate_limit: RateLimit | None = None,
+    leaving: asyncio.Event | None = None,
 ) -> CallResult:
     """One logical call with bounded retries; the answer's JSON (if any) in `data`.
     `rate_limit` tells a provider's rate limit among its other answers (GitHub's are 403s
     as often as 429s) and the wait it asks for: retried like a 429. `made_before`: the
     attempts earlier senders made (a follow-up handed back by a stop): the waits go on
-    growing from there, where the next sender's began again at the first's."""
+    growing from there, where the next sender's began again at the first's. `leaving`
+    (set by a stop): no attempt goes out once it is set, and a wait between two ends at
+    once (`CallResult.left`), where the stop waited it out within its grace and sent the
+    next attempt inside it."""
     status: int | None = None
     error: str | None = None
     unanswered = 0
     for attempt in range(1, attempts + 1):
+        if leaving is not None and leaving.is_set():
+            return CallResult(
+                False, status, error, None, attempt - 1, left=True, unanswered=unanswered
+            )
         retry_after: float | None = None
         sent = dict(headers)
         if headers_per_attempt is not None:
@@ -129,5 +140,19 @@ async def call(
             delay = retry_after
             if delay is None:
                 delay = random.random() * backoff * 2 ** (made_before + attempt)
-            await asyncio.sleep(min(max_backoff, delay))
+            await _sleep_unless(leaving, min(max_backoff, delay))
     return CallResult(False, status, error, None, attempts, gave_up=True, unanswered=unanswered)
+
+
+async def _sleep_unless(leaving: asyncio.Event | None, delay: float) -> None:
+    """Sleep `delay` seconds, or until `leaving` is set if that comes first."""
+    if leaving is None:
+        await asyncio.sleep(delay)
+        return
+    sleeping = asyncio.ensure_future(asyncio.sleep(delay))
+    left = asyncio.ensure_future(leaving.wait())
+    try:
+        await asyncio.wait((sleeping, left), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeping.cancel()
+        left.cancel()

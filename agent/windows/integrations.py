@@ -249,6 +249,8 @@ class Integrations:
         claim stays open meanwhile (`_record`), so a restart tries it too."""
         self._gates_busy: set[tuple[str, str]] = set()
         """Gates (callback URL, GitHub environment) being answered by a task of ours."""
+        self._leaving = asyncio.Event()
+        """Set by a stop (`leave_waits`)."""
         self._sent: set[str] = set()
         """Windows whose Rolling Release approval this process sent (`_approved` says
         whether it took effect before a restart or on an earlier try of ours)."""
@@ -267,6 +269,14 @@ class Integrations:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def leave_waits(self) -> None:
+        """A stop: a `rollback.then` follow-up waiting to retry (a `Retry-After`, a
+        backoff) hands its claim back at once, and none is sent again in this process:
+        the next start sends it (`_resume_after_rollbacks`). An attempt out finishes
+        within the stop's grace. The stop waited the wait out within its grace, sent the
+        next attempt inside it when the wait was shorter, and cut it off when not."""
+        self._leaving.set()
 
     def wake(self) -> None:
         self._wake.set()
@@ -1418,6 +1428,7 @@ class Integrations:
                     max_backoff=env.rollback.max_backoff,
                     made_before=before,
                     redact=self.redact,
+                    leaving=self._leaving,
                 )
             except asyncio.CancelledError:
                 # a stop cut it (its request out, or a retry's wait): its claim is given
@@ -1426,6 +1437,19 @@ class Integrations:
                 release = self.s.store.release_alert
                 await handed_back(lambda: release(window.id, key, now, made), self.s.stop)
                 raise
+            if result.left:  # a stop, with nothing of it out: handed back at once
+                release = self.s.store.release_alert
+                await handed_back(lambda: release(window.id, key, now, made), self.s.stop)
+                log.info(
+                    "follow-up %r of rollback %s: stopping before its next attempt (%d attempt(s)"
+                    " made): left pending to the next start, which sends it; nothing of it"
+                    " was in flight",
+                    name,
+                    window.id,
+                    before + made,
+                    extra={"deploy_id": window.id, "environment": window.environment},
+                )
+                return
             named_for_a_stop(
                 f"the record of follow-up {name!r} of rollback {window.id} (answered: held"
                 " until the store takes it, not sent again)"

@@ -1,0 +1,98 @@
+"""A stop (SIGTERM) while a `rollback.then` follow-up waits to retry leaves it at once.
+
+Nothing of the follow-up is out in its wait (a `Retry-After`, a backoff: `call`'s sleep
+between attempts): the stop hands its claim back, where it waited the wait out within its
+grace (5 s of the default 8 s `shutdown_timeout`), sent the next attempt inside the stop
+when the wait ended within the grace, and logged 'did not finish within 5.0 s; cut off'
+when it did not. Counted at the receiver: the next attempt is made once, by the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import textwrap
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.e2e.conftest import SECRET, TOKEN, environment, free_port, rollback_then_migrations
+from tests.e2e.test_replicas import Daemon
+from tests.receivers import RollbackReceiver
+
+pytestmark = pytest.mark.e2e
+
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def config(workdir: Path, receiver: RollbackReceiver, follow: RollbackReceiver) -> str:
+    delivery = "backoff: 100ms, max_backoff: 30s"
+    rollback = rollback_then_migrations(receiver.url, SECRET, follow.url, delivery)
+    production = environment(
+        "production", f"http://127.0.0.1:{free_port()}", window="8s", extra=rollback
+    )
+    return (
+        f"server:\n  listen: 127.0.0.1:{{port}}\n  api_tokens: [{TOKEN}]\n"
+        f"store:\n  url: sqlite:///{workdir / 'postflight.db'}\n"
+        "environments:\n" + textwrap.indent(production, "  ")
+    )
+
+
+async def follow_ups_of(http: aiohttp.ClientSession, daemon: Daemon, deploy_id: str) -> list:
+    async with http.get(f"{daemon.url}/v1/deploys/{deploy_id}") as r:
+        assert r.status == 200, await r.text()
+        return list(((await r.json())["rollback"] or {}).get("then") or [])
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("retry_after", [2, 30], ids=["within-the-grace", "past-it"])
+async def test_a_stop_while_a_follow_up_waits_to_retry_leaves_it_to_the_next_start(
+    tmp_path: Path, retry_after: int
+) -> None:
+    """The follow-up's receiver answers its first attempt 503 with `Retry-After`, then
+    200; the rollback's takes it at once."""
+    receiver = RollbackReceiver(SECRET, [])
+    follow = RollbackReceiver(SECRET, [f"503:retry-after={retry_after}"], path="/then")
+    await receiver.start()
+    await follow.start()
+    text = config(tmp_path, receiver, follow)
+    daemon = Daemon(tmp_path, "first", text, None)
+    restarted: Daemon | None = None
+    try:
+        async with aiohttp.ClientSession(headers=HEADERS) as http:
+            await daemon.ready(http)
+            async with http.post(
+                f"{daemon.url}/v1/deploys", json={"environment": "production", "version": "v2"}
+            ) as r:
+                assert r.status == 201, await r.text()
+                deploy_id = (await r.json())["id"]
+            await follow.wait_for_attempts(1, within=60)
+            await asyncio.sleep(0.3)  # its answer read: in the wait
+            daemon.proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(daemon.proc.wait, 15) == 0, daemon.said()
+            said = daemon.said()
+            assert len(follow.attempts) == 1, follow.attempts  # none inside the stop
+            assert "cut off" not in said, said
+            assert "follow-up 'migrations' of rollback" in said, said
+            assert "left pending to the next start" in said, said
+            if retry_after > 10:
+                return  # its wait outlasts the test; the hand-back is what is checked
+            # the next start sends it at once (its claim handed back), once
+            restarted = Daemon(tmp_path, "first", text, None)
+            await restarted.ready(http)
+            then: list = []
+            for _ in range(300):
+                then = await follow_ups_of(http, restarted, deploy_id)
+                if then and then[0]["state"] != "pending":
+                    break
+                await asyncio.sleep(0.1)
+            assert then == [{"name": "migrations", "state": "delivered"}], then
+            assert [a.accepted for a in follow.attempts] == [False, True], follow.attempts
+            assert [a.accepted for a in receiver.attempts] == [True], receiver.attempts
+    finally:
+        daemon.kill()
+        if restarted is not None:
+            restarted.kill()
+        await receiver.stop()
+        await follow.stop()

@@ -271,11 +271,12 @@ class Integrations:
             self._session = None
 
     def leave_waits(self) -> None:
-        """A stop: a `rollback.then` follow-up waiting to retry (a `Retry-After`, a
-        backoff) hands its claim back at once, and none is sent again in this process:
-        the next start sends it (`_resume_after_rollbacks`). An attempt out finishes
-        within the stop's grace. The stop waited the wait out within its grace, sent the
-        next attempt inside it when the wait was shorter, and cut it off when not."""
+        """A stop: a `rollback.then` follow-up or a GitHub status waiting to retry (a
+        `Retry-After`, a backoff) hands its claim back at once, and none is sent again in
+        this process: the next start sends it (`_resume_after_rollbacks`, the scan). An
+        attempt out finishes within the stop's grace. The stop waited the wait out within
+        its grace, sent the next attempt inside it when the wait was shorter, and cut it
+        off when not."""
         self._leaving.set()
 
     def wake(self) -> None:
@@ -507,6 +508,12 @@ class Integrations:
                 if claimed:
                     self._stamps[mark] = now
                     done = await work() is not False
+                    if not done and lease is not None and self._leaving.is_set():
+                        # a stop met it before an attempt or between two: nothing of it
+                        # out, its claim handed back, where the next start waited for it
+                        # to lapse (`_status_lease`, 135 s with the defaults)
+                        release = self.s.store.release_alert
+                        await handed_back(lambda: release(window.id, key, now), self.s.stop)
                 elif lease is not None:
                     # held by a live sender, or by a dead one whose claim has not lapsed
                     # yet: looked at again on a later scan until it has an outcome
@@ -665,6 +672,7 @@ class Integrations:
             timeout_s=github.timeout,
             redact=self.redact,
             rate_limit=github_rate_limit_wait,
+            leaving=self._leaving,
         )
 
     async def _status_words(self, window: DeployWindow, state: str, *, watching: bool) -> str:
@@ -758,6 +766,15 @@ class Integrations:
 
         With `call`, a call given up for good (refused, or past the retries) is counted and
         told to on-call (`_given_up`); one not made (nothing to approve) is neither."""
+        if result.left:  # a stop, with nothing of it out: no outcome (`_once` hands it back)
+            log.info(
+                "%s: stopping before its next attempt (%d attempt(s) made): left pending to"
+                " the next start, which posts it; nothing of it was in flight",
+                what,
+                result.attempts,
+                extra={"deploy_id": window.id, "environment": window.environment},
+            )
+            return False
         now = self.clock()
         since = window.ended_at or window.deployed_at
         if retry and result.gave_up and now - since < STATUS_RETRY_FOR_S:

@@ -271,10 +271,11 @@ class Integrations:
             self._session = None
 
     def leave_waits(self) -> None:
-        """A stop: a `rollback.then` follow-up or a GitHub status waiting to retry (a
-        `Retry-After`, a backoff) hands its claim back at once, and none is sent again in
-        this process: the next start sends it (`_resume_after_rollbacks`, the scan). An
-        attempt out finishes within the stop's grace. The stop waited the wait out within
+        """A stop: a `rollback.then` follow-up, a GitHub status or a Rolling Release
+        approval waiting to retry (a `Retry-After`, a backoff) hands its claim back at
+        once, and none is sent again in this process: the next start sends it
+        (`_resume_after_rollbacks`, the scan). An attempt out finishes within the stop's
+        grace. The stop waited the wait out within
         its grace, sent the next attempt inside it when the wait was shorter, and cut it
         off when not."""
         self._leaving.set()
@@ -1036,6 +1037,7 @@ class Integrations:
             timeout_s=vercel.timeout,
             redact=self.redact,
             rate_limit=vercel_rate_limit_wait,
+            leaving=self._leaving,  # answered or not yet sent: `SENT_KEY` below holds
         )
         if result.ok:
             await self.s.store.record_alert(window.id, SENT_KEY, "taken", f"{index} -> {step}")

@@ -2,7 +2,8 @@
 max 2s), 300 samples in 30 rounds of 10, with and without the look at the window's end
 (`FINAL_SHARE`): detection at 2% and 10% (bursty: each round's rate Beta-distributed,
 concentration 20) and A/A false failures at exactly the bound ("before" gives the
-e-processes back the look's share, as the judge had it).
+e-processes back the look's share, as the judge had it); at detection, the rounds to detect
+of the windows both judges catch before the end (the e-processes' lost fifth).
 
 Usage: python bench/absolute_look.py ALPHA detect|aa WINDOWS"""
 
@@ -58,18 +59,42 @@ def window(rng, kind, rate, kappa, rule):
         rule.step(st, obs, k)
     rule.finish(st, ROUNDS - 1)
     at, comp = rule.failed_at(st)
-    return at is not None, (at is not None and rule.failed_at_end(st, comp))
+    return at, (at is not None and rule.failed_at_end(st, comp))
 
 
 def run(kind, rate, kappa, n, old, seed):
+    """Share failed, share failed by the end look, and each window's round of an e-process's
+    catch (-1: caught at the end look, None: not caught). The same seed gives both judges the same
+    windows, so the rounds pair up window by window."""
     rng = np.random.default_rng(seed)
     rule = make(kind, old)
     fails = looks = 0
+    early = []
     for _ in range(n):
-        failed, looked = window(rng, kind, rate, kappa, rule)
-        fails += failed
+        at, looked = window(rng, kind, rate, kappa, rule)
+        fails += at is not None
         looks += looked
-    return fails / n, looks / n
+        early.append(None if at is None else -1 if looked else at)
+    return fails / n, looks / n, early
+
+
+def delay(b, a):
+    """Rounds to detect (1-based) on the windows both judges catch before the end: median
+    and p90 before -> after; of those the old judge caught early, how many the new one
+    catches only at its end look or misses."""
+    pairs = [(x, y) for x, y in zip(b, a, strict=True) if x is not None and x >= 0]
+    both = [(x + 1, y + 1) for x, y in pairs if y is not None and y >= 0]
+    late = sum(y == -1 for _, y in pairs)
+    lost = sum(y is None for _, y in pairs)
+    moved = f"early before, now at the end look {late}, missed {lost}"
+    if not both:
+        return f"ttd: no window caught early by both; {moved}"
+    x, y = np.array(both).T
+    return (
+        f"ttd on {len(both)} caught early by both: median {np.median(x):.1f} -> {np.median(y):.1f}"
+        f" rounds, p90 {np.percentile(x, 90):.1f} -> {np.percentile(y, 90):.1f}, mean lag"
+        f" {np.mean(y - x):.2f} rounds (max {np.max(y - x)}); {moved}"
+    )
 
 
 if __name__ == "__main__":
@@ -83,7 +108,7 @@ if __name__ == "__main__":
                     a = run(kind, rate, kappa, n, False, 1)
                     print(
                         f"{kind} rate {rate} kappa {kappa}: before fail {b[0]:.3f};"
-                        f" after fail {a[0]:.3f} (look {a[1]:.3f})"
+                        f" after fail {a[0]:.3f} (look {a[1]:.3f}); {delay(b[2], a[2])}"
                     )
         else:
             for kappa in (0, 20, 5):

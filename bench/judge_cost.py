@@ -1,7 +1,8 @@
 """The judge's CPU cost per window-round in the default configuration (issue 9's budget).
 
 What the daemon does each round for one window with the rules `bench/footprint.py` writes
-(`error_rate max 0.05`, `latency_p95 max_increase 20%`), `probes_per_round` 10, the
+(`error_rate max 0.05`, `latency_p95 max_increase 20%`), `probes_per_round` 10 (the
+footprint's `--probes`, what issue 9's budget was set at; the configuration's default is 40), the
 `sequential` policy and its defaults: `observe()` each rule from the round's samples, then
 `Judge.step` (the fold and the verdict's wording). The baseline is built as the watcher
 builds it: one background run of 10 probes per `background_interval` (30 s) over the

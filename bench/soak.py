@@ -4,7 +4,7 @@ without pause, watched from outside for anything that grows or rounds that run l
 Not a test; it prints figures (`--json`: one object at the end). Each environment has
 the example configuration's checks (`http` health, a `smoke` login flow, a `load` check
 at 20/s for 10 s) and check rules, and everything else its defaults: `interval` 30 s,
-`probes_per_round` 10, `background_interval` 30 s, the `sequential` policy, the store's
+`probes_per_round` 40, `background_interval` 30 s, the `sequential` policy, the store's
 retention. Targets, the rollback receiver and a json:// alert sink are local aiohttp
 servers in a process of their own (`--peers`), counting what reaches them. Each
 environment opens a window after the previous ended: 30% bad deploys (the target answers

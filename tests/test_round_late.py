@@ -111,6 +111,45 @@ async def test_a_stall_in_a_baseline_wait_its_timer_ended_leaves_the_wait_the_pr
     assert waits.cause() == "providers"
 
 
+async def test_a_stall_in_the_checks_room_their_timer_ended_is_not_the_hosts() -> None:
+    """A slow target's probes ran the checks' whole room (0.6 s), cut on time by the
+    round's timer, the loop blocked 0.3 s meanwhile; the providers then held the round
+    0.2 s. The stall lengthened nothing (the probes were cut when due): the providers held
+    it. Before, all of the stall was the host's (0.3 s), named over the providers'."""
+    loop = asyncio.get_running_loop()
+    lag = LoopLag(loop)
+    timer = RoundTimer()
+    timer.start(lag, loop.time(), 100.0, 100.0)
+    timer.leased(100.0)
+    time.sleep(0.3)  # noqa: ASYNC251 (the stall, mid-room, on purpose)
+    timer.checked(100.6, 0.6)  # the timer fired on time
+    timer.fetched(100.8)
+    waits = timer.finish(loop.time(), 100.81)
+    assert waits.providers_s == pytest.approx(0.2, abs=0.01), waits
+    assert waits.stalled_s < 0.05, waits
+    assert waits.cause() == "providers"
+
+
+async def test_a_stall_that_made_the_checks_end_late_is_the_hosts_by_that_lateness() -> None:
+    """The same stall (0.3 s) at the room's end: the round's timer fired 0.1 s late, which
+    is the host's; the stall before it was due lengthened nothing."""
+    loop = asyncio.get_running_loop()
+    lag = LoopLag(loop)
+    timer = RoundTimer()
+    timer.start(lag, loop.time(), 100.0, 100.0)
+    timer.leased(100.0)
+    before = lag.total()
+    time.sleep(0.3)  # noqa: ASYNC251 (the stall, on purpose)
+    stalled = lag.total() - before
+    assert stalled >= 0.25, stalled
+    timer.checked(100.7, 0.6)
+    timer.fetched(100.75)
+    waits = timer.finish(loop.time(), 100.76)
+    assert waits.stalled_s == pytest.approx(0.1, abs=0.01), waits
+    assert waits.checks_s == 0.0
+    assert waits.cause() == "host"
+
+
 def test_a_timed_waits_lateness_past_its_timer_is_the_stall_that_lengthened_it() -> None:
     assert timed_wait(1.4, 0.5, 1.0) == pytest.approx(0.1)  # 0.4 of the 0.5 held it
     assert timed_wait(1.4, 0.3, 1.0) == 0.0  # all of it at the end: all lengthened it

@@ -21,8 +21,10 @@ time goes to four things the watch measures as it goes (`RoundTimer`):
   kernel's count (`/proc/thread-self/schedstat`'s `run_delay`), whichever is more (a
   thread waiting for the GIL sleeps: only the heartbeat sees it). A stall during a wait
   is the host's, not the waited-for part's, except in a wait its own timer ended (the
-  first round's wait for baselines, cut at its timeout: `timed_wait`), which a stall
-  before the timer was due lengthened by nothing.
+  first round's wait for baselines, cut at its timeout, and the checks' room, whose
+  probes the round's timer cuts: `timed_wait`), which a stall before the timer was due
+  lengthened by nothing. A wait for the store's lease renewal has no timer: a stall
+  during it stays the host's.
 
 The largest names the cause (the host when none held the round: its own work took it).
 No clock of its own (the watch passes its pace's times); its only I/O is one `pread` of
@@ -196,6 +198,7 @@ class RoundTimer:
         "_cpu",
         "_finished_at",
         "_first_stall",
+        "_idle",
         "_lag",
         "_setting_up",
         "_settle_stall",
@@ -207,7 +210,7 @@ class RoundTimer:
     def __init__(self) -> None:
         self.waits = RoundWaits()
         self._lag: LoopLag | None = None
-        self._at = self._stall = self._first_stall = self._settle_stall = 0.0
+        self._at = self._stall = self._first_stall = self._settle_stall = self._idle = 0.0
         self._cpu: float | None = None
         self._began: float | None = None
         self._finished_at: float | None = None
@@ -242,6 +245,7 @@ class RoundTimer:
         self._lag = lag
         self._at = at
         self._stall = self._first_stall = lag.total()
+        self._idle = 0.0
         self._cpu = cpu_waited_s(loop_now)
         finished = self._finished_at
         ready = due if finished is None else max(due, finished)
@@ -277,9 +281,15 @@ class RoundTimer:
         self.waits.store_s += max(0.0, took - stalled)
 
     def checked(self, at: float, given: float) -> None:
-        """The checks are done; they were given `given` seconds."""
+        """The checks are done; they were given `given` seconds. Having taken them all,
+        they ran until the round's timer cut their probes (an on-time run is over by
+        then: `EnvironmentProbe.run_round`): a stall before it was due lengthened nothing
+        (`timed_wait`; before, a slow target's room with a busy machine's stalls in it
+        named the host over what held the round)."""
         took, stalled = self._step(at)
         self.waits.checks_s = max(0.0, took - given - stalled - ON_TIME_S)
+        if took >= given - ON_TIME_S:  # the room's end, on its 5 ms grid
+            self._idle += timed_wait(took, stalled, given)
 
     def fetched(self, at: float) -> None:
         """The round no longer waits for provider answers."""
@@ -290,7 +300,7 @@ class RoundTimer:
         """The round's work is done `at`: its waits, with the loop's stall over all of it."""
         assert self._lag is not None, "a round's timer is started first"
         self._stall = self._lag.total()
-        self.waits.stalled_s += max(0.0, self._stall - self._first_stall)
+        self.waits.stalled_s += max(0.0, self._stall - self._first_stall - self._idle)
         self._finished_at = at
         cpu = cpu_waited_s(loop_now)
         if cpu is not None and self._cpu is not None:

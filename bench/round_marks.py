@@ -1,6 +1,7 @@
 """What naming an overrun's cause costs a round (`agent.windows.late.RoundTimer`): the
 marks every round makes (start, lease, checks, providers, finish, its write), each
-reading the loop's stall, and the CPU-wait reading at its start and end, over many
+reading the loop's stall, and the CPU-wait readings at its start, its checks' start and
+end, and its end, over many
 rounds back to back on one loop, in this thread's CPU time (`time.thread_time`: a
 loaded machine's time slices left out). Prints CPU microseconds per round; against a
 round's own work (about a millisecond a window: `bench/footprint.py`'s CPU per

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from agent.metrics import OVERRUN_CAUSES
+from agent.windows import late
 from agent.windows.late import CAUSES, RoundTimer, RoundWaits, cpu_waited_s, timed_wait
 from checks.lag import LoopLag
 
@@ -148,6 +149,29 @@ async def test_a_stall_that_made_the_checks_end_late_is_the_hosts_by_that_latene
     assert waits.stalled_s == pytest.approx(0.1, abs=0.01), waits
     assert waits.checks_s == 0.0
     assert waits.cause() == "host"
+
+
+async def test_a_cpu_wait_in_the_checks_room_their_timer_ended_is_not_the_hosts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The kernel kept the loop thread 0.3 s from a CPU during the checks' room (a busy
+    machine), the round's timer still cut the probes on time: that wait lengthened
+    nothing, the providers' 0.2 s held the round. Before, the round's CPU wait (0.3 s, read
+    at its start and end only) was the host's. The kernel's figures are scripted here (by
+    loop time): a machine's CPU wait is not made to order."""
+    kernel = {"waited": 1.0}
+    monkeypatch.setattr(late, "cpu_waited_s", lambda now: kernel["waited"])
+    loop = asyncio.get_running_loop()
+    lag = LoopLag(loop)
+    timer = RoundTimer()
+    timer.start(lag, loop.time(), 100.0, 100.0)
+    timer.leased(100.0)
+    kernel["waited"] += 0.3  # in the room, before its timer was due
+    timer.checked(100.6, 0.6)
+    timer.fetched(100.8)
+    waits = timer.finish(loop.time(), 100.81)
+    assert waits.cpu_wait_s == pytest.approx(0.0), waits
+    assert waits.cause() == "providers", waits
 
 
 def test_a_timed_waits_lateness_past_its_timer_is_the_stall_that_lengthened_it() -> None:

@@ -22,19 +22,21 @@ time goes to four things the watch measures as it goes (`RoundTimer`):
   thread waiting for the GIL sleeps: only the heartbeat sees it). A stall during a wait
   is the host's, not the waited-for part's, except in a wait its own timer ended (the
   first round's wait for baselines, cut at its timeout, and the checks' room, whose
-  probes the round's timer cuts: `timed_wait`), which a stall before the timer was due
-  lengthened by nothing. A wait for the store's lease renewal has no timer: a stall
-  during it stays the host's.
+  probes the round's timer cuts: `timed_wait`), which a stall (or a wait for a CPU)
+  before the timer was due lengthened by nothing. A wait for the store's lease renewal
+  has no timer: a stall during it stays the host's.
 
 The largest names the cause (the host when none held the round: its own work took it).
 No clock of its own (the watch passes its pace's times); its only I/O is one `pread` of
-the schedstat file (kept open per thread) at a round's start and end, shared by the
-rounds that start or end within `SHARED_S`: no syscall per probe, a few hundred a second
-at most (the marks cost some 5 µs of CPU a round: `bench/round_marks.py`).
+the schedstat file (kept open per thread) at a round's start, its checks' start and end
+(the room's CPU wait) and its end, shared by the rounds that start or end within
+`SHARED_S`: no syscall per probe, a few hundred a second at most (the marks cost some
+7 µs of CPU a round: `bench/round_marks.py`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import threading
@@ -112,6 +114,11 @@ def cpu_waited_s(now: float) -> float | None:
     if reader is None:
         reader = _here.schedstat = _Schedstat()
     return reader.read(now)
+
+
+def _loop_now() -> float:
+    """The running loop's time: `cpu_waited_s` shares a reading by it (no figure here)."""
+    return asyncio.get_running_loop().time()
 
 
 def timed_wait(waited_s: float, stalled_s: float, timeout_s: float) -> float:
@@ -199,7 +206,9 @@ class RoundTimer:
         "_finished_at",
         "_first_stall",
         "_idle",
+        "_idle_cpu",
         "_lag",
+        "_room_cpu",
         "_setting_up",
         "_settle_stall",
         "_settled_at",
@@ -212,6 +221,8 @@ class RoundTimer:
         self._lag: LoopLag | None = None
         self._at = self._stall = self._first_stall = self._settle_stall = self._idle = 0.0
         self._cpu: float | None = None
+        self._room_cpu: float | None = None
+        self._idle_cpu = 0.0
         self._began: float | None = None
         self._finished_at: float | None = None
         self._settled_at: float | None = None
@@ -245,7 +256,8 @@ class RoundTimer:
         self._lag = lag
         self._at = at
         self._stall = self._first_stall = lag.total()
-        self._idle = 0.0
+        self._idle = self._idle_cpu = 0.0
+        self._room_cpu = None
         self._cpu = cpu_waited_s(loop_now)
         finished = self._finished_at
         ready = due if finished is None else max(due, finished)
@@ -276,8 +288,11 @@ class RoundTimer:
         return took, stalled
 
     def leased(self, at: float) -> None:
-        """The lease is held (a renewal the round awaited is the store's)."""
+        """The lease is held (a renewal the round awaited is the store's); the checks'
+        room begins."""
         took, stalled = self._step(at)
+        if self._cpu is not None:
+            self._room_cpu = cpu_waited_s(_loop_now())
         self.waits.store_s += max(0.0, took - stalled)
 
     def checked(self, at: float, given: float) -> None:
@@ -290,6 +305,9 @@ class RoundTimer:
         self.waits.checks_s = max(0.0, took - given - stalled - ON_TIME_S)
         if took >= given - ON_TIME_S:  # the room's end, on its 5 ms grid
             self._idle += timed_wait(took, stalled, given)
+            cpu, before = cpu_waited_s(_loop_now()), self._room_cpu
+            if cpu is not None and before is not None:  # the kernel's count, alike
+                self._idle_cpu += timed_wait(took, max(0.0, cpu - before), given)
 
     def fetched(self, at: float) -> None:
         """The round no longer waits for provider answers."""
@@ -304,7 +322,7 @@ class RoundTimer:
         self._finished_at = at
         cpu = cpu_waited_s(loop_now)
         if cpu is not None and self._cpu is not None:
-            self.waits.cpu_wait_s = max(0.0, cpu - self._cpu)
+            self.waits.cpu_wait_s = max(0.0, cpu - self._cpu - self._idle_cpu)
         return self.waits
 
     def settled(self, at: float) -> None:

@@ -66,6 +66,7 @@ async def test_ten_probes_and_a_load_check_per_sub_second_round_keep_the_round_c
           window: 4s
           interval: 500ms
           background_interval: 1h
+          probes_per_round: 10
           checks:
             - {{name: health, type: http, path: /health, timeout: 1s}}
             - {{name: feed, type: load, path: /feed, rate: 20/s, duration: 500ms}}

@@ -208,13 +208,14 @@ class Metrics:
         )
         self.round_overrun_causes_total = LoopCounter(
             "postflight_round_overrun_causes_total",
-            "The rounds of postflight_round_overruns_total by what held each most (cause):"
+            "The rounds of postflight_round_overruns_total by what held each most"
+            " (outcome, one of contract §5's bounded labels):"
             " checks (past the time the round gave them: a load check's last requests),"
             " providers (waiting for their answers), store (a lease renewal, the previous"
             " round's write) or host (the agent's loop late to run: a blocking call on it,"
             " a thread holding the GIL, its other work, a machine that kept it waiting for"
             " a CPU).",
-            ["environment", "cause"],
+            ["environment", "outcome"],
             registry=r,
         )
         self.samples_dropped_total = LoopCounter(

@@ -50,7 +50,7 @@ def test_a_started_agent_exposes_every_possible_series_at_zero(tmp_path: Path) -
         'postflight_alerts_total{result="failed"} 0.0',
         'postflight_provider_requests_total{provider="prometheus",result="error"} 0.0',
         'postflight_round_overruns_total{environment="production"} 0.0',
-        'postflight_round_overrun_causes_total{cause="host",environment="production"} 0.0',
+        'postflight_round_overrun_causes_total{environment="production",outcome="host"} 0.0',
         'postflight_samples_dropped_total{environment="production",result="agent_lag"} 0.0',
         'postflight_deploy_events_total{provider="github",result="rejected"} 0.0',
         'postflight_integration_calls_total{provider="github",result="failed"} 0.0',
@@ -132,7 +132,7 @@ def test_the_rollback_counters_help_names_every_target_not_the_webhook_alone() -
 
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-LABELS = {"environment", "check", "rule", "provider", "outcome", "result", "cause", "le"}
+LABELS = {"environment", "check", "rule", "provider", "outcome", "result", "le"}
 """The README's bounded labels (`le`: a histogram's bucket); `version` is build_info's own."""
 
 

@@ -2,8 +2,9 @@
 load check against a target that stalls), its providers (a slow New Relic's baseline
 holding the first round), the store (a lease renewal on a slow store) or the host (the
 agent's loop blocked). Each is counted in
-`postflight_round_overrun_causes_total{environment,cause}`, kept in the stored round
-(`overrun`) and named in the window's one overrun log line; the contract's
+`postflight_round_overrun_causes_total{environment,outcome}` (the cause as §5's bounded
+`outcome`), kept in the stored round (`overrun`) and named in the window's one overrun
+log line; the contract's
 `postflight_round_overruns_total{environment}` counts them all, as before."""
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def overrun_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 def causes(agent: RunningAgent, environment: str) -> dict[str, float]:
     """`postflight_round_overrun_causes_total`'s series of `environment`, by cause."""
     name = "postflight_round_overrun_causes_total"
-    return {c: agent.metric(name, environment=environment, cause=c) for c in OVERRUN_CAUSES}
+    return {c: agent.metric(name, environment=environment, outcome=c) for c in OVERRUN_CAUSES}
 
 
 WINDOW = """
@@ -238,7 +239,7 @@ async def test_a_blocked_loop_is_the_hosts_cause(
     # the blocked round's (a loaded machine may make another overrun: the host's too)
     assert {o["cause"] for o in overran} == {"host"}, overran
     counted = agent.metric(
-        "postflight_round_overrun_causes_total", environment="blocked", cause="host"
+        "postflight_round_overrun_causes_total", environment="blocked", outcome="host"
     )
     assert counted == agent.metric("postflight_round_overruns_total", environment="blocked")
     [line] = overrun_lines(caplog)

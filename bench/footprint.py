@@ -57,6 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agent.settings import EnvironmentSettings  # noqa: E402
+from bench import probe_times  # noqa: E402
 from common.durations import format_duration, parse_duration  # noqa: E402
 from tests.e2e import crash  # noqa: E402
 from tests.e2e.crash import free_port  # noqa: E402
@@ -266,6 +267,28 @@ def write_config(workdir: Path, agent_port: int, target_port: int, args: Run) ->
     return path
 
 
+@contextlib.contextmanager
+def probe_times_env(path: str | None) -> Iterator[None]:
+    """The agent started meanwhile times its probes into `path` (`bench/probe_times.py`),
+    where one is given; the bench's other children never do."""
+    if path is None:
+        yield
+        return
+    before = {name: os.environ.get(name) for name in ("PYTHONPATH", probe_times.ENV)}
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT / "bench" / "probe_times_site"), before["PYTHONPATH"]) if p
+    )
+    os.environ[probe_times.ENV] = path
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def start_agent(config: Path, port: int, log: Path, windows: int) -> subprocess.Popen[bytes]:
     """`postflight run` on `config`; thousands of environments take a while to load."""
     return crash.start_agent(config, port, log, within=max(30.0, windows / 20))
@@ -472,6 +495,9 @@ class Run:
     shorter one ends windows within the run, so memory held per window shows as freed."""
     probes: int = PROBES
     """Each environment's `probes_per_round`."""
+    probe_times: bool = False
+    """Time every probe inside the agent (`bench/probe_times.py`): what its kept latency is
+    made of, and how late it started."""
 
 
 class RegisteringTooSlow(Exception):
@@ -637,8 +663,10 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
         light.start()
         agent_port = free_port()
         config = write_config(workdir, agent_port, target_port, run)
+        times = str(workdir / "probe-times")
         try:
-            agent = start_agent(config, agent_port, workdir / "agent.log", run.windows)
+            with probe_times_env(times if run.probe_times else None):
+                agent = start_agent(config, agent_port, workdir / "agent.log", run.windows)
         except BaseException:
             light.stop()
             target.send_signal(signal.SIGTERM)
@@ -730,6 +758,7 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
                 t0 + end - since - 30, t0 + end - since, 0.95
             )
         size = store_bytes(workdir)
+        probes = probe_times.summary(probe_times.read(times)) if run.probe_times else None
     half = [(s.t, s.rss) for s in samples if s.t >= run.seconds / 2]
     result = {
         "windows": run.windows,
@@ -770,6 +799,8 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
                 strict=True,
             )
         ],
+        # what the probes' kept latencies are made of (`bench/probe_times.py`), if timed
+        "probe_times": probes,
         "register_s": round(register_s, 1),
         "cpu_ms_per_window_round": round(
             (samples[-1].cpu - samples[0].cpu) * 1000 / rounds.count, 3
@@ -986,6 +1017,11 @@ def main() -> int:
     parser.add_argument(
         "--probes", type=int, default=PROBES, help=f"probes_per_round (default {PROBES})"
     )
+    parser.add_argument(
+        "--probe-times",
+        action="store_true",
+        help="time every probe inside the agent: what its kept latency is made of",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.search:
@@ -1027,6 +1063,7 @@ def main() -> int:
             window=args.window,
             baselines=args.baselines,
             probes=args.probes,
+            probe_times=args.probe_times,
         )
     )
     if args.json:
@@ -1097,6 +1134,8 @@ def main() -> int:
                 f"    {rule['name']}: observed {rule['observed']}, baseline"
                 f" {rule['baseline']}, {rule['threshold']}: {rule['detail']}"
             )
+    if result["probe_times"]:
+        print(f"  probe times: {json.dumps(result['probe_times'])}")
     missed = [k for k, v in result["goals_met"].items() if not v]
     print("  goals: " + ("all met" if not missed else "NOT met: " + ", ".join(missed)))
     return 0

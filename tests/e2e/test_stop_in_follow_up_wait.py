@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import textwrap
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.e2e.conftest import SECRET, TOKEN, environment, free_port, rollback_then_migrations
+from tests.e2e.conftest import SECRET, TOKEN, rollback_then_migrations
 from tests.e2e.test_replicas import Daemon
+from tests.e2e.test_stop_in_rollback_wait import daemon_config
 from tests.receivers import RollbackReceiver
 
 pytestmark = pytest.mark.e2e
@@ -28,14 +28,8 @@ HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
 def config(workdir: Path, receiver: RollbackReceiver, follow: RollbackReceiver) -> str:
     delivery = "backoff: 100ms, max_backoff: 30s"
-    rollback = rollback_then_migrations(receiver.url, SECRET, follow.url, delivery)
-    production = environment(
-        "production", f"http://127.0.0.1:{free_port()}", window="8s", extra=rollback
-    )
-    return (
-        f"server:\n  listen: 127.0.0.1:{{port}}\n  api_tokens: [{TOKEN}]\n"
-        f"store:\n  url: sqlite:///{workdir / 'postflight.db'}\n"
-        "environments:\n" + textwrap.indent(production, "  ")
+    return daemon_config(
+        workdir, rollback_then_migrations(receiver.url, SECRET, follow.url, delivery)
     )
 
 

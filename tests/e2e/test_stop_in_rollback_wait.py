@@ -27,7 +27,14 @@ HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def config(workdir: Path, receiver: RollbackReceiver) -> str:
-    rollback = f"rollback: {{url: {receiver.url}, secret: {SECRET}, backoff: 100ms}}"
+    return daemon_config(
+        workdir, f"rollback: {{url: {receiver.url}, secret: {SECRET}, backoff: 100ms}}"
+    )
+
+
+def daemon_config(workdir: Path, rollback: str) -> str:
+    """A daemon's configuration on its own SQLite file: one 8 s `production` window on a
+    target that does not answer, rolled back by `rollback` (its port left to fill)."""
     production = environment(
         "production", f"http://127.0.0.1:{free_port()}", window="8s", extra=rollback
     )

@@ -31,6 +31,8 @@ M = TypeVar("M", bound=BaseModel)
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
 """What a proxy in front of a restarting agent answers; worth another try."""
 OPEN_STATES = frozenset({"scheduled", "watching"})
+"""A window in these states has no final outcome yet."""
+
 FASTEST_POLL_S = 0.25
 """The shortest wait between two polls of `wait`, however short the rounds are."""
 
@@ -84,9 +86,6 @@ class PollPace:
         if self.interval is None or self._seen is None or self._seen[1] not in OPEN_STATES:
             return self._guess
         return min(self.slowest, max(self.fastest, self.interval / 2))
-
-
-"""A window in these states has no final outcome yet."""
 
 
 def rollback_pending(deploy: Deploy) -> bool:

@@ -25,6 +25,7 @@ from common.retry_after import (
     retry_after_seconds,
     worth_retrying,
 )
+from common.sleeps import sleep_unless
 
 _SNIPPET = 200
 RateLimit = Callable[[int, Mapping[str, str], str, float], float | None]
@@ -140,19 +141,6 @@ async def call(
             delay = retry_after
             if delay is None:
                 delay = random.random() * backoff * 2 ** (made_before + attempt)
-            await _sleep_unless(leaving, min(max_backoff, delay))
+            # this module's sleep, so a test that swaps it records the waits asked for
+            await sleep_unless(leaving, min(max_backoff, delay), sleep=asyncio.sleep)
     return CallResult(False, status, error, None, attempts, gave_up=True, unanswered=unanswered)
-
-
-async def _sleep_unless(leaving: asyncio.Event | None, delay: float) -> None:
-    """Sleep `delay` seconds, or until `leaving` is set if that comes first."""
-    if leaving is None:
-        await asyncio.sleep(delay)
-        return
-    sleeping = asyncio.ensure_future(asyncio.sleep(delay))
-    left = asyncio.ensure_future(leaving.wait())
-    try:
-        await asyncio.wait((sleeping, left), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        sleeping.cancel()
-        left.cancel()

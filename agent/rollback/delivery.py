@@ -61,6 +61,7 @@ from common.retry_after import (
     retry_after_seconds,
     worth_retrying,
 )
+from common.sleeps import sleep_unless
 from common.times import rfc3339
 from common.tracebacks import without_tracebacks
 from common.woken import LATE_S, WOKEN_LOOK_S
@@ -822,19 +823,7 @@ class RollbackDelivery:
 
     async def _wait_unless_leaving(self, delay: float) -> bool:
         """Wait `delay` seconds; True, at once, if a stop (`leave_waits`) comes first."""
-        if self._leaving.is_set():
-            return True
-        sleeping = asyncio.ensure_future(self._sleep(delay))
-        leaving = asyncio.ensure_future(self._leaving.wait())
-        try:
-            await asyncio.wait((sleeping, leaving), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeping.cancel()
-            leaving.cancel()
-        if self._leaving.is_set():
-            return True
-        sleeping.result()  # the sleep's own failure, if any
-        return False
+        return await sleep_unless(self._leaving, delay, sleep=self._sleep)
 
     def _left(
         self, intent: RollbackIntent, environment: str, store_away: bool = False

@@ -142,10 +142,11 @@ ONSET_RATIO = 1.45
 """The exceedance test (the one that catches a large shift within a few rounds) gives its
 e-detector the smallest share of its alpha (in steps of 0.05) at which a regression that
 starts mid-window needs at most this many times the evidence of one present from the
-deploy: the detector needs log(rounds) nats more for not knowing when. So the detector
-gets 0.15 of the share over 30 rounds (the default window) and 0.8 over 900 (the decision
-benchmark: a doubled latency from minute 5 at 10 samples a round is then caught in 11
-rounds, from the deploy in 7.5; halves gave 12.5 and 6.5)."""
+deploy: the detector needs log(rounds) nats more for not knowing when. So at a rule's
+alpha of 0.005 (confidence 0.99, two rules) the detector gets 0.05 of the share over 30
+rounds (the default window) and 0.45 over 900 (`tests/analysis/test_onset.py`; the
+decision benchmark's doubled latency from minute 5 at 10 req/s is caught in 11 s, from the
+deploy in 7 s)."""
 
 FINAL_SHARE = 0.2
 """A relative test's share (two-sample counts, conformal rank and exceedance) spent on one

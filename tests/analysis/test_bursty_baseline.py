@@ -15,9 +15,9 @@ import math
 import numpy as np
 import pytest
 
+from agent.analysis.judge import Judge
 from agent.analysis.observe import merge
-from agent.analysis.sequential import BaselineData, SequentialRule
-from agent.analysis.types import Observation, Rule
+from agent.analysis.types import Observation, Policy, Rule
 
 RULE = Rule("errors", "checks", "error_rate", max_increase=1.0)
 
@@ -45,21 +45,21 @@ def _fails(
     rule: Rule = RULE,
 ) -> bool:
     """One A/A window (or `factor` times the rate, in bursts as the baseline's unless
-    `deploy_burst` says otherwise): did it fail?"""
+    `deploy_burst` says otherwise): did it fail? Folded as the daemon folds it, through the
+    judge at confidence 1 - alpha, its last round final (the look at the window's end)."""
     base = merge(
         [
             Observation(value=c / size, count=c, total=size)
             for c in _counts(rng, size, periods, burst, rate)
         ]
     )
-    rule = SequentialRule(
-        rule, BaselineData.from_observation(base), "proportion", alpha, horizon=rounds
-    )
-    state = rule.start()
+    judge = Judge([rule], {rule.name: base}, Policy(confidence=1.0 - alpha), horizon=rounds)
+    state = judge.start()
     new_burst = burst if deploy_burst is None else deploy_burst
     for i, c in enumerate(_counts(rng, size, rounds, new_burst, rate * factor)):
-        rule.step(state, Observation(value=c / size, count=c, total=size), i)
-    return rule.failed_at(state)[0] is not None
+        seen = {rule.name: Observation(value=c / size, count=c, total=size)}
+        state = judge.advance(state, seen, in_place=True, final=i == rounds - 1)
+    return judge.failed_round(state) is not None
 
 
 def test_a_bursty_baseline_of_ten_periods_keeps_the_false_rollback_rate_under_alpha() -> None:
@@ -116,9 +116,6 @@ def test_a_relative_bound_that_cannot_fail_is_said_at_registration() -> None:
     """15 clean background runs of 20 probes bound the rate like 15 requests: only an
     error rate near 1 could be shown past twice that, and the registration warning says so
     (with the requests as the units it claimed 0.25% was detectable)."""
-    from agent.analysis import Policy
-    from agent.analysis.judge import Judge
-
     base = merge([Observation(value=0.0, count=0, total=20) for _ in range(15)])
     judge = Judge([RULE], {"errors": base}, Policy("sequential"), horizon=10)
     (said,) = judge.blind_spots({"errors": 20.0})

@@ -4,9 +4,15 @@ the code) fails here."""
 
 from __future__ import annotations
 
+import math
+from itertools import pairwise
 from pathlib import Path
 
+import numpy as np
+
+from agent.analysis import sequential, stats
 from agent.analysis.describe import change_floor
+from agent.analysis.sketch import GAMMA
 from agent.settings import AnalysisSettings
 from agent.windows.checkpoint import STATE_EVERY
 from agent.windows.evidence import RAW_VALUES
@@ -32,3 +38,33 @@ def test_how_postflight_decides_figures_are_the_codes() -> None:
     )  # the configuration walkthrough's words
     assert change_floor("error_rate") == 0.001 and change_floor("latency_p95") == 0.001
     assert "(floor 0.001 for rates, 1 ms for latencies)" in said
+
+
+def test_the_tests_shares_and_bets_the_section_names_are_the_codes() -> None:
+    """The sequential policy's constants as the section words them (each a figure a reader
+    weighs the guarantee by): the count ladder, the shares of the look, the tail and the
+    detectors, the rank and exceedance tests' weights, the conformal grid."""
+    said = section("How Postflight decides")
+    ladder = sequential.COUNT_LADDER
+    levels = [level for level, _ in ladder]
+    assert f"{len(ladder)} levels from the estimate itself down to {levels[-1]:.1g}" in said
+    assert all(math.isclose(b / a, sequential.COUNT_LADDER_STEP) for a, b in pairwise(levels))
+    assert "in steps of x0.8, 0.3 of the weight on the first, the rest equal" in said
+    assert ladder[0][1] == 0.3 and {w for _, w in ladder[1:]} == {1.0}  # relative, then scaled
+    assert sequential.COUNT_LADDER_STEP == 0.8
+    assert sequential.COUNT_TAIL_SHARE == 1 / 20 and "(a twentieth of the share)" in said
+    assert sequential.FINAL_SHARE == 1 / 5 and "keeps a fifth of its share" in said
+    assert f"gives {sequential.COUNT_START_SHARE} of its share to the test from the" in said
+    assert stats.TWO_SAMPLE_DETECTOR_LEAST == 2.0 and "its bets of 2 or more per expected" in said
+    densest = stats.TWO_SAMPLE_BETS[np.argsort(stats.TWO_SAMPLE_WEIGHTS)[-1]]
+    assert 0.1 <= densest <= 0.4 and "0.1–0.4 per expected error" in said
+    rank = sequential.RANK_MULTIPLE_WEIGHTS
+    assert rank[0] == 0.6 and "(0.6 of its weight)" in said
+    assert list(sequential.RANK_MULTIPLES[1:]) == [3.0, 10.0] and "3× and 10× that bet" in said
+    assert sequential.EXCEEDANCE_AIMED_WEIGHT == 0.85
+    assert list(sequential.EXCEEDANCE_MULTIPLE_WEIGHTS) == [0.85, 0.15]
+    assert "0.85 of its weight from the deploy on its aimed bet (0.85) and 3× it (0.15)" in said
+    assert sequential.RANK_DETECTOR_SHARE == 0.3 and "gives it 0.3" in said
+    assert sequential.ONSET_RATIO == 1.45 and "at most 1.45 times the evidence" in said
+    assert stats.DETECTOR_BETS == 3 and "mixes only the three largest bets" in said
+    assert GAMMA == 1.02 and "(conformal ranks, on a 2% log grid)" in said

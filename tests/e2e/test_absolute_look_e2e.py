@@ -1,0 +1,95 @@
+"""The README's look at the window's end for an absolute bound, on the running agent: 31 errors
+in 300 probes against `error_rate max: 0.05`, which no e-process catches, fail the window at
+its last round; the verdict says so (`at the window's end after …: p-value …, at most …
+needed`) and the rule's evidence in the API gives `final_p_value` and `final_alpha`.
+Truth from outside: the rollback is counted at the receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from tests.e2e.conftest import SECRET, AgentFactory, LocalTarget, environment
+from tests.heavy import HEAVY
+from tests.receivers import RollbackReceiver
+
+pytestmark = HEAVY
+
+ROUNDS, PROBES = 30, 10
+
+
+def failing_probes(errors: int, seed: int) -> frozenset[int]:
+    """Which of a window's ROUNDS x PROBES probes fail: `errors` of them, each round's at its
+    start (so a round's count is the same whichever of its probes answer first)."""
+    rng = np.random.default_rng(seed)
+    at = rng.choice(ROUNDS * PROBES, errors, replace=False)
+    counts = np.bincount(at // PROBES, minlength=ROUNDS)
+    return frozenset(k * PROBES + i for k, c in enumerate(counts) for i in range(int(c)))
+
+
+class CountingTarget(LocalTarget):
+    """Fails the probes `failing` names, counted from `reset` (none before it)."""
+
+    def __init__(self, failing: frozenset[int]) -> None:
+        super().__init__()
+        self.failing = failing
+        self.seen: int | None = None
+
+    def reset(self) -> None:
+        self.seen = 0
+
+    async def health(self, request: web.Request) -> web.Response:
+        if self.seen is None:
+            return web.json_response({"status": "ok"})
+        index, self.seen = self.seen, self.seen + 1
+        if index in self.failing:
+            return web.json_response({"status": "error"}, status=503)
+        return web.json_response({"status": "ok"})
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/api/health", self.health)
+
+
+async def test_31_errors_in_300_probes_fail_a_max_at_the_windows_end(
+    start_agent: AgentFactory, rollback_receiver: Any
+) -> None:
+    target = CountingTarget(failing_probes(31, seed=1))
+    await target.start()
+    try:
+        receiver: RollbackReceiver = await rollback_receiver(SECRET)
+        rules = ("{name: errors, source: checks, metric: error_rate, max: 0.05}",)
+        agent = await start_agent(
+            environment(
+                "production",
+                target.url,
+                window="9s",
+                interval="300ms",
+                background_interval="1h",
+                probes=PROBES,
+                timeout="2s",
+                analysis="{confidence: 0.995}",
+                rules=rules,
+                extra=f"rollback: {{url: {receiver.url}, secret: {SECRET}, backoff: 100ms}}",
+            )
+        )
+        await asyncio.sleep(1.0)  # a background run at the start, if any, answered ok
+        target.reset()
+        deploy = await agent.register("production", "v-modest")
+        final = await agent.settled(deploy["id"], within=60)
+    finally:
+        await target.stop()
+    verdict = final["verdict"]
+    assert final["state"] == "rolled_back", verdict
+    assert final["rounds"] == ROUNDS, final  # not before the last round: the look decides
+    assert re.search(
+        r"at the window's end after 300 probes: p-value \S+, at most \S+ needed$",
+        verdict["reason"],
+    ), verdict["reason"]
+    (rule,) = verdict["rules"]
+    (component,) = rule["evidence"]["components"]
+    assert 0 < component["final_p_value"] <= component["final_alpha"], component
+    assert len(receiver.attempts) == 1

@@ -31,11 +31,13 @@ class PageLink(Protocol):
 
 
 class UnavailablePage(Protocol):
-    """The page a browser gets while the store does not answer (`agent.web` mounts one):
-    an HTML 503 for a deploy page's path, None for any other path (which gets the API's
-    problem+json)."""
+    """The page a browser gets while the store does not answer, or is `busy` (it refused
+    one transaction for now: `StoreBusy`) (`agent.web` mounts one): an HTML 503 for a
+    deploy page's path, None for any other path (which gets the API's problem+json)."""
 
-    def __call__(self, request: web.Request, retry_after_s: int) -> web.Response | None: ...
+    def __call__(
+        self, request: web.Request, retry_after_s: int, *, busy: bool = False
+    ) -> web.Response | None: ...
 
 
 class BrowserPage(Protocol):

@@ -118,7 +118,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             request.rel_url.path,
             _redacted(request, str(exc)),
         )
-        response = store_unavailable(request, "the store is busy; retry shortly")
+        response = store_unavailable(request, "the store is busy; retry shortly", busy=True)
     except StoreError as exc:
         # the agent is briefly unavailable, not broken: a 503 clients retry
         # (`register --wait` rides it out), where a 500 ended a pipeline's wait
@@ -151,11 +151,12 @@ async def _meant_without_the_slash(request: web.Request, exc: web.HTTPException)
     return bare if error is None or error.status == 405 else None
 
 
-def store_unavailable(request: web.Request, detail: str) -> web.Response:
-    """The 503 to retry when the store does not answer: problem+json, with `Retry-After`;
-    a deploy page's path gets a page (`UNAVAILABLE_PAGE`), not JSON in a browser tab."""
+def store_unavailable(request: web.Request, detail: str, *, busy: bool = False) -> web.Response:
+    """The 503 to retry when the store does not answer, or is `busy` (`StoreBusy`):
+    problem+json, with `Retry-After`; a deploy page's path gets a page (`UNAVAILABLE_PAGE`)
+    saying which, not JSON in a browser tab."""
     page = request.config_dict.get(UNAVAILABLE_PAGE)
-    shown = page(request, STORE_RETRY_AFTER_S) if page is not None else None
+    shown = page(request, STORE_RETRY_AFTER_S, busy=busy) if page is not None else None
     if shown is not None:
         return shown
     return ApiProblem(

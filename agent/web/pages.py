@@ -67,6 +67,8 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 _DEPLOY_ID = re.compile(DEPLOY_ID_PATTERN)
+STORE_HEADER = "Postflight-Store"
+"""On a page's 503: `busy` (the store refused one read for now) or `unavailable`."""
 ASSETS = {"page.css": "text/css", "page.js": "text/javascript", "favicon.svg": "image/svg+xml"}
 
 
@@ -134,28 +136,47 @@ def _denied(request: web.Request, verdict: str) -> web.Response:
 
 
 def unavailable_page(server: ServerSettings) -> UnavailablePage:
-    """The page for a deploy page's path while the store does not answer (the API's
-    paths get its 503 problem): the on-call engineer who opens a link from an alert
-    during a database restart reads why, and the page loads itself again shortly, where
-    the tab showed the API's JSON."""
+    """The page for a deploy page's path while the store does not answer, or is busy
+    (the API's paths get its 503 problem): the on-call engineer who opens a link from an
+    alert during a database restart reads why, and the page loads itself again shortly,
+    where the tab showed the API's JSON. A busy store (PostgreSQL up, refusing one read for
+    now: a lock held past `lock_timeout`, a deadlock) is said busy: "does not answer" sent
+    the engineer to a database that answered. `Postflight-Store` says which to the page's
+    script, whose fetch of the live part gets this page too."""
 
-    def page(request: web.Request, retry_after_s: int) -> web.Response | None:
+    def page(
+        request: web.Request, retry_after_s: int, *, busy: bool = False
+    ) -> web.Response | None:
         path = request.path
         if not server.ui or not (
             path in ("/deploys", "/login", "/logout") or path.startswith("/deploys/")
         ):
             return None
+        refresh_s = max(retry_after_s, 5)
+        if busy:
+            title = "Busy for a moment"
+            message = (
+                "Postflight's store is busy just now: the database answers, but refused this"
+                " read for now (a lock held, a deadlock). This page tries again by itself"
+                f" every {refresh_s} s until it goes through."
+            )
+        else:
+            title = "Unavailable for a moment"
+            message = (
+                "Postflight's store does not answer just now (a database restarting, or"
+                " the agent starting). This page loads again by itself once it does."
+            )
         response = html(
             request,
             "message.html",
             503,
-            title="Unavailable for a moment",
-            message="Postflight's store does not answer just now (a database restarting, or"
-            " the agent starting). This page loads again by itself once it does.",
-            refresh_s=max(retry_after_s, 5),
+            title=title,
+            message=message,
+            refresh_s=refresh_s,
             root=server.base_path,
         )
         response.headers["Retry-After"] = str(retry_after_s)
+        response.headers[STORE_HEADER] = "busy" if busy else "unavailable"
         return response
 
     return page

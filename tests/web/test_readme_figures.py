@@ -38,3 +38,13 @@ def test_the_page_scripts_retry_is_the_readmes() -> None:
     first = int(re.search(r"wait = (\d+);", script)[1])  # type: ignore[index]
     most = int(re.search(r"wait = Math\.min\(wait \* 2, (\d+)\)", script)[1])  # type: ignore[index]
     assert f"is retried, waiting {first / 1000:g} s, doubling to {most / 1000:g} s" in said
+
+
+def test_the_live_parts_refetch_is_the_readmes() -> None:
+    """ "A fetch of the live part refused likewise (`503`) or unanswered … waiting its
+    `Retry-After`, doubling to 30 s"."""
+    said = section("The deploy page")
+    script = (ROOT / "agent" / "web" / "static" / "page.js").read_text()
+    most = int(re.search(r"refetch = Math\.min\(refetch \* 2, (\d+)\)", script)[1])  # type: ignore[index]
+    assert 'r.headers.get("Retry-After")' in script
+    assert f"waiting its `Retry-After`, doubling to {most / 1000:g} s" in said

@@ -9,18 +9,42 @@
   var status = document.getElementById("live-status");
   var finals = ["passed", "failed", "rolled_back", "inconclusive", "cancelled", "superseded"];
   var busy = false, again = false, done = false;
-  function say(text) { if (status) status.textContent = text; }
+  var shown = "", pause = null, refetch = 1000;
+  function put(text) { if (status) status.textContent = text; }
+  function say(text) { shown = text; put(text); }
   function fragmentUrl() {
     var sep = location.search ? "&" : "?";
     return location.pathname + location.search + sep + "fragment=1";
   }
+  // A fetch of the live part the agent answered 503 (its store busy, or not answering;
+  // `Postflight-Store` says which) or could not reach is fetched again, after its
+  // Retry-After, doubling to 30 s: the last event's news (a window ended) is shown once
+  // it goes through, where one refusal left the last snapshot until a reload.
+  function failed(e) {
+    if (e.status !== 503 && e.status !== undefined) {
+      put("Could not refresh (HTTP " + e.status + "); showing the last snapshot.");
+      return;
+    }
+    var wait = Math.max((e.after || 1) * 1000, refetch);
+    refetch = Math.min(refetch * 2, 30000);
+    var why = e.status === undefined ? "the agent does not answer"
+      : e.store === "busy" ? "Postflight's store is busy (the database answers, but refused this read for now)"
+      : "Postflight's store does not answer";
+    put("Could not refresh: " + why + "; retrying in " + Math.round(wait / 1000) + " s, showing the last snapshot.");
+    pause = setTimeout(function () { pause = null; refresh(); }, wait);
+  }
   function refresh() {
+    if (pause !== null) { clearTimeout(pause); pause = null; }  // news: fetch it now
     if (busy) { again = true; return; }
     busy = true;
     fetch(fragmentUrl(), { credentials: "same-origin", cache: "no-store" })
-      .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
-      .then(function (html) { live.innerHTML = html; })
-      .catch(function (e) { say("Could not refresh (" + e + "); showing the last snapshot."); })
+      .then(function (r) {
+        if (r.ok) return r.text();
+        var after = parseInt(r.headers.get("Retry-After"), 10);
+        return Promise.reject({ status: r.status, store: r.headers.get("Postflight-Store"), after: after });
+      })
+      .then(function (html) { live.innerHTML = html; refetch = 1000; put(shown); },
+            function (e) { failed(e instanceof Error ? {} : e); })
       .then(function () { busy = false; if (again) { again = false; refresh(); } });
   }
   var url = root.getAttribute("data-events");

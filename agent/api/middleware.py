@@ -31,6 +31,9 @@ from agent.store.base import Conflict, StoreBusy, StoreError
 
 log = logging.getLogger("postflight.api")
 
+STORE_HEADER = "Postflight-Store"
+"""On a 503 of the store: `busy` (it refused one transaction for now, `StoreBusy`) or
+`unavailable` (it does not answer), for a client to word its retry (the deploy page's)."""
 STORE_RETRY_AFTER_S = 1
 """What a client is told to wait when the store does not answer: a restarting
 PostgreSQL or a dropped connection is back in seconds, and `register --wait` polls
@@ -163,7 +166,10 @@ def store_unavailable(request: web.Request, detail: str, *, busy: bool = False) 
         503,
         detail,
         slug="store-unavailable",
-        headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+        headers={
+            "Retry-After": str(STORE_RETRY_AFTER_S),
+            STORE_HEADER: "busy" if busy else "unavailable",
+        },
     ).response()
 
 

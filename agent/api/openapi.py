@@ -55,8 +55,9 @@ _ERRORS = {
     " not decode (gzip and deflate it does).",
     422: "Invalid fields; `errors` lists each with its `loc` and `msg`.",
     503: (
-        "The store does not answer, or not yet while the agent starts (with `Retry-After`):"
-        " retry shortly."
+        "The store does not answer, or not yet while the agent starts, or is busy (it refused"
+        " the transaction for now) (with `Retry-After`, and `Postflight-Store`: `unavailable`"
+        " or `busy`): retry shortly."
     ),
 }
 

@@ -21,6 +21,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from agent.api.auth import CHALLENGE, bearer_token, token_matches
+from agent.api.middleware import STORE_HEADER
 from agent.api.models import LIST_LIMIT_DEFAULT, shown_state
 from agent.api.problems import ApiProblem
 from agent.api.routes import windows_shown
@@ -67,8 +68,6 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 _DEPLOY_ID = re.compile(DEPLOY_ID_PATTERN)
-STORE_HEADER = "Postflight-Store"
-"""On a page's 503: `busy` (the store refused one read for now) or `unavailable`."""
 ASSETS = {"page.css": "text/css", "page.js": "text/javascript", "favicon.svg": "image/svg+xml"}
 
 

@@ -96,7 +96,9 @@ async def test_the_live_part_refetched_while_the_store_is_busy_says_so_and_catch
     deploy = await agent.register("production", "v2.5.1")
     page = await browser.new_page()
     await page.goto(deploy["links"]["page"])
-    await page.wait_for_selector("#live-status:has-text('Live')", timeout=15_000)
+    await page.wait_for_selector(  # the stream open: said so, or a round it brought
+        "#live-status:has-text('Live'), #live-status:has-text('Round')", timeout=15_000
+    )
     await page.evaluate("window.__sameDocument = true")
     status = page.locator("#live-status")
     tx = operator.transaction()
@@ -116,3 +118,44 @@ async def test_the_live_part_refetched_while_the_store_is_busy_says_so_and_catch
     said = await status.text_content() or ""
     assert "busy" not in said and "cancelled" in said, said
     assert await page.evaluate("window.__sameDocument") is True, "the page was reloaded"
+
+
+@ONE_CHROMIUM
+async def test_a_stream_reconnect_the_busy_store_refused_says_busy_and_retries(
+    start_agent: AgentFactory,
+    journey: JourneyTarget,
+    rollback_receiver: Any,
+    pg_url: str,
+    operator: Any,
+    browser: Any,
+) -> None:
+    """The page's stream dropped (a proxy's restart) while an operator holds the windows
+    table: its reconnect and the `HEAD` asking why are refused, busy. The page said "Live
+    updates interrupted; retrying…", no word of why; it says the store is busy, and takes
+    the rounds again once the lock is let go."""
+    agent = await busy_agent(start_agent, journey, rollback_receiver, pg_url)
+    deploy = await agent.register("production", "v2.5.2")
+    page = await browser.new_page()
+    await page.goto(deploy["links"]["page"])
+    status = page.locator("#live-status")
+    await page.wait_for_selector(
+        "#live-status:has-text('Live'), #live-status:has-text('Round')", timeout=15_000
+    )
+    tx = operator.transaction()
+    await tx.start()
+    try:
+        await operator.execute("LOCK TABLE windows IN ACCESS EXCLUSIVE MODE")
+        assert agent.runner is not None and agent.runner.server is not None
+        for connection in agent.runner.server.connections:  # the stream's among them
+            if connection.transport is not None:
+                connection.transport.abort()
+        await page.wait_for_selector("#live-status:has-text('busy')", timeout=20_000)
+        said = await status.text_content() or ""
+        assert "retrying" in said and "does not answer" not in said, said
+    finally:
+        await tx.rollback()
+    rounds = (await agent.get(deploy["id"]))["rounds"]
+    await page.wait_for_selector(f'tr[data-round="{rounds + 1}"]', timeout=20_000)
+    said = await status.text_content() or ""
+    assert "busy" not in said, said
+    await agent.cancel(deploy["id"])

@@ -82,12 +82,14 @@
           say("The window has ended.");
           refresh();
         } else {
-          retry();
+          retry(r.headers.get("Postflight-Store"));
         }
       }, retry);
   }
-  function retry() {
-    say("Live updates interrupted; retrying…");
+  function retry(store) {
+    say(store === "busy" ? "Live updates interrupted: Postflight's store is busy (the database answers, but refused this read for now); retrying…"
+      : store === "unavailable" ? "Live updates interrupted: Postflight's store does not answer; retrying…"
+      : "Live updates interrupted; retrying…");
     setTimeout(connect, wait);
     wait = Math.min(wait * 2, 30000);
   }

@@ -46,7 +46,7 @@ from agent.records import (
 from agent.rollback import rollback_intent, sign
 from agent.settings import EnvironmentSettings, RollbackSettings, Settings
 from agent.stopping import named_for_a_stop
-from agent.store.base import AlertClaim, Conflict
+from agent.store.base import PROVIDER_LABELS, AlertClaim, Conflict
 from agent.store.outages import (
     StoreOutageLog,
     handed_back,
@@ -459,11 +459,25 @@ class Integrations:
 
     def _owes(self, window: DeployWindow) -> bool:
         """Whether the window is still to be followed: watching (its verdict will call
-        for a status or an approval) or with an action not done yet."""
+        for a status or an approval, or the other provider's event may join it) or with
+        an action not done yet."""
         keys = self._keys(window)
-        if window.state == "watching" and (keys or self._rolls_out(window)):
+        if window.state == "watching" and (
+            keys or self._rolls_out(window) or self._may_be_joined(window)
+        ):
             return True
         return any((window.id, key) not in self._done for key in keys)
+
+    def _may_be_joined(self, window: DeployWindow) -> bool:
+        """Whether the other provider's event of the same deploy may still join the
+        window (`same_deploy`: its environment has both sources, the window names one
+        provider's deployment): the labels a join adds call for actions (GitHub's
+        statuses), where a scan that had found the window owing nothing stopped reading
+        it, and a GitHub deployment joined a second later heard no status at all."""
+        env = self.settings.environments.get(window.environment)
+        if env is None or env.sources.github is None or env.sources.vercel is None:
+            return False
+        return sum(label in window.labels for label in PROVIDER_LABELS) == 1
 
     def _once(
         self,

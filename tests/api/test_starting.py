@@ -45,6 +45,7 @@ async def test_every_request_that_needs_the_store_is_a_503_to_retry(
     assert body["type"] == "urn:postflight:problem:store-unavailable"
     assert "not reachable yet" in body["detail"]
     assert response.headers["Retry-After"] == "1"
+    assert response.headers["Postflight-Store"] == "unavailable"
     assert metrics.api_requests_total.labels("5xx")._value.get() == 1
 
 
@@ -120,5 +121,6 @@ async def test_a_deploy_page_gets_a_page_saying_why_where_the_agent_mounts_one(
     assert (page.status, page.content_type) == (503, "text/html")
     assert page.headers["Retry-After"] == "1"
     assert "store does not answer" in await page.text()
+    assert page.headers["Postflight-Store"] == "unavailable"
     api = await client.get("/v1/deploys", headers=AUTH)
     assert (api.status, api.content_type) == (503, "application/problem+json")

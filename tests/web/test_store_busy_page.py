@@ -70,6 +70,11 @@ async def test_a_page_read_the_busy_store_refused_says_busy_and_that_it_retries(
             assert "does not answer" not in text, (path, text)
             assert "again by itself" in text, (path, text)
             assert store_said == "busy", path  # the page's script words its refetch by it
+        api = f"{agent.url}/v1/deploys/{deploy['id']}"
+        async with agent.http.get(api, headers=agent.headers) as r:
+            assert (r.status, r.content_type) == (503, "application/problem+json")
+            assert "busy" in (await r.json())["detail"]
+            assert r.headers["Postflight-Store"] == "busy"  # what the page's script reads
         assert agent.metric("postflight_store_up") == 1  # busy: never said down
     finally:
         await tx.rollback()

@@ -56,6 +56,16 @@ class CheckResult:
             return "error"
         return "fail"
 
+    @property
+    def bug(self) -> bool:
+        """A run the check's own bug ended (`checks.bugs`): no sample, no evidence about the
+        target either way (its `result` is `error`)."""
+        return bool(self.details.get(BUG))
+
+
+BUG = "bug"
+"""The details key of a run the check's own bug ended (`CheckResult.bug`)."""
+
 
 @dataclass(slots=True)
 class CheckContext:
@@ -77,8 +87,10 @@ class Check:
     """Base class of a check type. Subclass, set `type` and `Config`, implement `run`;
     set `background` / `once_per_round` to say how the agent schedules it.
 
-    `run` should turn failures of the target into a failing `CheckResult`; an
-    exception that escapes is caught by the registry and becomes an error result.
+    `run` should turn failures of the target into a failing `CheckResult`. An exception
+    that escapes is caught by the registry: one about the target (a connection, a
+    timeout, an HTTP error, or one of `target_errors`) is a failed probe; any other is the
+    check's own bug, left out of the evidence and logged once (`checks.bugs`).
     """
 
     type: ClassVar[str]
@@ -88,6 +100,9 @@ class Check:
     fits_deadline: ClassVar[bool] = False
     """Fits its own timeouts to `CheckContext.deadline` (as `http` and `smoke` do), so the
     registry need not cancel it there: an answer a busy loop reads late is kept."""
+    target_errors: ClassVar[tuple[builtins.type[BaseException], ...]] = ()
+    """Exceptions `run` may raise about the target besides `checks.bugs.TARGET_ERRORS`
+    (a database driver's, a gRPC client's): a failed probe, not the check's bug."""
     once_per_round: ClassVar[bool] = False
     """Makes its own traffic over a duration: runs once a round (and, in the background,
     at most six times per `lookback`), not `probes_per_round` times."""
@@ -131,6 +146,7 @@ class Running(Protocol):
 
 
 __all__ = [
+    "BUG",
     "Check",
     "CheckConfig",
     "CheckContext",

@@ -4,7 +4,8 @@ Check types, built-in or third-party, are found through the entry-point group
 `postflight.checks` (name = the `type:` users write, value = the `Check`
 subclass), so installing a plugin package is all it takes to add one. Style
 model: Datadog's `AgentCheck` — the framework, not the plugin, times each run
-and turns any exception into an error result with a sanitized message.
+and turns any exception into an error result with a sanitized message: a failed probe
+when it is about the target, else the check's own bug, no evidence (`checks.bugs`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from importlib.metadata import EntryPoint, entry_points
 from types import MappingProxyType
 from typing import Any
 
-from checks.base import Check, CheckConfig, CheckContext, CheckResult, Running, Sample
+from checks.base import BUG, Check, CheckConfig, CheckContext, CheckResult, Running, Sample
+from checks.bugs import about_target, raised_where
+from checks.shape import UnreadableResult, plain_result
 from checks.ticks import ticks
 from common.redaction import SENSITIVE_KEY, Redactor, truncate
 
@@ -142,8 +145,10 @@ def deadline_s(check: Check) -> float:
 async def run_check(check: Check, ctx: CheckContext) -> CheckResult:
     """Run `check` once, timed and contained: it returns a result, whatever the check does.
 
-    An exception (a timeout included) becomes a failing result with one error
-    sample, a message with `ctx.secrets` redacted and `details["crashed"] = True`.
+    An exception about the target (a timeout included: `checks.bugs.about_target`)
+    becomes a failing result with one error sample, a message with `ctx.secrets` redacted
+    and `details["crashed"] = True`; any other, or a result that cannot be read
+    (`checks.shape`), is the check's bug: a result with no sample (`CheckResult.bug`).
     Cancellation is not an error: it propagates, so shutdown stays prompt.
     """
     redactor = _redactor(tuple(ctx.secrets))
@@ -172,7 +177,7 @@ async def run_check(check: Check, ctx: CheckContext) -> CheckResult:
                 task.uncancel()
         finally:
             net.over = True
-        _check_shape(result, "run()")
+        result = _read(check, result, "run()")
     except asyncio.CancelledError:
         raise
     except (Exception, SystemExit) as exc:  # a plugin's sys.exit() must not stop the daemon
@@ -264,6 +269,15 @@ def _name_stubborn(check: Check, inner: asyncio.Task[Any]) -> None:
         )
 
 
+def _read(check: Check, result: object, by: str) -> CheckResult:
+    """`result` as the agent reads it: a built-in check's checked for its shape only (it
+    runs thousands of times a second), a plugin's read field by field (`checks.shape`)."""
+    if type(check).__module__ in _BUILT_IN:
+        _check_shape(result, by)
+        return typing.cast(CheckResult, result)
+    return plain_result(result, by)
+
+
 def _check_shape(result: object, by: str) -> None:
     """Raise TypeError unless `result` is a CheckResult whose samples are Samples: a plugin's
     malformed result must end as its own error result here, not crash the window that
@@ -344,7 +358,7 @@ class Started:
         duration = time.perf_counter() - self.started
         if isinstance(outcome, CheckResult):
             try:
-                _check_shape(outcome, "start()")
+                outcome = _read(self.check, outcome, "start()")
             except TypeError as exc:
                 outcome = exc
         if isinstance(outcome, CheckResult):
@@ -445,7 +459,10 @@ def _crashed(
 ) -> CheckResult:
     """The error result. A run cut by its round's end (`traced=False`) keeps no traceback:
     it says where the target kept the check waiting, and formatting it costs more than
-    the probe did — when a target stops answering, every probe of every round ends here."""
+    the probe did — when a target stops answering, every probe of every round ends here.
+    An exception not about the target is the check's bug (`_bug`)."""
+    if not isinstance(exc, TimeoutError) and not about_target(exc, check):
+        return _bug(check, ctx, exc, duration, redactor)
     if isinstance(exc, TimeoutError):
         error = "timeout"
         message = f"check did not finish within {round(allowed, 3):g}s"
@@ -482,3 +499,48 @@ def _crashed(
         duration_s=duration,
         details={"crashed": True, "exception": type(exc).__name__, "traceback": trace},
     )
+
+
+_BUG_WORDS_LIMIT = 300
+"""The most of a bug's exception message its result says (its place is said after it)."""
+
+_bugs_told: set[tuple[str, str, str, str]] = set()
+"""(environment, check, exception type, where) already logged: a bug is a WARNING once,
+not a line per probe."""
+
+
+def _bug(
+    check: Check,
+    ctx: CheckContext,
+    exc: BaseException,
+    duration: float,
+    redactor: Redactor,
+) -> CheckResult:
+    """A run the check's own bug ended: no sample (no evidence about the target either
+    way), `result` `error`, its message naming the check, the exception and where it was
+    raised, redacted; logged once as a WARNING with its traceback."""
+    if isinstance(exc, UnreadableResult):
+        where, said = "", str(exc)
+    else:
+        where, said = raised_where(exc, check), f"{type(exc).__name__}: {exc}"
+    said = truncate(redactor.text(said), _BUG_WORDS_LIMIT)
+    at = f" at {where}" if where else ""
+    message = truncate(
+        f"check {check.name} ({check.type}) has a bug: {said}{at}: not evidence about the"
+        " target, its run left out of it",
+        _MESSAGE_LIMIT,
+    )
+    told = (ctx.environment, check.name, type(exc).__name__, where)
+    if told not in _bugs_told:
+        _bugs_told.add(told)
+        trace = redactor.text("".join(traceback.format_exception(exc)))[-_TRACEBACK_LIMIT:]
+        log.warning(
+            "%s (environment %s; logged once, each such run counted in"
+            ' postflight_check_runs_total{result="error"})\n%s',
+            message,
+            ctx.environment,
+            trace,
+        )
+    details = {"crashed": True, BUG: True, "exception": type(exc).__name__, "where": where}
+    details["target"] = ctx.target
+    return CheckResult(check.name, check.type, False, (), message, duration, details)

@@ -172,8 +172,8 @@ class WhatBroke:
 
     def note(self, results: Sequence[CheckResult]) -> None:
         for result in results:
-            if any(s.target != "deploy" for s in result.samples):
-                continue
+            if result.bug or any(s.target != "deploy" for s in result.samples):
+                continue  # a check's own bug says nothing of what broke in the deploy
             if result.type == "load" and result.message:
                 self.load_figures[result.check] = result.message
             if not result.ok and result.message:

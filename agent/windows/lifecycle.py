@@ -39,6 +39,7 @@ from agent.store.outages import not_taken, store_outage
 from agent.windows.alert_once import WindowAlerts, alert_claim
 from agent.windows.answers import plain, unreadable
 from agent.windows.broken import bug_reason, end_broken, raised_words
+from agent.windows.check_bugs import bug_said
 from agent.windows.checkpoint import resume_point, stored_observations, stores_state
 from agent.windows.evidence import (
     WhatBroke,
@@ -910,7 +911,8 @@ class WindowWatch:
         observations: dict[str, Observation] = {}
         for rule, judged in zip(self.rules, self.judge_rules, strict=True):
             if rule.source == "checks":
-                observations[rule.name] = observe(judged, deploy_samples, length)
+                observed = observe(judged, deploy_samples, length)
+                observations[rule.name] = bug_said(judged, observed, results)
                 if self.env.baseline_url:
                     # a canary's stable side, probed side by side, is the baseline
                     self.baselines[rule.name] = observe(
@@ -1035,6 +1037,10 @@ class WindowWatch:
                 # the agent's own stall (`checks.lag`): neither a pass nor a fail of the
                 # target, where the run (ok, with no sample) read as one that passed
                 entry["dropped"] = entry.get("dropped", 0) + 1
+                continue
+            if result.bug:  # the check's own (`checks.bugs`): no evidence, said apart
+                entry["bug"] = entry.get("bug", 0) + 1
+                entry["bug_message"] = result.message
                 continue
             if not result.ok:
                 entry["failed"] += 1

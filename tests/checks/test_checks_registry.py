@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import http.client
+import json
 import logging
 import re
+import sys
+import types
 from collections.abc import Callable, Iterator
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, Literal
 
+import aiohttp
+import numpy as np
 import pytest
+import requests
+import urllib3
 import yaml
 from check_target import SECRET, MakeContext, check_config_union
 from pydantic import TypeAdapter, ValidationError
@@ -18,6 +27,7 @@ from yarl import URL
 
 from checks import registry
 from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
+from checks.bugs import about_target
 from checks.http import HttpCheck, HttpCheckConfig
 from checks.registry import (
     CheckPluginError,
@@ -146,25 +156,133 @@ def scripted_ctx(make_ctx: MakeContext, base: URL, **kw: Any) -> CheckContext:
     return make_ctx(base, secrets=(SECRET,), **kw)
 
 
-async def test_an_exception_becomes_a_sanitized_error_result(
+@pytest.fixture
+def bugs_untold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry logs each bug once a process: this test's are its own."""
+    monkeypatch.setattr(registry, "_bugs_told", set())
+
+
+async def test_an_exception_about_the_target_is_a_sanitized_failed_probe(
     make_ctx: MakeContext, target: URL, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def explode(ctx: CheckContext) -> CheckResult:
-        raise ValueError(f"login failed with password {SECRET} at http://bob:hunter2@db/x")
+        raise ConnectionResetError(f"reset by {SECRET} at http://bob:hunter2@db/x")
 
     with caplog.at_level(logging.DEBUG, logger="checks.registry"):
         result = await run_check(ScriptedCheck(explode), scripted_ctx(make_ctx, target))
-    assert not result.ok and result.result == "error"
-    assert result.details["crashed"] is True and result.details["exception"] == "ValueError"
-    assert result.message == (
-        "check crashed: ValueError: login failed with password *** at http://***@db/x"
-    )
+    assert not result.ok and result.result == "error" and not result.bug
+    assert result.details["crashed"] is True
+    assert result.details["exception"] == "ConnectionResetError"
+    assert result.message == "check crashed: ConnectionResetError: reset by *** at http://***@db/x"
     (sample,) = result.samples
     assert sample == Sample(check="scripted", ok=False, error="crash")
     trace = result.details["traceback"]
     assert SECRET not in trace and "hunter2" not in trace and "explode" in trace
     assert SECRET not in caplog.text and "hunter2" not in caplog.text
     assert "scripted" in caplog.text
+
+
+@pytest.mark.usefixtures("bugs_untold")
+async def test_an_exception_not_about_the_target_is_the_checks_bug_and_no_sample(
+    make_ctx: MakeContext, target: URL, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, a plugin's own `ValueError` was a failed probe (`check crashed: …`, one error
+    sample), evidence against a healthy deploy; it is the check's bug: no sample, its
+    result `error`, its words naming the check, the exception and where, redacted, and
+    one WARNING with the traceback however often it comes."""
+
+    async def explode(ctx: CheckContext) -> CheckResult:
+        raise ValueError(f"login failed with password {SECRET} at http://bob:hunter2@db/x")
+
+    with caplog.at_level(logging.WARNING, logger="checks.registry"):
+        result = await run_check(ScriptedCheck(explode), scripted_ctx(make_ctx, target))
+        again = await run_check(ScriptedCheck(explode), scripted_ctx(make_ctx, target))
+    assert not result.ok and result.result == "error" and result.bug
+    assert result.samples == () and result.details["target"] == "deploy"
+    assert result.details["exception"] == "ValueError"
+    where = result.details["where"]
+    assert re.fullmatch(r"test_checks_registry\.py:\d+ in explode", where), where
+    assert result.message == (
+        "check scripted (script) has a bug: ValueError: login failed with password *** at"
+        f" http://***@db/x at {where}: not evidence about the target, its run left out of it"
+    )
+    assert again.message == result.message
+    (told,) = caplog.records
+    assert told.levelno == logging.WARNING and result.message in told.getMessage()
+    assert "Traceback" in told.getMessage() and "explode" in told.getMessage()
+    assert SECRET not in caplog.text and "hunter2" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        ConnectionRefusedError(111, "Connection refused"),
+        OSError("Multiple exceptions: [Errno 111] Connect call failed"),
+        TimeoutError(),
+        aiohttp.ServerDisconnectedError(),
+        aiohttp.ClientResponseError(None, (), status=503),  # type: ignore[arg-type]
+        http.client.RemoteDisconnected("closed"),
+        requests.exceptions.ConnectionError("refused"),
+        requests.exceptions.HTTPError("503 Server Error"),
+        urllib3.exceptions.ProtocolError("Connection aborted."),
+        urllib3.exceptions.ReadTimeoutError(None, "/health", "timed out"),  # type: ignore[arg-type]
+        ExceptionGroup("probes", [ConnectionResetError(), TimeoutError()]),
+    ],
+    ids=repr,
+)
+def test_connection_timeout_and_http_errors_are_about_the_target(raised: Exception) -> None:
+    assert about_target(raised, ScriptedCheck(None))
+
+
+def test_httpx_errors_are_about_the_target_once_a_plugin_imported_httpx(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """httpx is not installed here: a module of its shape stands in (its `HTTPError` is the
+    base of its connection, timeout and status errors)."""
+    httpx = types.ModuleType("httpx")
+
+    class HTTPError(Exception):
+        pass
+
+    class ConnectError(HTTPError):
+        pass
+
+    httpx.HTTPError = HTTPError  # type: ignore[attr-defined]
+    assert not about_target(ConnectError("refused"), ScriptedCheck(None))
+    monkeypatch.setitem(sys.modules, "httpx", httpx)
+    assert about_target(ConnectError("refused"), ScriptedCheck(None))
+
+
+class DriverError(Exception):
+    """A database driver's error: about the target to a check that says so."""
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        KeyError("latency"),
+        TypeError("unsupported operand"),
+        ValueError("could not convert"),
+        AssertionError(),
+        ZeroDivisionError(),
+        FileNotFoundError(2, "No such file", "/etc/ca.pem"),
+        PermissionError(13, "Permission denied", "/var/lib/check/state"),
+        SystemExit(3),
+        ExceptionGroup("probes", [ConnectionResetError(), KeyError("x")]),
+        DriverError("relation does not exist"),
+    ],
+    ids=repr,
+)
+def test_any_other_exception_is_the_checks_own_bug(raised: BaseException) -> None:
+    assert not about_target(raised, ScriptedCheck(None))
+
+
+def test_a_check_names_what_else_it_raises_about_the_target() -> None:
+    class DatabaseCheck(ScriptedCheck):
+        target_errors = (DriverError,)
+
+    assert about_target(DriverError("relation does not exist"), DatabaseCheck(None))
+    assert not about_target(KeyError("row"), DatabaseCheck(None))
 
 
 async def test_a_check_that_hangs_is_timed_out_quietly(
@@ -260,34 +378,102 @@ async def test_a_check_returning_garbage_is_an_error(make_ctx: MakeContext, targ
     assert "returned dict, not a CheckResult" in result.message
 
 
-async def test_a_result_whose_samples_are_not_samples_is_an_error(
+async def test_a_result_whose_samples_are_not_samples_is_the_checks_bug(
     make_ctx: MakeContext, target: URL
 ) -> None:
-    """A plugin's malformed samples end as its own error result, not as an AttributeError in
-    the window that reads them a round later (which stalled the window, round after round)."""
+    """A plugin's malformed samples end as its own bug, not as an AttributeError in the
+    window that reads them a round later (which stalled the window, round after round),
+    nor as a failed probe (it was one: evidence against the target)."""
 
     async def bad_samples(ctx: CheckContext) -> CheckResult:
         return CheckResult("scripted", "script", True, ("x",), "fine")  # type: ignore[arg-type]
 
-    async def list_of_samples(ctx: CheckContext) -> CheckResult:
-        samples: Any = [Sample(check="scripted", ok=True, latency_s=0.01)]
-        return CheckResult("scripted", "script", True, samples, "fine")
+    result = await run_check(ScriptedCheck(bad_samples), scripted_ctx(make_ctx, target))
+    assert result.result == "error" and result.bug and result.samples == ()
+    assert result.message == (
+        "check scripted (script) has a bug: run() returned samples[0] is 'x' (str), not a"
+        " Sample: not evidence about the target, its run left out of it"
+    )
 
-    for behaviour in (bad_samples, list_of_samples):
-        result = await run_check(ScriptedCheck(behaviour), scripted_ctx(make_ctx, target))
-        assert result.result == "error"
-        assert "samples are not a tuple of Samples" in result.message
-        assert result.samples == (Sample(check="scripted", ok=False, error="crash"),)
+
+def _one_sample(**fields: Any) -> Callable[[CheckContext], Any]:
+    async def run(ctx: CheckContext) -> CheckResult:
+        sample = Sample(check="scripted", ok=fields.pop("ok", True), **fields)
+        return CheckResult("scripted", "script", True, (sample,), "fine")
+
+    return run
+
+
+async def test_a_plugins_numpy_scalars_and_list_of_samples_are_read_as_pythons(
+    make_ctx: MakeContext, target: URL
+) -> None:
+    """numpy's bool, float32 and int64 are numbers and flags to the judge, but not to the
+    store's JSON (the round's write raised on them, and the window ended as a bug of the
+    agent's watch): they are read as Python's; a list of samples as a tuple."""
+
+    async def numpy_answer(ctx: CheckContext) -> CheckResult:
+        sample = Sample(
+            check="scripted",
+            ok=np.bool_(True),  # type: ignore[arg-type]
+            latency_s=np.float32(0.25),  # type: ignore[arg-type]
+            status=np.int64(200),  # type: ignore[arg-type]
+            bytes=np.int64(12),  # type: ignore[arg-type]
+        )
+        samples: Any = [sample, Sample(check="scripted", ok=True, latency_s=None)]
+        return CheckResult("scripted", "script", np.bool_(True), samples, "fine")  # type: ignore[arg-type]
+
+    result = await run_check(ScriptedCheck(numpy_answer), scripted_ctx(make_ctx, target))
+    assert result.ok is True and result.result == "pass" and type(result.samples) is tuple
+    first, second = result.samples
+    assert first == Sample(check="scripted", ok=True, latency_s=0.25, status=200, bytes=12)
+    assert [type(v) for v in (first.ok, first.latency_s, first.status, first.bytes)] == [
+        bool,
+        float,
+        int,
+        int,
+    ]
+    assert second.latency_s is None
+    json.dumps([dataclasses.asdict(s) for s in result.samples])  # what the store writes
+
+
+@pytest.mark.parametrize(
+    ("fields", "said"),
+    [
+        (
+            {"latency_s": np.array([0.1, 0.2])},
+            "samples[0].latency_s array([0.1, 0.2]) (ndarray) is not a number",
+        ),
+        ({"latency_s": "12ms"}, "samples[0].latency_s '12ms' (str) is not a number"),
+        ({"latency_s": {"p50": 0.1}}, "samples[0].latency_s {'p50': 0.1} (dict) is not a number"),
+        ({"latency_s": float("nan")}, "samples[0].latency_s nan is not a duration"),
+        ({"ok": None}, "samples[0].ok None (NoneType) is not a bool"),
+        ({"ok": np.array([True])}, "samples[0].ok array([ True]) (ndarray) is not a bool"),
+        ({"status": 200.5}, "samples[0].status 200.5 (float) is not a count"),
+        ({"error": {"code": 503}}, "samples[0].error {'code': 503} (dict) is not text"),
+        ({"target": "prod"}, "samples[0].target 'prod' (str) is not deploy or baseline"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+async def test_a_plugins_sample_that_cannot_be_read_is_its_bug(
+    make_ctx: MakeContext, target: URL, fields: dict[str, Any], said: str
+) -> None:
+    """Before, an array or text as a latency made the round's observation raise (the
+    window ended as a bug of the agent), a NaN was judged, a dict as an error failed the
+    round's store write: each is the plugin's bug, named, and no evidence."""
+    result = await run_check(ScriptedCheck(_one_sample(**fields)), scripted_ctx(make_ctx, target))
+    assert result.bug and result.samples == () and result.result == "error"
+    assert f"has a bug: run() returned {said}: not evidence" in result.message, result.message
 
 
 async def test_a_plugin_calling_sys_exit_is_contained(make_ctx: MakeContext, target: URL) -> None:
-    """SystemExit from a check's run is its crash, not the daemon's exit."""
+    """SystemExit from a check's run is its bug, not the daemon's exit."""
 
     async def leave(ctx: CheckContext) -> CheckResult:
         raise SystemExit(3)
 
     result = await run_check(ScriptedCheck(leave), scripted_ctx(make_ctx, target))
-    assert result.result == "error" and result.message == "check crashed: SystemExit: 3"
+    assert result.result == "error" and result.bug
+    assert result.message.startswith("check scripted (script) has a bug: SystemExit: 3 at ")
 
 
 async def test_results_are_timed_and_redacted(make_ctx: MakeContext, target: URL) -> None:
@@ -446,10 +632,17 @@ async def test_a_started_run_is_timed_redacted_and_contained(
     assert not check.runs[0].cancelled
 
     crashed = await started(check, ctx)
-    check.runs[1].done(ValueError(f"password {SECRET}"))
+    check.runs[1].done(ConnectionResetError(f"password {SECRET}"))
     result = await crashed
-    assert result.result == "error" and result.message == "check crashed: ValueError: password ***"
+    assert result.result == "error"
+    assert result.message == "check crashed: ConnectionResetError: password ***"
     assert result.samples == (Sample(check="scripted", ok=False, error="crash"),)
+
+    bug = await started(check, ctx)
+    check.runs[2].done(ValueError(f"password {SECRET}"))
+    result = await bug
+    assert result.result == "error" and result.bug and result.samples == ()
+    assert result.message.startswith("check scripted (script) has a bug: ValueError: password ***")
 
 
 async def test_a_started_run_with_malformed_samples_is_an_error(
@@ -459,10 +652,9 @@ async def test_a_started_run_with_malformed_samples_is_an_error(
     answer = await started(check, scripted_ctx(make_ctx, target))
     check.runs[0].done(CheckResult("scripted", "script", True, ("x",)))  # type: ignore[arg-type]
     result = await answer
-    assert result.result == "error"
-    assert result.message == (
-        "check crashed: TypeError: start() returned a CheckResult whose samples are not a"
-        " tuple of Samples"
+    assert result.result == "error" and result.bug
+    assert result.message.startswith(
+        "check scripted (script) has a bug: start() returned samples[0] is 'x' (str), not a Sample"
     )
 
 

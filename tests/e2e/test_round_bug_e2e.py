@@ -47,7 +47,7 @@ no text; `numpy`, figures the judge reads but JSON does not (numpy's); `raise`, 
 that raises, naming its key; `judge`, a judge that raises on every round, and `store`, a
 round's write that raises (a summary that is no JSON), each patched in as the plugin is
 loaded (a bug of the agent's own, in the daemon as it runs).
-And a check that raises in every run."""
+And a check that raises in every run (its own bug, not the target's)."""
 
 import dataclasses
 from typing import ClassVar, Literal
@@ -377,21 +377,23 @@ async def test_a_provider_answering_numpy_figures_is_judged_and_stored(tmp_path:
 
 
 @pytest.mark.timeout(90)
-async def test_a_check_that_raises_in_run_is_a_failed_probe(tmp_path: Path) -> None:
-    """Already so (the registry contains a plugin's run, `checks.registry.run_check`),
-    pinned from outside: each run a failed probe naming the exception, redacted, judged as
-    evidence at once (here: every probe failed, the window fails and asks for its rollback),
-    the window never retried."""
-    code, said, deploy, _, rollbacks, log, _ = await watched(tmp_path, "check")
+async def test_a_check_that_raises_in_run_is_its_bug_not_a_failed_probe(tmp_path: Path) -> None:
+    """Each run's exception (a `RuntimeError`, not about the target) is the check's own
+    bug (`checks.bugs`): no evidence, its rule without data ending the window
+    inconclusive, its reason naming the bug, redacted; logged once, the window never
+    retried, nothing rolled back. Before, each run was a failed probe: every probe
+    failed, and the window failed and asked for its rollback."""
+    code, said, deploy, _, rollbacks, log, _ = await watched(tmp_path, "check", window="3s")
 
-    assert code == 1, said
-    assert deploy["state"] in ("failed", "rolled_back"), deploy
-    assert len(rollbacks) == 1
-    text = json.dumps(deploy)
-    assert "check crashed: RuntimeError: boom (secret ***)" in text, text
-    assert API_KEY not in text and API_KEY not in log.read_text()
+    assert code == 3, said
+    assert deploy["state"] == "inconclusive", deploy
+    assert rollbacks == []
+    reason = deploy["verdict"]["reason"]
+    assert "check crashy (crashy) has a bug: RuntimeError: boom (secret ***) at" in reason, reason
+    assert API_KEY not in json.dumps(deploy) and API_KEY not in log.read_text()
     logged = records(log)
-    assert [r for r in logged if "crashed" in r["msg"]], logged
+    told = [r for r in logged if r["logger"] == "checks.registry" and "has a bug" in r["msg"]]
+    assert [r["level"] for r in told] == ["warning"], told  # once, not once a probe
     assert not [r for r in logged if "watching the window failed" in r["msg"]]
 
 

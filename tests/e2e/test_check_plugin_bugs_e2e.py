@@ -1,0 +1,317 @@
+"""A check plugin's own bug, in the real daemon probing a healthy local target: never a
+failed probe, so never the rollback of a good deploy.
+
+The plugin (installed as pip would, through a `postflight.checks` entry point) makes a
+real request to the target each run, then has the bug its `mode` names: it raises a
+`KeyError` in every run, or a `TypeError` in every other one, or returns what is no
+result (a dict), or a latency that is a numpy array. Such a run is left out of the
+judge's evidence, its check's bug logged once (the plugin, the exception, where), and a
+rule whose every probe was such a bug ends inconclusive naming it. An exception about
+the target (aiohttp's `ClientResponseError` for a 503) is still a failed probe; numpy's
+scalars are read as Python's numbers and judged."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.cli_process import awaited_cli
+from tests.e2e.crash import TOKEN, _env, free_port
+from tests.plugin_site import install_distribution
+from tests.receivers import JsonSink, RollbackReceiver
+
+pytestmark = pytest.mark.e2e
+
+SECRET = "check-bug-rollback-secret"
+PLUGIN_SECRET = "check-bug-plugin-key-7319"
+
+PLUGIN = '''
+"""A check whose run requests the target's `path`, then has the bug `mode` names."""
+
+import itertools
+import time
+from typing import ClassVar, Literal
+
+import numpy as np
+from pydantic import SecretStr
+
+from checks.base import Check, CheckConfig, CheckResult, Sample
+
+
+class FlakyConfig(CheckConfig):
+    type: Literal["flaky"] = "flaky"
+    mode: str
+    path: str = "/health"
+    secret: SecretStr
+
+
+class FlakyCheck(Check):
+    type = "flaky"
+    Config = FlakyConfig
+    background: ClassVar[bool] = True
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.runs = itertools.count()
+
+    async def run(self, ctx):
+        mode = self.config.mode
+        started = time.perf_counter()
+        async with ctx.session.get(
+            ctx.base_url + self.config.path, raise_for_status=mode == "status"
+        ) as answer:
+            await answer.read()
+        latency = time.perf_counter() - started
+        if mode == "raise":
+            fields = {"status": answer.status}
+            return fields[f"latency (key {self.config.secret.get_secret_value()})"]
+        if mode == "half" and next(self.runs) % 2:
+            raise TypeError("unsupported operand type(s) for +: 'float' and 'NoneType'")
+        if mode == "dict":
+            return {"ok": True, "latency": latency}
+        ok = answer.status == 200
+        if mode == "numpy":
+            sample = Sample(
+                check=self.name,
+                ok=np.bool_(ok),
+                latency_s=np.float32(latency),
+                status=np.int64(answer.status),
+                bytes=np.int64(2),
+                target=ctx.target,
+            )
+        elif mode == "array":
+            sample = Sample(
+                check=self.name, ok=ok, latency_s=np.array([latency, latency]), target=ctx.target
+            )
+        else:
+            sample = Sample(
+                check=self.name, ok=ok, latency_s=latency, status=answer.status, target=ctx.target
+            )
+        return CheckResult(self.name, self.type, ok, (sample,), f"{answer.status}")
+'''
+
+
+def install_plugin(site: Path) -> None:
+    install_distribution(
+        site, "postflight-flaky", "[postflight.checks]\nflaky = flaky_check:FlakyCheck\n"
+    )
+    (site / "flaky_check.py").write_text(PLUGIN)
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def _down(request: web.Request) -> web.Response:
+    return web.Response(status=503, text="down")
+
+
+@pytest.fixture
+async def target() -> AsyncIterator[str]:
+    """A healthy service (`/health`) with one path that is down (`/down`: 503)."""
+    app = web.Application()
+    app.router.add_get("/health", _health)
+    app.router.add_get("/down", _down)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+def config(tmp_path: Path, port: int, target: str, mode: str, receiver: str, sink: str) -> Path:
+    path = "/down" if mode == "status" else "/health"
+    made = tmp_path / "postflight.yaml"
+    made.write_text(
+        f"server:\n  listen: 127.0.0.1:{port}\n  api_tokens: [{TOKEN}]\n"
+        f"store:\n  url: sqlite:///{tmp_path / 'postflight.db'}\n"
+        f"alerting:\n  channels:\n    - {{url: '{sink}', tags: [oncall]}}\n"
+        "environments:\n"
+        "  production:\n"
+        f"    base_url: {target}\n"
+        "    window: 3s\n"
+        "    interval: 500ms\n"
+        "    background_interval: 200ms\n"
+        "    probes_per_round: 4\n"
+        f"    checks: [{{name: plug, type: flaky, mode: {mode}, path: {path},"
+        f" secret: {PLUGIN_SECRET}}}]\n"
+        "    analysis: {policy: threshold, failure_limit: 1}\n"
+        "    rules: [{name: probe-errors, source: checks, metric: error_rate, max: 0.1}]\n"
+        "    alerts: {tags: [oncall]}\n"
+        f"    rollback: {{url: '{receiver}', secret: {SECRET}}}\n"
+    )
+    return made
+
+
+def start(config: Path, log: Path, site: Path) -> subprocess.Popen[bytes]:
+    env = _env()
+    env["PYTHONPATH"] = f"{site}:{env['PYTHONPATH']}"
+    with log.open("ab") as out:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", str(config), "--log-format", "json"],
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
+    deadline = time.monotonic() + 60
+    while "listening on" not in log.read_text():
+        assert agent.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    return agent
+
+
+def records(log: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+
+
+async def watched(
+    tmp_path: Path, target: str, mode: str
+) -> tuple[int, str, dict[str, Any], list[Any], Path, JsonSink]:
+    """Register v2 with `--wait` on an agent whose check plugin has the bug `mode`, then
+    stop the agent: the exit code and output, the deploy as the API shows it (its
+    `metrics`: a scrape of `/metrics` then), the rollback requests, the agent's log and
+    the alerts' sink."""
+    site = tmp_path / "site"
+    install_plugin(site)
+    receiver, sink = RollbackReceiver(SECRET), JsonSink()
+    await receiver.start()
+    await sink.start()
+    port = free_port()
+    log = tmp_path / "agent.log"
+    made = config(tmp_path, port, target, mode, receiver.url, sink.url())
+    agent = start(made, log, site)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        common = ("--url", url, "--token", TOKEN, "--env", "production", "--version", "v2")
+        code, said = await awaited_cli("register", *common, "--wait", "--timeout", "30s")
+        found = re.search(r"dep_[0-9A-Z]{26}", said)
+        assert found is not None, said
+        async with (
+            aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
+            http.get(f"{url}/v1/deploys/{found.group()}") as answer,
+        ):
+            deploy = await answer.json()
+            async with http.get(f"{url}/metrics") as scraped:
+                deploy["metrics"] = await scraped.text()
+        await sink.wait_for(1)  # the window's end
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(30)
+        await receiver.stop()
+        await sink.stop()
+    return code, said, deploy, receiver.attempts, log, sink
+
+
+def _bugs_logged(log: Path) -> list[dict[str, Any]]:
+    return [r for r in records(log) if r["logger"] == "checks.registry" and "has a bug" in r["msg"]]
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(
+    ("mode", "raised"),
+    [
+        ("raise", "KeyError: 'latency (key ***)'"),
+        ("dict", "run() returned dict, not a CheckResult"),
+        ("array", "latency_s array([0."),
+    ],
+)
+async def test_a_check_plugin_that_has_a_bug_in_every_run_is_no_rollback(
+    tmp_path: Path, target: str, mode: str, raised: str
+) -> None:
+    """Before, each run was a failed probe (`check crashed: KeyError…`): every probe of a
+    healthy target failed, the window failed and rolled the good deploy back; a latency
+    that is an array made the round's observation raise, three times, and the window
+    ended at round 1 as a bug of the judge."""
+    code, said, deploy, rollbacks, log, sink = await watched(tmp_path, target, mode)
+
+    assert rollbacks == [], said
+    assert deploy["state"] == "inconclusive", deploy
+    assert deploy["rounds"] > 1, deploy  # went on to its end
+    reason = deploy["verdict"]["reason"]
+    assert "probe-errors: no data (check plug (flaky) has a bug:" in reason, reason
+    assert raised in reason, reason
+    assert "not evidence about the target" in reason, reason
+    assert "flaky_check.py:" in reason or mode != "raise", reason  # where it raised
+    assert code == 3, said
+    (end,) = sink.notifications  # on-call is told why, once: the plugin's bug
+    assert end.title.startswith("[postflight] production v2: inconclusive"), end.title
+    alerted = re.sub(r"\\(.)", r"\1", end.message)  # its markdown's escapes undone
+    assert "check plug (flaky) has a bug:" in alerted and raised in alerted, end.message
+    text = log.read_text() + json.dumps(deploy) + end.message
+    assert PLUGIN_SECRET not in text
+    told = _bugs_logged(log)
+    assert [r["level"] for r in told] == ["warning"], told  # once, not once a probe
+    assert raised in told[0]["msg"], told
+    assert "Traceback" in told[0]["msg"], told
+    assert not [r for r in records(log) if "watching the window failed" in r["msg"]]
+    # each such run counted as the check's error, none as a pass or a fail of the target
+    runs = {
+        result: float(n)
+        for result, n in re.findall(
+            r'postflight_check_runs_total\{check="plug",environment="production",'
+            r'result="(\w+)"\} (\S+)',
+            deploy["metrics"],
+        )
+    }
+    assert runs.get("error", 0) >= 4 and set(runs) == {"error"}, runs
+
+
+@pytest.mark.timeout(90)
+async def test_a_check_plugin_that_raises_in_some_runs_is_judged_on_the_others(
+    tmp_path: Path, target: str
+) -> None:
+    """Before, every other probe of a healthy target failed (`check crashed: TypeError`),
+    an error rate of 0.5 against a bound of 0.1: the good deploy was rolled back."""
+    code, said, deploy, rollbacks, log, _ = await watched(tmp_path, target, "half")
+
+    assert rollbacks == [], said
+    assert deploy["state"] == "passed", (deploy["verdict"], said)
+    assert code == 0, said
+    told = _bugs_logged(log)
+    assert len(told) == 1 and "TypeError: unsupported operand" in told[0]["msg"], told
+    assert "flaky_check.py:" in told[0]["msg"], told
+
+
+@pytest.mark.timeout(90)
+async def test_a_check_plugin_answering_numpy_scalars_is_judged(
+    tmp_path: Path, target: str
+) -> None:
+    """numpy's bool, float32 and int64 in a sample are Python's to the judge and the
+    store: the healthy deploy passes, nothing is logged as a bug."""
+    code, said, deploy, rollbacks, log, _ = await watched(tmp_path, target, "numpy")
+
+    assert rollbacks == [], said
+    assert deploy["state"] == "passed", (deploy["verdict"], said)
+    assert code == 0, said
+    assert not _bugs_logged(log)
+    logged = records(log)
+    assert not [r for r in logged if r["level"] == "error" or r.get("exc")], logged
+    assert not [r for r in logged if "watching the window failed" in r["msg"]], logged
+
+
+@pytest.mark.timeout(90)
+async def test_a_check_plugin_raising_for_the_targets_http_error_is_a_failed_probe(
+    tmp_path: Path, target: str
+) -> None:
+    """The other side of the line (it was so before, kept): aiohttp's `ClientResponseError`
+    for the target's 503 is about the target, a failed probe; the bad deploy rolls back."""
+    code, said, deploy, rollbacks, log, _ = await watched(tmp_path, target, "status")
+
+    assert deploy["state"] in ("failed", "rolled_back"), deploy
+    assert len(rollbacks) == 1, said
+    assert code == 1, said
+    assert "ClientResponseError: 503" in json.dumps(deploy), deploy
+    assert not _bugs_logged(log)

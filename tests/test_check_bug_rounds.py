@@ -1,0 +1,103 @@
+"""What a window makes of a round whose probes a check's own bug ended (`checks.bugs`: a
+result with no sample, `CheckResult.bug`): neither a failure of the target nor the
+agent's overload, and a rule with no other probe says the bug where it said "no
+samples"."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+from typing import Any, Literal
+
+import pytest
+
+from agent.analysis.observe import observe
+from agent.analysis.types import Rule
+from agent.analysis.verdicts import Glance
+from agent.windows.check_bugs import bug_said
+from agent.windows.evidence import WhatBroke
+from agent.windows.lifecycle import WindowWatch
+from agent.windows.overload import DropTally
+from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
+from checks.registry import run_check
+
+
+class BuggyConfig(CheckConfig):
+    type: Literal["buggy"] = "buggy"
+
+
+class BuggyCheck(Check):
+    """Reads a field its target's answer lacks: a KeyError in every run."""
+
+    type = "buggy"
+    Config = BuggyConfig
+
+    async def run(self, ctx: CheckContext) -> CheckResult:
+        answer: dict[str, float] = {}
+        return CheckResult(self.name, self.type, True, (), str(answer["latency"]))
+
+
+async def _bug(name: str = "plug", target: Literal["deploy", "baseline"] = "deploy") -> CheckResult:
+    ctx = CheckContext(
+        base_url="http://127.0.0.1:9", session=None, environment="production", target=target
+    )  # type: ignore[arg-type]  # the check makes no request
+    return await run_check(BuggyCheck(BuggyConfig(name=name)), ctx)
+
+
+def _answered(check: str) -> CheckResult:
+    sample = Sample(check=check, ok=True, latency_s=0.02, status=200)
+    return CheckResult(check, "http", True, (sample,), f"{check}: 200", 0.02, {})
+
+
+def _rule(check: str | None) -> Rule:
+    return Rule(name="probe-errors", source="checks", metric="error_rate", max=0.1, check=check)
+
+
+async def test_a_bug_is_a_run_of_its_own_in_the_round_neither_failed_nor_dropped() -> None:
+    """Before, the round's summary counted such a run failed (a run not `ok`), and its
+    words became what broke in the deploy."""
+    bugs = [await _bug(), await _bug()]
+    assert all(r.bug and not r.samples and r.result == "error" for r in bugs)
+    watch = SimpleNamespace(cumulative={}, new_stand_ins=[], arrived=[], overload=DropTally())
+    summary: dict[str, Any] = WindowWatch._round_summary(
+        watch,  # type: ignore[arg-type]
+        {},
+        [*bugs, _answered("plug")],
+        Glance("continue", ()),
+        with_state=False,
+    )
+    entry = summary["checks"]["plug"]
+    assert (entry["runs"], entry["failed"], entry["bug"]) == (3, 0, 2), entry
+    assert entry["bug_message"].startswith("check plug (buggy) has a bug: KeyError: 'latency' at ")
+    broke = WhatBroke()
+    broke.note(bugs)
+    assert broke.failures == {}
+
+
+async def test_a_bug_is_not_the_agents_overload(caplog: pytest.LogCaptureFixture) -> None:
+    """No drop of the agent's, no warning of its overload, and no run of the check in the
+    share of its probes the overload rule weighs (before, 3 runs: the bugs counted as
+    probes measured)."""
+    tally = DropTally()
+    with caplog.at_level(logging.WARNING):
+        tally.note(
+            [await _bug(), await _bug(), _answered("plug")],
+            logging.LoggerAdapter(logging.getLogger("test")),
+        )
+    assert (tally.samples, tally.latency, tally.runs) == (0, 0, 1)
+    assert not tally.lost(_rule("plug"))
+    assert "dropped" not in caplog.text
+
+
+async def test_a_rule_whose_every_probe_was_a_bug_names_it() -> None:
+    bugs = [await _bug(), await _bug(target="baseline"), await _bug("other")]
+    samples = [s for r in bugs for s in r.samples]
+    lone = observe(_rule("plug"), samples, 1.0)
+    assert lone.error == "no samples"
+    said = bug_said(_rule("plug"), lone, bugs)
+    assert said.value is None and said.error == bugs[0].message
+    assert "has a bug: KeyError: 'latency' at test_check_bug_rounds.py:" in said.error
+    # the rule reads another check's probes, or has probes left: left as it is
+    assert bug_said(_rule("another"), lone, bugs) is lone
+    kept = observe(_rule(None), [*samples, *_answered("plug").samples], 1.0)
+    assert bug_said(_rule(None), kept, bugs) is kept and kept.value == 0.0

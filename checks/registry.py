@@ -232,6 +232,12 @@ async def _contained(check: Check, ctx: CheckContext) -> CheckResult:
     try:
         result = await asyncio.shield(inner)
     except asyncio.CancelledError:
+        if inner.done() and inner.cancelled() and not _cancelling():
+            # the run raised CancelledError with nobody cancelling it (it awaited a future
+            # another task cancelled): its bug, where it cut the caller's round short
+            raise SelfCancelled(
+                "run() raised CancelledError, though nothing cancelled it"
+            ) from None
         if not inner.done():
             inner.cancel()
             _abandoned.add(inner)
@@ -241,6 +247,15 @@ async def _contained(check: Check, ctx: CheckContext) -> CheckResult:
     if isinstance(result, SystemExit):
         raise result  # in the caller's frame, where `run_check` contains it
     return result
+
+
+class SelfCancelled(RuntimeError):
+    """A plugin's run raised `CancelledError` of its own: its bug, not a cancellation."""
+
+
+def _cancelling() -> int:
+    task = asyncio.current_task()
+    return task.cancelling() if task is not None else 0
 
 
 async def plugin_run(check: Check, ctx: CheckContext) -> CheckResult | SystemExit:
@@ -519,7 +534,7 @@ def _bug(
     """A run the check's own bug ended: no sample (no evidence about the target either
     way), `result` `error`, its message naming the check, the exception and where it was
     raised, redacted; logged once as a WARNING with its traceback."""
-    if isinstance(exc, UnreadableResult):
+    if isinstance(exc, UnreadableResult | SelfCancelled):  # said by what it did, not where
         where, said = "", str(exc)
     else:
         where, said = raised_where(exc, check), f"{type(exc).__name__}: {exc}"

@@ -465,6 +465,24 @@ async def test_a_plugins_sample_that_cannot_be_read_is_its_bug(
     assert f"has a bug: run() returned {said}: not evidence" in result.message, result.message
 
 
+async def test_a_plugin_raising_cancelled_error_of_its_own_is_its_bug(
+    make_ctx: MakeContext, target: URL
+) -> None:
+    """A run that raises `CancelledError` with nobody cancelling it (it awaited a future
+    another task cancelled) is its bug; before, it went up as the caller's cancellation,
+    and the daemon's window ended after one round with no data."""
+
+    async def cancelled(ctx: CheckContext) -> CheckResult:
+        raise asyncio.CancelledError()
+
+    result = await run_check(ScriptedCheck(cancelled), scripted_ctx(make_ctx, target))
+    assert result.bug and result.samples == () and result.result == "error"
+    assert result.message.startswith(
+        "check scripted (script) has a bug: run() raised CancelledError, though nothing"
+        " cancelled it: not evidence"
+    )
+
+
 async def test_a_plugin_calling_sys_exit_is_contained(make_ctx: MakeContext, target: URL) -> None:
     """SystemExit from a check's run is its bug, not the daemon's exit."""
 

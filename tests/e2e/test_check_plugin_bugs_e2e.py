@@ -39,6 +39,7 @@ PLUGIN_SECRET = "check-bug-plugin-key-7319"
 PLUGIN = '''
 """A check whose run requests the target's `path`, then has the bug `mode` names."""
 
+import asyncio
 import itertools
 import time
 from typing import ClassVar, Literal
@@ -80,6 +81,8 @@ class FlakyCheck(Check):
             raise TypeError("unsupported operand type(s) for +: 'float' and 'NoneType'")
         if mode == "dict":
             return {"ok": True, "latency": latency}
+        if mode == "cancel":  # what awaiting a future another task cancelled raises
+            raise asyncio.CancelledError()
         ok = answer.status == 200
         if mode == "numpy":
             sample = Sample(
@@ -226,6 +229,7 @@ def _bugs_logged(log: Path) -> list[dict[str, Any]]:
         ("raise", "KeyError: 'latency (key ***)'"),
         ("dict", "run() returned dict, not a CheckResult"),
         ("array", "latency_s array([0."),
+        ("cancel", "CancelledError"),
     ],
 )
 async def test_a_check_plugin_that_has_a_bug_in_every_run_is_no_rollback(
@@ -239,7 +243,7 @@ async def test_a_check_plugin_that_has_a_bug_in_every_run_is_no_rollback(
 
     assert rollbacks == [], said
     assert deploy["state"] == "inconclusive", deploy
-    assert deploy["rounds"] > 1, deploy  # went on to its end
+    assert deploy["rounds"] > 1, (deploy["verdict"], said)  # went on to its end
     reason = deploy["verdict"]["reason"]
     assert "probe-errors: no data (check plug (flaky) has a bug:" in reason, reason
     assert raised in reason, reason

@@ -290,18 +290,22 @@ def check_command(args: argparse.Namespace) -> int:
     width = max([len(r.check) for r in results] + [5])
     print(f"{'CHECK':<{width}}  {'TYPE':<6}  {'RESULT':<7}  {'TIME':>8}  DETAIL")
     for r in results:
-        shown = "dropped" if _dropped(r) else "pass" if r.ok else "FAIL"
+        shown = "dropped" if _dropped(r) else "pass" if r.ok else "ERROR" if r.bug else "FAIL"
         print(
             f"{r.check:<{width}}  {r.type:<6}  {shown:<7}  {r.duration_s * 1000:>6.0f}ms"
             f"  {visible(r.message)}"  # a target's words, its controls escaped
         )
-    failed = sum(1 for r in results if not r.ok)
+    bugs = sum(1 for r in results if r.bug)
+    failed = sum(1 for r in results if not r.ok) - bugs
     dropped = sum(1 for r in results if _dropped(r))
-    summary = f"\n{len(results) - failed - dropped} passed, {failed} failed"
+    summary = f"\n{len(results) - failed - dropped - bugs} passed, {failed} failed"
     if dropped:
         summary += f", {dropped} not judged (the agent itself was stalled; see DETAIL)"
+    if bugs:
+        # no evidence about the target, but no check either: a CI step must not pass on it
+        summary += f", {bugs} not judged (a bug of the check itself; see DETAIL)"
     print(summary)
-    return EXIT_FAILED if failed or dropped else EXIT_OK
+    return EXIT_FAILED if failed or dropped or bugs else EXIT_OK
 
 
 def _dropped(result: CheckResult) -> bool:

@@ -15,7 +15,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from agent.cli.main import main
-from tests.cli_process import cli_env, sigint_at_default, stopped_by_each_signal
+from tests.cli_process import awaited_cli, cli_env, sigint_at_default, stopped_by_each_signal
+from tests.plugin_site import install_distribution
 
 CONFIG = """\
 server:
@@ -550,3 +551,50 @@ async def test_a_load_check_stopped_mid_run_closes_its_connections(tmp_path: Pat
     said = err.decode()
     assert cli.returncode == 143, said
     assert "Unclosed" not in said and "ResourceWarning" not in said, said
+
+
+BUGGY_PLUGIN = """
+from typing import Literal
+
+from checks.base import Check, CheckConfig
+
+
+class BuggyConfig(CheckConfig):
+    type: Literal["buggy"] = "buggy"
+
+
+class BuggyCheck(Check):
+    type = "buggy"
+    Config = BuggyConfig
+
+    async def run(self, ctx):
+        return {"status": 200}["latency"]
+"""
+
+
+async def test_a_checks_own_bug_is_shown_as_such_and_is_no_pass(
+    tmp_path: Path, target: TestServer
+) -> None:
+    """A plugin's `KeyError` is its own bug, not the target's failure (`checks.bugs`): its
+    row says ERROR and where, the summary does not count it failed, and the step still
+    exits 1 (no check was made). Before, it was a failed probe: `FAIL`, `1 failed`."""
+    site = tmp_path / "site"
+    install_distribution(
+        site, "postflight-buggy-cli", "[postflight.checks]\nbuggy = buggy_cli:BuggyCheck\n"
+    )
+    (site / "buggy_cli.py").write_text(BUGGY_PLUGIN)
+    config = tmp_path / "postflight.yaml"
+    url = str(target.make_url("")).rstrip("/")
+    config.write_text(
+        "server: {api_tokens: [tok-1234567890abcdef]}\n"
+        "environments:\n"
+        f"  e: {{base_url: '{url}', checks: [{{name: plug, type: buggy}},"
+        " {name: health, type: http, path: /health}]}\n"
+    )
+    env = cli_env()
+    env["PYTHONPATH"] = f"{site}:{env['PYTHONPATH']}"
+    code, out = await awaited_cli("check", "--config", str(config), "--env", "e", env=env)
+    assert code == 1, out
+    row = next(line for line in out.splitlines() if line.startswith("plug "))
+    assert "ERROR" in row and "has a bug: KeyError: 'latency' at buggy_cli.py:" in row, out
+    assert "1 passed, 0 failed, 1 not judged (a bug of the check itself" in out, out

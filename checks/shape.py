@@ -1,7 +1,7 @@
 """A check plugin's result read before anything else does: Python's own types where the
 plugin used another readable one (numpy's `bool_`, `float32`, `int64`; a list of samples),
-and `UnreadableResult` where it is no result (a dict, None, a latency that is an array
-or text, NaN). No I/O.
+None where a default says nothing (no message, details or bytes), and `UnreadableResult`
+where it is no result (a dict, None, a latency that is an array or text, NaN). No I/O.
 
 Why: the judge and the store read each sample's fields as Python's bools and numbers. A
 sample whose latency was an array made the round's observation raise, and numpy's
@@ -40,19 +40,21 @@ def plain_result(result: object, by: str) -> CheckResult:
         raise UnreadableResult(f"{by} returned samples {_shown(samples)}, not a tuple of Samples")
     ok = _flag(result.ok, f"{by} returned ok")
     plain = tuple(_plain_sample(s, f"{by} returned samples[{i}]") for i, s in enumerate(samples))
-    if not isinstance(result.message, str):
-        raise UnreadableResult(f"{by} returned message {_shown(result.message)}, not text")
-    if not isinstance(result.details, dict):
-        raise UnreadableResult(f"{by} returned details {_shown(result.details)}, not a dict")
+    message = "" if result.message is None else result.message
+    if not isinstance(message, str):
+        raise UnreadableResult(f"{by} returned message {_shown(message)}, not text")
+    details = {} if result.details is None else result.details
+    if not isinstance(details, dict):
+        raise UnreadableResult(f"{by} returned details {_shown(details)}, not a dict")
     if (
         ok is result.ok
         and type(samples) is tuple
+        and message is result.message
+        and details is result.details
         and all(p is s for p, s in zip(plain, samples, strict=True))
     ):
         return result
-    return CheckResult(
-        result.check, result.type, ok, plain, result.message, result.duration_s, result.details
-    )
+    return CheckResult(result.check, result.type, ok, plain, message, result.duration_s, details)
 
 
 def _plain_sample(sample: object, said: str) -> Sample:
@@ -65,8 +67,8 @@ def _plain_sample(sample: object, said: str) -> Sample:
             raise UnreadableResult(f"{said}.latency_s {_shown(latency)} is not a number")
         if not (math.isfinite(latency) and latency >= 0):
             raise UnreadableResult(f"{said}.latency_s {latency} is not a duration")
-    status = _count(sample.status, f"{said}.status", none=True)
-    size = _count(sample.bytes, f"{said}.bytes", none=False)
+    status = _count(sample.status, f"{said}.status")
+    size = 0 if sample.bytes is None else _count(sample.bytes, f"{said}.bytes")
     if sample.error is not None and not isinstance(sample.error, str):
         raise UnreadableResult(f"{said}.error {_shown(sample.error)} is not text")
     if sample.target not in _TARGETS:
@@ -101,8 +103,8 @@ def _flag(value: object, said: str) -> bool:
     raise UnreadableResult(f"{said} {_shown(value)} is not a bool")
 
 
-def _count(value: Any, said: str, *, none: bool) -> Any:
-    if value is None and none:
+def _count(value: Any, said: str) -> Any:
+    if value is None:
         return None
     if type(value) is int:
         return value

@@ -436,6 +436,21 @@ async def test_a_plugins_numpy_scalars_and_list_of_samples_are_read_as_pythons(
     json.dumps([dataclasses.asdict(s) for s in result.samples])  # what the store writes
 
 
+async def test_a_plugins_none_where_a_default_says_nothing_is_read_as_that_default(
+    make_ctx: MakeContext, target: URL
+) -> None:
+    """No message, details or byte count (None) is "", {} and 0, not a bug; a latency of
+    None is no latency, as always."""
+
+    async def nones(ctx: CheckContext) -> CheckResult:
+        sample = Sample(check="scripted", ok=True, latency_s=None, bytes=None)  # type: ignore[arg-type]
+        return CheckResult("scripted", "script", True, (sample,), None, 0.0, None)  # type: ignore[arg-type]
+
+    result = await run_check(ScriptedCheck(nones), scripted_ctx(make_ctx, target))
+    assert result.result == "pass" and result.message == "" and result.details == {}
+    assert result.samples == (Sample(check="scripted", ok=True),)
+
+
 @pytest.mark.parametrize(
     ("fields", "said"),
     [

@@ -581,6 +581,13 @@ class Store(Protocol):
         """Mark the gate answered (`approved`/`rejected`; `result`: how the POST went)."""
         ...
 
+    async def release_gate(self, callback_url: str, github_environment: str, until: float) -> bool:
+        """Hand back a claim `claim_gate` took until `until`, the gate still unanswered:
+        the next `claim_gate` takes it at once, where it waited for the claim to lapse (a
+        clean stop cut its answer mid-call or in a retry's wait). False if the gate was
+        answered, or another caller claimed it since."""
+        ...
+
     # background probing (pre-deploy baselines)
     async def add_probe_summary(
         self,

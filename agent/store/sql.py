@@ -1434,6 +1434,24 @@ class SqlStore(ABC):
                     github_environment,
                 )
 
+    async def release_gate(self, callback_url: str, github_environment: str, until: float) -> bool:
+        """Its claim cleared, fenced by the claim's end (`until`, as `claim_gate` wrote it),
+        so a claimer that came since keeps it; in `gates` too, where the claim was also
+        taken for an agent of the version before migration 14 (`_claim_older_gate`)."""
+        async with self._tx() as db:
+            released = 0
+            for table in ("gates_by_environment", "gates"):
+                changed = await db.execute(
+                    f"UPDATE {table} SET claimed_until = NULL WHERE callback_url = ?"
+                    " AND github_environment = ? AND answered_at IS NULL AND claimed_until = ?",
+                    callback_url,
+                    github_environment,
+                    until,
+                )
+                if table == "gates_by_environment":
+                    released = changed
+        return released == 1
+
     async def _take_over_gates(self) -> None:
         """Copy the gates an agent of the version before migration 14 left pending in
         `gates` (keyed by the callback URL alone; asked before the upgrade, or by an older

@@ -140,7 +140,8 @@ OWN_STAMP_S = 0.001
 GATE_CLAIM_S = 300.0
 """How long one replica may take to answer a gate (the call's retries included) before
 another may: a replica killed mid-answer, or one whose answer GitHub could not take yet
-(down, rate limited), which is so tried again."""
+(down, rate limited), which is so tried again. A stop hands its claim back instead
+(`Store.release_gate`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,13 +272,13 @@ class Integrations:
             self._session = None
 
     def leave_waits(self) -> None:
-        """A stop: a `rollback.then` follow-up, a GitHub status or a Rolling Release
-        approval waiting to retry (a `Retry-After`, a backoff) hands its claim back at
-        once, and none is sent again in this process: the next start sends it
-        (`_resume_after_rollbacks`, the scan). An attempt out finishes within the stop's
-        grace. The stop waited the wait out within
-        its grace, sent the next attempt inside it when the wait was shorter, and cut it
-        off when not."""
+        """A stop: a `rollback.then` follow-up, a GitHub status, a protection rule's
+        answer or a Rolling Release approval waiting to retry (a `Retry-After`, a backoff)
+        hands its claim back at once, and none is sent again in this process: the next
+        start sends it (`_resume_after_rollbacks`, the scan). An attempt out finishes
+        within the stop's grace (a follow-up or a gate's answer cut at its end is handed
+        back too). The stop waited the wait out within its grace, sent the next attempt
+        inside it when the wait was shorter, and cut it off when not."""
         self._leaving.set()
 
     def wake(self) -> None:
@@ -1213,9 +1214,12 @@ class Integrations:
         else:
             answer = "rejected"
             comment = f"Postflight: {after} window {window.state}, not passed"
+        if self._leaving.is_set():
+            return  # a stop: left pending to the next start, unclaimed
         # one answerer across replicas; a claimer killed mid-answer is replaced later
+        until = now + GATE_CLAIM_S
         if not await self.s.store.claim_gate(
-            gate.callback_url, gate.github_environment, now, now + GATE_CLAIM_S
+            gate.callback_url, gate.github_environment, now, until
         ):
             return
         if not gate.callback_url.startswith(github.api_url.rstrip("/") + "/"):
@@ -1230,16 +1234,41 @@ class Integrations:
             )
             return
         body = {"environment_name": gate.github_environment, "state": answer, "comment": comment}
-        result = await call(
-            self._client(),
-            "POST",
-            gate.callback_url,
-            headers=self._github_headers(),
-            body=json.dumps(body).encode(),
-            timeout_s=github.timeout,
-            redact=self.redact,
-            rate_limit=github_rate_limit_wait,
-        )
+        asked = f"protection rule for {gate.github_environment} {gate.sha[:12]}"
+
+        async def hand_back() -> None:
+            # given back, where the next start (or the other replica) waited for it to
+            # lapse (`GATE_CLAIM_S`, 300 s) and the job behind the rule waited as long
+            release = self.s.store.release_gate
+            await handed_back(
+                lambda: release(gate.callback_url, gate.github_environment, until), self.s.stop
+            )
+
+        named_for_a_stop(f"the answer to the {asked} (handed back: answered at the next start)")
+        try:
+            result = await call(
+                self._client(),
+                "POST",
+                gate.callback_url,
+                headers=self._github_headers(),
+                body=json.dumps(body).encode(),
+                timeout_s=github.timeout,
+                redact=self.redact,
+                rate_limit=github_rate_limit_wait,
+                leaving=self._leaving,
+            )
+        except asyncio.CancelledError:
+            await hand_back()  # a stop cut it, its request out
+            raise
+        if result.left:  # a stop, with nothing of it out: handed back at once
+            await hand_back()
+            log.info(
+                "%s: stopping before its next attempt (%d attempt(s) made): left pending to"
+                " the next start, which answers it; nothing of it was in flight",
+                asked,
+                result.attempts,
+            )
+            return
         if result.gave_up and self.clock() < gate.deadline + STATUS_RETRY_FOR_S:
             # GitHub down or rate limited: left pending, so answered again once this claim
             # lapses (`GATE_CLAIM_S`), where marked answered it was never sent and the

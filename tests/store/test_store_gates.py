@@ -274,3 +274,57 @@ async def test_an_older_replicas_gate_is_taken_over_and_answered_once(backend: B
                 assert left.fetchall() == []
     finally:
         await store.close()
+
+
+async def test_a_gate_claim_handed_back_is_claimed_again_at_once(store: Store) -> None:
+    """A stop that cut a gate's answer (in flight, or in a retry's wait) hands its claim
+    back: the next agent claims it at once, where it waited for it to lapse
+    (`GATE_CLAIM_S`, 300 s). Fenced by the claim's end: a claim taken since, or an
+    answer, is kept."""
+    await store.add_gate(gate(1))
+    assert await store.claim_gate(URL.format(1), "Production", 200.0, 500.0)
+    assert not await store.release_gate(URL.format(1), "Production", 499.0)  # not its claim
+    assert not await store.claim_gate(URL.format(1), "Production", 210.0, 510.0)  # still held
+    assert await store.release_gate(URL.format(1), "Production", 500.0)
+    assert await store.claim_gate(URL.format(1), "Production", 210.0, 510.0)  # at once
+    assert not await store.release_gate(URL.format(1), "Production", 500.0)  # claimed since
+    assert not await store.claim_gate(URL.format(1), "Production", 220.0, 520.0)
+    await store.answer_gate(URL.format(1), "Production", "approved", "HTTP 204", 230.0)
+    assert not await store.release_gate(URL.format(1), "Production", 510.0)  # answered
+    assert not await store.claim_gate(URL.format(1), "Production", 240.0, 540.0)
+    assert not await store.release_gate(URL.format(9), "Production", 500.0)  # unknown
+
+
+async def test_a_gate_claim_handed_back_is_released_for_an_older_replica_too(
+    backend: Backend,
+) -> None:
+    """A gate an agent of the version before migration 14 stored is claimed in `gates`
+    too (`_claim_older_gate`): handed back, both claims are, so the next claimer of
+    either version takes it at once."""
+    store = backend.make()
+    await store.open()
+    try:
+        await _run(backend, [OLDER_ASKS.format(URL.format(1), "a" * 40)])
+        assert await store.pending_gates() == [gate(1)]  # taken over
+        assert await store.claim_gate(URL.format(1), "Production", 200.0, 500.0)
+        assert await store.release_gate(URL.format(1), "Production", 500.0)
+        # the older agent's own claim is free too
+        assert await _fetch(backend, "SELECT claimed_until FROM gates") == [(None,)]
+        assert await store.claim_gate(URL.format(1), "Production", 210.0, 510.0)
+    finally:
+        await store.close()
+
+
+async def _fetch(backend: Backend, sql: str) -> list[tuple[object, ...]]:
+    """Rows read past the store, as another agent reads them."""
+    if isinstance(backend, SqliteBackend):
+        with closing(sqlite3.connect(backend.path)) as db:
+            return [tuple(row) for row in db.execute(sql).fetchall()]
+    import asyncpg
+
+    assert isinstance(backend, PostgresBackend)
+    conn = await asyncpg.connect(backend.url)
+    try:
+        return [tuple(row) for row in await conn.fetch(sql)]
+    finally:
+        await conn.close()

@@ -1,0 +1,85 @@
+"""A stop while a GitHub deployment protection rule's answer waits to retry (GitHub down:
+503 with `Retry-After`) or is in flight (GitHub hanging) hands the gate back to the next
+start, which answers it at once, and once.
+
+The answer's wait (`call`'s sleep between attempts) was waited out within the stop's
+grace, its next attempt sent inside the stop when the wait ended within the grace, and
+cut off ('did not finish within …') when not; an answer in flight was cut off at the
+grace too. Either way its claim stayed held (`GATE_CLAIM_S`: 300 s), so the next start
+(or the other replica) answered only once it lapsed, and the job behind the protection
+rule waited that long. Counted at the fake GitHub, which takes one answer per request
+(`ask_gate`) and refuses a second (422)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from tests.e2e.conftest import AgentFactory, FlipTarget
+from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
+    environments,
+    eventually,
+    fake_github,
+    fake_vercel,
+    github_hook,
+    integrations,
+    start_agent,
+)
+from tests.fakes.github import FakeGitHub
+from tests.fakes.vercel import FakeVercel
+
+pytestmark = pytest.mark.e2e
+
+GATE_PATH = "/deployment_protection_rule"
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("github", ["503 retry-after 1", "503 retry-after 30", "hangs"], ids=str)
+async def test_a_stop_in_a_gates_answer_hands_it_to_the_next_start(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,  # noqa: F811
+    fake_github: FakeGitHub,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+    github: str,
+) -> None:
+    """The staging window of the sha passed; GitHub meets the gate's first answer with a
+    503 (`Retry-After` within the stop's grace or past it) or holds it; the agent stops;
+    the next start on the same store answers the gate, at once and once."""
+    if github == "hangs":
+        fake_github.fail("hang", times=1, match=GATE_PATH)
+    else:
+        retry_after = float(github.rsplit(" ", 1)[1])
+        fake_github.fail("unavailable", times=1, reset_in=retry_after, match=GATE_PATH)
+    env = environments(flip_target, staging_window="1500ms")
+    extra = integrations(fake_github, fake_vercel)
+    server = "shutdown_timeout: 5s"  # a 2 s grace: a 1 s wait ended within it
+    agent = await start_agent(env, extra=extra, server=server, owner="replica-a")
+    good = "b" * 40
+    assert (await agent.settled((await agent.register("staging", good))["id"]))["state"] == "passed"
+    rule = fake_github.ask_gate(sha=good, run_id=7)
+    status, _ = await github_hook(agent, "deployment_protection_rule", rule, "gate-stop")
+    assert status == 202
+    await eventually(lambda: len(fake_github.seen(GATE_PATH)) >= 1)
+    await asyncio.sleep(0.3)  # its answer read: in the wait (or still held by GitHub)
+    with caplog.at_level(logging.INFO, logger="postflight"):
+        await agent.stop()
+    said = [r.getMessage() for r in caplog.records]
+    assert len(fake_github.seen(GATE_PATH)) == 1, said  # none inside the stop
+    assert fake_github.gate_answers == []
+    cut_off = [m for m in said if "cut off" in m or "leaving it" in m]
+    if github == "hangs":
+        assert cut_off and "protection rule" in cut_off[0], said
+    else:
+        assert not cut_off, said
+        left = [m for m in said if "left pending to the next start" in m]
+        assert left and "protection rule" in left[0], said
+
+    await start_agent(env, extra=extra, server=server, owner="replica-a")
+    # at once: not once the claim lapsed (`GATE_CLAIM_S`, 300 s)
+    await eventually(lambda: len(fake_github.gate_answers) >= 1, within=15)
+    await asyncio.sleep(1.0)  # and no second answer
+    assert [(a["run"], a["state"]) for a in fake_github.gate_answers] == [("7", "approved")]
+    assert len(fake_github.seen(GATE_PATH)) == 2

@@ -1289,15 +1289,37 @@ class Integrations:
             # again (at least once), where the other way round it told no one
             why = outcome + (" (not taken through an hour of retries)" if result.gave_up else "")
             await self._gate_given_up(gate, window, answer, why)
-        await self.s.store.answer_gate(
-            gate.callback_url, gate.github_environment, answer, outcome, self.clock()
+        named_for_a_stop(
+            f"the record of the answer to the {asked} (GitHub answered: held until the"
+            " store takes it, not sent again)"
         )
+        at = self.clock()
+
+        async def write() -> None:
+            await self.s.store.answer_gate(
+                gate.callback_url, gate.github_environment, answer, outcome, at
+            )
+
+        def outage_begins(exc: Exception) -> None:
+            log.warning(
+                "%s %s (%s); %s (%s): recording it once the store takes it, not sending it again",
+                asked,
+                answer,
+                outcome,
+                not_taken(exc),
+                self.redact(str(exc)),
+            )
+
+        # held until stored: raised, the gate stayed pending under its claim, and was
+        # answered again once the claim lapsed (GitHub refuses a second answer: a page
+        # saying NOT answered for a gate that was)
+        _, waited = await held_until_stored(write, outage_begins, stop=self.s.stop)
         log.info(
-            "protection rule for %s %s: %s (%s)",
-            gate.github_environment,
-            gate.sha[:12],
+            "%s: %s (%s)%s",
+            asked,
             answer,
             "answered" if result.ok else result.error,
+            ", its answer stored" if waited else "",
         )
 
     async def _gate_given_up(

@@ -83,3 +83,41 @@ async def test_a_stop_in_a_gates_answer_hands_it_to_the_next_start(
     await asyncio.sleep(1.0)  # and no second answer
     assert [(a["run"], a["state"]) for a in fake_github.gate_answers] == [("7", "approved")]
     assert len(fake_github.seen(GATE_PATH)) == 2
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("github", ["503 retry-after 30", "hangs"], ids=str)
+async def test_a_stop_in_a_gates_answer_hands_it_to_the_other_replica(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,  # noqa: F811
+    fake_github: FakeGitHub,  # noqa: F811
+    pg_url: str,
+    github: str,
+) -> None:
+    """Two replicas on one PostgreSQL store: the one answering the gate stops in its
+    answer; the other, which found the gate claimed, answers it at once, and once."""
+    if github == "hangs":
+        fake_github.fail("hang", times=1, match=GATE_PATH)
+    else:
+        fake_github.fail("unavailable", times=1, reset_in=30, match=GATE_PATH)
+    env = environments(flip_target, staging_window="1500ms")
+    extra = integrations(fake_github, fake_vercel)
+    server = "shutdown_timeout: 5s"
+    store = f"url: {pg_url}"
+    first = await start_agent(env, extra=extra, server=server, store=store, owner="replica-a")
+    good = "b" * 40
+    assert (await first.settled((await first.register("staging", good))["id"]))["state"] == "passed"
+    rule = fake_github.ask_gate(sha=good, run_id=9)
+    status, _ = await github_hook(first, "deployment_protection_rule", rule, "gate-replicas")
+    assert status == 202
+    await eventually(lambda: len(fake_github.seen(GATE_PATH)) >= 1)
+    await start_agent(env, extra=extra, server=server, store=store, owner="replica-b")
+    await asyncio.sleep(1.0)  # the other replica's scans find the gate claimed
+    assert len(fake_github.seen(GATE_PATH)) == 1
+    await first.stop()
+    # at once: not once the claim lapsed (`GATE_CLAIM_S`, 300 s)
+    await eventually(lambda: len(fake_github.gate_answers) >= 1, within=15)
+    await asyncio.sleep(1.0)  # and no second answer
+    assert [(a["run"], a["state"]) for a in fake_github.gate_answers] == [("9", "approved")]
+    assert len(fake_github.seen(GATE_PATH)) == 2

@@ -174,6 +174,76 @@ async def test_a_cpu_wait_in_the_checks_room_their_timer_ended_is_not_the_hosts(
     assert waits.cause() == "providers", waits
 
 
+async def test_a_providers_wait_before_the_reserve_is_not_theirs() -> None:
+    """The checks were done 0.4 s into a 1 s slot (a fast target), a hung provider was
+    waited for until the round's timer (0.95 s: the reserve, 0.1 s, began at 0.9 s), and
+    the loop blocked 0.2 s from 0.92 s, so the timer fired 0.17 s late and the round
+    overran. What the wait took of the reserve is the providers' (0.05 s); the timer's
+    lateness is the host's. Counted whole (less the stall), the wait named the providers
+    (0.52 s against the host's 0.2 s)."""
+    loop = asyncio.get_running_loop()
+    lag = LoopLag(loop)
+    timer = RoundTimer()
+    timer.start(lag, loop.time(), 100.0, 100.0)
+    timer.leased(100.0)
+    timer.checked(100.4, 0.9)
+    time.sleep(0.2)  # noqa: ASYNC251 (the stall, across the timer's due time, on purpose)
+    timer.fetched(101.12, reserve_from=100.9, timer_due=100.95)
+    waits = timer.finish(loop.time(), 101.13)
+    assert waits.providers_s == pytest.approx(0.05, abs=0.02), waits
+    assert waits.stalled_s == pytest.approx(0.17, abs=0.02), waits
+    assert waits.cause() == "host", waits
+
+
+async def test_a_stall_before_a_provider_waits_timer_was_due_lengthened_nothing() -> None:
+    """The wait's timer fired on time (0.95 s); the loop blocked 0.03 s before: neither
+    the host's nor taken off the providers' part of the reserve, as in the checks' room."""
+    loop = asyncio.get_running_loop()
+    lag = LoopLag(loop)
+    timer = RoundTimer()
+    timer.start(lag, loop.time(), 100.0, 100.0)
+    timer.leased(100.0)
+    timer.checked(100.9, 0.9)
+    time.sleep(0.03)  # noqa: ASYNC251 (the stall, before the timer was due, on purpose)
+    timer.fetched(100.95, reserve_from=100.9, timer_due=100.95)
+    waits = timer.finish(loop.time(), 100.96)
+    assert waits.providers_s == pytest.approx(0.05, abs=0.005), waits
+    assert waits.stalled_s < 0.01, waits
+
+
+async def test_a_cpu_wait_before_a_provider_waits_timer_was_due_is_not_the_hosts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The kernel's count, alike: 0.3 s of waiting for a CPU in a hung provider's wait,
+    its timer on time, lengthened nothing (scripted, as a machine's is not made to order)."""
+    kernel = {"waited": 1.0}
+    monkeypatch.setattr(late, "cpu_waited_s", lambda now: kernel["waited"])
+    loop = asyncio.get_running_loop()
+    lag = LoopLag(loop)
+    timer = RoundTimer()
+    timer.start(lag, loop.time(), 100.0, 100.0)
+    timer.leased(100.0)
+    timer.checked(100.4, 0.9)
+    kernel["waited"] += 0.3  # in the wait, before its timer was due
+    timer.fetched(100.95, reserve_from=100.9, timer_due=100.95)
+    waits = timer.finish(loop.time(), 100.96)
+    assert waits.cpu_wait_s == pytest.approx(0.0), waits
+
+
+async def test_answers_that_came_before_the_reserve_took_none_of_it() -> None:
+    """Every answer in at 0.6 s of a 1 s slot: the round's own work then had the whole
+    reserve, and the wait holds no overrun; one that took 0.05 s of it is the providers'."""
+    for answered, part in ((100.6, 0.0), (100.95, 0.05)):
+        loop = asyncio.get_running_loop()
+        timer = RoundTimer()
+        timer.start(LoopLag(loop), loop.time(), 100.0, 100.0)
+        timer.leased(100.0)
+        timer.checked(100.4, 0.9)
+        timer.fetched(answered, reserve_from=100.9)
+        waits = timer.finish(loop.time(), answered + 0.01)
+        assert waits.providers_s == pytest.approx(part, abs=0.005), (answered, waits)
+
+
 def test_a_timed_waits_lateness_past_its_timer_is_the_stall_that_lengthened_it() -> None:
     assert timed_wait(1.4, 0.5, 1.0) == pytest.approx(0.1)  # 0.4 of the 0.5 held it
     assert timed_wait(1.4, 0.3, 1.0) == 0.0  # all of it at the end: all lengthened it

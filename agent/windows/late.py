@@ -10,9 +10,10 @@ time goes to four things the watch measures as it goes (`RoundTimer`):
   watch began;
 - `checks`: the checks' time past what the round gave them (probes are cut at the slot;
   a load check's last requests and a check that does not keep to the round are not);
-- `providers`: the wait for provider answers after the checks, cut half the reserve
-  before the slot's end (the cause when it took what the round's own work then needed
-  of the reserve), and a window's first round's wait for their baselines, up to half
+- `providers`: what the wait for provider answers after the checks took of the round's
+  reserve (the wait is cut half the reserve before the slot's end: the cause when the
+  round's own work then needed that half; before the reserve it took nothing the round
+  needed), and a window's first round's wait for their baselines, up to half
   its slot: the probes still get their room (`EnvironmentProbe.longest_round`), so a
   slow target then makes that round overrun;
 - `host`: the agent's own loop late to run: its stall by `checks.lag.LoopLag`'s heartbeat
@@ -21,8 +22,9 @@ time goes to four things the watch measures as it goes (`RoundTimer`):
   kernel's count (`/proc/thread-self/schedstat`'s `run_delay`), whichever is more (a
   thread waiting for the GIL sleeps: only the heartbeat sees it). A stall during a wait
   is the host's, not the waited-for part's, except in a wait its own timer ended (the
-  first round's wait for baselines, cut at its timeout, and the checks' room, whose
-  probes the round's timer cuts: `timed_wait`), which a stall (or a wait for a CPU)
+  first round's wait for baselines, cut at its timeout, the checks' room, whose probes
+  the round's timer cuts, and a round's wait for provider answers its timer cut:
+  `timed_wait`), which a stall (or a wait for a CPU)
   before the timer was due lengthened by nothing. A wait for the store's lease renewal
   has no timer: a stall during it stays the host's.
 
@@ -213,6 +215,7 @@ class RoundTimer:
         "_settle_stall",
         "_settled_at",
         "_stall",
+        "_wait_cpu",
         "waits",
     )
 
@@ -222,6 +225,7 @@ class RoundTimer:
         self._at = self._stall = self._first_stall = self._settle_stall = self._idle = 0.0
         self._cpu: float | None = None
         self._room_cpu: float | None = None
+        self._wait_cpu: float | None = None
         self._idle_cpu = 0.0
         self._began: float | None = None
         self._finished_at: float | None = None
@@ -257,7 +261,7 @@ class RoundTimer:
         self._at = at
         self._stall = self._first_stall = lag.total()
         self._idle = self._idle_cpu = 0.0
-        self._room_cpu = None
+        self._room_cpu = self._wait_cpu = None
         self._cpu = cpu_waited_s(loop_now)
         finished = self._finished_at
         ready = due if finished is None else max(due, finished)
@@ -303,16 +307,40 @@ class RoundTimer:
         named the host over what held the round)."""
         took, stalled = self._step(at)
         self.waits.checks_s = max(0.0, took - given - stalled - ON_TIME_S)
+        # also the providers' wait's start (`fetched`)
+        cpu = self._wait_cpu = cpu_waited_s(_loop_now()) if self._cpu is not None else None
         if took >= given - ON_TIME_S:  # the room's end, on its 5 ms grid
             self._idle += timed_wait(took, stalled, given)
-            cpu, before = cpu_waited_s(_loop_now()), self._room_cpu
+            before = self._room_cpu
             if cpu is not None and before is not None:  # the kernel's count, alike
                 self._idle_cpu += timed_wait(took, max(0.0, cpu - before), given)
 
-    def fetched(self, at: float) -> None:
-        """The round no longer waits for provider answers."""
+    def fetched(
+        self, at: float, reserve_from: float | None = None, timer_due: float | None = None
+    ) -> None:
+        """The round no longer waits for provider answers (`at`). The providers' part is
+        what the wait took of the round's reserve (from `reserve_from`, when the checks'
+        share of the slot ended; None: all of it): before it, the round's own work lost
+        nothing to the wait, which ends half the reserve before the slot's end. Counted
+        whole, a hung provider's wait from the checks' end (0.55 s of a 1 s slot) named the
+        providers for the overruns a stalling loop made (4 of 5, each by its stalls).
+        `timer_due`: the round's timer ended the wait, due then (an answer still out): a
+        stall, or a wait for a CPU, before it was due lengthened nothing (`timed_wait`),
+        neither the host's nor taken off the providers'; a wait its answers ended may have
+        been held by a stall, the host's."""
+        began = self._at
         took, stalled = self._step(at)
-        self.waits.providers_s += max(0.0, took - stalled)
+        if timer_due is not None:
+            due_in = max(0.0, timer_due - began)
+            idle = timed_wait(took, stalled, due_in)
+            self._idle += idle
+            stalled -= idle
+            before = self._wait_cpu
+            cpu = cpu_waited_s(_loop_now()) if before is not None else None
+            if cpu is not None and before is not None:
+                self._idle_cpu += timed_wait(took, max(0.0, cpu - before), due_in)
+        inside = took if reserve_from is None else max(0.0, at - max(began, reserve_from))
+        self.waits.providers_s += max(0.0, inside - stalled)
 
     def finish(self, loop_now: float, at: float) -> RoundWaits:
         """The round's work is done `at`: its waits, with the loop's stall over all of it."""

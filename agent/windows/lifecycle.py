@@ -415,7 +415,9 @@ class WindowWatch:
             # providers may take until the judging's half of the reserve; a later answer
             # counts in a later round (the last round waits for it)
             until = schedule.ends(slot) - schedule.reserve / 2
-            observations, results = await self._gather_round(length, until, final=final)
+            observations, results = await self._gather_round(
+                length, until, final=final, reserve_from=schedule.ends(slot) - schedule.reserve
+            )
             self.what_broke.note(results)
             self.latest = observations
             try:
@@ -823,12 +825,14 @@ class WindowWatch:
     # one round -------------------------------------------------------------
 
     async def _gather_round(
-        self, length: float, until: float, *, final: bool
+        self, length: float, until: float, *, final: bool, reserve_from: float | None = None
     ) -> tuple[dict[str, Observation], list[CheckResult]]:
         """The round's probes, then each provider rule's figures since the deploy. A
         provider fetch is waited for until `until` (the slot's end, less the judging's
         share): a slow or hung provider does not make the round, and every round after
-        it, run late. Its answer, when it comes, counts in the round that finds it."""
+        it, run late. Its answer, when it comes, counts in the round that finds it. What
+        the wait took of the round's reserve (from `reserve_from`) is the providers' part
+        of an overrun (`RoundTimer.fetched`)."""
         targets: tuple[Any, ...] = ("deploy", "baseline") if self.env.baseline_url else ("deploy",)
         results: list[CheckResult] = []
         if self.pace() < self.window.ends_at:
@@ -857,6 +861,7 @@ class WindowWatch:
                     self._fetch_baseline(judged, lookback)
                 )
         waiting = [*(t for t, _ in self.fetching.values()), *self.refetching.values()]
+        timer_due: float | None = None  # when the wait's timer ended it
         if waiting:
             _, pending = await asyncio.wait(waiting, timeout=max(0.0, until - now))
             if pending and final:
@@ -865,7 +870,9 @@ class WindowWatch:
                 # on purpose, and holding no later round, so it is no overrun
                 self.held_last_round = True
                 await asyncio.wait(pending, timeout=LAST_ROUND_WAIT_S)
-        self.timer.fetched(self.pace())
+            elif pending:
+                timer_due = max(until, now)
+        self.timer.fetched(self.pace(), reserve_from, timer_due)
         fetched: dict[str, tuple[Observation, Period]] = {}
         for name, (task, asked) in list(self.fetching.items()):
             if task.done():

@@ -291,3 +291,59 @@ async def test_a_slow_providers_baseline_holding_the_first_round_is_the_provider
     assert causes(agent, "production")["providers"] >= 1
     [line] = overrun_lines(caplog)
     assert "round 1 overran" in line and "cause providers: the round waited" in line, line
+
+
+async def test_a_hung_providers_wait_its_timer_ended_is_not_the_cause_of_a_late_timer(
+    start_agent: AgentFactory,
+) -> None:
+    """New Relic never answers: each round's wait for it is ended by the round's timer,
+    half the reserve before the slot's end (0.95 s into each 1 s slot), within the slot by
+    design. The loop blocks 0.2 s from 0.92 s into rounds 2 to 5, so that timer fires late
+    and those rounds overrun: the host's. The wait was counted whole as the providers',
+    from the checks' end (~0.55 s, less the stall), and named them (providers 0.44 s,
+    host 0.2 s); its part in the reserve (0.05 s) is theirs now."""
+    target = StallingTarget()
+    await target.start()
+    async with FakeNewRelic(api_key=NEWRELIC_KEY) as newrelic:
+        newrelic.fail("hang")
+        environment = f"""
+            production:
+              base_url: {target.url}
+              window: 7s
+              interval: 1s
+              lookback: 1h
+              background_interval: 1h
+              probes_per_round: 4
+              checks:
+                - {{name: health, type: http, path: /health, timeout: 1s}}
+              rules:
+                - {{name: apm-latency, source: newrelic, nrql: "{NRQL}", max: 5}}
+            """
+        blocked: list[int] = []
+
+        async def block_the_loop(deployed_at: float) -> None:
+            for slot in range(2, 6):
+                await asyncio.sleep(max(0.0, deployed_at + slot + 0.92 - time.time()))
+                blocked.append(slot)
+                time.sleep(0.2)  # noqa: ASYNC251 (the loop blocked, on purpose)
+
+        try:
+            # its budget past the window's end: no answer (an error) ends a round's wait;
+            # the last round waits for it (no overrun), some 2 s
+            providers = providers_yaml(newrelic=newrelic, budgets={"newrelic": ("8s", "8s")})
+            agent = await start_agent(environment, providers=providers)
+            deploy = await agent.register("production", "v1")
+            window = await agent.app[STORE].get_window(deploy["id"])
+            assert window is not None
+            blocking = asyncio.create_task(block_the_loop(window.deployed_at))
+            await agent.settled(deploy["id"], within=30)
+            await blocking
+            rounds = await agent.app[STORE].rounds(deploy["id"])
+        finally:
+            await target.stop()
+    assert blocked == [2, 3, 4, 5]
+    overran = {r.summary["slot"]: r.summary["overrun"] for r in rounds if "overrun" in r.summary}
+    late = {slot: o for slot, o in overran.items() if slot in blocked}
+    assert late, overran  # the timer fired 0.17 s late, past the slot's last 0.05 s
+    assert {o["cause"] for o in late.values()} == {"host"}, late
+    assert all(o["providers_s"] < 0.1 for o in late.values()), late

@@ -378,10 +378,11 @@ async def _open(
     opened = answer(window)
     deployment = window.labels.get(deployment_label or "")
     same = (
+        # without its deployment (a relayed GitHub status), joined by its commit only
         SameDeployment(
-            deployment_label, deployment, answer, version=body.commit, labels=window.labels
+            deployment_label, deployment or "", answer, version=body.commit, labels=window.labels
         )
-        if deployment_label and deployment
+        if deployment_label
         else None
     )
     try:

@@ -69,7 +69,9 @@ class OpenWindow:
     deployment_label: str | None = None
     """The label naming the provider's deployment: while a window of the environment
     carrying it is watched, the event answers with that window and opens nothing (Vercel
-    sends `deployment.succeeded` then `deployment.promoted` for one production deploy)."""
+    sends `deployment.succeeded` then `deployment.promoted` for one production deploy).
+    Set for an event that names no deployment too (a relayed GitHub status without its
+    `deployment.id`): it still joins the other provider's window of its commit."""
     occurred_at: float | None = None
     """When the provider says the event happened (epoch seconds), None when it does not:
     neither signature carries a time, so this is what tells a replay of a delivery whose
@@ -178,7 +180,7 @@ def _github_deployment_status(settings: Settings, document: dict[str, Any]) -> O
         version=sha,
         commit=sha,
         labels=labels,
-        deployment_label="github.deployment" if deployment_id is not None else None,
+        deployment_label="github.deployment",
         occurred_at=_iso_time(status.get("created_at")) or _iso_time(deployment.get("created_at")),
     )
 

@@ -119,20 +119,33 @@ class SameDeployment(NamedTuple):
 
     label: str
     value: str
+    """"" when the event names no deployment (a relayed GitHub status without its
+    `deployment.id`): it joins no window by it, only the other provider's by commit."""
     response: Callable[[DeployWindow], IdempotentResponse]
     """The event's answer when it joins this window, remembered under the event's key (a
     redelivery of it answers the same, even once the window has ended)."""
     version: str | None = None
     """The commit the event deploys: a window of it opened by the other provider's event
-    (`PROVIDER_LABELS`) is the same deploy reported twice (Vercel's GitHub integration
+    (`PROVIDER_MARKS`) is the same deploy reported twice (Vercel's GitHub integration
     posts a GitHub deployment for each Vercel one), and the event joins it too."""
     labels: Mapping[str, str] | None = None
     """The event's labels, added to a window it joins from the other provider
     (`JOINED_LABELS`), so that provider's statuses and rollback find their deployment."""
 
 
-PROVIDER_LABELS = ("vercel.deployment", "github.deployment")
-"""The labels naming a provider's deployment, one per provider."""
+PROVIDER_MARKS = {
+    "vercel.deployment": ("vercel.deployment",),
+    "github.deployment": ("github.deployment", "github.repository"),
+}
+"""By provider (its deployment label), the labels that say its event opened or joined a
+window: a GitHub status relayed without its `deployment.id` leaves `github.repository`
+only."""
+
+
+def reported_by(labels: Mapping[str, str]) -> list[str]:
+    """The providers (their deployment labels) whose events opened or joined a window."""
+    return [label for label, marks in PROVIDER_MARKS.items() if any(m in labels for m in marks)]
+
 
 JOINED_LABELS = frozenset(
     {
@@ -157,13 +170,13 @@ def same_deploy(active: DeployWindow, same: SameDeployment) -> bool:
     commit, so it is a sender that reuses one id (a relay, a script, a fixed template),
     and the contract opens a window of the event's commit. Joined, its 202 carried the
     other commit's window and nothing watched its own."""
-    if active.labels.get(same.label) == same.value:
+    if same.value and active.labels.get(same.label) == same.value:
         return not _other_commit(active.commit, same.version)
     return (
         same.version is not None
         and active.version == same.version
         and same.label not in active.labels
-        and any(label in active.labels for label in PROVIDER_LABELS if label != same.label)
+        and any(label != same.label for label in reported_by(active.labels))
     )
 
 

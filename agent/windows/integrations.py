@@ -46,7 +46,7 @@ from agent.records import (
 from agent.rollback import rollback_intent, sign
 from agent.settings import EnvironmentSettings, RollbackSettings, Settings
 from agent.stopping import named_for_a_stop
-from agent.store.base import PROVIDER_LABELS, AlertClaim, Conflict
+from agent.store.base import AlertClaim, Conflict, reported_by
 from agent.store.outages import (
     StoreOutageLog,
     handed_back,
@@ -478,7 +478,7 @@ class Integrations:
         env = self.settings.environments.get(window.environment)
         if env is None or env.sources.github is None or env.sources.vercel is None:
             return False
-        return sum(label in window.labels for label in PROVIDER_LABELS) == 1
+        return len(reported_by(window.labels)) == 1
 
     def _once(
         self,

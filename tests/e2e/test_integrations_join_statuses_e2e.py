@@ -5,6 +5,7 @@ the verdict's status on its deployment, however late in the window the event com
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -18,6 +19,7 @@ from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
     integrations,
     start_agent,
     vercel_hook,
+    windows,
 )
 from tests.fakes import github as gh
 from tests.fakes import vercel as vc
@@ -60,3 +62,46 @@ async def test_github_joining_a_vercel_window_after_a_scan_hears_its_statuses(
     await asyncio.sleep(0.5)  # nothing more
     seen = [s["state"] for s in fake_github.statuses if s["deployment"] == gh.DEPLOYMENT_ID]
     assert seen == ["in_progress", "success"], fake_github.statuses
+
+
+def relayed_status(sha: str = gh.COMMIT) -> bytes:
+    """A `deployment_status` as a relay forwards it: no `deployment.id` (contract §7: the
+    window opens with no statuses to post)."""
+    document = json.loads(gh.deployment_status(sha=sha))
+    del document["deployment"]["id"]
+    return json.dumps(document).encode()
+
+
+@pytest.mark.parametrize("github_first", [True, False], ids=["relay-first", "vercel-first"])
+async def test_a_relayed_github_status_and_vercels_event_of_one_commit_are_one_window(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,  # noqa: F811
+    fake_github: FakeGitHub,  # noqa: F811
+    github_first: bool,
+) -> None:
+    """One deploy reported by both providers is one watch, the GitHub report relayed
+    without its `deployment.id` too: the second event, of the same commit, joins the
+    first's window. Before, the relayed status (no deployment label to join by) and
+    Vercel's event each superseded the other's window: the watch began again, and the
+    window left watching lacked the other provider's labels."""
+    agent = await start_agent(
+        environments(flip_target), extra=integrations(fake_github, fake_vercel)
+    )
+    vercel = vc.event("deployment.succeeded", event_id="evt_s")  # gh.COMMIT, dpl_new222
+    relayed = ("deployment_status", relayed_status(), "delivery-1")
+    if github_first:
+        status, opened = await github_hook(agent, *relayed)
+        assert status == 202, opened
+        status, joined = await vercel_hook(agent, vercel)
+    else:
+        status, opened = await vercel_hook(agent, vercel)
+        assert status == 202, opened
+        status, joined = await github_hook(agent, *relayed)
+    assert status == 202, joined
+    assert joined["deploy"]["id"] == opened["deploy"]["id"], joined
+    labels = joined["deploy"]["labels"]
+    assert labels["vercel.deployment"] == vc.NEW and labels["github.repository"] == gh.REPOSITORY
+    assert "github.deployment" not in labels  # nothing to post statuses to
+    states = [(w["id"], w["state"]) for w in await windows(agent)]
+    assert states == [(opened["deploy"]["id"], "watching")], states

@@ -89,3 +89,26 @@ async def test_below_2_percent_the_40_probes_rule_is_not_warned(
     await background_runs(store, check_fingerprints(env)["api-health"], probes, every=67)
     warnings = await registration_warnings(store, env, "production", NOW, NOW + env.window)
     assert any(w.startswith("rule probe-errors:") for w in warnings) is warned, warnings
+
+
+async def test_fifteen_clean_runs_of_20_bound_a_relative_error_rule_like_15_requests(
+    store: SqliteStore,
+) -> None:
+    """README: after 15 clean background runs of 20 probes, a 10-round window can only show
+    an error rate of about 0.92 past a +100% bound, and registration's warning says so."""
+    text = ISSUE_10.format(probes=20).replace(
+        "    probes_per_round: 20\n", "    probes_per_round: 20\n    window: 5m\n"
+    )
+    text = text.replace("        max: 0.05\n", "        max_increase: 100%\n", 1)
+    head, _, tail = text.partition("      - name: health-p95\n")
+    text = head + tail[tail.index("    rollback:\n") :]  # alone: beside health-p95, 0.984
+    env = load_settings_text(text).environments["production"]
+    fingerprint = check_fingerprints(env)["api-health"]
+    for run in range(15):
+        summary = {"ok": [1] * 20, "latency": [0.05] * 20}
+        at = NOW - 15 * 30 + run * 30
+        await store.add_probe_summary("production", "api-health", at, summary, fingerprint)
+    warnings = await registration_warnings(store, env, "production", NOW, NOW + env.window)
+    errors = [w for w in warnings if w.startswith("rule probe-errors:")]
+    assert len(errors) == 1 and "max_increase bound is tighter" in errors[0], warnings
+    assert ": error_rate 0.922 or more; the lookback holds 15 of the 120" in errors[0], errors

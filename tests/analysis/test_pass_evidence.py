@@ -128,6 +128,7 @@ def test_a_window_too_short_to_pass_is_said_before_it_opens_and_the_figure_it_gi
         r"it needs about ([\d,]+) samples \((\d+) rounds of this traffic\)", sentence
     )
     assert needed is not None, sentence
+    assert needed[0] == "it needs about 250 samples (50 rounds of this traffic)"  # README
     assert passed == 0
     rounds = int(needed[2])
     assert int(needed[1].replace(",", "")) == 5 * rounds

@@ -9,9 +9,11 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from agent.analysis import sequential, stats
+from agent.analysis import Observation, Rule, sequential, stats
 from agent.analysis.describe import change_floor
+from agent.analysis.sequential import BaselineData, Kind
 from agent.analysis.sketch import GAMMA
 from agent.settings import AnalysisSettings
 from agent.windows.checkpoint import STATE_EVERY
@@ -68,3 +70,25 @@ def test_the_tests_shares_and_bets_the_section_names_are_the_codes() -> None:
     assert sequential.ONSET_RATIO == 1.45 and "at most 1.45 times the evidence" in said
     assert stats.DETECTOR_BETS == 3 and "mixes only the three largest bets" in said
     assert GAMMA == 1.02 and "(conformal ranks, on a 2% log grid)" in said
+
+
+def test_a_bounds_share_is_split_as_the_section_says() -> None:
+    """Halves for a bare value's `max` and for an absolute count bound once the look takes
+    its fifth; a relative count bound: a twentieth for the baseline's tail, a fifth for the
+    look, the rest 0.86 from the deploy and 0.14 to the detector."""
+    said = section("How Postflight decides")
+    assert "(halves for values, and for counts under a `max`/`min` once the look at" in said
+    base = BaselineData.from_observation(Observation(0.01, count=100, total=10_000, periods=50))
+    alpha = 0.01
+
+    def split(rule: Rule, kind: Kind, baseline: BaselineData | None) -> tuple[float, ...]:
+        (c,) = sequential.SequentialRule(rule, baseline, kind, alpha, horizon=30).components
+        return c.alpha, c.alpha_detector, c.alpha_final
+
+    value = split(Rule("q", "prometheus", "query", max=5.0), "value", None)
+    assert value == pytest.approx((alpha / 2, alpha / 2, 0.0))
+    count = split(Rule("e", "checks", "error_rate", max=0.05), "proportion", None)
+    assert count == pytest.approx((0.4 * alpha, 0.4 * alpha, 0.2 * alpha))
+    relative = split(Rule("e", "checks", "error_rate", max_increase=1.0), "proportion", base)
+    rest = alpha * (1 - 1 / 20 - 1 / 5)
+    assert relative == pytest.approx((0.86 * rest, 0.14 * rest, 0.2 * alpha))

@@ -426,6 +426,90 @@ async def test_retry_after_is_honoured_past_max_backoff_and_capped_at_ten_minute
     assert sleep.waits == [7.0, 120.0, 600.0]
 
 
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+async def test_408_429_and_5xx_are_retried_without_a_retry_after(
+    store: SqliteStore,
+    delivery: RollbackDelivery,
+    sleep: FakeSleep,
+    rollback_receiver: Any,
+    status: int,
+) -> None:
+    """Contract §3: 408, 429 and 5xx are retried (408 had no test: a change reading it
+    as the other 4xx would fail a rollback a proxy's request timeout cut). With no
+    `Retry-After`, our own backoff: full jitter of `backoff` (random 0.5 of 1 s)."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(status, 200))
+    done = await delivery.deliver(await stored_intent(store), settings(receiver.url), "prod")
+    assert done.state == "delivered" and done.attempts == 2
+    assert [a.status for a in receiver.attempts] == [status, 200]
+    assert sleep.waits == [0.5]
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 405, 409, 410, 413, 422])
+async def test_any_other_4xx_fails_at_once(
+    store: SqliteStore,
+    delivery: RollbackDelivery,
+    sleep: FakeSleep,
+    rollback_receiver: Any,
+    status: int,
+) -> None:
+    """Contract §3: other 4xx fail at once: one request, no wait, `failed` with the
+    status (a webhook's 409 too: only the Vercel and GitHub targets are asked whether
+    a conflict means the rollback already took effect)."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(status,))
+    done = await delivery.deliver(await stored_intent(store), settings(receiver.url), "prod")
+    assert done.state == "failed" and done.attempts == 1 and done.last_status == status
+    assert len(receiver.attempts) == 1 and sleep.waits == []
+
+
+async def test_each_attempt_is_signed_afresh_over_its_own_timestamp(
+    store: SqliteStore, metrics: Metrics, rollback_receiver: Any
+) -> None:
+    """Contract §3: every attempt carries the same body and key, and a fresh timestamp
+    and signature: a receiver that refuses a timestamp older than a few minutes (replay
+    protection) takes an attempt sent after a 10-minute `Retry-After`. The clock moves
+    with each wait, as the daemon's does; every signature verifies over its own
+    timestamp and the body as received."""
+    now = [REQUESTED_AT]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+        await asyncio.sleep(0)
+
+    sender = RollbackDelivery(store, metrics, sleep=sleep, clock=lambda: now[0])
+    receiver: RollbackReceiver = await rollback_receiver(
+        SECRET, script=("503:retry-after=120", "429:retry-after=600", 200)
+    )
+    intent = await stored_intent(store)
+    try:
+        done = await sender.deliver(intent, settings(receiver.url), "production")
+    finally:
+        await sender.aclose()
+    assert done.state == "delivered" and done.attempts == 3
+    stamps = [int(a.timestamp or 0) for a in receiver.attempts]
+    assert stamps == [int(REQUESTED_AT), int(REQUESTED_AT) + 120, int(REQUESTED_AT) + 720]
+    assert all(a.signature_ok for a in receiver.attempts)
+    assert len({a.signature for a in receiver.attempts}) == 3
+    assert {a.body for a in receiver.attempts} == {intent.body}
+    assert {a.idempotency_key for a in receiver.attempts} == {"dep_01JDTEST"}
+
+
+async def test_a_retry_after_given_as_an_http_date_is_waited_out(
+    store: SqliteStore, metrics: Metrics, sleep: FakeSleep, rollback_receiver: Any
+) -> None:
+    """Contract §3 honours `Retry-After` in either of its forms (RFC 9110 §10.2.3): an
+    HTTP-date 40 s ahead of the sender's clock is a 40 s wait, as the delivery reads it
+    (only the parsing had a test)."""
+    sender = RollbackDelivery(store, metrics, sleep=sleep, clock=lambda: REQUESTED_AT)
+    ahead = Reply(status=503, headers={"Retry-After": "Thu, 26 Nov 2026 14:02:10 GMT"})
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(ahead, 200))
+    try:
+        done = await sender.deliver(await stored_intent(store), settings(receiver.url), "prod")
+    finally:
+        await sender.aclose()
+    assert done.state == "delivered" and len(receiver.attempts) == 2
+    assert sleep.waits == [40.0]
+
+
 async def test_400_fails_at_once(
     store: SqliteStore, delivery: RollbackDelivery, metrics: Metrics, rollback_receiver: Any
 ) -> None:

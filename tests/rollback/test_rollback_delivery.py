@@ -330,6 +330,22 @@ async def _answering(
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 
 
+@pytest.mark.parametrize(
+    "interim",
+    [b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 103 Early Hints\r\nLink: </app.css>\r\n\r\n"],
+    ids=["100", "103"],
+)
+async def test_an_interim_1xx_before_the_2xx_is_delivered_once(
+    store: SqliteStore, delivery: RollbackDelivery, interim: bytes
+) -> None:
+    """Any 2xx is delivered (contract §3), also when an interim answer comes first (RFC
+    9110 §15.2: a CDN's 103 Early Hints, a 100 Continue not asked for): the final answer
+    counts, one request. Read as the answer itself, it would be refused at once as
+    neither 2xx nor retried, and page ROLLBACK FAILED for a rollback the receiver took."""
+    done, posts = await _answering(store, delivery, [interim + OK])
+    assert (done.state, done.attempts, done.last_status, posts) == ("delivered", 1, 200, 1)
+
+
 @pytest.mark.parametrize("status", [600, 799, 999])
 async def test_a_status_outside_http_s_range_is_retried_as_a_5xx(
     store: SqliteStore, delivery: RollbackDelivery, status: int

@@ -7,7 +7,8 @@ background leases that lapsed more than `LEASE_GRACE_S` ago (an environment remo
 the config keeps none for good), and protection rules' requests and answered gates older
 than `GATES_KEPT_S`.
 Deletes in bounded batches so the store is never locked for long; it never touches an
-active window, and a failure is logged and retried on the next pass, never raised.
+active window, and a failure is logged (a store outage once, `StoreOutageLog`) and retried on the
+next pass, never raised.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import NamedTuple
 
 from agent.settings import Settings
 from agent.store.base import Store
+from agent.store.outages import StoreOutageLog
 
 log = logging.getLogger("postflight.retention")
 
@@ -128,13 +130,19 @@ class StorePruner:
         return Pruned(rounds, probes, leases, payloads, keys, gates)
 
     async def run(self) -> None:
+        """A pass every `every` seconds. A store that does not answer is said once, and
+        once that it answers again, as each background loop says it: logged with its
+        traceback at every pass, a PostgreSQL restart was an ERROR a minute."""
+        outage = StoreOutageLog(log, "retention pass")
         while True:
             try:
                 await self.prune_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the store may be briefly unavailable: next pass
-                log.exception("retention pass failed; retrying in %gs", self.every)
+            except Exception as exc:  # the store may be briefly unavailable: next pass
+                outage.failed(exc)
+            else:
+                outage.answered()
             await asyncio.sleep(self.every)
 
 

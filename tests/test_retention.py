@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from agent.records import DeployWindow, IdempotentResponse, PendingGate, RoundRe
 from agent.retention import GATES_KEPT_S, StorePruner
 from agent.settings_file import ConfigError, load_settings_text
 from agent.store.sqlite import SqliteStore
+from tests.test_store_outage_logs import DOWN, TURN, Restarting
 
 CONFIG = """
 server: {{api_tokens: [tok-1234567890abcdef]}}
@@ -88,6 +90,37 @@ async def test_a_failing_store_is_retried_on_the_next_pass(tmp_path: Path) -> No
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_store_outage_is_one_warning_and_its_end_one_info_not_a_traceback_a_pass(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A PostgreSQL restart under `postflight run` (a live audit) logged the pass's ERROR
+    with a full traceback (`retention pass failed; retrying in 60s`), at every pass the
+    outage lasted, where each other loop says it once as a WARNING and once that the store
+    answers again (`agent.store.outages`, tests/test_store_outage_logs.py). A failure that
+    is not the store's keeps its traceback (the other test here)."""
+    store = Restarting(tmp_path / "postflight.db")
+    await store.open()
+    pruner = StorePruner(store, rounds_s=1.0, probe_summaries_s=1.0, every=TURN)
+    store.down = True
+    task = asyncio.create_task(pruner.run())
+    try:
+        with caplog.at_level(logging.INFO, logger="postflight.retention"):
+            await asyncio.sleep(10 * TURN)  # some ten passes while it is down
+            store.down = False
+            await asyncio.sleep(5 * TURN)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await store.close()
+    said = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert not [r for r in caplog.records if r.exc_info], said
+    assert said == [
+        (logging.WARNING, f"retention pass: the store does not answer ({DOWN}); retrying"),
+        (logging.INFO, "retention pass: the store answers again"),
+    ], said
 
 
 @pytest.mark.parametrize("rounds_days", [1, 120])

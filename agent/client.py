@@ -30,6 +30,9 @@ M = TypeVar("M", bound=BaseModel)
 
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
 """What a proxy in front of a restarting agent answers; worth another try."""
+RIDE_OUT_PACE_S = 1.0
+"""Between a registration's tries while the agent is away past its quick retries: the
+`Retry-After` the agent gives while its store does not answer."""
 OPEN_STATES = frozenset({"scheduled", "watching"})
 """A window in these states has no final outcome yet."""
 
@@ -251,19 +254,40 @@ class PostflightClient:
     # --- the API ----------------------------------------------------------------
 
     async def register(
-        self, request: DeployRequest, *, idempotency_key: str | None = None
+        self,
+        request: DeployRequest,
+        *,
+        idempotency_key: str | None = None,
+        ride_out_s: float = 0.0,
+        on_unreachable: Callable[[ClientError], None] | None = None,
     ) -> tuple[Deploy, bool]:
         """Open a window; `(deploy, replayed)`. With a key, connection failures are retried
-        safely: the agent answers a repeat with the first response."""
+        safely: the agent answers a repeat with the first response. `ride_out_s`: an agent
+        still answering 502, 503 or 504 after those quick tries (its store restarting, a
+        proxy's answer while it restarts) is asked again every `RIDE_OUT_PACE_S` until
+        that many seconds from the first (`register --wait` gives its `--timeout`, as its
+        polls ride it out), each answer told to `on_unreachable`. One that cannot be
+        reached at all (a wrong `--url`, nothing listening) is not waited for."""
         body = request.model_dump(mode="json", exclude_none=True)
         if not body.get("labels"):
             body.pop("labels", None)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         attempts = self.retries if idempotency_key else 1
-        status, data = await self._call(
-            "POST", "/v1/deploys", json_body=body, headers=headers, attempts=attempts
-        )
-        return self._parse(Deploy, data), status == 200
+        deadline = time.monotonic() + ride_out_s
+        while True:
+            try:
+                status, data = await self._call(
+                    "POST", "/v1/deploys", json_body=body, headers=headers, attempts=attempts
+                )
+            except ApiError as exc:
+                left = deadline - time.monotonic()
+                if not (idempotency_key and exc.status in RETRYABLE_STATUSES and left > 0):
+                    raise
+                if on_unreachable is not None:
+                    on_unreachable(exc)
+                await asyncio.sleep(min(RIDE_OUT_PACE_S, left))
+                continue
+            return self._parse(Deploy, data), status == 200
 
     async def get_deploy(self, deploy_id: str) -> Deploy:
         _, data = await self._call("GET", f"/v1/deploys/{_segment(deploy_id)}")

@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import os
 import sys
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -310,7 +311,24 @@ async def _register(
     async with PostflightClient(url, token, timeout=request_timeout) as api:
         says = not quiet and (not as_json or wait)
         before = await _watching(api, request.environment) if says else []
-        deploy, replayed = await api.register(request, idempotency_key=key)
+        away: list[ClientError] = []  # the registration's, while the agent is away
+
+        def unreachable(error: ClientError) -> None:
+            if not away and not quiet:
+                print(f"  ! {error}; retrying until the timeout", file=out, flush=True)
+            away.append(error)
+
+        # with --wait the registration rides out an agent answering 503 (its store away) as
+        # the wait's polls do, within --timeout: it tried for 1.5 s, then exited 2
+        asked_at = time.monotonic()
+        deploy, replayed = await api.register(
+            request,
+            idempotency_key=key,
+            ride_out_s=wait_s if wait else 0.0,
+            on_unreachable=unreachable,
+        )
+        if away and not quiet:
+            print("  agent reachable again", file=out, flush=True)
         registered.append(deploy.id)
         window = format_duration(deploy.ends_at.timestamp() - deploy.deployed_at.timestamp())
         if quiet:
@@ -351,7 +369,7 @@ async def _register(
         try:
             final = await api.wait(
                 deploy.id,
-                give_up_after=wait_s,
+                give_up_after=max(0.0, wait_s - (time.monotonic() - asked_at)),
                 poll_interval=POLL_INTERVAL_S,
                 settle_rollback=ROLLBACK_SETTLE_S,
                 on_update=None if quiet else progress.update,

@@ -1037,6 +1037,51 @@ async def test_client_retries_a_registration_with_the_same_idempotency_key(
     assert keys == ["k-1", "k-1", "k-1"]
 
 
+async def test_a_registration_rides_out_503s_past_its_quick_tries_when_asked(
+    aiohttp_server: Callable[[web.Application], Awaitable[TestServer]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`ride_out_s` (what `register --wait` gives): an agent answering 503 (its store
+    restarting) past the three quick tries is asked again, same key, each answer told to
+    `on_unreachable`; a refusal meanwhile (401) ends it at once. Without it, the third 503
+    is raised, as before."""
+    monkeypatch.setattr("agent.client.RIDE_OUT_PACE_S", 0.01)
+    keys: list[str | None] = []
+    script: list[int] = []
+    deploy = _deploy(0).model_dump(mode="json", by_alias=True)
+
+    async def restarting(request: web.Request) -> web.Response:
+        keys.append(request.headers.get("Idempotency-Key"))
+        status = script.pop(0) if script else 201
+        if status == 201:
+            return web.json_response(deploy, status=201)
+        return web.json_response({"status": status, "detail": "store away"}, status=status)
+
+    app = web.Application()
+    app.router.add_post("/v1/deploys", restarting)
+    server = await aiohttp_server(app)
+    request = DeployRequest(environment="production", version="v1")
+    told: list[int] = []
+    async with PostflightClient(str(server.make_url("")), "t", backoff=0.01) as api:
+        script[:] = [503] * 7
+        got, _ = await api.register(
+            request,
+            idempotency_key="k-1",
+            ride_out_s=60.0,
+            on_unreachable=lambda e: told.append(e.status if isinstance(e, ApiError) else 0),
+        )
+        assert got.id == deploy["id"] and keys == ["k-1"] * 8
+        assert told == [503, 503]  # after the 3rd and the 6th: one call of 3 quick tries each
+        script[:] = [503] * 3 + [401]
+        with pytest.raises(ApiError) as refused:
+            await api.register(request, idempotency_key="k-2", ride_out_s=60.0)
+        assert refused.value.status == 401 and keys[8:] == ["k-2"] * 4
+        script[:] = [503] * 3
+        with pytest.raises(ApiError) as away:
+            await api.register(request, idempotency_key="k-3")
+        assert away.value.status == 503 and keys[12:] == ["k-3"] * 3
+
+
 async def test_client_reports_a_non_api_answer_in_one_line(
     aiohttp_server: Callable[[web.Application], Awaitable[TestServer]],
 ) -> None:

@@ -135,3 +135,57 @@ async def test_postgresql_stopped_mid_window_is_a_503_on_each_route_and_register
     said_log = shown(log)
     assert said_log.count("WARNING postflight.api: store unavailable serving") == 1, said_log
     assert said_log.count("the store answers API requests again") == 1, said_log
+
+
+async def test_register_wait_started_while_postgresql_restarts_rides_it_out_to_its_verdict(
+    tmp_path: Path, own_pg_cluster: PgCluster, flip_target: FlipTarget
+) -> None:
+    """`register --wait` rides the outage out from its first request too: the
+    registration (same Idempotency-Key each try) is tried again until `--timeout`, as the
+    wait's polls are. It tried three times in 1.5 s, then exited 2 (`postflight register:
+    the store does not answer; retry shortly (HTTP 503)`) while PostgreSQL restarted:
+    the pipeline's step failed with nothing registered."""
+    store_url = await own_pg_cluster.create_database()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    config = tmp_path / "postflight.yaml"
+    production = environment("production", flip_target.url, window="5s", interval="500ms")
+    config.write_text(
+        f"server:\n  listen: 127.0.0.1:{port}\n  api_tokens: [{TOKEN}]\n"
+        f"store:\n  url: {store_url}\nenvironments:\n{textwrap.indent(production, '  ')}"
+    )
+    log = tmp_path / "agent.log"
+    agent = _run(config, log)
+    wait: asyncio.subprocess.Process | None = None
+    printed = bytearray()
+    try:
+        await said(log, agent, "listening on")
+        await asyncio.to_thread(own_pg_cluster.stop)
+        wait = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "agent", "register", "--url", base, "--token", TOKEN),
+            *("--env", "production", "--version", "v2", "--wait", "--timeout", "90s"),
+            env=cli_env(),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        assert wait.stdout is not None
+        reader = asyncio.create_task(_collect(wait.stdout, printed))
+        await _until(
+            lambda: CLI_MET_IT.encode() in printed or reader.done(),
+            f"the CLI met the outage: {printed.decode()}",
+        )
+        await asyncio.sleep(3.0)  # past the three quick tries of one request
+        assert wait.returncode is None, printed.decode()
+        await asyncio.to_thread(own_pg_cluster.start)
+        code = await asyncio.wait_for(wait.wait(), 90)
+        await reader
+        text = printed.decode()
+        assert code == 0, text
+        assert f"{CLI_MET_IT}; retry shortly (HTTP 503); retrying until the timeout" in text, text
+        assert "registered v2 in production: dep_" in text, text
+        assert "passed" in text, text
+    finally:
+        if wait is not None and wait.returncode is None:
+            wait.kill()
+            await wait.wait()
+        killed(agent)

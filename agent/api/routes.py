@@ -481,8 +481,10 @@ async def list_deploys(request: web.Request) -> web.Response:
         cursor=cursor,
         now=now,
     )
-    if query.environment is not None and not windows and query.cursor is None:
-        await _seen_environment(request, store, query.environment, filtered=query.state is not None)
+    if query.environment is not None and not windows:
+        # a page past the cursor may be empty for one stored: a typo's is a 404 all the same
+        filtered = query.state is not None or query.cursor is not None
+        await _seen_environment(request, store, query.environment, filtered=filtered)
     items = [await _render(request, window) for window in windows]
     last = windows[-1] if windows and more else None
     next_cursor = encode_list_cursor(last.created_at, last.id) if last is not None else None

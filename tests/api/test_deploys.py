@@ -415,6 +415,31 @@ async def test_an_environment_removed_from_the_config_is_listed_under_any_state_
     assert never.status == 404
 
 
+async def test_an_environment_never_seen_is_404_with_a_cursor_too(
+    client: Client, store: SqliteStore
+) -> None:
+    """The README: an environment neither configured nor stored is a 404, under any
+    filter. Paged (a cursor given, with or without a state), a typo answered 200 and an
+    empty page, as if the environment had merely run out of windows; a removed one that
+    is stored still pages as before."""
+    retired = DeployWindow(
+        "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WR", "retired", "v0", None, None, {}, "passed",
+        NOW - 900, NOW - 300, NOW - 900,
+    )  # fmt: skip
+    await store.create_window(retired)
+    await register(client)
+    await register(client)
+    first = await (await client.get("/v1/deploys?limit=1", headers=AUTH)).json()
+    cursor = first["next"]
+    assert cursor
+    for query in (f"cursor={cursor}", f"cursor={cursor}&state=passed"):
+        never = await client.get(f"/v1/deploys?environment=prodction&{query}", headers=AUTH)
+        assert never.status == 404, await never.text()
+        assert (await never.json())["type"].endswith("unknown-environment")
+        stored = await client.get(f"/v1/deploys?environment=retired&{query}", headers=AUTH)
+        assert stored.status == 200, await stored.text()
+
+
 async def test_list_of_an_empty_store(client: Client) -> None:
     response = await client.get("/v1/deploys", headers=AUTH)
     assert await response.json() == {"items": [], "next": None}

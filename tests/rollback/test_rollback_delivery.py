@@ -298,7 +298,11 @@ async def test_an_answer_that_is_not_http_is_said_so_not_as_a_400(
 
 
 async def _answering(
-    store: SqliteStore, delivery: RollbackDelivery, answers: list[bytes], max_attempts: int = 3
+    store: SqliteStore,
+    delivery: RollbackDelivery,
+    answers: list[bytes],
+    max_attempts: int = 3,
+    window_id: str = "dep_01JDTEST",
 ) -> tuple[Any, int]:
     """`delivery` of the stored intent to a receiver that writes `answers`, one per POST,
     as raw bytes and closes: the rollback and the POSTs it got."""
@@ -318,7 +322,7 @@ async def _answering(
     port = server.sockets[0].getsockname()[1]
     try:
         done = await delivery.deliver(
-            await stored_intent(store),
+            await stored_intent(store, window_id),
             settings(f"http://127.0.0.1:{port}/rollback", max_attempts=max_attempts),
             "production",
         )
@@ -328,6 +332,35 @@ async def _answering(
 
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+
+NOT_GZIP = b"Content-Encoding: gzip\r\nContent-Length: 10\r\n\r\nnot gzip!!"
+
+
+async def test_an_answer_whose_body_cannot_be_decoded_is_classed_by_its_status(
+    store: SqliteStore, delivery: RollbackDelivery, sleep: FakeSleep
+) -> None:
+    """The status line and headers are the answer (contract §3: other 4xx fail at once; a
+    503's `Retry-After` is honoured), whatever its body: a 404 whose body said gzip and was
+    not (a proxy's error page) was an unanswered attempt, retried to `max_attempts`, with
+    `last_status` None and `ClientPayloadError: 400, message: Can not decode
+    content-encoding: gzip` on two lines as its error, an HTTP 400 the receiver never
+    sent."""
+    refused = b"HTTP/1.1 404 Not Found\r\n" + NOT_GZIP
+    done, posts = await _answering(store, delivery, [refused])
+    assert (done.state, done.attempts, done.last_status, posts) == ("failed", 1, 404, 1)
+    assert done.last_error is not None and done.last_error.startswith("HTTP 404")
+    assert "\n" not in done.last_error and "400" not in done.last_error, done.last_error
+    assert sleep.waits == []
+    busy = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 7\r\n" + NOT_GZIP
+    await delivery.aclose()
+    again = RollbackDelivery(store, Metrics(), sleep=sleep, random=lambda: 0.5)
+    try:
+        done, posts = await _answering(store, again, [busy, OK], window_id="dep_01JDTEST2")
+    finally:
+        await again.aclose()
+    assert (done.state, done.attempts, posts) == ("delivered", 2, 2)
+    assert sleep.waits == [7.0]
 
 
 @pytest.mark.parametrize(

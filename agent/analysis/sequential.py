@@ -18,7 +18,8 @@ face value, and the pass side spends `BASELINE_SHARE` on one confidence limit. T
 split between the e-process started at the deploy and the e-detector for a regression that
 starts later (when the window's length in rounds is known): halves for values, the deploy's
 `COUNT_START_SHARE` for a two-sample count test, `RANK_DETECTOR_SHARE` and `ONSET_RATIO` for
-the rank and exceedance tests, after a relative test on counts or samples, or an absolute
+the rank and exceedance tests, after a relative test on samples or on counts (an increase:
+a decrease's bad events are the complement, which the ratio test does not cover), or an absolute
 `max`/`min` on a proportion or a distribution, has set aside `FINAL_SHARE` for one look at
 the whole window at its last round (`finish`). Union bound:
 the chance that any rule of a good deploy ever fails is at most alpha. A baseline's counts

@@ -28,13 +28,16 @@ AlertEvent = Literal[
     "inconclusive",
     "provider_unreachable",
     "integration_failed",
+    "check_bug",
 ]
 """`failed`: the verdict failed and no rollback webhook is configured.
 `rollback_skipped`: the verdict failed and the environment's `rollback.dry_run` is on.
 `integration_failed`: a call to GitHub or Vercel the deploy called for (a deployment or
 commit status, a protection rule's answer, a Rolling Release approval) was given up, or
 a Rolling Release approval declined with the release left waiting at its stage
-(`Alert.call` says which): whoever waits on it must be told by hand."""
+(`Alert.call` says which): whoever waits on it must be told by hand.
+`check_bug`: a check's own bug ended runs of the window (`checks.bugs`), which are no
+evidence: the window is judged on fewer probes (`Alert.check` names the check)."""
 
 IntegrationCall = Literal["status", "commit_status", "gate", "approval", "approval_declined"]
 """Which given-up call an `integration_failed` alert is about (`INTEGRATION_HEADLINES`);
@@ -62,6 +65,11 @@ def resolved_key(rule: str) -> str:
 def provider_key(provider: str) -> str:
     """One `provider_unreachable` per deploy and provider."""
     return f"provider_unreachable:{provider}"
+
+
+def check_bug_key(check: str) -> str:
+    """One `check_bug` per deploy and check."""
+    return f"check_bug:{check}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +124,8 @@ class Alert:
     window was ended for it (`agent.windows.broken`): its title and headline say so, where
     "not shown within bounds … not every rule had the data" sent on-call to the deploy's
     evidence, the bug named only in the reason."""
+    check: str | None = None
+    """For `check_bug`: the check whose own bug ended runs of the window."""
 
     @property
     def notify_type(self) -> NotifyType:
@@ -139,6 +149,7 @@ class Alert:
         on_evidence: bool = True,
         call: IntegrationCall | None = None,
         bug: bool = False,
+        check: str | None = None,
     ) -> Alert:
         """An alert about `window`, carrying its identity (id, environment, versions, commit)."""
         return cls(
@@ -161,6 +172,7 @@ class Alert:
             on_evidence=on_evidence,
             call=call,
             bug=bug,
+            check=check,
         )
 
 
@@ -319,6 +331,15 @@ EVENTS: dict[AlertEvent, EventSpec] = {
         "**A call to GitHub or Vercel was given up.** It was refused, or could not be sent"
         " through an hour of retries (the reason says which): do by hand what it did.",
         lambda a: INTEGRATION_SUMMARIES.get(a.call or "", "GitHub/Vercel call given up"),
+    ),
+    "check_bug": EventSpec(
+        "warning",
+        "**A check has a bug.** Its plugin raised what is not about the target (or answered"
+        " what cannot be read) in runs of this window: those runs are no evidence about the"
+        " deploy either way, left out of it, so the window is judged on fewer probes, and a"
+        " rule left with none is inconclusive. This alone never rolls back. Fix the plugin,"
+        " or report its bug (the reason names the check, the exception and where).",
+        lambda a: f"check {a.check or '?'} has a bug",
     ),
 }
 

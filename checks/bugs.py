@@ -30,6 +30,9 @@ TARGET_ERRORS: tuple[type[BaseException], ...] = (
 """What a run may raise about its target, whatever client it uses; a file system's error
 (`_FILE_ERRORS`, or any with a `filename`) is the agent's side, not the target's."""
 
+NOT_EVIDENCE = ": not evidence about the target, its run left out of it"
+"""How a bug's result message ends (`checks.registry`): what a reader of it must know."""
+
 _FILE_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
 
 _CLIENTS = (("httpx", "HTTPError"), ("urllib3.exceptions", "HTTPError"))

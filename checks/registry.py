@@ -22,7 +22,7 @@ from types import MappingProxyType
 from typing import Any
 
 from checks.base import BUG, Check, CheckConfig, CheckContext, CheckResult, Running, Sample
-from checks.bugs import about_target, raised_where
+from checks.bugs import NOT_EVIDENCE, about_target, raised_where
 from checks.shape import UnreadableResult, plain_result
 from checks.ticks import ticks
 from common.redaction import SENSITIVE_KEY, Redactor, truncate
@@ -541,9 +541,7 @@ def _bug(
     said = truncate(redactor.text(said), _BUG_WORDS_LIMIT)
     at = f" at {where}" if where else ""
     message = truncate(
-        f"check {check.name} ({check.type}) has a bug: {said}{at}: not evidence about the"
-        " target, its run left out of it",
-        _MESSAGE_LIMIT,
+        f"check {check.name} ({check.type}) has a bug: {said}{at}{NOT_EVIDENCE}", _MESSAGE_LIMIT
     )
     told = (ctx.environment, check.name, type(exc).__name__, where)
     if told not in _bugs_told:

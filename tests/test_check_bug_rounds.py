@@ -14,10 +14,12 @@ import pytest
 from agent.analysis.observe import observe
 from agent.analysis.types import Rule
 from agent.analysis.verdicts import Glance
-from agent.windows.check_bugs import bug_said
+from agent.web.view import alert_words
+from agent.windows.check_bugs import CheckBugAlerts, bug_said
 from agent.windows.evidence import WhatBroke
 from agent.windows.lifecycle import WindowWatch
 from agent.windows.overload import DropTally
+from alerting.events import check_bug_key
 from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
 from checks.registry import run_check
 
@@ -101,3 +103,29 @@ async def test_a_rule_whose_every_probe_was_a_bug_names_it() -> None:
     assert bug_said(_rule("another"), lone, bugs) is lone
     kept = observe(_rule(None), [*samples, *_answered("plug").samples], 1.0)
     assert bug_said(_rule(None), kept, bugs) is kept and kept.value == 0.0
+
+
+async def test_a_rounds_bugs_are_each_checks_one_alert_naming_the_runs_it_took() -> None:
+    """Each check whose bug ended runs of a round gets one `check_bug` alert from a watch
+    (the store's claim keeps it to one a deploy), whose reason quotes the bug and counts
+    the runs of the round it took; a check without the bug, and a later round, none."""
+    round_1 = [await _bug(), _answered("plug"), await _bug(), _answered("plug"), _answered("ok")]
+    alerts = CheckBugAlerts()
+    (plug,) = alerts.new(round_1)
+    assert (plug.check, plug.bugs, plug.runs) == ("plug", 2, 4)
+    reason = plug.reason(1)
+    assert reason.startswith("check plug (buggy) has a bug: KeyError: 'latency' at ")
+    assert "its run left out of it" not in reason  # said once, for the round's runs
+    assert "2 of 4 runs of round 1 ended so, left out of the evidence" in reason, reason
+    assert "judged on the check's 2 other probes" in reason, reason
+    assert alerts.new([await _bug(), _answered("plug")]) == []  # told already
+    (other,) = alerts.new([await _bug("other"), await _bug("other", target="baseline")])
+    assert "all 2 runs of round 3 ended so" in other.reason(3), other.reason(3)
+    assert "gave its rules no probe that round" in other.reason(3)
+    assert alerts.new([_answered("third")]) == []
+
+
+def test_the_deploy_page_names_a_checks_bug_alert() -> None:
+    """Its stored key (`check_bug:<check>`) is worded, listed after the breaches as a
+    window sends it, where the page showed the bare key."""
+    assert alert_words(check_bug_key("plug")) == "check plug has a bug (its runs not evidence)"

@@ -293,6 +293,7 @@ _ALERT_WORDS = {
     "breach": "{} breached",
     "resolved": "{} back within bounds",
     "provider_unreachable": "{} unreachable",
+    "check_bug": "check {} has a bug (its runs not evidence)",
     "failed": "deploy failed",
     "rollback_requested": "rollback requested",
     "rollback_skipped": "rollback skipped (dry run)",

@@ -1,21 +1,26 @@
-"""A rule whose probes a check's own bug ended says so: its round's observation names the
-bug, where it would say only "no samples". No I/O.
+"""A check's own bug in a window's round, said where on-call reads it: a rule whose probes
+it ended names the bug, where it would say only "no samples"; and the window's one
+`check_bug` alert of the check says how many runs of the round it took. No I/O.
 
 Why: the registry leaves a run its check's bug ended out of the evidence
 (`checks.bugs`: no sample, neither a pass nor a failure of the target), so a check whose
 every run has the bug gives its rules no data; the judge's reason for such a rule is its
 observation's error, and "no samples" would send on-call to the target, not to the
-plugin. A rule that keeps other probes is judged on them.
+plugin. A rule that keeps other probes is judged on them, on fewer probes than planned:
+with a WARNING logged once and a metric, and no alert, on-call never heard that a window
+was judged so.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from agent.analysis.types import Observation, Rule
 from checks.base import CheckResult
+from checks.bugs import NOT_EVIDENCE
 from checks.lag import run_target
+from common.words import counted
 
 
 def bug_said(rule: Rule, observation: Observation, results: Sequence[CheckResult]) -> Observation:
@@ -32,3 +37,74 @@ def bug_said(rule: Rule, observation: Observation, results: Sequence[CheckResult
     if not said:
         return observation
     return dataclasses.replace(observation, error=said[-1])
+
+
+BUG_WORDS_SHOWN = 3
+"""The most of a check's distinct bugs in a round its alert quotes (the rest are counted)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RoundBugs:
+    """A check's runs of one round that its own bug ended."""
+
+    check: str
+    bugs: int
+    runs: int
+    said: tuple[str, ...]
+    """Each distinct bug's words, as its result says them (redacted by the registry)."""
+
+    def reason(self, number: int) -> str:
+        """The `check_bug` alert's reason: the check, the exception and where, how many
+        runs of round `number` it took, and what that means for the evidence."""
+        shown = [s.removesuffix(NOT_EVIDENCE) for s in self.said[:BUG_WORDS_SHOWN]]
+        more = len(self.said) - len(shown)
+        words = "; ".join(shown) + (f"; and {counted(more, 'other bug')}" if more > 0 else "")
+        if self.bugs == self.runs:
+            share = f"all {self.runs}" if self.runs > 1 else "its 1"
+            left = (
+                "the check gave its rules no probe that round (a rule with none is"
+                " inconclusive, naming the bug)"
+            )
+        else:
+            share = f"{self.bugs} of {self.runs}"
+            others = self.runs - self.bugs
+            left = f"the window is judged on the check's {counted(others, 'other probe')}"
+        return (
+            f"{words} — {share} {'run' if self.runs == 1 else 'runs'} of round {number} ended"
+            " so, left out of the evidence (neither a pass nor a failure of the target): "
+            + left
+            + ". Told once a deploy, whatever later rounds do: each such run is counted in"
+            ' postflight_check_runs_total{result="error"}, and the agent\'s log has its'
+            " traceback."
+        )
+
+
+def round_bugs(results: Iterable[CheckResult]) -> list[RoundBugs]:
+    """The checks whose own bug ended runs of a round's `results`, in the order met."""
+    runs: dict[str, int] = {}
+    bugs: dict[str, list[str]] = {}
+    for result in results:
+        runs[result.check] = runs.get(result.check, 0) + 1
+        if result.bug:
+            bugs.setdefault(result.check, []).append(result.message)
+    return [
+        RoundBugs(check, len(said), runs[check], tuple(dict.fromkeys(said)))
+        for check, said in bugs.items()
+    ]
+
+
+class CheckBugAlerts:
+    """Which checks' bugs a watch has alerted: each check's once (the store's claim keeps
+    it to one a deploy across rounds, restarts and replicas; this spares it a claim a
+    round)."""
+
+    def __init__(self) -> None:
+        self.told: set[str] = set()
+
+    def new(self, results: Sequence[CheckResult]) -> list[RoundBugs]:
+        """The checks of a round's `results` whose bug this watch has not alerted yet."""
+        if not any(r.bug for r in results):
+            return []
+        fresh = [b for b in round_bugs(results) if b.check not in self.told]
+        self.told.update(b.check for b in fresh)
+        return fresh

@@ -39,7 +39,7 @@ from agent.store.outages import not_taken, store_outage
 from agent.windows.alert_once import WindowAlerts, alert_claim
 from agent.windows.answers import plain, unreadable
 from agent.windows.broken import bug_reason, end_broken, raised_words
-from agent.windows.check_bugs import bug_said
+from agent.windows.check_bugs import CheckBugAlerts, bug_said
 from agent.windows.checkpoint import resume_point, stored_observations, stores_state
 from agent.windows.evidence import (
     WhatBroke,
@@ -72,7 +72,14 @@ from agent.windows.probing import EnvironmentProbe, samples_of, summarize, unsum
 from agent.windows.schedule import RoundSchedule, overrun_s, round_timing, stored_overrun_s
 from agent.windows.unread import UnreadBaselines
 from agent.windows.unwatched import unwatched_end
-from alerting.events import Alert, AlertEvent, breach_key, provider_key, resolved_key
+from alerting.events import (
+    Alert,
+    AlertEvent,
+    breach_key,
+    check_bug_key,
+    provider_key,
+    resolved_key,
+)
 from checks.base import CheckResult, Sample
 from checks.lag import run_target
 from checks.ticks import ticks
@@ -275,6 +282,8 @@ class WindowWatch:
         """Rules whose latest answer had nothing to measure: an inconclusive one says why."""
         self.links: dict[str, str] = {}
         self.what_broke = WhatBroke()
+        self.check_bugs = CheckBugAlerts()
+        """Checks whose own bug ended runs of a round: one `check_bug` alert each."""
         self.queries: dict[str, str] = {
             r.name: q for r in self.judge_rules if r.source != "checks" and (q := r.query)
         }
@@ -419,6 +428,13 @@ class WindowWatch:
                 length, until, final=final, reserve_from=schedule.ends(slot) - schedule.reserve
             )
             self.what_broke.note(results)
+            for bugs in self.check_bugs.new(results):
+                self._alert(
+                    "check_bug",
+                    key=check_bug_key(bugs.check),
+                    reason=bugs.reason(number),
+                    check=bugs.check,
+                )
             self.latest = observations
             try:
                 self.judge_state, glance = self._judge(observations, final=final)
@@ -1221,6 +1237,7 @@ class WindowWatch:
         rules: list[dict[str, Any]] | None = None,
         provider: str | None = None,
         provider_answered: bool = False,
+        check: str | None = None,
     ) -> Alert:
         if rules is None and verdict is not None:
             rules = verdict_to_dict(verdict, decided_at=None, links=self.links)["rules"]
@@ -1232,6 +1249,7 @@ class WindowWatch:
             rules=rules or [],
             provider=provider,
             provider_answered=provider_answered,
+            check=check,
             rollback_target=self.env.rollback.target if self.env.rollback else "webhook",
             # the judge's policy says what its pass means (a plugin's too); a pass always
             # follows a judged round, so it is compiled: without one, claim no evidence
@@ -1248,6 +1266,7 @@ class WindowWatch:
         rules: list[dict[str, Any]] | None = None,
         provider: str | None = None,
         provider_answered: bool = False,
+        check: str | None = None,
     ) -> None:
         alert = self._alert_of(
             event,
@@ -1256,6 +1275,7 @@ class WindowWatch:
             rules=rules,
             provider=provider,
             provider_answered=provider_answered,
+            check=check,
         )
         self.s.spawn(
             self.s.alerts.emit(self.window, alert, self.env.alerts.tags, key=key, fence=self.fence)

@@ -6,12 +6,14 @@ real request to the target each run, then has the bug its `mode` names: it raise
 `KeyError` in every run, or a `TypeError` in every other one, or returns what is no
 result (a dict), or a latency that is a numpy array. Such a run is left out of the
 judge's evidence, its check's bug logged once (the plugin, the exception, where), and a
-rule whose every probe was such a bug ends inconclusive naming it. An exception about
+rule whose every probe was such a bug ends inconclusive naming it; on-call gets one
+`check_bug` alert of the check a deploy, across rounds and restarts. An exception about
 the target (aiohttp's `ClientResponseError` for a 503) is still a failed probe; numpy's
 scalars are read as Python's numbers and judged."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
@@ -135,7 +137,15 @@ async def target() -> AsyncIterator[str]:
     await runner.cleanup()
 
 
-def config(tmp_path: Path, port: int, target: str, mode: str, receiver: str, sink: str) -> Path:
+def config(
+    tmp_path: Path,
+    port: int,
+    target: str,
+    mode: str,
+    receiver: str,
+    sink: str,
+    window: str = "3s",
+) -> Path:
     path = "/down" if mode == "status" else "/health"
     made = tmp_path / "postflight.yaml"
     made.write_text(
@@ -145,7 +155,7 @@ def config(tmp_path: Path, port: int, target: str, mode: str, receiver: str, sin
         "environments:\n"
         "  production:\n"
         f"    base_url: {target}\n"
-        "    window: 3s\n"
+        f"    window: {window}\n"
         "    interval: 500ms\n"
         "    background_interval: 200ms\n"
         "    probes_per_round: 4\n"
@@ -209,13 +219,25 @@ async def watched(
             deploy = await answer.json()
             async with http.get(f"{url}/metrics") as scraped:
                 deploy["metrics"] = await scraped.text()
-        await sink.wait_for(1)  # the window's end
+        await ended(sink)
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(30)
         await receiver.stop()
         await sink.stop()
     return code, said, deploy, receiver.attempts, log, sink
+
+
+BUG_TITLE = "[postflight] production v2: check plug has a bug"
+
+
+async def ended(sink: JsonSink, within: float = 10.0) -> None:
+    """Until the window's end alert came (whatever the check's own alert did)."""
+    await sink._wait_until(lambda: any(n.title != BUG_TITLE for n in sink.notifications), within)
+
+
+def _bug_alerts(sink: JsonSink) -> list[Any]:
+    return [n for n in sink.notifications if "has a bug" in n.title]
 
 
 def _bugs_logged(log: Path) -> list[dict[str, Any]]:
@@ -250,11 +272,16 @@ async def test_a_check_plugin_that_has_a_bug_in_every_run_is_no_rollback(
     assert "not evidence about the target" in reason, reason
     assert "flaky_check.py:" in reason or mode != "raise", reason  # where it raised
     assert code == 3, said
-    (end,) = sink.notifications  # on-call is told why, once: the plugin's bug
+    # on-call is told of the plugin's bug at its first round, once, and why the window
+    # ended so (before, the end alone: nothing while the window ran)
+    (bug,) = _bug_alerts(sink)
+    assert bug.title == BUG_TITLE and bug.payload["type"] == "warning", bug.payload
+    assert re.search(r"all \d+ runs of round 1 ended so", bug.message), bug.message
+    (end,) = [n for n in sink.notifications if n is not bug]
     assert end.title.startswith("[postflight] production v2: inconclusive"), end.title
     alerted = re.sub(r"\\(.)", r"\1", end.message)  # its markdown's escapes undone
     assert "check plug (flaky) has a bug:" in alerted and raised in alerted, end.message
-    text = log.read_text() + json.dumps(deploy) + end.message
+    text = log.read_text() + json.dumps(deploy) + end.message + bug.message
     assert PLUGIN_SECRET not in text
     told = _bugs_logged(log)
     assert [r["level"] for r in told] == ["warning"], told  # once, not once a probe
@@ -279,7 +306,7 @@ async def test_a_check_plugin_that_raises_in_some_runs_is_judged_on_the_others(
 ) -> None:
     """Before, every other probe of a healthy target failed (`check crashed: TypeError`),
     an error rate of 0.5 against a bound of 0.1: the good deploy was rolled back."""
-    code, said, deploy, rollbacks, log, _ = await watched(tmp_path, target, "half")
+    code, said, deploy, rollbacks, log, sink = await watched(tmp_path, target, "half")
 
     assert rollbacks == [], said
     assert deploy["state"] == "passed", (deploy["verdict"], said)
@@ -287,6 +314,82 @@ async def test_a_check_plugin_that_raises_in_some_runs_is_judged_on_the_others(
     told = _bugs_logged(log)
     assert len(told) == 1 and "TypeError: unsupported operand" in told[0]["msg"], told
     assert "flaky_check.py:" in told[0]["msg"], told
+    _told_once(sink, deploy)
+
+
+def _told_once(sink: JsonSink, deploy: dict[str, Any]) -> None:
+    """One `check_bug` alert of the deploy (a round of every window had the bug), a
+    warning naming the check, the exception and where, how many runs of its round it
+    took, and that those are no evidence, redacted; the window's end alert beside it.
+    Before, no alert: a WARNING in the log and a metric only."""
+    bugs = _bug_alerts(sink)
+    assert [n.title for n in bugs] == [BUG_TITLE], [n.title for n in sink.notifications]
+    (bug,) = bugs
+    assert bug.payload["type"] == "warning", bug.payload
+    said = re.sub(r"\\(.)", r"\1", bug.message)  # its markdown's escapes undone
+    assert "**A check has a bug.**" in said, said
+    assert "check plug (flaky) has a bug: TypeError: unsupported operand" in said, said
+    assert "at flaky_check.py:" in said and " in run" in said, said
+    assert re.search(r"\b\d+ of \d+ runs of round \d+ ended so", said), said
+    assert "left out of the evidence (neither a pass nor a failure of the target)" in said, said
+    assert deploy["id"] in said, said
+    assert PLUGIN_SECRET not in json.dumps([n.payload for n in sink.notifications])
+    assert [n for n in sink.notifications if "deploy passed" in n.title], sink.notifications
+
+
+async def _ended_on_api(url: str, deploy_id: str, within: float = 40.0) -> dict[str, Any]:
+    async with (
+        asyncio.timeout(within),
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
+    ):
+        while True:
+            async with http.get(f"{url}/v1/deploys/{deploy_id}") as answer:
+                deploy: dict[str, Any] = await answer.json()
+            if deploy["state"] not in ("pending", "watching"):
+                return deploy
+            await asyncio.sleep(0.1)
+
+
+@pytest.mark.timeout(120)
+async def test_a_check_plugins_bug_is_alerted_once_across_a_restart(
+    tmp_path: Path, target: str
+) -> None:
+    """The agent stopped after the check's bug was alerted, a new one resumes the window
+    on the same store, meets the bug again (its log says it) and sends no second alert:
+    the store's claim of `check_bug:plug` says the first was sent."""
+    site = tmp_path / "site"
+    install_plugin(site)
+    receiver, sink = RollbackReceiver(SECRET), JsonSink()
+    await receiver.start()
+    await sink.start()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    made = config(tmp_path, port, target, "half", receiver.url, sink.url(), window="15s")
+    first, second = tmp_path / "first.log", tmp_path / "second.log"
+    agent = start(made, first, site)
+    try:
+        common = ("--url", url, "--token", TOKEN, "--env", "production", "--version", "v2")
+        code, said = await awaited_cli("register", *common)
+        found = re.search(r"dep_[0-9A-Z]{26}", said)
+        assert code == 0 and found is not None, said
+        await sink.wait_for(1, within=20)
+        assert [n.title for n in sink.notifications] == [BUG_TITLE]
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(30) == 0
+        agent = start(made, second, site)
+        deploy = await _ended_on_api(url, found.group())
+        await ended(sink)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(30)
+        await receiver.stop()
+        await sink.stop()
+    assert deploy["state"] == "passed", deploy
+    assert receiver.attempts == []
+    assert _bugs_logged(second), second.read_text()  # the new agent had the bug too
+    resumed = [r for r in records(second) if r["msg"].startswith("watching production v2")]
+    assert resumed and "(round 1," not in resumed[0]["msg"], resumed
+    _told_once(sink, deploy)
 
 
 @pytest.mark.timeout(90)

@@ -24,6 +24,7 @@ from typing import Any
 from checks.base import BUG, Check, CheckConfig, CheckContext, CheckResult, Running, Sample
 from checks.bugs import NOT_EVIDENCE, about_target, raised_where
 from checks.shape import UnreadableResult, plain_result
+from checks.spells import RaisingSpells
 from checks.ticks import ticks
 from common.redaction import SENSITIVE_KEY, Redactor, truncate
 
@@ -185,7 +186,7 @@ async def run_check(check: Check, ctx: CheckContext) -> CheckResult:
         # a run our net cut is a timeout, not a crash: the traceback would only show where
         # the check was waiting, and formatting it costs more than the probe did
         return _crashed(check, ctx, exc, duration, allowed, redactor, traced=not (cut or net.fired))
-    return _finished(result, time.perf_counter() - started, redactor)
+    return _finished(check, ctx, result, time.perf_counter() - started, redactor)
 
 
 def start_check(
@@ -313,8 +314,15 @@ def _allowed(check: Check, ctx: CheckContext, now: float) -> tuple[float, bool]:
     return allowed, False
 
 
-def _finished(result: CheckResult, duration: float, redactor: Redactor) -> CheckResult:
-    """A run's result as recorded: timed, and scrubbed of the environment's secrets."""
+def _finished(
+    check: Check, ctx: CheckContext, result: CheckResult, duration: float, redactor: Redactor
+) -> CheckResult:
+    """A run's result as recorded: timed, and scrubbed of the environment's secrets. It
+    returned: a spell of its check's runs raising about the target may end (`_spells`)."""
+    if _spells.open:
+        _spells.returned(
+            (ctx.environment, check.name, ctx.target), asyncio.get_running_loop().time()
+        )
     if not redactor.secrets:
         message, details = result.message, result.details
     else:
@@ -377,7 +385,7 @@ class Started:
             except TypeError as exc:
                 outcome = exc
         if isinstance(outcome, CheckResult):
-            result = _finished(outcome, duration, self.redactor)
+            result = _finished(self.check, self.ctx, outcome, duration, self.redactor)
         else:
             result = _crashed(
                 self.check,
@@ -493,17 +501,19 @@ def _crashed(
     )
     # a run cut at its round's end is the target's timeout, in the result and its metrics:
     # logging each would be a line per probe when a target stops answering (or the agent
-    # falls behind) — when a log line costs the most
-    log.log(
-        logging.WARNING if traced else logging.DEBUG,
-        "check %s (%s) crashed in environment %s: %s",
-        check.name,
-        check.type,
-        ctx.environment,
-        message,
-    )
+    # falls behind) — when a log line costs the most; any other is logged once a spell
     if traced:
+        now = asyncio.get_running_loop().time()
+        _spells.raised((ctx.environment, check.name, ctx.target), check.type, now, message)
         log.debug("check %s traceback:\n%s", check.name, trace)
+    else:
+        log.debug(
+            "check %s (%s) crashed in environment %s: %s",
+            check.name,
+            check.type,
+            ctx.environment,
+            message,
+        )
     sample = Sample(check=check.name, ok=False, error=error, target=ctx.target)
     return CheckResult(
         check=check.name,
@@ -515,6 +525,10 @@ def _crashed(
         details={"crashed": True, "exception": type(exc).__name__, "traceback": trace},
     )
 
+
+_spells = RaisingSpells(log)
+"""Runs raising about their target, by environment, check and target: a WARNING as a
+spell begins, one line as it ends, not one a probe (`checks.spells`)."""
 
 _BUG_WORDS_LIMIT = 300
 """The most of a bug's exception message its result says (its place is said after it)."""

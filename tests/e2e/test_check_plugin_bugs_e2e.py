@@ -145,6 +145,7 @@ def config(
     receiver: str,
     sink: str,
     window: str = "3s",
+    failure_limit: int = 1,
 ) -> Path:
     path = "/down" if mode == "status" else "/health"
     made = tmp_path / "postflight.yaml"
@@ -161,7 +162,7 @@ def config(
         "    probes_per_round: 4\n"
         f"    checks: [{{name: plug, type: flaky, mode: {mode}, path: {path},"
         f" secret: {PLUGIN_SECRET}}}]\n"
-        "    analysis: {policy: threshold, failure_limit: 1}\n"
+        f"    analysis: {{policy: threshold, failure_limit: {failure_limit}}}\n"
         "    rules: [{name: probe-errors, source: checks, metric: error_rate, max: 0.1}]\n"
         "    alerts: {tags: [oncall]}\n"
         f"    rollback: {{url: '{receiver}', secret: {SECRET}}}\n"
@@ -421,4 +422,65 @@ async def test_a_check_plugin_raising_for_the_targets_http_error_is_a_failed_pro
     assert len(rollbacks) == 1, said
     assert code == 1, said
     assert "ClientResponseError: 503" in json.dumps(deploy), deploy
+    assert not _bugs_logged(log)
+
+
+@pytest.mark.timeout(90)
+async def test_a_target_gone_away_is_one_warning_of_its_check_not_one_a_probe(
+    tmp_path: Path,
+) -> None:
+    """The plugin's client raises about the target once it went away (aiohttp's
+    `ClientConnectorError`, a refused connection): each probe a failed probe, as before,
+    and the bad deploy is rolled back; the agent's log says so once for the spell, where
+    it said it at every probe of every round and background run."""
+    app = web.Application()
+    app.router.add_get("/health", _health)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    target_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", target_port).start()
+    site = tmp_path / "site"
+    install_plugin(site)
+    receiver, sink = RollbackReceiver(SECRET), JsonSink()
+    await receiver.start()
+    await sink.start()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "agent.log"
+    made = config(
+        tmp_path, port, f"http://127.0.0.1:{target_port}", "plain", receiver.url, sink.url(),
+        window="4s", failure_limit=3,
+    )  # fmt: skip
+    agent = start(made, log, site)
+    try:
+        common = ("--url", url, "--token", TOKEN, "--env", "production", "--version", "v2")
+        code, said = await awaited_cli("register", *common)
+        found = re.search(r"dep_[0-9A-Z]{26}", said)
+        assert code == 0 and found is not None, said
+        await runner.cleanup()  # the target goes away
+        deploy = await _ended_on_api(url, found.group())
+        await receiver.wait_for_attempts(1)
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as scraped:
+            metrics = await scraped.text()
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(30)
+        await receiver.stop()
+        await sink.stop()
+        await runner.cleanup()
+    assert deploy["state"] in ("failed", "rolled_back"), deploy
+    assert len(receiver.attempts) == 1
+    errors = re.search(
+        r'postflight_check_runs_total\{check="plug",environment="production",result="error"\}'
+        r" (\S+)",
+        metrics,
+    )
+    assert errors is not None and float(errors.group(1)) >= 6, metrics  # failed probes
+    crashed = [
+        r
+        for r in records(log)
+        if r["logger"] == "checks.registry" and "crashed in environment" in r["msg"]
+    ]
+    assert [r["level"] for r in crashed] == ["warning"], [r["msg"] for r in crashed]
+    assert "Cannot connect to host" in crashed[0]["msg"] or "Disconnected" in crashed[0]["msg"]
     assert not _bugs_logged(log)

@@ -277,7 +277,8 @@ async def test_a_check_plugin_that_has_a_bug_in_every_run_is_no_rollback(
     # ended so (before, the end alone: nothing while the window ran)
     (bug,) = _bug_alerts(sink)
     assert bug.title == BUG_TITLE and bug.payload["type"] == "warning", bug.payload
-    assert re.search(r"all \d+ runs of round 1 ended so", bug.message), bug.message
+    # all its round's runs (but one its round cut short under load: a timeout)
+    assert re.search(r"(all \d+|\d+ of \d+) runs of round 1 ended so", bug.message), bug.message
     (end,) = [n for n in sink.notifications if n is not bug]
     assert end.title.startswith("[postflight] production v2: inconclusive"), end.title
     alerted = re.sub(r"\\(.)", r"\1", end.message)  # its markdown's escapes undone

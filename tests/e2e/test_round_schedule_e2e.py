@@ -6,6 +6,7 @@ once."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -88,13 +89,22 @@ async def test_ten_probes_and_a_load_check_per_sub_second_round_keep_the_round_c
     final = await agent.settled(deploy["id"], within=20)
     # ended by its time, not by a failure (a few seconds may be too little evidence to pass)
     assert final["state"] in ("passed", "inconclusive"), final
-    assert 7 <= final["rounds"] <= 9
     rounds = await agent.app[STORE].rounds(deploy["id"])
     # one after the other; the first may be slot 1 when the loaded machine stalled the
     # agent's pick-up of the window past slot 0's 500 ms (2 of 5 runs at load 7-9 beside
-    # other tests: slots 1, 2, 3, ...), as in the test below
+    # other tests: slots 1, 2, 3, ...), as in the test below. A slot is passed over only
+    # after a round that overran it for what is not its checks: at load 16 a round's loop
+    # was 0.24 s late, waiting for a CPU (cause host), and slot 2 was passed over (1 run
+    # in 8); run one after another, or with the warm-up, the checks overrun (cause checks)
     slots = [r.summary["slot"] for r in rounds]
-    assert slots[0] <= 1 and slots == list(range(slots[0], slots[0] + len(slots))), slots
+    assert slots[0] <= 1 and slots == sorted(set(slots)), slots
+    passed_over = 0
+    for before, after in itertools.pairwise(rounds):
+        if after.summary["slot"] > before.summary["slot"] + 1:
+            overrun = before.summary.get("overrun") or {}
+            assert overrun.get("cause") not in (None, "checks"), (slots, before.summary)
+            passed_over += after.summary["slot"] - before.summary["slot"] - 1
+    assert 7 - passed_over <= final["rounds"] <= 9, (final["rounds"], slots)
     assert all(r.started_at >= r.summary["due_at"] for r in rounds)
     # counted at the target: 10 probes per round, and 9 load requests per round on time
     # (a round that starts late gives its load run only what is left of its slot)
@@ -191,7 +201,13 @@ async def test_a_round_that_overruns_its_slot_is_counted_and_logged_once(
     assert final["rounds"] == len(rounds) < 7
     slots = [r.summary["slot"] for r in rounds]
     assert slots == sorted(set(slots)) and slots[-1] == 6
-    assert all(r.summary["duration_s"] >= 0.3 for r in rounds)
+    # each round begun in the window ran its slow checks, past its slot; the last slot's
+    # round begun after the window's end (the rounds before it 0.1 s late each on a loaded
+    # machine: slot 6, due at 1.8 s, begun past 2.1 s) probes nothing, by design
+    # (`_gather_round`), so it is brief: at load 13, 1 run in 10 failed on its 0.01 s
+    end = rounds[0].summary["due_at"] - 0.3 * slots[0] + 2.1
+    probed = [r.summary for r in rounds if r.summary["started_at"] < end]
+    assert probed and all(s["duration_s"] >= 0.3 for s in probed), [r.summary for r in rounds]
     logged = [r for r in caplog.records if "overran" in r.getMessage()]
     assert len(logged) == 1
 
@@ -222,4 +238,16 @@ async def test_a_slow_store_write_never_delays_the_next_round(
     assert window is not None and window.state in ("passed", "inconclusive")
     assert 5 <= len(rounds) <= 7
     assert [r.summary["slot"] for r in rounds] == list(range(len(rounds)))
-    assert all(r.summary["lag_s"] < 0.2 for r in rounds[1:]), [r.summary for r in rounds]
+    # each round started within 0.2 s of its due time, or of the end of the round before's
+    # work when that ran past it: the write (0.4 s), which comes after that end, is not
+    # waited for. A loaded machine makes a round's own 40 probes run past the next slot's
+    # due time (at load 14, 1 run in 6: lag 0.2 s and more, the store not in it)
+    timing = [
+        (s["slot"], s["due_at"], s["started_at"], s["duration_s"])
+        for s in (r.summary for r in rounds)
+    ]
+    gaps = [
+        started - max(due, before[2] + before[3])
+        for before, (_, due, started, _) in itertools.pairwise(timing)
+    ]
+    assert all(gap < 0.2 for gap in gaps), (gaps, timing)

@@ -9,6 +9,7 @@ import asyncio
 import itertools
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -97,19 +98,29 @@ async def test_ten_probes_and_a_load_check_per_sub_second_round_keep_the_round_c
     # was 0.24 s late, waiting for a CPU (cause host), and slot 2 was passed over (1 run
     # in 8); run one after another, or with the warm-up, the checks overrun (cause checks)
     slots = [r.summary["slot"] for r in rounds]
-    assert slots[0] <= 1 and slots == sorted(set(slots)), slots
-    passed_over = 0
-    for before, after in itertools.pairwise(rounds):
-        if after.summary["slot"] > before.summary["slot"] + 1:
-            overrun = before.summary.get("overrun") or {}
-            assert overrun.get("cause") not in (None, "checks"), (slots, before.summary)
-            passed_over += after.summary["slot"] - before.summary["slot"] - 1
+    assert slots[0] <= 1, slots
+    passed_over = slots_passed_over(rounds, not_by="checks")
     assert 7 - passed_over <= final["rounds"] <= 9, (final["rounds"], slots)
     assert all(r.started_at >= r.summary["due_at"] for r in rounds)
     # counted at the target: 10 probes per round, and 9 load requests per round on time
     # (a round that starts late gives its load run only what is left of its slot)
     assert target.arrivals.get("/health", 0) == pytest.approx(10 * len(rounds), abs=10)
     assert 5 * len(rounds) <= target.arrivals.get("/feed", 0) <= 10 * len(rounds)
+
+
+def slots_passed_over(rounds: list[RoundRecord], *, not_by: str) -> int:
+    """How many slots `rounds` passed over (in order, none twice), each only after a round
+    that overran its slot for what is not `not_by` (its stored `overrun` cause): the host,
+    on a loaded machine, where the test's part (`not_by`) keeps to its time."""
+    passed = 0
+    for before, after in itertools.pairwise(rounds):
+        skipped = after.summary["slot"] - before.summary["slot"] - 1
+        assert skipped >= 0, [r.summary["slot"] for r in rounds]
+        if skipped:
+            overrun = before.summary.get("overrun") or {}
+            assert overrun.get("cause") not in (None, not_by), before.summary
+            passed += skipped
+    return passed
 
 
 SLOW_WINDOW = """
@@ -213,17 +224,22 @@ async def test_a_round_that_overruns_its_slot_is_counted_and_logged_once(
 
 
 class SlowStore(EndAwaited):
-    """A store on a slow disk: every round takes `delay_s` to write."""
+    """A store on a slow disk: every round takes `delay_s` to write. `written`: when each
+    round's write ended (by its number; the wall clock, as the rounds' times are)."""
 
     def __init__(self, path: Path, delay_s: float) -> None:
         super().__init__(path)
         self.delay_s = delay_s
+        self.written: dict[int, float] = {}
 
     async def record_round(
         self, record: RoundRecord, verdict: dict[str, Any] | None, owner: str | None = None
     ) -> bool:
         await asyncio.sleep(self.delay_s)
-        return await super().record_round(record, verdict, owner)
+        try:
+            return await super().record_round(record, verdict, owner)
+        finally:
+            self.written[record.number] = time.time()
 
 
 async def test_a_slow_store_write_never_delays_the_next_round(
@@ -236,18 +252,14 @@ async def test_a_slow_store_write_never_delays_the_next_round(
         store, tmp_path, target.url, window_s=3.0, interval="500ms", within=20
     )
     assert window is not None and window.state in ("passed", "inconclusive")
-    assert 5 <= len(rounds) <= 7
-    assert [r.summary["slot"] for r in rounds] == list(range(len(rounds)))
-    # each round started within 0.2 s of its due time, or of the end of the round before's
-    # work when that ran past it: the write (0.4 s), which comes after that end, is not
-    # waited for. A loaded machine makes a round's own 40 probes run past the next slot's
-    # due time (at load 14, 1 run in 6: lag 0.2 s and more, the store not in it)
-    timing = [
-        (s["slot"], s["due_at"], s["started_at"], s["duration_s"])
-        for s in (r.summary for r in rounds)
-    ]
-    gaps = [
-        started - max(due, before[2] + before[3])
-        for before, (_, due, started, _) in itertools.pairwise(timing)
-    ]
-    assert all(gap < 0.2 for gap in gaps), (gaps, timing)
+    # slot after slot, but past those a round overran on a loaded machine for what is not
+    # the store (at load 20, 1 run in 4: round 2 overran on the host, slot 2 passed over)
+    assert rounds[0].summary["slot"] == 0, rounds[0].summary
+    assert 5 - slots_passed_over(rounds, not_by="store") <= len(rounds) <= 7
+    # each round started while the round before's write was still under way: not waited
+    # for. Where it was, each round would start after it. (Its lateness, what this asked
+    # before, under 0.2 s, is also a loaded machine's: at load 14-20, 2 runs in 10, a
+    # round's own 40 probes ran past the next slot's due time, and a loop late to run
+    # started a round 0.2 s after the round before's work ended, the write not in it.)
+    starts = [(r.number, r.summary["started_at"]) for r in rounds[1:]]
+    assert all(at < store.written[number - 1] for number, at in starts), (starts, store.written)

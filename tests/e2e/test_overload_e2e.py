@@ -557,8 +557,10 @@ async def busy_window(
     assert requests >= 4 and target.answered >= requests and stalled
     dropped = agent.metric("postflight_samples_dropped_total", **labels) - before
     # each latency ends at its answer's arrival: the stalled reads keep theirs, the
-    # target's (the old code dropped each as the agent's, and judged the rest)
-    assert not [a for a in lost.lost if a[0] and not a[1]], lost.lost
+    # target's (the old code dropped each as the agent's, and judged the rest), but for
+    # one the machine kept the agent's thread from, waiting for a CPU past the drop rule's
+    # floor, as below (at load 14, 1 run in 4: a stalled read lost it, 0.27 s waited)
+    assert not [a for a in lost.lost if a[0] and not a[1] and a[2] <= SLACK_S], lost.lost
     # a new connection's first answer may be dropped, its connect no stamp sees; and one
     # the machine kept the agent's thread from, waiting for a CPU past the drop rule's
     # floor (under two CPU hogs, load 12-16: 3 dropped for 2 new connections, 2 runs in 8)

@@ -236,12 +236,15 @@ class LostLatencies:
     which the lean client's callbacks reach as the answer is parsed), as (whether the test
     stalled its read, `reads_late`'s `stalled`; whether it was a new connection's first;
     how long the agent's thread was kept waiting for a CPU, by the kernel's count, from the
-    write before its own to its parse: the machine's stall, not the test's)."""
+    write before its own to its parse: the machine's stall, not the test's). `by_round`:
+    the latencies kept by a round's other probes and dropped with them, most of its probes
+    caught (`EnvironmentProbe._stalled_round`), whatever caught those."""
 
     def __init__(
         self, monkeypatch: pytest.MonkeyPatch, target: ThreadTarget, stalled: set[float]
     ) -> None:
         self.lost: list[tuple[bool, bool, float]] = []
+        self.by_round = 0
         self._last_write = cpu_waited_s()
         self._since: dict[float, float] = {}  # a write: the CPU wait counted at the one before
         self._parsing: tuple[bool, bool, float] | None = None
@@ -274,7 +277,17 @@ class LostLatencies:
 
         monkeypatch.setattr(wire._Conn, "send", sent)
         monkeypatch.setattr(wire._Conn, "on_message_complete", completed)
+        stalled_round = probing.EnvironmentProbe._stalled_round
+
+        def with_the_round(probe: Any, results: list[Any]) -> list[Any]:
+            out = stalled_round(probe, results)
+            self.by_round += sum(
+                1 for r in out if r.details.get("latency_dropped") == "agent_lag_round"
+            )
+            return out
+
         monkeypatch.setattr(probing, "attributed", counted)
+        monkeypatch.setattr(probing.EnvironmentProbe, "_stalled_round", with_the_round)
 
 
 def one_more(final: dict[str, Any], slower: float, late_in_window: int, late_before: int) -> bool:
@@ -565,7 +578,11 @@ async def busy_window(
     # the machine kept the agent's thread from, waiting for a CPU past the drop rule's
     # floor (under two CPU hogs, load 12-16: 3 dropped for 2 new connections, 2 runs in 8)
     host = sum(1 for _, first, waited in lost.lost if not first and waited > SLACK_S)
-    assert dropped <= max(1, len(firsts)) + host, (dropped, len(firsts), host, requests)
+    # and those the round's rule drops with them, most of a round's 3 probes so caught
+    # (at load 15, 1 run in 4: 2 new connections' firsts in a round, its third's latency
+    # dropped with them, 3 dropped for 2 allowed); one with a drop not allowed still fails
+    allowed = max(1, len(firsts)) + host + lost.by_round
+    assert dropped <= allowed, (dropped, len(firsts), host, lost.by_round, requests)
     await asyncio.sleep(0.3)
     await agent.stop()
     return final, registered

@@ -25,6 +25,7 @@ from agent.settings import EnvironmentSettings
 from agent.store.base import Store, StoredProbes
 from agent.store.outages import StoreOutageLog
 from agent.windows.fingerprint import check_fingerprints
+from agent.windows.schedule import probe_step
 from checks.base import Check, CheckContext, CheckResult, Sample, Target
 from checks.lag import SLACK_S, UNANSWERED, Dropped, LoopLag, attributed, without_latency
 from checks.registry import Started, build_check, run_check, start_check
@@ -235,7 +236,11 @@ class EnvironmentProbe:
             # so is short) must not shorten what the target gets to answer
             nominal = max(interval, self.env.interval) if on_time else interval
             room = min(float(fitted.config.timeout), nominal / 2)
-            step = max(0.0, interval - room) / runs
+            step = (
+                probe_step(interval, self.env.interval, room, runs)
+                if on_time
+                else max(0.0, interval - room) / runs
+            )
             # a window's probes at a phase of their step fixed by the environment's name:
             # deploys registered together run their rounds in step, and their probes, sent
             # in the same instants, were read in bursts (a 7 ms service's A/A windows read

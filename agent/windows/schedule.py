@@ -73,6 +73,28 @@ class RoundSchedule:
         return max(MIN_ROUND_S, self.ends(slot) - now - self.reserve)
 
 
+def probe_step(length: float, interval: float, room: float, runs: int) -> float:
+    """How far apart a round's `runs` probes start, given the `length` its slot has left for
+    the checks (`RoundSchedule.length`), its environment's `interval` and each probe's
+    `room`: on time, over the part of the round that leaves the last one its room; in a
+    round that starts late (a watch resumed mid-slot by a restart or a takeover, a round
+    after an overrun), at the on-time step still, as far as it fits in what is left, else
+    over all of it (a slow target's last answer may come its room past the slot).
+
+    Why: the step was what was left less the room, so a round left less than its room
+    wrote all its probes in one instant, and a target whose accept queue is short
+    (`python -m http.server`'s 5, the README's walkthrough's) dropped the connects past
+    it: each a timeout charged to the service (a round resumed 0.7 s into a 1 s slot
+    after a kill -9: 8 of 40 probes, the kernel's ListenOverflows up by 8). A single run
+    cannot bunch: its step (its phase's span) is as it was."""
+    plain = max(0.0, length - room) / runs
+    if runs <= 1:
+        return plain
+    reserve = min(RESERVE_FRACTION * interval, RESERVE_MAX_S)
+    on_time = max(0.0, interval - reserve - room) / runs
+    return max(plain, min(on_time, length / runs))
+
+
 def round_timing(
     schedule: RoundSchedule, slot: int, started: float, lag: float, now: float
 ) -> dict[str, float | int]:

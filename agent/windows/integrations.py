@@ -291,6 +291,12 @@ class Integrations:
         page = deploy_page_url(self.settings.server, window_id, now=self.clock(), view=False)
         return page or self.object_url(window_id)
 
+    def deploys_url(self) -> str | None:
+        """The deploy pages' list (`server.ui`; None when they are off): a gate's comment
+        when no window of its sha came to link to."""
+        server = self.settings.server
+        return f"{server.base_url}/deploys" if server.ui else None
+
     def object_url(self, window_id: str) -> str:
         """The deploy object's URL (its `links.self` under `server.public_url`): what a
         deployment status's `log_url` points at (contract section 7)."""
@@ -1207,13 +1213,17 @@ class Integrations:
         if window is None or window.state == "watching":
             if now < gate.deadline:
                 return
-            answer, comment = "rejected", f"no {after} window of {gate.sha[:12]} ended in time"
+            answer = "rejected"
+            comment = f"Postflight: no {after} window of {gate.sha[:12]} ended in time"
+            link = self.deploys_url() if window is None else self.deploy_url(window.id)
+            comment += f" — {link}" if link else ""
         elif window.state in GATE_ANSWERS:
             answer = GATE_ANSWERS[window.state]
             comment = f"Postflight: {after} window {window.state} — {self.deploy_url(window.id)}"
         else:
             answer = "rejected"
-            comment = f"Postflight: {after} window {window.state}, not passed"
+            comment = f"Postflight: {after} window {window.state}, not passed — "
+            comment += self.deploy_url(window.id)
         if self._leaving.is_set():
             return  # a stop: left pending to the next start, unclaimed
         # one answerer across replicas; a claimer killed mid-answer is replaced later

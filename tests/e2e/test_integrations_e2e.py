@@ -799,7 +799,63 @@ async def test_a_gate_with_no_staging_window_rejects_after_its_timeout(
     assert fake_github.gate_answers == []
     await eventually(lambda: len(fake_github.gate_answers) == 1)
     assert fake_github.gate_answers[0]["state"] == "rejected"
-    assert "in time" in fake_github.gate_answers[0]["comment"]
+    # signed and linked as every other answer: it was the bare words, no "Postflight:" and
+    # no link (no staging window to link: the deploy pages)
+    assert fake_github.gate_answers[0]["comment"] == (
+        f"Postflight: no staging window of {'e' * 12} ended in time — {agent.url}/deploys"
+    )
+
+
+async def test_a_gate_whose_staging_window_still_watches_at_its_timeout_links_it(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    """Rejected at its timeout while staging's window of the sha still runs: the comment
+    says so as the others do and links that window's page (it was the bare words)."""
+    agent = await start_agent(
+        environments(flip_target, gate_timeout="1s", staging_window="60s"),
+        extra=integrations(fake_github, fake_vercel),
+    )
+    sha = "f" * 40
+    staging = await agent.register("staging", sha)
+    rule = gh.protection_rule(fake_github.url, sha=sha, run_id=5)
+    status, _ = await github_hook(agent, "deployment_protection_rule", rule, "gate-5")
+    assert status == 202
+    await eventually(lambda: len(fake_github.gate_answers) == 1)
+    assert fake_github.gate_answers[0]["state"] == "rejected"
+    assert fake_github.gate_answers[0]["comment"] == (
+        f"Postflight: no staging window of {'f' * 12} ended in time"
+        f" — {agent.url}/deploys/{staging['id']}"
+    )
+    assert (await agent.get(staging["id"]))["state"] == "watching"
+    await agent.cancel(staging["id"])
+
+
+async def test_a_gate_after_a_cancelled_staging_window_links_it(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    """Staging's window of the sha ended neither passed nor failed (cancelled): rejected,
+    "not passed", and now with that window's page, as the other answers link theirs."""
+    agent = await start_agent(
+        environments(flip_target, staging_window="60s"),
+        extra=integrations(fake_github, fake_vercel),
+    )
+    sha = "a1" * 20
+    staging = await agent.register("staging", sha)
+    await agent.cancel(staging["id"])
+    rule = gh.protection_rule(fake_github.url, sha=sha, run_id=6)
+    status, _ = await github_hook(agent, "deployment_protection_rule", rule, "gate-6")
+    assert status == 202
+    await eventually(lambda: len(fake_github.gate_answers) == 1)
+    assert fake_github.gate_answers[0]["state"] == "rejected"
+    assert fake_github.gate_answers[0]["comment"] == (
+        f"Postflight: staging window cancelled, not passed — {agent.url}/deploys/{staging['id']}"
+    )
 
 
 @pytest.mark.parametrize("use_event_url", [True, False])

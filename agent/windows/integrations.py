@@ -207,6 +207,18 @@ def follow_up_lease(rollback: RollbackSettings) -> float:
     return rollback.max_attempts * (rollback.timeout + rollback.max_backoff) + 5.0
 
 
+def _asked_by_hand(rollback: RollbackIntent | None) -> bool:
+    """Whether `rollback` was asked by hand (`request_rollback`): its body names no
+    breach, where a failed verdict's names each rule that failed."""
+    if rollback is None:
+        return False
+    try:
+        body = json.loads(rollback.body)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("breaches") == []
+
+
 class Integrations:
     """Owned by the daemon (`agent.app`); the API reaches it through `INTEGRATIONS`."""
 
@@ -740,14 +752,16 @@ class Integrations:
 
     async def _verdict_words(self, window: DeployWindow, state: str) -> str:
         """A final status's description: the verdict's reason, or why there is none; for
-        a window rolled back by hand after its verdict passed (or was inconclusive), the
-        rollback's reason, where the pass's words explained a `failure`."""
+        a window rolled back by hand, the rollback's reason, so said: after its verdict
+        passed (or was inconclusive), where the pass's words explained a `failure`; while
+        it was watched, where the reason as given read as a rule's finding."""
         fresh = await self.s.store.get_window(window.id) or window
         verdict = fresh.verdict or {}
-        if fresh.state == "rolled_back" and verdict.get("outcome") != "fail":
+        by_hand = fresh.state == "rolled_back" and verdict.get("outcome") != "fail"
+        if by_hand or fresh.state in ("failed", "rolled_back"):
             rollback = await self.s.store.get_rollback(window.id)
             reason = rollback.reason if rollback is not None else None
-            if reason:
+            if reason and (by_hand or _asked_by_hand(rollback)):
                 return f"rolled back by hand: {reason}"
         return NO_VERDICT.get(fresh.state) or str(verdict.get("reason") or state)
 

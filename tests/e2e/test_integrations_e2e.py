@@ -1020,6 +1020,32 @@ async def test_a_github_deployment_rolled_back_by_hand_after_a_pass_says_why(
     assert last["description"] == "rolled back by hand: late regression"
 
 
+async def test_a_github_deployment_rolled_back_by_hand_while_watched_says_so(
+    webhook_agent: WebhookAgent, fake_github: FakeGitHub
+) -> None:
+    """Rolled back by hand while its window still ran: its `failure` said only the reason
+    as given ("checkout broken"), as if a rule had found it, where one rolled back by
+    hand after a pass said "rolled back by hand: ..."; now both say so."""
+    agent = await webhook_agent(window="60s")
+    status, opened = await github_hook(
+        agent, "deployment_status", gh.deployment_status(), "delivery-watched"
+    )
+    assert status == 202, opened
+    deploy = opened["deploy"]
+    await eventually(lambda: len(fake_github.statuses) >= 1)  # in_progress
+    async with agent.http.post(
+        f"{agent.url}/v1/deploys/{deploy['id']}/rollback",
+        json={"reason": "checkout broken"},
+        headers=agent.headers,
+    ) as r:
+        assert r.status == 202, await r.text()
+    await agent.wait_until(deploy["id"], lambda d: d["state"] == "rolled_back")
+    await eventually(lambda: any(s["state"] == "failure" for s in fake_github.statuses))
+    await asyncio.sleep(0.3)  # a second status, if one were sent on rolled_back
+    failures = [s for s in fake_github.statuses if s["state"] == "failure"]
+    assert {s["description"] for s in failures} == {"rolled back by hand: checkout broken"}
+
+
 def failed_github_window(at: float, reason: str) -> DeployWindow:
     """A GitHub-opened production window deployed at `at` that failed 600 s later."""
     return DeployWindow(

@@ -14,7 +14,6 @@ import functools
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from importlib import resources
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote, urlencode
 
@@ -38,6 +37,7 @@ from agent.records import (
 from agent.settings import ServerSettings
 from agent.store.base import Store
 from agent.store.cursor import encode_cursor
+from agent.web import assets as static_files
 from agent.web.access import (
     SESSION_COOKIE,
     SESSION_TTL_S,
@@ -68,7 +68,6 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 _DEPLOY_ID = re.compile(DEPLOY_ID_PATTERN)
-ASSETS = {"page.css": "text/css", "page.js": "text/javascript", "favicon.svg": "image/svg+xml"}
 
 
 @functools.cache
@@ -93,9 +92,6 @@ def _templates() -> jinja2.Environment:
     return env
 
 
-_assets = {name: (resources.files("agent.web") / "static" / name).read_bytes() for name in ASSETS}
-
-
 def html(
     request: web.Request,
     template: str,
@@ -110,7 +106,8 @@ def html(
     if root is None:
         root = request.config_dict[SETTINGS].server.base_path
     context.setdefault("signed_in", False)
-    body = _templates().get_template(template).render(root=root, **context)
+    asset = static_files.packaged().url_name  # `page.<digest>.js`: a new one with its page
+    body = _templates().get_template(template).render(root=root, asset=asset, **context)
     return web.Response(
         text=body, status=status, content_type="text/html", headers=SECURITY_HEADERS
     )
@@ -588,12 +585,19 @@ async def logout(request: web.Request) -> web.Response:
 
 
 async def asset(request: web.Request) -> web.Response:
+    """A page's file: under its content's URL (`page.<digest>.js`, what pages link) cached
+    as immutable; under its plain name revalidated on each use (`no-cache`, its ETag);
+    another version's digest a 404 (`agent.web.assets`)."""
     _ui_on(request)
-    name = request.match_info["name"]
-    if name not in ASSETS:
-        raise web.HTTPNotFound()
-    return web.Response(
-        body=_assets[name],
-        content_type=ASSETS[name],
-        headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
-    )
+    found = static_files.packaged().find(request.match_info["name"])
+    if found is None:
+        raise web.HTTPNotFound(headers={"Cache-Control": "no-store"})
+    item, versioned = found
+    cache = "public, max-age=31536000, immutable" if versioned else "no-cache"
+    headers = {"Cache-Control": cache, "X-Content-Type-Options": "nosniff"}
+    if any(tag.value in (item.etag, "*") for tag in request.if_none_match or ()):
+        response = web.Response(status=304, headers=headers)
+    else:
+        response = web.Response(body=item.body, content_type=item.content_type, headers=headers)
+    response.etag = item.etag
+    return response

@@ -6,6 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from agent.appkeys import BROWSER_PAGE, PAGE_LINK, SETTINGS, UNAVAILABLE_PAGE
+from agent.web import assets
 from agent.web.events import deploy_events
 from agent.web.feed import FEED
 from agent.web.links import deploy_page_url
@@ -52,6 +53,7 @@ def mount(app: web.Application) -> None:
         if feed is not None:
             feed.close()
 
+    assets.packaged()  # the files' digests, once, before the first page links them
     app[PAGE_LINK] = page_link
     app[UNAVAILABLE_PAGE] = unavailable_page(app[SETTINGS].server)
     app[BROWSER_PAGE] = page_for_browser(app[SETTINGS].server)

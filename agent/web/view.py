@@ -9,11 +9,12 @@ new ones alike, showing what exists and skipping what does not.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
-from agent.analysis.describe import is_duration
+from agent.analysis.describe import format_percent, is_duration, is_rate
 from agent.analysis.types import Rule
 from agent.api.models import shown_state
 from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent, RoundRecord
@@ -152,9 +153,19 @@ def bounds(rule: Rule | None, baseline: float | None) -> list[tuple[str, float]]
         out.append(("min", rule.min))
     if rule.max_increase is not None and baseline is not None:
         if rule.direction == "decrease":
-            out.append((f"baseline −{rule.max_increase:.0%}", baseline * (1 - rule.max_increase)))
+            out.append(
+                (
+                    f"baseline −{format_percent(rule.max_increase)}",
+                    baseline * (1 - rule.max_increase),
+                )
+            )
         else:
-            out.append((f"baseline +{rule.max_increase:.0%}", baseline * (1 + rule.max_increase)))
+            out.append(
+                (
+                    f"baseline +{format_percent(rule.max_increase)}",
+                    baseline * (1 + rule.max_increase),
+                )
+            )
     return out
 
 
@@ -168,6 +179,19 @@ def _past(value: float | None, lines: Sequence[tuple[str, float]], direction: st
         elif value > bound:
             return True
     return False
+
+
+_RATE_BOUND = re.compile(r"\b(max|min) (\d+(?:\.\d+)?(?:e-?\d+)?)(?=,|$)")
+"""A rate's absolute bound as the judge writes it: `max 0.05`, a fraction."""
+
+
+def rate_bounds_in_percent(metric: str, threshold: Any) -> str:
+    """The judge's bounds of a rule no longer configured (nothing to label them from), a
+    rate's in % as its values are shown (`max 0.05` → `max 5%`); others as written."""
+    text = str(threshold or "")
+    if not is_rate(metric):
+        return text
+    return _RATE_BOUND.sub(lambda m: f"{m[1]} {format_value(metric, float(m[2]))}", text)
 
 
 def _interval(evidence: Mapping[str, Any]) -> tuple[float, float] | None:
@@ -232,7 +256,12 @@ def _rule_charts(
         n: "no data" if v is None else fmt(v) + (" (past the bound)" if beyond else "")
         for (n, v), beyond in zip(observed, past, strict=True)
     }
-    said = ", ".join(f"{label} {fmt(value)}" for label, value in lines)
+    said = [f"{label} {fmt(value)}" for label, value in lines]
+    if rule is not None and rule.max_increase is not None and baseline is None:
+        word = "max_increase" if rule.direction == "increase" else "max_decrease"
+        said.append(
+            f"{word} {format_percent(rule.max_increase)}"
+        )  # no baseline to draw it from yet
     evidence = item.get("evidence") if isinstance(item.get("evidence"), Mapping) else {}
     assert isinstance(evidence, Mapping)
     if evidence.get("policy") == "sequential" or any(v is not None for _, v in ratios):
@@ -257,7 +286,7 @@ def _rule_charts(
         charts.append(
             distribution_chart(f"{name}: latency, new vs baseline", samples, base_values, fmt)
         )
-    return Drawn(charts, per_round, said)
+    return Drawn(charts, per_round, ", ".join(said))
 
 
 def _last_failures(rounds: Sequence[RoundRecord]) -> list[CheckFailure]:
@@ -417,11 +446,14 @@ def deploy_view(
         metric = str(item.get("metric") or "")
         evidence = item.get("evidence")
         outcome = str(item.get("outcome") or unjudged)
-        threshold = str(item.get("threshold") or "")
+        drawn = _rule_charts(item, configured.get(name), rounds, baselines.get(name))
+        # the bounds in the unit of the values beside them, as the charts label them: the
+        # judge's `max 0.05` beside `observed 50%` and a chart's `max 5%` made on-call do
+        # the sum (its words stay in the reason, the API and the webhook)
+        threshold = drawn.bounds or rate_bounds_in_percent(metric, item.get("threshold"))
         breach = None if decided else breaching(outcome, evidence)
         if breach is not None:
             outcome, threshold = "breach", f"{threshold}, {breach[0]} of {breach[1]} rounds past it"
-        drawn = _rule_charts(item, configured.get(name), rounds, baselines.get(name))
         views.append(
             RuleView(
                 name=name,

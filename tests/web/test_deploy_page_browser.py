@@ -388,7 +388,7 @@ async def test_a_threshold_rule_past_its_bound_short_of_its_limit_shows_a_breach
         shown = await rule.locator(".outcome").inner_text()
         assert shown == "! breach" and "pass" not in await rule.inner_text(), shown
         facts = await rule.locator(".rule-facts").inner_text()
-        assert re.search(r"bound max 0\.05, \d+ of 50 rounds past it", facts), facts
+        assert re.search(r"bound max 5%, \d+ of 50 rounds past it", facts), facts
     await agent.cancel(deploy["id"])
 
 

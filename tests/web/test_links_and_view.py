@@ -259,3 +259,51 @@ def test_the_feed_carries_stored_rounds_and_other_news_to_each_subscriber() -> N
         assert two.take() == ([record], True)
         assert feed.subscribers == 3
     assert feed.subscribers == 0
+
+
+def test_a_rules_bound_is_said_in_the_unit_of_its_values() -> None:
+    """The rule line said `observed 50% vs baseline 2%, bound max 0.05` (the judge's words,
+    a fraction) where the chart and the rounds table said `max 5%`: each rule's line is in
+    one unit now, % for a rate and ms for a latency, as the charts label its bounds."""
+
+    def said(
+        metric: str, threshold: str, configured: list[Rule], observed: float, baseline: float
+    ) -> str:
+        verdict = {
+            "outcome": "fail",
+            "reason": "r",
+            "rules": [
+                {
+                    "name": "errors",
+                    "source": "checks",
+                    "metric": metric,
+                    "outcome": "fail",
+                    "observed": observed,
+                    "baseline": baseline,
+                    "threshold": threshold,
+                }
+            ],
+        }
+        view = deploy_view(
+            window(verdict=verdict, state="failed", ended_at=NOW),
+            rounds(),
+            rules=configured,
+            rollback=None,
+            attempts=[],
+            alerts={},
+            now=NOW,
+        )
+        rule = view.rules[0]
+        assert rule.observed.endswith("%" if metric == "error_rate" else " ms"), rule.observed
+        return rule.threshold
+
+    rate = Rule(name="errors", source="checks", metric="error_rate", max=0.05)
+    assert said("error_rate", "max 0.05", [rate], 0.5, 0.02) == "max 5%"
+    # a rule no longer configured: the judge's words, a rate's bound in %
+    assert said("error_rate", "max 0.05", [], 0.5, 0.02) == "max 5%"
+    assert said("error_rate", "min 0.995, max 0.05", [], 0.5, 0.02) == "min 99.5%, max 5%"
+    latency = Rule(
+        name="errors", source="checks", metric="latency_p95", max=0.3, max_increase=0.025
+    )
+    shown = said("latency_p95", "max 300ms, max_increase 2.5%", [latency], 0.2, 0.1)
+    assert shown == "max 300 ms, baseline +2.5% 102 ms", shown

@@ -23,6 +23,9 @@ TOP = 14
 BOTTOM = 30
 LABEL_HEIGHT = 13.0
 """Vertical room a reference line's label takes (11 px text, 13 px on a phone)."""
+MARKER_ROOM = 6.0
+"""Width a point's marker takes (a circle of radius 3): more points than the plot has room
+for so are not each marked (`Chart.markers`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,18 @@ class Chart:
     def plot(self) -> tuple[int, int, int, int]:
         """(left, top, right, bottom) of the plotting area."""
         return LEFT, TOP, self.width - RIGHT, self.height - BOTTOM
+
+    def markers(self, points: Sequence[Point]) -> list[Point]:
+        """The points drawn as markers, each with its tooltip: every one while the plot
+        has room to tell them apart; past that (a 12 h window at 60 s: 720 rounds on 560
+        px), the line carries the series, and only the points past a bound (squares, as
+        the legend says) and the latest are marked. Every round's circle and tooltip,
+        drawn on top of each other, made 50 rules' page 11 MB, fetched again by every
+        open page on each round; each round's value stays in the rounds table."""
+        left, _, right, _ = self.plot
+        if len(points) * MARKER_ROOM <= right - left:
+            return list(points)
+        return [p for p in points[:-1] if p.breach] + list(points[-1:])
 
     @staticmethod
     def path(points: Sequence[Point]) -> str:

@@ -228,12 +228,16 @@ def _rule_charts(
     observed: list[tuple[int, float | None]] = []
     ratios: list[tuple[int, float | None]] = []
     samples: list[float] = []
+    base_values = [v for v in (baseline_obs or {}).get("values") or () if _num(v) is not None]
+    # pooled only for the distribution chart: a rate's or a rule's with no baseline samples
+    # read every probe's value of every round to draw nothing
+    distribution = is_duration(metric) and bool(base_values)
     for record in rounds:
         obs = (record.summary.get("observations") or {}).get(name) or {}
         observed.append((record.number, _num(obs.get("value"))))
         snap = (record.summary.get("rules") or {}).get(name) or {}
         ratios.append((record.number, _num(snap.get("likelihood_ratio"))))
-        if len(samples) < MAX_DISTRIBUTION_SAMPLES:
+        if distribution and len(samples) < MAX_DISTRIBUTION_SAMPLES:
             samples.extend(v for v in obs.get("values") or () if _num(v) is not None)
     baseline = _num(item.get("baseline"))
     if baseline is None and baseline_obs:
@@ -281,8 +285,7 @@ def _rule_charts(
         tolerance = rule.max_increase
     if interval is not None and tolerance is not None:
         charts.append(band_chart(f"{name}: effect against the tolerance", interval, tolerance))
-    base_values = [v for v in (baseline_obs or {}).get("values") or () if _num(v) is not None]
-    if is_duration(metric) and samples and base_values:
+    if distribution and samples:
         charts.append(
             distribution_chart(f"{name}: latency, new vs baseline", samples, base_values, fmt)
         )

@@ -45,11 +45,10 @@ def install(path: str) -> None:
 
     rows = array.array("d")
     due_now = [math.nan]
-    at = ticks.Ticks.at
+    start_at = ticks.Ticks.start_at
 
     def at_recording(self: Any, due: float, fn: Any, arg: Any) -> None:
-        if getattr(fn, "__name__", "") != "begin":  # a round's probe start (`probing`)
-            return at(self, due, fn, arg)
+        """A probe's start (`probing`), its due moment kept: a stall may move it on."""
 
         def fired(arg: Any) -> None:
             due_now[0] = due
@@ -58,7 +57,7 @@ def install(path: str) -> None:
             finally:
                 due_now[0] = math.nan
 
-        return at(self, due, fired, arg)
+        return start_at(self, due, fired, arg)
 
     class Conn(wire._Conn):  # type: ignore[misc]
         __slots__ = ("written",)
@@ -82,7 +81,7 @@ def install(path: str) -> None:
                 rows.extend((self.due, self.started, written, parsed.done_at, parsed.read_at))
             super()._answer(parsed, exc)
 
-    ticks.Ticks.at = at_recording
+    ticks.Ticks.start_at = at_recording  # type: ignore[method-assign]
     wire._Conn = Conn
     wire.Sending = Sending
     out = Path(f"{path}.{os.getpid()}")

@@ -43,7 +43,7 @@ async def main() -> None:
         begin(0)  # at once: no due moment
         await answered[0]
         for i in (1, 2):
-            ticks().at(loop.time() + 0.02, begin, i)
+            ticks().start_at(loop.time() + 0.02, begin, i)
         await asyncio.gather(*answered)
     await runner.cleanup()
 

@@ -355,14 +355,15 @@ class EnvironmentProbe:
             task.add_done_callback(functools.partial(finished, index))
 
         # every window's probes on one grid (`checks.ticks`): one loop timer per tick,
-        # not one per probe, and probes due together share a loop iteration
+        # not one per probe, and probes due together share a loop iteration; those a
+        # stall of the loop made late keep their spacing (`Ticks.start_at`)
         now = loop.time()
         grid = ticks()
         for i, planned in enumerate(plan):
             if planned[0] <= now:
                 begin(i)
             else:
-                grid.at(planned[0], begin, i)
+                grid.start_at(planned[0], begin, i)
         try:
             if plan:
                 await done

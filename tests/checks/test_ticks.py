@@ -4,6 +4,7 @@ timer for many moments."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from checks.ticks import TICK_S, ticks
 
@@ -39,3 +40,50 @@ async def test_a_broken_callback_does_not_starve_the_others() -> None:
     ticks().at(now + 0.01, seen.append, 2)
     await asyncio.sleep(0.05)
     assert seen == [2] and len(errors) == 1
+
+
+async def test_starts_a_stall_made_late_keep_their_spacing_and_moments_run_at_once() -> None:
+    """Probe starts (`start_at`) that fell due while the loop was stalled run the stall's
+    length after their moments, one step apart as planned, not all in the turn that ends
+    the stall (a bunch of the agent's own requests queued at the target); a moment (`at`,
+    a deadline) due in the stall runs in that turn. Bounds only from below: a callback
+    never runs before its (moved) tick, however busy the machine."""
+    loop = asyncio.get_running_loop()
+    grid = ticks()
+    seen: list[tuple[str, float]] = []
+    now = loop.time()
+    starts = [now + 0.02 + 0.03 * k for k in range(4)]  # all due within the stall
+    for k, when in enumerate(starts):
+        grid.start_at(when, lambda k: seen.append((f"start{k}", loop.time())), k)
+    grid.at(now + 0.06, lambda _: seen.append(("deadline", loop.time())), None)
+    time.sleep(0.2)  # noqa: ASYNC251 - the loop stalls: every moment above falls due
+    await asyncio.sleep(0.3)
+    order = [name for name, _ in seen]
+    assert order == ["start0", "deadline", "start1", "start2", "start3"], seen
+    ran = dict(seen)
+    for k in range(1, 4):
+        # spaced as planned (a tick's rounding either side), from the first
+        assert ran[f"start{k}"] - ran["start0"] >= starts[k] - starts[0] - 2 * TICK_S, seen
+    assert len(grid) == 0
+
+
+async def test_a_moved_start_late_again_runs_when_its_turn_comes() -> None:
+    """A start is moved once at most: stalled again past its new moment, it runs in the
+    turn that ends that stall, before a deadline due after its new moment (a loop stalled
+    all the time must not keep pushing its probes on). Told by order, not by time."""
+    loop = asyncio.get_running_loop()
+    grid = ticks()
+    seen: list[str] = []
+    first = loop.time() + 0.01
+    grid.start_at(first, lambda _: seen.append("start0"), None)
+    grid.start_at(first + 0.2, lambda _: seen.append("start1"), None)
+    time.sleep(0.25)  # noqa: ASYNC251 - both due: the first runs after it, the second moves
+    while not seen:  # noqa: ASYNC110 - a turn at a time, until the grid's timer ran
+        await asyncio.sleep(0)
+    moved = first + 0.2 + (loop.time() - first)  # or a little earlier (read after the fire)
+    assert seen == ["start0"] and len(grid) == 1
+    grid.at(moved + 0.06, lambda _: seen.append("deadline"), None)
+    time.sleep(max(0.0, moved + 0.15 - loop.time()))  # noqa: ASYNC251 - late again, past both
+    await asyncio.sleep(0.3)
+    assert seen == ["start0", "start1", "deadline"]
+    assert len(grid) == 0

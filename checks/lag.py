@@ -319,6 +319,47 @@ def attributed(
     return out, "agent_lag_latency"
 
 
+LATE_START = "agent_late_start"
+"""`latency_dropped`'s value for a probe its grid started late (`late_start`)."""
+
+
+def late_start(result: CheckResult, late: float) -> tuple[CheckResult, Dropped | None]:
+    """`result` without its latency when the agent started the probe `late` seconds after
+    its moment (past `SLACK_S`; `checks.ticks.Ticks.late_s`): its loop ran it in a bunch
+    of its own requests released together, which queued at the target, and the latency
+    kept that queue: the target's time, made by the agent (footprint --probe-times: such
+    probes written behind up to 24-27 of the agent's own at p95, against 3-4 on time,
+    kept a p95 of 5-7 ms against 1-1.3 ms). Its answer counts, unless it failed a latency
+    assertion (that failure is the bunch's too: the sample is dropped, as `attributed`
+    drops one a stall could have failed); a timeout (a bunch queues for milliseconds, not
+    a timeout's seconds), a run without a latency, or of several samples (a load run's
+    own), is left as it is."""
+    if late <= SLACK_S or len(result.samples) != 1:
+        return result, None
+    sample = result.samples[0]
+    if not sample.ok and sample.error == "latency":
+        message = (
+            f"dropped: the agent started this probe {late:.3f}s late, in a bunch of its own"
+            f" requests (agent overloaded; was: {result.message})"
+        )
+        details = {
+            **result.details,
+            "dropped": "agent_lag",
+            "started_late_s": round(late, 4),
+            "target": sample.target,
+        }
+        out = CheckResult(result.check, result.type, True, (), message, result.duration_s, details)
+        return out, "agent_lag"
+    if sample.latency_s is None or sample.error == "timeout":
+        return result, None  # a timeout's wait is its own (`attributed` weighs a stall in it)
+    details = {**result.details, "latency_dropped": LATE_START, "started_late_s": round(late, 4)}
+    samples = (without_latency(sample),)
+    out = CheckResult(
+        result.check, result.type, result.ok, samples, result.message, result.duration_s, details
+    )
+    return out, "agent_lag_latency"
+
+
 def run_target(result: CheckResult) -> str:
     """The target a run probed: its samples', or where it has none (a run dropped as the
     agent's, `attributed`) what its details say, else `deploy`."""

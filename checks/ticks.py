@@ -45,6 +45,12 @@ class Ticks:
         self._firing = False
         self.lag = LoopLag(loop)
         """This loop's own lateness (probes read it at their start and end)."""
+        self.late_s = 0.0
+        """While a start (`start_at`) runs: how long after its moment the grid ran it, the
+        moment it was moved to after a stall, or for the first start due in a stall, the
+        stall's end (0 otherwise): past `SLACK_S`, it went out in a bunch of the agent's
+        own requests, late again after it was moved (`EnvironmentProbe` drops its
+        latency). 0 in any other callback."""
 
     def at(self, when: float, callback: Callable[[Any], None], arg: Any) -> None:
         """Call `callback(arg)` once the loop's clock reaches `when` (never before)."""
@@ -62,7 +68,7 @@ class Ticks:
         to 50 of the agent's own requests, made 67-76% of the latencies over the p95,
         and failed A/A windows' `latency_p95 max_increase`). Moved once at most: a start
         late again (a loop stalled all the time) runs when its turn comes, however late
-        (the round's deadline gives it its room from its start)."""
+        (the round's deadline gives it its room from its start), and says so (`late_s`)."""
         self._put(math.ceil(when * _PER_S), callback, arg, _START)
 
     def _put(self, tick: int, callback: Callable[[Any], None], arg: Any, kind: int) -> None:
@@ -105,12 +111,17 @@ class Ticks:
                         if tick + shift > due:
                             self._put(tick + shift, callback, arg, _MOVED)  # armed below
                             continue
+                        self.late_s = max(0.0, now - (tick + shift) * TICK_S)
+                    elif kind == _MOVED:
+                        self.late_s = max(0.0, now - tick * TICK_S)
                     try:
                         callback(arg)
                     except Exception as exc:  # one broken callback must not starve the rest
                         self._loop.call_exception_handler(
                             {"message": "tick callback failed", "exception": exc}
                         )
+                    finally:
+                        self.late_s = 0.0
         finally:
             self._firing = False
             if self._heap:

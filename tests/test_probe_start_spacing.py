@@ -14,7 +14,8 @@ from typing import Any
 from agent.metrics import Metrics
 from agent.settings_file import load_settings_text
 from agent.windows.probing import EnvironmentProbe
-from checks.base import Check, CheckResult, Target
+from checks.base import Check, CheckResult, Sample, Target
+from checks.lag import LATE_START, SLACK_S, late_start
 from checks.registry import Started
 from checks.sessions import TargetSessions
 from checks.ticks import TICK_S
@@ -55,10 +56,10 @@ async def test_probes_a_stall_made_late_start_a_step_apart() -> None:
                 return await launch(loop, plan, end)
 
             def recorded(
-                check: Check, target: Target, end: float | None, room: float, done: Any
+                check: Check, target: Target, end: float | None, room: float, done: Any, late: float
             ) -> Started | None:
                 started[done.args[0]] = loop.time()
-                return start_once(check, target, end, room, done)
+                return start_once(check, target, end, room, done, late)
 
             probe._launch = plan_kept  # type: ignore[method-assign]
             probe.start_once = recorded  # type: ignore[method-assign]
@@ -76,3 +77,51 @@ async def test_probes_a_stall_made_late_start_a_step_apart() -> None:
             [round(at - begun, 3) for at in planned],
             {k: round(at - begun, 3) for k, at in started.items()},
         )
+
+
+async def test_a_probe_moved_by_a_stall_and_started_late_again_keeps_no_latency() -> None:
+    """A probe moved after one stall (`Ticks.start_at`) that a second stall makes late
+    again went out with whatever else fell due meanwhile: its answer counts, its latency
+    is the agent's (`latency_dropped: agent_late_start`, counted as
+    `agent_lag_latency`), as a latency inflated by a stall is. The first stall moves the
+    probes due in it to 0.55, 0.65, ... s; the second, from 0.5 s, holds them past it."""
+    with thread_target() as target:
+        env = load_settings_text(CONFIG.format(url=target.url)).environments["production"]
+        metrics = Metrics()
+        async with TargetSessions() as sessions:
+            probe = EnvironmentProbe("production", env, sessions, metrics)
+            loop = asyncio.get_running_loop()
+            begun = loop.time()
+            loop.call_soon(time.sleep, STALL_S)
+            loop.call_at(begun + 0.5, time.sleep, 0.4)
+            results = await probe.run_round(1.2, probes=6)
+    late = [r for r in results if r.details.get("latency_dropped") == LATE_START]
+    assert late, [r.details for r in results]
+    for result in late:
+        assert result.ok and result.samples[0].status == 200  # the answer counts
+        assert result.samples[0].latency_s is None
+        assert result.details["started_late_s"] > SLACK_S
+    labels = {"environment": "production", "result": "agent_lag_latency"}
+    dropped = metrics.registry.get_sample_value("postflight_samples_dropped_total", labels)
+    assert dropped is not None and dropped >= len(late)
+
+
+def test_what_a_late_start_drops_of_a_result() -> None:
+    """An answer keeps its status, not its latency; a failed latency assertion (the bunch's
+    queue could have failed it) is dropped whole, as the agent's; a timeout, a load run's
+    samples and a start within the agent's resolution are left as they are."""
+    answer = Sample(check="health", ok=True, latency_s=0.03, status=200)
+    result = CheckResult("health", "http", True, (answer,), "", 0.03)
+    kept, dropped = late_start(result, 0.08)
+    assert dropped == "agent_lag_latency" and kept.ok and kept.samples[0].status == 200
+    assert kept.samples[0].latency_s is None and kept.details["started_late_s"] == 0.08
+    slow = Sample(check="health", ok=False, latency_s=0.09, status=200, error="latency")
+    failed = CheckResult("health", "http", False, (slow,), "latency 90ms > 50ms", 0.09)
+    out, dropped = late_start(failed, 0.08)
+    assert dropped == "agent_lag" and out.ok and not out.samples
+    assert out.details["dropped"] == "agent_lag" and "latency 90ms > 50ms" in out.message
+    silent = Sample(check="health", ok=False, latency_s=2.0, error="timeout")
+    timeout = CheckResult("health", "http", False, (silent,), "no response within 2s", 2.0)
+    load = CheckResult("feed", "load", True, (answer, answer), "", 1.0)
+    for same, late in ((timeout, 0.08), (load, 0.08), (result, SLACK_S)):
+        assert late_start(same, late) == (same, None)

@@ -27,7 +27,15 @@ from agent.store.outages import StoreOutageLog
 from agent.windows.fingerprint import check_fingerprints
 from agent.windows.schedule import probe_step
 from checks.base import Check, CheckContext, CheckResult, Sample, Target
-from checks.lag import SLACK_S, UNANSWERED, Dropped, LoopLag, attributed, without_latency
+from checks.lag import (
+    SLACK_S,
+    UNANSWERED,
+    Dropped,
+    LoopLag,
+    attributed,
+    late_start,
+    without_latency,
+)
 from checks.registry import Started, build_check, run_check, start_check
 from checks.sessions import TargetSessions
 from checks.ticks import ticks
@@ -99,17 +107,20 @@ class EnvironmentProbe:
         target: Target = "deploy",
         end: float | None = None,
         room: float = 0.0,
+        late: float = 0.0,
     ) -> CheckResult:
         """One run of `check`; with an `end` (loop time), over by then whatever the target
         does — or `room` seconds after it got going, if later: when the agent itself runs
         late (a busy loop, its own concurrency limit), the target still gets its `room`, and
-        the lateness shows as the agent's overrun, never as the target's timeout."""
+        the lateness shows as the agent's overrun, never as the target's timeout. `late`:
+        how late its grid started it (`Ticks.late_s`; past `SLACK_S`, its latency is the
+        agent's: `checks.lag.late_start`)."""
         async with self._limit:
             deadline = None if end is None else max(end, asyncio.get_running_loop().time() + room)
             lag = ticks().lag
             mark = lag.total()
             result = await run_check(check, self._context(check, target, deadline))
-            result = self._attributed(result, lag, mark)
+            result = self._late_started(self._attributed(result, lag, mark), late)
         self._count(check, target, result)
         return result
 
@@ -120,6 +131,7 @@ class EnvironmentProbe:
         end: float | None,
         room: float,
         done: Callable[[CheckResult], None],
+        late: float = 0.0,
     ) -> Started | None:
         """`run_once` without a task when the run can go at once (a free place under
         `max_concurrency`, and a check that starts from callbacks: `start_check`); `done`
@@ -129,7 +141,7 @@ class EnvironmentProbe:
             return None
         deadline = None if end is None else max(end, asyncio.get_running_loop().time() + room)
         lag = ticks().lag
-        finished = functools.partial(self._finished, check, target, done, lag, lag.total())
+        finished = functools.partial(self._finished, check, target, done, lag, lag.total(), late)
         # a round's probes of one check share one context (the same deadline, the round's
         # end): a check that starts from callbacks only reads it
         ctx = self._contexts.get((check, target))
@@ -152,10 +164,11 @@ class EnvironmentProbe:
         done: Callable[[CheckResult], None],
         lag: LoopLag,
         mark: float,
+        late: float,
         result: CheckResult,
     ) -> None:
         self._limit.give()
-        result = self._attributed(result, lag, mark)
+        result = self._late_started(self._attributed(result, lag, mark), late)
         self._count(check, target, result)
         done(result)
 
@@ -173,6 +186,17 @@ class EnvironmentProbe:
         if stalled <= SLACK_S:
             return result
         result, dropped = attributed(result, stalled, lag.unattended())
+        if dropped is not None:
+            self._count_dropped(dropped, 1)
+        return result
+
+    def _late_started(self, result: CheckResult, late: float) -> CheckResult:
+        """`result` with what its start `late` seconds after its moment made of it dropped
+        (`checks.lag.late_start`: what a stall left of it already, as it is), and the drop
+        counted."""
+        if late <= SLACK_S:
+            return result
+        result, dropped = late_start(result, late)
         if dropped is not None:
             self._count_dropped(dropped, 1)
         return result
@@ -308,6 +332,7 @@ class EnvironmentProbe:
         left = len(plan)
         tasks: set[asyncio.Task[CheckResult]] = set()
         started: dict[int, Started] = {}  # runs without a task, until they land
+        grid = ticks()
 
         def finished(index: int, task: asyncio.Task[CheckResult]) -> None:
             nonlocal left
@@ -341,16 +366,18 @@ class EnvironmentProbe:
             if done.done():
                 return  # the round is over (cancelled, or a run raised)
             _, check, target, room = plan[index]
+            late = grid.late_s  # from the grid; 0 when started at once
             if check.once_per_round:
                 until = None
             else:
-                run = self.start_once(check, target, end, room, functools.partial(landed, index))
+                landing = functools.partial(landed, index)
+                run = self.start_once(check, target, end, room, landing, late)
                 if run is not None:
                     if not run.over:  # no task: its result lands from the callbacks
                         started[index] = run
                     return
                 until = end
-            task = loop.create_task(self.run_once(check, target, until, room))
+            task = loop.create_task(self.run_once(check, target, until, room, late))
             tasks.add(task)
             task.add_done_callback(functools.partial(finished, index))
 
@@ -358,7 +385,6 @@ class EnvironmentProbe:
         # not one per probe, and probes due together share a loop iteration; those a
         # stall of the loop made late keep their spacing (`Ticks.start_at`)
         now = loop.time()
-        grid = ticks()
         for i, planned in enumerate(plan):
             if planned[0] <= now:
                 begin(i)

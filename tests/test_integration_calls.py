@@ -165,3 +165,52 @@ async def test_a_status_outside_http_s_range_is_retried_as_a_5xx(
         True,
     )
     assert result.error == f"HTTP {status}: busy (not an HTTP status: retried as a 5xx)"
+
+
+async def test_an_answer_whose_body_cannot_be_decoded_is_classed_by_its_status(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its status line and headers are the answer, whatever its body (as a rollback's, in
+    `agent.rollback.delivery`): a 2xx whose body said gzip and was not (a proxy's
+    mangling) was taken as no answer and sent again, a Rolling Releases stage approved
+    twice (the second refused: the call failed), a 404 retried to its last attempt and
+    a 503's Retry-After not honoured."""
+    from tests.fakes.github import DEPLOYMENT_ID, REPOSITORY, FakeGitHub
+    from tests.fakes.vercel import OLD, PROJECT, FakeVercel
+
+    waits = waits_asked_for(monkeypatch, jitter=0.0)
+    async with FakeVercel(token="v") as vercel, aiohttp.ClientSession() as session:
+        vercel.start_rolling_release(PROJECT, OLD)
+        vercel.fail("undecodable", times=1)
+        result = await call(
+            session,
+            "POST",
+            f"{vercel.url}/v1/projects/{PROJECT}/rolling-release/approve-stage",
+            headers={"Authorization": "Bearer v"},
+            body=b'{"nextStageIndex": 1, "canaryDeploymentId": "%s"}' % OLD.encode(),
+        )
+        assert (result.ok, result.status, result.attempts, result.data) == (True, 200, 1, None)
+        assert (len(vercel.seen("approve-stage")), len(vercel.approvals)) == (1, 1)
+    async with FakeGitHub(token="gh") as github, aiohttp.ClientSession() as session:
+        url = f"{github.url}/repos/{REPOSITORY}/deployments/{DEPLOYMENT_ID}/statuses"
+        github.fail("undecodable:404", times=1)
+        result = await call(session, "POST", url, headers={}, body=b'{"state": "success"}')
+        assert (result.ok, result.status, result.attempts, result.unanswered) == (
+            False,
+            404,
+            1,
+            0,
+        )
+        assert result.error == (
+            "HTTP 404: (its body could not be read: Can not decode content-encoding: gzip)"
+        )
+        github.fail("undecodable:503", times=1, reset_in=7)
+        result = await call(
+            session,
+            "POST",
+            url,
+            headers={"Authorization": "Bearer gh"},
+            body=b'{"state": "success"}',
+        )
+        assert (result.ok, result.status, result.attempts, waits) == (True, 201, 2, [7.0])
+        assert (len(github.seen("/statuses")), len(github.statuses)) == (3, 1)

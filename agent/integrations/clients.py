@@ -51,6 +51,19 @@ class CallResult:
     nothing of it out; `attempts` says how many were made (0: none)."""
 
 
+async def read_answer(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, str]:
+    """Up to `limit` bytes of an answer's body, or none and why it could not be read. Its
+    status line and headers came: they are the answer (a 2xx taken, a 404 refused at
+    once, a 503's Retry-After honoured), where a body that does not decode (a proxy's
+    page marked gzip and not gzip) raised as if no answer came, and the call was sent
+    again: a rollback or a workflow dispatch twice."""
+    try:
+        return await response.content.read(limit), ""
+    except aiohttp.ClientPayloadError as exc:
+        said = getattr(exc.__cause__, "message", None) or str(exc)  # not aiohttp's 400
+        return b"", f"(its body could not be read: {' '.join(str(said).split())})"
+
+
 CALL_ATTEMPTS = 4
 CALL_MAX_BACKOFF_S = 30.0
 
@@ -108,7 +121,7 @@ async def call(
                 allow_redirects=False,
             ) as response:
                 status = response.status
-                raw = await response.content.read(1024 * 1024)
+                raw, unread = await read_answer(response, 1024 * 1024)
                 # an HTTP-date is read against now (against 0 it was decades away: max_backoff)
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"), time.time())
         except TimeoutError:
@@ -124,7 +137,7 @@ async def call(
                 except ValueError:
                     data = None
                 return CallResult(True, status, None, data, attempt, unanswered=unanswered)
-            snippet = " ".join(raw.decode("utf-8", "replace").split())[:_SNIPPET]
+            snippet = unread or " ".join(raw.decode("utf-8", "replace").split())[:_SNIPPET]
             error = redact(f"HTTP {status}" + (f": {snippet}" if snippet else ""))
             if not is_http_status(status):
                 error += NOT_AN_HTTP_STATUS

@@ -34,6 +34,7 @@ from aiohttp.http_parser import RawResponseMessage
 from yarl import URL
 
 from agent import __version__
+from agent.integrations.clients import read_answer
 from agent.integrations.targets import (
     PreparedRequest,
     RollbackTargets,
@@ -1023,14 +1024,8 @@ class RollbackDelivery:
                 # delivered on the status line: its body is not waited for, so the
                 # record of it follows the receiver's 2xx as closely as it can
                 return status, "", None, False
-            try:
-                text = (await response.content.read(_ERROR_SNIPPET)).decode("utf-8", "replace")
-            except aiohttp.ClientPayloadError as exc:
-                # its status line and headers came: they are the answer (a 404 is refused at
-                # once, a 503's Retry-After honoured), where a body that does not decode (a
-                # proxy's error page marked gzip) made it an unanswered attempt, retried
-                said = getattr(exc.__cause__, "message", None) or str(exc)  # not aiohttp's 400
-                text = f"(its body could not be read: {' '.join(str(said).split())})"
+            raw, unread = await read_answer(response, _ERROR_SNIPPET)
+            text = unread or raw.decode("utf-8", "replace")
             retry_after = retry_after_seconds(response.headers.get("Retry-After"), self._clock())
             rate_limit = RATE_LIMITS.get(request.who)
             if rate_limit is not None:  # GitHub's are 403s as often as 429s

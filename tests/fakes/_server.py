@@ -14,6 +14,9 @@ its control routes, to misbehave the way real providers do:
 - `fail("hang")`: the request is held until the fake stops (a timeout for the client);
 - `fail("malformed")`: a truncated JSON body with a JSON content type;
 - `fail("bad_shape")`: valid JSON of the wrong shape;
+- `fail("undecodable")`: the request is acted on, and its answer's body says
+  `Content-Encoding: gzip` and is not gzip (a proxy's mangling); `fail("undecodable:503",
+  reset_in=2)`: that status, not acted on, with `Retry-After`;
 - plus provider-specific kinds (New Relic: `too_many_requests`, `timeout`).
 
 `times=n` limits a failure to the next n matching requests (default: until `heal()`),
@@ -222,6 +225,8 @@ class FakeServer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), HANG_S)
                 raise web.HTTPServiceUnavailable()
+            if failure is not None and failure.kind.startswith("undecodable"):
+                return await self._undecodable(failure, request, handler)
             if failure is not None:
                 return self.failure_response(failure, request)
             response = await handler(request)
@@ -232,6 +237,18 @@ class FakeServer:
             return response
         finally:
             self.in_flight -= 1
+
+    async def _undecodable(
+        self, failure: Failure, request: web.Request, handler: Handler
+    ) -> web.Response:
+        """`handler`'s status (it acts) or the kind's (it does not), with a body that says
+        gzip and is not."""
+        _, _, code = failure.kind.partition(":")
+        status = int(code) if code else (await handler(request)).status
+        headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        if code:
+            headers["Retry-After"] = str(math.ceil(failure.reset_in))
+        return web.Response(status=status, body=b"not gzip!!", headers=headers)
 
     async def _control_fail(self, request: web.Request) -> web.Response:
         spec = await request.json()

@@ -76,6 +76,18 @@ REPLICA_LOOK_S = 5.0
 """How often an agent looks that the session holding its replica id is still there."""
 
 
+LOOK_S = 1.0
+"""How long an operation waits on the store before the agent asks whether the server
+answers at all, and again as long as it waits."""
+
+PROBE_S = 3.0
+"""How long a new connection may take to be answered before the server is taken as not
+answering (stopped, frozen, its host gone): the operations waiting on it end as an
+outage. Its pooled connections' sockets stay open then, so nothing else said so before
+the command timeout (30 s; 40 s with asyncpg's cancel, 10 s for a new connection),
+where an API request's 503 and a pipeline waited it out."""
+
+
 class ReplicaIdInUse(StoreError):
     """Another live agent holds this agent's replica id on the shared store."""
 
@@ -200,6 +212,8 @@ class PostgresStore(SqlStore):
         self._replica_keeper: asyncio.Task[None] | None = None
         self._replica_id = ""
         """The replica id held (`hold_replica_id`)."""
+        self._probe: asyncio.Task[bool] | None = None
+        """The look in flight at whether the server answers (`_answers`), shared."""
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -356,6 +370,10 @@ class PostgresStore(SqlStore):
         if keeper is not None:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
         replica, self._replica = self._replica, None
         if replica is not None:
             replica.terminate()  # the lock ends with the session
@@ -376,13 +394,20 @@ class PostgresStore(SqlStore):
         if pool is None:
             raise StoreError("the store is not open")
         lost = False
+        held: list[Any] = []
         try:
-            async with pool.acquire(timeout=self.connect_timeout) as conn:
+            async with asyncio.timeout(None) as deadline:
+                watch = asyncio.create_task(self._watch(deadline, held))
                 try:
-                    yield conn
-                except _UNAVAILABLE:
-                    lost = _gone(conn)
-                    raise
+                    async with pool.acquire(timeout=self.connect_timeout) as conn:
+                        held.append(conn)
+                        try:
+                            yield conn
+                        except _UNAVAILABLE:
+                            lost = _gone(conn)
+                            raise
+                finally:
+                    watch.cancel()
         except asyncpg.UniqueViolationError as exc:
             # SQLite raises IntegrityError here (e.g. two requests racing on one
             # idempotency key); Conflict is a StoreError the API already understands.
@@ -395,6 +420,39 @@ class PostgresStore(SqlStore):
             self._unavailable(exc, "cannot reach", lost=lost or _cut(exc))
         except _REFUSED_FOR_NOW as exc:
             self._unavailable(exc, "transaction refused for now by the", busy=True)
+
+    async def _watch(self, deadline: asyncio.Timeout, held: list[Any]) -> None:
+        """Ends the operation as an outage once it has waited `LOOK_S` and the server
+        does not answer a new connection (`_answers`): the connection it holds cut (its
+        query raises), or its wait for one timed out. A query merely slow (a loaded
+        server) waits on: the server answers the look."""
+        while True:
+            await asyncio.sleep(LOOK_S)
+            if await self._answers():
+                continue
+            if held:
+                held[0].terminate()
+            else:
+                deadline.reschedule(asyncio.get_running_loop().time())
+            return
+
+    async def _answers(self) -> bool:
+        """Whether the server answers a new connection within `PROBE_S`, even to refuse
+        it (too many clients): one look at a time, shared by every operation waiting."""
+        probe = self._probe
+        if probe is None or probe.done():
+            probe = self._probe = asyncio.create_task(self._look(), name="store-look")
+        return await asyncio.shield(probe)
+
+    async def _look(self) -> bool:
+        try:
+            conn = await asyncpg.connect(self.url, timeout=PROBE_S)
+        except (TimeoutError, OSError):
+            return False
+        except Exception:  # an answer all the same: a refusal, a bad login
+            return True
+        conn.terminate()
+        return True
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[Connection]:

@@ -1,0 +1,75 @@
+"""A PostgreSQL server that stops answering with its sockets still open (SIGSTOP: a
+frozen VM, a stopped container) ends the store's operations as an outage within a few
+seconds, where a query on a pooled connection waited out the command timeout (40 s at
+the defaults) and one on a new connection the connect timeout (10 s): the API's GETs
+answered 503 after 40 s, a pipeline and the deploy page hung. A query that is merely
+slow, on a server that answers, still waits to its end."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from agent.store.base import StoreUnreachable
+from agent.store.postgres import PostgresStore
+from tests.pg import PgCluster
+
+pytest.importorskip("asyncpg")
+
+pytestmark = pytest.mark.e2e
+
+LONG_TIMEOUT_S = 60.0
+"""The store's connect and command timeouts here: far past what the look takes."""
+
+BOUND_S = 20.0
+"""An operation on the frozen server ends well before this (it took 60 s, 40 s at the
+defaults); the look itself takes about 4 s."""
+
+
+@contextmanager
+def frozen(cluster: PgCluster) -> Iterator[None]:
+    """Every process of the server stopped (SIGSTOP), then continued."""
+    assert cluster.runner is not None
+    pidfile = cluster.runner.home / "data" / "postmaster.pid"
+    postmaster = int(pidfile.read_text().split()[0])
+    children = subprocess.run(
+        ["pgrep", "-P", str(postmaster)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    pids = [postmaster, *map(int, children)]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+async def test_a_frozen_server_is_an_outage_within_seconds_and_a_slow_query_is_not(
+    own_pg_cluster: PgCluster,
+) -> None:
+    url = await own_pg_cluster.create_database()
+    store = PostgresStore(url, connect_timeout=LONG_TIMEOUT_S, command_timeout=LONG_TIMEOUT_S)
+    await store.open()
+    try:
+        async with store._read() as db:
+            rows = await db.fetch("SELECT 1 FROM pg_sleep(5)")  # slow, past a look: waited
+        assert [tuple(row) for row in rows] == [(1,)]
+        assert await store.get_window("dep_none") is None  # one pooled connection
+        with frozen(own_pg_cluster):
+            async with asyncio.timeout(BOUND_S):
+                pooled, fresh = await asyncio.gather(
+                    store.get_window("dep_a"), store.get_window("dep_b"), return_exceptions=True
+                )
+        for outcome in (pooled, fresh):
+            assert isinstance(outcome, StoreUnreachable), outcome
+            assert "cannot reach PostgreSQL store" in str(outcome)
+        assert await store.get_window("dep_none") is None  # continued: it answers again
+    finally:
+        await store.close()

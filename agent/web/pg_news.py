@@ -75,16 +75,26 @@ class PgNews:
     async def run(self) -> None:
         import asyncpg  # type: ignore[import-untyped]  # only on a PostgreSQL store
 
+        down = False  # said once per outage, and its end once (every 2 s, it was 35 lines in 70 s)
         while True:
             conn = None
             try:
                 conn = await asyncpg.connect(self.url, timeout=10)
                 await conn.add_listener(CHANNEL, self._heard)
+                if down:
+                    down = False
+                    log.info("replica news over PostgreSQL resumed")
                 await self._send(conn)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the server is down or restarting: retry
-                log.warning("replica news over PostgreSQL interrupted: %s", type(exc).__name__)
+                if not down:
+                    down = True
+                    log.warning(
+                        "replica news over PostgreSQL interrupted: %s; retrying every %gs",
+                        type(exc).__name__,
+                        RETRY_S,
+                    )
             finally:
                 if conn is not None:
                     with contextlib.suppress(Exception):

@@ -1,10 +1,20 @@
 """Replica news over PostgreSQL, the parts that need no server: payloads within the
-NOTIFY limit, our own echo ignored, another's news never relayed back."""
+NOTIFY limit, our own echo ignored, another's news never relayed back; and, on a real
+server stopped and started, how an outage is logged."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import pytest
+
+from agent.web import pg_news
 from agent.web.feed import DeployFeed
 from agent.web.pg_news import PgNews, payloads
+from tests.pg import PgCluster
 
 
 def test_many_changed_windows_go_out_in_payloads_under_the_notify_limit() -> None:
@@ -26,3 +36,55 @@ def test_news_from_another_replica_wakes_readers_and_is_not_sent_back() -> None:
     assert news._pending == set()  # nothing to relay: it was not our change
     feed.publish("dep_c")  # a write of ours
     assert news._pending == {"dep_c"}
+
+
+async def test_an_outage_is_one_warning_and_its_end_one_info(
+    own_pg_cluster: PgCluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The listening connection is tried again every `RETRY_S` while PostgreSQL is away:
+    each failed try logged a WARNING (35 lines in a 70 s outage). Now the outage is said
+    once, and its end once, as the other background loops say theirs."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    tries = 0
+    enough, resumed = asyncio.Event(), asyncio.Event()
+    connect = asyncpg.connect
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal tries
+        tries += 1
+        if tries >= 6:
+            enough.set()
+        return await connect(*args, **kwargs)
+
+    class Resumed(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "resumed" in record.getMessage():
+                resumed.set()
+
+    monkeypatch.setattr(asyncpg, "connect", counted)
+    monkeypatch.setattr(pg_news, "RETRY_S", 0.05)
+    caplog.set_level(logging.INFO, logger="postflight.web")
+    handler = Resumed()
+    logging.getLogger("postflight.web").addHandler(handler)
+    own_pg_cluster.stop()
+    news = asyncio.create_task(PgNews(own_pg_cluster.url(), DeployFeed()).run())
+    try:
+        await enough.wait()  # six tries on a stopped server
+        own_pg_cluster.start()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(20):  # the old code never said so
+                await resumed.wait()
+    finally:
+        logging.getLogger("postflight.web").removeHandler(handler)
+        news.cancel()
+        await asyncio.gather(news, return_exceptions=True)
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "postflight.web"]
+    assert said == [
+        (
+            "WARNING",
+            "replica news over PostgreSQL interrupted: ConnectionRefusedError;"
+            " retrying every 0.05s",
+        ),
+        ("INFO", "replica news over PostgreSQL resumed"),
+    ], said

@@ -31,7 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.api.auth import CHALLENGE, require_token
+from agent.api.auth import CHALLENGE, authorizations, bearer_token, require_token
 from agent.api.problems import ApiProblem
 from agent.api.routes import CLOCK
 from agent.appkeys import SETTINGS, STORE
@@ -97,6 +97,16 @@ def _resume(request: web.Request) -> _Resume | None:
     return _Resume(rounds, state, fingerprint)
 
 
+def _refused(request: web.Request) -> str:
+    """Why a stream was refused, as the API's 401 says it: a token sent and not accepted
+    read as if none had been sent ("needs a bearer token")."""
+    if len(authorizations(request)) > 1:
+        return "send one Authorization header: this request has several"
+    if bearer_token(request) is not None:
+        return "the bearer token is not accepted"
+    return "this stream needs a bearer token, a session or a view token"
+
+
 async def deploy_events(request: web.Request) -> web.StreamResponse:
     settings = request.config_dict[SETTINGS]
     window_id = request.match_info["id"]
@@ -107,9 +117,7 @@ async def deploy_events(request: web.Request) -> web.StreamResponse:
         require_token(request, settings.server.accepted_tokens())
     allowed, until = admitted(request, settings.server, window_id, now)
     if allowed == "unauthenticated":
-        raise ApiProblem(
-            401, "this stream needs a bearer token, a session or a view token", headers=CHALLENGE
-        )
+        raise ApiProblem(401, _refused(request), headers=CHALLENGE)
     if allowed == "forbidden":
         raise ApiProblem(403, "the view token is expired, altered or for another deploy")
     if not _DEPLOY_ID.match(window_id):

@@ -687,3 +687,32 @@ async def test_a_page_left_while_its_stream_s_head_is_asked_is_no_error(
         await asyncio.sleep(0.02)
     errors = [rec for rec in caplog.records if rec.levelname == "ERROR"]
     assert errors == [], [rec.getMessage()[:300] for rec in errors]
+
+
+async def test_an_event_stream_refusing_a_bearer_token_says_it_was_not_accepted(
+    journey_agent: JourneyAgent,
+) -> None:
+    """A wrong token was answered "this stream needs a bearer token, a session or a view
+    token", as if none had been sent: on-call looked for a missing header. It is said not
+    accepted, as the API's 401 says it; one sent twice is said so."""
+    agent = await journey_agent()
+    deploy = await agent.register("production", "v1")
+    url = f"{agent.url}/v1/deploys/{deploy['id']}/events"
+    for headers, detail in (
+        ({"Authorization": "Bearer nope"}, "the bearer token is not accepted"),
+        ({}, "this stream needs a bearer token, a session or a view token"),
+        (
+            {"Authorization": "Basic dXNlcjpwYXNz"},
+            "this stream needs a bearer token, a session or a view token",
+        ),
+    ):
+        async with agent.http.get(url, headers=headers) as r:
+            assert (r.status, r.headers["WWW-Authenticate"]) == (401, "Bearer"), headers
+            assert r.content_type == "application/problem+json"
+            assert (await r.json())["detail"] == detail, headers
+    twice = [("Authorization", f"Bearer {TOKEN}"), ("Authorization", "Bearer nope")]
+    async with agent.http.get(url, headers=twice) as r:
+        assert r.status == 401
+        assert (await r.json())[
+            "detail"
+        ] == "send one Authorization header: this request has several"

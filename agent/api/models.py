@@ -304,10 +304,18 @@ _DIGITS = re.compile(r"[0-9]+")
 
 
 def _page_size(value: Any) -> Any:
-    """`limit` as written in a query: digits. pydantic read `1_0` as 10 and `5.0`, `+5`
-    and ` 5` as 5, where the document says an integer; its own bounds check follows."""
-    if isinstance(value, str) and not _DIGITS.fullmatch(value):
-        raise ValueError(f"must be a whole number from 1 to {LIST_LIMIT_MAX}, in digits")
+    """`limit` as written in a query: digits, from 1 to `LIST_LIMIT_MAX`. pydantic read
+    `1_0` as 10 and `5.0`, `+5` and ` 5` as 5, where the document says an integer, and
+    said a 0 or a 500 in its own words ("Input should be greater than or equal to 1")."""
+    if isinstance(value, str):
+        digits = value.lstrip("0")
+        if not (
+            _DIGITS.fullmatch(value)
+            and digits
+            and len(digits) <= len(str(LIST_LIMIT_MAX))
+            and int(digits) <= LIST_LIMIT_MAX
+        ):
+            raise ValueError(f"must be a whole number from 1 to {LIST_LIMIT_MAX}, in digits")
     return value
 
 

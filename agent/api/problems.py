@@ -186,8 +186,10 @@ def validation_errors(
     *,
     prefix: Iterable[str | int] = (),
     known_fields: Iterable[str] = (),
+    field: str = "field",
 ) -> list[dict[str, Any]]:
-    """pydantic errors as `[{loc, msg}]`, written for the person who sent the request.
+    """pydantic errors as `[{loc, msg}]`, written for the person who sent the request;
+    `field`: what one of `known_fields` is to them (a GET's are query parameters).
 
     The raw input is deliberately not echoed back: it can be large or carry a secret.
     """
@@ -198,11 +200,11 @@ def validation_errors(
         msg = _clean_msg(str(error["msg"]))
         kind = error["type"]
         if kind == "extra_forbidden" and fields:
-            msg = f"unknown field; expected one of: {', '.join(fields)}"
+            msg = f"unknown {field}; expected one of: {', '.join(fields)}"
         elif kind in ("model_type", "model_attributes_type", "dict_type") and not error["loc"]:
             msg = "the body must be a JSON object"
         elif kind == "missing":
-            msg = "field required"
+            msg = f"{field} required"
         if "[key]" in error["loc"]:  # a map's key, not its value (pydantic's loc says so)
             msg = f"{msg} (the key)"
         out.append({"loc": loc, "msg": msg})

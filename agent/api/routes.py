@@ -426,7 +426,9 @@ def _list_query(request: web.Request) -> ListQuery:
     try:
         parsed = ListQuery.model_validate(values)
     except ValidationError as exc:
-        errors.extend(validation_errors(exc, known_fields=ListQuery.model_fields))
+        errors.extend(
+            validation_errors(exc, known_fields=ListQuery.model_fields, field="query parameter")
+        )
         raise invalid_fields(errors, whole="query") from None
     if errors:
         raise invalid_fields(errors, whole="query")

@@ -499,6 +499,35 @@ async def test_bad_list_parameters_are_422_with_their_loc(
     assert loc in [e["loc"] for e in body["errors"]], body
 
 
+@pytest.mark.parametrize(
+    ("query", "detail"),
+    [
+        ("limit=0", "limit: must be a whole number from 1 to 200, in digits"),
+        ("limit=201", "limit: must be a whole number from 1 to 200, in digits"),
+        ("limit=" + "9" * 5000, "limit: must be a whole number from 1 to 200, in digits"),
+        (
+            "colour=blue",
+            "colour: unknown query parameter; expected one of: cursor, environment, limit, state",
+        ),
+    ],
+)
+async def test_bad_list_parameters_are_said_in_the_api_s_words(
+    client: Client, query: str, detail: str
+) -> None:
+    """A page size out of range was said in pydantic's words ("Input should be greater
+    than or equal to 1"), and an unknown query parameter called an unknown "field", a
+    body's word."""
+    response = await client.get(f"/v1/deploys?{query}", headers=AUTH)
+    body = await problem(response, 422)
+    assert body["detail"] == detail, body
+
+
+@pytest.mark.parametrize("limit", ["1", "200", "050"])
+async def test_a_page_size_in_range_is_taken(client: Client, limit: str) -> None:
+    response = await client.get(f"/v1/deploys?limit={limit}", headers=AUTH)
+    assert response.status == 200, await response.text()
+
+
 # --- 503: the store does not answer ------------------------------------------------
 
 

@@ -214,6 +214,8 @@ class PostgresStore(SqlStore):
         """The replica id held (`hold_replica_id`)."""
         self._probe: asyncio.Task[bool] | None = None
         """The look in flight at whether the server answers (`_answers`), shared."""
+        self._looked_at = 0.0
+        """When the last look ended (the loop's clock)."""
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -438,9 +440,12 @@ class PostgresStore(SqlStore):
 
     async def _answers(self) -> bool:
         """Whether the server answers a new connection within `PROBE_S`, even to refuse
-        it (too many clients): one look at a time, shared by every operation waiting."""
+        it (too many clients): one look at a time, shared by every operation waiting, and
+        its answer for `LOOK_S` after (many slow queries on a loaded server are not a
+        connection each a second)."""
         probe = self._probe
-        if probe is None or probe.done():
+        now = asyncio.get_running_loop().time()
+        if probe is None or (probe.done() and now - self._looked_at >= LOOK_S):
             probe = self._probe = asyncio.create_task(self._look(), name="store-look")
         return await asyncio.shield(probe)
 
@@ -451,6 +456,8 @@ class PostgresStore(SqlStore):
             return False
         except Exception:  # an answer all the same: a refusal, a bad login
             return True
+        finally:
+            self._looked_at = asyncio.get_running_loop().time()
         conn.terminate()
         return True
 

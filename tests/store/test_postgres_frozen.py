@@ -73,3 +73,37 @@ async def test_a_frozen_server_is_an_outage_within_seconds_and_a_slow_query_is_n
         assert await store.get_window("dep_none") is None  # continued: it answers again
     finally:
         await store.close()
+
+
+async def test_many_slow_queries_share_their_looks_at_the_server(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each operation waiting past `LOOK_S` asks whether the server answers: ten slow
+    queries begun a tenth of a second apart on a loaded server were twenty new
+    connections in 3 s, one per query a second. One look's answer serves every query
+    for `LOOK_S`: a few looks in all, and every query waited to its end."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    looks = 0
+    connect = asyncpg.connect
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        nonlocal looks
+        looks += 1
+        return await connect(*args, **kwargs)
+
+    store = PostgresStore(pg_url, max_size=10)
+    await store.open()
+    monkeypatch.setattr(asyncpg, "connect", counted)  # the looks' (the pool's are its own)
+
+    async def slow(after: float) -> list[tuple[object, ...]]:
+        await asyncio.sleep(after)
+        async with store._read() as db:
+            return [tuple(row) for row in await db.fetch("SELECT 1 FROM pg_sleep(2.5)")]
+
+    try:
+        answers = await asyncio.gather(*(slow(n / 10) for n in range(10)))
+    finally:
+        await store.close()
+    assert answers == [[(1,)]] * 10
+    assert 1 <= looks <= 6, looks

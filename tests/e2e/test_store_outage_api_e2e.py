@@ -189,3 +189,51 @@ async def test_register_wait_started_while_postgresql_restarts_rides_it_out_to_i
             wait.kill()
             await wait.wait()
         killed(agent)
+
+
+async def test_postgresql_frozen_is_a_503_within_seconds_on_each_route_and_the_page(
+    tmp_path: Path, own_pg_cluster: PgCluster, flip_target: FlipTarget
+) -> None:
+    """A PostgreSQL that stops answering with its sockets open (SIGSTOP: a frozen VM or
+    container) is the same 503 within seconds: the API's GETs answered it after 40 s, a
+    POST after 10 s, and a pipeline and the deploy page hung that long. Once it goes on
+    (SIGCONT), the routes answer again."""
+    from tests.store.test_postgres_frozen import frozen
+
+    store_url = await own_pg_cluster.create_database()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    config = tmp_path / "postflight.yaml"
+    production = environment("production", flip_target.url, window="60s", interval="500ms")
+    config.write_text(
+        f"server:\n  listen: 127.0.0.1:{port}\n  api_tokens: [{TOKEN}]\n"
+        f"store:\n  url: {store_url}\nenvironments:\n{textwrap.indent(production, '  ')}"
+    )
+    log = tmp_path / "agent.log"
+    agent = _run(config, log)
+    try:
+        await said(log, agent, "listening on")
+        # under the pool's command timeout (30 s) and connect timeout (10 s)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=9)) as http:
+            status, _, created = await _answer(
+                http, "POST", f"{base}/v1/deploys", {"environment": "production", "version": "v2"}
+            )
+            assert status == 201, created
+            deploy = f"{base}/v1/deploys/{created['id']}"
+            assert (await _answer(http, "GET", deploy))[0] == 200
+            with frozen(own_pg_cluster):
+                for method, url, body in [
+                    ("GET", f"{base}/v1/deploys", None),
+                    ("GET", deploy, None),
+                    ("POST", f"{base}/v1/deploys", {"environment": "production", "version": "v3"}),
+                ]:
+                    status, headers, problem = await _answer(http, method, url, body)
+                    assert status == 503, (method, url, status, problem)
+                    assert headers["Retry-After"] == "1", (method, url, headers)
+                    assert problem["type"] == UNAVAILABLE, problem
+                async with http.get(f"{base}/deploys/{created['id']}", headers=AUTH) as page:
+                    assert page.status == 503 and "store does not answer" in await page.text()
+            status, _, shown_again = await _answer(http, "GET", deploy)
+            assert status == 200 and shown_again["id"] == created["id"], shown_again
+    finally:
+        killed(agent)

@@ -25,6 +25,7 @@ from agent.settings import EnvironmentSettings
 from agent.store.base import Store, StoredProbes
 from agent.store.outages import StoreOutageLog
 from agent.windows.fingerprint import check_fingerprints
+from agent.windows.in_flight import InFlight
 from agent.windows.schedule import probe_step
 from checks.base import Check, CheckContext, CheckResult, Sample, Target
 from checks.lag import (
@@ -536,6 +537,7 @@ class BackgroundProber:
         """Per environment, the checks whose background slot fell while a window probed
         it, and when (`clock`): that window's next round stands in for the run
         (`owed_runs`)."""
+        self.in_flight = InFlight()
 
     async def run(self) -> None:
         planned = [
@@ -578,8 +580,9 @@ class BackgroundProber:
             else:
                 self.owed.get(name, {}).pop(check.name, None)
                 if await self._hold(name):
-                    try:
-                        await self.probe_once(name, probe, check)
+                    try:  # a window starting meanwhile cuts it (`agent.windows.in_flight`)
+                        run = self.probe_once(name, probe, check)
+                        await self.in_flight.run(name, check.name, run)
                     except asyncio.CancelledError:
                         raise
                     except Exception as exc:  # the store may be briefly unavailable

@@ -28,6 +28,7 @@ from agent.store.base import Lease, Store
 from agent.store.outages import StoreOutageLog, store_busy, store_outage, unless_outage
 from agent.windows.alert_once import WindowAlerts
 from agent.windows.broken import BUG_REPEATS, bug_reason, end_broken, part_of, raised_at
+from agent.windows.in_flight import yield_to_window
 from agent.windows.lifecycle import (
     WatchServices,
     WindowWatch,
@@ -154,6 +155,7 @@ class Watcher:
         if background_probing:
             self.services.owed_runs = self.prober.owed_runs
             self.services.take_background = self.prober.take_for_window
+            self.services.yield_background = functools.partial(yield_to_window, self.prober)
 
     def name_replica(self, owner: str) -> None:
         """Name this replica `owner` in every lease it takes: the id the store let it

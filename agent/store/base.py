@@ -588,6 +588,13 @@ class Store(Protocol):
         claim runs until `until` (a claimer killed mid-answer is replaced after it)."""
         ...
 
+    async def gate_claimed_before(self, callback_url: str, github_environment: str) -> bool:
+        """Whether the unanswered gate was claimed before and not answered since: its
+        claimer may have sent the answer GitHub took and died (kill -9) before recording
+        it, or a stop cut its answer in flight (`release_gate`). Read before `claim_gate`,
+        which writes over it."""
+        ...
+
     async def answer_gate(
         self, callback_url: str, github_environment: str, answer: str, result: str, at: float
     ) -> None:
@@ -597,7 +604,8 @@ class Store(Protocol):
     async def release_gate(self, callback_url: str, github_environment: str, until: float) -> bool:
         """Hand back a claim `claim_gate` took until `until`, the gate still unanswered:
         the next `claim_gate` takes it at once, where it waited for the claim to lapse (a
-        clean stop cut its answer mid-call or in a retry's wait). False if the gate was
+        clean stop cut its answer mid-call or in a retry's wait); `gate_claimed_before`
+        still says it was claimed. False if the gate was
         answered, or another caller claimed it since."""
         ...
 

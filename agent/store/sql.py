@@ -1418,6 +1418,15 @@ class SqlStore(ABC):
             )
         return claimed == 1
 
+    async def gate_claimed_before(self, callback_url: str, github_environment: str) -> bool:
+        row = await self._fetchone(
+            "SELECT claimed_until FROM gates_by_environment WHERE callback_url = ?"
+            " AND github_environment = ? AND answered_at IS NULL",
+            callback_url,
+            github_environment,
+        )
+        return row is not None and row[0] is not None
+
     async def answer_gate(
         self, callback_url: str, github_environment: str, answer: str, result: str, at: float
     ) -> None:
@@ -1435,15 +1444,19 @@ class SqlStore(ABC):
                 )
 
     async def release_gate(self, callback_url: str, github_environment: str, until: float) -> bool:
-        """Its claim cleared, fenced by the claim's end (`until`, as `claim_gate` wrote it),
-        so a claimer that came since keeps it; in `gates` too, where the claim was also
-        taken for an agent of the version before migration 14 (`_claim_older_gate`)."""
+        """Its claim ended at the epoch (`RELEASED_AT`: lapsed for any claimer, an older
+        agent's too, yet still a claim for `gate_claimed_before`: the answer a stop cut
+        may have reached GitHub), fenced by the claim's end (`until`, as `claim_gate`
+        wrote it), so a claimer that came since keeps it; in `gates` too, where the claim
+        was also taken for an agent of the version before migration 14
+        (`_claim_older_gate`)."""
         async with self._tx() as db:
             released = 0
             for table in ("gates_by_environment", "gates"):
                 changed = await db.execute(
-                    f"UPDATE {table} SET claimed_until = NULL WHERE callback_url = ?"
+                    f"UPDATE {table} SET claimed_until = ? WHERE callback_url = ?"
                     " AND github_environment = ? AND answered_at IS NULL AND claimed_until = ?",
+                    RELEASED_AT,
                     callback_url,
                     github_environment,
                     until,

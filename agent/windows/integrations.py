@@ -1242,6 +1242,8 @@ class Integrations:
             return  # a stop: left pending to the next start, unclaimed
         # one answerer across replicas; a claimer killed mid-answer is replaced later
         until = now + GATE_CLAIM_S
+        # read before the claim writes over it: an earlier claimer's answer may be taken
+        again = await self.s.store.gate_claimed_before(gate.callback_url, gate.github_environment)
         if not await self.s.store.claim_gate(
             gate.callback_url, gate.github_environment, now, until
         ):
@@ -1308,6 +1310,12 @@ class Integrations:
         outcome = f"HTTP {result.status}" if result.ok else (result.error or "failed")
         if result.ok:
             self._count("github:gate", "sent")
+        elif again and result.status == 422:
+            # nothing waits for an answer: the earlier claimer's was taken, and it died (a
+            # kill -9) or was stopped before recording it; paged NOT answered, on-call
+            # answered by hand a gate GitHub had taken the answer to
+            outcome = f"{outcome} (answered before: an earlier claim's answer was taken)"
+            log.info("%s: GitHub refused the answer, %s", asked, outcome)
         else:
             # told before the gate is marked answered: a crash between the two tells
             # again (at least once), where the other way round it told no one

@@ -17,10 +17,12 @@ import pytest
 from agent.appkeys import STORE
 from agent.store import outages
 from agent.store.base import StoreUnreachable
+from agent.store.sql import SqlStore
 from agent.store.sqlite import SqliteStore
 from agent.windows import integrations as integrations_module
 from tests.e2e.conftest import AgentFactory, FlipTarget
 from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
+    alerts_to,
     environments,
     eventually,
     fake_github,
@@ -32,6 +34,7 @@ from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
 from tests.e2e.test_integrations_gate_replay_e2e import eventually_async
 from tests.fakes.github import FakeGitHub
 from tests.fakes.vercel import FakeVercel
+from tests.receivers import JsonSink
 
 pytestmark = pytest.mark.e2e
 
@@ -73,3 +76,61 @@ async def test_a_gates_answer_the_store_did_not_take_at_once_is_not_sent_again(
     assert len(fake_github.seen(GATE_PATH)) == 1, [r.status for r in fake_github.seen(GATE_PATH)]
     assert [(a["run"], a["state"]) for a in fake_github.gate_answers] == [("8", "approved")]
     assert tries == ["approved", "approved"]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_yaml(request: pytest.FixtureRequest) -> str | None:
+    """The store both replicas share: the test's SQLite file, or a PostgreSQL database."""
+    return f"url: {request.getfixturevalue('pg_url')}" if request.param == "postgres" else None
+
+
+@pytest.mark.timeout(90)
+async def test_a_gates_answer_github_took_before_its_claimer_died_is_no_page_when_taken_over(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,  # noqa: F811
+    fake_github: FakeGitHub,  # noqa: F811
+    json_sink: JsonSink,
+    monkeypatch: pytest.MonkeyPatch,
+    store_yaml: str | None,
+) -> None:
+    """GitHub took replica A's answer, and A never recorded it: its write never returns,
+    as a kill -9 at that instant leaves it (no process test can wait out the 300 s claim).
+    Replica B (on SQLite, A's restart) takes the lapsed claim over and answers again;
+    GitHub refuses it (422: no request waits) and B paged on-call 'NOT answered' for the
+    gate A had answered. A 422 to an answer under a claim taken over
+    (`Store.gate_claimed_before`) is the earlier claimer's answer taken: recorded, no page."""
+    answer_gate = SqlStore.answer_gate
+    frozen = asyncio.Event()
+    tries: list[str] = []
+
+    async def dies_once(self: SqlStore, *args: Any) -> None:
+        tries.append(args[3])
+        if len(tries) == 1:
+            frozen.set()
+            await asyncio.Event().wait()  # A: as killed, never written
+        await answer_gate(self, *args)
+
+    monkeypatch.setattr(SqlStore, "answer_gate", dies_once)
+    monkeypatch.setattr(integrations_module, "GATE_CLAIM_S", 2.0)
+    env = environments(flip_target, staging_window="1500ms")
+    extra = integrations(fake_github, fake_vercel)
+    alerting = alerts_to(json_sink)
+    store = store_yaml
+    first = await start_agent(env, extra=extra, alerting=alerting, store=store, owner="a")
+    good = "c" * 40
+    assert (await first.settled((await first.register("staging", good))["id"]))["state"] == "passed"
+    rule = fake_github.ask_gate(sha=good, run_id=11)
+    status, _ = await github_hook(first, "deployment_protection_rule", rule, "gate-died")
+    assert status == 202
+    await asyncio.wait_for(frozen.wait(), 15)
+    assert [(a["run"], a["state"]) for a in fake_github.gate_answers] == [("11", "approved")]
+    if store is None:  # one agent per SQLite file: B is A's restart, A stopped (its write cut)
+        await first.stop()
+    second = await start_agent(env, extra=extra, alerting=alerting, store=store, owner="b")
+    await eventually(lambda: len(tries) >= 2, within=20)  # B recorded it, past the claim
+    await eventually_async(second.app[STORE].pending_gates, [])
+    await asyncio.sleep(1.5)  # a page would be out by now
+    assert [n.title for n in json_sink.notifications if "NOT" in n.title] == []
+    assert [(a["run"], a["state"]) for a in fake_github.gate_answers] == [("11", "approved")]
+    assert [r.status for r in fake_github.seen(GATE_PATH)] == [204, 422]

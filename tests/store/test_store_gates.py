@@ -295,6 +295,26 @@ async def test_a_gate_claim_handed_back_is_claimed_again_at_once(store: Store) -
     assert not await store.release_gate(URL.format(9), "Production", 500.0)  # unknown
 
 
+async def test_a_gate_claimed_before_and_not_answered_says_so(store: Store) -> None:
+    """`gate_claimed_before`: a claim that lapsed (its claimer killed, maybe after GitHub
+    took its answer) or was handed back (a stop cut its answer in flight) is one an
+    earlier answer may have gone out under; a fresh gate, or an answered one, is not."""
+    await store.add_gate(gate(1))
+    await store.add_gate(gate(2))
+    assert not await store.gate_claimed_before(URL.format(1), "Production")
+    assert await store.claim_gate(URL.format(1), "Production", 200.0, 230.0)
+    assert await store.gate_claimed_before(URL.format(1), "Production")
+    assert await store.claim_gate(URL.format(1), "Production", 231.0, 260.0)  # lapsed
+    assert await store.gate_claimed_before(URL.format(1), "Production")
+    await store.answer_gate(URL.format(1), "Production", "approved", "HTTP 204", 240.0)
+    assert not await store.gate_claimed_before(URL.format(1), "Production")
+    assert await store.claim_gate(URL.format(2), "Production", 200.0, 230.0)
+    assert await store.release_gate(URL.format(2), "Production", 230.0)
+    assert await store.gate_claimed_before(URL.format(2), "Production")  # handed back
+    assert await store.claim_gate(URL.format(2), "Production", 201.0, 231.0)  # at once
+    assert not await store.gate_claimed_before(URL.format(9), "Production")  # unknown
+
+
 async def test_a_gate_claim_handed_back_is_released_for_an_older_replica_too(
     backend: Backend,
 ) -> None:
@@ -308,8 +328,8 @@ async def test_a_gate_claim_handed_back_is_released_for_an_older_replica_too(
         assert await store.pending_gates() == [gate(1)]  # taken over
         assert await store.claim_gate(URL.format(1), "Production", 200.0, 500.0)
         assert await store.release_gate(URL.format(1), "Production", 500.0)
-        # the older agent's own claim is free too
-        assert await _fetch(backend, "SELECT claimed_until FROM gates") == [(None,)]
+        # the older agent's own claim is free too: ended at the epoch, lapsed for it
+        assert await _fetch(backend, "SELECT claimed_until FROM gates") == [(0.0,)]
         assert await store.claim_gate(URL.format(1), "Production", 210.0, 510.0)
     finally:
         await store.close()

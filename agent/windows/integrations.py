@@ -832,7 +832,7 @@ class Integrations:
                 detail,
                 extra={"deploy_id": window.id, "environment": window.environment},
             )
-        self.s.spawn(self.s.store.record_alert(window.id, key, outcome, detail))
+        self.s.spawn(self._held_record(window, key, outcome, detail, what))
         if call is not None and (result.ok or result.status is not None or result.gave_up):
             self._count(key, outcome)
             # a watch's own `in_progress`/`pending` is told no one: its verdict's is
@@ -842,6 +842,31 @@ class Integrations:
                     why += " (not taken through an hour of retries)"
                 self._given_up(window, window.environment, call, key, why)
         return True
+
+    async def _held_record(
+        self, window: DeployWindow, key: str, outcome: str, detail: str, what: str
+    ) -> None:
+        """A call's outcome (a status GitHub took, an approval Vercel took), held until
+        the store takes it (`held_until_stored`): one write, a store that did not answer
+        it left the claim with no outcome, and the next start (or another replica) took
+        it over once it lapsed (`_status_lease`) and posted the status again."""
+
+        def outage_begins(exc: Exception) -> None:
+            log.warning(
+                "%s %s (%s); %s (%s): recording it once the store takes it, not sending it again",
+                what,
+                outcome,
+                detail,
+                not_taken(exc),
+                self.redact(str(exc)),
+                extra={"deploy_id": window.id, "environment": window.environment},
+            )
+
+        await held_until_stored(
+            lambda: self.s.store.record_alert(window.id, key, outcome, detail),
+            outage_begins,
+            stop=self.s.stop,
+        )
 
     def _count(self, key: str, outcome: str) -> None:
         """`postflight_integration_calls_total`, by the provider that `key` begins with."""

@@ -1,0 +1,79 @@
+"""A GitHub deployment status GitHub took is recorded even when the store does not answer
+at that moment: held until the store takes it (`held_until_stored`), as a rollback's 2xx,
+a follow-up's and a gate's answer are, so it is not posted twice.
+
+The record was a task of its own, one write: a store that did not answer it left the
+status claimed with no outcome, and the next start (or the other replica) took the claim
+over once it lapsed (`_status_lease`, 135 s with the defaults; 1 s here) and posted the
+verdict's status again. Counted at the fake GitHub, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from agent.store import outages
+from agent.store.base import StoreUnreachable
+from agent.store.sql import SqlStore
+from agent.windows.integrations import Integrations
+from tests.e2e.conftest import AgentFactory, FlipTarget
+from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
+    environments,
+    eventually,
+    fake_github,
+    fake_vercel,
+    github_hook,
+    integrations,
+    start_agent,
+)
+from tests.fakes import github as gh
+from tests.fakes.github import FakeGitHub
+from tests.fakes.vercel import FakeVercel
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_yaml(request: pytest.FixtureRequest) -> str | None:
+    """The store both agents use: the test's SQLite file, or a PostgreSQL database."""
+    return f"url: {request.getfixturevalue('pg_url')}" if request.param == "postgres" else None
+
+
+@pytest.mark.timeout(90)
+async def test_a_verdicts_status_the_store_did_not_take_at_once_is_not_posted_again(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,  # noqa: F811
+    fake_github: FakeGitHub,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    store_yaml: str | None,
+) -> None:
+    record_alert = SqlStore.record_alert
+    tries: list[str] = []
+
+    async def away_once(self: SqlStore, window_id: str, key: str, *args: Any) -> None:
+        if key == "github:success":
+            tries.append(args[0])
+            if len(tries) == 1:
+                raise StoreUnreachable("cannot reach the store: read-only")
+        await record_alert(self, window_id, key, *args)
+
+    monkeypatch.setattr(SqlStore, "record_alert", away_once)
+    monkeypatch.setattr(Integrations, "_status_lease", lambda self: 1.0)
+    monkeypatch.setattr(outages, "HELD_RETRY_S", (0.2,))
+    env = environments(flip_target, window="1500ms")
+    extra = integrations(fake_github, fake_vercel)
+    agent = await start_agent(env, extra=extra, store=store_yaml)
+    status, opened = await github_hook(agent, "deployment_status", gh.deployment_status(), "d-1")
+    assert status == 202, opened
+    assert (await agent.settled(opened["deploy"]["id"]))["state"] == "passed"
+    await eventually(lambda: len(tries) >= 1 and len(fake_github.statuses) >= 2)
+    await asyncio.sleep(1.0)
+    await agent.stop()
+    # the next start on the same store, past the status's lease: nothing owed
+    await start_agent(env, extra=extra, store=store_yaml)
+    await asyncio.sleep(3.0)
+    assert [s["state"] for s in fake_github.statuses] == ["in_progress", "success"]
+    assert tries == ["sent", "sent"]

@@ -16,7 +16,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -851,22 +851,27 @@ class Integrations:
         it left the claim with no outcome, and the next start (or another replica) took
         it over once it lapsed (`_status_lease`) and posted the status again."""
 
+        await self._held_write(
+            window,
+            lambda: self.s.store.record_alert(window.id, key, outcome, detail),
+            f"{what} {outcome} ({detail})",
+        )
+
+    async def _held_write(
+        self, window: DeployWindow, write: Callable[[], Awaitable[object]], what: str
+    ) -> None:
+        """`write()`, what a call the receiver took did, until the store takes it."""
+
         def outage_begins(exc: Exception) -> None:
             log.warning(
-                "%s %s (%s); %s (%s): recording it once the store takes it, not sending it again",
+                "%s; %s (%s): recording it once the store takes it, not sending it again",
                 what,
-                outcome,
-                detail,
                 not_taken(exc),
                 self.redact(str(exc)),
                 extra={"deploy_id": window.id, "environment": window.environment},
             )
 
-        await held_until_stored(
-            lambda: self.s.store.record_alert(window.id, key, outcome, detail),
-            outage_begins,
-            stop=self.s.stop,
-        )
+        await held_until_stored(write, outage_begins, stop=self.s.stop)
 
     def _count(self, key: str, outcome: str) -> None:
         """`postflight_integration_calls_total`, by the provider that `key` begins with."""
@@ -1100,7 +1105,15 @@ class Integrations:
             leaving=self._leaving,  # answered or not yet sent: `SENT_KEY` below holds
         )
         if result.ok:
-            await self.s.store.record_alert(window.id, SENT_KEY, "taken", f"{index} -> {step}")
+            # held until stored: raised, the approval's own outcome went unrecorded (its
+            # claim open, nothing counted) until a restart read the release afresh
+            await self._held_write(
+                window,
+                lambda: self.s.store.record_alert(
+                    window.id, SENT_KEY, "taken", f"{index} -> {step}"
+                ),
+                f"{what} taken ({index} -> {step})",
+            )
         elif not result.unanswered:
             # Vercel answered every attempt, and took none: nothing of ours took effect
             await self.s.store.record_alert(window.id, SENT_KEY, "refused", f"{index} -> {step}")

@@ -252,3 +252,40 @@ async def test_our_approval_answered_but_not_recorded_before_a_stop_is_recorded_
     )
     assert len(vercel.approvals) == 1
     assert given_up(json_sink) == []
+
+
+async def test_an_approval_vercel_took_as_the_store_does_not_answer_is_recorded_approved(
+    refusing: Refusing,  # noqa: F811
+    json_sink: JsonSink,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Vercel took the approval and the store refused its note (`taken`) once: that write
+    was raised out of the approval, whose outcome then went unrecorded in the live agent
+    (claimed, nothing counted), until a restart read the release afresh. Held until the
+    store takes it (`held_until_stored`), as a status's record is: approved, sent once."""
+    from agent.store import outages
+    from agent.store.base import StoreUnreachable
+    from agent.store.sql import SqlStore
+
+    record_alert = SqlStore.record_alert
+    tries: list[str] = []
+
+    async def away_once(self: SqlStore, window_id: str, key: str, *args: Any) -> None:
+        if key == daemon_side.SENT_KEY and args[0] == "taken":
+            tries.append(args[0])
+            if len(tries) == 1:
+                raise StoreUnreachable("cannot reach the store: read-only")
+        await record_alert(self, window_id, key, *args)
+
+    monkeypatch.setattr(SqlStore, "record_alert", away_once)
+    monkeypatch.setattr(outages, "HELD_RETRY_S", (0.2,))
+    vercel = refusing.vercel
+    vercel.start_rolling_release(vc.PROJECT, canary=vc.NEW)
+    agent = await refusing.alerting(json_sink, window="1500ms", rolling_release=True)
+    deploy = await passed_release_window(agent, "rr-held")
+    await eventually(lambda: len(vercel.approvals) == 1)
+    assert (await settled_record(tmp_path, deploy))[0] == "sent"
+    assert tries == ["taken", "taken"]
+    assert len(vercel.approvals) == 1
+    assert given_up(json_sink) == []

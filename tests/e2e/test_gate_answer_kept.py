@@ -16,9 +16,8 @@ import pytest
 
 from agent.appkeys import STORE
 from agent.store import outages
-from agent.store.base import StoreUnreachable
+from agent.store.base import StoreBusy, StoreError, StoreUnreachable
 from agent.store.sql import SqlStore
-from agent.store.sqlite import SqliteStore
 from agent.windows import integrations as integrations_module
 from tests.e2e.conftest import AgentFactory, FlipTarget
 from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
@@ -41,29 +40,39 @@ pytestmark = pytest.mark.e2e
 GATE_PATH = "/deployment_protection_rule"
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_yaml(request: pytest.FixtureRequest) -> str | None:
+    """The store both replicas share: the test's SQLite file, or a PostgreSQL database."""
+    return f"url: {request.getfixturevalue('pg_url')}" if request.param == "postgres" else None
+
+
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("refusal", [StoreUnreachable, StoreBusy], ids=["outage", "busy"])
 async def test_a_gates_answer_the_store_did_not_take_at_once_is_not_sent_again(
     start_agent: AgentFactory,  # noqa: F811
     flip_target: FlipTarget,
     fake_vercel: FakeVercel,  # noqa: F811
     fake_github: FakeGitHub,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
+    store_yaml: str | None,
+    refusal: type[StoreError],
 ) -> None:
-    answer_gate = SqliteStore.answer_gate
+    answer_gate = SqlStore.answer_gate
     tries: list[str] = []
 
-    async def away_once(self: SqliteStore, *args: Any) -> None:
+    async def away_once(self: SqlStore, *args: Any) -> None:
         tries.append(args[2])
         if len(tries) == 1:
-            raise StoreUnreachable("cannot reach the store: read-only")
+            raise refusal("cannot reach the store: read-only")
         await answer_gate(self, *args)
 
-    monkeypatch.setattr(SqliteStore, "answer_gate", away_once)
+    monkeypatch.setattr(SqlStore, "answer_gate", away_once)
     monkeypatch.setattr(integrations_module, "GATE_CLAIM_S", 2.0)
     monkeypatch.setattr(outages, "HELD_RETRY_S", (0.2,))
     agent = await start_agent(
         environments(flip_target, staging_window="1500ms"),
         extra=integrations(fake_github, fake_vercel),
+        store=store_yaml,
     )
     good = "b" * 40
     assert (await agent.settled((await agent.register("staging", good))["id"]))["state"] == "passed"
@@ -76,12 +85,6 @@ async def test_a_gates_answer_the_store_did_not_take_at_once_is_not_sent_again(
     assert len(fake_github.seen(GATE_PATH)) == 1, [r.status for r in fake_github.seen(GATE_PATH)]
     assert [(a["run"], a["state"]) for a in fake_github.gate_answers] == [("8", "approved")]
     assert tries == ["approved", "approved"]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_yaml(request: pytest.FixtureRequest) -> str | None:
-    """The store both replicas share: the test's SQLite file, or a PostgreSQL database."""
-    return f"url: {request.getfixturevalue('pg_url')}" if request.param == "postgres" else None
 
 
 @pytest.mark.timeout(90)

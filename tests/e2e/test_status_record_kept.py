@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from agent.store import outages
-from agent.store.base import StoreUnreachable
+from agent.store.base import StoreBusy, StoreError, StoreUnreachable
 from agent.store.sql import SqlStore
 from agent.windows.integrations import Integrations
 from tests.e2e.conftest import AgentFactory, FlipTarget
@@ -42,6 +42,7 @@ def store_yaml(request: pytest.FixtureRequest) -> str | None:
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("refusal", [StoreUnreachable, StoreBusy], ids=["outage", "busy"])
 async def test_a_verdicts_status_the_store_did_not_take_at_once_is_not_posted_again(
     start_agent: AgentFactory,  # noqa: F811
     flip_target: FlipTarget,
@@ -49,6 +50,7 @@ async def test_a_verdicts_status_the_store_did_not_take_at_once_is_not_posted_ag
     fake_github: FakeGitHub,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
     store_yaml: str | None,
+    refusal: type[StoreError],
 ) -> None:
     record_alert = SqlStore.record_alert
     tries: list[str] = []
@@ -57,7 +59,7 @@ async def test_a_verdicts_status_the_store_did_not_take_at_once_is_not_posted_ag
         if key == "github:success":
             tries.append(args[0])
             if len(tries) == 1:
-                raise StoreUnreachable("cannot reach the store: read-only")
+                raise refusal("the store refused the write for now")
         await record_alert(self, window_id, key, *args)
 
     monkeypatch.setattr(SqlStore, "record_alert", away_once)

@@ -268,6 +268,10 @@ class Integrations:
         """Windows whose Rolling Release approval this process sent (`_approved` says
         whether it took effect before a restart or on an earlier try of ours)."""
         services.after_rollback = self.after_rollback
+        services.follow_ups_owed = self.follow_ups_owed
+        self._resume = True
+        """Follow-ups owed to look for at the next turn (`_resume_after_rollbacks`): at
+        the start, and after a store failure left a delivered rollback's owed."""
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -296,6 +300,12 @@ class Integrations:
     def wake(self) -> None:
         self._wake.set()
 
+    def follow_ups_owed(self) -> None:
+        """A delivered rollback's follow-ups were left owed (`deliver_rollback`, the store
+        failing after its outcome): looked for at the next turn, as at a start."""
+        self._resume = True
+        self.wake()
+
     def deploy_url(self, window_id: str) -> str:
         """The deploy's page (`server.ui`), else its API object. Without a view token: a
         commit status and a gate's comment are public on a public repository, and a token
@@ -318,16 +328,19 @@ class Integrations:
 
     async def run(self) -> None:
         outage = StoreOutageLog(log, "integrations: a scan")
-        resumed = False
         while True:
             try:
-                if not resumed:
+                if self._resume:
                     # retried until the store answers: a first look that failed was
                     # skipped, and its follow-ups waited for the next restart
-                    await unless_outage(
-                        self._resume_after_rollbacks(), log, "resuming rollbacks' follow-ups"
-                    )
-                    resumed = True
+                    self._resume = False
+                    try:
+                        await unless_outage(
+                            self._resume_after_rollbacks(), log, "resuming rollbacks' follow-ups"
+                        )
+                    except Exception:
+                        self._resume = True
+                        raise
                 await self._scan()
                 outage.answered()
             except asyncio.CancelledError:

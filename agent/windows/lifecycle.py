@@ -128,6 +128,10 @@ class WatchServices:
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     after_rollback: Callable[[DeployWindow, RollbackIntent], Awaitable[None]] | None = None
     """Runs once a rollback is delivered (§7: window state, `rollback.then` follow-ups)."""
+    follow_ups_owed: Callable[[], None] | None = None
+    """Says a delivered rollback's follow-ups were left owed (the store failed after its
+    outcome): the integrations look for them again at their next turn, not only at the
+    next start."""
     take_background: Callable[[str], Awaitable[None]] | None = None
     """Takes the environment's background lease for a window starting to probe it
     (`BackgroundProber.take_for_window`); None when there is no background probing."""
@@ -1576,12 +1580,16 @@ async def deliver_rollback(
         log.warning(
             "rollback %s is stored; its alert and follow-ups wait: %s"
             " (%s): the alert, claimed with the outcome, is sent by the alert recovery, the"
-            " follow-ups at the next start",
+            " follow-ups once the store answers",
             done.state,
             not_taken(exc),
             exc,
             extra={"deploy_id": window.id, "environment": window.environment},
         )
+        if s.follow_ups_owed is not None and done.state == "delivered":
+            # claimed with the outcome (`FOLLOW_UPS`): the integrations' next turn finds
+            # them, where only the next start did, and a running agent never sent them
+            s.follow_ups_owed()
 
 
 async def _follow_up_settled(

@@ -2,7 +2,9 @@
 store failed right after the rollback's outcome was stored (its settled mark, the first
 write after it): they were left to the next start (`_resume_after_rollbacks`), and a
 running agent sent them only once restarted, days later maybe. On SQLite and PostgreSQL,
-for an outage and for StoreBusy. Counted at the follow-up's receiver."""
+for an outage and for StoreBusy. And where a follow-up stands at a kill between its
+receiver's 2xx and its record: sent again once, with its Idempotency-Key. Counted at the
+follow-up's receiver."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pytest
 
 from agent.store.base import StoreBusy, StoreError, StoreUnreachable
 from agent.store.sql import SqlStore
+from agent.windows import integrations as integrations_module
 from agent.windows.lifecycle import ROLLBACK_SETTLED
 from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget
 from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
@@ -80,4 +83,57 @@ async def test_follow_ups_of_a_rollback_stored_as_the_store_fails_go_out_without
     assert refused == [ROLLBACK_SETTLED]
     await asyncio.sleep(1.0)  # and once
     assert [a.idempotency_key for a in attempts] == [f"{deploy['id']}:migrations"]
+    assert len(fake_vercel.accepted) == 1
+
+
+@pytest.mark.timeout(60)
+async def test_a_follow_up_taken_before_its_sender_died_is_sent_again_once_with_its_key(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,  # noqa: F811
+    fake_github: FakeGitHub,  # noqa: F811
+    rollback_receiver: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    store_yaml: str | None,
+) -> None:
+    """Where a follow-up stands at a kill between its receiver's 2xx and its record (the
+    record never returns, as a kill leaves it; the lease at 2 s): the next start (SQLite)
+    or the other replica (PostgreSQL) sends it again once, with the same Idempotency-Key
+    and body, as a rollback webhook is (contract section 3): its receiver dedupes; the
+    rollback itself is not sent again."""
+    record_alert = SqlStore.record_alert
+    frozen = asyncio.Event()
+
+    async def dies_once(self: SqlStore, window_id: str, key: str, *args: Any) -> None:
+        if key == "then:migrations" and not frozen.is_set():
+            frozen.set()
+            await asyncio.Event().wait()  # the sender: as killed, never written
+        await record_alert(self, window_id, key, *args)
+
+    monkeypatch.setattr(SqlStore, "record_alert", dies_once)
+    monkeypatch.setattr(integrations_module, "follow_up_lease", lambda rollback: 2.0)
+    migrations: RollbackReceiver = await rollback_receiver("follow-secret")
+    rollback = f"""{{target: vercel, secret: {SECRET}, backoff: 50ms, max_backoff: 200ms,
+        then: [{{name: migrations, url: '{migrations.url}', secret: follow-secret}}]}}"""
+    env = environments(flip_target, rollback=rollback)
+    extra = integrations(fake_github, fake_vercel)
+    first = await start_agent(env, extra=extra, store=store_yaml, owner="a")
+    deploy = await first.register(
+        "production", "v2", labels={"vercel.deployment": vc.NEW, "vercel.previous": vc.OLD}
+    )
+    async with first.http.post(
+        f"{first.url}/v1/deploys/{deploy['id']}/rollback",
+        json={"reason": "checkout broken"},
+        headers=first.headers,
+    ) as r:
+        assert r.status == 202
+    await asyncio.wait_for(frozen.wait(), 15)
+    if store_yaml is None:  # one agent per SQLite file: B is A's restart
+        await first.stop()
+    await start_agent(env, extra=extra, store=store_yaml, owner="b")
+    attempts = await migrations.wait_for_attempts(2, within=15.0)
+    await asyncio.sleep(1.5)  # and no third
+    assert len(migrations.attempts) == 2
+    assert {a.idempotency_key for a in attempts} == {f"{deploy['id']}:migrations"}
+    assert attempts[0].body == attempts[1].body
     assert len(fake_vercel.accepted) == 1

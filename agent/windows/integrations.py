@@ -269,6 +269,7 @@ class Integrations:
         whether it took effect before a restart or on an earlier try of ours)."""
         services.after_rollback = self.after_rollback
         services.follow_ups_owed = self.follow_ups_owed
+        self._follow_ups_outage = StoreOutageLog(log, "integrations: owed follow-ups")
         self._resume = True
         """Follow-ups owed to look for at the next turn (`_resume_after_rollbacks`): at
         the start, and after a store failure left a delivered rollback's owed."""
@@ -1721,4 +1722,18 @@ class Integrations:
         for window in await self.s.store.get_windows(owed):
             intent = await self.s.store.get_rollback(window.id)
             if intent is not None and intent.state == "delivered":
-                self.s.spawn(self.after_rollback(window, intent))
+                self.s.spawn(self._after_rollback_owed(window, intent))
+
+    async def _after_rollback_owed(self, window: DeployWindow, intent: RollbackIntent) -> None:
+        """`after_rollback` for follow-ups found owed; the store failing in it leaves them
+        owed again for the next turn (`follow_ups_owed`), where its task ended on it and
+        they waited for the next start."""
+        try:
+            await self.after_rollback(window, intent)
+        except Exception as exc:
+            if not store_outage(exc):
+                raise
+            self._follow_ups_outage.failed(exc, {"deploy_id": window.id})
+            self.follow_ups_owed()
+            return
+        self._follow_ups_outage.answered()

@@ -137,3 +137,49 @@ async def test_a_follow_up_taken_before_its_sender_died_is_sent_again_once_with_
     assert {a.idempotency_key for a in attempts} == {f"{deploy['id']}:migrations"}
     assert attempts[0].body == attempts[1].body
     assert len(fake_vercel.accepted) == 1
+
+
+@pytest.mark.timeout(60)
+async def test_follow_ups_the_store_refused_twice_still_go_out_without_a_restart(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,  # noqa: F811
+    fake_github: FakeGitHub,  # noqa: F811
+    rollback_receiver: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    store_yaml: str | None,
+) -> None:
+    """The store refuses the follow-up's take at the rollback's settling, and again when
+    the integrations look for the owed follow-ups: that second failure, in a task of its
+    own, lost them until the next start. Each such failure leaves them owed again."""
+    take_alert = SqlStore.take_alert
+    refused: list[str] = []
+
+    async def away_twice(self: SqlStore, window_id: str, key: str, *args: Any, **kw: Any) -> Any:
+        if key == "then:migrations" and len(refused) < 2:
+            refused.append(key)
+            raise StoreUnreachable("cannot reach the store: read-only")
+        return await take_alert(self, window_id, key, *args, **kw)
+
+    monkeypatch.setattr(SqlStore, "take_alert", away_twice)
+    migrations: RollbackReceiver = await rollback_receiver("follow-secret")
+    rollback = f"""{{target: vercel, secret: {SECRET}, backoff: 50ms, max_backoff: 200ms,
+        then: [{{name: migrations, url: '{migrations.url}', secret: follow-secret}}]}}"""
+    agent = await start_agent(
+        environments(flip_target, rollback=rollback),
+        extra=integrations(fake_github, fake_vercel),
+        store=store_yaml,
+    )
+    deploy = await agent.register(
+        "production", "v2", labels={"vercel.deployment": vc.NEW, "vercel.previous": vc.OLD}
+    )
+    async with agent.http.post(
+        f"{agent.url}/v1/deploys/{deploy['id']}/rollback",
+        json={"reason": "checkout broken"},
+        headers=agent.headers,
+    ) as r:
+        assert r.status == 202
+    attempts = await migrations.wait_for_attempts(1, within=15.0)
+    assert len(refused) == 2
+    await asyncio.sleep(1.0)  # and once
+    assert [a.idempotency_key for a in attempts] == [f"{deploy['id']}:migrations"]

@@ -269,6 +269,8 @@ class Integrations:
         whether it took effect before a restart or on an earlier try of ours)."""
         services.after_rollback = self.after_rollback
         services.follow_ups_owed = self.follow_ups_owed
+        self._taken_over: set[tuple[str, str]] = set()
+        """(window, key) claims `_once` took over from a sender that left no outcome."""
         self._follow_ups_outage = StoreOutageLog(log, "integrations: owed follow-ups")
         self._resume = True
         """Follow-ups owed to look for at the next turn (`_resume_after_rollbacks`): at
@@ -551,7 +553,12 @@ class Integrations:
                 elif lease is None:
                     claimed = await self.s.store.claim_alert(window.id, key, now)
                 else:
+                    # a claim without an outcome is a dead (or stopped) sender's, whose
+                    # call may have been taken: told to the work (`_posted_before`)
+                    events = await self.s.store.alert_events(window.id)
                     claimed = await self._taken(window.id, key, now, now - lease)
+                    if claimed and events.get(key) == "claimed":
+                        self._taken_over.add(mark)
                 self._retry_at.pop(mark, None)
                 if claimed:
                     self._stamps[mark] = now
@@ -569,6 +576,7 @@ class Integrations:
                     done = events.get(key, "claimed") != "claimed"
             finally:
                 self._busy.discard(mark)
+                self._taken_over.discard(mark)
                 if done:
                     self._done.add(mark)
                     self._stamps.pop(mark, None)
@@ -649,9 +657,48 @@ class Integrations:
             f"{github.api_url.rstrip('/')}/repos/{repository}/deployments/"
             f"{quote(deployment, safe='')}/statuses"
         )
-        result = await self._github_post(url, body)
         what = f"GitHub deployment status {state}"
-        return self._record(window, f"github:{state}", result, what, retry=retry, call="status")
+        key = f"github:{state}"
+        taken_over = (window.id, key) in self._taken_over
+        if taken_over and await self._posted_before(url, state, deploy_path(window.id)):
+            # its sender died (kill -9) between GitHub's 201 and its record: posted again
+            # once its claim lapsed, a second status of the same state on the deployment
+            log.info(
+                "%s: GitHub lists it already (posted by a sender that left no record of it);"
+                " not posted again",
+                what,
+                extra={"deploy_id": window.id, "environment": window.environment},
+            )
+            self.s.spawn(self._held_record(window, key, "sent", "posted before", what))
+            return True
+        result = await self._github_post(url, body)
+        return self._record(window, key, result, what, retry=retry, call="status")
+
+    async def _posted_before(self, url: str, state: str, path: str) -> bool:
+        """Whether the deployment's statuses (`url`, GitHub's list of them, newest first)
+        hold one of `state` whose `log_url` is the deploy's (ends with its `path`: the
+        public URL may have changed with the restart). Any doubt (GitHub down, an answer
+        not read): False, and it is posted, a second status doing no harm."""
+        github = self.settings.integrations.github
+        assert github is not None
+        headers = {k: v for k, v in self._github_headers().items() if k != "Content-Type"}
+        result = await call(
+            self._client(),
+            "GET",
+            f"{url}?per_page=100",
+            headers=headers,
+            timeout_s=github.timeout,
+            redact=self.redact,
+            rate_limit=github_rate_limit_wait,
+            leaving=self._leaving,
+        )
+        listed = result.data if result.ok and isinstance(result.data, list) else []
+        return any(
+            isinstance(s, dict)
+            and s.get("state") == state
+            and str(s.get("log_url") or "").endswith(path)
+            for s in listed
+        )
 
     def _commit_state(self, window: DeployWindow) -> tuple[str, str] | None:
         """The commit status the window's state calls for, and the repository."""

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from agent.appkeys import STORE
 from agent.store import outages
 from agent.store.base import StoreBusy, StoreError, StoreUnreachable
 from agent.store.sql import SqlStore
@@ -28,6 +29,7 @@ from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
     integrations,
     start_agent,
 )
+from tests.e2e.test_integrations_gate_replay_e2e import eventually_async
 from tests.fakes import github as gh
 from tests.fakes.github import FakeGitHub
 from tests.fakes.vercel import FakeVercel
@@ -79,3 +81,47 @@ async def test_a_verdicts_status_the_store_did_not_take_at_once_is_not_posted_ag
     await asyncio.sleep(3.0)
     assert [s["state"] for s in fake_github.statuses] == ["in_progress", "success"]
     assert tries == ["sent", "sent"]
+
+
+@pytest.mark.timeout(90)
+async def test_a_verdicts_status_github_took_before_its_sender_died_is_not_posted_again(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,  # noqa: F811
+    fake_github: FakeGitHub,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    store_yaml: str | None,
+) -> None:
+    """GitHub took the verdict's status and its sender never recorded it (the record never
+    returns, as a kill at that instant leaves it): the next start (SQLite) or the other
+    replica (PostgreSQL), taking the lapsed claim over (the lease at 1 s), posted it
+    again. A claim taken over first looks for the status among the deployment's (GitHub's
+    list of them): found, it is recorded sent, not posted twice."""
+    record_alert = SqlStore.record_alert
+    frozen = asyncio.Event()
+
+    async def dies_once(self: SqlStore, window_id: str, key: str, *args: Any) -> None:
+        if key == "github:success" and not frozen.is_set():
+            frozen.set()
+            await asyncio.Event().wait()  # the sender: as killed, never written
+        await record_alert(self, window_id, key, *args)
+
+    monkeypatch.setattr(SqlStore, "record_alert", dies_once)
+    monkeypatch.setattr(Integrations, "_status_lease", lambda self: 1.0)
+    env = environments(flip_target, window="1500ms")
+    extra = integrations(fake_github, fake_vercel)
+    first = await start_agent(env, extra=extra, store=store_yaml, owner="a")
+    status, opened = await github_hook(first, "deployment_status", gh.deployment_status(), "d-1")
+    assert status == 202, opened
+    await asyncio.wait_for(frozen.wait(), 20)
+    if store_yaml is None:  # one agent per SQLite file: B is A's restart
+        await first.stop()
+    second = await start_agent(env, extra=extra, store=store_yaml, owner="b")
+    deploy = opened["deploy"]["id"]
+
+    async def recorded() -> str | None:
+        return (await second.app[STORE].alert_events(deploy)).get("github:success")
+
+    await eventually_async(recorded, "sent")
+    await asyncio.sleep(1.0)
+    assert [s["state"] for s in fake_github.statuses] == ["in_progress", "success"]

@@ -92,6 +92,9 @@ class FakeGitHub(FakeServer):
         app.router.add_post(
             "/repos/{owner}/{repo}/deployments/{deployment}/statuses", self.create_status
         )
+        app.router.add_get(
+            "/repos/{owner}/{repo}/deployments/{deployment}/statuses", self.list_statuses
+        )
         app.router.add_post(
             "/repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches", self.dispatch
         )
@@ -159,6 +162,17 @@ class FakeGitHub(FakeServer):
         status = {"id": len(self.statuses) + 1, "deployment": int(deployment), **body}
         self.statuses.append(status)
         return web.json_response(status, status=201)
+
+    async def list_statuses(self, request: web.Request) -> web.Response:
+        """A deployment's statuses, newest first (GitHub's `List deployment statuses`)."""
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        deployment = request.match_info["deployment"]
+        if not deployment.isdigit() or int(deployment) not in self.deployments:
+            return _message(404, "Not Found")
+        ours = [s for s in self.statuses if s["deployment"] == int(deployment)]
+        return web.json_response(ours[::-1])
 
     async def commit_status(self, request: web.Request) -> web.Response:
         """A commit status goes on a full SHA: GitHub refuses a short one (422, `sha must

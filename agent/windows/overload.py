@@ -21,7 +21,7 @@ from agent.analysis.describe import format_value, quantile_of
 from agent.analysis.stats import percentile
 from agent.analysis.types import Observation, Rule, RuleVerdict, Verdict, WindowDecision
 from agent.analysis.verdicts import Glance, RuleGlance, and_more
-from checks.base import BUG, CheckResult
+from checks.base import CheckResult
 from checks.lag import AGENT_DELAY, AGENT_KERNEL_DELAY, least_latency
 from common.words import counted
 
@@ -255,9 +255,9 @@ def _dropped(result: CheckResult) -> tuple[int, int, int] | None:
     """A deploy probe's (samples dropped, latencies dropped, runs), each load request a
     run; None for a run that is not the deploy's (a canary's baseline target), or that the
     check's own bug ended (`CheckResult.bug`: no measurement at all)."""
-    details = result.details
-    if details.get(BUG):
+    if result.bug:
         return None
+    details = result.details
     own = details.get("agent_lag")
     if own is not None or len(result.samples) > 1:  # a load run: each request counts
         target = result.samples[0].target if result.samples else ""

@@ -24,7 +24,7 @@ from typing import Any
 from checks.base import BUG, Check, CheckConfig, CheckContext, CheckResult, Running, Sample
 from checks.bugs import NOT_EVIDENCE, about_target, raised_where
 from checks.shape import UnreadableResult, plain_result
-from checks.spells import RaisingSpells
+from checks.spells import RaisingSpells, SpellKey
 from checks.ticks import ticks
 from common.redaction import SENSITIVE_KEY, Redactor, truncate
 
@@ -320,9 +320,7 @@ def _finished(
     """A run's result as recorded: timed, and scrubbed of the environment's secrets. It
     returned: a spell of its check's runs raising about the target may end (`_spells`)."""
     if _spells.open:
-        _spells.returned(
-            (ctx.environment, check.name, ctx.target), asyncio.get_running_loop().time()
-        )
+        _spells.returned(_spell_key(check, ctx), asyncio.get_running_loop().time())
     if not redactor.secrets:
         message, details = result.message, result.details
     else:
@@ -494,17 +492,13 @@ def _crashed(
         message = f"check crashed: {type(exc).__name__}: {exc}"
         traced = True
     message = truncate(redactor.text(message), _MESSAGE_LIMIT)
-    trace = (
-        redactor.text("".join(traceback.format_exception(exc)))[-_TRACEBACK_LIMIT:]
-        if traced
-        else ""
-    )
+    trace = _traceback(exc, redactor) if traced else ""
     # a run cut at its round's end is the target's timeout, in the result and its metrics:
     # logging each would be a line per probe when a target stops answering (or the agent
     # falls behind) — when a log line costs the most; any other is logged once a spell
     if traced:
         now = asyncio.get_running_loop().time()
-        _spells.raised((ctx.environment, check.name, ctx.target), check.type, now, message)
+        _spells.raised(_spell_key(check, ctx), check.type, now, message)
         log.debug("check %s traceback:\n%s", check.name, trace)
     else:
         log.debug(
@@ -529,6 +523,16 @@ def _crashed(
 _spells = RaisingSpells(log)
 """Runs raising about their target, by environment, check and target: a WARNING as a
 spell begins, one line as it ends, not one a probe (`checks.spells`)."""
+
+
+def _spell_key(check: Check, ctx: CheckContext) -> SpellKey:
+    return ctx.environment, check.name, ctx.target
+
+
+def _traceback(exc: BaseException, redactor: Redactor) -> str:
+    """`exc`'s traceback as logged and kept in a result's details: redacted, its end."""
+    return redactor.text("".join(traceback.format_exception(exc)))[-_TRACEBACK_LIMIT:]
+
 
 _BUG_WORDS_LIMIT = 300
 """The most of a bug's exception message its result says (its place is said after it)."""
@@ -560,7 +564,7 @@ def _bug(
     told = (ctx.environment, check.name, type(exc).__name__, where)
     if told not in _bugs_told:
         _bugs_told.add(told)
-        trace = redactor.text("".join(traceback.format_exception(exc)))[-_TRACEBACK_LIMIT:]
+        trace = _traceback(exc, redactor)
         log.warning(
             "%s (environment %s; logged once, each such run counted in"
             ' postflight_check_runs_total{result="error"})\n%s',
@@ -568,6 +572,18 @@ def _bug(
             ctx.environment,
             trace,
         )
-    details = {"crashed": True, BUG: True, "exception": type(exc).__name__, "where": where}
-    details["target"] = ctx.target
-    return CheckResult(check.name, check.type, False, (), message, duration, details)
+    return CheckResult(
+        check=check.name,
+        type=check.type,
+        ok=False,
+        samples=(),
+        message=message,
+        duration_s=duration,
+        details={
+            "crashed": True,
+            BUG: True,
+            "exception": type(exc).__name__,
+            "where": where,
+            "target": ctx.target,
+        },
+    )

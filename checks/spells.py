@@ -56,7 +56,7 @@ class RaisingSpells:
         words (redacted): logged as a WARNING when it begins a spell or reminds of one,
         else at DEBUG. True if it was a WARNING."""
         environment, check, target = key
-        on = "" if target == "deploy" else f" (its {target})"
+        on = _on(target)
         spell = self.open.get(key)
         if spell is None:
             self.open[key] = _Spell(began=now, last=now, said_at=now)
@@ -100,7 +100,7 @@ class RaisingSpells:
             return
         del self.open[key]
         environment, check, target = key
-        on = "" if target == "deploy" else f" (its {target})"
+        on = _on(target)
         self._log.info(
             "check %s in environment %s%s: its runs return again (%s raised about the"
             " target in %s s)",
@@ -110,6 +110,11 @@ class RaisingSpells:
             counted(spell.raised, "run"),
             _seconds(spell.last - spell.began),
         )
+
+
+def _on(target: str) -> str:
+    """Where a spell is, after its environment: nothing for the deploy (most checks')."""
+    return "" if target == "deploy" else f" (its {target})"
 
 
 def _seconds(span: float) -> str:

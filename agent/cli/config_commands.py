@@ -296,7 +296,7 @@ def check_command(args: argparse.Namespace) -> int:
             f"  {visible(r.message)}"  # a target's words, its controls escaped
         )
     bugs = sum(1 for r in results if r.bug)
-    failed = sum(1 for r in results if not r.ok) - bugs
+    failed = sum(1 for r in results if not r.ok and not r.bug)
     dropped = sum(1 for r in results if _dropped(r))
     summary = f"\n{len(results) - failed - dropped - bugs} passed, {failed} failed"
     if dropped:

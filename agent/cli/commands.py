@@ -34,8 +34,10 @@ from agent.cli.exits import (
     EXIT_USAGE,
 )
 from agent.cli.render import (
+    AGENT_BACK,
     Progress,
     Style,
+    agent_away,
     deploys_table,
     details,
     hms,
@@ -315,7 +317,7 @@ async def _register(
 
         def unreachable(error: ClientError) -> None:
             if not away and not quiet:
-                print(f"  ! {error}; retrying until the timeout", file=out, flush=True)
+                print(agent_away(error), file=out, flush=True)
             away.append(error)
 
         # with --wait the registration rides out an agent answering 503 (its store away) as
@@ -328,7 +330,7 @@ async def _register(
             on_unreachable=unreachable,
         )
         if away and not quiet:
-            print("  agent reachable again", file=out, flush=True)
+            print(AGENT_BACK, file=out, flush=True)
         registered.append(deploy.id)
         window = format_duration(deploy.ends_at.timestamp() - deploy.deployed_at.timestamp())
         if quiet:

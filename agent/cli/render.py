@@ -25,6 +25,15 @@ HEARTBEAT_S = 60.0
 """Without a terminal, a line at least this often so CI logs show the wait is alive."""
 
 
+def agent_away(error: ClientError) -> str:
+    """The line `register --wait` says as the agent stops answering, once until it answers
+    again (`AGENT_BACK`): at its registration as in its wait."""
+    return f"  ! {error}; retrying until the timeout"
+
+
+AGENT_BACK = "  agent reachable again"
+
+
 @dataclass
 class Style:
     """Colours and symbols only on a terminal that wants them (NO_COLOR is honoured)."""
@@ -292,12 +301,12 @@ class Progress:
 
     def unreachable_agent(self, error: ClientError) -> None:
         if not self.unreachable:
-            self._print(f"  ! {error}; retrying until the timeout")
+            self._print(agent_away(error))
             self.unreachable = True
 
     def update(self, deploy: Deploy) -> None:
         if self.unreachable:
-            self._print("  agent reachable again")
+            self._print(AGENT_BACK)
             self.unreachable = False
         rules = _rules(deploy)
         pending = deploy.verdict is None  # a breach starting or clearing is a change too

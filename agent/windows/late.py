@@ -310,10 +310,7 @@ class RoundTimer:
         # also the providers' wait's start (`fetched`)
         cpu = self._wait_cpu = cpu_waited_s(_loop_now()) if self._cpu is not None else None
         if took >= given - ON_TIME_S:  # the room's end, on its 5 ms grid
-            self._idle += timed_wait(took, stalled, given)
-            before = self._room_cpu
-            if cpu is not None and before is not None:  # the kernel's count, alike
-                self._idle_cpu += timed_wait(took, max(0.0, cpu - before), given)
+            self._timed_out(took, stalled, given, self._room_cpu, cpu)
 
     def fetched(
         self, at: float, reserve_from: float | None = None, timer_due: float | None = None
@@ -331,16 +328,23 @@ class RoundTimer:
         began = self._at
         took, stalled = self._step(at)
         if timer_due is not None:
-            due_in = max(0.0, timer_due - began)
-            idle = timed_wait(took, stalled, due_in)
-            self._idle += idle
-            stalled -= idle
             before = self._wait_cpu
             cpu = cpu_waited_s(_loop_now()) if before is not None else None
-            if cpu is not None and before is not None:
-                self._idle_cpu += timed_wait(took, max(0.0, cpu - before), due_in)
+            stalled -= self._timed_out(took, stalled, max(0.0, timer_due - began), before, cpu)
         inside = took if reserve_from is None else max(0.0, at - max(began, reserve_from))
         self.waits.providers_s += max(0.0, inside - stalled)
+
+    def _timed_out(
+        self, took: float, stalled: float, due_in: float, cpu_from: float | None, cpu: float | None
+    ) -> float:
+        """A wait its timer ended, due `due_in` after it began: the loop's stall and the
+        kernel's CPU wait (from `cpu_from` to `cpu`, when both were read) that lengthened
+        nothing are set aside (`timed_wait`); returns the stall's."""
+        idle = timed_wait(took, stalled, due_in)
+        self._idle += idle
+        if cpu_from is not None and cpu is not None:
+            self._idle_cpu += timed_wait(took, max(0.0, cpu - cpu_from), due_in)
+        return idle
 
     def finish(self, loop_now: float, at: float) -> RoundWaits:
         """The round's work is done `at`: its waits, with the loop's stall over all of it."""

@@ -47,6 +47,16 @@ def timed(
     return timer.finish(loop.time(), at + lease_s + checks_s + providers_s)
 
 
+def in_room(lag: LoopLag | None = None) -> RoundTimer:
+    """A round's timer on this loop (reading `lag`, when the test reads it too), started
+    on time at 100.0 and its lease held at once: the checks' room begins."""
+    loop = asyncio.get_running_loop()
+    timer = RoundTimer()
+    timer.start(lag or LoopLag(loop), loop.time(), 100.0, 100.0)
+    timer.leased(100.0)
+    return timer
+
+
 async def test_checks_past_the_time_they_were_given_are_the_checks_cause() -> None:
     waits = timed(given=0.27, checks_s=1.47)
     assert waits.checks_s == pytest.approx(1.2, abs=0.05)
@@ -118,10 +128,7 @@ async def test_a_stall_in_the_checks_room_their_timer_ended_is_not_the_hosts() -
     0.2 s. The stall lengthened nothing (the probes were cut when due): the providers held
     it. Before, all of the stall was the host's (0.3 s), named over the providers'."""
     loop = asyncio.get_running_loop()
-    lag = LoopLag(loop)
-    timer = RoundTimer()
-    timer.start(lag, loop.time(), 100.0, 100.0)
-    timer.leased(100.0)
+    timer = in_room()
     time.sleep(0.3)  # noqa: ASYNC251 (the stall, mid-room, on purpose)
     timer.checked(100.6, 0.6)  # the timer fired on time
     timer.fetched(100.8)
@@ -136,9 +143,7 @@ async def test_a_stall_that_made_the_checks_end_late_is_the_hosts_by_that_latene
     is the host's; the stall before it was due lengthened nothing."""
     loop = asyncio.get_running_loop()
     lag = LoopLag(loop)
-    timer = RoundTimer()
-    timer.start(lag, loop.time(), 100.0, 100.0)
-    timer.leased(100.0)
+    timer = in_room(lag)
     before = lag.total()
     time.sleep(0.3)  # noqa: ASYNC251 (the stall, on purpose)
     stalled = lag.total() - before
@@ -162,10 +167,7 @@ async def test_a_cpu_wait_in_the_checks_room_their_timer_ended_is_not_the_hosts(
     kernel = {"waited": 1.0}
     monkeypatch.setattr(late, "cpu_waited_s", lambda now: kernel["waited"])
     loop = asyncio.get_running_loop()
-    lag = LoopLag(loop)
-    timer = RoundTimer()
-    timer.start(lag, loop.time(), 100.0, 100.0)
-    timer.leased(100.0)
+    timer = in_room()
     kernel["waited"] += 0.3  # in the room, before its timer was due
     timer.checked(100.6, 0.6)
     timer.fetched(100.8)
@@ -182,10 +184,7 @@ async def test_a_providers_wait_before_the_reserve_is_not_theirs() -> None:
     lateness is the host's. Counted whole (less the stall), the wait named the providers
     (0.52 s against the host's 0.2 s)."""
     loop = asyncio.get_running_loop()
-    lag = LoopLag(loop)
-    timer = RoundTimer()
-    timer.start(lag, loop.time(), 100.0, 100.0)
-    timer.leased(100.0)
+    timer = in_room()
     timer.checked(100.4, 0.9)
     time.sleep(0.2)  # noqa: ASYNC251 (the stall, across the timer's due time, on purpose)
     timer.fetched(101.12, reserve_from=100.9, timer_due=100.95)
@@ -199,10 +198,7 @@ async def test_a_stall_before_a_provider_waits_timer_was_due_lengthened_nothing(
     """The wait's timer fired on time (0.95 s); the loop blocked 0.03 s before: neither
     the host's nor taken off the providers' part of the reserve, as in the checks' room."""
     loop = asyncio.get_running_loop()
-    lag = LoopLag(loop)
-    timer = RoundTimer()
-    timer.start(lag, loop.time(), 100.0, 100.0)
-    timer.leased(100.0)
+    timer = in_room()
     timer.checked(100.9, 0.9)
     time.sleep(0.03)  # noqa: ASYNC251 (the stall, before the timer was due, on purpose)
     timer.fetched(100.95, reserve_from=100.9, timer_due=100.95)
@@ -219,10 +215,7 @@ async def test_a_cpu_wait_before_a_provider_waits_timer_was_due_is_not_the_hosts
     kernel = {"waited": 1.0}
     monkeypatch.setattr(late, "cpu_waited_s", lambda now: kernel["waited"])
     loop = asyncio.get_running_loop()
-    lag = LoopLag(loop)
-    timer = RoundTimer()
-    timer.start(lag, loop.time(), 100.0, 100.0)
-    timer.leased(100.0)
+    timer = in_room()
     timer.checked(100.4, 0.9)
     kernel["waited"] += 0.3  # in the wait, before its timer was due
     timer.fetched(100.95, reserve_from=100.9, timer_due=100.95)
@@ -235,9 +228,7 @@ async def test_answers_that_came_before_the_reserve_took_none_of_it() -> None:
     reserve, and the wait holds no overrun; one that took 0.05 s of it is the providers'."""
     for answered, part in ((100.6, 0.0), (100.95, 0.05)):
         loop = asyncio.get_running_loop()
-        timer = RoundTimer()
-        timer.start(LoopLag(loop), loop.time(), 100.0, 100.0)
-        timer.leased(100.0)
+        timer = in_room()
         timer.checked(100.4, 0.9)
         timer.fetched(answered, reserve_from=100.9)
         waits = timer.finish(loop.time(), answered + 0.01)

@@ -17,9 +17,6 @@ import asyncio
 import json
 import re
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +26,8 @@ import pytest
 from aiohttp import web
 
 from tests.cli_process import awaited_cli
-from tests.e2e.crash import TOKEN, _env, free_port
+from tests.e2e.crash import TOKEN, free_port
+from tests.e2e.plugin_agent import records, start
 from tests.plugin_site import install_distribution
 from tests.receivers import JsonSink, RollbackReceiver
 
@@ -168,27 +166,6 @@ def config(
         f"    rollback: {{url: '{receiver}', secret: {SECRET}}}\n"
     )
     return made
-
-
-def start(config: Path, log: Path, site: Path) -> subprocess.Popen[bytes]:
-    env = _env()
-    env["PYTHONPATH"] = f"{site}:{env['PYTHONPATH']}"
-    with log.open("ab") as out:
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(config), "--log-format", "json"],
-            env=env,
-            stdout=out,
-            stderr=out,
-        )
-    deadline = time.monotonic() + 60
-    while "listening on" not in log.read_text():
-        assert agent.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.05)
-    return agent
-
-
-def records(log: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
 
 
 async def watched(

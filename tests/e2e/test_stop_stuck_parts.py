@@ -7,11 +7,8 @@ awaited each part with no bound and hung for good."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -21,7 +18,8 @@ import pytest
 
 from agent.rollback.delivery import RollbackDelivery
 from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, environment
-from tests.e2e.crash import TOKEN, _env, free_port, request_json
+from tests.e2e.crash import TOKEN, free_port, request_json
+from tests.e2e.plugin_agent import records, start
 from tests.plugin_site import install_distribution
 from tests.receivers import RollbackReceiver
 
@@ -148,28 +146,6 @@ def config(tmp_path: Path, port: int, part: str, started: Path) -> Path:
         )
     )
     return path
-
-
-def start(config: Path, log: Path, site: Path) -> subprocess.Popen[bytes]:
-    env = _env()
-    env["PYTHONPATH"] = f"{site}:{env['PYTHONPATH']}"
-    before = log.read_text() if log.exists() else ""
-    with log.open("ab") as out:
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(config), "--log-format", "json"],
-            env=env,
-            stdout=out,
-            stderr=out,
-        )
-    deadline = time.monotonic() + 60
-    while "listening on" not in log.read_text()[len(before) :]:
-        assert agent.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.05)
-    return agent
-
-
-def records(log: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
 
 
 @pytest.mark.timeout(90)

@@ -1,0 +1,38 @@
+"""`postflight run` as a process whose plugins (checks, providers) are installed in a
+folder on its PYTHONPATH (`tests.plugin_site`), its JSON log read back as records."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.crash import _env
+
+
+def start(config: Path, log: Path, site: Path) -> subprocess.Popen[bytes]:
+    """The agent on `config`, with `site`'s plugins, its log appended to `log` (a restart
+    may share one): returned once this start says it is listening (60 s at the most)."""
+    env = _env()
+    env["PYTHONPATH"] = f"{site}:{env['PYTHONPATH']}"
+    before = log.read_text() if log.exists() else ""
+    with log.open("ab") as out:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", str(config), "--log-format", "json"],
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
+    deadline = time.monotonic() + 60
+    while "listening on" not in log.read_text()[len(before) :]:
+        assert agent.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    return agent
+
+
+def records(log: Path) -> list[dict[str, Any]]:
+    """The JSON records of `log`, leaving out any other line (a traceback's, Python's)."""
+    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]

@@ -14,9 +14,12 @@ scalars are read as Python's numbers and judged."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import re
 import signal
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -120,18 +123,23 @@ async def _down(request: web.Request) -> web.Response:
     return web.Response(status=503, text="down")
 
 
-@pytest.fixture
-async def target() -> AsyncIterator[str]:
-    """A healthy service (`/health`) with one path that is down (`/down`: 503)."""
+async def serve_target() -> tuple[str, web.AppRunner]:
+    """A healthy service (`/health`) with one path that is down (`/down`: 503): its URL,
+    and its runner to take it away."""
     app = web.Application()
     app.router.add_get("/health", _health)
     app.router.add_get("/down", _down)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    yield f"http://127.0.0.1:{port}"
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return f"http://127.0.0.1:{port}", runner
+
+
+@pytest.fixture
+async def target() -> AsyncIterator[str]:
+    url, runner = await serve_target()
+    yield url
     await runner.cleanup()
 
 
@@ -168,6 +176,55 @@ def config(
     return made
 
 
+@dataclasses.dataclass
+class Running:
+    """An agent with the plugin, its rollback receiver and alerts' sink (`running`)."""
+
+    url: str
+    config: Path
+    site: Path
+    log: Path
+    receiver: RollbackReceiver
+    sink: JsonSink
+    agent: subprocess.Popen[bytes]
+
+    async def registered(self, *more: str) -> tuple[int, str, str]:
+        """`postflight register` of v2 (with `more` arguments): its exit code, its
+        output and the deploy's id."""
+        common = ("--url", self.url, "--token", TOKEN, "--env", "production", "--version", "v2")
+        code, said = await awaited_cli("register", *common, *more)
+        found = re.search(r"dep_[0-9A-Z]{26}", said)
+        assert found is not None, said
+        return code, said, found.group()
+
+
+@contextlib.asynccontextmanager
+async def running(
+    tmp_path: Path, target: str, mode: str, log: str = "agent.log", **more: Any
+) -> AsyncIterator[Running]:
+    """The agent on `config(…, mode, **more)` with the plugin installed, its log in
+    `tmp_path / log`; stopped at the end (the one `Running.agent` names then), with its
+    receiver and sink."""
+    site = tmp_path / "site"
+    install_plugin(site)
+    receiver, sink = RollbackReceiver(SECRET), JsonSink()
+    await receiver.start()
+    await sink.start()
+    port = free_port()
+    made = config(tmp_path, port, target, mode, receiver.url, sink.url(), **more)
+    logged = tmp_path / log
+    run = Running(
+        f"http://127.0.0.1:{port}", made, site, logged, receiver, sink, start(made, logged, site)
+    )
+    try:
+        yield run
+    finally:
+        run.agent.send_signal(signal.SIGTERM)
+        run.agent.wait(30)
+        await receiver.stop()
+        await sink.stop()
+
+
 async def watched(
     tmp_path: Path, target: str, mode: str
 ) -> tuple[int, str, dict[str, Any], list[Any], Path, JsonSink]:
@@ -175,35 +232,17 @@ async def watched(
     stop the agent: the exit code and output, the deploy as the API shows it (its
     `metrics`: a scrape of `/metrics` then), the rollback requests, the agent's log and
     the alerts' sink."""
-    site = tmp_path / "site"
-    install_plugin(site)
-    receiver, sink = RollbackReceiver(SECRET), JsonSink()
-    await receiver.start()
-    await sink.start()
-    port = free_port()
-    log = tmp_path / "agent.log"
-    made = config(tmp_path, port, target, mode, receiver.url, sink.url())
-    agent = start(made, log, site)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        common = ("--url", url, "--token", TOKEN, "--env", "production", "--version", "v2")
-        code, said = await awaited_cli("register", *common, "--wait", "--timeout", "30s")
-        found = re.search(r"dep_[0-9A-Z]{26}", said)
-        assert found is not None, said
+    async with running(tmp_path, target, mode) as run:
+        code, said, deploy_id = await run.registered("--wait", "--timeout", "30s")
         async with (
             aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
-            http.get(f"{url}/v1/deploys/{found.group()}") as answer,
+            http.get(f"{run.url}/v1/deploys/{deploy_id}") as answer,
         ):
             deploy = await answer.json()
-            async with http.get(f"{url}/metrics") as scraped:
+            async with http.get(f"{run.url}/metrics") as scraped:
                 deploy["metrics"] = await scraped.text()
-        await ended(sink)
-    finally:
-        agent.send_signal(signal.SIGTERM)
-        agent.wait(30)
-        await receiver.stop()
-        await sink.stop()
-    return code, said, deploy, receiver.attempts, log, sink
+        await ended(run.sink)
+    return code, said, deploy, run.receiver.attempts, run.log, run.sink
 
 
 BUG_TITLE = "[postflight] production v2: check plug has a bug"
@@ -336,35 +375,20 @@ async def test_a_check_plugins_bug_is_alerted_once_across_a_restart(
     """The agent stopped after the check's bug was alerted, a new one resumes the window
     on the same store, meets the bug again (its log says it) and sends no second alert:
     the store's claim of `check_bug:plug` says the first was sent."""
-    site = tmp_path / "site"
-    install_plugin(site)
-    receiver, sink = RollbackReceiver(SECRET), JsonSink()
-    await receiver.start()
-    await sink.start()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    made = config(tmp_path, port, target, "half", receiver.url, sink.url(), window="15s")
-    first, second = tmp_path / "first.log", tmp_path / "second.log"
-    agent = start(made, first, site)
-    try:
-        common = ("--url", url, "--token", TOKEN, "--env", "production", "--version", "v2")
-        code, said = await awaited_cli("register", *common)
-        found = re.search(r"dep_[0-9A-Z]{26}", said)
-        assert code == 0 and found is not None, said
+    second = tmp_path / "second.log"
+    async with running(tmp_path, target, "half", log="first.log", window="15s") as run:
+        code, said, deploy_id = await run.registered()
+        assert code == 0, said
+        sink = run.sink
         await sink.wait_for(1, within=20)
         assert [n.title for n in sink.notifications] == [BUG_TITLE]
-        agent.send_signal(signal.SIGTERM)
-        assert agent.wait(30) == 0
-        agent = start(made, second, site)
-        deploy = await _ended_on_api(url, found.group())
+        run.agent.send_signal(signal.SIGTERM)
+        assert run.agent.wait(30) == 0
+        run.agent = start(run.config, second, run.site)
+        deploy = await _ended_on_api(run.url, deploy_id)
         await ended(sink)
-    finally:
-        agent.send_signal(signal.SIGTERM)
-        agent.wait(30)
-        await receiver.stop()
-        await sink.stop()
     assert deploy["state"] == "passed", deploy
-    assert receiver.attempts == []
+    assert run.receiver.attempts == []
     assert _bugs_logged(second), second.read_text()  # the new agent had the bug too
     resumed = [r for r in records(second) if r["msg"].startswith("watching production v2")]
     assert resumed and "(round 1," not in resumed[0]["msg"], resumed
@@ -411,43 +435,24 @@ async def test_a_target_gone_away_is_one_warning_of_its_check_not_one_a_probe(
     `ClientConnectorError`, a refused connection): each probe a failed probe, as before,
     and the bad deploy is rolled back; the agent's log says so once for the spell, where
     it said it at every probe of every round and background run."""
-    app = web.Application()
-    app.router.add_get("/health", _health)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    target_port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", target_port).start()
-    site = tmp_path / "site"
-    install_plugin(site)
-    receiver, sink = RollbackReceiver(SECRET), JsonSink()
-    await receiver.start()
-    await sink.start()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "agent.log"
-    made = config(
-        tmp_path, port, f"http://127.0.0.1:{target_port}", "plain", receiver.url, sink.url(),
-        window="4s", failure_limit=3,
-    )  # fmt: skip
-    agent = start(made, log, site)
+    target, runner = await serve_target()
     try:
-        common = ("--url", url, "--token", TOKEN, "--env", "production", "--version", "v2")
-        code, said = await awaited_cli("register", *common)
-        found = re.search(r"dep_[0-9A-Z]{26}", said)
-        assert code == 0 and found is not None, said
-        await runner.cleanup()  # the target goes away
-        deploy = await _ended_on_api(url, found.group())
-        await receiver.wait_for_attempts(1)
-        async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as scraped:
-            metrics = await scraped.text()
+        async with running(tmp_path, target, "plain", window="4s", failure_limit=3) as run:
+            code, said, deploy_id = await run.registered()
+            assert code == 0, said
+            await runner.cleanup()  # the target goes away
+            deploy = await _ended_on_api(run.url, deploy_id)
+            await run.receiver.wait_for_attempts(1)
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"{run.url}/metrics") as scraped,
+            ):
+                metrics = await scraped.text()
     finally:
-        agent.send_signal(signal.SIGTERM)
-        agent.wait(30)
-        await receiver.stop()
-        await sink.stop()
         await runner.cleanup()
+    log = run.log
     assert deploy["state"] in ("failed", "rolled_back"), deploy
-    assert len(receiver.attempts) == 1
+    assert len(run.receiver.attempts) == 1
     errors = re.search(
         r'postflight_check_runs_total\{check="plug",environment="production",result="error"\}'
         r" (\S+)",

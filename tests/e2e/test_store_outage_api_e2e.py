@@ -48,6 +48,31 @@ async def _until(seen: Any, what: str, within: float = 30.0) -> None:
     raise AssertionError(f"never {what}")
 
 
+def _configured(tmp_path: Path, store_url: str, target: str, window: str) -> tuple[str, Path]:
+    """The agent's config on `store_url`, production watching `target` for `window` in
+    rounds of 500 ms: the agent's URL, and the config's path."""
+    port = free_port()
+    config = tmp_path / "postflight.yaml"
+    production = environment("production", target, window=window, interval="500ms")
+    config.write_text(
+        f"server:\n  listen: 127.0.0.1:{port}\n  api_tokens: [{TOKEN}]\n"
+        f"store:\n  url: {store_url}\nenvironments:\n{textwrap.indent(production, '  ')}"
+    )
+    return f"http://127.0.0.1:{port}", config
+
+
+async def _register_wait(base: str) -> asyncio.subprocess.Process:
+    """`postflight register --wait` of v2 in production (90 s at the most), its output
+    and errors piped to its stdout."""
+    return await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "agent", "register", "--url", base, "--token", TOKEN),
+        *("--env", "production", "--version", "v2", "--wait", "--timeout", "90s"),
+        env=cli_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+
 def _run(config: Path, log: Path) -> subprocess.Popen[bytes]:
     """`postflight run --config CONFIG`, its output appended to `log`."""
     with log.open("ab") as out:
@@ -71,27 +96,14 @@ async def test_postgresql_stopped_mid_window_is_a_503_on_each_route_and_register
     tmp_path: Path, own_pg_cluster: PgCluster, flip_target: FlipTarget
 ) -> None:
     store_url = await own_pg_cluster.create_database()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    config = tmp_path / "postflight.yaml"
-    production = environment("production", flip_target.url, window="15s", interval="500ms")
-    config.write_text(
-        f"server:\n  listen: 127.0.0.1:{port}\n  api_tokens: [{TOKEN}]\n"
-        f"store:\n  url: {store_url}\nenvironments:\n{textwrap.indent(production, '  ')}"
-    )
+    base, config = _configured(tmp_path, store_url, flip_target.url, window="15s")
     log = tmp_path / "agent.log"
     agent = _run(config, log)
     wait: asyncio.subprocess.Process | None = None
     printed = bytearray()
     try:
         await said(log, agent, "listening on")
-        wait = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "agent", "register", "--url", base, "--token", TOKEN),
-            *("--env", "production", "--version", "v2", "--wait", "--timeout", "90s"),
-            env=cli_env(),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
+        wait = await _register_wait(base)
         assert wait.stdout is not None
         reader = asyncio.create_task(_collect(wait.stdout, printed))
         await _until(lambda: b"round" in printed, f"a round in: {printed.decode()}")
@@ -146,14 +158,7 @@ async def test_register_wait_started_while_postgresql_restarts_rides_it_out_to_i
     the store does not answer; retry shortly (HTTP 503)`) while PostgreSQL restarted:
     the pipeline's step failed with nothing registered."""
     store_url = await own_pg_cluster.create_database()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    config = tmp_path / "postflight.yaml"
-    production = environment("production", flip_target.url, window="5s", interval="500ms")
-    config.write_text(
-        f"server:\n  listen: 127.0.0.1:{port}\n  api_tokens: [{TOKEN}]\n"
-        f"store:\n  url: {store_url}\nenvironments:\n{textwrap.indent(production, '  ')}"
-    )
+    base, config = _configured(tmp_path, store_url, flip_target.url, window="5s")
     log = tmp_path / "agent.log"
     agent = _run(config, log)
     wait: asyncio.subprocess.Process | None = None
@@ -161,13 +166,7 @@ async def test_register_wait_started_while_postgresql_restarts_rides_it_out_to_i
     try:
         await said(log, agent, "listening on")
         await asyncio.to_thread(own_pg_cluster.stop)
-        wait = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "agent", "register", "--url", base, "--token", TOKEN),
-            *("--env", "production", "--version", "v2", "--wait", "--timeout", "90s"),
-            env=cli_env(),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
+        wait = await _register_wait(base)
         assert wait.stdout is not None
         reader = asyncio.create_task(_collect(wait.stdout, printed))
         await _until(

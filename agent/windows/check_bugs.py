@@ -7,8 +7,8 @@ Why: the registry leaves a run its check's bug ended out of the evidence
 every run has the bug gives its rules no data; the judge's reason for such a rule is its
 observation's error, and "no samples" would send on-call to the target, not to the
 plugin. A rule that keeps other probes is judged on them, on fewer probes than planned:
-with a WARNING logged once and a metric, and no alert, on-call never heard that a window
-was judged so.
+that was a WARNING logged once and a metric, no alert, so on-call never heard that a
+window was judged so.
 """
 
 from __future__ import annotations

@@ -850,7 +850,7 @@ class WindowWatch:
     # one round -------------------------------------------------------------
 
     async def _gather_round(
-        self, length: float, until: float, *, final: bool, reserve_from: float | None = None
+        self, length: float, until: float, *, final: bool, reserve_from: float
     ) -> tuple[dict[str, Observation], list[CheckResult]]:
         """The round's probes, then each provider rule's figures since the deploy. A
         provider fetch is waited for until `until` (the slot's end, less the judging's

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
 
 from checks.base import CheckResult, Sample
 from common.redaction import truncate
@@ -67,7 +66,7 @@ def _plain_sample(sample: object, said: str) -> Sample:
             raise UnreadableResult(f"{said}.latency_s {_shown(latency)} is not a number")
         if not (math.isfinite(latency) and latency >= 0):
             raise UnreadableResult(f"{said}.latency_s {latency} is not a duration")
-    status = _count(sample.status, f"{said}.status")
+    status = None if sample.status is None else _count(sample.status, f"{said}.status")
     size = 0 if sample.bytes is None else _count(sample.bytes, f"{said}.bytes")
     if sample.error is not None and not isinstance(sample.error, str):
         raise UnreadableResult(f"{said}.error {_shown(sample.error)} is not text")
@@ -103,9 +102,8 @@ def _flag(value: object, said: str) -> bool:
     raise UnreadableResult(f"{said} {_shown(value)} is not a bool")
 
 
-def _count(value: Any, said: str) -> Any:
-    if value is None:
-        return None
+def _count(value: object, said: str) -> int:
+    """A count as Python's `int` (numpy's `int64` too)."""
     if type(value) is int:
         return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:

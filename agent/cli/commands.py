@@ -316,7 +316,7 @@ async def _register(
         away: list[ClientError] = []  # the registration's, while the agent is away
 
         def unreachable(error: ClientError) -> None:
-            if not away and not quiet:
+            if not away:
                 print(agent_away(error), file=out, flush=True)
             away.append(error)
 
@@ -327,9 +327,9 @@ async def _register(
             request,
             idempotency_key=key,
             ride_out_s=wait_s if wait else 0.0,
-            on_unreachable=unreachable,
+            on_unreachable=None if quiet else unreachable,
         )
-        if away and not quiet:
+        if away:
             print(AGENT_BACK, file=out, flush=True)
         registered.append(deploy.id)
         window = format_duration(deploy.ends_at.timestamp() - deploy.deployed_at.timestamp())

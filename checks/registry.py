@@ -228,7 +228,8 @@ async def _contained(check: Check, ctx: CheckContext) -> CheckResult:
     """A plugin's `run`, in its own task: when the caller is cancelled (our limit, the
     round's end, shutdown), the caller stops at once and the run is cancelled; a run that
     swallows that cancellation is left to finish on its own, so it holds up neither the
-    round nor the daemon's stop (awaited in the caller's task, it held both forever)."""
+    round nor the daemon's stop (awaited in the caller's task, it held both forever). A
+    run that raised `CancelledError` with nobody cancelling it is its bug (`SelfCancelled`)."""
     inner = asyncio.ensure_future(plugin_run(check, ctx))
     try:
         result = await asyncio.shield(inner)
@@ -295,9 +296,9 @@ def _read(check: Check, result: object, by: str) -> CheckResult:
 
 
 def _check_shape(result: object, by: str) -> None:
-    """Raise TypeError unless `result` is a CheckResult whose samples are Samples: a plugin's
-    malformed result must end as its own error result here, not crash the window that
-    reads its samples later."""
+    """Raise TypeError unless `result` is a CheckResult whose samples are Samples: a
+    built-in check's malformed result (a plugin's is read by `checks.shape`) must end as
+    its own error result here, not crash the window that reads its samples later."""
     if not isinstance(result, CheckResult):
         raise TypeError(f"{by} returned {type(result).__name__}, not a CheckResult")
     samples = result.samples

@@ -200,14 +200,7 @@ async def test_postgresql_frozen_is_a_503_within_seconds_on_each_route_and_the_p
     from tests.store.test_postgres_frozen import frozen
 
     store_url = await own_pg_cluster.create_database()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    config = tmp_path / "postflight.yaml"
-    production = environment("production", flip_target.url, window="60s", interval="500ms")
-    config.write_text(
-        f"server:\n  listen: 127.0.0.1:{port}\n  api_tokens: [{TOKEN}]\n"
-        f"store:\n  url: {store_url}\nenvironments:\n{textwrap.indent(production, '  ')}"
-    )
+    base, config = _configured(tmp_path, store_url, flip_target.url, window="60s")
     log = tmp_path / "agent.log"
     agent = _run(config, log)
     try:

@@ -219,7 +219,10 @@ async def watched(
             await mail.wait_for(1)
     finally:
         agent.send_signal(signal.SIGTERM)
-        agent.wait(30)
+        # awaited in a thread: the sinks and the receiver are this loop's, and alerts in
+        # flight at the stop are still answered (a blocking wait held them: the mail
+        # channel's send timed out, 5 s of the stop's drain)
+        await asyncio.to_thread(agent.wait, 30)
         await sink.stop()
         await receiver.stop()
         await mail.stop()

@@ -86,8 +86,10 @@ async def test_ten_probes_and_a_load_check_per_sub_second_round_keep_the_round_c
         )
     await asyncio.sleep(0.1)
     target.arrivals.clear()
+    waited = cpu_waited_s()
     deploy = await agent.register("quick", "v1")
     final = await agent.settled(deploy["id"], within=20)
+    waited = cpu_waited_s() - waited
     # ended by its time, not by a failure (a few seconds may be too little evidence to pass)
     assert final["state"] in ("passed", "inconclusive"), final
     rounds = await agent.app[STORE].rounds(deploy["id"])
@@ -98,9 +100,13 @@ async def test_ten_probes_and_a_load_check_per_sub_second_round_keep_the_round_c
     # was 0.24 s late, waiting for a CPU (cause host), and slot 2 was passed over (1 run
     # in 8); run one after another, or with the warm-up, the checks overrun (cause checks)
     slots = [r.summary["slot"] for r in rounds]
-    assert slots[0] <= 1, slots
+    # later than slot 1 only by what the machine kept this thread (the agent's loop)
+    # waiting for a CPU meanwhile: at load 20 the first round was slot 2 (1 run in 10)
+    first = rounds[0].summary
+    late = first["started_at"] - (first["due_at"] - 0.5 * first["slot"]) - 1.0
+    assert slots[0] <= 1 or late <= waited, (slots, late, waited)
     passed_over = slots_passed_over(rounds, not_by="checks")
-    assert 7 - passed_over <= final["rounds"] <= 9, (final["rounds"], slots)
+    assert 8 - max(1, slots[0]) - passed_over <= final["rounds"] <= 9, (final["rounds"], slots)
     assert all(r.started_at >= r.summary["due_at"] for r in rounds)
     # counted at the target: 10 probes per round, and 9 load requests per round on time
     # (a round that starts late gives its load run only what is left of its slot, less

@@ -119,10 +119,26 @@ async def test_a_rounds_bugs_are_each_checks_one_alert_naming_the_runs_it_took()
     assert "2 of 4 runs of round 1 ended so, left out of the evidence" in reason, reason
     assert "judged on the check's 2 other probes" in reason, reason
     assert alerts.new([await _bug(), _answered("plug")]) == []  # told already
-    (other,) = alerts.new([await _bug("other"), await _bug("other", target="baseline")])
+    (other,) = alerts.new([await _bug("other"), await _bug("other")])
     assert "all 2 runs of round 3 ended so" in other.reason(3), other.reason(3)
     assert "gave its rules no probe that round" in other.reason(3)
     assert alerts.new([_answered("third")]) == []
+
+
+async def test_a_bugs_alert_counts_the_deploys_runs_as_its_rules_do() -> None:
+    """A canary's baseline runs are not the deploy's probes: `bug_said` reads the deploy's
+    only, and so does the alert's "N of M runs" (before, it counted the baseline's runs and
+    bugs too: "2 of 4 runs", "judged on 2 other probes", where the deploy's rule had none,
+    and a bug of the baseline's runs alone was alerted as the deploy's)."""
+    baseline = Sample(check="plug", ok=True, latency_s=0.02, status=200, target="baseline")
+    answered_baseline = CheckResult("plug", "http", True, (baseline,), "plug: 200", 0.02, {})
+    round_1 = [await _bug(), await _bug(target="baseline"), answered_baseline, await _bug()]
+    (plug,) = CheckBugAlerts().new(round_1)
+    assert (plug.bugs, plug.runs) == (2, 2)
+    assert "all 2 runs of round 1 ended so" in plug.reason(1), plug.reason(1)
+    lone = observe(_rule("plug"), [], 1.0)  # the deploy's probes of the rule: none
+    assert bug_said(_rule("plug"), lone, round_1).error == plug.said[0]  # they agree
+    assert CheckBugAlerts().new([await _bug(target="baseline"), _answered("plug")]) == []
 
 
 def test_the_deploy_page_names_a_checks_bug_alert() -> None:

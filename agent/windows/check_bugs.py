@@ -80,10 +80,14 @@ class RoundBugs:
 
 
 def round_bugs(results: Iterable[CheckResult]) -> list[RoundBugs]:
-    """The checks whose own bug ended runs of a round's `results`, in the order met."""
+    """The checks whose own bug ended runs of the deploy in a round's `results`, in the
+    order met, counting the deploy's runs only: the runs `bug_said` reads (a canary's
+    baseline runs are no probe of the deploy's rules)."""
     runs: dict[str, int] = {}
     bugs: dict[str, list[str]] = {}
     for result in results:
+        if run_target(result) != "deploy":
+            continue
         runs[result.check] = runs.get(result.check, 0) + 1
         if result.bug:
             bugs.setdefault(result.check, []).append(result.message)

@@ -38,6 +38,8 @@ that does (`Check.fits_deadline`) gets `TIMEOUT_MARGIN_S`, only as a safety net.
 
 _MESSAGE_LIMIT = 500
 _TRACEBACK_LIMIT = 4000
+CRASHED = "check crashed: "
+"""A result's message for a run that raised about its target, before the exception's."""
 
 log = logging.getLogger(__name__)
 
@@ -490,7 +492,7 @@ def _crashed(
         message = f"check did not finish within {round(allowed, 3):g}s"
     else:
         error = "crash"
-        message = f"check crashed: {type(exc).__name__}: {exc}"
+        message = f"{CRASHED}{type(exc).__name__}: {exc}"
         traced = True
     message = truncate(redactor.text(message), _MESSAGE_LIMIT)
     trace = _traceback(exc, redactor) if traced else ""
@@ -499,7 +501,8 @@ def _crashed(
     # falls behind) — when a log line costs the most; any other is logged once a spell
     if traced:
         now = asyncio.get_running_loop().time()
-        _spells.raised(_spell_key(check, ctx), check.type, now, message)
+        # its line says "crashed" itself: the exception's words only
+        _spells.raised(_spell_key(check, ctx), check.type, now, message.removeprefix(CRASHED))
         log.debug("check %s traceback:\n%s", check.name, trace)
     else:
         log.debug(

@@ -52,9 +52,9 @@ class RaisingSpells:
         self.open: dict[SpellKey, _Spell] = {}
 
     def raised(self, key: SpellKey, kind: str, now: float, said: str) -> bool:
-        """A run of `key`'s check (of type `kind`) raised about its target, `said` its
-        words (redacted): logged as a WARNING when it begins a spell or reminds of one,
-        else at DEBUG. True if it was a WARNING."""
+        """A run of `key`'s check (of type `kind`) raised about its target, `said` the
+        exception's words (redacted; the line says "crashed" itself): logged as a WARNING
+        when it begins a spell or reminds of one, else at DEBUG. True if it was a WARNING."""
         environment, check, target = key
         on = _on(target)
         spell = self.open.get(key)

@@ -119,7 +119,9 @@ async def test_a_target_going_away_and_back_is_one_warning_and_one_line_not_one_
         r.getMessage() for r in lines
     ]
     began, ended = (r.getMessage() for r in lines)
-    assert began.startswith("check fetch (fetch) crashed in environment production: check"), began
+    # "crashed" once: before, "… crashed in environment production: check crashed: …"
+    assert began.startswith("check fetch (fetch) crashed in environment production: Client"), began
+    assert began.count("crashed") == 1, began
     assert "logged once while its runs raise about the target" in began, began
     assert ended.startswith("check fetch in environment production: its runs return again"), ended
     assert "(80 runs raised about the target in " in ended, ended
@@ -139,12 +141,12 @@ def test_a_spell_ends_only_once_its_runs_were_quiet(caplog: pytest.LogCaptureFix
     spells_ = RaisingSpells(logging.getLogger("test.spells"))
     key = ("production", "fetch", "deploy")
     with caplog.at_level(logging.DEBUG, logger="test.spells"):
-        assert spells_.raised(key, "fetch", 0.0, "check crashed: reset")
+        assert spells_.raised(key, "fetch", 0.0, "ConnectionResetError: reset")
         for t in range(1, 20):  # every other run raises
             if t % 2:
                 spells_.returned(key, float(t))
             else:
-                assert not spells_.raised(key, "fetch", float(t), "check crashed: reset")
+                assert not spells_.raised(key, "fetch", float(t), "ConnectionResetError: reset")
         assert len(_said(caplog)) == 1
         spells_.returned(key, 18.0 + SPELL_QUIET_S - 0.1)  # not quiet long enough
         assert len(_said(caplog)) == 1 and key in spells_.open
@@ -155,7 +157,7 @@ def test_a_spell_ends_only_once_its_runs_were_quiet(caplog: pytest.LogCaptureFix
             " about the target in 18 s)"
         )
         spells_.returned(key, 100.0)  # said once
-        assert spells_.raised(key, "fetch", 101.0, "check crashed: refused")  # a new spell
+        assert spells_.raised(key, "fetch", 101.0, "ConnectionRefusedError: refused")  # a new spell
     assert [level for level, _ in _said(caplog)] == [logging.WARNING, logging.INFO, logging.WARNING]
 
 
@@ -168,18 +170,19 @@ def test_a_spell_is_its_targets_and_environments_and_said_again_after_a_while(
     spells_ = RaisingSpells(logging.getLogger("test.spells"))
     deploy = ("production", "fetch", "deploy")
     with caplog.at_level(logging.INFO, logger="test.spells"):
-        assert spells_.raised(deploy, "fetch", 0.0, "check crashed: refused")
+        assert spells_.raised(deploy, "fetch", 0.0, "ConnectionRefusedError: refused")
         assert spells_.raised(("production", "fetch", "baseline"), "fetch", 1.0, "refused")
         assert spells_.raised(("staging", "fetch", "deploy"), "fetch", 1.0, "refused")
         assert not spells_.raised(deploy, "fetch", SPELL_REMIND_S - 1, "refused")
-        assert spells_.raised(deploy, "fetch", SPELL_REMIND_S, "check crashed: refused")
+        assert spells_.raised(deploy, "fetch", SPELL_REMIND_S, "ConnectionRefusedError: refused")
         assert not spells_.raised(deploy, "fetch", SPELL_REMIND_S + 1, "refused")
     said = [text for _, text in _said(caplog)]
     assert said[1].startswith(
         "check fetch (fetch) crashed in environment production (its baseline): refused"
     ), said
     assert said[3] == (
-        "check fetch (fetch) still crashes in environment production: check crashed: refused"
+        "check fetch (fetch) still crashes in environment production: ConnectionRefusedError:"
+        " refused"
         " (2 runs since the last line, 3 runs in 600 s)"
     ), said
     assert len(said) == 4

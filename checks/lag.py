@@ -295,28 +295,12 @@ def attributed(
     if dropped is None:
         return result, None
     if dropped == "agent_lag":
-        message = (
-            f"dropped: the agent's event loop was stalled {stalled:.3f}s of the"
-            f" {waited:.3f}s this run waited (agent overloaded; was: {result.message})"
+        why = (
+            f"the agent's event loop was stalled {stalled:.3f}s of the"
+            f" {waited:.3f}s this run waited"
         )
-        details = {
-            **result.details,
-            "dropped": "agent_lag",
-            "stalled_s": round(stalled, 4),
-            "target": sample.target,
-        }
-        out = CheckResult(result.check, result.type, True, (), message, result.duration_s, details)
-        return out, "agent_lag"
-    kept = without_latency(sample)
-    details = {
-        **result.details,
-        "latency_dropped": "agent_lag",
-        "stalled_s": round(late, 4),
-    }
-    out = CheckResult(
-        result.check, result.type, result.ok, (kept,), result.message, result.duration_s, details
-    )
-    return out, "agent_lag_latency"
+        return _dropped_run(result, why, "stalled_s", stalled)
+    return _dropped_latency(result, "agent_lag", "stalled_s", late)
 
 
 LATE_START = "agent_late_start"
@@ -338,22 +322,37 @@ def late_start(result: CheckResult, late: float) -> tuple[CheckResult, Dropped |
         return result, None
     sample = result.samples[0]
     if not sample.ok and sample.error == "latency":
-        message = (
-            f"dropped: the agent started this probe {late:.3f}s late, in a bunch of its own"
-            f" requests (agent overloaded; was: {result.message})"
-        )
-        details = {
-            **result.details,
-            "dropped": "agent_lag",
-            "started_late_s": round(late, 4),
-            "target": sample.target,
-        }
-        out = CheckResult(result.check, result.type, True, (), message, result.duration_s, details)
-        return out, "agent_lag"
+        why = f"the agent started this probe {late:.3f}s late, in a bunch of its own requests"
+        return _dropped_run(result, why, "started_late_s", late)
     if sample.latency_s is None or sample.error == "timeout":
         return result, None  # a timeout's wait is its own (`attributed` weighs a stall in it)
-    details = {**result.details, "latency_dropped": LATE_START, "started_late_s": round(late, 4)}
-    samples = (without_latency(sample),)
+    return _dropped_latency(result, LATE_START, "started_late_s", late)
+
+
+def _dropped_run(
+    result: CheckResult, why: str, figure: str, seconds: float
+) -> tuple[CheckResult, Dropped]:
+    """`result`, a run of one sample, as no probe (the agent's `why` could have failed it):
+    no sample, its words and target kept in its message and details, `figure` its
+    `seconds` (`attributed`, `late_start`)."""
+    message = f"dropped: {why} (agent overloaded; was: {result.message})"
+    details = {
+        **result.details,
+        "dropped": "agent_lag",
+        figure: round(seconds, 4),
+        "target": result.samples[0].target,
+    }
+    out = CheckResult(result.check, result.type, True, (), message, result.duration_s, details)
+    return out, "agent_lag"
+
+
+def _dropped_latency(
+    result: CheckResult, cause: str, figure: str, seconds: float
+) -> tuple[CheckResult, Dropped]:
+    """`result`, a run of one sample, whose answer counts but not its latency (the agent's:
+    `latency_dropped` names the `cause`, `figure` its `seconds`)."""
+    details = {**result.details, "latency_dropped": cause, figure: round(seconds, 4)}
+    samples = (without_latency(result.samples[0]),)
     out = CheckResult(
         result.check, result.type, result.ok, samples, result.message, result.duration_s, details
     )

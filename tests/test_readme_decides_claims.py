@@ -4,6 +4,7 @@ daemon makes them: registration's `warnings` from the store's background runs
 
 from __future__ import annotations
 
+import argparse
 import random
 
 import pytest
@@ -12,37 +13,26 @@ from agent.settings_file import load_settings_text
 from agent.store.sqlite import SqliteStore
 from agent.windows.fingerprint import check_fingerprints
 from agent.windows.foresight import registration_warnings
+from bench.live_judge import env_yaml
 
 NOW = 1_800_000_000.0
 
-ISSUE_10 = """\
+
+def issue_10(probes: int) -> str:
+    """Issue 10's new user, as `bench/live_judge.py trial` configures it (its `env_yaml`,
+    not a copy): the example's shapes on the defaults (15-minute windows of 30 s rounds),
+    only `probes_per_round` set."""
+    timing = argparse.Namespace(window=None, interval=None, background=None, probes=probes)
+    environment = env_yaml("production", "http://127.0.0.1:9", "http://127.0.0.1:9998/rb", timing)
+    return f"""\
 server:
   listen: 127.0.0.1:8787
   api_tokens: ["tok-1234567890abcdef"]
-environments:
-  production:
-    base_url: http://127.0.0.1:9
-    probes_per_round: {probes}
-    checks:
-      - name: api-health
-        type: http
-        path: /api/health
-    rules:
-      - name: probe-errors
-        source: checks
-        metric: error_rate
-        max: 0.05
-      - name: health-p95
-        source: checks
-        check: api-health
-        metric: latency_p95
-        max_increase: 50%
-    rollback:
-      url: http://127.0.0.1:9998/rollback
-      secret: shh-secret
-"""
-"""Issue 10's new user (`bench/live_judge.py trial`): the example's shapes on the defaults
-(15-minute windows of 30 s rounds), only `probes_per_round` set."""
+alerting:
+  channels:
+    - url: json://127.0.0.1:9/alerts
+      tags: [oncall]
+environments:{environment}"""
 
 
 async def background_runs(store: SqliteStore, fingerprint: str, probes: int, every: int) -> None:
@@ -65,7 +55,7 @@ async def test_issue_10s_new_user_is_told_what_probe_errors_can_catch(
     """README: issue 10's user is told at registration what `probe-errors` (`max: 0.05`) can
     catch, 8.0% at 40 probes a round, 9.5% at 20 and 11.7% at 10, over background runs of a
     50 ms service failing 2% of its probes (a full hour of them, one every 30 s)."""
-    env = load_settings_text(ISSUE_10.format(probes=probes)).environments["production"]
+    env = load_settings_text(issue_10(probes)).environments["production"]
     assert env.window == 900 and env.interval == 30  # the defaults the README names
     fingerprint = check_fingerprints(env)["api-health"]
     await background_runs(store, fingerprint, probes, every=50)
@@ -85,7 +75,7 @@ async def test_below_2_percent_the_40_probes_rule_is_not_warned(
     """README: a warning needs a change more than twice the one the bound allows, so at 40
     probes (8.0%) `probe-errors` is warned only over a baseline of about 2% or more: 8.0% -
     b > 2 (5% - b) is b > 2.0%. Over 1.5% (one probe in 67) it is not; at 20 and 10 it is."""
-    env = load_settings_text(ISSUE_10.format(probes=probes)).environments["production"]
+    env = load_settings_text(issue_10(probes)).environments["production"]
     await background_runs(store, check_fingerprints(env)["api-health"], probes, every=67)
     warnings = await registration_warnings(store, env, "production", NOW, NOW + env.window)
     assert any(w.startswith("rule probe-errors:") for w in warnings) is warned, warnings
@@ -96,7 +86,7 @@ async def test_fifteen_clean_runs_of_20_bound_a_relative_error_rule_like_15_requ
 ) -> None:
     """README: after 15 clean background runs of 20 probes, a 10-round window can only show
     an error rate of about 0.92 past a +100% bound, and registration's warning says so."""
-    text = ISSUE_10.format(probes=20).replace(
+    text = issue_10(20).replace(
         "    probes_per_round: 20\n", "    probes_per_round: 20\n    window: 5m\n"
     )
     text = text.replace("        max: 0.05\n", "        max_increase: 100%\n", 1)

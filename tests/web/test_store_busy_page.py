@@ -35,9 +35,11 @@ async def operator(pg_url: str) -> AsyncIterator[Any]:
     await conn.close()
 
 
+@pytest.fixture
 async def busy_agent(
     start_agent: AgentFactory, journey: JourneyTarget, rollback_receiver: Any, pg_url: str
 ) -> RunningAgent:
+    """The agent on PostgreSQL whose sessions wait `LOCK_WAIT` for a lock, then are refused."""
     receiver = await rollback_receiver(SECRET)
     return await start_agent(
         journey_environment(journey, receiver.url, SECRET, window="60s"),
@@ -45,14 +47,23 @@ async def busy_agent(
     )
 
 
+async def live_page(agent: RunningAgent, browser: Any, version: str) -> tuple[dict[str, Any], Any]:
+    """A deploy registered and its page open, once the page's stream is: said so, or a
+    round it brought."""
+    deploy = await agent.register("production", version)
+    page = await browser.new_page()
+    await page.goto(deploy["links"]["page"])
+    await page.wait_for_selector(
+        "#live-status:has-text('Live'), #live-status:has-text('Round')", timeout=15_000
+    )
+    return deploy, page
+
+
 async def test_a_page_read_the_busy_store_refused_says_busy_and_that_it_retries(
-    start_agent: AgentFactory,
-    journey: JourneyTarget,
-    rollback_receiver: Any,
-    pg_url: str,
+    busy_agent: RunningAgent,
     operator: Any,
 ) -> None:
-    agent = await busy_agent(start_agent, journey, rollback_receiver, pg_url)
+    agent = busy_agent
     deploy = await agent.register("production", "v2.5.0")
     browser = {"Authorization": f"Bearer {TOKEN}", "Accept": "text/html"}
     tx = operator.transaction()
@@ -85,10 +96,7 @@ async def test_a_page_read_the_busy_store_refused_says_busy_and_that_it_retries(
 
 @ONE_CHROMIUM
 async def test_the_live_part_refetched_while_the_store_is_busy_says_so_and_catches_up(
-    start_agent: AgentFactory,
-    journey: JourneyTarget,
-    rollback_receiver: Any,
-    pg_url: str,
+    busy_agent: RunningAgent,
     operator: Any,
     browser: Any,
 ) -> None:
@@ -97,13 +105,8 @@ async def test_the_live_part_refetched_while_the_store_is_busy_says_so_and_catch
     `cancelled` reaches the page, whose fetch of the live part is refused (busy). The page
     says the store is busy and that it retries; once the lock is let go, the live part
     shows the window cancelled, with no reload."""
-    agent = await busy_agent(start_agent, journey, rollback_receiver, pg_url)
-    deploy = await agent.register("production", "v2.5.1")
-    page = await browser.new_page()
-    await page.goto(deploy["links"]["page"])
-    await page.wait_for_selector(  # the stream open: said so, or a round it brought
-        "#live-status:has-text('Live'), #live-status:has-text('Round')", timeout=15_000
-    )
+    agent = busy_agent
+    deploy, page = await live_page(agent, browser, "v2.5.1")
     await page.evaluate("window.__sameDocument = true")
     status = page.locator("#live-status")
     tx = operator.transaction()
@@ -127,10 +130,7 @@ async def test_the_live_part_refetched_while_the_store_is_busy_says_so_and_catch
 
 @ONE_CHROMIUM
 async def test_a_stream_reconnect_the_busy_store_refused_says_busy_and_retries(
-    start_agent: AgentFactory,
-    journey: JourneyTarget,
-    rollback_receiver: Any,
-    pg_url: str,
+    busy_agent: RunningAgent,
     operator: Any,
     browser: Any,
 ) -> None:
@@ -138,14 +138,9 @@ async def test_a_stream_reconnect_the_busy_store_refused_says_busy_and_retries(
     table: its reconnect and the `HEAD` asking why are refused, busy. The page said "Live
     updates interrupted; retrying…", no word of why; it says the store is busy, and takes
     the rounds again once the lock is let go."""
-    agent = await busy_agent(start_agent, journey, rollback_receiver, pg_url)
-    deploy = await agent.register("production", "v2.5.2")
-    page = await browser.new_page()
-    await page.goto(deploy["links"]["page"])
+    agent = busy_agent
+    deploy, page = await live_page(agent, browser, "v2.5.2")
     status = page.locator("#live-status")
-    await page.wait_for_selector(
-        "#live-status:has-text('Live'), #live-status:has-text('Round')", timeout=15_000
-    )
     tx = operator.transaction()
     await tx.start()
     try:

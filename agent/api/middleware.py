@@ -34,6 +34,13 @@ log = logging.getLogger("postflight.api")
 STORE_HEADER = "Postflight-Store"
 """On a 503 of the store: `busy` (it refused one transaction for now, `StoreBusy`) or
 `unavailable` (it does not answer), for a client to word its retry (the deploy page's)."""
+
+
+def store_said(busy: bool) -> str:
+    """`STORE_HEADER`'s value: the API's problem and the page's 503 say it alike."""
+    return "busy" if busy else "unavailable"
+
+
 STORE_RETRY_AFTER_S = 1
 """What a client is told to wait when the store does not answer: a restarting
 PostgreSQL or a dropped connection is back in seconds, and `register --wait` polls
@@ -168,7 +175,7 @@ def store_unavailable(request: web.Request, detail: str, *, busy: bool = False) 
         slug="store-unavailable",
         headers={
             "Retry-After": str(STORE_RETRY_AFTER_S),
-            STORE_HEADER: "busy" if busy else "unavailable",
+            STORE_HEADER: store_said(busy),
         },
     ).response()
 

@@ -20,7 +20,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from agent.api.auth import CHALLENGE, bearer_token, token_matches
-from agent.api.middleware import STORE_HEADER
+from agent.api.middleware import STORE_HEADER, store_said
 from agent.api.models import LIST_LIMIT_DEFAULT, shown_state
 from agent.api.problems import ApiProblem
 from agent.api.routes import windows_shown
@@ -172,7 +172,7 @@ def unavailable_page(server: ServerSettings) -> UnavailablePage:
             root=server.base_path,
         )
         response.headers["Retry-After"] = str(retry_after_s)
-        response.headers[STORE_HEADER] = "busy" if busy else "unavailable"
+        response.headers[STORE_HEADER] = store_said(busy)
         return response
 
     return page

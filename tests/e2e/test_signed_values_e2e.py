@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import SECRET, AgentFactory
+from tests.e2e.conftest import SECRET, AgentFactory, RunningAgent
 from tests.e2e.providers_support import (
     alerting_yaml,
     deploy_second,
@@ -36,6 +36,30 @@ def drift_rule(query: str) -> str:
 """
 
 
+async def drift_agent(
+    start_agent: AgentFactory,
+    prometheus_stack: PrometheusStack,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    query: str,
+    window: str,
+) -> RunningAgent:
+    """The agent watching `drift` alone on the real Prometheus (no Sentry, no New Relic),
+    rolling back to `receiver` and alerting `json_sink`."""
+    return await start_agent(
+        environment_yaml(
+            drift_rule(query),
+            rollback_url=receiver.url,
+            secret=SECRET,
+            window=window,
+            sentry=False,
+            newrelic=False,
+        ),
+        alerting_yaml(json_sink.url()),
+        providers_yaml(prometheus_url=prometheus_stack.url),
+    )
+
+
 async def test_a_value_gone_below_0_is_judged_by_the_streak_from_that_round(
     prometheus_stack: PrometheusStack,
     rollback_receiver: Any,
@@ -48,18 +72,7 @@ async def test_a_value_gone_below_0_is_judged_by_the_streak_from_that_round(
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     t0 = deploy_second()
     query = f"vector(-7 + 13 * (time() >= bool {t0 + 2}))"
-    agent = await start_agent(
-        environment_yaml(
-            drift_rule(query),
-            rollback_url=receiver.url,
-            secret=SECRET,
-            window="8s",
-            sentry=False,
-            newrelic=False,
-        ),
-        alerting_yaml(json_sink.url()),
-        providers_yaml(prometheus_url=prometheus_stack.url),
-    )
+    agent = await drift_agent(start_agent, prometheus_stack, receiver, json_sink, query, "8s")
     deploy = await agent.register("production", "v2", deployed_at=iso_z(t0))
     final = await agent.settled(deploy["id"], within=30)
     verdict = final["verdict"]
@@ -85,17 +98,8 @@ async def test_a_value_below_0_within_its_max_passes_by_the_streak_alone(
 ) -> None:
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     t0 = deploy_second()
-    agent = await start_agent(
-        environment_yaml(
-            drift_rule("vector(-7)"),
-            rollback_url=receiver.url,
-            secret=SECRET,
-            window="3s",
-            sentry=False,
-            newrelic=False,
-        ),
-        alerting_yaml(json_sink.url()),
-        providers_yaml(prometheus_url=prometheus_stack.url),
+    agent = await drift_agent(
+        start_agent, prometheus_stack, receiver, json_sink, "vector(-7)", "3s"
     )
     deploy = await agent.register("production", "v2", deployed_at=iso_z(t0))
     final = await agent.settled(deploy["id"], within=30)

@@ -19,25 +19,12 @@ from agent.store import outages
 from agent.store.base import StoreBusy, StoreError, StoreUnreachable
 from agent.store.sql import SqlStore
 from agent.windows import integrations as integrations_module
-from tests.e2e.conftest import AgentFactory, FlipTarget
-from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
-    alerts_to,
-    environments,
-    eventually,
-    fake_github,
-    fake_vercel,
-    github_hook,
-    integrations,
-    start_agent,
-)
+from tests.e2e.integrations_support import GATE_PATH, Integrated, integrated  # noqa: F401 (fixture)
+from tests.e2e.test_integrations_e2e import alerts_to, eventually, github_hook
 from tests.e2e.test_integrations_gate_replay_e2e import eventually_async
-from tests.fakes.github import FakeGitHub
-from tests.fakes.vercel import FakeVercel
 from tests.receivers import JsonSink
 
 pytestmark = pytest.mark.e2e
-
-GATE_PATH = "/deployment_protection_rule"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -49,10 +36,7 @@ def store_yaml(request: pytest.FixtureRequest) -> str | None:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("refusal", [StoreUnreachable, StoreBusy], ids=["outage", "busy"])
 async def test_a_gates_answer_the_store_did_not_take_at_once_is_not_sent_again(
-    start_agent: AgentFactory,  # noqa: F811
-    flip_target: FlipTarget,
-    fake_vercel: FakeVercel,  # noqa: F811
-    fake_github: FakeGitHub,  # noqa: F811
+    integrated: Integrated,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
     store_yaml: str | None,
     refusal: type[StoreError],
@@ -69,30 +53,27 @@ async def test_a_gates_answer_the_store_did_not_take_at_once_is_not_sent_again(
     monkeypatch.setattr(SqlStore, "answer_gate", away_once)
     monkeypatch.setattr(integrations_module, "GATE_CLAIM_S", 2.0)
     monkeypatch.setattr(outages, "HELD_RETRY_S", (0.2,))
-    agent = await start_agent(
-        environments(flip_target, staging_window="1500ms"),
-        extra=integrations(fake_github, fake_vercel),
-        store=store_yaml,
+    agent = await integrated.start(
+        integrated.environments(staging_window="1500ms"), store=store_yaml
     )
     good = "b" * 40
     assert (await agent.settled((await agent.register("staging", good))["id"]))["state"] == "passed"
-    rule = fake_github.ask_gate(sha=good, run_id=8)
+    rule = integrated.github.ask_gate(sha=good, run_id=8)
     status, _ = await github_hook(agent, "deployment_protection_rule", rule, "gate-kept")
     assert status == 202
-    await eventually(lambda: len(fake_github.gate_answers) == 1)
+    await eventually(lambda: len(integrated.github.gate_answers) == 1)
     await eventually_async(agent.app[STORE].pending_gates, [])  # stored once it answers
     await asyncio.sleep(3.0)  # past the claim's 2 s: no second answer
-    assert len(fake_github.seen(GATE_PATH)) == 1, [r.status for r in fake_github.seen(GATE_PATH)]
-    assert [(a["run"], a["state"]) for a in fake_github.gate_answers] == [("8", "approved")]
+    assert len(integrated.github.seen(GATE_PATH)) == 1, [
+        r.status for r in integrated.github.seen(GATE_PATH)
+    ]
+    assert [(a["run"], a["state"]) for a in integrated.github.gate_answers] == [("8", "approved")]
     assert tries == ["approved", "approved"]
 
 
 @pytest.mark.timeout(90)
 async def test_a_gates_answer_github_took_before_its_claimer_died_is_no_page_when_taken_over(
-    start_agent: AgentFactory,  # noqa: F811
-    flip_target: FlipTarget,
-    fake_vercel: FakeVercel,  # noqa: F811
-    fake_github: FakeGitHub,  # noqa: F811
+    integrated: Integrated,  # noqa: F811
     json_sink: JsonSink,
     monkeypatch: pytest.MonkeyPatch,
     store_yaml: str | None,
@@ -116,24 +97,23 @@ async def test_a_gates_answer_github_took_before_its_claimer_died_is_no_page_whe
 
     monkeypatch.setattr(SqlStore, "answer_gate", dies_once)
     monkeypatch.setattr(integrations_module, "GATE_CLAIM_S", 2.0)
-    env = environments(flip_target, staging_window="1500ms")
-    extra = integrations(fake_github, fake_vercel)
+    env = integrated.environments(staging_window="1500ms")
     alerting = alerts_to(json_sink)
     store = store_yaml
-    first = await start_agent(env, extra=extra, alerting=alerting, store=store, owner="a")
+    first = await integrated.start(env, alerting=alerting, store=store, owner="a")
     good = "c" * 40
     assert (await first.settled((await first.register("staging", good))["id"]))["state"] == "passed"
-    rule = fake_github.ask_gate(sha=good, run_id=11)
+    rule = integrated.github.ask_gate(sha=good, run_id=11)
     status, _ = await github_hook(first, "deployment_protection_rule", rule, "gate-died")
     assert status == 202
     await asyncio.wait_for(frozen.wait(), 15)
-    assert [(a["run"], a["state"]) for a in fake_github.gate_answers] == [("11", "approved")]
+    assert [(a["run"], a["state"]) for a in integrated.github.gate_answers] == [("11", "approved")]
     if store is None:  # one agent per SQLite file: B is A's restart, A stopped (its write cut)
         await first.stop()
-    second = await start_agent(env, extra=extra, alerting=alerting, store=store, owner="b")
+    second = await integrated.start(env, alerting=alerting, store=store, owner="b")
     await eventually(lambda: len(tries) >= 2, within=20)  # B recorded it, past the claim
     await eventually_async(second.app[STORE].pending_gates, [])
     await asyncio.sleep(1.5)  # a page would be out by now
     assert [n.title for n in json_sink.notifications if "NOT" in n.title] == []
-    assert [(a["run"], a["state"]) for a in fake_github.gate_answers] == [("11", "approved")]
-    assert [r.status for r in fake_github.seen(GATE_PATH)] == [204, 422]
+    assert [(a["run"], a["state"]) for a in integrated.github.gate_answers] == [("11", "approved")]
+    assert [r.status for r in integrated.github.seen(GATE_PATH)] == [204, 422]

@@ -9,31 +9,16 @@ import json
 
 import pytest
 
-from tests.e2e.conftest import AgentFactory, FlipTarget
-from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
-    environments,
-    eventually,
-    fake_github,
-    fake_vercel,
-    github_hook,
-    integrations,
-    start_agent,
-    vercel_hook,
-    windows,
-)
+from tests.e2e.integrations_support import Integrated, integrated  # noqa: F401 (fixture)
+from tests.e2e.test_integrations_e2e import eventually, github_hook, vercel_hook, windows
 from tests.fakes import github as gh
 from tests.fakes import vercel as vc
-from tests.fakes.github import FakeGitHub
-from tests.fakes.vercel import FakeVercel
 
 pytestmark = pytest.mark.e2e
 
 
 async def test_github_joining_a_vercel_window_after_a_scan_hears_its_statuses(
-    start_agent: AgentFactory,  # noqa: F811
-    flip_target: FlipTarget,
-    fake_vercel: FakeVercel,  # noqa: F811
-    fake_github: FakeGitHub,  # noqa: F811
+    integrated: Integrated,  # noqa: F811
 ) -> None:
     """A Vercel window that owes nothing (its `vercel.previous` known, here from the
     environment's previous window; no Rolling Release, no commit status) was dropped by
@@ -41,9 +26,7 @@ async def test_github_joining_a_vercel_window_after_a_scan_hears_its_statuses(
     coming after that scan, joined it and added `github.deployment`, but no scan read the
     window again: its deployment heard neither `in_progress` nor the pass's `success`
     (the window passed, nothing rolled back to put it back in the scan's hands)."""
-    agent = await start_agent(
-        environments(flip_target, window="4s"), extra=integrations(fake_github, fake_vercel)
-    )
+    agent = await integrated.start(integrated.environments(window="4s"))
     serving = vc.event(event_id="evt_old", deployment=vc.OLD, sha="a" * 40)
     assert (await vercel_hook(agent, serving))[0] == 202
     status, opened = await vercel_hook(agent, vc.event("deployment.succeeded", event_id="evt_s"))
@@ -58,10 +41,10 @@ async def test_github_joining_a_vercel_window_after_a_scan_hears_its_statuses(
 
     final = await agent.settled(opened["deploy"]["id"])
     assert final["state"] == "passed", final
-    await eventually(lambda: any(s["state"] == "success" for s in fake_github.statuses))
+    await eventually(lambda: any(s["state"] == "success" for s in integrated.github.statuses))
     await asyncio.sleep(0.5)  # nothing more
-    seen = [s["state"] for s in fake_github.statuses if s["deployment"] == gh.DEPLOYMENT_ID]
-    assert seen == ["in_progress", "success"], fake_github.statuses
+    seen = [s["state"] for s in integrated.github.statuses if s["deployment"] == gh.DEPLOYMENT_ID]
+    assert seen == ["in_progress", "success"], integrated.github.statuses
 
 
 def relayed_status(sha: str = gh.COMMIT) -> bytes:
@@ -74,10 +57,7 @@ def relayed_status(sha: str = gh.COMMIT) -> bytes:
 
 @pytest.mark.parametrize("github_first", [True, False], ids=["relay-first", "vercel-first"])
 async def test_a_relayed_github_status_and_vercels_event_of_one_commit_are_one_window(
-    start_agent: AgentFactory,  # noqa: F811
-    flip_target: FlipTarget,
-    fake_vercel: FakeVercel,  # noqa: F811
-    fake_github: FakeGitHub,  # noqa: F811
+    integrated: Integrated,  # noqa: F811
     github_first: bool,
 ) -> None:
     """One deploy reported by both providers is one watch, the GitHub report relayed
@@ -85,9 +65,7 @@ async def test_a_relayed_github_status_and_vercels_event_of_one_commit_are_one_w
     first's window. Before, the relayed status (no deployment label to join by) and
     Vercel's event each superseded the other's window: the watch began again, and the
     window left watching lacked the other provider's labels."""
-    agent = await start_agent(
-        environments(flip_target), extra=integrations(fake_github, fake_vercel)
-    )
+    agent = await integrated.start()
     vercel = vc.event("deployment.succeeded", event_id="evt_s")  # gh.COMMIT, dpl_new222
     relayed = ("deployment_status", relayed_status(), "delivery-1")
     if github_first:

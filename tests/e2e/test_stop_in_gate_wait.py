@@ -17,31 +17,16 @@ import logging
 
 import pytest
 
-from tests.e2e.conftest import AgentFactory, FlipTarget
-from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
-    environments,
-    eventually,
-    fake_github,
-    fake_vercel,
-    github_hook,
-    integrations,
-    start_agent,
-)
-from tests.fakes.github import FakeGitHub
-from tests.fakes.vercel import FakeVercel
+from tests.e2e.integrations_support import GATE_PATH, Integrated, integrated  # noqa: F401 (fixture)
+from tests.e2e.test_integrations_e2e import eventually, github_hook
 
 pytestmark = pytest.mark.e2e
-
-GATE_PATH = "/deployment_protection_rule"
 
 
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("github", ["503 retry-after 1", "503 retry-after 30", "hangs"], ids=str)
 async def test_a_stop_in_a_gates_answer_hands_it_to_the_next_start(
-    start_agent: AgentFactory,  # noqa: F811
-    flip_target: FlipTarget,
-    fake_vercel: FakeVercel,  # noqa: F811
-    fake_github: FakeGitHub,  # noqa: F811
+    integrated: Integrated,  # noqa: F811
     caplog: pytest.LogCaptureFixture,
     github: str,
 ) -> None:
@@ -49,26 +34,25 @@ async def test_a_stop_in_a_gates_answer_hands_it_to_the_next_start(
     503 (`Retry-After` within the stop's grace or past it) or holds it; the agent stops;
     the next start on the same store answers the gate, at once and once."""
     if github == "hangs":
-        fake_github.fail("hang", times=1, match=GATE_PATH)
+        integrated.github.fail("hang", times=1, match=GATE_PATH)
     else:
         retry_after = float(github.rsplit(" ", 1)[1])
-        fake_github.fail("unavailable", times=1, reset_in=retry_after, match=GATE_PATH)
-    env = environments(flip_target, staging_window="1500ms")
-    extra = integrations(fake_github, fake_vercel)
+        integrated.github.fail("unavailable", times=1, reset_in=retry_after, match=GATE_PATH)
+    env = integrated.environments(staging_window="1500ms")
     server = "shutdown_timeout: 5s"  # a 2 s grace: a 1 s wait ended within it
-    agent = await start_agent(env, extra=extra, server=server, owner="replica-a")
+    agent = await integrated.start(env, server=server, owner="replica-a")
     good = "b" * 40
     assert (await agent.settled((await agent.register("staging", good))["id"]))["state"] == "passed"
-    rule = fake_github.ask_gate(sha=good, run_id=7)
+    rule = integrated.github.ask_gate(sha=good, run_id=7)
     status, _ = await github_hook(agent, "deployment_protection_rule", rule, "gate-stop")
     assert status == 202
-    await eventually(lambda: len(fake_github.seen(GATE_PATH)) >= 1)
+    await eventually(lambda: len(integrated.github.seen(GATE_PATH)) >= 1)
     await asyncio.sleep(0.3)  # its answer read: in the wait (or still held by GitHub)
     with caplog.at_level(logging.INFO, logger="postflight"):
         await agent.stop()
     said = [r.getMessage() for r in caplog.records]
-    assert len(fake_github.seen(GATE_PATH)) == 1, said  # none inside the stop
-    assert fake_github.gate_answers == []
+    assert len(integrated.github.seen(GATE_PATH)) == 1, said  # none inside the stop
+    assert integrated.github.gate_answers == []
     cut_off = [m for m in said if "cut off" in m or "leaving it" in m]
     if github == "hangs":
         assert cut_off and "protection rule" in cut_off[0], said
@@ -77,47 +61,43 @@ async def test_a_stop_in_a_gates_answer_hands_it_to_the_next_start(
         left = [m for m in said if "left pending to the next start" in m]
         assert left and "protection rule" in left[0], said
 
-    await start_agent(env, extra=extra, server=server, owner="replica-a")
+    await integrated.start(env, server=server, owner="replica-a")
     # at once: not once the claim lapsed (`GATE_CLAIM_S`, 300 s)
-    await eventually(lambda: len(fake_github.gate_answers) >= 1, within=15)
+    await eventually(lambda: len(integrated.github.gate_answers) >= 1, within=15)
     await asyncio.sleep(1.0)  # and no second answer
-    assert [(a["run"], a["state"]) for a in fake_github.gate_answers] == [("7", "approved")]
-    assert len(fake_github.seen(GATE_PATH)) == 2
+    assert [(a["run"], a["state"]) for a in integrated.github.gate_answers] == [("7", "approved")]
+    assert len(integrated.github.seen(GATE_PATH)) == 2
 
 
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("github", ["503 retry-after 30", "hangs"], ids=str)
 async def test_a_stop_in_a_gates_answer_hands_it_to_the_other_replica(
-    start_agent: AgentFactory,  # noqa: F811
-    flip_target: FlipTarget,
-    fake_vercel: FakeVercel,  # noqa: F811
-    fake_github: FakeGitHub,  # noqa: F811
+    integrated: Integrated,  # noqa: F811
     pg_url: str,
     github: str,
 ) -> None:
     """Two replicas on one PostgreSQL store: the one answering the gate stops in its
     answer; the other, which found the gate claimed, answers it at once, and once."""
     if github == "hangs":
-        fake_github.fail("hang", times=1, match=GATE_PATH)
+        integrated.github.fail("hang", times=1, match=GATE_PATH)
     else:
-        fake_github.fail("unavailable", times=1, reset_in=30, match=GATE_PATH)
-    env = environments(flip_target, staging_window="1500ms")
-    extra = integrations(fake_github, fake_vercel)
+        integrated.github.fail("unavailable", times=1, reset_in=30, match=GATE_PATH)
+    env = integrated.environments(staging_window="1500ms")
     server = "shutdown_timeout: 5s"
     store = f"url: {pg_url}"
-    first = await start_agent(env, extra=extra, server=server, store=store, owner="replica-a")
+    first = await integrated.start(env, server=server, store=store, owner="replica-a")
     good = "b" * 40
     assert (await first.settled((await first.register("staging", good))["id"]))["state"] == "passed"
-    rule = fake_github.ask_gate(sha=good, run_id=9)
+    rule = integrated.github.ask_gate(sha=good, run_id=9)
     status, _ = await github_hook(first, "deployment_protection_rule", rule, "gate-replicas")
     assert status == 202
-    await eventually(lambda: len(fake_github.seen(GATE_PATH)) >= 1)
-    await start_agent(env, extra=extra, server=server, store=store, owner="replica-b")
+    await eventually(lambda: len(integrated.github.seen(GATE_PATH)) >= 1)
+    await integrated.start(env, server=server, store=store, owner="replica-b")
     await asyncio.sleep(1.0)  # the other replica's scans find the gate claimed
-    assert len(fake_github.seen(GATE_PATH)) == 1
+    assert len(integrated.github.seen(GATE_PATH)) == 1
     await first.stop()
     # at once: not once the claim lapsed (`GATE_CLAIM_S`, 300 s)
-    await eventually(lambda: len(fake_github.gate_answers) >= 1, within=15)
+    await eventually(lambda: len(integrated.github.gate_answers) >= 1, within=15)
     await asyncio.sleep(1.0)  # and no second answer
-    assert [(a["run"], a["state"]) for a in fake_github.gate_answers] == [("9", "approved")]
-    assert len(fake_github.seen(GATE_PATH)) == 2
+    assert [(a["run"], a["state"]) for a in integrated.github.gate_answers] == [("9", "approved")]
+    assert len(integrated.github.seen(GATE_PATH)) == 2

@@ -1,0 +1,60 @@
+"""The harness the GitHub-and-Vercel e2e files share, one fixture: the fakes, agents that
+hear both and are stopped before them, where each file imported `test_integrations_e2e`'s
+fixtures (`fake_github`, `fake_vercel`, its `start_agent`) and wrote the setup again."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import AgentFactory, FlipTarget, RunningAgent
+from tests.e2e.test_integrations_e2e import GH_TOKEN, VC_TOKEN, environments, integrations
+from tests.fakes.github import FakeGitHub
+from tests.fakes.vercel import FakeVercel
+
+GATE_PATH = "/deployment_protection_rule"
+"""Where the fake GitHub takes a protection rule's answer."""
+
+
+@dataclass
+class Integrated:
+    """The fakes, the target the environments probe, and the factory of agents hearing both."""
+
+    start_agent: AgentFactory
+    target: FlipTarget
+    github: FakeGitHub
+    vercel: FakeVercel
+    started: list[RunningAgent] = field(default_factory=list)
+
+    def environments(self, **options: Any) -> str:
+        """`test_integrations_e2e.environments` on this target."""
+        return environments(self.target, **options)
+
+    @property
+    def extra(self) -> str:
+        """The `integrations:` section naming both fakes."""
+        return integrations(self.github, self.vercel)
+
+    async def start(self, env: str | None = None, **options: Any) -> RunningAgent:
+        """An agent on `env` (the default environments if None) hearing both fakes."""
+        environment = env if env is not None else self.environments()
+        agent = await self.start_agent(environment, extra=self.extra, **options)
+        self.started.append(agent)
+        return agent
+
+
+@pytest.fixture
+async def integrated(
+    start_agent: AgentFactory, flip_target: FlipTarget
+) -> AsyncIterator[Integrated]:
+    """Its agents are stopped before the fakes: stopped after, an agent posting a status at
+    its stop retried the fake GitHub, gone, for the whole 5 s grace (as
+    `test_integrations_e2e.start_agent` says)."""
+    async with FakeGitHub(token=GH_TOKEN) as github, FakeVercel(token=VC_TOKEN) as vercel:
+        harness = Integrated(start_agent, flip_target, github, vercel)
+        yield harness
+        for agent in harness.started:
+            await agent.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import time
 import types
 
@@ -214,3 +215,26 @@ async def test_an_answer_whose_body_cannot_be_decoded_is_classed_by_its_status(
         )
         assert (result.ok, result.status, result.attempts, waits) == (True, 201, 2, [7.0])
         assert (len(github.seen("/statuses")), len(github.statuses)) == (3, 1)
+
+
+async def test_an_answer_that_comes_in_pieces_is_read_whole() -> None:
+    """`read_answer` reads to the end of the body (up to its limit): one read of the
+    stream gives what has come so far, so a 2xx whose JSON came in two pieces had its
+    first alone read, and `data` was None (not JSON) for a call that succeeded."""
+    body = json.dumps({"items": ["x" * 100] * 1000}).encode()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = len(body)
+        await response.prepare(request)
+        await response.write(body[:1000])
+        await asyncio.sleep(0.05)  # the rest after the first piece was read
+        await response.write(body[1000:])
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/x", handler)
+    async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession() as session:
+        result = await call(session, "POST", str(server.make_url("/x")), headers={})
+    assert (result.ok, result.data) == (True, json.loads(body))

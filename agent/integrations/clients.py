@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from common.answers import read_answer
 from common.retry_after import (
     NOT_AN_HTTP_STATUS,
     is_http_status,
@@ -49,19 +50,6 @@ class CallResult:
     left: bool = False
     """A stop (`leaving`) came before an attempt or in a wait between two: no outcome,
     nothing of it out; `attempts` says how many were made (0: none)."""
-
-
-async def read_answer(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, str]:
-    """Up to `limit` bytes of an answer's body, or none and why it could not be read. Its
-    status line and headers came: they are the answer (a 2xx taken, a 404 refused at
-    once, a 503's Retry-After honoured), where a body that does not decode (a proxy's
-    page marked gzip and not gzip) raised as if no answer came, and the call was sent
-    again: a rollback or a workflow dispatch twice."""
-    try:
-        return await response.content.read(limit), ""
-    except aiohttp.ClientPayloadError as exc:
-        said = getattr(exc.__cause__, "message", None) or str(exc)  # not aiohttp's 400
-        return b"", f"(its body could not be read: {' '.join(str(said).split())})"
 
 
 CALL_ATTEMPTS = 4

@@ -34,7 +34,6 @@ from aiohttp.http_parser import RawResponseMessage
 from yarl import URL
 
 from agent import __version__
-from agent.integrations.clients import read_answer
 from agent.integrations.targets import (
     PreparedRequest,
     RollbackTargets,
@@ -55,6 +54,7 @@ from agent.store.outages import (
     not_taken,
     store_outage,
 )
+from common.answers import read_answer
 from common.redaction import Redactor, address_redactor
 from common.retry_after import (
     NOT_AN_HTTP_STATUS,

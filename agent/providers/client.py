@@ -61,6 +61,7 @@ from agent.providers.agent_lag import WATCHING, FetchLag, Span, agent_words, wat
 from agent.providers.base import DeployScope, Period
 from agent.providers.outages import FailingFetches
 from agent.providers.provider_settings import HttpProviderSettings
+from common.answers import read_answer
 from common.durations import format_duration
 from common.redaction import MASK, Redactor
 from common.retry_after import retry_after_seconds as parse_retry_after
@@ -125,8 +126,13 @@ class Answer:
     status: int
     headers: CIMultiDictProxy[str]
     body: bytes
+    unread: str = ""
+    """Why its body could not be read (`common.answers.read_answer`; `body` is empty
+    then): the status still classes it, so a 5xx is retried and a 4xx said as such."""
 
     def json(self, title: str) -> Any:
+        if self.unread:
+            raise ProviderError(f"{title} answered {self.status} {self.unread}")
         try:
             return json.loads(self.body)
         except ValueError:
@@ -566,14 +572,12 @@ class HttpProvider:
             declared = resp.content_length
             if declared is not None and declared > MAX_BODY_BYTES:
                 raise ProviderError(f"{self.title} answer too large ({declared} bytes)")
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in resp.content.iter_chunked(65536):
-                size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    raise ProviderError(f"{self.title} answer too large (over 16 MiB)")
-                chunks.append(chunk)
-            return Answer(resp.status, resp.headers, b"".join(chunks))
+            # a body that does not decode is classed by the status line that came with it
+            # (`Answer.unread`), where it was a connection lost: retried to the last attempt
+            body, unread = await read_answer(resp, MAX_BODY_BYTES + 1)
+            if len(body) > MAX_BODY_BYTES:
+                raise ProviderError(f"{self.title} answer too large (over 16 MiB)")
+            return Answer(resp.status, resp.headers, body, self.redact(unread))
 
     def _backoff(self, attempt: int) -> float:
         """Exponential with jitter: spreads retries of many rules hitting one outage."""
@@ -715,8 +719,6 @@ def _describe(exc: aiohttp.ClientError) -> str:
         return f"connection to {exc.host}:{exc.port} failed"  # host from our own config
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "server disconnected"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "answer cut short"
     return type(exc).__name__
 
 

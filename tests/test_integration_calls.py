@@ -238,3 +238,48 @@ async def test_an_answer_that_comes_in_pieces_is_read_whole() -> None:
     async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession() as session:
         result = await call(session, "POST", str(server.make_url("/x")), headers={})
     assert (result.ok, result.data) == (True, json.loads(body))
+
+
+@pytest.mark.parametrize(
+    ("kind", "cut_short"),
+    [("cut_short", True), ("cut_short:chunked", True), ("undecodable", False)],
+)
+async def test_read_answer_tells_a_body_cut_short_from_one_that_does_not_decode(
+    kind: str, cut_short: bool
+) -> None:
+    """`Read.cut_short`: a body that stopped early (a read asked again may come whole)
+    apart from one that came whole and does not decode (asked again, it lies again),
+    where both were one "could not be read" and a provider's query cut short was not
+    asked again."""
+    from common.answers import read_answer
+    from tests.fakes.vercel import OLD, PROJECT, FakeVercel
+
+    async with FakeVercel(token="v") as vercel, aiohttp.ClientSession() as session:
+        vercel.start_rolling_release(PROJECT, OLD)
+        vercel.fail(kind, times=1)
+        url = f"{vercel.url}/v1/projects/{PROJECT}/rolling-release"
+        async with session.get(url, headers={"Authorization": "Bearer v"}) as response:
+            read = await read_answer(response, 1024 * 1024)
+    assert (response.status, read.body, read.cut_short) == (200, b"", cut_short)
+    assert read.unread.startswith("(its body could not be read: "), read.unread
+
+
+async def test_a_2xx_cut_short_is_taken_not_sent_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Rolling Releases approval whose 2xx answer is cut short was acted on: it is not
+    sent again (a second approval would move the release one stage further), as a 2xx
+    that does not decode. Behaviour kept when `read_answer` told the two apart."""
+    from tests.fakes.vercel import OLD, PROJECT, FakeVercel
+
+    waits_asked_for(monkeypatch, jitter=0.0)
+    async with FakeVercel(token="v") as vercel, aiohttp.ClientSession() as session:
+        vercel.start_rolling_release(PROJECT, OLD)
+        vercel.fail("cut_short", times=1)
+        result = await call(
+            session,
+            "POST",
+            f"{vercel.url}/v1/projects/{PROJECT}/rolling-release/approve-stage",
+            headers={"Authorization": "Bearer v"},
+            body=b'{"nextStageIndex": 1, "canaryDeploymentId": "%s"}' % OLD.encode(),
+        )
+        assert (result.ok, result.status, result.attempts, result.data) == (True, 200, 1, None)
+        assert (len(vercel.seen("approve-stage")), len(vercel.approvals)) == (1, 1)

@@ -109,7 +109,9 @@ async def call(
                 allow_redirects=False,
             ) as response:
                 status = response.status
-                raw, unread = await read_answer(response, 1024 * 1024)
+                # a 2xx cut short is taken all the same (`data` None): the call was
+                # acted on, and sent again it would be acted on twice
+                raw, unread, _ = await read_answer(response, 1024 * 1024)
                 # an HTTP-date is read against now (against 0 it was decades away: max_backoff)
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"), time.time())
         except TimeoutError:

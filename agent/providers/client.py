@@ -565,6 +565,8 @@ class HttpProvider:
         params: Params | None,
         json_body: Any,
     ) -> Answer:
+        import aiohttp  # only where a request is made: see the imports
+
         self.http_requests += 1
         async with session.request(
             method, url, params=params, json=json_body, allow_redirects=False
@@ -572,12 +574,15 @@ class HttpProvider:
             declared = resp.content_length
             if declared is not None and declared > MAX_BODY_BYTES:
                 raise ProviderError(f"{self.title} answer too large ({declared} bytes)")
-            # a body that does not decode is classed by the status line that came with it
-            # (`Answer.unread`), where it was a connection lost: retried to the last attempt
-            body, unread = await read_answer(resp, MAX_BODY_BYTES + 1)
-            if len(body) > MAX_BODY_BYTES:
+            # a body that came whole and does not decode is classed by the status line
+            # that came with it (`Answer.unread`); one cut short (the connection dropped
+            # mid-body) is a connection lost, retried: a query is a read, asked again
+            read = await read_answer(resp, MAX_BODY_BYTES + 1)
+            if read.cut_short:
+                raise aiohttp.ClientPayloadError(read.unread)
+            if len(read.body) > MAX_BODY_BYTES:
                 raise ProviderError(f"{self.title} answer too large (over 16 MiB)")
-            return Answer(resp.status, resp.headers, body, self.redact(unread))
+            return Answer(resp.status, resp.headers, read.body, self.redact(read.unread))
 
     def _backoff(self, attempt: int) -> float:
         """Exponential with jitter: spreads retries of many rules hitting one outage."""
@@ -719,6 +724,8 @@ def _describe(exc: aiohttp.ClientError) -> str:
         return f"connection to {exc.host}:{exc.port} failed"  # host from our own config
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "server disconnected"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "answer cut short"
     return type(exc).__name__
 
 

@@ -1024,7 +1024,7 @@ class RollbackDelivery:
                 # delivered on the status line: its body is not waited for, so the
                 # record of it follows the receiver's 2xx as closely as it can
                 return status, "", None, False
-            raw, unread = await read_answer(response, _ERROR_SNIPPET)
+            raw, unread, _ = await read_answer(response, _ERROR_SNIPPET)
             text = unread or raw.decode("utf-8", "replace")
             retry_after = retry_after_seconds(response.headers.get("Retry-After"), self._clock())
             rate_limit = RATE_LIMITS.get(request.who)

@@ -17,6 +17,9 @@ its control routes, to misbehave the way real providers do:
 - `fail("undecodable")`: the request is acted on, and its answer's body says
   `Content-Encoding: gzip` and is not gzip (a proxy's mangling); `fail("undecodable:503",
   reset_in=2)`: that status, not acted on, with `Retry-After`;
+- `fail("cut_short")`: the request is acted on, and its answer's connection closes
+  halfway through the body (fewer bytes than its Content-Length); `"cut_short:chunked"`:
+  chunked, without its last chunk;
 - plus provider-specific kinds (New Relic: `too_many_requests`, `timeout`).
 
 `times=n` limits a failure to the next n matching requests (default: until `heal()`),
@@ -227,6 +230,8 @@ class FakeServer:
                 raise web.HTTPServiceUnavailable()
             if failure is not None and failure.kind.startswith("undecodable"):
                 return await self._undecodable(failure, request, handler)
+            if failure is not None and failure.kind.startswith("cut_short"):
+                return await self._cut_short(failure, request, handler)
             if failure is not None:
                 return self.failure_response(failure, request)
             response = await handler(request)
@@ -249,6 +254,26 @@ class FakeServer:
         if code:
             headers["Retry-After"] = str(math.ceil(failure.reset_in))
         return web.Response(status=status, body=b"not gzip!!", headers=headers)
+
+    async def _cut_short(
+        self, failure: Failure, request: web.Request, handler: Handler
+    ) -> web.StreamResponse:
+        """`handler`'s answer, its connection closed halfway through its body."""
+        answer = await handler(request)
+        body = answer.body if isinstance(answer, web.Response) else b""
+        assert isinstance(body, bytes), "cut_short needs an answer with a bytes body"
+        response = web.StreamResponse(
+            status=answer.status, headers={"Content-Type": answer.content_type}
+        )
+        if failure.kind.endswith(":chunked"):
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = len(body)
+        await response.prepare(request)
+        await response.write(body[: len(body) // 2])
+        assert request.transport is not None
+        request.transport.close()  # the body's rest never comes
+        return response
 
     async def _control_fail(self, request: web.Request) -> web.Response:
         spec = await request.json()

@@ -73,3 +73,35 @@ async def test_an_undecodable_graphql_200_is_an_error_naming_it(
     )
     assert obs.error == f"New Relic answered 200 {UNREAD}", obs.error
     assert len(newrelic_fake.requests) == 1
+
+
+@pytest.mark.parametrize("kind", ["cut_short", "cut_short:chunked"])
+async def test_an_answer_cut_short_is_retried_as_a_connection_lost(
+    prometheus: PrometheusProvider, prometheus_fake: FakePrometheus, metrics: Metrics, kind: str
+) -> None:
+    """A 2xx whose body stops halfway (the connection dropped) did not come whole: a
+    query is a read, asked again (the provider's retry policy), where it was said at once
+    as "answered 200 (its body could not be read: …)" and not asked again."""
+    prometheus_fake.fail(kind, times=1)
+    prometheus_fake.set("up", 1.0)
+    obs = await prometheus.fetch(rule(source="prometheus", query="up", max=2), scope(), AFTER, None)
+    assert (obs.value, obs.error, len(prometheus_fake.requests)) == (1.0, None, 2)
+    counted = {
+        result: metrics.registry.get_sample_value(
+            "postflight_provider_http_requests_total",
+            {"provider": "prometheus", "result": result},
+        )
+        for result in ("error", "2xx")
+    }
+    assert counted == {"error": 1, "2xx": 1}  # the cut-short one as a connection lost
+
+
+async def test_an_answer_always_cut_short_says_so_after_its_attempts(
+    prometheus: PrometheusProvider, prometheus_fake: FakePrometheus
+) -> None:
+    prometheus_fake.fail("cut_short")
+    prometheus_fake.set("up", 1.0)
+    obs = await prometheus.fetch(rule(source="prometheus", query="up", max=2), scope(), AFTER, None)
+    assert obs.value is None and obs.error is not None
+    assert "could not reach Prometheus (answer cut short)" in obs.error, obs.error
+    assert len(prometheus_fake.requests) == prometheus.max_attempts > 1

@@ -679,6 +679,32 @@ class Integrations:
         hold one of `state` whose `log_url` is the deploy's (ends with its `path`: the
         public URL may have changed with the restart). Any doubt (GitHub down, an answer
         not read): False, and it is posted, a second status doing no harm."""
+        listed = await self._github_list(url)
+        return any(
+            s.get("state") == state and str(s.get("log_url") or "").endswith(path) for s in listed
+        )
+
+    async def _commit_posted_before(
+        self, repository: str, sha: str, body: dict[str, Any], window_id: str
+    ) -> bool:
+        """Whether the commit's statuses (GitHub's list of them for the SHA, newest first)
+        hold one of this state and context whose `target_url` is the deploy's (its page or
+        its API object: `server.ui` or the public URL may have changed with the restart).
+        Any doubt: False, and it is posted, as a deployment status is (`_posted_before`)."""
+        github = self.settings.integrations.github
+        assert github is not None
+        url = f"{github.api_url.rstrip('/')}/repos/{repository}/commits/{sha}/statuses"
+        ends = (f"/deploys/{quote(window_id)}", deploy_path(window_id))
+        return any(
+            s.get("state") == body["state"]
+            and s.get("context") == body["context"]
+            and str(s.get("target_url") or "").endswith(ends)
+            for s in await self._github_list(url)
+        )
+
+    async def _github_list(self, url: str) -> list[dict[str, Any]]:
+        """The first page (100) of a GitHub list (`url`), newest first; empty when GitHub
+        does not answer or its answer is not a list."""
         github = self.settings.integrations.github
         assert github is not None
         headers = {k: v for k, v in self._github_headers().items() if k != "Content-Type"}
@@ -693,12 +719,7 @@ class Integrations:
             leaving=self._leaving,
         )
         listed = result.data if result.ok and isinstance(result.data, list) else []
-        return any(
-            isinstance(s, dict)
-            and s.get("state") == state
-            and str(s.get("log_url") or "").endswith(path)
-            for s in listed
-        )
+        return [s for s in listed if isinstance(s, dict)]
 
     def _commit_state(self, window: DeployWindow) -> tuple[str, str] | None:
         """The commit status the window's state calls for, and the repository."""
@@ -749,9 +770,23 @@ class Integrations:
                 return self._record(
                     window, key, sha, f"commit status {state}", retry=True, call="commit_status"
                 )
+            what = f"GitHub commit status {state}"
+            taken_over = (window.id, key) in self._taken_over
+            if taken_over and await self._commit_posted_before(
+                repository, sha.data, body, window.id
+            ):
+                # its sender died between GitHub's 201 and its record (as a deployment
+                # status's, `_post_status`): a second status of the state on the commit
+                log.info(
+                    "%s: GitHub lists it already (posted by a sender that left no record of"
+                    " it); not posted again",
+                    what,
+                    extra={"deploy_id": window.id, "environment": window.environment},
+                )
+                self.s.spawn(self._held_record(window, key, "sent", "posted before", what))
+                return True
             url = f"{github.api_url.rstrip('/')}/repos/{repository}/statuses/{sha.data}"
             result = await self._github_post(url, body)
-        what = f"GitHub commit status {state}"
         return self._record(window, key, result, what, retry=True, call="commit_status")
 
     async def _github_post(self, url: str, body: dict[str, Any]) -> CallResult:

@@ -21,6 +21,7 @@ from agent.store.sql import SqlStore
 from agent.windows.integrations import Integrations
 from tests.e2e.conftest import AgentFactory, FlipTarget
 from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
+    commit_status_staging,
     environments,
     eventually,
     fake_github,
@@ -125,3 +126,44 @@ async def test_a_verdicts_status_github_took_before_its_sender_died_is_not_poste
     await eventually_async(recorded, "sent")
     await asyncio.sleep(1.0)
     assert [s["state"] for s in fake_github.statuses] == ["in_progress", "success"]
+
+
+@pytest.mark.timeout(90)
+async def test_a_commit_status_github_took_before_its_sender_died_is_not_posted_again(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,  # noqa: F811
+    fake_github: FakeGitHub,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    store_yaml: str | None,
+) -> None:
+    """As a deployment status above, for a commit status (`commit_status: true`): the
+    taken-over claim first looks among the commit's statuses (GitHub's list of them for
+    the SHA: same state, the environment's context, a target_url of the deploy), where it
+    posted a second `success` on the commit."""
+    record_alert = SqlStore.record_alert
+    frozen = asyncio.Event()
+
+    async def dies_once(self: SqlStore, window_id: str, key: str, *args: Any) -> None:
+        if key == "github:commit:success" and not frozen.is_set():
+            frozen.set()
+            await asyncio.Event().wait()  # the sender: as killed, never written
+        await record_alert(self, window_id, key, *args)
+
+    monkeypatch.setattr(SqlStore, "record_alert", dies_once)
+    monkeypatch.setattr(Integrations, "_status_lease", lambda self: 1.0)
+    env = commit_status_staging(flip_target, window="1500ms")
+    extra = integrations(fake_github, fake_vercel)
+    first = await start_agent(env, extra=extra, store=store_yaml, owner="a")
+    deploy = (await first.register("staging", "v8", commit=gh.COMMIT))["id"]
+    await asyncio.wait_for(frozen.wait(), 20)
+    if store_yaml is None:  # one agent per SQLite file: B is A's restart
+        await first.stop()
+    second = await start_agent(env, extra=extra, store=store_yaml, owner="b")
+
+    async def recorded() -> str | None:
+        return (await second.app[STORE].alert_events(deploy)).get("github:commit:success")
+
+    await eventually_async(recorded, "sent")
+    await asyncio.sleep(1.0)
+    assert [s["state"] for s in fake_github.commit_statuses] == ["pending", "success"]

@@ -104,6 +104,9 @@ class FakeGitHub(FakeServer):
         app.router.add_get("/repos/{owner}/{repo}/actions/workflows/{workflow}/runs", self.runs_of)
         app.router.add_post("/repos/{owner}/{repo}/statuses/{sha}", self.commit_status)
         app.router.add_get("/repos/{owner}/{repo}/commits/{ref}", self.commit)
+        app.router.add_get(
+            "/repos/{owner}/{repo}/commits/{ref}/statuses", self.list_commit_statuses
+        )
         app.router.add_get("/_fake/gate_answers", self._control_gate_answers)
 
     def ask_gate(
@@ -199,6 +202,15 @@ class FakeGitHub(FakeServer):
         status = {"id": len(self.commit_statuses) + 1, "sha": request.match_info["sha"], **body}
         self.commit_statuses.append(status)
         return web.json_response(status, status=201)
+
+    async def list_commit_statuses(self, request: web.Request) -> web.Response:
+        """A commit's statuses, newest first (GitHub's `List commit statuses for a
+        reference`); `ref` a full SHA here (GitHub also takes a branch or a tag)."""
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        sha = request.match_info["ref"].lower()
+        return web.json_response([s for s in self.commit_statuses if s["sha"] == sha][::-1])
 
     async def commit(self, request: web.Request) -> web.Response:
         """`GET /repos/{owner}/{repo}/commits/{ref}`: the commit a SHA or its prefix names."""

@@ -120,6 +120,28 @@ def alert_claim(alert: Alert, tags: Sequence[str], key: str | None = None) -> Al
     return AlertClaim(key or alert.event, dump_payload(alert, tags))
 
 
+NO_WINDOW = "no-window:"
+"""What a once-mark about no window (`WindowAlerts.notify`) stands under in the place of a
+deploy id: the store's alert claims are keyed by one, and no window has this prefix."""
+
+
+def _stand_in(mark: str, alert: Alert) -> DeployWindow:
+    """The window a claim about none is sent, noted, retried and taken over as: its mark
+    for the id, the alert's environment, version and commit; no deploy page to link."""
+    return DeployWindow(
+        id=mark,
+        environment=alert.environment,
+        version=alert.version,
+        previous_version=None,
+        commit=alert.commit,
+        labels={},
+        state="inconclusive",
+        deployed_at=0.0,
+        ends_at=0.0,
+        created_at=0.0,
+    )
+
+
 def load_payload(text: str) -> tuple[Alert, list[str]]:
     """`dump_payload`'s inverse; fields this version does not know are left out."""
     data = json.loads(text)
@@ -283,17 +305,14 @@ class WindowAlerts:
                 log.exception("alert %s for %s not sent", key, window.id, extra=context)
                 return False
 
-    async def notify(self, alert: Alert, tags: Sequence[str]) -> bool:
-        """Send an alert about no window (a gate answered with none to answer from): its
-        caller's own once-mark (the gate's answer) keeps it to one; nothing is claimed,
-        retried or taken over here. Never raises, except `CancelledError`."""
-        try:
-            return (await self._notifier.send(alert, tags)).delivered
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("alert %s about %s not sent", alert.event, alert.environment)
-            return False
+    async def notify(self, mark: str, alert: Alert, tags: Sequence[str]) -> bool:
+        """Send an alert about no window (a gate given up with none to answer from) once
+        per `mark`: claimed with its payload under `NO_WINDOW + mark`, each channel noted
+        as it takes it, retried and taken over as a window's alerts are. Its caller's
+        record (the gate's answer) came after the page: a kill between the two paged
+        again when the gate was answered again. Never raises, except `CancelledError`."""
+        stand_in = _stand_in(NO_WINDOW + mark, alert)
+        return await self.emit(stand_in, alert, tags)
 
     def _flight(self, window_id: str, key: str) -> contextlib.AbstractContextManager[None]:
         return self._flights(window_id, [key])
@@ -426,7 +445,7 @@ class WindowAlerts:
         return stored
 
     def _linked(self, window: DeployWindow, alert: Alert) -> Alert:
-        if alert.link is None and self._link is not None:
+        if alert.link is None and self._link is not None and not window.id.startswith(NO_WINDOW):
             return dataclasses.replace(alert, link=self._link(window))
         return alert
 
@@ -507,13 +526,19 @@ class WindowAlerts:
         again while the send it was in the middle of delivered it."""
         return bool(self._sending.get((window_id, key)))
 
+    async def _window(self, window_id: str, payload: str) -> DeployWindow | None:
+        """The window a stored alert is about, or the stand-in of an alert about none."""
+        if window_id.startswith(NO_WINDOW):
+            return _stand_in(window_id, load_payload(payload)[0])
+        return await self._store.get_window(window_id)
+
     async def _resend(self, claim: UnsettledAlert) -> None:
         """A taken-over claim: its stored alert to the channels that did not take it."""
         context = {"deploy_id": claim.window_id, "event": claim.event}
         also = grouped_with(claim.payload)
         with self._flights(claim.window_id, [claim.event, *also]):
             try:
-                window = await self._store.get_window(claim.window_id)
+                window = await self._window(claim.window_id, claim.payload)
                 if window is None or window.state in DROPPED_STATES:
                     state = window.state if window else "gone"
                     await self._store.record_alert(
@@ -584,7 +609,7 @@ class WindowAlerts:
     async def _retry_once(
         self, retry: AlertRetry, context: dict[str, Any], also: Sequence[str]
     ) -> None:
-        window = await self._store.get_window(retry.window_id)
+        window = await self._window(retry.window_id, retry.payload)
         if window is None or window.state in DROPPED_STATES:
             state = window.state if window else "gone"
             log.info(

@@ -1502,11 +1502,11 @@ class Integrations:
             f"{gate.environment}'s protection rule for {gate.sha[:12]} (GitHub environment"
             f" {gate.github_environment!r}) was to be {answer}: {why}"
         )
+        # one a request: the run's next job asks on the same callback URL again
+        run = re.search(r"/runs/([^/]+)/", gate.callback_url)
+        asked = f"{run.group(1) if run else gate.sha[:12]}:{gate.github_environment}"
+        mark = f"gate:{asked}@{gate.created_at:.0f}"
         if window is not None:
-            # one a request: the run's next job asks on the same callback URL again
-            run = re.search(r"/runs/([^/]+)/", gate.callback_url)
-            asked = f"{run.group(1) if run else gate.sha[:12]}:{gate.github_environment}"
-            mark = f"gate:{asked}@{gate.created_at:.0f}"
             self._given_up(window, gate.environment, "gate", mark, reason)
             return
         alert = Alert(
@@ -1518,7 +1518,7 @@ class Integrations:
             commit=gate.sha,
             call="gate",
         )
-        self.s.spawn(self.s.alerts.notify(alert, env.alerts.tags))
+        self.s.spawn(self.s.alerts.notify(f"{gate.environment}:{mark}", alert, env.alerts.tags))
 
     # manual rollback ----------------------------------------------------------------
 

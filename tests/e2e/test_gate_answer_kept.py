@@ -117,3 +117,48 @@ async def test_a_gates_answer_github_took_before_its_claimer_died_is_no_page_whe
     assert [n.title for n in json_sink.notifications if "NOT" in n.title] == []
     assert [(a["run"], a["state"]) for a in integrated.github.gate_answers] == [("11", "approved")]
     assert [r.status for r in integrated.github.seen(GATE_PATH)] == [204, 422]
+
+
+@pytest.mark.timeout(90)
+async def test_a_gate_given_up_with_no_window_pages_once_across_a_kill_before_its_record(
+    integrated: Integrated,  # noqa: F811
+    json_sink: JsonSink,
+    monkeypatch: pytest.MonkeyPatch,
+    store_yaml: str | None,
+) -> None:
+    """No staging window of the sha ended in time and GitHub refuses the rejection (404):
+    A pages 'NOT answered' about the sha, then never records the answer (as a kill -9 at
+    that instant leaves it). B (on SQLite, A's restart) takes the lapsed claim over, is
+    refused again, and paged a second time: that page had no once-mark, where a window's
+    have (`integration_failed:<key>`). Now it is claimed, with its payload, as theirs are."""
+    answer_gate = SqlStore.answer_gate
+    frozen = asyncio.Event()
+    tries: list[str] = []
+
+    async def dies_once(self: SqlStore, *args: Any) -> None:
+        tries.append(args[3])
+        if len(tries) == 1:
+            frozen.set()
+            await asyncio.Event().wait()  # A: as killed, never written
+        await answer_gate(self, *args)
+
+    monkeypatch.setattr(SqlStore, "answer_gate", dies_once)
+    monkeypatch.setattr(integrations_module, "GATE_CLAIM_S", 2.0)
+    env = integrated.environments(gate_timeout="1s")
+    alerting = alerts_to(json_sink)
+    integrated.github.fail("404", match="deployment_protection_rule")
+    first = await integrated.start(env, alerting=alerting, store=store_yaml, owner="a")
+    rule = integrated.github.ask_gate(sha="e" * 40, run_id=12)
+    status, _ = await github_hook(first, "deployment_protection_rule", rule, "gate-none")
+    assert status == 202
+    await asyncio.wait_for(frozen.wait(), 15)
+    await eventually(lambda: any("NOT" in n.title for n in json_sink.notifications))
+    if store_yaml is None:  # one agent per SQLite file: B is A's restart, A stopped
+        await first.stop()
+    second = await integrated.start(env, alerting=alerting, store=store_yaml, owner="b")
+    await eventually(lambda: len(tries) >= 2, within=20)  # B answered again, refused
+    await eventually_async(second.app[STORE].pending_gates, [])
+    await asyncio.sleep(1.5)  # a second page would be out by now
+    paged = [n.title for n in json_sink.notifications if "NOT" in n.title]
+    assert len(paged) == 1, paged
+    assert len(integrated.github.seen(GATE_PATH)) == 2  # answered twice, both refused

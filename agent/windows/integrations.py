@@ -1454,6 +1454,13 @@ class Integrations:
             # told before the gate is marked answered: a crash between the two tells
             # again (at least once), where the other way round it told no one
             why = outcome + (" (not taken through an hour of retries)" if result.gave_up else "")
+            if result.status == 422:
+                # paged all the same: a 422 is also a body GitHub refuses (the job waits on),
+                # which the status alone does not tell from a run with nothing waiting
+                why += (
+                    " (a 422 also when nothing waits any more: the run cancelled, or answered"
+                    " by hand; if its Review deployments shows no request, nothing is left)"
+                )
             await self._gate_given_up(gate, window, answer, why)
         named_for_a_stop(
             f"the record of the answer to the {asked} (GitHub answered: held until the"

@@ -162,6 +162,8 @@ async def test_a_gate_answer_github_refuses_is_an_alert_to_the_gated_environment
     assert "approved" in told.message and "HTTP 422" in told.message
     assert staging["id"] in told.message  # the window it answers from
     assert "Review deployments" in told.message
+    # a 422 may be a run with nothing left waiting (cancelled, answered by hand): said so
+    assert "a 422 also when nothing waits any more: the run cancelled" in told.message
     assert await failed_calls(agent, "github") == 1
 
 

@@ -300,6 +300,39 @@ async def test_an_alert_cut_off_by_a_crash_is_sent_once_after_the_restart(
         assert await store.alert_events(w.id) == {"passed": "sent"}
 
 
+async def test_an_alert_about_no_window_is_sent_once_per_mark_and_taken_over_after_a_crash(
+    tmp_path: Path, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """`notify` (a gate given up with no window to answer from) is claimed under its mark
+    as a window's alert is: a second call under the same mark sends nothing, and one cut
+    off mid-send is sent once by the restarted agent, not dropped as a window gone."""
+    path = tmp_path / "alerts.db"
+    alert = dataclasses.replace(
+        Alert.for_window(window(), "integration_failed", reason="gate refused", call="gate"),
+        deploy_id="none (staging window ended in time)",
+    )
+    json_sink.script("hang")
+    async with opened(path) as store:
+        notifier = make_notifier([json_sink.url()], metrics)
+        alerts = WindowAlerts(store, notifier, lease_s=LEASE_S)
+        sending = asyncio.ensure_future(alerts.notify("production:gate:7", alert, ["oncall"]))
+        await json_sink.wait_arrived(1)
+        sending.cancel()  # the sender killed mid-send
+        with contextlib.suppress(asyncio.CancelledError):
+            await sending
+    assert json_sink.notifications == []
+    json_sink.script()
+    assert await restarted(path, [json_sink], metrics, after=LEASE_S + 1) == 1
+    async with opened(path) as store:
+        alerts = WindowAlerts(store, make_notifier([json_sink.url()], metrics), lease_s=LEASE_S)
+        assert not await alerts.notify("production:gate:7", alert, ["oncall"])
+        assert await alerts.notify("production:gate:8", alert, ["oncall"])
+        assert await store.alert_events("no-window:production:gate:7") == {
+            "integration_failed": "sent"
+        }
+    assert len(json_sink.notifications) == 2  # gate 7 once (taken over), gate 8 once
+
+
 class AwayStore(SqliteStore):
     """A store that some writes fail while `away` (which, says the subclass)."""
 

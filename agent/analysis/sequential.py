@@ -1297,8 +1297,9 @@ class SequentialRule:
         baseline, at `per_round` samples a round: the confidence sequence's end after
         `horizon` rounds and the rounds a window would need to show the bound holds. At
         best: the round's statistic has the baseline's mean and only sampling noise, as the
-        sequence's own floor allows (bursty traffic needs more), so a bound said to fall
-        short cannot pass by the window's end on any release like its baseline."""
+        sequence's own floor allows (its design effect included: the baseline's bursts
+        widen it as they widen `_ends`), so a bound said to fall short cannot pass by the
+        window's end on any release like its baseline."""
         out: list[PassReach] = []
         base = self.baseline
         if base is None or per_round <= 0 or horizon < 1:
@@ -1308,7 +1309,11 @@ class SequentialRule:
             if mean is None:
                 continue
             p = min(max(test.limit, 1e-6), 1 - 1e-6)
-            variance = max(mean * (1.0 - mean), p * (1.0 - p)) / max(per_round, 1.0)
+            variance = (
+                max(mean * (1.0 - mean), p * (1.0 - p))
+                / max(per_round, 1.0)
+                * self._design_effect(test, per_round)
+            )
             # a sequence needs two rounds (`_ends`): a one-round window never shows it
             reached = _pass_end(test, mean, variance, horizon, self.t_opt) if horizon > 1 else None
             needed: int | None = None

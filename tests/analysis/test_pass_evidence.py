@@ -229,3 +229,45 @@ def test_a_calm_background_keeps_a_calm_release_passing() -> None:
                 )
             passed[said] += judge.glance(state, final=True).decision == "pass"
     assert passed["measured"] == passed["unknown"] >= 45, passed
+
+
+def said_and_passed(bursty: bool, windows: int, seed: int) -> tuple[list[str], int]:
+    """What registration says of `max 0.05` on errors at 1% (30 rounds of 40 probes, an
+    hour of background runs of 40 as baseline), and how many windows of a release just
+    like that background then pass: its errors filling whole rounds (`bursty`) or one by
+    one."""
+    rng = np.random.default_rng(seed)
+
+    def a_round() -> Observation:
+        if bursty:
+            return errors(40 if rng.random() < 0.01 else 0, 40)
+        return errors(int(rng.binomial(40, 0.01)), 40)
+
+    judge = Judge(
+        [ERRORS], {ERRORS.name: merge([a_round() for _ in range(120)])}, Policy(), horizon=30
+    )
+    said = judge.blind_spots({ERRORS.name: 40.0})
+    passed = 0
+    for _ in range(windows):
+        state = judge.start()
+        for index in range(30):
+            state = judge.advance(state, {ERRORS.name: a_round()}, in_place=True, final=index == 29)
+        passed += judge.glance(state, final=True).decision == "pass"
+    return said, passed
+
+
+def test_registration_says_a_bursty_background_cannot_pass_as_the_judge_then_does() -> None:
+    """Registration's reach takes the design effect the judge's floor takes: whole rounds
+    failing 1% of the time, an hour of background showing them, pass none of 100 windows,
+    and registration says the rule cannot pass on evidence (before: it said nothing, its
+    reach on the binomial floor, promising a pass the judge did not give)."""
+    said, passed = said_and_passed(True, 100, 3)
+    assert passed == 0, passed
+    assert len(said) == 1 and "cannot pass on evidence by the window's end" in said[0], said
+
+
+def test_registration_keeps_quiet_on_a_calm_background_that_passes() -> None:
+    """The same errors one by one: registration says nothing, and the windows pass."""
+    said, passed = said_and_passed(False, 50, 3)
+    assert said == [], said
+    assert passed >= 40, passed

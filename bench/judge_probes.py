@@ -3,7 +3,8 @@ probes a round: how often errors x5 and latency x2 fail the window, and how ofte
 one passes on evidence.
 
 Not a test; it prints one line per background size. Each window: `--runs` background runs
-of N probes (50 ms lognormal spread 0.3, 2% errors) as the baseline, then 30 rounds (the
+of N probes (50 ms lognormal spread 0.3, 2% errors), merged as the daemon merges them (their
+errors' burstiness measured), as the baseline, then 30 rounds (the
 default 15-minute window of 30 s rounds) of N probes through `Judge` at the default
 policy, rules `error_rate max 0.05` and `latency_p95 max_increase 50%`.
 
@@ -40,10 +41,11 @@ def probes(n: int, rng: np.random.Generator, scale: float, err: float) -> tuple[
 def window(kind: str, n: int, runs: int, rng: np.random.Generator) -> str:
     """The window's decision: fail (rolled back), pass or inconclusive."""
     background = [probes(n, rng, 1.0, 0.02) for _ in range(runs)]
-    failed = sum(b[1] for b in background)
+    # each run an observation, merged as the daemon merges them (`background_baseline`):
+    # its errors' burstiness across the runs measured, which the pass side's floor takes
     baselines = {
         "health-p95": merge([b[0] for b in background]),
-        "probe-errors": Observation(failed / (n * runs), count=failed, total=n * runs),
+        "probe-errors": merge([Observation(b[1] / n, count=b[1], total=n) for b in background]),
     }
     judge = Judge([ERRORS, P95], baselines, Policy(), horizon=ROUNDS)
     state = judge.start()

@@ -79,6 +79,15 @@ SETTLE_S = 5.0
 is stopped, so that every round started in the measured span is stored (and counted)."""
 BACKGROUND_S = float(EnvironmentSettings.model_fields["background_interval"].default)
 """How often an environment's background probes run by default (its baseline's source)."""
+LOOKBACK_S = float(EnvironmentSettings.model_fields["lookback"].default)
+"""The period before a deploy whose background runs its baseline pools, by default."""
+DEFAULT_BASELINE_RUNS = int(LOOKBACK_S // BACKGROUND_S)
+"""The background runs a deploy's baseline holds on the defaults once the agent has run a
+whole `lookback` (an hour at 30 s: 120, of `probes_per_round` probes each): what a user's
+windows are judged against, where a window registered 35 s after the agent started had 1-2
+(10-20 samples at 10 probes) and its `max_increase` rule judged against one quiet half
+minute."""
+BASELINE_POLL_S = 5.0
 REGISTER_CONCURRENCY = 16
 """Registrations in flight at once (a pipeline registering thousands of windows)."""
 SEARCH_GOALS = {1.0: 500, 10.0: 5000}
@@ -307,19 +316,71 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def register(port: int, env: str) -> None:
+def register(port: int, env: str) -> list[str]:
+    """Register a deploy of `env`; its answer's advice (`warnings`: among them each rule
+    whose bound is below what it can detect at the baseline's traffic)."""
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/v1/deploys",
         data=json.dumps({"environment": env, "version": "v1"}).encode(),
         method="POST",
         headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
     )
-    urllib.request.urlopen(request, timeout=120).read()  # a busy shared machine
+    with urllib.request.urlopen(request, timeout=120) as resp:  # a busy shared machine
+        return list(json.loads(resp.read()).get("warnings") or [])
+
+
+def background_runs(db_path: Path, since: float) -> dict[str, int]:
+    """Each environment's background runs of its `health` check stored since `since` (one
+    row a run and check; the dozen's load check runs 6 times a lookback)."""
+    if not db_path.exists():
+        return {}
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+    try:
+        query = (
+            "SELECT environment, COUNT(*) FROM probe_summaries"
+            " WHERE at >= ? AND check_name = 'health' GROUP BY 1"
+        )
+        return dict(db.execute(query, (since,)).fetchall())
+    except sqlite3.OperationalError:  # not created yet
+        return {}
+    finally:
+        db.close()
+
+
+def wait_for_baselines(db_path: Path, envs: list[str], runs: int, quiet: bool) -> float:
+    """Until every environment's lookback (the default) holds `runs` of its background runs
+    (one short of a whole lookback's at most: the grid's phase, as the daemon's own
+    `young_runs` counts), as the daemon reads them at a deploy; the seconds it took.
+    Raises when no environment gained a run for 5 background intervals (a stuck agent)."""
+    want = min(runs, DEFAULT_BASELINE_RUNS - 1)
+    started = last_gain = time.monotonic()
+    last_total, said = -1, 0.0
+    while True:
+        counts = background_runs(db_path, time.time() - LOOKBACK_S)
+        least = min((counts.get(env, 0) for env in envs), default=0)
+        if least >= want:
+            return time.monotonic() - started
+        total = sum(counts.values())
+        now = time.monotonic()
+        if total > last_total:
+            last_total, last_gain = total, now
+        elif now - last_gain > 5 * BACKGROUND_S:
+            raise RuntimeError(f"background runs stuck at {total} ({least} the fewest)")
+        if not quiet and now - said >= 60:
+            said = now
+            print(
+                f"  … baselines: {least} of {want} background runs (fewest of"
+                f" {len(envs)} environments), {now - started:.0f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+        time.sleep(BASELINE_POLL_S)
 
 
 def agent_metrics(port: int) -> dict[str, float]:
-    """The agent's own counters this benchmark reads: overruns, and its garbage
-    collections (how many full ones, how many paused it more than 50 ms, their seconds)."""
+    """The agent's own counters this benchmark reads: overruns, its garbage collections
+    (how many full ones, how many paused it more than 50 ms, their seconds), and the
+    samples it did not count against the target (`dropped:<result>`: its own lag's)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
         text = resp.read().decode()
     out = dict.fromkeys(
@@ -329,6 +390,10 @@ def agent_metrics(port: int) -> dict[str, float]:
         name, _, value = line.rpartition(" ")
         if name.startswith("postflight_round_overruns_total{"):
             out["overruns"] += float(value)
+        elif name.startswith("postflight_samples_dropped_total{"):
+            result = re.search(r'result="([^"]*)"', name)
+            key = f"dropped:{result.group(1) if result else '?'}"
+            out[key] = out.get(key, 0.0) + float(value)
         elif name == "postflight_gc_pause_seconds_count":
             out["gc_count"] += float(value)
         elif name == "postflight_gc_full_pause_seconds_count":
@@ -484,12 +549,12 @@ class Run:
     register_within: float | None = None
     """Give up (`RegisteringTooSlow`) when the windows are not all registered by then: a
     search trial far over capacity would otherwise crawl for many minutes."""
-    baselines: bool = False
-    """Register once every environment has its background baseline (the default
-    `background_interval` and `SETTLE_S` after the agent is up), as a fleet's agent had
-    probed its services before their deploys: then every window's `max_increase` rule is
-    judged, where only the windows whose first background run came before their
-    registration were (9-39 of 200 in session 40's runs)."""
+    baseline_runs: int = 0
+    """Register once every environment's lookback holds this many of its background runs
+    (`wait_for_baselines`; 0: at once), as a fleet's agent had probed its services before
+    their deploys: then every window's `max_increase` rule is judged against the baseline
+    a user's would be, where at once only the windows whose first background run came
+    before their registration were (9-39 of 200 in session 40's runs)."""
     window: float | None = None
     """Each window's length (default: an hour, or the run and 5 min more if longer); a
     shorter one ends windows within the run, so memory held per window shows as freed."""
@@ -540,6 +605,11 @@ class Rounds:
     started in: beside the light client's (`LIGHT_CLIENT_PY`), whose slowdown they share
     when it is the target's."""
     failed: list[dict[str, Any]] = field(default_factory=list)
+    judged: list[dict[str, Any]] = field(default_factory=list)
+    """Each window's state and its latency rule as its last stored verdict says
+    (`judged_window`)."""
+    kept: int = 0
+    """The deploy probes' latencies kept in the rounds counted."""
     """Each window that ended `failed` in the run, with its verdict's reason and its failed
     rules' figures (`failed_windows`): an A/A window the agent failed is the figure a user
     would hate most, so it is printed, never only counted."""
@@ -572,6 +642,7 @@ def read_rounds(
             if kept:
                 at = int((started - since) // minute)
                 out.latencies_by_minute.setdefault(at, []).extend(v * 1000 for v in kept)
+                out.kept += len(kept)
             due, took = data.get("due_at"), data.get("duration_s")
             if due is not None and took is not None and started + took > due + interval:
                 out.overran += 1
@@ -580,6 +651,7 @@ def read_rounds(
         query = "SELECT deployed_at, state, ended_at, environment, verdict, baseline FROM windows"
         for deployed, state, ended, env, verdict, baseline in db.execute(query):
             out.with_baseline += has_latency_baseline(baseline)
+            out.judged.append(judged_window(env, state, verdict, baseline))
             out.window_hours += max(0.0, stopped - deployed) / 3600  # the store's life
             out.phases.append((deployed % interval) / interval)
             stop = until if ended is None else min(until, ended)
@@ -600,6 +672,37 @@ def has_latency_baseline(baseline: str | None) -> bool:
     """Whether a window's stored baselines hold latencies (`values`) for its latency rule."""
     data = json.loads(baseline) if baseline else {}
     return bool((data.get("latency") or {}).get("values"))
+
+
+def judged_window(
+    env: str, state: str, verdict: str | None, baseline: str | None
+) -> dict[str, Any]:
+    """A window as its last stored verdict says: its state, its latency rule's outcome and
+    figures, the baseline's latency samples, and what the judge said the rule can detect
+    by the window's end (`detectable`; absent when it said nothing)."""
+    rules = {r.get("name"): r for r in (json.loads(verdict) if verdict else {}).get("rules", [])}
+    rule = rules.get("latency") or {}
+    can = (rule.get("evidence") or {}).get("detectable") or {}
+    data = json.loads(baseline) if baseline else {}
+    return {
+        "environment": env,
+        "state": state,
+        "latency_outcome": rule.get("outcome"),
+        "latency_observed": rule.get("observed"),
+        "latency_baseline": rule.get("baseline"),
+        "baseline_samples": len((data.get("latency") or {}).get("values") or []),
+        "can_detect": can.get("text"),
+        "bound_below_detectable": can.get("bound_below_detectable"),
+    }
+
+
+def states(judged: list[dict[str, Any]]) -> dict[str, int]:
+    """Windows by state, and the watching ones by their latency rule's outcome so far."""
+    out: dict[str, int] = {}
+    for w in judged:
+        key = w["state"] if w["state"] != "watching" else f"watching ({w['latency_outcome']})"
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items()))
 
 
 def failed_window(
@@ -685,15 +788,21 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
         reference = Reference(others)
         reference.start()
         try:
-            if run.baselines:
-                time.sleep(BACKGROUND_S + SETTLE_S)
+            baseline_s = (
+                wait_for_baselines(
+                    workdir / "postflight.db", names(run.windows), run.baseline_runs, quiet
+                )
+                if run.baseline_runs
+                else 0.0
+            )
             registering = time.monotonic()
             deadline = registering + (run.register_within or math.inf)
+            warnings: dict[str, list[str]] = {}
 
             def register_in_time(env: str) -> bool:
                 if time.monotonic() > deadline:
                     return False
-                register(agent_port, env)
+                warnings[env] = register(agent_port, env)
                 return True
 
             with ThreadPoolExecutor(REGISTER_CONCURRENCY) as pool:
@@ -702,7 +811,8 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
             if registered < run.windows:
                 raise RegisteringTooSlow(registered, register_s)
             time.sleep(max(2.0, 2 * run.interval))  # every window has started its rounds
-            gc_before = agent_metrics(agent_port)["gc_s"]
+            before = agent_metrics(agent_port)
+            gc_before = before["gc_s"]
             scraper = Scraper(agent_port, run.scrape_every)
             if run.scrape_every > 0:
                 scraper.start()
@@ -723,6 +833,11 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
             if scraper.is_alive():
                 scraper.join()
             counted = agent_metrics(agent_port)
+            dropped = {
+                k.split(":", 1)[1]: int(v - before.get(k, 0.0))
+                for k, v in counted.items()
+                if k.startswith("dropped:")
+            }
             # every round started by `until` is stored before the agent stops (a round in
             # progress at SIGTERM is never stored): rounds are counted from the store
             time.sleep(run.interval + SETTLE_S)
@@ -740,6 +855,8 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
                     proc.wait()
         minute = min(60.0, run.seconds / 3)
         rounds = read_rounds(workdir / "postflight.db", since, run.interval, until, stopped, minute)
+        for judged in rounds.judged:
+            judged["registration_warnings"] = warnings.get(judged["environment"], [])
         loop = event_loop(workdir / "agent.log")
         stalls = [
             (at, late) for at, late in target_stalls(workdir / "target-stalls.txt") if at >= since
@@ -776,6 +893,19 @@ def measure(run: Run, quiet: bool = False) -> dict[str, Any]:
         "windows_ended": rounds.ended,
         "windows_with_latency_baseline": rounds.with_baseline,
         "windows_failed": rounds.failed,
+        "baseline_runs_asked": run.baseline_runs,
+        "baseline_wait_s": round(baseline_s, 1),
+        # each window as the judge said at its last verdict: its state, its latency rule's
+        # outcome, the baseline's samples it had and what it said it can detect
+        "windows_judged": rounds.judged,
+        "windows_by_state": states(rounds.judged),
+        # the deploy probes' latencies the agent dropped as its own lag in the measured
+        # span (postflight_samples_dropped_total), by result, and their share of all the
+        # latencies read (dropped + kept)
+        "latencies_dropped": dropped,
+        "latencies_dropped_share": round(
+            sum(dropped.values()) / max(1, sum(dropped.values()) + rounds.kept), 4
+        ),
         # measured in the aiohttp stand-in only (None: nginx, whose stalls are not timed)
         "target_stalls_over_50ms": len(stalls) if target_kind == "aiohttp" else None,
         "target_stall_max_s": round(max((late for _, late in stalls), default=0.0), 3)
@@ -1009,10 +1139,16 @@ def main() -> int:
         help="each window's length (default 1h, or the run + 5m if longer)",
     )
     parser.add_argument(
-        "--baselines",
-        action="store_true",
-        help="register once every environment has its background baseline (35 s more), so"
-        " every window's relative latency rule is judged",
+        "--baseline-runs",
+        type=int,
+        default=DEFAULT_BASELINE_RUNS,
+        help="register once every environment's lookback holds this many background runs,"
+        f" the baseline its windows are judged against (default {DEFAULT_BASELINE_RUNS}:"
+        f" what the daemon's defaults give a deploy, a lookback of"
+        f" {format_duration(LOOKBACK_S)} at a background_interval of"
+        f" {format_duration(BACKGROUND_S)}, so the run starts that long after the agent;"
+        " 0: register at once, and only windows after a first run have a baseline;"
+        " --search: always 0)",
     )
     parser.add_argument(
         "--probes", type=int, default=PROBES, help=f"probes_per_round (default {PROBES})"
@@ -1061,7 +1197,7 @@ def main() -> int:
             args.core,
             args.scrape_every,
             window=args.window,
-            baselines=args.baselines,
+            baseline_runs=args.baseline_runs,
             probes=args.probes,
             probe_times=args.probe_times,
         )
@@ -1091,6 +1227,8 @@ def main() -> int:
         ("rounds / due", f"{result['rounds']}/{result['rounds_due']}", ""),
         ("windows watching", result["windows_watching_at_end"], str(windows)),
         ("with a baseline", result["windows_with_latency_baseline"], ""),
+        ("baseline runs", result["baseline_runs_asked"], str(DEFAULT_BASELINE_RUNS)),
+        ("latencies dropped", f"{result['latencies_dropped_share']:.1%}", ""),
         (
             "probe p95 first/last",
             first_last([m and m[1] for m in result["probe_latency_ms_by_minute"]]),
@@ -1134,6 +1272,22 @@ def main() -> int:
                 f"    {rule['name']}: observed {rule['observed']}, baseline"
                 f" {rule['baseline']}, {rule['threshold']}: {rule['detail']}"
             )
+    print(
+        f"  windows by state: {result['windows_by_state']}; latencies dropped as the"
+        f" agent's lag: {result['latencies_dropped']}"
+    )
+    for w in result["windows_judged"]:
+        print(
+            f"  {w['environment']} {w['state']}: latency {w['latency_outcome']}, observed"
+            f" {w['latency_observed']} against {w['latency_baseline']} ({w['baseline_samples']}"
+            f" baseline samples); {w['can_detect'] or 'said nothing it can detect'}"
+            + (" (bound below it)" if w["bound_below_detectable"] else "")
+            + "".join(
+                f"; registration: {x}"
+                for x in w["registration_warnings"]
+                if x.startswith("rule latency:")
+            )
+        )
     if result["probe_times"]:
         print(f"  probe times: {json.dumps(result['probe_times'])}")
     missed = [k for k, v in result["goals_met"].items() if not v]

@@ -106,6 +106,30 @@ async def timed_get(http: aiohttp.ClientSession, url: str) -> tuple[float, int, 
     return time.perf_counter() - began, len(body), body
 
 
+async def heartbeat_gap(work: Any) -> tuple[float, Any]:
+    """The longest gap of a 10 ms heartbeat on this loop (the agent's: its app is served
+    here) while `work` is awaited, less the 10 ms: how long the loop was held."""
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def beat() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    task = asyncio.create_task(beat())
+    await asyncio.sleep(0)
+    try:
+        result = await work
+    finally:
+        done.set()
+        await task
+    return round(max(gaps, default=0.0) - 0.01, 3), result
+
+
 async def run(checks: int, rounds: int, probes: int, save: Path | None = None) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="page-size-"))
     db = tmp / "postflight.db"
@@ -168,6 +192,7 @@ async def run(checks: int, rounds: int, probes: int, save: Path | None = None) -
     out: dict[str, Any] = {"checks": checks, "rules": checks, "rounds": rounds, "probes": probes}
     async with aiohttp.ClientSession() as http:
         page_url = f"{base}/deploys/{big.id}"
+        out["loop_stall_first_page_s"], _ = await heartbeat_gap(timed_get(http, page_url))
         times, size, body = [], 0, b""
         for _ in range(5):
             took, size, body = await timed_get(http, page_url)
@@ -184,6 +209,12 @@ async def run(checks: int, rounds: int, probes: int, save: Path | None = None) -
         out["live_part_bytes"] = fsize
         out["live_part_gzip_bytes"] = len(gzip.compress(fbody))
         out["live_part_s_median"] = round(statistics.median(ftimes), 3)
+        # a round stored, then every open page (10) fetches its live part at once
+        n = len(await big_store.rounds(big.id))
+        record = RoundRecord(big.id, n + 1, time.time(), samples[0].summary)
+        assert await big_store.record_round(record, verdict, fence)
+        batch = asyncio.gather(*(timed_get(http, f"{page_url}?fragment=1") for _ in range(10)))
+        out["loop_stall_batch_of_10_s"], _ = await heartbeat_gap(batch)
         out.update(await one_round(http, base, big.id, big_store, fence, samples, verdict))
     await runner.cleanup()
     await big_store.close()
@@ -246,6 +277,11 @@ def main() -> int:
     print(
         f"live part (fetched again by every open page on each event): {out['live_part_bytes']:,}"
         f" bytes ({out['live_part_gzip_bytes']:,} gzipped), {out['live_part_s_median']} s"
+    )
+    print(
+        f"the agent's loop held (longest gap of a 10 ms heartbeat): the first page"
+        f" {out['loop_stall_first_page_s']} s, 10 tabs' live parts after a round"
+        f" {out['loop_stall_batch_of_10_s']} s"
     )
     print(
         f"stream: the first state event {out['stream_state_bytes']:,} bytes,"

@@ -10,6 +10,7 @@ sending the page's URL (which may carry a view token) as a referrer.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 from collections.abc import Awaitable, Callable
@@ -32,9 +33,8 @@ from agent.records import (
     DeployState,
     DeployWindow,
     RollbackIntent,
-    RoundRecord,
 )
-from agent.settings import ServerSettings
+from agent.settings import ServerSettings, Settings
 from agent.store.base import Store
 from agent.store.cursor import encode_cursor
 from agent.web import assets as static_files
@@ -46,10 +46,17 @@ from agent.web.access import (
     signed_in,
     view_admits,
 )
+from agent.web.built_views import BUILT_VIEWS, BuiltViews
 from agent.web.links import sign, signing_key
 from agent.web.shared_reads import SharedReads
 from agent.web.times import iso, request_now
-from agent.web.view import alert_result_words, deploy_view, rollback_target_words
+from agent.web.view import (
+    DeployView,
+    alert_result_words,
+    as_of,
+    rollback_target_words,
+    rounds_view,
+)
 from common.durations import format_duration
 from common.json_text import parse_json_text
 from common.version import __version__
@@ -103,11 +110,27 @@ def html(
     """`template` rendered; its links start with `root`, `server.public_url`'s path (a
     reverse proxy's prefix: `/deploys/static/…` alone would miss the agent there), the
     request's settings' unless given (a page served before the app has them)."""
+    return _response(_render(request, template, root, context), status)
+
+
+async def html_off_loop(
+    request: web.Request, template: str, status: int = 200, **context: Any
+) -> web.Response:
+    """`html`, rendered in a thread: a big page's render (0.3 s of CPU) holds the loop
+    that times every window's probes no longer than Python's switch interval."""
+    render = functools.partial(_render, request, template, None, context)
+    return _response(await asyncio.to_thread(render), status)
+
+
+def _render(request: web.Request, template: str, root: str | None, context: dict[str, Any]) -> str:
     if root is None:
         root = request.config_dict[SETTINGS].server.base_path
     context.setdefault("signed_in", False)
     asset = static_files.packaged().url_name  # `page.<digest>.js`: a new one with its page
-    body = _templates().get_template(template).render(root=root, asset=asset, **context)
+    return _templates().get_template(template).render(root=root, asset=asset, **context)
+
+
+def _response(body: str, status: int) -> web.Response:
     return web.Response(
         text=body, status=status, content_type="text/html", headers=SECURITY_HEADERS
     )
@@ -257,7 +280,8 @@ class _Stored:
 
     window: DeployWindow
     rollback: RollbackIntent | None
-    rounds: list[RoundRecord]
+    built: DeployView
+    """`rounds_view` of the window's stored round (`BuiltViews`)."""
     attempts: list[DeliveryAttempt]
     alerts: dict[str, str]
 
@@ -266,16 +290,26 @@ _PAGE_READS: SharedReads[_Stored | None] = SharedReads()
 """A deploy's pages fetched at once (every open tab on each live event) share a read."""
 
 
-def _reading(store: Store, window_id: str) -> Callable[[], Awaitable[_Stored | None]]:
+def _reading(
+    store: Store, window_id: str, settings: Settings, built: BuiltViews
+) -> Callable[[], Awaitable[_Stored | None]]:
     async def read() -> _Stored | None:
         window = await store.get_window(window_id)
         if window is None:
             return None
         rollback = await store.get_rollback(window_id)
+        env = settings.environments.get(window.environment)
+        configured = env.rules if env is not None else None
+        view = built.get(window, configured)
+        if view is None:  # a round stored since: every round read, the charts drawn again
+            rounds = await store.rounds(window_id)
+            rules = [r.to_rule() for r in configured or ()]
+            view = await asyncio.to_thread(rounds_view, window, rounds, rules=rules)
+            built.put(window, configured, view)
         return _Stored(
             window,
             rollback,
-            await store.rounds(window_id),
+            view,
             await store.deliveries(window_id) if rollback is not None else [],
             await store.alert_events(window_id),
         )
@@ -295,17 +329,17 @@ async def deploy_page(request: web.Request) -> web.Response:
     known = _DEPLOY_ID.match(window_id)
     stored = None
     if known:
-        stored = await _PAGE_READS.read((store, window_id), _reading(store, window_id))
+        reading = _reading(store, window_id, settings, request.config_dict[BUILT_VIEWS])
+        stored = await _PAGE_READS.read((store, window_id), reading)
     if stored is None:
         return html(
             request, "message.html", 404, title="Not found", message=f"No deploy {window_id}."
         )
     window = stored.window
     env = settings.environments.get(window.environment)
-    view = deploy_view(
+    view = as_of(
+        stored.built,
         window,
-        stored.rounds,
-        rules=[r.to_rule() for r in env.rules] if env is not None else [],
         rollback=stored.rollback,
         attempts=stored.attempts,
         alerts=stored.alerts,
@@ -332,9 +366,9 @@ async def deploy_page(request: web.Request) -> web.Response:
         "list_url": None if view_token else f"{root}/deploys",
         "signed_in": signed_in(request, settings.server, now),
     }
-    if request.query.get("fragment"):
-        return html(request, "live.html", **context)
-    return html(request, "deploy.html", **context)
+    # 2.6 MB of HTML for a 720-round window of 50 rules: rendered off the loop
+    template = "live.html" if request.query.get("fragment") else "deploy.html"
+    return await html_off_loop(request, template, **context)
 
 
 async def deploy_list(request: web.Request) -> web.Response:

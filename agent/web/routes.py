@@ -7,6 +7,7 @@ from aiohttp import web
 
 from agent.appkeys import BROWSER_PAGE, PAGE_LINK, SETTINGS, UNAVAILABLE_PAGE
 from agent.web import assets
+from agent.web.built_views import BUILT_VIEWS, BuiltViews
 from agent.web.events import deploy_events
 from agent.web.feed import FEED
 from agent.web.links import deploy_page_url
@@ -55,6 +56,7 @@ def mount(app: web.Application) -> None:
 
     assets.packaged()  # the files' digests, once, before the first page links them
     app[PAGE_LINK] = page_link
+    app[BUILT_VIEWS] = BuiltViews()
     app[UNAVAILABLE_PAGE] = unavailable_page(app[SETTINGS].server)
     app[BROWSER_PAGE] = page_for_browser(app[SETTINGS].server)
     app.on_shutdown.append(end_streams)

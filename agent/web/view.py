@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, get_args
 
 from agent.analysis.describe import format_percent, is_duration, is_rate
@@ -425,6 +425,23 @@ def deploy_view(
     now: float,
     rollback_target: str | None = None,
 ) -> DeployView:
+    return as_of(
+        rounds_view(window, rounds, rules=rules),
+        window,
+        rollback=rollback,
+        attempts=attempts,
+        alerts=alerts,
+        now=now,
+        rollback_target=rollback_target,
+    )
+
+
+def rounds_view(
+    window: DeployWindow, rounds: Sequence[RoundRecord], *, rules: Sequence[Rule]
+) -> DeployView:
+    """The page's costly part: what its rounds, verdict, baseline and rules make (the
+    charts, the rounds table), the same for every fetch at one stored round; `as_of` adds
+    the clock's and the rollback's and alerts' parts. CPU only: it runs off the loop."""
     # the rounds as of `window`, read before them: a round stored between the two reads
     # (its window row counted it in the same transaction) waits for the next read, so the
     # count, verdict and progress shown are those of the rows shown
@@ -480,12 +497,43 @@ def deploy_view(
     outcome, reason = verdict_words(window, verdict)
     return DeployView(
         window=window,
-        state=shown_state(window, now),
+        state=window.state,
         verdict_outcome=outcome,
         reason=reason,
-        progress=progress(window, now),
+        progress={},
         rules=views,
         failures=failures,
+        rollback=None,
+        attempts=[],
+        alerts=[],
+        rounds=[
+            {"number": r.number, "at": iso(r.started_at), "decision": r.summary.get("decision")}
+            for r in rounds
+        ],
+        deployed_at=iso(window.deployed_at),
+        ends_at=iso(window.ends_at),
+        failing_rules=failing,
+        broken_steps=_broken_steps(failing, configured, failures),
+    )
+
+
+def as_of(
+    built: DeployView,
+    window: DeployWindow,
+    *,
+    rollback: RollbackIntent | None,
+    attempts: Sequence[DeliveryAttempt],
+    alerts: Mapping[str, str],
+    now: float,
+    rollback_target: str | None = None,
+) -> DeployView:
+    """`built` (`rounds_view` of `window`'s stored round) as of `now`, with its rollback,
+    delivery attempts and alerts: cheap, done for each fetch."""
+    return replace(
+        built,
+        window=window,
+        state=shown_state(window, now),
+        progress=progress(window, now),
         rollback=rollback,
         attempts=list(attempts),
         alerts=[
@@ -498,14 +546,6 @@ def deploy_view(
                 ),
             )
         ],
-        rounds=[
-            {"number": r.number, "at": iso(r.started_at), "decision": r.summary.get("decision")}
-            for r in rounds
-        ],
-        deployed_at=iso(window.deployed_at),
-        ends_at=iso(window.ends_at),
-        failing_rules=failing,
-        broken_steps=_broken_steps(failing, configured, failures),
         rollback_reason=rollback.reason if rollback is not None else None,
         rollback_target=rollback_target,
     )

@@ -332,7 +332,9 @@ class Store(Protocol):
         the stored ones (a round is never overwritten, the count never goes back)."""
         ...
 
-    async def rounds(self, window_id: str) -> list[RoundRecord]: ...
+    async def rounds(self, window_id: str, after: int = 0) -> list[RoundRecord]:
+        """The window's rounds numbered past `after` (all by default), in order."""
+        ...
 
     async def prune_rounds(
         self, ended_before: float, limit: int = 5000, ended_after: float | None = None

@@ -825,11 +825,12 @@ class SqlStore(ABC):
         async with self._tx() as db:
             return await record_round_in(db, record, verdict, fence)
 
-    async def rounds(self, window_id: str) -> list[RoundRecord]:
+    async def rounds(self, window_id: str, after: int = 0) -> list[RoundRecord]:
         rows = await self._fetchall(
             "SELECT window_id, number, started_at, summary FROM rounds WHERE window_id = ?"
-            " ORDER BY number",
+            " AND number > ? ORDER BY number",
             window_id,
+            after,
         )
         # every probe's sample of every round: 720 rounds of 50 checks' 40 parsed in ~1 s,
         # which held the loop that times the probes (a deploy page's read): in a thread

@@ -14,12 +14,13 @@ import asyncio
 import functools
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
+from agent.analysis.types import Rule
 from agent.api.auth import CHALLENGE, bearer_token, token_matches
 from agent.api.middleware import STORE_HEADER, store_said
 from agent.api.models import LIST_LIMIT_DEFAULT, shown_state
@@ -33,6 +34,7 @@ from agent.records import (
     DeployState,
     DeployWindow,
     RollbackIntent,
+    RoundRecord,
 )
 from agent.settings import ServerSettings, Settings
 from agent.store.base import Store
@@ -46,13 +48,13 @@ from agent.web.access import (
     signed_in,
     view_admits,
 )
-from agent.web.built_views import BUILT_VIEWS, BuiltViews
+from agent.web.built_views import BUILT_VIEWS, BuiltPage, BuiltViews
 from agent.web.links import sign, signing_key
 from agent.web.shared_reads import SharedReads
 from agent.web.times import iso, request_now
 from agent.web.view import (
-    DeployView,
     alert_result_words,
+    as_drawn,
     as_of,
     rollback_target_words,
     rounds_view,
@@ -280,8 +282,8 @@ class _Stored:
 
     window: DeployWindow
     rollback: RollbackIntent | None
-    built: DeployView
-    """`rounds_view` of the window's stored round (`BuiltViews`)."""
+    built: BuiltPage
+    """What the window's stored round makes, built and rendered (`BuiltViews`)."""
     attempts: list[DeliveryAttempt]
     alerts: dict[str, str]
 
@@ -300,21 +302,47 @@ def _reading(
         rollback = await store.get_rollback(window_id)
         env = settings.environments.get(window.environment)
         configured = env.rules if env is not None else None
-        view = built.get(window, configured)
-        if view is None:  # a round stored since: every round read, the charts drawn again
-            rounds = await store.rounds(window_id)
+        page = built.get(window, configured)
+        if page is None:  # a round stored since: the rounds since read, the charts drawn
+            earlier, pooled = built.earlier(window)
+            if earlier:
+                new = await store.rounds(window_id, after=earlier[-1].number)
+            else:
+                new = await store.rounds(window_id)
             rules = [r.to_rule() for r in configured or ()]
-            view = await asyncio.to_thread(rounds_view, window, rounds, rules=rules)
-            built.put(window, configured, view)
+            build = functools.partial(_built_page, window, earlier, new, pooled, rules)
+            fresh, kept = await asyncio.to_thread(build)
+            built.put(window, configured, fresh, kept, pooled)
+            page = fresh
         return _Stored(
             window,
             rollback,
-            view,
+            page,
             await store.deliveries(window_id) if rollback is not None else [],
             await store.alert_events(window_id),
         )
 
     return read
+
+
+def _built_page(
+    window: DeployWindow,
+    earlier: list[RoundRecord],
+    new: list[RoundRecord],
+    pooled: dict[str, int],
+    rules: list[Rule],
+) -> tuple[BuiltPage, list[RoundRecord]]:
+    """CPU only, run in a thread: `rounds_view` and its sections' HTML, from the rounds
+    kept before and those read since (`as_drawn`, counted on in `pooled`); and the
+    rounds as kept for the next build."""
+    import markupsafe
+
+    kept = earlier + as_drawn(new, pooled)
+    view = rounds_view(window, kept, rules=rules)
+    part = _templates().get_template("rounds.html").render(d=view)
+    # its charts and rounds are in `part` now: kept, they were 13 MB of a page's 16
+    drawn = [replace(rule, charts=[], per_round={}) for rule in view.rules]
+    return BuiltPage(replace(view, rules=drawn, rounds=[]), markupsafe.Markup(part)), kept
 
 
 async def deploy_page(request: web.Request) -> web.Response:
@@ -338,7 +366,7 @@ async def deploy_page(request: web.Request) -> web.Response:
     window = stored.window
     env = settings.environments.get(window.environment)
     view = as_of(
-        stored.built,
+        stored.built.view,
         window,
         rollback=stored.rollback,
         attempts=stored.attempts,
@@ -361,6 +389,7 @@ async def deploy_page(request: web.Request) -> web.Response:
     root = settings.server.base_path
     context: dict[str, Any] = {
         "d": view,
+        "rounds_part": stored.built.rounds_html,
         "iso": iso,
         "events_url": f"{root}/v1/deploys/{quote(window_id)}/events{query}",
         "list_url": None if view_token else f"{root}/deploys",

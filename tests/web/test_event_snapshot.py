@@ -231,9 +231,9 @@ class CountingStore(SqliteStore):
         self.reads["get_rollback"] += 1
         return await super().get_rollback(window_id)
 
-    async def rounds(self, window_id: str) -> list[RoundRecord]:
+    async def rounds(self, window_id: str, after: int = 0) -> list[RoundRecord]:
         self.reads["rounds"] += 1
-        return await super().rounds(window_id)
+        return await super().rounds(window_id, after)
 
 
 async def watched_by(

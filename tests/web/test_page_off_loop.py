@@ -4,17 +4,21 @@ loop times every window's probes; bench/page_size.py measures how long it is hel
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import jinja2
 from aiohttp.test_utils import TestClient
 
 import agent.store.sql as sql_module
+import agent.web.pages as pages
 import agent.web.view as view_module
+from agent.appkeys import SETTINGS
 from agent.records import DeployWindow, RoundRecord
 from agent.store.sqlite import SqliteStore
+from agent.web.built_views import BuiltPage, BuiltViews
 from tests.api.harness import AUTH, RecordingEvents, make_app
 
 ID = "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"
@@ -29,10 +33,12 @@ class CountingStore(SqliteStore):
     """Counts the reads of every round (with every probe's sample), the page's costliest."""
 
     round_reads = 0
+    afters: list[int]
 
-    async def rounds(self, window_id: str) -> list[RoundRecord]:
+    async def rounds(self, window_id: str, after: int = 0) -> list[RoundRecord]:
         self.round_reads += 1
-        return await super().rounds(window_id)
+        self.afters = [*getattr(self, "afters", []), after]
+        return await super().rounds(window_id, after)
 
 
 def a_round(number: int, now: float) -> RoundRecord:
@@ -55,7 +61,8 @@ async def test_fetches_of_one_stored_round_read_and_build_its_rounds_once(
 ) -> None:
     """Every fetch read every round and drew every chart again: 1.6 s of the loop per
     fetch of a 720-round page of 50 rules, for each open tab on each event. Fetches at one
-    stored round now share one built part; a new round, or an alert, still shows."""
+    stored round now share one built and rendered part; a new round, or an alert, still
+    shows."""
     built: list[int] = []
     draw = view_module._rule_charts
 
@@ -63,7 +70,15 @@ async def test_fetches_of_one_stored_round_read_and_build_its_rounds_once(
         built.append(len(rounds))
         return draw(item, rule, rounds, baseline)
 
+    rendered: list[str] = []
+    render = jinja2.Template.render
+
+    def render_counted(self: jinja2.Template, *args: Any, **kwargs: Any) -> str:
+        rendered.append(str(self.name))
+        return render(self, *args, **kwargs)
+
     monkeypatch.setattr(view_module, "_rule_charts", counted)
+    monkeypatch.setattr(jinja2.Template, "render", render_counted)
     store = CountingStore(tmp_path / "postflight.db")
     await store.open()
     try:
@@ -78,6 +93,8 @@ async def test_fetches_of_one_stored_round_read_and_build_its_rounds_once(
         for _ in range(3):
             assert 'data-rounds="1"' in await live_part()
         assert (store.round_reads, built) == (1, [1])
+        # the charts' and rounds' HTML (2.6 MB for 720 rounds of 50 rules) rendered once
+        assert rendered.count("live.html") == 3 and rendered.count("rounds.html") == 1
         assert await store.claim_alert(ID, "breach:errors", now - 5)
         await store.record_alert(ID, "breach:errors", "sent", "")
         assert "errors breached" in await live_part()  # no round: the same part, new alerts
@@ -88,6 +105,8 @@ async def test_fetches_of_one_stored_round_read_and_build_its_rounds_once(
             page = await live_part()
             assert 'data-rounds="2"' in page and 'data-round="2"' in page
         assert (store.round_reads, built) == (2, [1, 2])
+        assert store.afters == [0, 1]  # only the round stored since is read
+        assert rendered.count("rounds.html") == 2
         page = await (await client.get(f"/deploys/{ID}", headers=AUTH)).text()
         assert 'data-round="2"' in page and store.round_reads == 2
     finally:
@@ -139,3 +158,82 @@ async def test_the_rounds_read_for_the_page_are_parsed_off_the_loop_thread(
     monkeypatch.setattr(sql_module, "RoundRecord", record)
     assert [r.number for r in await store.rounds(ID)] == [1]
     assert made and threading.get_ident() not in made
+
+
+LATENCY = {
+    "outcome": "pending",
+    "reason": "",
+    "rules": [{"name": "lat", "metric": "latency_p95", "outcome": "pass", "observed": 0.2}],
+}
+
+
+def rounds_part(page: str) -> str:
+    """The rules, rounds and check failures sections of a page or its live part."""
+    start = page.index('<section class="rules"')
+    return page[start : page.index('<section aria-labelledby="rollback-title">', start)].strip()
+
+
+async def test_a_page_built_round_by_round_draws_what_one_built_at_once_draws(
+    aiohttp_client: Any, store: SqliteStore, monkeypatch: Any
+) -> None:
+    """Between rounds a page keeps only what it draws of the rounds it read (no samples
+    past the distribution chart's cap, `MAX_DISTRIBUTION_SAMPLES`, nor what no chart or
+    table shows) and reads only the rounds stored since: what it draws is what a page
+    reading every round draws."""
+    monkeypatch.setattr(view_module, "MAX_DISTRIBUTION_SAMPLES", 5)
+    now = time.time()
+    window = DeployWindow(
+        ID, "production", "v2", "v1", "abc123", {}, "watching", now - 60, now + 540, now - 60
+    )
+    await store.create_window(window)
+    assert await store.set_baseline(ID, {"lat": {"value": 0.1, "values": [0.1, 0.11, 0.12]}})
+    watched: TestClient = await aiohttp_client(make_app(store, RecordingEvents()))
+    for number in range(1, 6):
+        values = [0.2 + number / 100 + i / 1000 for i in range(3)]
+        failed = {"failed": 2, "message": f"500 in round {number}", "failure": {"step": "s"}}
+        summary = {
+            "observations": {"lat": {"value": values[-1], "values": values, "count": 3}},
+            "rules": {"lat": {"likelihood_ratio": number / 10, "outcome": "pass"}},
+            "checks": {"home": {"failed": 0, "runs": 3}} | ({"api": failed} if number < 4 else {}),
+            "decision": "continue" if number % 2 else "hold",
+            "probed": {"home": 3},
+        }
+        record = RoundRecord(ID, number, now - 60 + number, summary)
+        assert await store.record_round(record, LATENCY)
+        response = await watched.get(f"/deploys/{ID}?fragment=1", headers=AUTH)
+        part = rounds_part(await response.text())
+    # as drawn from every round read whole, every sample in it
+    app = make_app(store, RecordingEvents())
+    rules = [r.to_rule() for r in app[SETTINGS].environments["production"].rules]
+    stored = await store.get_window(ID)
+    assert stored is not None and stored.rounds == 5
+    view = view_module.rounds_view(stored, await store.rounds(ID), rules=rules)
+    whole = pages._templates().get_template("rounds.html").render(d=view).strip()
+    assert "latency, new vs baseline" in whole and 'data-round="5"' in whole
+    assert "evidence toward failing" in whole and "500 in round 3" in whole
+    assert part == whole
+    fresh: TestClient = await aiohttp_client(app)  # and a page read at once
+    page = await (await fresh.get(f"/deploys/{ID}?fragment=1", headers=AUTH)).text()
+    assert rounds_part(page) == whole
+
+
+def test_built_parts_are_kept_for_the_latest_watched_windows_only() -> None:
+    """Bounded (each is ~19 MB for 720 rounds of 50 rules), dropped when the window ends
+    (its rounds may be pruned; its page is read whole when opened)."""
+    views = BuiltViews(size=2)
+    now = time.time()
+    windows = [
+        DeployWindow(f"dep_{n}", "production", "v2", None, None, {}, "watching", now, now, now)
+        for n in range(3)
+    ]
+    page = BuiltPage(cast(Any, None), "")
+    for window in windows:
+        views.put(window, None, page, [a_round(1, now)], {})
+        assert views.get(window, None) is page and views.get(window, object()) is None
+    assert len(views) == 2 and views.get(windows[0], None) is None
+    assert [r.number for r in views.earlier(windows[2])[0]] == [1]
+    ended = dataclasses.replace(windows[2], state="passed", ended_at=now)
+    assert views.earlier(ended) == ([], {})
+    views.put(ended, None, page, [], {})
+    assert views.get(ended, None) is None and views.get(windows[2], None) is None
+    assert len(views) == 1

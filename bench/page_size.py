@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import gzip
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -219,6 +220,7 @@ async def run(checks: int, rounds: int, probes: int, save: Path | None = None) -
     await runner.cleanup()
     await big_store.close()
     await trunner.cleanup()
+    shutil.rmtree(tmp, ignore_errors=True)  # its store: 40 MB a run
     return out
 
 

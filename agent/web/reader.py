@@ -272,8 +272,10 @@ class DeployReader:
             wanted = self._lowest_wanted(window.rounds) + 1
             if any(n not in kept for n in range(wanted, window.rounds + 1)):
                 # rounds no news brought (another replica's, or news lost), or a
-                # reconnecting stream's from before this reader's: read once for all
-                for record in await store.rounds(window_id):
+                # reconnecting stream's from before this reader's: read once for all,
+                # from the first one a stream lacks (the rounds before it were sent: a
+                # tab reconnecting to a 720-round window read and parsed all 720)
+                for record in await store.rounds(window_id, after=wanted - 1):
                     if record.number >= wanted:
                         kept[record.number] = record
             known = max(known, window.rounds)

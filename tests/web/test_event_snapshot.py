@@ -337,3 +337,51 @@ async def test_a_reader_stopped_by_a_bug_fails_its_join_rather_than_hanging_it(
     finally:
         await store.close()
     assert "their reader stopped: RuntimeError('a bug')" in caplog.text
+
+
+class RowCountingStore(SqliteStore):
+    """Counts the rounds the store hands back (rows read and parsed)."""
+
+    rows = 0
+
+    async def rounds(self, window_id: str, after: int = 0) -> list[RoundRecord]:
+        read = await super().rounds(window_id, after)
+        self.rows += len(read)
+        return read
+
+
+async def test_a_reconnect_reads_only_the_rounds_it_lacks(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tabs reconnecting after an agent restart (a new reader) each read and parsed every
+    round of the window to send the few past their `Last-Event-ID`: ten tabs on a
+    720-round window, 7,200 rounds. A connect now reads from the first round its streams
+    lack: N connects at one stored round, the lacking rounds once each."""
+    monkeypatch.setattr(reader_module, "RECHECK_S", 3600.0)
+    store = RowCountingStore(tmp_path / "postflight.db")
+    await store.open()
+    try:
+        async with stream_app(store, watching=True) as (client, feed):
+            for number in range(1, 31):
+                record = RoundRecord(WINDOW, number, REQUESTED_AT, {"decision": "continue"})
+                assert await store.record_round(record, None)
+            first = await client.get(f"/v1/deploys/{WINDOW}/events", headers=bearer())
+            said = await anext(events(first))
+            first.close()
+            await until(lambda: feed.subscribers == 0)
+            state, fingerprint = said.id.split(".")[1:]  # type: ignore[union-attr]
+            resumed = {**bearer(), "Last-Event-ID": f"28.{state}.{fingerprint}"}
+            store.rows = 0
+            for _ in range(5):  # one after the other: a new reader each time
+                response = await client.get(f"/v1/deploys/{WINDOW}/events", headers=resumed)
+                stream = events(response)
+                got = [await anext(stream), await anext(stream)]
+                assert [(e.name, e.id.split(".")[0]) for e in got] == [  # type: ignore[union-attr]
+                    ("round", "29"),
+                    ("round", "30"),
+                ]
+                response.close()
+                await until(lambda: feed.subscribers == 0)
+            assert store.rows == 5 * 2, store.rows  # was 5 * 30: every round, every connect
+    finally:
+        await store.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import gzip
 import json
@@ -217,6 +218,8 @@ async def run(checks: int, rounds: int, probes: int, save: Path | None = None) -
         batch = asyncio.gather(*(timed_get(http, f"{page_url}?fragment=1") for _ in range(10)))
         out["loop_stall_batch_of_10_s"], _ = await heartbeat_gap(batch)
         out.update(await one_round(http, base, big.id, big_store, fence, samples, verdict))
+        gap, took = await heartbeat_gap(reconnects(http, base, big.id, out.pop("last_id")))
+        out["loop_stall_10_reconnects_s"], out["10_reconnects_s"] = gap, round(took, 3)
     await runner.cleanup()
     await big_store.close()
     await trunner.cleanup()
@@ -235,18 +238,22 @@ async def one_round(
 ) -> dict[str, Any]:
     """The stream's bytes for one more round stored, as the watching replica stores it."""
     url = f"{base}/v1/deploys/{window_id}/events"
-    got: dict[str, int] = {}
+    got: dict[str, Any] = {}
+    last_id = ""
     async with http.get(url, headers=BEARER, timeout=aiohttp.ClientTimeout(total=60)) as r:
         event, data, stored = "", 0, False
         async for raw in r.content:
             line = raw.decode()
             if line.startswith("event:"):
                 event = line[6:].strip()
+            elif line.startswith("id:"):
+                last_id = line[3:].strip()
             elif line.startswith("data:"):
                 data += len(raw)
             elif line.strip() == "" and event:
                 got[event] = got.get(event, 0) + data
                 if event == "round":
+                    got["last_id"] = last_id
                     break
                 if not stored:  # the first `state` (a late joiner's): now one more round
                     stored = True
@@ -254,7 +261,29 @@ async def one_round(
                     record = RoundRecord(window_id, rounds + 1, time.time(), samples[0].summary)
                     assert await store.record_round(record, verdict, fence)
                 event, data = "", 0
-    return {"stream_state_bytes": got.get("state", 0), "stream_round_bytes": got.get("round", 0)}
+    return {
+        "stream_state_bytes": got.get("state", 0),
+        "stream_round_bytes": got.get("round", 0),
+        "last_id": got["last_id"],
+    }
+
+
+async def reconnects(http: aiohttp.ClientSession, base: str, window_id: str, last_id: str) -> float:
+    """10 tabs reconnecting one after another (an EventSource's retry is spread), each
+    with the id of the round before the last (`Last-Event-ID`), each kept open until all
+    have their missing round: the seconds it took."""
+    url = f"{base}/v1/deploys/{window_id}/events"
+    rounds, rest = last_id.split(".", 1)
+    resumed = {**BEARER, "Last-Event-ID": f"{int(rounds) - 1}.{rest}"}
+    began = time.perf_counter()
+    async with contextlib.AsyncExitStack() as tabs:
+        for _ in range(10):
+            r = await tabs.enter_async_context(http.get(url, headers=resumed))
+            assert r.status == 200, r.status
+            async for raw in r.content:
+                if raw.startswith(b"event: round"):
+                    break
+    return time.perf_counter() - began
 
 
 def main() -> int:
@@ -283,7 +312,8 @@ def main() -> int:
     print(
         f"the agent's loop held (longest gap of a 10 ms heartbeat): the first page"
         f" {out['loop_stall_first_page_s']} s, 10 tabs' live parts after a round"
-        f" {out['loop_stall_batch_of_10_s']} s"
+        f" {out['loop_stall_batch_of_10_s']} s, 10 tabs' streams reconnecting one round"
+        f" behind {out['loop_stall_10_reconnects_s']} s (in {out['10_reconnects_s']} s)"
     )
     print(
         f"stream: the first state event {out['stream_state_bytes']:,} bytes,"

@@ -705,21 +705,25 @@ class Integrations:
     async def _github_list(self, url: str) -> list[dict[str, Any]]:
         """The first page (100) of a GitHub list (`url`), newest first; empty when GitHub
         does not answer or its answer is not a list."""
+        result = await self._github_get(f"{url}?per_page=100", leaving=self._leaving)
+        listed = result.data if result.ok and isinstance(result.data, list) else []
+        return [s for s in listed if isinstance(s, dict)]
+
+    async def _github_get(self, url: str, *, leaving: asyncio.Event | None = None) -> CallResult:
+        """One GET from GitHub (no body, so no Content-Type); `leaving` as `call` takes it."""
         github = self.settings.integrations.github
         assert github is not None
         headers = {k: v for k, v in self._github_headers().items() if k != "Content-Type"}
-        result = await call(
+        return await call(
             self._client(),
             "GET",
-            f"{url}?per_page=100",
+            url,
             headers=headers,
             timeout_s=github.timeout,
             redact=self.redact,
             rate_limit=github_rate_limit_wait,
-            leaving=self._leaving,
+            leaving=leaving,
         )
-        listed = result.data if result.ok and isinstance(result.data, list) else []
-        return [s for s in listed if isinstance(s, dict)]
 
     def _commit_state(self, window: DeployWindow) -> tuple[str, str] | None:
         """The commit status the window's state calls for, and the repository."""
@@ -822,15 +826,9 @@ class Integrations:
             return CallResult(True, None, None, known)
         github = self.settings.integrations.github
         assert github is not None
-        headers = {k: v for k, v in self._github_headers().items() if k != "Content-Type"}
-        result = await call(
-            self._client(),
-            "GET",
-            f"{github.api_url.rstrip('/')}/repos/{repository}/commits/{quote(commit, safe='')}",
-            headers=headers,
-            timeout_s=github.timeout,
-            redact=self.redact,
-            rate_limit=github_rate_limit_wait,
+        ref = quote(commit, safe="")
+        result = await self._github_get(
+            f"{github.api_url.rstrip('/')}/repos/{repository}/commits/{ref}"
         )
         sha = result.data.get("sha") if result.ok and isinstance(result.data, dict) else None
         if not isinstance(sha, str) or not FULL_SHA.match(sha):

@@ -794,7 +794,7 @@ class Integrations:
         return self._record(window, key, result, what, retry=True, call="commit_status")
 
     async def _github_post(self, url: str, body: dict[str, Any]) -> CallResult:
-        """One status (a deployment's or a commit's) posted to GitHub."""
+        """One status (a deployment's or a commit's) or a gate's answer posted to GitHub."""
         github = self.settings.integrations.github
         assert github is not None
         return await call(
@@ -1404,17 +1404,7 @@ class Integrations:
 
         named_for_a_stop(f"the answer to the {asked} (handed back: answered at the next start)")
         try:
-            result = await call(
-                self._client(),
-                "POST",
-                gate.callback_url,
-                headers=self._github_headers(),
-                body=json.dumps(body).encode(),
-                timeout_s=github.timeout,
-                redact=self.redact,
-                rate_limit=github_rate_limit_wait,
-                leaving=self._leaving,
-            )
+            result = await self._github_post(gate.callback_url, body)
         except asyncio.CancelledError:
             await hand_back()  # a stop cut it, its request out
             raise

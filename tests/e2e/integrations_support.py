@@ -12,6 +12,7 @@ import pytest
 
 from tests.e2e.conftest import AgentFactory, FlipTarget, RunningAgent
 from tests.e2e.test_integrations_e2e import GH_TOKEN, VC_TOKEN, environments, integrations
+from tests.fakes import vercel as vc
 from tests.fakes.github import FakeGitHub
 from tests.fakes.vercel import FakeVercel
 
@@ -44,6 +45,26 @@ class Integrated:
         agent = await self.start_agent(environment, extra=self.extra, **options)
         self.started.append(agent)
         return agent
+
+
+async def rolled_back_by_hand(agent: RunningAgent) -> str:
+    """A deploy of v2 on Vercel registered and rolled back by hand (202): its id."""
+    deploy = await agent.register(
+        "production", "v2", labels={"vercel.deployment": vc.NEW, "vercel.previous": vc.OLD}
+    )
+    async with agent.http.post(
+        f"{agent.url}/v1/deploys/{deploy['id']}/rollback",
+        json={"reason": "checkout broken"},
+        headers=agent.headers,
+    ) as r:
+        assert r.status == 202
+    return str(deploy["id"])
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_yaml(request: pytest.FixtureRequest) -> str | None:
+    """The store the agents share: the test's SQLite file, or a PostgreSQL database."""
+    return f"url: {request.getfixturevalue('pg_url')}" if request.param == "postgres" else None
 
 
 @pytest.fixture

@@ -17,38 +17,32 @@ from agent.store.base import StoreBusy, StoreError, StoreUnreachable
 from agent.store.sql import SqlStore
 from agent.windows import integrations as integrations_module
 from agent.windows.lifecycle import ROLLBACK_SETTLED
-from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget
-from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
-    environments,
-    fake_github,
-    fake_vercel,
-    integrations,
-    start_agent,
+from tests.e2e.conftest import SECRET
+from tests.e2e.integrations_support import (  # noqa: F401 (fixtures)
+    Integrated,
+    integrated,
+    rolled_back_by_hand,
+    store_yaml,
 )
-from tests.fakes import vercel as vc
-from tests.fakes.github import FakeGitHub
-from tests.fakes.vercel import FakeVercel
 from tests.receivers import RollbackReceiver
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_yaml(request: pytest.FixtureRequest) -> str | None:
-    """The agent's store: the test's SQLite file, or a PostgreSQL database."""
-    return f"url: {request.getfixturevalue('pg_url')}" if request.param == "postgres" else None
+def with_migrations(harness: Integrated, migrations: RollbackReceiver) -> str:
+    """Environments whose rollback goes to the fake Vercel, then to `migrations`."""
+    rollback = f"""{{target: vercel, secret: {SECRET}, backoff: 50ms, max_backoff: 200ms,
+        then: [{{name: migrations, url: '{migrations.url}', secret: follow-secret}}]}}"""
+    return harness.environments(rollback=rollback)
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("refusal", [StoreUnreachable, StoreBusy], ids=["outage", "busy"])
 async def test_follow_ups_of_a_rollback_stored_as_the_store_fails_go_out_without_a_restart(
-    start_agent: AgentFactory,  # noqa: F811
-    flip_target: FlipTarget,
-    fake_vercel: FakeVercel,  # noqa: F811
-    fake_github: FakeGitHub,  # noqa: F811
+    integrated: Integrated,  # noqa: F811
     rollback_receiver: Any,
     monkeypatch: pytest.MonkeyPatch,
-    store_yaml: str | None,
+    store_yaml: str | None,  # noqa: F811
     refusal: type[StoreError],
 ) -> None:
     claim_alert = SqlStore.claim_alert
@@ -62,39 +56,22 @@ async def test_follow_ups_of_a_rollback_stored_as_the_store_fails_go_out_without
 
     monkeypatch.setattr(SqlStore, "claim_alert", away_once)
     migrations: RollbackReceiver = await rollback_receiver("follow-secret")
-    rollback = f"""{{target: vercel, secret: {SECRET}, backoff: 50ms, max_backoff: 200ms,
-        then: [{{name: migrations, url: '{migrations.url}', secret: follow-secret}}]}}"""
-    agent = await start_agent(
-        environments(flip_target, rollback=rollback),
-        extra=integrations(fake_github, fake_vercel),
-        store=store_yaml,
-    )
-    deploy = await agent.register(
-        "production", "v2", labels={"vercel.deployment": vc.NEW, "vercel.previous": vc.OLD}
-    )
-    async with agent.http.post(
-        f"{agent.url}/v1/deploys/{deploy['id']}/rollback",
-        json={"reason": "checkout broken"},
-        headers=agent.headers,
-    ) as r:
-        assert r.status == 202
-    await agent.settled(deploy["id"])
+    agent = await integrated.start(with_migrations(integrated, migrations), store=store_yaml)
+    deploy_id = await rolled_back_by_hand(agent)
+    await agent.settled(deploy_id)
     attempts = await migrations.wait_for_attempts(1, within=15.0)
     assert refused == [ROLLBACK_SETTLED]
     await asyncio.sleep(1.0)  # and once
-    assert [a.idempotency_key for a in attempts] == [f"{deploy['id']}:migrations"]
-    assert len(fake_vercel.accepted) == 1
+    assert [a.idempotency_key for a in attempts] == [f"{deploy_id}:migrations"]
+    assert len(integrated.vercel.accepted) == 1
 
 
 @pytest.mark.timeout(60)
 async def test_a_follow_up_taken_before_its_sender_died_is_sent_again_once_with_its_key(
-    start_agent: AgentFactory,  # noqa: F811
-    flip_target: FlipTarget,
-    fake_vercel: FakeVercel,  # noqa: F811
-    fake_github: FakeGitHub,  # noqa: F811
+    integrated: Integrated,  # noqa: F811
     rollback_receiver: Any,
     monkeypatch: pytest.MonkeyPatch,
-    store_yaml: str | None,
+    store_yaml: str | None,  # noqa: F811
 ) -> None:
     """Where a follow-up stands at a kill between its receiver's 2xx and its record (the
     record never returns, as a kill leaves it; the lease at 2 s): the next start (SQLite)
@@ -113,41 +90,27 @@ async def test_a_follow_up_taken_before_its_sender_died_is_sent_again_once_with_
     monkeypatch.setattr(SqlStore, "record_alert", dies_once)
     monkeypatch.setattr(integrations_module, "follow_up_lease", lambda rollback: 2.0)
     migrations: RollbackReceiver = await rollback_receiver("follow-secret")
-    rollback = f"""{{target: vercel, secret: {SECRET}, backoff: 50ms, max_backoff: 200ms,
-        then: [{{name: migrations, url: '{migrations.url}', secret: follow-secret}}]}}"""
-    env = environments(flip_target, rollback=rollback)
-    extra = integrations(fake_github, fake_vercel)
-    first = await start_agent(env, extra=extra, store=store_yaml, owner="a")
-    deploy = await first.register(
-        "production", "v2", labels={"vercel.deployment": vc.NEW, "vercel.previous": vc.OLD}
-    )
-    async with first.http.post(
-        f"{first.url}/v1/deploys/{deploy['id']}/rollback",
-        json={"reason": "checkout broken"},
-        headers=first.headers,
-    ) as r:
-        assert r.status == 202
+    env = with_migrations(integrated, migrations)
+    first = await integrated.start(env, store=store_yaml, owner="a")
+    deploy_id = await rolled_back_by_hand(first)
     await asyncio.wait_for(frozen.wait(), 15)
     if store_yaml is None:  # one agent per SQLite file: B is A's restart
         await first.stop()
-    await start_agent(env, extra=extra, store=store_yaml, owner="b")
+    await integrated.start(env, store=store_yaml, owner="b")
     attempts = await migrations.wait_for_attempts(2, within=15.0)
     await asyncio.sleep(1.5)  # and no third
     assert len(migrations.attempts) == 2
-    assert {a.idempotency_key for a in attempts} == {f"{deploy['id']}:migrations"}
+    assert {a.idempotency_key for a in attempts} == {f"{deploy_id}:migrations"}
     assert attempts[0].body == attempts[1].body
-    assert len(fake_vercel.accepted) == 1
+    assert len(integrated.vercel.accepted) == 1
 
 
 @pytest.mark.timeout(60)
 async def test_follow_ups_the_store_refused_twice_still_go_out_without_a_restart(
-    start_agent: AgentFactory,  # noqa: F811
-    flip_target: FlipTarget,
-    fake_vercel: FakeVercel,  # noqa: F811
-    fake_github: FakeGitHub,  # noqa: F811
+    integrated: Integrated,  # noqa: F811
     rollback_receiver: Any,
     monkeypatch: pytest.MonkeyPatch,
-    store_yaml: str | None,
+    store_yaml: str | None,  # noqa: F811
 ) -> None:
     """The store refuses the follow-up's take at the rollback's settling, and again when
     the integrations look for the owed follow-ups: that second failure, in a task of its
@@ -163,23 +126,9 @@ async def test_follow_ups_the_store_refused_twice_still_go_out_without_a_restart
 
     monkeypatch.setattr(SqlStore, "take_alert", away_twice)
     migrations: RollbackReceiver = await rollback_receiver("follow-secret")
-    rollback = f"""{{target: vercel, secret: {SECRET}, backoff: 50ms, max_backoff: 200ms,
-        then: [{{name: migrations, url: '{migrations.url}', secret: follow-secret}}]}}"""
-    agent = await start_agent(
-        environments(flip_target, rollback=rollback),
-        extra=integrations(fake_github, fake_vercel),
-        store=store_yaml,
-    )
-    deploy = await agent.register(
-        "production", "v2", labels={"vercel.deployment": vc.NEW, "vercel.previous": vc.OLD}
-    )
-    async with agent.http.post(
-        f"{agent.url}/v1/deploys/{deploy['id']}/rollback",
-        json={"reason": "checkout broken"},
-        headers=agent.headers,
-    ) as r:
-        assert r.status == 202
+    agent = await integrated.start(with_migrations(integrated, migrations), store=store_yaml)
+    deploy_id = await rolled_back_by_hand(agent)
     attempts = await migrations.wait_for_attempts(1, within=15.0)
     assert len(refused) == 2
     await asyncio.sleep(1.0)  # and once
-    assert [a.idempotency_key for a in attempts] == [f"{deploy['id']}:migrations"]
+    assert [a.idempotency_key for a in attempts] == [f"{deploy_id}:migrations"]

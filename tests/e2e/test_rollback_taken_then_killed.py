@@ -16,17 +16,12 @@ import pytest
 from agent.records import DeliveryAttempt, RollbackIntent
 from agent.store.base import AlertClaim
 from agent.store.sql import SqlStore
-from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget
-from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
-    environments,
-    fake_github,
-    fake_vercel,
-    integrations,
-    start_agent,
+from tests.e2e.conftest import SECRET
+from tests.e2e.integrations_support import (  # noqa: F401 (fixture)
+    Integrated,
+    integrated,
+    rolled_back_by_hand,
 )
-from tests.fakes import vercel as vc
-from tests.fakes.github import FakeGitHub
-from tests.fakes.vercel import FakeVercel
 
 pytestmark = pytest.mark.e2e
 
@@ -49,10 +44,7 @@ def store_yaml(request: pytest.FixtureRequest) -> str:
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("target", list(TARGETS))
 async def test_a_rollback_the_target_took_before_its_sender_died_is_not_sent_again(
-    start_agent: AgentFactory,  # noqa: F811
-    flip_target: FlipTarget,
-    fake_vercel: FakeVercel,  # noqa: F811
-    fake_github: FakeGitHub,  # noqa: F811
+    integrated: Integrated,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
     store_yaml: str,
     target: str,
@@ -74,25 +66,17 @@ async def test_a_rollback_the_target_took_before_its_sender_died_is_not_sent_aga
         return await settle(self, intent, attempt, claims)
 
     monkeypatch.setattr(SqlStore, "settle_rollback", dies_at_the_2xx)
-    env = environments(flip_target, rollback=TARGETS[target])
-    extra = integrations(fake_github, fake_vercel)
-    first = await start_agent(env, extra=extra, store=store_yaml, owner="a")
-    labels = {"vercel.deployment": vc.NEW, "vercel.previous": vc.OLD}
-    deploy = await first.register("production", "v2", labels=labels)
-    async with first.http.post(
-        f"{first.url}/v1/deploys/{deploy['id']}/rollback",
-        json={"reason": "checkout broken"},
-        headers=first.headers,
-    ) as r:
-        assert r.status == 202
+    env = integrated.environments(rollback=TARGETS[target])
+    first = await integrated.start(env, store=store_yaml, owner="a")
+    deploy_id = await rolled_back_by_hand(first)
     await asyncio.wait_for(frozen.wait(), 15)
     if "sqlite" in store_yaml:  # one agent per SQLite file: B is A's restart
         await first.stop()
-    second = await start_agent(env, extra=extra, store=store_yaml, owner="b")
+    second = await integrated.start(env, store=store_yaml, owner="b")
     final = await second.wait_until(
-        deploy["id"], lambda d: (d.get("rollback") or {}).get("state") != "pending", within=30
+        deploy_id, lambda d: (d.get("rollback") or {}).get("state") != "pending", within=30
     )
     assert final["rollback"]["state"] == "delivered", final
     await asyncio.sleep(1.0)
-    taken = fake_vercel.accepted if target == "vercel" else fake_github.dispatches
+    taken = integrated.vercel.accepted if target == "vercel" else integrated.github.dispatches
     assert len(taken) == 1, taken

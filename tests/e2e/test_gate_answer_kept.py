@@ -19,7 +19,12 @@ from agent.store import outages
 from agent.store.base import StoreBusy, StoreError, StoreUnreachable
 from agent.store.sql import SqlStore
 from agent.windows import integrations as integrations_module
-from tests.e2e.integrations_support import GATE_PATH, Integrated, integrated  # noqa: F401 (fixture)
+from tests.e2e.integrations_support import (  # noqa: F401 (fixtures)
+    GATE_PATH,
+    Integrated,
+    integrated,
+    store_yaml,
+)
 from tests.e2e.test_integrations_e2e import alerts_to, eventually, github_hook
 from tests.e2e.test_integrations_gate_replay_e2e import eventually_async
 from tests.receivers import JsonSink
@@ -27,10 +32,23 @@ from tests.receivers import JsonSink
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_yaml(request: pytest.FixtureRequest) -> str | None:
-    """The store both replicas share: the test's SQLite file, or a PostgreSQL database."""
-    return f"url: {request.getfixturevalue('pg_url')}" if request.param == "postgres" else None
+def dies_at_the_answer(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, list[str]]:
+    """The first gate's answer record never returns, as a kill -9 at that instant leaves
+    it (the event set then); the outcomes each record was given; the claim at 2 s."""
+    answer_gate = SqlStore.answer_gate
+    frozen = asyncio.Event()
+    tries: list[str] = []
+
+    async def dies_once(self: SqlStore, *args: Any) -> None:
+        tries.append(args[3])
+        if len(tries) == 1:
+            frozen.set()
+            await asyncio.Event().wait()  # A: as killed, never written
+        await answer_gate(self, *args)
+
+    monkeypatch.setattr(SqlStore, "answer_gate", dies_once)
+    monkeypatch.setattr(integrations_module, "GATE_CLAIM_S", 2.0)
+    return frozen, tries
 
 
 @pytest.mark.timeout(60)
@@ -38,7 +56,7 @@ def store_yaml(request: pytest.FixtureRequest) -> str | None:
 async def test_a_gates_answer_the_store_did_not_take_at_once_is_not_sent_again(
     integrated: Integrated,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
-    store_yaml: str | None,
+    store_yaml: str | None,  # noqa: F811
     refusal: type[StoreError],
 ) -> None:
     answer_gate = SqlStore.answer_gate
@@ -76,7 +94,7 @@ async def test_a_gates_answer_github_took_before_its_claimer_died_is_no_page_whe
     integrated: Integrated,  # noqa: F811
     json_sink: JsonSink,
     monkeypatch: pytest.MonkeyPatch,
-    store_yaml: str | None,
+    store_yaml: str | None,  # noqa: F811
 ) -> None:
     """GitHub took replica A's answer, and A never recorded it: its write never returns,
     as a kill -9 at that instant leaves it (no process test can wait out the 300 s claim).
@@ -84,19 +102,7 @@ async def test_a_gates_answer_github_took_before_its_claimer_died_is_no_page_whe
     GitHub refuses it (422: no request waits) and B paged on-call 'NOT answered' for the
     gate A had answered. A 422 to an answer under a claim taken over
     (`Store.gate_claimed_before`) is the earlier claimer's answer taken: recorded, no page."""
-    answer_gate = SqlStore.answer_gate
-    frozen = asyncio.Event()
-    tries: list[str] = []
-
-    async def dies_once(self: SqlStore, *args: Any) -> None:
-        tries.append(args[3])
-        if len(tries) == 1:
-            frozen.set()
-            await asyncio.Event().wait()  # A: as killed, never written
-        await answer_gate(self, *args)
-
-    monkeypatch.setattr(SqlStore, "answer_gate", dies_once)
-    monkeypatch.setattr(integrations_module, "GATE_CLAIM_S", 2.0)
+    frozen, tries = dies_at_the_answer(monkeypatch)
     env = integrated.environments(staging_window="1500ms")
     alerting = alerts_to(json_sink)
     store = store_yaml
@@ -124,26 +130,14 @@ async def test_a_gate_given_up_with_no_window_pages_once_across_a_kill_before_it
     integrated: Integrated,  # noqa: F811
     json_sink: JsonSink,
     monkeypatch: pytest.MonkeyPatch,
-    store_yaml: str | None,
+    store_yaml: str | None,  # noqa: F811
 ) -> None:
     """No staging window of the sha ended in time and GitHub refuses the rejection (404):
     A pages 'NOT answered' about the sha, then never records the answer (as a kill -9 at
     that instant leaves it). B (on SQLite, A's restart) takes the lapsed claim over, is
     refused again, and paged a second time: that page had no once-mark, where a window's
     have (`integration_failed:<key>`). Now it is claimed, with its payload, as theirs are."""
-    answer_gate = SqlStore.answer_gate
-    frozen = asyncio.Event()
-    tries: list[str] = []
-
-    async def dies_once(self: SqlStore, *args: Any) -> None:
-        tries.append(args[3])
-        if len(tries) == 1:
-            frozen.set()
-            await asyncio.Event().wait()  # A: as killed, never written
-        await answer_gate(self, *args)
-
-    monkeypatch.setattr(SqlStore, "answer_gate", dies_once)
-    monkeypatch.setattr(integrations_module, "GATE_CLAIM_S", 2.0)
+    frozen, tries = dies_at_the_answer(monkeypatch)
     env = integrated.environments(gate_timeout="1s")
     alerting = alerts_to(json_sink)
     integrated.github.fail("404", match="deployment_protection_rule")

@@ -17,14 +17,11 @@ import traceback
 from collections.abc import Iterable
 from pathlib import Path
 
-import aiohttp
-
 from checks.base import Check
 
 TARGET_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, unreachable, DNS, TLS, a socket's timeout
     TimeoutError,
-    aiohttp.ClientError,  # aiohttp's connection, payload and HTTP status errors
     http.client.HTTPException,
 )
 """What a run may raise about its target, whatever client it uses; a file system's error
@@ -35,9 +32,15 @@ NOT_EVIDENCE = ": not evidence about the target, its run left out of it"
 
 _FILE_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
 
-_CLIENTS = (("httpx", "HTTPError"), ("urllib3.exceptions", "HTTPError"))
-"""Other HTTP clients' base error (a connection, a timeout, a status), when a plugin has
-imported them (requests' errors are `OSError`s already)."""
+_CLIENTS = (
+    ("aiohttp", "ClientError"),  # its connection, payload and HTTP status errors
+    ("httpx", "HTTPError"),
+    ("urllib3.exceptions", "HTTPError"),
+)
+"""The HTTP clients' base errors (a connection, a timeout, a status), looked up only once
+imported: an exception of a client is raised only where it was imported, and reading a
+configuration (which loads this module through the check types) must not import aiohttp
+(`tests/e2e/test_cli_imports.py`). requests' errors are `OSError`s already."""
 
 
 def about_target(exc: BaseException, check: Check) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,31 +56,23 @@ class CountingTarget(LocalTarget):
 
 
 async def test_31_errors_in_300_probes_fail_a_max_at_the_windows_end(
-    start_agent: AgentFactory, rollback_receiver: Any
+    start_agent: AgentFactory, rollback_receiver: Any, tmp_path: Path
 ) -> None:
+    """31 errors are few enough that one the agent drops as its own stall's (a probe its
+    stalled loop timed out, `agent_lag`: not counted against the target) leaves a count
+    the look does not fail: the window then ends inconclusive, not rolled back (1 run in
+    3 of these tests at -n 2 beside two CPU hogs, "2 of 10 probes this round dropped").
+    A run so ended is the machine's: one more is made, on a store of its own, which must
+    roll back."""
     target = CountingTarget(failing_probes(31, seed=1))
     await target.start()
     try:
         receiver: RollbackReceiver = await rollback_receiver(SECRET)
-        rules = ("{name: errors, source: checks, metric: error_rate, max: 0.05}",)
-        agent = await start_agent(
-            environment(
-                "production",
-                target.url,
-                window="9s",
-                interval="300ms",
-                background_interval="1h",
-                probes=PROBES,
-                timeout="2s",
-                analysis="{confidence: 0.995}",
-                rules=rules,
-                extra=f"rollback: {{url: {receiver.url}, secret: {SECRET}, backoff: 100ms}}",
-            )
-        )
-        await asyncio.sleep(1.0)  # a background run at the start, if any, answered ok
-        target.reset()
-        deploy = await agent.register("production", "v-modest")
-        final = await agent.settled(deploy["id"], within=60)
+        final, dropped = await modest_deploy(start_agent, target, receiver)
+        if final["state"] == "inconclusive" and dropped:
+            assert receiver.attempts == [], final["verdict"]
+            store = f"url: sqlite:///{tmp_path / 'again.db'}"
+            final, _ = await modest_deploy(start_agent, target, receiver, store=store)
     finally:
         await target.stop()
     verdict = final["verdict"]
@@ -95,3 +88,42 @@ async def test_31_errors_in_300_probes_fail_a_max_at_the_windows_end(
     (component,) = rule["evidence"]["components"]
     assert 0 < component["final_p_value"] <= component["final_alpha"], component
     assert len(receiver.attempts) == 1
+
+
+async def modest_deploy(
+    start_agent: AgentFactory,
+    target: CountingTarget,
+    receiver: RollbackReceiver,
+    store: str | None = None,
+) -> tuple[dict[str, Any], float]:
+    """An agent watches `target` fail its 31 probes of 300: the final deploy (the agent
+    stopped after), and how many of the window's probes it dropped whole as its own
+    stall's (a dropped latency keeps the answer, so its error is counted)."""
+    target.seen = None  # the new agent's background run at its start answered ok
+    rules = ("{name: errors, source: checks, metric: error_rate, max: 0.05}",)
+    agent = await start_agent(
+        environment(
+            "production",
+            target.url,
+            window="9s",
+            interval="300ms",
+            background_interval="1h",
+            probes=PROBES,
+            timeout="2s",
+            analysis="{confidence: 0.995}",
+            rules=rules,
+            extra=f"rollback: {{url: {receiver.url}, secret: {SECRET}, backoff: 100ms}}",
+        ),
+        store=store,
+    )
+    try:
+        await asyncio.sleep(1.0)  # a background run at the start, if any, answered ok
+        target.reset()
+        deploy = await agent.register("production", "v-modest")
+        final: dict[str, Any] = await agent.settled(deploy["id"], within=60)
+    finally:
+        await agent.stop()
+    dropped = agent.metric(
+        "postflight_samples_dropped_total", environment="production", result="agent_lag"
+    )
+    return final, dropped

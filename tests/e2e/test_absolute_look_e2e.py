@@ -59,9 +59,11 @@ async def test_31_errors_in_300_probes_fail_a_max_at_the_windows_end(
     start_agent: AgentFactory, rollback_receiver: Any, tmp_path: Path
 ) -> None:
     """31 errors are few enough that one the agent drops as its own stall's (a probe its
-    stalled loop timed out, `agent_lag`: not counted against the target) leaves a count
-    the look does not fail: the window then ends inconclusive, not rolled back (1 run in
-    3 of these tests at -n 2 beside two CPU hogs, "2 of 10 probes this round dropped").
+    stalled loop timed out, `agent_lag`: not counted against the target), or one a skipped
+    late round never sent, leaves a count the look does not fail: the window then ends
+    inconclusive, not rolled back (1 run in 3 of these tests at -n 2 beside two CPU hogs).
+    A round's latencies dropped keep its answers (`error_rate 0.103` after 300 probes with
+    "3 of 10 probes this round dropped"), so those do not count here.
     A run so ended is the machine's: one more is made, on a store of its own, which must
     roll back."""
     target = CountingTarget(failing_probes(31, seed=1))
@@ -69,7 +71,9 @@ async def test_31_errors_in_300_probes_fail_a_max_at_the_windows_end(
     try:
         receiver: RollbackReceiver = await rollback_receiver(SECRET)
         final, dropped = await modest_deploy(start_agent, target, receiver)
-        if final["state"] == "inconclusive" and dropped:
+        # the target saw fewer than 300 probes: a skipped late round's failing probes never came
+        short = (target.seen or 0) < ROUNDS * PROBES
+        if final["state"] == "inconclusive" and (dropped or short):
             assert receiver.attempts == [], final["verdict"]
             store = f"url: sqlite:///{tmp_path / 'again.db'}"
             final, _ = await modest_deploy(start_agent, target, receiver, store=store)

@@ -659,20 +659,30 @@ class Integrations:
         )
         what = f"GitHub deployment status {state}"
         key = f"github:{state}"
-        taken_over = (window.id, key) in self._taken_over
-        if taken_over and await self._posted_before(url, state, deploy_path(window.id)):
-            # its sender died (kill -9) between GitHub's 201 and its record: posted again
-            # once its claim lapsed, a second status of the same state on the deployment
-            log.info(
-                "%s: GitHub lists it already (posted by a sender that left no record of it);"
-                " not posted again",
-                what,
-                extra={"deploy_id": window.id, "environment": window.environment},
-            )
-            self.s.spawn(self._held_record(window, key, "sent", "posted before", what))
+        if await self._listed_before(
+            window, key, what, lambda: self._posted_before(url, state, deploy_path(window.id))
+        ):
             return True
         result = await self._github_post(url, body)
         return self._record(window, key, result, what, retry=retry, call="status")
+
+    async def _listed_before(
+        self, window: DeployWindow, key: str, what: str, listed: Callable[[], Awaitable[bool]]
+    ) -> bool:
+        """Whether a status whose claim was taken over from a sender that left no outcome
+        is on GitHub's list already (`listed`, looked at only then), and so recorded sent,
+        not posted again: its sender died (kill -9) between GitHub's 201 and its record,
+        and a second status of the same state went out once its claim lapsed."""
+        if (window.id, key) not in self._taken_over or not await listed():
+            return False
+        log.info(
+            "%s: GitHub lists it already (posted by a sender that left no record of it);"
+            " not posted again",
+            what,
+            extra={"deploy_id": window.id, "environment": window.environment},
+        )
+        self.s.spawn(self._held_record(window, key, "sent", "posted before", what))
+        return True
 
     async def _posted_before(self, url: str, state: str, path: str) -> bool:
         """Whether the deployment's statuses (`url`, GitHub's list of them, newest first)
@@ -775,19 +785,12 @@ class Integrations:
                     window, key, sha, f"commit status {state}", retry=True, call="commit_status"
                 )
             what = f"GitHub commit status {state}"
-            taken_over = (window.id, key) in self._taken_over
-            if taken_over and await self._commit_posted_before(
-                repository, sha.data, body, window.id
+            if await self._listed_before(
+                window,
+                key,
+                what,
+                lambda: self._commit_posted_before(repository, sha.data, body, window.id),
             ):
-                # its sender died between GitHub's 201 and its record (as a deployment
-                # status's, `_post_status`): a second status of the state on the commit
-                log.info(
-                    "%s: GitHub lists it already (posted by a sender that left no record of"
-                    " it); not posted again",
-                    what,
-                    extra={"deploy_id": window.id, "environment": window.environment},
-                )
-                self.s.spawn(self._held_record(window, key, "sent", "posted before", what))
                 return True
             url = f"{github.api_url.rstrip('/')}/repos/{repository}/statuses/{sha.data}"
             result = await self._github_post(url, body)

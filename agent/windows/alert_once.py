@@ -39,7 +39,9 @@ What it must not do: raise into a round, or make a rollback wait. `emit` never
 raises (but `CancelledError`); the window runs it through `WatchServices.spawn`
 (`agent.windows.lifecycle`), off the round's hot path, and the watcher's `drain`
 finishes it on shutdown within a bound. Retries run the same way, spawned by `run`,
-never awaited by a round, a rollback or another alert.
+never awaited by a round, a rollback or another alert. Only a window's end waits, and
+only for the claims of the alerts spawned before it (`emit`'s `claimed`): once the end is
+stored no round re-emits them, so a claim made after it could be lost to a kill.
 """
 
 from __future__ import annotations
@@ -193,6 +195,7 @@ class WindowAlerts:
         *,
         key: str | None = None,
         fence: Fence | None = None,
+        claimed: asyncio.Future[None] | None = None,
     ) -> bool:
         """Send `alert` unless this deploy already had it; True if this call sent it
         to at least one channel.
@@ -201,12 +204,14 @@ class WindowAlerts:
         use `breach:<rule>` and `resolved:<rule>` (see `alerting.events.breach_key`);
         a `resolved:<rule>` goes out only if `breach:<rule>` reached a channel.
         With `fence` (a window's watch), only while that lease still holds the window.
+        `claimed` is resolved once the claim is stored (or not made), before the send:
+        what a window's end waits for (`WindowWatch.round_claims`).
         Never raises, except `CancelledError`.
         """
         key = key or alert.event
         _named_unclaimed(window, [key])
-        with self._flight(window.id, key):
-            return await self._emit(window, alert, tags, key, fence)
+        with self._flight(window.id, key), _telling(claimed):
+            return await self._emit(window, alert, tags, key, fence, claimed)
 
     async def emit_group(
         self,
@@ -216,6 +221,7 @@ class WindowAlerts:
         tags: Sequence[str],
         *,
         fence: Fence | None = None,
+        claimed: asyncio.Future[None] | None = None,
     ) -> bool:
         """One alert, `make(owed)`, for those of `keys` this deploy has not had yet: a
         round's new breaches (`breach:<rule>`), or its resolves (`resolved:<rule>`, each
@@ -224,13 +230,13 @@ class WindowAlerts:
         across rounds, replicas and restarts; the alert's retries and take-overs are
         the first key's, and the others take its outcome. A key claimed meanwhile (an
         overlapping round, another replica) is left out and the rest claimed again.
-        True if this call sent it to at least one channel. Never raises, except
-        `CancelledError`."""
+        `claimed` as `emit`'s. True if this call sent it to at least one channel. Never
+        raises, except `CancelledError`."""
         keys = list(dict.fromkeys(keys))
         _named_unclaimed(window, keys)
-        with self._flights(window.id, keys):
+        with self._flights(window.id, keys), _telling(claimed):
             try:
-                return await self._emit_group(window, keys, make, tags, fence)
+                return await self._emit_group(window, keys, make, tags, fence, claimed)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -245,6 +251,7 @@ class WindowAlerts:
         make: Callable[[list[str]], Alert],
         tags: Sequence[str],
         fence: Fence | None,
+        claimed: asyncio.Future[None] | None,
     ) -> bool:
         for key in keys:
             if key.startswith("resolved:"):
@@ -261,6 +268,7 @@ class WindowAlerts:
             payload = dump_payload(alert, tags, also)
             now = self._clock()
             if await self._store.claim_alert(window.id, lead, now, fence, payload, also=also):
+                _tell(claimed)
                 return await self._send(window, alert, tags, lead, also=also)
 
     async def send_claimed(
@@ -342,6 +350,7 @@ class WindowAlerts:
         tags: Sequence[str],
         key: str,
         fence: Fence | None,
+        claimed: asyncio.Future[None] | None,
     ) -> bool:
         context = {"deploy_id": window.id, "environment": window.environment, "event": key}
         try:
@@ -350,6 +359,7 @@ class WindowAlerts:
             payload = dump_payload(alert, tags)
             if not await self._store.claim_alert(window.id, key, self._clock(), fence, payload):
                 return False
+            _tell(claimed)
             return await self._send(window, alert, tags, key)
         except asyncio.CancelledError:
             raise
@@ -729,3 +739,19 @@ async def _start(work: Coroutine[Any, Any, None], spawn: Callable[[Any], object]
         await work
     else:
         spawn(work)
+
+
+def _tell(claimed: asyncio.Future[None] | None) -> None:
+    """That an emit's claim is stored, or will not be made (`emit`'s `claimed`)."""
+    if claimed is not None and not claimed.done():
+        claimed.set_result(None)
+
+
+@contextlib.contextmanager
+def _telling(claimed: asyncio.Future[None] | None) -> Iterator[None]:
+    """`_tell` however an emit ends: a claim not made (had already, a store error, a
+    fence lost) must not keep a window's end waiting."""
+    try:
+        yield
+    finally:
+        _tell(claimed)

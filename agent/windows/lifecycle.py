@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -332,6 +332,8 @@ class WindowWatch:
         """The latest round being stored and acted on (see `_settle`)."""
         self.renewing: asyncio.Task[bool] | None = None
         """The lease renewal under way, if any (see `_hold_lease`)."""
+        self.claiming: list[tuple[asyncio.Future[None], asyncio.Task[Any]]] = []
+        """The alerts spawned and not yet claimed (`_claimed_first`, `round_claims`)."""
         self.overload = DropTally()
         """Probes the agent's own lag dropped (`checks.lag`): an overloaded agent's verdict."""
         self.stand_ins: deque[tuple[str, float, str, str | None]] = deque()
@@ -567,13 +569,25 @@ class WindowWatch:
         self._warn_undetectable(verdict)
         self._alert_rules(verdict)
         self.window.verdict = verdict_json
+        if verdict.decision == "continue":
+            return True
+        await self.round_claims()
         if verdict.decision == "fail":
             await self._fail(verdict, verdict_json)
-            return False
-        if verdict.decision in ("pass", "inconclusive"):
+        else:
             await self._end(verdict.decision, verdict, verdict_json)
-            return False
-        return True
+        return False
+
+    async def round_claims(self) -> None:
+        """Until the alerts spawned so far have their claims stored (not their sends): the
+        window's end comes after them. Nothing re-emits a round's alerts once the window
+        has ended, so a kill between the end's commit and a claim spawned beside it lost
+        that alert for good (the final round's breach, on a loaded CI run). A store write
+        each; a resolve, whose claim waits on its breach's send, is not waited for."""
+        claiming, self.claiming = self.claiming, []
+        for claimed, task in claiming:
+            if not (claimed.done() or task.done()):
+                await asyncio.wait({claimed, task}, return_when=asyncio.FIRST_COMPLETED)
 
     async def _until_deployed(self) -> bool:
         """A window registered ahead of its `deployed_at` (shown `scheduled`) takes no
@@ -1286,9 +1300,21 @@ class WindowWatch:
             provider_answered=provider_answered,
             check=check,
         )
-        self.s.spawn(
-            self.s.alerts.emit(self.window, alert, self.env.alerts.tags, key=key, fence=self.fence)
+        tags = self.env.alerts.tags
+        self._claimed_first(
+            lambda claimed: self.s.alerts.emit(
+                self.window, alert, tags, key=key, fence=self.fence, claimed=claimed
+            )
         )
+
+    def _claimed_first(
+        self, emit: Callable[[asyncio.Future[None]], Coroutine[Any, Any, bool]]
+    ) -> None:
+        """Spawn an alert's `emit`, noting it for `round_claims` until its claim is stored."""
+        claimed = asyncio.get_running_loop().create_future()
+        task = self.s.spawn(emit(claimed))
+        self.claiming = [(c, t) for c, t in self.claiming if not (c.done() or t.done())]
+        self.claiming.append((claimed, task))
 
     def _alert_group(self, event: AlertEvent, by_key: dict[str, RuleVerdict]) -> None:
         """One `breach` or `resolved` alert for the rules of `by_key` not told yet
@@ -1304,9 +1330,13 @@ class WindowWatch:
                 rules=[rule_to_dict(r, self.links) for r in rules],
             )
 
-        self.s.spawn(
-            self.s.alerts.emit_group(
-                self.window, list(by_key), make, self.env.alerts.tags, fence=self.fence
+        keys, tags = list(by_key), self.env.alerts.tags
+        if event == "resolved":  # its claim waits on the breach's send: not held for
+            self.s.spawn(self.s.alerts.emit_group(self.window, keys, make, tags, fence=self.fence))
+            return
+        self._claimed_first(
+            lambda claimed: self.s.alerts.emit_group(
+                self.window, keys, make, tags, fence=self.fence, claimed=claimed
             )
         )
 

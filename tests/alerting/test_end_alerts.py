@@ -9,6 +9,7 @@ same store, past the alert lease, must send the alert, once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -16,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from agent.analysis.types import Verdict
+from agent.analysis.types import RuleVerdict, Verdict
+from agent.analysis.verdicts import Glance
 from agent.metrics import Metrics
-from agent.records import RollbackIntent
+from agent.records import RollbackIntent, RoundRecord
 from agent.rollback.delivery import RollbackDelivery
 from agent.settings import AlertChannel, AlertRouting, EnvironmentSettings
 from agent.store.sqlite import SqliteStore
@@ -118,6 +120,66 @@ async def test_a_window_that_ends_normally_sends_its_alert_once(
 
     assert await recovered(path, json_sink, metrics) == 0
     assert [n.title for n in json_sink.notifications] == [TITLE]
+
+
+# -- the final round's own alerts ------------------------------------------------------
+
+
+class DiesAtTheEnd(SqliteStore):
+    """A loaded store (a round's alert claims come late) on a process killed the instant
+    its window's end commits: no alert is claimed or taken over after that."""
+
+    dead = False
+
+    async def alert_events(self, window_id: str) -> dict[str, str]:
+        await asyncio.sleep(0.2)  # the breach's claim queues behind the round's writes
+        return await super().alert_events(window_id)
+
+    async def claim_alert(self, *args: Any, **kwargs: Any) -> bool:
+        if self.dead:
+            raise asyncio.CancelledError  # the kill
+        return await super().claim_alert(*args, **kwargs)
+
+    async def take_alert(self, *args: Any, **kwargs: Any) -> bool:
+        if self.dead:
+            raise asyncio.CancelledError
+        return await super().take_alert(*args, **kwargs)
+
+    async def finish_window(self, *args: Any, **kwargs: Any) -> bool:
+        ended = await super().finish_window(*args, **kwargs)
+        self.dead = True
+        return ended
+
+
+async def test_a_kill_as_the_window_fails_loses_none_of_its_last_rounds_alerts(
+    tmp_path: Path, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """The final round's breach was claimed by a task spawned beside the window's end: a
+    kill once the end was stored and before that claim lost the breach for good (no later
+    round re-emits it; a CI run's kill -9 trial saw it). The end now waits for the round's
+    claims: counted at the sink over the run and the restart, each once."""
+    path = tmp_path / "end.db"
+    store = DiesAtTheEnd(path)
+    await store.open()
+    try:
+        await store.create_window(window())
+        alerts = WindowAlerts(store, notifier(json_sink, metrics), lease_s=LEASE_S)
+        w = await watch(store, alerts, metrics, crash=False)
+        failing = RuleVerdict("errors", "checks", "error_rate", "fail", 0.5, 0.0, "max 0.05", "")
+        verdict = Verdict("fail", "errors breached", (failing,))
+        record = RoundRecord(w.window.id, 1, time.time(), {})
+        worded = (verdict, {"outcome": "fail", "rules": []})
+        assert await w._settle(record, Glance("fail", ()), worded) is False
+        with contextlib.suppress(asyncio.CancelledError):
+            await w.s.drain(5.0)
+    finally:
+        await store.close()
+    await recovered(path, json_sink, metrics)  # whatever the kill cut off
+    assert await recovered(path, json_sink, metrics) == 0
+    assert sorted(n.title for n in json_sink.notifications) == [
+        "[postflight] production v2.4.1: deploy failed (errors)",
+        "[postflight] production v2.4.1: errors breached",
+    ]
 
 
 # -- a settled rollback ----------------------------------------------------------------

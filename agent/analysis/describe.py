@@ -57,14 +57,12 @@ def change_floor(metric: Metric) -> float:
 
 
 def format_value(metric: Metric, value: float | None) -> str:
-    """`412ms` for durations, `0.228ms` below a millisecond (three significant digits: a
-    0.19 ms baseline's +20% read `0ms (+20% of 0ms)`), three significant digits otherwise;
-    `n/a` without a value."""
+    """`412ms` for durations, `1.94ms` and `0.228ms` below 10 ms (`format_duration`'s three
+    significant digits: a 0.19 ms baseline's +20% read `0ms (+20% of 0ms)`, a bound of
+    2.5ms `max 2ms`), three significant digits otherwise; `n/a` without a value."""
     if value is None or math.isnan(value):
         return "n/a"
     if is_duration(metric) and math.isfinite(value) and value >= 0:
-        if 0 < value < 0.001:
-            return f"{value * 1000:.3g}ms"
         return format_duration(value)
     return f"{value:.3g}"
 

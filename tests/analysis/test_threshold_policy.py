@@ -120,7 +120,8 @@ def test_a_computed_bound_rounded_up_still_reads_below_the_value() -> None:
     rounds = rounds_of(rule, *[Observation(0.0047, total=50)] * 3)
     verdict = judge([rule], {rule.name: Observation(0.0031)}, rounds, THRESHOLD, final=False)
     assert verdict.reason == (
-        "fast: latency_p95 4.7ms > max 4.6ms (baseline 3ms +50%) for 3 rounds"
+        # three significant digits below 10 ms: the sum adds up (3.1ms +50% = 4.65ms)
+        "fast: latency_p95 4.7ms > max 4.65ms (baseline 3.1ms +50%) for 3 rounds"
     )
 
 

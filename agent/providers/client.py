@@ -442,7 +442,9 @@ class HttpProvider:
                 )
             delay = self._backoff(attempt) if retry.after is None else max(0.05, retry.after)
             if loop.time() + delay >= deadline:
-                if retry.after is not None and retry.after > 0:
+                # the provider's own wait past the budget, said so; a shorter one (0.4 ms,
+                # said `retry in 0ms, past this fetch's 1s budget`) is not what left no room
+                if retry.after is not None and loop.time() + retry.after >= deadline:
                     raise ProviderUnreachable(
                         f"{retry.reason}; retry in {format_duration(retry.after)}, past this"
                         f" fetch's {format_duration(self.timeout)} budget"

@@ -26,6 +26,7 @@ from checks.bugs import NOT_EVIDENCE, about_target, raised_where
 from checks.shape import UnreadableResult, plain_result
 from checks.spells import RaisingSpells, SpellKey
 from checks.ticks import ticks
+from common.durations import format_duration
 from common.redaction import SENSITIVE_KEY, Redactor, truncate
 
 ENTRY_POINT_GROUP = "postflight.checks"
@@ -39,6 +40,8 @@ that does (`Check.fits_deadline`) gets `TIMEOUT_MARGIN_S`, only as a safety net.
 _MESSAGE_LIMIT = 500
 _TRACEBACK_LIMIT = 4000
 CRASHED = "check crashed: "
+TIMED_OUT = "check timed out after "
+"""A run's own timeout (its client's), said with how long it ran and what it raised."""
 """A result's message for a run that raised about its target, before the exception's."""
 
 log = logging.getLogger(__name__)
@@ -187,7 +190,16 @@ async def run_check(check: Check, ctx: CheckContext) -> CheckResult:
         duration = time.perf_counter() - started
         # a run our net cut is a timeout, not a crash: the traceback would only show where
         # the check was waiting, and formatting it costs more than the probe did
-        return _crashed(check, ctx, exc, duration, allowed, redactor, traced=not (cut or net.fired))
+        return _crashed(
+            check,
+            ctx,
+            exc,
+            duration,
+            allowed,
+            redactor,
+            traced=not (cut or net.fired),
+            ours=net.fired,
+        )
     return _finished(check, ctx, result, time.perf_counter() - started, redactor)
 
 
@@ -340,7 +352,18 @@ def _finished(
 class Started:
     """One run `start_check` started: what `run_check`'s frame holds, for callbacks."""
 
-    __slots__ = ("allowed", "check", "ctx", "cut", "done", "over", "redactor", "running", "started")
+    __slots__ = (
+        "allowed",
+        "check",
+        "ctx",
+        "cut",
+        "done",
+        "fired",
+        "over",
+        "redactor",
+        "running",
+        "started",
+    )
 
     def __init__(
         self,
@@ -359,6 +382,8 @@ class Started:
         self.started = started
         self.allowed = allowed
         self.cut = cut
+        self.fired = False
+        """Whether the limit ended the run (`_started_cut`), not a timeout of its own."""
         self.over = False
         self.running: Running | None = None
 
@@ -396,6 +421,7 @@ class Started:
                 self.allowed,
                 self.redactor,
                 traced=not self.cut,
+                ours=self.fired,
             )
         self.done(result)
 
@@ -409,7 +435,7 @@ def _started_due(run: Started) -> None:
 def _started_cut(run: Started) -> None:
     if not run.over:
         running = run.running
-        run.cut = True
+        run.cut = run.fired = True
         run.finish(TimeoutError())
         if running is not None:
             running.cancel()  # as `run_check` cancels the run's task
@@ -480,16 +506,25 @@ def _crashed(
     allowed: float,
     redactor: Redactor,
     traced: bool = True,
+    ours: bool = False,
 ) -> CheckResult:
     """The error result. A run cut by its round's end (`traced=False`) keeps no traceback:
     it says where the target kept the check waiting, and formatting it costs more than
     the probe did — when a target stops answering, every probe of every round ends here.
-    An exception not about the target is the check's bug (`_bug`)."""
+    An exception not about the target is the check's bug (`_bug`). A timeout is said as
+    one: our limit's (`ours`) by that limit, the check's own (its client's) by how long the
+    run took and what it raised, where both read `crashed ...: check did not finish within
+    10.5s`, the limit it never reached."""
     if not isinstance(exc, TimeoutError) and not about_target(exc, check):
         return _bug(check, ctx, exc, duration, redactor)
-    if isinstance(exc, TimeoutError):
+    timed_out = isinstance(exc, TimeoutError)
+    if timed_out:
         error = "timeout"
-        message = f"check did not finish within {round(allowed, 3):g}s"
+        if ours:
+            message = f"check did not finish within {round(allowed, 3):g}s"
+        else:
+            words = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            message = f"{TIMED_OUT}{format_duration(duration)}: {words}"
     else:
         error = "crash"
         message = f"{CRASHED}{type(exc).__name__}: {exc}"
@@ -501,12 +536,15 @@ def _crashed(
     # falls behind) — when a log line costs the most; any other is logged once a spell
     if traced:
         now = asyncio.get_running_loop().time()
-        # its line says "crashed" itself: the exception's words only
-        _spells.raised(_spell_key(check, ctx), check.type, now, message.removeprefix(CRASHED))
+        # its line says "crashed" or "timed out" itself: the exception's words only
+        said = message.removeprefix(CRASHED)
+        if timed_out and not ours:
+            said = said.removeprefix(TIMED_OUT).partition(": ")[2]
+        _spells.raised(_spell_key(check, ctx), check.type, now, said, timed_out=timed_out)
         log.debug("check %s traceback:\n%s", check.name, trace)
     else:
-        log.debug(
-            "check %s (%s) crashed in environment %s: %s",
+        log.debug(  # only a timeout goes untraced
+            "check %s (%s) timed out in environment %s: %s",
             check.name,
             check.type,
             ctx.environment,

@@ -51,21 +51,26 @@ class RaisingSpells:
         self._log = logger
         self.open: dict[SpellKey, _Spell] = {}
 
-    def raised(self, key: SpellKey, kind: str, now: float, said: str) -> bool:
+    def raised(
+        self, key: SpellKey, kind: str, now: float, said: str, *, timed_out: bool = False
+    ) -> bool:
         """A run of `key`'s check (of type `kind`) raised about its target, `said` the
-        exception's words (redacted; the line says "crashed" itself): logged as a WARNING
-        when it begins a spell or reminds of one, else at DEBUG. True if it was a WARNING."""
+        exception's words (redacted; the line says "crashed", or "timed out" for a
+        `timed_out` run, itself): logged as a WARNING when it begins a spell or reminds of
+        one, else at DEBUG. True if it was a WARNING."""
         environment, check, target = key
+        verb, still = ("timed out", "times out") if timed_out else ("crashed", "crashes")
         on = _on(target)
         spell = self.open.get(key)
         if spell is None:
             self.open[key] = _Spell(began=now, last=now, said_at=now)
             self._log.warning(
-                "check %s (%s) crashed in environment %s%s: %s (each such run is a failed"
+                "check %s (%s) %s in environment %s%s: %s (each such run is a failed"
                 ' probe, counted in postflight_check_runs_total{result="error"}; logged once'
                 " while its runs raise about the target, and when they stop)",
                 check,
                 kind,
+                verb,
                 environment,
                 on,
                 said,
@@ -76,10 +81,11 @@ class RaisingSpells:
         spell.since_said += 1
         if now - spell.said_at >= SPELL_REMIND_S:
             self._log.warning(
-                "check %s (%s) still crashes in environment %s%s: %s (%s since the last"
+                "check %s (%s) still %s in environment %s%s: %s (%s since the last"
                 " line, %s in %s s)",
                 check,
                 kind,
+                still,
                 environment,
                 on,
                 said,
@@ -89,7 +95,7 @@ class RaisingSpells:
             )
             spell.said_at, spell.since_said = now, 0
             return True
-        self._log.debug("check %s crashed in environment %s%s: %s", check, environment, on, said)
+        self._log.debug("check %s %s in environment %s%s: %s", check, verb, environment, on, said)
         return False
 
     def returned(self, key: SpellKey, now: float) -> None:

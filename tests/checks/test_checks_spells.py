@@ -127,7 +127,9 @@ async def test_a_target_going_away_and_back_is_one_warning_and_one_line_not_one_
     assert "(80 runs raised about the target in " in ended, ended
     assert not no_spells.open
     # the rest of the spell is there at DEBUG, for whoever asks
-    assert len([r for r in caplog.records if r.levelno == logging.DEBUG and "crashed" in r.msg])
+    assert len(
+        [r for r in caplog.records if r.levelno == logging.DEBUG and "crashed" in r.getMessage()]
+    )
 
 
 def _said(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:

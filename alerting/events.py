@@ -336,8 +336,9 @@ EVENTS: dict[AlertEvent, EventSpec] = {
         "warning",
         "**A check has a bug.** Its plugin raised what is not about the target (or answered"
         " what cannot be read) in runs of this window: those runs are no evidence about the"
-        " deploy either way, left out of it, so the window is judged on fewer probes, and a"
-        " rule left with none is inconclusive. This alone never rolls back. Fix the plugin,"
+        " deploy either way, left out of it, so the window is judged on fewer probes (a"
+        " canary's baseline runs: against a smaller baseline), and a rule left with none"
+        " is inconclusive. This alone never rolls back. Fix the plugin,"
         " or report its bug (the reason names the check, the exception and where).",
         lambda a: f"check {a.check or '?'} has a bug",
     ),

@@ -129,7 +129,8 @@ async def test_a_bugs_alert_counts_the_deploys_runs_as_its_rules_do() -> None:
     """A canary's baseline runs are not the deploy's probes: `bug_said` reads the deploy's
     only, and so does the alert's "N of M runs" (before, it counted the baseline's runs and
     bugs too: "2 of 4 runs", "judged on 2 other probes", where the deploy's rule had none,
-    and a bug of the baseline's runs alone was alerted as the deploy's)."""
+    and a bug of the baseline's runs alone was alerted as the deploy's); the baseline's
+    are counted apart, said as the baseline's."""
     baseline = Sample(check="plug", ok=True, latency_s=0.02, status=200, target="baseline")
     answered_baseline = CheckResult("plug", "http", True, (baseline,), "plug: 200", 0.02, {})
     round_1 = [await _bug(), await _bug(target="baseline"), answered_baseline, await _bug()]
@@ -138,7 +139,14 @@ async def test_a_bugs_alert_counts_the_deploys_runs_as_its_rules_do() -> None:
     assert "all 2 runs of round 1 ended so" in plug.reason(1), plug.reason(1)
     lone = observe(_rule("plug"), [], 1.0)  # the deploy's probes of the rule: none
     assert bug_said(_rule("plug"), lone, round_1).error == plug.said[0]  # they agree
-    assert CheckBugAlerts().new([await _bug(target="baseline"), _answered("plug")]) == []
+    # the baseline's runs alone: alerted as the baseline's (they are its rules' baseline)
+    (alone,) = CheckBugAlerts().new([await _bug(target="baseline"), _answered("plug")])
+    assert (alone.bugs, alone.runs, alone.baseline_bugs, alone.baseline_runs) == (0, 1, 1, 1)
+    assert "its 1 of the canary's baseline run (baseline_url) of round 2 ended so" in (
+        alone.reason(2)
+    ), alone.reason(2)
+    assert "of round 1 ended so, left out of the evidence" in plug.reason(1)
+    assert "canary" in plug.reason(1)  # and its baseline run's, said after the deploy's
 
 
 def test_the_deploy_page_names_a_checks_bug_alert() -> None:

@@ -45,13 +45,16 @@ BUG_WORDS_SHOWN = 3
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RoundBugs:
-    """A check's runs of one round that its own bug ended."""
+    """A check's runs of one round that its own bug ended: the deploy's, and a canary's
+    baseline runs' (`baseline_bugs` of `baseline_runs`), which are its rules' baseline."""
 
     check: str
     bugs: int
     runs: int
     said: tuple[str, ...]
     """Each distinct bug's words, as its result says them (redacted by the registry)."""
+    baseline_bugs: int = 0
+    baseline_runs: int = 0
 
     def reason(self, number: int) -> str:
         """The `check_bug` alert's reason: the check, the exception and where, how many
@@ -59,6 +62,8 @@ class RoundBugs:
         shown = [s.removesuffix(NOT_EVIDENCE) for s in self.said[:BUG_WORDS_SHOWN]]
         more = len(self.said) - len(shown)
         words = "; ".join(shown) + (f"; and {counted(more, 'other bug')}" if more > 0 else "")
+        if not self.bugs:  # the canary's baseline runs alone
+            return f"{words} — {self._baseline_share(number)}." + TOLD
         if self.bugs == self.runs:
             share = f"all {self.runs}" if self.runs > 1 else "its 1"
             left = (
@@ -69,31 +74,66 @@ class RoundBugs:
             share = f"{self.bugs} of {self.runs}"
             others = self.runs - self.bugs
             left = f"the window is judged on the check's {counted(others, 'other probe')}"
+        also = f"; and {self._baseline_share(number)}" if self.baseline_bugs else ""
         return (
             f"{words} — {share} {'run' if self.runs == 1 else 'runs'} of round {number} ended"
             " so, left out of the evidence (neither a pass nor a failure of the target): "
             + left
-            + ". Told once a deploy, whatever later rounds do: each such run is counted in"
-            ' postflight_check_runs_total{result="error"}, and the agent\'s log has its'
-            " traceback."
+            + also
+            + "."
+            + TOLD
+        )
+
+    def _baseline_share(self, number: int) -> str:
+        """What the bug took of the canary's baseline runs of round `number`: the baseline
+        of the check's rules (`baseline_url`, probed side by side)."""
+        runs = self.baseline_runs
+        if self.baseline_bugs == runs:
+            share = f"all {runs}" if runs > 1 else "its 1"
+            left = (
+                "its rules' baseline has none of that round's probes (a relative rule with"
+                " no baseline is inconclusive)"
+            )
+        else:
+            others = runs - self.baseline_bugs
+            share = f"{self.baseline_bugs} of {runs}"
+            left = f"its rules' baseline has the {counted(others, 'other probe')} of that round"
+        return (
+            f"{share} of the canary's baseline {'run' if runs == 1 else 'runs'} (baseline_url)"
+            f" of round {number} ended so, left out of the baseline: {left}"
         )
 
 
+TOLD = (
+    " Told once a deploy, whatever later rounds do: each such run is counted in"
+    ' postflight_check_runs_total{result="error"}, and the agent\'s log has its traceback.'
+)
+
+
 def round_bugs(results: Iterable[CheckResult]) -> list[RoundBugs]:
-    """The checks whose own bug ended runs of the deploy in a round's `results`, in the
-    order met, counting the deploy's runs only: the runs `bug_said` reads (a canary's
-    baseline runs are no probe of the deploy's rules)."""
-    runs: dict[str, int] = {}
-    bugs: dict[str, list[str]] = {}
+    """The checks whose own bug ended runs in a round's `results`, in the order met,
+    counting the deploy's runs (those `bug_said` reads) apart from a canary's baseline
+    runs: those are no probe of the deploy, but they are its rules' baseline, and a bug
+    in them alone left a relative rule "no baseline to compare with" and on-call untold."""
+    runs: dict[tuple[str, bool], int] = {}
+    bugs: dict[tuple[str, bool], int] = {}
+    said: dict[str, list[str]] = {}
     for result in results:
-        if run_target(result) != "deploy":
-            continue
-        runs[result.check] = runs.get(result.check, 0) + 1
+        key = (result.check, run_target(result) == "baseline")
+        runs[key] = runs.get(key, 0) + 1
         if result.bug:
-            bugs.setdefault(result.check, []).append(result.message)
+            bugs[key] = bugs.get(key, 0) + 1
+            said.setdefault(result.check, []).append(result.message)
     return [
-        RoundBugs(check, len(said), runs[check], tuple(dict.fromkeys(said)))
-        for check, said in bugs.items()
+        RoundBugs(
+            check,
+            bugs.get((check, False), 0),
+            runs.get((check, False), 0),
+            tuple(dict.fromkeys(words)),
+            bugs.get((check, True), 0),
+            runs.get((check, True), 0),
+        )
+        for check, words in said.items()
     ]
 
 

@@ -1,0 +1,93 @@
+"""A check plugin's bug met only in a canary's baseline runs (the stable side, probed side
+by side: `baseline_url`), in the real daemon: those runs are the baseline of the deploy's
+relative rules, so a bug that ends them leaves the rule no baseline and the window cannot
+judge it. On-call gets the check's one `check_bug` alert of the deploy, saying the runs
+were the baseline's, where nothing but a log line said why the rule had no baseline."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.cli_process import awaited_cli
+from tests.e2e.crash import TOKEN, free_port
+from tests.e2e.plugin_agent import start
+from tests.e2e.test_check_plugin_bugs_e2e import (
+    BUG_TITLE,
+    PLUGIN_SECRET,
+    SECRET,
+    _bug_alerts,
+    ended,
+    install_plugin,
+    target,  # noqa: F401 (a fixture)
+)
+from tests.receivers import JsonSink, RollbackReceiver
+
+pytestmark = pytest.mark.e2e
+
+
+def canary_config(tmp_path: Path, port: int, url: str, receiver: str, sink: str) -> Path:
+    made = tmp_path / "postflight.yaml"
+    made.write_text(
+        f"server:\n  listen: 127.0.0.1:{port}\n  api_tokens: [{TOKEN}]\n"
+        f"store:\n  url: sqlite:///{tmp_path / 'postflight.db'}\n"
+        f"alerting:\n  channels:\n    - {{url: '{sink}', tags: [oncall]}}\n"
+        "environments:\n"
+        "  production:\n"
+        f"    base_url: {url}\n"
+        f"    baseline_url: {url}\n"
+        "    window: 3s\n"
+        "    interval: 500ms\n"
+        "    background_interval: 200ms\n"
+        "    probes_per_round: 4\n"
+        "    checks: [{name: plug, type: flaky, mode: baseline, path: /health,"
+        f" secret: {PLUGIN_SECRET}}}]\n"
+        "    analysis: {policy: threshold, failure_limit: 1}\n"
+        "    rules: [{name: p95, source: checks, check: plug, metric: latency_p95,"
+        " max_increase: 50%}]\n"
+        "    alerts: {tags: [oncall]}\n"
+        f"    rollback: {{url: '{receiver}', secret: {SECRET}}}\n"
+    )
+    return made
+
+
+@pytest.mark.timeout(90)
+async def test_a_bug_in_a_canarys_baseline_runs_alone_is_alerted_once(
+    tmp_path: Path,
+    target: str,  # noqa: F811
+) -> None:
+    site = tmp_path / "site"
+    install_plugin(site)
+    receiver, sink = RollbackReceiver(SECRET), JsonSink()
+    await receiver.start()
+    await sink.start()
+    port = free_port()
+    made = canary_config(tmp_path, port, target, receiver.url, sink.url())
+    agent = start(made, tmp_path / "agent.log", site)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        code, said = await awaited_cli(
+            "register", "--url", url, "--token", TOKEN, "--env", "production",
+            "--version", "v2", "--wait", "--timeout", "30s",
+        )  # fmt: skip
+        await ended(sink)
+    finally:
+        agent.terminate()
+        agent.wait(30)
+        await receiver.stop()
+        await sink.stop()
+    assert code == 3, said  # inconclusive: the rule had no baseline
+    assert receiver.attempts == [], said
+    (bug,) = _bug_alerts(sink)  # before: none, the end's "no baseline" alone
+    assert bug.title == BUG_TITLE and bug.payload["type"] == "warning", bug.payload
+    # all its round's baseline runs (but one its round cut short under load: a timeout)
+    assert re.search(
+        r"(all \d+|\d+ of \d+) of the canary's baseline runs \(baseline_url\) of round \d+"
+        r" ended so, left out of the baseline",
+        bug.message,
+    ), bug.message
+    assert "KeyError" in bug.message and "flaky_check.py:" in bug.message, bug.message
+    assert "a canary's baseline runs: against a smaller baseline" in bug.message, bug.message
+    assert PLUGIN_SECRET not in bug.message

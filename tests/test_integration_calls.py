@@ -283,3 +283,58 @@ async def test_a_2xx_cut_short_is_taken_not_sent_again(monkeypatch: pytest.Monke
         )
         assert (result.ok, result.status, result.attempts, result.data) == (True, 200, 1, None)
         assert (len(vercel.seen("approve-stage")), len(vercel.approvals)) == (1, 1)
+
+
+@pytest.mark.parametrize("kind", ["cut_short", "cut_short:chunked"])
+async def test_a_read_whose_2xx_is_cut_short_is_asked_again(
+    monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """A GET is a read: its 2xx cut short (fewer bytes than its Content-Length, then the
+    connection closed) is asked again, as a provider's query is, where it was taken as an
+    answer with no data (`ok`, `data` None): the Rolling Release read before an approval
+    said "no rolling release" and the approval was skipped, a status list said "none
+    posted". Cut short on every attempt: not `ok`, given up (tried again later), the
+    error naming the cut."""
+    from tests.fakes.vercel import OLD, PROJECT, FakeVercel
+
+    waits_asked_for(monkeypatch, jitter=0.0)
+    async with FakeVercel(token="v") as vercel, aiohttp.ClientSession() as session:
+        vercel.start_rolling_release(PROJECT, OLD)
+        url = f"{vercel.url}/v1/projects/{PROJECT}/rolling-release"
+        vercel.fail(kind, times=1)
+        result = await call(session, "GET", url, headers={"Authorization": "Bearer v"})
+        assert (result.ok, result.status, result.attempts) == (True, 200, 2)
+        assert result.data["rollingRelease"]["canaryDeployment"] == {"id": OLD}
+        assert len(vercel.seen("/rolling-release")) == 2
+        vercel.fail(kind)  # every attempt
+        result = await call(session, "GET", url, headers={"Authorization": "Bearer v"})
+        assert (result.ok, result.status, result.attempts, result.gave_up) == (False, 200, 4, True)
+        assert result.data is None
+        assert (result.error or "").startswith("HTTP 200: (its body could not be read: ")
+        assert len(vercel.seen("/rolling-release")) == 6
+
+
+async def test_a_read_whose_2xx_does_not_decode_is_not_ok_and_not_asked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A GET's 2xx that came whole and does not decode (a proxy's mangling) lies again if
+    asked again: not retried, and not `ok` either, where it was an answer with no data
+    (a status list read as empty, a Rolling Release as none)."""
+    from tests.fakes.vercel import OLD, PROJECT, FakeVercel
+
+    waits_asked_for(monkeypatch, jitter=0.0)
+    async with FakeVercel(token="v") as vercel, aiohttp.ClientSession() as session:
+        vercel.start_rolling_release(PROJECT, OLD)
+        vercel.fail("undecodable", times=1)
+        url = f"{vercel.url}/v1/projects/{PROJECT}/rolling-release"
+        result = await call(session, "GET", url, headers={"Authorization": "Bearer v"})
+        assert (result.ok, result.status, result.attempts, result.gave_up) == (
+            False,
+            200,
+            1,
+            False,
+        )
+        assert result.error == (
+            "HTTP 200: (its body could not be read: Can not decode content-encoding: gzip)"
+        )
+        assert len(vercel.seen("/rolling-release")) == 1

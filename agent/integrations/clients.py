@@ -3,7 +3,8 @@ protection-rule answers, Rolling Releases approvals, `rollback.then` follow-ups.
 
 Each call is retried a few times on 408/429/5xx/timeouts (honouring `Retry-After`), a
 status outside HTTP's 100-599 as a 5xx (RFC 9110 §15); a 4xx that will not change is
-returned at once. Never raises except CancelledError;
+returned at once. A read (GET) whose 2xx body was cut short is asked again, as a
+provider's query is; a call that acts (POST) is not. Never raises except CancelledError;
 tokens never appear in the errors it returns.
 """
 
@@ -53,6 +54,8 @@ class CallResult:
 
 
 CALL_ATTEMPTS = 4
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
+"""Methods that act on nothing (RFC 9110 §9.2.1): their answer lost is asked again."""
 CALL_MAX_BACKOFF_S = 30.0
 
 
@@ -109,9 +112,9 @@ async def call(
                 allow_redirects=False,
             ) as response:
                 status = response.status
-                # a 2xx cut short is taken all the same (`data` None): the call was
-                # acted on, and sent again it would be acted on twice
-                raw, unread, _ = await read_answer(response, 1024 * 1024)
+                # a call's 2xx cut short is taken all the same (`data` None): it was
+                # acted on, and sent again it would be acted on twice; a read's is not
+                raw, unread, cut_short = await read_answer(response, 1024 * 1024)
                 # an HTTP-date is read against now (against 0 it was decades away: max_backoff)
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"), time.time())
         except TimeoutError:
@@ -121,25 +124,34 @@ async def call(
             status, error = None, redact(f"{type(exc).__name__}: {exc}")[:_SNIPPET]
             unanswered += 1
         else:
-            if 200 <= status < 300:
+            read = method.upper() in READS
+            if 200 <= status < 300 and unread and read:
+                # a read's 2xx whose body did not come is no answer (it was taken as one
+                # with no data: no rolling release, no status listed): cut short, asked
+                # again, as a provider's query; one that does not decode would lie again
+                error = redact(f"HTTP {status}: {unread}")
+                if not cut_short:
+                    return CallResult(False, status, error, None, attempt, unanswered=unanswered)
+            elif 200 <= status < 300:
                 try:
                     data = json.loads(raw) if raw.strip() else None
                 except ValueError:
                     data = None
                 return CallResult(True, status, None, data, attempt, unanswered=unanswered)
-            snippet = unread or " ".join(raw.decode("utf-8", "replace").split())[:_SNIPPET]
-            error = redact(f"HTTP {status}" + (f": {snippet}" if snippet else ""))
-            if not is_http_status(status):
-                error += NOT_AN_HTTP_STATUS
-            limited = (
-                rate_limit(status, response.headers, snippet, time.time())
-                if rate_limit is not None
-                else None
-            )
-            if limited is not None:
-                retry_after = limited
-            elif not worth_retrying(status):
-                return CallResult(False, status, error, None, attempt, unanswered=unanswered)
+            else:
+                snippet = unread or " ".join(raw.decode("utf-8", "replace").split())[:_SNIPPET]
+                error = redact(f"HTTP {status}" + (f": {snippet}" if snippet else ""))
+                if not is_http_status(status):
+                    error += NOT_AN_HTTP_STATUS
+                limited = (
+                    rate_limit(status, response.headers, snippet, time.time())
+                    if rate_limit is not None
+                    else None
+                )
+                if limited is not None:
+                    retry_after = limited
+                elif not worth_retrying(status):
+                    return CallResult(False, status, error, None, attempt, unanswered=unanswered)
         if attempt < attempts:
             delay = retry_after
             if delay is None:

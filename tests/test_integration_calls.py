@@ -338,3 +338,45 @@ async def test_a_read_whose_2xx_does_not_decode_is_not_ok_and_not_asked_again(
             "HTTP 200: (its body could not be read: Can not decode content-encoding: gzip)"
         )
         assert len(vercel.seen("/rolling-release")) == 1
+
+
+@pytest.mark.parametrize(
+    ("callback", "run"),
+    [
+        (
+            "https://api.github.com/repos/acme/web/actions/runs/1234/deployment_protection_rule",
+            "https://api.github.com/repos/acme/web/actions/runs/1234",
+        ),
+        (
+            "https://ghe.example/api/v3/repos/a/b/actions/runs/7/deployment_protection_rule",
+            "https://ghe.example/api/v3/repos/a/b/actions/runs/7",
+        ),
+        ("https://api.github.com/repos/acme/web/actions/runs/x/deployment_protection_rule", None),
+        ("https://api.github.com/repos/acme/web/actions/runs/1/other", None),
+    ],
+)
+def test_a_protection_rules_run_is_named_by_its_callback_url(
+    callback: str, run: str | None
+) -> None:
+    from agent.integrations.runs import run_url
+
+    assert run_url(callback) == run
+
+
+@pytest.mark.parametrize(
+    ("run", "expected"),
+    [
+        ({"status": "completed", "conclusion": "cancelled"}, True),
+        ({"status": "completed", "conclusion": "success"}, False),
+        ({"status": "waiting", "conclusion": None}, False),
+        ({"status": "in_progress"}, False),
+        (None, False),
+        (["completed", "cancelled"], False),
+    ],
+)
+def test_only_a_completed_cancelled_run_is_one_nothing_waits_in(
+    run: object, expected: bool
+) -> None:
+    from agent.integrations.runs import cancelled
+
+    assert cancelled(run) is expected

@@ -28,6 +28,7 @@ from agent.api.models import deploy_path
 from agent.appkeys import WindowEvents
 from agent.integrations.clients import CallResult, call, call_worst_case_s
 from agent.integrations.events import Gate
+from agent.integrations.runs import run_was_cancelled
 from agent.integrations.targets import (
     GITHUB_HEADERS,
     github_rate_limit_wait,
@@ -1433,8 +1434,24 @@ class Integrations:
             )
             return
         outcome = f"HTTP {result.status}" if result.ok else (result.error or "failed")
+        cancelled, found = False, ""
+        if not result.ok and not again and result.status == 422:
+            # a 422 is also nothing left waiting: the run, read, tells a cancelled one
+            assert github.token is not None
+            cancelled, found = await run_was_cancelled(
+                self._client(),
+                gate.callback_url,
+                github.token.get_secret_value(),
+                timeout_s=github.timeout,
+                redact=self.redact,
+                leaving=self._leaving,
+            )
         if result.ok:
             self._count("github:gate", "sent")
+        elif cancelled:
+            # no page: nothing is left to protect, and nobody to answer by hand
+            outcome = f"{outcome} ({found})"
+            log.info("%s: GitHub refused the answer, %s", asked, outcome)
         elif again and result.status == 422:
             # nothing waits for an answer: the earlier claimer's was taken, and it died (a
             # kill -9) or was stopped before recording it; paged NOT answered, on-call
@@ -1452,6 +1469,7 @@ class Integrations:
                     " (a 422 also when nothing waits any more: the run cancelled, or answered"
                     " by hand; if its Review deployments shows no request, nothing is left)"
                 )
+                why += f" ({found})" if found else ""
             await self._gate_given_up(gate, window, answer, why)
         named_for_a_stop(
             f"the record of the answer to the {asked} (GitHub answered: held until the"

@@ -55,6 +55,10 @@ class FakeGitHub(FakeServer):
         runs a test asked through `ask_gate`: GitHub refuses an answer where none waits
         (422; its wording unconfirmed). A run never asked so takes any answer."""
         self.runs: list[dict[str, Any]] = []
+        self.gated_runs: dict[str, dict[str, Any]] = {}
+        """run id → the run `GET /repos/{owner}/{repo}/actions/runs/{run_id}` answers (its
+        `status`, `conclusion`), for the runs a test asked through `ask_gate`: `waiting`
+        until `cancel_run`. Any other run is 404."""
         self.commit_statuses: list[dict[str, Any]] = []
         self.commits = {COMMIT}
         """Full SHAs the commits endpoint knows (a commit status takes any full SHA)."""
@@ -102,6 +106,7 @@ class FakeGitHub(FakeServer):
             "/repos/{owner}/{repo}/actions/runs/{run}/deployment_protection_rule", self.gate
         )
         app.router.add_get("/repos/{owner}/{repo}/actions/workflows/{workflow}/runs", self.runs_of)
+        app.router.add_get("/repos/{owner}/{repo}/actions/runs/{run}", self.run)
         app.router.add_post("/repos/{owner}/{repo}/statuses/{sha}", self.commit_status)
         app.router.add_get("/repos/{owner}/{repo}/commits/{ref}", self.commit)
         app.router.add_get(
@@ -122,6 +127,9 @@ class FakeGitHub(FakeServer):
         webhook body, `protection_rule`): one more answer for the run is then taken."""
         waiting = (str(run_id), environment)
         self.waiting[waiting] = self.waiting.get(waiting, 0) + 1
+        self.gated_runs.setdefault(
+            str(run_id), {"id": run_id, "status": "waiting", "conclusion": None, "head_sha": sha}
+        )
         return protection_rule(
             self.url,
             sha=sha,
@@ -130,6 +138,14 @@ class FakeGitHub(FakeServer):
             deployment_id=deployment_id,
             created_at=created_at,
         )
+
+    def cancel_run(self, run_id: int) -> None:
+        """The run is cancelled (by hand, or by a newer run's concurrency group): its
+        deployment requests wait no more, and an answer to them is refused (422)."""
+        for asked in self.waiting:
+            if asked[0] == str(run_id):
+                self.waiting[asked] = 0
+        self.gated_runs[str(run_id)].update(status="completed", conclusion="cancelled")
 
     async def _control_gate_answers(self, request: web.Request) -> web.Response:
         """As its own process (the kill -9 trials): every gate answer taken, repeats included."""
@@ -271,6 +287,16 @@ class FakeGitHub(FakeServer):
             if r["workflow"] == request.match_info["workflow"] and event in (None, r["event"])
         ]
         return web.json_response({"total_count": len(runs), "workflow_runs": runs})
+
+    async def run(self, request: web.Request) -> web.Response:
+        """`GET /repos/{owner}/{repo}/actions/runs/{run_id}` ("Get a workflow run")."""
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        run = self.gated_runs.get(request.match_info["run"])
+        if run is None:
+            return _message(404, "Not Found")
+        return web.json_response(run)
 
     async def gate(self, request: web.Request) -> web.Response:
         denied = self._denied(request)

@@ -1,0 +1,90 @@
+"""A protection rule's first answer GitHub refuses with a 422, through the real daemon and
+the fake GitHub: a 422 is also a run with nothing left waiting. The run is read (`GET
+/repos/{owner}/{repo}/actions/runs/{run_id}`): cancelled, nothing is left to protect and
+nobody is paged, where on-call was paged 'NOT answered, answer it by hand' for a run
+nobody could answer any more; a run still waiting, or a refused token (401), still pages."""
+
+from __future__ import annotations
+
+import asyncio
+
+from agent.appkeys import STORE
+from tests.e2e.integrations_support import GATE_PATH
+from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
+    eventually,
+    fake_github,
+    fake_vercel,
+    github_hook,
+    start_agent,
+)
+from tests.e2e.test_integrations_gate_replay_e2e import eventually_async
+from tests.e2e.test_integrations_given_up_e2e import (  # noqa: F401 (fixtures)
+    Refusing,
+    failed_calls,
+    given_up,
+    refusing,
+    told_once,
+)
+from tests.receivers import JsonSink
+
+
+async def test_a_422_to_the_answer_of_a_cancelled_run_pages_no_one(
+    refusing: Refusing,  # noqa: F811
+    json_sink: JsonSink,
+) -> None:
+    agent = await refusing.alerting(json_sink, staging_window="1500ms")
+    good = "b" * 40
+    staging = await agent.register("staging", good)
+    rule = refusing.github.ask_gate(sha=good, run_id=21)
+    status, answer = await github_hook(agent, "deployment_protection_rule", rule, "gate-21")
+    assert status == 202, answer
+    refusing.github.cancel_run(21)  # by hand, while staging is watched
+    assert (await agent.settled(staging["id"]))["state"] == "passed"
+    await eventually_async(agent.app[STORE].pending_gates, [], within=15)
+    await asyncio.sleep(1.0)  # a page would be out by now
+    assert given_up(json_sink) == []
+    assert await failed_calls(agent, "github") == 0
+    # counted at the fake: the answer once (refused), then the run read once
+    assert len(refusing.github.seen(GATE_PATH)) == 1
+    assert refusing.github.gate_answers == []
+    reads = refusing.github.seen("/actions/runs/21")
+    assert [(r.method, r.path) for r in reads] == [
+        ("POST", "/repos/acme/web/actions/runs/21/deployment_protection_rule"),
+        ("GET", "/repos/acme/web/actions/runs/21"),
+    ]
+
+
+async def test_a_422_to_the_answer_of_a_run_still_waiting_pages_and_says_so(
+    refusing: Refusing,  # noqa: F811
+    json_sink: JsonSink,
+) -> None:
+    agent = await refusing.alerting(json_sink, staging_window="1500ms")
+    good = "b" * 40
+    staging = await agent.register("staging", good)
+    refusing.github.fail("422", match="deployment_protection_rule")
+    rule = refusing.github.ask_gate(sha=good, run_id=22)
+    assert (await github_hook(agent, "deployment_protection_rule", rule, "gate-22"))[0] == 202
+    await agent.settled(staging["id"])
+    told = await told_once(json_sink)
+    assert "protection rule NOT answered, answer it by hand" in told.title
+    assert "HTTP 422" in told.message and "its run is waiting" in told.message
+    assert await failed_calls(agent, "github") == 1
+    assert len([r for r in refusing.github.seen("/actions/runs/22") if r.method == "GET"]) == 1
+
+
+async def test_a_refused_token_pages_without_reading_the_run(
+    refusing: Refusing,  # noqa: F811
+    json_sink: JsonSink,
+) -> None:
+    agent = await refusing.alerting(json_sink, staging_window="1500ms")
+    good = "b" * 40
+    staging = await agent.register("staging", good)
+    refusing.github.fail("401", match="deployment_protection_rule")
+    rule = refusing.github.ask_gate(sha=good, run_id=23)
+    assert (await github_hook(agent, "deployment_protection_rule", rule, "gate-23"))[0] == 202
+    await agent.settled(staging["id"])
+    told = await told_once(json_sink)
+    assert "protection rule NOT answered, answer it by hand" in told.title
+    assert "HTTP 401" in told.message
+    assert await failed_calls(agent, "github") == 1
+    assert [r.method for r in refusing.github.seen("/actions/runs/23")] == ["POST"]

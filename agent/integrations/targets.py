@@ -25,6 +25,7 @@ import aiohttp
 
 from agent.integrations.clients import call
 from agent.records import RollbackIntent
+from common.answers import read_answer
 from common.retry_after import retry_after_seconds
 
 if TYPE_CHECKING:
@@ -403,18 +404,10 @@ class RollbackTargets:
         url = vercel_url(
             vercel.api_url, f"/v9/projects/{quote(source.project, safe='')}", vercel.team_id
         )
-        try:
-            async with session.get(
-                url,
-                headers={"Authorization": f"Bearer {vercel.token.get_secret_value()}"},
-                timeout=aiohttp.ClientTimeout(total=rollback.timeout),
-            ) as response:
-                if response.status != 200:
-                    return False
-                project = await response.json(content_type=None)
-        except Exception as exc:  # any doubt: deliver as usual
-            log.warning("could not ask Vercel whether the rollback took effect: %s", type(exc))
-            return False
+        headers = {"Authorization": f"Bearer {vercel.token.get_secret_value()}"}
+        project = await _looked_at(
+            session, url, headers, rollback.timeout, "Vercel whether the rollback took effect"
+        )
         targets = project.get("targets") if isinstance(project, dict) else None
         production = targets.get("production") if isinstance(targets, dict) else None
         current = production.get("id") if isinstance(production, dict) else None
@@ -438,18 +431,50 @@ class RollbackTargets:
             f"{workflow}/runs?event=workflow_dispatch&per_page=100"
         )
         headers = {**GITHUB_HEADERS, "Authorization": f"Bearer {github.token.get_secret_value()}"}
-        try:
-            async with session.get(
-                url, headers=headers, timeout=aiohttp.ClientTimeout(total=rollback.timeout)
-            ) as response:
-                if response.status != 200:
-                    return False
-                data = await response.json(content_type=None)
-        except Exception as exc:  # any doubt: deliver as usual
-            log.warning("could not ask GitHub whether the rollback ran: %s", type(exc))
-            return False
+        data = await _looked_at(
+            session, url, headers, rollback.timeout, "GitHub whether the rollback ran"
+        )
         runs = data.get("workflow_runs") if isinstance(data, dict) else None
         return any(
             isinstance(run, dict) and intent.window_id in str(run.get("display_title", ""))
             for run in runs or []
         )
+
+
+LOOKS = 2
+"""How many times `already_done` asks when an answer's 200 is cut short."""
+
+
+async def _looked_at(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str], timeout_s: float, what: str
+) -> Any:
+    """The JSON of a 200 to `GET url`, or None (any doubt: the rollback is delivered as
+    usual), the doubt logged. A body cut short (the connection dropped mid-body) is asked
+    again at once, `LOOKS` times in all: a read, and read as "not taken" it sent the
+    rollback a second time, where its answer was all that was lost."""
+    why = ""
+    for _ in range(LOOKS):
+        try:
+            async with session.get(
+                url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as response:
+                if response.status != 200:
+                    why = f"HTTP {response.status}"
+                    break
+                read = await read_answer(response, 1024 * 1024)
+        except Exception as exc:  # any doubt: deliver as usual
+            why = f"{type(exc).__name__}: {exc}"[:200]
+            break
+        if read.cut_short:
+            why = f"HTTP 200 {read.unread}"
+            continue
+        if read.unread:
+            why = f"HTTP 200 {read.unread}"
+            break
+        try:
+            return json.loads(read.body)
+        except ValueError:
+            why = "HTTP 200, its body not JSON"
+            break
+    log.warning("could not ask %s (%s): delivered as usual", what, why)
+    return None

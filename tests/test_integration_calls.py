@@ -380,3 +380,56 @@ def test_only_a_completed_cancelled_run_is_one_nothing_waits_in(
     from agent.integrations.runs import cancelled
 
     assert cancelled(run) is expected
+
+
+def virtual_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """`clients.call`'s waits, not waited: each moves a virtual clock (`[0]`) on, which a
+    fake reads to tell how far into its rate limit a request comes."""
+    now = [0.0]
+
+    async def sleep(delay: float) -> None:
+        now[0] += delay
+
+    fake = {**{name: getattr(asyncio, name) for name in asyncio.__all__}, "sleep": sleep}
+    monkeypatch.setattr(clients, "asyncio", types.SimpleNamespace(**fake))
+    monkeypatch.setattr(clients, "random", types.SimpleNamespace(random=lambda: 0.0))
+    return now
+
+
+@pytest.mark.parametrize(
+    ("limited_for", "requests", "ok"),
+    [(45.0, [0.0, 45.0], True), (200.0, [0.0], False)],
+)
+async def test_a_rate_limit_longer_than_one_wait_is_waited_out_not_asked_inside(
+    monkeypatch: pytest.MonkeyPatch, limited_for: float, requests: list[float], ok: bool
+) -> None:
+    """A 429 whose `Retry-After` asks for longer than `max_backoff` (30 s): the call waited
+    30 s and asked again inside the limit (GitHub: an integration that goes on asking
+    while limited may be banned), three times, before it gave up. It waits the time asked
+    (the waits it spans spent from its budget, so a call lasts no longer than before),
+    or, past its budget, gives up at once, saying so: its caller tries again later."""
+    now = virtual_clock(monkeypatch)
+    seen: list[float] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(now[0])
+        if now[0] < limited_for:
+            left = str(round(limited_for - now[0]))
+            return web.json_response(
+                {"message": "slow down"}, status=429, headers={"Retry-After": left}
+            )
+        return web.json_response({"id": 1}, status=201)
+
+    app = web.Application()
+    app.router.add_post("/statuses", handler)
+    async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession() as session:
+        result = await call(
+            session, "POST", str(server.make_url("/statuses")), headers={}, body=b"{}"
+        )
+    assert seen == requests
+    assert (result.ok, result.attempts) == (ok, len(requests))
+    if not ok:
+        assert result.gave_up and result.status == 429
+        assert (result.error or "").endswith("(asked to wait 200 s, past this call's retries)"), (
+            result.error
+        )

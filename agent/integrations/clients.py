@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -84,7 +85,9 @@ async def call(
 ) -> CallResult:
     """One logical call with bounded retries; the answer's JSON (if any) in `data`.
     `rate_limit` tells a provider's rate limit among its other answers (GitHub's are 403s
-    as often as 429s) and the wait it asks for: retried like a 429. `made_before`: the
+    as often as 429s) and the wait it asks for: retried like a 429. A wait asked for past
+    `max_backoff` is waited whole, spending the attempts it spans, or, past the attempts
+    left, ends the call (`gave_up`): never asked again inside it. `made_before`: the
     attempts earlier senders made (a follow-up handed back by a stop): the waits go on
     growing from there, where the next sender's began again at the first's. `leaving`
     (set by a stop): no attempt goes out once it is set, and a wait between two ends at
@@ -93,11 +96,13 @@ async def call(
     status: int | None = None
     error: str | None = None
     unanswered = 0
-    for attempt in range(1, attempts + 1):
+    attempt = 0  # requests sent
+    spent = 0  # of `attempts`: a request each, and the waits a long Retry-After spans
+    while spent < attempts:
         if leaving is not None and leaving.is_set():
-            return CallResult(
-                False, status, error, None, attempt - 1, left=True, unanswered=unanswered
-            )
+            return CallResult(False, status, error, None, attempt, left=True, unanswered=unanswered)
+        attempt += 1
+        spent += 1
         retry_after: float | None = None
         sent = dict(headers)
         if headers_per_attempt is not None:
@@ -152,10 +157,22 @@ async def call(
                     retry_after = limited
                 elif not worth_retrying(status):
                     return CallResult(False, status, error, None, attempt, unanswered=unanswered)
-        if attempt < attempts:
-            delay = retry_after
-            if delay is None:
-                delay = random.random() * backoff * 2 ** (made_before + attempt)
+        if spent < attempts:
+            if retry_after is None:
+                delay = min(max_backoff, random.random() * backoff * 2 ** (made_before + attempt))
+            elif retry_after <= max_backoff or max_backoff <= 0:  # 0: no waits at all
+                delay = min(retry_after, max_backoff)
+            else:
+                # asked for longer than one wait: not asked again inside it (GitHub may ban
+                # an integration that goes on while limited), where it was asked again
+                # after `max_backoff`; the waits it spans are spent, so the call lasts no
+                # longer than its worst case (`call_worst_case_s`)
+                spans = math.ceil(retry_after / max_backoff)
+                if spent + spans > attempts:
+                    error = f"{error} (asked to wait {retry_after:g} s, past this call's retries)"
+                    break
+                spent += spans - 1
+                delay = retry_after
             # this module's sleep, so a test that swaps it records the waits asked for
-            await sleep_unless(leaving, min(max_backoff, delay), sleep=asyncio.sleep)
-    return CallResult(False, status, error, None, attempts, gave_up=True, unanswered=unanswered)
+            await sleep_unless(leaving, delay, sleep=asyncio.sleep)
+    return CallResult(False, status, error, None, attempt, gave_up=True, unanswered=unanswered)

@@ -81,11 +81,17 @@ LOOK_S = 1.0
 answers at all, and again as long as it waits."""
 
 PROBE_S = 3.0
-"""How long a new connection may take to be answered before the server is taken as not
-answering (stopped, frozen, its host gone): the operations waiting on it end as an
-outage. Its pooled connections' sockets stay open then, so nothing else said so before
-the command timeout (30 s; 40 s with asyncpg's cancel, 10 s for a new connection),
-where an API request's 503 and a pipeline waited it out."""
+"""How long a new connection may take to be answered, of the time the agent's loop could
+wait (`LOOK_STEP_S`), before the server is taken as not answering (stopped, frozen, its
+host gone): the operations waiting on it end as an outage. Its pooled connections'
+sockets stay open then, so nothing else said so before the command timeout (30 s; 40 s
+with asyncpg's cancel, 10 s for a new connection), where an API request's 503 and a
+pipeline waited it out."""
+
+
+LOOK_STEP_S = 0.1
+"""The look's wait is counted in steps this long (`PostgresStore._connects`): a step the
+loop ran late, stalled, counts only its own length."""
 
 
 class ReplicaIdInUse(StoreError):
@@ -451,15 +457,51 @@ class PostgresStore(SqlStore):
 
     async def _look(self) -> bool:
         try:
-            conn = await asyncpg.connect(self.url, timeout=PROBE_S)
-        except (TimeoutError, OSError):
-            return False
-        except Exception:  # an answer all the same: a refusal, a bad login
-            return True
+            return await self._connects()
         finally:
             self._looked_at = asyncio.get_running_loop().time()
-        conn.terminate()
-        return True
+
+    async def _connects(self) -> bool:
+        """Whether a new connection is answered within `PROBE_S` of the time the agent's
+        loop could wait: counted a `LOOK_STEP_S` at a time, a step the loop ran late
+        counting only its own length. Why: counted on the loop's clock, a loop stalled
+        past `PROBE_S` as the look waited (a GC pause, a blocking callback, a busy host)
+        read the live server's answer too late, and the look called the server away: the
+        operation's connection cut, a 503 from a server that answered all along. A
+        connection attempt that timed out by its own clock (asyncpg's, `connect_timeout`,
+        after a longer stall) is made again while the look has time left."""
+        loop = asyncio.get_running_loop()
+        waited = 0.0
+        attempt: asyncio.Future[Any] | None = None
+        try:
+            while waited < PROBE_S:
+                if attempt is None:
+                    attempt = asyncio.ensure_future(
+                        asyncpg.connect(self.url, timeout=self.connect_timeout)
+                    )
+                step = min(LOOK_STEP_S, PROBE_S - waited)
+                began = loop.time()
+                await asyncio.wait({attempt}, timeout=step)
+                waited += min(loop.time() - began, step)
+                if not attempt.done():
+                    continue
+                done, attempt = attempt, None
+                try:
+                    done.result().terminate()
+                except TimeoutError:
+                    continue  # asyncpg's own clock, stalled past it: looked at again
+                except OSError:
+                    return False  # refused, unreachable: nothing answers
+                except Exception:  # an answer all the same: a refusal, a bad login
+                    return True
+                return True
+            return False
+        finally:
+            if attempt is not None:
+                attempt.cancel()
+                await asyncio.wait({attempt})
+                if not attempt.cancelled() and attempt.exception() is None:
+                    attempt.result().terminate()  # made as it was cut: not left open
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[Connection]:

@@ -65,6 +65,7 @@ from agent.windows.foresight import (
     policy_of,
 )
 from agent.windows.late import RoundTimer, RoundWaits, timed_wait
+from agent.windows.markers import mark_rollback, marker_claims, marking
 from agent.windows.no_data import EmptyAnswers
 from agent.windows.overload import DropTally
 from agent.windows.pace import SteadyClock
@@ -1415,14 +1416,12 @@ class WindowWatch:
                 intent.lease_owner, intent.lease_epoch = self.s.owner, 1
                 intent.lease_until = now + self.s.lease_s
         alert = self._failed_alert(verdict, intent)
+        claims = [alert_claim(alert, self.env.alerts.tags)]
+        markers = intent is not None and intent.state == "pending"
+        if markers:  # claimed with the end, as the alert and the intent: a kill loses none
+            claims += marker_claims(self.env, self.s.providers)
         ended = await self.s.store.finish_window(
-            self.window.id,
-            "failed",
-            verdict_json,
-            now,
-            intent,
-            self.fence,
-            alerts=[alert_claim(alert, self.env.alerts.tags)],
+            self.window.id, "failed", verdict_json, now, intent, self.fence, alerts=claims
         )
         if not ended:
             return
@@ -1432,9 +1431,9 @@ class WindowWatch:
             self.s.metrics.windows_total.labels(self.window.environment, "failed").inc()
             return
         self.s.spawn(deliver_rollback(self.window, intent, self.env, self.s))
-        for name, provider in self.s.providers.items():
-            if any(r.source == name for r in self.rules):
-                self.s.spawn(self._mark(name, provider, "rollback"))
+        for name in marking(self.env, self.s.providers):
+            marked = mark_rollback(self.window, self.env, self.s, name, lapsed_before=now + 1.0)
+            self.s.spawn(marked)
 
     def _failed_alert(self, verdict: Verdict, intent: RollbackIntent | None) -> Alert:
         """What a failed verdict tells on-call: the rollback requested, or why none is."""

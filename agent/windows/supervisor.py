@@ -35,6 +35,7 @@ from agent.windows.lifecycle import (
     deliver_rollback,
     give_up_unconfigured,
 )
+from agent.windows.markers import resume_markers
 from agent.windows.probing import BackgroundProber, EnvironmentProbe
 from checks.sessions import TargetSessions
 from common.redaction import Redactor
@@ -146,6 +147,8 @@ class Watcher:
         """When the store's clock was last read (monotonic: see `_follow_store_clock`)."""
         self.resuming: set[str] = set()
         """Rollbacks this process took over and is sending."""
+        self.marking: set[tuple[str, str]] = set()
+        """Rollback markers (window, provider) this process took over and is writing."""
         self.next_lapse = math.inf
         """When the soonest lease on a pending rollback lapses, as this turn's sweep read
         it: the loop's next turn comes no later (`_turn_wait`)."""
@@ -208,6 +211,7 @@ class Watcher:
                             log,
                             "resuming this replica's rollbacks at startup",
                         )
+                        await self._resume_markers(startup=True)
                         started = True
                     self.next_lapse = math.inf  # a turn that fails waits a whole poll
                     await self._claim()
@@ -215,6 +219,7 @@ class Watcher:
                     # again, and an idle agent's outage within a turn (`store_up`)
                     self.metrics.store_up.set(1)
                     await self._resume_rollbacks(startup=False)
+                    await self._resume_markers(startup=False)
                     outage.answered()
                     self._watches_answered()
                 except asyncio.CancelledError:
@@ -570,6 +575,14 @@ class Watcher:
             self.resuming.add(window.id)
             task = self.services.spawn(deliver_rollback(window, intent, env, self.services))
             task.add_done_callback(functools.partial(self._resumed, window.id))
+
+    async def _resume_markers(self, *, startup: bool) -> None:
+        """Rollback markers claimed with a window's end and left unwritten by a sender that
+        died (`agent.windows.markers`); at startup also this replica's own at once."""
+        owner = self.services.owner if startup else None
+        await resume_markers(
+            self.services, self.settings, self.services.spawn, self.marking, owner=owner
+        )
 
     def _resumed(self, window_id: str, _: asyncio.Task[Any]) -> None:
         self.resuming.discard(window_id)

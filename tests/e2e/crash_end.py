@@ -1,0 +1,318 @@
+"""kill -9 the instant a window's end is stored, then restart: what the end spawns, counted
+at its receivers (contract §3, §4, §7).
+
+A window's end is one store write (`Store.finish_window`) and then what it calls for: the
+end alert, the final round's alerts (breach, resolve, provider_unreachable, check_bug),
+the rollback, a provider's rollback marker (Sentry's deploy of the previous release),
+GitHub's deployment and commit statuses. The agent (`postflight run`) is killed with
+SIGKILL right after that write commits, by a hook of its own process (`sitecustomize`
+here, on its `PYTHONPATH`: a kill placed from outside lands before or after the instant,
+never at it), then restarted on the same store. Each receiver is a process (or a thread
+of the test) that outlives the agent and counts what it took, repeats included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.crash import (
+    ROOT,
+    TOKEN,
+    _wait_ready,
+    free_port,
+    read_attempts,
+    request_json,
+    start_fake,
+    store_rows,
+)
+from tests.fakes import github as gh
+
+KILL_AFTER_END = "POSTFLIGHT_TEST_KILL_AFTER_END"
+"""The agent's environment: a path; the first agent to store a window's end creates it
+and is killed there (a restart, which finds it, is not)."""
+
+SITECUSTOMIZE = f'''\
+import os
+
+_MARK = os.environ.get("{KILL_AFTER_END}")
+if _MARK:
+    import signal
+
+    from agent.store.sql import SqlStore
+
+    _finish = SqlStore.finish_window
+
+    async def _killed_after(self, *args, **kwargs):
+        ended = await _finish(self, *args, **kwargs)
+        if ended and not os.path.exists(_MARK):
+            open(_MARK, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return ended
+
+    SqlStore.finish_window = _killed_after
+'''
+
+SECRET = "crash-end-rollback-secret"
+SENTRY_TOKEN = "crash-end-sentry-token"
+GH_TOKEN = "crash-end-github-token"
+PREVIOUS, VERSION = "v1.0.0", "v1.0.1"
+
+
+def _env(hook: Path, mark: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(hook), env.get("PYTHONPATH", "")])
+    env[KILL_AFTER_END] = str(mark)
+    env.pop("SENTRY_DSN", None)
+    env.pop("NEW_RELIC_LICENSE_KEY", None)
+    return env
+
+
+def start_agent(workdir: Path, config: Path, port: int) -> subprocess.Popen[bytes]:
+    """`postflight run`, killed by its own hook the first time a window's end is stored."""
+    hook = workdir / "hook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    with (workdir / "agent.log").open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "--log-format", "json", "run", "--config", str(config)],
+            cwd=ROOT,
+            env=_env(hook, workdir / "killed"),
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        _wait_ready(port, proc, 120.0)
+    except BaseException:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        raise
+    return proc
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def _post(url: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read() or b"null")
+
+
+def _process(args: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *args], cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    try:
+        return proc, str(json.loads(proc.stdout.readline())["url"])
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+@dataclass
+class EndTrial:
+    """What each receiver took, repeats included, once the restarted agent settled."""
+
+    killed: bool
+    """Whether the first agent was killed at its window's end (else the trial says nothing)."""
+    state: str
+    alerts: list[str]
+    """The alert sink's titles."""
+    rollbacks_acted_on: int
+    rollback_requests: int
+    rollback_markers: int
+    """Sentry deploys of the previous release: the rollback's marker."""
+    deployment_statuses: list[str]
+    commit_statuses: list[str]
+
+    def count(self, text: str) -> int:
+        return sum(1 for title in self.alerts if text in title)
+
+
+def write_config(
+    workdir: Path, agent_port: int, *, sink: str, receiver: str, sentry: str, github: str
+) -> Path:
+    """A deploy that fails at its first round (nothing listens at its target), with a
+    rollback webhook, Sentry markers and a Sentry rule whose reads Sentry fails (a
+    `provider_unreachable` of that round), GitHub deployment and commit statuses."""
+    text = f"""\
+server:
+  listen: 127.0.0.1:{agent_port}
+  api_tokens: [{TOKEN}]
+store:
+  url: sqlite:///{workdir / "postflight.db"}
+alerting:
+  timeout: 1s
+  channels:
+    - {{url: "{sink}", tags: [oncall]}}
+providers:
+  sentry:
+    base_url: {sentry}
+    org: acme
+    token: {SENTRY_TOKEN}
+    timeout: 1s
+    request_timeout: 500ms
+    max_attempts: 1
+    markers: true
+integrations:
+  github: {{api_url: "{github}", token: {GH_TOKEN}}}
+environments:
+  production:
+    base_url: http://127.0.0.1:{free_port()}
+    window: 60s
+    interval: 500ms
+    probes_per_round: 3
+    checks:
+      - {{name: api-health, type: http, path: /health, timeout: 200ms}}
+    analysis: {{policy: threshold, failure_limit: 1}}
+    baseline:
+      sentry: {{project: web, environment: production}}
+    rules:
+      - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
+      - {{name: sentry-errors, source: sentry, metric: error_rate, max: 0.5}}
+    sources:
+      github: {{repository: {gh.REPOSITORY}, environment: Production, commit_status: true}}
+    rollback:
+      url: {receiver}
+      secret: {SECRET}
+      backoff: 50ms
+      max_backoff: 200ms
+    alerts:
+      tags: [oncall]
+"""
+    path = workdir / "postflight.yaml"
+    path.write_text(text)
+    return path
+
+
+def _wait(done: Callable[[], bool], within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if done():
+            return True
+        time.sleep(0.1)
+    return done()
+
+
+def run_end_trial(workdir: Path) -> EndTrial:
+    workdir.mkdir(parents=True, exist_ok=True)
+    sink_log, receiver_log = workdir / "sink.jsonl", workdir / "receiver.jsonl"
+    helpers: list[subprocess.Popen[bytes]] = []
+    agent: subprocess.Popen[bytes] | None = None
+    try:
+        sink, sink_url = _process(["tests.receivers", "json", "--log", str(sink_log)])
+        helpers.append(sink)
+        receiver, receiver_url = _process(
+            ["tests.receivers", "rollback", "--secret", SECRET, "--log", str(receiver_log)]
+        )
+        helpers.append(receiver)
+        sentry, sentry_url = start_fake("tests.fakes.sentry", SENTRY_TOKEN)
+        helpers.append(sentry)
+        github, github_url = start_fake("tests.fakes.github", GH_TOKEN)
+        helpers.append(github)
+        # Sentry's reads fail (its markers are written): the round's provider_unreachable
+        _post(f"{sentry_url}/_fake/fail", {"kind": "500", "match": "/events"})
+        port = free_port()
+        config = write_config(
+            workdir,
+            port,
+            sink=sink_url.replace("http://", "json://", 1),
+            receiver=receiver_url,
+            sentry=sentry_url,
+            github=github_url,
+        )
+        agent = start_agent(workdir, config, port)
+        deploy = request_json(
+            "POST",
+            f"http://127.0.0.1:{port}/v1/deploys",
+            {
+                "environment": "production",
+                "version": VERSION,
+                "previous_version": PREVIOUS,
+                "commit": gh.COMMIT,
+                "labels": {
+                    "github.repository": gh.REPOSITORY,
+                    "github.deployment": str(gh.DEPLOYMENT_ID),
+                },
+            },
+        )
+        agent.wait(timeout=60)  # killed by its hook at the window's end
+        killed = (workdir / "killed").exists()
+        agent = start_agent(workdir, config, port)
+        url = f"http://127.0.0.1:{port}/v1/deploys/{deploy['id']}"
+
+        def settled() -> bool:
+            state = request_json("GET", url)
+            alerts = store_rows(
+                workdir, "SELECT result, retry_at FROM alerts WHERE window_id = ?", deploy["id"]
+            )
+            return (
+                state["state"] != "watching"
+                and (state.get("rollback") or {}).get("state") != "pending"
+                and all(result != "claimed" and retry is None for result, retry in alerts)
+            )
+
+        _wait(settled, 60)
+        time.sleep(2.0)  # what a scan would still send, sent
+        state = request_json("GET", url)["state"]
+        requests = _get(f"{sentry_url}/_fake/requests")
+        markers = [
+            r
+            for r in requests
+            if r.get("method") == "POST" and f"/releases/{PREVIOUS}/deploys/" in r.get("path", "")
+        ]
+        gh_requests = _get(f"{github_url}/_fake/requests")
+        attempts = read_attempts(receiver_log)
+        return EndTrial(
+            killed=killed,
+            state=state,
+            alerts=[
+                str((line.get("payload") or {}).get("title", ""))
+                for line in read_attempts(sink_log)
+            ],
+            rollbacks_acted_on=sum(
+                1 for a in attempts if a.get("accepted") and not a.get("duplicate")
+            ),
+            rollback_requests=len(attempts),
+            rollback_markers=len(markers),
+            deployment_statuses=[
+                str((r.get("body") or {}).get("state"))
+                for r in gh_requests
+                if r.get("method") == "POST" and "/deployments/" in r.get("path", "")
+            ],
+            commit_statuses=[
+                str((r.get("body") or {}).get("state"))
+                for r in gh_requests
+                if r.get("method") == "POST"
+                and "/statuses/" in r.get("path", "")
+                and "/deployments/" not in r.get("path", "")
+            ],
+        )
+    finally:
+        if agent is not None and agent.poll() is None:
+            agent.send_signal(signal.SIGKILL)
+            agent.wait()
+        for helper in helpers:
+            helper.send_signal(signal.SIGTERM)
+            try:
+                helper.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                helper.kill()
+                helper.wait()

@@ -1,0 +1,29 @@
+"""kill -9 the instant a window's end is stored, then restart: every effect the end
+calls for reaches its receiver, once (at most the documented duplicate). The trial:
+`tests/e2e/crash_end.py`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.crash_end import run_end_trial
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+
+def test_a_kill_at_a_failed_windows_end_loses_nothing_it_called_for(tmp_path: Path) -> None:
+    trial = run_end_trial(tmp_path)
+    assert trial.killed, "the agent was not killed at the window's end"
+    assert trial.state == "rolled_back", trial
+    assert trial.rollbacks_acted_on == 1, trial
+    # the end alert: claimed with the end (contract §4: at most once more after a kill)
+    assert 1 <= trial.count("rollback requested") <= 2, trial.alerts
+    # the final round's breach; Sentry's outage (its reads fail from the start)
+    assert 1 <= trial.count("breached") <= 2, trial.alerts
+    assert 1 <= trial.count("unreachable") <= 2, trial.alerts
+    # Sentry's marker of the rollback (README: "and, if it happens, the rollback")
+    assert 1 <= trial.rollback_markers <= 2, trial
+    assert trial.deployment_statuses.count("failure") == 1, trial
+    assert trial.commit_statuses.count("failure") == 1, trial

@@ -1,0 +1,114 @@
+"""A rollback's provider markers are claimed with the window's end
+(`agent.windows.markers`): a sender that died before writing one leaves its claim, which
+a replica takes over once the store lease lapses, or the same replica's next start at
+once; a marker written is never written again. The process test is
+`tests/e2e/test_crash_end.py`."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any, Literal
+
+from agent.metrics import Metrics
+from agent.providers.base import DeployScope
+from agent.rollback.contract import rollback_intent
+from agent.settings import EnvironmentSettings
+from agent.store.sqlite import SqliteStore
+from agent.windows.alert_once import WindowAlerts
+from agent.windows.markers import marker_key, resume_markers
+from alerting.notifier import Notifier
+from tests.rollback.support import BREACH, REQUESTED_AT, make_window
+
+LEASE_S = 30.0
+
+
+class MarkingProvider:
+    """A provider whose markers are counted (its reads are never made here)."""
+
+    name = "sentry"
+
+    def __init__(self) -> None:
+        self.marked: list[tuple[str, str | None, str]] = []
+
+    async def mark(self, scope: DeployScope, event: Literal["deploy", "rollback"]) -> None:
+        self.marked.append((scope.deploy_id, scope.previous_version, event))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = REQUESTED_AT
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def services(store: SqliteStore, provider: MarkingProvider, owner: str, clock: Clock) -> Any:
+    notifier = Notifier([], timeout=1.0, redact=str, metrics=Metrics())
+    return SimpleNamespace(
+        store=store,
+        alerts=WindowAlerts(store, notifier, clock=clock),
+        providers={"sentry": provider},
+        owner=owner,
+        lease_s=LEASE_S,
+        clock=clock,
+    )
+
+
+async def ended_with_a_marker_owed(store: SqliteStore, owner: str) -> None:
+    """A failed window's end as `WindowWatch._fail` stores it: the intent, leased to
+    `owner`, and the marker's claim; its sender then killed."""
+    window = make_window()
+    await store.create_window(window)
+    intent = rollback_intent(window, "probe-errors failed", [BREACH], REQUESTED_AT)
+    intent.lease_owner, intent.lease_epoch = owner, 1
+    intent.lease_until = REQUESTED_AT + LEASE_S
+    claims = [SimpleNamespace(event=marker_key("sentry"), payload=None)]
+    assert await store.finish_window(
+        window.id, "failed", None, REQUESTED_AT, rollback=intent, alerts=claims
+    )
+
+
+async def resumed(s: Any, *, owner: str | None = None) -> None:
+    tasks: list[asyncio.Task[Any]] = []
+
+    def spawn(coro: Any) -> asyncio.Task[Any]:
+        tasks.append(asyncio.create_task(coro))
+        return tasks[-1]
+
+    settings = SimpleNamespace(
+        environments={"production": EnvironmentSettings(base_url="http://127.0.0.1:9")}
+    )
+    await resume_markers(s, settings, spawn, set(), owner=owner)
+    await asyncio.gather(*tasks)
+
+
+async def test_a_replica_takes_a_dead_senders_marker_over_once_its_lease_lapsed(
+    store: SqliteStore,
+) -> None:
+    await ended_with_a_marker_owed(store, "a")
+    provider, clock = MarkingProvider(), Clock()
+    b = services(store, provider, "b", clock)
+    clock.now += LEASE_S / 2
+    await resumed(b)
+    assert provider.marked == []  # its sender may still be writing it
+    clock.now += LEASE_S
+    await resumed(b)
+    assert provider.marked == [("dep_01JDTEST", "v2.4.0", "rollback")]
+    clock.now += LEASE_S * 2
+    await resumed(b)  # written: its claim has an outcome
+    assert len(provider.marked) == 1
+    assert (await store.alert_events("dep_01JDTEST"))[marker_key("sentry")] == "sent"
+
+
+async def test_the_restarted_sender_writes_its_own_marker_at_once(store: SqliteStore) -> None:
+    await ended_with_a_marker_owed(store, "a")
+    provider, clock = MarkingProvider(), Clock()
+    again = services(store, provider, "a", clock)
+    clock.now += 1.0
+    await resumed(again, owner="b")  # another replica's start: not its rollback
+    assert provider.marked == []
+    await resumed(again, owner="a")
+    assert provider.marked == [("dep_01JDTEST", "v2.4.0", "rollback")]
+    await resumed(again, owner="a")
+    assert len(provider.marked) == 1

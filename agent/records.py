@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -180,6 +180,15 @@ class WindowCreated:
     joined: bool = False
     """Nothing was opened: a window of the same provider deployment is still watched
     (`agent.store.base.SameDeployment`)."""
+    superseded_by: DeployWindow | None = None
+    """The environment's watching window deployed later than this one, and already live:
+    this one (a late or retried registration) was inserted `superseded` at once, for
+    what serves is the newer deploy, whose watch goes on (`Store.create_window`)."""
+
+
+Remembered = IdempotentResponse | Callable[[WindowCreated], IdempotentResponse]
+"""What `Store.create_window` keeps under a key: the answer, or how to word it from what
+the store did (a window it inserted `superseded` at once is answered as such)."""
 
 
 @dataclass(slots=True)

@@ -1,10 +1,13 @@
 """Which registrations are the same request, for `Idempotency-Key` (contract §2).
 
-Pure: no I/O. A request is hashed as its JSON document however it was spelled (key
-order, spacing) and with the optional fields the README calls left out when null
-(`labels: null`, as `labels: {}`, is no labels) left out. The version before hashed
-the document as sent, nulls and all; a key it stored is still compared with each
-spelling of the request it could have hashed, so its repeat replays after an upgrade.
+Pure: no I/O. A request is hashed as what it means: the validated `DeployRequest`, so
+two bodies equal in meaning are one request however written (key order, spacing, a
+`null` or a field left out, `Z` or `+00:00` or another offset for the same instant,
+`600`, `600.0`, `"10m"` or `"600s"` for one window), and a body that differs in meaning
+is another. The versions before hashed the JSON document as sent (the one before that
+with its nulls): a 409 for `2026-11-26T14:00:00+00:00` after `…Z`. A key they stored is
+still compared with each spelling of the document they could have hashed, so its
+repeat replays after an upgrade.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from datetime import datetime
 from typing import Any
 
 from agent.api.models import DeployRequest
@@ -40,15 +44,23 @@ def _without_left_out(document: Any) -> Any:
     }
 
 
-def request_hash(document: Any) -> str:
-    """What is stored with a key: the hash of the request with its left-out fields out."""
-    return canonical_hash(_without_left_out(document))
+def _meaning(value: Any) -> Any:
+    if isinstance(value, datetime):  # aware UTC (`parse_rfc3339`), to the microsecond
+        return value.isoformat()
+    return value
+
+
+def request_hash(request: DeployRequest) -> str:
+    """What is stored with a key: the hash of what the request means, every field with
+    its validated value (a field left out as its default)."""
+    meaning = {name: _meaning(value) for name, value in request.model_dump().items()}
+    return "v3:" + canonical_hash(meaning)
 
 
 def same_request_hashes(document: Any) -> frozenset[str]:
-    """Every hash a key stored for this request may hold: the version before's hash of
-    each way of spelling a left-out field (out, null, `{}` for labels), which includes
-    `request_hash` (all out). At most 48 spellings, computed only for a repeated key."""
+    """Every hash a key stored by the versions before may hold for this document: each
+    way of spelling a left-out field (out, null, `{}` for labels) hashed as written. At
+    most 48 spellings, computed only for a repeated key whose meaning differs."""
     canonical = _without_left_out(document)
     if not isinstance(canonical, dict):
         return frozenset({canonical_hash(canonical)})

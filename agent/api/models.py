@@ -268,7 +268,8 @@ class DeployRequest(BaseModel):
         " keeps the window `scheduled` until then. A window already over when it is"
         " registered is recorded, ended `inconclusive` at once with a verdict saying why"
         " (nothing could be observed), and supersedes nothing (5s of clock skew are"
-        " tolerated).",
+        " tolerated). One before the deployed_at of the environment's live, watching"
+        " window is recorded `superseded` at once: that newer deploy is what serves.",
     )
     labels: Annotated[
         dict[LabelKey, LabelValue],

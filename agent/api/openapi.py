@@ -196,7 +196,11 @@ def _document() -> dict[str, Any]:
                 "operationId": "createDeploy",
                 "summary": "Open a deploy window",
                 "description": "A new deploy to an environment with an active window supersedes"
-                " it: the old window ends in state `superseded` and fires nothing more.",
+                " it: the old window ends in state `superseded` and fires nothing more. A"
+                " registration whose `deployed_at` is before that of the active window, once"
+                " that one is live (a late or retried registration of an older deploy), is"
+                " recorded `superseded` at once instead, its `warnings` naming the newer"
+                " deploy, whose watch goes on.",
                 "security": bearer,
                 "parameters": [
                     {
@@ -206,8 +210,9 @@ def _document() -> dict[str, Any]:
                         "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
                         "description": "A repeat with the same key and body returns the first"
                         " response (status 200); the same key with another body is 409. The"
-                        " same body however spelled: key order, spacing, an optional field"
-                        " null or left out.",
+                        " same request by meaning, however spelled: key order, spacing, an"
+                        " optional field null or left out, a time's offset (`Z`, `+00:00`), a"
+                        " window in seconds or words (`600`, `600.0`, `10m`).",
                     }
                 ],
                 "requestBody": {

@@ -60,6 +60,7 @@ from agent.records import (
     DeployState,
     DeployWindow,
     IdempotentResponse,
+    WindowCreated,
     WindowState,
     decided_verdict,
 )
@@ -215,11 +216,35 @@ async def _render(request: web.Request, window: DeployWindow) -> dict[str, Any]:
     )
 
 
-def _replay(stored: IdempotentResponse, document: Any, key: str) -> web.Response:
-    if stored.request_hash not in same_request_hashes(document):
+_SHOWN_AS_GIVEN = ("environment", "version", "previous_version", "commit", "labels")
+"""The request's fields its deploy object shows as they were sent (not `window` and
+`deployed_at`: the object has `ends_at`, and now for a `deployed_at` left out)."""
+
+
+def _same_request(stored: IdempotentResponse, document: Any, body: DeployRequest | None) -> bool:
+    """By meaning (`request_hash`), or as a version before hashed it (the document)."""
+    if body is not None and stored.request_hash == request_hash(body):
+        return True
+    return stored.request_hash in same_request_hashes(document)
+
+
+def _replay(
+    stored: IdempotentResponse, document: Any, body: DeployRequest | None, key: str
+) -> web.Response:
+    if not _same_request(stored, document, body):
+        first = stored.body
+        differ = [
+            name
+            for name in _SHOWN_AS_GIVEN
+            if body is not None and name in first and getattr(body, name) != first[name]
+        ]
+        what = ", ".join(differ) if differ else "its window or deployed_at"
         raise ApiProblem(
             409,
-            f"Idempotency-Key {key!r} was already used with a different request body",
+            f"Idempotency-Key {key!r} was already used for another request: it registered"
+            f" {first.get('environment')} {first.get('version')} ({first.get('id')}), and this"
+            f" one differs in {what}. Send that request again to get its answer, or use a"
+            " new key for a new deploy",
             slug="idempotency-key-reused",
         )
     headers = {"Idempotent-Replayed": "true"}
@@ -258,16 +283,19 @@ async def create_deploy(request: web.Request) -> web.Response:
     store = request.config_dict[STORE]
     key = _idempotency_key(request)
     document = await read_json_body(request)
-    if key is not None:
-        stored = await store.idempotent_response(key)
-        if stored is not None:
-            return _replay(stored, document, key)
+    stored = await store.idempotent_response(key) if key is not None else None
     try:
         body = DeployRequest.model_validate(document)
     except ValidationError as exc:
+        if stored is not None and _same_request(stored, document, None):
+            # kept by a version before whose validation took it: its first answer
+            return _replay(stored, document, None, cast(str, key))
         raise invalid_fields(
             validation_errors(exc, known_fields=DeployRequest.model_fields)
         ) from None
+    if stored is not None:
+        # compared by meaning once validated: `Z` or `+00:00`, `600` or `10m` are one request
+        return _replay(stored, document, body, cast(str, key))
     environment = _known_environment(request, body.environment)
     window_s = body.window if body.window is not None else environment.window
     if window_s < environment.interval:
@@ -298,7 +326,7 @@ async def create_deploy(request: web.Request) -> web.Response:
     if late is not None:
         window.state, window.ended_at = "inconclusive", now
         window.verdict = decided_verdict("inconclusive", late, now)
-    payload = deploy_object(window, page=_page(request, window.id), now=now)
+    page = _page(request, window.id)
     foresee = request.config_dict.get(FORESIGHT)
     if late is not None:
         warnings = [f"{window.environment} {window.version}: {late}"]
@@ -308,24 +336,37 @@ async def create_deploy(request: web.Request) -> web.Response:
         warnings = await _foreseen(foresee, store, environment, window, now)
     else:
         warnings = []
-    if warnings:
-        payload["warnings"] = warnings
-    idempotency = (
-        IdempotentResponse(key=key, request_hash=request_hash(document), status=201, body=payload)
-        if key is not None
-        else None
-    )
+
+    def answer(created: WindowCreated) -> IdempotentResponse:
+        """The 201's body, as the store inserted the window (`superseded` at once when
+        the environment's live deploy is newer), and what is kept under the key."""
+        payload = deploy_object(created.window, page=page, now=now)
+        said = warnings if created.superseded_by is None else [_outdated(created)]
+        if said:
+            payload["warnings"] = said
+        return IdempotentResponse(
+            key=key or "", request_hash=request_hash(body), status=201, body=payload
+        )
+
     try:
-        created = await store.create_window(window, idempotency)
+        created = await store.create_window(window, answer if key is not None else None)
     except Exception:
         if key is not None:
             # A concurrent request with the same key won the race: answer as its replay.
             stored = await store.idempotent_response(key)
             if stored is not None:
-                return _replay(stored, document, key)
+                return _replay(stored, document, body, key)
         raise
+    payload = answer(created).body
     _notify(request, window.id, [old.id for old in created.superseded])
     _count_ended(request, "superseded", created.superseded)
+    if created.superseded_by is not None:
+        _count_ended(request, "superseded", [window])
+        # ended here, and no watch follows: the one place it is logged
+        log.warning(
+            payload["warnings"][0],
+            extra={"deploy_id": window.id, "environment": window.environment},
+        )
     if late is not None:
         _count_ended(request, "inconclusive", [window])
         # decided here, and no watch follows: the one place it is logged
@@ -384,6 +425,23 @@ def _deployed_at(body: DeployRequest, window_s: float, now: float) -> float:
             ]
         )
     return now if 0 < ahead <= CLOCK_SKEW_S else deployed_at
+
+
+def _outdated(created: WindowCreated) -> str:
+    """Why a registration was recorded `superseded` at once: a later deploy of its
+    environment already serves (a pipeline's retry, or a registration that arrived after
+    the next deploy's). Superseding that one would have ended the watch of what is live,
+    and with it the rollback a bad deploy needs."""
+    window, newer = created.window, created.superseded_by
+    assert newer is not None
+    return (
+        f"{window.environment} {window.version}: deployed at"
+        f" {rfc3339(window.deployed_at, millis=False)}, before {newer.id} ({newer.version},"
+        f" deployed at {rfc3339(newer.deployed_at, millis=False)}), which is live and still"
+        " watched: recorded superseded by it, not watched (if this deploy went live after"
+        " that one, register it again, with a new Idempotency-Key if it had one, giving"
+        " the time it went live as deployed_at)"
+    )
 
 
 def _ended_before_registered(window: DeployWindow, now: float) -> str | None:

@@ -21,6 +21,7 @@ from agent.records import (
     IdempotentResponse,
     Page,
     PendingGate,
+    Remembered,
     RollbackIntent,
     RoundRecord,
     WindowCreated,
@@ -240,14 +241,16 @@ class Store(Protocol):
     async def create_window(
         self,
         window: DeployWindow,
-        idempotency: IdempotentResponse | None = None,
+        idempotency: Remembered | None = None,
         *,
         same: SameDeployment | None = None,
     ) -> WindowCreated:
         """Insert a window, superseding the environment's active one in the same
         transaction (only when the new one is active: a window registered after its
-        end is a record and supersedes nothing); with `idempotency`, also remember the
-        response under its key. With `same`, when an active window of the environment
+        end is a record and supersedes nothing; and not when an active one was deployed
+        later and is live: then the new one is inserted `superseded`, `superseded_by`
+        it); with `idempotency`, also remember the response (or the one it words from
+        the `WindowCreated`) under its key. With `same`, when an active window of the environment
         carries its label and value, insert and supersede nothing: remember
         `same.response` of that window instead and answer it `joined` (checked under the
         environment's lock, so two events of one deployment open one window, across

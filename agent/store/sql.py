@@ -36,6 +36,7 @@ from agent.records import (
     IdempotentResponse,
     Page,
     PendingGate,
+    Remembered,
     RollbackIntent,
     RoundRecord,
     WindowCreated,
@@ -373,6 +374,17 @@ async def _insert_rollback(db: Connection, intent: RollbackIntent, guard: str, *
     )
 
 
+def _live_and_newer(active: Sequence[DeployWindow], window: DeployWindow) -> DeployWindow | None:
+    """The newest of the environment's `active` windows that went live after `window`
+    was deployed, and before it was registered: `window` is a late or retried registration
+    of an older deploy. The newer deploy is what serves, so its watch goes on and `window`
+    is the one superseded (it superseded the newer one, whose watch, and rollback, then
+    never came). One still `scheduled` is not live yet: `window` supersedes it, as any
+    new deploy does."""
+    newer = [old for old in active if window.deployed_at < old.deployed_at <= window.created_at]
+    return max(newer, key=lambda old: (old.deployed_at, old.created_at), default=None)
+
+
 async def _remember(db: Connection, response: IdempotentResponse, at: float) -> None:
     """Keep an answer under its key (a key used already is a unique violation)."""
     await db.execute(
@@ -590,7 +602,7 @@ class SqlStore(ABC):
     async def create_window(
         self,
         window: DeployWindow,
-        idempotency: IdempotentResponse | None = None,
+        idempotency: Remembered | None = None,
         *,
         same: SameDeployment | None = None,
     ) -> WindowCreated:
@@ -614,6 +626,10 @@ class SqlStore(ABC):
                         await _join(db, active, same)
                         await _remember(db, same.response(active), window.created_at)
                         return WindowCreated(window=active, joined=True)
+            newer = _live_and_newer(superseded, window)
+            if newer is not None:
+                window.state, window.ended_at = "superseded", window.created_at
+                superseded = []
             for old in superseded:
                 old.state = "superseded"
                 old.ended_at = window.created_at
@@ -643,9 +659,11 @@ class SqlStore(ABC):
                 window.lease_until,
                 window.lease_epoch,
             )
+            created = WindowCreated(window=window, superseded=superseded, superseded_by=newer)
             if idempotency is not None:
-                await _remember(db, idempotency, window.created_at)
-        return WindowCreated(window=window, superseded=superseded)
+                answer = idempotency(created) if callable(idempotency) else idempotency
+                await _remember(db, answer, window.created_at)
+        return created
 
     async def idempotent_response(self, key: str) -> IdempotentResponse | None:
         row = await self._fetchone(

@@ -27,7 +27,7 @@ from agent.records import (
     DeliveryAttempt,
     DeployWindow,
     Fence,
-    IdempotentResponse,
+    Remembered,
     RollbackIntent,
     RoundRecord,
     WindowCreated,
@@ -128,7 +128,7 @@ class FeedStore:
     async def create_window(
         self,
         window: DeployWindow,
-        idempotency: IdempotentResponse | None = None,
+        idempotency: Remembered | None = None,
         *,
         same: SameDeployment | None = None,
     ) -> WindowCreated:

@@ -300,6 +300,75 @@ async def test_a_repeat_differing_only_in_a_null_for_a_field_left_out_is_the_sam
     assert len((await store.list_windows()).items) == 1
 
 
+@pytest.mark.parametrize(
+    "repeat",
+    [
+        {**FULL_REQUEST, "deployed_at": "2026-11-26T14:00:00+00:00"},
+        {**FULL_REQUEST, "deployed_at": "2026-11-26T15:00:00+01:00"},
+        {**FULL_REQUEST, "deployed_at": "2026-11-26t14:00:00.000z"},
+        {**FULL_REQUEST, "window": 600},
+        {**FULL_REQUEST, "window": 600.0},
+        {**FULL_REQUEST, "window": "600s"},
+        {**FULL_REQUEST, "window": "10M"},
+        dict(sorted(FULL_REQUEST.items())),
+    ],
+    ids=["plus-zero", "other-offset", "lower-case-millis", "int", "float", "600s", "10M", "order"],
+)
+async def test_a_repeat_equal_in_meaning_replays_the_first_answer(
+    client: Client, store: SqliteStore, repeat: dict[str, Any]
+) -> None:
+    """Compared by the validated request, not the bytes: one instant written with another
+    offset, one window in seconds or words, is the same request (it was a 409: a
+    pipeline's retry that formats its time with `+00:00` got no answer to its deploy)."""
+    headers = {**AUTH, "Idempotency-Key": "k-meaning"}
+    created = await client.post("/v1/deploys", json=FULL_REQUEST, headers=headers)
+    assert created.status == 201, await created.text()
+    again = await client.post("/v1/deploys", json=repeat, headers=headers)
+    assert again.status == 200, await again.text()
+    assert await again.json() == await created.json()
+    assert len((await store.list_windows()).items) == 1
+
+
+@pytest.mark.parametrize(
+    ("repeat", "named"),
+    [
+        ({**FULL_REQUEST, "deployed_at": "2026-11-26T14:00:00+01:00"}, "its window or deployed_at"),
+        ({**FULL_REQUEST, "deployed_at": "2026-11-26T14:00:00.001Z"}, "its window or deployed_at"),
+        ({**FULL_REQUEST, "window": 601}, "its window or deployed_at"),
+        ({**FULL_REQUEST, "labels": {"pipeline": "run-1235"}}, "labels"),
+        ({**FULL_REQUEST, "commit": None}, "commit"),
+        ({**FULL_REQUEST, "version": "v2.4.2", "commit": "abc"}, "version, commit"),
+    ],
+    ids=["other-instant", "one-ms-later", "window", "labels", "commit-left-out", "two"],
+)
+async def test_a_repeat_that_means_another_request_is_409_naming_what_differs(
+    client: Client, store: SqliteStore, repeat: dict[str, Any], named: str
+) -> None:
+    headers = {**AUTH, "Idempotency-Key": "k-other"}
+    created = await client.post("/v1/deploys", json=FULL_REQUEST, headers=headers)
+    assert created.status == 201, await created.text()
+    first = await created.json()
+    again = await client.post("/v1/deploys", json=repeat, headers=headers)
+    assert again.status == 409, await again.text()
+    problem = await again.json()
+    assert problem["type"].endswith("idempotency-key-reused")
+    assert f"it registered production v2.4.1 ({first['id']})" in problem["detail"]
+    assert f"this one differs in {named}." in problem["detail"], problem["detail"]
+    assert "use a new key for a new deploy" in problem["detail"]
+    assert len((await store.list_windows()).items) == 1
+
+
+async def test_an_invalid_repeat_of_a_key_is_422_naming_its_field(client: Client) -> None:
+    """Validated before it is compared: what to fix, not a 409 that hides it."""
+    headers = {**AUTH, "Idempotency-Key": "k-bad"}
+    assert (await client.post("/v1/deploys", json=FULL_REQUEST, headers=headers)).status == 201
+    again = await client.post(
+        "/v1/deploys", json={**FULL_REQUEST, "window": "ten minutes"}, headers=headers
+    )
+    assert again.status == 422, await again.text()
+    assert [e["loc"] for e in (await again.json())["errors"]] == [["window"]]
+
+
 def _hash_before_null_was_left_out(document: Any) -> str:
     """How the version before hashed a request for its `Idempotency-Key` (pinned here: a
     store upgraded from it keeps these hashes)."""

@@ -20,6 +20,7 @@ from pydantic import (
     AnyUrl,
     BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     PrivateAttr,
     SecretStr,
@@ -105,11 +106,25 @@ not an error."""
 
 
 class ServerSettings(StrictModel):
+    model_config = ConfigDict(
+        json_schema_extra={  # at least one token, in either key (`_some_token`)
+            "anyOf": [
+                {"required": ["api_tokens"], "properties": {"api_tokens": {"minItems": 1}}},
+                {
+                    "required": ["named_tokens"],
+                    "properties": {"named_tokens": {"minProperties": 1}},
+                },
+            ]
+        }
+    )
+
     listen: str = "127.0.0.1:8787"
-    api_tokens: list[ApiToken] = Field(min_length=1)
-    """Bearer tokens accepted on /v1."""
+    api_tokens: list[ApiToken] = Field(default_factory=list)
+    """Bearer tokens accepted on /v1 (none when `named_tokens` has them all)."""
     named_tokens: dict[Name, ApiToken] = Field(default_factory=dict)
-    """More bearer tokens, each with a name that records who asked (a manual rollback)."""
+    """More bearer tokens, each with a name that records who asked (a manual rollback).
+    These alone are a configuration: a team whose every manual rollback must say who
+    asked gives no unnamed token (it was refused, "api_tokens: required")."""
     shutdown_timeout: Annotated[PositiveDuration, at_most(10.0)] = 8.0
     """How long a stop (SIGTERM, SIGINT) may take: the contract promises an exit within 10 s."""
     public_url: HttpUrl | None = None
@@ -118,7 +133,8 @@ class ServerSettings(StrictModel):
     """Serve the deploy pages (`/deploys`); false answers them 404, and their event
     stream (an API route) takes API tokens only."""
     view_secret: SecretStr | None = None
-    """Signs the read-only `?view=` links; default: derived from the first api token."""
+    """Signs the read-only `?view=` links; default: derived from the first api token (the
+    first named one when there are only those)."""
     view_ttl: Duration = 7 * 86400.0
     """How long a `?view=` link stays valid."""
 
@@ -148,6 +164,21 @@ class ServerSettings(StrictModel):
             # 0 (any free port) too: the links in alerts and pages are built from it
             raise ValueError(f"port {port} is not one of 1-65535 (in {value!r})")
         return value
+
+    @model_validator(mode="after")
+    def _some_token(self) -> ServerSettings:
+        """No token at all would lock every `/v1` route: said at its key, as the empty
+        list was ("is empty; at least one is needed")."""
+        if not self.api_tokens and not self.named_tokens:
+            message = (
+                "is empty; at least one token is needed, here or in server.named_tokens"
+                if "api_tokens" in self.model_fields_set
+                else "required, but missing (or give server.named_tokens)"
+            )
+            raise ValidationError.from_exception_data(
+                type(self).__name__, [_problem(("api_tokens",), message, self.api_tokens)]
+            )
+        return self
 
     def token_names(self) -> list[tuple[str, SecretStr]]:
         """Every accepted token with the name that stands for it (`api_tokens[0]`, …)."""

@@ -116,7 +116,8 @@ def require_token(request: web.Request, accepted: Iterable[SecretStr]) -> None:
     if token is None:
         raise ApiProblem(
             401,
-            "this route needs `Authorization: Bearer <token>` (one of server.api_tokens)",
+            "this route needs `Authorization: Bearer <token>` (one of server.api_tokens or"
+            " server.named_tokens)",
             headers=CHALLENGE,
         )
     if not token_matches(token, accepted):

@@ -482,7 +482,7 @@ def _document() -> dict[str, Any]:
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "One of `server.api_tokens`.",
+                    "description": "One of `server.api_tokens` or `server.named_tokens`.",
                 },
                 "view": {
                     "type": "apiKey",

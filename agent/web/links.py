@@ -7,12 +7,12 @@ nothing else. A session token (the login cookie) is the same construction over
 `session`, so no API token is ever stored in a browser.
 
 The signing key is derived, not stored: from `server.view_secret` when set, else from
-the first of `server.api_tokens`. Derived because every replica reads the same
-configuration, so a link signed by one opens on another with no shared state (a key
-generated and kept in the store would need a schema change in both stores and a
-read before every check); and rotating that secret revokes every link at once.
-The derivation is itself an HMAC under a fixed label, so the key reveals nothing of
-the token it came from.
+the first of `server.api_tokens` (of `server.named_tokens` when they alone are given).
+Derived because every replica reads the same configuration, so a link signed by one
+opens on another with no shared state (a key generated and kept in the store would need
+a schema change in both stores and a read before every check); and rotating that secret
+revokes every link at once. The derivation is itself an HMAC under a fixed label, so the
+key reveals nothing of the token it came from.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ _VERSION = "v1"
 
 
 def signing_key(server: ServerSettings) -> bytes:
-    secret = server.view_secret or server.api_tokens[0]
+    secret = server.view_secret or server.accepted_tokens()[0]
     return hmac.new(_LABEL, secret.get_secret_value().encode(), hashlib.sha256).digest()
 
 

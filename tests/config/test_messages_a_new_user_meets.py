@@ -429,7 +429,9 @@ def test_names_and_empty_lists_are_said_in_words_not_as_pydantics_regex() -> Non
         .replace("      - name: probe-errors", '      - name: ""')
     )
     assert problems(text) == {
-        "server.api_tokens": "is empty; at least one is needed",
+        "server.api_tokens": (
+            "is empty; at least one token is needed, here or in server.named_tokens"
+        ),
         "environments.production.checks[0].name": (
             "a name takes only letters, digits and _ . : - (no spaces)"
         ),
@@ -437,6 +439,30 @@ def test_names_and_empty_lists_are_said_in_words_not_as_pydantics_regex() -> Non
     }
     no_environment = MINIMAL[: MINIMAL.index("environments:")] + "environments: {}\n"
     assert problems(no_environment) == {"environments": "is empty; at least one is needed"}
+
+
+def test_named_tokens_alone_are_a_configuration_and_no_token_at_all_is_not() -> None:
+    """The README: `named_tokens` are tokens "accepted wherever an API token is". Given
+    alone (every manual rollback then names who asked) they were refused with
+    "server.api_tokens: required, but missing"; no token in either key is still an
+    error, said at `api_tokens`."""
+    alone = MINIMAL.replace(
+        'api_tokens: ["tok-1234567890abcdef"]', "named_tokens: {alice: tok-1234567890abcdef}"
+    )
+    server = load_settings_text(alone, env={}).server
+    assert [name for name, _ in server.token_names()] == ["alice"]
+    missing = MINIMAL.replace('  api_tokens: ["tok-1234567890abcdef"]\n', "")
+    assert problems(missing) == {
+        "server.api_tokens": "required, but missing (or give server.named_tokens)"
+    }
+    both_empty = MINIMAL.replace(
+        'api_tokens: ["tok-1234567890abcdef"]', "api_tokens: []\n  named_tokens: {}"
+    )
+    assert problems(both_empty) == {
+        "server.api_tokens": (
+            "is empty; at least one token is needed, here or in server.named_tokens"
+        )
+    }
 
 
 def test_a_name_refused_for_one_character_says_which() -> None:

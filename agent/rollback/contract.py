@@ -134,3 +134,25 @@ def skipped_intent(
         finished_at=requested_at,
         last_error=dry_run_note(target),
     )
+
+
+def resumed_from(intent: RollbackIntent, owner: str, *, startup: bool) -> str:
+    """How a sweep that picks up a stored rollback says it (`agent.windows.supervisor`),
+    as what it is: a first attempt not yet sent is started, not resumed, and "from
+    nobody" named no one (a manual rollback stored without its sender's lease, which
+    every manual one was)."""
+    attempt = intent.attempts + 1
+    held = intent.lease_owner
+    if held is None:
+        if not intent.attempts:
+            return "starting rollback delivery (attempt 1: stored, no sender had taken it)"
+        return f"resuming rollback delivery (attempt {attempt}: no sender held it)"
+    if held != owner:
+        sender = f"{held}, whose lease lapsed"
+    elif startup:
+        sender = "this replica's previous process"
+    else:
+        sender = "this replica's own sender, whose lease lapsed"
+    if not intent.attempts:
+        return f"starting rollback delivery (attempt 1, none sent before), taken over from {sender}"
+    return f"resuming rollback delivery (attempt {attempt}), taken over from {sender}"

@@ -1562,6 +1562,13 @@ class Integrations:
             intent = rollback_intent(
                 window, reason, [], now, dry_run=env.rollback.dry_run, target=env.rollback.target
             )
+            if intent.state == "pending":
+                # handed to this replica's sender with the intent, as a verdict's is
+                # (`WindowWatch._fail`): stored unleased, the sweep for lapsed rollbacks
+                # could take it first and logged each manual rollback "resuming rollback
+                # delivery (attempt 1, from nobody)", a delivery not begun
+                intent.lease_owner, intent.lease_epoch = self.s.owner, 1
+                intent.lease_until = now + self.s.lease_s
             # claimed with the intent, in its transaction: a crash just after the commit
             # leaves the claim, and `WindowAlerts.recover` sends it. In a dry run nothing
             # is sent: its alert says so, where it said requested from the target

@@ -21,6 +21,7 @@ from agent.integrations.events import event_url, event_url_refused, window_base_
 from agent.metrics import Metrics
 from agent.providers.base import Provider
 from agent.records import DeployWindow, Fence, decided_verdict
+from agent.rollback.contract import resumed_from
 from agent.rollback.delivery import RollbackDelivery
 from agent.settings import EnvironmentSettings, Settings
 from agent.stopping import StopBudget, named_for_a_stop
@@ -567,9 +568,8 @@ class Watcher:
                 task.add_done_callback(functools.partial(self._resumed, window.id))
                 continue
             log.info(
-                "resuming rollback delivery (attempt %d, from %s)",
-                intent.attempts + 1,
-                intent.lease_owner or "nobody",
+                "%s",
+                resumed_from(intent, self.services.owner, startup=startup),
                 extra={"deploy_id": window.id, "environment": window.environment},
             )
             self.resuming.add(window.id)

@@ -337,8 +337,11 @@ def build_app(
         running = [asyncio.create_task(pruner.run(), name="store-retention")]
         url = settings.store.url
         if store is None and url.startswith(("postgresql://", "postgres://")):
-            # live pages hear of what other replicas on the PostgreSQL store write
-            running.append(asyncio.create_task(PgNews(url, feed).run(), name="replica-news"))
+            # live pages hear of what other replicas on the PostgreSQL store write, and so
+            # does the watcher (a window there cuts a background run in flight here)
+            news = PgNews(url, feed)
+            news.also = watcher.hear_replicas(news.at_once)
+            running.append(asyncio.create_task(news.run(), name="replica-news"))
         yield
         for task in running:
             task.cancel()

@@ -1,14 +1,21 @@
 """`agent.windows.in_flight`: a window's start cuts the background runs of its environment
 in flight, and only those; a run's own error or cancellation still reaches its caller
-(`BackgroundProber._probe_forever`'s outage log, its stop)."""
+(`BackgroundProber._probe_forever`'s outage log, its stop); another replica's window
+cuts them as this replica hears of it (`WindowNews`), reading nothing when nothing is
+in flight (new code)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
-from agent.windows.in_flight import InFlight
+from agent.records import DeployWindow
+from agent.store.sqlite import SqliteStore
+from agent.windows.in_flight import InFlight, WindowNews
+from agent.windows.probing import BackgroundProber
 
 
 async def test_a_cut_run_returns_and_only_its_environments_runs_are_cut() -> None:
@@ -47,3 +54,76 @@ async def test_a_runs_own_error_or_cancellation_reaches_its_caller() -> None:
         await runs.run("staging", "api-health", broken())
     with pytest.raises(asyncio.CancelledError):
         await runs.run("staging", "api-health", cancelled())
+
+
+class Reads(SqliteStore):
+    """A real store counting the windows read (what a replica's news costs it)."""
+
+    reads = 0
+
+    async def get_window(self, window_id: str) -> DeployWindow | None:
+        self.reads += 1
+        return await super().get_window(window_id)
+
+
+def window(wid: str, environment: str, deployed_at: float) -> DeployWindow:
+    return DeployWindow(
+        wid, environment, "v2", "v1", None, {}, "watching", deployed_at, deployed_at + 60, 0.0
+    )
+
+
+@pytest.fixture
+async def reads(tmp_path: Path) -> AsyncIterator[Reads]:
+    store = Reads(tmp_path / "news.db")
+    await store.open()
+    await store.create_window(window("dep_live", "staging", 100.0))
+    await store.create_window(window("dep_later", "production", 500.0))  # scheduled
+    await store.create_window(window("dep_done", "production", 50.0))
+    await store.finish_window("dep_done", "passed", None, 110.0)
+    yield store
+    await store.close()
+
+
+async def in_flight(prober: BackgroundProber, environment: str) -> asyncio.Task[None]:
+    task = asyncio.create_task(prober.in_flight.run(environment, "api-health", asyncio.sleep(60)))
+    await asyncio.sleep(0)
+    return task
+
+
+async def test_news_of_a_live_window_cuts_its_environments_run_in_flight_only(
+    reads: Reads,
+) -> None:
+    """Another replica's window that probes an environment now (watching, deployed) cuts
+    this replica's run in flight there; a scheduled or ended one's news, or a run in
+    another environment, goes on."""
+    prober = BackgroundProber({}, reads, lambda name: False)
+    news = WindowNews(prober, lambda: 200.0)
+    staging, production = await in_flight(prober, "staging"), await in_flight(prober, "production")
+    for heard in ("dep_later", "dep_done", "dep_unknown"):
+        news.heard(heard)
+        await asyncio.gather(*news.looking)
+    assert not staging.done() and not production.done()
+    news.heard("dep_live")
+    await asyncio.gather(*news.looking)
+    await staging  # returns: cut, nothing of it stored
+    assert not production.done()
+    production.cancel()
+    await asyncio.gather(production, return_exceptions=True)
+
+
+async def test_news_costs_no_read_without_a_run_in_flight_in_its_environment(
+    reads: Reads,
+) -> None:
+    """A replica alone hears no news; one between runs reads nothing for what it hears,
+    and a window's environment is read once."""
+    prober = BackgroundProber({}, reads, lambda name: False)
+    news = WindowNews(prober, lambda: 200.0)
+    news.heard("dep_live")
+    assert reads.reads == 0 and not news.looking
+    production = await in_flight(prober, "production")
+    news.heard("dep_live")  # its environment is not known yet: read once
+    await asyncio.gather(*news.looking)
+    news.heard("dep_live")  # staging, where nothing is in flight
+    assert reads.reads == 1 and not news.looking and not production.done()
+    production.cancel()
+    await asyncio.gather(production, return_exceptions=True)

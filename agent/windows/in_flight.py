@@ -9,17 +9,33 @@ release beside that round: a half sample of neither version, pooled into the nex
 deploy's baseline. A window that starts probing an environment now cancels its runs in
 flight (nothing of them is stored) and its round stands in for them, as for a slot that
 falls in a window (`BackgroundProber.owed_runs`).
+
+With replicas on one store, the run in flight may be another replica's: the one holding
+the environment's background lease, not the one whose window opens (measured with two
+replicas on PostgreSQL, 20 probes a 2 s round: 39-40 arrivals in the window's first
+round, the other replica's 17-19 of them, its run stored 1.2-1.4 s into the round). The
+window's replica tells the others over the replica news (`agent.web.pg_news`, on the
+channel its rounds already go out on) as it yields, and a replica that hears of a live
+window in an environment where it has a run in flight cuts it (`WindowNews`): a NOTIFY
+sent at once (`PgNews.at_once`; after the 50 ms a burst of writes waits, `FLUSH_S`, only
+when one is waiting already) and one read of the window, 2-5 ms measured, so it stops
+before that round in most starts (the round begins after the window's baseline). A
+NOTIFY lost (the news connection down) is made up by the next news of the window, its
+first round's store; a replica alone hears no other's news, and reads nothing more.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+import logging
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agent.windows.probing import BackgroundProber
+
+log = logging.getLogger("postflight.probing")
 
 
 CUT_WAIT_S = 1.0
@@ -69,13 +85,73 @@ class InFlight:
         return [check for check, task in tasks.items() if task.cancelled()]
 
 
-async def yield_to_window(prober: BackgroundProber, environment: str, deployed_at: float) -> None:
+async def yield_to_window(
+    prober: BackgroundProber, environment: str, deployed_at: float, window_id: str
+) -> None:
     """A window starts probing `environment`: its background runs in flight stop before
     the first round, and are owed to it (as of the deploy at the earliest, so
-    `owed_runs` counts them whatever this replica's clock reads against the store's)."""
+    `owed_runs` counts them whatever this replica's clock reads against the store's).
+    Other replicas are told first (`WindowNews`): theirs stop meanwhile."""
+    if prober.tell is not None:
+        prober.tell(window_id)
     cut = await prober.in_flight.cut(environment)
     if cut:
         at = max(prober.clock(), deployed_at)
         owed = prober.owed.setdefault(environment, {})
         for check in cut:
             owed[check] = at
+
+
+KNOWN_WINDOWS = 10_000
+"""How many windows' environments `WindowNews` keeps (read once each): past it, they are
+forgotten and read again when news of them comes while a run is in flight."""
+
+
+class WindowNews:
+    """News of windows another replica changed (`agent.web.pg_news`), cutting this
+    replica's background runs in flight in the environment of a window that probes it
+    (`yield_to_window` tells it as it starts; each stored round tells it again). A run
+    cut here is not owed to that window's rounds: they are the other replica's."""
+
+    def __init__(self, prober: BackgroundProber, now: Callable[[], float]) -> None:
+        self.prober = prober
+        self.now = now
+        """The clock windows' deploys are read by (the store's, when followed)."""
+        self.environment_of: dict[str, str] = {}
+        self.looking: set[asyncio.Task[None]] = set()
+
+    def heard(self, window_id: str) -> None:
+        """Another replica changed `window_id`. Read only with a run in flight (in its
+        environment, once that is known): a replica between runs acts on nothing."""
+        runs = self.prober.in_flight.runs
+        if not any(runs.values()):
+            return
+        environment = self.environment_of.get(window_id)
+        if environment is not None and not runs.get(environment):
+            return
+        task = asyncio.create_task(self._look(window_id))
+        self.looking.add(task)
+        task.add_done_callback(self.looking.discard)
+
+    async def _look(self, window_id: str) -> None:
+        try:
+            window = await self.prober.store.get_window(window_id)
+        except Exception:  # the store away: its run is not stored either
+            log.debug("window %s not read for its news", window_id, exc_info=True)
+            return
+        if window is None:
+            return
+        if len(self.environment_of) >= KNOWN_WINDOWS:
+            self.environment_of.clear()
+        self.environment_of[window_id] = window.environment
+        if window.state != "watching" or window.deployed_at > self.now():
+            return  # ended, or scheduled: its deploy's own news comes when it starts
+        cut = await self.prober.in_flight.cut(window.environment)
+        if cut:
+            log.info(
+                "background run of %s cut (%s): window %s on another replica probes it",
+                window.environment,
+                ", ".join(sorted(cut)),
+                window_id,
+                extra={"environment": window.environment},
+            )

@@ -138,7 +138,7 @@ class WatchServices:
     (`BackgroundProber.take_for_window`); None when there is no background probing."""
     stop: StopBudget | None = None
     """The daemon's stop: what a follow-up's record or hand-back may wait for is within it."""
-    yield_background: Callable[[str, float], Awaitable[None]] | None = None
+    yield_background: Callable[[str, float, str], Awaitable[None]] | None = None
     """Stops the environment's background runs in flight before a window's first round
     (`agent.windows.in_flight`); None when there is no background probing."""
     owed_runs: Callable[[str, float], list[str]] | None = None
@@ -377,7 +377,8 @@ class WindowWatch:
         if not await self._until_deployed():
             return
         if self.s.yield_background is not None:  # its rounds alone at the target
-            await self.s.yield_background(self.window.environment, self.window.deployed_at)
+            window = self.window
+            await self.s.yield_background(window.environment, window.deployed_at, window.id)
         self.timer.began(ticks().lag, self.pace())
         if self.s.take_background is not None:  # no other replica probes it meanwhile
             # beside the rounds: a store slow to answer must not hold the first one

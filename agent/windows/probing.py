@@ -538,6 +538,9 @@ class BackgroundProber:
         it, and when (`clock`): that window's next round stands in for the run
         (`owed_runs`)."""
         self.in_flight = InFlight()
+        self.tell: Callable[[str], None] | None = None
+        """Tells the other replicas a window here starts probing (`yield_to_window`); None
+        when no other replica can hear (a store of its own)."""
 
     async def run(self) -> None:
         planned = [

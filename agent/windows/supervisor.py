@@ -29,7 +29,7 @@ from agent.store.base import Lease, Store
 from agent.store.outages import StoreOutageLog, store_busy, store_outage, unless_outage
 from agent.windows.alert_once import WindowAlerts
 from agent.windows.broken import BUG_REPEATS, bug_reason, end_broken, part_of, raised_at
-from agent.windows.in_flight import yield_to_window
+from agent.windows.in_flight import WindowNews, yield_to_window
 from agent.windows.lifecycle import (
     WatchServices,
     WindowWatch,
@@ -160,6 +160,18 @@ class Watcher:
             self.services.owed_runs = self.prober.owed_runs
             self.services.take_background = self.prober.take_for_window
             self.services.yield_background = functools.partial(yield_to_window, self.prober)
+        now = functools.partial(self.services.pace.now_or, clock)  # as `busy` reads it
+        self.window_news = WindowNews(self.prober, now)
+
+    def hear_replicas(self, tell: Callable[[str], None]) -> Callable[[str], None] | None:
+        """Replicas share the store and hear each other's news of windows: a window here
+        tells them (`tell`) as it starts, and what this one hears (the callable returned,
+        None without background probing) cuts its background runs in flight
+        (`agent.windows.in_flight.WindowNews`)."""
+        if not self.background_probing:
+            return None
+        self.prober.tell = tell
+        return self.window_news.heard
 
     def name_replica(self, owner: str) -> None:
         """Name this replica `owner` in every lease it takes: the id the store let it

@@ -38,6 +38,44 @@ def test_news_from_another_replica_wakes_readers_and_is_not_sent_back() -> None:
     assert news._pending == {"dep_c"}
 
 
+def test_another_replicas_news_is_also_told_to_the_watcher_and_ours_is_not() -> None:
+    """The watcher hears what another replica changed (a window there cuts a background
+    run in flight here: `agent.windows.in_flight.WindowNews`), never our own echo."""
+    news = PgNews("postgresql://unused", DeployFeed())
+    heard: list[str] = []
+    news.also = heard.append
+    news._heard(None, 0, "", f"{news.origin} dep_a")
+    news._heard(None, 0, "", "another dep_a,dep_b")
+    assert heard == ["dep_a", "dep_b"]
+
+
+async def test_a_window_starting_is_sent_at_once_other_news_coalesced(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`at_once` (a window starting to probe) goes out without the `FLUSH_S` wait that
+    lets a burst of round writes go out as one: another replica's run in flight heard of
+    it 52-55 ms after, beside the window's first round; 2-5 ms without the wait. The
+    next change waits again (here a minute: not sent while the test looks)."""
+    import asyncpg
+
+    monkeypatch.setattr(pg_news, "FLUSH_S", 60.0)
+    got: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(pg_url)
+    await listener.add_listener(pg_news.CHANNEL, lambda *args: got.put_nowait(args[-1]))
+    news = PgNews(pg_url, DeployFeed())
+    running = asyncio.create_task(news.run())
+    try:
+        news.at_once("dep_a")
+        assert await asyncio.wait_for(got.get(), 10) == f"{news.origin} dep_a"
+        news.changed("dep_b")
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(got.get(), 0.5)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await listener.close()
+
+
 async def test_an_outage_is_one_warning_and_its_end_one_info(
     own_pg_cluster: PgCluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -10,6 +10,11 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import logging
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from agent.metrics import Metrics
 from agent.store.sqlite import SqliteStore
@@ -85,3 +90,41 @@ async def test_no_background_run_while_another_replicas_window_probes(
     assert ran[0] == ("b", 0.0)
     during = [(owner, at) for owner, at in ran if WINDOW[0] <= at < WINDOW[1]]
     assert during == [], (during, ran)
+
+
+async def test_a_run_whose_lease_a_window_took_meanwhile_is_not_stored(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The holder's run in flight as another replica's window takes the lease: cut as
+    the holder hears of the window (`agent.windows.in_flight.WindowNews`), and when that
+    news is lost (the news connection down), still not stored: it probed beside the
+    window's rounds. Before, it was stored at its end, after the deploy, into the next
+    deploy's baseline. A run of the holder's own is stored as before."""
+    store.shared = True  # type: ignore[misc]  # as PostgreSQL's: leased per environment
+    arrived = asyncio.Event()
+
+    async def health(request: web.Request) -> web.Response:
+        arrived.set()
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    async with TestServer(app, host="127.0.0.1") as server:
+        env = settings(str(server.make_url(""))).environments["production"]
+        sessions = TargetSessions()
+        probe = EnvironmentProbe("production", env, sessions, Metrics())
+        health_check = next(c for c in probe.checks if c.name == "health")
+        b = BackgroundProber({"production": probe}, store, lambda _: False, owner="b")
+        a = BackgroundProber({"production": probe}, store, lambda _: False, owner="a")
+        assert await b._hold("production")
+        await b.probe_once("production", probe, health_check)  # b's own run: stored
+        assert len(await store.probe_summaries("production", 0.0, 2e9)) == 1
+        arrived.clear()
+        run = asyncio.create_task(b.probe_once("production", probe, health_check))
+        await arrived.wait()  # in flight, its news of the window lost: not cut
+        await a.take_for_window("production")
+        with caplog.at_level(logging.INFO, logger="postflight.probing"):
+            await run
+        await sessions.aclose()
+    assert len(await store.probe_summaries("production", 0.0, 2e9)) == 1
+    assert "another replica took its background lease meanwhile" in caplog.text

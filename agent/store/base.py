@@ -622,10 +622,16 @@ class Store(Protocol):
         at: float,
         summary: dict[str, Any],
         fingerprint: str | None = None,
-    ) -> None:
+        *,
+        holder: str | None = None,
+    ) -> bool:
         """Keep one background run of `check`; `fingerprint` says what it probed
         (`agent.windows.fingerprint.probe_fingerprint`), None for a run whose target is not
-        known (rows stored before fingerprints were kept: no baseline pools them)."""
+        known (rows stored before fingerprints were kept: no baseline pools them).
+        `holder` (a shared store's replica, `take_background`): only while no other
+        replica holds the environment's background lease, in the same statement: one
+        that took it meanwhile (a window there started probing it) probed beside the
+        run, which is not kept. Whether it was kept."""
         ...
 
     async def probe_summaries(

@@ -465,6 +465,16 @@ PROBE_INSERT = (
 )
 
 
+PROBE_INSERT_HELD = (
+    "INSERT INTO probe_summaries (environment, check_name, at, summary, fingerprint)"
+    " SELECT CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION), CAST(? AS TEXT),"
+    " CAST(? AS TEXT) WHERE NOT EXISTS (SELECT 1 FROM background_leases"
+    " WHERE environment = ? AND owner <> ?)"
+)
+"""`PROBE_INSERT` while no other replica holds the environment's background lease (the
+casts: PostgreSQL types a SELECT's parameters by them, not by the columns)."""
+
+
 def _probe_row(run: ProbeRun) -> tuple[str, str, float, str, str | None]:
     return run.environment, run.check, run.at, json.dumps(run.summary), run.fingerprint
 
@@ -1593,10 +1603,14 @@ class SqlStore(ABC):
         at: float,
         summary: dict[str, Any],
         fingerprint: str | None = None,
-    ) -> None:
+        *,
+        holder: str | None = None,
+    ) -> bool:
         run = ProbeRun(environment, check, at, summary, fingerprint)
         async with self._tx() as db:
-            await db.execute(PROBE_INSERT, *_probe_row(run))
+            if holder is None:
+                return await db.execute(PROBE_INSERT, *_probe_row(run)) == 1
+            return await db.execute(PROBE_INSERT_HELD, *_probe_row(run), environment, holder) == 1
 
     async def probe_summaries(
         self,

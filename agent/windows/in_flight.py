@@ -21,7 +21,11 @@ sent at once (`PgNews.at_once`; after the 50 ms a burst of writes waits, `FLUSH_
 when one is waiting already) and one read of the window, 2-5 ms measured, so it stops
 before that round in most starts (the round begins after the window's baseline). A
 NOTIFY lost (the news connection down) is made up by the next news of the window, its
-first round's store; a replica alone hears no other's news, and reads nothing more.
+first round's store; until then the run goes on, to its own end at the latest (one
+round's length), and is not stored whatever it heard: a shared store keeps a run only
+while no other replica holds the environment's background lease (`add_probe_summary`'s
+`holder`), which the window's replica takes as it starts. A replica alone hears no
+other's news, and reads nothing more.
 """
 
 from __future__ import annotations

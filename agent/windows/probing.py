@@ -609,7 +609,21 @@ class BackgroundProber:
         now = self.clock()
         summary = summarize([s for r in results for s in r.samples])
         fingerprint = check_fingerprints(probe.env).get(check.name)
-        await self.store.add_probe_summary(name, check.name, now, summary, fingerprint)
+        # on a shared store, kept only while no other replica holds the lease: one whose
+        # window took it meanwhile cuts the run as it hears of it (`agent.windows.in_flight`),
+        # and a run it was not heard for (its news lost) is left out all the same
+        holder = self.owner if self.leased else None
+        kept = await self.store.add_probe_summary(
+            name, check.name, now, summary, fingerprint, holder=holder
+        )
+        if not kept:
+            log.info(
+                "background run of %s (%s) not stored: another replica took its background"
+                " lease meanwhile (a window there probes it)",
+                name,
+                check.name,
+                extra={"environment": name, "check": check.name},
+            )
 
     async def _hold(self, name: str, *, steal: bool = False) -> bool:
         """Whether this replica probes `name` now: always on a store of its own; on a

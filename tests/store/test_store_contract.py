@@ -869,6 +869,26 @@ async def test_probe_summaries_window_and_prune(store: Store) -> None:
     assert await store.probe_summaries("staging", 0, 100) == []
 
 
+async def test_a_background_run_is_kept_only_while_no_other_replica_holds_its_lease(
+    store: Store,
+) -> None:
+    """A run stored with its `holder` is kept while the environment's background lease is
+    its holder's or no one's, not once another replica took it (its window probes the
+    environment): the run went on beside that window (`agent.windows.in_flight`)."""
+    kept = await store.add_probe_summary("production", "api", 10.0, {"ok": [1]}, holder="b")
+    assert kept  # no lease at all
+    assert await store.take_background("production", "b", 10.0, 40.0)
+    assert await store.add_probe_summary("production", "api", 20.0, {"ok": [1]}, "fp", holder="b")
+    assert await store.take_background("production", "a", 25.0, 55.0, steal=True)
+    assert not await store.add_probe_summary("production", "api", 30.0, {"ok": [0]}, holder="b")
+    assert await store.add_probe_summary("staging", "api", 30.0, {"ok": [1]}, holder="b")
+    assert await store.add_probe_summary("production", "api", 35.0, {"ok": [1]}, holder="a")
+    assert await store.add_probe_summary("production", "api", 36.0, {"ok": [1]})  # no holder
+    rows = await store.probe_summaries("production", 0, 100)
+    assert [at for _, at, _ in rows] == [10.0, 20.0, 35.0, 36.0]
+    assert await store.probe_summaries("production", 0, 100, ["fp"]) == [("api", 20.0, {"ok": [1]})]
+
+
 async def test_probe_summaries_keep_what_each_run_probed(store: Store) -> None:
     """A baseline asks for the runs of its checks' fingerprints only; rows stored before
     fingerprints were kept (None) match none; a start reads what each check's runs probed."""

@@ -127,3 +127,16 @@ async def test_news_costs_no_read_without_a_run_in_flight_in_its_environment(
     assert reads.reads == 1 and not news.looking and not production.done()
     production.cancel()
     await asyncio.gather(production, return_exceptions=True)
+
+
+async def test_a_stop_leaves_no_read_of_a_windows_news_going(reads: Reads) -> None:
+    prober = BackgroundProber({}, reads, lambda name: False)
+    news = WindowNews(prober, lambda: 200.0)
+    staging = await in_flight(prober, "staging")
+    news.heard("dep_live")
+    looking = set(news.looking)
+    news.stop()
+    await asyncio.gather(*looking, return_exceptions=True)
+    assert all(task.cancelled() for task in looking) and not staging.done()
+    staging.cancel()
+    await asyncio.gather(staging, return_exceptions=True)

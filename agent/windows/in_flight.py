@@ -137,6 +137,11 @@ class WindowNews:
         self.looking.add(task)
         task.add_done_callback(self.looking.discard)
 
+    def stop(self) -> None:
+        """The background probing stopped: no read of a window's news goes on past it."""
+        for task in self.looking:
+            task.cancel()
+
     async def _look(self, window_id: str) -> None:
         try:
             window = await self.prober.store.get_window(window_id)

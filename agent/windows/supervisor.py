@@ -248,6 +248,7 @@ class Watcher:
         finally:
             if prober is not None:
                 prober.cancel()
+                self.window_news.stop()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await prober
             held = self._held_leases()

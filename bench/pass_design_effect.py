@@ -6,23 +6,24 @@ floor, a round's binomial variance at the bound (p (1 - p) / n), is multiplied b
 effect deff = 1 + (n - 1) rho (Kish), rho the within-round correlation measured by
 `stats.intra_period_correlation`:
 
-- `now`:   the judge as it is (deff 1);
-- `base`:  rho across the background runs (what `merge` keeps as `Observation.dispersion`
-           for counts; for a share past a latency cutoff the runs' values would have to be
-           kept per run, which `merge` does not do: measured here from the runs);
-- `base_t`: as `base`, Student-corrected for how few runs (`stats.inflation_limit`: each
-           run one unit when it shows fewer than two events), the fail side's convention;
-- `both`:  `base`, or the window's own rounds' over-dispersion so far when larger (the
-           rounds' variance over the binomial one at their mean).
+- `binomial`: deff 1, the floor before any design effect;
+- `judge`:  the judge as it is, unpatched (`SequentialRule._ends` of the module);
+- `runs`:   rho across the background runs, for a rate from their counts (what `merge`
+            keeps as `Observation.dispersion`) and for a share past a latency cutoff from
+            each run's count past it (measured here from the runs' own samples);
+- `student`: as `runs`, Student-corrected for how few runs (`stats.inflation_limit`: each
+            run one unit when it shows fewer than two events), the fail side's convention.
 
-For a rate, `base` needs nothing the daemon lacks: the stored baseline's `dispersion` is
-this rho (one line in `SequentialRule._ends`). Every window runs through `Judge.advance`
-with the last round final, as the daemon feeds it, and is read with
-`Judge.glance(final=True)`. Cases:
+Every window runs through `Judge.advance` with the last round final, as the daemon feeds
+it, and is read with `Judge.glance(final=True)`. Cases:
 
 - whole-round errors 6% (past `max 0.05`), Beta rounds at 5% (kappa 1 and 2: at the bound),
   slow whole rounds 6% (latency_p95 `max 300ms`): 30 rounds of 40 probes, the background
   runs drawn from the same bursty service (120 runs: the default hour at 30 s; 6 runs);
+- slow whole rounds past a relative bound: a 50 ms service whose whole rounds are 10x
+  slower 3% of the time before the deploy and 7% after (`latency_p95 max_increase 50%`:
+  the release's p95 lands among the slow rounds, past the bound; its share past the
+  baseline's p95 + 50% is about 7%, past the 5% a p95 allows);
 - A/A at the defaults (bench/judge_probes.py: 6 runs, 10/20/40 probes, 2% errors,
   `error_rate max 0.05` + `latency_p95 max_increase 50%`) and a bursty A/A (2% errors in
   Beta rounds, kappa 2), and its errors x5 and latency x2 (the failing side).
@@ -50,11 +51,11 @@ ERRORS = Rule("probe-errors", "checks", "error_rate", max=0.05)
 SLOW = Rule("health-latency", "checks", "latency_p95", max=0.3, check="health")
 P95 = Rule("health-p95", "checks", "latency_p95", max_increase=0.5, check="api-health")
 ROUNDS = 30
-VARIANTS = ("now", "base", "base_t", "both")
+VARIANTS = ("binomial", "judge", "runs", "student")
 
 RUNS: dict[str, list[Observation]] = {}
 """The window's background runs by rule name, one observation a run (set per window)."""
-MODE = ["now"]
+MODE = ["judge"]
 _BASE: dict[tuple[str, str, float], tuple[float | None, int, float, float]] = {}
 
 
@@ -84,26 +85,26 @@ def _base_rho(rule: str, test: PassTest) -> tuple[float | None, int, float, floa
 def deff(rule: str, test: PassTest, st: dict[str, Any], n: float) -> float:
     """The design effect for a round of `n` under the current `MODE`."""
     mode = MODE[0]
-    if mode == "now" or test.statistic == "value":
+    if mode == "binomial" or test.statistic == "value":
         return 1.0
     rho, runs, events, size = _base_rho(rule, test)
-    if mode == "base_t":
+    if mode == "student":
         if runs < 1 or size <= 1:
             return 1.0
         phi = 1.0 + (size - 1.0) * (rho or 0.0)
         phi = stats.inflation_limit(phi, runs, events, size, test.alpha)
         rho = (phi - 1.0) / (size - 1.0)
-    d = 1.0 + (n - 1.0) * (rho or 0.0)
-    if mode == "both" and st["t"] >= 2:
-        mean = float(st["mean"])
-        binomial = mean * (1.0 - mean) / max(n, 1.0)
-        if binomial > 0:
-            d = max(d, (st["m2"] / (st["t"] - 1)) / binomial)
-    return max(d, 1.0)
+    return max(1.0 + (n - 1.0) * (rho or 0.0), 1.0)
+
+
+_JUDGE_ENDS = SequentialRule._ends
 
 
 def _ends(self: SequentialRule, test: PassTest, st: dict[str, Any]) -> tuple[float, float] | None:
-    """`SequentialRule._ends` with its binomial floor times the design effect."""
+    """`SequentialRule._ends` with its binomial floor times the design effect of `MODE`
+    (the module's own under `judge`)."""
+    if MODE[0] == "judge":
+        return _JUDGE_ENDS(self, test, st)
     t = st["t"]
     if t < 2:
         return None
@@ -157,6 +158,16 @@ def slow_rounds(share: float) -> Draw:
     def draw(rng: np.random.Generator, n: int) -> dict[str, Observation]:
         scale = 1.0 if rng.random() < share else 0.1
         return {SLOW.name: latencies(rng.lognormal(np.log(scale), 0.3, n))}
+
+    return draw
+
+
+def slow_relative(share: float) -> Draw:
+    """A 50 ms service (lognormal 0.3), whole rounds 10x slower `share` of the time."""
+
+    def draw(rng: np.random.Generator, n: int) -> dict[str, Observation]:
+        scale = 10.0 if rng.random() < share else 1.0
+        return {P95.name: latencies(rng.lognormal(np.log(0.05 * scale), 0.3, n))}
 
     return draw
 
@@ -272,6 +283,17 @@ def main() -> None:
             ("bursty aa (2% Beta kappa 2)", [ERRORS, P95], bursty, bursty, n, 6),
             ("bursty aa (2% Beta kappa 2)", [ERRORS, P95], bursty, bursty, n, 120),
         ]
+    for runs in (120, 6):  # last, so that the cases above keep their seeds
+        cases.append(
+            (
+                "burst: slow rounds 3% -> 7%, +50%",
+                [P95],
+                slow_relative(0.03),
+                slow_relative(0.07),
+                40,
+                runs,
+            )
+        )
     for seed, (label, rules, before, during, n, runs) in enumerate(cases):
         if args.only in label:
             run(label, rules, before, during, n, runs, w, seed)

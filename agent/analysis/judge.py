@@ -406,8 +406,14 @@ def _decide(judged: list[Judged], rounds: int, final: bool, on_evidence: bool) -
             f"{judgeable} of {counted(len(verdicts), 'rule')} passed over {of_rounds}{extra}",
             verdicts,
         )
-    named = f": {'; '.join(j.lacking for j in silent)}" if silent else ""
-    return Verdict("inconclusive", f"no rule had data to judge over {of_rounds}{named}", verdicts)
+    if len(silent) == len(verdicts):
+        named = "; ".join(j.lacking for j in silent)
+        return Verdict(
+            "inconclusive", f"no rule had data to judge over {of_rounds}: {named}", verdicts
+        )
+    # a rule with data but nothing to judge it against (no baseline) had data: said so
+    named = "; ".join(j.lacking or f"{j.verdict.name}: {j.verdict.detail}" for j in judged)
+    return Verdict("inconclusive", f"no rule could be judged over {of_rounds}: {named}", verdicts)
 
 
 def _passed_on_evidence(verdicts: Sequence[RuleVerdict], of_rounds: str) -> str:

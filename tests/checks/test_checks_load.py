@@ -18,6 +18,7 @@ from agent.windows.probing import fit_to_round
 from checks.base import CheckResult
 from checks.load import LoadCheck, LoadCheckConfig, parse_rate
 from checks.registry import run_check
+from common.durations import format_duration
 
 
 class Target:
@@ -517,3 +518,23 @@ async def test_one_request_is_said_in_the_singular(
         load(rate="2/s", duration="500ms"), make_ctx, f"http://127.0.0.1:{free_port()}"
     )
     assert down.message.startswith("1 request at 2/s: no response"), down.message
+
+
+async def test_a_runs_latencies_are_said_as_the_judge_says_durations(
+    aiohttp_server: AiohttpServer, make_ctx: MakeContext
+) -> None:
+    """The run's summary (a load rule's detail in the API, the alert and the rollback's
+    breaches) words its p50 and p99 as every other latency is (`format_duration`: `3.21ms`,
+    `0.312ms`, `104ms`), where it wrote one decimal of its own: a 0.04 ms p50 read `0.0ms`,
+    a 3.21 ms one `3.2ms` beside the rule's `3.21ms`, a 104 ms p99 `104.0ms`."""
+    target = Target(delay_s=0.003)
+    base = await target.start(aiohttp_server)
+    for _ in range(ATTEMPTS):
+        result = await run(load(rate="50/s", duration="200ms"), make_ctx, base)
+        if kept(result):
+            break
+    else:
+        raise AssertionError(f"every latency of {ATTEMPTS} runs was dropped as the agent's")
+    lat = result.details["latency_ms"]
+    p50, p99 = (format_duration(lat[p] / 1000) for p in ("p50", "p99"))
+    assert f": p50 {p50} p99 {p99}, " in result.message, (lat, result.message)

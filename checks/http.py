@@ -22,6 +22,7 @@ from checks.base import Check, CheckConfig, CheckContext, CheckResult, Running
 from checks.expect import Body, Expect, Expectation
 from checks.lag import AGENT_DELAY, AGENT_HELD, AGENT_KERNEL_DELAY, UNANSWERED
 from checks.request import ClientOptions, RequestSpec, prepared, target_url
+from common.durations import format_duration
 from common.redaction import Redactor
 
 if TYPE_CHECKING:  # aiohttp's client (checks.exchange) is imported where a check runs: the
@@ -153,7 +154,8 @@ class HttpCheck(Check):
         if reply.agent_held_s:  # the request went out late (`checks.lag`), rounded up
             details[AGENT_HELD] = math.ceil(reply.agent_held_s * 1e4) / 1e4
         if not mismatches:
-            return f"{self._label}: {reply.status} in {reply.latency_s * 1000:.0f}ms", details, None
+            took = format_duration(reply.latency_s)  # as every latency reads: not `in 0ms`
+            return f"{self._label}: {reply.status} in {took}", details, None
         error = details["error"] = mismatches[0].kind
         details["failures"] = [str(m) for m in mismatches]
         return f"{self._label}: " + "; ".join(str(m) for m in mismatches), details, error

@@ -33,7 +33,7 @@ from checks.lag import (
 )
 from checks.request import ClientOptions, RequestSpec, join_url, sent_with
 from checks.ticks import ticks
-from common.durations import PositiveDuration
+from common.durations import PositiveDuration, format_duration
 from common.redaction import SENSITIVE_KEY, Redactor, sensitive_values, snippet
 from common.words import counted
 
@@ -281,7 +281,7 @@ class SmokeCheck(Check):
             type=self.type,
             ok=True,
             samples=tuple(samples),
-            message=f"{counted(len(done), 'step')} passed in {total_ms:.0f}ms",
+            message=f"{counted(len(done), 'step')} passed in {format_duration(total_ms / 1000)}",
             details=details,
         )
 

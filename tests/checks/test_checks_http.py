@@ -21,9 +21,12 @@ from pytest_aiohttp import AiohttpServer
 from yarl import URL
 
 from checks.base import CheckResult
+from checks.expect import Body, Expect, Expectation
 from checks.http import HttpCheck, HttpCheckConfig
 from checks.registry import run_check
 from checks.sessions import USER_AGENT, TargetSessions
+from common.durations import format_duration
+from common.redaction import Redactor
 
 
 @pytest.fixture(autouse=True, params=sorted(PROBE_PATHS))
@@ -380,6 +383,20 @@ async def test_slow_response_fails_max_latency(make_ctx: MakeContext, target: UR
     assert not result.ok
     assert result.samples[0].error == "latency"
     assert "latency: expected ≤ 50ms, got" in result.message
+
+
+async def test_a_probes_latency_is_said_as_every_latency_is(
+    make_ctx: MakeContext, target: URL
+) -> None:
+    """A probe's words (its message; an unmet `max_latency`'s mismatch, which a breached
+    rule's detail quotes in the alert) give its latency as `format_duration` does, where
+    they rounded it to whole ms: `expected ≤ 3ms, got 3ms` for 3.4 ms, `200 in 0ms`."""
+    limit = Expectation(Expect.model_validate({"max_latency": "3ms"}))
+    (late,) = limit.check(200, {}, Body(b""), 0.0034, Redactor(()))
+    assert str(late) == "latency: expected ≤ 3ms, got 3.4ms", str(late)
+    fast = await probe(make_ctx, target, path="/ok")
+    shown = format_duration(fast.details["latency_ms"] / 1000)
+    assert fast.message == f"GET /ok: 200 in {shown}", fast.message
 
 
 async def test_refused_connection_is_a_connect_error(make_ctx: MakeContext) -> None:

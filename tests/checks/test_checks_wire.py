@@ -198,7 +198,7 @@ def recorded(result: CheckResult) -> dict[str, Any]:
     target's silence only the lean client sees (`checks.lag.UNANSWERED`, in its socket)."""
     (sample,) = result.samples
     details = {k: v for k, v in result.details.items() if k not in ("latency_ms", UNANSWERED)}
-    message = re.sub(r"\d+ms", "Nms", result.message)
+    message = re.sub(r"[\d.]+ms", "Nms", result.message)
     return {
         "ok": result.ok,
         "status": sample.status,

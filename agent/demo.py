@@ -30,6 +30,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.settings_file import load_settings_text
+from common.durations import format_duration
 from common.stop_words import STOPPED_WORDS
 
 TOKEN = "demo-token-please-change"
@@ -276,7 +277,7 @@ def round_line(event: dict[str, Any], metrics: dict[str, str]) -> str:
 
 def _fmt(value: float, metric: str) -> str:
     if metric.startswith("latency"):
-        return f"{value * 1000:.0f}ms"
+        return format_duration(value)  # as the agent says it: `0.412ms`, never `0ms`
     if metric == "error_rate":
         return f"{value:.0%}"
     return f"{value:.3g}"

@@ -39,3 +39,12 @@ def test_each_round_shows_its_own_number_and_figures() -> None:
 def test_a_rule_without_a_figure_yet_shows_its_outcome_alone() -> None:
     line = round_line(round_event(3, 0.0, None), METRICS)
     assert line == "round  3: probe-errors=inconclusive (0%)  health-latency=inconclusive"
+
+
+def test_a_few_ms_or_less_read_in_the_judges_digits() -> None:
+    """The demo's local service answers in about a millisecond: its p95 read `(0ms)` or
+    `(2ms)`, where the agent's own words say `0.412ms`, `1.94ms` (`format_duration`)."""
+    fast = round_line(round_event(4, 0.0, 0.000412), METRICS)
+    assert fast.endswith("health-latency=inconclusive (0.412ms)"), fast
+    few = round_line(round_event(5, 0.0, 0.00194), METRICS)
+    assert few.endswith("health-latency=inconclusive (1.94ms)"), few

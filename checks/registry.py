@@ -514,7 +514,7 @@ def _crashed(
     An exception not about the target is the check's bug (`_bug`). A timeout is said as
     one: our limit's (`ours`) by that limit, the check's own (its client's) by how long the
     run took and what it raised, where both read `crashed ...: check did not finish within
-    10.5s`, the limit it never reached."""
+    6s` (a 5s timeout, plus the margin), the limit it never reached."""
     if not isinstance(exc, TimeoutError) and not about_target(exc, check):
         return _bug(check, ctx, exc, duration, redactor)
     timed_out = isinstance(exc, TimeoutError)

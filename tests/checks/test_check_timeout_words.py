@@ -1,7 +1,7 @@
 """A check's run that times out is logged as a timeout, not as a crash: a plugin whose
 own client gave up on a target that stopped answering (aiohttp's `SocketTimeoutError`, a
 `TimeoutError`) was logged `check slow (slow) crashed in environment production: check did
-not finish within 10.5s` after 50 ms, and a run the registry's net cut at its limit
+not finish within 6s` after 50 ms, and a run the registry's net cut at its limit
 `... crashed in environment ...` at DEBUG."""
 
 from __future__ import annotations

@@ -1435,7 +1435,10 @@ class Integrations:
             return
         outcome = f"HTTP {result.status}" if result.ok else (result.error or "failed")
         cancelled, found = False, ""
-        if not result.ok and not again and result.status == 422:
+        # an attempt of this call that got no answer may have been taken, as an earlier
+        # claimer's answer may: a 422 after either is that answer taken
+        taken_before = again or result.unanswered > 0
+        if not result.ok and not taken_before and result.status == 422:
             # a 422 is also nothing left waiting: the run, read, tells a cancelled one
             assert github.token is not None
             cancelled, found = await run_was_cancelled(
@@ -1452,11 +1455,13 @@ class Integrations:
             # no page: nothing is left to protect, and nobody to answer by hand
             outcome = f"{outcome} ({found})"
             log.info("%s: GitHub refused the answer, %s", asked, outcome)
-        elif again and result.status == 422:
+        elif taken_before and result.status == 422:
             # nothing waits for an answer: the earlier claimer's was taken, and it died (a
-            # kill -9) or was stopped before recording it; paged NOT answered, on-call
-            # answered by hand a gate GitHub had taken the answer to
-            outcome = f"{outcome} (answered before: an earlier claim's answer was taken)"
+            # kill -9) or was stopped before recording it, or this call's attempt whose
+            # answer was lost was; paged NOT answered, on-call answered by hand a gate
+            # GitHub had taken the answer to
+            earlier = "an earlier claim's" if again else "an attempt's that got no answer"
+            outcome = f"{outcome} (answered before: {earlier} answer was taken)"
             log.info("%s: GitHub refused the answer, %s", asked, outcome)
         else:
             # told before the gate is marked answered: a crash between the two tells

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import asyncio
 
+from aiohttp import web
+
 from agent.appkeys import STORE
+from tests.e2e.conftest import AgentFactory, FlipTarget
 from tests.e2e.integrations_support import GATE_PATH
 from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
+    GH_TOKEN,
+    alerts_to,
+    environments,
     eventually,
     fake_github,
     fake_vercel,
     github_hook,
+    integrations,
     start_agent,
 )
 from tests.e2e.test_integrations_gate_replay_e2e import eventually_async
@@ -25,6 +32,8 @@ from tests.e2e.test_integrations_given_up_e2e import (  # noqa: F401 (fixtures)
     refusing,
     told_once,
 )
+from tests.fakes.github import FakeGitHub
+from tests.fakes.vercel import FakeVercel
 from tests.receivers import JsonSink
 
 
@@ -88,3 +97,50 @@ async def test_a_refused_token_pages_without_reading_the_run(
     assert "HTTP 401" in told.message
     assert await failed_calls(agent, "github") == 1
     assert [r.method for r in refusing.github.seen("/actions/runs/23")] == ["POST"]
+
+
+class SlowGitHub(FakeGitHub):
+    """Takes a protection rule's first answer, then answers it only after `slow_s`: past
+    the agent's timeout, as a connection lost after GitHub acted leaves it."""
+
+    slow_s = 2.5
+
+    async def gate(self, request: web.Request) -> web.Response:
+        answer = await super().gate(request)
+        if len(self.gate_answers) == 1 and answer.status == 204 and self.slow_s:
+            self.slow_s, slow = 0.0, self.slow_s
+            await asyncio.sleep(slow)
+        return answer
+
+
+async def test_a_422_after_an_attempt_that_got_no_answer_is_the_answer_taken_no_page(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,  # noqa: F811
+    json_sink: JsonSink,
+) -> None:
+    """GitHub took the answer and its 204 never came (timed out): the next attempt of the
+    same call is refused (422, nothing waits any more), and on-call was paged 'NOT
+    answered, answer it by hand' for a gate answered. As a 422 to an answer under a claim
+    taken over (`test_gate_answer_kept`): recorded as answered before, no page."""
+    async with SlowGitHub(token=GH_TOKEN) as github:
+        extra = integrations(github, fake_vercel).replace(
+            "webhook_secret: gh-", "timeout: 1s, webhook_secret: gh-"
+        )
+        assert "timeout: 1s" in extra, extra
+        agent = await start_agent(
+            environments(flip_target, staging_window="1500ms"),
+            alerting=alerts_to(json_sink),
+            extra=extra,
+        )
+        good = "b" * 40
+        staging = await agent.register("staging", good)
+        rule = github.ask_gate(sha=good, run_id=31)
+        assert (await github_hook(agent, "deployment_protection_rule", rule, "gate-31"))[0] == 202
+        assert (await agent.settled(staging["id"]))["state"] == "passed"
+        await eventually_async(agent.app[STORE].pending_gates, [], within=15)
+        await asyncio.sleep(1.0)  # a page would be out by now
+        assert given_up(json_sink) == []
+        assert [(a["run"], a["state"]) for a in github.gate_answers] == [("31", "approved")]
+        assert len(github.seen(GATE_PATH)) == 2  # taken (answer lost), then refused
+        await agent.stop()

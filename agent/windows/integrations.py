@@ -1100,9 +1100,21 @@ class Integrations:
         )
         if not current.ok:
             return Release(why=current.error or "failed", failed=current)
-        release = (current.data or {}).get("rollingRelease")
-        if not isinstance(release, dict):
+        data = current.data
+        release = data.get("rollingRelease") if isinstance(data, dict) else None
+        if data is not None and not isinstance(data, dict):
+            shape = f"the answer is {type(data).__name__}"
+        elif release is None:
             return Release(why="no rolling release")
+        elif not isinstance(release, dict):
+            shape = f"its rollingRelease is {type(release).__name__}"
+        elif not isinstance(release.get("canaryDeployment") or {}, dict):
+            shape = f"its canaryDeployment is {type(release['canaryDeployment']).__name__}"
+        else:
+            shape = ""
+        if shape or not isinstance(release, dict):  # raised out of the approval, unrecorded
+            why = f"HTTP {current.status}: a rolling release not of Vercel's shape ({shape})"
+            return Release(why=why, failed=CallResult(False, current.status, why))
         state = str(release.get("state") or "?")
         canary = window.labels.get("vercel.deployment")
         canary_id = (release.get("canaryDeployment") or {}).get("id")

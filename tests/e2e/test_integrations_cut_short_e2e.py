@@ -13,6 +13,7 @@ from aiohttp import web
 
 from tests.e2e.conftest import AgentFactory, FlipTarget
 from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
+    alerts_to,
     environments,
     eventually,
     fake_github,
@@ -21,9 +22,11 @@ from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
     start_agent,
     vercel_hook,
 )
+from tests.e2e.test_integrations_given_up_e2e import told_once
 from tests.fakes import vercel as vc
 from tests.fakes.github import FakeGitHub
 from tests.fakes.vercel import FakeVercel
+from tests.receivers import JsonSink
 
 
 def _release_read(request: web.Request) -> bool:
@@ -75,3 +78,42 @@ async def test_a_rolling_release_read_cut_short_before_the_approval_is_asked_aga
     ]
     reads = [r for r in fake_vercel.seen("/rolling-release") if r.method == "GET"]
     assert len(reads) - reads_at_open == 2  # the one cut short, and the one asked again
+
+
+async def test_a_rolling_release_of_a_shape_not_vercels_is_told_not_a_crash(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,  # noqa: F811
+    fake_github: FakeGitHub,  # noqa: F811
+    json_sink: JsonSink,
+    tmp_path: Path,
+) -> None:
+    """A 200 whose release is not of Vercel's shape (its `canaryDeployment` a string, not
+    an object: a proxy's, an API change) raised out of the approval (AttributeError): its
+    claim left open with no outcome, nothing approved, nobody told, until a restart. It is
+    a read that failed: the approval recorded failed, and on-call told once."""
+    agent = await start_agent(
+        environments(flip_target, window="3s", rolling_release=True),
+        alerting=alerts_to(json_sink),
+        extra=integrations(fake_github, fake_vercel),
+    )
+    fake_vercel.start_rolling_release(vc.PROJECT, canary=vc.NEW)
+    status, opened = await vercel_hook(agent, vc.event(event_id="rr-shape", deployment=vc.NEW))
+    assert status == 202, opened
+    deploy = opened["deploy"]["id"]
+    labels: dict[str, str] = {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while "vercel.rolling_stage" not in labels and loop.time() < deadline:
+        labels = (await agent.get(deploy))["labels"]
+        await asyncio.sleep(0.05)
+    assert labels.get("vercel.rolling_stage") == "0", labels
+    fake_vercel.rolling[vc.PROJECT]["canaryDeployment"] = vc.NEW  # not {"id": ...}
+    assert (await agent.settled(deploy))["state"] == "passed"
+    await eventually(lambda: (_approval(tmp_path, deploy) or ("claimed",))[0] != "claimed")
+    result, detail = _approval(tmp_path, deploy) or ("", "")
+    assert result == "failed", detail
+    assert "not of Vercel's shape" in detail, detail
+    told = await told_once(json_sink)
+    assert deploy in told.message and "not of Vercel's shape" in told.message
+    assert fake_vercel.approvals == []

@@ -529,6 +529,12 @@ class WindowAlerts:
             await _start(self._resend(claim), spawn)
         return taken
 
+    def breach_sending(self, window_id: str, resolved: Sequence[str]) -> bool:
+        """Whether this process is sending the breach that any of the `resolved:<rule>`
+        keys answers: their claim waits for that send (`_breach_sent`), which a window's
+        end must not wait for."""
+        return any(self._in_flight(window_id, _breach_of(key)) for key in resolved)
+
     def _in_flight(self, window_id: str, key: str) -> bool:
         """Whether this process is sending `key` of the window right now. Its claim (or a
         retry's lease) looks a dead sender's once the process was stopped past the lease

@@ -1318,10 +1318,12 @@ class WindowWatch:
         self.claiming = [(c, t) for c, t in self.claiming if not (c.done() or t.done())]
         self.claiming.append((claimed, task))
 
-    def _alert_group(self, event: AlertEvent, by_key: dict[str, RuleVerdict]) -> None:
+    def _alert_group(
+        self, event: AlertEvent, by_key: dict[str, RuleVerdict], *, final: bool = False
+    ) -> None:
         """One `breach` or `resolved` alert for the rules of `by_key` not told yet
         (`WindowAlerts.emit_group` picks them): a round's thirty new breaches page once
-        per channel, not thirty times."""
+        per channel, not thirty times. `final`: the round ends the window."""
 
         def make(keys: list[str]) -> Alert:
             # each rule's dict only for an alert: most rounds of most windows send none
@@ -1333,7 +1335,11 @@ class WindowWatch:
             )
 
         keys, tags = list(by_key), self.env.alerts.tags
-        if event == "resolved":  # its claim waits on the breach's send: not held for
+        # a resolve's claim waits on its breach's send here: not held for, but at the end
+        # with no such send under way, a claim as any other (a kill then lost it for good)
+        if event == "resolved" and (
+            not final or self.s.alerts.breach_sending(self.window.id, keys)
+        ):
             self.s.spawn(self.s.alerts.emit_group(self.window, keys, make, tags, fence=self.fence))
             return
         self._claimed_first(
@@ -1363,7 +1369,7 @@ class WindowWatch:
             if _state(r) == "pass" and previous.get(r.name) == "breached"
         }
         if cleared:
-            self._alert_group("resolved", cleared)
+            self._alert_group("resolved", cleared, final=verdict.decision != "continue")
         # one alert a provider, naming each of its rules it failed this round (contract §4),
         # where the first rule alone was named and the claim kept the others out
         down: dict[str, list[tuple[RuleVerdict, Observation]]] = {}

@@ -316,3 +316,112 @@ def run_end_trial(workdir: Path) -> EndTrial:
             except subprocess.TimeoutExpired:
                 helper.kill()
                 helper.wait()
+
+
+class _FailingFirst:
+    """A target that answers its first `failing` requests 500, then 200: a window whose
+    first round breaches and whose last clears it."""
+
+    def __init__(self, failing: int) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        lock = threading.Lock()
+        seen = [0]
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with lock:
+                    seen[0] += 1
+                    status = 500 if seen[0] <= failing else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+def run_resolve_trial(workdir: Path, *, kill: bool = True) -> EndTrial:
+    """A window of two rounds whose first breaches and whose last (its end) clears it:
+    the last round's resolve, and the end's `passed`, after a kill at the end (none
+    without `kill`: the hook finds its mark made)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not kill:
+        (workdir / "killed").touch()
+    sink_log = workdir / "sink.jsonl"
+    target = _FailingFirst(3)
+    sink, sink_url = _process(["tests.receivers", "json", "--log", str(sink_log)])
+    agent: subprocess.Popen[bytes] | None = None
+    try:
+        port = free_port()
+        config = workdir / "postflight.yaml"
+        config.write_text(f"""\
+server:
+  listen: 127.0.0.1:{port}
+  api_tokens: [{TOKEN}]
+store:
+  url: sqlite:///{workdir / "postflight.db"}
+alerting:
+  timeout: 1s
+  channels:
+    - {{url: "{sink_url.replace("http://", "json://", 1)}", tags: [oncall]}}
+environments:
+  production:
+    base_url: {target.url}
+    window: 1s
+    interval: 500ms
+    probes_per_round: 3
+    checks:
+      - {{name: api-health, type: http, path: /health, timeout: 200ms}}
+    analysis: {{policy: threshold, failure_limit: 2}}
+    rules:
+      - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
+""")
+        agent = start_agent(workdir, config, port)
+        deploy = request_json(
+            "POST",
+            f"http://127.0.0.1:{port}/v1/deploys",
+            {"environment": "production", "version": VERSION},
+        )
+        if kill:
+            agent.wait(timeout=60)
+            agent = start_agent(workdir, config, port)
+        killed = kill and (workdir / "killed").exists()
+        url = f"http://127.0.0.1:{port}/v1/deploys/{deploy['id']}"
+
+        def settled() -> bool:
+            alerts = store_rows(
+                workdir, "SELECT result, retry_at FROM alerts WHERE window_id = ?", deploy["id"]
+            )
+            return request_json("GET", url)["state"] != "watching" and all(
+                result != "claimed" and retry is None for result, retry in alerts
+            )
+
+        _wait(settled, 60)
+        time.sleep(2.0)
+        return EndTrial(
+            killed=killed,
+            state=request_json("GET", url)["state"],
+            alerts=[
+                str((line.get("payload") or {}).get("title", ""))
+                for line in read_attempts(sink_log)
+            ],
+            rollbacks_acted_on=0,
+            rollback_requests=0,
+            rollback_markers=0,
+            deployment_statuses=[],
+            commit_statuses=[],
+        )
+    finally:
+        if agent is not None and agent.poll() is None:
+            agent.send_signal(signal.SIGKILL)
+            agent.wait()
+        target.server.shutdown()
+        sink.send_signal(signal.SIGTERM)
+        sink.wait(timeout=5)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.crash_end import run_end_trial
+from tests.e2e.crash_end import run_end_trial, run_resolve_trial
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -27,3 +27,14 @@ def test_a_kill_at_a_failed_windows_end_loses_nothing_it_called_for(tmp_path: Pa
     assert 1 <= trial.rollback_markers <= 2, trial
     assert trial.deployment_statuses.count("failure") == 1, trial
     assert trial.commit_statuses.count("failure") == 1, trial
+
+
+def test_a_kill_at_the_end_of_a_window_whose_last_round_cleared_a_breach(tmp_path: Path) -> None:
+    """The last round's resolve (its breach told a round before) is claimed before the
+    end is stored: a kill then lost it, 3 trials in 3, where one not killed sends it."""
+    trial = run_resolve_trial(tmp_path)
+    assert trial.killed, "the agent was not killed at the window's end"
+    assert trial.state == "passed", trial
+    assert 1 <= trial.count("breached") <= 2, trial.alerts
+    assert 1 <= trial.count("resolved") <= 2, trial.alerts
+    assert 1 <= trial.count("deploy passed") <= 2, trial.alerts

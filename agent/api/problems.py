@@ -181,6 +181,21 @@ def _clean_msg(msg: str) -> str:
     return msg
 
 
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in words (the value itself is not said back)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return "a string"
+
+
 def validation_errors(
     exc: ValidationError,
     *,
@@ -195,7 +210,8 @@ def validation_errors(
     """
     fields = sorted(known_fields)
     out: list[dict[str, Any]] = []
-    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+    # the input is read for its JSON type alone (`_json_kind`), never echoed
+    for error in exc.errors(include_url=False, include_context=True):
         loc: Loc = [*prefix, *(p for p in error["loc"] if p != "[key]")]
         msg = _clean_msg(str(error["msg"]))
         kind = error["type"]
@@ -205,6 +221,16 @@ def validation_errors(
             msg = "the body must be a JSON object"
         elif kind == "missing":
             msg = f"{field} required"
+        elif kind == "string_type":
+            # pydantic's "Input should be a valid string" for a label's `1` or `true`
+            given = _json_kind(error.get("input"))
+            msg = f"must be a JSON string, not {given}" + (
+                ": write it in quotes" if given in ("a number", "true or false") else ""
+            )
+        elif kind == "dict_type":
+            msg = f"must be a JSON object, not {_json_kind(error.get('input'))}"
+        elif kind == "string_too_short" and (error.get("ctx") or {}).get("min_length") == 1:
+            msg = "must not be empty"
         if "[key]" in error["loc"]:  # a map's key, not its value (pydantic's loc says so)
             msg = f"{msg} (the key)"
         out.append({"loc": loc, "msg": msg})

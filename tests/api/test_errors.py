@@ -738,9 +738,37 @@ async def test_a_list_parameter_of_the_wrong_shape_says_what_it_takes(
 
 
 @pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        (
+            "labels",
+            {"build": 1234},
+            "labels.build: must be a JSON string, not a number: write it in quotes",
+        ),
+        ("labels", {"ok": True}, "labels.ok: must be a JSON string, not true or false: write it"),
+        ("labels", {"k": None}, "labels.k: must be a JSON string, not null"),
+        ("labels", ["pipeline"], "labels: must be a JSON object, not a list"),
+        ("version", ["v1"], "version: must be a JSON string, not a list"),
+        ("version", "", "version: must not be empty"),
+        ("commit", 9, "commit: must be a JSON string, not a number: write it in quotes"),
+    ],
+)
+async def test_a_field_of_the_wrong_json_type_says_what_to_write(
+    client: Client, field: str, value: Any, says: str
+) -> None:
+    """They were pydantic's words ("Input should be a valid string", "Input should be a
+    valid dictionary", "String should have at least 1 character"): what was wrong, not
+    what to write. The value itself is not said back."""
+    response = await client.post("/v1/deploys", json={**VALID, field: value}, headers=AUTH)
+    body = await problem(response, 422)
+    assert body["detail"].startswith(says), body
+    assert "1234" not in body["detail"]
+
+
+@pytest.mark.parametrize(
     ("labels", "says"),
     [
-        ({"": "v"}, "labels.: String should have at least 1 character (the key)"),
+        ({"": "v"}, "labels.: must not be empty (the key)"),
         ({"k" * 70: "v"}, "String should have at most 64 characters (the key)"),
         ({"k": "v" * 300}, "labels.k: String should have at most 256 characters"),
     ],

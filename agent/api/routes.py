@@ -34,6 +34,7 @@ from agent.api.models import (
     deploy_object,
     deploy_path,
     encode_list_cursor,
+    parse_rfc3339,
     shown_state,
 )
 from agent.api.problems import (
@@ -228,17 +229,37 @@ def _same_request(stored: IdempotentResponse, document: Any, body: DeployRequest
     return stored.request_hash in same_request_hashes(document)
 
 
+def _differing(first: Mapping[str, Any], body: DeployRequest) -> list[str]:
+    """The fields in which `body` differs from the deploy object a key first answered,
+    as far as that object tells (a `window` or `deployed_at` left out in one request and
+    given in the other it cannot)."""
+    differ = [
+        name for name in _SHOWN_AS_GIVEN if name in first and getattr(body, name) != first[name]
+    ]
+    try:
+        deployed = parse_rfc3339(first["deployed_at"]).timestamp()
+        window = parse_rfc3339(first["ends_at"]).timestamp() - deployed
+    except (KeyError, ValueError):
+        return differ
+    if body.window is not None and abs(body.window - window) >= 0.0005:
+        differ.append("window")
+    if body.deployed_at is not None and abs(body.deployed_at.timestamp() - deployed) >= 0.0005:
+        differ.append("deployed_at")
+    return differ
+
+
 def _replay(
     stored: IdempotentResponse, document: Any, body: DeployRequest | None, key: str
 ) -> web.Response:
     if not _same_request(stored, document, body):
         first = stored.body
-        differ = [
-            name
-            for name in _SHOWN_AS_GIVEN
-            if body is not None and name in first and getattr(body, name) != first[name]
-        ]
-        what = ", ".join(differ) if differ else "its window or deployed_at"
+        differ = _differing(first, body) if body is not None else []
+        what = (
+            ", ".join(differ)
+            if differ
+            else "its window or deployed_at (given in one request and left out in the other,"
+            " or under a millisecond apart)"
+        )
         raise ApiProblem(
             409,
             f"Idempotency-Key {key!r} was already used for another request: it registered"

@@ -332,14 +332,30 @@ async def test_a_repeat_equal_in_meaning_replays_the_first_answer(
 @pytest.mark.parametrize(
     ("repeat", "named"),
     [
-        ({**FULL_REQUEST, "deployed_at": "2026-11-26T14:00:00+01:00"}, "its window or deployed_at"),
-        ({**FULL_REQUEST, "deployed_at": "2026-11-26T14:00:00.001Z"}, "its window or deployed_at"),
-        ({**FULL_REQUEST, "window": 601}, "its window or deployed_at"),
+        ({**FULL_REQUEST, "deployed_at": "2026-11-26T14:00:00+01:00"}, "deployed_at"),
+        ({**FULL_REQUEST, "deployed_at": "2026-11-26T14:00:00.001Z"}, "deployed_at"),
+        ({**FULL_REQUEST, "window": 601}, "window"),
         ({**FULL_REQUEST, "labels": {"pipeline": "run-1235"}}, "labels"),
         ({**FULL_REQUEST, "commit": None}, "commit"),
-        ({**FULL_REQUEST, "version": "v2.4.2", "commit": "abc"}, "version, commit"),
+        (
+            {**FULL_REQUEST, "version": "v2.4.2", "commit": "abc", "window": "1h"},
+            "version, commit, window",
+        ),
+        (
+            {k: v for k, v in FULL_REQUEST.items() if k != "window"},
+            "its window or deployed_at (given in one request and left out in the other, or"
+            " under a millisecond apart)",
+        ),
     ],
-    ids=["other-instant", "one-ms-later", "window", "labels", "commit-left-out", "two"],
+    ids=[
+        "other-instant",
+        "one-ms-later",
+        "window",
+        "labels",
+        "commit-left-out",
+        "three",
+        "window-left-out",
+    ],
 )
 async def test_a_repeat_that_means_another_request_is_409_naming_what_differs(
     client: Client, store: SqliteStore, repeat: dict[str, Any], named: str

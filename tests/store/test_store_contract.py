@@ -21,6 +21,7 @@ from agent.records import (
     IdempotentResponse,
     RollbackIntent,
     RoundRecord,
+    WindowCreated,
 )
 from agent.store.base import (
     AlertClaim,
@@ -81,6 +82,43 @@ async def test_the_store_tells_its_own_clock_where_it_has_one(
         assert told is None
     else:
         assert told is not None and abs(told - time.time()) < 5
+
+
+async def test_a_window_deployed_before_the_live_one_is_inserted_superseded_by_it(
+    store: Store,
+) -> None:
+    """A late or retried registration of an older deploy leaves the live one watching:
+    it is inserted `superseded` (`superseded_by` the live one), supersedes nothing, and
+    the answer kept under its key is worded from what was stored. A window still
+    `scheduled` (deployed_at ahead) is not live: it is superseded as before."""
+    await store.create_window(window("dep_live", created=100.0))
+    older = dataclasses.replace(window("dep_older", created=130.0), deployed_at=90.0)
+    kept: list[str] = []
+
+    def answer(created: WindowCreated) -> IdempotentResponse:
+        kept.append(created.window.state)
+        return IdempotentResponse("k-older", "h", 201, {"state": created.window.state})
+
+    created = await store.create_window(older, answer)
+    assert created.superseded == [] and created.superseded_by is not None
+    assert created.superseded_by.id == "dep_live"
+    assert (created.window.state, created.window.ended_at) == ("superseded", 130.0)
+    stored = await store.get_window("dep_older")
+    assert stored is not None and (stored.state, stored.ended_at) == ("superseded", 130.0)
+    live = await store.get_window("dep_live")
+    assert live is not None and live.state == "watching"
+    assert kept == ["superseded"]
+    remembered = await store.idempotent_response("k-older")
+    assert remembered is not None and remembered.body == {"state": "superseded"}
+    # a scheduled window (deployed_at ahead of the registration) is not live yet
+    await store.create_window(
+        dataclasses.replace(window("dep_sched", env="staging", created=140.0), deployed_at=900.0)
+    )
+    now_live = dataclasses.replace(
+        window("dep_now", env="staging", created=150.0), deployed_at=145.0
+    )
+    created = await store.create_window(now_live)
+    assert created.superseded_by is None and [w.id for w in created.superseded] == ["dep_sched"]
 
 
 async def test_new_window_supersedes_the_active_one(store: Store) -> None:

@@ -575,7 +575,12 @@ async def list_deploys(request: web.Request) -> web.Response:
 def _window_id(request: web.Request) -> str:
     window_id = request.match_info["id"]
     if not _DEPLOY_ID.match(window_id):
-        raise ApiProblem(404, f"no deploy {window_id[:64]!r}", slug="unknown-deploy")
+        raise ApiProblem(
+            404,
+            f"no deploy {window_id[:64]!r}: a deploy id is dep_ and 26 letters and digits, as"
+            " its registration answered (`id`, and the end of its `Location`)",
+            slug="unknown-deploy",
+        )
     return window_id
 
 

@@ -370,7 +370,8 @@ async def test_postflight_rollback_exits_0_accepted_1_refused_2_unknown(
         assert code == 1, out
         assert f"deploy {deploy['id']} was {state}: nothing to roll back (HTTP 409)" in out, out
     code, out = await rollback("dep_none")
-    assert code == 2 and "no deploy 'dep_none' (HTTP 404)" in out, out
+    assert code == 2 and "no deploy 'dep_none': a deploy id is dep_ and 26" in out, out
+    assert out.rstrip().endswith("(HTTP 404)"), out
     final = await agent.settled(live["id"], within=20)
     assert final["state"] == "rolled_back" and len(receiver.attempts) == 1
 

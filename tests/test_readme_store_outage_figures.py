@@ -30,6 +30,7 @@ def test_a_store_dropping_packets_holds_a_try_look_s_plus_probe_s() -> None:
         f"one that drops packets may hold a sender's retry up to {held:g} s, longer than the"
         f" grace: a try that has waited {LOOK_S:g} s on the store asks whether the server"
         f" answers a new connection, and ends as an outage when none does within {PROBE_S:g} s"
+        " of the time the agent could wait (a stall of its own loop, a GC pause, does not count)"
         " (`LOOK_S` and `PROBE_S` in `agent/store/postgres.py`;"
         f" `tests/store/test_postgres_frozen.py`, with a connect timeout of {LONG_TIMEOUT_S:g} s)"
     ) in said

@@ -433,3 +433,40 @@ async def test_a_rate_limit_longer_than_one_wait_is_waited_out_not_asked_inside(
         assert (result.error or "").endswith("(asked to wait 200 s, past this call's retries)"), (
             result.error
         )
+
+
+async def test_an_attempt_whose_connection_was_never_made_is_not_one_the_provider_took(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`CallResult.unanswered` counts attempts the provider may have acted on though their
+    answer was lost: a refused connection sent nothing, where it counted, and a gate's
+    answer refused (422) after it was taken for an answer taken earlier (no page) though
+    nothing had gone out."""
+    from tests.e2e.crash import free_port
+
+    port = free_port()
+    runners: list[web.AppRunner] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({"message": "Validation Failed"}, status=422)
+
+    async def sleep(delay: float) -> None:  # GitHub comes up during the wait
+        if not runners:
+            app = web.Application()
+            app.router.add_post("/answer", handler)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            runners.append(runner)
+
+    fake = {**{name: getattr(asyncio, name) for name in asyncio.__all__}, "sleep": sleep}
+    monkeypatch.setattr(clients, "asyncio", types.SimpleNamespace(**fake))
+    try:
+        async with aiohttp.ClientSession() as session:
+            result = await call(
+                session, "POST", f"http://127.0.0.1:{port}/answer", headers={}, body=b"{}"
+            )
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+    assert (result.ok, result.status, result.attempts, result.unanswered) == (False, 422, 2, 0)

@@ -48,7 +48,8 @@ class CallResult:
     not change would refuse it again."""
     unanswered: int = 0
     """Attempts that got no HTTP answer (a timeout, a connection lost): the provider may
-    have acted on any of them, though the call failed (its answer was lost)."""
+    have acted on any of them, though the call failed (its answer was lost). A connection
+    never made (refused) is not one: nothing was sent."""
     left: bool = False
     """A stop (`leaving`) came before an attempt or in a wait between two: no outcome,
     nothing of it out; `attempts` says how many were made (0: none)."""
@@ -127,7 +128,8 @@ async def call(
             unanswered += 1
         except (aiohttp.ClientError, OSError) as exc:
             status, error = None, redact(f"{type(exc).__name__}: {exc}")[:_SNIPPET]
-            unanswered += 1
+            # a connection never made (refused, no such host) sent nothing to act on
+            unanswered += not isinstance(exc, aiohttp.ClientConnectorError)
         else:
             read = method.upper() in READS
             if 200 <= status < 300 and unread and read:

@@ -73,7 +73,7 @@ class PgNews:
         """`changed`, sent without waiting `FLUSH_S` for others: a window starting to probe
         (`agent.windows.in_flight`), which another replica's background run in flight
         must hear of before the window's first round (it did 52-55 ms later, with the
-        wait; 2-5 ms without)."""
+        wait; 1-6 ms without)."""
         self._urgent = True
         self.changed(window_id)
 

@@ -54,7 +54,7 @@ async def test_a_window_starting_is_sent_at_once_other_news_coalesced(
 ) -> None:
     """`at_once` (a window starting to probe) goes out without the `FLUSH_S` wait that
     lets a burst of round writes go out as one: another replica's run in flight heard of
-    it 52-55 ms after, beside the window's first round; 2-5 ms without the wait. The
+    it 52-55 ms after, beside the window's first round; 1-6 ms without the wait. The
     next change waits again (here a minute: not sent while the test looks)."""
     import asyncpg
 

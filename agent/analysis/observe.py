@@ -3,7 +3,8 @@
 Pure: no I/O, no clock. The daemon calls `observe` once per rule per round with that round's
 samples; `merge` pools the background probing before a deploy (or any list of periods) into
 one baseline, keeping counts and raw values so the judge can weigh the evidence, and
-measuring how bursty errors are across the periods (`Observation.dispersion`).
+measuring how bursty errors are across the periods (`Observation.dispersion`; for raw
+values, how many each period gave: `Observation.period_sizes`).
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ def merge(observations: Sequence[Observation]) -> Observation:
             quantile=q,
             seconds=seconds,
             periods=sum(o.periods for o in sampled),
+            period_sizes=_period_sizes(sampled),
         )
     if all(o.count is not None and o.total is not None for o in usable):
         counts = [int(o.count or 0) for o in usable]
@@ -145,6 +147,21 @@ def _average(
     else:
         value = float(np.mean(values))
     return Observation(value=value, seconds=seconds, periods=periods, quantile=quantile)
+
+
+def _period_sizes(sampled: Sequence[Observation]) -> tuple[int, ...]:
+    """How many of the pooled values each period gave (`Observation.period_sizes`): a
+    period's own sizes when it was pooled already, else its values; () when any pooled
+    period did not keep them, or there is only one."""
+    sizes: list[int] = []
+    for o in sampled:
+        if o.period_sizes and sum(o.period_sizes) == len(o.values):
+            sizes.extend(o.period_sizes)
+        elif o.periods == 1:
+            sizes.append(len(o.values))
+        else:
+            return ()
+    return tuple(sizes) if len(sizes) > 1 else ()
 
 
 def _dispersion(

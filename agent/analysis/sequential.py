@@ -34,10 +34,11 @@ import functools
 import hashlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from agent.analysis import stats
 from agent.analysis.conformal import Ranker
@@ -57,6 +58,7 @@ Bound = Literal["max_increase", "max", "min"]
 Test = Literal["proportion", "rank", "exceedance", "value"]
 
 _EMPTY: FloatArray = np.empty(0)
+_NO_PERIODS: npt.NDArray[np.intp] = np.empty(0, dtype=np.intp)
 
 BASELINE_SHARE = 0.2
 """Part of a relative test's alpha spent on the baseline's confidence limit. Small, because a
@@ -219,6 +221,10 @@ class BaselineData:
     dispersion: float = 0.0
     """Within-period correlation of events (rho), measured across the baseline's periods
     (background runs, provider buckets); 0 when they carry no information."""
+    period_of: npt.NDArray[np.intp] = field(default_factory=lambda: _NO_PERIODS)
+    """The period each of `sorted_values` came from (`Observation.period_sizes`), so that
+    how samples past a cutoff cluster in periods can be measured (`share_dispersion`);
+    empty when the baseline did not keep its periods."""
 
     @classmethod
     def from_observation(cls, obs: Observation | None) -> BaselineData | None:
@@ -228,7 +234,14 @@ class BaselineData:
         if not math.isfinite(obs.value):
             return None
         values = np.asarray(obs.values, dtype=np.float64) if obs.values else _EMPTY
-        values = np.sort(values[np.isfinite(values)])
+        period_of = _period_of(obs.period_sizes, values.size)
+        finite = np.isfinite(values)
+        if period_of.size:
+            values, period_of = values[finite], period_of[finite]
+            order = np.argsort(values, kind="stable")
+            values, period_of = values[order], period_of[order]
+        else:
+            values = np.sort(values[finite])
         return cls(
             value=float(obs.value),
             count=None if obs.count is None else float(obs.count),
@@ -236,7 +249,21 @@ class BaselineData:
             sorted_values=values,
             periods=max(1, obs.periods),
             dispersion=obs.dispersion or 0.0,
+            period_of=period_of,
         )
+
+    def share_dispersion(self, cutoff: float, *, below: bool) -> float:
+        """Within-period correlation (rho) of samples past `cutoff` (below it when `below`),
+        measured across the periods the samples came from, as `dispersion` is for counts:
+        slow whole background runs show as a large one. 0 when the periods were not kept or
+        carry no information."""
+        if not self.period_of.size:
+            return 0.0
+        past = self.sorted_values < cutoff if below else self.sorted_values > cutoff
+        periods = int(self.period_of.max()) + 1
+        counts = np.bincount(self.period_of[past], minlength=periods)
+        totals = np.bincount(self.period_of, minlength=periods)
+        return stats.intra_period_correlation(counts, totals) or 0.0
 
     @property
     def has_counts(self) -> bool:
@@ -353,6 +380,10 @@ class PassTest:
     (the one its failing test uses): the baseline's percentile or rate at its least (most,
     for a decrease) on its samples or counts, as `123ms (+10% of 112ms, ...)`; empty when
     both figures read the same."""
+    dispersion: float = 0.0
+    """Within-period correlation (rho) of the statistic's events (errors, samples past the
+    cutoff) across the baseline's periods: the floor's design effect
+    (`SequentialRule._design_effect`); 0 when nothing measured it."""
 
     @property
     def key(self) -> str:
@@ -400,7 +431,7 @@ class SequentialRule:
         # union bound that splits `alpha` among rules and tests is the failing side's.
         whole = alpha if pass_alpha is None else pass_alpha
         self.passes: tuple[PassTest, ...] = tuple(
-            t for t in (self._pass_test(b, whole) for b in bounds) if t is not None
+            self._bursty(t) for t in (self._pass_test(b, whole) for b in bounds) if t is not None
         )
         self.unpassable = len(self.passes) < len(bounds)
         """A bound has no test of its evidence (no baseline to compare with, say)."""
@@ -824,6 +855,19 @@ class SequentialRule:
         return PassTest(
             "max_increase", statistic2, limit, up, a, text=text, counted_from=counted_from
         )
+
+    def _bursty(self, test: PassTest) -> PassTest:
+        """`test` with its events' burstiness across the baseline's periods (`dispersion`):
+        a rate's as `merge` measured it, a share's from the periods' samples past its
+        cutoff (`BaselineData.share_dispersion`)."""
+        base = self.baseline
+        if base is None or test.statistic == "value":
+            return test
+        if test.statistic == "rate":
+            rho = base.dispersion
+        else:
+            rho = base.share_dispersion(test.cutoff, below=test.below)
+        return replace(test, dispersion=rho) if rho else test
 
     # -- the fold -------------------------------------------------------------------------
 
@@ -1275,20 +1319,21 @@ class SequentialRule:
         mean = float(st["mean"])
         return mean - radius, mean + radius
 
-    def _design_effect(self, test: PassTest, size: float) -> float:
-        """How much more a round's rate varies than its requests' binomial law says, by the
-        burstiness measured across the baseline's periods (Kish: 1 + (n - 1) rho).
+    @staticmethod
+    def _design_effect(test: PassTest, size: float) -> float:
+        """How much more a round's rate, or share past a cutoff, varies than its requests'
+        binomial law says, by the burstiness measured across the baseline's periods (Kish:
+        1 + (n - 1) rho, `PassTest.dispersion`).
 
         The floor is what a window whose rounds showed no spread is granted: errors that
         fill whole rounds (a pod down for a round), none seen yet, pass a deploy past its
         bound on a binomial floor (30 rounds of 40, 6% of rounds failing whole against
-        `max 0.05`: 44 of 300 windows). The background runs of the same service show the
-        bursts (an hour of them: 0 of 300). A share past a latency cutoff keeps the binomial
-        floor: the baseline pools its samples, so their runs' spread past a cutoff is gone."""
-        base = self.baseline
-        if test.statistic != "rate" or base is None or size <= 1.0:
+        `max 0.05`: 44 of 300 windows), and so do whole rounds slow past a latency
+        cutoff. The background runs of the same service show the bursts (an hour of them:
+        0 of 300)."""
+        if test.statistic == "value" or size <= 1.0:
             return 1.0
-        return 1.0 + (size - 1.0) * base.dispersion
+        return 1.0 + (size - 1.0) * test.dispersion
 
     # -- what the rule can see -----------------------------------------------------------
 
@@ -2100,6 +2145,14 @@ def _welford(st: dict[str, Any], x: float, size: float) -> None:
 def _finite(values: tuple[float, ...]) -> FloatArray:
     array = np.asarray(values, dtype=np.float64)
     return array[np.isfinite(array)]
+
+
+def _period_of(sizes: tuple[int, ...], n: int) -> npt.NDArray[np.intp]:
+    """Each of `n` pooled values' period, from the periods' sizes in order; empty unless
+    there are two periods or more and their sizes account for every value."""
+    if len(sizes) < 2 or any(s < 0 for s in sizes) or sum(sizes) != n:
+        return _NO_PERIODS
+    return np.repeat(np.arange(len(sizes), dtype=np.intp), sizes)
 
 
 def _has_counts(obs: Observation) -> bool:

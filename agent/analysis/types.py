@@ -65,6 +65,11 @@ class Observation:
     dispersion: float | None = None
     """Correlation of events within one period (bursty errors), measured by `merge` across its
     periods; the sequential test discounts each round's counts by it. None: not measured."""
+    period_sizes: tuple[int, ...] = ()
+    """With `values` pooled from several periods (`merge`: a baseline's background runs), how
+    many each period gave, in order, so the judge can measure how samples past any cutoff
+    cluster in periods (slow whole rounds) as `dispersion` does for counts. Empty: not kept
+    (one period, or a baseline stored before it was)."""
     answered: bool = False
     """With `error`: the source answered, but not usably (a rejected key or query, an answer
     that cannot be read): a fix in the configuration, not an outage that passes."""

@@ -54,6 +54,7 @@ def bounded_observation_dict(obs: Observation, *, exact: bool = False) -> dict[s
 def observation_from_dict(data: dict[str, Any]) -> Observation:
     known = {k: v for k, v in data.items() if k in _OBSERVATION_DEFAULTS or k == "value"}
     known["values"] = tuple(known.get("values") or ())
+    known["period_sizes"] = tuple(known.get("period_sizes") or ())  # absent: stored before
     known.setdefault("value", None)
     return Observation(**known)
 

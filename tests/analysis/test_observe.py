@@ -78,6 +78,19 @@ def test_merge_recomputes_a_percentile_from_pooled_values() -> None:
     assert (merged.total, merged.quantile) == (5, 0.5)
 
 
+def test_merge_keeps_how_many_values_each_period_gave() -> None:
+    """So the judge can count each background run's samples past any cutoff (slow whole
+    runs); a period pooled already gives its own sizes, one that lost them gives none."""
+    a = Observation(0.2, values=(0.1, 0.2), quantile=0.5)
+    b = Observation(0.4, values=(0.3, 0.4, 0.5), quantile=0.5)
+    merged = merge([a, b])
+    assert merged.period_sizes == (2, 3)
+    assert merge([merged, a]).period_sizes == (2, 3, 2)
+    pooled_without = Observation(0.4, values=(0.3, 0.4, 0.5), quantile=0.5, periods=2)
+    assert merge([a, pooled_without]).period_sizes == ()
+    assert merge([a]).period_sizes == ()  # one period: nothing to measure across
+
+
 def test_merge_averages_rates_without_counts() -> None:
     assert merge([Observation(0.01), Observation(0.03)]).value == pytest.approx(0.02)
     weighted = merge([Observation(0.01, total=300), Observation(0.03, total=100)])

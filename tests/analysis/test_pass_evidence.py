@@ -12,6 +12,8 @@ import numpy as np
 from agent.analysis import Observation, Policy, Rule
 from agent.analysis.judge import Judge
 from agent.analysis.observe import merge
+from agent.analysis.sequential import BaselineData
+from agent.windows.evidence import observation_from_dict, observation_to_dict
 
 HEALTH = Rule("health-latency", "checks", "latency_p95", max=0.3, check="health")
 ERRORS = Rule("probe-errors", "checks", "error_rate", max=0.05)
@@ -208,6 +210,75 @@ def test_whole_rounds_the_background_shows_do_not_pass_a_deploy_past_its_bound()
     the hour of background runs shows, pass none of 300 windows (before: 44 of 300, 15%,
     the windows whose rounds showed no failure; at most 1% asserted)."""
     assert whole_round_windows(0.06, 300, 3) == 0  # the README's 0 of 300; at most 1%: 3
+
+
+def slow_round_windows(
+    rule: Rule, before: float, after: float, windows: int, seed: int
+) -> dict[str, int]:
+    """Whole rounds slow (a 50 ms service, its slow rounds 10x) `before` of the time in an
+    hour of background runs (120 of 40 probes) and `after` in the window's 30 rounds of 40:
+    how many windows passed on the baseline as `merge` pools it (`kept`: each run's samples
+    known) and as a baseline stored before runs were kept reads back (`stored_before`)."""
+    rng = np.random.default_rng(seed)
+
+    def a_round(share: float) -> Observation:
+        scale = 10.0 if rng.random() < share else 1.0
+        return latencies(rng.lognormal(np.log(0.05 * scale), 0.3, 40))
+
+    passed = {"kept": 0, "stored_before": 0}
+    for _ in range(windows):
+        base = merge([a_round(before) for _ in range(120)])
+        stored = {k: v for k, v in observation_to_dict(base).items() if k != "period_sizes"}
+        rounds = [a_round(after) for _ in range(30)]
+        for said, baseline in (("kept", base), ("stored_before", observation_from_dict(stored))):
+            judge = Judge([rule], {rule.name: baseline}, Policy(), horizon=30)
+            state = judge.start()
+            for index, round_ in enumerate(rounds):
+                state = judge.advance(state, {rule.name: round_}, in_place=True, final=index == 29)
+            passed[said] += judge.glance(state, final=True).decision == "pass"
+    return passed
+
+
+def test_slow_whole_rounds_the_background_shows_do_not_pass_a_latency_bound() -> None:
+    """README: a latency rule's pass side, a share of samples past a cutoff, takes the
+    burstiness of the background runs' samples past it, as a rate's does: rounds slow whole
+    6% of the time against `max: 300ms` (their samples all past it) pass none of 300 windows
+    (before: 56 of 300 on the binomial floor, the windows with no slow round); and a
+    baseline stored before the runs' sizes were kept judges as it did then."""
+    slow = Rule("health-latency", "checks", "latency_p95", max=0.3, check="health")
+    passed = slow_round_windows(slow, 0.06, 0.06, 300, 3)
+    assert passed["kept"] == 0, passed  # at most 1%: 3
+    assert passed["stored_before"] > 30, passed  # the binomial floor's passes, as before
+
+
+def test_slow_whole_rounds_more_often_do_not_pass_a_relative_latency_bound() -> None:
+    """The same past a relative bound: whole rounds slow 3% of the time before the deploy,
+    7% after (its p95 among the slow rounds, past +50%; about 7% of its samples past the
+    baseline's p95 + 50%): 0 of 100 windows pass (before: 10 of 100)."""
+    passed = slow_round_windows(FEED, 0.03, 0.07, 100, 4)
+    assert passed["kept"] <= 1 and passed["stored_before"] > 5, passed
+
+
+def test_period_sizes_that_do_not_add_up_are_not_read() -> None:
+    """A baseline's `period_sizes` count its values by period; sizes that do not add up to
+    its values (a plugin's own) measure nothing, rather than a wrong burstiness."""
+    values = (0.1, 0.1, 0.1, 0.1, 0.9, 0.9)
+    kept = BaselineData.from_observation(
+        Observation(0.9, values=values, quantile=0.95, period_sizes=(2, 2, 2))
+    )
+    wrong = BaselineData.from_observation(
+        Observation(0.9, values=values, quantile=0.95, period_sizes=(2, 2, 3))
+    )
+    assert kept is not None and wrong is not None
+    assert kept.share_dispersion(0.5, below=False) == 1.0  # the slow run: all its samples
+    assert wrong.share_dispersion(0.5, below=False) == 0.0
+
+
+def test_a_calm_latency_background_keeps_a_calm_release_passing() -> None:
+    """No slow rounds before or after: the few samples past the cutoff are scattered, and
+    the windows pass as on a baseline whose runs are not known (100 of 100 each)."""
+    passed = slow_round_windows(FEED, 0.0, 0.0, 100, 5)
+    assert passed["kept"] == passed["stored_before"] >= 95, passed
 
 
 def test_a_calm_background_keeps_a_calm_release_passing() -> None:

@@ -608,10 +608,10 @@ probing); a floor of 100ms refused such configurations outright."""
 
 def _period_floor(seconds: float) -> float:
     if seconds < MIN_INTERVAL_S:
-        got = format_duration(seconds) if seconds == 0 or seconds >= 0.001 else f"{seconds:f}s"
-        raise ValueError(
-            f"must be at least {format_bound(MIN_INTERVAL_S)} (got {got}): a shorter"
-            " period only keeps the agent busy running checks and storing what they found"
+        raise ValueError(  # `format_duration` says a sub-ms period too (`0.01ms`)
+            f"must be at least {format_bound(MIN_INTERVAL_S)} (got {format_duration(seconds)}):"
+            " a shorter period only keeps the agent busy running checks and storing what"
+            " they found"
         )
     return seconds
 

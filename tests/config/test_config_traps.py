@@ -304,7 +304,7 @@ def test_an_interval_below_the_floor_from_a_variable_names_the_variable(
             "interval: 30s",
             "interval: 30s\n    background_interval: 0.00001",
             "environments.production.background_interval (line 9): must be at least 10ms"
-            " (got 0.000010s): a shorter period only keeps the agent busy running checks and"
+            " (got 0.01ms): a shorter period only keeps the agent busy running checks and"
             " storing what they found",
         ),
         (

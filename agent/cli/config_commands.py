@@ -27,6 +27,7 @@ from agent.settings_file import (
     load_config,
 )
 from agent.stopping import StopBudget, StopDeadline
+from common.durations import format_duration
 from common.words import counted
 
 if TYPE_CHECKING:
@@ -292,7 +293,7 @@ def check_command(args: argparse.Namespace) -> int:
     for r in results:
         shown = "dropped" if _dropped(r) else "pass" if r.ok else "ERROR" if r.bug else "FAIL"
         print(
-            f"{r.check:<{width}}  {r.type:<6}  {shown:<7}  {r.duration_s * 1000:>6.0f}ms"
+            f"{r.check:<{width}}  {r.type:<6}  {shown:<7}  {format_duration(r.duration_s):>8}"
             f"  {visible(r.message)}"  # a target's words, its controls escaped
         )
     bugs = sum(1 for r in results if r.bug)

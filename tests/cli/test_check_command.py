@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -74,6 +75,12 @@ async def test_all_pass_exits_0_with_a_table(
     assert await run_cli("check", "--config", str(config), "--env", "staging") == 0
     out = capsys.readouterr().out
     assert "CHECK" in out and "health" in out and "2 passed, 0 failed" in out
+    # each run's time as every latency reads (`format_duration`), where a run of a few ms
+    # read `2ms` or `0ms`: below 10 ms in three significant digits
+    times = [line.split()[3] for line in out.splitlines() if line.startswith("health")]
+    assert times and all(re.fullmatch(r"\d\.\d+ms|0\.\d+ms|\d{2,}ms|[\d.]+s", t) for t in times), (
+        out
+    )
 
 
 async def test_a_failing_check_exits_1_and_says_why(

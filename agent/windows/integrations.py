@@ -59,6 +59,7 @@ from agent.store.outages import (
 from agent.web.links import deploy_page_url
 from agent.windows.alert_once import alert_claim
 from agent.windows.lifecycle import FOLLOW_UPS, WatchServices, deliver_rollback
+from agent.windows.markers import mark_rollback, marker_claims, marking
 from alerting.events import MANUAL_ROLLBACK_PREFIX, Alert, AlertEvent, IntegrationCall
 from common.keyed_locks import KeyedLocks
 from common.times import rfc3339
@@ -1596,6 +1597,8 @@ class Integrations:
                 window, event, reason=text, rollback_target=env.rollback.target
             )
             claims = [alert_claim(alert, env.alerts.tags)]
+            if intent.state == "pending":  # marked at the providers as a verdict's is
+                claims += marker_claims(env, self.s.providers)
             stored = False
             if window.state == "watching":
                 # a `failed` window's verdict failed (contract section 2): the person's,
@@ -1614,6 +1617,8 @@ class Integrations:
         self.s.spawn(self.s.alerts.send_claimed(window, alert, env.alerts.tags, claimed_at=now))
         if intent.state == "pending":
             self.s.spawn(deliver_rollback(window, intent, env, self.s))
+            for name in marking(env, self.s.providers):
+                self.s.spawn(mark_rollback(window, env, self.s, name, lapsed_before=now + 1.0))
         return window
 
     # after a rollback ------------------------------------------------------------------

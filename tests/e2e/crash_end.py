@@ -13,6 +13,7 @@ of the test) that outlives the agent and counts what it took, repeats included.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -147,11 +148,20 @@ class EndTrial:
 
 
 def write_config(
-    workdir: Path, agent_port: int, *, sink: str, receiver: str, sentry: str, github: str
+    workdir: Path,
+    agent_port: int,
+    *,
+    sink: str,
+    receiver: str,
+    sentry: str,
+    github: str,
+    target: str | None = None,
 ) -> Path:
-    """A deploy that fails at its first round (nothing listens at its target), with a
-    rollback webhook, Sentry markers and a Sentry rule whose reads Sentry fails (a
-    `provider_unreachable` of that round), GitHub deployment and commit statuses."""
+    """A deploy that fails at its first round (nothing listens at its target, or at
+    `target`, a healthy one, it passes until rolled back by hand), with a rollback
+    webhook, Sentry markers and a Sentry rule whose reads Sentry fails (a
+    `provider_unreachable`), GitHub deployment and commit statuses."""
+    target = target or f"http://127.0.0.1:{free_port()}"
     text = f"""\
 server:
   listen: 127.0.0.1:{agent_port}
@@ -175,7 +185,7 @@ integrations:
   github: {{api_url: "{github}", token: {GH_TOKEN}}}
 environments:
   production:
-    base_url: http://127.0.0.1:{free_port()}
+    base_url: {target}
     window: 60s
     interval: 500ms
     probes_per_round: 3
@@ -211,8 +221,11 @@ def _wait(done: Callable[[], bool], within: float) -> bool:
     return done()
 
 
-def run_end_trial(workdir: Path) -> EndTrial:
+def run_end_trial(workdir: Path, *, manual: bool = False) -> EndTrial:
+    """A failed verdict's end; with `manual`, a healthy deploy's end by a rollback asked
+    through the API (`POST /v1/deploys/{id}/rollback`) as it is watched."""
     workdir.mkdir(parents=True, exist_ok=True)
+    healthy = _FailingFirst(0) if manual else None
     sink_log, receiver_log = workdir / "sink.jsonl", workdir / "receiver.jsonl"
     helpers: list[subprocess.Popen[bytes]] = []
     agent: subprocess.Popen[bytes] | None = None
@@ -237,11 +250,13 @@ def run_end_trial(workdir: Path) -> EndTrial:
             receiver=receiver_url,
             sentry=sentry_url,
             github=github_url,
+            target=healthy.url if healthy is not None else None,
         )
         agent = start_agent(workdir, config, port)
+        deploys = f"http://127.0.0.1:{port}/v1/deploys"
         deploy = request_json(
             "POST",
-            f"http://127.0.0.1:{port}/v1/deploys",
+            deploys,
             {
                 "environment": "production",
                 "version": VERSION,
@@ -253,6 +268,10 @@ def run_end_trial(workdir: Path) -> EndTrial:
                 },
             },
         )
+        if manual:
+            _wait(lambda: request_json("GET", f"{deploys}/{deploy['id']}")["rounds"] >= 1, 30)
+            with contextlib.suppress(OSError):  # killed as it answers
+                request_json("POST", f"{deploys}/{deploy['id']}/rollback", {"reason": "by hand"})
         agent.wait(timeout=60)  # killed by its hook at the window's end
         killed = (workdir / "killed").exists()
         agent = start_agent(workdir, config, port)
@@ -309,6 +328,8 @@ def run_end_trial(workdir: Path) -> EndTrial:
         if agent is not None and agent.poll() is None:
             agent.send_signal(signal.SIGKILL)
             agent.wait()
+        if healthy is not None:
+            healthy.server.shutdown()
         for helper in helpers:
             helper.send_signal(signal.SIGTERM)
             try:

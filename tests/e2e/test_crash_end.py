@@ -38,3 +38,17 @@ def test_a_kill_at_the_end_of_a_window_whose_last_round_cleared_a_breach(tmp_pat
     assert 1 <= trial.count("breached") <= 2, trial.alerts
     assert 1 <= trial.count("resolved") <= 2, trial.alerts
     assert 1 <= trial.count("deploy passed") <= 2, trial.alerts
+
+
+def test_a_kill_at_the_end_a_rollback_asked_by_hand_made_loses_nothing(tmp_path: Path) -> None:
+    """A rollback asked through the API ends the watching window as a failed verdict
+    does, and is marked at the providers as one (README: markers record "the rollback"),
+    where it was never marked."""
+    trial = run_end_trial(tmp_path, manual=True)
+    assert trial.killed, "the agent was not killed at the window's end"
+    assert trial.state == "rolled_back", trial
+    assert trial.rollbacks_acted_on == 1, trial
+    assert 1 <= trial.count("rollback requested") <= 2, trial.alerts
+    assert 1 <= trial.rollback_markers <= 2, trial
+    assert trial.deployment_statuses.count("failure") == 1, trial
+    assert trial.commit_statuses.count("failure") == 1, trial

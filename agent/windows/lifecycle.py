@@ -496,6 +496,7 @@ class WindowWatch:
         it, once the round before is stored (rounds are stored in order)."""
         if self.settling is not None and not await asyncio.shield(self.settling):
             return
+        await self.round_claims()  # this round's alerts (a check's bug): none after the end
         reason = bug_reason(part, exc, self.s.redact, f"at round {number}")
         await end_broken(self.window, self.env, self.s, reason, exc, runs=self._kept_stand_ins())
 

@@ -297,3 +297,38 @@ async def test_a_rollback_given_up_for_a_newer_deploy_does_not_say_roll_back_by_
     ), headline
     assert "do not roll back by hand: v2.4.2's own window judges it" in headline
     assert "did not accept it" not in page.message
+
+
+class ClaimsLate(DiesAtTheEnd):
+    """`DiesAtTheEnd`, its alert claims queued behind other writes (a loaded store)."""
+
+    async def claim_alert(self, *args: Any, **kwargs: Any) -> bool:
+        await asyncio.sleep(0.2)
+        return await super().claim_alert(*args, **kwargs)
+
+
+async def test_a_kill_as_a_bug_ends_the_window_loses_none_of_its_last_rounds_alerts(
+    tmp_path: Path, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """A round whose judging raised (a bug) ends the window inconclusive (`_broken`):
+    the alerts spawned in that round before it (a check's `check_bug`) were claimed beside
+    that end, as a verdict's end's were, and a kill once it was stored lost them."""
+    from alerting.events import check_bug_key
+
+    path = tmp_path / "end.db"
+    store = ClaimsLate(path)
+    await store.open()
+    try:
+        await store.create_window(window())
+        alerts = WindowAlerts(store, notifier(json_sink, metrics), lease_s=LEASE_S)
+        w = await watch(store, alerts, metrics, crash=False)
+        w._alert("check_bug", key=check_bug_key("health"), reason="its bug", check="health")
+        await w._broken("the judge", 1, ValueError("a bug"))
+        with contextlib.suppress(asyncio.CancelledError):
+            await w.s.drain(5.0)
+    finally:
+        await store.close()
+    await recovered(path, json_sink, metrics)  # whatever the kill cut off
+    assert await recovered(path, json_sink, metrics) == 0
+    titles = sorted(n.title for n in json_sink.notifications)
+    assert len(titles) == 2 and any("health" in t for t in titles), titles

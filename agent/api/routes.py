@@ -208,9 +208,10 @@ async def _render(request: web.Request, window: DeployWindow) -> dict[str, Any]:
     store = request.config_dict[STORE]
     # any state may have one: a manual rollback (§7) can follow a pass
     rollback = await store.get_rollback(window.id) if window.state != "watching" else None
-    if rollback is not None and rollback.state == "delivered" and window.state == "failed":
+    if rollback is not None and rollback.state == "delivered" and window.state != "rolled_back":
         # delivered in between our two reads: the same transaction made the window
-        # rolled_back, so read it again rather than show a state that never was
+        # rolled_back (from failed, passed or inconclusive), so read it again rather
+        # than show a state that never was
         window = await store.get_window(window.id) or window
     return await shown_deploy(
         store, window, rollback, page=_page(request, window.id), now=_now(request)

@@ -1087,7 +1087,9 @@ class SqlStore(ABC):
 
         Fenced by `intent.fence`, except a delivery: a 2xx is a fact, stored even by a
         sender whose lease lapsed meanwhile, so that no new holder sends again. A
-        `delivered` rollback moves its window from `failed` to `rolled_back`. False if
+        `delivered` rollback moves its window to `rolled_back` from `failed`, or from
+        `passed` or `inconclusive` (a manual rollback's: left to a step after, a reader
+        saw the window `passed` with its rollback delivered meanwhile). False if
         nothing changed (the lease is another's, or the rollback already ended).
         `alerts` are claimed with the change, so a crash after it cannot lose them."""
         async with self._tx() as db:
@@ -1126,7 +1128,8 @@ class SqlStore(ABC):
             if changed == 1 and intent.state == "delivered":
                 # same transaction: "rolled_back" means the webhook accepted it
                 await db.execute(
-                    "UPDATE windows SET state = 'rolled_back' WHERE id = ? AND state = 'failed'",
+                    "UPDATE windows SET state = 'rolled_back' WHERE id = ?"
+                    " AND state IN ('failed', 'passed', 'inconclusive')",
                     intent.window_id,
                 )
             if changed == 1:

@@ -58,8 +58,10 @@ async def test_a_manual_rollback_is_sent_by_its_sender_not_picked_up_as_resumed(
             headers=agent.headers,
         ) as r:
             assert r.status == 202, await r.text()
-        # a passed window is made rolled_back just after its rollback is stored delivered
-        await agent.wait_until(deploy["id"], lambda d: d["state"] == "rolled_back")
+        # rolled_back with its rollback delivered, in one write: a passed window was shown
+        # `passed` with its rollback `delivered` until a step after made it rolled_back
+        final = await agent.settled(deploy["id"])
+        assert (final["state"], final["rollback"]["state"]) == ("rolled_back", "delivered")
         assert list(receiver.delivered) == [deploy["id"]]
         assert len(receiver.attempts) == 1
     finally:

@@ -121,6 +121,22 @@ async def test_a_window_deployed_before_the_live_one_is_inserted_superseded_by_i
     assert created.superseded_by is None and [w.id for w in created.superseded] == ["dep_sched"]
 
 
+@pytest.mark.parametrize("ended", ["passed", "inconclusive", "failed"])
+async def test_a_delivered_rollback_makes_its_window_rolled_back_in_the_same_write(
+    store: Store, ended: str
+) -> None:
+    """A manual rollback of a passed or inconclusive window too: it stayed `passed` with
+    its rollback `delivered` until a later step (`after_rollback`) changed it."""
+    await store.create_window(window("dep_rb"))
+    assert await store.finish_window("dep_rb", ended, None, 110.0)  # type: ignore[arg-type]
+    intent = RollbackIntent("dep_rb", "pending", "{}", 111.0, lease_owner="me", lease_epoch=1)
+    assert await store.add_rollback(intent, 111.0)
+    delivered = dataclasses.replace(intent, state="delivered", last_status=200, finished_at=112.0)
+    assert await store.settle_rollback(delivered)
+    stored = await store.get_window("dep_rb")
+    assert stored is not None and stored.state == "rolled_back"
+
+
 async def test_new_window_supersedes_the_active_one(store: Store) -> None:
     await store.create_window(window("dep_1"))
     await store.create_window(window("dep_x", env="staging"))

@@ -181,9 +181,10 @@ class WindowCreated:
     """Nothing was opened: a window of the same provider deployment is still watched
     (`agent.store.base.SameDeployment`)."""
     superseded_by: DeployWindow | None = None
-    """The environment's watching window deployed later than this one, and already live:
-    this one (a late or retried registration) was inserted `superseded` at once, for
-    what serves is the newer deploy, whose watch goes on (`Store.create_window`)."""
+    """The environment's window deployed later than this one and already live (watching,
+    or ended other than cancelled): this one (a late or retried registration) was
+    inserted `superseded` at once, for what serves is the newer deploy, whose watch, if
+    on, goes on (`Store.create_window`)."""
 
 
 Remembered = IdempotentResponse | Callable[[WindowCreated], IdempotentResponse]

@@ -268,8 +268,9 @@ class DeployRequest(BaseModel):
         " keeps the window `scheduled` until then. A window already over when it is"
         " registered is recorded, ended `inconclusive` at once with a verdict saying why"
         " (nothing could be observed), and supersedes nothing (5s of clock skew are"
-        " tolerated). One before the deployed_at of the environment's live, watching"
-        " window is recorded `superseded` at once: that newer deploy is what serves.",
+        " tolerated). One before the deployed_at of a later deploy of the environment"
+        " already live (its window watching, or over and not cancelled) is recorded"
+        " `superseded` at once: that newer deploy is what serves.",
     )
     labels: Annotated[
         dict[LabelKey, LabelValue],

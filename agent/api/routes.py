@@ -453,14 +453,20 @@ def _outdated(created: WindowCreated) -> str:
     """Why a registration was recorded `superseded` at once: a later deploy of its
     environment already serves (a pipeline's retry, or a registration that arrived after
     the next deploy's). Superseding that one would have ended the watch of what is live,
-    and with it the rollback a bad deploy needs."""
+    and with it the rollback a bad deploy needs; watched, this one would have judged the
+    newer deploy's traffic, and could have rolled back over it."""
     window, newer = created.window, created.superseded_by
     assert newer is not None
+    still = (
+        "which is live and still watched"
+        if newer.active
+        else f"a later deploy, its window over ({newer.state})"
+    )
     return (
         f"{window.environment} {window.version}: deployed at"
         f" {rfc3339(window.deployed_at, millis=False)}, before {newer.id} ({newer.version},"
-        f" deployed at {rfc3339(newer.deployed_at, millis=False)}), which is live and still"
-        " watched: recorded superseded by it, not watched (if this deploy went live after"
+        f" deployed at {rfc3339(newer.deployed_at, millis=False)}), {still}: recorded"
+        " superseded by it, not watched (if this deploy went live after"
         " that one, register it again, with a new Idempotency-Key if it had one, giving"
         " the time it went live as deployed_at)"
     )

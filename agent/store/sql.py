@@ -385,6 +385,30 @@ def _live_and_newer(active: Sequence[DeployWindow], window: DeployWindow) -> Dep
     return max(newer, key=lambda old: (old.deployed_at, old.created_at), default=None)
 
 
+CREATED_BEFORE_LIVE_S = 3600.0 + 5.0
+"""How long before it goes live a window may be created: a `deployed_at` at most 1 h
+ahead, and 5 s of clock skew (`agent.api.models`, which the store does not import)."""
+
+
+async def _ended_and_newer(db: Connection, window: DeployWindow) -> DeployWindow | None:
+    """The environment's newest ended window that went live after `window` was deployed
+    (not one cancelled, nor one that ended before its `deployed_at`: neither need have
+    served): a deploy after this one, its window over, so `window` no longer serves
+    either. Watched, `window` would judge the newer deploy's traffic and could roll back
+    over it. Looked for among the windows created since `window`'s `deployed_at` less
+    `CREATED_BEFORE_LIVE_S` (the index by creation), not the environment's history."""
+    rows = await db.fetch(
+        f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE created_at >= ? AND environment = ?"
+        " AND state NOT IN ('watching', 'cancelled') AND deployed_at > ? AND deployed_at <= ?"
+        " AND ended_at >= deployed_at ORDER BY deployed_at DESC, created_at DESC LIMIT 1",
+        window.deployed_at - CREATED_BEFORE_LIVE_S,
+        window.environment,
+        window.deployed_at,
+        window.created_at,
+    )
+    return _window(rows[0]) if rows else None
+
+
 async def _remember(db: Connection, response: IdempotentResponse, at: float) -> None:
     """Keep an answer under its key (a key used already is a unique violation)."""
     await db.execute(
@@ -637,6 +661,8 @@ class SqlStore(ABC):
                         await _remember(db, same.response(active), window.created_at)
                         return WindowCreated(window=active, joined=True)
             newer = _live_and_newer(superseded, window)
+            if newer is None and window.active:
+                newer = await _ended_and_newer(db, window)
             if newer is not None:
                 window.state, window.ended_at = "superseded", window.created_at
                 superseded = []

@@ -7,6 +7,7 @@ supersedes"), so what was live went unwatched and its rollback never came."""
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -90,3 +91,32 @@ async def test_a_deploy_registered_before_a_scheduled_one_goes_live_still_supers
     assert now_live["state"] == "watching" and not now_live.get("warnings"), now_live
     assert (await agent.get(scheduled["id"]))["state"] == "superseded"
     await agent.cancel(now_live["id"])
+
+
+@pytest.mark.timeout(60)
+async def test_an_older_deploy_registered_after_a_newer_one_ended_is_not_watched(
+    start_agent: AgentFactory, flip_target: FlipTarget
+) -> None:
+    """The newer deploy's window over (passed): the late registration of the older one,
+    its window of 10m not over, is recorded superseded by it. Watched, it judged the
+    newer deploy's traffic, and a failure of that would have rolled back over it."""
+    agent = await start_agent(environment("production", flip_target.url, window="30s"))
+    newer = await agent.register("production", "v2", window="2s")
+    ended = await agent.settled(newer["id"])
+    assert ended["state"] in ("passed", "inconclusive"), ended
+    deployed = time.time() - 120
+    late = await agent.register(
+        "production", "v1", window="10m", deployed_at=rfc3339(deployed, millis=False)
+    )
+    assert late["state"] == "superseded", late
+    [warning] = late["warnings"]
+    assert f"before {newer['id']} (v2, deployed at" in warning, warning
+    assert f"a later deploy, its window over ({ended['state']})" in warning, warning
+    # a deploy cancelled need not have served: one registered after it is watched
+    cancelled = await agent.register("production", "v3")
+    await agent.cancel(cancelled["id"])
+    # deployed after v2 ended, before v3 (cancelled)
+    before_v3 = datetime.fromisoformat(cancelled["deployed_at"]) - timedelta(milliseconds=500)
+    watched = await agent.register("production", "v4", deployed_at=before_v3.isoformat())
+    assert watched["state"] == "watching", watched
+    await agent.cancel(watched["id"])

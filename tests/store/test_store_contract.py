@@ -121,6 +121,37 @@ async def test_a_window_deployed_before_the_live_one_is_inserted_superseded_by_i
     assert created.superseded_by is None and [w.id for w in created.superseded] == ["dep_sched"]
 
 
+@pytest.mark.parametrize(
+    ("newer_ends", "superseded_by"),
+    [
+        (("passed", 120.0), "dep_newer"),
+        (("rolled_back", 120.0), "dep_newer"),
+        (("superseded", 120.0), "dep_newer"),
+        (("cancelled", 120.0), None),  # a cancelled deploy need not have served
+        (("superseded", 99.0), None),  # superseded while scheduled: never live
+    ],
+)
+async def test_a_window_deployed_before_an_ended_newer_one_is_inserted_superseded(
+    store: Store, newer_ends: tuple[str, float], superseded_by: str | None
+) -> None:
+    """Watched, a late registration of an older deploy would judge the newer deploy's
+    traffic and could roll back over it, its window over or not; a newer window that
+    was cancelled, or ended before it went live, does not count."""
+    state, ended_at = newer_ends
+    newer = dataclasses.replace(window("dep_newer", created=95.0), deployed_at=100.0)
+    await store.create_window(newer)
+    ok = await store.finish_window("dep_newer", state, None, ended_at)  # type: ignore[arg-type]
+    assert ok
+    older = dataclasses.replace(window("dep_older", created=130.0), deployed_at=90.0)
+    older.ends_at = 90.0 + 3600
+    created = await store.create_window(older)
+    got = created.superseded_by.id if created.superseded_by is not None else None
+    assert got == superseded_by
+    stored = await store.get_window("dep_older")
+    assert stored is not None
+    assert stored.state == ("superseded" if superseded_by else "watching")
+
+
 @pytest.mark.parametrize("ended", ["passed", "inconclusive", "failed"])
 async def test_a_delivered_rollback_makes_its_window_rolled_back_in_the_same_write(
     store: Store, ended: str

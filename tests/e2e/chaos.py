@@ -865,7 +865,7 @@ async def store_outage(plan: Plan, url: str, cluster: PgCluster) -> Findings:
             said = replica.log.read_text(errors="replace")
             for words in (
                 f"{deploy} accepted on attempt",
-                "resuming rollback delivery",
+                "rollback delivery (attempt",  # a sweep took it up (resumed or started)
                 "no recorded outcome; waiting",
             ):
                 if words in said:
